@@ -1,0 +1,32 @@
+/**
+ * pyproxy: run Python code and Python models as a service from TypeScript.
+ *
+ * A {@linkcode Pool} supervises Python server processes and talks to them over
+ * a checksummed, framed JSON protocol; `deno run -A mod.ts serve` starts the
+ * HTTP gateway.
+ *
+ * @example Start a pool and execute a model
+ * ```ts ignore
+ * import { Pool } from "@pyproxy/pyproxy";
+ * await using pool = await Pool.start({ workers: 2, modelsDir: "./models" });
+ * await pool.addModel("doubler", { file: "doubler.py", options: { k: 3 } });
+ * console.log(await pool.execute("doubler", { x: 5 })); // { y: 15 }
+ * ```
+ *
+ * @module
+ */
+export * from "./src/errors.ts";
+export * from "./src/runtime/mod.ts";
+export * from "./src/protocol/mod.ts";
+export * from "./src/session.ts";
+export * from "./src/python_server.ts";
+export * from "./src/plugin.ts";
+export * from "./src/pool.ts";
+export * from "./src/atom.ts";
+export * from "./src/gateway/mod.ts";
+export * from "./plugins/mod.ts";
+
+if (import.meta.main) {
+  const { main } = await import("./src/cli.ts");
+  await main();
+}

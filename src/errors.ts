@@ -1,0 +1,392 @@
+/**
+ * Every error pyproxy throws or rejects with. Each class has a stable `name`
+ * (the same string the Python side puts in `error.type`) and a stable `code`
+ * that programs can switch on.
+ *
+ * @module
+ */
+
+/** Options accepted by every pyproxy error constructor. */
+export interface PyProxyErrorOptions {
+  /** The underlying error, kept for diagnostics. */
+  cause?: unknown;
+  /** Extra fields carried by the error (for example from a Python error reply). */
+  details?: Record<string, unknown>;
+}
+
+/**
+ * Base class of the domain errors. Catch it to handle every pyproxy failure.
+ *
+ * @example Switch on the stable code
+ * ```ts
+ * import { PyProxyError } from "./errors.ts";
+ * try {
+ *   throw new PyProxyError("Cannot run: example");
+ * } catch (err) {
+ *   if (err instanceof PyProxyError) console.log(err.code); // "PYPROXY_ERROR"
+ * }
+ * ```
+ */
+export class PyProxyError extends Error {
+  /** Stable machine-readable code, e.g. `"TIMEOUT"`. */
+  readonly code: string = "PYPROXY_ERROR";
+  /** Extra fields (for errors that came over the wire: every field of the error object). */
+  readonly details: Record<string, unknown>;
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "PyProxyError";
+    this.details = options.details ?? {};
+  }
+}
+
+function defineName<T extends abstract new (...args: never[]) => Error>(
+  cls: T,
+  name: string,
+): void {
+  Object.defineProperty(cls.prototype, "name", {
+    value: name,
+    writable: true,
+    configurable: true,
+    enumerable: false,
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Wire errors: bad bytes. These extend SyntaxError (the bytes do not parse).
+
+/**
+ * The bytes on a connection do not form a valid frame (wrong begin marker,
+ * unknown version, length above the limit, bad end marker, payload not a JSON
+ * object). The connection is closed: there is no way to resynchronise.
+ *
+ * @example
+ * ```ts
+ * import { FrameError } from "./errors.ts";
+ * const err = new FrameError("Cannot decode frame: bad begin marker");
+ * console.log(err.code); // "FRAME_INVALID"
+ * ```
+ */
+export class FrameError extends SyntaxError {
+  /** Stable code. */
+  readonly code: string = "FRAME_INVALID";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+  }
+}
+defineName(FrameError, "FrameError");
+
+/**
+ * A frame's payload does not match its MD5 checksum. The frame length was
+ * still trusted, so the stream stays aligned and the connection usable.
+ *
+ * @example
+ * ```ts
+ * import { ChecksumError } from "./errors.ts";
+ * console.log(new ChecksumError("Cannot verify frame: md5 mismatch").code); // "CHECKSUM_MISMATCH"
+ * ```
+ */
+export class ChecksumError extends SyntaxError {
+  /** Stable code. */
+  readonly code: string = "CHECKSUM_MISMATCH";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+  }
+}
+defineName(ChecksumError, "ChecksumError");
+
+/**
+ * A payload is not valid UTF-8 JSON, or not a JSON object.
+ *
+ * @example
+ * ```ts
+ * import { ProtocolError } from "./errors.ts";
+ * console.log(new ProtocolError("Cannot parse payload: not an object").code); // "PROTOCOL_ERROR"
+ * ```
+ */
+export class ProtocolError extends SyntaxError {
+  /** Stable code. */
+  readonly code: string = "PROTOCOL_ERROR";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+  }
+}
+defineName(ProtocolError, "ProtocolError");
+
+// ---------------------------------------------------------------------------
+// Domain errors.
+
+function domain(name: string, code: string) {
+  const cls = class extends PyProxyError {
+    override readonly code: string = code;
+    constructor(message: string, options: PyProxyErrorOptions = {}) {
+      super(message, options);
+      this.name = name;
+    }
+  };
+  defineName(cls, name);
+  return cls;
+}
+
+/**
+ * The connection to a Python server ended while the request was pending.
+ *
+ * @example
+ * ```ts
+ * import { ConnectionLostError } from "./errors.ts";
+ * console.log(new ConnectionLostError("Cannot complete request: connection closed").code); // "CONNECTION_LOST"
+ * ```
+ */
+export class ConnectionLostError extends domain("ConnectionLostError", "CONNECTION_LOST") {}
+
+/**
+ * A request did not settle within its timeout.
+ *
+ * @example
+ * ```ts
+ * import { TimeoutError } from "./errors.ts";
+ * console.log(new TimeoutError("Cannot complete request: timed out after 5 ms").code); // "TIMEOUT"
+ * ```
+ */
+export class TimeoutError extends domain("TimeoutError", "TIMEOUT") {}
+
+/**
+ * A request was cancelled by its `AbortSignal` (or the running code was interrupted).
+ *
+ * @example
+ * ```ts
+ * import { CancelledError } from "./errors.ts";
+ * console.log(new CancelledError("Cannot complete request: aborted").code); // "CANCELLED"
+ * ```
+ */
+export class CancelledError extends domain("CancelledError", "CANCELLED") {}
+
+/**
+ * The worker running the call died (process exit, signal, lost connection).
+ * At-most-once: the call may or may not have run.
+ *
+ * @example
+ * ```ts
+ * import { WorkerCrashedError } from "./errors.ts";
+ * console.log(new WorkerCrashedError("Cannot complete call: worker w1 exited").code); // "WORKER_CRASHED"
+ * ```
+ */
+export class WorkerCrashedError extends domain("WorkerCrashedError", "WORKER_CRASHED") {}
+
+/**
+ * The pool refused a call at once because every worker is at its in-flight
+ * bound and the queue is full.
+ *
+ * @example
+ * ```ts
+ * import { OverloadedError } from "./errors.ts";
+ * console.log(new OverloadedError("Cannot accept call: queue full").code); // "OVERLOADED"
+ * ```
+ */
+export class OverloadedError extends domain("OverloadedError", "OVERLOADED") {}
+
+/**
+ * The pool is closing (or closed); the call was not run.
+ *
+ * @example
+ * ```ts
+ * import { ShuttingDownError } from "./errors.ts";
+ * console.log(new ShuttingDownError("Cannot accept call: pool is closing").code); // "SHUTTING_DOWN"
+ * ```
+ */
+export class ShuttingDownError extends domain("ShuttingDownError", "SHUTTING_DOWN") {}
+
+/**
+ * No worker is available (all failed or restarting past the wait limit).
+ *
+ * @example
+ * ```ts
+ * import { NoWorkerError } from "./errors.ts";
+ * console.log(new NoWorkerError("Cannot route call: no worker is ready").code); // "NO_WORKER"
+ * ```
+ */
+export class NoWorkerError extends domain("NoWorkerError", "NO_WORKER") {}
+
+/**
+ * Python code raised. `type`, `message` and `traceback` come from Python.
+ *
+ * @example
+ * ```ts
+ * import { PythonError } from "./errors.ts";
+ * const err = new PythonError("ValueError", "bad x", "Traceback ...");
+ * console.log(err.type, err.code); // "ValueError" "PYTHON_ERROR"
+ * ```
+ */
+export class PythonError extends PyProxyError {
+  override readonly code: string = "PYTHON_ERROR";
+  /** The Python exception class name, e.g. `"ValueError"`. */
+  readonly type: string;
+  /** The formatted Python traceback (may be empty). */
+  readonly traceback: string;
+  /** Creates the error. */
+  constructor(
+    type: string,
+    message: string,
+    traceback = "",
+    options: PyProxyErrorOptions = {},
+  ) {
+    super(`${type}: ${message}`, options);
+    this.name = "PythonError";
+    this.type = type;
+    this.traceback = traceback;
+  }
+}
+
+/**
+ * An error reported by the remote side that has no more specific class
+ * (for example `UnknownCommandError`, `ModelNotFoundError`). `remoteType` is
+ * the `error.type` from the wire; `code` is derived from it.
+ *
+ * @example
+ * ```ts
+ * import { RemoteError } from "./errors.ts";
+ * const err = new RemoteError("ModelNotFoundError", "Cannot execute: no model 'x'");
+ * console.log(err.remoteType, err.code); // "ModelNotFoundError" "MODEL_NOT_FOUND"
+ * ```
+ */
+export class RemoteError extends PyProxyError {
+  override readonly code: string;
+  /** The `error.type` sent by the peer. */
+  readonly remoteType: string;
+  /** Creates the error. */
+  constructor(remoteType: string, message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = remoteType;
+    this.remoteType = remoteType;
+    this.code = codeOf(remoteType);
+  }
+}
+
+/**
+ * The peer did not accept our credentials (or we did not accept theirs).
+ *
+ * @example
+ * ```ts
+ * import { AuthenticationError } from "./errors.ts";
+ * console.log(new AuthenticationError("Cannot authenticate: bad mac").code); // "AUTHENTICATION_FAILED"
+ * ```
+ */
+export class AuthenticationError extends domain("AuthenticationError", "AUTHENTICATION_FAILED") {}
+
+/**
+ * An eval session's worker died; the session is closed for good.
+ *
+ * @example
+ * ```ts
+ * import { SessionLostError } from "./errors.ts";
+ * console.log(new SessionLostError("Cannot eval: session s1 is lost").code); // "SESSION_LOST"
+ * ```
+ */
+export class SessionLostError extends domain("SessionLostError", "SESSION_LOST") {}
+
+/**
+ * A plugin hook threw; the message names the plugin and the hook.
+ *
+ * @example
+ * ```ts
+ * import { PluginError } from "./errors.ts";
+ * console.log(new PluginError("Cannot run hook onRequest of plugin 'x': boom").code); // "PLUGIN_FAILED"
+ * ```
+ */
+export class PluginError extends domain("PluginError", "PLUGIN_FAILED") {}
+
+/**
+ * A spill file was missing, outside the spill directory, or failed its
+ * size/md5 check.
+ *
+ * @example
+ * ```ts
+ * import { SpillError } from "./errors.ts";
+ * console.log(new SpillError("Cannot read spill file: md5 mismatch").code); // "SPILL_FAILED"
+ * ```
+ */
+export class SpillError extends domain("SpillError", "SPILL_FAILED") {}
+
+/**
+ * A configuration or option value is invalid; the message names the field.
+ *
+ * @example
+ * ```ts
+ * import { ConfigError } from "./errors.ts";
+ * console.log(new ConfigError("Cannot start pool: workers: expected >= 1").code); // "CONFIG_INVALID"
+ * ```
+ */
+export class ConfigError extends domain("ConfigError", "CONFIG_INVALID") {}
+
+/**
+ * A Python server process could not be started (exited before its ready line).
+ *
+ * @example
+ * ```ts
+ * import { StartError } from "./errors.ts";
+ * console.log(new StartError("Cannot start python server: exited with 1").code); // "START_FAILED"
+ * ```
+ */
+export class StartError extends domain("StartError", "START_FAILED") {}
+
+/** Converts `ModelNotFoundError` to `MODEL_NOT_FOUND`. */
+function codeOf(type: string): string {
+  const base = type.endsWith("Error") ? type.slice(0, -5) : type;
+  return base.replace(/([a-z0-9])([A-Z])/g, "$1_$2").toUpperCase() || "REMOTE_ERROR";
+}
+
+const KNOWN: Record<
+  string,
+  new (message: string, options?: PyProxyErrorOptions) => Error
+> = {
+  ChecksumError,
+  ProtocolError,
+  FrameError,
+  TimeoutError,
+  CancelledError,
+  AuthenticationError,
+  SessionLostError,
+  SpillError,
+  OverloadedError,
+  ConnectionLostError,
+  WorkerCrashedError,
+  ShuttingDownError,
+};
+
+/**
+ * Turns an `error` object from a reply into the matching error class:
+ * `PythonError` for exceptions raised by user code, a known class when the
+ * type matches one, else a `RemoteError`.
+ *
+ * @example
+ * ```ts
+ * import { errorFromWire, PythonError } from "./errors.ts";
+ * const err = errorFromWire({ type: "PythonError", exception: "KeyError", message: "'x'", traceback: "" });
+ * console.log(err instanceof PythonError); // true
+ * ```
+ */
+export function errorFromWire(error: unknown): Error {
+  if (typeof error !== "object" || error === null) {
+    return new RemoteError("RemoteError", `Cannot complete request: malformed error ${JSON.stringify(error)}`);
+  }
+  const e = error as Record<string, unknown>;
+  const type = typeof e.type === "string" ? e.type : "RemoteError";
+  const message = typeof e.message === "string" ? e.message : "";
+  if (type === "PythonError") {
+    return new PythonError(
+      typeof e.exception === "string" ? e.exception : "Exception",
+      message,
+      typeof e.traceback === "string" ? e.traceback : "",
+      { details: e },
+    );
+  }
+  const Known = KNOWN[type];
+  if (Known) {
+    const err = new Known(message, { details: e });
+    return err;
+  }
+  return new RemoteError(type, message, { details: e });
+}

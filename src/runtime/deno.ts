@@ -1,0 +1,178 @@
+/**
+ * The Deno implementation of {@linkcode Runtime}.
+ *
+ * @module
+ */
+import type {
+  ChildProcess,
+  Connection,
+  ConnectTarget,
+  FetchHandler,
+  HttpServer,
+  Runtime,
+  SpawnOptions,
+} from "./types.ts";
+
+function wrapConn(conn: Deno.Conn): Connection {
+  let closed = false;
+  return {
+    readable: conn.readable,
+    writable: conn.writable,
+    close() {
+      if (closed) return;
+      closed = true;
+      try {
+        conn.close();
+      } catch {
+        // already closed by a stream end
+      }
+    },
+  };
+}
+
+/**
+ * Creates the Deno runtime adapter.
+ *
+ * @example
+ * ```ts
+ * import { denoRuntime } from "./deno.ts";
+ * const rt = denoRuntime();
+ * console.log(rt.name); // "deno"
+ * ```
+ */
+export function denoRuntime(): Runtime {
+  return {
+    name: "deno",
+    async connect(target: ConnectTarget): Promise<Connection> {
+      if (target.path !== undefined) {
+        const conn = await Deno.connect({ transport: "unix", path: target.path });
+        return wrapConn(conn);
+      }
+      const conn = await Deno.connect({
+        hostname: target.hostname ?? "127.0.0.1",
+        port: target.port,
+      });
+      conn.setNoDelay(true);
+      return wrapConn(conn);
+    },
+    spawn(options: SpawnOptions): ChildProcess {
+      const child = new Deno.Command(options.cmd, {
+        args: options.args,
+        ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+        ...(options.env === undefined ? {} : { env: options.env }),
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const status = child.status.then(
+        (s) => ({ code: s.signal ? null : s.code, signal: s.signal ?? null }),
+        () => ({ code: null, signal: null }),
+      );
+      let exited = false;
+      status.then(() => (exited = true));
+      return {
+        pid: child.pid,
+        stdin: child.stdin,
+        stdout: child.stdout,
+        stderr: child.stderr,
+        status,
+        kill(signal = "SIGTERM") {
+          if (exited) return;
+          try {
+            child.kill(signal);
+          } catch {
+            // the child exited between the check and the kill
+          }
+        },
+      };
+    },
+    serve(options, handler: FetchHandler): Promise<HttpServer> {
+      return new Promise((resolve) => {
+        const server = Deno.serve({
+          hostname: options.hostname,
+          port: options.port,
+          ...(options.signal ? { signal: options.signal } : {}),
+          onListen: (addr) => {
+            resolve({
+              port: addr.port,
+              hostname: addr.hostname,
+              shutdown: () => server.shutdown(),
+            });
+          },
+        }, (req, info) => {
+          const addr = info.remoteAddr as Deno.NetAddr;
+          return handler(req, { remoteAddr: addr.hostname ?? "" });
+        });
+      });
+    },
+    async mkdir(path, mode) {
+      await Deno.mkdir(path, { recursive: true, ...(mode === undefined ? {} : { mode }) });
+    },
+    async makeTempDir(options = {}) {
+      const dir = await Deno.makeTempDir({
+        ...(options.dir === undefined ? {} : { dir: options.dir }),
+        prefix: options.prefix ?? "pyproxy-",
+      });
+      await Deno.chmod(dir, 0o700);
+      return dir;
+    },
+    async remove(path, options = {}) {
+      try {
+        await Deno.remove(path, { recursive: options.recursive ?? false });
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      }
+    },
+    readFile: (path) => Deno.readFile(path),
+    async writeFile(path, data) {
+      await Deno.writeFile(path, data, { mode: 0o600 });
+    },
+    async stat(path) {
+      try {
+        const s = await Deno.stat(path);
+        return { isFile: s.isFile, isDirectory: s.isDirectory, size: s.size };
+      } catch (err) {
+        if (err instanceof Deno.errors.NotFound) return null;
+        throw err;
+      }
+    },
+    async readDir(path) {
+      const names: string[] = [];
+      try {
+        for await (const e of Deno.readDir(path)) names.push(e.name);
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      }
+      return names;
+    },
+    realPath: (path) => Deno.realPath(path),
+    env: (name) => Deno.env.get(name),
+    cpuCount: () => navigator.hardwareConcurrency || 1,
+    pid: () => Deno.pid,
+    memoryRss: () => Deno.memoryUsage().rss,
+    onSignal(signal, listener) {
+      Deno.addSignalListener(signal, listener);
+      return () => {
+        try {
+          Deno.removeSignalListener(signal, listener);
+        } catch {
+          // already removed
+        }
+      };
+    },
+    exit: (code) => Deno.exit(code),
+    args: () => Deno.args,
+    tempDir: () => Deno.env.get("TMPDIR") ?? "/tmp",
+    shmDir() {
+      try {
+        const s = Deno.statSync("/dev/shm");
+        if (!s.isDirectory) return undefined;
+        const probe = Deno.makeTempDirSync({ dir: "/dev/shm", prefix: ".pyproxy-probe-" });
+        Deno.removeSync(probe);
+        return "/dev/shm";
+      } catch {
+        return undefined;
+      }
+    },
+  };
+}
