@@ -34,7 +34,10 @@ export class PyProxyError extends Error {
   readonly details: Record<string, unknown>;
   /** Creates the error. */
   constructor(message: string, options: PyProxyErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    super(
+      message,
+      options.cause === undefined ? undefined : { cause: options.cause },
+    );
     this.name = "PyProxyError";
     this.details = options.details ?? {};
   }
@@ -72,7 +75,10 @@ export class FrameError extends SyntaxError {
   readonly code: string = "FRAME_INVALID";
   /** Creates the error. */
   constructor(message: string, options: PyProxyErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    super(
+      message,
+      options.cause === undefined ? undefined : { cause: options.cause },
+    );
   }
 }
 defineName(FrameError, "FrameError");
@@ -92,7 +98,10 @@ export class ChecksumError extends SyntaxError {
   readonly code: string = "CHECKSUM_MISMATCH";
   /** Creates the error. */
   constructor(message: string, options: PyProxyErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    super(
+      message,
+      options.cause === undefined ? undefined : { cause: options.cause },
+    );
   }
 }
 defineName(ChecksumError, "ChecksumError");
@@ -111,7 +120,10 @@ export class ProtocolError extends SyntaxError {
   readonly code: string = "PROTOCOL_ERROR";
   /** Creates the error. */
   constructor(message: string, options: PyProxyErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    super(
+      message,
+      options.cause === undefined ? undefined : { cause: options.cause },
+    );
   }
 }
 defineName(ProtocolError, "ProtocolError");
@@ -119,17 +131,8 @@ defineName(ProtocolError, "ProtocolError");
 // ---------------------------------------------------------------------------
 // Domain errors.
 
-function domain(name: string, code: string) {
-  const cls = class extends PyProxyError {
-    override readonly code: string = code;
-    constructor(message: string, options: PyProxyErrorOptions = {}) {
-      super(message, options);
-      this.name = name;
-    }
-  };
-  defineName(cls, name);
-  return cls;
-}
+// Each class is spelled out (not made by a factory) so that JSR's fast check
+// and `deno doc --lint` see a plain `extends PyProxyError`.
 
 /**
  * The connection to a Python server ended while the request was pending.
@@ -140,7 +143,16 @@ function domain(name: string, code: string) {
  * console.log(new ConnectionLostError("Cannot complete request: connection closed").code); // "CONNECTION_LOST"
  * ```
  */
-export class ConnectionLostError extends domain("ConnectionLostError", "CONNECTION_LOST") {}
+export class ConnectionLostError extends PyProxyError {
+  /** Stable code. */
+  override readonly code: string = "CONNECTION_LOST";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "ConnectionLostError";
+  }
+}
+defineName(ConnectionLostError, "ConnectionLostError");
 
 /**
  * A request did not settle within its timeout.
@@ -151,7 +163,16 @@ export class ConnectionLostError extends domain("ConnectionLostError", "CONNECTI
  * console.log(new TimeoutError("Cannot complete request: timed out after 5 ms").code); // "TIMEOUT"
  * ```
  */
-export class TimeoutError extends domain("TimeoutError", "TIMEOUT") {}
+export class TimeoutError extends PyProxyError {
+  /** Stable code. */
+  override readonly code: string = "TIMEOUT";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "TimeoutError";
+  }
+}
+defineName(TimeoutError, "TimeoutError");
 
 /**
  * A request was cancelled by its `AbortSignal` (or the running code was interrupted).
@@ -162,7 +183,16 @@ export class TimeoutError extends domain("TimeoutError", "TIMEOUT") {}
  * console.log(new CancelledError("Cannot complete request: aborted").code); // "CANCELLED"
  * ```
  */
-export class CancelledError extends domain("CancelledError", "CANCELLED") {}
+export class CancelledError extends PyProxyError {
+  /** Stable code. */
+  override readonly code: string = "CANCELLED";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "CancelledError";
+  }
+}
+defineName(CancelledError, "CancelledError");
 
 /**
  * The worker running the call died (process exit, signal, lost connection).
@@ -174,7 +204,16 @@ export class CancelledError extends domain("CancelledError", "CANCELLED") {}
  * console.log(new WorkerCrashedError("Cannot complete call: worker w1 exited").code); // "WORKER_CRASHED"
  * ```
  */
-export class WorkerCrashedError extends domain("WorkerCrashedError", "WORKER_CRASHED") {}
+export class WorkerCrashedError extends PyProxyError {
+  /** Stable code. */
+  override readonly code: string = "WORKER_CRASHED";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "WorkerCrashedError";
+  }
+}
+defineName(WorkerCrashedError, "WorkerCrashedError");
 
 /**
  * The pool refused a call at once because every worker is at its in-flight
@@ -186,7 +225,16 @@ export class WorkerCrashedError extends domain("WorkerCrashedError", "WORKER_CRA
  * console.log(new OverloadedError("Cannot accept call: queue full").code); // "OVERLOADED"
  * ```
  */
-export class OverloadedError extends domain("OverloadedError", "OVERLOADED") {}
+export class OverloadedError extends PyProxyError {
+  /** Stable code. */
+  override readonly code: string = "OVERLOADED";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "OverloadedError";
+  }
+}
+defineName(OverloadedError, "OverloadedError");
 
 /**
  * The pool is closing (or closed); the call was not run.
@@ -197,7 +245,16 @@ export class OverloadedError extends domain("OverloadedError", "OVERLOADED") {}
  * console.log(new ShuttingDownError("Cannot accept call: pool is closing").code); // "SHUTTING_DOWN"
  * ```
  */
-export class ShuttingDownError extends domain("ShuttingDownError", "SHUTTING_DOWN") {}
+export class ShuttingDownError extends PyProxyError {
+  /** Stable code. */
+  override readonly code: string = "SHUTTING_DOWN";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "ShuttingDownError";
+  }
+}
+defineName(ShuttingDownError, "ShuttingDownError");
 
 /**
  * No worker is available (all failed or restarting past the wait limit).
@@ -208,7 +265,16 @@ export class ShuttingDownError extends domain("ShuttingDownError", "SHUTTING_DOW
  * console.log(new NoWorkerError("Cannot route call: no worker is ready").code); // "NO_WORKER"
  * ```
  */
-export class NoWorkerError extends domain("NoWorkerError", "NO_WORKER") {}
+export class NoWorkerError extends PyProxyError {
+  /** Stable code. */
+  override readonly code: string = "NO_WORKER";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "NoWorkerError";
+  }
+}
+defineName(NoWorkerError, "NoWorkerError");
 
 /**
  * Python code raised. `type`, `message` and `traceback` come from Python.
@@ -221,6 +287,7 @@ export class NoWorkerError extends domain("NoWorkerError", "NO_WORKER") {}
  * ```
  */
 export class PythonError extends PyProxyError {
+  /** Stable code. */
   override readonly code: string = "PYTHON_ERROR";
   /** The Python exception class name, e.g. `"ValueError"`. */
   readonly type: string;
@@ -253,11 +320,16 @@ export class PythonError extends PyProxyError {
  * ```
  */
 export class RemoteError extends PyProxyError {
+  /** Stable code, derived from `remoteType` (`ModelNotFoundError` → `MODEL_NOT_FOUND`). */
   override readonly code: string;
   /** The `error.type` sent by the peer. */
   readonly remoteType: string;
   /** Creates the error. */
-  constructor(remoteType: string, message: string, options: PyProxyErrorOptions = {}) {
+  constructor(
+    remoteType: string,
+    message: string,
+    options: PyProxyErrorOptions = {},
+  ) {
     super(message, options);
     this.name = remoteType;
     this.remoteType = remoteType;
@@ -274,7 +346,16 @@ export class RemoteError extends PyProxyError {
  * console.log(new AuthenticationError("Cannot authenticate: bad mac").code); // "AUTHENTICATION_FAILED"
  * ```
  */
-export class AuthenticationError extends domain("AuthenticationError", "AUTHENTICATION_FAILED") {}
+export class AuthenticationError extends PyProxyError {
+  /** Stable code. */
+  override readonly code: string = "AUTHENTICATION_FAILED";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "AuthenticationError";
+  }
+}
+defineName(AuthenticationError, "AuthenticationError");
 
 /**
  * An eval session's worker died; the session is closed for good.
@@ -285,7 +366,16 @@ export class AuthenticationError extends domain("AuthenticationError", "AUTHENTI
  * console.log(new SessionLostError("Cannot eval: session s1 is lost").code); // "SESSION_LOST"
  * ```
  */
-export class SessionLostError extends domain("SessionLostError", "SESSION_LOST") {}
+export class SessionLostError extends PyProxyError {
+  /** Stable code. */
+  override readonly code: string = "SESSION_LOST";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "SessionLostError";
+  }
+}
+defineName(SessionLostError, "SessionLostError");
 
 /**
  * A plugin hook threw; the message names the plugin and the hook.
@@ -296,7 +386,16 @@ export class SessionLostError extends domain("SessionLostError", "SESSION_LOST")
  * console.log(new PluginError("Cannot run hook onRequest of plugin 'x': boom").code); // "PLUGIN_FAILED"
  * ```
  */
-export class PluginError extends domain("PluginError", "PLUGIN_FAILED") {}
+export class PluginError extends PyProxyError {
+  /** Stable code. */
+  override readonly code: string = "PLUGIN_FAILED";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "PluginError";
+  }
+}
+defineName(PluginError, "PluginError");
 
 /**
  * A spill file was missing, outside the spill directory, or failed its
@@ -308,7 +407,16 @@ export class PluginError extends domain("PluginError", "PLUGIN_FAILED") {}
  * console.log(new SpillError("Cannot read spill file: md5 mismatch").code); // "SPILL_FAILED"
  * ```
  */
-export class SpillError extends domain("SpillError", "SPILL_FAILED") {}
+export class SpillError extends PyProxyError {
+  /** Stable code. */
+  override readonly code: string = "SPILL_FAILED";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "SpillError";
+  }
+}
+defineName(SpillError, "SpillError");
 
 /**
  * A configuration or option value is invalid; the message names the field.
@@ -319,7 +427,16 @@ export class SpillError extends domain("SpillError", "SPILL_FAILED") {}
  * console.log(new ConfigError("Cannot start pool: workers: expected >= 1").code); // "CONFIG_INVALID"
  * ```
  */
-export class ConfigError extends domain("ConfigError", "CONFIG_INVALID") {}
+export class ConfigError extends PyProxyError {
+  /** Stable code. */
+  override readonly code: string = "CONFIG_INVALID";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "ConfigError";
+  }
+}
+defineName(ConfigError, "ConfigError");
 
 /**
  * A Python server process could not be started (exited before its ready line).
@@ -330,12 +447,22 @@ export class ConfigError extends domain("ConfigError", "CONFIG_INVALID") {}
  * console.log(new StartError("Cannot start python server: exited with 1").code); // "START_FAILED"
  * ```
  */
-export class StartError extends domain("StartError", "START_FAILED") {}
+export class StartError extends PyProxyError {
+  /** Stable code. */
+  override readonly code: string = "START_FAILED";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "StartError";
+  }
+}
+defineName(StartError, "StartError");
 
 /** Converts `ModelNotFoundError` to `MODEL_NOT_FOUND`. */
 function codeOf(type: string): string {
   const base = type.endsWith("Error") ? type.slice(0, -5) : type;
-  return base.replace(/([a-z0-9])([A-Z])/g, "$1_$2").toUpperCase() || "REMOTE_ERROR";
+  return base.replace(/([a-z0-9])([A-Z])/g, "$1_$2").toUpperCase() ||
+    "REMOTE_ERROR";
 }
 
 const KNOWN: Record<
@@ -370,7 +497,10 @@ const KNOWN: Record<
  */
 export function errorFromWire(error: unknown): Error {
   if (typeof error !== "object" || error === null) {
-    return new RemoteError("RemoteError", `Cannot complete request: malformed error ${JSON.stringify(error)}`);
+    return new RemoteError(
+      "RemoteError",
+      `Cannot complete request: malformed error ${JSON.stringify(error)}`,
+    );
   }
   const e = error as Record<string, unknown>;
   const type = typeof e.type === "string" ? e.type : "RemoteError";

@@ -1,0 +1,95 @@
+/**
+ * Python → host commands of a `Session` (protocol §7): the handler table and
+ * the calls in progress.
+ *
+ * @module
+ */
+import { CancelledError } from "./errors.ts";
+import type { Session } from "./session.ts";
+import type { SessionHandler, SessionMessage } from "./session_types.ts";
+
+/** Sends a reply: `ok` with a result, or not with an `error` object. */
+export type ReplyFn = (id: number, ok: boolean, payload: unknown) => void;
+
+/** Runs the host handlers for the requests the server sends. */
+export class HostCommands {
+  #handlers = new Map<string, SessionHandler>();
+  #calls = new Map<number, AbortController>();
+  #reply: ReplyFn;
+
+  constructor(
+    handlers: Record<string, SessionHandler> | undefined,
+    reply: ReplyFn,
+  ) {
+    for (const [cmd, fn] of Object.entries(handlers ?? {})) {
+      this.#handlers.set(cmd, fn);
+    }
+    this.#reply = reply;
+  }
+
+  set(cmd: string, handler: SessionHandler | undefined): void {
+    if (handler === undefined) this.#handlers.delete(cmd);
+    else this.#handlers.set(cmd, handler);
+  }
+
+  /** Runs the handler of request `msg` (which has an integer id) and replies. */
+  serve(msg: SessionMessage, id: number, session: Session): void {
+    const cmd = msg.cmd as string;
+    const handler = this.#handlers.get(cmd);
+    if (handler === undefined) {
+      if (cmd === "cancel") {
+        const call = this.#calls.get(msg.target as number);
+        call?.abort(
+          new CancelledError(
+            `Cannot complete host command ${msg.target}: cancelled by the server`,
+          ),
+        );
+        this.#reply(id, true, { cancelled: call !== undefined });
+        return;
+      }
+      this.#reply(id, false, {
+        type: "UnknownCommandError",
+        message: `Cannot run ${cmd}: no such host command`,
+      });
+      return;
+    }
+    const controller = new AbortController();
+    this.#calls.set(id, controller);
+    let result: unknown;
+    try {
+      result = handler(msg.args, { session, id, signal: controller.signal });
+    } catch (err) {
+      this.#calls.delete(id);
+      this.#reply(id, false, wireError(err));
+      return;
+    }
+    if (result instanceof Promise) {
+      result.then(
+        (value) => this.#calls.delete(id) && this.#reply(id, true, value),
+        (err) =>
+          this.#calls.delete(id) && this.#reply(id, false, wireError(err)),
+      );
+      return;
+    }
+    this.#calls.delete(id);
+    this.#reply(id, true, result);
+  }
+
+  /** Aborts every call in progress (the session closed); their replies are dropped. */
+  abortAll(reason: Error): void {
+    const calls = [...this.#calls.values()];
+    this.#calls.clear();
+    for (const call of calls) call.abort(reason);
+  }
+}
+
+/** An error as the `error` object of a reply to Python (protocol §3). */
+export function wireError(err: unknown): Record<string, unknown> {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    // Our own classes keep their name; anything else is a failure of host code.
+    const type = typeof code === "string" ? err.name : "HostError";
+    return { type, message: err.message, exception: err.name };
+  }
+  return { type: "HostError", message: String(err), exception: typeof err };
+}

@@ -1,0 +1,35 @@
+/**
+ * Internals of `Session`: the record of one pending request.
+ *
+ * @module
+ */
+import type { SessionMessage } from "./session_types.ts";
+
+/**
+ * One request waiting for its reply. It is its own abort listener
+ * (`handleEvent`), so a request with a signal costs no extra closure.
+ */
+export class Pending {
+  timer: ReturnType<typeof setTimeout> | undefined;
+  timeout = 0;
+  signal: AbortSignal | undefined;
+
+  constructor(
+    readonly id: number,
+    readonly cmd: string,
+    readonly resolve: (value: unknown) => void,
+    readonly reject: (error: Error) => void,
+    readonly onEvent: ((event: SessionMessage) => void) | undefined,
+    readonly onAbort: (id: number) => void,
+  ) {}
+
+  handleEvent(): void {
+    this.onAbort(this.id);
+  }
+
+  /** Stops the timer and the abort listener. */
+  dispose(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.signal?.removeEventListener("abort", this);
+  }
+}

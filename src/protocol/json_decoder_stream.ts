@@ -1,0 +1,78 @@
+/**
+ * Payloads → messages, the last stage of the read side.
+ *
+ * @module
+ */
+import { ProtocolError } from "../errors.ts";
+
+/** Options of {@linkcode JsonDecoderStream}. */
+export interface JsonDecoderStreamOptions {
+  /**
+   * Revives values during `JSON.parse` (slower; leave unset on hot paths).
+   *
+   * @default {undefined}
+   */
+  reviver?: (key: string, value: unknown) => unknown;
+}
+
+/**
+ * Parses each payload as UTF-8 JSON. A payload that is not valid UTF-8, not
+ * JSON, or not a JSON object becomes a `ProtocolError` item; error items from
+ * earlier stages pass through unchanged.
+ *
+ * @example
+ * ```ts
+ * import { JsonDecoderStream } from "./json_decoder_stream.ts";
+ * const payload = new TextEncoder().encode('{"id":1,"ok":true,"result":"pong"}');
+ * const [batch] = await Array.fromAsync(ReadableStream.from([[payload]]).pipeThrough(new JsonDecoderStream()));
+ * console.log(batch![0]); // { id: 1, ok: true, result: "pong" }
+ * ```
+ */
+export class JsonDecoderStream extends TransformStream<
+  Array<Uint8Array | Error>,
+  Array<Record<string, unknown> | Error>
+> {
+  /** Creates the stage. */
+  constructor(options: JsonDecoderStreamOptions = {}) {
+    const text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+    const reviver = options.reviver;
+    super({
+      transform(items, controller) {
+        const out = new Array<Record<string, unknown> | Error>(items.length);
+        for (let i = 0; i < items.length; i++) {
+          const item = items[i]!;
+          out[i] = item instanceof Error ? item : parse(text, item, reviver);
+        }
+        controller.enqueue(out);
+      },
+    });
+  }
+}
+
+function parse(
+  text: TextDecoder,
+  payload: Uint8Array,
+  reviver: ((key: string, value: unknown) => unknown) | undefined,
+): Record<string, unknown> | ProtocolError {
+  let value: unknown;
+  try {
+    value = JSON.parse(text.decode(payload), reviver);
+  } catch (err) {
+    return new ProtocolError(
+      `Cannot parse payload: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return new ProtocolError(
+      `Cannot parse payload: expected a JSON object, got ${
+        value === null
+          ? "null"
+          : Array.isArray(value)
+          ? "an array"
+          : typeof value
+      }`,
+    );
+  }
+  return value as Record<string, unknown>;
+}

@@ -1,0 +1,481 @@
+/**
+ * {@linkcode PythonServer}: spawns one `python3 -m pyproxy_server`, hands it
+ * its secret, reads its ready line, keeps a bounded stderr tail and connects
+ * {@linkcode Session}s to it.
+ *
+ * @module
+ */
+import { getLogger, type Logger } from "@logtape/logtape";
+import { randomBytes } from "node:crypto";
+import { StartError } from "./errors.ts";
+import { materializePythonPackage } from "./runtime/python_package.ts";
+import { defaultRuntime } from "./runtime/mod.ts";
+import type { ChildProcess, Runtime } from "./runtime/types.ts";
+import { Session, type SessionConnectOptions } from "./session.ts";
+import {
+  parseReadyLine,
+  readReadyLine,
+  StderrTail,
+} from "./_python_server_io.ts";
+
+/** How a server process ended. */
+export interface ExitStatus {
+  /** Exit code, or `null` when a signal ended it. */
+  code: number | null;
+  /** The signal that ended it, or `null`. */
+  signal: string | null;
+}
+
+/** What the server printed on its stdout once listening (protocol §5). */
+export interface ReadyLine {
+  /** The bound TCP port (`null` when it listens on a Unix socket only). */
+  port: number | null;
+  /** The server's process id. */
+  pid: number;
+  /** The server id. */
+  id: string;
+  /** The Unix socket path, or `null`. */
+  unix: string | null;
+  /** Protocol version. */
+  version: number;
+}
+
+/** Options of {@linkcode PythonServer.start}. */
+export interface PythonServerOptions {
+  /**
+   * The Python interpreter.
+   *
+   * @default {"python3"}
+   */
+  python?: string;
+  /** The server's `--path`: model files are resolved (and confined) here, logs go to `<path>/logs`. */
+  path: string;
+  /**
+   * The server id (`--id`).
+   *
+   * @default {"py-" + 8 random hex digits}
+   */
+  id?: string;
+  /**
+   * TCP address to bind.
+   *
+   * @default {"127.0.0.1"}
+   */
+  host?: string;
+  /**
+   * TCP port; 0 picks a free one.
+   *
+   * @default {0}
+   */
+  port?: number;
+  /** Also listen on this Unix socket path. */
+  unix?: string;
+  /**
+   * The shared secret (hex). Generated when absent (32 random bytes); given
+   * to the server on stdin, never in argv or the environment.
+   */
+  secret?: string;
+  /** Extra environment variables for the process. */
+  env?: Record<string, string>;
+  /** Extra command-line arguments for the server (e.g. `["--threads", "4"]`). */
+  args?: string[];
+  /**
+   * How long to wait for the ready line, in milliseconds, before killing the
+   * process and rejecting with `StartError`.
+   *
+   * @default {15000}
+   */
+  readyTimeout?: number;
+  /**
+   * Runtime adapter.
+   *
+   * @default {defaultRuntime()}
+   */
+  runtime?: Runtime;
+  /** The server's `--max-frame-size` (and the default limit of sessions from {@linkcode PythonServer.connect}). */
+  maxFrameSize?: number;
+  /**
+   * The directory holding the `pyproxy_server` package, put on `PYTHONPATH`.
+   *
+   * @default {this library's `python/` directory (downloaded once when imported from JSR)}
+   */
+  pythonPath?: string;
+  /** Called with every piece of the server's stderr (already kept in {@linkcode PythonServer.stderrTail}). */
+  onStderr?: (text: string) => void;
+  /**
+   * Where the launcher logs.
+   *
+   * @default {getLogger(["pyproxy", "python-server"])}
+   */
+  logger?: Logger;
+}
+
+/** Options of {@linkcode PythonServer.connect}: session options without the target and secret. */
+export interface PythonServerConnectOptions
+  extends Omit<SessionConnectOptions, "hostname" | "port" | "path" | "secret"> {
+  /**
+   * `"unix"` uses the server's Unix socket, `"tcp"` its TCP port.
+   *
+   * @default {"unix" when the server has a Unix socket, else "tcp"}
+   */
+  transport?: "tcp" | "unix";
+}
+
+/** Options of {@linkcode PythonServer.stop}. */
+export interface PythonServerStopOptions {
+  /**
+   * How long to wait for a clean exit after `stopServer`, in milliseconds,
+   * before the process is killed.
+   *
+   * @default {3000}
+   */
+  grace?: number;
+}
+
+/**
+ * One running pyproxy Python server process.
+ *
+ * @example Start a server, call it, shut it down
+ * ```ts ignore
+ * import { PythonServer } from "@pyproxy/pyproxy";
+ * await using server = await PythonServer.start({ path: "./models" });
+ * await using session = await server.connect();
+ * console.log(await session.ping()); // "pong"
+ * ```
+ */
+export class PythonServer implements AsyncDisposable {
+  #child: ChildProcess;
+  #ready: ReadyLine;
+  #options: PythonServerOptions;
+  #secret: string;
+  #stdin: WritableStreamDefaultWriter<Uint8Array>;
+  #stderr: StderrTail;
+  #exited: Promise<ExitStatus>;
+  #host: string;
+
+  private constructor(
+    child: ChildProcess,
+    ready: ReadyLine,
+    options: PythonServerOptions,
+    secret: string,
+    stdin: WritableStreamDefaultWriter<Uint8Array>,
+    stderr: StderrTail,
+  ) {
+    this.#child = child;
+    this.#ready = ready;
+    this.#options = options;
+    this.#secret = secret;
+    this.#stdin = stdin;
+    this.#stderr = stderr;
+    this.#exited = child.status;
+    this.#host = options.host ?? "127.0.0.1";
+  }
+
+  /**
+   * Spawns the server and resolves once it printed its ready line. Rejects
+   * with `StartError` (carrying the stderr tail in its message and
+   * `details.stderr`) when the process cannot be spawned, exits first, prints
+   * something else, or stays silent for `readyTimeout`; the process is killed
+   * in every failure case.
+   *
+   * @example
+   * ```ts ignore
+   * const server = await PythonServer.start({ path: dir, unix: `${dir}/py.sock` });
+   * ```
+   */
+  static async start(options: PythonServerOptions): Promise<PythonServer> {
+    const runtime = options.runtime ?? defaultRuntime();
+    const logger = options.logger ?? getLogger(["pyproxy", "python-server"]);
+    const python = options.python ?? "python3";
+    const id = options.id ?? `py-${randomBytes(4).toString("hex")}`;
+    const secret = options.secret ?? randomBytes(32).toString("hex");
+    const pythonPath = options.pythonPath ?? await packageDir(runtime);
+
+    const args = [
+      "-m",
+      "pyproxy_server",
+      "--host",
+      options.host ?? "127.0.0.1",
+      "--port",
+      String(options.port ?? 0),
+    ];
+    args.push("--path", options.path, "--id", id);
+    if (options.unix !== undefined) args.push("--unix", options.unix);
+    if (options.maxFrameSize !== undefined) {
+      args.push("--max-frame-size", String(options.maxFrameSize));
+    }
+    args.push(...(options.args ?? []));
+    const inherited = runtime.env("PYTHONPATH");
+    const env: Record<string, string> = {
+      PYTHONUNBUFFERED: "1",
+      ...options.env,
+      PYTHONPATH: inherited ? `${pythonPath}:${inherited}` : pythonPath,
+    };
+
+    let child: ChildProcess;
+    try {
+      child = runtime.spawn({ cmd: python, args, env });
+    } catch (err) {
+      throw new StartError(
+        `Cannot start python server ${id}: cannot spawn '${python}': ${
+          (err as Error)?.message ?? err
+        }`,
+        {
+          cause: err,
+        },
+      );
+    }
+    logger.debug("Spawned python server {id} (pid {pid})", {
+      id,
+      pid: child.pid,
+    });
+
+    const stderr = new StderrTail(child.stderr, options.onStderr);
+    const stdin = child.stdin.getWriter();
+    // stdin failing (the child is already gone) is reported by the exit below.
+    stdin.write(new TextEncoder().encode(JSON.stringify({ secret }) + "\n"))
+      .catch(() => {});
+    const readyTimeout = options.readyTimeout ?? 15_000;
+    const fail = async (why: string): Promise<never> => {
+      child.kill("SIGKILL");
+      await child.status;
+      stdin.close().catch(() => {});
+      await stderr.settled(1000);
+      const tail = stderr.text();
+      throw new StartError(
+        `Cannot start python server ${id}: ${why}${
+          tail ? `\n--- stderr (tail) ---\n${tail}` : ""
+        }`,
+        { details: { stderr: tail, id } },
+      );
+    };
+
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const outcome = await Promise.race([
+      readReadyLine(child.stdout).then((line) => ({
+        kind: "line" as const,
+        line,
+      })),
+      child.status.then((status) => ({ kind: "exit" as const, status })),
+      new Promise<{ kind: "timeout" }>((
+        resolve,
+      ) => (timer = setTimeout(
+        () => resolve({ kind: "timeout" }),
+        readyTimeout,
+      ))),
+    ]);
+    clearTimeout(timer);
+    if (outcome.kind === "timeout") {
+      return await fail(`no ready line within ${readyTimeout} ms`);
+    }
+    // stdout usually reaches its end just before the exit status arrives.
+    if (
+      outcome.kind === "exit" ||
+      (outcome.line === undefined && await exitsWithin(child.status, 2000))
+    ) {
+      const { code, signal } = await child.status;
+      return await fail(
+        `it exited (${
+          signal ? `signal ${signal}` : `code ${code}`
+        }) before it was ready`,
+      );
+    }
+    if (outcome.line === undefined) {
+      return await fail("its stdout closed before it printed a ready line");
+    }
+    let ready: ReadyLine;
+    try {
+      ready = parseReadyLine(outcome.line);
+    } catch (err) {
+      return await fail(
+        `bad ready line ${JSON.stringify(outcome.line.slice(0, 200))}: ${
+          (err as Error).message
+        }`,
+      );
+    }
+    logger.debug("Python server {id} is ready: {ready}", { id, ready });
+    return new PythonServer(child, ready, options, secret, stdin, stderr);
+  }
+
+  /** The process id. */
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  /** The bound TCP port (`0` when the server listens on a Unix socket only). */
+  get port(): number {
+    return this.#ready.port ?? 0;
+  }
+
+  /** The server id. */
+  get id(): string {
+    return this.#ready.id;
+  }
+
+  /** The Unix socket path, when the server listens on one. */
+  get unixPath(): string | undefined {
+    return this.#ready.unix ?? undefined;
+  }
+
+  /** The ready line as printed by the server. */
+  get ready(): ReadyLine {
+    return this.#ready;
+  }
+
+  /** The secret sessions authenticate with. */
+  get secret(): string {
+    return this.#secret;
+  }
+
+  /** Resolves when the process exits (never rejects). */
+  get exited(): Promise<ExitStatus> {
+    return this.#exited;
+  }
+
+  /** The last 64 KiB of the server's stderr, decoded as UTF-8. */
+  stderrTail(): string {
+    return this.#stderr.text();
+  }
+
+  /**
+   * Opens an authenticated {@linkcode Session} to this server.
+   *
+   * @example
+   * ```ts ignore
+   * await using session = await server.connect({ transport: "tcp" });
+   * ```
+   */
+  connect(options: PythonServerConnectOptions = {}): Promise<Session> {
+    const { transport, ...rest } = options;
+    const useUnix = transport === "unix" ||
+      (transport === undefined && this.unixPath !== undefined);
+    const base: SessionConnectOptions = {
+      secret: this.#secret,
+      ...(this.#options.runtime === undefined
+        ? {}
+        : { runtime: this.#options.runtime }),
+      ...(this.#options.maxFrameSize === undefined
+        ? {}
+        : { maxFrameSize: this.#options.maxFrameSize }),
+      ...rest,
+    };
+    if (useUnix) {
+      if (this.unixPath === undefined) {
+        return Promise.reject(
+          new TypeError(
+            `Cannot connect to python server ${this.id}: it has no Unix socket`,
+          ),
+        );
+      }
+      return Session.connect({ ...base, path: this.unixPath });
+    }
+    return Session.connect({
+      ...base,
+      hostname: connectHost(this.#host),
+      port: this.port,
+    });
+  }
+
+  /**
+   * Closes the server's stdin, which tells it to exit (the same thing it sees
+   * when the host dies). Does not wait for the exit; see {@linkcode PythonServer.exited}.
+   */
+  async closeStdin(): Promise<void> {
+    await this.#stdin.close().catch(() => {});
+  }
+
+  /**
+   * Sends `signal` (default `SIGTERM`) and resolves once the process exited;
+   * a process still alive after `grace` milliseconds gets `SIGKILL`. Never
+   * rejects; safe to call on an exited server.
+   *
+   * @example
+   * ```ts ignore
+   * const { code, signal } = await server.kill("SIGKILL");
+   * ```
+   */
+  async kill(
+    signal: "SIGTERM" | "SIGKILL" | "SIGINT" = "SIGTERM",
+    grace = 2000,
+  ): Promise<ExitStatus> {
+    this.#child.kill(signal);
+    if (signal !== "SIGKILL" && !(await exitsWithin(this.#exited, grace))) {
+      this.#child.kill("SIGKILL");
+    }
+    const status = await this.#exited;
+    this.#stdin.close().catch(() => {});
+    await this.#stderr.settled(1000);
+    return status;
+  }
+
+  /**
+   * Stops the server cleanly: `stopServer` over a fresh session, then waits
+   * up to `grace` ms for the exit, then kills it. Never rejects.
+   *
+   * @example
+   * ```ts ignore
+   * await server.stop({ grace: 1000 });
+   * ```
+   */
+  async stop(options: PythonServerStopOptions = {}): Promise<ExitStatus> {
+    const grace = options.grace ?? 3000;
+    try {
+      await using session = await this.connect({ connectTimeout: grace });
+      await session.stop({ timeout: grace });
+    } catch (err) {
+      (this.#options.logger ?? getLogger(["pyproxy", "python-server"])).debug(
+        "stopServer on {id} failed, closing stdin instead: {err}",
+        { id: this.id, err },
+      );
+    }
+    await this.closeStdin();
+    await exitsWithin(this.#exited, grace);
+    // A no-op when it already exited.
+    return await this.kill("SIGKILL");
+  }
+
+  /** Kills the process (SIGTERM, then SIGKILL) and waits for it. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.kill("SIGTERM");
+  }
+}
+
+/** The `python/` directory of this library, as a local path. */
+async function packageDir(runtime: Runtime): Promise<string> {
+  try {
+    return await materializePythonPackage(
+      runtime,
+      new URL("../python/", import.meta.url),
+    );
+  } catch (err) {
+    if (err instanceof StartError) throw err;
+    throw new StartError(
+      `Cannot start python server: the python package could not be materialised from ${
+        new URL("../python/", import.meta.url).href
+      } (${(err as Error)?.message ?? err}); pass pythonPath`,
+      { cause: err },
+    );
+  }
+}
+
+/** A wildcard bind address is reached through loopback. */
+function connectHost(host: string): string {
+  if (host === "0.0.0.0" || host === "") return "127.0.0.1";
+  if (host === "::") return "::1";
+  return host;
+}
+
+async function exitsWithin(
+  exited: Promise<ExitStatus>,
+  ms: number,
+): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const done = await Promise.race([
+    exited.then(() => true),
+    new Promise<boolean>((
+      resolve,
+    ) => (timer = setTimeout(() => resolve(false), ms))),
+  ]);
+  clearTimeout(timer);
+  return done;
+}

@@ -1,0 +1,794 @@
+/**
+ * {@linkcode Session}: one authenticated connection to a pyproxy Python
+ * server (docs/protocol.md): request ids, pipelining, one write per batch,
+ * timeouts and cancellation, events, Python → host handlers and middleware.
+ *
+ * @module
+ */
+import { getLogger, type Logger } from "@logtape/logtape";
+import { createHmac } from "node:crypto";
+import {
+  AuthenticationError,
+  CancelledError,
+  ConnectionLostError,
+  errorFromWire,
+  PluginError,
+  ProtocolError,
+  TimeoutError,
+} from "./errors.ts";
+import { DEFAULT_MAX_FRAME_SIZE, VERSION } from "./protocol/frame.ts";
+import { FrameDecoderStream } from "./protocol/frame_decoder_stream.ts";
+import { JsonDecoderStream } from "./protocol/json_decoder_stream.ts";
+import { createMd5 } from "./protocol/md5.ts";
+import { Md5VerifierStream } from "./protocol/md5_verifier_stream.ts";
+import { defaultRuntime } from "./runtime/mod.ts";
+import type { Connection, ConnectTarget, Runtime } from "./runtime/types.ts";
+import { HostCommands, wireError } from "./_session_host_commands.ts";
+import { Outbox } from "./_session_outbox.ts";
+import { Pending } from "./_session_pending.ts";
+import type {
+  ModelDescription,
+  ModelSpec,
+  RequestOptions,
+  ServerInfo,
+  ServerStatus,
+  SessionHandler,
+  SessionMessage,
+  SessionMiddleware,
+} from "./session_types.ts";
+
+export type {
+  HandlerCall,
+  ModelDescription,
+  ModelSpec,
+  RequestOptions,
+  ServerInfo,
+  ServerStatus,
+  SessionHandler,
+  SessionMessage,
+  SessionMiddleware,
+} from "./session_types.ts";
+
+/** Options of {@linkcode Session.connect}. Give `port` (TCP) or `path` (Unix socket). */
+export interface SessionConnectOptions {
+  /**
+   * TCP host.
+   *
+   * @default {"127.0.0.1"}
+   */
+  hostname?: string;
+  /** TCP port. */
+  port?: number;
+  /** Unix socket path (instead of `hostname`/`port`). */
+  path?: string;
+  /** The server's secret; required unless the server runs with `--insecure-no-auth`. */
+  secret?: string;
+  /**
+   * Runtime adapter.
+   *
+   * @default {defaultRuntime()}
+   */
+  runtime?: Runtime;
+  /**
+   * The largest incoming payload accepted; a bigger frame closes the session.
+   *
+   * @default {67108864}
+   */
+  maxFrameSize?: number;
+  /** Python → host command handlers, by command name (see {@linkcode Session.setHandler}). */
+  handlers?: Record<string, SessionHandler>;
+  /** Applied to every message after the handshake, in order (see {@linkcode SessionMiddleware}). */
+  middleware?: SessionMiddleware[];
+  /**
+   * Where the session logs.
+   *
+   * @default {getLogger(["pyproxy", "session"])}
+   */
+  logger?: Logger;
+  /**
+   * How long connecting, the `hello` event and authentication may take, in
+   * milliseconds, before `connect` rejects with a `TimeoutError`.
+   *
+   * @default {10000}
+   */
+  connectTimeout?: number;
+}
+
+/**
+ * One authenticated connection to a pyproxy Python server.
+ *
+ * Any number of requests may be in flight; the messages sent within one
+ * microtask go out as one batch in one write. Every request settles exactly
+ * once: with its reply, a `TimeoutError`, a `CancelledError` (both also send
+ * `cancel` to the server), or a `ConnectionLostError` when the connection ends.
+ *
+ * @example Execute a model
+ * ```ts ignore
+ * import { Session } from "@pyproxy/pyproxy";
+ * await using session = await Session.connect({ port: 40123, secret });
+ * console.log(await session.ping()); // "pong"
+ * await session.addModel("doubler", { source: "class Model:\n  def execute(self, msg): return {'y': msg['x'] * 2}" });
+ * console.log(await session.execute("doubler", { x: 5 }, { timeout: 1000 })); // { y: 10 }
+ * ```
+ */
+export class Session implements AsyncDisposable {
+  #conn: Connection;
+  #logger: Logger;
+  #outbox: Outbox;
+  #reader: ReadableStreamDefaultReader<Array<SessionMessage | Error>>;
+  #readDone: Promise<void>;
+  #pending = new Map<number, Pending>();
+  /** Ids whose late replies are expected and dropped quietly (timed out, aborted, fire-and-forget). */
+  #ignored = new Set<number>();
+  #nextId = 1;
+  #host: HostCommands;
+  #listeners = new Set<(event: SessionMessage) => void>();
+  #outgoing: SessionMiddleware[];
+  #incoming: SessionMiddleware[];
+  #handshaking = true;
+  #hello: PromiseWithResolvers<SessionMessage> | undefined = Promise
+    .withResolvers();
+  #closed = false;
+  #closeReason = "the session was closed";
+  #closeCause: unknown;
+  #closedDone: PromiseWithResolvers<void> = Promise.withResolvers();
+  #serverInfo: ServerInfo = {
+    serverId: "",
+    pid: 0,
+    version: VERSION,
+    auth: "",
+  };
+
+  // Bound once so timers and abort listeners allocate no closure per request.
+  #onTimeout = (id: number): void => this.#expire(id, "timeout");
+  #onAbort = (id: number): void => this.#expire(id, "abort");
+
+  private constructor(conn: Connection, options: SessionConnectOptions) {
+    this.#conn = conn;
+    this.#logger = options.logger ?? getLogger(["pyproxy", "session"]);
+    this.#host = new HostCommands(
+      options.handlers,
+      (id, ok, payload) => this.#reply(id, ok, payload),
+    );
+    const middleware = options.middleware ?? [];
+    this.#outgoing = middleware.filter((m) => typeof m.outgoing === "function");
+    this.#incoming = middleware.filter((m) => typeof m.incoming === "function");
+    this.#outbox = new Outbox(
+      conn.writable,
+      (err) =>
+        this.#shutdown(`writing to the server failed (${describe(err)})`, err),
+    );
+    // Each direction has its own hasher: no scratch state is shared.
+    this.#reader = conn.readable
+      .pipeThrough(
+        new FrameDecoderStream({
+          maxFrameSize: options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
+        }),
+      )
+      .pipeThrough(new Md5VerifierStream({ md5: createMd5() }))
+      .pipeThrough(new JsonDecoderStream())
+      .getReader();
+    this.#readDone = this.#readLoop();
+  }
+
+  /**
+   * Connects, reads the server's `hello` event and authenticates (HMAC-SHA256
+   * of the nonce with the secret, protocol §4); resolves once the server
+   * accepted the `auth` command. Rejects with `ConnectionLostError` (cannot
+   * connect, or the server hung up), `AuthenticationError`, `TimeoutError`
+   * (`connectTimeout`) or `ProtocolError` (not a pyproxy server).
+   *
+   * @example
+   * ```ts ignore
+   * const session = await Session.connect({ path: "/tmp/pyproxy.sock", secret });
+   * ```
+   */
+  static async connect(options: SessionConnectOptions): Promise<Session> {
+    const runtime = options.runtime ?? defaultRuntime();
+    const timeout = options.connectTimeout ?? 10_000;
+    let target: ConnectTarget;
+    if (options.path !== undefined) target = { path: options.path };
+    else if (options.port !== undefined) {
+      target = {
+        hostname: options.hostname ?? "127.0.0.1",
+        port: options.port,
+      };
+    } else throw new TypeError("Cannot connect session: pass a port or a path");
+    const where = options.path ??
+      `${options.hostname ?? "127.0.0.1"}:${options.port}`;
+    let conn: Connection;
+    try {
+      conn = await runtime.connect(target);
+    } catch (err) {
+      throw new ConnectionLostError(
+        `Cannot connect session to ${where}: ${describe(err)}`,
+        { cause: err },
+      );
+    }
+    const session = new Session(conn, options);
+    try {
+      await session.#handshake(options.secret, timeout, where);
+    } catch (err) {
+      await session.close();
+      throw err;
+    }
+    return session;
+  }
+
+  /** The `hello` event merged with the `auth` reply: `serverId`, `pid`, `connection`, `maxFrameSize`... */
+  get serverInfo(): ServerInfo {
+    return this.#serverInfo;
+  }
+
+  /** The connection id the server assigned (from the `auth` reply), if any. */
+  get connectionId(): string | undefined {
+    return this.#serverInfo.connection;
+  }
+
+  /** Requests sent and not settled yet. */
+  get inFlight(): number {
+    return this.#pending.size;
+  }
+
+  /** Whether the session is closed (by {@linkcode Session.close} or because the connection ended). */
+  get isClosed(): boolean {
+    return this.#closed;
+  }
+
+  /** Resolves once the session is closed and its connection released (never rejects). */
+  get closed(): Promise<void> {
+    return this.#closedDone.promise;
+  }
+
+  /**
+   * Sends a request and resolves with the reply's `result`; rejects with the
+   * typed error of an error reply (see `errorFromWire`), a `TimeoutError`, a
+   * `CancelledError`, a `PluginError` (middleware), a `TypeError`/`RangeError`
+   * (not JSON / too large) or a `ConnectionLostError`.
+   *
+   * @example
+   * ```ts ignore
+   * const status = await session.request("serverStatus", undefined, { timeout: 500 });
+   * ```
+   */
+  request<T = unknown>(
+    cmd: string,
+    args?: Record<string, unknown>,
+    options: RequestOptions = {},
+  ): Promise<T> {
+    if (this.#closed) return Promise.reject(this.#lostError(cmd));
+    const signal = options.signal;
+    if (signal?.aborted) {
+      return Promise.reject(
+        new CancelledError(`Cannot send ${cmd}: aborted`, {
+          cause: signal.reason,
+        }),
+      );
+    }
+    const id = this.#nextId++;
+    const msg: SessionMessage = args === undefined
+      ? { id, cmd }
+      : { id, cmd, ...args };
+    msg.id = id;
+    msg.cmd = cmd;
+    const { promise, resolve, reject } = Promise.withResolvers<T>();
+    const pending = new Pending(
+      id,
+      cmd,
+      resolve as (value: unknown) => void,
+      reject,
+      options.onEvent,
+      this.#onAbort,
+    );
+    this.#pending.set(id, pending);
+    if (options.timeout !== undefined) {
+      pending.timeout = options.timeout;
+      pending.timer = setTimeout(this.#onTimeout, options.timeout, id);
+    }
+    if (signal !== undefined) {
+      pending.signal = signal;
+      signal.addEventListener("abort", pending, { once: true });
+    }
+    this.#send(msg, pending);
+    return promise;
+  }
+
+  /**
+   * Listens to events that belong to no pending request (or whose request
+   * has no `onEvent`). Returns a function that removes the listener.
+   *
+   * @example
+   * ```ts ignore
+   * const off = session.onEvent((event) => console.log(event.event));
+   * off();
+   * ```
+   */
+  onEvent(listener: (event: SessionMessage) => void): () => void {
+    this.#listeners.add(listener);
+    return () => void this.#listeners.delete(listener);
+  }
+
+  /**
+   * Registers (or with `undefined` removes) the handler of a Python → host
+   * command (protocol §7).
+   *
+   * @example
+   * ```ts ignore
+   * session.setHandler("greet", (args) => `hello ${(args as { name: string }).name}`);
+   * ```
+   */
+  setHandler(cmd: string, handler: SessionHandler | undefined): void {
+    this.#host.set(cmd, handler);
+  }
+
+  /** `ping` → `"pong"`. */
+  ping(options?: RequestOptions): Promise<string> {
+    return this.request<string>("ping", undefined, options);
+  }
+
+  /** Loads a model from a file (relative to the server's `--path`) or from source. */
+  addModel(
+    name: string,
+    spec: ModelSpec,
+    options?: RequestOptions,
+  ): Promise<ModelDescription> {
+    return this.request<ModelDescription>(
+      "addModel",
+      { ...spec, name },
+      options,
+    );
+  }
+
+  /** Removes a model. */
+  removeModel(
+    name: string,
+    options?: RequestOptions,
+  ): Promise<{ name: string; removed: boolean }> {
+    return this.request("removeModel", { name }, options);
+  }
+
+  /** Replaces a model atomically (calls in flight finish on the old version). */
+  updateModel(
+    name: string,
+    spec: ModelSpec,
+    options?: RequestOptions,
+  ): Promise<ModelDescription> {
+    return this.request<ModelDescription>(
+      "updateModel",
+      { ...spec, name },
+      options,
+    );
+  }
+
+  /** Calls the model's `init(path)` with a data file relative to `--path`. */
+  initModel(
+    name: string,
+    dataFile: string,
+    options?: RequestOptions,
+  ): Promise<{ name: string; result: unknown }> {
+    return this.request("initModel", { name, dataFile }, options);
+  }
+
+  /** Runs `model.execute(msg)`; resolves with what it returned (`null` for `None`). */
+  execute<T = unknown>(
+    name: string,
+    msg: unknown,
+    options?: RequestOptions,
+  ): Promise<T> {
+    return this.request<T>("executeModel", { name, msg }, options);
+  }
+
+  /** `serverStatus`. */
+  status(options?: RequestOptions): Promise<ServerStatus> {
+    return this.request<ServerStatus>("serverStatus", undefined, options);
+  }
+
+  /** `stopServer`: the server replies, then exits. */
+  stop(options?: RequestOptions): Promise<{ stopping: boolean }> {
+    return this.request("stopServer", undefined, options);
+  }
+
+  /**
+   * Closes the session: pending requests reject with `ConnectionLostError`,
+   * host handler calls are aborted, the connection is released. Idempotent;
+   * resolves like {@linkcode Session.closed}.
+   */
+  async close(): Promise<void> {
+    this.#shutdown();
+    await this.#closedDone.promise;
+  }
+
+  /** Same as {@linkcode Session.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  // -------------------------------------------------------------------------
+  // Handshake (no middleware: the session is not open yet)
+
+  async #handshake(
+    secret: string | undefined,
+    timeout: number,
+    where: string,
+  ): Promise<void> {
+    const hello = this.#hello!;
+    const timer = setTimeout(
+      () =>
+        hello.reject(
+          new TimeoutError(
+            `Cannot connect session to ${where}: no hello within ${timeout} ms`,
+          ),
+        ),
+      timeout,
+    );
+    let event: SessionMessage;
+    try {
+      event = await hello.promise;
+    } finally {
+      clearTimeout(timer);
+      this.#hello = undefined;
+    }
+    if (event.version !== VERSION) {
+      throw new ProtocolError(
+        `Cannot connect session to ${where}: unsupported protocol version ${event.version}`,
+      );
+    }
+    const { event: _event, nonce: _nonce, ...info } = event;
+    this.#serverInfo = info as ServerInfo;
+    if (event.auth === "hmac-sha256") {
+      if (secret === undefined) {
+        throw new AuthenticationError(
+          `Cannot authenticate to ${where}: the server requires a secret`,
+        );
+      }
+      if (typeof event.nonce !== "string") {
+        throw new ProtocolError(
+          `Cannot authenticate to ${where}: the hello event has no nonce`,
+        );
+      }
+      const mac = createHmac("sha256", secret).update(event.nonce).digest(
+        "hex",
+      );
+      let result: Record<string, unknown>;
+      try {
+        result = await this.request<Record<string, unknown>>("auth", { mac }, {
+          timeout,
+        });
+      } catch (err) {
+        // A refusal sent with id null closes the session: surface the refusal itself.
+        if (
+          err instanceof ConnectionLostError &&
+          err.cause instanceof AuthenticationError
+        ) throw err.cause;
+        throw err;
+      }
+      this.#serverInfo = { ...this.#serverInfo, ...result } as ServerInfo;
+    } else if (event.auth !== "none") {
+      throw new AuthenticationError(
+        `Cannot authenticate to ${where}: unsupported auth scheme ${
+          String(event.auth)
+        }`,
+      );
+    }
+    const limit = this.#serverInfo.maxFrameSize;
+    if (typeof limit === "number" && limit > 0) {
+      this.#outbox.maxFrameSize = limit;
+    }
+    this.#handshaking = false;
+  }
+
+  // -------------------------------------------------------------------------
+  // Write side
+
+  /** Sends a message through the outgoing middleware (if any) into the outbox. */
+  #send(msg: SessionMessage, pending: Pending | undefined): void {
+    if (this.#outgoing.length === 0 || this.#handshaking) {
+      this.#enqueue(msg, pending);
+    } else this.#sendThroughMiddleware(msg, pending, 0);
+  }
+
+  /** Runs the outgoing middleware chain, staying synchronous while every hook is. */
+  #sendThroughMiddleware(
+    msg: SessionMessage,
+    pending: Pending | undefined,
+    from: number,
+  ): void {
+    let current = msg;
+    for (let i = from; i < this.#outgoing.length; i++) {
+      const mw = this.#outgoing[i]!;
+      let out: SessionMessage | Promise<SessionMessage>;
+      try {
+        out = mw.outgoing!(current, this);
+      } catch (err) {
+        this.#failOutgoing(
+          current,
+          pending,
+          middlewareError(mw, "outgoing", err),
+        );
+        return;
+      }
+      if (out instanceof Promise) {
+        out.then(
+          (next) =>
+            this.#sendThroughMiddleware(next ?? current, pending, i + 1),
+          (err) =>
+            this.#failOutgoing(
+              current,
+              pending,
+              middlewareError(mw, "outgoing", err),
+            ),
+        );
+        return;
+      }
+      current = out ?? current;
+    }
+    this.#enqueue(current, pending);
+  }
+
+  #enqueue(msg: SessionMessage, pending: Pending | undefined): void {
+    if (this.#closed) {
+      if (pending !== undefined) {
+        this.#settle(pending.id, undefined, this.#lostError(pending.cmd));
+      }
+      return;
+    }
+    const error = this.#outbox.push(msg);
+    if (error !== undefined) this.#failOutgoing(msg, pending, error);
+  }
+
+  #failOutgoing(
+    msg: SessionMessage,
+    pending: Pending | undefined,
+    error: Error,
+  ): void {
+    if (pending !== undefined) {
+      this.#settle(pending.id, undefined, error);
+      return;
+    }
+    this.#logger.warn("Dropped outgoing message {id}: {error}", {
+      id: msg.id,
+      error,
+    });
+    // A reply to Python must not vanish (its caller would wait): send the failure, bypassing middleware.
+    if (
+      typeof msg.ok === "boolean" && typeof msg.id === "number" && !this.#closed
+    ) {
+      this.#outbox.push({ id: msg.id, ok: false, error: wireError(error) });
+    }
+  }
+
+  /** Sends `{cmd, ...args}` without waiting for (or caring about) the reply. */
+  #fireAndForget(cmd: string, args: Record<string, unknown>): void {
+    if (this.#closed) return;
+    const id = this.#nextId++;
+    this.#ignored.add(id);
+    this.#send({ id, cmd, ...args }, undefined);
+  }
+
+  #reply(id: number, ok: boolean, payload: unknown): void {
+    this.#send(
+      ok ? { id, ok, result: payload ?? null } : { id, ok, error: payload },
+      undefined,
+    );
+  }
+
+  // -------------------------------------------------------------------------
+  // Read side
+
+  async #readLoop(): Promise<void> {
+    let cause: unknown;
+    try {
+      while (!this.#closed) {
+        const { value, done } = await this.#reader.read();
+        if (done) break;
+        for (let i = 0; i < value.length && !this.#closed; i++) {
+          const item = value[i]!;
+          if (item instanceof Error) {
+            // A corrupted frame cannot be attributed to a request: give up on the connection.
+            this.#shutdown(
+              `the server sent a corrupted frame (${item.message})`,
+              item,
+            );
+            return;
+          }
+          if (this.#incoming.length === 0 || this.#handshaking) {
+            this.#dispatch(item);
+          } else await this.#receiveThroughMiddleware(item);
+        }
+      }
+    } catch (err) {
+      cause = err;
+    }
+    this.#shutdown(
+      cause === undefined
+        ? "the server closed the connection"
+        : `the connection failed (${describe(cause)})`,
+      cause,
+    );
+  }
+
+  /** Runs the incoming middleware (in order, awaited, so messages keep their order), then dispatches. */
+  async #receiveThroughMiddleware(msg: SessionMessage): Promise<void> {
+    let current = msg;
+    for (const mw of this.#incoming) {
+      try {
+        const out = mw.incoming!(current, this);
+        current = (out instanceof Promise ? await out : out) ?? current;
+      } catch (err) {
+        const error = middlewareError(mw, "incoming", err);
+        const id = msg.id;
+        if (typeof id === "number" && typeof msg.cmd === "string") {
+          this.#reply(id, false, wireError(error));
+        } else if (typeof id === "number" && typeof msg.event !== "string") {
+          this.#ignored.delete(id);
+          this.#settle(id, undefined, error);
+        } else {
+          this.#logger.warn("Dropped incoming message {id}: {error}", {
+            id,
+            error,
+          });
+        }
+        return;
+      }
+    }
+    if (!this.#closed) this.#dispatch(current);
+  }
+
+  #dispatch(msg: SessionMessage): void {
+    const id = msg.id;
+    if (typeof msg.event === "string") {
+      this.#dispatchEvent(msg, id);
+    } else if (typeof msg.cmd === "string") {
+      if (typeof id === "number") this.#host.serve(msg, id, this);
+      else {this.#logger.warn(
+          "Ignored host command {cmd} without an integer id",
+          { cmd: msg.cmd },
+        );}
+    } else if (typeof id === "number") {
+      if (!this.#settle(id, msg, undefined) && !this.#ignored.delete(id)) {
+        this.#logger.warn("Ignored a reply for unknown request {id}", { id });
+      }
+    } else if (msg.ok === false) {
+      // The server could not attribute the error (a corrupted frame of ours): no request can be trusted.
+      const cause = errorFromWire(msg.error);
+      this.#shutdown(
+        `the server reported an error for no request (${cause.message})`,
+        cause,
+      );
+    } else {
+      this.#logger.warn("Ignored a message of unknown shape: {keys}", {
+        keys: Object.keys(msg),
+      });
+    }
+  }
+
+  #dispatchEvent(msg: SessionMessage, id: unknown): void {
+    if (this.#hello !== undefined) {
+      if (msg.event === "hello") this.#hello.resolve(msg);
+      else {this.#logger.debug("Ignored event {event} before hello", {
+          event: msg.event,
+        });}
+      return;
+    }
+    const pending = typeof id === "number" ? this.#pending.get(id) : undefined;
+    if (pending?.onEvent !== undefined) {
+      try {
+        pending.onEvent(msg);
+      } catch (error) {
+        this.#logger.warn(
+          "The onEvent callback of request {id} threw: {error}",
+          { id, error },
+        );
+      }
+      return;
+    }
+    for (const listener of this.#listeners) {
+      try {
+        listener(msg);
+      } catch (error) {
+        this.#logger.warn("An event listener threw: {error}", { error });
+      }
+    }
+  }
+
+  /** Settles pending request `id` with a reply or an error; false when it is not pending. */
+  #settle(
+    id: number,
+    reply: SessionMessage | undefined,
+    error: Error | undefined,
+  ): boolean {
+    const pending = this.#pending.get(id);
+    if (pending === undefined) return false;
+    this.#pending.delete(id);
+    pending.dispose();
+    if (error !== undefined) pending.reject(error);
+    else if (reply!.ok === true) pending.resolve(reply!.result);
+    else pending.reject(errorFromWire(reply!.error));
+    return true;
+  }
+
+  #expire(id: number, why: "timeout" | "abort"): void {
+    const pending = this.#pending.get(id);
+    if (pending === undefined) return;
+    const error = why === "timeout"
+      ? new TimeoutError(
+        `Cannot complete ${pending.cmd}: timed out after ${pending.timeout} ms`,
+      )
+      : new CancelledError(`Cannot complete ${pending.cmd}: aborted`, {
+        cause: pending.signal?.reason,
+      });
+    this.#settle(id, undefined, error);
+    this.#ignored.add(id);
+    // A peer that never answers must not grow the set forever.
+    if (this.#ignored.size > 100_000) this.#ignored.clear();
+    this.#fireAndForget("cancel", { target: id });
+  }
+
+  // -------------------------------------------------------------------------
+  // Shutdown
+
+  /** The error a request gets once the session is closed; its cause is the root cause. */
+  #lostError(cmd: string): ConnectionLostError {
+    const cause = this.#closeCause;
+    return new ConnectionLostError(
+      `Cannot complete ${cmd}: ${this.#closeReason}`,
+      cause === undefined ? {} : { cause },
+    );
+  }
+
+  /** Closes once: settles everything, then releases the connection. */
+  #shutdown(reason?: string, cause?: unknown): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (reason !== undefined) {
+      this.#closeReason = reason;
+      this.#logger.debug("Session closed: {reason}", { reason, cause });
+    }
+    this.#closeCause = cause;
+    if (this.#hello !== undefined) {
+      this.#hello.promise.catch(() => {});
+      this.#hello.reject(this.#lostError("handshake"));
+    }
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of pending) {
+      p.dispose();
+      p.reject(this.#lostError(p.cmd));
+    }
+    this.#host.abortAll(
+      new ConnectionLostError(
+        `Cannot complete host command: ${this.#closeReason}`,
+      ),
+    );
+    void this.#release();
+  }
+
+  async #release(): Promise<void> {
+    await this.#outbox.close(1000);
+    this.#conn.close();
+    await this.#reader.cancel().catch(() => {});
+    await this.#readDone;
+    await this.#outbox.done;
+    this.#closedDone.resolve();
+  }
+}
+
+/** A middleware failure, named after the middleware (kept when it is already a `PluginError`). */
+function middlewareError(
+  mw: SessionMiddleware,
+  direction: string,
+  err: unknown,
+): PluginError {
+  if (err instanceof PluginError) return err;
+  return new PluginError(
+    `Cannot run ${direction} middleware '${mw.name}': ${describe(err)}`,
+    {
+      cause: err,
+      details: { plugin: mw.name, hook: direction },
+    },
+  );
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

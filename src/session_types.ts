@@ -1,0 +1,215 @@
+/**
+ * The types of {@linkcode Session}'s API (kept apart so the session file
+ * holds only behaviour).
+ *
+ * @module
+ */
+import type { Session } from "./session.ts";
+
+/**
+ * A message on the wire (request, reply or event) as a plain JSON object.
+ *
+ * @example
+ * ```ts
+ * import type { SessionMessage } from "./session_types.ts";
+ * const msg: SessionMessage = { id: 1, cmd: "ping" };
+ * console.log(msg.cmd);
+ * ```
+ */
+export type SessionMessage = Record<string, unknown>;
+
+/**
+ * Per-request options of {@linkcode Session.request} and the typed helpers.
+ *
+ * @example
+ * ```ts
+ * import type { RequestOptions } from "./session_types.ts";
+ * const options: RequestOptions = { timeout: 1000, onEvent: (event) => console.log(event) };
+ * console.log(options.timeout);
+ * ```
+ */
+export interface RequestOptions {
+  /** Milliseconds before the request rejects with `TimeoutError` (and `cancel` is sent). No timeout when absent. */
+  timeout?: number;
+  /** Aborting rejects the request with `CancelledError` (and sends `cancel`). */
+  signal?: AbortSignal;
+  /** Receives the events the server sends with this request's `id` (e.g. `output`). */
+  onEvent?: (event: SessionMessage) => void;
+}
+
+/**
+ * How to load a model: exactly one of `file` (relative to the server's
+ * `--path`) or `source`; `options` are passed to the class constructor;
+ * `class` picks the class when the code defines several.
+ *
+ * @example
+ * ```ts
+ * import type { ModelSpec } from "./session_types.ts";
+ * const spec: ModelSpec = { file: "doubler.py", options: { k: 2 } };
+ * console.log(spec.file);
+ * ```
+ */
+export interface ModelSpec {
+  /** A Python file relative to the server's `--path`. */
+  file?: string;
+  /** Python source code. */
+  source?: string;
+  /** Keyword arguments of the model's constructor. */
+  options?: Record<string, unknown>;
+  /** The class to use when the code defines several. */
+  class?: string;
+}
+
+/**
+ * What the server says about a loaded model (protocol §6).
+ *
+ * @example
+ * ```ts
+ * import type { ModelDescription } from "./session_types.ts";
+ * const d: ModelDescription = { name: "doubler", class: "Model", version: 1 };
+ * console.log(d.version);
+ * ```
+ */
+export interface ModelDescription {
+  /** The model name. */
+  name: string;
+  /** The Python class used. */
+  class: string;
+  /** The file it was loaded from, if any. */
+  file?: string;
+  /** 1 after `addModel`, incremented by each `updateModel`. */
+  version: number;
+  /** Declared input fields (name → type name). */
+  inputs?: Record<string, string>;
+  /** Declared output fields (name → type name). */
+  outputs?: Record<string, string>;
+  /** The class docstring. */
+  doc?: string;
+  /** Other fields the server adds. */
+  [key: string]: unknown;
+}
+
+/**
+ * The `hello` event merged with the `auth` reply.
+ *
+ * @example
+ * ```ts
+ * import type { ServerInfo } from "./session_types.ts";
+ * const info: ServerInfo = { serverId: "w1", pid: 4242, version: 1, auth: "hmac-sha256" };
+ * console.log(info.serverId);
+ * ```
+ */
+export interface ServerInfo {
+  /** The server's `--id`. */
+  serverId: string;
+  /** The server's process id. */
+  pid: number;
+  /** Protocol version (1). */
+  version: number;
+  /** `"hmac-sha256"` or `"none"`. */
+  auth: string;
+  /** The connection id the server assigned (after `auth`). */
+  connection?: string;
+  /** The largest payload the server accepts (after `auth`). */
+  maxFrameSize?: number;
+  /** Other fields the server adds. */
+  [key: string]: unknown;
+}
+
+/**
+ * The `serverStatus` result (protocol §6).
+ *
+ * @example
+ * ```ts
+ * import type { ServerStatus } from "./session_types.ts";
+ * const show = (s: ServerStatus): string => `${s.id}: ${s.requestsServed} served`;
+ * console.log(typeof show);
+ * ```
+ */
+export interface ServerStatus {
+  /** The server's `--id`. */
+  id: string;
+  /** Its process id. */
+  pid: number;
+  /** Seconds since it started. */
+  uptime: number;
+  /** Requests answered so far. */
+  requestsServed: number;
+  /** The loaded models. */
+  models: unknown;
+  /** Open connections. */
+  connections: number;
+  /** Requests running now. */
+  inFlight: number;
+  /** Python version information. */
+  python: unknown;
+  /** Other fields the server adds. */
+  [key: string]: unknown;
+}
+
+/**
+ * What a Python → host handler receives besides its arguments. `signal`
+ * aborts when the server cancels the call or the session closes.
+ *
+ * @example
+ * ```ts
+ * import type { HandlerCall } from "./session_types.ts";
+ * const log = (call: HandlerCall): void => console.log(call.id, call.signal.aborted);
+ * console.log(typeof log);
+ * ```
+ */
+export interface HandlerCall {
+  /** The session the command came in on. */
+  session: Session;
+  /** The request id chosen by the server. */
+  id: number;
+  /** Aborted when the call is cancelled or the session closes. */
+  signal: AbortSignal;
+}
+
+/**
+ * Handles a Python → host command (protocol §7): the return value (or what
+ * the promise resolves to) is the reply's `result`; a thrown error becomes
+ * an error reply.
+ *
+ * @example
+ * ```ts
+ * import type { SessionHandler } from "./session_types.ts";
+ * const add: SessionHandler = (args) => (args as { a: number; b: number }).a + (args as { a: number; b: number }).b;
+ * console.log(typeof add);
+ * ```
+ */
+export type SessionHandler = (
+  args: unknown,
+  call: HandlerCall,
+) => unknown | Promise<unknown>;
+
+/**
+ * Sees (and may replace) every message after the handshake: `outgoing` for
+ * requests, replies and `cancel` the session sends, `incoming` for replies,
+ * events and requests it receives. Hooks run in order; returning `undefined`
+ * keeps the message. A throwing hook fails only the request concerned, with
+ * a `PluginError` naming the middleware.
+ *
+ * @example Count messages
+ * ```ts
+ * import type { SessionMiddleware } from "./session_types.ts";
+ * let sent = 0;
+ * const counter: SessionMiddleware = { name: "counter", outgoing: (msg) => (sent++, msg) };
+ * console.log(counter.name);
+ * ```
+ */
+export interface SessionMiddleware {
+  /** Names the middleware in errors and logs. */
+  name: string;
+  /** Transforms an outgoing message. */
+  outgoing?(
+    msg: SessionMessage,
+    session: Session,
+  ): SessionMessage | Promise<SessionMessage>;
+  /** Transforms an incoming message. */
+  incoming?(
+    msg: SessionMessage,
+    session: Session,
+  ): SessionMessage | Promise<SessionMessage>;
+}

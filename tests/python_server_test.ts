@@ -1,0 +1,201 @@
+import assert from "node:assert/strict";
+import { StartError } from "../src/errors.ts";
+import { PythonServer } from "../src/python_server.ts";
+import {
+  pidAlive,
+  startServer,
+  tempDir,
+  waitFor,
+  writeFiles,
+} from "./_harness.ts";
+
+/**
+ * A stand-in `pyproxy_server` package (for start-up edge cases the real
+ * server never shows); `main` is the body of its `__main__.py`.
+ */
+async function fakePackage(dir: string, main: string): Promise<string> {
+  const root = `${dir}/fakepkg`;
+  await writeFiles(root, {
+    "pyproxy_server/__init__.py": "",
+    "pyproxy_server/__main__.py": main,
+  });
+  return root;
+}
+
+Deno.test("PythonServer starts, reports its ready line and connects sessions", async () => {
+  await using server = await startServer({ id: "w-test" });
+  assert.equal(server.id, "w-test");
+  assert.ok(server.port > 0);
+  assert.equal(server.ready.pid, server.pid);
+  assert.equal(server.unixPath, undefined);
+  assert.match(server.secret, /^[0-9a-f]{64}$/);
+  assert.ok(pidAlive(server.pid));
+  await using session = await server.connect();
+  assert.equal(await session.ping(), "pong");
+  assert.equal((await session.status()).id, "w-test");
+});
+
+Deno.test("PythonServer.stop stops the server cleanly", async () => {
+  await using server = await startServer();
+  const status = await server.stop({ grace: 5000 });
+  assert.deepEqual(status, { code: 0, signal: null });
+  assert.equal(pidAlive(server.pid), false);
+});
+
+Deno.test("PythonServer exits when the host closes its stdin", async () => {
+  await using server = await startServer();
+  const pid = server.pid;
+  await server.closeStdin();
+  const status = await server.exited;
+  assert.equal(status.code, 0, server.stderrTail());
+  assert.equal(pidAlive(pid), false, "no orphan process is left");
+});
+
+Deno.test("PythonServer.kill ends the process with the signal and is safe to repeat", async () => {
+  await using server = await startServer();
+  const status = await server.kill("SIGKILL");
+  assert.deepEqual(status, { code: null, signal: "SIGKILL" });
+  assert.equal(pidAlive(server.pid), false);
+  assert.deepEqual(await server.kill(), status);
+});
+
+Deno.test("PythonServer disposal kills the process", async () => {
+  let pid = 0;
+  {
+    await using server = await startServer();
+    pid = server.pid;
+    assert.ok(pidAlive(pid));
+  }
+  assert.equal(pidAlive(pid), false);
+});
+
+Deno.test("PythonServer.start rejects bad arguments with a StartError carrying the stderr tail", async () => {
+  await using dir = await tempDir();
+  await assert.rejects(
+    PythonServer.start({ path: dir.path, args: ["--no-such-flag"] }),
+    (err: unknown) => {
+      assert.ok(err instanceof StartError);
+      assert.match(err.message, /exited \(code 2\) before it was ready/);
+      assert.match(err.message, /--no-such-flag/);
+      assert.match(String(err.details.stderr), /unrecognized arguments/);
+      return true;
+    },
+  );
+  await assert.rejects(
+    PythonServer.start({ path: `${dir.path}/missing` }),
+    (err: unknown) =>
+      err instanceof StartError && /is not a directory/.test(err.message),
+  );
+});
+
+Deno.test("PythonServer.start rejects a missing interpreter with a StartError", async () => {
+  await using dir = await tempDir();
+  await assert.rejects(
+    PythonServer.start({
+      path: dir.path,
+      python: `${dir.path}/no-such-python`,
+    }),
+    (err: unknown) =>
+      err instanceof StartError && /cannot spawn/.test(err.message),
+  );
+});
+
+Deno.test("PythonServer.start kills a server that never gets ready and reports its stderr", async () => {
+  await using dir = await tempDir();
+  const pythonPath = await fakePackage(
+    dir.path,
+    `import os, sys, time
+sys.stderr.write("fake server pid %d is thinking\\n" % os.getpid())
+sys.stderr.flush()
+time.sleep(60)
+`,
+  );
+  const err = await PythonServer.start({
+    path: dir.path,
+    pythonPath,
+    readyTimeout: 1000,
+  }).then(
+    () => assert.fail("start should fail"),
+    (e: unknown) => e,
+  );
+  assert.ok(err instanceof StartError);
+  assert.match(err.message, /no ready line within 1000 ms/);
+  const pid = Number(/pid (\d+) is thinking/.exec(err.message)?.[1]);
+  assert.ok(pid > 0, err.message);
+  assert.equal(pidAlive(pid), false, "the silent process was killed");
+});
+
+Deno.test("PythonServer.start reads a ready line that arrives in pieces after a flood of stderr", async () => {
+  await using dir = await tempDir();
+  const pythonPath = await fakePackage(
+    dir.path,
+    `import json, os, sys, time
+# 300 KiB of stderr before the ready line: the host must drain it or we block.
+for i in range(3000):
+    sys.stderr.write("noise %04d ".ljust(100, "x") + "\\n")
+sys.stderr.write("END OF NOISE\\n")
+sys.stderr.flush()
+line = json.dumps({"port": 1, "pid": os.getpid(), "id": "fake", "unix": None, "version": 1}) + "\\n"
+for ch in line:
+    sys.stdout.write(ch)
+    sys.stdout.flush()
+    time.sleep(0.001)
+# Keep writing stdout after the ready line: the host must keep draining it.
+for i in range(200):
+    sys.stdout.write("x" * 10000)
+sys.stdout.flush()
+sys.stderr.write("STDOUT FLOOD DONE\\n")
+sys.stderr.flush()
+sys.stdin.read()
+`,
+  );
+  await using server = await PythonServer.start({
+    path: dir.path,
+    pythonPath,
+    readyTimeout: 15000,
+  });
+  assert.equal(server.id, "fake");
+  assert.equal(server.port, 1);
+  await waitFor(() => server.stderrTail().includes("STDOUT FLOOD DONE"), {
+    message: "stdout is drained",
+  });
+  const tail = server.stderrTail();
+  assert.ok(tail.length <= 64 * 1024, `tail is bounded (${tail.length})`);
+  assert.ok(tail.includes("END OF NOISE"));
+  assert.ok(!tail.includes("noise 0000"), "the oldest stderr was dropped");
+  // Closing stdin ends the fake (it reads until EOF), like the real server.
+  await server.closeStdin();
+  assert.equal((await server.exited).code, 0);
+});
+
+Deno.test("PythonServer passes the secret on stdin, not in argv or the environment", async () => {
+  await using dir = await tempDir();
+  const pythonPath = await fakePackage(
+    dir.path,
+    `import json, os, sys
+secret = json.loads(sys.stdin.readline())["secret"]
+leaked = secret in " ".join(sys.argv) or any(secret in v for v in os.environ.values())
+sys.stderr.write("LEAKED\\n" if leaked else "CLEAN %s\\n" % secret[:8])
+sys.stderr.flush()
+print(json.dumps({"port": 2, "pid": os.getpid(), "id": "fake", "unix": None, "version": 1}), flush=True)
+sys.stdin.read()
+`,
+  );
+  await using server = await PythonServer.start({
+    path: dir.path,
+    pythonPath,
+    secret: "abcdef0123456789",
+  });
+  await waitFor(() => /CLEAN|LEAKED/.test(server.stderrTail()));
+  assert.match(server.stderrTail(), /CLEAN abcdef01/);
+});
+
+Deno.test("PythonServer connects over its Unix socket by default when it has one", async () => {
+  await using server = await startServer({ unix: true });
+  assert.ok(server.unixPath !== undefined);
+  await using unix = await server.connect();
+  await using tcp = await server.connect({ transport: "tcp" });
+  assert.equal(await unix.ping(), "pong");
+  assert.equal(await tcp.ping(), "pong");
+  assert.equal((await unix.status()).connections, 2);
+});

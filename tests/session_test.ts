@@ -1,0 +1,530 @@
+import assert from "node:assert/strict";
+import {
+  AuthenticationError,
+  CancelledError,
+  ChecksumError,
+  ConnectionLostError,
+  PluginError,
+  PythonError,
+  RemoteError,
+  TimeoutError,
+} from "../src/errors.ts";
+import { HEADER_SIZE } from "../src/protocol/mod.ts";
+import { denoRuntime } from "../src/runtime/deno.ts";
+import type { Connection, Runtime } from "../src/runtime/types.ts";
+import { Session, type SessionMessage } from "../src/session.ts";
+import {
+  DOUBLER,
+  HOST_CALLER,
+  RAISER,
+  SLEEPER,
+  startServer,
+  waitFor,
+} from "./_harness.ts";
+
+/** A real Deno runtime whose connections count (and may alter) the chunks crossing the socket. */
+function tappedRuntime(taps: {
+  write?: (chunk: Uint8Array, index: number) => Uint8Array;
+  read?: (chunk: Uint8Array, index: number) => Uint8Array;
+} = {}): { runtime: Runtime; writes: number[] } {
+  const base = denoRuntime();
+  const writes: number[] = [];
+  const runtime: Runtime = {
+    ...base,
+    async connect(target): Promise<Connection> {
+      const conn = await base.connect(target);
+      let reads = 0;
+      const out = new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, controller) {
+          const index = writes.push(chunk.length) - 1;
+          controller.enqueue(taps.write ? taps.write(chunk, index) : chunk);
+        },
+      });
+      out.readable.pipeTo(conn.writable).catch(() => {});
+      const readable = conn.readable.pipeThrough(
+        new TransformStream<Uint8Array, Uint8Array>({
+          transform(chunk, controller) {
+            controller.enqueue(taps.read ? taps.read(chunk, reads++) : chunk);
+          },
+        }),
+      );
+      return { readable, writable: out.writable, close: () => conn.close() };
+    },
+  };
+  return { runtime, writes };
+}
+
+/** Settles a promise into a value/error record so tests can count settlements. */
+function track<T>(
+  promise: Promise<T>,
+  log: Array<{ ok: boolean; value: unknown }>,
+): void {
+  promise.then(
+    (value) => log.push({ ok: true, value }),
+    (value) => log.push({ ok: false, value }),
+  );
+}
+
+Deno.test("Session connects, authenticates and answers ping", async () => {
+  await using server = await startServer();
+  await using session = await server.connect();
+  assert.equal(await session.ping(), "pong");
+  assert.equal(session.serverInfo.serverId, server.id);
+  assert.equal(session.serverInfo.pid, server.pid);
+  assert.equal(session.serverInfo.auth, "hmac-sha256");
+  assert.equal(typeof session.connectionId, "string");
+  assert.equal(session.serverInfo.nonce, undefined, "the nonce is not kept");
+  assert.equal(session.isClosed, false);
+  assert.equal(session.inFlight, 0);
+});
+
+Deno.test("Session loads models from a file and from source and executes them", async () => {
+  await using server = await startServer({
+    files: { "models/doubler.py": DOUBLER },
+  });
+  await using session = await server.connect();
+  const described = await session.addModel("triple", {
+    file: "models/doubler.py",
+    options: { k: 3 },
+  });
+  assert.equal(described.name, "triple");
+  assert.equal(described.class, "Doubler");
+  assert.equal(described.version, 1);
+  assert.deepEqual(described.inputs, { x: "number" });
+  assert.deepEqual(await session.execute("triple", { x: 5 }), { y: 15 });
+
+  await session.addModel("fromSource", { source: DOUBLER });
+  assert.deepEqual(await session.execute("fromSource", { x: 4 }), { y: 8 });
+  const updated = await session.updateModel("fromSource", {
+    source: DOUBLER,
+    options: { k: 10 },
+  });
+  assert.equal(updated.version, 2);
+  assert.deepEqual(await session.execute("fromSource", { x: 4 }), { y: 40 });
+
+  await session.addModel("raiser", { source: RAISER });
+  await assert.rejects(
+    session.execute("raiser", { text: "bad x" }),
+    (err: unknown) => {
+      assert.ok(err instanceof PythonError);
+      assert.equal(err.type, "ValueError");
+      assert.match(err.message, /bad x/);
+      assert.match(err.traceback, /Traceback/);
+      return true;
+    },
+  );
+  assert.deepEqual(await session.removeModel("raiser"), {
+    name: "raiser",
+    removed: true,
+  });
+  await assert.rejects(session.execute("raiser", {}), (err: unknown) => {
+    assert.ok(err instanceof RemoteError);
+    assert.equal(err.remoteType, "ModelNotFoundError");
+    return true;
+  });
+  await assert.rejects(
+    session.addModel("escape", { file: "../outside.py" }),
+    (err: unknown) =>
+      err instanceof RemoteError && err.remoteType === "PathError",
+  );
+  const status = await session.status();
+  assert.equal(status.id, server.id);
+  assert.ok(status.requestsServed > 0);
+});
+
+Deno.test("Session pipelines 1000 requests in one write and matches every reply to its request", async () => {
+  const { runtime, writes } = tappedRuntime();
+  await using server = await startServer({ runtime });
+  await using session = await server.connect();
+  await session.addModel("doubler", { source: DOUBLER });
+  const before = writes.length;
+  const calls = Array.from(
+    { length: 1000 },
+    (_, i) => session.execute("doubler", { x: i }),
+  );
+  assert.equal(session.inFlight, 1000);
+  const results = await Promise.all(calls);
+  assert.deepEqual(
+    results,
+    Array.from({ length: 1000 }, (_, i) => ({ y: 2 * i })),
+  );
+  assert.equal(
+    writes.length - before,
+    1,
+    "1000 requests sent in one microtask go out in one write",
+  );
+  assert.equal(session.inFlight, 0);
+});
+
+Deno.test("Session connects over a Unix socket", async () => {
+  await using server = await startServer({ unix: true });
+  assert.ok(server.unixPath?.endsWith("server.sock"));
+  await using session = await Session.connect({
+    path: server.unixPath!,
+    secret: server.secret,
+  });
+  assert.equal(await session.ping(), "pong");
+  await using tcp = await server.connect({ transport: "tcp" });
+  assert.equal(await tcp.ping(), "pong");
+});
+
+Deno.test("Session.connect rejects a wrong or missing secret with AuthenticationError", async () => {
+  await using server = await startServer();
+  await assert.rejects(
+    Session.connect({ port: server.port, secret: "0".repeat(64) }),
+    (err: unknown) =>
+      err instanceof AuthenticationError && /bad mac/.test(err.message),
+  );
+  await assert.rejects(
+    Session.connect({ port: server.port }),
+    AuthenticationError,
+  );
+  // The server is unaffected.
+  await using session = await server.connect();
+  assert.equal(await session.ping(), "pong");
+});
+
+Deno.test("Session.connect works with a server started without authentication", async () => {
+  await using server = await startServer({ args: ["--insecure-no-auth"] });
+  await using session = await Session.connect({ port: server.port });
+  assert.equal(session.serverInfo.auth, "none");
+  assert.equal(await session.ping(), "pong");
+});
+
+Deno.test("Session.connect rejects with ConnectionLostError when nothing listens", async () => {
+  await using server = await startServer();
+  const port = server.port;
+  await server.kill("SIGKILL");
+  await assert.rejects(
+    Session.connect({ port, secret: server.secret }),
+    ConnectionLostError,
+  );
+});
+
+Deno.test("Session times out a request, cancels it on the server and stays usable", async () => {
+  await using server = await startServer();
+  await using session = await server.connect();
+  await session.addModel("sleeper", { source: SLEEPER });
+  await assert.rejects(
+    session.execute("sleeper", { seconds: 30 }, { timeout: 100 }),
+    (err: unknown) =>
+      err instanceof TimeoutError && /timed out after 100 ms/.test(err.message),
+  );
+  assert.equal(session.inFlight, 0);
+  assert.equal(await session.ping(), "pong");
+  // Without the cancel the sleeper would keep running for 30 s.
+  await waitFor(async () => (await session.status()).inFlight === 0, {
+    message: "the server cancels the call",
+  });
+});
+
+Deno.test("Session rejects an aborted request with CancelledError and cancels it on the server", async () => {
+  await using server = await startServer();
+  await using session = await server.connect();
+  await session.addModel("sleeper", { source: SLEEPER });
+  const controller = new AbortController();
+  const call = session.execute("sleeper", { seconds: 30 }, {
+    signal: controller.signal,
+  });
+  await waitFor(async () => (await session.status()).inFlight === 1, {
+    message: "the call starts",
+  });
+  controller.abort(new Error("user clicked stop"));
+  await assert.rejects(
+    call,
+    (err: unknown) =>
+      err instanceof CancelledError &&
+      (err.cause as Error).message === "user clicked stop",
+  );
+  await waitFor(async () => (await session.status()).inFlight === 0, {
+    message: "the server cancels the call",
+  });
+  await assert.rejects(
+    session.ping({ signal: AbortSignal.abort() }),
+    CancelledError,
+  );
+  assert.equal(session.inFlight, 0);
+});
+
+Deno.test("Session settles every pending request once with ConnectionLostError when the server is SIGKILLed", async () => {
+  await using server = await startServer();
+  const session = await server.connect();
+  try {
+    await session.addModel("sleeper", { source: SLEEPER });
+    const log: Array<{ ok: boolean; value: unknown }> = [];
+    for (let i = 0; i < 20; i++) {
+      track(
+        session.execute("sleeper", { seconds: 30 }, { timeout: 60_000 }),
+        log,
+      );
+    }
+    // The server answers ping after reading every request sent before it: all 20 are in flight there.
+    assert.equal(await session.ping(), "pong");
+    assert.equal(session.inFlight, 20);
+    await server.kill("SIGKILL");
+    await session.closed;
+    assert.equal(session.isClosed, true);
+    await waitFor(() => log.length === 20);
+    assert.ok(
+      log.every((r) => !r.ok && r.value instanceof ConnectionLostError),
+      JSON.stringify(log),
+    );
+    // Settled exactly once: nothing else arrives later (timers were cleared, so 60 s timeouts cannot fire).
+    assert.equal(session.inFlight, 0);
+    await assert.rejects(session.ping(), ConnectionLostError);
+    assert.equal(log.length, 20);
+  } finally {
+    await session.close();
+  }
+});
+
+Deno.test("Session routes events with a pending id to onEvent and others to listeners", async () => {
+  await using server = await startServer();
+  await using session = await server.connect();
+  const mine: SessionMessage[] = [];
+  const others: SessionMessage[] = [];
+  const off = session.onEvent((event) => others.push(event));
+  const result = await session.request<{ value: unknown }>(
+    "eval",
+    { code: "print('hello')\n40 + 2" },
+    { onEvent: (event) => mine.push(event) },
+  );
+  assert.equal(result.value, 42);
+  assert.ok(
+    mine.some((e) => e.event === "output" && String(e.data).includes("hello")),
+    JSON.stringify(mine),
+  );
+  assert.ok(mine.every((e) => e.id !== undefined));
+  // Without onEvent the events of a request reach the listeners.
+  await session.request("eval", { code: "print('to listeners')" });
+  assert.ok(
+    others.some((e) =>
+      e.event === "output" && String(e.data).includes("to listeners")
+    ),
+  );
+  off();
+  const count = others.length;
+  await session.request("eval", { code: "print('nobody')" });
+  assert.equal(others.length, count);
+});
+
+Deno.test("Session serves Python → host commands with its handlers", async () => {
+  await using server = await startServer();
+  const seen: Array<{ args: unknown; id: number }> = [];
+  await using session = await server.connect({
+    handlers: {
+      add: (args, call) => {
+        seen.push({ args, id: call.id });
+        const { a, b } = args as { a: number; b: number };
+        return a + b;
+      },
+      slowEcho: async (args) => await Promise.resolve(args),
+      fail: () => {
+        throw new Error("handler exploded");
+      },
+    },
+  });
+  await session.addModel("caller", { source: HOST_CALLER });
+  assert.deepEqual(
+    await session.execute("caller", { cmd: "add", args: { a: 2, b: 3 } }),
+    { result: 5 },
+  );
+  assert.equal(seen.length, 1);
+  assert.equal(typeof seen[0]!.id, "number");
+  assert.deepEqual(
+    await session.execute("caller", { cmd: "slowEcho", args: [1, "two"] }),
+    { result: [1, "two"] },
+  );
+  await assert.rejects(
+    session.execute("caller", { cmd: "fail" }),
+    /handler exploded/,
+  );
+  await assert.rejects(
+    session.execute("caller", { cmd: "nope" }),
+    /no such host command/,
+  );
+  session.setHandler("nope", () => "now there");
+  assert.deepEqual(await session.execute("caller", { cmd: "nope" }), {
+    result: "now there",
+  });
+  session.setHandler("nope", undefined);
+  await assert.rejects(
+    session.execute("caller", { cmd: "nope" }),
+    /no such host command/,
+  );
+});
+
+Deno.test("Session runs middleware in order and fails only the request whose middleware throws", async () => {
+  await using server = await startServer();
+  const order: string[] = [];
+  await using session = await server.connect({
+    middleware: [
+      {
+        name: "plusOne",
+        outgoing: (msg) => {
+          order.push("plusOne");
+          if (msg.cmd === "executeModel") {
+            return { ...msg, msg: { x: (msg.msg as { x: number }).x + 1 } };
+          }
+          return msg;
+        },
+      },
+      {
+        name: "asyncTagger",
+        outgoing: async (msg) => {
+          order.push("asyncTagger");
+          if (
+            msg.cmd === "executeModel" && (msg.msg as { x: number }).x === 100
+          ) throw new Error("no hundreds");
+          return await Promise.resolve(msg);
+        },
+        incoming: (msg) => {
+          if (
+            msg.ok === true && typeof msg.result === "object" &&
+            msg.result !== null && "y" in msg.result
+          ) {
+            return { ...msg, result: { ...msg.result, tagged: true } };
+          }
+          return msg;
+        },
+      },
+      {
+        name: "replyBreaker",
+        incoming: (msg) => {
+          if ((msg.result as { y?: number } | undefined)?.y === 14) {
+            throw new Error("unlucky");
+          }
+          return msg;
+        },
+      },
+    ],
+  });
+  await session.addModel("doubler", { source: DOUBLER });
+  order.length = 0;
+  assert.deepEqual(await session.execute("doubler", { x: 5 }), {
+    y: 12,
+    tagged: true,
+  });
+  assert.deepEqual(order, ["plusOne", "asyncTagger"]);
+  await assert.rejects(
+    session.execute("doubler", { x: 99 }),
+    (err: unknown) =>
+      err instanceof PluginError && /'asyncTagger'/.test(err.message) &&
+      /no hundreds/.test(err.message),
+  );
+  await assert.rejects(
+    session.execute("doubler", { x: 6 }),
+    (err: unknown) =>
+      err instanceof PluginError && /'replyBreaker'/.test(err.message),
+  );
+  assert.equal(session.inFlight, 0);
+  assert.equal(await session.ping(), "pong");
+});
+
+Deno.test("Session closes with ConnectionLostError caused by a ChecksumError on a corrupted incoming frame", async () => {
+  let armed = false;
+  const { runtime } = tappedRuntime({
+    read: (chunk) => {
+      if (!armed) return chunk;
+      armed = false;
+      const copy = chunk.slice();
+      copy[HEADER_SIZE]! ^= 0x20; // a payload byte: the length stays trusted
+      return copy;
+    },
+  });
+  await using server = await startServer({ runtime });
+  await using session = await server.connect();
+  armed = true;
+  await assert.rejects(
+    session.ping(),
+    (err: unknown) =>
+      err instanceof ConnectionLostError && err.cause instanceof ChecksumError,
+  );
+  await session.closed;
+  assert.equal(session.isClosed, true);
+});
+
+Deno.test("Session closes with the server's error as cause when the server rejects a frame (id null)", async () => {
+  let armed = false;
+  const { runtime } = tappedRuntime({
+    write: (chunk) => {
+      if (!armed) return chunk;
+      armed = false;
+      const copy = chunk.slice();
+      copy[HEADER_SIZE]! ^= 0x20;
+      return copy;
+    },
+  });
+  await using server = await startServer({ runtime });
+  await using session = await server.connect();
+  armed = true;
+  await assert.rejects(session.ping(), (err: unknown) => {
+    assert.ok(err instanceof ConnectionLostError, String(err));
+    assert.ok(err.cause instanceof ChecksumError, `cause: ${err.cause}`);
+    return true;
+  });
+  await session.closed;
+});
+
+Deno.test("Session.close rejects pending requests and later ones with ConnectionLostError", async () => {
+  await using server = await startServer();
+  const session = await server.connect();
+  await session.addModel("sleeper", { source: SLEEPER });
+  const log: Array<{ ok: boolean; value: unknown }> = [];
+  track(session.execute("sleeper", { seconds: 30 }), log);
+  track(session.ping(), log); // queued, not yet written
+  await session.close();
+  await session.close(); // idempotent
+  assert.equal(session.isClosed, true);
+  await waitFor(() => log.length === 2);
+  assert.ok(log.every((r) => !r.ok && r.value instanceof ConnectionLostError));
+  await assert.rejects(session.ping(), ConnectionLostError);
+});
+
+Deno.test("Session refuses a message above the server's frame limit and stays usable", async () => {
+  await using server = await startServer({ maxFrameSize: 4096 });
+  await using session = await server.connect();
+  assert.equal(session.serverInfo.maxFrameSize, 4096);
+  await session.addModel("doubler", { source: DOUBLER });
+  await assert.rejects(
+    session.execute("doubler", { x: 1, pad: "é".repeat(3000) }),
+    RangeError,
+  );
+  await assert.rejects(session.execute("doubler", { x: 1n }), TypeError);
+  assert.deepEqual(
+    await session.execute("doubler", { x: 1, pad: "é".repeat(100) }),
+    { y: 2 },
+  );
+});
+
+Deno.test("Session aborts the signal of running host handlers when it closes", async () => {
+  await using server = await startServer();
+  const { promise: started, resolve: start } = Promise.withResolvers<
+    AbortSignal
+  >();
+  const session = await server.connect({
+    handlers: {
+      wait: (_args, call) => {
+        start(call.signal);
+        return new Promise((_resolve, reject) =>
+          call.signal.addEventListener(
+            "abort",
+            () => reject(call.signal.reason),
+          )
+        );
+      },
+    },
+  });
+  try {
+    await session.addModel("caller", { source: HOST_CALLER });
+    const call = session.execute("caller", { cmd: "wait" });
+    const signal = await started;
+    assert.equal(signal.aborted, false);
+    await session.close();
+    assert.equal(signal.aborted, true);
+    assert.ok(signal.reason instanceof ConnectionLostError);
+    await assert.rejects(call, ConnectionLostError);
+  } finally {
+    await session.close();
+  }
+});
