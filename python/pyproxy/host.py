@@ -1,0 +1,84 @@
+"""Call back into the host from model or eval code (protocol §7).
+
+Every function sends a request over the connection of the call running in
+the current thread and blocks until the host replies::
+
+    from pyproxy import host
+
+    class Model:
+        def execute(self, msg):
+            hit = host.cache.get("k")              # cache.get {key}
+            if hit is None:
+                host.cache.set("k", msg, ttl=60)   # cache.set {key, value, ttl}
+            host.publish("events", {"seen": msg})  # publish {channel, msg}
+            return {"sum": host.call("add", {"a": 1, "b": 2})}
+
+Failures raise ``HostError``: no call is running in this thread (for
+example code run at import time or in a thread started by the model; start
+such threads with ``contextvars.copy_context().run`` to keep the call), the
+connection closed, no reply within ``timeout`` seconds, the call was
+cancelled, or the host replied with an error (``remote_type`` and
+``remote_message`` keep its ``type`` and ``message``).
+
+How the connection is found: while the server runs a threaded handler it
+sets the ``ContextVar`` ``pyproxy_server.call.current_call`` to the ``Call``
+being handled; ``call.connection.request(...)`` queues the request on that
+connection and waits on a future resolved by the event loop when the reply
+arrives. Request ids are per connection, counting from 1.
+"""
+
+import asyncio
+
+from pyproxy_server.call import current_call
+from pyproxy_server.errors import HostError
+
+__all__ = ["call", "cache", "publish", "HostError", "DEFAULT_TIMEOUT"]
+
+# Seconds to wait for the host's reply unless ``timeout`` says otherwise.
+DEFAULT_TIMEOUT = 30.0
+
+
+def call(name, args=None, timeout=DEFAULT_TIMEOUT):
+    """Send ``{"cmd": name, "args": args}`` to the host; return the reply's result."""
+    if not isinstance(name, str) or not name:
+        raise TypeError("host.call: name must be a non-empty string")
+    current = current_call.get()
+    if current is None:
+        if asyncio._get_running_loop() is not None:
+            raise HostError(
+                "Cannot call host %r: called on the server's event loop thread, which "
+                "must stay free to read the reply (it would deadlock); register the "
+                "command with threaded=True" % name
+            )
+        raise HostError(
+            "Cannot call host %r: no pyproxy call is running in this thread "
+            "(host calls work only while executeModel/eval code runs)" % name
+        )
+    return current.connection.request(name, args, timeout, current)
+
+
+class _Cache:
+    """The host's shared cache (``cache.get``/``cache.set``/``cache.delete``)."""
+
+    def get(self, key, timeout=DEFAULT_TIMEOUT):
+        """Return the cached value of ``key`` or ``None``."""
+        return call("cache.get", {"key": key}, timeout)
+
+    def set(self, key, value, ttl=None, timeout=DEFAULT_TIMEOUT):
+        """Store ``value`` (JSON) under ``key``, for ``ttl`` seconds when given."""
+        args = {"key": key, "value": value}
+        if ttl is not None:
+            args["ttl"] = ttl
+        return call("cache.set", args, timeout)
+
+    def delete(self, key, timeout=DEFAULT_TIMEOUT):
+        """Remove ``key``; return whether it existed."""
+        return call("cache.delete", {"key": key}, timeout)
+
+
+cache = _Cache()
+
+
+def publish(channel, msg, timeout=DEFAULT_TIMEOUT):
+    """Publish ``msg`` (JSON) on the gateway channel ``channel``."""
+    return call("publish", {"channel": channel, "msg": msg}, timeout)

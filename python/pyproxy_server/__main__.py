@@ -1,0 +1,165 @@
+"""Command line: ``python3 -m pyproxy_server --path DIR --id ID [...]`` (protocol §5).
+
+Start-up: read the secret line ``{"secret": "<hex>"}`` from stdin (unless
+``--insecure-no-auth``), bind, install extensions, print one JSON ready line
+``{"port", "pid", "id", "unix", "version"}`` on the real stdout, then route
+``sys.stdout``/``sys.stderr`` through ``capture`` (and point file descriptor
+1 at stderr) so nothing else ever reaches the host's stdout pipe.
+
+The process exits when stdin reaches end of file (only watched when stdin
+is a pipe, socket or terminal), when its parent process changes, on
+``stopServer``, and on SIGTERM/SIGINT.
+"""
+
+import argparse
+import asyncio
+import json
+import logging
+import logging.handlers
+import os
+import signal
+import stat
+import sys
+import threading
+
+from . import PROTOCOL_VERSION, capture
+from .framer import Framer
+from .server import Server, add_models_to_path
+
+# Seconds between checks that the parent process is still the one that started us.
+PARENT_CHECK_INTERVAL = 1.0
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python3 -m pyproxy_server", description="pyproxy Python server")
+    parser.add_argument("--host", default="127.0.0.1", help="TCP address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="TCP port, 0 = any free port (default 0; omitted with --unix = no TCP)")
+    parser.add_argument("--path", required=True, help="model root directory; logs go to <path>/logs")
+    parser.add_argument("--id", required=True, help="server id reported in hello/ready/status")
+    parser.add_argument("--unix", default=None, help="also (or, without --port, only) listen on this Unix socket")
+    parser.add_argument("--max-frame-size", type=int, default=Framer.MAX_FRAME_SIZE, help="largest accepted payload in bytes (default 64 MiB)")
+    parser.add_argument("--threads", type=int, default=16, help="executor threads for model calls (default 16)")
+    parser.add_argument("--insecure-no-auth", action="store_true", help="accept connections without authentication (local experiments only)")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
+    args = parser.parse_args(argv)
+    if args.port is None and args.unix is None:
+        args.port = 0
+    if args.threads < 1:
+        parser.error("--threads must be >= 1")
+    return args
+
+
+def read_secret():
+    """Read ``{"secret": "<hex>"}`` from the first stdin line."""
+    line = sys.stdin.buffer.readline()
+    if not line:
+        raise SystemExit("pyproxy_server: no secret on stdin (end of file); use --insecure-no-auth for local experiments")
+    try:
+        secret = json.loads(line)["secret"]
+    except (ValueError, KeyError, TypeError):
+        raise SystemExit('pyproxy_server: the first stdin line must be {"secret": "<hex>"}')
+    if not isinstance(secret, str) or not secret:
+        raise SystemExit("pyproxy_server: the secret must be a non-empty string")
+    return secret
+
+
+def setup_logging(root, name, level):
+    handler = None
+    try:
+        logs = os.path.join(root, "logs")
+        os.makedirs(logs, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(
+            os.path.join(logs, "pythonserver%s.log" % name), maxBytes=10 * 1024 * 1024, backupCount=3, encoding="utf-8"
+        )
+    except OSError as exc:
+        sys.__stderr__.write("pyproxy_server: cannot open log file (%s); logging to stderr\n" % exc)
+        handler = logging.StreamHandler(sys.__stderr__)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"))
+    root_logger = logging.getLogger()
+    root_logger.handlers[:] = [handler]
+    root_logger.setLevel(getattr(logging, str(level).upper(), logging.INFO))
+
+
+def _stdin_is_watchable():
+    try:
+        mode = os.fstat(0).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(0)
+
+
+def _watch_stdin(server):
+    # The host keeps our stdin open for its whole life: EOF means it is gone.
+    try:
+        while sys.stdin.buffer.read1(65536):
+            pass
+    except Exception:
+        pass
+    logging.getLogger("pyproxy_server").info("stdin closed: exiting")
+    server.stop(0)
+
+
+def _watch_parent(server, parent):
+    if os.getppid() != parent:
+        logging.getLogger("pyproxy_server").info("parent process changed: exiting")
+        server.stop(0)
+        return
+    server.loop.call_later(PARENT_CHECK_INTERVAL, _watch_parent, server, parent)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    parent = os.getppid()
+    secret = None if args.insecure_no_auth else read_secret()
+    root = os.path.realpath(args.path)
+    if not os.path.isdir(root):
+        raise SystemExit("pyproxy_server: --path %r is not a directory" % args.path)
+    server = Server(root, args.id, secret=secret, max_frame_size=args.max_frame_size, threads=args.threads)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(server.listen(args.host, args.port, args.unix))
+    except OSError as exc:
+        raise SystemExit("pyproxy_server: cannot listen: %s" % exc)
+    log_name = str(server.port) if server.port is not None else os.path.basename(args.unix)
+    setup_logging(root, log_name, args.log_level)
+    log = logging.getLogger("pyproxy_server")
+    add_models_to_path(root)
+    server.load_extensions()
+
+    ready = {"port": server.port, "pid": server.pid, "id": server.id, "unix": server.unix, "version": PROTOCOL_VERSION}
+    real_stdout = sys.stdout
+    real_stdout.write(json.dumps(ready) + "\n")
+    real_stdout.flush()
+    # From now on nothing may reach the host's stdout pipe, not even C-level
+    # writes or child processes: fd 1 becomes a copy of stderr.
+    try:
+        os.dup2(2, 1)
+    except OSError:
+        pass
+    capture.install()
+    log.info("listening: %s (pid %d, auth %s)", json.dumps(ready), server.pid, "none" if secret is None else "hmac-sha256")
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, server.stop, 0)
+        except (NotImplementedError, RuntimeError):
+            pass
+    if _stdin_is_watchable():
+        threading.Thread(target=_watch_stdin, args=(server,), name="pyproxy-stdin", daemon=True).start()
+    loop.call_later(PARENT_CHECK_INTERVAL, _watch_parent, server, parent)
+
+    try:
+        loop.run_forever()
+    except BaseException:
+        log.exception("event loop failed")
+        server.exit_code = 1
+    code = server.exit_code if server.exit_code is not None else 0
+    log.info("exited with %d", code)
+    logging.shutdown()
+    # Executor threads may still run user code; they must not keep us alive.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""``Call``: one request being handled, as seen by a command handler.
+
+Handlers registered with ``Server.register(cmd, handler, threaded=...)``
+receive a ``Call``:
+
+- ``call.id`` (int), ``call.cmd`` (str), ``call.msg`` (the whole request dict)
+- ``call.connection`` (``Connection``: ``.id``, ``.send_event(dict)``,
+  ``.on_close(callback)``) and ``call.server`` (``Server``)
+- ``call.cancelled``: a ``threading.Event`` set by ``cancel {target}`` or when
+  the connection closes; long handlers may poll ``call.cancelled.is_set()``
+- ``call.send_event(event)``: thread-safe; sends ``event`` with ``"id": call.id``
+  added, before the reply (events and replies keep their order).
+
+While a threaded handler runs, ``current_call`` (a ``ContextVar``) holds its
+``Call``; ``pyproxy.host`` uses it to find the connection to call back on.
+
+Example::
+
+    def handler(call):
+        call.send_event({"event": "progress", "done": 0.5})
+        return {"echo": call.msg.get("x")}
+"""
+
+import contextvars
+import threading
+
+__all__ = ["Call", "current_call"]
+
+current_call = contextvars.ContextVar("pyproxy_current_call", default=None)
+
+class CancelledEvent(threading.Event):
+    """A ``threading.Event`` that is also truthy exactly when set.
+
+    So ``if call.cancelled:`` and ``call.cancelled.is_set()`` agree.
+    """
+
+    def __bool__(self):
+        return self.is_set()
+
+
+# Call states; only threaded calls move past PENDING.
+PENDING, RUNNING, DONE = 0, 1, 2
+
+
+class Call:
+    """A request in progress; see the module docstring."""
+
+    __slots__ = (
+        "id",
+        "cmd",
+        "msg",
+        "connection",
+        "server",
+        "thread_ident",
+        "state",
+        "interrupted",
+        "host_futures",
+        "lock",
+        "_cancelled",
+    )
+
+    def __init__(self, connection, rid, cmd, msg):
+        self.id = rid
+        self.cmd = cmd
+        self.msg = msg
+        self.connection = connection
+        self.server = connection.server
+        # Created on first use: most calls are never cancelled, and an Event
+        # costs more than the rest of the dispatch.
+        self._cancelled = None
+        # Ident of the executor thread running the call (None until it runs).
+        self.thread_ident = None
+        self.state = PENDING
+        # True once KeyboardInterrupt was injected into the running thread.
+        self.interrupted = False
+        # Futures of Python -> host requests made by this call (failed on cancel).
+        self.host_futures = None
+        # Guards state/interrupted; shared by the calls of one connection.
+        self.lock = connection.state_lock
+
+    @property
+    def cancelled(self):
+        """``threading.Event`` set when the call is cancelled (or its connection closes).
+
+        Truthy exactly when set (``CancelledEvent``).
+        """
+        event = self._cancelled
+        if event is None:
+            with self.lock:
+                event = self._cancelled
+                if event is None:
+                    event = self._cancelled = CancelledEvent()
+        return event
+
+    def is_cancelled(self):
+        """Cheap check of ``cancelled.is_set()``."""
+        event = self._cancelled
+        return event is not None and event.is_set()
+
+    def send_event(self, event):
+        """Send ``event`` (a dict with an ``"event"`` key) tagged with this call's id."""
+        event = dict(event)
+        event["id"] = self.id
+        self.connection.send_event(event)
+
+    def __repr__(self):
+        return "<Call %s#%s %s>" % (self.connection.id, self.id, self.cmd)

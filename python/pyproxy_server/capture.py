@@ -1,0 +1,153 @@
+"""Thread-aware stdout/stderr routing.
+
+After start-up the server replaces ``sys.stdout`` and ``sys.stderr`` with
+``OutputRouter`` proxies. A write goes to the *sink* of the current thread
+(or asyncio task): a callable ``sink(fd, text)`` with ``fd`` 1 for stdout
+and 2 for stderr, set with ``redirect(sink)``. Writes with no sink go to the
+log file, one log record per line.
+
+The sink is a ``contextvars.ContextVar``, so it is per thread (every thread
+starts with an empty context) and per asyncio task. Threads started by user
+code do not inherit it; run them with ``contextvars.copy_context().run`` to
+keep routing their output to the call.
+
+Example (an extension module capturing ``print`` of the code it runs)::
+
+    from pyproxy_server import capture
+
+    def handler(call):
+        def sink(fd, text):
+            call.send_event({"event": "output", "fd": fd, "data": text})
+        with capture.redirect(sink):
+            print("hello")  # -> sink(1, "hello"), sink(1, "\\n")
+"""
+
+import contextlib
+import contextvars
+import io
+import logging
+import sys
+import threading
+
+__all__ = ["OutputRouter", "redirect", "current_sink", "install", "uninstall"]
+
+_sink = contextvars.ContextVar("pyproxy_output_sink", default=None)
+
+
+def current_sink():
+    """Return the sink of the current thread/task, or ``None``."""
+    return _sink.get()
+
+
+@contextlib.contextmanager
+def redirect(sink):
+    """Route this thread's ``sys.stdout``/``sys.stderr`` writes to ``sink(fd, text)``.
+
+    Nestable: the previous sink is restored on exit. ``sink`` may be ``None``
+    to send output to the log file. A sink must not raise; if it does, the
+    text goes to the log instead and the error is logged.
+    """
+    token = _sink.set(sink)
+    try:
+        yield sink
+    finally:
+        _sink.reset(token)
+
+
+class OutputRouter(io.TextIOBase):
+    """A text stream that forwards each write to the current sink.
+
+    ``fd`` is 1 (stdout) or 2 (stderr). Without a sink, complete lines are
+    logged on ``logger`` (stdout at INFO, stderr at WARNING). ``fileno()``
+    raises ``io.UnsupportedOperation`` so libraries that need a real file
+    descriptor fall back gracefully instead of writing to the host's pipe.
+    """
+
+    # Longest unterminated text kept for the log before it is logged anyway.
+    MAX_PENDING_LINE = 8192
+
+    def __init__(self, fd, logger=None):
+        super().__init__()
+        self.fd = fd
+        self.name = "<stdout>" if fd == 1 else "<stderr>"
+        self._logger = logger or logging.getLogger("pyproxy_server.output")
+        self._level = logging.INFO if fd == 1 else logging.WARNING
+        self._lock = threading.Lock()
+        self._pending = ""
+        self._local = threading.local()
+
+    @property
+    def encoding(self):
+        return "utf-8"
+
+    @property
+    def errors(self):
+        return "strict"
+
+    def writable(self):
+        return True
+
+    def readable(self):
+        return False
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        raise io.UnsupportedOperation("fileno: output is routed by pyproxy")
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError("write() argument must be str, not %s" % type(text).__name__)
+        if not text:
+            return 0
+        sink = _sink.get()
+        if sink is not None:
+            try:
+                sink(self.fd, text)
+                return len(text)
+            except Exception:
+                self._logger.exception("output sink failed; text goes to the log")
+        self._to_log(text)
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def _to_log(self, text):
+        if getattr(self._local, "busy", False):
+            # A log handler that writes to sys.stdout/stderr would loop back
+            # here: give the text to the real stream instead.
+            real = sys.__stderr__
+            if real is not None:
+                real.write(text)
+            return
+        self._local.busy = True
+        try:
+            self._log_lines(text)
+        finally:
+            self._local.busy = False
+
+    def _log_lines(self, text):
+        with self._lock:
+            text = self._pending + text
+            lines = text.split("\n")
+            self._pending = lines.pop()
+            if len(self._pending) > self.MAX_PENDING_LINE:
+                lines.append(self._pending)
+                self._pending = ""
+        for line in lines:
+            self._logger.log(self._level, "%s: %s", self.name, line)
+
+
+def install(logger=None):
+    """Replace ``sys.stdout``/``sys.stderr`` with routers; return the old pair."""
+    old = (sys.stdout, sys.stderr)
+    sys.stdout = OutputRouter(1, logger)
+    sys.stderr = OutputRouter(2, logger)
+    return old
+
+
+def uninstall(old):
+    """Restore the streams returned by ``install``."""
+    sys.stdout, sys.stderr = old

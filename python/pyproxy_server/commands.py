@@ -1,0 +1,74 @@
+"""The built-in commands of protocol §6, installed into every ``Server``.
+
+``auth`` is handled by the connection itself (it changes connection state);
+everything else is an ordinary handler registered with ``Server.register``,
+exactly as extension modules do it.
+"""
+
+import sys
+
+from .errors import InvalidRequestError
+from .spill import SpillSettings
+
+__all__ = ["install"]
+
+
+def install(server):
+    """Register the built-in commands on ``server``."""
+    models = server.models
+
+    def ping(call):
+        return "pong"
+
+    def server_status(call):
+        return server.status()
+
+    def stop_server(call):
+        server.stop(0)
+        return {"stopping": True}
+
+    def configure(call):
+        conn = call.connection
+        if "spill" in call.msg:
+            conn.spill = SpillSettings.from_wire(call.msg["spill"])
+        return {"spill": conn.spill.to_wire() if conn.spill is not None else None}
+
+    def cancel(call):
+        target = call.msg.get("target")
+        if type(target) is not int:
+            raise InvalidRequestError("Cannot cancel: 'target' must be a request id (integer)")
+        return {"cancelled": call.connection.cancel_call(target)}
+
+    def add_model(call):
+        return models.add(call.msg.get("name"), call.msg)
+
+    def update_model(call):
+        return models.update(call.msg.get("name"), call.msg)
+
+    def remove_model(call):
+        return models.remove(call.msg.get("name"))
+
+    def init_model(call):
+        msg = call.msg
+        return models.init(msg.get("name"), msg.get("dataFile"))
+
+    get_model = models.get
+
+    def execute_model(call):
+        msg = call.msg
+        return get_model(msg.get("name")).execute(msg.get("msg"))
+
+    server.register("ping", ping, threaded=False)
+    server.register("serverStatus", server_status, threaded=False)
+    server.register("stopServer", stop_server, threaded=False)
+    server.register("configure", configure, threaded=False)
+    server.register("cancel", cancel, threaded=False)
+    server.register("removeModel", remove_model, threaded=False)
+    # These run user code (module import, constructors, init, execute).
+    server.register("addModel", add_model, threaded=True)
+    server.register("updateModel", update_model, threaded=True)
+    server.register("initModel", init_model, threaded=True)
+    server.register("executeModel", execute_model, threaded=True)
+
+
+PYTHON_VERSION = "%d.%d.%d" % sys.version_info[:3]

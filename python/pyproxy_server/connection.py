@@ -1,0 +1,485 @@
+"""``Connection``: the asyncio ``Protocol`` of one client connection.
+
+Read loop: ``data_received`` feeds the ``Framer`` and handles every frame it
+completes in one pass. Loop handlers (``threaded=False``) answer inline;
+threaded calls parsed from one read go to the ``CallRunner`` as one batch
+(``execution.py``). Replies produced while handling one read are written
+with one ``transport.write``; replies from executor threads are queued and
+flushed with one ``call_soon_threadsafe`` per batch of ready replies.
+
+Public surface used by handlers and extensions: ``connection.id``,
+``connection.server``, ``connection.send_event(event)`` (thread-safe),
+``connection.on_close(callback)`` (``callback(connection)`` runs on the loop
+thread when the connection ends), ``connection.request(cmd, args, timeout)``
+(Python → host, from executor threads only; see ``pyproxy.host``).
+"""
+
+import asyncio
+import concurrent.futures
+import hashlib
+import hmac
+import itertools
+import json
+import logging
+import secrets
+import threading
+
+from .call import Call
+from .errors import (
+    AuthenticationError,
+    ChecksumError,
+    FrameError,
+    HostError,
+    InvalidRequestError,
+    ProtocolError,
+    PyProxyError,
+    SerializationError,
+    SpillError,
+    UnknownCommandError,
+)
+from .execution import CallRunner, fail_future, wire_error
+from .framer import HEADER, MAGIC, VERSION, Framer
+
+__all__ = ["Connection", "PROTOCOL_VERSION"]
+
+PROTOCOL_VERSION = 1
+log = logging.getLogger("pyproxy_server.connection")
+
+_encode_json = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False
+).encode
+# Error objects must always go out, even when a field is not JSON.
+_encode_json_lenient = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), default=repr
+).encode
+_decode_json = json.JSONDecoder().decode
+_raw_decode_json = json.JSONDecoder().raw_decode
+_md5 = hashlib.md5
+_pack_header = HEADER.pack
+_get_ident = threading.get_ident
+
+
+class Connection(asyncio.Protocol):
+    """One client connection; see the module docstring."""
+
+    # Seconds a client has to authenticate before it is disconnected.
+    AUTH_TIMEOUT = 2.0
+    # Bytes waiting to be written above which model output events are dropped.
+    OUTPUT_BACKLOG = 8 * 1024 * 1024
+
+    def __init__(self, server):
+        self.server = server
+        self.id = None
+        self.authenticated = server.secret is None
+        self.spill = None
+        self.dropped_output = 0
+        self._framer = Framer(server.max_frame_size)
+        self._max_frame = server.max_frame_size
+        self._loop = server.loop
+        self._loop_ident = server.loop_ident
+        self._transport = None
+        self._closed = False
+        self._closing = False
+        self._batching = False
+        self._lock = threading.Lock()
+        self.state_lock = threading.Lock()
+        self._out = []
+        self._out_size = 0
+        self._flush_pending = False
+        self.runner = CallRunner(self)
+        self._host_pending = {}
+        self._host_ids = itertools.count(1)
+        self._event_ids = itertools.count(1)
+        self._close_callbacks = []
+        self._auth_timer = None
+        self._expected_mac = None
+        self._nonce = None
+
+    # -- public API --------------------------------------------------------
+
+    @property
+    def closed(self):
+        return self._closed
+
+    @property
+    def in_flight(self):
+        """Threaded calls queued or running on this connection."""
+        return len(self.runner.calls)
+
+    @property
+    def backlog(self):
+        """Bytes queued for this connection and not yet written to the socket."""
+        transport = self._transport
+        buffered = transport.get_write_buffer_size() if transport is not None else 0
+        return buffered + self._out_size
+
+    def on_close(self, callback):
+        """Run ``callback(connection)`` on the loop thread when the connection ends."""
+        if self._closed:
+            callback(self)
+        else:
+            self._close_callbacks.append(callback)
+
+    def send_event(self, event):
+        """Send ``event`` (a dict) to the client; safe from any thread."""
+        try:
+            data = _encode_json(event).encode()
+        except (TypeError, ValueError, RecursionError) as exc:
+            log.warning("connection %s: dropped unserialisable event: %s", self.id, exc)
+            return
+        try:
+            data = self._finish(data, event.get("id"), "e")
+        except PyProxyError as exc:
+            log.warning("connection %s: dropped event: %s", self.id, exc.message)
+            return
+        self.enqueue(data)
+
+    def request(self, cmd, args=None, timeout=30.0, call=None):
+        """Send a Python → host request and wait for the reply (executor threads only).
+
+        Returns the reply's ``result``; raises ``HostError`` when the
+        connection closes, no reply arrives within ``timeout`` seconds, the
+        call is cancelled, or the host replies with an error.
+        """
+        if _get_ident() == self._loop_ident:
+            raise HostError(
+                "Cannot call host %r: called on the server's event loop thread, "
+                "which must stay free to read the reply (it would deadlock)" % cmd
+            )
+        if self._closed:
+            raise HostError("Cannot call host %r: the connection is closed" % cmd)
+        rid = next(self._host_ids)
+        try:
+            data = _encode_json({"id": rid, "cmd": cmd, "args": args}).encode()
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise HostError("Cannot call host %r: arguments are not JSON: %s" % (cmd, exc))
+        try:
+            data = self._finish(data, rid, "r", cmd)
+        except PyProxyError as exc:
+            raise HostError("Cannot call host %r: %s" % (cmd, exc.message))
+        future = concurrent.futures.Future()
+        self._host_pending[rid] = future
+        if call is not None:
+            if call.host_futures is None:
+                call.host_futures = set()
+            call.host_futures.add(future)
+        try:
+            if self._closed:
+                raise HostError("Cannot call host %r: the connection is closed" % cmd)
+            self.enqueue(data)
+            try:
+                return future.result(timeout)
+            except concurrent.futures.TimeoutError:
+                raise HostError("Cannot call host %r: no reply within %s s" % (cmd, timeout))
+        finally:
+            self._host_pending.pop(rid, None)
+            if call is not None:
+                call.host_futures.discard(future)
+
+    def cancel_call(self, target):
+        """Cancel threaded call ``target``; True when it was queued or running."""
+        return self.runner.cancel(target)
+
+    def close(self):
+        """Flush what is queued and close the connection."""
+        if self._transport is not None and not self._closed:
+            self._flush()
+            self._transport.close()
+
+    # -- asyncio.Protocol --------------------------------------------------
+
+    def connection_made(self, transport):
+        self._transport = transport
+        self.id = self.server.connection_opened(self)
+        auth = "none"
+        hello = {"event": "hello", "version": PROTOCOL_VERSION, "serverId": self.server.id, "pid": self.server.pid}
+        if not self.authenticated:
+            auth = "hmac-sha256"
+            self._nonce = secrets.token_hex(16)
+            self._expected_mac = hmac.new(
+                self.server.secret.encode(), self._nonce.encode(), hashlib.sha256
+            ).hexdigest().encode()
+            hello["nonce"] = self._nonce
+            self._auth_timer = self._loop.call_later(self.AUTH_TIMEOUT, self._auth_timeout)
+        hello["auth"] = auth
+        self.send_event(hello)
+
+    def connection_lost(self, exc):
+        self._closed = True
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+        self.server.connection_closed(self)
+        self.runner.connection_lost()
+        for future in list(self._host_pending.values()):
+            fail_future(future, HostError("Cannot call host: the connection closed"))
+        callbacks, self._close_callbacks = self._close_callbacks, []
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:
+                log.exception("connection %s: on_close callback failed", self.id)
+        log.debug("connection %s closed (%s)", self.id, exc)
+
+    def pause_writing(self):
+        # The client does not read: stop reading its requests until it does.
+        if not self._closed:
+            self._transport.pause_reading()
+
+    def resume_writing(self):
+        if not self._closed:
+            self._transport.resume_reading()
+
+    def data_received(self, data):
+        if self._closing:
+            return
+        try:
+            items = self._framer.feed(data)
+        except FrameError as exc:
+            log.warning("connection %s: %s; closing", self.id, exc.message)
+            self._closing = True
+            self._transport.abort()
+            return
+        if not items:
+            return
+        batch = None
+        self._batching = True
+        try:
+            for item in items:
+                if self._closing:
+                    break
+                try:
+                    work = self._handle(item)
+                except Exception:
+                    log.exception("connection %s: request handling failed", self.id)
+                    continue
+                if work is not None:
+                    if batch is None:
+                        batch = [work]
+                    else:
+                        batch.append(work)
+            if batch is not None:
+                self.runner.submit(batch)
+        finally:
+            self._batching = False
+            self._flush()
+
+    # -- request dispatch --------------------------------------------------
+
+    def _handle(self, item):
+        if item.__class__ is ChecksumError:
+            if not self.authenticated:
+                return self._refuse(None, "Cannot authenticate: corrupted frame")
+            self.enqueue(self.encode_error(None, item.to_wire()))
+            return None
+        try:
+            # The protocol says UTF-8, so skip json.loads' encoding sniffing;
+            # raw_decode skips the whitespace regexes a compact peer never needs.
+            text = item.decode("utf-8")
+            try:
+                msg, end = _raw_decode_json(text)
+            except ValueError:
+                end = -1
+            if end != len(text):
+                msg = _decode_json(text)  # the slow path gives the exact error
+        except (ValueError, RecursionError) as exc:
+            return self._bad(None, ProtocolError("Cannot parse payload: invalid JSON (%s)" % exc))
+        if msg.__class__ is not dict:
+            return self._bad(None, ProtocolError("Cannot parse payload: not a JSON object"))
+        if "$spill" in msg:
+            msg = self._unspill(msg)
+            if msg is None:
+                return None
+        rid = msg.get("id")
+        cmd = msg.get("cmd")
+        if not self.authenticated and cmd != "auth":
+            return self._refuse(rid if rid.__class__ is int else None, "Cannot run %r: not authenticated" % (cmd,))
+        if cmd is None:
+            if "ok" in msg:
+                return self._on_host_reply(msg)
+            if "event" in msg:
+                log.debug("connection %s: event %r from host ignored", self.id, msg.get("event"))
+                return None
+        if rid.__class__ is not int:
+            return self._bad(None, InvalidRequestError("Cannot dispatch request: 'id' must be an integer"))
+        if cmd.__class__ is not str:
+            return self._bad(rid, InvalidRequestError("Cannot dispatch request: 'cmd' must be a string"))
+        if cmd == "auth":
+            return self._auth(rid, msg)
+        server = self.server
+        server.requests_served += 1
+        entry = server.commands.get(cmd)
+        if entry is None:
+            self.enqueue(self.encode_error(rid, UnknownCommandError("Cannot run %r: unknown command" % cmd).to_wire()))
+            return None
+        handler, threaded = entry
+        call = Call(self, rid, cmd, msg)
+        if threaded:
+            if rid in self.runner.calls:
+                self.enqueue(self.encode_error(rid, InvalidRequestError("Cannot run request %d: that id is already in flight" % rid).to_wire()))
+                return None
+            self.runner.calls[rid] = call
+            return (call, handler)
+        try:
+            result = handler(call)
+        except Exception as exc:
+            if not isinstance(exc, PyProxyError):
+                log.exception("connection %s: handler of %r failed", self.id, cmd)
+            self.enqueue(self.encode_error(rid, wire_error(exc)))
+        else:
+            self.enqueue(self.encode_reply(rid, result))
+        return None
+
+    def _bad(self, rid, error):
+        if not self.authenticated:
+            return self._refuse(rid, "Cannot authenticate: " + error.message)
+        self.enqueue(self.encode_error(rid, error.to_wire()))
+        return None
+
+    def _auth(self, rid, msg):
+        if not self.authenticated:
+            mac = msg.get("mac")
+            if not isinstance(mac, str) or not hmac.compare_digest(
+                mac.encode("utf-8", "replace"), self._expected_mac
+            ):
+                return self._refuse(rid, "Cannot authenticate: bad mac")
+            self.authenticated = True
+            if self._auth_timer is not None:
+                self._auth_timer.cancel()
+                self._auth_timer = None
+        self.enqueue(
+            self.encode_reply(
+                rid,
+                {"connection": self.id, "serverId": self.server.id, "pid": self.server.pid, "maxFrameSize": self._max_frame},
+            )
+        )
+        return None
+
+    def _refuse(self, rid, message):
+        log.warning("connection %s: %s; closing", self.id, message)
+        self.enqueue(self.encode_error(rid, AuthenticationError(message).to_wire()))
+        self._closing = True
+        self._loop.call_soon(self.close)
+        return None
+
+    def _auth_timeout(self):
+        self._auth_timer = None
+        if not self.authenticated and not self._closed:
+            self._refuse(None, "Cannot authenticate: no auth within %s s" % self.AUTH_TIMEOUT)
+
+    def _unspill(self, msg):
+        rid = msg.get("id")
+        rid = rid if rid.__class__ is int else None
+        if not self.authenticated:
+            return self._refuse(rid, "Cannot authenticate: spilled message before auth")
+        if self.spill is None:
+            self.enqueue(self.encode_error(rid, SpillError("Cannot read spill file: spill-over is not configured on this connection").to_wire()))
+            return None
+        try:
+            return self.spill.read(msg["$spill"])
+        except SpillError as exc:
+            log.warning("connection %s: %s", self.id, exc.message)
+            self.enqueue(self.encode_error(rid, exc.to_wire()))
+            return None
+
+    def _on_host_reply(self, msg):
+        future = self._host_pending.pop(msg.get("id"), None)
+        if future is None:
+            log.info("connection %s: reply for unknown host request %r ignored", self.id, msg.get("id"))
+            return None
+        if msg.get("ok") is True:
+            try:
+                future.set_result(msg.get("result"))
+            except concurrent.futures.InvalidStateError:
+                pass
+            return None
+        error = msg.get("error")
+        error = error if isinstance(error, dict) else {}
+        remote_type = str(error.get("type", "Error"))
+        remote_message = str(error.get("message", ""))
+        fail_future(future, HostError("Host replied %s: %s" % (remote_type, remote_message), remote_type, remote_message))
+        return None
+
+    # -- output ------------------------------------------------------------
+
+    def encode_reply(self, rid, result):
+        """Encoded ``{"id", "ok": true, "result"}`` (spilled or replaced by an error
+        reply when needed); safe from any thread, pass it to ``enqueue``."""
+        try:
+            data = _encode_json({"id": rid, "ok": True, "result": result}).encode()
+        except (TypeError, ValueError, RecursionError) as exc:
+            return self.encode_error(rid, SerializationError("Cannot send result: not JSON (%s)" % exc).to_wire())
+        try:
+            return self._finish(data, rid, "")
+        except PyProxyError as exc:
+            return self.encode_error(rid, exc.to_wire())
+
+    def encode_error(self, rid, error):
+        """Encoded ``{"id", "ok": false, "error"}`` for the wire error object ``error``."""
+        data = _encode_json_lenient({"id": rid, "ok": False, "error": error}).encode()
+        try:
+            return self._finish(data, rid, "")
+        except PyProxyError as exc:
+            return _encode_json_lenient({"id": rid, "ok": False, "error": exc.to_wire()}).encode()
+
+    def _finish(self, data, rid, kind, cmd=None):
+        """Spill ``data`` when it is above the threshold; refuse it above the frame limit.
+
+        ``kind`` keeps spill file names unique: ``""`` for replies (named
+        after the host's request id), ``"r"`` for Python → host requests,
+        ``"e"`` for events (numbered per connection).
+        """
+        spill = self.spill
+        size = len(data)
+        if spill is not None and size > spill.threshold:
+            if kind == "e":
+                tag = "e%d" % next(self._event_ids)
+            else:
+                tag = "%s%s" % (kind, rid)
+            try:
+                ref = spill.write(data, "py-%s-%s" % (self.id, tag))
+            except OSError as exc:
+                raise SpillError("Cannot write spill file: %s" % exc)
+            if rid is None:
+                return _encode_json({"$spill": ref}).encode()
+            if cmd is not None:
+                # A request stub keeps its cmd so the host can tell it from a reply when the file fails.
+                return _encode_json({"id": rid, "cmd": cmd, "$spill": ref}).encode()
+            return _encode_json({"id": rid, "$spill": ref}).encode()
+        if size > self._max_frame:
+            raise SerializationError(
+                "Cannot send message: %d bytes above the frame limit %d (configure spill-over)" % (size, self._max_frame)
+            )
+        return data
+
+    def enqueue(self, payload):
+        """Queue one framed message; safe from any thread."""
+        digest = _md5(payload).digest()
+        header = _pack_header(MAGIC, VERSION, digest, len(payload))
+        with self._lock:
+            out = self._out
+            out.append(header)
+            out.append(payload)
+            out.append(digest)
+            self._out_size += len(payload) + 41
+            if self._flush_pending:
+                return
+            self._flush_pending = True
+        if _get_ident() == self._loop_ident:
+            if not self._batching:
+                self._loop.call_soon(self._flush)
+        else:
+            try:
+                self._loop.call_soon_threadsafe(self._flush)
+            except RuntimeError:  # loop closed: the server is exiting
+                pass
+
+    def _flush(self):
+        with self._lock:
+            self._flush_pending = False
+            if not self._out:
+                return
+            parts = self._out
+            self._out = []
+            self._out_size = 0
+        if not self._closed and self._transport is not None:
+            self._transport.write(b"".join(parts))

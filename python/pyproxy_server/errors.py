@@ -1,0 +1,247 @@
+"""Error classes of the Python server, named like the host's (src/errors.ts).
+
+Every class has a ``type`` (the stable name sent as ``error.type`` on the
+wire, protocol §3) and ``to_wire()``, which builds the reply's ``error``
+object. A handler raises one of these to answer a request with that error;
+any other exception from user code becomes a ``PythonError``.
+
+Example::
+
+    from pyproxy_server.errors import ModelNotFoundError
+    err = ModelNotFoundError("Cannot execute: no model 'doubler'")
+    err.to_wire()  # {"type": "ModelNotFoundError", "message": "Cannot execute: ..."}
+"""
+
+import traceback as _traceback
+
+__all__ = [
+    "PyProxyError",
+    "FrameError",
+    "ChecksumError",
+    "ProtocolError",
+    "AuthenticationError",
+    "UnknownCommandError",
+    "InvalidRequestError",
+    "ModelNotFoundError",
+    "ModelLoadError",
+    "PathError",
+    "SerializationError",
+    "PythonError",
+    "CancelledError",
+    "TimeoutError",
+    "SpillError",
+    "SessionLostError",
+    "OverloadedError",
+    "HostError",
+    "error_from_type",
+    "format_user_traceback",
+]
+
+
+class PyProxyError(Exception):
+    """Base class: an error that is sent to the peer as ``{type, message, ...}``.
+
+    Keyword arguments become extra fields of the wire error object (they must
+    be JSON-serialisable), e.g. ``PyProxyError("boom", hint="retry")``.
+    """
+
+    type = "PyProxyError"
+
+    def __init__(self, message, **fields):
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+    def to_wire(self):
+        """Return the reply's ``error`` object: ``{"type", "message", **fields}``."""
+        wire = {"type": self.type, "message": self.message}
+        wire.update(self.fields)
+        return wire
+
+
+class FrameError(PyProxyError):
+    """Fatal framing error (bad marker, version, length): the connection is closed."""
+
+    type = "FrameError"
+
+
+class ChecksumError(PyProxyError):
+    """A payload does not match its MD5; recoverable, the stream stays aligned."""
+
+    type = "ChecksumError"
+
+
+class ProtocolError(PyProxyError):
+    """A payload is not UTF-8 JSON or not a JSON object."""
+
+    type = "ProtocolError"
+
+
+class AuthenticationError(PyProxyError):
+    """Bad or missing ``auth``; the connection is closed after the reply."""
+
+    type = "AuthenticationError"
+
+
+class UnknownCommandError(PyProxyError):
+    """No handler is registered for ``cmd``."""
+
+    type = "UnknownCommandError"
+
+
+class InvalidRequestError(PyProxyError):
+    """A missing or ill-typed argument (or ``id``/``cmd``)."""
+
+    type = "InvalidRequestError"
+
+
+class ModelNotFoundError(PyProxyError):
+    """No model with that name is registered."""
+
+    type = "ModelNotFoundError"
+
+
+class ModelLoadError(PyProxyError):
+    """Importing, picking or constructing a model failed.
+
+    Carries ``exception`` (the Python class name) and ``traceback`` when an
+    exception caused it.
+    """
+
+    type = "ModelLoadError"
+
+
+class PathError(PyProxyError):
+    """A file path resolves outside its root."""
+
+    type = "PathError"
+
+
+class SerializationError(PyProxyError):
+    """A result cannot be encoded as JSON (or is too large to send)."""
+
+    type = "SerializationError"
+
+
+class PythonError(PyProxyError):
+    """User code raised: ``exception`` (class name), ``message``, ``traceback``."""
+
+    type = "PythonError"
+
+    def __init__(self, exception, message, traceback="", **fields):
+        super().__init__(message, exception=exception, traceback=traceback, **fields)
+        self.exception = exception
+        self.traceback = traceback
+
+    @classmethod
+    def from_exception(cls, exc, skip_prefix=None):
+        """Wrap ``exc``; frames whose file starts with ``skip_prefix`` are left out."""
+        return cls(
+            type(exc).__name__, str(exc), format_user_traceback(exc, skip_prefix)
+        )
+
+
+class CancelledError(PyProxyError):
+    """The request was cancelled (``cancel`` command or connection closed)."""
+
+    type = "CancelledError"
+
+
+class TimeoutError(PyProxyError):  # noqa: A001 - mirrors the host's name
+    """Something did not finish in time."""
+
+    type = "TimeoutError"
+
+
+class SpillError(PyProxyError):
+    """A spill file was missing, outside the spill directory, or failed its checks."""
+
+    type = "SpillError"
+
+
+class SessionLostError(PyProxyError):
+    """An eval session no longer exists."""
+
+    type = "SessionLostError"
+
+
+class OverloadedError(PyProxyError):
+    """The server refuses work because it is saturated."""
+
+    type = "OverloadedError"
+
+
+class HostError(PyProxyError):
+    """A Python → host call failed (no current call, connection gone, host error).
+
+    When the host replied with an error, ``remote_type`` and ``remote_message``
+    hold its ``type`` and ``message``.
+    """
+
+    type = "HostError"
+
+    def __init__(self, message, remote_type=None, remote_message=None, **fields):
+        super().__init__(message, **fields)
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+
+
+_BY_TYPE = {
+    cls.type: cls
+    for cls in (
+        PyProxyError,
+        FrameError,
+        ChecksumError,
+        ProtocolError,
+        AuthenticationError,
+        UnknownCommandError,
+        InvalidRequestError,
+        ModelNotFoundError,
+        ModelLoadError,
+        PathError,
+        SerializationError,
+        CancelledError,
+        TimeoutError,
+        SpillError,
+        SessionLostError,
+        OverloadedError,
+        HostError,
+    )
+}
+
+
+def error_from_type(type_name, message, **fields):
+    """Build the error class named ``type_name`` (e.g. for extension modules).
+
+    ``PythonError`` needs ``exception`` and ``traceback`` fields. An unknown
+    name gives a ``PyProxyError`` whose wire ``type`` is still ``type_name``.
+
+    Example::
+
+        raise error_from_type("SessionLostError", "Cannot eval: no session 's1'")
+    """
+    if type_name == "PythonError":
+        return PythonError(
+            fields.pop("exception", "Exception"),
+            message,
+            fields.pop("traceback", ""),
+            **fields,
+        )
+    cls = _BY_TYPE.get(type_name)
+    if cls is not None:
+        return cls(message, **fields)
+    err = PyProxyError(message, **fields)
+    err.type = type_name
+    return err
+
+
+def format_user_traceback(exc, skip_prefix=None):
+    """Format ``exc`` with its traceback, dropping leading server frames."""
+    tb = exc.__traceback__
+    if skip_prefix:
+        while tb is not None and tb.tb_frame.f_code.co_filename.startswith(
+            skip_prefix
+        ):
+            tb = tb.tb_next
+    return "".join(_traceback.format_exception(type(exc), exc, tb))
+

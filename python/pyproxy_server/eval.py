@@ -1,0 +1,421 @@
+"""Remote evaluation: run Python source sent by the host, streaming its output.
+
+Installs four commands into the server (protocol §9):
+
+- ``eval`` (threaded) runs code REPL-style in a namespace and replies with the
+  value of a final expression; ``print`` output streams as ``output`` events
+  while the code runs.
+- ``openSession`` / ``closeSession`` keep a namespace alive between evals on
+  one connection; namespaces die with the connection.
+- ``outputAck`` grants output credit: a printing thread blocks while more than
+  ``OutputChannel.window`` characters are unacknowledged, so a flood cannot
+  fill the socket or the host's memory.
+
+This is arbitrary code execution by design: whoever can authenticate to the
+server can run anything the server's user can.
+"""
+
+import ast
+import builtins
+import heapq
+import itertools
+import json
+import os
+import secrets
+import threading
+import time
+
+from . import capture
+from .errors import (
+    CancelledError,
+    InvalidRequestError,
+    PythonError,
+    SerializationError,
+    SessionLostError,
+)
+
+__all__ = [
+    "EvalService",
+    "OutputChannel",
+    "Flusher",
+    "evaluate",
+    "new_namespace",
+    "install",
+]
+
+_NO_ARGS = object()
+
+
+def new_namespace():
+    """Return a fresh module-like namespace, as a REPL's ``__main__``."""
+    return {"__name__": "__main__", "__builtins__": builtins}
+
+
+def _single_function(tree):
+    names = [
+        node.name
+        for node in tree.body
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    ]
+    return names[0] if len(names) == 1 else None
+
+
+def evaluate(code, namespace, args=_NO_ARGS, filename="<eval>"):
+    """Run ``code`` in ``namespace`` and return its value.
+
+    Statements are executed; when the last statement is an expression its
+    value is returned (as in a REPL), else ``None``. When ``args`` is given
+    (a list/tuple: positional, a dict: keyword arguments) the code must define
+    exactly one top-level function, or end with an expression whose value is
+    callable; that callable is called with ``args`` and its result returned.
+    """
+    tree = ast.parse(code, filename, "exec")
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    exec(compile(tree, filename, "exec"), namespace)
+    value = None
+    if last is not None:
+        value = eval(compile(last, filename, "eval"), namespace)
+    if args is _NO_ARGS:
+        return value
+    name = _single_function(tree)
+    fn = namespace[name] if name is not None else value
+    if not callable(fn):
+        raise TypeError(
+            "Cannot call: 'args' given but the code defines no single "
+            "top-level function and does not end with a callable"
+        )
+    if isinstance(args, dict):
+        return fn(**args)
+    if isinstance(args, (list, tuple)):
+        return fn(*args)
+    raise TypeError("Cannot call: 'args' must be an array or an object")
+
+
+class Flusher(threading.Thread):
+    """One daemon thread that flushes partial output chunks when they are due.
+
+    Writers coalesce small writes; the flusher makes sure a partial chunk does
+    not wait longer than ``OutputChannel.flush_delay`` even when the code
+    stops printing (for example while it sleeps).
+    """
+
+    def __init__(self):
+        super().__init__(name="pyproxy-eval-flusher", daemon=True)
+        self._cond = threading.Condition()
+        self._due = []
+        self._order = itertools.count()
+
+    def schedule(self, channel, delay):
+        """Call ``channel.flush_due()`` after ``delay`` seconds."""
+        with self._cond:
+            heapq.heappush(
+                self._due, (time.monotonic() + delay, next(self._order), channel)
+            )
+            self._cond.notify()
+
+    def run(self):
+        while True:
+            with self._cond:
+                while not self._due:
+                    self._cond.wait()
+                deadline, _, channel = self._due[0]
+                now = time.monotonic()
+                if deadline > now:
+                    self._cond.wait(deadline - now)
+                    continue
+                heapq.heappop(self._due)
+            try:
+                channel.flush_due()
+            except Exception:  # never let one channel stop the flusher
+                pass
+
+
+class OutputChannel:
+    """Coalesces one eval's writes into sequence-numbered, flow-controlled chunks.
+
+    ``send(fd, data, seq)`` is called with the channel lock held, so chunks
+    leave in ``seq`` order; the writer blocks while more than ``window``
+    characters are unacknowledged (see :meth:`ack`).
+    """
+
+    # Characters per chunk: bounds one frame, so replies for other requests on
+    # the connection are never stuck behind a huge write.
+    chunk_chars = 64 * 1024
+    # Seconds a partial chunk may wait for more writes before it is sent.
+    flush_delay = 0.005
+    # Unacknowledged characters before the printing thread blocks.
+    window = 1024 * 1024
+    # Seconds between checks for cancellation while blocked on credit.
+    poll = 0.05
+
+    def __init__(self, send, flusher=None, cancelled=None):
+        self._send = send
+        self._flusher = flusher
+        self._cancelled = cancelled or (lambda: False)
+        self._cond = threading.Condition()
+        self._fd = 1
+        self._parts = []
+        self._pending = 0
+        self._scheduled = False
+        self._seq = 0
+        self._sizes = {}
+        self._unacked = 0
+        self._acked = -1
+        self._closed = False
+
+    @property
+    def chunks(self):
+        """Number of chunks sent so far."""
+        return self._seq
+
+    def write(self, fd, text):
+        """Add ``text`` written to ``fd`` (1 or 2); may block for credit."""
+        if not text or self._closed:
+            return
+        with self._cond:
+            if self._parts and fd != self._fd:
+                self._emit(block=True)
+            self._fd = fd
+            self._parts.append(text)
+            self._pending += len(text)
+            if self._pending >= self.chunk_chars:
+                self._emit(block=True)
+            elif not self._scheduled and self._flusher is not None:
+                self._scheduled = True
+                self._flusher.schedule(self, self.flush_delay)
+
+    def flush_due(self):
+        """Send a partial chunk if credit allows (called by the flusher)."""
+        with self._cond:
+            self._scheduled = False
+            if self._parts:
+                self._emit(block=False)
+
+    def flush(self):
+        """Send everything pending, waiting for credit unless closed."""
+        with self._cond:
+            if self._parts:
+                self._emit(block=True)
+
+    def ack(self, seq):
+        """Acknowledge every chunk up to ``seq``, releasing blocked writers."""
+        with self._cond:
+            while self._acked < seq:
+                self._acked += 1
+                self._unacked -= self._sizes.pop(self._acked, 0)
+            if self._parts and not self._scheduled:
+                # A partial chunk waited for this credit.
+                self._emit(block=False)
+            self._cond.notify_all()
+
+    def close(self):
+        """Stop sending (connection gone): writers never block again."""
+        with self._cond:
+            self._closed = True
+            self._parts = []
+            self._pending = 0
+            self._cond.notify_all()
+
+    def _has_credit(self, size):
+        return self._unacked == 0 or self._unacked + size <= self.window
+
+    def _emit(self, block):
+        text = "".join(self._parts)
+        self._parts = []
+        self._pending = 0
+        start = 0
+        while start < len(text) and not self._closed:
+            data = text[start:start + self.chunk_chars]
+            while not self._has_credit(len(data)) and not self._closed:
+                if self._cancelled():
+                    # Nobody will take output of a cancelled eval: drop it
+                    # rather than buffer it while the code winds down.
+                    self._closed = True
+                    return
+                if not block:
+                    # Keep the rest for later (an ack or the next write).
+                    self._parts = [text[start:]]
+                    self._pending = len(text) - start
+                    return
+                self._cond.wait(self.poll)
+            if self._closed:
+                return
+            self._sizes[self._seq] = len(data)
+            self._unacked += len(data)
+            self._send(self._fd, data, self._seq)
+            self._seq += 1
+            start += len(data)
+
+
+def _short_repr(value, limit=200):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class EvalService:
+    """The eval commands of one server: namespaces per connection, output channels."""
+
+    def __init__(self, server):
+        self._server = server
+        self._lock = threading.Lock()
+        # connection -> {session id -> namespace}
+        self._namespaces = {}
+        # (connection, request id) -> OutputChannel of a running eval
+        self._channels = {}
+        self._flusher = Flusher()
+        self._flusher_started = False
+
+    def install(self):
+        """Register the commands on the server."""
+        self._server.register("eval", self.eval, threaded=True)
+        self._server.register("openSession", self.open_session, threaded=False)
+        self._server.register("closeSession", self.close_session, threaded=False)
+        self._server.register("outputAck", self.output_ack, threaded=False)
+
+    # -- sessions ----------------------------------------------------------
+
+    def _sessions_of(self, connection):
+        with self._lock:
+            sessions = self._namespaces.get(connection)
+            if sessions is None:
+                sessions = self._namespaces[connection] = {}
+                connection.on_close(lambda *_: self._forget(connection))
+            return sessions
+
+    def _forget(self, connection):
+        with self._lock:
+            self._namespaces.pop(connection, None)
+            channels = [
+                ch for (conn, _), ch in self._channels.items() if conn is connection
+            ]
+        for channel in channels:
+            channel.close()
+
+    def open_session(self, call):
+        """``openSession`` → ``{session}``: a namespace kept on this connection."""
+        sid = "s-" + secrets.token_hex(8)
+        self._sessions_of(call.connection)[sid] = new_namespace()
+        return {"session": sid, "serverId": self._server_id(call), "pid": os.getpid()}
+
+    @staticmethod
+    def _server_id(call):
+        return getattr(call.server, "id", None)
+
+    def close_session(self, call):
+        """``closeSession {session}`` → ``{session, closed}``."""
+        sid = call.msg.get("session")
+        if not isinstance(sid, str):
+            raise InvalidRequestError("Cannot close session: 'session' must be a string")
+        closed = self._sessions_of(call.connection).pop(sid, None) is not None
+        return {"session": sid, "closed": closed}
+
+    # -- output flow control ---------------------------------------------
+
+    def output_ack(self, call):
+        """``outputAck {target, seq}``: credit for an eval's output."""
+        target = call.msg.get("target")
+        seq = call.msg.get("seq")
+        if not isinstance(target, int) or not isinstance(seq, int):
+            raise InvalidRequestError("Cannot ack output: 'target' and 'seq' must be integers")
+        with self._lock:
+            channel = self._channels.get((call.connection, target))
+        if channel is not None:
+            channel.ack(seq)
+        return {"acked": channel is not None}
+
+    # -- eval --------------------------------------------------------------
+
+    def eval(self, call):
+        """``eval {code, session?, globals?, locals?, args?}`` → ``{value, chunks}``."""
+        msg = call.msg
+        code = msg.get("code")
+        if not isinstance(code, str):
+            raise InvalidRequestError("Cannot eval: 'code' must be a string")
+        for field in ("globals", "locals"):
+            if msg.get(field) is not None and not isinstance(msg.get(field), dict):
+                raise InvalidRequestError("Cannot eval: '%s' must be an object" % field)
+        args = msg.get("args", None)
+        if args is not None and not isinstance(args, (list, dict)):
+            raise InvalidRequestError("Cannot eval: 'args' must be an array or an object")
+        sid = msg.get("session")
+        if sid is None:
+            sid = "t-" + secrets.token_hex(8)
+            namespace = new_namespace()
+        else:
+            namespace = self._sessions_of(call.connection).get(sid)
+            if namespace is None:
+                raise SessionLostError(
+                    "Cannot eval: no session %r on this connection" % (sid,)
+                )
+        if not self._flusher_started:
+            with self._lock:
+                if not self._flusher_started:
+                    self._flusher.start()
+                    self._flusher_started = True
+
+        def send(fd, data, seq):
+            call.send_event(
+                {"event": "output", "fd": fd, "data": data, "seq": seq}
+            )
+
+        channel = OutputChannel(send, self._flusher, call.cancelled.is_set)
+        key = (call.connection, call.id)
+        with self._lock:
+            self._channels[key] = channel
+        call.send_event(
+            {
+                "event": "evalStart",
+                "session": sid,
+                "serverId": self._server_id(call),
+                "pid": os.getpid(),
+            }
+        )
+        try:
+            with capture.redirect(channel.write):
+                value = self._run(code, namespace, msg, args)
+        except KeyboardInterrupt:
+            raise CancelledError("Cannot eval: interrupted")
+        except BaseException as exc:  # SystemExit too: user code never stops the server
+            raise PythonError.from_exception(exc, skip_prefix=__file__)
+        finally:
+            channel.flush()
+            with self._lock:
+                self._channels.pop(key, None)
+        if not isinstance(value, (str, int, float, bool, type(None))):
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError) as exc:
+                raise SerializationError(
+                    "Cannot reply: the eval's value is not JSON (%s): %s"
+                    % (exc, _short_repr(value))
+                )
+        return {"value": value, "chunks": channel.chunks}
+
+    @staticmethod
+    def _run(code, namespace, msg, args):
+        globals_ = msg.get("globals")
+        if globals_:
+            namespace.update(globals_)
+        locals_ = msg.get("locals") or {}
+        # Locals are bound for this eval only: visible to functions defined in
+        # it (they are globals to Python), then removed unless reassigned.
+        saved = {name: namespace.get(name, _NO_ARGS) for name in locals_}
+        namespace.update(locals_)
+        try:
+            return evaluate(code, namespace, _NO_ARGS if args is None else args)
+        finally:
+            for name, value in locals_.items():
+                if namespace.get(name, _NO_ARGS) is value:
+                    if saved[name] is _NO_ARGS:
+                        namespace.pop(name, None)
+                    else:
+                        namespace[name] = saved[name]
+
+
+def install(server):
+    """Install the eval commands into ``server`` (called at server start-up)."""
+    service = EvalService(server)
+    service.install()
+    return service

@@ -1,0 +1,249 @@
+"""Running threaded calls of one connection: batching, output, cancellation.
+
+``CallRunner.submit(batch)`` hands the threaded calls parsed from one read
+to the executor as one work item that runs them in order. When the batch is
+not drained after ``HELP_DELAY`` another thread joins in (and so on, up to
+the executor size), so cheap calls share one thread while a long call never
+holds the rest of its batch back for long.
+
+While a call runs, its thread has ``current_call`` set (``pyproxy.host``
+finds the connection through it) and its stdout/stderr routed to an
+``OutputSink`` that sends ``log`` events. ``cancel(target)`` answers a queued
+call at once, or raises ``KeyboardInterrupt`` in the thread running it.
+"""
+
+import collections
+import concurrent.futures
+import ctypes
+import logging
+import os
+import threading
+
+from . import capture
+from .call import DONE, PENDING, RUNNING, current_call
+from .errors import CancelledError, HostError, PyProxyError, PythonError
+
+__all__ = ["CallRunner", "OutputSink", "wire_error", "fail_future"]
+
+log = logging.getLogger("pyproxy_server.execution")
+
+_SERVER_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+_get_ident = threading.get_ident
+
+
+def _interrupt_thread(ident):
+    # Fires at the thread's next bytecode; a blocking C call (sleep, I/O)
+    # finishes first.
+    _async_exc(ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt))
+
+
+def _clear_interrupt(ident):
+    # A NULL exception clears an injected exception that has not fired yet.
+    _async_exc(ctypes.c_ulong(ident), None)
+
+
+def wire_error(exc):
+    """The reply's ``error`` object for an exception raised by a handler.
+
+    ``PyProxyError`` → its ``to_wire()``; an exception with a string ``type``
+    and a dict ``fields`` (duck-typed wire error) → ``{type, message, **fields}``;
+    anything else → ``PythonError`` with the user's traceback.
+    """
+    if isinstance(exc, PyProxyError):
+        return exc.to_wire()
+    type_name = getattr(exc, "type", None)
+    fields = getattr(exc, "fields", None)
+    if isinstance(type_name, str) and isinstance(fields, dict):
+        wire = {"type": type_name, "message": str(exc)}
+        wire.update(fields)
+        return wire
+    return PythonError.from_exception(exc, _SERVER_DIR).to_wire()
+
+
+def fail_future(future, error):
+    """Fail ``future`` with ``error`` unless it is already settled."""
+    try:
+        future.set_exception(error)
+    except concurrent.futures.InvalidStateError:
+        pass
+
+
+class OutputSink:
+    """Turns a call's stdout/stderr writes into ``log`` events, line by line."""
+
+    __slots__ = ("_conn", "_call", "_pending", "dropped")
+
+    # Unterminated text longer than this is sent without waiting for "\n".
+    MAX_LINE = 8192
+
+    def __init__(self, conn, call):
+        self._conn = conn
+        self._call = call
+        self._pending = None
+        self.dropped = 0
+
+    def write(self, fd, text):
+        """The ``capture`` sink: buffer ``text``, send complete lines."""
+        if self._pending is None:
+            self._pending = {}
+        text = self._pending.pop(fd, "") + text
+        cut = text.rfind("\n")
+        if cut < 0 and len(text) <= self.MAX_LINE:
+            self._pending[fd] = text
+            return
+        if cut < 0:
+            self._emit(fd, text)
+            return
+        if cut + 1 < len(text):
+            self._pending[fd] = text[cut + 1 :]
+        self._emit(fd, text[:cut])
+
+    def close(self):
+        """Send what is left (before the call's reply) and the drop notice."""
+        if self._pending is None:
+            return
+        for fd, text in sorted(self._pending.items()):
+            if text:
+                self._emit(fd, text)
+        self._pending.clear()
+        if self.dropped:
+            self._send(
+                2,
+                "[pyproxy] dropped %d characters of output: the connection is not reading fast enough"
+                % self.dropped,
+            )
+
+    def _emit(self, fd, text):
+        if self._conn.backlog > self._conn.OUTPUT_BACKLOG:
+            self.dropped += len(text)
+            self._conn.dropped_output += len(text)
+            return
+        self._send(fd, text)
+
+    def _send(self, fd, text):
+        name = self._call.msg.get("name")
+        self._conn.send_event(
+            {
+                "event": "log",
+                "level": "info" if fd == 1 else "warning",
+                "stream": "stdout" if fd == 1 else "stderr",
+                "model": name if isinstance(name, str) else None,
+                "message": text,
+                "request": self._call.id,
+            }
+        )
+
+
+class CallRunner:
+    """The threaded calls of one connection (``calls``: id → ``Call`` queued or running)."""
+
+    # Seconds before another executor thread helps drain a batch of calls.
+    HELP_DELAY = 0.005
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.calls = {}
+        self._server = conn.server
+
+    def submit(self, batch):
+        """Run ``[(call, handler), ...]`` on the executor (loop thread only)."""
+        queue = collections.deque(batch)
+        try:
+            self._server.executor.submit(self._drain, queue)
+        except RuntimeError:  # executor shut down: the server is stopping
+            return
+        if len(batch) > 1:
+            self._server.loop.call_later(self.HELP_DELAY, self._help, queue, 1)
+
+    def cancel(self, target):
+        """Cancel call ``target``; True when it was queued or running (loop thread)."""
+        call = self.calls.get(target)
+        if call is None:
+            return False
+        cancelled = call.cancelled  # created outside the lock: it takes the lock
+        with call.lock:
+            if call.state == DONE:
+                return False
+            cancelled.set()
+            if call.state == PENDING:
+                call.state = DONE
+                self.calls.pop(target, None)
+                error = CancelledError("Cannot run %s: cancelled before it started" % call.cmd)
+                self.conn.enqueue(self.conn.encode_error(target, error.to_wire()))
+                return True
+            if not call.interrupted:
+                call.interrupted = True
+                _interrupt_thread(call.thread_ident)
+        for future in list(call.host_futures or ()):
+            fail_future(future, HostError("Cannot call host: the call was cancelled"))
+        return True
+
+    def connection_lost(self):
+        """Tell every queued or running call that nobody waits for it any more."""
+        for call in list(self.calls.values()):
+            call.cancelled.set()
+
+    def _help(self, queue, helpers):
+        if queue and helpers < self._server.threads and not self.conn.closed:
+            try:
+                self._server.executor.submit(self._drain, queue)
+            except RuntimeError:
+                return
+            self._server.loop.call_later(self.HELP_DELAY, self._help, queue, helpers + 1)
+
+    def _drain(self, queue):
+        popleft = queue.popleft
+        while True:
+            try:
+                call, handler = popleft()
+            except IndexError:
+                return
+            try:
+                self._run(call, handler)
+            except BaseException:  # never let a call take the worker thread down
+                log.exception("connection %s: call %s failed outside its handler", self.conn.id, call.id)
+
+    def _run(self, call, handler):
+        with call.lock:
+            if call.state == DONE:
+                return
+            call.state = RUNNING
+            call.thread_ident = _get_ident()
+        conn = self.conn
+        sink = OutputSink(conn, call)
+        call_token = current_call.set(call)
+        sink_token = capture._sink.set(sink.write)
+        # The injected KeyboardInterrupt can fire at any bytecode until it is
+        # cleared, so both the handler and the bookkeeping after it catch it.
+        try:
+            try:
+                payload = conn.encode_reply(call.id, handler(call))
+            except KeyboardInterrupt as exc:
+                payload = self._cancelled_or_error(call, exc)
+            except BaseException as exc:  # SystemExit from user code too
+                if not isinstance(exc, PyProxyError):
+                    log.info("connection %s: %s %d raised %s", conn.id, call.cmd, call.id, type(exc).__name__)
+                payload = conn.encode_error(call.id, wire_error(exc))
+            finally:
+                with call.lock:
+                    call.state = DONE
+                    interrupted = call.interrupted
+                if interrupted:
+                    _clear_interrupt(call.thread_ident)
+        except KeyboardInterrupt as exc:
+            with call.lock:
+                call.state = DONE
+            payload = self._cancelled_or_error(call, exc)
+        finally:
+            capture._sink.reset(sink_token)
+            current_call.reset(call_token)
+        sink.close()
+        self.calls.pop(call.id, None)
+        conn.enqueue(payload)
+
+    def _cancelled_or_error(self, call, exc):
+        if call.interrupted:
+            error = CancelledError("Cannot complete %s: cancelled" % call.cmd)
+            return self.conn.encode_error(call.id, error.to_wire())
+        return self.conn.encode_error(call.id, wire_error(exc))

@@ -1,0 +1,145 @@
+"""Frame parsing and encoding (protocol §2), independent of any connection.
+
+A frame is ``PYPX`` + version byte ``1`` + 16-byte MD5 + 4-byte big-endian
+length + payload + the same 16-byte MD5 again.
+
+Example::
+
+    framer = Framer()
+    frame = Framer.encode(b'{"id":1,"cmd":"ping"}')
+    items = framer.feed(frame[:10]) + framer.feed(frame[10:])
+    items  # [b'{"id":1,"cmd":"ping"}']
+"""
+
+import hashlib
+import struct
+
+from .errors import ChecksumError, FrameError
+
+__all__ = [
+    "Framer",
+    "FrameError",
+    "ChecksumError",
+    "MAGIC",
+    "VERSION",
+    "HEADER",
+    "OVERHEAD",
+]
+
+MAGIC = b"PYPX"
+VERSION = 1
+# begin marker, version, checksum, payload length
+HEADER = struct.Struct(">4sB16sI")
+HEADER_SIZE = HEADER.size  # 25
+TRAILER_SIZE = 16
+OVERHEAD = HEADER_SIZE + TRAILER_SIZE  # 41
+
+_md5 = hashlib.md5
+_unpack_header = HEADER.unpack_from
+_pack_header = HEADER.pack
+
+
+class Framer:
+    """Incremental frame parser for one byte stream.
+
+    ``feed(data)`` returns the payloads of every frame completed by ``data``,
+    in order: a ``bytes``/``bytearray`` payload per good frame and a
+    ``ChecksumError`` instance per frame whose payload does not match its MD5
+    (recoverable: the frame length was trusted, the stream stays aligned). A
+    fatal error (begin marker, version, length above ``max_frame_size``, end
+    marker) raises ``FrameError``; the caller must close the stream and never
+    feed this framer again.
+
+    Cost: a chunk that holds only whole frames is parsed in place (one copy
+    per payload, needed by ``json.loads``); partial data is kept in one
+    ``bytearray`` that grows by appending, so a frame spread over many chunks
+    costs linear time, never quadratic.
+    """
+
+    # Largest accepted payload in bytes (protocol default: 64 MiB).
+    MAX_FRAME_SIZE = 64 * 1024 * 1024
+
+    __slots__ = ("max_frame_size", "_buf")
+
+    def __init__(self, max_frame_size=None):
+        self.max_frame_size = (
+            self.MAX_FRAME_SIZE if max_frame_size is None else int(max_frame_size)
+        )
+        self._buf = bytearray()
+
+    @property
+    def buffered(self):
+        """Number of bytes held back waiting for the rest of a frame."""
+        return len(self._buf)
+
+    def feed(self, data):
+        """Consume ``data`` (bytes-like); return the list of completed items."""
+        if not isinstance(data, (bytes, bytearray)):
+            data = bytes(data)
+        buf = self._buf
+        if buf:
+            buf += data
+            src = buf
+        else:
+            src = data
+        out = []
+        pos = 0
+        end_of_data = len(src)
+        limit = self.max_frame_size
+        while end_of_data - pos >= HEADER_SIZE:
+            magic, version, digest, length = _unpack_header(src, pos)
+            if magic != MAGIC:
+                raise FrameError("Cannot decode frame: bad begin marker %r" % magic)
+            if version != VERSION:
+                raise FrameError("Cannot decode frame: unknown version %d" % version)
+            if length > limit:
+                raise FrameError(
+                    "Cannot decode frame: length %d above limit %d" % (length, limit)
+                )
+            start = pos + HEADER_SIZE
+            stop = start + length
+            if stop + TRAILER_SIZE > end_of_data:
+                break
+            if src[stop : stop + TRAILER_SIZE] != digest:
+                raise FrameError("Cannot decode frame: end marker differs from checksum")
+            payload = src[start:stop]
+            if _md5(payload).digest() != digest:
+                out.append(ChecksumError("Cannot verify frame: md5 mismatch"))
+            else:
+                out.append(payload)
+            pos = stop + TRAILER_SIZE
+        if end_of_data - pos < HEADER_SIZE:
+            self._check_partial_header(src, pos, end_of_data)
+        if src is buf:
+            if pos:
+                del buf[:pos]
+        elif pos < end_of_data:
+            buf += memoryview(data)[pos:]
+        return out
+
+    @staticmethod
+    def _check_partial_header(src, pos, end):
+        # Garbage is refused as soon as its first bytes arrive, not when a
+        # whole header has trickled in.
+        have = end - pos
+        if have <= 0:
+            return
+        head = bytes(src[pos : pos + min(have, 5)])
+        if not MAGIC.startswith(head[:4]):
+            raise FrameError("Cannot decode frame: bad begin marker %r" % head[:4])
+        if have >= 5 and head[4] != VERSION:
+            raise FrameError("Cannot decode frame: unknown version %d" % head[4])
+
+    @staticmethod
+    def encode(payload):
+        """Return the whole frame for ``payload`` (bytes) as one ``bytes``."""
+        digest = _md5(payload).digest()
+        return b"".join((_pack_header(MAGIC, VERSION, digest, len(payload)), payload, digest))
+
+    @staticmethod
+    def encode_into(parts, payload):
+        """Append the frame's pieces to ``parts`` (join them once per write)."""
+        digest = _md5(payload).digest()
+        parts.append(_pack_header(MAGIC, VERSION, digest, len(payload)))
+        parts.append(payload)
+        parts.append(digest)

@@ -1,0 +1,280 @@
+"""The model registry: load, describe, swap and run models (protocol §6).
+
+A model is a class with ``execute(self, msg)``; optional ``init(self, path)``;
+optional class attributes ``inputs``/``outputs`` (``{field: type}`` with type
+among ``TYPES``) and a docstring. It is constructed with the ``options``
+dict as its one positional argument, ``Model(options)``; a class whose
+constructor takes no argument is constructed as ``Model()``.
+
+Models are shared by every connection and may be called from several
+executor threads at once. A model that is not thread-safe sets the class
+attribute ``threadsafe = False``; its calls then run one at a time.
+
+Example::
+
+    registry = ModelRegistry("/srv/models")
+    registry.add("doubler", {"source": "class Model:\\n def execute(self, m): return m"})
+    registry.get("doubler").execute({"x": 1})  # {"x": 1}
+"""
+
+import inspect
+import itertools
+import linecache
+import os
+import sys
+import threading
+import types
+
+from .errors import (
+    InvalidRequestError,
+    ModelLoadError,
+    ModelNotFoundError,
+    PathError,
+    format_user_traceback,
+)
+
+__all__ = ["ModelRegistry", "ModelEntry", "TYPES", "confine"]
+
+# Type names allowed in ``inputs``/``outputs``.
+TYPES = frozenset(("number", "integer", "string", "boolean", "array", "object", "any"))
+
+
+def confine(root, relative, what):
+    """Return the real path of ``relative`` under ``root`` or raise ``PathError``."""
+    if not isinstance(relative, str) or not relative:
+        raise InvalidRequestError("Cannot resolve %s: expected a non-empty string" % what)
+    real_root = os.path.realpath(root)
+    path = os.path.realpath(os.path.join(real_root, relative))
+    if path != real_root and not path.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise PathError("Cannot resolve %s %r: outside %s" % (what, relative, real_root))
+    return path
+
+
+class ModelEntry:
+    """One loaded model version; immutable once registered (swaps replace it)."""
+
+    __slots__ = (
+        "name", "class_name", "file", "version", "instance", "inputs",
+        "outputs", "doc", "module_name", "_lock", "_execute",
+    )
+
+    def __init__(self, name, cls, instance, file, version, module_name):
+        self.name = name
+        self.class_name = cls.__name__
+        self.file = file
+        self.version = version
+        self.instance = instance
+        self.inputs = _schema(cls, "inputs")
+        self.outputs = _schema(cls, "outputs")
+        doc = cls.__dict__.get("__doc__")
+        self.doc = inspect.cleandoc(doc) if isinstance(doc, str) else None
+        self.module_name = module_name
+        self._lock = None if getattr(cls, "threadsafe", True) else threading.Lock()
+        self._execute = instance.execute
+
+    def execute(self, msg):
+        """Run the model's ``execute(msg)``; exceptions propagate unchanged."""
+        if self._lock is None:
+            return self._execute(msg)
+        with self._lock:
+            return self._execute(msg)
+
+    def describe(self):
+        """The model description of protocol §6."""
+        desc = {"name": self.name, "class": self.class_name, "version": self.version}
+        if self.file is not None:
+            desc["file"] = self.file
+        if self.inputs is not None:
+            desc["inputs"] = self.inputs
+        if self.outputs is not None:
+            desc["outputs"] = self.outputs
+        if self.doc:
+            desc["doc"] = self.doc
+        return desc
+
+
+def _schema(cls, attr):
+    value = getattr(cls, attr, None)
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v in TYPES for k, v in value.items()
+    ):
+        raise ModelLoadError(
+            "Cannot load model class %s: %r must be a dict of field name to one of %s"
+            % (cls.__name__, attr, ", ".join(sorted(TYPES)))
+        )
+    return dict(value)
+
+
+class ModelRegistry:
+    """Server-wide name → ``ModelEntry`` map; swaps are atomic."""
+
+    def __init__(self, root):
+        self.root = os.path.realpath(root)
+        self._models = {}
+        self._lock = threading.Lock()
+        self._modules = itertools.count(1)
+
+    def __len__(self):
+        return len(self._models)
+
+    def get(self, name):
+        """Return the current entry of ``name`` or raise ``ModelNotFoundError``."""
+        try:
+            entry = self._models.get(name)
+        except TypeError:  # unhashable name
+            entry = None
+        if entry is None:
+            if not isinstance(name, str):
+                raise InvalidRequestError("Cannot find model: 'name' must be a string")
+            raise ModelNotFoundError("Cannot find model %r: not loaded" % (name,))
+        return entry
+
+    def describe_all(self):
+        return [entry.describe() for entry in list(self._models.values())]
+
+    def add(self, name, spec):
+        """Load and register ``name``; an existing model of that name is replaced."""
+        return self._install(name, spec, must_exist=False)
+
+    def update(self, name, spec):
+        """Replace ``name`` (must exist); calls in flight finish on the old version."""
+        return self._install(name, spec, must_exist=True)
+
+    def remove(self, name):
+        if not isinstance(name, str):
+            raise InvalidRequestError("Cannot remove model: 'name' must be a string")
+        with self._lock:
+            entry = self._models.pop(name, None)
+        if entry is None:
+            raise ModelNotFoundError("Cannot remove model %r: not loaded" % (name,))
+        sys.modules.pop(entry.module_name, None)
+        return {"name": name, "removed": True}
+
+    def init(self, name, data_file):
+        """Call the model's ``init(path)`` with ``data_file`` confined to the root."""
+        entry = self.get(name)
+        path = confine(self.root, data_file, "dataFile")
+        init = getattr(entry.instance, "init", None)
+        if not callable(init):
+            raise InvalidRequestError("Cannot init model %r: it has no init(path) method" % name)
+        return {"name": name, "result": init(path)}
+
+    # -- loading --------------------------------------------------------------
+
+    def _install(self, name, spec, must_exist):
+        if not isinstance(name, str) or not name:
+            raise InvalidRequestError("Cannot load model: 'name' must be a non-empty string")
+        if must_exist:
+            self.get(name)
+        options = spec.get("options")
+        if options is None:
+            options = {}
+        elif not isinstance(options, dict):
+            raise InvalidRequestError("Cannot load model %r: 'options' must be an object" % name)
+        class_name = spec.get("class")
+        if class_name is not None and not isinstance(class_name, str):
+            raise InvalidRequestError("Cannot load model %r: 'class' must be a string" % name)
+        file = spec.get("file")
+        source = spec.get("source")
+        if (file is None) == (source is None):
+            raise InvalidRequestError("Cannot load model %r: give exactly one of 'file' or 'source'" % name)
+        if file is not None:
+            path = confine(self.root, file, "model file")
+            filename = path
+            try:
+                with open(path, "r", encoding="utf-8") as f:
+                    source = f.read()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ModelLoadError(
+                    "Cannot load model %r: cannot read %s: %s" % (name, file, exc),
+                    exception=type(exc).__name__,
+                    traceback="",
+                )
+        else:
+            if not isinstance(source, str):
+                raise InvalidRequestError("Cannot load model %r: 'source' must be a string" % name)
+            filename = "<model %s>" % name
+            # Lets tracebacks show the lines of models sent as source.
+            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        module_name = "pyproxy_model_%d" % next(self._modules)
+        cls, instance = self._load(name, source, filename, module_name, class_name, options)
+        with self._lock:
+            old = self._models.get(name)
+            if must_exist and old is None:
+                sys.modules.pop(module_name, None)
+                raise ModelNotFoundError("Cannot update model %r: removed meanwhile" % name)
+            version = old.version + 1 if old is not None else 1
+            try:
+                entry = ModelEntry(name, cls, instance, file, version, module_name)
+            except BaseException:
+                sys.modules.pop(module_name, None)
+                raise
+            self._models[name] = entry
+        if old is not None:
+            sys.modules.pop(old.module_name, None)
+        return entry.describe()
+
+    def _load(self, name, source, filename, module_name, class_name, options):
+        module = types.ModuleType(module_name)
+        module.__file__ = filename
+        sys.modules[module_name] = module
+        try:
+            code = compile(source, filename, "exec")
+            exec(code, module.__dict__)
+            cls = _pick_class(module, class_name, name)
+            instance = _construct(cls, options)
+            if not callable(getattr(instance, "execute", None)):
+                raise ModelLoadError(
+                    "Cannot load model %r: class %s has no execute(msg) method" % (name, cls.__name__)
+                )
+            return cls, instance
+        except ModelLoadError:
+            sys.modules.pop(module_name, None)
+            raise
+        except BaseException as exc:  # SystemExit in model code must not stop us
+            sys.modules.pop(module_name, None)
+            raise ModelLoadError(
+                "Cannot load model %r: %s: %s" % (name, type(exc).__name__, exc),
+                exception=type(exc).__name__,
+                traceback=format_user_traceback(exc, os.path.dirname(__file__)),
+            )
+
+
+def _pick_class(module, class_name, name):
+    if class_name is not None:
+        cls = module.__dict__.get(class_name)
+        if not isinstance(cls, type):
+            raise ModelLoadError("Cannot load model %r: no class %r in its module" % (name, class_name))
+        return cls
+    own = [
+        obj
+        for obj in module.__dict__.values()
+        if isinstance(obj, type)
+        and obj.__module__ == module.__name__
+        and callable(getattr(obj, "execute", None))
+    ]
+    if len(own) == 1:
+        return own[0]
+    cls = module.__dict__.get("Model")
+    if isinstance(cls, type):
+        return cls
+    if not own:
+        raise ModelLoadError("Cannot load model %r: no class with an execute(msg) method" % name)
+    raise ModelLoadError(
+        "Cannot load model %r: several model classes (%s); pass 'class'"
+        % (name, ", ".join(sorted(c.__name__ for c in own)))
+    )
+
+
+def _construct(cls, options):
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return cls(options)
+    try:
+        signature.bind(options)
+    except TypeError:
+        return cls()
+    return cls(options)

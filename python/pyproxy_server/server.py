@@ -1,0 +1,224 @@
+"""``Server``: listening sockets, the command registry, connections, stats, shutdown.
+
+Extension API (used by ``pyproxy_server.eval`` and any module listed in
+``Server.EXTENSIONS``): at start-up the server imports each module and calls
+its ``install(server)``, which registers commands::
+
+    def install(server):
+        def hello(call):                      # call: pyproxy_server.call.Call
+            call.send_event({"event": "greeting"})   # gets "id": call.id
+            return {"hello": call.msg.get("who")}     # JSON-able result
+        server.register("hello", hello, threaded=True)
+
+A handler returns the reply's ``result`` or raises a ``PyProxyError``
+subclass (``pyproxy_server.errors``) to reply with that error; any other
+exception is sent as a ``PythonError`` with its traceback. ``threaded=False``
+handlers run on the event loop thread and must be quick and non-blocking;
+``threaded=True`` handlers run in the executor (``server.executor``, size
+``--threads``) and may block, print (routed by ``capture``) and call the host
+(``pyproxy.host``). Useful attributes: ``server.id``, ``server.pid``,
+``server.root`` (``--path``), ``server.models`` (``ModelRegistry``),
+``server.loop``, ``server.connections`` (id → ``Connection``).
+"""
+
+import asyncio
+import concurrent.futures
+import importlib
+import itertools
+import logging
+import os
+import stat
+import sys
+import threading
+import time
+
+from . import commands
+from .connection import Connection
+from .framer import Framer
+from .models import ModelRegistry
+
+__all__ = ["Server"]
+
+log = logging.getLogger("pyproxy_server.server")
+
+
+class Server:
+    """A pyproxy Python server; see the module docstring."""
+
+    # Modules whose ``install(server)`` is called at start-up when importable.
+    EXTENSIONS = ("pyproxy_server.eval",)
+    # Seconds given to queued writes (e.g. the stopServer reply) before exit.
+    EXIT_GRACE = 0.5
+
+    def __init__(self, root, server_id, secret=None, max_frame_size=None, threads=16):
+        self.root = os.path.realpath(root)
+        self.id = server_id
+        self.secret = secret
+        self.max_frame_size = Framer.MAX_FRAME_SIZE if max_frame_size is None else int(max_frame_size)
+        self.threads = threads
+        self.pid = os.getpid()
+        self.models = ModelRegistry(self.root)
+        self.commands = {}
+        self.connections = {}
+        self.requests_served = 0
+        self.started = time.monotonic()
+        self.executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="pyproxy-call")
+        self.loop = None
+        self.loop_ident = None
+        self.port = None
+        self.unix = None
+        self.stopping = False
+        self.exit_code = None
+        self._listeners = []
+        self._connection_ids = itertools.count(1)
+        commands.install(self)
+
+    # -- extension API -------------------------------------------------------
+
+    def register(self, cmd, handler, *, threaded):
+        """Serve ``cmd`` with ``handler(call)``; replaces an earlier handler of ``cmd``.
+
+        ``threaded=True`` runs it in the executor (blocking allowed, ``cancel``
+        interrupts it); ``threaded=False`` runs it inline on the event loop.
+        """
+        if not isinstance(cmd, str) or not cmd:
+            raise TypeError("cmd must be a non-empty string")
+        if not callable(handler):
+            raise TypeError("handler must be callable")
+        if cmd == "auth":
+            raise ValueError("auth is handled by the connection and cannot be replaced")
+        self.commands[cmd] = (handler, bool(threaded))
+
+    def unregister(self, cmd):
+        """Stop serving ``cmd`` (it answers ``UnknownCommandError`` afterwards)."""
+        self.commands.pop(cmd, None)
+
+    def load_extensions(self):
+        """Import every module of ``EXTENSIONS`` and call its ``install(server)``."""
+        for name in self.EXTENSIONS:
+            try:
+                module = importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if exc.name is not None and name.startswith(exc.name):
+                    log.info("extension %s not installed: %s", name, exc)
+                    continue
+                log.exception("extension %s failed to import", name)
+                continue
+            except Exception:
+                log.exception("extension %s failed to import", name)
+                continue
+            try:
+                module.install(self)
+                log.info("extension %s installed", name)
+            except Exception:
+                log.exception("extension %s failed to install", name)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def listen(self, host="127.0.0.1", port=0, unix=None):
+        """Bind TCP (when ``port`` is not None) and/or the Unix socket ``unix``."""
+        self.loop = asyncio.get_running_loop()
+        self.loop_ident = threading.get_ident()
+        if port is not None:
+            listener = await self.loop.create_server(lambda: Connection(self), host, port)
+            self._listeners.append(listener)
+            self.port = listener.sockets[0].getsockname()[1]
+        if unix is not None:
+            _remove_stale_socket(unix)
+            old_umask = os.umask(0o177)
+            try:
+                listener = await self.loop.create_unix_server(lambda: Connection(self), unix)
+            finally:
+                os.umask(old_umask)
+            self._listeners.append(listener)
+            self.unix = unix
+
+    def stop(self, code=0):
+        """Close everything and make the process exit with ``code``; thread-safe.
+
+        Runs on the next loop iteration, so a reply queued before (the
+        ``stopServer`` reply) is written first.
+        """
+        loop = self.loop
+        if loop is None:
+            os._exit(code)
+        if threading.get_ident() == self.loop_ident:
+            loop.call_soon(self._begin_stop, code)
+        else:
+            try:
+                loop.call_soon_threadsafe(self._begin_stop, code)
+            except RuntimeError:
+                os._exit(code)
+
+    def _begin_stop(self, code):
+        if self.stopping:
+            return
+        self.stopping = True
+        self.exit_code = code
+        log.info("stopping (exit code %d)", code)
+        for listener in self._listeners:
+            listener.close()
+        for conn in list(self.connections.values()):
+            conn.close()
+        self.executor.shutdown(wait=False)
+        self._wait_closed(time.monotonic() + self.EXIT_GRACE)
+
+    def _wait_closed(self, deadline):
+        if self.connections and time.monotonic() < deadline:
+            self.loop.call_later(0.01, self._wait_closed, deadline)
+            return
+        if self.unix is not None:
+            try:
+                os.unlink(self.unix)
+            except OSError:
+                pass
+        self.loop.stop()
+
+    # -- bookkeeping (called by Connection) ------------------------------------
+
+    def connection_opened(self, conn):
+        cid = "c%d" % next(self._connection_ids)
+        self.connections[cid] = conn
+        log.info("connection %s opened", cid)
+        return cid
+
+    def connection_closed(self, conn):
+        self.connections.pop(conn.id, None)
+        log.info("connection %s closed", conn.id)
+
+    @property
+    def in_flight(self):
+        return sum(conn.in_flight for conn in list(self.connections.values()))
+
+    def status(self):
+        """The ``serverStatus`` result."""
+        return {
+            "id": self.id,
+            "pid": self.pid,
+            "uptime": round(time.monotonic() - self.started, 3),
+            "requestsServed": self.requests_served,
+            "models": self.models.describe_all(),
+            "connections": len(self.connections),
+            "inFlight": self.in_flight,
+            "python": commands.PYTHON_VERSION,
+        }
+
+
+def _remove_stale_socket(path):
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISSOCK(mode):
+        os.unlink(path)
+    else:
+        raise OSError("Cannot listen on %s: it exists and is not a socket" % path)
+
+
+def add_models_to_path(root):
+    """Make modules next to the model files importable.
+
+    Appended, not prepended, so a model file never shadows a stdlib module.
+    """
+    if root not in sys.path:
+        sys.path.append(root)

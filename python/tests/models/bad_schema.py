@@ -1,0 +1,5 @@
+class Model:
+    inputs = {"x": "float"}
+
+    def execute(self, msg):
+        return msg

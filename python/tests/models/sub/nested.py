@@ -1,0 +1,3 @@
+class Model:
+    def execute(self, msg):
+        return {"nested": True}

@@ -1,0 +1,96 @@
+import io
+import logging
+import threading
+import unittest
+
+from pyproxy_server import capture
+
+
+class ListHandler(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+class OutputRouterTest(unittest.TestCase):
+    def setUp(self):
+        self.logger = logging.getLogger("test.capture.%d" % id(self))
+        self.logger.propagate = False
+        self.handler = ListHandler()
+        self.logger.addHandler(self.handler)
+        self.logger.setLevel(logging.DEBUG)
+        self.out = capture.OutputRouter(1, self.logger)
+        self.err = capture.OutputRouter(2, self.logger)
+
+    def test_sink_gets_writes_of_its_thread_only(self):
+        seen = []
+        with capture.redirect(lambda fd, text: seen.append((fd, text))):
+            self.out.write("a")
+            self.err.write("b")
+            t = threading.Thread(target=self.out.write, args=("other\n",))
+            t.start()
+            t.join()
+        self.assertEqual(seen, [(1, "a"), (2, "b")])
+        self.assertEqual([r.getMessage() for r in self.handler.records], ["<stdout>: other"])
+
+    def test_nested_redirect_restores_previous(self):
+        outer, inner = [], []
+        with capture.redirect(lambda fd, t: outer.append(t)):
+            with capture.redirect(lambda fd, t: inner.append(t)):
+                self.out.write("1")
+            self.out.write("2")
+        self.assertEqual((outer, inner), (["2"], ["1"]))
+        self.assertIsNone(capture.current_sink())
+
+    def test_no_sink_logs_complete_lines(self):
+        self.out.write("par")
+        self.out.write("tial\nnext")
+        self.err.write("warn\n")
+        self.assertEqual(
+            [(r.levelno, r.getMessage()) for r in self.handler.records],
+            [(logging.INFO, "<stdout>: partial"), (logging.WARNING, "<stderr>: warn")],
+        )
+
+    def test_failing_sink_falls_back_to_log(self):
+        def bad(fd, text):
+            raise RuntimeError("x")
+
+        with capture.redirect(bad):
+            self.out.write("kept\n")
+        self.assertIn("<stdout>: kept", [r.getMessage() for r in self.handler.records])
+
+    def test_stream_protocol(self):
+        self.assertFalse(self.out.isatty())
+        self.assertTrue(self.out.writable())
+        with self.assertRaises(io.UnsupportedOperation):
+            self.out.fileno()
+        with self.assertRaises(TypeError):
+            self.out.write(b"bytes")
+        self.assertEqual(self.out.write("abc"), 3)
+
+    def test_log_handler_writing_to_stdout_does_not_recurse(self):
+        # A handler that prints to the routed stream would loop forever.
+        router = self.out
+
+        class Echo(logging.Handler):
+            def emit(self, record):
+                router.write("echo\n")
+
+        self.logger.addHandler(Echo())
+        real = io.StringIO()
+        import sys
+
+        old = sys.__stderr__
+        sys.__stderr__ = real
+        try:
+            router.write("line\n")
+        finally:
+            sys.__stderr__ = old
+        self.assertEqual(real.getvalue(), "echo\n")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,336 @@
+"""Tests for the pieces of pyproxy_server.eval that need no server."""
+
+import threading
+import time
+import unittest
+
+from pyproxy_server import capture
+from tests._client import ServerProcess
+from pyproxy_server.errors import (
+    CancelledError,
+    InvalidRequestError,
+    PythonError,
+    SerializationError,
+    SessionLostError,
+)
+from pyproxy_server.eval import EvalService, Flusher, OutputChannel, evaluate, new_namespace
+
+
+class EvaluateTest(unittest.TestCase):
+    def test_final_expression_is_the_value(self):
+        self.assertEqual(evaluate("x = 2\nx * 21", new_namespace()), 42)
+
+    def test_statements_only_give_none(self):
+        ns = new_namespace()
+        self.assertIsNone(evaluate("x = 1\ny = x + 1", ns))
+        self.assertEqual(ns["y"], 2)
+
+    def test_namespace_persists_between_calls(self):
+        ns = new_namespace()
+        evaluate("x = 1", ns)
+        self.assertEqual(evaluate("x + 1", ns), 2)
+
+    def test_fresh_namespace_does_not_see_other_names(self):
+        evaluate("x = 1", new_namespace())
+        with self.assertRaises(NameError):
+            evaluate("x", new_namespace())
+
+    def test_functions_see_names_defined_in_the_same_code(self):
+        code = "def f():\n    return helper() + 1\ndef helper():\n    return 1\nf()"
+        self.assertEqual(evaluate(code, new_namespace()), 2)
+
+    def test_single_function_called_with_positional_args(self):
+        self.assertEqual(evaluate("def add(a, b):\n    return a + b", new_namespace(), [2, 3]), 5)
+
+    def test_single_function_called_with_keyword_args(self):
+        self.assertEqual(evaluate("def sub(a, b):\n    return a - b", new_namespace(), {"a": 5, "b": 2}), 3)
+
+    def test_final_callable_called_with_args(self):
+        self.assertEqual(evaluate("lambda x: x * 2", new_namespace(), [4]), 8)
+
+    def test_args_without_a_function_is_a_type_error(self):
+        with self.assertRaises(TypeError):
+            evaluate("x = 1", new_namespace(), [1])
+
+    def test_syntax_error_is_raised(self):
+        with self.assertRaises(SyntaxError):
+            evaluate("def (", new_namespace())
+
+    def test_name_is_main(self):
+        self.assertEqual(evaluate("__name__", new_namespace()), "__main__")
+
+
+class RecordingSend:
+    def __init__(self):
+        self.chunks = []
+        self.lock = threading.Lock()
+
+    def __call__(self, fd, data, seq):
+        with self.lock:
+            self.chunks.append((fd, data, seq))
+
+
+class OutputChannelTest(unittest.TestCase):
+    def test_coalesces_writes_of_one_fd(self):
+        send = RecordingSend()
+        channel = OutputChannel(send)
+        channel.write(1, "a")
+        channel.write(1, "b")
+        channel.write(2, "c")
+        channel.flush()
+        self.assertEqual(send.chunks, [(1, "ab", 0), (2, "c", 1)])
+        self.assertEqual(channel.chunks, 2)
+
+    def test_splits_big_writes_into_bounded_chunks(self):
+        send = RecordingSend()
+        channel = OutputChannel(send)
+        channel.chunk_chars = 4
+        channel.write(1, "abcdefghij")
+        channel.flush()
+        self.assertEqual([d for _, d, _ in send.chunks], ["abcd", "efgh", "ij"])
+        self.assertEqual([s for _, _, s in send.chunks], [0, 1, 2])
+
+    def test_writer_blocks_without_credit_until_acked(self):
+        send = RecordingSend()
+        channel = OutputChannel(send)
+        channel.chunk_chars = 4
+        channel.window = 8
+        done = threading.Event()
+
+        def writer():
+            channel.write(1, "x" * 16)
+            channel.flush()
+            done.set()
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 5
+            while len(send.chunks) < 2 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            self.assertFalse(done.wait(0.1))
+            self.assertEqual(len(send.chunks), 2)  # the window: 8 characters
+            channel.ack(1)
+            self.assertTrue(done.wait(5))
+            self.assertEqual(len(send.chunks), 4)
+        finally:
+            channel.close()
+            thread.join(5)
+
+    def test_close_releases_a_blocked_writer(self):
+        channel = OutputChannel(RecordingSend())
+        channel.chunk_chars = 4
+        channel.window = 4
+        thread = threading.Thread(target=lambda: channel.write(1, "y" * 40))
+        thread.start()
+        channel.close()
+        thread.join(5)
+        self.assertFalse(thread.is_alive())
+
+    def test_cancelled_writer_drops_output_instead_of_blocking(self):
+        send = RecordingSend()
+        channel = OutputChannel(send, cancelled=lambda: True)
+        channel.chunk_chars = 4
+        channel.window = 4
+        channel.write(1, "z" * 40)
+        self.assertEqual(len(send.chunks), 1)
+
+    def test_flusher_sends_a_partial_chunk(self):
+        send = RecordingSend()
+        flusher = Flusher()
+        flusher.start()
+        channel = OutputChannel(send, flusher)
+        channel.write(1, "partial")
+        deadline = time.monotonic() + 5
+        while not send.chunks and time.monotonic() < deadline:
+            time.sleep(0.002)
+        self.assertEqual(send.chunks, [(1, "partial", 0)])
+
+
+class FakeServer:
+    id = "w9"
+
+    def __init__(self):
+        self.handlers = {}
+
+    def register(self, cmd, handler, threaded=False):
+        self.handlers[cmd] = (handler, threaded)
+
+
+class FakeConnection:
+    def __init__(self, server):
+        self.server = server
+        self.closers = []
+
+    def on_close(self, callback):
+        self.closers.append(callback)
+
+    def close(self):
+        for callback in self.closers:
+            callback()
+
+
+class FakeCall:
+    def __init__(self, connection, rid, msg):
+        self.id = rid
+        self.msg = msg
+        self.connection = connection
+        self.server = connection.server
+        self.cancelled = threading.Event()
+        self.events = []
+
+    def send_event(self, event):
+        event = dict(event)
+        event["id"] = self.id
+        self.events.append(event)
+
+
+class EvalServiceTest(unittest.TestCase):
+    def setUp(self):
+        self.server = FakeServer()
+        self.service = EvalService(self.server)
+        self.service.install()
+        self.connection = FakeConnection(self.server)
+        self.ids = iter(range(1, 1000))
+        self._old = capture.install()
+
+    def tearDown(self):
+        capture.uninstall(self._old)
+
+    def call(self, cmd, **msg):
+        call = FakeCall(self.connection, next(self.ids), dict(msg, cmd=cmd))
+        handler, _ = self.server.handlers[cmd]
+        return handler(call), call
+
+    def test_registers_the_commands(self):
+        self.assertEqual(
+            {cmd: threaded for cmd, (_, threaded) in self.server.handlers.items()},
+            {"eval": True, "openSession": False, "closeSession": False, "outputAck": False},
+        )
+
+    def test_eval_streams_output_then_returns_the_value(self):
+        result, call = self.call("eval", code="import sys\nprint('hi')\nprint('oops', file=sys.stderr)\n6 * 7")
+        self.assertEqual(result, {"value": 42, "chunks": 2})
+        start, out, err = call.events
+        self.assertEqual(start["event"], "evalStart")
+        self.assertEqual(start["serverId"], "w9")
+        self.assertTrue(start["session"].startswith("t-"))
+        self.assertEqual((out["fd"], out["data"], out["seq"]), (1, "hi\n", 0))
+        self.assertEqual((err["fd"], err["data"], err["seq"]), (2, "oops\n", 1))
+
+    def test_session_namespace_persists_and_closes(self):
+        opened, _ = self.call("openSession")
+        sid = opened["session"]
+        self.call("eval", code="x = 1", session=sid)
+        self.assertEqual(self.call("eval", code="x + 1", session=sid)[0]["value"], 2)
+        with self.assertRaises(PythonError):
+            self.call("eval", code="x")
+        self.assertEqual(self.call("closeSession", session=sid)[0], {"session": sid, "closed": True})
+        with self.assertRaises(SessionLostError):
+            self.call("eval", code="1", session=sid)
+
+    def test_namespaces_die_with_the_connection(self):
+        sid = self.call("openSession")[0]["session"]
+        self.connection.close()
+        self.connection = FakeConnection(self.server)
+        with self.assertRaises(SessionLostError):
+            self.call("eval", code="1", session=sid)
+
+    def test_locals_are_for_one_eval_and_globals_persist(self):
+        sid = self.call("openSession")[0]["session"]
+        result, _ = self.call("eval", code="a + b", session=sid, locals={"a": 1}, globals={"b": 2})
+        self.assertEqual(result["value"], 3)
+        self.assertEqual(self.call("eval", code="b", session=sid)[0]["value"], 2)
+        with self.assertRaises(PythonError):
+            self.call("eval", code="a", session=sid)
+
+    def test_function_and_args(self):
+        result, _ = self.call("eval", code="def f(a, b=0):\n    return a * 10 + b", args={"a": 4, "b": 2})
+        self.assertEqual(result["value"], 42)
+
+    def test_user_exception_is_a_python_error_with_user_traceback(self):
+        with self.assertRaises(PythonError) as ctx:
+            self.call("eval", code="def g():\n    raise KeyError('k')\ng()")
+        self.assertEqual(ctx.exception.exception, "KeyError")
+        self.assertIn("in g", ctx.exception.traceback)
+        self.assertNotIn("eval.py", ctx.exception.traceback)
+
+    def test_system_exit_does_not_stop_the_server(self):
+        with self.assertRaises(PythonError) as ctx:
+            self.call("eval", code="raise SystemExit(3)")
+        self.assertEqual(ctx.exception.exception, "SystemExit")
+
+    def test_keyboard_interrupt_is_cancelled(self):
+        with self.assertRaises(CancelledError):
+            self.call("eval", code="raise KeyboardInterrupt")
+
+    def test_non_json_value_is_a_serialization_error(self):
+        with self.assertRaises(SerializationError):
+            self.call("eval", code="{1, 2}")
+
+    def test_bad_arguments_are_invalid_requests(self):
+        with self.assertRaises(InvalidRequestError):
+            self.call("eval", code=3)
+        with self.assertRaises(InvalidRequestError):
+            self.call("outputAck", target="x", seq=1)
+
+    def test_ack_for_a_finished_eval_is_harmless(self):
+        self.assertEqual(self.call("outputAck", target=999, seq=3)[0], {"acked": False})
+
+
+class EvalServerTest(unittest.TestCase):
+    """The eval commands in a real server, over a real socket."""
+
+    def setUp(self):
+        self.server = ServerProcess()
+        self.addCleanup(self.server.kill)
+        self.client = self.server.connect()
+
+    def test_flood_stalls_at_the_window_until_acked(self):
+        code = "import sys\nblock = 'x' * 65535 + '\\n'\nfor _ in range(64):\n    sys.stdout.write(block)\n'end'"
+        self.client.send({"id": 1, "cmd": "eval", "code": code})
+        chunks = []
+        with self.assertRaises(TimeoutError):  # stalled: no reply without acks
+            while True:
+                msg = self.client.recv(timeout=0.5)
+                if msg.get("event") == "output":
+                    chunks.append(msg)
+                elif "ok" in msg:
+                    self.fail("the eval finished without acks: %r" % msg)
+        self.assertLessEqual(sum(len(c["data"]) for c in chunks), OutputChannel.window)
+        self.assertEqual([c["seq"] for c in chunks], list(range(len(chunks))))
+        # Ping is answered while the eval is blocked.
+        self.assertEqual(self.client.call("ping"), "pong")
+        total = sum(len(c["data"]) for c in chunks)
+        rid = 100
+        self.client.send({"id": rid, "cmd": "outputAck", "target": 1, "seq": chunks[-1]["seq"]})
+        while True:
+            msg = self.client.recv()
+            if msg.get("event") == "output":
+                total += len(msg["data"])
+                rid += 1
+                self.client.send({"id": rid, "cmd": "outputAck", "target": 1, "seq": msg["seq"]})
+            elif "ok" in msg and msg.get("id") == 1:
+                self.assertEqual(msg["result"]["value"], "end")
+                break
+        self.assertEqual(total, 64 * 65536)
+
+    def test_cancel_interrupts_a_busy_loop(self):
+        self.client.send({"id": 1, "cmd": "eval", "code": "print('go')\nwhile True:\n    pass"})
+        self.assertEqual(self.client.recv()["event"], "evalStart")
+        self.assertEqual(self.client.recv()["data"], "go\n")
+        self.client.send({"id": 2, "cmd": "cancel", "target": 1})
+        reply = self.client.reply_for(1)
+        self.assertEqual(reply["error"]["type"], "CancelledError")
+
+    def test_sessions_belong_to_their_connection(self):
+        sid = self.client.call("openSession")["session"]
+        self.client.call("eval", code="x = 41", session=sid)
+        self.assertEqual(self.client.call("eval", code="x + 1", session=sid)["value"], 42)
+        other = self.server.connect()
+        reply = other.request("eval", code="x", session=sid)
+        self.assertEqual(reply["error"]["type"], "SessionLostError")
+
+
+if __name__ == "__main__":
+    unittest.main()

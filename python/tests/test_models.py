@@ -1,0 +1,155 @@
+"""In-process tests of the model registry."""
+
+import os
+import shutil
+import tempfile
+import threading
+import unittest
+
+from pyproxy_server.errors import InvalidRequestError, ModelLoadError, ModelNotFoundError, PathError
+from pyproxy_server.models import ModelRegistry, confine
+
+from ._client import MODELS_DIR
+
+
+class ModelRegistryTest(unittest.TestCase):
+    def setUp(self):
+        self.registry = ModelRegistry(MODELS_DIR)
+
+    def test_add_describes_the_model(self):
+        desc = self.registry.add("d", {"file": "doubler.py", "options": {"k": 4}})
+        self.assertEqual(
+            desc,
+            {
+                "name": "d",
+                "class": "Doubler",
+                "version": 1,
+                "file": "doubler.py",
+                "inputs": {"x": "number"},
+                "outputs": {"y": "number"},
+                "doc": "Multiplies x by k.\n\nUsed by the server tests.",
+            },
+        )
+        self.assertEqual(self.registry.get("d").execute({"x": 2}), {"y": 8})
+
+    def test_add_existing_name_replaces_and_bumps_version(self):
+        self.registry.add("d", {"file": "doubler.py"})
+        self.assertEqual(self.registry.add("d", {"file": "doubler.py"})["version"], 2)
+
+    def test_update_keeps_old_entry_for_holders(self):
+        self.registry.add("d", {"file": "doubler.py", "options": {"k": 2}})
+        old = self.registry.get("d")
+        self.registry.update("d", {"file": "doubler.py", "options": {"k": 10}})
+        self.assertEqual(old.execute({"x": 1}), {"y": 2})
+        self.assertEqual(self.registry.get("d").execute({"x": 1}), {"y": 10})
+
+    def test_failed_update_keeps_current(self):
+        self.registry.add("d", {"file": "doubler.py"})
+        with self.assertRaises(ModelLoadError):
+            self.registry.update("d", {"source": "raise ImportError('x')"})
+        self.assertEqual(self.registry.get("d").version, 1)
+
+    def test_update_unknown(self):
+        with self.assertRaises(ModelNotFoundError):
+            self.registry.update("x", {"file": "doubler.py"})
+
+    def test_model_class_fallback_and_selection(self):
+        src = "class Helper:\n    pass\nclass Model:\n    def execute(self, m):\n        return 1\n"
+        self.assertEqual(self.registry.add("m", {"source": src})["class"], "Model")
+        two = "class A:\n    def execute(self, m): return 'a'\nclass B:\n    def execute(self, m): return 'b'\n"
+        with self.assertRaises(ModelLoadError):
+            self.registry.add("ab", {"source": two})
+        self.registry.add("ab", {"source": two, "class": "B"})
+        self.assertEqual(self.registry.get("ab").execute(None), "b")
+        with self.assertRaises(ModelLoadError):
+            self.registry.add("ab", {"source": two, "class": "C"})
+        with self.assertRaises(ModelLoadError):
+            self.registry.add("none", {"source": "x = 1"})
+
+    def test_imported_classes_are_not_candidates(self):
+        src = "from collections import OrderedDict\nclass M:\n    def execute(self, m): return 1\n"
+        self.assertEqual(self.registry.add("m", {"source": src})["class"], "M")
+
+    def test_bad_arguments(self):
+        with self.assertRaises(InvalidRequestError):
+            self.registry.add("", {"file": "doubler.py"})
+        with self.assertRaises(InvalidRequestError):
+            self.registry.add("d", {"file": "doubler.py", "source": "x"})
+        with self.assertRaises(InvalidRequestError):
+            self.registry.add("d", {"file": "doubler.py", "options": [1]})
+        with self.assertRaises(InvalidRequestError):
+            self.registry.get(["unhashable"])
+
+    def test_schema_validation(self):
+        with self.assertRaises(ModelLoadError):
+            self.registry.add("b", {"file": "bad_schema.py"})
+
+    def test_not_threadsafe_models_are_serialised(self):
+        src = (
+            "import threading, time\n"
+            "class M:\n"
+            "    threadsafe = False\n"
+            "    def __init__(self):\n"
+            "        self.active = 0\n"
+            "        self.peak = 0\n"
+            "    def execute(self, m):\n"
+            "        self.active += 1\n"
+            "        self.peak = max(self.peak, self.active)\n"
+            "        time.sleep(0.01)\n"
+            "        self.active -= 1\n"
+            "        return self.peak\n"
+        )
+        self.registry.add("m", {"source": src})
+        entry = self.registry.get("m")
+        threads = [threading.Thread(target=entry.execute, args=(None,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(entry.instance.peak, 1)
+
+    def test_source_traceback_shows_lines(self):
+        self.registry.add("f", {"source": "class M:\n    def execute(self, m):\n        raise KeyError('boom')\n"})
+        try:
+            self.registry.get("f").execute(None)
+        except KeyError:
+            import traceback
+
+            self.assertIn("raise KeyError('boom')", traceback.format_exc())
+
+    def test_remove(self):
+        self.registry.add("d", {"file": "doubler.py"})
+        self.assertEqual(self.registry.remove("d"), {"name": "d", "removed": True})
+        self.assertEqual(len(self.registry), 0)
+
+
+class ConfineTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp()
+        self.root = os.path.join(self.tmp, "root")
+        os.mkdir(self.root)
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp)
+
+    def test_inside(self):
+        self.assertEqual(confine(self.root, "a/b.py", "file"), os.path.join(os.path.realpath(self.root), "a", "b.py"))
+
+    def test_escapes(self):
+        for path in ("../x.py", "/etc/passwd", "a/../../x.py"):
+            with self.assertRaises(PathError):
+                confine(self.root, path, "file")
+
+    def test_sibling_with_common_prefix(self):
+        os.mkdir(self.root + "2")
+        with self.assertRaises(PathError):
+            confine(self.root, "../root2/x.py", "file")
+
+    def test_symlink_out(self):
+        os.symlink(self.tmp, os.path.join(self.root, "up"))
+        with self.assertRaises(PathError):
+            confine(self.root, "up/x.py", "file")
+
+
+if __name__ == "__main__":
+    unittest.main()

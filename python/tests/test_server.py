@@ -1,0 +1,672 @@
+"""End-to-end tests: a real server process on port 0 driven over raw sockets."""
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+import unittest
+
+from pyproxy_server import capture
+from pyproxy_server.errors import InvalidRequestError
+from pyproxy_server.framer import Framer
+from pyproxy_server.server import Server
+
+from ._client import MODELS_DIR, Client, ServerProcess, frame, mac
+
+
+class ServerTestCase(unittest.TestCase):
+    """Starts a server per test, or one per class when ``shared`` (faster)."""
+
+    args = ()
+    insecure = False
+    shared = False
+
+    @classmethod
+    def _start(cls, target):
+        target.tmp = tempfile.mkdtemp(prefix="pyproxy-test-")
+        target.root = os.path.join(target.tmp, "models")
+        shutil.copytree(MODELS_DIR, target.root)
+        try:
+            target.server = ServerProcess(target.root, args=target.args, insecure=target.insecure)
+        except BaseException:
+            shutil.rmtree(target.tmp, ignore_errors=True)
+            raise
+
+    @staticmethod
+    def _stop(target):
+        target.server.kill()
+        shutil.rmtree(target.tmp, ignore_errors=True)
+
+    @classmethod
+    def setUpClass(cls):
+        if cls.shared:
+            cls._start(cls)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.shared:
+            cls._stop(cls)
+
+    def setUp(self):
+        if not self.shared:
+            self._start(self)
+
+    def tearDown(self):
+        if self.shared:
+            for client in self.server.clients:
+                client.close()
+            self.server.clients = []
+        else:
+            self._stop(self)
+
+    def connect(self, auth=True):
+        return self.server.connect(auth)
+
+    def assertError(self, reply, type_name):
+        self.assertFalse(reply["ok"], reply)
+        self.assertEqual(reply["error"]["type"], type_name, reply)
+        return reply["error"]
+
+
+class AuthTest(ServerTestCase):
+    def test_hello_then_auth(self):
+        c = self.connect(auth=False)
+        self.assertEqual(c.hello["event"], "hello")
+        self.assertEqual(c.hello["version"], 1)
+        self.assertEqual(c.hello["serverId"], "t1")
+        self.assertEqual(c.hello["auth"], "hmac-sha256")
+        self.assertEqual(len(c.hello["nonce"]), 32)
+        result = c.call("auth", mac=mac(self.server.secret, c.hello["nonce"]))
+        self.assertEqual(result["serverId"], "t1")
+        self.assertEqual(result["pid"], self.server.ready["pid"])
+        self.assertEqual(result["maxFrameSize"], 64 * 1024 * 1024)
+        self.assertTrue(result["connection"])
+        self.assertEqual(c.call("ping"), "pong")
+
+    def test_nonce_differs_per_connection(self):
+        self.assertNotEqual(self.connect(auth=False).hello["nonce"], self.connect(auth=False).hello["nonce"])
+
+    def test_bad_mac_is_refused_and_closed(self):
+        c = self.connect(auth=False)
+        self.assertError(c.request("auth", mac=mac("wrong", c.hello["nonce"])), "AuthenticationError")
+        self.assertTrue(c.wait_closed())
+
+    def test_command_before_auth_is_refused_and_closed(self):
+        c = self.connect(auth=False)
+        self.assertError(c.request("ping"), "AuthenticationError")
+        self.assertTrue(c.wait_closed())
+
+    def test_garbage_before_auth_is_refused(self):
+        c = self.connect(auth=False)
+        c.send_raw(Framer.encode(b"[1]"))
+        self.assertError(c.recv(), "AuthenticationError")
+        self.assertTrue(c.wait_closed())
+
+    def test_no_auth_within_two_seconds_closes(self):
+        c = self.connect(auth=False)
+        reply = c.recv(timeout=5)
+        self.assertError(reply, "AuthenticationError")
+        self.assertIsNone(reply["id"])
+        self.assertTrue(c.wait_closed())
+        self.assertEqual(self.connect().call("ping"), "pong")
+
+
+class InsecureTest(ServerTestCase):
+    insecure = True
+
+    def test_auth_is_optional(self):
+        c = self.connect(auth=False)
+        self.assertEqual(c.hello["auth"], "none")
+        self.assertNotIn("nonce", c.hello)
+        self.assertEqual(c.call("ping"), "pong")
+        self.assertEqual(c.call("auth")["serverId"], "t1")
+
+
+class BadInputTest(ServerTestCase):
+    shared = True
+
+    def check_alive(self, c):
+        self.assertEqual(c.call("ping"), "pong")
+
+    def test_checksum_mismatch_replies_null_id_and_stays_usable(self):
+        c = self.connect()
+        c.send_raw(frame(b'{"id":5,"cmd":"ping"}', checksum=b"\1" * 16))
+        reply = c.recv()
+        self.assertError(reply, "ChecksumError")
+        self.assertIsNone(reply["id"])
+        self.check_alive(c)
+
+    def test_invalid_json(self):
+        c = self.connect()
+        c.send_raw(Framer.encode(b"{not json"))
+        reply = c.recv()
+        self.assertError(reply, "ProtocolError")
+        self.assertIsNone(reply["id"])
+        c.send_raw(Framer.encode(b"\xff\xfe"))
+        self.assertError(c.recv(), "ProtocolError")
+        self.check_alive(c)
+
+    def test_not_an_object(self):
+        c = self.connect()
+        c.send_raw(Framer.encode(b"[1,2]"))
+        self.assertError(c.recv(), "ProtocolError")
+        self.check_alive(c)
+
+    def test_missing_or_bad_cmd_and_id(self):
+        c = self.connect()
+        c.send({"id": 3})
+        reply = c.recv()
+        self.assertError(reply, "InvalidRequestError")
+        self.assertEqual(reply["id"], 3)
+        c.send({"id": 4, "cmd": 17})
+        self.assertEqual(self.assertError(c.recv(), "InvalidRequestError") and 4, 4)
+        c.send({"id": "x", "cmd": "ping"})
+        reply = c.recv()
+        self.assertError(reply, "InvalidRequestError")
+        self.assertIsNone(reply["id"])
+        c.send({"id": True, "cmd": "ping"})
+        self.assertError(c.recv(), "InvalidRequestError")
+        self.check_alive(c)
+
+    def test_unknown_command(self):
+        c = self.connect()
+        self.assertError(c.request("nope"), "UnknownCommandError")
+        self.check_alive(c)
+
+    def test_deeply_nested_json(self):
+        c = self.connect()
+        c.send_raw(Framer.encode(b"[" * 100000 + b"]" * 100000))
+        self.assertError(c.recv(), "ProtocolError")
+        self.check_alive(c)
+
+    def test_fatal_frame_errors_close_only_that_connection(self):
+        other = self.connect()
+        for bad in (
+            frame(b"{}", magic=b"XXXX"),
+            frame(b"{}", version=9),
+            frame(b"{}", end=b"\0" * 16),
+            frame(b"x", length=1 << 30)[:25],
+        ):
+            c = self.connect()
+            c.send_raw(bad)
+            self.assertTrue(c.wait_closed(), bad[:8])
+        self.check_alive(other)
+        self.check_alive(self.connect())
+
+    def test_many_requests_in_one_write_get_all_replies(self):
+        c = self.connect()
+        c.call("addModel", name="d", file="doubler.py")
+        msgs = [{"id": i, "cmd": "executeModel", "name": "d", "msg": {"x": i}} for i in range(1, 201)]
+        msgs.insert(50, {"id": 999, "cmd": "ping"})
+        c.send(*msgs)
+        got = {}
+        while len(got) < 201:
+            reply = c.recv()
+            got[reply["id"]] = reply
+        self.assertEqual(got[999]["result"], "pong")
+        self.assertEqual([got[i]["result"]["y"] for i in range(1, 201)], [2 * i for i in range(1, 201)])
+
+    def test_duplicate_id_in_flight_is_refused(self):
+        c = self.connect()
+        c.call("addModel", name="slow", file="slow.py")
+        c.send({"id": 1, "cmd": "executeModel", "name": "slow", "msg": {"seconds": 0.5}})
+        c.send({"id": 1, "cmd": "executeModel", "name": "slow", "msg": {"seconds": 0}})
+        first = c.recv()
+        self.assertError(first, "InvalidRequestError")
+        self.assertTrue(c.recv()["ok"])
+
+
+class CommandsTest(ServerTestCase):
+    shared = True
+
+    def test_add_execute_describe(self):
+        c = self.connect()
+        desc = c.call("addModel", name="d", file="doubler.py", options={"k": 3})
+        self.assertEqual(desc["name"], "d")
+        self.assertEqual(desc["class"], "Doubler")
+        self.assertEqual(desc["file"], "doubler.py")
+        self.assertEqual(desc["version"], 1)
+        self.assertEqual(desc["inputs"], {"x": "number"})
+        self.assertEqual(desc["outputs"], {"y": "number"})
+        self.assertTrue(desc["doc"].startswith("Multiplies x by k."))
+        self.assertEqual(c.call("executeModel", name="d", msg={"x": 5}), {"y": 15})
+
+    def test_models_are_server_wide(self):
+        self.connect().call("addModel", name="d", file="doubler.py")
+        self.assertEqual(self.connect().call("executeModel", name="d", msg={"x": 1}), {"y": 2})
+
+    def test_source_model_and_none_result(self):
+        c = self.connect()
+        src = "class Model:\n    def execute(self, msg):\n        return None\n"
+        desc = c.call("addModel", name="s", source=src)
+        self.assertNotIn("file", desc)
+        self.assertIsNone(c.call("executeModel", name="s", msg={}))
+
+    def test_no_arg_constructor(self):
+        c = self.connect()
+        c.call("addModel", name="n", file="noarg.py", options={"ignored": 1})
+        self.assertIsNone(c.call("executeModel", name="n", msg={}))
+
+    def test_class_selection(self):
+        c = self.connect()
+        err = self.assertError(c.request("addModel", name="t", file="two_models.py"), "ModelLoadError")
+        self.assertIn("First", err["message"])
+        c.call("addModel", name="t", file="two_models.py", **{"class": "Second"})
+        self.assertEqual(c.call("executeModel", name="t", msg={}), {"which": "second"})
+
+    def test_load_errors(self):
+        c = self.connect()
+        err = self.assertError(c.request("addModel", name="b", file="broken_ctor.py", options={"why": "x"}), "ModelLoadError")
+        self.assertEqual(err["exception"], "RuntimeError")
+        self.assertIn("cannot build: x", err["traceback"])
+        self.assertError(c.request("addModel", name="b", file="bad_schema.py"), "ModelLoadError")
+        err = self.assertError(c.request("addModel", name="b", source="def (:"), "ModelLoadError")
+        self.assertEqual(err["exception"], "SyntaxError")
+        self.assertError(c.request("addModel", name="b", file="missing.py"), "ModelLoadError")
+        self.assertError(c.request("addModel", name="b"), "InvalidRequestError")
+        self.assertError(c.request("addModel", file="doubler.py"), "InvalidRequestError")
+
+    def test_path_escape_refused(self):
+        c = self.connect()
+        outside = os.path.join(self.tmp, "evil.py")
+        with open(outside, "w") as f:
+            f.write("class Model:\n    def execute(self, msg):\n        return 1\n")
+        for path in ("../evil.py", outside, "sub/../../evil.py"):
+            self.assertError(c.request("addModel", name="e", file=path), "PathError")
+        os.symlink(outside, os.path.join(self.root, "link.py"))
+        self.assertError(c.request("addModel", name="e", file="link.py"), "PathError")
+        self.assertEqual(c.call("addModel", name="ok", file="sub/nested.py")["name"], "ok")
+        c.call("addModel", name="i", file="initable.py")
+        self.assertError(c.request("initModel", name="i", dataFile="../evil.py"), "PathError")
+
+    def test_init_model(self):
+        c = self.connect()
+        c.call("addModel", name="i", file="initable.py")
+        self.assertEqual(c.call("initModel", name="i", dataFile="data/table.json"), {"name": "i", "result": {"entries": 2}})
+        self.assertEqual(c.call("executeModel", name="i", msg={"key": "b"}), {"value": 2})
+        self.assertError(c.request("initModel", name="nope", dataFile="data/table.json"), "ModelNotFoundError")
+
+    def test_remove_model(self):
+        c = self.connect()
+        c.call("addModel", name="d", file="doubler.py")
+        self.assertEqual(c.call("removeModel", name="d"), {"name": "d", "removed": True})
+        self.assertError(c.request("executeModel", name="d", msg={"x": 1}), "ModelNotFoundError")
+        self.assertError(c.request("removeModel", name="d"), "ModelNotFoundError")
+
+    def test_update_model_swaps_atomically(self):
+        c = self.connect()
+        c.call("addModel", name="swap", file="slow.py", options={"tag": "v1"})
+        c.send({"id": 1, "cmd": "executeModel", "name": "swap", "msg": {"seconds": 0.5}})
+        desc = c.call("updateModel", name="swap", file="slow.py", options={"tag": "v2"})
+        self.assertEqual(desc["version"], 2)
+        self.assertEqual(c.reply_for(1)["result"], {"tag": "v1"})
+        self.assertEqual(c.call("executeModel", name="swap", msg={}), {"tag": "v2"})
+        self.assertError(c.request("updateModel", name="nope", file="slow.py"), "ModelNotFoundError")
+        failed = c.request("updateModel", name="swap", file="broken_ctor.py")
+        self.assertError(failed, "ModelLoadError")
+        self.assertEqual(c.call("executeModel", name="swap", msg={}), {"tag": "v2"})
+
+    def test_model_exception_is_python_error(self):
+        c = self.connect()
+        c.call("addModel", name="f", file="failing.py")
+        err = self.assertError(c.request("executeModel", name="f", msg={"a": 1}), "PythonError")
+        self.assertEqual(err["exception"], "ValueError")
+        self.assertIn("bad input", err["message"])
+        self.assertIn("helper", err["traceback"])
+        self.assertNotIn("connection.py", err["traceback"])
+
+    def test_results(self):
+        c = self.connect()
+        c.call("addModel", name="r", file="results.py")
+        self.assertError(c.request("executeModel", name="r", msg={"kind": "set"}), "SerializationError")
+        self.assertError(c.request("executeModel", name="r", msg={"kind": "nan"}), "SerializationError")
+        self.assertEqual(c.call("executeModel", name="r", msg={"kind": "echo", "value": [1, "é"]}), [1, "é"])
+        err = self.assertError(c.request("executeModel", name="r", msg={"kind": "exit"}), "PythonError")
+        self.assertEqual(err["exception"], "SystemExit")
+        self.assertEqual(c.call("ping"), "pong")
+
+    def test_server_status(self):
+        c = self.connect()
+        c.call("addModel", name="status-d", file="doubler.py")
+        status = c.call("serverStatus")
+        self.assertEqual(status["id"], "t1")
+        self.assertEqual(status["pid"], self.server.ready["pid"])
+        self.assertGreaterEqual(status["uptime"], 0)
+        self.assertGreaterEqual(status["requestsServed"], 2)
+        self.assertIn("status-d", [m["name"] for m in status["models"]])
+        self.assertGreaterEqual(status["connections"], 1)
+        self.assertEqual(status["inFlight"], 0)
+        self.assertTrue(status["python"].startswith("3."))
+
+    def test_configure(self):
+        c = self.connect()
+        self.assertEqual(c.call("configure"), {"spill": None})
+        result = c.call("configure", spill={"dir": self.tmp, "threshold": 10000})
+        self.assertEqual(result["spill"], {"dir": os.path.realpath(self.tmp), "threshold": 10000})
+        self.assertError(c.request("configure", spill={"dir": "/nonexistent", "threshold": 1}), "InvalidRequestError")
+        self.assertError(c.request("configure", spill={"dir": self.tmp, "threshold": "x"}), "InvalidRequestError")
+        self.assertEqual(c.call("configure", spill=None), {"spill": None})
+
+    def test_cancel_unknown_target(self):
+        c = self.connect()
+        self.assertEqual(c.call("cancel", target=12345), {"cancelled": False})
+        self.assertError(c.request("cancel"), "InvalidRequestError")
+
+
+class ConcurrencyTest(ServerTestCase):
+    def test_long_model_does_not_block_ping(self):
+        c = self.connect()
+        c.call("addModel", name="s", file="slow.py")
+        c.send({"id": 1, "cmd": "executeModel", "name": "s", "msg": {"seconds": 1}})
+        self.assertEqual(c.call("ping"), "pong")
+        status = c.call("serverStatus")
+        self.assertEqual(status["inFlight"], 1)
+        other = self.connect()
+        self.assertEqual(other.call("ping"), "pong")
+        self.assertEqual(c.reply_for(1, timeout=5)["result"], {"tag": "v1"})
+
+    def test_long_calls_in_one_batch_run_in_parallel(self):
+        c = self.connect()
+        c.call("addModel", name="s", file="slow.py")
+        c.send(*[{"id": i, "cmd": "executeModel", "name": "s", "msg": {"seconds": 1}} for i in (1, 2, 3)])
+        start = time.monotonic()
+        for i in (1, 2, 3):
+            self.assertTrue(c.reply_for(i, timeout=5)["ok"])
+        # Serial execution would take 3 s; parallel is ~1 s.
+        self.assertLess(time.monotonic() - start, 2.5)
+
+    def test_cancel_interrupts_busy_loop(self):
+        c = self.connect()
+        c.call("addModel", name="b", file="busy.py")
+        c.send({"id": 1, "cmd": "executeModel", "name": "b", "msg": {"seconds": 30}})
+        started = c.recv()  # the model prints "started" once it runs
+        self.assertEqual((started["event"], started["message"], started["request"]), ("log", "started", 1))
+        self.assertEqual(c.call("serverStatus")["inFlight"], 1)
+        self.assertEqual(c.call("cancel", target=1), {"cancelled": True})
+        self.assertError(c.reply_for(1, timeout=5), "CancelledError")
+        self.assertEqual(c.call("cancel", target=1), {"cancelled": False})
+        self.assertEqual(c.call("executeModel", name="b", msg={"seconds": 0}), {"n": 0})
+
+    def test_connection_close_does_not_hurt_others(self):
+        c = self.connect()
+        c.call("addModel", name="s", file="slow.py")
+        c.send({"id": 1, "cmd": "executeModel", "name": "s", "msg": {"seconds": 0.3}})
+        c.close()
+        other = self.connect()
+        self.assertEqual(other.call("executeModel", name="s", msg={}), {"tag": "v1"})
+
+
+class QueuedCancelTest(ServerTestCase):
+    args = ("--threads", "1")
+
+    def test_cancel_queued_call_answers_at_once(self):
+        c = self.connect()
+        c.call("addModel", name="s", file="slow.py")
+        c.send({"id": 1, "cmd": "executeModel", "name": "s", "msg": {"seconds": 1}})
+        c.send({"id": 2, "cmd": "executeModel", "name": "s", "msg": {"seconds": 0}})
+        self.assertEqual(c.call("cancel", target=2), {"cancelled": True})
+        self.assertError(c.reply_for(2), "CancelledError")
+        self.assertEqual(c.reply_for(1)["result"], {"tag": "v1"})
+
+
+class ExtensionApiTest(unittest.TestCase):
+    """An in-process server (insecure) exercising Server.register and Call."""
+
+    def setUp(self):
+        self.server = Server(MODELS_DIR, "x", secret=None, threads=2)
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(self.server.listen("127.0.0.1", 0))
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        self.assertTrue(ready.wait(5))
+        self.streams = capture.install()
+        sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=5)
+        self.client = Client(sock)
+        self.assertEqual(self.client.recv()["auth"], "none")
+
+    def tearDown(self):
+        capture.uninstall(self.streams)
+        self.client.close()
+        self.loop.call_soon_threadsafe(self.server.stop, 0)
+        self.thread.join(5)
+        self.loop.close()
+
+    def test_threaded_handler_events_capture_and_on_close(self):
+        closed = threading.Event()
+        seen = []
+
+        def hello(call):
+            call.connection.on_close(lambda conn: closed.set())
+            call.send_event({"event": "tick", "n": 1})
+            with capture.redirect(lambda fd, text: seen.append((fd, text))):
+                print("captured")
+            return {"cmd": call.cmd, "who": call.msg["who"], "conn": call.connection.id, "cancelled": call.cancelled.is_set() or bool(call.cancelled)}
+
+        self.server.register("hello", hello, threaded=True)
+        reply = self.client.request("hello", who="me")
+        self.assertEqual(reply["result"], {"cmd": "hello", "who": "me", "conn": "c1", "cancelled": False})
+        self.assertEqual(self.client.events, [{"event": "tick", "n": 1, "id": reply["id"]}])
+        self.assertEqual(seen, [(1, "captured"), (1, "\n")])
+        self.client.close()
+        self.assertTrue(closed.wait(5))
+
+    def test_loop_handler_errors(self):
+        def fail(call):
+            raise InvalidRequestError("Cannot greet: no name", hint="x")
+
+        def crash(call):
+            return {}["missing"]
+
+        self.server.register("fail", fail, threaded=False)
+        self.server.register("crash", crash, threaded=False)
+        self.assertEqual(self.client.request("fail")["error"], {"type": "InvalidRequestError", "message": "Cannot greet: no name", "hint": "x"})
+        error = self.client.request("crash")["error"]
+        self.assertEqual((error["type"], error["exception"]), ("PythonError", "KeyError"))
+        self.server.unregister("fail")
+        self.assertEqual(self.client.request("fail")["error"]["type"], "UnknownCommandError")
+
+    def test_host_call_from_loop_handler_is_refused(self):
+        from pyproxy import host
+
+        def bad(call):
+            return host.call("x")
+
+        self.server.register("bad", bad, threaded=False)
+        error = self.client.request("bad")["error"]
+        self.assertEqual(error["type"], "HostError")
+        self.assertIn("deadlock", error["message"])
+
+
+class OutputTest(ServerTestCase):
+    def test_print_becomes_log_events(self):
+        c = self.connect()
+        c.call("addModel", name="p", file="printer.py")
+        self.assertEqual(c.call("executeModel", name="p", msg={"who": "me"}), {"printed": True})
+        logs = [e for e in c.events if e["event"] == "log"]
+        self.assertEqual(
+            [(e["stream"], e["level"], e["message"]) for e in logs],
+            [("stdout", "info", "hello from me"), ("stderr", "warning", "careful"), ("stdout", "info", "no newline")],
+        )
+        self.assertTrue(all(e["model"] == "p" for e in logs))
+        c.call("stopServer")
+        self.assertEqual(self.server.wait(), 0)
+        self.assertEqual(self.server.proc.stdout.read(), b"")
+
+
+class HostCallTest(ServerTestCase):
+    shared = True
+
+    def test_round_trip(self):
+        c = self.connect()
+        c.handlers["add"] = lambda args: args["a"] + args["b"]
+        c.call("addModel", name="c", file="caller.py")
+        result = c.call("executeModel", name="c", msg={"op": "call", "name": "add", "args": {"a": 2, "b": 3}})
+        self.assertEqual(result, {"answer": 5})
+        self.assertEqual(c.host_requests[0], {"id": 1, "cmd": "add", "args": {"a": 2, "b": 3}})
+        c.call("executeModel", name="c", msg={"op": "call", "name": "add", "args": {"a": 0, "b": 0}})
+        self.assertEqual(c.host_requests[1]["id"], 2)
+
+    def test_cache_and_publish(self):
+        c = self.connect()
+        store = {}
+        c.handlers["cache.set"] = lambda a: store.__setitem__(a["key"], a["value"])
+        c.handlers["cache.get"] = lambda a: store.get(a["key"])
+        c.handlers["cache.delete"] = lambda a: store.pop(a["key"], None) is not None
+        c.handlers["publish"] = lambda a: None
+        c.call("addModel", name="c", file="caller.py")
+        self.assertEqual(c.call("executeModel", name="c", msg={"op": "cache"}), {"got": {"v": 1}, "deleted": True})
+        self.assertEqual([r["cmd"] for r in c.host_requests], ["cache.set", "cache.get", "cache.delete", "publish"])
+        self.assertEqual(c.host_requests[0]["args"], {"key": "k", "value": {"v": 1}, "ttl": 5})
+        self.assertEqual(c.host_requests[3]["args"], {"channel": "news", "msg": {"hello": 1}})
+
+    def test_host_error_keeps_type_and_message(self):
+        c = self.connect()
+
+        def fails(args):
+            raise KeyError("nope")
+
+        c.handlers["fails"] = fails
+        c.call("addModel", name="c", file="caller.py")
+        result = c.call("executeModel", name="c", msg={"op": "error"})
+        self.assertEqual(result["type"], "KeyError")
+        self.assertEqual(result["message"], "'nope'")
+
+    def test_no_current_call_in_foreign_thread(self):
+        c = self.connect()
+        c.call("addModel", name="c", file="caller.py")
+        result = c.call("executeModel", name="c", msg={"op": "thread"})
+        self.assertIn("no pyproxy call is running", result["error"])
+
+    def test_timeout(self):
+        c = self.connect()
+        c.call("addModel", name="c", file="caller.py")
+        c.send({"id": 1, "cmd": "executeModel", "name": "c", "msg": {"op": "call", "name": "never", "timeout": 0.2}})
+        request = c.recv()
+        self.assertEqual(request["cmd"], "never")
+        # An uncaught HostError is answered as such (it is a PyProxyError).
+        err = self.assertError(c.reply_for(1), "HostError")
+        self.assertIn("no reply", err["message"])
+
+
+class SpillTest(ServerTestCase):
+    def setUp(self):
+        super().setUp()
+        self.spill_dir = os.path.join(self.tmp, "spill")
+        os.mkdir(self.spill_dir)
+        self.c = self.connect()
+        self.c.call("configure", spill={"dir": self.spill_dir, "threshold": 1000})
+        self.c.call("addModel", name="r", file="results.py")
+
+    def write_spill(self, msg, name="in.json", corrupt=False):
+        data = json.dumps(msg).encode()
+        path = os.path.join(self.spill_dir, name)
+        with open(path, "wb") as f:
+            f.write(data + (b" " if corrupt else b""))
+        return {"path": path, "size": len(data) + (1 if corrupt else 0), "md5": hashlib.md5(data).hexdigest()}
+
+    def test_large_reply_is_spilled(self):
+        reply = self.c.request("executeModel", rid=7, msg={"kind": "big", "size": 5000}, name="r")
+        self.assertNotIn("ok", reply.get("$spill", {}))
+        ref = reply["$spill"]
+        self.assertEqual(os.path.dirname(ref["path"]), os.path.realpath(self.spill_dir))
+        self.assertTrue(os.path.basename(ref["path"]).startswith("py-"))
+        self.assertEqual(os.stat(ref["path"]).st_mode & 0o777, 0o600)
+        with open(ref["path"], "rb") as f:
+            data = f.read()
+        self.assertEqual(len(data), ref["size"])
+        self.assertEqual(hashlib.md5(data).hexdigest(), ref["md5"])
+        full = json.loads(data)
+        self.assertEqual(full["id"], 7)
+        self.assertEqual(len(full["result"]["data"]), 5000)
+
+    def test_small_reply_is_not_spilled(self):
+        self.assertEqual(self.c.call("executeModel", name="r", msg={"kind": "echo", "value": 1}), 1)
+
+    def test_incoming_spill(self):
+        ref = self.write_spill({"id": 5, "cmd": "executeModel", "name": "r", "msg": {"kind": "echo", "value": "z" * 2000}})
+        self.c.send({"id": 5, "$spill": ref})
+        reply = self.c.reply_for(5)
+        self.assertIn("$spill", reply)
+        os.unlink(reply["$spill"]["path"])
+        self.assertFalse(os.path.exists(ref["path"]))
+
+    def test_corrupted_spill_file(self):
+        ref = self.write_spill({"id": 6, "cmd": "ping"}, corrupt=True)
+        ref["size"] -= 1
+        self.c.send({"id": 6, "$spill": ref})
+        err = self.assertError(self.c.reply_for(6), "SpillError")
+        self.assertIn("size", err["message"])
+        self.assertFalse(os.path.exists(ref["path"]))
+        ref = self.write_spill({"id": 8, "cmd": "ping"}, name="b.json")
+        ref["md5"] = "0" * 32
+        self.c.send({"id": 8, "$spill": ref})
+        self.assertError(self.c.reply_for(8), "SpillError")
+        self.assertFalse(os.path.exists(ref["path"]))
+        self.assertEqual(self.c.call("ping"), "pong")
+
+    def test_spill_path_outside_dir_refused_and_kept(self):
+        outside = os.path.join(self.tmp, "outside.json")
+        with open(outside, "w") as f:
+            f.write("{}")
+        self.c.send({"id": 9, "$spill": {"path": outside, "size": 2, "md5": hashlib.md5(b"{}").hexdigest()}})
+        self.assertError(self.c.reply_for(9), "SpillError")
+        self.assertTrue(os.path.exists(outside))
+
+
+class UnixSocketTest(ServerTestCase):
+    def setUp(self):
+        self.sock_dir = tempfile.mkdtemp(prefix="pyproxy-sock-")
+        self.args = ("--unix", os.path.join(self.sock_dir, "s.sock"))
+        super().setUp()
+
+    def tearDown(self):
+        super().tearDown()
+        shutil.rmtree(self.sock_dir, ignore_errors=True)
+
+    def test_unix_only(self):
+        self.assertIsNone(self.server.ready["port"])
+        self.assertTrue(self.server.ready["unix"].endswith("s.sock"))
+        self.assertEqual(self.connect().call("ping"), "pong")
+        self.assertTrue(os.path.exists(os.path.join(self.root, "logs", "pythonservers.sock.log")))
+
+
+class LifecycleTest(ServerTestCase):
+    def test_stop_server_replies_then_exits_zero(self):
+        c = self.connect()
+        self.assertEqual(c.call("stopServer"), {"stopping": True})
+        self.assertEqual(self.server.wait(), 0)
+
+    def test_stdin_eof_exits(self):
+        self.connect().call("ping")
+        self.server.proc.stdin.close()
+        self.assertEqual(self.server.wait(), 0)
+
+    def test_sigterm_exits_even_with_busy_thread(self):
+        c = self.connect()
+        c.call("addModel", name="b", file="busy.py")
+        c.send({"id": 1, "cmd": "executeModel", "name": "b", "msg": {"seconds": 30}})
+        self.assertEqual(c.call("ping"), "pong")
+        self.server.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.server.wait(), 0)
+
+    def test_log_file(self):
+        self.connect().call("ping")
+        path = os.path.join(self.root, "logs", "pythonserver%d.log" % self.server.port)
+        self.assertTrue(os.path.exists(path))
+
+
+if __name__ == "__main__":
+    unittest.main()
