@@ -1,0 +1,186 @@
+/**
+ * The reconnect policy: notices dead or wedged workers and restarts them
+ * with capped, jittered exponential backoff; gives up on a slot that crashes
+ * too often. Built only on the public plugin API, so it can be replaced by a
+ * policy of your own (a plugin named `"reconnect"`).
+ *
+ * @module
+ */
+import { ConfigError } from "../src/errors.ts";
+import type { Plugin, PluginContext } from "../src/plugin.ts";
+
+/** Backoff of {@linkcode ReconnectOptions}. */
+export interface ReconnectBackoff {
+  /** First delay in ms. @default {100} */
+  initial?: number;
+  /** Largest delay in ms. @default {5000} */
+  max?: number;
+  /** Growth per consecutive crash. @default {2} */
+  factor?: number;
+  /** Random spread, as a fraction of the delay (0.2 = ±20 %). @default {0.2} */
+  jitter?: number;
+}
+
+/** Options of {@linkcode reconnect}. */
+export interface ReconnectOptions {
+  /** How often ready workers are pinged, in ms (0 disables heartbeats). @default {1000} */
+  heartbeatInterval?: number;
+  /** A worker that does not answer a heartbeat within this many ms is killed and replaced. @default {3000} */
+  heartbeatTimeout?: number;
+  /** Restart delays. */
+  backoff?: ReconnectBackoff;
+  /** A slot that crashes more than this many times within `crashWindow` is marked `failed`. @default {5} */
+  maxCrashes?: number;
+  /** The window for `maxCrashes`, in ms. @default {60000} */
+  crashWindow?: number;
+  /** After a call times out, the worker must answer a ping within this many ms or it is killed. @default {2000} */
+  hangGrace?: number;
+}
+
+/**
+ * Creates the reconnect policy plugin (on by default in `Pool.start`).
+ *
+ * A worker counts as dead when its process exits, when its connection is
+ * lost (the pool kills it then), when it misses a heartbeat, or when it does
+ * not answer a ping within `hangGrace` after one of its calls timed out.
+ * Dead slots restart after `min(max, initial * factor^(n-1)) ± jitter`
+ * where n is the number of crashes in the window.
+ *
+ * @example Faster restarts, fewer chances
+ * ```ts ignore
+ * import { Pool } from "../src/pool.ts";
+ * import { reconnect } from "./reconnect.ts";
+ * const pool = await Pool.start({
+ *   plugins: [reconnect({ backoff: { initial: 10, max: 200 }, maxCrashes: 2 })],
+ * });
+ * await pool.close();
+ * ```
+ */
+export function reconnect(options: ReconnectOptions = {}): Plugin {
+  const heartbeatInterval = option(
+    options.heartbeatInterval,
+    1000,
+    "heartbeatInterval",
+  );
+  const heartbeatTimeout = option(
+    options.heartbeatTimeout,
+    3000,
+    "heartbeatTimeout",
+    1,
+  );
+  const initial = option(options.backoff?.initial, 100, "backoff.initial");
+  const max = option(options.backoff?.max, 5000, "backoff.max");
+  const factor = option(options.backoff?.factor, 2, "backoff.factor", 1);
+  const jitter = option(options.backoff?.jitter, 0.2, "backoff.jitter");
+  const maxCrashes = option(options.maxCrashes, 5, "maxCrashes");
+  const crashWindow = option(options.crashWindow, 60000, "crashWindow", 1);
+  const hangGrace = option(options.hangGrace, 2000, "hangGrace", 1);
+  if (jitter > 1) {
+    throw new ConfigError(
+      "Cannot create reconnect plugin: backoff.jitter: expected a number in [0, 1]",
+    );
+  }
+
+  const crashes = new Map<string, number[]>();
+  const probing = new Set<string>();
+  let timer: ReturnType<typeof setInterval> | undefined;
+
+  /** Pings a worker; kills it if the same process stays silent. */
+  const probe = async (
+    ctx: PluginContext,
+    id: string,
+    pid: number | null,
+    timeoutMs: number,
+    reason: string,
+  ) => {
+    if (probing.has(id) || pid === null) return;
+    probing.add(id);
+    try {
+      if (await ctx.ping(id, timeoutMs)) return;
+      const now = ctx.workers().find((w) => w.id === id);
+      if (
+        ctx.closing || now === undefined || now.pid !== pid ||
+        now.state !== "ready"
+      ) return;
+      ctx.logger.warn("worker {id} (pid {pid}) is unresponsive: {reason}", {
+        id,
+        pid,
+        reason,
+      });
+      ctx.killWorker(id, "SIGKILL", reason);
+    } finally {
+      probing.delete(id);
+    }
+  };
+
+  const delayFor = (n: number): number => {
+    const base = Math.min(max, initial * factor ** Math.max(0, n - 1));
+    return Math.max(
+      0,
+      Math.round(base * (1 + jitter * (2 * Math.random() - 1))),
+    );
+  };
+
+  return {
+    name: "reconnect",
+    onPoolStart(ctx) {
+      if (heartbeatInterval <= 0) return;
+      timer = setInterval(() => {
+        for (const w of ctx.workers()) {
+          if (w.state === "ready") {
+            probe(ctx, w.id, w.pid, heartbeatTimeout, "missed heartbeat");
+          }
+        }
+      }, heartbeatInterval);
+    },
+    onPoolClose() {
+      if (timer !== undefined) clearInterval(timer);
+      timer = undefined;
+    },
+    onTimeout(ev, ctx) {
+      probe(
+        ctx,
+        ev.worker.id,
+        ev.worker.pid,
+        hangGrace,
+        `no answer within ${hangGrace} ms after a call timed out`,
+      );
+    },
+    onWorkerExit(ev, ctx) {
+      if (ev.intentional || ctx.closing || ev.worker.state === "failed") return;
+      const id = ev.worker.id;
+      const now = Date.now();
+      const recent = (crashes.get(id) ?? []).filter((t) =>
+        now - t < crashWindow
+      );
+      recent.push(now);
+      crashes.set(id, recent);
+      if (recent.length > maxCrashes) {
+        ctx.failWorker(
+          id,
+          `crashed ${recent.length} times within ${crashWindow} ms; last: ${ev.reason}`,
+        );
+        return;
+      }
+      ctx.restartWorker(id, {
+        delayMs: delayFor(recent.length),
+        reason: ev.reason,
+      });
+    },
+  };
+}
+
+function option(
+  value: number | undefined,
+  fallback: number,
+  field: string,
+  min = 0,
+): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value) || value < min) {
+    throw new ConfigError(
+      `Cannot create reconnect plugin: ${field}: expected a number >= ${min}`,
+    );
+  }
+  return value;
+}

@@ -1,0 +1,345 @@
+/**
+ * The spill-over plugin (protocol §8): messages larger than a threshold
+ * travel through files in a private directory (in `/dev/shm` when
+ * available) instead of the socket, in both directions.
+ *
+ * @module
+ */
+import { SpillError } from "../src/errors.ts";
+import type {
+  MessageContext,
+  Plugin,
+  PluginContext,
+  WireMessage,
+} from "../src/plugin.ts";
+import type { Runtime } from "../src/runtime/types.ts";
+import type { Session } from "../src/session.ts";
+import { jsonSizeBound } from "./_json_size.ts";
+import { readSpill, writeSpill } from "./_spill_file.ts";
+
+/** Options of {@linkcode spillover}. */
+export interface SpilloverOptions {
+  /** Messages whose encoded JSON is larger than this many bytes are spilled. @default {1048576} */
+  threshold?: number;
+  /**
+   * Parent of the pool's private spill directory (a fresh 0700
+   * `pyproxy-spill-<pid>-*` directory is made inside it and removed at close).
+   * @default {runtime.shmDir() ?? runtime.tempDir()}
+   */
+  dir?: string;
+  /**
+   * Most bytes of spill files this host may have written and not yet seen
+   * consumed; a request that would pass it fails with `SpillError`.
+   * @default {4294967296}
+   */
+  maxBytes?: number;
+}
+
+/** Counters of a {@linkcode SpilloverPlugin}. */
+export interface SpilloverStats {
+  /** Outgoing messages written to files. */
+  spilledOut: number;
+  /** Bytes of those files. */
+  bytesOut: number;
+  /** Incoming `$spill` messages read back. */
+  spilledIn: number;
+  /** Bytes of those files. */
+  bytesIn: number;
+  /** Incoming `$spill` references that failed their checks. */
+  failures: number;
+}
+
+/** The plugin returned by {@linkcode spillover}. */
+export interface SpilloverPlugin extends Plugin {
+  /** The pool's spill directory (a realpath), once the pool started. */
+  readonly dir: string | undefined;
+  /** The threshold in bytes. */
+  readonly threshold: number;
+  /** Bytes of host-written spill files not yet known to be consumed. */
+  readonly pendingBytes: number;
+  /** Counters, for tests and metrics. */
+  readonly stats: Readonly<SpilloverStats>;
+}
+
+interface HostFile {
+  session: Session;
+  id: unknown;
+  size: number;
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * Creates the spill-over plugin (a default plugin of every pool). Each
+ * worker process gets its own subdirectory, sent to it with
+ * `configure {spill: {dir, threshold}}` when its session opens and removed
+ * when the process exits, so a crash leaves nothing behind.
+ *
+ * @example Spill anything above 256 KiB through /tmp
+ * ```ts ignore
+ * import { Pool } from "../mod.ts";
+ * import { spillover } from "./spillover.ts";
+ * await using pool = await Pool.start({ plugins: [spillover({ threshold: 256 * 1024, dir: "/tmp" })] });
+ * ```
+ */
+export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
+  const threshold = options.threshold ?? 1024 * 1024;
+  const maxBytes = options.maxBytes ?? 4 * 1024 * 1024 * 1024;
+  if (!Number.isInteger(threshold) || threshold < 1) {
+    throw new RangeError(
+      `Cannot create spillover plugin: threshold must be a positive integer, got ${threshold}`,
+    );
+  }
+  if (!(maxBytes > 0)) {
+    throw new RangeError(
+      `Cannot create spillover plugin: maxBytes must be > 0, got ${maxBytes}`,
+    );
+  }
+  let runtime: Runtime | undefined;
+  let root: string | undefined;
+  let generation = 0;
+  let pendingBytes = 0;
+  // Per worker id, the subdirectory of its current process.
+  const workerDirs = new Map<string, string>();
+  // Per configured session, the subdirectory its server was told about.
+  const sessionDirs = new WeakMap<Session, string>();
+  // Files this host wrote that the server may not have consumed yet, by path.
+  const hostFiles = new Map<string, HostFile>();
+  const stats: SpilloverStats = {
+    spilledOut: 0,
+    bytesOut: 0,
+    spilledIn: 0,
+    bytesIn: 0,
+    failures: 0,
+  };
+
+  async function configure(session: Session, workerId: string): Promise<void> {
+    if (sessionDirs.has(session)) return;
+    const dir = workerDirs.get(workerId);
+    if (dir === undefined) return;
+    await session.request("configure", { spill: { dir, threshold } });
+    sessionDirs.set(session, dir);
+  }
+
+  function forget(path: string): void {
+    const file = hostFiles.get(path);
+    if (file === undefined) return;
+    hostFiles.delete(path);
+    pendingBytes -= file.size;
+  }
+
+  // The server deletes what it reads, so files still present are the only ones that count against maxBytes.
+  async function reclaim(rt: Runtime): Promise<void> {
+    for (const path of [...hostFiles.keys()]) {
+      if ((await rt.stat(path)) === null) forget(path);
+    }
+  }
+
+  async function spill(
+    msg: WireMessage,
+    mc: MessageContext,
+    dir: string,
+  ): Promise<WireMessage | void> {
+    const rt = runtime!;
+    // The one stringify of a large message; the text is dropped as soon as it is encoded.
+    let text: string | undefined = JSON.stringify(msg);
+    const bytes = encoder.encode(text);
+    text = undefined;
+    if (bytes.length <= threshold) return;
+    if (pendingBytes + bytes.length > maxBytes) await reclaim(rt);
+    if (pendingBytes + bytes.length > maxBytes) {
+      throw new SpillError(
+        `Cannot spill message of ${bytes.length} bytes: ${pendingBytes} bytes are pending and maxBytes is ${maxBytes}`,
+      );
+    }
+    const path = `${dir}/h-${++generation}.json`;
+    // Only a request is released by its reply; a reply to a Python callback shares no id space with
+    // our requests, and waits for reclaim(), the session's close or the worker's exit.
+    hostFiles.set(path, {
+      session: mc.session,
+      id: msg.cmd === undefined ? undefined : msg.id,
+      size: bytes.length,
+    });
+    pendingBytes += bytes.length;
+    try {
+      const ref = await writeSpill(rt, path, bytes);
+      stats.spilledOut++;
+      stats.bytesOut += bytes.length;
+      // id, cmd and ok stay at top level so the peer can answer (or match) even when the file fails.
+      const stub: WireMessage = { id: msg.id, $spill: ref };
+      if (msg.cmd !== undefined) stub.cmd = msg.cmd;
+      if (msg.ok !== undefined) stub.ok = msg.ok;
+      return stub;
+    } catch (err) {
+      forget(path);
+      throw err;
+    }
+  }
+
+  async function unspill(
+    msg: WireMessage,
+    mc: MessageContext,
+  ): Promise<WireMessage> {
+    const dir = sessionDirs.get(mc.session) ?? workerDirs.get(mc.worker.id);
+    try {
+      if (dir === undefined) {
+        throw new SpillError(
+          "Cannot read spill file: spill-over is not configured on this session",
+        );
+      }
+      const message = await readSpill(runtime!, dir, msg.$spill);
+      if (msg.id !== undefined && message.id !== msg.id) {
+        throw new SpillError(
+          `Cannot read spill file: it holds message ${message.id}, expected ${msg.id}`,
+        );
+      }
+      stats.spilledIn++;
+      stats.bytesIn += (msg.$spill as { size: number }).size;
+      return message;
+    } catch (err) {
+      stats.failures++;
+      // A reply that cannot be read still settles its request, with the SpillError; a request stub keeps
+      // its cmd and an event stub has no id: those are the session's to report.
+      if (typeof msg.id === "number" && msg.cmd === undefined) {
+        const error = err instanceof Error ? err : new SpillError(String(err));
+        return {
+          id: msg.id,
+          ok: false,
+          error: { type: "SpillError", message: error.message },
+        };
+      }
+      throw err;
+    }
+  }
+
+  function release(id: unknown, session: Session): void {
+    for (const [path, file] of hostFiles) {
+      if (file.id !== undefined && file.id === id && file.session === session) {
+        forget(path);
+        // Usually already gone; not awaited so replies never wait on the file system.
+        runtime!.remove(path).catch(() => {});
+        return;
+      }
+    }
+  }
+
+  async function removeWorkerDir(workerId: string): Promise<void> {
+    const dir = workerDirs.get(workerId);
+    if (dir === undefined) return;
+    workerDirs.delete(workerId);
+    for (const path of [...hostFiles.keys()]) {
+      if (path.startsWith(dir + "/")) forget(path);
+    }
+    await runtime?.remove(dir, { recursive: true });
+  }
+
+  return {
+    name: "spillover",
+    get dir() {
+      return root;
+    },
+    threshold,
+    get pendingBytes() {
+      return pendingBytes;
+    },
+    stats,
+
+    async onPoolStart(ctx: PluginContext): Promise<void> {
+      runtime = ctx.runtime;
+      const parent = options.dir ?? runtime.shmDir() ?? runtime.tempDir();
+      if (options.dir !== undefined) await runtime.mkdir(parent, 0o700);
+      const pid = runtime.pid();
+      root = await runtime.realPath(
+        await runtime.makeTempDir({
+          dir: parent,
+          prefix: `pyproxy-spill-${pid}-`,
+        }),
+      );
+      await removeDeadHostDirs(runtime, parent, pid);
+    },
+
+    async onPoolClose(): Promise<void> {
+      if (root === undefined || runtime === undefined) return;
+      const dir = root;
+      root = undefined;
+      workerDirs.clear();
+      hostFiles.clear();
+      pendingBytes = 0;
+      await runtime.remove(dir, { recursive: true });
+    },
+
+    async onWorkerStart(ev): Promise<void> {
+      if (root === undefined || runtime === undefined) return;
+      // A fresh directory per process: whatever a dead predecessor left is removed with its own directory.
+      await removeWorkerDir(ev.worker.id);
+      const dir = `${root}/${
+        ev.worker.id.replace(/[^A-Za-z0-9_.-]/g, "_")
+      }-${++generation}`;
+      await runtime.mkdir(dir, 0o700);
+      workerDirs.set(ev.worker.id, dir);
+      await configure(ev.session, ev.worker.id);
+    },
+
+    async onSessionOpen(ev): Promise<void> {
+      await configure(ev.session, ev.worker.id);
+    },
+
+    async onSessionClose(ev): Promise<void> {
+      const removals: Promise<void>[] = [];
+      for (const [path, file] of hostFiles) {
+        if (file.session !== ev.session) continue;
+        forget(path);
+        removals.push(runtime!.remove(path).catch(() => {}));
+      }
+      await Promise.all(removals);
+    },
+
+    async onWorkerExit(ev): Promise<void> {
+      await removeWorkerDir(ev.worker.id);
+    },
+
+    onRequest(
+      msg: WireMessage,
+      mc: MessageContext,
+    ): WireMessage | void | Promise<WireMessage | void> {
+      const dir = sessionDirs.get(mc.session);
+      if (dir === undefined || jsonSizeBound(msg, threshold) <= threshold) {
+        return;
+      }
+      return spill(msg, mc, dir);
+    },
+
+    onReply(
+      msg: WireMessage,
+      mc: MessageContext,
+    ): WireMessage | void | Promise<WireMessage | void> {
+      // A reply (inline or spilled) to a spilled request: the server consumed (and deleted) the file, or never will.
+      if (
+        hostFiles.size > 0 && msg.cmd === undefined && msg.event === undefined
+      ) release(msg.id, mc.session);
+      if (msg.$spill !== undefined) return unspill(msg, mc);
+    },
+  };
+}
+
+/**
+ * A host killed before `onPoolClose` leaves its directory behind (in RAM when
+ * it is in /dev/shm). Directories named after a pid that no longer runs are
+ * removed; only where /proc tells us which pids run, and errors (another
+ * user's directory) are ignored.
+ */
+async function removeDeadHostDirs(
+  runtime: Runtime,
+  parent: string,
+  self: number,
+): Promise<void> {
+  if ((await runtime.stat("/proc/self")) === null) return;
+  for (const name of await runtime.readDir(parent)) {
+    const pid = /^pyproxy-spill-(\d+)-/.exec(name)?.[1];
+    if (pid === undefined || pid === String(self)) continue;
+    if ((await runtime.stat(`/proc/${pid}`)) !== null) continue;
+    await runtime.remove(`${parent}/${name}`, { recursive: true }).catch(
+      () => {},
+    );
+  }
+}

@@ -1,0 +1,240 @@
+/**
+ * The pool's record of its models: what was added, updated and initialised,
+ * in order, so a restarted worker gets the same models before it takes
+ * traffic. Operations are serialised with worker replays, so a worker is
+ * never made ready in the middle of a model change.
+ *
+ * @module
+ */
+import { errorFromWire } from "./errors.ts";
+import type { ModelSpec, Session } from "./session.ts";
+import type { Worker } from "./worker.ts";
+
+/** A model as the pool knows it (`pool.status().models`). */
+export interface ModelInfo {
+  /** Model name. */
+  name: string;
+  /** The spec it was added (or last updated) with. */
+  spec: ModelSpec;
+  /** `dataFile`s passed to `initModel` since the last add/update, in order. */
+  inits: string[];
+}
+
+/** Options of {@linkcode ModelRegistry}. */
+export interface ModelRegistryOptions {
+  /** Timeout of each model command on each worker, in ms (none when absent). */
+  timeout?: number;
+}
+
+/**
+ * Applies model commands to a set of workers and remembers them for replay.
+ * An `addModel`/`updateModel` that fails on some worker is rolled back on
+ * the workers where it succeeded; the error names the failing workers.
+ *
+ * @example
+ * ```ts ignore
+ * const registry = new ModelRegistry();
+ * await registry.add("doubler", { file: "doubler.py" }, readyWorkers);
+ * await registry.exclusive(() => registry.replay(session));
+ * ```
+ */
+export class ModelRegistry {
+  #models = new Map<string, ModelInfo>();
+  #lock: Promise<unknown> = Promise.resolve();
+  #timeout: number | undefined;
+
+  /** Creates an empty registry. */
+  constructor(options: ModelRegistryOptions = {}) {
+    this.#timeout = options.timeout;
+  }
+
+  /** The models, in the order they were added. */
+  list(): ModelInfo[] {
+    return [...this.#models.values()].map((m) => ({
+      name: m.name,
+      spec: m.spec,
+      inits: [...m.inits],
+    }));
+  }
+
+  /** Runs `fn` alone: no model command or replay runs at the same time. */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#lock.then(fn, fn);
+    this.#lock = run.catch(() => {});
+    return run;
+  }
+
+  /** Sends every recorded model (and its inits) to a fresh session, in order. Call inside `exclusive`. */
+  async replay(session: Session): Promise<void> {
+    for (const model of this.#models.values()) {
+      await session.request(
+        "addModel",
+        { name: model.name, ...model.spec },
+        this.#requestOptions(),
+      );
+      for (const dataFile of model.inits) {
+        await session.request(
+          "initModel",
+          { name: model.name, dataFile },
+          this.#requestOptions(),
+        );
+      }
+    }
+  }
+
+  /** Adds a model on every worker; rolls it back everywhere when one fails. */
+  add(
+    name: string,
+    spec: ModelSpec,
+    workers: () => Worker[],
+  ): Promise<unknown> {
+    return this.exclusive(async () => {
+      if (this.#models.has(name)) {
+        throw errorFromWire({
+          type: "InvalidRequestError",
+          message: `Cannot add model '${name}': it already exists`,
+        });
+      }
+      const result = await this.#everywhere(
+        "add",
+        name,
+        workers(),
+        (s) => s.request("addModel", { name, ...spec }, this.#requestOptions()),
+        (s) => s.request("removeModel", { name }, this.#requestOptions()),
+      );
+      this.#models.set(name, { name, spec, inits: [] });
+      return result;
+    });
+  }
+
+  /** Replaces a model's code/options on every worker; restores the old spec everywhere when one fails. */
+  update(
+    name: string,
+    spec: ModelSpec,
+    workers: () => Worker[],
+  ): Promise<unknown> {
+    return this.exclusive(async () => {
+      const old = this.#require(name, "update");
+      const result = await this.#everywhere(
+        "update",
+        name,
+        workers(),
+        (s) =>
+          s.request("updateModel", { name, ...spec }, this.#requestOptions()),
+        (s) =>
+          s.request(
+            "updateModel",
+            { name, ...old.spec },
+            this.#requestOptions(),
+          ),
+      );
+      this.#models.set(name, { name, spec, inits: [] });
+      return result;
+    });
+  }
+
+  /** Removes a model from the registry and from every worker. */
+  remove(name: string, workers: () => Worker[]): Promise<unknown> {
+    return this.exclusive(async () => {
+      this.#require(name, "remove");
+      this.#models.delete(name);
+      return await this.#everywhere(
+        "remove",
+        name,
+        workers(),
+        (s) => s.request("removeModel", { name }, this.#requestOptions()),
+      );
+    });
+  }
+
+  /**
+   * Runs `initModel` on every worker. Recorded for replay only when it
+   * succeeded everywhere; an init cannot be undone, so workers where it
+   * succeeded keep it (the error names the ones where it failed).
+   */
+  init(
+    name: string,
+    dataFile: string,
+    workers: () => Worker[],
+  ): Promise<unknown> {
+    return this.exclusive(async () => {
+      const model = this.#require(name, "init");
+      const result = await this.#everywhere(
+        "init",
+        name,
+        workers(),
+        (s) =>
+          s.request("initModel", { name, dataFile }, this.#requestOptions()),
+      );
+      model.inits.push(dataFile);
+      return result;
+    });
+  }
+
+  #require(name: string, action: string): ModelInfo {
+    const model = this.#models.get(name);
+    if (model === undefined) {
+      throw errorFromWire({
+        type: "ModelNotFoundError",
+        message: `Cannot ${action} model '${name}': no such model in the pool`,
+      });
+    }
+    return model;
+  }
+
+  #requestOptions(): { timeout?: number } {
+    return this.#timeout === undefined ? {} : { timeout: this.#timeout };
+  }
+
+  /**
+   * Runs `apply` on every ready worker at once. A worker that died meanwhile
+   * does not count as a failure: it gets the registry on replay. On failure,
+   * `undo` runs on the workers where `apply` succeeded.
+   */
+  async #everywhere(
+    action: string,
+    name: string,
+    workers: Worker[],
+    apply: (session: Session) => Promise<unknown>,
+    undo?: (session: Session) => Promise<unknown>,
+  ): Promise<unknown> {
+    const targets = workers.filter((w) =>
+      w.state === "ready" && w.session !== undefined
+    )
+      .map((w) => ({ worker: w, session: w.session!, gen: w.generation }));
+    const outcomes = await Promise.allSettled(
+      targets.map((t) => apply(t.session)),
+    );
+    const failed: Array<{ id: string; error: unknown }> = [];
+    let result: unknown = null;
+    let haveResult = false;
+    outcomes.forEach((o, i) => {
+      const t = targets[i]!;
+      if (o.status === "fulfilled") {
+        if (!haveResult) [result, haveResult] = [o.value, true];
+      } else if (t.worker.generation === t.gen && t.worker.state === "ready") {
+        failed.push({ id: t.worker.id, error: o.reason });
+      }
+    });
+    if (failed.length === 0) return result;
+    if (undo !== undefined) {
+      await Promise.allSettled(
+        targets.filter((_, i) => outcomes[i]!.status === "fulfilled").map((t) =>
+          undo(t.session)
+        ),
+      );
+    }
+    const first = failed[0]!.error;
+    const ids = failed.map((f) => f.id).join(", ");
+    const cause = first instanceof Error ? first.message : String(first);
+    const error = first instanceof Error ? first : new Error(cause);
+    error.message =
+      `Cannot ${action} model '${name}' on worker ${ids}: ${cause}` +
+      (undo === undefined ? "" : " (rolled back on the other workers)");
+    const details = (error as { details?: Record<string, unknown> }).details;
+    if (details !== undefined && typeof details === "object") {
+      details.workers = failed.map((f) => f.id);
+    }
+    throw error;
+  }
+}

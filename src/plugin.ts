@@ -1,0 +1,413 @@
+/**
+ * The public plugin API: the {@linkcode Plugin} shape every plugin returns,
+ * the {@linkcode PluginContext} it receives, and {@linkcode PluginHost}, which
+ * resolves the plugin list of a pool and runs the hooks in registration order.
+ *
+ * See `docs/plugins.md` for a guide.
+ *
+ * @module
+ */
+import type { Logger } from "@logtape/logtape";
+import { ConfigError, PluginError } from "./errors.ts";
+import type { Runtime } from "./runtime/types.ts";
+import type { Session, SessionConnectOptions } from "./session.ts";
+import type { Pool } from "./pool.ts";
+import type { WorkerInfo } from "./worker.ts";
+
+/** A message on the wire (request, reply or event), as a plain object. */
+export type WireMessage = Record<string, unknown>;
+
+/** What `onRequest` / `onReply` receive besides the message. */
+export interface MessageContext {
+  /** The worker the session belongs to (a live view: fields change over time). */
+  worker: WorkerInfo;
+  /** The session the message travels on. */
+  session: Session;
+  /** The plugin context of the pool. */
+  plugin: PluginContext;
+}
+
+/** Handles a Python → host command (see protocol §7). The return value is the reply. */
+export type HostHandler = (
+  args: unknown,
+  call: { worker: WorkerInfo; session: Session; signal: AbortSignal },
+) => unknown | Promise<unknown>;
+
+/** `onWorkerStart`: the worker is connected; models are not replayed yet and it takes no traffic. */
+export interface WorkerStartEvent {
+  /** The worker. */
+  worker: WorkerInfo;
+  /** Its new session. */
+  session: Session;
+  /** `true` when this is a restart of the slot, `false` for its first start. */
+  restart: boolean;
+}
+
+/** `onWorkerExit`: the worker's process ended (or never got ready). */
+export interface WorkerExitEvent {
+  /** The worker (its `state` is already `stopped`, `failed`, ...). */
+  worker: WorkerInfo;
+  /** Exit code, or `null` when killed by a signal or unknown. */
+  code: number | null;
+  /** The signal that ended it, or `null`. */
+  signal: string | null;
+  /** Human-readable reason, e.g. `"killed by SIGKILL"`, `"missed heartbeat"`, `"start failed: ..."`. */
+  reason: string;
+  /** `true` when the pool itself stopped it on purpose (close, `failWorker`); a policy should not restart it. */
+  intentional: boolean;
+}
+
+/** `onTimeout`: a call on a worker exceeded its timeout (the Session already sent `cancel`). */
+export interface TimeoutEvent {
+  /** The worker that ran the call. */
+  worker: WorkerInfo;
+  /** The command that timed out (e.g. `"executeModel"`). */
+  cmd: string;
+  /** The timeout that was exceeded, in milliseconds. */
+  timeoutMs: number;
+}
+
+/** Options of {@linkcode PluginContext.restartWorker}. */
+export interface RestartWorkerOptions {
+  /** Wait this long before spawning the new process. @default {0} */
+  delayMs?: number;
+  /** Why (shown in logs). */
+  reason?: string;
+}
+
+/**
+ * What every hook receives: the pool, its runtime and logger, and the worker
+ * controls a supervision policy (like `reconnect()`) needs.
+ */
+export interface PluginContext {
+  /** The pool. */
+  readonly pool: Pool;
+  /** The runtime adapter of the pool. */
+  readonly runtime: Runtime;
+  /** The pool's logger. */
+  readonly logger: Logger;
+  /** `true` once `pool.close()` started: policies must not restart anything. */
+  readonly closing: boolean;
+  /** Snapshots of every slot, in slot order. */
+  workers(): WorkerInfo[];
+  /**
+   * Schedules a restart of a slot that is `stopped` (after a crash) or kills
+   * and restarts a running one. Returns `false` when nothing was scheduled
+   * (the pool is closing, the slot is `failed`, or a restart is already pending).
+   */
+  restartWorker(id: string, options?: RestartWorkerOptions): boolean;
+  /** Marks the slot `failed` for good (kills its process if any); routing skips it. */
+  failWorker(id: string, reason: string): void;
+  /** Kills the slot's process; `reason` becomes `lastExit.reason`. The exit then reaches `onWorkerExit`. */
+  killWorker(id: string, signal?: "SIGTERM" | "SIGKILL", reason?: string): void;
+  /** Pings a ready worker; `true` when it answered within `timeoutMs`. Never throws. */
+  ping(id: string, timeoutMs: number): Promise<boolean>;
+}
+
+/**
+ * A plugin: a name and some hooks. Write one as a factory function returning
+ * this object (see {@linkcode PluginFactory}).
+ *
+ * @example A plugin that counts requests
+ * ```ts
+ * import type { Plugin } from "./plugin.ts";
+ * function counter(): Plugin & { count: number } {
+ *   return {
+ *     name: "counter",
+ *     count: 0,
+ *     onRequest(msg) {
+ *       if (typeof msg.cmd === "string") this.count++;
+ *     },
+ *   };
+ * }
+ * console.log(counter().name); // "counter"
+ * ```
+ */
+export interface Plugin {
+  /** Unique name; a plugin with the name of a default plugin replaces it. */
+  name: string;
+  /** Names of plugins that must also be registered (checked at `Pool.start`). */
+  requires?: string[];
+  /** After the plugins are resolved, before the workers start. */
+  onPoolStart?(ctx: PluginContext): void | Promise<void>;
+  /** When `pool.close()` starts, before the workers are stopped. */
+  onPoolClose?(ctx: PluginContext): void | Promise<void>;
+  /** A worker is connected; runs before its models are replayed and before it takes traffic. */
+  onWorkerStart?(
+    ev: WorkerStartEvent,
+    ctx: PluginContext,
+  ): void | Promise<void>;
+  /** A worker's process ended or its start failed. */
+  onWorkerExit?(ev: WorkerExitEvent, ctx: PluginContext): void | Promise<void>;
+  /** A session to a worker was opened. */
+  onSessionOpen?(
+    ev: { worker: WorkerInfo; session: Session },
+    ctx: PluginContext,
+  ): void | Promise<void>;
+  /** A session to a worker was closed. */
+  onSessionClose?(
+    ev: { worker: WorkerInfo; session: Session },
+    ctx: PluginContext,
+  ): void | Promise<void>;
+  /** A call on a worker timed out. */
+  onTimeout?(ev: TimeoutEvent, ctx: PluginContext): void | Promise<void>;
+  /** Every outgoing message; return a replacement or nothing to keep it. */
+  onRequest?(
+    msg: WireMessage,
+    mc: MessageContext,
+  ): WireMessage | void | Promise<WireMessage | void>;
+  /** Every incoming message; return a replacement or nothing to keep it. */
+  onReply?(
+    msg: WireMessage,
+    mc: MessageContext,
+  ): WireMessage | void | Promise<WireMessage | void>;
+  /** Python → host commands this plugin serves. */
+  handlers?: Record<string, HostHandler>;
+}
+
+/** A plugin factory: `reconnect(options)`, `spillover(options)`, ... */
+export type PluginFactory<O = unknown> = (options?: O) => Plugin;
+
+/**
+ * How a pool's plugin list is given: an array adds to the defaults (same
+ * name replaces a default); the object form can drop all defaults
+ * (`defaults: false`) or some of them (`remove`).
+ */
+export type PluginsOption = Plugin[] | {
+  /** Start from the default plugins. @default {true} */
+  defaults?: boolean;
+  /** Plugins to add (same name as a default replaces it). */
+  use?: Plugin[];
+  /** Names of default plugins to leave out. */
+  remove?: string[];
+};
+
+/** The lifecycle hooks {@linkcode PluginHost.run} can run. */
+export type LifecycleHook =
+  | "onPoolStart"
+  | "onPoolClose"
+  | "onWorkerStart"
+  | "onWorkerExit"
+  | "onSessionOpen"
+  | "onSessionClose"
+  | "onTimeout";
+
+type SessionMiddlewares = NonNullable<SessionConnectOptions["middleware"]>;
+type SessionHandlers = NonNullable<SessionConnectOptions["handlers"]>;
+
+/** Options of {@linkcode PluginHost}. */
+export interface PluginHostOptions {
+  /** Called with every error a lifecycle hook threw (already wrapped in a `PluginError`). */
+  onError?: (error: PluginError, plugin: string, hook: string) => void;
+}
+
+/**
+ * Runs the plugins of a pool: resolves defaults, replacements and removals,
+ * checks `requires`, runs lifecycle hooks in registration order (a throwing
+ * hook is reported as a `PluginError` and never stops the others), and turns
+ * `onRequest`/`onReply` and `handlers` into Session middleware and handlers.
+ *
+ * @example
+ * ```ts
+ * import { PluginHost } from "./plugin.ts";
+ * const plugins = PluginHost.resolve([{ name: "a" }, { name: "b" }], { remove: ["b"], use: [{ name: "c" }] });
+ * const host = new PluginHost(plugins);
+ * host.check();
+ * console.log(host.plugins.map((p) => p.name)); // ["a", "c"]
+ * ```
+ */
+export class PluginHost {
+  #plugins: readonly Plugin[];
+  #onError: (error: PluginError, plugin: string, hook: string) => void;
+
+  /** Creates a host for an already resolved plugin list (see {@linkcode PluginHost.resolve}). */
+  constructor(plugins: readonly Plugin[], options: PluginHostOptions = {}) {
+    this.#plugins = [...plugins];
+    this.#onError = options.onError ?? (() => {});
+  }
+
+  /**
+   * Applies a `plugins` option to the default list: defaults first (a
+   * same-name plugin replaces a default at the default's position), then the
+   * added plugins in the order given.
+   */
+  static resolve(
+    defaults: readonly Plugin[],
+    option: PluginsOption = [],
+  ): Plugin[] {
+    const opts = Array.isArray(option) ? { use: option } : option;
+    const removed = new Set(opts.remove ?? []);
+    const use = opts.use ?? [];
+    const base = opts.defaults === false
+      ? []
+      : defaults.filter((p) => !removed.has(p.name));
+    const out = [...base];
+    for (const plugin of use) {
+      const at = out.findIndex((p) => p.name === plugin.name);
+      if (at >= 0 && base.includes(out[at]!)) out[at] = plugin;
+      else out.push(plugin);
+    }
+    return out;
+  }
+
+  /** The plugins in registration order. */
+  get plugins(): readonly Plugin[] {
+    return this.#plugins;
+  }
+
+  /** Whether a plugin with this name is registered. */
+  has(name: string): boolean {
+    return this.#plugins.some((p) => p.name === name);
+  }
+
+  /** Checks names, `requires` and handler conflicts; throws `ConfigError`. */
+  check(): void {
+    const names = new Set<string>();
+    for (const p of this.#plugins) {
+      if (typeof p?.name !== "string" || p.name === "") {
+        throw new ConfigError(
+          "Cannot start pool: plugins: every plugin needs a non-empty name",
+        );
+      }
+      if (names.has(p.name)) {
+        throw new ConfigError(
+          `Cannot start pool: plugins: plugin '${p.name}' is registered twice`,
+        );
+      }
+      names.add(p.name);
+    }
+    const owners = new Map<string, string>();
+    for (const p of this.#plugins) {
+      for (const need of p.requires ?? []) {
+        if (!names.has(need)) {
+          throw new ConfigError(
+            `Cannot start pool: plugins: plugin '${p.name}' requires plugin '${need}'`,
+          );
+        }
+      }
+      for (const cmd of Object.keys(p.handlers ?? {})) {
+        const other = owners.get(cmd);
+        if (other !== undefined) {
+          throw new ConfigError(
+            `Cannot start pool: plugins: handler '${cmd}' is registered by both '${other}' and '${p.name}'`,
+          );
+        }
+        owners.set(cmd, p.name);
+      }
+    }
+  }
+
+  /**
+   * Runs one lifecycle hook on every plugin that has it, in order, awaiting
+   * each. Errors are wrapped in `PluginError`, reported to `onError` and
+   * returned; they never stop the remaining plugins.
+   */
+  async run<H extends LifecycleHook>(
+    hook: H,
+    ...args: Parameters<NonNullable<Plugin[H]>>
+  ): Promise<PluginError[]> {
+    const errors: PluginError[] = [];
+    for (const plugin of this.#plugins) {
+      const fn = plugin[hook] as ((...a: unknown[]) => unknown) | undefined;
+      if (typeof fn !== "function") continue;
+      try {
+        await fn.apply(plugin, args);
+      } catch (err) {
+        const wrapped = pluginError(plugin.name, hook, err);
+        errors.push(wrapped);
+        this.#onError(wrapped, plugin.name, hook);
+      }
+    }
+    return errors;
+  }
+
+  /**
+   * One Session middleware per plugin with `onRequest`/`onReply`, named after
+   * the plugin. `mc.session` is filled in from the session the middleware
+   * runs on. Empty when no plugin has message hooks, so the Session keeps its
+   * synchronous path.
+   */
+  middleware(
+    mc: Omit<MessageContext, "session"> & { session?: Session },
+  ): SessionMiddlewares {
+    const out: SessionMiddlewares = [];
+    const ctx = mc as MessageContext;
+    for (const plugin of this.#plugins) {
+      const onRequest = plugin.onRequest;
+      const onReply = plugin.onReply;
+      if (onRequest === undefined && onReply === undefined) continue;
+      const entry: SessionMiddlewares[number] = { name: plugin.name };
+      if (onRequest !== undefined) {
+        entry.outgoing = (msg: WireMessage, session: Session) => {
+          ctx.session = session;
+          return applyHook(plugin, "onRequest", onRequest, msg, ctx);
+        };
+      }
+      if (onReply !== undefined) {
+        entry.incoming = (msg: WireMessage, session: Session) => {
+          ctx.session = session;
+          return applyHook(plugin, "onReply", onReply, msg, ctx);
+        };
+      }
+      out.push(entry);
+    }
+    return out;
+  }
+
+  /** The Session handlers of every plugin, each told which worker it runs for. */
+  handlers(worker: WorkerInfo): SessionHandlers {
+    const out: SessionHandlers = {};
+    for (const plugin of this.#plugins) {
+      const own = plugin.handlers;
+      if (own === undefined) continue;
+      for (const [cmd, handler] of Object.entries(own)) {
+        out[cmd] = (args, call) =>
+          handler.call(own, args, {
+            worker,
+            session: call.session,
+            signal: call.signal,
+          });
+      }
+    }
+    return out;
+  }
+}
+
+function pluginError(name: string, hook: string, err: unknown): PluginError {
+  if (err instanceof PluginError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new PluginError(
+    `Cannot run hook ${hook} of plugin '${name}': ${message}`,
+    {
+      cause: err,
+      details: { plugin: name, hook },
+    },
+  );
+}
+
+type MessageHook = (
+  msg: WireMessage,
+  mc: MessageContext,
+) => WireMessage | void | Promise<WireMessage | void>;
+
+// Kept synchronous when the hook is, so a plugin that never awaits costs no promise per message.
+function applyHook(
+  plugin: Plugin,
+  hook: string,
+  fn: MessageHook,
+  msg: WireMessage,
+  mc: MessageContext,
+): WireMessage | Promise<WireMessage> {
+  let out: WireMessage | void | Promise<WireMessage | void>;
+  try {
+    out = fn.call(plugin, msg, mc);
+  } catch (err) {
+    throw pluginError(plugin.name, hook, err);
+  }
+  if (out instanceof Promise) {
+    return out.then((v) => v ?? msg, (err) => {
+      throw pluginError(plugin.name, hook, err);
+    });
+  }
+  return out ?? msg;
+}

@@ -1,0 +1,550 @@
+/**
+ * The {@linkcode Pool}: a set of supervised Python servers behind one call
+ * API, with a model registry replayed onto restarted workers, round-robin and
+ * keyed routing, bounded backpressure and a clean shutdown.
+ *
+ * @module
+ */
+import type { Logger } from "@logtape/logtape";
+import { type Atom, type EvalOptions, startAtom } from "./atom.ts";
+import { AtomRegistry } from "./atom_registry.ts";
+import {
+  type EvalSession,
+  openEvalSession,
+  type OpenSessionOptions,
+} from "./eval_session.ts";
+import {
+  CancelledError,
+  ConfigError,
+  ConnectionLostError,
+  NoWorkerError,
+  ShuttingDownError,
+  TimeoutError,
+  WorkerCrashedError,
+} from "./errors.ts";
+import { type ModelInfo, ModelRegistry } from "./model_registry.ts";
+import { type Plugin, PluginHost, type PluginsOption } from "./plugin.ts";
+import { type PoolEvent, PoolEventHub } from "./pool_events.ts";
+import { type PoolCall, PoolRouter } from "./pool_router.ts";
+import {
+  type ResolvedPoolOptions,
+  resolvePoolOptions,
+} from "./pool_options.ts";
+import type { Runtime } from "./runtime/types.ts";
+import type { ModelSpec, RequestOptions } from "./session.ts";
+import { Supervisor } from "./supervisor.ts";
+import type { Worker, WorkerExit, WorkerInfo } from "./worker.ts";
+import { reconnect } from "../plugins/reconnect.ts";
+import { spillover } from "../plugins/spillover.ts";
+import { sharedCache } from "../plugins/shared_cache.ts";
+
+export type { ModelInfo } from "./model_registry.ts";
+export type { PoolEvent } from "./pool_events.ts";
+export type { WorkerExit, WorkerInfo, WorkerState } from "./worker.ts";
+
+/** Options of {@linkcode Pool.request}. */
+export interface PoolRequestOptions {
+  /** Calls with the same key go to the same worker while it is up (rendezvous hashing). */
+  key?: string;
+  /** Send to this worker only (e.g. `"w1"`); rejects with `NoWorkerError` when it is not ready. */
+  worker?: string;
+  /** Timeout in ms, counted from the call (queue time included). @default {PoolOptions.requestTimeout} */
+  timeout?: number;
+  /** Aborts the call (`CancelledError`); a sent call is cancelled on the server. */
+  signal?: AbortSignal;
+  /** Events the server sends for this call (e.g. output). */
+  onEvent?: (event: Record<string, unknown>) => void;
+  /** May be retried on another worker when its worker crashes (up to `maxRetries`). @default {false} */
+  idempotent?: boolean;
+}
+
+/** Options of {@linkcode Pool.execute}. */
+export type ExecuteOptions = Omit<PoolRequestOptions, "onEvent">;
+
+/** What {@linkcode Pool.status} returns. */
+export interface PoolStatus {
+  /** Every slot, in slot order. */
+  workers: WorkerInfo[];
+  /** The registered models, in the order they were added. */
+  models: ModelInfo[];
+  /** Calls waiting in the pool queue. */
+  queue: number;
+  /** Calls sent and not yet settled, over all workers. */
+  inFlight: number;
+  /** Milliseconds since the pool started. */
+  uptime: number;
+  /** `true` once `close()` was called. */
+  closing: boolean;
+  /** Names of the active plugins, in order. */
+  plugins: string[];
+}
+
+/** Options of {@linkcode Pool.start}. Every field is optional. */
+export interface PoolOptions {
+  /** Number of worker slots. @default {runtime.cpuCount()} */
+  workers?: number;
+  /** Python executable. @default {"python3"} */
+  python?: string;
+  /** Directory with the model files (the servers' `--path`). @default {a fresh temp dir} */
+  modelsDir?: string;
+  /** Bind address of the servers (TCP). @default {"127.0.0.1"} */
+  host?: string;
+  /** Socket kind. @default {"unix" on Linux/macOS, else "tcp"} */
+  transport?: "tcp" | "unix";
+  /** Plugins: an array adds to the defaults (same name replaces); `{ defaults: false, use }` starts from none. */
+  plugins?: PluginsOption;
+  /** Calls in flight per worker before calls wait in the queue. @default {64} */
+  maxInFlightPerWorker?: number;
+  /** Calls that may wait in the pool queue before `OverloadedError`. @default {1024} */
+  maxQueue?: number;
+  /** Default timeout of every call in ms. @default {none} */
+  requestTimeout?: number;
+  /** How long `close()` lets in-flight calls finish, in ms. @default {5000} */
+  shutdownGrace?: number;
+  /** How long a server may take to become ready, in ms. @default {15000} */
+  readyTimeout?: number;
+  /** Retries of an `idempotent` call whose worker crashed. @default {2} */
+  maxRetries?: number;
+  /** Close the pool and exit the process on SIGINT/SIGTERM. @default {true} */
+  handleSignals?: boolean;
+  /** Runtime adapter. @default {defaultRuntime()} */
+  runtime?: Runtime;
+  /** Logger. @default {getLogger(["pyproxy", "pool"])} */
+  logger?: Logger;
+  /** Extra environment for the servers, or a function of the worker id. */
+  env?:
+    | Record<string, string>
+    | ((workerId: string) => Record<string, string> | undefined);
+  /** Extra server arguments, or a function of the worker id. */
+  serverArgs?: string[] | ((workerId: string) => string[] | undefined);
+  /** Frame size limit in bytes. @default {67108864} */
+  maxFrameSize?: number;
+}
+
+/**
+ * A pool of supervised Python servers.
+ *
+ * @example Start a pool and execute a model
+ * ```ts ignore
+ * import { Pool } from "./pool.ts";
+ * await using pool = await Pool.start({ workers: 2, modelsDir: "./models" });
+ * await pool.addModel("doubler", { file: "doubler.py", options: { k: 3 } });
+ * console.log(await pool.execute("doubler", { x: 5 })); // { y: 15 }
+ * ```
+ */
+export class Pool implements AsyncDisposable {
+  #opts: ResolvedPoolOptions;
+  #plugins: PluginHost;
+  #events = new PoolEventHub();
+  #registry: ModelRegistry;
+  #supervisor: Supervisor;
+  #router: PoolRouter;
+  #startedAt = Date.now();
+  #closing = false;
+  #closed: Promise<void> | undefined;
+  #tempDirs: string[] = [];
+  #offSignals: Array<() => void> = [];
+  /** The pool's eval atoms (running ones, and recently finished ones for replay). */
+  readonly atoms: AtomRegistry<Atom> = new AtomRegistry<Atom>();
+
+  private constructor(opts: ResolvedPoolOptions, plugins: Plugin[]) {
+    this.#opts = opts;
+    this.#registry = new ModelRegistry(
+      opts.requestTimeout === undefined ? {} : { timeout: opts.requestTimeout },
+    );
+    this.#plugins = new PluginHost(plugins, {
+      onError: (error, plugin, hook) => {
+        opts.logger.warn("{message}", { message: error.message, plugin, hook });
+        this.#events.emit({
+          type: "plugin-error",
+          plugin,
+          hook,
+          message: error.message,
+        });
+      },
+    });
+    this.#supervisor = new Supervisor({
+      pool: this,
+      options: opts,
+      plugins: this.#plugins,
+      registry: this.#registry,
+      events: this.#events,
+      pump: (full) => this.#router.pump(full),
+    });
+    this.#router = new PoolRouter({
+      workers: this.#supervisor.workers,
+      maxInFlightPerWorker: opts.maxInFlightPerWorker,
+      maxQueue: opts.maxQueue,
+      send: (call, worker) => this.#send(call, worker),
+      coming: (worker) => this.#supervisor.settling(worker),
+    });
+  }
+
+  /**
+   * Validates the options, starts every worker in parallel and resolves when
+   * they are ready. Workers that fail to start are left to the reconnect
+   * policy; when all fail, everything is killed and it rejects with a
+   * `StartError` carrying their stderr tails.
+   */
+  static async start(options: PoolOptions = {}): Promise<Pool> {
+    const opts = resolvePoolOptions(options);
+    const plugins = PluginHost.resolve([
+      reconnect(),
+      spillover(),
+      sharedCache(),
+    ], opts.plugins);
+    new PluginHost(plugins).check();
+    if (opts.modelsDir !== undefined) {
+      const stat = await opts.runtime.stat(opts.modelsDir);
+      if (stat === null || !stat.isDirectory) {
+        throw new ConfigError(
+          `Cannot start pool: modelsDir: no such directory '${opts.modelsDir}'`,
+          {
+            details: { field: "modelsDir" },
+          },
+        );
+      }
+    }
+    const pool = new Pool(opts, plugins);
+    await pool.#start();
+    return pool;
+  }
+
+  async #start(): Promise<void> {
+    const { runtime } = this.#opts;
+    try {
+      let path = this.#opts.modelsDir;
+      if (path === undefined) {
+        path = await runtime.makeTempDir({ prefix: "pyproxy-models-" });
+        this.#tempDirs.push(path);
+      }
+      let socketDir: string | undefined;
+      if (this.#opts.transport === "unix") {
+        socketDir = await runtime.makeTempDir({ prefix: "pyproxy-sock-" });
+        this.#tempDirs.push(socketDir);
+      }
+      if (this.#opts.handleSignals) {
+        for (
+          const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const
+        ) {
+          this.#offSignals.push(runtime.onSignal(signal, () => {
+            this.close().finally(() => runtime.exit(code));
+          }));
+        }
+      }
+      await this.#supervisor.start(path, socketDir, randomHex(32));
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
+  }
+
+  /** Registers a model and loads it on every ready worker (rolled back everywhere if one fails). */
+  async addModel(name: string, spec: ModelSpec): Promise<unknown> {
+    this.#admit("add model");
+    const out = await this.#registry.add(
+      name,
+      spec,
+      () => this.#supervisor.workers,
+    );
+    this.#events.emit({ type: "model", action: "add", name });
+    return out;
+  }
+
+  /** Replaces a model on every ready worker (restored everywhere if one fails). */
+  async updateModel(name: string, spec: ModelSpec): Promise<unknown> {
+    this.#admit("update model");
+    const out = await this.#registry.update(
+      name,
+      spec,
+      () => this.#supervisor.workers,
+    );
+    this.#events.emit({ type: "model", action: "update", name });
+    return out;
+  }
+
+  /** Unregisters a model and removes it from every ready worker. */
+  async removeModel(name: string): Promise<unknown> {
+    this.#admit("remove model");
+    const out = await this.#registry.remove(
+      name,
+      () => this.#supervisor.workers,
+    );
+    this.#events.emit({ type: "model", action: "remove", name });
+    return out;
+  }
+
+  /** Runs a model's `init(dataFile)` on every ready worker; replayed on restarts. */
+  async initModel(name: string, dataFile: string): Promise<unknown> {
+    this.#admit("init model");
+    const out = await this.#registry.init(
+      name,
+      dataFile,
+      () => this.#supervisor.workers,
+    );
+    this.#events.emit({ type: "model", action: "init", name });
+    return out;
+  }
+
+  /** Runs a model on one worker (round-robin, or by `key`). */
+  execute<T = Record<string, unknown> | null>(
+    name: string,
+    msg: Record<string, unknown>,
+    options: ExecuteOptions = {},
+  ): Promise<T> {
+    return this.request<T>("executeModel", { name, msg }, options);
+  }
+
+  /**
+   * Sends any command to one worker: round-robin, by `key`, or to `worker`.
+   * At most `maxInFlightPerWorker` calls run per worker; beyond, calls wait in
+   * one queue of `maxQueue`; beyond that it rejects with `OverloadedError`.
+   */
+  request<T = unknown>(
+    cmd: string,
+    args?: Record<string, unknown>,
+    options: PoolRequestOptions = {},
+  ): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (this.#closing) {
+        return reject(
+          new ShuttingDownError(`Cannot accept call ${cmd}: pool is closing`),
+        );
+      }
+      if (options.signal?.aborted) {
+        return reject(new CancelledError(`Cannot send call ${cmd}: aborted`));
+      }
+      const timeout = options.timeout ?? this.#opts.requestTimeout;
+      const call: PoolCall = {
+        cmd,
+        args,
+        options,
+        deadline: timeout === undefined ? Infinity : Date.now() + timeout,
+        retries: 0,
+        resolve: resolve as (value: unknown) => void,
+        reject,
+      };
+      this.#router.route(call, false);
+    });
+  }
+
+  /**
+   * Evaluates Python code on a worker and returns the running {@linkcode Atom}
+   * (its `result`, live `output`, cancellation). Arbitrary code execution:
+   * only for whoever may hold the pool.
+   */
+  eval(code: string, options: EvalOptions = {}): Atom {
+    return startAtom(this, code, options);
+  }
+
+  /** Opens an eval session: a namespace kept on one worker between atoms. */
+  openSession(options: OpenSessionOptions = {}): Promise<EvalSession> {
+    return openEvalSession(this, options);
+  }
+
+  /**
+   * Sends a small command straight on a worker's current connection,
+   * bypassing the queue and the in-flight bound. Rejects with
+   * `NoWorkerError` when the worker has no connection or its pid is not `pid`.
+   */
+  control<T = unknown>(
+    worker: string,
+    cmd: string,
+    args: Record<string, unknown>,
+    options: { pid?: number; timeout?: number } = {},
+  ): Promise<T> {
+    const w = this.#supervisor.get(worker);
+    const session = w?.session;
+    if (
+      w === undefined || session === undefined ||
+      (options.pid !== undefined && w.pid !== options.pid)
+    ) {
+      return Promise.reject(
+        new NoWorkerError(
+          `Cannot send ${cmd}: worker ${worker} is not the one that ran the call`,
+        ),
+      );
+    }
+    return session.request<T>(
+      cmd,
+      args,
+      options.timeout === undefined ? {} : { timeout: options.timeout },
+    );
+  }
+
+  /** Kills a worker's process with SIGKILL; the reconnect policy replaces it. */
+  killWorker(id: string, reason?: string): void {
+    this.#supervisor.get(id)?.kill("SIGKILL", reason ?? "killed on request");
+  }
+
+  /** Snapshot of workers, models, queue and counters. */
+  status(): PoolStatus {
+    const queued = this.#router.queuedPerWorker();
+    for (const w of this.#supervisor.workers) w.queued = queued.get(w.id) ?? 0;
+    return {
+      workers: this.#supervisor.workers.map((w) => w.info()),
+      models: this.#registry.list(),
+      queue: this.#router.queued,
+      inFlight: this.#supervisor.workers.reduce((n, w) => n + w.inFlight, 0),
+      uptime: Date.now() - this.#startedAt,
+      closing: this.#closing,
+      plugins: this.#plugins.plugins.map((p) => p.name),
+    };
+  }
+
+  /** Pool events from now on, until the pool closes (or `signal` aborts). */
+  events(
+    options: { signal?: AbortSignal } = {},
+  ): AsyncIterableIterator<PoolEvent> {
+    return this.#events.iterate(options.signal);
+  }
+
+  /** Calls `listener` with every pool event; returns the function that removes it. */
+  on(listener: (ev: PoolEvent) => void): () => void {
+    return this.#events.on(listener);
+  }
+
+  /**
+   * Stops admitting calls (`ShuttingDownError`), fails queued calls at once,
+   * lets in-flight calls finish up to `shutdownGrace`, stops the servers and
+   * kills whatever remains. Idempotent.
+   */
+  close(): Promise<void> {
+    return this.#closed ??= this.#close();
+  }
+
+  /** Same as {@linkcode Pool.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #close(): Promise<void> {
+    this.#closing = true;
+    for (const off of this.#offSignals.splice(0)) off();
+    this.#router.drain((call) =>
+      new ShuttingDownError(`Cannot send call ${call.cmd}: pool is closing`)
+    );
+    await this.#supervisor.stop(this.#opts.shutdownGrace);
+    this.#events.close();
+    for (const dir of this.#tempDirs) {
+      await this.#opts.runtime.remove(dir, { recursive: true }).catch(() => {});
+    }
+  }
+
+  #admit(action: string): void {
+    if (this.#closing) {
+      throw new ShuttingDownError(`Cannot ${action}: pool is closing`);
+    }
+  }
+
+  // -- calls ----------------------------------------------------------------
+
+  #send(call: PoolCall, worker: Worker): void {
+    const session = worker.session!;
+    const gen = worker.generation;
+    const { signal, onEvent } = call.options;
+    const remaining = call.deadline === Infinity
+      ? undefined
+      : Math.max(1, call.deadline - Date.now());
+    // The common call has no timeout, signal or listener: no options object then.
+    let options: RequestOptions | undefined;
+    if (
+      remaining !== undefined || signal !== undefined || onEvent !== undefined
+    ) {
+      options = {};
+      if (remaining !== undefined) options.timeout = remaining;
+      if (signal !== undefined) options.signal = signal;
+      if (onEvent !== undefined) options.onEvent = onEvent;
+    }
+    worker.acquire();
+    session.request(call.cmd, call.args, options).then(
+      (value) => {
+        worker.release();
+        call.resolve(value);
+        if (this.#router.queued > 0) this.#router.pump(false);
+      },
+      (error) => {
+        worker.release();
+        this.#onCallError(call, worker, gen, error, remaining);
+        if (this.#router.queued > 0) this.#router.pump(false);
+      },
+    );
+  }
+
+  #onCallError(
+    call: PoolCall,
+    worker: Worker,
+    gen: number,
+    error: unknown,
+    timeoutMs: number | undefined,
+  ): void {
+    if (error instanceof TimeoutError) {
+      this.#plugins.run("onTimeout", {
+        worker,
+        cmd: call.cmd,
+        timeoutMs: timeoutMs ?? 0,
+      }, this.#supervisor.context);
+      return call.reject(error);
+    }
+    if (!(error instanceof ConnectionLostError)) return call.reject(error);
+    // The connection ended under the call: wait for the exit so the error can say how the worker died.
+    withTimeout(worker.exitOf(gen), 2000).then((exit) => {
+      if (this.#closing) {
+        return call.reject(
+          new ShuttingDownError(
+            `Cannot complete call ${call.cmd}: pool closed`,
+            { cause: error },
+          ),
+        );
+      }
+      if (
+        call.options.idempotent && call.retries < this.#opts.maxRetries &&
+        call.deadline > Date.now()
+      ) {
+        call.retries++;
+        return this.#router.route(call, true);
+      }
+      call.reject(crashError(call.cmd, worker.id, exit, error));
+    });
+  }
+}
+
+function crashError(
+  cmd: string,
+  id: string,
+  exit: WorkerExit | undefined,
+  cause: unknown,
+): WorkerCrashedError {
+  const how = exit === undefined ? "connection lost" : exit.reason;
+  const pid = exit?.pid ?? null;
+  return new WorkerCrashedError(
+    `Cannot complete call ${cmd}: worker ${id}${
+      pid === null ? "" : ` (pid ${pid})`
+    } died: ${how}`,
+    {
+      cause,
+      details: {
+        worker: id,
+        pid,
+        code: exit?.code ?? null,
+        signal: exit?.signal ?? null,
+        reason: how,
+      },
+    },
+  );
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    p,
+    new Promise<undefined>((
+      resolve,
+    ) => (timer = setTimeout(() => resolve(undefined), ms))),
+  ]).finally(() => clearTimeout(timer));
+}
+
+function randomHex(bytes: number): string {
+  const buf = crypto.getRandomValues(new Uint8Array(bytes));
+  return Array.from(buf, (b) => b.toString(16).padStart(2, "0")).join("");
+}

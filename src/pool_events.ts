@@ -1,0 +1,142 @@
+/**
+ * Pool life-cycle as data: the {@linkcode PoolEvent} tagged union and the
+ * small {@linkcode PoolEventHub} that fans events out to listeners and async
+ * iterators.
+ *
+ * @module
+ */
+import type { WorkerState } from "./worker.ts";
+
+/**
+ * Everything that happens to a pool's workers and models. `worker` is the
+ * slot id (`"w1"`, `"w2"`, ...).
+ *
+ * @example Log every state change
+ * ```ts ignore
+ * for await (const ev of pool.events()) {
+ *   if (ev.type === "worker-state") console.log(`${ev.worker}: ${ev.from} -> ${ev.to}`);
+ * }
+ * ```
+ */
+export type PoolEvent =
+  | { type: "worker-state"; worker: string; from: WorkerState; to: WorkerState }
+  | {
+    type: "worker-exit";
+    worker: string;
+    pid: number | null;
+    code: number | null;
+    signal: string | null;
+    reason: string;
+  }
+  | { type: "restarting"; worker: string; attempt: number; delayMs: number }
+  | { type: "failed"; worker: string; reason: string; stderrTail: string }
+  | {
+    type: "model";
+    action: "add" | "remove" | "update" | "init";
+    name: string;
+  }
+  | { type: "plugin-error"; plugin: string; hook: string; message: string };
+
+/** Options of {@linkcode PoolEventHub}. */
+export interface PoolEventHubOptions {
+  /** Events kept per iterator that is not reading; older ones are dropped. @default {1024} */
+  bufferSize?: number;
+}
+
+/**
+ * Fans events out to listeners (`on`) and async iterators (`iterate`). An
+ * iterator that does not keep up loses its oldest events rather than growing
+ * without bound; iterators end when the hub is closed.
+ *
+ * @example
+ * ```ts
+ * import { PoolEventHub } from "./pool_events.ts";
+ * const hub = new PoolEventHub();
+ * const off = hub.on((ev) => console.log(ev.type));
+ * hub.emit({ type: "model", action: "add", name: "doubler" }); // logs "model"
+ * off();
+ * hub.close();
+ * ```
+ */
+export class PoolEventHub {
+  #listeners = new Set<(ev: PoolEvent) => void>();
+  #closers = new Set<() => void>();
+  #bufferSize: number;
+  #closed = false;
+
+  /** Creates an open hub. */
+  constructor(options: PoolEventHubOptions = {}) {
+    this.#bufferSize = options.bufferSize ?? 1024;
+  }
+
+  /** Delivers an event to every listener (a throwing listener is ignored). */
+  emit(ev: PoolEvent): void {
+    if (this.#closed) return;
+    for (const listener of [...this.#listeners]) {
+      try {
+        listener(ev);
+      } catch {
+        // a listener's bug must not break the pool
+      }
+    }
+  }
+
+  /** Adds a listener; returns the function that removes it. */
+  on(listener: (ev: PoolEvent) => void): () => void {
+    if (this.#closed) return () => {};
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** An async iterator over the events emitted from now on; ends on `close()` or `signal`. */
+  iterate(signal?: AbortSignal): AsyncIterableIterator<PoolEvent> {
+    const buffer: PoolEvent[] = [];
+    let wake: (() => void) | undefined;
+    let done = this.#closed;
+    const finish = (): void => {
+      done = true;
+      off();
+      signal?.removeEventListener("abort", finish);
+      wake?.();
+    };
+    const off = this.on((ev) => {
+      if (buffer.length >= this.#bufferSize) buffer.shift();
+      buffer.push(ev);
+      wake?.();
+    });
+    this.#closers.add(finish);
+    signal?.addEventListener("abort", finish, { once: true });
+    if (signal?.aborted) finish();
+    const iterator: AsyncIterableIterator<PoolEvent> = {
+      next: async (): Promise<IteratorResult<PoolEvent>> => {
+        while (buffer.length === 0 && !done) {
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = undefined;
+        }
+        const ev = buffer.shift();
+        if (ev !== undefined) return { value: ev, done: false };
+        this.#closers.delete(finish);
+        return { value: undefined, done: true };
+      },
+      return: (): Promise<IteratorResult<PoolEvent>> => {
+        finish();
+        buffer.length = 0;
+        this.#closers.delete(finish);
+        return Promise.resolve({ value: undefined, done: true });
+      },
+      [Symbol.asyncIterator]() {
+        return iterator;
+      },
+    };
+    return iterator;
+  }
+
+  /** Ends every iterator and drops every listener. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const finish of [...this.#closers]) finish();
+    this.#closers.clear();
+    this.#listeners.clear();
+  }
+}

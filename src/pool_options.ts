@@ -1,0 +1,179 @@
+/**
+ * Validation and defaults for {@linkcode PoolOptions}: one valibot schema, so
+ * a bad option fails early with a `ConfigError` naming the field.
+ *
+ * @module
+ */
+import * as v from "valibot";
+import process from "node:process";
+import { getLogger, type Logger } from "@logtape/logtape";
+import { ConfigError } from "./errors.ts";
+import { defaultRuntime } from "./runtime/mod.ts";
+import type { Runtime } from "./runtime/types.ts";
+import type { PluginsOption } from "./plugin.ts";
+import type { PoolOptions } from "./pool.ts";
+
+/** {@linkcode PoolOptions} with every default filled in. */
+export interface ResolvedPoolOptions {
+  /** Number of worker slots. */
+  workers: number;
+  /** Python executable. */
+  python: string;
+  /** The servers' `--path`, or undefined for a fresh temp dir. */
+  modelsDir: string | undefined;
+  /** Bind address of the servers. */
+  host: string;
+  /** Socket kind. */
+  transport: "tcp" | "unix";
+  /** The `plugins` option as given. */
+  plugins: PluginsOption;
+  /** In-flight bound per worker. */
+  maxInFlightPerWorker: number;
+  /** Bound of the pool queue. */
+  maxQueue: number;
+  /** Default call timeout in ms, or undefined for none. */
+  requestTimeout: number | undefined;
+  /** How long close() lets in-flight calls finish, in ms. */
+  shutdownGrace: number;
+  /** How long a server may take to print its ready line, in ms. */
+  readyTimeout: number;
+  /** Retries of an `idempotent` call whose worker crashed. */
+  maxRetries: number;
+  /** Close the pool and exit on SIGINT/SIGTERM. */
+  handleSignals: boolean;
+  /** Runtime adapter. */
+  runtime: Runtime;
+  /** Logger. */
+  logger: Logger;
+  /** Extra environment of a worker. */
+  env: (workerId: string) => Record<string, string> | undefined;
+  /** Extra server arguments of a worker. */
+  serverArgs: (workerId: string) => string[] | undefined;
+  /** Frame size limit, or undefined for the default. */
+  maxFrameSize: number | undefined;
+}
+
+const int = (min: number) => {
+  const message = `expected an integer >= ${min}`;
+  return v.optional(
+    v.pipe(v.number(message), v.integer(message), v.minValue(min, message)),
+  );
+};
+const positive = v.optional(
+  v.pipe(
+    v.number("expected a number > 0"),
+    v.gtValue(0, "expected a number > 0"),
+  ),
+);
+const text = v.optional(
+  v.pipe(
+    v.string("expected a non-empty string"),
+    v.minLength(1, "expected a non-empty string"),
+  ),
+);
+const isObject = (x: unknown): boolean => typeof x === "object" && x !== null;
+const plugin = v.custom<unknown>(
+  (p) => isObject(p) && typeof (p as { name?: unknown }).name === "string",
+  "expected a plugin object with a name",
+);
+const plugins = v.union([
+  v.array(
+    plugin,
+    "expected an array of plugins or { defaults?, use?, remove? }",
+  ),
+  v.strictObject({
+    defaults: v.optional(v.boolean("expected a boolean")),
+    use: v.optional(v.array(plugin, "expected an array of plugins")),
+    remove: v.optional(
+      v.array(v.string(), "expected an array of plugin names"),
+    ),
+  }, "expected an array of plugins or { defaults?, use?, remove? }"),
+], "expected an array of plugins or { defaults?, use?, remove? }");
+
+const schema = v.strictObject({
+  workers: int(1),
+  python: text,
+  modelsDir: text,
+  host: text,
+  transport: v.optional(
+    v.picklist(["tcp", "unix"], 'expected "tcp" or "unix"'),
+  ),
+  plugins: v.optional(plugins),
+  maxInFlightPerWorker: int(1),
+  maxQueue: int(0),
+  requestTimeout: positive,
+  shutdownGrace: int(0),
+  readyTimeout: positive,
+  maxRetries: int(0),
+  handleSignals: v.optional(v.boolean("expected a boolean")),
+  runtime: v.optional(v.custom<unknown>(isObject, "expected a Runtime object")),
+  logger: v.optional(v.custom<unknown>(isObject, "expected a logtape Logger")),
+  env: v.optional(v.union([
+    v.record(
+      v.string(),
+      v.string(),
+      "expected a record of strings or a function",
+    ),
+    v.function(),
+  ], "expected a record of strings or a function")),
+  serverArgs: v.optional(v.union([
+    v.array(v.string(), "expected an array of strings or a function"),
+    v.function(),
+  ], "expected an array of strings or a function")),
+  maxFrameSize: int(1),
+}, "expected an options object");
+
+/**
+ * Validates pool options and fills in defaults. Throws `ConfigError`
+ * ("Cannot start pool: workers: expected an integer >= 1").
+ *
+ * @example
+ * ```ts
+ * import { resolvePoolOptions } from "./pool_options.ts";
+ * console.log(resolvePoolOptions({ workers: 2 }).maxQueue); // 1024
+ * ```
+ */
+export function resolvePoolOptions(
+  options: PoolOptions = {},
+): ResolvedPoolOptions {
+  const parsed = v.safeParse(schema, options);
+  if (!parsed.success) {
+    const issue = parsed.issues[0];
+    const path = issue.path?.map((p) => String(p.key)).join(".") ?? "";
+    const message = issue.type === "strict_object" && path !== ""
+      ? "unknown option"
+      : issue.message;
+    throw new ConfigError(
+      `Cannot start pool: ${path === "" ? "" : `${path}: `}${message}`,
+      {
+        details: { field: path },
+      },
+    );
+  }
+  const runtime = options.runtime ?? defaultRuntime();
+  const env = options.env;
+  const args = options.serverArgs;
+  return {
+    workers: options.workers ?? runtime.cpuCount(),
+    python: options.python ?? "python3",
+    modelsDir: options.modelsDir,
+    host: options.host ?? "127.0.0.1",
+    transport: options.transport ??
+      (process.platform === "linux" || process.platform === "darwin"
+        ? "unix"
+        : "tcp"),
+    plugins: options.plugins ?? [],
+    maxInFlightPerWorker: options.maxInFlightPerWorker ?? 64,
+    maxQueue: options.maxQueue ?? 1024,
+    requestTimeout: options.requestTimeout,
+    shutdownGrace: options.shutdownGrace ?? 5000,
+    readyTimeout: options.readyTimeout ?? 15000,
+    maxRetries: options.maxRetries ?? 2,
+    handleSignals: options.handleSignals ?? true,
+    runtime,
+    logger: options.logger ?? getLogger(["pyproxy", "pool"]),
+    env: typeof env === "function" ? env : () => env,
+    serverArgs: typeof args === "function" ? args : () => args,
+    maxFrameSize: options.maxFrameSize,
+  };
+}

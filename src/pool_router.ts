@@ -1,0 +1,306 @@
+/**
+ * Where a pool call goes and when: round-robin or rendezvous-hashed (`key`)
+ * or pinned (`worker`) routing over ready workers, the in-flight bound per
+ * worker, and the one bounded queue in front of them.
+ *
+ * @module
+ */
+import {
+  CancelledError,
+  NoWorkerError,
+  OverloadedError,
+  TimeoutError,
+} from "./errors.ts";
+import type { Worker } from "./worker.ts";
+
+/** A call as the router sees it (the pool adds nothing else). */
+export interface PoolCall {
+  /** Command sent to the server. */
+  cmd: string;
+  /** Its arguments. */
+  args: Record<string, unknown> | undefined;
+  /** Routing and delivery options of the call. */
+  options: {
+    key?: string;
+    worker?: string;
+    signal?: AbortSignal;
+    onEvent?: (event: Record<string, unknown>) => void;
+    idempotent?: boolean;
+  };
+  /** Absolute deadline (ms since the epoch), `Infinity` for none. */
+  deadline: number;
+  /** Retries so far (idempotent calls). */
+  retries: number;
+  /** Settles the caller's promise. */
+  resolve: (value: unknown) => void;
+  /** Settles the caller's promise. */
+  reject: (error: unknown) => void;
+  /** Queue timeout timer (router-owned). */
+  timer?: ReturnType<typeof setTimeout> | undefined;
+  /** Abort listener while queued (router-owned). */
+  onAbort?: (() => void) | undefined;
+}
+
+/** Options of {@linkcode PoolRouter}. */
+export interface PoolRouterOptions {
+  /** The pool's slots, in slot order (the array is read live). */
+  workers: readonly Worker[];
+  /** Calls in flight per worker before calls queue. */
+  maxInFlightPerWorker: number;
+  /** Calls that may wait before `OverloadedError`. */
+  maxQueue: number;
+  /** Sends a call to a worker that has room. */
+  send: (call: PoolCall, worker: Worker) => void;
+  /** Whether a worker that is not ready may still come back (so calls should wait). */
+  coming: (worker: Worker) => boolean;
+}
+
+/**
+ * Routes calls to workers. Never holds more than `maxQueue` new calls;
+ * retried calls jump the queue (they were admitted once already).
+ *
+ * @example
+ * ```ts ignore
+ * const router = new PoolRouter({ workers, maxInFlightPerWorker: 64, maxQueue: 1024, send, coming });
+ * router.route(call, false);
+ * router.pump(true); // after a worker became ready
+ * ```
+ */
+export class PoolRouter {
+  #opts: PoolRouterOptions;
+  #queue: PoolCall[] = [];
+  #seeds = new Map<string, number>();
+  #rr = 0;
+
+  /** Creates an empty router. */
+  constructor(options: PoolRouterOptions) {
+    this.#opts = options;
+  }
+
+  /** Calls waiting. */
+  get queued(): number {
+    return this.#queue.length;
+  }
+
+  /** Sends the call, queues it, or rejects it (no worker / overloaded). */
+  route(call: PoolCall, retry: boolean): void {
+    const pick = this.#pick(call);
+    if (pick === null) {
+      if (!retry && this.#queue.length >= this.#opts.maxQueue) {
+        return call.reject(
+          new OverloadedError(
+            `Cannot accept call ${call.cmd}: ${this.#queue.length} calls queued and every worker is at its limit`,
+            {
+              details: {
+                queue: this.#queue.length,
+                maxQueue: this.#opts.maxQueue,
+              },
+            },
+          ),
+        );
+      }
+      return this.#enqueue(call, retry);
+    }
+    if (pick instanceof Error) return call.reject(pick);
+    this.#opts.send(call, pick);
+  }
+
+  /**
+   * Sends queued calls that can go now, in queue order. `full` also rejects
+   * calls that can no longer be routed (after a worker failed or stopped);
+   * otherwise it stops as soon as no worker has room.
+   */
+  pump(full: boolean): void {
+    const queue = this.#queue;
+    for (let i = 0; i < queue.length;) {
+      if (!full && !this.#hasRoom()) return;
+      const call = queue[i]!;
+      const pick = this.#pick(call);
+      if (pick === null) {
+        i++;
+        continue;
+      }
+      queue.splice(i, 1);
+      this.#unqueue(call);
+      if (pick instanceof Error) call.reject(pick);
+      else this.#opts.send(call, pick);
+    }
+  }
+
+  /** Rejects every queued call with `error(call)`. */
+  drain(error: (call: PoolCall) => Error): void {
+    for (const call of this.#queue.splice(0)) {
+      this.#unqueue(call);
+      call.reject(error(call));
+    }
+  }
+
+  /** Queued calls per worker id, for the calls bound to one (pinned or keyed). */
+  queuedPerWorker(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const call of this.#queue) {
+      const w = this.ownerOf(call);
+      if (w !== undefined) out.set(w.id, (out.get(w.id) ?? 0) + 1);
+    }
+    return out;
+  }
+
+  /**
+   * The worker a pinned or keyed call belongs to. Keys use rendezvous
+   * hashing over the ready workers: a key stays on its worker while that is
+   * up, and moves to one deterministic other worker while it is not.
+   */
+  ownerOf(call: PoolCall): Worker | undefined {
+    const { worker, key } = call.options;
+    if (worker !== undefined) {
+      return this.#opts.workers.find((w) => w.id === worker);
+    }
+    if (key === undefined) return undefined;
+    const h = hash32(key, 0);
+    let best: Worker | undefined;
+    let bestScore = -1;
+    for (const w of this.#opts.workers) {
+      if (w.state !== "ready") continue;
+      const score = mix32(h ^ this.#seed(w.id));
+      if (score > bestScore) [best, bestScore] = [w, score];
+    }
+    return best;
+  }
+
+  /** A worker with room, an error that ends the call, or `null` to wait. */
+  #pick(call: PoolCall): Worker | Error | null {
+    const max = this.#opts.maxInFlightPerWorker;
+    const pinned = call.options.worker;
+    if (pinned !== undefined) {
+      const w = this.ownerOf(call);
+      if (w === undefined) {
+        return new NoWorkerError(
+          `Cannot route call ${call.cmd}: no worker '${pinned}'`,
+        );
+      }
+      if (w.state !== "ready") {
+        return new NoWorkerError(
+          `Cannot route call ${call.cmd}: worker ${pinned} is ${w.state}`,
+        );
+      }
+      return w.inFlight < max ? w : null;
+    }
+    if (call.options.key !== undefined) {
+      const owner = this.ownerOf(call);
+      if (owner === undefined) return this.#noneReady(call);
+      return owner.inFlight < max ? owner : null;
+    }
+    const workers = this.#opts.workers;
+    const n = workers.length;
+    let anyReady = false;
+    for (let i = 0; i < n; i++) {
+      const idx = (this.#rr + i) % n;
+      const w = workers[idx]!;
+      if (w.state !== "ready") continue;
+      anyReady = true;
+      if (w.inFlight < max) {
+        this.#rr = (idx + 1) % n;
+        return w;
+      }
+    }
+    return anyReady ? null : this.#noneReady(call);
+  }
+
+  #noneReady(call: PoolCall): NoWorkerError | null {
+    const workers = this.#opts.workers;
+    if (
+      workers.some((w) =>
+        w.state === "starting" || w.state === "restarting" ||
+        this.#opts.coming(w)
+      )
+    ) {
+      return null;
+    }
+    return new NoWorkerError(
+      `Cannot route call ${call.cmd}: no worker is ready`,
+      {
+        details: {
+          workers: workers.map((w) => ({
+            id: w.id,
+            state: w.state,
+            failedReason: w.failedReason,
+          })),
+        },
+      },
+    );
+  }
+
+  #hasRoom(): boolean {
+    const max = this.#opts.maxInFlightPerWorker;
+    return this.#opts.workers.some((w) =>
+      w.state === "ready" && w.inFlight < max
+    );
+  }
+
+  #enqueue(call: PoolCall, front: boolean): void {
+    if (front) this.#queue.unshift(call);
+    else this.#queue.push(call);
+    if (call.deadline !== Infinity && call.timer === undefined) {
+      call.timer = setTimeout(() => {
+        this.#drop(
+          call,
+          new TimeoutError(
+            `Cannot complete call ${call.cmd}: timed out in the pool queue`,
+          ),
+        );
+      }, Math.max(0, call.deadline - Date.now()));
+    }
+    const signal = call.options.signal;
+    if (signal !== undefined && call.onAbort === undefined) {
+      call.onAbort = () =>
+        this.#drop(
+          call,
+          new CancelledError(`Cannot send call ${call.cmd}: aborted`),
+        );
+      signal.addEventListener("abort", call.onAbort, { once: true });
+    }
+  }
+
+  #drop(call: PoolCall, error: Error): void {
+    const at = this.#queue.indexOf(call);
+    if (at < 0) return;
+    this.#queue.splice(at, 1);
+    this.#unqueue(call);
+    call.reject(error);
+  }
+
+  #unqueue(call: PoolCall): void {
+    if (call.timer !== undefined) clearTimeout(call.timer);
+    if (call.onAbort !== undefined) {
+      call.options.signal?.removeEventListener("abort", call.onAbort);
+    }
+    call.timer = undefined;
+    call.onAbort = undefined;
+  }
+
+  #seed(id: string): number {
+    let seed = this.#seeds.get(id);
+    if (seed === undefined) this.#seeds.set(id, seed = hash32(id, 0x9747b28c));
+    return seed;
+  }
+}
+
+/** FNV-1a over UTF-16 code units, then mixed: a cheap, stable string hash. */
+function hash32(s: string, seed: number): number {
+  let h = (0x811c9dc5 ^ seed) >>> 0;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return mix32(h);
+}
+
+/** Murmur3's finaliser: spreads every input bit over the output. */
+function mix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}

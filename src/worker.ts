@@ -1,0 +1,505 @@
+/**
+ * One slot of a pool: a Python server process, its Session, and the state
+ * machine `starting → ready → draining → stopped`, plus `restarting` and
+ * `failed`. The pool decides policy (through plugins); a worker only keeps
+ * its facts straight: which process is current, why it ended, how many calls
+ * it carries.
+ *
+ * @module
+ */
+import type { Logger } from "@logtape/logtape";
+import { PythonServer, type PythonServerOptions } from "./python_server.ts";
+import type { Session, SessionConnectOptions } from "./session.ts";
+
+/** The states of a pool slot. */
+export type WorkerState =
+  | "starting"
+  | "ready"
+  | "draining"
+  | "stopped"
+  | "restarting"
+  | "failed";
+
+/** How a worker's process last ended. */
+export interface WorkerExit {
+  /** Pid of the process that ended (`null` when it never started). */
+  pid: number | null;
+  /** Exit code, `null` when killed by a signal or unknown. */
+  code: number | null;
+  /** Signal that ended it, or `null`. */
+  signal: string | null;
+  /** Why, in words: `"killed by SIGKILL"`, `"missed heartbeat"`, `"start failed: ..."`. */
+  reason: string;
+  /** When (ms since the epoch). */
+  at: number;
+}
+
+/**
+ * What the pool shows about a slot (`pool.status().workers`, plugin hooks).
+ *
+ * @example
+ * ```ts ignore
+ * for (const w of pool.status().workers) console.log(w.id, w.state, w.lastExit?.reason);
+ * ```
+ */
+export interface WorkerInfo {
+  /** Slot id: `"w1"`, `"w2"`, ... (also the server's `--id`). */
+  readonly id: string;
+  /** Pid of the running process, `null` when none. */
+  readonly pid: number | null;
+  /** Current state. */
+  readonly state: WorkerState;
+  /** How many times the slot was restarted. */
+  readonly restarts: number;
+  /** Calls sent and not yet settled. */
+  readonly inFlight: number;
+  /** Calls waiting in the pool queue that can only go to this worker (pinned or keyed). */
+  readonly queued: number;
+  /** Milliseconds since the current process became ready (0 when not running). */
+  readonly uptime: number;
+  /** How the previous process ended, or `null`. */
+  readonly lastExit: WorkerExit | null;
+  /** The last lines the server wrote to stderr (current or last process). */
+  readonly stderrTail: string;
+  /** Why the slot is `failed`, else `null`. */
+  readonly failedReason: string | null;
+}
+
+type SessionSetup = Pick<SessionConnectOptions, "middleware" | "handlers">;
+
+/** The pool's side of a worker's life: called at each edge. */
+export interface WorkerHooks {
+  /** Middleware and handlers for a new session of this worker. */
+  sessionOptions(worker: Worker): SessionSetup;
+  /**
+   * The session is open, the worker takes no traffic yet: run plugin hooks,
+   * replay models, then call `worker.markReady()`. Throwing aborts the start
+   * (the process is killed and the exit reported).
+   */
+  prepare(worker: Worker, session: Session, restart: boolean): Promise<void>;
+  /** The state changed. */
+  stateChanged(worker: Worker, from: WorkerState, to: WorkerState): void;
+  /** The process ended, or the start failed before a process was up. */
+  exited(
+    worker: Worker,
+    exit: WorkerExit,
+    intentional: boolean,
+    session: Session | undefined,
+  ): void;
+}
+
+/** Options of {@linkcode Worker}. */
+export interface WorkerOptions {
+  /** Slot id. */
+  id: string;
+  /** How to start the server (the worker adds `id` and, for Unix transport, `unix`). */
+  server: Omit<PythonServerOptions, "id" | "unix">;
+  /** Unix socket path; TCP when absent. */
+  unixPath?: string;
+  /** The pool's callbacks. */
+  hooks: WorkerHooks;
+  /** Logger. */
+  logger: Logger;
+}
+
+/**
+ * One pool slot. Internal to the pool; plugins see it as a {@linkcode WorkerInfo}.
+ *
+ * @example
+ * ```ts ignore
+ * const worker = new Worker({ id: "w1", server: { path: dir, secret }, hooks, logger });
+ * await worker.start(false);
+ * ```
+ */
+export class Worker implements WorkerInfo {
+  readonly id: string;
+  #options: WorkerOptions;
+  #state: WorkerState = "starting";
+  #gen = 0;
+  #server: PythonServer | undefined;
+  #session: Session | undefined;
+  #pid: number | null = null;
+  #restarts = 0;
+  #attempt = 0;
+  #readyAt = 0;
+  #lastExit: WorkerExit | null = null;
+  #stderrTail = "";
+  #failedReason: string | null = null;
+  #killReason: string | undefined;
+  #intentional = false;
+  #stopping = false;
+  #pendingRestart: number | undefined;
+  #restartTimer: ReturnType<typeof setTimeout> | undefined;
+  #starting: Promise<Error | undefined> | undefined;
+  #exitWaiters: Array<(exit: WorkerExit) => void> = [];
+  #inFlight = 0;
+  #idleWaiters: Array<() => void> = [];
+  /** Calls in the pool queue bound to this worker (kept by the pool). */
+  queued = 0;
+
+  /** Creates a slot in state `starting`; call {@linkcode Worker.start}. */
+  constructor(options: WorkerOptions) {
+    this.id = options.id;
+    this.#options = options;
+  }
+
+  /** Current state. */
+  get state(): WorkerState {
+    return this.#state;
+  }
+  /** Pid of the running process, or `null`. */
+  get pid(): number | null {
+    return this.#pid;
+  }
+  /** How many restarts were scheduled for this slot. */
+  get restarts(): number {
+    return this.#restarts;
+  }
+  /** Calls in flight on the current process. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+  /** Milliseconds since ready. */
+  get uptime(): number {
+    return this.#state === "ready" || this.#state === "draining"
+      ? Date.now() - this.#readyAt
+      : 0;
+  }
+  /** How the previous process ended. */
+  get lastExit(): WorkerExit | null {
+    return this.#lastExit;
+  }
+  /** The server's stderr tail (current process, else the last one). */
+  get stderrTail(): string {
+    return this.#server?.stderrTail() ?? this.#stderrTail;
+  }
+  /** Why the slot failed. */
+  get failedReason(): string | null {
+    return this.#failedReason;
+  }
+  /** The session of the ready process (undefined when none). */
+  get session(): Session | undefined {
+    return this.#session;
+  }
+  /** Generation of the current process; changes on every (re)start. */
+  get generation(): number {
+    return this.#gen;
+  }
+
+  /** A plain, JSON-friendly snapshot. */
+  info(): WorkerInfo {
+    return {
+      id: this.id,
+      pid: this.pid,
+      state: this.state,
+      restarts: this.restarts,
+      inFlight: this.inFlight,
+      queued: this.queued,
+      uptime: this.uptime,
+      lastExit: this.lastExit,
+      stderrTail: this.stderrTail,
+      failedReason: this.failedReason,
+    };
+  }
+
+  /** Counts a call that is being sent to this worker. */
+  acquire(): void {
+    this.#inFlight++;
+  }
+
+  /** Counts a call that settled. */
+  release(): void {
+    this.#inFlight--;
+    if (this.#inFlight === 0 && this.#idleWaiters.length > 0) {
+      for (const wake of this.#idleWaiters.splice(0)) wake();
+    }
+  }
+
+  /** Resolves with the exit of the process of generation `gen` (at once if it already ended). */
+  exitOf(gen: number): Promise<WorkerExit> {
+    if (gen !== this.#gen || this.#pid === null) {
+      return Promise.resolve(
+        this.#lastExit ??
+          {
+            pid: null,
+            code: null,
+            signal: null,
+            reason: "not running",
+            at: Date.now(),
+          },
+      );
+    }
+    return new Promise((resolve) => this.#exitWaiters.push(resolve));
+  }
+
+  /**
+   * Starts a process for this slot (state must be `starting` or
+   * `restarting`). Resolves with `undefined` once ready, or with the error
+   * that stopped it (the exit was already reported through the hooks).
+   */
+  start(restart: boolean): Promise<Error | undefined> {
+    const run = this.#start(restart);
+    this.#starting = run;
+    return run;
+  }
+
+  async #start(restart: boolean): Promise<Error | undefined> {
+    const gen = ++this.#gen;
+    this.#killReason = undefined;
+    this.#intentional = false;
+    let server: PythonServer;
+    try {
+      server = await PythonServer.start({
+        ...this.#options.server,
+        id: this.id,
+        ...(this.#options.unixPath === undefined
+          ? {}
+          : { unix: this.#options.unixPath }),
+      });
+    } catch (err) {
+      if (gen !== this.#gen) return asError(err);
+      this.#stderrTail = stderrOf(err);
+      this.#report(gen, {
+        pid: null,
+        code: null,
+        signal: null,
+        reason: `start failed: ${firstLine(messageOf(err))}`,
+        at: Date.now(),
+      });
+      return asError(err);
+    }
+    this.#server = server;
+    this.#pid = server.pid;
+    server.exited.then((st) => this.#onExit(gen, st.code, st.signal));
+    if (this.#stopping) {
+      this.#intentional = true;
+      server.kill("SIGKILL");
+      return await this.#failedStart(gen, new Error("pool is closing"));
+    }
+    try {
+      const session = await server.connect(
+        this.#options.hooks.sessionOptions(this),
+      );
+      if (gen !== this.#gen || this.#pid === null) {
+        await session.close();
+        return await this.#failedStart(
+          gen,
+          new Error("process ended while connecting"),
+        );
+      }
+      this.#session = session;
+      session.closed.then(() => this.#onSessionClosed(gen));
+      await this.#options.hooks.prepare(this, session, restart);
+      if (this.#state !== "ready") throw new Error(`worker is ${this.#state}`);
+      return undefined;
+    } catch (err) {
+      this.#killReason ??= `start failed: ${messageOf(err)}`;
+      server.kill("SIGKILL");
+      return await this.#failedStart(gen, err);
+    }
+  }
+
+  async #failedStart(gen: number, err: unknown): Promise<Error> {
+    await this.exitOf(gen);
+    return asError(err);
+  }
+
+  /** Called by the pool's `prepare` hook once the worker may take traffic. */
+  markReady(): void {
+    if (this.#stopping || this.#pid === null) return;
+    this.#readyAt = Date.now();
+    this.#attempt = 0;
+    this.#setState("ready");
+  }
+
+  /**
+   * Schedules a restart after `delayMs`. A running process is killed first
+   * (SIGTERM) and the restart follows its exit. Returns the attempt number,
+   * or `undefined` when nothing was scheduled.
+   */
+  scheduleRestart(
+    delayMs: number,
+    reason = "restart requested",
+  ): number | undefined {
+    if (this.#stopping || this.#state === "failed") return undefined;
+    if (
+      this.#state === "restarting" || this.#state === "starting" ||
+      this.#pendingRestart !== undefined
+    ) {
+      return undefined;
+    }
+    if (this.#pid !== null) {
+      this.#pendingRestart = delayMs;
+      this.kill("SIGTERM", reason);
+      return this.#attempt + 1;
+    }
+    return this.#scheduleNow(delayMs);
+  }
+
+  #scheduleNow(delayMs: number): number {
+    this.#restarts++;
+    this.#attempt++;
+    this.#setState("restarting");
+    this.#restartTimer = setTimeout(() => {
+      this.#restartTimer = undefined;
+      if (this.#stopping) return;
+      this.start(true);
+    }, Math.max(0, delayMs));
+    return this.#attempt;
+  }
+
+  /** Marks the slot failed for good and kills its process. */
+  fail(reason: string): void {
+    if (this.#state === "failed") return;
+    this.#failedReason = reason;
+    this.#cancelRestart();
+    if (this.#pid !== null) {
+      this.#intentional = true;
+      this.#killReason ??= `failed: ${reason}`;
+      this.#server?.kill("SIGKILL");
+    }
+    this.#setState("failed");
+  }
+
+  /** Kills the current process; `reason` becomes `lastExit.reason`. */
+  kill(signal: "SIGTERM" | "SIGKILL" = "SIGKILL", reason?: string): void {
+    if (this.#pid === null || this.#server === undefined) return;
+    this.#killReason ??= reason ?? `killed by ${signal} (requested)`;
+    this.#server.kill(signal);
+  }
+
+  /**
+   * Stops the slot for good: no more restarts; waits for in-flight calls up
+   * to `graceMs` (state `draining`), sends `stopServer`, and kills whatever
+   * remains.
+   */
+  async stop(graceMs: number): Promise<void> {
+    this.#stopping = true;
+    this.#cancelRestart();
+    if (this.#state === "restarting") this.#setState("stopped");
+    if (this.#starting !== undefined && this.#state !== "ready") {
+      // A start in progress sees #stopping and kills its own process.
+      this.#intentional = true;
+      this.#server?.kill("SIGKILL");
+      await this.#starting;
+    }
+    const gen = this.#gen;
+    if (this.#pid === null) return;
+    this.#intentional = true;
+    this.#killReason ??= "stopped";
+    if (this.#state === "ready") this.#setState("draining");
+    if (this.#inFlight > 0) {
+      await withTimeout(
+        new Promise<void>((resolve) => this.#idleWaiters.push(resolve)),
+        graceMs,
+      );
+    }
+    const exited = this.exitOf(gen);
+    const session = this.#session;
+    if (session !== undefined && !session.isClosed) {
+      await withTimeout(
+        session.request("stopServer", undefined, { timeout: 1000 }).catch(
+          () => {},
+        ),
+        1000,
+      );
+    }
+    if (await withTimeout(exited, 1000) === undefined) {
+      this.#server?.kill("SIGKILL");
+    }
+    await exited;
+  }
+
+  #cancelRestart(): void {
+    if (this.#restartTimer !== undefined) clearTimeout(this.#restartTimer);
+    this.#restartTimer = undefined;
+    this.#pendingRestart = undefined;
+  }
+
+  #onSessionClosed(gen: number): void {
+    if (gen !== this.#gen || this.#pid === null) return;
+    // Usually the process died and took the socket with it: give its exit a
+    // moment to arrive so lastExit tells the real cause.
+    withTimeout(this.exitOf(gen), 250).then((exit) => {
+      if (exit !== undefined || gen !== this.#gen || this.#pid === null) return;
+      // A session that ends while its process lives is as good as dead: we
+      // cannot tell what ran.
+      this.#killReason ??= this.#intentional ? "stopped" : "connection lost";
+      this.#server?.kill("SIGKILL");
+    });
+  }
+
+  #onExit(gen: number, code: number | null, signal: string | null): void {
+    if (gen !== this.#gen) return;
+    const reason = this.#killReason ??
+      (signal !== null ? `killed by ${signal}` : `exited with code ${code}`);
+    this.#report(gen, { pid: this.#pid, code, signal, reason, at: Date.now() });
+  }
+
+  #report(gen: number, exit: WorkerExit): void {
+    if (gen !== this.#gen) return;
+    const session = this.#session;
+    this.#session = undefined;
+    if (this.#server !== undefined) {
+      this.#stderrTail = this.#server.stderrTail();
+    }
+    this.#server = undefined;
+    this.#pid = null;
+    this.#lastExit = exit;
+    session?.close().catch(() => {});
+    if (this.#state !== "failed") this.#setState("stopped");
+    const restartDelay = this.#pendingRestart;
+    this.#pendingRestart = undefined;
+    if (
+      restartDelay !== undefined && !this.#stopping && this.#state === "stopped"
+    ) this.#scheduleNow(restartDelay);
+    for (const wake of this.#exitWaiters.splice(0)) wake(exit);
+    this.#options.hooks.exited(this, exit, this.#intentional, session);
+  }
+
+  #setState(to: WorkerState): void {
+    const from = this.#state;
+    if (from === to) return;
+    this.#state = to;
+    this.#options.logger.debug("worker {id}: {from} -> {to}", {
+      id: this.id,
+      from,
+      to,
+    });
+    this.#options.hooks.stateChanged(this, from, to);
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    p,
+    new Promise<undefined>((
+      resolve,
+    ) => (timer = setTimeout(() => resolve(undefined), ms))),
+  ]).finally(() => clearTimeout(timer));
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function firstLine(text: string): string {
+  const at = text.indexOf("\n");
+  return at < 0 ? text : text.slice(0, at);
+}
+
+function stderrOf(err: unknown): string {
+  if (err instanceof Error && "details" in err) {
+    const details = (err as { details?: Record<string, unknown> }).details ??
+      {};
+    for (const key of ["stderrTail", "stderr"]) {
+      if (typeof details[key] === "string") return details[key] as string;
+    }
+  }
+  return "";
+}

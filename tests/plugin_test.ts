@@ -1,0 +1,258 @@
+import assert from "node:assert/strict";
+import { ConfigError, PluginError } from "../src/errors.ts";
+import { type Plugin, PluginHost } from "../src/plugin.ts";
+import { Pool, type PoolOptions } from "../src/pool.ts";
+import { reconnect } from "../plugins/reconnect.ts";
+import { modelsDir, nextEvent, pidOf, PidTracker } from "./_pool_harness.ts";
+
+Deno.test("PluginHost.resolve adds, replaces by name, removes and starts from nothing", () => {
+  const defaults: Plugin[] = [{ name: "a" }, { name: "b" }, { name: "c" }];
+  const names = (ps: Plugin[]) => ps.map((p) => p.name);
+  assert.deepEqual(names(PluginHost.resolve(defaults)), ["a", "b", "c"]);
+  assert.deepEqual(names(PluginHost.resolve(defaults, [{ name: "x" }])), [
+    "a",
+    "b",
+    "c",
+    "x",
+  ]);
+  const b2: Plugin = { name: "b", requires: [] };
+  const replaced = PluginHost.resolve(defaults, [b2, { name: "y" }]);
+  assert.deepEqual(names(replaced), ["a", "b", "c", "y"]);
+  assert.equal(replaced[1], b2);
+  assert.deepEqual(
+    names(PluginHost.resolve(defaults, { remove: ["a", "c"] })),
+    ["b"],
+  );
+  assert.deepEqual(
+    names(
+      PluginHost.resolve(defaults, { defaults: false, use: [{ name: "z" }] }),
+    ),
+    ["z"],
+  );
+  assert.deepEqual(
+    names(PluginHost.resolve(defaults, { defaults: false })),
+    [],
+  );
+});
+
+Deno.test("PluginHost.check rejects missing requirements, duplicates and handler clashes", () => {
+  assert.throws(
+    () => new PluginHost([{ name: "a", requires: ["b"] }]).check(),
+    /plugin 'a' requires plugin 'b'/,
+  );
+  assert.throws(
+    () => new PluginHost([{ name: "a" }, { name: "a" }]).check(),
+    ConfigError,
+  );
+  assert.throws(
+    () =>
+      new PluginHost([{ name: "a", handlers: { x: () => 1 } }, {
+        name: "b",
+        handlers: { x: () => 2 },
+      }]).check(),
+    /handler 'x' is registered by both 'a' and 'b'/,
+  );
+  new PluginHost([{ name: "a", requires: ["b"] }, { name: "b" }]).check();
+});
+
+Deno.test("PluginHost.run runs hooks in order and turns a throw into a PluginError", async () => {
+  const calls: string[] = [];
+  const reported: string[] = [];
+  const host = new PluginHost([
+    { name: "one", onPoolClose: () => void calls.push("one") },
+    {
+      name: "bad",
+      onPoolClose: () => {
+        throw new Error("boom");
+      },
+    },
+    {
+      name: "two",
+      onPoolClose: async () => {
+        await Promise.resolve();
+        calls.push("two");
+      },
+    },
+  ], { onError: (err) => reported.push(err.message) });
+  // deno-lint-ignore no-explicit-any
+  const errors = await host.run("onPoolClose", {} as any);
+  assert.deepEqual(calls, ["one", "two"]);
+  assert.equal(errors.length, 1);
+  assert.ok(errors[0] instanceof PluginError);
+  assert.deepEqual(reported, [
+    "Cannot run hook onPoolClose of plugin 'bad': boom",
+  ]);
+});
+
+function base(dir: string, extra: PoolOptions = {}): PoolOptions {
+  return { workers: 1, modelsDir: dir, handleSignals: false, ...extra };
+}
+
+Deno.test("Pool runs plugin hooks in registration order around a worker's life", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const log: string[] = [];
+    const recorder = (tag: string): Plugin => ({
+      name: `rec-${tag}`,
+      onPoolStart: () => void log.push(`${tag}:poolStart`),
+      onWorkerStart: (ev) =>
+        void log.push(
+          `${tag}:workerStart:${ev.worker.id}:${ev.worker.state}:${ev.restart}`,
+        ),
+      onSessionOpen: (ev) =>
+        void log.push(`${tag}:sessionOpen:${ev.worker.id}`),
+      onRequest: (msg) => {
+        if (msg.cmd !== "executeModel") return;
+        log.push(`${tag}:request`);
+        const inner = msg.msg as Record<string, unknown>;
+        return { ...msg, msg: { ...inner, x: (inner.x as number) * 10 } };
+      },
+      onReply: (msg) => {
+        if (
+          !("ok" in msg) || typeof msg.result !== "object" ||
+          msg.result === null
+        ) return;
+        const result = msg.result as Record<string, unknown>;
+        if (!("y" in result)) return;
+        log.push(`${tag}:reply`);
+        return { ...msg, result: { ...result, y: (result.y as number) + 1 } };
+      },
+      onWorkerExit: (ev) =>
+        void log.push(`${tag}:workerExit:${ev.worker.id}:${ev.intentional}`),
+      onSessionClose: () => void log.push(`${tag}:sessionClose`),
+      onPoolClose: () => void log.push(`${tag}:poolClose`),
+    });
+    const pool = await Pool.start(
+      base(dir.path, {
+        plugins: { defaults: false, use: [recorder("a"), recorder("b")] },
+      }),
+    );
+    pids.watch(pool);
+    assert.deepEqual(pool.status().plugins, ["rec-a", "rec-b"]);
+    await pool.addModel("doubler", { file: "doubler.py", options: { k: 2 } });
+    // a multiplies x by 10, then b does: 2 * 100 = 200; replies: +1 by a, +1 by b.
+    assert.deepEqual(await pool.execute("doubler", { x: 1 }), { y: 202 });
+    await pool.close();
+    assert.deepEqual(log, [
+      "a:poolStart",
+      "b:poolStart",
+      "a:workerStart:w1:starting:false",
+      "b:workerStart:w1:starting:false",
+      "a:sessionOpen:w1",
+      "b:sessionOpen:w1",
+      "a:request",
+      "b:request",
+      "a:reply",
+      "b:reply",
+      "a:poolClose",
+      "b:poolClose",
+      "a:sessionClose",
+      "b:sessionClose",
+      "a:workerExit:w1:true",
+      "b:workerExit:w1:true",
+    ]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool fails only the request whose plugin hook threw, with a PluginError naming it", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    let armed = false;
+    const flaky: Plugin = {
+      name: "flaky",
+      onRequest(msg) {
+        if (armed && msg.cmd === "executeModel") throw new Error("no thanks");
+      },
+      onWorkerStart() {
+        throw new Error("start hook broke");
+      },
+    };
+    const pluginErrors: string[] = [];
+    const pool = await Pool.start(base(dir.path, { plugins: [flaky] }));
+    pids.watch(pool);
+    try {
+      pool.on((ev) =>
+        ev.type === "plugin-error" &&
+        pluginErrors.push(`${ev.plugin}:${ev.hook}`)
+      );
+      await pool.addModel("doubler", { file: "doubler.py" });
+      armed = true;
+      await assert.rejects(
+        pool.execute("doubler", { x: 1 }),
+        (err: unknown) => {
+          assert.ok(err instanceof PluginError, String(err));
+          assert.match(err.message, /flaky/);
+          assert.match(err.message, /no thanks/);
+          return true;
+        },
+      );
+      armed = false;
+      assert.deepEqual(await pool.execute("doubler", { x: 1 }), { y: 2 });
+      // A throwing lifecycle hook is reported, and the worker still comes up after a restart.
+      const back = nextEvent(pool, "worker-state", (ev) => ev.to === "ready");
+      Deno.kill(pidOf(pool, "w1"), "SIGKILL");
+      await back;
+      assert.deepEqual(pluginErrors, ["flaky:onWorkerStart"]);
+      assert.deepEqual(await pool.execute("doubler", { x: 2 }), { y: 4 });
+    } finally {
+      await pool.close();
+    }
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool default plugins can be replaced and removed", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    // A plugin named "reconnect" replaces the default policy: here, one that never restarts.
+    const exits: string[] = [];
+    const exited = Promise.withResolvers<void>();
+    const never: Plugin = {
+      name: "reconnect",
+      onWorkerExit: (ev) => {
+        exits.push(ev.reason);
+        exited.resolve();
+      },
+    };
+    const pool = await Pool.start(
+      base(dir.path, { workers: 2, plugins: [never] }),
+    );
+    pids.watch(pool);
+    try {
+      assert.deepEqual(pool.status().plugins, [
+        "reconnect",
+        "spillover",
+        "sharedCache",
+      ]);
+      pool.killWorker("w1", "test kill");
+      await exited.promise;
+      assert.deepEqual(exits, ["test kill"]);
+      const w1 = pool.status().workers[0]!;
+      assert.equal(w1.state, "stopped");
+      assert.equal(w1.restarts, 0);
+      assert.equal(await pool.request("ping"), "pong");
+    } finally {
+      await pool.close();
+    }
+    const bare = await Pool.start(
+      base(dir.path, { plugins: { remove: ["spillover", "sharedCache"] } }),
+    );
+    pids.watch(bare);
+    assert.deepEqual(bare.status().plugins, ["reconnect"]);
+    await bare.close();
+    const none = await Pool.start(
+      base(dir.path, { plugins: { defaults: false, use: [reconnect()] } }),
+    );
+    pids.watch(none);
+    assert.deepEqual(none.status().plugins, ["reconnect"]);
+    await none.close();
+  } finally {
+    await pids.assertGone();
+  }
+});

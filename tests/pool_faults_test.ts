@@ -1,0 +1,289 @@
+import assert from "node:assert/strict";
+import { StartError, TimeoutError, WorkerCrashedError } from "../src/errors.ts";
+import { Pool, type PoolOptions } from "../src/pool.ts";
+import { reconnect, type ReconnectOptions } from "../plugins/reconnect.ts";
+import {
+  assertGone,
+  idOfPid,
+  modelsDir,
+  nextEvent,
+  pidOf,
+  PidTracker,
+  readyAgain,
+} from "./_pool_harness.ts";
+
+function opts(
+  dir: string,
+  extra: PoolOptions = {},
+  policy: ReconnectOptions = {},
+): PoolOptions {
+  return {
+    workers: 2,
+    modelsDir: dir,
+    handleSignals: false,
+    plugins: [
+      reconnect({
+        backoff: { initial: 10, max: 50 },
+        heartbeatInterval: 0,
+        ...policy,
+      }),
+    ],
+    ...extra,
+  };
+}
+
+Deno.test("Pool settles every call exactly once when a worker is killed with 100 calls in flight", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(opts(dir.path));
+    pids.watch(pool);
+    await pool.addModel("slow", { file: "slow.py" });
+    await pool.addModel("doubler", { file: "doubler.py", options: { k: 3 } });
+    const victim = pidOf(pool, "w1");
+    const back = readyAgain(pool, "w1");
+    const exit = nextEvent(pool, "worker-exit", (ev) => ev.worker === "w1");
+    let settlements = 0;
+    const calls = Array.from(
+      { length: 100 },
+      (_, i) =>
+        pool.execute<{ pid: number; i: number }>("slow", { ms: 300, i })
+          .finally(() => settlements++),
+    );
+    assert.equal(pool.status().inFlight, 100);
+    // Let the requests reach the servers before the kill.
+    await pool.request("ping", undefined, { worker: "w1" });
+    Deno.kill(victim, "SIGKILL");
+    const results = await Promise.allSettled(calls);
+    assert.equal(settlements, 100);
+    let crashed = 0;
+    results.forEach((r, i) => {
+      if (r.status === "fulfilled") {
+        assert.equal(r.value.i, i);
+        assert.notEqual(r.value.pid, victim);
+      } else {
+        crashed++;
+        assert.ok(r.reason instanceof WorkerCrashedError, String(r.reason));
+        assert.equal(r.reason.details.worker, "w1");
+        assert.equal(r.reason.details.pid, victim);
+        assert.equal(r.reason.details.signal, "SIGKILL");
+        assert.match(
+          r.reason.message,
+          /worker w1 \(pid \d+\) died: killed by SIGKILL/,
+        );
+      }
+    });
+    assert.equal(
+      crashed,
+      50,
+      "the calls on the killed worker fail, the others succeed",
+    );
+    assert.equal((await exit).signal, "SIGKILL");
+    await back;
+    const w1 = pool.status().workers[0]!;
+    assert.equal(w1.restarts, 1);
+    assert.equal(w1.lastExit?.signal, "SIGKILL");
+    assert.notEqual(w1.pid, victim);
+    // The restarted worker got its models back before taking traffic.
+    assert.deepEqual(
+      await pool.request("executeModel", { name: "doubler", msg: { x: 2 } }, {
+        worker: "w1",
+      }),
+      { y: 6 },
+    );
+    const more = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => pool.execute("doubler", { x: i })),
+    );
+    assert.deepEqual(
+      more,
+      Array.from({ length: 20 }, (_, i) => ({ y: 3 * i })),
+    );
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool retries idempotent calls on another worker when theirs dies", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(opts(dir.path));
+    pids.watch(pool);
+    await pool.addModel("slow", { file: "slow.py" });
+    const victim = pidOf(pool, "w2");
+    const calls = Array.from(
+      { length: 20 },
+      (_, i) => pool.execute("slow", { ms: 200, i }, { idempotent: true }),
+    );
+    await pool.request("ping", undefined, { worker: "w2" });
+    Deno.kill(victim, "SIGKILL");
+    const results = await Promise.all(calls);
+    assert.deepEqual(
+      results.map((r) => (r as { i: number }).i),
+      Array.from({ length: 20 }, (_, i) => i),
+    );
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool replaces a wedged worker after a call times out; other calls are unaffected", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(opts(dir.path, {}, { hangGrace: 200 }));
+    pids.watch(pool);
+    await pool.addModel("freezer", { file: "freezer.py" });
+    await pool.addModel("whoami", { file: "whoami.py" });
+    const frozen = pidOf(pool, "w1");
+    const exit = nextEvent(pool, "worker-exit", (ev) => ev.worker === "w1");
+    const back = readyAgain(pool, "w1");
+    const hung = pool.request("executeModel", { name: "freezer", msg: {} }, {
+      worker: "w1",
+      timeout: 200,
+    });
+    // Meanwhile the other worker keeps answering.
+    for (let i = 0; i < 5; i++) {
+      const out = await pool.request<{ pid: number }>("executeModel", {
+        name: "whoami",
+        msg: {},
+      }, { worker: "w2" });
+      assert.equal(idOfPid(pool, out.pid), "w2");
+    }
+    await assert.rejects(hung, TimeoutError);
+    const ev = await exit;
+    assert.equal(ev.pid, frozen);
+    assert.match(ev.reason, /no answer within 200 ms after a call timed out/);
+    await back;
+    assert.notEqual(pidOf(pool, "w1"), frozen);
+    const out = await pool.request<{ pid: number }>("executeModel", {
+      name: "whoami",
+      msg: {},
+    }, { worker: "w1" });
+    assert.equal(idOfPid(pool, out.pid), "w1");
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool marks a worker that crashes on start as failed and serves on the rest", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const restarting: number[] = [];
+    await using pool = await Pool.start(
+      opts(dir.path, {
+        serverArgs: (id) => (id === "w2" ? ["--no-such-flag"] : undefined),
+      }, {
+        maxCrashes: 2,
+        backoff: { initial: 10, max: 15, jitter: 0 },
+      }),
+    );
+    pids.watch(pool);
+    pool.on((ev) => {
+      if (ev.type === "restarting" && ev.worker === "w2") {
+        restarting.push(ev.attempt);
+      }
+    });
+    await pool.addModel("doubler", { file: "doubler.py" });
+    const failed = pool.status().workers[1]!.state === "failed"
+      ? undefined
+      : await nextEvent(pool, "failed", (ev) => ev.worker === "w2");
+    const w2 = pool.status().workers[1]!;
+    assert.equal(w2.state, "failed");
+    assert.match(
+      w2.failedReason ?? "",
+      /crashed 3 times within 60000 ms; last: start failed/,
+    );
+    assert.match(w2.stderrTail, /unrecognized arguments: --no-such-flag/);
+    if (failed !== undefined) assert.match(failed.stderrTail, /--no-such-flag/);
+    assert.equal(w2.restarts, 2);
+    assert.equal(w2.pid, null);
+    for (let i = 0; i < 5; i++) {
+      assert.deepEqual(await pool.execute("doubler", { x: i }), { y: 2 * i });
+    }
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool.start rejects with StartError and stderr tails when every worker fails", async () => {
+  await using dir = await modelsDir();
+  await assert.rejects(
+    Pool.start(opts(dir.path, { serverArgs: ["--no-such-flag"] })),
+    (err: unknown) => {
+      assert.ok(err instanceof StartError, String(err));
+      assert.match(err.message, /all 2 workers failed to start/);
+      assert.match(err.message, /w1: start failed/);
+      assert.match(err.message, /w2: start failed/);
+      assert.match(err.message, /unrecognized arguments/);
+      return true;
+    },
+  );
+});
+
+Deno.test("Pool leaves no python process behind when the host is killed with SIGKILL or SIGTERM", async () => {
+  await using dir = await modelsDir();
+  const script = `${dir.path}/host.ts`;
+  await Deno.writeTextFile(
+    script,
+    `import { Pool } from ${
+      JSON.stringify(new URL("../src/pool.ts", import.meta.url).href)
+    };
+const pool = await Pool.start({ workers: 2, modelsDir: ${
+      JSON.stringify(dir.path)
+    } });
+console.log(JSON.stringify(pool.status().workers.map((w) => w.pid)));
+setInterval(() => {}, 1000);
+`,
+  );
+  for (const signal of ["SIGKILL", "SIGTERM"] as const) {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--quiet",
+        "--config",
+        new URL("../deno.json", import.meta.url).pathname,
+        script,
+      ],
+      stdout: "piped",
+      stderr: "inherit",
+      stdin: "null",
+    }).spawn();
+    let pids: number[] = [];
+    try {
+      const reader = child.stdout.pipeThrough(new TextDecoderStream())
+        .getReader();
+      let text = "";
+      while (!text.includes("\n")) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += value;
+      }
+      reader.cancel().catch(() => {});
+      pids = JSON.parse(text.trim());
+      assert.equal(pids.length, 2);
+      child.kill(signal);
+      const status = await child.status;
+      if (signal === "SIGTERM") {
+        assert.equal(status.code, 143, "the pool closed itself and exited");
+      }
+      await assertGone(pids, 8000);
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+      await child.status;
+      for (const pid of pids) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch {
+          // gone, as it should be
+        }
+      }
+    }
+  }
+});

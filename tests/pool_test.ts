@@ -1,0 +1,391 @@
+import assert from "node:assert/strict";
+import {
+  ConfigError,
+  NoWorkerError,
+  OverloadedError,
+  PyProxyError,
+  ShuttingDownError,
+  TimeoutError,
+} from "../src/errors.ts";
+import { Pool, type PoolOptions } from "../src/pool.ts";
+import { reconnect } from "../plugins/reconnect.ts";
+import { idOfPid, modelsDir, PidTracker } from "./_pool_harness.ts";
+
+/** Pool options shared by these tests: fast restarts, no signal handlers. */
+function opts(dir: string, extra: PoolOptions = {}): PoolOptions {
+  return {
+    workers: 2,
+    modelsDir: dir,
+    handleSignals: false,
+    plugins: [
+      reconnect({ backoff: { initial: 10, max: 50 }, heartbeatInterval: 200 }),
+    ],
+    ...extra,
+  };
+}
+
+for (const transport of ["unix", "tcp"] as const) {
+  Deno.test(`Pool executes a model on every worker over ${transport}`, async () => {
+    await using dir = await modelsDir();
+    const pids = new PidTracker();
+    try {
+      await using pool = await Pool.start(opts(dir.path, { transport }));
+      pids.watch(pool);
+      const desc = await pool.addModel("doubler", {
+        file: "doubler.py",
+        options: { k: 3 },
+      });
+      assert.equal((desc as { name: string }).name, "doubler");
+      assert.deepEqual(await pool.execute("doubler", { x: 5 }), { y: 15 });
+      await pool.addModel("whoami", { file: "whoami.py" });
+      const seen = new Set<number>();
+      for (let i = 0; i < 4; i++) {
+        seen.add((await pool.execute<{ pid: number }>("whoami", {})).pid);
+      }
+      assert.equal(seen.size, 2, "round-robin reaches both workers");
+      assert.equal(await pool.request("ping"), "pong");
+      const status = pool.status();
+      assert.deepEqual(status.workers.map((w) => [w.id, w.state]), [[
+        "w1",
+        "ready",
+      ], ["w2", "ready"]]);
+      assert.deepEqual(status.models.map((m) => m.name), ["doubler", "whoami"]);
+      assert.equal(status.queue, 0);
+      assert.equal(status.inFlight, 0);
+      assert.deepEqual(status.plugins, [
+        "reconnect",
+        "spillover",
+        "sharedCache",
+      ]);
+      for (const w of status.workers) {
+        assert.equal(typeof w.pid, "number");
+        assert.equal(w.restarts, 0);
+        assert.equal(w.lastExit, null);
+        assert.equal(w.failedReason, null);
+      }
+    } finally {
+      await pids.assertGone();
+    }
+  });
+}
+
+Deno.test("Pool.start rejects bad options with a ConfigError naming the field", async () => {
+  const cases: Array<[PoolOptions, RegExp]> = [
+    [{ workers: 0 }, /^Cannot start pool: workers: expected an integer >= 1$/],
+    [{ workers: 1.5 }, /workers: expected an integer >= 1/],
+    [{ transport: "pipe" as "tcp" }, /transport: expected "tcp" or "unix"/],
+    [{ maxQueue: -1 }, /maxQueue: expected an integer >= 0/],
+    [{ worker: 2 } as PoolOptions, /worker: unknown option/],
+    [{ plugins: [{}] } as unknown as PoolOptions, /plugins/],
+    [{ modelsDir: "/definitely/not/here" }, /modelsDir: no such directory/],
+    [
+      { plugins: [{ name: "x", requires: ["y"] }] },
+      /plugin 'x' requires plugin 'y'/,
+    ],
+  ];
+  for (const [options, message] of cases) {
+    await assert.rejects(
+      Pool.start({ handleSignals: false, ...options }),
+      (err: unknown) => {
+        assert.ok(
+          err instanceof ConfigError,
+          `${JSON.stringify(options)}: ${err}`,
+        );
+        assert.match(err.message, message);
+        return true;
+      },
+    );
+  }
+});
+
+Deno.test("Pool keyed routing sends a key to the same worker while it is up", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    // A restart delay long enough to observe where the owner's keys go meanwhile.
+    const plugins = [
+      reconnect({
+        backoff: { initial: 400, max: 400, jitter: 0 },
+        heartbeatInterval: 0,
+      }),
+    ];
+    await using pool = await Pool.start(
+      opts(dir.path, { workers: 3, plugins }),
+    );
+    pids.watch(pool);
+    await pool.addModel("whoami", { file: "whoami.py" });
+    const owners = new Map<string, string>();
+    for (let k = 0; k < 30; k++) {
+      const key = `user-${k}`;
+      const ids = new Set<string | undefined>();
+      for (let i = 0; i < 3; i++) {
+        ids.add(
+          idOfPid(
+            pool,
+            (await pool.execute<{ pid: number }>("whoami", {}, { key })).pid,
+          ),
+        );
+      }
+      assert.equal(ids.size, 1, `key ${key} went to ${[...ids]}`);
+      owners.set(key, [...ids][0]!);
+    }
+    assert.ok(new Set(owners.values()).size >= 2, "keys spread over workers");
+
+    // While the owner is down, its keys go to one deterministic other worker.
+    const [key, owner] = [...owners.entries()][0]!;
+    const down = new Promise<void>((resolve) => {
+      const off = pool.on((ev) => {
+        if (
+          ev.type === "worker-state" && ev.worker === owner &&
+          ev.to === "stopped"
+        ) {
+          off();
+          resolve();
+        }
+      });
+    });
+    const back = new Promise<void>((resolve) => {
+      const off = pool.on((ev) => {
+        if (
+          ev.type === "worker-state" && ev.worker === owner && ev.to === "ready"
+        ) {
+          off();
+          resolve();
+        }
+      });
+    });
+    pool.killWorker(owner, "test");
+    await down;
+    const fallback = new Set<string | undefined>();
+    for (let i = 0; i < 3; i++) {
+      fallback.add(
+        idOfPid(
+          pool,
+          (await pool.execute<{ pid: number }>("whoami", {}, { key })).pid,
+        ),
+      );
+    }
+    assert.equal(
+      pool.status().workers.find((w) => w.id === owner)!.state,
+      "restarting",
+    );
+    assert.equal(fallback.size, 1, "one deterministic fallback worker");
+    assert.ok(!fallback.has(owner));
+    await back;
+    const again = await pool.execute<{ pid: number }>("whoami", {}, { key });
+    assert.equal(
+      idOfPid(pool, again.pid),
+      owner,
+      "the key returns to its owner once it is back",
+    );
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool rejects at once with OverloadedError when the queue is full", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      opts(dir.path, { workers: 1, maxInFlightPerWorker: 1, maxQueue: 2 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("slow", { file: "slow.py" });
+    const accepted = [0, 1, 2].map((i) =>
+      pool.execute<{ i: number }>("slow", { ms: 300, i })
+    );
+    assert.equal(pool.status().queue, 2);
+    assert.equal(pool.status().workers[0]!.inFlight, 1);
+    await assert.rejects(pool.execute("slow", { ms: 0 }), OverloadedError);
+    assert.deepEqual((await Promise.all(accepted)).map((r) => r.i), [0, 1, 2]);
+    assert.equal(pool.status().queue, 0);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool times out a queued call and a running call", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      opts(dir.path, { workers: 1, maxInFlightPerWorker: 1 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("slow", { file: "slow.py" });
+    const running = pool.execute("slow", { ms: 400 }, { timeout: 100 });
+    const queued = pool.execute("slow", { ms: 0 }, { timeout: 50 });
+    await assert.rejects(queued, TimeoutError);
+    await assert.rejects(running, TimeoutError);
+    const aborted = new AbortController();
+    const blocker = pool.execute("slow", { ms: 200 });
+    const waiting = pool.execute("slow", { ms: 0 }, { signal: aborted.signal });
+    aborted.abort();
+    await assert.rejects(
+      waiting,
+      (err: unknown) => err instanceof PyProxyError && err.code === "CANCELLED",
+    );
+    await blocker;
+    assert.deepEqual(await pool.request("ping"), "pong");
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool rejects a model that fails on one worker, names it, and rolls it back", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      opts(dir.path, { env: (id) => ({ PYPROXY_TEST_SLOT: id }) }),
+    );
+    pids.watch(pool);
+    await assert.rejects(
+      pool.addModel("picky", { file: "picky.py", options: { refuse: "w2" } }),
+      (err: unknown) => {
+        assert.ok(err instanceof Error);
+        assert.match(
+          err.message,
+          /Cannot add model 'picky' on worker w2: .*refusing to load here/s,
+        );
+        assert.match(err.message, /rolled back/);
+        return true;
+      },
+    );
+    assert.deepEqual(pool.status().models, []);
+    // Rolled back on w1: the model is gone there too.
+    await assert.rejects(
+      pool.request("executeModel", { name: "picky", msg: {} }, {
+        worker: "w1",
+      }),
+      (err: unknown) =>
+        err instanceof Error && err.name === "ModelNotFoundError",
+    );
+    await assert.rejects(
+      pool.addModel("broken", { file: "broken.py" }),
+      /on worker w1, w2/,
+    );
+    await pool.addModel("picky", {
+      file: "picky.py",
+      options: { refuse: "nobody" },
+    });
+    assert.deepEqual(await pool.execute("picky", {}), { ok: true });
+    await pool.updateModel("picky", {
+      file: "picky.py",
+      options: { refuse: "none" },
+    });
+    await pool.removeModel("picky");
+    assert.deepEqual(pool.status().models, []);
+    await assert.rejects(pool.removeModel("picky"), /no such model/);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool.request pinned to a worker goes there, and rejects for an unknown worker", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(opts(dir.path));
+    pids.watch(pool);
+    await pool.addModel("whoami", { file: "whoami.py" });
+    for (const id of ["w2", "w1", "w2"]) {
+      const out = await pool.request<{ pid: number }>("executeModel", {
+        name: "whoami",
+        msg: {},
+      }, { worker: id });
+      assert.equal(idOfPid(pool, out.pid), id);
+    }
+    await assert.rejects(
+      pool.request("ping", undefined, { worker: "w9" }),
+      NoWorkerError,
+    );
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool.close lets in-flight calls finish and fails queued and new calls", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const pool = await Pool.start(
+      opts(dir.path, { workers: 1, maxInFlightPerWorker: 2 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("slow", { file: "slow.py" });
+    const inFlight = [
+      pool.execute("slow", { ms: 200, i: 1 }),
+      pool.execute("slow", { ms: 200, i: 2 }),
+    ];
+    const queued = pool.execute("slow", { ms: 0, i: 3 });
+    const closing = pool.close();
+    await assert.rejects(queued, ShuttingDownError);
+    await assert.rejects(pool.execute("slow", { ms: 0 }), ShuttingDownError);
+    await assert.rejects(
+      pool.addModel("x", { file: "slow.py" }),
+      ShuttingDownError,
+    );
+    const results = await Promise.all(inFlight);
+    assert.deepEqual(results.map((r) => (r as { i: number }).i), [1, 2]);
+    await closing;
+    assert.ok(
+      pool.status().workers.every((w) =>
+        w.state === "stopped" && w.pid === null
+      ),
+    );
+    await pool.close(); // idempotent
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool.close settles calls that outlive shutdownGrace with ShuttingDownError", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const pool = await Pool.start(
+      opts(dir.path, { workers: 1, shutdownGrace: 50 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("slow", { file: "slow.py" });
+    const call = pool.execute("slow", { ms: 30000 });
+    const settled = call.then(() => "resolved", (err) => err);
+    await pool.close();
+    const err = await settled;
+    assert.ok(err instanceof ShuttingDownError, String(err));
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool.events yields worker-state and model events and ends on close", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const pool = await Pool.start(opts(dir.path, { workers: 1 }));
+    pids.watch(pool);
+    const seen: string[] = [];
+    const reader = (async () => {
+      for await (const ev of pool.events()) {
+        seen.push(
+          ev.type === "worker-state"
+            ? `${ev.worker}:${ev.from}>${ev.to}`
+            : `${ev.type}`,
+        );
+      }
+    })();
+    await pool.addModel("doubler", { file: "doubler.py" });
+    await pool.close();
+    await reader;
+    assert.deepEqual(seen, [
+      "model",
+      "w1:ready>draining",
+      "w1:draining>stopped",
+      "worker-exit",
+    ]);
+  } finally {
+    await pids.assertGone();
+  }
+});

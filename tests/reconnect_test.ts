@@ -1,0 +1,186 @@
+import assert from "node:assert/strict";
+import { ConfigError, WorkerCrashedError } from "../src/errors.ts";
+import { Pool, type PoolOptions } from "../src/pool.ts";
+import { reconnect, type ReconnectOptions } from "../plugins/reconnect.ts";
+import {
+  modelsDir,
+  nextEvent,
+  pidOf,
+  PidTracker,
+  readyAgain,
+} from "./_pool_harness.ts";
+
+function opts(
+  dir: string,
+  policy: ReconnectOptions,
+  extra: PoolOptions = {},
+): PoolOptions {
+  return {
+    workers: 2,
+    modelsDir: dir,
+    handleSignals: false,
+    plugins: [reconnect({ heartbeatInterval: 0, ...policy })],
+    ...extra,
+  };
+}
+
+Deno.test("reconnect rejects invalid options with a ConfigError", () => {
+  assert.throws(
+    () => reconnect({ maxCrashes: -1 }),
+    /maxCrashes: expected a number >= 0/,
+  );
+  assert.throws(() => reconnect({ backoff: { jitter: 2 } }), ConfigError);
+  assert.throws(() => reconnect({ heartbeatTimeout: 0 }), /heartbeatTimeout/);
+  assert.equal(reconnect().name, "reconnect");
+});
+
+Deno.test("reconnect restarts a killed worker after a backoff delay and replays its models", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      opts(dir.path, { backoff: { initial: 40, jitter: 0.25 } }),
+    );
+    pids.watch(pool);
+    await pool.addModel("doubler", { file: "doubler.py", options: { k: 4 } });
+    const restarting = nextEvent(
+      pool,
+      "restarting",
+      (ev) => ev.worker === "w2",
+    );
+    const back = readyAgain(pool, "w2");
+    const old = pidOf(pool, "w2");
+    Deno.kill(old, "SIGKILL");
+    const ev = await restarting;
+    assert.equal(ev.attempt, 1);
+    assert.ok(
+      ev.delayMs >= 30 && ev.delayMs <= 50,
+      `delay ${ev.delayMs} is 40 ms ± 25 %`,
+    );
+    await back;
+    assert.notEqual(pidOf(pool, "w2"), old);
+    assert.deepEqual(
+      await pool.request("executeModel", { name: "doubler", msg: { x: 1 } }, {
+        worker: "w2",
+      }),
+      { y: 4 },
+    );
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("reconnect grows the delay exponentially up to the cap, then fails the slot", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const delays: number[] = [];
+    const pool = await Pool.start(
+      opts(dir.path, {
+        backoff: { initial: 5, factor: 3, max: 50, jitter: 0 },
+        maxCrashes: 4,
+      }, {
+        serverArgs: (id) => (id === "w1" ? ["--no-such-flag"] : undefined),
+      }),
+    );
+    pids.watch(pool);
+    try {
+      pool.on((ev) => ev.type === "restarting" && delays.push(ev.delayMs));
+      if (pool.status().workers[0]!.state !== "failed") {
+        await nextEvent(pool, "failed", (ev) => ev.worker === "w1");
+      }
+      // Restarts that happened before we subscribed are in the status count.
+      const w1 = pool.status().workers[0]!;
+      assert.equal(w1.restarts, 4);
+      assert.deepEqual([5, 15, 45, 50].slice(4 - delays.length), delays);
+      assert.match(w1.failedReason!, /crashed 5 times/);
+      assert.equal(pool.status().workers[1]!.state, "ready");
+      assert.equal(await pool.request("ping"), "pong");
+    } finally {
+      await pool.close();
+    }
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("reconnect fails a slot that keeps crashing at runtime and keeps serving on the rest", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      opts(dir.path, { backoff: { initial: 5, max: 10 }, maxCrashes: 2 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("doubler", { file: "doubler.py" });
+    for (let i = 0; i < 2; i++) {
+      const back = readyAgain(pool, "w1");
+      Deno.kill(pidOf(pool, "w1"), "SIGKILL");
+      await back;
+    }
+    const failed = nextEvent(pool, "failed", (ev) => ev.worker === "w1");
+    Deno.kill(pidOf(pool, "w1"), "SIGKILL");
+    const ev = await failed;
+    assert.match(
+      ev.reason,
+      /crashed 3 times within 60000 ms; last: killed by SIGKILL/,
+    );
+    const w1 = pool.status().workers[0]!;
+    assert.equal(w1.state, "failed");
+    assert.equal(w1.restarts, 2);
+    assert.equal(w1.lastExit?.signal, "SIGKILL");
+    for (let i = 0; i < 4; i++) {
+      assert.deepEqual(await pool.execute("doubler", { x: i }), { y: 2 * i });
+    }
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("reconnect kills and replaces a worker that misses its heartbeat", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      opts(dir.path, {
+        heartbeatInterval: 50,
+        heartbeatTimeout: 200,
+        backoff: { initial: 5 },
+      }, { workers: 1 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("freezer", { file: "freezer.py" });
+    const frozen = pidOf(pool, "w1");
+    const exit = nextEvent(pool, "worker-exit");
+    const back = readyAgain(pool, "w1");
+    // No timeout on the call: only the heartbeat can notice the worker is wedged.
+    const call = pool.execute("freezer", {});
+    await assert.rejects(call, (err: unknown) => {
+      assert.ok(err instanceof WorkerCrashedError, String(err));
+      assert.match(err.message, /missed heartbeat/);
+      return true;
+    });
+    assert.equal((await exit).reason, "missed heartbeat");
+    await back;
+    assert.notEqual(pidOf(pool, "w1"), frozen);
+    assert.equal(await pool.request("ping"), "pong");
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("reconnect does not restart workers stopped by close", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const pool = await Pool.start(opts(dir.path, { backoff: { initial: 1 } }));
+    pids.watch(pool);
+    let restarts = 0;
+    pool.on((ev) => ev.type === "restarting" && restarts++);
+    await pool.close();
+    assert.equal(restarts, 0);
+    assert.ok(pool.status().workers.every((w) => w.state === "stopped"));
+  } finally {
+    await pids.assertGone();
+  }
+});

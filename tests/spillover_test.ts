@@ -1,0 +1,409 @@
+import assert from "node:assert/strict";
+import { PluginError, SpillError } from "../src/errors.ts";
+import type { Plugin, WireMessage } from "../src/plugin.ts";
+import { Pool } from "../src/pool.ts";
+import { spillover, type SpilloverPlugin } from "../plugins/spillover.ts";
+import { reconnect } from "../plugins/reconnect.ts";
+import { sharedCache } from "../plugins/shared_cache.ts";
+import { jsonSizeBound } from "../plugins/_json_size.ts";
+import fc from "fast-check";
+
+const MODELS = new URL("../python/tests/models/", import.meta.url).pathname;
+const encoder = new TextEncoder();
+
+async function startPool(plugins: Plugin[], workers = 1): Promise<Pool> {
+  const pool = await Pool.start({
+    workers,
+    modelsDir: MODELS,
+    handleSignals: false,
+    plugins: { defaults: false, use: plugins },
+  });
+  try {
+    await pool.addModel("spill_echo", { file: "spill_echo.py" });
+  } catch (err) {
+    await pool.close();
+    throw err;
+  }
+  return pool;
+}
+
+/** Files (recursively) under the spill directory. */
+async function spillFiles(spill: SpilloverPlugin): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (dir: string) => {
+    for await (const e of Deno.readDir(dir)) {
+      if (e.isDirectory) await walk(`${dir}/${e.name}`);
+      else out.push(`${dir}/${e.name}`);
+    }
+  };
+  await walk(spill.dir!);
+  return out;
+}
+
+/** Puts the request id into executeModel messages and pads `msg.data` so the encoded request is `target` bytes. */
+function sizer(): Plugin & { target: number | undefined } {
+  const plugin = {
+    name: "test.sizer",
+    target: undefined as number | undefined,
+    onRequest(msg: WireMessage): void {
+      if (msg.cmd !== "executeModel") return;
+      const inner = msg.msg as Record<string, unknown>;
+      inner.reqId = msg.id;
+      if (plugin.target === undefined) return;
+      inner.data = "";
+      inner.data = "y".repeat(
+        plugin.target - encoder.encode(JSON.stringify(msg)).length,
+      );
+    },
+  };
+  return plugin;
+}
+
+function flipByte(path: string): void {
+  const bytes = Deno.readFileSync(path);
+  const at = bytes.length >> 1;
+  bytes[at] = bytes[at]! ^ 1;
+  Deno.writeFileSync(path, bytes);
+}
+
+async function exists(path: string): Promise<boolean> {
+  return await Deno.stat(path).then(() => true, () => false);
+}
+
+Deno.test("spillover's size bound is never below the encoded size and exact for plain ASCII", () => {
+  fc.assert(
+    fc.property(fc.jsonValue(), (value) => {
+      assert.ok(
+        jsonSizeBound(value, Infinity) >=
+          encoder.encode(JSON.stringify(value)).length,
+      );
+    }),
+    { numRuns: 2_000 },
+  );
+  const ascii = {
+    id: 3,
+    cmd: "executeModel",
+    name: "x",
+    msg: { a: [1, 2.5, true, null, "abc"], b: {}, c: [] },
+  };
+  assert.equal(jsonSizeBound(ascii, Infinity), JSON.stringify(ascii).length);
+  assert.equal(
+    jsonSizeBound({ a: undefined, b: [undefined], f: () => 1 }, Infinity),
+    '{"b":[null]}'.length,
+  );
+  assert.ok(
+    jsonSizeBound({ big: "x".repeat(1_000_000), more: "y" }, 100) > 100,
+  );
+  assert.equal(jsonSizeBound({ d: new Date(0) }, 1_000), Infinity);
+});
+
+Deno.test("spillover round-trips 20 MB both ways through a private directory", async () => {
+  const spill = spillover({ threshold: 64 * 1024 });
+  const pool = await startPool([spill]);
+  let dir: string | undefined;
+  try {
+    dir = spill.dir!;
+    const shm = await Deno.stat("/dev/shm").then(
+      (s) => s.isDirectory,
+      () => false,
+    );
+    if (shm) assert.ok(dir.startsWith("/dev/shm/pyproxy-spill-"), dir);
+    assert.equal((await Deno.stat(dir)).mode! & 0o777, 0o700);
+    const data = 'ab\u20ac\n"'.repeat(4 * 1024 * 1024); // 20 MiB of characters, multi-byte and escaped ones
+    const result = await pool.execute("spill_echo", { op: "echo", data }) as {
+      data: string;
+    };
+    assert.equal(result.data.length, data.length);
+    assert.ok(result.data === data);
+    assert.equal(spill.stats.spilledOut, 1);
+    assert.equal(spill.stats.spilledIn, 1);
+    assert.ok(spill.stats.bytesOut > 20 * 1024 * 1024);
+    assert.equal(spill.stats.failures, 0);
+    assert.deepEqual(await spillFiles(spill), []);
+    assert.equal(spill.pendingBytes, 0);
+  } finally {
+    await pool.close();
+  }
+  assert.equal(spill.dir, undefined);
+  assert.equal(
+    await exists(dir!),
+    false,
+    "the spill directory is removed at close",
+  );
+});
+
+Deno.test("spillover spills a request one byte above the threshold, not at it", async () => {
+  const threshold = 4096;
+  const spill = spillover({ threshold });
+  const size = sizer();
+  const pool = await startPool([size, spill]);
+  try {
+    size.target = threshold;
+    const atResult = await pool.execute("spill_echo", { op: "len" }) as {
+      len: number;
+    };
+    assert.equal(spill.stats.spilledOut, 0);
+    size.target = threshold + 1;
+    const aboveResult = await pool.execute("spill_echo", { op: "len" }) as {
+      len: number;
+    };
+    assert.equal(spill.stats.spilledOut, 1);
+    assert.equal(aboveResult.len, atResult.len + 1);
+    size.target = threshold + 1000;
+    await pool.execute("spill_echo", { op: "len" });
+    assert.equal(spill.stats.spilledOut, 2);
+    assert.deepEqual(await spillFiles(spill), []);
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("spillover reads a reply one byte above the threshold from a file, not one at it", async () => {
+  const threshold = 4096;
+  const spill = spillover({ threshold });
+  const pool = await startPool([sizer(), spill]);
+  try {
+    const at = await pool.execute("spill_echo", {
+      op: "sized",
+      size: threshold,
+    }) as { data: string };
+    assert.equal(spill.stats.spilledIn, 0);
+    const above = await pool.execute("spill_echo", {
+      op: "sized",
+      size: threshold + 1,
+    }) as { data: string };
+    assert.equal(spill.stats.spilledIn, 1);
+    assert.equal(spill.stats.bytesIn, threshold + 1);
+    assert.equal(above.data.length, at.data.length + 1);
+    assert.deepEqual(await spillFiles(spill), []);
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("spillover carries large host callbacks from Python and their replies through files", async () => {
+  const spill = spillover({ threshold: 1024 });
+  const cache = sharedCache();
+  const pool = await startPool([spill, cache]);
+  try {
+    await pool.addModel("cache_ops", { file: "cache_ops.py" });
+    const big = "v\u00e9".repeat(100_000);
+    // executeModel (host → Python) and cache.set (Python → host) are both spilled.
+    await pool.execute("cache_ops", { op: "set", key: "big", value: big });
+    assert.equal(spill.stats.spilledOut, 1);
+    assert.equal(spill.stats.spilledIn, 1);
+    assert.ok(await cache.store.get("big") === big);
+    // The cache.get reply (host → Python) and the model's result (Python → host) are both spilled.
+    const got = await pool.execute("cache_ops", { op: "get", key: "big" }) as {
+      value: string;
+    };
+    assert.ok(got.value === big);
+    assert.equal(spill.stats.spilledOut, 2);
+    assert.equal(spill.stats.spilledIn, 2);
+    assert.deepEqual(await spillFiles(spill), []);
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("spillover rejects a corrupted reply file with SpillError and deletes it", async () => {
+  const spill = spillover({ threshold: 1024 });
+  const seen: string[] = [];
+  const corrupt: Plugin = {
+    name: "test.corrupt",
+    onReply(msg) {
+      const ref = msg.$spill as { path: string } | undefined;
+      if (ref === undefined) return;
+      seen.push(ref.path);
+      flipByte(ref.path);
+    },
+  };
+  const pool = await startPool([corrupt, spill]);
+  try {
+    await assert.rejects(
+      pool.execute("spill_echo", { op: "make", n: 10_000 }),
+      (err: unknown) =>
+        err instanceof SpillError && /md5 mismatch/.test(err.message),
+    );
+    assert.equal(seen.length, 1);
+    assert.equal(await exists(seen[0]!), false);
+    assert.equal(spill.stats.failures, 1);
+    // The session survives: the next call works.
+    assert.deepEqual(await pool.execute("spill_echo", { op: "make", n: 3 }), {
+      data: "xxx",
+    });
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("spillover refuses a reply path outside the spill directory and leaves that file alone", async () => {
+  const spill = spillover({ threshold: 1024 });
+  let outside: string | undefined;
+  const redirect: Plugin = {
+    name: "test.redirect",
+    onReply(msg) {
+      const ref = msg.$spill as
+        | { path: string; size: number; md5: string }
+        | undefined;
+      if (ref === undefined) return;
+      // A valid copy (same size and md5) next to the spill directory, reached through "..".
+      const name = `outside-${crypto.randomUUID()}.json`;
+      outside = `${spill.dir!.slice(0, spill.dir!.lastIndexOf("/"))}/${name}`;
+      Deno.copyFileSync(ref.path, outside);
+      return { ...msg, $spill: { ...ref, path: `${spill.dir}/../${name}` } };
+    },
+  };
+  const pool = await startPool([redirect, spill]);
+  try {
+    await assert.rejects(
+      pool.execute("spill_echo", { op: "make", n: 10_000 }),
+      (err: unknown) =>
+        err instanceof SpillError &&
+        /outside the spill directory/.test(err.message),
+    );
+    assert.equal(await exists(outside!), true);
+  } finally {
+    await pool.close();
+    if (outside !== undefined) await Deno.remove(outside).catch(() => {});
+  }
+});
+
+Deno.test("spillover: a corrupted request file fails on the server with SpillError and is deleted", async () => {
+  const spill = spillover({ threshold: 1024 });
+  const seen: string[] = [];
+  const corrupt: Plugin = {
+    name: "test.corrupt",
+    onRequest(msg) {
+      const ref = msg.$spill as { path: string } | undefined;
+      if (ref === undefined) return;
+      seen.push(ref.path);
+      flipByte(ref.path);
+    },
+  };
+  const pool = await startPool([spill, corrupt]);
+  try {
+    await assert.rejects(
+      pool.execute("spill_echo", { op: "len", data: "z".repeat(50_000) }),
+      (err: unknown) => err instanceof SpillError && /md5/.test(err.message),
+    );
+    assert.equal(seen.length, 1);
+    assert.equal(await exists(seen[0]!), false);
+    assert.equal(spill.pendingBytes, 0);
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("spillover leaves no file behind when a worker is killed mid-spill", async () => {
+  const spill = spillover({ threshold: 1024 });
+  const pool = await startPool([
+    spill,
+    reconnect({ heartbeatInterval: 0, backoff: { initial: 1, jitter: 0 } }),
+  ]);
+  const events = pool.events()[Symbol.asyncIterator]();
+  try {
+    const pid = pool.status().workers[0]!.pid!;
+    Deno.kill(pid, "SIGSTOP"); // the server cannot read the file we are about to write
+    const call = pool.execute("spill_echo", {
+      op: "len",
+      data: "z".repeat(100_000),
+    });
+    const failed = call.then(() => undefined, (err) => err);
+    while (spill.stats.spilledOut === 0) {
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    const before = await spillFiles(spill);
+    assert.equal(before.length, 1);
+    // What a dying server may leave: its own half-sent reply file.
+    const workerDir = before[0]!.slice(0, before[0]!.lastIndexOf("/"));
+    Deno.writeFileSync(`${workerDir}/py-c1-99.json`, encoder.encode("{}"));
+    Deno.kill(pid, "SIGKILL");
+    assert.ok(await failed instanceof Error);
+    for (;;) {
+      const { value, done } = await events.next();
+      assert.ok(!done);
+      if (value.type === "worker-state" && value.to === "ready") break;
+    }
+    assert.deepEqual(await spillFiles(spill), []);
+    assert.equal(spill.pendingBytes, 0);
+    // The restarted worker has a fresh directory and spills again.
+    const result = await pool.execute("spill_echo", {
+      op: "len",
+      data: "z".repeat(100_000),
+    });
+    assert.deepEqual(result, {
+      len: 100_000,
+      md5: (result as { md5: string }).md5,
+    });
+    assert.deepEqual(await spillFiles(spill), []);
+  } finally {
+    await events.return?.();
+    await pool.close();
+  }
+});
+
+Deno.test("spillover refuses to spill past maxBytes while the server has not consumed earlier files", async () => {
+  const spill = spillover({ threshold: 1024, maxBytes: 10_000 });
+  const pool = await startPool([spill]);
+  const pid = pool.status().workers[0]!.pid!;
+  try {
+    Deno.kill(pid, "SIGSTOP");
+    const first = pool.execute("spill_echo", {
+      op: "len",
+      data: "a".repeat(6_000),
+    });
+    const second = pool.execute("spill_echo", {
+      op: "len",
+      data: "b".repeat(6_000),
+    });
+    const err = await second.then(() => undefined, (e) => e);
+    assert.ok(
+      err instanceof PluginError || err instanceof SpillError,
+      String(err),
+    );
+    assert.match(err.message, /maxBytes/);
+    Deno.kill(pid, "SIGCONT");
+    assert.equal(((await first) as { len: number }).len, 6_000);
+    assert.equal(spill.pendingBytes, 0);
+    assert.equal(
+      ((await pool.execute("spill_echo", {
+        op: "len",
+        data: "c".repeat(6_000),
+      })) as { len: number }).len,
+      6_000,
+    );
+  } finally {
+    try {
+      Deno.kill(pid, "SIGCONT");
+    } catch { /* exited */ }
+    await pool.close();
+  }
+});
+
+Deno.test("spillover removes the directory of a dead host at start and keeps a live host's", async () => {
+  const parent = await Deno.makeTempDir({ prefix: "spill-parent-" });
+  try {
+    const dead = `${parent}/pyproxy-spill-999999999-abc`; // above any pid_max
+    const live = `${parent}/pyproxy-spill-1-abc`; // pid 1 always runs
+    for (const dir of [dead, live]) {
+      await Deno.mkdir(`${dir}/w1-1`, { recursive: true });
+      await Deno.writeTextFile(`${dir}/w1-1/h-1.json`, "{}");
+    }
+    const spill = spillover({ dir: parent });
+    const pool = await startPool([spill]);
+    try {
+      assert.ok(
+        spill.dir!.startsWith(
+          `${await Deno.realPath(parent)}/pyproxy-spill-${Deno.pid}-`,
+        ),
+      );
+      assert.equal(await exists(dead), false);
+      assert.equal(await exists(`${live}/w1-1/h-1.json`), true);
+    } finally {
+      await pool.close();
+    }
+  } finally {
+    await Deno.remove(parent, { recursive: true });
+  }
+});
