@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import {
+  CancelledError,
+  PythonError,
+  SessionLostError,
+} from "../src/errors.ts";
+import { Pool } from "../src/pool.ts";
+import type { PoolEvent } from "../src/pool_events.ts";
+
+/** The error `promise` rejects with (fails when it resolves). */
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  throw new assert.AssertionError({ message: "expected a rejection" });
+}
+
+function nextEvent(
+  pool: Pool,
+  match: (ev: PoolEvent) => boolean,
+): Promise<PoolEvent> {
+  return new Promise((resolve) => {
+    const off = pool.on((ev) => {
+      if (match(ev)) {
+        off();
+        resolve(ev);
+      }
+    });
+  });
+}
+
+Deno.test("EvalSession keeps its namespace between atoms", async () => {
+  await using pool = await Pool.start({ workers: 2, handleSignals: false });
+  await using session = await pool.openSession();
+  assert.match(session.id, /^s-[0-9a-f]{16}$/);
+  const first = session.eval("x = 1");
+  const second = session.eval("x + 1"); // queued behind the first, not awaited in between
+  assert.equal(await first.result, null);
+  assert.equal(await second.result, 2);
+  assert.equal(second.sessionId, session.id);
+  assert.equal(second.worker, session.worker);
+  // Another session (or no session) does not see it.
+  await using other = await pool.openSession();
+  const err = await rejection(other.eval("x").result) as unknown;
+  assert.ok(err instanceof PythonError && err.type === "NameError");
+});
+
+Deno.test("EvalSession keeps globals and forgets locals", async () => {
+  await using pool = await Pool.start({ workers: 1, handleSignals: false });
+  await using session = await pool.openSession();
+  assert.equal(
+    await session.eval("a + b", { locals: { a: 1 }, globals: { b: 2 } }).result,
+    3,
+  );
+  assert.equal(await session.eval("b").result, 2);
+  const err = await rejection(session.eval("a").result) as unknown;
+  assert.ok(err instanceof PythonError && err.type === "NameError");
+});
+
+Deno.test("EvalSession is lost for good when its worker dies", async () => {
+  await using pool = await Pool.start({ workers: 2, handleSignals: false });
+  const session = await pool.openSession();
+  assert.equal(await session.eval("y = 5\ny").result, 5);
+  const pid = pool.status().workers.find((w) => w.id === session.worker)?.pid;
+  assert.ok(pid);
+  const inFlight = session.eval(
+    "import time\nprint('waiting')\ntime.sleep(100)",
+  );
+  const reader = inFlight.output.getReader();
+  assert.equal((await reader.read()).value?.data, "waiting\n");
+  const exited = nextEvent(
+    pool,
+    (ev) => ev.type === "worker-exit" && ev.worker === session.worker,
+  );
+  Deno.kill(pid, "SIGKILL");
+  await exited;
+  const err = await rejection(inFlight.result) as Error;
+  assert.ok(err instanceof SessionLostError, `${err}`);
+  assert.ok(session.lost);
+  await assert.rejects(session.eval("y").result, SessionLostError);
+  // The pool itself carries on.
+  assert.equal(await pool.eval("'ok'").result, "ok");
+  await assert.rejects(session.eval("1").result, SessionLostError);
+});
+
+Deno.test("EvalSession close drops the namespace", async () => {
+  await using pool = await Pool.start({ workers: 1, handleSignals: false });
+  const session = await pool.openSession();
+  await session.eval("z = 1").result;
+  await session.close();
+  await assert.rejects(session.eval("z").result);
+  // The server forgot it too: a raw eval naming it is refused.
+  await assert.rejects(
+    pool.request("eval", { code: "z", session: session.id }, {
+      worker: session.worker,
+    }),
+    SessionLostError,
+  );
+});
+
+Deno.test("EvalSession runs the next atom only after a cancelled one stopped", async () => {
+  await using pool = await Pool.start({ workers: 1, handleSignals: false });
+  await using session = await pool.openSession();
+  const controller = new AbortController();
+  const spin = session.eval(
+    "n = 0\nprint('spinning')\nwhile True:\n    n += 1",
+    {
+      signal: controller.signal,
+      cancelGrace: 60_000,
+    },
+  );
+  const next = session.eval("n > 0");
+  // Whether the spinning atom had stopped when the next one finished.
+  const order = next.result.then((value) => [value, spin.done]);
+  const reader = spin.output.getReader();
+  assert.equal((await reader.read()).value?.data, "spinning\n");
+  controller.abort();
+  await assert.rejects(spin.result, CancelledError);
+  assert.deepEqual(await order, [true, true]);
+  assert.ok(!session.lost);
+  await reader.cancel();
+});
