@@ -1,0 +1,276 @@
+/**
+ * The `pyproxy` command line: `serve` starts the HTTP gateway.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { configure, getConsoleSink, type LogLevel } from "@logtape/logtape";
+import denoJson from "../deno.json" with { type: "json" };
+import { ConfigError } from "./errors.ts";
+import type { Runtime } from "./runtime/types.ts";
+import { defaultRuntime } from "./runtime/mod.ts";
+import {
+  type GatewayConfig,
+  loadConfig,
+  type ResolvedConfig,
+} from "./gateway/config.ts";
+import { serve } from "./gateway/serve.ts";
+
+const VERSION: string = denoJson.version;
+
+const HELP = `pyproxy ${VERSION}: run Python models as a service
+
+Usage:
+  deno run -A mod.ts serve [options]
+
+Starts the HTTP gateway: a pool of Python workers serving the models of a
+directory. Without options: 2 workers, the example models (examples/models),
+http://127.0.0.1:8000. Every option can also be set in pyproxy.json
+(see docs/gateway.md); flags override the file.
+
+Options:
+  -p, --port <n>            Port to listen on; 0 picks a free one (default 8000)
+  -H, --host <address>      Address to bind (default 127.0.0.1); a non-loopback
+                            address requires a token
+  -w, --workers <n>         Python worker processes (default 2)
+  -m, --models <dir>        Models directory; every *.py in it is loaded at start
+                            unless the config lists models (default examples/models)
+  -c, --config <file>       Config file (default ./pyproxy.json when it exists)
+      --python <exe>        Python executable (default python3)
+      --token <token>       Require "Authorization: Bearer <token>" on every route
+                            except /healthz (>= 16 characters; or set PYPROXY_TOKEN)
+      --allowed-host <host> Also accept this Host header (repeatable; "*" = any)
+      --cors-origin <url>   Allow CORS from this origin (repeatable; off by default)
+      --body-limit <bytes>  Largest request body (default 1048576)
+      --timeout <ms>        Execute/eval timeout (default 30000)
+      --max-queue <n>       Calls that may wait for a worker before 429 (default 1024)
+      --max-in-flight <n>   Calls in flight per worker (default 64)
+      --grace <ms>          Shutdown grace period for in-flight requests (default 10000)
+      --allow-eval          Enable POST /v1/eval (runs arbitrary Python code)
+      --allow-manage        Enable PUT/DELETE /v1/models/{name}
+      --log-level <level>   trace, debug, info, warning, error, fatal; or
+                            category=level, e.g. pyproxy.pool=debug (repeatable)
+      --debug               Include Python tracebacks in error responses
+  -h, --help                Show this help
+  -V, --version             Show the version
+
+Routes: GET / (dashboard), /healthz, /metrics, /v1/status, /v1/models,
+POST /v1/models/{name}/execute, PUT|DELETE /v1/models/{name}, POST /v1/eval,
+GET|POST /v1/channels/{name}, GET /v1/channels.
+`;
+
+/** Options of {@linkcode main}. */
+export interface MainOptions {
+  /** Runtime adapter. @default {defaultRuntime()} */
+  runtime?: Runtime;
+  /** Exit the process with the resulting code (set `false` in tests). @default {true} */
+  exit?: boolean;
+}
+
+const LEVELS = new Set(["trace", "debug", "info", "warning", "error", "fatal"]);
+
+function toNumber(value: string | undefined): number | undefined {
+  return value === undefined
+    ? undefined
+    : (value.trim() === "" ? Number.NaN : Number(value));
+}
+
+/** Turns parsed flags into config-shaped overrides (validated like the file). */
+function cliOverrides(
+  values: Record<string, string | boolean | string[] | undefined>,
+): { cli: GatewayConfig; config?: string } {
+  const cli: Record<string, unknown> = {};
+  const str = (k: string) => values[k] as string | undefined;
+  const set = (key: string, value: unknown) => {
+    if (value !== undefined) cli[key] = value;
+  };
+  set("port", toNumber(str("port")));
+  set("host", str("host"));
+  set("workers", toNumber(str("workers")));
+  set("modelsDir", str("models"));
+  set("python", str("python"));
+  set("token", str("token"));
+  if (values["allow-eval"]) cli.allowEval = true;
+  if (values["allow-manage"]) cli.allowManage = true;
+  if (values.debug) cli.debug = true;
+  const hosts = values["allowed-host"] as string[] | undefined;
+  if (hosts?.length) cli.allowedHosts = hosts;
+  const origins = values["cors-origin"] as string[] | undefined;
+  if (origins?.length) cli.cors = { origins };
+  const limits: Record<string, unknown> = {};
+  const limit = (key: string, flag: string) => {
+    const n = toNumber(str(flag));
+    if (n !== undefined) limits[key] = n;
+  };
+  limit("bodyLimit", "body-limit");
+  limit("requestTimeout", "timeout");
+  limit("maxQueue", "max-queue");
+  limit("maxInFlightPerWorker", "max-in-flight");
+  limit("shutdownGrace", "grace");
+  if (Object.keys(limits).length) cli.limits = limits;
+  const logLevels: Record<string, string> = {};
+  for (const entry of (values["log-level"] as string[] | undefined) ?? []) {
+    const eq = entry.indexOf("=");
+    if (eq < 0) cli.logLevel = entry;
+    else logLevels[entry.slice(0, eq)] = entry.slice(eq + 1);
+  }
+  if (Object.keys(logLevels).length) cli.logLevels = logLevels;
+  const config = str("config");
+  return {
+    cli: cli as GatewayConfig,
+    ...(config === undefined ? {} : { config }),
+  };
+}
+
+async function setupLogging(config: ResolvedConfig): Promise<void> {
+  // Logs go to stderr: stdout carries the "listening on" line that scripts read.
+  const toStderr = Object.fromEntries(
+    [...LEVELS].map((l) => [l, "error"]),
+  ) as Record<LogLevel, "error">;
+  const categories = new Map<string, LogLevel>([["pyproxy", config.logLevel]]);
+  for (const [cat, level] of Object.entries(config.logLevels)) {
+    categories.set(cat, level);
+  }
+  await configure({
+    reset: true,
+    sinks: { console: getConsoleSink({ levelMap: toStderr }) },
+    loggers: [
+      {
+        category: ["logtape", "meta"],
+        lowestLevel: "warning",
+        sinks: ["console"],
+      },
+      ...[...categories].map(([cat, level]) => ({
+        category: cat.split("."),
+        lowestLevel: level,
+        // Each category owns the sink: an inherited sink would apply the parent's level too.
+        sinks: ["console"],
+        parentSinks: "override" as const,
+      })),
+    ],
+  });
+}
+
+/**
+ * Runs the command line. `serve` resolves once the gateway has drained
+ * after SIGINT/SIGTERM. Returns the exit code (and exits with it unless
+ * `exit: false`).
+ *
+ * @example
+ * ```ts ignore
+ * import { main } from "./cli.ts";
+ * await main(["serve", "--port", "0"]);
+ * ```
+ */
+export async function main(
+  args?: string[],
+  options: MainOptions = {},
+): Promise<number> {
+  const runtime = options.runtime ?? defaultRuntime();
+  const code = await run(args ?? runtime.args(), runtime);
+  if (options.exit ?? true) runtime.exit(code);
+  return code;
+}
+
+async function run(args: string[], runtime: Runtime): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        port: { type: "string", short: "p" },
+        host: { type: "string", short: "H" },
+        workers: { type: "string", short: "w" },
+        models: { type: "string", short: "m" },
+        config: { type: "string", short: "c" },
+        python: { type: "string" },
+        token: { type: "string" },
+        "allowed-host": { type: "string", multiple: true },
+        "cors-origin": { type: "string", multiple: true },
+        "body-limit": { type: "string" },
+        timeout: { type: "string" },
+        "max-queue": { type: "string" },
+        "max-in-flight": { type: "string" },
+        grace: { type: "string" },
+        "allow-eval": { type: "boolean" },
+        "allow-manage": { type: "boolean" },
+        "log-level": { type: "string", multiple: true },
+        debug: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "V" },
+      },
+    });
+  } catch (err) {
+    console.error(
+      `error: ${(err as Error).message}\nRun with --help for usage.`,
+    );
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.version) {
+    console.log(VERSION);
+    return 0;
+  }
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const command = positionals[0];
+  if (command !== "serve" || positionals.length > 1) {
+    console.error(
+      command === undefined
+        ? `error: missing command (try: serve)\nRun with --help for usage.`
+        : `error: unknown command ${
+          JSON.stringify(positionals.join(" "))
+        } (try: serve)\nRun with --help for usage.`,
+    );
+    return 2;
+  }
+  try {
+    const { cli, config: configPath } = cliOverrides(values);
+    const config = await loadConfig({
+      cli,
+      runtime,
+      ...(configPath === undefined ? {} : { path: configPath }),
+    });
+    await setupLogging(config);
+    const server = await serve(config, {
+      runtime,
+      handleSignals: true,
+      version: VERSION,
+    });
+    const auth = config.token === undefined
+      ? ""
+      : ` -H "Authorization: Bearer $PYPROXY_TOKEN"`;
+    const models = server.pool.status().models.map((m) => m.name);
+    const example = models.includes("echo") ? "echo" : models[0] ?? "<model>";
+    console.log(
+      `pyproxy ${VERSION} listening on ${server.url} (${config.workers} workers, models: ${
+        models.join(", ") || "none"
+      })`,
+    );
+    console.log(
+      `  try:       curl -s -X POST${auth} ${server.url}/v1/models/${example}/execute -d '{"hello":"world"}'`,
+    );
+    console.log(
+      `  dashboard: ${server.url}/${
+        config.token === undefined ? "" : "?token=<token>"
+      }`,
+    );
+    if (config.configPath) console.log(`  config:    ${config.configPath}`);
+    for (const s of server.skippedModels) {
+      console.log(`  skipped model ${s.name}: ${s.error}`);
+    }
+    await server.finished;
+    return 0;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`error: ${err.message}`);
+      return 1;
+    }
+    console.error(`error: ${err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  }
+}

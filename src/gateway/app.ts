@@ -1,0 +1,224 @@
+/**
+ * The gateway's Hono app: security middleware, status and metrics routes,
+ * the dashboard, and the model, eval and channel route groups.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import { getLogger, type Logger } from "@logtape/logtape";
+import type { Runtime } from "../runtime/types.ts";
+import { defaultRuntime } from "../runtime/mod.ts";
+import { ChannelHub } from "./channels.ts";
+import { channelRoutes } from "./channel_routes.ts";
+import { dashboardCsp, dashboardHtml } from "./dashboard.ts";
+import { errorResponse } from "./error_response.ts";
+import { evalRoutes } from "./eval_routes.ts";
+import type { GatewayPool } from "./gateway_pool.ts";
+import { GatewayMetrics } from "./metrics.ts";
+import { ModelCatalog } from "./model_catalog.ts";
+import { modelRoutes } from "./model_routes.ts";
+import type { RouteContext } from "./route_context.ts";
+import {
+  bearerAuth,
+  type CorsConfig,
+  corsMiddleware,
+  hostGuard,
+} from "./security.ts";
+
+/** Options for {@linkcode createGateway}. */
+export interface GatewayOptions {
+  /** Bearer token required on every route except `/healthz`. */
+  token?: string;
+  /** The port the server listens on, for the Host check (a function: port 0 is known late). @default {() => 8000} */
+  port?: () => number;
+  /** Extra allowed `Host` values (`"*"` disables the check). */
+  allowedHosts?: string[];
+  /** CORS; off unless set. */
+  cors?: CorsConfig;
+  /** Largest request body in bytes. @default {1048576} */
+  bodyLimit?: number;
+  /** Default and maximum execute/eval timeout in ms. @default {30000} */
+  requestTimeout?: number;
+  /** Enables `PUT`/`DELETE /v1/models/{name}`. @default {false} */
+  allowManage?: boolean;
+  /** Enables `POST /v1/eval`. @default {false} */
+  allowEval?: boolean;
+  /** Python tracebacks in 422 responses. @default {false} */
+  debug?: boolean;
+  /** Channels (shared with the channels plugin of the pool). @default {a new hub} */
+  hub?: ChannelHub;
+  /** Metrics. @default {new metrics} */
+  metrics?: GatewayMetrics;
+  /** Model descriptions (filled when models are loaded through it). @default {a new catalog} */
+  catalog?: ModelCatalog;
+  /** Runtime adapter (WebSocket upgrades). @default {defaultRuntime()} */
+  runtime?: Runtime;
+  /** Logger. @default {getLogger(["pyproxy", "gateway"])} */
+  logger?: Logger;
+  /** When aborted, the server is draining: new requests get 503 and eval streams end. */
+  signal?: AbortSignal;
+  /** Version shown by the dashboard and `/v1/status`. */
+  version?: string;
+}
+
+/**
+ * Creates the gateway's Hono app for a pool. Serve it with any server that
+ * takes a `fetch` handler (see `serve()` for the complete server).
+ *
+ * @example
+ * ```ts ignore
+ * import { Pool } from "../pool.ts";
+ * import { createGateway } from "./app.ts";
+ * const pool = await Pool.start({ workers: 2, modelsDir: "./examples/models", handleSignals: false });
+ * const app = createGateway(pool, { port: () => 8000 });
+ * const res = await app.request("http://127.0.0.1:8000/healthz", { headers: { host: "127.0.0.1:8000" } });
+ * console.log(res.status); // 200
+ * ```
+ */
+export function createGateway(
+  pool: GatewayPool,
+  options: GatewayOptions = {},
+): Hono {
+  const signal = options.signal ?? new AbortController().signal;
+  const ctx: RouteContext = {
+    pool,
+    hub: options.hub ?? new ChannelHub(),
+    metrics: options.metrics ?? new GatewayMetrics(),
+    catalog: options.catalog ?? new ModelCatalog(),
+    runtime: options.runtime ?? defaultRuntime(),
+    logger: options.logger ?? getLogger(["pyproxy", "gateway"]),
+    signal,
+    bodyLimit: options.bodyLimit ?? 1024 * 1024,
+    requestTimeout: options.requestTimeout ?? 30_000,
+    allowManage: options.allowManage ?? false,
+    allowEval: options.allowEval ?? false,
+    debug: options.debug ?? false,
+  };
+  const started = Date.now();
+  const app = new Hono();
+
+  app.use(async (c, next) => {
+    const t0 = performance.now();
+    if (signal.aborted && c.req.path !== "/healthz") {
+      c.res = Response.json(
+        {
+          error: {
+            type: "ShuttingDownError",
+            message: "Cannot serve request: the server is shutting down",
+          },
+        },
+        { status: 503, headers: { "retry-after": "5", connection: "close" } },
+      );
+    } else {
+      await next();
+    }
+    ctx.metrics.countHttp(c.res.status);
+    ctx.logger.debug("{method} {path} {status} {ms} ms", {
+      method: c.req.method,
+      path: c.req.path,
+      status: c.res.status,
+      ms: Math.round((performance.now() - t0) * 10) / 10,
+    });
+  });
+  app.use(
+    hostGuard({
+      port: options.port ?? (() => 8000),
+      allowedHosts: options.allowedHosts ?? [],
+    }),
+  );
+  const cors = corsMiddleware(options.cors);
+  if (cors) app.use(cors);
+  if (options.token !== undefined) {
+    app.use(bearerAuth({ token: options.token }));
+  }
+
+  app.get("/healthz", (c) => {
+    const workers = pool.status().workers;
+    const ready = workers.filter((w) => w.state === "ready").length;
+    const ok = ready > 0 && !signal.aborted;
+    return c.json({
+      status: ok ? "ok" : "unavailable",
+      ready,
+      workers: workers.length,
+    }, ok ? 200 : 503);
+  });
+
+  app.get("/v1/status", (c) => {
+    const status = pool.status() as unknown as Record<string, unknown> & {
+      workers: ReadonlyArray<Record<string, unknown> & { restarts: number }>;
+    };
+    const workers = status.workers.map((w) => {
+      // stderr can hold paths and secrets printed by models: only shown with --debug.
+      const { stderrTail: _tail, ...rest } = w;
+      return ctx.debug ? w : rest;
+    });
+    return c.json({
+      ...status,
+      version: options.version,
+      uptime: Date.now() - started,
+      draining: signal.aborted,
+      workers,
+      models: ctx.catalog.list(pool),
+      restarts: status.workers.reduce((n, w) => n + w.restarts, 0),
+      gateway: {
+        inFlight: ctx.metrics.inFlight,
+        subscribers: ctx.hub.subscriberCount,
+        channels: ctx.hub.list().length,
+      },
+    });
+  });
+
+  app.get("/metrics", (c) => {
+    if (c.req.query("format") === "json") {
+      return c.json({
+        ...ctx.metrics.toJSON(),
+        subscribers: ctx.hub.subscriberCount,
+      });
+    }
+    const text = ctx.metrics.render({
+      workers: pool.status().workers,
+      subscribers: ctx.hub.subscriberCount,
+    });
+    return c.body(text, 200, {
+      "content-type": "text/plain; version=0.0.4; charset=utf-8",
+    });
+  });
+
+  app.get("/", (c) => {
+    const nonce = crypto.randomUUID().replaceAll("-", "");
+    return c.html(
+      dashboardHtml({
+        nonce,
+        ...(options.version ? { version: options.version } : {}),
+      }),
+      200,
+      {
+        "content-security-policy": dashboardCsp(nonce),
+        "referrer-policy": "no-referrer",
+        "x-content-type-options": "nosniff",
+        "cache-control": "no-store",
+      },
+    );
+  });
+
+  app.route("/", modelRoutes(ctx));
+  app.route("/", evalRoutes(ctx));
+  app.route("/", channelRoutes(ctx));
+
+  app.notFound((c) =>
+    c.json({
+      error: {
+        type: "NotFound",
+        message: `Cannot find route ${c.req.method} ${c.req.path}`,
+      },
+    }, 404)
+  );
+  app.onError((err) => {
+    const res = errorResponse(err, ctx.debug);
+    if (res.status >= 500) {
+      ctx.logger.warn("Request failed: {error}", { error: err });
+    }
+    return res;
+  });
+  return app;
+}

@@ -1,0 +1,148 @@
+/**
+ * Channel routes: publish, list, and subscribe over Server-Sent Events or a
+ * WebSocket.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import {
+  type ChannelEvent,
+  ChannelHub,
+  type Subscription,
+} from "./channels.ts";
+import { httpError } from "./error_response.ts";
+import { readJsonBody } from "./read_json_body.ts";
+import type { RouteContext } from "./route_context.ts";
+import { type SseEvent, sseResponse } from "./sse.ts";
+
+/** Unsent WebSocket bytes tolerated before a subscriber counts as too slow. */
+const WS_MAX_BUFFERED = 4 * 1024 * 1024;
+
+function checkChannel(name: string): void {
+  if (!ChannelHub.isValidName(name)) {
+    throw httpError(
+      400,
+      "InvalidRequestError",
+      `Cannot use channel ${
+        JSON.stringify(name)
+      }: expected 1-128 characters of A-Z a-z 0-9 _ . : -`,
+    );
+  }
+}
+
+async function* sseEvents(sub: Subscription): AsyncGenerator<SseEvent> {
+  for await (const ev of sub) {
+    if (ev.type === "dropped") {
+      yield { event: "dropped", data: { reason: ev.reason } };
+      return;
+    }
+    yield { event: "message", id: ev.message.seq, data: ev.message.data };
+  }
+}
+
+function pumpWebSocket(socket: WebSocket, sub: Subscription): void {
+  const send = (ev: ChannelEvent): void => {
+    if (ev.type === "dropped") {
+      socket.send(JSON.stringify({ type: "dropped", reason: ev.reason }));
+      socket.close(1008, "dropped");
+      return;
+    }
+    // WebSocket send has no backpressure: bound what waits in the socket instead.
+    if (socket.bufferedAmount > WS_MAX_BUFFERED) {
+      sub.drop(
+        `subscriber too slow: more than ${WS_MAX_BUFFERED} bytes unsent`,
+      );
+      return;
+    }
+    const { channel, seq, time, data } = ev.message;
+    socket.send(JSON.stringify({ type: "message", channel, seq, time, data }));
+  };
+  socket.onopen = async () => {
+    try {
+      for await (const ev of sub) {
+        if (socket.readyState !== WebSocket.OPEN) break;
+        send(ev);
+      }
+    } catch {
+      // the socket closed under us
+    } finally {
+      sub.close();
+      if (socket.readyState === WebSocket.OPEN) socket.close(1001, "closing");
+    }
+  };
+  socket.onclose = () => sub.close();
+  socket.onerror = () => sub.close();
+}
+
+/**
+ * The channel routes under `/v1/channels`.
+ *
+ * @example
+ * ```ts ignore
+ * app.route("/", channelRoutes(ctx));
+ * ```
+ */
+export function channelRoutes(ctx: RouteContext): Hono {
+  const { hub } = ctx;
+  const app = new Hono();
+
+  app.get("/v1/channels", (c) => {
+    const n = Number(c.req.query("history") ?? 10);
+    const keep = Number.isInteger(n) && n >= 0 ? n : 10;
+    return c.json({
+      channels: hub.list().map((ch) => ({
+        ...ch,
+        history: keep === 0 ? [] : ch.history.slice(-keep),
+      })),
+    });
+  });
+
+  app.post("/v1/channels/:name", async (c) => {
+    const name = c.req.param("name");
+    checkChannel(name);
+    const body = await readJsonBody(c.req.raw, ctx.bodyLimit);
+    if (body === undefined) {
+      throw httpError(
+        400,
+        "InvalidRequestError",
+        "Cannot publish: expected a JSON body",
+      );
+    }
+    const { message, delivered } = hub.publish(name, body);
+    return c.json({ channel: name, seq: message.seq, delivered });
+  });
+
+  app.get("/v1/channels/:name", (c) => {
+    const name = c.req.param("name");
+    checkChannel(name);
+    const last = c.req.header("last-event-id") ?? c.req.query("lastEventId");
+    const afterSeq = last === undefined || last === ""
+      ? undefined
+      : Number(last);
+    if (afterSeq !== undefined && !Number.isInteger(afterSeq)) {
+      throw httpError(
+        400,
+        "InvalidRequestError",
+        "Cannot subscribe: Last-Event-ID must be a message sequence number",
+      );
+    }
+    const options = afterSeq === undefined ? {} : { afterSeq };
+    if (c.req.header("upgrade")?.toLowerCase() === "websocket") {
+      if (!ctx.runtime.upgradeWebSocket) {
+        throw httpError(
+          501,
+          "NotImplemented",
+          `Cannot upgrade to WebSocket on ${ctx.runtime.name}: use SSE`,
+        );
+      }
+      const { socket, response } = ctx.runtime.upgradeWebSocket(c.req.raw);
+      pumpWebSocket(socket, hub.subscribe(name, options));
+      return response;
+    }
+    const sub = hub.subscribe(name, options);
+    ctx.logger.debug("Subscriber joined {channel}", { channel: name });
+    return sseResponse(sseEvents(sub), { onClose: () => sub.close() });
+  });
+
+  return app;
+}

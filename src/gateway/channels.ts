@@ -1,0 +1,355 @@
+/**
+ * In-process publish/subscribe channels for the gateway: bounded history per
+ * channel, a bounded buffer per subscriber, and slow subscribers dropped (with
+ * a notice) instead of growing memory.
+ *
+ * @module
+ */
+
+/** One published message. */
+export interface ChannelMessage {
+  /** The channel name. */
+  channel: string;
+  /** Per-channel sequence number, from 1. */
+  seq: number;
+  /** When it was published (ms since the epoch). */
+  time: number;
+  /** The JSON payload. */
+  data: unknown;
+}
+
+/** What a subscriber receives: a message, or the notice that it was dropped (always last). */
+export type ChannelEvent =
+  | { type: "message"; message: ChannelMessage }
+  | { type: "dropped"; reason: string };
+
+/** A channel as listed by {@linkcode ChannelHub.list}. */
+export interface ChannelInfo {
+  /** The channel name. */
+  name: string;
+  /** Live subscribers. */
+  subscribers: number;
+  /** Messages published since the channel was created. */
+  published: number;
+  /** Subscribers dropped for being too slow. */
+  dropped: number;
+  /** The most recent messages (oldest first). */
+  history: ChannelMessage[];
+}
+
+/** Options for {@linkcode ChannelHub.subscribe}. */
+export interface SubscribeOptions {
+  /** Replay the history messages with a `seq` greater than this first (e.g. from `Last-Event-ID`). */
+  afterSeq?: number;
+}
+
+/**
+ * One subscriber of a channel: an async iterator of {@linkcode ChannelEvent}s.
+ *
+ * @example
+ * ```ts
+ * import { ChannelHub } from "./channels.ts";
+ * const hub = new ChannelHub();
+ * const sub = hub.subscribe("news");
+ * hub.publish("news", { hello: "world" });
+ * const first = await sub.next();
+ * console.log(first.value); // { type: "message", message: { channel: "news", seq: 1, ... } }
+ * sub.close();
+ * ```
+ */
+export class Subscription implements AsyncIterableIterator<ChannelEvent> {
+  /** The channel subscribed to. */
+  readonly channel: string;
+  #queue: ChannelEvent[] = [];
+  #limit: number;
+  #waiter: ((result: IteratorResult<ChannelEvent>) => void) | undefined;
+  #done = false;
+  #onClose: (sub: Subscription) => void;
+
+  /** Created by {@linkcode ChannelHub.subscribe}. */
+  constructor(
+    channel: string,
+    limit: number,
+    onClose: (sub: Subscription) => void,
+  ) {
+    this.channel = channel;
+    this.#limit = limit;
+    this.#onClose = onClose;
+  }
+
+  /** True once closed or dropped. */
+  get closed(): boolean {
+    return this.#done;
+  }
+
+  /** Messages waiting to be read. */
+  get buffered(): number {
+    return this.#queue.length;
+  }
+
+  /**
+   * Queues a message; returns `false` (and drops this subscriber) when its
+   * buffer is full.
+   */
+  push(message: ChannelMessage): boolean {
+    if (this.#done) return false;
+    const event: ChannelEvent = { type: "message", message };
+    if (this.#waiter) {
+      const waiter = this.#waiter;
+      this.#waiter = undefined;
+      waiter({ value: event, done: false });
+      return true;
+    }
+    if (this.#queue.length >= this.#limit) {
+      this.drop(
+        `subscriber too slow: more than ${this.#limit} messages buffered`,
+      );
+      return false;
+    }
+    this.#queue.push(event);
+    return true;
+  }
+
+  /** Drops the subscriber: the buffer is freed and the next event is the `dropped` notice. */
+  drop(reason: string): void {
+    if (this.#done) return;
+    // Free the backlog at once: a slow consumer must not pin memory.
+    this.#queue = [{ type: "dropped", reason }];
+    this.#finish();
+    if (this.#waiter) {
+      const waiter = this.#waiter;
+      this.#waiter = undefined;
+      this.#queue = [];
+      waiter({ value: { type: "dropped", reason }, done: false });
+    }
+  }
+
+  /** Stops the subscription (no notice). */
+  close(): void {
+    if (this.#done) return;
+    this.#queue = [];
+    this.#finish();
+    if (this.#waiter) {
+      const waiter = this.#waiter;
+      this.#waiter = undefined;
+      waiter({ value: undefined, done: true });
+    }
+  }
+
+  /** The next event; `done` after a close or after the `dropped` notice. */
+  next(): Promise<IteratorResult<ChannelEvent>> {
+    const event = this.#queue.shift();
+    if (event) return Promise.resolve({ value: event, done: false });
+    if (this.#done) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve) => (this.#waiter = resolve));
+  }
+
+  /** Closes the subscription when a `for await` loop exits early. */
+  return(): Promise<IteratorResult<ChannelEvent>> {
+    this.close();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  /** Iterates the events. */
+  [Symbol.asyncIterator](): AsyncIterableIterator<ChannelEvent> {
+    return this;
+  }
+
+  #finish(): void {
+    this.#done = true;
+    this.#onClose(this);
+  }
+}
+
+interface Channel {
+  name: string;
+  history: ChannelMessage[];
+  subscribers: Set<Subscription>;
+  seq: number;
+  dropped: number;
+}
+
+/** Options for {@linkcode ChannelHub}. */
+export interface ChannelHubOptions {
+  /**
+   * Messages kept per channel for listing and for resuming subscribers.
+   * @default {50}
+   */
+  historySize?: number;
+  /**
+   * Messages buffered per subscriber before it is dropped as too slow.
+   * @default {256}
+   */
+  bufferSize?: number;
+  /**
+   * Channels kept at most; the least recently used channel without
+   * subscribers is forgotten beyond that.
+   * @default {1000}
+   */
+  maxChannels?: number;
+}
+
+const CHANNEL_NAME = /^[A-Za-z0-9_.:-]{1,128}$/;
+
+/**
+ * Publish/subscribe hub with bounded memory: each channel keeps its last
+ * `historySize` messages, each subscriber at most `bufferSize` unread ones.
+ *
+ * @example Two subscribers
+ * ```ts
+ * import { ChannelHub } from "./channels.ts";
+ * const hub = new ChannelHub({ historySize: 10, bufferSize: 100 });
+ * const a = hub.subscribe("scores");
+ * const b = hub.subscribe("scores");
+ * hub.publish("scores", { score: 0.7 });
+ * console.log((await a.next()).value, (await b.next()).value);
+ * console.log(hub.list()[0]?.subscribers); // 2
+ * hub.close();
+ * ```
+ */
+export class ChannelHub {
+  #channels = new Map<string, Channel>();
+  #historySize: number;
+  #bufferSize: number;
+  #maxChannels: number;
+  #closed = false;
+
+  /** Creates an empty hub. */
+  constructor(options: ChannelHubOptions = {}) {
+    this.#historySize = positive(
+      options.historySize ?? 50,
+      "historySize",
+      true,
+    );
+    this.#bufferSize = positive(options.bufferSize ?? 256, "bufferSize", false);
+    this.#maxChannels = positive(
+      options.maxChannels ?? 1000,
+      "maxChannels",
+      false,
+    );
+  }
+
+  /** True when `name` is a valid channel name (1–128 of `A-Z a-z 0-9 _ . : -`). */
+  static isValidName(name: string): boolean {
+    return CHANNEL_NAME.test(name);
+  }
+
+  /**
+   * Publishes `data` to every subscriber of `channel`; returns the stored
+   * message and how many subscribers it reached.
+   */
+  publish(
+    channel: string,
+    data: unknown,
+  ): { message: ChannelMessage; delivered: number } {
+    if (this.#closed) {
+      throw new TypeError("Cannot publish: the channel hub is closed");
+    }
+    const ch = this.#channel(channel);
+    const message: ChannelMessage = {
+      channel,
+      seq: ++ch.seq,
+      time: Date.now(),
+      data,
+    };
+    if (this.#historySize > 0) {
+      ch.history.push(message);
+      if (ch.history.length > this.#historySize) ch.history.shift();
+    }
+    let delivered = 0;
+    for (const sub of [...ch.subscribers]) {
+      if (sub.push(message)) delivered++;
+      else ch.dropped++;
+    }
+    return { message, delivered };
+  }
+
+  /** Subscribes to `channel` (created when missing). */
+  subscribe(channel: string, options: SubscribeOptions = {}): Subscription {
+    if (this.#closed) {
+      throw new TypeError("Cannot subscribe: the channel hub is closed");
+    }
+    const ch = this.#channel(channel);
+    // A replay larger than the buffer is clamped by the history size, which is the point of the bound.
+    const sub = new Subscription(
+      channel,
+      Math.max(this.#bufferSize, this.#historySize),
+      (s) => ch.subscribers.delete(s),
+    );
+    if (options.afterSeq !== undefined) {
+      for (const m of ch.history) if (m.seq > options.afterSeq) sub.push(m);
+    }
+    ch.subscribers.add(sub);
+    return sub;
+  }
+
+  /** The channels with their subscriber counts and recent history. */
+  list(): ChannelInfo[] {
+    return [...this.#channels.values()].map((ch) => ({
+      name: ch.name,
+      subscribers: ch.subscribers.size,
+      published: ch.seq,
+      dropped: ch.dropped,
+      history: [...ch.history],
+    }));
+  }
+
+  /** Total live subscribers across channels. */
+  get subscriberCount(): number {
+    let n = 0;
+    for (const ch of this.#channels.values()) n += ch.subscribers.size;
+    return n;
+  }
+
+  /** Ends every subscription with a `dropped` notice (`reason`) and refuses new ones. */
+  close(reason = "server shutting down"): void {
+    this.#closed = true;
+    for (const ch of this.#channels.values()) {
+      for (const sub of [...ch.subscribers]) sub.drop(reason);
+    }
+  }
+
+  #channel(name: string): Channel {
+    if (!CHANNEL_NAME.test(name)) {
+      throw new TypeError(
+        `Cannot use channel ${
+          JSON.stringify(name)
+        }: expected 1-128 characters of A-Z a-z 0-9 _ . : -`,
+      );
+    }
+    let ch = this.#channels.get(name);
+    if (ch) {
+      // Map order doubles as LRU order.
+      this.#channels.delete(name);
+      this.#channels.set(name, ch);
+      return ch;
+    }
+    if (this.#channels.size >= this.#maxChannels) this.#evict();
+    ch = { name, history: [], subscribers: new Set(), seq: 0, dropped: 0 };
+    this.#channels.set(name, ch);
+    return ch;
+  }
+
+  #evict(): void {
+    for (const [name, ch] of this.#channels) {
+      if (ch.subscribers.size === 0) {
+        this.#channels.delete(name);
+        return;
+      }
+    }
+    throw new RangeError(
+      `Cannot create channel: ${this.#maxChannels} channels with subscribers exist`,
+    );
+  }
+}
+
+function positive(value: number, field: string, allowZero: boolean): number {
+  if (!Number.isInteger(value) || value < (allowZero ? 0 : 1)) {
+    throw new RangeError(
+      `Cannot create channel hub: ${field} must be an integer >= ${
+        allowZero ? 0 : 1
+      }`,
+    );
+  }
+  return value;
+}

@@ -1,0 +1,59 @@
+/**
+ * The plugin that lets Python models publish to gateway channels with
+ * `host.publish(channel, msg)` (protocol §7: the `publish` host command).
+ *
+ * @module
+ */
+import type { Plugin } from "../plugin.ts";
+import type { ChannelHub } from "./channels.ts";
+
+/** Options for {@linkcode channelsPlugin}. */
+export interface ChannelsPluginOptions {
+  /** The hub messages are published to. */
+  hub: ChannelHub;
+  /**
+   * Largest message accepted from Python, in bytes of JSON.
+   * @default {1048576}
+   */
+  maxMessageBytes?: number;
+}
+
+/**
+ * Registers the `publish` host handler: `{channel, msg}` → `{channel, seq, delivered}`.
+ *
+ * @example
+ * ```ts ignore
+ * import { Pool } from "../pool.ts";
+ * import { ChannelHub, channelsPlugin } from "./mod.ts";
+ * const hub = new ChannelHub();
+ * await using pool = await Pool.start({ workers: 1, modelsDir: "./examples/models", plugins: [channelsPlugin({ hub })] });
+ * ```
+ */
+export function channelsPlugin(options: ChannelsPluginOptions): Plugin {
+  const { hub } = options;
+  const maxBytes = options.maxMessageBytes ?? 1024 * 1024;
+  return {
+    name: "channels",
+    handlers: {
+      publish(
+        args: unknown,
+      ): { channel: string; seq: number; delivered: number } {
+        if (typeof args !== "object" || args === null) {
+          throw new TypeError("Cannot publish: expected {channel, msg}");
+        }
+        const { channel, msg } = args as { channel?: unknown; msg?: unknown };
+        if (typeof channel !== "string") {
+          throw new TypeError("Cannot publish: channel must be a string");
+        }
+        const size = JSON.stringify(msg ?? null).length;
+        if (size > maxBytes) {
+          throw new RangeError(
+            `Cannot publish: message of ${size} bytes is over the limit of ${maxBytes}`,
+          );
+        }
+        const { message, delivered } = hub.publish(channel, msg ?? null);
+        return { channel, seq: message.seq, delivered };
+      },
+    },
+  };
+}

@@ -1,0 +1,326 @@
+/**
+ * Loading the gateway configuration: `pyproxy.json` validated with valibot,
+ * merged under the command-line flags, with defaults applied.
+ *
+ * @module
+ */
+import * as v from "valibot";
+import { ConfigError } from "../errors.ts";
+import type { Runtime } from "../runtime/types.ts";
+import { defaultRuntime } from "../runtime/mod.ts";
+import {
+  ConfigSchema,
+  type GatewayConfig,
+  type LogLevel,
+  type ModelEntry,
+} from "./config_schema.ts";
+import { type CorsConfig, isLoopback } from "./security.ts";
+
+export type { GatewayConfig, LogLevel, ModelEntry } from "./config_schema.ts";
+
+/** The effective configuration: file + flags + defaults. */
+export interface ResolvedConfig {
+  /** Address to bind. @default {"127.0.0.1"} */
+  host: string;
+  /** Port to bind (`0` picks a free one). @default {8000} */
+  port: number;
+  /** Python workers. @default {2} */
+  workers: number;
+  /** Python executable. */
+  python?: string;
+  /** Absolute models directory (model files are confined to it). */
+  modelsDir: string;
+  /** Models to load at start; `"auto"` loads every `*.py` of `modelsDir`. */
+  models: ModelEntry[] | "auto";
+  /** Plugin options by plugin name (`false` disables a default plugin). */
+  plugins: Record<string, Record<string, unknown> | false>;
+  /** Request and pool limits. */
+  limits: {
+    bodyLimit: number;
+    requestTimeout: number;
+    shutdownGrace: number;
+    maxInFlightPerWorker?: number;
+    maxQueue?: number;
+  };
+  /** Channel buffers. */
+  channels: { historySize: number; bufferSize: number };
+  /** Bearer token (required when `host` is not loopback). */
+  token?: string;
+  /** Extra allowed `Host` header values. */
+  allowedHosts: string[];
+  /** CORS (off unless set). */
+  cors?: CorsConfig;
+  /** Enables `POST /v1/eval`. */
+  allowEval: boolean;
+  /** Enables `PUT`/`DELETE /v1/models/{name}`. */
+  allowManage: boolean;
+  /** Includes Python tracebacks in error responses. */
+  debug: boolean;
+  /** Default log level of the `pyproxy` category. */
+  logLevel: LogLevel;
+  /** Levels by category, e.g. `{"pyproxy.pool": "debug"}`. */
+  logLevels: Record<string, LogLevel>;
+  /** The config file used, if any. */
+  configPath?: string;
+}
+
+/** Defaults applied under the file and the flags. */
+export const DEFAULTS = {
+  host: "127.0.0.1",
+  port: 8000,
+  workers: 2,
+  bodyLimit: 1024 * 1024,
+  requestTimeout: 30_000,
+  shutdownGrace: 10_000,
+  historySize: 50,
+  bufferSize: 256,
+  logLevel: "info" as LogLevel,
+} as const;
+
+function formatPath(issue: v.BaseIssue<unknown>): string {
+  let out = "";
+  for (const item of issue.path ?? []) {
+    const key = item.key;
+    if (typeof key === "number") out += `[${key}]`;
+    else if (!/^[A-Za-z_$][\w$]*$/.test(String(key))) {
+      out += `[${JSON.stringify(String(key))}]`;
+    } else out += out ? `.${String(key)}` : String(key);
+  }
+  return out;
+}
+
+/**
+ * Validates a parsed config object; throws a {@linkcode ConfigError} naming
+ * the first bad field and where it is, e.g.
+ * `workers: expected an integer from 1 to 1024 (at pyproxy.json: workers)`.
+ *
+ * @example
+ * ```ts
+ * import { parseConfig } from "./config.ts";
+ * console.log(parseConfig({ workers: 3 }).workers); // 3
+ * try {
+ *   parseConfig({ workers: 0 });
+ * } catch (err) {
+ *   console.log((err as Error).message);
+ * }
+ * ```
+ */
+export function parseConfig(
+  input: unknown,
+  source = "pyproxy.json",
+): GatewayConfig {
+  if (Array.isArray(input)) {
+    throw new ConfigError(`expected an object (at ${source})`, {
+      details: { path: "", source },
+    });
+  }
+  const result = v.safeParse(ConfigSchema, input);
+  if (result.success) return result.output;
+  const issue = result.issues[0];
+  const path = formatPath(issue);
+  const where = path ? `${path}: ` : "";
+  throw new ConfigError(
+    `${where}${issue.message} (at ${source}${path ? `: ${path}` : ""})`,
+    {
+      details: { path, source },
+    },
+  );
+}
+
+/** Joins `path` onto the absolute directory `base` unless it is absolute. */
+export function resolvePath(base: string, path: string): string {
+  if (path.startsWith("/")) return normalize(path);
+  return normalize(`${base.replace(/\/+$/, "")}/${path}`);
+}
+
+function normalize(path: string): string {
+  const out: string[] = [];
+  for (const part of path.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") out.pop();
+    else out.push(part);
+  }
+  return "/" + out.join("/");
+}
+
+function dirname(path: string): string {
+  const i = path.lastIndexOf("/");
+  return i <= 0 ? "/" : path.slice(0, i);
+}
+
+/** The examples directory of this checkout, or undefined when not loaded from files (e.g. from JSR). */
+function embeddedModelsDir(): string | undefined {
+  const url = new URL("../../examples/models", import.meta.url);
+  return url.protocol === "file:"
+    ? decodeURIComponent(url.pathname)
+    : undefined;
+}
+
+/** Where each layer's relative paths start from. */
+export interface ResolveConfigOptions {
+  /** The parsed file (`undefined` when there is none). */
+  file?: GatewayConfig;
+  /** Directory of the file (its relative paths resolve against it). */
+  fileDir?: string;
+  /** The command-line overrides. */
+  cli?: GatewayConfig;
+  /** The working directory (command-line paths resolve against it). */
+  cwd: string;
+  /** `PYPROXY_TOKEN` from the environment, used when neither flag nor file sets a token. */
+  envToken?: string;
+  /** The config file path, for messages. */
+  configPath?: string;
+}
+
+/**
+ * Merges defaults, file and flags (flags win) and checks the combination:
+ * binding a non-loopback address without a token is refused.
+ *
+ * @example
+ * ```ts
+ * import { resolveConfig } from "./config.ts";
+ * const config = resolveConfig({ cwd: "/srv", cli: { port: 9000 } });
+ * console.log(config.host, config.port, config.workers); // "127.0.0.1" 9000 2
+ * ```
+ */
+export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
+  const file = options.file ?? {};
+  const cli = options.cli ?? {};
+  const pick = <K extends keyof GatewayConfig>(key: K): GatewayConfig[K] =>
+    cli[key] ?? file[key];
+  const fileDir = options.fileDir ?? options.cwd;
+  let modelsDir: string;
+  if (cli.modelsDir !== undefined) {
+    modelsDir = resolvePath(options.cwd, cli.modelsDir);
+  } else if (file.modelsDir !== undefined) {
+    modelsDir = resolvePath(fileDir, file.modelsDir);
+  } else modelsDir = embeddedModelsDir() ?? resolvePath(options.cwd, "models");
+  const limits = { ...file.limits, ...cli.limits };
+  const channels = { ...file.channels, ...cli.channels };
+  const token = cli.token ?? (options.envToken || undefined) ?? file.token;
+  const config: ResolvedConfig = {
+    host: pick("host") ?? DEFAULTS.host,
+    port: pick("port") ?? DEFAULTS.port,
+    workers: pick("workers") ?? DEFAULTS.workers,
+    modelsDir,
+    // --models picks a directory: its files are the models unless a list is given with it.
+    models: cli.models ??
+      (cli.modelsDir !== undefined ? undefined : file.models) ?? "auto",
+    plugins: { ...file.plugins, ...cli.plugins },
+    limits: {
+      bodyLimit: limits.bodyLimit ?? DEFAULTS.bodyLimit,
+      requestTimeout: limits.requestTimeout ?? DEFAULTS.requestTimeout,
+      shutdownGrace: limits.shutdownGrace ?? DEFAULTS.shutdownGrace,
+      ...(limits.maxInFlightPerWorker === undefined
+        ? {}
+        : { maxInFlightPerWorker: limits.maxInFlightPerWorker }),
+      ...(limits.maxQueue === undefined ? {} : { maxQueue: limits.maxQueue }),
+    },
+    channels: {
+      historySize: channels.historySize ?? DEFAULTS.historySize,
+      bufferSize: channels.bufferSize ?? DEFAULTS.bufferSize,
+    },
+    allowedHosts: [...(file.allowedHosts ?? []), ...(cli.allowedHosts ?? [])],
+    allowEval: pick("allowEval") ?? false,
+    allowManage: pick("allowManage") ?? false,
+    debug: pick("debug") ?? false,
+    logLevel: pick("logLevel") ?? DEFAULTS.logLevel,
+    logLevels: { ...file.logLevels, ...cli.logLevels },
+  };
+  const python = pick("python");
+  if (python !== undefined) config.python = python;
+  if (token !== undefined) config.token = token;
+  const cors = pick("cors");
+  if (cors !== undefined) {
+    config.cors = {
+      origins: cors.origins,
+      ...(cors.credentials === undefined
+        ? {}
+        : { credentials: cors.credentials }),
+      ...(cors.maxAge === undefined ? {} : { maxAge: cors.maxAge }),
+    };
+  }
+  if (options.configPath !== undefined) config.configPath = options.configPath;
+  if (!isLoopback(config.host) && config.token === undefined) {
+    throw new ConfigError(
+      `Cannot serve on ${config.host}: binding a non-loopback address requires a token ` +
+        `(--token, the PYPROXY_TOKEN environment variable, or "token" in pyproxy.json)`,
+      { details: { path: "host" } },
+    );
+  }
+  if (config.token !== undefined && config.token.length < 16) {
+    throw new ConfigError(
+      "token: expected a token of at least 16 characters (at command line: --token)",
+      {
+        details: { path: "token" },
+      },
+    );
+  }
+  return config;
+}
+
+/** Options for {@linkcode loadConfig}. */
+export interface LoadConfigOptions {
+  /** Config file path; when absent `./pyproxy.json` is used if it exists. */
+  path?: string;
+  /** Command-line overrides (validated like the file). */
+  cli?: GatewayConfig;
+  /** Runtime adapter. */
+  runtime?: Runtime;
+}
+
+/**
+ * Reads and validates the config file (if any), merges the flags and the
+ * defaults. Throws {@linkcode ConfigError} with the field and file on bad input.
+ *
+ * @example
+ * ```ts ignore
+ * import { loadConfig } from "./config.ts";
+ * const config = await loadConfig({ path: "examples/pyproxy.json", cli: { port: 0 } });
+ * console.log(config.workers);
+ * ```
+ */
+export async function loadConfig(
+  options: LoadConfigOptions = {},
+): Promise<ResolvedConfig> {
+  const runtime = options.runtime ?? defaultRuntime();
+  const cwd = await runtime.realPath(".");
+  const cli = parseConfig(options.cli ?? {}, "command line");
+  let path = options.path === undefined
+    ? undefined
+    : resolvePath(cwd, options.path);
+  if (path === undefined) {
+    const candidate = resolvePath(cwd, "pyproxy.json");
+    if ((await runtime.stat(candidate))?.isFile) path = candidate;
+  }
+  let file: GatewayConfig | undefined;
+  if (path !== undefined) {
+    let text: string;
+    try {
+      text = new TextDecoder().decode(await runtime.readFile(path));
+    } catch (err) {
+      throw new ConfigError(
+        `Cannot read config file ${path}: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch (err) {
+      throw new ConfigError(
+        `Cannot parse config file ${path}: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    file = parseConfig(json, path);
+  }
+  const envToken = runtime.env("PYPROXY_TOKEN");
+  return resolveConfig({
+    ...(file === undefined ? {} : { file }),
+    ...(path === undefined ? {} : { fileDir: dirname(path), configPath: path }),
+    cli,
+    cwd,
+    ...(envToken === undefined ? {} : { envToken }),
+  });
+}

@@ -1,0 +1,173 @@
+/**
+ * The gateway's live dashboard: one self-contained HTML page that polls
+ * `/v1/status`, `/metrics?format=json` and `/v1/channels`.
+ *
+ * @module
+ */
+
+/** Options for {@linkcode dashboardHtml}. */
+export interface DashboardOptions {
+  /** Nonce allowing the page's inline script and style under the CSP. */
+  nonce: string;
+  /**
+   * Poll interval in ms.
+   * @default {1000}
+   */
+  intervalMs?: number;
+  /** Version shown in the header. */
+  version?: string;
+}
+
+/**
+ * The Content-Security-Policy to send with the page: only its own inline
+ * script/style (by nonce) and requests to the gateway itself.
+ *
+ * @example
+ * ```ts
+ * import { dashboardCsp } from "./dashboard.ts";
+ * console.log(dashboardCsp("abc").includes("'nonce-abc'")); // true
+ * ```
+ */
+export function dashboardCsp(nonce: string): string {
+  return `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; ` +
+    `img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`;
+}
+
+/**
+ * The dashboard page. With a gateway token, open it as `/?token=<token>`:
+ * the script moves the token from the URL to `sessionStorage` and sends it as
+ * a bearer token on its requests.
+ *
+ * @example
+ * ```ts
+ * import { dashboardHtml } from "./dashboard.ts";
+ * const html = dashboardHtml({ nonce: "n0nce" });
+ * console.log(html.startsWith("<!doctype html>")); // true
+ * ```
+ */
+export function dashboardHtml(options: DashboardOptions): string {
+  const nonce = options.nonce.replace(/[^A-Za-z0-9+/=_-]/g, "");
+  const interval = Math.max(200, options.intervalMs ?? 1000);
+  const version = (options.version ?? "").replace(/[^0-9A-Za-z.+-]/g, "");
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>pyproxy dashboard</title>
+<link rel="icon" href="data:,">
+<style nonce="${nonce}">
+  :root { font: 14px/1.4 system-ui, sans-serif; color: #1d2330; background: #f6f7f9; }
+  body { margin: 0 auto; max-width: 1100px; padding: 16px; }
+  header { display: flex; align-items: baseline; gap: 12px; }
+  h1 { font-size: 20px; margin: 0; }
+  h2 { font-size: 15px; margin: 20px 0 6px; }
+  .muted { color: #6b7280; }
+  .cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(150px, 1fr)); gap: 10px; margin-top: 12px; }
+  .card { background: #fff; border: 1px solid #e3e6eb; border-radius: 8px; padding: 10px 12px; }
+  .card b { display: block; font-size: 22px; }
+  table { border-collapse: collapse; width: 100%; background: #fff; border: 1px solid #e3e6eb; }
+  th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid #eef0f3; font-variant-numeric: tabular-nums; }
+  th { background: #f0f2f5; font-weight: 600; }
+  .state-ready { color: #0a7a32; } .state-failed { color: #b42318; } .state-restarting, .state-starting { color: #a15c00; }
+  #conn.ok { color: #0a7a32; } #conn.err { color: #b42318; }
+  code { font-size: 12px; }
+</style>
+</head>
+<body>
+<header><h1>pyproxy</h1><span class="muted">${version}</span><span id="conn" class="muted">connecting…</span></header>
+<div class="cards">
+  <div class="card">workers ready<b id="ready">–</b></div>
+  <div class="card">requests/s<b id="rate">–</b></div>
+  <div class="card">requests total<b id="requests">–</b></div>
+  <div class="card">in flight<b id="inflight">–</b></div>
+  <div class="card">queue<b id="queue">–</b></div>
+  <div class="card">uptime<b id="uptime">–</b></div>
+</div>
+<h2>Workers</h2>
+<table id="workers"><thead><tr><th>id</th><th>pid</th><th>state</th><th>in flight</th><th>restarts</th><th>uptime</th></tr></thead><tbody></tbody></table>
+<h2>Models</h2>
+<table id="models"><thead><tr><th>name</th><th>class</th><th>inputs</th><th>requests</th><th>errors</th><th>mean latency</th></tr></thead><tbody></tbody></table>
+<h2>Channels</h2>
+<table id="channels"><thead><tr><th>name</th><th>subscribers</th><th>published</th><th>last message</th></tr></thead><tbody></tbody></table>
+<p class="muted">Updated <span id="updated">never</span>.</p>
+<script nonce="${nonce}">
+(() => {
+  const url = new URL(location.href);
+  const fromUrl = url.searchParams.get("token");
+  if (fromUrl) {
+    sessionStorage.setItem("pyproxy-token", fromUrl);
+    url.searchParams.delete("token");
+    history.replaceState(null, "", url.pathname + url.search + url.hash);
+  }
+  const token = sessionStorage.getItem("pyproxy-token");
+  const headers = token ? { authorization: "Bearer " + token } : {};
+  const get = async (path) => {
+    const res = await fetch(path, { headers, cache: "no-store" });
+    if (!res.ok) throw new Error(path + ": HTTP " + res.status);
+    return res.json();
+  };
+  const $ = (id) => document.getElementById(id);
+  const fmtSecs = (s) => s < 120 ? s.toFixed(0) + " s" : s < 7200 ? (s / 60).toFixed(0) + " min" : (s / 3600).toFixed(1) + " h";
+  const fill = (id, rows) => {
+    const body = $(id).tBodies[0];
+    body.replaceChildren(...rows.map(({ cells, attrs }) => {
+      const tr = document.createElement("tr");
+      for (const [k, v] of Object.entries(attrs || {})) tr.setAttribute(k, v);
+      for (const cell of cells) {
+        const td = document.createElement("td");
+        if (cell && typeof cell === "object") { td.textContent = cell.text; td.className = cell.cls; }
+        else td.textContent = String(cell);
+        tr.append(td);
+      }
+      return tr;
+    }));
+  };
+  let last;
+  async function tick() {
+    try {
+      const [status, metrics, channels] = await Promise.all([get("/v1/status"), get("/metrics?format=json"), get("/v1/channels?history=1")]);
+      const now = performance.now();
+      const rate = last ? Math.max(0, (metrics.requests - last.requests) / ((now - last.at) / 1000)) : 0;
+      last = { requests: metrics.requests, at: now };
+      $("ready").textContent = status.workers.filter((w) => w.state === "ready").length + " / " + status.workers.length;
+      $("rate").textContent = rate.toFixed(1);
+      $("requests").textContent = String(metrics.requests);
+      $("inflight").textContent = String(metrics.inFlight);
+      $("queue").textContent = String(status.queue ?? 0);
+      $("uptime").textContent = fmtSecs(status.uptime / 1000);
+      fill("workers", status.workers.map((w) => ({
+        attrs: { "data-worker": w.id, "data-state": w.state },
+        cells: [w.id, w.pid ?? "–", { text: w.state, cls: "state-" + w.state }, w.inFlight, w.restarts, fmtSecs((w.uptime || 0) / 1000)],
+      })));
+      fill("models", status.models.map((m) => {
+        const mm = metrics.models[m.name] || { requests: {}, durationSum: 0 };
+        const counts = Object.entries(mm.requests);
+        const total = counts.reduce((a, [, n]) => a + n, 0);
+        const errors = counts.filter(([s]) => Number(s) >= 400).reduce((a, [, n]) => a + n, 0);
+        return {
+          attrs: { "data-model": m.name, "data-requests": String(total) },
+          cells: [m.name, m.class || "", Object.keys(m.inputs || {}).join(", "), total, errors, total ? (mm.durationSum / total * 1000).toFixed(1) + " ms" : "–"],
+        };
+      }));
+      fill("channels", channels.channels.map((ch) => ({
+        attrs: { "data-channel": ch.name },
+        cells: [ch.name, ch.subscribers, ch.published, ch.history.length ? JSON.stringify(ch.history[ch.history.length - 1].data).slice(0, 120) : ""],
+      })));
+      $("conn").textContent = status.draining ? "draining" : "live";
+      $("conn").className = "ok";
+      $("updated").textContent = new Date().toLocaleTimeString();
+    } catch (err) {
+      $("conn").textContent = String(err.message || err);
+      $("conn").className = "err";
+    } finally {
+      setTimeout(tick, ${interval});
+    }
+  }
+  tick();
+})();
+</script>
+</body>
+</html>
+`;
+}

@@ -1,0 +1,179 @@
+/**
+ * How errors become HTTP responses in the gateway: one JSON shape,
+ * `{"error": {"type", "message", ...}}`, and one status per error class.
+ *
+ * @module
+ */
+import { HTTPException } from "hono/http-exception";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import {
+  CancelledError,
+  ConfigError,
+  ConnectionLostError,
+  NoWorkerError,
+  OverloadedError,
+  PyProxyError,
+  PythonError,
+  RemoteError,
+  SessionLostError,
+  ShuttingDownError,
+  TimeoutError,
+  WorkerCrashedError,
+} from "../errors.ts";
+
+/** The body of every error response. */
+export interface ErrorBody {
+  /** Stable type name, e.g. `"PythonError"`, `"ValidationError"`. */
+  type: string;
+  /** Human-readable message. */
+  message: string;
+  /** Further fields (`exception`, `traceback`, `limit`, ...). */
+  [field: string]: unknown;
+}
+
+/**
+ * Builds an error to throw from a route: the gateway answers it with
+ * `status` and `{"error": {type, message, ...extra}}`.
+ *
+ * @example
+ * ```ts
+ * import { httpError } from "./error_response.ts";
+ * const err = httpError(403, "Forbidden", "Cannot eval: eval is disabled (start with --allow-eval)");
+ * console.log(err.status); // 403
+ * ```
+ */
+export function httpError(
+  status: ContentfulStatusCode,
+  type: string,
+  message: string,
+  extra: Record<string, unknown> = {},
+  headers: Record<string, string> = {},
+): HTTPException {
+  const res = Response.json({ error: { type, message, ...extra } }, {
+    status,
+    headers,
+  });
+  return new HTTPException(status, { message, res });
+}
+
+const REMOTE_STATUS: Record<string, ContentfulStatusCode> = {
+  ModelNotFoundError: 404,
+  InvalidRequestError: 400,
+  PathError: 400,
+  ModelLoadError: 422,
+  SerializationError: 422,
+  UnknownCommandError: 501,
+  SpillError: 502,
+  HostError: 500,
+};
+
+/**
+ * Maps an error to its status and body. `debug` adds Python tracebacks and
+ * the messages of unexpected errors.
+ *
+ * @example
+ * ```ts
+ * import { OverloadedError } from "../errors.ts";
+ * import { describeError } from "./error_response.ts";
+ * console.log(describeError(new OverloadedError("Cannot accept call: queue full"), false).status); // 429
+ * ```
+ */
+export function describeError(
+  err: unknown,
+  debug: boolean,
+): {
+  status: ContentfulStatusCode;
+  body: ErrorBody;
+  headers: Record<string, string>;
+} {
+  const headers: Record<string, string> = {};
+  const body = (
+    type: string,
+    message: string,
+    extra: Record<string, unknown> = {},
+  ): ErrorBody => ({
+    type,
+    message,
+    ...extra,
+  });
+  if (err instanceof PythonError) {
+    return {
+      status: 422,
+      headers,
+      body: body("PythonError", err.message, {
+        exception: err.type,
+        ...(debug && err.traceback ? { traceback: err.traceback } : {}),
+      }),
+    };
+  }
+  if (err instanceof OverloadedError) {
+    headers["retry-after"] = "1";
+    return { status: 429, headers, body: body(err.name, err.message) };
+  }
+  if (err instanceof NoWorkerError || err instanceof ShuttingDownError) {
+    headers["retry-after"] = err instanceof ShuttingDownError ? "5" : "1";
+    return { status: 503, headers, body: body(err.name, err.message) };
+  }
+  if (err instanceof TimeoutError) {
+    return { status: 504, headers, body: body(err.name, err.message) };
+  }
+  if (
+    err instanceof WorkerCrashedError || err instanceof ConnectionLostError ||
+    err instanceof SessionLostError
+  ) {
+    return { status: 502, headers, body: body(err.name, err.message) };
+  }
+  if (err instanceof CancelledError) {
+    headers["retry-after"] = "1";
+    return { status: 503, headers, body: body(err.name, err.message) };
+  }
+  if (
+    err instanceof ConfigError || err instanceof TypeError ||
+    err instanceof RangeError
+  ) {
+    return {
+      status: 400,
+      headers,
+      body: body(
+        err instanceof ConfigError ? err.name : "InvalidRequestError",
+        err.message,
+      ),
+    };
+  }
+  if (err instanceof RemoteError) {
+    const d = err.details;
+    const extra: Record<string, unknown> = {};
+    if (typeof d.exception === "string") extra.exception = d.exception;
+    if (debug && typeof d.traceback === "string" && d.traceback) {
+      extra.traceback = d.traceback;
+    }
+    return {
+      status: REMOTE_STATUS[err.remoteType] ?? 500,
+      headers,
+      body: body(err.remoteType, err.message, extra),
+    };
+  }
+  if (err instanceof PyProxyError) {
+    return { status: 500, headers, body: body(err.name, err.message) };
+  }
+  const message = debug && err instanceof Error
+    ? err.message
+    : "Cannot serve request: internal error";
+  return { status: 500, headers, body: body("InternalError", message) };
+}
+
+/**
+ * The response for any error thrown while serving a request.
+ *
+ * @example
+ * ```ts
+ * import { TimeoutError } from "../errors.ts";
+ * import { errorResponse } from "./error_response.ts";
+ * console.log(errorResponse(new TimeoutError("Cannot complete request: timed out"), false).status); // 504
+ * ```
+ */
+export function errorResponse(err: unknown, debug: boolean): Response {
+  if (err instanceof HTTPException) return err.getResponse();
+  const { status, body, headers } = describeError(err, debug);
+  return Response.json({ error: body }, { status, headers });
+}

@@ -1,0 +1,109 @@
+/**
+ * The part of a `Pool` the gateway uses, as a structural interface: the
+ * gateway works with the real pool and with a stand-in in unit tests.
+ *
+ * @module
+ */
+
+/** A model file to load (what `PUT /v1/models/{name}` sends to the pool). */
+export interface GatewayModelSpec {
+  /** File under the models directory. */
+  file?: string;
+  /** Constructor options. */
+  options?: Record<string, unknown>;
+  /** Class name when the file holds several. */
+  class?: string;
+}
+
+/** A worker as listed by `status()`. */
+export interface GatewayWorkerStatus {
+  /** Slot id. */
+  readonly id: string;
+  /** Process id, or `null`. */
+  readonly pid: number | null;
+  /** State (`ready`, `starting`, ...). */
+  readonly state: string;
+  /** Restarts of the slot. */
+  readonly restarts: number;
+  /** Calls in flight on it. */
+  readonly inFlight: number;
+  /** Calls queued for it. */
+  readonly queued?: number;
+  /** Milliseconds since it became ready. */
+  readonly uptime?: number;
+}
+
+/** What `status()` returns (only the fields the gateway reads are required). */
+export interface GatewayPoolStatus {
+  /** Every worker slot. */
+  workers: readonly GatewayWorkerStatus[];
+  /** Registered models. */
+  models: ReadonlyArray<{ name: string }>;
+}
+
+/** One output chunk of an eval. */
+export interface GatewayOutputChunk {
+  /** 1 = stdout, 2 = stderr. */
+  fd: number;
+  /** The text. */
+  data: string;
+  /** Sequence number, from 0. */
+  seq: number;
+  /** Chunks missing before this one (dropped from the replay buffer). */
+  truncated?: number;
+}
+
+/** An eval in progress (the gateway's view of `Atom`). */
+export interface GatewayAtom {
+  /** Atom id. */
+  readonly id: string;
+  /** The value, or a rejection. */
+  readonly result: Promise<unknown>;
+  /** Live output from the start. */
+  readonly output: ReadableStream<GatewayOutputChunk>;
+  /** Output from `fromSeq` on. */
+  replay(fromSeq?: number): ReadableStream<GatewayOutputChunk>;
+  /** Interrupts the code. */
+  cancel(reason?: string): void;
+}
+
+/**
+ * The pool methods the gateway calls.
+ *
+ * @example A stand-in for tests
+ * ```ts
+ * import type { GatewayPool } from "./gateway_pool.ts";
+ * const pool: Pick<GatewayPool, "status"> = { status: () => ({ workers: [], models: [] }) };
+ * console.log(pool.status().workers.length); // 0
+ * ```
+ */
+export interface GatewayPool {
+  /** Runs a model. */
+  execute(
+    name: string,
+    msg: unknown,
+    options?: { key?: string; timeout?: number; signal?: AbortSignal },
+  ): Promise<unknown>;
+  /** Adds a model on every worker; resolves with the model description. */
+  addModel(name: string, spec: GatewayModelSpec): Promise<unknown>;
+  /** Replaces a model; resolves with the new description. */
+  updateModel(name: string, spec: GatewayModelSpec): Promise<unknown>;
+  /** Removes a model. */
+  removeModel(name: string): Promise<unknown>;
+  /** Workers and models. */
+  status(): GatewayPoolStatus;
+  /** Starts an eval. */
+  eval(
+    code: string,
+    options?: {
+      locals?: Record<string, unknown>;
+      args?: unknown[] | Record<string, unknown>;
+      timeout?: number;
+      signal?: AbortSignal;
+    },
+  ): GatewayAtom;
+  /** Atoms by id (running, and recent finished ones). */
+  readonly atoms: { get(id: string): GatewayAtom | undefined };
+  /** Stops the workers. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,268 @@
+/**
+ * Request metrics for the gateway, rendered in the Prometheus text format
+ * (and as JSON for the dashboard).
+ *
+ * @module
+ */
+
+/** Pool-level numbers sampled at scrape time. */
+export interface MetricsSnapshot {
+  /** Workers by id with their state and restart count. */
+  workers: ReadonlyArray<{ id: string; state: string; restarts: number }>;
+  /** Live channel subscribers. */
+  subscribers?: number;
+}
+
+/** Per-model numbers as returned by {@linkcode GatewayMetrics.toJSON}. */
+export interface ModelMetrics {
+  /** Requests by HTTP status. */
+  requests: Record<string, number>;
+  /** Requests currently executing. */
+  inFlight: number;
+  /** Sum of request durations in seconds. */
+  durationSum: number;
+}
+
+/** Options for {@linkcode GatewayMetrics}. */
+export interface GatewayMetricsOptions {
+  /**
+   * Upper bounds (seconds) of the latency histogram buckets.
+   * @default {[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]}
+   */
+  buckets?: number[];
+  /**
+   * Distinct model label values kept; further names are counted under `"_other"`
+   * so a client inventing model names cannot grow memory.
+   * @default {1000}
+   */
+  maxModels?: number;
+}
+
+interface ModelStats {
+  requests: Map<number, number>;
+  inFlight: number;
+  buckets: number[];
+  count: number;
+  sum: number;
+}
+
+/**
+ * Counts requests by model and status, a latency histogram per model and
+ * in-flight gauges; renders them with pool numbers (worker states, restarts).
+ *
+ * @example
+ * ```ts
+ * import { GatewayMetrics } from "./metrics.ts";
+ * const metrics = new GatewayMetrics();
+ * const done = metrics.start("echo");
+ * done(200);
+ * console.log(metrics.render({ workers: [] }).includes('pyproxy_requests_total{model="echo",status="200"} 1')); // true
+ * ```
+ */
+export class GatewayMetrics {
+  #buckets: number[];
+  #maxModels: number;
+  #models = new Map<string, ModelStats>();
+  #http = new Map<number, number>();
+  #started = Date.now();
+
+  /** Creates empty metrics. */
+  constructor(options: GatewayMetricsOptions = {}) {
+    this.#buckets = [
+      ...(options.buckets ??
+        [
+          0.001,
+          0.0025,
+          0.005,
+          0.01,
+          0.025,
+          0.05,
+          0.1,
+          0.25,
+          0.5,
+          1,
+          2.5,
+          5,
+          10,
+        ]),
+    ]
+      .sort((a, b) => a - b);
+    this.#maxModels = options.maxModels ?? 1000;
+  }
+
+  /** Marks a model request as started; call the returned function with the final status. */
+  start(model: string): (status: number) => void {
+    const stats = this.#stats(model);
+    stats.inFlight++;
+    const t0 = performance.now();
+    let ended = false;
+    return (status: number) => {
+      if (ended) return;
+      ended = true;
+      stats.inFlight--;
+      const seconds = (performance.now() - t0) / 1000;
+      stats.requests.set(status, (stats.requests.get(status) ?? 0) + 1);
+      stats.count++;
+      stats.sum += seconds;
+      for (let i = 0; i < this.#buckets.length; i++) {
+        if (seconds <= this.#buckets[i]!) stats.buckets[i]!++;
+      }
+    };
+  }
+
+  /** Counts one HTTP response of any route. */
+  countHttp(status: number): void {
+    this.#http.set(status, (this.#http.get(status) ?? 0) + 1);
+  }
+
+  /** Model requests currently executing, across models. */
+  get inFlight(): number {
+    let n = 0;
+    for (const s of this.#models.values()) n += s.inFlight;
+    return n;
+  }
+
+  /** Totals for the dashboard. */
+  toJSON(): {
+    uptime: number;
+    requests: number;
+    inFlight: number;
+    http: Record<string, number>;
+    models: Record<string, ModelMetrics>;
+  } {
+    const models: Record<string, ModelMetrics> = {};
+    let requests = 0;
+    for (const [name, s] of this.#models) {
+      models[name] = {
+        requests: Object.fromEntries(
+          [...s.requests].map(([k, v]) => [String(k), v]),
+        ),
+        inFlight: s.inFlight,
+        durationSum: s.sum,
+      };
+      requests += s.count;
+    }
+    return {
+      uptime: (Date.now() - this.#started) / 1000,
+      requests,
+      inFlight: this.inFlight,
+      http: Object.fromEntries([...this.#http].map(([k, v]) => [String(k), v])),
+      models,
+    };
+  }
+
+  /** The metrics in the Prometheus text exposition format (version 0.0.4). */
+  render(snapshot: MetricsSnapshot): string {
+    const lines: string[] = [];
+    const family = (name: string, type: string, help: string): void => {
+      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    };
+    family(
+      "pyproxy_requests_total",
+      "counter",
+      "Model execute requests by model and HTTP status.",
+    );
+    for (const [model, s] of this.#models) {
+      for (const [status, n] of s.requests) {
+        lines.push(
+          `pyproxy_requests_total{model="${
+            label(model)
+          }",status="${status}"} ${n}`,
+        );
+      }
+    }
+    family(
+      "pyproxy_request_duration_seconds",
+      "histogram",
+      "Model execute latency in seconds.",
+    );
+    for (const [model, s] of this.#models) {
+      const m = label(model);
+      this.#buckets.forEach((le, i) => {
+        lines.push(
+          `pyproxy_request_duration_seconds_bucket{model="${m}",le="${le}"} ${
+            s.buckets[i]
+          }`,
+        );
+      });
+      lines.push(
+        `pyproxy_request_duration_seconds_bucket{model="${m}",le="+Inf"} ${s.count}`,
+      );
+      lines.push(`pyproxy_request_duration_seconds_sum{model="${m}"} ${s.sum}`);
+      lines.push(
+        `pyproxy_request_duration_seconds_count{model="${m}"} ${s.count}`,
+      );
+    }
+    family(
+      "pyproxy_in_flight_requests",
+      "gauge",
+      "Model execute requests in flight.",
+    );
+    for (const [model, s] of this.#models) {
+      lines.push(
+        `pyproxy_in_flight_requests{model="${label(model)}"} ${s.inFlight}`,
+      );
+    }
+    family(
+      "pyproxy_http_responses_total",
+      "counter",
+      "HTTP responses of every route by status.",
+    );
+    for (const [status, n] of this.#http) {
+      lines.push(`pyproxy_http_responses_total{status="${status}"} ${n}`);
+    }
+    family("pyproxy_worker_restarts_total", "counter", "Restarts per worker.");
+    for (const w of snapshot.workers) {
+      lines.push(
+        `pyproxy_worker_restarts_total{worker="${label(w.id)}"} ${w.restarts}`,
+      );
+    }
+    family("pyproxy_workers", "gauge", "Workers by state.");
+    const states = new Map<string, number>();
+    for (const w of snapshot.workers) {
+      states.set(w.state, (states.get(w.state) ?? 0) + 1);
+    }
+    for (const [state, n] of states) {
+      lines.push(`pyproxy_workers{state="${label(state)}"} ${n}`);
+    }
+    if (snapshot.subscribers !== undefined) {
+      family(
+        "pyproxy_channel_subscribers",
+        "gauge",
+        "Live channel subscribers.",
+      );
+      lines.push(`pyproxy_channel_subscribers ${snapshot.subscribers}`);
+    }
+    family(
+      "pyproxy_uptime_seconds",
+      "gauge",
+      "Seconds since the gateway started.",
+    );
+    lines.push(`pyproxy_uptime_seconds ${(Date.now() - this.#started) / 1000}`);
+    return lines.join("\n") + "\n";
+  }
+
+  #stats(model: string): ModelStats {
+    let stats = this.#models.get(model);
+    if (stats) return stats;
+    if (this.#models.size >= this.#maxModels && model !== "_other") {
+      return this.#stats("_other");
+    }
+    stats = {
+      requests: new Map(),
+      inFlight: 0,
+      buckets: this.#buckets.map(() => 0),
+      count: 0,
+      sum: 0,
+    };
+    this.#models.set(model, stats);
+    return stats;
+  }
+}
+
+function label(value: string): string {
+  return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(
+    /\n/g,
+    "\\n",
+  );
+}

@@ -1,0 +1,120 @@
+/**
+ * The gateway's record of model descriptions (declared inputs, outputs,
+ * version, docstring) as returned by `addModel`/`updateModel`.
+ *
+ * @module
+ */
+import type { GatewayModelSpec, GatewayPool } from "./gateway_pool.ts";
+import { type InputSchema, InputSchemaCache } from "./input_schema.ts";
+
+/** A model description (protocol §6) plus the spec it was loaded with. */
+export interface GatewayModelInfo {
+  /** Model name. */
+  name: string;
+  /** Class name. */
+  class?: string;
+  /** File under the models directory. */
+  file?: string;
+  /** Version, incremented on each update. */
+  version?: number;
+  /** Declared inputs: field → type name. */
+  inputs?: Record<string, string>;
+  /** Declared outputs: field → type name. */
+  outputs?: Record<string, string>;
+  /** The class docstring. */
+  doc?: string;
+  /** The options it was constructed with. */
+  options?: Record<string, unknown>;
+}
+
+function asDescription(
+  name: string,
+  raw: unknown,
+  spec: GatewayModelSpec,
+): GatewayModelInfo {
+  const d = typeof raw === "object" && raw !== null
+    ? raw as Record<string, unknown>
+    : {};
+  const out: GatewayModelInfo = { name };
+  if (typeof d.class === "string") out.class = d.class;
+  const file = typeof d.file === "string" ? d.file : spec.file;
+  if (file !== undefined) out.file = file;
+  if (typeof d.version === "number") out.version = d.version;
+  if (typeof d.inputs === "object" && d.inputs !== null) {
+    out.inputs = d.inputs as Record<string, string>;
+  }
+  if (typeof d.outputs === "object" && d.outputs !== null) {
+    out.outputs = d.outputs as Record<string, string>;
+  }
+  if (typeof d.doc === "string") out.doc = d.doc;
+  if (spec.options !== undefined) out.options = spec.options;
+  return out;
+}
+
+/**
+ * Loads models through the pool and keeps their descriptions, with one
+ * cached input schema per model version.
+ *
+ * @example
+ * ```ts ignore
+ * const catalog = new ModelCatalog();
+ * await catalog.add(pool, "scorer", { file: "scorer.py" });
+ * console.log(catalog.get("scorer")?.inputs);
+ * ```
+ */
+export class ModelCatalog {
+  #models = new Map<string, GatewayModelInfo>();
+  #schemas = new InputSchemaCache();
+
+  /** Adds a model to the pool and records its description. */
+  async add(
+    pool: Pick<GatewayPool, "addModel">,
+    name: string,
+    spec: GatewayModelSpec,
+  ): Promise<GatewayModelInfo> {
+    const desc = asDescription(name, await pool.addModel(name, spec), spec);
+    this.#models.set(name, desc);
+    return desc;
+  }
+
+  /** Updates a model in the pool and records its new description. */
+  async update(
+    pool: Pick<GatewayPool, "updateModel">,
+    name: string,
+    spec: GatewayModelSpec,
+  ): Promise<GatewayModelInfo> {
+    const desc = asDescription(name, await pool.updateModel(name, spec), spec);
+    this.#models.set(name, desc);
+    this.#schemas.delete(name);
+    return desc;
+  }
+
+  /** Removes a model from the pool and forgets it. */
+  async remove(
+    pool: Pick<GatewayPool, "removeModel">,
+    name: string,
+  ): Promise<void> {
+    await pool.removeModel(name);
+    this.#models.delete(name);
+    this.#schemas.delete(name);
+  }
+
+  /** The description, when the model was loaded through this catalog. */
+  get(name: string): GatewayModelInfo | undefined {
+    return this.#models.get(name);
+  }
+
+  /** The input schema of a known model (cached per version), else `undefined`. */
+  schema(name: string): InputSchema | undefined {
+    const desc = this.#models.get(name);
+    if (!desc?.inputs) return undefined;
+    return this.#schemas.get(name, desc.version ?? 0, desc.inputs);
+  }
+
+  /** Describes the pool's models (those loaded elsewhere have just a name). */
+  list(pool: Pick<GatewayPool, "status">): GatewayModelInfo[] {
+    return pool.status().models.map((m) =>
+      this.#models.get(m.name) ?? { name: m.name }
+    );
+  }
+}

@@ -1,0 +1,246 @@
+/**
+ * Model routes: list, describe, execute, and (with `allowManage`) add,
+ * update and remove models.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import * as v from "valibot";
+import { ChannelHub } from "./channels.ts";
+import { errorResponse, httpError } from "./error_response.ts";
+import type { GatewayModelSpec } from "./gateway_pool.ts";
+import { validateInput } from "./input_schema.ts";
+import { readJsonBody } from "./read_json_body.ts";
+import type { RouteContext } from "./route_context.ts";
+
+const ModelSpecBody = v.strictObject(
+  {
+    file: v.pipe(
+      v.string("expected a file path"),
+      v.minLength(1, "expected a file path"),
+    ),
+    options: v.optional(
+      v.record(v.string(), v.unknown(), "expected an object"),
+    ),
+    class: v.optional(
+      v.pipe(
+        v.string("expected a class name"),
+        v.minLength(1, "expected a class name"),
+      ),
+    ),
+  },
+  (
+    issue,
+  ) => (issue.expected === "never"
+    ? "unknown field (allowed: file, options, class)"
+    : "expected {file, options?, class?}"),
+);
+
+const MODEL_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/;
+
+/**
+ * Checks a model file path from a request: relative, inside the models
+ * directory, a `.py` file. The Python server also resolves symlinks and
+ * refuses paths escaping its root; this check gives a clear 400 first.
+ *
+ * @example
+ * ```ts
+ * import { confineModelPath } from "./model_routes.ts";
+ * console.log(confineModelPath("sub/../scorer.py")); // "scorer.py"
+ * ```
+ */
+export function confineModelPath(file: string): string {
+  const bad = (why: string) =>
+    httpError(
+      400,
+      "PathError",
+      `Cannot load model file ${JSON.stringify(file)}: ${why}`,
+    );
+  if (file.includes("\0") || file.includes("\\")) {
+    throw bad("invalid characters");
+  }
+  if (file.startsWith("/") || /^[A-Za-z]:/.test(file)) {
+    throw bad("must be relative to the models directory");
+  }
+  const parts: string[] = [];
+  for (const part of file.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") {
+      if (parts.length === 0) throw bad("escapes the models directory");
+      parts.pop();
+    } else parts.push(part);
+  }
+  if (parts.length === 0 || !parts[parts.length - 1]!.endsWith(".py")) {
+    throw bad("must be a .py file");
+  }
+  return parts.join("/");
+}
+
+function checkName(name: string): void {
+  if (!MODEL_NAME.test(name)) {
+    throw httpError(
+      400,
+      "InvalidRequestError",
+      `Cannot use model name ${
+        JSON.stringify(name)
+      }: expected letters, digits, _ . -`,
+    );
+  }
+}
+
+/**
+ * The model routes under `/v1/models`.
+ *
+ * @example
+ * ```ts ignore
+ * app.route("/", modelRoutes(ctx));
+ * ```
+ */
+export function modelRoutes(ctx: RouteContext): Hono {
+  const { pool, catalog, metrics, hub } = ctx;
+  const app = new Hono();
+  const known = (name: string): boolean =>
+    pool.status().models.some((m) => m.name === name);
+  const notFound = (name: string) =>
+    httpError(404, "ModelNotFoundError", `Cannot find model '${name}'`);
+
+  app.get("/v1/models", (c) => c.json({ models: catalog.list(pool) }));
+
+  app.get("/v1/models/:name", (c) => {
+    const name = c.req.param("name");
+    if (!known(name)) throw notFound(name);
+    return c.json(catalog.get(name) ?? { name });
+  });
+
+  app.post("/v1/models/:name/execute", async (c) => {
+    const name = c.req.param("name");
+    const done = metrics.start(name);
+    let res: Response;
+    try {
+      res = await execute(
+        c.req.raw,
+        name,
+        c.req.query("key"),
+        c.req.query("publish"),
+        c.req.query("timeout"),
+      );
+    } catch (err) {
+      res = errorResponse(err, ctx.debug);
+    }
+    done(res.status);
+    return res;
+  });
+
+  async function execute(
+    request: Request,
+    name: string,
+    key: string | undefined,
+    publish: string | undefined,
+    timeoutParam: string | undefined,
+  ): Promise<Response> {
+    if (publish !== undefined && !ChannelHub.isValidName(publish)) {
+      throw httpError(
+        400,
+        "InvalidRequestError",
+        `Cannot publish to channel ${JSON.stringify(publish)}: invalid name`,
+      );
+    }
+    let timeout = ctx.requestTimeout;
+    if (timeoutParam !== undefined) {
+      const t = Number(timeoutParam);
+      if (!Number.isInteger(t) || t < 1) {
+        throw httpError(
+          400,
+          "InvalidRequestError",
+          "Cannot execute: timeout must be an integer >= 1 (ms)",
+        );
+      }
+      timeout = Math.min(t, timeout);
+    }
+    const body = (await readJsonBody(request, ctx.bodyLimit)) ?? {};
+    const schema = catalog.schema(name);
+    if (schema) {
+      const problem = validateInput(schema, body);
+      if (problem !== null) {
+        throw httpError(
+          400,
+          "ValidationError",
+          `Cannot execute model '${name}': ${problem}`,
+        );
+      }
+    }
+    // No cancel-on-disconnect: reading request.signal makes Deno 2.9 warn (it also aborts after
+    // every successful response); the timeout bounds every call instead.
+    const result = await pool.execute(name, body, {
+      ...(key === undefined ? {} : { key }),
+      timeout,
+    });
+    if (publish !== undefined) {
+      hub.publish(publish, { model: name, result: result ?? null });
+    }
+    if (result === null || result === undefined) {
+      return new Response(null, { status: 204 });
+    }
+    return Response.json(result);
+  }
+
+  app.put("/v1/models/:name", async (c) => {
+    if (!ctx.allowManage) throw forbidden();
+    const name = c.req.param("name");
+    checkName(name);
+    const parsed = v.safeParse(
+      ModelSpecBody,
+      await readJsonBody(c.req.raw, ctx.bodyLimit),
+    );
+    if (!parsed.success) {
+      const issue = parsed.issues[0];
+      const path = v.getDotPath(issue);
+      throw httpError(
+        400,
+        "ValidationError",
+        `Cannot load model '${name}': ${
+          path ? `${path}: ` : ""
+        }${issue.message}`,
+      );
+    }
+    const spec: GatewayModelSpec = {
+      file: confineModelPath(parsed.output.file),
+    };
+    if (parsed.output.options !== undefined) {
+      spec.options = parsed.output.options;
+    }
+    if (parsed.output.class !== undefined) spec.class = parsed.output.class;
+    const existed = known(name);
+    const model = existed
+      ? await catalog.update(pool, name, spec)
+      : await catalog.add(pool, name, spec);
+    ctx.logger.info("Model {name} {action} from {file}", {
+      name,
+      action: existed ? "updated" : "added",
+      file: spec.file,
+    });
+    return c.json(
+      { action: existed ? "updated" : "added", model },
+      existed ? 200 : 201,
+    );
+  });
+
+  app.delete("/v1/models/:name", async (c) => {
+    if (!ctx.allowManage) throw forbidden();
+    const name = c.req.param("name");
+    if (!known(name)) throw notFound(name);
+    await catalog.remove(pool, name);
+    ctx.logger.info("Model {name} removed", { name });
+    return c.json({ name, removed: true });
+  });
+
+  return app;
+}
+
+function forbidden() {
+  return httpError(
+    403,
+    "Forbidden",
+    "Cannot manage models: model management is disabled (start with --allow-manage)",
+  );
+}

@@ -1,0 +1,46 @@
+/**
+ * What the route groups of the gateway share.
+ *
+ * @module
+ */
+import type { Logger } from "@logtape/logtape";
+import type { Runtime } from "../runtime/types.ts";
+import type { ChannelHub } from "./channels.ts";
+import type { GatewayPool } from "./gateway_pool.ts";
+import type { GatewayMetrics } from "./metrics.ts";
+import type { ModelCatalog } from "./model_catalog.ts";
+
+/**
+ * The state every route group receives from `createGateway`.
+ *
+ * @example
+ * ```ts ignore
+ * const routes = modelRoutes(ctx); // ctx: RouteContext
+ * ```
+ */
+export interface RouteContext {
+  /** The pool. */
+  pool: GatewayPool;
+  /** Channels. */
+  hub: ChannelHub;
+  /** Request metrics. */
+  metrics: GatewayMetrics;
+  /** Model descriptions and input schemas. */
+  catalog: ModelCatalog;
+  /** Runtime adapter (WebSocket upgrade). */
+  runtime: Runtime;
+  /** Logger of the `pyproxy.gateway` category. */
+  logger: Logger;
+  /** Aborted when the server starts draining: long-lived streams end. */
+  signal: AbortSignal;
+  /** Largest request body in bytes. */
+  bodyLimit: number;
+  /** Default (and maximum) execute timeout in ms. */
+  requestTimeout: number;
+  /** `PUT`/`DELETE /v1/models/{name}` allowed. */
+  allowManage: boolean;
+  /** `POST /v1/eval` allowed. */
+  allowEval: boolean;
+  /** Tracebacks and internal messages in error responses. */
+  debug: boolean;
+}

@@ -1,0 +1,177 @@
+/**
+ * The gateway's security middleware: Host allow-list (against DNS
+ * rebinding), bearer-token authentication and opt-in CORS.
+ *
+ * @module
+ */
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { MiddlewareHandler } from "hono";
+import { cors } from "hono/cors";
+
+/** CORS settings; CORS headers are sent only when this is configured. */
+export interface CorsConfig {
+  /** Allowed origins, e.g. `["https://app.example.com"]` (`"*"` allows any). */
+  origins: string[];
+  /** Send `Access-Control-Allow-Credentials: true`. @default {false} */
+  credentials?: boolean;
+  /** Seconds a preflight may be cached. @default {600} */
+  maxAge?: number;
+}
+
+const LOOPBACK = ["localhost", "127.0.0.1", "[::1]"];
+
+function digest(value: string): Uint8Array {
+  return createHash("sha256").update(value).digest();
+}
+
+/**
+ * Compares two secrets in constant time (hashes first, so lengths leak nothing).
+ *
+ * @example
+ * ```ts
+ * import { safeEqual } from "./security.ts";
+ * console.log(safeEqual("s3cret", "s3cret"), safeEqual("s3cret", "guess")); // true false
+ * ```
+ */
+export function safeEqual(a: string, b: string): boolean {
+  return timingSafeEqual(digest(a), digest(b));
+}
+
+/** True when `hostname` is a loopback address or `localhost`. */
+export function isLoopback(hostname: string): boolean {
+  return hostname === "localhost" || hostname === "::1" ||
+    hostname === "[::1]" ||
+    /^127(\.\d{1,3}){3}$/.test(hostname);
+}
+
+/** Options for {@linkcode hostGuard}. */
+export interface HostGuardOptions {
+  /** The port the server listens on (a function because port 0 is known only after binding). */
+  port: () => number;
+  /**
+   * Extra allowed hosts: `"example.com"` (any port) or `"example.com:8443"`.
+   * `"*"` disables the check.
+   */
+  allowedHosts?: string[];
+}
+
+/**
+ * Rejects requests whose `Host` header is not an allowed host with 403. The
+ * defaults are `localhost`, `127.0.0.1` and `[::1]` on the server's port: a
+ * web page on another name that resolves to 127.0.0.1 (DNS rebinding) cannot
+ * talk to the gateway.
+ *
+ * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import { hostGuard } from "./security.ts";
+ * const app = new Hono().use(hostGuard({ port: () => 8000 })).get("/", (c) => c.text("ok"));
+ * const res = await app.request("http://evil.example:8000/", { headers: { host: "evil.example:8000" } });
+ * console.log(res.status); // 403
+ * ```
+ */
+export function hostGuard(options: HostGuardOptions): MiddlewareHandler {
+  const extra = (options.allowedHosts ?? []).map((h) => h.toLowerCase());
+  const any = extra.includes("*");
+  return async (c, next) => {
+    if (!any && !allowed(c.req.header("host") ?? "", options.port(), extra)) {
+      return c.json({
+        error: {
+          type: "ForbiddenHost",
+          message: "Cannot serve request: Host header is not allowed",
+        },
+      }, 403);
+    }
+    await next();
+  };
+}
+
+function allowed(host: string, port: number, extra: string[]): boolean {
+  const value = host.toLowerCase();
+  const m = /^(\[[0-9a-f:.]+\]|[^:]+)(?::(\d+))?$/.exec(value);
+  if (!m) return false;
+  const name = m[1]!;
+  const hostPort = m[2] === undefined ? undefined : Number(m[2]);
+  if (
+    LOOPBACK.includes(name) &&
+    (hostPort === undefined ? port === 80 : hostPort === port)
+  ) return true;
+  return extra.some((entry) => entry === value || entry === name);
+}
+
+/** Options for {@linkcode bearerAuth}. */
+export interface BearerAuthOptions {
+  /** The shared token. */
+  token: string;
+  /** Paths served without a token. @default {["/healthz"]} */
+  publicPaths?: string[];
+  /** Paths that also accept the token as `?token=` (the dashboard page). @default {["/"]} */
+  queryTokenPaths?: string[];
+}
+
+/**
+ * Requires `Authorization: Bearer <token>` (compared in constant time) on
+ * every route except the public ones; answers 401 otherwise.
+ *
+ * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import { bearerAuth } from "./security.ts";
+ * const app = new Hono().use(bearerAuth({ token: "t0ken" })).get("/v1/status", (c) => c.json({}));
+ * console.log((await app.request("/v1/status")).status); // 401
+ * console.log((await app.request("/v1/status", { headers: { authorization: "Bearer t0ken" } })).status); // 200
+ * ```
+ */
+export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
+  const publicPaths = new Set(options.publicPaths ?? ["/healthz"]);
+  const queryPaths = new Set(options.queryTokenPaths ?? ["/"]);
+  return async (c, next) => {
+    if (publicPaths.has(c.req.path) || c.req.method === "OPTIONS") {
+      return await next();
+    }
+    const header = c.req.header("authorization") ?? "";
+    const m = /^Bearer\s+(.+)$/i.exec(header);
+    let presented = m?.[1]?.trim();
+    if (presented === undefined && queryPaths.has(c.req.path)) {
+      presented = c.req.query("token");
+    }
+    if (presented === undefined || !safeEqual(presented, options.token)) {
+      c.header("www-authenticate", 'Bearer realm="pyproxy"');
+      return c.json({
+        error: {
+          type: "Unauthorized",
+          message: "Cannot serve request: missing or wrong bearer token",
+        },
+      }, 401);
+    }
+    await next();
+  };
+}
+
+/**
+ * CORS middleware for the configured origins, or `undefined` when CORS is
+ * not configured (then no CORS header is ever sent).
+ *
+ * @example
+ * ```ts
+ * import { corsMiddleware } from "./security.ts";
+ * console.log(corsMiddleware(undefined)); // undefined
+ * console.log(typeof corsMiddleware({ origins: ["https://app.example.com"] })); // "function"
+ * ```
+ */
+export function corsMiddleware(
+  config: CorsConfig | undefined,
+): MiddlewareHandler | undefined {
+  if (!config || config.origins.length === 0) return undefined;
+  const origins = config.origins;
+  return cors({
+    origin: origins.includes("*")
+      ? "*"
+      : (origin) => (origins.includes(origin) ? origin : null),
+    allowMethods: ["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+    allowHeaders: ["authorization", "content-type", "last-event-id"],
+    exposeHeaders: ["retry-after", "x-atom-id"],
+    credentials: config.credentials ?? false,
+    maxAge: config.maxAge ?? 600,
+  });
+}

@@ -1,0 +1,267 @@
+/**
+ * `serve()`: the complete HTTP gateway: a pool with the configured plugins
+ * and models, the Hono app on the runtime's HTTP server, and a graceful
+ * drain on shutdown.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import type { Hono } from "hono";
+import { ConfigError } from "../errors.ts";
+import type { Plugin } from "../plugin.ts";
+import { Pool, type PoolOptions } from "../pool.ts";
+import type { HttpServer, Runtime } from "../runtime/types.ts";
+import { defaultRuntime } from "../runtime/mod.ts";
+import { reconnect, sharedCache, spillover } from "../../plugins/mod.ts";
+import { createGateway } from "./app.ts";
+import { ChannelHub } from "./channels.ts";
+import { channelsPlugin } from "./channels_plugin.ts";
+import type { ModelEntry, ResolvedConfig } from "./config.ts";
+import { GatewayMetrics } from "./metrics.ts";
+import { ModelCatalog } from "./model_catalog.ts";
+
+/** Options of {@linkcode serve} besides the configuration. */
+export interface ServeOptions {
+  /** Runtime adapter. @default {defaultRuntime()} */
+  runtime?: Runtime;
+  /** Drain and stop on SIGINT/SIGTERM (then `finished` resolves). @default {false} */
+  handleSignals?: boolean;
+  /** Plugins added to the configured ones. */
+  plugins?: Plugin[];
+  /** Version reported by `/v1/status` and the dashboard. */
+  version?: string;
+}
+
+/** A running gateway. */
+export interface GatewayServer extends AsyncDisposable {
+  /** Base URL, e.g. `http://127.0.0.1:8000`. */
+  readonly url: string;
+  /** Bound port. */
+  readonly port: number;
+  /** Bound address. */
+  readonly hostname: string;
+  /** The pool. */
+  readonly pool: Pool;
+  /** The channels. */
+  readonly hub: ChannelHub;
+  /** The Hono app. */
+  readonly app: Hono;
+  /** Models that failed to load at start (auto-discovered ones only; listed ones abort the start). */
+  readonly skippedModels: Array<{ name: string; error: string }>;
+  /**
+   * Drains: refuses new requests (503), ends streams, lets in-flight requests
+   * finish for up to `shutdownGrace` ms, then stops the workers.
+   */
+  shutdown(): Promise<void>;
+  /** Resolves once shut down (by `shutdown()` or a signal). */
+  readonly finished: Promise<void>;
+}
+
+type PluginFactory = (options?: Record<string, unknown>) => Plugin;
+const BUILTIN_PLUGINS: Record<string, PluginFactory> = {
+  reconnect: reconnect as PluginFactory,
+  spillover: spillover as PluginFactory,
+  sharedCache: sharedCache as PluginFactory,
+};
+
+function pluginsOption(
+  config: ResolvedConfig,
+  extra: Plugin[],
+): NonNullable<PoolOptions["plugins"]> {
+  const use: Plugin[] = [];
+  const remove: string[] = [];
+  for (const [name, opts] of Object.entries(config.plugins)) {
+    const factory = BUILTIN_PLUGINS[name];
+    if (!factory) {
+      throw new ConfigError(
+        `plugins.${name}: unknown plugin (known: ${
+          Object.keys(BUILTIN_PLUGINS).join(", ")
+        }) (at ${config.configPath ?? "config"}: plugins.${name})`,
+      );
+    }
+    if (opts === false) remove.push(name);
+    else {
+      try {
+        use.push(factory(opts));
+      } catch (err) {
+        throw new ConfigError(`plugins.${name}: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+    }
+  }
+  return { use: [...use, ...extra], remove };
+}
+
+async function modelsToLoad(
+  config: ResolvedConfig,
+  runtime: Runtime,
+): Promise<{ list: ModelEntry[]; strict: boolean }> {
+  if (config.models !== "auto") return { list: config.models, strict: true };
+  const names = (await runtime.readDir(config.modelsDir)).filter((f) =>
+    f.endsWith(".py") && !f.startsWith("_")
+  ).sort();
+  return {
+    list: names.map((file) => ({ name: file.slice(0, -3), file })),
+    strict: false,
+  };
+}
+
+/**
+ * Starts the gateway: validates the security settings, starts the pool
+ * (with the channels plugin, so models can `host.publish`), loads the
+ * models, and listens.
+ *
+ * @example
+ * ```ts ignore
+ * import { loadConfig, serve } from "./mod.ts";
+ * await using server = await serve(await loadConfig({ cli: { port: 0 } }));
+ * console.log(server.url);
+ * ```
+ */
+export async function serve(
+  config: ResolvedConfig,
+  options: ServeOptions = {},
+): Promise<GatewayServer> {
+  const runtime = options.runtime ?? defaultRuntime();
+  const logger = getLogger(["pyproxy", "gateway"]);
+  if ((await runtime.stat(config.modelsDir))?.isDirectory !== true) {
+    throw new ConfigError(`modelsDir: ${config.modelsDir} is not a directory`);
+  }
+  const hub = new ChannelHub(config.channels);
+  const catalog = new ModelCatalog();
+  const metrics = new GatewayMetrics();
+  const poolOptions: PoolOptions = {
+    workers: config.workers,
+    modelsDir: config.modelsDir,
+    plugins: pluginsOption(config, [
+      channelsPlugin({ hub, maxMessageBytes: config.limits.bodyLimit }),
+      ...(options.plugins ?? []),
+    ]),
+    handleSignals: false,
+    runtime,
+    shutdownGrace: config.limits.shutdownGrace,
+    ...(config.python === undefined ? {} : { python: config.python }),
+    ...(config.limits.maxInFlightPerWorker === undefined
+      ? {}
+      : { maxInFlightPerWorker: config.limits.maxInFlightPerWorker }),
+    ...(config.limits.maxQueue === undefined
+      ? {}
+      : { maxQueue: config.limits.maxQueue }),
+  };
+  const pool = await Pool.start(poolOptions);
+  const skippedModels: Array<{ name: string; error: string }> = [];
+  let server: HttpServer | undefined;
+  const drain = new AbortController();
+  try {
+    const { list, strict } = await modelsToLoad(config, runtime);
+    for (const [i, m] of list.entries()) {
+      try {
+        await catalog.add(pool, m.name, {
+          file: m.file,
+          ...(m.options === undefined ? {} : { options: m.options }),
+          ...(m.class === undefined ? {} : { class: m.class }),
+        });
+      } catch (err) {
+        const message = (err as Error).message;
+        if (strict) {
+          throw new ConfigError(
+            `models[${i}]: cannot load model '${m.name}': ${message} (at ${
+              config.configPath ?? "config"
+            }: models[${i}])`,
+            { cause: err },
+          );
+        }
+        skippedModels.push({ name: m.name, error: message });
+        logger.warn("Skipped model {name}: {message}", {
+          name: m.name,
+          message,
+        });
+      }
+    }
+    let port = config.port;
+    const app = createGateway(pool, {
+      port: () => port,
+      allowedHosts: [
+        ...config.allowedHosts,
+        ...(config.host === "0.0.0.0" || config.host === "::"
+          ? []
+          : [config.host]),
+      ],
+      bodyLimit: config.limits.bodyLimit,
+      requestTimeout: config.limits.requestTimeout,
+      allowEval: config.allowEval,
+      allowManage: config.allowManage,
+      debug: config.debug,
+      hub,
+      metrics,
+      catalog,
+      runtime,
+      signal: drain.signal,
+      ...(config.token === undefined ? {} : { token: config.token }),
+      ...(config.cors === undefined ? {} : { cors: config.cors }),
+      ...(options.version === undefined ? {} : { version: options.version }),
+    });
+    server = await runtime.serve(
+      { hostname: config.host, port: config.port },
+      (req, info) => app.fetch(req, info),
+    );
+    port = server.port;
+    const hostForUrl = server.hostname.includes(":")
+      ? `[${server.hostname}]`
+      : server.hostname;
+    const url = `http://${hostForUrl}:${server.port}`;
+    let resolveFinished!: () => void;
+    const finished = new Promise<void>((
+      resolve,
+    ) => (resolveFinished = resolve));
+    let shutting: Promise<void> | undefined;
+    const offSignals: Array<() => void> = [];
+    const httpServer = server;
+    const shutdown = (): Promise<void> => {
+      shutting ??= (async () => {
+        for (const off of offSignals) off();
+        logger.info("Draining: waiting up to {ms} ms for in-flight requests", {
+          ms: config.limits.shutdownGrace,
+        });
+        drain.abort();
+        hub.close("server shutting down");
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const grace = new Promise<void>((
+          resolve,
+        ) => (timer = setTimeout(resolve, config.limits.shutdownGrace)));
+        await Promise.race([httpServer.shutdown().catch(() => {}), grace]);
+        clearTimeout(timer);
+        await pool.close();
+        logger.info("Stopped");
+        resolveFinished();
+      })();
+      return shutting;
+    };
+    if (options.handleSignals) {
+      for (const signal of ["SIGINT", "SIGTERM"] as const) {
+        offSignals.push(runtime.onSignal(signal, () => {
+          logger.info("Received {signal}", { signal });
+          void shutdown();
+        }));
+      }
+    }
+    return {
+      url,
+      port: server.port,
+      hostname: server.hostname,
+      pool,
+      hub,
+      app,
+      skippedModels,
+      shutdown,
+      finished,
+      [Symbol.asyncDispose]: shutdown,
+    };
+  } catch (err) {
+    drain.abort();
+    await server?.shutdown().catch(() => {});
+    await pool.close();
+    throw err;
+  }
+}

@@ -1,0 +1,141 @@
+/**
+ * Server-Sent Events encoding with pull-based backpressure.
+ *
+ * @module
+ */
+
+/** One Server-Sent Event. */
+export interface SseEvent {
+  /** The `event:` field. */
+  event?: string;
+  /** The `id:` field (what a client sends back as `Last-Event-ID`). */
+  id?: string | number;
+  /** The payload; serialised as JSON unless it is a string. */
+  data: unknown;
+}
+
+/** Options for {@linkcode sseResponse}. */
+export interface SseResponseOptions {
+  /**
+   * Sends a comment line after this much silence so proxies keep the stream open.
+   * @default {15000}
+   */
+  keepAliveMs?: number;
+  /** Ends the stream when aborted (server shutdown). */
+  signal?: AbortSignal;
+  /** Called once when the stream ends for any reason (client gone, source done, abort). */
+  onClose?: () => void;
+  /** Extra response headers. */
+  headers?: Record<string, string>;
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * Encodes one event in the `text/event-stream` format.
+ *
+ * @example
+ * ```ts
+ * import { encodeSse } from "./sse.ts";
+ * console.log(encodeSse({ event: "output", id: 3, data: { fd: 1 } }));
+ * // "event: output\nid: 3\ndata: {\"fd\":1}\n\n"
+ * ```
+ */
+export function encodeSse(event: SseEvent): string {
+  let out = "";
+  if (event.event !== undefined) out += `event: ${event.event}\n`;
+  if (event.id !== undefined) out += `id: ${event.id}\n`;
+  const data = typeof event.data === "string"
+    ? event.data
+    : JSON.stringify(event.data ?? null);
+  for (const line of data.split("\n")) out += `data: ${line}\n`;
+  return out + "\n";
+}
+
+/**
+ * Streams the events of `source` as a `text/event-stream` response. The
+ * source is pulled only when the client has taken the previous chunk, so a
+ * slow client stalls the source instead of growing a buffer here.
+ *
+ * @example
+ * ```ts
+ * import { sseResponse } from "./sse.ts";
+ * async function* events() {
+ *   yield { event: "hello", data: { n: 1 } };
+ * }
+ * const res = sseResponse(events());
+ * console.log(await res.text()); // "event: hello\ndata: {\"n\":1}\n\n"
+ * ```
+ */
+export function sseResponse(
+  source: AsyncIterator<SseEvent> | AsyncIterable<SseEvent>,
+  options: SseResponseOptions = {},
+): Response {
+  const iterator = Symbol.asyncIterator in source
+    ? source[Symbol.asyncIterator]()
+    : source;
+  const keepAliveMs = options.keepAliveMs ?? 15000;
+  let pending: Promise<IteratorResult<SseEvent>> | undefined;
+  let finished = false;
+  let onAbort: (() => void) | undefined;
+  const finish = (): void => {
+    if (finished) return;
+    finished = true;
+    if (onAbort) options.signal?.removeEventListener("abort", onAbort);
+    void iterator.return?.()?.catch(() => {});
+    options.onClose?.();
+  };
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      onAbort = () => {
+        finish();
+        try {
+          controller.close();
+        } catch {
+          // already closed
+        }
+      };
+      if (options.signal?.aborted) onAbort();
+      else options.signal?.addEventListener("abort", onAbort, { once: true });
+    },
+    async pull(controller) {
+      if (finished) return;
+      pending ??= iterator.next();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const tick = new Promise<"tick">((
+        resolve,
+      ) => (timer = setTimeout(() => resolve("tick"), keepAliveMs)));
+      try {
+        const result = await Promise.race([pending, tick]);
+        if (finished) return;
+        if (result === "tick") {
+          controller.enqueue(encoder.encode(": keep-alive\n\n"));
+          return;
+        }
+        pending = undefined;
+        if (result.done) {
+          finish();
+          controller.close();
+          return;
+        }
+        controller.enqueue(encoder.encode(encodeSse(result.value)));
+      } catch (err) {
+        finish();
+        controller.error(err);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    cancel() {
+      finish();
+    },
+  }, { highWaterMark: 1 });
+  return new Response(body, {
+    headers: {
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-cache",
+      "x-accel-buffering": "no",
+      ...options.headers,
+    },
+  });
+}

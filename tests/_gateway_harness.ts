@@ -1,0 +1,150 @@
+/**
+ * Test harness: a real gateway (real Python workers) on port 0 serving a
+ * temp copy of the example models plus a few test models.
+ */
+import { type GatewayConfig, resolveConfig } from "../src/gateway/config.ts";
+import { type GatewayServer, serve } from "../src/gateway/serve.ts";
+
+export const TEST_MODELS: Record<string, string> = {
+  "slow.py": `import time
+
+
+class Slow:
+    """Sleeps msg["seconds"] then answers."""
+
+    def execute(self, msg):
+        time.sleep(msg.get("seconds", 1))
+        return {"slept": msg.get("seconds", 1)}
+`,
+  "boom.py": `class Boom:
+    def execute(self, msg):
+        raise ValueError("bad input: %r" % (msg.get("x"),))
+`,
+  "whoami.py": `import os
+
+
+class WhoAmI:
+    def execute(self, msg):
+        return {"pid": os.getpid()}
+`,
+};
+
+export interface TestGateway extends GatewayServer {
+  dir: string;
+  fetch(path: string, init?: RequestInit): Promise<Response>;
+}
+
+/** Starts a gateway; dispose it with `await using`. */
+export async function startGateway(
+  overrides: GatewayConfig = {},
+): Promise<TestGateway> {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-gw-test-" });
+  try {
+    for await (
+      const e of Deno.readDir(new URL("../examples/models/", import.meta.url))
+    ) {
+      if (e.name.endsWith(".py")) {
+        await Deno.copyFile(
+          new URL(`../examples/models/${e.name}`, import.meta.url),
+          `${dir}/${e.name}`,
+        );
+      }
+    }
+    for (const [name, text] of Object.entries(TEST_MODELS)) {
+      await Deno.writeTextFile(`${dir}/${name}`, text);
+    }
+    const config = resolveConfig({
+      cwd: dir,
+      cli: {
+        port: 0,
+        workers: 1,
+        modelsDir: dir,
+        limits: { shutdownGrace: 2000 },
+        ...overrides,
+      },
+    });
+    const server = await serve(config);
+    const token = config.token;
+    return Object.assign(server, {
+      dir,
+      fetch(path: string, init: RequestInit = {}): Promise<Response> {
+        const headers = new Headers(init.headers);
+        if (token !== undefined && !headers.has("authorization")) {
+          headers.set("authorization", `Bearer ${token}`);
+        }
+        return fetch(`${server.url}${path}`, { ...init, headers });
+      },
+      async [Symbol.asyncDispose]() {
+        await server.shutdown();
+        await Deno.remove(dir, { recursive: true });
+      },
+    });
+  } catch (err) {
+    await Deno.remove(dir, { recursive: true });
+    throw err;
+  }
+}
+
+export interface SseMessage {
+  event: string;
+  id?: string;
+  data: unknown;
+}
+
+/** Reads Server-Sent Events from a response body, one at a time. */
+export class SseReader {
+  #reader: ReadableStreamDefaultReader<string>;
+  #buffer = "";
+  constructor(body: ReadableStream<Uint8Array>) {
+    this.#reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  }
+  async next(): Promise<SseMessage | undefined> {
+    for (;;) {
+      const end = this.#buffer.indexOf("\n\n");
+      if (end >= 0) {
+        const block = this.#buffer.slice(0, end);
+        this.#buffer = this.#buffer.slice(end + 2);
+        const msg: SseMessage = { event: "message", data: undefined };
+        const data: string[] = [];
+        for (const line of block.split("\n")) {
+          if (line.startsWith(":")) continue;
+          const i = line.indexOf(": ");
+          const field = i < 0 ? line : line.slice(0, i);
+          const value = i < 0 ? "" : line.slice(i + 2);
+          if (field === "event") msg.event = value;
+          else if (field === "id") msg.id = value;
+          else if (field === "data") data.push(value);
+        }
+        if (data.length === 0) continue;
+        msg.data = JSON.parse(data.join("\n"));
+        return msg;
+      }
+      const { value, done } = await this.#reader.read();
+      if (done) return undefined;
+      this.#buffer += value;
+    }
+  }
+  async all(): Promise<SseMessage[]> {
+    const out: SseMessage[] = [];
+    for (let m = await this.next(); m; m = await this.next()) out.push(m);
+    return out;
+  }
+  cancel(): Promise<void> {
+    return this.#reader.cancel().catch(() => {});
+  }
+}
+
+/** Polls `check` until it returns a value (for conditions only observable by polling, e.g. a count in /v1/status). */
+export async function until<T>(
+  check: () => Promise<T | undefined | false>,
+  what: string,
+  timeoutMs = 10_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -1,0 +1,153 @@
+import assert from "node:assert/strict";
+import { type ChannelEvent, ChannelHub } from "../src/gateway/channels.ts";
+import { channelsPlugin } from "../src/gateway/channels_plugin.ts";
+import { sseResponse } from "../src/gateway/sse.ts";
+
+async function take(
+  sub: AsyncIterator<ChannelEvent>,
+  n: number,
+): Promise<ChannelEvent[]> {
+  const out: ChannelEvent[] = [];
+  for (let i = 0; i < n; i++) {
+    const r = await sub.next();
+    if (r.done) break;
+    out.push(r.value);
+  }
+  return out;
+}
+
+const dataOf = (events: ChannelEvent[]) =>
+  events.map((e) => (e.type === "message" ? e.message.data : e.type));
+
+Deno.test("ChannelHub delivers every message to every subscriber in order", async () => {
+  const hub = new ChannelHub();
+  const a = hub.subscribe("scores");
+  const b = hub.subscribe("scores");
+  const other = hub.subscribe("other");
+  for (let i = 1; i <= 3; i++) {
+    assert.equal(hub.publish("scores", { i }).delivered, 2);
+  }
+  assert.deepEqual(dataOf(await take(a, 3)), [{ i: 1 }, { i: 2 }, { i: 3 }]);
+  assert.deepEqual(dataOf(await take(b, 3)), [{ i: 1 }, { i: 2 }, { i: 3 }]);
+  assert.equal(other.buffered, 0);
+  const info = hub.list().find((c) => c.name === "scores");
+  assert.equal(info?.subscribers, 2);
+  assert.equal(info?.published, 3);
+  hub.close();
+});
+
+Deno.test("ChannelHub drops a slow subscriber with a notice and keeps serving the fast one", async () => {
+  const hub = new ChannelHub({ bufferSize: 4, historySize: 2 });
+  const slow = hub.subscribe("feed");
+  const fast = hub.subscribe("feed");
+  const received: unknown[] = [];
+  const reading = (async () => {
+    for await (const ev of fast) {
+      if (ev.type === "message") received.push(ev.message.data);
+      if (received.length === 10) break;
+    }
+  })();
+  for (let i = 0; i < 10; i++) {
+    hub.publish("feed", i);
+    await Promise.resolve();
+  }
+  await reading;
+  assert.deepEqual(received, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.equal(slow.closed, true);
+  // The backlog is freed at once: only the notice is left.
+  assert.equal(slow.buffered, 1);
+  const rest = await take(slow, 5);
+  assert.equal(rest.length, 1);
+  assert.equal(rest[0]?.type, "dropped");
+  assert.match((rest[0] as { reason: string }).reason, /too slow/);
+  assert.equal((await slow.next()).done, true);
+  const info = hub.list()[0]!;
+  assert.equal(info.dropped, 1);
+  assert.equal(info.subscribers, 0); // the fast one ended its loop
+  hub.close();
+});
+
+Deno.test("ChannelHub keeps a bounded history and resumes after a sequence number", async () => {
+  const hub = new ChannelHub({ historySize: 3 });
+  for (let i = 1; i <= 5; i++) hub.publish("news", `m${i}`);
+  assert.deepEqual(hub.list()[0]!.history.map((m) => m.seq), [3, 4, 5]);
+  const sub = hub.subscribe("news", { afterSeq: 3 });
+  hub.publish("news", "m6");
+  assert.deepEqual(dataOf(await take(sub, 3)), ["m4", "m5", "m6"]);
+  hub.close();
+});
+
+Deno.test("ChannelHub refuses invalid channel names", () => {
+  const hub = new ChannelHub();
+  assert.throws(() => hub.publish("bad name", 1), TypeError);
+  assert.throws(() => hub.subscribe("x".repeat(129)), TypeError);
+  assert.equal(ChannelHub.isValidName("scores.v1:eu-west_2"), true);
+});
+
+Deno.test("ChannelHub forgets the least recently used idle channel beyond maxChannels", () => {
+  const hub = new ChannelHub({ maxChannels: 2 });
+  const sub = hub.subscribe("kept");
+  hub.publish("a", 1);
+  hub.publish("b", 1);
+  assert.deepEqual(hub.list().map((c) => c.name).sort(), ["b", "kept"]);
+  sub.close();
+});
+
+Deno.test("ChannelHub.close ends subscribers with a dropped notice and refuses new ones", async () => {
+  const hub = new ChannelHub();
+  const sub = hub.subscribe("x");
+  const pending = sub.next();
+  hub.close("server shutting down");
+  assert.deepEqual((await pending).value, {
+    type: "dropped",
+    reason: "server shutting down",
+  });
+  assert.throws(() => hub.subscribe("x"), TypeError);
+});
+
+Deno.test("channelsPlugin publishes from the publish host handler", async () => {
+  const hub = new ChannelHub();
+  const plugin = channelsPlugin({ hub, maxMessageBytes: 64 });
+  const publish = plugin.handlers!.publish!;
+  const sub = hub.subscribe("events");
+  const call = {} as Parameters<typeof publish>[1];
+  assert.deepEqual(await publish({ channel: "events", msg: { a: 1 } }, call), {
+    channel: "events",
+    seq: 1,
+    delivered: 1,
+  });
+  assert.deepEqual(dataOf(await take(sub, 1)), [{ a: 1 }]);
+  assert.throws(() => publish({ msg: 1 }, call), /channel must be a string/);
+  assert.throws(
+    () => publish({ channel: "events", msg: "x".repeat(100) }, call),
+    /over the limit of 64/,
+  );
+  hub.close();
+});
+
+Deno.test("sseResponse streams events and closes the source when the client cancels", async () => {
+  const hub = new ChannelHub();
+  const sub = hub.subscribe("s");
+  async function* events() {
+    for await (const ev of sub) {
+      if (ev.type === "message") {
+        yield { event: "message", id: ev.message.seq, data: ev.message.data };
+      }
+    }
+  }
+  const res = sseResponse(events());
+  assert.equal(
+    res.headers.get("content-type"),
+    "text/event-stream; charset=utf-8",
+  );
+  hub.publish("s", { x: 1 });
+  const reader = res.body!.getReader();
+  const { value } = await reader.read();
+  assert.equal(
+    new TextDecoder().decode(value),
+    'event: message\nid: 1\ndata: {"x":1}\n\n',
+  );
+  await reader.cancel();
+  assert.equal(sub.closed, true);
+  assert.equal(hub.list()[0]!.subscribers, 0);
+});

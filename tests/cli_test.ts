@@ -1,0 +1,128 @@
+import assert from "node:assert/strict";
+import denoJson from "../deno.json" with { type: "json" };
+
+const MOD = new URL("../mod.ts", import.meta.url).pathname;
+const ROOT = new URL("..", import.meta.url).pathname;
+
+async function cli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MOD, ...args],
+    cwd: ROOT,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return {
+    code: out.code,
+    stdout: dec.decode(out.stdout),
+    stderr: dec.decode(out.stderr),
+  };
+}
+
+Deno.test("main prints the version from deno.json", async () => {
+  const { code, stdout } = await cli(["--version"]);
+  assert.equal(code, 0);
+  assert.equal(stdout.trim(), denoJson.version);
+});
+
+Deno.test("main serve --help lists every option", async () => {
+  const { code, stdout } = await cli(["serve", "--help"]);
+  assert.equal(code, 0);
+  for (
+    const flag of [
+      "--port",
+      "--host",
+      "--workers",
+      "--models",
+      "--config",
+      "--token",
+      "--allow-eval",
+      "--allow-manage",
+      "--log-level",
+      "--debug",
+      "--version",
+      "--allowed-host",
+      "--cors-origin",
+    ]
+  ) assert.ok(stdout.includes(flag), flag);
+});
+
+Deno.test("main rejects bad flags and commands with a clear error", async () => {
+  let r = await cli(["serve", "--workers", "0"]);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    /error: workers: expected an integer from 1 to 1024 \(at command line: workers\)/,
+  );
+  r = await cli(["serve", "--host", "0.0.0.0", "--port", "0"]);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    /Cannot serve on 0\.0\.0\.0: binding a non-loopback address requires a token/,
+  );
+  r = await cli(["serve", "--nope"]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /error: Unknown option '--nope'/);
+  r = await cli(["launch"]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /unknown command "launch"/);
+  r = await cli(["serve", "--config", "/nonexistent/pyproxy.json"]);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    /Cannot read config file \/nonexistent\/pyproxy\.json/,
+  );
+});
+
+Deno.test("main serve with no other flag serves the example models and stops on SIGINT", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MOD, "serve", "--port", "0"],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    let text = "";
+    while (!/dashboard: .*\n/.test(text)) {
+      const { value, done } = await stdout.read();
+      if (done) break;
+      text += value;
+    }
+    const m =
+      /^pyproxy \S+ listening on (http:\/\/127\.0\.0\.1:\d+) \(2 workers, models: ([^)]*)\)$/m
+        .exec(text);
+    assert.ok(m, `unexpected output: ${JSON.stringify(text)}`);
+    const url = m[1]!;
+    assert.ok(
+      m[2]!.split(", ").includes("echo") &&
+        m[2]!.split(", ").includes("scorer"),
+      m[2],
+    );
+    assert.match(
+      text,
+      /curl -s -X POST http:\/\/127\.0\.0\.1:\d+\/v1\/models\/echo\/execute -d '\{"hello":"world"\}'/,
+    );
+    const res = await fetch(`${url}/v1/models/echo/execute`, {
+      method: "POST",
+      body: '{"hello":"world"}',
+    });
+    assert.deepEqual(await res.json(), { hello: "world" });
+    child.kill("SIGINT");
+    assert.equal((await child.status).code, 0);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // exited
+    }
+    await child.status;
+    await stdout.cancel();
+    await stderr;
+  }
+});

@@ -1,0 +1,174 @@
+import assert from "node:assert/strict";
+import { ConfigError } from "../src/errors.ts";
+import {
+  loadConfig,
+  parseConfig,
+  resolveConfig,
+} from "../src/gateway/config.ts";
+
+function configError(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${err}`);
+    return err.message;
+  }
+  assert.fail("expected a ConfigError");
+}
+
+Deno.test("parseConfig names the bad field and where it is", () => {
+  assert.equal(
+    configError(() => parseConfig({ workers: 0 })),
+    "workers: expected an integer from 1 to 1024 (at pyproxy.json: workers)",
+  );
+  assert.equal(
+    configError(() =>
+      parseConfig({ limits: { bodyLimit: "1mb" } }, "/etc/pyproxy.json")
+    ),
+    "limits.bodyLimit: expected an integer >= 1 (at /etc/pyproxy.json: limits.bodyLimit)",
+  );
+  assert.equal(
+    configError(() =>
+      parseConfig({
+        models: [{ name: "echo", file: "echo.py" }, { name: "x" }],
+      })
+    ),
+    "models[1].file: is required (at pyproxy.json: models[1].file)",
+  );
+  assert.match(
+    configError(() => parseConfig({ wrokers: 2 })),
+    /^wrokers: unknown field \(allowed: .*workers/,
+  );
+  assert.match(
+    configError(() => parseConfig({ logLevels: { "pyproxy.pool": "loud" } })),
+    /^logLevels\["pyproxy.pool"\]: expected one of trace, debug/,
+  );
+  assert.match(
+    configError(() => parseConfig({ token: "short" })),
+    /^token: expected a token of at least 16 characters/,
+  );
+  assert.match(
+    configError(() => parseConfig([])),
+    /^expected an object \(at pyproxy.json\)$/,
+  );
+});
+
+Deno.test("parseConfig accepts the sample config", async () => {
+  const text = await Deno.readTextFile(
+    new URL("../examples/pyproxy.json", import.meta.url),
+  );
+  const config = parseConfig(JSON.parse(text));
+  assert.equal(config.workers, 2);
+  assert.equal(config.models?.[1]?.name, "scorer");
+});
+
+Deno.test("resolveConfig applies defaults, the file, then the flags", () => {
+  const config = resolveConfig({
+    cwd: "/home/me",
+    fileDir: "/srv/app",
+    file: {
+      workers: 4,
+      port: 9000,
+      modelsDir: "models",
+      limits: { bodyLimit: 10, requestTimeout: 5 },
+    },
+    cli: { port: 0, limits: { requestTimeout: 7 } },
+  });
+  assert.equal(config.host, "127.0.0.1");
+  assert.equal(config.port, 0);
+  assert.equal(config.workers, 4);
+  assert.equal(config.modelsDir, "/srv/app/models");
+  assert.deepEqual(config.limits, {
+    bodyLimit: 10,
+    requestTimeout: 7,
+    shutdownGrace: 10000,
+  });
+  assert.equal(config.models, "auto");
+  assert.equal(config.allowEval, false);
+  assert.equal(config.allowManage, false);
+});
+
+Deno.test("resolveConfig resolves --models against the working directory and ignores the file's list", () => {
+  const config = resolveConfig({
+    cwd: "/home/me",
+    file: { models: [{ name: "a", file: "a.py" }] },
+    cli: { modelsDir: "../shared/models" },
+  });
+  assert.equal(config.modelsDir, "/home/shared/models");
+  assert.equal(config.models, "auto");
+});
+
+Deno.test("resolveConfig defaults to the bundled example models", () => {
+  const config = resolveConfig({ cwd: "/" });
+  assert.ok(config.modelsDir.endsWith("/examples/models"), config.modelsDir);
+});
+
+Deno.test("resolveConfig refuses a non-loopback address without a token", () => {
+  assert.match(
+    configError(() => resolveConfig({ cwd: "/", cli: { host: "0.0.0.0" } })),
+    /^Cannot serve on 0\.0\.0\.0: binding a non-loopback address requires a token/,
+  );
+  const withToken = resolveConfig({
+    cwd: "/",
+    cli: { host: "0.0.0.0" },
+    envToken: "0123456789abcdef",
+  });
+  assert.equal(withToken.token, "0123456789abcdef");
+  assert.equal(
+    resolveConfig({ cwd: "/", cli: { host: "localhost" } }).token,
+    undefined,
+  );
+  assert.match(
+    configError(() => resolveConfig({ cwd: "/", envToken: "short" })),
+    /at least 16 characters/,
+  );
+});
+
+Deno.test("resolveConfig lets a flag token win over the environment and the file", () => {
+  const config = resolveConfig({
+    cwd: "/",
+    file: { token: "file-token-0123456789" },
+    cli: { token: "flag-token-0123456789" },
+    envToken: "env-token-0123456789",
+  });
+  assert.equal(config.token, "flag-token-0123456789");
+});
+
+Deno.test("loadConfig reads a file and reports parse errors with its path", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(
+      `${dir}/pyproxy.json`,
+      JSON.stringify({ workers: 3, modelsDir: "m", logLevel: "debug" }),
+    );
+    const config = await loadConfig({
+      path: `${dir}/pyproxy.json`,
+      cli: { port: 1234 },
+    });
+    assert.equal(config.workers, 3);
+    assert.equal(config.port, 1234);
+    assert.equal(config.modelsDir, `${await Deno.realPath(dir)}/m`);
+    assert.equal(config.logLevel, "debug");
+    await Deno.writeTextFile(`${dir}/bad.json`, "{ workers: 2 }");
+    await assert.rejects(loadConfig({ path: `${dir}/bad.json` }), (err) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, /^Cannot parse config file .*bad\.json: /);
+      return true;
+    });
+    await Deno.writeTextFile(`${dir}/wrong.json`, JSON.stringify({ port: -1 }));
+    await assert.rejects(
+      loadConfig({ path: `${dir}/wrong.json` }),
+      /port: expected an integer from 0 to 65535 \(at .*wrong\.json: port\)/,
+    );
+    await assert.rejects(
+      loadConfig({ path: `${dir}/missing.json` }),
+      /Cannot read config file/,
+    );
+    await assert.rejects(
+      loadConfig({ cli: { workers: 0 } }),
+      /workers: .* \(at command line: workers\)/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

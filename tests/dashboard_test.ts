@@ -1,0 +1,82 @@
+import assert from "node:assert/strict";
+import { startGateway } from "./_gateway_harness.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+const hasChromium = await Deno.stat(CHROMIUM).then(
+  (s) => s.isFile,
+  () => false,
+);
+if (!hasChromium) {
+  console.warn(`dashboard_test: SKIPPED, ${CHROMIUM} is missing`);
+}
+
+const TOKEN = "dashboard-token-0123456789";
+
+Deno.test({
+  name:
+    "dashboardHtml shows live workers, models, request counts and channels in Chromium",
+  ignore: !hasChromium,
+  async fn() {
+    const { chromium } = await import("playwright-core");
+    await using gw = await startGateway({ workers: 2, token: TOKEN });
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
+    });
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on("pageerror", (err) => errors.push(String(err)));
+      page.on("console", (msg) => {
+        if (msg.type() === "error") errors.push(msg.text());
+      });
+      await page.goto(`${gw.url}/?token=${TOKEN}`);
+      // The token moves from the URL to sessionStorage.
+      await page.waitForFunction(() => !location.search.includes("token"));
+      await page.waitForSelector(
+        '#workers tbody tr[data-state="ready"] >> nth=1',
+      );
+      assert.equal(await page.locator("#workers tbody tr").count(), 2);
+      await page.waitForSelector('#models tr[data-model="scorer"]');
+      assert.match(
+        await page.locator('#models tr[data-model="scorer"]').innerText(),
+        /age, income, debt/,
+      );
+
+      for (let i = 0; i < 3; i++) {
+        const res = await gw.fetch("/v1/models/echo/execute", {
+          method: "POST",
+          body: JSON.stringify({ i }),
+        });
+        await res.body?.cancel();
+      }
+      await page.waitForSelector(
+        '#models tr[data-model="echo"][data-requests="3"]',
+      );
+      const pub = await gw.fetch("/v1/channels/alerts", {
+        method: "POST",
+        body: JSON.stringify({ level: "warn" }),
+      });
+      await pub.body?.cancel();
+      await page.waitForSelector('#channels tr[data-channel="alerts"]');
+      assert.match(
+        await page.locator('#channels tr[data-channel="alerts"]').innerText(),
+        /"level":"warn"/,
+      );
+      assert.equal(await page.locator("#conn").innerText(), "live");
+      assert.equal(await page.locator("#requests").innerText(), "3");
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  },
+});

@@ -1,0 +1,182 @@
+import assert from "node:assert/strict";
+import { NoWorkerError, OverloadedError } from "../src/errors.ts";
+import { createGateway } from "../src/gateway/app.ts";
+import type { GatewayPool } from "../src/gateway/gateway_pool.ts";
+
+const TOKEN = "test-token-0123456789";
+
+/** A stand-in pool: these tests are about the HTTP layer, not the workers. */
+function stubPool(
+  ready = true,
+  execute: GatewayPool["execute"] = (_n, msg) => Promise.resolve(msg),
+): GatewayPool {
+  return {
+    execute,
+    addModel: () => Promise.resolve({}),
+    updateModel: () => Promise.resolve({}),
+    removeModel: () => Promise.resolve({}),
+    status: () => ({
+      workers: [{
+        id: "w1",
+        pid: 1,
+        state: ready ? "ready" : "restarting",
+        restarts: 0,
+        inFlight: 0,
+      }],
+      models: [{ name: "echo" }],
+    }),
+    eval: () => {
+      throw new Error("not used");
+    },
+    atoms: { get: () => undefined },
+    close: () => Promise.resolve(),
+  };
+}
+
+function req(
+  path: string,
+  init: RequestInit & { host?: string } = {},
+): Request {
+  const headers = new Headers(init.headers);
+  headers.set("host", init.host ?? "127.0.0.1:8000");
+  return new Request(`http://127.0.0.1:8000${path}`, { ...init, headers });
+}
+
+Deno.test("createGateway requires the bearer token on every route but /healthz", async () => {
+  const app = createGateway(stubPool(), { token: TOKEN, port: () => 8000 });
+  assert.equal((await app.fetch(req("/healthz"))).status, 200);
+  for (
+    const path of ["/v1/status", "/v1/models", "/metrics", "/v1/channels", "/"]
+  ) {
+    const res = await app.fetch(req(path));
+    assert.equal(res.status, 401, path);
+    assert.equal(res.headers.get("www-authenticate"), 'Bearer realm="pyproxy"');
+    await res.body?.cancel();
+  }
+  const wrong = await app.fetch(
+    req("/v1/status", { headers: { authorization: "Bearer nope" } }),
+  );
+  assert.equal(wrong.status, 401);
+  const ok = await app.fetch(
+    req("/v1/status", { headers: { authorization: `Bearer ${TOKEN}` } }),
+  );
+  assert.equal(ok.status, 200);
+  // The dashboard page alone accepts ?token= (to seed the page's requests).
+  assert.equal((await app.fetch(req(`/?token=${TOKEN}`))).status, 200);
+  assert.equal((await app.fetch(req(`/v1/status?token=${TOKEN}`))).status, 401);
+});
+
+Deno.test("createGateway refuses Host headers that are not allowed (DNS rebinding)", async () => {
+  const app = createGateway(stubPool(), {
+    port: () => 8000,
+    allowedHosts: ["api.example.com"],
+  });
+  for (
+    const host of [
+      "127.0.0.1:8000",
+      "localhost:8000",
+      "[::1]:8000",
+      "api.example.com",
+      "api.example.com:8000",
+    ]
+  ) {
+    assert.equal(
+      (await app.fetch(req("/healthz", { host }))).status,
+      200,
+      host,
+    );
+  }
+  for (
+    const host of [
+      "evil.example:8000",
+      "localhost:9999",
+      "127.0.0.1",
+      "",
+      "localhost.evil.example:8000",
+    ]
+  ) {
+    const res = await app.fetch(req("/healthz", { host }));
+    assert.equal(res.status, 403, host);
+    assert.equal((await res.json()).error.type, "ForbiddenHost");
+  }
+});
+
+Deno.test("createGateway sends CORS headers only when configured", async () => {
+  const plain = createGateway(stubPool(), { port: () => 8000 });
+  const res = await plain.fetch(
+    req("/v1/models", { headers: { origin: "https://app.example.com" } }),
+  );
+  assert.equal(res.headers.get("access-control-allow-origin"), null);
+  await res.body?.cancel();
+  const withCors = createGateway(stubPool(), {
+    port: () => 8000,
+    token: TOKEN,
+    cors: { origins: ["https://app.example.com"] },
+  });
+  const preflight = await withCors.fetch(req("/v1/models/echo/execute", {
+    method: "OPTIONS",
+    headers: {
+      origin: "https://app.example.com",
+      "access-control-request-method": "POST",
+    },
+  }));
+  assert.equal(preflight.status, 204);
+  assert.equal(
+    preflight.headers.get("access-control-allow-origin"),
+    "https://app.example.com",
+  );
+  const other = await withCors.fetch(req("/v1/models", {
+    headers: {
+      origin: "https://evil.example",
+      authorization: `Bearer ${TOKEN}`,
+    },
+  }));
+  assert.equal(other.headers.get("access-control-allow-origin"), null);
+  await other.body?.cancel();
+});
+
+Deno.test("createGateway maps overload to 429 and no worker to 503, both with Retry-After", async () => {
+  let error: Error = new OverloadedError("Cannot accept call: queue full");
+  const app = createGateway(stubPool(true, () => Promise.reject(error)), {
+    port: () => 8000,
+  });
+  const post = () =>
+    app.fetch(req("/v1/models/echo/execute", { method: "POST", body: "{}" }));
+  let res = await post();
+  assert.equal(res.status, 429);
+  assert.equal(res.headers.get("retry-after"), "1");
+  assert.equal((await res.json()).error.type, "OverloadedError");
+  error = new NoWorkerError("Cannot route call: no worker is ready");
+  res = await post();
+  assert.equal(res.status, 503);
+  assert.equal(res.headers.get("retry-after"), "1");
+  await res.body?.cancel();
+});
+
+Deno.test("createGateway answers /healthz with 503 when no worker is ready", async () => {
+  const app = createGateway(stubPool(false), { port: () => 8000 });
+  const res = await app.fetch(req("/healthz"));
+  assert.equal(res.status, 503);
+  assert.deepEqual(await res.json(), {
+    status: "unavailable",
+    ready: 0,
+    workers: 1,
+  });
+});
+
+Deno.test("createGateway refuses a streamed body over the limit without a Content-Length", async () => {
+  const app = createGateway(stubPool(), { port: () => 8000, bodyLimit: 100 });
+  const body = new ReadableStream<Uint8Array>({
+    start(c) {
+      c.enqueue(new TextEncoder().encode('{"a":"'));
+      c.enqueue(new TextEncoder().encode("x".repeat(200)));
+      c.enqueue(new TextEncoder().encode('"}'));
+      c.close();
+    },
+  });
+  const res = await app.fetch(
+    req("/v1/models/echo/execute", { method: "POST", body }),
+  );
+  assert.equal(res.status, 413);
+  assert.match((await res.json()).error.message, /over the limit of 100 bytes/);
+});

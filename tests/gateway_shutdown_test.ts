@@ -1,0 +1,99 @@
+import assert from "node:assert/strict";
+import { TEST_MODELS } from "./_gateway_harness.ts";
+
+const MOD = new URL("../mod.ts", import.meta.url).pathname;
+
+async function alive(pid: number): Promise<boolean> {
+  try {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    return !/^\d+ \(.*\) Z/.test(stat); // a zombie has exited
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("serve drains in-flight requests on SIGTERM, stops the workers and exits 0", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-shutdown-" });
+  await Deno.writeTextFile(`${dir}/slow.py`, TEST_MODELS["slow.py"]!);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      MOD,
+      "serve",
+      "--port",
+      "0",
+      "--workers",
+      "2",
+      "--models",
+      dir,
+      "--log-level",
+      "warning",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  try {
+    const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let first = "";
+    while (!first.includes("\n")) {
+      const { value, done } = await lines.read();
+      if (done) break;
+      first += value;
+    }
+    const port = Number(
+      /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(first)?.[1],
+    );
+    assert.ok(
+      port > 0,
+      `no port in the first stdout line: ${JSON.stringify(first)}`,
+    );
+    const base = `http://127.0.0.1:${port}`;
+    const status = await (await fetch(`${base}/v1/status`)).json();
+    const pids: number[] = status.workers.map((w: { pid: number }) => w.pid);
+    assert.equal(pids.length, 2);
+
+    const requests = Array.from(
+      { length: 6 },
+      () =>
+        fetch(`${base}/v1/models/slow/execute`, {
+          method: "POST",
+          body: JSON.stringify({ seconds: 1 }),
+        })
+          .then(async (r) => [r.status, await r.json()] as const),
+    );
+    const deadline = Date.now() + 10_000;
+    while (
+      (await (await fetch(`${base}/metrics?format=json`)).json()).inFlight !== 6
+    ) {
+      assert.ok(
+        Date.now() < deadline,
+        "the 6 requests never were in flight together",
+      );
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    child.kill("SIGTERM");
+    const results = await Promise.all(requests);
+    assert.deepEqual(results, Array(6).fill([200, { slept: 1 }]));
+    const { code } = await child.status;
+    if (code !== 0) assert.fail(`exit code ${code}: ${await stderr}`);
+    for (const pid of pids) {
+      assert.equal(
+        await alive(pid),
+        false,
+        `python worker ${pid} still running`,
+      );
+    }
+    await lines.cancel();
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already exited
+    }
+    await child.status;
+    await stderr;
+    await Deno.remove(dir, { recursive: true });
+  }
+});

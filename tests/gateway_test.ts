@@ -1,0 +1,550 @@
+import assert from "node:assert/strict";
+import { SseReader, startGateway, until } from "./_gateway_harness.ts";
+
+const TOKEN = "gateway-test-token-0123";
+const APPLICANT = {
+  age: 35,
+  income: 61000,
+  debt: 9000,
+  late_payments: 0,
+  credit_years: 11,
+};
+const json = (body: unknown): RequestInit => ({
+  method: "POST",
+  body: JSON.stringify(body),
+});
+
+Deno.test("createGateway serves every route with real workers", async (t) => {
+  await using gw = await startGateway({
+    workers: 2,
+    token: TOKEN,
+    allowEval: true,
+    allowManage: true,
+    limits: { bodyLimit: 4096 },
+  });
+
+  await t.step(
+    "GET /healthz is public and 200 with a ready worker",
+    async () => {
+      const res = await fetch(`${gw.url}/healthz`);
+      assert.equal(res.status, 200);
+      assert.equal((await res.json()).status, "ok");
+    },
+  );
+
+  await t.step("every other route needs the bearer token", async () => {
+    const res = await fetch(`${gw.url}/v1/status`);
+    assert.equal(res.status, 401);
+    await res.body?.cancel();
+    const bad = await fetch(`${gw.url}/v1/status`, {
+      headers: { authorization: "Bearer wrong-token-0123456789" },
+    });
+    assert.equal(bad.status, 401);
+    await bad.body?.cancel();
+  });
+
+  await t.step(
+    "GET /v1/status lists workers, models, queue and restarts",
+    async () => {
+      const status = await (await gw.fetch("/v1/status")).json();
+      assert.equal(status.workers.length, 2);
+      assert.ok(
+        status.workers.every((w: { state: string; pid: number }) =>
+          w.state === "ready" && w.pid > 0
+        ),
+      );
+      assert.equal(status.queue, 0);
+      assert.equal(status.restarts, 0);
+      assert.ok(status.uptime >= 0);
+      assert.ok(
+        status.models.some((m: { name: string }) => m.name === "scorer"),
+      );
+    },
+  );
+
+  await t.step(
+    "GET /v1/models describes the models with their declared inputs",
+    async () => {
+      const { models } = await (await gw.fetch("/v1/models")).json();
+      const scorer = models.find((m: { name: string }) => m.name === "scorer");
+      assert.deepEqual(Object.keys(scorer.inputs), [
+        "age",
+        "income",
+        "debt",
+        "late_payments",
+        "credit_years",
+      ]);
+      assert.equal(scorer.version, 1);
+      assert.ok(models.some((m: { name: string }) => m.name === "echo"));
+    },
+  );
+
+  await t.step("POST execute returns the result, 204 for nothing", async () => {
+    let res = await gw.fetch(
+      "/v1/models/echo/execute",
+      json({ hello: "world" }),
+    );
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { hello: "world" });
+    res = await gw.fetch("/v1/models/echo/execute", json({}));
+    assert.equal(res.status, 204);
+    assert.equal(await res.text(), "");
+    res = await gw.fetch("/v1/models/scorer/execute", json(APPLICANT));
+    assert.equal(res.status, 200);
+    const score = await res.json();
+    assert.ok(score.score >= 300 && score.score <= 850);
+    assert.equal(score.decision, "approve");
+  });
+
+  await t.step(
+    "POST execute validates the body against the declared inputs (400)",
+    async () => {
+      const res = await gw.fetch(
+        "/v1/models/scorer/execute",
+        json({
+          ...APPLICANT,
+          income: "lots",
+          late_payments: 1.5,
+          age: undefined,
+        }),
+      );
+      assert.equal(res.status, 400);
+      const { error } = await res.json();
+      assert.equal(error.type, "ValidationError");
+      assert.match(error.message, /age: is required/);
+      assert.match(error.message, /income: expected a number/);
+      assert.match(error.message, /late_payments: expected an integer/);
+      const notJson = await gw.fetch("/v1/models/echo/execute", {
+        method: "POST",
+        body: "{nope",
+      });
+      assert.equal(notJson.status, 400);
+      assert.equal((await notJson.json()).error.type, "InvalidJson");
+    },
+  );
+
+  await t.step("POST execute of an unknown model is 404", async () => {
+    const res = await gw.fetch("/v1/models/nope/execute", json({}));
+    assert.equal(res.status, 404);
+    assert.equal((await res.json()).error.type, "ModelNotFoundError");
+  });
+
+  await t.step(
+    "POST execute with a body over the limit is 413 naming the limit",
+    async () => {
+      const res = await gw.fetch(
+        "/v1/models/echo/execute",
+        json({ x: "y".repeat(5000) }),
+      );
+      assert.equal(res.status, 413);
+      assert.match(
+        (await res.json()).error.message,
+        /over the limit of 4096 bytes/,
+      );
+    },
+  );
+
+  await t.step(
+    "POST execute of a raising model is 422 with type and message, no traceback",
+    async () => {
+      const res = await gw.fetch("/v1/models/boom/execute", json({ x: 7 }));
+      assert.equal(res.status, 422);
+      const { error } = await res.json();
+      assert.equal(error.type, "PythonError");
+      assert.equal(error.exception, "ValueError");
+      assert.match(error.message, /bad input: 7/);
+      assert.equal(error.traceback, undefined);
+    },
+  );
+
+  await t.step("POST execute past its timeout is 504", async () => {
+    const res = await gw.fetch(
+      "/v1/models/slow/execute?timeout=200",
+      json({ seconds: 5 }),
+    );
+    assert.equal(res.status, 504);
+    assert.equal((await res.json()).error.type, "TimeoutError");
+  });
+
+  await t.step(
+    "?key= routes calls with the same key to the same worker",
+    async () => {
+      const pids = new Set<number>();
+      for (let i = 0; i < 4; i++) {
+        pids.add(
+          (await (await gw.fetch(
+            "/v1/models/whoami/execute?key=customer-42",
+            json({}),
+          )).json()).pid,
+        );
+      }
+      assert.equal(pids.size, 1);
+    },
+  );
+
+  await t.step("?publish= publishes the result to a channel", async () => {
+    const res = await gw.fetch("/v1/channels/scores");
+    const sse = new SseReader(res.body!);
+    const exec = await gw.fetch(
+      "/v1/models/scorer/execute?publish=scores",
+      json(APPLICANT),
+    );
+    assert.equal(exec.status, 200);
+    const result = await exec.json();
+    const msg = await sse.next();
+    assert.equal(msg?.event, "message");
+    assert.deepEqual(msg?.data, { model: "scorer", result });
+    await sse.cancel();
+  });
+
+  await t.step(
+    "PUT and DELETE /v1/models/{name} manage models, confined to the models directory",
+    async () => {
+      let res = await gw.fetch("/v1/models/strict", {
+        method: "PUT",
+        body: JSON.stringify({
+          file: "scorer.py",
+          options: { threshold: 0.0001 },
+        }),
+      });
+      assert.equal(res.status, 201);
+      assert.equal((await res.json()).model.version, 1);
+      res = await gw.fetch("/v1/models/strict/execute", json(APPLICANT));
+      assert.equal((await res.json()).decision, "review");
+      res = await gw.fetch("/v1/models/strict", {
+        method: "PUT",
+        body: JSON.stringify({ file: "./scorer.py" }),
+      });
+      assert.equal(res.status, 200);
+      const updated = await res.json();
+      assert.equal(updated.action, "updated");
+      assert.equal(updated.model.version, 2);
+      for (
+        const file of [
+          "../etc/passwd.py",
+          "/etc/x.py",
+          "a/../../x.py",
+          "scorer.txt",
+        ]
+      ) {
+        res = await gw.fetch("/v1/models/evil", {
+          method: "PUT",
+          body: JSON.stringify({ file }),
+        });
+        assert.equal(res.status, 400, file);
+        assert.equal((await res.json()).error.type, "PathError");
+      }
+      res = await gw.fetch("/v1/models/evil", {
+        method: "PUT",
+        body: JSON.stringify({ file: "scorer.py", extra: 1 }),
+      });
+      assert.equal(res.status, 400);
+      await res.body?.cancel();
+      res = await gw.fetch("/v1/models/strict", { method: "DELETE" });
+      assert.equal(res.status, 200);
+      assert.deepEqual(await res.json(), { name: "strict", removed: true });
+      res = await gw.fetch("/v1/models/strict", { method: "DELETE" });
+      assert.equal(res.status, 404);
+      await res.body?.cancel();
+      res = await gw.fetch("/v1/models/strict/execute", json(APPLICANT));
+      assert.equal(res.status, 404);
+      await res.body?.cancel();
+    },
+  );
+
+  await t.step(
+    "POST /v1/eval streams output then the result as SSE, resumable with Last-Event-ID",
+    async () => {
+      const res = await gw.fetch(
+        "/v1/eval",
+        json({ code: "print('one')\nprint('two')\nx * 7", locals: { x: 6 } }),
+      );
+      assert.equal(res.status, 200);
+      assert.match(res.headers.get("content-type") ?? "", /text\/event-stream/);
+      const atomId = res.headers.get("x-atom-id");
+      const events = await new SseReader(res.body!).all();
+      assert.equal(events[0]?.event, "atom");
+      const output = events.filter((e) => e.event === "output");
+      assert.equal(
+        output.map((e) => (e.data as { data: string }).data).join(""),
+        "one\ntwo\n",
+      );
+      assert.ok(
+        output.every((e) =>
+          e.id !== undefined && (e.data as { fd: number }).fd === 1
+        ),
+      );
+      assert.deepEqual(events.at(-1), { event: "result", data: { value: 42 } });
+      const firstId = output[0]!.id!;
+      const resumed = await gw.fetch(`/v1/eval/${atomId}/events`, {
+        headers: { "last-event-id": firstId },
+      });
+      const again = await new SseReader(resumed.body!).all();
+      const replayed = again.filter((e) => e.event === "output");
+      assert.ok(replayed.every((e) => Number(e.id) > Number(firstId)));
+      assert.equal(
+        replayed.map((e) => (e.data as { data: string }).data).join(""),
+        "one\ntwo\n".slice((output[0]!.data as { data: string }).data.length),
+      );
+      assert.deepEqual(again.at(-1), { event: "result", data: { value: 42 } });
+      const missing = await gw.fetch("/v1/eval/no-such-atom/events");
+      assert.equal(missing.status, 404);
+      await missing.body?.cancel();
+    },
+  );
+
+  await t.step(
+    "POST /v1/eval reports a Python exception as an error event",
+    async () => {
+      const res = await gw.fetch(
+        "/v1/eval",
+        json({ code: "raise KeyError('k')" }),
+      );
+      const events = await new SseReader(res.body!).all();
+      const last = events.at(-1)!;
+      assert.equal(last.event, "error");
+      assert.equal((last.data as { exception: string }).exception, "KeyError");
+    },
+  );
+
+  await t.step(
+    "channels: two SSE subscribers, a Python publisher, the listing",
+    async () => {
+      const a = new SseReader((await gw.fetch("/v1/channels/news")).body!);
+      const b = new SseReader((await gw.fetch("/v1/channels/news")).body!);
+      let res = await gw.fetch(
+        "/v1/channels/news",
+        json({ headline: "hello" }),
+      );
+      assert.deepEqual(await res.json(), {
+        channel: "news",
+        seq: 1,
+        delivered: 2,
+      });
+      res = await gw.fetch(
+        "/v1/models/publisher/execute",
+        json({ channel: "news", user: "ada" }),
+      );
+      assert.equal((await res.json()).delivered, 2);
+      for (const sub of [a, b]) {
+        const first = await sub.next();
+        assert.deepEqual([first?.event, first?.id, first?.data], [
+          "message",
+          "1",
+          { headline: "hello" },
+        ]);
+        const second = await sub.next();
+        assert.equal(second?.id, "2");
+        assert.equal((second?.data as { user: string }).user, "ada");
+      }
+      const { channels } = await (await gw.fetch("/v1/channels")).json();
+      const news = channels.find((c: { name: string }) => c.name === "news");
+      assert.equal(news.subscribers, 2);
+      assert.equal(news.history.length, 2);
+      await a.cancel();
+      await b.cancel();
+      const bad = await gw.fetch("/v1/channels/bad%20name", json({}));
+      assert.equal(bad.status, 400);
+      await bad.body?.cancel();
+    },
+  );
+
+  await t.step(
+    "channels: a slow subscriber is dropped with a notice while a fast one keeps up",
+    async () => {
+      const slowRes = await gw.fetch("/v1/channels/firehose");
+      const fast = new SseReader(
+        (await gw.fetch("/v1/channels/firehose")).body!,
+      );
+      const big = "x".repeat(3500); // under the 4096-byte body limit
+      let sent = 0;
+      let received = 0;
+      const subscribers = async () => {
+        const { channels } = await (await gw.fetch("/v1/channels?history=0"))
+          .json();
+        return channels.find((c: { name: string }) => c.name === "firehose")
+          .subscribers as number;
+      };
+      // Publish until the unread subscriber overflows its buffer (the socket buffers absorb some first).
+      while ((await subscribers()) === 2) {
+        for (let i = 0; i < 50; i++) {
+          const r = await gw.fetch(
+            "/v1/channels/firehose",
+            json({ n: sent++, big }),
+          );
+          await r.body?.cancel();
+        }
+        while (received < sent) {
+          assert.equal(
+            ((await fast.next())?.data as { n: number }).n,
+            received++,
+          );
+        }
+        assert.ok(sent < 20000, "slow subscriber never dropped");
+      }
+      const slow = new SseReader(slowRes.body!);
+      let last;
+      for (let m = await slow.next(); m; m = await slow.next()) last = m;
+      assert.equal(last?.event, "dropped");
+      assert.match((last?.data as { reason: string }).reason, /too slow/);
+      const r = await gw.fetch("/v1/channels/firehose", json({ n: sent++ }));
+      assert.equal((await r.json()).delivered, 1);
+      assert.equal(((await fast.next())?.data as { n: number }).n, received);
+      await fast.cancel();
+    },
+  );
+
+  await t.step(
+    "channels: a WebSocket subscriber receives messages",
+    async () => {
+      const ws = new WebSocket(
+        `${gw.url.replace("http", "ws")}/v1/channels/ws-news`,
+        {
+          headers: { authorization: `Bearer ${TOKEN}` },
+        } as unknown as string[],
+      );
+      const opened = new Promise((resolve, reject) => {
+        ws.onopen = resolve;
+        ws.onerror = reject;
+      });
+      const message = new Promise<{ type: string; data: unknown }>((
+        resolve,
+      ) => (ws.onmessage = (e) => resolve(JSON.parse(e.data))));
+      await opened;
+      await until(async () => {
+        const { channels } = await (await gw.fetch("/v1/channels")).json();
+        return channels.find((c: { name: string; subscribers: number }) =>
+          c.name === "ws-news" && c.subscribers === 1
+        );
+      }, "the WebSocket subscriber");
+      await (await gw.fetch("/v1/channels/ws-news", json({ hi: 1 }))).body
+        ?.cancel();
+      const msg = await message;
+      assert.equal(msg.type, "message");
+      assert.deepEqual(msg.data, { hi: 1 });
+      const closed = new Promise((resolve) => (ws.onclose = resolve));
+      ws.close();
+      await closed;
+    },
+  );
+
+  await t.step(
+    "GET /metrics is Prometheus text with requests, latency, in-flight and restarts",
+    async () => {
+      const res = await gw.fetch("/metrics");
+      assert.match(
+        res.headers.get("content-type") ?? "",
+        /^text\/plain; version=0\.0\.4/,
+      );
+      const text = await res.text();
+      assert.match(
+        text,
+        /^pyproxy_requests_total\{model="echo",status="200"\} 1$/m,
+      );
+      assert.match(
+        text,
+        /^pyproxy_requests_total\{model="echo",status="204"\} 1$/m,
+      );
+      assert.match(
+        text,
+        /^pyproxy_requests_total\{model="boom",status="422"\} 1$/m,
+      );
+      assert.match(
+        text,
+        /^pyproxy_request_duration_seconds_bucket\{model="scorer",le="\+Inf"\} \d+$/m,
+      );
+      assert.match(
+        text,
+        /^pyproxy_request_duration_seconds_count\{model="scorer"\} \d+$/m,
+      );
+      assert.match(text, /^pyproxy_in_flight_requests\{model="echo"\} 0$/m);
+      assert.match(text, /^pyproxy_worker_restarts_total\{worker="w1"\} 0$/m);
+      assert.match(text, /^pyproxy_workers\{state="ready"\} 2$/m);
+    },
+  );
+
+  await t.step(
+    "GET / serves the dashboard page with a strict CSP",
+    async () => {
+      const res = await gw.fetch("/");
+      assert.equal(res.status, 200);
+      assert.match(
+        res.headers.get("content-security-policy") ?? "",
+        /script-src 'nonce-/,
+      );
+      assert.match(await res.text(), /<title>pyproxy dashboard<\/title>/);
+    },
+  );
+});
+
+Deno.test("createGateway refuses management and eval unless enabled (403)", async () => {
+  await using gw = await startGateway();
+  const cases: Array<[string, RequestInit]> = [
+    ["/v1/models/x", {
+      method: "PUT",
+      body: JSON.stringify({ file: "echo.py" }),
+    }],
+    ["/v1/models/echo", { method: "DELETE" }],
+    ["/v1/eval", json({ code: "1" })],
+  ];
+  for (const [path, init] of cases) {
+    const res = await gw.fetch(path, init);
+    assert.equal(res.status, 403, path);
+    assert.equal((await res.json()).error.type, "Forbidden");
+  }
+});
+
+Deno.test("createGateway refuses a foreign Host header on a real server (403)", async () => {
+  await using gw = await startGateway();
+  const ok = await gw.fetch("/healthz");
+  assert.equal(ok.status, 200);
+  await ok.body?.cancel();
+  // fetch() does not let a caller set Host: speak HTTP/1.1 directly, as a rebinding page's browser would.
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: gw.port });
+  try {
+    await conn.write(
+      new TextEncoder().encode(
+        `GET /healthz HTTP/1.1\r\nHost: rebind.example:${gw.port}\r\nConnection: close\r\n\r\n`,
+      ),
+    );
+    const text = await new Response(conn.readable).text();
+    assert.match(text, /^HTTP\/1\.1 403 /);
+    assert.match(text, /ForbiddenHost/);
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // closed by the server
+    }
+  }
+});
+
+Deno.test("createGateway answers 429 with Retry-After when the pool queue is full", async () => {
+  await using gw = await startGateway({
+    limits: { maxInFlightPerWorker: 1, maxQueue: 0 },
+  });
+  const first = gw.fetch("/v1/models/slow/execute", json({ seconds: 1 }));
+  await until(
+    async () => (await (await gw.fetch("/v1/status")).json()).inFlight === 1,
+    "the first call in flight",
+  );
+  const res = await gw.fetch("/v1/models/slow/execute", json({ seconds: 0 }));
+  assert.equal(res.status, 429);
+  assert.equal(res.headers.get("retry-after"), "1");
+  assert.equal((await res.json()).error.type, "OverloadedError");
+  assert.equal((await first).status, 200);
+});
+
+Deno.test("createGateway answers 503 with Retry-After when no worker is left", async () => {
+  await using gw = await startGateway({ plugins: { reconnect: false } });
+  const pid = gw.pool.status().workers[0]!.pid!;
+  Deno.kill(pid, "SIGKILL");
+  await until(
+    async () => (await gw.fetch("/healthz")).status === 503,
+    "/healthz to report no worker",
+  );
+  const res = await gw.fetch("/v1/models/echo/execute", json({ a: 1 }));
+  assert.equal(res.status, 503);
+  assert.ok(res.headers.get("retry-after"));
+  await res.body?.cancel();
+});
