@@ -45,7 +45,10 @@ export function denoRuntime(): Runtime {
     name: "deno",
     async connect(target: ConnectTarget): Promise<Connection> {
       if (target.path !== undefined) {
-        const conn = await Deno.connect({ transport: "unix", path: target.path });
+        const conn = await Deno.connect({
+          transport: "unix",
+          path: target.path,
+        });
         return wrapConn(conn);
       }
       const conn = await Deno.connect({
@@ -105,8 +108,17 @@ export function denoRuntime(): Runtime {
         });
       });
     },
+    upgradeWebSocket(
+      request: Request,
+    ): { socket: WebSocket; response: Response } {
+      const { socket, response } = Deno.upgradeWebSocket(request);
+      return { socket, response };
+    },
     async mkdir(path, mode) {
-      await Deno.mkdir(path, { recursive: true, ...(mode === undefined ? {} : { mode }) });
+      await Deno.mkdir(path, {
+        recursive: true,
+        ...(mode === undefined ? {} : { mode }),
+      });
     },
     async makeTempDir(options = {}) {
       const dir = await Deno.makeTempDir({
@@ -167,7 +179,10 @@ export function denoRuntime(): Runtime {
       try {
         const s = Deno.statSync("/dev/shm");
         if (!s.isDirectory) return undefined;
-        const probe = Deno.makeTempDirSync({ dir: "/dev/shm", prefix: ".pyproxy-probe-" });
+        const probe = Deno.makeTempDirSync({
+          dir: "/dev/shm",
+          prefix: ".pyproxy-probe-",
+        });
         Deno.removeSync(probe);
         return "/dev/shm";
       } catch {

@@ -3,21 +3,30 @@
  *
  * @module
  */
+import { bunRuntime } from "./bun.ts";
 import { denoRuntime } from "./deno.ts";
 import type { Runtime } from "./types.ts";
 
 export type * from "./types.ts";
 export { denoRuntime } from "./deno.ts";
+export { bunRuntime } from "./bun.ts";
+export {
+  materializePythonPackage,
+  type MaterializePythonPackageOptions,
+  type PythonManifest,
+  type PythonManifestFile,
+} from "./python_package.ts";
 
 /**
- * Returns the adapter for the current runtime (Deno or Bun).
+ * Returns the adapter for the current runtime: {@linkcode bunRuntime} when
+ * `globalThis.Bun` exists, else {@linkcode denoRuntime}.
  *
- * @example
+ * @example Print the runtime in use
  * ```ts
  * import { defaultRuntime } from "./mod.ts";
- * console.log(defaultRuntime().name);
+ * console.log(defaultRuntime().name); // "deno" (or "bun" under Bun)
  * ```
  */
 export function defaultRuntime(): Runtime {
-  return denoRuntime();
+  return "Bun" in globalThis ? bunRuntime() : denoRuntime();
 }

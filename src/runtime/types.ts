@@ -7,22 +7,58 @@
  * @module
  */
 
-/** Where to connect: TCP host and port, or a Unix socket path. */
+/**
+ * Where to connect: TCP host and port, or a Unix socket path.
+ *
+ * @example
+ * ```ts
+ * import type { ConnectTarget } from "./types.ts";
+ * const tcp: ConnectTarget = { hostname: "127.0.0.1", port: 8765 };
+ * const unix: ConnectTarget = { path: "/tmp/pyproxy/w1.sock" };
+ * console.log(tcp.port, unix.path);
+ * ```
+ */
 export type ConnectTarget =
   | { hostname?: string; port: number; path?: undefined }
   | { path: string; hostname?: undefined; port?: undefined };
 
-/** A connected byte stream, exposed as a Web Streams pair. */
+/**
+ * A connected byte stream, exposed as a Web Streams pair.
+ *
+ * @example Write a request, read the reply, close
+ * ```ts ignore
+ * import { defaultRuntime } from "./mod.ts";
+ * const conn = await defaultRuntime().connect({ port: 8765 });
+ * const writer = conn.writable.getWriter();
+ * await writer.write(new TextEncoder().encode("ping\n"));
+ * const { value } = await conn.readable.getReader().read();
+ * conn.close();
+ * ```
+ */
 export interface Connection {
   /** Bytes from the peer. Ends when the peer closes. */
   readonly readable: ReadableStream<Uint8Array>;
-  /** Bytes to the peer. */
+  /**
+   * Bytes to the peer. A write may keep a reference to its chunk until sent:
+   * do not reuse the buffer. Closing it sends end of file; whether the
+   * readable stays open afterwards differs by runtime (Deno closes both
+   * directions, Bun half-closes), so use {@linkcode Connection.close} to end.
+   */
   readonly writable: WritableStream<Uint8Array>;
   /** Closes both directions at once (idempotent, never throws). */
   close(): void;
 }
 
-/** Options to spawn a child process (stdin, stdout and stderr are piped). */
+/**
+ * Options to spawn a child process (stdin, stdout and stderr are piped).
+ *
+ * @example
+ * ```ts
+ * import type { SpawnOptions } from "./types.ts";
+ * const options: SpawnOptions = { cmd: "python3", args: ["-V"], env: { PYTHONUNBUFFERED: "1" } };
+ * console.log(options.cmd);
+ * ```
+ */
 export interface SpawnOptions {
   /** Executable. */
   cmd: string;
@@ -34,7 +70,18 @@ export interface SpawnOptions {
   env?: Record<string, string>;
 }
 
-/** A running child process with piped stdio. */
+/**
+ * A running child process with piped stdio.
+ *
+ * @example Run a command and wait for it
+ * ```ts ignore
+ * import { defaultRuntime } from "./mod.ts";
+ * const child = defaultRuntime().spawn({ cmd: "python3", args: ["-V"] });
+ * await child.stdin.close();
+ * const out = await new Response(child.stdout).text();
+ * console.log(out, await child.status); // "Python 3.11.7\n" { code: 0, signal: null }
+ * ```
+ */
 export interface ChildProcess {
   /** Process id. */
   readonly pid: number;
@@ -50,10 +97,32 @@ export interface ChildProcess {
   kill(signal?: "SIGTERM" | "SIGKILL" | "SIGINT" | "SIGSTOP" | "SIGCONT"): void;
 }
 
-/** A request handler for {@linkcode Runtime.serve}. */
-export type FetchHandler = (request: Request, info: { remoteAddr: string }) => Response | Promise<Response>;
+/**
+ * A request handler for {@linkcode Runtime.serve}.
+ *
+ * @example
+ * ```ts
+ * import type { FetchHandler } from "./types.ts";
+ * const hello: FetchHandler = (_req, info) => new Response(`hello ${info.remoteAddr}`);
+ * console.log(typeof hello);
+ * ```
+ */
+export type FetchHandler = (
+  request: Request,
+  info: { remoteAddr: string },
+) => Response | Promise<Response>;
 
-/** A running HTTP server. */
+/**
+ * A running HTTP server.
+ *
+ * @example Serve on a free port, then stop
+ * ```ts ignore
+ * import { defaultRuntime } from "./mod.ts";
+ * const server = await defaultRuntime().serve({ hostname: "127.0.0.1", port: 0 }, () => new Response("ok"));
+ * console.log(server.port);
+ * await server.shutdown();
+ * ```
+ */
 export interface HttpServer {
   /** The bound port. */
   readonly port: number;
@@ -63,7 +132,15 @@ export interface HttpServer {
   shutdown(): Promise<void>;
 }
 
-/** Everything runtime-specific the core needs. */
+/**
+ * Everything runtime-specific the core needs.
+ *
+ * @example Pass an adapter explicitly
+ * ```ts ignore
+ * import { bunRuntime, Pool } from "@pyproxy/pyproxy";
+ * await using pool = await Pool.start({ runtime: bunRuntime() });
+ * ```
+ */
 export interface Runtime {
   /** `"deno"` or `"bun"`. */
   readonly name: "deno" | "bun";
@@ -76,6 +153,13 @@ export interface Runtime {
     options: { hostname: string; port: number; signal?: AbortSignal },
     handler: FetchHandler,
   ): Promise<HttpServer>;
+  /**
+   * Upgrades an HTTP request of {@linkcode Runtime.serve} to a WebSocket.
+   * Optional: where missing, the gateway serves channels over SSE only.
+   */
+  upgradeWebSocket?(
+    request: Request,
+  ): { socket: WebSocket; response: Response };
   /** Creates a directory (recursive) with the given mode. */
   mkdir(path: string, mode?: number): Promise<void>;
   /** Makes a fresh private (0700) temp directory under `dir` (or the system temp dir). */
@@ -87,7 +171,9 @@ export interface Runtime {
   /** Writes a whole file (created with mode 0600). */
   writeFile(path: string, data: Uint8Array): Promise<void>;
   /** File info, or `null` when the path does not exist. */
-  stat(path: string): Promise<{ isFile: boolean; isDirectory: boolean; size: number } | null>;
+  stat(
+    path: string,
+  ): Promise<{ isFile: boolean; isDirectory: boolean; size: number } | null>;
   /** Lists the entry names in a directory (empty when missing). */
   readDir(path: string): Promise<string[]>;
   /** Resolves symlinks and `..`; throws when the path does not exist. */

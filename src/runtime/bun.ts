@@ -1,0 +1,299 @@
+/**
+ * The Bun implementation of {@linkcode Runtime}: `node:net` sockets,
+ * `Bun.spawn`, `Bun.serve`, `node:fs/promises`, `node:process`, `node:os`.
+ *
+ * Importing this module is safe on any runtime (Deno type-checks and loads it);
+ * only calling {@linkcode bunRuntime} needs Bun.
+ *
+ * @module
+ */
+import {
+  chmod,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  realpath,
+  rm,
+  rmdir,
+  stat,
+  writeFile,
+} from "node:fs/promises";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { availableParallelism, cpus, tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import {
+  type BunServerWebSocket,
+  BunWebSocketUpgrades,
+} from "./bun_websocket.ts";
+import { connectNodeSocket } from "./node_connection.ts";
+import type {
+  ChildProcess,
+  FetchHandler,
+  HttpServer,
+  Runtime,
+  SpawnOptions,
+} from "./types.ts";
+
+// The few Bun APIs we use, typed locally so that `deno check` needs no Bun types.
+interface BunFileSink {
+  write(chunk: Uint8Array): number | Promise<number>;
+  flush(): number | Promise<number>;
+  end(): number | Promise<number>;
+}
+interface BunSubprocess {
+  readonly pid: number;
+  readonly stdin: BunFileSink;
+  readonly stdout: ReadableStream<Uint8Array>;
+  readonly stderr: ReadableStream<Uint8Array>;
+  readonly exited: Promise<number>;
+  readonly exitCode: number | null;
+  readonly signalCode: string | null;
+  kill(signal?: string): void;
+}
+interface BunServer {
+  readonly port: number;
+  readonly hostname: string;
+  stop(closeActiveConnections?: boolean): Promise<void> | void;
+  requestIP(request: Request): { address: string } | null;
+  upgrade(request: Request, options: { data: unknown }): boolean;
+}
+interface BunGlobal {
+  spawn(cmd: string[], options: {
+    cwd?: string;
+    env?: Record<string, string | undefined>;
+    stdin: "pipe";
+    stdout: "pipe";
+    stderr: "pipe";
+  }): BunSubprocess;
+  serve(options: {
+    hostname: string;
+    port: number;
+    idleTimeout: number;
+    fetch(request: Request, server: BunServer): Promise<Response | undefined>;
+    error(error: Error): Response;
+    websocket: {
+      open(ws: BunServerWebSocket): void;
+      message(ws: BunServerWebSocket, message: string | Uint8Array): void;
+      close(ws: BunServerWebSocket, code: number, reason: string): void;
+    };
+  }): BunServer;
+}
+
+function bunGlobal(): BunGlobal {
+  const bun = (globalThis as unknown as { Bun?: BunGlobal }).Bun;
+  if (bun === undefined) {
+    throw new TypeError(
+      "Cannot use the Bun runtime adapter: not running on Bun",
+    );
+  }
+  return bun;
+}
+
+function errorCode(err: unknown): string | undefined {
+  return (err as { code?: string } | null)?.code;
+}
+
+function sinkToWritable(sink: BunFileSink): WritableStream<Uint8Array> {
+  return new WritableStream<Uint8Array>({
+    async write(chunk) {
+      await sink.write(chunk);
+      // FileSink buffers; flushing per write keeps stdin lines (the secret)
+      // from sitting in user space.
+      await sink.flush();
+    },
+    async close() {
+      await sink.end();
+    },
+    async abort() {
+      try {
+        await sink.end();
+      } catch {
+        // the child is gone already
+      }
+    },
+  });
+}
+
+function spawnChild(options: SpawnOptions): ChildProcess {
+  // Bun.spawn (unlike node:child_process) throws at once when the executable
+  // is missing, as Deno.Command#spawn does.
+  const proc = bunGlobal().spawn([options.cmd, ...options.args], {
+    ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+    // Bun replaces the environment when `env` is given; Deno merges.
+    ...(options.env === undefined
+      ? {}
+      : { env: { ...process.env, ...options.env } }),
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const status = proc.exited.then(
+    () => ({
+      code: proc.signalCode ? null : proc.exitCode,
+      signal: proc.signalCode ?? null,
+    }),
+    () => ({ code: null, signal: null }),
+  );
+  return {
+    pid: proc.pid,
+    stdin: sinkToWritable(proc.stdin),
+    stdout: proc.stdout,
+    stderr: proc.stderr,
+    status,
+    kill(signal = "SIGTERM") {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      try {
+        proc.kill(signal);
+      } catch {
+        // the child exited between the check and the kill
+      }
+    },
+  };
+}
+
+function serveHttp(
+  options: { hostname: string; port: number; signal?: AbortSignal },
+  handler: FetchHandler,
+  upgrades: BunWebSocketUpgrades,
+): Promise<HttpServer> {
+  const server = bunGlobal().serve({
+    hostname: options.hostname,
+    port: options.port,
+    // Bun closes connections idle for 10 s by default, which would cut quiet
+    // streaming responses (events, eval output); Deno has no such limit.
+    idleTimeout: 0,
+    fetch: async (request, srv) => {
+      const response = await handler(request, {
+        remoteAddr: srv.requestIP(request)?.address ?? "",
+      });
+      // Bun upgrades here, once the handler chose to (runtime.upgradeWebSocket).
+      return upgrades.complete(request, srv) ? undefined : response;
+    },
+    error: () => new Response("Internal Server Error", { status: 500 }),
+    websocket: upgrades.handlers,
+  });
+  let stopping: Promise<void> | undefined;
+  const shutdown = (): Promise<
+    void
+  > => (stopping ??= Promise.resolve(server.stop()).then(() => {}));
+  if (options.signal) {
+    if (options.signal.aborted) void shutdown();
+    else {options.signal.addEventListener("abort", () => void shutdown(), {
+        once: true,
+      });}
+  }
+  return Promise.resolve({
+    port: server.port,
+    hostname: server.hostname,
+    shutdown,
+  });
+}
+
+/**
+ * Creates the Bun runtime adapter. Throws when called outside Bun.
+ *
+ * @example Pick the Bun adapter explicitly
+ * ```ts ignore
+ * import { bunRuntime } from "./bun.ts";
+ * const rt = bunRuntime();
+ * console.log(rt.name); // "bun"
+ * ```
+ */
+export function bunRuntime(): Runtime {
+  bunGlobal();
+  const upgrades = new BunWebSocketUpgrades();
+  return {
+    name: "bun",
+    connect: connectNodeSocket,
+    spawn: spawnChild,
+    serve: (options, handler) => serveHttp(options, handler, upgrades),
+    upgradeWebSocket: (request) => upgrades.upgrade(request),
+    async mkdir(path, mode) {
+      await mkdir(path, {
+        recursive: true,
+        ...(mode === undefined ? {} : { mode }),
+      });
+    },
+    async makeTempDir(options = {}) {
+      const dir = await mkdtemp(
+        join(options.dir ?? tmpdir(), options.prefix ?? "pyproxy-"),
+      );
+      await chmod(dir, 0o700);
+      return dir;
+    },
+    async remove(path, options = {}) {
+      const recursive = options.recursive ?? false;
+      try {
+        await rm(path, { recursive, force: true });
+      } catch (err) {
+        // Like Deno.remove, a non-recursive remove deletes an empty directory.
+        const code = errorCode(err);
+        if (recursive || (code !== "ERR_FS_EISDIR" && code !== "EISDIR")) {
+          throw err;
+        }
+        try {
+          await rmdir(path);
+        } catch (inner) {
+          if (errorCode(inner) !== "ENOENT") throw inner;
+        }
+      }
+    },
+    async readFile(path) {
+      const buf = await readFile(path);
+      return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+    },
+    async writeFile(path, data) {
+      await writeFile(path, data, { mode: 0o600 });
+    },
+    async stat(path) {
+      try {
+        const s = await stat(path);
+        return {
+          isFile: s.isFile(),
+          isDirectory: s.isDirectory(),
+          size: s.size,
+        };
+      } catch (err) {
+        if (errorCode(err) === "ENOENT") return null;
+        throw err;
+      }
+    },
+    async readDir(path) {
+      try {
+        return await readdir(path);
+      } catch (err) {
+        if (errorCode(err) === "ENOENT") return [];
+        throw err;
+      }
+    },
+    realPath: (path) => realpath(path),
+    env: (name) => process.env[name],
+    cpuCount: () =>
+      (typeof availableParallelism === "function"
+        ? availableParallelism()
+        : cpus().length) || 1,
+    pid: () => process.pid,
+    memoryRss: () => process.memoryUsage().rss,
+    onSignal(signal, listener) {
+      process.on(signal, listener);
+      return () => {
+        process.off(signal, listener);
+      };
+    },
+    exit: (code) => process.exit(code),
+    args: () => process.argv.slice(2),
+    tempDir: () => tmpdir(),
+    shmDir() {
+      try {
+        if (!statSync("/dev/shm").isDirectory()) return undefined;
+        const probe = mkdtempSync("/dev/shm/.pyproxy-probe-");
+        rmSync(probe, { recursive: true, force: true });
+        return "/dev/shm";
+      } catch {
+        return undefined;
+      }
+    },
+  };
+}

@@ -1,0 +1,168 @@
+/**
+ * `Runtime.upgradeWebSocket` for Bun. Bun upgrades inside `fetch` with
+ * `server.upgrade(request)` and reports through server-wide handlers, while the
+ * core expects Deno's shape (a standard `WebSocket` plus a response to return).
+ * {@linkcode BunWebSocketUpgrades} bridges the two: `upgrade()` hands out a
+ * WebSocket-like object at once and marks the request; the adapter's `fetch`
+ * completes the upgrade after the handler returns.
+ *
+ * @module
+ */
+
+/**
+ * Marks a request whose handler asked for an upgrade. Kept on the request
+ * itself (not in a per-adapter map) so that any adapter instance's `serve`
+ * completes an upgrade requested through any other instance.
+ */
+const PENDING: unique symbol = Symbol("pyproxy.bunWebSocketUpgrade");
+
+type MarkedRequest = Request & { [PENDING]?: BunWebSocket };
+
+/** The part of Bun's `ServerWebSocket` we use. */
+export interface BunServerWebSocket {
+  send(data: string | Uint8Array): number;
+  close(code?: number, reason?: string): void;
+  getBufferedAmount?(): number;
+  data: unknown;
+}
+
+/** A standard-looking `WebSocket` driven by a Bun `ServerWebSocket`. */
+class BunWebSocket extends EventTarget {
+  static readonly CONNECTING = 0;
+  static readonly OPEN = 1;
+  static readonly CLOSING = 2;
+  static readonly CLOSED = 3;
+  readonly CONNECTING = 0;
+  readonly OPEN = 1;
+  readonly CLOSING = 2;
+  readonly CLOSED = 3;
+  readyState = 0;
+  binaryType: "arraybuffer" | "blob" = "arraybuffer";
+  onopen: ((ev: Event) => unknown) | null = null;
+  onmessage: ((ev: MessageEvent) => unknown) | null = null;
+  onclose: ((ev: CloseEvent) => unknown) | null = null;
+  onerror: ((ev: Event) => unknown) | null = null;
+  #ws: BunServerWebSocket | undefined;
+
+  get bufferedAmount(): number {
+    return this.#ws?.getBufferedAmount?.() ?? 0;
+  }
+
+  send(data: string | ArrayBufferView | ArrayBuffer): void {
+    if (this.readyState !== 1 || this.#ws === undefined) {
+      throw new DOMException(
+        "Cannot send: WebSocket is not open",
+        "InvalidStateError",
+      );
+    }
+    if (typeof data === "string") this.#ws.send(data);
+    else if (data instanceof ArrayBuffer) this.#ws.send(new Uint8Array(data));
+    else {this.#ws.send(
+        new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+      );}
+  }
+
+  close(code?: number, reason?: string): void {
+    if (this.readyState >= 2) return;
+    this.readyState = 2;
+    this.#ws?.close(code, reason);
+  }
+
+  /** Called by the server's `open` handler. */
+  opened(ws: BunServerWebSocket): void {
+    this.#ws = ws;
+    if (this.readyState !== 0) {
+      // closed before the handshake finished
+      ws.close(1000, "closed");
+      return;
+    }
+    this.readyState = 1;
+    this.#fire(new Event("open"), this.onopen);
+  }
+
+  /** Called by the server's `message` handler. */
+  received(message: string | Uint8Array): void {
+    const data = typeof message === "string" ? message : message.slice().buffer;
+    this.#fire(new MessageEvent("message", { data }), this.onmessage);
+  }
+
+  /** Called by the server's `close` handler. */
+  closed(code: number, reason: string): void {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this.#fire(
+      new CloseEvent("close", { code, reason, wasClean: code !== 1006 }),
+      this.onclose,
+    );
+  }
+
+  #fire<E extends Event>(event: E, handler: ((ev: E) => unknown) | null): void {
+    try {
+      handler?.call(this, event);
+    } finally {
+      this.dispatchEvent(event);
+    }
+  }
+}
+
+/**
+ * Tracks pending upgrades for one Bun server and implements its `websocket`
+ * handlers.
+ *
+ * @example Wire into Bun.serve (as `bunRuntime().serve` does)
+ * ```ts ignore
+ * const upgrades = new BunWebSocketUpgrades();
+ * Bun.serve({
+ *   fetch(req, server) {
+ *     const res = handler(req);          // may call upgrades.upgrade(req)
+ *     return upgrades.complete(req, server) ? undefined : res;
+ *   },
+ *   websocket: upgrades.handlers,
+ * });
+ * ```
+ */
+export class BunWebSocketUpgrades {
+  /** Deno-style upgrade: a WebSocket now, the handshake once `fetch` returns. */
+  upgrade(request: Request): { socket: WebSocket; response: Response } {
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      throw new TypeError(
+        "Cannot upgrade to WebSocket: not a WebSocket request",
+      );
+    }
+    const socket = new BunWebSocket();
+    Object.defineProperty(request, PENDING, {
+      value: socket,
+      configurable: true,
+    });
+    // Bun ignores the response of an upgraded request; this one only flows
+    // through middleware.
+    return {
+      socket: socket as unknown as WebSocket,
+      response: new Response(null, { status: 200 }),
+    };
+  }
+
+  /** Completes a pending upgrade; true when `request` was upgraded. */
+  complete(
+    request: Request,
+    server: { upgrade(request: Request, options: { data: unknown }): boolean },
+  ): boolean {
+    const socket = (request as MarkedRequest)[PENDING];
+    if (socket === undefined) return false;
+    delete (request as MarkedRequest)[PENDING];
+    if (server.upgrade(request, { data: socket })) return true;
+    socket.closed(1006, "upgrade failed");
+    return false;
+  }
+
+  /** The `websocket` option of `Bun.serve`. */
+  readonly handlers: {
+    open(ws: BunServerWebSocket): void;
+    message(ws: BunServerWebSocket, message: string | Uint8Array): void;
+    close(ws: BunServerWebSocket, code: number, reason: string): void;
+  } = {
+    open: (ws) => (ws.data as BunWebSocket).opened(ws),
+    message: (ws, message) => (ws.data as BunWebSocket).received(message),
+    close: (ws, code, reason) => (ws.data as BunWebSocket).closed(code, reason),
+  };
+}

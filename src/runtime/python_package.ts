@@ -1,0 +1,273 @@
+/**
+ * Puts the Python packages (`pyproxy_server`, `pyproxy`) on local disk so that
+ * `python3` can import them. From a checkout (a `file:` URL) that is the
+ * `python/` directory itself; when the library is imported from JSR (an
+ * `https:` URL) every file of the manifest is downloaded, checked against its
+ * size and SHA-256, and moved atomically into a versioned cache directory.
+ *
+ * @module
+ */
+import { rename } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { StartError } from "../errors.ts";
+import { PYTHON_MANIFEST } from "./python_manifest.ts";
+import type { Runtime } from "./types.ts";
+
+/**
+ * One file of the Python packages, relative to `python/`.
+ *
+ * @example
+ * ```ts
+ * import type { PythonManifestFile } from "./python_package.ts";
+ * const file: PythonManifestFile = { path: "pyproxy/__init__.py", size: 0, sha256: "e3b0c442…" };
+ * console.log(file.path);
+ * ```
+ */
+export interface PythonManifestFile {
+  /** Path relative to `python/`, with `/` separators. */
+  path: string;
+  /** Size in bytes. */
+  size: number;
+  /** Lower-case hex SHA-256 of the content. */
+  sha256: string;
+}
+
+/**
+ * Every file of the Python packages (see `scripts/gen_python_manifest.ts`).
+ *
+ * @example
+ * ```ts
+ * import type { PythonManifest } from "./python_package.ts";
+ * const manifest: PythonManifest = { version: "0.1.0", files: [] };
+ * console.log(manifest.files.length); // 0
+ * ```
+ */
+export interface PythonManifest {
+  /** The pyproxy version the files belong to. */
+  version: string;
+  /** The files, sorted by path. */
+  files: readonly PythonManifestFile[];
+}
+
+/**
+ * Options for {@linkcode materializePythonPackage}.
+ *
+ * @example Keep the copies in a directory of your own
+ * ```ts
+ * import type { MaterializePythonPackageOptions } from "./python_package.ts";
+ * const options: MaterializePythonPackageOptions = { cacheDir: "/var/cache/myapp/pyproxy" };
+ * console.log(options.cacheDir);
+ * ```
+ */
+export interface MaterializePythonPackageOptions {
+  /**
+   * Where versioned copies live.
+   *
+   * @default {"$XDG_CACHE_HOME/pyproxy", else "$HOME/.cache/pyproxy", else "<temp>/pyproxy"}
+   */
+  cacheDir?: string;
+  /**
+   * The files to fetch.
+   *
+   * @default {PYTHON_MANIFEST}
+   */
+  manifest?: PythonManifest;
+  /**
+   * Fetch function (tests pass their own).
+   *
+   * @default {globalThis.fetch}
+   */
+  fetch?: (url: URL) => Promise<Response>;
+  /**
+   * Where to download from when `baseUrl` is a `file:` URL whose directory
+   * lacks the packages (a packager that dropped the `.py` files).
+   *
+   * @default {"https://jsr.io/@pyproxy/pyproxy/<manifest version>/python/"}
+   */
+  fallbackUrl?: URL | string;
+}
+
+/** How many files are downloaded at once. */
+const CONCURRENCY = 8;
+
+async function sha256Hex(data: Uint8Array): Promise<string> {
+  const digest = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>),
+  );
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function checkPath(path: string): void {
+  // The manifest is ours, but a path must never step out of the cache dir.
+  if (
+    path.startsWith("/") ||
+    path.split("/").some((part) => part === ".." || part === "" || part === ".")
+  ) {
+    throw new StartError(
+      `Cannot materialize python package: bad manifest path '${path}'`,
+    );
+  }
+}
+
+function defaultCacheDir(runtime: Runtime): string {
+  const xdg = runtime.env("XDG_CACHE_HOME");
+  if (xdg) return join(xdg, "pyproxy");
+  const home = runtime.env("HOME");
+  if (home) return join(home, ".cache", "pyproxy");
+  return join(runtime.tempDir(), "pyproxy");
+}
+
+/** Why `dir` does not hold exactly the manifest's content, or `undefined` when it does. */
+async function verify(
+  runtime: Runtime,
+  dir: string,
+  manifest: PythonManifest,
+): Promise<string | undefined> {
+  for (const file of manifest.files) {
+    const local = join(dir, ...file.path.split("/"));
+    const info = await runtime.stat(local);
+    if (info === null || !info.isFile) return `${file.path} is missing`;
+    if (info.size !== file.size) {
+      return `${file.path} has ${info.size} bytes, expected ${file.size}`;
+    }
+    if (await sha256Hex(await runtime.readFile(local)) !== file.sha256) {
+      return `${file.path} has a wrong sha256`;
+    }
+  }
+  return undefined;
+}
+
+async function download(
+  runtime: Runtime,
+  baseUrl: URL,
+  dir: string,
+  manifest: PythonManifest,
+  fetchFile: (url: URL) => Promise<Response>,
+): Promise<void> {
+  let next = 0;
+  let failed = false;
+  const worker = async (): Promise<void> => {
+    while (!failed && next < manifest.files.length) {
+      const file = manifest.files[next++]!;
+      const url = new URL(file.path, baseUrl);
+      let response: Response;
+      try {
+        response = await fetchFile(url);
+      } catch (err) {
+        throw new StartError(
+          `Cannot materialize python package: fetching ${url} failed`,
+          { cause: err },
+        );
+      }
+      if (!response.ok) {
+        await response.body?.cancel();
+        throw new StartError(
+          `Cannot materialize python package: ${url} answered ${response.status}`,
+        );
+      }
+      const data = new Uint8Array(await response.arrayBuffer());
+      if (
+        data.byteLength !== file.size || await sha256Hex(data) !== file.sha256
+      ) {
+        throw new StartError(
+          `Cannot materialize python package: ${url} does not match the manifest`,
+        );
+      }
+      const local = join(dir, ...file.path.split("/"));
+      await runtime.mkdir(dirname(local), 0o700);
+      await runtime.writeFile(local, data);
+    }
+  };
+  const workers = Array.from({
+    length: Math.min(CONCURRENCY, manifest.files.length),
+  }, () =>
+    worker().catch((err) => {
+      failed = true;
+      throw err;
+    }));
+  // Wait for every worker, not just the first failure: the caller removes the
+  // staging directory, which a still-running worker would recreate.
+  const results = await Promise.allSettled(workers);
+  for (const r of results) if (r.status === "rejected") throw r.reason;
+}
+
+/**
+ * Returns a local directory holding the Python packages, to put on
+ * `PYTHONPATH`. `baseUrl` is the URL of the `python/` directory (for example
+ * `new URL("../python/", import.meta.url)` from `src/`). A `file:` URL is
+ * returned as a path as is (unless the files are missing there: then they
+ * come from `fallbackUrl`); any other URL is downloaded once per version and
+ * content into the cache directory, verified, and reused afterwards.
+ *
+ * @example Resolve the packages next to this module
+ * ```ts ignore
+ * import { defaultRuntime, materializePythonPackage } from "@pyproxy/pyproxy";
+ * const dir = await materializePythonPackage(defaultRuntime(), new URL("../python/", import.meta.url));
+ * console.log(dir); // e.g. /home/me/.cache/pyproxy/0.1.0-1a2b3c4d5e6f (from JSR)
+ * ```
+ */
+export async function materializePythonPackage(
+  runtime: Runtime,
+  baseUrl: URL | string,
+  options: MaterializePythonPackageOptions = {},
+): Promise<string> {
+  const manifest = options.manifest ?? PYTHON_MANIFEST;
+  let base = new URL(baseUrl);
+  if (!base.pathname.endsWith("/")) base.pathname += "/";
+  if (base.protocol === "file:") {
+    const local = fileURLToPath(base).replace(/\/$/, "");
+    const first = manifest.files[0];
+    if (
+      first === undefined ||
+      await runtime.stat(join(local, ...first.path.split("/"))) !== null
+    ) return local;
+    base = new URL(
+      options.fallbackUrl ??
+        `https://jsr.io/@pyproxy/pyproxy/${manifest.version}/python/`,
+    );
+  }
+
+  for (const file of manifest.files) checkPath(file.path);
+  // The content hash in the name keeps two builds of one version apart.
+  const contentId =
+    (await sha256Hex(new TextEncoder().encode(JSON.stringify(manifest.files))))
+      .slice(0, 12);
+  const cacheDir = options.cacheDir ?? defaultCacheDir(runtime);
+  const target = join(cacheDir, `${manifest.version}-${contentId}`);
+
+  if (await runtime.stat(target) !== null) {
+    if (await verify(runtime, target, manifest) === undefined) return target;
+    // Damaged (edited, truncated): replace it with a fresh copy.
+    await runtime.remove(target, { recursive: true });
+  }
+
+  await runtime.mkdir(cacheDir, 0o700);
+  const staging = await runtime.makeTempDir({
+    dir: cacheDir,
+    prefix: ".staging-",
+  });
+  try {
+    await download(
+      runtime,
+      base,
+      staging,
+      manifest,
+      options.fetch ?? ((url) => fetch(url)),
+    );
+    const problem = await verify(runtime, staging, manifest);
+    if (problem !== undefined) {
+      throw new StartError(`Cannot materialize python package: ${problem}`);
+    }
+    try {
+      // Atomic: a concurrent process sees either nothing or a complete copy.
+      await rename(staging, target);
+    } catch (err) {
+      // Another process won the race; use its copy when it is complete.
+      if (await verify(runtime, target, manifest) !== undefined) throw err;
+    }
+    return target;
+  } finally {
+    await runtime.remove(staging, { recursive: true });
+  }
+}

@@ -1,0 +1,604 @@
+// The runtime adapter contract (src/runtime/types.ts), written once and run
+// against each adapter: tests/runtime_test.ts (Deno) and
+// tests/bun/runtime.test.ts (Bun). Only node:* and Web APIs here, so the same
+// file runs on both runtimes.
+import assert from "node:assert/strict";
+import { stat } from "node:fs/promises";
+import { createServer, type Server, type Socket } from "node:net";
+import { join } from "node:path";
+import process from "node:process";
+import type { Connection, Runtime } from "../src/runtime/types.ts";
+
+/** What a contract check receives. */
+export interface ContractContext {
+  rt: Runtime;
+  /** How to run a TypeScript file with the runtime under test. */
+  runScript(file: string, args: string[]): { cmd: string; args: string[] };
+}
+
+/** One check of the contract. */
+export interface ContractCheck {
+  name: string;
+  fn(ctx: ContractContext): Promise<void>;
+}
+
+const CHILD = new URL("./fixtures/runtime_child.ts", import.meta.url).pathname;
+
+async function listen(
+  server: Server,
+  where: { port: number } | { path: string },
+): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    if ("path" in where) server.listen(where.path, resolve);
+    else server.listen(where.port, "127.0.0.1", resolve);
+  });
+}
+
+/** A node:net server; `close()` also destroys the sockets it accepted. */
+async function startServer(
+  onSocket: (socket: Socket) => void,
+  where: { port: number } | { path: string } = { port: 0 },
+): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on("error", () => {});
+    socket.once("close", () => sockets.delete(socket));
+    onSocket(socket);
+  });
+  await listen(server, where);
+  const address = server.address();
+  return {
+    port: typeof address === "object" && address !== null ? address.port : 0,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+async function readAll(
+  readable: ReadableStream<Uint8Array>,
+): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of readable) {
+    parts.push(chunk);
+    size += chunk.byteLength;
+  }
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+async function readText(readable: ReadableStream<Uint8Array>): Promise<string> {
+  return new TextDecoder().decode(await readAll(readable));
+}
+
+/** Reads until `size` bytes arrived (the peer keeps the connection open). */
+async function readExactly(
+  conn: Connection,
+  size: number,
+): Promise<Uint8Array> {
+  const out = new Uint8Array(size);
+  let at = 0;
+  const reader = conn.readable.getReader();
+  try {
+    while (at < size) {
+      const { value, done } = await reader.read();
+      if (done) {
+        throw new Error(
+          `Cannot read: stream ended after ${at} of ${size} bytes`,
+        );
+      }
+      out.set(value, at);
+      at += value.byteLength;
+    }
+  } finally {
+    reader.releaseLock();
+  }
+  return out;
+}
+
+/** Many small writes, one per message, as a chatty client would do. */
+async function echoRoundTrip(conn: Connection): Promise<void> {
+  const writer = conn.writable.getWriter();
+  const count = 2000;
+  const expected = new Uint8Array(count * 100);
+  const writes: Promise<void>[] = [];
+  for (let i = 0; i < count; i++) {
+    const chunk = new Uint8Array(100).fill(i % 251);
+    expected.set(chunk, i * 100);
+    writes.push(writer.write(chunk));
+  }
+  const received = readExactly(conn, expected.byteLength);
+  await Promise.all(writes);
+  writer.releaseLock();
+  assert.deepEqual(await received, expected);
+}
+
+async function tempDir(rt: Runtime): Promise<string> {
+  return await rt.makeTempDir({ prefix: "pyproxy-contract-" });
+}
+
+/** Every check, in order. */
+export const runtimeContract: ContractCheck[] = [
+  {
+    name: "connect() echoes many small writes over TCP",
+    async fn({ rt }) {
+      const server = await startServer((s) => s.pipe(s));
+      const conn = await rt.connect({
+        hostname: "127.0.0.1",
+        port: server.port,
+      });
+      try {
+        await echoRoundTrip(conn);
+      } finally {
+        conn.close();
+        await server.close();
+      }
+    },
+  },
+  {
+    name: "connect() echoes over a Unix socket",
+    async fn({ rt }) {
+      const dir = await tempDir(rt);
+      const path = join(dir, "echo.sock");
+      const server = await startServer((s) => s.pipe(s), { path });
+      const conn = await rt.connect({ path });
+      try {
+        await echoRoundTrip(conn);
+      } finally {
+        conn.close();
+        await server.close();
+        await rt.remove(dir, { recursive: true });
+      }
+    },
+  },
+  {
+    name: "connect() readable ends when the peer closes",
+    async fn({ rt }) {
+      const server = await startServer((s) => s.end("bye"));
+      const conn = await rt.connect({ port: server.port });
+      try {
+        assert.equal(await readText(conn.readable), "bye");
+      } finally {
+        conn.close();
+        await server.close();
+      }
+    },
+  },
+  {
+    name: "connect() writable close sends end of file to the peer",
+    async fn({ rt }) {
+      // Whether our readable survives the close differs (Deno closes both
+      // directions, node:net half-closes); the peer seeing the end does not.
+      let got = "";
+      let ended!: () => void;
+      const peerEnded = new Promise<void>((resolve) => (ended = resolve));
+      const server = await startServer((s) => {
+        s.setEncoding("utf8");
+        s.on("data", (d: string) => (got += d));
+        s.on("end", () => ended());
+      });
+      const conn = await rt.connect({ port: server.port });
+      try {
+        const writer = conn.writable.getWriter();
+        await writer.write(new TextEncoder().encode("hello"));
+        await writer.close();
+        await peerEnded;
+        assert.equal(got, "hello");
+      } finally {
+        conn.close();
+        await server.close();
+      }
+    },
+  },
+  {
+    name: "connect() delivers a large reply that the reader consumes late",
+    async fn({ rt }) {
+      const size = 8 * 1024 * 1024;
+      const payload = new Uint8Array(size);
+      for (let i = 0; i < size; i += 4096) payload[i] = (i / 4096) % 256;
+      const server = await startServer((s) => s.end(payload));
+      const conn = await rt.connect({ port: server.port });
+      try {
+        // Let the sender run ahead of us so backpressure has to hold it.
+        await new Promise((r) => setTimeout(r, 20));
+        assert.deepEqual(await readAll(conn.readable), payload);
+      } finally {
+        conn.close();
+        await server.close();
+      }
+    },
+  },
+  {
+    name: "connect() readable applies backpressure to the sender",
+    async fn({ rt }) {
+      // 32 MiB is far more than kernel socket buffers plus our read-ahead, so
+      // the sender cannot finish until we read.
+      const size = 32 * 1024 * 1024;
+      let flushed = false;
+      const server = await startServer((s) =>
+        s.end(new Uint8Array(size), () => (flushed = true))
+      );
+      const conn = await rt.connect({ port: server.port });
+      try {
+        await new Promise((r) => setTimeout(r, 100));
+        assert.equal(flushed, false);
+        assert.equal((await readAll(conn.readable)).byteLength, size);
+        assert.equal(flushed, true);
+      } finally {
+        conn.close();
+        await server.close();
+      }
+    },
+  },
+  {
+    name: "connect() rejects when nothing listens",
+    async fn({ rt }) {
+      const server = await startServer(() => {});
+      const port = server.port;
+      await server.close();
+      await assert.rejects(rt.connect({ hostname: "127.0.0.1", port }));
+    },
+  },
+  {
+    name: "connect() close() is idempotent and ends the readable",
+    async fn({ rt }) {
+      const server = await startServer(() => {});
+      const conn = await rt.connect({ port: server.port });
+      try {
+        const reading = readAll(conn.readable).then(
+          () => "ended",
+          () => "errored",
+        );
+        conn.close();
+        conn.close();
+        assert.match(await reading, /ended|errored/);
+      } finally {
+        await server.close();
+      }
+    },
+  },
+  {
+    name: "spawn() pipes stdio, merges env and reports the exit code",
+    async fn({ rt }) {
+      const child = rt.spawn({
+        cmd: "sh",
+        args: [
+          "-c",
+          'read line; echo "out:$line:$PYPROXY_CONTRACT:${PATH:+path}"; echo err >&2; exit 3',
+        ],
+        env: { PYPROXY_CONTRACT: "yes" },
+      });
+      assert.ok(child.pid > 0);
+      const writer = child.stdin.getWriter();
+      await writer.write(new TextEncoder().encode("hi\n"));
+      await writer.close();
+      const [out, err, status] = await Promise.all([
+        readText(child.stdout),
+        readText(child.stderr),
+        child.status,
+      ]);
+      assert.equal(out, "out:hi:yes:path\n");
+      assert.equal(err, "err\n");
+      assert.deepEqual(status, { code: 3, signal: null });
+    },
+  },
+  {
+    name: "spawn() runs in cwd",
+    async fn({ rt }) {
+      const dir = await tempDir(rt);
+      try {
+        const child = rt.spawn({ cmd: "pwd", args: [], cwd: dir });
+        await child.stdin.close();
+        const [out] = await Promise.all([
+          readText(child.stdout),
+          readText(child.stderr),
+          child.status,
+        ]);
+        assert.equal(out.trim(), await rt.realPath(dir));
+      } finally {
+        await rt.remove(dir, { recursive: true });
+      }
+    },
+  },
+  {
+    name:
+      "spawn() kill() ends the child with the signal and ignores a dead child",
+    async fn({ rt }) {
+      const child = rt.spawn({ cmd: "sleep", args: ["30"] });
+      const drained = Promise.all([
+        readAll(child.stdout),
+        readAll(child.stderr),
+      ]);
+      try {
+        child.kill("SIGKILL");
+        assert.deepEqual(await child.status, { code: null, signal: "SIGKILL" });
+        child.kill();
+        child.kill("SIGKILL");
+        await drained;
+      } finally {
+        child.kill("SIGKILL");
+      }
+    },
+  },
+  {
+    name: "spawn() closing stdin lets a reader child exit",
+    async fn({ rt }) {
+      const child = rt.spawn({ cmd: "cat", args: [] });
+      try {
+        const out = readText(child.stdout);
+        const writer = child.stdin.getWriter();
+        await writer.write(new TextEncoder().encode("line\n"));
+        await writer.close();
+        assert.equal(await out, "line\n");
+        assert.deepEqual(await child.status, { code: 0, signal: null });
+        await readAll(child.stderr);
+      } finally {
+        child.kill("SIGKILL");
+      }
+    },
+  },
+  {
+    name: "spawn() throws for a missing executable",
+    fn({ rt }) {
+      assert.throws(() =>
+        rt.spawn({ cmd: "/nonexistent/pyproxy-no-such-binary", args: [] })
+      );
+      return Promise.resolve();
+    },
+  },
+  {
+    name: "onSignal(), args() and exit() work in a child running the adapter",
+    async fn({ rt, runScript }) {
+      const { cmd, args } = runScript(CHILD, ["a", "b c"]);
+      const child = rt.spawn({ cmd, args });
+      try {
+        const reader = child.stdout.pipeThrough(new TextDecoderStream())
+          .getReader();
+        let text = "";
+        while (!text.includes("\n")) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          text += value;
+        }
+        const hello = JSON.parse(text.split("\n")[0] ?? "");
+        assert.deepEqual(hello, {
+          name: rt.name,
+          args: ["a", "b c"],
+          pid: child.pid,
+        });
+        child.kill("SIGINT");
+        while (true) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          text += value;
+        }
+        assert.match(text, /\nsignal\n$/);
+        assert.deepEqual(await child.status, { code: 7, signal: null });
+        await readAll(child.stderr);
+      } finally {
+        child.kill("SIGKILL");
+      }
+    },
+  },
+  {
+    name:
+      "serve() answers fetches on port 0 with the remote address and shuts down",
+    async fn({ rt }) {
+      const server = await rt.serve(
+        { hostname: "127.0.0.1", port: 0 },
+        async (req, info) => {
+          const body = await req.text();
+          return Response.json({
+            method: req.method,
+            body,
+            remote: info.remoteAddr,
+          });
+        },
+      );
+      try {
+        assert.ok(server.port > 0);
+        assert.equal(server.hostname, "127.0.0.1");
+        const res = await fetch(`http://127.0.0.1:${server.port}/x`, {
+          method: "POST",
+          body: "ping",
+        });
+        assert.deepEqual(await res.json(), {
+          method: "POST",
+          body: "ping",
+          remote: "127.0.0.1",
+        });
+      } finally {
+        await server.shutdown();
+      }
+      await assert.rejects(
+        fetch(`http://127.0.0.1:${server.port}/x`).then((r) =>
+          r.body?.cancel()
+        ),
+      );
+    },
+  },
+  {
+    name: "serve() stops when its signal aborts",
+    async fn({ rt }) {
+      const ac = new AbortController();
+      const server = await rt.serve({
+        hostname: "127.0.0.1",
+        port: 0,
+        signal: ac.signal,
+      }, () => new Response("ok"));
+      const res = await fetch(`http://127.0.0.1:${server.port}/`);
+      assert.equal(await res.text(), "ok");
+      ac.abort();
+      await server.shutdown();
+      await assert.rejects(
+        fetch(`http://127.0.0.1:${server.port}/`).then((r) => r.body?.cancel()),
+      );
+    },
+  },
+  {
+    name: "serve() streams a response body",
+    async fn({ rt }) {
+      const server = await rt.serve({ hostname: "127.0.0.1", port: 0 }, () => {
+        const body = new ReadableStream<Uint8Array>({
+          async start(controller) {
+            for (const part of ["a", "b", "c"]) {
+              controller.enqueue(new TextEncoder().encode(part));
+              await new Promise((r) => setTimeout(r, 5));
+            }
+            controller.close();
+          },
+        });
+        return new Response(body, {
+          headers: { "content-type": "text/plain" },
+        });
+      });
+      try {
+        const res = await fetch(`http://127.0.0.1:${server.port}/`);
+        assert.equal(await res.text(), "abc");
+      } finally {
+        await server.shutdown();
+      }
+    },
+  },
+  {
+    name: "upgradeWebSocket() opens, exchanges messages and reports the close",
+    async fn({ rt }) {
+      assert.ok(rt.upgradeWebSocket, "the adapter implements upgradeWebSocket");
+      const upgrade = rt.upgradeWebSocket.bind(rt);
+      let serverClosed!: (code: number) => void;
+      const closedOnServer = new Promise<number>((
+        resolve,
+      ) => (serverClosed = resolve));
+      const server = await rt.serve(
+        { hostname: "127.0.0.1", port: 0 },
+        (req) => {
+          if (req.headers.get("upgrade") !== "websocket") {
+            return new Response(
+              "plain",
+            );
+          }
+          const { socket, response } = upgrade(req);
+          socket.onopen = () => {
+            assert.equal(socket.readyState, WebSocket.OPEN);
+            assert.equal(typeof socket.bufferedAmount, "number");
+            socket.send("hello");
+          };
+          socket.onmessage = (ev) => socket.send(`echo:${ev.data}`);
+          socket.onclose = (ev) => serverClosed(ev.code);
+          return response;
+        },
+      );
+      try {
+        const ws = new WebSocket(`ws://127.0.0.1:${server.port}/`);
+        const received: string[] = [];
+        await new Promise<void>((resolve, reject) => {
+          ws.onerror = () => reject(new Error("client WebSocket failed"));
+          ws.onmessage = (ev) => {
+            received.push(String(ev.data));
+            if (received.length === 1) ws.send("ping");
+            else resolve();
+          };
+        });
+        assert.deepEqual(received, ["hello", "echo:ping"]);
+        const closedOnClient = new Promise((resolve) => (ws.onclose = resolve));
+        ws.close(4000, "bye");
+        assert.equal(await closedOnServer, 4000);
+        await closedOnClient;
+        assert.equal(
+          await (await fetch(`http://127.0.0.1:${server.port}/`)).text(),
+          "plain",
+        );
+      } finally {
+        await server.shutdown();
+      }
+    },
+  },
+  {
+    name:
+      "files: makeTempDir, writeFile, readFile, stat, readDir, realPath, remove",
+    async fn({ rt }) {
+      const dir = await tempDir(rt);
+      try {
+        assert.equal((await stat(dir)).mode & 0o777, 0o700);
+        const nested = join(dir, "a", "b");
+        await rt.mkdir(nested, 0o700);
+        assert.deepEqual(await rt.stat(nested), {
+          isFile: false,
+          isDirectory: true,
+          size: (await stat(nested)).size,
+        });
+        const file = join(dir, "a", "f.bin");
+        const data = new Uint8Array([1, 2, 3, 250]);
+        await rt.writeFile(file, data);
+        assert.equal((await stat(file)).mode & 0o777, 0o600);
+        const back = await rt.readFile(file);
+        assert.equal(Object.getPrototypeOf(back), Uint8Array.prototype);
+        assert.deepEqual(back, data);
+        assert.deepEqual(await rt.stat(file), {
+          isFile: true,
+          isDirectory: false,
+          size: 4,
+        });
+        assert.equal(await rt.stat(join(dir, "missing")), null);
+        assert.deepEqual((await rt.readDir(join(dir, "a"))).sort(), [
+          "b",
+          "f.bin",
+        ]);
+        assert.deepEqual(await rt.readDir(join(dir, "missing")), []);
+        assert.equal(
+          await rt.realPath(join(nested, "..", "f.bin")),
+          await rt.realPath(file),
+        );
+        await assert.rejects(rt.realPath(join(dir, "missing")));
+        await rt.remove(nested);
+        assert.equal(await rt.stat(nested), null);
+        await rt.remove(join(dir, "missing"));
+        await rt.remove(join(dir, "missing"), { recursive: true });
+        await assert.rejects(rt.remove(join(dir, "a")));
+        await rt.remove(join(dir, "a"), { recursive: true });
+        assert.deepEqual(await rt.readDir(dir), []);
+      } finally {
+        await rt.remove(dir, { recursive: true });
+      }
+      assert.equal(await rt.stat(dir), null);
+    },
+  },
+  {
+    name: "makeTempDir() honours dir and prefix",
+    async fn({ rt }) {
+      const parent = await tempDir(rt);
+      try {
+        const dir = await rt.makeTempDir({ dir: parent, prefix: "inner-" });
+        assert.ok(dir.startsWith(join(parent, "inner-")), dir);
+        assert.equal((await rt.stat(dir))?.isDirectory, true);
+      } finally {
+        await rt.remove(parent, { recursive: true });
+      }
+    },
+  },
+  {
+    name: "process facts: env, pid, cpuCount, memoryRss, args, tempDir, shmDir",
+    fn({ rt }) {
+      assert.equal(rt.env("PATH"), process.env.PATH);
+      assert.equal(rt.env("PYPROXY_SURELY_UNSET_VARIABLE"), undefined);
+      assert.equal(rt.pid(), process.pid);
+      assert.ok(Number.isInteger(rt.cpuCount()) && rt.cpuCount() >= 1);
+      assert.ok(rt.memoryRss() > 1024 * 1024);
+      assert.ok(Array.isArray(rt.args()));
+      assert.ok(rt.tempDir().length > 0);
+      const shm = rt.shmDir();
+      assert.ok(shm === undefined || shm === "/dev/shm");
+      return Promise.resolve();
+    },
+  },
+];

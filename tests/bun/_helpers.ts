@@ -1,0 +1,51 @@
+// Helpers for the Bun suite (node:* only, so they also type-check under Deno).
+import { readFileSync } from "node:fs";
+
+/** Whether a process runs (a zombie counts as gone). */
+export function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const state = stat.slice(
+      stat.lastIndexOf(")") + 2,
+      stat.lastIndexOf(")") + 3,
+    );
+    return state !== "Z" && state !== "X";
+  } catch {
+    return false;
+  }
+}
+
+/** Polls until none of `pids` runs; throws after `timeoutMs`. */
+export async function waitGone(
+  pids: Iterable<number>,
+  timeoutMs = 5000,
+): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs;
+  let left = [...pids].filter(alive);
+  while (left.length > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+    left = left.filter(alive);
+  }
+  return left;
+}
+
+/** A model that echoes its message, or sets and reads the shared cache. */
+export const ECHO_MODEL = `
+import os
+from pyproxy import host
+
+class Echo:
+    """Echoes msg; with "cache" it round-trips msg["cache"] through host.cache."""
+
+    def __init__(self, options):
+        self.options = options
+
+    def execute(self, msg):
+        if "cache" in msg:
+            key = "bun-test:" + str(os.getpid())
+            host.cache.set(key, msg["cache"])
+            got = host.cache.get(key)
+            host.cache.delete(key)
+            return {"cached": got, "after": host.cache.get(key)}
+        return {"msg": msg, "pid": os.getpid()}
+`;

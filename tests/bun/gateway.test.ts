@@ -1,0 +1,84 @@
+// The HTTP gateway under Bun (Bun.serve through the runtime adapter).
+import { expect, test } from "bun:test";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { resolveConfig, serve } from "../../mod.ts";
+import { ECHO_MODEL, waitGone } from "./_helpers.ts";
+
+test(
+  "serve() answers /healthz and executes a model over HTTP on Bun",
+  async () => {
+    const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-gw-"));
+    let pids: number[] = [];
+    try {
+      await writeFile(join(dir, "echo.py"), ECHO_MODEL);
+      const config = resolveConfig({
+        cwd: dir,
+        cli: { port: 0, workers: 1, modelsDir: dir },
+      });
+      const server = await serve(config);
+      try {
+        pids = server.pool.status().workers.map((w) => w.pid as number);
+        expect(server.port).toBeGreaterThan(0);
+        const health = await fetch(`${server.url}/healthz`);
+        expect(health.status).toBe(200);
+        await health.body?.cancel();
+        const res = await fetch(`${server.url}/v1/models/echo/execute`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ hello: "bun" }),
+        });
+        expect(res.status).toBe(200);
+        const body = await res.json() as Record<string, unknown>;
+        expect(JSON.stringify(body)).toContain('"hello":"bun"');
+      } finally {
+        await server.shutdown();
+      }
+      expect(await waitGone(pids)).toEqual([]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+  30_000,
+);
+
+test("serve() delivers channel messages over a WebSocket on Bun", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-gw-"));
+  try {
+    await writeFile(join(dir, "echo.py"), ECHO_MODEL);
+    const config = resolveConfig({
+      cwd: dir,
+      cli: { port: 0, workers: 1, modelsDir: dir },
+    });
+    const server = await serve(config);
+    try {
+      const ws = new WebSocket(
+        `${server.url.replace("http", "ws")}/v1/channels/news`,
+      );
+      const first = new Promise<Record<string, unknown>>((resolve, reject) => {
+        ws.onmessage = (ev) => resolve(JSON.parse(String(ev.data)));
+        ws.onerror = () => reject(new Error("WebSocket failed"));
+      });
+      await new Promise<void>((resolve, reject) => {
+        ws.onopen = () => resolve();
+        ws.onclose = () => reject(new Error("WebSocket closed before opening"));
+      });
+      const res = await fetch(`${server.url}/v1/channels/news`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ headline: "bun" }),
+      });
+      expect(res.status).toBe(200);
+      await res.body?.cancel();
+      const msg = await first;
+      expect(msg.type).toBe("message");
+      expect(msg.data).toEqual({ headline: "bun" });
+      ws.close();
+    } finally {
+      await server.shutdown();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}, 30_000);

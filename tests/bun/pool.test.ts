@@ -1,0 +1,99 @@
+// The pool under Bun: workers, execute, status, eval output, spill-over,
+// shared cache, clean shutdown.
+import { expect, test } from "bun:test";
+import { CancelledError, Pool, sharedCache, spillover } from "../../mod.ts";
+import { ECHO_MODEL, waitGone } from "./_helpers.ts";
+
+test(
+  "Pool starts 2 workers on Bun, executes, reports status and leaves no process behind",
+  async () => {
+    const pool = await Pool.start({ workers: 2 });
+    const pids = new Set<number>();
+    try {
+      const status = pool.status();
+      expect(status.workers.length).toBe(2);
+      for (const w of status.workers) {
+        expect(w.state).toBe("ready");
+        expect(typeof w.pid).toBe("number");
+        pids.add(w.pid as number);
+      }
+      await pool.addModel("echo", { source: ECHO_MODEL });
+      const replies = await Promise.all(
+        Array.from(
+          { length: 20 },
+          (_, i) =>
+            pool.execute("echo", { i }) as Promise<
+              { msg: { i: number }; pid: number }
+            >,
+        ),
+      );
+      expect(replies.map((r) => r.msg.i)).toEqual(
+        Array.from({ length: 20 }, (_, i) => i),
+      );
+      for (const r of replies) expect(pids.has(r.pid)).toBe(true);
+    } finally {
+      await pool.close();
+    }
+    expect(pool.status().workers.every((w) => w.state === "stopped")).toBe(
+      true,
+    );
+    expect(await waitGone(pids)).toEqual([]);
+  },
+  30_000,
+);
+
+test("Pool eval streams output and returns the value on Bun", async () => {
+  await using pool = await Pool.start({ workers: 1 });
+  const atom = pool.eval(
+    "import sys\nprint('out')\nprint('err', file=sys.stderr)\n6 * 7",
+  );
+  const chunks: Array<{ fd: number; data: string }> = [];
+  const reading = (async () => {
+    for await (const c of atom.output) chunks.push({ fd: c.fd, data: c.data });
+  })();
+  expect(await atom.result).toBe(42);
+  await reading;
+  expect(chunks.filter((c) => c.fd === 1).map((c) => c.data).join("")).toBe(
+    "out\n",
+  );
+  expect(chunks.filter((c) => c.fd === 2).map((c) => c.data).join("")).toBe(
+    "err\n",
+  );
+}, 30_000);
+
+test("Pool execute honours an abort signal on Bun", async () => {
+  await using pool = await Pool.start({ workers: 1 });
+  await pool.addModel("slow", {
+    source:
+      "import time\nclass Slow:\n    def execute(self, msg):\n        time.sleep(5)\n        return {}\n",
+  });
+  const ac = new AbortController();
+  const call = pool.execute("slow", {}, { signal: ac.signal });
+  setTimeout(() => ac.abort(), 50);
+  await expect(call).rejects.toBeInstanceOf(CancelledError);
+}, 30_000);
+
+test(
+  "spillover round-trips a payload above the threshold through files on Bun",
+  async () => {
+    const spill = spillover({ threshold: 64 * 1024 });
+    await using pool = await Pool.start({ workers: 1, plugins: [spill] });
+    await pool.addModel("echo", { source: ECHO_MODEL });
+    const big = "x".repeat(1024 * 1024);
+    const reply = await pool.execute("echo", { big }) as {
+      msg: { big: string };
+    };
+    expect(reply.msg.big).toBe(big);
+    expect(spill.stats.spilledOut).toBeGreaterThanOrEqual(1);
+    expect(spill.stats.spilledIn).toBeGreaterThanOrEqual(1);
+    expect(spill.stats.failures).toBe(0);
+  },
+  30_000,
+);
+
+test("sharedCache serves host.cache from Python on Bun", async () => {
+  await using pool = await Pool.start({ workers: 1, plugins: [sharedCache()] });
+  await pool.addModel("echo", { source: ECHO_MODEL });
+  const reply = await pool.execute("echo", { cache: { a: [1, 2, 3] } });
+  expect(reply).toEqual({ cached: { a: [1, 2, 3] }, after: null });
+}, 30_000);

@@ -1,0 +1,206 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { fileURLToPath as fromFileUrl } from "node:url";
+import {
+  materializePythonPackage,
+  type PythonManifest,
+} from "../src/runtime/python_package.ts";
+import { denoRuntime } from "../src/runtime/deno.ts";
+import { collectPythonManifest } from "../scripts/gen_python_manifest.ts";
+import { StartError } from "../src/errors.ts";
+
+const rt = denoRuntime();
+const PYTHON_DIR = new URL("../python/", import.meta.url);
+// The files as they are now: the download tests must not depend on the
+// committed manifest being fresh (the first test checks that).
+const manifest = await collectPythonManifest();
+
+/** Serves `python/` over HTTP and counts the requests. */
+async function withFileServer(
+  fn: (base: URL, hits: () => number) => Promise<void>,
+  mangle?: (path: string, body: Uint8Array) => Uint8Array | null,
+): Promise<void> {
+  let hits = 0;
+  const root = fromFileUrl(PYTHON_DIR);
+  const server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    onListen: () => {},
+  }, async (req) => {
+    hits++;
+    const path = decodeURIComponent(new URL(req.url).pathname).replace(
+      /^\/python\//,
+      "",
+    );
+    if (path.includes("..")) return new Response("no", { status: 403 });
+    try {
+      const body = await Deno.readFile(join(root, path));
+      const out = mangle ? mangle(path, body) : body;
+      return out === null
+        ? new Response("gone", { status: 404 })
+        : new Response(out as Uint8Array<ArrayBuffer>);
+    } catch {
+      return new Response("missing", { status: 404 });
+    }
+  });
+  try {
+    await fn(
+      new URL(`http://127.0.0.1:${server.addr.port}/python/`),
+      () => hits,
+    );
+  } finally {
+    await server.shutdown();
+  }
+}
+
+async function sameFiles(dir: string, manifest: PythonManifest): Promise<void> {
+  for (const file of manifest.files) {
+    const got = await Deno.readFile(join(dir, file.path));
+    const want = await Deno.readFile(new URL(file.path, PYTHON_DIR));
+    assert.deepEqual(got, want, file.path);
+  }
+}
+
+Deno.test("materializePythonPackage returns the local python/ directory for a file: URL", async () => {
+  const dir = await materializePythonPackage(rt, PYTHON_DIR);
+  assert.equal(dir, fromFileUrl(PYTHON_DIR).replace(/\/$/, ""));
+  assert.equal(
+    await materializePythonPackage(rt, new URL("../python", import.meta.url)),
+    dir,
+  );
+});
+
+Deno.test("materializePythonPackage downloads, verifies and then reuses the cached copy", async () => {
+  const cacheDir = await Deno.makeTempDir({ prefix: "pyproxy-pkg-" });
+  try {
+    await withFileServer(async (base, hits) => {
+      const dir = await materializePythonPackage(rt, base, {
+        cacheDir,
+        manifest,
+      });
+      assert.ok(dir.startsWith(join(cacheDir, `${manifest.version}-`)), dir);
+      await sameFiles(dir, manifest);
+      assert.equal(hits(), manifest.files.length);
+      // No staging directory is left behind.
+      const names = [];
+      for await (const e of Deno.readDir(cacheDir)) names.push(e.name);
+      assert.deepEqual(names, [dir.slice(cacheDir.length + 1)]);
+
+      assert.equal(
+        await materializePythonPackage(rt, base, { cacheDir, manifest }),
+        dir,
+      );
+      assert.equal(hits(), manifest.files.length);
+    });
+  } finally {
+    await Deno.remove(cacheDir, { recursive: true });
+  }
+});
+
+Deno.test("materializePythonPackage replaces a damaged cached copy", async () => {
+  const cacheDir = await Deno.makeTempDir({ prefix: "pyproxy-pkg-" });
+  try {
+    await withFileServer(async (base, hits) => {
+      const dir = await materializePythonPackage(rt, base, {
+        cacheDir,
+        manifest,
+      });
+      const first = manifest.files[0]!;
+      await Deno.writeTextFile(join(dir, first.path), "# tampered\n");
+      assert.equal(
+        await materializePythonPackage(rt, base, { cacheDir, manifest }),
+        dir,
+      );
+      assert.equal(hits(), 2 * manifest.files.length);
+      await sameFiles(dir, manifest);
+    });
+  } finally {
+    await Deno.remove(cacheDir, { recursive: true });
+  }
+});
+
+Deno.test("materializePythonPackage fails with StartError on a missing or altered file and leaves no copy", async () => {
+  const cacheDir = await Deno.makeTempDir({ prefix: "pyproxy-pkg-" });
+  const last = manifest.files.at(-1)!.path;
+  try {
+    await withFileServer(async (base) => {
+      await assert.rejects(
+        materializePythonPackage(rt, base, { cacheDir, manifest }),
+        (err) => {
+          assert.ok(err instanceof StartError);
+          assert.match(err.message, /answered 404/);
+          return true;
+        },
+      );
+    }, (path, body) => (path === last ? null : body));
+    await withFileServer(async (base) => {
+      await assert.rejects(
+        materializePythonPackage(rt, base, { cacheDir, manifest }),
+        /does not match the manifest/,
+      );
+    }, (path, body) => (path === last ? new Uint8Array([...body, 10]) : body));
+    const names = [];
+    for await (const e of Deno.readDir(cacheDir)) names.push(e.name);
+    assert.deepEqual(names, []);
+  } finally {
+    await Deno.remove(cacheDir, { recursive: true });
+  }
+});
+
+Deno.test("materializePythonPackage downloads from fallbackUrl when a file: directory lacks the files", async () => {
+  const cacheDir = await Deno.makeTempDir({ prefix: "pyproxy-pkg-" });
+  const empty = await Deno.makeTempDir({ prefix: "pyproxy-empty-" });
+  try {
+    await withFileServer(async (fallbackUrl, hits) => {
+      const dir = await materializePythonPackage(
+        rt,
+        new URL(`file://${empty}/`),
+        { cacheDir, manifest, fallbackUrl },
+      );
+      assert.ok(dir.startsWith(cacheDir), dir);
+      assert.equal(hits(), manifest.files.length);
+      await sameFiles(dir, manifest);
+    });
+  } finally {
+    await Deno.remove(cacheDir, { recursive: true });
+    await Deno.remove(empty, { recursive: true });
+  }
+});
+
+Deno.test("materializePythonPackage refuses manifest paths outside the cache directory", async () => {
+  const evil: PythonManifest = {
+    version: "0.0.0",
+    files: [{ path: "../evil.py", size: 0, sha256: "" }],
+  };
+  await assert.rejects(
+    materializePythonPackage(rt, "https://example.invalid/python/", {
+      manifest: evil,
+      cacheDir: "/nonexistent",
+    }),
+    /bad manifest path/,
+  );
+});
+
+Deno.test("materializePythonPackage output runs under python3", async () => {
+  const cacheDir = await Deno.makeTempDir({ prefix: "pyproxy-pkg-" });
+  try {
+    await withFileServer(async (base) => {
+      const dir = await materializePythonPackage(rt, base, {
+        cacheDir,
+        manifest,
+      });
+      const { code, stderr } = await new Deno.Command("python3", {
+        args: [
+          "-c",
+          "import pyproxy_server, sys; print(pyproxy_server.__file__)",
+        ],
+        env: { PYTHONPATH: dir, PYTHONDONTWRITEBYTECODE: "1" },
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+      assert.equal(code, 0, new TextDecoder().decode(stderr));
+    });
+  } finally {
+    await Deno.remove(cacheDir, { recursive: true });
+  }
+});
