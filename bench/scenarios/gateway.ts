@@ -1,0 +1,383 @@
+/**
+ * Scenario 6: the HTTP gateway under load from a second process (wrk, or
+ * bench/load.ts without it), 32 connections, against the same echo behind
+ * `Deno.serve` in JS (the HTTP floor) and behind uvicorn+Starlette/FastAPI
+ * with as many Python processes as the gateway has workers.
+ *
+ * @module
+ */
+import { freePort, ReadyChild, waitForHttp } from "../child.ts";
+import { modelsCopy } from "../callers.ts";
+import { oneLine, SMALL_MESSAGE, summarizeRounds } from "../drivers.ts";
+import { ratioTarget } from "../targets.ts";
+import type { BenchConfig, Row, Scenario, Target } from "../types.ts";
+
+const CONNECTIONS = 32;
+const WORKERS = 2;
+const PATH = "/v1/models/echo/execute";
+const BENCH_DIR = new URL("./", new URL("../", import.meta.url)).pathname;
+const REPO_DIR = new URL("../../", import.meta.url).pathname;
+const BODY = JSON.stringify(SMALL_MESSAGE);
+
+/** A running HTTP server under test. */
+interface HttpTarget {
+  name: string;
+  url: string;
+  stop(): Promise<void>;
+}
+
+interface ServerSpec {
+  name: string;
+  start(): Promise<HttpTarget>;
+}
+
+async function which(cmd: string): Promise<string | undefined> {
+  try {
+    const out = await new Deno.Command("sh", {
+      args: ["-c", `command -v ${cmd}`],
+      stdout: "piped",
+      stderr: "null",
+    })
+      .output();
+    const path = new TextDecoder().decode(out.stdout).trim();
+    return out.success && path ? path : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function canImport(python: string, modules: string): Promise<boolean> {
+  try {
+    const out = await new Deno.Command(python, {
+      args: ["-c", `import ${modules}`],
+      stdout: "null",
+      stderr: "null",
+    })
+      .output();
+    return out.success;
+  } catch {
+    return false;
+  }
+}
+
+/** The interpreter that can import uvicorn's stack (Debian's, not pyenv's, on this machine). */
+async function uvicornPython(): Promise<string | undefined> {
+  for (const python of ["python3", "/usr/bin/python3"]) {
+    if (await canImport(python, "uvicorn, starlette, uvloop, httptools")) {
+      return python;
+    }
+  }
+  return undefined;
+}
+
+async function checkEchoHttp(url: string): Promise<void> {
+  const res = await fetch(url, {
+    method: "POST",
+    body: BODY,
+    headers: { "content-type": "application/json" },
+  });
+  const text = await res.text();
+  if (!res.ok) {
+    throw new Error(
+      `Cannot benchmark: POST ${url} → ${res.status} ${text.slice(0, 200)}`,
+    );
+  }
+  const got = JSON.parse(text);
+  if (JSON.stringify(got) !== BODY) {
+    throw new Error(`Cannot benchmark: wrong echo ${text.slice(0, 200)}`);
+  }
+}
+
+async function serveChild(
+  name: string,
+  cmd: string,
+  args: string[],
+  port: number,
+  env?: Record<string, string>,
+): Promise<HttpTarget> {
+  const child = await ReadyChild.start({
+    cmd,
+    args,
+    readyLine: false,
+    ...(env ? { env } : {}),
+  });
+  const url = `http://127.0.0.1:${port}${PATH}`;
+  try {
+    await waitForHttp(url, 30_000, {
+      method: "POST",
+      body: BODY,
+      headers: { "content-type": "application/json" },
+    }, child);
+    return { name, url, stop: () => child.kill() };
+  } catch (err) {
+    await child.kill();
+    throw err;
+  }
+}
+
+function servers(): ServerSpec[] {
+  return [
+    {
+      name: `pyproxy gateway (${WORKERS} workers)`,
+      async start() {
+        for (
+          const file of ["src/cli.ts", "src/gateway/mod.ts", "src/pool.ts"]
+        ) {
+          try {
+            await Deno.stat(REPO_DIR + file);
+          } catch {
+            throw new Error(`${file} does not exist yet`);
+          }
+        }
+        const port = freePort();
+        const dir = await modelsCopy();
+        const config = {
+          port,
+          workers: WORKERS,
+          modelsDir: dir,
+          models: [{ name: "echo", file: "echo.py" }],
+          logLevel: "warning",
+        };
+        await Deno.writeTextFile(`${dir}/pyproxy.json`, JSON.stringify(config));
+        try {
+          const t = await serveChild(
+            this.name,
+            Deno.execPath(),
+            [
+              "run",
+              "-A",
+              REPO_DIR + "mod.ts",
+              "serve",
+              "--config",
+              `${dir}/pyproxy.json`,
+            ],
+            port,
+          );
+          return {
+            ...t,
+            stop: async () => {
+              await t.stop();
+              await Deno.remove(dir, { recursive: true });
+            },
+          };
+        } catch (err) {
+          await Deno.remove(dir, { recursive: true });
+          throw err;
+        }
+      },
+    },
+    {
+      name: "Deno.serve floor (JS echo)",
+      async start() {
+        const child = await ReadyChild.start({
+          cmd: Deno.execPath(),
+          args: ["run", "-A", BENCH_DIR + "http_floor.ts"],
+        });
+        return {
+          name: this.name,
+          url: `http://127.0.0.1:${child.ready.port}${PATH}`,
+          stop: () => child.kill(),
+        };
+      },
+    },
+    uvicornSpec(`uvicorn+Starlette (${WORKERS} procs)`, "app", "starlette"),
+    uvicornSpec(`uvicorn+FastAPI (${WORKERS} procs)`, "fastapi_app", "fastapi"),
+  ];
+}
+
+function uvicornSpec(name: string, app: string, module: string): ServerSpec {
+  return {
+    name,
+    async start() {
+      const python = await uvicornPython();
+      if (python === undefined) {
+        throw new Error(
+          "uvicorn/starlette/uvloop/httptools are not importable (apt-get install python3-uvicorn python3-starlette python3-uvloop python3-httptools)",
+        );
+      }
+      if (!(await canImport(python, module))) {
+        throw new Error(`${module} is not importable by ${python}`);
+      }
+      const port = freePort();
+      return serveChild(name, python, [
+        "-m",
+        "uvicorn",
+        `uvicorn_app:${app}`,
+        "--app-dir",
+        BENCH_DIR,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        String(port),
+        "--workers",
+        String(WORKERS),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+      ], port);
+    },
+  };
+}
+
+/** Runs one load round from a separate process. */
+async function loadRound(
+  url: string,
+  seconds: number,
+): Promise<Record<string, number>> {
+  const wrk = await which("wrk");
+  if (wrk !== undefined) {
+    const out = await new Deno.Command(wrk, {
+      args: [
+        "-t2",
+        `-c${CONNECTIONS}`,
+        `-d${seconds}s`,
+        "-s",
+        BENCH_DIR + "wrk_post.lua",
+        url,
+      ],
+      env: { BENCH_BODY: BODY },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    const line = text.split("\n").find((l) => l.startsWith("WRK_JSON "));
+    if (line === undefined) {
+      throw new Error(`Cannot parse wrk output: ${text.slice(0, 300)}`);
+    }
+    const r = JSON.parse(line.slice(9));
+    if (r.errors + r.non2xx > r.requests / 100) {
+      throw new Error(`too many errors: ${line}`);
+    }
+    return {
+      "req/s": r.requests / (r.duration_us / 1e6),
+      "p50 ms": r.p50_us / 1000,
+      "p99 ms": r.p99_us / 1000,
+    };
+  }
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      BENCH_DIR + "load.ts",
+      "--url",
+      url,
+      "--connections",
+      String(CONNECTIONS),
+      "--duration",
+      String(seconds),
+      "--body",
+      BODY,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  const line = text.split("\n").find((l) => l.startsWith("LOAD_JSON "));
+  if (line === undefined) {
+    throw new Error(`Cannot parse load.ts output: ${text.slice(0, 300)}`);
+  }
+  const r = JSON.parse(line.slice(10));
+  if (r.errors + r.non2xx > r.requests / 100) {
+    throw new Error(`too many errors: ${line}`);
+  }
+  return { "req/s": r["req/s"], "p50 ms": r["p50 ms"], "p99 ms": r["p99 ms"] };
+}
+
+/**
+ * Gateway throughput and tail latency.
+ *
+ * @example
+ * ```ts ignore
+ * const rows = await gateway.run({ rounds: 3, roundMs: 1000, quick: true });
+ * ```
+ */
+export const gateway: Scenario = {
+  id: "gateway",
+  title:
+    `HTTP gateway (POST ${PATH}, ${CONNECTIONS} connections, load from a separate process)`,
+  async run(config: BenchConfig): Promise<Row[]> {
+    const seconds = config.quick ? 1 : 2;
+    const loader = (await which("wrk")) ? "wrk" : "bench/load.ts";
+    const running: Array<
+      {
+        spec: ServerSpec;
+        target?: HttpTarget;
+        rounds: Record<string, number>[];
+        skipped?: string;
+      }
+    > = [];
+    try {
+      for (const spec of servers()) {
+        const entry: (typeof running)[number] = { spec, rounds: [] };
+        running.push(entry);
+        try {
+          entry.target = await spec.start();
+          await checkEchoHttp(entry.target.url);
+          await loadRound(entry.target.url, 1); // warm-up
+        } catch (err) {
+          entry.skipped = oneLine(err);
+          await entry.target?.stop().catch(() => {});
+          delete entry.target;
+        }
+      }
+      for (let round = 0; round < config.rounds; round++) {
+        for (const entry of running) {
+          if (entry.target === undefined) continue;
+          try {
+            entry.rounds.push(await loadRound(entry.target.url, seconds));
+          } catch (err) {
+            entry.skipped = `failed in round ${round + 1}: ${oneLine(err)}`;
+            await entry.target.stop().catch(() => {});
+            delete entry.target;
+          }
+        }
+      }
+    } finally {
+      for (const entry of running) await entry.target?.stop().catch(() => {});
+    }
+    return running.map((e, i) =>
+      e.skipped !== undefined
+        ? { name: e.spec.name, metrics: {}, skipped: e.skipped }
+        : {
+          name: e.spec.name,
+          metrics: summarizeRounds(e.rounds),
+          ...(i === 0
+            ? { note: `load generator: ${loader}, ${seconds} s rounds` }
+            : {}),
+        }
+    );
+  },
+  targets(rows: Row[]): Target[] {
+    const gw = `pyproxy gateway (${WORKERS} workers)`;
+    return [
+      ratioTarget(rows, {
+        label: "gateway p99 < uvicorn+Starlette p99",
+        num: gw,
+        den: `uvicorn+Starlette (${WORKERS} procs)`,
+        metric: "p99 ms",
+        threshold: 1,
+        op: "<",
+      }),
+      ratioTarget(rows, {
+        label: "gateway ≥ 1.2x uvicorn+Starlette",
+        num: gw,
+        den: `uvicorn+Starlette (${WORKERS} procs)`,
+        metric: "req/s",
+        threshold: 1.2,
+      }),
+      ratioTarget(rows, {
+        label: "gateway ≥ 2x uvicorn+FastAPI",
+        num: gw,
+        den: `uvicorn+FastAPI (${WORKERS} procs)`,
+        metric: "req/s",
+        threshold: 2,
+      }),
+    ];
+  },
+  timeoutMs: (config) =>
+    120_000 + config.rounds * 4 * (config.quick ? 1 : 2) * 1000 * 2,
+};

@@ -1,0 +1,69 @@
+/**
+ * Scenario 1: one call in flight; calls/s, p50, p99.
+ *
+ * @module
+ */
+import {
+  floorCaller,
+  poolCaller,
+  sessionCaller,
+  stdioCaller,
+} from "../callers.ts";
+import {
+  checkEcho,
+  measureWindow,
+  runInterleaved,
+  SMALL_MESSAGE,
+} from "../drivers.ts";
+import { ratioTarget } from "../targets.ts";
+import type { Scenario, Target } from "../types.ts";
+
+const PYPROXY = ["pyproxy Session", "pyproxy Pool (1 worker)"];
+
+/**
+ * Sequential execute of the echo model with a ~100 byte message.
+ *
+ * @example
+ * ```ts ignore
+ * const rows = await sequential.run({ rounds: 5, roundMs: 1000, quick: false });
+ * ```
+ */
+export const sequential: Scenario = {
+  id: "sequential",
+  title: "sequential execute (1 in flight, ~100 B echo)",
+  run(config) {
+    return runInterleaved(
+      [
+        sessionCaller("echo"),
+        poolCaller("echo"),
+        floorCaller("echo"),
+        stdioCaller("echo"),
+      ],
+      config,
+      {
+        check: (c) => checkEcho(c, SMALL_MESSAGE),
+        measure: (c) => measureWindow(c, 1, config.roundMs, SMALL_MESSAGE),
+      },
+    );
+  },
+  targets(rows): Target[] {
+    return PYPROXY.flatMap((name) => [
+      ratioTarget(rows, {
+        label: `${name} calls/s ≥ 1.0x stdio`,
+        num: name,
+        den: "stdio",
+        metric: "calls/s",
+        threshold: 1,
+      }),
+      ratioTarget(rows, {
+        label: `${name} p99 < 2x stdio p99`,
+        num: name,
+        den: "stdio",
+        metric: "p99 ms",
+        threshold: 2,
+        op: "<",
+      }),
+    ]);
+  },
+  timeoutMs: (config) => 60_000 + config.rounds * config.roundMs * 4 * 2,
+};

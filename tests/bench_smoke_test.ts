@@ -1,0 +1,127 @@
+/**
+ * Keeps the benchmark references honest: the floor (our frame format, no
+ * machinery) and the stdio baseline must answer correctly, in order and out
+ * of order, small and large. Timings are never asserted.
+ */
+import assert from "node:assert/strict";
+import { FloorClient, startFloorServer } from "../bench/floor_client.ts";
+import { StdioClient } from "../bench/stdio_client.ts";
+import { summarize } from "../bench/stats.ts";
+import { ReadyChild } from "../bench/child.ts";
+import { runLoad } from "../bench/load.ts";
+
+const MODELS = new URL("../bench/models/", import.meta.url).pathname;
+
+function messages(n: number): Array<Record<string, unknown>> {
+  return Array.from(
+    { length: n },
+    (_, i) => ({ i, text: `message ${i} ✓`, nested: { values: [i, i * 2] } }),
+  );
+}
+
+Deno.test("FloorClient echoes sequential and pipelined calls through floor_server.py", async () => {
+  await using server = await startFloorServer({ model: MODELS + "echo.py" });
+  const client = await FloorClient.connect({
+    port: server.ready.port as number,
+  });
+  try {
+    assert.equal(await client.request("ping"), "pong");
+    for (const msg of messages(5)) {
+      assert.deepEqual(await client.execute("echo", msg), msg);
+    }
+    const batch = messages(64);
+    assert.deepEqual(
+      await Promise.all(batch.map((m) => client.execute("echo", m))),
+      batch,
+    );
+    const big = { data: "y".repeat(300_000) };
+    assert.deepEqual(await client.execute("echo", big), big);
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("FloorClient works over a Unix socket", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await using server = await startFloorServer({
+      model: MODELS + "echo.py",
+      unix: `${dir}/floor.sock`,
+    });
+    assert.equal(server.ready.unix, `${dir}/floor.sock`);
+    const client = await FloorClient.connect({ path: `${dir}/floor.sock` });
+    try {
+      const batch = messages(16);
+      assert.deepEqual(
+        await Promise.all(batch.map((m) => client.execute("echo", m))),
+        batch,
+      );
+    } finally {
+      await client.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("StdioClient echoes sequential and pipelined calls through stdio_worker.py", async () => {
+  await using client = await StdioClient.start({ model: MODELS + "echo.py" });
+  for (const msg of messages(5)) {
+    assert.deepEqual(await client.execute("echo", msg), msg);
+  }
+  const batch = messages(64);
+  assert.deepEqual(
+    await Promise.all(batch.map((m) => client.execute("echo", m))),
+    batch,
+  );
+  const big = { data: "z".repeat(300_000) };
+  assert.deepEqual(await client.execute("echo", big), big);
+});
+
+Deno.test("StdioClient runs the CPU-bound model", async () => {
+  await using client = await StdioClient.start({
+    model: MODELS + "cpu_model.py",
+  });
+  const n = 1000;
+  const expected = Array.from({ length: n }, (_, i) => i * i).reduce(
+    (a, b) => a + b,
+    0,
+  );
+  assert.deepEqual(await client.execute("cpu", { n }), { n, total: expected });
+});
+
+Deno.test("summarize gives median, min and max over rounds", () => {
+  assert.deepEqual(summarize([5, 1, 3]), { median: 3, min: 1, max: 5, n: 3 });
+  assert.deepEqual(summarize([4, 1, 3, 2]), {
+    median: 2.5,
+    min: 1,
+    max: 4,
+    n: 4,
+  });
+});
+
+Deno.test("runLoad drives the Deno.serve HTTP floor with keep-alive POSTs", async () => {
+  await using floor = await ReadyChild.start({
+    cmd: Deno.execPath(),
+    args: [
+      "run",
+      "-A",
+      new URL("../bench/http_floor.ts", import.meta.url).pathname,
+    ],
+  });
+  const url = `http://127.0.0.1:${floor.ready.port}/v1/models/echo/execute`;
+  const res = await fetch(url, {
+    method: "POST",
+    body: JSON.stringify({ a: 1 }),
+  });
+  assert.deepEqual(await res.json(), { a: 1 });
+  const result = await runLoad({
+    url,
+    connections: 4,
+    requests: 40,
+    body: JSON.stringify({ a: 1 }),
+  });
+  assert.equal(result.requests, 40);
+  assert.equal(result.errors, 0);
+  assert.equal(result.non2xx, 0);
+});
