@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs every test suite (Deno, Python, Bun), keeps going when one fails, and
+# ends with one line "N passed, N failed" (what CI reads).
+set -u
+cd "$(dirname "$0")/.."
+export NO_COLOR=1
+log_dir=$(mktemp -d)
+trap 'rm -rf "$log_dir"' EXIT
+status=0
+
+echo "== deno test =="
+deno test -A --parallel tests/ 2>&1 | tee "$log_dir/deno.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+echo "== python unittest =="
+python3 -m unittest discover -s python/tests -t python 2>&1 | tee "$log_dir/python.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+if command -v bun >/dev/null 2>&1 && [ -d tests/bun ]; then
+  echo "== bun test =="
+  # Bun resolves npm packages from node_modules (package.json mirrors deno.json).
+  bun install --frozen-lockfile >/dev/null 2>&1 || bun install >/dev/null 2>&1 || echo "warning: bun install failed"
+  bun test tests/bun/ 2>&1 | tee "$log_dir/bun.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+else
+  echo "== bun test: skipped (bun not installed) =="
+  : > "$log_dir/bun.log"
+fi
+
+python3 - "$log_dir" "$status" <<'PY'
+import re, sys, pathlib
+d = pathlib.Path(sys.argv[1])
+passed = failed = 0
+deno = (d / "deno.log").read_text(errors="replace")
+m = re.findall(r"^(?:ok|FAILED) \| (\d+) passed.*?\| (\d+) failed", deno, re.M)
+if m:
+    passed += int(m[-1][0]); failed += int(m[-1][1])
+elif int(sys.argv[2]):
+    failed += 1  # the runner itself failed before its summary
+py = (d / "python.log").read_text(errors="replace")
+ran = re.findall(r"^Ran (\d+) tests?", py, re.M)
+if ran:
+    total = int(ran[-1])
+    f = sum(int(x) for x in re.findall(r"(?:failures|errors)=(\d+)", py.splitlines()[-1] if py.splitlines() else ""))
+    s = re.search(r"skipped=(\d+)", py.splitlines()[-1]) if py.splitlines() else None
+    skipped = int(s.group(1)) if s else 0
+    passed += total - f - skipped; failed += f
+else:
+    failed += 1
+bun = (d / "bun.log").read_text(errors="replace")
+bp = re.findall(r"^\s*(\d+) pass\s*$", bun, re.M)
+bf = re.findall(r"^\s*(\d+) fail\s*$", bun, re.M)
+if bp: passed += int(bp[-1])
+if bf: failed += int(bf[-1])
+print(f"{passed} passed, {failed} failed")
+PY
+exit $status
