@@ -9,7 +9,16 @@
 import { ConfigError } from "../src/errors.ts";
 import type { Plugin, PluginContext } from "../src/plugin.ts";
 
-/** Backoff of {@linkcode ReconnectOptions}. */
+/**
+ * Backoff of {@linkcode ReconnectOptions}.
+ *
+ * @example
+ * ```ts
+ * import { reconnect } from "./reconnect.ts";
+ * const policy = reconnect({ backoff: { initial: 50, max: 2000, factor: 2, jitter: 0.1 } });
+ * console.log(policy.name); // "reconnect"
+ * ```
+ */
 export interface ReconnectBackoff {
   /** First delay in ms. @default {100} */
   initial?: number;
@@ -21,11 +30,20 @@ export interface ReconnectBackoff {
   jitter?: number;
 }
 
-/** Options of {@linkcode reconnect}. */
+/**
+ * Options of {@linkcode reconnect}.
+ *
+ * @example
+ * ```ts
+ * import { reconnect } from "./reconnect.ts";
+ * const policy = reconnect({ heartbeatInterval: 500, heartbeatTimeout: 2000, maxCrashes: 3, crashWindow: 30_000 });
+ * console.log(policy.name); // "reconnect"
+ * ```
+ */
 export interface ReconnectOptions {
   /** How often ready workers are pinged, in ms (0 disables heartbeats). @default {1000} */
   heartbeatInterval?: number;
-  /** A worker that does not answer a heartbeat within this many ms is killed and replaced. @default {3000} */
+  /** A worker that does not answer a heartbeat within this many ms, and sent or received no bytes meanwhile, is killed and replaced. @default {3000} */
   heartbeatTimeout?: number;
   /** Restart delays. */
   backoff?: ReconnectBackoff;
@@ -85,7 +103,7 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
   const probing = new Set<string>();
   let timer: ReturnType<typeof setInterval> | undefined;
 
-  /** Pings a worker; kills it if the same process stays silent. */
+  /** Pings a worker; kills it if the same process stays silent (no answer and no bytes). */
   const probe = async (
     ctx: PluginContext,
     id: string,
@@ -96,7 +114,18 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
     if (probing.has(id) || pid === null) return;
     probing.add(id);
     try {
+      const start = Date.now();
       if (await ctx.ping(id, timeoutMs)) return;
+      // The ping may sit behind a large message in either direction: bytes
+      // moving during the wait prove the worker alive.
+      const last = ctx.lastActivity(id);
+      if (last !== undefined && last >= start) {
+        ctx.logger.debug(
+          "worker {id} answered no ping within {timeoutMs} ms but is busy with I/O",
+          { id, timeoutMs },
+        );
+        return;
+      }
       const now = ctx.workers().find((w) => w.id === id);
       if (
         ctx.closing || now === undefined || now.pid !== pid ||

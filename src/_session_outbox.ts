@@ -1,42 +1,71 @@
 /**
- * The write side of a `Session`: messages queued during one microtask are
- * encoded, signed and framed as one batch and written with one write.
+ * The write side of a `Session`: messages are queued and written in batches,
+ * one write per batch. A batch is flushed at the end of the microtask that
+ * queued the first message when the socket is idle; while a write is in
+ * flight, messages accumulate and go out as the next batch as soon as it
+ * resolves (so callers that send one message per task still share writes).
  *
  * @module
  */
 import { DEFAULT_MAX_FRAME_SIZE } from "./protocol/frame.ts";
-import { FrameEncoderStream } from "./protocol/frame_encoder_stream.ts";
-import { JsonEncoderStream } from "./protocol/json_encoder_stream.ts";
+import { encodeFrames } from "./protocol/frame_encoder_stream.ts";
+import { encodeJsonBatch } from "./protocol/json_encoder_stream.ts";
 import { createMd5 } from "./protocol/md5.ts";
-import { Md5SignerStream } from "./protocol/md5_signer_stream.ts";
+import { signPayloads } from "./protocol/md5_signer_stream.ts";
 import type { SessionMessage } from "./session_types.ts";
 
 type Outgoing = string | Uint8Array;
 
-/** Queues outgoing messages and flushes them once per microtask. */
+/** A write this large outlasts the socket buffers: its progress shows the peer is reading. */
+const LARGE_WRITE = 1024 * 1024;
+
+/** Queues outgoing messages and writes them in batches, one write at a time. */
 export class Outbox {
   /** The largest payload the peer accepts (from its `auth` reply). */
   maxFrameSize: number = DEFAULT_MAX_FRAME_SIZE;
-  #writer: WritableStreamDefaultWriter<Outgoing[]>;
-  #done: Promise<void>;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #done: PromiseWithResolvers<void> = Promise.withResolvers();
   #queue: Outgoing[] = [];
   #scheduled = false;
+  #writing: Promise<void> | undefined;
+  #writingLarge = false;
+  #lastLargeWrite = 0;
   #closed = false;
   #onError: (err: unknown) => void;
+  // Same hasher and encoder functions as the protocol streams, without their plumbing.
+  #md5 = createMd5();
+  #text = new TextEncoder();
   #flush = (): void => this.#flushQueue();
+  #written = (): void => {
+    this.#writing = undefined;
+    if (this.#writingLarge) {
+      this.#writingLarge = false;
+      this.#lastLargeWrite = Date.now();
+    }
+    if (this.#queue.length > 0) this.#flushQueue();
+  };
+  #failed = (err: unknown): void => {
+    this.#writing = undefined;
+    this.#writingLarge = false;
+    this.#done.resolve();
+    this.#onError(err);
+  };
 
   constructor(
     writable: WritableStream<Uint8Array>,
     onError: (err: unknown) => void,
   ) {
     this.#onError = onError;
-    const encoder = new JsonEncoderStream();
-    this.#writer = encoder.writable.getWriter();
-    this.#done = encoder.readable
-      .pipeThrough(new Md5SignerStream({ md5: createMd5() }))
-      .pipeThrough(new FrameEncoderStream())
-      .pipeTo(writable)
-      .catch(onError);
+    this.#writer = writable.getWriter();
+  }
+
+  /**
+   * When the peer last proved it reads: now while a large write is in flight,
+   * else when the last one completed (0: never). Small writes prove nothing
+   * (the kernel buffers them for a peer that reads nothing).
+   */
+  get lastProgress(): number {
+    return this.#writingLarge ? Date.now() : this.#lastLargeWrite;
   }
 
   /**
@@ -73,7 +102,7 @@ export class Outbox {
       item = bytes;
     }
     this.#queue.push(item);
-    if (!this.#scheduled) {
+    if (!this.#scheduled && this.#writing === undefined) {
       this.#scheduled = true;
       queueMicrotask(this.#flush);
     }
@@ -82,10 +111,22 @@ export class Outbox {
 
   #flushQueue(): void {
     this.#scheduled = false;
-    if (this.#queue.length === 0 || this.#closed) return;
+    if (
+      this.#queue.length === 0 || this.#closed || this.#writing !== undefined
+    ) return;
     const batch = this.#queue;
     this.#queue = [];
-    this.#writer.write(batch).catch(this.#onError);
+    let bytes: Uint8Array;
+    try {
+      bytes = encodeFrames(
+        signPayloads(encodeJsonBatch(batch, this.#text), this.#md5),
+      );
+    } catch (err) {
+      this.#failed(err);
+      return;
+    }
+    this.#writingLarge = bytes.length >= LARGE_WRITE;
+    this.#writing = this.#writer.write(bytes).then(this.#written, this.#failed);
   }
 
   /**
@@ -97,17 +138,20 @@ export class Outbox {
     if (this.#closed) return;
     this.#closed = true;
     this.#queue = [];
-    this.#writer.close().catch(() => {});
+    const closing = (this.#writing ?? Promise.resolve())
+      .then(() => this.#writer.close())
+      .catch(() => {});
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
-      this.#done,
+      closing,
       new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))),
     ]);
     clearTimeout(timer);
+    this.#done.resolve();
   }
 
-  /** Settles once the write pipe ended (never rejects). */
+  /** Settles once the write side is closed or failed (never rejects). */
   get done(): Promise<void> {
-    return this.#done;
+    return this.#done.promise;
   }
 }

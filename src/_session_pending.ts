@@ -3,6 +3,7 @@
  *
  * @module
  */
+import type { Deadlines } from "./_session_deadlines.ts";
 import type { SessionMessage } from "./session_types.ts";
 
 /**
@@ -10,7 +11,10 @@ import type { SessionMessage } from "./session_types.ts";
  * (`handleEvent`), so a request with a signal costs no extra closure.
  */
 export class Pending {
-  timer: ReturnType<typeof setTimeout> | undefined;
+  /** Where its timeout is tracked, if it has one. */
+  deadlines: Deadlines<Pending> | undefined;
+  /** Its slot in `deadlines` (-1: none). */
+  slot = -1;
   timeout = 0;
   signal: AbortSignal | undefined;
 
@@ -29,7 +33,7 @@ export class Pending {
 
   /** Stops the timer and the abort listener. */
   dispose(): void {
-    if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.slot >= 0) this.deadlines!.remove(this);
     this.signal?.removeEventListener("abort", this);
   }
 }

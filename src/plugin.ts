@@ -7,17 +7,45 @@
  *
  * @module
  */
-import type { Logger } from "@logtape/logtape";
+import type { Logger } from "./logger.ts";
 import { ConfigError, PluginError } from "./errors.ts";
 import type { Runtime } from "./runtime/types.ts";
 import type { Session, SessionConnectOptions } from "./session.ts";
 import type { Pool } from "./pool.ts";
 import type { WorkerInfo } from "./worker.ts";
 
-/** A message on the wire (request, reply or event), as a plain object. */
+/**
+ * A message on the wire (request, reply or event), as a plain object.
+ *
+ * @example
+ * ```ts
+ * import type { Plugin, WireMessage } from "./plugin.ts";
+ * const tagger: Plugin = {
+ *   name: "tagger",
+ *   onRequest(msg: WireMessage): WireMessage {
+ *     return { ...msg, tag: "from-ts" };
+ *   },
+ * };
+ * console.log(tagger.name);
+ * ```
+ */
 export type WireMessage = Record<string, unknown>;
 
-/** What `onRequest` / `onReply` receive besides the message. */
+/**
+ * What `onRequest` / `onReply` receive besides the message.
+ *
+ * @example
+ * ```ts
+ * import type { Plugin } from "./plugin.ts";
+ * const tracer: Plugin = {
+ *   name: "tracer",
+ *   onReply(msg, mc) {
+ *     mc.plugin.logger.debug("Reply from {worker}", { worker: mc.worker.id, id: msg.id });
+ *   },
+ * };
+ * console.log(tracer.name);
+ * ```
+ */
 export interface MessageContext {
   /** The worker the session belongs to (a live view: fields change over time). */
   worker: WorkerInfo;
@@ -27,13 +55,38 @@ export interface MessageContext {
   plugin: PluginContext;
 }
 
-/** Handles a Python → host command (see protocol §7). The return value is the reply. */
+/**
+ * Handles a Python → host command (see protocol §7). The return value is the reply.
+ *
+ * @example
+ * ```ts
+ * import type { HostHandler, Plugin } from "./plugin.ts";
+ * // Python calls it with host.call("time.now", {}).
+ * const now: HostHandler = () => ({ now: Date.now() });
+ * const clock: Plugin = { name: "clock", handlers: { "time.now": now } };
+ * console.log(Object.keys(clock.handlers ?? {})); // ["time.now"]
+ * ```
+ */
 export type HostHandler = (
   args: unknown,
   call: { worker: WorkerInfo; session: Session; signal: AbortSignal },
 ) => unknown | Promise<unknown>;
 
-/** `onWorkerStart`: the worker is connected; models are not replayed yet and it takes no traffic. */
+/**
+ * `onWorkerStart`: the worker is connected; models are not replayed yet and it takes no traffic.
+ *
+ * @example
+ * ```ts
+ * import type { Plugin } from "./plugin.ts";
+ * const warmup: Plugin = {
+ *   name: "warmup",
+ *   onWorkerStart(ev, ctx) {
+ *     ctx.logger.info("Worker {id} started (restart: {restart})", { id: ev.worker.id, restart: ev.restart });
+ *   },
+ * };
+ * console.log(warmup.name);
+ * ```
+ */
 export interface WorkerStartEvent {
   /** The worker. */
   worker: WorkerInfo;
@@ -43,7 +96,21 @@ export interface WorkerStartEvent {
   restart: boolean;
 }
 
-/** `onWorkerExit`: the worker's process ended (or never got ready). */
+/**
+ * `onWorkerExit`: the worker's process ended (or never got ready).
+ *
+ * @example
+ * ```ts
+ * import type { Plugin } from "./plugin.ts";
+ * const alert: Plugin = {
+ *   name: "alert",
+ *   onWorkerExit(ev, ctx) {
+ *     if (!ev.intentional) ctx.logger.warn("Worker {id} died: {reason}", { id: ev.worker.id, reason: ev.reason });
+ *   },
+ * };
+ * console.log(alert.name);
+ * ```
+ */
 export interface WorkerExitEvent {
   /** The worker (its `state` is already `stopped`, `failed`, ...). */
   worker: WorkerInfo;
@@ -57,7 +124,21 @@ export interface WorkerExitEvent {
   intentional: boolean;
 }
 
-/** `onTimeout`: a call on a worker exceeded its timeout (the Session already sent `cancel`). */
+/**
+ * `onTimeout`: a call on a worker exceeded its timeout (the Session already sent `cancel`).
+ *
+ * @example
+ * ```ts
+ * import type { Plugin } from "./plugin.ts";
+ * const timeouts: Plugin = {
+ *   name: "timeouts",
+ *   onTimeout(ev, ctx) {
+ *     ctx.logger.warn("{cmd} exceeded {ms} ms", { cmd: ev.cmd, ms: ev.timeoutMs });
+ *   },
+ * };
+ * console.log(timeouts.name);
+ * ```
+ */
 export interface TimeoutEvent {
   /** The worker that ran the call. */
   worker: WorkerInfo;
@@ -67,7 +148,21 @@ export interface TimeoutEvent {
   timeoutMs: number;
 }
 
-/** Options of {@linkcode PluginContext.restartWorker}. */
+/**
+ * Options of {@linkcode PluginContext.restartWorker}.
+ *
+ * @example
+ * ```ts
+ * import type { Plugin } from "./plugin.ts";
+ * const restartSlowly: Plugin = {
+ *   name: "restartSlowly",
+ *   onWorkerExit(ev, ctx) {
+ *     if (!ev.intentional) ctx.restartWorker(ev.worker.id, { delayMs: 1000, reason: ev.reason });
+ *   },
+ * };
+ * console.log(restartSlowly.name);
+ * ```
+ */
 export interface RestartWorkerOptions {
   /** Wait this long before spawning the new process. @default {0} */
   delayMs?: number;
@@ -78,6 +173,18 @@ export interface RestartWorkerOptions {
 /**
  * What every hook receives: the pool, its runtime and logger, and the worker
  * controls a supervision policy (like `reconnect()`) needs.
+ *
+ * @example
+ * ```ts
+ * import type { Plugin } from "./plugin.ts";
+ * const census: Plugin = {
+ *   name: "census",
+ *   onPoolStart(ctx) {
+ *     ctx.logger.info("{n} workers", { n: ctx.workers().length });
+ *   },
+ * };
+ * console.log(census.name);
+ * ```
  */
 export interface PluginContext {
   /** The pool. */
@@ -102,6 +209,13 @@ export interface PluginContext {
   killWorker(id: string, signal?: "SIGTERM" | "SIGKILL", reason?: string): void;
   /** Pings a ready worker; `true` when it answered within `timeoutMs`. Never throws. */
   ping(id: string, timeoutMs: number): Promise<boolean>;
+  /**
+   * When the worker's connection last showed signs of life, in `Date.now()`
+   * milliseconds (see `Session.lastActivity`: bytes received, or now while a
+   * message is being written or received); `undefined` without a connection.
+   * A worker busy with a large message answers pings late but is alive.
+   */
+  lastActivity(id: string): number | undefined;
 }
 
 /**
@@ -165,13 +279,35 @@ export interface Plugin {
   handlers?: Record<string, HostHandler>;
 }
 
-/** A plugin factory: `reconnect(options)`, `spillover(options)`, ... */
+/**
+ * A plugin factory: `reconnect(options)`, `spillover(options)`, ...
+ *
+ * @example
+ * ```ts
+ * import type { Plugin, PluginFactory } from "./plugin.ts";
+ * const logRequests: PluginFactory<{ prefix?: string }> = (options = {}): Plugin => ({
+ *   name: "logRequests",
+ *   onRequest(msg) {
+ *     console.log(options.prefix ?? ">", msg.cmd);
+ *   },
+ * });
+ * console.log(logRequests({ prefix: "->" }).name); // "logRequests"
+ * ```
+ */
 export type PluginFactory<O = unknown> = (options?: O) => Plugin;
 
 /**
  * How a pool's plugin list is given: an array adds to the defaults (same
  * name replaces a default); the object form can drop all defaults
  * (`defaults: false`) or some of them (`remove`).
+ *
+ * @example
+ * ```ts
+ * import type { PluginsOption } from "./plugin.ts";
+ * // Keep the defaults but the spillover plugin, and add one plugin.
+ * const plugins: PluginsOption = { remove: ["spillover"], use: [{ name: "mine" }] };
+ * console.log(plugins);
+ * ```
  */
 export type PluginsOption = Plugin[] | {
   /** Start from the default plugins. @default {true} */
@@ -182,7 +318,16 @@ export type PluginsOption = Plugin[] | {
   remove?: string[];
 };
 
-/** The lifecycle hooks {@linkcode PluginHost.run} can run. */
+/**
+ * The lifecycle hooks {@linkcode PluginHost.run} can run.
+ *
+ * @example
+ * ```ts
+ * import type { LifecycleHook } from "./plugin.ts";
+ * const hook: LifecycleHook = "onWorkerExit";
+ * console.log(hook);
+ * ```
+ */
 export type LifecycleHook =
   | "onPoolStart"
   | "onPoolClose"
@@ -195,7 +340,18 @@ export type LifecycleHook =
 type SessionMiddlewares = NonNullable<SessionConnectOptions["middleware"]>;
 type SessionHandlers = NonNullable<SessionConnectOptions["handlers"]>;
 
-/** Options of {@linkcode PluginHost}. */
+/**
+ * Options of {@linkcode PluginHost}.
+ *
+ * @example
+ * ```ts
+ * import { PluginHost } from "./plugin.ts";
+ * const host = new PluginHost([{ name: "noop" }], {
+ *   onError: (error, plugin, hook) => console.error(plugin, hook, error.message),
+ * });
+ * console.log(host instanceof PluginHost); // true
+ * ```
+ */
 export interface PluginHostOptions {
   /** Called with every error a lifecycle hook threw (already wrapped in a `PluginError`). */
   onError?: (error: PluginError, plugin: string, hook: string) => void;
@@ -329,7 +485,7 @@ export class PluginHost {
    */
   middleware(
     mc: Omit<MessageContext, "session"> & { session?: Session },
-  ): SessionMiddlewares {
+  ): NonNullable<SessionConnectOptions["middleware"]> {
     const out: SessionMiddlewares = [];
     const ctx = mc as MessageContext;
     for (const plugin of this.#plugins) {
@@ -355,7 +511,9 @@ export class PluginHost {
   }
 
   /** The Session handlers of every plugin, each told which worker it runs for. */
-  handlers(worker: WorkerInfo): SessionHandlers {
+  handlers(
+    worker: WorkerInfo,
+  ): NonNullable<SessionConnectOptions["handlers"]> {
     const out: SessionHandlers = {};
     for (const plugin of this.#plugins) {
       const own = plugin.handlers;

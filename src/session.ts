@@ -5,25 +5,28 @@
  *
  * @module
  */
-import { getLogger, type Logger } from "@logtape/logtape";
+import { getLogger } from "@logtape/logtape";
+import type { Logger } from "./logger.ts";
 import { createHmac } from "node:crypto";
 import {
   AuthenticationError,
   CancelledError,
   ConnectionLostError,
   errorFromWire,
+  OverloadedError,
   PluginError,
   ProtocolError,
   TimeoutError,
 } from "./errors.ts";
 import { DEFAULT_MAX_FRAME_SIZE, VERSION } from "./protocol/frame.ts";
-import { FrameDecoderStream } from "./protocol/frame_decoder_stream.ts";
-import { JsonDecoderStream } from "./protocol/json_decoder_stream.ts";
+import { FrameDecoder } from "./protocol/frame_decoder.ts";
+import { parsePayload } from "./protocol/json_decoder_stream.ts";
 import { createMd5 } from "./protocol/md5.ts";
-import { Md5VerifierStream } from "./protocol/md5_verifier_stream.ts";
+import { verifyFrame } from "./protocol/md5_verifier_stream.ts";
 import { defaultRuntime } from "./runtime/mod.ts";
 import type { Connection, ConnectTarget, Runtime } from "./runtime/types.ts";
 import { HostCommands, wireError } from "./_session_host_commands.ts";
+import { Deadlines } from "./_session_deadlines.ts";
 import { Outbox } from "./_session_outbox.ts";
 import { Pending } from "./_session_pending.ts";
 import type {
@@ -49,7 +52,17 @@ export type {
   SessionMiddleware,
 } from "./session_types.ts";
 
-/** Options of {@linkcode Session.connect}. Give `port` (TCP) or `path` (Unix socket). */
+/**
+ * Options of {@linkcode Session.connect}. Give `port` (TCP) or `path` (Unix socket).
+ *
+ * @example
+ * ```ts
+ * import type { SessionConnectOptions } from "./session.ts";
+ * const options: SessionConnectOptions = { hostname: "127.0.0.1", port: 40123, secret: "from-the-ready-line" };
+ * console.log(options.port);
+ * // const session = await Session.connect(options);
+ * ```
+ */
 export interface SessionConnectOptions {
   /**
    * TCP host.
@@ -92,6 +105,13 @@ export interface SessionConnectOptions {
    * @default {10000}
    */
   connectTimeout?: number;
+  /**
+   * The most requests in flight at once; one more rejects at once with an
+   * `OverloadedError` (bounds the pending map when the server stops answering).
+   *
+   * @default {65536}
+   */
+  maxPending?: number;
 }
 
 /**
@@ -115,12 +135,15 @@ export class Session implements AsyncDisposable {
   #conn: Connection;
   #logger: Logger;
   #outbox: Outbox;
-  #reader: ReadableStreamDefaultReader<Array<SessionMessage | Error>>;
+  #reader: ReadableStreamDefaultReader<Uint8Array>;
+  #decoder: FrameDecoder;
+  #lastReceived = Date.now();
   #readDone: Promise<void>;
   #pending = new Map<number, Pending>();
   /** Ids whose late replies are expected and dropped quietly (timed out, aborted, fire-and-forget). */
   #ignored = new Set<number>();
   #nextId = 1;
+  #maxPending: number;
   #host: HostCommands;
   #listeners = new Set<(event: SessionMessage) => void>();
   #outgoing: SessionMiddleware[];
@@ -140,12 +163,13 @@ export class Session implements AsyncDisposable {
   };
 
   // Bound once so timers and abort listeners allocate no closure per request.
-  #onTimeout = (id: number): void => this.#expire(id, "timeout");
+  #deadlines = new Deadlines<Pending>((p) => this.#expire(p.id, "timeout"));
   #onAbort = (id: number): void => this.#expire(id, "abort");
 
   private constructor(conn: Connection, options: SessionConnectOptions) {
     this.#conn = conn;
     this.#logger = options.logger ?? getLogger(["pyproxy", "session"]);
+    this.#maxPending = options.maxPending ?? 65_536;
     this.#host = new HostCommands(
       options.handlers,
       (id, ok, payload) => this.#reply(id, ok, payload),
@@ -158,16 +182,12 @@ export class Session implements AsyncDisposable {
       (err) =>
         this.#shutdown(`writing to the server failed (${describe(err)})`, err),
     );
-    // Each direction has its own hasher: no scratch state is shared.
-    this.#reader = conn.readable
-      .pipeThrough(
-        new FrameDecoderStream({
-          maxFrameSize: options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
-        }),
-      )
-      .pipeThrough(new Md5VerifierStream({ md5: createMd5() }))
-      .pipeThrough(new JsonDecoderStream())
-      .getReader();
+    // The read loop runs the logic of FrameDecoderStream → Md5VerifierStream
+    // → JsonDecoderStream as plain calls: one pipe stage per read, not three.
+    this.#decoder = new FrameDecoder(
+      options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
+    );
+    this.#reader = conn.readable.getReader();
     this.#readDone = this.#readLoop();
   }
 
@@ -230,6 +250,16 @@ export class Session implements AsyncDisposable {
     return this.#pending.size;
   }
 
+  /**
+   * When the peer last showed signs of life, in `Date.now()` milliseconds:
+   * the last bytes received from it, or the progress of a large message
+   * being written to it (now while it is in flight). A peer busy with a
+   * large message answers pings late but is alive.
+   */
+  get lastActivity(): number {
+    return Math.max(this.#lastReceived, this.#outbox.lastProgress);
+  }
+
   /** Whether the session is closed (by {@linkcode Session.close} or because the connection ended). */
   get isClosed(): boolean {
     return this.#closed;
@@ -265,6 +295,13 @@ export class Session implements AsyncDisposable {
         }),
       );
     }
+    if (this.#pending.size >= this.#maxPending) {
+      return Promise.reject(
+        new OverloadedError(
+          `Cannot send ${cmd}: ${this.#pending.size} requests in flight (maxPending)`,
+        ),
+      );
+    }
     const id = this.#nextId++;
     const msg: SessionMessage = args === undefined
       ? { id, cmd }
@@ -283,7 +320,8 @@ export class Session implements AsyncDisposable {
     this.#pending.set(id, pending);
     if (options.timeout !== undefined) {
       pending.timeout = options.timeout;
-      pending.timer = setTimeout(this.#onTimeout, options.timeout, id);
+      pending.deadlines = this.#deadlines;
+      this.#deadlines.add(pending, options.timeout);
     }
     if (signal !== undefined) {
       pending.signal = signal;
@@ -578,11 +616,22 @@ export class Session implements AsyncDisposable {
   async #readLoop(): Promise<void> {
     let cause: unknown;
     try {
+      const md5 = createMd5();
+      const digest = new Uint8Array(16);
+      const text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
       while (!this.#closed) {
         const { value, done } = await this.#reader.read();
-        if (done) break;
-        for (let i = 0; i < value.length && !this.#closed; i++) {
-          const item = value[i]!;
+        if (done) {
+          if (!this.#closed) this.#decoder.end();
+          break;
+        }
+        this.#lastReceived = Date.now();
+        const frames = this.#decoder.push(value);
+        for (let i = 0; i < frames.length && !this.#closed; i++) {
+          const payload = verifyFrame(frames[i]!, md5, digest);
+          const item = payload instanceof Error
+            ? payload
+            : parsePayload(payload, text);
           if (item instanceof Error) {
             // A corrupted frame cannot be attributed to a request: give up on the connection.
             this.#shutdown(
@@ -751,6 +800,7 @@ export class Session implements AsyncDisposable {
     }
     const pending = [...this.#pending.values()];
     this.#pending.clear();
+    this.#deadlines.clear();
     for (const p of pending) {
       p.dispose();
       p.reject(this.#lostError(p.cmd));

@@ -228,6 +228,7 @@ export class Supervisor {
       },
       killWorker: (id, signal = "SIGKILL", reason) =>
         find(id).kill(signal, reason),
+      lastActivity: (id) => this.#byId.get(id)?.session?.lastActivity,
       ping: async (id, timeoutMs) => {
         const session = this.#byId.get(id)?.session;
         if (session === undefined) return false;

@@ -13,7 +13,16 @@ import {
   VERSION,
 } from "./frame.ts";
 
-/** Options of {@linkcode FrameEncoderStream}. */
+/**
+ * Options of {@linkcode FrameEncoderStream}.
+ *
+ * @example
+ * ```ts
+ * import { FrameEncoderStream } from "./frame_encoder_stream.ts";
+ * const encoder = new FrameEncoderStream({ maxFrameSize: 16 * 1024 * 1024 });
+ * console.log(encoder.writable instanceof WritableStream); // true
+ * ```
+ */
 export interface FrameEncoderStreamOptions {
   /**
    * The largest payload written; a bigger one errors the stream with a
@@ -44,37 +53,54 @@ export class FrameEncoderStream extends TransformStream<Frame[], Uint8Array> {
     super({
       transform(frames, controller) {
         if (frames.length === 0) return;
-        let total = 0;
-        for (const frame of frames) {
-          const length = frame.payload.length;
-          if (length > max) {
-            throw new FrameError(
-              `Cannot encode frame: length ${length} exceeds the limit of ${max} bytes`,
-            );
-          }
-          total += HEADER_SIZE + length + TRAILER_SIZE;
-        }
-        const out = new Uint8Array(total);
-        let pos = 0;
-        for (const { checksum, payload } of frames) {
-          const length = payload.length;
-          out[pos] = 0x50; // "PYPX"
-          out[pos + 1] = 0x59;
-          out[pos + 2] = 0x50;
-          out[pos + 3] = 0x58;
-          out[pos + 4] = VERSION;
-          out.set(checksum, pos + CHECKSUM_OFFSET);
-          const p = pos + LENGTH_OFFSET;
-          out[p] = length >>> 24;
-          out[p + 1] = length >>> 16;
-          out[p + 2] = length >>> 8;
-          out[p + 3] = length;
-          out.set(payload, pos + HEADER_SIZE);
-          out.set(checksum, pos + HEADER_SIZE + length);
-          pos += HEADER_SIZE + length + TRAILER_SIZE;
-        }
-        controller.enqueue(out);
+        controller.enqueue(encodeFrames(frames, max));
       },
     });
   }
+}
+
+/**
+ * The logic of {@linkcode FrameEncoderStream} as a plain function: the
+ * frames of a batch in one `Uint8Array`. Throws a `FrameError` when a
+ * payload is longer than `max`.
+ *
+ * @example
+ * ```ts
+ * import { encodeFrames } from "./frame_encoder_stream.ts";
+ * const frame = { checksum: new Uint8Array(16), payload: new TextEncoder().encode("{}") };
+ * console.log(encodeFrames([frame]).length); // 43
+ * ```
+ */
+export function encodeFrames(frames: Frame[], max = 0xffffffff): Uint8Array {
+  let total = 0;
+  for (let i = 0; i < frames.length; i++) {
+    const length = frames[i]!.payload.length;
+    if (length > max) {
+      throw new FrameError(
+        `Cannot encode frame: length ${length} exceeds the limit of ${max} bytes`,
+      );
+    }
+    total += HEADER_SIZE + length + TRAILER_SIZE;
+  }
+  const out = new Uint8Array(total);
+  let pos = 0;
+  for (let i = 0; i < frames.length; i++) {
+    const { checksum, payload } = frames[i]!;
+    const length = payload.length;
+    out[pos] = 0x50; // "PYPX"
+    out[pos + 1] = 0x59;
+    out[pos + 2] = 0x50;
+    out[pos + 3] = 0x58;
+    out[pos + 4] = VERSION;
+    out.set(checksum, pos + CHECKSUM_OFFSET);
+    const p = pos + LENGTH_OFFSET;
+    out[p] = length >>> 24;
+    out[p + 1] = length >>> 16;
+    out[p + 2] = length >>> 8;
+    out[p + 3] = length;
+    out.set(payload, pos + HEADER_SIZE);
+    out.set(checksum, pos + HEADER_SIZE + length);
+    pos += HEADER_SIZE + length + TRAILER_SIZE;
+  }
+  return out;
 }

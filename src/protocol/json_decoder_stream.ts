@@ -5,7 +5,20 @@
  */
 import { ProtocolError } from "../errors.ts";
 
-/** Options of {@linkcode JsonDecoderStream}. */
+/**
+ * Options of {@linkcode JsonDecoderStream}.
+ *
+ * @example
+ * ```ts
+ * import { JsonDecoderStream } from "./json_decoder_stream.ts";
+ * // Revive ISO dates (slower: leave unset on hot paths).
+ * const decoder = new JsonDecoderStream({
+ *   reviver: (_key, value) =>
+ *     typeof value === "string" && /^\d{4}-\d\d-\d\dT/.test(value) ? new Date(value) : value,
+ * });
+ * console.log(decoder.readable instanceof ReadableStream); // true
+ * ```
+ */
 export interface JsonDecoderStreamOptions {
   /**
    * Revives values during `JSON.parse` (slower; leave unset on hot paths).
@@ -41,7 +54,9 @@ export class JsonDecoderStream extends TransformStream<
         const out = new Array<Record<string, unknown> | Error>(items.length);
         for (let i = 0; i < items.length; i++) {
           const item = items[i]!;
-          out[i] = item instanceof Error ? item : parse(text, item, reviver);
+          out[i] = item instanceof Error
+            ? item
+            : parsePayload(item, text, reviver);
         }
         controller.enqueue(out);
       },
@@ -49,10 +64,22 @@ export class JsonDecoderStream extends TransformStream<
   }
 }
 
-function parse(
-  text: TextDecoder,
+/**
+ * The logic of {@linkcode JsonDecoderStream} for one payload, as a plain
+ * function: the JSON object, or a `ProtocolError` when the payload is not
+ * UTF-8 JSON text of an object. `text` must be a fatal UTF-8 decoder.
+ *
+ * @example
+ * ```ts
+ * import { parsePayload } from "./json_decoder_stream.ts";
+ * const text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+ * console.log(parsePayload(new TextEncoder().encode('{"id":1}'), text)); // { id: 1 }
+ * ```
+ */
+export function parsePayload(
   payload: Uint8Array,
-  reviver: ((key: string, value: unknown) => unknown) | undefined,
+  text: TextDecoder,
+  reviver?: (key: string, value: unknown) => unknown,
 ): Record<string, unknown> | ProtocolError {
   let value: unknown;
   try {

@@ -40,7 +40,17 @@ export type Md5 = (
  */
 export const MD5_NATIVE_THRESHOLD = 16384;
 
-/** Options of {@linkcode createMd5}. */
+/**
+ * Options of {@linkcode createMd5}.
+ *
+ * @example
+ * ```ts
+ * import { createMd5 } from "./md5.ts";
+ * // Always the TypeScript implementation, e.g. to compare it with node:crypto.
+ * const md5 = createMd5({ nativeThreshold: Infinity });
+ * console.log(md5(new Uint8Array(3)).length); // 16
+ * ```
+ */
 export interface CreateMd5Options {
   /**
    * Inputs of at least this many bytes go to `node:crypto`. `Infinity` forces

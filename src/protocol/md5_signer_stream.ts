@@ -6,7 +6,17 @@
 import type { Frame } from "./frame.ts";
 import { createMd5, type Md5 } from "./md5.ts";
 
-/** Options of {@linkcode Md5SignerStream}. */
+/**
+ * Options of {@linkcode Md5SignerStream}.
+ *
+ * @example
+ * ```ts
+ * import { createMd5 } from "./md5.ts";
+ * import { Md5SignerStream } from "./md5_signer_stream.ts";
+ * const signer = new Md5SignerStream({ md5: createMd5({ nativeThreshold: Infinity }) });
+ * console.log(signer.readable instanceof ReadableStream); // true
+ * ```
+ */
 export interface Md5SignerStreamOptions {
   /**
    * The hasher to use.
@@ -33,16 +43,31 @@ export class Md5SignerStream extends TransformStream<Uint8Array[], Frame[]> {
     const md5 = options.md5 ?? createMd5();
     super({
       transform(payloads, controller) {
-        const n = payloads.length;
-        const sums = new Uint8Array(16 * n);
-        const frames = new Array<Frame>(n);
-        for (let i = 0; i < n; i++) {
-          const payload = payloads[i]!;
-          md5(payload, sums, 16 * i);
-          frames[i] = { checksum: sums.subarray(16 * i, 16 * i + 16), payload };
-        }
-        controller.enqueue(frames);
+        controller.enqueue(signPayloads(payloads, md5));
       },
     });
   }
+}
+
+/**
+ * The logic of {@linkcode Md5SignerStream} as a plain function: the frames
+ * of `payloads`, their checksums sharing one allocation.
+ *
+ * @example
+ * ```ts
+ * import { createMd5 } from "./md5.ts";
+ * import { signPayloads } from "./md5_signer_stream.ts";
+ * console.log(signPayloads([new Uint8Array()], createMd5())[0]!.checksum.length); // 16
+ * ```
+ */
+export function signPayloads(payloads: Uint8Array[], md5: Md5): Frame[] {
+  const n = payloads.length;
+  const sums = new Uint8Array(16 * n);
+  const frames = new Array<Frame>(n);
+  for (let i = 0; i < n; i++) {
+    const payload = payloads[i]!;
+    md5(payload, sums, 16 * i);
+    frames[i] = { checksum: sums.subarray(16 * i, 16 * i + 16), payload };
+  }
+  return frames;
 }

@@ -7,7 +7,17 @@ import { ChecksumError } from "../errors.ts";
 import type { Frame } from "./frame.ts";
 import { createMd5, type Md5 } from "./md5.ts";
 
-/** Options of {@linkcode Md5VerifierStream}. */
+/**
+ * Options of {@linkcode Md5VerifierStream}.
+ *
+ * @example
+ * ```ts
+ * import { createMd5 } from "./md5.ts";
+ * import { Md5VerifierStream } from "./md5_verifier_stream.ts";
+ * const verifier = new Md5VerifierStream({ md5: createMd5() });
+ * console.log(verifier.readable instanceof ReadableStream); // true
+ * ```
+ */
 export interface Md5VerifierStreamOptions {
   /**
    * The hasher to use.
@@ -41,16 +51,37 @@ export class Md5VerifierStream
       transform(frames, controller) {
         const out = new Array<Uint8Array | ChecksumError>(frames.length);
         for (let i = 0; i < frames.length; i++) {
-          const { checksum, payload } = frames[i]!;
-          md5(payload, digest, 0);
-          out[i] = equal16(digest, checksum) ? payload : new ChecksumError(
-            `Cannot verify frame: md5 of the ${payload.length}-byte payload does not match its checksum`,
-          );
+          out[i] = verifyFrame(frames[i]!, md5, digest);
         }
         controller.enqueue(out);
       },
     });
   }
+}
+
+/**
+ * The logic of {@linkcode Md5VerifierStream} for one frame, as a plain
+ * function: its payload, or a `ChecksumError` when the MD5 does not match.
+ * `digest` is 16 bytes of scratch space, reused between calls.
+ *
+ * @example
+ * ```ts
+ * import { createMd5 } from "./md5.ts";
+ * import { verifyFrame } from "./md5_verifier_stream.ts";
+ * const frame = { checksum: new Uint8Array(16), payload: new Uint8Array() };
+ * console.log(verifyFrame(frame, createMd5(), new Uint8Array(16)) instanceof Error); // true
+ * ```
+ */
+export function verifyFrame(
+  frame: Frame,
+  md5: Md5,
+  digest: Uint8Array,
+): Uint8Array | ChecksumError {
+  const { checksum, payload } = frame;
+  md5(payload, digest, 0);
+  return equal16(digest, checksum) ? payload : new ChecksumError(
+    `Cannot verify frame: md5 of the ${payload.length}-byte payload does not match its checksum`,
+  );
 }
 
 function equal16(a: Uint8Array, b: Uint8Array): boolean {

@@ -22,6 +22,7 @@
  */
 export * from "./frame.ts";
 export * from "./md5.ts";
+export * from "./frame_decoder.ts";
 export * from "./frame_decoder_stream.ts";
 export * from "./md5_verifier_stream.ts";
 export * from "./json_decoder_stream.ts";
