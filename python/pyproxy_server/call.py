@@ -56,6 +56,8 @@ class Call:
         "interrupted",
         "host_futures",
         "lock",
+        "inline",
+        "retry",
         "_cancelled",
     )
 
@@ -77,6 +79,11 @@ class Call:
         self.host_futures = None
         # Guards state/interrupted; shared by the calls of one connection.
         self.lock = connection.state_lock
+        # True while the call runs on the event loop thread (inline fast path).
+        self.inline = False
+        # Set when an inline call asked for something only a thread can do
+        # (a host call): its result is dropped and it is re-run threaded.
+        self.retry = False
 
     @property
     def cancelled(self):

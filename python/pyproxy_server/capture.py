@@ -32,6 +32,7 @@ import threading
 __all__ = ["OutputRouter", "redirect", "current_sink", "install", "uninstall"]
 
 _sink = contextvars.ContextVar("pyproxy_output_sink", default=None)
+_sink_get = _sink.get
 
 
 def current_sink():
@@ -97,11 +98,20 @@ class OutputRouter(io.TextIOBase):
         raise io.UnsupportedOperation("fileno: output is routed by pyproxy")
 
     def write(self, text):
+        # Hot path (every print is two writes): one ContextVar read, one call.
+        sink = _sink_get()
+        if sink is not None and text.__class__ is str:
+            if text:
+                try:
+                    sink(self.fd, text)
+                except Exception:
+                    self._logger.exception("output sink failed; text goes to the log")
+                    self._to_log(text)
+            return len(text)
         if not isinstance(text, str):
             raise TypeError("write() argument must be str, not %s" % type(text).__name__)
         if not text:
             return 0
-        sink = _sink.get()
         if sink is not None:
             try:
                 sink(self.fd, text)

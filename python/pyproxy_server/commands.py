@@ -7,7 +7,7 @@ exactly as extension modules do it.
 
 import sys
 
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, PyProxyError
 from .spill import SpillSettings
 
 __all__ = ["install"]
@@ -56,7 +56,19 @@ def install(server):
 
     def execute_model(call):
         msg = call.msg
-        return get_model(msg.get("name")).execute(msg.get("msg"))
+        return get_model(msg.get("name")).run(msg.get("msg"), call)
+
+    def execute_model_inline(call):
+        msg = call.msg
+        return get_model(msg.get("name")).run_inline(msg.get("msg"), call)
+
+    def may_run_inline(call):
+        # Errors (unknown model, bad name) are answered by the threaded path.
+        try:
+            entry = get_model(call.msg.get("name"))
+        except PyProxyError:
+            return None
+        return execute_model_inline if entry.inline_ready else None
 
     server.register("ping", ping, threaded=False)
     server.register("serverStatus", server_status, threaded=False)
@@ -68,7 +80,7 @@ def install(server):
     server.register("addModel", add_model, threaded=True)
     server.register("updateModel", update_model, threaded=True)
     server.register("initModel", init_model, threaded=True)
-    server.register("executeModel", execute_model, threaded=True)
+    server.register("executeModel", execute_model, threaded=True, inline=may_run_inline)
 
 
 PYTHON_VERSION = "%d.%d.%d" % sys.version_info[:3]

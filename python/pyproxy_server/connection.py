@@ -23,8 +23,10 @@ import json
 import logging
 import secrets
 import threading
+import time
 
-from .call import Call
+from . import capture
+from .call import Call, current_call
 from .errors import (
     AuthenticationError,
     ChecksumError,
@@ -37,8 +39,9 @@ from .errors import (
     SpillError,
     UnknownCommandError,
 )
-from .execution import CallRunner, fail_future, wire_error
+from .execution import CallRunner, OutputSink, fail_future, wire_error
 from .framer import HEADER, MAGIC, VERSION, Framer
+from .models import RunThreaded
 
 __all__ = ["Connection", "PROTOCOL_VERSION"]
 
@@ -57,6 +60,13 @@ _raw_decode_json = json.JSONDecoder().raw_decode
 _md5 = hashlib.md5
 _pack_header = HEADER.pack
 _get_ident = threading.get_ident
+_clock = time.perf_counter
+_get_running_loop = asyncio._get_running_loop
+_set_running_loop = asyncio._set_running_loop
+_set_sink = capture._sink.set
+_reset_sink = capture._sink.reset
+_set_call = current_call.set
+_reset_call = current_call.reset
 
 
 class Connection(asyncio.Protocol):
@@ -66,6 +76,12 @@ class Connection(asyncio.Protocol):
     AUTH_TIMEOUT = 2.0
     # Bytes waiting to be written above which model output events are dropped.
     OUTPUT_BACKLOG = 8 * 1024 * 1024
+    # Seconds of inline work (fast path) per read; later calls of that read go
+    # to threads, so one read of many calls cannot hold the loop for long.
+    INLINE_BUDGET = 0.01
+    # An inline call longer than this (seconds) has its reply written at once
+    # rather than with the rest of the read, so the client can send more work.
+    INLINE_FLUSH = 0.0005
 
     def __init__(self, server):
         self.server = server
@@ -94,6 +110,7 @@ class Connection(asyncio.Protocol):
         self._auth_timer = None
         self._expected_mac = None
         self._nonce = None
+        self._inline_left = self.INLINE_BUDGET
 
     # -- public API --------------------------------------------------------
 
@@ -142,6 +159,11 @@ class Connection(asyncio.Protocol):
         call is cancelled, or the host replies with an error.
         """
         if _get_ident() == self._loop_ident:
+            if call is not None and call.inline:
+                # An inline call (fast path) cannot wait here: the reply is
+                # read by this very thread. Re-run it on a thread instead.
+                call.retry = True
+                raise RunThreaded()
             raise HostError(
                 "Cannot call host %r: called on the server's event loop thread, "
                 "which must stay free to read the reply (it would deadlock)" % cmd
@@ -243,6 +265,7 @@ class Connection(asyncio.Protocol):
             return
         batch = None
         self._batching = True
+        self._inline_left = self.INLINE_BUDGET
         try:
             for item in items:
                 if self._closing:
@@ -311,13 +334,18 @@ class Connection(asyncio.Protocol):
         if entry is None:
             self.enqueue(self.encode_error(rid, UnknownCommandError("Cannot run %r: unknown command" % cmd).to_wire()))
             return None
-        handler, threaded = entry
+        handler, threaded, inline = entry
         call = Call(self, rid, cmd, msg)
         if threaded:
-            if rid in self.runner.calls:
+            calls = self.runner.calls
+            if rid in calls:
                 self.enqueue(self.encode_error(rid, InvalidRequestError("Cannot run request %d: that id is already in flight" % rid).to_wire()))
                 return None
-            self.runner.calls[rid] = call
+            if inline is not None and self._inline_left > 0:
+                run = inline(call)
+                if run is not None and self._run_inline(call, run):
+                    return None
+            calls[rid] = call
             return (call, handler)
         try:
             result = handler(call)
@@ -328,6 +356,48 @@ class Connection(asyncio.Protocol):
         else:
             self.enqueue(self.encode_reply(rid, result))
         return None
+
+    def _run_inline(self, call, run):
+        """Run a threaded command's fast path on the loop thread; False: run it threaded.
+
+        Set up as on an executor thread (``current_call``, output capture);
+        the running loop is hidden so model code may use ``asyncio.run``.
+        """
+        sink = OutputSink(self, call, True)
+        call.inline = True
+        call_token = _set_call(call)
+        sink_token = _set_sink(sink.write)
+        loop = _get_running_loop()
+        _set_running_loop(None)
+        start = _clock()
+        try:
+            handled, result = run(call)
+            payload = None
+        except RunThreaded:
+            handled = False
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit from user code too
+            handled = True
+            if not isinstance(exc, PyProxyError):
+                log.info("connection %s: %s %d raised %s", self.id, call.cmd, call.id, type(exc).__name__)
+            payload = self.encode_error(call.id, wire_error(exc))
+        finally:
+            _set_running_loop(loop)
+            _reset_sink(sink_token)
+            _reset_call(call_token)
+            call.inline = False
+            elapsed = _clock() - start
+            self._inline_left -= elapsed
+        if not handled or call.retry:
+            return False  # its output is dropped with the sink: the thread re-runs it
+        if payload is None:
+            payload = self.encode_reply(call.id, result)
+        sink.close()
+        self.enqueue(payload)
+        if elapsed > self.INLINE_FLUSH:
+            self._flush()
+        return True
 
     def _bad(self, rid, error):
         if not self.authenticated:

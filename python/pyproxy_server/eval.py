@@ -17,6 +17,7 @@ server can run anything the server's user can.
 
 import ast
 import builtins
+import collections
 import heapq
 import itertools
 import json
@@ -138,6 +139,13 @@ class OutputChannel:
     ``send(fd, data, seq)`` is called with the channel lock held, so chunks
     leave in ``seq`` order; the writer blocks while more than ``window``
     characters are unacknowledged (see :meth:`ack`).
+
+    The write path takes no lock: a write appends ``(fd, text)`` to a deque
+    (atomic) and only a full chunk, or the first write after a flush, takes
+    the lock. Whoever emits pops from the left, so text appended meanwhile is
+    never lost: it is either taken now or left for the next emit.
+    ``_written`` (changed only by writers) minus ``_taken`` (changed only
+    under the lock) is the pending size.
     """
 
     # Characters per chunk: bounds one frame, so replies for other requests on
@@ -155,9 +163,9 @@ class OutputChannel:
         self._flusher = flusher
         self._cancelled = cancelled or (lambda: False)
         self._cond = threading.Condition()
-        self._fd = 1
-        self._parts = []
-        self._pending = 0
+        self._queue = collections.deque()
+        self._written = 0
+        self._taken = 0
         self._scheduled = False
         self._seq = 0
         self._sizes = {}
@@ -174,30 +182,32 @@ class OutputChannel:
         """Add ``text`` written to ``fd`` (1 or 2); may block for credit."""
         if not text or self._closed:
             return
-        with self._cond:
-            if self._parts and fd != self._fd:
-                self._emit(block=True)
-            self._fd = fd
-            self._parts.append(text)
-            self._pending += len(text)
-            if self._pending >= self.chunk_chars:
-                self._emit(block=True)
-            elif not self._scheduled and self._flusher is not None:
-                self._scheduled = True
-                self._flusher.schedule(self, self.flush_delay)
+        self._queue.append((fd, text))
+        written = self._written = self._written + len(text)
+        if written - self._taken >= self.chunk_chars:
+            with self._cond:
+                if self._queue:
+                    self._emit(True)
+        elif not self._scheduled and self._flusher is not None:
+            # Read after the append: a flusher that already cleared the flag
+            # is still to drain the queue, so nothing waits unscheduled.
+            with self._cond:
+                if not self._scheduled:
+                    self._scheduled = True
+                    self._flusher.schedule(self, self.flush_delay)
 
     def flush_due(self):
         """Send a partial chunk if credit allows (called by the flusher)."""
         with self._cond:
             self._scheduled = False
-            if self._parts:
-                self._emit(block=False)
+            if self._queue:
+                self._emit(False)
 
     def flush(self):
         """Send everything pending, waiting for credit unless closed."""
         with self._cond:
-            if self._parts:
-                self._emit(block=True)
+            if self._queue:
+                self._emit(True)
 
     def ack(self, seq):
         """Acknowledge every chunk up to ``seq``, releasing blocked writers."""
@@ -205,52 +215,80 @@ class OutputChannel:
             while self._acked < seq:
                 self._acked += 1
                 self._unacked -= self._sizes.pop(self._acked, 0)
-            if self._parts and not self._scheduled:
+            if self._queue and not self._scheduled:
                 # A partial chunk waited for this credit.
-                self._emit(block=False)
+                self._emit(False)
             self._cond.notify_all()
 
     def close(self):
         """Stop sending (connection gone): writers never block again."""
         with self._cond:
             self._closed = True
-            self._parts = []
-            self._pending = 0
+            self._queue.clear()
             self._cond.notify_all()
 
     def _has_credit(self, size):
         return self._unacked == 0 or self._unacked + size <= self.window
 
+    def _take(self):
+        # [(fd, text)] with consecutive writes of one fd joined (lock held).
+        queue = self._queue
+        popleft = queue.popleft
+        segments = []
+        fd = None
+        parts = []
+        taken = 0
+        for _ in range(len(queue)):  # not more: writers may keep appending
+            item_fd, text = popleft()
+            taken += len(text)
+            if item_fd != fd:
+                if parts:
+                    segments.append((fd, "".join(parts)))
+                fd = item_fd
+                parts = [text]
+            else:
+                parts.append(text)
+        if parts:
+            segments.append((fd, "".join(parts)))
+        self._taken += taken
+        return segments
+
     def _emit(self, block):
-        text = "".join(self._parts)
-        self._parts = []
-        self._pending = 0
-        start = 0
-        while start < len(text) and not self._closed:
-            data = text[start:start + self.chunk_chars]
-            while not self._has_credit(len(data)) and not self._closed:
-                if self._cancelled():
-                    # Nobody will take output of a cancelled eval: drop it
-                    # rather than buffer it while the code winds down.
-                    self._closed = True
+        segments = self._take()
+        for index, (fd, text) in enumerate(segments):
+            start = 0
+            while start < len(text) and not self._closed:
+                data = text[start:start + self.chunk_chars]
+                while not self._has_credit(len(data)) and not self._closed:
+                    if self._cancelled():
+                        # Nobody will take output of a cancelled eval: drop it
+                        # rather than buffer it while the code winds down.
+                        self._closed = True
+                        self._queue.clear()
+                        return
+                    if not block:
+                        # Keep the rest for later (an ack or the next write),
+                        # in front of anything written meanwhile.
+                        rest = [(fd, text[start:])] + segments[index + 1:]
+                        for item in reversed(rest):
+                            self._queue.appendleft(item)
+                            self._taken -= len(item[1])
+                        return
+                    self._cond.wait(self.poll)
+                if self._closed:
                     return
-                if not block:
-                    # Keep the rest for later (an ack or the next write).
-                    self._parts = [text[start:]]
-                    self._pending = len(text) - start
-                    return
-                self._cond.wait(self.poll)
-            if self._closed:
-                return
-            self._sizes[self._seq] = len(data)
-            self._unacked += len(data)
-            self._send(self._fd, data, self._seq)
-            self._seq += 1
-            start += len(data)
+                self._sizes[self._seq] = len(data)
+                self._unacked += len(data)
+                self._send(fd, data, self._seq)
+                self._seq += 1
+                start += len(data)
 
 
 def _short_repr(value, limit=200):
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # a value nested too deep for json is too deep for repr
+        return "<%s nested too deep>" % type(value).__name__
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -386,7 +424,7 @@ class EvalService:
         if not isinstance(value, (str, int, float, bool, type(None))):
             try:
                 json.dumps(value)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, RecursionError) as exc:
                 raise SerializationError(
                     "Cannot reply: the eval's value is not JSON (%s): %s"
                     % (exc, _short_repr(value))

@@ -72,15 +72,18 @@ def fail_future(future, error):
 class OutputSink:
     """Turns a call's stdout/stderr writes into ``log`` events, line by line."""
 
-    __slots__ = ("_conn", "_call", "_pending", "dropped")
+    __slots__ = ("_conn", "_call", "_pending", "_deferred", "dropped")
 
     # Unterminated text longer than this is sent without waiting for "\n".
     MAX_LINE = 8192
 
-    def __init__(self, conn, call):
+    def __init__(self, conn, call, defer=False):
         self._conn = conn
         self._call = call
         self._pending = None
+        # defer=True (inline calls): events are held until close(), so the
+        # output of an attempt that is re-run on a thread can be dropped.
+        self._deferred = [] if defer else None
         self.dropped = 0
 
     def write(self, fd, text):
@@ -107,6 +110,11 @@ class OutputSink:
             if text:
                 self._emit(fd, text)
         self._pending.clear()
+        deferred = self._deferred
+        self._deferred = None
+        if deferred:
+            for fd, text in deferred:
+                self._send(fd, text)
         if self.dropped:
             self._send(
                 2,
@@ -122,6 +130,9 @@ class OutputSink:
         self._send(fd, text)
 
     def _send(self, fd, text):
+        if self._deferred is not None:
+            self._deferred.append((fd, text))
+            return
         name = self._call.msg.get("name")
         self._conn.send_event(
             {
@@ -207,6 +218,12 @@ class CallRunner:
     def _run(self, call, handler):
         with call.lock:
             if call.state == DONE:
+                return
+            if self.conn.closed:
+                # Nobody can receive the reply: a flood of queued calls must not
+                # keep the executor busy after its client left.
+                call.state = DONE
+                self.calls.pop(call.id, None)
                 return
             call.state = RUNNING
             call.thread_ident = _get_ident()

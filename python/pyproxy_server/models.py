@@ -10,6 +10,19 @@ Models are shared by every connection and may be called from several
 executor threads at once. A model that is not thread-safe sets the class
 attribute ``threadsafe = False``; its calls then run one at a time.
 
+Inline fast path: handing a call to an executor thread and back costs tens
+of microseconds, more than a small model's whole ``execute``. So a model
+that has proved fast runs on the event loop thread instead (see
+``ModelEntry``): its first ``LEARN_CALLS`` calls run threaded while their
+run time is measured; when the moving average stays below ``INLINE_MAX``
+seconds and none of them called the host (``pyproxy.host``), later calls
+run inline. An inline call slower than ``DEMOTE_AFTER`` seconds or one that
+calls the host makes that model version threaded for good (a host call
+cannot be answered while the loop thread runs the model: it is re-run on a
+thread, see ``Connection``). A class may decide for itself with
+``inline = True`` (always inline, never demoted for time) or
+``threaded = True`` (never inline).
+
 Example::
 
     registry = ModelRegistry("/srv/models")
@@ -23,6 +36,7 @@ import linecache
 import os
 import sys
 import threading
+import time
 import types
 
 from .errors import (
@@ -33,7 +47,20 @@ from .errors import (
     format_user_traceback,
 )
 
-__all__ = ["ModelRegistry", "ModelEntry", "TYPES", "confine"]
+__all__ = ["ModelRegistry", "ModelEntry", "TYPES", "confine", "RunThreaded"]
+
+_clock = time.perf_counter
+
+# ``ModelEntry.mode`` values.
+LEARNING, INLINE, THREADED, FORCED_INLINE, THREADED_FOREVER = 0, 1, 2, 3, 4
+
+
+class RunThreaded(BaseException):
+    """Raised inside an inline call that must run on a thread (it called the host).
+
+    A ``BaseException`` so that ``except Exception`` in model code does not
+    swallow it; the connection re-runs the call on an executor thread.
+    """
 
 # Type names allowed in ``inputs``/``outputs``.
 TYPES = frozenset(("number", "integer", "string", "boolean", "array", "object", "any"))
@@ -55,8 +82,17 @@ class ModelEntry:
 
     __slots__ = (
         "name", "class_name", "file", "version", "instance", "inputs",
-        "outputs", "doc", "module_name", "_lock", "_execute",
+        "outputs", "doc", "module_name", "_lock", "_execute", "mode",
+        "calls", "avg",
     )
+
+    # Threaded calls measured before a model may run inline.
+    LEARN_CALLS = 8
+    # Moving average of the run time (seconds) below which a model runs inline;
+    # an inline model whose average grows above twice this goes back to threads.
+    INLINE_MAX = 0.001
+    # One inline call slower than this (seconds) makes the model threaded for good.
+    DEMOTE_AFTER = 0.02
 
     def __init__(self, name, cls, instance, file, version, module_name):
         self.name = name
@@ -71,6 +107,21 @@ class ModelEntry:
         self.module_name = module_name
         self._lock = None if getattr(cls, "threadsafe", True) else threading.Lock()
         self._execute = instance.execute
+        if getattr(cls, "threaded", False) is True:
+            self.mode = THREADED_FOREVER
+        elif getattr(cls, "inline", False) is True:
+            self.mode = FORCED_INLINE
+        else:
+            self.mode = LEARNING
+        self.calls = 0
+        # Exponential moving average of the run time in seconds (None: no call yet).
+        self.avg = None
+
+    @property
+    def inline_ready(self):
+        """True when the next call may run on the event loop thread."""
+        mode = self.mode
+        return mode == INLINE or mode == FORCED_INLINE
 
     def execute(self, msg):
         """Run the model's ``execute(msg)``; exceptions propagate unchanged."""
@@ -78,6 +129,60 @@ class ModelEntry:
             return self._execute(msg)
         with self._lock:
             return self._execute(msg)
+
+    def run(self, msg, call=None):
+        """``execute(msg)`` on an executor thread, measured for the inline decision.
+
+        ``call`` (a ``Call``) tells whether the model called the host.
+        """
+        start = _clock()
+        try:
+            return self.execute(msg)
+        finally:
+            elapsed = _clock() - start
+            if call is not None and call.host_futures is not None:
+                self.mode = THREADED_FOREVER
+            elif self.mode != THREADED_FOREVER:
+                self._observe(elapsed, False)
+
+    def run_inline(self, msg, call=None):
+        """``execute(msg)`` on the event loop thread; never blocks on the model lock.
+
+        Returns ``(True, result)``, or ``(False, None)`` when a thread-unsafe
+        model is busy in another thread (waiting for it could deadlock the loop).
+        Raises ``RunThreaded`` (after demoting the model) when it called the host.
+        """
+        lock = self._lock
+        if lock is not None and not lock.acquire(False):
+            return False, None
+        start = _clock()
+        try:
+            return True, self._execute(msg)
+        finally:
+            elapsed = _clock() - start
+            if lock is not None:
+                lock.release()
+            if call is not None and call.retry:
+                # It called the host (even if it swallowed RunThreaded).
+                self.mode = THREADED_FOREVER
+            elif self.mode == INLINE:
+                if elapsed > self.DEMOTE_AFTER:
+                    self.mode = THREADED_FOREVER
+                else:
+                    self._observe(elapsed, True)
+
+    def _observe(self, elapsed, inline):
+        # Races between threads only blur the average; the decision tolerates it.
+        avg = self.avg
+        avg = elapsed if avg is None else avg + (elapsed - avg) * 0.25
+        self.avg = avg
+        self.calls += 1
+        mode = self.mode
+        if inline:
+            if avg > 2 * self.INLINE_MAX:
+                self.mode = THREADED
+        elif mode != FORCED_INLINE and self.calls >= self.LEARN_CALLS and avg < self.INLINE_MAX:
+            self.mode = INLINE
 
     def describe(self):
         """The model description of protocol §6."""

@@ -19,6 +19,22 @@ handlers run on the event loop thread and must be quick and non-blocking;
 (``pyproxy.host``). Useful attributes: ``server.id``, ``server.pid``,
 ``server.root`` (``--path``), ``server.models`` (``ModelRegistry``),
 ``server.loop``, ``server.connections`` (id → ``Connection``).
+
+Inline fast path (``executeModel``): a thread hand-off costs more than a
+small model's whole call, so a model that proved fast and never called the
+host runs on the event loop thread (``models.ModelEntry``: learned over its
+first threaded calls, or forced with the class attribute ``inline = True``;
+``threaded = True`` opts out). The trade-off: while an inline call runs,
+the loop reads nothing, so ``ping``/``serverStatus`` wait for it, and it
+cannot be cancelled (``cancel`` finds it already answered). An inline call
+slower than ``ModelEntry.DEMOTE_AFTER`` makes its model threaded for good,
+and one read spends at most ``Connection.INLINE_BUDGET`` seconds inline
+before the rest of its calls go to threads; a model that hangs inline is
+the heartbeat's job (the host kills a worker that stops answering ``ping``).
+A host call (``pyproxy.host``) from an inline call cannot be answered on
+the loop thread: the attempt is abandoned (its output dropped), the model
+made threaded for good, and the call re-run on a thread, so code before
+the host call runs twice for that one call.
 """
 
 import asyncio
@@ -75,11 +91,21 @@ class Server:
 
     # -- extension API -------------------------------------------------------
 
-    def register(self, cmd, handler, *, threaded):
+    def register(self, cmd, handler, *, threaded, inline=None):
         """Serve ``cmd`` with ``handler(call)``; replaces an earlier handler of ``cmd``.
 
         ``threaded=True`` runs it in the executor (blocking allowed, ``cancel``
         interrupts it); ``threaded=False`` runs it inline on the event loop.
+
+        ``inline`` (threaded commands only) is the fast path's probe: called on
+        the loop thread as ``inline(call)``, it returns ``None`` (run threaded)
+        or a function ``run(call)`` that the connection calls right there, on
+        the loop thread, with the call's output capture and ``current_call``
+        set up. ``run`` returns ``(True, result)``, or ``(False, None)`` to
+        run the call threaded after all; it may raise to reply with an error,
+        or raise ``models.RunThreaded`` to re-run the call on a thread (what a
+        host call made on the loop thread raises). Used by ``executeModel``
+        for models that proved fast (``models.ModelEntry``).
         """
         if not isinstance(cmd, str) or not cmd:
             raise TypeError("cmd must be a non-empty string")
@@ -87,7 +113,9 @@ class Server:
             raise TypeError("handler must be callable")
         if cmd == "auth":
             raise ValueError("auth is handled by the connection and cannot be replaced")
-        self.commands[cmd] = (handler, bool(threaded))
+        if inline is not None and not callable(inline):
+            raise TypeError("inline must be callable or None")
+        self.commands[cmd] = (handler, bool(threaded), inline if threaded else None)
 
     def unregister(self, cmd):
         """Stop serving ``cmd`` (it answers ``UnknownCommandError`` afterwards)."""

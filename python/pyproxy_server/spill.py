@@ -18,12 +18,42 @@ Example::
 import hashlib
 import json
 import os
+import threading
 
 from .errors import InvalidRequestError, SpillError
 
 __all__ = ["SpillSettings"]
 
 _WRITE_CHUNK = 16 << 20
+# hashlib releases the GIL on large inputs, so above this size the md5 runs in a
+# thread while json.loads (or the write) proceeds: the check costs no wall time.
+_PARALLEL_MD5 = 8 << 20
+
+
+class _Md5Thread(threading.Thread):
+    """Computes the md5 of ``data`` in the background; ``hexdigest()`` joins."""
+
+    def __init__(self, data):
+        threading.Thread.__init__(self, name="pyproxy-spill-md5", daemon=True)
+        self._data = data
+        self._digest = None
+
+    def run(self):
+        self._digest = hashlib.md5(self._data).hexdigest()
+        self._data = None
+
+    def hexdigest(self):
+        self.join()
+        return self._digest
+
+
+def _md5_hex(data):
+    """An object whose ``hexdigest()`` is the md5 of ``data``, in a thread when large."""
+    if len(data) < _PARALLEL_MD5:
+        return hashlib.md5(data)
+    thread = _Md5Thread(data)
+    thread.start()
+    return thread
 
 
 class SpillSettings:
@@ -90,12 +120,17 @@ class SpillSettings:
                 raise SpillError(
                     "Cannot read spill file: size %d, expected %d" % (len(data), size)
                 )
-            if hashlib.md5(data).hexdigest() != digest.lower():
-                raise SpillError("Cannot read spill file: md5 mismatch")
+            # Parsed while the md5 is checked; the message is only returned when it matches.
+            md5 = _md5_hex(data)
             try:
                 message = json.loads(data)
             except ValueError as exc:
-                raise SpillError("Cannot read spill file: invalid JSON (%s)" % exc)
+                message = exc
+            del data
+            if md5.hexdigest() != digest.lower():
+                raise SpillError("Cannot read spill file: md5 mismatch")
+            if isinstance(message, ValueError):
+                raise SpillError("Cannot read spill file: invalid JSON (%s)" % message)
             if not isinstance(message, dict):
                 raise SpillError("Cannot read spill file: not a JSON object")
             return message
@@ -115,6 +150,7 @@ class SpillSettings:
             # A leftover of an earlier process that used the same connection id.
             os.unlink(path)
             fd = os.open(path, flags, 0o600)
+        md5 = _md5_hex(data)
         try:
             view = memoryview(data)
             while view:
@@ -126,6 +162,7 @@ class SpillSettings:
                 os.unlink(path)
             except OSError:
                 pass
+            md5.hexdigest()
             raise
         os.close(fd)
-        return {"path": path, "size": len(data), "md5": hashlib.md5(data).hexdigest()}
+        return {"path": path, "size": len(data), "md5": md5.hexdigest()}

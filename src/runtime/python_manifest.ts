@@ -40,27 +40,27 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call.py",
-      size: 3528,
+      size: 3847,
       sha256:
-        "1fe82e2891ecf30f8763db6a2abf87491ca9f589dfb94d0de991c137bd7d5636",
+        "57768eb8b1a01f0aac69578c446ea1c322e7a019b4af0b8a90588c0700672f3e",
     },
     {
       path: "pyproxy_server/capture.py",
-      size: 4835,
+      size: 5262,
       sha256:
-        "101ed9ed873af66b386a491ce578aa992fcccbb234a947857246d4ccc6f13a3e",
+        "6a9631895b7accddc4d1038202d8b4a95149223b581d3559904d1798ea6107cd",
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 2422,
+      size: 2891,
       sha256:
-        "8285f1ed0cd3685a1500b87ac3bc4902006fc8dcb0e55448c7bc5e1bce3fde37",
+        "5ae8c425e54061de75aade536ea8b74c6c8d2bc4dacbaadaa5e18343da36a3db",
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 19517,
+      size: 22425,
       sha256:
-        "5a0349c98f17d3fd027c0a15a0dbec04cae7cf1c2e8fa627d08bc2fbbdc5f588",
+        "23cdf59b6b90330e6845058b11d463432e94e8d9f447502766f6f60c3a98c03a",
     },
     {
       path: "pyproxy_server/errors.py",
@@ -70,15 +70,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 15524,
+      size: 17325,
       sha256:
-        "fa5b16eb06d4315763448c1dfd51ff215e7502a2a0b35f084bf7c5a90d656171",
+        "bc6d67b2a7ad574f91ecfb1b146be80d16647d2075a62d79c9d5a067bd8db782",
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 9309,
+      size: 10076,
       sha256:
-        "b3dfe8f843904f2f00b2f2bbb5f756d8285bf57c06f1e204c9e534511ae4cff8",
+        "ebf3c14448d8c8f0eb7d8e0067699005c6b119255981a26965acf30115e7702d",
     },
     {
       path: "pyproxy_server/framer.py",
@@ -88,21 +88,21 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 11060,
+      size: 15408,
       sha256:
-        "eb2aeb908065cd317c8ec164fa60cf6981f7c9ecdf968ce602c27e1afe34fa10",
+        "76817386758cb12bb3754092ae2b72f567ca160d153f609da7b46a2c21c6378e",
     },
     {
       path: "pyproxy_server/server.py",
-      size: 8354,
+      size: 10284,
       sha256:
-        "67873c853a0731077251cd39865a7625738fd28902df29673712797afe2a9fe7",
+        "c3f0e40dfd00ded17fc4f8ffe388e14a228e0010fbb13b75c7f35518f72f78be",
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 5219,
+      size: 6388,
       sha256:
-        "688e221827bab397fb25fb2c2f9c9e360377a349b24ae2b53bd06a3ff29c1022",
+        "8f2a05ae8c1f348a3c4244dc89ffd1e0418c1e580163c9712df263470a45f3f2",
     },
   ],
 };

@@ -1,0 +1,161 @@
+"""The inline fast path of executeModel (models proved fast run on the loop thread)."""
+
+import unittest
+
+from pyproxy_server.models import ModelEntry
+
+from .test_server import ServerTestCase
+
+LEARN = ModelEntry.LEARN_CALLS
+
+# Reports the thread it ran on; prints, calls the host, sleeps or runs
+# asyncio when asked.
+SOURCE = """
+import asyncio, threading, time
+from pyproxy import host
+
+class Model:
+    %s
+    def execute(self, msg):
+        msg = msg or {}
+        if msg.get("print"):
+            print("before", msg["print"])
+        if msg.get("host"):
+            return {"thread": threading.current_thread().name, "answer": host.call("add", {"a": 1, "b": 2})}
+        if msg.get("swallow"):
+            try:
+                host.call("add", {"a": 1, "b": 2})
+            except BaseException:
+                pass
+            return {"thread": threading.current_thread().name, "swallowed": True}
+        if msg.get("sleep"):
+            time.sleep(msg["sleep"])
+        if msg.get("asyncio"):
+            async def three():
+                return 3
+            return {"thread": threading.current_thread().name, "value": asyncio.run(three())}
+        if msg.get("raise"):
+            raise ValueError("boom")
+        return {"thread": threading.current_thread().name}
+"""
+
+
+def _source(attrs=""):
+    return SOURCE % (attrs or "pass")
+
+
+class InlineTest(ServerTestCase):
+    shared = True
+
+    def _model(self, c, name, attrs=""):
+        c.call("addModel", name=name, source=_source(attrs))
+
+    def _threads(self, c, name, n, msg=None):
+        return [c.call("executeModel", name=name, msg=msg or {})["thread"] for _ in range(n)]
+
+    def _learned(self, c, name):
+        self._model(c, name)
+        threads = self._threads(c, name, LEARN)
+        self.assertTrue(all(t != "MainThread" for t in threads), threads)
+        self.assertEqual(self._threads(c, name, 1), ["MainThread"])
+
+    def test_fast_model_runs_inline_after_learning(self):
+        c = self.connect()
+        self._learned(c, "fast")
+        self.assertEqual(c.call("ping"), "pong")
+
+    def test_inline_print_is_captured(self):
+        c = self.connect()
+        self._learned(c, "printer")
+        reply = c.request("executeModel", name="printer", msg={"print": "inline"})
+        self.assertEqual(reply["result"]["thread"], "MainThread")
+        logs = [e for e in c.events if e["event"] == "log" and e.get("request") == reply["id"]]
+        self.assertEqual([(e["stream"], e["message"], e["model"]) for e in logs], [("stdout", "before inline", "printer")])
+
+    def test_inline_error_is_python_error(self):
+        c = self.connect()
+        self._learned(c, "raiser")
+        error = self.assertError(c.request("executeModel", name="raiser", msg={"raise": True}), "PythonError")
+        self.assertIn("boom", error["message"])
+        self.assertEqual(self._threads(c, "raiser", 1), ["MainThread"])
+
+    def test_host_call_reruns_on_a_thread_and_demotes(self):
+        c = self.connect()
+        c.handlers["add"] = lambda args: args["a"] + args["b"]
+        self._learned(c, "caller")
+        reply = c.request("executeModel", name="caller", msg={"host": True, "print": "once"})
+        self.assertTrue(reply["ok"], reply)
+        self.assertEqual(reply["result"]["answer"], 3)
+        self.assertNotEqual(reply["result"]["thread"], "MainThread")
+        # The output of the abandoned inline attempt is not sent.
+        logs = [e["message"] for e in c.events if e["event"] == "log" and e.get("request") == reply["id"]]
+        self.assertEqual(logs, ["before once"])
+        self.assertNotIn("MainThread", self._threads(c, "caller", LEARN + 2))
+
+    def test_swallowed_host_call_still_reruns(self):
+        c = self.connect()
+        c.handlers["add"] = lambda args: args["a"] + args["b"]
+        self._learned(c, "swallower")
+        result = c.call("executeModel", name="swallower", msg={"swallow": True})
+        self.assertNotEqual(result["thread"], "MainThread")
+        self.assertEqual(len(c.host_requests), 1)
+        self.assertNotIn("MainThread", self._threads(c, "swallower", 2))
+
+    def test_host_calls_while_learning_keep_it_threaded(self):
+        c = self.connect()
+        c.handlers["add"] = lambda args: args["a"] + args["b"]
+        self._model(c, "uses-host")
+        c.call("executeModel", name="uses-host", msg={"host": True})
+        self.assertNotIn("MainThread", self._threads(c, "uses-host", LEARN + 2))
+
+    def test_slow_inline_call_demotes(self):
+        c = self.connect()
+        self._learned(c, "slows")
+        slow = c.call("executeModel", name="slows", msg={"sleep": ModelEntry.DEMOTE_AFTER * 2})
+        self.assertEqual(slow["thread"], "MainThread")
+        self.assertNotIn("MainThread", self._threads(c, "slows", LEARN + 2))
+
+    def test_slow_model_never_goes_inline(self):
+        c = self.connect()
+        self._model(c, "sleepy")
+        threads = self._threads(c, "sleepy", LEARN + 2, {"sleep": ModelEntry.INLINE_MAX * 3})
+        self.assertNotIn("MainThread", threads)
+
+    def test_class_attributes_force_the_mode(self):
+        c = self.connect()
+        self._model(c, "forced-inline", "inline = True")
+        self.assertEqual(self._threads(c, "forced-inline", 2), ["MainThread"] * 2)
+        self._model(c, "forced-threaded", "threaded = True")
+        self.assertNotIn("MainThread", self._threads(c, "forced-threaded", LEARN + 2))
+
+    def test_forced_inline_host_call_still_works(self):
+        c = self.connect()
+        c.handlers["add"] = lambda args: args["a"] + args["b"]
+        self._model(c, "forced-caller", "inline = True")
+        result = c.call("executeModel", name="forced-caller", msg={"host": True})
+        self.assertEqual(result["answer"], 3)
+        self.assertNotEqual(result["thread"], "MainThread")
+
+    def test_asyncio_run_works_inline(self):
+        c = self.connect()
+        self._learned(c, "async")
+        result = c.call("executeModel", name="async", msg={"asyncio": True})
+        self.assertEqual(result, {"thread": "MainThread", "value": 3})
+        self.assertEqual(c.call("ping"), "pong")
+
+    def test_update_model_learns_again(self):
+        c = self.connect()
+        self._learned(c, "swapped")
+        c.call("updateModel", name="swapped", source=_source())
+        self.assertNotEqual(self._threads(c, "swapped", 1), ["MainThread"])
+
+    def test_pipelined_inline_calls_all_answer_in_one_read(self):
+        c = self.connect()
+        self._learned(c, "many")
+        c.send(*[{"id": i, "cmd": "executeModel", "name": "many", "msg": {}} for i in range(1, 101)])
+        for i in range(1, 101):
+            self.assertTrue(c.reply_for(i)["ok"])
+
+
+if __name__ == "__main__":
+    unittest.main()
