@@ -6,7 +6,8 @@
 import { createHash } from "node:crypto";
 import * as v from "valibot";
 import { SpillError } from "../src/errors.ts";
-import type { Runtime } from "../src/runtime/types.ts";
+import type { FileWriter, Runtime } from "../src/runtime/types.ts";
+import { jsonPieces } from "./_json_pieces.ts";
 
 /** The `$spill` reference carried by a frame instead of a large message. */
 export interface SpillRef {
@@ -24,25 +25,104 @@ const SpillRefSchema = v.object({
   md5: v.pipe(v.string(), v.regex(/^[0-9a-fA-F]{32}$/)),
 });
 
+// Big enough that the per-chunk cost vanishes, small enough to stay cache-friendly.
+const CHUNK_BYTES = 2 * 1024 * 1024;
+
+/** Options of {@linkcode writeSpill}. */
+export interface WriteSpillOptions {
+  /** Nothing is written, and undefined returned, when the JSON is at most this many bytes. */
+  threshold: number;
+  /** Called before each chunk of `n` bytes is written; throws to stop (maxBytes). */
+  reserve(n: number): void | Promise<void>;
+}
+
 /**
- * Writes `bytes` (an encoded JSON message) to `path` (created 0600) and
- * returns its reference; removes a partly written file on failure.
+ * Writes `JSON.stringify(value)` as UTF-8 to `path` (created 0600) when it
+ * is longer than `threshold` bytes, and returns its reference (else
+ * undefined, and no file). The JSON is produced piece by piece
+ * ({@linkcode jsonPieces}), encoded and hashed through one reused buffer, so
+ * neither the whole text nor its encoded copy ever exists in memory. A
+ * partly written file is removed on failure.
  *
  * @example
  * ```ts ignore
- * const ref = await writeSpill(runtime, "/dev/shm/pyproxy-spill-x/w1/h-1.json", bytes);
+ * const ref = await writeSpill(runtime, "/dev/shm/pyproxy-spill-x/w1/h-1.json", msg, {
+ *   threshold: 1 << 20,
+ *   reserve: () => {},
+ * });
  * ```
  */
 export async function writeSpill(
   runtime: Runtime,
   path: string,
-  bytes: Uint8Array,
-): Promise<SpillRef> {
-  const md5 = createHash("md5").update(bytes).digest("hex");
+  value: unknown,
+  options: WriteSpillOptions,
+): Promise<SpillRef | undefined> {
+  const { threshold, reserve } = options;
+  const hash = createHash("md5");
+  const encoder = new TextEncoder();
+  let buffer = new Uint8Array(CHUNK_BYTES);
+  let used = 0;
+  let size = 0;
+  // Chunks held back until the size passes the threshold: below it there is no file.
+  let held: Uint8Array[] | undefined = [];
+  let file: FileWriter | undefined;
+  const flush = async (): Promise<void> => {
+    if (used === 0) return;
+    const chunk = buffer.subarray(0, used);
+    size += used;
+    used = 0;
+    if (held !== undefined) {
+      held.push(chunk);
+      buffer = new Uint8Array(CHUNK_BYTES);
+      if (size <= threshold) return;
+      file = await runtime.openWrite(path);
+      for (const part of held) await writeChunk(part);
+      held = undefined;
+      return;
+    }
+    await writeChunk(chunk);
+    // Two buffers: one is filled while the other is being written.
+    const writing = buffer;
+    buffer = spare ?? new Uint8Array(CHUNK_BYTES);
+    spare = writing;
+  };
+  let spare: Uint8Array<ArrayBuffer> | undefined;
+  let inflight: Promise<void> | undefined;
+  // At most one write in flight; the file system works while the next chunk is encoded and hashed.
+  const writeChunk = async (chunk: Uint8Array): Promise<void> => {
+    await reserve(chunk.length);
+    hash.update(chunk);
+    await inflight;
+    inflight = file!.write(chunk);
+    // Marked handled here; the error still comes out of the next await.
+    inflight.catch(() => {});
+  };
   try {
-    await runtime.writeFile(path, bytes);
+    try {
+      for (const piece of jsonPieces(value)) {
+        let pos = 0;
+        while (pos < piece.length) {
+          const { read, written } = encoder.encodeInto(
+            pos === 0 ? piece : piece.slice(pos),
+            buffer.subarray(used),
+          );
+          pos += read;
+          used += written;
+          // Full (or too full for the next character): hand the buffer over.
+          if (pos < piece.length || buffer.length - used < 4) await flush();
+        }
+      }
+      if (held !== undefined && size + used <= threshold) return undefined;
+      await flush();
+      await inflight;
+    } finally {
+      await inflight?.catch(() => {});
+      await file?.close();
+    }
   } catch (err) {
-    await runtime.remove(path).catch(() => {});
+    if (file !== undefined) await runtime.remove(path).catch(() => {});
+    if (err instanceof SpillError || err instanceof TypeError) throw err;
     throw new SpillError(
       `Cannot write spill file ${path}: ${
         err instanceof Error ? err.message : err
@@ -52,7 +132,23 @@ export async function writeSpill(
       },
     );
   }
-  return { path, size: bytes.length, md5 };
+  return { path, size, md5: hash.digest("hex") };
+}
+
+/**
+ * Frees `bytes` now rather than at the next major GC, which may come after
+ * JSON.parse has allocated the message: only the text and the message then
+ * coexist. Detaching frees the memory at once on Deno (V8); elsewhere it is a
+ * harmless no-op. Only a buffer the view covers whole is ours to detach.
+ */
+function release(bytes: Uint8Array): void {
+  const buffer = bytes.buffer as ArrayBuffer & {
+    transfer?: (n: number) => ArrayBuffer;
+  };
+  if (
+    typeof buffer.transfer === "function" && bytes.byteOffset === 0 &&
+    bytes.byteLength === buffer.byteLength
+  ) buffer.transfer(0);
 }
 
 /**
@@ -109,17 +205,21 @@ export async function readSpill(
         `Cannot read spill file ${path}: size ${stat.size}, expected ${size}`,
       );
     }
-    let bytes: Uint8Array | undefined = await runtime.readFile(real);
+    // Hashed chunk by chunk while the rest is still being read.
+    const hash = createHash("md5");
+    let bytes: Uint8Array | undefined = await runtime.readFile(real, {
+      onChunk: (chunk) => hash.update(chunk),
+    });
     if (bytes.length !== size) {
       throw new SpillError(
         `Cannot read spill file ${path}: size ${bytes.length}, expected ${size}`,
       );
     }
-    if (createHash("md5").update(bytes).digest("hex") !== md5.toLowerCase()) {
+    if (hash.digest("hex") !== md5.toLowerCase()) {
       throw new SpillError(`Cannot read spill file ${path}: md5 mismatch`);
     }
-    // Drop the bytes before parsing: only the text and the parsed object coexist.
     const text = new TextDecoder().decode(bytes);
+    release(bytes);
     bytes = undefined;
     let message: unknown;
     try {

@@ -6,7 +6,18 @@
  * @module
  */
 
-/** Options of {@linkcode CacheStore.set}. */
+/**
+ * Options of {@linkcode CacheStore.set}.
+ *
+ * @example
+ * ```ts
+ * import { MemoryStore } from "./memory_store.ts";
+ * const store = new MemoryStore();
+ * await store.set("session:42", { user: "ada" }, { ttl: 60 });
+ * console.log(await store.get("session:42")); // { user: "ada" }
+ * await store.close();
+ * ```
+ */
 export interface CacheSetOptions {
   /** Time to live in seconds (fractions allowed); no expiry when absent. */
   ttl?: number;

@@ -6,7 +6,18 @@
  */
 import type { CacheSetOptions, CacheStore } from "./cache_store.ts";
 
-/** Options of {@linkcode MemoryStore}. */
+/**
+ * Options of {@linkcode MemoryStore}.
+ *
+ * @example
+ * ```ts
+ * import { MemoryStore } from "./memory_store.ts";
+ * const store = new MemoryStore({ maxEntries: 1000, maxBytes: 1024 * 1024, defaultTtl: 300 });
+ * await store.set("k", [1, 2, 3]);
+ * console.log(await store.get("k")); // [1, 2, 3]
+ * await store.close();
+ * ```
+ */
 export interface MemoryStoreOptions {
   /** Most entries kept; the least recently used go first. @default {10000} */
   maxEntries?: number;

@@ -15,7 +15,17 @@ import type { Connection, Runtime } from "../src/runtime/types.ts";
 import type { CacheSetOptions, CacheStore } from "./cache_store.ts";
 import { encodeCommand, RespParser, type RespValue } from "./_resp.ts";
 
-/** Options of {@linkcode RedisStore}. */
+/**
+ * Options of {@linkcode RedisStore}.
+ *
+ * @example
+ * ```ts
+ * import type { RedisStoreOptions } from "./redis_store.ts";
+ * const options: RedisStoreOptions = { hostname: "127.0.0.1", port: 6379, db: 1, prefix: "myapp:" };
+ * console.log(options.prefix); // "myapp:"
+ * // new RedisStore(options) connects lazily, on the first command.
+ * ```
+ */
 export interface RedisStoreOptions {
   /** Redis host. @default {"127.0.0.1"} */
   hostname?: string;

@@ -11,7 +11,17 @@ import type { HostHandler, Plugin } from "../src/plugin.ts";
 import type { CacheSetOptions, CacheStore } from "./cache_store.ts";
 import { MemoryStore } from "./memory_store.ts";
 
-/** Options of {@linkcode sharedCache}. */
+/**
+ * Options of {@linkcode sharedCache}.
+ *
+ * @example
+ * ```ts
+ * import { MemoryStore } from "./memory_store.ts";
+ * import { sharedCache } from "./shared_cache.ts";
+ * const cache = sharedCache({ store: new MemoryStore({ maxEntries: 100 }), namespace: "app", closeStore: true });
+ * console.log(cache.name); // "sharedCache"
+ * ```
+ */
 export interface SharedCacheOptions {
   /** Where values live. @default {new MemoryStore({ maxEntries: 10000, maxBytes: 64 MiB })} */
   store?: CacheStore;
@@ -23,7 +33,17 @@ export interface SharedCacheOptions {
   maxKeyLength?: number;
 }
 
-/** The plugin returned by {@linkcode sharedCache}. */
+/**
+ * The plugin returned by {@linkcode sharedCache}.
+ *
+ * @example
+ * ```ts
+ * import { sharedCache } from "./shared_cache.ts";
+ * const cache = sharedCache({ namespace: "app" });
+ * await cache.store.set("config", { level: 3 });
+ * console.log(await cache.store.get("config")); // { level: 3 }
+ * ```
+ */
 export interface SharedCachePlugin extends Plugin {
   /** The cache as Python models see it (namespaced), for TypeScript code. */
   readonly store: CacheStore;

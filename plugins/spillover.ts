@@ -17,7 +17,16 @@ import type { Session } from "../src/session.ts";
 import { jsonSizeBound } from "./_json_size.ts";
 import { readSpill, writeSpill } from "./_spill_file.ts";
 
-/** Options of {@linkcode spillover}. */
+/**
+ * Options of {@linkcode spillover}.
+ *
+ * @example
+ * ```ts
+ * import { spillover } from "./spillover.ts";
+ * const plugin = spillover({ threshold: 256 * 1024, maxBytes: 1024 ** 3 });
+ * console.log(plugin.threshold); // 262144
+ * ```
+ */
 export interface SpilloverOptions {
   /** Messages whose encoded JSON is larger than this many bytes are spilled. @default {1048576} */
   threshold?: number;
@@ -35,7 +44,16 @@ export interface SpilloverOptions {
   maxBytes?: number;
 }
 
-/** Counters of a {@linkcode SpilloverPlugin}. */
+/**
+ * Counters of a {@linkcode SpilloverPlugin}.
+ *
+ * @example
+ * ```ts
+ * import { spillover } from "./spillover.ts";
+ * const plugin = spillover();
+ * console.log(plugin.stats.spilledOut, plugin.stats.failures); // 0 0
+ * ```
+ */
 export interface SpilloverStats {
   /** Outgoing messages written to files. */
   spilledOut: number;
@@ -49,7 +67,16 @@ export interface SpilloverStats {
   failures: number;
 }
 
-/** The plugin returned by {@linkcode spillover}. */
+/**
+ * The plugin returned by {@linkcode spillover}.
+ *
+ * @example
+ * ```ts
+ * import { spillover, type SpilloverPlugin } from "./spillover.ts";
+ * const plugin: SpilloverPlugin = spillover({ threshold: 1024 * 1024 });
+ * console.log(plugin.dir); // undefined until the pool starts
+ * ```
+ */
 export interface SpilloverPlugin extends Plugin {
   /** The pool's spill directory (a realpath), once the pool started. */
   readonly dir: string | undefined;
@@ -66,8 +93,6 @@ interface HostFile {
   id: unknown;
   size: number;
 }
-
-const encoder = new TextEncoder();
 
 /**
  * Creates the spill-over plugin (a default plugin of every pool). Each
@@ -141,30 +166,34 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
     dir: string,
   ): Promise<WireMessage | void> {
     const rt = runtime!;
-    // The one stringify of a large message; the text is dropped as soon as it is encoded.
-    let text: string | undefined = JSON.stringify(msg);
-    const bytes = encoder.encode(text);
-    text = undefined;
-    if (bytes.length <= threshold) return;
-    if (pendingBytes + bytes.length > maxBytes) await reclaim(rt);
-    if (pendingBytes + bytes.length > maxBytes) {
-      throw new SpillError(
-        `Cannot spill message of ${bytes.length} bytes: ${pendingBytes} bytes are pending and maxBytes is ${maxBytes}`,
-      );
-    }
     const path = `${dir}/h-${++generation}.json`;
     // Only a request is released by its reply; a reply to a Python callback shares no id space with
     // our requests, and waits for reclaim(), the session's close or the worker's exit.
-    hostFiles.set(path, {
+    const file: HostFile = {
       session: mc.session,
       id: msg.cmd === undefined ? undefined : msg.id,
-      size: bytes.length,
-    });
-    pendingBytes += bytes.length;
+      size: 0,
+    };
+    // Bytes are counted as they are written: the size is only known at the end, and concurrent spills
+    // must see each other's. The file is registered once it exists, so reclaim() never drops it early.
+    const reserve = async (n: number): Promise<void> => {
+      if (pendingBytes + n > maxBytes) await reclaim(rt);
+      if (pendingBytes + n > maxBytes) {
+        throw new SpillError(
+          `Cannot spill message of more than ${
+            file.size + n
+          } bytes: ${pendingBytes} bytes are pending and maxBytes is ${maxBytes}`,
+        );
+      }
+      if (!hostFiles.has(path)) hostFiles.set(path, file);
+      file.size += n;
+      pendingBytes += n;
+    };
     try {
-      const ref = await writeSpill(rt, path, bytes);
+      const ref = await writeSpill(rt, path, msg, { threshold, reserve });
+      if (ref === undefined) return;
       stats.spilledOut++;
-      stats.bytesOut += bytes.length;
+      stats.bytesOut += ref.size;
       // id, cmd and ok stay at top level so the peer can answer (or match) even when the file fails.
       const stub: WireMessage = { id: msg.id, $spill: ref };
       if (msg.cmd !== undefined) stub.cmd = msg.cmd;

@@ -574,6 +574,61 @@ export const runtimeContract: ContractCheck[] = [
     },
   },
   {
+    name: "openWrite() writes chunks from a reused buffer, 0600, truncating",
+    async fn({ rt }) {
+      const dir = await tempDir(rt);
+      try {
+        const file = join(dir, "chunks.bin");
+        await rt.writeFile(file, new Uint8Array(10).fill(9));
+        const writer = await rt.openWrite(file);
+        const buffer = new Uint8Array(3);
+        try {
+          buffer.set([1, 2, 3]);
+          await writer.write(buffer);
+          buffer.set([4, 5]);
+          await writer.write(buffer.subarray(0, 2));
+          await writer.write(new Uint8Array(0));
+        } finally {
+          await writer.close();
+          await writer.close();
+        }
+        assert.deepEqual(
+          await rt.readFile(file),
+          new Uint8Array([1, 2, 3, 4, 5]),
+        );
+        const fresh = join(dir, "fresh.bin");
+        const big = new Uint8Array(3 * 1024 * 1024 + 7).map((_, i) => i % 251);
+        const second = await rt.openWrite(fresh);
+        await second.write(big);
+        await second.close();
+        assert.equal((await stat(fresh)).mode & 0o777, 0o600);
+        const chunks: Uint8Array[] = [];
+        const back = await rt.readFile(fresh, {
+          onChunk: (chunk) => chunks.push(chunk.slice()),
+        });
+        assert.equal(Object.getPrototypeOf(back), Uint8Array.prototype);
+        assert.equal(back.length, big.length);
+        assert.deepEqual(back, big);
+        // The chunks are consecutive and cover the file exactly.
+        const joined = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+        chunks.reduce((at, c) => (joined.set(c, at), at + c.length), 0);
+        assert.deepEqual(joined, big);
+        assert.deepEqual(
+          await rt.readFile(join(dir, "empty")).catch(() => "missing"),
+          "missing",
+        );
+        await rt.writeFile(join(dir, "empty"), new Uint8Array(0));
+        assert.deepEqual(
+          await rt.readFile(join(dir, "empty")),
+          new Uint8Array(0),
+        );
+        await assert.rejects(rt.openWrite(join(dir, "no", "such", "dir.bin")));
+      } finally {
+        await rt.remove(dir, { recursive: true });
+      }
+    },
+  },
+  {
     name: "makeTempDir() honours dir and prefix",
     async fn({ rt }) {
       const parent = await tempDir(rt);

@@ -6,6 +6,7 @@ import { spillover, type SpilloverPlugin } from "../plugins/spillover.ts";
 import { reconnect } from "../plugins/reconnect.ts";
 import { sharedCache } from "../plugins/shared_cache.ts";
 import { jsonSizeBound } from "../plugins/_json_size.ts";
+import { jsonPieces } from "../plugins/_json_pieces.ts";
 import fc from "fast-check";
 
 const MODELS = new URL("../python/tests/models/", import.meta.url).pathname;
@@ -95,6 +96,46 @@ Deno.test("spillover's size bound is never below the encoded size and exact for 
     jsonSizeBound({ big: "x".repeat(1_000_000), more: "y" }, 100) > 100,
   );
   assert.equal(jsonSizeBound({ d: new Date(0) }, 1_000), Infinity);
+});
+
+Deno.test("spillover's jsonPieces joins to exactly JSON.stringify, large strings and toJSON included", () => {
+  const same = (value: unknown) =>
+    assert.equal([...jsonPieces(value)].join(""), JSON.stringify(value) ?? "");
+  fc.assert(fc.property(fc.jsonValue(), same), { numRuns: 1_000 });
+  fc.assert(
+    fc.property(fc.anything(), (value) => {
+      try {
+        JSON.stringify(value);
+      } catch {
+        return; // bigints: both throw
+      }
+      same(value);
+    }),
+    { numRuns: 1_000 },
+  );
+  // Surrogate pairs straddling every piece boundary, escapes and control characters in a long string.
+  const long = 'a\u{1F600}"\\\n\u0001\u20ac'.repeat(40_000) + "\ud800";
+  for (const value of [long, "x" + long, { a: [long, undefined, () => 1] }]) {
+    same(value);
+  }
+  same({
+    d: new Date(0),
+    n: { toJSON: (key: string) => key + "!" },
+    big: { toJSON: () => "z".repeat(300_000) },
+    boxed: new String("s".repeat(100_000)),
+    u: undefined,
+    nan: NaN,
+  });
+  const cycle: Record<string, unknown> = { pad: "p".repeat(300_000) };
+  cycle.self = cycle;
+  assert.throws(() => [...jsonPieces(cycle)], TypeError);
+  assert.throws(() => [...jsonPieces({ b: 1n })], TypeError);
+  assert.deepEqual([...jsonPieces(undefined)], []);
+  assert.ok(
+    [...jsonPieces({ s: "q".repeat(1_000_000) })].every((p) =>
+      p.length <= 64 * 1024
+    ),
+  );
 });
 
 Deno.test("spillover round-trips 20 MB both ways through a private directory", async () => {
@@ -349,22 +390,31 @@ Deno.test("spillover refuses to spill past maxBytes while the server has not con
   const pid = pool.status().workers[0]!.pid!;
   try {
     Deno.kill(pid, "SIGSTOP");
-    const first = pool.execute("spill_echo", {
-      op: "len",
-      data: "a".repeat(6_000),
-    });
-    const second = pool.execute("spill_echo", {
-      op: "len",
-      data: "b".repeat(6_000),
-    });
-    const err = await second.then(() => undefined, (e) => e);
+    // Both spills open their file before reserving bytes, so either may be the one refused: settle both
+    // at once and check that exactly one was refused and the other completes once the server runs again.
+    const calls = ["a", "b"].map((ch) =>
+      pool.execute("spill_echo", { op: "len", data: ch.repeat(6_000) }).then(
+        (value) => ({ ok: true as const, value }),
+        (error: unknown) => ({ ok: false as const, error }),
+      )
+    );
+    const refused = await Promise.race(calls);
+    assert.equal(
+      refused.ok,
+      false,
+      "the first call to settle must be the refused one",
+    );
+    const err = (refused as { error: unknown }).error;
     assert.ok(
       err instanceof PluginError || err instanceof SpillError,
       String(err),
     );
-    assert.match(err.message, /maxBytes/);
+    assert.match((err as Error).message, /maxBytes/);
     Deno.kill(pid, "SIGCONT");
-    assert.equal(((await first) as { len: number }).len, 6_000);
+    const settled = await Promise.all(calls);
+    assert.equal(settled.filter((c) => !c.ok).length, 1);
+    const done = settled.find((c) => c.ok);
+    assert.equal((done?.value as { len: number } | undefined)?.len, 6_000);
     assert.equal(spill.pendingBytes, 0);
     assert.equal(
       ((await pool.execute("spill_echo", {

@@ -11,6 +11,7 @@ import {
   chmod,
   mkdir,
   mkdtemp,
+  open,
   readdir,
   readFile,
   realpath,
@@ -240,12 +241,38 @@ export function bunRuntime(): Runtime {
         }
       }
     },
-    async readFile(path) {
+    async readFile(path, options = {}) {
       const buf = await readFile(path);
-      return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+      const data = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+      if (options.onChunk !== undefined && data.length > 0) {
+        options.onChunk(data);
+      }
+      return data;
     },
     async writeFile(path, data) {
       await writeFile(path, data, { mode: 0o600 });
+    },
+    async openWrite(path) {
+      const handle = await open(path, "w", 0o600);
+      let closed = false;
+      return {
+        async write(chunk) {
+          let offset = 0;
+          while (offset < chunk.length) {
+            const { bytesWritten } = await handle.write(
+              chunk,
+              offset,
+              chunk.length - offset,
+            );
+            offset += bytesWritten;
+          }
+        },
+        async close() {
+          if (closed) return;
+          closed = true;
+          await handle.close();
+        },
+      };
     },
     async stat(path) {
       try {

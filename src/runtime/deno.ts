@@ -30,6 +30,28 @@ function wrapConn(conn: Deno.Conn): Connection {
   };
 }
 
+// Large enough to amortise each read, small enough that the file system and onChunk overlap well.
+const READ_CHUNK = 8 * 1024 * 1024;
+
+async function readRest(file: Deno.FsFile): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const chunk = new Uint8Array(64 * 1024);
+    const n = await file.read(chunk);
+    if (n === null) break;
+    chunks.push(chunk.subarray(0, n));
+    total += n;
+  }
+  const rest = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    rest.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return rest;
+}
+
 /**
  * Creates the Deno runtime adapter.
  *
@@ -135,9 +157,76 @@ export function denoRuntime(): Runtime {
         if (!(err instanceof Deno.errors.NotFound)) throw err;
       }
     },
-    readFile: (path) => Deno.readFile(path),
+    async readFile(path, options = {}) {
+      const { onChunk } = options;
+      // Deno.readFile grows its buffer while reading; reads into an exact-size buffer are twice as fast on 100 MB.
+      using file = await Deno.open(path, { read: true });
+      const size = (await file.stat()).size;
+      let data = new Uint8Array(size);
+      let offset = 0;
+      let seen = 0;
+      while (offset < size) {
+        const end = onChunk === undefined
+          ? size
+          : Math.min(size, offset + READ_CHUNK);
+        const pending = file.read(data.subarray(offset, end));
+        // The chunk before is handed over while this one is read (off the main thread).
+        if (onChunk !== undefined && seen < offset) {
+          try {
+            onChunk(data.subarray(seen, offset));
+          } catch (err) {
+            await pending.catch(() => {});
+            throw err;
+          }
+          seen = offset;
+        }
+        const n = await pending;
+        if (n === null) break;
+        offset += n;
+      }
+      if (offset < size) {
+        data = data.subarray(0, offset);
+      } else {
+        // A file that grew since stat(): read the rest the slow way.
+        const rest = await readRest(file);
+        if (rest.length > 0) {
+          const all = new Uint8Array(size + rest.length);
+          all.set(data);
+          all.set(rest, size);
+          data = all;
+        }
+      }
+      if (onChunk !== undefined && seen < data.length) {
+        onChunk(data.subarray(seen));
+      }
+      return data;
+    },
     async writeFile(path, data) {
       await Deno.writeFile(path, data, { mode: 0o600 });
+    },
+    async openWrite(path) {
+      const file = await Deno.open(path, {
+        write: true,
+        create: true,
+        truncate: true,
+        mode: 0o600,
+      });
+      let closed = false;
+      return {
+        async write(chunk) {
+          let offset = 0;
+          while (offset < chunk.length) {
+            offset += await file.write(chunk.subarray(offset));
+          }
+        },
+        close() {
+          if (!closed) {
+            closed = true;
+            file.close();
+          }
+          return Promise.resolve();
+        },
+      };
     },
     async stat(path) {
       try {

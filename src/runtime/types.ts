@@ -133,6 +133,36 @@ export interface HttpServer {
 }
 
 /**
+ * A file open for writing, from {@linkcode Runtime.openWrite}: lets a large
+ * file be written chunk by chunk, so its whole content never has to exist
+ * in memory at once.
+ *
+ * @example Write two chunks from one reusable buffer
+ * ```ts ignore
+ * import { defaultRuntime } from "./mod.ts";
+ * const file = await defaultRuntime().openWrite("/tmp/out.json");
+ * const buffer = new Uint8Array(4);
+ * try {
+ *   buffer.set([123, 34, 97, 34]); // {"a"
+ *   await file.write(buffer);
+ *   buffer.set([58, 49, 125], 0); // :1}
+ *   await file.write(buffer.subarray(0, 3));
+ * } finally {
+ *   await file.close();
+ * }
+ * ```
+ */
+export interface FileWriter {
+  /**
+   * Writes all of `chunk`. The chunk is no longer referenced once the
+   * promise resolves, so a buffer can be refilled for the next write.
+   */
+  write(chunk: Uint8Array): Promise<void>;
+  /** Closes the file (idempotent). */
+  close(): Promise<void>;
+}
+
+/**
  * Everything runtime-specific the core needs.
  *
  * @example Pass an adapter explicitly
@@ -166,10 +196,24 @@ export interface Runtime {
   makeTempDir(options?: { dir?: string; prefix?: string }): Promise<string>;
   /** Removes a file or directory tree; ignores a missing path. */
   remove(path: string, options?: { recursive?: boolean }): Promise<void>;
-  /** Reads a whole file. */
-  readFile(path: string): Promise<Uint8Array>;
+  /**
+   * Reads a whole file into one buffer of its exact size (no growing
+   * buffer, no final copy: this matters for files of 100 MB). `onChunk`, when
+   * given, is called with consecutive views of the returned bytes, in order
+   * and covering all of them, as they arrive: work on one chunk (hashing)
+   * may overlap the reading of the next.
+   */
+  readFile(
+    path: string,
+    options?: { onChunk?(chunk: Uint8Array): void },
+  ): Promise<Uint8Array>;
   /** Writes a whole file (created with mode 0600). */
   writeFile(path: string, data: Uint8Array): Promise<void>;
+  /**
+   * Opens a file for writing chunk by chunk: created with mode 0600, or
+   * truncated when it exists.
+   */
+  openWrite(path: string): Promise<FileWriter>;
   /** File info, or `null` when the path does not exist. */
   stat(
     path: string,

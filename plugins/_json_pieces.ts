@@ -1,0 +1,113 @@
+/**
+ * `JSON.stringify` as a sequence of pieces, so that a message holding a
+ * 100 MB string can be written to a spill file without ever building its
+ * 100 MB JSON text. Private to `spillover()`.
+ *
+ * @module
+ */
+import { jsonSizeBound } from "./_json_size.ts";
+
+// Subtrees whose JSON is bounded by this are stringified at once; longer strings are cut in pieces of this size.
+const PIECE = 32 * 1024;
+
+/**
+ * Yields strings whose concatenation is `JSON.stringify(value)` (for a value
+ * it does not return undefined for). Large strings come in pieces of about
+ * 32 Ki characters, never split inside a surrogate pair. Throws like
+ * `JSON.stringify` on bigints and circular structures.
+ *
+ * @example
+ * ```ts
+ * import { jsonPieces } from "./_json_pieces.ts";
+ * console.log([...jsonPieces({ a: [1, "x"] })].join("")); // {"a":[1,"x"]}
+ * ```
+ */
+export function* jsonPieces(value: unknown): Generator<string, void, void> {
+  const resolved = resolve(value, "");
+  if (omitted(resolved)) return;
+  yield* pieces(resolved, []);
+}
+
+function resolve(value: unknown, key: string): unknown {
+  if (
+    typeof value === "object" && value !== null &&
+    typeof (value as { toJSON?: unknown }).toJSON === "function"
+  ) {
+    value = (value as { toJSON(key: string): unknown }).toJSON(key);
+  }
+  if (
+    value instanceof String || value instanceof Number ||
+    value instanceof Boolean
+  ) {
+    return value.valueOf();
+  }
+  return value;
+}
+
+function omitted(value: unknown): boolean {
+  return value === undefined || typeof value === "function" ||
+    typeof value === "symbol";
+}
+
+function* pieces(
+  value: unknown,
+  ancestors: object[],
+): Generator<string, void, void> {
+  if (typeof value === "string") {
+    if (value.length <= PIECE) {
+      yield JSON.stringify(value);
+      return;
+    }
+    yield '"';
+    let pos = 0;
+    while (pos < value.length) {
+      let end = Math.min(value.length, pos + PIECE);
+      const last = value.charCodeAt(end - 1);
+      if (end < value.length && last >= 0xd800 && last <= 0xdbff) end--;
+      const quoted = JSON.stringify(value.slice(pos, end));
+      yield quoted.slice(1, -1);
+      pos = end;
+    }
+    yield '"';
+    return;
+  }
+  if (typeof value !== "object" || value === null) {
+    // Numbers, booleans, null; a bigint throws here as it would in JSON.stringify.
+    yield JSON.stringify(value);
+    return;
+  }
+  if (ancestors.includes(value)) {
+    throw new TypeError("Converting circular structure to JSON");
+  }
+  // toJSON of nested objects (Infinity) and big subtrees go piece by piece; the rest in one call.
+  if (ancestors.length > 0 && jsonSizeBound(value, PIECE) <= PIECE) {
+    yield JSON.stringify(value);
+    return;
+  }
+  ancestors.push(value);
+  try {
+    if (Array.isArray(value)) {
+      yield "[";
+      for (let i = 0; i < value.length; i++) {
+        if (i > 0) yield ",";
+        const item = resolve(value[i], String(i));
+        if (omitted(item)) yield "null";
+        else yield* pieces(item, ancestors);
+      }
+      yield "]";
+      return;
+    }
+    let first = true;
+    yield "{";
+    for (const key of Object.keys(value)) {
+      const item = resolve((value as Record<string, unknown>)[key], key);
+      if (omitted(item)) continue;
+      yield (first ? "" : ",") + JSON.stringify(key) + ":";
+      first = false;
+      yield* pieces(item, ancestors);
+    }
+    yield "}";
+  } finally {
+    ancestors.pop();
+  }
+}
