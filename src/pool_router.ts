@@ -160,7 +160,7 @@ export class PoolRouter {
     let best: Worker | undefined;
     let bestScore = -1;
     for (const w of this.#opts.workers) {
-      if (w.state !== "ready") continue;
+      if (!routable(w)) continue;
       const score = mix32(h ^ this.#seed(w.id));
       if (score > bestScore) [best, bestScore] = [w, score];
     }
@@ -178,9 +178,11 @@ export class PoolRouter {
           `Cannot route call ${call.cmd}: no worker '${pinned}'`,
         );
       }
-      if (w.state !== "ready") {
+      if (!routable(w)) {
         return new NoWorkerError(
-          `Cannot route call ${call.cmd}: worker ${pinned} is ${w.state}`,
+          `Cannot route call ${call.cmd}: worker ${pinned} is ${
+            w.state === "ready" ? "disconnected" : w.state
+          }`,
         );
       }
       return w.inFlight < max ? w : null;
@@ -196,7 +198,7 @@ export class PoolRouter {
     for (let i = 0; i < n; i++) {
       const idx = (this.#rr + i) % n;
       const w = workers[idx]!;
-      if (w.state !== "ready") continue;
+      if (!routable(w)) continue;
       anyReady = true;
       if (w.inFlight < max) {
         this.#rr = (idx + 1) % n;
@@ -211,7 +213,7 @@ export class PoolRouter {
     if (
       workers.some((w) =>
         w.state === "starting" || w.state === "restarting" ||
-        this.#opts.coming(w)
+        w.state === "ready" || this.#opts.coming(w)
       )
     ) {
       return null;
@@ -232,9 +234,7 @@ export class PoolRouter {
 
   #hasRoom(): boolean {
     const max = this.#opts.maxInFlightPerWorker;
-    return this.#opts.workers.some((w) =>
-      w.state === "ready" && w.inFlight < max
-    );
+    return this.#opts.workers.some((w) => routable(w) && w.inFlight < max);
   }
 
   #enqueue(call: PoolCall, front: boolean): void {
@@ -303,4 +303,11 @@ function mix32(h: number): number {
   h = Math.imul(h, 0xc2b2ae35);
   h ^= h >>> 16;
   return h >>> 0;
+}
+
+// A ready worker whose connection just ended is as good as gone (the pool
+// kills it), but its state changes only once its exit is seen: calls sent to
+// it meanwhile would fail without ever reaching a server.
+function routable(w: Worker): boolean {
+  return w.state === "ready" && w.session?.isClosed === false;
 }
