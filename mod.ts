@@ -28,6 +28,8 @@ export * from "./src/eval_session.ts";
 export * from "./src/output_buffer.ts";
 export * from "./src/gateway/mod.ts";
 export * from "./plugins/mod.ts";
+/** The logger taken by the `logger` options (a LogTape `Logger` fits). */
+export type { Logger } from "./src/logger.ts";
 
 if (import.meta.main) {
   const { main } = await import("./src/cli.ts");

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test suite (Deno, Python, Bun), keeps going when one fails, and
-# ends with one line "N passed, N failed" (what CI reads).
+# ends with one line "N passed, N failed" (what CI reads). Each suite has a
+# hard time limit so a hung test fails the run instead of stalling CI.
 set -u
 cd "$(dirname "$0")/.."
 export NO_COLOR=1
@@ -9,18 +10,18 @@ trap 'rm -rf "$log_dir"' EXIT
 status=0
 
 echo "== deno test =="
-deno test -A --parallel tests/ 2>&1 | tee "$log_dir/deno.log"
+timeout -k 10 900 deno test -A --parallel tests/ 2>&1 | tee "$log_dir/deno.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "== python unittest =="
-python3 -m unittest discover -s python/tests -t python 2>&1 | tee "$log_dir/python.log"
+timeout -k 10 300 python3 -m unittest discover -s python/tests -t python 2>&1 | tee "$log_dir/python.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 if command -v bun >/dev/null 2>&1 && [ -d tests/bun ]; then
   echo "== bun test =="
   # Bun resolves npm packages from node_modules (package.json mirrors deno.json).
   bun install --frozen-lockfile >/dev/null 2>&1 || bun install >/dev/null 2>&1 || echo "warning: bun install failed"
-  bun test tests/bun/ 2>&1 | tee "$log_dir/bun.log"
+  timeout -k 10 300 bun test tests/bun/ 2>&1 | tee "$log_dir/bun.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 else
   echo "== bun test: skipped (bun not installed) =="

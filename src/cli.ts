@@ -5,10 +5,10 @@
  */
 import { parseArgs } from "node:util";
 import { configure, getConsoleSink, type LogLevel } from "@logtape/logtape";
-import denoJson from "../deno.json" with { type: "json" };
 import { ConfigError } from "./errors.ts";
 import type { Runtime } from "./runtime/types.ts";
 import { defaultRuntime } from "./runtime/mod.ts";
+import { PYTHON_MANIFEST } from "./runtime/python_manifest.ts";
 import {
   type GatewayConfig,
   loadConfig,
@@ -16,7 +16,10 @@ import {
 } from "./gateway/config.ts";
 import { serve } from "./gateway/serve.ts";
 
-const VERSION: string = denoJson.version;
+// The manifest carries deno.json's version (scripts/gen_python_manifest.ts,
+// checked by tests/python_manifest_test.ts), so no JSON import is needed:
+// deno.json may be missing from JSR's npm tarball.
+const VERSION: string = PYTHON_MANIFEST.version;
 
 const HELP = `pyproxy ${VERSION}: run Python models as a service
 
@@ -24,7 +27,8 @@ Usage:
   deno run -A mod.ts serve [options]
 
 Starts the HTTP gateway: a pool of Python workers serving the models of a
-directory. Without options: 2 workers, the example models (examples/models),
+directory. Without options: 2 workers, the example models (examples/models;
+./models when installed from a package),
 http://127.0.0.1:8000. Every option can also be set in pyproxy.json
 (see docs/gateway.md); flags override the file.
 
@@ -210,7 +214,7 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
   }
   const { values, positionals } = parsed;
   if (values.version) {
-    console.log(VERSION);
+    console.log(`pyproxy ${VERSION}`);
     return 0;
   }
   if (values.help) {

@@ -6,7 +6,19 @@
  * @module
  */
 
-/** Options accepted by every pyproxy error constructor. */
+/**
+ * Options accepted by every pyproxy error constructor.
+ *
+ * @example
+ * ```ts
+ * import { PyProxyError } from "./errors.ts";
+ * const err = new PyProxyError("Cannot load model: file missing", {
+ *   cause: new Error("ENOENT"),
+ *   details: { file: "doubler.py" },
+ * });
+ * console.log(err.details); // { file: "doubler.py" }
+ * ```
+ */
 export interface PyProxyErrorOptions {
   /** The underlying error, kept for diagnostics. */
   cause?: unknown;

@@ -10,7 +10,18 @@ import { errorFromWire } from "./errors.ts";
 import type { ModelSpec, Session } from "./session.ts";
 import type { Worker } from "./worker.ts";
 
-/** A model as the pool knows it (`pool.status().models`). */
+/**
+ * A model as the pool knows it (`pool.status().models`).
+ *
+ * @example
+ * ```ts
+ * import type { ModelInfo } from "./model_registry.ts";
+ * function describe(model: ModelInfo): string {
+ *   return `${model.name} (${model.inits.length} inits)`;
+ * }
+ * console.log(typeof describe); // "function"
+ * ```
+ */
 export interface ModelInfo {
   /** Model name. */
   name: string;

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Logger } from "@logtape/logtape";
+import type { Logger } from "./logger.ts";
 import { type Atom, type EvalOptions, startAtom } from "./atom.ts";
 import { AtomRegistry } from "./atom_registry.ts";
 import {
@@ -42,7 +42,17 @@ export type { ModelInfo } from "./model_registry.ts";
 export type { PoolEvent } from "./pool_events.ts";
 export type { WorkerExit, WorkerInfo, WorkerState } from "./worker.ts";
 
-/** Options of {@linkcode Pool.request}. */
+/**
+ * Options of {@linkcode Pool.request}.
+ *
+ * @example
+ * ```ts
+ * import type { PoolRequestOptions } from "./pool.ts";
+ * const options: PoolRequestOptions = { key: "user-42", timeout: 5000, idempotent: true };
+ * console.log(options.key);
+ * // await pool.request("executeModel", { name: "doubler", input: { x: 5 } }, options);
+ * ```
+ */
 export interface PoolRequestOptions {
   /** Calls with the same key go to the same worker while it is up (rendezvous hashing). */
   key?: string;
@@ -58,10 +68,31 @@ export interface PoolRequestOptions {
   idempotent?: boolean;
 }
 
-/** Options of {@linkcode Pool.execute}. */
+/**
+ * Options of {@linkcode Pool.execute}.
+ *
+ * @example
+ * ```ts
+ * import type { ExecuteOptions } from "./pool.ts";
+ * const options: ExecuteOptions = { timeout: 2000, signal: AbortSignal.timeout(5000) };
+ * console.log(options.timeout);
+ * // await pool.execute("doubler", { x: 5 }, options);
+ * ```
+ */
 export type ExecuteOptions = Omit<PoolRequestOptions, "onEvent">;
 
-/** What {@linkcode Pool.status} returns. */
+/**
+ * What {@linkcode Pool.status} returns.
+ *
+ * @example
+ * ```ts
+ * import type { PoolStatus } from "./pool.ts";
+ * const summary = (s: PoolStatus): string =>
+ *   `${s.workers.filter((w) => w.state === "ready").length}/${s.workers.length} ready, ${s.queue} queued`;
+ * console.log(typeof summary); // "function"
+ * // console.log(summary(pool.status()));
+ * ```
+ */
 export interface PoolStatus {
   /** Every slot, in slot order. */
   workers: WorkerInfo[];
@@ -79,7 +110,23 @@ export interface PoolStatus {
   plugins: string[];
 }
 
-/** Options of {@linkcode Pool.start}. Every field is optional. */
+/**
+ * Options of {@linkcode Pool.start}. Every field is optional.
+ *
+ * @example
+ * ```ts
+ * import type { PoolOptions } from "./pool.ts";
+ * const options: PoolOptions = {
+ *   workers: 4,
+ *   modelsDir: "./models",
+ *   requestTimeout: 30_000,
+ *   maxQueue: 256,
+ *   handleSignals: false,
+ * };
+ * console.log(options.workers);
+ * // await using pool = await Pool.start(options);
+ * ```
+ */
 export interface PoolOptions {
   /** Number of worker slots. @default {runtime.cpuCount()} */
   workers?: number;

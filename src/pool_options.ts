@@ -6,7 +6,8 @@
  */
 import * as v from "valibot";
 import process from "node:process";
-import { getLogger, type Logger } from "@logtape/logtape";
+import { getLogger } from "@logtape/logtape";
+import type { Logger } from "./logger.ts";
 import { ConfigError } from "./errors.ts";
 import { defaultRuntime } from "./runtime/mod.ts";
 import type { Runtime } from "./runtime/types.ts";

@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { getLogger, type Logger } from "@logtape/logtape";
+import { getLogger } from "@logtape/logtape";
+import type { Logger } from "./logger.ts";
 import { randomBytes } from "node:crypto";
 import { StartError } from "./errors.ts";
 import { materializePythonPackage } from "./runtime/python_package.ts";
@@ -18,7 +19,17 @@ import {
   StderrTail,
 } from "./_python_server_io.ts";
 
-/** How a server process ended. */
+/**
+ * How a server process ended.
+ *
+ * @example
+ * ```ts
+ * import type { ExitStatus } from "./python_server.ts";
+ * const describe = (status: ExitStatus): string =>
+ *   status.signal ? `killed by ${status.signal}` : `exited with ${status.code}`;
+ * console.log(describe({ code: null, signal: "SIGKILL" })); // "killed by SIGKILL"
+ * ```
+ */
 export interface ExitStatus {
   /** Exit code, or `null` when a signal ended it. */
   code: number | null;
@@ -26,7 +37,16 @@ export interface ExitStatus {
   signal: string | null;
 }
 
-/** What the server printed on its stdout once listening (protocol §5). */
+/**
+ * What the server printed on its stdout once listening (protocol §5).
+ *
+ * @example
+ * ```ts
+ * import type { ReadyLine } from "./python_server.ts";
+ * const ready: ReadyLine = JSON.parse('{"port":40123,"pid":4242,"id":"py-1","unix":null,"version":1}');
+ * console.log(ready.unix ?? `tcp:${ready.port}`); // "tcp:40123"
+ * ```
+ */
 export interface ReadyLine {
   /** The bound TCP port (`null` when it listens on a Unix socket only). */
   port: number | null;
@@ -40,7 +60,17 @@ export interface ReadyLine {
   version: number;
 }
 
-/** Options of {@linkcode PythonServer.start}. */
+/**
+ * Options of {@linkcode PythonServer.start}.
+ *
+ * @example
+ * ```ts
+ * import type { PythonServerOptions } from "./python_server.ts";
+ * const options: PythonServerOptions = { python: "python3", path: "./models" };
+ * console.log(options.path);
+ * // await using server = await PythonServer.start(options);
+ * ```
+ */
 export interface PythonServerOptions {
   /**
    * The Python interpreter.
@@ -110,7 +140,17 @@ export interface PythonServerOptions {
   logger?: Logger;
 }
 
-/** Options of {@linkcode PythonServer.connect}: session options without the target and secret. */
+/**
+ * Options of {@linkcode PythonServer.connect}: session options without the target and secret.
+ *
+ * @example
+ * ```ts
+ * import type { PythonServerConnectOptions } from "./python_server.ts";
+ * const options: PythonServerConnectOptions = { transport: "tcp" };
+ * console.log(options.transport);
+ * // const session = await server.connect(options);
+ * ```
+ */
 export interface PythonServerConnectOptions
   extends Omit<SessionConnectOptions, "hostname" | "port" | "path" | "secret"> {
   /**
@@ -121,7 +161,17 @@ export interface PythonServerConnectOptions
   transport?: "tcp" | "unix";
 }
 
-/** Options of {@linkcode PythonServer.stop}. */
+/**
+ * Options of {@linkcode PythonServer.stop}.
+ *
+ * @example
+ * ```ts
+ * import type { PythonServerStopOptions } from "./python_server.ts";
+ * const options: PythonServerStopOptions = { grace: 1000 };
+ * console.log(options.grace);
+ * // await server.stop(options);
+ * ```
+ */
 export interface PythonServerStopOptions {
   /**
    * How long to wait for a clean exit after `stopServer`, in milliseconds,

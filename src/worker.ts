@@ -7,11 +7,20 @@
  *
  * @module
  */
-import type { Logger } from "@logtape/logtape";
+import type { Logger } from "./logger.ts";
 import { PythonServer, type PythonServerOptions } from "./python_server.ts";
 import type { Session, SessionConnectOptions } from "./session.ts";
 
-/** The states of a pool slot. */
+/**
+ * The states of a pool slot.
+ *
+ * @example
+ * ```ts
+ * import type { WorkerState } from "./worker.ts";
+ * const routable = (state: WorkerState): boolean => state === "ready";
+ * console.log(routable("draining")); // false
+ * ```
+ */
 export type WorkerState =
   | "starting"
   | "ready"
@@ -20,7 +29,16 @@ export type WorkerState =
   | "restarting"
   | "failed";
 
-/** How a worker's process last ended. */
+/**
+ * How a worker's process last ended.
+ *
+ * @example
+ * ```ts
+ * import type { WorkerExit } from "./worker.ts";
+ * const exit: WorkerExit = { pid: 4242, code: null, signal: "SIGKILL", reason: "killed by SIGKILL", at: Date.now() };
+ * console.log(exit.reason);
+ * ```
+ */
 export interface WorkerExit {
   /** Pid of the process that ended (`null` when it never started). */
   pid: number | null;

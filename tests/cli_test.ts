@@ -26,7 +26,7 @@ async function cli(
 Deno.test("main prints the version from deno.json", async () => {
   const { code, stdout } = await cli(["--version"]);
   assert.equal(code, 0);
-  assert.equal(stdout.trim(), denoJson.version);
+  assert.equal(stdout.trim(), `pyproxy ${denoJson.version}`);
 });
 
 Deno.test("main serve --help lists every option", async () => {

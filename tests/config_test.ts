@@ -5,6 +5,8 @@ import {
   parseConfig,
   resolveConfig,
 } from "../src/gateway/config.ts";
+import { defaultRuntime } from "../src/runtime/mod.ts";
+import type { Runtime } from "../src/runtime/types.ts";
 
 function configError(fn: () => unknown): string {
   try {
@@ -168,6 +170,39 @@ Deno.test("loadConfig reads a file and reports parse errors with its path", asyn
       loadConfig({ cli: { workers: 0 } }),
       /workers: .* \(at command line: workers\)/,
     );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("loadConfig without a models directory falls back to ./models, else fails clearly", async () => {
+  const dir = await Deno.realPath(await Deno.makeTempDir());
+  const base = defaultRuntime();
+  // As when installed from JSR/npm: the example models are not there.
+  const examples = await Deno.realPath(
+    new URL("../examples/models", import.meta.url),
+  );
+  const runtime: Runtime = {
+    ...base,
+    realPath: (path) =>
+      path === "." ? Promise.resolve(dir) : base.realPath(path),
+    stat: (path) => path === examples ? Promise.resolve(null) : base.stat(path),
+  };
+  try {
+    await assert.rejects(loadConfig({ runtime }), (err) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, /^Cannot find a models directory: .*--models/);
+      assert.ok(err.message.includes(`${dir}/models`), err.message);
+      return true;
+    });
+    await Deno.mkdir(`${dir}/models`);
+    assert.equal((await loadConfig({ runtime })).modelsDir, `${dir}/models`);
+    assert.equal(
+      (await loadConfig({ cli: { modelsDir: "elsewhere" }, runtime }))
+        .modelsDir,
+      `${dir}/elsewhere`,
+    );
+    assert.equal((await loadConfig()).modelsDir, examples);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -5,7 +5,8 @@
  * @module
  */
 import { Hono } from "hono";
-import { getLogger, type Logger } from "@logtape/logtape";
+import { getLogger } from "@logtape/logtape";
+import type { Logger } from "../logger.ts";
 import type { Runtime } from "../runtime/types.ts";
 import { defaultRuntime } from "../runtime/mod.ts";
 import { ChannelHub } from "./channels.ts";
@@ -25,7 +26,22 @@ import {
   hostGuard,
 } from "./security.ts";
 
-/** Options for {@linkcode createGateway}. */
+/**
+ * Options for {@linkcode createGateway}.
+ *
+ * @example
+ * ```ts
+ * import type { GatewayOptions } from "./app.ts";
+ * const options: GatewayOptions = {
+ *   token: "a-long-random-secret-token",
+ *   port: () => 8000,
+ *   cors: { origins: ["https://app.example.com"] },
+ *   allowEval: false,
+ *   requestTimeout: 10_000,
+ * };
+ * console.log(options.requestTimeout); // 10000
+ * ```
+ */
 export interface GatewayOptions {
   /** Bearer token required on every route except `/healthz`. */
   token?: string;
@@ -62,7 +78,29 @@ export interface GatewayOptions {
 }
 
 /**
- * Creates the gateway's Hono app for a pool. Serve it with any server that
+ * The gateway app: a `fetch` handler for any server that takes one (Deno,
+ * Bun, Node adapters) and `request()` for calling it without a socket.
+ *
+ * @example
+ * ```ts ignore
+ * import { createGateway, type GatewayApp } from "./app.ts";
+ * declare const pool: Parameters<typeof createGateway>[0];
+ * const app: GatewayApp = createGateway(pool, { port: () => 8000 });
+ * Deno.serve({ hostname: "127.0.0.1", port: 8000 }, (req) => app.fetch(req));
+ * ```
+ */
+export interface GatewayApp {
+  /** Answers one HTTP request. */
+  fetch(request: Request, env?: unknown): Response | Promise<Response>;
+  /** Answers a request built from `input` and `init` (handy in tests). */
+  request(
+    input: string | URL | Request,
+    init?: RequestInit,
+  ): Response | Promise<Response>;
+}
+
+/**
+ * Creates the gateway app (a Hono app) for a pool. Serve it with any server that
  * takes a `fetch` handler (see `serve()` for the complete server).
  *
  * @example
@@ -78,7 +116,7 @@ export interface GatewayOptions {
 export function createGateway(
   pool: GatewayPool,
   options: GatewayOptions = {},
-): Hono {
+): GatewayApp {
   const signal = options.signal ?? new AbortController().signal;
   const ctx: RouteContext = {
     pool,

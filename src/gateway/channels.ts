@@ -6,7 +6,19 @@
  * @module
  */
 
-/** One published message. */
+/**
+ * One published message.
+ *
+ * @example
+ * ```ts
+ * import { ChannelHub, type ChannelMessage } from "./channels.ts";
+ * const hub = new ChannelHub();
+ * hub.publish("news", { hello: "world" });
+ * const last: ChannelMessage | undefined = hub.list()[0]?.history.at(-1);
+ * console.log(last?.seq, last?.data); // 1 { hello: "world" }
+ * hub.close();
+ * ```
+ */
 export interface ChannelMessage {
   /** The channel name. */
   channel: string;
@@ -18,12 +30,37 @@ export interface ChannelMessage {
   data: unknown;
 }
 
-/** What a subscriber receives: a message, or the notice that it was dropped (always last). */
+/**
+ * What a subscriber receives: a message, or the notice that it was dropped (always last).
+ *
+ * @example
+ * ```ts
+ * import { ChannelHub, type ChannelEvent } from "./channels.ts";
+ * const hub = new ChannelHub();
+ * const sub = hub.subscribe("news");
+ * hub.publish("news", "hello");
+ * const event: ChannelEvent = (await sub.next()).value;
+ * if (event.type === "message") console.log(event.message.data); // "hello"
+ * hub.close();
+ * ```
+ */
 export type ChannelEvent =
   | { type: "message"; message: ChannelMessage }
   | { type: "dropped"; reason: string };
 
-/** A channel as listed by {@linkcode ChannelHub.list}. */
+/**
+ * A channel as listed by {@linkcode ChannelHub.list}.
+ *
+ * @example
+ * ```ts
+ * import { ChannelHub, type ChannelInfo } from "./channels.ts";
+ * const hub = new ChannelHub();
+ * hub.publish("scores", { score: 0.7 });
+ * const info: ChannelInfo | undefined = hub.list()[0];
+ * console.log(info?.name, info?.published); // "scores" 1
+ * hub.close();
+ * ```
+ */
 export interface ChannelInfo {
   /** The channel name. */
   name: string;
@@ -37,7 +74,21 @@ export interface ChannelInfo {
   history: ChannelMessage[];
 }
 
-/** Options for {@linkcode ChannelHub.subscribe}. */
+/**
+ * Options for {@linkcode ChannelHub.subscribe}.
+ *
+ * @example
+ * ```ts
+ * import { ChannelHub } from "./channels.ts";
+ * const hub = new ChannelHub();
+ * hub.publish("news", "first");
+ * hub.publish("news", "second");
+ * // Resume after the message with seq 1 (e.g. from an SSE Last-Event-ID).
+ * const sub = hub.subscribe("news", { afterSeq: 1 });
+ * console.log((await sub.next()).value); // { type: "message", message: { seq: 2, data: "second", ... } }
+ * hub.close();
+ * ```
+ */
 export interface SubscribeOptions {
   /** Replay the history messages with a `seq` greater than this first (e.g. from `Last-Event-ID`). */
   afterSeq?: number;
@@ -169,7 +220,18 @@ interface Channel {
   dropped: number;
 }
 
-/** Options for {@linkcode ChannelHub}. */
+/**
+ * Options for {@linkcode ChannelHub}.
+ *
+ * @example
+ * ```ts
+ * import { ChannelHub } from "./channels.ts";
+ * const hub = new ChannelHub({ historySize: 10, bufferSize: 64, maxChannels: 100 });
+ * hub.publish("news", { headline: "hello" });
+ * console.log(hub.list()[0]?.history.length); // 1
+ * hub.close();
+ * ```
+ */
 export interface ChannelHubOptions {
   /**
    * Messages kept per channel for listing and for resuming subscribers.

@@ -7,7 +7,17 @@
 import type { Plugin } from "../plugin.ts";
 import type { ChannelHub } from "./channels.ts";
 
-/** Options for {@linkcode channelsPlugin}. */
+/**
+ * Options for {@linkcode channelsPlugin}.
+ *
+ * @example
+ * ```ts
+ * import { ChannelHub } from "./channels.ts";
+ * import { channelsPlugin } from "./channels_plugin.ts";
+ * const plugin = channelsPlugin({ hub: new ChannelHub(), maxMessageBytes: 64 * 1024 });
+ * console.log(plugin.name);
+ * ```
+ */
 export interface ChannelsPluginOptions {
   /** The hub messages are published to. */
   hub: ChannelHub;

@@ -18,7 +18,16 @@ import { type CorsConfig, isLoopback } from "./security.ts";
 
 export type { GatewayConfig, LogLevel, ModelEntry } from "./config_schema.ts";
 
-/** The effective configuration: file + flags + defaults. */
+/**
+ * The effective configuration: file + flags + defaults.
+ *
+ * @example
+ * ```ts
+ * import { type ResolvedConfig, resolveConfig } from "./config.ts";
+ * const config: ResolvedConfig = resolveConfig({ cwd: "/srv", cli: { workers: 3 } });
+ * console.log(config.workers, config.limits.requestTimeout); // 3 30000
+ * ```
+ */
 export interface ResolvedConfig {
   /** Address to bind. @default {"127.0.0.1"} */
   host: string;
@@ -156,7 +165,21 @@ function embeddedModelsDir(): string | undefined {
     : undefined;
 }
 
-/** Where each layer's relative paths start from. */
+/**
+ * Where each layer's relative paths start from.
+ *
+ * @example
+ * ```ts
+ * import { resolveConfig } from "./config.ts";
+ * const config = resolveConfig({
+ *   file: { workers: 4, modelsDir: "models" },
+ *   fileDir: "/etc/pyproxy",
+ *   cli: { port: 9000 },
+ *   cwd: "/srv",
+ * });
+ * console.log(config.modelsDir, config.port); // "/etc/pyproxy/models" 9000
+ * ```
+ */
 export interface ResolveConfigOptions {
   /** The parsed file (`undefined` when there is none). */
   file?: GatewayConfig;
@@ -259,7 +282,17 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
   return config;
 }
 
-/** Options for {@linkcode loadConfig}. */
+/**
+ * Options for {@linkcode loadConfig}.
+ *
+ * @example
+ * ```ts
+ * import type { LoadConfigOptions } from "./config.ts";
+ * const options: LoadConfigOptions = { path: "pyproxy.json", cli: { port: 0 } };
+ * console.log(options.path);
+ * // const config = await loadConfig(options);
+ * ```
+ */
 export interface LoadConfigOptions {
   /** Config file path; when absent `./pyproxy.json` is used if it exists. */
   path?: string;
@@ -316,11 +349,37 @@ export async function loadConfig(
     file = parseConfig(json, path);
   }
   const envToken = runtime.env("PYPROXY_TOKEN");
-  return resolveConfig({
+  const config = resolveConfig({
     ...(file === undefined ? {} : { file }),
     ...(path === undefined ? {} : { fileDir: dirname(path), configPath: path }),
     cli,
     cwd,
     ...(envToken === undefined ? {} : { envToken }),
   });
+  if (cli.modelsDir === undefined && file?.modelsDir === undefined) {
+    config.modelsDir = await defaultModelsDir(runtime, config.modelsDir, cwd);
+  }
+  return config;
+}
+
+/**
+ * The example models ship with a source checkout only, not with the JSR or
+ * npm package: there `./models` is used when it exists, else the start fails
+ * now rather than with an empty or unreadable directory later.
+ */
+async function defaultModelsDir(
+  runtime: Runtime,
+  preferred: string,
+  cwd: string,
+): Promise<string> {
+  const local = resolvePath(cwd, "models");
+  for (const dir of new Set([preferred, local])) {
+    if ((await runtime.stat(dir))?.isDirectory) return dir;
+  }
+  throw new ConfigError(
+    `Cannot find a models directory: no --models flag or "modelsDir" in ` +
+      `pyproxy.json, and neither ${local} nor the example models (shipped ` +
+      `with a source checkout only) exist; pass --models <dir>`,
+    { details: { path: "modelsDir" } },
+  );
 }

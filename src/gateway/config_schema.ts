@@ -5,12 +5,131 @@
  */
 import * as v from "valibot";
 
-const LEVELS = ["trace", "debug", "info", "warning", "error", "fatal"] as const;
+/**
+ * A LogTape log level.
+ *
+ * @example
+ * ```ts
+ * import type { LogLevel } from "./config_schema.ts";
+ * const level: LogLevel = "debug";
+ * console.log(level);
+ * ```
+ */
+export type LogLevel =
+  | "trace"
+  | "debug"
+  | "info"
+  | "warning"
+  | "error"
+  | "fatal";
 
-/** A LogTape log level. */
-export type LogLevel = typeof LEVELS[number];
+const LEVELS: readonly LogLevel[] = [
+  "trace",
+  "debug",
+  "info",
+  "warning",
+  "error",
+  "fatal",
+];
 
-function int(min: number, max = Number.MAX_SAFE_INTEGER) {
+/**
+ * A model loaded at start.
+ *
+ * @example
+ * ```ts
+ * import type { ModelEntry } from "./config_schema.ts";
+ * const entry: ModelEntry = { name: "doubler", file: "doubler.py", options: { k: 3 } };
+ * console.log(entry.name);
+ * ```
+ */
+export interface ModelEntry {
+  /** Model name (letters, digits, `_ . -`; at most 128 characters). */
+  name: string;
+  /** Python file, relative to `modelsDir`. */
+  file: string;
+  /** Options passed to the model's constructor. */
+  options?: Record<string, unknown> | undefined;
+  /** Class to instantiate when the file defines several. */
+  class?: string | undefined;
+}
+
+/**
+ * `pyproxy.json` as parsed (every field optional). See `docs/gateway.md` for
+ * the meaning and default of each field.
+ *
+ * @example
+ * ```ts
+ * import type { GatewayConfig } from "./config_schema.ts";
+ * const config: GatewayConfig = { port: 9000, workers: 4, limits: { requestTimeout: 5000 } };
+ * console.log(config.port);
+ * ```
+ */
+export interface GatewayConfig {
+  /** JSON schema reference, ignored. */
+  $schema?: string | undefined;
+  /** Address to bind. */
+  host?: string | undefined;
+  /** Port to bind (`0` picks a free one). */
+  port?: number | undefined;
+  /** Python workers (1 to 1024). */
+  workers?: number | undefined;
+  /** Python executable. */
+  python?: string | undefined;
+  /** Models directory. */
+  modelsDir?: string | undefined;
+  /** Models to load at start. */
+  models?: ModelEntry[] | undefined;
+  /** Plugin options by plugin name (`false` disables a default plugin). */
+  plugins?: Record<string, Record<string, unknown> | false> | undefined;
+  /** Request and pool limits. */
+  limits?: {
+    /** Maximum request body, in bytes. */
+    bodyLimit?: number | undefined;
+    /** Request timeout, in milliseconds. */
+    requestTimeout?: number | undefined;
+    /** Concurrent requests per worker. */
+    maxInFlightPerWorker?: number | undefined;
+    /** Queued requests before refusing. */
+    maxQueue?: number | undefined;
+    /** Grace period of a shutdown, in milliseconds. */
+    shutdownGrace?: number | undefined;
+  } | undefined;
+  /** Channel buffers. */
+  channels?: {
+    /** Messages kept per channel. */
+    historySize?: number | undefined;
+    /** Messages buffered per subscriber. */
+    bufferSize?: number | undefined;
+  } | undefined;
+  /** Bearer token (at least 16 characters). */
+  token?: string | undefined;
+  /** Extra allowed `Host` header values. */
+  allowedHosts?: string[] | undefined;
+  /** CORS settings. */
+  cors?: {
+    /** Allowed origins. */
+    origins: string[];
+    /** Allow credentials. */
+    credentials?: boolean | undefined;
+    /** Preflight cache duration, in seconds. */
+    maxAge?: number | undefined;
+  } | undefined;
+  /** Enables `POST /v1/eval`. */
+  allowEval?: boolean | undefined;
+  /** Enables `PUT`/`DELETE /v1/models/{name}`. */
+  allowManage?: boolean | undefined;
+  /** Includes Python tracebacks in error responses. */
+  debug?: boolean | undefined;
+  /** Default log level of the `pyproxy` category. */
+  logLevel?: LogLevel | undefined;
+  /** Levels by category. */
+  logLevels?: Record<string, LogLevel> | undefined;
+}
+
+type IntSchema = v.GenericSchema<number>;
+type StrSchema = v.GenericSchema<string>;
+
+function int(min: number, max = Number.MAX_SAFE_INTEGER): IntSchema {
   const msg = max === Number.MAX_SAFE_INTEGER
     ? `expected an integer >= ${min}`
     : `expected an integer from ${min} to ${max}`;
@@ -22,13 +141,18 @@ function int(min: number, max = Number.MAX_SAFE_INTEGER) {
   );
 }
 
-const str = (what = "a non-empty string") =>
+const str = (what = "a non-empty string"): StrSchema =>
   v.pipe(v.string(`expected ${what}`), v.minLength(1, `expected ${what}`));
-const bool = () => v.boolean("expected true or false");
-const level = () => v.picklist(LEVELS, `expected one of ${LEVELS.join(", ")}`);
-const record = () => v.record(v.string(), v.unknown(), "expected an object");
+const bool = (): v.GenericSchema<boolean> =>
+  v.boolean("expected true or false");
+const level = (): v.GenericSchema<LogLevel> =>
+  v.picklist(LEVELS, `expected one of ${LEVELS.join(", ")}`);
+const record = (): v.GenericSchema<Record<string, unknown>> =>
+  v.record(v.string(), v.unknown(), "expected an object");
 
-function strict<T extends v.ObjectEntries>(entries: T) {
+function strict<T extends v.ObjectEntries>(
+  entries: T,
+): v.StrictObjectSchema<T, v.ErrorMessage<v.StrictObjectIssue>> {
   const allowed = Object.keys(entries).join(", ");
   // One message for both failures: the issue of an unknown key carries that key in its path.
   return v.strictObject(
@@ -43,8 +167,7 @@ function strict<T extends v.ObjectEntries>(entries: T) {
   );
 }
 
-/** A model loaded at start. */
-export const ModelEntrySchema = strict({
+const ModelEntrySchema: v.GenericSchema<unknown, ModelEntry> = strict({
   name: v.pipe(
     v.string("expected a model name"),
     v.regex(
@@ -57,8 +180,10 @@ export const ModelEntrySchema = strict({
   class: v.optional(str("a class name")),
 });
 
-/** Limits on requests and on the pool. */
-export const LimitsSchema = strict({
+const LimitsSchema: v.GenericSchema<
+  unknown,
+  GatewayConfig["limits"] & object
+> = strict({
   bodyLimit: v.optional(int(1)),
   requestTimeout: v.optional(int(1)),
   maxInFlightPerWorker: v.optional(int(1)),
@@ -66,8 +191,10 @@ export const LimitsSchema = strict({
   shutdownGrace: v.optional(int(0)),
 });
 
-/** CORS settings. */
-export const CorsSchema = strict({
+const CorsSchema: v.GenericSchema<
+  unknown,
+  GatewayConfig["cors"] & object
+> = strict({
   origins: v.array(str("an origin"), "expected an array of origins"),
   credentials: v.optional(bool()),
   maxAge: v.optional(int(0)),
@@ -85,7 +212,7 @@ export const CorsSchema = strict({
  * console.log(v.safeParse(ConfigSchema, { workers: 0 }).success); // false
  * ```
  */
-export const ConfigSchema = strict({
+export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
   $schema: v.optional(v.string()),
   host: v.optional(str("a hostname or IP address")),
   port: v.optional(int(0, 65535)),
@@ -130,9 +257,3 @@ export const ConfigSchema = strict({
     v.record(v.string(), level(), "expected an object of category → level"),
   ),
 });
-
-/** `pyproxy.json` as parsed (every field optional). */
-export type GatewayConfig = v.InferOutput<typeof ConfigSchema>;
-
-/** A model to load at start. */
-export type ModelEntry = v.InferOutput<typeof ModelEntrySchema>;

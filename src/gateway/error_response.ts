@@ -21,7 +21,17 @@ import {
   WorkerCrashedError,
 } from "../errors.ts";
 
-/** The body of every error response. */
+/**
+ * The body of every error response.
+ *
+ * @example
+ * ```ts
+ * import type { ErrorBody } from "./error_response.ts";
+ * const res = Response.json({ error: { type: "NotFound", message: "Cannot find model: nope" } }, { status: 404 });
+ * const { error } = await res.json() as { error: ErrorBody };
+ * console.log(error.type); // "NotFound"
+ * ```
+ */
 export interface ErrorBody {
   /** Stable type name, e.g. `"PythonError"`, `"ValidationError"`. */
   type: string;

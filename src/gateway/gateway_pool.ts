@@ -5,7 +5,16 @@
  * @module
  */
 
-/** A model file to load (what `PUT /v1/models/{name}` sends to the pool). */
+/**
+ * A model file to load (what `PUT /v1/models/{name}` sends to the pool).
+ *
+ * @example
+ * ```ts
+ * import type { GatewayModelSpec } from "./gateway_pool.ts";
+ * const spec: GatewayModelSpec = { file: "doubler.py", options: { k: 3 } };
+ * console.log(spec.file);
+ * ```
+ */
 export interface GatewayModelSpec {
   /** File under the models directory. */
   file?: string;
@@ -15,7 +24,16 @@ export interface GatewayModelSpec {
   class?: string;
 }
 
-/** A worker as listed by `status()`. */
+/**
+ * A worker as listed by `status()`.
+ *
+ * @example
+ * ```ts
+ * import type { GatewayWorkerStatus } from "./gateway_pool.ts";
+ * const worker: GatewayWorkerStatus = { id: "w0", pid: 4242, state: "ready", restarts: 0, inFlight: 1 };
+ * console.log(`${worker.id}: ${worker.state}`); // "w0: ready"
+ * ```
+ */
 export interface GatewayWorkerStatus {
   /** Slot id. */
   readonly id: string;
@@ -33,7 +51,19 @@ export interface GatewayWorkerStatus {
   readonly uptime?: number;
 }
 
-/** What `status()` returns (only the fields the gateway reads are required). */
+/**
+ * What `status()` returns (only the fields the gateway reads are required).
+ *
+ * @example
+ * ```ts
+ * import type { GatewayPoolStatus } from "./gateway_pool.ts";
+ * const status: GatewayPoolStatus = {
+ *   workers: [{ id: "w0", pid: 4242, state: "ready", restarts: 0, inFlight: 0 }],
+ *   models: [{ name: "doubler" }],
+ * };
+ * console.log(status.models.map((m) => m.name)); // ["doubler"]
+ * ```
+ */
 export interface GatewayPoolStatus {
   /** Every worker slot. */
   workers: readonly GatewayWorkerStatus[];
@@ -41,7 +71,16 @@ export interface GatewayPoolStatus {
   models: ReadonlyArray<{ name: string }>;
 }
 
-/** One output chunk of an eval. */
+/**
+ * One output chunk of an eval.
+ *
+ * @example
+ * ```ts
+ * import type { GatewayOutputChunk } from "./gateway_pool.ts";
+ * const chunk: GatewayOutputChunk = { fd: 1, data: "hello\n", seq: 0 };
+ * console.log(chunk.fd === 1 ? "stdout" : "stderr", chunk.data);
+ * ```
+ */
 export interface GatewayOutputChunk {
   /** 1 = stdout, 2 = stderr. */
   fd: number;
@@ -53,7 +92,19 @@ export interface GatewayOutputChunk {
   truncated?: number;
 }
 
-/** An eval in progress (the gateway's view of `Atom`). */
+/**
+ * An eval in progress (the gateway's view of `Atom`).
+ *
+ * @example
+ * ```ts
+ * import type { GatewayAtom } from "./gateway_pool.ts";
+ * async function printOutput(atom: GatewayAtom): Promise<unknown> {
+ *   for await (const chunk of atom.output) console.log(chunk.data);
+ *   return await atom.result;
+ * }
+ * console.log(typeof printOutput); // "function"
+ * ```
+ */
 export interface GatewayAtom {
   /** Atom id. */
   readonly id: string;

@@ -5,7 +5,19 @@
  * @module
  */
 
-/** Pool-level numbers sampled at scrape time. */
+/**
+ * Pool-level numbers sampled at scrape time.
+ *
+ * @example
+ * ```ts
+ * import type { MetricsSnapshot } from "./metrics.ts";
+ * const snapshot: MetricsSnapshot = {
+ *   workers: [{ id: "w0", state: "ready", restarts: 0 }],
+ *   subscribers: 2,
+ * };
+ * console.log(snapshot.workers.length); // 1
+ * ```
+ */
 export interface MetricsSnapshot {
   /** Workers by id with their state and restart count. */
   workers: ReadonlyArray<{ id: string; state: string; restarts: number }>;
@@ -13,7 +25,19 @@ export interface MetricsSnapshot {
   subscribers?: number;
 }
 
-/** Per-model numbers as returned by {@linkcode GatewayMetrics.toJSON}. */
+/**
+ * Per-model numbers as returned by {@linkcode GatewayMetrics.toJSON}.
+ *
+ * @example
+ * ```ts
+ * import { GatewayMetrics, type ModelMetrics } from "./metrics.ts";
+ * const metrics = new GatewayMetrics();
+ * const done = metrics.start("doubler");
+ * done(200);
+ * const doubler: ModelMetrics | undefined = metrics.toJSON().models["doubler"];
+ * console.log(doubler?.requests); // { "200": 1 }
+ * ```
+ */
 export interface ModelMetrics {
   /** Requests by HTTP status. */
   requests: Record<string, number>;
@@ -23,7 +47,16 @@ export interface ModelMetrics {
   durationSum: number;
 }
 
-/** Options for {@linkcode GatewayMetrics}. */
+/**
+ * Options for {@linkcode GatewayMetrics}.
+ *
+ * @example
+ * ```ts
+ * import { GatewayMetrics } from "./metrics.ts";
+ * const metrics = new GatewayMetrics({ buckets: [0.01, 0.1, 1, 10] });
+ * console.log(metrics instanceof GatewayMetrics); // true
+ * ```
+ */
 export interface GatewayMetricsOptions {
   /**
    * Upper bounds (seconds) of the latency histogram buckets.

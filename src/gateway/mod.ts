@@ -1,20 +1,42 @@
 /**
  * The HTTP gateway: `serve()` for the complete server, `createGateway()` for
- * the Hono app alone, and its parts (channels, metrics, config, security).
+ * the app alone, and its parts (channels, metrics, config).
+ *
+ * Route groups, middleware and response helpers stay internal: they are
+ * built on Hono, which is not part of pyproxy's public API.
  *
  * @module
  */
-export * from "./app.ts";
-export * from "./serve.ts";
-export * from "./config.ts";
-export * from "./config_schema.ts";
-export * from "./channels.ts";
-export * from "./channels_plugin.ts";
-export * from "./metrics.ts";
-export * from "./input_schema.ts";
-export * from "./model_catalog.ts";
-export * from "./security.ts";
-export * from "./dashboard.ts";
-export * from "./sse.ts";
-export * from "./error_response.ts";
+export { createGateway } from "./app.ts";
+export type { GatewayApp, GatewayOptions } from "./app.ts";
+export { serve } from "./serve.ts";
+export type { GatewayServer, ServeOptions } from "./serve.ts";
+export { loadConfig, parseConfig, resolveConfig } from "./config.ts";
+export type {
+  LoadConfigOptions,
+  ResolveConfigOptions,
+  ResolvedConfig,
+} from "./config.ts";
+export type { GatewayConfig, LogLevel, ModelEntry } from "./config_schema.ts";
+export { ChannelHub, Subscription } from "./channels.ts";
+export type {
+  ChannelEvent,
+  ChannelHubOptions,
+  ChannelInfo,
+  ChannelMessage,
+  SubscribeOptions,
+} from "./channels.ts";
+export { channelsPlugin } from "./channels_plugin.ts";
+export type { ChannelsPluginOptions } from "./channels_plugin.ts";
+export { GatewayMetrics } from "./metrics.ts";
+export type {
+  GatewayMetricsOptions,
+  MetricsSnapshot,
+  ModelMetrics,
+} from "./metrics.ts";
+export { ModelCatalog } from "./model_catalog.ts";
+export type { GatewayModelInfo } from "./model_catalog.ts";
+export type { CorsConfig } from "./security.ts";
+export { errorResponse } from "./error_response.ts";
+export type { ErrorBody } from "./error_response.ts";
 export type * from "./gateway_pool.ts";

@@ -7,7 +7,21 @@
 import type { GatewayModelSpec, GatewayPool } from "./gateway_pool.ts";
 import { type InputSchema, InputSchemaCache } from "./input_schema.ts";
 
-/** A model description (protocol §6) plus the spec it was loaded with. */
+/**
+ * A model description (protocol §6) plus the spec it was loaded with.
+ *
+ * @example
+ * ```ts
+ * import type { GatewayModelInfo } from "./model_catalog.ts";
+ * const info: GatewayModelInfo = {
+ *   name: "doubler",
+ *   file: "doubler.py",
+ *   inputs: { x: "number" },
+ *   outputs: { y: "number" },
+ * };
+ * console.log(Object.keys(info.inputs ?? {})); // ["x"]
+ * ```
+ */
 export interface GatewayModelInfo {
   /** Model name. */
   name: string;
@@ -104,7 +118,12 @@ export class ModelCatalog {
     return this.#models.get(name);
   }
 
-  /** The input schema of a known model (cached per version), else `undefined`. */
+  /**
+   * The input schema of a known model (cached per version), else `undefined`.
+   * Internal to the gateway's routes.
+   *
+   * @ignore
+   */
   schema(name: string): InputSchema | undefined {
     const desc = this.#models.get(name);
     if (!desc?.inputs) return undefined;

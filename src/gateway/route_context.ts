@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { Logger } from "@logtape/logtape";
+import type { Logger } from "../logger.ts";
 import type { Runtime } from "../runtime/types.ts";
 import type { ChannelHub } from "./channels.ts";
 import type { GatewayPool } from "./gateway_pool.ts";

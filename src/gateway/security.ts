@@ -8,7 +8,16 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import type { MiddlewareHandler } from "hono";
 import { cors } from "hono/cors";
 
-/** CORS settings; CORS headers are sent only when this is configured. */
+/**
+ * CORS settings; CORS headers are sent only when this is configured.
+ *
+ * @example
+ * ```ts
+ * import type { CorsConfig } from "./security.ts";
+ * const cors: CorsConfig = { origins: ["https://app.example.com"], credentials: true, maxAge: 600 };
+ * console.log(cors.origins);
+ * ```
+ */
 export interface CorsConfig {
   /** Allowed origins, e.g. `["https://app.example.com"]` (`"*"` allows any). */
   origins: string[];

@@ -6,21 +6,30 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import type { Hono } from "hono";
 import { ConfigError } from "../errors.ts";
 import type { Plugin } from "../plugin.ts";
 import { Pool, type PoolOptions } from "../pool.ts";
 import type { HttpServer, Runtime } from "../runtime/types.ts";
 import { defaultRuntime } from "../runtime/mod.ts";
 import { reconnect, sharedCache, spillover } from "../../plugins/mod.ts";
-import { createGateway } from "./app.ts";
+import { createGateway, type GatewayApp } from "./app.ts";
 import { ChannelHub } from "./channels.ts";
 import { channelsPlugin } from "./channels_plugin.ts";
 import type { ModelEntry, ResolvedConfig } from "./config.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { ModelCatalog } from "./model_catalog.ts";
 
-/** Options of {@linkcode serve} besides the configuration. */
+/**
+ * Options of {@linkcode serve} besides the configuration.
+ *
+ * @example
+ * ```ts
+ * import type { ServeOptions } from "./serve.ts";
+ * const options: ServeOptions = { handleSignals: true, version: "1.2.3" };
+ * console.log(options.handleSignals);
+ * // const server = await serve(config, options);
+ * ```
+ */
 export interface ServeOptions {
   /** Runtime adapter. @default {defaultRuntime()} */
   runtime?: Runtime;
@@ -32,7 +41,21 @@ export interface ServeOptions {
   version?: string;
 }
 
-/** A running gateway. */
+/**
+ * A running gateway.
+ *
+ * @example
+ * ```ts
+ * import type { GatewayServer } from "./serve.ts";
+ * async function healthy(server: GatewayServer): Promise<boolean> {
+ *   const res = await fetch(`${server.url}/healthz`);
+ *   await res.body?.cancel();
+ *   return res.ok;
+ * }
+ * console.log(typeof healthy); // "function"
+ * // await using server = await serve(config); console.log(await healthy(server));
+ * ```
+ */
 export interface GatewayServer extends AsyncDisposable {
   /** Base URL, e.g. `http://127.0.0.1:8000`. */
   readonly url: string;
@@ -44,8 +67,8 @@ export interface GatewayServer extends AsyncDisposable {
   readonly pool: Pool;
   /** The channels. */
   readonly hub: ChannelHub;
-  /** The Hono app. */
-  readonly app: Hono;
+  /** The gateway app (its `fetch` handler serves the routes). */
+  readonly app: GatewayApp;
   /** Models that failed to load at start (auto-discovered ones only; listed ones abort the start). */
   readonly skippedModels: Array<{ name: string; error: string }>;
   /**
