@@ -37,6 +37,7 @@ import type { Worker, WorkerExit, WorkerInfo } from "./worker.ts";
 import { reconnect } from "../plugins/reconnect.ts";
 import { spillover } from "../plugins/spillover.ts";
 import { sharedCache } from "../plugins/shared_cache.ts";
+import { withTimeout } from "./_with_timeout.ts";
 
 export type { ModelInfo } from "./model_registry.ts";
 export type { PoolEvent } from "./pool_events.ts";
@@ -579,16 +580,6 @@ function crashError(
       },
     },
   );
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    p,
-    new Promise<undefined>((
-      resolve,
-    ) => (timer = setTimeout(() => resolve(undefined), ms))),
-  ]).finally(() => clearTimeout(timer));
 }
 
 function randomHex(bytes: number): string {

@@ -93,12 +93,13 @@ export interface PythonServerOptions {
    */
   host?: string;
   /**
-   * TCP port; 0 picks a free one.
+   * TCP port; 0 picks a free one. When `unix` is set and `port` is not, the
+   * server listens on the Unix socket only (no TCP at all).
    *
    * @default {0}
    */
   port?: number;
-  /** Also listen on this Unix socket path. */
+  /** Listen on this Unix socket path (and on `port` only when it is given). */
   unix?: string;
   /**
    * The shared secret (hex). Generated when absent (32 random bytes); given
@@ -246,9 +247,12 @@ export class PythonServer implements AsyncDisposable {
       "pyproxy_server",
       "--host",
       options.host ?? "127.0.0.1",
-      "--port",
-      String(options.port ?? 0),
     ];
+    // With a Unix socket and no explicit port the server listens on the socket only: nothing reachable
+    // over TCP at all (docs/security.md).
+    if (options.unix === undefined || options.port !== undefined) {
+      args.push("--port", String(options.port ?? 0));
+    }
     args.push("--path", options.path, "--id", id);
     if (options.unix !== undefined) args.push("--unix", options.unix);
     if (options.maxFrameSize !== undefined) {
@@ -418,6 +422,13 @@ export class PythonServer implements AsyncDisposable {
         );
       }
       return Session.connect({ ...base, path: this.unixPath });
+    }
+    if (this.port === 0) {
+      return Promise.reject(
+        new TypeError(
+          `Cannot connect to python server ${this.id} over TCP: it listens on its Unix socket only (start it with a port)`,
+        ),
+      );
     }
     return Session.connect({
       ...base,

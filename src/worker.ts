@@ -10,6 +10,7 @@
 import type { Logger } from "./logger.ts";
 import { PythonServer, type PythonServerOptions } from "./python_server.ts";
 import type { Session, SessionConnectOptions } from "./session.ts";
+import { withTimeout } from "./_with_timeout.ts";
 
 /**
  * The states of a pool slot.
@@ -486,16 +487,6 @@ export class Worker implements WorkerInfo {
     });
     this.#options.hooks.stateChanged(this, from, to);
   }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    p,
-    new Promise<undefined>((
-      resolve,
-    ) => (timer = setTimeout(() => resolve(undefined), ms))),
-  ]).finally(() => clearTimeout(timer));
 }
 
 function asError(err: unknown): Error {

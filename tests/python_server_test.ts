@@ -191,11 +191,35 @@ sys.stdin.read()
 });
 
 Deno.test("PythonServer connects over its Unix socket by default when it has one", async () => {
-  await using server = await startServer({ unix: true });
+  await using server = await startServer({ unix: true, port: 0 });
   assert.ok(server.unixPath !== undefined);
   await using unix = await server.connect();
   await using tcp = await server.connect({ transport: "tcp" });
   assert.equal(await unix.ping(), "pong");
   assert.equal(await tcp.ping(), "pong");
   assert.equal((await unix.status()).connections, 2);
+});
+
+Deno.test("PythonServer with a Unix socket and no port opens no TCP port at all", async () => {
+  await using server = await startServer({ unix: true });
+  assert.equal(server.port, 0);
+  assert.equal(server.ready.port, null);
+  await using unix = await server.connect();
+  assert.equal(await unix.ping(), "pong");
+  await assert.rejects(
+    server.connect({ transport: "tcp" }),
+    (err: unknown) =>
+      err instanceof TypeError && /Unix socket only/.test(err.message),
+  );
+  // Nothing of this process listens on TCP: /proc/net/tcp lists no LISTEN socket whose inode it owns.
+  const inodes = new Set<string>();
+  for (const fd of Deno.readDirSync(`/proc/${server.pid}/fd`)) {
+    const link = Deno.readLinkSync(`/proc/${server.pid}/fd/${fd.name}`);
+    const m = /^socket:\[(\d+)\]$/.exec(link);
+    if (m) inodes.add(m[1]!);
+  }
+  const listening = Deno.readTextFileSync("/proc/net/tcp").split("\n").slice(1)
+    .map((line) => line.trim().split(/\s+/))
+    .filter((f) => f[3] === "0A" && inodes.has(f[9] ?? ""));
+  assert.equal(listening.length, 0);
 });

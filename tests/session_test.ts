@@ -157,7 +157,7 @@ Deno.test("Session pipelines 1000 requests in one write and matches every reply 
 });
 
 Deno.test("Session connects over a Unix socket", async () => {
-  await using server = await startServer({ unix: true });
+  await using server = await startServer({ unix: true, port: 0 });
   assert.ok(server.unixPath?.endsWith("server.sock"));
   await using session = await Session.connect({
     path: server.unixPath!,
