@@ -5,7 +5,14 @@
  *
  * @module
  */
-import type { Caller, CallerFactory } from "./callers.ts";
+import {
+  type Caller,
+  type CallerFactory,
+  floorCaller,
+  poolCaller,
+  sessionCaller,
+  stdioCaller,
+} from "./callers.ts";
 import { LatencyRecorder, summarize } from "./stats.ts";
 import type { BenchConfig, Row } from "./types.ts";
 
@@ -144,6 +151,34 @@ export async function runInterleaved(
     entry.skipped !== undefined
       ? { name: entry.factory.name, metrics: {}, skipped: entry.skipped }
       : { name: entry.factory.name, metrics: summarizeRounds(entry.rounds) }
+  );
+}
+
+/**
+ * The echo model with `window` calls in flight and a ~100 byte message, on
+ * every implementation (pyproxy Session and Pool, floor, stdio), interleaved.
+ *
+ * @example
+ * ```ts ignore
+ * const rows = await runEchoWindow({ rounds: 5, roundMs: 1000, quick: false }, 64);
+ * ```
+ */
+export function runEchoWindow(
+  config: BenchConfig,
+  window: number,
+): Promise<Row[]> {
+  return runInterleaved(
+    [
+      sessionCaller("echo"),
+      poolCaller("echo"),
+      floorCaller("echo"),
+      stdioCaller("echo"),
+    ],
+    config,
+    {
+      check: (c) => checkEcho(c, SMALL_MESSAGE),
+      measure: (c) => measureWindow(c, window, config.roundMs, SMALL_MESSAGE),
+    },
   );
 }
 

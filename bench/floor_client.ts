@@ -8,6 +8,7 @@
  */
 import { createHash } from "node:crypto";
 import { ReadyChild } from "./child.ts";
+import { PendingReplies } from "./pending_replies.ts";
 
 const MAGIC = new Uint8Array([0x50, 0x59, 0x50, 0x58, 1]);
 const HEADER = 25;
@@ -23,11 +24,6 @@ export interface FloorClientOptions {
   path?: string;
 }
 
-interface Pending {
-  resolve(value: unknown): void;
-  reject(reason: unknown): void;
-}
-
 /**
  * A minimal client for `bench/floor_server.py`.
  *
@@ -41,7 +37,7 @@ interface Pending {
 export class FloorClient {
   readonly #conn: Deno.Conn;
   readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
-  readonly #pending = new Map<number, Pending>();
+  readonly #pending = new PendingReplies();
   readonly #encoder = new TextEncoder();
   readonly #decoder = new TextDecoder();
   #nextId = 1;
@@ -87,10 +83,7 @@ export class FloorClient {
     new DataView(frame.buffer).setUint32(21, payload.length);
     frame.set(payload, HEADER);
     frame.set(digest, HEADER + payload.length);
-    return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
-      this.#writer.write(frame).catch(reject);
-    });
+    return this.#pending.expect(id, () => this.#writer.write(frame));
   }
 
   /** Calls the server's model. */
@@ -168,34 +161,14 @@ export class FloorClient {
       }
       const msg = JSON.parse(this.#decoder.decode(payload));
       this.#start = s + OVERHEAD + length;
-      this.#settle(msg);
+      this.#pending.settle(msg);
     }
     if (this.#start === this.#end) this.#start = this.#end = 0;
   }
 
-  #settle(
-    msg: {
-      id?: number;
-      ok?: boolean;
-      result?: unknown;
-      error?: { message?: string };
-    },
-  ): void {
-    const pending = msg.id === undefined
-      ? undefined
-      : this.#pending.get(msg.id);
-    if (pending === undefined) return;
-    this.#pending.delete(msg.id as number);
-    if (msg.ok) pending.resolve(msg.result);
-    else {pending.reject(
-        new Error(`Cannot execute: ${msg.error?.message ?? "unknown error"}`),
-      );}
-  }
-
   #failAll(err: unknown): void {
     this.#closed = true;
-    for (const p of this.#pending.values()) p.reject(err);
-    this.#pending.clear();
+    this.#pending.failAll(err);
   }
 }
 

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { PendingReplies } from "./pending_replies.ts";
 
 /** Options for {@linkcode StdioClient.start}. */
 export interface StdioClientOptions {
@@ -12,11 +13,6 @@ export interface StdioClientOptions {
   model: string;
   /** Python interpreter. @default "python3" */
   python?: string;
-}
-
-interface Pending {
-  resolve(value: unknown): void;
-  reject(reason: unknown): void;
 }
 
 /**
@@ -31,7 +27,7 @@ interface Pending {
 export class StdioClient implements AsyncDisposable {
   readonly #child: Deno.ChildProcess;
   readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
-  readonly #pending = new Map<number, Pending>();
+  readonly #pending = new PendingReplies();
   readonly #encoder = new TextEncoder();
   readonly #decoder = new TextDecoder();
   #nextId = 1;
@@ -81,10 +77,7 @@ export class StdioClient implements AsyncDisposable {
     const line = this.#encoder.encode(
       JSON.stringify({ id, cmd, ...args }) + "\n",
     );
-    return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
-      this.#writer.write(line).catch(reject);
-    });
+    return this.#pending.expect(id, () => this.#writer.write(line));
   }
 
   /** Calls the worker's model. */
@@ -137,36 +130,16 @@ export class StdioClient implements AsyncDisposable {
         line = concat(this.#parts);
         this.#parts = [];
       }
-      this.#settle(JSON.parse(this.#decoder.decode(line)));
+      this.#pending.settle(JSON.parse(this.#decoder.decode(line)));
       from = nl + 1;
       nl = chunk.indexOf(10, from);
     }
     if (from < chunk.length) this.#parts.push(chunk.subarray(from));
   }
 
-  #settle(
-    msg: {
-      id?: number;
-      ok?: boolean;
-      result?: unknown;
-      error?: { message?: string };
-    },
-  ): void {
-    const pending = msg.id === undefined
-      ? undefined
-      : this.#pending.get(msg.id);
-    if (pending === undefined) return;
-    this.#pending.delete(msg.id as number);
-    if (msg.ok) pending.resolve(msg.result);
-    else {pending.reject(
-        new Error(`Cannot execute: ${msg.error?.message ?? "unknown error"}`),
-      );}
-  }
-
   #failAll(err: unknown): void {
     this.#closed = true;
-    for (const p of this.#pending.values()) p.reject(err);
-    this.#pending.clear();
+    this.#pending.failAll(err);
   }
 
   async #drainStderr(): Promise<void> {

@@ -1,12 +1,14 @@
 /**
  * Helpers for the pool tests: a temp models directory with small test
  * models, a pid tracker that proves no Python process outlives a test, and
- * waiting for pool events.
+ * waiting for pool events, the options of the fault tests, and a host
+ * process to kill.
  *
  * @module
  */
 import assert from "node:assert/strict";
-import type { Pool, PoolEvent } from "../src/pool.ts";
+import type { Pool, PoolEvent, PoolOptions } from "../src/pool.ts";
+import { reconnect, type ReconnectOptions } from "../plugins/reconnect.ts";
 
 /** Test models, by file name. */
 export const MODELS: Record<string, string> = {
@@ -181,4 +183,112 @@ export function pidOf(pool: Pool, id: string): number {
 /** The worker id whose process has this pid. */
 export function idOfPid(pool: Pool, pid: number): string | undefined {
   return pool.status().workers.find((w) => w.pid === pid)?.id;
+}
+
+/**
+ * Options of the fault tests: two workers in `dir`, no signal handlers, and
+ * `reconnect` with fast backoff and no heartbeat (unless `policy` says so).
+ */
+export function poolOptions(
+  dir: string,
+  extra: PoolOptions = {},
+  policy: ReconnectOptions = {},
+): PoolOptions {
+  return {
+    workers: 2,
+    modelsDir: dir,
+    handleSignals: false,
+    plugins: [
+      reconnect({
+        backoff: { initial: 10, max: 50 },
+        heartbeatInterval: 0,
+        ...policy,
+      }),
+    ],
+    ...extra,
+  };
+}
+
+/**
+ * Writes `host.ts` into `dir`: it starts a two-worker `Pool` on `dir`, runs
+ * `body` (which must print one JSON line), then idles until killed.
+ */
+export async function writeHostScript(
+  dir: string,
+  body: string,
+): Promise<string> {
+  const script = `${dir}/host.ts`;
+  await Deno.writeTextFile(
+    script,
+    `import { Pool } from ${
+      JSON.stringify(new URL("../src/pool.ts", import.meta.url).href)
+    };
+const pool = await Pool.start({ workers: 2, modelsDir: ${
+      JSON.stringify(dir)
+    } });
+${body}
+setInterval(() => {}, 1000);
+`,
+  );
+  return script;
+}
+
+/** A host process started by {@linkcode spawnHost}. */
+export interface HostProcess extends AsyncDisposable {
+  readonly child: Deno.ChildProcess;
+  /** Worker pids to SIGKILL on dispose, should they outlive the host. */
+  pids: number[];
+  /** The first line the host prints, parsed as JSON. */
+  firstLine(): Promise<unknown>;
+}
+
+/**
+ * Runs `script` with this project's deno.json; on dispose kills it and any
+ * of its {@linkcode HostProcess.pids} still running.
+ */
+export function spawnHost(script: string): HostProcess {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--quiet",
+      "--config",
+      new URL("../deno.json", import.meta.url).pathname,
+      script,
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+    stdin: "null",
+  }).spawn();
+  return {
+    child,
+    pids: [],
+    async firstLine(): Promise<unknown> {
+      const reader = child.stdout.pipeThrough(new TextDecoderStream())
+        .getReader();
+      let text = "";
+      while (!text.includes("\n")) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += value;
+      }
+      reader.cancel().catch(() => {});
+      return JSON.parse(text.trim());
+    },
+    async [Symbol.asyncDispose](): Promise<void> {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+      await child.status;
+      for (const pid of this.pids) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch {
+          // gone, as it should be
+        }
+      }
+    },
+  };
 }

@@ -120,6 +120,19 @@ export class CallLedger {
   }
 }
 
+/**
+ * Asserts that `ledger` lost no call, then reports its counts as one row
+ * (see {@linkcode reportFault}).
+ */
+export async function reportLedger(
+  ledger: CallLedger,
+  row: Omit<FaultRow, "calls" | "settled" | "failed" | "lost">,
+): Promise<void> {
+  const counts = ledger.counts();
+  assert.equal(counts.lost, 0);
+  await reportFault({ ...row, ...counts });
+}
+
 function renderRow(r: FaultRow): string {
   return `| ${r.fault} | ${r.injected} | ${r.calls} | ${r.settled} | ${r.failed} | ${r.lost} | ${r.observed} |`;
 }

@@ -6,9 +6,20 @@
 import assert from "node:assert/strict";
 import { Pool } from "../src/pool.ts";
 import { reconnect } from "../plugins/reconnect.ts";
-import { assertGone, modelsDir, pidOf, PidTracker } from "./_pool_harness.ts";
+import {
+  assertGone,
+  modelsDir,
+  pidOf,
+  PidTracker,
+  spawnHost,
+  writeHostScript,
+} from "./_pool_harness.ts";
 import { startServer } from "./_harness.ts";
-import { CallLedger, reportFault } from "./_reliability_report.ts";
+import {
+  CallLedger,
+  reportFault,
+  reportLedger,
+} from "./_reliability_report.ts";
 
 const FLOOD = `
 import os
@@ -74,12 +85,9 @@ Deno.test("Pool is neither corrupted nor blocked by a model flooding stdout and 
     await pids.assertGone();
   }
   await floodOneServer(ledger);
-  const counts = ledger.counts();
-  assert.equal(counts.lost, 0);
-  await reportFault({
+  await reportLedger(ledger, {
     fault: "model floods stdout (print and os.write(1))",
     injected: 3,
-    ...counts,
     observed:
       "print → ordered log events (dropped with a notice past 8 MiB backlog); fd 1 → stderr drain (64 KiB tail); restarts 0",
   });
@@ -121,71 +129,26 @@ async function floodOneServer(ledger: CallLedger): Promise<void> {
 
 Deno.test("Pool leaves no python process behind when the host is killed with SIGKILL mid-calls", async () => {
   await using dir = await modelsDir();
-  const script = `${dir.path}/host.ts`;
   const CALLS = 40;
-  await Deno.writeTextFile(
-    script,
-    `import { Pool } from ${
-      JSON.stringify(new URL("../src/pool.ts", import.meta.url).href)
-    };
-const pool = await Pool.start({ workers: 2, modelsDir: ${
-      JSON.stringify(dir.path)
-    } });
-await pool.addModel("slow", { file: "slow.py" });
+  const script = await writeHostScript(
+    dir.path,
+    `await pool.addModel("slow", { file: "slow.py" });
 for (let i = 0; i < ${CALLS}; i++) pool.execute("slow", { ms: 30000, i }).catch(() => {});
 for (const w of ["w1", "w2"]) await pool.request("ping", undefined, { worker: w });
-console.log(JSON.stringify({ pids: pool.status().workers.map((w) => w.pid), inFlight: pool.status().inFlight }));
-setInterval(() => {}, 1000);
-`,
+console.log(JSON.stringify({ pids: pool.status().workers.map((w) => w.pid), inFlight: pool.status().inFlight }));`,
   );
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      "--quiet",
-      "--config",
-      new URL("../deno.json", import.meta.url).pathname,
-      script,
-    ],
-    stdout: "piped",
-    stderr: "inherit",
-    stdin: "null",
-  }).spawn();
-  let pids: number[] = [];
-  try {
-    const reader = child.stdout.pipeThrough(new TextDecoderStream())
-      .getReader();
-    let text = "";
-    while (!text.includes("\n")) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += value;
-    }
-    reader.cancel().catch(() => {});
-    const state = JSON.parse(text.trim()) as {
+  {
+    await using host = spawnHost(script);
+    const state = await host.firstLine() as {
       pids: number[];
       inFlight: number;
     };
-    pids = state.pids;
-    assert.equal(pids.length, 2);
+    host.pids = state.pids;
+    assert.equal(state.pids.length, 2);
     assert.equal(state.inFlight, CALLS);
-    child.kill("SIGKILL");
-    assert.equal((await child.status).signal, "SIGKILL");
-    await assertGone(pids, 8000);
-  } finally {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-    await child.status;
-    for (const pid of pids) {
-      try {
-        Deno.kill(pid, "SIGKILL");
-      } catch {
-        // gone, as it should be
-      }
-    }
+    host.child.kill("SIGKILL");
+    assert.equal((await host.child.status).signal, "SIGKILL");
+    await assertGone(state.pids, 8000);
   }
   await reportFault({
     fault: "host killed with SIGKILL under load",

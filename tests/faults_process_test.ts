@@ -6,16 +6,16 @@
  */
 import assert from "node:assert/strict";
 import { WorkerCrashedError } from "../src/errors.ts";
-import { Pool, type PoolOptions } from "../src/pool.ts";
-import { reconnect, type ReconnectOptions } from "../plugins/reconnect.ts";
+import { Pool } from "../src/pool.ts";
 import {
   modelsDir,
   nextEvent,
   pidOf,
   PidTracker,
+  poolOptions,
   readyAgain,
 } from "./_pool_harness.ts";
-import { CallLedger, reportFault } from "./_reliability_report.ts";
+import { CallLedger, reportLedger } from "./_reliability_report.ts";
 
 const EXITERS: Record<string, string> = {
   "exiter.py": `
@@ -40,26 +40,6 @@ class Exiter:
         return {}
 `,
 };
-
-function opts(
-  dir: string,
-  extra: PoolOptions = {},
-  policy: ReconnectOptions = {},
-): PoolOptions {
-  return {
-    workers: 2,
-    modelsDir: dir,
-    handleSignals: false,
-    plugins: [
-      reconnect({
-        backoff: { initial: 10, max: 50 },
-        heartbeatInterval: 0,
-        ...policy,
-      }),
-    ],
-    ...extra,
-  };
-}
 
 /** Waits until every worker is ready (bounded polling: readiness has no single event when several restart). */
 async function fullStrength(pool: Pool): Promise<void> {
@@ -94,7 +74,7 @@ Deno.test("Pool under kill -9 of each worker in turn: every call settles once, p
   let injected = 0;
   try {
     await using pool = await Pool.start(
-      opts(dir.path, { maxInFlightPerWorker: 16 }),
+      poolOptions(dir.path, { maxInFlightPerWorker: 16 }),
     );
     pids.watch(pool);
     await pool.addModel("slow", { file: "slow.py" });
@@ -133,12 +113,9 @@ Deno.test("Pool under kill -9 of each worker in turn: every call settles once, p
   } finally {
     await pids.assertGone();
   }
-  const counts = ledger.counts();
-  assert.equal(counts.lost, 0);
-  await reportFault({
+  await reportLedger(ledger, {
     fault: "kill -9 of a worker under load",
     injected,
-    ...counts,
     observed:
       "restarts +1, lastExit {signal: SIGKILL}; only in-flight calls fail (WorkerCrashedError), queued ones run",
   });
@@ -151,7 +128,10 @@ Deno.test("Pool under SIGSTOP of a worker: the missed heartbeat kills and replac
   let stopped: number | undefined;
   try {
     await using pool = await Pool.start(
-      opts(dir.path, {}, { heartbeatInterval: 100, heartbeatTimeout: 1000 }),
+      poolOptions(dir.path, {}, {
+        heartbeatInterval: 100,
+        heartbeatTimeout: 1000,
+      }),
     );
     pids.watch(pool);
     await pool.addModel("slow", { file: "slow.py" });
@@ -199,12 +179,9 @@ Deno.test("Pool under SIGSTOP of a worker: the missed heartbeat kills and replac
     }
     await pids.assertGone();
   }
-  const counts = ledger.counts();
-  assert.equal(counts.lost, 0);
-  await reportFault({
+  await reportLedger(ledger, {
     fault: "SIGSTOP of a worker under load",
     injected: 1,
-    ...counts,
     observed:
       'restarts +1, lastExit {signal: SIGKILL, reason: "missed heartbeat"}',
   });
@@ -229,7 +206,7 @@ for (
     const pids = new PidTracker();
     const ledger = new CallLedger();
     try {
-      await using pool = await Pool.start(opts(dir.path));
+      await using pool = await Pool.start(poolOptions(dir.path));
       pids.watch(pool);
       await pool.addModel("slow", { file: "slow.py" });
       await pool.addModel("exiter", { file: "exiter.py" });
@@ -282,12 +259,9 @@ for (
     } finally {
       await pids.assertGone();
     }
-    const counts = ledger.counts();
-    assert.equal(counts.lost, 0);
-    await reportFault({
+    await reportLedger(ledger, {
       fault,
       injected: 1,
-      ...counts,
       observed: expect === null
         ? "call fails with the SystemExit error, worker keeps running (restarts 0)"
         : `restarts +1, lastExit {code: ${expect.code}, signal: ${expect.signal}}`,

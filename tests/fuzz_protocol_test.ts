@@ -8,57 +8,10 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { ChecksumError, FrameError, ProtocolError } from "../src/errors.ts";
-import {
-  FrameDecoderStream,
-  JsonDecoderStream,
-  Md5VerifierStream,
-} from "../src/protocol/mod.ts";
 import { encodeFrame } from "./_harness.ts";
-
-type Item = Record<string, unknown> | Error;
+import { concat, decode, split } from "./_protocol_helpers.ts";
 
 const SEED = 20261123;
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let pos = 0;
-  for (const p of parts) {
-    out.set(p, pos);
-    pos += p.length;
-  }
-  return out;
-}
-
-function split(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
-  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((
-    a,
-    b,
-  ) => a - b);
-  const chunks: Uint8Array[] = [];
-  let prev = 0;
-  for (const p of [...points, bytes.length]) {
-    if (p > prev) chunks.push(bytes.slice(prev, p));
-    prev = p;
-  }
-  return chunks;
-}
-
-async function decode(
-  chunks: Uint8Array[],
-  maxFrameSize?: number,
-): Promise<Item[]> {
-  const batches = await Array.fromAsync(
-    ReadableStream.from(chunks)
-      .pipeThrough(
-        new FrameDecoderStream(
-          maxFrameSize === undefined ? {} : { maxFrameSize },
-        ),
-      )
-      .pipeThrough(new Md5VerifierStream())
-      .pipeThrough(new JsonDecoderStream()),
-  );
-  return batches.flat();
-}
 
 const utf8 = new TextEncoder();
 

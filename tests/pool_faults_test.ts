@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { StartError, TimeoutError, WorkerCrashedError } from "../src/errors.ts";
-import { Pool, type PoolOptions } from "../src/pool.ts";
-import { reconnect, type ReconnectOptions } from "../plugins/reconnect.ts";
+import { Pool } from "../src/pool.ts";
 import {
   assertGone,
   idOfPid,
@@ -9,34 +8,17 @@ import {
   nextEvent,
   pidOf,
   PidTracker,
+  poolOptions,
   readyAgain,
+  spawnHost,
+  writeHostScript,
 } from "./_pool_harness.ts";
-
-function opts(
-  dir: string,
-  extra: PoolOptions = {},
-  policy: ReconnectOptions = {},
-): PoolOptions {
-  return {
-    workers: 2,
-    modelsDir: dir,
-    handleSignals: false,
-    plugins: [
-      reconnect({
-        backoff: { initial: 10, max: 50 },
-        heartbeatInterval: 0,
-        ...policy,
-      }),
-    ],
-    ...extra,
-  };
-}
 
 Deno.test("Pool settles every call exactly once when a worker is killed with 100 calls in flight", async () => {
   await using dir = await modelsDir();
   const pids = new PidTracker();
   try {
-    await using pool = await Pool.start(opts(dir.path));
+    await using pool = await Pool.start(poolOptions(dir.path));
     pids.watch(pool);
     await pool.addModel("slow", { file: "slow.py" });
     await pool.addModel("doubler", { file: "doubler.py", options: { k: 3 } });
@@ -107,7 +89,7 @@ Deno.test("Pool retries idempotent calls on another worker when theirs dies", as
   await using dir = await modelsDir();
   const pids = new PidTracker();
   try {
-    await using pool = await Pool.start(opts(dir.path));
+    await using pool = await Pool.start(poolOptions(dir.path));
     pids.watch(pool);
     await pool.addModel("slow", { file: "slow.py" });
     const victim = pidOf(pool, "w2");
@@ -131,7 +113,9 @@ Deno.test("Pool replaces a wedged worker after a call times out; other calls are
   await using dir = await modelsDir();
   const pids = new PidTracker();
   try {
-    await using pool = await Pool.start(opts(dir.path, {}, { hangGrace: 200 }));
+    await using pool = await Pool.start(
+      poolOptions(dir.path, {}, { hangGrace: 200 }),
+    );
     pids.watch(pool);
     await pool.addModel("freezer", { file: "freezer.py" });
     await pool.addModel("whoami", { file: "whoami.py" });
@@ -172,7 +156,7 @@ Deno.test("Pool marks a worker that crashes on start as failed and serves on the
   try {
     const restarting: number[] = [];
     await using pool = await Pool.start(
-      opts(dir.path, {
+      poolOptions(dir.path, {
         serverArgs: (id) => (id === "w2" ? ["--no-such-flag"] : undefined),
       }, {
         maxCrashes: 2,
@@ -210,7 +194,7 @@ Deno.test("Pool marks a worker that crashes on start as failed and serves on the
 Deno.test("Pool.start rejects with StartError and stderr tails when every worker fails", async () => {
   await using dir = await modelsDir();
   await assert.rejects(
-    Pool.start(opts(dir.path, { serverArgs: ["--no-such-flag"] })),
+    Pool.start(poolOptions(dir.path, { serverArgs: ["--no-such-flag"] })),
     (err: unknown) => {
       assert.ok(err instanceof StartError, String(err));
       assert.match(err.message, /all 2 workers failed to start/);
@@ -224,66 +208,19 @@ Deno.test("Pool.start rejects with StartError and stderr tails when every worker
 
 Deno.test("Pool leaves no python process behind when the host is killed with SIGKILL or SIGTERM", async () => {
   await using dir = await modelsDir();
-  const script = `${dir.path}/host.ts`;
-  await Deno.writeTextFile(
-    script,
-    `import { Pool } from ${
-      JSON.stringify(new URL("../src/pool.ts", import.meta.url).href)
-    };
-const pool = await Pool.start({ workers: 2, modelsDir: ${
-      JSON.stringify(dir.path)
-    } });
-console.log(JSON.stringify(pool.status().workers.map((w) => w.pid)));
-setInterval(() => {}, 1000);
-`,
+  const script = await writeHostScript(
+    dir.path,
+    "console.log(JSON.stringify(pool.status().workers.map((w) => w.pid)));",
   );
   for (const signal of ["SIGKILL", "SIGTERM"] as const) {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "--quiet",
-        "--config",
-        new URL("../deno.json", import.meta.url).pathname,
-        script,
-      ],
-      stdout: "piped",
-      stderr: "inherit",
-      stdin: "null",
-    }).spawn();
-    let pids: number[] = [];
-    try {
-      const reader = child.stdout.pipeThrough(new TextDecoderStream())
-        .getReader();
-      let text = "";
-      while (!text.includes("\n")) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        text += value;
-      }
-      reader.cancel().catch(() => {});
-      pids = JSON.parse(text.trim());
-      assert.equal(pids.length, 2);
-      child.kill(signal);
-      const status = await child.status;
-      if (signal === "SIGTERM") {
-        assert.equal(status.code, 143, "the pool closed itself and exited");
-      }
-      await assertGone(pids, 8000);
-    } finally {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // already gone
-      }
-      await child.status;
-      for (const pid of pids) {
-        try {
-          Deno.kill(pid, "SIGKILL");
-        } catch {
-          // gone, as it should be
-        }
-      }
+    await using host = spawnHost(script);
+    host.pids = await host.firstLine() as number[];
+    assert.equal(host.pids.length, 2);
+    host.child.kill(signal);
+    const status = await host.child.status;
+    if (signal === "SIGTERM") {
+      assert.equal(status.code, 143, "the pool closed itself and exited");
     }
+    await assertGone(host.pids, 8000);
   }
 });

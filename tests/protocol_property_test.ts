@@ -2,15 +2,13 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { ChecksumError, FrameError, ProtocolError } from "../src/errors.ts";
 import {
-  FrameDecoderStream,
   FrameEncoderStream,
   HEADER_SIZE,
-  JsonDecoderStream,
   JsonEncoderStream,
   Md5SignerStream,
-  Md5VerifierStream,
   TRAILER_SIZE,
 } from "../src/protocol/mod.ts";
+import { concat, decode, split } from "./_protocol_helpers.ts";
 
 type Message = Record<string, unknown>;
 
@@ -21,45 +19,7 @@ async function encode(batches: Message[][]): Promise<Uint8Array> {
       .pipeThrough(new Md5SignerStream())
       .pipeThrough(new FrameEncoderStream()),
   );
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let pos = 0;
-  for (const c of chunks) {
-    out.set(c, pos);
-    pos += c.length;
-  }
-  return out;
-}
-
-/** Cuts `bytes` at the given (sorted, deduplicated) points. */
-function split(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
-  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((
-    a,
-    b,
-  ) => a - b);
-  const chunks: Uint8Array[] = [];
-  let prev = 0;
-  for (const p of [...points, bytes.length]) {
-    if (p > prev) chunks.push(bytes.slice(prev, p));
-    prev = p;
-  }
-  return chunks;
-}
-
-async function decode(
-  chunks: Uint8Array[],
-  maxFrameSize?: number,
-): Promise<Array<Message | Error>> {
-  const batches = await Array.fromAsync(
-    ReadableStream.from(chunks)
-      .pipeThrough(
-        new FrameDecoderStream(
-          maxFrameSize === undefined ? {} : { maxFrameSize },
-        ),
-      )
-      .pipeThrough(new Md5VerifierStream())
-      .pipeThrough(new JsonDecoderStream()),
-  );
-  return batches.flat();
+  return concat(chunks);
 }
 
 const message = fc.dictionary(

@@ -3,18 +3,7 @@
  *
  * @module
  */
-import {
-  floorCaller,
-  poolCaller,
-  sessionCaller,
-  stdioCaller,
-} from "../callers.ts";
-import {
-  checkEcho,
-  measureWindow,
-  runInterleaved,
-  SMALL_MESSAGE,
-} from "../drivers.ts";
+import { runEchoWindow } from "../drivers.ts";
 import { ratioTarget } from "../targets.ts";
 import type { Scenario, Target } from "../types.ts";
 
@@ -37,20 +26,7 @@ export const pipelined: Scenario = {
   title:
     `pipelined execute (${PIPELINE_WINDOW} in flight on one worker, ~100 B echo)`,
   run(config) {
-    return runInterleaved(
-      [
-        sessionCaller("echo"),
-        poolCaller("echo"),
-        floorCaller("echo"),
-        stdioCaller("echo"),
-      ],
-      config,
-      {
-        check: (c) => checkEcho(c, SMALL_MESSAGE),
-        measure: (c) =>
-          measureWindow(c, PIPELINE_WINDOW, config.roundMs, SMALL_MESSAGE),
-      },
-    );
+    return runEchoWindow(config, PIPELINE_WINDOW);
   },
   targets(rows): Target[] {
     return PYPROXY.flatMap((name) => [

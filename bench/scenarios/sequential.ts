@@ -3,18 +3,7 @@
  *
  * @module
  */
-import {
-  floorCaller,
-  poolCaller,
-  sessionCaller,
-  stdioCaller,
-} from "../callers.ts";
-import {
-  checkEcho,
-  measureWindow,
-  runInterleaved,
-  SMALL_MESSAGE,
-} from "../drivers.ts";
+import { runEchoWindow } from "../drivers.ts";
 import { ratioTarget } from "../targets.ts";
 import type { Scenario, Target } from "../types.ts";
 
@@ -32,19 +21,7 @@ export const sequential: Scenario = {
   id: "sequential",
   title: "sequential execute (1 in flight, ~100 B echo)",
   run(config) {
-    return runInterleaved(
-      [
-        sessionCaller("echo"),
-        poolCaller("echo"),
-        floorCaller("echo"),
-        stdioCaller("echo"),
-      ],
-      config,
-      {
-        check: (c) => checkEcho(c, SMALL_MESSAGE),
-        measure: (c) => measureWindow(c, 1, config.roundMs, SMALL_MESSAGE),
-      },
-    );
+    return runEchoWindow(config, 1);
   },
   targets(rows): Target[] {
     return PYPROXY.flatMap((name) => [
