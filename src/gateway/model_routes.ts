@@ -89,47 +89,38 @@ function checkName(name: string): void {
 }
 
 /**
- * The model routes under `/v1/models`.
+ * `POST /v1/models/{name}/execute` as a function of the request, the model
+ * name and the `key`, `publish` and `timeout` query parameters: never
+ * rejects (errors become their responses) and counts the call in the metrics.
+ * The app calls it directly for plain requests, without the router.
  *
  * @example
  * ```ts ignore
- * app.route("/", modelRoutes(ctx));
+ * const run = modelExecutor(ctx);
+ * const res = await run(request, "echo", undefined, undefined, undefined);
  * ```
  */
-export function modelRoutes(ctx: RouteContext): Hono {
+export function modelExecutor(
+  ctx: RouteContext,
+): (
+  request: Request,
+  name: string,
+  key: string | undefined,
+  publish: string | undefined,
+  timeout: string | undefined,
+) => Promise<Response> {
   const { pool, catalog, metrics, hub } = ctx;
-  const app = new Hono();
-  const known = (name: string): boolean =>
-    pool.status().models.some((m) => m.name === name);
-  const notFound = (name: string) =>
-    httpError(404, "ModelNotFoundError", `Cannot find model '${name}'`);
-
-  app.get("/v1/models", (c) => c.json({ models: catalog.list(pool) }));
-
-  app.get("/v1/models/:name", (c) => {
-    const name = c.req.param("name");
-    if (!known(name)) throw notFound(name);
-    return c.json(catalog.get(name) ?? { name });
-  });
-
-  app.post("/v1/models/:name/execute", async (c) => {
-    const name = c.req.param("name");
+  return async (request, name, key, publish, timeoutParam) => {
     const done = metrics.start(name);
     let res: Response;
     try {
-      res = await execute(
-        c.req.raw,
-        name,
-        c.req.query("key"),
-        c.req.query("publish"),
-        c.req.query("timeout"),
-      );
+      res = await execute(request, name, key, publish, timeoutParam);
     } catch (err) {
       res = errorResponse(err, ctx.debug);
     }
     done(res.status);
     return res;
-  });
+  };
 
   async function execute(
     request: Request,
@@ -171,10 +162,11 @@ export function modelRoutes(ctx: RouteContext): Hono {
     }
     // No cancel-on-disconnect: reading request.signal makes Deno 2.9 warn (it also aborts after
     // every successful response); the timeout bounds every call instead.
-    const result = await pool.execute(name, body, {
-      ...(key === undefined ? {} : { key }),
-      timeout,
-    });
+    const result = await pool.execute(
+      name,
+      body,
+      key === undefined ? { timeout } : { key, timeout },
+    );
     if (publish !== undefined) {
       hub.publish(publish, { model: name, result: result ?? null });
     }
@@ -183,6 +175,44 @@ export function modelRoutes(ctx: RouteContext): Hono {
     }
     return Response.json(result);
   }
+}
+
+/**
+ * The model routes under `/v1/models`.
+ *
+ * @example
+ * ```ts ignore
+ * app.route("/", modelRoutes(ctx));
+ * ```
+ */
+export function modelRoutes(ctx: RouteContext): Hono {
+  const { pool, catalog } = ctx;
+  const app = new Hono();
+  const known = (name: string): boolean =>
+    pool.status().models.some((m) => m.name === name);
+  const notFound = (name: string) =>
+    httpError(404, "ModelNotFoundError", `Cannot find model '${name}'`);
+
+  app.get("/v1/models", (c) => c.json({ models: catalog.list(pool) }));
+
+  app.get("/v1/models/:name", (c) => {
+    const name = c.req.param("name");
+    if (!known(name)) throw notFound(name);
+    return c.json(catalog.get(name) ?? { name });
+  });
+
+  const run = modelExecutor(ctx);
+  app.post("/v1/models/:name/execute", (c) => {
+    // Most calls have no query string: skip the query scans then.
+    const query = c.req.url.includes("?");
+    return run(
+      c.req.raw,
+      c.req.param("name"),
+      query ? c.req.query("key") : undefined,
+      query ? c.req.query("publish") : undefined,
+      query ? c.req.query("timeout") : undefined,
+    );
+  });
 
   app.put("/v1/models/:name", async (c) => {
     if (!ctx.allowManage) throw forbidden();

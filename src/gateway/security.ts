@@ -80,10 +80,9 @@ export interface HostGuardOptions {
  * ```
  */
 export function hostGuard(options: HostGuardOptions): MiddlewareHandler {
-  const extra = (options.allowedHosts ?? []).map((h) => h.toLowerCase());
-  const any = extra.includes("*");
+  const check = hostChecker(options);
   return async (c, next) => {
-    if (!any && !allowed(c.req.header("host") ?? "", options.port(), extra)) {
+    if (!check(c.req.header("host") ?? "")) {
       return c.json({
         error: {
           type: "ForbiddenHost",
@@ -92,6 +91,37 @@ export function hostGuard(options: HostGuardOptions): MiddlewareHandler {
       }, 403);
     }
     await next();
+  };
+}
+
+/**
+ * The test of {@linkcode hostGuard} as a function of the `Host` value.
+ *
+ * @example
+ * ```ts
+ * import { hostChecker } from "./security.ts";
+ * const allowed = hostChecker({ port: () => 8000 });
+ * console.log(allowed("127.0.0.1:8000"), allowed("evil.example:8000")); // true false
+ * ```
+ */
+export function hostChecker(
+  options: HostGuardOptions,
+): (host: string) => boolean {
+  const extra = (options.allowedHosts ?? []).map((h) => h.toLowerCase());
+  if (extra.includes("*")) return () => true;
+  // Clients send the same Host on every request: the last verdict is reused
+  // while the Host and the port are unchanged.
+  let lastHost: string | undefined;
+  let lastPort = -1;
+  let lastOk = false;
+  return (host) => {
+    const port = options.port();
+    if (host !== lastHost || port !== lastPort) {
+      lastOk = allowed(host, port, extra);
+      lastHost = host;
+      lastPort = port;
+    }
+    return lastOk;
   };
 }
 
@@ -134,17 +164,17 @@ export interface BearerAuthOptions {
 export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
   const publicPaths = new Set(options.publicPaths ?? ["/healthz"]);
   const queryPaths = new Set(options.queryTokenPaths ?? ["/"]);
+  const matches = tokenMatcher(options.token);
   return async (c, next) => {
     if (publicPaths.has(c.req.path) || c.req.method === "OPTIONS") {
       return await next();
     }
     const header = c.req.header("authorization") ?? "";
-    const m = /^Bearer\s+(.+)$/i.exec(header);
-    let presented = m?.[1]?.trim();
+    let presented = bearerToken(header);
     if (presented === undefined && queryPaths.has(c.req.path)) {
       presented = c.req.query("token");
     }
-    if (presented === undefined || !safeEqual(presented, options.token)) {
+    if (presented === undefined || !matches(presented)) {
       c.header("www-authenticate", 'Bearer realm="pyproxy"');
       return c.json({
         error: {
@@ -155,6 +185,34 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
     }
     await next();
   };
+}
+
+/**
+ * The token of an `Authorization: Bearer <token>` value, if it is one.
+ *
+ * @example
+ * ```ts
+ * import { bearerToken } from "./security.ts";
+ * console.log(bearerToken("Bearer t0ken"), bearerToken("Basic eDp5")); // "t0ken" undefined
+ * ```
+ */
+export function bearerToken(header: string): string | undefined {
+  return /^Bearer\s+(.+)$/i.exec(header)?.[1]?.trim();
+}
+
+/**
+ * A constant-time comparison against `token`, hashed once rather than per request.
+ *
+ * @example
+ * ```ts
+ * import { tokenMatcher } from "./security.ts";
+ * const matches = tokenMatcher("t0ken");
+ * console.log(matches("t0ken"), matches("guess")); // true false
+ * ```
+ */
+export function tokenMatcher(token: string): (presented: string) => boolean {
+  const expected = digest(token);
+  return (presented) => timingSafeEqual(digest(presented), expected);
 }
 
 /**
