@@ -642,11 +642,7 @@ export class Session implements AsyncDisposable {
           }
           if (this.#incoming.length === 0 || this.#handshaking) {
             this.#dispatch(item);
-          } else {
-            // Only a middleware that returns a promise costs an await (and keeps the order).
-            const async = this.#receiveThroughMiddleware(item, item, 0);
-            if (async !== undefined) await async;
-          }
+          } else await this.#receiveThroughMiddleware(item);
         }
       }
     } catch (err) {
@@ -660,57 +656,31 @@ export class Session implements AsyncDisposable {
     );
   }
 
-  /**
-   * Runs the incoming middleware from index `from` in order, then dispatches.
-   * Stays synchronous while every hook is; returns a promise (awaited by the
-   * read loop, so messages keep their order) only once a hook returns one.
-   */
-  #receiveThroughMiddleware(
-    msg: SessionMessage,
-    current: SessionMessage,
-    from: number,
-  ): Promise<void> | undefined {
-    for (let i = from; i < this.#incoming.length; i++) {
-      const mw = this.#incoming[i]!;
-      let out: SessionMessage | void | Promise<SessionMessage | void>;
+  /** Runs the incoming middleware (in order, awaited, so messages keep their order), then dispatches. */
+  async #receiveThroughMiddleware(msg: SessionMessage): Promise<void> {
+    let current = msg;
+    for (const mw of this.#incoming) {
       try {
-        out = mw.incoming!(current, this);
+        const out = mw.incoming!(current, this);
+        current = (out instanceof Promise ? await out : out) ?? current;
       } catch (err) {
-        this.#failIncoming(msg, mw, err);
-        return undefined;
+        const error = middlewareError(mw, "incoming", err);
+        const id = msg.id;
+        if (typeof id === "number" && typeof msg.cmd === "string") {
+          this.#reply(id, false, wireError(error));
+        } else if (typeof id === "number" && typeof msg.event !== "string") {
+          this.#ignored.delete(id);
+          this.#settle(id, undefined, error);
+        } else {
+          this.#logger.warn("Dropped incoming message {id}: {error}", {
+            id,
+            error,
+          });
+        }
+        return;
       }
-      if (out instanceof Promise) {
-        const before = current;
-        return out.then(
-          (next) => this.#receiveThroughMiddleware(msg, next ?? before, i + 1),
-          (err) => this.#failIncoming(msg, mw, err),
-        );
-      }
-      current = out ?? current;
     }
     if (!this.#closed) this.#dispatch(current);
-    return undefined;
-  }
-
-  /** An incoming middleware threw: fail what the message belonged to, never the session. */
-  #failIncoming(
-    msg: SessionMessage,
-    mw: SessionMiddleware,
-    err: unknown,
-  ): void {
-    const error = middlewareError(mw, "incoming", err);
-    const id = msg.id;
-    if (typeof id === "number" && typeof msg.cmd === "string") {
-      this.#reply(id, false, wireError(error));
-    } else if (typeof id === "number" && typeof msg.event !== "string") {
-      this.#ignored.delete(id);
-      this.#settle(id, undefined, error);
-    } else {
-      this.#logger.warn("Dropped incoming message {id}: {error}", {
-        id,
-        error,
-      });
-    }
   }
 
   #dispatch(msg: SessionMessage): void {
