@@ -7,7 +7,12 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { Pool, PoolEvent, PoolOptions } from "../src/pool.ts";
+import { Pool, type PoolEvent, type PoolOptions } from "../src/pool.ts";
+import type { Plugin } from "../src/plugin.ts";
+
+/** python/tests/models: the Python test models. */
+const TEST_MODELS =
+  new URL("../python/tests/models/", import.meta.url).pathname;
 import { reconnect, type ReconnectOptions } from "../plugins/reconnect.ts";
 
 /** Test models, by file name. */
@@ -291,4 +296,28 @@ export function spawnHost(script: string): HostProcess {
       }
     },
   };
+}
+
+/**
+ * Starts a pool on python/tests/models with exactly `plugins` (no defaults)
+ * and loads one model from there; closes the pool if the model fails to load.
+ */
+export async function startPoolWithModel(
+  plugins: Plugin[],
+  model: { name: string; file: string },
+  workers = 1,
+): Promise<Pool> {
+  const pool = await Pool.start({
+    workers,
+    modelsDir: TEST_MODELS,
+    handleSignals: false,
+    plugins: { defaults: false, use: plugins },
+  });
+  try {
+    await pool.addModel(model.name, { file: model.file });
+  } catch (err) {
+    await pool.close();
+    throw err;
+  }
+  return pool;
 }

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { CancelledError, PythonError, TimeoutError } from "../src/errors.ts";
 import { getAtom, type OutputChunk } from "../src/atom.ts";
 import { Pool } from "../src/pool.ts";
-import type { PoolEvent } from "../src/pool_events.ts";
+import { nextEvent } from "./_pool_harness.ts";
 import type { Plugin } from "../src/plugin.ts";
 
 /** The error `promise` rejects with (fails when it resolves). */
@@ -31,21 +31,6 @@ function text(chunks: OutputChunk[], fd?: 1 | 2): string {
   return chunks.filter((c) => fd === undefined || c.fd === fd).map((c) =>
     c.data
   ).join("");
-}
-
-/** Waits for the first pool event matching `match`. */
-function nextEvent(
-  pool: Pool,
-  match: (ev: PoolEvent) => boolean,
-): Promise<PoolEvent> {
-  return new Promise((resolve) => {
-    const off = pool.on((ev) => {
-      if (match(ev)) {
-        off();
-        resolve(ev);
-      }
-    });
-  });
 }
 
 Deno.test("Atom streams output while the code still runs", async () => {
@@ -181,7 +166,8 @@ Deno.test("Atom kills the worker when a sleeping call ignores the interrupt", as
   const before = pool.status().workers[0];
   const exited = nextEvent(
     pool,
-    (ev) => ev.type === "worker-exit" && ev.worker === before?.id,
+    "worker-exit",
+    (ev) => ev.worker === before?.id,
   );
   const atom = pool.eval("import time\nprint('sleeping')\ntime.sleep(100)", {
     timeout: 500,

@@ -5,7 +5,7 @@ import {
   SessionLostError,
 } from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
-import type { PoolEvent } from "../src/pool_events.ts";
+import { nextEvent } from "./_pool_harness.ts";
 
 /** The error `promise` rejects with (fails when it resolves). */
 async function rejection(promise: Promise<unknown>): Promise<unknown> {
@@ -15,20 +15,6 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
     return error;
   }
   throw new assert.AssertionError({ message: "expected a rejection" });
-}
-
-function nextEvent(
-  pool: Pool,
-  match: (ev: PoolEvent) => boolean,
-): Promise<PoolEvent> {
-  return new Promise((resolve) => {
-    const off = pool.on((ev) => {
-      if (match(ev)) {
-        off();
-        resolve(ev);
-      }
-    });
-  });
 }
 
 Deno.test("EvalSession keeps its namespace between atoms", async () => {
@@ -72,7 +58,8 @@ Deno.test("EvalSession is lost for good when its worker dies", async () => {
   assert.equal((await reader.read()).value?.data, "waiting\n");
   const exited = nextEvent(
     pool,
-    (ev) => ev.type === "worker-exit" && ev.worker === session.worker,
+    "worker-exit",
+    (ev) => ev.worker === session.worker,
   );
   Deno.kill(pid, "SIGKILL");
   await exited;

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
+import { startPoolWithModel } from "./_pool_harness.ts";
 import { RemoteError } from "../src/errors.ts";
 import type { Plugin } from "../src/plugin.ts";
-import { Pool } from "../src/pool.ts";
+import type { Pool } from "../src/pool.ts";
 import { MemoryStore } from "../plugins/memory_store.ts";
 import { RedisStore } from "../plugins/redis_store.ts";
 import { sharedCache } from "../plugins/shared_cache.ts";
 import { hasRedis, startRedis } from "./_redis_server.ts";
 
-const MODELS = new URL("../python/tests/models/", import.meta.url).pathname;
 const redis = hasRedis();
 if (!redis) {
   console.warn(
@@ -15,20 +15,11 @@ if (!redis) {
   );
 }
 
-async function startPool(plugins: Plugin[], workers = 2): Promise<Pool> {
-  const pool = await Pool.start({
-    workers,
-    modelsDir: MODELS,
-    handleSignals: false,
-    plugins: { defaults: false, use: plugins },
-  });
-  try {
-    await pool.addModel("cache_ops", { file: "cache_ops.py" });
-  } catch (err) {
-    await pool.close();
-    throw err;
-  }
-  return pool;
+function startPool(plugins: Plugin[], workers = 2): Promise<Pool> {
+  return startPoolWithModel(plugins, {
+    name: "cache_ops",
+    file: "cache_ops.py",
+  }, workers);
 }
 
 // The model does not catch the HostError raised by host.call, so it comes back with that type.

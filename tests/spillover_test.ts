@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
+import { startPoolWithModel } from "./_pool_harness.ts";
 import { PluginError, SpillError } from "../src/errors.ts";
 import type { Plugin, WireMessage } from "../src/plugin.ts";
-import { Pool } from "../src/pool.ts";
+import type { Pool } from "../src/pool.ts";
 import { spillover, type SpilloverPlugin } from "../plugins/spillover.ts";
 import { reconnect } from "../plugins/reconnect.ts";
 import { sharedCache } from "../plugins/shared_cache.ts";
@@ -9,23 +10,13 @@ import { jsonSizeBound } from "../plugins/_json_size.ts";
 import { jsonPieces } from "../plugins/_json_pieces.ts";
 import fc from "fast-check";
 
-const MODELS = new URL("../python/tests/models/", import.meta.url).pathname;
 const encoder = new TextEncoder();
 
-async function startPool(plugins: Plugin[], workers = 1): Promise<Pool> {
-  const pool = await Pool.start({
-    workers,
-    modelsDir: MODELS,
-    handleSignals: false,
-    plugins: { defaults: false, use: plugins },
-  });
-  try {
-    await pool.addModel("spill_echo", { file: "spill_echo.py" });
-  } catch (err) {
-    await pool.close();
-    throw err;
-  }
-  return pool;
+function startPool(plugins: Plugin[], workers = 1): Promise<Pool> {
+  return startPoolWithModel(plugins, {
+    name: "spill_echo",
+    file: "spill_echo.py",
+  }, workers);
 }
 
 /** Files (recursively) under the spill directory. */
