@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 
-from . import capture
+from . import big_json, capture
 from .call import Call, current_call
 from .errors import (
     AuthenticationError,
@@ -56,6 +56,9 @@ _encode_json_lenient = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), default=repr
 ).encode
 _decode_json = json.JSONDecoder().decode
+# Messages as pieces: big strings travel without being escaped or copied.
+_encode_pieces = big_json.encode
+_BIG_PAYLOAD = big_json.BIG_DATA
 _raw_decode_json = json.JSONDecoder().raw_decode
 _md5 = hashlib.md5
 _pack_header = HEADER.pack
@@ -67,6 +70,14 @@ _set_sink = capture._sink.set
 _reset_sink = capture._sink.reset
 _set_call = current_call.set
 _reset_call = current_call.reset
+
+
+def _decode_big_payload(item):
+    """A payload above ``_BIG_PAYLOAD`` bytes through ``big_json``; errors as the small path's."""
+    try:
+        return big_json.decode(item)
+    except (ValueError, RecursionError):
+        return _decode_json(item.decode("utf-8"))  # raises the small path's exact error
 
 
 class Connection(asyncio.Protocol):
@@ -140,7 +151,7 @@ class Connection(asyncio.Protocol):
     def send_event(self, event):
         """Send ``event`` (a dict) to the client; safe from any thread."""
         try:
-            data = _encode_json(event).encode()
+            data = _encode_pieces(event)
         except (TypeError, ValueError, RecursionError) as exc:
             log.warning("connection %s: dropped unserialisable event: %s", self.id, exc)
             return
@@ -172,7 +183,7 @@ class Connection(asyncio.Protocol):
             raise HostError("Cannot call host %r: the connection is closed" % cmd)
         rid = next(self._host_ids)
         try:
-            data = _encode_json({"id": rid, "cmd": cmd, "args": args}).encode()
+            data = _encode_pieces({"id": rid, "cmd": cmd, "args": args})
         except (TypeError, ValueError, RecursionError) as exc:
             raise HostError("Cannot call host %r: arguments are not JSON: %s" % (cmd, exc))
         try:
@@ -295,15 +306,18 @@ class Connection(asyncio.Protocol):
             self.enqueue(self.encode_error(None, item.to_wire()))
             return None
         try:
-            # The protocol says UTF-8, so skip json.loads' encoding sniffing;
-            # raw_decode skips the whitespace regexes a compact peer never needs.
-            text = item.decode("utf-8")
-            try:
-                msg, end = _raw_decode_json(text)
-            except ValueError:
-                end = -1
-            if end != len(text):
-                msg = _decode_json(text)  # the slow path gives the exact error
+            if len(item) > _BIG_PAYLOAD:
+                msg = _decode_big_payload(item)
+            else:
+                # The protocol says UTF-8, so skip json.loads' encoding sniffing;
+                # raw_decode skips the whitespace regexes a compact peer never needs.
+                text = item.decode("utf-8")
+                try:
+                    msg, end = _raw_decode_json(text)
+                except ValueError:
+                    end = -1
+                if end != len(text):
+                    msg = _decode_json(text)  # the slow path gives the exact error
         except (ValueError, RecursionError) as exc:
             return self._bad(None, ProtocolError("Cannot parse payload: invalid JSON (%s)" % exc))
         if msg.__class__ is not dict:
@@ -475,7 +489,7 @@ class Connection(asyncio.Protocol):
         """Encoded ``{"id", "ok": true, "result"}`` (spilled or replaced by an error
         reply when needed); safe from any thread, pass it to ``enqueue``."""
         try:
-            data = _encode_json({"id": rid, "ok": True, "result": result}).encode()
+            data = _encode_pieces({"id": rid, "ok": True, "result": result})
         except (TypeError, ValueError, RecursionError) as exc:
             return self.encode_error(rid, SerializationError("Cannot send result: not JSON (%s)" % exc).to_wire())
         try:
@@ -485,28 +499,35 @@ class Connection(asyncio.Protocol):
 
     def encode_error(self, rid, error):
         """Encoded ``{"id", "ok": false, "error"}`` for the wire error object ``error``."""
-        data = _encode_json_lenient({"id": rid, "ok": False, "error": error}).encode()
+        data = _encode_pieces({"id": rid, "ok": False, "error": error}, True)
         try:
             return self._finish(data, rid, "")
         except PyProxyError as exc:
             return _encode_json_lenient({"id": rid, "ok": False, "error": exc.to_wire()}).encode()
 
-    def _finish(self, data, rid, kind, cmd=None):
-        """Spill ``data`` when it is above the threshold; refuse it above the frame limit.
+    def _finish(self, pieces, rid, kind, cmd=None):
+        """The payload for encoded ``pieces`` (``big_json.encode``): the message, or
+        the reference to the spill file it went to when above the threshold;
+        refused above the frame limit.
 
         ``kind`` keeps spill file names unique: ``""`` for replies (named
         after the host's request id), ``"r"`` for Python → host requests,
         ``"e"`` for events (numbered per connection).
         """
         spill = self.spill
-        size = len(data)
+        if len(pieces) == 1:
+            data = pieces[0]
+            size = len(data)
+        else:
+            data = None  # joined only when it goes inline: a spill file is written piece by piece
+            size = sum(map(len, pieces))
         if spill is not None and size > spill.threshold:
             if kind == "e":
                 tag = "e%d" % next(self._event_ids)
             else:
                 tag = "%s%s" % (kind, rid)
             try:
-                ref = spill.write(data, "py-%s-%s" % (self.id, tag))
+                ref = spill.write(pieces, "py-%s-%s" % (self.id, tag))
             except OSError as exc:
                 raise SpillError("Cannot write spill file: %s" % exc)
             if rid is None:
@@ -519,7 +540,7 @@ class Connection(asyncio.Protocol):
             raise SerializationError(
                 "Cannot send message: %d bytes above the frame limit %d (configure spill-over)" % (size, self._max_frame)
             )
-        return data
+        return b"".join(pieces) if data is None else data
 
     def enqueue(self, payload):
         """Queue one framed message; safe from any thread."""

@@ -26,7 +26,7 @@ import secrets
 import threading
 import time
 
-from . import capture
+from . import big_json, capture
 from .errors import (
     CancelledError,
     InvalidRequestError,
@@ -423,7 +423,7 @@ class EvalService:
                 self._channels.pop(key, None)
         if not isinstance(value, (str, int, float, bool, type(None))):
             try:
-                json.dumps(value)
+                json.dumps(big_json.without_big_strings(value))  # big strings are always JSON
             except (TypeError, ValueError, RecursionError) as exc:
                 raise SerializationError(
                     "Cannot reply: the eval's value is not JSON (%s): %s"

@@ -11,15 +11,15 @@ the reference.
 Example::
 
     settings = SpillSettings.from_wire({"dir": "/dev/shm/pyproxy-x", "threshold": 1 << 20})
-    ref = settings.write(b'{"id":7,"ok":true,"result":1}', "py-c1-7")
+    ref = settings.write([b'{"id":7,"ok":true,', b'"result":1}'], "py-c1-7")
     settings.read(ref)  # {"id": 7, "ok": True, "result": 1}; the file is gone
 """
 
 import hashlib
-import json
 import os
 import threading
 
+from .big_json import decode as _decode_json
 from .errors import InvalidRequestError, SpillError
 
 __all__ = ["SpillSettings"]
@@ -31,27 +31,34 @@ _PARALLEL_MD5 = 8 << 20
 
 
 class _Md5Thread(threading.Thread):
-    """Computes the md5 of ``data`` in the background; ``hexdigest()`` joins."""
+    """Computes the md5 of ``pieces`` in the background; ``hexdigest()`` joins."""
 
-    def __init__(self, data):
+    def __init__(self, pieces):
         threading.Thread.__init__(self, name="pyproxy-spill-md5", daemon=True)
-        self._data = data
+        self._pieces = pieces
         self._digest = None
 
     def run(self):
-        self._digest = hashlib.md5(self._data).hexdigest()
-        self._data = None
+        self._digest = _md5_of(self._pieces).hexdigest()
+        self._pieces = None
 
     def hexdigest(self):
         self.join()
         return self._digest
 
 
-def _md5_hex(data):
-    """An object whose ``hexdigest()`` is the md5 of ``data``, in a thread when large."""
-    if len(data) < _PARALLEL_MD5:
-        return hashlib.md5(data)
-    thread = _Md5Thread(data)
+def _md5_of(pieces):
+    md5 = hashlib.md5()
+    for piece in pieces:
+        md5.update(piece)
+    return md5
+
+
+def _md5_hex(pieces, size):
+    """An object whose ``hexdigest()`` is the md5 of ``pieces`` (``size`` bytes), in a thread when large."""
+    if size < _PARALLEL_MD5:
+        return _md5_of(pieces)
+    thread = _Md5Thread(pieces)
     thread.start()
     return thread
 
@@ -121,9 +128,9 @@ class SpillSettings:
                     "Cannot read spill file: size %d, expected %d" % (len(data), size)
                 )
             # Parsed while the md5 is checked; the message is only returned when it matches.
-            md5 = _md5_hex(data)
+            md5 = _md5_hex((data,), len(data))
             try:
-                message = json.loads(data)
+                message = _decode_json(data)
             except ValueError as exc:
                 message = exc
             del data
@@ -140,8 +147,14 @@ class SpillSettings:
             except OSError:
                 pass
 
-    def write(self, data, name):
-        """Write ``data`` (encoded JSON) to ``<dir>/<name>.json``; return the reference."""
+    def write(self, pieces, name):
+        """Write encoded JSON to ``<dir>/<name>.json``; return the reference.
+
+        ``pieces``: ``bytes``, or a list of them written in order (not joined).
+        """
+        if isinstance(pieces, (bytes, bytearray, memoryview)):
+            pieces = (pieces,)
+        size = sum(map(len, pieces))
         path = os.path.join(self.dir, name + ".json")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
@@ -150,12 +163,13 @@ class SpillSettings:
             # A leftover of an earlier process that used the same connection id.
             os.unlink(path)
             fd = os.open(path, flags, 0o600)
-        md5 = _md5_hex(data)
+        md5 = _md5_hex(pieces, size)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view[:_WRITE_CHUNK])
-                view = view[written:]
+            for piece in pieces:
+                view = memoryview(piece).cast("B")
+                while view:
+                    written = os.write(fd, view[:_WRITE_CHUNK])
+                    view = view[written:]
         except BaseException:
             os.close(fd)
             try:
@@ -165,4 +179,4 @@ class SpillSettings:
             md5.hexdigest()
             raise
         os.close(fd)
-        return {"path": path, "size": len(data), "md5": md5.hexdigest()}
+        return {"path": path, "size": size, "md5": md5.hexdigest()}

@@ -39,6 +39,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
         "00dd3770c233ba0b4c7027a62bcd69784e76cb774ecb1f50575b184d678ed70c",
     },
     {
+      path: "pyproxy_server/big_json.py",
+      size: 12030,
+      sha256:
+        "ac27d7fb8a98d17f308b5fe3a5e477d1af6b38b24332eb1a457deedc90912ee6",
+    },
+    {
       path: "pyproxy_server/call.py",
       size: 3847,
       sha256:
@@ -58,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 22425,
+      size: 23364,
       sha256:
-        "23cdf59b6b90330e6845058b11d463432e94e8d9f447502766f6f60c3a98c03a",
+        "58ab6ea1e74dc90be3160c8939e2328d106b12c8cf1aa8e5e53ec50bc05e2e4a",
     },
     {
       path: "pyproxy_server/errors.py",
@@ -70,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 17325,
+      size: 17396,
       sha256:
-        "bc6d67b2a7ad574f91ecfb1b146be80d16647d2075a62d79c9d5a067bd8db782",
+        "ebbd05947de1aaee611080b5bed9474af300fdc20836fefa21e1768a94905ad7",
     },
     {
       path: "pyproxy_server/execution.py",
@@ -100,9 +106,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 6388,
+      size: 6862,
       sha256:
-        "8f2a05ae8c1f348a3c4244dc89ffd1e0418c1e580163c9712df263470a45f3f2",
+        "7d8091c06d694fd94460fb85928d0d4e07c69f9b987ff1ee3b6881d919947248",
     },
   ],
 };

@@ -1,0 +1,328 @@
+"""JSON with a fast path for big strings (a multi-megabyte ``str`` in a small structure).
+
+The C encoder escapes a string character by character and ``json.loads``
+scans it the same way; for a big string with nothing to escape both are
+several times slower than a plain UTF-8 encode/decode. ``encode`` takes such
+strings (``str`` values longer than ``BIG`` found by a short walk of the
+object) out of the object, encodes the small skeleton with the C encoder and
+returns pieces whose concatenation is exactly the encoder's output, each big
+string's UTF-8 body included without a copy. ``decode`` does the reverse for
+data longer than ``BIG_DATA`` bytes: big string literals (object values with
+nothing escaped) are cut out, the skeleton is parsed by ``json.loads`` and
+each literal is decoded with one UTF-8 decode. Anything unusual takes the
+plain path, so results and exceptions are exactly those of the ``json``
+module (``json.loads(data.decode("utf-8"))`` for ``decode``).
+
+Example::
+
+    pieces = encode({"id": 7, "ok": True, "result": {"data": "x" * (1 << 20)}})
+    # [b'{"id":7,"ok":true,"result":{"data":"', b'xxx...', b'"}}']
+    encode_bytes({"id": 7})   # b'{"id":7}'
+    decode(b"".join(pieces))["result"]["data"] == "x" * (1 << 20)   # True
+"""
+
+import json
+import os
+
+__all__ = ["BIG", "BIG_DATA", "decode", "encode", "encode_bytes", "without_big_strings"]
+
+# A str longer than this (characters; bytes for a literal in decode) takes the fast path.
+BIG = 64 * 1024
+# decode() looks for big literals only in data longer than this (bytes).
+BIG_DATA = 1 << 20
+
+_strict = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_encode_strict = _strict.encode
+# As connection.py encodes error objects: anything goes out, through repr.
+_lenient = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr)
+_encode_lenient = _lenient.encode
+
+
+def _direct(encoder):
+    """The C encoder behind ``encoder``, made once instead of on every
+    ``encode()`` call (that saves ~1.4 µs per small message), without the
+    circular-reference markers; ``None`` where the C accelerator is missing."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    try:
+        return make(
+            None, encoder.default, json.encoder.encode_basestring, encoder.indent,
+            encoder.key_separator, encoder.item_separator, encoder.sort_keys,
+            encoder.skipkeys, encoder.allow_nan,
+        )
+    except TypeError:
+        return None
+
+
+_direct_strict = _direct(_strict)
+_direct_lenient = _direct(_lenient)
+_loads = json.loads
+
+# The walk for big strings looks at dict values and list items of containers
+# at most this deep (the object itself is depth 1), at most _MAX_NODES of
+# them; a container with more items than the budget left is not entered.
+_MAX_DEPTH = 4
+_MAX_NODES = 64
+# decode() takes the plain path after this many quote characters (many small
+# strings: the skeleton would be as slow to build as the message to parse).
+_MAX_QUOTES = 4096
+# Longest backslash run before a quote and whitespace run before a literal
+# that decode() follows; longer runs take the plain path.
+_MAX_RUN = 64
+# Bytes a JSON string body holds unescaped: all but control characters, '"', '\\'.
+_SAFE = bytes(i for i in range(256) if i >= 0x20 and i != 0x22 and i != 0x5C)
+# Checked in slices that stay in the CPU cache.
+_CHUNK = 64 * 1024
+_WHITESPACE = b" \t\n\r"
+_COLON = 0x3A
+_BACKSLASH = 0x5C
+
+
+def encode(obj, lenient=False):
+    """``obj`` as compact UTF-8 JSON, in pieces (join them or write them in order).
+
+    The concatenation is ``JSONEncoder(ensure_ascii=False, separators=(",",
+    ":"), allow_nan=False).encode(obj).encode()``; ``lenient=True`` encodes
+    anything (``default=repr``, NaN allowed). Raises what that raises.
+    """
+    encoder = _encode_lenient if lenient else _encode_strict
+    if _has_big(obj):
+        pieces = _encode_big(obj, encoder)
+        if pieces is not None:
+            return pieces
+    direct = _direct_lenient if lenient else _direct_strict
+    if direct is not None:
+        try:
+            return ["".join(direct(obj, 0)).encode()]
+        except RecursionError:
+            pass  # maybe a circular structure: the encoder below raises its exact error
+    return [encoder(obj).encode()]
+
+
+def encode_bytes(obj, lenient=False):
+    """``encode`` joined into one ``bytes``."""
+    pieces = encode(obj, lenient)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+def without_big_strings(obj):
+    """``obj`` with the big strings ``encode`` would find replaced by ``""``.
+
+    Only the containers on the path to a big string are copied; ``obj`` is
+    never changed. For checks that do not depend on the strings' contents
+    (``json.dumps`` as an "is it JSON?" test) at a fraction of the cost.
+    """
+    if not _has_big(obj):
+        return obj
+    if obj.__class__ is str:
+        return ""
+    return _rebuild(obj, [], "", [_MAX_NODES], 1)
+
+
+def decode(data):
+    """Parse UTF-8 JSON from ``bytes``/``bytearray``/``memoryview``.
+
+    Same result and exceptions as ``json.loads(bytes(data).decode("utf-8"))``.
+    """
+    if data.__class__ is memoryview:
+        data = data.tobytes()
+    if len(data) > BIG_DATA:
+        spans = _big_literals(data)
+        if spans is not None:
+            try:
+                return _decode_big(data, spans)
+            except (ValueError, RecursionError):
+                pass  # the plain path below raises the exact error
+    return _loads(str(data, "utf-8"))
+
+
+# -- encode ------------------------------------------------------------------
+
+
+def _has_big(obj):
+    """True when the bounded walk meets a ``str`` longer than ``BIG``."""
+    cls = obj.__class__
+    if cls is dict:
+        obj = obj.values()
+    elif cls is str:
+        return len(obj) > BIG
+    elif cls is not list and cls is not tuple:
+        return False
+    size = len(obj)
+    return size <= _MAX_NODES and _find_big(obj, _MAX_NODES - size, 1) < 0
+
+
+def _find_big(values, left, depth):
+    """-1 when ``values`` hold a big string (within the walk's bounds), else the nodes left."""
+    for value in values:
+        cls = value.__class__
+        if cls is str:
+            if len(value) > BIG:
+                return -1
+        elif depth < _MAX_DEPTH:
+            if cls is dict:
+                value = value.values()
+            elif cls is not list and cls is not tuple:
+                continue
+            size = len(value)
+            if size <= left:
+                left = _find_big(value, left - size, depth + 1)
+                if left < 0:
+                    return -1
+    return left
+
+
+def _rebuild(value, found, marker, budget, depth):
+    """Copy of container ``value`` with big strings replaced (``value`` itself when none).
+
+    A big string is appended to ``found`` and replaced by ``marker`` (with
+    its index when ``marker`` has a ``%d``); ``budget`` is a one-item list,
+    the nodes left to visit.
+    """
+    is_dict = value.__class__ is dict
+    if len(value) > budget[0]:
+        return value
+    budget[0] -= len(value)
+    copy = None
+    for key, item in value.items() if is_dict else enumerate(value):
+        cls = item.__class__
+        if cls is str:
+            if len(item) <= BIG:
+                continue
+            new = marker % len(found) if marker else marker
+            found.append(item)
+        elif (cls is dict or cls is list or cls is tuple) and depth < _MAX_DEPTH:
+            new = _rebuild(item, found, marker, budget, depth + 1)
+            if new is item:
+                continue
+        else:
+            continue
+        if copy is None:
+            copy = dict(value) if is_dict else list(value)
+        copy[key] = new
+    return value if copy is None else copy
+
+
+def _encode_big(obj, encoder):
+    """Pieces for ``obj`` with its big strings sent as they are; None: use the plain path."""
+    nonce = os.urandom(12).hex()
+    found = []
+    if obj.__class__ is str:
+        skeleton = nonce + "-0"
+        found.append(obj)
+    else:
+        skeleton = _rebuild(obj, found, nonce + "-%d", [_MAX_NODES], 1)
+        if not found:
+            return None
+    text = encoder(skeleton)
+    if text.count(nonce) != len(found):
+        return None  # the nonce in the caller's data: never in practice
+    pieces = []
+    pos = 0
+    try:
+        for index, string in enumerate(found):
+            marker = "%s-%d" % (nonce, index)
+            at = text.find('"%s"' % marker, pos) + 1
+            if at <= 0:
+                return None
+            pieces.append(text[pos:at].encode())
+            body = string.encode()
+            if not _clean(body, 0, len(body)):
+                body = encoder(string)[1:-1].encode()
+            pieces.append(body)
+            pos = at + len(marker)
+        pieces.append(text[pos:].encode())
+    except UnicodeEncodeError:
+        return None  # lone surrogates: the plain path raises the exact error
+    return pieces
+
+
+def _clean(data, start, stop):
+    """True when ``data[start:stop]`` holds no byte that JSON must escape."""
+    if data.__class__ is not bytes:  # slices of bytes translate faster
+        data = memoryview(data)
+        translate = bytes.translate
+        for pos in range(start, stop, _CHUNK):
+            end = pos + _CHUNK
+            if translate(bytes(data[pos : end if end < stop else stop]), None, _SAFE):
+                return False
+        return True
+    for pos in range(start, stop, _CHUNK):
+        end = pos + _CHUNK
+        if data[pos : end if end < stop else stop].translate(None, _SAFE):
+            return False
+    return True
+
+
+# -- decode ------------------------------------------------------------------
+
+
+def _big_literals(data):
+    """``[(start, stop), ...]`` of big plain string literals that are object values.
+
+    ``start``/``stop`` delimit the body (quotes excluded). None when there is
+    none, or the data is unusual (many strings, long backslash runs...).
+    """
+    find = data.find
+    spans = []
+    quotes = 0
+    pos = 0
+    while True:
+        start = find(b'"', pos) + 1
+        if start <= 0:
+            break
+        stop = start
+        while True:  # the closing quote: one not escaped by an odd backslash run
+            stop = find(b'"', stop)
+            quotes += 1
+            if stop < 0 or quotes > _MAX_QUOTES:
+                return None
+            run = 0
+            while data[stop - 1 - run] == _BACKSLASH:
+                run += 1
+                if run > _MAX_RUN:
+                    return None
+            if not run & 1:
+                break
+            stop += 1
+        quotes += 1
+        pos = stop + 1
+        if stop - start <= BIG:
+            continue
+        before = start - 2
+        while before >= 0 and data[before] in _WHITESPACE and start - before < _MAX_RUN:
+            before -= 1
+        if before >= 0 and data[before] == _COLON and _clean(data, start, stop):
+            spans.append((start, stop))
+    return spans or None
+
+
+def _decode_big(data, spans):
+    """Parse ``data`` with the literals at ``spans`` decoded apart."""
+    nonce = os.urandom(12).hex()
+    view = memoryview(data)
+    # Every piece is decoded before parsing, as json.loads(data.decode()) would:
+    # invalid UTF-8 raises UnicodeDecodeError whatever else is wrong.
+    strings = {}
+    parts = []
+    pos = 0
+    for index, (start, stop) in enumerate(spans):
+        marker = "%s-%d" % (nonce, index)
+        parts.append(str(view[pos:start], "utf-8"))
+        parts.append(marker)
+        strings[marker] = str(view[start:stop], "utf-8")
+        pos = stop
+    parts.append(str(view[pos:], "utf-8"))
+    view.release()
+    for part in parts[::2]:
+        if nonce in part:
+            raise ValueError("nonce in data")  # never in practice: the plain path
+
+    def swap(obj):
+        for key, value in obj.items():
+            if value.__class__ is str and value in strings:
+                obj[key] = strings[value]
+        return obj
+
+    return _loads("".join(parts), object_hook=swap)

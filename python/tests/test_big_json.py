@@ -1,0 +1,225 @@
+"""big_json: same bytes, results and exception types as the json module."""
+
+import json
+import random
+import unittest
+
+from pyproxy_server import big_json
+
+_strict = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_lenient = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr).encode
+BIG = big_json.BIG + 10
+MB = big_json.BIG_DATA + 10
+
+
+def _reference_encode(obj, lenient=False):
+    try:
+        return (_lenient if lenient else _strict)(obj).encode("utf-8")
+    except Exception as exc:
+        return type(exc)
+
+
+def _reference_decode(data):
+    try:
+        return json.loads(bytes(data).decode("utf-8"))
+    except Exception as exc:
+        return type(exc)
+
+
+class BigJsonTest(unittest.TestCase):
+    def check_encode(self, obj, lenient=False):
+        before = _snapshot(obj)
+        expected = _reference_encode(obj, lenient)
+        if isinstance(expected, type):
+            with self.assertRaises(expected):
+                big_json.encode(obj, lenient)
+            with self.assertRaises(expected):
+                big_json.encode_bytes(obj, lenient)
+        else:
+            pieces = big_json.encode(obj, lenient)
+            self.assertTrue(all(type(p) is bytes for p in pieces))
+            self.assertEqual(b"".join(pieces), expected)
+            self.assertEqual(big_json.encode_bytes(obj, lenient), expected)
+        if before is not None:
+            self.assertEqual(_snapshot(obj), before)  # not mutated
+        return expected
+
+    def check_decode(self, data):
+        expected = _reference_decode(data)
+        for form in (bytes(data), bytearray(data), memoryview(bytes(data))):
+            if isinstance(expected, type):
+                with self.assertRaises(expected):
+                    big_json.decode(form)
+            else:
+                self.assertEqual(repr(big_json.decode(form)), repr(expected))
+
+    def roundtrip(self, obj):
+        data = self.check_encode(obj)
+        if not isinstance(data, type):
+            self.check_decode(data)
+            # with whitespace, which the compact encoder never writes
+            self.check_decode(json.dumps(obj, ensure_ascii=False, indent=1).encode("utf-8", "surrogatepass"))
+
+    def test_big_strings(self):
+        for body in (
+            "a" * BIG,
+            "é€😀" * (BIG // 3),
+            "x" * BIG + '"',
+            "x" * BIG + "\\",
+            '\\"' * (BIG // 2),
+            "x" * BIG + "\n\t\x00\x1f",
+            "x" * (MB * 2),
+            "é" * MB,
+            "\x7f" * BIG,
+        ):
+            for obj in (
+                body,
+                {"data": body},
+                [body],
+                {"id": 7, "ok": True, "result": {"data": body, "n": [1, 2.5, None]}},
+                {"a": [{"b": {"c": body}}]},
+                {"a": {"b": {"c": {"d": {"e": body}}}}},  # deeper than the walk
+                {"x": body, "y": [body, "small", body], "z": {"w": body}},
+                {body: 1, "k": body},
+                (1, [body], {"k": (body,)}),
+            ):
+                with self.subTest(obj=repr(obj)[:60]):
+                    self.roundtrip(obj)
+
+    def test_lone_surrogates(self):
+        for obj in ({"a": "x" * BIG + "\ud800"}, {"a": "x" * BIG, "b": "\udfff"}, "\ud800" * BIG):
+            self.check_encode(obj)
+            self.check_encode(obj, lenient=True)
+        data = b'{"a":"' + b"x" * MB + b'\xed\xa0\x80"}'  # encoded surrogate: invalid UTF-8
+        self.check_decode(data)
+
+    def test_nan_and_non_json(self):
+        for obj in (
+            {"a": "x" * BIG, "b": float("nan")},
+            {"a": "x" * BIG, "b": float("inf")},
+            {"a": "x" * BIG, "b": object()},
+            {"a": "x" * BIG, "b": {1, 2}},
+            {"a": "x" * BIG, (1, 2): 3},
+            {"a": "x" * BIG, 1: 2, 2.5: None, True: False},
+        ):
+            self.check_encode(obj)
+            self.check_encode(obj, lenient=True)
+
+    def test_circular_and_deep(self):
+        obj = {"a": "x" * BIG}
+        obj["self"] = obj
+        self.check_encode(obj)
+        lst = ["x" * BIG]
+        lst.append(lst)
+        self.check_encode(lst)
+        deep = "x" * BIG
+        for _ in range(100000):
+            deep = [deep]
+        self.check_encode({"a": "x" * BIG, "b": deep})
+        self.check_decode(b'{"a":"' + b"x" * MB + b'","b":' + b"[" * 100000 + b"]" * 100000 + b"}")
+
+    def test_invalid_json(self):
+        good = b'{"id":7,"ok":true,"result":{"data":"' + b"x" * MB + b'"}}'
+        self.check_decode(good)
+        cases = [
+            good[:-1],
+            good[:-3],
+            good[: len(good) // 2],
+            good + b"x",
+            good + b" ",
+            good + b" }",
+            good.replace(b"x" * 10, b"x\x01x" + b"x" * 7, 1),
+            good.replace(b"x" * 10, b"x\nxxxxxxxx", 1),
+            good.replace(b"x" * 10, b"x\xffxxxxxxxx", 1),
+            good.replace(b"x" * 10, b"x\xc3xxxxxxxx", 1),
+            good.replace(b"x" * 10, b"x\\qxxxxxxx", 1),
+            good.replace(b"x" * 10, b"x\\u12xxxxx", 1),
+            good.replace(b":true", b":tru", 1),
+            good.replace(b'"data":', b'"data"', 1),
+            good.replace(b'"data":', b'"data"::', 1),
+            good.replace(b'{"data"', b'["data"', 1),
+            b'["k":"' + b"x" * MB + b'"]',
+            b'{"a":1}:"' + b"x" * MB + b'"',
+            b'{"a" :\n\t "' + b"x" * MB + b'" , "b":"' + b"y" * MB + b'"\n}',
+            b"\xef\xbb\xbf" + good,
+            b" " + good + b"\n",
+            b'{"a":"' + b"x" * MB,
+            b'{"a":"' + b"x" * MB + b'\\"}',
+            b'{"a":"' + b"x" * MB + b'\\\\"}',
+            b'{"a":"' + b"\\" * 200 + b"x" * MB + b'"}',
+            b'{"a":"' + b"x" * MB + b'","a":"short"}',
+            b'{"a":"short","a":"' + b"x" * MB + b'"}',
+            b'{"a":"' + b'x",' * 3000 + b"x" * MB + b'"}',
+            b'[' + b'"s",' * 3000 + b'{"a":"' + b"x" * MB + b'"}]',
+            b'{"' + b"k" * MB + b'":"' + b"v" * MB + b'"}',
+        ]
+        for data in cases:
+            with self.subTest(data=data[:40] + b"..." + data[-20:]):
+                self.check_decode(data)
+
+    def test_small_messages(self):
+        for obj in ({"id": 12, "ok": True, "result": {"echo": {"a": 1, "b": "hello"}}}, [], {}, 1, "s", None, [[[[[["é"]]]]]]):
+            self.roundtrip(obj)
+            self.assertEqual(len(big_json.encode(obj)), 1)
+        self.assertEqual(big_json.decode(b'{"a": [1, "\\u00e9"]}'), {"a": [1, "é"]})
+
+    def test_pieces_share_the_string(self):
+        body = "z" * (4 * BIG)
+        pieces = big_json.encode({"id": 1, "ok": True, "result": {"data": body}})
+        self.assertEqual(pieces, [b'{"id":1,"ok":true,"result":{"data":"', body.encode(), b'"}}'])
+
+    def test_without_big_strings(self):
+        obj = {"a": "x" * BIG, "b": [1, "y" * BIG], "c": "small"}
+        self.assertEqual(big_json.without_big_strings(obj), {"a": "", "b": [1, ""], "c": "small"})
+        self.assertEqual(len(obj["a"]), BIG)
+        small = {"a": 1}
+        self.assertIs(big_json.without_big_strings(small), small)
+
+    def test_random(self):
+        rnd = random.Random(1234)
+        alphabet = ["a", "é", "€", "😀", '"', "\\", "\n", "\x00", " ", "/", "\ud800"]
+
+        def text(big):
+            if big:
+                base = rnd.choice(["a", "é", "xyz"]) * (BIG // 3 + rnd.randrange(1000))
+                if rnd.random() < 0.3:
+                    at = rnd.randrange(len(base))
+                    base = base[:at] + rnd.choice(alphabet) + base[at:]
+                return base
+            return "".join(rnd.choice(alphabet) for _ in range(rnd.randrange(5)))
+
+        def value(depth):
+            kind = rnd.randrange(8 if depth < 5 else 5)
+            if kind == 0:
+                return rnd.choice([None, True, False, 0, -1, 2.5, 1e300])
+            if kind in (1, 2):
+                return text(rnd.random() < 0.3)
+            if kind == 3:
+                return rnd.randrange(-1000, 1000)
+            if kind == 4:
+                return text(False)
+            if kind in (5, 6):
+                return {text(False): value(depth + 1) for _ in range(rnd.randrange(5))}
+            return [value(depth + 1) for _ in range(rnd.randrange(5))]
+
+        for _ in range(150):
+            obj = value(0)
+            expected = self.check_encode(obj)
+            if isinstance(expected, type):
+                continue
+            self.check_decode(expected)
+            if len(expected) > 20:
+                cut = rnd.randrange(len(expected))
+                self.check_decode(expected[:cut])
+                self.check_decode(expected[:cut] + b"\x01" + expected[cut:])
+
+
+def _snapshot(obj):
+    try:
+        return repr(obj)
+    except RecursionError:
+        return None
+
+
+if __name__ == "__main__":
+    unittest.main()
