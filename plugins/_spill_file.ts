@@ -8,6 +8,8 @@ import * as v from "valibot";
 import { SpillError } from "../src/errors.ts";
 import type { FileWriter, Runtime } from "../src/runtime/types.ts";
 import { jsonPieces } from "./_json_pieces.ts";
+import { SpillJsonReader } from "./_spill_json_reader.ts";
+import type { ParallelMd5 } from "./_parallel_md5.ts";
 
 /** The `$spill` reference carried by a frame instead of a large message. */
 export interface SpillRef {
@@ -34,6 +36,8 @@ export interface WriteSpillOptions {
   threshold: number;
   /** Called before each chunk of `n` bytes is written; throws to stop (maxBytes). */
   reserve(n: number): void | Promise<void>;
+  /** Hashes on a second thread when given (large messages); else on this one. */
+  md5?: ParallelMd5 | undefined;
 }
 
 /**
@@ -58,10 +62,12 @@ export async function writeSpill(
   value: unknown,
   options: WriteSpillOptions,
 ): Promise<SpillRef | undefined> {
-  const { threshold, reserve } = options;
-  const hash = createHash("md5");
+  const { threshold, reserve, md5 } = options;
+  const job = md5?.begin();
+  const hash = job === undefined ? createHash("md5") : undefined;
+  const newBuffer = (): Uint8Array => new Uint8Array(CHUNK_BYTES);
   const encoder = new TextEncoder();
-  let buffer = new Uint8Array(CHUNK_BYTES);
+  let buffer = newBuffer();
   let used = 0;
   let size = 0;
   // Chunks held back until the size passes the threshold: below it there is no file.
@@ -74,7 +80,7 @@ export async function writeSpill(
     used = 0;
     if (held !== undefined) {
       held.push(chunk);
-      buffer = new Uint8Array(CHUNK_BYTES);
+      buffer = newBuffer();
       if (size <= threshold) return;
       file = await runtime.openWrite(path);
       for (const part of held) await writeChunk(part);
@@ -82,22 +88,25 @@ export async function writeSpill(
       return;
     }
     await writeChunk(chunk);
-    // Two buffers: one is filled while the other is being written.
+    // Two buffers: one is filled while the other is being written (and hashed).
     const writing = buffer;
-    buffer = spare ?? new Uint8Array(CHUNK_BYTES);
+    buffer = spare ?? newBuffer();
     spare = writing;
   };
-  let spare: Uint8Array<ArrayBuffer> | undefined;
-  let inflight: Promise<void> | undefined;
-  // At most one write in flight; the file system works while the next chunk is encoded and hashed.
+  let spare: Uint8Array | undefined;
+  let inflight: Promise<unknown> | undefined;
+  // At most one chunk in flight; the file system (and the md5 thread) work while the next chunk is encoded.
   const writeChunk = async (chunk: Uint8Array): Promise<void> => {
     await reserve(chunk.length);
-    hash.update(chunk);
+    const hashed = job?.update(chunk);
+    hash?.update(chunk);
     await inflight;
-    inflight = file!.write(chunk);
+    const written = file!.write(chunk);
+    inflight = hashed === undefined ? written : Promise.all([written, hashed]);
     // Marked handled here; the error still comes out of the next await.
     inflight.catch(() => {});
   };
+  let digest: string;
   try {
     try {
       for (const piece of jsonPieces(value)) {
@@ -113,14 +122,19 @@ export async function writeSpill(
           if (pos < piece.length || buffer.length - used < 4) await flush();
         }
       }
-      if (held !== undefined && size + used <= threshold) return undefined;
+      if (held !== undefined && size + used <= threshold) {
+        job?.drop();
+        return undefined;
+      }
       await flush();
       await inflight;
+      digest = job === undefined ? hash!.digest("hex") : await job.digest();
     } finally {
       await inflight?.catch(() => {});
       await file?.close();
     }
   } catch (err) {
+    job?.drop();
     if (file !== undefined) await runtime.remove(path).catch(() => {});
     if (err instanceof SpillError || err instanceof TypeError) throw err;
     throw new SpillError(
@@ -132,7 +146,7 @@ export async function writeSpill(
       },
     );
   }
-  return { path, size, md5: hash.digest("hex") };
+  return { path, size, md5: digest };
 }
 
 /**
@@ -166,6 +180,7 @@ export async function readSpill(
   runtime: Runtime,
   dir: string,
   ref: unknown,
+  md5Thread?: ParallelMd5,
 ): Promise<Record<string, unknown>> {
   const parsed = v.safeParse(SpillRefSchema, ref);
   if (!parsed.success) {
@@ -205,32 +220,34 @@ export async function readSpill(
         `Cannot read spill file ${path}: size ${stat.size}, expected ${size}`,
       );
     }
-    // Hashed chunk by chunk while the rest is still being read.
-    const hash = createHash("md5");
-    let bytes: Uint8Array | undefined = await runtime.readFile(real, {
-      onChunk: (chunk) => hash.update(chunk),
-    });
-    if (bytes.length !== size) {
+    // Hashed and parsed chunk by chunk, reading the next chunk meanwhile: no copy of the whole file
+    // (nor of its text) is ever made for the usual shape, a few long strings in a small structure.
+    const reader = new SpillJsonReader();
+    const job = md5Thread?.begin();
+    const hash = job === undefined ? createHash("md5") : undefined;
+    let read: number;
+    try {
+      read = await readChunks(runtime, real, (chunk) => {
+        const hashed = job?.update(chunk);
+        hash?.update(chunk);
+        if (!reader.failed) reader.push(chunk);
+        return hashed;
+      });
+    } catch (err) {
+      job?.drop();
+      throw err;
+    }
+    if (read !== size) {
       throw new SpillError(
-        `Cannot read spill file ${path}: size ${bytes.length}, expected ${size}`,
+        `Cannot read spill file ${path}: size ${read}, expected ${size}`,
       );
     }
-    if (hash.digest("hex") !== md5.toLowerCase()) {
+    const digest = job === undefined ? hash!.digest("hex") : await job.digest();
+    if (digest !== md5.toLowerCase()) {
       throw new SpillError(`Cannot read spill file ${path}: md5 mismatch`);
     }
-    const text = new TextDecoder().decode(bytes);
-    release(bytes);
-    bytes = undefined;
-    let message: unknown;
-    try {
-      message = JSON.parse(text);
-    } catch (err) {
-      throw new SpillError(
-        `Cannot read spill file ${path}: invalid JSON (${
-          err instanceof Error ? err.message : err
-        })`,
-      );
-    }
+    let message = reader.finish();
+    if (reader.failed) message = await readWhole(runtime, real, path, md5);
     if (
       typeof message !== "object" || message === null || Array.isArray(message)
     ) {
@@ -249,5 +266,82 @@ export async function readSpill(
     );
   } finally {
     await runtime.remove(real).catch(() => {});
+  }
+}
+
+const READ_CHUNK = 4 * 1024 * 1024;
+const READ_SLOTS = 3;
+
+/**
+ * Reads `path` through a ring of reused buffers: `onChunk` gets each chunk
+ * while the next one is being read, and a chunk's buffer is refilled only
+ * once the promise `onChunk` returned for it (its copy for the md5 thread)
+ * resolved. Returns the number of bytes read.
+ */
+async function readChunks(
+  runtime: Runtime,
+  path: string,
+  onChunk: (chunk: Uint8Array) => Promise<void> | undefined,
+): Promise<number> {
+  const file = await runtime.openRead(path);
+  const slots: { buffer: Uint8Array; busy?: Promise<void> | undefined }[] = [];
+  const slot = async (i: number): Promise<Uint8Array> => {
+    slots[i] ??= {
+      buffer: new Uint8Array(READ_CHUNK),
+    };
+    await slots[i].busy;
+    return slots[i].buffer;
+  };
+  let pending: Promise<number | null> | undefined;
+  try {
+    let k = 0;
+    let total = 0;
+    pending = file.read(await slot(0));
+    for (;;) {
+      const n = await pending;
+      pending = undefined;
+      if (n === null) return total;
+      total += n;
+      const current = slots[k]!;
+      const chunk = current.buffer.subarray(0, n);
+      k = (k + 1) % READ_SLOTS;
+      const next = slots[k]?.busy === undefined ? slots[k]?.buffer : undefined;
+      pending = file.read(next ?? await slot(k));
+      current.busy = onChunk(chunk);
+      // Handled when the slot is reused; a failure also shows in the digest.
+      current.busy?.catch(() => {});
+    }
+  } finally {
+    await pending?.catch(() => {});
+    await file.close();
+  }
+}
+
+/** The plain way, for what {@linkcode SpillJsonReader} does not take: the whole text, then JSON.parse. */
+async function readWhole(
+  runtime: Runtime,
+  real: string,
+  path: string,
+  md5: string,
+): Promise<unknown> {
+  const hash = createHash("md5");
+  let bytes: Uint8Array | undefined = await runtime.readFile(real, {
+    onChunk: (chunk) => hash.update(chunk),
+  });
+  // Checked again: this is a second read of the file.
+  if (hash.digest("hex") !== md5.toLowerCase()) {
+    throw new SpillError(`Cannot read spill file ${path}: md5 mismatch`);
+  }
+  const text = new TextDecoder().decode(bytes);
+  release(bytes);
+  bytes = undefined;
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new SpillError(
+      `Cannot read spill file ${path}: invalid JSON (${
+        err instanceof Error ? err.message : err
+      })`,
+    );
   }
 }

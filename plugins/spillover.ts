@@ -15,7 +15,11 @@ import type {
 import type { Runtime } from "../src/runtime/types.ts";
 import type { Session } from "../src/session.ts";
 import { jsonSizeBound } from "./_json_size.ts";
+import { ParallelMd5 } from "./_parallel_md5.ts";
 import { readSpill, writeSpill } from "./_spill_file.ts";
+
+// From this size on, md5 runs on a second thread (started on the first such message).
+const PARALLEL_MD5_BYTES = 4 * 1024 * 1024;
 
 /**
  * Options of {@linkcode spillover}.
@@ -65,6 +69,8 @@ export interface SpilloverStats {
   bytesIn: number;
   /** Incoming `$spill` references that failed their checks. */
   failures: number;
+  /** Spill files (either way) whose md5 was computed on the second thread. */
+  hashedOffThread: number;
 }
 
 /**
@@ -130,12 +136,28 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
   const sessionDirs = new WeakMap<Session, string>();
   // Files this host wrote that the server may not have consumed yet, by path.
   const hostFiles = new Map<string, HostFile>();
+  // The md5 thread: undefined until a large message needs it, then its start (undefined where it cannot run).
+  let md5Start: Promise<ParallelMd5 | undefined> | undefined;
+  let md5: ParallelMd5 | undefined;
+  // Started in the background: messages hash on this thread until it is ready.
+  const md5Thread = (bytes: number): ParallelMd5 | undefined => {
+    if (bytes < PARALLEL_MD5_BYTES) return undefined;
+    md5Start ??= ParallelMd5.start().then((started) => {
+      if (md5Start === undefined) started?.close(); // the pool closed meanwhile
+      else md5 = started;
+      return started;
+    });
+    if (md5?.failed !== false) return undefined;
+    stats.hashedOffThread++;
+    return md5;
+  };
   const stats: SpilloverStats = {
     spilledOut: 0,
     bytesOut: 0,
     spilledIn: 0,
     bytesIn: 0,
     failures: 0,
+    hashedOffThread: 0,
   };
 
   async function configure(session: Session, workerId: string): Promise<void> {
@@ -190,7 +212,11 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
       pendingBytes += n;
     };
     try {
-      const ref = await writeSpill(rt, path, msg, { threshold, reserve });
+      const ref = await writeSpill(rt, path, msg, {
+        threshold,
+        reserve,
+        md5: md5Thread(jsonSizeBound(msg, PARALLEL_MD5_BYTES)),
+      });
       if (ref === undefined) return;
       stats.spilledOut++;
       stats.bytesOut += ref.size;
@@ -216,7 +242,13 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
           "Cannot read spill file: spill-over is not configured on this session",
         );
       }
-      const message = await readSpill(runtime!, dir, msg.$spill);
+      const size = (msg.$spill as { size?: unknown } | null)?.size;
+      const message = await readSpill(
+        runtime!,
+        dir,
+        msg.$spill,
+        md5Thread(typeof size === "number" ? size : 0),
+      );
       if (msg.id !== undefined && message.id !== msg.id) {
         throw new SpillError(
           `Cannot read spill file: it holds message ${message.id}, expected ${msg.id}`,
@@ -288,6 +320,9 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
     },
 
     async onPoolClose(): Promise<void> {
+      md5Start = undefined;
+      md5?.close();
+      md5 = undefined;
       if (root === undefined || runtime === undefined) return;
       const dir = root;
       root = undefined;

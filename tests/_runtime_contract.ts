@@ -574,7 +574,8 @@ export const runtimeContract: ContractCheck[] = [
     },
   },
   {
-    name: "openWrite() writes chunks from a reused buffer, 0600, truncating",
+    name:
+      "openWrite() writes chunks from a reused buffer, 0600, truncating; openRead() reads them back",
     async fn({ rt }) {
       const dir = await tempDir(rt);
       try {
@@ -613,6 +614,25 @@ export const runtimeContract: ContractCheck[] = [
         const joined = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
         chunks.reduce((at, c) => (joined.set(c, at), at + c.length), 0);
         assert.deepEqual(joined, big);
+        // openRead gives the same bytes through a small reused buffer, then null.
+        const reader = await rt.openRead(fresh);
+        const back2 = new Uint8Array(big.length);
+        let got = 0;
+        try {
+          const small = new Uint8Array(1 << 20);
+          for (let n; (n = await reader.read(small)) !== null;) {
+            assert.ok(n > 0 && n <= small.length);
+            back2.set(small.subarray(0, n), got);
+            got += n;
+          }
+          assert.equal(await reader.read(small), null);
+        } finally {
+          await reader.close();
+          await reader.close();
+        }
+        assert.equal(got, big.length);
+        assert.deepEqual(back2, big);
+        await assert.rejects(rt.openRead(join(dir, "missing")));
         assert.deepEqual(
           await rt.readFile(join(dir, "empty")).catch(() => "missing"),
           "missing",

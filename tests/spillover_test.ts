@@ -448,3 +448,23 @@ Deno.test("spillover removes the directory of a dead host at start and keeps a l
     await Deno.remove(parent, { recursive: true });
   }
 });
+
+Deno.test("spillover hashes large files on a second thread once it runs, with the same results", async () => {
+  const spill = spillover({ threshold: 64 * 1024 });
+  const pool = await startPool([spill]);
+  try {
+    const data = 'é€x"\\\u0001'.repeat(1024 * 1024); // 6 Mi characters: above the off-thread size
+    // The thread starts in the background on the first large message; until then hashing stays here.
+    for (let i = 0; i < 40 && spill.stats.hashedOffThread < 4; i++) {
+      const result = await pool.execute("spill_echo", { op: "echo", data }) as {
+        data: string;
+      };
+      assert.ok(result.data === data);
+    }
+    assert.ok(spill.stats.hashedOffThread >= 4, "both ways, off the thread");
+    assert.equal(spill.stats.failures, 0);
+    assert.deepEqual(await spillFiles(spill), []);
+  } finally {
+    await pool.close();
+  }
+});

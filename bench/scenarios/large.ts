@@ -79,8 +79,10 @@ export const large: Scenario = {
     }
     try {
       await caller.call({ warm: true });
-      const msg = payload(size);
+      // Taken before the payload exists: the growth counts the caller's own input too.
       const baseRss = Deno.memoryUsage().rss;
+      const msg = payload(size);
+      let firstPeak = NaN;
       const sampler = new RssSampler();
       const results: Record<string, number>[] = [];
       for (let i = 0; i < rounds; i++) {
@@ -91,6 +93,8 @@ export const large: Scenario = {
           throw new Error("Cannot benchmark: the echo came back wrong");
         }
         results.push({ "s/round trip": s, "MB/s": (2 * size) / MB / s });
+        // Later rounds also hold what V8 has not collected yet of the earlier ones.
+        if (i === 0) firstPeak = peakRss();
       }
       const sampled = sampler.stop();
       const hwm = peakRss();
@@ -110,6 +114,9 @@ export const large: Scenario = {
         (Number.isNaN(hwm) ? sampled : hwm) / MB,
       );
       metrics["host base RSS MB"] = one(baseRss / MB);
+      if (!Number.isNaN(firstPeak)) {
+        metrics["host growth 1st trip MB"] = one((firstPeak - baseRss) / MB);
+      }
       if (Number.isFinite(workerPeak)) {
         metrics["python peak RSS MB"] = one(workerPeak / MB);
       }
@@ -142,12 +149,19 @@ export const large: Scenario = {
   timeoutMs: (config) => (config.quick ? 90_000 : 180_000),
 };
 
+/**
+ * The memory one 100 MB round trip costs the host: its peak RSS (the
+ * kernel's high-water mark) minus the RSS before the payload was made, so
+ * the caller's input and the result both count, the runtime's own baseline
+ * does not. Measured over the first round trip: later ones add garbage that
+ * V8 collects when it likes.
+ */
 function peakTarget(rows: Row[]): Target {
-  const peak = rows.find((r) => r.name === "pyproxy spill 100MB")
-    ?.metrics["host peak RSS MB"]?.median;
-  const value = peak === undefined ? null : peak / 100;
+  const growth = rows.find((r) => r.name === "pyproxy spill 100MB")
+    ?.metrics["host growth 1st trip MB"]?.median;
+  const value = growth === undefined ? null : growth / 100;
   return {
-    label: "spill 100 MB host peak RSS < 3x payload",
+    label: "spill 100 MB round trip: host peak RSS growth < 3x payload",
     value,
     threshold: 3,
     op: "<",

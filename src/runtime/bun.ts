@@ -252,6 +252,21 @@ export function bunRuntime(): Runtime {
     async writeFile(path, data) {
       await writeFile(path, data, { mode: 0o600 });
     },
+    async openRead(path) {
+      const handle = await open(path, "r");
+      let closed = false;
+      return {
+        async read(into) {
+          const { bytesRead } = await handle.read(into, 0, into.length, null);
+          return bytesRead === 0 && into.length > 0 ? null : bytesRead;
+        },
+        async close() {
+          if (closed) return;
+          closed = true;
+          await handle.close();
+        },
+      };
+    },
     async openWrite(path) {
       const handle = await open(path, "w", 0o600);
       let closed = false;

@@ -204,6 +204,20 @@ export function denoRuntime(): Runtime {
     async writeFile(path, data) {
       await Deno.writeFile(path, data, { mode: 0o600 });
     },
+    async openRead(path) {
+      const file = await Deno.open(path, { read: true });
+      let closed = false;
+      return {
+        read: (into) => file.read(into),
+        close() {
+          if (!closed) {
+            closed = true;
+            file.close();
+          }
+          return Promise.resolve();
+        },
+      };
+    },
     async openWrite(path) {
       const file = await Deno.open(path, {
         write: true,

@@ -163,6 +163,34 @@ export interface FileWriter {
 }
 
 /**
+ * A file open for reading, from {@linkcode Runtime.openRead}: lets a large
+ * file be read chunk by chunk into a reused buffer, so its whole content
+ * never has to exist in memory at once.
+ *
+ * @example Read a file 4 bytes at a time
+ * ```ts ignore
+ * import { defaultRuntime } from "./mod.ts";
+ * const file = await defaultRuntime().openRead("/tmp/out.json");
+ * const buffer = new Uint8Array(4);
+ * try {
+ *   let n: number | null;
+ *   while ((n = await file.read(buffer)) !== null) console.log(buffer.subarray(0, n));
+ * } finally {
+ *   await file.close();
+ * }
+ * ```
+ */
+export interface FileReader {
+  /**
+   * Reads up to `into.length` bytes into `into`; resolves with the count,
+   * or `null` at the end of the file.
+   */
+  read(into: Uint8Array): Promise<number | null>;
+  /** Closes the file (idempotent). */
+  close(): Promise<void>;
+}
+
+/**
  * Everything runtime-specific the core needs.
  *
  * @example Pass an adapter explicitly
@@ -214,6 +242,8 @@ export interface Runtime {
    * truncated when it exists.
    */
   openWrite(path: string): Promise<FileWriter>;
+  /** Opens a file for reading chunk by chunk. */
+  openRead(path: string): Promise<FileReader>;
   /** File info, or `null` when the path does not exist. */
   stat(
     path: string,
