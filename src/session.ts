@@ -29,6 +29,9 @@ import { HostCommands, wireError } from "./_session_host_commands.ts";
 import { Deadlines } from "./_session_deadlines.ts";
 import { Outbox } from "./_session_outbox.ts";
 import { Pending } from "./_session_pending.ts";
+
+// Bytes asked for per read when the connection reads into a buffer.
+const READ_BUFFER_BYTES = 256 * 1024;
 import type {
   ModelDescription,
   ModelSpec,
@@ -135,7 +138,9 @@ export class Session implements AsyncDisposable {
   #conn: Connection;
   #logger: Logger;
   #outbox: Outbox;
-  #reader: ReadableStreamDefaultReader<Uint8Array>;
+  // Where the read loop gets bytes: a reused buffer where the connection reads into one, else a stream reader.
+  #reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  #read: () => Promise<Uint8Array | null>;
   #decoder: FrameDecoder;
   #lastReceived = Date.now();
   #readDone: Promise<void>;
@@ -187,7 +192,23 @@ export class Session implements AsyncDisposable {
     this.#decoder = new FrameDecoder(
       options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
     );
-    this.#reader = conn.readable.getReader();
+    if (conn.read !== undefined) {
+      // No stream machinery and no fresh buffer per read: every frame of a read is consumed
+      // (copied when split) before the next read reuses the buffer.
+      const read = conn.read.bind(conn);
+      const buffer = new Uint8Array(READ_BUFFER_BYTES);
+      this.#read = async () => {
+        const n = await read(buffer);
+        return n === null ? null : buffer.subarray(0, n);
+      };
+    } else {
+      const reader = conn.readable.getReader();
+      this.#reader = reader;
+      this.#read = async () => {
+        const { value, done } = await reader.read();
+        return done ? null : value;
+      };
+    }
     this.#readDone = this.#readLoop();
   }
 
@@ -618,10 +639,10 @@ export class Session implements AsyncDisposable {
     try {
       const md5 = createMd5();
       const digest = new Uint8Array(16);
-      const text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+      const text = new TextDecoder("utf-8", { ignoreBOM: true });
       while (!this.#closed) {
-        const { value, done } = await this.#reader.read();
-        if (done) {
+        const value = await this.#read();
+        if (value === null) {
           if (!this.#closed) this.#decoder.end();
           break;
         }
@@ -816,7 +837,7 @@ export class Session implements AsyncDisposable {
   async #release(): Promise<void> {
     await this.#outbox.close(1000);
     this.#conn.close();
-    await this.#reader.cancel().catch(() => {});
+    await this.#reader?.cancel().catch(() => {});
     await this.#readDone;
     await this.#outbox.done;
     this.#closedDone.resolve();

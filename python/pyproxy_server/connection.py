@@ -1,6 +1,8 @@
-"""``Connection``: the asyncio ``Protocol`` of one client connection.
+"""``Connection``: the asyncio ``BufferedProtocol`` of one client connection.
 
-Read loop: ``data_received`` feeds the ``Framer`` and handles every frame it
+Read loop: the transport reads into the server's shared receive buffer
+(``get_buffer``/``buffer_updated``, no allocation per read) and
+``data_received`` feeds the ``Framer`` and handles every frame it
 completes in one pass. Loop handlers (``threaded=False``) answer inline;
 threaded calls parsed from one read go to the ``CallRunner`` as one batch
 (``execution.py``). Replies produced while handling one read are written
@@ -80,7 +82,7 @@ def _decode_big_payload(item):
         return _decode_json(item.decode("utf-8"))  # raises the small path's exact error
 
 
-class Connection(asyncio.Protocol):
+class Connection(asyncio.BufferedProtocol):
     """One client connection; see the module docstring."""
 
     # Seconds a client has to authenticate before it is disconnected.
@@ -101,6 +103,7 @@ class Connection(asyncio.Protocol):
         self.spill = None
         self.dropped_output = 0
         self._framer = Framer(server.max_frame_size)
+        self._read_buffer = server.read_buffer
         self._max_frame = server.max_frame_size
         self._loop = server.loop
         self._loop_ident = server.loop_ident
@@ -261,6 +264,12 @@ class Connection(asyncio.Protocol):
     def resume_writing(self):
         if not self._closed:
             self._transport.resume_reading()
+
+    def get_buffer(self, sizehint):
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes):
+        self.data_received(self._read_buffer[:nbytes])
 
     def data_received(self, data):
         if self._closing:

@@ -74,13 +74,18 @@ class Framer:
 
     def feed(self, data):
         """Consume ``data`` (bytes-like); return the list of completed items."""
-        if not isinstance(data, (bytes, bytearray)):
-            data = bytes(data)
         buf = self._buf
+        view = False
         if buf:
             buf += data
             src = buf
+        elif data.__class__ is memoryview:
+            # A view of a reused receive buffer: parsed in place, payloads copied out.
+            src = data
+            view = True
         else:
+            if not isinstance(data, (bytes, bytearray)):
+                data = bytes(data)
             src = data
         out = []
         pos = 0
@@ -102,7 +107,7 @@ class Framer:
                 break
             if src[stop : stop + TRAILER_SIZE] != digest:
                 raise FrameError("Cannot decode frame: end marker differs from checksum")
-            payload = src[start:stop]
+            payload = bytes(src[start:stop]) if view else src[start:stop]
             if _md5(payload).digest() != digest:
                 out.append(ChecksumError("Cannot verify frame: md5 mismatch"))
             else:

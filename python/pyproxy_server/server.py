@@ -71,6 +71,10 @@ class Server:
         self.id = server_id
         self.secret = secret
         self.max_frame_size = Framer.MAX_FRAME_SIZE if max_frame_size is None else int(max_frame_size)
+        # One receive buffer for every connection of this loop: each read is consumed
+        # (what is kept, copied) before the next one, and recv_into allocates nothing,
+        # where recv() of asyncio's default 256 KiB mmaps, shrinks and unmaps a block per read.
+        self.read_buffer = memoryview(bytearray(256 * 1024))
         self.threads = threads
         self.pid = os.getpid()
         self.models = ModelRegistry(self.root)

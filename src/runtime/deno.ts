@@ -16,8 +16,12 @@ import type {
 function wrapConn(conn: Deno.Conn): Connection {
   let closed = false;
   return {
-    readable: conn.readable,
+    // A getter: Deno makes the stream on first access, and a reader using read() never needs it.
+    get readable() {
+      return conn.readable;
+    },
     writable: conn.writable,
+    read: (into) => conn.read(into),
     close() {
       if (closed) return;
       closed = true;

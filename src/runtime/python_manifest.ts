@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 23364,
+      size: 23715,
       sha256:
-        "58ab6ea1e74dc90be3160c8939e2328d106b12c8cf1aa8e5e53ec50bc05e2e4a",
+        "87d0ea761d16c6166ba4db6ee203383a2c276c725f792b32d9e0d4c6e1b81149",
     },
     {
       path: "pyproxy_server/errors.py",
@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/framer.py",
-      size: 5092,
+      size: 5334,
       sha256:
-        "13a541bcc1e46262845d9a17ab879da283608d51c23ffec03f7c2b058f079073",
+        "25b49db3ff0e60efe48ee5b28fd2f9b56be39169b530fe97610505e242a0e031",
     },
     {
       path: "pyproxy_server/models.py",
@@ -100,9 +100,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 10284,
+      size: 10614,
       sha256:
-        "c3f0e40dfd00ded17fc4f8ffe388e14a228e0010fbb13b75c7f35518f72f78be",
+        "073749fcebcc7a47c60e4ae98499ac7314561f4e577c55d64d5c4327abcb2ba7",
     },
     {
       path: "pyproxy_server/spill.py",

@@ -45,6 +45,12 @@ export interface Connection {
    * directions, Bun half-closes), so use {@linkcode Connection.close} to end.
    */
   readonly writable: WritableStream<Uint8Array>;
+  /**
+   * Optional faster path than `readable`: reads up to `into.length` bytes
+   * straight into `into` (a reused buffer), `null` at end of file. A reader
+   * uses either this or `readable`, never both.
+   */
+  read?(into: Uint8Array): Promise<number | null>;
   /** Closes both directions at once (idempotent, never throws). */
   close(): void;
 }
