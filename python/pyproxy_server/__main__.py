@@ -39,6 +39,7 @@ def parse_args(argv=None):
     parser.add_argument("--unix", default=None, help="also (or, without --port, only) listen on this Unix socket")
     parser.add_argument("--max-frame-size", type=int, default=Framer.MAX_FRAME_SIZE, help="largest accepted payload in bytes (default 64 MiB)")
     parser.add_argument("--threads", type=int, default=16, help="executor threads for model calls (default 16)")
+    parser.add_argument("--max-calls", type=int, default=65536, help="threaded calls queued or running per connection before OverloadedError (default 65536)")
     parser.add_argument("--insecure-no-auth", action="store_true", help="accept connections without authentication (local experiments only)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     args = parser.parse_args(argv)
@@ -46,6 +47,8 @@ def parse_args(argv=None):
         args.port = 0
     if args.threads < 1:
         parser.error("--threads must be >= 1")
+    if args.max_calls < 1:
+        parser.error("--max-calls must be >= 1")
     return args
 
 
@@ -114,7 +117,7 @@ def main(argv=None):
     root = os.path.realpath(args.path)
     if not os.path.isdir(root):
         raise SystemExit("pyproxy_server: --path %r is not a directory" % args.path)
-    server = Server(root, args.id, secret=secret, max_frame_size=args.max_frame_size, threads=args.threads)
+    server = Server(root, args.id, secret=secret, max_frame_size=args.max_frame_size, threads=args.threads, max_calls=args.max_calls)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:

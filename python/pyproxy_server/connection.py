@@ -35,6 +35,7 @@ from .errors import (
     FrameError,
     HostError,
     InvalidRequestError,
+    OverloadedError,
     ProtocolError,
     PyProxyError,
     SerializationError,
@@ -368,6 +369,12 @@ class Connection(asyncio.BufferedProtocol):
                 run = inline(call)
                 if run is not None and self._run_inline(call, run):
                     return None
+            if len(calls) >= server.max_calls:
+                self.enqueue(self.encode_error(rid, OverloadedError(
+                    "Cannot run request %d: %d calls are already queued or running on this connection (--max-calls)"
+                    % (rid, len(calls))
+                ).to_wire()))
+                return None
             calls[rid] = call
             return (call, handler)
         try:

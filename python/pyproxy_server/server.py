@@ -66,7 +66,7 @@ class Server:
     # Seconds given to queued writes (e.g. the stopServer reply) before exit.
     EXIT_GRACE = 0.5
 
-    def __init__(self, root, server_id, secret=None, max_frame_size=None, threads=16):
+    def __init__(self, root, server_id, secret=None, max_frame_size=None, threads=16, max_calls=65536):
         self.root = os.path.realpath(root)
         self.id = server_id
         self.secret = secret
@@ -76,6 +76,8 @@ class Server:
         # where recv() of asyncio's default 256 KiB mmaps, shrinks and unmaps a block per read.
         self.read_buffer = memoryview(bytearray(256 * 1024))
         self.threads = threads
+        # Threaded calls one connection may have queued or running; beyond it: OverloadedError.
+        self.max_calls = max_calls
         self.pid = os.getpid()
         self.models = ModelRegistry(self.root)
         self.commands = {}

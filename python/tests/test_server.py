@@ -415,6 +415,24 @@ class QueuedCancelTest(ServerTestCase):
         self.assertEqual(c.reply_for(1)["result"], {"tag": "v1"})
 
 
+class MaxCallsTest(ServerTestCase):
+    args = ("--threads", "1", "--max-calls", "2")
+
+    def test_calls_beyond_the_bound_get_overloaded_error_and_the_rest_run(self):
+        c = self.connect()
+        c.call("addModel", name="s", file="slow.py")
+        c.send(*[{"id": i, "cmd": "executeModel", "name": "s", "msg": {"seconds": 0.3}} for i in (1, 2, 3, 4)])
+        for i in (3, 4):
+            reply = c.reply_for(i)
+            self.assertError(reply, "OverloadedError")
+            self.assertIn("--max-calls", reply["error"]["message"])
+        for i in (1, 2):
+            self.assertEqual(c.reply_for(i, timeout=5)["result"], {"tag": "v1"})
+        # Once they finished, the connection takes calls again; control commands never count.
+        self.assertEqual(c.call("ping"), "pong")
+        self.assertEqual(c.call("executeModel", name="s", msg={"seconds": 0}), {"tag": "v1"})
+
+
 class ExtensionApiTest(unittest.TestCase):
     """An in-process server (insecure) exercising Server.register and Call."""
 

@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 6834,
+      size: 7095,
       sha256:
-        "00dd3770c233ba0b4c7027a62bcd69784e76cb774ecb1f50575b184d678ed70c",
+        "fb73ea94135f3ef003ed4d9e62c8c83e64ada8948c56321b894075a69e399284",
     },
     {
       path: "pyproxy_server/big_json.py",
@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 23715,
+      size: 24067,
       sha256:
-        "87d0ea761d16c6166ba4db6ee203383a2c276c725f792b32d9e0d4c6e1b81149",
+        "e458fb367af07c672a67c4ae3af76b51f35ab333810ecbe5a8a8f2407b7d0ea5",
     },
     {
       path: "pyproxy_server/errors.py",
@@ -100,9 +100,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 10614,
+      size: 10762,
       sha256:
-        "073749fcebcc7a47c60e4ae98499ac7314561f4e577c55d64d5c4327abcb2ba7",
+        "b0110db1ab6511033e504d5d4105f1e1370f94460b801612340e882bb16b3e32",
     },
     {
       path: "pyproxy_server/spill.py",
