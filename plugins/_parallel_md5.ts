@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { createHash } from "node:crypto";
 
 /**
  * One running hash: feed it chunks in order, then ask for the digest.
@@ -25,6 +26,31 @@ export interface Md5Job {
   digest(): Promise<string>;
   /** Abandons the job (after an error). */
   drop(): void;
+}
+
+/**
+ * A job on `thread`, or on this thread (node:crypto, each `update` hashed at
+ * once) when there is none: callers handle both the same way.
+ *
+ * @example
+ * ```ts
+ * import { md5Job } from "./_parallel_md5.ts";
+ * const job = md5Job(undefined);
+ * await job.update(new TextEncoder().encode("abc"));
+ * console.log(await job.digest()); // 900150983cd24fb0d6963f7d28e17f72
+ * ```
+ */
+export function md5Job(thread: ParallelMd5 | undefined): Md5Job {
+  if (thread !== undefined) return thread.begin();
+  const hash = createHash("md5");
+  return {
+    update(chunk) {
+      hash.update(chunk);
+      return Promise.resolve();
+    },
+    digest: () => Promise.resolve(hash.digest("hex")),
+    drop() {},
+  };
 }
 
 /**

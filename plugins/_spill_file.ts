@@ -9,7 +9,7 @@ import { SpillError } from "../src/errors.ts";
 import type { FileWriter, Runtime } from "../src/runtime/types.ts";
 import { jsonPieces } from "./_json_pieces.ts";
 import { SpillJsonReader } from "./_spill_json_reader.ts";
-import type { ParallelMd5 } from "./_parallel_md5.ts";
+import { md5Job, type ParallelMd5 } from "./_parallel_md5.ts";
 
 /** The `$spill` reference carried by a frame instead of a large message. */
 export interface SpillRef {
@@ -62,12 +62,10 @@ export async function writeSpill(
   value: unknown,
   options: WriteSpillOptions,
 ): Promise<SpillRef | undefined> {
-  const { threshold, reserve, md5 } = options;
-  const job = md5?.begin();
-  const hash = job === undefined ? createHash("md5") : undefined;
-  const newBuffer = (): Uint8Array => new Uint8Array(CHUNK_BYTES);
+  const { threshold, reserve } = options;
+  const job = md5Job(options.md5);
   const encoder = new TextEncoder();
-  let buffer = newBuffer();
+  let buffer = new Uint8Array(CHUNK_BYTES);
   let used = 0;
   let size = 0;
   // Chunks held back until the size passes the threshold: below it there is no file.
@@ -80,7 +78,7 @@ export async function writeSpill(
     used = 0;
     if (held !== undefined) {
       held.push(chunk);
-      buffer = newBuffer();
+      buffer = new Uint8Array(CHUNK_BYTES);
       if (size <= threshold) return;
       file = await runtime.openWrite(path);
       for (const part of held) await writeChunk(part);
@@ -90,19 +88,17 @@ export async function writeSpill(
     await writeChunk(chunk);
     // Two buffers: one is filled while the other is being written (and hashed).
     const writing = buffer;
-    buffer = spare ?? newBuffer();
+    buffer = spare ?? new Uint8Array(CHUNK_BYTES);
     spare = writing;
   };
-  let spare: Uint8Array | undefined;
+  let spare: Uint8Array<ArrayBuffer> | undefined;
   let inflight: Promise<unknown> | undefined;
   // At most one chunk in flight; the file system (and the md5 thread) work while the next chunk is encoded.
   const writeChunk = async (chunk: Uint8Array): Promise<void> => {
     await reserve(chunk.length);
-    const hashed = job?.update(chunk);
-    hash?.update(chunk);
+    const hashed = job.update(chunk);
     await inflight;
-    const written = file!.write(chunk);
-    inflight = hashed === undefined ? written : Promise.all([written, hashed]);
+    inflight = Promise.all([file!.write(chunk), hashed]);
     // Marked handled here; the error still comes out of the next await.
     inflight.catch(() => {});
   };
@@ -123,18 +119,18 @@ export async function writeSpill(
         }
       }
       if (held !== undefined && size + used <= threshold) {
-        job?.drop();
+        job.drop();
         return undefined;
       }
       await flush();
       await inflight;
-      digest = job === undefined ? hash!.digest("hex") : await job.digest();
+      digest = await job.digest();
     } finally {
       await inflight?.catch(() => {});
       await file?.close();
     }
   } catch (err) {
-    job?.drop();
+    job.drop();
     if (file !== undefined) await runtime.remove(path).catch(() => {});
     if (err instanceof SpillError || err instanceof TypeError) throw err;
     throw new SpillError(
@@ -223,18 +219,16 @@ export async function readSpill(
     // Hashed and parsed chunk by chunk, reading the next chunk meanwhile: no copy of the whole file
     // (nor of its text) is ever made for the usual shape, a few long strings in a small structure.
     const reader = new SpillJsonReader();
-    const job = md5Thread?.begin();
-    const hash = job === undefined ? createHash("md5") : undefined;
+    const job = md5Job(md5Thread);
     let read: number;
     try {
       read = await readChunks(runtime, real, (chunk) => {
-        const hashed = job?.update(chunk);
-        hash?.update(chunk);
+        const hashed = job.update(chunk);
         if (!reader.failed) reader.push(chunk);
         return hashed;
       });
     } catch (err) {
-      job?.drop();
+      job.drop();
       throw err;
     }
     if (read !== size) {
@@ -242,8 +236,7 @@ export async function readSpill(
         `Cannot read spill file ${path}: size ${read}, expected ${size}`,
       );
     }
-    const digest = job === undefined ? hash!.digest("hex") : await job.digest();
-    if (digest !== md5.toLowerCase()) {
+    if (await job.digest() !== md5.toLowerCase()) {
       throw new SpillError(`Cannot read spill file ${path}: md5 mismatch`);
     }
     let message = reader.finish();
@@ -281,14 +274,12 @@ const READ_SLOTS = 3;
 async function readChunks(
   runtime: Runtime,
   path: string,
-  onChunk: (chunk: Uint8Array) => Promise<void> | undefined,
+  onChunk: (chunk: Uint8Array) => Promise<void>,
 ): Promise<number> {
   const file = await runtime.openRead(path);
-  const slots: { buffer: Uint8Array; busy?: Promise<void> | undefined }[] = [];
+  const slots: { buffer: Uint8Array; busy?: Promise<void> }[] = [];
   const slot = async (i: number): Promise<Uint8Array> => {
-    slots[i] ??= {
-      buffer: new Uint8Array(READ_CHUNK),
-    };
+    slots[i] ??= { buffer: new Uint8Array(READ_CHUNK) };
     await slots[i].busy;
     return slots[i].buffer;
   };
@@ -305,11 +296,10 @@ async function readChunks(
       const current = slots[k]!;
       const chunk = current.buffer.subarray(0, n);
       k = (k + 1) % READ_SLOTS;
-      const next = slots[k]?.busy === undefined ? slots[k]?.buffer : undefined;
-      pending = file.read(next ?? await slot(k));
+      pending = file.read(await slot(k));
       current.busy = onChunk(chunk);
       // Handled when the slot is reused; a failure also shows in the digest.
-      current.busy?.catch(() => {});
+      current.busy.catch(() => {});
     }
   } finally {
     await pending?.catch(() => {});

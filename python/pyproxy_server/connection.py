@@ -62,6 +62,7 @@ _decode_json = json.JSONDecoder().decode
 # Messages as pieces: big strings travel without being escaped or copied.
 _encode_pieces = big_json.encode
 _BIG_PAYLOAD = big_json.BIG_DATA
+_decode_big = big_json.decode
 _raw_decode_json = json.JSONDecoder().raw_decode
 _md5 = hashlib.md5
 _pack_header = HEADER.pack
@@ -73,14 +74,6 @@ _set_sink = capture._sink.set
 _reset_sink = capture._sink.reset
 _set_call = current_call.set
 _reset_call = current_call.reset
-
-
-def _decode_big_payload(item):
-    """A payload above ``_BIG_PAYLOAD`` bytes through ``big_json``; errors as the small path's."""
-    try:
-        return big_json.decode(item)
-    except (ValueError, RecursionError):
-        return _decode_json(item.decode("utf-8"))  # raises the small path's exact error
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -317,7 +310,7 @@ class Connection(asyncio.BufferedProtocol):
             return None
         try:
             if len(item) > _BIG_PAYLOAD:
-                msg = _decode_big_payload(item)
+                msg = _decode_big(item)  # raises what json.loads would
             else:
                 # The protocol says UTF-8, so skip json.loads' encoding sniffing;
                 # raw_decode skips the whitespace regexes a compact peer never needs.

@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 24067,
+      size: 23813,
       sha256:
-        "e458fb367af07c672a67c4ae3af76b51f35ab333810ecbe5a8a8f2407b7d0ea5",
+        "6c941d83280b5e67334617d765b9faa3beac3b96135531483621b79cb5969989",
     },
     {
       path: "pyproxy_server/errors.py",
