@@ -24,7 +24,7 @@ Example::
 import json
 import os
 
-__all__ = ["BIG", "BIG_DATA", "decode", "encode", "encode_bytes", "without_big_strings"]
+__all__ = ["BIG", "BIG_DATA", "decode", "encode", "encode_bytes", "encode_reply", "without_big_strings"]
 
 # A str longer than this (characters; bytes for a literal in decode) takes the fast path.
 BIG = 64 * 1024
@@ -98,6 +98,21 @@ def encode(obj, lenient=False):
         except RecursionError:
             pass  # maybe a circular structure: the encoder below raises its exact error
     return [encoder(obj).encode()]
+
+
+def encode_reply(rid, result):
+    """``encode({"id": rid, "ok": True, "result": result})``; raises what that raises.
+
+    Cheaper for the common reply (no big string, an ``int`` id): only
+    ``result`` is walked and encoded, the wrapper is formatted around it.
+    """
+    direct = _direct_strict
+    if direct is not None and rid.__class__ is int and not _has_big(result):
+        try:
+            return [('{"id":%d,"ok":true,"result":' % rid + "".join(direct(result, 0)) + "}").encode()]
+        except RecursionError:
+            pass  # maybe a circular structure: encode() raises its exact error
+    return encode({"id": rid, "ok": True, "result": result})
 
 
 def encode_bytes(obj, lenient=False):

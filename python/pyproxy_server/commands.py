@@ -58,17 +58,13 @@ def install(server):
         msg = call.msg
         return get_model(msg.get("name")).run(msg.get("msg"), call)
 
-    def execute_model_inline(call):
-        msg = call.msg
-        return get_model(msg.get("name")).run_inline(msg.get("msg"), call)
-
     def may_run_inline(call):
         # Errors (unknown model, bad name) are answered by the threaded path.
         try:
             entry = get_model(call.msg.get("name"))
         except PyProxyError:
             return None
-        return execute_model_inline if entry.inline_ready else None
+        return entry.run_inline if entry.inline_ready else None
 
     server.register("ping", ping, threaded=False)
     server.register("serverStatus", server_status, threaded=False)

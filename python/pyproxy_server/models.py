@@ -145,8 +145,9 @@ class ModelEntry:
             elif self.mode != THREADED_FOREVER:
                 self._observe(elapsed, False)
 
-    def run_inline(self, msg, call=None):
-        """``execute(msg)`` on the event loop thread; never blocks on the model lock.
+    def run_inline(self, call):
+        """``execute(call.msg["msg"])`` on the event loop thread (the fast path's
+        ``run``, see ``Server.register``); never blocks on the model lock.
 
         Returns ``(True, result)``, or ``(False, None)`` when a thread-unsafe
         model is busy in another thread (waiting for it could deadlock the loop).
@@ -157,12 +158,12 @@ class ModelEntry:
             return False, None
         start = _clock()
         try:
-            return True, self._execute(msg)
+            return True, self._execute(call.msg.get("msg"))
         finally:
             elapsed = _clock() - start
             if lock is not None:
                 lock.release()
-            if call is not None and call.retry:
+            if call.retry:
                 # It called the host (even if it swallowed RunThreaded).
                 self.mode = THREADED_FOREVER
             elif self.mode == INLINE:

@@ -168,6 +168,37 @@ class BigJsonTest(unittest.TestCase):
         pieces = big_json.encode({"id": 1, "ok": True, "result": {"data": body}})
         self.assertEqual(pieces, [b'{"id":1,"ok":true,"result":{"data":"', body.encode(), b'"}}'])
 
+    def check_reply(self, rid, result):
+        expected = _reference_encode({"id": rid, "ok": True, "result": result})
+        if isinstance(expected, type):
+            with self.assertRaises(expected):
+                big_json.encode_reply(rid, result)
+        else:
+            self.assertEqual(b"".join(big_json.encode_reply(rid, result)), expected)
+
+    def test_encode_reply_is_encode_of_the_reply(self):
+        circular = {"a": 1}
+        circular["self"] = circular
+        deep = 1
+        for _ in range(100000):
+            deep = [deep]
+        results = [
+            None, 0, -2.5, "s", "é😀\n\"", [], {}, [1, [2, [3]]],
+            {"user": "u", "values": [1, 2, 3], "ok": True, "nested": {"k": None}},
+            "x" * BIG, {"data": "x" * BIG, "n": 1}, [["y" * BIG]],
+            float("nan"), {"a": float("inf")}, object(), {(1, 2): 3}, {1: 2, True: None},
+            circular, deep,
+        ]
+        for rid in (1, 0, -7, 2**70, True, None, "7", 2.5):
+            for result in results:
+                with self.subTest(rid=rid, result=type(result).__name__):
+                    self.check_reply(rid, result)
+        body = "z" * (4 * BIG)  # a big string is still sent as its own piece
+        self.assertEqual(
+            big_json.encode_reply(3, {"data": body}),
+            [b'{"id":3,"ok":true,"result":{"data":"', body.encode(), b'"}}'],
+        )
+
     def test_without_big_strings(self):
         obj = {"a": "x" * BIG, "b": [1, "y" * BIG], "c": "small"}
         self.assertEqual(big_json.without_big_strings(obj), {"a": "", "b": [1, ""], "c": "small"})

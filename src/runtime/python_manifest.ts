@@ -40,9 +40,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/big_json.py",
-      size: 12030,
+      size: 12713,
       sha256:
-        "ac27d7fb8a98d17f308b5fe3a5e477d1af6b38b24332eb1a457deedc90912ee6",
+        "afcc4ab36277a3ce19ce24d125998f4e93dc7b1dab5bbeb80585efb7171c6341",
     },
     {
       path: "pyproxy_server/call.py",
@@ -58,15 +58,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 2891,
+      size: 2752,
       sha256:
-        "5ae8c425e54061de75aade536ea8b74c6c8d2bc4dacbaadaa5e18343da36a3db",
+        "f4d04d6667430d894a47acf6031d565f84ccff74e7f944ad150ef9d87b49d25a",
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 23813,
+      size: 25007,
       sha256:
-        "6c941d83280b5e67334617d765b9faa3beac3b96135531483621b79cb5969989",
+        "31dc67888c160e00ecea7583a6ccc071a8479226caa415a579699c6920ad08b6",
     },
     {
       path: "pyproxy_server/errors.py",
@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 15408,
+      size: 15464,
       sha256:
-        "76817386758cb12bb3754092ae2b72f567ca160d153f609da7b46a2c21c6378e",
+        "bab2438370ac101e1d80476c44bed120b1f075aecccc2906024f063887a03eaf",
     },
     {
       path: "pyproxy_server/server.py",

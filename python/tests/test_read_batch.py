@@ -1,0 +1,130 @@
+"""One read of many requests, in process (a recording transport, no socket):
+replies are written in parts, and the running loop is hidden from inline
+model code only."""
+
+import asyncio
+import json
+import tempfile
+import threading
+import unittest
+
+from pyproxy_server.connection import Connection
+from pyproxy_server.server import Server
+
+from ._client import encode
+
+# Forced inline: runs on the loop thread from the first call.
+SOURCE = """
+import asyncio
+
+class Model:
+    inline = True
+    def execute(self, msg):
+        return {"n": msg["n"], "loop": asyncio._get_running_loop() is not None}
+"""
+
+
+class RecordingTransport:
+    def __init__(self):
+        self.writes = []
+
+    def write(self, data):
+        self.writes.append(bytes(data))
+
+    def get_write_buffer_size(self):
+        return 0
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+    def pause_reading(self):
+        pass
+
+    def resume_reading(self):
+        pass
+
+    def is_closing(self):
+        return False
+
+    def close(self):
+        pass
+
+    def abort(self):
+        pass
+
+
+def replies(data):
+    """The JSON messages of the frames in ``data``."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        length = int.from_bytes(data[pos + 21 : pos + 25], "big")
+        out.append(json.loads(data[pos + 25 : pos + 25 + length]))
+        pos += 25 + length + 16
+    return out
+
+
+class ReadBatchTest(unittest.TestCase):
+    def run_with_connection(self, body):
+        async def main():
+            with tempfile.TemporaryDirectory() as root:
+                server = Server(root, "t")
+                server.loop = asyncio.get_running_loop()
+                server.loop_ident = threading.get_ident()
+                try:
+                    conn = Connection(server)
+                    transport = RecordingTransport()
+                    conn.connection_made(transport)
+                    del transport.writes[:]  # the hello event
+                    conn.data_received(encode({"id": 1, "cmd": "addModel", "name": "m", "source": SOURCE}))
+                    for _ in range(500):
+                        added = [r for r in replies(b"".join(transport.writes)) if r.get("id") == 1]
+                        if added:
+                            break
+                        await asyncio.sleep(0.01)
+                    self.assertTrue(added and added[0]["ok"], added)
+                    del transport.writes[:]
+                    await body(server, conn, transport)
+                finally:
+                    server.executor.shutdown(wait=True)
+
+        asyncio.run(main())
+
+    def test_replies_of_one_read_are_written_every_flush_every_requests(self):
+        async def body(server, conn, transport):
+            every = Connection.FLUSH_EVERY
+            count = 2 * every + 5
+            data = b"".join(
+                encode({"id": 10 + n, "cmd": "executeModel", "name": "m", "msg": {"n": n}})
+                for n in range(count)
+            )
+            conn.data_received(data)
+            self.assertEqual([len(replies(w)) for w in transport.writes], [every, every, 5])
+            got = replies(b"".join(transport.writes))
+            self.assertEqual([r["id"] for r in got], [10 + n for n in range(count)])
+            self.assertEqual([r["result"] for r in got], [{"n": n, "loop": False} for n in range(count)])
+
+        self.run_with_connection(body)
+
+    def test_loop_handlers_after_inline_calls_see_the_running_loop(self):
+        async def body(server, conn, transport):
+            seen = []
+            server.register("loopcheck", lambda call: seen.append(asyncio._get_running_loop()) or "ok", threaded=False)
+            msgs = [
+                {"id": 20, "cmd": "executeModel", "name": "m", "msg": {"n": 0}},
+                {"id": 21, "cmd": "loopcheck"},
+                {"id": 22, "cmd": "executeModel", "name": "m", "msg": {"n": 1}},
+            ]
+            conn.data_received(b"".join(encode(m) for m in msgs))
+            self.assertEqual(seen, [server.loop])
+            self.assertIs(asyncio._get_running_loop(), server.loop)  # shown again after the read
+            got = {r["id"]: r for r in replies(b"".join(transport.writes))}
+            self.assertEqual(got[20]["result"], {"n": 0, "loop": False})
+            self.assertEqual(got[21]["result"], "ok")
+            self.assertEqual(got[22]["result"], {"n": 1, "loop": False})
+
+        self.run_with_connection(body)
+
+
+if __name__ == "__main__":
+    unittest.main()
