@@ -100,14 +100,17 @@ def encode(obj, lenient=False):
     return [encoder(obj).encode()]
 
 
-def encode_reply(rid, result):
+def encode_reply(rid, result, walk=True):
     """``encode({"id": rid, "ok": True, "result": result})``; raises what that raises.
 
     Cheaper for the common reply (no big string, an ``int`` id): only
     ``result`` is walked and encoded, the wrapper is formatted around it.
+    ``walk=False`` skips the look for big strings (the same bytes, in one
+    piece, made the slow way if there is one): for callers that know big
+    strings are unlikely.
     """
     direct = _direct_strict
-    if direct is not None and rid.__class__ is int and not _has_big(result):
+    if direct is not None and rid.__class__ is int and (not walk or not _has_big(result)):
         try:
             return [('{"id":%d,"ok":true,"result":' % rid + "".join(direct(result, 0)) + "}").encode()]
         except RecursionError:

@@ -65,6 +65,7 @@ _decode_json = json.JSONDecoder().decode
 _encode_pieces = big_json.encode
 _encode_reply = big_json.encode_reply
 _BIG_PAYLOAD = big_json.BIG_DATA
+_BIG = big_json.BIG
 _decode_big = big_json.decode
 _raw_decode_json = json.JSONDecoder().raw_decode
 _md5 = hashlib.md5
@@ -114,6 +115,11 @@ class Connection(asyncio.BufferedProtocol):
         self._closing = False
         self._batching = False
         self._loop_hidden = False
+        # Replies look for big strings (big_json.encode's fast path) once this
+        # connection has seen a big request or reply: until then the look costs
+        # ~10% of a small call and finds nothing. A first big reply is made the
+        # slow way (the same bytes).
+        self._big_seen = False
         self._lock = threading.Lock()
         self.state_lock = threading.Lock()
         self._out = []
@@ -324,6 +330,8 @@ class Connection(asyncio.BufferedProtocol):
                 return self._refuse(None, "Cannot authenticate: corrupted frame")
             self.enqueue(self.encode_error(None, item.to_wire()))
             return None
+        if len(item) > _BIG:
+            self._big_seen = True
         try:
             if len(item) > _BIG_PAYLOAD:
                 msg = _decode_big(item)  # raises what json.loads would
@@ -492,6 +500,7 @@ class Connection(asyncio.BufferedProtocol):
         if self.spill is None:
             self.enqueue(self.encode_error(rid, SpillError("Cannot read spill file: spill-over is not configured on this connection").to_wire()))
             return None
+        self._big_seen = True
         try:
             return self.spill.read(msg["$spill"])
         except SpillError as exc:
@@ -523,7 +532,9 @@ class Connection(asyncio.BufferedProtocol):
         """Encoded ``{"id", "ok": true, "result"}`` (spilled or replaced by an error
         reply when needed); safe from any thread, pass it to ``enqueue``."""
         try:
-            data = _encode_reply(rid, result)
+            data = _encode_reply(rid, result, self._big_seen)
+            if not self._big_seen and len(data[0]) > _BIG:
+                self._big_seen = True
         except (TypeError, ValueError, RecursionError) as exc:
             return self.encode_error(rid, SerializationError("Cannot send result: not JSON (%s)" % exc).to_wire())
         try:

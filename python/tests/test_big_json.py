@@ -170,11 +170,12 @@ class BigJsonTest(unittest.TestCase):
 
     def check_reply(self, rid, result):
         expected = _reference_encode({"id": rid, "ok": True, "result": result})
-        if isinstance(expected, type):
-            with self.assertRaises(expected):
-                big_json.encode_reply(rid, result)
-        else:
-            self.assertEqual(b"".join(big_json.encode_reply(rid, result)), expected)
+        for walk in (True, False):
+            if isinstance(expected, type):
+                with self.assertRaises(expected):
+                    big_json.encode_reply(rid, result, walk)
+            else:
+                self.assertEqual(b"".join(big_json.encode_reply(rid, result, walk)), expected)
 
     def test_encode_reply_is_encode_of_the_reply(self):
         circular = {"a": 1}

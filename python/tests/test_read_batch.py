@@ -8,6 +8,7 @@ import tempfile
 import threading
 import unittest
 
+from pyproxy_server.big_json import BIG
 from pyproxy_server.connection import Connection
 from pyproxy_server.server import Server
 
@@ -20,6 +21,8 @@ import asyncio
 class Model:
     inline = True
     def execute(self, msg):
+        if "big" in msg:
+            return {"data": "x" * msg["big"]}
         return {"n": msg["n"], "loop": asyncio._get_running_loop() is not None}
 """
 
@@ -122,6 +125,22 @@ class ReadBatchTest(unittest.TestCase):
             self.assertEqual(got[20]["result"], {"n": 0, "loop": False})
             self.assertEqual(got[21]["result"], "ok")
             self.assertEqual(got[22]["result"], {"n": 1, "loop": False})
+
+        self.run_with_connection(body)
+
+    def test_big_replies_are_whole_before_and_after_the_connection_sees_big_data(self):
+        size = 3 * BIG
+
+        async def body(server, conn, transport):
+            self.assertFalse(conn._big_seen)
+            msg = {"id": 30, "cmd": "executeModel", "name": "m", "msg": {"big": size}}
+            conn.data_received(encode(msg))  # small request, big reply: made the slow way
+            self.assertTrue(conn._big_seen)  # later replies look for big strings
+            msg = {"id": 31, "cmd": "executeModel", "name": "m", "msg": {"big": size, "pad": "y" * size}}
+            conn.data_received(encode(msg))
+            got = replies(b"".join(transport.writes))
+            self.assertEqual([r["id"] for r in got], [30, 31])
+            self.assertEqual([r["result"] for r in got], [{"data": "x" * size}] * 2)
 
         self.run_with_connection(body)
 

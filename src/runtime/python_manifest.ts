@@ -40,9 +40,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/big_json.py",
-      size: 12713,
+      size: 12911,
       sha256:
-        "afcc4ab36277a3ce19ce24d125998f4e93dc7b1dab5bbeb80585efb7171c6341",
+        "4d886d5e52d3038ddecdadb87e2a655c27232c02026d46985d5eb6c72e800f8c",
     },
     {
       path: "pyproxy_server/call.py",
@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 25007,
+      size: 25540,
       sha256:
-        "31dc67888c160e00ecea7583a6ccc071a8479226caa415a579699c6920ad08b6",
+        "b013b52573a8531bd919f0d06ec51b4536d9c24795ed53a8d9cdb2da7975c187",
     },
     {
       path: "pyproxy_server/errors.py",
