@@ -103,11 +103,11 @@ class Connection(asyncio.BufferedProtocol):
         self.server = server
         self.id = None
         self.authenticated = server.secret is None
+        self._max_frame = server.max_frame_size
         self.spill = None
         self.dropped_output = 0
         self._framer = Framer(server.max_frame_size)
         self._read_buffer = server.read_buffer
-        self._max_frame = server.max_frame_size
         self._loop = server.loop
         self._loop_ident = server.loop_ident
         self._transport = None
@@ -136,6 +136,19 @@ class Connection(asyncio.BufferedProtocol):
         self._inline_left = self.INLINE_BUDGET
 
     # -- public API --------------------------------------------------------
+
+    @property
+    def spill(self):
+        """This connection's ``SpillSettings`` (``None``: spill-over is off)."""
+        return self._spill
+
+    @spill.setter
+    def spill(self, settings):
+        self._spill = settings
+        # Replies up to this many bytes go out as they are (no spill, no
+        # frame-limit check, no big-string flag to update).
+        limit = min(_BIG, self._max_frame)
+        self._plain_limit = limit if settings is None else min(limit, settings.threshold)
 
     @property
     def closed(self):
@@ -533,6 +546,8 @@ class Connection(asyncio.BufferedProtocol):
         reply when needed); safe from any thread, pass it to ``enqueue``."""
         try:
             data = _encode_reply(rid, result, self._big_seen)
+            if len(data) == 1 and len(data[0]) <= self._plain_limit:
+                return data[0]  # what _finish returns for it, sooner
             if not self._big_seen and len(data[0]) > _BIG:
                 self._big_seen = True
         except (TypeError, ValueError, RecursionError) as exc:

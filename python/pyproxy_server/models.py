@@ -143,7 +143,7 @@ class ModelEntry:
             if call is not None and call.host_futures is not None:
                 self.mode = THREADED_FOREVER
             elif self.mode != THREADED_FOREVER:
-                self._observe(elapsed, False)
+                self._observe(elapsed)
 
     def run_inline(self, call):
         """``execute(call.msg["msg"])`` on the event loop thread (the fast path's
@@ -170,19 +170,23 @@ class ModelEntry:
                 if elapsed > self.DEMOTE_AFTER:
                     self.mode = THREADED_FOREVER
                 else:
-                    self._observe(elapsed, True)
+                    # The moving average of _observe; too slow on average: threaded again.
+                    avg = self.avg
+                    avg = elapsed if avg is None else avg + (elapsed - avg) * 0.25
+                    self.avg = avg
+                    self.calls += 1
+                    if avg > 2 * self.INLINE_MAX:
+                        self.mode = THREADED
 
-    def _observe(self, elapsed, inline):
-        # Races between threads only blur the average; the decision tolerates it.
+    def _observe(self, elapsed):
+        """Account a threaded run (``run_inline`` accounts its own): promote a
+        model that proved fast. Races between threads only blur the average;
+        the decision tolerates it."""
         avg = self.avg
         avg = elapsed if avg is None else avg + (elapsed - avg) * 0.25
         self.avg = avg
         self.calls += 1
-        mode = self.mode
-        if inline:
-            if avg > 2 * self.INLINE_MAX:
-                self.mode = THREADED
-        elif mode != FORCED_INLINE and self.calls >= self.LEARN_CALLS and avg < self.INLINE_MAX:
+        if self.mode != FORCED_INLINE and self.calls >= self.LEARN_CALLS and avg < self.INLINE_MAX:
             self.mode = INLINE
 
     def describe(self):

@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 25540,
+      size: 26170,
       sha256:
-        "b013b52573a8531bd919f0d06ec51b4536d9c24795ed53a8d9cdb2da7975c187",
+        "b2295a6d07ff03bcae05341d405daa3db9027fb7c85947cd17f090f52bc8f179",
     },
     {
       path: "pyproxy_server/errors.py",
@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 15464,
+      size: 15767,
       sha256:
-        "bab2438370ac101e1d80476c44bed120b1f075aecccc2906024f063887a03eaf",
+        "e4ebbe29ff813919cc5829cf70b460950fb241074124e1bf81cfa5ec87e1e005",
     },
     {
       path: "pyproxy_server/server.py",
