@@ -120,8 +120,8 @@ export interface SessionConnectOptions {
 /**
  * One authenticated connection to a pyproxy Python server.
  *
- * Any number of requests may be in flight; the messages sent within one
- * microtask go out as one batch in one write. Every request settles exactly
+ * Any number of requests may be in flight; the messages sent before the
+ * event loop's next turn (a `setImmediate`) go out as one batch in one write. Every request settles exactly
  * once: with its reply, a `TimeoutError`, a `CancelledError` (both also send
  * `cancel` to the server), or a `ConnectionLostError` when the connection ends.
  *
