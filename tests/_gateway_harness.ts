@@ -20,6 +20,25 @@ class Slow:
     def execute(self, msg):
         raise ValueError("bad input: %r" % (msg.get("x"),))
 `,
+  "waiter.py": `import time
+
+
+class Waiter:
+    """Writes msg["started"], waits up to 10 s; writes msg["cancelled"] when interrupted."""
+
+    def execute(self, msg):
+        with open(msg["started"], "w") as f:
+            f.write("started")
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+            return {"waited": True}
+        except KeyboardInterrupt:
+            with open(msg["cancelled"], "w") as f:
+                f.write("cancelled")
+            raise
+`,
   "whoami.py": `import os
 
 

@@ -167,6 +167,30 @@ Deno.test("createGateway serves every route with real workers", async (t) => {
   });
 
   await t.step(
+    "a client that disconnects cancels its Python call",
+    async () => {
+      const started = `${gw.dir}/waiter.started`;
+      const cancelled = `${gw.dir}/waiter.cancelled`;
+      const client = new AbortController();
+      const pending = gw.fetch(
+        "/v1/models/waiter/execute?timeout=30000",
+        { ...json({ started, cancelled }), signal: client.signal },
+      ).then(
+        () => "answered",
+        (err: Error) => err.name,
+      );
+      await waitForFile(started);
+      client.abort();
+      assert.equal(await pending, "AbortError");
+      // Without cancel-on-disconnect the call would run on for 10 s.
+      assert.equal(await waitForFile(cancelled, 5000), "cancelled");
+      const res = await gw.fetch("/v1/models/whoami/execute", json({}));
+      assert.equal(res.status, 200); // the worker serves on
+      await res.body?.cancel();
+    },
+  );
+
+  await t.step(
     "?key= routes calls with the same key to the same worker",
     async () => {
       const pids = new Set<number>();
@@ -548,3 +572,18 @@ Deno.test("createGateway answers 503 with Retry-After when no worker is left", a
   assert.ok(res.headers.get("retry-after"));
   await res.body?.cancel();
 });
+
+/** The text of `path` once it exists; throws after `ms` milliseconds. */
+async function waitForFile(path: string, ms = 10_000): Promise<string> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return await Deno.readTextFile(path);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound) || Date.now() > deadline) {
+        throw err;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -116,7 +116,11 @@ export function modelExecutor(
     try {
       res = await execute(request, name, key, publish, timeoutParam);
     } catch (err) {
-      res = errorResponse(err, ctx.debug);
+      // The client went away (the call was cancelled for it): nobody reads
+      // this response, 499 keeps it apart from real errors in the metrics.
+      res = request.signal.aborted
+        ? new Response(null, { status: 499 })
+        : errorResponse(err, ctx.debug);
     }
     done(res.status);
     return res;
@@ -160,12 +164,15 @@ export function modelExecutor(
         );
       }
     }
-    // No cancel-on-disconnect: reading request.signal makes Deno 2.9 warn (it also aborts after
-    // every successful response); the timeout bounds every call instead.
+    // A client that disconnects cancels its call (Python gets `cancel`). Deno's
+    // legacy request.signal also aborts after each response, when the call has
+    // settled and stopped listening (no effect), and Deno warns about it once
+    // unless run with --unstable-no-legacy-abort (this project's deno.json).
+    const signal = request.signal;
     const result = await pool.execute(
       name,
       body,
-      key === undefined ? { timeout } : { key, timeout },
+      key === undefined ? { timeout, signal } : { key, timeout, signal },
     );
     if (publish !== undefined) {
       hub.publish(publish, { model: name, result: result ?? null });
