@@ -26,6 +26,7 @@ import itertools
 import json
 import logging
 import secrets
+import sys
 import threading
 import time
 
@@ -114,7 +115,12 @@ class Connection(asyncio.BufferedProtocol):
         self._closed = False
         self._closing = False
         self._batching = False
-        self._loop_hidden = False
+        # Inline calls of the current read run with the loop hidden and the
+        # output routed to the running call (_enter_inline).
+        self._inline_mode = False
+        self._inline_call = None
+        self._inline_sink = None
+        self._sink_token = None
         # Replies look for big strings (big_json.encode's fast path) once this
         # connection has seen a big request or reply: until then the look costs
         # ~10% of a small call and finds nothing. A first big reply is made the
@@ -327,8 +333,8 @@ class Connection(asyncio.BufferedProtocol):
                         else:
                             batch.append(work)
             finally:
-                if self._loop_hidden:
-                    self._show_loop()
+                if self._inline_mode:
+                    self._leave_inline()
             if batch is not None:
                 self.runner.submit(batch)
         finally:
@@ -407,8 +413,8 @@ class Connection(asyncio.BufferedProtocol):
                 return None
             calls[rid] = call
             return (call, handler)
-        if self._loop_hidden:
-            self._show_loop()
+        if self._inline_mode:
+            self._leave_inline()
         try:
             result = handler(call)
         except Exception as exc:
@@ -425,16 +431,11 @@ class Connection(asyncio.BufferedProtocol):
         Set up as on an executor thread (``current_call``, output capture);
         the running loop is hidden so model code may use ``asyncio.run``.
         """
-        sink = OutputSink(self, call, True)
+        if not self._inline_mode:
+            self._enter_inline()
         call.inline = True
+        self._inline_call = call
         call_token = _set_call(call)
-        sink_token = _set_sink(sink.write)
-        if not self._loop_hidden:
-            # Hidden once for a run of inline calls, shown again before other
-            # handlers run and at the end of the read (_show_loop): each hide
-            # and show costs a getpid() system call on Python < 3.12.
-            _set_running_loop(None)
-            self._loop_hidden = True
         start = _clock()
         try:
             handled, result = run(call)
@@ -449,24 +450,52 @@ class Connection(asyncio.BufferedProtocol):
                 log.info("connection %s: %s %d raised %s", self.id, call.cmd, call.id, type(exc).__name__)
             payload = self.encode_error(call.id, wire_error(exc))
         finally:
-            _reset_sink(sink_token)
             _reset_call(call_token)
             call.inline = False
+            self._inline_call = None
+            sink = self._inline_sink
+            self._inline_sink = None
             elapsed = _clock() - start
             self._inline_left -= elapsed
         if not handled or call.retry:
             return False  # its output is dropped with the sink: the thread re-runs it
         if payload is None:
             payload = self.encode_reply(call.id, result)
-        sink.close()
+        if sink is not None:
+            sink.close()  # the output goes before the reply
         self.enqueue(payload)
         if elapsed > self.INLINE_FLUSH:
             self._flush()
         return True
 
-    def _show_loop(self):
+    def _enter_inline(self):
+        # Once for a run of inline calls, undone (_leave_inline) before other
+        # handlers run and at the end of the read: hiding and showing the
+        # running loop costs a getpid() system call each on Python < 3.12, and
+        # the output sink is made only for a call that prints.
+        _set_running_loop(None)
+        self._sink_token = _set_sink(self._inline_write)
+        self._inline_mode = True
+
+    def _leave_inline(self):
+        _reset_sink(self._sink_token)
         _set_running_loop(self._loop)
-        self._loop_hidden = False
+        self._inline_mode = False
+
+    def _inline_write(self, fd, text):
+        # The output sink of the inline call running now (held until it ends).
+        sink = self._inline_sink
+        if sink is None:
+            call = self._inline_call
+            if call is None:
+                # Written on the loop thread between two inline calls: no call
+                # owns it (logging it could write here again).
+                real = sys.__stderr__
+                if real is not None:
+                    real.write(text)
+                return
+            sink = self._inline_sink = OutputSink(self, call, True)
+        sink.write(fd, text)
 
     def _bad(self, rid, error):
         if not self.authenticated:

@@ -8,6 +8,7 @@ import tempfile
 import threading
 import unittest
 
+from pyproxy_server import capture
 from pyproxy_server.big_json import BIG
 from pyproxy_server.connection import Connection
 from pyproxy_server.server import Server
@@ -23,6 +24,8 @@ class Model:
     def execute(self, msg):
         if "big" in msg:
             return {"data": "x" * msg["big"]}
+        if "print" in msg:
+            print(msg["print"])
         return {"n": msg["n"], "loop": asyncio._get_running_loop() is not None}
 """
 
@@ -91,7 +94,11 @@ class ReadBatchTest(unittest.TestCase):
                 finally:
                     server.executor.shutdown(wait=True)
 
-        asyncio.run(main())
+        old = capture.install()  # print() goes to the current call, as in the server
+        try:
+            asyncio.run(main())
+        finally:
+            capture.uninstall(old)
 
     def test_replies_of_one_read_are_written_every_flush_every_requests(self):
         async def body(server, conn, transport):
@@ -125,6 +132,26 @@ class ReadBatchTest(unittest.TestCase):
             self.assertEqual(got[20]["result"], {"n": 0, "loop": False})
             self.assertEqual(got[21]["result"], "ok")
             self.assertEqual(got[22]["result"], {"n": 1, "loop": False})
+
+        self.run_with_connection(body)
+
+    def test_output_of_inline_calls_goes_to_the_printing_call_before_its_reply(self):
+        async def body(server, conn, transport):
+            server.register("loopprint", lambda call: print("from a loop handler") or "ok", threaded=False)
+            msgs = [
+                {"id": 40, "cmd": "executeModel", "name": "m", "msg": {"n": 0}},
+                {"id": 41, "cmd": "executeModel", "name": "m", "msg": {"n": 1, "print": "hello"}},
+                {"id": 42, "cmd": "loopprint"},
+                {"id": 43, "cmd": "executeModel", "name": "m", "msg": {"n": 3, "print": "again"}},
+                {"id": 44, "cmd": "executeModel", "name": "m", "msg": {"n": 4}},
+            ]
+            conn.data_received(b"".join(encode(m) for m in msgs))
+            got = replies(b"".join(transport.writes))
+            logs = [(m["request"], m["message"]) for m in got if m.get("event") == "log"]
+            self.assertEqual(logs, [(41, "hello"), (43, "again")])
+            order = [m.get("request", m.get("id")) for m in got]
+            self.assertEqual(order, [40, 41, 41, 42, 43, 43, 44])  # each event before its reply
+            self.assertEqual([m["ok"] for m in got if "ok" in m], [True] * 5)
 
         self.run_with_connection(body)
 

@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 26170,
+      size: 27350,
       sha256:
-        "b2295a6d07ff03bcae05341d405daa3db9027fb7c85947cd17f090f52bc8f179",
+        "5d3a8e98ceb02e06eaa14637607d9f46320208e59b60fcb1bbbcf344ea7a3eb7",
     },
     {
       path: "pyproxy_server/errors.py",
