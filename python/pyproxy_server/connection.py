@@ -65,7 +65,6 @@ _decode_json = json.JSONDecoder().decode
 # Messages as pieces: big strings travel without being escaped or copied.
 _encode_pieces = big_json.encode
 _encode_reply = big_json.encode_reply
-_BIG_PAYLOAD = big_json.BIG_DATA
 _BIG = big_json.BIG
 _decode_big = big_json.decode
 _raw_decode_json = json.JSONDecoder().raw_decode
@@ -349,10 +348,9 @@ class Connection(asyncio.BufferedProtocol):
                 return self._refuse(None, "Cannot authenticate: corrupted frame")
             self.enqueue(self.encode_error(None, item.to_wire()))
             return None
-        if len(item) > _BIG:
-            self._big_seen = True
         try:
-            if len(item) > _BIG_PAYLOAD:
+            if len(item) > _BIG:
+                self._big_seen = True
                 msg = _decode_big(item)  # raises what json.loads would
             else:
                 # The protocol says UTF-8, so skip json.loads' encoding sniffing;

@@ -174,7 +174,6 @@ class ModelEntry:
                     avg = self.avg
                     avg = elapsed if avg is None else avg + (elapsed - avg) * 0.25
                     self.avg = avg
-                    self.calls += 1
                     if avg > 2 * self.INLINE_MAX:
                         self.mode = THREADED
 

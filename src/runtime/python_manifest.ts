@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 27350,
+      size: 27284,
       sha256:
-        "5d3a8e98ceb02e06eaa14637607d9f46320208e59b60fcb1bbbcf344ea7a3eb7",
+        "b2db596a5c611cfd0b55141f7f7574ab491cd589a652b4e83c7f54197dc6f058",
     },
     {
       path: "pyproxy_server/errors.py",
@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 15767,
+      size: 15731,
       sha256:
-        "e4ebbe29ff813919cc5829cf70b460950fb241074124e1bf81cfa5ec87e1e005",
+        "6a85304added9352051024a069ec519a1d2367d1cceaf06c4795d96374d9416c",
     },
     {
       path: "pyproxy_server/server.py",
