@@ -179,11 +179,14 @@ Deno.test("createGateway serves every route with real workers", async (t) => {
         () => "answered",
         (err: Error) => err.name,
       );
-      await waitForFile(started);
+      await until(() => readIfExists(started), "the call to start");
       client.abort();
       assert.equal(await pending, "AbortError");
       // Without cancel-on-disconnect the call would run on for 10 s.
-      assert.equal(await waitForFile(cancelled, 5000), "cancelled");
+      assert.equal(
+        await until(() => readIfExists(cancelled), "the cancel", 5000),
+        "cancelled",
+      );
       const res = await gw.fetch("/v1/models/whoami/execute", json({}));
       assert.equal(res.status, 200); // the worker serves on
       await res.body?.cancel();
@@ -573,17 +576,12 @@ Deno.test("createGateway answers 503 with Retry-After when no worker is left", a
   await res.body?.cancel();
 });
 
-/** The text of `path` once it exists; throws after `ms` milliseconds. */
-async function waitForFile(path: string, ms = 10_000): Promise<string> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      return await Deno.readTextFile(path);
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound) || Date.now() > deadline) {
-        throw err;
-      }
-    }
-    await new Promise((r) => setTimeout(r, 20));
+/** The text of `path`, or undefined while it does not exist (for `until`). */
+async function readIfExists(path: string): Promise<string | undefined> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return undefined;
+    throw err;
   }
 }

@@ -169,21 +169,21 @@ class ModelEntry:
             elif self.mode == INLINE:
                 if elapsed > self.DEMOTE_AFTER:
                     self.mode = THREADED_FOREVER
-                else:
-                    # The moving average of _observe; too slow on average: threaded again.
-                    avg = self.avg
-                    avg = elapsed if avg is None else avg + (elapsed - avg) * 0.25
-                    self.avg = avg
-                    if avg > 2 * self.INLINE_MAX:
-                        self.mode = THREADED
+                elif self._average(elapsed) > 2 * self.INLINE_MAX:
+                    self.mode = THREADED  # too slow on average: threaded again
 
-    def _observe(self, elapsed):
-        """Account a threaded run (``run_inline`` accounts its own): promote a
-        model that proved fast. Races between threads only blur the average;
-        the decision tolerates it."""
+    def _average(self, elapsed):
+        """Fold ``elapsed`` into the moving average and return it. Races between
+        threads only blur the average; the decisions tolerate it."""
         avg = self.avg
         avg = elapsed if avg is None else avg + (elapsed - avg) * 0.25
         self.avg = avg
+        return avg
+
+    def _observe(self, elapsed):
+        """Account a threaded run (``run_inline`` accounts its own): promote a
+        model that proved fast."""
+        avg = self._average(elapsed)
         self.calls += 1
         if self.mode != FORCED_INLINE and self.calls >= self.LEARN_CALLS and avg < self.INLINE_MAX:
             self.mode = INLINE

@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 15731,
+      size: 15677,
       sha256:
-        "6a85304added9352051024a069ec519a1d2367d1cceaf06c4795d96374d9416c",
+        "b7f706925d6719f96d36f6af1340ab4d973fe54b52d241ef5bbcb4da62466f3a",
     },
     {
       path: "pyproxy_server/server.py",
