@@ -155,23 +155,35 @@ export class ParallelMd5 {
   async #post(job: number, chunk: Uint8Array): Promise<void> {
     for (let at = 0; at < chunk.length || at === 0; at += BLOCK_BYTES) {
       const part = chunk.subarray(at, at + BLOCK_BYTES);
-      const block = await this.#block();
-      block.set(part);
-      const seq = this.#nextSeq++;
-      this.#acks.set(seq, {
-        resolve: () => this.#recycle(block),
-        reject: () => {},
-      });
-      this.#worker.postMessage({
-        type: "update",
-        job,
-        seq,
-        buffer: block.buffer,
-        offset: 0,
-        length: part.length,
-      });
+      this.#send(job, await this.#block(), part);
       if (chunk.length === 0) break;
     }
+  }
+
+  /** A free block right now (none while others wait for one), else undefined. */
+  #blockNow(): Uint8Array<SharedArrayBuffer> | undefined {
+    if (this.#failure !== undefined || this.#waiting.length > 0) return;
+    const free = this.#free.pop();
+    if (free !== undefined || this.#blocks >= BLOCKS) return free;
+    this.#blocks++;
+    return new Uint8Array(new SharedArrayBuffer(BLOCK_BYTES));
+  }
+
+  #send(job: number, block: Uint8Array<SharedArrayBuffer>, part: Uint8Array) {
+    block.set(part);
+    const seq = this.#nextSeq++;
+    this.#acks.set(seq, {
+      resolve: () => this.#recycle(block),
+      reject: () => {},
+    });
+    this.#worker.postMessage({
+      type: "update",
+      job,
+      seq,
+      buffer: block.buffer,
+      offset: 0,
+      length: part.length,
+    });
   }
 
   #recycle(block: Uint8Array<SharedArrayBuffer>): void {
@@ -188,10 +200,23 @@ export class ParallelMd5 {
   begin(): Md5Job {
     const job = this.#nextJob++;
     let tail: Promise<void> = Promise.resolve();
+    // Updates still waiting for a block; while there are none, a chunk that fits a free block is
+    // copied and posted at once, so the worker starts hashing before the caller goes on.
+    let queued = 0;
     return {
       update: (chunk) => {
+        if (queued === 0 && chunk.length > 0 && chunk.length <= BLOCK_BYTES) {
+          const block = this.#blockNow();
+          if (block !== undefined) {
+            this.#send(job, block, chunk);
+            return Promise.resolve();
+          }
+        }
         // Chained: a later chunk never takes a free block (and its place in the hash) first.
-        const copied = tail.then(() => this.#post(job, chunk));
+        queued++;
+        const copied = tail.then(() => this.#post(job, chunk)).finally(() => {
+          queued--;
+        });
         tail = copied.catch(() => {});
         return copied;
       },

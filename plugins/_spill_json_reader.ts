@@ -159,7 +159,10 @@ export class SpillJsonReader {
       : chunk.length;
     const window = chunk.subarray(pos, limit);
     const quote = window.indexOf(QUOTE);
-    const backslash = window.indexOf(BACKSLASH);
+    // Only a backslash before the closing quote matters: never scan a whole chunk for a short key.
+    const backslash = (quote < 0 ? window : window.subarray(0, quote)).indexOf(
+      BACKSLASH,
+    );
     if (backslash >= 0 && (quote < 0 || backslash < quote)) {
       this.#hold(window.subarray(0, backslash + 1));
       this.#literalEscaped = true;

@@ -39,3 +39,27 @@ Deno.test("ParallelMd5: after close, pending and new hashes fail instead of hang
   assert.equal(md5.failed, true);
   await assert.rejects(md5.begin().update(new Uint8Array(1)), /closed/);
 });
+
+Deno.test("ParallelMd5: chunks posted back to back keep their order when blocks run out", async () => {
+  const md5 = await ParallelMd5.start();
+  assert.ok(md5 !== undefined);
+  try {
+    // More chunks than shared blocks, none awaited: the first are copied at once, the rest wait
+    // their turn; one chunk is larger than a block. The caller reuses each chunk once it resolved.
+    const chunks = Array.from(
+      { length: 12 },
+      (_, i) =>
+        new Uint8Array(i === 7 ? 5 * 1024 * 1024 : 1000 + i).fill(i + 1),
+    );
+    const expected = createHash("md5");
+    for (const chunk of chunks) expected.update(chunk);
+    const job = md5.begin();
+    const copied = chunks.map((chunk) =>
+      job.update(chunk).then(() => chunk.fill(0))
+    );
+    await Promise.all(copied);
+    assert.equal(await job.digest(), expected.digest("hex"));
+  } finally {
+    md5.close();
+  }
+});
