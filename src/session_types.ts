@@ -143,6 +143,11 @@ export interface ServerStatus {
   inFlight: number;
   /** Python version information. */
   python: unknown;
+  /**
+   * Reads the server made while polling a fast client's socket instead of
+   * sleeping (server `--spin-us`; absent from servers before it).
+   */
+  spinReads?: number;
   /** Other fields the server adds. */
   [key: string]: unknown;
 }

@@ -28,6 +28,8 @@ from .server import Server, add_models_to_path
 
 # Seconds between checks that the parent process is still the one that started us.
 PARENT_CHECK_INTERVAL = 1.0
+# Sequential calls from the host come ~50-100 µs apart: 200 µs catches them, an idle client costs one such poll.
+DEFAULT_SPIN_US = 200
 
 
 def parse_args(argv=None):
@@ -40,6 +42,7 @@ def parse_args(argv=None):
     parser.add_argument("--max-frame-size", type=int, default=Framer.MAX_FRAME_SIZE, help="largest accepted payload in bytes (default 64 MiB)")
     parser.add_argument("--threads", type=int, default=16, help="executor threads for model calls (default 16)")
     parser.add_argument("--max-calls", type=int, default=65536, help="threaded calls queued or running per connection before OverloadedError (default 65536)")
+    parser.add_argument("--spin-us", type=int, default=DEFAULT_SPIN_US, help="microseconds a connection polls for the next request of a fast client before sleeping; 0 = never (default %d)" % DEFAULT_SPIN_US)
     parser.add_argument("--insecure-no-auth", action="store_true", help="accept connections without authentication (local experiments only)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     args = parser.parse_args(argv)
@@ -47,6 +50,8 @@ def parse_args(argv=None):
         args.port = 0
     if args.threads < 1:
         parser.error("--threads must be >= 1")
+    if args.spin_us < 0:
+        parser.error("--spin-us must be >= 0")
     if args.max_calls < 1:
         parser.error("--max-calls must be >= 1")
     return args
@@ -117,7 +122,7 @@ def main(argv=None):
     root = os.path.realpath(args.path)
     if not os.path.isdir(root):
         raise SystemExit("pyproxy_server: --path %r is not a directory" % args.path)
-    server = Server(root, args.id, secret=secret, max_frame_size=args.max_frame_size, threads=args.threads, max_calls=args.max_calls)
+    server = Server(root, args.id, secret=secret, max_frame_size=args.max_frame_size, threads=args.threads, max_calls=args.max_calls, spin=args.spin_us / 1e6)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:

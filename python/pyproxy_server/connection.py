@@ -9,7 +9,9 @@ threaded calls parsed from one read go to the ``CallRunner`` as one batch
 with one ``transport.write`` per ``FLUSH_EVERY`` requests (and one at the
 end), so the client works on the first replies while the rest are made;
 replies from executor threads are queued and flushed with one
-``call_soon_threadsafe`` per batch of ready replies.
+``call_soon_threadsafe`` per batch of ready replies. After a read from a
+fast client the socket is polled for the next request for up to ``--spin-us``
+before the loop waits again (``_spin_read``).
 
 Public surface used by handlers and extensions: ``connection.id``,
 ``connection.server``, ``connection.send_event(event)`` (thread-safe),
@@ -23,6 +25,7 @@ import concurrent.futures
 import hashlib
 import hmac
 import itertools
+import os
 import json
 import logging
 import secrets
@@ -77,6 +80,8 @@ _set_sink = capture._sink.set
 _reset_sink = capture._sink.reset
 _set_call = current_call.set
 _reset_call = current_call.reset
+_readv = getattr(os, "readv", None)
+_sched_yield = getattr(os, "sched_yield", None) or (lambda: None)
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -98,6 +103,8 @@ class Connection(asyncio.BufferedProtocol):
     # turns (pipelined, 64 in flight: Python busy ~93% of the time instead of
     # ~70%, ~1.5x the calls/s; 8 and 16 cost more writes for less).
     FLUSH_EVERY = 32
+    # Longest run of spin-reads before the event loop gets control back (seconds).
+    SPIN_SLICE = 0.002
 
     def __init__(self, server):
         self.server = server
@@ -139,6 +146,12 @@ class Connection(asyncio.BufferedProtocol):
         self._expected_mac = None
         self._nonce = None
         self._inline_left = self.INLINE_BUDGET
+        # Spin-read (see _spin_read): seconds to poll the socket after a read, 0 = never.
+        self._spin = server.spin if _readv is not None else 0.0
+        self._spin_fd = -1
+        self._spin_bufs = [self._read_buffer]
+        self._idle_since = 0.0
+        self._last_read_items = 0
 
     # -- public API --------------------------------------------------------
 
@@ -253,6 +266,9 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_made(self, transport):
         self._transport = transport
+        if self._spin:
+            sock = transport.get_extra_info("socket")
+            self._spin_fd = sock.fileno() if sock is not None else -1
         self.id = self.server.connection_opened(self)
         auth = "none"
         hello = {"event": "hello", "version": PROTOCOL_VERSION, "serverId": self.server.id, "pid": self.server.pid}
@@ -296,7 +312,64 @@ class Connection(asyncio.BufferedProtocol):
         return self._read_buffer
 
     def buffer_updated(self, nbytes):
+        if not self._spin:
+            self.data_received(self._read_buffer[:nbytes])
+            return
+        # Only a peer whose last request came within the spin time is waited for by spinning.
+        hot = _clock() - self._idle_since < self._spin
+        self._last_read_items = 0
         self.data_received(self._read_buffer[:nbytes])
+        if hot and self._last_read_items == 1:
+            self._spin_read()
+        self._idle_since = _clock()
+
+    def _spin_read(self):
+        """Poll the socket for the next request for up to ``server.spin`` seconds.
+
+        A sequential client sends its next request some tens of microseconds
+        after our reply. Going back to the event loop and being woken for it
+        costs more than a small call itself: the process sleeps, then runs
+        with cold caches (sequential calls/s +30% on the benchmark machine).
+        So after a read of one request from a peer whose last request came
+        within the spin time, the socket is polled (``readv``, non-blocking,
+        yielding the CPU between polls) while nothing else needs the loop:
+        this is the server's only connection, no callback is ready, no
+        threaded call runs (it would wait for the GIL), reading is not paused
+        and reads keep bringing one request (a pipelining client is served
+        better by the loop's bigger reads). The loop gets control back at
+        least every ``SPIN_SLICE`` seconds (timers, signals, new connections).
+        """
+        fd = self._spin_fd
+        if fd < 0:
+            return
+        ready = getattr(self._loop, "_ready", ())
+        transport = self._transport
+        bufs = self._spin_bufs
+        spin = self._spin
+        now = _clock()
+        deadline = now + spin
+        slice_end = now + self.SPIN_SLICE
+        connections = self.server.connections
+        calls = self.runner.calls
+        while not (self._closing or ready or calls or len(connections) != 1 or not transport.is_reading()):
+            try:
+                n = _readv(fd, bufs)
+            except (BlockingIOError, InterruptedError):
+                now = _clock()
+                if now >= deadline or now >= slice_end:
+                    return
+                _sched_yield()
+                continue
+            except OSError:
+                return  # the transport's next read reports it
+            if n == 0:
+                return  # end of stream: the transport's next read sees it too
+            self.server.spin_reads += 1
+            self._last_read_items = 0
+            self.data_received(self._read_buffer[:n])
+            if self._last_read_items > 1:
+                return  # a client with many requests in flight: bigger reads serve it better
+            deadline = _clock() + spin
 
     def data_received(self, data):
         if self._closing:
@@ -310,6 +383,7 @@ class Connection(asyncio.BufferedProtocol):
             return
         if not items:
             return
+        self._last_read_items = len(items)
         batch = None
         self._batching = True
         self._inline_left = self.INLINE_BUDGET

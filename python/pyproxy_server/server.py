@@ -66,7 +66,7 @@ class Server:
     # Seconds given to queued writes (e.g. the stopServer reply) before exit.
     EXIT_GRACE = 0.5
 
-    def __init__(self, root, server_id, secret=None, max_frame_size=None, threads=16, max_calls=65536):
+    def __init__(self, root, server_id, secret=None, max_frame_size=None, threads=16, max_calls=65536, spin=0.0):
         self.root = os.path.realpath(root)
         self.id = server_id
         self.secret = secret
@@ -79,6 +79,9 @@ class Server:
         # Threaded calls one connection may have queued or running; beyond it: OverloadedError.
         self.max_calls = max_calls
         self.pid = os.getpid()
+        # Seconds a connection polls its socket after a read before waiting on the loop (Connection._spin_read).
+        self.spin = float(spin)
+        self.spin_reads = 0
         self.models = ModelRegistry(self.root)
         self.commands = {}
         self.connections = {}
@@ -234,6 +237,7 @@ class Server:
             "models": self.models.describe_all(),
             "connections": len(self.connections),
             "inFlight": self.in_flight,
+            "spinReads": self.spin_reads,
             "python": commands.PYTHON_VERSION,
         }
 

@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 7095,
+      size: 7537,
       sha256:
-        "fb73ea94135f3ef003ed4d9e62c8c83e64ada8948c56321b894075a69e399284",
+        "1dede9d28bd31f42a613ef51a7ed9df93e7f9334b109a16d8d729c1f6526a002",
     },
     {
       path: "pyproxy_server/big_json.py",
@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 27284,
+      size: 30833,
       sha256:
-        "b2db596a5c611cfd0b55141f7f7574ab491cd589a652b4e83c7f54197dc6f058",
+        "eb643aa2315f4175dcebede98f383d9b24a2d461f10f339d899436a7891f71d5",
     },
     {
       path: "pyproxy_server/errors.py",
@@ -100,9 +100,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 10762,
+      size: 10987,
       sha256:
-        "b0110db1ab6511033e504d5d4105f1e1370f94460b801612340e882bb16b3e32",
+        "d922144a9613831d0bd7e0177cdf8845f4727587bb98f01492d98111135f191f",
     },
     {
       path: "pyproxy_server/spill.py",
