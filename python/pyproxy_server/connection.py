@@ -25,9 +25,9 @@ import concurrent.futures
 import hashlib
 import hmac
 import itertools
-import os
 import json
 import logging
+import os
 import secrets
 import sys
 import threading

@@ -66,7 +66,7 @@ export const PYTHON_MANIFEST: PythonManifest = {
       path: "pyproxy_server/connection.py",
       size: 30833,
       sha256:
-        "eb643aa2315f4175dcebede98f383d9b24a2d461f10f339d899436a7891f71d5",
+        "6354bc2b9af317260e48edcc149ee6bfe3f9d5032aad1288b03bbd8546fee55d",
     },
     {
       path: "pyproxy_server/errors.py",
