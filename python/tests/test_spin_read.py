@@ -2,6 +2,7 @@
 its socket instead of waiting on the event loop, without starving anything
 else the loop serves. Real server processes, real sockets."""
 
+import contextlib
 import threading
 import time
 import unittest
@@ -33,7 +34,9 @@ class SpinReadTest(ServerTestCase):
         # Most requests after the first few came in while the server polled.
         self.assertGreater(c.call("serverStatus")["spinReads"], 100)
 
-    def test_the_loop_accepts_and_serves_another_client_while_one_keeps_it_busy(self):
+    @contextlib.contextmanager
+    def _hammering(self):
+        """A client sending pings back to back from a thread, for the ``with`` body."""
         a = self.connect()
         stop = threading.Event()
         errors = []
@@ -51,33 +54,24 @@ class SpinReadTest(ServerTestCase):
         thread.start()
         try:
             self.assertTrue(_until(lambda: calls[0] > 50), "the first client got no replies")
-            # Accepting, authenticating and answering b needs the loop: polling a must give it back.
-            b = self.connect()
-            self.assertEqual(b.call("ping"), "pong")
-            self.assertEqual(b.call("serverStatus")["connections"], 2)
+            yield
         finally:
             stop.set()
             thread.join()
         self.assertEqual(errors, [])
 
+    def test_the_loop_accepts_and_serves_another_client_while_one_keeps_it_busy(self):
+        with self._hammering():
+            # Accepting, authenticating and answering b needs the loop: polling a must give it back.
+            b = self.connect()
+            self.assertEqual(b.call("ping"), "pong")
+            self.assertEqual(b.call("serverStatus")["connections"], 2)
+
     def test_timers_fire_while_a_client_keeps_the_server_busy(self):
-        # A connection that never authenticates is closed by a 2 s timer on the loop.
-        a = self.connect()
-        stop = threading.Event()
-
-        def hammer():
-            while not stop.is_set():
-                a.call("ping")
-
-        thread = threading.Thread(target=hammer)
-        thread.start()
-        try:
-            _until(lambda: False, 0.1)
+        with self._hammering():
+            # A connection that never authenticates is closed by a 2 s timer on the loop.
             silent = self.connect(auth=False)
             self.assertTrue(silent.wait_closed(timeout=10.0))
-        finally:
-            stop.set()
-            thread.join()
 
     def test_a_client_that_leaves_while_polled_is_closed(self):
         a = self.connect()
