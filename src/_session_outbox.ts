@@ -12,10 +12,8 @@
  * @module
  */
 import { DEFAULT_MAX_FRAME_SIZE } from "./protocol/frame.ts";
-import { encodeFrames } from "./protocol/frame_encoder_stream.ts";
-import { encodeJsonBatch } from "./protocol/json_encoder_stream.ts";
+import { encodeMessageFrames } from "./protocol/encode_message_frames.ts";
 import { createMd5 } from "./protocol/md5.ts";
-import { signPayloads } from "./protocol/md5_signer_stream.ts";
 import type { SessionMessage } from "./session_types.ts";
 // Imported, not the global: a test that fakes the global timers must not stop writes.
 import { setImmediate } from "node:timers";
@@ -124,9 +122,7 @@ export class Outbox {
     this.#queue = [];
     let bytes: Uint8Array;
     try {
-      bytes = encodeFrames(
-        signPayloads(encodeJsonBatch(batch, this.#text), this.#md5),
-      );
+      bytes = encodeMessageFrames(batch, this.#md5, this.#text);
     } catch (err) {
       this.#failed(err);
       return;

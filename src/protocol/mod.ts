@@ -29,3 +29,4 @@ export * from "./json_decoder_stream.ts";
 export * from "./json_encoder_stream.ts";
 export * from "./md5_signer_stream.ts";
 export * from "./frame_encoder_stream.ts";
+export * from "./encode_message_frames.ts";
