@@ -2,11 +2,19 @@
 its socket instead of waiting on the event loop, without starving anything
 else the loop serves. Real server processes, real sockets."""
 
+import asyncio
 import contextlib
+import socket
+import tempfile
 import threading
 import time
 import unittest
 
+from pyproxy_server import capture
+from pyproxy_server.connection import Connection
+from pyproxy_server.server import Server
+
+from ._client import Client
 from .test_server import ServerTestCase
 
 
@@ -90,6 +98,64 @@ class SpinReadTest(ServerTestCase):
         self.assertEqual(c.reply_for(1)["result"], {"tag": "v1"})
         for _ in range(20):
             self.assertEqual(c.call("ping"), "pong")
+
+
+# Forced inline: runs on the loop thread, which it reports on.
+PROBE = """
+import asyncio
+
+class Model:
+    inline = True
+
+    def execute(self, msg):
+        async def two():
+            return 2
+        return {"hidden": asyncio._get_running_loop() is None, "run": asyncio.run(two())}
+"""
+
+
+class PolledInlineCallsTest(unittest.TestCase):
+    """In process, over a socket pair: inline mode stays on from one polled read
+    to the next, and is undone before the loop runs anything else."""
+
+    def test_models_see_no_running_loop_and_the_loop_gets_it_back(self):
+        async def main():
+            loop = asyncio.get_running_loop()
+            with tempfile.TemporaryDirectory() as root:
+                server = Server(root, "t", spin=0.05)
+                server.loop = loop
+                server.loop_ident = threading.get_ident()
+                ours, theirs = socket.socketpair()
+                transport, _ = await loop.connect_accepted_socket(lambda: Connection(server), ours)
+                # Between reads the loop runs this: it must see itself running and the default output.
+                seen = []
+                done = loop.create_future()
+
+                def look():
+                    seen.append((asyncio._get_running_loop() is loop, capture.current_sink() is None))
+                    if not done.done():
+                        loop.call_later(0.001, look)
+
+                look()
+                client = Client(theirs)
+
+                def calls():
+                    client.call("addModel", name="probe", source=PROBE)
+                    return [client.call("executeModel", name="probe", msg={}) for _ in range(300)]
+
+                try:
+                    results = await loop.run_in_executor(None, calls)
+                finally:
+                    done.set_result(None)
+                    transport.close()
+                    theirs.close()
+                self.assertEqual(results, [{"hidden": True, "run": 2}] * 300)
+                self.assertGreater(server.spin_reads, 100)
+                self.assertGreater(len(seen), 1)
+                self.assertEqual(set(seen), {(True, True)})
+                server.executor.shutdown(wait=False)
+
+        asyncio.run(main())
 
 
 class NoSpinTest(ServerTestCase):

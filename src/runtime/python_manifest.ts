@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 30833,
+      size: 31339,
       sha256:
-        "6354bc2b9af317260e48edcc149ee6bfe3f9d5032aad1288b03bbd8546fee55d",
+        "6bf5e72bd2d8212ab31a775e144132b56194b4496f7c628998aad333d2719691",
     },
     {
       path: "pyproxy_server/errors.py",
