@@ -64,23 +64,34 @@ async function exists(path: string): Promise<boolean> {
 
 Deno.test("spillover's size bound is never below the encoded size and exact for plain ASCII", () => {
   fc.assert(
-    fc.property(fc.jsonValue(), (value) => {
-      assert.ok(
-        jsonSizeBound(value, Infinity) >=
-          encoder.encode(JSON.stringify(value)).length,
-      );
-    }),
+    fc.property(
+      fc.jsonValue(),
+      fc.oneof(fc.constant(Infinity), fc.nat(2_000)),
+      (value, limit) => {
+        const size = encoder.encode(JSON.stringify(value)).length;
+        const bound = jsonSizeBound(value, limit);
+        // At most the limit means at least the size: no large message is kept inline.
+        assert.ok(bound > limit || bound >= size, `${bound} for ${size}`);
+      },
+    ),
     { numRuns: 2_000 },
   );
+  // Extreme numbers: the coarse walk counts 25 characters for any of them.
+  for (const n of [-0.0000012345678901234567, -Number.MAX_VALUE, -5e-324]) {
+    assert.ok(jsonSizeBound([n], Infinity) >= JSON.stringify([n]).length);
+  }
   const ascii = {
     id: 3,
     cmd: "executeModel",
     name: "x",
     msg: { a: [1, 2.5, true, null, "abc"], b: {}, c: [] },
   };
-  assert.equal(jsonSizeBound(ascii, Infinity), JSON.stringify(ascii).length);
+  const exact = JSON.stringify(ascii).length;
+  // Within a limit that the coarse walk passes, the precise walk gives the exact size.
+  assert.equal(jsonSizeBound(ascii, exact), exact);
+  assert.ok(jsonSizeBound(ascii, Infinity) > exact, "coarse when far within");
   assert.equal(
-    jsonSizeBound({ a: undefined, b: [undefined], f: () => 1 }, Infinity),
+    jsonSizeBound({ a: undefined, b: [undefined], f: () => 1 }, 12),
     '{"b":[null]}'.length,
   );
   assert.ok(
