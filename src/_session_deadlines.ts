@@ -11,6 +11,8 @@
 const RESOLUTION = 4;
 /** The longest delay timers support; a later deadline re-arms on wake-up. */
 const MAX_DELAY = 2 ** 31 - 1;
+/** Emptied buckets kept for reuse (a sequential caller empties one per call). */
+const SPARE_BUCKETS = 8;
 
 /** What {@linkcode Deadlines} tracks: anything with an id and a slot field. */
 export interface Expiring {
@@ -22,6 +24,7 @@ export interface Expiring {
 /** Request deadlines on one timer, armed for the earliest non-empty slot. */
 export class Deadlines<T extends Expiring> {
   #buckets = new Map<number, Set<T>>();
+  #spare: Set<T>[] = [];
   /** Slots of `#buckets`, ascending (new slots almost always append). */
   #slots: number[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -39,23 +42,37 @@ export class Deadlines<T extends Expiring> {
     const slot = Math.ceil((Date.now() + (ms >= 0 ? ms : 0)) / RESOLUTION);
     let bucket = this.#buckets.get(slot);
     if (bucket === undefined) {
-      bucket = new Set();
+      bucket = this.#spare.pop() ?? new Set();
       this.#buckets.set(slot, bucket);
+      // The slot may still be listed from an earlier bucket (see remove).
       const slots = this.#slots;
-      if (slots.length === 0 || slots[slots.length - 1]! < slot) {
-        slots.push(slot);
-      } else slots.splice(lowerBound(slots, slot), 0, slot);
+      const last = slots.length === 0 ? -Infinity : slots[slots.length - 1]!;
+      if (last < slot) slots.push(slot);
+      else if (last !== slot) {
+        const at = lowerBound(slots, slot);
+        if (slots[at] !== slot) slots.splice(at, 0, slot);
+      }
     }
     bucket.add(item);
     item.slot = slot;
     if (slot < this.#timerSlot) this.#arm(slot);
   }
 
-  /** Forgets `item` (settled before its deadline). */
+  /**
+   * Forgets `item` (settled before its deadline). A bucket left empty is
+   * dropped at once: with long timeouts, empty buckets kept until their
+   * deadline would pile up (a 30 s timeout under load: ~20 MB of empty sets,
+   * all promoted to the old generation), costing GC pauses and memory. Its
+   * slot stays listed until the timer passes it.
+   */
   remove(item: T): void {
-    if (item.slot < 0) return;
-    this.#buckets.get(item.slot)?.delete(item);
+    const slot = item.slot;
+    if (slot < 0) return;
     item.slot = -1;
+    const bucket = this.#buckets.get(slot);
+    if (bucket === undefined || !bucket.delete(item) || bucket.size > 0) return;
+    this.#buckets.delete(slot);
+    if (this.#spare.length < SPARE_BUCKETS) this.#spare.push(bucket);
   }
 
   #arm(slot: number): void {
@@ -72,21 +89,21 @@ export class Deadlines<T extends Expiring> {
     this.#timerSlot = Infinity;
     const now = Date.now();
     const slots = this.#slots;
+    const buckets = this.#buckets;
     let done = 0;
     const expired: T[] = [];
     while (done < slots.length && slots[done]! * RESOLUTION <= now) {
       const slot = slots[done++]!;
-      const bucket = this.#buckets.get(slot)!;
-      this.#buckets.delete(slot);
+      const bucket = buckets.get(slot);
+      if (bucket === undefined) continue; // every request of it settled
+      buckets.delete(slot);
       for (const item of bucket) {
         item.slot = -1;
         expired.push(item);
       }
     }
     // Slots whose requests all settled need no wake-up.
-    while (
-      done < slots.length && this.#buckets.get(slots[done]!)!.size === 0
-    ) this.#buckets.delete(slots[done++]!);
+    while (done < slots.length && !buckets.has(slots[done]!)) done++;
     if (done > 0) slots.splice(0, done);
     if (slots.length > 0) this.#arm(slots[0]!);
     for (const item of expired) this.#onExpire(item);
@@ -102,6 +119,12 @@ export class Deadlines<T extends Expiring> {
     }
     this.#buckets.clear();
     this.#slots = [];
+    this.#spare = [];
+  }
+
+  /** How many deadline buckets are held (each holds at least one item). */
+  get bucketCount(): number {
+    return this.#buckets.size;
   }
 }
 

@@ -1,0 +1,68 @@
+import assert from "node:assert/strict";
+import { Deadlines } from "../src/_session_deadlines.ts";
+
+interface Item {
+  id: number;
+  slot: number;
+  added: number;
+  ms: number;
+}
+
+function item(id: number, ms: number): Item {
+  return { id, slot: -1, added: Date.now(), ms };
+}
+
+/** Deadlines whose expiries are recorded; `next()` resolves at the next one. */
+function recorder() {
+  const expired: Array<{ item: Item; at: number }> = [];
+  let wake: (() => void) | undefined;
+  const deadlines = new Deadlines<Item>((it) => {
+    expired.push({ item: it, at: Date.now() });
+    wake?.();
+  });
+  const until = async (n: number): Promise<void> => {
+    while (expired.length < n) {
+      await new Promise<void>((resolve) => (wake = resolve));
+    }
+  };
+  return { deadlines, expired, until };
+}
+
+Deno.test("Deadlines expire items once, never before their time, in order", async () => {
+  const { deadlines, expired, until } = recorder();
+  const items = [item(1, 30), item(2, 5), item(3, 15), item(4, 15)];
+  for (const it of items) deadlines.add(it, it.ms);
+  await until(4);
+  assert.deepEqual(expired.map((e) => e.item.id).slice(0, 1), [2]);
+  assert.equal(expired.at(-1)!.item.id, 1);
+  for (const { item, at } of expired) {
+    assert.ok(at >= item.added + item.ms, `item ${item.id} expired early`);
+    assert.equal(item.slot, -1);
+  }
+  assert.equal(deadlines.bucketCount, 0);
+});
+
+Deno.test("Deadlines: removed items never expire, and emptied buckets are dropped at once", async () => {
+  const { deadlines, expired, until } = recorder();
+  // Many settled calls with a long timeout leave nothing behind.
+  for (let i = 0; i < 10_000; i++) {
+    const it = item(i, 30_000);
+    deadlines.add(it, it.ms);
+    deadlines.remove(it);
+    assert.equal(it.slot, -1);
+  }
+  assert.equal(deadlines.bucketCount, 0);
+  // A slot emptied and used again still fires for its new item.
+  const gone = item(-1, 10);
+  deadlines.add(gone, 10);
+  deadlines.remove(gone);
+  const again = item(-2, 10);
+  deadlines.add(again, 10);
+  const later = item(-3, 20);
+  deadlines.add(later, 20);
+  await until(2);
+  assert.deepEqual(expired.map((e) => e.item.id), [-2, -3]);
+  deadlines.remove(gone); // removing twice is harmless
+  deadlines.clear(); // stops the timer of the 30 s slots
+  assert.equal(deadlines.bucketCount, 0);
+});
