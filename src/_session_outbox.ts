@@ -28,6 +28,8 @@ export class Outbox {
   /** The largest payload the peer accepts (from its `auth` reply). */
   maxFrameSize: number = DEFAULT_MAX_FRAME_SIZE;
   #writer: WritableStreamDefaultWriter<Uint8Array>;
+  // The connection's own write when it has one (no stream queue), else the writer's.
+  #write: (data: Uint8Array) => Promise<void>;
   #done: PromiseWithResolvers<void> = Promise.withResolvers();
   #queue: Outgoing[] = [];
   #scheduled = false;
@@ -57,10 +59,13 @@ export class Outbox {
 
   constructor(
     writable: WritableStream<Uint8Array>,
+    write: ((data: Uint8Array) => Promise<void>) | undefined,
     onError: (err: unknown) => void,
   ) {
     this.#onError = onError;
-    this.#writer = writable.getWriter();
+    const writer = writable.getWriter();
+    this.#writer = writer;
+    this.#write = write ?? ((data) => writer.write(data));
   }
 
   /**
@@ -128,7 +133,7 @@ export class Outbox {
       return;
     }
     this.#writingLarge = bytes.length >= LARGE_WRITE;
-    this.#writing = this.#writer.write(bytes).then(this.#written, this.#failed);
+    this.#writing = this.#write(bytes).then(this.#written, this.#failed);
   }
 
   /**

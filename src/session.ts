@@ -184,6 +184,7 @@ export class Session implements AsyncDisposable {
     this.#incoming = middleware.filter((m) => typeof m.incoming === "function");
     this.#outbox = new Outbox(
       conn.writable,
+      conn.write?.bind(conn),
       (err) =>
         this.#shutdown(`writing to the server failed (${describe(err)})`, err),
     );

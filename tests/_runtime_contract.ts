@@ -146,6 +146,37 @@ export const runtimeContract: ContractCheck[] = [
     },
   },
   {
+    name: "connect() write(), where offered, delivers all of a large buffer",
+    async fn({ rt }) {
+      const server = await startServer((s) => s.pipe(s));
+      const conn = await rt.connect({ port: server.port });
+      try {
+        if (conn.write === undefined) return; // optional: the writable is used instead
+        // Far above the socket buffers: the kernel takes it in parts.
+        const data = new Uint8Array(8 * 1024 * 1024);
+        for (let i = 0; i < data.length; i += 4096) data[i] = (i >> 12) % 251;
+        const received = readExactly(conn, data.length);
+        await conn.write(data);
+        // Bytes lost by a partial write would leave the reader waiting: fail instead.
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const late = new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error("Cannot read back all the bytes written")),
+            10_000,
+          );
+        });
+        try {
+          assert.deepEqual(await Promise.race([received, late]), data);
+        } finally {
+          clearTimeout(timer);
+        }
+      } finally {
+        conn.close();
+        await server.close();
+      }
+    },
+  },
+  {
     name: "connect() echoes over a Unix socket",
     async fn({ rt }) {
       const dir = await tempDir(rt);

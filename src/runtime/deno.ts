@@ -22,6 +22,13 @@ function wrapConn(conn: Deno.Conn): Connection {
     },
     writable: conn.writable,
     read: (into) => conn.read(into),
+    async write(data) {
+      // Deno's write may take part of the data: loop until all of it is written.
+      let written = await conn.write(data);
+      while (written < data.length) {
+        written += await conn.write(data.subarray(written));
+      }
+    },
     close() {
       if (closed) return;
       closed = true;

@@ -51,6 +51,13 @@ export interface Connection {
    * uses either this or `readable`, never both.
    */
   read?(into: Uint8Array): Promise<number | null>;
+  /**
+   * Optional faster path than `writable`: writes all of `data`, resolving
+   * once it is handed to the system. A writer uses either this or
+   * `writable`'s writer for its writes (closing through `writable` after
+   * the last write settled).
+   */
+  write?(data: Uint8Array): Promise<void>;
   /** Closes both directions at once (idempotent, never throws). */
   close(): void;
 }
