@@ -664,7 +664,10 @@ export class Session implements AsyncDisposable {
           }
           if (this.#incoming.length === 0 || this.#handshaking) {
             this.#dispatch(item);
-          } else await this.#receiveThroughMiddleware(item);
+          } else {
+            const later = this.#receiveThroughMiddleware(item);
+            if (later !== undefined) await later;
+          }
         }
       }
     } catch (err) {
@@ -678,31 +681,55 @@ export class Session implements AsyncDisposable {
     );
   }
 
-  /** Runs the incoming middleware (in order, awaited, so messages keep their order), then dispatches. */
-  async #receiveThroughMiddleware(msg: SessionMessage): Promise<void> {
-    let current = msg;
-    for (const mw of this.#incoming) {
+  /**
+   * Runs the incoming middleware in order, then dispatches. Synchronous while
+   * every hook is (no promise, no microtask per message); when a hook returns
+   * a promise, returns one that the read loop waits for, so messages keep
+   * their order.
+   */
+  #receiveThroughMiddleware(
+    msg: SessionMessage,
+    from = 0,
+    current: SessionMessage = msg,
+  ): Promise<void> | undefined {
+    const incoming = this.#incoming;
+    for (let i = from; i < incoming.length; i++) {
+      const mw = incoming[i]!;
+      let out: SessionMessage | void | Promise<SessionMessage | void>;
       try {
-        const out = mw.incoming!(current, this);
-        current = (out instanceof Promise ? await out : out) ?? current;
+        out = mw.incoming!(current, this);
       } catch (err) {
-        const error = middlewareError(mw, "incoming", err);
-        const id = msg.id;
-        if (typeof id === "number" && typeof msg.cmd === "string") {
-          this.#reply(id, false, wireError(error));
-        } else if (typeof id === "number" && typeof msg.event !== "string") {
-          this.#ignored.delete(id);
-          this.#settle(id, undefined, error);
-        } else {
-          this.#logger.warn("Dropped incoming message {id}: {error}", {
-            id,
-            error,
-          });
-        }
-        return;
+        this.#failIncoming(msg, middlewareError(mw, "incoming", err));
+        return undefined;
       }
+      if (out instanceof Promise) {
+        const at = current;
+        return out.then(
+          (next) => this.#receiveThroughMiddleware(msg, i + 1, next ?? at),
+          (err) =>
+            this.#failIncoming(msg, middlewareError(mw, "incoming", err)),
+        );
+      }
+      current = out ?? current;
     }
     if (!this.#closed) this.#dispatch(current);
+    return undefined;
+  }
+
+  /** An incoming hook failed on `msg`: the request it answers fails, a command gets an error reply. */
+  #failIncoming(msg: SessionMessage, error: Error): void {
+    const id = msg.id;
+    if (typeof id === "number" && typeof msg.cmd === "string") {
+      this.#reply(id, false, wireError(error));
+    } else if (typeof id === "number" && typeof msg.event !== "string") {
+      this.#ignored.delete(id);
+      this.#settle(id, undefined, error);
+    } else {
+      this.#logger.warn("Dropped incoming message {id}: {error}", {
+        id,
+        error,
+      });
+    }
   }
 
   #dispatch(msg: SessionMessage): void {

@@ -421,6 +421,48 @@ Deno.test("Session runs middleware in order and fails only the request whose mid
   assert.equal(await session.ping(), "pong");
 });
 
+Deno.test("Session keeps replies in order behind an async incoming hook, and fails only the reply whose hook rejects", async () => {
+  await using server = await startServer();
+  await using session = await server.connect({
+    middleware: [{
+      name: "slowOnTwo",
+      incoming: (msg) => {
+        const y = (msg.result as { y?: number } | undefined)?.y;
+        // Late for one reply, rejecting for another, synchronous for the rest.
+        if (y === 2) {
+          return new Promise((resolve) => setTimeout(() => resolve(msg), 20));
+        }
+        if (y === 6) return Promise.reject(new Error("late failure"));
+        return msg;
+      },
+    }],
+  });
+  await session.addModel("doubler", { source: DOUBLER });
+  const settled: number[] = [];
+  const calls = [1, 2, 4, 5].map((x) =>
+    session.execute("doubler", { x }).then((r) => {
+      settled.push(x);
+      return r;
+    })
+  );
+  assert.deepEqual(await Promise.all(calls), [
+    { y: 2 },
+    { y: 4 },
+    { y: 8 },
+    { y: 10 },
+  ]);
+  // The reply held for 20 ms did not let the later ones overtake it.
+  assert.deepEqual(settled, [1, 2, 4, 5]);
+  await assert.rejects(
+    session.execute("doubler", { x: 3 }),
+    (err: unknown) =>
+      err instanceof PluginError && /'slowOnTwo'/.test(err.message) &&
+      /late failure/.test(err.message),
+  );
+  assert.equal(session.inFlight, 0);
+  assert.deepEqual(await session.execute("doubler", { x: 7 }), { y: 14 });
+});
+
 Deno.test("Session closes with ConnectionLostError caused by a ChecksumError on a corrupted incoming frame", async () => {
   let armed = false;
   const { runtime } = tappedRuntime({
