@@ -113,7 +113,7 @@ class Framer:
             else:
                 out.append(payload)
             pos = stop + TRAILER_SIZE
-        if end_of_data - pos < HEADER_SIZE:
+        if pos != end_of_data and end_of_data - pos < HEADER_SIZE:
             self._check_partial_header(src, pos, end_of_data)
         if src is buf:
             if pos:

@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/framer.py",
-      size: 5334,
+      size: 5357,
       sha256:
-        "25b49db3ff0e60efe48ee5b28fd2f9b56be39169b530fe97610505e242a0e031",
+        "c8cec2bc6f7b283ea3a20a923f19f130a2882fc535ff7c5264d84d7b57116500",
     },
     {
       path: "pyproxy_server/models.py",
