@@ -163,7 +163,7 @@ export class SpillJsonReader {
     const backslash = (quote < 0 ? window : window.subarray(0, quote)).indexOf(
       BACKSLASH,
     );
-    if (backslash >= 0 && (quote < 0 || backslash < quote)) {
+    if (backslash >= 0) {
       this.#hold(window.subarray(0, backslash + 1));
       this.#literalEscaped = true;
       this.#escapePending = true;
@@ -212,7 +212,7 @@ export class SpillJsonReader {
     const piece = this.#decoder!.decode(chunk.subarray(pos), { stream: true });
     const quote = piece.indexOf('"');
     const backslash = piece.indexOf("\\");
-    if (backslash >= 0 && (quote < 0 || backslash < quote)) {
+    if (backslash >= 0) {
       this.#fail();
       return chunk.length;
     }

@@ -29,9 +29,6 @@ import { HostCommands, wireError } from "./_session_host_commands.ts";
 import { Deadlines } from "./_session_deadlines.ts";
 import { Outbox } from "./_session_outbox.ts";
 import { Pending } from "./_session_pending.ts";
-
-// Bytes asked for per read when the connection reads into a buffer.
-const READ_BUFFER_BYTES = 256 * 1024;
 import type {
   ModelDescription,
   ModelSpec,
@@ -42,6 +39,9 @@ import type {
   SessionMessage,
   SessionMiddleware,
 } from "./session_types.ts";
+
+// Bytes asked for per read when the connection reads into a buffer.
+const READ_BUFFER_BYTES = 256 * 1024;
 
 export type {
   HandlerCall,
@@ -121,9 +121,10 @@ export interface SessionConnectOptions {
  * One authenticated connection to a pyproxy Python server.
  *
  * Any number of requests may be in flight; the messages sent before the
- * event loop's next turn (a `setImmediate`) go out as one batch in one write. Every request settles exactly
- * once: with its reply, a `TimeoutError`, a `CancelledError` (both also send
- * `cancel` to the server), or a `ConnectionLostError` when the connection ends.
+ * event loop's next turn (a `setImmediate`) go out as one batch in one write.
+ * Every request settles exactly once: with its reply, a `TimeoutError`, a
+ * `CancelledError` (both also send `cancel` to the server), or a
+ * `ConnectionLostError` when the connection ends.
  *
  * @example Execute a model
  * ```ts ignore
