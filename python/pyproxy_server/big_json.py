@@ -26,8 +26,9 @@ import os
 
 __all__ = ["BIG", "BIG_DATA", "decode", "encode", "encode_bytes", "encode_reply", "without_big_strings"]
 
-# A str longer than this (characters; bytes for a literal in decode) takes the fast path.
-BIG = 64 * 1024
+# A str longer than this (characters; bytes for a literal in decode) takes the fast path
+# (from about this size on it is several times faster than the C encoder's escaping loop).
+BIG = 16 * 1024
 # decode() looks for big literals only in data longer than this (bytes).
 BIG_DATA = 1 << 20
 
@@ -72,6 +73,10 @@ _MAX_QUOTES = 4096
 _MAX_RUN = 64
 # Bytes a JSON string body holds unescaped: all but control characters, '"', '\\'.
 _SAFE = bytes(i for i in range(256) if i >= 0x20 and i != 0x22 and i != 0x5C)
+# The control characters of text (line ends, tabs): escaped by a replace of
+# the UTF-8 bytes, as the encoder escapes them (text in lines stays fast).
+_TEXT_ESCAPES = ((b"\n", b"\\n"), (b"\r", b"\\r"), (b"\t", b"\\t"))
+_TEXT_CONTROLS = b"\n\r\t"
 # Checked in slices that stay in the CPU cache.
 _CHUNK = 64 * 1024
 _WHITESPACE = b" \t\n\r"
@@ -245,8 +250,8 @@ def _encode_big(obj, encoder):
             if at <= 0:
                 return None
             pieces.append(text[pos:at].encode())
-            body = string.encode()
-            if not _clean(body, 0, len(body)):
+            body = _escaped(string.encode())
+            if body is None:
                 body = encoder(string)[1:-1].encode()
             pieces.append(body)
             pos = at + len(marker)
@@ -254,6 +259,21 @@ def _encode_big(obj, encoder):
     except UnicodeEncodeError:
         return None  # lone surrogates: the plain path raises the exact error
     return pieces
+
+
+def _escaped(body):
+    """The JSON string body for ``body`` (the UTF-8 of a ``str``): ``body``
+    itself when nothing needs escaping, line ends and tabs escaped when they
+    are all there is to escape, else None (the encoder's turn)."""
+    unsafe = body.translate(None, _SAFE)
+    if not unsafe:
+        return body
+    if unsafe.translate(None, _TEXT_CONTROLS):
+        return None
+    for char, escape in _TEXT_ESCAPES:
+        if char in unsafe:
+            body = body.replace(char, escape)
+    return body
 
 
 def _clean(data, start, stop):

@@ -40,9 +40,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/big_json.py",
-      size: 12911,
+      size: 13756,
       sha256:
-        "4d886d5e52d3038ddecdadb87e2a655c27232c02026d46985d5eb6c72e800f8c",
+        "b71050371eaf62df7733bc96fb6623ca38ecf07e04c8f0bf8f0e794fc7fbc95c",
     },
     {
       path: "pyproxy_server/call.py",
