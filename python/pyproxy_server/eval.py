@@ -187,8 +187,9 @@ class OutputChannel:
         if written - self._taken >= self.chunk_chars:
             with self._cond:
                 if self._queue:
-                    self._emit(True)
-        elif not self._scheduled and self._flusher is not None:
+                    # Whole chunks only: the tail waits for more writes (or the flusher).
+                    self._emit(True, False)
+        if not self._scheduled and self._flusher is not None:
             # Read after the append: a flusher that already cleared the flag
             # is still to drain the queue, so nothing waits unscheduled.
             with self._cond:
@@ -253,12 +254,18 @@ class OutputChannel:
         self._taken += taken
         return segments
 
-    def _emit(self, block):
+    def _emit(self, block, partial=True):
+        """Send what is queued, in chunks; ``block``: wait for credit (else keep
+        what has none for later); ``partial=False``: send whole chunks only and
+        keep the shorter tail of the last run of one fd queued."""
         segments = self._take()
         for index, (fd, text) in enumerate(segments):
             start = 0
             while start < len(text) and not self._closed:
                 data = text[start:start + self.chunk_chars]
+                if not partial and len(data) < self.chunk_chars and index == len(segments) - 1:
+                    self._keep(fd, text[start:], segments[index + 1:])
+                    return
                 while not self._has_credit(len(data)) and not self._closed:
                     if self._cancelled():
                         # Nobody will take output of a cancelled eval: drop it
@@ -267,12 +274,8 @@ class OutputChannel:
                         self._queue.clear()
                         return
                     if not block:
-                        # Keep the rest for later (an ack or the next write),
-                        # in front of anything written meanwhile.
-                        rest = [(fd, text[start:])] + segments[index + 1:]
-                        for item in reversed(rest):
-                            self._queue.appendleft(item)
-                            self._taken -= len(item[1])
+                        # Keep the rest for later (an ack or the next write).
+                        self._keep(fd, text[start:], segments[index + 1:])
                         return
                     self._cond.wait(self.poll)
                 if self._closed:
@@ -282,6 +285,13 @@ class OutputChannel:
                 self._send(fd, data, self._seq)
                 self._seq += 1
                 start += len(data)
+
+
+    def _keep(self, fd, text, later):
+        # Back in the queue (lock held), in front of anything written meanwhile.
+        for item in reversed([(fd, text)] + later):
+            self._queue.appendleft(item)
+            self._taken -= len(item[1])
 
 
 def _short_repr(value, limit=200):

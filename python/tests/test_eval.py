@@ -90,6 +90,33 @@ class OutputChannelTest(unittest.TestCase):
         self.assertEqual([d for _, d, _ in send.chunks], ["abcd", "efgh", "ij"])
         self.assertEqual([s for _, _, s in send.chunks], [0, 1, 2])
 
+    def test_a_write_that_fills_a_chunk_sends_whole_chunks_and_keeps_the_tail(self):
+        send = RecordingSend()
+        channel = OutputChannel(send)
+        channel.chunk_chars = 4
+        channel.write(1, "abc")
+        channel.write(1, "defgh")
+        channel.write(1, "ij")
+        self.assertEqual([d for _, d, _ in send.chunks], ["abcd", "efgh"])
+        channel.write(1, "klm")
+        # "m" waits for more output instead of going out as a chunk of its own.
+        self.assertEqual([d for _, d, _ in send.chunks], ["abcd", "efgh", "ijkl"])
+        channel.flush()
+        self.assertEqual([d for _, d, _ in send.chunks], ["abcd", "efgh", "ijkl", "m"])
+        self.assertEqual([s for _, _, s in send.chunks], [0, 1, 2, 3])
+
+    def test_earlier_runs_of_another_fd_go_out_whole_before_the_tail_waits(self):
+        send = RecordingSend()
+        channel = OutputChannel(send)
+        channel.chunk_chars = 4
+        channel.write(1, "abc")
+        channel.write(2, "de")
+        self.assertEqual(send.chunks, [(1, "abc", 0)])
+        channel.write(2, "fgh")
+        self.assertEqual(send.chunks, [(1, "abc", 0), (2, "defg", 1)])
+        channel.flush()
+        self.assertEqual(send.chunks, [(1, "abc", 0), (2, "defg", 1), (2, "h", 2)])
+
     def test_writer_blocks_without_credit_until_acked(self):
         send = RecordingSend()
         channel = OutputChannel(send)

@@ -76,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 17396,
+      size: 17950,
       sha256:
-        "ebbd05947de1aaee611080b5bed9474af300fdc20836fefa21e1768a94905ad7",
+        "46528e9ecd32e194e885982bae799d896ed3b4eabe02d83b9e1f7427e38aeb8f",
     },
     {
       path: "pyproxy_server/execution.py",
