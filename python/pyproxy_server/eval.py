@@ -190,8 +190,9 @@ class OutputChannel:
                     # Whole chunks only: the tail waits for more writes (or the flusher).
                     self._emit(True, False)
         if not self._scheduled and self._flusher is not None:
-            # Read after the append: a flusher that already cleared the flag
-            # is still to drain the queue, so nothing waits unscheduled.
+            # Also after an emit, for the tail it kept. Read after the append: a
+            # flusher that already cleared the flag is still to drain the queue,
+            # so nothing waits unscheduled.
             with self._cond:
                 if not self._scheduled:
                     self._scheduled = True
@@ -285,7 +286,6 @@ class OutputChannel:
                 self._send(fd, data, self._seq)
                 self._seq += 1
                 start += len(data)
-
 
     def _keep(self, fd, text, later):
         # Back in the queue (lock held), in front of anything written meanwhile.

@@ -76,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 17950,
+      size: 18005,
       sha256:
-        "46528e9ecd32e194e885982bae799d896ed3b4eabe02d83b9e1f7427e38aeb8f",
+        "1af6707098ccc1e936ffd59b0a5564023d370be33da960bbcce998f95da78bdf",
     },
     {
       path: "pyproxy_server/execution.py",
