@@ -70,6 +70,14 @@ class RecordingSend:
             self.chunks.append((fd, data, seq))
 
 
+def _four_char_chunks():
+    """A channel sending chunks of at most 4 characters, and what it sent."""
+    send = RecordingSend()
+    channel = OutputChannel(send)
+    channel.chunk_chars = 4
+    return send, channel
+
+
 class OutputChannelTest(unittest.TestCase):
     def test_coalesces_writes_of_one_fd(self):
         send = RecordingSend()
@@ -82,18 +90,14 @@ class OutputChannelTest(unittest.TestCase):
         self.assertEqual(channel.chunks, 2)
 
     def test_splits_big_writes_into_bounded_chunks(self):
-        send = RecordingSend()
-        channel = OutputChannel(send)
-        channel.chunk_chars = 4
+        send, channel = _four_char_chunks()
         channel.write(1, "abcdefghij")
         channel.flush()
         self.assertEqual([d for _, d, _ in send.chunks], ["abcd", "efgh", "ij"])
         self.assertEqual([s for _, _, s in send.chunks], [0, 1, 2])
 
     def test_a_write_that_fills_a_chunk_sends_whole_chunks_and_keeps_the_tail(self):
-        send = RecordingSend()
-        channel = OutputChannel(send)
-        channel.chunk_chars = 4
+        send, channel = _four_char_chunks()
         channel.write(1, "abc")
         channel.write(1, "defgh")
         channel.write(1, "ij")
@@ -106,9 +110,7 @@ class OutputChannelTest(unittest.TestCase):
         self.assertEqual([s for _, _, s in send.chunks], [0, 1, 2, 3])
 
     def test_earlier_runs_of_another_fd_go_out_whole_before_the_tail_waits(self):
-        send = RecordingSend()
-        channel = OutputChannel(send)
-        channel.chunk_chars = 4
+        send, channel = _four_char_chunks()
         channel.write(1, "abc")
         channel.write(2, "de")
         self.assertEqual(send.chunks, [(1, "abc", 0)])
