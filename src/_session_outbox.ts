@@ -12,6 +12,7 @@
  * @module
  */
 import { DEFAULT_MAX_FRAME_SIZE } from "./protocol/frame.ts";
+import { BATCH_LIMITS, batchMessages } from "./protocol/batch_frame.ts";
 import { encodeMessageFrames } from "./protocol/encode_message_frames.ts";
 import { createMd5 } from "./protocol/md5.ts";
 import type { SessionMessage } from "./session_types.ts";
@@ -27,6 +28,8 @@ const LARGE_WRITE = 1024 * 1024;
 export class Outbox {
   /** The largest payload the peer accepts (from its `auth` reply). */
   maxFrameSize: number = DEFAULT_MAX_FRAME_SIZE;
+  /** The peer accepts batch frames: small messages of one flush share a frame. */
+  batch = false;
   #writer: WritableStreamDefaultWriter<Uint8Array>;
   // The connection's own write when it has one (no stream queue), else the writer's.
   #write: (data: Uint8Array) => Promise<void>;
@@ -123,11 +126,15 @@ export class Outbox {
     if (
       this.#queue.length === 0 || this.#closed || this.#writing !== undefined
     ) return;
-    const batch = this.#queue;
+    const queued = this.#queue;
     this.#queue = [];
     let bytes: Uint8Array;
     try {
-      bytes = encodeMessageFrames(batch, this.#md5, this.#text);
+      bytes = encodeMessageFrames(
+        this.batch ? batchMessages(queued, BATCH_LIMITS) : queued,
+        this.#md5,
+        this.#text,
+      );
     } catch (err) {
       this.#failed(err);
       return;

@@ -21,6 +21,11 @@ import {
 import { DEFAULT_MAX_FRAME_SIZE, VERSION } from "./protocol/frame.ts";
 import { FrameDecoder } from "./protocol/frame_decoder.ts";
 import { parsePayload } from "./protocol/json_decoder_stream.ts";
+import {
+  isBatch,
+  MIN_BATCH_FRAME_SIZE,
+  unbatch,
+} from "./protocol/batch_frame.ts";
 import { createMd5 } from "./protocol/md5.ts";
 import { verifyFrame } from "./protocol/md5_verifier_stream.ts";
 import { defaultRuntime } from "./runtime/mod.ts";
@@ -143,6 +148,8 @@ export class Session implements AsyncDisposable {
   #reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
   #read: () => Promise<Uint8Array | null>;
   #decoder: FrameDecoder;
+  // This side asks the server for batch frames (its frame limit fits them).
+  #readsBatches: boolean;
   #lastReceived = Date.now();
   #readDone: Promise<void>;
   #pending = new Map<number, Pending>();
@@ -191,6 +198,8 @@ export class Session implements AsyncDisposable {
     );
     // The read loop runs the logic of FrameDecoderStream → Md5VerifierStream
     // → JsonDecoderStream as plain calls: one pipe stage per read, not three.
+    this.#readsBatches = (options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE) >=
+      MIN_BATCH_FRAME_SIZE;
     this.#decoder = new FrameDecoder(
       options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
     );
@@ -512,7 +521,9 @@ export class Session implements AsyncDisposable {
       );
       let result: Record<string, unknown>;
       try {
-        result = await this.request<Record<string, unknown>>("auth", { mac }, {
+        // batch: this side reads batch frames (protocol §3), when its frame limit allows them.
+        const args = this.#readsBatches ? { mac, batch: true } : { mac };
+        result = await this.request<Record<string, unknown>>("auth", args, {
           timeout,
         });
       } catch (err) {
@@ -535,6 +546,8 @@ export class Session implements AsyncDisposable {
     if (typeof limit === "number" && limit > 0) {
       this.#outbox.maxFrameSize = limit;
     }
+    this.#outbox.batch = this.#serverInfo.batch === true &&
+      this.#outbox.maxFrameSize >= MIN_BATCH_FRAME_SIZE;
     this.#handshaking = false;
   }
 
@@ -663,10 +676,21 @@ export class Session implements AsyncDisposable {
             );
             return;
           }
-          if (this.#incoming.length === 0 || this.#handshaking) {
-            this.#dispatch(item);
-          } else {
-            const later = this.#receiveThroughMiddleware(item);
+          if (!isBatch(item)) {
+            const later = this.#receive(item);
+            if (later !== undefined) await later;
+            continue;
+          }
+          const messages = unbatch(item);
+          if (messages instanceof Error) {
+            this.#shutdown(
+              `the server sent a corrupted frame (${messages.message})`,
+              messages,
+            );
+            return;
+          }
+          for (let j = 0; j < messages.length && !this.#closed; j++) {
+            const later = this.#receive(messages[j]!);
             if (later !== undefined) await later;
           }
         }
@@ -680,6 +704,15 @@ export class Session implements AsyncDisposable {
         : `the connection failed (${describe(cause)})`,
       cause,
     );
+  }
+
+  /** Dispatches one incoming message, through the incoming middleware once the session is open. */
+  #receive(msg: SessionMessage): Promise<void> | undefined {
+    if (this.#incoming.length === 0 || this.#handshaking) {
+      this.#dispatch(msg);
+      return undefined;
+    }
+    return this.#receiveThroughMiddleware(msg);
   }
 
   /**

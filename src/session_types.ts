@@ -148,6 +148,11 @@ export interface ServerStatus {
    * sleeping (server `--spin-us`; absent from servers before it).
    */
   spinReads?: number;
+  /**
+   * Batch frames (protocol §3) the server received from and sent to its
+   * clients (absent from servers before them).
+   */
+  batchFrames?: { received: number; sent: number };
   /** Other fields the server adds. */
   [key: string]: unknown;
 }

@@ -82,6 +82,9 @@ class Server:
         # Seconds a connection polls its socket after a read before waiting on the loop (Connection._spin_read).
         self.spin = float(spin)
         self.spin_reads = 0
+        # Batch frames received from and sent to clients (protocol §3).
+        self.batches_received = 0
+        self.batches_sent = 0
         self.models = ModelRegistry(self.root)
         self.commands = {}
         self.connections = {}
@@ -238,6 +241,7 @@ class Server:
             "connections": len(self.connections),
             "inFlight": self.in_flight,
             "spinReads": self.spin_reads,
+            "batchFrames": {"received": self.batches_received, "sent": self.batches_sent},
             "python": commands.PYTHON_VERSION,
         }
 

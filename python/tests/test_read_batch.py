@@ -70,7 +70,7 @@ def replies(data):
     return out
 
 
-class ReadBatchTest(unittest.TestCase):
+class ConnectionCase(unittest.TestCase):
     def run_with_connection(self, body):
         async def main():
             with tempfile.TemporaryDirectory() as root:
@@ -100,6 +100,8 @@ class ReadBatchTest(unittest.TestCase):
         finally:
             capture.uninstall(old)
 
+
+class ReadBatchTest(ConnectionCase):
     def test_replies_of_one_read_are_written_every_flush_every_requests(self):
         async def body(server, conn, transport):
             every = Connection.FLUSH_EVERY

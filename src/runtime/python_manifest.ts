@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 31339,
+      size: 36355,
       sha256:
-        "6bf5e72bd2d8212ab31a775e144132b56194b4496f7c628998aad333d2719691",
+        "a5da597c28c08e508973da3ef776f2ff0de3f4cc58d9fa8ae326510296487307",
     },
     {
       path: "pyproxy_server/errors.py",
@@ -100,9 +100,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 10987,
+      size: 11215,
       sha256:
-        "d922144a9613831d0bd7e0177cdf8845f4727587bb98f01492d98111135f191f",
+        "d0c589e2da93359354f6c923a5c6a930ab71538540f2d59704e3a44f6d4bc0d1",
     },
     {
       path: "pyproxy_server/spill.py",
