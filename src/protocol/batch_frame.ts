@@ -7,7 +7,16 @@
  */
 import { ProtocolError } from "../errors.ts";
 
-/** Limits of {@linkcode batchMessages}, in UTF-16 units of JSON text. */
+/**
+ * Limits of {@linkcode batchMessages}, in UTF-16 units of JSON text.
+ *
+ * @example
+ * ```ts
+ * import type { BatchLimits } from "./batch_frame.ts";
+ * const small: BatchLimits = { maxItem: 1024, maxBatch: 4096 };
+ * console.log(small.maxBatch); // 4096
+ * ```
+ */
 export interface BatchLimits {
   /** A message longer than this is framed alone. */
   maxItem: number;
@@ -15,10 +24,28 @@ export interface BatchLimits {
   maxBatch: number;
 }
 
-/** The host's limits: 16 Ki units per message, 64 Ki units per batch (at most 192 KiB of UTF-8). */
+/**
+ * The host's limits: 16 Ki units per message, 64 Ki units per batch (at most
+ * 192 KiB of UTF-8).
+ *
+ * @example
+ * ```ts
+ * import { BATCH_LIMITS } from "./batch_frame.ts";
+ * console.log(BATCH_LIMITS.maxItem); // 16384
+ * ```
+ */
 export const BATCH_LIMITS: BatchLimits = { maxItem: 16384, maxBatch: 65536 };
 
-/** The smallest frame limit a peer must accept for the host to send it batches. */
+/**
+ * The smallest frame limit a peer must accept for a side to send it batches
+ * (and that a side must have to ask for them): 256 KiB.
+ *
+ * @example
+ * ```ts
+ * import { MIN_BATCH_FRAME_SIZE } from "./batch_frame.ts";
+ * console.log(MIN_BATCH_FRAME_SIZE); // 262144
+ * ```
+ */
 export const MIN_BATCH_FRAME_SIZE: number = 4 * BATCH_LIMITS.maxBatch;
 
 const OPEN = '{"batch":[';

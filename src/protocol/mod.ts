@@ -30,3 +30,4 @@ export * from "./json_encoder_stream.ts";
 export * from "./md5_signer_stream.ts";
 export * from "./frame_encoder_stream.ts";
 export * from "./encode_message_frames.ts";
+export * from "./batch_frame.ts";
