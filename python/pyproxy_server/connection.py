@@ -768,25 +768,21 @@ class Connection(asyncio.BufferedProtocol):
 
     def enqueue(self, payload):
         """Queue one framed message; safe from any thread."""
-        if self._send_batches and len(payload) <= self.BATCH_ITEM_MAX:
-            with self._lock:
-                self._out.append(payload)  # framed at the flush, with its neighbours
-                self._out_size += len(payload) + 41
-                if self._flush_pending:
-                    return
-                self._flush_pending = True
+        batches = self._send_batches
+        if batches and len(payload) <= self.BATCH_ITEM_MAX:
+            entry = payload  # framed at the flush, with its neighbours
         else:
             digest = _md5(payload).digest()
-            header = _pack_header(MAGIC, VERSION, digest, len(payload))
-            with self._lock:
-                if self._send_batches:
-                    self._out.append((header, payload, digest))  # framed alone
-                else:
-                    self._out += (header, payload, digest)
-                self._out_size += len(payload) + 41
-                if self._flush_pending:
-                    return
-                self._flush_pending = True
+            entry = (_pack_header(MAGIC, VERSION, digest, len(payload)), payload, digest)
+        with self._lock:
+            if batches:
+                self._out.append(entry)
+            else:
+                self._out += entry
+            self._out_size += len(payload) + 41
+            if self._flush_pending:
+                return
+            self._flush_pending = True
         if _get_ident() == self._loop_ident:
             if not self._batching:
                 self._loop.call_soon(self._flush)

@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 36355,
+      size: 36091,
       sha256:
-        "a5da597c28c08e508973da3ef776f2ff0de3f4cc58d9fa8ae326510296487307",
+        "74517e5ce53b202ba3a98228ef57197b989968d3afcb03b972a286ca8859d136",
     },
     {
       path: "pyproxy_server/errors.py",
