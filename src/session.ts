@@ -198,11 +198,9 @@ export class Session implements AsyncDisposable {
     );
     // The read loop runs the logic of FrameDecoderStream → Md5VerifierStream
     // → JsonDecoderStream as plain calls: one pipe stage per read, not three.
-    this.#readsBatches = (options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE) >=
-      MIN_BATCH_FRAME_SIZE;
-    this.#decoder = new FrameDecoder(
-      options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
-    );
+    const maxFrameSize = options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE;
+    this.#readsBatches = maxFrameSize >= MIN_BATCH_FRAME_SIZE;
+    this.#decoder = new FrameDecoder(maxFrameSize);
     if (conn.read !== undefined) {
       // No stream machinery and no fresh buffer per read: every frame of a read is consumed
       // (copied when split) before the next read reuses the buffer.
@@ -668,26 +666,21 @@ export class Session implements AsyncDisposable {
           const item = payload instanceof Error
             ? payload
             : parsePayload(payload, text);
-          if (item instanceof Error) {
-            // A corrupted frame cannot be attributed to a request: give up on the connection.
-            this.#shutdown(
-              `the server sent a corrupted frame (${item.message})`,
-              item,
-            );
-            return;
-          }
-          if (!isBatch(item)) {
-            const later = this.#receive(item);
-            if (later !== undefined) await later;
-            continue;
-          }
-          const messages = unbatch(item);
+          const messages = item instanceof Error || !isBatch(item)
+            ? item
+            : unbatch(item);
           if (messages instanceof Error) {
+            // A corrupted frame cannot be attributed to a request: give up on the connection.
             this.#shutdown(
               `the server sent a corrupted frame (${messages.message})`,
               messages,
             );
             return;
+          }
+          if (!Array.isArray(messages)) {
+            const later = this.#receive(messages);
+            if (later !== undefined) await later;
+            continue;
           }
           for (let j = 0; j < messages.length && !this.#closed; j++) {
             const later = this.#receive(messages[j]!);

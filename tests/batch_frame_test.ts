@@ -6,7 +6,7 @@ import {
   isBatch,
   unbatch,
 } from "../src/protocol/batch_frame.ts";
-import { Session } from "../src/session.ts";
+import type { Session } from "../src/session.ts";
 import { DOUBLER, startServer } from "./_harness.ts";
 
 const msg = (id: number, pad = 0) =>
@@ -89,22 +89,30 @@ Deno.test("isBatch and unbatch tell batches from other messages and refuse bad o
   }
 });
 
+/** Runs `count` concurrent doubler calls on `session`, checks them, returns the server's batch counts. */
+async function doubleConcurrently(
+  session: Session,
+  count: number,
+): Promise<{ received: number; sent: number }> {
+  await session.addModel("d", { file: "models/doubler.py" });
+  const calls = Array.from(
+    { length: count },
+    (_, x) => session.execute("d", { x }, { timeout: 10_000 }),
+  );
+  assert.deepEqual(
+    await Promise.all(calls),
+    Array.from({ length: count }, (_, x) => ({ y: 2 * x })),
+  );
+  return (await session.status()).batchFrames!;
+}
+
 Deno.test("Session and server negotiate batch frames and use them both ways", async () => {
   await using server = await startServer({
     files: { "models/doubler.py": DOUBLER },
   });
   await using session = await server.connect();
   assert.equal(session.serverInfo.batch, true);
-  await session.addModel("d", { file: "models/doubler.py" });
-  const calls = Array.from(
-    { length: 300 },
-    (_, x) => session.execute("d", { x }, { timeout: 10_000 }),
-  );
-  assert.deepEqual(
-    await Promise.all(calls),
-    Array.from({ length: 300 }, (_, x) => ({ y: 2 * x })),
-  );
-  const frames = (await session.status()).batchFrames!;
+  const frames = await doubleConcurrently(session, 300);
   assert.ok(
     frames.received > 0,
     `host sent batches: ${JSON.stringify(frames)}`,
@@ -117,17 +125,7 @@ Deno.test("A session whose frame limit is below a batch does not ask for batches
     files: { "models/doubler.py": DOUBLER },
   });
   await using session = await server.connect({ maxFrameSize: 65536 });
-  await session.addModel("d", { file: "models/doubler.py" });
-  const calls = Array.from(
-    { length: 100 },
-    (_, x) => session.execute("d", { x }, { timeout: 10_000 }),
-  );
-  assert.deepEqual(
-    await Promise.all(calls),
-    Array.from({ length: 100 }, (_, x) => ({ y: 2 * x })),
-  );
-  const frames = (await session.status()).batchFrames!;
+  const frames = await doubleConcurrently(session, 100);
   assert.equal(frames.sent, 0, "the server sends no batch to this session");
   assert.ok(frames.received > 0, "the session still sends batches");
-  assert.ok(session instanceof Session);
 });

@@ -402,29 +402,11 @@ class Connection(asyncio.BufferedProtocol):
         if not items:
             return
         self._last_read_items = len(items)
-        batch = None
         self._batching = True
         self._inline_left = self.INLINE_BUDGET
-        flush_every = self.FLUSH_EVERY
         try:
             try:
-                for n, item in enumerate(items):
-                    if self._closing:
-                        break
-                    if n and n % flush_every == 0 and self._out:
-                        self._flush()  # the replies of the previous flush_every requests
-                    try:
-                        work = self._handle(item)
-                    except Exception:
-                        log.exception("connection %s: request handling failed", self.id)
-                        continue
-                    if work is not None:
-                        if batch is None:
-                            batch = []
-                        if work.__class__ is list:
-                            batch += work  # a batch frame's threaded calls
-                        else:
-                            batch.append(work)
+                batch = self._handle_all(items, self._handle)
             finally:
                 if self._inline_mode and not self._hold_inline:
                     self._leave_inline()
@@ -435,6 +417,31 @@ class Connection(asyncio.BufferedProtocol):
             self._flush()
 
     # -- request dispatch --------------------------------------------------
+
+    def _handle_all(self, items, handle):
+        """Runs ``handle`` on each item in order (frames of a read, or the
+        messages of a batch frame), writing the replies made so far every
+        ``FLUSH_EVERY`` items; returns the threaded work they left, or None."""
+        works = None
+        flush_every = self.FLUSH_EVERY
+        for n, item in enumerate(items):
+            if self._closing:
+                break
+            if n and n % flush_every == 0 and self._out:
+                self._flush()  # the replies of the previous flush_every requests
+            try:
+                work = handle(item)
+            except Exception:
+                log.exception("connection %s: request handling failed", self.id)
+                continue
+            if work is not None:
+                if works is None:
+                    works = []
+                if work.__class__ is list:
+                    works += work  # a batch frame's threaded calls
+                else:
+                    works.append(work)
+        return works
 
     def _handle(self, item):
         if item.__class__ is ChecksumError:
@@ -529,32 +536,14 @@ class Connection(asyncio.BufferedProtocol):
             return self._bad(None, ProtocolError("Cannot parse payload: 'batch' must be an array"))
         self.server.batches_received += 1
         self._last_read_items += len(msgs) - 1
-        works = None
-        flush_every = self.FLUSH_EVERY
-        for n, msg in enumerate(msgs):
-            if self._closing:
-                break
-            if n and n % flush_every == 0 and self._out:
-                self._flush()
-            if msg.__class__ is not dict:
-                self._bad(None, ProtocolError("Cannot parse payload: a batch item is not a JSON object"))
-                continue
-            if "batch" in msg and "cmd" not in msg and "id" not in msg and "event" not in msg:
-                self._bad(None, ProtocolError("Cannot parse payload: a batch inside a batch"))
-                continue
-            try:
-                work = self._dispatch(msg)
-            except Exception:
-                log.exception("connection %s: request handling failed", self.id)
-                continue
-            if work is not None:
-                if works is None:
-                    works = []
-                if work.__class__ is list:
-                    works += work
-                else:
-                    works.append(work)
-        return works
+        return self._handle_all(msgs, self._batch_item)
+
+    def _batch_item(self, msg):
+        if msg.__class__ is not dict:
+            return self._bad(None, ProtocolError("Cannot parse payload: a batch item is not a JSON object"))
+        if "batch" in msg and "cmd" not in msg and "id" not in msg and "event" not in msg:
+            return self._bad(None, ProtocolError("Cannot parse payload: a batch inside a batch"))
+        return self._dispatch(msg)
 
     def _run_inline(self, call, run):
         """Run a threaded command's fast path on the loop thread; False: run it threaded.

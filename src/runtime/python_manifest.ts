@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 36091,
+      size: 35685,
       sha256:
-        "74517e5ce53b202ba3a98228ef57197b989968d3afcb03b972a286ca8859d136",
+        "f44813dd2f56c66686babc58a012c365f5304473f1ec6279e5279fd87517987a",
     },
     {
       path: "pyproxy_server/errors.py",
