@@ -392,21 +392,29 @@ class Connection(asyncio.BufferedProtocol):
     def data_received(self, data):
         if self._closing:
             return
-        try:
-            items = self._framer.feed(data)
-        except FrameError as exc:
-            log.warning("connection %s: %s; closing", self.id, exc.message)
-            self._closing = True
-            self._transport.abort()
-            return
-        if not items:
-            return
+        msg = self._lone_message(data)
+        if msg is not None:
+            if self._run_lone(msg):
+                return
+            items = (msg,)
+            handle = self._dispatch
+        else:
+            try:
+                items = self._framer.feed(data)
+            except FrameError as exc:
+                log.warning("connection %s: %s; closing", self.id, exc.message)
+                self._closing = True
+                self._transport.abort()
+                return
+            if not items:
+                return
+            handle = self._handle
         self._last_read_items = len(items)
         self._batching = True
         self._inline_left = self.INLINE_BUDGET
         try:
             try:
-                batch = self._handle_all(items, self._handle)
+                batch = self._handle_all(items, handle)
             finally:
                 if self._inline_mode and not self._hold_inline:
                     self._leave_inline()
@@ -442,6 +450,69 @@ class Connection(asyncio.BufferedProtocol):
                 else:
                     works.append(work)
         return works
+
+    def _lone_message(self, data):
+        """The message of a read that is one whole small frame holding a JSON
+        object (a sequential client's request), else ``None`` (the framer and
+        ``_handle`` then take the read and report any error exactly)."""
+        payload = self._framer.single(data)
+        if payload is None or len(payload) > _BIG:
+            return None
+        try:
+            text = payload.decode("utf-8")
+            msg, end = _raw_decode_json(text)
+        except ValueError:
+            return None
+        return msg if end == len(text) and msg.__class__ is dict else None
+
+    def _run_lone(self, msg):
+        """The fast lane of a sequential client: the lone request of a read,
+        when its command has an inline fast path that takes it (a fast model's
+        ``executeModel``), runs here and its reply is written at once, without
+        the general loop, queue and flush; True when it was handled (else
+        nothing happened and ``_dispatch`` takes it). Same checks, same
+        ``Call``, same reply and errors as ``_dispatch`` and ``_run_inline``.
+        """
+        rid = msg.get("id")
+        cmd = msg.get("cmd")
+        if rid.__class__ is not int or cmd.__class__ is not str or not self.authenticated or "$spill" in msg:
+            return False
+        server = self.server
+        entry = server.commands.get(cmd)
+        if entry is None:
+            return False
+        handler, threaded, inline = entry
+        if inline is None or not threaded or rid in self.runner.calls:
+            return False
+        call = Call(self, rid, cmd, msg)
+        run = inline(call)
+        if run is None:
+            return False
+        server.requests_served += 1
+        self._last_read_items = 1
+        self._inline_left = self.INLINE_BUDGET
+        try:
+            payload = self._inline_reply(call, run)
+        finally:
+            if self._inline_mode and not self._hold_inline:
+                self._leave_inline()
+        if payload is not None and not self._out and not self._closed:
+            # Nothing queued to keep the order with (its output, if any, was).
+            digest = _md5(payload).digest()
+            self._transport.write(b"".join((_pack_header(MAGIC, VERSION, digest, len(payload)), payload, digest)))
+            return True
+        self._batching = True
+        try:
+            if payload is not None:
+                self.enqueue(payload)
+            else:
+                work = self._threaded(rid, call, handler)
+                if work is not None:
+                    self.runner.submit([work])
+        finally:
+            self._batching = False
+            self._flush()
+        return True
 
     def _handle(self, item):
         if item.__class__ is ChecksumError:
@@ -509,14 +580,7 @@ class Connection(asyncio.BufferedProtocol):
                 run = inline(call)
                 if run is not None and self._run_inline(call, run):
                     return None
-            if len(calls) >= server.max_calls:
-                self.enqueue(self.encode_error(rid, OverloadedError(
-                    "Cannot run request %d: %d calls are already queued or running on this connection (--max-calls)"
-                    % (rid, len(calls))
-                ).to_wire()))
-                return None
-            calls[rid] = call
-            return (call, handler)
+            return self._threaded(rid, call, handler)
         if self._inline_mode:
             self._leave_inline()
         try:
@@ -528,6 +592,19 @@ class Connection(asyncio.BufferedProtocol):
         else:
             self.enqueue(self.encode_reply(rid, result))
         return None
+
+    def _threaded(self, rid, call, handler):
+        """The work item of a call for the executor threads, or None when the
+        connection has ``--max-calls`` already (answered with an error)."""
+        calls = self.runner.calls
+        if len(calls) >= self.server.max_calls:
+            self.enqueue(self.encode_error(rid, OverloadedError(
+                "Cannot run request %d: %d calls are already queued or running on this connection (--max-calls)"
+                % (rid, len(calls))
+            ).to_wire()))
+            return None
+        calls[rid] = call
+        return (call, handler)
 
     def _unbatch(self, msgs):
         """Handles the messages of a batch frame in order, like frames of their
@@ -546,7 +623,20 @@ class Connection(asyncio.BufferedProtocol):
         return self._dispatch(msg)
 
     def _run_inline(self, call, run):
-        """Run a threaded command's fast path on the loop thread; False: run it threaded.
+        """Run a threaded command's fast path on the loop thread and queue its
+        reply; False: run it threaded."""
+        left = self._inline_left
+        payload = self._inline_reply(call, run)
+        if payload is None:
+            return False
+        self.enqueue(payload)
+        if left - self._inline_left > self.INLINE_FLUSH:
+            self._flush()
+        return True
+
+    def _inline_reply(self, call, run):
+        """Run a threaded command's fast path on the loop thread; its encoded
+        reply, or None: run it threaded (its output is dropped).
 
         Set up as on an executor thread (``current_call``, output capture);
         the running loop is hidden so model code may use ``asyncio.run``.
@@ -578,15 +668,12 @@ class Connection(asyncio.BufferedProtocol):
             elapsed = _clock() - start
             self._inline_left -= elapsed
         if not handled or call.retry:
-            return False  # its output is dropped with the sink: the thread re-runs it
+            return None  # its output is dropped with the sink: the thread re-runs it
         if payload is None:
             payload = self.encode_reply(call.id, result)
         if sink is not None:
             sink.close()  # the output goes before the reply
-        self.enqueue(payload)
-        if elapsed > self.INLINE_FLUSH:
-            self._flush()
-        return True
+        return payload
 
     def _enter_inline(self):
         # Once for a run of inline calls, undone (_leave_inline) before other

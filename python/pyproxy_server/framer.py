@@ -72,6 +72,22 @@ class Framer:
         """Number of bytes held back waiting for the rest of a frame."""
         return len(self._buf)
 
+    def single(self, data):
+        """The payload when ``data`` is exactly one whole, intact frame and
+        nothing is buffered (what a sequential client sends), else ``None``:
+        then ``feed(data)`` gives the items and errors as usual. Consumes
+        nothing; skips ``feed``'s loop for the most common read."""
+        length = len(data) - OVERHEAD
+        if length < 0 or self._buf or length > self.max_frame_size:
+            return None
+        magic, version, digest, declared = _unpack_header(data, 0)
+        if declared != length or magic != MAGIC or version != VERSION:
+            return None
+        payload = bytes(data[HEADER_SIZE : HEADER_SIZE + length])
+        if data[HEADER_SIZE + length :] != digest or _md5(payload).digest() != digest:
+            return None
+        return payload
+
     def feed(self, data):
         """Consume ``data`` (bytes-like); return the list of completed items."""
         buf = self._buf

@@ -110,6 +110,36 @@ class FramerTest(unittest.TestCase):
         self.assertEqual(len(got), 1)
         self.assertEqual(bytes(got[0]), payload)
 
+    def test_single_gives_the_payload_of_a_read_of_exactly_one_frame(self):
+        data = Framer.encode(b'{"id":1}')
+        framer = Framer()
+        self.assertEqual(framer.single(data), b'{"id":1}')
+        self.assertEqual(framer.single(memoryview(bytearray(data))), b'{"id":1}')
+        self.assertEqual(framer.buffered, 0)  # consumes nothing
+
+    def test_single_leaves_every_other_read_to_feed(self):
+        one = Framer.encode(b'{"id":1}')
+        cases = {
+            "two frames": one + one,
+            "a part": one[:-1],
+            "extra bytes": one + b"P",
+            "bad checksum": frame(b'{"id":1}', checksum=b"\1" * 16),
+            "bad end marker": frame(b'{"id":1}', end=b"\0" * 16),
+            "bad begin marker": b"XXXX" + one[4:],
+            "bad version": one[:4] + b"\2" + one[5:],
+            "short": b"PYPX",
+        }
+        for name, data in cases.items():
+            with self.subTest(name):
+                self.assertIsNone(Framer().single(data))
+        self.assertIsNone(Framer(max_frame_size=7).single(one))  # above the limit
+
+    def test_single_is_none_while_a_frame_is_buffered(self):
+        one = Framer.encode(b'{"id":1}')
+        framer = Framer()
+        self.assertEqual(framer.feed(one[:10]), [])
+        self.assertIsNone(framer.single(one))  # would skip the buffered part
+
 
 if __name__ == "__main__":
     unittest.main()

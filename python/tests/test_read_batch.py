@@ -11,6 +11,7 @@ import unittest
 from pyproxy_server import capture
 from pyproxy_server.big_json import BIG
 from pyproxy_server.connection import Connection
+from pyproxy_server.framer import Framer
 from pyproxy_server.server import Server
 
 from ._client import encode
@@ -172,6 +173,86 @@ class ReadBatchTest(ConnectionCase):
             self.assertEqual([r["result"] for r in got], [{"data": "x" * size}] * 2)
 
         self.run_with_connection(body)
+
+
+class NoFeedFramer(Framer):
+    __slots__ = ()
+
+    def feed(self, data):
+        raise AssertionError("a lone request went through Framer.feed")
+
+
+class LoneRequestTest(ConnectionCase):
+    """A read of one request (a sequential client) takes a shorter lane
+    (Connection._run_lone) with the same results as the general loop."""
+
+    def test_a_lone_inline_request_is_answered_without_the_frame_loop(self):
+        async def body(server, conn, transport):
+            conn._framer = NoFeedFramer()  # the lane needs neither the frame loop
+            conn._handle_all = None  # nor the request loop
+            served = server.requests_served
+            conn.data_received(encode({"id": 50, "cmd": "executeModel", "name": "m", "msg": {"n": 5}}))
+            self.assertEqual(len(transport.writes), 1)
+            self.assertEqual(replies(transport.writes[0]), [{"id": 50, "ok": True, "result": {"n": 5, "loop": False}}])
+            self.assertEqual(server.requests_served, served + 1)
+            self.assertIs(asyncio._get_running_loop(), server.loop)  # shown again after the call
+
+        self.run_with_connection(body)
+
+    def test_a_lone_request_gets_the_bytes_the_general_loop_writes(self):
+        ping = {"id": 60, "cmd": "ping"}
+        requests = [
+            {"id": 61, "cmd": "executeModel", "name": "m", "msg": {"n": 1}},
+            {"id": 62, "cmd": "executeModel", "name": "m", "msg": {"print": "x"}},  # KeyError: 'n'
+            {"id": 64, "cmd": "nope"},
+            {"id": "x", "cmd": "executeModel", "name": "m", "msg": {"n": 1}},
+        ]
+
+        async def body(server, conn, transport):
+            for msg in requests:
+                del transport.writes[:]
+                conn.data_received(encode(msg))
+                lone = b"".join(transport.writes)
+                del transport.writes[:]
+                conn.data_received(encode(ping) + encode(msg))  # two frames: the general loop
+                general = b"".join(transport.writes)
+                self.assertEqual(lone, general[len(Framer.encode(b'{"id":60,"ok":true,"result":"pong"}')) :], msg)
+
+        self.run_with_connection(body)
+
+    def test_output_of_a_lone_inline_call_is_written_before_its_reply(self):
+        async def body(server, conn, transport):
+            conn.data_received(encode({"id": 70, "cmd": "executeModel", "name": "m", "msg": {"n": 7, "print": "hi"}}))
+            got = replies(b"".join(transport.writes))
+            self.assertEqual([(m.get("event"), m.get("request", m.get("id"))) for m in got], [("log", 70), (None, 70)])
+            self.assertEqual(got[0]["message"], "hi")
+            self.assertEqual(got[1]["result"], {"n": 7, "loop": False})
+
+        self.run_with_connection(body)
+
+    def test_a_lone_request_before_auth_is_refused_and_not_run(self):
+        async def main():
+            with tempfile.TemporaryDirectory() as root:
+                server = Server(root, "t", secret="s3cret")
+                server.loop = asyncio.get_running_loop()
+                server.loop_ident = threading.get_ident()
+                ran = []
+                server.register("probe", lambda call: ran.append(call.id), threaded=True, inline=lambda call: lambda c: (True, ran.append(c.id)))
+                try:
+                    conn = Connection(server)
+                    transport = RecordingTransport()
+                    conn.connection_made(transport)
+                    await asyncio.sleep(0)
+                    del transport.writes[:]  # the hello event
+                    conn.data_received(encode({"id": 80, "cmd": "probe"}))
+                    await asyncio.sleep(0.05)
+                    got = replies(b"".join(transport.writes))
+                    self.assertEqual([(m["id"], m["error"]["type"]) for m in got], [(80, "AuthenticationError")])
+                    self.assertEqual(ran, [])
+                finally:
+                    server.executor.shutdown(wait=True)
+
+        asyncio.run(main())
 
 
 if __name__ == "__main__":

@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 35685,
+      size: 39287,
       sha256:
-        "f44813dd2f56c66686babc58a012c365f5304473f1ec6279e5279fd87517987a",
+        "302c6b4cebe32966ee3aaef5364db0994c6fe03bf9588f2622b91baa4340cbc8",
     },
     {
       path: "pyproxy_server/errors.py",
@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/framer.py",
-      size: 5357,
+      size: 6173,
       sha256:
-        "c8cec2bc6f7b283ea3a20a923f19f130a2882fc535ff7c5264d84d7b57116500",
+        "036f32c072de292a16459da6e18db0c9b35ffc43bc98689af2787995c2d0e1eb",
     },
     {
       path: "pyproxy_server/models.py",
