@@ -155,7 +155,9 @@ export function stdioCaller(
 }
 
 /**
- * pyproxy: one PythonServer and a Session straight on it (no pool).
+ * pyproxy: one PythonServer and a Session straight on it (no pool). `unix`:
+ * true for a Unix socket, false for TCP, absent for the library's default
+ * (a Unix socket on Linux and macOS).
  *
  * @example
  * ```ts ignore
@@ -168,7 +170,9 @@ export function sessionCaller(
 ): CallerFactory {
   return {
     name: options.name ??
-      (options.unix ? "pyproxy Session (unix)" : "pyproxy Session"),
+      (options.unix === undefined
+        ? "pyproxy Session"
+        : `pyproxy Session (${options.unix ? "unix" : "TCP"})`),
     async open(): Promise<Caller> {
       const api = await loadPyproxy();
       const PythonServer = need(api, "PythonServer");
@@ -192,7 +196,11 @@ export function sessionCaller(
           path: dir,
           id: "bench",
           ...(options.python ? { python: options.python } : {}),
-          ...(options.unix ? { unix: `${dir}/server.sock` } : {}),
+          ...(options.unix === undefined
+            ? {}
+            : options.unix
+            ? { unix: `${dir}/server.sock` }
+            : { port: 0 }),
         });
         session = await server.connect();
         const source = await Deno.readTextFile(MODELS_DIR + modelFile(model));

@@ -42,7 +42,10 @@ if (import.meta.main) {
     floor: () => floorCaller("echo", { unix, ...(python ? { python } : {}) }),
     stdio: () => stdioCaller("echo", "stdio", python),
     session: () =>
-      sessionCaller("echo", { unix, ...(python ? { python } : {}) }),
+      sessionCaller("echo", {
+        ...(values.unix ? { unix } : {}),
+        ...(python ? { python } : {}),
+      }),
     pool: () =>
       poolCaller("echo", {
         poolOptions: () => (python ? { python } : {}),

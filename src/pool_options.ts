@@ -5,7 +5,7 @@
  * @module
  */
 import * as v from "valibot";
-import process from "node:process";
+import { unixByDefault } from "./python_server.ts";
 import { getLogger } from "@logtape/logtape";
 import type { Logger } from "./logger.ts";
 import { ConfigError } from "./errors.ts";
@@ -159,10 +159,7 @@ export function resolvePoolOptions(
     python: options.python ?? "python3",
     modelsDir: options.modelsDir,
     host: options.host ?? "127.0.0.1",
-    transport: options.transport ??
-      (process.platform === "linux" || process.platform === "darwin"
-        ? "unix"
-        : "tcp"),
+    transport: options.transport ?? (unixByDefault() ? "unix" : "tcp"),
     plugins: options.plugins ?? [],
     maxInFlightPerWorker: options.maxInFlightPerWorker ?? 64,
     maxQueue: options.maxQueue ?? 1024,

@@ -154,7 +154,10 @@ export async function startServer(
       readyTimeout: 20_000,
       ...rest,
       path: dir,
-      ...(unixPath === undefined ? {} : { unix: unixPath }),
+      // TCP unless asked (the library's default is a Unix socket).
+      ...(unixPath === undefined
+        ? { port: rest.port ?? 0 }
+        : { unix: unixPath }),
     });
   } catch (err) {
     await cleanup();

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { StartError } from "../src/errors.ts";
 import { PythonServer } from "../src/python_server.ts";
+import { defaultRuntime } from "../src/runtime/mod.ts";
+import type { Runtime } from "../src/runtime/types.ts";
 import {
   pidAlive,
   startServer,
@@ -33,6 +35,62 @@ Deno.test("PythonServer starts, reports its ready line and connects sessions", a
   await using session = await server.connect();
   assert.equal(await session.ping(), "pong");
   assert.equal((await session.status()).id, "w-test");
+});
+
+/** The default runtime, recording the temp directories it makes. */
+function recordingRuntime(made: string[]): Runtime {
+  const base = defaultRuntime();
+  return Object.assign(Object.create(base), {
+    async makeTempDir(options?: { dir?: string; prefix?: string }) {
+      const dir = await base.makeTempDir(options);
+      made.push(dir);
+      return dir;
+    },
+  });
+}
+
+Deno.test({
+  name:
+    "PythonServer without port or socket listens on a Unix socket in a private directory, removed at exit",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    await using dir = await tempDir();
+    const made: string[] = [];
+    const server = await PythonServer.start({
+      path: dir.path,
+      runtime: recordingRuntime(made),
+    });
+    try {
+      assert.equal(server.port, 0, "no TCP at all");
+      assert.equal(made.length, 1);
+      assert.equal(server.unixPath, `${made[0]}/server.sock`);
+      assert.equal((await Deno.stat(made[0]!)).mode! & 0o777, 0o700);
+      await using session = await server.connect();
+      assert.equal(await session.ping(), "pong");
+    } finally {
+      await server.kill("SIGKILL");
+    }
+    await assert.rejects(Deno.stat(made[0]!), Deno.errors.NotFound);
+  },
+});
+
+Deno.test({
+  name: "PythonServer.start removes its socket directory when the start fails",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    await using dir = await tempDir();
+    const made: string[] = [];
+    await assert.rejects(
+      PythonServer.start({
+        path: dir.path,
+        args: ["--no-such-flag"],
+        runtime: recordingRuntime(made),
+      }),
+      StartError,
+    );
+    assert.equal(made.length, 1);
+    await assert.rejects(Deno.stat(made[0]!), Deno.errors.NotFound);
+  },
 });
 
 Deno.test("PythonServer.stop stops the server cleanly", async () => {

@@ -29,8 +29,8 @@ export const transport: Scenario = {
     const half = Math.max(100, Math.round(config.roundMs / 2));
     return runInterleaved(
       [
-        sessionCaller("echo", { name: "pyproxy Session (TCP)" }),
-        sessionCaller("echo", { unix: true, name: "pyproxy Session (unix)" }),
+        sessionCaller("echo", { unix: false }),
+        sessionCaller("echo", { unix: true }),
         floorCaller("echo", { name: "floor (TCP)" }),
         floorCaller("echo", { unix: true, name: "floor (unix)" }),
       ],
