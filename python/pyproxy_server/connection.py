@@ -11,7 +11,9 @@ end), so the client works on the first replies while the rest are made;
 replies from executor threads are queued and flushed with one
 ``call_soon_threadsafe`` per batch of ready replies. After a read from a
 fast client the socket is polled for the next request for up to ``--spin-us``
-before the loop waits again (``_spin_read``).
+before the loop waits again (``_spin_read``). A read of one whole frame
+holding one request whose command runs inline (a sequential client's
+``executeModel``) takes a shorter lane with the same results (``_run_lone``).
 
 Public surface used by handlers and extensions: ``connection.id``,
 ``connection.server``, ``connection.send_event(event)`` (thread-safe),

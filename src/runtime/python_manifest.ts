@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 39287,
+      size: 39460,
       sha256:
-        "302c6b4cebe32966ee3aaef5364db0994c6fe03bf9588f2622b91baa4340cbc8",
+        "917bb281db998c213dcefea20a2acb5e8a583824003994c33bde89e0c0874b57",
     },
     {
       path: "pyproxy_server/errors.py",
