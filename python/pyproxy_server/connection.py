@@ -75,6 +75,7 @@ _decode_big = big_json.decode
 _raw_decode_json = json.JSONDecoder().raw_decode
 _md5 = hashlib.md5
 _pack_header = HEADER.pack
+_frame = Framer.encode
 _get_ident = threading.get_ident
 _clock = time.perf_counter
 _set_running_loop = asyncio._set_running_loop
@@ -500,8 +501,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._leave_inline()
         if payload is not None and not self._out and not self._closed:
             # Nothing queued to keep the order with (its output, if any, was).
-            digest = _md5(payload).digest()
-            self._transport.write(b"".join((_pack_header(MAGIC, VERSION, digest, len(payload)), payload, digest)))
+            self._transport.write(_frame(payload))
             return True
         self._batching = True
         try:
@@ -882,9 +882,7 @@ class Connection(asyncio.BufferedProtocol):
             if not self._send_batches:
                 self._transport.write(b"".join(parts))
             elif len(parts) == 1 and parts[0].__class__ is bytes:
-                payload = parts[0]  # one message (a sequential client): no batch
-                digest = _md5(payload).digest()
-                self._transport.write(b"".join((_pack_header(MAGIC, VERSION, digest, len(payload)), payload, digest)))
+                self._transport.write(_frame(parts[0]))  # one message (a sequential client): no batch
             else:
                 self._transport.write(b"".join(self._frames(parts)))
 

@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 39460,
+      size: 39229,
       sha256:
-        "917bb281db998c213dcefea20a2acb5e8a583824003994c33bde89e0c0874b57",
+        "721161f0fbd4718d4e781f60474dc3a5c41d9b4b2e6edbdb1d08b0bb86b9131a",
     },
     {
       path: "pyproxy_server/errors.py",
