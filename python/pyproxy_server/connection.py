@@ -51,7 +51,7 @@ from .errors import (
     UnknownCommandError,
 )
 from .execution import CallRunner, OutputSink, fail_future, wire_error
-from .framer import HEADER, MAGIC, VERSION, Framer
+from .framer import HEADER, MAGIC, OVERHEAD, VERSION, Framer
 from .models import RunThreaded
 
 __all__ = ["Connection", "PROTOCOL_VERSION"]
@@ -71,6 +71,8 @@ _decode_json = json.JSONDecoder().decode
 _encode_pieces = big_json.encode
 _encode_reply = big_json.encode_reply
 _BIG = big_json.BIG
+# The largest read the lone-request lane looks at: one frame of a small message.
+_LONE_MAX = _BIG + OVERHEAD
 _decode_big = big_json.decode
 _raw_decode_json = json.JSONDecoder().raw_decode
 _md5 = hashlib.md5
@@ -458,8 +460,10 @@ class Connection(asyncio.BufferedProtocol):
         """The message of a read that is one whole small frame holding a JSON
         object (a sequential client's request), else ``None`` (the framer and
         ``_handle`` then take the read and report any error exactly)."""
+        if len(data) > _LONE_MAX:
+            return None  # big: the general path (it would hash it again)
         payload = self._framer.single(data)
-        if payload is None or len(payload) > _BIG:
+        if payload is None:
             return None
         try:
             text = payload.decode("utf-8")

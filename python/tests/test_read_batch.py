@@ -182,6 +182,18 @@ class NoFeedFramer(Framer):
         raise AssertionError("a lone request went through Framer.feed")
 
 
+class SingleCountingFramer(Framer):
+    __slots__ = ("singles",)
+
+    def __init__(self):
+        super().__init__()
+        self.singles = 0
+
+    def single(self, data):
+        self.singles += 1
+        return super().single(data)
+
+
 class LoneRequestTest(ConnectionCase):
     """A read of one request (a sequential client) takes a shorter lane
     (Connection._run_lone) with the same results as the general loop."""
@@ -217,6 +229,19 @@ class LoneRequestTest(ConnectionCase):
                 conn.data_received(encode(ping) + encode(msg))  # two frames: the general loop
                 general = b"".join(transport.writes)
                 self.assertEqual(lone, general[len(Framer.encode(b'{"id":60,"ok":true,"result":"pong"}')) :], msg)
+
+        self.run_with_connection(body)
+
+    def test_a_big_lone_request_goes_straight_to_the_frame_loop(self):
+        async def body(server, conn, transport):
+            framer = SingleCountingFramer()
+            conn._framer = framer
+            conn.data_received(encode({"id": 55, "cmd": "executeModel", "name": "m", "msg": {"n": 1, "pad": "y" * BIG}}))
+            self.assertEqual(framer.singles, 0)  # not hashed twice
+            conn.data_received(encode({"id": 56, "cmd": "executeModel", "name": "m", "msg": {"n": 2}}))
+            self.assertEqual(framer.singles, 1)
+            got = replies(b"".join(transport.writes))
+            self.assertEqual([(r["id"], r["result"]["n"]) for r in got], [(55, 1), (56, 2)])
 
         self.run_with_connection(body)
 

@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 39229,
+      size: 39433,
       sha256:
-        "721161f0fbd4718d4e781f60474dc3a5c41d9b4b2e6edbdb1d08b0bb86b9131a",
+        "6c58e1bc100b13f537ec6ea5d79366299b78a617818e51d1f407f5153263240c",
     },
     {
       path: "pyproxy_server/errors.py",
