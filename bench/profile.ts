@@ -43,7 +43,7 @@ if (import.meta.main) {
     stdio: () => stdioCaller("echo", "stdio", python),
     session: () =>
       sessionCaller("echo", {
-        ...(values.unix ? { unix } : {}),
+        ...(unix ? { unix } : {}),
         ...(python ? { python } : {}),
       }),
     pool: () =>

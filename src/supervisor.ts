@@ -84,26 +84,27 @@ export class Supervisor {
       const id = `w${i}`;
       const env = o.env(id);
       const args = o.serverArgs(id);
-      const server = {
-        python: o.python,
-        path,
-        host: o.host,
-        secret,
-        readyTimeout: o.readyTimeout,
-        runtime: o.runtime,
-        ...(env === undefined ? {} : { env }),
-        ...(args === undefined ? {} : { args }),
-        ...(o.maxFrameSize === undefined
-          ? {}
-          : { maxFrameSize: o.maxFrameSize }),
-      };
       const worker = new Worker({
         id,
-        // A PythonServer given neither port nor socket listens on a Unix
-        // socket of its own: TCP workers ask for a port.
+        server: {
+          python: o.python,
+          path,
+          host: o.host,
+          secret,
+          readyTimeout: o.readyTimeout,
+          runtime: o.runtime,
+          ...(env === undefined ? {} : { env }),
+          ...(args === undefined ? {} : { args }),
+          ...(o.maxFrameSize === undefined
+            ? {}
+            : { maxFrameSize: o.maxFrameSize }),
+          // A PythonServer given neither port nor socket listens on a Unix
+          // socket of its own: TCP workers ask for a port.
+          ...(socketDir === undefined ? { port: 0 } : {}),
+        },
         ...(socketDir === undefined
-          ? { server: { ...server, port: 0 } }
-          : { server, unixPath: `${socketDir}/${id}.sock` }),
+          ? {}
+          : { unixPath: `${socketDir}/${id}.sock` }),
         hooks,
         logger: o.logger,
       });
