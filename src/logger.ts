@@ -40,4 +40,12 @@ export interface Logger {
   error(message: string, properties?: Record<string, unknown>): void;
   /** Logs at the `fatal` level. */
   fatal(message: string, properties?: Record<string, unknown>): void;
+  /**
+   * Whether a record of `level` would be written (LogTape's loggers have it):
+   * hot paths skip building the properties of a record nobody reads. Without
+   * it, every record is built.
+   */
+  isEnabledFor?(
+    level: "trace" | "debug" | "info" | "warning" | "error" | "fatal",
+  ): boolean;
 }

@@ -269,7 +269,7 @@ export function createGateway(
   const tokenMatches = options.token === undefined
     ? undefined
     : tokenMatcher(options.token);
-  const execute = modelExecutor(ctx);
+  const execute = modelExecutor(ctx, true);
   const fastName = (request: Request): string | undefined => {
     if (cors !== undefined || request.method !== "POST" || signal.aborted) {
       return undefined;
@@ -293,27 +293,12 @@ export function createGateway(
     }
     return name;
   };
-  const fastExecute = async (
-    request: Request,
-    name: string,
-  ): Promise<Response> => {
-    const t0 = performance.now();
-    const res = await execute(request, name, undefined, undefined, undefined);
-    ctx.metrics.countHttp(res.status);
-    ctx.logger.debug("{method} {path} {status} {ms} ms", {
-      method: "POST",
-      path: `${EXECUTE_PREFIX}${name}${EXECUTE_SUFFIX}`,
-      status: res.status,
-      ms: Math.round((performance.now() - t0) * 10) / 10,
-    });
-    return res;
-  };
   return {
     fetch(request, env) {
       const name = fastName(request);
       return name === undefined
         ? app.fetch(request, env)
-        : fastExecute(request, name);
+        : execute(request, name, undefined, undefined, undefined);
     },
     request: (input, init) => app.request(input, init),
   };
