@@ -51,7 +51,7 @@ from .errors import (
     UnknownCommandError,
 )
 from .execution import CallRunner, OutputSink, fail_future, wire_error
-from .framer import HEADER, MAGIC, OVERHEAD, VERSION, Framer
+from .framer import HEADER, MAGIC, OVERHEAD, VERSION, Framer, md5_digest
 from .models import RunThreaded
 
 __all__ = ["Connection", "PROTOCOL_VERSION"]
@@ -75,7 +75,6 @@ _BIG = big_json.BIG
 _LONE_MAX = _BIG + OVERHEAD
 _decode_big = big_json.decode
 _raw_decode_json = json.JSONDecoder().raw_decode
-_md5 = hashlib.md5
 _pack_header = HEADER.pack
 _frame = Framer.encode
 _get_ident = threading.get_ident
@@ -854,7 +853,7 @@ class Connection(asyncio.BufferedProtocol):
         if batches and len(payload) <= self.BATCH_ITEM_MAX:
             entry = payload  # framed at the flush, with its neighbours
         else:
-            digest = _md5(payload).digest()
+            digest = md5_digest(payload)
             entry = (_pack_header(MAGIC, VERSION, digest, len(payload)), payload, digest)
         with self._lock:
             if batches:
@@ -926,6 +925,6 @@ def _frame_run(payloads, parts):
     alone, else the batch ``{"batch":[p1,p2,...]}``; 1 for a batch, else 0."""
     batched = len(payloads) > 1
     payload = b'{"batch":[' + b",".join(payloads) + b"]}" if batched else payloads[0]
-    digest = _md5(payload).digest()
+    digest = md5_digest(payload)
     parts += (_pack_header(MAGIC, VERSION, digest, len(payload)), payload, digest)
     return 1 if batched else 0

@@ -24,6 +24,7 @@ __all__ = [
     "VERSION",
     "HEADER",
     "OVERHEAD",
+    "md5_digest",
 ]
 
 MAGIC = b"PYPX"
@@ -35,8 +36,28 @@ TRAILER_SIZE = 16
 OVERHEAD = HEADER_SIZE + TRAILER_SIZE  # 41
 
 _md5 = hashlib.md5
+try:
+    # CPython's own MD5 sets up no OpenSSL context per call: 0.5 µs against
+    # 1.3 µs on a 100-byte payload (and less code to run after a wake-up).
+    # OpenSSL's is faster from about 4 KiB on, and releases the GIL.
+    from _md5 import md5 as _small_md5
+except ImportError:  # a build without it
+    _small_md5 = _md5
+# Payloads below this size are hashed by ``_small_md5``.
+SMALL_MD5_MAX = 4096
 _unpack_header = HEADER.unpack_from
 _pack_header = HEADER.pack
+
+
+def md5_digest(payload):
+    """The 16-byte MD5 digest of ``payload`` (bytes): CPython's own MD5 below
+    ``SMALL_MD5_MAX`` bytes, OpenSSL's from there on.
+
+    Example::
+
+        md5_digest(b"") == bytes.fromhex("d41d8cd98f00b204e9800998ecf8427e")  # True
+    """
+    return (_small_md5 if len(payload) < SMALL_MD5_MAX else _md5)(payload).digest()
 
 
 class Framer:
@@ -84,7 +105,7 @@ class Framer:
         if declared != length or magic != MAGIC or version != VERSION:
             return None
         payload = bytes(data[HEADER_SIZE : HEADER_SIZE + length])
-        if data[HEADER_SIZE + length :] != digest or _md5(payload).digest() != digest:
+        if data[HEADER_SIZE + length :] != digest or md5_digest(payload) != digest:
             return None
         return payload
 
@@ -124,7 +145,7 @@ class Framer:
             if src[stop : stop + TRAILER_SIZE] != digest:
                 raise FrameError("Cannot decode frame: end marker differs from checksum")
             payload = bytes(src[start:stop]) if view else src[start:stop]
-            if _md5(payload).digest() != digest:
+            if md5_digest(payload) != digest:
                 out.append(ChecksumError("Cannot verify frame: md5 mismatch"))
             else:
                 out.append(payload)
@@ -154,13 +175,13 @@ class Framer:
     @staticmethod
     def encode(payload):
         """Return the whole frame for ``payload`` (bytes) as one ``bytes``."""
-        digest = _md5(payload).digest()
+        digest = md5_digest(payload)
         return b"".join((_pack_header(MAGIC, VERSION, digest, len(payload)), payload, digest))
 
     @staticmethod
     def encode_into(parts, payload):
         """Append the frame's pieces to ``parts`` (join them once per write)."""
-        digest = _md5(payload).digest()
+        digest = md5_digest(payload)
         parts.append(_pack_header(MAGIC, VERSION, digest, len(payload)))
         parts.append(payload)
         parts.append(digest)

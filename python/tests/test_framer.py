@@ -3,7 +3,8 @@ import json
 import unittest
 
 from pyproxy_server.errors import ChecksumError, FrameError
-from pyproxy_server.framer import OVERHEAD, Framer
+from pyproxy_server import framer as framer_module
+from pyproxy_server.framer import OVERHEAD, SMALL_MD5_MAX, Framer, md5_digest
 
 from ._client import frame
 
@@ -143,3 +144,36 @@ class FramerTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Md5DigestTest(unittest.TestCase):
+    def test_matches_hashlib_on_both_sides_of_the_switch(self):
+        for size in (0, 1, 100, SMALL_MD5_MAX - 1, SMALL_MD5_MAX, SMALL_MD5_MAX + 1, 100_000):
+            data = bytes(i % 251 for i in range(size))
+            self.assertEqual(md5_digest(data), hashlib.md5(data).digest(), "size %d" % size)
+            self.assertEqual(md5_digest(memoryview(data)), hashlib.md5(data).digest())
+
+    def test_small_payloads_skip_openssl_and_large_ones_use_it(self):
+        used = []
+
+        def counting(name, real):
+            def md5(data):
+                used.append((name, len(data)))
+                return real(data)
+
+            return md5
+
+        saved = framer_module._small_md5, framer_module._md5
+        framer_module._small_md5 = counting("small", saved[0])
+        framer_module._md5 = counting("openssl", saved[1])
+        try:
+            small = Framer.encode(b'{"id":1}')
+            big_payload = b'{"pad":"' + b"x" * SMALL_MD5_MAX + b'"}'
+            big = Framer.encode(big_payload)
+            self.assertEqual(Framer().feed(small + big), [b'{"id":1}', big_payload])
+        finally:
+            framer_module._small_md5, framer_module._md5 = saved
+        self.assertEqual(
+            used,
+            [("small", 8), ("openssl", len(big_payload)), ("small", 8), ("openssl", len(big_payload))],
+        )

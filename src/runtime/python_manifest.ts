@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 39433,
+      size: 39420,
       sha256:
-        "6c58e1bc100b13f537ec6ea5d79366299b78a617818e51d1f407f5153263240c",
+        "4b29ff45153a4ce3e364ffb298a6535c1024610ca57f11aa5517641eb767469c",
     },
     {
       path: "pyproxy_server/errors.py",
@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/framer.py",
-      size: 6173,
+      size: 6939,
       sha256:
-        "036f32c072de292a16459da6e18db0c9b35ffc43bc98689af2787995c2d0e1eb",
+        "9c81edd000aeb47d67e10ab9a3959cc7380517a3d2f752bb1ee96cb49cf73476",
     },
     {
       path: "pyproxy_server/models.py",
