@@ -120,6 +120,18 @@ Deno.test("createGateway serves every route with real workers", async (t) => {
       });
       assert.equal(notJson.status, 400);
       assert.equal((await notJson.json()).error.type, "InvalidJson");
+      const blank = await gw.fetch("/v1/models/echo/execute", {
+        method: "POST",
+        body: "  \n",
+      });
+      assert.equal(blank.status, 400);
+      assert.equal((await blank.json()).error.type, "InvalidJson");
+      // No body at all (Content-Length: 0) is the model's {}: echo's 204.
+      const empty = await gw.fetch("/v1/models/echo/execute", {
+        method: "POST",
+      });
+      assert.equal(empty.status, 204);
+      await empty.body?.cancel();
     },
   );
 
@@ -470,7 +482,7 @@ Deno.test("createGateway serves every route with real workers", async (t) => {
       );
       assert.match(
         text,
-        /^pyproxy_requests_total\{model="echo",status="204"\} 1$/m,
+        /^pyproxy_requests_total\{model="echo",status="204"\} 2$/m,
       );
       assert.match(
         text,
