@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { NoWorkerError, OverloadedError } from "../src/errors.ts";
 import { createGateway } from "../src/gateway/app.ts";
 import type { GatewayPool } from "../src/gateway/gateway_pool.ts";
+import { GatewayMetrics } from "../src/gateway/metrics.ts";
 
 const TOKEN = "test-token-0123456789";
 
@@ -179,4 +180,42 @@ Deno.test("createGateway refuses a streamed body over the limit without a Conten
   );
   assert.equal(res.status, 413);
   assert.match((await res.json()).error.message, /over the limit of 100 bytes/);
+});
+
+Deno.test("createGateway's plain execute path counts and logs like the routed one, building no debug record when debug is off", async () => {
+  const logged: Array<{ message: string; props?: Record<string, unknown> }> =
+    [];
+  const log = (message: string, props?: Record<string, unknown>) => {
+    logged.push({ message, ...(props ? { props } : {}) });
+  };
+  let debugOn = true;
+  const logger = {
+    trace: log,
+    debug: log,
+    info: log,
+    warn: log,
+    error: log,
+    fatal: log,
+    isEnabledFor: (level: string) => level !== "debug" || debugOn,
+  };
+  const metrics = new GatewayMetrics();
+  const app = createGateway(stubPool(), {
+    port: () => 8000,
+    logger,
+    metrics,
+  });
+  const post = () =>
+    app.fetch(req("/v1/models/echo/execute", { method: "POST", body: "{}" }));
+  let res = await post();
+  assert.equal(res.status, 200);
+  await res.body?.cancel();
+  assert.equal(logged.length, 1);
+  assert.equal(logged[0]!.props?.path, "/v1/models/echo/execute");
+  assert.equal(logged[0]!.props?.status, 200);
+  debugOn = false;
+  res = await post();
+  await res.body?.cancel();
+  assert.equal(logged.length, 1);
+  assert.equal(metrics.toJSON().http["200"], 2);
+  assert.equal(metrics.toJSON().models.echo?.requests["200"], 2);
 });

@@ -113,8 +113,7 @@ export function modelExecutor(
   timeout: string | undefined,
 ) => Promise<Response> {
   const { pool, catalog, metrics, hub, logger } = ctx;
-  // One async function on the hot path: each layer of awaits and closures
-  // showed up as CPU per request under load.
+  // One async function for the whole call: no wrapper promise per request.
   return async (request, name, key, publish, timeoutParam) => {
     const t0 = performance.now();
     const done = metrics.start(name);
