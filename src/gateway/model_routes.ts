@@ -115,7 +115,8 @@ export function modelExecutor(
   const { pool, catalog, metrics, hub, logger } = ctx;
   // One async function for the whole call: no wrapper promise per request.
   return async (request, name, key, publish, timeoutParam) => {
-    const t0 = performance.now();
+    // Only the direct path logs the duration itself (routed: the middleware).
+    const t0 = direct ? performance.now() : 0;
     const done = metrics.start(name);
     let res: Response;
     try {
