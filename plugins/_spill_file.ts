@@ -3,29 +3,108 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
 import * as v from "valibot";
 import { SpillError } from "../src/errors.ts";
 import type { FileWriter, Runtime } from "../src/runtime/types.ts";
 import { jsonPieces } from "./_json_pieces.ts";
 import { SpillJsonReader } from "./_spill_json_reader.ts";
 import { md5Job, type ParallelMd5 } from "./_parallel_md5.ts";
+import { md5PartsJob } from "./_md5_parts.ts";
 
-/** The `$spill` reference carried by a frame instead of a large message. */
+/**
+ * The `$spill` reference carried by a frame instead of a large message: the
+ * file's md5, or (when the peer takes them, see `partSize` in `configure`)
+ * the md5 of each of its parts.
+ */
 export interface SpillRef {
   /** Absolute path of the file inside the spill directory. */
   path: string;
   /** Size in bytes. */
   size: number;
   /** Lower-case hex MD5 of the file's bytes. */
-  md5: string;
+  md5?: string | undefined;
+  /** Bytes per part of `md5Parts` (the last part may be shorter). */
+  partSize?: number | undefined;
+  /** Lower-case hex MD5 of each part, in order (one part for an empty file). */
+  md5Parts?: string[] | undefined;
 }
 
-const SpillRefSchema = v.object({
-  path: v.pipe(v.string(), v.minLength(1)),
-  size: v.pipe(v.number(), v.integer(), v.minValue(0)),
-  md5: v.pipe(v.string(), v.regex(/^[0-9a-fA-F]{32}$/)),
-});
+/** Smallest and largest `partSize` (protocol §8): tiny parts would make huge references. */
+export const MIN_PART_SIZE = 64 * 1024;
+/** See {@linkcode MIN_PART_SIZE}. */
+export const MAX_PART_SIZE = 1024 * 1024 * 1024;
+
+const Md5Schema = v.pipe(v.string(), v.regex(/^[0-9a-fA-F]{32}$/));
+
+const SpillRefSchema = v.pipe(
+  v.object({
+    path: v.pipe(v.string(), v.minLength(1)),
+    size: v.pipe(v.number(), v.integer(), v.minValue(0)),
+    md5: v.optional(Md5Schema),
+    partSize: v.optional(
+      v.pipe(
+        v.number(),
+        v.integer(),
+        v.minValue(MIN_PART_SIZE),
+        v.maxValue(MAX_PART_SIZE),
+      ),
+    ),
+    md5Parts: v.optional(v.array(Md5Schema)),
+  }),
+  v.check(
+    (ref) =>
+      ref.md5Parts === undefined
+        ? ref.md5 !== undefined
+        : ref.partSize !== undefined &&
+          ref.md5Parts.length === partCount(ref.size, ref.partSize),
+    "needs md5, or partSize and one md5Parts entry per part",
+  ),
+);
+
+function partCount(size: number, partSize: number): number {
+  return Math.max(1, Math.ceil(size / partSize));
+}
+
+/** Hashes the bytes given to `update`, whole or in parts; `check` compares with a reference. */
+interface FileHash {
+  update(chunk: Uint8Array): Promise<void>;
+  /** The md5 fields of a reference to these bytes. */
+  fields(): Promise<Pick<SpillRef, "md5" | "partSize" | "md5Parts">>;
+  drop(): void;
+}
+
+function fileHash(
+  threads: readonly ParallelMd5[],
+  partSize: number | undefined,
+): FileHash {
+  if (partSize === undefined) {
+    const job = md5Job(threads[0]);
+    return {
+      update: (chunk) => job.update(chunk),
+      fields: async () => ({ md5: await job.digest() }),
+      drop: () => job.drop(),
+    };
+  }
+  const job = md5PartsJob(threads, partSize);
+  return {
+    update: (chunk) => job.update(chunk),
+    fields: async () => ({ partSize, md5Parts: await job.digests() }),
+    drop: () => job.drop(),
+  };
+}
+
+/** True when `got` (from {@linkcode FileHash.fields}) matches the reference's hashes. */
+function sameHashes(
+  got: Pick<SpillRef, "md5" | "md5Parts">,
+  ref: Pick<SpillRef, "md5" | "md5Parts">,
+): boolean {
+  if (ref.md5Parts !== undefined) {
+    return got.md5Parts !== undefined &&
+      got.md5Parts.length === ref.md5Parts.length &&
+      got.md5Parts.every((hex, i) => hex === ref.md5Parts![i]!.toLowerCase());
+  }
+  return got.md5 === ref.md5!.toLowerCase();
+}
 
 // Big enough that the per-chunk cost vanishes, small enough to stay cache-friendly.
 const CHUNK_BYTES = 2 * 1024 * 1024;
@@ -36,8 +115,10 @@ export interface WriteSpillOptions {
   threshold: number;
   /** Called before each chunk of `n` bytes is written; throws to stop (maxBytes). */
   reserve(n: number): void | Promise<void>;
-  /** Hashes on a second thread when given (large messages); else on this one. */
-  md5?: ParallelMd5 | undefined;
+  /** Hash threads (large messages); none: hashed on this one. */
+  md5?: readonly ParallelMd5[] | undefined;
+  /** The peer reads part hashes of this size: the reference gets `md5Parts`, not `md5`. */
+  partSize?: number | undefined;
 }
 
 /**
@@ -63,7 +144,7 @@ export async function writeSpill(
   options: WriteSpillOptions,
 ): Promise<SpillRef | undefined> {
   const { threshold, reserve } = options;
-  const job = md5Job(options.md5);
+  const job = fileHash(options.md5 ?? [], options.partSize);
   const encoder = new TextEncoder();
   let buffer = new Uint8Array(CHUNK_BYTES);
   let used = 0;
@@ -102,7 +183,7 @@ export async function writeSpill(
     // Marked handled here; the error still comes out of the next await.
     inflight.catch(() => {});
   };
-  let digest: string;
+  let hashes: Pick<SpillRef, "md5" | "partSize" | "md5Parts">;
   try {
     try {
       for (const piece of jsonPieces(value)) {
@@ -124,7 +205,7 @@ export async function writeSpill(
       }
       await flush();
       await inflight;
-      digest = await job.digest();
+      hashes = await job.fields();
     } finally {
       await inflight?.catch(() => {});
       await file?.close();
@@ -142,7 +223,7 @@ export async function writeSpill(
       },
     );
   }
-  return { path, size, md5: digest };
+  return { path, size, ...hashes };
 }
 
 /**
@@ -176,7 +257,7 @@ export async function readSpill(
   runtime: Runtime,
   dir: string,
   ref: unknown,
-  md5Thread?: ParallelMd5,
+  md5Threads: readonly ParallelMd5[] = [],
 ): Promise<Record<string, unknown>> {
   const parsed = v.safeParse(SpillRefSchema, ref);
   if (!parsed.success) {
@@ -186,7 +267,7 @@ export async function readSpill(
       })`,
     );
   }
-  const { path, size, md5 } = parsed.output;
+  const { path, size } = parsed.output;
   let real: string;
   try {
     real = await runtime.realPath(path);
@@ -219,7 +300,7 @@ export async function readSpill(
     // Hashed and parsed chunk by chunk, reading the next chunk meanwhile: no copy of the whole file
     // (nor of its text) is ever made for the usual shape, a few long strings in a small structure.
     const reader = new SpillJsonReader();
-    const job = md5Job(md5Thread);
+    const job = fileHash(md5Threads, parsed.output.partSize);
     let read: number;
     try {
       read = await readChunks(runtime, real, (chunk) => {
@@ -236,11 +317,13 @@ export async function readSpill(
         `Cannot read spill file ${path}: size ${read}, expected ${size}`,
       );
     }
-    if (await job.digest() !== md5.toLowerCase()) {
+    if (!sameHashes(await job.fields(), parsed.output)) {
       throw new SpillError(`Cannot read spill file ${path}: md5 mismatch`);
     }
     let message = reader.finish();
-    if (reader.failed) message = await readWhole(runtime, real, path, md5);
+    if (reader.failed) {
+      message = await readWhole(runtime, real, path, parsed.output);
+    }
     if (
       typeof message !== "object" || message === null || Array.isArray(message)
     ) {
@@ -312,14 +395,15 @@ async function readWhole(
   runtime: Runtime,
   real: string,
   path: string,
-  md5: string,
+  ref: SpillRef,
 ): Promise<unknown> {
-  const hash = createHash("md5");
+  // On this thread, so each update is hashed at once.
+  const hash = fileHash([], ref.partSize);
   let bytes: Uint8Array | undefined = await runtime.readFile(real, {
-    onChunk: (chunk) => hash.update(chunk),
+    onChunk: (chunk) => void hash.update(chunk),
   });
   // Checked again: this is a second read of the file.
-  if (hash.digest("hex") !== md5.toLowerCase()) {
+  if (!sameHashes(await hash.fields(), ref)) {
     throw new SpillError(`Cannot read spill file ${path}: md5 mismatch`);
   }
   const text = new TextDecoder().decode(bytes);

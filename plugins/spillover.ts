@@ -18,8 +18,12 @@ import { jsonSizeBound } from "./_json_size.ts";
 import { ParallelMd5 } from "./_parallel_md5.ts";
 import { readSpill, writeSpill } from "./_spill_file.ts";
 
-// From this size on, md5 runs on a second thread (started on the first such message).
+// From this size on, md5 runs on hash threads (started on the first such message).
 const PARALLEL_MD5_BYTES = 4 * 1024 * 1024;
+// Hash threads: with part hashes, parts alternate between them.
+const MD5_THREADS = 2;
+// Part size offered in configure (protocol §8): a file gets one md5 per MiB, hashed side by side.
+const PART_SIZE = 1024 * 1024;
 
 /**
  * Options of {@linkcode spillover}.
@@ -69,7 +73,7 @@ export interface SpilloverStats {
   bytesIn: number;
   /** Incoming `$spill` references that failed their checks. */
   failures: number;
-  /** Spill files (either way) whose md5 was computed on the second thread. */
+  /** Spill files (either way) hashed on other threads than the main one. */
   hashedOffThread: number;
 }
 
@@ -103,8 +107,10 @@ interface HostFile {
 /**
  * Creates the spill-over plugin (a default plugin of every pool). Each
  * worker process gets its own subdirectory, sent to it with
- * `configure {spill: {dir, threshold}}` when its session opens and removed
- * when the process exits, so a crash leaves nothing behind.
+ * `configure {spill: {dir, threshold, partSize}}` when its session opens and
+ * removed when the process exits, so a crash leaves nothing behind. Files of
+ * 4 MiB or more are hashed off the main thread, in 1 MiB parts on two
+ * threads when the server reads part hashes (protocol §8).
  *
  * @example Spill anything above 256 KiB through /tmp
  * ```ts ignore
@@ -134,22 +140,29 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
   const workerDirs = new Map<string, string>();
   // Per configured session, the subdirectory its server was told about.
   const sessionDirs = new WeakMap<Session, string>();
+  // Per configured session whose server reads part hashes, their part size.
+  const sessionParts = new WeakMap<Session, number>();
   // Files this host wrote that the server may not have consumed yet, by path.
   const hostFiles = new Map<string, HostFile>();
-  // The md5 thread: undefined until a large message needs it, then its start (undefined where it cannot run).
-  let md5Start: Promise<ParallelMd5 | undefined> | undefined;
-  let md5: ParallelMd5 | undefined;
-  // Started in the background: messages hash on this thread until it is ready.
-  const md5Thread = (bytes: number): ParallelMd5 | undefined => {
-    if (bytes < PARALLEL_MD5_BYTES) return undefined;
-    md5Start ??= ParallelMd5.start().then((started) => {
-      if (md5Start === undefined) started?.close(); // the pool closed meanwhile
-      else md5 = started;
-      return started;
-    });
-    if (md5?.failed !== false) return undefined;
-    stats.hashedOffThread++;
-    return md5;
+  // The hash threads: none until a large message needs them, then their start (none where they cannot run).
+  let md5Start: Promise<unknown> | undefined;
+  let md5: ParallelMd5[] = [];
+  // Started in the background: messages hash on this thread until they are ready.
+  const md5Threads = (bytes: number): ParallelMd5[] => {
+    if (bytes < PARALLEL_MD5_BYTES) return [];
+    if (md5Start === undefined) {
+      const starting = Promise.all(
+        Array.from({ length: MD5_THREADS }, () => ParallelMd5.start()),
+      );
+      md5Start = starting.then((started) => {
+        const threads = started.filter((t) => t !== undefined);
+        if (md5Start === undefined) threads.forEach((t) => t.close()); // the pool closed meanwhile
+        else md5 = threads;
+      });
+    }
+    const ready = md5.filter((t) => !t.failed);
+    if (ready.length > 0) stats.hashedOffThread++;
+    return ready;
   };
   const stats: SpilloverStats = {
     spilledOut: 0,
@@ -164,7 +177,14 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
     if (sessionDirs.has(session)) return;
     const dir = workerDirs.get(workerId);
     if (dir === undefined) return;
-    await session.request("configure", { spill: { dir, threshold } });
+    const reply = await session.request<{ spill?: { partSize?: unknown } }>(
+      "configure",
+      { spill: { dir, threshold, partSize: PART_SIZE } },
+    );
+    // A server that does not know part hashes ignores partSize and leaves it out of its reply.
+    if (reply?.spill?.partSize === PART_SIZE) {
+      sessionParts.set(session, PART_SIZE);
+    }
     sessionDirs.set(session, dir);
   }
 
@@ -215,7 +235,8 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
       const ref = await writeSpill(rt, path, msg, {
         threshold,
         reserve,
-        md5: md5Thread(jsonSizeBound(msg, PARALLEL_MD5_BYTES)),
+        md5: md5Threads(jsonSizeBound(msg, PARALLEL_MD5_BYTES)),
+        partSize: sessionParts.get(mc.session),
       });
       if (ref === undefined) return;
       stats.spilledOut++;
@@ -247,7 +268,7 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
         runtime!,
         dir,
         msg.$spill,
-        md5Thread(typeof size === "number" ? size : 0),
+        md5Threads(typeof size === "number" ? size : 0),
       );
       if (msg.id !== undefined && message.id !== msg.id) {
         throw new SpillError(
@@ -321,8 +342,8 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
 
     async onPoolClose(): Promise<void> {
       md5Start = undefined;
-      md5?.close();
-      md5 = undefined;
+      md5.forEach((t) => t.close());
+      md5 = [];
       if (root === undefined || runtime === undefined) return;
       const dir = root;
       root = undefined;

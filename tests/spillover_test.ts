@@ -9,6 +9,7 @@ import { sharedCache } from "../plugins/shared_cache.ts";
 import { jsonSizeBound } from "../plugins/_json_size.ts";
 import { jsonPieces } from "../plugins/_json_pieces.ts";
 import fc from "fast-check";
+import { createHash } from "node:crypto";
 
 const encoder = new TextEncoder();
 
@@ -475,6 +476,126 @@ Deno.test("spillover hashes large files on a second thread once it runs, with th
     assert.ok(spill.stats.hashedOffThread >= 4, "both ways, off the thread");
     assert.equal(spill.stats.failures, 0);
     assert.deepEqual(await spillFiles(spill), []);
+  } finally {
+    await pool.close();
+  }
+});
+
+/** Records the `$spill` references of requests (after spillover) and replies (before it). */
+function refRecorder(): {
+  before: Plugin;
+  after: Plugin;
+  requests: Record<string, unknown>[];
+  replies: Record<string, unknown>[];
+} {
+  const requests: Record<string, unknown>[] = [];
+  const replies: Record<string, unknown>[] = [];
+  return {
+    requests,
+    replies,
+    before: {
+      name: "test.replyRefs",
+      onReply(msg) {
+        if (msg.$spill !== undefined) {
+          replies.push(msg.$spill as Record<string, unknown>);
+        }
+      },
+    },
+    after: {
+      name: "test.requestRefs",
+      onRequest(msg) {
+        if (msg.$spill !== undefined) {
+          requests.push(msg.$spill as Record<string, unknown>);
+        }
+      },
+    },
+  };
+}
+
+Deno.test("spillover: both sides send part hashes (one md5 per MiB) once configure agreed on them", async () => {
+  const spill = spillover({ threshold: 64 * 1024 });
+  const rec = refRecorder();
+  const pool = await startPool([rec.before, spill, rec.after]);
+  try {
+    const data = "p\u20ac".repeat(1024 * 1024); // 4 MiB of UTF-8: 5 parts with the JSON around it
+    const result = await pool.execute("spill_echo", { op: "echo", data }) as {
+      data: string;
+    };
+    assert.ok(result.data === data);
+    for (const ref of [...rec.requests, ...rec.replies]) {
+      assert.equal(ref.md5, undefined);
+      assert.equal(ref.partSize, 1024 * 1024);
+      const parts = ref.md5Parts as string[];
+      assert.equal(parts.length, Math.ceil((ref.size as number) / (1 << 20)));
+      assert.ok(parts.every((p) => /^[0-9a-f]{32}$/.test(p)));
+    }
+    assert.equal(rec.requests.length, 1);
+    assert.equal(rec.replies.length, 1);
+    assert.equal(spill.stats.failures, 0);
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("spillover: a server that leaves partSize out of its configure reply gets whole-file md5s", async () => {
+  const spill = spillover({ threshold: 64 * 1024 });
+  const rec = refRecorder();
+  // Stands for a server without part hashes: its reply to configure has no partSize.
+  const oldServer: Plugin = {
+    name: "test.oldServer",
+    onReply(msg) {
+      const result = msg.result as { spill?: Record<string, unknown> } | null;
+      if (msg.ok === true && result?.spill?.dir !== undefined) {
+        delete result.spill.partSize;
+      }
+    },
+  };
+  const pool = await startPool([oldServer, spill, rec.after]);
+  try {
+    const data = "w".repeat(3 * 1024 * 1024);
+    const result = await pool.execute("spill_echo", { op: "echo", data }) as {
+      data: string;
+    };
+    assert.ok(result.data === data);
+    assert.equal(rec.requests.length, 1);
+    assert.match(String(rec.requests[0]!.md5), /^[0-9a-f]{32}$/);
+    assert.equal(rec.requests[0]!.md5Parts, undefined);
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("spillover reads a whole-file md5 reference, and refuses a wrong one", async () => {
+  const spill = spillover({ threshold: 1024 });
+  let wrong = false;
+  // Stands for a peer that hashes whole files: the reference gets the file's md5 instead of its parts.
+  const whole: Plugin = {
+    name: "test.whole",
+    onReply(msg) {
+      const ref = msg.$spill as Record<string, unknown> | undefined;
+      if (ref === undefined) return;
+      const bytes = Deno.readFileSync(ref.path as string);
+      const md5 = createHash("md5").update(bytes).digest("hex");
+      const { partSize: _, md5Parts: __, ...rest } = ref;
+      return {
+        ...msg,
+        $spill: {
+          ...rest,
+          md5: wrong ? "0".repeat(32) : md5,
+        },
+      };
+    },
+  };
+  const pool = await startPool([whole, spill]);
+  try {
+    const result = await pool.execute("spill_echo", { op: "make", n: 10_000 });
+    assert.deepEqual(result, { data: "x".repeat(10_000) });
+    wrong = true;
+    await assert.rejects(
+      pool.execute("spill_echo", { op: "make", n: 10_000 }),
+      (err: unknown) =>
+        err instanceof SpillError && /md5 mismatch/.test(err.message),
+    );
   } finally {
     await pool.close();
   }

@@ -8,6 +8,11 @@ whose encoded JSON is larger than ``threshold`` bytes is written to a new
 ``0600`` file ``<dir>/py-<connection>-<id>.json`` and the frame carries only
 the reference.
 
+Part hashes: when ``configure`` also gives ``partSize`` (the host verifies
+them), a reference may carry ``{partSize, md5Parts}`` instead of ``md5``: the
+md5 of each ``partSize``-byte part, hashed on two threads at once (one md5
+is a serial chain; two parts are not). References with either form are read.
+
 Example::
 
     settings = SpillSettings.from_wire({"dir": "/dev/shm/pyproxy-x", "threshold": 1 << 20})
@@ -28,6 +33,13 @@ _WRITE_CHUNK = 16 << 20
 # hashlib releases the GIL on large inputs, so above this size the md5 runs in a
 # thread while json.loads (or the write) proceeds: the check costs no wall time.
 _PARALLEL_MD5 = 8 << 20
+# Part hashes: above this size the parts are hashed by two threads (each takes
+# every other part), below it on the calling thread.
+_PARALLEL_PARTS = 2 << 20
+# Smallest and largest partSize accepted from configure (a part hash per 4 KiB
+# would make references huge; one part larger than any file is no part hash).
+MIN_PART_SIZE = 64 << 10
+MAX_PART_SIZE = 1 << 30
 
 
 class _Md5Thread(threading.Thread):
@@ -54,6 +66,53 @@ def _md5_of(pieces):
     return md5
 
 
+def _part_views(pieces, part_size):
+    """The bytes of ``pieces`` (in order) cut into parts of ``part_size``:
+    one list of memoryviews per part; one empty part for no bytes."""
+    parts = [[]]
+    room = part_size
+    for piece in pieces:
+        view = memoryview(piece).cast("B")
+        while view:
+            if room == 0:
+                parts.append([])
+                room = part_size
+            take = view[:room]
+            parts[-1].append(take)
+            room -= len(take)
+            view = view[len(take):]
+    return parts
+
+
+class _PartHashes:
+    """The md5 of every part of ``pieces``; ``hexdigests()`` waits for them."""
+
+    def __init__(self, pieces, size, part_size):
+        parts = _part_views(pieces, part_size)
+        self._digests = [None] * len(parts)
+        self._threads = []
+        if size < _PARALLEL_PARTS:
+            self._hash(parts, 0, 1)
+            return
+        for first in (0, 1):
+            thread = threading.Thread(
+                target=self._hash, args=(parts, first, 2), name="pyproxy-spill-md5", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _hash(self, parts, first, step):
+        digests = self._digests
+        for index in range(first, len(parts), step):
+            digests[index] = _md5_of(parts[index]).hexdigest()
+            parts[index] = None
+
+    def hexdigests(self):
+        for thread in self._threads:
+            thread.join()
+        return self._digests
+
+
 def _md5_hex(pieces, size):
     """An object whose ``hexdigest()`` is the md5 of ``pieces`` (``size`` bytes), in a thread when large."""
     if size < _PARALLEL_MD5:
@@ -66,11 +125,13 @@ def _md5_hex(pieces, size):
 class SpillSettings:
     """The spill configuration of one connection (``dir`` is a realpath)."""
 
-    __slots__ = ("dir", "threshold", "_prefix")
+    __slots__ = ("dir", "threshold", "part_size", "_prefix")
 
-    def __init__(self, directory, threshold):
+    def __init__(self, directory, threshold, part_size=None):
         self.dir = directory
         self.threshold = threshold
+        # Not None: the peer reads part hashes of this size, so written files get them.
+        self.part_size = part_size
         self._prefix = directory.rstrip(os.sep) + os.sep
 
     @classmethod
@@ -88,15 +149,26 @@ class SpillSettings:
             raise InvalidRequestError(
                 "Cannot configure spill: 'threshold' must be a positive integer"
             )
+        part_size = value.get("partSize")
+        if part_size is not None and (
+            type(part_size) is not int or not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE
+        ):
+            raise InvalidRequestError(
+                "Cannot configure spill: 'partSize' must be an integer from %d to %d"
+                % (MIN_PART_SIZE, MAX_PART_SIZE)
+            )
         real = os.path.realpath(directory)
         if not os.path.isdir(real):
             raise InvalidRequestError(
                 "Cannot configure spill: %r is not a directory" % directory
             )
-        return cls(real, threshold)
+        return cls(real, threshold, part_size)
 
     def to_wire(self):
-        return {"dir": self.dir, "threshold": self.threshold}
+        wire = {"dir": self.dir, "threshold": self.threshold}
+        if self.part_size is not None:
+            wire["partSize"] = self.part_size
+        return wire
 
     def contains(self, path):
         """True when ``path`` resolves to a file directly or deeper inside ``dir``."""
@@ -116,8 +188,17 @@ class SpillSettings:
         if not isinstance(path, str) or not self.contains(path):
             raise SpillError("Cannot read spill file: %r is outside the spill directory" % (path,))
         try:
-            if type(size) is not int or not isinstance(digest, str):
-                raise SpillError("Cannot read spill file: 'size' and 'md5' are required")
+            if type(size) is not int or size < 0:
+                raise SpillError("Cannot read spill file: 'size' is required")
+            part_size, parts = ref.get("partSize"), ref.get("md5Parts")
+            if parts is not None:
+                if type(part_size) is not int or not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
+                    raise SpillError("Cannot read spill file: 'partSize' must be an integer from %d to %d" % (MIN_PART_SIZE, MAX_PART_SIZE))
+                expected = max(1, -(-size // part_size))
+                if not isinstance(parts, list) or len(parts) != expected or not all(isinstance(p, str) for p in parts):
+                    raise SpillError("Cannot read spill file: 'md5Parts' must be %d md5 strings" % expected)
+            elif not isinstance(digest, str):
+                raise SpillError("Cannot read spill file: 'md5' or 'md5Parts' is required")
             try:
                 with open(path, "rb") as f:
                     data = f.read()
@@ -128,13 +209,19 @@ class SpillSettings:
                     "Cannot read spill file: size %d, expected %d" % (len(data), size)
                 )
             # Parsed while the md5 is checked; the message is only returned when it matches.
-            md5 = _md5_hex((data,), len(data))
+            if parts is not None:
+                hashes = _PartHashes((data,), size, part_size)
+            else:
+                md5 = _md5_hex((data,), len(data))
             try:
                 message = _decode_json(data)
             except ValueError as exc:
                 message = exc
             del data
-            if md5.hexdigest() != digest.lower():
+            if parts is not None:
+                if hashes.hexdigests() != [p.lower() for p in parts]:
+                    raise SpillError("Cannot read spill file: md5 mismatch")
+            elif md5.hexdigest() != digest.lower():
                 raise SpillError("Cannot read spill file: md5 mismatch")
             if isinstance(message, ValueError):
                 raise SpillError("Cannot read spill file: invalid JSON (%s)" % message)
@@ -163,7 +250,10 @@ class SpillSettings:
             # A leftover of an earlier process that used the same connection id.
             os.unlink(path)
             fd = os.open(path, flags, 0o600)
-        md5 = _md5_hex(pieces, size)
+        if self.part_size is not None:
+            md5 = _PartHashes(pieces, size, self.part_size)
+        else:
+            md5 = _md5_hex(pieces, size)
         try:
             for piece in pieces:
                 view = memoryview(piece).cast("B")
@@ -176,7 +266,9 @@ class SpillSettings:
                 os.unlink(path)
             except OSError:
                 pass
-            md5.hexdigest()
+            md5.hexdigests() if self.part_size is not None else md5.hexdigest()
             raise
         os.close(fd)
+        if self.part_size is not None:
+            return {"path": path, "size": size, "partSize": self.part_size, "md5Parts": md5.hexdigests()}
         return {"path": path, "size": size, "md5": md5.hexdigest()}

@@ -351,6 +351,9 @@ class CommandsTest(ServerTestCase):
         self.assertEqual(result["spill"], {"dir": os.path.realpath(self.tmp), "threshold": 10000})
         self.assertError(c.request("configure", spill={"dir": "/nonexistent", "threshold": 1}), "InvalidRequestError")
         self.assertError(c.request("configure", spill={"dir": self.tmp, "threshold": "x"}), "InvalidRequestError")
+        result = c.call("configure", spill={"dir": self.tmp, "threshold": 10000, "partSize": 1 << 20})
+        self.assertEqual(result["spill"]["partSize"], 1 << 20)
+        self.assertError(c.request("configure", spill={"dir": self.tmp, "threshold": 1, "partSize": 7}), "InvalidRequestError")
         self.assertEqual(c.call("configure", spill=None), {"spill": None})
 
     def test_cancel_unknown_target(self):

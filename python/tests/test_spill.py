@@ -1,4 +1,4 @@
-"""SpillSettings read/write above the size where the md5 runs in a thread."""
+"""SpillSettings read/write above the size where the md5 runs in a thread, whole or in parts."""
 
 import hashlib
 import json
@@ -7,8 +7,8 @@ import shutil
 import tempfile
 import unittest
 
-from pyproxy_server.errors import SpillError
-from pyproxy_server.spill import _PARALLEL_MD5, SpillSettings
+from pyproxy_server.errors import InvalidRequestError, SpillError
+from pyproxy_server.spill import _PARALLEL_MD5, _PARALLEL_PARTS, MIN_PART_SIZE, SpillSettings
 
 
 class SpillSettingsLargeTest(unittest.TestCase):
@@ -54,6 +54,86 @@ class SpillSettingsLargeTest(unittest.TestCase):
         with self.assertRaisesRegex(SpillError, "md5 mismatch"):
             self.settings.read(ref)
         self.assertFalse(os.path.exists(ref["path"]))
+
+
+def part_md5s(data, size):
+    return [hashlib.md5(data[at:at + size]).hexdigest() for at in range(0, max(len(data), 1), size)]
+
+
+class SpillSettingsPartsTest(unittest.TestCase):
+    """partSize from configure: files are written with part hashes, and read with either form."""
+
+    PART = MIN_PART_SIZE
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="pyproxy-spill-test-")
+        self.settings = SpillSettings.from_wire({"dir": self.dir, "threshold": 1, "partSize": self.PART})
+        # Not a multiple of the part size: the last part is shorter.
+        self.message = {"id": 7, "ok": True, "result": "y\u20ac" * (_PARALLEL_PARTS // 2)}
+        self.data = json.dumps(self.message, ensure_ascii=False).encode()
+        self.assertGreater(len(self.data), _PARALLEL_PARTS)
+        self.assertNotEqual(len(self.data) % self.PART, 0)
+
+    def tearDown(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def test_configure_round_trips_part_size_and_checks_it(self):
+        self.assertEqual(self.settings.to_wire()["partSize"], self.PART)
+        self.assertNotIn("partSize", SpillSettings.from_wire({"dir": self.dir, "threshold": 1}).to_wire())
+        for bad in (1, MIN_PART_SIZE - 1, "1048576", 1.5, True):
+            with self.assertRaisesRegex(InvalidRequestError, "partSize"):
+                SpillSettings.from_wire({"dir": self.dir, "threshold": 1, "partSize": bad})
+
+    def test_large_write_has_one_hash_per_part_and_reads_back(self):
+        # Pieces cut across part boundaries, as big_json.encode returns them.
+        pieces = [self.data[:100], self.data[100:self.PART + 7], self.data[self.PART + 7:]]
+        ref = self.settings.write(pieces, "py-c1-1")
+        self.assertNotIn("md5", ref)
+        self.assertEqual(ref["partSize"], self.PART)
+        self.assertEqual(ref["md5Parts"], part_md5s(self.data, self.PART))
+        self.assertEqual(self.settings.read(ref), self.message)
+        self.assertFalse(os.path.exists(ref["path"]))
+
+    def test_small_write_hashes_on_the_calling_thread_the_same_way(self):
+        data = json.dumps({"id": 1, "ok": True, "result": "z" * (self.PART * 2)}).encode()
+        self.assertLess(len(data), _PARALLEL_PARTS)
+        ref = self.settings.write(data, "py-c1-2")
+        self.assertEqual(ref["md5Parts"], part_md5s(data, self.PART))
+        self.assertEqual(len(ref["md5Parts"]), 3)
+
+    def test_a_corrupted_part_is_an_md5_mismatch(self):
+        ref = self.settings.write(self.data, "py-c1-3")
+        with open(ref["path"], "r+b") as f:
+            f.seek(self.PART * 3 + 5)  # an odd part: hashed by the second thread
+            f.write(b"\xff")
+        with self.assertRaisesRegex(SpillError, "md5 mismatch"):
+            self.settings.read(ref)
+        self.assertFalse(os.path.exists(ref["path"]))
+
+    def test_a_whole_file_md5_is_still_read(self):
+        plain = SpillSettings.from_wire({"dir": self.dir, "threshold": 1})
+        ref = plain.write(self.data, "py-c1-4")
+        self.assertIn("md5", ref)
+        self.assertEqual(self.settings.read(ref), self.message)
+
+    def test_bad_part_lists_are_refused_and_the_file_deleted(self):
+        good = part_md5s(self.data, self.PART)
+        cases = [
+            ({"md5Parts": good[:-1], "partSize": self.PART}, "md5Parts"),
+            ({"md5Parts": good + [good[0]], "partSize": self.PART}, "md5Parts"),
+            ({"md5Parts": good, "partSize": 10}, "partSize"),
+            ({"md5Parts": "abc", "partSize": self.PART}, "md5Parts"),
+            ({"md5Parts": list(reversed(good)), "partSize": self.PART}, "md5 mismatch"),
+            ({}, "md5"),
+        ]
+        for index, (fields, error) in enumerate(cases):
+            path = os.path.join(self.dir, "h-%d.json" % index)
+            with open(path, "wb") as f:
+                f.write(self.data)
+            ref = dict({"path": path, "size": len(self.data)}, **fields)
+            with self.assertRaisesRegex(SpillError, error):
+                self.settings.read(ref)
+            self.assertFalse(os.path.exists(path))
 
 
 if __name__ == "__main__":

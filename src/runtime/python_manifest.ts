@@ -106,9 +106,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 6862,
+      size: 11022,
       sha256:
-        "7d8091c06d694fd94460fb85928d0d4e07c69f9b987ff1ee3b6881d919947248",
+        "c225626497bb6685fbc6c613706a0e32684c67e8345624b0224470f4d23b138d",
     },
   ],
 };
