@@ -143,15 +143,19 @@ def without_big_strings(obj):
     return _rebuild(obj, [], "", [_MAX_NODES], 1)
 
 
-def decode(data):
+def decode(data, strict=True):
     """Parse UTF-8 JSON from ``bytes``/``bytearray``/``memoryview``.
 
     Same result and exceptions as ``json.loads(bytes(data).decode("utf-8"))``.
+    ``strict=False`` skips one check: a raw control character (U+0000 to
+    U+001F) inside a big string literal is kept rather than refused, which
+    saves a pass over the literal's bytes (for spill files, whose md5 proves
+    they are what the peer wrote; protocol §8).
     """
     if data.__class__ is memoryview:
         data = data.tobytes()
     if len(data) > BIG_DATA:
-        spans = _big_literals(data)
+        spans = _big_literals(data, strict)
         if spans is not None:
             try:
                 return _decode_big(data, spans)
@@ -296,11 +300,12 @@ def _clean(data, start, stop):
 # -- decode ------------------------------------------------------------------
 
 
-def _big_literals(data):
+def _big_literals(data, strict=True):
     """``[(start, stop), ...]`` of big plain string literals that are object values.
 
     ``start``/``stop`` delimit the body (quotes excluded). None when there is
     none, or the data is unusual (many strings, long backslash runs...).
+    A plain literal has no escape; ``strict``: and no control character.
     """
     find = data.find
     spans = []
@@ -331,7 +336,9 @@ def _big_literals(data):
         before = start - 2
         while before >= 0 and data[before] in _WHITESPACE and start - before < _MAX_RUN:
             before -= 1
-        if before >= 0 and data[before] == _COLON and _clean(data, start, stop):
+        if before >= 0 and data[before] == _COLON and (
+            _clean(data, start, stop) if strict else data.find(b"\\", start, stop) < 0
+        ):
             spans.append((start, stop))
     return spans or None
 

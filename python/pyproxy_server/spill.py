@@ -214,7 +214,7 @@ class SpillSettings:
             else:
                 md5 = _md5_hex((data,), len(data))
             try:
-                message = _decode_json(data)
+                message = _decode_json(data, False)
             except ValueError as exc:
                 message = exc
             del data

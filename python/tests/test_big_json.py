@@ -123,6 +123,21 @@ class BigJsonTest(unittest.TestCase):
         self.check_encode({"a": "x" * BIG, "b": deep})
         self.check_decode(b'{"a":"' + b"x" * MB + b'","b":' + b"[" * 100000 + b"]" * 100000 + b"}")
 
+    def test_not_strict_keeps_raw_control_characters_of_big_literals_only(self):
+        good = b'{"id":7,"ok":true,"result":{"data":"' + b"x" * MB + b'","t":"a\\u0001b"}}'
+        raw = good.replace(b"x" * 10, b"x\x01x\x1f\nxxxxx", 1)
+        with self.assertRaises(ValueError):
+            big_json.decode(raw)
+        expected = json.loads(raw.decode(), strict=False)
+        self.assertEqual(big_json.decode(raw, strict=False), expected)
+        self.assertIn("\x01", expected["result"]["data"])
+        # Escapes are still decoded, and everything else is as strict as before.
+        escaped = good.replace(b"x" * 10, b"x\\n\\u20acxxxx", 1)
+        self.assertEqual(big_json.decode(escaped, strict=False), json.loads(escaped.decode()))
+        for bad in (good[:-1], good.replace(b'"t":"a', b'"t":"\x01a', 1), good.replace(b"x" * 10, b"x\xffxxxxxxxx", 1)):
+            with self.assertRaises(ValueError):
+                big_json.decode(bad, strict=False)
+
     def test_invalid_json(self):
         good = b'{"id":7,"ok":true,"result":{"data":"' + b"x" * MB + b'"}}'
         self.check_decode(good)

@@ -116,6 +116,12 @@ class SpillSettingsPartsTest(unittest.TestCase):
         self.assertIn("md5", ref)
         self.assertEqual(self.settings.read(ref), self.message)
 
+    def test_a_raw_control_character_in_a_big_literal_is_read_once_the_md5_matched(self):
+        # Protocol §8: the host never writes one; the check would cost a pass over the bytes.
+        data = self.data.replace(b"y", b"\x01", 1)
+        ref = self.settings.write(data, "py-c1-5")
+        self.assertEqual(self.settings.read(ref)["result"], self.message["result"].replace("y", "\x01", 1))
+
     def test_bad_part_lists_are_refused_and_the_file_deleted(self):
         good = part_md5s(self.data, self.PART)
         cases = [

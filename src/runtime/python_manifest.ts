@@ -40,9 +40,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/big_json.py",
-      size: 13756,
+      size: 14210,
       sha256:
-        "b71050371eaf62df7733bc96fb6623ca38ecf07e04c8f0bf8f0e794fc7fbc95c",
+        "643ad64f16b62ebcb2b83ccd596c3eabfa68fb8da2a1d05ebf682ba403183651",
     },
     {
       path: "pyproxy_server/call.py",
@@ -106,9 +106,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 11022,
+      size: 11029,
       sha256:
-        "c225626497bb6685fbc6c613706a0e32684c67e8345624b0224470f4d23b138d",
+        "b999131275e72d2028a1e0378453524060416debe847100a39b64700ddd2dcb7",
     },
   ],
 };
