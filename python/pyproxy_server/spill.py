@@ -36,8 +36,8 @@ _PARALLEL_MD5 = 8 << 20
 # Part hashes: above this size the parts are hashed by two threads (each takes
 # every other part), below it on the calling thread.
 _PARALLEL_PARTS = 2 << 20
-# Smallest and largest partSize accepted from configure (a part hash per 4 KiB
-# would make references huge; one part larger than any file is no part hash).
+# Smallest and largest partSize accepted (as on the host): smaller parts would
+# make references long, and larger ones would leave one thread doing the work.
 MIN_PART_SIZE = 64 << 10
 MAX_PART_SIZE = 1 << 30
 

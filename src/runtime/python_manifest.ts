@@ -106,9 +106,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 11029,
+      size: 11030,
       sha256:
-        "b999131275e72d2028a1e0378453524060416debe847100a39b64700ddd2dcb7",
+        "4a3ca011d1260e2b8dc643a465bde4c224d0224b907418cb90176a14157fe7f7",
     },
   ],
 };
