@@ -42,6 +42,7 @@ Deno.test("main serve --help lists every option", async () => {
       "--token",
       "--allow-eval",
       "--allow-manage",
+      "--no-cancel-on-disconnect",
       "--log-level",
       "--debug",
       "--version",
@@ -64,6 +65,10 @@ Deno.test("main rejects bad flags and commands with a clear error", async () => 
     r.stderr,
     /Cannot serve on 0\.0\.0\.0: binding a non-loopback address requires a token/,
   );
+  // Accepted (the error is the next one's), not an unknown option.
+  r = await cli(["serve", "--no-cancel-on-disconnect", "--workers", "0"]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /error: workers: expected an integer/);
   r = await cli(["serve", "--nope"]);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /error: Unknown option '--nope'/);

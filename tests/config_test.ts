@@ -88,6 +88,26 @@ Deno.test("resolveConfig applies defaults, the file, then the flags", () => {
   assert.equal(config.models, "auto");
   assert.equal(config.allowEval, false);
   assert.equal(config.allowManage, false);
+  assert.equal(config.cancelOnDisconnect, true);
+});
+
+Deno.test("resolveConfig: cancelOnDisconnect from the file, a flag turning it off, a bad value", () => {
+  const fromFile = resolveConfig({
+    cwd: "/home/me",
+    file: { cancelOnDisconnect: false },
+    cli: {},
+  });
+  assert.equal(fromFile.cancelOnDisconnect, false);
+  const fromFlag = resolveConfig({
+    cwd: "/home/me",
+    file: { cancelOnDisconnect: true },
+    cli: { cancelOnDisconnect: false },
+  });
+  assert.equal(fromFlag.cancelOnDisconnect, false);
+  assert.throws(
+    () => parseConfig({ cancelOnDisconnect: "no" }),
+    /cancelOnDisconnect/,
+  );
 });
 
 Deno.test("resolveConfig resolves --models against the working directory and ignores the file's list", () => {

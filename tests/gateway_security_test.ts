@@ -182,6 +182,35 @@ Deno.test("createGateway refuses a streamed body over the limit without a Conten
   assert.match((await res.json()).error.message, /over the limit of 100 bytes/);
 });
 
+Deno.test("createGateway reads request.signal for execute only when cancelOnDisconnect is on", async () => {
+  const signals: Array<AbortSignal | undefined> = [];
+  const pool = stubPool(true, (_n, msg, options) => {
+    signals.push(options?.signal);
+    return Promise.resolve(msg);
+  });
+  for (const cancelOnDisconnect of [true, false]) {
+    const app = createGateway(pool, { port: () => 8000, cancelOnDisconnect });
+    const request = req("/v1/models/echo/execute", {
+      method: "POST",
+      body: '{"a":1}',
+    });
+    let reads = 0;
+    const signal = request.signal;
+    Object.defineProperty(request, "signal", {
+      get() {
+        reads++;
+        return signal;
+      },
+    });
+    const res = await app.fetch(request);
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { a: 1 });
+    assert.equal(reads, cancelOnDisconnect ? 1 : 0);
+  }
+  assert.ok(signals[0] instanceof AbortSignal);
+  assert.equal(signals[1], undefined);
+});
+
 Deno.test("createGateway's plain execute path counts and logs like the routed one, building no debug record when debug is off", async () => {
   const logged: Array<{ message: string; props?: Record<string, unknown> }> =
     [];

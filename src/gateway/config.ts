@@ -61,6 +61,8 @@ export interface ResolvedConfig {
   cors?: CorsConfig;
   /** Enables `POST /v1/eval`. */
   allowEval: boolean;
+  /** A client that disconnects cancels its execute call. */
+  cancelOnDisconnect: boolean;
   /** Enables `PUT`/`DELETE /v1/models/{name}`. */
   allowManage: boolean;
   /** Includes Python tracebacks in error responses. */
@@ -245,6 +247,7 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
     },
     allowedHosts: [...(file.allowedHosts ?? []), ...(cli.allowedHosts ?? [])],
     allowEval: pick("allowEval") ?? false,
+    cancelOnDisconnect: pick("cancelOnDisconnect") ?? true,
     allowManage: pick("allowManage") ?? false,
     debug: pick("debug") ?? false,
     logLevel: pick("logLevel") ?? DEFAULTS.logLevel,

@@ -116,6 +116,8 @@ export interface GatewayConfig {
   } | undefined;
   /** Enables `POST /v1/eval`. */
   allowEval?: boolean | undefined;
+  /** A client that disconnects cancels its execute call (default true). */
+  cancelOnDisconnect?: boolean | undefined;
   /** Enables `PUT`/`DELETE /v1/models/{name}`. */
   allowManage?: boolean | undefined;
   /** Includes Python tracebacks in error responses. */
@@ -250,6 +252,7 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
   ),
   cors: v.optional(CorsSchema),
   allowEval: v.optional(bool()),
+  cancelOnDisconnect: v.optional(bool()),
   allowManage: v.optional(bool()),
   debug: v.optional(bool()),
   logLevel: v.optional(level()),

@@ -112,7 +112,7 @@ export function modelExecutor(
   publish: string | undefined,
   timeout: string | undefined,
 ) => Promise<Response> {
-  const { pool, catalog, metrics, hub, logger } = ctx;
+  const { pool, catalog, metrics, hub, logger, cancelOnDisconnect } = ctx;
   // One async function for the whole call: no wrapper promise per request.
   return async (request, name, key, publish, timeoutParam) => {
     // Only the direct path logs the duration itself (routed: the middleware).
@@ -151,16 +151,16 @@ export function modelExecutor(
           );
         }
       }
-      // A client that disconnects cancels its call (Python gets `cancel`). Deno's
-      // legacy request.signal also aborts after each response, when the call has
-      // settled and stopped listening (no effect), and Deno warns about it once
-      // unless run with --unstable-no-legacy-abort (this project's deno.json).
-      const signal = request.signal;
-      const result = await pool.execute(
-        name,
-        body,
-        key === undefined ? { timeout, signal } : { key, timeout, signal },
-      );
+      // A client that disconnects cancels its call (Python gets `cancel`), unless
+      // turned off: reading request.signal costs Deno a pending operation per
+      // request. Deno's legacy request.signal also aborts after each response,
+      // when the call has settled and stopped listening (no effect), and Deno
+      // warns about it once unless run with --unstable-no-legacy-abort (this
+      // project's deno.json).
+      const options: { key?: string; timeout: number; signal?: AbortSignal } =
+        key === undefined ? { timeout } : { key, timeout };
+      if (cancelOnDisconnect) options.signal = request.signal;
+      const result = await pool.execute(name, body, options);
       if (publish !== undefined) {
         hub.publish(publish, { model: name, result: result ?? null });
       }
@@ -170,7 +170,7 @@ export function modelExecutor(
     } catch (err) {
       // The client went away (the call was cancelled for it): nobody reads
       // this response, 499 keeps it apart from real errors in the metrics.
-      res = request.signal.aborted
+      res = cancelOnDisconnect && request.signal.aborted
         ? new Response(null, { status: 499 })
         : errorResponse(err, ctx.debug);
     }

@@ -41,6 +41,8 @@ export interface RouteContext {
   allowManage: boolean;
   /** `POST /v1/eval` allowed. */
   allowEval: boolean;
+  /** A client that disconnects cancels its execute call. */
+  cancelOnDisconnect: boolean;
   /** Tracebacks and internal messages in error responses. */
   debug: boolean;
 }

@@ -214,6 +214,7 @@ export async function serve(
       bodyLimit: config.limits.bodyLimit,
       requestTimeout: config.limits.requestTimeout,
       allowEval: config.allowEval,
+      cancelOnDisconnect: config.cancelOnDisconnect,
       allowManage: config.allowManage,
       debug: config.debug,
       hub,
