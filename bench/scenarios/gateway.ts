@@ -2,7 +2,9 @@
  * Scenario 6: the HTTP gateway under load from a second process (wrk, or
  * bench/load.ts without it), 32 connections, against the same echo behind
  * `Deno.serve` in JS (the HTTP floor) and behind uvicorn+Starlette/FastAPI
- * with as many Python processes as the gateway has workers.
+ * with as many Python processes as the gateway has workers. A second
+ * gateway row, `--no-cancel-on-disconnect`, is for information: the targets
+ * use the default command.
  *
  * @module
  */
@@ -115,57 +117,70 @@ async function serveChild(
   }
 }
 
+/** The `serve` command, with `extra` merged into its config file. */
+function pyproxySpec(
+  name: string,
+  extra: Record<string, unknown> = {},
+): ServerSpec {
+  return {
+    name,
+    async start() {
+      for (
+        const file of ["src/cli.ts", "src/gateway/mod.ts", "src/pool.ts"]
+      ) {
+        try {
+          await Deno.stat(REPO_DIR + file);
+        } catch {
+          throw new Error(`${file} does not exist yet`);
+        }
+      }
+      const port = freePort();
+      const dir = await modelsCopy();
+      const config = {
+        port,
+        workers: WORKERS,
+        modelsDir: dir,
+        models: [{ name: "echo", file: "echo.py" }],
+        logLevel: "warning",
+        ...extra,
+      };
+      await Deno.writeTextFile(`${dir}/pyproxy.json`, JSON.stringify(config));
+      try {
+        const t = await serveChild(
+          this.name,
+          Deno.execPath(),
+          [
+            "run",
+            "-A",
+            REPO_DIR + "mod.ts",
+            "serve",
+            "--config",
+            `${dir}/pyproxy.json`,
+          ],
+          port,
+        );
+        return {
+          ...t,
+          stop: async () => {
+            await t.stop();
+            await Deno.remove(dir, { recursive: true });
+          },
+        };
+      } catch (err) {
+        await Deno.remove(dir, { recursive: true });
+        throw err;
+      }
+    },
+  };
+}
+
 function servers(): ServerSpec[] {
   return [
-    {
-      name: `pyproxy gateway (${WORKERS} workers)`,
-      async start() {
-        for (
-          const file of ["src/cli.ts", "src/gateway/mod.ts", "src/pool.ts"]
-        ) {
-          try {
-            await Deno.stat(REPO_DIR + file);
-          } catch {
-            throw new Error(`${file} does not exist yet`);
-          }
-        }
-        const port = freePort();
-        const dir = await modelsCopy();
-        const config = {
-          port,
-          workers: WORKERS,
-          modelsDir: dir,
-          models: [{ name: "echo", file: "echo.py" }],
-          logLevel: "warning",
-        };
-        await Deno.writeTextFile(`${dir}/pyproxy.json`, JSON.stringify(config));
-        try {
-          const t = await serveChild(
-            this.name,
-            Deno.execPath(),
-            [
-              "run",
-              "-A",
-              REPO_DIR + "mod.ts",
-              "serve",
-              "--config",
-              `${dir}/pyproxy.json`,
-            ],
-            port,
-          );
-          return {
-            ...t,
-            stop: async () => {
-              await t.stop();
-              await Deno.remove(dir, { recursive: true });
-            },
-          };
-        } catch (err) {
-          await Deno.remove(dir, { recursive: true });
-          throw err;
-        }
-      },
-    },
+    pyproxySpec(`pyproxy gateway (${WORKERS} workers)`),
+    // Information only (targets use the default): the opt-out of cancel-on-disconnect.
+    pyproxySpec("pyproxy gateway, --no-cancel-on-disconnect", {
+      cancelOnDisconnect: false,
+    }),
     {
       name: "Deno.serve floor (JS echo)",
       async start() {
