@@ -29,10 +29,9 @@ export interface SpillRef {
   md5Parts?: string[] | undefined;
 }
 
-/** Smallest and largest `partSize` (protocol §8): tiny parts would make huge references. */
-export const MIN_PART_SIZE = 64 * 1024;
-/** See {@linkcode MIN_PART_SIZE}. */
-export const MAX_PART_SIZE = 1024 * 1024 * 1024;
+// Smallest and largest `partSize` (protocol §8, as in the Python server): tiny parts would make huge references.
+const MIN_PART_SIZE = 64 * 1024;
+const MAX_PART_SIZE = 1024 * 1024 * 1024;
 
 const Md5Schema = v.pipe(v.string(), v.regex(/^[0-9a-fA-F]{32}$/));
 
@@ -65,7 +64,7 @@ function partCount(size: number, partSize: number): number {
   return Math.max(1, Math.ceil(size / partSize));
 }
 
-/** Hashes the bytes given to `update`, whole or in parts; `check` compares with a reference. */
+/** Hashes the bytes given to `update`, whole or in parts ({@linkcode sameHashes} compares with a reference). */
 interface FileHash {
   update(chunk: Uint8Array): Promise<void>;
   /** The md5 fields of a reference to these bytes. */

@@ -85,9 +85,10 @@ def _part_views(pieces, part_size):
 
 
 class _PartHashes:
-    """The md5 of every part of ``pieces``; ``hexdigests()`` waits for them."""
+    """The md5 of every part of ``pieces``; ``fields()`` waits for them."""
 
     def __init__(self, pieces, size, part_size):
+        self._part_size = part_size
         parts = _part_views(pieces, part_size)
         self._digests = [None] * len(parts)
         self._threads = []
@@ -107,10 +108,35 @@ class _PartHashes:
             digests[index] = _md5_of(parts[index]).hexdigest()
             parts[index] = None
 
-    def hexdigests(self):
+    def fields(self):
+        """The reference fields: ``{"partSize", "md5Parts"}`` (waits for the threads)."""
         for thread in self._threads:
             thread.join()
-        return self._digests
+        return {"partSize": self._part_size, "md5Parts": self._digests}
+
+
+class _WholeHash:
+    """The md5 of all of ``pieces``, in a thread when large; ``fields()`` waits for it."""
+
+    def __init__(self, pieces, size):
+        self._md5 = _md5_hex(pieces, size)
+
+    def fields(self):
+        return {"md5": self._md5.hexdigest()}
+
+
+def _file_hash(pieces, size, part_size):
+    """Starts hashing ``pieces`` (``size`` bytes): in parts of ``part_size``, or whole when it is None."""
+    if part_size is None:
+        return _WholeHash(pieces, size)
+    return _PartHashes(pieces, size, part_size)
+
+
+def _same_hashes(fields, ref):
+    """True when ``fields`` (``fields()`` of a hash) match the reference's md5 or md5Parts."""
+    if "md5Parts" in fields:
+        return fields["md5Parts"] == [p.lower() for p in ref["md5Parts"]]
+    return fields["md5"] == ref["md5"].lower()
 
 
 def _md5_hex(pieces, size):
@@ -209,19 +235,13 @@ class SpillSettings:
                     "Cannot read spill file: size %d, expected %d" % (len(data), size)
                 )
             # Parsed while the md5 is checked; the message is only returned when it matches.
-            if parts is not None:
-                hashes = _PartHashes((data,), size, part_size)
-            else:
-                md5 = _md5_hex((data,), len(data))
+            hashes = _file_hash((data,), size, None if parts is None else part_size)
             try:
                 message = _decode_json(data, False)
             except ValueError as exc:
                 message = exc
             del data
-            if parts is not None:
-                if hashes.hexdigests() != [p.lower() for p in parts]:
-                    raise SpillError("Cannot read spill file: md5 mismatch")
-            elif md5.hexdigest() != digest.lower():
+            if not _same_hashes(hashes.fields(), ref):
                 raise SpillError("Cannot read spill file: md5 mismatch")
             if isinstance(message, ValueError):
                 raise SpillError("Cannot read spill file: invalid JSON (%s)" % message)
@@ -250,10 +270,7 @@ class SpillSettings:
             # A leftover of an earlier process that used the same connection id.
             os.unlink(path)
             fd = os.open(path, flags, 0o600)
-        if self.part_size is not None:
-            md5 = _PartHashes(pieces, size, self.part_size)
-        else:
-            md5 = _md5_hex(pieces, size)
+        hashes = _file_hash(pieces, size, self.part_size)
         try:
             for piece in pieces:
                 view = memoryview(piece).cast("B")
@@ -266,9 +283,7 @@ class SpillSettings:
                 os.unlink(path)
             except OSError:
                 pass
-            md5.hexdigests() if self.part_size is not None else md5.hexdigest()
+            hashes.fields()  # the hash threads end before the pieces go
             raise
         os.close(fd)
-        if self.part_size is not None:
-            return {"path": path, "size": size, "partSize": self.part_size, "md5Parts": md5.hexdigests()}
-        return {"path": path, "size": size, "md5": md5.hexdigest()}
+        return dict({"path": path, "size": size}, **hashes.fields())

@@ -106,9 +106,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 11030,
+      size: 11489,
       sha256:
-        "4a3ca011d1260e2b8dc643a465bde4c224d0224b907418cb90176a14157fe7f7",
+        "033b9d8baddf9fb13cea76e43194eba35b6173d8501ce5a96ae205b236244a67",
     },
   ],
 };
