@@ -4,7 +4,8 @@
  *     deno run -A --cpu-prof --cpu-prof-dir=/tmp/prof bench/profile.ts --impl session --window 64 --seconds 5
  *     deno run -A bench/profile.ts --impl floor --python-profile /tmp/floor.pstats
  *
- * `--impl` is one of floor, stdio, session, pool. With `--python-profile`
+ * `--impl` is one of floor, stdio, session, pool, pool-bare (no default
+ * plugins). With `--python-profile`
  * the Python process runs under cProfile (bench/pyprofile.py) and its stats
  * are written to that file. Prints calls/s.
  *
@@ -49,6 +50,14 @@ if (import.meta.main) {
     pool: () =>
       poolCaller("echo", {
         poolOptions: () => (python ? { python } : {}),
+      }),
+    // The pool without its default plugins (their cost per call).
+    "pool-bare": () =>
+      poolCaller("echo", {
+        poolOptions: () => ({
+          plugins: { defaults: false },
+          ...(python ? { python } : {}),
+        }),
       }),
   };
   const make = factories[values.impl ?? "session"];

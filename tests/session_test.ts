@@ -572,3 +572,69 @@ Deno.test("Session aborts the signal of running host handlers when it closes", a
     await session.close();
   }
 });
+
+Deno.test("Session.submit delivers each outcome to its sink once, never inside submit, and survives a sink that throws", async () => {
+  await using server = await startServer({ maxFrameSize: 4096 });
+  await using session = await server.connect({
+    middleware: [{
+      name: "refuser",
+      outgoing: (msg) => {
+        if ((msg.msg as { x?: number } | undefined)?.x === 13) {
+          throw new Error("unlucky");
+        }
+        return msg;
+      },
+    }],
+  });
+  await session.addModel("doubler", { source: DOUBLER });
+  const log: Array<[string, unknown]> = [];
+  let inside = false;
+  const sink = (tag: string) => ({
+    resolve(value: unknown) {
+      assert.equal(inside, false, `${tag}: resolved inside submit`);
+      log.push([tag, value]);
+    },
+    reject(error: Error) {
+      assert.equal(inside, false, `${tag}: rejected inside submit`);
+      log.push([tag, error]);
+    },
+  });
+  const submit = (tag: string, args: Record<string, unknown>) => {
+    inside = true;
+    try {
+      session.submit(
+        "executeModel",
+        { name: "doubler", msg: args },
+        {},
+        sink(tag),
+      );
+    } finally {
+      inside = false;
+    }
+  };
+  submit("ok", { x: 5 });
+  submit("middleware", { x: 13 }); // fails while sending
+  submit("too large", { x: 1, pad: "é".repeat(3000) }); // fails while sending
+  submit("python", { x: null }); // fails in Python (None * 2)
+  // A sink that throws is logged; the reply after it still arrives.
+  session.submit("ping", undefined, {}, {
+    resolve() {
+      throw new Error("sink bug");
+    },
+    reject() {},
+  });
+  submit("after", { x: 7 });
+  await waitFor(() => log.length === 5);
+  const byTag = new Map(log);
+  assert.equal(log.length, byTag.size, "each sink is called once");
+  assert.deepEqual(byTag.get("ok"), { y: 10 });
+  assert.ok(byTag.get("middleware") instanceof PluginError);
+  assert.ok(byTag.get("too large") instanceof RangeError);
+  assert.ok(byTag.get("python") instanceof PythonError);
+  assert.deepEqual(byTag.get("after"), { y: 14 });
+  assert.equal(session.isClosed, false);
+  await session.close();
+  submit("closed", { x: 1 });
+  await waitFor(() => log.length === 6);
+  assert.ok(byTag.size === 5 && log[5]![1] instanceof ConnectionLostError);
+});
