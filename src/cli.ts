@@ -55,6 +55,9 @@ Options:
       --no-cancel-on-disconnect
                             Let execute calls run on when their client disconnects
                             (~15% more requests/s)
+      --no-sched-batch      Leave the workers' Linux scheduling policy alone (by
+                            default they run under SCHED_BATCH, so a request does
+                            not make a worker preempt the gateway's thread)
       --log-level <level>   trace, debug, info, warning, error, fatal; or
                             category=level, e.g. pyproxy.pool=debug (repeatable)
       --debug               Include Python tracebacks in error responses
@@ -100,6 +103,7 @@ function cliOverrides(
   if (values["allow-eval"]) cli.allowEval = true;
   if (values["allow-manage"]) cli.allowManage = true;
   if (values["no-cancel-on-disconnect"]) cli.cancelOnDisconnect = false;
+  if (values["no-sched-batch"]) cli.schedBatch = false;
   if (values.debug) cli.debug = true;
   const hosts = values["allowed-host"] as string[] | undefined;
   if (hosts?.length) cli.allowedHosts = hosts;
@@ -204,6 +208,7 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
         grace: { type: "string" },
         "allow-eval": { type: "boolean" },
         "no-cancel-on-disconnect": { type: "boolean" },
+        "no-sched-batch": { type: "boolean" },
         "allow-manage": { type: "boolean" },
         "log-level": { type: "string", multiple: true },
         debug: { type: "boolean" },

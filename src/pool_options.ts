@@ -52,6 +52,8 @@ export interface ResolvedPoolOptions {
   serverArgs: (workerId: string) => string[] | undefined;
   /** Frame size limit, or undefined for the default. */
   maxFrameSize: number | undefined;
+  /** Workers run under `SCHED_BATCH`. */
+  schedBatch: boolean;
 }
 
 const int = (min: number) => {
@@ -122,6 +124,7 @@ const schema = v.strictObject({
     v.function(),
   ], "expected an array of strings or a function")),
   maxFrameSize: int(1),
+  schedBatch: v.optional(v.boolean("expected a boolean")),
 }, "expected an options object");
 
 /**
@@ -173,5 +176,6 @@ export function resolvePoolOptions(
     env: typeof env === "function" ? env : () => env,
     serverArgs: typeof args === "function" ? args : () => args,
     maxFrameSize: options.maxFrameSize,
+    schedBatch: options.schedBatch ?? false,
   };
 }

@@ -133,6 +133,16 @@ export interface PythonServerOptions {
   /** The server's `--max-frame-size` (and the default limit of sessions from {@linkcode PythonServer.connect}). */
   maxFrameSize?: number;
   /**
+   * Runs the server under Linux `SCHED_BATCH` (`--sched-batch`): a request
+   * that wakes it does not preempt the process running on that core, such
+   * as the host's event loop, which keeps its core until it blocks or its
+   * slice ends. Same CPU share; ignored (with a warning in the server's
+   * log) where the OS has no `SCHED_BATCH`. The gateway turns it on.
+   *
+   * @default {false}
+   */
+  schedBatch?: boolean;
+  /**
    * The directory holding the `pyproxy_server` package, put on `PYTHONPATH`.
    *
    * @default {this library's `python/` directory (downloaded once when imported from JSR)}
@@ -274,6 +284,7 @@ export class PythonServer implements AsyncDisposable {
     if (options.maxFrameSize !== undefined) {
       args.push("--max-frame-size", String(options.maxFrameSize));
     }
+    if (options.schedBatch === true) args.push("--sched-batch");
     args.push(...(options.args ?? []));
     const inherited = runtime.env("PYTHONPATH");
     const env: Record<string, string> = {

@@ -98,6 +98,7 @@ export class Supervisor {
           ...(o.maxFrameSize === undefined
             ? {}
             : { maxFrameSize: o.maxFrameSize }),
+          ...(o.schedBatch ? { schedBatch: true } : {}),
           // A PythonServer given neither port nor socket listens on a Unix
           // socket of its own: TCP workers ask for a port.
           ...(socketDir === undefined ? { port: 0 } : {}),

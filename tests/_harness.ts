@@ -193,6 +193,28 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
+/** Linux's number for the `SCHED_BATCH` scheduling policy. */
+export const SCHED_BATCH = 3;
+
+/**
+ * The scheduling policy of every thread of `pid` (field 41 of
+ * `/proc/<pid>/task/<tid>/stat`), or `undefined` without `/proc`.
+ */
+export function schedPolicies(pid: number | "self"): number[] | undefined {
+  let tids: string[];
+  try {
+    tids = [...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => e.name);
+  } catch {
+    return undefined;
+  }
+  return tids.map((tid) => {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/stat`);
+    // Fields after "pid (comm)" start at field 3.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(fields[41 - 3]);
+  });
+}
+
 /** Polls `predicate` until it is true; throws after `timeout` ms. */
 export async function waitFor(
   predicate: () => boolean | Promise<boolean>,

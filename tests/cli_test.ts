@@ -43,6 +43,7 @@ Deno.test("main serve --help lists every option", async () => {
       "--allow-eval",
       "--allow-manage",
       "--no-cancel-on-disconnect",
+      "--no-sched-batch",
       "--log-level",
       "--debug",
       "--version",
@@ -67,6 +68,9 @@ Deno.test("main rejects bad flags and commands with a clear error", async () => 
   );
   // Accepted (the error is the next one's), not an unknown option.
   r = await cli(["serve", "--no-cancel-on-disconnect", "--workers", "0"]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /error: workers: expected an integer/);
+  r = await cli(["serve", "--no-sched-batch", "--workers", "0"]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /error: workers: expected an integer/);
   r = await cli(["serve", "--nope"]);

@@ -89,6 +89,16 @@ Deno.test("resolveConfig applies defaults, the file, then the flags", () => {
   assert.equal(config.allowEval, false);
   assert.equal(config.allowManage, false);
   assert.equal(config.cancelOnDisconnect, true);
+  assert.equal(config.schedBatch, true);
+});
+
+Deno.test("resolveConfig: schedBatch from the file, a flag turning it off, a bad value", () => {
+  const at = (file: Record<string, unknown>, cli: Record<string, unknown>) =>
+    resolveConfig({ cwd: "/home/me", file, cli }).schedBatch;
+  assert.equal(at({ schedBatch: false }, {}), false);
+  assert.equal(at({ schedBatch: true }, { schedBatch: false }), false);
+  assert.equal(at({}, {}), true);
+  assert.throws(() => parseConfig({ schedBatch: 1 }), /schedBatch/);
 });
 
 Deno.test("resolveConfig: cancelOnDisconnect from the file, a flag turning it off, a bad value", () => {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { SseReader, startGateway, until } from "./_gateway_harness.ts";
+import { SCHED_BATCH, schedPolicies } from "./_harness.ts";
 
 const TOKEN = "gateway-test-token-0123";
 const APPLICANT = {
@@ -53,6 +54,13 @@ Deno.test("createGateway serves every route with real workers", async (t) => {
           w.state === "ready" && w.pid > 0
         ),
       );
+      // serve() runs its workers under SCHED_BATCH by default (Linux).
+      for (const w of status.workers as Array<{ pid: number }>) {
+        const policies = schedPolicies(w.pid);
+        if (policies !== undefined) {
+          assert.deepEqual(new Set(policies), new Set([SCHED_BATCH]));
+        }
+      }
       assert.equal(status.queue, 0);
       assert.equal(status.restarts, 0);
       assert.ok(status.uptime >= 0);

@@ -10,6 +10,7 @@ import {
 import { Pool, type PoolOptions } from "../src/pool.ts";
 import { reconnect } from "../plugins/reconnect.ts";
 import { idOfPid, modelsDir, PidTracker } from "./_pool_harness.ts";
+import { SCHED_BATCH, schedPolicies } from "./_harness.ts";
 
 /** Pool options shared by these tests: fast restarts, no signal handlers. */
 function opts(dir: string, extra: PoolOptions = {}): PoolOptions {
@@ -75,6 +76,10 @@ Deno.test("Pool.start rejects bad options with a ConfigError naming the field", 
     [{ workers: 1.5 }, /workers: expected an integer >= 1/],
     [{ transport: "pipe" as "tcp" }, /transport: expected "tcp" or "unix"/],
     [{ maxQueue: -1 }, /maxQueue: expected an integer >= 0/],
+    [
+      { schedBatch: "yes" as unknown as boolean },
+      /schedBatch: expected a boolean/,
+    ],
     [{ worker: 2 } as PoolOptions, /worker: unknown option/],
     [{ plugins: [{}] } as unknown as PoolOptions, /plugins/],
     [{ modelsDir: "/definitely/not/here" }, /modelsDir: no such directory/],
@@ -388,4 +393,31 @@ Deno.test("Pool.events yields worker-state and model events and ends on close", 
   } finally {
     await pids.assertGone();
   }
+});
+
+Deno.test({
+  name:
+    "Pool with schedBatch runs every worker thread under SCHED_BATCH; without it, under the host's policy",
+  ignore: schedPolicies("self") === undefined,
+  async fn() {
+    await using dir = await modelsDir();
+    const own = schedPolicies("self")![0]!;
+    assert.notEqual(own, SCHED_BATCH, "the test runner itself is not batch");
+    for (const schedBatch of [true, false]) {
+      await using pool = await Pool.start(
+        opts(dir.path, schedBatch ? { schedBatch } : {}),
+      );
+      await pool.addModel("doubler", { file: "doubler.py" });
+      assert.deepEqual(await pool.execute("doubler", { x: 2 }), { y: 4 });
+      for (const w of pool.status().workers) {
+        const policies = schedPolicies(w.pid!)!;
+        assert.ok(policies.length > 0);
+        assert.deepEqual(
+          new Set(policies),
+          new Set([schedBatch ? SCHED_BATCH : own]),
+          `worker ${w.id}, schedBatch ${schedBatch}`,
+        );
+      }
+    }
+  },
 });

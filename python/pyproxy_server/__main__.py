@@ -43,6 +43,7 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=16, help="executor threads for model calls (default 16)")
     parser.add_argument("--max-calls", type=int, default=65536, help="threaded calls queued or running per connection before OverloadedError (default 65536)")
     parser.add_argument("--spin-us", type=int, default=DEFAULT_SPIN_US, help="microseconds a connection polls for the next request of a fast client before sleeping; 0 = never (default %d)" % DEFAULT_SPIN_US)
+    parser.add_argument("--sched-batch", action="store_true", help="run under Linux SCHED_BATCH: a request that wakes the server does not preempt the process running on that core (an HTTP gateway's thread); ignored where the OS has no SCHED_BATCH")
     parser.add_argument("--insecure-no-auth", action="store_true", help="accept connections without authentication (local experiments only)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     args = parser.parse_args(argv)
@@ -55,6 +56,25 @@ def parse_args(argv=None):
     if args.max_calls < 1:
         parser.error("--max-calls must be >= 1")
     return args
+
+
+def set_sched_batch():
+    """Put this thread, and the threads it starts later, under ``SCHED_BATCH``.
+
+    Linux then never lets a wake-up of this process preempt the task running
+    on the core (the host's event loop): the server runs when that task
+    blocks or its slice ends. Same CPU share as before (nice 0). Returns
+    whether it applied (False where the OS has no ``SCHED_BATCH``).
+    """
+    setter = getattr(os, "sched_setscheduler", None)
+    policy = getattr(os, "SCHED_BATCH", None)
+    if setter is None or policy is None:
+        return False
+    try:
+        setter(0, policy, os.sched_param(0))
+    except OSError:
+        return False
+    return True
 
 
 def read_secret():
@@ -117,6 +137,8 @@ def _watch_parent(server, parent):
 
 def main(argv=None):
     args = parse_args(argv)
+    # Before any thread starts: threads inherit the policy.
+    sched_batch = set_sched_batch() if args.sched_batch else False
     parent = os.getppid()
     secret = None if args.insecure_no_auth else read_secret()
     root = os.path.realpath(args.path)
@@ -147,6 +169,8 @@ def main(argv=None):
         pass
     capture.install()
     log.info("listening: %s (pid %d, auth %s)", json.dumps(ready), server.pid, "none" if secret is None else "hmac-sha256")
+    if args.sched_batch and not sched_batch:
+        log.warning("--sched-batch: this system has no SCHED_BATCH; scheduling unchanged")
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         try:

@@ -63,6 +63,8 @@ export interface ResolvedConfig {
   allowEval: boolean;
   /** A client that disconnects cancels its execute call. */
   cancelOnDisconnect: boolean;
+  /** Workers run under Linux `SCHED_BATCH` (they do not preempt the gateway's thread). */
+  schedBatch: boolean;
   /** Enables `PUT`/`DELETE /v1/models/{name}`. */
   allowManage: boolean;
   /** Includes Python tracebacks in error responses. */
@@ -248,6 +250,7 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
     allowedHosts: [...(file.allowedHosts ?? []), ...(cli.allowedHosts ?? [])],
     allowEval: pick("allowEval") ?? false,
     cancelOnDisconnect: pick("cancelOnDisconnect") ?? true,
+    schedBatch: pick("schedBatch") ?? true,
     allowManage: pick("allowManage") ?? false,
     debug: pick("debug") ?? false,
     logLevel: pick("logLevel") ?? DEFAULTS.logLevel,

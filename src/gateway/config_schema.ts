@@ -118,6 +118,8 @@ export interface GatewayConfig {
   allowEval?: boolean | undefined;
   /** A client that disconnects cancels its execute call (default true). */
   cancelOnDisconnect?: boolean | undefined;
+  /** Workers run under Linux `SCHED_BATCH` (default true). */
+  schedBatch?: boolean | undefined;
   /** Enables `PUT`/`DELETE /v1/models/{name}`. */
   allowManage?: boolean | undefined;
   /** Includes Python tracebacks in error responses. */
@@ -253,6 +255,7 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
   cors: v.optional(CorsSchema),
   allowEval: v.optional(bool()),
   cancelOnDisconnect: v.optional(bool()),
+  schedBatch: v.optional(bool()),
   allowManage: v.optional(bool()),
   debug: v.optional(bool()),
   logLevel: v.optional(level()),

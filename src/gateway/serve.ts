@@ -164,6 +164,9 @@ export async function serve(
     handleSignals: false,
     runtime,
     shutdownGrace: config.limits.shutdownGrace,
+    // The gateway's thread is its bottleneck: a worker woken by a request
+    // must not preempt it (docs/gateway.md).
+    schedBatch: config.schedBatch,
     ...(config.python === undefined ? {} : { python: config.python }),
     ...(config.limits.maxInFlightPerWorker === undefined
       ? {}

@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 7537,
+      size: 8725,
       sha256:
-        "1dede9d28bd31f42a613ef51a7ed9df93e7f9334b109a16d8d729c1f6526a002",
+        "b66dfc08613d924deb8e861c06760a3f2b090b6c35981b12a35ef1fd59a50b8c",
     },
     {
       path: "pyproxy_server/big_json.py",
