@@ -167,7 +167,9 @@ function serveHttp(
     idleTimeout: 0,
     fetch: async (request, srv) => {
       const response = await handler(request, {
-        remoteAddr: srv.requestIP(request)?.address ?? "",
+        get remoteAddr(): string {
+          return srv.requestIP(request)?.address ?? "";
+        },
       });
       // Bun upgrades here, once the handler chose to (runtime.upgradeWebSocket).
       return upgrades.complete(request, srv) ? undefined : response;

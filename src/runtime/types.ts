@@ -122,7 +122,8 @@ export interface ChildProcess {
  */
 export type FetchHandler = (
   request: Request,
-  info: { remoteAddr: string },
+  /** `remoteAddr` is computed when read (the client's IP address). */
+  info: { readonly remoteAddr: string },
 ) => Response | Promise<Response>;
 
 /**
