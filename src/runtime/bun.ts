@@ -167,9 +167,7 @@ function serveHttp(
     idleTimeout: 0,
     fetch: async (request, srv) => {
       const response = await handler(request, {
-        get remoteAddr(): string {
-          return srv.requestIP(request)?.address ?? "";
-        },
+        remoteAddr: srv.requestIP(request)?.address ?? "",
       });
       // Bun upgrades here, once the handler chose to (runtime.upgradeWebSocket).
       return upgrades.complete(request, srv) ? undefined : response;

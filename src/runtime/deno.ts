@@ -135,14 +135,10 @@ export function denoRuntime(): Runtime {
               shutdown: () => server.shutdown(),
             });
           },
-        }, (req, info) =>
-          // Read on demand: Deno builds the address with an op call, ~1 µs
-          // per request that the gateway's hot path never needs.
-          handler(req, {
-            get remoteAddr(): string {
-              return (info.remoteAddr as Deno.NetAddr).hostname ?? "";
-            },
-          }));
+        }, (req, info) => {
+          const addr = info.remoteAddr as Deno.NetAddr;
+          return handler(req, { remoteAddr: addr.hostname ?? "" });
+        });
       });
     },
     upgradeWebSocket(

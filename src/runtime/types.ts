@@ -122,8 +122,7 @@ export interface ChildProcess {
  */
 export type FetchHandler = (
   request: Request,
-  /** `remoteAddr` is computed when read (the client's IP address). */
-  info: { readonly remoteAddr: string },
+  info: { remoteAddr: string },
 ) => Response | Promise<Response>;
 
 /**
