@@ -4,7 +4,7 @@
  * @module
  */
 import type { Deadlines } from "./_session_deadlines.ts";
-import type { ReplySink, SessionMessage } from "./session_types.ts";
+import type { SessionMessage } from "./session_types.ts";
 
 /**
  * One request waiting for its reply. It is its own abort listener
@@ -21,8 +21,8 @@ export class Pending {
   constructor(
     readonly id: number,
     readonly cmd: string,
-    /** Gets the outcome (the caller's promise resolvers, or the caller's own sink). */
-    readonly sink: ReplySink,
+    readonly resolve: (value: unknown) => void,
+    readonly reject: (error: Error) => void,
     readonly onEvent: ((event: SessionMessage) => void) | undefined,
     readonly onAbort: (id: number) => void,
   ) {}

@@ -31,7 +31,7 @@ import {
   resolvePoolOptions,
 } from "./pool_options.ts";
 import type { Runtime } from "./runtime/types.ts";
-import type { ModelSpec, ReplySink, RequestOptions } from "./session.ts";
+import type { ModelSpec, RequestOptions } from "./session.ts";
 import { Supervisor } from "./supervisor.ts";
 import type { Worker, WorkerExit, WorkerInfo } from "./worker.ts";
 import { reconnect } from "../plugins/reconnect.ts";
@@ -515,21 +515,19 @@ export class Pool implements AsyncDisposable {
       if (onEvent !== undefined) options.onEvent = onEvent;
     }
     worker.acquire();
-    session.submit(
-      call.cmd,
-      call.args,
-      options ?? NO_OPTIONS,
-      new Dispatch(call, worker, gen, remaining, this.#settled),
+    session.request(call.cmd, call.args, options).then(
+      (value) => {
+        worker.release();
+        call.resolve(value);
+        if (this.#router.queued > 0) this.#router.pump(false);
+      },
+      (error) => {
+        worker.release();
+        this.#onCallError(call, worker, gen, error, remaining);
+        if (this.#router.queued > 0) this.#router.pump(false);
+      },
     );
   }
-
-  /** Where every call's outcome arrives (see {@linkcode Dispatch}). */
-  #settled = (d: Dispatch, value: unknown, error: Error | undefined): void => {
-    d.worker.release();
-    if (error === undefined) d.call.resolve(value);
-    else this.#onCallError(d.call, d.worker, d.gen, error, d.remaining);
-    if (this.#router.queued > 0) this.#router.pump(false);
-  };
 
   #onCallError(
     call: PoolCall,
@@ -566,34 +564,6 @@ export class Pool implements AsyncDisposable {
       }
       call.reject(crashError(call.cmd, worker.id, exit, error));
     });
-  }
-}
-
-const NO_OPTIONS: RequestOptions = Object.freeze({});
-
-/**
- * One attempt of a call on one worker, and the Session's sink for it: a
- * call costs this object instead of a promise, two closures and a reaction.
- */
-class Dispatch implements ReplySink {
-  constructor(
-    readonly call: PoolCall,
-    readonly worker: Worker,
-    readonly gen: number,
-    readonly remaining: number | undefined,
-    readonly settled: (
-      d: Dispatch,
-      value: unknown,
-      error: Error | undefined,
-    ) => void,
-  ) {}
-
-  resolve(value: unknown): void {
-    this.settled(this, value, undefined);
-  }
-
-  reject(error: Error): void {
-    this.settled(this, undefined, error);
   }
 }
 

@@ -37,7 +37,6 @@ import { Pending } from "./_session_pending.ts";
 import type {
   ModelDescription,
   ModelSpec,
-  ReplySink,
   RequestOptions,
   ServerInfo,
   ServerStatus,
@@ -53,7 +52,6 @@ export type {
   HandlerCall,
   ModelDescription,
   ModelSpec,
-  ReplySink,
   RequestOptions,
   ServerInfo,
   ServerStatus,
@@ -167,8 +165,6 @@ export class Session implements AsyncDisposable {
   #hello: PromiseWithResolvers<SessionMessage> | undefined = Promise
     .withResolvers();
   #closed = false;
-  /** Inside {@linkcode Session.submit}: outcomes are delivered on a microtask. */
-  #submitting = false;
   #closeReason = "the session was closed";
   #closeCause: unknown;
   #closedDone: PromiseWithResolvers<void> = Promise.withResolvers();
@@ -320,46 +316,17 @@ export class Session implements AsyncDisposable {
     args?: Record<string, unknown>,
     options: RequestOptions = {},
   ): Promise<T> {
-    const sink = Promise.withResolvers<T>();
-    this.submit(cmd, args, options, sink);
-    return sink.promise;
-  }
-
-  /**
-   * {@linkcode Session.request} without a promise: the outcome goes to
-   * `sink` (its `resolve` gets the result, its `reject` the same typed
-   * errors), exactly once and never from inside this call. For callers that
-   * keep per-call state in an object anyway (the `Pool` does): a request then
-   * costs no promise and no reaction. A sink that throws is logged; the
-   * session goes on.
-   *
-   * @example
-   * ```ts ignore
-   * session.submit("executeModel", { name: "doubler", msg: { x: 5 } }, {}, {
-   *   resolve: (result) => console.log(result), // { y: 10 }
-   *   reject: (error) => console.error(error),
-   * });
-   * ```
-   */
-  submit<T = unknown>(
-    cmd: string,
-    args: Record<string, unknown> | undefined,
-    options: RequestOptions,
-    sink: ReplySink<T>,
-  ): void {
-    if (this.#closed) return this.#rejectLater(sink, this.#lostError(cmd));
+    if (this.#closed) return Promise.reject(this.#lostError(cmd));
     const signal = options.signal;
     if (signal?.aborted) {
-      return this.#rejectLater(
-        sink,
+      return Promise.reject(
         new CancelledError(`Cannot send ${cmd}: aborted`, {
           cause: signal.reason,
         }),
       );
     }
     if (this.#pending.size >= this.#maxPending) {
-      return this.#rejectLater(
-        sink,
+      return Promise.reject(
         new OverloadedError(
           `Cannot send ${cmd}: ${this.#pending.size} requests in flight (maxPending)`,
         ),
@@ -371,10 +338,12 @@ export class Session implements AsyncDisposable {
       : { id, cmd, ...args };
     msg.id = id;
     msg.cmd = cmd;
+    const { promise, resolve, reject } = Promise.withResolvers<T>();
     const pending = new Pending(
       id,
       cmd,
-      sink as ReplySink,
+      resolve as (value: unknown) => void,
+      reject,
       options.onEvent,
       this.#onAbort,
     );
@@ -388,18 +357,8 @@ export class Session implements AsyncDisposable {
       pending.signal = signal;
       signal.addEventListener("abort", pending, { once: true });
     }
-    // A failure found while sending (middleware, size, closed) settles
-    // later, so no sink runs inside submit.
-    this.#submitting = true;
-    try {
-      this.#send(msg, pending);
-    } finally {
-      this.#submitting = false;
-    }
-  }
-
-  #rejectLater(sink: ReplySink, error: Error): void {
-    queueMicrotask(() => deliver(sink, undefined, error, this.#logger));
+    this.#send(msg, pending);
+    return promise;
   }
 
   /**
@@ -867,13 +826,9 @@ export class Session implements AsyncDisposable {
     if (pending === undefined) return false;
     this.#pending.delete(id);
     pending.dispose();
-    if (error === undefined && reply!.ok !== true) {
-      error = errorFromWire(reply!.error);
-    }
-    const value = error === undefined ? reply!.result : undefined;
-    if (this.#submitting) {
-      queueMicrotask(() => deliver(pending.sink, value, error, this.#logger));
-    } else deliver(pending.sink, value, error, this.#logger);
+    if (error !== undefined) pending.reject(error);
+    else if (reply!.ok === true) pending.resolve(reply!.result);
+    else pending.reject(errorFromWire(reply!.error));
     return true;
   }
 
@@ -924,7 +879,7 @@ export class Session implements AsyncDisposable {
     this.#deadlines.clear();
     for (const p of pending) {
       p.dispose();
-      deliver(p.sink, undefined, this.#lostError(p.cmd), this.#logger);
+      p.reject(this.#lostError(p.cmd));
     }
     this.#host.abortAll(
       new ConnectionLostError(
@@ -941,21 +896,6 @@ export class Session implements AsyncDisposable {
     await this.#readDone;
     await this.#outbox.done;
     this.#closedDone.resolve();
-  }
-}
-
-/** Hands an outcome to a sink; a sink that throws is logged, never breaks the read loop. */
-function deliver(
-  sink: ReplySink,
-  value: unknown,
-  error: Error | undefined,
-  logger: Logger,
-): void {
-  try {
-    if (error === undefined) sink.resolve(value);
-    else sink.reject(error);
-  } catch (thrown) {
-    logger.warn("A reply sink threw: {error}", { error: thrown });
   }
 }
 

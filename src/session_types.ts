@@ -38,30 +38,6 @@ export interface RequestOptions {
 }
 
 /**
- * Where {@linkcode Session.submit} delivers a request's outcome: exactly one
- * call, never from inside `submit` itself. The object returned by
- * `Promise.withResolvers()` is one; so is any object with these two methods,
- * which lets a caller that keeps per-call state in an object (a pool, a
- * router) avoid a promise and its reactions per request.
- *
- * @example
- * ```ts
- * import type { ReplySink } from "./session_types.ts";
- * const sink: ReplySink = {
- *   resolve: (value) => console.log("result", value),
- *   reject: (error) => console.error(error.name, error.message),
- * };
- * sink.resolve({ y: 10 }); // result { y: 10 }
- * ```
- */
-export interface ReplySink<T = unknown> {
-  /** Called with the reply's `result`. */
-  resolve(value: T): void;
-  /** Called with the typed error the request failed with (see {@linkcode Session.request}). */
-  reject(error: Error): void;
-}
-
-/**
  * How to load a model: exactly one of `file` (relative to the server's
  * `--path`) or `source`; `options` are passed to the class constructor;
  * `class` picks the class when the code defines several.
