@@ -115,8 +115,10 @@ export function modelExecutor(
   const { pool, catalog, metrics, hub, logger, cancelOnDisconnect } = ctx;
   // One async function for the whole call: no wrapper promise per request.
   return async (request, name, key, publish, timeoutParam) => {
-    // Only the direct path logs the duration itself (routed: the middleware).
-    const t0 = direct ? performance.now() : 0;
+    // Only the direct path logs the request itself (routed: the middleware),
+    // and only when debug logging is on (a clock read per request otherwise).
+    const log = direct && logger.isEnabledFor?.("debug") !== false;
+    const t0 = log ? performance.now() : 0;
     const done = metrics.start(name);
     let res: Response;
     try {
@@ -175,16 +177,14 @@ export function modelExecutor(
         : errorResponse(err, ctx.debug);
     }
     done(res.status);
-    if (direct) {
-      metrics.countHttp(res.status);
-      if (logger.isEnabledFor?.("debug") !== false) {
-        logger.debug("{method} {path} {status} {ms} ms", {
-          method: "POST",
-          path: `/v1/models/${name}/execute`,
-          status: res.status,
-          ms: Math.round((performance.now() - t0) * 10) / 10,
-        });
-      }
+    if (direct) metrics.countHttp(res.status);
+    if (log) {
+      logger.debug("{method} {path} {status} {ms} ms", {
+        method: "POST",
+        path: `/v1/models/${name}/execute`,
+        status: res.status,
+        ms: Math.round((performance.now() - t0) * 10) / 10,
+      });
     }
     return res;
   };
