@@ -171,7 +171,7 @@ export interface PoolOptions {
    * Runs the workers under Linux `SCHED_BATCH` (see
    * `PythonServerOptions.schedBatch`): a request that wakes a worker does
    * not preempt the host's event loop on that core. Pays where the host's
-   * thread is the bottleneck (the gateway turns it on: +13% requests/s on
+   * thread is the bottleneck (the gateway turns it on: +7–9% requests/s on
    * the benchmark machine).
    *
    * @default {false}
