@@ -23,6 +23,13 @@ export interface RatioTargetOptions {
   op?: ">=" | "<";
   /** Multiply the denominator by this (e.g. a payload size). @default 1 */
   scale?: number;
+  /**
+   * Which of the denominator's rounds to compare with: `"best"` is its
+   * highest value for `>=` targets and its lowest for `<` ones (a reference
+   * whose rounds swing for reasons of its own is taken at its best).
+   * @default "median"
+   */
+  denStat?: "median" | "best";
 }
 
 /**
@@ -38,8 +45,11 @@ export function ratioTarget(rows: Row[], options: RatioTargetOptions): Target {
   const op = options.op ?? ">=";
   const a = rows.find((r) => r.name === options.num)?.metrics[options.metric]
     ?.median;
-  const b = rows.find((r) => r.name === options.den)
-    ?.metrics[options.denMetric ?? options.metric]?.median;
+  const den = rows.find((r) => r.name === options.den)
+    ?.metrics[options.denMetric ?? options.metric];
+  const b = options.denStat === "best"
+    ? (op === ">=" ? den?.max : den?.min)
+    : den?.median;
   const value = a === undefined || b === undefined || !Number.isFinite(a) ||
       !Number.isFinite(b) || b === 0
     ? null

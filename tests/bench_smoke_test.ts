@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { FloorClient, startFloorServer } from "../bench/floor_client.ts";
 import { StdioClient } from "../bench/stdio_client.ts";
 import { summarize } from "../bench/stats.ts";
+import { ratioTarget } from "../bench/targets.ts";
 import { ReadyChild } from "../bench/child.ts";
 import { runLoad } from "../bench/load.ts";
 
@@ -124,4 +125,36 @@ Deno.test("runLoad drives the Deno.serve HTTP floor with keep-alive POSTs", asyn
   assert.equal(result.requests, 40);
   assert.equal(result.errors, 0);
   assert.equal(result.non2xx, 0);
+});
+
+Deno.test("ratioTarget compares with a reference's median, or with its best round", () => {
+  const rows = [
+    { name: "us", metrics: { "req/s": summarize([130, 132, 131]) } },
+    { name: "ref", metrics: { "req/s": summarize([100, 150, 101]) } },
+    { name: "us99", metrics: { "p99 ms": summarize([8, 8, 8]) } },
+    { name: "ref99", metrics: { "p99 ms": summarize([9, 4, 10]) } },
+  ];
+  const base = { label: "x", num: "us", den: "ref", metric: "req/s" };
+  const median = ratioTarget(rows, { ...base, threshold: 1.2 });
+  assert.equal(median.value, 131 / 101);
+  assert.equal(median.pass, true);
+  const best = ratioTarget(rows, { ...base, threshold: 1.2, denStat: "best" });
+  assert.equal(best.value, 131 / 150);
+  assert.equal(best.pass, false);
+  // For a "<" target the best round is the lowest.
+  const p99 = ratioTarget(rows, {
+    label: "p99",
+    num: "us99",
+    den: "ref99",
+    metric: "p99 ms",
+    threshold: 1,
+    op: "<",
+    denStat: "best",
+  });
+  assert.equal(p99.value, 2);
+  assert.equal(p99.pass, false);
+  assert.equal(
+    ratioTarget(rows, { ...base, den: "missing", threshold: 1 }).pass,
+    null,
+  );
 });

@@ -368,28 +368,37 @@ export const gateway: Scenario = {
   },
   targets(rows: Row[]): Target[] {
     const gw = `pyproxy gateway (${WORKERS} workers)`;
+    // uvicorn's workers share one listening socket and whichever wakes first
+    // accepts: wrk's 32 connections, opened at once, land 16/16 in some rounds
+    // and 32/0 in others (15k against 9–12k req/s for Starlette on the
+    // benchmark machine). Comparing with its best round keeps that luck out
+    // of our ratio.
+    const best = { denStat: "best" } as const;
     return [
       ratioTarget(rows, {
-        label: "gateway p99 < uvicorn+Starlette p99",
+        label: "gateway p99 < uvicorn+Starlette p99 (its best round)",
         num: gw,
         den: `uvicorn+Starlette (${WORKERS} procs)`,
         metric: "p99 ms",
         threshold: 1,
         op: "<",
+        ...best,
       }),
       ratioTarget(rows, {
-        label: "gateway ≥ 1.2x uvicorn+Starlette",
+        label: "gateway ≥ 1.2x uvicorn+Starlette (its best round)",
         num: gw,
         den: `uvicorn+Starlette (${WORKERS} procs)`,
         metric: "req/s",
         threshold: 1.2,
+        ...best,
       }),
       ratioTarget(rows, {
-        label: "gateway ≥ 2x uvicorn+FastAPI",
+        label: "gateway ≥ 2x uvicorn+FastAPI (its best round)",
         num: gw,
         den: `uvicorn+FastAPI (${WORKERS} procs)`,
         metric: "req/s",
         threshold: 2,
+        ...best,
       }),
     ];
   },
