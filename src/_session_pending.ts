@@ -15,6 +15,9 @@ export class Pending {
   deadlines: Deadlines<Pending> | undefined;
   /** Its slot in `deadlines` (-1: none). */
   slot = -1;
+  /** Its bucket in `deadlines` and its index there. */
+  bucket: unknown[] | undefined = undefined;
+  index = 0;
   timeout = 0;
   signal: AbortSignal | undefined;
 

@@ -32,6 +32,7 @@ import { defaultRuntime } from "./runtime/mod.ts";
 import type { Connection, ConnectTarget, Runtime } from "./runtime/types.ts";
 import { HostCommands, wireError } from "./_session_host_commands.ts";
 import { Deadlines } from "./_session_deadlines.ts";
+import { PendingTable } from "./_session_pending_table.ts";
 import { Outbox } from "./_session_outbox.ts";
 import { Pending } from "./_session_pending.ts";
 import type {
@@ -152,7 +153,7 @@ export class Session implements AsyncDisposable {
   #readsBatches: boolean;
   #lastReceived = Date.now();
   #readDone: Promise<void>;
-  #pending = new Map<number, Pending>();
+  #pending = new PendingTable<Pending>();
   /** Ids whose late replies are expected and dropped quietly (timed out, aborted, fire-and-forget). */
   #ignored = new Set<number>();
   #nextId = 1;
@@ -347,7 +348,7 @@ export class Session implements AsyncDisposable {
       options.onEvent,
       this.#onAbort,
     );
-    this.#pending.set(id, pending);
+    this.#pending.add(pending);
     if (options.timeout !== undefined) {
       pending.timeout = options.timeout;
       pending.deadlines = this.#deadlines;
@@ -874,8 +875,7 @@ export class Session implements AsyncDisposable {
       this.#hello.promise.catch(() => {});
       this.#hello.reject(this.#lostError("handshake"));
     }
-    const pending = [...this.#pending.values()];
-    this.#pending.clear();
+    const pending = this.#pending.drain();
     this.#deadlines.clear();
     for (const p of pending) {
       p.dispose();

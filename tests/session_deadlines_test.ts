@@ -4,12 +4,14 @@ import { Deadlines } from "../src/_session_deadlines.ts";
 interface Item {
   id: number;
   slot: number;
+  bucket: unknown[] | undefined;
+  index: number;
   added: number;
   ms: number;
 }
 
 function item(id: number, ms: number): Item {
-  return { id, slot: -1, added: Date.now(), ms };
+  return { id, slot: -1, bucket: undefined, index: 0, added: Date.now(), ms };
 }
 
 /** Deadlines whose expiries are recorded; `next()` resolves at the next one. */
@@ -64,5 +66,34 @@ Deno.test("Deadlines: removed items never expire, and emptied buckets are droppe
   assert.deepEqual(expired.map((e) => e.item.id), [-2, -3]);
   deadlines.remove(gone); // removing twice is harmless
   deadlines.clear(); // stops the timer of the 30 s slots
+  assert.equal(deadlines.bucketCount, 0);
+});
+
+Deno.test("Deadlines: items removed in any order from shared buckets never expire, the others all do", async () => {
+  const { deadlines, expired, until } = recorder();
+  // Three slots' worth of items, removed in a shuffled order (a swap-remove
+  // moves the last item of a bucket into the removed one's place).
+  const items = Array.from(
+    { length: 300 },
+    (_, i) => item(i, 10 + (i % 3) * 8),
+  );
+  for (const it of items) deadlines.add(it, it.ms);
+  const order = items.map((it) => ({ it, key: (it.id * 7919) % 300 }))
+    .sort((a, b) => a.key - b.key).map((x) => x.it);
+  const removed = new Set(order.slice(0, 200).map((it) => it.id));
+  for (const it of order.slice(0, 200)) {
+    deadlines.remove(it);
+    assert.equal(it.slot, -1);
+    assert.equal(it.bucket, undefined);
+  }
+  await until(100);
+  const ids = expired.map((e) => e.item.id).sort((a, b) => a - b);
+  assert.deepEqual(
+    ids,
+    items.filter((it) => !removed.has(it.id)).map((it) => it.id),
+  );
+  for (const { item, at } of expired) {
+    assert.ok(at >= item.added + item.ms, `item ${item.id} expired early`);
+  }
   assert.equal(deadlines.bucketCount, 0);
 });

@@ -1,0 +1,77 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { PendingTable } from "../src/_session_pending_table.ts";
+
+interface Item {
+  id: number;
+}
+
+Deno.test("PendingTable behaves like a Map of increasing ids, across the ring's wrap", () => {
+  // Each step sends a request (a new, larger id) or settles one: a held id,
+  // or one never sent or already settled. Ids mostly follow each other and
+  // sometimes jump by about the ring's size (1024), so held requests often
+  // share a ring slot and move to the overflow.
+  const jump = fc.oneof(
+    fc.constant(1),
+    fc.integer({ min: 1, max: 5 }),
+    fc.integer({ min: 1020, max: 1028 }),
+  );
+  const step = fc.oneof(
+    fc.record({ add: jump }),
+    fc.record({ settle: fc.nat() }),
+    fc.record({ stray: fc.nat({ max: 100_000 }) }),
+  );
+  fc.assert(
+    fc.property(fc.array(step, { maxLength: 400 }), (steps) => {
+      const table = new PendingTable<Item>();
+      const model = new Map<number, Item>();
+      let next = 1;
+      for (const s of steps) {
+        if ("add" in s) {
+          const item = { id: next };
+          next += s.add;
+          table.add(item);
+          model.set(item.id, item);
+        } else if ("settle" in s) {
+          const held = [...model.keys()];
+          if (held.length === 0) continue;
+          const id = held[s.settle % held.length]!;
+          assert.equal(table.delete(id), true);
+          model.delete(id);
+          assert.equal(table.delete(id), false, "settled twice");
+        } else {
+          assert.equal(table.delete(s.stray), model.delete(s.stray));
+        }
+        assert.equal(table.size, model.size);
+      }
+      for (const [id, item] of model) assert.equal(table.get(id), item);
+      for (let id = 0; id < next; id += 7) {
+        assert.equal(table.get(id), model.get(id));
+      }
+      const drained = table.drain();
+      assert.deepEqual(
+        drained,
+        [...model.values()].sort((a, b) => a.id - b.id),
+      );
+      assert.equal(table.size, 0);
+      for (const id of model.keys()) assert.equal(table.get(id), undefined);
+    }),
+  );
+});
+
+Deno.test("PendingTable: a request outliving its slot is still found, and its successor too", () => {
+  const table = new PendingTable<Item>();
+  const slow = { id: 5 };
+  table.add(slow);
+  const fast = { id: 5 + 1024 }; // same ring slot
+  table.add(fast);
+  assert.equal(table.get(5), slow);
+  assert.equal(table.get(5 + 1024), fast);
+  assert.equal(table.size, 2);
+  assert.equal(table.delete(5), true);
+  assert.equal(table.get(5), undefined);
+  assert.equal(table.get(5 + 1024), fast);
+  assert.equal(table.delete(5 + 1024), true);
+  assert.equal(table.size, 0);
+  assert.deepEqual(table.drain(), []);
+});
