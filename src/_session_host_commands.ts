@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { PendingTable } from "./_session_pending_table.ts";
 import { CancelledError } from "./errors.ts";
 import type { Session } from "./session.ts";
 import type { SessionHandler, SessionMessage } from "./session_types.ts";
@@ -14,7 +15,8 @@ export type ReplyFn = (id: number, ok: boolean, payload: unknown) => void;
 /** Runs the host handlers for the requests the server sends. */
 export class HostCommands {
   #handlers = new Map<string, SessionHandler>();
-  #calls = new Map<number, AbortController>();
+  // Not a Map: see PendingTable (a long-lived Map with a call's churn keeps garbage in V8).
+  #calls = new PendingTable<HostCall>();
   #reply: ReplyFn;
 
   constructor(
@@ -38,8 +40,10 @@ export class HostCommands {
     const handler = this.#handlers.get(cmd);
     if (handler === undefined) {
       if (cmd === "cancel") {
-        const call = this.#calls.get(msg.target as number);
-        call?.abort(
+        const call = typeof msg.target === "number"
+          ? this.#calls.get(msg.target)
+          : undefined;
+        call?.controller.abort(
           new CancelledError(
             `Cannot complete host command ${msg.target}: cancelled by the server`,
           ),
@@ -54,7 +58,7 @@ export class HostCommands {
       return;
     }
     const controller = new AbortController();
-    this.#calls.set(id, controller);
+    this.#calls.add({ id, controller });
     let result: unknown;
     try {
       result = handler(msg.args, { session, id, signal: controller.signal });
@@ -77,10 +81,14 @@ export class HostCommands {
 
   /** Aborts every call in progress (the session closed); their replies are dropped. */
   abortAll(reason: Error): void {
-    const calls = [...this.#calls.values()];
-    this.#calls.clear();
-    for (const call of calls) call.abort(reason);
+    for (const call of this.#calls.drain()) call.controller.abort(reason);
   }
+}
+
+/** A host command in progress. */
+interface HostCall {
+  readonly id: number;
+  readonly controller: AbortController;
 }
 
 /** An error as the `error` object of a reply to Python (protocol §3). */

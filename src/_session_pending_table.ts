@@ -1,5 +1,6 @@
 /**
- * Internals of `Session`: the requests in flight by id, without a `Map`.
+ * Internals of `Session`: the requests in flight by id, without a `Map` (also
+ * the server's host commands in progress).
  *
  * A `Map` that lives long and sees an insert and a delete per request
  * makes V8 keep garbage: when it outgrows or compacts its hash table, the
@@ -37,7 +38,11 @@ export class PendingTable<T extends Identified> {
     return this.#size;
   }
 
-  /** Adds `item` under its id (ids are never reused while held). */
+  /**
+   * Adds `item` under its id. Any integer works; ids that follow each other
+   * stay in the ring. An id added again while held (a peer's bug) hides the
+   * older entry until one of them is deleted.
+   */
   add(item: T): void {
     const slot = item.id & MASK;
     const old = this.#ring[slot];

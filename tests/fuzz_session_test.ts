@@ -2,13 +2,15 @@
  * Fuzz tests of `Session` (the host side) against peers on real sockets: a
  * scripted fake server (to send what a correct server never would: duplicate
  * replies, replies for unknown ids, late replies, stray events, corrupted
- * frames) and a real Python server (random requests with random timeouts and
+ * frames, or protocol messages our Python server does not use) and a real
+ * Python server (random requests with random timeouts and
  * aborts). Every request settles exactly once, the session never crashes,
  * and `inFlight` returns to 0.
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
+  CancelledError,
   ConnectionLostError,
   OverloadedError,
   PyProxyError,
@@ -382,4 +384,54 @@ Deno.test("Session against a real server: random requests, timeouts and aborts a
     await new Promise((r) => setTimeout(r, 10));
   }
   assert.equal(await control.ping(), "pong");
+});
+
+Deno.test("Session: a server cancels its own host command (protocol §7), and a cancel of nothing says so", async () => {
+  // Our Python server never sends this: a scripted peer does, over a real socket.
+  const replies = new Map<number, Msg>();
+  // Resolved once replies 8 and 9 (the cancels) and then 7 are in.
+  const cancels = Promise.withResolvers<void>();
+  const command = Promise.withResolvers<void>();
+  await using server = fakeServer((msg, send) => {
+    if (msg.cmd === "go") {
+      // Host command 7, then its cancel (id 8), then a cancel of an unknown id (9).
+      send(encodeFrame({ id: 7, cmd: "wait", args: {} }));
+      send(encodeFrame({ id: 8, cmd: "cancel", target: 7 }));
+      send(encodeFrame({ id: 9, cmd: "cancel", target: 12345 }));
+      send(encodeFrame({ id: msg.id, ok: true, result: null }));
+    } else if (typeof msg.id === "number" && "ok" in msg) {
+      replies.set(msg.id, msg);
+      if (replies.has(8) && replies.has(9)) cancels.resolve();
+      if (msg.id === 7) command.resolve();
+    }
+  });
+  let aborted: unknown;
+  await using session = await Session.connect({
+    port: server.port,
+    handlers: {
+      wait: (_args, call) =>
+        new Promise((_resolve, reject) =>
+          call.signal.addEventListener("abort", () => {
+            aborted = call.signal.reason;
+            reject(call.signal.reason);
+          })
+        ),
+    },
+  });
+  await session.request("go");
+  await cancels.promise;
+  assert.deepEqual(replies.get(8), {
+    id: 8,
+    ok: true,
+    result: { cancelled: true },
+  });
+  assert.deepEqual(replies.get(9), {
+    id: 9,
+    ok: true,
+    result: { cancelled: false },
+  });
+  assert.ok(aborted instanceof CancelledError, String(aborted));
+  // The cancelled command still gets its (error) reply.
+  await command.promise;
+  assert.equal(replies.get(7)?.ok, false);
 });
