@@ -182,7 +182,7 @@ Deno.test("createGateway refuses a streamed body over the limit without a Conten
   assert.match((await res.json()).error.message, /over the limit of 100 bytes/);
 });
 
-Deno.test("createGateway reads request.signal for execute only when cancelOnDisconnect is on", async () => {
+Deno.test("createGateway gives execute calls a cancel signal only when cancelOnDisconnect is on; a fast call never reads request.signal", async () => {
   const signals: Array<AbortSignal | undefined> = [];
   const pool = stubPool(true, (_n, msg, options) => {
     signals.push(options?.signal);
@@ -205,7 +205,9 @@ Deno.test("createGateway reads request.signal for execute only when cancelOnDisc
     const res = await app.fetch(request);
     assert.equal(res.status, 200);
     assert.deepEqual(await res.json(), { a: 1 });
-    assert.equal(reads, cancelOnDisconnect ? 1 : 0);
+    // Deno's request.signal costs a pending operation: only calls running
+    // past DisconnectWatch's grace read it.
+    assert.equal(reads, 0);
   }
   assert.ok(signals[0] instanceof AbortSignal);
   assert.equal(signals[1], undefined);

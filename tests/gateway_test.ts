@@ -214,6 +214,32 @@ Deno.test("createGateway serves every route with real workers", async (t) => {
   );
 
   await t.step(
+    "a client that disconnects after its call started listening cancels it too",
+    async () => {
+      const started = `${gw.dir}/waiter2.started`;
+      const cancelled = `${gw.dir}/waiter2.cancelled`;
+      const client = new AbortController();
+      const pending = gw.fetch(
+        "/v1/models/waiter/execute?timeout=30000",
+        { ...json({ started, cancelled }), signal: client.signal },
+      ).then(
+        () => "answered",
+        (err: Error) => err.name,
+      );
+      await until(() => readIfExists(started), "the call to start");
+      // Past the watch's 50 ms grace and its next sweep: the call listens to
+      // request.signal by now (the step above leaves before it does).
+      await new Promise((r) => setTimeout(r, 200));
+      client.abort();
+      assert.equal(await pending, "AbortError");
+      assert.equal(
+        await until(() => readIfExists(cancelled), "the cancel", 5000),
+        "cancelled",
+      );
+    },
+  );
+
+  await t.step(
     "?key= routes calls with the same key to the same worker",
     async () => {
       const pids = new Set<number>();

@@ -9,6 +9,7 @@ import { getLogger } from "@logtape/logtape";
 import type { Logger } from "../logger.ts";
 import type { Runtime } from "../runtime/types.ts";
 import { defaultRuntime } from "../runtime/mod.ts";
+import { DisconnectWatch } from "./disconnect_watch.ts";
 import { ChannelHub } from "./channels.ts";
 import { channelRoutes } from "./channel_routes.ts";
 import { dashboardCsp, dashboardHtml } from "./dashboard.ts";
@@ -64,8 +65,8 @@ export interface GatewayOptions {
   allowEval?: boolean;
   /**
    * A client that disconnects cancels its execute call (Python gets
-   * `cancel`). Costs Deno ~12 µs of CPU per request under load
-   * (`request.signal`; docs/gateway.md).
+   * `cancel`), once the call has run for 50 ms (shorter calls finish: see
+   * `DisconnectWatch` and docs/gateway.md).
    *
    * @default {true}
    */
@@ -141,7 +142,9 @@ export function createGateway(
     requestTimeout: options.requestTimeout ?? 30_000,
     allowManage: options.allowManage ?? false,
     allowEval: options.allowEval ?? false,
-    cancelOnDisconnect: options.cancelOnDisconnect ?? true,
+    disconnects: options.cancelOnDisconnect ?? true
+      ? new DisconnectWatch()
+      : undefined,
     debug: options.debug ?? false,
   };
   const started = Date.now();

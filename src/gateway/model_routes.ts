@@ -11,6 +11,7 @@ import { errorResponse, httpError } from "./error_response.ts";
 import type { GatewayModelSpec } from "./gateway_pool.ts";
 import { validateInput } from "./input_schema.ts";
 import { readJsonBody } from "./read_json_body.ts";
+import type { WatchedCall } from "./disconnect_watch.ts";
 import type { RouteContext } from "./route_context.ts";
 
 const ModelSpecBody = v.strictObject(
@@ -112,7 +113,7 @@ export function modelExecutor(
   publish: string | undefined,
   timeout: string | undefined,
 ) => Promise<Response> {
-  const { pool, catalog, metrics, hub, logger, cancelOnDisconnect } = ctx;
+  const { pool, catalog, metrics, hub, logger, disconnects } = ctx;
   // One async function for the whole call: no wrapper promise per request.
   return async (request, name, key, publish, timeoutParam) => {
     // Only the direct path logs the request itself (routed: the middleware),
@@ -121,6 +122,7 @@ export function modelExecutor(
     const t0 = log ? performance.now() : 0;
     const done = metrics.start(name);
     let res: Response;
+    let watched: WatchedCall | undefined;
     try {
       if (publish !== undefined && !ChannelHub.isValidName(publish)) {
         throw httpError(
@@ -153,15 +155,13 @@ export function modelExecutor(
           );
         }
       }
-      // A client that disconnects cancels its call (Python gets `cancel`), unless
-      // turned off: reading request.signal costs Deno a pending operation per
-      // request. Deno's legacy request.signal also aborts after each response,
-      // when the call has settled and stopped listening (no effect), and Deno
-      // warns about it once unless run with --unstable-no-legacy-abort (this
-      // project's deno.json).
+      // A client that disconnects cancels its call (Python gets `cancel`),
+      // unless turned off; only calls that run for a while listen for it
+      // (DisconnectWatch: Deno's request.signal costs a pending operation).
       const options: { key?: string; timeout: number; signal?: AbortSignal } =
         key === undefined ? { timeout } : { key, timeout };
-      if (cancelOnDisconnect) options.signal = request.signal;
+      watched = disconnects?.watch(request);
+      if (watched !== undefined) options.signal = watched.signal;
       const result = await pool.execute(name, body, options);
       if (publish !== undefined) {
         hub.publish(publish, { model: name, result: result ?? null });
@@ -172,10 +172,11 @@ export function modelExecutor(
     } catch (err) {
       // The client went away (the call was cancelled for it): nobody reads
       // this response, 499 keeps it apart from real errors in the metrics.
-      res = cancelOnDisconnect && request.signal.aborted
+      res = watched?.aborted
         ? new Response(null, { status: 499 })
         : errorResponse(err, ctx.debug);
     }
+    watched?.end();
     done(res.status);
     if (direct) metrics.countHttp(res.status);
     if (log) {

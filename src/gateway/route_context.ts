@@ -6,6 +6,7 @@
 import type { Logger } from "../logger.ts";
 import type { Runtime } from "../runtime/types.ts";
 import type { ChannelHub } from "./channels.ts";
+import type { DisconnectWatch } from "./disconnect_watch.ts";
 import type { GatewayPool } from "./gateway_pool.ts";
 import type { GatewayMetrics } from "./metrics.ts";
 import type { ModelCatalog } from "./model_catalog.ts";
@@ -41,8 +42,8 @@ export interface RouteContext {
   allowManage: boolean;
   /** `POST /v1/eval` allowed. */
   allowEval: boolean;
-  /** A client that disconnects cancels its execute call. */
-  cancelOnDisconnect: boolean;
+  /** Watches the clients of execute calls (a client that disconnects cancels its call); none when off. */
+  disconnects: DisconnectWatch | undefined;
   /** Tracebacks and internal messages in error responses. */
   debug: boolean;
 }
