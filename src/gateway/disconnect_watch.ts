@@ -8,10 +8,10 @@
  * be seen leaving. So each call gets a plain `AbortController` (~0.5 µs with
  * the session's listener), and a sweep every `graceMs` subscribes to the
  * `request.signal` of the calls that were already there at the sweep before
- * (so have run for `graceMs` or more; no clock read per call). A
- * client gone by then is seen at once (the signal is born aborted); one that
- * leaves later aborts the call when it leaves. Calls shorter than `graceMs`
- * (up to twice that, depending on when they start) run to the end, and their answer is
+ * (so have run for `graceMs` or more; no clock read per call). A client gone
+ * by then is seen at once (the signal is born aborted); one that leaves later
+ * aborts the call when it leaves. Calls shorter than `graceMs` (up to twice
+ * that, depending on when they start) run to the end, and their answer is
  * dropped with the connection.
  *
  * The calls wait in a ring in start order (no `Map`: see
