@@ -9,18 +9,19 @@
  * its successors, and every request they held, survives the young
  * generation's collections until the next full one: under gateway load ~10%
  * of everything a request allocated was promoted, the young generation grew
- * to ~25 MB and its pauses to 3–7 ms. Here the requests sit in a fixed ring
+ * to ~25 MB and its pauses to 3–7 ms. Here the requests sit in a ring
  * indexed by the low bits of their id (ids only grow): an entry is written
- * when the request is sent and cleared when it settles, and the ring is
- * never reallocated. A request still in flight when its slot comes round
- * again moves to a small overflow map.
+ * when the request is sent and cleared when it settles. The ring doubles
+ * (up to 65536 slots) when more than half of it is in flight; a request
+ * still in flight when its slot comes round again moves to a small overflow
+ * map.
  *
  * @module
  */
 
-/** Ring slots (a power of two). */
+/** Ring slots at first, and at most (powers of two; `maxPending` is 65536 by default). */
 const RING = 1024;
-const MASK = RING - 1;
+const MAX_RING = 65536;
 
 /** Requests by id: what the table holds. */
 export interface Identified {
@@ -44,28 +45,41 @@ export class PendingTable<T extends Identified> {
    * older entry until one of them is deleted.
    */
   add(item: T): void {
-    const slot = item.id & MASK;
-    const old = this.#ring[slot];
-    if (old !== undefined) {
-      (this.#overflow ??= new Map()).set(old.id, old);
+    let ring = this.#ring;
+    let slot = item.id & (ring.length - 1);
+    if (ring[slot] !== undefined) {
+      // Many in flight (more than half the ring): a bigger ring, once.
+      if (this.#size * 2 >= ring.length && ring.length < MAX_RING) {
+        ring = this.#grow();
+        slot = item.id & (ring.length - 1);
+      }
+      const old = ring[slot];
+      if (old !== undefined) (this.#overflow ??= new Map()).set(old.id, old);
     }
-    this.#ring[slot] = item;
+    ring[slot] = item;
     this.#size++;
   }
 
   /** The request with id `id`, if held. */
   get(id: number): T | undefined {
-    const item = this.#ring[id & MASK];
+    const ring = this.#ring;
+    const item = ring[id & (ring.length - 1)];
     if (item !== undefined && item.id === id) return item;
     return this.#overflow?.get(id);
   }
 
+  /** Requests held in the overflow map (outlived their ring slot). */
+  get overflowSize(): number {
+    return this.#overflow?.size ?? 0;
+  }
+
   /** Forgets request `id`; false when it was not held. */
   delete(id: number): boolean {
-    const slot = id & MASK;
-    const item = this.#ring[slot];
+    const ring = this.#ring;
+    const slot = id & (ring.length - 1);
+    const item = ring[slot];
     if (item !== undefined && item.id === id) {
-      this.#ring[slot] = undefined;
+      ring[slot] = undefined;
     } else if (this.#overflow === undefined || !this.#overflow.delete(id)) {
       return false;
     } else if (this.#overflow.size === 0) {
@@ -73,6 +87,17 @@ export class PendingTable<T extends Identified> {
     }
     this.#size--;
     return true;
+  }
+
+  /** Doubles the ring (distinct slots stay distinct); the old array is cleared. */
+  #grow(): (T | undefined)[] {
+    const old = this.#ring;
+    const ring = new Array<T | undefined>(old.length * 2).fill(undefined);
+    const mask = ring.length - 1;
+    for (const item of old) if (item !== undefined) ring[item.id & mask] = item;
+    old.fill(undefined); // no stale references left in the old generation
+    this.#ring = ring;
+    return ring;
   }
 
   /** Removes and returns every request held, oldest first. */

@@ -59,6 +59,51 @@ Deno.test("PendingTable behaves like a Map of increasing ids, across the ring's 
   );
 });
 
+Deno.test("PendingTable keeps thousands in flight in its ring (it grows), matching a Map", () => {
+  // Mostly sends, so more than half the ring is held and it doubles.
+  const step = fc.oneof(
+    {
+      weight: 4,
+      arbitrary: fc.record({ add: fc.integer({ min: 1, max: 3 }) }),
+    },
+    { weight: 1, arbitrary: fc.record({ settle: fc.nat() }) },
+  );
+  fc.assert(
+    fc.property(
+      fc.array(step, { minLength: 1500, maxLength: 4000 }),
+      (steps) => {
+        const table = new PendingTable<Item>();
+        const model = new Map<number, Item>();
+        let next = 1;
+        for (const s of steps) {
+          if ("add" in s) {
+            const item = { id: next };
+            next += s.add;
+            table.add(item);
+            model.set(item.id, item);
+          } else {
+            const held = [...model.keys()];
+            if (held.length === 0) continue;
+            const id = held[s.settle % held.length]!;
+            assert.equal(table.delete(id), true);
+            model.delete(id);
+          }
+        }
+        assert.equal(table.size, model.size);
+        for (const [id, item] of model) assert.equal(table.get(id), item);
+        assert.deepEqual(table.drain(), [...model.values()]);
+      },
+    ),
+    { numRuns: 20 },
+  );
+  const table = new PendingTable<Item>();
+  for (let id = 1; id <= 5000; id++) table.add({ id });
+  assert.equal(table.overflowSize, 0);
+  for (let id = 1; id <= 5000; id++) assert.equal(table.get(id)?.id, id);
+  for (let id = 1; id <= 5000; id++) assert.equal(table.delete(id), true);
+  assert.equal(table.size, 0);
+});
+
 Deno.test("PendingTable: a request outliving its slot is still found, and its successor too", () => {
   const table = new PendingTable<Item>();
   const slow = { id: 5 };
