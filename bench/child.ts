@@ -24,6 +24,8 @@ export interface ReadyChildOptions {
    * @default true
    */
   readyLine?: boolean;
+  /** Called with each line the child prints on stdout after its ready line (if any). */
+  onStdoutLine?: (line: string) => void;
 }
 
 /**
@@ -41,6 +43,7 @@ export class ReadyChild implements AsyncDisposable {
   readonly #stdin: WritableStreamDefaultWriter<Uint8Array>;
   #stderr = "";
   #exited = false;
+  #onStdoutLine: ((line: string) => void) | undefined;
   /** The parsed ready line (empty object when `readyLine` is false). */
   ready: Record<string, unknown> = {};
 
@@ -62,6 +65,7 @@ export class ReadyChild implements AsyncDisposable {
       ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
     }).spawn();
     const rc = new ReadyChild(child);
+    rc.#onStdoutLine = options.onStdoutLine;
     try {
       if (options.readyLine === false) {
         rc.#drainStdout(child.stdout);
@@ -161,14 +165,31 @@ export class ReadyChild implements AsyncDisposable {
       clearTimeout(timer);
     }
     reader.releaseLock();
-    this.#drainStdout(stdout);
-    return JSON.parse(text.slice(0, text.indexOf("\n")));
+    const end = text.indexOf("\n");
+    this.#drainStdout(stdout, text.slice(end + 1));
+    return JSON.parse(text.slice(0, end));
   }
 
-  async #drainStdout(stdout: ReadableStream<Uint8Array>): Promise<void> {
+  async #drainStdout(
+    stdout: ReadableStream<Uint8Array>,
+    rest = "",
+  ): Promise<void> {
+    const onLine = this.#onStdoutLine;
+    const decoder = new TextDecoder();
+    let text = rest;
+    const lines = (): void => {
+      let nl: number;
+      while ((nl = text.indexOf("\n")) >= 0) {
+        onLine!(text.slice(0, nl));
+        text = text.slice(nl + 1);
+      }
+    };
     try {
-      for await (const _ of stdout) {
-        // discarded: only the ready line matters
+      if (onLine !== undefined) lines();
+      for await (const chunk of stdout) {
+        if (onLine === undefined) continue; // only the ready line matters
+        text += decoder.decode(chunk, { stream: true });
+        lines();
       }
     } catch {
       // the child died

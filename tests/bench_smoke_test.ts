@@ -9,6 +9,7 @@ import { StdioClient } from "../bench/stdio_client.ts";
 import { summarize } from "../bench/stats.ts";
 import { ratioTarget } from "../bench/targets.ts";
 import { ReadyChild } from "../bench/child.ts";
+import { GcTrace, parseGcLine } from "../bench/gc_trace.ts";
 import { runLoad } from "../bench/load.ts";
 
 const MODELS = new URL("../bench/models/", import.meta.url).pathname;
@@ -157,4 +158,53 @@ Deno.test("ratioTarget compares with a reference's median, or with its best roun
     ratioTarget(rows, { ...base, den: "missing", threshold: 1 }).pass,
     null,
   );
+});
+
+Deno.test("parseGcLine and GcTrace read V8's --trace-gc-nvp lines, per round", () => {
+  const scavenge = (promoted: number, pause: number) =>
+    `[12:0x55:0]     5471 ms: GC: {"pause":${pause},"mutator":101.3,"gc":"s","allocated":3300000,"new_space_survived":${
+      promoted + 10000
+    },"promoted":${promoted}}`;
+  assert.deepEqual(parseGcLine(scavenge(0, 0.2)), {
+    pause: 0.2,
+    allocated: 3300000,
+    survived: 10000,
+    promoted: 0,
+  });
+  assert.equal(
+    parseGcLine('[1:0x1:0] 9 ms: GC: {"pause":2.1,"gc":"mc"}'),
+    "major",
+  );
+  assert.equal(parseGcLine('{"port": 8000}'), undefined);
+  assert.equal(parseGcLine("GC: {not json"), undefined);
+  const trace = new GcTrace();
+  trace.line(scavenge(0, 0.3));
+  trace.line("some other output");
+  assert.equal(trace.take().scavenges, 1); // the warm-up's, dropped
+  for (const p of [1_000_000, 3_000_000, 2_000_000]) trace.line(scavenge(p, 1));
+  trace.line('[1:0x1:0] 9 ms: GC: {"pause":2.1,"gc":"mc"}');
+  const round = trace.take();
+  assert.equal(round.scavenges, 3);
+  assert.equal(round.majors, 1);
+  assert.equal(round.promotedMB.median, 2);
+  assert.equal(round.pauseMs.median, 1);
+  assert.equal(trace.take().scavenges, 0);
+});
+
+Deno.test("ReadyChild hands every stdout line after the ready line to onStdoutLine", async () => {
+  const lines: string[] = [];
+  // The ready line and the next ones arrive in one write.
+  await using child = await ReadyChild.start({
+    cmd: "python3",
+    args: [
+      "-c",
+      "import sys; sys.stdout.write('{\"ok\": 1}\\nfirst\\nsecond\\n'); sys.stdout.flush(); sys.stdin.read()",
+    ],
+    onStdoutLine: (line) => lines.push(line),
+  });
+  assert.deepEqual(child.ready, { ok: 1 });
+  for (let i = 0; i < 200 && lines.length < 2; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.deepEqual(lines, ["first", "second"]);
 });

@@ -9,6 +9,7 @@
  * @module
  */
 import { freePort, ReadyChild, waitForHttp } from "../child.ts";
+import { GC_TRACE_FLAG, GcTrace } from "../gc_trace.ts";
 import { modelsCopy } from "../callers.ts";
 import { oneLine, SMALL_MESSAGE, summarizeRounds } from "../drivers.ts";
 import { ratioTarget } from "../targets.ts";
@@ -26,6 +27,8 @@ interface HttpTarget {
   name: string;
   url: string;
   stop(): Promise<void>;
+  /** Its V8 collections, for the servers run with the GC trace. */
+  gc?: GcTrace;
 }
 
 interface ServerSpec {
@@ -96,12 +99,14 @@ async function serveChild(
   args: string[],
   port: number,
   env?: Record<string, string>,
+  gc?: GcTrace,
 ): Promise<HttpTarget> {
   const child = await ReadyChild.start({
     cmd,
     args,
     readyLine: false,
     ...(env ? { env } : {}),
+    ...(gc ? { onStdoutLine: gc.line } : {}),
   });
   const url = `http://127.0.0.1:${port}${PATH}`;
   try {
@@ -110,7 +115,7 @@ async function serveChild(
       body: BODY,
       headers: { "content-type": "application/json" },
     }, child);
-    return { name, url, stop: () => child.kill() };
+    return { name, url, stop: () => child.kill(), ...(gc ? { gc } : {}) };
   } catch (err) {
     await child.kill();
     throw err;
@@ -146,18 +151,22 @@ function pyproxySpec(
       };
       await Deno.writeTextFile(`${dir}/pyproxy.json`, JSON.stringify(config));
       try {
+        // V8's GC trace (a line per collection): the promoted column.
         const t = await serveChild(
           this.name,
           Deno.execPath(),
           [
             "run",
             "-A",
+            `--v8-flags=${GC_TRACE_FLAG}`,
             REPO_DIR + "mod.ts",
             "serve",
             "--config",
             `${dir}/pyproxy.json`,
           ],
           port,
+          undefined,
+          new GcTrace(),
         );
         return {
           ...t,
@@ -343,7 +352,15 @@ export const gateway: Scenario = {
         for (const entry of running) {
           if (entry.target === undefined) continue;
           try {
-            entry.rounds.push(await loadRound(entry.target.url, seconds));
+            const gc = entry.target.gc;
+            gc?.take(); // not the collections between rounds
+            const metrics = await loadRound(entry.target.url, seconds);
+            const round = gc?.take();
+            if (round !== undefined && round.scavenges > 0) {
+              metrics["scavenge ms"] = round.pauseMs.median;
+              metrics["promoted MB/scavenge"] = round.promotedMB.median;
+            }
+            entry.rounds.push(metrics);
           } catch (err) {
             entry.skipped = `failed in round ${round + 1}: ${oneLine(err)}`;
             await entry.target.stop().catch(() => {});
