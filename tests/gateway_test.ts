@@ -186,27 +186,33 @@ Deno.test("createGateway serves every route with real workers", async (t) => {
     assert.equal((await res.json()).error.type, "TimeoutError");
   });
 
+  /** Starts a waiter call, waits `afterStartMs` once it runs, disconnects, and expects its cancel. */
+  const disconnectCancels = async (tag: string, afterStartMs: number) => {
+    const started = `${gw.dir}/${tag}.started`;
+    const cancelled = `${gw.dir}/${tag}.cancelled`;
+    const client = new AbortController();
+    const pending = gw.fetch(
+      "/v1/models/waiter/execute?timeout=30000",
+      { ...json({ started, cancelled }), signal: client.signal },
+    ).then(
+      () => "answered",
+      (err: Error) => err.name,
+    );
+    await until(() => readIfExists(started), "the call to start");
+    if (afterStartMs > 0) await new Promise((r) => setTimeout(r, afterStartMs));
+    client.abort();
+    assert.equal(await pending, "AbortError");
+    // Without cancel-on-disconnect the call would run on for 10 s.
+    assert.equal(
+      await until(() => readIfExists(cancelled), "the cancel", 5000),
+      "cancelled",
+    );
+  };
+
   await t.step(
     "a client that disconnects cancels its Python call",
     async () => {
-      const started = `${gw.dir}/waiter.started`;
-      const cancelled = `${gw.dir}/waiter.cancelled`;
-      const client = new AbortController();
-      const pending = gw.fetch(
-        "/v1/models/waiter/execute?timeout=30000",
-        { ...json({ started, cancelled }), signal: client.signal },
-      ).then(
-        () => "answered",
-        (err: Error) => err.name,
-      );
-      await until(() => readIfExists(started), "the call to start");
-      client.abort();
-      assert.equal(await pending, "AbortError");
-      // Without cancel-on-disconnect the call would run on for 10 s.
-      assert.equal(
-        await until(() => readIfExists(cancelled), "the cancel", 5000),
-        "cancelled",
-      );
+      await disconnectCancels("waiter", 0);
       const res = await gw.fetch("/v1/models/whoami/execute", json({}));
       assert.equal(res.status, 200); // the worker serves on
       await res.body?.cancel();
@@ -215,28 +221,9 @@ Deno.test("createGateway serves every route with real workers", async (t) => {
 
   await t.step(
     "a client that disconnects after its call started listening cancels it too",
-    async () => {
-      const started = `${gw.dir}/waiter2.started`;
-      const cancelled = `${gw.dir}/waiter2.cancelled`;
-      const client = new AbortController();
-      const pending = gw.fetch(
-        "/v1/models/waiter/execute?timeout=30000",
-        { ...json({ started, cancelled }), signal: client.signal },
-      ).then(
-        () => "answered",
-        (err: Error) => err.name,
-      );
-      await until(() => readIfExists(started), "the call to start");
-      // Past the watch's 50 ms grace and its next sweep: the call listens to
-      // request.signal by now (the step above leaves before it does).
-      await new Promise((r) => setTimeout(r, 200));
-      client.abort();
-      assert.equal(await pending, "AbortError");
-      assert.equal(
-        await until(() => readIfExists(cancelled), "the cancel", 5000),
-        "cancelled",
-      );
-    },
+    // Past the watch's 50 ms grace and its next sweep: the call listens to
+    // request.signal by now (the step above leaves before it does).
+    () => disconnectCancels("waiter2", 200),
   );
 
   await t.step(

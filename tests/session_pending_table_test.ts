@@ -6,6 +6,39 @@ interface Item {
   id: number;
 }
 
+/** A step: send a request (the id jumps by `add`), settle a held one, or settle an id never held. */
+type Step = { add: number } | { settle: number } | { stray: number };
+
+/** Runs `steps` on a table and on a `Map`, checking they agree at each step. */
+function replay(steps: Step[]): {
+  table: PendingTable<Item>;
+  model: Map<number, Item>;
+  next: number;
+} {
+  const table = new PendingTable<Item>();
+  const model = new Map<number, Item>();
+  let next = 1;
+  for (const s of steps) {
+    if ("add" in s) {
+      const item = { id: next };
+      next += s.add;
+      table.add(item);
+      model.set(item.id, item);
+    } else if ("settle" in s) {
+      const held = [...model.keys()];
+      if (held.length === 0) continue;
+      const id = held[s.settle % held.length]!;
+      assert.equal(table.delete(id), true);
+      model.delete(id);
+      assert.equal(table.delete(id), false, "settled twice");
+    } else {
+      assert.equal(table.delete(s.stray), model.delete(s.stray));
+    }
+    assert.equal(table.size, model.size);
+  }
+  return { table, model, next };
+}
+
 Deno.test("PendingTable behaves like a Map of increasing ids, across the ring's wrap", () => {
   // Each step sends a request (a new, larger id) or settles one: a held id,
   // or one never sent or already settled. Ids mostly follow each other and
@@ -23,27 +56,7 @@ Deno.test("PendingTable behaves like a Map of increasing ids, across the ring's 
   );
   fc.assert(
     fc.property(fc.array(step, { maxLength: 400 }), (steps) => {
-      const table = new PendingTable<Item>();
-      const model = new Map<number, Item>();
-      let next = 1;
-      for (const s of steps) {
-        if ("add" in s) {
-          const item = { id: next };
-          next += s.add;
-          table.add(item);
-          model.set(item.id, item);
-        } else if ("settle" in s) {
-          const held = [...model.keys()];
-          if (held.length === 0) continue;
-          const id = held[s.settle % held.length]!;
-          assert.equal(table.delete(id), true);
-          model.delete(id);
-          assert.equal(table.delete(id), false, "settled twice");
-        } else {
-          assert.equal(table.delete(s.stray), model.delete(s.stray));
-        }
-        assert.equal(table.size, model.size);
-      }
+      const { table, model, next } = replay(steps);
       for (const [id, item] of model) assert.equal(table.get(id), item);
       for (let id = 0; id < next; id += 7) {
         assert.equal(table.get(id), model.get(id));
@@ -72,23 +85,7 @@ Deno.test("PendingTable keeps thousands in flight in its ring (it grows), matchi
     fc.property(
       fc.array(step, { minLength: 1500, maxLength: 4000 }),
       (steps) => {
-        const table = new PendingTable<Item>();
-        const model = new Map<number, Item>();
-        let next = 1;
-        for (const s of steps) {
-          if ("add" in s) {
-            const item = { id: next };
-            next += s.add;
-            table.add(item);
-            model.set(item.id, item);
-          } else {
-            const held = [...model.keys()];
-            if (held.length === 0) continue;
-            const id = held[s.settle % held.length]!;
-            assert.equal(table.delete(id), true);
-            model.delete(id);
-          }
-        }
+        const { table, model } = replay(steps);
         assert.equal(table.size, model.size);
         for (const [id, item] of model) assert.equal(table.get(id), item);
         assert.deepEqual(table.drain(), [...model.values()]);
