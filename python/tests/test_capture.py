@@ -1,5 +1,6 @@
 import io
 import logging
+import sys
 import threading
 import unittest
 
@@ -61,6 +62,35 @@ class OutputRouterTest(unittest.TestCase):
         with capture.redirect(bad):
             self.out.write("kept\n")
         self.assertIn("<stdout>: kept", [r.getMessage() for r in self.handler.records])
+
+    def test_a_sink_with_writers_gets_print_without_routing(self):
+        old = capture.install(self.logger)
+        try:
+            outer, inner = [], []
+
+            def out_write(text):
+                outer.append((1, text))
+                return len(text)
+
+            def err_write(text):
+                outer.append((2, text))
+                return len(text)
+
+            with capture.redirect(lambda fd, text: self.fail("routed"), (out_write, err_write)):
+                self.assertIs(sys.stdout.write, out_write)
+                print("a")
+                print("b", file=sys.stderr)
+                # A sink without writers inside it gets its output routed again.
+                with capture.redirect(lambda fd, text: inner.append((fd, text))):
+                    print("c")
+                    self.assertEqual(sys.stderr.write("d"), 1)
+                print("e")
+            print("logged")
+        finally:
+            capture.uninstall(old)
+        self.assertEqual(outer, [(1, "a"), (1, "\n"), (2, "b"), (2, "\n"), (1, "e"), (1, "\n")])
+        self.assertEqual(inner, [(1, "c"), (1, "\n"), (2, "d")])
+        self.assertEqual([r.getMessage() for r in self.handler.records], ["<stdout>: logged"])
 
     def test_stream_protocol(self):
         self.assertFalse(self.out.isatty())

@@ -1,5 +1,6 @@
 """Tests for the pieces of pyproxy_server.eval that need no server."""
 
+import random
 import threading
 import time
 import unittest
@@ -174,6 +175,160 @@ class OutputChannelTest(unittest.TestCase):
         while not send.chunks and time.monotonic() < deadline:
             time.sleep(0.002)
         self.assertEqual(send.chunks, [(1, "partial", 0)])
+
+
+class ManualFlusher:
+    """A flusher that only records schedules: the test fires ``flush_due``."""
+
+    def __init__(self):
+        self.scheduled = 0
+
+    def schedule(self, channel, delay):
+        self.scheduled += 1
+
+
+def _merged(pairs):
+    """``[(fd, text)]`` with empty texts dropped and runs of one fd joined."""
+    out = []
+    for fd, text in pairs:
+        if not text:
+            continue
+        if out and out[-1][0] == fd:
+            out[-1] = (fd, out[-1][1] + text)
+        else:
+            out.append((fd, text))
+    return out
+
+
+class OutputChannelBatchingTest(unittest.TestCase):
+    """Writes queue without the lock and are staged every ``stage_items``
+    writes (``OutputChannel`` docstring); these check that nothing is lost,
+    reordered, left unscheduled or held beyond the bounds."""
+
+    def test_random_writes_arrive_whole_in_order_within_the_bounds(self):
+        rng = random.Random(7)
+        for _ in range(200):
+            send = RecordingSend()
+            flusher = ManualFlusher()
+            channel = OutputChannel(send, flusher)
+            channel.chunk_chars = rng.randint(1, 40)
+            channel.stage_items = rng.randint(1, 12)
+            channel.stage_chars = rng.randint(1, 30)
+            written = []
+            for _ in range(rng.randint(0, 120)):
+                fd = rng.choice((1, 1, 1, 2))
+                text = "".join(rng.choice("ab\n\u00e9") for _ in range(rng.choice((0, 1, 3, 9, 45))))
+                how = rng.random()
+                if how < 0.1:
+                    channel.write(fd, text)
+                elif fd == 1:
+                    self.assertEqual(channel.write_stdout(text), len(text))
+                else:
+                    self.assertEqual(channel.write_stderr(text), len(text))
+                written.append((fd, text))
+                pending = channel._queue or channel._staged
+                # Nothing waits unscheduled: the flusher is due for what is pending.
+                self.assertTrue(not pending or channel._scheduled)
+                self.assertLessEqual(len(channel._queue), channel.stage_items)
+                self.assertLess(channel._staged_chars, channel.chunk_chars)
+                if rng.random() < 0.15:
+                    channel.flush_due()  # the flusher fires
+            channel.flush()
+            self.assertEqual(_merged((fd, data) for fd, data, _ in send.chunks), _merged(written))
+            self.assertEqual([seq for _, _, seq in send.chunks], list(range(len(send.chunks))))
+            self.assertTrue(all(0 < len(data) <= channel.chunk_chars for _, data, _ in send.chunks))
+
+    def test_a_write_after_the_flusher_fired_is_flushed_too(self):
+        send = RecordingSend()
+        flusher = Flusher()
+        flusher.start()
+        channel = OutputChannel(send, flusher)
+        for expected in (["first"], ["first", "second"]):
+            channel.write_stdout(expected[-1])
+            deadline = time.monotonic() + 5
+            while len(send.chunks) < len(expected) and time.monotonic() < deadline:
+                time.sleep(0.002)
+            self.assertEqual([data for _, data, _ in send.chunks], expected)
+
+    def test_writers_on_several_threads_keep_their_order_within_the_window(self):
+        sent = []
+        peaks = {"unacked": 0, "queued": 0}
+
+        def send(fd, data, seq):
+            sent.append(data)
+            peaks["unacked"] = max(peaks["unacked"], channel._unacked)
+            peaks["queued"] = max(peaks["queued"], len(channel._queue))
+
+        flusher = Flusher()
+        flusher.start()
+        channel = OutputChannel(send, flusher)
+        channel.chunk_chars = 256
+        channel.window = 1024
+        channel.stage_items = 16
+        writers = 4
+        lines = 2000
+
+        def writer(n):
+            for i in range(lines):
+                channel.write_stdout("%d:%d\n" % (n, i))
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
+        for thread in threads:
+            thread.start()
+        try:
+            acked = -1
+            deadline = time.monotonic() + 20
+            while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+                if channel.chunks - 1 > acked:  # the host reads what arrived
+                    acked = channel.chunks - 1
+                    channel.ack(acked)
+                time.sleep(0.001)
+        finally:
+            channel.close() if any(t.is_alive() for t in threads) else channel.flush()
+            for thread in threads:
+                thread.join(5)
+        got = "".join(sent).split("\n")[:-1]
+        self.assertEqual(len(got), writers * lines)
+        for n in range(writers):
+            mine = [line for line in got if line.startswith("%d:" % n)]
+            self.assertEqual(mine, ["%d:%d" % (n, i) for i in range(lines)])
+        self.assertLessEqual(peaks["unacked"], channel.window)
+        self.assertLessEqual(peaks["queued"], channel.stage_items + writers)
+
+    def test_text_kept_for_credit_goes_out_before_later_text(self):
+        send = RecordingSend()
+        channel = OutputChannel(send, ManualFlusher())
+        channel.chunk_chars = 4
+        channel.window = 8
+        channel.write_stdout("abcdefghij")
+        channel.write_stderr("XY")
+        channel.flush_due()  # credit for two chunks: "ij" is kept, in front of "XY"
+        self.assertEqual([data for _, data, _ in send.chunks], ["abcd", "efgh"])
+        channel.ack(1)
+        self.assertEqual(send.chunks[2:], [(1, "ij", 2), (2, "XY", 3)])
+
+    def test_a_long_write_sends_its_whole_chunks_at_once(self):
+        send = RecordingSend()
+        channel = OutputChannel(send, ManualFlusher())
+        channel.chunk_chars = 4
+        channel.write_stdout("short")  # the flusher is due for it
+        channel.write_stdout("x" * (channel.stage_chars + 7))
+        sent = "".join(data for _, data, _ in send.chunks)
+        self.assertEqual(len(sent), (len("short") + channel.stage_chars + 7) // 4 * 4)
+
+    def test_writers_refuse_what_is_not_text(self):
+        channel = OutputChannel(RecordingSend())
+        with self.assertRaises(TypeError):
+            channel.write_stdout(b"bytes")
+        with self.assertRaises(TypeError):
+            channel.write_stderr(None)
+
+        class Sub(str):
+            pass
+
+        self.assertEqual(channel.write_stdout(Sub("sub")), 3)
+        channel.flush()
+        self.assertEqual(channel._staged, [])
 
 
 class FakeServer:

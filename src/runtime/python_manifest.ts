@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/capture.py",
-      size: 5262,
+      size: 8236,
       sha256:
-        "6a9631895b7accddc4d1038202d8b4a95149223b581d3559904d1798ea6107cd",
+        "440d4b474223907433e00e8765b992251dd50b4bf754d8f7aba237db7ce6739b",
     },
     {
       path: "pyproxy_server/commands.py",
@@ -76,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 18005,
+      size: 22527,
       sha256:
-        "1af6707098ccc1e936ffd59b0a5564023d370be33da960bbcce998f95da78bdf",
+        "6396b2e91b52347ade7ff854d2d9c9cd1698c427e4db2c8bef290f8ba6cacc9b",
     },
     {
       path: "pyproxy_server/execution.py",
