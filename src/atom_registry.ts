@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { StringTable } from "./_string_table.ts";
 
 /**
  * What the registry needs to know about an atom (`Atom` implements it).
@@ -55,9 +56,19 @@ export interface AtomRegistryOptions {
  * ```
  */
 export class AtomRegistry<A extends RegisteredAtom = RegisteredAtom> {
-  #atoms = new Map<string, A>();
-  // Insertion order = finishing order.
-  #finished = new Set<string>();
+  // No Map or Set: one insert and one delete per eval would make V8 keep
+  // every atom they held until a full collection (_string_table.ts).
+  #atoms = new StringTable<Entry<A>>();
+  #added = 0;
+  // Finished atoms in finishing order: a ring of entries with the finish
+  // number they had when queued (an entry finished again is queued again,
+  // its older place skipped).
+  #queue: (Entry<A> | undefined)[] = new Array(16).fill(undefined);
+  #queued: number[] = new Array(16).fill(0);
+  #head = 0;
+  #length = 0;
+  #finishes = 0;
+  #finishedCount = 0;
   #maxAtoms: number;
   #maxBytes: number;
 
@@ -74,36 +85,93 @@ export class AtomRegistry<A extends RegisteredAtom = RegisteredAtom> {
 
   /** Registers a new (running) atom. */
   add(atom: A): void {
-    this.#atoms.set(atom.id, atom);
+    this.#atoms.set(atom.id, { atom, order: this.#added++, finish: -1 });
     if (atom.done) this.finished(atom.id);
   }
 
   /** The atom with this id, or `undefined` (unknown or forgotten). */
   get(id: string): A | undefined {
-    return this.#atoms.get(id);
+    return this.#atoms.get(id)?.atom;
   }
 
   /** Every atom known, oldest first. */
   list(): A[] {
-    return [...this.#atoms.values()];
+    return this.#atoms.values().sort((a, b) => a.order - b.order).map((e) =>
+      e.atom
+    );
   }
 
   /** Records that an atom finished, then forgets the oldest finished atoms beyond the bounds. */
   finished(id: string): void {
-    if (!this.#atoms.has(id)) return;
-    this.#finished.delete(id);
-    this.#finished.add(id);
+    const entry = this.#atoms.get(id);
+    if (entry === undefined) return;
+    if (entry.finish < 0) this.#finishedCount++;
+    entry.finish = this.#finishes++;
+    this.#push(entry);
     let bytes = 0;
-    for (const key of this.#finished) {
-      bytes += this.#atoms.get(key)?.bufferedBytes ?? 0;
-    }
-    for (const key of this.#finished) {
-      if (this.#finished.size <= this.#maxAtoms && bytes <= this.#maxBytes) {
-        break;
-      }
-      bytes -= this.#atoms.get(key)?.bufferedBytes ?? 0;
-      this.#finished.delete(key);
-      this.#atoms.delete(key);
+    this.#forEachQueued((e) => bytes += e.atom.bufferedBytes);
+    while (
+      this.#length > 0 &&
+      (this.#finishedCount > this.#maxAtoms || bytes > this.#maxBytes)
+    ) {
+      const oldest = this.#shift();
+      if (oldest === undefined) continue; // finished again later: queued further on
+      bytes -= oldest.atom.bufferedBytes;
+      this.#finishedCount--;
+      this.#atoms.delete(oldest.atom.id);
     }
   }
+
+  #push(entry: Entry<A>): void {
+    if (this.#length === this.#queue.length) this.#grow();
+    const slot = (this.#head + this.#length) & (this.#queue.length - 1);
+    this.#queue[slot] = entry;
+    this.#queued[slot] = entry.finish;
+    this.#length++;
+  }
+
+  /** The oldest queued entry, or undefined when that place is stale. */
+  #shift(): Entry<A> | undefined {
+    const slot = this.#head;
+    const entry = this.#queue[slot];
+    const current = entry !== undefined && entry.finish === this.#queued[slot];
+    this.#queue[slot] = undefined;
+    this.#head = (slot + 1) & (this.#queue.length - 1);
+    this.#length--;
+    return current ? entry : undefined;
+  }
+
+  #forEachQueued(fn: (entry: Entry<A>) => void): void {
+    const mask = this.#queue.length - 1;
+    for (let i = 0; i < this.#length; i++) {
+      const slot = (this.#head + i) & mask;
+      const entry = this.#queue[slot];
+      if (entry !== undefined && entry.finish === this.#queued[slot]) fn(entry);
+    }
+  }
+
+  /** Doubles the ring, oldest first at slot 0; the old array is cleared. */
+  #grow(): void {
+    const queue = new Array<Entry<A> | undefined>(this.#queue.length * 2).fill(
+      undefined,
+    );
+    const queued = new Array<number>(queue.length).fill(0);
+    const mask = this.#queue.length - 1;
+    for (let i = 0; i < this.#length; i++) {
+      const slot = (this.#head + i) & mask;
+      queue[i] = this.#queue[slot];
+      queued[i] = this.#queued[slot] ?? 0;
+    }
+    this.#queue.fill(undefined); // no stale references left in the old generation
+    this.#queue = queue;
+    this.#queued = queued;
+    this.#head = 0;
+  }
+}
+
+/** An atom with its registration number and finish number (-1: running). */
+interface Entry<A> {
+  readonly atom: A;
+  readonly order: number;
+  finish: number;
 }
