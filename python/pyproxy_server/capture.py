@@ -214,12 +214,19 @@ class OutputRouter(io.TextIOBase):
             self._logger.log(self._level, "%s: %s", self.name, line)
 
 
+def _assign_write(router, value):
+    # ``sys.stdout.write = f`` works as on any stream: the router becomes a
+    # plain OutputRouter (no property) whose instance attribute ``write`` is f.
+    router.__class__ = OutputRouter
+    router.__dict__["write"] = value
+
+
 class _StdoutRouter(OutputRouter):
-    write = property(_stdout_writer.get)
+    write = property(_stdout_writer.get, _assign_write)
 
 
 class _StderrRouter(OutputRouter):
-    write = property(_stderr_writer.get)
+    write = property(_stderr_writer.get, _assign_write)
 
 
 def install(logger=None):

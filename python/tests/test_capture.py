@@ -92,6 +92,16 @@ class OutputRouterTest(unittest.TestCase):
         self.assertEqual(inner, [(1, "c"), (1, "\n"), (2, "d")])
         self.assertEqual([r.getMessage() for r in self.handler.records], ["<stdout>: logged"])
 
+    def test_write_can_be_replaced_like_any_stream_method(self):
+        seen = []
+        self.out.write = lambda text: seen.append(text) or len(text)
+        print("x", file=self.out)
+        self.assertEqual(seen, ["x", "\n"])
+        del self.out.write  # back to routing
+        with capture.redirect(lambda fd, text: seen.append((fd, text))):
+            self.out.write("y")
+        self.assertEqual(seen[-1], (1, "y"))
+
     def test_stream_protocol(self):
         self.assertFalse(self.out.isatty())
         self.assertTrue(self.out.writable())

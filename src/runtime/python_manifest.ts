@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/capture.py",
-      size: 8236,
+      size: 8531,
       sha256:
-        "440d4b474223907433e00e8765b992251dd50b4bf754d8f7aba237db7ce6739b",
+        "93fbf73714a3ebf087eb642af843842267c79e9c75d6fb647e00f2ccf048dd48",
     },
     {
       path: "pyproxy_server/commands.py",
