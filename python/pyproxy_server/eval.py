@@ -18,6 +18,7 @@ server can run anything the server's user can.
 import ast
 import builtins
 import collections
+import functools
 import heapq
 import itertools
 import json
@@ -37,9 +38,11 @@ from .errors import (
 )
 
 __all__ = [
+    "CodeCache",
     "EvalService",
     "OutputChannel",
     "Flusher",
+    "compile_code",
     "evaluate",
     "new_namespace",
     "install",
@@ -62,7 +65,44 @@ def _single_function(tree):
     return names[0] if len(names) == 1 else None
 
 
-def evaluate(code, namespace, args=_NO_ARGS, filename="<eval>"):
+def compile_code(code, filename="<eval>"):
+    """``code`` compiled for :func:`evaluate`: ``(body, last, function)`` with
+    the statements, the final expression (or None) and the name of the single
+    top-level function (or None). Raises ``SyntaxError`` and the like."""
+    tree = ast.parse(code, filename, "exec")
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = compile(ast.Expression(tree.body.pop().value), filename, "eval")
+    return compile(tree, filename, "exec"), last, _single_function(tree)
+
+
+class CodeCache:
+    """The compiled code of recently evaluated sources, so an eval of the same
+    code again (with other locals or args) skips parsing and compiling (~40
+    → ~1.5 µs for ``1+1``, ~190 → ~5 µs for a three-line function on the
+    benchmark machine). Code objects are immutable: one may run in any number
+    of namespaces and threads at once. At most ``maxsize`` sources of up to
+    ``max_chars`` characters are kept (least recently used out first), so
+    the cache stays within a few MB; longer sources are compiled every time
+    (their compile time is small next to what such code does), and errors
+    are never cached."""
+
+    def __init__(self, maxsize=128, max_chars=8 * 1024):
+        self.max_chars = max_chars
+        self._cached = functools.lru_cache(maxsize=maxsize)(compile_code)
+
+    def get(self, code, filename="<eval>"):
+        """``compile_code(code, filename)``, from the cache when it can."""
+        if len(code) > self.max_chars:
+            return compile_code(code, filename)
+        return self._cached(code, filename)
+
+    def info(self):
+        """``functools`` cache statistics: hits, misses, maxsize, currsize."""
+        return self._cached.cache_info()
+
+
+def evaluate(code, namespace, args=_NO_ARGS, filename="<eval>", cache=None):
     """Run ``code`` in ``namespace`` and return its value.
 
     Statements are executed; when the last statement is an expression its
@@ -70,18 +110,18 @@ def evaluate(code, namespace, args=_NO_ARGS, filename="<eval>"):
     (a list/tuple: positional, a dict: keyword arguments) the code must define
     exactly one top-level function, or end with an expression whose value is
     callable; that callable is called with ``args`` and its result returned.
+    ``cache``: a :class:`CodeCache` to compile through.
     """
-    tree = ast.parse(code, filename, "exec")
-    last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
-    exec(compile(tree, filename, "exec"), namespace)
+    if cache is None:
+        body, last, name = compile_code(code, filename)
+    else:
+        body, last, name = cache.get(code, filename)
+    exec(body, namespace)
     value = None
     if last is not None:
-        value = eval(compile(last, filename, "eval"), namespace)
+        value = eval(last, namespace)
     if args is _NO_ARGS:
         return value
-    name = _single_function(tree)
     fn = namespace[name] if name is not None else value
     if not callable(fn):
         raise TypeError(
@@ -425,6 +465,7 @@ class EvalService:
         self._channels = {}
         self._flusher = Flusher()
         self._flusher_started = False
+        self.code_cache = CodeCache()
 
     def install(self):
         """Register the commands on the server."""
@@ -533,7 +574,7 @@ class EvalService:
         )
         try:
             with capture.redirect(channel.write, (channel.write_stdout, channel.write_stderr)):
-                value = self._run(code, namespace, msg, args)
+                value = self._run(code, namespace, msg, args, self.code_cache)
         except KeyboardInterrupt:
             raise CancelledError("Cannot eval: interrupted")
         except BaseException as exc:  # SystemExit too: user code never stops the server
@@ -553,7 +594,7 @@ class EvalService:
         return {"value": value, "chunks": channel.chunks}
 
     @staticmethod
-    def _run(code, namespace, msg, args):
+    def _run(code, namespace, msg, args, cache):
         globals_ = msg.get("globals")
         if globals_:
             namespace.update(globals_)
@@ -563,7 +604,7 @@ class EvalService:
         saved = {name: namespace.get(name, _NO_ARGS) for name in locals_}
         namespace.update(locals_)
         try:
-            return evaluate(code, namespace, _NO_ARGS if args is None else args)
+            return evaluate(code, namespace, _NO_ARGS if args is None else args, cache=cache)
         finally:
             for name, value in locals_.items():
                 if namespace.get(name, _NO_ARGS) is value:

@@ -14,7 +14,7 @@ from pyproxy_server.errors import (
     SerializationError,
     SessionLostError,
 )
-from pyproxy_server.eval import EvalService, Flusher, OutputChannel, evaluate, new_namespace
+from pyproxy_server.eval import CodeCache, EvalService, Flusher, OutputChannel, evaluate, new_namespace
 
 
 class EvaluateTest(unittest.TestCase):
@@ -77,6 +77,46 @@ def _four_char_chunks():
     channel = OutputChannel(send)
     channel.chunk_chars = 4
     return send, channel
+
+
+class CodeCacheTest(unittest.TestCase):
+    def test_same_code_compiles_once_and_runs_in_separate_namespaces(self):
+        cache = CodeCache()
+        code = "def f(x):\n    return x * k\nf"
+        first, second = new_namespace(), new_namespace()
+        first["k"], second["k"] = 2, 3
+        self.assertEqual(evaluate(code, first, [5], cache=cache), 10)
+        self.assertEqual(evaluate(code, second, {"x": 5}, cache=cache), 15)
+        self.assertEqual(evaluate("1 + 1", new_namespace(), cache=cache), 2)
+        info = cache.info()
+        self.assertEqual((info.hits, info.misses, info.currsize), (1, 2, 2))
+        self.assertIsNot(first["f"], second["f"])
+
+    def test_errors_and_long_sources_are_not_kept(self):
+        cache = CodeCache(maxsize=2, max_chars=20)
+        for _ in range(2):
+            with self.assertRaises(SyntaxError):
+                evaluate("1 +", new_namespace(), cache=cache)
+        long_code = "x = 1\n" * 10 + "x"
+        self.assertEqual(evaluate(long_code, new_namespace(), cache=cache), 1)
+        self.assertEqual(cache.info().currsize, 0)
+        for code in ("1", "2", "3"):
+            evaluate(code, new_namespace(), cache=cache)
+        self.assertEqual(cache.info().currsize, 2)  # least recently used out
+
+    def test_the_service_compiles_through_its_cache(self):
+        server = FakeServer()
+        service = EvalService(server)
+        service.install()
+        old = capture.install()
+        try:
+            handler, _ = server.handlers["eval"]
+            for x in (1, 2):
+                call = FakeCall(FakeConnection(server), x, {"cmd": "eval", "code": "x * 2", "locals": {"x": x}})
+                self.assertEqual(handler(call)["value"], x * 2)
+        finally:
+            capture.uninstall(old)
+        self.assertEqual(service.code_cache.info().hits, 1)
 
 
 class OutputChannelTest(unittest.TestCase):

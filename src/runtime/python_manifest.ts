@@ -76,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 22527,
+      size: 24369,
       sha256:
-        "6396b2e91b52347ade7ff854d2d9c9cd1698c427e4db2c8bef290f8ba6cacc9b",
+        "437b4150ec4ad97f193968230397333676ec6d9f4be826a179f369115ade4c1b",
     },
     {
       path: "pyproxy_server/execution.py",
