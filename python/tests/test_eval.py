@@ -401,6 +401,7 @@ class FakeCall:
         self.connection = connection
         self.server = connection.server
         self.cancelled = threading.Event()
+        self.is_cancelled = self.cancelled.is_set
         self.events = []
 
     def send_event(self, event):
@@ -441,6 +442,14 @@ class EvalServiceTest(unittest.TestCase):
         self.assertTrue(start["session"].startswith("t-"))
         self.assertEqual((out["fd"], out["data"], out["seq"]), (1, "hi\n", 0))
         self.assertEqual((err["fd"], err["data"], err["seq"]), (2, "oops\n", 1))
+
+    def test_one_off_namespaces_get_distinct_ids(self):
+        ids = set()
+        for _ in range(3):
+            _, call = self.call("eval", code="1")
+            ids.add(call.events[0]["session"])
+        self.assertEqual(len(ids), 3)
+        self.assertTrue(all(sid.startswith("t-") for sid in ids))
 
     def test_session_namespace_persists_and_closes(self):
         opened, _ = self.call("openSession")

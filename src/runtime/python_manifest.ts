@@ -76,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 24369,
+      size: 24683,
       sha256:
-        "437b4150ec4ad97f193968230397333676ec6d9f4be826a179f369115ade4c1b",
+        "d2587308d56329ca4c942ecafe21c05bdea9a24639d41c0f54ff60bc0ad8ff3e",
     },
     {
       path: "pyproxy_server/execution.py",
