@@ -44,7 +44,8 @@ export interface AtomRegistryOptions {
 
 /**
  * Running atoms are always kept; finished ones are kept in finishing order
- * until either bound is exceeded.
+ * until either bound is exceeded (an atom's `bufferedBytes` is read when it
+ * finishes: its output is complete then).
  *
  * @example
  * ```ts
@@ -69,6 +70,8 @@ export class AtomRegistry<A extends RegisteredAtom = RegisteredAtom> {
   #length = 0;
   #finishes = 0;
   #finishedCount = 0;
+  /** Replay bytes of the finished atoms kept (read when each finished). */
+  #bytes = 0;
   #maxAtoms: number;
   #maxBytes: number;
 
@@ -85,7 +88,12 @@ export class AtomRegistry<A extends RegisteredAtom = RegisteredAtom> {
 
   /** Registers a new (running) atom. */
   add(atom: A): void {
-    this.#atoms.set(atom.id, { atom, order: this.#added++, finish: -1 });
+    this.#atoms.set(atom.id, {
+      atom,
+      order: this.#added++,
+      finish: -1,
+      bytes: 0,
+    });
     if (atom.done) this.finished(atom.id);
   }
 
@@ -106,17 +114,18 @@ export class AtomRegistry<A extends RegisteredAtom = RegisteredAtom> {
     const entry = this.#atoms.get(id);
     if (entry === undefined) return;
     if (entry.finish < 0) this.#finishedCount++;
+    else this.#bytes -= entry.bytes; // finished again: counted anew
     entry.finish = this.#finishes++;
+    entry.bytes = entry.atom.bufferedBytes; // final once it finished
+    this.#bytes += entry.bytes;
     this.#push(entry);
-    let bytes = 0;
-    this.#forEachQueued((e) => bytes += e.atom.bufferedBytes);
     while (
       this.#length > 0 &&
-      (this.#finishedCount > this.#maxAtoms || bytes > this.#maxBytes)
+      (this.#finishedCount > this.#maxAtoms || this.#bytes > this.#maxBytes)
     ) {
       const oldest = this.#shift();
       if (oldest === undefined) continue; // finished again later: queued further on
-      bytes -= oldest.atom.bufferedBytes;
+      this.#bytes -= oldest.bytes;
       this.#finishedCount--;
       this.#atoms.delete(oldest.atom.id);
     }
@@ -141,15 +150,6 @@ export class AtomRegistry<A extends RegisteredAtom = RegisteredAtom> {
     return current ? entry : undefined;
   }
 
-  #forEachQueued(fn: (entry: Entry<A>) => void): void {
-    const mask = this.#queue.length - 1;
-    for (let i = 0; i < this.#length; i++) {
-      const slot = (this.#head + i) & mask;
-      const entry = this.#queue[slot];
-      if (entry !== undefined && entry.finish === this.#queued[slot]) fn(entry);
-    }
-  }
-
   /** Doubles the ring, oldest first at slot 0; the old array is cleared. */
   #grow(): void {
     const queue = new Array<Entry<A> | undefined>(this.#queue.length * 2).fill(
@@ -169,9 +169,11 @@ export class AtomRegistry<A extends RegisteredAtom = RegisteredAtom> {
   }
 }
 
-/** An atom with its registration number and finish number (-1: running). */
+/** An atom with its registration number, finish number (-1: running) and
+ * replay bytes when it finished. */
 interface Entry<A> {
   readonly atom: A;
   readonly order: number;
   finish: number;
+  bytes: number;
 }
