@@ -429,10 +429,10 @@ def _runs_by_fd(items):
     fd = None
     parts = []
     for item in items:
-        if item.__class__ is str:
-            item_fd, text = 1, item
-        else:
+        if item.__class__ is tuple:
             item_fd, text = item
+        else:
+            item_fd, text = 1, item  # a str (or a str subclass, from write())
         if item_fd != fd:
             if parts:
                 runs.append((fd, "".join(parts)))

@@ -370,6 +370,20 @@ class OutputChannelBatchingTest(unittest.TestCase):
         channel.flush()
         self.assertEqual(channel._staged, [])
 
+    def test_str_subclasses_given_to_write_stay_whole_next_to_stderr(self):
+        class Sub(str):
+            pass
+
+        send = RecordingSend()
+        channel = OutputChannel(send)
+        channel.stage_items = 8
+        channel._limit = 8  # stage them together
+        channel.write(1, Sub("ab"))
+        channel.write(2, "e")
+        channel.write(1, "c")
+        channel.flush()
+        self.assertEqual(send.chunks, [(1, "ab", 0), (2, "e", 1), (1, "c", 2)])
+
 
 class FakeServer:
     id = "w9"

@@ -76,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 24683,
+      size: 24728,
       sha256:
-        "d2587308d56329ca4c942ecafe21c05bdea9a24639d41c0f54ff60bc0ad8ff3e",
+        "4b51bd4b109d54a2a5229a83c1cba14be6db12bb665a3680d264f4c9fa9fe6d5",
     },
     {
       path: "pyproxy_server/execution.py",
