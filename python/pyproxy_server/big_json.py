@@ -24,7 +24,7 @@ Example::
 import json
 import os
 
-__all__ = ["BIG", "BIG_DATA", "decode", "encode", "encode_bytes", "encode_reply", "without_big_strings"]
+__all__ = ["BIG", "BIG_DATA", "Encoded", "decode", "encode", "encode_bytes", "encode_reply", "without_big_strings"]
 
 # A str longer than this (characters; bytes for a literal in decode) takes the fast path
 # (from about this size on it is several times faster than the C encoder's escaping loop).
@@ -105,6 +105,26 @@ def encode(obj, lenient=False):
     return [encoder(obj).encode()]
 
 
+class Encoded:
+    """A result already encoded (the pieces of ``encode``): ``encode_reply``
+    puts them in the reply as they are, so a handler that encodes its result
+    anyway (to report a precise error) does not pay for it twice.
+
+    Example::
+
+        encode_reply(7, Encoded(encode([1, 2])))   # [b'{"id":7,"ok":true,"result":', b'[1,2]', b'}']
+    """
+
+    __slots__ = ("pieces",)
+
+    def __init__(self, pieces):
+        self.pieces = pieces
+
+    def decode(self):
+        """The value back (for tests and logs)."""
+        return decode(b"".join(self.pieces))
+
+
 def encode_reply(rid, result, walk=True):
     """``encode({"id": rid, "ok": True, "result": result})``; raises what that raises.
 
@@ -112,8 +132,11 @@ def encode_reply(rid, result, walk=True):
     ``result`` is walked and encoded, the wrapper is formatted around it.
     ``walk=False`` skips the look for big strings (the same bytes, in one
     piece, made the slow way if there is one): for callers that know big
-    strings are unlikely.
+    strings are unlikely. An :class:`Encoded` result goes in as it is.
     """
+    if result.__class__ is Encoded:
+        head = '{"id":%s,"ok":true,"result":' % (rid if rid.__class__ is int else _encode_strict(rid))
+        return [head.encode()] + result.pieces + [b"}"]
     direct = _direct_strict
     if direct is not None and rid.__class__ is int and (not walk or not _has_big(result)):
         try:

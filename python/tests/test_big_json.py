@@ -197,6 +197,17 @@ class BigJsonTest(unittest.TestCase):
             else:
                 self.assertEqual(b"".join(big_json.encode_reply(rid, result, walk)), expected)
 
+    def test_an_encoded_result_goes_into_the_reply_as_it_is(self):
+        for rid in (7, 2**70, "7", None):
+            for value in ([1, {"a": "b"}], {"data": "x" * BIG, "n": 1}, "é😀\n"):
+                with self.subTest(rid=rid, value=type(value).__name__):
+                    encoded = big_json.Encoded(big_json.encode(value))
+                    self.assertEqual(
+                        b"".join(big_json.encode_reply(rid, encoded)),
+                        b"".join(big_json.encode({"id": rid, "ok": True, "result": value})),
+                    )
+                    self.assertEqual(encoded.decode(), value)
+
     def test_encode_reply_is_encode_of_the_reply(self):
         circular = {"a": 1}
         circular["self"] = circular

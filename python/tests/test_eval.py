@@ -5,7 +5,7 @@ import threading
 import time
 import unittest
 
-from pyproxy_server import capture
+from pyproxy_server import big_json, capture
 from tests._client import ServerProcess
 from pyproxy_server.errors import (
     CancelledError,
@@ -512,8 +512,16 @@ class EvalServiceTest(unittest.TestCase):
             self.call("eval", code="raise KeyboardInterrupt")
 
     def test_non_json_value_is_a_serialization_error(self):
-        with self.assertRaises(SerializationError):
-            self.call("eval", code="{1, 2}")
+        for code, named in (("{1, 2}", "{1, 2}"), ("[float('nan')]", "[nan]")):
+            with self.assertRaises(SerializationError) as caught:
+                self.call("eval", code=code)
+            self.assertIn("the eval's value is not JSON", caught.exception.message)
+            self.assertIn(named, caught.exception.message)
+
+    def test_a_structured_value_is_encoded_once_for_the_reply(self):
+        result, _ = self.call("eval", code="print('x')\n{'rows': [1, 2], 'ok': True}")
+        self.assertIsInstance(result, big_json.Encoded)
+        self.assertEqual(result.decode(), {"value": {"rows": [1, 2], "ok": True}, "chunks": 1})
 
     def test_bad_arguments_are_invalid_requests(self):
         with self.assertRaises(InvalidRequestError):

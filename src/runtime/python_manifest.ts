@@ -40,9 +40,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/big_json.py",
-      size: 14210,
+      size: 15034,
       sha256:
-        "643ad64f16b62ebcb2b83ccd596c3eabfa68fb8da2a1d05ebf682ba403183651",
+        "cc6688423f5cc4c4e62f06caca45dacb4ae9e75810a0e2ab7244214a041cd443",
     },
     {
       path: "pyproxy_server/call.py",
@@ -76,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 24728,
+      size: 24836,
       sha256:
-        "4b51bd4b109d54a2a5229a83c1cba14be6db12bb665a3680d264f4c9fa9fe6d5",
+        "e8360300636d400cacc977723fea82a4b876ca38a36a58353942ed2d8214975c",
     },
     {
       path: "pyproxy_server/execution.py",
