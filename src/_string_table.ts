@@ -16,6 +16,7 @@
  *
  * @module
  */
+import { hash32 } from "./_hash32.ts";
 
 /** Marks a deleted slot: probing goes on past it, an insert may reuse it. */
 const TOMBSTONE: unique symbol = Symbol("deleted");
@@ -69,7 +70,7 @@ export class StringTable<T> {
     }
     const keys = this.#keys;
     const mask = keys.length - 1;
-    let slot = hash(key) & mask;
+    let slot = hash32(key, 0) & mask;
     while (keys[slot] !== undefined && keys[slot] !== TOMBSTONE) {
       slot = (slot + 1) & mask;
     }
@@ -104,7 +105,7 @@ export class StringTable<T> {
   #find(key: string): number {
     const keys = this.#keys;
     const mask = keys.length - 1;
-    let slot = hash(key) & mask;
+    let slot = hash32(key, 0) & mask;
     for (;;) {
       const k = keys[slot];
       if (k === key) return slot;
@@ -128,13 +129,4 @@ export class StringTable<T> {
     keys.fill(undefined); // no stale references left in the old generation
     values.fill(undefined);
   }
-}
-
-/** FNV-1a over the UTF-16 code units of `key`. */
-function hash(key: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) {
-    h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
-  }
-  return h >>> 0;
 }

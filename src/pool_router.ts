@@ -12,6 +12,7 @@ import {
   TimeoutError,
 } from "./errors.ts";
 import type { Worker } from "./worker.ts";
+import { hash32, mix32 } from "./_hash32.ts";
 
 /** A call as the router sees it (the pool adds nothing else). */
 export interface PoolCall {
@@ -283,26 +284,6 @@ export class PoolRouter {
     if (seed === undefined) this.#seeds.set(id, seed = hash32(id, 0x9747b28c));
     return seed;
   }
-}
-
-/** FNV-1a over UTF-16 code units, then mixed: a cheap, stable string hash. */
-function hash32(s: string, seed: number): number {
-  let h = (0x811c9dc5 ^ seed) >>> 0;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return mix32(h);
-}
-
-/** Murmur3's finaliser: spreads every input bit over the output. */
-function mix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
 }
 
 // A ready worker whose connection just ended is as good as gone (the pool

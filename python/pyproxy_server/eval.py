@@ -238,10 +238,10 @@ class OutputChannel:
 
     def write(self, fd, text):
         """Add ``text`` written to ``fd`` (1 or 2); may block for credit."""
-        queue = self._queue
-        queue.append(text if fd == 1 else (fd, text))
-        if len(queue) > self._limit or len(text) > self.stage_chars:
-            self._write_slow()
+        if fd == 1:
+            self.write_stdout(text)
+        else:
+            self._write_other(fd, text)
 
     def write_stdout(self, text):
         """``sys.stdout.write`` under this channel (``capture.redirect`` writers)."""
@@ -256,10 +256,14 @@ class OutputChannel:
 
     def write_stderr(self, text):
         """``sys.stderr.write`` under this channel (``capture.redirect`` writers)."""
+        return self._write_other(2, text)
+
+    def _write_other(self, fd, text):
+        # write_stdout for another fd: queued as an (fd, text) pair.
         if text.__class__ is not str:
             text = _plain_str(text)
         queue = self._queue
-        queue.append((2, text))
+        queue.append((fd, text))
         size = len(text)
         if size > self.stage_chars or len(queue) > self._limit:
             self._write_slow()
@@ -431,7 +435,7 @@ def _runs_by_fd(items):
         if item.__class__ is tuple:
             item_fd, text = item
         else:
-            item_fd, text = 1, item  # a str (or a str subclass, from write())
+            item_fd, text = 1, item
         if item_fd != fd:
             if parts:
                 runs.append((fd, "".join(parts)))

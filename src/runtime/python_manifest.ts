@@ -76,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 24836,
+      size: 24872,
       sha256:
-        "e8360300636d400cacc977723fea82a4b876ca38a36a58353942ed2d8214975c",
+        "c5a9f87ca062d452911fbac1035cceb6ed58ec925f93d008df33979f6f93709f",
     },
     {
       path: "pyproxy_server/execution.py",
