@@ -152,6 +152,8 @@ export class Session implements AsyncDisposable {
   // This side asks the server for batch frames (its frame limit fits them).
   #readsBatches: boolean;
   #lastReceived = Date.now();
+  // #lastReceived before the last read (a `busy` event may take it back).
+  #receivedBefore = this.#lastReceived;
   #readDone: Promise<void>;
   #pending = new PendingTable<Pending>();
   /** Ids whose late replies are expected and dropped quietly (timed out, aborted, fire-and-forget). */
@@ -660,6 +662,7 @@ export class Session implements AsyncDisposable {
           if (!this.#closed) this.#decoder.end();
           break;
         }
+        this.#receivedBefore = this.#lastReceived;
         this.#lastReceived = Date.now();
         const frames = this.#decoder.push(value);
         for (let i = 0; i < frames.length && !this.#closed; i++) {
@@ -796,6 +799,7 @@ export class Session implements AsyncDisposable {
         });}
       return;
     }
+    if (msg.event === "busy") this.#busy(msg.request);
     const pending = typeof id === "number" ? this.#pending.get(id) : undefined;
     if (pending?.onEvent !== undefined) {
       try {
@@ -814,6 +818,20 @@ export class Session implements AsyncDisposable {
       } catch (error) {
         this.#logger.warn("An event listener threw: {error}", { error });
       }
+    }
+  }
+
+  /**
+   * A `busy` event (protocol §4): the server's event loop is held by call
+   * `request`. It proves the peer alive (its bytes count in
+   * {@linkcode Session.lastActivity}) only while this side still waits for
+   * that call: one that timed out or was aborted cannot be cancelled while
+   * it holds the loop, so the heartbeat must not be fooled into waiting for
+   * it forever.
+   */
+  #busy(request: unknown): void {
+    if (typeof request !== "number" || this.#pending.get(request) === undefined) {
+      this.#lastReceived = this.#receivedBefore;
     }
   }
 

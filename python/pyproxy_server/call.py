@@ -57,7 +57,7 @@ class Call:
         "host_futures",
         "lock",
         "inline",
-        "retry",
+        "host_refused",
         "_cancelled",
     )
 
@@ -81,9 +81,9 @@ class Call:
         self.lock = connection.state_lock
         # True while the call runs on the event loop thread (inline fast path).
         self.inline = False
-        # Set when an inline call asked for something only a thread can do
-        # (a host call): its result is dropped and it is re-run threaded.
-        self.retry = False
+        # Set when an inline call tried to call the host: that call got a
+        # HostError (never re-run: at most once), and the model is demoted.
+        self.host_refused = False
 
     @property
     def cancelled(self):

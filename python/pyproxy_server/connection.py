@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import secrets
+import select
 import sys
 import threading
 import time
@@ -52,6 +53,7 @@ from .errors import (
 )
 from .execution import CallRunner, OutputSink, fail_future, wire_error
 from .framer import HEADER, MAGIC, OVERHEAD, VERSION, Framer, md5_digest
+from .inline_watch import InlineWatch
 from .models import RunThreaded
 
 __all__ = ["Connection", "PROTOCOL_VERSION"]
@@ -137,6 +139,12 @@ class Connection(asyncio.BufferedProtocol):
         self._inline_call = None
         self._inline_sink = None
         self._sink_token = None
+        # While an inline call runs: its start (_clock), else 0.0. Read by the
+        # InlineWatch thread, which writes `busy` events meanwhile (send_busy).
+        self._inline_since = 0.0
+        self._busy_sent = 0.0
+        self._busy_armed = False
+        self._wire_lock = threading.Lock()
         # Replies look for big strings (big_json.encode's fast path) once this
         # connection has seen a big request or reply: until then the look costs
         # ~10% of a small call and finds nothing. A first big reply is made the
@@ -229,9 +237,18 @@ class Connection(asyncio.BufferedProtocol):
         if _get_ident() == self._loop_ident:
             if call is not None and call.inline:
                 # An inline call (fast path) cannot wait here: the reply is
-                # read by this very thread. Re-run it on a thread instead.
-                call.retry = True
-                raise RunThreaded()
+                # read by this very thread. It is not re-run on a thread
+                # either (what it did so far would happen twice): it fails
+                # here, and the model runs threaded from now on.
+                call.host_refused = True
+                name = call.msg.get("name")
+                raise HostError(
+                    "Cannot call host %r from model %r: the call ran on the server's event "
+                    "loop thread (the fast path of models that proved fast), which cannot "
+                    "wait for a reply; later calls run on threads and can call the host "
+                    "(import pyproxy at the top of the model's module, or set "
+                    "threaded = True on its class, to avoid this)" % (cmd, name)
+                )
             raise HostError(
                 "Cannot call host %r: called on the server's event loop thread, "
                 "which must stay free to read the reply (it would deadlock)" % cmd
@@ -651,7 +668,7 @@ class Connection(asyncio.BufferedProtocol):
         call.inline = True
         self._inline_call = call
         call_token = _set_call(call)
-        start = _clock()
+        start = self._inline_since = _clock()
         try:
             handled, result = run(call)
             payload = None
@@ -665,6 +682,12 @@ class Connection(asyncio.BufferedProtocol):
                 log.info("connection %s: %s %d raised %s", self.id, call.cmd, call.id, type(exc).__name__)
             payload = self.encode_error(call.id, wire_error(exc))
         finally:
+            # No `busy` event may be written once this is 0 (see send_busy):
+            # one being written now is waited for before anything else is.
+            self._inline_since = 0.0
+            if self._busy_armed:
+                with self._wire_lock:
+                    self._busy_armed = False
             _reset_call(call_token)
             call.inline = False
             self._inline_call = None
@@ -672,8 +695,8 @@ class Connection(asyncio.BufferedProtocol):
             self._inline_sink = None
             elapsed = _clock() - start
             self._inline_left -= elapsed
-        if not handled or call.retry:
-            return None  # its output is dropped with the sink: the thread re-runs it
+        if not handled:
+            return None  # its output is dropped with the sink: the thread runs it
         if payload is None:
             payload = self.encode_reply(call.id, result)
         if sink is not None:
@@ -689,11 +712,54 @@ class Connection(asyncio.BufferedProtocol):
         _set_running_loop(None)
         self._sink_token = _set_sink(self._inline_write)
         self._inline_mode = True
+        if self._busy_sent == 0.0:
+            # First inline run of this connection (the watch is per server).
+            self._busy_sent = -InlineWatch.EVERY
+            InlineWatch.ensure(self.server)
 
     def _leave_inline(self):
         _reset_sink(self._sink_token)
         _set_running_loop(self._loop)
         self._inline_mode = False
+
+    def send_busy(self, since, now):
+        """Write a ``busy`` event for the inline call that started at ``since``
+        if it still runs (the ``InlineWatch`` thread; protocol §4).
+
+        Straight to the socket: the loop thread is inside the call and writes
+        nothing until it returns, and then waits for this write to end
+        (``_busy_armed``). Skipped when the transport holds unsent bytes (a
+        frame may be half written) or the socket is full.
+        """
+        with self._wire_lock:
+            self._busy_armed = True
+            call = self._inline_call
+            transport = self._transport
+            if self._inline_since != since or call is None or self._closed or transport is None:
+                return
+            if transport.get_write_buffer_size():
+                return
+            sock = transport.get_extra_info("socket")
+            if sock is None:
+                return
+            name = call.msg.get("name")
+            event = {
+                "event": "busy",
+                "request": call.id,
+                "model": name if isinstance(name, str) else None,
+                "ms": int((now - since) * 1000),
+            }
+            data = _frame(_encode_json_lenient(event).encode())
+            try:
+                _write_whole(sock.fileno(), data)
+            except TimeoutError:
+                # Half a frame is on the wire: the stream cannot go on.
+                log.warning("connection %s: closing: %s", self.id, "a busy event could not be written whole")
+                self._loop.call_soon_threadsafe(transport.abort)
+                return
+            except OSError:
+                return  # the loop finds the connection broken once the call returns
+            self._busy_sent = now
 
     def _inline_write(self, fd, text):
         # The output sink of the inline call running now (held until it ends).
@@ -918,6 +984,29 @@ class Connection(asyncio.BufferedProtocol):
             batches += _frame_run(run, parts)
         self.server.batches_sent += batches
         return parts
+
+
+def _write_whole(fd, data):
+    """Write all of ``data`` to the non-blocking socket ``fd``, or nothing when
+    it is full: a frame begun is always finished (waiting for room)."""
+    try:
+        written = os.write(fd, data)
+    except BlockingIOError:
+        return
+    view = memoryview(data)[written:]
+    deadline = time.monotonic() + _WHOLE_WRITE_LIMIT
+    while view:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the peer has not read for %.0f s" % _WHOLE_WRITE_LIMIT)
+        select.select((), (fd,), (), 1.0)
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            pass
+
+
+# Seconds _write_whole waits for room to finish a frame it began.
+_WHOLE_WRITE_LIMIT = 5.0
 
 
 def _frame_run(payloads, parts):

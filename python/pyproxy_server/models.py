@@ -16,11 +16,16 @@ that has proved fast runs on the event loop thread instead (see
 ``ModelEntry``): its first ``LEARN_CALLS`` calls run threaded while their
 run time is measured; when the moving average stays below ``INLINE_MAX``
 seconds and none of them called the host (``pyproxy.host``), later calls
-run inline. An inline call slower than ``DEMOTE_AFTER`` seconds or one that
-calls the host makes that model version threaded for good (a host call
-cannot be answered while the loop thread runs the model: it is re-run on a
-thread, see ``Connection``). A class may decide for itself with
-``inline = True`` (always inline, never demoted for time) or
+run inline. A model whose module (or a module it imports from outside the
+standard library) refers to ``pyproxy`` never runs inline: a host call
+cannot be answered while the loop thread runs the model, and a call is
+never re-run (at most once). An inline call that reaches the host anyway
+(through code the scan cannot see) gets a ``HostError`` there and makes the
+model threaded for good, as does an inline call slower than
+``DEMOTE_AFTER`` seconds. While an inline call runs longer than
+``InlineWatch.STALL``, a watchdog thread tells the host it is busy (protocol
+§4, ``busy``). A class may decide for itself with ``inline = True`` (always
+inline, never demoted for time; host calls then fail) or
 ``threaded = True`` (never inline).
 
 Example::
@@ -47,7 +52,7 @@ from .errors import (
     format_user_traceback,
 )
 
-__all__ = ["ModelRegistry", "ModelEntry", "TYPES", "confine", "RunThreaded"]
+__all__ = ["ModelRegistry", "ModelEntry", "TYPES", "THREADED_FOREVER", "confine", "may_call_host", "RunThreaded"]
 
 _clock = time.perf_counter
 
@@ -56,10 +61,12 @@ LEARNING, INLINE, THREADED, FORCED_INLINE, THREADED_FOREVER = 0, 1, 2, 3, 4
 
 
 class RunThreaded(BaseException):
-    """Raised inside an inline call that must run on a thread (it called the host).
+    """Raised by an inline fast path (``Server.register``) that finds, before
+    doing anything, that its call must run on a thread after all.
 
-    A ``BaseException`` so that ``except Exception`` in model code does not
-    swallow it; the connection re-runs the call on an executor thread.
+    A ``BaseException`` so that ``except Exception`` in handler code does not
+    swallow it; the connection then runs the call on an executor thread. Only
+    for code that has had no effect yet: a call is never run twice.
     """
 
 # Type names allowed in ``inputs``/``outputs``.
@@ -94,7 +101,7 @@ class ModelEntry:
     # One inline call slower than this (seconds) makes the model threaded for good.
     DEMOTE_AFTER = 0.02
 
-    def __init__(self, name, cls, instance, file, version, module_name):
+    def __init__(self, name, cls, instance, file, version, module_name, may_call_host=False):
         self.name = name
         self.class_name = cls.__name__
         self.file = file
@@ -111,6 +118,8 @@ class ModelEntry:
             self.mode = THREADED_FOREVER
         elif getattr(cls, "inline", False) is True:
             self.mode = FORCED_INLINE
+        elif may_call_host:
+            self.mode = THREADED_FOREVER
         else:
             self.mode = LEARNING
         self.calls = 0
@@ -151,7 +160,8 @@ class ModelEntry:
 
         Returns ``(True, result)``, or ``(False, None)`` when a thread-unsafe
         model is busy in another thread (waiting for it could deadlock the loop).
-        Raises ``RunThreaded`` (after demoting the model) when it called the host.
+        A host call made by the model raises ``HostError`` in it (see
+        ``Connection.request``); the model is then threaded for good.
         """
         lock = self._lock
         if lock is not None and not lock.acquire(False):
@@ -163,8 +173,8 @@ class ModelEntry:
             elapsed = _clock() - start
             if lock is not None:
                 lock.release()
-            if call.retry:
-                # It called the host (even if it swallowed RunThreaded).
+            if call.host_refused:
+                # It tried to call the host (even if it swallowed the error).
                 self.mode = THREADED_FOREVER
             elif self.mode == INLINE:
                 if elapsed > self.DEMOTE_AFTER:
@@ -316,7 +326,7 @@ class ModelRegistry:
                 raise ModelNotFoundError("Cannot update model %r: removed meanwhile" % name)
             version = old.version + 1 if old is not None else 1
             try:
-                entry = ModelEntry(name, cls, instance, file, version, module_name)
+                entry = ModelEntry(name, cls, instance, file, version, module_name, may_call_host(cls, module_name))
             except BaseException:
                 sys.modules.pop(module_name, None)
                 raise
@@ -349,6 +359,48 @@ class ModelRegistry:
                 exception=type(exc).__name__,
                 traceback=format_user_traceback(exc, os.path.dirname(__file__)),
             )
+
+
+_STDLIB = os.path.dirname(os.__file__) + os.sep
+
+
+def may_call_host(cls, module_name):
+    """True when the model's code may call ``pyproxy.host``: its module, the
+    module that defines ``cls``, or a module either imports from outside the
+    standard library refers to the ``pyproxy`` package or something from it.
+
+    A scan of module globals at load time, so a model that may call the host
+    is never promoted to the inline fast path (where a host call cannot be
+    answered). Code that reaches ``pyproxy`` some other way (an import inside
+    a function) is caught when it runs inline (``HostError``, then demoted).
+    """
+    seen = set()
+    modules = [sys.modules.get(module_name), sys.modules.get(getattr(cls, "__module__", None))]
+    for depth in (0, 1):
+        found = []
+        for module in modules:
+            if module is None or id(module) in seen:
+                continue
+            seen.add(id(module))
+            for value in list(vars(module).values()):
+                if _from_pyproxy(value):
+                    return True
+                if depth == 0 and value.__class__ is types.ModuleType:
+                    path = getattr(value, "__file__", None)
+                    if isinstance(path, str) and not path.startswith(_STDLIB):
+                        found.append(value)
+        modules = found
+    return False
+
+
+def _from_pyproxy(value):
+    if isinstance(value, types.ModuleType):
+        name = value.__name__
+    elif isinstance(value, (types.FunctionType, type)):
+        name = value.__module__
+    else:
+        name = type(value).__module__
+    return isinstance(name, str) and (name == "pyproxy" or name.startswith("pyproxy."))
 
 
 def _pick_class(module, class_name, name):

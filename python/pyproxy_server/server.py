@@ -115,9 +115,9 @@ class Server:
         the loop thread, with the call's output capture and ``current_call``
         set up. ``run`` returns ``(True, result)``, or ``(False, None)`` to
         run the call threaded after all; it may raise to reply with an error,
-        or raise ``models.RunThreaded`` to re-run the call on a thread (what a
-        host call made on the loop thread raises). Used by ``executeModel``
-        for models that proved fast (``models.ModelEntry``).
+        or raise ``models.RunThreaded`` to run the call on a thread after all
+        (only before it had any effect: a call never runs twice). Used by
+        ``executeModel`` for models that proved fast (``models.ModelEntry``).
         """
         if not isinstance(cmd, str) or not cmd:
             raise TypeError("cmd must be a non-empty string")

@@ -9,25 +9,30 @@ from .test_server import ServerTestCase
 LEARN = ModelEntry.LEARN_CALLS
 
 # Reports the thread it ran on; prints, calls the host, sleeps or runs
-# asyncio when asked.
+# asyncio when asked. pyproxy is imported inside execute, where the load-time
+# scan (models.may_call_host) cannot see it: that is the case an inline call
+# meets at run time.
 SOURCE = """
 import asyncio, threading, time
-from pyproxy import host
 
 class Model:
     %s
+    runs = 0
     def execute(self, msg):
         msg = msg or {}
+        Model.runs += 1
         if msg.get("print"):
             print("before", msg["print"])
         if msg.get("host"):
-            return {"thread": threading.current_thread().name, "answer": host.call("add", {"a": 1, "b": 2})}
+            from pyproxy import host
+            return {"thread": threading.current_thread().name, "answer": host.call("add", {"a": 1, "b": 2}), "runs": Model.runs}
         if msg.get("swallow"):
+            from pyproxy import host
             try:
                 host.call("add", {"a": 1, "b": 2})
             except BaseException:
                 pass
-            return {"thread": threading.current_thread().name, "swallowed": True}
+            return {"thread": threading.current_thread().name, "swallowed": True, "runs": Model.runs}
         if msg.get("sleep"):
             time.sleep(msg["sleep"])
         if msg.get("asyncio"):
@@ -36,7 +41,7 @@ class Model:
             return {"thread": threading.current_thread().name, "value": asyncio.run(three())}
         if msg.get("raise"):
             raise ValueError("boom")
-        return {"thread": threading.current_thread().name}
+        return {"thread": threading.current_thread().name, "runs": Model.runs}
 """
 
 
@@ -79,27 +84,40 @@ class InlineTest(ServerTestCase):
         self.assertIn("boom", error["message"])
         self.assertEqual(self._threads(c, "raiser", 1), ["MainThread"])
 
-    def test_host_call_reruns_on_a_thread_and_demotes(self):
+    def test_host_call_inline_fails_once_and_demotes(self):
         c = self.connect()
         c.handlers["add"] = lambda args: args["a"] + args["b"]
         self._learned(c, "caller")
+        runs = c.call("executeModel", name="caller", msg={})["runs"]
         reply = c.request("executeModel", name="caller", msg={"host": True, "print": "once"})
-        self.assertTrue(reply["ok"], reply)
-        self.assertEqual(reply["result"]["answer"], 3)
-        self.assertNotEqual(reply["result"]["thread"], "MainThread")
-        # The output of the abandoned inline attempt is not sent.
+        # Never re-run (at most once): the call fails where it met the host.
+        error = self.assertError(reply, "HostError")
+        self.assertIn("event loop thread", error["message"])
+        self.assertEqual(c.host_requests, [])
         logs = [e["message"] for e in c.events if e["event"] == "log" and e.get("request") == reply["id"]]
         self.assertEqual(logs, ["before once"])
+        # It ran once, and later calls run threaded, where the host answers.
+        result = c.call("executeModel", name="caller", msg={"host": True})
+        self.assertEqual((result["answer"], result["runs"]), (3, runs + 2))
+        self.assertNotEqual(result["thread"], "MainThread")
         self.assertNotIn("MainThread", self._threads(c, "caller", LEARN + 2))
 
-    def test_swallowed_host_call_still_reruns(self):
+    def test_swallowed_host_call_is_not_rerun(self):
         c = self.connect()
         c.handlers["add"] = lambda args: args["a"] + args["b"]
         self._learned(c, "swallower")
+        runs = c.call("executeModel", name="swallower", msg={})["runs"]
         result = c.call("executeModel", name="swallower", msg={"swallow": True})
-        self.assertNotEqual(result["thread"], "MainThread")
-        self.assertEqual(len(c.host_requests), 1)
+        self.assertEqual((result["thread"], result["runs"]), ("MainThread", runs + 1))
+        self.assertEqual(c.host_requests, [])
         self.assertNotIn("MainThread", self._threads(c, "swallower", 2))
+
+    def test_model_importing_pyproxy_never_goes_inline(self):
+        c = self.connect()
+        for name, line in (("imports-host", "from pyproxy import host"), ("imports-pkg", "import pyproxy"),
+                           ("imports-cache", "from pyproxy.host import cache")):
+            c.call("addModel", name=name, source=line + "\n" + _source())
+            self.assertNotIn("MainThread", self._threads(c, name, LEARN + 4))
 
     def test_host_calls_while_learning_keep_it_threaded(self):
         c = self.connect()
@@ -128,13 +146,28 @@ class InlineTest(ServerTestCase):
         self._model(c, "forced-threaded", "threaded = True")
         self.assertNotIn("MainThread", self._threads(c, "forced-threaded", LEARN + 2))
 
-    def test_forced_inline_host_call_still_works(self):
+    def test_forced_inline_host_call_fails(self):
         c = self.connect()
         c.handlers["add"] = lambda args: args["a"] + args["b"]
         self._model(c, "forced-caller", "inline = True")
-        result = c.call("executeModel", name="forced-caller", msg={"host": True})
-        self.assertEqual(result["answer"], 3)
-        self.assertNotEqual(result["thread"], "MainThread")
+        error = self.assertError(c.request("executeModel", name="forced-caller", msg={"host": True}), "HostError")
+        self.assertIn("event loop thread", error["message"])
+        self.assertEqual(c.host_requests, [])
+
+    def test_slow_inline_call_tells_the_host_it_is_busy(self):
+        c = self.connect()
+        self._learned(c, "stalls")
+        reply = c.request("executeModel", name="stalls", msg={"sleep": 0.9})
+        self.assertEqual(reply["result"]["thread"], "MainThread")
+        busy = [e for e in c.events if e["event"] == "busy"]
+        self.assertTrue(busy, c.events)
+        self.assertEqual({(e["request"], e["model"]) for e in busy}, {(reply["id"], "stalls")})
+        self.assertTrue(all(e["ms"] >= 250 for e in busy), busy)
+        self.assertEqual(c.call("ping"), "pong")
+        # A fast inline call after it: no busy event.
+        before = len(c.events)
+        c.call("executeModel", name="stalls", msg={})
+        self.assertEqual([e for e in c.events[before:] if e["event"] == "busy"], [])
 
     def test_asyncio_run_works_inline(self):
         c = self.connect()

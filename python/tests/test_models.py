@@ -7,7 +7,10 @@ import threading
 import unittest
 
 from pyproxy_server.errors import InvalidRequestError, ModelLoadError, ModelNotFoundError, PathError
-from pyproxy_server.models import ModelRegistry, confine
+import sys
+import types
+
+from pyproxy_server.models import THREADED_FOREVER, ModelRegistry, confine, may_call_host
 
 from ._client import MODELS_DIR
 
@@ -121,6 +124,43 @@ class ModelRegistryTest(unittest.TestCase):
         self.registry.add("d", {"file": "doubler.py"})
         self.assertEqual(self.registry.remove("d"), {"name": "d", "removed": True})
         self.assertEqual(len(self.registry), 0)
+
+
+class MayCallHostTest(unittest.TestCase):
+    """The load-time scan that keeps models using pyproxy.host off the inline path."""
+
+    def _module(self, name, source, file=None):
+        module = types.ModuleType(name)
+        if file is not None:
+            module.__file__ = file
+        sys.modules[name] = module
+        self.addCleanup(sys.modules.pop, name, None)
+        exec(source, module.__dict__)
+        return module
+
+    def test_direct_references(self):
+        for line in ("from pyproxy import host", "import pyproxy", "import pyproxy.host as h",
+                     "from pyproxy.host import cache", "from pyproxy.host import call"):
+            module = self._module("m_direct", line + "\nclass M:\n def execute(self, m): return m\n")
+            self.assertTrue(may_call_host(module.M, "m_direct"), line)
+
+    def test_clean_model(self):
+        module = self._module("m_clean", "import json, os\nclass M:\n def execute(self, m): return m\n")
+        self.assertFalse(may_call_host(module.M, "m_clean"))
+
+    def test_one_level_of_user_modules(self):
+        self._module("helper_uses_host", "from pyproxy import host\n", file="/srv/models/helper_uses_host.py")
+        module = self._module("m_indirect", "import helper_uses_host\nclass M:\n def execute(self, m): return m\n")
+        self.assertTrue(may_call_host(module.M, "m_indirect"))
+
+    def test_registry_keeps_such_models_threaded(self):
+        root = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, root)
+        registry = ModelRegistry(root)
+        registry.add("uses", {"source": "from pyproxy import host\nclass M:\n def execute(self, m): return m\n"})
+        registry.add("plain", {"source": "class M:\n def execute(self, m): return m\n"})
+        self.assertEqual(registry.get("uses").mode, THREADED_FOREVER)
+        self.assertNotEqual(registry.get("plain").mode, THREADED_FOREVER)
 
 
 class ConfineTest(unittest.TestCase):

@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call.py",
-      size: 3847,
+      size: 3862,
       sha256:
-        "57768eb8b1a01f0aac69578c446ea1c322e7a019b4af0b8a90588c0700672f3e",
+        "edc8fa8883bd59167d88bd12f4c8a382cc1d5e6d0b46d632231ecda779f1f888",
     },
     {
       path: "pyproxy_server/capture.py",
@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 39420,
+      size: 43438,
       sha256:
-        "4b29ff45153a4ce3e364ffb298a6535c1024610ca57f11aa5517641eb767469c",
+        "fc890631649bddd2f8fbcf7c85c2c64d35030c9efd7e570bb561c07344ed3173",
     },
     {
       path: "pyproxy_server/errors.py",
@@ -93,16 +93,22 @@ export const PYTHON_MANIFEST: PythonManifest = {
         "9c81edd000aeb47d67e10ab9a3959cc7380517a3d2f752bb1ee96cb49cf73476",
     },
     {
-      path: "pyproxy_server/models.py",
-      size: 15677,
+      path: "pyproxy_server/inline_watch.py",
+      size: 2693,
       sha256:
-        "b7f706925d6719f96d36f6af1340ab4d973fe54b52d241ef5bbcb4da62466f3a",
+        "ad63fd7bec4b46dd337a0e2a87fc2b82d86edf0898b692008ecc16ef828e1b5e",
+    },
+    {
+      path: "pyproxy_server/models.py",
+      size: 18079,
+      sha256:
+        "3d991c054541b725ab9681084e88da782b94e9e611d73e4822756fffad82269f",
     },
     {
       path: "pyproxy_server/server.py",
-      size: 11215,
+      size: 11229,
       sha256:
-        "d0c589e2da93359354f6c923a5c6a930ab71538540f2d59704e3a44f6d4bc0d1",
+        "36891121fc25e8db474a8ee8842df103f4d1344fea3f0a5efd9b8571362fa6a5",
     },
     {
       path: "pyproxy_server/spill.py",
