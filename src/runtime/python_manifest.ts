@@ -64,15 +64,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 39420,
+      size: 43375,
       sha256:
-        "4b29ff45153a4ce3e364ffb298a6535c1024610ca57f11aa5517641eb767469c",
+        "6a08a1659fa1bad6c6b1ae6de6d579bbe635ef422585373223de39a574c9ef68",
     },
     {
       path: "pyproxy_server/errors.py",
-      size: 6630,
+      size: 6966,
       sha256:
-        "d5fd7f3dba2b71a9a8a019ea53c32229c41354d80a11486ffb2f0f2938a98d26",
+        "a5af159f75571bc713098566149caa0957c6b32db8e93b077f390ff6fdb333f3",
     },
     {
       path: "pyproxy_server/eval.py",
@@ -105,10 +105,16 @@ export const PYTHON_MANIFEST: PythonManifest = {
         "d0c589e2da93359354f6c923a5c6a930ab71538540f2d59704e3a44f6d4bc0d1",
     },
     {
-      path: "pyproxy_server/spill.py",
-      size: 11489,
+      path: "pyproxy_server/shallow_json.py",
+      size: 6635,
       sha256:
-        "033b9d8baddf9fb13cea76e43194eba35b6173d8501ce5a96ae205b236244a67",
+        "f00270d1219213e11b6bc3da95b868dbf459d0302e5c00f4393c68f7845e4e9c",
+    },
+    {
+      path: "pyproxy_server/spill.py",
+      size: 11965,
+      sha256:
+        "0673ef708d2d4a11de1fa591db5d8be066b394002b6887d308f4e24136681e4b",
     },
   ],
 };
