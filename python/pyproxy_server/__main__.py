@@ -97,7 +97,9 @@ def setup_logging(root, name, level):
         logs = os.path.join(root, "logs")
         os.makedirs(logs, exist_ok=True)
         handler = logging.handlers.RotatingFileHandler(
-            os.path.join(logs, "pythonserver%s.log" % name), maxBytes=10 * 1024 * 1024, backupCount=3, encoding="utf-8"
+            os.path.join(logs, "pythonserver%s.log" % name), maxBytes=10 * 1024 * 1024, backupCount=3, encoding="utf-8",
+            # Printed text with lone surrogates (os.fsdecode of a non-UTF-8 name) is logged, not lost.
+            errors="backslashreplace",
         )
     except OSError as exc:
         sys.__stderr__.write("pyproxy_server: cannot open log file (%s); logging to stderr\n" % exc)

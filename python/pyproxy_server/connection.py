@@ -59,13 +59,6 @@ __all__ = ["Connection", "PROTOCOL_VERSION"]
 PROTOCOL_VERSION = 1
 log = logging.getLogger("pyproxy_server.connection")
 
-_encode_json = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), allow_nan=False
-).encode
-# Error objects must always go out, even when a field is not JSON.
-_encode_json_lenient = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), default=repr
-).encode
 _decode_json = json.JSONDecoder().decode
 # Messages as pieces: big strings travel without being escaped or copied.
 _encode_pieces = big_json.encode
@@ -875,7 +868,7 @@ class Connection(asyncio.BufferedProtocol):
         try:
             return self._finish(data, rid, "")
         except PyProxyError as exc:
-            return _encode_json_lenient({"id": rid, "ok": False, "error": exc.to_wire()}).encode()
+            return big_json.encode_bytes({"id": rid, "ok": False, "error": exc.to_wire()}, True)
 
     def _finish(self, pieces, rid, kind, cmd=None):
         """The payload for encoded ``pieces`` (``big_json.encode``): the message, or
@@ -903,11 +896,11 @@ class Connection(asyncio.BufferedProtocol):
             except OSError as exc:
                 raise SpillError("Cannot write spill file: %s" % exc)
             if rid is None:
-                return _encode_json({"$spill": ref}).encode()
+                return big_json.encode_bytes({"$spill": ref})
             if cmd is not None:
                 # A request stub keeps its cmd so the host can tell it from a reply when the file fails.
-                return _encode_json({"id": rid, "cmd": cmd, "$spill": ref}).encode()
-            return _encode_json({"id": rid, "$spill": ref}).encode()
+                return big_json.encode_bytes({"id": rid, "cmd": cmd, "$spill": ref})
+            return big_json.encode_bytes({"id": rid, "$spill": ref})
         if size > self._max_frame:
             raise SerializationError(
                 "Cannot send message: %d bytes above the frame limit %d (configure spill-over)" % (size, self._max_frame)

@@ -34,15 +34,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 8725,
+      size: 8868,
       sha256:
-        "b66dfc08613d924deb8e861c06760a3f2b090b6c35981b12a35ef1fd59a50b8c",
+        "156a68b77633e0cf559d6d0f45dc564f6a664ac5ebcc54c8664d0283d5a00117",
     },
     {
       path: "pyproxy_server/big_json.py",
-      size: 15034,
+      size: 16123,
       sha256:
-        "cc6688423f5cc4c4e62f06caca45dacb4ae9e75810a0e2ab7244214a041cd443",
+        "fbeaa798cd91c7538c0eca211f01d661a6345696058074bf32376963a806e557",
     },
     {
       path: "pyproxy_server/call.py",
@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 43375,
+      size: 43091,
       sha256:
-        "6a08a1659fa1bad6c6b1ae6de6d579bbe635ef422585373223de39a574c9ef68",
+        "e79e9d216c306242f7718cc7d14cafd81d408c6138be590defe846b509b1acaa",
     },
     {
       path: "pyproxy_server/errors.py",
