@@ -131,3 +131,21 @@ Deno.test("Pool delivers eval output with lone surrogates in full and exactly", 
     await closePool(pool);
   }
 });
+
+Deno.test("Pool gives user code an empty stdin: input() raises EOFError at once", async () => {
+  const pool = await echoPool();
+  try {
+    const pid = pidOf(pool);
+    const err = await pool.eval("input('name? ')", { timeout: 10_000 }).result
+      .then(
+        () => assert.fail("expected a rejection"),
+        (e: unknown) => e,
+      );
+    assert.ok(err instanceof PythonError, String(err));
+    assert.equal(err.type, "EOFError");
+    assert.equal(await pool.eval("import sys\nsys.stdin.read()").result, "");
+    assert.equal(pidOf(pool), pid, "the worker was not replaced");
+  } finally {
+    await closePool(pool);
+  }
+});

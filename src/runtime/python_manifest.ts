@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 8868,
+      size: 10073,
       sha256:
-        "156a68b77633e0cf559d6d0f45dc564f6a664ac5ebcc54c8664d0283d5a00117",
+        "a0315ea8c6f211284700db400195521d4f1825fc3fa9881cc58b2b0d478050bd",
     },
     {
       path: "pyproxy_server/big_json.py",
