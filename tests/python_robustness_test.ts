@@ -149,3 +149,19 @@ Deno.test("Pool gives user code an empty stdin: input() raises EOFError at once"
     await closePool(pool);
   }
 });
+
+Deno.test("Atom fails with PythonError when the code raises KeyboardInterrupt itself", async () => {
+  const pool = await echoPool();
+  try {
+    const atom = pool.eval("raise KeyboardInterrupt");
+    const err = await atom.result.then(
+      () => assert.fail("expected a rejection"),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof PythonError, String(err));
+    assert.equal(err.type, "KeyboardInterrupt");
+    assert.equal(atom.state, "failed");
+  } finally {
+    await closePool(pool);
+  }
+});

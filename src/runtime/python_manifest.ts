@@ -76,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 24872,
+      size: 25151,
       sha256:
-        "c5a9f87ca062d452911fbac1035cceb6ed58ec925f93d008df33979f6f93709f",
+        "545647a8cddd082aa969d1e61934fdc34d2ca0b0568a2583767d0157ccd4036e",
     },
     {
       path: "pyproxy_server/execution.py",
