@@ -1,5 +1,6 @@
 """Tests for the pieces of pyproxy_server.eval that need no server."""
 
+import os
 import random
 import threading
 import time
@@ -582,6 +583,24 @@ class EvalServerTest(unittest.TestCase):
         self.client.send({"id": 2, "cmd": "cancel", "target": 1})
         reply = self.client.reply_for(1)
         self.assertEqual(reply["error"]["type"], "CancelledError")
+
+    def test_output_of_buffer_and_threads_goes_where_the_docs_say(self):
+        code = (
+            "import contextvars, sys, threading\n"
+            "sys.stdout.buffer.write('caf\\u00e9\\n'.encode())\n"
+            "t = threading.Thread(target=print, args=('to the log',))\n"
+            "t.start(); t.join()\n"
+            "ctx = contextvars.copy_context()\n"
+            "t = threading.Thread(target=ctx.run, args=(print, 'to the eval'))\n"
+            "t.start(); t.join()\n"
+        )
+        self.client.send({"id": 1, "cmd": "eval", "code": code})
+        self.client.reply_for(1)
+        output = "".join(e["data"] for e in self.client.events if e.get("event") == "output")
+        self.assertEqual(output, "caf\u00e9\nto the eval\n")
+        log = os.path.join(self.server.root, "logs", "pythonserver%d.log" % self.server.port)
+        with open(log, encoding="utf-8") as f:
+            self.assertIn("<stdout>: to the log", f.read())
 
     def test_keyboard_interrupt_without_a_cancel_is_a_python_error(self):
         reply = self.client.request("eval", code="try:\n    raise KeyboardInterrupt\nfinally:\n    print('x')")

@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/capture.py",
-      size: 8531,
+      size: 10053,
       sha256:
-        "93fbf73714a3ebf087eb642af843842267c79e9c75d6fb647e00f2ccf048dd48",
+        "2afa2e351081415faa26e604ced00fb0d729a715e3d131348849482bd1ca2d01",
     },
     {
       path: "pyproxy_server/commands.py",
