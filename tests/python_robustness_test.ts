@@ -1,5 +1,6 @@
 /**
- * Inputs a user audit found to break a Python worker, through a real Pool:
+ * Inputs a user audit found to break a Python worker, through a real Pool (and
+ * the gateway):
  * JSON nested too deep, lone surrogates, reading stdin in user code, and
  * `KeyboardInterrupt` raised by user code.
  */
@@ -7,6 +8,7 @@ import assert from "node:assert/strict";
 import { PythonError, RemoteError } from "../src/errors.ts";
 import type { OutputChunk } from "../src/atom.ts";
 import { Pool } from "../src/pool.ts";
+import { startGateway } from "./_gateway_harness.ts";
 
 const ECHO = `
 class Echo:
@@ -164,4 +166,29 @@ Deno.test("Atom fails with PythonError when the code raises KeyboardInterrupt it
   } finally {
     await closePool(pool);
   }
+});
+
+Deno.test("Gateway answers a body nested too deep for Python with 400, and its worker keeps serving", async () => {
+  await using gw = await startGateway();
+  const body = "[".repeat(1000) + "]".repeat(1000);
+  const first = await gw.fetch("/v1/models/whoami/execute", {
+    method: "POST",
+    body: "{}",
+  });
+  assert.equal(first.status, 200);
+  const { pid } = await first.json();
+  for (let i = 0; i < 12; i++) {
+    const res = await gw.fetch("/v1/models/whoami/execute", {
+      method: "POST",
+      body,
+    });
+    assert.equal(res.status, 400);
+    assert.equal((await res.json()).error.type, "InvalidRequestError");
+  }
+  const after = await gw.fetch("/v1/models/whoami/execute", {
+    method: "POST",
+    body: "{}",
+  });
+  assert.equal(after.status, 200);
+  assert.equal((await after.json()).pid, pid, "the same worker process");
 });
