@@ -830,7 +830,9 @@ export class Session implements AsyncDisposable {
    * it forever.
    */
   #busy(request: unknown): void {
-    if (typeof request !== "number" || this.#pending.get(request) === undefined) {
+    if (
+      typeof request !== "number" || this.#pending.get(request) === undefined
+    ) {
       this.#lastReceived = this.#receivedBefore;
     }
   }

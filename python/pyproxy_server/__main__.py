@@ -8,7 +8,9 @@ Start-up: read the secret line ``{"secret": "<hex>"}`` from stdin (unless
 
 The process exits when stdin reaches end of file (only watched when stdin
 is a pipe, socket or terminal), when its parent process changes, on
-``stopServer``, and on SIGTERM/SIGINT.
+``stopServer``, and on SIGTERM/SIGINT. User code never sees that pipe:
+``detach_stdin`` moves it to a private descriptor and gives file descriptor
+0 and ``sys.stdin`` ``/dev/null`` (``input()`` raises ``EOFError`` at once).
 """
 
 import argparse
@@ -91,13 +93,41 @@ def read_secret():
     return secret
 
 
+def detach_stdin():
+    """Move the host's stdin pipe to a private descriptor; return it (None: no stdin).
+
+    The pipe carries the secret and its end of file tells that the host is
+    gone: an ``input()`` or ``sys.stdin.read()`` in user code would block on
+    it for ever (and a read that got data would steal the host's bytes). So
+    file descriptor 0, inherited by child processes too, and ``sys.stdin``
+    become ``/dev/null``, and only the watcher reads the pipe, through a
+    descriptor no child inherits (``os.dup`` makes it non-inheritable).
+    """
+    try:
+        private = os.dup(0)
+    except OSError:
+        private = None
+    try:
+        null = os.open(os.devnull, os.O_RDONLY)
+        try:
+            os.dup2(null, 0)
+        finally:
+            os.close(null)
+        sys.stdin = open(0, "r", encoding="utf-8", errors="surrogateescape", closefd=False)
+    except OSError:
+        pass
+    return private
+
+
 def setup_logging(root, name, level):
     handler = None
     try:
         logs = os.path.join(root, "logs")
         os.makedirs(logs, exist_ok=True)
         handler = logging.handlers.RotatingFileHandler(
-            os.path.join(logs, "pythonserver%s.log" % name), maxBytes=10 * 1024 * 1024, backupCount=3, encoding="utf-8"
+            os.path.join(logs, "pythonserver%s.log" % name), maxBytes=10 * 1024 * 1024, backupCount=3, encoding="utf-8",
+            # Printed text with lone surrogates (os.fsdecode of a non-UTF-8 name) is logged, not lost.
+            errors="backslashreplace",
         )
     except OSError as exc:
         sys.__stderr__.write("pyproxy_server: cannot open log file (%s); logging to stderr\n" % exc)
@@ -108,18 +138,20 @@ def setup_logging(root, name, level):
     root_logger.setLevel(getattr(logging, str(level).upper(), logging.INFO))
 
 
-def _stdin_is_watchable():
+def _stdin_is_watchable(fd):
+    if fd is None:
+        return False
     try:
-        mode = os.fstat(0).st_mode
+        mode = os.fstat(fd).st_mode
     except OSError:
         return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(0)
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
 
 
-def _watch_stdin(server):
+def _watch_stdin(server, fd):
     # The host keeps our stdin open for its whole life: EOF means it is gone.
     try:
-        while sys.stdin.buffer.read1(65536):
+        while os.read(fd, 65536):
             pass
     except Exception:
         pass
@@ -141,6 +173,7 @@ def main(argv=None):
     sched_batch = set_sched_batch() if args.sched_batch else False
     parent = os.getppid()
     secret = None if args.insecure_no_auth else read_secret()
+    host_pipe = detach_stdin()
     root = os.path.realpath(args.path)
     if not os.path.isdir(root):
         raise SystemExit("pyproxy_server: --path %r is not a directory" % args.path)
@@ -177,8 +210,8 @@ def main(argv=None):
             loop.add_signal_handler(signum, server.stop, 0)
         except (NotImplementedError, RuntimeError):
             pass
-    if _stdin_is_watchable():
-        threading.Thread(target=_watch_stdin, args=(server,), name="pyproxy-stdin", daemon=True).start()
+    if _stdin_is_watchable(host_pipe):
+        threading.Thread(target=_watch_stdin, args=(server, host_pipe), name="pyproxy-stdin", daemon=True).start()
     loop.call_later(PARENT_CHECK_INTERVAL, _watch_parent, server, parent)
 
     try:

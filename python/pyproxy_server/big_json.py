@@ -88,8 +88,10 @@ def encode(obj, lenient=False):
     """``obj`` as compact UTF-8 JSON, in pieces (join them or write them in order).
 
     The concatenation is ``JSONEncoder(ensure_ascii=False, separators=(",",
-    ":"), allow_nan=False).encode(obj).encode()``; ``lenient=True`` encodes
-    anything (``default=repr``, NaN allowed). Raises what that raises.
+    ":"), allow_nan=False).encode(obj).encode()``, except that lone
+    surrogates, which UTF-8 cannot hold, are written as JSON escapes
+    (``"\\ud800"``); ``lenient=True`` encodes anything (``default=repr``,
+    NaN allowed). Raises what that raises.
     """
     encoder = _encode_lenient if lenient else _encode_strict
     if _has_big(obj):
@@ -102,7 +104,9 @@ def encode(obj, lenient=False):
             return ["".join(direct(obj, 0)).encode()]
         except RecursionError:
             pass  # maybe a circular structure: the encoder below raises its exact error
-    return [encoder(obj).encode()]
+        except UnicodeEncodeError as exc:
+            return [_escape_surrogates(exc)]
+    return [_utf8(encoder(obj))]
 
 
 class Encoded:
@@ -136,13 +140,15 @@ def encode_reply(rid, result, walk=True):
     """
     if result.__class__ is Encoded:
         head = '{"id":%s,"ok":true,"result":' % (rid if rid.__class__ is int else _encode_strict(rid))
-        return [head.encode()] + result.pieces + [b"}"]
+        return [_utf8(head)] + result.pieces + [b"}"]
     direct = _direct_strict
     if direct is not None and rid.__class__ is int and (not walk or not _has_big(result)):
         try:
             return [('{"id":%d,"ok":true,"result":' % rid + "".join(direct(result, 0)) + "}").encode()]
         except RecursionError:
             pass  # maybe a circular structure: encode() raises its exact error
+        except UnicodeEncodeError as exc:
+            return [_escape_surrogates(exc)]
     return encode({"id": rid, "ok": True, "result": result})
 
 
@@ -270,22 +276,43 @@ def _encode_big(obj, encoder):
         return None  # the nonce in the caller's data: never in practice
     pieces = []
     pos = 0
-    try:
-        for index, string in enumerate(found):
-            marker = "%s-%d" % (nonce, index)
-            at = text.find('"%s"' % marker, pos) + 1
-            if at <= 0:
-                return None
-            pieces.append(text[pos:at].encode())
+    for index, string in enumerate(found):
+        marker = "%s-%d" % (nonce, index)
+        at = text.find('"%s"' % marker, pos) + 1
+        if at <= 0:
+            return None
+        pieces.append(_utf8(text[pos:at]))
+        try:
             body = _escaped(string.encode())
-            if body is None:
-                body = encoder(string)[1:-1].encode()
-            pieces.append(body)
-            pos = at + len(marker)
-        pieces.append(text[pos:].encode())
-    except UnicodeEncodeError:
-        return None  # lone surrogates: the plain path raises the exact error
+        except UnicodeEncodeError:
+            body = None  # lone surrogates: escaped below
+        if body is None:
+            body = _utf8(encoder(string)[1:-1])
+        pieces.append(body)
+        pos = at + len(marker)
+    pieces.append(_utf8(text[pos:]))
     return pieces
+
+
+def _utf8(text):
+    """``text`` (JSON from the encoder) as UTF-8; see ``_escape_surrogates``."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        return _escape_surrogates(exc)
+
+
+def _escape_surrogates(exc):
+    """The UTF-8 of the JSON text whose ``encode()`` raised ``exc``, with each
+    lone surrogate (U+D800 to U+DFFF: a ``str`` from ``os.fsdecode`` or
+    ``surrogateescape``, or a JavaScript string sent with one) written as its
+    JSON escape ``\\udXXX``: the peer's ``JSON.parse`` gets the same string.
+
+    UTF-8 cannot hold surrogates, and they only occur inside string
+    literals of the encoder's output, where ``backslashreplace`` writes
+    exactly that escape (a backslash in the string is already doubled, so
+    the new one starts an escape of its own)."""
+    return exc.object.encode("utf-8", "backslashreplace")
 
 
 def _escaped(body):

@@ -26,6 +26,7 @@ Example (an extension module capturing ``print`` of the code it runs)::
             print("hello")  # -> sink(1, "hello"), sink(1, "\\n")
 """
 
+import codecs
 import contextlib
 import contextvars
 import io
@@ -108,8 +109,12 @@ class OutputRouter(io.TextIOBase):
 
     ``fd`` is 1 (stdout) or 2 (stderr). Without a sink, complete lines are
     logged on ``logger`` (stdout at INFO, stderr at WARNING). ``fileno()``
-    raises ``io.UnsupportedOperation`` so libraries that need a real file
-    descriptor fall back gracefully instead of writing to the host's pipe.
+    raises ``io.UnsupportedOperation`` (as ``io.StringIO`` does), so libraries
+    that need a real file descriptor fall back gracefully instead of writing
+    where nobody reads (``subprocess`` with ``stdout=sys.stdout`` raises it:
+    capture the child's output and print it instead). ``buffer`` is a binary
+    writer whose bytes are decoded as UTF-8 (invalid bytes replaced) into the
+    same routed output, for code that writes ``sys.stdout.buffer``.
 
     ``write`` is a property: reading ``router.write`` gives the current
     sink's own writer when it has one (``redirect(sink, writers)``), so that
@@ -156,6 +161,13 @@ class OutputRouter(io.TextIOBase):
 
     def fileno(self):
         raise io.UnsupportedOperation("fileno: output is routed by pyproxy")
+
+    @property
+    def buffer(self):
+        writer = self.__dict__.get("_buffer")
+        if writer is None:
+            writer = self.__dict__["_buffer"] = _BinaryWriter(self)
+        return writer
 
     def write(self, text):
         # Subclasses made by OutputRouter(fd) replace this with the property.
@@ -212,6 +224,42 @@ class OutputRouter(io.TextIOBase):
                 self._pending = ""
         for line in lines:
             self._logger.log(self._level, "%s: %s", self.name, line)
+
+
+class _BinaryWriter(io.BufferedIOBase):
+    """``OutputRouter.buffer``: bytes in, decoded UTF-8 out through the router.
+
+    The decoder is per thread: a character split between two writes of one
+    thread is joined, and writes of other threads (other calls) never mix
+    into it.
+    """
+
+    def __init__(self, router):
+        super().__init__()
+        self._router = router
+        self._local = threading.local()
+
+    def writable(self):
+        return True
+
+    def fileno(self):
+        raise io.UnsupportedOperation("fileno: output is routed by pyproxy")
+
+    def isatty(self):
+        return False
+
+    def write(self, data):
+        decoder = getattr(self._local, "decoder", None)
+        if decoder is None:
+            decoder = self._local.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        view = memoryview(data)
+        text = decoder.decode(view)
+        if text:
+            self._router.write(text)
+        return view.nbytes
+
+    def flush(self):
+        pass
 
 
 def _assign_write(router, value):

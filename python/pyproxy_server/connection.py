@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 
-from . import big_json, capture
+from . import big_json, capture, shallow_json
 from .call import Call, current_call
 from .errors import (
     AuthenticationError,
@@ -61,13 +61,6 @@ __all__ = ["Connection", "PROTOCOL_VERSION"]
 PROTOCOL_VERSION = 1
 log = logging.getLogger("pyproxy_server.connection")
 
-_encode_json = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), allow_nan=False
-).encode
-# Error objects must always go out, even when a field is not JSON.
-_encode_json_lenient = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), default=repr
-).encode
 _decode_json = json.JSONDecoder().decode
 # Messages as pieces: big strings travel without being escaped or copied.
 _encode_pieces = big_json.encode
@@ -484,8 +477,8 @@ class Connection(asyncio.BufferedProtocol):
         try:
             text = payload.decode("utf-8")
             msg, end = _raw_decode_json(text)
-        except ValueError:
-            return None
+        except (ValueError, RecursionError):
+            return None  # _handle answers it
         return msg if end == len(text) and msg.__class__ is dict else None
 
     def _run_lone(self, msg):
@@ -556,11 +549,63 @@ class Connection(asyncio.BufferedProtocol):
                     end = -1
                 if end != len(text):
                     msg = _decode_json(text)  # the slow path gives the exact error
-        except (ValueError, RecursionError) as exc:
+        except ValueError as exc:
             return self._bad(None, ProtocolError("Cannot parse payload: invalid JSON (%s)" % exc))
+        except RecursionError as exc:
+            return self._too_deep(item, exc)
         if msg.__class__ is not dict:
             return self._bad(None, ProtocolError("Cannot parse payload: not a JSON object"))
         return self._dispatch(msg)
+
+    def _too_deep(self, data, exc, in_batch=False):
+        """Answers a payload ``json`` cannot parse for its depth (``RecursionError``):
+        its top level is read without recursion (``shallow_json``) so that a
+        request gets an ``InvalidRequestError`` reply with its id, a reply to
+        a Python → host request fails that request, and each message of a
+        batch frame is handled on its own; the connection keeps working."""
+        reason = "JSON nested deeper than the server's parser allows (%s)" % exc
+        try:
+            found = shallow_json.members(data)
+        except ValueError:
+            return self._bad(None, ProtocolError("Cannot parse payload: " + reason))
+        rid = found.get("id")
+        cmd = found.get("cmd")
+        batch = found.get("batch")
+        if batch.__class__ is shallow_json.Nested and rid is None and cmd is None and "event" not in found:
+            if in_batch:
+                return self._bad(None, ProtocolError("Cannot parse payload: a batch inside a batch"))
+            return self._unbatch(self._batch_items(batch))
+        if not self.authenticated:
+            return self._refuse(rid if rid.__class__ is int else None, "Cannot authenticate: " + reason)
+        if cmd is None and "ok" in found:
+            future = self._host_pending.pop(rid, None)
+            if future is not None:
+                fail_future(future, HostError("Cannot read host reply: " + reason, "InvalidRequestError", reason))
+            return None
+        if cmd is None and "event" in found:
+            log.info("connection %s: event from host ignored: %s", self.id, reason)
+            return None
+        if rid.__class__ is not int:
+            return self._bad(None, ProtocolError("Cannot parse payload: " + reason))
+        self.enqueue(self.encode_error(rid, InvalidRequestError("Cannot parse request %d: %s" % (rid, reason)).to_wire()))
+        return None
+
+    def _batch_items(self, batch):
+        """The messages of a batch frame too deep as a whole: each item parsed
+        on its own, a ``_TooDeep`` for those too deep themselves."""
+        try:
+            parts = shallow_json.items(batch)
+        except ValueError:
+            return None  # _unbatch: not an array
+        msgs = []
+        for part in parts:
+            try:
+                msgs.append(_decode_big(part))
+            except RecursionError as exc:
+                msgs.append(_TooDeep(part, exc))
+            except ValueError:
+                msgs.append(None)  # _batch_item: not a JSON object
+        return msgs
 
     def _dispatch(self, msg):
         if "$spill" in msg:
@@ -639,6 +684,8 @@ class Connection(asyncio.BufferedProtocol):
 
     def _batch_item(self, msg):
         if msg.__class__ is not dict:
+            if msg.__class__ is _TooDeep:
+                return self._too_deep(msg.data, msg.error, True)
             return self._bad(None, ProtocolError("Cannot parse payload: a batch item is not a JSON object"))
         if "batch" in msg and "cmd" not in msg and "id" not in msg and "event" not in msg:
             return self._bad(None, ProtocolError("Cannot parse payload: a batch inside a batch"))
@@ -827,8 +874,14 @@ class Connection(asyncio.BufferedProtocol):
         self._big_seen = True
         try:
             return self.spill.read(msg["$spill"])
-        except SpillError as exc:
+        except PyProxyError as exc:  # SpillError, InvalidRequestError (nested too deep)
             log.warning("connection %s: %s", self.id, exc.message)
+            if "cmd" not in msg and "ok" in msg:
+                # A reply to one of our requests to the host: that request fails.
+                future = self._host_pending.pop(rid, None)
+                if future is not None:
+                    fail_future(future, HostError("Cannot read host reply: " + exc.message, exc.type, exc.message))
+                return None
             self.enqueue(self.encode_error(rid, exc.to_wire()))
             return None
 
@@ -870,11 +923,18 @@ class Connection(asyncio.BufferedProtocol):
 
     def encode_error(self, rid, error):
         """Encoded ``{"id", "ok": false, "error"}`` for the wire error object ``error``."""
-        data = _encode_pieces({"id": rid, "ok": False, "error": error}, True)
+        try:
+            data = _encode_pieces({"id": rid, "ok": False, "error": error}, True)
+        except (TypeError, ValueError, RecursionError) as exc:
+            # A field nested too deep (or circular): the error still goes out, with its strings.
+            kept = {key: value for key, value in error.items() if value.__class__ is str}
+            kept.setdefault("type", "PyProxyError")
+            kept["message"] = "%s [error fields dropped: not JSON (%s)]" % (kept.get("message", ""), exc)
+            data = _encode_pieces({"id": rid, "ok": False, "error": kept}, True)
         try:
             return self._finish(data, rid, "")
         except PyProxyError as exc:
-            return _encode_json_lenient({"id": rid, "ok": False, "error": exc.to_wire()}).encode()
+            return big_json.encode_bytes({"id": rid, "ok": False, "error": exc.to_wire()}, True)
 
     def _finish(self, pieces, rid, kind, cmd=None):
         """The payload for encoded ``pieces`` (``big_json.encode``): the message, or
@@ -902,11 +962,11 @@ class Connection(asyncio.BufferedProtocol):
             except OSError as exc:
                 raise SpillError("Cannot write spill file: %s" % exc)
             if rid is None:
-                return _encode_json({"$spill": ref}).encode()
+                return big_json.encode_bytes({"$spill": ref})
             if cmd is not None:
                 # A request stub keeps its cmd so the host can tell it from a reply when the file fails.
-                return _encode_json({"id": rid, "cmd": cmd, "$spill": ref}).encode()
-            return _encode_json({"id": rid, "$spill": ref}).encode()
+                return big_json.encode_bytes({"id": rid, "cmd": cmd, "$spill": ref})
+            return big_json.encode_bytes({"id": rid, "$spill": ref})
         if size > self._max_frame:
             raise SerializationError(
                 "Cannot send message: %d bytes above the frame limit %d (configure spill-over)" % (size, self._max_frame)
@@ -1017,3 +1077,13 @@ def _frame_run(payloads, parts):
     digest = md5_digest(payload)
     parts += (_pack_header(MAGIC, VERSION, digest, len(payload)), payload, digest)
     return 1 if batched else 0
+
+
+class _TooDeep:
+    """A batch item ``json`` could not parse for its depth (see ``Connection._too_deep``)."""
+
+    __slots__ = ("data", "error")
+
+    def __init__(self, data, error):
+        self.data = data
+        self.error = error

@@ -137,7 +137,7 @@ class PythonError(PyProxyError):
     def from_exception(cls, exc, skip_prefix=None):
         """Wrap ``exc``; frames whose file starts with ``skip_prefix`` are left out."""
         return cls(
-            type(exc).__name__, str(exc), format_user_traceback(exc, skip_prefix)
+            type(exc).__name__, _message_of(exc), format_user_traceback(exc, skip_prefix)
         )
 
 
@@ -233,6 +233,15 @@ def error_from_type(type_name, message, **fields):
     err = PyProxyError(message, **fields)
     err.type = type_name
     return err
+
+
+def _message_of(exc):
+    # str() of an exception holding a structure nested too deep (or a
+    # broken __str__) raises; the error reply must go out anyway.
+    try:
+        return str(exc)
+    except Exception as failure:
+        return "<str() of %s failed: %s: %s>" % (type(exc).__name__, type(failure).__name__, failure)
 
 
 def format_user_traceback(exc, skip_prefix=None):

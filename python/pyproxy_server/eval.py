@@ -583,8 +583,12 @@ class EvalService:
         try:
             with capture.redirect(channel.write, (channel.write_stdout, channel.write_stderr)):
                 value = self._run(code, namespace, msg, args, self.code_cache)
-        except KeyboardInterrupt:
-            raise CancelledError("Cannot eval: interrupted")
+        except KeyboardInterrupt as exc:
+            # Only the interrupt that CallRunner.cancel injects is a cancel; a
+            # KeyboardInterrupt the code raises itself is its error, as in a model.
+            if call.interrupted:
+                raise CancelledError("Cannot eval: interrupted")
+            raise PythonError.from_exception(exc, skip_prefix=__file__)
         except BaseException as exc:  # SystemExit too: user code never stops the server
             raise PythonError.from_exception(exc, skip_prefix=__file__)
         finally:

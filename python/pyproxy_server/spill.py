@@ -204,7 +204,9 @@ class SpillSettings:
         """Return the message stored by the peer; delete the file in every case.
 
         A path outside the spill directory is refused and *not* deleted: this
-        side never removes files it does not own.
+        side never removes files it does not own. Raises ``SpillError``, or
+        ``InvalidRequestError`` for an intact file whose JSON is nested
+        too deep for ``json``.
         """
         if not isinstance(ref, dict):
             raise SpillError("Cannot read spill file: '$spill' must be an object")
@@ -238,11 +240,16 @@ class SpillSettings:
             hashes = _file_hash((data,), size, None if parts is None else part_size)
             try:
                 message = _decode_json(data, False)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 message = exc
             del data
             if not _same_hashes(hashes.fields(), ref):
                 raise SpillError("Cannot read spill file: md5 mismatch")
+            if isinstance(message, RecursionError):
+                # The file is intact: the message is the problem, as in a frame (connection._too_deep).
+                raise InvalidRequestError(
+                    "Cannot read spill file: JSON nested deeper than the server's parser allows (%s)" % message
+                )
             if isinstance(message, ValueError):
                 raise SpillError("Cannot read spill file: invalid JSON (%s)" % message)
             if not isinstance(message, dict):

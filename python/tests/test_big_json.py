@@ -14,7 +14,8 @@ MB = big_json.BIG_DATA + 10
 
 def _reference_encode(obj, lenient=False):
     try:
-        return (_lenient if lenient else _strict)(obj).encode("utf-8")
+        # Lone surrogates go out as JSON escapes (big_json._escape_surrogates).
+        return (_lenient if lenient else _strict)(obj).encode("utf-8", "backslashreplace")
     except Exception as exc:
         return type(exc)
 
@@ -91,10 +92,22 @@ class BigJsonTest(unittest.TestCase):
                 with self.subTest(obj=repr(obj)[:60]):
                     self.roundtrip(obj)
 
-    def test_lone_surrogates(self):
-        for obj in ({"a": "x" * BIG + "\ud800"}, {"a": "x" * BIG, "b": "\udfff"}, "\ud800" * BIG):
-            self.check_encode(obj)
-            self.check_encode(obj, lenient=True)
+    def test_lone_surrogates_are_json_escapes(self):
+        for obj in (
+            {"a": "x" * BIG + "\ud800"},
+            {"a": "x" * BIG, "b": "\udfff"},
+            "\ud800" * BIG,
+            {"k\udcff": "caf\udce9", "b": "\\\ud800\\"},
+            ["x" * BIG + "\\", "\udc80" + "\n" * BIG],
+        ):
+            for lenient in (False, True):
+                data = b"".join(big_json.encode(obj, lenient))
+                self.assertEqual(json.loads(data.decode("utf-8")), obj)  # valid UTF-8, same string
+                self.check_encode(obj, lenient)
+            for walk in (False, True):
+                reply = b"".join(big_json.encode_reply(7, obj, walk))
+                self.assertEqual(json.loads(reply)["result"], obj)
+        self.assertEqual(big_json.encode("a\ud800b"), [b'"a\\ud800b"'])
         data = b'{"a":"' + b"x" * MB + b'\xed\xa0\x80"}'  # encoded surrogate: invalid UTF-8
         self.check_decode(data)
 

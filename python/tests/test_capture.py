@@ -111,6 +111,32 @@ class OutputRouterTest(unittest.TestCase):
             self.out.write(b"bytes")
         self.assertEqual(self.out.write("abc"), 3)
 
+    def test_buffer_decodes_bytes_into_the_same_routed_output(self):
+        seen = []
+        with capture.redirect(lambda fd, text: seen.append((fd, text))):
+            data = "caf\u00e9 \u4e2d\n".encode()
+            for at in range(len(data)):  # a byte at a time: split characters are joined
+                self.assertEqual(self.out.buffer.write(data[at : at + 1]), 1)
+            self.assertEqual(self.err.buffer.write(b"bad \xff\n"), 6)
+            self.out.buffer.flush()
+        self.assertEqual("".join(t for fd, t in seen if fd == 1), "caf\u00e9 \u4e2d\n")
+        self.assertEqual("".join(t for fd, t in seen if fd == 2), "bad \ufffd\n")
+        self.assertIs(self.out.buffer, self.out.buffer)
+        self.assertTrue(self.out.buffer.writable())
+        with self.assertRaises(io.UnsupportedOperation):
+            self.out.buffer.fileno()
+
+    def test_buffer_writes_reach_an_eval_channels_writers(self):
+        seen = []
+        writers = (lambda text: seen.append((1, text)) or len(text), lambda text: seen.append((2, text)) or len(text))
+        with capture.redirect(lambda fd, text: seen.append(("sink", text)), writers):
+            sys.stdout, saved = self.out, sys.stdout
+            try:
+                sys.stdout.buffer.write(b"x\n")
+            finally:
+                sys.stdout = saved
+        self.assertEqual(seen, [(1, "x\n")])
+
     def test_log_handler_writing_to_stdout_does_not_recurse(self):
         # A handler that prints to the routed stream would loop forever.
         router = self.out

@@ -1,5 +1,6 @@
 """Tests for the pieces of pyproxy_server.eval that need no server."""
 
+import os
 import random
 import threading
 import time
@@ -416,6 +417,8 @@ class FakeCall:
         self.server = connection.server
         self.cancelled = threading.Event()
         self.is_cancelled = self.cancelled.is_set
+        # Set by CallRunner.cancel before it injects KeyboardInterrupt.
+        self.interrupted = False
         self.events = []
 
     def send_event(self, event):
@@ -507,9 +510,12 @@ class EvalServiceTest(unittest.TestCase):
             self.call("eval", code="raise SystemExit(3)")
         self.assertEqual(ctx.exception.exception, "SystemExit")
 
-    def test_keyboard_interrupt_is_cancelled(self):
-        with self.assertRaises(CancelledError):
-            self.call("eval", code="raise KeyboardInterrupt")
+    def test_keyboard_interrupt_raised_by_the_code_is_a_python_error(self):
+        # Nothing cancelled it: only CallRunner.cancel's interrupt is a CancelledError.
+        with self.assertRaises(PythonError) as ctx:
+            self.call("eval", code="raise KeyboardInterrupt('by hand')")
+        self.assertEqual(ctx.exception.exception, "KeyboardInterrupt")
+        self.assertEqual(ctx.exception.message, "by hand")
 
     def test_non_json_value_is_a_serialization_error(self):
         for code, named in (("{1, 2}", "{1, 2}"), ("[float('nan')]", "[nan]")):
@@ -577,6 +583,30 @@ class EvalServerTest(unittest.TestCase):
         self.client.send({"id": 2, "cmd": "cancel", "target": 1})
         reply = self.client.reply_for(1)
         self.assertEqual(reply["error"]["type"], "CancelledError")
+
+    def test_output_of_buffer_and_threads_goes_where_the_docs_say(self):
+        code = (
+            "import contextvars, sys, threading\n"
+            "sys.stdout.buffer.write('caf\\u00e9\\n'.encode())\n"
+            "t = threading.Thread(target=print, args=('to the log',))\n"
+            "t.start(); t.join()\n"
+            "ctx = contextvars.copy_context()\n"
+            "t = threading.Thread(target=ctx.run, args=(print, 'to the eval'))\n"
+            "t.start(); t.join()\n"
+        )
+        self.client.send({"id": 1, "cmd": "eval", "code": code})
+        self.client.reply_for(1)
+        output = "".join(e["data"] for e in self.client.events if e.get("event") == "output")
+        self.assertEqual(output, "caf\u00e9\nto the eval\n")
+        log = os.path.join(self.server.root, "logs", "pythonserver%d.log" % self.server.port)
+        with open(log, encoding="utf-8") as f:
+            self.assertIn("<stdout>: to the log", f.read())
+
+    def test_keyboard_interrupt_without_a_cancel_is_a_python_error(self):
+        reply = self.client.request("eval", code="try:\n    raise KeyboardInterrupt\nfinally:\n    print('x')")
+        self.assertEqual(reply["error"]["type"], "PythonError", reply)
+        self.assertEqual(reply["error"]["exception"], "KeyboardInterrupt")
+        self.assertEqual(self.client.call("ping"), "pong")
 
     def test_sessions_belong_to_their_connection(self):
         sid = self.client.call("openSession")["session"]

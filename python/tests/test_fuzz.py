@@ -307,18 +307,23 @@ class FuzzTest(unittest.TestCase):
             self.assertNotEqual(reply["error"]["type"], "PythonError", (msg, reply))
         self.assert_pong_after(c)
 
-    def test_json_nested_100000_deep_is_a_protocol_error(self):
+    def test_json_nested_100000_deep_is_a_protocol_error_or_invalid_request(self):
         c = self.server.connect()
         for payload in (
             b"[" * 100000 + b"]" * 100000,
             b'{"a":' * 100000 + b"1" + b"}" * 100000,
-            b'{"id":3,"cmd":"ping","x":' + b"[" * 100000 + b"]" * 100000 + b"}",
         ):
             c.send_raw(frame(payload))
             reply = c.recv()
             self.assertEqual(reply["error"]["type"], "ProtocolError", reply)
             self.assertIsNone(reply["id"])
             self.assert_pong_after(c)
+        # A request's id is found without parsing it all: its error reply has it.
+        c.send_raw(frame(b'{"id":3,"cmd":"ping","x":' + b"[" * 100000 + b"]" * 100000 + b"}"))
+        reply = c.recv()
+        self.assertEqual(reply["id"], 3)
+        self.assertEqual(reply["error"]["type"], "InvalidRequestError", reply)
+        self.assert_pong_after(c)
 
     def test_nested_results_beyond_the_encoder_depth_are_serialization_errors(self):
         c = self.server.connect()

@@ -34,15 +34,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 8725,
+      size: 10073,
       sha256:
-        "b66dfc08613d924deb8e861c06760a3f2b090b6c35981b12a35ef1fd59a50b8c",
+        "a0315ea8c6f211284700db400195521d4f1825fc3fa9881cc58b2b0d478050bd",
     },
     {
       path: "pyproxy_server/big_json.py",
-      size: 15034,
+      size: 16123,
       sha256:
-        "cc6688423f5cc4c4e62f06caca45dacb4ae9e75810a0e2ab7244214a041cd443",
+        "fbeaa798cd91c7538c0eca211f01d661a6345696058074bf32376963a806e557",
     },
     {
       path: "pyproxy_server/call.py",
@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/capture.py",
-      size: 8531,
+      size: 10053,
       sha256:
-        "93fbf73714a3ebf087eb642af843842267c79e9c75d6fb647e00f2ccf048dd48",
+        "2afa2e351081415faa26e604ced00fb0d729a715e3d131348849482bd1ca2d01",
     },
     {
       path: "pyproxy_server/commands.py",
@@ -64,21 +64,21 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 43438,
+      size: 47109,
       sha256:
-        "fc890631649bddd2f8fbcf7c85c2c64d35030c9efd7e570bb561c07344ed3173",
+        "7e5abc088b42a323a0233a88829631d54624b41a41c289f8c355a164f32fb695",
     },
     {
       path: "pyproxy_server/errors.py",
-      size: 6630,
+      size: 6966,
       sha256:
-        "d5fd7f3dba2b71a9a8a019ea53c32229c41354d80a11486ffb2f0f2938a98d26",
+        "a5af159f75571bc713098566149caa0957c6b32db8e93b077f390ff6fdb333f3",
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 24872,
+      size: 25151,
       sha256:
-        "c5a9f87ca062d452911fbac1035cceb6ed58ec925f93d008df33979f6f93709f",
+        "545647a8cddd082aa969d1e61934fdc34d2ca0b0568a2583767d0157ccd4036e",
     },
     {
       path: "pyproxy_server/execution.py",
@@ -111,10 +111,16 @@ export const PYTHON_MANIFEST: PythonManifest = {
         "36891121fc25e8db474a8ee8842df103f4d1344fea3f0a5efd9b8571362fa6a5",
     },
     {
-      path: "pyproxy_server/spill.py",
-      size: 11489,
+      path: "pyproxy_server/shallow_json.py",
+      size: 6635,
       sha256:
-        "033b9d8baddf9fb13cea76e43194eba35b6173d8501ce5a96ae205b236244a67",
+        "f00270d1219213e11b6bc3da95b868dbf459d0302e5c00f4393c68f7845e4e9c",
+    },
+    {
+      path: "pyproxy_server/spill.py",
+      size: 11965,
+      sha256:
+        "0673ef708d2d4a11de1fa591db5d8be066b394002b6887d308f4e24136681e4b",
     },
   ],
 };

@@ -1,0 +1,194 @@
+/**
+ * Inputs a user audit found to break a Python worker, through a real Pool (and
+ * the gateway):
+ * JSON nested too deep, lone surrogates, reading stdin in user code, and
+ * `KeyboardInterrupt` raised by user code.
+ */
+import assert from "node:assert/strict";
+import { PythonError, RemoteError } from "../src/errors.ts";
+import type { OutputChunk } from "../src/atom.ts";
+import { Pool } from "../src/pool.ts";
+import { startGateway } from "./_gateway_harness.ts";
+
+const ECHO = `
+class Echo:
+    def execute(self, msg):
+        return msg
+`;
+
+async function echoPool(): Promise<Pool & { dir: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-robust-test-" });
+  await Deno.writeTextFile(`${dir}/echo.py`, ECHO);
+  const pool = await Pool.start({
+    workers: 1,
+    modelsDir: dir,
+    handleSignals: false,
+  });
+  await pool.addModel("echo", { file: "echo.py" });
+  return Object.assign(pool, { dir });
+}
+
+async function closePool(pool: Pool & { dir: string }): Promise<void> {
+  await pool.close();
+  await Deno.remove(pool.dir, { recursive: true });
+}
+
+function nested(depth: number): unknown {
+  return JSON.parse("[".repeat(depth) + "]".repeat(depth));
+}
+
+async function collect(stream: ReadableStream<OutputChunk>): Promise<string> {
+  let text = "";
+  for await (const chunk of stream) text += chunk.data;
+  return text;
+}
+
+function pidOf(pool: Pool): number | null {
+  return pool.status().workers[0]?.pid ?? null;
+}
+
+Deno.test("Pool answers a message nested too deep for Python with InvalidRequestError and keeps the worker", async () => {
+  const pool = await echoPool();
+  try {
+    const pid = pidOf(pool);
+    for (let i = 0; i < 3; i++) {
+      await assert.rejects(
+        pool.execute("echo", { v: nested(1100) }),
+        (err: unknown) => {
+          assert.ok(err instanceof RemoteError, String(err));
+          assert.equal(err.remoteType, "InvalidRequestError");
+          assert.match(err.message, /nested deeper/);
+          return true;
+        },
+      );
+      assert.deepEqual(await pool.execute("echo", { v: [[1]] }), {
+        v: [[1]],
+      });
+    }
+    assert.equal(pidOf(pool), pid, "the same worker process served them all");
+    assert.equal(pool.status().workers[0]?.state, "ready");
+  } finally {
+    await closePool(pool);
+  }
+});
+
+Deno.test("Pool round-trips strings with lone surrogates exactly", async () => {
+  const pool = await echoPool();
+  try {
+    const values = [
+      "a\ud800b",
+      "\udc80",
+      "caf\udce9 \\\ud800\\",
+      { ["k\udfff"]: ["\ud83d", "\ude00", "\ud83d\ude00"] },
+      // Above the spill-over threshold (1 MiB): through spill files both ways.
+      "x".repeat(1_200_000) + "\ud800" + "y\n".repeat(1000),
+    ];
+    for (const v of values) {
+      assert.deepEqual(await pool.execute("echo", { v }), { v });
+    }
+    assert.equal(await pool.eval("'x\\ud800y'").result, "x\ud800y");
+    assert.deepEqual(await pool.eval("{'a\\udce9': ['\\udfff']}").result, {
+      "a\udce9": ["\udfff"],
+    });
+    const big = await pool.eval("'z' * 1_200_000 + '\\udc80'").result;
+    assert.equal(big, "z".repeat(1_200_000) + "\udc80");
+  } finally {
+    await closePool(pool);
+  }
+});
+
+Deno.test("Pool delivers eval output with lone surrogates in full and exactly", async () => {
+  const pool = await echoPool();
+  try {
+    const atom = pool.eval(
+      "import os\n" +
+        "for i in range(3000): print('line', i)\n" +
+        "print('bad \\udcff')\n" +
+        "print(os.fsdecode(b'caf\\xe9'))\n" +
+        "for i in range(3000, 6000): print('line', i)\n" +
+        "'done'",
+    );
+    const output = collect(atom.output);
+    assert.equal(await atom.result, "done");
+    const expected = [];
+    for (let i = 0; i < 3000; i++) expected.push(`line ${i}`);
+    expected.push("bad \udcff", "caf\udce9");
+    for (let i = 3000; i < 6000; i++) expected.push(`line ${i}`);
+    assert.equal(await output, expected.join("\n") + "\n");
+
+    const lone = pool.eval("print('x\\ud800y')");
+    const loneOutput = collect(lone.output);
+    await lone.result;
+    assert.equal(await loneOutput, "x\ud800y\n");
+
+    const failing = pool.eval("raise ValueError('bad \\udcff')");
+    const err = await failing.result.then(
+      () => assert.fail("expected a rejection"),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof PythonError, String(err));
+    assert.equal(err.message, "ValueError: bad \udcff");
+    assert.ok(err.traceback.includes("bad \udcff"));
+  } finally {
+    await closePool(pool);
+  }
+});
+
+Deno.test("Pool gives user code an empty stdin: input() raises EOFError at once", async () => {
+  const pool = await echoPool();
+  try {
+    const pid = pidOf(pool);
+    const err = await pool.eval("input('name? ')", { timeout: 10_000 }).result
+      .then(
+        () => assert.fail("expected a rejection"),
+        (e: unknown) => e,
+      );
+    assert.ok(err instanceof PythonError, String(err));
+    assert.equal(err.type, "EOFError");
+    assert.equal(await pool.eval("import sys\nsys.stdin.read()").result, "");
+    assert.equal(pidOf(pool), pid, "the worker was not replaced");
+  } finally {
+    await closePool(pool);
+  }
+});
+
+Deno.test("Atom fails with PythonError when the code raises KeyboardInterrupt itself", async () => {
+  const pool = await echoPool();
+  try {
+    const atom = pool.eval("raise KeyboardInterrupt");
+    const err = await atom.result.then(
+      () => assert.fail("expected a rejection"),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof PythonError, String(err));
+    assert.equal(err.type, "KeyboardInterrupt");
+    assert.equal(atom.state, "failed");
+  } finally {
+    await closePool(pool);
+  }
+});
+
+Deno.test("Gateway answers a body nested too deep for Python with 400, and its worker keeps serving", async () => {
+  await using gw = await startGateway();
+  const body = "[".repeat(1000) + "]".repeat(1000);
+  const first = await gw.fetch("/v1/models/whoami/execute", {
+    method: "POST",
+    body: "{}",
+  });
+  assert.equal(first.status, 200);
+  const { pid } = await first.json();
+  for (let i = 0; i < 12; i++) {
+    const res = await gw.fetch("/v1/models/whoami/execute", {
+      method: "POST",
+      body,
+    });
+    assert.equal(res.status, 400);
+    assert.equal((await res.json()).error.type, "InvalidRequestError");
+  }
+  const after = await gw.fetch("/v1/models/whoami/execute", {
+    method: "POST",
+    body: "{}",
+  });
+  assert.equal(after.status, 200);
+  assert.equal((await after.json()).pid, pid, "the same worker process");
+});
