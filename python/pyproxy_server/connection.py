@@ -796,7 +796,8 @@ class Connection(asyncio.BufferedProtocol):
                 "model": name if isinstance(name, str) else None,
                 "ms": int((now - since) * 1000),
             }
-            data = _frame(_encode_json_lenient(event).encode())
+            # ASCII-escaped: a model name with any character goes out whole.
+            data = _frame(json.dumps(event, separators=(",", ":")).encode())
             try:
                 _write_whole(sock.fileno(), data)
             except TimeoutError:

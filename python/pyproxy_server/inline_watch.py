@@ -23,10 +23,13 @@ Example::
     InlineWatch.ensure(server)  # once inline calls start; a daemon thread
 """
 
+import logging
 import threading
 import time
 
 __all__ = ["InlineWatch"]
+
+log = logging.getLogger("pyproxy_server.inline_watch")
 
 _clock = time.perf_counter
 
@@ -63,4 +66,7 @@ class InlineWatch:
             for conn in list(server.connections.values()):
                 since = conn._inline_since
                 if since and now - since >= self.STALL and now - conn._busy_sent >= self.EVERY:
-                    conn.send_busy(since, now)
+                    try:
+                        conn.send_busy(since, now)
+                    except Exception:  # a bug here must not end the watch
+                        log.exception("inline watch: cannot send a busy event")

@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 47109,
+      size: 47199,
       sha256:
-        "7e5abc088b42a323a0233a88829631d54624b41a41c289f8c355a164f32fb695",
+        "e5b7def5f38b13947c7c779d985b0905e75b4e98f8f988603fff3681d4620ff5",
     },
     {
       path: "pyproxy_server/errors.py",
@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/inline_watch.py",
-      size: 2693,
+      size: 2948,
       sha256:
-        "ad63fd7bec4b46dd337a0e2a87fc2b82d86edf0898b692008ecc16ef828e1b5e",
+        "bb65d4267fb5043ce859fa47ec8b1e340dbb41985fa28b6ef4505282441d4180",
     },
     {
       path: "pyproxy_server/models.py",
