@@ -4,8 +4,12 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { configure, getConsoleSink, type LogLevel } from "@logtape/logtape";
-import { ConfigError } from "./errors.ts";
+import {
+  configure,
+  getConsoleSink,
+  type LogLevel,
+  type LogRecord,
+} from "@logtape/logtape";
 import type { Runtime } from "./runtime/types.ts";
 import { defaultRuntime } from "./runtime/mod.ts";
 import { PYTHON_MANIFEST } from "./runtime/python_manifest.ts";
@@ -44,7 +48,8 @@ Options:
       --token <token>       Require "Authorization: Bearer <token>" on every route
                             except /healthz (>= 16 characters; or set PYPROXY_TOKEN)
       --allowed-host <host> Also accept this Host header (repeatable; "*" = any)
-      --cors-origin <url>   Allow CORS from this origin (repeatable; off by default)
+      --cors-origin <url>   Allow CORS, and requests from pages, from this origin
+                            (repeatable; off by default: other origins get 403)
       --body-limit <bytes>  Largest request body (default 1048576)
       --timeout <ms>        Execute/eval timeout (default 30000)
       --max-queue <n>       Calls that may wait for a worker before 429 (default 1024)
@@ -54,7 +59,7 @@ Options:
       --allow-manage        Enable PUT/DELETE /v1/models/{name}
       --no-cancel-on-disconnect
                             Let execute calls run on when their client disconnects
-                            (~15% more requests/s)
+                            (no faster: see docs/gateway.md)
       --no-sched-batch      Leave the workers' Linux scheduling policy alone (by
                             default they run under SCHED_BATCH, so a request does
                             not make a worker preempt the gateway's thread)
@@ -75,6 +80,87 @@ export interface MainOptions {
   runtime?: Runtime;
   /** Exit the process with the resulting code (set `false` in tests). @default {true} */
   exit?: boolean;
+}
+
+const OPTIONS = {
+  port: { type: "string", short: "p" },
+  host: { type: "string", short: "H" },
+  workers: { type: "string", short: "w" },
+  models: { type: "string", short: "m" },
+  config: { type: "string", short: "c" },
+  python: { type: "string" },
+  token: { type: "string" },
+  "allowed-host": { type: "string", multiple: true },
+  "cors-origin": { type: "string", multiple: true },
+  "body-limit": { type: "string" },
+  timeout: { type: "string" },
+  "max-queue": { type: "string" },
+  "max-in-flight": { type: "string" },
+  grace: { type: "string" },
+  "allow-eval": { type: "boolean" },
+  "no-cancel-on-disconnect": { type: "boolean" },
+  "no-sched-batch": { type: "boolean" },
+  "allow-manage": { type: "boolean" },
+  "log-level": { type: "string", multiple: true },
+  debug: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
+} as const;
+
+/**
+ * `--port -1` as `--port=-1`: parseArgs takes a value starting with a dash
+ * for a forgotten value, and its multi-line complaint would hide the real
+ * one ("port: expected an integer from 0 to 65535").
+ */
+function joinDashValues(args: string[]): string[] {
+  const takesValue = new Set<string>();
+  const long = new Map<string, string>();
+  for (const [name, o] of Object.entries(OPTIONS)) {
+    if (o.type !== "string") continue;
+    takesValue.add(`--${name}`);
+    long.set(`--${name}`, name);
+    if ("short" in o) {
+      takesValue.add(`-${o.short}`);
+      long.set(`-${o.short}`, name);
+    }
+  }
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const next = args[i + 1];
+    if (arg === "--") {
+      out.push(...args.slice(i));
+      break;
+    }
+    if (takesValue.has(arg) && next !== undefined && /^-[\d.]/.test(next)) {
+      out.push(`--${long.get(arg)}=${next}`);
+      i++;
+    } else out.push(arg);
+  }
+  return out;
+}
+
+/** A message on one line: the CLI promises one `error: ...` line. */
+function oneLine(message: string): string {
+  return message.split("\n").map((l) => l.trim()).filter(Boolean).join(" ");
+}
+
+function printError(message: string): void {
+  console.error(`error: ${message}`);
+}
+
+/**
+ * The one line for an error: its first line, then (for a report over
+ * several lines, like the pool's per-worker one) its cause's first line.
+ */
+function errorLine(err: unknown): string {
+  if (!(err instanceof Error)) return oneLine(String(err));
+  const [first = "", ...rest] = err.message.split("\n");
+  if (rest.length === 0) return first;
+  const cause = err.cause instanceof Error
+    ? err.cause.message.split("\n")[0]
+    : undefined;
+  return cause ? `${first}: ${cause}` : oneLine(err.message);
 }
 
 const LEVELS = new Set(["trace", "debug", "info", "warning", "error", "fatal"]);
@@ -134,7 +220,20 @@ function cliOverrides(
   };
 }
 
-async function setupLogging(config: ResolvedConfig): Promise<void> {
+/**
+ * While the gateway starts, log records wait: a start that fails prints its
+ * one `error:` line (which says why) without the warnings that led to it, and
+ * a start that succeeds prints them then. At debug or trace nothing waits.
+ */
+interface StartLog {
+  /** Writes the waiting records (`true`) or drops them; later ones go out at once. */
+  release(write: boolean): void;
+}
+
+/** Records held at most while starting; beyond this they are written at once. */
+const MAX_HELD = 1000;
+
+async function setupLogging(config: ResolvedConfig): Promise<StartLog> {
   // Logs go to stderr: stdout carries the "listening on" line that scripts read.
   const toStderr = Object.fromEntries(
     [...LEVELS].map((l) => [l, "error"]),
@@ -143,9 +242,18 @@ async function setupLogging(config: ResolvedConfig): Promise<void> {
   for (const [cat, level] of Object.entries(config.logLevels)) {
     categories.set(cat, level);
   }
+  const write = getConsoleSink({ levelMap: toStderr });
+  const verbose = [...categories.values()].some((l) =>
+    l === "debug" || l === "trace"
+  );
+  let held: LogRecord[] | undefined = verbose ? undefined : [];
+  const sink = (record: LogRecord): void => {
+    if (held === undefined || held.length >= MAX_HELD) write(record);
+    else held.push(record);
+  };
   await configure({
     reset: true,
-    sinks: { console: getConsoleSink({ levelMap: toStderr }) },
+    sinks: { console: sink },
     loggers: [
       {
         category: ["logtape", "meta"],
@@ -161,6 +269,13 @@ async function setupLogging(config: ResolvedConfig): Promise<void> {
       })),
     ],
   });
+  return {
+    release(writeHeld) {
+      const records = held ?? [];
+      held = undefined;
+      if (writeHeld) { for (const r of records) write(r); }
+    },
+  };
 }
 
 /**
@@ -188,37 +303,14 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({
-      args,
+      args: joinDashValues(args),
       allowPositionals: true,
       strict: true,
-      options: {
-        port: { type: "string", short: "p" },
-        host: { type: "string", short: "H" },
-        workers: { type: "string", short: "w" },
-        models: { type: "string", short: "m" },
-        config: { type: "string", short: "c" },
-        python: { type: "string" },
-        token: { type: "string" },
-        "allowed-host": { type: "string", multiple: true },
-        "cors-origin": { type: "string", multiple: true },
-        "body-limit": { type: "string" },
-        timeout: { type: "string" },
-        "max-queue": { type: "string" },
-        "max-in-flight": { type: "string" },
-        grace: { type: "string" },
-        "allow-eval": { type: "boolean" },
-        "no-cancel-on-disconnect": { type: "boolean" },
-        "no-sched-batch": { type: "boolean" },
-        "allow-manage": { type: "boolean" },
-        "log-level": { type: "string", multiple: true },
-        debug: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-        version: { type: "boolean", short: "V" },
-      },
+      options: OPTIONS,
     });
   } catch (err) {
-    console.error(
-      `error: ${(err as Error).message}\nRun with --help for usage.`,
+    printError(
+      `${oneLine((err as Error).message)} (run with --help for usage)`,
     );
     return 2;
   }
@@ -233,15 +325,16 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
   }
   const command = positionals[0];
   if (command !== "serve" || positionals.length > 1) {
-    console.error(
+    printError(
       command === undefined
-        ? `error: missing command (try: serve)\nRun with --help for usage.`
-        : `error: unknown command ${
+        ? "missing command (try: serve; run with --help for usage)"
+        : `unknown command ${
           JSON.stringify(positionals.join(" "))
-        } (try: serve)\nRun with --help for usage.`,
+        } (try: serve; run with --help for usage)`,
     );
     return 2;
   }
+  let startLog: StartLog | undefined;
   try {
     const { cli, config: configPath } = cliOverrides(values);
     const config = await loadConfig({
@@ -249,19 +342,28 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
       runtime,
       ...(configPath === undefined ? {} : { path: configPath }),
     });
-    await setupLogging(config);
+    startLog = await setupLogging(config);
     const server = await serve(config, {
       runtime,
       handleSignals: true,
       version: VERSION,
     });
+    startLog.release(true);
     const auth = config.token === undefined
       ? ""
       : ` -H "Authorization: Bearer $PYPROXY_TOKEN"`;
     const models = server.pool.status().models.map((m) => m.name);
     const example = models.includes("echo") ? "echo" : models[0] ?? "<model>";
+    const workers = `${config.workers} worker${
+      config.workers === 1 ? "" : "s"
+    }`;
+    // server.url is a loopback URL when bound to every interface: say so.
+    const bound = server.url.includes(`//${server.hostname}:`) ||
+        server.url.includes(`//[${server.hostname}]:`)
+      ? ""
+      : `bound to ${server.hostname}, `;
     console.log(
-      `pyproxy ${VERSION} listening on ${server.url} (${config.workers} workers, models: ${
+      `pyproxy ${VERSION} listening on ${server.url} (${bound}${workers}, models: ${
         models.join(", ") || "none"
       })`,
     );
@@ -275,16 +377,13 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
     );
     if (config.configPath) console.log(`  config:    ${config.configPath}`);
     for (const s of server.skippedModels) {
-      console.log(`  skipped model ${s.name}: ${s.error}`);
+      console.log(`  skipped model ${s.name}: ${oneLine(s.error)}`);
     }
     await server.finished;
     return 0;
   } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`error: ${err.message}`);
-      return 1;
-    }
-    console.error(`error: ${err instanceof Error ? err.message : String(err)}`);
+    startLog?.release(false);
+    printError(errorLine(err));
     return 1;
   }
 }

@@ -135,3 +135,139 @@ Deno.test("main serve with no other flag serves the example models and stops on 
     await stderr;
   }
 });
+
+Deno.test("main reports every failure in one error line on stderr", async () => {
+  const cases: Array<[string[], Record<string, string>, number, RegExp]> = [
+    [
+      ["serve", "--port", "-1"],
+      {},
+      1,
+      /^error: port: expected an integer from 0 to 65535 \(at command line: port\)$/,
+    ],
+    [
+      ["serve", "-w", "-1"],
+      {},
+      1,
+      /^error: workers: expected an integer from 1 to 1024/,
+    ],
+    [
+      ["serve", "--max-queue", "-5"],
+      {},
+      1,
+      /^error: limits\.maxQueue: expected an integer >= 0/,
+    ],
+    [
+      ["serve", "--python", "-x"],
+      {},
+      2,
+      /^error: Option '--python' argument is ambiguous\. .*\(run with --help for usage\)$/,
+    ],
+    [
+      ["serve", "--port", "0", "--python", "/nonexistent"],
+      {},
+      1,
+      /^error: Cannot start pool: all 2 workers failed to start: Cannot start python server w1: cannot spawn '\/nonexistent'/,
+    ],
+    [
+      ["serve", "--port", "0"],
+      { PYPROXY_TOKEN: "short" },
+      1,
+      /^error: token: expected a token of at least 16 characters \(at environment: PYPROXY_TOKEN\)$/,
+    ],
+    [["serve", "--nope"], {}, 2, /^error: Unknown option '--nope'/],
+    [["launch"], {}, 2, /^error: unknown command "launch"/],
+  ];
+  for (const [args, env, code, line] of cases) {
+    const r = await cli(args, env);
+    assert.equal(r.code, code, `${args.join(" ")}: ${r.stderr}`);
+    const lines = r.stderr.trimEnd().split("\n");
+    assert.equal(lines.length, 1, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(lines[0]!, line);
+  }
+});
+
+Deno.test("main names the address it cannot listen on", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const r = await cli(["serve", "--port", String(port), "--workers", "1"]);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr.trimEnd(),
+    new RegExp(`^error: Cannot listen on 127\\.0\\.0\\.1:${port}: `),
+  );
+});
+
+Deno.test("main serve --host 0.0.0.0 prints URLs that work, and /healthz answers by the machine's IP", async () => {
+  const token = "cli-test-token-0123456789";
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      MOD,
+      "serve",
+      "--port",
+      "0",
+      "--host",
+      "0.0.0.0",
+      "--workers",
+      "1",
+    ],
+    cwd: ROOT,
+    env: { PYPROXY_TOKEN: token },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    let text = "";
+    while (!/dashboard: .*\n/.test(text)) {
+      const { value, done } = await stdout.read();
+      if (done) break;
+      text += value;
+    }
+    const m =
+      /^pyproxy \S+ listening on (http:\/\/127\.0\.0\.1:(\d+)) \(bound to 0\.0\.0\.0, 1 worker, models: /m
+        .exec(text);
+    assert.ok(m, `unexpected output: ${JSON.stringify(text)}`);
+    const url = m[1]!;
+    const tryUrl = /try: .* (http:\S+)/.exec(text)?.[1];
+    assert.equal(tryUrl, `${url}/v1/models/echo/execute`);
+    const res = await fetch(tryUrl, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}` },
+      body: '{"hello":"world"}',
+    });
+    assert.deepEqual(await res.json(), { hello: "world" });
+    const dashboard = /dashboard: (\S+)/.exec(text)?.[1];
+    assert.equal(dashboard, `${url}/?token=<token>`);
+    const page = await fetch(dashboard.replace("<token>", token));
+    assert.equal(page.status, 200);
+    await page.body?.cancel();
+    const ip = Deno.networkInterfaces().find((i) =>
+      i.family === "IPv4" && !i.address.startsWith("127.")
+    )?.address;
+    if (ip !== undefined) {
+      const health = await fetch(`http://${ip}:${m[2]}/healthz`);
+      assert.equal(health.status, 200);
+      await health.body?.cancel();
+      // With the token, the machine's IP is a usable Host too.
+      const status = await fetch(`http://${ip}:${m[2]}/v1/status`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      assert.equal(status.status, 200);
+      await status.body?.cancel();
+    }
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // exited
+    }
+    await child.status;
+    await stdout.cancel();
+    await stderr;
+  }
+});

@@ -156,6 +156,45 @@ Deno.test("resolveConfig refuses a non-loopback address without a token", () => 
   );
 });
 
+Deno.test("parseConfig and resolveConfig refuse a token no client can present, naming where it came from", () => {
+  const unusable = /expected a token without leading or trailing whitespace/;
+  for (
+    const token of [
+      " ".repeat(16),
+      " 0123456789abcdef",
+      "0123456789abcdef\n",
+      "0123456789\tabcdef",
+    ]
+  ) {
+    assert.match(
+      configError(() => parseConfig({ token })),
+      unusable,
+      JSON.stringify(token),
+    );
+  }
+  assert.match(
+    configError(() =>
+      parseConfig({ token: " ".repeat(16) }, "/srv/pyproxy.json")
+    ),
+    /\(at \/srv\/pyproxy\.json: token\)$/,
+  );
+  assert.equal(
+    configError(() => resolveConfig({ cwd: "/", envToken: "short" })),
+    "token: expected a token of at least 16 characters (at environment: PYPROXY_TOKEN)",
+  );
+  assert.equal(
+    configError(() =>
+      resolveConfig({ cwd: "/", envToken: ` ${"x".repeat(16)} ` })
+    ),
+    "token: expected a token without leading or trailing whitespace or control characters (at environment: PYPROXY_TOKEN)",
+  );
+  // Spaces inside a token are sent and compared as they are.
+  assert.equal(
+    parseConfig({ token: "correct horse battery staple" }).token,
+    "correct horse battery staple",
+  );
+});
+
 Deno.test("resolveConfig lets a flag token win over the environment and the file", () => {
   const config = resolveConfig({
     cwd: "/",

@@ -81,11 +81,9 @@ Deno.test("createGateway refuses Host headers that are not allowed (DNS rebindin
       "api.example.com:8000",
     ]
   ) {
-    assert.equal(
-      (await app.fetch(req("/healthz", { host }))).status,
-      200,
-      host,
-    );
+    const res = await app.fetch(req("/v1/status", { host }));
+    assert.equal(res.status, 200, host);
+    await res.body?.cancel();
   }
   for (
     const host of [
@@ -94,12 +92,183 @@ Deno.test("createGateway refuses Host headers that are not allowed (DNS rebindin
       "127.0.0.1",
       "",
       "localhost.evil.example:8000",
+      "10.1.2.3:8000",
     ]
   ) {
-    const res = await app.fetch(req("/healthz", { host }));
+    const res = await app.fetch(req("/v1/status", { host }));
     assert.equal(res.status, 403, host);
     assert.equal((await res.json()).error.type, "ForbiddenHost");
+    // /healthz answers whatever the Host: load balancers probe by IP.
+    const health = await app.fetch(req("/healthz", { host }));
+    assert.equal(health.status, 200, host);
+    await health.body?.cancel();
   }
+});
+
+Deno.test("createGateway with allowIpHosts accepts IP addresses as Host, names only when listed", async () => {
+  const app = createGateway(stubPool(), {
+    port: () => 8000,
+    allowIpHosts: true,
+    token: TOKEN,
+  });
+  const auth = { authorization: `Bearer ${TOKEN}` };
+  for (const host of ["10.1.2.3:8000", "192.168.0.7:9000", "[fd00::5]:8000"]) {
+    const res = await app.fetch(req("/v1/status", { host, headers: auth }));
+    assert.equal(res.status, 200, host);
+    await res.body?.cancel();
+  }
+  for (const host of ["myhost.lan:8000", "10.1.2.3.evil.example:8000"]) {
+    const res = await app.fetch(req("/v1/status", { host, headers: auth }));
+    assert.equal(res.status, 403, host);
+    await res.body?.cancel();
+  }
+});
+
+Deno.test("createGateway refuses cross-site requests (text/plain POSTs, WebSocket upgrades) on every route with 403 ForbiddenOrigin", async () => {
+  let calls = 0;
+  const app = createGateway(
+    stubPool(true, (_n, msg) => {
+      calls++;
+      return Promise.resolve(msg);
+    }),
+    { port: () => 8000, allowEval: true, allowManage: true },
+  );
+  const evil = { origin: "https://evil.example" };
+  const crossSite = { "sec-fetch-site": "cross-site" };
+  const simple = { "content-type": "text/plain" };
+  const refused: Array<[string, RequestInit]> = [
+    ["/v1/models/echo/execute", {
+      method: "POST",
+      headers: { ...evil, ...crossSite, ...simple },
+      body: '{"a":1}',
+    }],
+    // Origin alone (older browsers send no Sec-Fetch-Site), or Sec-Fetch-Site alone.
+    ["/v1/models/echo/execute", {
+      method: "POST",
+      headers: { ...evil, ...simple },
+      body: "{}",
+    }],
+    ["/v1/models/echo/execute", {
+      method: "POST",
+      headers: { ...crossSite, ...simple },
+      body: "{}",
+    }],
+    // A page of another local server is same-site, not same-origin.
+    ["/v1/models/echo/execute?key=k", {
+      method: "POST",
+      headers: {
+        origin: "http://localhost:3000",
+        "sec-fetch-site": "same-site",
+      },
+      body: "{}",
+    }],
+    ["/v1/eval", {
+      method: "POST",
+      headers: { ...evil, ...simple },
+      body: '{"code":"1"}',
+    }],
+    ["/v1/models/x", {
+      method: "PUT",
+      headers: { ...evil, ...crossSite },
+      body: '{"file":"echo.py"}',
+    }],
+    ["/v1/channels/audit", {
+      method: "POST",
+      headers: { ...evil, ...simple },
+      body: "{}",
+    }],
+    ["/v1/channels/audit", {
+      headers: {
+        ...evil,
+        upgrade: "websocket",
+        connection: "Upgrade",
+        "sec-websocket-version": "13",
+        "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+      },
+    }],
+    ["/v1/status", { headers: { ...evil, ...crossSite } }],
+    ["/metrics", { headers: { "sec-fetch-site": "cross-site" } }],
+    ["/v1/models/echo/execute", {
+      method: "POST",
+      headers: { origin: "null", ...simple },
+      body: "{}",
+    }],
+  ];
+  for (const [path, init] of refused) {
+    const res = await app.fetch(req(path, init));
+    assert.equal(res.status, 403, `${init.method ?? "GET"} ${path}`);
+    const { error } = await res.json();
+    assert.equal(error.type, "ForbiddenOrigin");
+  }
+  assert.equal(calls, 0);
+
+  const served: Array<[string, RequestInit]> = [
+    // curl and scripts: no Origin, no Sec-Fetch-Site.
+    ["/v1/models/echo/execute", { method: "POST", body: "{}" }],
+    // The gateway's own pages.
+    ["/v1/models/echo/execute", {
+      method: "POST",
+      headers: {
+        origin: "http://127.0.0.1:8000",
+        "sec-fetch-site": "same-origin",
+      },
+      body: "{}",
+    }],
+    ["/v1/status", { headers: { "sec-fetch-site": "same-origin" } }],
+    ["/v1/status", { headers: { "sec-fetch-site": "none" } }],
+    // A link followed to the dashboard: the page goes to the user, not to the linking site.
+    ["/", {
+      headers: { "sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate" },
+    }],
+  ];
+  for (const [path, init] of served) {
+    const res = await app.fetch(req(path, init));
+    assert.equal(res.status, 200, `${init.method ?? "GET"} ${path}`);
+    await res.body?.cancel();
+  }
+  assert.equal(calls, 2);
+  // A cross-site form POST is a navigation too, and is refused.
+  const form = await app.fetch(req("/v1/models/echo/execute", {
+    method: "POST",
+    headers: {
+      ...evil,
+      ...crossSite,
+      "sec-fetch-mode": "navigate",
+      "content-type": "application/x-www-form-urlencoded",
+    },
+    body: "a=1",
+  }));
+  assert.equal(form.status, 403);
+  await form.body?.cancel();
+});
+
+Deno.test("createGateway serves the configured CORS origins cross-site", async () => {
+  const app = createGateway(stubPool(), {
+    port: () => 8000,
+    cors: { origins: ["https://app.example.com"] },
+  });
+  const ok = await app.fetch(req("/v1/models/echo/execute", {
+    method: "POST",
+    headers: {
+      origin: "https://app.example.com",
+      "sec-fetch-site": "cross-site",
+      "content-type": "application/json",
+    },
+    body: '{"a":1}',
+  }));
+  assert.equal(ok.status, 200);
+  assert.equal(
+    ok.headers.get("access-control-allow-origin"),
+    "https://app.example.com",
+  );
+  assert.deepEqual(await ok.json(), { a: 1 });
+  const other = await app.fetch(req("/v1/models/echo/execute", {
+    method: "POST",
+    headers: { origin: "https://evil.example", "sec-fetch-site": "cross-site" },
+    body: "{}",
+  }));
+  assert.equal(other.status, 403);
+  await other.body?.cancel();
 });
 
 Deno.test("createGateway sends CORS headers only when configured", async () => {
@@ -163,6 +332,24 @@ Deno.test("createGateway answers /healthz with 503 when no worker is ready", asy
     ready: 0,
     workers: 1,
   });
+});
+
+Deno.test("createGateway answers /healthz with 503 draining and other routes with 503 Retry-After while draining", async () => {
+  const drain = new AbortController();
+  const app = createGateway(stubPool(), {
+    port: () => 8000,
+    signal: drain.signal,
+  });
+  drain.abort();
+  const health = await app.fetch(req("/healthz"));
+  assert.equal(health.status, 503);
+  assert.equal((await health.json()).status, "draining");
+  const res = await app.fetch(
+    req("/v1/models/echo/execute", { method: "POST", body: "{}" }),
+  );
+  assert.equal(res.status, 503);
+  assert.equal(res.headers.get("retry-after"), "5");
+  assert.equal((await res.json()).error.type, "ShuttingDownError");
 });
 
 Deno.test("createGateway refuses a streamed body over the limit without a Content-Length", async () => {

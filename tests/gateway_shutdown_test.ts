@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { TEST_MODELS } from "./_gateway_harness.ts";
+import { startGateway, TEST_MODELS, until } from "./_gateway_harness.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
 
@@ -96,4 +96,36 @@ Deno.test("serve drains in-flight requests on SIGTERM, stops the workers and exi
     await stderr;
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("GatewayServer.shutdown keeps the port open to answer 503 while draining, and starts the one grace at once", async () => {
+  await using gw = await startGateway({ limits: { shutdownGrace: 1000 } });
+  const call = gw.fetch("/v1/models/slow/execute", {
+    method: "POST",
+    body: JSON.stringify({ seconds: 30 }),
+  });
+  await until(
+    async () => (await (await gw.fetch("/v1/status")).json()).inFlight === 1,
+    "the slow call in flight",
+  );
+  const stopped = gw.shutdown();
+  // The pool's close (and with it the grace) starts now, not after a
+  // first wait of its own: the grace is counted once.
+  assert.equal(gw.pool.status().closing, true);
+  const health = await fetch(`${gw.url}/healthz`);
+  assert.equal(health.status, 503);
+  assert.equal((await health.json()).status, "draining");
+  const late = await gw.fetch("/v1/models/echo/execute", {
+    method: "POST",
+    body: "{}",
+  });
+  assert.equal(late.status, 503);
+  assert.equal(late.headers.get("retry-after"), "5");
+  assert.equal((await late.json()).error.type, "ShuttingDownError");
+  // The call outlives the grace: it is cut off with an error, not left hanging.
+  const res = await call;
+  assert.ok(res.status >= 500, `status ${res.status}`);
+  await res.body?.cancel();
+  await stopped;
+  await assert.rejects(fetch(`${gw.url}/healthz`), TypeError);
 });

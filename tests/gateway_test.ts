@@ -560,16 +560,41 @@ Deno.test("createGateway refuses a foreign Host header on a real server (403)", 
   assert.equal(ok.status, 200);
   await ok.body?.cancel();
   // fetch() does not let a caller set Host: speak HTTP/1.1 directly, as a rebinding page's browser would.
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port: gw.port });
+  const text = await rawRequest(
+    gw.port,
+    `GET /v1/status HTTP/1.1\r\nHost: rebind.example:${gw.port}\r\nConnection: close\r\n\r\n`,
+  );
+  assert.match(text, /^HTTP\/1\.1 403 /);
+  assert.match(text, /ForbiddenHost/);
+  // /healthz answers whatever the Host (load balancers probe by IP).
+  const health = await rawRequest(
+    gw.port,
+    `GET /healthz HTTP/1.1\r\nHost: 10.0.0.5:${gw.port}\r\nConnection: close\r\n\r\n`,
+  );
+  assert.match(health, /^HTTP\/1\.1 200 /);
+});
+
+/**
+ * Sends raw HTTP/1.1 (fetch() sets Host and Origin itself) and reads one
+ * response: up to its Content-Length, or until the server closes.
+ */
+async function rawRequest(port: number, text: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
-    await conn.write(
-      new TextEncoder().encode(
-        `GET /healthz HTTP/1.1\r\nHost: rebind.example:${gw.port}\r\nConnection: close\r\n\r\n`,
-      ),
-    );
-    const text = await new Response(conn.readable).text();
-    assert.match(text, /^HTTP\/1\.1 403 /);
-    assert.match(text, /ForbiddenHost/);
+    await conn.write(new TextEncoder().encode(text));
+    const decoder = new TextDecoder();
+    let out = "";
+    for await (const chunk of conn.readable) {
+      out += decoder.decode(chunk, { stream: true });
+      const end = out.indexOf("\r\n\r\n");
+      const length = /\r\ncontent-length: (\d+)/i.exec(out)?.[1];
+      if (
+        end >= 0 && length !== undefined &&
+        new TextEncoder().encode(out.slice(end + 4)).byteLength >=
+          Number(length)
+      ) break;
+    }
+    return out;
   } finally {
     try {
       conn.close();
@@ -577,6 +602,58 @@ Deno.test("createGateway refuses a foreign Host header on a real server (403)", 
       // closed by the server
     }
   }
+}
+
+Deno.test("createGateway refuses a web page's cross-site requests on a real server: eval, execute, WebSocket", async () => {
+  await using gw = await startGateway({ allowEval: true });
+  const pwned = `${gw.dir}/pwned`;
+  // What a page on evil.example can send without a CORS preflight.
+  const page = {
+    origin: "https://evil.example",
+    "sec-fetch-site": "cross-site",
+    "content-type": "text/plain",
+  };
+  const evalRes = await fetch(`${gw.url}/v1/eval`, {
+    method: "POST",
+    headers: page,
+    body: JSON.stringify({
+      code: `open(${JSON.stringify(pwned)}, "w").write("x")`,
+    }),
+  });
+  assert.equal(evalRes.status, 403);
+  assert.equal((await evalRes.json()).error.type, "ForbiddenOrigin");
+  const exec = await fetch(`${gw.url}/v1/models/echo/execute?publish=audit`, {
+    method: "POST",
+    headers: page,
+    body: '{"a":1}',
+  });
+  assert.equal(exec.status, 403);
+  await exec.body?.cancel();
+  const plainExec = await fetch(`${gw.url}/v1/models/echo/execute`, {
+    method: "POST",
+    headers: page,
+    body: '{"a":1}',
+  });
+  assert.equal(plainExec.status, 403, "the direct execute path checks too");
+  await plainExec.body?.cancel();
+  const upgrade = await rawRequest(
+    gw.port,
+    `GET /v1/channels/audit HTTP/1.1\r\nHost: 127.0.0.1:${gw.port}\r\n` +
+      `Origin: https://evil.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
+  );
+  assert.match(upgrade, /^HTTP\/1\.1 403 /);
+  assert.match(upgrade, /ForbiddenOrigin/);
+  // The gateway's own origin is served (the dashboard's requests).
+  const own = await fetch(`${gw.url}/v1/eval`, {
+    method: "POST",
+    headers: { origin: gw.url, "sec-fetch-site": "same-origin" },
+    body: JSON.stringify({ code: "6 * 7" }),
+  });
+  assert.equal(own.status, 200);
+  const events = await new SseReader(own.body!).all();
+  assert.deepEqual(events.at(-1)?.data, { value: 42 });
+  assert.equal(await Deno.stat(pwned).catch(() => undefined), undefined);
 });
 
 Deno.test("createGateway answers 429 with Retry-After when the pool queue is full", async () => {

@@ -27,6 +27,7 @@ import {
   corsMiddleware,
   hostChecker,
   hostGuard,
+  originGuard,
   tokenMatcher,
 } from "./security.ts";
 
@@ -53,6 +54,14 @@ export interface GatewayOptions {
   port?: () => number;
   /** Extra allowed `Host` values (`"*"` disables the check). */
   allowedHosts?: string[];
+  /**
+   * Also accept any IP address as `Host` (on any port): `serve` sets it when
+   * binding a non-loopback address, where clients and load balancers use
+   * the machine's IP. DNS rebinding needs a name, so an IP is safe to accept.
+   *
+   * @default {false}
+   */
+  allowIpHosts?: boolean;
   /** CORS; off unless set. */
   cors?: CorsConfig;
   /** Largest request body in bytes. @default {1048576} */
@@ -73,6 +82,12 @@ export interface GatewayOptions {
   cancelOnDisconnect?: boolean;
   /** Python tracebacks in 422 responses. @default {false} */
   debug?: boolean;
+  /**
+   * The pool's models directory: `PUT /v1/models/{name}` answers 404 for a
+   * file missing from it, and its absolute path is removed from error
+   * messages unless `debug`.
+   */
+  modelsDir?: string;
   /** Channels (shared with the channels plugin of the pool). @default {a new hub} */
   hub?: ChannelHub;
   /** Metrics. @default {new metrics} */
@@ -146,6 +161,7 @@ export function createGateway(
       ? new DisconnectWatch()
       : undefined,
     debug: options.debug ?? false,
+    modelsDir: options.modelsDir,
   };
   const started = Date.now();
   const app = new Hono();
@@ -173,27 +189,31 @@ export function createGateway(
       ms: Math.round((performance.now() - t0) * 10) / 10,
     });
   });
-  const hostOptions = {
-    port: options.port ?? (() => 8000),
-    allowedHosts: options.allowedHosts ?? [],
-  };
-  app.use(hostGuard(hostOptions));
-  const cors = corsMiddleware(options.cors);
-  if (cors) app.use(cors);
-  if (options.token !== undefined) {
-    app.use(bearerAuth({ token: options.token }));
-  }
-
+  // Before the guards: a load balancer probes by IP or by a name nobody
+  // listed, and the answer holds nothing a cross-site page could use.
   app.get("/healthz", (c) => {
     const workers = pool.status().workers;
     const ready = workers.filter((w) => w.state === "ready").length;
     const ok = ready > 0 && !signal.aborted;
     return c.json({
-      status: ok ? "ok" : "unavailable",
+      status: signal.aborted ? "draining" : ok ? "ok" : "unavailable",
       ready,
       workers: workers.length,
     }, ok ? 200 : 503);
   });
+  const hostOptions = {
+    port: options.port ?? (() => 8000),
+    allowedHosts: options.allowedHosts ?? [],
+    ipHosts: options.allowIpHosts ?? false,
+  };
+  app.use(hostGuard(hostOptions));
+  const originOptions = { origins: options.cors?.origins ?? [] };
+  app.use(originGuard(originOptions));
+  const cors = corsMiddleware(options.cors);
+  if (cors) app.use(cors);
+  if (options.token !== undefined) {
+    app.use(bearerAuth({ token: options.token }));
+  }
 
   app.get("/v1/status", (c) => {
     const status = pool.status() as unknown as Record<string, unknown> & {
@@ -274,7 +294,7 @@ export function createGateway(
   });
 
   // Model calls are the hot path: a plain one (no query string, no CORS, Host
-  // and token accepted) skips the router and the middleware chain, whose
+  // and token accepted, no Origin or Sec-Fetch-Site) skips the router and the middleware chain, whose
   // cost is a large share of a small call. Anything else, including every
   // refusal, goes through the app above, so the responses are the same.
   const hostAllowed = hostChecker(hostOptions);
@@ -299,6 +319,10 @@ export function createGateway(
     if (!PLAIN_NAME.test(name)) return undefined;
     const headers = request.headers;
     if (!hostAllowed(headers.get("host") ?? "")) return undefined;
+    // A browser's request (it sends one of these) takes the app's path and
+    // its Origin check; two header reads keep the direct path for the rest.
+    if (headers.get("origin") !== null) return undefined;
+    if (headers.get("sec-fetch-site") !== null) return undefined;
     if (tokenMatches !== undefined) {
       const token = bearerToken(headers.get("authorization") ?? "");
       if (token === undefined || !tokenMatches(token)) return undefined;

@@ -87,8 +87,15 @@ export function channelRoutes(ctx: RouteContext): Hono {
   const app = new Hono();
 
   app.get("/v1/channels", (c) => {
-    const n = Number(c.req.query("history") ?? 10);
-    const keep = Number.isInteger(n) && n >= 0 ? n : 10;
+    const param = c.req.query("history");
+    const keep = param === undefined ? 10 : Number(param);
+    if (param?.trim() === "" || !Number.isInteger(keep) || keep < 0) {
+      throw httpError(
+        400,
+        "InvalidRequestError",
+        "Cannot list channels: history must be an integer >= 0",
+      );
+    }
     return c.json({
       channels: hub.list().map((ch) => ({
         ...ch,

@@ -13,6 +13,8 @@ import {
   type GatewayConfig,
   type LogLevel,
   type ModelEntry,
+  TOKEN_UNUSABLE,
+  usableToken,
 } from "./config_schema.ts";
 import { type CorsConfig, isLoopback } from "./security.ts";
 
@@ -277,13 +279,24 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       { details: { path: "host" } },
     );
   }
-  if (config.token !== undefined && config.token.length < 16) {
-    throw new ConfigError(
-      "token: expected a token of at least 16 characters (at command line: --token)",
-      {
-        details: { path: "token" },
-      },
-    );
+  if (config.token !== undefined) {
+    // The file's and the flag's tokens went through the schema; the
+    // environment's did not.
+    const where = cli.token !== undefined
+      ? "command line: --token"
+      : options.envToken
+      ? "environment: PYPROXY_TOKEN"
+      : `${options.configPath ?? "pyproxy.json"}: token`;
+    const problem = config.token.length < 16
+      ? "expected a token of at least 16 characters"
+      : usableToken(config.token)
+      ? undefined
+      : TOKEN_UNUSABLE;
+    if (problem !== undefined) {
+      throw new ConfigError(`token: ${problem} (at ${where})`, {
+        details: { path: "token", source: where },
+      });
+    }
   }
   return config;
 }

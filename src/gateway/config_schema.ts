@@ -130,6 +130,26 @@ export interface GatewayConfig {
   logLevels?: Record<string, LogLevel> | undefined;
 }
 
+/**
+ * Whether a client can present `token`: a request's bearer token is read
+ * without surrounding whitespace, and a header cannot carry control
+ * characters, so a token with either would lock every client out.
+ *
+ * @example
+ * ```ts
+ * import { usableToken } from "./config_schema.ts";
+ * console.log(usableToken("0123456789abcdef"), usableToken(" ".repeat(16))); // true false
+ * ```
+ */
+export function usableToken(token: string): boolean {
+  // deno-lint-ignore no-control-regex
+  return token.trim() === token && !/[\x00-\x1f\x7f]/.test(token);
+}
+
+/** Why {@linkcode usableToken} refused a token. */
+export const TOKEN_UNUSABLE =
+  "expected a token without leading or trailing whitespace or control characters";
+
 type IntSchema = v.GenericSchema<number>;
 type StrSchema = v.GenericSchema<string>;
 
@@ -247,6 +267,7 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
     v.pipe(
       v.string("expected a string"),
       v.minLength(16, "expected a token of at least 16 characters"),
+      v.check(usableToken, TOKEN_UNUSABLE),
     ),
   ),
   allowedHosts: v.optional(

@@ -74,7 +74,6 @@ const REMOTE_STATUS: Record<string, ContentfulStatusCode> = {
   SerializationError: 422,
   UnknownCommandError: 501,
   SpillError: 502,
-  HostError: 500,
 };
 
 /**
@@ -148,6 +147,21 @@ export function describeError(
         err instanceof ConfigError ? err.name : "InvalidRequestError",
         err.message,
       ),
+    };
+  }
+  if (err instanceof RemoteError && err.remoteType === "HostError") {
+    // Only model code calls the host (host.publish, ...): a HostError it did
+    // not catch is the model raising, like any other exception.
+    return {
+      status: 422,
+      headers,
+      body: body("PythonError", err.message, {
+        exception: "HostError",
+        ...(debug && typeof err.details.traceback === "string" &&
+            err.details.traceback
+          ? { traceback: err.details.traceback }
+          : {}),
+      }),
     };
   }
   if (err instanceof RemoteError) {

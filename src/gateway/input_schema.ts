@@ -85,6 +85,8 @@ export function validateInput(
   schema: InputSchema,
   body: unknown,
 ): string | null {
+  // valibot's object schemas take arrays for objects.
+  if (!isPlainObject(body)) return "expected a JSON object";
   const result = v.safeParse(schema, body);
   if (result.success) return null;
   return result.issues.map((issue) => {

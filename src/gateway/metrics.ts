@@ -65,7 +65,7 @@ export interface GatewayMetricsOptions {
   buckets?: number[];
   /**
    * Distinct model label values kept; further names are counted under `"_other"`
-   * so a client inventing model names cannot grow memory.
+   * (requests for models that do not exist are counted under `"_unknown"`).
    * @default {1000}
    */
   maxModels?: number;
@@ -123,9 +123,14 @@ export class GatewayMetrics {
     this.#maxModels = options.maxModels ?? 1000;
   }
 
-  /** Marks a model request as started; call the returned function with the final status. */
+  /**
+   * Marks a model request as started; call the returned function with the
+   * final status. A 404 for a name that has no other request is counted
+   * under `"_unknown"` and the name is forgotten: a client calling made-up
+   * names adds no series (and does not push real models into `"_other"`).
+   */
   start(model: string): (status: number) => void {
-    const stats = this.#stats(model);
+    let stats = this.#stats(model);
     stats.inFlight++;
     const t0 = performance.now();
     let ended = false;
@@ -133,6 +138,13 @@ export class GatewayMetrics {
       if (ended) return;
       ended = true;
       stats.inFlight--;
+      if (
+        status === 404 && stats.count === 0 && stats.inFlight === 0 &&
+        model !== UNKNOWN && this.#models.get(model) === stats
+      ) {
+        this.#models.delete(model);
+        stats = this.#stats(UNKNOWN);
+      }
       const seconds = (performance.now() - t0) / 1000;
       stats.requests.set(status, (stats.requests.get(status) ?? 0) + 1);
       stats.count++;
@@ -278,7 +290,10 @@ export class GatewayMetrics {
   #stats(model: string): ModelStats {
     let stats = this.#models.get(model);
     if (stats) return stats;
-    if (this.#models.size >= this.#maxModels && model !== "_other") {
+    if (
+      this.#models.size >= this.#maxModels && model !== "_other" &&
+      model !== UNKNOWN
+    ) {
       return this.#stats("_other");
     }
     stats = {
@@ -292,6 +307,9 @@ export class GatewayMetrics {
     return stats;
   }
 }
+
+/** The label of requests for models that do not exist. */
+const UNKNOWN = "_unknown";
 
 function label(value: string): string {
   return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(

@@ -7,7 +7,7 @@
 import { Hono } from "hono";
 import * as v from "valibot";
 import { ChannelHub } from "./channels.ts";
-import { errorResponse, httpError } from "./error_response.ts";
+import { describeError, errorResponse, httpError } from "./error_response.ts";
 import type { GatewayModelSpec } from "./gateway_pool.ts";
 import { validateInput } from "./input_schema.ts";
 import { readJsonBody } from "./read_json_body.ts";
@@ -38,6 +38,25 @@ const ModelSpecBody = v.strictObject(
 );
 
 const MODEL_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/;
+const MAX_NAME = 128;
+
+function tooLongName(
+  name: string,
+  direct: boolean,
+  metrics: RouteContext["metrics"],
+): Promise<Response> {
+  if (direct) metrics.countHttp(404);
+  return Promise.resolve(errorResponse(
+    httpError(
+      404,
+      "ModelNotFoundError",
+      `Cannot find model ${
+        quoteShort(name)
+      }: model names have at most ${MAX_NAME} characters`,
+    ),
+    false,
+  ));
+}
 
 /**
  * Checks a model file path from a request: relative, inside the models
@@ -83,10 +102,41 @@ function checkName(name: string): void {
       400,
       "InvalidRequestError",
       `Cannot use model name ${
-        JSON.stringify(name)
-      }: expected letters, digits, _ . -`,
+        quoteShort(name)
+      }: expected 1-128 characters of letters, digits, _ . - (not starting with a digit, . or -)`,
     );
   }
+}
+
+/** A name for a message: whatever a client sent, at most 64 characters of it. */
+function quoteShort(text: string): string {
+  return text.length <= 64
+    ? JSON.stringify(text)
+    : `${JSON.stringify(text.slice(0, 64))}... (${text.length} characters)`;
+}
+
+/**
+ * Without `debug`, an error that names the models directory (the Python
+ * server reports absolute paths) is answered with the paths made relative.
+ */
+function hideModelsDir(
+  err: unknown,
+  dir: string | undefined,
+  debug: boolean,
+): unknown {
+  if (
+    debug || dir === undefined || !(err instanceof Error) ||
+    !err.message.includes(dir)
+  ) return err;
+  const { status, body, headers } = describeError(err, false);
+  const { type, message, ...extra } = body;
+  return httpError(
+    status,
+    type,
+    message.replaceAll(`${dir}/`, "").replaceAll(dir, "."),
+    extra,
+    headers,
+  );
 }
 
 /**
@@ -120,6 +170,8 @@ export function modelExecutor(
     // and only when debug logging is on (a clock read per request otherwise).
     const log = direct && logger.isEnabledFor?.("debug") !== false;
     const t0 = log ? performance.now() : 0;
+    // No model has a longer name: answered before the metrics see it.
+    if (name.length > MAX_NAME) return tooLongName(name, direct, metrics);
     const done = metrics.start(name);
     let res: Response;
     let watched: WatchedCall | undefined;
@@ -143,7 +195,9 @@ export function modelExecutor(
         }
         timeout = Math.min(t, timeout);
       }
-      const body = (await readJsonBody(request, ctx.bodyLimit)) ?? {};
+      // Only an empty body is `{}`: a JSON `null` is the model's msg as sent.
+      const raw = await readJsonBody(request, ctx.bodyLimit);
+      const body = raw === undefined ? {} : raw;
       const schema = catalog.schema(name);
       if (schema) {
         const problem = validateInput(schema, body);
@@ -205,7 +259,11 @@ export function modelRoutes(ctx: RouteContext): Hono {
   const known = (name: string): boolean =>
     pool.status().models.some((m) => m.name === name);
   const notFound = (name: string) =>
-    httpError(404, "ModelNotFoundError", `Cannot find model '${name}'`);
+    httpError(
+      404,
+      "ModelNotFoundError",
+      `Cannot find model ${name.length <= 64 ? `'${name}'` : quoteShort(name)}`,
+    );
 
   app.get("/v1/models", (c) => c.json({ models: catalog.list(pool) }));
 
@@ -254,10 +312,28 @@ export function modelRoutes(ctx: RouteContext): Hono {
       spec.options = parsed.output.options;
     }
     if (parsed.output.class !== undefined) spec.class = parsed.output.class;
+    const dir = ctx.modelsDir;
+    if (
+      dir !== undefined &&
+      (await ctx.runtime.stat(`${dir}/${spec.file}`))?.isFile !== true
+    ) {
+      throw httpError(
+        404,
+        "ModelFileNotFound",
+        `Cannot load model '${name}': no file ${
+          quoteShort(spec.file ?? "")
+        } in the models directory`,
+      );
+    }
     const existed = known(name);
-    const model = existed
-      ? await catalog.update(pool, name, spec)
-      : await catalog.add(pool, name, spec);
+    let model;
+    try {
+      model = existed
+        ? await catalog.update(pool, name, spec)
+        : await catalog.add(pool, name, spec);
+    } catch (err) {
+      throw hideModelsDir(err, dir, ctx.debug);
+    }
     ctx.logger.info("Model {name} {action} from {file}", {
       name,
       action: existed ? "updated" : "added",

@@ -46,4 +46,6 @@ export interface RouteContext {
   disconnects: DisconnectWatch | undefined;
   /** Tracebacks and internal messages in error responses. */
   debug: boolean;
+  /** The models directory (kept out of error messages unless `debug`), when known. */
+  modelsDir: string | undefined;
 }

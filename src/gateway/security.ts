@@ -1,6 +1,7 @@
 /**
  * The gateway's security middleware: Host allow-list (against DNS
- * rebinding), bearer-token authentication and opt-in CORS.
+ * rebinding), Origin check (against cross-site requests), bearer-token
+ * authentication and opt-in CORS.
  *
  * @module
  */
@@ -28,6 +29,7 @@ export interface CorsConfig {
 }
 
 const LOOPBACK = ["localhost", "127.0.0.1", "[::1]"];
+const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
 
 function digest(value: string): Uint8Array {
   return createHash("sha256").update(value).digest();
@@ -62,6 +64,14 @@ export interface HostGuardOptions {
    * `"*"` disables the check.
    */
   allowedHosts?: string[];
+  /**
+   * Also accept any IP address (`10.0.0.5`, `[fd00::5]`, with any port):
+   * DNS rebinding needs a name the attacker controls, so an IP literal
+   * cannot come from it.
+   *
+   * @default {false}
+   */
+  ipHosts?: boolean;
 }
 
 /**
@@ -117,7 +127,7 @@ export function hostChecker(
   return (host) => {
     const port = options.port();
     if (host !== lastHost || port !== lastPort) {
-      lastOk = allowed(host, port, extra);
+      lastOk = allowed(host, port, extra, options.ipHosts ?? false);
       lastHost = host;
       lastPort = port;
     }
@@ -125,7 +135,12 @@ export function hostChecker(
   };
 }
 
-function allowed(host: string, port: number, extra: string[]): boolean {
+function allowed(
+  host: string,
+  port: number,
+  extra: string[],
+  ipHosts: boolean,
+): boolean {
   const value = host.toLowerCase();
   const m = /^(\[[0-9a-f:.]+\]|[^:]+)(?::(\d+))?$/.exec(value);
   if (!m) return false;
@@ -135,7 +150,102 @@ function allowed(host: string, port: number, extra: string[]): boolean {
     LOOPBACK.includes(name) &&
     (hostPort === undefined ? port === 80 : hostPort === port)
   ) return true;
+  if (ipHosts && (name.startsWith("[") || IPV4.test(name))) return true;
   return extra.some((entry) => entry === value || entry === name);
+}
+
+/** Options for {@linkcode originGuard}. */
+export interface OriginGuardOptions {
+  /** Origins allowed besides the gateway's own (the CORS origins; `"*"` allows any). */
+  origins?: string[];
+}
+
+/**
+ * The test of {@linkcode originGuard}: `true` when a request with these
+ * headers may be served. A request passes when it carries neither `Origin`
+ * nor `Sec-Fetch-Site` (curl, scripts, old browsers' same-origin GETs), when
+ * its `Origin` is listed, or when it is same-origin: its `Origin` is
+ * `http://` or `https://` plus its own `Host` (already checked by
+ * {@linkcode hostGuard}) and `Sec-Fetch-Site` does not say `cross-site` or
+ * `same-site`. A cross-site GET or HEAD navigation without `Origin` (a link
+ * followed to the dashboard) passes too: the response goes to the user's
+ * tab, never to the page that linked it.
+ *
+ * @example
+ * ```ts
+ * import { originChecker } from "./security.ts";
+ * const allowed = originChecker({ origins: ["https://app.example.com"] });
+ * const h = (init: Record<string, string>) => new Headers({ host: "127.0.0.1:8000", ...init });
+ * console.log(allowed("POST", h({})), allowed("POST", h({ origin: "http://127.0.0.1:8000" }))); // true true
+ * console.log(allowed("POST", h({ origin: "https://app.example.com", "sec-fetch-site": "cross-site" }))); // true
+ * console.log(allowed("POST", h({ origin: "https://evil.example" }))); // false
+ * console.log(allowed("POST", h({ "sec-fetch-site": "cross-site" }))); // false
+ * ```
+ */
+export function originChecker(
+  options: OriginGuardOptions = {},
+): (method: string, headers: Headers) => boolean {
+  const listed = new Set((options.origins ?? []).map((o) => o.toLowerCase()));
+  const any = listed.has("*");
+  return (method, headers) => {
+    const origin = headers.get("origin");
+    const site = headers.get("sec-fetch-site");
+    if (origin === null && site === null) return true;
+    if (origin !== null && (any || listed.has(origin.toLowerCase()))) {
+      return true;
+    }
+    if (site === "cross-site" || site === "same-site") {
+      return origin === null && (method === "GET" || method === "HEAD") &&
+        headers.get("sec-fetch-mode") === "navigate";
+    }
+    if (origin === null) return true;
+    const host = (headers.get("host") ?? "").toLowerCase();
+    const value = origin.toLowerCase();
+    return host !== "" &&
+      (value === `http://${host}` || value === `https://${host}`);
+  };
+}
+
+/**
+ * Refuses cross-origin requests with 403 `ForbiddenOrigin` (see
+ * {@linkcode originChecker} for the rule). A browser sends a "simple"
+ * cross-site POST (`text/plain`, form encoding) without a CORS preflight, and
+ * opens a WebSocket to any origin; the Host check cannot stop either, since
+ * the browser sends the gateway's own Host. Without a token that would let
+ * any web page run models (and eval, when enabled) and read channels.
+ *
+ * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import { originGuard } from "./security.ts";
+ * const app = new Hono().use(originGuard()).post("/", (c) => c.text("ok"));
+ * const res = await app.request("http://127.0.0.1:8000/", {
+ *   method: "POST",
+ *   headers: { host: "127.0.0.1:8000", origin: "https://evil.example" },
+ * });
+ * console.log(res.status); // 403
+ * ```
+ */
+export function originGuard(
+  options: OriginGuardOptions = {},
+): MiddlewareHandler {
+  const check = originChecker(options);
+  return async (c, next) => {
+    if (!check(c.req.method, c.req.raw.headers)) {
+      const origin = c.req.header("origin");
+      return c.json({
+        error: {
+          type: "ForbiddenOrigin",
+          message: `Cannot serve request: cross-origin requests${
+            origin === undefined
+              ? ""
+              : ` from ${JSON.stringify(origin.slice(0, 200))}`
+          } are not allowed (list the origin in cors.origins to allow it)`,
+        },
+      }, 403);
+    }
+    await next();
+  };
 }
 
 /** Options for {@linkcode bearerAuth}. */

@@ -6,7 +6,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { ConfigError } from "../errors.ts";
+import { ConfigError, StartError } from "../errors.ts";
 import type { Plugin } from "../plugin.ts";
 import { Pool, type PoolOptions } from "../pool.ts";
 import type { HttpServer, Runtime } from "../runtime/types.ts";
@@ -18,6 +18,24 @@ import { channelsPlugin } from "./channels_plugin.ts";
 import type { ModelEntry, ResolvedConfig } from "./config.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { ModelCatalog } from "./model_catalog.ts";
+import { isLoopback } from "./security.ts";
+
+/** Addresses that bind every interface: no client can connect to them. */
+const WILDCARD = new Set(["0.0.0.0", "::", "[::]"]);
+
+/** The address a client of this machine uses for a bound `hostname`. */
+function urlHost(hostname: string): string {
+  if (hostname === "0.0.0.0") return "127.0.0.1";
+  if (hostname === "::" || hostname === "[::]") return "::1";
+  return hostname;
+}
+
+/** `host:port`, with an IPv6 address in brackets. */
+function hostPort(host: string, port: number): string {
+  return `${
+    host.includes(":") && !host.startsWith("[") ? `[${host}]` : host
+  }:${port}`;
+}
 
 /**
  * Options of {@linkcode serve} besides the configuration.
@@ -57,11 +75,14 @@ export interface ServeOptions {
  * ```
  */
 export interface GatewayServer extends AsyncDisposable {
-  /** Base URL, e.g. `http://127.0.0.1:8000`. */
+  /**
+   * Base URL, e.g. `http://127.0.0.1:8000`; bound to every interface
+   * (`0.0.0.0`, `::`), it is the loopback URL (`http://127.0.0.1:8000`).
+   */
   readonly url: string;
   /** Bound port. */
   readonly port: number;
-  /** Bound address. */
+  /** Bound address (`0.0.0.0` stays `0.0.0.0`; see {@linkcode GatewayServer.url}). */
   readonly hostname: string;
   /** The pool. */
   readonly pool: Pool;
@@ -72,8 +93,9 @@ export interface GatewayServer extends AsyncDisposable {
   /** Models that failed to load at start (auto-discovered ones only; listed ones abort the start). */
   readonly skippedModels: Array<{ name: string; error: string }>;
   /**
-   * Drains: refuses new requests (503), ends streams, lets in-flight requests
-   * finish for up to `shutdownGrace` ms, then stops the workers.
+   * Drains: answers new requests with 503 (the port stays open), ends
+   * streams, lets in-flight requests finish for up to `shutdownGrace` ms,
+   * stops the workers, then closes the port.
    */
   shutdown(): Promise<void>;
   /** Resolves once shut down (by `shutdown()` or a signal). */
@@ -210,16 +232,17 @@ export async function serve(
       port: () => port,
       allowedHosts: [
         ...config.allowedHosts,
-        ...(config.host === "0.0.0.0" || config.host === "::"
-          ? []
-          : [config.host]),
+        ...(WILDCARD.has(config.host) ? [] : [config.host]),
       ],
+      // Off loopback, clients and load balancers use the machine's IPs.
+      allowIpHosts: !isLoopback(config.host),
       bodyLimit: config.limits.bodyLimit,
       requestTimeout: config.limits.requestTimeout,
       allowEval: config.allowEval,
       cancelOnDisconnect: config.cancelOnDisconnect,
       allowManage: config.allowManage,
       debug: config.debug,
+      modelsDir: config.modelsDir,
       hub,
       metrics,
       catalog,
@@ -229,15 +252,21 @@ export async function serve(
       ...(config.cors === undefined ? {} : { cors: config.cors }),
       ...(options.version === undefined ? {} : { version: options.version }),
     });
-    server = await runtime.serve(
-      { hostname: config.host, port: config.port },
-      (req, info) => app.fetch(req, info),
-    );
+    try {
+      server = await runtime.serve(
+        { hostname: config.host, port: config.port },
+        (req, info) => app.fetch(req, info),
+      );
+    } catch (err) {
+      throw new StartError(
+        `Cannot listen on ${hostPort(config.host, config.port)}: ${
+          (err as Error).message
+        }`,
+        { cause: err },
+      );
+    }
     port = server.port;
-    const hostForUrl = server.hostname.includes(":")
-      ? `[${server.hostname}]`
-      : server.hostname;
-    const url = `http://${hostForUrl}:${server.port}`;
+    const url = `http://${hostPort(urlHost(server.hostname), server.port)}`;
     let resolveFinished!: () => void;
     const finished = new Promise<void>((
       resolve,
@@ -248,18 +277,28 @@ export async function serve(
     const shutdown = (): Promise<void> => {
       shutting ??= (async () => {
         for (const off of offSignals) off();
+        const grace = config.limits.shutdownGrace;
         logger.info("Draining: waiting up to {ms} ms for in-flight requests", {
-          ms: config.limits.shutdownGrace,
+          ms: grace,
         });
+        const deadline = Date.now() + grace;
+        // The listener stays open while draining: new requests get 503 with
+        // Retry-After (a closed port would look like a crash to clients and
+        // load balancers) and /healthz says "draining".
         drain.abort();
         hub.close("server shutting down");
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const grace = new Promise<void>((
-          resolve,
-        ) => (timer = setTimeout(resolve, config.limits.shutdownGrace)));
-        await Promise.race([httpServer.shutdown().catch(() => {}), grace]);
-        clearTimeout(timer);
+        // The pool is the one grace: it lets the calls in flight finish for
+        // up to shutdownGrace, then stops the workers (their requests then
+        // get their error responses).
         await pool.close();
+        // Every call has settled: what remains is writing responses. Streams
+        // that outlive the grace (a slow reader) are cut off.
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const left = new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, Math.max(deadline - Date.now(), 100));
+        });
+        await Promise.race([httpServer.shutdown().catch(() => {}), left]);
+        clearTimeout(timer);
         logger.info("Stopped");
         resolveFinished();
       })();

@@ -1,0 +1,121 @@
+import assert from "node:assert/strict";
+import { GatewayMetrics } from "../src/gateway/metrics.ts";
+import { startGateway } from "./_gateway_harness.ts";
+
+const post = (body: string): RequestInit => ({ method: "POST", body });
+
+Deno.test("createGateway answers a model's uncaught HostError and an unencodable result like the execute table says", async () => {
+  await using gw = await startGateway({ debug: false });
+  await Deno.writeTextFile(
+    `${gw.dir}/odd.py`,
+    `class Odd:
+    def execute(self, msg):
+        return float("nan") if msg.get("nan") else {1, 2}
+`,
+  );
+  await gw.pool.addModel("odd", { file: "odd.py" });
+  const res = await gw.fetch(
+    "/v1/models/publisher/execute",
+    post('{"channel":"bad name!"}'),
+  );
+  assert.equal(res.status, 422);
+  const { error } = await res.json();
+  assert.equal(error.type, "PythonError");
+  assert.equal(error.exception, "HostError");
+  for (const body of ['{"nan":true}', "{}"]) {
+    const r = await gw.fetch("/v1/models/odd/execute", post(body));
+    assert.equal(r.status, 422, body);
+    assert.equal((await r.json()).error.type, "SerializationError");
+  }
+});
+
+Deno.test("createGateway refuses a body that is not a JSON object for a model with declared inputs", async () => {
+  await using gw = await startGateway();
+  for (const body of ["[1]", '"x"', "3", "null"]) {
+    const res = await gw.fetch("/v1/models/scorer/execute", post(body));
+    assert.equal(res.status, 400, body);
+    const { error } = await res.json();
+    assert.equal(error.type, "ValidationError");
+    assert.equal(
+      error.message,
+      "Cannot execute model 'scorer': expected a JSON object",
+      body,
+    );
+  }
+});
+
+Deno.test("createGateway answers a missing model file with 404 and no server path", async () => {
+  await using gw = await startGateway({ allowManage: true });
+  for (const file of ["..%2Foutside.py", "nope.py", "sub/nope.py"]) {
+    const res = await gw.fetch(
+      "/v1/models/t1",
+      { method: "PUT", body: JSON.stringify({ file }) },
+    );
+    assert.equal(res.status, 404, file);
+    const { error } = await res.json();
+    assert.equal(error.type, "ModelFileNotFound");
+    assert.ok(!error.message.includes(gw.dir), error.message);
+  }
+  // A file that loads badly: the message names it relative to the directory.
+  await Deno.writeTextFile(
+    `${gw.dir}/reads.py`,
+    `open(__file__ + ".missing")\n`,
+  );
+  const res = await gw.fetch(
+    "/v1/models/reads",
+    { method: "PUT", body: JSON.stringify({ file: "reads.py" }) },
+  );
+  assert.equal(res.status, 422);
+  const { error } = await res.json();
+  assert.equal(error.type, "ModelLoadError");
+  assert.ok(!error.message.includes(gw.dir), error.message);
+  assert.match(error.message, /reads\.py\.missing/);
+});
+
+Deno.test("GatewayMetrics counts calls of unknown models under one label", async () => {
+  const metrics = new GatewayMetrics({ maxModels: 3 });
+  for (let i = 0; i < 10; i++) metrics.start(`made-up-${i}`)(404);
+  metrics.start("echo")(200);
+  metrics.start("echo")(404); // a known name keeps its series
+  metrics.start("later")(200);
+  const models = metrics.toJSON().models;
+  assert.deepEqual(Object.keys(models).sort(), ["_unknown", "echo", "later"]);
+  assert.deepEqual(models._unknown?.requests, { "404": 10 });
+  assert.deepEqual(models.echo?.requests, { "200": 1, "404": 1 });
+
+  await using gw = await startGateway();
+  for (let i = 0; i < 5; i++) {
+    const res = await gw.fetch(`/v1/models/nope${i}/execute`, post("{}"));
+    assert.equal(res.status, 404);
+    await res.body?.cancel();
+  }
+  const text = await (await gw.fetch("/metrics")).text();
+  assert.match(
+    text,
+    /pyproxy_requests_total\{model="_unknown",status="404"\} 5/,
+  );
+  assert.doesNotMatch(text, /nope\d/);
+});
+
+Deno.test("createGateway bounds model names and checks ?history=", async () => {
+  await using gw = await startGateway({ allowManage: true });
+  const long = "a".repeat(5000);
+  const exec = await gw.fetch(`/v1/models/${long}/execute`, post("{}"));
+  assert.equal(exec.status, 404);
+  const execError = (await exec.json()).error;
+  assert.ok(execError.message.length < 300, execError.message);
+  const put = await gw.fetch(`/v1/models/${long}`, {
+    method: "PUT",
+    body: JSON.stringify({ file: "echo.py" }),
+  });
+  assert.equal(put.status, 400);
+  assert.ok((await put.json()).error.message.length < 300);
+  for (const history of ["abc", "-1", "1.5", ""]) {
+    const res = await gw.fetch(`/v1/channels?history=${history}`);
+    assert.equal(res.status, 400, history);
+    assert.equal((await res.json()).error.type, "InvalidRequestError");
+  }
+  const ok = await gw.fetch("/v1/channels?history=0");
+  assert.equal(ok.status, 200);
+  await ok.body?.cancel();
+});
