@@ -391,7 +391,7 @@ class FakeServer:
     def __init__(self):
         self.handlers = {}
 
-    def register(self, cmd, handler, threaded=False):
+    def register(self, cmd, handler, threaded=False, elastic=False):
         self.handlers[cmd] = (handler, threaded)
 
 

@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 8725,
+      size: 9412,
       sha256:
-        "b66dfc08613d924deb8e861c06760a3f2b090b6c35981b12a35ef1fd59a50b8c",
+        "7402d31a904fe08d155604122ed8cd423b4cd28f220a979e80cb1491c199b5ab",
     },
     {
       path: "pyproxy_server/big_json.py",
@@ -51,6 +51,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
         "57768eb8b1a01f0aac69578c446ea1c322e7a019b4af0b8a90588c0700672f3e",
     },
     {
+      path: "pyproxy_server/call_executor.py",
+      size: 7705,
+      sha256:
+        "6128622455250bf0d22b7da29f76b0ec93dd25330b47d68f42ccd5eb32c52622",
+    },
+    {
       path: "pyproxy_server/capture.py",
       size: 8531,
       sha256:
@@ -58,15 +64,21 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 2752,
+      size: 2879,
       sha256:
-        "f4d04d6667430d894a47acf6031d565f84ccff74e7f944ad150ef9d87b49d25a",
+        "2409ce49ffb9e9f750009619c7f0d82f2ac5fac7e5ec0be08468e82678ef8722",
     },
     {
       path: "pyproxy_server/connection.py",
       size: 39420,
       sha256:
         "4b29ff45153a4ce3e364ffb298a6535c1024610ca57f11aa5517641eb767469c",
+    },
+    {
+      path: "pyproxy_server/elastic_executor.py",
+      size: 4410,
+      sha256:
+        "6c93b0cb8f5a46bc6192d821afc01f3be24ddbff859ce043a39331bcb0016104",
     },
     {
       path: "pyproxy_server/errors.py",
@@ -76,15 +88,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 24872,
+      size: 24886,
       sha256:
-        "c5a9f87ca062d452911fbac1035cceb6ed58ec925f93d008df33979f6f93709f",
+        "8d9f936a6225ae0d3a6999fdef4c0aafd255d6ef7e07022d7cca9ed3c21168d4",
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 10076,
+      size: 13044,
       sha256:
-        "ebf3c14448d8c8f0eb7d8e0067699005c6b119255981a26965acf30115e7702d",
+        "544c073c98d90d3a05f9b8a96d4ea40bba741e084ab1408760925f5ffbd5cadb",
     },
     {
       path: "pyproxy_server/framer.py",
@@ -100,9 +112,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 11215,
+      size: 13809,
       sha256:
-        "d0c589e2da93359354f6c923a5c6a930ab71538540f2d59704e3a44f6d4bc0d1",
+        "f89fc5b1792837938c202f3763ca2e4f1b0f52302a9238e81022212c1e176b54",
     },
     {
       path: "pyproxy_server/spill.py",
