@@ -71,9 +71,14 @@ async function busyThreads(pool: Pool): Promise<number> {
 
 /** Polls until `n` call threads are busy: a thread taking a call sends nothing. */
 async function untilBusy(pool: Pool, n: number): Promise<void> {
+  await until(async () => await busyThreads(pool) >= n);
+}
+
+/** Polls the server (its threads send nothing when they start or finish). */
+async function until(done: () => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + 10_000;
-  while (await busyThreads(pool) < n) {
-    assert.ok(Date.now() < deadline, `${n} calls never ran`);
+  while (!await done()) {
+    assert.ok(Date.now() < deadline, "the server never got there");
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }

@@ -6,7 +6,10 @@ an eval may run for hours (a REPL loop, a server) and still ``eval("1+1")``
 must answer. So each runs on a thread of its own: an idle thread is reused,
 a new one is started only when none is idle, and one idle for
 ``IDLE_TIMEOUT`` seconds exits. ``max_threads`` bounds them: ``submit``
-returns False beyond it (the caller answers ``OverloadedError``).
+returns False beyond it (the caller answers ``OverloadedError``). A work item
+calls ``release()`` just before its reply goes out: from then on its thread
+counts as free, so a client that sends its next command as soon as it has
+the reply never finds the bound taken by a thread that is only returning.
 
 Example::
 
@@ -39,8 +42,11 @@ class ElasticExecutor:
         self._queue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._count = 0  # threads alive
+        # Threads waiting for work, or released and about to, not yet
+        # promised an item: each item in the queue has a thread coming for it.
+        self._free = 0
+        self._local = threading.local()
         self._threads = set()  # their Thread objects (for shutdown(wait=True))
-        self._idle = 0  # threads waiting for work and not yet promised an item
         self._shutdown = False
         self._seq = itertools.count(1)
 
@@ -51,8 +57,18 @@ class ElasticExecutor:
 
     @property
     def busy(self):
-        """Threads running a work item (or promised one)."""
-        return self._count - self._idle
+        """Threads running a work item (or promised one) and not released."""
+        return self._count - self._free
+
+    def release(self):
+        """Called by a work item on its own thread once its work is done (its
+        reply about to be sent): the thread counts as free from now on."""
+        local = self._local
+        if getattr(local, "released", False):
+            return
+        local.released = True
+        with self._lock:
+            self._free += 1
 
     def submit(self, fn, arg):
         """Run ``fn(arg)`` now; False when ``max_threads`` already run (nothing done).
@@ -62,8 +78,8 @@ class ElasticExecutor:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("Cannot submit: the executor is shut down")
-            if self._idle > 0:
-                self._idle -= 1
+            if self._free > 0:
+                self._free -= 1
                 self._queue.put((fn, arg))
                 return True
             if self._count >= self.max_threads:
@@ -108,16 +124,19 @@ class ElasticExecutor:
                 self._threads.discard(threading.current_thread())
 
     def _next(self):
-        with self._lock:
-            self._idle += 1
+        local = self._local
+        if getattr(local, "released", False):
+            local.released = False  # counted free by release()
+        else:
+            with self._lock:
+                self._free += 1
         while True:
             try:
                 return self._queue.get(timeout=self.IDLE_TIMEOUT)
             except queue.Empty:
                 with self._lock:
-                    # _idle counts waiting threads not promised an item: when
-                    # it is 0, every waiting thread (this one too) has an item
-                    # coming, so this one must stay for it.
-                    if self._idle > 0:
-                        self._idle -= 1
+                    # When _free is 0, every waiting thread (this one too) has
+                    # an item coming, so this one must stay for it.
+                    if self._free > 0:
+                        self._free -= 1
                         return None

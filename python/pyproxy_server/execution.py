@@ -260,7 +260,7 @@ class CallRunner:
     def _run_one(self, item):
         call = item[0]
         try:
-            self._run(call, item[1])
+            self._run(call, item[1], self._server.elastic_executor.release)
         except BaseException:  # never let a call take the thread down
             log.exception("connection %s: call %s failed outside its handler", self.conn.id, call.id)
 
@@ -284,7 +284,7 @@ class CallRunner:
             except BaseException:  # never let a call take the worker thread down
                 log.exception("connection %s: call %s failed outside its handler", self.conn.id, call.id)
 
-    def _run(self, call, handler):
+    def _run(self, call, handler, release=None):
         with call.lock:
             if call.state == DONE:
                 return
@@ -328,6 +328,8 @@ class CallRunner:
             self._server.executor.unstick(call.thread_ident)
         sink.close()
         self.calls.pop(call.id, None)
+        if release is not None:
+            release()  # an elastic thread is free once the reply can be seen
         conn.enqueue(payload)
 
     def _cancelled_or_error(self, call, exc):

@@ -182,6 +182,23 @@ class ElasticExecutorTest(unittest.TestCase, QuietLogs):
             self.assertTrue(until(lambda: self.executor.busy == 0))
         self.assertEqual(self.executor.threads, 1)
 
+    def test_a_released_thread_is_free_before_its_item_returns(self):
+        submitted = []
+        later = threading.Event()
+
+        def work(_):
+            self.executor.release()
+            # At the bound (three threads, none idle): accepted all the same,
+            # for this very thread, which takes it once it returns.
+            submitted.append(self.executor.submit(ran, later))
+
+        for _ in range(2):
+            self.block()
+        self.assertTrue(self.executor.submit(work, None))
+        self.assertTrue(later.wait(WAIT))
+        self.assertEqual(submitted, [True])
+        self.assertEqual(self.executor.threads, 3)
+
     def test_idle_threads_exit_after_the_idle_timeout(self):
         self.executor.IDLE_TIMEOUT = 0.05
         for _ in range(2):

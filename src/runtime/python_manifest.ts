@@ -76,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/elastic_executor.py",
-      size: 4410,
+      size: 5238,
       sha256:
-        "6c93b0cb8f5a46bc6192d821afc01f3be24ddbff859ce043a39331bcb0016104",
+        "8d992dc9cd5128b0f97132684ff95eb1cdf16a7aa92f81d799184ab4cd8b7f40",
     },
     {
       path: "pyproxy_server/errors.py",
@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 13044,
+      size: 13207,
       sha256:
-        "544c073c98d90d3a05f9b8a96d4ea40bba741e084ab1408760925f5ffbd5cadb",
+        "4c11cca84b6d7314a508c48c8acee9e445b8b95189fffe67ff5630f4fbbec4b7",
     },
     {
       path: "pyproxy_server/framer.py",
