@@ -153,6 +153,23 @@ export interface ServerStatus {
    * clients (absent from servers before them).
    */
   batchFrames?: { received: number; sent: number };
+  /**
+   * The server's threads (absent from servers before them): `size` call
+   * threads (`--threads`), `running` and `idle` ones, `stuck` ones (blocked
+   * in a cancelled call, replaced), `replaced` ever, and the `elastic`
+   * threads of evals and model commands (`elasticBusy` of them running).
+   */
+  threads?: {
+    size: number;
+    running: number;
+    idle: number;
+    stuck: number;
+    replaced: number;
+    elastic: number;
+    elasticBusy: number;
+  };
+  /** Why the server reported itself wedged (protocol §6), else `null` (absent from servers before it). */
+  wedged?: string | null;
   /** Other fields the server adds. */
   [key: string]: unknown;
 }

@@ -47,7 +47,7 @@ export interface WorkerExit {
   code: number | null;
   /** Signal that ended it, or `null`. */
   signal: string | null;
-  /** Why, in words: `"killed by SIGKILL"`, `"missed heartbeat"`, `"start failed: ..."`. */
+  /** Why, in words: `"killed by SIGKILL"`, `"missed heartbeat"`, `"wedged: ..."`, `"start failed: ..."`. */
   reason: string;
   /** When (ms since the epoch). */
   at: number;
@@ -308,6 +308,11 @@ export class Worker implements WorkerInfo {
       }
       this.#session = session;
       session.closed.then(() => this.#onSessionClosed(gen));
+      session.onEvent((event) => {
+        if (event.event === "wedged") {
+          this.#onWedged(gen, session, event.reason);
+        }
+      });
       await this.#options.hooks.prepare(this, session, restart);
       if (this.#state !== "ready") throw new Error(`worker is ${this.#state}`);
       return undefined;
@@ -446,6 +451,32 @@ export class Worker implements WorkerInfo {
       this.#killReason ??= this.#intentional ? "stopped" : "connection lost";
       this.#server?.kill("SIGKILL");
     });
+  }
+
+  /**
+   * The server says it cannot run calls as it should any more (protocol §6,
+   * `wedged`: its call threads are stuck in C code that no cancel reaches).
+   * It still answers pings, so no heartbeat would ever notice: replace it
+   * now. The kill is not intentional, so the exit goes through the restart
+   * policy like any crash, and calls in flight fail with
+   * `WorkerCrashedError` naming the reason.
+   */
+  #onWedged(gen: number, session: Session, reason: unknown): void {
+    if (gen !== this.#gen || this.#pid === null) return;
+    const why = `wedged: ${
+      typeof reason === "string" && reason !== ""
+        ? reason
+        : "the server reported it"
+    }`;
+    this.#options.logger.warn("worker {id} (pid {pid}) is {reason}", {
+      id: this.id,
+      pid: this.#pid,
+      reason: why,
+    });
+    this.kill("SIGKILL", why);
+    // No more calls for it while its exit is on the way (the router skips a
+    // closed session); those in flight see the exit's reason.
+    session.close().catch(() => {});
   }
 
   #onExit(gen: number, code: number | null, signal: string | null): void {

@@ -72,10 +72,11 @@ def install(server):
     server.register("configure", configure, threaded=False)
     server.register("cancel", cancel, threaded=False)
     server.register("removeModel", remove_model, threaded=False)
-    # These run user code (module import, constructors, init, execute).
-    server.register("addModel", add_model, threaded=True)
-    server.register("updateModel", update_model, threaded=True)
-    server.register("initModel", init_model, threaded=True)
+    # These run user code (module import, constructors, init, execute). Model
+    # management runs on elastic threads: it must not wait behind model calls.
+    server.register("addModel", add_model, threaded=True, elastic=True)
+    server.register("updateModel", update_model, threaded=True, elastic=True)
+    server.register("initModel", init_model, threaded=True, elastic=True)
     server.register("executeModel", execute_model, threaded=True, inline=may_run_inline)
 
 

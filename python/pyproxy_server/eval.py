@@ -477,7 +477,7 @@ class EvalService:
 
     def install(self):
         """Register the commands on the server."""
-        self._server.register("eval", self.eval, threaded=True)
+        self._server.register("eval", self.eval, threaded=True, elastic=True)
         self._server.register("openSession", self.open_session, threaded=False)
         self._server.register("closeSession", self.close_session, threaded=False)
         self._server.register("outputAck", self.output_ack, threaded=False)

@@ -10,6 +10,16 @@ While a call runs, its thread has ``current_call`` set (``pyproxy.host``
 finds the connection through it) and its stdout/stderr routed to an
 ``OutputSink`` that sends ``log`` events. ``cancel(target)`` answers a queued
 call at once, or raises ``KeyboardInterrupt`` in the thread running it.
+
+Commands registered with ``elastic=True`` (evals, model management) skip
+the executor: each runs at once on a thread of ``server.elastic_executor``,
+so they never wait behind busy model calls (``OverloadedError`` beyond its
+bound).
+
+A cancelled call (or a call whose connection closed) that is still running
+``CallExecutor.STUCK_GRACE`` seconds later holds a *stuck* thread (blocked
+in C, where the interrupt cannot reach it): the executor replaces the
+thread, and when it cannot, the server is wedged (``Server.wedge``).
 """
 
 import collections
@@ -21,7 +31,7 @@ import threading
 
 from . import capture
 from .call import DONE, PENDING, RUNNING, current_call
-from .errors import CancelledError, HostError, PyProxyError, PythonError
+from .errors import CancelledError, HostError, OverloadedError, PyProxyError, PythonError
 
 __all__ = ["CallRunner", "OutputSink", "wire_error", "fail_future"]
 
@@ -156,9 +166,26 @@ class CallRunner:
         self.conn = conn
         self.calls = {}
         self._server = conn.server
+        # The executor's stuck thread idents (a stable set object).
+        self._stuck = conn.server.executor.stuck
 
     def submit(self, batch):
         """Run ``[(call, handler), ...]`` on the executor (loop thread only)."""
+        elastic = self._server.elastic_commands
+        if len(batch) == 1:
+            if batch[0][0].cmd in elastic:
+                self._submit_elastic(batch[0])
+                return
+        elif elastic:
+            rest = []
+            for item in batch:
+                if item[0].cmd in elastic:
+                    self._submit_elastic(item)
+                else:
+                    rest.append(item)
+            if not rest:
+                return
+            batch = rest
         queue = collections.deque(batch)
         try:
             self._server.executor.submit(self._drain, queue)
@@ -186,6 +213,7 @@ class CallRunner:
             if not call.interrupted:
                 call.interrupted = True
                 _interrupt_thread(call.thread_ident)
+                self._watch(call)
         for future in list(call.host_futures or ()):
             fail_future(future, HostError("Cannot call host: the call was cancelled"))
         return True
@@ -194,6 +222,47 @@ class CallRunner:
         """Tell every queued or running call that nobody waits for it any more."""
         for call in list(self.calls.values()):
             call.cancelled.set()
+            if call.state == RUNNING:
+                self._watch(call)
+
+    def _watch(self, call):
+        # Loop thread: a call nobody waits for must let go of its thread soon.
+        self._server.loop.call_later(self._server.executor.STUCK_GRACE, self._check_stuck, call, call.thread_ident)
+
+    def _check_stuck(self, call, ident):
+        with call.lock:
+            if call.state != RUNNING or call.thread_ident != ident:
+                return
+            # Under the call's lock, so the thread cannot finish the call (and
+            # look for itself in the stuck set) before it is in there.
+            reason = self._server.executor.mark_stuck(ident)
+        if reason is not None:
+            self._server.wedge(reason)
+
+    def _submit_elastic(self, item):
+        call = item[0]
+        try:
+            if self._server.elastic_executor.submit(self._run_one, item):
+                return
+        except RuntimeError:  # shut down: the server is stopping
+            return
+        with call.lock:
+            if call.state == DONE:
+                return
+            call.state = DONE
+        self.calls.pop(call.id, None)
+        error = OverloadedError(
+            "Cannot run %s: %d evals and model commands are already running (--max-elastic-threads)"
+            % (call.cmd, self._server.elastic_executor.max_threads)
+        )
+        self.conn.enqueue(self.conn.encode_error(call.id, error.to_wire()))
+
+    def _run_one(self, item):
+        call = item[0]
+        try:
+            self._run(call, item[1], self._server.elastic_executor.release)
+        except BaseException:  # never let a call take the thread down
+            log.exception("connection %s: call %s failed outside its handler", self.conn.id, call.id)
 
     def _help(self, queue, helpers):
         if queue and helpers < self._server.threads and not self.conn.closed:
@@ -215,7 +284,7 @@ class CallRunner:
             except BaseException:  # never let a call take the worker thread down
                 log.exception("connection %s: call %s failed outside its handler", self.conn.id, call.id)
 
-    def _run(self, call, handler):
+    def _run(self, call, handler, release=None):
         with call.lock:
             if call.state == DONE:
                 return
@@ -255,8 +324,12 @@ class CallRunner:
         finally:
             capture._sink.reset(sink_token)
             current_call.reset(call_token)
+        if self._stuck:
+            self._server.executor.unstick(call.thread_ident)
         sink.close()
         self.calls.pop(call.id, None)
+        if release is not None:
+            release()  # an elastic thread is free once the reply can be seen
         conn.enqueue(payload)
 
     def _cancelled_or_error(self, call, exc):

@@ -14,9 +14,12 @@ A handler returns the reply's ``result`` or raises a ``PyProxyError``
 subclass (``pyproxy_server.errors``) to reply with that error; any other
 exception is sent as a ``PythonError`` with its traceback. ``threaded=False``
 handlers run on the event loop thread and must be quick and non-blocking;
-``threaded=True`` handlers run in the executor (``server.executor``, size
-``--threads``) and may block, print (routed by ``capture``) and call the host
-(``pyproxy.host``). Useful attributes: ``server.id``, ``server.pid``,
+``threaded=True`` handlers run in the executor (``server.executor``, a
+``CallExecutor`` of ``--threads`` threads) and may block, print (routed by
+``capture``) and call the host (``pyproxy.host``); with ``elastic=True`` too
+they run on a thread of their own at once (``server.elastic_executor``, at
+most ``--max-elastic-threads``), never queued behind model calls: evals and
+model management commands do. Useful attributes: ``server.id``, ``server.pid``,
 ``server.root`` (``--path``), ``server.models`` (``ModelRegistry``),
 ``server.loop``, ``server.connections`` (id → ``Connection``).
 
@@ -31,6 +34,12 @@ slower than ``ModelEntry.DEMOTE_AFTER`` makes its model threaded for good,
 and one read spends at most ``Connection.INLINE_BUDGET`` seconds inline
 before the rest of its calls go to threads; a model that hangs inline is
 the heartbeat's job (the host kills a worker that stops answering ``ping``).
+
+Stuck threads: a cancelled call blocked in C keeps its thread; the executor
+replaces such a thread (``call_executor``), up to ``--max-stuck-threads``.
+Beyond that the server is *wedged*: ``wedge(reason)`` sends every
+connection a ``wedged`` event (protocol §6) and the host replaces the
+process; until then the server keeps serving what it can.
 A host call (``pyproxy.host``) from an inline call cannot be answered on
 the loop thread: the attempt is abandoned (its output dropped), the model
 made threaded for good, and the call re-run on a thread, so code before
@@ -38,7 +47,6 @@ the host call runs twice for that one call.
 """
 
 import asyncio
-import concurrent.futures
 import importlib
 import itertools
 import logging
@@ -49,7 +57,9 @@ import threading
 import time
 
 from . import commands
+from .call_executor import CallExecutor
 from .connection import Connection
+from .elastic_executor import ElasticExecutor
 from .framer import Framer
 from .models import ModelRegistry
 
@@ -66,7 +76,18 @@ class Server:
     # Seconds given to queued writes (e.g. the stopServer reply) before exit.
     EXIT_GRACE = 0.5
 
-    def __init__(self, root, server_id, secret=None, max_frame_size=None, threads=16, max_calls=65536, spin=0.0):
+    def __init__(
+        self,
+        root,
+        server_id,
+        secret=None,
+        max_frame_size=None,
+        threads=16,
+        max_calls=65536,
+        spin=0.0,
+        max_stuck_threads=16,
+        max_elastic_threads=256,
+    ):
         self.root = os.path.realpath(root)
         self.id = server_id
         self.secret = secret
@@ -90,7 +111,12 @@ class Server:
         self.connections = {}
         self.requests_served = 0
         self.started = time.monotonic()
-        self.executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="pyproxy-call")
+        self.executor = CallExecutor(threads, max_stuck=max_stuck_threads)
+        self.elastic_executor = ElasticExecutor(max_elastic_threads)
+        # Threaded commands that run on the elastic threads (register(elastic=True)).
+        self.elastic_commands = set()
+        # Why the server can no longer run calls as it should (wedge), else None.
+        self.wedged = None
         self.loop = None
         self.loop_ident = None
         self.port = None
@@ -103,11 +129,14 @@ class Server:
 
     # -- extension API -------------------------------------------------------
 
-    def register(self, cmd, handler, *, threaded, inline=None):
+    def register(self, cmd, handler, *, threaded, inline=None, elastic=False):
         """Serve ``cmd`` with ``handler(call)``; replaces an earlier handler of ``cmd``.
 
         ``threaded=True`` runs it in the executor (blocking allowed, ``cancel``
         interrupts it); ``threaded=False`` runs it inline on the event loop.
+        ``elastic=True`` (threaded commands only) runs each call at once on a
+        thread of its own (``elastic_executor``) instead of the executor: for
+        commands that must never wait behind model calls, such as ``eval``.
 
         ``inline`` (threaded commands only) is the fast path's probe: called on
         the loop thread as ``inline(call)``, it returns ``None`` (run threaded)
@@ -128,10 +157,31 @@ class Server:
         if inline is not None and not callable(inline):
             raise TypeError("inline must be callable or None")
         self.commands[cmd] = (handler, bool(threaded), inline if threaded else None)
+        if threaded and elastic:
+            self.elastic_commands.add(cmd)
+        else:
+            self.elastic_commands.discard(cmd)
 
     def unregister(self, cmd):
         """Stop serving ``cmd`` (it answers ``UnknownCommandError`` afterwards)."""
         self.commands.pop(cmd, None)
+        self.elastic_commands.discard(cmd)
+
+    def wedge(self, reason):
+        """Tell every client that this server cannot run calls as it should (loop thread).
+
+        Sends ``{"event": "wedged", "reason": reason}`` to every authenticated
+        connection, once; the host replaces the process. The server keeps
+        serving meanwhile.
+        """
+        if self.wedged is not None:
+            return
+        self.wedged = reason
+        log.error("wedged: %s", reason)
+        event = {"event": "wedged", "reason": reason}
+        for conn in list(self.connections.values()):
+            if conn.authenticated and not conn.closed:
+                conn.send_event(event)
 
     def load_extensions(self):
         """Import every module of ``EXTENSIONS`` and call its ``install(server)``."""
@@ -200,7 +250,8 @@ class Server:
             listener.close()
         for conn in list(self.connections.values()):
             conn.close()
-        self.executor.shutdown(wait=False)
+        self.executor.shutdown()
+        self.elastic_executor.shutdown()
         self._wait_closed(time.monotonic() + self.EXIT_GRACE)
 
     def _wait_closed(self, deadline):
@@ -232,6 +283,8 @@ class Server:
 
     def status(self):
         """The ``serverStatus`` result."""
+        executor = self.executor
+        elastic = self.elastic_executor
         return {
             "id": self.id,
             "pid": self.pid,
@@ -243,6 +296,16 @@ class Server:
             "spinReads": self.spin_reads,
             "batchFrames": {"received": self.batches_received, "sent": self.batches_sent},
             "python": commands.PYTHON_VERSION,
+            "threads": {
+                "size": executor.size,
+                "running": executor.threads,
+                "idle": executor.idle,
+                "stuck": len(executor.stuck),
+                "replaced": executor.replaced,
+                "elastic": elastic.threads,
+                "elasticBusy": elastic.busy,
+            },
+            "wedged": self.wedged,
         }
 
 

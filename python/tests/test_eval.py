@@ -392,7 +392,7 @@ class FakeServer:
     def __init__(self):
         self.handlers = {}
 
-    def register(self, cmd, handler, threaded=False):
+    def register(self, cmd, handler, threaded=False, elastic=False):
         self.handlers[cmd] = (handler, threaded)
 
 

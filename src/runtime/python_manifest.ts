@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 10073,
+      size: 10760,
       sha256:
-        "a0315ea8c6f211284700db400195521d4f1825fc3fa9881cc58b2b0d478050bd",
+        "514381df5f24327c89120b764b11679af5e8f64da7c5861876e0d5cb6a3b2b30",
     },
     {
       path: "pyproxy_server/big_json.py",
@@ -51,6 +51,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
         "edc8fa8883bd59167d88bd12f4c8a382cc1d5e6d0b46d632231ecda779f1f888",
     },
     {
+      path: "pyproxy_server/call_executor.py",
+      size: 7705,
+      sha256:
+        "6128622455250bf0d22b7da29f76b0ec93dd25330b47d68f42ccd5eb32c52622",
+    },
+    {
       path: "pyproxy_server/capture.py",
       size: 10053,
       sha256:
@@ -58,15 +64,21 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 2752,
+      size: 2879,
       sha256:
-        "f4d04d6667430d894a47acf6031d565f84ccff74e7f944ad150ef9d87b49d25a",
+        "2409ce49ffb9e9f750009619c7f0d82f2ac5fac7e5ec0be08468e82678ef8722",
     },
     {
       path: "pyproxy_server/connection.py",
       size: 47199,
       sha256:
         "e5b7def5f38b13947c7c779d985b0905e75b4e98f8f988603fff3681d4620ff5",
+    },
+    {
+      path: "pyproxy_server/elastic_executor.py",
+      size: 5238,
+      sha256:
+        "8d992dc9cd5128b0f97132684ff95eb1cdf16a7aa92f81d799184ab4cd8b7f40",
     },
     {
       path: "pyproxy_server/errors.py",
@@ -76,15 +88,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 25151,
+      size: 25165,
       sha256:
-        "545647a8cddd082aa969d1e61934fdc34d2ca0b0568a2583767d0157ccd4036e",
+        "603273dcbaf9882eeea707da9dbc4536c83fcf4c1c431328ccec1e4a654d9ac7",
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 10076,
+      size: 13207,
       sha256:
-        "ebf3c14448d8c8f0eb7d8e0067699005c6b119255981a26965acf30115e7702d",
+        "4c11cca84b6d7314a508c48c8acee9e445b8b95189fffe67ff5630f4fbbec4b7",
     },
     {
       path: "pyproxy_server/framer.py",
@@ -106,9 +118,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 11229,
+      size: 13823,
       sha256:
-        "36891121fc25e8db474a8ee8842df103f4d1344fea3f0a5efd9b8571362fa6a5",
+        "129c0d9d24774e7f939a2013ed4ad8162c4438f3ec95bc344986c27c84b04208",
     },
     {
       path: "pyproxy_server/shallow_json.py",

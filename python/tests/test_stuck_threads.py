@@ -1,0 +1,130 @@
+"""A real server whose call threads get stuck in cancelled calls, and evals
+that must not wait behind model calls (or each other)."""
+
+import time
+import unittest
+
+from .test_server import ServerTestCase
+
+# Long enough to outlive every test: the blocked threads are only freed by
+# killing the server in tearDown.
+ASLEEP = 600
+
+
+class StuckThreadTest(ServerTestCase):
+    args = ("--threads", "2", "--max-stuck-threads", "2")
+
+    def sleep_calls(self, c, ids):
+        c.send(*[{"id": i, "cmd": "executeModel", "name": "z", "msg": {"seconds": ASLEEP}} for i in ids])
+        started = set()
+        while started != set(ids):
+            msg = c.recv()
+            if msg.get("event") == "log" and msg.get("message") == "started":
+                started.add(msg["request"])
+            else:
+                c.events.append(msg)
+
+    def next_event(self, c, name, timeout=5.0):
+        for event in c.events:
+            if event.get("event") == name:
+                return event
+        while True:
+            msg = c.recv(timeout)
+            if msg.get("event") == name:
+                return msg
+            c.events.append(msg)
+
+    def test_threads_stuck_in_cancelled_calls_are_replaced(self):
+        c = self.connect()
+        c.call("addModel", name="s", file="slow.py")
+        c.call("addModel", name="z", file="sleeper.py")
+        self.sleep_calls(c, (1, 2))
+        for i in (1, 2):
+            self.assertEqual(c.call("cancel", target=i), {"cancelled": True})
+        # Without replacement both threads sleep for ASLEEP seconds and this waits.
+        self.assertEqual(c.call("executeModel", name="s", msg={"seconds": 0}, timeout=5), {"tag": "v1"})
+        # The two were cancelled together; the second may be marked a moment later.
+        for _ in range(100):
+            status = c.call("serverStatus")
+            if status["threads"]["stuck"] == 2:
+                break
+            time.sleep(0.02)  # polling: nothing is sent when a thread is marked stuck
+        threads = status["threads"]
+        self.assertEqual((threads["size"], threads["stuck"], threads["replaced"]), (2, 2, 2), threads)
+        self.assertIsNone(status["wedged"])
+
+    def test_threads_of_a_closed_connection_are_replaced(self):
+        gone = self.connect()
+        gone.call("addModel", name="s", file="slow.py")
+        gone.call("addModel", name="z", file="sleeper.py")
+        self.sleep_calls(gone, (1, 2))
+        gone.close()
+        c = self.connect()
+        self.assertEqual(c.call("executeModel", name="s", msg={"seconds": 0}, timeout=5), {"tag": "v1"})
+
+    def test_beyond_the_bound_the_server_says_it_is_wedged(self):
+        c = self.connect()
+        watcher = self.connect()  # every connection is told
+        c.call("addModel", name="s", file="slow.py")
+        c.call("addModel", name="z", file="sleeper.py")
+        self.sleep_calls(c, (1, 2))
+        for i in (1, 2):
+            c.call("cancel", target=i)
+        self.assertEqual(c.call("executeModel", name="s", msg={"seconds": 0}, timeout=5), {"tag": "v1"})
+        self.sleep_calls(c, (3,))
+        c.call("cancel", target=3)
+        event = self.next_event(c, "wedged")
+        self.assertIn("3 call threads are stuck", event["reason"])
+        self.assertIn("--max-stuck-threads", event["reason"])
+        self.assertNotIn("id", event)
+        self.assertEqual(self.next_event(watcher, "wedged"), event)
+        self.assertEqual(c.call("serverStatus")["wedged"], event["reason"])
+        # It keeps serving what it can until the host replaces it.
+        self.assertEqual(c.call("executeModel", name="s", msg={"seconds": 0}, timeout=5), {"tag": "v1"})
+
+
+class ElasticThreadTest(ServerTestCase):
+    args = ("--threads", "1", "--max-elastic-threads", "4")
+
+    LOOP = "import time\nwhile True: time.sleep(0.05)"
+
+    def test_evals_and_model_commands_do_not_wait_behind_each_other_or_model_calls(self):
+        c = self.connect()
+        c.call("addModel", name="s", file="slow.py")
+        c.call("addModel", name="z", file="sleeper.py")
+        c.send({"id": 1, "cmd": "executeModel", "name": "z", "msg": {"seconds": ASLEEP}})  # the only call thread
+        c.send(*[{"id": i, "cmd": "eval", "code": self.LOOP} for i in (2, 3)])
+        for i in (2, 3):
+            self.assertEqual(self.evalStart(c, i)["event"], "evalStart")
+        self.assertEqual(c.call("eval", code="1+1", timeout=5)["value"], 2)
+        self.assertEqual(c.call("addModel", name="i", file="initable.py", timeout=5)["name"], "i")
+        self.assertEqual(c.call("initModel", name="i", dataFile="data/table.json", timeout=5)["result"], {"entries": 2})
+        self.assertEqual(c.call("updateModel", name="i", file="initable.py", timeout=5)["version"], 2)
+
+    def test_beyond_the_bound_an_eval_gets_overloaded_error(self):
+        c = self.connect()
+        c.send(*[{"id": i, "cmd": "eval", "code": self.LOOP} for i in (1, 2, 3, 4)])
+        for i in (1, 2, 3, 4):
+            self.evalStart(c, i)
+        error = self.assertError(c.request("eval", code="1+1"), "OverloadedError")
+        self.assertIn("--max-elastic-threads", error["message"])
+        # Cancelled evals give their threads back by the time their reply is out.
+        for i in (1, 2):
+            c.call("cancel", target=i)
+            self.assertError(c.reply_for(i), "CancelledError")
+        for _ in range(20):
+            self.assertEqual(c.call("eval", code="1+1", timeout=5)["value"], 2)
+
+    def evalStart(self, c, rid):
+        for event in c.events:
+            if event.get("event") == "evalStart" and event.get("id") == rid:
+                return event
+        while True:
+            msg = c.recv()
+            if msg.get("event") == "evalStart" and msg.get("id") == rid:
+                return msg
+            c.events.append(msg)
+
+
+if __name__ == "__main__":
+    unittest.main()
