@@ -1,10 +1,6 @@
 import assert from "node:assert/strict";
 import { startPoolWithModel } from "./_pool_harness.ts";
-import {
-  ConfigError,
-  SerializationError,
-  SpillError,
-} from "../src/errors.ts";
+import { ConfigError, SerializationError, SpillError } from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
 import { MAX_JSON_DEPTH } from "../src/_json_check.ts";
 import type { Plugin, WireMessage } from "../src/plugin.ts";
