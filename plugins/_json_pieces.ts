@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { MAX_JSON_DEPTH } from "../src/_json_check.ts";
 import { jsonSizeBound } from "./_json_size.ts";
 
 // Subtrees whose JSON is bounded by this are stringified at once; longer strings are cut in pieces of this size.
@@ -14,7 +15,8 @@ const PIECE = 32 * 1024;
  * Yields strings whose concatenation is `JSON.stringify(value)` (for a value
  * it does not return undefined for). Large strings come in pieces of about
  * 32 Ki characters, never split inside a surrogate pair. Throws like
- * `JSON.stringify` on bigints and circular structures.
+ * `JSON.stringify` on bigints and circular structures, and a `RangeError`
+ * for nesting deeper than `MAX_JSON_DEPTH`.
  *
  * @example
  * ```ts
@@ -80,7 +82,15 @@ function* pieces(
     throw new TypeError("Converting circular structure to JSON");
   }
   // toJSON of nested objects (Infinity) and big subtrees go piece by piece; the rest in one call.
-  if (ancestors.length > 0 && jsonSizeBound(value, PIECE) <= PIECE) {
+  if (ancestors.length >= MAX_JSON_DEPTH) {
+    throw new RangeError(
+      `Cannot encode message: nested deeper than ${MAX_JSON_DEPTH} levels`,
+    );
+  }
+  if (
+    ancestors.length > 0 &&
+    jsonSizeBound(value, PIECE, ancestors.length) <= PIECE
+  ) {
     yield JSON.stringify(value);
     return;
   }

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { MAX_JSON_DEPTH } from "../src/_json_check.ts";
+
 // A string without these characters encodes as itself between two quotes: one byte per UTF-16 unit.
 // deno-lint-ignore no-control-regex
 const SPECIAL = /["\\\u0000-\u001f\u007f-\uffff]/;
@@ -18,7 +20,13 @@ const SPECIAL = /["\\\u0000-\u001f\u007f-\uffff]/;
  * `limit` (the common small message) it is the answer. Otherwise the precise
  * walk follows, exact for ASCII data without escapes whose long strings are
  * within a factor 6 of the limit. `Infinity` for values it cannot bound
- * (objects with `toJSON`, bigints): stringify those.
+ * (objects with `toJSON`, bigints with a `toJSON`): stringify those.
+ *
+ * Throws a `RangeError` for nesting deeper than `MAX_JSON_DEPTH` (counting
+ * from `depth`, the level of `value` in its message) and a `TypeError` for a
+ * bigint JSON cannot encode, as far as the walk goes: the caller turns them
+ * into a `SerializationError`. A circular value passes the limit or the
+ * depth, whichever comes first.
  *
  * @example
  * ```ts
@@ -27,9 +35,13 @@ const SPECIAL = /["\\\u0000-\u001f\u007f-\uffff]/;
  * console.log(jsonSizeBound({ a: [1, "xy"] }, 1000)); // 53: coarse, and within 1000
  * ```
  */
-export function jsonSizeBound(value: unknown, limit: number): number {
-  const coarse = bound(value, limit, 0, false);
-  return coarse <= limit ? coarse : bound(value, limit, 0, true);
+export function jsonSizeBound(
+  value: unknown,
+  limit: number,
+  depth = 0,
+): number {
+  const coarse = bound(value, limit, 0, false, depth);
+  return coarse <= limit ? coarse : bound(value, limit, 0, true, depth);
 }
 
 function bound(
@@ -37,6 +49,7 @@ function bound(
   limit: number,
   acc: number,
   precise: boolean,
+  depth: number,
 ): number {
   switch (typeof value) {
     case "string": {
@@ -58,6 +71,12 @@ function bound(
       return acc + (value ? 4 : 5);
     case "object": {
       if (value === null) return acc + 4;
+      // Bounds the walk's own recursion too (it overflowed the stack at a few thousand levels).
+      if (++depth > MAX_JSON_DEPTH) {
+        throw new RangeError(
+          `Cannot measure message: nested deeper than ${MAX_JSON_DEPTH} levels`,
+        );
+      }
       if (typeof (value as { toJSON?: unknown }).toJSON === "function") {
         return Infinity;
       }
@@ -67,7 +86,7 @@ function bound(
           acc = item === undefined || typeof item === "function" ||
               typeof item === "symbol"
             ? acc + 4
-            : bound(item, limit, acc, precise);
+            : bound(item, limit, acc, precise, depth);
           if (acc > limit) return acc;
         }
         return acc;
@@ -81,7 +100,11 @@ function bound(
           item === undefined || typeof item === "function" ||
           typeof item === "symbol"
         ) continue;
-        acc = bound(item, limit, bound(key, limit, acc, precise) + 2, precise); // colon and comma (or closing brace)
+        // The key (inlined when coarse: this walk runs on every message), colon and comma (or brace).
+        const keyed = precise
+          ? bound(key, limit, acc, true, depth)
+          : acc + key.length * 6 + 2;
+        acc = bound(item, limit, keyed + 2, precise, depth);
         if (acc > limit) return acc;
       }
       return acc === start + 1 ? acc + 1 : acc;
@@ -90,6 +113,12 @@ function bound(
     case "function":
     case "symbol":
       return acc;
+    case "bigint":
+      // Found here, before any spill file or hash thread is started for it.
+      if (typeof (value as { toJSON?: unknown }).toJSON === "function") {
+        return Infinity;
+      }
+      throw new TypeError("Do not know how to serialize a BigInt");
     default:
       return Infinity;
   }

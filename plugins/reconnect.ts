@@ -43,7 +43,17 @@ export interface ReconnectBackoff {
 export interface ReconnectOptions {
   /** How often ready workers are pinged, in ms (0 disables heartbeats). @default {1000} */
   heartbeatInterval?: number;
-  /** A worker that does not answer a heartbeat within this many ms, and sent or received no bytes meanwhile, is killed and replaced. @default {3000} */
+  /**
+   * A worker that does not answer a heartbeat within this many ms, and sent
+   * or received no bytes meanwhile, is killed and replaced. The server
+   * answers pings on its event loop while model code runs in threads, but
+   * one C call that holds the GIL (`sum(range(10**9))`, a huge `json.loads`,
+   * a regex) stops every Python thread, the loop too, for as long as it
+   * runs: this must be longer than the longest such call. It only bounds
+   * how long a truly wedged worker (deadlocked, stopped) goes unnoticed;
+   * calls with a timeout also get `hangGrace`.
+   * @default {30000}
+   */
   heartbeatTimeout?: number;
   /** Restart delays. */
   backoff?: ReconnectBackoff;
@@ -51,7 +61,12 @@ export interface ReconnectOptions {
   maxCrashes?: number;
   /** The window for `maxCrashes`, in ms. @default {60000} */
   crashWindow?: number;
-  /** After a call times out, the worker must answer a ping within this many ms or it is killed. @default {2000} */
+  /**
+   * After a call times out, the worker must answer a ping within this many
+   * ms or it is killed (a call stuck in C cannot be interrupted otherwise;
+   * it also holds the GIL, so the ping goes unanswered).
+   * @default {2000}
+   */
   hangGrace?: number;
 }
 
@@ -60,7 +75,8 @@ export interface ReconnectOptions {
  *
  * A worker counts as dead when its process exits, when its connection is
  * lost (the pool kills it then), when it misses a heartbeat, or when it does
- * not answer a ping within `hangGrace` after one of its calls timed out.
+ * not answer a ping within `hangGrace` after one of its calls timed out. A
+ * call holding the GIL blocks pings too (see `heartbeatTimeout`).
  * Dead slots restart after `min(max, initial * factor^(n-1)) ± jitter`
  * where n is the number of crashes in the window.
  *
@@ -82,7 +98,7 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
   );
   const heartbeatTimeout = option(
     options.heartbeatTimeout,
-    3000,
+    30_000,
     "heartbeatTimeout",
     1,
   );
@@ -99,6 +115,9 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
     );
   }
 
+  // Says what it means and how to change it: the usual cause is a long C call holding the GIL.
+  const heartbeatReason =
+    `missed heartbeat: no answer to a ping within ${heartbeatTimeout} ms (a call holding the GIL, such as one long C call, blocks the server's loop; reconnect({ heartbeatTimeout }) raises the limit)`;
   const crashes = new Map<string, number[]>();
   const probing = new Set<string>();
   let timer: ReturnType<typeof setInterval> | undefined;
@@ -157,7 +176,7 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
       timer = setInterval(() => {
         for (const w of ctx.workers()) {
           if (w.state === "ready") {
-            probe(ctx, w.id, w.pid, heartbeatTimeout, "missed heartbeat");
+            probe(ctx, w.id, w.pid, heartbeatTimeout, heartbeatReason);
           }
         }
       }, heartbeatInterval);
@@ -172,7 +191,7 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
         ev.worker.id,
         ev.worker.pid,
         hangGrace,
-        `no answer within ${hangGrace} ms after a call timed out`,
+        `no answer to a ping within ${hangGrace} ms after a call timed out (a call stuck in C code holds the GIL; reconnect({ hangGrace }) sets the limit)`,
       );
     },
     onWorkerExit(ev, ctx) {

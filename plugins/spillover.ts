@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { SpillError } from "../src/errors.ts";
+import { ConfigError, PyProxyError, SpillError } from "../src/errors.ts";
+import { unencodableError } from "../src/_json_check.ts";
 import type {
   MessageContext,
   Plugin,
@@ -123,13 +124,24 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
   const threshold = options.threshold ?? 1024 * 1024;
   const maxBytes = options.maxBytes ?? 4 * 1024 * 1024 * 1024;
   if (!Number.isInteger(threshold) || threshold < 1) {
-    throw new RangeError(
-      `Cannot create spillover plugin: threshold must be a positive integer, got ${threshold}`,
+    throw new ConfigError(
+      `Cannot create spillover plugin: threshold: expected an integer >= 1, got ${threshold}`,
+      { details: { field: "threshold" } },
     );
   }
-  if (!(maxBytes > 0)) {
-    throw new RangeError(
-      `Cannot create spillover plugin: maxBytes must be > 0, got ${maxBytes}`,
+  if (typeof maxBytes !== "number" || !(maxBytes > 0)) {
+    throw new ConfigError(
+      `Cannot create spillover plugin: maxBytes: expected a number > 0, got ${maxBytes}`,
+      { details: { field: "maxBytes" } },
+    );
+  }
+  if (
+    options.dir !== undefined &&
+    (typeof options.dir !== "string" || options.dir === "")
+  ) {
+    throw new ConfigError(
+      "Cannot create spillover plugin: dir: expected a non-empty string",
+      { details: { field: "dir" } },
     );
   }
   let runtime: Runtime | undefined;
@@ -225,6 +237,7 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
           `Cannot spill message of more than ${
             file.size + n
           } bytes: ${pendingBytes} bytes are pending and maxBytes is ${maxBytes}`,
+          { details: { pendingBytes, maxBytes } },
         );
       }
       if (!hostFiles.has(path)) hostFiles.set(path, file);
@@ -329,14 +342,25 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
     async onPoolStart(ctx: PluginContext): Promise<void> {
       runtime = ctx.runtime;
       const parent = options.dir ?? runtime.shmDir() ?? runtime.tempDir();
-      if (options.dir !== undefined) await runtime.mkdir(parent, 0o700);
       const pid = runtime.pid();
-      root = await runtime.realPath(
-        await runtime.makeTempDir({
-          dir: parent,
-          prefix: `pyproxy-spill-${pid}-`,
-        }),
-      );
+      try {
+        if (options.dir !== undefined) await runtime.mkdir(parent, 0o700);
+        root = await runtime.realPath(
+          await runtime.makeTempDir({
+            dir: parent,
+            prefix: `pyproxy-spill-${pid}-`,
+          }),
+        );
+      } catch (err) {
+        // A ConfigError from onPoolStart fails Pool.start: a pool that silently ran without
+        // spill-over would fail its large messages later, far from the cause.
+        throw new ConfigError(
+          `Cannot start spillover plugin: dir: cannot make a directory in '${parent}' (${
+            err instanceof Error ? err.message : err
+          })`,
+          { cause: err, details: { field: "dir", dir: parent } },
+        );
+      }
       await removeDeadHostDirs(runtime, parent, pid);
     },
 
@@ -388,10 +412,20 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
       mc: MessageContext,
     ): WireMessage | void | Promise<WireMessage | void> {
       const dir = sessionDirs.get(mc.session);
-      if (dir === undefined || jsonSizeBound(msg, threshold) <= threshold) {
-        return;
+      if (dir === undefined) return;
+      let size: number;
+      try {
+        size = jsonSizeBound(msg, threshold);
+      } catch (err) {
+        // A BigInt or nesting too deep: the caller's value, not this plugin, is at fault.
+        throw unencodableError(msg, err) ?? err;
       }
-      return spill(msg, mc, dir);
+      if (size <= threshold) return;
+      return spill(msg, mc, dir).catch((err) => {
+        throw err instanceof PyProxyError
+          ? err
+          : unencodableError(msg, err) ?? err;
+      });
     },
 
     onReply(

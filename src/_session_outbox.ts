@@ -16,6 +16,8 @@ import { BATCH_LIMITS, batchMessages } from "./protocol/batch_frame.ts";
 import { encodeMessageFrames } from "./protocol/encode_message_frames.ts";
 import { createMd5 } from "./protocol/md5.ts";
 import type { SessionMessage } from "./session_types.ts";
+import { SerializationError } from "./errors.ts";
+import { serializationError } from "./_json_check.ts";
 // Imported, not the global: a test that fakes the global timers must not stop writes.
 import { setImmediate } from "node:timers";
 
@@ -94,21 +96,17 @@ export class Outbox {
       if (typeof text !== "string") throw new TypeError("not a JSON value");
       item = text;
     } catch (err) {
-      return new TypeError(
-        `Cannot send ${msg.cmd ?? "message"}: it is not JSON serialisable (${
-          (err as Error).message
-        })`,
-        { cause: err },
-      );
+      return serializationError(msg, err);
     }
     // UTF-8 takes at most 3 bytes per UTF-16 unit: only encode here when the limit may be hit.
     if (item.length * 3 > this.maxFrameSize) {
       const bytes = new TextEncoder().encode(item);
       if (bytes.length > this.maxFrameSize) {
-        return new RangeError(
+        return new SerializationError(
           `Cannot send ${
             msg.cmd ?? "message"
-          }: ${bytes.length} bytes exceed the server's frame limit of ${this.maxFrameSize}`,
+          }: ${bytes.length} bytes exceed the server's frame limit of ${this.maxFrameSize} (spill-over sends larger messages through files)`,
+          { details: { bytes: bytes.length, limit: this.maxFrameSize } },
         );
       }
       item = bytes;

@@ -11,9 +11,13 @@
 import type { AtomRegistry } from "./atom_registry.ts";
 import { CancelledError, PyProxyError, TimeoutError } from "./errors.ts";
 import { OutputBuffer, type OutputChunk } from "./output_buffer.ts";
+import { callOptionsError } from "./_call_options.ts";
 import type { PoolEvent } from "./pool_events.ts";
 
 export type { OutputChunk } from "./output_buffer.ts";
+
+// The longest delay setTimeout supports; a longer one fires at once.
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * The pool request options eval needs (a subset of the pool's).
@@ -113,7 +117,13 @@ export interface EvalOptions {
    * arguments.
    */
   args?: unknown[] | Record<string, unknown>;
-  /** Milliseconds before the atom is interrupted and rejects with `TimeoutError`. */
+  /**
+   * Milliseconds before the atom is interrupted and rejects with
+   * `TimeoutError`: a number >= 0; `0` rejects at once without running the
+   * code; `Infinity` (or absent) means none. `pool.eval` throws a
+   * `ConfigError` for anything else, and for a bad `signal`, `cancelGrace`
+   * or `replayBytes`.
+   */
   timeout?: number;
   /** Aborting interrupts the code; the atom rejects with `CancelledError`. */
   signal?: AbortSignal;
@@ -279,20 +289,19 @@ export class Atom {
             cause: signal.reason,
           }),
         );
-      if (signal.aborted) return onAbort();
+      if (signal.aborted) return onAbort(), this.#finish();
       signal.addEventListener("abort", onAbort, { once: true });
       this.#cleanup.push(() => signal.removeEventListener("abort", onAbort));
     }
-    if (timeout !== undefined) {
-      this.#timer = setTimeout(
-        () =>
-          this.#abort(
-            new TimeoutError(
-              `Cannot complete eval: timed out after ${timeout} ms`,
-            ),
-          ),
-        timeout,
+    const expire = (): void =>
+      this.#abort(
+        new TimeoutError(`Cannot complete eval: timed out after ${timeout} ms`),
       );
+    // 0: already past its deadline, never sent. Beyond a timer's range (~24.8 days) a timer would
+    // fire at once, so such a timeout counts as none, like Infinity.
+    if (timeout === 0) return expire(), this.#finish();
+    if (timeout !== undefined && timeout <= MAX_TIMER_MS) {
+      this.#timer = setTimeout(expire, timeout);
     }
     if (options.after) await options.after.then(() => {}, () => {});
     if (this.#state !== "running") return this.#finish();
@@ -454,6 +463,8 @@ export function startAtom(
   if (typeof code !== "string") {
     throw new TypeError("Cannot eval: code must be a string");
   }
+  const invalid = callOptionsError("Cannot eval", options);
+  if (invalid !== undefined) throw invalid;
   const atom = new Atom(pool, options);
   pool.atoms.add(atom);
   void atom.run(code, options);

@@ -431,6 +431,32 @@ export class SpillError extends PyProxyError {
 defineName(SpillError, "SpillError");
 
 /**
+ * A value cannot be sent as JSON: it holds a `BigInt`, a circular reference,
+ * or nesting deeper than the limit the Python side can decode, or the
+ * encoded message is larger than the peer's frame limit (then `details` has
+ * `bytes` and `limit`). Nothing was sent. The name and code are those of the
+ * server's own `SerializationError` (which arrives as a `RemoteError`), so
+ * `err.code === "SERIALIZATION"` covers both directions.
+ *
+ * @example
+ * ```ts
+ * import { SerializationError } from "./errors.ts";
+ * const err = new SerializationError("Cannot send executeModel: msg.n is a BigInt");
+ * console.log(err.code); // "SERIALIZATION"
+ * ```
+ */
+export class SerializationError extends PyProxyError {
+  /** Stable code. */
+  override readonly code: string = "SERIALIZATION";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "SerializationError";
+  }
+}
+defineName(SerializationError, "SerializationError");
+
+/**
  * A configuration or option value is invalid; the message names the field.
  *
  * @example

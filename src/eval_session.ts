@@ -63,6 +63,8 @@ export class EvalSession implements AtomSession {
   #pool: EvalPool;
   #unusable: Error | undefined;
   #tail: Promise<unknown> = Promise.resolve();
+  // Atoms not yet stopped, running or waiting their turn: close() cancels them.
+  #atoms = new Set<Atom>();
   #off: () => void;
 
   /** Use {@linkcode openEvalSession} or `pool.openSession()`. */
@@ -121,16 +123,27 @@ export class EvalSession implements AtomSession {
     // The next atom waits until this one's code really stopped (a cancelled
     // atom rejects before its code is interrupted).
     this.#tail = atom.stopped;
+    if (!atom.done) {
+      this.#atoms.add(atom);
+      atom.stopped.then(() => this.#atoms.delete(atom));
+    }
     return atom;
   }
 
-  /** Drops the namespace on the server. Later evals reject. */
+  /**
+   * Cancels the atoms still running or waiting in this session (they reject
+   * with `CancelledError`), waits until their code stopped, then drops the
+   * namespace on the server. Code that ignores the interrupt (blocked in C)
+   * gets its atom's `cancelGrace` (default 2000 ms), after which its worker
+   * is killed: close never waits longer than that. Later evals reject.
+   */
   async close(): Promise<void> {
     if (this.#unusable) return;
     this.#unusable = new ShuttingDownError(
       `Cannot eval: session ${this.id} is closed`,
     );
     this.#off();
+    for (const atom of this.#atoms) atom.cancel("the session was closed");
     await this.#tail;
     await this.#pool.request("closeSession", { session: this.id }, {
       worker: this.worker,

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { errorFromWire } from "./errors.ts";
+import { ConnectionLostError, errorFromWire } from "./errors.ts";
 import type { ModelSpec, Session } from "./session.ts";
 import type { Worker } from "./worker.ts";
 
@@ -40,7 +40,8 @@ export interface ModelRegistryOptions {
 /**
  * Applies model commands to a set of workers and remembers them for replay.
  * An `addModel`/`updateModel` that fails on some worker is rolled back on
- * the workers where it succeeded; the error names the failing workers.
+ * the workers where it succeeded; the error names the failing workers (and
+ * says whether anything was rolled back).
  *
  * @example
  * ```ts ignore
@@ -199,8 +200,10 @@ export class ModelRegistry {
 
   /**
    * Runs `apply` on every ready worker at once. A worker that died meanwhile
-   * does not count as a failure: it gets the registry on replay. On failure,
-   * `undo` runs on the workers where `apply` succeeded.
+   * (its connection was lost) does not count as a failure when another
+   * worker applied the command: it gets the registry on replay. When every
+   * worker died, the command fails naming them all. On failure, `undo` runs
+   * on the workers where `apply` succeeded.
    */
   async #everywhere(
     action: string,
@@ -217,34 +220,63 @@ export class ModelRegistry {
       targets.map((t) => apply(t.session)),
     );
     const failed: Array<{ id: string; error: unknown }> = [];
+    const died: Array<{ id: string; error: unknown }> = [];
     let result: unknown = null;
-    let haveResult = false;
+    let applied = 0;
     outcomes.forEach((o, i) => {
       const t = targets[i]!;
       if (o.status === "fulfilled") {
-        if (!haveResult) [result, haveResult] = [o.value, true];
-      } else if (t.worker.generation === t.gen && t.worker.state === "ready") {
+        if (applied++ === 0) result = o.value;
+      } else if (
+        o.reason instanceof ConnectionLostError ||
+        t.worker.generation !== t.gen || t.worker.state !== "ready"
+      ) {
+        // Its exit may not be reported yet when the lost connection is: the error tells.
+        died.push({ id: t.worker.id, error: o.reason });
+      } else {
         failed.push({ id: t.worker.id, error: o.reason });
       }
     });
-    if (failed.length === 0) return result;
-    if (undo !== undefined) {
+    // A worker that died gets the registry on replay, provided some worker applied the command:
+    // when every one died (a model whose import kills the process), replaying it would only kill
+    // the restarted workers too.
+    if (failed.length === 0 && (applied > 0 || died.length === 0)) {
+      return result;
+    }
+    const blamed = failed.length > 0 ? failed : died;
+    if (undo !== undefined && applied > 0) {
       await Promise.allSettled(
         targets.filter((_, i) => outcomes[i]!.status === "fulfilled").map((t) =>
           undo(t.session)
         ),
       );
     }
-    const first = failed[0]!.error;
-    const ids = failed.map((f) => f.id).join(", ");
+    const first = blamed[0]!.error;
+    const ids = blamed.map((f) => f.id).join(", ");
     const cause = first instanceof Error ? first.message : String(first);
     const error = first instanceof Error ? first : new Error(cause);
+    const notes: string[] = [];
+    if (failed.length === 0) {
+      notes.push(
+        died.length === 1
+          ? "the worker died during it"
+          : "every worker died during it",
+      );
+    } else if (died.length > 0) {
+      notes.push(`worker ${died.map((d) => d.id).join(", ")} died during it`);
+    }
+    if (undo !== undefined && applied > 0) {
+      notes.push(
+        `rolled back on the ${applied} other worker${applied === 1 ? "" : "s"}`,
+      );
+    }
     error.message =
-      `Cannot ${action} model '${name}' on worker ${ids}: ${cause}` +
-      (undo === undefined ? "" : " (rolled back on the other workers)");
+      `Cannot ${action} model '${name}' on worker${
+        blamed.length === 1 ? "" : "s"
+      } ${ids}: ${cause}` + (notes.length ? ` (${notes.join("; ")})` : "");
     const details = (error as { details?: Record<string, unknown> }).details;
     if (details !== undefined && typeof details === "object") {
-      details.workers = failed.map((f) => f.id);
+      details.workers = blamed.map((f) => f.id);
     }
     throw error;
   }

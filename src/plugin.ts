@@ -8,7 +8,7 @@
  * @module
  */
 import type { Logger } from "./logger.ts";
-import { ConfigError, PluginError } from "./errors.ts";
+import { ConfigError, PluginError, PyProxyError } from "./errors.ts";
 import type { Runtime } from "./runtime/types.ts";
 import type { Session, SessionConnectOptions } from "./session.ts";
 import type { Pool } from "./pool.ts";
@@ -543,6 +543,16 @@ function pluginError(name: string, hook: string, err: unknown): PluginError {
   );
 }
 
+/**
+ * What a caller gets when a message hook throws: a pyproxy error thrown on
+ * purpose (`SpillError`, `SerializationError`, ...) is the documented
+ * outcome and reaches the caller as it is; anything else is a bug in the
+ * plugin and is wrapped in a `PluginError` that names it.
+ */
+function messageHookError(name: string, hook: string, err: unknown): Error {
+  return err instanceof PyProxyError ? err : pluginError(name, hook, err);
+}
+
 type MessageHook = (
   msg: WireMessage,
   mc: MessageContext,
@@ -560,11 +570,11 @@ function applyHook(
   try {
     out = fn.call(plugin, msg, mc);
   } catch (err) {
-    throw pluginError(plugin.name, hook, err);
+    throw messageHookError(plugin.name, hook, err);
   }
   if (out instanceof Promise) {
     return out.then((v) => v ?? msg, (err) => {
-      throw pluginError(plugin.name, hook, err);
+      throw messageHookError(plugin.name, hook, err);
     });
   }
   return out ?? msg;

@@ -38,6 +38,7 @@ import { reconnect } from "../plugins/reconnect.ts";
 import { spillover } from "../plugins/spillover.ts";
 import { sharedCache } from "../plugins/shared_cache.ts";
 import { withTimeout } from "./_with_timeout.ts";
+import { callOptionsError } from "./_call_options.ts";
 
 export type { ModelInfo } from "./model_registry.ts";
 export type { PoolEvent } from "./pool_events.ts";
@@ -59,7 +60,13 @@ export interface PoolRequestOptions {
   key?: string;
   /** Send to this worker only (e.g. `"w1"`); rejects with `NoWorkerError` when it is not ready. */
   worker?: string;
-  /** Timeout in ms, counted from the call (queue time included). @default {PoolOptions.requestTimeout} */
+  /**
+   * Timeout in ms, counted from the call (queue time included): a number
+   * >= 0, `Infinity` for none; `0` rejects with `TimeoutError` at once
+   * without sending. Anything else rejects with `ConfigError`, as does a
+   * wrongly typed `key`, `worker`, `signal`, `onEvent` or `idempotent`.
+   * @default {PoolOptions.requestTimeout}
+   */
   timeout?: number;
   /** Aborts the call (`CancelledError`); a sent call is cancelled on the server. */
   signal?: AbortSignal;
@@ -157,9 +164,19 @@ export interface PoolOptions {
   handleSignals?: boolean;
   /** Runtime adapter. @default {defaultRuntime()} */
   runtime?: Runtime;
-  /** Logger. @default {getLogger(["pyproxy", "pool"])} */
+  /**
+   * Logger. What model code prints (its `log` events) goes to the category
+   * `["pyproxy", "python", <model>]` (stdout at `info`, stderr at
+   * `warning`), or with a logger given here to its child
+   * `["python", <model>]` (itself when it has no `getChild`).
+   * @default {getLogger(["pyproxy", "pool"])}
+   */
   logger?: Logger;
-  /** Extra environment for the servers, or a function of the worker id. */
+  /**
+   * Extra environment for the servers, or a function of the worker id. A
+   * `PYTHONPATH` is kept, after the server package's directory (it
+   * replaces the host's own `PYTHONPATH`, which is kept otherwise).
+   */
   env?:
     | Record<string, string>
     | ((workerId: string) => Record<string, string> | undefined);
@@ -369,10 +386,17 @@ export class Pool implements AsyncDisposable {
           new ShuttingDownError(`Cannot accept call ${cmd}: pool is closing`),
         );
       }
+      const invalid = callOptionsError(`Cannot send call ${cmd}`, options);
+      if (invalid !== undefined) return reject(invalid);
       if (options.signal?.aborted) {
         return reject(new CancelledError(`Cannot send call ${cmd}: aborted`));
       }
       const timeout = options.timeout ?? this.#opts.requestTimeout;
+      if (timeout === 0) {
+        return reject(
+          new TimeoutError(`Cannot send call ${cmd}: timeout is 0 ms`),
+        );
+      }
       const call: PoolCall = {
         cmd,
         args,

@@ -13,6 +13,7 @@ import { defaultRuntime } from "./runtime/mod.ts";
 import type { Runtime } from "./runtime/types.ts";
 import type { PluginsOption } from "./plugin.ts";
 import type { PoolOptions } from "./pool.ts";
+import { type PythonLoggers, pythonLoggers } from "./_python_log.ts";
 
 /** {@linkcode PoolOptions} with every default filled in. */
 export interface ResolvedPoolOptions {
@@ -46,6 +47,8 @@ export interface ResolvedPoolOptions {
   runtime: Runtime;
   /** Logger. */
   logger: Logger;
+  /** The loggers of what model code prints, by model name. */
+  pythonLoggers: PythonLoggers;
   /** Extra environment of a worker. */
   env: (workerId: string) => Record<string, string> | undefined;
   /** Extra server arguments of a worker. */
@@ -173,6 +176,7 @@ export function resolvePoolOptions(
     handleSignals: options.handleSignals ?? true,
     runtime,
     logger: options.logger ?? getLogger(["pyproxy", "pool"]),
+    pythonLoggers: pythonLoggers(options.logger),
     env: typeof env === "function" ? env : () => env,
     serverArgs: typeof args === "function" ? args : () => args,
     maxFrameSize: options.maxFrameSize,

@@ -113,7 +113,11 @@ export interface PythonServerOptions {
    * to the server on stdin, never in argv or the environment.
    */
   secret?: string;
-  /** Extra environment variables for the process. */
+  /**
+   * Extra environment variables for the process (over the host's own). A
+   * `PYTHONPATH` here is kept, after the directory of the server package
+   * (which always comes first); without one, the host's `PYTHONPATH` is.
+   */
   env?: Record<string, string>;
   /** Extra command-line arguments for the server (e.g. `["--threads", "4"]`). */
   args?: string[];
@@ -286,11 +290,16 @@ export class PythonServer implements AsyncDisposable {
     }
     if (options.schedBatch === true) args.push("--sched-batch");
     args.push(...(options.args ?? []));
-    const inherited = runtime.env("PYTHONPATH");
+    // The package's directory comes first (the server must import our pyproxy_server), then the
+    // caller's PYTHONPATH: `env.PYTHONPATH` when given (it replaces the host's, as every `env`
+    // variable does), else the host's own.
+    const extra = options.env?.PYTHONPATH ?? runtime.env("PYTHONPATH");
     const env: Record<string, string> = {
       PYTHONUNBUFFERED: "1",
       ...options.env,
-      PYTHONPATH: inherited ? `${pythonPath}:${inherited}` : pythonPath,
+      PYTHONPATH: extra
+        ? `${pythonPath}${pathDelimiter()}${extra}`
+        : pythonPath,
     };
 
     let child: ChildProcess;
@@ -578,6 +587,11 @@ async function packageDir(runtime: Runtime): Promise<string> {
  */
 export function unixByDefault(): boolean {
   return process.platform === "linux" || process.platform === "darwin";
+}
+
+// PYTHONPATH's separator, as Python reads it (os.pathsep).
+function pathDelimiter(): string {
+  return process.platform === "win32" ? ";" : ":";
 }
 
 function connectHost(host: string): string {

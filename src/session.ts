@@ -16,6 +16,7 @@ import {
   OverloadedError,
   PluginError,
   ProtocolError,
+  PyProxyError,
   TimeoutError,
 } from "./errors.ts";
 import { DEFAULT_MAX_FRAME_SIZE, VERSION } from "./protocol/frame.ts";
@@ -35,6 +36,7 @@ import { Deadlines } from "./_session_deadlines.ts";
 import { PendingTable } from "./_session_pending_table.ts";
 import { Outbox } from "./_session_outbox.ts";
 import { Pending } from "./_session_pending.ts";
+import { callOptionsError } from "./_call_options.ts";
 import type {
   ModelDescription,
   ModelSpec,
@@ -306,8 +308,11 @@ export class Session implements AsyncDisposable {
   /**
    * Sends a request and resolves with the reply's `result`; rejects with the
    * typed error of an error reply (see `errorFromWire`), a `TimeoutError`, a
-   * `CancelledError`, a `PluginError` (middleware), a `TypeError`/`RangeError`
-   * (not JSON / too large) or a `ConnectionLostError`.
+   * `CancelledError`, a `PluginError` (middleware), a `SerializationError`
+   * (not JSON, or larger than the server's frame limit), a `ConfigError`
+   * (a `timeout` that is not a number >= 0, or a `signal` that is not an
+   * `AbortSignal`) or a `ConnectionLostError`. `timeout: 0` rejects with
+   * `TimeoutError` without sending; `Infinity` means no timeout.
    *
    * @example
    * ```ts ignore
@@ -320,7 +325,16 @@ export class Session implements AsyncDisposable {
     options: RequestOptions = {},
   ): Promise<T> {
     if (this.#closed) return Promise.reject(this.#lostError(cmd));
-    const signal = options.signal;
+    const { signal, timeout } = options;
+    if (timeout !== undefined || signal !== undefined) {
+      const invalid = callOptionsError(`Cannot send ${cmd}`, options);
+      if (invalid !== undefined) return Promise.reject(invalid);
+      if (timeout === 0) {
+        return Promise.reject(
+          new TimeoutError(`Cannot send ${cmd}: timeout is 0 ms`),
+        );
+      }
+    }
     if (signal?.aborted) {
       return Promise.reject(
         new CancelledError(`Cannot send ${cmd}: aborted`, {
@@ -351,10 +365,10 @@ export class Session implements AsyncDisposable {
       this.#onAbort,
     );
     this.#pending.add(pending);
-    if (options.timeout !== undefined) {
-      pending.timeout = options.timeout;
+    if (timeout !== undefined && timeout !== Infinity) {
+      pending.timeout = timeout;
       pending.deadlines = this.#deadlines;
-      this.#deadlines.add(pending, options.timeout);
+      this.#deadlines.add(pending, timeout);
     }
     if (signal !== undefined) {
       pending.signal = signal;
@@ -919,13 +933,17 @@ export class Session implements AsyncDisposable {
   }
 }
 
-/** A middleware failure, named after the middleware (kept when it is already a `PluginError`). */
+/**
+ * A middleware failure, named after the middleware. A pyproxy error (a
+ * `PluginError` already, or a typed error such as `SpillError` thrown on
+ * purpose) is kept as it is.
+ */
 function middlewareError(
   mw: SessionMiddleware,
   direction: string,
   err: unknown,
-): PluginError {
-  if (err instanceof PluginError) return err;
+): Error {
+  if (err instanceof PyProxyError) return err;
   return new PluginError(
     `Cannot run ${direction} middleware '${mw.name}': ${describe(err)}`,
     {

@@ -29,7 +29,11 @@ export type SessionMessage = Record<string, unknown>;
  * ```
  */
 export interface RequestOptions {
-  /** Milliseconds before the request rejects with `TimeoutError` (and `cancel` is sent). No timeout when absent. */
+  /**
+   * Milliseconds before the request rejects with `TimeoutError` (and `cancel`
+   * is sent): a number >= 0; `0` rejects at once without sending, `Infinity`
+   * (or absent) means none. Anything else rejects with `ConfigError`.
+   */
   timeout?: number;
   /** Aborting rejects the request with `CancelledError` (and sends `cancel`). */
   signal?: AbortSignal;

@@ -7,13 +7,14 @@
  *
  * @module
  */
-import { StartError } from "./errors.ts";
+import { ConfigError, StartError } from "./errors.ts";
 import type { ModelRegistry } from "./model_registry.ts";
 import type { PluginContext, PluginHost } from "./plugin.ts";
 import type { Pool } from "./pool.ts";
 import type { PoolEventHub } from "./pool_events.ts";
 import type { ResolvedPoolOptions } from "./pool_options.ts";
 import { Worker, type WorkerExit, type WorkerHooks } from "./worker.ts";
+import { logPythonOutput } from "./_python_log.ts";
 
 /** Options of {@linkcode Supervisor}. */
 export interface SupervisorOptions {
@@ -71,7 +72,8 @@ export class Supervisor {
 
   /**
    * Creates the slots, runs `onPoolStart`, and starts every worker in
-   * parallel. Throws `StartError` (with every stderr tail) when none started.
+   * parallel. Throws `StartError` (with every stderr tail) when none started,
+   * or the `ConfigError` an `onPoolStart` hook threw.
    */
   async start(
     path: string,
@@ -112,7 +114,14 @@ export class Supervisor {
       this.workers.push(worker);
       this.#byId.set(id, worker);
     }
-    await this.#opts.plugins.run("onPoolStart", this.context);
+    const startErrors = await this.#opts.plugins.run(
+      "onPoolStart",
+      this.context,
+    );
+    // Other hook errors are reported and the pool runs without that plugin's part; a ConfigError
+    // means the pool would not run as configured, so it fails the start.
+    const config = startErrors.find((e) => e.cause instanceof ConfigError);
+    if (config !== undefined) throw config.cause;
     const results = await Promise.all(this.workers.map((w) => w.start(false)));
     if (results.every((r) => r !== undefined)) {
       const report = this.workers.map((w) =>
@@ -150,6 +159,9 @@ export class Supervisor {
         handlers: plugins.handlers(worker),
       }),
       prepare: async (worker, session, restart) => {
+        // What model code prints (`log` events) goes to the pool's model loggers.
+        const loggers = this.#opts.options.pythonLoggers;
+        session.onEvent((event) => logPythonOutput(loggers, worker.id, event));
         await plugins.run("onWorkerStart", { worker, session, restart }, ctx);
         await plugins.run("onSessionOpen", { worker, session }, ctx);
         await registry.exclusive(async () => {

@@ -12,6 +12,9 @@ import { PythonServer, type PythonServerOptions } from "./python_server.ts";
 import type { Session, SessionConnectOptions } from "./session.ts";
 import { withTimeout } from "./_with_timeout.ts";
 
+// How long a stopping worker may take to exit after `stopServer` before it is killed.
+const STOP_WAIT_MS = 1000;
+
 /**
  * The states of a pool slot.
  *
@@ -394,8 +397,9 @@ export class Worker implements WorkerInfo {
 
   /**
    * Stops the slot for good: no more restarts; waits for in-flight calls up
-   * to `graceMs` (state `draining`), sends `stopServer`, and kills whatever
-   * remains.
+   * to `graceMs` (state `draining`), sends `stopServer`, and kills the
+   * process when it has not exited 1 s later: at most `graceMs` + 1 s, plus
+   * the kill itself.
    */
   async stop(graceMs: number): Promise<void> {
     this.#stopping = true;
@@ -420,15 +424,12 @@ export class Worker implements WorkerInfo {
     }
     const exited = this.exitOf(gen);
     const session = this.#session;
+    // The server replies, then exits: one second covers both (waiting for the reply first, then
+    // for the exit, let close() take shutdownGrace + 2 s).
     if (session !== undefined && !session.isClosed) {
-      await withTimeout(
-        session.request("stopServer", undefined, { timeout: 1000 }).catch(
-          () => {},
-        ),
-        1000,
-      );
+      session.request("stopServer").catch(() => {});
     }
-    if (await withTimeout(exited, 1000) === undefined) {
+    if (await withTimeout(exited, STOP_WAIT_MS) === undefined) {
       this.#server?.kill("SIGKILL");
     }
     await exited;

@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { CancelledError, PythonError, TimeoutError } from "../src/errors.ts";
+import {
+  CancelledError,
+  ConfigError,
+  PythonError,
+  TimeoutError,
+} from "../src/errors.ts";
 import { getAtom, type OutputChunk } from "../src/atom.ts";
 import { Pool } from "../src/pool.ts";
 import { nextEvent } from "./_pool_harness.ts";
@@ -309,4 +314,31 @@ Deno.test("Pool executeModel turns model prints into log events, not eval output
     "stdout",
     "model says 7",
   ]]);
+});
+
+Deno.test("Atom options are validated at once: a bad timeout is a ConfigError, 0 times out unsent, Infinity never", async () => {
+  await using pool = await startPool();
+  for (
+    const options of [
+      { timeout: NaN },
+      { timeout: -1 },
+      { cancelGrace: NaN },
+      { signal: {} as AbortSignal },
+    ]
+  ) {
+    assert.throws(() => pool.eval("1", options), (err: unknown) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.match(err.message, /^Cannot eval: \w+: expected /);
+      return true;
+    });
+  }
+  const zero = pool.eval("1", { timeout: 0 });
+  const err = await rejection(zero.result);
+  assert.ok(err instanceof TimeoutError, String(err));
+  await zero.stopped;
+  assert.equal(zero.state, "cancelled");
+  assert.equal(zero.worker, undefined, "never sent");
+  // A timer cannot hold Infinity (it would fire at once): no timeout instead.
+  assert.equal(await pool.eval("6 * 7", { timeout: Infinity }).result, 42);
+  assert.equal(await pool.eval("6 * 8", { timeout: 2 ** 40 }).result, 48);
 });

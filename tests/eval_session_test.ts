@@ -3,6 +3,7 @@ import {
   CancelledError,
   PythonError,
   SessionLostError,
+  ShuttingDownError,
 } from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
 import { nextEvent } from "./_pool_harness.ts";
@@ -108,4 +109,27 @@ Deno.test("EvalSession runs the next atom only after a cancelled one stopped", a
   assert.deepEqual(await order, [true, true]);
   assert.ok(!session.lost);
   await reader.cancel();
+});
+
+Deno.test("EvalSession close cancels the evals still running in it, then closes", async () => {
+  await using pool = await Pool.start({ workers: 1, handleSignals: false });
+  const session = await pool.openSession();
+  const busy = session.eval(
+    "print('go')\nimport time\nwhile True: time.sleep(0.01)",
+  );
+  const queued = session.eval("1");
+  // Its first output proves the loop runs.
+  const reader = busy.output.getReader();
+  assert.equal((await reader.read()).value?.data, "go\n");
+  reader.releaseLock();
+  await session.close();
+  assert.ok(busy.done && queued.done);
+  assert.ok(await rejection(busy.result) instanceof CancelledError);
+  assert.ok(await rejection(queued.result) instanceof CancelledError);
+  assert.equal(
+    pool.status().workers[0]!.restarts,
+    0,
+    "interrupted, not killed",
+  );
+  await assert.rejects(session.eval("1").result, ShuttingDownError);
 });

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
-import { ConfigError, PluginError } from "../src/errors.ts";
+import { ConfigError, PluginError, SpillError } from "../src/errors.ts";
 import { type Plugin, PluginHost } from "../src/plugin.ts";
 import { Pool, type PoolOptions } from "../src/pool.ts";
+import type { Session } from "../src/session.ts";
 import { reconnect } from "../plugins/reconnect.ts";
 import { modelsDir, nextEvent, pidOf, PidTracker } from "./_pool_harness.ts";
 
@@ -87,6 +88,44 @@ Deno.test("PluginHost.run runs hooks in order and turns a throw into a PluginErr
 function base(dir: string, extra: PoolOptions = {}): PoolOptions {
   return { workers: 1, modelsDir: dir, handleSignals: false, ...extra };
 }
+
+Deno.test("PluginHost message hooks pass a pyproxy error through and wrap anything else in a PluginError", async () => {
+  const spill = new SpillError("Cannot spill message: maxBytes");
+  const host = new PluginHost([
+    {
+      name: "onPurpose",
+      onRequest: (msg) => {
+        if (msg.cmd === "typed") throw spill;
+        if (msg.cmd === "typedLater") return Promise.reject(spill);
+      },
+    },
+    {
+      name: "buggy",
+      onRequest: (msg) => {
+        if (msg.cmd === "bug") throw new TypeError("x is undefined");
+      },
+    },
+  ]);
+  const ctx = {} as Parameters<PluginHost["middleware"]>[0];
+  const [onPurpose, buggy] = host.middleware(ctx);
+  const session = {} as Session;
+  assert.throws(
+    () => onPurpose!.outgoing!({ cmd: "typed" }, session),
+    (err) => err === spill,
+  );
+  await assert.rejects(
+    Promise.resolve(onPurpose!.outgoing!({ cmd: "typedLater" }, session)),
+    (err) => err === spill,
+  );
+  assert.throws(
+    () => buggy!.outgoing!({ cmd: "bug" }, session),
+    (err) =>
+      err instanceof PluginError &&
+      err.message ===
+        "Cannot run hook onRequest of plugin 'buggy': x is undefined" &&
+      err.cause instanceof TypeError,
+  );
+});
 
 Deno.test("Pool runs plugin hooks in registration order around a worker's life", async () => {
   await using dir = await modelsDir();

@@ -1,15 +1,18 @@
 import assert from "node:assert/strict";
+import { configure, type LogRecord, reset } from "@logtape/logtape";
 import {
   ConfigError,
+  ConnectionLostError,
   NoWorkerError,
   OverloadedError,
   PyProxyError,
   ShuttingDownError,
   TimeoutError,
 } from "../src/errors.ts";
-import { Pool, type PoolOptions } from "../src/pool.ts";
+import { type ExecuteOptions, Pool, type PoolOptions } from "../src/pool.ts";
+import type { Logger } from "../src/logger.ts";
 import { reconnect } from "../plugins/reconnect.ts";
-import { idOfPid, modelsDir, PidTracker } from "./_pool_harness.ts";
+import { idOfPid, modelsDir, PidTracker, readyAgain } from "./_pool_harness.ts";
 import { SCHED_BATCH, schedPolicies } from "./_harness.ts";
 
 /** Pool options shared by these tests: fast restarts, no signal handlers. */
@@ -254,7 +257,7 @@ Deno.test("Pool rejects a model that fails on one worker, names it, and rolls it
           err.message,
           /Cannot add model 'picky' on worker w2: .*refusing to load here/s,
         );
-        assert.match(err.message, /rolled back/);
+        assert.match(err.message, /\(rolled back on the 1 other worker\)$/);
         return true;
       },
     );
@@ -267,9 +270,13 @@ Deno.test("Pool rejects a model that fails on one worker, names it, and rolls it
       (err: unknown) =>
         err instanceof Error && err.name === "ModelNotFoundError",
     );
+    // Failed everywhere: nothing to roll back, and the message does not claim otherwise.
     await assert.rejects(
       pool.addModel("broken", { file: "broken.py" }),
-      /on worker w1, w2/,
+      (err: unknown) =>
+        err instanceof Error &&
+        /^Cannot add model 'broken' on workers w1, w2: /.test(err.message) &&
+        !/rolled back/.test(err.message),
     );
     await pool.addModel("picky", {
       file: "picky.py",
@@ -420,4 +427,181 @@ Deno.test({
       }
     }
   },
+});
+
+Deno.test("Pool fails an addModel whose import kills every worker, naming them all, and does not replay it", async () => {
+  await using dir = await modelsDir();
+  await Deno.writeTextFile(
+    `${dir.path}/suicidal.py`,
+    "import os\nos._exit(1)\n",
+  );
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(opts(dir.path));
+    pids.watch(pool);
+    await assert.rejects(
+      pool.addModel("suicidal", { file: "suicidal.py" }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConnectionLostError, String(err));
+        assert.match(
+          err.message,
+          /^Cannot add model 'suicidal' on workers w1, w2: .*\(every worker died during it\)$/,
+        );
+        assert.deepEqual(err.details.workers, ["w1", "w2"]);
+        return true;
+      },
+    );
+    assert.deepEqual(pool.status().models, []);
+    // The restarted workers do not get it on replay, so they stay up.
+    const restarted = () =>
+      pool.status().workers.every((w) =>
+        w.restarts >= 1 && w.state === "ready"
+      );
+    if (!restarted()) {
+      await new Promise<void>((resolve) => {
+        const off = pool.on(() => restarted() && (off(), resolve()));
+      });
+    }
+    assert.equal(
+      await pool.request("ping", undefined, { worker: "w1" }),
+      "pong",
+    );
+    assert.equal(
+      await pool.request("ping", undefined, { worker: "w2" }),
+      "pong",
+    );
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool validates per-call options with a ConfigError; timeout 0 times out at once, Infinity never", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(
+    opts(dir.path, { requestTimeout: 60_000 }),
+  );
+  await pool.addModel("doubler", { file: "doubler.py" });
+  const bad: Array<[Record<string, unknown>, RegExp]> = [
+    [{ timeout: NaN }, /timeout: expected a number of ms >= 0, got NaN/],
+    [{ timeout: -5 }, /timeout: expected a number of ms >= 0, got -5/],
+    [{ timeout: "5" }, /timeout: expected a number of ms >= 0, got "5"/],
+    [{ key: 42 }, /key: expected a string, got 42/],
+    [{ worker: "" }, /worker: expected a worker id/],
+    [{ signal: { aborted: false } }, /signal: expected an AbortSignal/],
+    [{ idempotent: "yes" }, /idempotent: expected a boolean/],
+  ];
+  for (const [options, message] of bad) {
+    await assert.rejects(
+      pool.execute("doubler", { x: 1 }, options as ExecuteOptions),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.equal(err.code, "CONFIG_INVALID");
+        assert.match(err.message, /^Cannot send call executeModel: /);
+        assert.match(err.message, message);
+        return true;
+      },
+    );
+  }
+  await assert.rejects(
+    pool.execute("doubler", { x: 1 }, { timeout: 0 }),
+    (err: unknown) =>
+      err instanceof TimeoutError && /timeout is 0 ms/.test(err.message),
+  );
+  assert.equal(pool.status().inFlight, 0);
+  // Infinity overrides the pool's requestTimeout: no timeout at all.
+  assert.deepEqual(
+    await pool.execute("doubler", { x: 2 }, { timeout: Infinity }),
+    { y: 4 },
+  );
+});
+
+Deno.test("Pool keeps a PYTHONPATH given in env, after the server package", async () => {
+  await using dir = await modelsDir();
+  const lib = await Deno.makeTempDir({ prefix: "pyproxy-pythonpath-" });
+  try {
+    await Deno.writeTextFile(`${lib}/mylib.py`, "ANSWER = 42\n");
+    await using pool = await Pool.start(
+      opts(dir.path, { workers: 1, env: { PYTHONPATH: lib } }),
+    );
+    await pool.addModel("uses_lib", {
+      source:
+        "import mylib\nclass M:\n    def __init__(self, options):\n        pass\n    def execute(self, msg):\n        return {'answer': mylib.ANSWER}\n",
+    });
+    assert.deepEqual(await pool.execute("uses_lib", {}), { answer: 42 });
+  } finally {
+    await Deno.remove(lib, { recursive: true });
+  }
+});
+
+const TALKER =
+  "import sys\nclass Talker:\n    def __init__(self, options):\n        print('loading')\n    def execute(self, msg):\n        print('model says', msg['x'])\n        print('careful', file=sys.stderr)\n        return {'ok': True}\n";
+
+Deno.test("Pool writes what model code prints to its logger's python.<model> child, stdout at info, stderr at warning", async () => {
+  await using dir = await modelsDir();
+  const records: Array<[string, string, string, Record<string, unknown>]> = [];
+  const make = (
+    category: string,
+  ): Logger & { getChild(sub: string[]): Logger } => {
+    const at =
+      (level: string) =>
+      (message: string, properties?: Record<string, unknown>) =>
+        void records.push([category, level, message, properties ?? {}]);
+    return {
+      trace: at("trace"),
+      debug: at("debug"),
+      info: at("info"),
+      warn: at("warn"),
+      error: at("error"),
+      fatal: at("fatal"),
+      getChild: (sub) => make(`${category}.${sub.join(".")}`),
+    };
+  };
+  await using pool = await Pool.start(
+    opts(dir.path, { workers: 1, logger: make("app") }),
+  );
+  await pool.addModel("talker", { source: TALKER });
+  // A log event is sent before the reply of its call.
+  assert.deepEqual(await pool.execute("talker", { x: 7 }), { ok: true });
+  const python = records.filter(([category]) =>
+    category.startsWith("app.python")
+  );
+  assert.deepEqual(
+    python.map((
+      [category, level, , p],
+    ) => [category, level, p.message, p.model, p.stream, p.worker]),
+    [
+      ["app.python.talker", "info", "loading", "talker", "stdout", "w1"],
+      ["app.python.talker", "info", "model says 7", "talker", "stdout", "w1"],
+      ["app.python.talker", "warn", "careful", "talker", "stderr", "w1"],
+    ],
+  );
+  assert.equal(python[0]![2], "{message}");
+});
+
+Deno.test("Pool logs model output under LogTape's pyproxy.python.<model> by default", async () => {
+  await using dir = await modelsDir();
+  const records: LogRecord[] = [];
+  await configure({
+    reset: true,
+    sinks: { test: (record: LogRecord) => void records.push(record) },
+    loggers: [
+      { category: ["pyproxy", "python"], lowestLevel: "info", sinks: ["test"] },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
+    ],
+  });
+  try {
+    await using pool = await Pool.start(opts(dir.path, { workers: 1 }));
+    await pool.addModel("talker", { source: TALKER });
+    await pool.execute("talker", { x: 8 });
+    assert.deepEqual(
+      records.map((r) => [r.category.join("."), r.level, r.properties.message]),
+      [
+        ["pyproxy.python.talker", "info", "loading"],
+        ["pyproxy.python.talker", "info", "model says 8"],
+        ["pyproxy.python.talker", "warning", "careful"],
+      ],
+    );
+  } finally {
+    await reset();
+  }
 });

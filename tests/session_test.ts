@@ -3,10 +3,12 @@ import {
   AuthenticationError,
   CancelledError,
   ChecksumError,
+  ConfigError,
   ConnectionLostError,
   PluginError,
   PythonError,
   RemoteError,
+  SerializationError,
   TimeoutError,
 } from "../src/errors.ts";
 import { HEADER_SIZE } from "../src/protocol/mod.ts";
@@ -530,13 +532,54 @@ Deno.test("Session refuses a message above the server's frame limit and stays us
   await session.addModel("doubler", { source: DOUBLER });
   await assert.rejects(
     session.execute("doubler", { x: 1, pad: "é".repeat(3000) }),
-    RangeError,
+    (err) =>
+      err instanceof SerializationError && err.code === "SERIALIZATION" &&
+      err.details.limit === 4096 && /frame limit of 4096/.test(err.message),
   );
-  await assert.rejects(session.execute("doubler", { x: 1n }), TypeError);
+  await assert.rejects(
+    session.execute("doubler", { x: 1n }),
+    (err) =>
+      err instanceof SerializationError &&
+      /msg\.x is a BigInt/.test(err.message),
+  );
+  const cycle: Record<string, unknown> = { a: [1] };
+  (cycle.a as unknown[]).push(cycle);
+  await assert.rejects(
+    session.execute("doubler", { x: 1, cycle }),
+    (err) =>
+      err instanceof SerializationError &&
+      /msg\.cycle\.a\[1\] is circular \(it refers back to msg\.cycle\)/
+        .test(err.message),
+  );
   assert.deepEqual(
     await session.execute("doubler", { x: 1, pad: "é".repeat(100) }),
     { y: 2 },
   );
+});
+
+Deno.test("Session.request validates timeout and signal; timeout 0 times out at once, Infinity never", async () => {
+  await using server = await startServer();
+  await using session = await server.connect();
+  for (const timeout of [NaN, -5, "10" as unknown as number]) {
+    await assert.rejects(
+      session.ping({ timeout }),
+      (err) =>
+        err instanceof ConfigError && err.code === "CONFIG_INVALID" &&
+        /Cannot send ping: timeout: expected a number of ms >= 0/.test(
+          err.message,
+        ),
+    );
+  }
+  await assert.rejects(
+    session.ping({ signal: {} as AbortSignal }),
+    (err) => err instanceof ConfigError && /signal/.test(err.message),
+  );
+  await assert.rejects(
+    session.ping({ timeout: 0 }),
+    (err) => err instanceof TimeoutError && /timeout is 0 ms/.test(err.message),
+  );
+  assert.equal(session.inFlight, 0);
+  assert.equal(await session.ping({ timeout: Infinity }), "pong");
 });
 
 Deno.test("Session aborts the signal of running host handlers when it closes", async () => {

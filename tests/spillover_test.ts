@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { startPoolWithModel } from "./_pool_harness.ts";
-import { PluginError, SpillError } from "../src/errors.ts";
+import { ConfigError, SerializationError, SpillError } from "../src/errors.ts";
+import { Pool } from "../src/pool.ts";
+import { MAX_JSON_DEPTH } from "../src/_json_check.ts";
 import type { Plugin, WireMessage } from "../src/plugin.ts";
-import type { Pool } from "../src/pool.ts";
 import { spillover, type SpilloverPlugin } from "../plugins/spillover.ts";
 import { reconnect } from "../plugins/reconnect.ts";
 import { sharedCache } from "../plugins/shared_cache.ts";
@@ -139,6 +140,99 @@ Deno.test("spillover's jsonPieces joins to exactly JSON.stringify, large strings
       p.length <= 64 * 1024
     ),
   );
+});
+
+/** `{a: {a: ... value}}`, `levels` objects deep. */
+function nested(levels: number, value: unknown = 1): unknown {
+  for (let i = 0; i < levels; i++) value = { a: value };
+  return value;
+}
+
+Deno.test("spillover's size bound refuses nesting deeper than MAX_JSON_DEPTH and bigints, without overflowing", () => {
+  // The message is level 1: MAX_JSON_DEPTH levels in all pass, one more does not.
+  assert.ok(jsonSizeBound(nested(MAX_JSON_DEPTH), 1 << 20) < 1 << 20);
+  for (const levels of [MAX_JSON_DEPTH + 1, 5000, 100_000]) {
+    assert.throws(
+      () => jsonSizeBound(nested(levels), 1 << 20),
+      /nested deeper than 900 levels/,
+    );
+  }
+  // The depth counts from where the value sits in its message.
+  assert.throws(() => jsonSizeBound(nested(10), 1 << 20, MAX_JSON_DEPTH - 5));
+  assert.throws(() => jsonSizeBound({ n: 1n }, 1 << 20), TypeError);
+  assert.throws(
+    () => [...jsonPieces({ s: "s".repeat(100_000), d: nested(5000) })],
+    /nested deeper/,
+  );
+});
+
+Deno.test("spillover: a BigInt, a cycle or nesting too deep fails with SerializationError, blaming no plugin", async () => {
+  const spill = spillover({ threshold: 1024 });
+  const pool = await startPool([spill]);
+  try {
+    const cycle: Record<string, unknown> = { pad: "p".repeat(100) };
+    cycle.self = cycle;
+    const big = { data: "x".repeat(4096), n: 2n };
+    const cases: Array<[Record<string, unknown>, RegExp]> = [
+      [{ op: "len", n: 1n }, /msg\.n is a BigInt/],
+      [big, /msg\.n is a BigInt/],
+      [{ op: "len", c: cycle }, /msg\.c\.self is circular/],
+      [{ op: "len", d: nested(5000) }, /msg\.d\.a\.a.* nested deeper than 900/],
+    ];
+    for (const [msg, message] of cases) {
+      await assert.rejects(pool.execute("spill_echo", msg), (err) => {
+        assert.ok(err instanceof SerializationError, String(err));
+        assert.equal(err.code, "SERIALIZATION");
+        assert.match(err.message, /^Cannot send executeModel: /);
+        assert.match(err.message, message);
+        return true;
+      });
+    }
+    // Found before anything was spilled or hashed: no file, no hash thread.
+    assert.equal(spill.stats.spilledOut, 0);
+    assert.equal(spill.stats.hashedOffThread, 0);
+    assert.equal(spill.pendingBytes, 0);
+    // The deepest message the limit allows still reaches Python and back.
+    const deep = nested(MAX_JSON_DEPTH - 3);
+    assert.deepEqual(
+      await pool.execute("spill_echo", { op: "echo", d: deep }),
+      { op: "echo", d: deep },
+    );
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("spillover: a bad threshold or maxBytes is a ConfigError, and so is a dir where no directory can be made", async () => {
+  for (
+    const options of [{ threshold: 0 }, { threshold: 1.5 }, { maxBytes: 0 }, {
+      maxBytes: NaN,
+    }, { dir: "" }]
+  ) {
+    assert.throws(() => spillover(options), (err) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.equal(err.code, "CONFIG_INVALID");
+      return true;
+    });
+  }
+  const file = await Deno.makeTempFile({ prefix: "pyproxy-spill-test-" });
+  try {
+    await assert.rejects(
+      Pool.start({
+        workers: 1,
+        handleSignals: false,
+        plugins: [spillover({ dir: `${file}/spill` })],
+      }),
+      (err) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.match(err.message, /^Cannot start spillover plugin: dir: /);
+        assert.equal(err.details.field, "dir");
+        return true;
+      },
+    );
+  } finally {
+    await Deno.remove(file);
+  }
 });
 
 Deno.test("spillover round-trips 20 MB both ways through a private directory", async () => {
@@ -408,10 +502,10 @@ Deno.test("spillover refuses to spill past maxBytes while the server has not con
       "the first call to settle must be the refused one",
     );
     const err = (refused as { error: unknown }).error;
-    assert.ok(
-      err instanceof PluginError || err instanceof SpillError,
-      String(err),
-    );
+    // The documented error itself, not a PluginError wrapping it.
+    assert.ok(err instanceof SpillError, String(err));
+    assert.equal(err.code, "SPILL_FAILED");
+    assert.equal(err.details.maxBytes, 10_000);
     assert.match((err as Error).message, /maxBytes/);
     Deno.kill(pid, "SIGCONT");
     const settled = await Promise.all(calls);

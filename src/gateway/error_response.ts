@@ -15,8 +15,10 @@ import {
   PyProxyError,
   PythonError,
   RemoteError,
+  SerializationError,
   SessionLostError,
   ShuttingDownError,
+  SpillError,
   TimeoutError,
   WorkerCrashedError,
 } from "../errors.ts";
@@ -130,6 +132,22 @@ export function describeError(
     err instanceof WorkerCrashedError || err instanceof ConnectionLostError ||
     err instanceof SessionLostError
   ) {
+    return { status: 502, headers, body: body(err.name, err.message) };
+  }
+  if (err instanceof SerializationError) {
+    // The request holds what cannot be sent to Python (too deep, too large for a frame).
+    return {
+      status: typeof err.details.limit === "number" ? 413 : 400,
+      headers,
+      body: body(err.name, err.message),
+    };
+  }
+  if (err instanceof SpillError) {
+    // The host's own spill-over failed: over maxBytes (retry later), or its files.
+    if (typeof err.details.maxBytes === "number") {
+      headers["retry-after"] = "1";
+      return { status: 503, headers, body: body(err.name, err.message) };
+    }
     return { status: 502, headers, body: body(err.name, err.message) };
   }
   if (err instanceof CancelledError) {

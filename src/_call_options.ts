@@ -1,0 +1,102 @@
+/**
+ * Checks of per-call options (`pool.request`/`execute`, `session.request`,
+ * `pool.eval`, `openSession`), which unlike the pool's options arrive on
+ * every call: a few `typeof` tests on the fields that are present, no
+ * allocation unless one is wrong.
+ *
+ * A `timeout` is a number of milliseconds >= 0: `Infinity` means none (it
+ * overrides the pool's `requestTimeout`), and `0` means the deadline has
+ * already passed, so the call rejects with `TimeoutError` at once and is
+ * never sent (on every runtime: a 0 ms timer raced the reply before).
+ *
+ * @module
+ */
+import { ConfigError } from "./errors.ts";
+
+/** The per-call fields this module knows; anything else is not looked at. */
+export interface CallOptionFields {
+  timeout?: unknown;
+  key?: unknown;
+  worker?: unknown;
+  signal?: unknown;
+  onEvent?: unknown;
+  idempotent?: unknown;
+  cancelGrace?: unknown;
+  replayBytes?: unknown;
+}
+
+/**
+ * The `ConfigError` for the first invalid field of `options`, or
+ * `undefined`. `action` starts the message: "Cannot send call executeModel".
+ */
+export function callOptionsError(
+  action: string,
+  options: CallOptionFields,
+): ConfigError | undefined {
+  const { timeout, key, worker, signal } = options;
+  if (timeout !== undefined && !(typeof timeout === "number" && timeout >= 0)) {
+    return invalid(action, "timeout", "a number of ms >= 0", timeout);
+  }
+  if (key !== undefined && typeof key !== "string") {
+    return invalid(action, "key", "a string", key);
+  }
+  if (worker !== undefined && (typeof worker !== "string" || worker === "")) {
+    return invalid(action, "worker", 'a worker id such as "w1"', worker);
+  }
+  if (signal !== undefined && !isSignal(signal)) {
+    return invalid(action, "signal", "an AbortSignal", signal);
+  }
+  return rareFieldsError(action, options);
+}
+
+// Split off so the common call (timeout, key) runs the short function above.
+function rareFieldsError(
+  action: string,
+  options: CallOptionFields,
+): ConfigError | undefined {
+  const { onEvent, idempotent, cancelGrace, replayBytes } = options;
+  if (onEvent !== undefined && typeof onEvent !== "function") {
+    return invalid(action, "onEvent", "a function", onEvent);
+  }
+  if (idempotent !== undefined && typeof idempotent !== "boolean") {
+    return invalid(action, "idempotent", "a boolean", idempotent);
+  }
+  if (
+    cancelGrace !== undefined &&
+    !(typeof cancelGrace === "number" && cancelGrace >= 0)
+  ) {
+    return invalid(action, "cancelGrace", "a number of ms >= 0", cancelGrace);
+  }
+  if (
+    replayBytes !== undefined &&
+    !(typeof replayBytes === "number" && replayBytes >= 0)
+  ) {
+    return invalid(action, "replayBytes", "a number >= 0", replayBytes);
+  }
+  return undefined;
+}
+
+function isSignal(value: unknown): boolean {
+  return typeof value === "object" && value !== null &&
+    typeof (value as AbortSignal).aborted === "boolean" &&
+    typeof (value as AbortSignal).addEventListener === "function";
+}
+
+function invalid(
+  action: string,
+  field: string,
+  expected: string,
+  got: unknown,
+): ConfigError {
+  const shown = typeof got === "string"
+    ? JSON.stringify(got)
+    : typeof got === "function"
+    ? "a function"
+    : typeof got === "object" && got !== null
+    ? (Array.isArray(got) ? "an array" : "an object")
+    : String(got);
+  return new ConfigError(
+    `${action}: ${field}: expected ${expected}, got ${shown}`,
+    { details: { field } },
+  );
+}

@@ -1,0 +1,61 @@
+/**
+ * Where what model code prints ends up: the server sends it as `log` events
+ * (protocol changelog, "Event `log`"), and the pool writes each one to a
+ * logger of its own category, `["pyproxy", "python", <model>]`, at the
+ * event's level (stdout `info`, stderr `warning`).
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import type { Logger } from "./logger.ts";
+
+/** A logger per model name (`""`: output of no model). */
+export type PythonLoggers = (model: string) => Logger;
+
+/**
+ * The loggers for model output. With the pool's default logger they are
+ * LogTape's `["pyproxy", "python", <model>]`; with a logger of the caller's,
+ * its child `["python", <model>]` when it has `getChild` (LogTape's do),
+ * else that logger itself (the record's properties still say which model).
+ */
+export function pythonLoggers(custom: Logger | undefined): PythonLoggers {
+  const cache = new Map<string, Logger>();
+  const getChild = (custom as {
+    getChild?: (sub: readonly [string, ...string[]]) => Logger;
+  } | undefined)?.getChild;
+  const make = (model: string): Logger => {
+    const sub: [string, ...string[]] = model === ""
+      ? ["python"]
+      : ["python", model];
+    if (custom === undefined) return getLogger(["pyproxy", ...sub]);
+    return typeof getChild === "function" ? getChild.call(custom, sub) : custom;
+  };
+  return (model) => {
+    let logger = cache.get(model);
+    if (logger === undefined) cache.set(model, logger = make(model));
+    return logger;
+  };
+}
+
+/**
+ * Writes one `log` event of worker `worker` to its model's logger; other
+ * events are ignored.
+ */
+export function logPythonOutput(
+  loggers: PythonLoggers,
+  worker: string,
+  event: Record<string, unknown>,
+): void {
+  if (event.event !== "log") return;
+  const model = typeof event.model === "string" ? event.model : "";
+  const logger = loggers(model);
+  const properties = {
+    message: String(event.message ?? ""),
+    model: model === "" ? null : model,
+    stream: event.stream,
+    request: event.request,
+    worker,
+  };
+  if (event.level === "warning") logger.warn("{message}", properties);
+  else logger.info("{message}", properties);
+}

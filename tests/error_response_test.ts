@@ -1,0 +1,38 @@
+import assert from "node:assert/strict";
+import { SerializationError, SpillError } from "../src/errors.ts";
+import { describeError } from "../src/gateway/error_response.ts";
+
+Deno.test("describeError answers what the host cannot send with 400 (413 above the frame limit), not a 500", () => {
+  const deep = describeError(
+    new SerializationError(
+      "Cannot send executeModel: msg.a is nested too deep",
+    ),
+    false,
+  );
+  assert.equal(deep.status, 400);
+  assert.equal(deep.body.type, "SerializationError");
+  assert.match(deep.body.message, /nested too deep/);
+  const large = describeError(
+    new SerializationError("Cannot send executeModel: too large", {
+      details: { bytes: 10, limit: 4 },
+    }),
+    false,
+  );
+  assert.equal(large.status, 413);
+});
+
+Deno.test("describeError answers the host's SpillError with 503 past maxBytes and 502 otherwise", () => {
+  const full = describeError(
+    new SpillError("Cannot spill message", {
+      details: { pendingBytes: 9, maxBytes: 10 },
+    }),
+    false,
+  );
+  assert.equal(full.status, 503);
+  assert.equal(full.headers["retry-after"], "1");
+  assert.equal(full.body.type, "SpillError");
+  assert.equal(
+    describeError(new SpillError("Cannot read spill file: md5"), false).status,
+    502,
+  );
+});
