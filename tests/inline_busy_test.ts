@@ -80,7 +80,10 @@ Deno.test("Pool still replaces a worker whose inline call outlives its timeout: 
     );
     const ev = await exit;
     assert.equal(ev.pid, pid);
-    assert.match(ev.reason, /no answer within 500 ms after a call timed out/);
+    assert.match(
+      ev.reason,
+      /no answer to a ping within 500 ms after a call timed out/,
+    );
     await back;
     assert.notEqual(pidOf(pool, "w1"), pid);
   } finally {

@@ -12,7 +12,7 @@ import {
 import { type ExecuteOptions, Pool, type PoolOptions } from "../src/pool.ts";
 import type { Logger } from "../src/logger.ts";
 import { reconnect } from "../plugins/reconnect.ts";
-import { idOfPid, modelsDir, PidTracker, readyAgain } from "./_pool_harness.ts";
+import { idOfPid, modelsDir, PidTracker } from "./_pool_harness.ts";
 import { SCHED_BATCH, schedPolicies } from "./_harness.ts";
 
 /** Pool options shared by these tests: fast restarts, no signal handlers. */
