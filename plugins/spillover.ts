@@ -7,6 +7,7 @@
  */
 import { ConfigError, PyProxyError, SpillError } from "../src/errors.ts";
 import { unencodableError } from "../src/_json_check.ts";
+import { hostDirPrefix, removeDeadHostDirs } from "../src/_dead_host_dirs.ts";
 import type {
   MessageContext,
   Plugin,
@@ -342,13 +343,12 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
     async onPoolStart(ctx: PluginContext): Promise<void> {
       runtime = ctx.runtime;
       const parent = options.dir ?? runtime.shmDir() ?? runtime.tempDir();
-      const pid = runtime.pid();
       try {
         if (options.dir !== undefined) await runtime.mkdir(parent, 0o700);
         root = await runtime.realPath(
           await runtime.makeTempDir({
             dir: parent,
-            prefix: `pyproxy-spill-${pid}-`,
+            prefix: hostDirPrefix("pyproxy-spill", runtime),
           }),
         );
       } catch (err) {
@@ -361,7 +361,9 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
           { cause: err, details: { field: "dir", dir: parent } },
         );
       }
-      await removeDeadHostDirs(runtime, parent, pid);
+      // A host killed before onPoolClose leaves its directory behind (in RAM
+      // when it is in /dev/shm).
+      await removeDeadHostDirs(runtime, parent, ["pyproxy-spill"]);
     },
 
     async onPoolClose(): Promise<void> {
@@ -439,26 +441,4 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
       if (msg.$spill !== undefined) return unspill(msg, mc);
     },
   };
-}
-
-/**
- * A host killed before `onPoolClose` leaves its directory behind (in RAM when
- * it is in /dev/shm). Directories named after a pid that no longer runs are
- * removed; only where /proc tells us which pids run, and errors (another
- * user's directory) are ignored.
- */
-async function removeDeadHostDirs(
-  runtime: Runtime,
-  parent: string,
-  self: number,
-): Promise<void> {
-  if ((await runtime.stat("/proc/self")) === null) return;
-  for (const name of await runtime.readDir(parent)) {
-    const pid = /^pyproxy-spill-(\d+)-/.exec(name)?.[1];
-    if (pid === undefined || pid === String(self)) continue;
-    if ((await runtime.stat(`/proc/${pid}`)) !== null) continue;
-    await runtime.remove(`${parent}/${name}`, { recursive: true }).catch(
-      () => {},
-    );
-  }
 }

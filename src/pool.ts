@@ -39,6 +39,10 @@ import { spillover } from "../plugins/spillover.ts";
 import { sharedCache } from "../plugins/shared_cache.ts";
 import { withTimeout } from "./_with_timeout.ts";
 import { callOptionsError } from "./_call_options.ts";
+import { hostDirPrefix, removeDeadHostDirs } from "./_dead_host_dirs.ts";
+
+/** The temporary directories a pool or its servers make (`<kind>-<pid>-...`). */
+const TEMP_DIR_KINDS = ["pyproxy-sock", "pyproxy-models"] as const;
 
 export type { ModelInfo } from "./model_registry.ts";
 export type { PoolEvent } from "./pool_events.ts";
@@ -288,14 +292,20 @@ export class Pool implements AsyncDisposable {
   async #start(): Promise<void> {
     const { runtime } = this.#opts;
     try {
+      // What hosts killed before their close() left here (SIGKILL, a crash).
+      await removeDeadHostDirs(runtime, runtime.tempDir(), TEMP_DIR_KINDS);
       let path = this.#opts.modelsDir;
       if (path === undefined) {
-        path = await runtime.makeTempDir({ prefix: "pyproxy-models-" });
+        path = await runtime.makeTempDir({
+          prefix: hostDirPrefix("pyproxy-models", runtime),
+        });
         this.#tempDirs.push(path);
       }
       let socketDir: string | undefined;
       if (this.#opts.transport === "unix") {
-        socketDir = await runtime.makeTempDir({ prefix: "pyproxy-sock-" });
+        socketDir = await runtime.makeTempDir({
+          prefix: hostDirPrefix("pyproxy-sock", runtime),
+        });
         this.#tempDirs.push(socketDir);
       }
       if (this.#opts.handleSignals) {

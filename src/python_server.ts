@@ -10,6 +10,7 @@ import type { Logger } from "./logger.ts";
 import { randomBytes } from "node:crypto";
 import process from "node:process";
 import { StartError } from "./errors.ts";
+import { hostDirPrefix } from "./_dead_host_dirs.ts";
 import { materializePythonPackage } from "./runtime/python_package.ts";
 import { defaultRuntime } from "./runtime/mod.ts";
 import type { ChildProcess, Runtime } from "./runtime/types.ts";
@@ -269,7 +270,9 @@ export class PythonServer implements AsyncDisposable {
     let unix = options.unix;
     let socketDir: string | undefined;
     if (unix === undefined && options.port === undefined && unixByDefault()) {
-      socketDir = await runtime.makeTempDir({ prefix: "pyproxy-sock-" });
+      socketDir = await runtime.makeTempDir({
+        prefix: hostDirPrefix("pyproxy-sock", runtime),
+      });
       unix = `${socketDir}/server.sock`;
     }
     const args = [
