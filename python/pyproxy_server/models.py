@@ -338,6 +338,9 @@ class ModelRegistry:
     def _load(self, name, source, filename, module_name, class_name, options):
         module = types.ModuleType(module_name)
         module.__file__ = filename
+        # A file inside a package under the root imports its siblings with
+        # `from .util import f`, as it would as that package's module.
+        module.__package__ = _package_of(self.root, filename)
         sys.modules[module_name] = module
         try:
             code = compile(source, filename, "exec")
@@ -401,6 +404,23 @@ def _from_pyproxy(value):
     else:
         name = type(value).__module__
     return isinstance(name, str) and (name == "pyproxy" or name.startswith("pyproxy."))
+
+
+def _package_of(root, path):
+    """The dotted package of ``path`` when every directory between ``root``
+    (which is on ``sys.path``) and it is a package, else ``None``."""
+    if not os.path.isabs(path):
+        return None  # a model sent as source
+    rel = os.path.relpath(os.path.dirname(path), os.path.realpath(root))
+    if rel == "." or rel.startswith(".."):
+        return None
+    parts = rel.split(os.sep)
+    directory = os.path.realpath(root)
+    for part in parts:
+        directory = os.path.join(directory, part)
+        if not part.isidentifier() or not os.path.isfile(os.path.join(directory, "__init__.py")):
+            return None
+    return ".".join(parts)
 
 
 def _pick_class(module, class_name, name):

@@ -126,6 +126,42 @@ class ModelRegistryTest(unittest.TestCase):
         self.assertEqual(len(self.registry), 0)
 
 
+class PackageModelTest(unittest.TestCase):
+    """A model file inside a package under the root uses relative imports."""
+
+    def setUp(self):
+        self.root = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.root)
+        sys.path.append(self.root)  # the server puts its root there
+        self.addCleanup(sys.path.remove, self.root)
+        for name in ("relpkg_models", "relpkg_models.util"):
+            self.addCleanup(sys.modules.pop, name, None)
+        pkg = os.path.join(self.root, "relpkg_models")
+        os.mkdir(pkg)
+        files = {
+            "__init__.py": "",
+            "util.py": "def answer():\n    return 42\n",
+            "model.py": "from .util import answer\nclass M:\n    def execute(self, m):\n        return {'a': answer()}\n",
+        }
+        for name, text in files.items():
+            with open(os.path.join(pkg, name), "w") as f:
+                f.write(text)
+        os.mkdir(os.path.join(self.root, "plain-dir"))
+        with open(os.path.join(self.root, "plain-dir", "model.py"), "w") as f:
+            f.write(files["model.py"])
+
+    def test_relative_import_inside_a_package(self):
+        registry = ModelRegistry(self.root)
+        registry.add("rel", {"file": "relpkg_models/model.py"})
+        self.assertEqual(registry.get("rel").execute({}), {"a": 42})
+
+    def test_relative_import_outside_a_package_fails_as_in_python(self):
+        registry = ModelRegistry(self.root)
+        with self.assertRaises(ModelLoadError) as ctx:
+            registry.add("rel", {"file": "plain-dir/model.py"})
+        self.assertIn("ImportError", str(ctx.exception))
+
+
 class MayCallHostTest(unittest.TestCase):
     """The load-time scan that keeps models using pyproxy.host off the inline path."""
 

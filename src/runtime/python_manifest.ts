@@ -112,9 +112,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 18079,
+      size: 18969,
       sha256:
-        "3d991c054541b725ab9681084e88da782b94e9e611d73e4822756fffad82269f",
+        "e6dc3de743bd38a8affc4ac5c1ee696e7b940a8289aa26dc917cc75c3b1d2a67",
     },
     {
       path: "pyproxy_server/server.py",
