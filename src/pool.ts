@@ -186,7 +186,7 @@ export interface PoolOptions {
     | ((workerId: string) => Record<string, string> | undefined);
   /** Extra server arguments, or a function of the worker id. */
   serverArgs?: string[] | ((workerId: string) => string[] | undefined);
-  /** Frame size limit in bytes. @default {67108864} */
+  /** Frame size limit in bytes, at least 4096. @default {67108864} */
   maxFrameSize?: number;
   /**
    * Runs the workers under Linux `SCHED_BATCH` (see

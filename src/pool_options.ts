@@ -126,7 +126,9 @@ const schema = v.strictObject({
     v.array(v.string(), "expected an array of strings or a function"),
     v.function(),
   ], "expected an array of strings or a function")),
-  maxFrameSize: int(1),
+  // Smaller, and the handshake's own messages would not fit (the pool would
+  // time out starting instead of saying why).
+  maxFrameSize: int(4096),
   schedBatch: v.optional(v.boolean("expected a boolean")),
 }, "expected an options object");
 

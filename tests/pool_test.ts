@@ -79,6 +79,7 @@ Deno.test("Pool.start rejects bad options with a ConfigError naming the field", 
     [{ workers: 1.5 }, /workers: expected an integer >= 1/],
     [{ transport: "pipe" as "tcp" }, /transport: expected "tcp" or "unix"/],
     [{ maxQueue: -1 }, /maxQueue: expected an integer >= 0/],
+    [{ maxFrameSize: 10 }, /maxFrameSize: expected an integer >= 4096/],
     [
       { schedBatch: "yes" as unknown as boolean },
       /schedBatch: expected a boolean/,
