@@ -93,3 +93,32 @@ Deno.test("readJsonBody counts a streamed body and refuses it past the limit", a
   assert.equal(got.status, 413);
   assert.match(got.message, /the body is over the limit of 100 bytes/);
 });
+
+Deno.test("readJsonBody gives 415 for a compressed body, 400 for plain bad JSON", async () => {
+  const gzipped = new Uint8Array([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
+  const req = new Request(URL_, {
+    method: "POST",
+    body: gzipped,
+    headers: {
+      "content-length": String(gzipped.length),
+      "content-encoding": "gzip",
+    },
+  });
+  const got = await refusal(readJsonBody(req, 100));
+  assert.equal(got.status, 415);
+  assert.equal(got.type, "UnsupportedMediaType");
+  assert.match(got.message, /Content-Encoding "gzip"/);
+  const identity = new Request(URL_, {
+    method: "POST",
+    body: "{nope",
+    headers: { "content-length": "5", "content-encoding": "identity" },
+  });
+  assert.equal((await refusal(readJsonBody(identity, 100))).status, 400);
+  // A good body is read whatever the header says (nothing is checked then).
+  const plain = new Request(URL_, {
+    method: "POST",
+    body: '{"a":1}',
+    headers: { "content-length": "7", "content-encoding": "gzip" },
+  });
+  assert.deepEqual(await readJsonBody(plain, 100), { a: 1 });
+});

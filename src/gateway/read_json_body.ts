@@ -52,7 +52,7 @@ export async function readJsonBody(
     try {
       return await request.json();
     } catch (err) {
-      throw err instanceof SyntaxError ? invalidJson(err) : err;
+      throw err instanceof SyntaxError ? invalidJson(err, request) : err;
     }
   }
   if (declared !== null && Number(declared) > limit) {
@@ -64,11 +64,27 @@ export async function readJsonBody(
   try {
     return JSON.parse(UTF8.decode(bytes));
   } catch (err) {
-    throw invalidJson(err as Error);
+    throw invalidJson(err as Error, request);
   }
 }
 
-function invalidJson(err: Error): Error {
+/**
+ * 400 for a body that is not JSON, or 415 when it is encoded (gzip...): the
+ * gateway reads bodies as they are, and a compressed body is not bad JSON.
+ * Looked at only once parsing failed: nothing on the path of a good body.
+ */
+function invalidJson(err: Error, request: Request): Error {
+  const encoding = request.headers.get("content-encoding")?.trim()
+    .toLowerCase();
+  if (encoding && encoding !== "identity") {
+    return httpError(
+      415,
+      "UnsupportedMediaType",
+      `Cannot read request: Content-Encoding ${
+        JSON.stringify(encoding)
+      } is not supported (send the JSON body uncompressed)`,
+    );
+  }
   return httpError(
     400,
     "InvalidJson",
