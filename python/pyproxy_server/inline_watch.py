@@ -10,6 +10,9 @@ seconds (protocol §4): bytes from the worker prove it alive to the host's
 heartbeat. The host does not count a ``busy`` event of a request it gave up
 on (timed out or cancelled): such a call cannot be cancelled while it holds
 the loop, so the host's grace after a timeout ends in a restart, as before.
+And no call gets ``busy`` events past ``BUSY_MAX`` seconds: a hung inline call
+(other calls wait behind it) ends in a restart too, after the heartbeat's
+timeout.
 
 The watchdog writes straight to the socket, only between frames (the
 transport's buffer empty) and only while the loop thread is still inside
@@ -43,6 +46,12 @@ class InlineWatch:
     STALL = 0.25
     # Seconds between two ``busy`` events of one call.
     EVERY = 0.5
+    # Seconds of one inline call after which no more ``busy`` events are sent:
+    # a call that holds the loop this long (a hang: a socket read without a
+    # timeout in a model that proved fast) must not keep the worker "alive"
+    # for ever while every other call on it waits. The host's heartbeat then
+    # replaces the worker, as it would a server that answers nothing.
+    BUSY_MAX = 30.0
 
     def __init__(self, server):
         self._server = server
@@ -65,7 +74,11 @@ class InlineWatch:
             now = _clock()
             for conn in list(server.connections.values()):
                 since = conn._inline_since
-                if since and now - since >= self.STALL and now - conn._busy_sent >= self.EVERY:
+                if (
+                    since
+                    and self.STALL <= now - since < self.BUSY_MAX
+                    and now - conn._busy_sent >= self.EVERY
+                ):
                     try:
                         conn.send_busy(since, now)
                     except Exception:  # a bug here must not end the watch

@@ -390,10 +390,15 @@ def may_call_host(cls, module_name):
                     return True
                 if depth == 0 and value.__class__ is types.ModuleType:
                     path = getattr(value, "__file__", None)
-                    if isinstance(path, str) and not path.startswith(_STDLIB):
+                    if isinstance(path, str) and _not_stdlib(path):
                         found.append(value)
         modules = found
     return False
+
+
+def _not_stdlib(path):
+    # site-packages sits inside the standard library's directory on most builds.
+    return not path.startswith(_STDLIB) or "-packages" + os.sep in path[len(_STDLIB):]
 
 
 def _from_pyproxy(value):

@@ -40,10 +40,11 @@ replaces such a thread (``call_executor``), up to ``--max-stuck-threads``.
 Beyond that the server is *wedged*: ``wedge(reason)`` sends every
 connection a ``wedged`` event (protocol §6) and the host replaces the
 process; until then the server keeps serving what it can.
-A host call (``pyproxy.host``) from an inline call cannot be answered on
-the loop thread: the attempt is abandoned (its output dropped), the model
-made threaded for good, and the call re-run on a thread, so code before
-the host call runs twice for that one call.
+A host call (``pyproxy.host``) cannot be answered on the loop thread:
+models whose module refers to ``pyproxy`` never run inline, and an inline
+call that reaches the host anyway gets a ``HostError`` there (never re-run:
+a call runs at most once) and makes the model threaded for good. An inline
+call that turns slow gets ``busy`` events from ``InlineWatch``.
 """
 
 import asyncio

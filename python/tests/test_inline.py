@@ -190,5 +190,38 @@ class InlineTest(ServerTestCase):
             self.assertTrue(c.reply_for(i)["ok"])
 
 
+class InlineWatchTest(unittest.TestCase):
+    """The watchdog's timing rules, on stand-ins for the server and a connection."""
+
+    def test_busy_events_stop_after_busy_max(self):
+        import time
+        import types
+
+        from pyproxy_server.inline_watch import InlineWatch
+
+        class Watch(InlineWatch):
+            TICK, STALL, EVERY, BUSY_MAX = 0.01, 0.05, 0.02, 0.3
+
+        sent = []
+
+        class Conn:
+            _busy_sent = 0.0
+
+            def send_busy(self, since, now):
+                sent.append(now - since)
+                self._busy_sent = now
+
+        conn = Conn()
+        loop = types.SimpleNamespace(is_closed=lambda: False)
+        server = types.SimpleNamespace(connections={"c1": conn}, loop=loop, stopping=False)
+        conn._inline_since = time.perf_counter()  # a call that never ends
+        Watch.ensure(server)
+        time.sleep(0.6)
+        server.stopping = True
+        self.assertTrue(sent)
+        self.assertTrue(all(Watch.STALL <= age < Watch.BUSY_MAX for age in sent), sent)
+        self.assertGreater(time.perf_counter() - conn._inline_since, Watch.BUSY_MAX)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -106,21 +106,21 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/inline_watch.py",
-      size: 2948,
+      size: 3604,
       sha256:
-        "bb65d4267fb5043ce859fa47ec8b1e340dbb41985fa28b6ef4505282441d4180",
+        "b84db6c59a57bbbd4d772a623a7a3401fe77e90db9114be5adf5bbabe5c295ec",
     },
     {
       path: "pyproxy_server/models.py",
-      size: 18969,
+      size: 19151,
       sha256:
-        "e6dc3de743bd38a8affc4ac5c1ee696e7b940a8289aa26dc917cc75c3b1d2a67",
+        "47484a16af6002c4885639c6e374dc42bb2e4b4c391bf94685d5d46255e33bcd",
     },
     {
       path: "pyproxy_server/server.py",
-      size: 13823,
+      size: 13919,
       sha256:
-        "129c0d9d24774e7f939a2013ed4ad8162c4438f3ec95bc344986c27c84b04208",
+        "026db61036982c9e5973174a6663c0f5a8094cca056f020b6317c0becca2e037",
     },
     {
       path: "pyproxy_server/shallow_json.py",
