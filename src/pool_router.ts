@@ -14,6 +14,9 @@ import {
 import type { Worker } from "./worker.ts";
 import { hash32, mix32 } from "./_hash32.ts";
 
+/** The longest delay setTimeout takes (beyond it, it fires at once). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** A call as the router sees it (the pool adds nothing else). */
 export interface PoolCall {
   /** Command sent to the server. */
@@ -241,7 +244,11 @@ export class PoolRouter {
   #enqueue(call: PoolCall, front: boolean): void {
     if (front) this.#queue.unshift(call);
     else this.#queue.push(call);
-    if (call.deadline !== Infinity && call.timer === undefined) {
+    // A delay past setTimeout's range (~24.8 days) would fire at once: such
+    // a call waits in the queue without a timer, like one with no timeout.
+    if (
+      call.deadline - Date.now() <= MAX_TIMER_MS && call.timer === undefined
+    ) {
       call.timer = setTimeout(() => {
         this.#drop(
           call,

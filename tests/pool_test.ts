@@ -237,6 +237,11 @@ Deno.test("Pool times out a queued call and a running call", async () => {
     );
     await blocker;
     assert.deepEqual(await pool.request("ping"), "pong");
+    // A timeout beyond setTimeout's range (~24.8 days) does not fire at once in the queue.
+    const long = pool.execute("slow", { ms: 100 });
+    const far = pool.execute("slow", { ms: 0, i: 1 }, { timeout: 2 ** 31 });
+    await long;
+    assert.equal((await far as { i: number }).i, 1);
   } finally {
     await pids.assertGone();
   }
