@@ -25,7 +25,10 @@ export function hostDirPrefix(kind: string, runtime: Runtime): string {
  * `<kind>-<pid>-...` for each of `kinds` whose pid no longer runs; only where
  * /proc tells which pids run, and errors (another user's directory) are
  * ignored. A pid reused by another process keeps its directory: the safe way
- * round.
+ * round. Pids are judged in this process's PID namespace: hosts in other
+ * namespaces (containers) that share this temp directory as the same user
+ * must use a temp directory of their own (`TMPDIR`), or their directories
+ * may look dead from here.
  *
  * @example
  * ```ts ignore
