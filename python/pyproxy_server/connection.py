@@ -562,8 +562,13 @@ class Connection(asyncio.BufferedProtocol):
         its top level is read without recursion (``shallow_json``) so that a
         request gets an ``InvalidRequestError`` reply with its id, a reply to
         a Python → host request fails that request, and each message of a
-        batch frame is handled on its own; the connection keeps working."""
+        batch frame is handled on its own; the connection keeps working.
+        Before authentication it is refused unread, as any bad payload is:
+        what follows the depth limit is the unauthenticated peer's choice,
+        and so would be the cost of scanning it."""
         reason = "JSON nested deeper than the server's parser allows (%s)" % exc
+        if not self.authenticated:
+            return self._refuse(None, "Cannot authenticate: " + reason)
         try:
             found = shallow_json.members(data)
         except ValueError:
@@ -575,8 +580,6 @@ class Connection(asyncio.BufferedProtocol):
             if in_batch:
                 return self._bad(None, ProtocolError("Cannot parse payload: a batch inside a batch"))
             return self._unbatch(self._batch_items(batch))
-        if not self.authenticated:
-            return self._refuse(rid if rid.__class__ is int else None, "Cannot authenticate: " + reason)
         if cmd is None and "ok" in found:
             future = self._host_pending.pop(rid, None)
             if future is not None:

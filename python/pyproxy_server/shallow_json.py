@@ -9,7 +9,9 @@ parsed and its container members as ``Nested`` spans; ``items(nested)``
 splits such an array into its items. Only used after ``json``
 raised, so it costs nothing on the normal path; containers are skipped with
 C-level loops (``bytes.count``, ``itertools.accumulate``), a few ms per MB
-after one regex pass over the strings (~1 µs per string with a bracket).
+after one pass over the strings (one regex match each, never retried:
+linear in the size of ``data`` whatever it holds, as it must be since it
+reads what nobody validated).
 
 Not a validator: inside a container brackets are counted, not matched
 (``[1}`` passes), so a malformed message that is also too deep may be
@@ -31,13 +33,22 @@ import re
 __all__ = ["Nested", "members", "items"]
 
 _WS = re.compile(rb"[ \t\n\r]*")
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+# A string: from its opening quote to its closing one or, if unterminated, to
+# the end (or a lone backslash there). Nothing in it can fail, so a match
+# never backtracks and ``finditer`` matches each string once: every scan
+# stays linear. (A pattern that needs the closing quote fails after reading
+# to the end, and ``sub`` retried it at every later quote: quadratic on a run
+# of ``\\"`` with no closing quote, a 160 KB frame took minutes.)
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.S)
+# Its inside, up to the closing quote (if any).
+_STRING_BODY = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.S)
 _SCALAR = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|true|false|null")
 _BRACKETS = re.compile(rb"[\[\]{}]")
-# Each byte's depth change plus one (translate cannot make negative numbers):
-# 2 for an opening bracket, 0 for a closing one, 1 for anything else.
+_BLANK = bytes(0x20 if b in b"[]{}" else b for b in range(256))
 # Largest slice _close looks at in one go.
 _MAX_SLICE = 4096
+# Each byte's depth change plus one (translate cannot make negative numbers):
+# 2 for an opening bracket, 0 for a closing one, 1 for anything else.
 _WEIGHTS = bytes(2 if b in b"[{" else 0 if b in b"]}" else 1 for b in range(256))
 
 
@@ -60,7 +71,8 @@ def members(data):
     strings, numbers, booleans and nulls parsed, arrays and objects as
     ``Nested``. Raises ``ValueError`` when ``data`` is not one object (as far
     as it can tell)."""
-    data = bytes(data)
+    if data.__class__ is not bytes:
+        data = bytes(data)  # bytes.find and friends; a bytes payload is not copied
     scan = _Scan(data)
     pos = scan.ws(0)
     if data[pos : pos + 1] != b"{":
@@ -70,10 +82,11 @@ def members(data):
     if data[pos : pos + 1] == b"}":
         return scan.end(pos + 1, found)
     while True:
-        key = _STRING.match(data, pos)
-        if key is None:
+        if data[pos : pos + 1] != b'"':
             raise ValueError("Cannot scan JSON: expected a key at %d" % pos)
-        pos = scan.ws(key.end())
+        stop = _string_end(data, pos)
+        key = data[pos:stop]
+        pos = scan.ws(stop)
         if data[pos : pos + 1] != b":":
             raise ValueError("Cannot scan JSON: expected ':' at %d" % pos)
         pos = scan.ws(pos + 1)
@@ -82,7 +95,7 @@ def members(data):
             value = Nested(pos, stop, scan)
         else:
             value = json.loads(data[pos:stop])
-        found[json.loads(key.group())] = value
+        found[json.loads(key)] = value
         pos = scan.ws(stop)
         char = data[pos : pos + 1]
         if char == b"}":
@@ -116,7 +129,8 @@ def items(nested):
 
 
 class _Scan:
-    """Positions in one ``data``; its copy without brackets in strings is made on first need."""
+    """Positions in one ``data``; where brackets in strings are blanked (a copy
+    only if some string holds one) is worked out on first need."""
 
     __slots__ = ("data", "_neutral")
 
@@ -139,10 +153,11 @@ class _Scan:
         if char == b"[" or char == b"{":
             neutral = self._neutral
             if neutral is None:
-                # Brackets inside strings do not count.
-                neutral = self._neutral = _STRING.sub(_blank_brackets, data)
+                neutral = self._neutral = _neutral(data)
             return _close(neutral, pos)
-        match = (_STRING if char == b'"' else _SCALAR).match(data, pos)
+        if char == b'"':
+            return _string_end(data, pos)
+        match = _SCALAR.match(data, pos)
         if match is None:
             raise ValueError("Cannot scan JSON: unexpected character at %d" % pos)
         return match.end()
@@ -177,6 +192,36 @@ def _close(neutral, pos):
     raise ValueError("Cannot scan JSON: unclosed container at %d" % pos)
 
 
-def _blank_brackets(match):
-    text = match.group()
-    return _BRACKETS.sub(b" ", text) if _BRACKETS.search(text) else text
+def _string_end(data, pos):
+    """The end of the string opening at ``data[pos]`` (a quote)."""
+    stop = _STRING_BODY.match(data, pos + 1).end()
+    if data[stop : stop + 1] != b'"':
+        raise ValueError("Cannot scan JSON: unterminated string at %d" % pos)
+    return stop + 1
+
+
+def _neutral(data):
+    """``data`` with the brackets inside strings blanked (brackets there do not
+    count), or ``data`` itself when no string holds one.
+
+    One pass: outside strings the next quote opens a string, which is
+    matched once to its end (``_STRING`` cannot fail, so ``finditer`` never
+    retries inside one).
+    """
+    spans = None
+    bracket = _BRACKETS.search
+    match = None
+    for match in _STRING.finditer(data):
+        start, stop = match.span()
+        if bracket(data, start, stop) is not None:
+            if spans is None:
+                spans = []
+            spans.append((start, stop))
+    if match is not None:
+        _string_end(data, match.start())  # only the last one can be unterminated
+    if spans is None:
+        return data
+    neutral = bytearray(data)
+    for start, stop in spans:
+        neutral[start:stop] = neutral[start:stop].translate(_BLANK)
+    return neutral

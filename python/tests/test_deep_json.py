@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import unittest
 
@@ -40,6 +42,30 @@ def ping(rid):
     return b'{"id":%d,"cmd":"ping"}' % rid
 
 
+def unterminated(size):
+    """Too deep, then a string of escaped quotes that never closes: ``size``
+    bytes that a scan restarting at every quote reads in quadratic time
+    (minutes at 200 KB)."""
+    head = b'{"id":1,"cmd":"x","a":' + b"[" * 3000 + b'"'
+    return head + b'\\"' * ((size - len(head)) // 2)
+
+
+# Adversarial payloads of about 1 MB for members(): quotes, escapes and
+# brackets where a regex could backtrack or a scan restart.
+ADVERSARIAL = """
+M = 1 << 20
+cases = [
+    b'{"id":1,"a":' + b"[" * 3000 + b'"' + b'\\\\"' * (M // 2),
+    b'{"id":1,"a":[' + b'"' + b'\\\\"' * (M // 2) + b'"]}',
+    b'{"' + b'\\\\"' * (M // 2),
+    b'{"id":1,"a":[' + b'"' * M,
+    b'{"id":1,"a":[' + b'"[",' * (M // 4) + b'""]}',
+    b'{"id":1,"a":["' + b"\\\\" * M,
+    b'{"id":1,"a":' + b"[" * (M // 2) + b"]" * (M // 2) + b"}",
+]
+"""
+
+
 class ShallowJsonTest(unittest.TestCase):
     def test_members_parses_scalars_and_spans_containers_however_deep(self):
         data = b' {"id" : 3, "cmd":"executeModel", "msg":' + deep(100000) + b', "s":"a]\\"}{", "n":null }'
@@ -60,6 +86,34 @@ class ShallowJsonTest(unittest.TestCase):
         for data in (b"[1]", b'{"a":1', b'{"a":[[]}', b'{"a" 1}', b"{a:1}", b'{"a":1} x', b'{"a":]}', b""):
             with self.subTest(data=data), self.assertRaises(ValueError):
                 shallow_json.members(data)
+
+    def test_strings_may_hold_escaped_quotes_and_brackets(self):
+        data = b'{"id":1,"k\\"]":"v\\\\","a":["]\\"[",{"}":"\\\\"}],"b":"x"}'
+        found = shallow_json.members(data)
+        self.assertEqual((found["id"], found['k"]'], found["b"]), (1, "v\\", "x"))
+        self.assertEqual(shallow_json.items(found["a"]), [b'"]\\"["', b'{"}":"\\\\"}'])
+        for data in (b'{"a":["x\\"]}', b'{"a":["x\\', b'{"a\\":1}'):
+            with self.subTest(data=data), self.assertRaises(ValueError):
+                shallow_json.members(data)
+
+    def test_members_reads_adversarial_megabytes_in_linear_time(self):
+        # In a child process so that a regression (hours per MB) is killed at
+        # the timeout instead of hanging the suite; the bound is ~100x the time
+        # it takes, so load cannot fail it.
+        script = ADVERSARIAL + """
+from pyproxy_server import shallow_json
+for data in cases:
+    try:
+        found = shallow_json.members(data)
+        if isinstance(found.get("a"), shallow_json.Nested):
+            shallow_json.items(found["a"])
+    except ValueError:
+        pass
+print("done")
+"""
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        out = subprocess.run([sys.executable, "-c", script], cwd=here, capture_output=True, timeout=120, check=True)
+        self.assertEqual(out.stdout.strip(), b"done", out.stderr)
 
 
 class DeepJsonServerTest(unittest.TestCase):
@@ -176,6 +230,28 @@ class DeepJsonServerTest(unittest.TestCase):
         reply = c.recv()
         self.assertEqual(reply["error"]["type"], "AuthenticationError", reply)
         self.assertTrue(c.wait_closed())
+        self.assert_serving()
+
+    def test_a_deep_unterminated_payload_before_auth_is_refused_unread(self):
+        # Scanned, this took minutes with the event loop blocked (the worker's
+        # heartbeat then kills it); unread, it is refused at once.
+        # Not even its id is read.
+        for payload in (unterminated(200_000), b'{"id":7,"cmd":"auth","mac":' + deep(1100) + b"}"):
+            c = self.server.connect(auth=False)
+            c.send_raw(frame(payload))
+            reply = c.recv(timeout=10)
+            self.assertEqual(reply["error"]["type"], "AuthenticationError", reply)
+            self.assertIsNone(reply["id"], reply)
+            self.assertTrue(c.wait_closed())
+            self.assert_serving()
+
+    def test_a_deep_unterminated_payload_is_a_protocol_error_and_others_are_served(self):
+        other = self.server.connect()
+        self.c.send_raw(frame(unterminated(200_000)) + frame(ping(2)))
+        self.assertEqual(other.call("ping"), "pong")
+        reply = self.c.reply_for(None, timeout=10)
+        self.assertEqual(reply["error"]["type"], "ProtocolError", reply)
+        self.assertEqual(self.c.reply_for(2)["result"], "pong")
         self.assert_serving()
 
 

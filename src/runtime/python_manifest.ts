@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 47199,
+      size: 47365,
       sha256:
-        "e5b7def5f38b13947c7c779d985b0905e75b4e98f8f988603fff3681d4620ff5",
+        "fdde88231a59f5a83c2fe308d09af4c33690cbce29c6ec72b488f48b234521a1",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -124,9 +124,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/shallow_json.py",
-      size: 6635,
+      size: 8572,
       sha256:
-        "f00270d1219213e11b6bc3da95b868dbf459d0302e5c00f4393c68f7845e4e9c",
+        "0fbba910684c30b2c67bd570a5701b452ed9c6f961f2d8be3ee2f32b59953a70",
     },
     {
       path: "pyproxy_server/spill.py",
