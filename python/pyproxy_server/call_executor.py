@@ -9,16 +9,20 @@ with ``mark_stuck(ident)``, and the executor starts a thread in its place,
 so ``size`` threads stay available to the calls that still have a client.
 A stuck thread that finally returns is one thread too many and exits.
 
-At most ``max_stuck`` threads are replaced at a time: a thread that gets
-stuck beyond that cannot be replaced, and ``mark_stuck`` returns why the
-server is *wedged* (``Server.wedge`` tells the host, which replaces the
-process). So the process never holds more than ``size + max_stuck`` call
-threads.
+At most ``max_stuck`` threads are replaced at a time (``stuck`` holds the
+replaced ones): a thread that gets stuck beyond that is not replaced, and
+``mark_stuck`` returns why the server is *wedged* (``Server.wedge`` tells the
+host, which replaces the process). So the process never holds more than
+``size + max_stuck`` call threads. ``submit`` returns a reason too when no
+thread can be started at all (a ulimit).
 
 The hot path (``submit`` and each thread's loop) costs less than
-``ThreadPoolExecutor``'s: no ``Future``, no work item object, no semaphore
-(an idle thread leaves a token in a list; ``list.append``/``pop`` are
-atomic).
+``ThreadPoolExecutor``'s: no ``Future``, no work item object, no semaphore.
+An idle thread puts its own queue (its *slot*) in ``_idle``, and ``submit``
+pops one and hands the item to that very thread, so ``_idle`` holds exactly
+the threads that wait for work (``list.append``/``pop``/``remove`` are
+atomic). Work that finds no idle thread waits in ``_backlog``, which a thread
+looks at before it waits; one that waits already is woken to take it.
 
 Example::
 
@@ -26,6 +30,7 @@ Example::
     executor.submit(print, "hello from a call thread")
 """
 
+import collections
 import itertools
 import logging
 import queue
@@ -36,6 +41,9 @@ __all__ = ["CallExecutor"]
 log = logging.getLogger("pyproxy_server.call_executor")
 
 _get_ident = threading.get_ident
+
+# Put in an idle thread's slot instead of an item: "look at the backlog".
+_WAKE = (None, None)
 
 
 class CallExecutor:
@@ -55,13 +63,16 @@ class CallExecutor:
         self.wedged = None
         # Threads started in place of stuck ones, ever.
         self.replaced = 0
-        # Idents of stuck threads (read without the lock on the hot path:
-        # an empty set means nothing to do).
+        # Idents of the stuck threads that were replaced, at most max_stuck
+        # (read without the lock on the hot path: empty means nothing to do).
         self.stuck = set()
+        # Idents of the stuck threads beyond max_stuck (not replaced).
+        self._unreplaced = set()
         self._name = name
-        self._queue = queue.SimpleQueue()
-        self._put = self._queue.put
-        self._idle = []  # one token per thread waiting for work
+        # Work no idle thread took yet (deque append/popleft are atomic).
+        self._backlog = collections.deque()
+        # The slots (SimpleQueue) of the threads waiting for work, one each.
+        self._idle = []
         self._lock = threading.Lock()
         self._members = set()  # idents of this executor's threads
         self._threads = set()  # their Thread objects (for shutdown(wait=True))
@@ -81,14 +92,33 @@ class CallExecutor:
         return len(self._idle)
 
     def submit(self, fn, arg):
-        """Run ``fn(arg)`` on a thread; raises ``RuntimeError`` after ``shutdown``."""
+        """Run ``fn(arg)`` on a thread; raises ``RuntimeError`` after ``shutdown``.
+
+        Returns ``None``, or the reason the executor is wedged when it needed
+        a thread and could not start one (the item waits for a busy thread,
+        and there may be none that ever returns: the caller tells the host).
+        """
         if self._shutdown:
             raise RuntimeError("Cannot submit: the executor is shut down")
-        self._put((fn, arg))
-        try:
-            self._idle.pop()
-        except IndexError:
-            self._grow()
+        idle = self._idle
+        if idle:
+            try:
+                idle.pop().put((fn, arg))
+                return None
+            except IndexError:  # another thread took the last one
+                pass
+        self._backlog.append((fn, arg))
+        # A thread that went idle meanwhile may have looked at the backlog
+        # before the item was in it: wake it.
+        if idle:
+            try:
+                idle.pop().put(_WAKE)
+                return None
+            except IndexError:
+                pass
+        if self._count - len(self.stuck) - self._exits >= self.size:
+            return None  # every thread is busy: the item waits (checked again under the lock)
+        return self._grow()
 
     def mark_stuck(self, ident):
         """Replace thread ``ident``, stuck in a cancelled call.
@@ -99,22 +129,26 @@ class CallExecutor:
         threads) are ignored.
         """
         with self._lock:
-            if self._shutdown or ident not in self._members or ident in self.stuck:
+            if self._shutdown or ident not in self._members or ident in self.stuck or ident in self._unreplaced:
                 return None
-            self.stuck.add(ident)
-            stuck = len(self.stuck)
-            if stuck > self.max_stuck:
+            stuck = len(self.stuck) + len(self._unreplaced) + 1
+            if len(self.stuck) >= self.max_stuck:
+                # Not replaced, so not in ``stuck``: it still counts as one of
+                # the ``size`` threads, and no thread beyond
+                # ``size + max_stuck`` is ever started.
+                self._unreplaced.add(ident)
                 reason = (
                     "%d call threads are stuck in cancelled calls (blocked outside Python bytecode); "
                     "at most %d are replaced (--max-stuck-threads)" % (stuck, self.max_stuck)
                 )
             else:
                 reason = None
+                self.stuck.add(ident)
                 self.replaced += 1
                 log.warning("call thread %d is stuck in a cancelled call: replaced (%d stuck)", ident, stuck)
                 # Work waiting for a thread gets one now; otherwise the next
                 # submit starts it (threads start lazily, as they always do).
-                if not self._queue.empty():
+                if self._backlog:
                     reason = self._grow_locked()
             if reason is not None and self.wedged is None:
                 self.wedged = reason
@@ -130,16 +164,21 @@ class CallExecutor:
                 self._exits += 1
 
     def shutdown(self, wait=False):
-        """Stop taking work; idle threads exit (busy ones when their item ends).
+        """Stop taking work; idle threads exit (busy ones once the work queued
+        before is done).
 
         ``wait=True`` also waits for every thread to exit (stuck ones too).
         """
         with self._lock:
             self._shutdown = True
-            count = self._count
             threads = list(self._threads)
-        for _ in range(count):
-            self._put(None)
+        # A thread going idle after this sees the flag and exits by itself.
+        idle = self._idle
+        while True:
+            try:
+                idle.pop().put(None)
+            except IndexError:
+                break
         if wait:
             for thread in threads:
                 thread.join()
@@ -149,6 +188,7 @@ class CallExecutor:
             reason = self._grow_locked()
             if reason is not None and self.wedged is None:
                 self.wedged = reason
+        return reason
 
     def _grow_locked(self):
         # Live threads: neither stuck nor about to exit.
@@ -170,13 +210,38 @@ class CallExecutor:
         ident = _get_ident()
         with self._lock:
             self._members.add(ident)
-        get = self._queue.get
+        slot = queue.SimpleQueue()
+        get = slot.get
         idle = self._idle
+        backlog = self._backlog
+        popleft = backlog.popleft
+        item = None
         try:
             while True:
-                item = get()
-                if item is None:
+                # The next item: the backlog's first, else one handed to
+                # this thread while it waits in ``idle``.
+                if backlog:
+                    try:
+                        item = popleft()
+                    except IndexError:  # another thread took it
+                        continue
+                elif self._shutdown:
                     return
+                else:
+                    idle.append(slot)
+                    # Work put in the backlog before ``slot`` was in ``idle``
+                    # found no thread to wake, and shutdown may have passed.
+                    if backlog or self._shutdown:
+                        try:
+                            idle.remove(slot)
+                            continue
+                        except ValueError:
+                            pass  # a submit (or shutdown) took the slot: it has an item
+                    item = get()
+                    if item is None:
+                        return
+                    if item is _WAKE:
+                        continue
                 try:
                     item[0](item[1])
                 except BaseException:  # never let a work item take the thread down
@@ -189,10 +254,10 @@ class CallExecutor:
                         if self._exits > 0:
                             self._exits -= 1
                             return
-                idle.append(ident)
         finally:
             with self._lock:
                 self._count -= 1
                 self._members.discard(ident)
                 self._threads.discard(threading.current_thread())
                 self.stuck.discard(ident)
+                self._unreplaced.discard(ident)

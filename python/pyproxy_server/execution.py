@@ -188,9 +188,11 @@ class CallRunner:
             batch = rest
         queue = collections.deque(batch)
         try:
-            self._server.executor.submit(self._drain, queue)
+            wedged = self._server.executor.submit(self._drain, queue)
         except RuntimeError:  # executor shut down: the server is stopping
             return
+        if wedged is not None:  # no thread could be started for it
+            self._server.wedge(wedged)
         if len(batch) > 1:
             self._server.loop.call_later(self.HELP_DELAY, self._help, queue, 1)
 
@@ -267,9 +269,11 @@ class CallRunner:
     def _help(self, queue, helpers):
         if queue and helpers < self._server.threads and not self.conn.closed:
             try:
-                self._server.executor.submit(self._drain, queue)
+                wedged = self._server.executor.submit(self._drain, queue)
             except RuntimeError:
                 return
+            if wedged is not None:
+                self._server.wedge(wedged)
             self._server.loop.call_later(self.HELP_DELAY, self._help, queue, helpers + 1)
 
     def _drain(self, queue):

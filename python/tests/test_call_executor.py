@@ -3,6 +3,7 @@
 import logging
 import threading
 import unittest
+from unittest import mock
 
 from pyproxy_server.call_executor import CallExecutor
 from pyproxy_server.elastic_executor import ElasticExecutor
@@ -117,6 +118,27 @@ class CallExecutorTest(unittest.TestCase, QuietLogs):
         self.assertIsNone(self.executor.mark_stuck(second.ident))
         self.assertIsNone(self.executor.mark_stuck(threading.get_ident()))
 
+    def test_a_thread_stuck_beyond_max_stuck_is_not_replaced_later_either(self):
+        first = self.block()
+        self.assertIsNone(self.executor.mark_stuck(first.ident))
+        second = self.block()
+        self.assertIsNotNone(self.executor.mark_stuck(second.ident))
+        # size + max_stuck = 2 threads at most: work waits instead of a third.
+        later = threading.Event()
+        self.assertIsNone(self.executor.submit(ran, later))
+        self.assertEqual((self.executor.threads, len(self.executor.stuck)), (2, 1))
+        second.release.set()
+        self.assertTrue(later.wait(WAIT))
+        self.assertEqual(self.executor.threads, 2)
+
+    def test_submit_returns_why_when_no_thread_can_be_started(self):
+        executor = CallExecutor(2)
+        self.addCleanup(executor.shutdown)
+        with mock.patch.object(threading.Thread, "start", side_effect=RuntimeError("can't start new thread")):
+            reason = executor.submit(ran, threading.Event())
+        self.assertIn("cannot start a call thread (can't start new thread); 0 running", reason)
+        self.assertEqual(executor.wedged, reason)
+
     def test_max_stuck_zero_means_the_first_stuck_thread_wedges(self):
         executor = CallExecutor(2, max_stuck=0)
         blocker = Blocker()
@@ -127,6 +149,35 @@ class CallExecutorTest(unittest.TestCase, QuietLogs):
         finally:
             blocker.release.set()
             executor.shutdown()
+
+    def test_work_queued_while_every_thread_is_busy_leaves_no_idle_thread_behind(self):
+        # A thread that takes work queued while it was busy is not idle:
+        # counting it so made submit skip starting the replacement of a
+        # stuck thread, and the next call waited forever.
+        executor = CallExecutor(2, max_stuck=4)
+        blockers = [Blocker() for _ in range(4)]
+        self.blockers.extend(blockers)
+        self.addCleanup(executor.shutdown)
+        for blocker in blockers[:2]:
+            executor.submit(blocker, None)
+            self.assertTrue(blocker.started.wait(WAIT))
+        burst = [threading.Event() for _ in range(4)]
+        for event in burst:
+            executor.submit(ran, event)
+        for blocker in blockers[:2]:
+            blocker.release.set()
+        for event in burst:
+            self.assertTrue(event.wait(WAIT))
+        self.assertTrue(until(lambda: executor.idle >= 2))
+        self.assertEqual((executor.threads, executor.idle), (2, 2))
+        for blocker in blockers[2:]:
+            executor.submit(blocker, None)
+            self.assertTrue(blocker.started.wait(WAIT))
+            self.assertIsNone(executor.mark_stuck(blocker.ident))
+        done = threading.Event()
+        executor.submit(ran, done)
+        self.assertTrue(done.wait(WAIT))
+        self.assertEqual((executor.threads, len(executor.stuck), executor.replaced), (3, 2, 2))
 
     def test_submit_after_shutdown_raises(self):
         self.executor.shutdown()

@@ -83,6 +83,62 @@ class StuckThreadTest(ServerTestCase):
         self.assertEqual(c.call("executeModel", name="s", msg={"seconds": 0}, timeout=5), {"tag": "v1"})
 
 
+class StuckAfterBurstTest(ServerTestCase):
+    args = ("--threads", "2", "--max-stuck-threads", "4")
+
+    sleep_calls = StuckThreadTest.sleep_calls
+
+    def status_until(self, c, done):
+        for _ in range(250):
+            status = c.call("serverStatus")
+            if done(status["threads"]):
+                return status
+            time.sleep(0.02)  # polling: a thread sends nothing when it goes idle or gets stuck
+        return status
+
+    def test_calls_queued_while_every_thread_was_busy_do_not_hide_stuck_threads(self):
+        c = self.connect()
+        c.call("addModel", name="s", file="slow.py")
+        c.call("addModel", name="b", file="busy.py")
+        c.call("addModel", name="z", file="sleeper.py")
+        # Both threads busy (pure Python: a cancel frees them at once) ...
+        c.send(*[{"id": i, "cmd": "executeModel", "name": "b", "msg": {"seconds": 30}} for i in (1, 2)])
+        started = set()
+        while started != {1, 2}:
+            msg = c.recv()
+            if msg.get("event") == "log" and msg.get("message") == "started":
+                started.add(msg["request"])
+        # ... while four calls queue for them, one frame each.
+        for i in (3, 4, 5, 6):
+            c.send({"id": i, "cmd": "executeModel", "name": "s", "msg": {"seconds": 0}})
+        for i in (1, 2):
+            c.call("cancel", target=i)
+        for i in (3, 4, 5, 6):
+            self.assertEqual(c.reply_for(i)["result"], {"tag": "v1"})
+        threads = self.status_until(c, lambda t: t["idle"] >= 2)["threads"]
+        # The threads that took the queued calls once free were counted idle forever.
+        self.assertEqual((threads["running"], threads["idle"]), (2, 2), threads)
+        self.sleep_calls(c, (7, 8))
+        for i in (7, 8):
+            c.call("cancel", target=i)
+        status = self.status_until(c, lambda t: t["stuck"] == 2)
+        self.assertEqual((status["threads"]["stuck"], status["threads"]["replaced"]), (2, 2), status)
+        self.assertIsNone(status["wedged"])
+        # Both threads sleep for ASLEEP seconds: this call needs a replacement.
+        self.assertEqual(c.call("executeModel", name="s", msg={"seconds": 0}, timeout=5), {"tag": "v1"})
+        self.assertEqual(c.call("serverStatus")["threads"]["running"], 3)
+
+
+    def test_a_call_thread_that_cannot_start_wedges_the_server(self):
+        c = self.connect()
+        c.call("addModel", name="s", file="slow.py")
+        # As under a thread ulimit: no call thread has started yet, none can.
+        c.call("eval", code="import threading\ndef start(self): raise RuntimeError(\"can't start new thread\")\nthreading.Thread.start = start")
+        c.send({"id": 1, "cmd": "executeModel", "name": "s", "msg": {"seconds": 0}})
+        event = StuckThreadTest.next_event(self, c, "wedged")
+        self.assertIn("cannot start a call thread (can't start new thread); 0 running", event["reason"])
+
+
 class ElasticThreadTest(ServerTestCase):
     args = ("--threads", "1", "--max-elastic-threads", "4")
 

@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call_executor.py",
-      size: 7705,
+      size: 10874,
       sha256:
-        "6128622455250bf0d22b7da29f76b0ec93dd25330b47d68f42ccd5eb32c52622",
+        "630bf610be42f00628fadb6868d21798291963595a84791cb5a7f8d932023577",
     },
     {
       path: "pyproxy_server/capture.py",
@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 13207,
+      size: 13410,
       sha256:
-        "4c11cca84b6d7314a508c48c8acee9e445b8b95189fffe67ff5630f4fbbec4b7",
+        "bf08d0cd53bcda30f588165a27801071a6ede02720701cc8a329c43f65353d42",
     },
     {
       path: "pyproxy_server/framer.py",
