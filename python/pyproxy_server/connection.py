@@ -154,6 +154,8 @@ class Connection(asyncio.BufferedProtocol):
         self._send_batches = False
         self.runner = CallRunner(self)
         self._host_pending = {}
+        # Ids of host requests given up on (_give_up): their replies are dropped quietly.
+        self._host_ignored = set()
         self._host_ids = itertools.count(1)
         self._event_ids = itertools.count(1)
         self._close_callbacks = []
@@ -270,11 +272,34 @@ class Connection(asyncio.BufferedProtocol):
             try:
                 return future.result(timeout)
             except concurrent.futures.TimeoutError:
+                self._give_up(rid)
                 raise HostError("Cannot call host %r: no reply within %s s" % (cmd, timeout))
+            except HostError:
+                if call is not None and call.is_cancelled():
+                    self._give_up(rid)
+                raise
         finally:
             self._host_pending.pop(rid, None)
             if call is not None:
                 call.host_futures.discard(future)
+
+    def _give_up(self, rid):
+        """Tell the host that nobody waits for host request ``rid`` any more
+        (protocol §7: its handler's ``signal`` aborts); its reply, and the
+        reply to this ``cancel``, are dropped quietly when they come."""
+        if self._closed:
+            return
+        cid = next(self._host_ids)
+        ignored = self._host_ignored
+        if len(ignored) > 10000:  # a host that never answers must not grow it for ever
+            ignored.clear()
+        ignored.add(rid)
+        ignored.add(cid)
+        try:
+            data = self._finish(_encode_pieces({"id": cid, "cmd": "cancel", "target": rid}), cid, "r", "cancel")
+            self.enqueue(data)
+        except PyProxyError:
+            pass
 
     def cancel_call(self, target):
         """Cancel threaded call ``target``; True when it was queued or running."""
@@ -890,9 +915,13 @@ class Connection(asyncio.BufferedProtocol):
             return None
 
     def _on_host_reply(self, msg):
-        future = self._host_pending.pop(msg.get("id"), None)
+        rid = msg.get("id")
+        future = self._host_pending.pop(rid, None)
         if future is None:
-            log.info("connection %s: reply for unknown host request %r ignored", self.id, msg.get("id"))
+            if rid in self._host_ignored:
+                self._host_ignored.discard(rid)
+            else:
+                log.info("connection %s: reply for unknown host request %r ignored", self.id, rid)
             return None
         if msg.get("ok") is True:
             try:

@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 47365,
+      size: 48538,
       sha256:
-        "fdde88231a59f5a83c2fe308d09af4c33690cbce29c6ec72b488f48b234521a1",
+        "8f2140df68b3b0dcde0d577fc84dd3ec9bac46653644159ff022013c969f5b61",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
