@@ -23,6 +23,47 @@ async function cli(
   };
 }
 
+/**
+ * `mod.ts serve ...` as a child process, once it has printed its banner
+ * (through the dashboard line); disposing kills it if it still runs.
+ */
+async function startServe(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ child: Deno.ChildProcess; banner: string } & AsyncDisposable> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MOD, "serve", ...args],
+    cwd: ROOT,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const dispose = async () => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // exited
+    }
+    await child.status;
+    await stdout.cancel();
+    await stderr;
+  };
+  try {
+    let banner = "";
+    while (!/dashboard: .*\n/.test(banner)) {
+      const { value, done } = await stdout.read();
+      if (done) break;
+      banner += value;
+    }
+    return { child, banner, [Symbol.asyncDispose]: dispose };
+  } catch (err) {
+    await dispose();
+    throw err;
+  }
+}
+
 Deno.test("main prints the version from deno.json", async () => {
   const { code, stdout } = await cli(["--version"]);
   assert.equal(code, 0);
@@ -88,52 +129,29 @@ Deno.test("main rejects bad flags and commands with a clear error", async () => 
 });
 
 Deno.test("main serve with no other flag serves the example models and stops on SIGINT", async () => {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MOD, "serve", "--port", "0"],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stderr = new Response(child.stderr).text();
-  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  try {
-    let text = "";
-    while (!/dashboard: .*\n/.test(text)) {
-      const { value, done } = await stdout.read();
-      if (done) break;
-      text += value;
-    }
-    const m =
-      /^pyproxy \S+ listening on (http:\/\/127\.0\.0\.1:\d+) \(2 workers, models: ([^)]*)\)$/m
-        .exec(text);
-    assert.ok(m, `unexpected output: ${JSON.stringify(text)}`);
-    const url = m[1]!;
-    assert.ok(
-      m[2]!.split(", ").includes("echo") &&
-        m[2]!.split(", ").includes("scorer"),
-      m[2],
-    );
-    assert.match(
-      text,
-      /curl -s -X POST http:\/\/127\.0\.0\.1:\d+\/v1\/models\/echo\/execute -d '\{"hello":"world"\}'/,
-    );
-    const res = await fetch(`${url}/v1/models/echo/execute`, {
-      method: "POST",
-      body: '{"hello":"world"}',
-    });
-    assert.deepEqual(await res.json(), { hello: "world" });
-    child.kill("SIGINT");
-    assert.equal((await child.status).code, 0);
-  } finally {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // exited
-    }
-    await child.status;
-    await stdout.cancel();
-    await stderr;
-  }
+  await using serve = await startServe(["--port", "0"]);
+  const { child, banner: text } = serve;
+  const m =
+    /^pyproxy \S+ listening on (http:\/\/127\.0\.0\.1:\d+) \(2 workers, models: ([^)]*)\)$/m
+      .exec(text);
+  assert.ok(m, `unexpected output: ${JSON.stringify(text)}`);
+  const url = m[1]!;
+  assert.ok(
+    m[2]!.split(", ").includes("echo") &&
+      m[2]!.split(", ").includes("scorer"),
+    m[2],
+  );
+  assert.match(
+    text,
+    /curl -s -X POST http:\/\/127\.0\.0\.1:\d+\/v1\/models\/echo\/execute -d '\{"hello":"world"\}'/,
+  );
+  const res = await fetch(`${url}/v1/models/echo/execute`, {
+    method: "POST",
+    body: '{"hello":"world"}',
+  });
+  assert.deepEqual(await res.json(), { hello: "world" });
+  child.kill("SIGINT");
+  assert.equal((await child.status).code, 0);
 });
 
 Deno.test("main reports every failure in one error line on stderr", async () => {
@@ -199,75 +217,43 @@ Deno.test("main names the address it cannot listen on", async () => {
 
 Deno.test("main serve --host 0.0.0.0 prints URLs that work, and /healthz answers by the machine's IP", async () => {
   const token = "cli-test-token-0123456789";
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      MOD,
-      "serve",
-      "--port",
-      "0",
-      "--host",
-      "0.0.0.0",
-      "--workers",
-      "1",
-    ],
-    cwd: ROOT,
-    env: { PYPROXY_TOKEN: token },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stderr = new Response(child.stderr).text();
-  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  try {
-    let text = "";
-    while (!/dashboard: .*\n/.test(text)) {
-      const { value, done } = await stdout.read();
-      if (done) break;
-      text += value;
-    }
-    const m =
-      /^pyproxy \S+ listening on (http:\/\/127\.0\.0\.1:(\d+)) \(bound to 0\.0\.0\.0, 1 worker, models: /m
-        .exec(text);
-    assert.ok(m, `unexpected output: ${JSON.stringify(text)}`);
-    const url = m[1]!;
-    const tryUrl = /try: .* (http:\S+)/.exec(text)?.[1];
-    assert.equal(tryUrl, `${url}/v1/models/echo/execute`);
-    const res = await fetch(tryUrl, {
-      method: "POST",
+  await using serve = await startServe(
+    ["--port", "0", "--host", "0.0.0.0", "--workers", "1"],
+    { PYPROXY_TOKEN: token },
+  );
+  const { child, banner: text } = serve;
+  const m =
+    /^pyproxy \S+ listening on (http:\/\/127\.0\.0\.1:(\d+)) \(bound to 0\.0\.0\.0, 1 worker, models: /m
+      .exec(text);
+  assert.ok(m, `unexpected output: ${JSON.stringify(text)}`);
+  const url = m[1]!;
+  const tryUrl = /try: .* (http:\S+)/.exec(text)?.[1];
+  assert.equal(tryUrl, `${url}/v1/models/echo/execute`);
+  const res = await fetch(tryUrl, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}` },
+    body: '{"hello":"world"}',
+  });
+  assert.deepEqual(await res.json(), { hello: "world" });
+  const dashboard = /dashboard: (\S+)/.exec(text)?.[1];
+  assert.equal(dashboard, `${url}/?token=<token>`);
+  const page = await fetch(dashboard.replace("<token>", token));
+  assert.equal(page.status, 200);
+  await page.body?.cancel();
+  const ip = Deno.networkInterfaces().find((i) =>
+    i.family === "IPv4" && !i.address.startsWith("127.")
+  )?.address;
+  if (ip !== undefined) {
+    const health = await fetch(`http://${ip}:${m[2]}/healthz`);
+    assert.equal(health.status, 200);
+    await health.body?.cancel();
+    // With the token, the machine's IP is a usable Host too.
+    const status = await fetch(`http://${ip}:${m[2]}/v1/status`, {
       headers: { authorization: `Bearer ${token}` },
-      body: '{"hello":"world"}',
     });
-    assert.deepEqual(await res.json(), { hello: "world" });
-    const dashboard = /dashboard: (\S+)/.exec(text)?.[1];
-    assert.equal(dashboard, `${url}/?token=<token>`);
-    const page = await fetch(dashboard.replace("<token>", token));
-    assert.equal(page.status, 200);
-    await page.body?.cancel();
-    const ip = Deno.networkInterfaces().find((i) =>
-      i.family === "IPv4" && !i.address.startsWith("127.")
-    )?.address;
-    if (ip !== undefined) {
-      const health = await fetch(`http://${ip}:${m[2]}/healthz`);
-      assert.equal(health.status, 200);
-      await health.body?.cancel();
-      // With the token, the machine's IP is a usable Host too.
-      const status = await fetch(`http://${ip}:${m[2]}/v1/status`, {
-        headers: { authorization: `Bearer ${token}` },
-      });
-      assert.equal(status.status, 200);
-      await status.body?.cancel();
-    }
-    child.kill("SIGTERM");
-    assert.equal((await child.status).code, 0);
-  } finally {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // exited
-    }
-    await child.status;
-    await stdout.cancel();
-    await stderr;
+    assert.equal(status.status, 200);
+    await status.body?.cancel();
   }
+  child.kill("SIGTERM");
+  assert.equal((await child.status).code, 0);
 });
