@@ -18,7 +18,7 @@ import type { ServerStatus } from "../src/session_types.ts";
 import { nextEvent, PidTracker, readyAgain } from "./_pool_harness.ts";
 
 const SLEEPER = await Deno.readTextFile(
-  new URL("./fixtures/sleeper.py", import.meta.url),
+  new URL("../python/tests/models/sleeper.py", import.meta.url),
 );
 // Outlives every test: only the end of the process frees a thread asleep in it.
 const ASLEEP = 600;
