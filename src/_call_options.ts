@@ -27,51 +27,72 @@ export interface CallOptionFields {
 
 /**
  * The `ConfigError` for the first invalid field of `options`, or
- * `undefined`. `action` starts the message: "Cannot send call executeModel".
+ * `undefined`. `action` and `subject` start the message ("Cannot send call"
+ * and "executeModel"): joined only when a field is wrong.
  */
 export function callOptionsError(
   action: string,
   options: CallOptionFields,
+  subject?: string,
 ): ConfigError | undefined {
   const { timeout, key, worker, signal } = options;
   if (timeout !== undefined && !(typeof timeout === "number" && timeout >= 0)) {
-    return invalid(action, "timeout", "a number of ms >= 0", timeout);
+    return invalid(action, subject, "timeout", "a number of ms >= 0", timeout);
   }
   if (key !== undefined && typeof key !== "string") {
-    return invalid(action, "key", "a string", key);
+    return invalid(action, subject, "key", "a string", key);
   }
   if (worker !== undefined && (typeof worker !== "string" || worker === "")) {
-    return invalid(action, "worker", 'a worker id such as "w1"', worker);
+    return invalid(
+      action,
+      subject,
+      "worker",
+      'a worker id such as "w1"',
+      worker,
+    );
   }
   if (signal !== undefined && !isSignal(signal)) {
-    return invalid(action, "signal", "an AbortSignal", signal);
+    return invalid(action, subject, "signal", "an AbortSignal", signal);
   }
-  return rareFieldsError(action, options);
+  return rareFieldsError(action, options, subject);
 }
 
 // Split off so the common call (timeout, key) runs the short function above.
 function rareFieldsError(
   action: string,
   options: CallOptionFields,
+  subject: string | undefined,
 ): ConfigError | undefined {
   const { onEvent, idempotent, cancelGrace, replayBytes } = options;
   if (onEvent !== undefined && typeof onEvent !== "function") {
-    return invalid(action, "onEvent", "a function", onEvent);
+    return invalid(action, subject, "onEvent", "a function", onEvent);
   }
   if (idempotent !== undefined && typeof idempotent !== "boolean") {
-    return invalid(action, "idempotent", "a boolean", idempotent);
+    return invalid(action, subject, "idempotent", "a boolean", idempotent);
   }
   if (
     cancelGrace !== undefined &&
     !(typeof cancelGrace === "number" && cancelGrace >= 0)
   ) {
-    return invalid(action, "cancelGrace", "a number of ms >= 0", cancelGrace);
+    return invalid(
+      action,
+      subject,
+      "cancelGrace",
+      "a number of ms >= 0",
+      cancelGrace,
+    );
   }
   if (
     replayBytes !== undefined &&
     !(typeof replayBytes === "number" && replayBytes >= 0)
   ) {
-    return invalid(action, "replayBytes", "a number >= 0", replayBytes);
+    return invalid(
+      action,
+      subject,
+      "replayBytes",
+      "a number >= 0",
+      replayBytes,
+    );
   }
   return undefined;
 }
@@ -84,6 +105,7 @@ function isSignal(value: unknown): boolean {
 
 function invalid(
   action: string,
+  subject: string | undefined,
   field: string,
   expected: string,
   got: unknown,
@@ -96,7 +118,9 @@ function invalid(
     ? (Array.isArray(got) ? "an array" : "an object")
     : String(got);
   return new ConfigError(
-    `${action}: ${field}: expected ${expected}, got ${shown}`,
+    `${action}${
+      subject === undefined ? "" : ` ${subject}`
+    }: ${field}: expected ${expected}, got ${shown}`,
     { details: { field } },
   );
 }

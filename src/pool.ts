@@ -396,7 +396,7 @@ export class Pool implements AsyncDisposable {
           new ShuttingDownError(`Cannot accept call ${cmd}: pool is closing`),
         );
       }
-      const invalid = callOptionsError(`Cannot send call ${cmd}`, options);
+      const invalid = callOptionsError("Cannot send call", options, cmd);
       if (invalid !== undefined) return reject(invalid);
       if (options.signal?.aborted) {
         return reject(new CancelledError(`Cannot send call ${cmd}: aborted`));

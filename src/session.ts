@@ -327,7 +327,7 @@ export class Session implements AsyncDisposable {
     if (this.#closed) return Promise.reject(this.#lostError(cmd));
     const { signal, timeout } = options;
     if (timeout !== undefined || signal !== undefined) {
-      const invalid = callOptionsError(`Cannot send ${cmd}`, options);
+      const invalid = callOptionsError("Cannot send", options, cmd);
       if (invalid !== undefined) return Promise.reject(invalid);
       if (timeout === 0) {
         return Promise.reject(
