@@ -83,6 +83,17 @@ Deno.test("readJsonBody gives 400 InvalidJson for a body that is not JSON, white
   }
 });
 
+Deno.test("readJsonBody refuses a body after a byte order mark alike, declared or streamed", async () => {
+  for (
+    const req of [declared('\uFEFF{"a":1}'), streamed("\uFEFF", '{"a":1}')]
+  ) {
+    const got = await refusal(readJsonBody(req, 100));
+    assert.equal(got.status, 400);
+    assert.equal(got.type, "InvalidJson");
+    assert.match(got.message, /starts with a UTF-8 byte order mark/);
+  }
+});
+
 Deno.test("readJsonBody counts a streamed body and refuses it past the limit", async () => {
   assert.deepEqual(await readJsonBody(streamed('{"a":', "1}"), 100), {
     a: 1,

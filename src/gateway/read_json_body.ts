@@ -7,7 +7,9 @@ import { httpError } from "./error_response.ts";
 
 const DIGITS = /^\d+$/;
 // Stateless when used without `stream`: shared instead of built per request.
-const UTF8 = new TextDecoder();
+// It keeps a byte order mark, so a streamed body with one is refused like a
+// body with a Content-Length (the runtimes' `request.json()` keeps it too).
+const UTF8 = new TextDecoder("utf-8", { ignoreBOM: true });
 
 function tooLarge(limit: number, size?: number): Error {
   const what = size === undefined ? "the body" : `a body of ${size} bytes`;
@@ -28,7 +30,8 @@ function tooLarge(limit: number, size?: number): Error {
  * trusted to declare its own truly); a body without one (chunked) is counted
  * as it streams. Either way an oversized body is refused with 413 without
  * being buffered. Resolves `undefined` for an empty body; any other body that
- * is not JSON (only whitespace, say) gives 400.
+ * is not JSON (only whitespace, say, or JSON after a UTF-8 byte order mark)
+ * gives 400.
  *
  * @example
  * ```ts
@@ -85,10 +88,14 @@ function invalidJson(err: Error, request: Request): Error {
       } is not supported (send the JSON body uncompressed)`,
     );
   }
+  // The mark is invisible in the parser's message: say what it is.
+  const message = err.message.includes("\uFEFF")
+    ? "the body starts with a UTF-8 byte order mark (send the JSON without it)"
+    : err.message;
   return httpError(
     400,
     "InvalidJson",
-    `Cannot parse request body as JSON: ${err.message}`,
+    `Cannot parse request body as JSON: ${message}`,
   );
 }
 
