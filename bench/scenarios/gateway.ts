@@ -326,59 +326,52 @@ export const gateway: Scenario = {
   async run(config: BenchConfig): Promise<Row[]> {
     const seconds = config.quick ? 1 : 2;
     const loader = (await which("wrk")) ? "wrk" : "bench/load.ts";
-    const running: Array<
-      {
-        spec: ServerSpec;
-        target?: HttpTarget;
-        rounds: Record<string, number>[];
-        skipped?: string;
-      }
-    > = [];
-    try {
-      for (const spec of servers()) {
-        const entry: (typeof running)[number] = { spec, rounds: [] };
-        running.push(entry);
+    // A fresh server for every round: identical server processes keep
+    // different speeds for their whole life (up to ±15% for the same
+    // Deno.serve program; docs/performance.md, "Process luck"), so one process
+    // per implementation would put that luck into the ratios.
+    const entries = servers().map((spec) => ({
+      spec,
+      rounds: [] as Record<string, number>[],
+      skipped: undefined as string | undefined,
+    }));
+    for (let round = 0; round < config.rounds; round++) {
+      for (const entry of entries) {
+        if (entry.skipped !== undefined) continue;
+        let target: HttpTarget | undefined;
         try {
-          entry.target = await spec.start();
-          await checkEchoHttp(entry.target.url);
-          await loadRound(entry.target.url, 1); // warm-up
-        } catch (err) {
-          entry.skipped = oneLine(err);
-          await entry.target?.stop().catch(() => {});
-          delete entry.target;
-        }
-      }
-      for (let round = 0; round < config.rounds; round++) {
-        for (const entry of running) {
-          if (entry.target === undefined) continue;
-          try {
-            const gc = entry.target.gc;
-            gc?.take(); // not the collections between rounds
-            const metrics = await loadRound(entry.target.url, seconds);
-            const round = gc?.take();
-            if (round !== undefined && round.scavenges > 0) {
-              metrics["scavenge ms"] = round.pauseMs.median;
-              metrics["promoted MB/scavenge"] = round.promotedMB.median;
-            }
-            entry.rounds.push(metrics);
-          } catch (err) {
-            entry.skipped = `failed in round ${round + 1}: ${oneLine(err)}`;
-            await entry.target.stop().catch(() => {});
-            delete entry.target;
+          target = await entry.spec.start();
+          await checkEchoHttp(target.url);
+          await loadRound(target.url, seconds); // warm-up: JIT, inline calls, heap sizes
+          const gc = target.gc;
+          gc?.take(); // not the warm-up's collections
+          const metrics = await loadRound(target.url, seconds);
+          const collected = gc?.take();
+          if (collected !== undefined && collected.scavenges > 0) {
+            metrics["scavenge ms"] = collected.pauseMs.median;
+            metrics["promoted MB/scavenge"] = collected.promotedMB.median;
           }
+          entry.rounds.push(metrics);
+        } catch (err) {
+          entry.skipped = round === 0
+            ? oneLine(err)
+            : `failed in round ${round + 1}: ${oneLine(err)}`;
+        } finally {
+          await target?.stop().catch(() => {});
         }
       }
-    } finally {
-      for (const entry of running) await entry.target?.stop().catch(() => {});
     }
-    return running.map((e, i) =>
+    return entries.map((e, i) =>
       e.skipped !== undefined
         ? { name: e.spec.name, metrics: {}, skipped: e.skipped }
         : {
           name: e.spec.name,
           metrics: summarizeRounds(e.rounds),
           ...(i === 0
-            ? { note: `load generator: ${loader}, ${seconds} s rounds` }
+            ? {
+              note:
+                `load generator: ${loader}, ${seconds} s rounds, a fresh server per round`,
+            }
             : {}),
         }
     );
