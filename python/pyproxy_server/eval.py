@@ -467,7 +467,6 @@ class EvalService:
         # (connection, request id) -> OutputChannel of a running eval
         self._channels = {}
         self._flusher = Flusher()
-        self._flusher_started = False
         self.code_cache = CodeCache()
         # One-off namespace ids: a random prefix, then a counter (under load,
         # os.urandom per eval showed ~16 µs in a profile on the benchmark VM).
@@ -476,7 +475,14 @@ class EvalService:
         self._pid = os.getpid()
 
     def install(self):
-        """Register the commands on the server."""
+        """Register the commands on the server and start the flusher thread.
+
+        The flusher starts here, on the thread that starts the server, not
+        at the first eval: on an eval's thread a cancel injects
+        ``KeyboardInterrupt`` at any bytecode, also inside
+        ``Thread.start()`` after the thread began, and then every later eval
+        failed with ``RuntimeError: threads can only be started once``."""
+        self._flusher.start()
         self._server.register("eval", self.eval, threaded=True, elastic=True)
         self._server.register("openSession", self.open_session, threaded=False)
         self._server.register("closeSession", self.close_session, threaded=False)
@@ -557,12 +563,6 @@ class EvalService:
                 raise SessionLostError(
                     "Cannot eval: no session %r on this connection" % (sid,)
                 )
-        if not self._flusher_started:
-            with self._lock:
-                if not self._flusher_started:
-                    self._flusher.start()
-                    self._flusher_started = True
-
         def send(fd, data, seq):
             call.send_event(
                 {"event": "output", "fd": fd, "data": data, "seq": seq}
@@ -570,17 +570,20 @@ class EvalService:
 
         channel = OutputChannel(send, self._flusher, call.is_cancelled)
         key = (call.connection, call.id)
-        with self._lock:
-            self._channels[key] = channel
-        call.send_event(
-            {
-                "event": "evalStart",
-                "session": sid,
-                "serverId": self._server_id(call),
-                "pid": self._pid,
-            }
-        )
+        # From here on a cancel's injected KeyboardInterrupt may fire at any
+        # bytecode: the channel is registered inside the try, so the finally
+        # always unregisters it.
         try:
+            with self._lock:
+                self._channels[key] = channel
+            call.send_event(
+                {
+                    "event": "evalStart",
+                    "session": sid,
+                    "serverId": self._server_id(call),
+                    "pid": self._pid,
+                }
+            )
             with capture.redirect(channel.write, (channel.write_stdout, channel.write_stderr)):
                 value = self._run(code, namespace, msg, args, self.code_cache)
         except KeyboardInterrupt as exc:

@@ -538,6 +538,29 @@ class EvalServiceTest(unittest.TestCase):
     def test_ack_for_a_finished_eval_is_harmless(self):
         self.assertEqual(self.call("outputAck", target=999, seq=3)[0], {"acked": False})
 
+    def test_the_flusher_runs_from_install_on_not_from_an_interruptible_eval(self):
+        # Started lazily by the first eval, a cancel's KeyboardInterrupt could
+        # land inside Thread.start() after the thread began: every later eval
+        # then failed with "RuntimeError: threads can only be started once".
+        self.assertTrue(self.service._flusher.is_alive())
+        self.assertEqual(self.call("eval", code="1")[0], {"value": 1, "chunks": 0})
+
+    def test_an_interrupt_before_the_code_runs_unregisters_the_channel(self):
+        # The interrupt CallRunner.cancel injects may fire at any bytecode,
+        # also while evalStart is being sent.
+        class InterruptedAtStart(FakeCall):
+            def send_event(self, event):
+                if event["event"] == "evalStart":
+                    self.interrupted = True
+                    raise KeyboardInterrupt
+                super().send_event(event)
+
+        call = InterruptedAtStart(self.connection, 500, {"cmd": "eval", "code": "1"})
+        with self.assertRaises(CancelledError):
+            self.service.eval(call)
+        self.assertEqual(self.service._channels, {})
+        self.assertEqual(self.call("eval", code="2")[0], {"value": 2, "chunks": 0})
+
 
 class EvalServerTest(unittest.TestCase):
     """The eval commands in a real server, over a real socket."""

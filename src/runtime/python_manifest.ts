@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 25165,
+      size: 25556,
       sha256:
-        "603273dcbaf9882eeea707da9dbc4536c83fcf4c1c431328ccec1e4a654d9ac7",
+        "74ac0fb52272332e4e506b173930a45df335a7110e3f5f1f4da951615c33c624",
     },
     {
       path: "pyproxy_server/execution.py",
