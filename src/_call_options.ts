@@ -20,6 +20,7 @@ export interface CallOptionFields {
   worker?: unknown;
   signal?: unknown;
   onEvent?: unknown;
+  onSend?: unknown;
   idempotent?: unknown;
   cancelGrace?: unknown;
   replayBytes?: unknown;
@@ -63,9 +64,12 @@ function rareFieldsError(
   options: CallOptionFields,
   subject: string | undefined,
 ): ConfigError | undefined {
-  const { onEvent, idempotent, cancelGrace, replayBytes } = options;
+  const { onEvent, onSend, idempotent, cancelGrace, replayBytes } = options;
   if (onEvent !== undefined && typeof onEvent !== "function") {
     return invalid(action, subject, "onEvent", "a function", onEvent);
+  }
+  if (onSend !== undefined && typeof onSend !== "function") {
+    return invalid(action, subject, "onSend", "a function", onSend);
   }
   if (idempotent !== undefined && typeof idempotent !== "boolean") {
     return invalid(action, subject, "idempotent", "a boolean", idempotent);

@@ -38,6 +38,8 @@ export interface EvalRequestOptions {
   signal?: AbortSignal;
   /** Events whose `id` is the request's. */
   onEvent?: (event: Record<string, unknown>) => void;
+  /** Called when the request is written to a worker (it left the queue). */
+  onSend?: () => void;
 }
 
 /**
@@ -202,6 +204,8 @@ export class Atom {
   #pid: number | undefined;
   #interrupt: { error: Error } | undefined;
   #requestDone = false;
+  /** The request was written to a worker: the code may run before `evalStart` arrives. */
+  #sent = false;
   #controller = new AbortController();
   #cancelGrace: number;
   #ackSeq = -1;
@@ -318,6 +322,7 @@ export class Atom {
       timeout: Infinity,
       signal: this.#controller.signal,
       onEvent: (event) => this.#onEvent(event),
+      onSend: () => this.#sent = true,
     };
     if (session) requestOptions.worker = session.worker;
     try {
@@ -385,7 +390,10 @@ export class Atom {
     this.#interrupt = { error };
     this.#settle(error);
     if (this.#target !== undefined) this.#sendCancel();
-    else this.#controller.abort(error); // not started yet: drop it from the queue
+    // Written but not started yet: its `evalStart` sends the cancel (see
+    // #onEvent), and `stopped` waits for the reply as for a started atom.
+    else if (this.#sent) return;
+    else this.#controller.abort(error); // still queued: drop it from the queue
   }
 
   #sendCancel(): void {

@@ -68,7 +68,8 @@ export interface PoolRequestOptions {
    * Timeout in ms, counted from the call (queue time included): a number
    * >= 0, `Infinity` for none; `0` rejects with `TimeoutError` at once
    * without sending. Anything else rejects with `ConfigError`, as does a
-   * wrongly typed `key`, `worker`, `signal`, `onEvent` or `idempotent`.
+   * wrongly typed `key`, `worker`, `signal`, `onEvent`, `onSend` or
+   * `idempotent`.
    * @default {PoolOptions.requestTimeout}
    */
   timeout?: number;
@@ -76,6 +77,12 @@ export interface PoolRequestOptions {
   signal?: AbortSignal;
   /** Events the server sends for this call (e.g. output). */
   onEvent?: (event: Record<string, unknown>) => void;
+  /**
+   * Called each time the call leaves the queue and is written to a worker
+   * (again after a retry). From then on, aborting `signal` cancels it on
+   * the server instead of dropping it from the queue.
+   */
+  onSend?: () => void;
   /** May be retried on another worker when its worker crashes (up to `maxRetries`). @default {false} */
   idempotent?: boolean;
 }
@@ -549,6 +556,7 @@ export class Pool implements AsyncDisposable {
       if (onEvent !== undefined) options.onEvent = onEvent;
     }
     worker.acquire();
+    call.options.onSend?.();
     session.request(call.cmd, call.args, options).then(
       (value) => {
         worker.release();

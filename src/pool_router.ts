@@ -29,6 +29,7 @@ export interface PoolCall {
     worker?: string;
     signal?: AbortSignal;
     onEvent?: (event: Record<string, unknown>) => void;
+    onSend?: () => void;
     idempotent?: boolean;
   };
   /** Absolute deadline (ms since the epoch), `Infinity` for none. */

@@ -111,6 +111,26 @@ Deno.test("EvalSession runs the next atom only after a cancelled one stopped", a
   await reader.cancel();
 });
 
+Deno.test("An atom cancelled after it was sent but before it started still waits for its code to stop", async () => {
+  await using pool = await Pool.start({ workers: 1, handleSignals: false });
+  await using session = await pool.openSession();
+  const atom = session.eval(
+    "import time\ntry:\n    for i in range(100):\n        time.sleep(0.1)\nfinally:\n    print('stopped')",
+  );
+  // Microtasks only: the request is written to the worker by now, and its
+  // `evalStart` (which needs a socket read) cannot have arrived.
+  for (let i = 0; i < 20; i++) await Promise.resolve();
+  assert.equal(atom.sessionId, undefined);
+  atom.cancel();
+  await assert.rejects(atom.result, CancelledError);
+  await atom.stopped;
+  // `stopped` came with the code's end: its last output arrived before it.
+  const chunks = [];
+  for await (const chunk of atom.replay()) chunks.push(chunk.data);
+  assert.deepEqual(chunks, ["stopped\n"]);
+  assert.equal(await session.eval("1 + 1").result, 2);
+});
+
 Deno.test("EvalSession close cancels the evals still running in it, then closes", async () => {
   await using pool = await Pool.start({ workers: 1, handleSignals: false });
   const session = await pool.openSession();

@@ -495,6 +495,7 @@ Deno.test("Pool validates per-call options with a ConfigError; timeout 0 times o
     [{ worker: "" }, /worker: expected a worker id/],
     [{ signal: { aborted: false } }, /signal: expected an AbortSignal/],
     [{ idempotent: "yes" }, /idempotent: expected a boolean/],
+    [{ onSend: "later" }, /onSend: expected a function/],
   ];
   for (const [options, message] of bad) {
     await assert.rejects(
