@@ -2,10 +2,14 @@
  * A user plugin: times every model call, and serves a host command that the
  * Python side can call (`host.call("timing.stats", {})`).
  *
- * Run: `deno run -A examples/custom_plugin.ts`
+ * Run: `deno run -A examples/custom_plugin.ts` (or `bun run examples/custom_plugin.ts`)
  *
  * @module
  */
+import { copyFile, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { Pool } from "../src/pool.ts";
 import type { Plugin } from "../src/plugin.ts";
 
@@ -51,13 +55,14 @@ export function timing(): Plugin & { stats(): Record<string, Timing> } {
 if (import.meta.main) {
   const plugin = timing();
   // The servers write their logs under modelsDir, so run from a scratch copy.
-  const modelsDir = await Deno.makeTempDir({ prefix: "pyproxy-example-" });
-  await Deno.copyFile(
-    new URL("./models/doubler.py", import.meta.url),
-    `${modelsDir}/doubler.py`,
+  // node: modules, so that the example runs on Bun as on Deno.
+  const modelsDir = await mkdtemp(join(tmpdir(), "pyproxy-example-"));
+  await copyFile(
+    fileURLToPath(new URL("./models/doubler.py", import.meta.url)),
+    join(modelsDir, "doubler.py"),
   );
   await using _cleanup = {
-    [Symbol.asyncDispose]: () => Deno.remove(modelsDir, { recursive: true }),
+    [Symbol.asyncDispose]: () => rm(modelsDir, { recursive: true }),
   };
   await using pool = await Pool.start({
     workers: 2,
