@@ -113,7 +113,7 @@ export class RedisStore implements CacheStore {
 
   /** The value under `key`, or `undefined`. */
   async get(key: string): Promise<unknown> {
-    const reply = await this.#command(["GET", this.#prefix + key]);
+    const reply = await this.#command(["GET", this.#key(key)]);
     return reply === null ? undefined : JSON.parse(String(reply));
   }
 
@@ -127,7 +127,7 @@ export class RedisStore implements CacheStore {
     if (json === undefined) {
       throw new TypeError(`Cannot cache '${key}': the value is not JSON`);
     }
-    const args = ["SET", this.#prefix + key, json];
+    const args = ["SET", this.#key(key), json];
     if (options.ttl !== undefined) {
       if (!(options.ttl > 0 && options.ttl !== Infinity)) {
         throw new RangeError(
@@ -141,7 +141,7 @@ export class RedisStore implements CacheStore {
 
   /** Removes `key`; `true` when it existed. */
   async delete(key: string): Promise<boolean> {
-    return (await this.#command(["DEL", this.#prefix + key])) === 1;
+    return (await this.#command(["DEL", this.#key(key)])) === 1;
   }
 
   /** Removes every key under this store's prefix (`SCAN` + `DEL`). */
@@ -175,6 +175,18 @@ export class RedisStore implements CacheStore {
   /** Same as `close()`. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+
+  // UTF-8 has no lone surrogates: encoded, "a\uD800" and "a\uDC00" would both become "a\uFFFD", one redis key.
+  #key(key: string): string {
+    if (!key.isWellFormed()) {
+      throw new TypeError(
+        `Cannot use cache key ${
+          JSON.stringify(key)
+        }: it holds a lone UTF-16 surrogate, which redis cannot tell from U+FFFD`,
+      );
+    }
+    return this.#prefix + key;
   }
 
   async #command(args: string[]): Promise<RespValue> {

@@ -135,3 +135,29 @@ Deno.test({
     assert.match(err.message, /Cannot connect to redis .*AUTH failed/);
   },
 });
+
+Deno.test({
+  name:
+    "RedisStore refuses keys with a lone surrogate instead of merging them into one redis key",
+  ignore: !redis,
+  async fn() {
+    await using server = await startRedis();
+    await using store = new RedisStore({ port: server.port });
+    // UTF-8 turns both into "a\uFFFD": they used to read and overwrite each other's value.
+    for (const key of ["a\uD800", "a\uDC00"]) {
+      await assert.rejects(store.set(key, 1), (err) => {
+        assert.ok(err instanceof TypeError, String(err));
+        assert.match(err.message, /lone UTF-16 surrogate/);
+        return true;
+      });
+      await assert.rejects(store.get(key), TypeError);
+      await assert.rejects(store.delete(key), TypeError);
+    }
+    // Well-formed non-ASCII keys (a surrogate pair included) stay distinct.
+    await store.set("é\u{1F600}", 1);
+    await store.set("e\u{1F600}", 2);
+    assert.equal(await store.get("é\u{1F600}"), 1);
+    assert.equal(await store.get("e\u{1F600}"), 2);
+    await store.clear();
+  },
+});
