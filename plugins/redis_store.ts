@@ -6,6 +6,7 @@
  * @module
  */
 import {
+  ConfigError,
   ConnectionLostError,
   RemoteError,
   TimeoutError,
@@ -84,6 +85,25 @@ export class RedisStore implements CacheStore {
 
   /** Creates the store; it connects on first use. */
   constructor(options: RedisStoreOptions = {}) {
+    // Checked here: a bad timeout or port would otherwise fail every command later, far from the cause.
+    check(
+      "timeout",
+      options.timeout,
+      (n) => n > 0 && Number.isFinite(n),
+      "a number > 0",
+    );
+    check(
+      "port",
+      options.port,
+      (n) => Number.isInteger(n) && n >= 1 && n <= 65535,
+      "an integer from 1 to 65535",
+    );
+    check(
+      "db",
+      options.db,
+      (n) => Number.isInteger(n) && n >= 0,
+      "an integer >= 0",
+    );
     this.#runtime = options.runtime ?? defaultRuntime();
     this.#target = options.path !== undefined ? { path: options.path } : {
       hostname: options.hostname ?? "127.0.0.1",
@@ -358,4 +378,19 @@ export class RedisStore implements CacheStore {
       p.reject(error);
     }
   }
+}
+
+function check(
+  field: string,
+  value: unknown,
+  ok: (n: number) => boolean,
+  expected: string,
+): void {
+  if (value === undefined || (typeof value === "number" && ok(value))) return;
+  throw new ConfigError(
+    `Cannot create RedisStore: ${field}: expected ${expected}, got ${
+      String(value)
+    }`,
+    { details: { field } },
+  );
 }

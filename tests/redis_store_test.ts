@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { ConnectionLostError, RemoteError } from "../src/errors.ts";
+import {
+  ConfigError,
+  ConnectionLostError,
+  RemoteError,
+} from "../src/errors.ts";
 import { RespParser } from "../plugins/_resp.ts";
 import { RedisStore } from "../plugins/redis_store.ts";
 import { hasRedis, startRedis } from "./_redis_server.ts";
@@ -160,4 +164,26 @@ Deno.test({
     assert.equal(await store.get("e\u{1F600}"), 2);
     await store.clear();
   },
+});
+
+Deno.test("RedisStore rejects a bad timeout, port or db with a ConfigError when it is made", () => {
+  // A timeout of 0, NaN or -1 used to become a 1 ms timer: commands failed (or not) by luck.
+  for (
+    const options of [
+      { timeout: 0 },
+      { timeout: NaN },
+      { timeout: -1 },
+      { port: 70000 },
+      { port: 1.5 },
+      { db: -1 },
+      { db: 1.5 },
+    ]
+  ) {
+    assert.throws(() => new RedisStore(options), (err) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.equal(err.details.field, Object.keys(options)[0]);
+      return true;
+    }, JSON.stringify(options));
+  }
+  new RedisStore({ timeout: 1, port: 1, db: 0 });
 });
