@@ -8,6 +8,7 @@
  */
 import { ConfigError } from "../src/errors.ts";
 import type { Plugin, PluginContext } from "../src/plugin.ts";
+import { onePool } from "./_one_pool.ts";
 
 /**
  * Backoff of {@linkcode ReconnectOptions}.
@@ -121,6 +122,8 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
   const crashes = new Map<string, number[]>();
   const probing = new Set<string>();
   let timer: ReturnType<typeof setInterval> | undefined;
+  // A second pool would overwrite (and so leak) the first one's heartbeat timer.
+  const owner = onePool("reconnect");
 
   /** Pings a worker; kills it if the same process stays silent (no answer and no bytes). */
   const probe = async (
@@ -172,6 +175,7 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
   return {
     name: "reconnect",
     onPoolStart(ctx) {
+      owner.claim(ctx.pool);
       if (heartbeatInterval <= 0) return;
       timer = setInterval(() => {
         for (const w of ctx.workers()) {
@@ -181,9 +185,12 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
         }
       }, heartbeatInterval);
     },
-    onPoolClose() {
+    onPoolClose(ctx) {
+      if (!owner.owns(ctx.pool)) return;
+      owner.release(ctx.pool);
       if (timer !== undefined) clearInterval(timer);
       timer = undefined;
+      crashes.clear();
     },
     onTimeout(ev, ctx) {
       probe(

@@ -6,6 +6,7 @@
  * @module
  */
 import {
+  ConfigError,
   ConnectionLostError,
   RemoteError,
   TimeoutError,
@@ -84,6 +85,25 @@ export class RedisStore implements CacheStore {
 
   /** Creates the store; it connects on first use. */
   constructor(options: RedisStoreOptions = {}) {
+    // Checked here: a bad timeout or port would otherwise fail every command later, far from the cause.
+    check(
+      "timeout",
+      options.timeout,
+      (n) => n > 0 && Number.isFinite(n),
+      "a number > 0",
+    );
+    check(
+      "port",
+      options.port,
+      (n) => Number.isInteger(n) && n >= 1 && n <= 65535,
+      "an integer from 1 to 65535",
+    );
+    check(
+      "db",
+      options.db,
+      (n) => Number.isInteger(n) && n >= 0,
+      "an integer >= 0",
+    );
     this.#runtime = options.runtime ?? defaultRuntime();
     this.#target = options.path !== undefined ? { path: options.path } : {
       hostname: options.hostname ?? "127.0.0.1",
@@ -113,7 +133,7 @@ export class RedisStore implements CacheStore {
 
   /** The value under `key`, or `undefined`. */
   async get(key: string): Promise<unknown> {
-    const reply = await this.#command(["GET", this.#prefix + key]);
+    const reply = await this.#command(["GET", this.#key(key)]);
     return reply === null ? undefined : JSON.parse(String(reply));
   }
 
@@ -127,7 +147,7 @@ export class RedisStore implements CacheStore {
     if (json === undefined) {
       throw new TypeError(`Cannot cache '${key}': the value is not JSON`);
     }
-    const args = ["SET", this.#prefix + key, json];
+    const args = ["SET", this.#key(key), json];
     if (options.ttl !== undefined) {
       if (!(options.ttl > 0 && options.ttl !== Infinity)) {
         throw new RangeError(
@@ -141,7 +161,7 @@ export class RedisStore implements CacheStore {
 
   /** Removes `key`; `true` when it existed. */
   async delete(key: string): Promise<boolean> {
-    return (await this.#command(["DEL", this.#prefix + key])) === 1;
+    return (await this.#command(["DEL", this.#key(key)])) === 1;
   }
 
   /** Removes every key under this store's prefix (`SCAN` + `DEL`). */
@@ -175,6 +195,18 @@ export class RedisStore implements CacheStore {
   /** Same as `close()`. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+
+  // UTF-8 has no lone surrogates: encoded, "a\uD800" and "a\uDC00" would both become "a\uFFFD", one redis key.
+  #key(key: string): string {
+    if (!key.isWellFormed()) {
+      throw new TypeError(
+        `Cannot use cache key ${
+          JSON.stringify(key)
+        }: it holds a lone UTF-16 surrogate, which redis cannot tell from U+FFFD`,
+      );
+    }
+    return this.#prefix + key;
   }
 
   async #command(args: string[]): Promise<RespValue> {
@@ -346,4 +378,19 @@ export class RedisStore implements CacheStore {
       p.reject(error);
     }
   }
+}
+
+function check(
+  field: string,
+  value: unknown,
+  ok: (n: number) => boolean,
+  expected: string,
+): void {
+  if (value === undefined || (typeof value === "number" && ok(value))) return;
+  throw new ConfigError(
+    `Cannot create RedisStore: ${field}: expected ${expected}, got ${
+      String(value)
+    }`,
+    { details: { field } },
+  );
 }

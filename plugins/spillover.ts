@@ -19,6 +19,7 @@ import type { Session } from "../src/session.ts";
 import { jsonSizeBound } from "./_json_size.ts";
 import { ParallelMd5 } from "./_parallel_md5.ts";
 import { readSpill, writeSpill } from "./_spill_file.ts";
+import { onePool } from "./_one_pool.ts";
 
 // From this size on, md5 runs on hash threads (started on the first such message).
 const PARALLEL_MD5_BYTES = 4 * 1024 * 1024;
@@ -147,6 +148,8 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
   }
   let runtime: Runtime | undefined;
   let root: string | undefined;
+  // Worker ids repeat from pool to pool: a second pool would remove the first one's directories.
+  const owner = onePool("spillover");
   let generation = 0;
   let pendingBytes = 0;
   // Per worker id, the subdirectory of its current process.
@@ -341,6 +344,7 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
     stats,
 
     async onPoolStart(ctx: PluginContext): Promise<void> {
+      owner.claim(ctx.pool);
       runtime = ctx.runtime;
       const parent = options.dir ?? runtime.shmDir() ?? runtime.tempDir();
       try {
@@ -366,7 +370,9 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
       await removeDeadHostDirs(runtime, parent, ["pyproxy-spill"]);
     },
 
-    async onPoolClose(): Promise<void> {
+    async onPoolClose(ctx: PluginContext): Promise<void> {
+      if (!owner.owns(ctx.pool)) return;
+      owner.release(ctx.pool);
       md5Start = undefined;
       md5.forEach((t) => t.close());
       md5 = [];

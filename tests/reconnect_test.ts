@@ -188,3 +188,35 @@ Deno.test("reconnect does not restart workers stopped by close", async () => {
     await pids.assertGone();
   }
 });
+
+Deno.test("reconnect: one instance serves one pool at a time; a second pool is a ConfigError, not a leaked heartbeat timer", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  // One plugin list for two pools: the second start used to overwrite the first pool's interval, which
+  // then ran forever (the process never exited) and pinged a closed pool.
+  const policy = reconnect({ heartbeatInterval: 50 });
+  const options = { ...opts(dir.path, {}), workers: 1, plugins: [policy] };
+  const a = await Pool.start(options);
+  try {
+    pids.watch(a);
+    await assert.rejects(Pool.start(options), (err) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.match(err.message, /reconnect\(\) once per pool/);
+      return true;
+    });
+    // The failed start closed its own pool without touching the first one's policy.
+    await a.addModel("doubler", { file: "doubler.py" });
+    assert.deepEqual(await a.execute("doubler", { x: 2 }), { y: 4 });
+  } finally {
+    await a.close();
+  }
+  // Free again once its pool closed.
+  const b = await Pool.start(options);
+  try {
+    pids.watch(b);
+    assert.equal(b.status().workers[0]!.state, "ready");
+  } finally {
+    await b.close();
+    await pids.assertGone();
+  }
+});

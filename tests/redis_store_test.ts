@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { ConnectionLostError, RemoteError } from "../src/errors.ts";
+import {
+  ConfigError,
+  ConnectionLostError,
+  RemoteError,
+} from "../src/errors.ts";
 import { RespParser } from "../plugins/_resp.ts";
 import { RedisStore } from "../plugins/redis_store.ts";
 import { hasRedis, startRedis } from "./_redis_server.ts";
@@ -134,4 +138,52 @@ Deno.test({
     assert.ok(err instanceof RemoteError, String(err));
     assert.match(err.message, /Cannot connect to redis .*AUTH failed/);
   },
+});
+
+Deno.test({
+  name:
+    "RedisStore refuses keys with a lone surrogate instead of merging them into one redis key",
+  ignore: !redis,
+  async fn() {
+    await using server = await startRedis();
+    await using store = new RedisStore({ port: server.port });
+    // UTF-8 turns both into "a\uFFFD": they used to read and overwrite each other's value.
+    for (const key of ["a\uD800", "a\uDC00"]) {
+      await assert.rejects(store.set(key, 1), (err) => {
+        assert.ok(err instanceof TypeError, String(err));
+        assert.match(err.message, /lone UTF-16 surrogate/);
+        return true;
+      });
+      await assert.rejects(store.get(key), TypeError);
+      await assert.rejects(store.delete(key), TypeError);
+    }
+    // Well-formed non-ASCII keys (a surrogate pair included) stay distinct.
+    await store.set("é\u{1F600}", 1);
+    await store.set("e\u{1F600}", 2);
+    assert.equal(await store.get("é\u{1F600}"), 1);
+    assert.equal(await store.get("e\u{1F600}"), 2);
+    await store.clear();
+  },
+});
+
+Deno.test("RedisStore rejects a bad timeout, port or db with a ConfigError when it is made", () => {
+  // A timeout of 0, NaN or -1 used to become a 1 ms timer: commands failed (or not) by luck.
+  for (
+    const options of [
+      { timeout: 0 },
+      { timeout: NaN },
+      { timeout: -1 },
+      { port: 70000 },
+      { port: 1.5 },
+      { db: -1 },
+      { db: 1.5 },
+    ]
+  ) {
+    assert.throws(() => new RedisStore(options), (err) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.equal(err.details.field, Object.keys(options)[0]);
+      return true;
+    }, JSON.stringify(options));
+  }
+  new RedisStore({ timeout: 1, port: 1, db: 0 });
 });

@@ -694,3 +694,35 @@ Deno.test("spillover reads a whole-file md5 reference, and refuses a wrong one",
     await pool.close();
   }
 });
+
+Deno.test("spillover: one instance serves one pool at a time; a second pool is a ConfigError and leaves the first one's directories alone", async () => {
+  // Worker ids repeat from pool to pool: a second start with the same instance used to remove the first
+  // pool's w1 directory and point `dir` at its own, so both pools' large calls failed with SpillError.
+  const spill = spillover({ threshold: 64 * 1024 });
+  const big = "x".repeat(200_000);
+  const len = async (pool: Pool) =>
+    (await pool.execute("spill_echo", { op: "len", data: big }) as {
+      len: number;
+    }).len;
+  const a = await startPool([spill]);
+  try {
+    const dir = spill.dir;
+    await assert.rejects(startPool([spill]), (err) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.match(err.message, /spillover\(\) once per pool/);
+      return true;
+    });
+    assert.equal(spill.dir, dir);
+    assert.equal(await len(a), big.length);
+    assert.equal(spill.stats.spilledOut, 1);
+  } finally {
+    await a.close();
+  }
+  // Free again once its pool closed.
+  const b = await startPool([spill]);
+  try {
+    assert.equal(await len(b), big.length);
+  } finally {
+    await b.close();
+  }
+});
