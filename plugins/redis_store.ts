@@ -9,6 +9,7 @@ import {
   ConfigError,
   ConnectionLostError,
   RemoteError,
+  SerializationError,
   TimeoutError,
 } from "../src/errors.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
@@ -134,7 +135,18 @@ export class RedisStore implements CacheStore {
   /** The value under `key`, or `undefined`. */
   async get(key: string): Promise<unknown> {
     const reply = await this.#command(["GET", this.#key(key)]);
-    return reply === null ? undefined : JSON.parse(String(reply));
+    if (reply === null) return undefined;
+    try {
+      return JSON.parse(String(reply));
+    } catch (err) {
+      // Written by something other than a RedisStore under the same prefix.
+      throw new SerializationError(
+        `Cannot read cache '${key}': the stored value is not JSON (${
+          (err as Error).message
+        })`,
+        { cause: err },
+      );
+    }
   }
 
   /** Stores `value` as JSON (`SET`, with `PX` when `ttl` is given). */
@@ -154,7 +166,13 @@ export class RedisStore implements CacheStore {
           `Cannot cache '${key}': ttl must be a positive number of seconds, got ${options.ttl}`,
         );
       }
-      args.push("PX", String(Math.max(1, Math.ceil(options.ttl * 1000))));
+      // Redis refuses PX beyond a 64-bit integer (and "1e+23" is no integer):
+      // ~285,000 years is as good as for ever.
+      const ms = Math.min(
+        Math.max(1, Math.ceil(options.ttl * 1000)),
+        Number.MAX_SAFE_INTEGER,
+      );
+      args.push("PX", String(ms));
     }
     await this.#command(args);
   }

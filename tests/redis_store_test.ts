@@ -3,6 +3,7 @@ import {
   ConfigError,
   ConnectionLostError,
   RemoteError,
+  SerializationError,
 } from "../src/errors.ts";
 import { RespParser } from "../plugins/_resp.ts";
 import { RedisStore } from "../plugins/redis_store.ts";
@@ -72,6 +73,37 @@ Deno.test({
       await new Promise((r) => setTimeout(r, 2));
     }
     assert.equal(await store.get("long"), 2);
+    // A ttl past what Redis can count is as good as none.
+    await store.set("ages", 3, { ttl: 1e20 });
+    assert.equal(await store.get("ages"), 3);
+    // A value written by something else: a typed error, not a bare SyntaxError.
+    const raw = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: server.port,
+    });
+    try {
+      await raw.write(
+        new TextEncoder().encode(
+          "*3\r\n$3\r\nSET\r\n$7\r\nt1:junk\r\n$3\r\nabc\r\n",
+        ),
+      );
+      const buf = new Uint8Array(16);
+      const n = await raw.read(buf);
+      assert.equal(
+        new TextDecoder().decode(buf.subarray(0, n ?? 0)),
+        "+OK\r\n",
+      );
+    } finally {
+      raw.close();
+    }
+    await assert.rejects(
+      store.get("junk"),
+      (err: unknown) =>
+        err instanceof SerializationError &&
+        /Cannot read cache 'junk': the stored value is not JSON/.test(
+          err.message,
+        ),
+    );
 
     await store.clear();
     assert.equal(await store.get("long"), undefined);
