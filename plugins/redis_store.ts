@@ -245,6 +245,19 @@ export class RedisStore implements CacheStore {
   }
 
   #send(args: string[]): Promise<RespValue> {
+    // The connection was dropped after it opened and before this command was
+    // queued (a server that answers the setup and closes): queued with no
+    // connection to write it, it would wait for its timeout, or take the first
+    // reply of the next connection, meant for another command.
+    if (this.#writer === undefined) {
+      return Promise.reject(
+        new ConnectionLostError(
+          `Cannot run redis ${
+            args[0]
+          }: the connection to ${this.#where} was lost`,
+        ),
+      );
+    }
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         // The reply order is lost with a missing reply: the only safe recovery is a new connection.

@@ -7,6 +7,8 @@ import {
 } from "../src/errors.ts";
 import { RespParser } from "../plugins/_resp.ts";
 import { RedisStore } from "../plugins/redis_store.ts";
+import { defaultRuntime } from "../src/runtime/mod.ts";
+import type { Connection, Runtime } from "../src/runtime/types.ts";
 import { hasRedis, startRedis } from "./_redis_server.ts";
 
 const redis = hasRedis();
@@ -218,4 +220,40 @@ Deno.test("RedisStore rejects a bad timeout, port or db with a ConfigError when 
     }, JSON.stringify(options));
   }
   new RedisStore({ timeout: 1, port: 1, db: 0 });
+});
+
+Deno.test("RedisStore fails a command at once when the connection drops between its setup and the command", async () => {
+  // A server that answers the AUTH and closes in the same breath: the
+  // connection is gone before the GET is queued.
+  const written: string[] = [];
+  const runtime = {
+    ...defaultRuntime(),
+    connect(): Promise<Connection> {
+      const readable = new ReadableStream<Uint8Array>({
+        start(c) {
+          c.enqueue(new TextEncoder().encode("+OK\r\n"));
+          c.close();
+        },
+      });
+      const writable = new WritableStream<Uint8Array>({
+        write(chunk) {
+          written.push(new TextDecoder().decode(chunk));
+        },
+      });
+      return Promise.resolve({ readable, writable, close() {} });
+    },
+  } as Runtime;
+  // With the command left queued, it waited for this timeout instead.
+  await using store = new RedisStore({
+    runtime,
+    password: "p",
+    timeout: 60_000,
+  });
+  await assert.rejects(
+    store.get("k"),
+    (err: unknown) =>
+      err instanceof ConnectionLostError &&
+      /Cannot run redis GET: the connection to .* was lost/.test(err.message),
+  );
+  assert.deepEqual(written, ["*2\r\n$4\r\nAUTH\r\n$1\r\np\r\n"]);
 });
