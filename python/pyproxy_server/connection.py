@@ -923,11 +923,20 @@ class Connection(asyncio.BufferedProtocol):
             else:
                 log.info("connection %s: reply for unknown host request %r ignored", self.id, rid)
             return None
-        if msg.get("ok") is True:
+        ok = msg.get("ok")
+        if ok is True:
             try:
                 future.set_result(msg.get("result"))
             except concurrent.futures.InvalidStateError:
                 pass
+            return None
+        if ok is not False:
+            # Not an answer either way (protocol §3: ok is a boolean): say so
+            # instead of reporting an error the host never sent.
+            shown = repr(ok)
+            if len(shown) > 40:
+                shown = shown[:40] + "..."
+            fail_future(future, HostError("Host sent an invalid reply: ok must be true or false, got %s" % shown))
             return None
         error = msg.get("error")
         error = error if isinstance(error, dict) else {}

@@ -582,6 +582,17 @@ class HostCallTest(ServerTestCase):
         self.assertIn("no reply", err["message"])
 
 
+    def test_reply_whose_ok_is_not_a_boolean_is_an_invalid_reply(self):
+        c = self.connect()
+        c.call("addModel", name="c", file="caller.py")
+        c.send({"id": 1, "cmd": "executeModel", "name": "c", "msg": {"op": "call", "name": "add", "timeout": 5}})
+        request = c.recv()
+        self.assertEqual(request["cmd"], "add")
+        c.send({"id": request["id"], "ok": 1, "result": 5})
+        err = self.assertError(c.reply_for(1), "HostError")
+        self.assertIn("Host sent an invalid reply: ok must be true or false, got 1", err["message"])
+
+
 class SpillTest(ServerTestCase):
     def setUp(self):
         super().setUp()

@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 48538,
+      size: 48969,
       sha256:
-        "8f2140df68b3b0dcde0d577fc84dd3ec9bac46653644159ff022013c969f5b61",
+        "b6b05a4d808bde67594fbfa501366250960d032c142cceacec4d235483fbb1fc",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
