@@ -278,7 +278,12 @@ export class Atom {
     return this.#buffer.readable(fromSeq);
   }
 
-  /** Interrupts the code (like aborting `signal`); the atom rejects with `CancelledError`. */
+  /**
+   * Interrupts the code (like aborting `signal`); the atom rejects with
+   * `CancelledError` at once. Code still queued never runs; code already
+   * sent to a worker is interrupted as soon as it starts, and `stopped`
+   * waits for it in every case.
+   */
   cancel(reason = "cancelled"): void {
     this.#abort(new CancelledError(`Cannot complete eval: ${reason}`));
   }
