@@ -50,6 +50,7 @@ from .errors import (
     SerializationError,
     SpillError,
     UnknownCommandError,
+    short_repr,
 )
 from .execution import CallRunner, OutputSink, fail_future, wire_error
 from .framer import HEADER, MAGIC, OVERHEAD, VERSION, Framer, md5_digest
@@ -933,10 +934,7 @@ class Connection(asyncio.BufferedProtocol):
         if ok is not False:
             # Not an answer either way (protocol §3: ok is a boolean): say so
             # instead of reporting an error the host never sent.
-            shown = repr(ok)
-            if len(shown) > 40:
-                shown = shown[:40] + "..."
-            fail_future(future, HostError("Host sent an invalid reply: ok must be true or false, got %s" % shown))
+            fail_future(future, HostError("Host sent an invalid reply: ok must be true or false, got %s" % short_repr(ok, 40)))
             return None
         error = msg.get("error")
         error = error if isinstance(error, dict) else {}

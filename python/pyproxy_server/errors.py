@@ -35,6 +35,7 @@ __all__ = [
     "HostError",
     "error_from_type",
     "format_user_traceback",
+    "short_repr",
 ]
 
 
@@ -254,3 +255,11 @@ def format_user_traceback(exc, skip_prefix=None):
             tb = tb.tb_next
     return "".join(_traceback.format_exception(type(exc), exc, tb))
 
+
+def short_repr(value, limit=200):
+    """``repr(value)`` cut to ``limit`` characters, for error messages."""
+    try:
+        text = repr(value)
+    except RecursionError:  # a value nested too deep for json is too deep for repr
+        return "<%s nested too deep>" % type(value).__name__
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -34,6 +34,7 @@ from .errors import (
     PythonError,
     SerializationError,
     SessionLostError,
+    short_repr,
 )
 
 __all__ = [
@@ -448,13 +449,6 @@ def _runs_by_fd(items):
     return runs
 
 
-def _short_repr(value, limit=200):
-    try:
-        text = repr(value)
-    except RecursionError:  # a value nested too deep for json is too deep for repr
-        return "<%s nested too deep>" % type(value).__name__
-    return text if len(text) <= limit else text[:limit] + "..."
-
 
 class EvalService:
     """The eval commands of one server: namespaces per connection, output channels."""
@@ -608,7 +602,7 @@ class EvalService:
         except (TypeError, ValueError, RecursionError) as exc:
             raise SerializationError(
                 "Cannot reply: the eval's value is not JSON (%s): %s"
-                % (exc, _short_repr(value))
+                % (exc, short_repr(value))
             )
 
     @staticmethod

@@ -571,23 +571,23 @@ class HostCallTest(ServerTestCase):
         result = c.call("executeModel", name="c", msg={"op": "thread"})
         self.assertIn("no pyproxy call is running", result["error"])
 
-    def test_timeout(self):
+    def start_host_call(self, name, timeout):
+        """A model call (id 1) that calls host command ``name``: the client and that host request."""
         c = self.connect()
         c.call("addModel", name="c", file="caller.py")
-        c.send({"id": 1, "cmd": "executeModel", "name": "c", "msg": {"op": "call", "name": "never", "timeout": 0.2}})
+        c.send({"id": 1, "cmd": "executeModel", "name": "c", "msg": {"op": "call", "name": name, "timeout": timeout}})
         request = c.recv()
-        self.assertEqual(request["cmd"], "never")
+        self.assertEqual(request["cmd"], name)
+        return c, request
+
+    def test_timeout(self):
+        c, _request = self.start_host_call("never", 0.2)
         # An uncaught HostError is answered as such (it is a PyProxyError).
         err = self.assertError(c.reply_for(1), "HostError")
         self.assertIn("no reply", err["message"])
 
-
     def test_reply_whose_ok_is_not_a_boolean_is_an_invalid_reply(self):
-        c = self.connect()
-        c.call("addModel", name="c", file="caller.py")
-        c.send({"id": 1, "cmd": "executeModel", "name": "c", "msg": {"op": "call", "name": "add", "timeout": 5}})
-        request = c.recv()
-        self.assertEqual(request["cmd"], "add")
+        c, request = self.start_host_call("add", 5)
         c.send({"id": request["id"], "ok": 1, "result": 5})
         err = self.assertError(c.reply_for(1), "HostError")
         self.assertIn("Host sent an invalid reply: ok must be true or false, got 1", err["message"])

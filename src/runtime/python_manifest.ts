@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 48969,
+      size: 48894,
       sha256:
-        "b6b05a4d808bde67594fbfa501366250960d032c142cceacec4d235483fbb1fc",
+        "623891a84c2b31c7f94680dd6583926a524d721a7579e364121d6625608338e3",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -82,15 +82,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/errors.py",
-      size: 6966,
+      size: 7339,
       sha256:
-        "a5af159f75571bc713098566149caa0957c6b32db8e93b077f390ff6fdb333f3",
+        "3fb15517de444850116533ffa59b97c67974b5b225b87d7660f073e1c6c9511a",
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 25556,
+      size: 25290,
       sha256:
-        "74ac0fb52272332e4e506b173930a45df335a7110e3f5f1f4da951615c33c624",
+        "add38da1337fd864e23cfaa53a2ecb69e701faa6d7c396a9c836c058851fbc84",
     },
     {
       path: "pyproxy_server/execution.py",
