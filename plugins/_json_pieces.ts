@@ -16,7 +16,8 @@ const PIECE = 32 * 1024;
  * it does not return undefined for). Large strings come in pieces of about
  * 32 Ki characters, never split inside a surrogate pair. Throws like
  * `JSON.stringify` on bigints and circular structures, and a `RangeError`
- * for nesting deeper than `MAX_JSON_DEPTH`.
+ * for nesting deeper than `MAX_JSON_DEPTH`. With `segments`, long strings
+ * below the root become `null` and are collected with their paths instead.
  *
  * @example
  * ```ts
@@ -24,10 +25,55 @@ const PIECE = 32 * 1024;
  * console.log([...jsonPieces({ a: [1, "x"] })].join("")); // {"a":[1,"x"]}
  * ```
  */
-export function* jsonPieces(value: unknown): Generator<string, void, void> {
+export function* jsonPieces(
+  value: unknown,
+  segments?: JsonSegments,
+): Generator<string, void, void> {
   const resolved = resolve(value, "");
   if (omitted(resolved)) return;
-  yield* pieces(resolved, []);
+  if (segments !== undefined && segments.minLength <= PIECE) {
+    throw new RangeError(
+      `Cannot take strings out: minLength must be above ${PIECE}`,
+    );
+  }
+  yield* pieces(
+    resolved,
+    [],
+    segments === undefined ? undefined : { ...segments, path: [] },
+  );
+}
+
+/** A string {@linkcode jsonPieces} took out of the JSON, and where it was. */
+export interface JsonSegment {
+  /** Steps from the root: object keys and array indices. */
+  at: (string | number)[];
+  /** The string. */
+  value: string;
+}
+
+/**
+ * Asks {@linkcode jsonPieces} to write `null` instead of each well-formed
+ * string of at least `minLength` characters below the root (protocol §8,
+ * string segments), and to append it to `found`.
+ */
+export interface JsonSegments {
+  /** Shortest string taken out; above 32 Ki (smaller subtrees are stringified at once). */
+  minLength: number;
+  /** Filled in the order the strings are met. */
+  found: JsonSegment[];
+}
+
+interface SegmentWalk extends JsonSegments {
+  path: (string | number)[];
+}
+
+// Where String.prototype.isWellFormed is missing, any surrogate keeps a string in the JSON.
+const SURROGATE = /[\uD800-\uDFFF]/;
+function wellFormed(text: string): boolean {
+  const native = (text as { isWellFormed?: () => boolean }).isWellFormed;
+  return typeof native === "function"
+    ? native.call(text)
+    : !SURROGATE.test(text);
 }
 
 function resolve(value: unknown, key: string): unknown {
@@ -54,8 +100,17 @@ function omitted(value: unknown): boolean {
 function* pieces(
   value: unknown,
   ancestors: object[],
+  walk: SegmentWalk | undefined,
 ): Generator<string, void, void> {
   if (typeof value === "string") {
+    if (
+      walk !== undefined && value.length >= walk.minLength &&
+      walk.path.length > 0 && wellFormed(value)
+    ) {
+      walk.found.push({ at: walk.path.slice(), value });
+      yield "null";
+      return;
+    }
     if (value.length <= PIECE) {
       yield JSON.stringify(value);
       return;
@@ -102,7 +157,11 @@ function* pieces(
         if (i > 0) yield ",";
         const item = resolve(value[i], String(i));
         if (omitted(item)) yield "null";
-        else yield* pieces(item, ancestors);
+        else {
+          walk?.path.push(i);
+          yield* pieces(item, ancestors, walk);
+          walk?.path.pop();
+        }
       }
       yield "]";
       return;
@@ -114,7 +173,9 @@ function* pieces(
       if (omitted(item)) continue;
       yield (first ? "" : ",") + JSON.stringify(key) + ":";
       first = false;
-      yield* pieces(item, ancestors);
+      walk?.path.push(key);
+      yield* pieces(item, ancestors, walk);
+      walk?.path.pop();
     }
     yield "}";
   } finally {

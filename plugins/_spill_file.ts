@@ -6,7 +6,8 @@
 import * as v from "valibot";
 import { SpillError } from "../src/errors.ts";
 import type { FileWriter, Runtime } from "../src/runtime/types.ts";
-import { jsonPieces } from "./_json_pieces.ts";
+import * as zlib from "node:zlib";
+import { jsonPieces, type JsonSegment } from "./_json_pieces.ts";
 import { SpillJsonReader } from "./_spill_json_reader.ts";
 import { md5Job, type ParallelMd5 } from "./_parallel_md5.ts";
 import { md5PartsJob } from "./_md5_parts.ts";
@@ -27,7 +28,32 @@ export interface SpillRef {
   partSize?: number | undefined;
   /** Lower-case hex MD5 of each part, in order (one part for an empty file). */
   md5Parts?: string[] | undefined;
+  /** CRC-32 (zlib) of the file's bytes, for a peer that announced `crc32`. */
+  crc32?: number | undefined;
+  /** Bytes of JSON at the start of the file, when `strings` follow it. */
+  json?: number | undefined;
+  /** Strings stored as raw UTF-8 after the JSON, with the path of the `null` each replaces. */
+  strings?: SpillString[] | undefined;
 }
+
+/** One string segment of a spill file (protocol §8). */
+export interface SpillString {
+  /** Steps from the message object to the `null` the string replaces. */
+  at: (string | number)[];
+  /** First byte of its UTF-8 in the file. */
+  offset: number;
+  /** Bytes of its UTF-8. */
+  length: number;
+}
+
+/** Node's `zlib.crc32` where the runtime has it (Deno, Bun, Node 22): spill files then carry CRC-32s. */
+export const crc32:
+  | ((data: Uint8Array, value?: number) => number)
+  | undefined = typeof (zlib as { crc32?: unknown }).crc32 === "function"
+    ? (zlib as unknown as {
+      crc32: (data: Uint8Array, value?: number) => number;
+    }).crc32
+    : undefined;
 
 // Smallest and largest `partSize` (protocol §8, as in the Python server): tiny parts would make huge references.
 const MIN_PART_SIZE = 64 * 1024;
@@ -49,14 +75,39 @@ const SpillRefSchema = v.pipe(
       ),
     ),
     md5Parts: v.optional(v.array(Md5Schema)),
+    crc32: v.optional(
+      v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0xffffffff)),
+    ),
+    json: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
+    strings: v.optional(
+      v.array(v.object({
+        at: v.pipe(
+          v.array(
+            v.union([
+              v.string(),
+              v.pipe(v.number(), v.integer(), v.minValue(0)),
+            ]),
+          ),
+          v.minLength(1),
+        ),
+        offset: v.pipe(v.number(), v.integer(), v.minValue(0)),
+        length: v.pipe(v.number(), v.integer(), v.minValue(0)),
+      })),
+    ),
   }),
   v.check(
     (ref) =>
       ref.md5Parts === undefined
-        ? ref.md5 !== undefined
+        ? ref.md5 !== undefined || ref.crc32 !== undefined
         : ref.partSize !== undefined &&
           ref.md5Parts.length === partCount(ref.size, ref.partSize),
-    "needs md5, or partSize and one md5Parts entry per part",
+    "needs md5, crc32, or partSize and one md5Parts entry per part",
+  ),
+  v.check(
+    (ref) =>
+      (ref.json === undefined) === (ref.strings === undefined) &&
+      (ref.json === undefined || ref.json <= ref.size),
+    "needs json and strings together, json at most size",
   ),
 );
 
@@ -64,18 +115,50 @@ function partCount(size: number, partSize: number): number {
   return Math.max(1, Math.ceil(size / partSize));
 }
 
-/** Hashes the bytes given to `update`, whole or in parts ({@linkcode sameHashes} compares with a reference). */
+type HashFields = Pick<SpillRef, "md5" | "partSize" | "md5Parts" | "crc32">;
+
+/** Hashes the bytes given to `update`: one md5, md5 parts or a CRC-32 ({@linkcode sameHashes} compares with a reference). */
 interface FileHash {
   update(chunk: Uint8Array): Promise<void>;
-  /** The md5 fields of a reference to these bytes. */
-  fields(): Promise<Pick<SpillRef, "md5" | "partSize" | "md5Parts">>;
+  /** The checksum fields of a reference to these bytes. */
+  fields(): Promise<HashFields>;
   drop(): void;
+}
+
+const DONE: Promise<void> = Promise.resolve();
+
+/** The form a reader checks: the first of md5Parts, md5, crc32 (protocol §8). */
+function hashFor(
+  ref: HashFields,
+  threads: readonly ParallelMd5[],
+): FileHash {
+  if (ref.md5Parts !== undefined) return fileHash(threads, ref.partSize);
+  if (ref.md5 !== undefined) return fileHash(threads, undefined);
+  return fileHash([], undefined, true);
 }
 
 function fileHash(
   threads: readonly ParallelMd5[],
   partSize: number | undefined,
+  crc = false,
 ): FileHash {
+  if (crc) {
+    const fn = crc32;
+    if (fn === undefined) {
+      throw new SpillError(
+        "Cannot check spill file: this runtime has no zlib.crc32",
+      );
+    }
+    let value = 0;
+    return {
+      update: (chunk) => {
+        value = fn(chunk, value);
+        return DONE;
+      },
+      fields: () => Promise.resolve({ crc32: value >>> 0 }),
+      drop: () => {},
+    };
+  }
   if (partSize === undefined) {
     const job = md5Job(threads[0]);
     return {
@@ -93,16 +176,22 @@ function fileHash(
 }
 
 /** True when `got` (from {@linkcode FileHash.fields}) matches the reference's hashes. */
-function sameHashes(
-  got: Pick<SpillRef, "md5" | "md5Parts">,
-  ref: Pick<SpillRef, "md5" | "md5Parts">,
-): boolean {
+function sameHashes(got: HashFields, ref: HashFields): boolean {
   if (ref.md5Parts !== undefined) {
     return got.md5Parts !== undefined &&
       got.md5Parts.length === ref.md5Parts.length &&
       got.md5Parts.every((hex, i) => hex === ref.md5Parts![i]!.toLowerCase());
   }
-  return got.md5 === ref.md5!.toLowerCase();
+  if (ref.md5 !== undefined) return got.md5 === ref.md5.toLowerCase();
+  return got.crc32 === ref.crc32;
+}
+
+/** What failed: named after the form that was checked. */
+function mismatch(path: string, ref: HashFields): SpillError {
+  const form = ref.md5Parts !== undefined || ref.md5 !== undefined
+    ? "md5"
+    : "crc32";
+  return new SpillError(`Cannot read spill file ${path}: ${form} mismatch`);
 }
 
 // Big enough that the per-chunk cost vanishes, small enough to stay cache-friendly.
@@ -118,6 +207,10 @@ export interface WriteSpillOptions {
   md5?: readonly ParallelMd5[] | undefined;
   /** The peer reads part hashes of this size: the reference gets `md5Parts`, not `md5`. */
   partSize?: number | undefined;
+  /** The peer reads CRC-32s: the reference gets `crc32` (no md5 at all). */
+  crc32?: boolean | undefined;
+  /** The peer reads string segments: well-formed strings of at least this many characters go after the JSON. */
+  strings?: number | undefined;
 }
 
 /**
@@ -143,7 +236,14 @@ export async function writeSpill(
   options: WriteSpillOptions,
 ): Promise<SpillRef | undefined> {
   const { threshold, reserve } = options;
-  const job = fileHash(options.md5 ?? [], options.partSize);
+  const job = fileHash(
+    options.md5 ?? [],
+    options.partSize,
+    options.crc32 === true,
+  );
+  const segments = options.strings === undefined
+    ? undefined
+    : { minLength: options.strings, found: [] as JsonSegment[] };
   const encoder = new TextEncoder();
   let buffer = new Uint8Array(CHUNK_BYTES);
   let used = 0;
@@ -182,21 +282,31 @@ export async function writeSpill(
     // Marked handled here; the error still comes out of the next await.
     inflight.catch(() => {});
   };
-  let hashes: Pick<SpillRef, "md5" | "partSize" | "md5Parts">;
+  const emit = async (piece: string): Promise<void> => {
+    let pos = 0;
+    while (pos < piece.length) {
+      const { read, written } = encoder.encodeInto(
+        pos === 0 ? piece : piece.slice(pos),
+        buffer.subarray(used),
+      );
+      pos += read;
+      used += written;
+      // Full (or too full for the next character): hand the buffer over.
+      if (pos < piece.length || buffer.length - used < 4) await flush();
+    }
+  };
+  let hashes: HashFields;
+  let json = 0;
+  const strings: SpillString[] = [];
   try {
     try {
-      for (const piece of jsonPieces(value)) {
-        let pos = 0;
-        while (pos < piece.length) {
-          const { read, written } = encoder.encodeInto(
-            pos === 0 ? piece : piece.slice(pos),
-            buffer.subarray(used),
-          );
-          pos += read;
-          used += written;
-          // Full (or too full for the next character): hand the buffer over.
-          if (pos < piece.length || buffer.length - used < 4) await flush();
-        }
+      for (const piece of jsonPieces(value, segments)) await emit(piece);
+      // String segments: their UTF-8 right after the JSON, with no escaping pass.
+      json = size + used;
+      for (const { at, value } of segments?.found ?? []) {
+        const offset = size + used;
+        await emit(value);
+        strings.push({ at, offset, length: size + used - offset });
       }
       if (held !== undefined && size + used <= threshold) {
         job.drop();
@@ -222,7 +332,9 @@ export async function writeSpill(
       },
     );
   }
-  return { path, size, ...hashes };
+  return strings.length === 0
+    ? { path, size, ...hashes }
+    : { path, size, ...hashes, json, strings };
 }
 
 /**
@@ -260,6 +372,7 @@ export async function readSpill(
 ): Promise<Record<string, unknown>> {
   const parsed = v.safeParse(SpillRefSchema, ref);
   if (!parsed.success) {
+    await removeInside(runtime, dir, ref);
     throw new SpillError(
       `Cannot read spill file: invalid $spill reference (${
         v.summarize(parsed.issues)
@@ -296,10 +409,19 @@ export async function readSpill(
         `Cannot read spill file ${path}: size ${stat.size}, expected ${size}`,
       );
     }
+    if (parsed.output.strings !== undefined) {
+      return await readSegmented(
+        runtime,
+        real,
+        path,
+        parsed.output,
+        md5Threads,
+      );
+    }
     // Hashed and parsed chunk by chunk, reading the next chunk meanwhile: no copy of the whole file
     // (nor of its text) is ever made for the usual shape, a few long strings in a small structure.
     const reader = new SpillJsonReader();
-    const job = fileHash(md5Threads, parsed.output.partSize);
+    const job = hashFor(parsed.output, md5Threads);
     let read: number;
     try {
       read = await readChunks(runtime, real, (chunk) => {
@@ -317,7 +439,7 @@ export async function readSpill(
       );
     }
     if (!sameHashes(await job.fields(), parsed.output)) {
-      throw new SpillError(`Cannot read spill file ${path}: md5 mismatch`);
+      throw mismatch(path, parsed.output);
     }
     let message = reader.finish();
     if (reader.failed) {
@@ -341,6 +463,22 @@ export async function readSpill(
     );
   } finally {
     await runtime.remove(real).catch(() => {});
+  }
+}
+
+/** Deletes the file an invalid reference names, when it is inside `dir`: every read file goes, as §8 says. */
+async function removeInside(
+  runtime: Runtime,
+  dir: string,
+  ref: unknown,
+): Promise<void> {
+  const path = (ref as { path?: unknown } | null)?.path;
+  if (typeof path !== "string") return;
+  try {
+    const real = await runtime.realPath(path);
+    if (real.startsWith(dir + "/")) await runtime.remove(real);
+  } catch {
+    // Gone already, or never there.
   }
 }
 
@@ -397,14 +535,12 @@ async function readWhole(
   ref: SpillRef,
 ): Promise<unknown> {
   // On this thread, so each update is hashed at once.
-  const hash = fileHash([], ref.partSize);
+  const hash = hashFor(ref, []);
   let bytes: Uint8Array | undefined = await runtime.readFile(real, {
     onChunk: (chunk) => void hash.update(chunk),
   });
   // Checked again: this is a second read of the file.
-  if (!sameHashes(await hash.fields(), ref)) {
-    throw new SpillError(`Cannot read spill file ${path}: md5 mismatch`);
-  }
+  if (!sameHashes(await hash.fields(), ref)) throw mismatch(path, ref);
   const text = new TextDecoder().decode(bytes);
   release(bytes);
   bytes = undefined;
@@ -417,4 +553,205 @@ async function readWhole(
       })`,
     );
   }
+}
+
+// A string segment up to this many bytes is gathered and decoded at once (V8's
+// fast path, ~4x a streaming decode); a longer one is decoded chunk by chunk,
+// so that its bytes and its text never both exist whole.
+const WHOLE_SEGMENT = 16 * 1024 * 1024;
+
+/** Decodes UTF-8 text as a frame's JSON is: the fast decoder, and the strict one only where it met U+FFFD. */
+function utf8(bytes: Uint8Array): string {
+  const text = new TextDecoder("utf-8", { ignoreBOM: true }).decode(bytes);
+  if (!text.includes("\uFFFD")) return text;
+  return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(
+    bytes,
+  );
+}
+
+/** Collects the bytes of one string segment as they are read, and makes its text. */
+class SegmentText {
+  readonly segment: SpillString & { index: number };
+  #bytes: Uint8Array | undefined;
+  #filled = 0;
+  #decoder: TextDecoder | undefined;
+  #text = "";
+  // Invalid UTF-8 met while streaming: reported by text(), after the checksum matched.
+  #invalid: unknown;
+
+  constructor(segment: SpillString & { index: number }) {
+    this.segment = segment;
+    if (segment.length <= WHOLE_SEGMENT) {
+      this.#bytes = new Uint8Array(segment.length);
+    } else {
+      this.#decoder = new TextDecoder("utf-8", {
+        fatal: true,
+        ignoreBOM: true,
+      });
+    }
+  }
+
+  push(bytes: Uint8Array): void {
+    if (this.#bytes !== undefined) {
+      this.#bytes.set(bytes, this.#filled);
+      this.#filled += bytes.length;
+    } else if (this.#invalid === undefined) {
+      // Appended piece by piece: V8 keeps the pieces (no flat copy of the whole text).
+      try {
+        this.#text += this.#decoder!.decode(bytes, { stream: true });
+      } catch (err) {
+        this.#invalid = err;
+        this.#text = "";
+      }
+    }
+  }
+
+  text(): string {
+    if (this.#bytes !== undefined) {
+      const text = utf8(this.#bytes);
+      this.#bytes = undefined;
+      return text;
+    }
+    if (this.#invalid !== undefined) throw this.#invalid;
+    return this.#text + this.#decoder!.decode();
+  }
+}
+
+/** Follows one step of a segment's path: an own key of an object, or an index inside an array. */
+function step(node: unknown, key: string | number): { ok: boolean } & {
+  value?: unknown;
+} {
+  if (typeof key === "number") {
+    return Array.isArray(node) && key < node.length
+      ? { ok: true, value: node[key] }
+      : { ok: false };
+  }
+  return typeof node === "object" && node !== null && !Array.isArray(node) &&
+      Object.hasOwn(node, key)
+    ? { ok: true, value: (node as Record<string, unknown>)[key] }
+    : { ok: false };
+}
+
+/** Puts `text` at `at` in `message`, where the JSON has a `null`; false when there is none. */
+function place(
+  message: Record<string, unknown>,
+  at: (string | number)[],
+  text: string,
+): boolean {
+  let node: unknown = message;
+  for (let i = 0; i < at.length - 1; i++) {
+    const next = step(node, at[i]!);
+    if (!next.ok) return false;
+    node = next.value;
+  }
+  const last = at[at.length - 1]!;
+  const here = step(node, last);
+  if (!here.ok || here.value !== null) return false;
+  // An own "__proto__" key (JSON.parse makes one) is set as a plain property: its own one shadows the accessor.
+  (node as Record<string | number, unknown>)[last] = text;
+  return true;
+}
+
+/**
+ * Reads a spill file with string segments (protocol §8): its JSON part is
+ * parsed the plain way (long strings are not in it), and each segment is
+ * decoded from the chunks as they are read; the strings are put in place
+ * once the checksum matched.
+ */
+async function readSegmented(
+  runtime: Runtime,
+  real: string,
+  path: string,
+  ref: SpillRef,
+  md5Threads: readonly ParallelMd5[],
+): Promise<Record<string, unknown>> {
+  const size = ref.size;
+  const jsonLength = ref.json!;
+  const segments = ref.strings!.map((s, index) => ({ ...s, index }))
+    .sort((a, b) => a.offset - b.offset);
+  let end = jsonLength;
+  for (const s of segments) {
+    if (s.offset < end || s.offset + s.length > size) {
+      throw new SpillError(
+        `Cannot read spill file ${path}: string segment ${s.index} (bytes ${s.offset}..${
+          s.offset + s.length
+        }) overlaps the JSON or another segment, or ends past the file`,
+      );
+    }
+    end = s.offset + s.length;
+  }
+  const texts = segments.map((s) => new SegmentText(s));
+  const json = new Uint8Array(jsonLength);
+  const job = hashFor(ref, md5Threads);
+  // The next segment to fill, and the file offset of the chunk being routed.
+  let k = 0;
+  let position = 0;
+  const route = (chunk: Uint8Array): void => {
+    const start = position;
+    const stop = start + chunk.length;
+    position = stop;
+    if (start < jsonLength) {
+      json.set(chunk.subarray(0, Math.min(jsonLength, stop) - start), start);
+    }
+    while (k < texts.length) {
+      const s = texts[k]!.segment;
+      const from = Math.max(start, s.offset);
+      const to = Math.min(stop, s.offset + s.length);
+      if (from < to) texts[k]!.push(chunk.subarray(from - start, to - start));
+      if (s.offset + s.length > stop) break; // continues in the next chunk
+      k++;
+    }
+  };
+  let read: number;
+  try {
+    read = await readChunks(runtime, real, (chunk) => {
+      const hashed = job.update(chunk);
+      route(chunk);
+      return hashed;
+    });
+  } catch (err) {
+    job.drop();
+    throw err;
+  }
+  if (read !== size) {
+    throw new SpillError(
+      `Cannot read spill file ${path}: size ${read}, expected ${size}`,
+    );
+  }
+  if (!sameHashes(await job.fields(), ref)) throw mismatch(path, ref);
+  let message: unknown;
+  try {
+    message = JSON.parse(utf8(json));
+  } catch (err) {
+    throw new SpillError(
+      `Cannot read spill file ${path}: invalid JSON (${
+        err instanceof Error ? err.message : err
+      })`,
+    );
+  }
+  if (
+    typeof message !== "object" || message === null || Array.isArray(message)
+  ) {
+    throw new SpillError(`Cannot read spill file ${path}: not a JSON object`);
+  }
+  for (const text of texts) {
+    const { index, at } = text.segment;
+    let value: string;
+    try {
+      value = text.text();
+    } catch (err) {
+      throw new SpillError(
+        `Cannot read spill file ${path}: string segment ${index}: invalid UTF-8`,
+        { cause: err },
+      );
+    }
+    if (!place(message as Record<string, unknown>, at, value)) {
+      throw new SpillError(
+        `Cannot read spill file ${path}: string segment ${index}: no null at ${
+          JSON.stringify(at)
+        }`,
+      );
+    }
+  }
+  return message as Record<string, unknown>;
 }

@@ -18,7 +18,7 @@ import type { Runtime } from "../src/runtime/types.ts";
 import type { Session } from "../src/session.ts";
 import { jsonSizeBound } from "./_json_size.ts";
 import { ParallelMd5 } from "./_parallel_md5.ts";
-import { readSpill, writeSpill } from "./_spill_file.ts";
+import { crc32, readSpill, writeSpill } from "./_spill_file.ts";
 import { onePool } from "./_one_pool.ts";
 
 // From this size on, md5 runs on hash threads (started on the first such message).
@@ -27,6 +27,9 @@ const PARALLEL_MD5_BYTES = 4 * 1024 * 1024;
 const MD5_THREADS = 2;
 // Part size offered in configure (protocol §8): a file gets one md5 per MiB, hashed side by side.
 const PART_SIZE = 1024 * 1024;
+// Strings of at least this many characters go after the JSON as raw UTF-8, to a server that reads
+// string segments (protocol §8): no escaping, scanning or unescaping pass on either side.
+const SEGMENT_CHARS = 64 * 1024;
 
 /**
  * Options of {@linkcode spillover}.
@@ -110,10 +113,12 @@ interface HostFile {
 /**
  * Creates the spill-over plugin (a default plugin of every pool). Each
  * worker process gets its own subdirectory, sent to it with
- * `configure {spill: {dir, threshold, partSize}}` when its session opens and
- * removed when the process exits, so a crash leaves nothing behind. Files of
- * 4 MiB or more are hashed off the main thread, in 1 MiB parts on two
- * threads when the server reads part hashes (protocol §8).
+ * `configure {spill: {dir, threshold, partSize, crc32, strings}}` when its
+ * session opens and removed when the process exits, so a crash leaves
+ * nothing behind. With a server that reads them (protocol §8), files carry a
+ * CRC-32 and strings of 64 Ki characters or more go after the JSON as raw
+ * UTF-8; with an older server, files of 4 MiB or more are md5-hashed off the
+ * main thread, in 1 MiB parts on two threads when it reads part hashes.
  *
  * @example Spill anything above 256 KiB through /tmp
  * ```ts ignore
@@ -158,6 +163,9 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
   const sessionDirs = new WeakMap<Session, string>();
   // Per configured session whose server reads part hashes, their part size.
   const sessionParts = new WeakMap<Session, number>();
+  // Configured sessions whose server reads CRC-32 references, and string segments.
+  const sessionCrc = new WeakSet<Session>();
+  const sessionStrings = new WeakSet<Session>();
   // Files this host wrote that the server may not have consumed yet, by path.
   const hostFiles = new Map<string, HostFile>();
   // The hash threads: none until a large message needs them, then their start (none where they cannot run).
@@ -193,14 +201,24 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
     if (sessionDirs.has(session)) return;
     const dir = workerDirs.get(workerId);
     if (dir === undefined) return;
-    const reply = await session.request<{ spill?: { partSize?: unknown } }>(
-      "configure",
-      { spill: { dir, threshold, partSize: PART_SIZE } },
-    );
-    // A server that does not know part hashes ignores partSize and leaves it out of its reply.
+    const spill: Record<string, unknown> = {
+      dir,
+      threshold,
+      partSize: PART_SIZE,
+      strings: true,
+    };
+    if (crc32 !== undefined) spill.crc32 = true;
+    const reply = await session.request<
+      { spill?: { partSize?: unknown; crc32?: unknown; strings?: unknown } }
+    >("configure", { spill });
+    // A server that does not know a form ignores its field and leaves it out of its reply.
     if (reply?.spill?.partSize === PART_SIZE) {
       sessionParts.set(session, PART_SIZE);
     }
+    if (crc32 !== undefined && reply?.spill?.crc32 === true) {
+      sessionCrc.add(session);
+    }
+    if (reply?.spill?.strings === true) sessionStrings.add(session);
     sessionDirs.set(session, dir);
   }
 
@@ -249,11 +267,15 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
       pendingBytes += n;
     };
     try {
+      const crc = sessionCrc.has(mc.session);
       const ref = await writeSpill(rt, path, msg, {
         threshold,
         reserve,
-        md5: md5Threads(jsonSizeBound(msg, PARALLEL_MD5_BYTES)),
+        // A CRC needs no hash threads: it costs ~0.1 ms per MB on this one.
+        md5: crc ? [] : md5Threads(jsonSizeBound(msg, PARALLEL_MD5_BYTES)),
         partSize: sessionParts.get(mc.session),
+        crc32: crc,
+        strings: sessionStrings.has(mc.session) ? SEGMENT_CHARS : undefined,
       });
       if (ref === undefined) return;
       stats.spilledOut++;
@@ -280,12 +302,16 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
           "Cannot read spill file: spill-over is not configured on this session",
         );
       }
-      const size = (msg.$spill as { size?: unknown } | null)?.size;
+      const ref = msg.$spill as
+        | { size?: unknown; md5?: unknown; md5Parts?: unknown }
+        | null;
+      // Only an md5 is worth the hash threads; a CRC-32 reference is checked on this thread.
+      const md5 = ref?.md5 !== undefined || ref?.md5Parts !== undefined;
       const message = await readSpill(
         runtime!,
         dir,
         msg.$spill,
-        md5Threads(typeof size === "number" ? size : 0),
+        md5Threads(md5 && typeof ref?.size === "number" ? ref.size : 0),
       );
       if (msg.id !== undefined && message.id !== msg.id) {
         throw new SpillError(
