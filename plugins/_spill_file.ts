@@ -555,65 +555,43 @@ async function readWhole(
   }
 }
 
-// A string segment up to this many bytes is gathered and decoded at once (V8's
-// fast path, ~4x a streaming decode); a longer one is decoded chunk by chunk,
-// so that its bytes and its text never both exist whole.
-const WHOLE_SEGMENT = 16 * 1024 * 1024;
-
-/** Decodes UTF-8 text as a frame's JSON is: the fast decoder, and the strict one only where it met U+FFFD. */
-function utf8(bytes: Uint8Array): string {
-  const text = new TextDecoder("utf-8", { ignoreBOM: true }).decode(bytes);
-  if (!text.includes("\uFFFD")) return text;
-  return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(
-    bytes,
-  );
-}
-
-/** Collects the bytes of one string segment as they are read, and makes its text. */
+/**
+ * Decodes one string segment from the chunks as they are read, piece by piece
+ * (V8 keeps the pieces: no flat copy of the whole text, nor of its bytes).
+ * The decoder is the fast one: not fatal, and stripping a leading BOM (a
+ * decoder with `ignoreBOM` takes a path 2x slower on long text), so the BOM
+ * is put back by hand and a text holding U+FFFD is only a suspect, which
+ * the caller decodes again strictly from the file.
+ */
 class SegmentText {
   readonly segment: SpillString & { index: number };
-  #bytes: Uint8Array | undefined;
-  #filled = 0;
-  #decoder: TextDecoder | undefined;
+  #decoder = new TextDecoder();
   #text = "";
-  // Invalid UTF-8 met while streaming: reported by text(), after the checksum matched.
-  #invalid: unknown;
+  #head: number[] = [];
+  // Checked piece by piece: includes() on the joined text would flatten it (a copy).
+  #suspect = false;
 
   constructor(segment: SpillString & { index: number }) {
     this.segment = segment;
-    if (segment.length <= WHOLE_SEGMENT) {
-      this.#bytes = new Uint8Array(segment.length);
-    } else {
-      this.#decoder = new TextDecoder("utf-8", {
-        fatal: true,
-        ignoreBOM: true,
-      });
-    }
   }
 
   push(bytes: Uint8Array): void {
-    if (this.#bytes !== undefined) {
-      this.#bytes.set(bytes, this.#filled);
-      this.#filled += bytes.length;
-    } else if (this.#invalid === undefined) {
-      // Appended piece by piece: V8 keeps the pieces (no flat copy of the whole text).
-      try {
-        this.#text += this.#decoder!.decode(bytes, { stream: true });
-      } catch (err) {
-        this.#invalid = err;
-        this.#text = "";
-      }
+    for (let i = 0; this.#head.length < 3 && i < bytes.length; i++) {
+      this.#head.push(bytes[i]!);
     }
+    const piece = this.#decoder.decode(bytes, { stream: true });
+    if (piece.includes("\uFFFD")) this.#suspect = true;
+    this.#text += piece;
   }
 
-  text(): string {
-    if (this.#bytes !== undefined) {
-      const text = utf8(this.#bytes);
-      this.#bytes = undefined;
-      return text;
-    }
-    if (this.#invalid !== undefined) throw this.#invalid;
-    return this.#text + this.#decoder!.decode();
+  /** The text, or undefined when it holds U+FFFD (a real one, or invalid bytes). */
+  text(): string | undefined {
+    const last = this.#decoder.decode();
+    let text = this.#text + last;
+    this.#text = "";
+    const [a, b, c] = this.#head;
+    if (a === 0xef && b === 0xbb && c === 0xbf) text = "\uFEFF" + text;
+    return this.#suspect || last.includes("\uFFFD") ? undefined : text;
   }
 }
 
@@ -721,7 +699,9 @@ async function readSegmented(
   if (!sameHashes(await job.fields(), ref)) throw mismatch(path, ref);
   let message: unknown;
   try {
-    message = JSON.parse(utf8(json));
+    message = JSON.parse(
+      new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(json),
+    );
   } catch (err) {
     throw new SpillError(
       `Cannot read spill file ${path}: invalid JSON (${
@@ -734,16 +714,29 @@ async function readSegmented(
   ) {
     throw new SpillError(`Cannot read spill file ${path}: not a JSON object`);
   }
+  let whole: Uint8Array | undefined;
   for (const text of texts) {
-    const { index, at } = text.segment;
-    let value: string;
-    try {
-      value = text.text();
-    } catch (err) {
-      throw new SpillError(
-        `Cannot read spill file ${path}: string segment ${index}: invalid UTF-8`,
-        { cause: err },
-      );
+    const { index, at, offset, length } = text.segment;
+    let value = text.text();
+    if (value === undefined) {
+      // U+FFFD: a real one, or invalid bytes replaced. Only a strict decode of the bytes tells.
+      if (whole === undefined) {
+        const hash = hashFor(ref, []);
+        whole = await runtime.readFile(real, {
+          onChunk: (chunk) => void hash.update(chunk),
+        });
+        // A second read of the file: checked again.
+        if (!sameHashes(await hash.fields(), ref)) throw mismatch(path, ref);
+      }
+      try {
+        value = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
+          .decode(whole.subarray(offset, offset + length));
+      } catch (err) {
+        throw new SpillError(
+          `Cannot read spill file ${path}: string segment ${index}: invalid UTF-8`,
+          { cause: err },
+        );
+      }
     }
     if (!place(message as Record<string, unknown>, at, value)) {
       throw new SpillError(

@@ -361,7 +361,7 @@ Deno.test("spillover rejects a corrupted reply file with SpillError and deletes 
     await assert.rejects(
       pool.execute("spill_echo", { op: "make", n: 10_000 }),
       (err: unknown) =>
-        err instanceof SpillError && /md5 mismatch/.test(err.message),
+        err instanceof SpillError && /crc32 mismatch/.test(err.message),
     );
     assert.equal(seen.length, 1);
     assert.equal(await exists(seen[0]!), false);
@@ -423,7 +423,8 @@ Deno.test("spillover: a corrupted request file fails on the server with SpillErr
   try {
     await assert.rejects(
       pool.execute("spill_echo", { op: "len", data: "z".repeat(50_000) }),
-      (err: unknown) => err instanceof SpillError && /md5/.test(err.message),
+      (err: unknown) =>
+        err instanceof SpillError && /crc32 mismatch/.test(err.message),
     );
     assert.equal(seen.length, 1);
     assert.equal(await exists(seen[0]!), false);
@@ -606,10 +607,90 @@ function refRecorder(): {
   };
 }
 
-Deno.test("spillover: both sides send part hashes (one md5 per MiB) once configure agreed on them", async () => {
+/** Stands for a host that offers neither CRC-32s nor string segments: configure goes out without them. */
+const noNewForms: Plugin = {
+  name: "test.noNewForms",
+  onRequest(msg) {
+    if (msg.cmd !== "configure") return;
+    const spill = msg.spill as Record<string, unknown> | null;
+    if (spill) {
+      delete spill.crc32;
+      delete spill.strings;
+    }
+  },
+};
+
+Deno.test("spillover: both sides send CRC-32s and raw string segments once configure agreed on them", async () => {
   const spill = spillover({ threshold: 64 * 1024 });
   const rec = refRecorder();
   const pool = await startPool([rec.before, spill, rec.after]);
+  try {
+    // Multi-byte text, an astral character and a leading U+FEFF: raw UTF-8 both ways.
+    const data = "\uFEFFp\u20ac\u{1F600}".repeat(300_000);
+    const result = await pool.execute("spill_echo", {
+      op: "echo",
+      data,
+      small: "s",
+    }) as { data: string; small: string };
+    assert.ok(result.data === data);
+    assert.equal(result.small, "s");
+    assert.equal(rec.requests.length, 1);
+    assert.equal(rec.replies.length, 1);
+    const [request, reply] = [rec.requests[0]!, rec.replies[0]!];
+    for (const ref of [request, reply]) {
+      assert.equal(ref.md5, undefined);
+      assert.equal(ref.md5Parts, undefined);
+      assert.equal(typeof ref.crc32, "number");
+      const strings = ref.strings as { at: unknown[]; length: number }[];
+      assert.equal(strings.length, 1);
+      assert.equal(strings[0]!.length, encoder.encode(data).length);
+      assert.ok((ref.json as number) < 1000);
+    }
+    assert.deepEqual(
+      (reply.strings as { at: unknown[] }[])[0]!.at,
+      ["result", "data"],
+    );
+    assert.equal(
+      (request.strings as { at: unknown[] }[])[0]!.at.at(-1),
+      "data",
+    );
+    assert.equal(spill.stats.hashedOffThread, 0);
+    assert.equal(spill.stats.failures, 0);
+    assert.deepEqual(await spillFiles(spill), []);
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("spillover: a long string with a lone surrogate stays in the JSON, both ways", async () => {
+  const spill = spillover({ threshold: 64 * 1024 });
+  const rec = refRecorder();
+  const pool = await startPool([rec.before, spill, rec.after]);
+  try {
+    const data = "a".repeat(100_000) + "\ud800" + "b".repeat(100_000);
+    const other = "c".repeat(100_000);
+    const result = await pool.execute("spill_echo", {
+      op: "echo",
+      data,
+      other,
+    });
+    assert.deepEqual(result, { op: "echo", data, other });
+    for (const ref of [...rec.requests, ...rec.replies]) {
+      const strings = ref.strings as { at: unknown[] }[];
+      // Only the well-formed string travels raw.
+      assert.equal(strings.length, 1);
+      assert.equal(strings[0]!.at.at(-1), "other");
+    }
+    assert.equal(rec.requests.length + rec.replies.length, 2);
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("spillover: both sides send part hashes (one md5 per MiB) when the host offers no CRC-32", async () => {
+  const spill = spillover({ threshold: 64 * 1024 });
+  const rec = refRecorder();
+  const pool = await startPool([noNewForms, rec.before, spill, rec.after]);
   try {
     const data = "p\u20ac".repeat(1024 * 1024); // 4 MiB of UTF-8: 5 parts with the JSON around it
     const result = await pool.execute("spill_echo", { op: "echo", data }) as {
@@ -622,6 +703,8 @@ Deno.test("spillover: both sides send part hashes (one md5 per MiB) once configu
       const parts = ref.md5Parts as string[];
       assert.equal(parts.length, Math.ceil((ref.size as number) / (1 << 20)));
       assert.ok(parts.every((p) => /^[0-9a-f]{32}$/.test(p)));
+      assert.equal(ref.crc32, undefined);
+      assert.equal(ref.strings, undefined);
     }
     assert.equal(rec.requests.length, 1);
     assert.equal(rec.replies.length, 1);
@@ -631,7 +714,7 @@ Deno.test("spillover: both sides send part hashes (one md5 per MiB) once configu
   }
 });
 
-Deno.test("spillover: a server that leaves partSize out of its configure reply gets whole-file md5s", async () => {
+Deno.test("spillover: a server that leaves partSize, crc32 and strings out of its configure reply gets whole-file md5s", async () => {
   const spill = spillover({ threshold: 64 * 1024 });
   const rec = refRecorder();
   // Stands for a server without part hashes: its reply to configure has no partSize.
@@ -641,6 +724,8 @@ Deno.test("spillover: a server that leaves partSize out of its configure reply g
       const result = msg.result as { spill?: Record<string, unknown> } | null;
       if (msg.ok === true && result?.spill?.dir !== undefined) {
         delete result.spill.partSize;
+        delete result.spill.crc32;
+        delete result.spill.strings;
       }
     },
   };
@@ -654,6 +739,8 @@ Deno.test("spillover: a server that leaves partSize out of its configure reply g
     assert.equal(rec.requests.length, 1);
     assert.match(String(rec.requests[0]!.md5), /^[0-9a-f]{32}$/);
     assert.equal(rec.requests[0]!.md5Parts, undefined);
+    assert.equal(rec.requests[0]!.crc32, undefined);
+    assert.equal(rec.requests[0]!.strings, undefined);
   } finally {
     await pool.close();
   }
