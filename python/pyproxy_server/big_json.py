@@ -24,7 +24,10 @@ Example::
 import json
 import os
 
-__all__ = ["BIG", "BIG_DATA", "Encoded", "decode", "encode", "encode_bytes", "encode_reply", "without_big_strings"]
+__all__ = [
+    "BIG", "BIG_DATA", "Encoded", "decode", "encode", "encode_bytes", "encode_reply",
+    "split_big_strings", "without_big_strings",
+]
 
 # A str longer than this (characters; bytes for a literal in decode) takes the fast path
 # (from about this size on it is several times faster than the C encoder's escaping loop).
@@ -172,6 +175,35 @@ def without_big_strings(obj):
     return _rebuild(obj, [], "", [_MAX_NODES], 1)
 
 
+def split_big_strings(obj, path=()):
+    """The big strings ``encode`` would find in ``obj``, taken out with their paths.
+
+    None when the walk finds none (nothing was done: encode ``obj`` as it
+    is). Else ``(skeleton, strings)``: ``strings`` is ``[(steps, utf8),
+    ...]``, each big string's UTF-8 and its place, ``path`` followed by the
+    keys and indexes that lead to it from ``obj`` (a list; just ``path`` for
+    ``obj`` itself), and ``skeleton`` is ``obj`` with ``None`` there (only the
+    containers on those paths are copied, a tuple as a list; ``obj`` is never
+    changed). For string segments of spill files (protocol §8): the encode
+    is the only pass over a string, no escaping check, no JSON.
+
+    Left in the skeleton (``strings`` may be empty): a string UTF-8 cannot
+    hold (lone surrogates: JSON escapes them), and everything in a dict with
+    a key that is not a ``str`` (JSON makes it a string, which another key
+    may equal, so a path to it would be ambiguous).
+    """
+    if not _has_big(obj):
+        return None
+    found = []
+    if obj.__class__ is str:
+        try:
+            found.append((list(path), obj.encode()))
+        except UnicodeEncodeError:
+            return obj, found
+        return None, found
+    return _split(obj, list(path), found, [_MAX_NODES], 1), found
+
+
 def decode(data, strict=True):
     """Parse UTF-8 JSON from ``bytes``/``bytearray``/``memoryview``.
 
@@ -250,6 +282,41 @@ def _rebuild(value, found, marker, budget, depth):
             found.append(item)
         elif (cls is dict or cls is list or cls is tuple) and depth < _MAX_DEPTH:
             new = _rebuild(item, found, marker, budget, depth + 1)
+            if new is item:
+                continue
+        else:
+            continue
+        if copy is None:
+            copy = dict(value) if is_dict else list(value)
+        copy[key] = new
+    return value if copy is None else copy
+
+
+def _split(value, path, found, budget, depth):
+    """``_rebuild`` for ``split_big_strings``: copy of container ``value`` (at
+    ``path``) with big strings replaced by None and appended to ``found``
+    as ``(path, utf8)``; ``value`` itself when none."""
+    is_dict = value.__class__ is dict
+    if len(value) > budget[0]:
+        return value
+    budget[0] -= len(value)
+    if is_dict:
+        for key in value:
+            if key.__class__ is not str:
+                return value
+    copy = None
+    for key, item in value.items() if is_dict else enumerate(value):
+        cls = item.__class__
+        if cls is str:
+            if len(item) <= BIG:
+                continue
+            try:
+                found.append((path + [key], item.encode()))
+            except UnicodeEncodeError:
+                continue  # escaped in the JSON
+            new = None
+        elif (cls is dict or cls is list or cls is tuple) and depth < _MAX_DEPTH:
+            new = _split(item, path + [key], found, budget, depth + 1)
             if new is item:
                 continue
         else:

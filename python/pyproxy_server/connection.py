@@ -66,6 +66,8 @@ _decode_json = json.JSONDecoder().decode
 # Messages as pieces: big strings travel without being escaped or copied.
 _encode_pieces = big_json.encode
 _encode_reply = big_json.encode_reply
+_split_big_strings = big_json.split_big_strings
+_has_big = big_json._has_big
 _BIG = big_json.BIG
 # The largest read the lone-request lane looks at: one frame of a small message.
 _LONE_MAX = _BIG + OVERHEAD
@@ -949,7 +951,20 @@ class Connection(asyncio.BufferedProtocol):
         """Encoded ``{"id", "ok": true, "result"}`` (spilled or replaced by an error
         reply when needed); safe from any thread, pass it to ``enqueue``."""
         try:
-            data = _encode_reply(rid, result, self._big_seen)
+            walk = self._big_seen
+            if walk and self._spill is not None and self._spill.strings:
+                # The host reads string segments: big strings go to the spill
+                # file raw, after the JSON (no escaping scan, no md5 of them).
+                if not _has_big(result):
+                    walk = False  # the walk below would find none either: one walk per small reply
+                else:
+                    try:
+                        payload = self._segmented_reply(rid, result)
+                    except PyProxyError as exc:  # SpillError: the file could not be written
+                        return self.encode_error(rid, exc.to_wire())
+                    if payload is not None:
+                        return payload
+            data = _encode_reply(rid, result, walk)
             if len(data) == 1 and len(data[0]) <= self._plain_limit:
                 return data[0]  # what _finish returns for it, sooner
             if not self._big_seen and len(data[0]) > _BIG:
@@ -960,6 +975,31 @@ class Connection(asyncio.BufferedProtocol):
             return self._finish(data, rid, "")
         except PyProxyError as exc:
             return self.encode_error(rid, exc.to_wire())
+
+    def _segmented_reply(self, rid, result):
+        """The stub of the reply spilled with the big strings of ``result`` as
+        string segments after the JSON of the rest (protocol §8); None when
+        there is none that UTF-8 can hold or the reply is not above the
+        threshold: the caller encodes it as usual.
+
+        Raises what encoding the reply raises, and ``SpillError``.
+        """
+        split = _split_big_strings(result, ("result",))
+        if split is None or not split[1]:
+            return None
+        skeleton, strings = split
+        pieces = _encode_pieces({"id": rid, "ok": True, "result": skeleton})
+        size = sum(map(len, pieces))
+        for _, body in strings:
+            size += len(body)
+        spill = self._spill
+        if size <= spill.threshold:
+            return None
+        try:
+            ref = spill.write(pieces, "py-%s-%s" % (self.id, rid), strings)
+        except OSError as exc:
+            raise SpillError("Cannot write spill file: %s" % exc)
+        return big_json.encode_bytes({"id": rid, "$spill": ref})
 
     def encode_error(self, rid, error):
         """Encoded ``{"id", "ok": false, "error"}`` for the wire error object ``error``."""

@@ -251,6 +251,31 @@ class BigJsonTest(unittest.TestCase):
         small = {"a": 1}
         self.assertIs(big_json.without_big_strings(small), small)
 
+    def test_split_big_strings(self):
+        big, other = "x" * BIG, "\u00e9" * BIG
+        inner = [1, other, ("t" * BIG,)]
+        obj = {"a": big, "b": inner, "c": "small", "lone": "\ud800" * BIG}
+        skeleton, strings = big_json.split_big_strings(obj, ("result",))
+        self.assertEqual(skeleton, {"a": None, "b": [1, None, [None]], "c": "small", "lone": "\ud800" * BIG})
+        self.assertEqual(strings, [
+            (["result", "a"], big.encode()), (["result", "b", 1], other.encode()), (["result", "b", 2, 0], ("t" * BIG).encode()),
+        ])
+        self.assertEqual(obj["b"], [1, other, ("t" * BIG,)])
+        self.assertIs(obj["b"], inner)
+        self.assertEqual(big_json.split_big_strings(big), (None, [([], big.encode())]))
+        self.assertEqual(big_json.split_big_strings(big, ("result",)), (None, [(["result"], big.encode())]))
+        lone = "\udc80" * BIG
+        self.assertEqual(big_json.split_big_strings(lone), (lone, []))
+        small = {"a": 1, "b": "x" * big_json.BIG}
+        self.assertIsNone(big_json.split_big_strings(small))
+        # The walk's bounds are those of encode: deeper than _MAX_DEPTH stays in place.
+        self.assertIsNone(big_json.split_big_strings({"a": {"b": {"c": {"d": {"e": big}}}}}))
+        found = big_json.split_big_strings({"a": {"b": {"c": {"d": big}}}})[1]
+        self.assertEqual([path for path, _ in found], [["a", "b", "c", "d"]])
+        # A key that is not a str: JSON makes it "1", which may be another key too.
+        keyed = {1: big, "1": None}
+        self.assertEqual(big_json.split_big_strings(keyed), (keyed, []))
+
     def test_random(self):
         rnd = random.Random(1234)
         alphabet = ["a", "é", "€", "😀", '"', "\\", "\n", "\x00", " ", "/", "\ud800"]

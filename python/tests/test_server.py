@@ -11,11 +11,13 @@ import tempfile
 import threading
 import time
 import unittest
+import zlib
 
 from pyproxy_server import capture
 from pyproxy_server.errors import InvalidRequestError
 from pyproxy_server.framer import Framer
 from pyproxy_server.server import Server
+from pyproxy_server.spill import SpillSettings
 
 from ._client import MODELS_DIR, Client, ServerProcess, frame, mac
 
@@ -354,6 +356,13 @@ class CommandsTest(ServerTestCase):
         result = c.call("configure", spill={"dir": self.tmp, "threshold": 10000, "partSize": 1 << 20})
         self.assertEqual(result["spill"]["partSize"], 1 << 20)
         self.assertError(c.request("configure", spill={"dir": self.tmp, "threshold": 1, "partSize": 7}), "InvalidRequestError")
+        # The forms the host reads (protocol §8); this server reads and writes both, so it echoes them.
+        result = c.call("configure", spill={"dir": self.tmp, "threshold": 10000, "crc32": True, "strings": True})
+        self.assertEqual(result["spill"], {"dir": os.path.realpath(self.tmp), "threshold": 10000, "crc32": True, "strings": True})
+        result = c.call("configure", spill={"dir": self.tmp, "threshold": 10000, "crc32": False, "strings": False})
+        self.assertEqual(result["spill"], {"dir": os.path.realpath(self.tmp), "threshold": 10000})
+        err = self.assertError(c.request("configure", spill={"dir": self.tmp, "threshold": 1, "strings": 1}), "InvalidRequestError")
+        self.assertIn("'strings' must be a boolean", err["message"])
         self.assertEqual(c.call("configure", spill=None), {"spill": None})
 
     def test_cancel_unknown_target(self):
@@ -623,6 +632,19 @@ class SpillTest(ServerTestCase):
         full = json.loads(data)
         self.assertEqual(full["id"], 7)
         self.assertEqual(len(full["result"]["data"]), 5000)
+
+    def test_big_reply_strings_go_as_segments_when_the_host_reads_them(self):
+        self.c.call("configure", spill={"dir": self.spill_dir, "threshold": 1000, "crc32": True, "strings": True})
+        # The request is big too (> 16 KiB): the connection then looks for big strings in replies.
+        value = {"text": "\u00e9\U0001F600" * 9000, "lone": "\ud800" * 9000, "n": [1, "\ufeff" + "x" * 20000]}
+        reply = self.c.request("executeModel", rid=21, name="r", msg={"kind": "echo", "value": value})
+        ref = reply["$spill"]
+        self.assertIn("crc32", ref)
+        self.assertEqual([s["at"] for s in ref["strings"]], [["result", "text"], ["result", "n", 1]])
+        with open(ref["path"], "rb") as f:
+            self.assertEqual(zlib.crc32(f.read()), ref["crc32"])
+        settings = SpillSettings.from_wire({"dir": self.spill_dir, "threshold": 1})
+        self.assertEqual(settings.read(ref), {"id": 21, "ok": True, "result": value})
 
     def test_small_reply_is_not_spilled(self):
         self.assertEqual(self.c.call("executeModel", name="r", msg={"kind": "echo", "value": 1}), 1)
