@@ -40,9 +40,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/big_json.py",
-      size: 16123,
+      size: 18740,
       sha256:
-        "fbeaa798cd91c7538c0eca211f01d661a6345696058074bf32376963a806e557",
+        "a14c03ae90c88165ce9fb34969c809781bf8ec35286061b0494432fda61ade89",
     },
     {
       path: "pyproxy_server/call.py",
@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 48894,
+      size: 50803,
       sha256:
-        "623891a84c2b31c7f94680dd6583926a524d721a7579e364121d6625608338e3",
+        "eb8d4d8611bd8ea968c75ae0cd532ee4ad72184bcb7cf582bbabc0a148d5b751",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 11965,
+      size: 22454,
       sha256:
-        "0673ef708d2d4a11de1fa591db5d8be066b394002b6887d308f4e24136681e4b",
+        "038d377799b734256fba35ea1ec9fcd4d37f86ee91e6bca45871ba859fe04393",
     },
   ],
 };
