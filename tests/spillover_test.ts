@@ -556,9 +556,22 @@ Deno.test("spillover removes the directory of a dead host at start and keeps a l
   }
 });
 
-Deno.test("spillover hashes large files on a second thread once it runs, with the same results", async () => {
+/** Stands for a host that offers neither CRC-32s nor string segments: configure goes out without them. */
+const noNewForms: Plugin = {
+  name: "test.noNewForms",
+  onRequest(msg) {
+    if (msg.cmd !== "configure") return;
+    const spill = msg.spill as Record<string, unknown> | null;
+    if (spill) {
+      delete spill.crc32;
+      delete spill.strings;
+    }
+  },
+};
+
+Deno.test("spillover hashes large files on a second thread once it runs, with the same results (md5: no CRC-32 offered)", async () => {
   const spill = spillover({ threshold: 64 * 1024 });
-  const pool = await startPool([spill]);
+  const pool = await startPool([noNewForms, spill]);
   try {
     const data = 'é€x"\\\u0001'.repeat(1024 * 1024); // 6 Mi characters: above the off-thread size
     // The thread starts in the background on the first large message; until then hashing stays here.
@@ -606,19 +619,6 @@ function refRecorder(): {
     },
   };
 }
-
-/** Stands for a host that offers neither CRC-32s nor string segments: configure goes out without them. */
-const noNewForms: Plugin = {
-  name: "test.noNewForms",
-  onRequest(msg) {
-    if (msg.cmd !== "configure") return;
-    const spill = msg.spill as Record<string, unknown> | null;
-    if (spill) {
-      delete spill.crc32;
-      delete spill.strings;
-    }
-  },
-};
 
 Deno.test("spillover: both sides send CRC-32s and raw string segments once configure agreed on them", async () => {
   const spill = spillover({ threshold: 64 * 1024 });
