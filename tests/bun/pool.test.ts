@@ -79,7 +79,8 @@ test(
     const spill = spillover({ threshold: 64 * 1024 });
     await using pool = await Pool.start({ workers: 1, plugins: [spill] });
     await pool.addModel("echo", { source: ECHO_MODEL });
-    const big = "x".repeat(1024 * 1024);
+    // Multi-byte text and a leading U+FEFF: raw UTF-8 string segments both ways (protocol §8).
+    const big = "\uFEFFx\u00e9\u{1F600}".repeat(256 * 1024);
     const reply = await pool.execute("echo", { big }) as {
       msg: { big: string };
     };
