@@ -278,3 +278,40 @@ Deno.test("spill files: invalid UTF-8 in a segment is a SpillError, short or lon
     });
   });
 });
+
+Deno.test("spill files with segments read back any JSON message with long strings anywhere (property)", async () => {
+  const fc = (await import("fast-check")).default;
+  await withDir(async (dir) => {
+    // Long strings (some with lone surrogates, some multi-byte) inside random JSON.
+    const long = fc.tuple(
+      fc.constantFrom("a", "é", "😀", "\ud800", '\n"\\', "\uFEFF"),
+      fc.integer({ min: 65_536, max: 80_000 }),
+    ).map(([unit, n]) => unit.repeat(Math.ceil(n / unit.length)));
+    const value = fc.letrec((tie) => ({
+      node: fc.oneof(
+        { depthSize: "small" },
+        fc.jsonValue({ maxDepth: 1 }),
+        long,
+        fc.array(tie("node"), { maxLength: 4 }),
+        fc.dictionary(
+          fc.oneof(fc.string(), fc.constant("__proto__")),
+          tie("node"),
+          { maxKeys: 4 },
+        ),
+      ),
+    })).node;
+    let n = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.dictionary(fc.string(), value, { maxKeys: 4 }),
+        async (msg) => {
+          const message = JSON.parse(JSON.stringify({ id: 1, msg }));
+          const ref = await write(dir, message, SEGMENTS, `p-${++n}.json`);
+          assert.deepEqual(await readSpill(runtime, dir, ref), message);
+          assert.equal(await exists(ref.path), false);
+        },
+      ),
+      { numRuns: 20 },
+    );
+  });
+});
