@@ -421,26 +421,16 @@ export async function readSpill(
     // Hashed and parsed chunk by chunk, reading the next chunk meanwhile: no copy of the whole file
     // (nor of its text) is ever made for the usual shape, a few long strings in a small structure.
     const reader = new SpillJsonReader();
-    const job = hashFor(parsed.output, md5Threads);
-    let read: number;
-    try {
-      read = await readChunks(runtime, real, (chunk) => {
-        const hashed = job.update(chunk);
+    await readChecked(
+      runtime,
+      real,
+      path,
+      parsed.output,
+      md5Threads,
+      (chunk) => {
         if (!reader.failed) reader.push(chunk);
-        return hashed;
-      });
-    } catch (err) {
-      job.drop();
-      throw err;
-    }
-    if (read !== size) {
-      throw new SpillError(
-        `Cannot read spill file ${path}: size ${read}, expected ${size}`,
-      );
-    }
-    if (!sameHashes(await job.fields(), parsed.output)) {
-      throw mismatch(path, parsed.output);
-    }
+      },
+    );
     let message = reader.finish();
     if (reader.failed) {
       message = await readWhole(runtime, real, path, parsed.output);
@@ -480,6 +470,40 @@ async function removeInside(
   } catch {
     // Gone already, or never there.
   }
+}
+
+/**
+ * Reads the file through {@linkcode readChunks}, giving each chunk to the
+ * checksum of `ref` and to `onChunk`, then checks the size and the checksum
+ * (throws `SpillError`): nothing `onChunk` built may be used before this
+ * returned.
+ */
+async function readChecked(
+  runtime: Runtime,
+  real: string,
+  path: string,
+  ref: SpillRef,
+  md5Threads: readonly ParallelMd5[],
+  onChunk: (chunk: Uint8Array) => void,
+): Promise<void> {
+  const job = hashFor(ref, md5Threads);
+  let read: number;
+  try {
+    read = await readChunks(runtime, real, (chunk) => {
+      const hashed = job.update(chunk);
+      onChunk(chunk);
+      return hashed;
+    });
+  } catch (err) {
+    job.drop();
+    throw err;
+  }
+  if (read !== ref.size) {
+    throw new SpillError(
+      `Cannot read spill file ${path}: size ${read}, expected ${ref.size}`,
+    );
+  }
+  if (!sameHashes(await job.fields(), ref)) throw mismatch(path, ref);
 }
 
 const READ_CHUNK = 4 * 1024 * 1024;
@@ -595,19 +619,18 @@ class SegmentText {
   }
 }
 
+// What step() gives for a step that does not exist.
+const MISSING: unique symbol = Symbol("missing");
+
 /** Follows one step of a segment's path: an own key of an object, or an index inside an array. */
-function step(node: unknown, key: string | number): { ok: boolean } & {
-  value?: unknown;
-} {
+function step(node: unknown, key: string | number): unknown {
   if (typeof key === "number") {
-    return Array.isArray(node) && key < node.length
-      ? { ok: true, value: node[key] }
-      : { ok: false };
+    return Array.isArray(node) && key < node.length ? node[key] : MISSING;
   }
   return typeof node === "object" && node !== null && !Array.isArray(node) &&
       Object.hasOwn(node, key)
-    ? { ok: true, value: (node as Record<string, unknown>)[key] }
-    : { ok: false };
+    ? (node as Record<string, unknown>)[key]
+    : MISSING;
 }
 
 /** Puts `text` at `at` in `message`, where the JSON has a `null`; false when there is none. */
@@ -617,14 +640,12 @@ function place(
   text: string,
 ): boolean {
   let node: unknown = message;
-  for (let i = 0; i < at.length - 1; i++) {
-    const next = step(node, at[i]!);
-    if (!next.ok) return false;
-    node = next.value;
+  for (let i = 0; i < at.length - 1 && node !== MISSING; i++) {
+    node = step(node, at[i]!);
   }
   const last = at[at.length - 1]!;
-  const here = step(node, last);
-  if (!here.ok || here.value !== null) return false;
+  // A missing step gives MISSING all the way down, never null.
+  if (step(node, last) !== null) return false;
   // An own "__proto__" key (JSON.parse makes one) is set as a plain property: its own one shadows the accessor.
   (node as Record<string | number, unknown>)[last] = text;
   return true;
@@ -660,7 +681,6 @@ async function readSegmented(
   }
   const texts = segments.map((s) => new SegmentText(s));
   const json = new Uint8Array(jsonLength);
-  const job = hashFor(ref, md5Threads);
   // The next segment to fill, and the file offset of the chunk being routed.
   let k = 0;
   let position = 0;
@@ -680,23 +700,7 @@ async function readSegmented(
       k++;
     }
   };
-  let read: number;
-  try {
-    read = await readChunks(runtime, real, (chunk) => {
-      const hashed = job.update(chunk);
-      route(chunk);
-      return hashed;
-    });
-  } catch (err) {
-    job.drop();
-    throw err;
-  }
-  if (read !== size) {
-    throw new SpillError(
-      `Cannot read spill file ${path}: size ${read}, expected ${size}`,
-    );
-  }
-  if (!sameHashes(await job.fields(), ref)) throw mismatch(path, ref);
+  await readChecked(runtime, real, path, ref, md5Threads, route);
   let message: unknown;
   try {
     message = JSON.parse(

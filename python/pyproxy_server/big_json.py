@@ -172,7 +172,7 @@ def without_big_strings(obj):
         return obj
     if obj.__class__ is str:
         return ""
-    return _rebuild(obj, [], "", [_MAX_NODES], 1)
+    return _rebuild(obj, lambda string, steps: "", [_MAX_NODES], 1)
 
 
 def split_big_strings(obj, path=()):
@@ -195,13 +195,18 @@ def split_big_strings(obj, path=()):
     if not _has_big(obj):
         return None
     found = []
-    if obj.__class__ is str:
+
+    def take(string, steps):
         try:
-            found.append((list(path), obj.encode()))
+            found.append((steps, string.encode()))
         except UnicodeEncodeError:
-            return obj, found
-        return None, found
-    return _split(obj, list(path), found, [_MAX_NODES], 1), found
+            return _KEEP  # escaped in the JSON
+        return None
+
+    if obj.__class__ is str:
+        new = take(obj, list(path))
+        return (obj if new is _KEEP else new), found
+    return _rebuild(obj, take, [_MAX_NODES], 1, list(path)), found
 
 
 def decode(data, strict=True):
@@ -261,46 +266,25 @@ def _find_big(values, left, depth):
     return left
 
 
-def _rebuild(value, found, marker, budget, depth):
+# Returned by a ``take`` of ``_rebuild``: the string stays where it is.
+_KEEP = object()
+
+
+def _rebuild(value, take, budget, depth, path=None):
     """Copy of container ``value`` with big strings replaced (``value`` itself when none).
 
-    A big string is appended to ``found`` and replaced by ``marker`` (with
-    its index when ``marker`` has a ``%d``); ``budget`` is a one-item list,
-    the nodes left to visit.
+    Each big string goes to ``take(string, steps)``, whose result replaces
+    it (``_KEEP``: it stays). ``budget`` is a one-item list, the nodes left
+    to visit. ``path``: the steps to ``value``, for ``take``, or None when
+    nobody needs them; with steps, a dict with a key that is not a ``str``
+    is left whole (JSON makes the key a string, which another key may
+    equal, so a path into it would be ambiguous).
     """
     is_dict = value.__class__ is dict
     if len(value) > budget[0]:
         return value
     budget[0] -= len(value)
-    copy = None
-    for key, item in value.items() if is_dict else enumerate(value):
-        cls = item.__class__
-        if cls is str:
-            if len(item) <= BIG:
-                continue
-            new = marker % len(found) if marker else marker
-            found.append(item)
-        elif (cls is dict or cls is list or cls is tuple) and depth < _MAX_DEPTH:
-            new = _rebuild(item, found, marker, budget, depth + 1)
-            if new is item:
-                continue
-        else:
-            continue
-        if copy is None:
-            copy = dict(value) if is_dict else list(value)
-        copy[key] = new
-    return value if copy is None else copy
-
-
-def _split(value, path, found, budget, depth):
-    """``_rebuild`` for ``split_big_strings``: copy of container ``value`` (at
-    ``path``) with big strings replaced by None and appended to ``found``
-    as ``(path, utf8)``; ``value`` itself when none."""
-    is_dict = value.__class__ is dict
-    if len(value) > budget[0]:
-        return value
-    budget[0] -= len(value)
-    if is_dict:
+    if path is not None and is_dict:
         for key in value:
             if key.__class__ is not str:
                 return value
@@ -310,13 +294,11 @@ def _split(value, path, found, budget, depth):
         if cls is str:
             if len(item) <= BIG:
                 continue
-            try:
-                found.append((path + [key], item.encode()))
-            except UnicodeEncodeError:
-                continue  # escaped in the JSON
-            new = None
+            new = take(item, None if path is None else path + [key])
+            if new is _KEEP:
+                continue
         elif (cls is dict or cls is list or cls is tuple) and depth < _MAX_DEPTH:
-            new = _split(item, path + [key], found, budget, depth + 1)
+            new = _rebuild(item, take, budget, depth + 1, None if path is None else path + [key])
             if new is item:
                 continue
         else:
@@ -335,7 +317,13 @@ def _encode_big(obj, encoder):
         skeleton = nonce + "-0"
         found.append(obj)
     else:
-        skeleton = _rebuild(obj, found, nonce + "-%d", [_MAX_NODES], 1)
+        marker = nonce + "-%d"
+
+        def take(string, steps):
+            found.append(string)
+            return marker % (len(found) - 1)
+
+        skeleton = _rebuild(obj, take, [_MAX_NODES], 1)
         if not found:
             return None
     text = encoder(skeleton)

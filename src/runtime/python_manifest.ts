@@ -40,9 +40,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/big_json.py",
-      size: 18740,
+      size: 18284,
       sha256:
-        "a14c03ae90c88165ce9fb34969c809781bf8ec35286061b0494432fda61ade89",
+        "88d11575c606df33a8121bfe418e18d8477359113379abc03a304f78e5774102",
     },
     {
       path: "pyproxy_server/call.py",
