@@ -137,6 +137,7 @@ async function serveChild(
 function pyproxySpec(
   name: string,
   workers: number,
+  python: string | undefined,
   extra: Record<string, unknown> = {},
 ): ServerSpec {
   return {
@@ -152,7 +153,6 @@ function pyproxySpec(
         }
       }
       const port = freePort();
-      const python = await uvicornPython();
       const dir = await modelsCopy();
       const config = {
         port,
@@ -204,13 +204,20 @@ const starletteName = (n: number) =>
 const fastapiName = (n: number) =>
   `uvicorn+FastAPI (${n} proc${n === 1 ? "" : "s"})`;
 
-function servers(): ServerSpec[] {
+/**
+ * The servers compared; `python` (uvicorn's interpreter, `undefined` without
+ * uvicorn) runs the gateway's workers and the uvicorn apps alike.
+ */
+function servers(python: string | undefined): ServerSpec[] {
   return [
-    ...WORKER_COUNTS.map((n) => pyproxySpec(gatewayName(n), n)),
+    ...WORKER_COUNTS.map((n) => pyproxySpec(gatewayName(n), n, python)),
     // Information only (targets use the default): the opt-out of cancel-on-disconnect.
-    pyproxySpec("pyproxy gateway (2 workers), --no-cancel-on-disconnect", 2, {
-      cancelOnDisconnect: false,
-    }),
+    pyproxySpec(
+      "pyproxy gateway (2 workers), --no-cancel-on-disconnect",
+      2,
+      python,
+      { cancelOnDisconnect: false },
+    ),
     {
       name: "Deno.serve floor (JS echo)",
       async start() {
@@ -226,8 +233,8 @@ function servers(): ServerSpec[] {
       },
     },
     ...WORKER_COUNTS.flatMap((n) => [
-      uvicornSpec(starletteName(n), n, "app", "starlette"),
-      uvicornSpec(fastapiName(n), n, "fastapi_app", "fastapi"),
+      uvicornSpec(starletteName(n), n, python, "app", "starlette"),
+      uvicornSpec(fastapiName(n), n, python, "fastapi_app", "fastapi"),
     ]),
   ];
 }
@@ -235,13 +242,13 @@ function servers(): ServerSpec[] {
 function uvicornSpec(
   name: string,
   workers: number,
+  python: string | undefined,
   app: string,
   module: string,
 ): ServerSpec {
   return {
     name,
     async start() {
-      const python = await uvicornPython();
       if (python === undefined) {
         throw new Error(
           "uvicorn/starlette/uvloop/httptools are not importable (apt-get install python3-uvicorn python3-starlette python3-uvloop python3-httptools)",
@@ -354,12 +361,12 @@ export const gateway: Scenario = {
   async run(config: BenchConfig): Promise<Row[]> {
     const seconds = config.quick ? 1 : 2;
     const loader = (await which("wrk")) ? "wrk" : "bench/load.ts";
-    const python = (await uvicornPython()) ?? "python3";
+    const python = await uvicornPython();
     // A fresh server for every round: identical server processes keep
     // different speeds for their whole life (up to ±15% for the same
     // Deno.serve program; docs/performance.md, "Process luck"), so one process
     // per implementation would put that luck into the ratios.
-    const entries = servers().map((spec) => ({
+    const entries = servers(python).map((spec) => ({
       spec,
       rounds: [] as Record<string, number>[],
       skipped: undefined as string | undefined,
@@ -399,7 +406,9 @@ export const gateway: Scenario = {
           ...(i === 0
             ? {
               note:
-                `load generator: ${loader}, ${seconds} s rounds, a fresh server per round; Python: ${python} on both sides`,
+                `load generator: ${loader}, ${seconds} s rounds, a fresh server per round; Python: ${
+                  python ?? "python3"
+                } on both sides`,
             }
             : {}),
         }
@@ -444,6 +453,9 @@ export const gateway: Scenario = {
       ];
     });
   },
+  // Per server and round: a start and stop (a few seconds) and two load rounds.
   timeoutMs: (config) =>
-    120_000 + config.rounds * 4 * (config.quick ? 1 : 2) * 1000 * 2,
+    60_000 +
+    servers(undefined).length * config.rounds *
+      (8_000 + 2 * (config.quick ? 1 : 2) * 1000),
 };
