@@ -355,6 +355,47 @@ type SessionHandlers = NonNullable<SessionConnectOptions["handlers"]>;
 export interface PluginHostOptions {
   /** Called with every error a lifecycle hook threw (already wrapped in a `PluginError`). */
   onError?: (error: PluginError, plugin: string, hook: string) => void;
+  /**
+   * How long an asynchronous hook (lifecycle or message) may take, in ms,
+   * before it fails with a `PluginError` ("did not settle within ... ms") and
+   * what waits for it goes on. `Infinity` waits forever.
+   *
+   * @default {30000}
+   */
+  hookTimeout?: number;
+}
+
+/** The longest delay setTimeout takes (beyond it, it fires at once). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * `p`, or a rejection once `ms` pass first (the timer is always cleared, and
+ * a late rejection of `p` is dropped: its hook has already failed).
+ */
+function settleWithin<T>(
+  p: Promise<T>,
+  ms: number,
+  plugin: string,
+  hook: string,
+): Promise<T> {
+  if (!(ms <= MAX_TIMER_MS)) return p;
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(
+        new PluginError(
+          `Cannot run hook ${hook} of plugin '${plugin}': it did not settle within ${ms} ms (hookTimeout)`,
+          { details: { plugin, hook, timeoutMs: ms } },
+        ),
+      );
+    }, ms);
+    p.then((value) => {
+      clearTimeout(timer);
+      resolve(value);
+    }, (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
 }
 
 /**
@@ -375,11 +416,13 @@ export interface PluginHostOptions {
 export class PluginHost {
   #plugins: readonly Plugin[];
   #onError: (error: PluginError, plugin: string, hook: string) => void;
+  #hookTimeout: number;
 
   /** Creates a host for an already resolved plugin list (see {@linkcode PluginHost.resolve}). */
   constructor(plugins: readonly Plugin[], options: PluginHostOptions = {}) {
     this.#plugins = [...plugins];
     this.#onError = options.onError ?? (() => {});
+    this.#hookTimeout = options.hookTimeout ?? 30_000;
   }
 
   /**
@@ -455,7 +498,8 @@ export class PluginHost {
 
   /**
    * Runs one lifecycle hook on every plugin that has it, in order, awaiting
-   * each. Errors are wrapped in `PluginError`, reported to `onError` and
+   * each for up to `hookTimeout`. Errors (a hook that did not settle in time
+   * included) are wrapped in `PluginError`, reported to `onError` and
    * returned; they never stop the remaining plugins.
    */
   async run<H extends LifecycleHook>(
@@ -467,7 +511,15 @@ export class PluginHost {
       const fn = plugin[hook] as ((...a: unknown[]) => unknown) | undefined;
       if (typeof fn !== "function") continue;
       try {
-        await fn.apply(plugin, args);
+        const out = fn.apply(plugin, args) as { then?: unknown } | undefined;
+        if (typeof out?.then === "function") {
+          await settleWithin(
+            Promise.resolve(out),
+            this.#hookTimeout,
+            plugin.name,
+            hook,
+          );
+        }
       } catch (err) {
         const wrapped = pluginError(plugin.name, hook, err);
         errors.push(wrapped);
@@ -488,6 +540,7 @@ export class PluginHost {
   ): NonNullable<SessionConnectOptions["middleware"]> {
     const out: SessionMiddlewares = [];
     const ctx = mc as MessageContext;
+    const ms = this.#hookTimeout;
     for (const plugin of this.#plugins) {
       const onRequest = plugin.onRequest;
       const onReply = plugin.onReply;
@@ -496,13 +549,13 @@ export class PluginHost {
       if (onRequest !== undefined) {
         entry.outgoing = (msg: WireMessage, session: Session) => {
           ctx.session = session;
-          return applyHook(plugin, "onRequest", onRequest, msg, ctx);
+          return applyHook(plugin, "onRequest", onRequest, msg, ctx, ms);
         };
       }
       if (onReply !== undefined) {
         entry.incoming = (msg: WireMessage, session: Session) => {
           ctx.session = session;
-          return applyHook(plugin, "onReply", onReply, msg, ctx);
+          return applyHook(plugin, "onReply", onReply, msg, ctx, ms);
         };
       }
       out.push(entry);
@@ -565,6 +618,7 @@ function applyHook(
   fn: MessageHook,
   msg: WireMessage,
   mc: MessageContext,
+  timeoutMs: number,
 ): WireMessage | Promise<WireMessage> {
   let out: WireMessage | void | Promise<WireMessage | void>;
   try {
@@ -573,9 +627,12 @@ function applyHook(
     throw messageHookError(plugin.name, hook, err);
   }
   if (out instanceof Promise) {
-    return out.then((v) => v ?? msg, (err) => {
-      throw messageHookError(plugin.name, hook, err);
-    });
+    return settleWithin(out, timeoutMs, plugin.name, hook).then(
+      (v) => v ?? msg,
+      (err) => {
+        throw messageHookError(plugin.name, hook, err);
+      },
+    );
   }
   return out ?? msg;
 }

@@ -169,6 +169,15 @@ export interface PoolOptions {
   shutdownGrace?: number;
   /** How long a server may take to become ready, in ms. @default {15000} */
   readyTimeout?: number;
+  /**
+   * How long an asynchronous plugin hook may take, in ms: a lifecycle hook
+   * still pending then fails with a `PluginError` (reported like a throwing
+   * hook, and what waited for it goes on), a message hook fails its one call.
+   * `Infinity` waits forever.
+   *
+   * @default {30000}
+   */
+  hookTimeout?: number;
   /** Retries of an `idempotent` call whose worker crashed. @default {2} */
   maxRetries?: number;
   /** Close the pool and exit the process on SIGINT/SIGTERM. @default {true} */
@@ -239,6 +248,7 @@ export class Pool implements AsyncDisposable {
       opts.requestTimeout === undefined ? {} : { timeout: opts.requestTimeout },
     );
     this.#plugins = new PluginHost(plugins, {
+      hookTimeout: opts.hookTimeout,
       onError: (error, plugin, hook) => {
         opts.logger.warn("{message}", { message: error.message, plugin, hook });
         this.#events.emit({

@@ -39,6 +39,8 @@ export interface ResolvedPoolOptions {
   shutdownGrace: number;
   /** How long a server may take to print its ready line, in ms. */
   readyTimeout: number;
+  /** How long an asynchronous plugin hook may take, in ms (`Infinity`: no limit). */
+  hookTimeout: number;
   /** Retries of an `idempotent` call whose worker crashed. */
   maxRetries: number;
   /** Close the pool and exit on SIGINT/SIGTERM. */
@@ -110,6 +112,7 @@ const schema = v.strictObject({
   requestTimeout: positive,
   shutdownGrace: int(0),
   readyTimeout: positive,
+  hookTimeout: positive,
   maxRetries: int(0),
   handleSignals: v.optional(v.boolean("expected a boolean")),
   runtime: v.optional(v.custom<unknown>(isObject, "expected a Runtime object")),
@@ -174,6 +177,7 @@ export function resolvePoolOptions(
     requestTimeout: options.requestTimeout,
     shutdownGrace: options.shutdownGrace ?? 5000,
     readyTimeout: options.readyTimeout ?? 15000,
+    hookTimeout: options.hookTimeout ?? 30_000,
     maxRetries: options.maxRetries ?? 2,
     handleSignals: options.handleSignals ?? true,
     runtime,

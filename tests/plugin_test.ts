@@ -295,3 +295,126 @@ Deno.test("Pool default plugins can be replaced and removed", async () => {
     await pids.assertGone();
   }
 });
+
+Deno.test("PluginHost.run fails a lifecycle hook that does not settle within hookTimeout and goes on", async () => {
+  const calls: string[] = [];
+  const reported: string[] = [];
+  let lateReject: (err: Error) => void = () => {};
+  const host = new PluginHost([
+    { name: "stuck", onPoolClose: () => new Promise<void>(() => {}) },
+    {
+      name: "late",
+      onPoolClose: () =>
+        new Promise<void>((_, reject) => {
+          lateReject = reject;
+        }),
+    },
+    { name: "after", onPoolClose: () => void calls.push("after") },
+  ], { hookTimeout: 30, onError: (err) => reported.push(err.message) });
+  // deno-lint-ignore no-explicit-any
+  const errors = await host.run("onPoolClose", {} as any);
+  assert.deepEqual(calls, ["after"]);
+  assert.deepEqual(reported, [
+    "Cannot run hook onPoolClose of plugin 'stuck': it did not settle within 30 ms (hookTimeout)",
+    "Cannot run hook onPoolClose of plugin 'late': it did not settle within 30 ms (hookTimeout)",
+  ]);
+  assert.ok(errors.every((e) => e instanceof PluginError));
+  assert.deepEqual(errors[0]!.details, {
+    plugin: "stuck",
+    hook: "onPoolClose",
+    timeoutMs: 30,
+  });
+  // A hook that fails after its time is up is not reported twice (nor unhandled).
+  lateReject(new Error("too late"));
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(reported.length, 2);
+});
+
+Deno.test("PluginHost message hooks that do not settle within hookTimeout fail their message with a PluginError", async () => {
+  const host = new PluginHost([{
+    name: "slow",
+    onRequest: (msg) =>
+      msg.cmd === "never" ? new Promise<void>(() => {}) : Promise.resolve(),
+  }], { hookTimeout: 20 });
+  const [slow] = host.middleware({} as Parameters<PluginHost["middleware"]>[0]);
+  const session = {} as Session;
+  await assert.rejects(
+    Promise.resolve(slow!.outgoing!({ cmd: "never" }, session)),
+    (err: unknown) =>
+      err instanceof PluginError && err.code === "PLUGIN_FAILED" &&
+      err.message ===
+        "Cannot run hook onRequest of plugin 'slow': it did not settle within 20 ms (hookTimeout)",
+  );
+  assert.deepEqual(
+    await slow!.outgoing!({ cmd: "fine" }, session),
+    { cmd: "fine" },
+  );
+});
+
+Deno.test("Pool goes on past plugin hooks that never settle: start, a call, a restart and close all finish", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    let holdRequests = false;
+    let holdExit = true;
+    const never = () => new Promise<void>(() => {});
+    const stuck: Plugin = {
+      name: "stuck",
+      onPoolStart: never,
+      onWorkerStart: (ev) => ev.restart ? never() : undefined,
+      onRequest: (msg) =>
+        holdRequests && msg.cmd === "executeModel" ? never() : undefined,
+      onWorkerExit: () => holdExit ? never() : undefined,
+      onPoolClose: never,
+    };
+    const pluginErrors: string[] = [];
+    const pool = await Pool.start(
+      base(dir.path, { plugins: [reconnect(), stuck], hookTimeout: 150 }),
+    );
+    pids.watch(pool);
+    try {
+      pool.on((ev) =>
+        ev.type === "plugin-error" &&
+        pluginErrors.push(`${ev.plugin}:${ev.hook}`)
+      );
+      await pool.addModel("doubler", { file: "doubler.py" });
+      holdRequests = true;
+      await assert.rejects(
+        pool.execute("doubler", { x: 1 }),
+        (err: unknown) =>
+          err instanceof PluginError &&
+          /did not settle within 150 ms/.test(err.message),
+      );
+      holdRequests = false;
+      // The hung message hook no longer holds the worker's later messages back.
+      assert.deepEqual(await pool.execute("doubler", { x: 1 }), { y: 2 });
+      // A crash: onWorkerExit and the restart's onWorkerStart hang, and the worker still comes back.
+      const back = nextEvent(pool, "worker-state", (ev) => ev.to === "ready");
+      Deno.kill(pidOf(pool, "w1"), "SIGKILL");
+      await back;
+      assert.deepEqual(await pool.execute("doubler", { x: 3 }), { y: 6 });
+      holdExit = false;
+    } finally {
+      await pool.close();
+    }
+    // (onPoolStart's timeout came before the listener: Pool.start resolving shows it.)
+    assert.deepEqual(pluginErrors.sort(), [
+      "stuck:onPoolClose",
+      "stuck:onWorkerExit",
+      "stuck:onWorkerStart",
+    ]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool.start refuses a hookTimeout that is not a number > 0", async () => {
+  for (const hookTimeout of [0, -1, "10" as unknown as number]) {
+    await assert.rejects(
+      Pool.start({ workers: 1, handleSignals: false, hookTimeout }),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        err.message === "Cannot start pool: hookTimeout: expected a number > 0",
+    );
+  }
+});
