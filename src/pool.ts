@@ -239,6 +239,10 @@ export class Pool implements AsyncDisposable {
   #closed: Promise<void> | undefined;
   #tempDirs: string[] = [];
   #offSignals: Array<() => void> = [];
+  /** Model operations in flight (`close()` lets them finish). */
+  #modelOps = new Set<Promise<unknown>>();
+  /** Wake-ups of model operations waiting for a ready worker (`close()` calls them). */
+  #modelWaits = new Set<() => void>();
   /** The pool's eval atoms (running ones, and recently finished ones for replay). */
   readonly atoms: AtomRegistry<Atom> = new AtomRegistry<Atom>();
 
@@ -265,7 +269,12 @@ export class Pool implements AsyncDisposable {
       plugins: this.#plugins,
       registry: this.#registry,
       events: this.#events,
-      pump: (full) => this.#router.pump(full),
+      pump: (full) => {
+        this.#router.pump(full);
+        // A worker's state settled (ready, failed, or its exit hooks done):
+        // model operations waiting for a ready worker look again.
+        if (full) { for (const wake of [...this.#modelWaits]) wake(); }
+      },
     });
     this.#router = new PoolRouter({
       workers: this.#supervisor.workers,
@@ -341,13 +350,23 @@ export class Pool implements AsyncDisposable {
     }
   }
 
-  /** Registers a model and loads it on every ready worker (rolled back everywhere if one fails). */
+  /**
+   * Registers a model and loads it on every ready worker (rolled back
+   * everywhere if one fails). While every worker is restarting it waits for
+   * one; with no ready worker and none coming back it rejects with
+   * `NoWorkerError`, and once the pool closes with `ShuttingDownError`.
+   */
   async addModel(name: string, spec: ModelSpec): Promise<unknown> {
     this.#admit("add model");
-    const out = await this.#registry.add(
+    await this.#someWorkerReady("add model", name);
+    const out = await this.#modelOp(
+      "add model",
       name,
-      spec,
-      () => this.#supervisor.workers,
+      this.#registry.add(
+        name,
+        spec,
+        () => this.#modelTargets("add model", name, true),
+      ),
     );
     this.#events.emit({ type: "model", action: "add", name });
     return out;
@@ -356,10 +375,15 @@ export class Pool implements AsyncDisposable {
   /** Replaces a model on every ready worker (restored everywhere if one fails). */
   async updateModel(name: string, spec: ModelSpec): Promise<unknown> {
     this.#admit("update model");
-    const out = await this.#registry.update(
+    await this.#someWorkerReady("update model", name);
+    const out = await this.#modelOp(
+      "update model",
       name,
-      spec,
-      () => this.#supervisor.workers,
+      this.#registry.update(
+        name,
+        spec,
+        () => this.#modelTargets("update model", name, true),
+      ),
     );
     this.#events.emit({ type: "model", action: "update", name });
     return out;
@@ -368,9 +392,13 @@ export class Pool implements AsyncDisposable {
   /** Unregisters a model and removes it from every ready worker. */
   async removeModel(name: string): Promise<unknown> {
     this.#admit("remove model");
-    const out = await this.#registry.remove(
+    const out = await this.#modelOp(
+      "remove model",
       name,
-      () => this.#supervisor.workers,
+      this.#registry.remove(
+        name,
+        () => this.#modelTargets("remove model", name, false),
+      ),
     );
     this.#events.emit({ type: "model", action: "remove", name });
     return out;
@@ -379,10 +407,15 @@ export class Pool implements AsyncDisposable {
   /** Runs a model's `init(dataFile)` on every ready worker; replayed on restarts. */
   async initModel(name: string, dataFile: string): Promise<unknown> {
     this.#admit("init model");
-    const out = await this.#registry.init(
+    await this.#someWorkerReady("init model", name);
+    const out = await this.#modelOp(
+      "init model",
       name,
-      dataFile,
-      () => this.#supervisor.workers,
+      this.#registry.init(
+        name,
+        dataFile,
+        () => this.#modelTargets("init model", name, true),
+      ),
     );
     this.#events.emit({ type: "model", action: "init", name });
     return out;
@@ -533,7 +566,19 @@ export class Pool implements AsyncDisposable {
     this.#router.drain((call) =>
       new ShuttingDownError(`Cannot send call ${call.cmd}: pool is closing`)
     );
-    await this.#supervisor.stop(this.#opts.shutdownGrace);
+    for (const wake of [...this.#modelWaits]) wake();
+    // A model operation in flight gets the grace too (calls get it from the
+    // workers' drain; model commands bypass the router, so they are awaited
+    // here); the ones queued behind it fail at once (#modelTargets).
+    const grace = this.#opts.shutdownGrace;
+    const t0 = Date.now();
+    if (this.#modelOps.size > 0) {
+      await withTimeout(
+        Promise.allSettled([...this.#modelOps]),
+        grace,
+      );
+    }
+    await this.#supervisor.stop(Math.max(0, grace - (Date.now() - t0)));
     this.#events.close();
     for (const dir of this.#tempDirs) {
       await this.#opts.runtime.remove(dir, { recursive: true }).catch(() => {});
@@ -543,6 +588,86 @@ export class Pool implements AsyncDisposable {
   #admit(action: string): void {
     if (this.#closing) {
       throw new ShuttingDownError(`Cannot ${action}: pool is closing`);
+    }
+  }
+
+  // -- model operations -----------------------------------------------------
+
+  /**
+   * The workers a model operation applies to, read when its turn comes (it
+   * may have waited behind others): none once the pool is closing, and at
+   * least one ready worker for an operation that must be checked by one
+   * (otherwise nothing would validate it, and a bad model would only fail
+   * the restarted workers' replays).
+   */
+  #modelTargets(action: string, name: string, needOne: boolean): Worker[] {
+    if (this.#closing) {
+      throw new ShuttingDownError(
+        `Cannot ${action} '${name}': pool is closing`,
+      );
+    }
+    const workers = this.#supervisor.workers;
+    if (needOne && !workers.some(modelReady)) {
+      throw new NoWorkerError(
+        `Cannot ${action} '${name}': no worker is ready to load it (${
+          workers.map((w) => `${w.id} ${w.state}`).join(", ")
+        })`,
+        { details: { workers: workers.map((w) => w.info()) } },
+      );
+    }
+    return workers;
+  }
+
+  /**
+   * Waits until some worker is ready, as calls wait in the queue while
+   * workers restart: returns at once when one is, and throws `NoWorkerError`
+   * when none is and none is coming back (or `ShuttingDownError`).
+   */
+  async #someWorkerReady(action: string, name: string): Promise<void> {
+    const workers = () => this.#supervisor.workers;
+    const coming = (w: Worker) =>
+      w.state === "starting" || w.state === "restarting" ||
+      this.#supervisor.settling(w);
+    while (!this.#closing && !workers().some(modelReady)) {
+      if (!workers().some(coming)) return; // #modelTargets says why
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          this.#modelWaits.delete(wake);
+          resolve();
+        };
+        this.#modelWaits.add(wake);
+      });
+    }
+    if (this.#closing) {
+      throw new ShuttingDownError(
+        `Cannot ${action} '${name}': pool is closing`,
+      );
+    }
+  }
+
+  /**
+   * Runs a model operation, counted until it settles so `close()` lets it
+   * finish (up to `shutdownGrace`); one that the closing pool cut short
+   * fails with `ShuttingDownError`.
+   */
+  async #modelOp<T>(
+    action: string,
+    name: string,
+    run: Promise<T>,
+  ): Promise<T> {
+    this.#modelOps.add(run);
+    try {
+      return await run;
+    } catch (err) {
+      if (this.#closing && err instanceof ConnectionLostError) {
+        throw new ShuttingDownError(
+          `Cannot ${action} '${name}': the pool closed before it finished`,
+          { cause: err },
+        );
+      }
+      throw err;
+    } finally {
+      this.#modelOps.delete(run);
     }
   }
 
@@ -647,4 +772,10 @@ function crashError(
 function randomHex(bytes: number): string {
   const buf = crypto.getRandomValues(new Uint8Array(bytes));
   return Array.from(buf, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** A worker a model operation can be applied on now. */
+function modelReady(w: Worker): boolean {
+  return w.state === "ready" && w.session !== undefined &&
+    !w.session.isClosed;
 }

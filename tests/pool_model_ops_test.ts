@@ -1,0 +1,162 @@
+import assert from "node:assert/strict";
+import {
+  NoWorkerError,
+  RemoteError,
+  ShuttingDownError,
+} from "../src/errors.ts";
+import { Pool, type PoolOptions } from "../src/pool.ts";
+import { modelsDir, nextEvent, pidOf, PidTracker } from "./_pool_harness.ts";
+
+// An __init__ that says it started (a marker file) and takes options["s"]
+// seconds (cancel does not stop it).
+const SLOW_INIT = `
+import time
+
+class SlowInit:
+    def __init__(self, options):
+        open(options["marker"], "w").close()
+        time.sleep(options.get("s", 0))
+
+    def execute(self, msg):
+        return {"ok": True}
+`;
+
+async function dirWithSlowInit(): Promise<
+  { path: string } & AsyncDisposable
+> {
+  const dir = await modelsDir();
+  await Deno.writeTextFile(`${dir.path}/slow_init.py`, SLOW_INIT);
+  return dir;
+}
+
+/** Resolves once the slow __init__ runs (it created its marker file). */
+async function started(marker: string): Promise<void> {
+  for (;;) {
+    try {
+      await Deno.stat(marker);
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+}
+
+function base(dir: string, extra: PoolOptions = {}): PoolOptions {
+  return { workers: 1, modelsDir: dir, handleSignals: false, ...extra };
+}
+
+Deno.test("Pool.addModel while the only worker restarts waits for it and is checked by it (no silent success)", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  const pool = await Pool.start(base(dir.path));
+  pids.watch(pool);
+  try {
+    const restarting = nextEvent(
+      pool,
+      "worker-state",
+      (ev) => ev.to === "restarting",
+    );
+    Deno.kill(pidOf(pool, "w1"), "SIGKILL");
+    await restarting;
+    // A model that cannot be imported fails as it does on a ready worker,
+    // instead of being recorded and then failing every replay.
+    await assert.rejects(
+      pool.addModel("broken", { file: "broken.py" }),
+      (err: unknown) =>
+        err instanceof RemoteError && err.name === "ModelLoadError" &&
+        /this model cannot be imported/.test(err.message),
+    );
+    assert.deepEqual(pool.status().models.map((m) => m.name), []);
+    await pool.addModel("doubler", { file: "doubler.py" });
+    assert.deepEqual(await pool.execute("doubler", { x: 2 }), { y: 4 });
+  } finally {
+    await pool.close();
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool.addModel with no ready worker and none coming back fails with NoWorkerError", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  const pool = await Pool.start(
+    base(dir.path, { plugins: { remove: ["reconnect"] } }),
+  );
+  pids.watch(pool);
+  try {
+    const exited = nextEvent(pool, "worker-exit");
+    Deno.kill(pidOf(pool, "w1"), "SIGKILL");
+    await exited;
+    await assert.rejects(
+      pool.addModel("doubler", { file: "doubler.py" }),
+      (err: unknown) =>
+        err instanceof NoWorkerError &&
+        /Cannot add model 'doubler': no worker is ready to load it \(w1 stopped\)/
+          .test(err.message),
+    );
+    assert.deepEqual(pool.status().models, []);
+    // Removing needs no worker: nothing is loaded anywhere.
+    await assert.rejects(
+      pool.removeModel("doubler"),
+      (err: unknown) =>
+        err instanceof Error && /no such model/.test(err.message),
+    );
+  } finally {
+    await pool.close();
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool.close lets an addModel in flight finish and fails the ones queued behind it", async () => {
+  await using dir = await dirWithSlowInit();
+  const pids = new PidTracker();
+  const pool = await Pool.start(base(dir.path));
+  pids.watch(pool);
+  let closed = false;
+  try {
+    const slow = pool.addModel("slow", {
+      file: "slow_init.py",
+      options: { s: 0.4, marker: `${dir.path}/started` },
+    });
+    const queued = pool.addModel("doubler", { file: "doubler.py" }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    await started(`${dir.path}/started`);
+    const closing = pool.close();
+    assert.equal((await slow as { name?: string }).name, "slow");
+    const err = await queued;
+    assert.ok(err instanceof ShuttingDownError, String(err));
+    assert.equal(err.message, "Cannot add model 'doubler': pool is closing");
+    await closing;
+    closed = true;
+    assert.deepEqual(pool.status().models.map((m) => m.name), ["slow"]);
+  } finally {
+    if (!closed) await pool.close();
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool.close cuts an addModel longer than shutdownGrace short with ShuttingDownError", async () => {
+  await using dir = await dirWithSlowInit();
+  const pids = new PidTracker();
+  const pool = await Pool.start(base(dir.path, { shutdownGrace: 100 }));
+  pids.watch(pool);
+  try {
+    const slow = pool.addModel("slow", {
+      file: "slow_init.py",
+      options: { s: 30, marker: `${dir.path}/started` },
+    }).then(() => undefined, (err: unknown) => err);
+    await started(`${dir.path}/started`);
+    await pool.close();
+    const err = await slow;
+    assert.ok(err instanceof ShuttingDownError, String(err));
+    assert.equal(
+      err.message,
+      "Cannot add model 'slow': the pool closed before it finished",
+    );
+    assert.deepEqual(pool.status().models, []);
+  } finally {
+    await pool.close();
+    await pids.assertGone();
+  }
+});
