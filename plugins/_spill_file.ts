@@ -300,7 +300,18 @@ export async function writeSpill(
   const strings: SpillString[] = [];
   try {
     try {
-      for (const piece of jsonPieces(value, segments)) await emit(piece);
+      const pieces = jsonPieces(value, segments);
+      for (;;) {
+        let next: IteratorResult<string>;
+        try {
+          next = pieces.next();
+        } catch (err) {
+          // The value's own fault (a toJSON that throws...): not the file's.
+          throw new Unencodable(err);
+        }
+        if (next.done) break;
+        await emit(next.value);
+      }
       // String segments: their UTF-8 right after the JSON, with no escaping pass.
       json = size + used;
       for (const { at, value } of segments?.found ?? []) {
@@ -322,6 +333,7 @@ export async function writeSpill(
   } catch (err) {
     job.drop();
     if (file !== undefined) await runtime.remove(path).catch(() => {});
+    if (err instanceof Unencodable) throw err.cause;
     if (err instanceof SpillError || err instanceof TypeError) throw err;
     throw new SpillError(
       `Cannot write spill file ${path}: ${
@@ -751,4 +763,9 @@ async function readSegmented(
     }
   }
   return message as Record<string, unknown>;
+}
+
+/** An error of encoding the value (thrown as its cause, never as a `SpillError`). */
+class Unencodable {
+  constructor(readonly cause: unknown) {}
 }

@@ -6,7 +6,7 @@
  * @module
  */
 import { ConfigError, PyProxyError, SpillError } from "../src/errors.ts";
-import { unencodableError } from "../src/_json_check.ts";
+import { serializationError, unencodableError } from "../src/_json_check.ts";
 import { hostDirPrefix, removeDeadHostDirs } from "../src/_dead_host_dirs.ts";
 import type {
   MessageContext,
@@ -455,10 +455,10 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
         throw unencodableError(msg, err) ?? err;
       }
       if (size <= threshold) return;
+      // The file system's failures are SpillErrors; anything else came from
+      // encoding the caller's value: a SerializationError, as without spill-over.
       return spill(msg, mc, dir).catch((err) => {
-        throw err instanceof PyProxyError
-          ? err
-          : unencodableError(msg, err) ?? err;
+        throw err instanceof PyProxyError ? err : serializationError(msg, err);
       });
     },
 

@@ -431,10 +431,12 @@ export class SpillError extends PyProxyError {
 defineName(SpillError, "SpillError");
 
 /**
- * A value cannot be sent as JSON: it holds a `BigInt`, a circular reference,
- * or nesting deeper than the limit the Python side can decode, or the
- * encoded message is larger than the peer's frame limit (then `details` has
- * `bytes` and `limit`). Nothing was sent. The name and code are those of the
+ * A value cannot be sent as JSON: it holds a `BigInt`, a circular reference
+ * or a `toJSON` that throws, or the encoded message is larger than the
+ * peer's frame limit (then `details` has `bytes` and `limit`), or it nests
+ * deeper than the limit the Python side can decode (checked by the default
+ * `spillover` plugin; without it such a message is sent, and the server
+ * refuses it with an `InvalidRequestError`). Nothing was sent. The name and code are those of the
  * server's own `SerializationError` (which arrives as a `RemoteError`), so
  * `err.code === "SERIALIZATION"` covers both directions.
  *

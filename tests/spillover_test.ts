@@ -203,6 +203,35 @@ Deno.test("spillover: a BigInt, a cycle or nesting too deep fails with Serializa
   }
 });
 
+Deno.test("spillover: a toJSON that throws is a SerializationError, as without the plugin, small or large", async () => {
+  const spill = spillover({ threshold: 1024 });
+  const pool = await startPool([spill]);
+  try {
+    const bad = {
+      toJSON() {
+        throw new Error("tj");
+      },
+    };
+    for (const msg of [{ t: bad }, { t: bad, pad: "p".repeat(4096) }]) {
+      await assert.rejects(pool.execute("spill_echo", msg), (err) => {
+        assert.ok(err instanceof SerializationError, String(err));
+        assert.equal(
+          err.message,
+          "Cannot send executeModel: it is not JSON (tj)",
+        );
+        return true;
+      });
+    }
+    assert.equal(spill.pendingBytes, 0);
+    assert.deepEqual(
+      await pool.execute("spill_echo", { op: "echo", n: 1 }),
+      { op: "echo", n: 1 },
+    );
+  } finally {
+    await pool.close();
+  }
+});
+
 Deno.test("spillover: a bad threshold or maxBytes is a ConfigError, and so is a dir where no directory can be made", async () => {
   for (
     const options of [{ threshold: 0 }, { threshold: 1.5 }, { maxBytes: 0 }, {
