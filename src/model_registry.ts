@@ -52,6 +52,12 @@ export interface ModelRegistryOptions {
  */
 export class ModelRegistry {
   #models = new Map<string, ModelInfo>();
+  /**
+   * The code each file model was loaded with (the server's `snapshot`):
+   * replays load it, not what the file holds by then, so a restarted worker
+   * runs the same code as the others.
+   */
+  #snapshots = new Map<string, string>();
   #lock: Promise<unknown> = Promise.resolve();
   #timeout: number | undefined;
 
@@ -81,7 +87,7 @@ export class ModelRegistry {
     for (const model of this.#models.values()) {
       await session.request(
         "addModel",
-        { name: model.name, ...model.spec },
+        loadArgs(model.name, model.spec, this.#snapshots.get(model.name)),
         this.#requestOptions(),
       );
       for (const dataFile of model.inits) {
@@ -111,11 +117,12 @@ export class ModelRegistry {
         "add",
         name,
         workers(),
-        (s) => s.request("addModel", { name, ...spec }, this.#requestOptions()),
+        (s) =>
+          s.request("addModel", loadArgs(name, spec), this.#requestOptions()),
         (s) => s.request("removeModel", { name }, this.#requestOptions()),
       );
       this.#models.set(name, { name, spec, inits: [] });
-      return result;
+      return this.#keepSnapshot(name, result);
     });
   }
 
@@ -127,21 +134,26 @@ export class ModelRegistry {
   ): Promise<unknown> {
     return this.exclusive(async () => {
       const old = this.#require(name, "update");
+      const oldSnapshot = this.#snapshots.get(name);
       const result = await this.#everywhere(
         "update",
         name,
         workers(),
         (s) =>
-          s.request("updateModel", { name, ...spec }, this.#requestOptions()),
+          s.request(
+            "updateModel",
+            loadArgs(name, spec),
+            this.#requestOptions(),
+          ),
         (s) =>
           s.request(
             "updateModel",
-            { name, ...old.spec },
+            loadArgs(name, old.spec, oldSnapshot),
             this.#requestOptions(),
           ),
       );
       this.#models.set(name, { name, spec, inits: [] });
-      return result;
+      return this.#keepSnapshot(name, result);
     });
   }
 
@@ -150,6 +162,7 @@ export class ModelRegistry {
     return this.exclusive(async () => {
       this.#require(name, "remove");
       this.#models.delete(name);
+      this.#snapshots.delete(name);
       return await this.#everywhere(
         "remove",
         name,
@@ -192,6 +205,20 @@ export class ModelRegistry {
       });
     }
     return model;
+  }
+
+  /** Keeps the code a load reply carries for replays; returns the reply without it. */
+  #keepSnapshot(name: string, result: unknown): unknown {
+    if (
+      typeof result !== "object" || result === null ||
+      typeof (result as { source?: unknown }).source !== "string"
+    ) {
+      this.#snapshots.delete(name);
+      return result;
+    }
+    const { source, ...description } = result as Record<string, unknown>;
+    this.#snapshots.set(name, source as string);
+    return description;
   }
 
   #requestOptions(): { timeout?: number } {
@@ -280,4 +307,22 @@ export class ModelRegistry {
     }
     throw error;
   }
+}
+
+/**
+ * The arguments of `addModel`/`updateModel`: a file model asks for the code
+ * it is loaded with (`snapshot`), and a replay sends that code back with the
+ * file's name (protocol §6).
+ */
+function loadArgs(
+  name: string,
+  spec: ModelSpec,
+  snapshot?: string,
+): Record<string, unknown> {
+  if (spec.file === undefined || spec.source !== undefined) {
+    return { name, ...spec };
+  }
+  return snapshot === undefined
+    ? { name, ...spec, snapshot: true }
+    : { name, ...spec, source: snapshot };
 }

@@ -160,3 +160,51 @@ Deno.test("Pool.close cuts an addModel longer than shutdownGrace short with Shut
     await pids.assertGone();
   }
 });
+
+Deno.test("Pool: a restarted worker replays a file model as it was loaded, not as the file reads now", async () => {
+  await using dir = await modelsDir();
+  const version = (v: string) =>
+    `class Versioned:\n    def execute(self, msg):\n        return {"v": ${
+      JSON.stringify(v)
+    }}\n`;
+  await Deno.writeTextFile(`${dir.path}/versioned.py`, version("v1"));
+  const pids = new PidTracker();
+  const pool = await Pool.start(base(dir.path, { workers: 2 }));
+  pids.watch(pool);
+  try {
+    const added = await pool.addModel("m", { file: "versioned.py" });
+    assert.equal((added as { source?: string }).source, undefined);
+    assert.deepEqual(pool.status().models[0]!.spec, { file: "versioned.py" });
+    // Edited on disk (not through updateModel), then broken: a restart must
+    // neither run the new code nor fail to load.
+    await Deno.writeTextFile(`${dir.path}/versioned.py`, version("v2"));
+    await Deno.writeTextFile(`${dir.path}/versioned.py`, "not python(\n");
+    const back = nextEvent(
+      pool,
+      "worker-state",
+      (ev) => ev.worker === "w1" && ev.to === "ready",
+    );
+    Deno.kill(pidOf(pool, "w1"), "SIGKILL");
+    await back;
+    for (const worker of ["w1", "w2"]) {
+      assert.deepEqual(await pool.execute("m", {}, { worker }), { v: "v1" });
+    }
+    // updateModel reads the file again (and takes its new snapshot).
+    await Deno.writeTextFile(`${dir.path}/versioned.py`, version("v3"));
+    await pool.updateModel("m", { file: "versioned.py" });
+    const again = nextEvent(
+      pool,
+      "worker-state",
+      (ev) => ev.worker === "w2" && ev.to === "ready",
+    );
+    await Deno.writeTextFile(`${dir.path}/versioned.py`, version("v4"));
+    Deno.kill(pidOf(pool, "w2"), "SIGKILL");
+    await again;
+    for (const worker of ["w1", "w2"]) {
+      assert.deepEqual(await pool.execute("m", {}, { worker }), { v: "v3" });
+    }
+  } finally {
+    await pool.close();
+    await pids.assertGone();
+  }
+});

@@ -297,20 +297,27 @@ class ModelRegistry:
             raise InvalidRequestError("Cannot load model %r: 'class' must be a string" % name)
         file = spec.get("file")
         source = spec.get("source")
-        if (file is None) == (source is None):
-            raise InvalidRequestError("Cannot load model %r: give exactly one of 'file' or 'source'" % name)
+        if file is None and source is None:
+            raise InvalidRequestError("Cannot load model %r: give 'file' or 'source'" % name)
         if file is not None:
             path = confine(self.root, file, "model file")
             filename = path
-            try:
-                with open(path, "r", encoding="utf-8") as f:
-                    source = f.read()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ModelLoadError(
-                    "Cannot load model %r: cannot read %s: %s" % (name, file, exc),
-                    exception=type(exc).__name__,
-                    traceback="",
-                )
+            if source is None:
+                try:
+                    with open(path, "r", encoding="utf-8") as f:
+                        source = f.read()
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise ModelLoadError(
+                        "Cannot load model %r: cannot read %s: %s" % (name, file, exc),
+                        exception=type(exc).__name__,
+                        traceback="",
+                    )
+            elif not isinstance(source, str):
+                raise InvalidRequestError("Cannot load model %r: 'source' must be a string" % name)
+            else:
+                # Both: the host replays the code it first loaded from that file
+                # (its snapshot), under the file's name, whatever the file holds now.
+                linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         else:
             if not isinstance(source, str):
                 raise InvalidRequestError("Cannot load model %r: 'source' must be a string" % name)
@@ -333,7 +340,10 @@ class ModelRegistry:
             self._models[name] = entry
         if old is not None:
             sys.modules.pop(old.module_name, None)
-        return entry.describe()
+        desc = entry.describe()
+        if spec.get("snapshot") is True and file is not None:
+            desc["source"] = source  # what was loaded, for the host to replay
+        return desc
 
     def _load(self, name, source, filename, module_name, class_name, options):
         module = types.ModuleType(module_name)

@@ -73,11 +73,35 @@ class ModelRegistryTest(unittest.TestCase):
         src = "from collections import OrderedDict\nclass M:\n    def execute(self, m): return 1\n"
         self.assertEqual(self.registry.add("m", {"source": src})["class"], "M")
 
+    def test_snapshot_returns_the_code_loaded_and_a_replay_of_it_ignores_the_file(self):
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        with open(os.path.join(tmp, "m.py"), "w") as f:
+            f.write("class M:\n    def execute(self, msg):\n        return {'v': 1, 'file': __file__}\n")
+        registry = ModelRegistry(tmp)
+        desc = registry.add("m", {"file": "m.py", "snapshot": True})
+        source = desc.pop("source")
+        self.assertIn("'v': 1", source)
+        self.assertNotIn("source", registry.add("plain", {"file": "m.py"}))
+        with open(os.path.join(tmp, "m.py"), "w") as f:
+            f.write("this is not python anymore(\n")
+        # The host's replay: the snapshot, under the file's name (its __file__, tracebacks).
+        replay = ModelRegistry(tmp)
+        self.assertEqual(replay.add("m", {"file": "m.py", "source": source})["file"], "m.py")
+        self.assertEqual(replay.get("m").execute({}), {"v": 1, "file": os.path.join(os.path.realpath(tmp), "m.py")})
+        # The name is still confined, and the source must be a string.
+        with self.assertRaises(PathError):
+            replay.add("x", {"file": "../m.py", "source": source})
+        with self.assertRaises(InvalidRequestError):
+            replay.add("x", {"file": "m.py", "source": 7})
+        with self.assertRaises(ModelLoadError):
+            replay.add("x", {"file": "m.py"})  # the file itself no longer loads
+
     def test_bad_arguments(self):
         with self.assertRaises(InvalidRequestError):
             self.registry.add("", {"file": "doubler.py"})
         with self.assertRaises(InvalidRequestError):
-            self.registry.add("d", {"file": "doubler.py", "source": "x"})
+            self.registry.add("d", {"options": {}})  # neither file nor source
         with self.assertRaises(InvalidRequestError):
             self.registry.add("d", {"file": "doubler.py", "options": [1]})
         with self.assertRaises(InvalidRequestError):

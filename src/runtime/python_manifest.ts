@@ -112,9 +112,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 19151,
+      size: 19791,
       sha256:
-        "47484a16af6002c4885639c6e374dc42bb2e4b4c391bf94685d5d46255e33bcd",
+        "c36ced28942a0757bc24fe115c3ad3bc56972a3dea7a7deac5a37737d874ab78",
     },
     {
       path: "pyproxy_server/server.py",
