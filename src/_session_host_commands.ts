@@ -99,5 +99,34 @@ export function wireError(err: unknown): Record<string, unknown> {
     const type = typeof code === "string" ? err.name : "HostError";
     return { type, message: err.message, exception: err.name };
   }
-  return { type: "HostError", message: String(err), exception: typeof err };
+  return {
+    type: "HostError",
+    message: describeThrown(err),
+    exception: typeof err,
+  };
+}
+
+/**
+ * A value thrown that is not an `Error`, in words: its `message` when it has
+ * one, else its JSON (at most 200 characters), else `String()` of it: never
+ * "[object Object]".
+ */
+function describeThrown(err: unknown): string {
+  if (typeof err === "object" && err !== null) {
+    const message = (err as { message?: unknown }).message;
+    if (typeof message === "string") return message;
+    try {
+      const json = JSON.stringify(err);
+      if (typeof json === "string") {
+        return json.length <= 200 ? json : `${json.slice(0, 200)}...`;
+      }
+    } catch {
+      // a cycle, a BigInt...: String() below
+    }
+  }
+  try {
+    return String(err);
+  } catch {
+    return typeof err;
+  }
 }

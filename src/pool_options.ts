@@ -80,6 +80,35 @@ const text = v.optional(
   ),
 );
 const isObject = (x: unknown): boolean => typeof x === "object" && x !== null;
+/** What the pool calls on its runtime (see `Runtime`). */
+const RUNTIME_METHODS = [
+  "connect",
+  "spawn",
+  "serve",
+  "mkdir",
+  "makeTempDir",
+  "remove",
+  "readFile",
+  "writeFile",
+  "openWrite",
+  "openRead",
+  "stat",
+  "readDir",
+  "realPath",
+  "env",
+  "cpuCount",
+  "pid",
+  "memoryRss",
+  "onSignal",
+  "exit",
+  "args",
+  "tempDir",
+  "shmDir",
+] as const;
+const missingRuntimeMethods = (r: unknown): string[] =>
+  RUNTIME_METHODS.filter((m) =>
+    typeof (r as Record<string, unknown>)[m] !== "function"
+  );
 const plugin = v.custom<unknown>(
   (p) => isObject(p) && typeof (p as { name?: unknown }).name === "string",
   "expected a plugin object with a name",
@@ -115,7 +144,17 @@ const schema = v.strictObject({
   hookTimeout: positive,
   maxRetries: int(0),
   handleSignals: v.optional(v.boolean("expected a boolean")),
-  runtime: v.optional(v.custom<unknown>(isObject, "expected a Runtime object")),
+  runtime: v.optional(
+    v.custom<unknown>(
+      (r) => isObject(r) && missingRuntimeMethods(r).length === 0,
+      (issue) =>
+        isObject(issue.input)
+          ? `expected a Runtime object (missing ${
+            missingRuntimeMethods(issue.input).join(", ")
+          })`
+          : "expected a Runtime object",
+    ),
+  ),
   logger: v.optional(v.custom<unknown>(isObject, "expected a logtape Logger")),
   env: v.optional(v.union([
     v.record(

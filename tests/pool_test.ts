@@ -11,6 +11,8 @@ import {
 } from "../src/errors.ts";
 import { type ExecuteOptions, Pool, type PoolOptions } from "../src/pool.ts";
 import type { Logger } from "../src/logger.ts";
+import { defaultRuntime } from "../src/runtime/mod.ts";
+import type { Runtime } from "../src/runtime/types.ts";
 import { reconnect } from "../plugins/reconnect.ts";
 import { idOfPid, modelsDir, PidTracker } from "./_pool_harness.ts";
 import { SCHED_BATCH, schedPolicies } from "./_harness.ts";
@@ -90,6 +92,16 @@ Deno.test("Pool.start rejects bad options with a ConfigError naming the field", 
     [
       { plugins: [{ name: "x", requires: ["y"] }] },
       /plugin 'x' requires plugin 'y'/,
+    ],
+    [
+      { runtime: {} as Runtime },
+      /^Cannot start pool: runtime: expected a Runtime object \(missing connect, spawn, .*, shmDir\)$/,
+    ],
+    [
+      {
+        runtime: { ...defaultRuntime(), tempDir: "/tmp" } as unknown as Runtime,
+      },
+      /^Cannot start pool: runtime: expected a Runtime object \(missing tempDir\)$/,
     ],
   ];
   for (const [options, message] of cases) {
