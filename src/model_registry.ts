@@ -117,8 +117,12 @@ export class ModelRegistry {
         "add",
         name,
         workers(),
-        (s) =>
-          s.request("addModel", loadArgs(name, spec), this.#requestOptions()),
+        (s, first) =>
+          s.request(
+            "addModel",
+            loadArgs(name, spec, undefined, first),
+            this.#requestOptions(),
+          ),
         (s) => s.request("removeModel", { name }, this.#requestOptions()),
       );
       this.#models.set(name, { name, spec, inits: [] });
@@ -139,10 +143,10 @@ export class ModelRegistry {
         "update",
         name,
         workers(),
-        (s) =>
+        (s, first) =>
           s.request(
             "updateModel",
-            loadArgs(name, spec),
+            loadArgs(name, spec, undefined, first),
             this.#requestOptions(),
           ),
         (s) =>
@@ -236,7 +240,7 @@ export class ModelRegistry {
     action: string,
     name: string,
     workers: Worker[],
-    apply: (session: Session) => Promise<unknown>,
+    apply: (session: Session, first: boolean) => Promise<unknown>,
     undo?: (session: Session) => Promise<unknown>,
   ): Promise<unknown> {
     const targets = workers.filter((w) =>
@@ -244,7 +248,7 @@ export class ModelRegistry {
     )
       .map((w) => ({ worker: w, session: w.session!, gen: w.generation }));
     const outcomes = await Promise.allSettled(
-      targets.map((t) => apply(t.session)),
+      targets.map((t, i) => apply(t.session, i === 0)),
     );
     const failed: Array<{ id: string; error: unknown }> = [];
     const died: Array<{ id: string; error: unknown }> = [];
@@ -253,6 +257,7 @@ export class ModelRegistry {
     outcomes.forEach((o, i) => {
       const t = targets[i]!;
       if (o.status === "fulfilled") {
+        // The first reply is the one: the first target's when it applied (it alone carries a snapshot).
         if (applied++ === 0) result = o.value;
       } else if (
         o.reason instanceof ConnectionLostError ||
@@ -310,19 +315,19 @@ export class ModelRegistry {
 }
 
 /**
- * The arguments of `addModel`/`updateModel`: a file model asks for the code
- * it is loaded with (`snapshot`), and a replay sends that code back with the
- * file's name (protocol §6).
+ * The arguments of `addModel`/`updateModel`: a file model asks one server
+ * (`ask`) for the code it is loaded with (`snapshot`), and a replay sends
+ * that code back with the file's name (protocol §6).
  */
 function loadArgs(
   name: string,
   spec: ModelSpec,
   snapshot?: string,
+  ask = false,
 ): Record<string, unknown> {
   if (spec.file === undefined || spec.source !== undefined) {
     return { name, ...spec };
   }
-  return snapshot === undefined
-    ? { name, ...spec, snapshot: true }
-    : { name, ...spec, source: snapshot };
+  if (snapshot !== undefined) return { name, ...spec, source: snapshot };
+  return ask ? { name, ...spec, snapshot: true } : { name, ...spec };
 }

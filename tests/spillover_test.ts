@@ -354,19 +354,22 @@ Deno.test("spillover carries large host callbacks from Python and their replies 
   const pool = await startPool([spill, cache]);
   try {
     await pool.addModel("cache_ops", { file: "cache_ops.py" });
+    // (The model's source came back in its addModel reply: counted from here.)
+    const out0 = spill.stats.spilledOut;
+    const in0 = spill.stats.spilledIn;
     const big = "v\u00e9".repeat(100_000);
     // executeModel (host → Python) and cache.set (Python → host) are both spilled.
     await pool.execute("cache_ops", { op: "set", key: "big", value: big });
-    assert.equal(spill.stats.spilledOut, 1);
-    assert.equal(spill.stats.spilledIn, 1);
+    assert.equal(spill.stats.spilledOut - out0, 1);
+    assert.equal(spill.stats.spilledIn - in0, 1);
     assert.ok(await cache.store.get("big") === big);
     // The cache.get reply (host → Python) and the model's result (Python → host) are both spilled.
     const got = await pool.execute("cache_ops", { op: "get", key: "big" }) as {
       value: string;
     };
     assert.ok(got.value === big);
-    assert.equal(spill.stats.spilledOut, 2);
-    assert.equal(spill.stats.spilledIn, 2);
+    assert.equal(spill.stats.spilledOut - out0, 2);
+    assert.equal(spill.stats.spilledIn - in0, 2);
     assert.deepEqual(await spillFiles(spill), []);
   } finally {
     await pool.close();
@@ -376,16 +379,19 @@ Deno.test("spillover carries large host callbacks from Python and their replies 
 Deno.test("spillover rejects a corrupted reply file with SpillError and deletes it", async () => {
   const spill = spillover({ threshold: 1024 });
   const seen: string[] = [];
+  let armed = false; // once the model is loaded (its addModel reply may spill)
   const corrupt: Plugin = {
     name: "test.corrupt",
     onReply(msg) {
       const ref = msg.$spill as { path: string } | undefined;
-      if (ref === undefined) return;
+      if (ref === undefined || !armed) return;
       seen.push(ref.path);
       flipByte(ref.path);
     },
   };
   const pool = await startPool([corrupt, spill]);
+  armed = true;
+  const failures0 = spill.stats.failures;
   try {
     await assert.rejects(
       pool.execute("spill_echo", { op: "make", n: 10_000 }),
@@ -394,7 +400,7 @@ Deno.test("spillover rejects a corrupted reply file with SpillError and deletes 
     );
     assert.equal(seen.length, 1);
     assert.equal(await exists(seen[0]!), false);
-    assert.equal(spill.stats.failures, 1);
+    assert.equal(spill.stats.failures - failures0, 1);
     // The session survives: the next call works.
     assert.deepEqual(await pool.execute("spill_echo", { op: "make", n: 3 }), {
       data: "xxx",
@@ -407,13 +413,14 @@ Deno.test("spillover rejects a corrupted reply file with SpillError and deletes 
 Deno.test("spillover refuses a reply path outside the spill directory and leaves that file alone", async () => {
   const spill = spillover({ threshold: 1024 });
   let outside: string | undefined;
+  let armed = false;
   const redirect: Plugin = {
     name: "test.redirect",
     onReply(msg) {
       const ref = msg.$spill as
         | { path: string; size: number; md5: string }
         | undefined;
-      if (ref === undefined) return;
+      if (ref === undefined || !armed) return;
       // A valid copy (same size and md5) next to the spill directory, reached through "..".
       const name = `outside-${crypto.randomUUID()}.json`;
       outside = `${spill.dir!.slice(0, spill.dir!.lastIndexOf("/"))}/${name}`;
@@ -422,6 +429,7 @@ Deno.test("spillover refuses a reply path outside the spill directory and leaves
     },
   };
   const pool = await startPool([redirect, spill]);
+  armed = true; // once the model is loaded (its addModel reply may spill)
   try {
     await assert.rejects(
       pool.execute("spill_echo", { op: "make", n: 10_000 }),
