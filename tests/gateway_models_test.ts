@@ -56,3 +56,30 @@ Deno.test("PUT /v1/models/{name}: version keeps growing across a worker restart 
   res = await gw.fetch("/v1/models/m4", put({ file: "echo.py" }));
   assert.equal((await res.json()).model.version, 6);
 });
+
+Deno.test("PUT /v1/models/{name}: a bad body is a 400 naming the field", async () => {
+  await using gw = await startGateway({ allowManage: true });
+  const cases: Array<[unknown, string]> = [
+    [{ file: "echo.py", options: [1] }, "options: expected an object"],
+    [{ file: "echo.py", options: null }, "options: expected an object"],
+    [{ file: "echo.py", options: "x" }, "options: expected an object"],
+    [{}, "file: is required"],
+    [{ options: {} }, "file: is required"],
+    [{ file: 1 }, "file: expected a file path"],
+    [{ file: "echo.py", extra: 1 }, "extra: unknown field"],
+    [[{ file: "echo.py" }], "expected {file, options?, class?}"],
+    [null, "expected {file, options?, class?}"],
+  ];
+  for (const [body, message] of cases) {
+    const res = await gw.fetch("/v1/models/bad", put(body));
+    assert.equal(res.status, 400, JSON.stringify(body));
+    const { error } = await res.json();
+    assert.equal(error.type, "ValidationError", JSON.stringify(body));
+    assert.ok(
+      error.message.startsWith(`Cannot load model 'bad': ${message}`),
+      `${JSON.stringify(body)}: ${error.message}`,
+    );
+  }
+  const { models } = await (await gw.fetch("/v1/models")).json();
+  assert.ok(!models.some((m: { name: string }) => m.name === "bad"));
+});

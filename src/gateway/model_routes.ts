@@ -7,6 +7,7 @@
 import { Hono } from "hono";
 import * as v from "valibot";
 import { ChannelHub } from "./channels.ts";
+import { plainRecord } from "../_plain_record.ts";
 import { describeError, errorResponse, httpError } from "./error_response.ts";
 import type { GatewayModelSpec } from "./gateway_pool.ts";
 import { validateInput } from "./input_schema.ts";
@@ -14,27 +15,38 @@ import { readJsonBody } from "./read_json_body.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
 import type { RouteContext } from "./route_context.ts";
 
-const ModelSpecBody = v.strictObject(
-  {
-    file: v.pipe(
-      v.string("expected a file path"),
-      v.minLength(1, "expected a file path"),
-    ),
-    options: v.optional(
-      v.record(v.string(), v.unknown(), "expected an object"),
-    ),
-    class: v.optional(
-      v.pipe(
-        v.string("expected a class name"),
-        v.minLength(1, "expected a class name"),
+const SPEC_SHAPE = "expected {file, options?, class?}";
+
+// valibot's object schemas take an array for an object: refused first.
+const ModelSpecBody = v.pipe(
+  v.custom<Record<string, unknown>>(
+    (x) => typeof x === "object" && x !== null && !Array.isArray(x),
+    SPEC_SHAPE,
+  ),
+  v.strictObject(
+    {
+      file: v.pipe(
+        v.string("expected a file path"),
+        v.minLength(1, "expected a file path"),
       ),
-    ),
-  },
-  (
-    issue,
-  ) => (issue.expected === "never"
-    ? "unknown field (allowed: file, options, class)"
-    : "expected {file, options?, class?}"),
+      // Not v.record alone: it takes an array for an object ([1] → {"0": 1}).
+      options: v.optional(plainRecord(v.unknown(), "expected an object")),
+      class: v.optional(
+        v.pipe(
+          v.string("expected a class name"),
+          v.minLength(1, "expected a class name"),
+        ),
+      ),
+    },
+    // One message for three failures: an unknown key and a missing one carry
+    // the key in their path; a body that is not an object has none.
+    (issue) =>
+      issue.expected === "never"
+        ? "unknown field (allowed: file, options, class)"
+        : issue.input === undefined && issue.path?.length
+        ? "is required"
+        : SPEC_SHAPE,
+  ),
 );
 
 const MODEL_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/;
