@@ -10,6 +10,10 @@ const put = (body: unknown): RequestInit => ({
   method: "PUT",
   body: JSON.stringify(body),
 });
+const post = (body: unknown): RequestInit => ({
+  method: "POST",
+  body: JSON.stringify(body),
+});
 
 Deno.test("PUT /v1/models/{name}: version keeps growing across a worker restart and a delete", async () => {
   await using gw = await startGateway({ workers: 1, allowManage: true });
@@ -55,6 +59,27 @@ Deno.test("PUT /v1/models/{name}: version keeps growing across a worker restart 
   await res.body?.cancel();
   res = await gw.fetch("/v1/models/m4", put({ file: "echo.py" }));
   assert.equal((await res.json()).model.version, 6);
+});
+
+Deno.test("PUT /v1/models/{name}: concurrent PUTs of a new name add it once and update it after", async () => {
+  await using gw = await startGateway({ workers: 2, allowManage: true });
+  const responses = await Promise.all(
+    Array.from({ length: 5 }, () =>
+      gw.fetch("/v1/models/race", put({ file: "echo.py" }))),
+  );
+  const bodies = await Promise.all(responses.map((r) => r.json()));
+  const statuses = responses.map((r) => r.status).sort();
+  assert.deepEqual(statuses, [200, 200, 200, 200, 201], JSON.stringify(bodies));
+  assert.deepEqual(
+    bodies.map((b) => b.action).sort(),
+    ["added", "updated", "updated", "updated", "updated"],
+  );
+  assert.deepEqual(
+    bodies.map((b) => b.model.version).sort(),
+    [1, 2, 3, 4, 5],
+  );
+  const res = await gw.fetch("/v1/models/race/execute", post({ a: 1 }));
+  assert.deepEqual(await res.json(), { a: 1 });
 });
 
 Deno.test("PUT /v1/models/{name}: a bad body is a 400 naming the field", async () => {

@@ -277,6 +277,22 @@ export function modelRoutes(ctx: RouteContext): Hono {
       `Cannot find model ${name.length <= 64 ? `'${name}'` : quoteShort(name)}`,
     );
 
+  // PUT and DELETE of one name run one at a time, in arrival order (other
+  // names go on in parallel): each checks whether the model exists, then acts.
+  const changing = new Map<string, Promise<void>>();
+  const oneAtATime = <T>(
+    name: string,
+    change: () => Promise<T>,
+  ): Promise<T> => {
+    const run = (changing.get(name) ?? Promise.resolve()).then(change);
+    const tail = run.then(() => {}, () => {});
+    changing.set(name, tail);
+    void tail.then(() => {
+      if (changing.get(name) === tail) changing.delete(name);
+    });
+    return run;
+  };
+
   app.get("/v1/models", (c) => c.json({ models: catalog.list(pool) }));
 
   app.get("/v1/models/:name", (c) => {
@@ -337,15 +353,19 @@ export function modelRoutes(ctx: RouteContext): Hono {
         } in the models directory`,
       );
     }
-    const existed = known(name);
-    let model;
-    try {
-      model = existed
-        ? await catalog.update(pool, name, spec)
-        : await catalog.add(pool, name, spec);
-    } catch (err) {
-      throw hideModelsDir(err, dir, ctx.debug);
-    }
+    // Add or update as one step per name: two PUTs of a new name would both
+    // see it missing, and the second add would fail ("it already exists").
+    const { existed, model } = await oneAtATime(name, async () => {
+      const existed = known(name);
+      try {
+        const model = existed
+          ? await catalog.update(pool, name, spec)
+          : await catalog.add(pool, name, spec);
+        return { existed, model };
+      } catch (err) {
+        throw hideModelsDir(err, dir, ctx.debug);
+      }
+    });
     ctx.logger.info("Model {name} {action} from {file}", {
       name,
       action: existed ? "updated" : "added",
@@ -360,8 +380,10 @@ export function modelRoutes(ctx: RouteContext): Hono {
   app.delete("/v1/models/:name", async (c) => {
     if (!ctx.allowManage) throw forbidden();
     const name = c.req.param("name");
-    if (!known(name)) throw notFound(name);
-    await catalog.remove(pool, name);
+    await oneAtATime(name, async () => {
+      if (!known(name)) throw notFound(name);
+      await catalog.remove(pool, name);
+    });
     ctx.logger.info("Model {name} removed", { name });
     return c.json({ name, removed: true });
   });
