@@ -64,8 +64,10 @@ Deno.test("PUT /v1/models/{name}: version keeps growing across a worker restart 
 Deno.test("PUT /v1/models/{name}: concurrent PUTs of a new name add it once and update it after", async () => {
   await using gw = await startGateway({ workers: 2, allowManage: true });
   const responses = await Promise.all(
-    Array.from({ length: 5 }, () =>
-      gw.fetch("/v1/models/race", put({ file: "echo.py" }))),
+    Array.from(
+      { length: 5 },
+      () => gw.fetch("/v1/models/race", put({ file: "echo.py" })),
+    ),
   );
   const bodies = await Promise.all(responses.map((r) => r.json()));
   const statuses = responses.map((r) => r.status).sort();
@@ -107,4 +109,39 @@ Deno.test("PUT /v1/models/{name}: a bad body is a 400 naming the field", async (
   }
   const { models } = await (await gw.fetch("/v1/models")).json();
   assert.ok(!models.some((m: { name: string }) => m.name === "bad"));
+});
+
+Deno.test("POST execute: optional declared inputs (cache_counter's ttl) may be left out, but not mistyped", async () => {
+  await using gw = await startGateway();
+  const { models } = await (await gw.fetch("/v1/models")).json();
+  assert.deepEqual(
+    models.find((m: { name: string }) => m.name === "cache_counter").inputs,
+    { key: "string", ttl: "number?" },
+  );
+  let res = await gw.fetch(
+    "/v1/models/cache_counter/execute",
+    post({ key: "z" }),
+  );
+  assert.equal(res.status, 200);
+  assert.deepEqual(await res.json(), { key: "counter:z", count: 1 });
+  res = await gw.fetch(
+    "/v1/models/cache_counter/execute",
+    post({ key: "z", ttl: 60 }),
+  );
+  assert.deepEqual(await res.json(), { key: "counter:z", count: 2 });
+  res = await gw.fetch(
+    "/v1/models/cache_counter/execute",
+    post({ key: "z", ttl: "soon" }),
+  );
+  assert.equal(res.status, 400);
+  assert.equal(
+    (await res.json()).error.message,
+    "Cannot execute model 'cache_counter': ttl: expected a number",
+  );
+  res = await gw.fetch("/v1/models/cache_counter/execute", post({ ttl: 1 }));
+  assert.equal(res.status, 400);
+  assert.equal(
+    (await res.json()).error.message,
+    "Cannot execute model 'cache_counter': key: is required",
+  );
 });

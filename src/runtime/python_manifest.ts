@@ -112,9 +112,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 19151,
+      size: 19445,
       sha256:
-        "47484a16af6002c4885639c6e374dc42bb2e4b4c391bf94685d5d46255e33bcd",
+        "7270e1e68ba9d9d641e6914483d999194fca60e4f5017de85d81402fa7baad30",
     },
     {
       path: "pyproxy_server/server.py",
