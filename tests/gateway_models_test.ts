@@ -111,6 +111,43 @@ Deno.test("PUT /v1/models/{name}: a bad body is a 400 naming the field", async (
   assert.ok(!models.some((m: { name: string }) => m.name === "bad"));
 });
 
+Deno.test("PUT /v1/models/{name}: a symlink out of the models directory is refused without naming the directory", async () => {
+  const outside = await Deno.makeTempDir({ prefix: "pyproxy-outside-" });
+  try {
+    await Deno.writeTextFile(
+      `${outside}/evil.py`,
+      "class Evil:\n    def execute(self, msg):\n        return msg\n",
+    );
+    // The models directory as configured, then through a symlink (the Python
+    // server names its real path).
+    const real = `${outside}/models`;
+    await Deno.mkdir(real);
+    await Deno.symlink(real, `${outside}/models-link`);
+    for (const modelsDir of [undefined, `${outside}/models-link`]) {
+      await using gw = await startGateway(
+        modelsDir === undefined
+          ? { allowManage: true }
+          : { allowManage: true, modelsDir },
+      );
+      const dir = modelsDir ?? gw.dir;
+      await Deno.symlink(`${outside}/evil.py`, `${dir}/link.py`);
+      const res = await gw.fetch("/v1/models/link", put({ file: "link.py" }));
+      assert.equal(res.status, 400, dir);
+      const { error } = await res.json();
+      assert.equal(error.type, "PathError");
+      assert.match(
+        error.message,
+        /'link\.py': outside the models directory$/,
+      );
+      for (const path of [gw.dir, outside]) {
+        assert.ok(!error.message.includes(path), error.message);
+      }
+    }
+  } finally {
+    await Deno.remove(outside, { recursive: true });
+  }
+});
+
 Deno.test("POST execute: optional declared inputs (cache_counter's ttl) may be left out, but not mistyped", async () => {
   await using gw = await startGateway();
   const { models } = await (await gw.fetch("/v1/models")).json();

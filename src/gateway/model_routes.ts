@@ -129,26 +129,31 @@ function quoteShort(text: string): string {
 
 /**
  * Without `debug`, an error that names the models directory (the Python
- * server reports absolute paths) is answered with the paths made relative.
+ * server reports absolute paths, with symlinks resolved) is answered with
+ * the paths made relative and the directory itself called "the models
+ * directory". `dirs`: the directory as configured and its real path.
  */
 function hideModelsDir(
   err: unknown,
-  dir: string | undefined,
+  dirs: readonly string[],
   debug: boolean,
 ): unknown {
-  if (
-    debug || dir === undefined || !(err instanceof Error) ||
-    !err.message.includes(dir)
-  ) return err;
+  if (debug || !(err instanceof Error)) return err;
+  // Longest first: one may be a prefix of the other.
+  const found = [...new Set(dirs)]
+    .filter((dir) => dir !== "" && err.message.includes(dir))
+    .sort((a, b) => b.length - a.length);
+  if (found.length === 0) return err;
   const { status, body, headers } = describeError(err, false);
   const { type, message, ...extra } = body;
-  return httpError(
-    status,
-    type,
-    message.replaceAll(`${dir}/`, "").replaceAll(dir, "."),
-    extra,
-    headers,
-  );
+  let text = message;
+  for (const dir of found) {
+    text = text.replaceAll(`${dir}/`, "").replaceAll(
+      dir,
+      "the models directory",
+    );
+  }
+  return httpError(status, type, text, extra, headers);
 }
 
 /**
@@ -363,7 +368,9 @@ export function modelRoutes(ctx: RouteContext): Hono {
           : await catalog.add(pool, name, spec);
         return { existed, model };
       } catch (err) {
-        throw hideModelsDir(err, dir, ctx.debug);
+        if (dir === undefined) throw err;
+        const real = await ctx.runtime.realPath(dir).catch(() => dir);
+        throw hideModelsDir(err, [dir, real], ctx.debug);
       }
     });
     ctx.logger.info("Model {name} {action} from {file}", {
