@@ -94,6 +94,35 @@ Deno.test("main serve --help lists every option", async () => {
   ) assert.ok(stdout.includes(flag), flag);
 });
 
+Deno.test("main serve --help lists every route the gateway registers", async () => {
+  const { code, stdout } = await cli(["serve", "--help"]);
+  assert.equal(code, 0);
+  // The routes as registered: app.get("/v1/models/:name", ...) in src/gateway/.
+  const routes: string[] = [];
+  const dir = new URL("../src/gateway/", import.meta.url);
+  for await (const e of Deno.readDir(dir)) {
+    if (!e.name.endsWith(".ts")) continue;
+    const text = await Deno.readTextFile(new URL(e.name, dir));
+    for (
+      const [, method, path] of text.matchAll(
+        /\bapp\.(get|post|put|delete|patch|all)\(\s*"([^"]+)"/g,
+      )
+    ) {
+      routes.push(
+        `${method!.toUpperCase()} ${path!.replace(/:(\w+)/g, "{$1}")}`,
+      );
+    }
+  }
+  assert.ok(routes.length >= 14, routes.join(", "));
+  const listed = new Set(
+    [...stdout.matchAll(/^ {2}([A-Z]+) +(\/\S*)/gm)].map(([, m, p]) =>
+      `${m} ${p}`
+    ),
+  );
+  for (const route of routes) assert.ok(listed.has(route), route);
+  assert.equal(listed.size, new Set(routes).size, [...listed].join(", "));
+});
+
 Deno.test("main rejects bad flags and commands with a clear error", async () => {
   let r = await cli(["serve", "--workers", "0"]);
   assert.equal(r.code, 1);
