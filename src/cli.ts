@@ -361,9 +361,15 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
       version: VERSION,
     });
     startLog.release(true);
+    // $PYPROXY_TOKEN only where that is the token (not a --token or one
+    // from pyproxy.json); never the token itself (stdout may be logged).
     const auth = config.token === undefined
       ? ""
-      : ` -H "Authorization: Bearer $PYPROXY_TOKEN"`;
+      : ` -H "Authorization: Bearer ${
+        runtime.env("PYPROXY_TOKEN") === config.token
+          ? "$PYPROXY_TOKEN"
+          : "<token>"
+      }"`;
     const models = server.pool.status().models.map((m) => m.name);
     const example = models.includes("echo") ? "echo" : models[0] ?? "<model>";
     const workers = `${config.workers} worker${

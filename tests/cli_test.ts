@@ -258,6 +258,7 @@ Deno.test("main serve --host 0.0.0.0 prints URLs that work, and /healthz answers
   const url = m[1]!;
   const tryUrl = /try: .* (http:\S+)/.exec(text)?.[1];
   assert.equal(tryUrl, `${url}/v1/models/echo/execute`);
+  assert.match(text, /try: .* -H "Authorization: Bearer \$PYPROXY_TOKEN" /);
   const res = await fetch(tryUrl, {
     method: "POST",
     headers: { authorization: `Bearer ${token}` },
@@ -285,4 +286,35 @@ Deno.test("main serve --host 0.0.0.0 prints URLs that work, and /healthz answers
   }
   child.kill("SIGTERM");
   assert.equal((await child.status).code, 0);
+});
+
+Deno.test("main serve with the token in pyproxy.json does not point at $PYPROXY_TOKEN", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-cli-test-" });
+  try {
+    const token = "cli-file-token-0123456789";
+    await Deno.writeTextFile(
+      `${dir}/pyproxy.json`,
+      JSON.stringify({
+        token,
+        modelsDir: new URL("../examples/models", import.meta.url).pathname,
+      }),
+    );
+    await using serve = await startServe([
+      "--config",
+      `${dir}/pyproxy.json`,
+      "--port",
+      "0",
+      "--workers",
+      "1",
+    ]);
+    const { child, banner } = serve;
+    const line = /^ {2}try: .*$/m.exec(banner)?.[0] ?? banner;
+    assert.match(line, /-H "Authorization: Bearer <token>" /);
+    assert.ok(!line.includes("PYPROXY_TOKEN"), line);
+    assert.ok(!banner.includes(token), "the token itself is not printed");
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
