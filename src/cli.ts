@@ -69,9 +69,21 @@ Options:
   -h, --help                Show this help
   -V, --version             Show the version
 
-Routes: GET / (dashboard), /healthz, /metrics, /v1/status, /v1/models,
-POST /v1/models/{name}/execute, PUT|DELETE /v1/models/{name}, POST /v1/eval,
-GET|POST /v1/channels/{name}, GET /v1/channels.
+Routes (see docs/gateway.md):
+  GET    /                          Dashboard (?token=<token> with a token)
+  GET    /healthz                   Health check (no token needed)
+  GET    /metrics                   Prometheus metrics (?format=json)
+  GET    /v1/status                 Workers, models, queue, restarts
+  GET    /v1/models                 Model descriptions
+  GET    /v1/models/{name}          One model's description
+  POST   /v1/models/{name}/execute  Run a model (?key=, ?timeout=, ?publish=)
+  PUT    /v1/models/{name}          Add or update a model (--allow-manage)
+  DELETE /v1/models/{name}          Remove a model (--allow-manage)
+  POST   /v1/eval                   Run Python code, output as SSE (--allow-eval)
+  GET    /v1/eval/{id}/events       Resume an eval's SSE stream (Last-Event-ID)
+  GET    /v1/channels               Channels, subscribers, recent history
+  GET    /v1/channels/{name}        Subscribe (SSE, or a WebSocket upgrade)
+  POST   /v1/channels/{name}        Publish a JSON message
 `;
 
 /** Options of {@linkcode main}. */
@@ -349,9 +361,15 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
       version: VERSION,
     });
     startLog.release(true);
+    // $PYPROXY_TOKEN only where that is the token (not a --token or one
+    // from pyproxy.json); never the token itself (stdout may be logged).
     const auth = config.token === undefined
       ? ""
-      : ` -H "Authorization: Bearer $PYPROXY_TOKEN"`;
+      : ` -H "Authorization: Bearer ${
+        runtime.env("PYPROXY_TOKEN") === config.token
+          ? "$PYPROXY_TOKEN"
+          : "<token>"
+      }"`;
     const models = server.pool.status().models.map((m) => m.name);
     const example = models.includes("echo") ? "echo" : models[0] ?? "<model>";
     const workers = `${config.workers} worker${

@@ -14,6 +14,7 @@ import type { Runtime } from "./runtime/types.ts";
 import type { PluginsOption } from "./plugin.ts";
 import type { PoolOptions } from "./pool.ts";
 import { type PythonLoggers, pythonLoggers } from "./_python_log.ts";
+import { plainRecord } from "./_plain_record.ts";
 
 /** {@linkcode PoolOptions} with every default filled in. */
 export interface ResolvedPoolOptions {
@@ -157,11 +158,7 @@ const schema = v.strictObject({
   ),
   logger: v.optional(v.custom<unknown>(isObject, "expected a logtape Logger")),
   env: v.optional(v.union([
-    v.record(
-      v.string(),
-      v.string(),
-      "expected a record of strings or a function",
-    ),
+    plainRecord(v.string(), "expected a record of strings or a function"),
     v.function(),
   ], "expected a record of strings or a function")),
   serverArgs: v.optional(v.union([

@@ -94,6 +94,35 @@ Deno.test("main serve --help lists every option", async () => {
   ) assert.ok(stdout.includes(flag), flag);
 });
 
+Deno.test("main serve --help lists every route the gateway registers", async () => {
+  const { code, stdout } = await cli(["serve", "--help"]);
+  assert.equal(code, 0);
+  // The routes as registered: app.get("/v1/models/:name", ...) in src/gateway/.
+  const routes: string[] = [];
+  const dir = new URL("../src/gateway/", import.meta.url);
+  for await (const e of Deno.readDir(dir)) {
+    if (!e.name.endsWith(".ts")) continue;
+    const text = await Deno.readTextFile(new URL(e.name, dir));
+    for (
+      const [, method, path] of text.matchAll(
+        /\bapp\.(get|post|put|delete|patch|all)\(\s*"([^"]+)"/g,
+      )
+    ) {
+      routes.push(
+        `${method!.toUpperCase()} ${path!.replace(/:(\w+)/g, "{$1}")}`,
+      );
+    }
+  }
+  assert.ok(routes.length >= 14, routes.join(", "));
+  const listed = new Set(
+    [...stdout.matchAll(/^ {2}([A-Z]+) +(\/\S*)/gm)].map(([, m, p]) =>
+      `${m} ${p}`
+    ),
+  );
+  for (const route of routes) assert.ok(listed.has(route), route);
+  assert.equal(listed.size, new Set(routes).size, [...listed].join(", "));
+});
+
 Deno.test("main rejects bad flags and commands with a clear error", async () => {
   let r = await cli(["serve", "--workers", "0"]);
   assert.equal(r.code, 1);
@@ -229,6 +258,7 @@ Deno.test("main serve --host 0.0.0.0 prints URLs that work, and /healthz answers
   const url = m[1]!;
   const tryUrl = /try: .* (http:\S+)/.exec(text)?.[1];
   assert.equal(tryUrl, `${url}/v1/models/echo/execute`);
+  assert.match(text, /try: .* -H "Authorization: Bearer \$PYPROXY_TOKEN" /);
   const res = await fetch(tryUrl, {
     method: "POST",
     headers: { authorization: `Bearer ${token}` },
@@ -256,4 +286,35 @@ Deno.test("main serve --host 0.0.0.0 prints URLs that work, and /healthz answers
   }
   child.kill("SIGTERM");
   assert.equal((await child.status).code, 0);
+});
+
+Deno.test("main serve with the token in pyproxy.json does not point at $PYPROXY_TOKEN", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-cli-test-" });
+  try {
+    const token = "cli-file-token-0123456789";
+    await Deno.writeTextFile(
+      `${dir}/pyproxy.json`,
+      JSON.stringify({
+        token,
+        modelsDir: new URL("../examples/models", import.meta.url).pathname,
+      }),
+    );
+    await using serve = await startServe([
+      "--config",
+      `${dir}/pyproxy.json`,
+      "--port",
+      "0",
+      "--workers",
+      "1",
+    ]);
+    const { child, banner } = serve;
+    const line = /^ {2}try: .*$/m.exec(banner)?.[0] ?? banner;
+    assert.match(line, /-H "Authorization: Bearer <token>" /);
+    assert.ok(!line.includes("PYPROXY_TOKEN"), line);
+    assert.ok(!banner.includes(token), "the token itself is not printed");
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

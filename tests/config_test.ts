@@ -55,6 +55,36 @@ Deno.test("parseConfig names the bad field and where it is", () => {
   );
 });
 
+Deno.test("parseConfig refuses an array where an object is expected (valibot's record and object schemas take arrays)", () => {
+  const cases: Array<[unknown, string]> = [
+    [
+      { plugins: { spillover: [1] } },
+      "plugins.spillover: expected an options object or false",
+    ],
+    [{ plugins: [{ threshold: 1 }] }, "plugins: expected an object"],
+    [
+      { models: [{ name: "e", file: "echo.py", options: [1] }] },
+      "models[0].options: expected an object",
+    ],
+    [{ models: [["e", "echo.py"]] }, "models[0]: expected an object"],
+    [
+      { logLevels: ["debug"] },
+      "logLevels: expected an object of category → level",
+    ],
+    [{ limits: [] }, "limits: expected an object"],
+    [{ channels: [] }, "channels: expected an object"],
+    [{ cors: [] }, "cors: expected an object"],
+    [{ plugins: null }, "plugins: expected an object"],
+  ];
+  for (const [config, message] of cases) {
+    const where = message.slice(0, message.indexOf(":"));
+    assert.equal(
+      configError(() => parseConfig(config)),
+      `${message} (at pyproxy.json: ${where})`,
+    );
+  }
+});
+
 Deno.test("parseConfig accepts the sample config", async () => {
   const text = await Deno.readTextFile(
     new URL("../examples/pyproxy.json", import.meta.url),

@@ -193,10 +193,20 @@ Deno.test("createGateway refuses cross-site requests (text/plain POSTs, WebSocke
       headers: { origin: "null", ...simple },
       body: "{}",
     }],
+    // A link followed cross-site is let through to the dashboard only.
+    ["/v1/models", { headers: { ...crossSite, "sec-fetch-mode": "navigate" } }],
+    ["/v1/status", {
+      headers: { "sec-fetch-site": "same-site", "sec-fetch-mode": "navigate" },
+    }],
+    ["/metrics?format=json", {
+      method: "HEAD",
+      headers: { ...crossSite, "sec-fetch-mode": "navigate" },
+    }],
   ];
   for (const [path, init] of refused) {
     const res = await app.fetch(req(path, init));
     assert.equal(res.status, 403, `${init.method ?? "GET"} ${path}`);
+    if (init.method === "HEAD") continue;
     const { error } = await res.json();
     assert.equal(error.type, "ForbiddenOrigin");
   }
@@ -218,6 +228,13 @@ Deno.test("createGateway refuses cross-site requests (text/plain POSTs, WebSocke
     ["/v1/status", { headers: { "sec-fetch-site": "none" } }],
     // A link followed to the dashboard: the page goes to the user, not to the linking site.
     ["/", {
+      headers: { "sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate" },
+    }],
+    ["/?token=x", {
+      headers: { "sec-fetch-site": "same-site", "sec-fetch-mode": "navigate" },
+    }],
+    // /healthz answers whatever the Origin.
+    ["/healthz", {
       headers: { "sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate" },
     }],
   ];

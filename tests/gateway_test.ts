@@ -644,6 +644,16 @@ Deno.test("createGateway refuses a web page's cross-site requests on a real serv
   );
   assert.match(upgrade, /^HTTP\/1\.1 403 /);
   assert.match(upgrade, /ForbiddenOrigin/);
+  // A link followed from another site opens the dashboard, and only it.
+  const link = { "sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate" };
+  for (const path of ["/v1/models", "/v1/models/echo", "/v1/status"]) {
+    const res = await fetch(`${gw.url}${path}`, { headers: link });
+    assert.equal(res.status, 403, path);
+    assert.equal((await res.json()).error.type, "ForbiddenOrigin");
+  }
+  const dashboard = await fetch(`${gw.url}/`, { headers: link });
+  assert.equal(dashboard.status, 200);
+  await dashboard.body?.cancel();
   // The gateway's own origin is served (the dashboard's requests).
   const own = await fetch(`${gw.url}/v1/eval`, {
     method: "POST",

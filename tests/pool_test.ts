@@ -87,6 +87,11 @@ Deno.test("Pool.start rejects bad options with a ConfigError naming the field", 
       /schedBatch: expected a boolean/,
     ],
     [{ worker: 2 } as PoolOptions, /worker: unknown option/],
+    // valibot's record takes an array for an object ({"0": "A=1"}).
+    [
+      { env: ["A=1"] } as unknown as PoolOptions,
+      /^Cannot start pool: env: expected a record of strings or a function$/,
+    ],
     [{ plugins: [{}] } as unknown as PoolOptions, /plugins/],
     [{ modelsDir: "/definitely/not/here" }, /modelsDir: no such directory/],
     [

@@ -10,9 +10,11 @@ from pyproxy import host
 
 
 class CacheCounter:
-    """Increments ``counter:<key>`` and returns the new count."""
+    """Increments ``counter:<key>`` and returns the new count; ``ttl``
+    (seconds, optional) makes the counter expire."""
 
-    inputs = {"key": "string", "ttl": "number"}
+    # "number?": the gateway lets a call leave ttl out.
+    inputs = {"key": "string", "ttl": "number?"}
     outputs = {"key": "string", "count": "integer"}
 
     def execute(self, msg):

@@ -2,9 +2,10 @@
 
 A model is a class with ``execute(self, msg)``; optional ``init(self, path)``;
 optional class attributes ``inputs``/``outputs`` (``{field: type}`` with type
-among ``TYPES``) and a docstring. It is constructed with the ``options``
-dict as its one positional argument, ``Model(options)``; a class whose
-constructor takes no argument is constructed as ``Model()``.
+among ``TYPES``, or one of them with a trailing ``?`` for a field that may be
+left out: ``"number?"``) and a docstring. It is constructed with the
+``options`` dict as its one positional argument, ``Model(options)``; a class
+whose constructor takes no argument is constructed as ``Model()``.
 
 Models are shared by every connection and may be called from several
 executor threads at once. A model that is not thread-safe sets the class
@@ -69,8 +70,13 @@ class RunThreaded(BaseException):
     for code that has had no effect yet: a call is never run twice.
     """
 
-# Type names allowed in ``inputs``/``outputs``.
+# Type names allowed in ``inputs``/``outputs`` (each also with a trailing
+# ``?``: the field may be left out).
 TYPES = frozenset(("number", "integer", "string", "boolean", "array", "object", "any"))
+
+
+def _is_type(name):
+    return isinstance(name, str) and (name in TYPES or (name.endswith("?") and name[:-1] in TYPES))
 
 
 def confine(root, relative, what):
@@ -217,11 +223,11 @@ def _schema(cls, attr):
     if value is None:
         return None
     if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and v in TYPES for k, v in value.items()
+        isinstance(k, str) and _is_type(v) for k, v in value.items()
     ):
         raise ModelLoadError(
             "Cannot load model class %s: %r must be a dict of field name to one of %s"
-            % (cls.__name__, attr, ", ".join(sorted(TYPES)))
+            " (with a trailing ? for an optional field)" % (cls.__name__, attr, ", ".join(sorted(TYPES)))
         )
     return dict(value)
 

@@ -111,6 +111,20 @@ class ModelRegistryTest(unittest.TestCase):
         with self.assertRaises(ModelLoadError):
             self.registry.add("b", {"file": "bad_schema.py"})
 
+    def test_schema_optional_fields(self):
+        src = (
+            "class M:\n"
+            "    inputs = {'key': 'string', 'ttl': 'number?', 'x': 'any?'}\n"
+            "    def execute(self, m):\n"
+            "        return m\n"
+        )
+        desc = self.registry.add("o", {"source": src})
+        self.assertEqual(desc["inputs"], {"key": "string", "ttl": "number?", "x": "any?"})
+        for bad in ("?", "number??", "float?"):
+            with self.assertRaises(ModelLoadError, msg=bad) as caught:
+                self.registry.add("b", {"source": src.replace("number?", bad)})
+            self.assertIn("trailing ? for an optional field", str(caught.exception))
+
     def test_not_threadsafe_models_are_serialised(self):
         src = (
             "import threading, time\n"

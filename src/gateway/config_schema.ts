@@ -4,6 +4,7 @@
  * @module
  */
 import * as v from "valibot";
+import { plainRecord } from "../_plain_record.ts";
 
 /**
  * A LogTape log level.
@@ -171,23 +172,30 @@ const bool = (): v.GenericSchema<boolean> =>
   v.boolean("expected true or false");
 const level = (): v.GenericSchema<LogLevel> =>
   v.picklist(LEVELS, `expected one of ${LEVELS.join(", ")}`);
-const record = (): v.GenericSchema<Record<string, unknown>> =>
-  v.record(v.string(), v.unknown(), "expected an object");
+// Not v.record: it takes an array for an object ([1] → {"0": 1}).
+const isPlainObject = (x: unknown): boolean =>
+  typeof x === "object" && x !== null && !Array.isArray(x);
+const record = (): v.GenericSchema<unknown, Record<string, unknown>> =>
+  plainRecord(v.unknown(), "expected an object");
 
-function strict<T extends v.ObjectEntries>(
-  entries: T,
-): v.StrictObjectSchema<T, v.ErrorMessage<v.StrictObjectIssue>> {
+function strict<T extends v.ObjectEntries>(entries: T) {
   const allowed = Object.keys(entries).join(", ");
-  // One message for both failures: the issue of an unknown key carries that key in its path.
-  return v.strictObject(
-    entries,
-    (issue) => {
-      if (issue.expected === "never") {
-        return `unknown field (allowed: ${allowed})`;
-      }
-      if (issue.input === undefined && issue.path?.length) return "is required";
-      return "expected an object";
-    },
+  return v.pipe(
+    // valibot's object schemas take an array for an object: refused first.
+    v.custom<Record<string, unknown>>(isPlainObject, "expected an object"),
+    // One message for both failures: the issue of an unknown key carries that key in its path.
+    v.strictObject(
+      entries,
+      (issue) => {
+        if (issue.expected === "never") {
+          return `unknown field (allowed: ${allowed})`;
+        }
+        if (issue.input === undefined && issue.path?.length) {
+          return "is required";
+        }
+        return "expected an object";
+      },
+    ),
   );
 }
 
@@ -250,8 +258,7 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
     ),
   ),
   plugins: v.optional(
-    v.record(
-      v.string(),
+    plainRecord(
       v.union(
         [record(), v.literal(false)],
         "expected an options object or false",
@@ -281,6 +288,6 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
   debug: v.optional(bool()),
   logLevel: v.optional(level()),
   logLevels: v.optional(
-    v.record(v.string(), level(), "expected an object of category → level"),
+    plainRecord(level(), "expected an object of category → level"),
   ),
 });

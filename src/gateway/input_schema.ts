@@ -1,7 +1,8 @@
 /**
  * Request-body validation built from a model's declared `inputs`
  * (protocol §6: field name → `"number"`, `"integer"`, `"string"`,
- * `"boolean"`, `"array"`, `"object"`, `"any"`).
+ * `"boolean"`, `"array"`, `"object"`, `"any"`; with a trailing `?`, as in
+ * `"number?"`, the field may be left out).
  *
  * @module
  */
@@ -46,14 +47,17 @@ function fieldSchema(type: string): v.GenericSchema {
 /**
  * Builds the schema of an execute body from declared inputs: a JSON object
  * whose declared fields are present with the declared types (other fields
- * pass through). Without declared inputs any JSON object is accepted.
+ * pass through). A type with a trailing `?` (`"number?"`) declares an
+ * optional field: it may be left out, but when present (`null` included) it
+ * must have the type. Without declared inputs any JSON object is accepted.
  *
  * @example
  * ```ts
  * import * as v from "valibot";
  * import { buildInputSchema } from "./input_schema.ts";
- * const schema = buildInputSchema({ age: "integer", income: "number" });
+ * const schema = buildInputSchema({ age: "integer", income: "number", ttl: "number?" });
  * console.log(v.safeParse(schema, { age: 40, income: 52000 }).success); // true
+ * console.log(v.safeParse(schema, { age: 40, income: 52000, ttl: "x" }).success); // false
  * console.log(v.safeParse(schema, { age: "x" }).success); // false
  * ```
  */
@@ -62,7 +66,10 @@ export function buildInputSchema(
 ): InputSchema {
   const entries: Record<string, v.GenericSchema> = {};
   for (const [name, type] of Object.entries(inputs ?? {})) {
-    entries[name] = fieldSchema(typeof type === "string" ? type : "any");
+    const t = typeof type === "string" ? type : "any";
+    entries[name] = t.endsWith("?")
+      ? v.optional(fieldSchema(t.slice(0, -1)))
+      : fieldSchema(t);
   }
   return v.looseObject(
     entries,

@@ -1,6 +1,6 @@
 /**
  * The gateway's record of model descriptions (declared inputs, outputs,
- * version, docstring) as returned by `addModel`/`updateModel`.
+ * docstring) as returned by `addModel`/`updateModel`, and of their versions.
  *
  * @module
  */
@@ -29,7 +29,11 @@ export interface GatewayModelInfo {
   class?: string;
   /** File under the models directory. */
   file?: string;
-  /** Version, incremented on each update. */
+  /**
+   * Version: 1 when first added, then one more on each successful add or
+   * update of the name (never reused, even after a delete) while the
+   * catalog lives.
+   */
   version?: number;
   /** Declared inputs: field → type name. */
   inputs?: Record<string, string>;
@@ -69,6 +73,11 @@ function asDescription(
  * Loads models through the pool and keeps their descriptions, with one
  * cached input schema per model version.
  *
+ * The catalog owns the versions: each Python process counts its own (and a
+ * restarted one starts again at 1), so the version a worker reports could go
+ * backwards. Here a name's version only grows, by one on each successful
+ * add or update, also across a remove and a new add.
+ *
  * @example
  * ```ts ignore
  * const catalog = new ModelCatalog();
@@ -78,7 +87,23 @@ function asDescription(
  */
 export class ModelCatalog {
   #models = new Map<string, GatewayModelInfo>();
+  /** The last version given to each name, kept after a remove. */
+  #versions = new Map<string, number>();
   #schemas = new InputSchemaCache();
+
+  /** Records a description with the name's next version. */
+  #record(name: string, desc: GatewayModelInfo): GatewayModelInfo {
+    // The worker's own count only matters for a model changed around the
+    // catalog (directly on the pool): the version still never goes back.
+    const version = Math.max(
+      (this.#versions.get(name) ?? 0) + 1,
+      desc.version ?? 0,
+    );
+    this.#versions.set(name, version);
+    desc.version = version;
+    this.#models.set(name, desc);
+    return desc;
+  }
 
   /** Adds a model to the pool and records its description. */
   async add(
@@ -87,8 +112,8 @@ export class ModelCatalog {
     spec: GatewayModelSpec,
   ): Promise<GatewayModelInfo> {
     const desc = asDescription(name, await pool.addModel(name, spec), spec);
-    this.#models.set(name, desc);
-    return desc;
+    this.#schemas.delete(name);
+    return this.#record(name, desc);
   }
 
   /** Updates a model in the pool and records its new description. */
@@ -98,9 +123,8 @@ export class ModelCatalog {
     spec: GatewayModelSpec,
   ): Promise<GatewayModelInfo> {
     const desc = asDescription(name, await pool.updateModel(name, spec), spec);
-    this.#models.set(name, desc);
     this.#schemas.delete(name);
-    return desc;
+    return this.#record(name, desc);
   }
 
   /** Removes a model from the pool and forgets it. */

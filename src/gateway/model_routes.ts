@@ -7,6 +7,7 @@
 import { Hono } from "hono";
 import * as v from "valibot";
 import { ChannelHub } from "./channels.ts";
+import { plainRecord } from "../_plain_record.ts";
 import { describeError, errorResponse, httpError } from "./error_response.ts";
 import type { GatewayModelSpec } from "./gateway_pool.ts";
 import { validateInput } from "./input_schema.ts";
@@ -14,27 +15,38 @@ import { readJsonBody } from "./read_json_body.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
 import type { RouteContext } from "./route_context.ts";
 
-const ModelSpecBody = v.strictObject(
-  {
-    file: v.pipe(
-      v.string("expected a file path"),
-      v.minLength(1, "expected a file path"),
-    ),
-    options: v.optional(
-      v.record(v.string(), v.unknown(), "expected an object"),
-    ),
-    class: v.optional(
-      v.pipe(
-        v.string("expected a class name"),
-        v.minLength(1, "expected a class name"),
+const SPEC_SHAPE = "expected {file, options?, class?}";
+
+// valibot's object schemas take an array for an object: refused first.
+const ModelSpecBody = v.pipe(
+  v.custom<Record<string, unknown>>(
+    (x) => typeof x === "object" && x !== null && !Array.isArray(x),
+    SPEC_SHAPE,
+  ),
+  v.strictObject(
+    {
+      file: v.pipe(
+        v.string("expected a file path"),
+        v.minLength(1, "expected a file path"),
       ),
-    ),
-  },
-  (
-    issue,
-  ) => (issue.expected === "never"
-    ? "unknown field (allowed: file, options, class)"
-    : "expected {file, options?, class?}"),
+      // Not v.record alone: it takes an array for an object ([1] → {"0": 1}).
+      options: v.optional(plainRecord(v.unknown(), "expected an object")),
+      class: v.optional(
+        v.pipe(
+          v.string("expected a class name"),
+          v.minLength(1, "expected a class name"),
+        ),
+      ),
+    },
+    // One message for three failures: an unknown key and a missing one carry
+    // the key in their path; a body that is not an object has none.
+    (issue) =>
+      issue.expected === "never"
+        ? "unknown field (allowed: file, options, class)"
+        : issue.input === undefined && issue.path?.length
+        ? "is required"
+        : SPEC_SHAPE,
+  ),
 );
 
 const MODEL_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/;
@@ -117,26 +129,31 @@ function quoteShort(text: string): string {
 
 /**
  * Without `debug`, an error that names the models directory (the Python
- * server reports absolute paths) is answered with the paths made relative.
+ * server reports absolute paths, with symlinks resolved) is answered with
+ * the paths made relative and the directory itself called "the models
+ * directory". `dirs`: the directory as configured and its real path.
  */
 function hideModelsDir(
   err: unknown,
-  dir: string | undefined,
+  dirs: readonly string[],
   debug: boolean,
 ): unknown {
-  if (
-    debug || dir === undefined || !(err instanceof Error) ||
-    !err.message.includes(dir)
-  ) return err;
+  if (debug || !(err instanceof Error)) return err;
+  // Longest first: one may be a prefix of the other.
+  const found = [...new Set(dirs)]
+    .filter((dir) => dir !== "" && err.message.includes(dir))
+    .sort((a, b) => b.length - a.length);
+  if (found.length === 0) return err;
   const { status, body, headers } = describeError(err, false);
   const { type, message, ...extra } = body;
-  return httpError(
-    status,
-    type,
-    message.replaceAll(`${dir}/`, "").replaceAll(dir, "."),
-    extra,
-    headers,
-  );
+  let text = message;
+  for (const dir of found) {
+    text = text.replaceAll(`${dir}/`, "").replaceAll(
+      dir,
+      "the models directory",
+    );
+  }
+  return httpError(status, type, text, extra, headers);
 }
 
 /**
@@ -265,6 +282,22 @@ export function modelRoutes(ctx: RouteContext): Hono {
       `Cannot find model ${name.length <= 64 ? `'${name}'` : quoteShort(name)}`,
     );
 
+  // PUT and DELETE of one name run one at a time, in arrival order (other
+  // names go on in parallel): each checks whether the model exists, then acts.
+  const changing = new Map<string, Promise<void>>();
+  const oneAtATime = <T>(
+    name: string,
+    change: () => Promise<T>,
+  ): Promise<T> => {
+    const run = (changing.get(name) ?? Promise.resolve()).then(change);
+    const tail = run.then(() => {}, () => {});
+    changing.set(name, tail);
+    void tail.then(() => {
+      if (changing.get(name) === tail) changing.delete(name);
+    });
+    return run;
+  };
+
   app.get("/v1/models", (c) => c.json({ models: catalog.list(pool) }));
 
   app.get("/v1/models/:name", (c) => {
@@ -325,15 +358,21 @@ export function modelRoutes(ctx: RouteContext): Hono {
         } in the models directory`,
       );
     }
-    const existed = known(name);
-    let model;
-    try {
-      model = existed
-        ? await catalog.update(pool, name, spec)
-        : await catalog.add(pool, name, spec);
-    } catch (err) {
-      throw hideModelsDir(err, dir, ctx.debug);
-    }
+    // Add or update as one step per name: two PUTs of a new name would both
+    // see it missing, and the second add would fail ("it already exists").
+    const { existed, model } = await oneAtATime(name, async () => {
+      const existed = known(name);
+      try {
+        const model = existed
+          ? await catalog.update(pool, name, spec)
+          : await catalog.add(pool, name, spec);
+        return { existed, model };
+      } catch (err) {
+        if (dir === undefined) throw err;
+        const real = await ctx.runtime.realPath(dir).catch(() => dir);
+        throw hideModelsDir(err, [dir, real], ctx.debug);
+      }
+    });
     ctx.logger.info("Model {name} {action} from {file}", {
       name,
       action: existed ? "updated" : "added",
@@ -348,8 +387,10 @@ export function modelRoutes(ctx: RouteContext): Hono {
   app.delete("/v1/models/:name", async (c) => {
     if (!ctx.allowManage) throw forbidden();
     const name = c.req.param("name");
-    if (!known(name)) throw notFound(name);
-    await catalog.remove(pool, name);
+    await oneAtATime(name, async () => {
+      if (!known(name)) throw notFound(name);
+      await catalog.remove(pool, name);
+    });
     ctx.logger.info("Model {name} removed", { name });
     return c.json({ name, removed: true });
   });

@@ -158,6 +158,13 @@ function allowed(
 export interface OriginGuardOptions {
   /** Origins allowed besides the gateway's own (the CORS origins; `"*"` allows any). */
   origins?: string[];
+  /**
+   * Paths a cross-site link may open (a GET or HEAD navigation without
+   * `Origin`).
+   *
+   * @default {["/"]} (the dashboard)
+   */
+  navigablePaths?: string[];
 }
 
 /**
@@ -167,9 +174,11 @@ export interface OriginGuardOptions {
  * its `Origin` is listed, or when it is same-origin: its `Origin` is
  * `http://` or `https://` plus its own `Host` (already checked by
  * {@linkcode hostGuard}) and `Sec-Fetch-Site` does not say `cross-site` or
- * `same-site`. A cross-site GET or HEAD navigation without `Origin` (a link
- * followed to the dashboard) passes too: the response goes to the user's
- * tab, never to the page that linked it.
+ * `same-site`. A cross-site GET or HEAD navigation without `Origin` to one
+ * of `navigablePaths` (by default only `/`: a link followed to the
+ * dashboard) passes too: the response goes to the user's tab, never to the
+ * page that linked it. Other routes refuse navigations, as they refuse every
+ * other cross-site request.
  *
  * @example
  * ```ts
@@ -180,14 +189,17 @@ export interface OriginGuardOptions {
  * console.log(allowed("POST", h({ origin: "https://app.example.com", "sec-fetch-site": "cross-site" }))); // true
  * console.log(allowed("POST", h({ origin: "https://evil.example" }))); // false
  * console.log(allowed("POST", h({ "sec-fetch-site": "cross-site" }))); // false
+ * const link = h({ "sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate" });
+ * console.log(allowed("GET", link, "/"), allowed("GET", link, "/v1/models")); // true false
  * ```
  */
 export function originChecker(
   options: OriginGuardOptions = {},
-): (method: string, headers: Headers) => boolean {
+): (method: string, headers: Headers, path?: string) => boolean {
   const listed = new Set((options.origins ?? []).map((o) => o.toLowerCase()));
   const any = listed.has("*");
-  return (method, headers) => {
+  const navigable = new Set(options.navigablePaths ?? ["/"]);
+  return (method, headers, path) => {
     const origin = headers.get("origin");
     const site = headers.get("sec-fetch-site");
     if (origin === null && site === null) return true;
@@ -196,6 +208,7 @@ export function originChecker(
     }
     if (site === "cross-site" || site === "same-site") {
       return origin === null && (method === "GET" || method === "HEAD") &&
+        path !== undefined && navigable.has(path) &&
         headers.get("sec-fetch-mode") === "navigate";
     }
     if (origin === null) return true;
@@ -231,7 +244,7 @@ export function originGuard(
 ): MiddlewareHandler {
   const check = originChecker(options);
   return async (c, next) => {
-    if (!check(c.req.method, c.req.raw.headers)) {
+    if (!check(c.req.method, c.req.raw.headers, c.req.path)) {
       const origin = c.req.header("origin");
       return c.json({
         error: {

@@ -112,9 +112,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 19791,
+      size: 20085,
       sha256:
-        "c36ced28942a0757bc24fe115c3ad3bc56972a3dea7a7deac5a37737d874ab78",
+        "d5fc6cec92943af041ef4df2b191169714e740cd4de8c42a77f97c1bbaca2069",
     },
     {
       path: "pyproxy_server/server.py",

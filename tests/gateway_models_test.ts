@@ -1,0 +1,184 @@
+/**
+ * Model management through a real gateway and real Python workers:
+ * versions across worker restarts, concurrent PUTs, the PUT body's
+ * validation, optional declared inputs.
+ */
+import assert from "node:assert/strict";
+import { startGateway, until } from "./_gateway_harness.ts";
+
+const put = (body: unknown): RequestInit => ({
+  method: "PUT",
+  body: JSON.stringify(body),
+});
+const post = (body: unknown): RequestInit => ({
+  method: "POST",
+  body: JSON.stringify(body),
+});
+
+Deno.test("PUT /v1/models/{name}: version keeps growing across a worker restart and a delete", async () => {
+  await using gw = await startGateway({ workers: 1, allowManage: true });
+  const versions: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const res = await gw.fetch("/v1/models/m4", put({ file: "echo.py" }));
+    assert.equal(res.status, i === 0 ? 201 : 200);
+    versions.push((await res.json()).model.version);
+  }
+  assert.deepEqual(versions, [1, 2, 3]);
+  // The Python process counts versions itself: a restarted one starts at 1.
+  const worker = gw.pool.status().workers[0]!;
+  Deno.kill(worker.pid!, "SIGKILL");
+  await until(() => {
+    const w = gw.pool.status().workers[0]!;
+    return Promise.resolve(
+      w.restarts === worker.restarts + 1 && w.state === "ready" &&
+        w.pid !== worker.pid,
+    );
+  }, "the worker to restart");
+  let res = await gw.fetch("/v1/models/m4", put({ file: "echo.py" }));
+  assert.equal(res.status, 200);
+  const updated = await res.json();
+  assert.equal(updated.action, "updated");
+  assert.equal(updated.model.version, 4);
+  res = await gw.fetch("/v1/models/m4");
+  assert.equal((await res.json()).version, 4);
+  const { models } = await (await gw.fetch("/v1/models")).json();
+  assert.equal(
+    models.find((m: { name: string }) => m.name === "m4").version,
+    4,
+  );
+  // A name deleted and added again does not reuse its old versions.
+  res = await gw.fetch("/v1/models/m4", { method: "DELETE" });
+  assert.equal(res.status, 200);
+  await res.body?.cancel();
+  res = await gw.fetch("/v1/models/m4", put({ file: "echo.py" }));
+  assert.equal(res.status, 201);
+  assert.equal((await res.json()).model.version, 5);
+  // A failed update leaves the version alone.
+  res = await gw.fetch("/v1/models/m4", put({ file: "boom.py", class: "No" }));
+  assert.equal(res.status, 422);
+  await res.body?.cancel();
+  res = await gw.fetch("/v1/models/m4", put({ file: "echo.py" }));
+  assert.equal((await res.json()).model.version, 6);
+});
+
+Deno.test("PUT /v1/models/{name}: concurrent PUTs of a new name add it once and update it after", async () => {
+  await using gw = await startGateway({ workers: 2, allowManage: true });
+  const responses = await Promise.all(
+    Array.from(
+      { length: 5 },
+      () => gw.fetch("/v1/models/race", put({ file: "echo.py" })),
+    ),
+  );
+  const bodies = await Promise.all(responses.map((r) => r.json()));
+  const statuses = responses.map((r) => r.status).sort();
+  assert.deepEqual(statuses, [200, 200, 200, 200, 201], JSON.stringify(bodies));
+  assert.deepEqual(
+    bodies.map((b) => b.action).sort(),
+    ["added", "updated", "updated", "updated", "updated"],
+  );
+  assert.deepEqual(
+    bodies.map((b) => b.model.version).sort(),
+    [1, 2, 3, 4, 5],
+  );
+  const res = await gw.fetch("/v1/models/race/execute", post({ a: 1 }));
+  assert.deepEqual(await res.json(), { a: 1 });
+});
+
+Deno.test("PUT /v1/models/{name}: a bad body is a 400 naming the field", async () => {
+  await using gw = await startGateway({ allowManage: true });
+  const cases: Array<[unknown, string]> = [
+    [{ file: "echo.py", options: [1] }, "options: expected an object"],
+    [{ file: "echo.py", options: null }, "options: expected an object"],
+    [{ file: "echo.py", options: "x" }, "options: expected an object"],
+    [{}, "file: is required"],
+    [{ options: {} }, "file: is required"],
+    [{ file: 1 }, "file: expected a file path"],
+    [{ file: "echo.py", extra: 1 }, "extra: unknown field"],
+    [[{ file: "echo.py" }], "expected {file, options?, class?}"],
+    [null, "expected {file, options?, class?}"],
+  ];
+  for (const [body, message] of cases) {
+    const res = await gw.fetch("/v1/models/bad", put(body));
+    assert.equal(res.status, 400, JSON.stringify(body));
+    const { error } = await res.json();
+    assert.equal(error.type, "ValidationError", JSON.stringify(body));
+    assert.ok(
+      error.message.startsWith(`Cannot load model 'bad': ${message}`),
+      `${JSON.stringify(body)}: ${error.message}`,
+    );
+  }
+  const { models } = await (await gw.fetch("/v1/models")).json();
+  assert.ok(!models.some((m: { name: string }) => m.name === "bad"));
+});
+
+Deno.test("PUT /v1/models/{name}: a symlink out of the models directory is refused without naming the directory", async () => {
+  const outside = await Deno.makeTempDir({ prefix: "pyproxy-outside-" });
+  try {
+    await Deno.writeTextFile(
+      `${outside}/evil.py`,
+      "class Evil:\n    def execute(self, msg):\n        return msg\n",
+    );
+    // The models directory as configured, then through a symlink (the Python
+    // server names its real path).
+    const real = `${outside}/models`;
+    await Deno.mkdir(real);
+    await Deno.symlink(real, `${outside}/models-link`);
+    for (const modelsDir of [undefined, `${outside}/models-link`]) {
+      await using gw = await startGateway(
+        modelsDir === undefined
+          ? { allowManage: true }
+          : { allowManage: true, modelsDir },
+      );
+      const dir = modelsDir ?? gw.dir;
+      await Deno.symlink(`${outside}/evil.py`, `${dir}/link.py`);
+      const res = await gw.fetch("/v1/models/link", put({ file: "link.py" }));
+      assert.equal(res.status, 400, dir);
+      const { error } = await res.json();
+      assert.equal(error.type, "PathError");
+      assert.match(
+        error.message,
+        /'link\.py': outside the models directory$/,
+      );
+      for (const path of [gw.dir, outside]) {
+        assert.ok(!error.message.includes(path), error.message);
+      }
+    }
+  } finally {
+    await Deno.remove(outside, { recursive: true });
+  }
+});
+
+Deno.test("POST execute: optional declared inputs (cache_counter's ttl) may be left out, but not mistyped", async () => {
+  await using gw = await startGateway();
+  const { models } = await (await gw.fetch("/v1/models")).json();
+  assert.deepEqual(
+    models.find((m: { name: string }) => m.name === "cache_counter").inputs,
+    { key: "string", ttl: "number?" },
+  );
+  let res = await gw.fetch(
+    "/v1/models/cache_counter/execute",
+    post({ key: "z" }),
+  );
+  assert.equal(res.status, 200);
+  assert.deepEqual(await res.json(), { key: "counter:z", count: 1 });
+  res = await gw.fetch(
+    "/v1/models/cache_counter/execute",
+    post({ key: "z", ttl: 60 }),
+  );
+  assert.deepEqual(await res.json(), { key: "counter:z", count: 2 });
+  res = await gw.fetch(
+    "/v1/models/cache_counter/execute",
+    post({ key: "z", ttl: "soon" }),
+  );
+  assert.equal(res.status, 400);
+  assert.equal(
+    (await res.json()).error.message,
+    "Cannot execute model 'cache_counter': ttl: expected a number",
+  );
+  res = await gw.fetch("/v1/models/cache_counter/execute", post({ ttl: 1 }));
+  assert.equal(res.status, 400);
+  assert.equal(
+    (await res.json()).error.message,
+    "Cannot execute model 'cache_counter': key: is required",
+  );
+});
