@@ -110,10 +110,21 @@ Deno.test("createGateway bounds model names and checks ?history=", async () => {
   });
   assert.equal(put.status, 400);
   assert.ok((await put.json()).error.message.length < 300);
-  for (const history of ["abc", "-1", "1.5", ""]) {
+  for (const history of ["abc", "-1", "1.5", "", "1e1", "0x1", "%201"]) {
     const res = await gw.fetch(`/v1/channels?history=${history}`);
     assert.equal(res.status, 400, history);
     assert.equal((await res.json()).error.type, "InvalidRequestError");
+  }
+  // Last-Event-ID is a plain sequence number too.
+  for (const last of ["1e0", "0x1", "-5", "1.0", "abc", "+1"]) {
+    const res = await gw.fetch("/v1/channels/news", {
+      headers: { "last-event-id": last },
+    });
+    assert.equal(res.status, 400, JSON.stringify(last));
+    assert.match(
+      (await res.json()).error.message,
+      /Last-Event-ID must be a message sequence number/,
+    );
   }
   const ok = await gw.fetch("/v1/channels?history=0");
   assert.equal(ok.status, 200);

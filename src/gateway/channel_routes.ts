@@ -75,6 +75,14 @@ function pumpWebSocket(socket: WebSocket, sub: Subscription): void {
 }
 
 /**
+ * A count or sequence number as clients send it: plain decimal digits (no
+ * sign, exponent, hex, spaces or fraction), at most 15 of them.
+ */
+function decimal(text: string): number | undefined {
+  return /^\d{1,15}$/.test(text) ? Number(text) : undefined;
+}
+
+/**
  * The channel routes under `/v1/channels`.
  *
  * @example
@@ -88,8 +96,8 @@ export function channelRoutes(ctx: RouteContext): Hono {
 
   app.get("/v1/channels", (c) => {
     const param = c.req.query("history");
-    const keep = param === undefined ? 10 : Number(param);
-    if (param?.trim() === "" || !Number.isInteger(keep) || keep < 0) {
+    const keep = param === undefined ? 10 : decimal(param);
+    if (keep === undefined) {
       throw httpError(
         400,
         "InvalidRequestError",
@@ -125,8 +133,8 @@ export function channelRoutes(ctx: RouteContext): Hono {
     const last = c.req.header("last-event-id") ?? c.req.query("lastEventId");
     const afterSeq = last === undefined || last === ""
       ? undefined
-      : Number(last);
-    if (afterSeq !== undefined && !Number.isInteger(afterSeq)) {
+      : decimal(last);
+    if (last !== undefined && last !== "" && afterSeq === undefined) {
       throw httpError(
         400,
         "InvalidRequestError",
