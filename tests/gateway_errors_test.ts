@@ -130,3 +130,30 @@ Deno.test("createGateway bounds model names and checks ?history=", async () => {
   assert.equal(ok.status, 200);
   await ok.body?.cancel();
 });
+
+Deno.test("createGateway answers a known path with the wrong method with 405 and Allow", async () => {
+  await using gw = await startGateway({ allowManage: true });
+  const cases: Array<[string, string, string]> = [
+    ["GET", "/v1/models/echo/execute", "POST"],
+    ["PATCH", "/v1/models/echo", "GET, HEAD, PUT, DELETE"],
+    ["POST", "/healthz", "GET, HEAD"],
+    ["DELETE", "/v1/status", "GET, HEAD"],
+  ];
+  for (const [method, path, allow] of cases) {
+    const res = await gw.fetch(path, { method });
+    assert.equal(res.status, 405, `${method} ${path}`);
+    assert.equal(
+      [...res.headers.get("allow")!.split(", ")].sort().join(", "),
+      allow.split(", ").sort().join(", "),
+    );
+    const { error } = await res.json();
+    assert.equal(error.type, "MethodNotAllowed");
+    assert.equal(
+      error.message,
+      `Cannot ${method} ${path}: allowed: ${res.headers.get("allow")}`,
+    );
+  }
+  const missing = await gw.fetch("/v1/nothing/here", { method: "POST" });
+  assert.equal(missing.status, 404);
+  assert.equal((await missing.json()).error.type, "NotFound");
+});

@@ -277,14 +277,31 @@ export function createGateway(
   app.route("/", evalRoutes(ctx));
   app.route("/", channelRoutes(ctx));
 
-  app.notFound((c) =>
-    c.json({
+  // A known path asked with another method is a 405 naming the allowed ones.
+  const allowedMethods = methodsByPath(app);
+  app.notFound((c) => {
+    const allow = allowedMethods(c.req.path);
+    if (allow.length > 0) {
+      return c.json(
+        {
+          error: {
+            type: "MethodNotAllowed",
+            message: `Cannot ${c.req.method} ${c.req.path}: allowed: ${
+              allow.join(", ")
+            }`,
+          },
+        },
+        405,
+        { allow: allow.join(", ") },
+      );
+    }
+    return c.json({
       error: {
         type: "NotFound",
         message: `Cannot find route ${c.req.method} ${c.req.path}`,
       },
-    }, 404)
-  );
+    }, 404);
+  });
   app.onError((err) => {
     const res = errorResponse(err, ctx.debug);
     if (res.status >= 500) {
@@ -344,3 +361,29 @@ const EXECUTE_PREFIX = "/v1/models/";
 const EXECUTE_SUFFIX = "/execute";
 // Names the router would pass on unchanged (no percent-decoding, no extra segment).
 const PLAIN_NAME = /^[A-Za-z0-9_.-]+$/;
+
+/**
+ * The methods of the app's routes whose pattern matches a path (HEAD with
+ * GET), from the routes registered so far: `[]` for a path no route has.
+ */
+function methodsByPath(app: Hono): (path: string) => string[] {
+  const routes: Array<{ method: string; pattern: RegExp }> = [];
+  for (const r of app.routes) {
+    if (r.method === "ALL" || r.path.includes("*")) continue;
+    const source = r.path.split("/").map((part) =>
+      part.startsWith(":")
+        ? "[^/]+"
+        : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+    ).join("/");
+    routes.push({ method: r.method, pattern: new RegExp(`^${source}$`) });
+  }
+  return (path) => {
+    const methods = new Set<string>();
+    for (const r of routes) {
+      if (!r.pattern.test(path)) continue;
+      methods.add(r.method);
+      if (r.method === "GET") methods.add("HEAD");
+    }
+    return [...methods];
+  };
+}
