@@ -165,6 +165,27 @@ Deno.test("resolveConfig defaults to the bundled example models", () => {
   assert.ok(config.modelsDir.endsWith("/examples/models"), config.modelsDir);
 });
 
+Deno.test("resolveConfig refuses CORS credentials for any origin (browsers would refuse every response)", () => {
+  assert.equal(
+    configError(() =>
+      resolveConfig({
+        cwd: "/",
+        file: { cors: { origins: ["*"], credentials: true } },
+        configPath: "/srv/pyproxy.json",
+      })
+    ),
+    'cors: credentials cannot be used with the origin "*" (browsers refuse credentialed responses to any origin): list the origins (at /srv/pyproxy.json: cors)',
+  );
+  for (
+    const cors of [
+      { origins: ["*"] },
+      { origins: ["https://app.example.com"], credentials: true },
+    ]
+  ) {
+    assert.deepEqual(resolveConfig({ cwd: "/", file: { cors } }).cors, cors);
+  }
+});
+
 Deno.test("resolveConfig refuses a non-loopback address without a token", () => {
   assert.match(
     configError(() => resolveConfig({ cwd: "/", cli: { host: "0.0.0.0" } })),

@@ -272,6 +272,15 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
     };
   }
   if (options.configPath !== undefined) config.configPath = options.configPath;
+  if (config.cors?.credentials === true && config.cors.origins.includes("*")) {
+    throw new ConfigError(
+      `cors: credentials cannot be used with the origin "*" (browsers refuse ` +
+        `credentialed responses to any origin): list the origins (at ${
+          options.configPath ?? "config"
+        }: cors)`,
+      { details: { path: "cors" } },
+    );
+  }
   if (!isLoopback(config.host) && config.token === undefined) {
     throw new ConfigError(
       `Cannot serve on ${config.host}: binding a non-loopback address requires a token ` +
