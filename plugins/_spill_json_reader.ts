@@ -30,6 +30,9 @@ export interface SpillJsonReaderOptions {
  * makes {@linkcode SpillJsonReader.failed} true: the caller then parses the
  * file the plain way, which also gives the exact error.
  *
+ * Reading is linear in the input, escapes or not: each byte is looked at a
+ * bounded number of times ({@linkcode SpillJsonReader.examined} counts them).
+ *
  * The one leniency: a control character inside a long literal is accepted
  * (JSON.parse refuses it); spill files are checked against their md5 and
  * written by the peer's JSON encoder, which escapes them.
@@ -61,11 +64,21 @@ export class SpillJsonReader {
   #rope = "";
   #strings: string[] = [];
   #prefix = `\u0000pyproxy-spill-${crypto.randomUUID()}-`;
+  #examined = 0;
 
   /** Creates a reader; see {@linkcode SpillJsonReaderOptions}. */
   constructor(options: SpillJsonReaderOptions = {}) {
     this.#big = options.bigString ?? 64 * 1024;
     this.#maxSkeleton = options.maxSkeleton ?? 1024 * 1024;
+  }
+
+  /**
+   * How many bytes (and decoded characters) the reader's scans looked at so
+   * far: at most a few times what was pushed, whatever the text (tests check
+   * that reading stays linear).
+   */
+  get examined(): number {
+    return this.#examined;
   }
 
   /** True once the fast path gave up: parse the whole file instead. */
@@ -126,15 +139,18 @@ export class SpillJsonReader {
   #out(chunk: Uint8Array, pos: number): number {
     const quote = chunk.indexOf(QUOTE, pos);
     const end = quote < 0 ? chunk.length : quote;
+    this.#examined += end - pos + (quote < 0 ? 0 : 1);
     if (end > pos) {
       this.#keep(chunk.subarray(pos, end));
-      for (let i = end - 1; i >= pos; i--) {
+      let i = end - 1;
+      for (; i >= pos; i--) {
         const b = chunk[i]!;
         if (b !== 0x20 && b !== 0x0a && b !== 0x0d && b !== 0x09) {
           this.#lastSignificant = b;
           break;
         }
       }
+      this.#examined += end - Math.max(i, pos);
     }
     if (quote < 0) return chunk.length;
     this.#state = "small";
@@ -146,48 +162,78 @@ export class SpillJsonReader {
   }
 
   // Inside a literal that may still end short: its bytes are held until it ends or turns long.
+  // Its escapes are taken here one after the other, and each byte is scanned at most once for
+  // the closing quote and once for a backslash: the quote found (or the stretch known to hold
+  // none) is kept from one escape to the next. Scanning again for the quote after each
+  // backslash was quadratic: a MB of "\n" blocked the event loop for seconds.
   #small(chunk: Uint8Array, pos: number): number {
-    if (this.#escapePending) {
-      this.#escapePending = false;
-      this.#hold(chunk.subarray(pos, pos + 1));
-      return pos + 1;
+    // The first quote at or after `pos` while it is >= pos; none is in [pos, scanned) else.
+    let quote = -1;
+    let scanned = pos;
+    while (pos < chunk.length && !this.#failed) {
+      if (this.#escapePending) {
+        this.#escapePending = false;
+        this.#hold(chunk.subarray(pos, pos + 1));
+        pos++;
+        continue;
+      }
+      const eligible = !this.#literalEscaped && this.#lastSignificant === COLON;
+      // A literal that can turn long is only scanned up to the point where it does, and one
+      // with escapes up to the point where it is too long to be kept (#hold gives up there).
+      // The limit does not move while the escapes of a chunk are held (pos and the literal
+      // grow together), so the quote found stays before it.
+      const limit = eligible || this.#literalEscaped
+        ? Math.min(chunk.length, pos + this.#big + 1 - this.#literal.length)
+        : chunk.length;
+      if (quote < pos) {
+        // None found yet, or the one found was an escaped byte: go on after what was scanned.
+        const from = Math.max(scanned, pos);
+        quote = from < limit ? this.#find(chunk, QUOTE, from, limit) : -1;
+        if (quote < 0) scanned = Math.max(from, limit);
+      }
+      const closed = quote >= 0 && quote < limit;
+      // Only a backslash before the closing quote matters: never scan a whole chunk for a short key.
+      const backslash = this.#find(
+        chunk,
+        BACKSLASH,
+        pos,
+        closed ? quote : limit,
+      );
+      if (backslash >= 0) {
+        this.#hold(chunk.subarray(pos, backslash + 1));
+        this.#literalEscaped = true;
+        this.#escapePending = true;
+        pos = backslash + 1;
+        continue;
+      }
+      if (closed) {
+        this.#hold(chunk.subarray(pos, quote + 1));
+        this.#keep(this.#literal.bytes());
+        this.#literal.clear();
+        this.#state = "out";
+        this.#lastSignificant = QUOTE;
+        return quote + 1;
+      }
+      this.#hold(chunk.subarray(pos, limit));
+      if (eligible && this.#literal.length > this.#big) {
+        // Long: decode what was held (without its opening quote) and go on straight from the chunks.
+        this.#decoder = new TextDecoder();
+        this.#rope = this.#decoder.decode(this.#literal.bytes().subarray(1), {
+          stream: true,
+        });
+        this.#literal.clear();
+        this.#state = "big";
+      }
+      return limit;
     }
-    const eligible = !this.#literalEscaped && this.#lastSignificant === COLON;
-    // A literal that can turn long is only scanned up to the point where it does.
-    const limit = eligible
-      ? Math.min(chunk.length, pos + this.#big + 1 - this.#literal.length)
-      : chunk.length;
-    const window = chunk.subarray(pos, limit);
-    const quote = window.indexOf(QUOTE);
-    // Only a backslash before the closing quote matters: never scan a whole chunk for a short key.
-    const backslash = (quote < 0 ? window : window.subarray(0, quote)).indexOf(
-      BACKSLASH,
-    );
-    if (backslash >= 0) {
-      this.#hold(window.subarray(0, backslash + 1));
-      this.#literalEscaped = true;
-      this.#escapePending = true;
-      return pos + backslash + 1;
-    }
-    if (quote >= 0) {
-      this.#hold(window.subarray(0, quote + 1));
-      this.#keep(this.#literal.bytes());
-      this.#literal.clear();
-      this.#state = "out";
-      this.#lastSignificant = QUOTE;
-      return pos + quote + 1;
-    }
-    this.#hold(window);
-    if (eligible && this.#literal.length > this.#big) {
-      // Long: decode what was held (without its opening quote) and go on straight from the chunks.
-      this.#decoder = new TextDecoder();
-      this.#rope = this.#decoder.decode(this.#literal.bytes().subarray(1), {
-        stream: true,
-      });
-      this.#literal.clear();
-      this.#state = "big";
-    }
-    return limit;
+    return pos;
+  }
+
+  // The first `byte` in chunk[from, to), or -1; counts the bytes it looked at.
+  #find(chunk: Uint8Array, byte: number, from: number, to: number): number {
+    const at = chunk.subarray(from, to).indexOf(byte);
+    this.#examined += at < 0 ? to - from : at + 1;
+    return at < 0 ? at : from + at;
   }
 
   #hold(bytes: Uint8Array): void {
@@ -212,6 +258,8 @@ export class SpillJsonReader {
     const piece = this.#decoder!.decode(chunk.subarray(pos), { stream: true });
     const quote = piece.indexOf('"');
     const backslash = piece.indexOf("\\");
+    this.#examined += (quote < 0 ? piece.length : quote + 1) +
+      (backslash < 0 ? piece.length : backslash + 1);
     if (backslash >= 0) {
       this.#fail();
       return chunk.length;
@@ -223,7 +271,9 @@ export class SpillJsonReader {
     this.#rope += piece.slice(0, quote);
     // Every character before the quote took at least one byte of this chunk, except up to 3
     // replacement characters for bytes held from the previous chunk; no quote byte comes before it.
-    const at = chunk.indexOf(QUOTE, pos + Math.max(0, quote - 3));
+    const from = pos + Math.max(0, quote - 3);
+    const at = chunk.indexOf(QUOTE, from);
+    this.#examined += at + 1 - from;
     const placeholder = this.#prefix + this.#strings.length;
     this.#strings.push(this.#rope);
     this.#rope = "";

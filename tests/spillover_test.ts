@@ -724,6 +724,42 @@ Deno.test("spillover: a long string with a lone surrogate stays in the JSON, bot
   }
 });
 
+Deno.test("spillover: replies full of escapes (1.5 MB of line ends, lone surrogates) read from files round-trip equal", async () => {
+  // With the default forms (the line ends may travel as a raw segment) and without them (every
+  // reply is JSON for SpillJsonReader). Such replies took seconds each, the host's event loop
+  // blocked, while the reader rescanned the chunk after each escape.
+  for (const forms of [[], [noNewForms]]) {
+    const spill = spillover(); // the default threshold: 1 MiB
+    const rec = refRecorder();
+    const pool = await startPool([...forms, rec.before, spill, rec.after]);
+    try {
+      const cases = [
+        { char: "ab\n", n: 500_000 }, // 1.5 MB of characters, 2 MB of JSON
+        { char: "\ud800x", n: 250_000 }, // lone surrogates: always escaped in the JSON
+        { char: 'q"\\\t', n: 300_000 },
+      ];
+      for (const { char, n } of cases) {
+        const result = await pool.execute("spill_echo", {
+          op: "make",
+          char,
+          n,
+        }) as { data: string };
+        assert.ok(result.data === char.repeat(n), JSON.stringify(char));
+      }
+      assert.equal(spill.stats.spilledIn, cases.length);
+      assert.equal(rec.replies.length, cases.length);
+      if (forms.length > 0) {
+        // Read by SpillJsonReader, then (it gives up on long escaped literals) by JSON.parse.
+        assert.ok(rec.replies.every((ref) => ref.strings === undefined));
+      }
+      assert.equal(spill.stats.failures, 0);
+      assert.deepEqual(await spillFiles(spill), []);
+    } finally {
+      await pool.close();
+    }
+  }
+});
+
 Deno.test("spillover: both sides send part hashes (one md5 per MiB) when the host offers no CRC-32", async () => {
   const spill = spillover({ threshold: 64 * 1024 });
   const rec = refRecorder();
