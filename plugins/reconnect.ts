@@ -9,6 +9,7 @@
 import { ConfigError } from "../src/errors.ts";
 import type { Plugin, PluginContext } from "../src/plugin.ts";
 import { onePool } from "./_one_pool.ts";
+import { setIntervalOrNever } from "../src/_timer.ts";
 
 /**
  * Backoff of {@linkcode ReconnectOptions}.
@@ -42,7 +43,11 @@ export interface ReconnectBackoff {
  * ```
  */
 export interface ReconnectOptions {
-  /** How often ready workers are pinged, in ms (0 disables heartbeats). @default {1000} */
+  /**
+   * How often ready workers are pinged, in ms (0 disables heartbeats, and
+   * so does anything beyond 2^31 − 1, ~24.8 days, a timer's range).
+   * @default {1000}
+   */
   heartbeatInterval?: number;
   /**
    * A worker that does not answer a heartbeat within this many ms, and sent
@@ -52,11 +57,13 @@ export interface ReconnectOptions {
    * a regex) stops every Python thread, the loop too, for as long as it
    * runs: this must be longer than the longest such call. It only bounds
    * how long a truly wedged worker (deadlocked, stopped) goes unnoticed;
-   * calls with a timeout also get `hangGrace`.
+   * calls with a timeout also get `hangGrace`. A finite number (`Infinity` is
+   * refused, as for every option here); one beyond 2^31 − 1 (~24.8 days, a
+   * timer's range) is never cut short.
    * @default {30000}
    */
   heartbeatTimeout?: number;
-  /** Restart delays. */
+  /** Restart delays (a delay beyond 2^31 − 1 ms, ~24.8 days, never restarts the slot). */
   backoff?: ReconnectBackoff;
   /** A slot that crashes more than this many times within `crashWindow` is marked `failed`. @default {5} */
   maxCrashes?: number;
@@ -177,7 +184,8 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
     onPoolStart(ctx) {
       owner.claim(ctx.pool);
       if (heartbeatInterval <= 0) return;
-      timer = setInterval(() => {
+      // Beyond a timer's range (~24.8 days), never (an interval would fire every ms).
+      timer = setIntervalOrNever(() => {
         for (const w of ctx.workers()) {
           if (w.state === "ready") {
             probe(ctx, w.id, w.pid, heartbeatTimeout, heartbeatReason);

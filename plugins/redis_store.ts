@@ -13,6 +13,7 @@ import {
   TimeoutError,
 } from "../src/errors.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
+import { setTimeoutOrNever } from "../src/_timer.ts";
 import type { Connection, Runtime } from "../src/runtime/types.ts";
 import type { CacheSetOptions, CacheStore } from "./cache_store.ts";
 import { encodeCommand, RespParser, type RespValue } from "./_resp.ts";
@@ -43,7 +44,12 @@ export interface RedisStoreOptions {
   db?: number;
   /** Prepended to every key, so several applications share one Redis. @default {"pyproxy:"} */
   prefix?: string;
-  /** How long a connect or a command may take before it fails (milliseconds). @default {5000} */
+  /**
+   * How long a connect or a command may take before it fails (milliseconds):
+   * a finite number > 0; beyond 2^31 − 1 (~24.8 days, a timer's range), no
+   * limit.
+   * @default {5000}
+   */
   timeout?: number;
   /** Runtime adapter. @default {defaultRuntime()} */
   runtime?: Runtime;
@@ -52,7 +58,7 @@ export interface RedisStoreOptions {
 interface Pending {
   resolve: (value: RespValue) => void;
   reject: (error: Error) => void;
-  timer: ReturnType<typeof setTimeout>;
+  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 /**
@@ -259,7 +265,7 @@ export class RedisStore implements CacheStore {
       );
     }
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timer = setTimeoutOrNever(() => {
         // The reply order is lost with a missing reply: the only safe recovery is a new connection.
         this.#drop(
           new TimeoutError(
@@ -308,7 +314,7 @@ export class RedisStore implements CacheStore {
       conn = await Promise.race([
         connecting,
         new Promise<never>((_, reject) => {
-          timer = setTimeout(
+          timer = setTimeoutOrNever(
             () =>
               reject(
                 new TimeoutError(

@@ -8,6 +8,8 @@
  * overrides the pool's `requestTimeout`), and `0` means the deadline has
  * already passed, so the call rejects with `TimeoutError` at once and is
  * never sent (on every runtime: a 0 ms timer raced the reply before).
+ * `cancelGrace` is a number of milliseconds >= 0 too; `Infinity`, or any
+ * value beyond 2^31 − 1 (a timer's range), means no limit.
  *
  * @module
  */

@@ -16,10 +16,9 @@
  *
  * @module
  */
+import { MAX_TIMER_MS } from "./_timer.ts";
 
 const RESOLUTION = 4;
-/** The longest delay timers support; a later deadline re-arms on wake-up. */
-const MAX_DELAY = 2 ** 31 - 1;
 
 /** What {@linkcode Deadlines} tracks: anything with an id and these fields. */
 export interface Expiring {
@@ -111,7 +110,9 @@ export class Deadlines<T extends Expiring> {
     this.#timerSlot = slot;
     this.#timer = setTimeout(
       this.#tick,
-      Math.min(MAX_DELAY, Math.max(0, slot * RESOLUTION - Date.now())),
+      // A deadline beyond a timer's range (~24.8 days) is not dropped but
+      // kept: the timer wakes at the range's end and re-arms.
+      Math.min(MAX_TIMER_MS, Math.max(0, slot * RESOLUTION - Date.now())),
     );
   }
 

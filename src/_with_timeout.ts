@@ -3,10 +3,13 @@
  *
  * @module
  */
+import { setTimeoutOrNever } from "./_timer.ts";
 
 /**
  * Resolves with the promise's value, or with `undefined` when `ms` pass first.
- * The timer is always cleared, so it never keeps the process alive.
+ * The timer is always cleared, so it never keeps the process alive. Beyond a
+ * timer's range (`MAX_TIMER_MS`, ~24.8 days; `Infinity` too) there is no
+ * limit: it waits for the promise.
  */
 export function withTimeout<T>(
   p: Promise<T>,
@@ -16,7 +19,7 @@ export function withTimeout<T>(
   return Promise.race([
     p,
     new Promise<undefined>((resolve) => {
-      timer = setTimeout(() => resolve(undefined), ms);
+      timer = setTimeoutOrNever(() => resolve(undefined), ms);
     }),
   ]).finally(() => clearTimeout(timer));
 }

@@ -13,11 +13,9 @@ import { CancelledError, PyProxyError, TimeoutError } from "./errors.ts";
 import { OutputBuffer, type OutputChunk } from "./output_buffer.ts";
 import { callOptionsError } from "./_call_options.ts";
 import type { PoolEvent } from "./pool_events.ts";
+import { setTimeoutOrNever } from "./_timer.ts";
 
 export type { OutputChunk } from "./output_buffer.ts";
-
-// The longest delay setTimeout supports; a longer one fires at once.
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * The pool request options eval needs (a subset of the pool's).
@@ -122,7 +120,8 @@ export interface EvalOptions {
   /**
    * Milliseconds before the atom is interrupted and rejects with
    * `TimeoutError`: a number >= 0; `0` rejects at once without running the
-   * code; `Infinity` (or absent) means none. `pool.eval` throws a
+   * code; `Infinity` (or absent) means none, and so does anything beyond
+   * 2^31 − 1 (~24.8 days, a timer's range). `pool.eval` throws a
    * `ConfigError` for anything else, and for a bad `signal`, `cancelGrace`
    * or `replayBytes`.
    */
@@ -134,7 +133,9 @@ export interface EvalOptions {
   /**
    * Milliseconds an interrupted atom may take to stop before its worker is
    * killed and replaced (code blocked in C, such as `time.sleep`, cannot be
-   * interrupted otherwise).
+   * interrupted otherwise): a number >= 0. `Infinity`, or anything beyond
+   * 2^31 − 1 (~24.8 days, a timer's range), means no limit: the worker is
+   * never killed for it, and the atom's `stopped` waits for the code.
    *
    * @default {2000}
    */
@@ -309,9 +310,7 @@ export class Atom {
     // 0: already past its deadline, never sent. Beyond a timer's range (~24.8 days) a timer would
     // fire at once, so such a timeout counts as none, like Infinity.
     if (timeout === 0) return expire(), this.#finish();
-    if (timeout !== undefined && timeout <= MAX_TIMER_MS) {
-      this.#timer = setTimeout(expire, timeout);
-    }
+    if (timeout !== undefined) this.#timer = setTimeoutOrNever(expire, timeout);
     if (options.after) await options.after.then(() => {}, () => {});
     if (this.#state !== "running") return this.#finish();
     const unusable = session?.unusable;
@@ -414,7 +413,8 @@ export class Atom {
       this.#where(),
     ).catch(() => {});
     // Code blocked in C never sees the KeyboardInterrupt: replace the worker.
-    this.#graceTimer = setTimeout(() => {
+    // A grace beyond a timer's range (Infinity too) waits for the code to stop.
+    this.#graceTimer = setTimeoutOrNever(() => {
       if (!this.#requestDone) {
         this.#pool.killWorker(
           worker,

@@ -135,7 +135,8 @@ export class EvalSession implements AtomSession {
    * with `CancelledError`), waits until their code stopped, then drops the
    * namespace on the server. Code that ignores the interrupt (blocked in C)
    * gets its atom's `cancelGrace` (default 2000 ms), after which its worker
-   * is killed: close never waits longer than that. Later evals reject.
+   * is killed: close never waits longer than that (a `cancelGrace` beyond
+   * a timer's range, ~24.8 days, waits for the code). Later evals reject.
    */
   async close(): Promise<void> {
     if (this.#unusable) return;

@@ -13,6 +13,7 @@ import type { Runtime } from "./runtime/types.ts";
 import type { Session, SessionConnectOptions } from "./session.ts";
 import type { Pool } from "./pool.ts";
 import type { WorkerInfo } from "./worker.ts";
+import { MAX_TIMER_MS } from "./_timer.ts";
 
 /**
  * A message on the wire (request, reply or event), as a plain object.
@@ -164,7 +165,12 @@ export interface TimeoutEvent {
  * ```
  */
 export interface RestartWorkerOptions {
-  /** Wait this long before spawning the new process. @default {0} */
+  /**
+   * Wait this long before spawning the new process. Beyond 2^31 − 1
+   * (~24.8 days, a timer's range) the slot is never restarted (it stays
+   * `restarting` until the pool closes).
+   * @default {0}
+   */
   delayMs?: number;
   /** Why (shown in logs). */
   reason?: string;
@@ -358,15 +364,13 @@ export interface PluginHostOptions {
   /**
    * How long an asynchronous hook (lifecycle or message) may take, in ms,
    * before it fails with a `PluginError` ("did not settle within ... ms") and
-   * what waits for it goes on. `Infinity` waits forever.
+   * what waits for it goes on. `Infinity`, or anything beyond 2^31 − 1
+   * (~24.8 days, a timer's range), waits forever.
    *
    * @default {30000}
    */
   hookTimeout?: number;
 }
-
-/** The longest delay setTimeout takes (beyond it, it fires at once). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * `p`, or a rejection once `ms` pass first (the timer is always cleared, and
@@ -378,6 +382,7 @@ function settleWithin<T>(
   plugin: string,
   hook: string,
 ): Promise<T> {
+  // Beyond a timer's range (Infinity too): no limit, so no timer.
   if (!(ms <= MAX_TIMER_MS)) return p;
   return new Promise<T>((resolve, reject) => {
     const timer = setTimeout(() => {

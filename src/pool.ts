@@ -163,17 +163,30 @@ export interface PoolOptions {
   maxInFlightPerWorker?: number;
   /** Calls that may wait in the pool queue before `OverloadedError`. @default {1024} */
   maxQueue?: number;
-  /** Default timeout of every call in ms. @default {none} */
+  /**
+   * Default timeout of every call in ms: a number > 0, `Infinity` for none;
+   * one beyond 2^31 − 1 (~24.8 days, a timer's range) is never cut short.
+   * @default {none}
+   */
   requestTimeout?: number;
-  /** How long `close()` lets in-flight calls finish, in ms. @default {5000} */
+  /**
+   * How long `close()` lets in-flight calls finish, in ms: an integer >= 0;
+   * beyond 2^31 − 1 (~24.8 days, a timer's range) `close()` waits until
+   * they finish.
+   * @default {5000}
+   */
   shutdownGrace?: number;
-  /** How long a server may take to become ready, in ms. @default {15000} */
+  /**
+   * How long a server may take to become ready, in ms: a number > 0;
+   * `Infinity`, or anything beyond 2^31 − 1 (~24.8 days), means no limit.
+   * @default {15000}
+   */
   readyTimeout?: number;
   /**
    * How long an asynchronous plugin hook may take, in ms: a lifecycle hook
    * still pending then fails with a `PluginError` (reported like a throwing
    * hook, and what waited for it goes on), a message hook fails its one call.
-   * `Infinity` waits forever.
+   * `Infinity`, or anything beyond 2^31 − 1 (~24.8 days), waits forever.
    *
    * @default {30000}
    */

@@ -13,9 +13,7 @@ import {
 } from "./errors.ts";
 import type { Worker } from "./worker.ts";
 import { hash32, mix32 } from "./_hash32.ts";
-
-/** The longest delay setTimeout takes (beyond it, it fires at once). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
+import { setTimeoutOrNever } from "./_timer.ts";
 
 /** A call as the router sees it (the pool adds nothing else). */
 export interface PoolCall {
@@ -245,12 +243,10 @@ export class PoolRouter {
   #enqueue(call: PoolCall, front: boolean): void {
     if (front) this.#queue.unshift(call);
     else this.#queue.push(call);
-    // A delay past setTimeout's range (~24.8 days) would fire at once: such
-    // a call waits in the queue without a timer, like one with no timeout.
-    if (
-      call.deadline - Date.now() <= MAX_TIMER_MS && call.timer === undefined
-    ) {
-      call.timer = setTimeout(() => {
+    // A delay past a timer's range (~24.8 days) would fire at once: such a
+    // call waits in the queue without a timer, like one with no timeout.
+    if (call.timer === undefined && call.deadline !== Infinity) {
+      call.timer = setTimeoutOrNever(() => {
         this.#drop(
           call,
           new TimeoutError(

@@ -20,6 +20,7 @@ import {
   readReadyLine,
   StderrTail,
 } from "./_python_server_io.ts";
+import { setTimeoutOrNever } from "./_timer.ts";
 
 /**
  * How a server process ended.
@@ -124,7 +125,8 @@ export interface PythonServerOptions {
   args?: string[];
   /**
    * How long to wait for the ready line, in milliseconds, before killing the
-   * process and rejecting with `StartError`.
+   * process and rejecting with `StartError`. `Infinity`, or anything beyond
+   * 2^31 − 1 (~24.8 days, a timer's range), means no limit.
    *
    * @default {15000}
    */
@@ -198,7 +200,7 @@ export interface PythonServerConnectOptions
 export interface PythonServerStopOptions {
   /**
    * How long to wait for a clean exit after `stopServer`, in milliseconds,
-   * before the process is killed.
+   * before the process is killed (beyond 2^31 − 1, ~24.8 days: no limit).
    *
    * @default {3000}
    */
@@ -361,9 +363,10 @@ export class PythonServer implements AsyncDisposable {
         line,
       })),
       child.status.then((status) => ({ kind: "exit" as const, status })),
+      // Beyond a timer's range (Infinity too): no limit.
       new Promise<{ kind: "timeout" }>((
         resolve,
-      ) => (timer = setTimeout(
+      ) => (timer = setTimeoutOrNever(
         () => resolve({ kind: "timeout" }),
         readyTimeout,
       ))),
@@ -505,8 +508,9 @@ export class PythonServer implements AsyncDisposable {
 
   /**
    * Sends `signal` (default `SIGTERM`) and resolves once the process exited;
-   * a process still alive after `grace` milliseconds gets `SIGKILL`. Never
-   * rejects; safe to call on an exited server.
+   * a process still alive after `grace` milliseconds gets `SIGKILL` (beyond
+   * 2^31 − 1, ~24.8 days: never). Never rejects; safe to call on an exited
+   * server.
    *
    * @example
    * ```ts ignore
@@ -612,7 +616,7 @@ async function exitsWithin(
     exited.then(() => true),
     new Promise<boolean>((
       resolve,
-    ) => (timer = setTimeout(() => resolve(false), ms))),
+    ) => (timer = setTimeoutOrNever(() => resolve(false), ms))),
   ]);
   clearTimeout(timer);
   return done;

@@ -33,6 +33,7 @@ import { defaultRuntime } from "./runtime/mod.ts";
 import type { Connection, ConnectTarget, Runtime } from "./runtime/types.ts";
 import { HostCommands, wireError } from "./_session_host_commands.ts";
 import { Deadlines } from "./_session_deadlines.ts";
+import { setTimeoutOrNever } from "./_timer.ts";
 import { PendingTable } from "./_session_pending_table.ts";
 import { Outbox } from "./_session_outbox.ts";
 import { Pending } from "./_session_pending.ts";
@@ -111,7 +112,9 @@ export interface SessionConnectOptions {
   logger?: Logger;
   /**
    * How long connecting, the `hello` event and authentication may take, in
-   * milliseconds, before `connect` rejects with a `TimeoutError`.
+   * milliseconds, before `connect` rejects with a `TimeoutError`. `Infinity`,
+   * or anything beyond 2^31 − 1 (~24.8 days, a timer's range), means no
+   * limit.
    *
    * @default {10000}
    */
@@ -497,7 +500,8 @@ export class Session implements AsyncDisposable {
     where: string,
   ): Promise<void> {
     const hello = this.#hello!;
-    const timer = setTimeout(
+    // Beyond a timer's range (Infinity too): no limit.
+    const timer = setTimeoutOrNever(
       () =>
         hello.reject(
           new TimeoutError(

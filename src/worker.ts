@@ -11,6 +11,7 @@ import type { Logger } from "./logger.ts";
 import { PythonServer, type PythonServerOptions } from "./python_server.ts";
 import type { Session, SessionConnectOptions } from "./session.ts";
 import { withTimeout } from "./_with_timeout.ts";
+import { setTimeoutOrNever } from "./_timer.ts";
 
 // How long a stopping worker may take to exit after `stopServer` before it is killed.
 const STOP_WAIT_MS = 1000;
@@ -340,9 +341,10 @@ export class Worker implements WorkerInfo {
   }
 
   /**
-   * Schedules a restart after `delayMs`. A running process is killed first
-   * (SIGTERM) and the restart follows its exit. Returns the attempt number,
-   * or `undefined` when nothing was scheduled.
+   * Schedules a restart after `delayMs` (beyond `MAX_TIMER_MS`, never). A
+   * running process is killed first (SIGTERM) and the restart follows its
+   * exit. Returns the attempt number, or `undefined` when nothing was
+   * scheduled.
    */
   scheduleRestart(
     delayMs: number,
@@ -367,7 +369,9 @@ export class Worker implements WorkerInfo {
     this.#restarts++;
     this.#attempt++;
     this.#setState("restarting");
-    this.#restartTimer = setTimeout(() => {
+    // Beyond a timer's range (~24.8 days) the restart never comes (a timer
+    // would fire at once).
+    this.#restartTimer = setTimeoutOrNever(() => {
       this.#restartTimer = undefined;
       if (this.#stopping) return;
       this.start(true);
@@ -397,9 +401,9 @@ export class Worker implements WorkerInfo {
 
   /**
    * Stops the slot for good: no more restarts; waits for in-flight calls up
-   * to `graceMs` (state `draining`), sends `stopServer`, and kills the
-   * process when it has not exited 1 s later: at most `graceMs` + 1 s, plus
-   * the kill itself.
+   * to `graceMs` (state `draining`; beyond `MAX_TIMER_MS`, ~24.8 days, until
+   * they finish), sends `stopServer`, and kills the process when it has not
+   * exited 1 s later: at most `graceMs` + 1 s, plus the kill itself.
    */
   async stop(graceMs: number): Promise<void> {
     this.#stopping = true;

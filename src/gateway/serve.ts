@@ -19,6 +19,7 @@ import type { ModelEntry, ResolvedConfig } from "./config.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { ModelCatalog } from "./model_catalog.ts";
 import { isLoopback } from "./security.ts";
+import { setTimeoutOrNever } from "../_timer.ts";
 
 /** Addresses that bind every interface: no client can connect to them. */
 const WILDCARD = new Set(["0.0.0.0", "::", "[::]"]);
@@ -292,10 +293,14 @@ export async function serve(
         // get their error responses).
         await pool.close();
         // Every call has settled: what remains is writing responses. Streams
-        // that outlive the grace (a slow reader) are cut off.
+        // that outlive the grace (a slow reader) are cut off; a grace beyond
+        // a timer's range (~24.8 days) waits for them.
         let timer: ReturnType<typeof setTimeout> | undefined;
         const left = new Promise<void>((resolve) => {
-          timer = setTimeout(resolve, Math.max(deadline - Date.now(), 100));
+          timer = setTimeoutOrNever(
+            resolve,
+            Math.max(deadline - Date.now(), 100),
+          );
         });
         await Promise.race([httpServer.shutdown().catch(() => {}), left]);
         clearTimeout(timer);
