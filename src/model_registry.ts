@@ -31,6 +31,27 @@ export interface ModelInfo {
   inits: string[];
 }
 
+/**
+ * Options of one model command (`pool.addModel(name, spec, options)`...).
+ *
+ * @example
+ * ```ts
+ * import type { ModelCallOptions } from "./model_registry.ts";
+ * const options: ModelCallOptions = { timeout: 60_000, signal: AbortSignal.timeout(120_000) };
+ * console.log(options.timeout); // 60000
+ * ```
+ */
+export interface ModelCallOptions {
+  /**
+   * Timeout in ms of the command on each worker (a model whose `__init__`
+   * takes longer fails with `TimeoutError` and is rolled back), and of the
+   * wait for a ready worker. `Infinity`: none. @default {the pool's requestTimeout}
+   */
+  timeout?: number;
+  /** Aborts the command (`CancelledError`), like a call's `signal`. */
+  signal?: AbortSignal;
+}
+
 /** Options of {@linkcode ModelRegistry}. */
 export interface ModelRegistryOptions {
   /** Timeout of each model command on each worker, in ms (none when absent). */
@@ -105,6 +126,7 @@ export class ModelRegistry {
     name: string,
     spec: ModelSpec,
     workers: () => Worker[],
+    call: ModelCallOptions = {},
   ): Promise<unknown> {
     return this.exclusive(async () => {
       if (this.#models.has(name)) {
@@ -121,7 +143,7 @@ export class ModelRegistry {
           s.request(
             "addModel",
             loadArgs(name, spec, undefined, first),
-            this.#requestOptions(),
+            this.#requestOptions(call),
           ),
         (s) => s.request("removeModel", { name }, this.#requestOptions()),
       );
@@ -135,6 +157,7 @@ export class ModelRegistry {
     name: string,
     spec: ModelSpec,
     workers: () => Worker[],
+    call: ModelCallOptions = {},
   ): Promise<unknown> {
     return this.exclusive(async () => {
       const old = this.#require(name, "update");
@@ -147,7 +170,7 @@ export class ModelRegistry {
           s.request(
             "updateModel",
             loadArgs(name, spec, undefined, first),
-            this.#requestOptions(),
+            this.#requestOptions(call),
           ),
         (s) =>
           s.request(
@@ -162,7 +185,11 @@ export class ModelRegistry {
   }
 
   /** Removes a model from the registry and from every worker. */
-  remove(name: string, workers: () => Worker[]): Promise<unknown> {
+  remove(
+    name: string,
+    workers: () => Worker[],
+    call: ModelCallOptions = {},
+  ): Promise<unknown> {
     return this.exclusive(async () => {
       this.#require(name, "remove");
       this.#models.delete(name);
@@ -171,7 +198,7 @@ export class ModelRegistry {
         "remove",
         name,
         workers(),
-        (s) => s.request("removeModel", { name }, this.#requestOptions()),
+        (s) => s.request("removeModel", { name }, this.#requestOptions(call)),
       );
     });
   }
@@ -185,6 +212,7 @@ export class ModelRegistry {
     name: string,
     dataFile: string,
     workers: () => Worker[],
+    call: ModelCallOptions = {},
   ): Promise<unknown> {
     return this.exclusive(async () => {
       const model = this.#require(name, "init");
@@ -193,7 +221,11 @@ export class ModelRegistry {
         name,
         workers(),
         (s) =>
-          s.request("initModel", { name, dataFile }, this.#requestOptions()),
+          s.request(
+            "initModel",
+            { name, dataFile },
+            this.#requestOptions(call),
+          ),
       );
       model.inits.push(dataFile);
       return result;
@@ -225,8 +257,15 @@ export class ModelRegistry {
     return description;
   }
 
-  #requestOptions(): { timeout?: number } {
-    return this.#timeout === undefined ? {} : { timeout: this.#timeout };
+  /** The options of one model command: the call's, else the registry's timeout (rollbacks and replays: the registry's only). */
+  #requestOptions(
+    call: ModelCallOptions = {},
+  ): { timeout?: number; signal?: AbortSignal } {
+    const timeout = call.timeout ?? this.#timeout;
+    return {
+      ...(timeout === undefined ? {} : { timeout }),
+      ...(call.signal === undefined ? {} : { signal: call.signal }),
+    };
   }
 
   /**

@@ -22,7 +22,11 @@ import {
   TimeoutError,
   WorkerCrashedError,
 } from "./errors.ts";
-import { type ModelInfo, ModelRegistry } from "./model_registry.ts";
+import {
+  type ModelCallOptions,
+  type ModelInfo,
+  ModelRegistry,
+} from "./model_registry.ts";
 import { type Plugin, PluginHost, type PluginsOption } from "./plugin.ts";
 import { type PoolEvent, PoolEventHub } from "./pool_events.ts";
 import { type PoolCall, PoolRouter } from "./pool_router.ts";
@@ -38,13 +42,14 @@ import { reconnect } from "../plugins/reconnect.ts";
 import { spillover } from "../plugins/spillover.ts";
 import { sharedCache } from "../plugins/shared_cache.ts";
 import { withTimeout } from "./_with_timeout.ts";
+import { setTimeoutOrNever } from "./_timer.ts";
 import { callOptionsError } from "./_call_options.ts";
 import { hostDirPrefix, removeDeadHostDirs } from "./_dead_host_dirs.ts";
 
 /** The temporary directories a pool or its servers make (`<kind>-<pid>-...`). */
 const TEMP_DIR_KINDS = ["pyproxy-sock", "pyproxy-models"] as const;
 
-export type { ModelInfo } from "./model_registry.ts";
+export type { ModelCallOptions, ModelInfo } from "./model_registry.ts";
 export type { PoolEvent } from "./pool_events.ts";
 export type { WorkerExit, WorkerInfo, WorkerState } from "./worker.ts";
 
@@ -369,9 +374,14 @@ export class Pool implements AsyncDisposable {
    * one; with no ready worker and none coming back it rejects with
    * `NoWorkerError`, and once the pool closes with `ShuttingDownError`.
    */
-  async addModel(name: string, spec: ModelSpec): Promise<unknown> {
+  async addModel(
+    name: string,
+    spec: ModelSpec,
+    options: ModelCallOptions = {},
+  ): Promise<unknown> {
     this.#admit("add model");
-    await this.#someWorkerReady("add model", name);
+    this.#checkModelOptions("add model", name, options);
+    await this.#someWorkerReady("add model", name, options);
     const out = await this.#modelOp(
       "add model",
       name,
@@ -379,6 +389,7 @@ export class Pool implements AsyncDisposable {
         name,
         spec,
         () => this.#modelTargets("add model", name, true),
+        options,
       ),
     );
     this.#events.emit({ type: "model", action: "add", name });
@@ -386,9 +397,14 @@ export class Pool implements AsyncDisposable {
   }
 
   /** Replaces a model on every ready worker (restored everywhere if one fails). */
-  async updateModel(name: string, spec: ModelSpec): Promise<unknown> {
+  async updateModel(
+    name: string,
+    spec: ModelSpec,
+    options: ModelCallOptions = {},
+  ): Promise<unknown> {
     this.#admit("update model");
-    await this.#someWorkerReady("update model", name);
+    this.#checkModelOptions("update model", name, options);
+    await this.#someWorkerReady("update model", name, options);
     const out = await this.#modelOp(
       "update model",
       name,
@@ -396,6 +412,7 @@ export class Pool implements AsyncDisposable {
         name,
         spec,
         () => this.#modelTargets("update model", name, true),
+        options,
       ),
     );
     this.#events.emit({ type: "model", action: "update", name });
@@ -403,14 +420,19 @@ export class Pool implements AsyncDisposable {
   }
 
   /** Unregisters a model and removes it from every ready worker. */
-  async removeModel(name: string): Promise<unknown> {
+  async removeModel(
+    name: string,
+    options: ModelCallOptions = {},
+  ): Promise<unknown> {
     this.#admit("remove model");
+    this.#checkModelOptions("remove model", name, options);
     const out = await this.#modelOp(
       "remove model",
       name,
       this.#registry.remove(
         name,
         () => this.#modelTargets("remove model", name, false),
+        options,
       ),
     );
     this.#events.emit({ type: "model", action: "remove", name });
@@ -418,9 +440,14 @@ export class Pool implements AsyncDisposable {
   }
 
   /** Runs a model's `init(dataFile)` on every ready worker; replayed on restarts. */
-  async initModel(name: string, dataFile: string): Promise<unknown> {
+  async initModel(
+    name: string,
+    dataFile: string,
+    options: ModelCallOptions = {},
+  ): Promise<unknown> {
     this.#admit("init model");
-    await this.#someWorkerReady("init model", name);
+    this.#checkModelOptions("init model", name, options);
+    await this.#someWorkerReady("init model", name, options);
     const out = await this.#modelOp(
       "init model",
       name,
@@ -428,6 +455,7 @@ export class Pool implements AsyncDisposable {
         name,
         dataFile,
         () => this.#modelTargets("init model", name, true),
+        options,
       ),
     );
     this.#events.emit({ type: "model", action: "init", name });
@@ -606,6 +634,22 @@ export class Pool implements AsyncDisposable {
 
   // -- model operations -----------------------------------------------------
 
+  #checkModelOptions(
+    action: string,
+    name: string,
+    options: ModelCallOptions,
+  ): void {
+    const invalid = typeof options === "object" && options !== null
+      ? callOptionsError(`Cannot ${action}`, {
+        timeout: options.timeout,
+        signal: options.signal,
+      }, `'${name}'`)
+      : new ConfigError(
+        `Cannot ${action} '${name}': options must be an object`,
+      );
+    if (invalid !== undefined) throw invalid;
+  }
+
   /**
    * The workers a model operation applies to, read when its turn comes (it
    * may have waited behind others): none once the pool is closing, and at
@@ -636,18 +680,39 @@ export class Pool implements AsyncDisposable {
    * workers restart: returns at once when one is, and throws `NoWorkerError`
    * when none is and none is coming back (or `ShuttingDownError`).
    */
-  async #someWorkerReady(action: string, name: string): Promise<void> {
+  async #someWorkerReady(
+    action: string,
+    name: string,
+    options: ModelCallOptions,
+  ): Promise<void> {
     const workers = () => this.#supervisor.workers;
     const coming = (w: Worker) =>
       w.state === "starting" || w.state === "restarting" ||
       this.#supervisor.settling(w);
+    const { signal } = options;
+    const timeout = options.timeout ?? this.#opts.requestTimeout;
+    const deadline = timeout === undefined ? Infinity : Date.now() + timeout;
     while (!this.#closing && !workers().some(modelReady)) {
       if (!workers().some(coming)) return; // #modelTargets says why
+      if (signal?.aborted) {
+        throw new CancelledError(`Cannot ${action} '${name}': aborted`, {
+          cause: signal.reason,
+        });
+      }
+      if (Date.now() >= deadline) {
+        throw new TimeoutError(
+          `Cannot ${action} '${name}': no worker became ready within ${timeout} ms`,
+        );
+      }
       await new Promise<void>((resolve) => {
         const wake = () => {
           this.#modelWaits.delete(wake);
+          if (timer !== undefined) clearTimeout(timer);
+          signal?.removeEventListener("abort", wake);
           resolve();
         };
+        const timer = setTimeoutOrNever(wake, deadline - Date.now());
+        signal?.addEventListener("abort", wake, { once: true });
         this.#modelWaits.add(wake);
       });
     }

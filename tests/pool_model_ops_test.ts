@@ -1,9 +1,13 @@
 import assert from "node:assert/strict";
 import {
+  CancelledError,
+  ConfigError,
   NoWorkerError,
   RemoteError,
   ShuttingDownError,
+  TimeoutError,
 } from "../src/errors.ts";
+import type { PluginContext } from "../src/plugin.ts";
 import { Pool, type PoolOptions } from "../src/pool.ts";
 import { modelsDir, nextEvent, pidOf, PidTracker } from "./_pool_harness.ts";
 
@@ -203,6 +207,78 @@ Deno.test("Pool: a restarted worker replays a file model as it was loaded, not a
     for (const worker of ["w1", "w2"]) {
       assert.deepEqual(await pool.execute("m", {}, { worker }), { v: "v3" });
     }
+  } finally {
+    await pool.close();
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool model commands take a timeout and a signal of their own", async () => {
+  await using dir = await dirWithSlowInit();
+  const pids = new PidTracker();
+  const pool = await Pool.start(base(dir.path, { workers: 2 }));
+  pids.watch(pool);
+  try {
+    const marker = `${dir.path}/started`;
+    // An __init__ longer than the timeout: TimeoutError, nothing recorded.
+    await assert.rejects(
+      pool.addModel("slow", {
+        file: "slow_init.py",
+        options: { s: 0.5, marker },
+      }, { timeout: 100 }),
+      (err: unknown) => err instanceof TimeoutError,
+    );
+    assert.deepEqual(pool.status().models, []);
+    // Aborted while it runs: CancelledError.
+    const controller = new AbortController();
+    const aborted = pool.addModel("slow2", {
+      file: "slow_init.py",
+      options: { s: 0.5, marker: `${marker}2` },
+    }, { signal: controller.signal }).then(() => undefined, (e) => e);
+    await started(`${marker}2`);
+    controller.abort();
+    assert.ok((await aborted) instanceof CancelledError);
+    // Later commands are not held behind them.
+    await pool.addModel("doubler", { file: "doubler.py" }, { timeout: 5000 });
+    assert.deepEqual(await pool.execute("doubler", { x: 1 }), { y: 2 });
+    await assert.rejects(
+      pool.addModel("x", { file: "doubler.py" }, { timeout: -1 }),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        /^Cannot add model 'x': timeout: expected a number of ms >= 0/.test(
+          err.message,
+        ),
+    );
+  } finally {
+    await pool.close();
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool.addModel gives up waiting for a ready worker at its timeout", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  let ctx: PluginContext | undefined;
+  const pool = await Pool.start(base(dir.path, {
+    plugins: [{ name: "test.grab", onPoolStart: (c) => void (ctx = c) }],
+  }));
+  pids.watch(pool);
+  try {
+    const restarting = nextEvent(
+      pool,
+      "worker-state",
+      (ev) => ev.to === "restarting",
+    );
+    // A slot that comes back only in a minute.
+    ctx!.restartWorker("w1", { delayMs: 60_000 });
+    await restarting;
+    await assert.rejects(
+      pool.addModel("doubler", { file: "doubler.py" }, { timeout: 50 }),
+      (err: unknown) =>
+        err instanceof TimeoutError &&
+        err.message ===
+          "Cannot add model 'doubler': no worker became ready within 50 ms",
+    );
   } finally {
     await pool.close();
     await pids.assertGone();
