@@ -119,3 +119,20 @@ Deno.test("createGateway bounds model names and checks ?history=", async () => {
   assert.equal(ok.status, 200);
   await ok.body?.cancel();
 });
+
+Deno.test("POST /v1/eval refuses locals that are not an object (an array is not turned into one)", async () => {
+  await using gw = await startGateway({ allowEval: true });
+  for (
+    const [body, message] of [
+      [{ code: "1", locals: [7] }, "locals: expected an object"],
+      [{ code: "1", locals: null }, "locals: expected an object"],
+      [{ code: "1", args: null }, "args: expected an array or an object"],
+    ] as const
+  ) {
+    const res = await gw.fetch("/v1/eval", post(JSON.stringify(body)));
+    assert.equal(res.status, 400, JSON.stringify(body));
+    assert.deepEqual(await res.json(), {
+      error: { type: "ValidationError", message: `Cannot eval: ${message}` },
+    });
+  }
+});

@@ -12,13 +12,22 @@ import { readJsonBody } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
 import { type SseEvent, sseResponse } from "./sse.ts";
 
+/**
+ * A JSON object. Not `v.record`: it takes an array for an object and turns
+ * it into one (`[7]` would become a local named `0`).
+ */
+const JsonObject = v.custom<Record<string, unknown>>(
+  (x) => typeof x === "object" && x !== null && !Array.isArray(x),
+  "expected an object",
+);
+
 const EvalBody = v.strictObject(
   {
     code: v.string("expected a string of Python code"),
-    locals: v.optional(v.record(v.string(), v.unknown(), "expected an object")),
+    locals: v.optional(JsonObject),
     args: v.optional(
       v.union(
-        [v.array(v.unknown()), v.record(v.string(), v.unknown())],
+        [v.array(v.unknown()), JsonObject],
         "expected an array or an object",
       ),
     ),
