@@ -10,6 +10,7 @@ import type { DisconnectWatch } from "./disconnect_watch.ts";
 import type { GatewayPool } from "./gateway_pool.ts";
 import type { GatewayMetrics } from "./metrics.ts";
 import type { ModelCatalog } from "./model_catalog.ts";
+import type { BodyReadGuard } from "./read_json_body.ts";
 
 /**
  * The state every route group receives from `createGateway`.
@@ -36,6 +37,8 @@ export interface RouteContext {
   signal: AbortSignal;
   /** Largest request body in bytes. */
   bodyLimit: number;
+  /** Bounds the time a request may take to send its body. */
+  bodyReads: BodyReadGuard;
   /** Default (and maximum) execute timeout in ms. */
   requestTimeout: number;
   /** `PUT`/`DELETE /v1/models/{name}` allowed. */
