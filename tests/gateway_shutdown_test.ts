@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { startGateway, TEST_MODELS, until } from "./_gateway_harness.ts";
+import {
+  partialRequest,
+  startGateway,
+  TEST_MODELS,
+  until,
+} from "./_gateway_harness.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
 
@@ -128,4 +133,35 @@ Deno.test("GatewayServer.shutdown keeps the port open to answer 503 while draini
   await res.body?.cancel();
   await stopped;
   await assert.rejects(fetch(`${gw.url}/healthz`), TypeError);
+});
+
+Deno.test("GatewayServer.shutdown answers 503 ShuttingDownError to a request still sending its body", async () => {
+  await using gw = await startGateway({ allowEval: true });
+  const execute = await partialRequest(
+    gw,
+    "POST",
+    "/v1/models/echo/execute",
+    '{"a":',
+    { contentLength: 100 },
+  );
+  await using _execute = execute;
+  await using evalReq = await partialRequest(gw, "POST", "/v1/eval", '{"co');
+  await until(
+    async () =>
+      (await (await gw.fetch("/v1/status")).json()).gateway.inFlight === 1,
+    "the execute call waiting for its body",
+  );
+  const stopped = gw.shutdown();
+  for (const req of [execute, evalReq]) {
+    const res = await req.response;
+    assert.equal(res.status, 503);
+    assert.deepEqual(res.body, {
+      error: {
+        type: "ShuttingDownError",
+        message: "Cannot serve request: the server is shutting down",
+      },
+    });
+    assert.equal(res.headers.get("retry-after"), "5");
+  }
+  await stopped;
 });

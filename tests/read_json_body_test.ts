@@ -180,6 +180,29 @@ Deno.test("BodyReadGuard gives 408 to a body that stalls past its timeout and ca
   });
 });
 
+Deno.test("BodyReadGuard fails the reads still going with 503 when its signal aborts, and later reads at once", async () => {
+  const drain = new AbortController();
+  const guard = new BodyReadGuard({ timeoutMs: 60_000, signal: drain.signal });
+  const chunked = stalled('{"a":');
+  const pending = refusal(readJsonBody(chunked.request, 1000, guard));
+  assert.equal(guard.size, 1);
+  drain.abort();
+  const shuttingDown = {
+    status: 503,
+    type: "ShuttingDownError",
+    message: "Cannot serve request: the server is shutting down",
+  };
+  assert.deepEqual(await pending, shuttingDown);
+  await chunked.wasCancelled;
+  assert.equal(guard.size, 0);
+  const late = stalled('{"a":');
+  assert.deepEqual(
+    await refusal(readJsonBody(late.request, 1000, guard)),
+    shuttingDown,
+  );
+  await late.wasCancelled;
+});
+
 Deno.test("BodyReadGuard keeps start order across many reads (its ring grows)", async () => {
   const guard = new BodyReadGuard({ timeoutMs: 60_000 });
   const bodies = Array.from({ length: 200 }, (_, i) => streamed(`{"i":${i}}`));

@@ -102,7 +102,10 @@ export interface GatewayOptions {
   runtime?: Runtime;
   /** Logger. @default {getLogger(["pyproxy", "gateway"])} */
   logger?: Logger;
-  /** When aborted, the server is draining: new requests get 503 and eval streams end. */
+  /**
+   * When aborted, the server is draining: new requests get 503, and so do
+   * requests still sending their body; eval streams end.
+   */
   signal?: AbortSignal;
   /** Version shown by the dashboard and `/v1/status`. */
   version?: string;
@@ -159,7 +162,7 @@ export function createGateway(
     logger: options.logger ?? getLogger(["pyproxy", "gateway"]),
     signal,
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
-    bodyReads: new BodyReadGuard({ timeoutMs: requestTimeout }),
+    bodyReads: new BodyReadGuard({ timeoutMs: requestTimeout, signal }),
     requestTimeout,
     allowManage: options.allowManage ?? false,
     allowEval: options.allowEval ?? false,

@@ -140,6 +140,14 @@ async function readStream(
 export interface BodyReadGuardOptions {
   /** Milliseconds a request may take to send its body (408 after). */
   timeoutMs: number;
+  /**
+   * Aborted when the server drains: the reads still going fail at once
+   * with 503 `ShuttingDownError`, and so do later ones. With a signal, the
+   * guard's timer is left armed when no read is pending (it then fires once
+   * and stops), and the abort clears it; without one, it is cleared
+   * whenever the last pending read settles.
+   */
+  signal?: AbortSignal;
 }
 
 /** A body read in progress (owned by its guard). */
@@ -159,13 +167,20 @@ class PendingRead {
  * Bounds the time requests take to send their bodies: a client that sends
  * headers and then too little of its body (slowloris) would otherwise hold
  * its request, and its in-flight slot, for as long as it keeps the
- * connection. A read past `timeoutMs` fails with 408 `RequestTimeout`: the
- * body stream is cancelled when the caller gave a way to (`cancel`), and
- * the response says `Connection: close`.
+ * connection. A read past `timeoutMs` fails with 408 `RequestTimeout`, and
+ * every read still going when the server drains fails with 503
+ * `ShuttingDownError` (its request could not be served anyway: the pool
+ * takes no new calls). Either way the body stream is cancelled when the
+ * caller gave a way to (`cancel`), and the response says
+ * `Connection: close`.
  *
  * No timer per request: the reads wait in a ring in start order (all have
  * the same timeout, so the first is the first to expire) and one timer, set
  * for the oldest read, runs while reads are pending (as `DisconnectWatch`).
+ * Most bodies arrive with their headers, so the ring empties after nearly
+ * every burst of requests: a guard with a `signal` leaves its timer armed
+ * then, instead of clearing it and setting a new one for the next burst
+ * (~3.5 µs of Deno's CPU per pair).
  *
  * @example
  * ```ts
@@ -184,11 +199,18 @@ export class BodyReadGuard {
   /** Reads not settled yet. */
   #live = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
+  /** The timer stays armed when the ring empties (the signal's abort clears it). */
+  #lazyTimer: boolean;
   #sweep = (): void => this.#onTimer();
 
   /** Creates an idle guard (no timer until a read is watched). */
   constructor(options: BodyReadGuardOptions) {
     this.#timeoutMs = options.timeoutMs;
+    const signal = options.signal;
+    this.#lazyTimer = signal !== undefined;
+    if (signal?.aborted) this.#closed = true;
+    else signal?.addEventListener("abort", () => this.#close(), { once: true });
   }
 
   /** Reads in progress. */
@@ -197,11 +219,16 @@ export class BodyReadGuard {
   }
 
   /**
-   * Settles as `read` does, unless the read takes longer than the
-   * timeout: then calls `cancel` and rejects with the 408 error (what
-   * `read` does later is ignored).
+   * Settles as `read` does, unless the read takes longer than the timeout
+   * or the server drains first: then calls `cancel` and rejects with the
+   * 408 or 503 error (what `read` does later is ignored).
    */
   watch<T>(read: Promise<T>, cancel?: () => void): Promise<T> {
+    if (this.#closed) {
+      read.catch(() => {});
+      cancel?.();
+      return Promise.reject(shuttingDown());
+    }
     return new Promise<T>((resolve, reject) => {
       const entry = new PendingRead(
         performance.now() + this.#timeoutMs,
@@ -232,7 +259,7 @@ export class BodyReadGuard {
     if (entry.done) return false;
     entry.done = true;
     if (this.#ring[entry.slot] === entry) this.#ring[entry.slot] = undefined;
-    if (--this.#live === 0) this.#reset();
+    if (--this.#live === 0) this.#reset(this.#lazyTimer);
     return true;
   }
 
@@ -242,11 +269,11 @@ export class BodyReadGuard {
     entry.reject(err);
   }
 
-  /** Nothing pending (every slot is cleared then): start over, stop the timer. */
-  #reset(): void {
+  /** Nothing pending (every slot is cleared then): start over; stop the timer unless `keepTimer`. */
+  #reset(keepTimer = false): void {
     this.#head = 0;
     this.#size = 0;
-    if (this.#timer !== undefined) {
+    if (!keepTimer && this.#timer !== undefined) {
       clearTimeout(this.#timer);
       this.#timer = undefined;
     }
@@ -289,6 +316,14 @@ export class BodyReadGuard {
     }
   }
 
+  /** The server drains: every read still going fails, and so does every later one. */
+  #close(): void {
+    this.#closed = true;
+    const pending = this.#ring.filter((e): e is PendingRead => e !== undefined);
+    for (const entry of pending) this.#fail(entry, shuttingDown());
+    this.#reset();
+  }
+
   #grow(): void {
     const old = this.#ring;
     const ring = new Array<PendingRead | undefined>(old.length * 2).fill(
@@ -303,4 +338,15 @@ export class BodyReadGuard {
     this.#ring = ring;
     this.#head = 0;
   }
+}
+
+/** The drain's answer to a request still sending its body (as the app's own 503 while draining). */
+function shuttingDown(): Error {
+  return httpError(
+    503,
+    "ShuttingDownError",
+    "Cannot serve request: the server is shutting down",
+    {},
+    { "retry-after": "5", connection: "close" },
+  );
 }

@@ -37,7 +37,7 @@ export interface RouteContext {
   signal: AbortSignal;
   /** Largest request body in bytes. */
   bodyLimit: number;
-  /** Bounds the time a request may take to send its body. */
+  /** Bounds the time a request may take to send its body (and fails body reads at drain). */
   bodyReads: BodyReadGuard;
   /** Default (and maximum) execute timeout in ms. */
   requestTimeout: number;
