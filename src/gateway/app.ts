@@ -104,9 +104,15 @@ export interface GatewayOptions {
   logger?: Logger;
   /**
    * When aborted, the server is draining: new requests get 503, and so do
-   * requests still sending their body; eval streams end.
+   * requests still sending their body.
    */
   signal?: AbortSignal;
+  /**
+   * When aborted, the shutdown grace is over: an eval stream whose code is
+   * still running ends with an `error` event of type `ShuttingDownError`
+   * (until then, eval streams keep streaming while the server drains).
+   */
+  stopSignal?: AbortSignal;
   /** Version shown by the dashboard and `/v1/status`. */
   version?: string;
 }
@@ -161,6 +167,7 @@ export function createGateway(
     runtime: options.runtime ?? defaultRuntime(),
     logger: options.logger ?? getLogger(["pyproxy", "gateway"]),
     signal,
+    stopSignal: options.stopSignal ?? new AbortController().signal,
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     bodyReads: new BodyReadGuard({ timeoutMs: requestTimeout, signal }),
     requestTimeout,

@@ -6,6 +6,7 @@
  */
 import { Hono } from "hono";
 import * as v from "valibot";
+import { ShuttingDownError } from "../errors.ts";
 import { describeError, httpError } from "./error_response.ts";
 import type { GatewayAtom, GatewayOutputChunk } from "./gateway_pool.ts";
 import { readJsonBody } from "./read_json_body.ts";
@@ -46,17 +47,48 @@ const EvalBody = v.strictObject(
     : "expected {code, locals?, args?, timeout?}"),
 );
 
+/** What `stopped` resolves with in {@linkcode atomEvents}. */
+const STOP = Symbol("stop");
+
+/**
+ * The events of an eval: its id, its output, then its result or error. A
+ * drain does not cut the stream short: the eval runs on in the shutdown
+ * grace and its stream ends as usual. Only when `stop` aborts (the grace is
+ * over) while the code still runs does the stream end at once, with an
+ * `error` event of type `ShuttingDownError` (the workers are being stopped:
+ * no result will come). An eval that settled before then keeps its result,
+ * even for a client that reads it late.
+ */
 async function* atomEvents(
   atom: GatewayAtom,
   output: ReadableStream<GatewayOutputChunk>,
   debug: boolean,
+  stop: AbortSignal,
 ): AsyncGenerator<SseEvent> {
   yield { event: "atom", data: { id: atom.id } };
+  let settled = false;
+  atom.result.then(() => settled = true, () => settled = true);
+  let onStop!: () => void;
+  const stopped = new Promise<typeof STOP>((resolve) => {
+    onStop = () => resolve(STOP);
+  });
+  if (stop.aborted) onStop();
+  else stop.addEventListener("abort", onStop, { once: true });
+  let cut = false;
   const reader = output.getReader();
   try {
+    let read: Promise<ReadableStreamReadResult<GatewayOutputChunk>> | undefined;
     for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
+      read ??= reader.read();
+      const next = settled ? await read : await Promise.race([read, stopped]);
+      if (next === STOP) {
+        if (settled) continue; // done in time: the rest of its output follows
+        cut = true;
+        break;
+      }
+      read = undefined;
+      if (next.done) break;
+      const value = next.value;
       yield {
         event: "output",
         id: value.seq,
@@ -67,9 +99,24 @@ async function* atomEvents(
         },
       };
     }
+    if (!cut && !settled) {
+      const ended = atom.result.then(() => undefined, () => undefined);
+      cut = await Promise.race([ended, stopped]) === STOP && !settled;
+    }
   } finally {
+    stop.removeEventListener("abort", onStop);
     // A client that went away releases its reader; the atom keeps running and stays replayable.
     await reader.cancel().catch(() => {});
+  }
+  if (cut) {
+    const { status, body } = describeError(
+      new ShuttingDownError(
+        "Cannot finish eval: the server shut down before the code finished",
+      ),
+      debug,
+    );
+    yield { event: "error", data: { status, ...body } };
+    return;
   }
   try {
     yield { event: "result", data: { value: (await atom.result) ?? null } };
@@ -122,10 +169,10 @@ export function evalRoutes(ctx: RouteContext): Hono {
       timeout: Math.min(timeout ?? ctx.requestTimeout, ctx.requestTimeout),
     });
     ctx.logger.debug("Eval {id} started", { id: atom.id });
-    return sseResponse(atomEvents(atom, atom.output, ctx.debug), {
-      signal: ctx.signal,
-      headers: { "x-atom-id": atom.id },
-    });
+    return sseResponse(
+      atomEvents(atom, atom.output, ctx.debug, ctx.stopSignal),
+      { headers: { "x-atom-id": atom.id } },
+    );
   });
 
   app.get("/v1/eval/:id/events", (c) => {
@@ -152,10 +199,10 @@ export function evalRoutes(ctx: RouteContext): Hono {
       }
       from = n + 1;
     }
-    return sseResponse(atomEvents(atom, atom.replay(from), ctx.debug), {
-      signal: ctx.signal,
-      headers: { "x-atom-id": atom.id },
-    });
+    return sseResponse(
+      atomEvents(atom, atom.replay(from), ctx.debug, ctx.stopSignal),
+      { headers: { "x-atom-id": atom.id } },
+    );
   });
 
   return app;

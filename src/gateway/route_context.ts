@@ -33,8 +33,13 @@ export interface RouteContext {
   runtime: Runtime;
   /** Logger of the `pyproxy.gateway` category. */
   logger: Logger;
-  /** Aborted when the server starts draining: long-lived streams end. */
+  /** Aborted when the server starts draining: new requests get 503. */
   signal: AbortSignal;
+  /**
+   * Aborted when the shutdown grace is over: eval streams whose code still
+   * runs end with a `ShuttingDownError` event.
+   */
+  stopSignal: AbortSignal;
   /** Largest request body in bytes. */
   bodyLimit: number;
   /** Bounds the time a request may take to send its body (and fails body reads at drain). */
