@@ -93,9 +93,9 @@ export interface GatewayServer extends AsyncDisposable {
   /** Models that failed to load at start (auto-discovered ones only; listed ones abort the start). */
   readonly skippedModels: Array<{ name: string; error: string }>;
   /**
-   * Drains: answers new requests with 503 (the port stays open), ends
-   * streams, lets in-flight requests finish for up to `shutdownGrace` ms,
-   * stops the workers, then closes the port.
+   * Drains: answers new requests with 503 (the port stays open), ends the
+   * channel streams, lets in-flight requests (eval streams included) finish
+   * for up to `shutdownGrace` ms, stops the workers, then closes the port.
    */
   shutdown(): Promise<void>;
   /** Resolves once shut down (by `shutdown()` or a signal). */
