@@ -167,3 +167,105 @@ export async function until<T>(
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/** A response read off a raw connection. */
+export interface RawResponse {
+  status: number;
+  headers: Headers;
+  /** The body parsed as JSON (the gateway's answers are JSON). */
+  body: unknown;
+}
+
+/** A request whose body the client has not finished sending. */
+export interface PartialRequest extends AsyncDisposable {
+  /**
+   * The gateway's answer; rejects if the connection closes without one, or
+   * if none came within `waitMs` (a test fails instead of hanging).
+   */
+  response: Promise<RawResponse>;
+}
+
+/**
+ * Sends the head of a request and only the start of its body (a slow or
+ * stalled client), over a raw connection: fetch() sends whole bodies. With
+ * `contentLength` the body is declared that long; without it, it is sent
+ * chunked and `sent` is the first chunk. The connection stays open until
+ * disposed.
+ */
+export async function partialRequest(
+  gw: GatewayServer,
+  method: string,
+  path: string,
+  sent: string,
+  options: {
+    contentLength?: number;
+    headers?: Record<string, string>;
+    waitMs?: number;
+  } = {},
+): Promise<PartialRequest> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: gw.port });
+  const enc = new TextEncoder();
+  const head = [
+    `${method} ${path} HTTP/1.1`,
+    `Host: 127.0.0.1:${gw.port}`,
+    options.contentLength === undefined
+      ? "Transfer-Encoding: chunked"
+      : `Content-Length: ${options.contentLength}`,
+    ...Object.entries(options.headers ?? {}).map(([k, v]) => `${k}: ${v}`),
+  ].join("\r\n");
+  const body = options.contentLength === undefined
+    ? `${enc.encode(sent).byteLength.toString(16)}\r\n${sent}\r\n`
+    : sent;
+  await conn.write(enc.encode(`${head}\r\n\r\n${body}`));
+  const waitMs = options.waitMs ?? 15_000;
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    try {
+      conn.close();
+    } catch {
+      // closed already
+    }
+  }, waitMs);
+  const read = (async (): Promise<RawResponse> => {
+    const decoder = new TextDecoder();
+    let text = "";
+    for await (const chunk of conn.readable) {
+      text += decoder.decode(chunk, { stream: true });
+      const end = text.indexOf("\r\n\r\n");
+      if (end < 0) continue;
+      const lines = text.slice(0, end).split("\r\n");
+      const headers = new Headers();
+      for (const line of lines.slice(1)) {
+        const i = line.indexOf(":");
+        headers.append(line.slice(0, i), line.slice(i + 1).trim());
+      }
+      const length = Number(headers.get("content-length"));
+      const rest = enc.encode(text.slice(end + 4));
+      if (rest.byteLength < length) continue;
+      return {
+        status: Number(lines[0]!.split(" ")[1]),
+        headers,
+        body: JSON.parse(decoder.decode(rest.subarray(0, length))),
+      };
+    }
+    throw new Error(`connection closed without a response: ${text}`);
+  })();
+  const response = read.catch((err) => {
+    throw timedOut
+      ? new Error(`no response to ${method} ${path} within ${waitMs} ms`)
+      : err;
+  }).finally(() => clearTimeout(timer));
+  response.catch(() => {}); // awaited by the test, or dropped with the connection
+  return {
+    response,
+    async [Symbol.asyncDispose]() {
+      try {
+        conn.close();
+      } catch {
+        // closed already
+      }
+      await response.catch(() => {});
+    },
+  };
+}

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { GatewayMetrics } from "../src/gateway/metrics.ts";
-import { startGateway } from "./_gateway_harness.ts";
+import { partialRequest, startGateway, until } from "./_gateway_harness.ts";
 
 const post = (body: string): RequestInit => ({ method: "POST", body });
 
@@ -156,4 +156,87 @@ Deno.test("createGateway answers a known path with the wrong method with 405 and
   const missing = await gw.fetch("/v1/nothing/here", { method: "POST" });
   assert.equal(missing.status, 404);
   assert.equal((await missing.json()).error.type, "NotFound");
+});
+
+Deno.test("createGateway answers 408 to a request whose body does not arrive within the request timeout, on every route that reads one, and frees its slot", async () => {
+  const timeout = 1000;
+  await using gw = await startGateway({
+    allowEval: true,
+    allowManage: true,
+    limits: { requestTimeout: timeout },
+  });
+  const inFlight = async () =>
+    (await (await gw.fetch("/v1/status")).json()).gateway.inFlight;
+  const started = performance.now();
+  // Headers, then 5 of the 100 bytes promised, then nothing (slowloris).
+  const stalled = [
+    ["POST", "/v1/models/echo/execute"], // the app's direct path
+    ["POST", "/v1/models/echo/execute?key=k"], // the router's
+    ["PUT", "/v1/models/late"],
+    ["POST", "/v1/eval"],
+    ["POST", "/v1/channels/news"],
+  ] as const;
+  const requests = await Promise.all(
+    stalled.map(([method, path]) =>
+      partialRequest(gw, method, path, '{"a":', { contentLength: 100 })
+    ),
+  );
+  // A chunked body that stalls after its first chunk: the gateway's own reader.
+  requests.push(
+    await partialRequest(gw, "POST", "/v1/models/echo/execute", '{"a":'),
+  );
+  try {
+    // Both execute calls of echo hold a slot while the bodies are awaited.
+    await until(async () => await inFlight() === 3, "3 calls in flight");
+    for (const [i, req] of requests.entries()) {
+      const res = await req.response;
+      const what = stalled[i]?.join(" ") ?? "chunked execute";
+      assert.equal(res.status, 408, what);
+      assert.deepEqual(res.body, {
+        error: {
+          type: "RequestTimeout",
+          message:
+            `Cannot read request: the body did not arrive within ${timeout} ms`,
+          timeout,
+        },
+      }, what);
+      // Deno adds its own "close" while its reader still holds the body.
+      assert.match(
+        res.headers.get("connection") ?? "",
+        /^close(, close)?$/,
+        what,
+      );
+    }
+    const elapsed = performance.now() - started;
+    assert.ok(elapsed >= timeout * 0.9, `answered after ${elapsed} ms`);
+    assert.equal(await inFlight(), 0);
+    const metrics = await (await gw.fetch("/metrics")).text();
+    assert.match(metrics, /^pyproxy_in_flight_requests\{model="echo"\} 0$/m);
+    assert.match(
+      metrics,
+      /^pyproxy_http_responses_total\{status="408"\} 6$/m,
+    );
+    // The gateway goes on serving.
+    const ok = await gw.fetch("/v1/models/echo/execute", post('{"a":1}'));
+    assert.deepEqual(await ok.json(), { a: 1 });
+  } finally {
+    for (const req of requests) await req[Symbol.asyncDispose]();
+  }
+});
+
+Deno.test("POST /v1/eval refuses locals that are not an object (an array is not turned into one)", async () => {
+  await using gw = await startGateway({ allowEval: true });
+  for (
+    const [body, message] of [
+      [{ code: "1", locals: [7] }, "locals: expected an object"],
+      [{ code: "1", locals: null }, "locals: expected an object"],
+      [{ code: "1", args: null }, "args: expected an array or an object"],
+    ] as const
+  ) {
+    const res = await gw.fetch("/v1/eval", post(JSON.stringify(body)));
+    assert.equal(res.status, 400, JSON.stringify(body));
+    assert.deepEqual(await res.json(), {
+      error: { type: "ValidationError", message: `Cannot eval: ${message}` },
+    });
+  }
 });

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { startGateway, TEST_MODELS, until } from "./_gateway_harness.ts";
+import {
+  partialRequest,
+  SseReader,
+  startGateway,
+  TEST_MODELS,
+  until,
+} from "./_gateway_harness.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
 
@@ -128,4 +134,122 @@ Deno.test("GatewayServer.shutdown keeps the port open to answer 503 while draini
   await res.body?.cancel();
   await stopped;
   await assert.rejects(fetch(`${gw.url}/healthz`), TypeError);
+});
+
+/** Python for an eval that prints "started", then waits (up to 30 s) until `release` exists. */
+function waitFor(release: string): string {
+  return `import os, time
+print("started", flush=True)
+deadline = time.monotonic() + 30
+while not os.path.exists(${
+    JSON.stringify(release)
+  }) and time.monotonic() < deadline:
+    time.sleep(0.01)
+print("released", flush=True)
+"fin"`;
+}
+
+Deno.test("GatewayServer.shutdown lets an eval stream in flight run on to its result within the grace; channel subscribers are dropped", async () => {
+  await using gw = await startGateway({
+    allowEval: true,
+    limits: { shutdownGrace: 20_000 },
+  });
+  const release = `${gw.dir}/release`;
+  const sub = new SseReader((await gw.fetch("/v1/channels/news")).body!);
+  const res = await gw.fetch("/v1/eval", {
+    method: "POST",
+    body: JSON.stringify({ code: waitFor(release) }),
+  });
+  assert.equal(res.status, 200);
+  const events = new SseReader(res.body!);
+  assert.equal((await events.next())?.event, "atom");
+  assert.deepEqual((await events.next())?.data, { fd: 1, data: "started\n" });
+  const stopped = gw.shutdown();
+  try {
+    assert.deepEqual(await sub.next(), {
+      event: "dropped",
+      data: { reason: "server shutting down" },
+    });
+    assert.equal(await sub.next(), undefined);
+    // Draining: new requests are refused, the eval's stream stays open.
+    const late = await gw.fetch("/v1/models/echo/execute", {
+      method: "POST",
+      body: "{}",
+    });
+    assert.equal(late.status, 503);
+    await late.body?.cancel();
+  } finally {
+    await Deno.writeTextFile(release, "");
+  }
+  assert.deepEqual((await events.next())?.data, {
+    fd: 1,
+    data: "released\n",
+  });
+  assert.deepEqual(await events.next(), {
+    event: "result",
+    data: { value: "fin" },
+  });
+  assert.equal(await events.next(), undefined);
+  await stopped;
+});
+
+Deno.test("GatewayServer.shutdown ends an eval stream whose code outlives the grace with a ShuttingDownError event", async () => {
+  const grace = 500;
+  await using gw = await startGateway({
+    allowEval: true,
+    limits: { shutdownGrace: grace },
+  });
+  const res = await gw.fetch("/v1/eval", {
+    method: "POST",
+    body: JSON.stringify({ code: waitFor(`${gw.dir}/never`) }),
+  });
+  const events = new SseReader(res.body!);
+  assert.equal((await events.next())?.event, "atom");
+  assert.equal((await events.next())?.event, "output");
+  const t0 = performance.now();
+  const stopped = gw.shutdown();
+  assert.deepEqual(await events.next(), {
+    event: "error",
+    data: {
+      status: 503,
+      type: "ShuttingDownError",
+      message:
+        "Cannot finish eval: the server shut down before the code finished",
+    },
+  });
+  const waited = performance.now() - t0;
+  assert.ok(waited >= grace * 0.9, `ended after ${waited} ms`);
+  assert.equal(await events.next(), undefined);
+  await stopped;
+});
+
+Deno.test("GatewayServer.shutdown answers 503 ShuttingDownError to a request still sending its body", async () => {
+  await using gw = await startGateway({ allowEval: true });
+  const execute = await partialRequest(
+    gw,
+    "POST",
+    "/v1/models/echo/execute",
+    '{"a":',
+    { contentLength: 100 },
+  );
+  await using _execute = execute;
+  await using evalReq = await partialRequest(gw, "POST", "/v1/eval", '{"co');
+  await until(
+    async () =>
+      (await (await gw.fetch("/v1/status")).json()).gateway.inFlight === 1,
+    "the execute call waiting for its body",
+  );
+  const stopped = gw.shutdown();
+  for (const req of [execute, evalReq]) {
+    const res = await req.response;
+    assert.equal(res.status, 503);
+    assert.deepEqual(res.body, {
+      error: {
+        type: "ShuttingDownError",
+        message: "Cannot serve request: the server is shutting down",
+      },
+    });
+    assert.equal(res.headers.get("retry-after"), "5");
+  }
+  await stopped;
 });

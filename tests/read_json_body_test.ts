@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { HTTPException } from "hono/http-exception";
-import { readJsonBody } from "../src/gateway/read_json_body.ts";
+import { BodyReadGuard, readJsonBody } from "../src/gateway/read_json_body.ts";
 
 const URL_ = "http://127.0.0.1:8000/v1/models/echo/execute";
 
@@ -132,4 +132,83 @@ Deno.test("readJsonBody gives 415 for a compressed body, 400 for plain bad JSON"
     headers: { "content-length": "7", "content-encoding": "gzip" },
   });
   assert.deepEqual(await readJsonBody(plain, 100), { a: 1 });
+});
+
+/** A POST whose body sends `first` and then stalls; `cancelled` resolves when it is cancelled. */
+function stalled(first: string, length?: number) {
+  let cancelled!: () => void;
+  const wasCancelled = new Promise<void>((r) => cancelled = r);
+  const request = new Request(URL_, {
+    method: "POST",
+    body: new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(new TextEncoder().encode(first));
+      },
+      cancel() {
+        cancelled();
+      },
+    }),
+    headers: length === undefined ? {} : { "content-length": String(length) },
+  });
+  return { request, wasCancelled };
+}
+
+Deno.test("BodyReadGuard gives 408 to a body that stalls past its timeout and cancels the stream it owns", async () => {
+  const guard = new BodyReadGuard({ timeoutMs: 50 });
+  const fast = readJsonBody(declared('{"a":1}'), 100, guard);
+  const chunked = stalled('{"a":');
+  const sized = stalled('{"a":', 100);
+  const t0 = performance.now();
+  const got = await Promise.all([
+    refusal(readJsonBody(chunked.request, 1000, guard)),
+    refusal(readJsonBody(sized.request, 1000, guard)),
+  ]);
+  assert.ok(performance.now() - t0 >= 45);
+  for (const g of got) {
+    assert.deepEqual(g, {
+      status: 408,
+      type: "RequestTimeout",
+      message: "Cannot read request: the body did not arrive within 50 ms",
+    });
+  }
+  await chunked.wasCancelled;
+  assert.deepEqual(await fast, { a: 1 });
+  assert.equal(guard.size, 0);
+  // Reads after an expiry are timed from their own start.
+  assert.deepEqual(await readJsonBody(streamed('{"b":', "2}"), 100, guard), {
+    b: 2,
+  });
+});
+
+Deno.test("BodyReadGuard fails the reads still going with 503 when its signal aborts, and later reads at once", async () => {
+  const drain = new AbortController();
+  const guard = new BodyReadGuard({ timeoutMs: 60_000, signal: drain.signal });
+  const chunked = stalled('{"a":');
+  const pending = refusal(readJsonBody(chunked.request, 1000, guard));
+  assert.equal(guard.size, 1);
+  drain.abort();
+  const shuttingDown = {
+    status: 503,
+    type: "ShuttingDownError",
+    message: "Cannot serve request: the server is shutting down",
+  };
+  assert.deepEqual(await pending, shuttingDown);
+  await chunked.wasCancelled;
+  assert.equal(guard.size, 0);
+  const late = stalled('{"a":');
+  assert.deepEqual(
+    await refusal(readJsonBody(late.request, 1000, guard)),
+    shuttingDown,
+  );
+  await late.wasCancelled;
+});
+
+Deno.test("BodyReadGuard keeps start order across many reads (its ring grows)", async () => {
+  const guard = new BodyReadGuard({ timeoutMs: 60_000 });
+  const bodies = Array.from({ length: 200 }, (_, i) => streamed(`{"i":${i}}`));
+  const read = await Promise.all(
+    bodies.map((req) => readJsonBody(req, 100, guard)),
+  );
+  assert.deepEqual(read, bodies.map((_, i) => ({ i })));
+  assert.equal(guard.size, 0);
 });

@@ -19,6 +19,7 @@ import type { GatewayPool } from "./gateway_pool.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { ModelCatalog } from "./model_catalog.ts";
 import { modelExecutor, modelRoutes } from "./model_routes.ts";
+import { BodyReadGuard } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
 import {
   bearerAuth,
@@ -66,7 +67,10 @@ export interface GatewayOptions {
   cors?: CorsConfig;
   /** Largest request body in bytes. @default {1048576} */
   bodyLimit?: number;
-  /** Default and maximum execute/eval timeout in ms. @default {30000} */
+  /**
+   * Default and maximum execute/eval timeout in ms; also the time a request
+   * may take to send its body (408 after). @default {30000}
+   */
   requestTimeout?: number;
   /** Enables `PUT`/`DELETE /v1/models/{name}`. @default {false} */
   allowManage?: boolean;
@@ -98,8 +102,17 @@ export interface GatewayOptions {
   runtime?: Runtime;
   /** Logger. @default {getLogger(["pyproxy", "gateway"])} */
   logger?: Logger;
-  /** When aborted, the server is draining: new requests get 503 and eval streams end. */
+  /**
+   * When aborted, the server is draining: new requests get 503, and so do
+   * requests still sending their body.
+   */
   signal?: AbortSignal;
+  /**
+   * When aborted, the shutdown grace is over: an eval stream whose code is
+   * still running ends with an `error` event of type `ShuttingDownError`
+   * (until then, eval streams keep streaming while the server drains).
+   */
+  stopSignal?: AbortSignal;
   /** Version shown by the dashboard and `/v1/status`. */
   version?: string;
 }
@@ -145,6 +158,7 @@ export function createGateway(
   options: GatewayOptions = {},
 ): GatewayApp {
   const signal = options.signal ?? new AbortController().signal;
+  const requestTimeout = options.requestTimeout ?? 30_000;
   const ctx: RouteContext = {
     pool,
     hub: options.hub ?? new ChannelHub(),
@@ -153,8 +167,10 @@ export function createGateway(
     runtime: options.runtime ?? defaultRuntime(),
     logger: options.logger ?? getLogger(["pyproxy", "gateway"]),
     signal,
+    stopSignal: options.stopSignal ?? new AbortController().signal,
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
-    requestTimeout: options.requestTimeout ?? 30_000,
+    bodyReads: new BodyReadGuard({ timeoutMs: requestTimeout, signal }),
+    requestTimeout,
     allowManage: options.allowManage ?? false,
     allowEval: options.allowEval ?? false,
     disconnects: options.cancelOnDisconnect ?? true

@@ -115,7 +115,7 @@ export function channelRoutes(ctx: RouteContext): Hono {
   app.post("/v1/channels/:name", async (c) => {
     const name = c.req.param("name");
     checkChannel(name);
-    const body = await readJsonBody(c.req.raw, ctx.bodyLimit);
+    const body = await readJsonBody(c.req.raw, ctx.bodyLimit, ctx.bodyReads);
     if (body === undefined) {
       throw httpError(
         400,

@@ -6,19 +6,29 @@
  */
 import { Hono } from "hono";
 import * as v from "valibot";
+import { ShuttingDownError } from "../errors.ts";
 import { describeError, httpError } from "./error_response.ts";
 import type { GatewayAtom, GatewayOutputChunk } from "./gateway_pool.ts";
 import { readJsonBody } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
 import { type SseEvent, sseResponse } from "./sse.ts";
 
+/**
+ * A JSON object. Not `v.record`: it takes an array for an object and turns
+ * it into one (`[7]` would become a local named `0`).
+ */
+const JsonObject = v.custom<Record<string, unknown>>(
+  (x) => typeof x === "object" && x !== null && !Array.isArray(x),
+  "expected an object",
+);
+
 const EvalBody = v.strictObject(
   {
     code: v.string("expected a string of Python code"),
-    locals: v.optional(v.record(v.string(), v.unknown(), "expected an object")),
+    locals: v.optional(JsonObject),
     args: v.optional(
       v.union(
-        [v.array(v.unknown()), v.record(v.string(), v.unknown())],
+        [v.array(v.unknown()), JsonObject],
         "expected an array or an object",
       ),
     ),
@@ -37,17 +47,48 @@ const EvalBody = v.strictObject(
     : "expected {code, locals?, args?, timeout?}"),
 );
 
+/** What `stopped` resolves with in {@linkcode atomEvents}. */
+const STOP = Symbol("stop");
+
+/**
+ * The events of an eval: its id, its output, then its result or error. A
+ * drain does not cut the stream short: the eval runs on in the shutdown
+ * grace and its stream ends as usual. Only when `stop` aborts (the grace is
+ * over) while the code still runs does the stream end at once, with an
+ * `error` event of type `ShuttingDownError` (the workers are being stopped:
+ * no result will come). An eval that settled before then keeps its result,
+ * even for a client that reads it late.
+ */
 async function* atomEvents(
   atom: GatewayAtom,
   output: ReadableStream<GatewayOutputChunk>,
   debug: boolean,
+  stop: AbortSignal,
 ): AsyncGenerator<SseEvent> {
   yield { event: "atom", data: { id: atom.id } };
+  let settled = false;
+  atom.result.then(() => settled = true, () => settled = true);
+  let onStop!: () => void;
+  const stopped = new Promise<typeof STOP>((resolve) => {
+    onStop = () => resolve(STOP);
+  });
+  if (stop.aborted) onStop();
+  else stop.addEventListener("abort", onStop, { once: true });
+  let cut = false;
   const reader = output.getReader();
   try {
+    let read: Promise<ReadableStreamReadResult<GatewayOutputChunk>> | undefined;
     for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
+      read ??= reader.read();
+      const next = settled ? await read : await Promise.race([read, stopped]);
+      if (next === STOP) {
+        if (settled) continue; // done in time: the rest of its output follows
+        cut = true;
+        break;
+      }
+      read = undefined;
+      if (next.done) break;
+      const value = next.value;
       yield {
         event: "output",
         id: value.seq,
@@ -58,9 +99,24 @@ async function* atomEvents(
         },
       };
     }
+    if (!cut && !settled) {
+      const ended = atom.result.then(() => undefined, () => undefined);
+      cut = await Promise.race([ended, stopped]) === STOP && !settled;
+    }
   } finally {
+    stop.removeEventListener("abort", onStop);
     // A client that went away releases its reader; the atom keeps running and stays replayable.
     await reader.cancel().catch(() => {});
+  }
+  if (cut) {
+    const { status, body } = describeError(
+      new ShuttingDownError(
+        "Cannot finish eval: the server shut down before the code finished",
+      ),
+      debug,
+    );
+    yield { event: "error", data: { status, ...body } };
+    return;
   }
   try {
     yield { event: "result", data: { value: (await atom.result) ?? null } };
@@ -95,7 +151,7 @@ export function evalRoutes(ctx: RouteContext): Hono {
     if (!ctx.allowEval) throw forbidden();
     const parsed = v.safeParse(
       EvalBody,
-      await readJsonBody(c.req.raw, ctx.bodyLimit),
+      await readJsonBody(c.req.raw, ctx.bodyLimit, ctx.bodyReads),
     );
     if (!parsed.success) {
       const issue = parsed.issues[0];
@@ -113,10 +169,10 @@ export function evalRoutes(ctx: RouteContext): Hono {
       timeout: Math.min(timeout ?? ctx.requestTimeout, ctx.requestTimeout),
     });
     ctx.logger.debug("Eval {id} started", { id: atom.id });
-    return sseResponse(atomEvents(atom, atom.output, ctx.debug), {
-      signal: ctx.signal,
-      headers: { "x-atom-id": atom.id },
-    });
+    return sseResponse(
+      atomEvents(atom, atom.output, ctx.debug, ctx.stopSignal),
+      { headers: { "x-atom-id": atom.id } },
+    );
   });
 
   app.get("/v1/eval/:id/events", (c) => {
@@ -143,10 +199,10 @@ export function evalRoutes(ctx: RouteContext): Hono {
       }
       from = n + 1;
     }
-    return sseResponse(atomEvents(atom, atom.replay(from), ctx.debug), {
-      signal: ctx.signal,
-      headers: { "x-atom-id": atom.id },
-    });
+    return sseResponse(
+      atomEvents(atom, atom.replay(from), ctx.debug, ctx.stopSignal),
+      { headers: { "x-atom-id": atom.id } },
+    );
   });
 
   return app;

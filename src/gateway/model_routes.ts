@@ -213,7 +213,7 @@ export function modelExecutor(
         timeout = Math.min(t, timeout);
       }
       // Only an empty body is `{}`: a JSON `null` is the model's msg as sent.
-      const raw = await readJsonBody(request, ctx.bodyLimit);
+      const raw = await readJsonBody(request, ctx.bodyLimit, ctx.bodyReads);
       const body = raw === undefined ? {} : raw;
       const schema = catalog.schema(name);
       if (schema) {
@@ -325,7 +325,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     checkName(name);
     const parsed = v.safeParse(
       ModelSpecBody,
-      await readJsonBody(c.req.raw, ctx.bodyLimit),
+      await readJsonBody(c.req.raw, ctx.bodyLimit, ctx.bodyReads),
     );
     if (!parsed.success) {
       const issue = parsed.issues[0];

@@ -1,5 +1,5 @@
 /**
- * Reading a JSON request body under a size limit.
+ * Reading a JSON request body under a size limit and a time limit.
  *
  * @module
  */
@@ -24,7 +24,8 @@ function tooLarge(limit: number, size?: number): Error {
 }
 
 /**
- * Reads and parses a JSON body of at most `limit` bytes. A body with a
+ * Reads and parses a JSON body of at most `limit` bytes, within the time
+ * `guard` allows (when given). A body with a
  * `Content-Length` is checked against the limit before it is read (the HTTP
  * server holds the body to that length, so a `Request` built in-process is
  * trusted to declare its own truly); a body without one (chunked) is counted
@@ -43,6 +44,7 @@ function tooLarge(limit: number, size?: number): Error {
 export async function readJsonBody(
   request: Request,
   limit: number,
+  guard?: BodyReadGuard,
 ): Promise<unknown> {
   const declared = request.headers.get("content-length");
   if (declared !== null && DIGITS.test(declared)) {
@@ -51,9 +53,12 @@ export async function readJsonBody(
     if (size === 0) return undefined;
     // The HTTP server holds a body to its Content-Length, so the runtime's own
     // JSON reader is safe here: under load it costs Deno ~6 µs of CPU less
-    // per request than reading the bytes and parsing them ourselves.
+    // per request than reading the bytes and parsing them ourselves. Its
+    // reader cannot be cancelled: a read cut short by the guard ends with
+    // its connection.
     try {
-      return await request.json();
+      const read = request.json();
+      return await (guard === undefined ? read : guard.watch(read));
     } catch (err) {
       throw err instanceof SyntaxError ? invalidJson(err, request) : err;
     }
@@ -62,7 +67,12 @@ export async function readJsonBody(
     throw tooLarge(limit, Number(declared));
   }
   if (!request.body) return undefined;
-  const bytes = await readStream(request.body, limit);
+  const reader = request.body.getReader();
+  const read = readStream(reader, limit);
+  const bytes =
+    await (guard === undefined
+      ? read
+      : guard.watch(read, () => void reader.cancel().catch(() => {})));
   if (bytes.byteLength === 0) return undefined;
   try {
     return JSON.parse(UTF8.decode(bytes));
@@ -101,10 +111,9 @@ function invalidJson(err: Error, request: Request): Error {
 
 /** Reads a body without a declared length, counting the bytes as they come. */
 async function readStream(
-  body: ReadableStream<Uint8Array>,
+  reader: ReadableStreamDefaultReader<Uint8Array>,
   limit: number,
 ): Promise<Uint8Array> {
-  const reader = body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
   for (;;) {
@@ -125,4 +134,219 @@ async function readStream(
     offset += c.byteLength;
   }
   return bytes;
+}
+
+/** Options of {@linkcode BodyReadGuard}. */
+export interface BodyReadGuardOptions {
+  /** Milliseconds a request may take to send its body (408 after). */
+  timeoutMs: number;
+  /**
+   * Aborted when the server drains: the reads still going fail at once
+   * with 503 `ShuttingDownError`, and so do later ones. With a signal, the
+   * guard's timer is left armed when no read is pending (it then fires once
+   * and stops), and the abort clears it; without one, it is cleared
+   * whenever the last pending read settles.
+   */
+  signal?: AbortSignal;
+}
+
+/** A body read in progress (owned by its guard). */
+class PendingRead {
+  /** Its index in the guard's ring while there. */
+  slot = -1;
+  /** Settled: by its read, or failed by the guard. */
+  done = false;
+  constructor(
+    readonly deadline: number,
+    readonly reject: (err: unknown) => void,
+    readonly cancel: (() => void) | undefined,
+  ) {}
+}
+
+/**
+ * Bounds the time requests take to send their bodies: a client that sends
+ * headers and then too little of its body (slowloris) would otherwise hold
+ * its request, and its in-flight slot, for as long as it keeps the
+ * connection. A read past `timeoutMs` fails with 408 `RequestTimeout`, and
+ * every read still going when the server drains fails with 503
+ * `ShuttingDownError` (its request could not be served anyway: the pool
+ * takes no new calls). Either way the body stream is cancelled when the
+ * caller gave a way to (`cancel`), and the response says
+ * `Connection: close`.
+ *
+ * No timer per request: the reads wait in a ring in start order (all have
+ * the same timeout, so the first is the first to expire) and one timer, set
+ * for the oldest read, runs while reads are pending (as `DisconnectWatch`).
+ * Most bodies arrive with their headers, so the ring empties after nearly
+ * every burst of requests: a guard with a `signal` leaves its timer armed
+ * then, instead of clearing it and setting a new one for the next burst
+ * (~3.5 µs of Deno's CPU per pair).
+ *
+ * @example
+ * ```ts
+ * import { BodyReadGuard, readJsonBody } from "./read_json_body.ts";
+ * const guard = new BodyReadGuard({ timeoutMs: 10_000 });
+ * const req = new Request("http://localhost/", { method: "POST", body: '{"x":1}' });
+ * console.log(await readJsonBody(req, 1024, guard)); // { x: 1 }
+ * ```
+ */
+export class BodyReadGuard {
+  #timeoutMs: number;
+  /** Reads in start order, from `#head`, `#size` slots (a settled read's slot is cleared). */
+  #ring: (PendingRead | undefined)[] = new Array(64).fill(undefined);
+  #head = 0;
+  #size = 0;
+  /** Reads not settled yet. */
+  #live = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
+  /** The timer stays armed when the ring empties (the signal's abort clears it). */
+  #lazyTimer: boolean;
+  #sweep = (): void => this.#onTimer();
+
+  /** Creates an idle guard (no timer until a read is watched). */
+  constructor(options: BodyReadGuardOptions) {
+    this.#timeoutMs = options.timeoutMs;
+    const signal = options.signal;
+    this.#lazyTimer = signal !== undefined;
+    if (signal?.aborted) this.#closed = true;
+    else signal?.addEventListener("abort", () => this.#close(), { once: true });
+  }
+
+  /** Reads in progress. */
+  get size(): number {
+    return this.#live;
+  }
+
+  /**
+   * Settles as `read` does, unless the read takes longer than the timeout
+   * or the server drains first: then calls `cancel` and rejects with the
+   * 408 or 503 error (what `read` does later is ignored).
+   */
+  watch<T>(read: Promise<T>, cancel?: () => void): Promise<T> {
+    if (this.#closed) {
+      read.catch(() => {});
+      cancel?.();
+      return Promise.reject(shuttingDown());
+    }
+    return new Promise<T>((resolve, reject) => {
+      const entry = new PendingRead(
+        performance.now() + this.#timeoutMs,
+        reject,
+        cancel,
+      );
+      this.#add(entry);
+      read.then((value) => {
+        if (this.#end(entry)) resolve(value);
+      }, (err: unknown) => {
+        if (this.#end(entry)) reject(err);
+      });
+    });
+  }
+
+  #add(entry: PendingRead): void {
+    if (this.#size === this.#ring.length) this.#grow();
+    entry.slot = (this.#head + this.#size) & (this.#ring.length - 1);
+    this.#ring[entry.slot] = entry;
+    this.#size++;
+    this.#live++;
+    // Armed only while reads are pending; then it is set for the oldest one.
+    this.#timer ??= setTimeout(this.#sweep, this.#timeoutMs);
+  }
+
+  /** Takes a read out (it settled, or is failed now); `false` if it was already out. */
+  #end(entry: PendingRead): boolean {
+    if (entry.done) return false;
+    entry.done = true;
+    if (this.#ring[entry.slot] === entry) this.#ring[entry.slot] = undefined;
+    if (--this.#live === 0) this.#reset(this.#lazyTimer);
+    return true;
+  }
+
+  #fail(entry: PendingRead, err: Error): void {
+    if (!this.#end(entry)) return;
+    entry.cancel?.();
+    entry.reject(err);
+  }
+
+  /** Nothing pending (every slot is cleared then): start over; stop the timer unless `keepTimer`. */
+  #reset(keepTimer = false): void {
+    this.#head = 0;
+    this.#size = 0;
+    if (!keepTimer && this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+
+  #onTimer(): void {
+    this.#timer = undefined;
+    const now = performance.now();
+    const expired: PendingRead[] = [];
+    const ring = this.#ring;
+    const mask = ring.length - 1;
+    let next: PendingRead | undefined;
+    while (this.#size > 0) {
+      const entry = ring[this.#head];
+      if (entry !== undefined) {
+        if (entry.deadline > now) {
+          next = entry; // it and every later read have time left
+          break;
+        }
+        expired.push(entry);
+      }
+      ring[this.#head] = undefined;
+      this.#head = (this.#head + 1) & mask;
+      this.#size--;
+    }
+    if (next !== undefined) {
+      this.#timer = setTimeout(this.#sweep, Math.max(1, next.deadline - now));
+    }
+    for (const entry of expired) {
+      this.#fail(
+        entry,
+        httpError(
+          408,
+          "RequestTimeout",
+          `Cannot read request: the body did not arrive within ${this.#timeoutMs} ms`,
+          { timeout: this.#timeoutMs },
+          { connection: "close" },
+        ),
+      );
+    }
+  }
+
+  /** The server drains: every read still going fails, and so does every later one. */
+  #close(): void {
+    this.#closed = true;
+    const pending = this.#ring.filter((e): e is PendingRead => e !== undefined);
+    for (const entry of pending) this.#fail(entry, shuttingDown());
+    this.#reset();
+  }
+
+  #grow(): void {
+    const old = this.#ring;
+    const ring = new Array<PendingRead | undefined>(old.length * 2).fill(
+      undefined,
+    );
+    for (let i = 0; i < this.#size; i++) {
+      const entry = old[(this.#head + i) & (old.length - 1)];
+      if (entry !== undefined) entry.slot = i;
+      ring[i] = entry;
+    }
+    old.fill(undefined);
+    this.#ring = ring;
+    this.#head = 0;
+  }
+}
+
+/** The drain's answer to a request still sending its body (as the app's own 503 while draining). */
+function shuttingDown(): Error {
+  return httpError(
+    503,
+    "ShuttingDownError",
+    "Cannot serve request: the server is shutting down",
+    {},
+    { "retry-after": "5", connection: "close" },
+  );
 }

@@ -10,6 +10,7 @@ import type { DisconnectWatch } from "./disconnect_watch.ts";
 import type { GatewayPool } from "./gateway_pool.ts";
 import type { GatewayMetrics } from "./metrics.ts";
 import type { ModelCatalog } from "./model_catalog.ts";
+import type { BodyReadGuard } from "./read_json_body.ts";
 
 /**
  * The state every route group receives from `createGateway`.
@@ -32,10 +33,17 @@ export interface RouteContext {
   runtime: Runtime;
   /** Logger of the `pyproxy.gateway` category. */
   logger: Logger;
-  /** Aborted when the server starts draining: long-lived streams end. */
+  /** Aborted when the server starts draining: new requests get 503. */
   signal: AbortSignal;
+  /**
+   * Aborted when the shutdown grace is over: eval streams whose code still
+   * runs end with a `ShuttingDownError` event.
+   */
+  stopSignal: AbortSignal;
   /** Largest request body in bytes. */
   bodyLimit: number;
+  /** Bounds the time a request may take to send its body (and fails body reads at drain). */
+  bodyReads: BodyReadGuard;
   /** Default (and maximum) execute timeout in ms. */
   requestTimeout: number;
   /** `PUT`/`DELETE /v1/models/{name}` allowed. */

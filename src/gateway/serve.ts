@@ -94,9 +94,9 @@ export interface GatewayServer extends AsyncDisposable {
   /** Models that failed to load at start (auto-discovered ones only; listed ones abort the start). */
   readonly skippedModels: Array<{ name: string; error: string }>;
   /**
-   * Drains: answers new requests with 503 (the port stays open), ends
-   * streams, lets in-flight requests finish for up to `shutdownGrace` ms,
-   * stops the workers, then closes the port.
+   * Drains: answers new requests with 503 (the port stays open), ends the
+   * channel streams, lets in-flight requests (eval streams included) finish
+   * for up to `shutdownGrace` ms, stops the workers, then closes the port.
    */
   shutdown(): Promise<void>;
   /** Resolves once shut down (by `shutdown()` or a signal). */
@@ -202,6 +202,8 @@ export async function serve(
   const skippedModels: Array<{ name: string; error: string }> = [];
   let server: HttpServer | undefined;
   const drain = new AbortController();
+  // Aborted when the grace is over: the eval streams still running end then.
+  const stop = new AbortController();
   try {
     const { list, strict } = await modelsToLoad(config, runtime);
     for (const [i, m] of list.entries()) {
@@ -249,6 +251,7 @@ export async function serve(
       catalog,
       runtime,
       signal: drain.signal,
+      stopSignal: stop.signal,
       ...(config.token === undefined ? {} : { token: config.token }),
       ...(config.cors === undefined ? {} : { cors: config.cors }),
       ...(options.version === undefined ? {} : { version: options.version }),
@@ -288,10 +291,17 @@ export async function serve(
         // load balancers) and /healthz says "draining".
         drain.abort();
         hub.close("server shutting down");
+        // Eval streams go on in the grace (their code runs, and its result is
+        // sent). Those whose code still runs when it is over end then with a
+        // ShuttingDownError event: written before the workers are stopped,
+        // not after (that can take another second).
+        const graceOver = setTimeout(() => stop.abort(), grace);
         // The pool is the one grace: it lets the calls in flight finish for
         // up to shutdownGrace, then stops the workers (their requests then
         // get their error responses).
         await pool.close();
+        clearTimeout(graceOver);
+        stop.abort();
         // Every call has settled: what remains is writing responses. Streams
         // that outlive the grace (a slow reader) are cut off; a grace beyond
         // a timer's range (~24.8 days) waits for them.
@@ -331,6 +341,7 @@ export async function serve(
     };
   } catch (err) {
     drain.abort();
+    stop.abort();
     await server?.shutdown().catch(() => {});
     await pool.close();
     throw err;

@@ -21,9 +21,7 @@ export interface SseResponseOptions {
    * @default {15000}
    */
   keepAliveMs?: number;
-  /** Ends the stream when aborted (server shutdown). */
-  signal?: AbortSignal;
-  /** Called once when the stream ends for any reason (client gone, source done, abort). */
+  /** Called once when the stream ends for any reason (client gone, source done, error). */
   onClose?: () => void;
   /** Extra response headers. */
   headers?: Record<string, string>;
@@ -55,7 +53,10 @@ export function encodeSse(event: SseEvent): string {
 /**
  * Streams the events of `source` as a `text/event-stream` response. The
  * source is pulled only when the client has taken the previous chunk, so a
- * slow client stalls the source instead of growing a buffer here.
+ * slow client stalls the source instead of growing a buffer here. The
+ * stream ends when the source does: a source that has to end early (server
+ * shutdown) ends with an event that says why, so clients can tell it from a
+ * lost connection.
  *
  * @example
  * ```ts
@@ -77,27 +78,13 @@ export function sseResponse(
   const keepAliveMs = options.keepAliveMs ?? 15000;
   let pending: Promise<IteratorResult<SseEvent>> | undefined;
   let finished = false;
-  let onAbort: (() => void) | undefined;
   const finish = (): void => {
     if (finished) return;
     finished = true;
-    if (onAbort) options.signal?.removeEventListener("abort", onAbort);
     void iterator.return?.()?.catch(() => {});
     options.onClose?.();
   };
   const body = new ReadableStream<Uint8Array>({
-    start(controller) {
-      onAbort = () => {
-        finish();
-        try {
-          controller.close();
-        } catch {
-          // already closed
-        }
-      };
-      if (options.signal?.aborted) onAbort();
-      else options.signal?.addEventListener("abort", onAbort, { once: true });
-    },
     async pull(controller) {
       if (finished) return;
       pending ??= iterator.next();
