@@ -347,6 +347,19 @@ Deno.test("createGateway serves every route with real workers", async (t) => {
         "one\ntwo\n".slice((output[0]!.data as { data: string }).data.length),
       );
       assert.deepEqual(again.at(-1), { event: "result", data: { value: 42 } });
+      // Last-Event-ID is a plain sequence number (or -1).
+      for (const bad of ["1e0", "0x1", "+1", "-2", "1.5", "x"]) {
+        const res = await gw.fetch(`/v1/eval/${atomId}/events`, {
+          headers: { "last-event-id": bad },
+        });
+        assert.equal(res.status, 400, bad);
+        await res.body?.cancel();
+      }
+      const fromStart = await gw.fetch(`/v1/eval/${atomId}/events`, {
+        headers: { "last-event-id": "-1" },
+      });
+      assert.equal(fromStart.status, 200);
+      await fromStart.body?.cancel();
       const missing = await gw.fetch("/v1/eval/no-such-atom/events");
       assert.equal(missing.status, 404);
       await missing.body?.cancel();

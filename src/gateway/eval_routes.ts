@@ -189,8 +189,9 @@ export function evalRoutes(ctx: RouteContext): Hono {
     const last = c.req.header("last-event-id") ?? c.req.query("lastEventId");
     let from = 0;
     if (last !== undefined && last !== "") {
-      const n = Number(last);
-      if (!Number.isInteger(n) || n < -1) {
+      // Plain digits (or -1, "before the first"): not 1e0, 0x1 or +1.
+      const n = /^(-1|\d{1,15})$/.test(last) ? Number(last) : NaN;
+      if (Number.isNaN(n)) {
         throw httpError(
           400,
           "InvalidRequestError",
