@@ -14,11 +14,16 @@ the current thread and blocks until the host replies::
             return {"sum": host.call("add", {"a": 1, "b": 2})}
 
 Failures raise ``HostError``: no call is running in this thread (for
-example code run at import time or in a thread started by the model; start
-such threads with ``contextvars.copy_context().run`` to keep the call), the
-connection closed, no reply within ``timeout`` seconds, the call was
-cancelled, or the host replied with an error (``remote_type`` and
-``remote_message`` keep its ``type`` and ``message``).
+example in a thread started by the model, or in a module imported outside
+any call; a model's module imported by ``addModel`` runs inside that call
+and may call the host; start threads with
+``contextvars.copy_context().run`` to keep the call), the connection
+closed, no reply within ``timeout`` seconds, the call was cancelled (before
+or while the request waits: the host's handler is then told to stop), or
+the host replied with an error (``remote_type`` and ``remote_message`` keep
+its ``type`` and ``message``). A ``timeout`` that is not a number of
+seconds > 0 (or ``None``: no limit) raises ``ValueError`` before anything
+is sent.
 
 How the connection is found: while the server runs a threaded handler it
 sets the ``ContextVar`` ``pyproxy_server.call.current_call`` to the ``Call``

@@ -251,8 +251,16 @@ class Connection(asyncio.BufferedProtocol):
                 "Cannot call host %r: called on the server's event loop thread, "
                 "which must stay free to read the reply (it would deadlock)" % cmd
             )
+        if timeout is not None and (
+            timeout.__class__ is bool or not isinstance(timeout, (int, float)) or not timeout > 0
+        ):
+            raise ValueError("Cannot call host %r: timeout must be a number of seconds > 0 or None, got %r" % (cmd, timeout))
         if self._closed:
             raise HostError("Cannot call host %r: the connection is closed" % cmd)
+        if call is not None and call.is_cancelled():
+            # Code that goes on after its cancel (it caught the interrupt) must
+            # not reach the host: what the call does is no longer wanted.
+            raise HostError("Cannot call host %r: the call was cancelled" % cmd)
         rid = next(self._host_ids)
         try:
             data = _encode_pieces({"id": rid, "cmd": cmd, "args": args})
@@ -280,6 +288,11 @@ class Connection(asyncio.BufferedProtocol):
             except HostError:
                 if call is not None and call.is_cancelled():
                     self._give_up(rid)
+                raise
+            except BaseException:
+                # Interrupted while waiting (a cancel's KeyboardInterrupt in
+                # this thread, SystemExit...): the host's handler stops too.
+                self._give_up(rid)
                 raise
         finally:
             self._host_pending.pop(rid, None)

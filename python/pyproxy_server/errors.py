@@ -262,4 +262,6 @@ def short_repr(value, limit=200):
         text = repr(value)
     except RecursionError:  # a value nested too deep for json is too deep for repr
         return "<%s nested too deep>" % type(value).__name__
+    except Exception as exc:  # a __repr__ that raises must not replace the error being reported
+        return "<%s object (its repr raised %s)>" % (type(value).__name__, type(exc).__name__)
     return text if len(text) <= limit else text[:limit] + "..."

@@ -18,6 +18,7 @@ server can run anything the server's user can.
 import ast
 import builtins
 import collections
+import dis
 import functools
 import heapq
 import itertools
@@ -25,6 +26,7 @@ import os
 import secrets
 import threading
 import time
+import types
 from itertools import islice as _islice
 
 from . import big_json, capture
@@ -592,6 +594,10 @@ class EvalService:
             channel.flush()
             with self._lock:
                 self._channels.pop(key, None)
+            # Threads the code started may print on after it ended: nobody
+            # acks that output any more, so it is dropped instead of blocking
+            # them for ever once the window is full.
+            channel.close()
         result = {"value": value, "chunks": channel.chunks}
         if isinstance(value, (str, int, float, bool, type(None))):
             return result
@@ -618,12 +624,46 @@ class EvalService:
         try:
             return evaluate(code, namespace, _NO_ARGS if args is None else args, cache=cache)
         finally:
-            for name, value in locals_.items():
-                if namespace.get(name, _NO_ARGS) is value:
-                    if saved[name] is _NO_ARGS:
-                        namespace.pop(name, None)
-                    else:
-                        namespace[name] = saved[name]
+            if locals_:
+                # A name the code assigns stays, even to an equal object
+                # (`w = 3` with locals {w: 3}: small ints are one object).
+                try:
+                    stored = _assigned_names(code) if len(code) <= 8192 else _assigned_names.__wrapped__(code)
+                except Exception:  # it did not compile: nothing was assigned
+                    stored = frozenset()
+                for name, value in locals_.items():
+                    if name not in stored and namespace.get(name, _NO_ARGS) is value:
+                        if saved[name] is _NO_ARGS:
+                            namespace.pop(name, None)
+                        else:
+                            namespace[name] = saved[name]
+
+
+_TOP_STORES = frozenset(("STORE_NAME", "DELETE_NAME", "STORE_GLOBAL", "DELETE_GLOBAL"))
+_GLOBAL_STORES = frozenset(("STORE_GLOBAL", "DELETE_GLOBAL"))
+
+
+@functools.lru_cache(maxsize=128)
+def _stored_names(code, top=True):
+    """Global names ``code`` assigns or deletes: at its top level (module
+    code: ``STORE_NAME``), and through ``global`` in the functions it defines
+    at any depth (a class body's own names are the class's, not globals)."""
+    ops = _TOP_STORES if top else _GLOBAL_STORES
+    names = set()
+    for ins in dis.get_instructions(code):
+        if ins.opname in ops:
+            names.add(ins.argval)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _stored_names(const, False)
+    return frozenset(names)
+
+
+@functools.lru_cache(maxsize=128)
+def _assigned_names(code):
+    """The global names the source ``code`` assigns (see :func:`_stored_names`)."""
+    body, last, _ = compile_code(code)
+    return _stored_names(body) | (_stored_names(last) if last is not None else frozenset())
 
 
 def install(server):

@@ -494,6 +494,43 @@ class EvalServiceTest(unittest.TestCase):
         with self.assertRaises(PythonError):
             self.call("eval", code="a", session=sid)
 
+    def test_a_local_the_code_rebinds_stays_even_to_an_equal_object(self):
+        sid = self.call("openSession")[0]["session"]
+        for code in ("w = 3", "w = 3\nclass A:\n    pass", "def f():\n    global w\n    w = 3\nf()", "(w := 3)"):
+            self.call("eval", code=code, session=sid, locals={"w": 3})
+            self.assertEqual(self.call("eval", code="w", session=sid)[0]["value"], 3, code)
+            self.call("eval", code="del w", session=sid)
+        # Not rebound (a class body's own w is the class's): removed.
+        for code in ("w + 1", "class A:\n    w = 3", "def f():\n    w = 3"):
+            self.call("eval", code=code, session=sid, locals={"w": 3})
+            with self.assertRaises(PythonError):
+                self.call("eval", code="w", session=sid)
+
+    def test_a_thread_printing_after_the_eval_returned_is_never_blocked(self):
+        code = (
+            "import contextvars, threading\n"
+            "go = threading.Event()\n"
+            "def late():\n"
+            "    go.wait(5)\n"
+            "    for _ in range(40):\n"
+            "        print('x' * 100_000)\n"
+            "t = threading.Thread(target=contextvars.copy_context().run, args=(late,), daemon=True)\n"
+            "t.start()\n"
+            "(go, t)"
+        )
+        sid = self.call("openSession")[0]["session"]
+        self.call("eval", code=code.replace("(go, t)", "None"), session=sid)
+        namespace = self.service._sessions_of(self.connection)[sid]
+        go, thread = namespace["go"], namespace["t"]
+        go.set()  # the eval has returned: nobody acks this output any more
+        thread.join(5)
+        self.assertFalse(thread.is_alive(), "the late printer is blocked for credit")
+
+    def test_a_value_whose_repr_raises_is_still_a_serialization_error(self):
+        with self.assertRaises(SerializationError) as caught:
+            self.call("eval", code="class V:\n    def __repr__(self):\n        raise ValueError('no')\nV()")
+        self.assertIn("its repr raised ValueError", caught.exception.message)
+
     def test_function_and_args(self):
         result, _ = self.call("eval", code="def f(a, b=0):\n    return a * 10 + b", args={"a": 4, "b": 2})
         self.assertEqual(result["value"], 42)

@@ -22,9 +22,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/host.py",
-      size: 3486,
+      size: 3781,
       sha256:
-        "94c50ef991329beb3cd67d00908c480336e004f6e5d5bd5906c78a846d960eef",
+        "3be87117922a38625683ff7db208fa0a30612b03e52661e25e401bf14817741e",
     },
     {
       path: "pyproxy_server/__init__.py",
@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 50803,
+      size: 51608,
       sha256:
-        "eb8d4d8611bd8ea968c75ae0cd532ee4ad72184bcb7cf582bbabc0a148d5b751",
+        "f2bbf75e64e24ddc14f66e36246396d26482ebc9d922b9fe6ef485770593c847",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -82,15 +82,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/errors.py",
-      size: 7339,
+      size: 7531,
       sha256:
-        "3fb15517de444850116533ffa59b97c67974b5b225b87d7660f073e1c6c9511a",
+        "6e371d63ce8f8914c4ee0458a5086a7383e42478d7f8467c7f9c19e12e4cc0bf",
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 25290,
+      size: 27078,
       sha256:
-        "add38da1337fd864e23cfaa53a2ecb69e701faa6d7c396a9c836c058851fbc84",
+        "a504e00add836d0304c0b33f2971da7879a5bd07b694ba01ebee520f35367a21",
     },
     {
       path: "pyproxy_server/execution.py",
