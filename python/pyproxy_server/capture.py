@@ -200,6 +200,16 @@ class OutputRouter(io.TextIOBase):
     def flush(self):
         pass
 
+    # One router serves every call of the process: code that closes
+    # ``sys.stdout`` (some libraries do at exit) must not close it for all
+    # later calls, so closing is ignored.
+    def close(self):
+        self.flush()
+
+    @property
+    def closed(self):
+        return False
+
     def _to_log(self, text):
         if getattr(self._local, "busy", False):
             # A log handler that writes to sys.stdout/stderr would loop back
@@ -260,6 +270,13 @@ class _BinaryWriter(io.BufferedIOBase):
 
     def flush(self):
         pass
+
+    def close(self):  # shared by every call, as its router: see OutputRouter.close
+        self.flush()
+
+    @property
+    def closed(self):
+        return False
 
 
 def _assign_write(router, value):

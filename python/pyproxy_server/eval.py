@@ -16,6 +16,7 @@ server can run anything the server's user can.
 """
 
 import ast
+import asyncio
 import builtins
 import collections
 import dis
@@ -123,7 +124,7 @@ def evaluate(code, namespace, args=_NO_ARGS, filename="<eval>", cache=None):
     if last is not None:
         value = eval(last, namespace)
     if args is _NO_ARGS:
-        return value
+        return _awaited(value)
     fn = namespace[name] if name is not None else value
     if not callable(fn):
         raise TypeError(
@@ -131,10 +132,19 @@ def evaluate(code, namespace, args=_NO_ARGS, filename="<eval>", cache=None):
             "top-level function and does not end with a callable"
         )
     if isinstance(args, dict):
-        return fn(**args)
+        return _awaited(fn(**args))
     if isinstance(args, (list, tuple)):
-        return fn(*args)
+        return _awaited(fn(*args))
     raise TypeError("Cannot call: 'args' must be an array or an object")
+
+
+def _awaited(value):
+    """A coroutine's result (an ``async def`` called with ``args``, or a last
+    expression such as ``main()``), run to completion on an event loop of
+    this thread; any other value as it is."""
+    if value.__class__ is not types.CoroutineType:
+        return value
+    return asyncio.run(value)
 
 
 class Flusher(threading.Thread):

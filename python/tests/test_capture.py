@@ -37,6 +37,18 @@ class OutputRouterTest(unittest.TestCase):
         self.assertEqual(seen, [(1, "a"), (2, "b")])
         self.assertEqual([r.getMessage() for r in self.handler.records], ["<stdout>: other"])
 
+    def test_closing_the_shared_stream_is_ignored(self):
+        seen = []
+        self.out.close()
+        self.out.buffer.close()
+        self.assertFalse(self.out.closed)
+        self.assertFalse(self.out.buffer.closed)
+        with capture.redirect(lambda fd, text: seen.append(text)):
+            self.out.writelines(["a", "b"])
+            print("c", file=self.out)
+            self.out.buffer.write(b"d")
+        self.assertEqual("".join(seen), "abc\nd")
+
     def test_nested_redirect_restores_previous(self):
         outer, inner = [], []
         with capture.redirect(lambda fd, t: outer.append(t)):

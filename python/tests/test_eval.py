@@ -531,6 +531,11 @@ class EvalServiceTest(unittest.TestCase):
             self.call("eval", code="class V:\n    def __repr__(self):\n        raise ValueError('no')\nV()")
         self.assertIn("its repr raised ValueError", caught.exception.message)
 
+    def test_an_async_function_or_coroutine_is_awaited(self):
+        code = "import asyncio\nasync def f(a):\n    await asyncio.sleep(0)\n    return a * 2"
+        self.assertEqual(self.call("eval", code=code, args={"a": 21})[0]["value"], 42)
+        self.assertEqual(self.call("eval", code=code + "\nf(4)")[0]["value"], 8)
+
     def test_function_and_args(self):
         result, _ = self.call("eval", code="def f(a, b=0):\n    return a * 10 + b", args={"a": 4, "b": 2})
         self.assertEqual(result["value"], 42)

@@ -58,9 +58,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/capture.py",
-      size: 10053,
+      size: 10503,
       sha256:
-        "2afa2e351081415faa26e604ced00fb0d729a715e3d131348849482bd1ca2d01",
+        "3f043e3cf7021c836fb14bfc8eae2cb10854d83ac0dc900b526e8e90cd027273",
     },
     {
       path: "pyproxy_server/commands.py",
@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 27078,
+      size: 27446,
       sha256:
-        "a504e00add836d0304c0b33f2971da7879a5bd07b694ba01ebee520f35367a21",
+        "c1b67a7550e9cb2d6a7fe39d6ac1e1b2a757577eee58ffc3c806e718088a7192",
     },
     {
       path: "pyproxy_server/execution.py",
