@@ -12,6 +12,7 @@ Example::
     err.to_wire()  # {"type": "ModelNotFoundError", "message": "Cannot execute: ..."}
 """
 
+import ast as _ast_module
 import traceback as _traceback
 
 __all__ = [
@@ -253,7 +254,14 @@ def format_user_traceback(exc, skip_prefix=None):
             skip_prefix
         ):
             tb = tb.tb_next
+        if isinstance(exc, SyntaxError) and tb is not None and tb.tb_frame.f_code.co_filename == _AST_FILE:
+            # Raised while compiling the user's code: the error names its line
+            # itself, and the parser's frames are not the user's.
+            tb = None
     return "".join(_traceback.format_exception(type(exc), exc, tb))
+
+
+_AST_FILE = _ast_module.__file__
 
 
 def short_repr(value, limit=200):

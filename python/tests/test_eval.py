@@ -547,6 +547,14 @@ class EvalServiceTest(unittest.TestCase):
         self.assertIn("in g", ctx.exception.traceback)
         self.assertNotIn("eval.py", ctx.exception.traceback)
 
+    def test_a_syntax_error_traceback_shows_the_code_not_the_parser(self):
+        with self.assertRaises(PythonError) as ctx:
+            self.call("eval", code="x = (")
+        self.assertEqual(ctx.exception.exception, "SyntaxError")
+        self.assertNotIn("ast.py", ctx.exception.traceback)
+        self.assertNotIn("eval.py", ctx.exception.traceback)
+        self.assertIn('File "<eval>", line 1', ctx.exception.traceback)
+
     def test_system_exit_does_not_stop_the_server(self):
         with self.assertRaises(PythonError) as ctx:
             self.call("eval", code="raise SystemExit(3)")

@@ -82,9 +82,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/errors.py",
-      size: 7531,
+      size: 7867,
       sha256:
-        "6e371d63ce8f8914c4ee0458a5086a7383e42478d7f8467c7f9c19e12e4cc0bf",
+        "e6a5bf75a57cfa12db46171c94f770c71537b15ec801e1a930ef6d8df26bbf6b",
     },
     {
       path: "pyproxy_server/eval.py",
