@@ -568,7 +568,7 @@ class EvalServiceTest(unittest.TestCase):
         self.assertEqual(ctx.exception.message, "by hand")
 
     def test_non_json_value_is_a_serialization_error(self):
-        for code, named in (("{1, 2}", "{1, 2}"), ("[float('nan')]", "[nan]")):
+        for code, named in (("{1, 2}", "{1, 2}"), ("[float('nan')]", "[nan]"), ("float('nan')", "nan"), ("-float('inf')", "-inf")):
             with self.assertRaises(SerializationError) as caught:
                 self.call("eval", code=code)
             self.assertIn("the eval's value is not JSON", caught.exception.message)

@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 27446,
+      size: 27557,
       sha256:
-        "c1b67a7550e9cb2d6a7fe39d6ac1e1b2a757577eee58ffc3c806e718088a7192",
+        "1ed93524d967e459a5d3522e94a93b48743730f4fe48d766f6049486ec3b69f0",
     },
     {
       path: "pyproxy_server/execution.py",
