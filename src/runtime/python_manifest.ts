@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 50803,
+      size: 51778,
       sha256:
-        "eb8d4d8611bd8ea968c75ae0cd532ee4ad72184bcb7cf582bbabc0a148d5b751",
+        "415567aba26072acd662a224cbf0589b291b58596fc65738dc08bf0f37259ad7",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 22454,
+      size: 23483,
       sha256:
-        "038d377799b734256fba35ea1ec9fcd4d37f86ee91e6bca45871ba859fe04393",
+        "2643493e68f33d85075c3dffcfab786f799b5e2a0c53beb52810dbd276293cb3",
     },
   ],
 };
