@@ -914,21 +914,37 @@ class Connection(asyncio.BufferedProtocol):
         if not self.authenticated:
             return self._refuse(rid, "Cannot authenticate: spilled message before auth")
         if self.spill is None:
-            self.enqueue(self.encode_error(rid, SpillError("Cannot read spill file: spill-over is not configured on this connection").to_wire()))
-            return None
+            return self._unspill_failed(msg, rid, SpillError("Cannot read spill file: spill-over is not configured on this connection"))
         self._big_seen = True
         try:
-            return self.spill.read(msg["$spill"])
+            return self.spill.read(msg["$spill"], msg)
         except PyProxyError as exc:  # SpillError, InvalidRequestError (nested too deep)
             log.warning("connection %s: %s", self.id, exc.message)
-            if "cmd" not in msg and "ok" in msg:
-                # A reply to one of our requests to the host: that request fails.
-                future = self._host_pending.pop(rid, None)
-                if future is not None:
-                    fail_future(future, HostError("Cannot read host reply: " + exc.message, exc.type, exc.message))
-                return None
+            return self._unspill_failed(msg, rid, exc)
+
+    def _unspill_failed(self, msg, rid, exc):
+        """Answer a ``$spill`` stub whose message cannot be read (protocol §8).
+
+        Only the stub's shape says what it stood for. A request stub keeps
+        ``cmd``: its error reply carries the stub's id. A reply stub keeps
+        ``ok`` (and has no ``cmd``): its id is one of *our* Python → host
+        request ids, so that request fails and nothing is sent. A stub with
+        neither (an event, or a peer that left them out) is never answered
+        under its id: that id may be one of ours, and a reply carrying it
+        would land in the client's id space and settle an unrelated request
+        of the client's. It gets an error with ``id: null`` (the client logs
+        it), and a Python → host request pending under that id fails at once
+        rather than waiting for its timeout.
+        """
+        if "cmd" in msg:
             self.enqueue(self.encode_error(rid, exc.to_wire()))
             return None
+        future = self._host_pending.pop(rid, None) if rid is not None else None
+        if future is not None:
+            fail_future(future, HostError("Cannot read host reply: " + exc.message, exc.type, exc.message))
+        if "ok" not in msg:
+            self.enqueue(self.encode_error(None, exc.to_wire()))
+        return None
 
     def _on_host_reply(self, msg):
         rid = msg.get("id")
@@ -1036,7 +1052,8 @@ class Connection(asyncio.BufferedProtocol):
 
         ``kind`` keeps spill file names unique: ``""`` for replies (named
         after the host's request id), ``"r"`` for Python → host requests,
-        ``"e"`` for events (numbered per connection).
+        ``"e"`` for events (numbered per connection), as are replies with
+        ``id: null`` (several may wait to be read at once).
         """
         spill = self.spill
         if len(pieces) == 1:
@@ -1046,7 +1063,7 @@ class Connection(asyncio.BufferedProtocol):
             data = None  # joined only when it goes inline: a spill file is written piece by piece
             size = sum(map(len, pieces))
         if spill is not None and size > spill.threshold:
-            if kind == "e":
+            if kind == "e" or rid is None:
                 tag = "e%d" % next(self._event_ids)
             else:
                 tag = "%s%s" % (kind, rid)

@@ -3,7 +3,8 @@
 ``configure {spill: {dir, threshold}}`` enables it on one connection. An
 incoming frame ``{"id", "$spill": {path, size, md5}}`` is replaced by the
 JSON message stored in ``path`` (checked to be inside ``dir``, of the given
-size and md5), and the file is deleted whatever happens. An outgoing message
+size and md5, holding the stub's ``id``), and the file is deleted whatever
+happens (unless ``path`` is outside ``dir``: never ours). An outgoing message
 whose encoded JSON is larger than ``threshold`` bytes is written to a new
 ``0600`` file ``<dir>/py-<connection>-<id>.json`` and the frame carries only
 the reference.
@@ -333,6 +334,15 @@ def _md5_hex(pieces, size):
     return thread
 
 
+_NO_ID = object()  # SpillSettings.read: the message in the file has no id
+
+
+def _same_id(found, expected):
+    """True when two JSON ids are the same value, as JavaScript's ``===``
+    sees them (``1`` and ``1.0`` are, ``1`` and ``true`` are not)."""
+    return found == expected and (found.__class__ is bool) == (expected.__class__ is bool)
+
+
 class SpillSettings:
     """The spill configuration of one connection (``dir`` is a realpath)."""
 
@@ -402,15 +412,18 @@ class SpillSettings:
         """True when ``path`` resolves to a file directly or deeper inside ``dir``."""
         return os.path.realpath(path).startswith(self._prefix)
 
-    def read(self, ref):
+    def read(self, ref, stub=None):
         """Return the message stored by the peer; delete the file in every case.
 
         Any checksum form (``md5``, ``md5Parts``, ``crc32``) and string
         segments (``json`` + ``strings``) are read, whatever was configured.
         A path outside the spill directory is refused and *not* deleted: this
-        side never removes files it does not own. Raises ``SpillError``, or
-        ``InvalidRequestError`` for an intact file whose JSON is nested
-        too deep for ``json``.
+        side never removes files it does not own. ``stub``: the frame that
+        carried ``ref``; when it has an ``id``, the message in the file must
+        carry the same ``id`` (protocol §8), or the server would answer a
+        request under an id its frame did not name. Raises
+        ``SpillError``, or ``InvalidRequestError`` for an intact file whose
+        JSON is nested too deep for ``json``.
         """
         if not isinstance(ref, dict):
             raise SpillError("Cannot read spill file: '$spill' must be an object")
@@ -455,6 +468,11 @@ class SpillSettings:
                 raise SpillError("Cannot read spill file: invalid JSON (%s)" % message)
             if not isinstance(message, dict):
                 raise SpillError("Cannot read spill file: not a JSON object")
+            if stub is not None and "id" in stub:
+                found = message.get("id", _NO_ID)
+                if not _same_id(found, stub["id"]):
+                    raise SpillError("Cannot read spill file: it holds message %s, expected %s" % (
+                        "without an id" if found is _NO_ID else short_repr(found, 40), short_repr(stub["id"], 40)))
             return message
         finally:
             try:

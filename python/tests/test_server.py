@@ -660,13 +660,13 @@ class SpillTest(ServerTestCase):
     def test_corrupted_spill_file(self):
         ref = self.write_spill({"id": 6, "cmd": "ping"}, corrupt=True)
         ref["size"] -= 1
-        self.c.send({"id": 6, "$spill": ref})
+        self.c.send({"id": 6, "cmd": "ping", "$spill": ref})
         err = self.assertError(self.c.reply_for(6), "SpillError")
         self.assertIn("size", err["message"])
         self.assertFalse(os.path.exists(ref["path"]))
         ref = self.write_spill({"id": 8, "cmd": "ping"}, name="b.json")
         ref["md5"] = "0" * 32
-        self.c.send({"id": 8, "$spill": ref})
+        self.c.send({"id": 8, "cmd": "ping", "$spill": ref})
         self.assertError(self.c.reply_for(8), "SpillError")
         self.assertFalse(os.path.exists(ref["path"]))
         self.assertEqual(self.c.call("ping"), "pong")
@@ -675,9 +675,91 @@ class SpillTest(ServerTestCase):
         outside = os.path.join(self.tmp, "outside.json")
         with open(outside, "w") as f:
             f.write("{}")
-        self.c.send({"id": 9, "$spill": {"path": outside, "size": 2, "md5": hashlib.md5(b"{}").hexdigest()}})
+        self.c.send({"id": 9, "cmd": "ping", "$spill": {"path": outside, "size": 2, "md5": hashlib.md5(b"{}").hexdigest()}})
         self.assertError(self.c.reply_for(9), "SpillError")
         self.assertTrue(os.path.exists(outside))
+
+    def messages_until(self, rid, timeout=10.0):
+        """Every message up to and including the reply with ``rid``."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        while not seen or seen[-1].get("id") != rid or "ok" not in seen[-1]:
+            seen.append(self.c.recv(max(0.01, deadline - time.monotonic())))
+        return seen
+
+    def test_failed_stub_without_cmd_or_ok_is_never_answered_under_its_id(self):
+        # The reviewer's case: the model's host call (the connection's first,
+        # so its id is 1) is answered by a stub that kept neither cmd nor ok,
+        # and the file fails its check. The stub's id is the server's own:
+        # a SpillError reply with it would settle the client's request 1 (the
+        # model call itself), while host.call waited for its timeout.
+        self.c.call("addModel", name="c", file="caller.py")
+        self.c.send({"id": 1, "cmd": "executeModel", "name": "c", "msg": {"op": "call", "name": "h", "args": None, "timeout": 2}})
+        request = self.c.recv()
+        self.assertEqual((request["id"], request["cmd"]), (1, "h"))
+        ref = self.write_spill({"id": 1, "ok": True, "result": "x" * 2000}, name="h-1.json")
+        ref["md5"] = "0" * 32
+        self.c.send({"id": 1, "$spill": ref})
+        seen = self.messages_until(1)
+        refused = [m for m in seen if m.get("ok") is False and m["error"]["type"] == "SpillError"]
+        self.assertEqual(len(refused), 1, seen)
+        self.assertIsNone(refused[0]["id"])
+        self.assertIn("md5 mismatch", refused[0]["error"]["message"])
+        # The model call's own reply: host.call failed from the stub at once, not at its 2 s timeout.
+        err = self.assertError(seen[-1], "HostError")
+        self.assertIn("Cannot read host reply", err["message"])
+        self.assertNotIn("no reply within", err["message"])
+        self.assertEqual([m for m in seen if m.get("id") == 1], [seen[-1]])
+        self.assertFalse(os.path.exists(ref["path"]))
+        self.assertEqual(self.c.call("ping"), "pong")
+
+    def test_stub_without_cmd_or_ok_on_a_connection_without_spill(self):
+        self.c.call("configure", spill=None)
+        self.c.send({"id": 1, "$spill": {"path": os.path.join(self.spill_dir, "x.json"), "size": 2, "md5": "0" * 32}})
+        self.c.send({"id": 2, "cmd": "ping"})
+        seen = self.messages_until(2)
+        self.assertEqual([m["id"] for m in seen], [None, 2], seen)
+        self.assertError(seen[0], "SpillError")
+
+    def test_spilled_replies_with_a_null_id_get_files_of_their_own(self):
+        # Before, both were py-<connection>-None.json: the second write deleted the first file.
+        reply = self.c.request("configure", spill={"dir": self.spill_dir, "threshold": 50})
+        os.unlink(reply["$spill"]["path"])  # this reply is above 50 bytes too
+        self.c.send_raw(frame(b"[1]") + frame(b"[2]"))
+        stubs = [self.c.recv(), self.c.recv()]
+        self.assertEqual([list(stub) for stub in stubs], [["$spill"], ["$spill"]], stubs)
+        paths = [stub["$spill"]["path"] for stub in stubs]
+        self.assertNotEqual(paths[0], paths[1])
+        for path in paths:
+            self.assertRegex(os.path.basename(path), r"^py-c\d+-e\d+\.json$")
+            with open(path, "rb") as f:
+                reply = json.loads(f.read())
+            self.assertEqual((reply["id"], reply["error"]["type"]), (None, "ProtocolError"))
+            os.unlink(path)
+
+    def test_stub_id_must_match_the_id_in_the_file(self):
+        ref = self.write_spill({"id": 1000, "cmd": "ping"})
+        self.c.send({"id": 1002, "cmd": "ping", "$spill": ref})
+        self.c.send({"id": 1003, "cmd": "ping"})
+        seen = self.messages_until(1003)
+        self.assertEqual([m["id"] for m in seen], [1002, 1003], seen)
+        err = self.assertError(seen[0], "SpillError")
+        self.assertIn("it holds message 1000, expected 1002", err["message"])
+        self.assertFalse(os.path.exists(ref["path"]))
+
+    def test_reply_stub_id_must_match_the_id_in_the_file(self):
+        # A reply stub (with ok) whose file answers another host request: the
+        # request named by the stub fails, and nothing is sent.
+        self.c.call("addModel", name="c", file="caller.py")
+        self.c.send({"id": 1, "cmd": "executeModel", "name": "c", "msg": {"op": "call", "name": "h", "timeout": 30}})
+        request = self.c.recv()
+        ref = self.write_spill({"id": request["id"] + 1, "ok": True, "result": "x" * 2000})
+        self.c.send({"id": request["id"], "ok": True, "$spill": ref})
+        seen = self.messages_until(1)
+        self.assertEqual(len(seen), 1, seen)
+        err = self.assertError(seen[0], "HostError")
+        self.assertIn("it holds message 2, expected 1", err["message"])
+        self.assertFalse(os.path.exists(ref["path"]))
 
 
 class UnixSocketTest(ServerTestCase):

@@ -46,6 +46,23 @@ class SpillSettingsLargeTest(unittest.TestCase):
             self.settings.read(ref)
         self.assertFalse(os.path.exists(ref["path"]))
 
+    def test_read_checks_the_id_of_the_stub_and_deletes_the_file(self):
+        data = b'{"id":1000,"cmd":"ping"}'
+        for stub, ok in (({"id": 1000}, True), ({}, True), ({"id": 1000.0}, True), ({"id": 1002}, False),
+                         ({"id": True}, False), ({"id": None}, False), ({"id": "1000"}, False)):
+            ref = self.settings.write(data, "py-c1-id")
+            if ok:
+                self.assertEqual(self.settings.read(ref, stub), {"id": 1000, "cmd": "ping"})
+            else:
+                with self.assertRaisesRegex(SpillError, "it holds message 1000, expected "):
+                    self.settings.read(ref, stub)
+            self.assertFalse(os.path.exists(ref["path"]))
+        ref = self.settings.write(b'{"event":"x"}', "py-c1-id")
+        with self.assertRaisesRegex(SpillError, "it holds message without an id, expected None"):
+            self.settings.read(ref, {"id": None})
+        ref = self.settings.write(b'{"event":"x"}', "py-c1-id")
+        self.assertEqual(self.settings.read(ref, {"event": "x"}), {"event": "x"})
+
     def test_read_reports_a_corrupted_file_as_md5_mismatch(self):
         ref = self.settings.write(self.data, "py-c1-10")
         with open(ref["path"], "r+b") as f:

@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 51608,
+      size: 52583,
       sha256:
-        "f2bbf75e64e24ddc14f66e36246396d26482ebc9d922b9fe6ef485770593c847",
+        "d6243310a9ec29e548747b340c05c3e63f9facc110b1dd38278d927f4416a1c6",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 22454,
+      size: 23483,
       sha256:
-        "038d377799b734256fba35ea1ec9fcd4d37f86ee91e6bca45871ba859fe04393",
+        "2643493e68f33d85075c3dffcfab786f799b5e2a0c53beb52810dbd276293cb3",
     },
   ],
 };
