@@ -151,3 +151,54 @@ Deno.test("sseResponse streams events and closes the source when the client canc
   assert.equal(sub.closed, true);
   assert.equal(hub.list()[0]!.subscribers, 0);
 });
+
+Deno.test("ChannelHub bounds the histories of all channels together by maxHistoryBytes, oldest first", () => {
+  const hub = new ChannelHub({ historySize: 50, maxHistoryBytes: 1000 });
+  const big = "x".repeat(98); // JSON: 100 characters
+  for (let c = 0; c < 4; c++) {
+    for (let i = 0; i < 5; i++) hub.publish(`ch${c}`, big);
+  }
+  assert.equal(hub.historyBytes, 1000);
+  // 20 published, 10 kept: the oldest channels lost theirs first.
+  assert.deepEqual(
+    hub.list().map((ch) => [ch.name, ch.history.length]),
+    [["ch0", 0], ["ch1", 0], ["ch2", 5], ["ch3", 5]],
+  );
+  // A message larger than the budget is delivered but not kept.
+  const sub = hub.subscribe("ch3");
+  const { delivered } = hub.publish("ch3", "y".repeat(2000));
+  assert.equal(delivered, 1);
+  assert.equal(hub.list().find((ch) => ch.name === "ch3")!.history.length, 5);
+  assert.equal(hub.historyBytes, 1000);
+  // Many small messages on one channel: its historySize still applies, and the
+  // bookkeeping stays bounded (the forgotten ones are not counted).
+  for (let i = 0; i < 5000; i++) hub.publish("busy", i);
+  assert.equal(hub.list().find((ch) => ch.name === "busy")!.history.length, 50);
+  assert.ok(hub.historyBytes <= 1000);
+  sub.close();
+  hub.close();
+});
+
+Deno.test("ChannelHub drops a subscriber whose unread messages pass maxBufferBytes", async () => {
+  const hub = new ChannelHub({ bufferSize: 100, maxBufferBytes: 250 });
+  const slow = hub.subscribe("news");
+  const big = "x".repeat(98);
+  assert.equal(hub.publish("news", big).delivered, 1); // taken by nobody yet: buffered
+  assert.equal(hub.publish("news", big).delivered, 1);
+  assert.equal(hub.publish("news", big).delivered, 0); // 300 > 250: dropped
+  const events = [];
+  for await (const ev of slow) events.push(ev);
+  assert.deepEqual(events.map((e) => e.type), ["dropped"]);
+  assert.match(
+    (events[0] as { reason: string }).reason,
+    /more than 250 bytes of messages buffered/,
+  );
+  // A reader that keeps up is never dropped, whatever the sizes.
+  const fast = hub.subscribe("news");
+  for (let i = 0; i < 10; i++) {
+    hub.publish("news", big);
+    assert.equal((await fast.next()).value?.type, "message");
+  }
+  fast.close();
+  hub.close();
+});

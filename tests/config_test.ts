@@ -172,18 +172,42 @@ Deno.test("resolveConfig refuses CORS credentials for any origin (browsers would
         cwd: "/",
         file: { cors: { origins: ["*"], credentials: true } },
         configPath: "/srv/pyproxy.json",
+        envToken: "0123456789abcdef0123",
       })
     ),
     'cors: credentials cannot be used with the origin "*" (browsers refuse credentialed responses to any origin): list the origins (at /srv/pyproxy.json: cors)',
   );
   for (
     const cors of [
-      { origins: ["*"] },
       { origins: ["https://app.example.com"], credentials: true },
     ]
   ) {
     assert.deepEqual(resolveConfig({ cwd: "/", file: { cors } }).cors, cors);
   }
+});
+
+Deno.test('resolveConfig requires a token for cors origins "*" and allowedHosts "*" (any web page could call the gateway)', () => {
+  assert.equal(
+    configError(() =>
+      resolveConfig({ cwd: "/", file: { cors: { origins: ["*"] } } })
+    ),
+    'cors: cors.origins "*" lets every web page call the gateway: it requires a token (--token, the PYPROXY_TOKEN environment variable, or "token" in pyproxy.json) (at config: cors)',
+  );
+  assert.equal(
+    configError(() =>
+      resolveConfig({ cwd: "/", cli: { allowedHosts: ["*"] } })
+    ),
+    'allowedHosts: allowedHosts "*" turns off the Host check that stops DNS rebinding: it requires a token (--token, the PYPROXY_TOKEN environment variable, or "token" in pyproxy.json) (at config: allowedHosts)',
+  );
+  const token = "0123456789abcdef0123";
+  assert.deepEqual(
+    resolveConfig({
+      cwd: "/",
+      file: { cors: { origins: ["*"] }, allowedHosts: ["*"] },
+      envToken: token,
+    }).allowedHosts,
+    ["*"],
+  );
 });
 
 Deno.test("resolveConfig refuses a non-loopback address without a token", () => {

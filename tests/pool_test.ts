@@ -629,3 +629,22 @@ Deno.test("Pool logs model output under LogTape's pyproxy.python.<model> by defa
     await reset();
   }
 });
+
+Deno.test("Pool workers do not pass the gateway's PYPROXY_TOKEN on to model or eval code", async () => {
+  const pids = new PidTracker();
+  const pool = await Pool.start({
+    workers: 1,
+    handleSignals: false,
+    env: { PYPROXY_TOKEN: "a-secret-token-value", OTHER_VAR: "kept" },
+  });
+  pids.watch(pool);
+  try {
+    const atom = pool.eval(
+      "import os\n[os.environ.get('PYPROXY_TOKEN'), os.environ.get('OTHER_VAR')]",
+    );
+    assert.deepEqual(await atom.result, [null, "kept"]);
+  } finally {
+    await pool.close();
+    await pids.assertGone();
+  }
+});

@@ -125,12 +125,29 @@ def detach_stdin():
     return private
 
 
+class _PrivateLogHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log file only its owner can read (0600, in a 0700
+    directory): tracebacks and messages may name data and paths."""
+
+    def _open(self):
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # a file made by an older version
+        except (OSError, AttributeError):  # no fchmod on Windows
+            pass
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
+
 def setup_logging(root, name, level):
     handler = None
     try:
         logs = os.path.join(root, "logs")
-        os.makedirs(logs, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(
+        os.makedirs(logs, mode=0o700, exist_ok=True)
+        try:
+            os.chmod(logs, 0o700)  # made by an older version, or by another umask
+        except OSError:
+            pass
+        handler = _PrivateLogHandler(
             os.path.join(logs, "pythonserver%s.log" % name), maxBytes=10 * 1024 * 1024, backupCount=3, encoding="utf-8",
             # Printed text with lone surrogates (os.fsdecode of a non-UTF-8 name) is logged, not lost.
             errors="backslashreplace",
@@ -175,6 +192,9 @@ def _watch_parent(server, parent):
 
 def main(argv=None):
     args = parse_args(argv)
+    # The gateway's bearer token reaches us in the environment we inherit:
+    # model and eval code must not read it (os.environ).
+    os.environ.pop("PYPROXY_TOKEN", None)
     # Before any thread starts: threads inherit the policy.
     sched_batch = set_sched_batch() if args.sched_batch else False
     parent = os.getppid()

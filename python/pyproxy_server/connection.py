@@ -91,6 +91,8 @@ class Connection(asyncio.BufferedProtocol):
 
     # Seconds a client has to authenticate before it is disconnected.
     AUTH_TIMEOUT = 2.0
+    # Largest frame accepted before the peer has authenticated (bytes).
+    PRE_AUTH_FRAME = 64 * 1024
     # Bytes waiting to be written above which model output events are dropped.
     OUTPUT_BACKLOG = 8 * 1024 * 1024
     # Seconds of inline work (fast path) per read; later calls of that read go
@@ -120,7 +122,12 @@ class Connection(asyncio.BufferedProtocol):
         self._max_frame = server.max_frame_size
         self.spill = None
         self.dropped_output = 0
-        self._framer = Framer(server.max_frame_size)
+        # Until it authenticates, a peer gets small frames only: an auth is a
+        # few hundred bytes, and nobody unauthenticated makes us buffer and
+        # parse megabytes (protocol §4).
+        self._framer = Framer(
+            server.max_frame_size if self.authenticated else min(server.max_frame_size, self.PRE_AUTH_FRAME)
+        )
         self._read_buffer = server.read_buffer
         self._loop = server.loop
         self._loop_ident = server.loop_ident
@@ -882,6 +889,7 @@ class Connection(asyncio.BufferedProtocol):
             ):
                 return self._refuse(rid, "Cannot authenticate: bad mac")
             self.authenticated = True
+            self._framer.max_frame_size = self._max_frame
             if self._auth_timer is not None:
                 self._auth_timer.cancel()
                 self._auth_timer = None

@@ -110,6 +110,22 @@ class AuthTest(ServerTestCase):
         self.assertError(c.recv(), "AuthenticationError")
         self.assertTrue(c.wait_closed())
 
+    def test_a_large_frame_before_auth_is_refused_unread(self):
+        import struct
+        c = self.connect(auth=False)
+        # A header announcing 60 MiB: closed at once, nothing buffered or parsed.
+        c.send_raw(b"PYPX" + bytes([1]) + b"\0" * 16 + struct.pack(">I", 60 * 1024 * 1024) + b"[" * 1000)
+        self.assertTrue(c.wait_closed(timeout=1.0))  # well before the 2 s auth timeout
+        # A frame of up to 64 KiB is still read (and refused as not an auth).
+        c = self.connect(auth=False)
+        c.send_raw(Framer.encode(b"[" + b"1," * 30000 + b"1]"))
+        self.assertError(c.recv(), "AuthenticationError")
+        # After auth the full limit applies.
+        c = self.connect()
+        self.assertEqual(c.call("serverStatus", timeout=5)["id"], "t1")
+        big = c.request("ping", pad="x" * (1024 * 1024))
+        self.assertEqual(big["result"], "pong")
+
     def test_no_auth_within_two_seconds_closes(self):
         c = self.connect(auth=False)
         reply = c.recv(timeout=5)

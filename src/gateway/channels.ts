@@ -112,7 +112,10 @@ export class Subscription implements AsyncIterableIterator<ChannelEvent> {
   /** The channel subscribed to. */
   readonly channel: string;
   #queue: ChannelEvent[] = [];
+  #sizes: number[] = [];
+  #bytes = 0;
   #limit: number;
+  #maxBytes: number;
   #waiter: ((result: IteratorResult<ChannelEvent>) => void) | undefined;
   #done = false;
   #onClose: (sub: Subscription) => void;
@@ -122,9 +125,11 @@ export class Subscription implements AsyncIterableIterator<ChannelEvent> {
     channel: string,
     limit: number,
     onClose: (sub: Subscription) => void,
+    maxBytes: number = Infinity,
   ) {
     this.channel = channel;
     this.#limit = limit;
+    this.#maxBytes = maxBytes;
     this.#onClose = onClose;
   }
 
@@ -142,7 +147,7 @@ export class Subscription implements AsyncIterableIterator<ChannelEvent> {
    * Queues a message; returns `false` (and drops this subscriber) when its
    * buffer is full.
    */
-  push(message: ChannelMessage): boolean {
+  push(message: ChannelMessage, size = 0): boolean {
     if (this.#done) return false;
     const event: ChannelEvent = { type: "message", message };
     if (this.#waiter) {
@@ -157,7 +162,15 @@ export class Subscription implements AsyncIterableIterator<ChannelEvent> {
       );
       return false;
     }
+    if (this.#bytes + size > this.#maxBytes && this.#queue.length > 0) {
+      this.drop(
+        `subscriber too slow: more than ${this.#maxBytes} bytes of messages buffered`,
+      );
+      return false;
+    }
     this.#queue.push(event);
+    this.#sizes.push(size);
+    this.#bytes += size;
     return true;
   }
 
@@ -166,6 +179,8 @@ export class Subscription implements AsyncIterableIterator<ChannelEvent> {
     if (this.#done) return;
     // Free the backlog at once: a slow consumer must not pin memory.
     this.#queue = [{ type: "dropped", reason }];
+    this.#sizes = [0];
+    this.#bytes = 0;
     this.#finish();
     if (this.#waiter) {
       const waiter = this.#waiter;
@@ -179,6 +194,8 @@ export class Subscription implements AsyncIterableIterator<ChannelEvent> {
   close(): void {
     if (this.#done) return;
     this.#queue = [];
+    this.#sizes = [];
+    this.#bytes = 0;
     this.#finish();
     if (this.#waiter) {
       const waiter = this.#waiter;
@@ -190,7 +207,10 @@ export class Subscription implements AsyncIterableIterator<ChannelEvent> {
   /** The next event; `done` after a close or after the `dropped` notice. */
   next(): Promise<IteratorResult<ChannelEvent>> {
     const event = this.#queue.shift();
-    if (event) return Promise.resolve({ value: event, done: false });
+    if (event) {
+      this.#bytes -= this.#sizes.shift() ?? 0;
+      return Promise.resolve({ value: event, done: false });
+    }
     if (this.#done) return Promise.resolve({ value: undefined, done: true });
     return new Promise((resolve) => (this.#waiter = resolve));
   }
@@ -215,6 +235,8 @@ export class Subscription implements AsyncIterableIterator<ChannelEvent> {
 interface Channel {
   name: string;
   history: ChannelMessage[];
+  /** The size of each history message (characters of its JSON). */
+  sizes: number[];
   subscribers: Set<Subscription>;
   seq: number;
   dropped: number;
@@ -249,6 +271,19 @@ export interface ChannelHubOptions {
    * @default {1000}
    */
   maxChannels?: number;
+  /**
+   * Characters of JSON kept in the histories of all channels together: past
+   * it, the oldest history messages (of any channel) are forgotten. A message
+   * larger than this on its own is delivered but not kept.
+   * @default {67108864}
+   */
+  maxHistoryBytes?: number;
+  /**
+   * Characters of JSON buffered per subscriber before it is dropped as too
+   * slow (besides `bufferSize` messages); one message is always accepted.
+   * @default {16777216}
+   */
+  maxBufferBytes?: number;
 }
 
 const CHANNEL_NAME = /^[A-Za-z0-9_.:-]{1,128}$/;
@@ -274,6 +309,14 @@ export class ChannelHub {
   #historySize: number;
   #bufferSize: number;
   #maxChannels: number;
+  #maxHistoryBytes: number;
+  #maxBufferBytes: number;
+  /** History messages of every channel in publish order (entries of forgotten ones are skipped). */
+  #kept: Array<{ ch: Channel; message: ChannelMessage }> = [];
+  #keptHead = 0;
+  /** The history messages kept now (the entries of `#kept` not skipped). */
+  #keptNow = new Set<ChannelMessage>();
+  #historyBytes = 0;
   #closed = false;
 
   /** Creates an empty hub. */
@@ -289,6 +332,21 @@ export class ChannelHub {
       "maxChannels",
       false,
     );
+    this.#maxHistoryBytes = positive(
+      options.maxHistoryBytes ?? 64 * 1024 * 1024,
+      "maxHistoryBytes",
+      true,
+    );
+    this.#maxBufferBytes = positive(
+      options.maxBufferBytes ?? 16 * 1024 * 1024,
+      "maxBufferBytes",
+      false,
+    );
+  }
+
+  /** Characters of JSON kept in the histories of all channels. */
+  get historyBytes(): number {
+    return this.#historyBytes;
   }
 
   /** True when `name` is a valid channel name (1–128 of `A-Z a-z 0-9 _ . : -`). */
@@ -314,13 +372,20 @@ export class ChannelHub {
       time: Date.now(),
       data,
     };
-    if (this.#historySize > 0) {
+    const size = jsonSize(data);
+    if (this.#historySize > 0 && size <= this.#maxHistoryBytes) {
       ch.history.push(message);
-      if (ch.history.length > this.#historySize) ch.history.shift();
+      ch.sizes.push(size);
+      this.#kept.push({ ch, message });
+      this.#keptNow.add(message);
+      this.#historyBytes += size;
+      if (ch.history.length > this.#historySize) this.#forgetOldest(ch);
+      while (this.#historyBytes > this.#maxHistoryBytes) this.#forgetGlobal();
+      this.#compactKept();
     }
     let delivered = 0;
     for (const sub of [...ch.subscribers]) {
-      if (sub.push(message)) delivered++;
+      if (sub.push(message, size)) delivered++;
       else ch.dropped++;
     }
     return { message, delivered };
@@ -337,9 +402,12 @@ export class ChannelHub {
       channel,
       Math.max(this.#bufferSize, this.#historySize),
       (s) => ch.subscribers.delete(s),
+      this.#maxBufferBytes,
     );
     if (options.afterSeq !== undefined) {
-      for (const m of ch.history) if (m.seq > options.afterSeq) sub.push(m);
+      ch.history.forEach((m, i) => {
+        if (m.seq > options.afterSeq!) sub.push(m, ch.sizes[i]);
+      });
     }
     ch.subscribers.add(sub);
     return sub;
@@ -387,21 +455,72 @@ export class ChannelHub {
       return ch;
     }
     if (this.#channels.size >= this.#maxChannels) this.#evict();
-    ch = { name, history: [], subscribers: new Set(), seq: 0, dropped: 0 };
+    ch = {
+      name,
+      history: [],
+      sizes: [],
+      subscribers: new Set(),
+      seq: 0,
+      dropped: 0,
+    };
     this.#channels.set(name, ch);
     return ch;
+  }
+
+  /** Forgets the oldest history message of `ch`. */
+  #forgetOldest(ch: Channel): void {
+    const message = ch.history.shift();
+    if (message !== undefined) this.#keptNow.delete(message);
+    this.#historyBytes -= ch.sizes.shift() ?? 0;
+  }
+
+  /** Forgets the oldest history message of any channel (over maxHistoryBytes). */
+  #forgetGlobal(): void {
+    while (this.#keptHead < this.#kept.length) {
+      const { ch, message } = this.#kept[this.#keptHead]!;
+      this.#kept[this.#keptHead++] = undefined!;
+      // Still kept: it is its channel's oldest (older ones went first).
+      if (this.#keptNow.has(message)) {
+        this.#forgetOldest(ch);
+        break;
+      }
+    }
+  }
+
+  /**
+   * Keeps the publish-order list near the number of kept messages: entries
+   * forgotten by their channel (its historySize) are skipped, then dropped.
+   */
+  #compactKept(): void {
+    const entries = this.#kept.length - this.#keptHead;
+    if (entries > 2 * this.#keptNow.size + 1024) {
+      this.#kept = this.#kept.slice(this.#keptHead).filter((e) =>
+        this.#keptNow.has(e.message)
+      );
+      this.#keptHead = 0;
+    }
   }
 
   #evict(): void {
     for (const [name, ch] of this.#channels) {
       if (ch.subscribers.size === 0) {
         this.#channels.delete(name);
+        while (ch.history.length > 0) this.#forgetOldest(ch);
         return;
       }
     }
     throw new RangeError(
       `Cannot create channel: ${this.#maxChannels} channels with subscribers exist`,
     );
+  }
+}
+
+/** Characters of `JSON.stringify(data)` (what a subscriber is sent), 0 when it has none. */
+function jsonSize(data: unknown): number {
+  try {
+    return JSON.stringify(data)?.length ?? 0;
+  } catch {
+    return 0;
   }
 }
 

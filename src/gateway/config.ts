@@ -272,6 +272,29 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
     };
   }
   if (options.configPath !== undefined) config.configPath = options.configPath;
+  // Without a token, "*" would let any web page call the gateway: through
+  // CORS, or through DNS rebinding once the Host check is off.
+  if (config.token === undefined) {
+    const open = config.cors?.origins.includes("*")
+      ? ["cors", 'cors.origins "*" lets every web page call the gateway']
+      : config.allowedHosts.includes("*")
+      ? [
+        "allowedHosts",
+        'allowedHosts "*" turns off the Host check that stops DNS rebinding',
+      ]
+      : undefined;
+    if (open !== undefined) {
+      throw new ConfigError(
+        `${open[0]}: ${
+          open[1]
+        }: it requires a token (--token, the PYPROXY_TOKEN ` +
+          `environment variable, or "token" in pyproxy.json) (at ${
+            options.configPath ?? "config"
+          }: ${open[0]})`,
+        { details: { path: open[0] } },
+      );
+    }
+  }
   if (config.cors?.credentials === true && config.cors.origins.includes("*")) {
     throw new ConfigError(
       `cors: credentials cannot be used with the origin "*" (browsers refuse ` +

@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 10760,
+      size: 11619,
       sha256:
-        "514381df5f24327c89120b764b11679af5e8f64da7c5861876e0d5cb6a3b2b30",
+        "d88d69bbcc51c10805a2a421f79e3a92360bd70679daa349f757df54e58e380f",
     },
     {
       path: "pyproxy_server/big_json.py",
@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 52583,
+      size: 53037,
       sha256:
-        "d6243310a9ec29e548747b340c05c3e63f9facc110b1dd38278d927f4416a1c6",
+        "57fa8489a0804ace23e0d7589127f51b3aabccb8e326f6423d2487ad6c136f5c",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
