@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { checkOptionKeys } from "./_plugin_options.ts";
 import { ConfigError } from "../src/errors.ts";
 import type { Plugin, PluginContext } from "../src/plugin.ts";
 import { onePool } from "./_one_pool.ts";
@@ -99,6 +100,22 @@ export interface ReconnectOptions {
  * ```
  */
 export function reconnect(options: ReconnectOptions = {}): Plugin {
+  checkOptionKeys("reconnect", options, [
+    "heartbeatInterval",
+    "heartbeatTimeout",
+    "backoff",
+    "maxCrashes",
+    "crashWindow",
+    "hangGrace",
+  ]);
+  if (options.backoff !== undefined) {
+    checkOptionKeys("reconnect", options.backoff, [
+      "initial",
+      "max",
+      "factor",
+      "jitter",
+    ], "backoff");
+  }
   const heartbeatInterval = option(
     options.heartbeatInterval,
     1000,

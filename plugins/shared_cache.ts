@@ -6,6 +6,8 @@
  *
  * @module
  */
+import { checkOptionKeys } from "./_plugin_options.ts";
+import { ConfigError } from "../src/errors.ts";
 import * as v from "valibot";
 import type { HostHandler, Plugin } from "../src/plugin.ts";
 import type { CacheSetOptions, CacheStore } from "./cache_store.ts";
@@ -68,6 +70,40 @@ export interface SharedCachePlugin extends Plugin {
 export function sharedCache(
   options: SharedCacheOptions = {},
 ): SharedCachePlugin {
+  checkOptionKeys("sharedCache", options, [
+    "store",
+    "namespace",
+    "closeStore",
+    "maxKeyLength",
+  ]);
+  const bad = (field: string, expected: string, got: unknown) =>
+    new ConfigError(
+      `Cannot create sharedCache plugin: ${field}: expected ${expected}, got ${
+        JSON.stringify(got) ?? String(got)
+      }`,
+      { details: { field } },
+    );
+  const given = options.store as unknown;
+  if (
+    given !== undefined &&
+    (typeof given !== "object" || given === null ||
+      ["get", "set", "delete"].some((m) =>
+        typeof (given as Record<string, unknown>)[m] !== "function"
+      ))
+  ) {
+    throw bad("store", "a CacheStore (get, set, delete)", given);
+  }
+  if (
+    options.namespace !== undefined &&
+    (typeof options.namespace !== "string" || options.namespace === "")
+  ) throw bad("namespace", "a non-empty string", options.namespace);
+  if (
+    options.closeStore !== undefined && typeof options.closeStore !== "boolean"
+  ) throw bad("closeStore", "a boolean", options.closeStore);
+  if (
+    options.maxKeyLength !== undefined &&
+    !(Number.isInteger(options.maxKeyLength) && options.maxKeyLength >= 1)
+  ) throw bad("maxKeyLength", "an integer >= 1", options.maxKeyLength);
   const own = options.store === undefined;
   const inner = options.store ??
     new MemoryStore({ maxEntries: 10_000, maxBytes: 64 * 1024 * 1024 });

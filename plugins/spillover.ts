@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { checkOptionKeys } from "./_plugin_options.ts";
 import { ConfigError, PyProxyError, SpillError } from "../src/errors.ts";
 import { serializationError, unencodableError } from "../src/_json_check.ts";
 import { hostDirPrefix, removeDeadHostDirs } from "../src/_dead_host_dirs.ts";
@@ -128,6 +129,7 @@ interface HostFile {
  * ```
  */
 export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
+  checkOptionKeys("spillover", options, ["threshold", "dir", "maxBytes"]);
   const threshold = options.threshold ?? 1024 * 1024;
   const maxBytes = options.maxBytes ?? 4 * 1024 * 1024 * 1024;
   if (!Number.isInteger(threshold) || threshold < 1) {

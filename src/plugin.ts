@@ -121,7 +121,11 @@ export interface WorkerExitEvent {
   signal: string | null;
   /** Human-readable reason, e.g. `"killed by SIGKILL"`, `"missed heartbeat"`, `"start failed: ..."`. */
   reason: string;
-  /** `true` when the pool itself stopped it on purpose (close, `failWorker`); a policy should not restart it. */
+  /**
+   * `true` when the pool stopped it on purpose (close, `failWorker`, or
+   * `restartWorker` of a running worker, which the pool then restarts
+   * itself): not a crash, and a policy should not restart it.
+   */
   intentional: boolean;
 }
 

@@ -359,6 +359,9 @@ export class Worker implements WorkerInfo {
     }
     if (this.#pid !== null) {
       this.#pendingRestart = delayMs;
+      // Asked for (a plugin recycling its worker): not a crash, so a restart
+      // policy does not count it towards marking the slot failed.
+      this.#intentional = true;
       this.kill("SIGTERM", reason);
       return this.#attempt + 1;
     }

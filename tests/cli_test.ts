@@ -318,3 +318,22 @@ Deno.test("main serve with the token in pyproxy.json does not point at $PYPROXY_
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("main serve refuses a plugin option typo in pyproxy.json, naming the file and the field", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-cli-test-" });
+  try {
+    const config = `${dir}/pyproxy.json`;
+    await Deno.writeTextFile(
+      config,
+      JSON.stringify({ plugins: { reconnect: { maxCrash: 1 } } }),
+    );
+    const r = await cli(["serve", "--port", "0", "--config", config]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(
+      r.stderr.trimEnd(),
+      `error: plugins.reconnect: Cannot create reconnect plugin: unknown option 'maxCrash' (known: heartbeatInterval, heartbeatTimeout, backoff, maxCrashes, crashWindow, hangGrace) (at ${config}: plugins.reconnect)`,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

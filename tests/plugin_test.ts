@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ConfigError, PluginError, SpillError } from "../src/errors.ts";
-import { type Plugin, PluginHost } from "../src/plugin.ts";
+import { type Plugin, type PluginContext, PluginHost } from "../src/plugin.ts";
 import { Pool, type PoolOptions } from "../src/pool.ts";
 import type { Session } from "../src/session.ts";
 import { reconnect } from "../plugins/reconnect.ts";
@@ -418,5 +418,34 @@ Deno.test("Pool.start refuses a hookTimeout that is not a number > 0", async () 
         err instanceof ConfigError &&
         err.message === "Cannot start pool: hookTimeout: expected a number > 0",
     );
+  }
+});
+
+Deno.test("Pool: a plugin recycling its worker with restartWorker is not counted as crashes (the slot is never marked failed)", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  let ctx: PluginContext | undefined;
+  const exits: boolean[] = [];
+  const recycler: Plugin = {
+    name: "recycler",
+    onPoolStart: (c) => void (ctx = c),
+    onWorkerExit: (ev) => void exits.push(ev.intentional),
+  };
+  const pool = await Pool.start(base(dir.path, { plugins: [recycler] }));
+  pids.watch(pool);
+  try {
+    await pool.addModel("doubler", { file: "doubler.py" });
+    // More recycles in a minute than reconnect's maxCrashes (5) allows crashes.
+    for (let i = 0; i < 7; i++) {
+      const back = nextEvent(pool, "worker-state", (ev) => ev.to === "ready");
+      assert.equal(ctx!.restartWorker("w1", { reason: "recycle" }), true);
+      await back;
+      assert.deepEqual(await pool.execute("doubler", { x: i }), { y: 2 * i });
+    }
+    assert.equal(pool.status().workers[0]!.state, "ready");
+    assert.deepEqual(exits, Array(7).fill(true));
+  } finally {
+    await pool.close();
+    await pids.assertGone();
   }
 });

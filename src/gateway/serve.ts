@@ -130,9 +130,12 @@ function pluginsOption(
       try {
         use.push(factory(opts));
       } catch (err) {
-        throw new ConfigError(`plugins.${name}: ${(err as Error).message}`, {
-          cause: err,
-        });
+        throw new ConfigError(
+          `plugins.${name}: ${(err as Error).message} (at ${
+            config.configPath ?? "config"
+          }: plugins.${name})`,
+          { cause: err },
+        );
       }
     }
   }
