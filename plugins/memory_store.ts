@@ -66,6 +66,11 @@ export class MemoryStore implements CacheStore {
   /** Creates an empty store. */
   constructor(options: MemoryStoreOptions = {}) {
     this.#maxEntries = positive("maxEntries", options.maxEntries ?? 10_000);
+    if (!Number.isInteger(this.#maxEntries)) {
+      throw new RangeError(
+        `Cannot create MemoryStore: maxEntries must be an integer, got ${this.#maxEntries}`,
+      );
+    }
     this.#maxBytes = positive("maxBytes", options.maxBytes ?? 64 * 1024 * 1024);
     this.#defaultTtl = options.defaultTtl === undefined
       ? undefined

@@ -111,6 +111,27 @@ export class RedisStore implements CacheStore {
       (n) => Number.isInteger(n) && n >= 0,
       "an integer >= 0",
     );
+    // Strings only: a number would be sent as its digits, a typo'd config
+    // would pass (password: 5 authenticates as "5").
+    for (
+      const field of [
+        "hostname",
+        "path",
+        "prefix",
+        "password",
+        "username",
+      ] as const
+    ) {
+      const value: unknown = options[field];
+      if (value !== undefined && typeof value !== "string") {
+        throw new ConfigError(
+          `Cannot create RedisStore: ${field}: expected a string, got ${
+            JSON.stringify(value) ?? String(value)
+          }`,
+          { details: { field } },
+        );
+      }
+    }
     this.#runtime = options.runtime ?? defaultRuntime();
     this.#target = options.path !== undefined ? { path: options.path } : {
       hostname: options.hostname ?? "127.0.0.1",

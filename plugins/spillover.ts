@@ -258,7 +258,7 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
       if (pendingBytes + n > maxBytes) await reclaim(rt);
       if (pendingBytes + n > maxBytes) {
         throw new SpillError(
-          `Cannot spill message of more than ${
+          `Cannot spill a message of at least ${
             file.size + n
           } bytes: ${pendingBytes} bytes are pending and maxBytes is ${maxBytes}`,
           { details: { pendingBytes, maxBytes } },

@@ -445,6 +445,16 @@ export class PluginHost {
   ): Plugin[] {
     const opts = Array.isArray(option) ? { use: option } : option;
     const removed = new Set(opts.remove ?? []);
+    for (const name of removed) {
+      if (!defaults.some((p) => p.name === name)) {
+        throw new ConfigError(
+          `Cannot start pool: plugins.remove: '${name}' is not a default plugin (defaults: ${
+            defaults.map((p) => p.name).join(", ")
+          })`,
+          { details: { field: "plugins.remove" } },
+        );
+      }
+    }
     const use = opts.use ?? [];
     const base = opts.defaults === false
       ? []

@@ -9,6 +9,7 @@ import { reconnect } from "../plugins/reconnect.ts";
 import { spillover } from "../plugins/spillover.ts";
 import { sharedCache } from "../plugins/shared_cache.ts";
 import { MemoryStore } from "../plugins/memory_store.ts";
+import { RedisStore } from "../plugins/redis_store.ts";
 
 Deno.test("bundled plugins refuse unknown options and wrong types, naming the field", () => {
   const cases: Array<[() => unknown, string]> = [
@@ -65,4 +66,24 @@ Deno.test("bundled plugins refuse unknown options and wrong types, naming the fi
     maxKeyLength: 64,
     closeStore: true,
   });
+});
+
+Deno.test("the cache stores refuse options of the wrong type instead of coercing them", () => {
+  for (const field of ["prefix", "password", "username", "hostname", "path"]) {
+    assert.throws(
+      () => new RedisStore({ [field]: 5 } as never),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        err.message ===
+          `Cannot create RedisStore: ${field}: expected a string, got 5`,
+    );
+  }
+  assert.throws(
+    () => new MemoryStore({ maxEntries: 1.5 }),
+    (err: unknown) =>
+      err instanceof RangeError &&
+      err.message ===
+        "Cannot create MemoryStore: maxEntries must be an integer, got 1.5",
+  );
+  new RedisStore({ prefix: "app:", password: "secret" }).close();
 });

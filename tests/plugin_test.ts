@@ -34,6 +34,14 @@ Deno.test("PluginHost.resolve adds, replaces by name, removes and starts from no
     names(PluginHost.resolve(defaults, { defaults: false })),
     [],
   );
+  // A name that is no default (a typo) would leave the default in place.
+  assert.throws(
+    () => PluginHost.resolve(defaults, { remove: ["b", "nope"] }),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      err.message ===
+        "Cannot start pool: plugins.remove: 'nope' is not a default plugin (defaults: a, b, c)",
+  );
 });
 
 Deno.test("PluginHost.check rejects missing requirements, duplicates and handler clashes", () => {
