@@ -40,7 +40,17 @@ export async function removeDeadHostDirs(
   parent: string,
   kinds: readonly string[],
 ): Promise<void> {
-  if ((await runtime.stat("/proc/self")) === null) return;
+  // No /proc (not Linux), or no permission to look at it (Deno asks for -A
+  // to read /proc/self): which hosts are alive cannot be told, so nothing is
+  // removed.
+  const alive = async (path: string): Promise<boolean | undefined> => {
+    try {
+      return (await runtime.stat(path)) !== null;
+    } catch {
+      return undefined;
+    }
+  };
+  if ((await alive("/proc/self")) !== true) return;
   const self = String(runtime.pid());
   let names: string[];
   try {
@@ -53,7 +63,7 @@ export async function removeDeadHostDirs(
     if (kind === undefined) continue;
     const pid = /^(\d+)-/.exec(name.slice(kind.length + 1))?.[1];
     if (pid === undefined || pid === self) continue;
-    if ((await runtime.stat(`/proc/${pid}`)) !== null) continue;
+    if ((await alive(`/proc/${pid}`)) !== false) continue;
     await runtime.remove(`${parent}/${name}`, { recursive: true }).catch(
       () => {},
     );

@@ -13,6 +13,29 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+Deno.test("removeDeadHostDirs removes nothing, and does not fail, without permission to read /proc", async () => {
+  const parent = await Deno.makeTempDir({ prefix: "dead-host-dirs-" });
+  try {
+    const dead = `${parent}/pyproxy-sock-999999999-abc`;
+    await Deno.mkdir(dead);
+    const runtime = defaultRuntime();
+    // As Deno without -A: "Requires all access to /proc/self".
+    const denied = {
+      ...runtime,
+      stat: (path: string) =>
+        path.startsWith("/proc")
+          ? Promise.reject(
+            new Deno.errors.NotCapable(`Requires all access to "${path}"`),
+          )
+          : runtime.stat(path),
+    };
+    await removeDeadHostDirs(denied, parent, ["pyproxy-sock"]);
+    assert.equal(await exists(dead), true);
+  } finally {
+    await Deno.remove(parent, { recursive: true });
+  }
+});
+
 Deno.test("removeDeadHostDirs removes the directories of dead hosts of the given kinds only", async () => {
   const parent = await Deno.makeTempDir({ prefix: "dead-host-dirs-" });
   try {
