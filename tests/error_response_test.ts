@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { SerializationError, SpillError } from "../src/errors.ts";
+import {
+  errorFromWire,
+  SerializationError,
+  SpillError,
+} from "../src/errors.ts";
 import { describeError } from "../src/gateway/error_response.ts";
 
 Deno.test("describeError answers what the host cannot send with 400 (413 above the frame limit), not a 500", () => {
@@ -34,5 +38,27 @@ Deno.test("describeError answers the host's SpillError with 503 past maxBytes an
   assert.equal(
     describeError(new SpillError("Cannot read spill file: md5"), false).status,
     502,
+  );
+});
+
+Deno.test("describeError keeps spill files' absolute paths out of responses unless debug", () => {
+  const host = new SpillError(
+    "Cannot read spill file /dev/shm/pyproxy-spill-12999-de71af/w1-1/py-c1-3.json: crc32 mismatch",
+  );
+  assert.equal(
+    describeError(host, false).body.message,
+    "Cannot read spill file py-c1-3.json: crc32 mismatch",
+  );
+  assert.equal(describeError(host, true).body.message, host.message);
+  const remote = errorFromWire({
+    type: "SpillError",
+    message:
+      "Cannot read spill file '/dev/shm/pyproxy-spill-1-ab/w1-1/h-4.json': outside the spill directory /dev/shm/pyproxy-spill-1-ab/w1-1",
+  });
+  const { status, body } = describeError(remote, false);
+  assert.equal(status, 502);
+  assert.equal(
+    body.message,
+    "Cannot read spill file 'h-4.json': outside the spill directory w1-1",
   );
 });

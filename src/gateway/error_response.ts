@@ -143,12 +143,14 @@ export function describeError(
     };
   }
   if (err instanceof SpillError) {
-    // The host's own spill-over failed: over maxBytes (retry later), or its files.
+    // The host's own spill-over failed: over maxBytes (retry later), or its
+    // files, whose absolute paths are the server's business (--debug shows them).
+    const message = debug ? err.message : withoutSpillPaths(err.message);
     if (typeof err.details.maxBytes === "number") {
       headers["retry-after"] = "1";
-      return { status: 503, headers, body: body(err.name, err.message) };
+      return { status: 503, headers, body: body(err.name, message) };
     }
-    return { status: 502, headers, body: body(err.name, err.message) };
+    return { status: 502, headers, body: body(err.name, message) };
   }
   if (err instanceof CancelledError) {
     headers["retry-after"] = "1";
@@ -182,6 +184,13 @@ export function describeError(
       }),
     };
   }
+  if (err instanceof RemoteError && err.remoteType === "SpillError" && !debug) {
+    return {
+      status: REMOTE_STATUS[err.remoteType] ?? 500,
+      headers,
+      body: body(err.remoteType, withoutSpillPaths(err.message)),
+    };
+  }
   if (err instanceof RemoteError) {
     const d = err.details;
     const extra: Record<string, unknown> = {};
@@ -202,6 +211,14 @@ export function describeError(
     ? err.message
     : "Cannot serve request: internal error";
   return { status: 500, headers, body: body("InternalError", message) };
+}
+
+/** A spill error's message with each absolute path cut to its file name. */
+function withoutSpillPaths(message: string): string {
+  return message.replace(
+    /(^|[\s'"(])\/[^\s'":]*\/([^\s'":/]+)/g,
+    (_, lead: string, name: string) => `${lead}${name}`,
+  );
 }
 
 /**
