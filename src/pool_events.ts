@@ -28,7 +28,13 @@ export type PoolEvent =
     signal: string | null;
     reason: string;
   }
-  | { type: "restarting"; worker: string; attempt: number; delayMs: number }
+  | {
+    type: "restarting";
+    worker: string;
+    /** Restarts since the slot was last ready (1 for the first). */
+    attempt: number;
+    delayMs: number;
+  }
   | { type: "failed"; worker: string; reason: string; stderrTail: string }
   | {
     type: "model";
