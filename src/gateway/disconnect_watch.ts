@@ -20,6 +20,7 @@
  *
  * @module
  */
+import { StartOrderRing } from "../_start_order_ring.ts";
 
 /** Options of {@linkcode DisconnectWatch}. */
 export interface DisconnectWatchOptions {
@@ -65,7 +66,6 @@ export class WatchedCall {
     const request = this.request;
     if (request === undefined) return;
     this.listening = true;
-    this.slot = -1;
     const signal = request.signal;
     if (signal.aborted) this.handleEvent();
     else signal.addEventListener("abort", this, { once: true });
@@ -103,10 +103,8 @@ export class WatchedCall {
  */
 export class DisconnectWatch {
   #graceMs: number;
-  /** Calls in start order, from `#head`, `#size` slots (an ended call's slot is cleared). */
-  #ring: (WatchedCall | undefined)[] = new Array(1024).fill(undefined);
-  #head = 0;
-  #size = 0;
+  /** Calls in start order (an ended call leaves at once). */
+  #ring = new StartOrderRing<WatchedCall>(1024);
   /** Calls not ended yet. */
   #live = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -122,10 +120,7 @@ export class DisconnectWatch {
   /** Starts watching the client of a call for `request`. */
   watch(request: Request): WatchedCall {
     const call = new WatchedCall(this, request, this.#epoch);
-    if (this.#size === this.#ring.length) this.#grow();
-    call.slot = (this.#head + this.#size) & (this.#ring.length - 1);
-    this.#ring[call.slot] = call;
-    this.#size++;
+    this.#ring.push(call);
     this.#live++;
     // Armed only while calls are in flight (the HTTP server holds the process then).
     this.#timer ??= setTimeout(this.#sweep, this.#graceMs);
@@ -140,17 +135,10 @@ export class DisconnectWatch {
   /** @internal A call ended. */
   ended(call: WatchedCall): void {
     // Out of the ring now, not at the next sweep: it dies young (V8).
-    if (call.slot >= 0 && this.#ring[call.slot] === call) {
-      this.#ring[call.slot] = undefined;
-    }
+    this.#ring.remove(call);
     if (--this.#live > 0) return;
     // Nothing in flight: forget the ended calls and stop the timer.
-    const ring = this.#ring;
-    for (let i = 0; i < this.#size; i++) {
-      ring[(this.#head + i) & (ring.length - 1)] = undefined;
-    }
-    this.#head = 0;
-    this.#size = 0;
+    this.#ring.clear();
     if (this.#timer !== undefined) {
       clearTimeout(this.#timer);
       this.#timer = undefined;
@@ -159,35 +147,14 @@ export class DisconnectWatch {
 
   #onTimer(): void {
     this.#timer = undefined;
-    const ring = this.#ring;
-    const mask = ring.length - 1;
     // Calls from before the last sweep are at least graceMs old.
     const young = this.#epoch++;
-    while (this.#size > 0) {
-      const call = ring[this.#head]; // ended calls left the ring at once
-      if (call !== undefined) {
-        if (call.epoch === young) break; // it and every later call are young
-        call.listen();
-      }
-      ring[this.#head] = undefined;
-      this.#head = (this.#head + 1) & mask;
-      this.#size--;
-    }
-    if (this.#size > 0) this.#timer = setTimeout(this.#sweep, this.#graceMs);
-  }
-
-  #grow(): void {
-    const old = this.#ring;
-    const ring = new Array<WatchedCall | undefined>(old.length * 2).fill(
-      undefined,
+    const next = this.#ring.takeOld(
+      (call) => call.epoch !== young,
+      (call) => call.listen(),
     );
-    for (let i = 0; i < this.#size; i++) {
-      const call = old[(this.#head + i) & (old.length - 1)];
-      if (call !== undefined) call.slot = i;
-      ring[i] = call;
+    if (next !== undefined) {
+      this.#timer = setTimeout(this.#sweep, this.#graceMs);
     }
-    old.fill(undefined); // no stale references in the old array (V8's old generation)
-    this.#ring = ring;
-    this.#head = 0;
   }
 }

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { StartOrderRing } from "../_start_order_ring.ts";
 import { httpError } from "./error_response.ts";
 
 const DIGITS = /^\d+$/;
@@ -192,10 +193,8 @@ class PendingRead {
  */
 export class BodyReadGuard {
   #timeoutMs: number;
-  /** Reads in start order, from `#head`, `#size` slots (a settled read's slot is cleared). */
-  #ring: (PendingRead | undefined)[] = new Array(64).fill(undefined);
-  #head = 0;
-  #size = 0;
+  /** Reads in start order (a settled read leaves at once). */
+  #ring = new StartOrderRing<PendingRead>(64);
   /** Reads not settled yet. */
   #live = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -245,10 +244,7 @@ export class BodyReadGuard {
   }
 
   #add(entry: PendingRead): void {
-    if (this.#size === this.#ring.length) this.#grow();
-    entry.slot = (this.#head + this.#size) & (this.#ring.length - 1);
-    this.#ring[entry.slot] = entry;
-    this.#size++;
+    this.#ring.push(entry);
     this.#live++;
     // Armed only while reads are pending; then it is set for the oldest one.
     this.#timer ??= setTimeout(this.#sweep, this.#timeoutMs);
@@ -258,7 +254,7 @@ export class BodyReadGuard {
   #end(entry: PendingRead): boolean {
     if (entry.done) return false;
     entry.done = true;
-    if (this.#ring[entry.slot] === entry) this.#ring[entry.slot] = undefined;
+    this.#ring.remove(entry);
     if (--this.#live === 0) this.#reset(this.#lazyTimer);
     return true;
   }
@@ -271,8 +267,7 @@ export class BodyReadGuard {
 
   /** Nothing pending (every slot is cleared then): start over; stop the timer unless `keepTimer`. */
   #reset(keepTimer = false): void {
-    this.#head = 0;
-    this.#size = 0;
+    this.#ring.clear();
     if (!keepTimer && this.#timer !== undefined) {
       clearTimeout(this.#timer);
       this.#timer = undefined;
@@ -283,22 +278,11 @@ export class BodyReadGuard {
     this.#timer = undefined;
     const now = performance.now();
     const expired: PendingRead[] = [];
-    const ring = this.#ring;
-    const mask = ring.length - 1;
-    let next: PendingRead | undefined;
-    while (this.#size > 0) {
-      const entry = ring[this.#head];
-      if (entry !== undefined) {
-        if (entry.deadline > now) {
-          next = entry; // it and every later read have time left
-          break;
-        }
-        expired.push(entry);
-      }
-      ring[this.#head] = undefined;
-      this.#head = (this.#head + 1) & mask;
-      this.#size--;
-    }
+    // The first read with time left: every later one has more.
+    const next = this.#ring.takeOld(
+      (entry) => entry.deadline <= now,
+      (entry) => expired.push(entry),
+    );
     if (next !== undefined) {
       this.#timer = setTimeout(this.#sweep, Math.max(1, next.deadline - now));
     }
@@ -319,24 +303,9 @@ export class BodyReadGuard {
   /** The server drains: every read still going fails, and so does every later one. */
   #close(): void {
     this.#closed = true;
-    const pending = this.#ring.filter((e): e is PendingRead => e !== undefined);
+    const pending = this.#ring.entries();
     for (const entry of pending) this.#fail(entry, shuttingDown());
     this.#reset();
-  }
-
-  #grow(): void {
-    const old = this.#ring;
-    const ring = new Array<PendingRead | undefined>(old.length * 2).fill(
-      undefined,
-    );
-    for (let i = 0; i < this.#size; i++) {
-      const entry = old[(this.#head + i) & (old.length - 1)];
-      if (entry !== undefined) entry.slot = i;
-      ring[i] = entry;
-    }
-    old.fill(undefined);
-    this.#ring = ring;
-    this.#head = 0;
   }
 }
 
