@@ -311,11 +311,12 @@ export class ChannelHub {
   #maxChannels: number;
   #maxHistoryBytes: number;
   #maxBufferBytes: number;
-  /** History messages of every channel in publish order (entries of forgotten ones are skipped). */
-  #kept: Array<{ ch: Channel; message: ChannelMessage }> = [];
-  #keptHead = 0;
-  /** The history messages kept now (the entries of `#kept` not skipped). */
-  #keptNow = new Set<ChannelMessage>();
+  /**
+   * The history messages of every channel, oldest first (a Map keeps
+   * insertion order), with their channel: the oldest go first past
+   * maxHistoryBytes.
+   */
+  #kept = new Map<ChannelMessage, Channel>();
   #historyBytes = 0;
   #closed = false;
 
@@ -376,12 +377,13 @@ export class ChannelHub {
     if (this.#historySize > 0 && size <= this.#maxHistoryBytes) {
       ch.history.push(message);
       ch.sizes.push(size);
-      this.#kept.push({ ch, message });
-      this.#keptNow.add(message);
+      this.#kept.set(message, ch);
       this.#historyBytes += size;
       if (ch.history.length > this.#historySize) this.#forgetOldest(ch);
-      while (this.#historyBytes > this.#maxHistoryBytes) this.#forgetGlobal();
-      this.#compactKept();
+      while (this.#historyBytes > this.#maxHistoryBytes) {
+        // Its channel's oldest too: older ones were forgotten first.
+        this.#forgetOldest(this.#kept.values().next().value!);
+      }
     }
     let delivered = 0;
     for (const sub of [...ch.subscribers]) {
@@ -470,35 +472,8 @@ export class ChannelHub {
   /** Forgets the oldest history message of `ch`. */
   #forgetOldest(ch: Channel): void {
     const message = ch.history.shift();
-    if (message !== undefined) this.#keptNow.delete(message);
+    if (message !== undefined) this.#kept.delete(message);
     this.#historyBytes -= ch.sizes.shift() ?? 0;
-  }
-
-  /** Forgets the oldest history message of any channel (over maxHistoryBytes). */
-  #forgetGlobal(): void {
-    while (this.#keptHead < this.#kept.length) {
-      const { ch, message } = this.#kept[this.#keptHead]!;
-      this.#kept[this.#keptHead++] = undefined!;
-      // Still kept: it is its channel's oldest (older ones went first).
-      if (this.#keptNow.has(message)) {
-        this.#forgetOldest(ch);
-        break;
-      }
-    }
-  }
-
-  /**
-   * Keeps the publish-order list near the number of kept messages: entries
-   * forgotten by their channel (its historySize) are skipped, then dropped.
-   */
-  #compactKept(): void {
-    const entries = this.#kept.length - this.#keptHead;
-    if (entries > 2 * this.#keptNow.size + 1024) {
-      this.#kept = this.#kept.slice(this.#keptHead).filter((e) =>
-        this.#keptNow.has(e.message)
-      );
-      this.#keptHead = 0;
-    }
   }
 
   #evict(): void {
