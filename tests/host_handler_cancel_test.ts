@@ -20,6 +20,17 @@ class Waiter:
         return {"gaveUp": None}
 `;
 
+/** `p`, or a failure naming `what` after 10 s (the timer is always cleared). */
+async function within(p: Promise<void>, what: string): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    p,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(what)), 10_000);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
 Deno.test("Pool: a host call the Python side gives up on aborts its handler's signal", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-host-cancel-" });
   let aborted!: () => void;
@@ -51,16 +62,7 @@ Deno.test("Pool: a host call the Python side gives up on aborts its handler's si
       timeout: 0.2,
     });
     assert.match(out.gaveUp, /no reply within 0.2 s/);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      abortSeen,
-      new Promise((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error("the handler's signal never aborted")),
-          10_000,
-        );
-      }),
-    ]).finally(() => clearTimeout(timer));
+    await within(abortSeen, "the handler's signal never aborted");
     assert.equal(started, 1);
     // The connection is fine, and nothing else went astray.
     assert.equal(await pool.request("ping"), "pong");
@@ -117,16 +119,7 @@ class Caller:
       pool.execute("caller", {}, { timeout: 300 }),
       (err: unknown) => err instanceof Error && err.name === "TimeoutError",
     );
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      abortSeen,
-      new Promise((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error("the handler's signal never aborted")),
-          10_000,
-        );
-      }),
-    ]).finally(() => clearTimeout(timer));
+    await within(abortSeen, "the handler's signal never aborted");
     assert.equal(await pool.request("ping"), "pong");
     assert.equal(served, 0);
   } finally {
