@@ -148,6 +148,45 @@ Deno.test("PUT /v1/models/{name}: a symlink out of the models directory is refus
   }
 });
 
+Deno.test("PUT /v1/models/{name}: a symlink out of the directory gets one answer whether its target exists or not", async () => {
+  const outside = await Deno.makeTempDir({ prefix: "pyproxy-outside-" });
+  try {
+    await Deno.writeTextFile(`${outside}/there.py`, "class M:\n    pass\n");
+    await using gw = await startGateway({ allowManage: true });
+    await Deno.symlink(`${outside}/there.py`, `${gw.dir}/to_there.py`);
+    await Deno.symlink(`${outside}/not_there.py`, `${gw.dir}/to_nothing.py`);
+    const answers = [];
+    for (const file of ["to_there.py", "to_nothing.py"]) {
+      const res = await gw.fetch("/v1/models/probe", put({ file }));
+      const { error } = await res.json();
+      answers.push([res.status, error.type, error.message.replace(file, "F")]);
+    }
+    assert.deepEqual(answers[0], [
+      400,
+      "PathError",
+      "Cannot add model 'probe' on worker w1: Cannot resolve model file 'F': outside the models directory",
+    ]);
+    assert.deepEqual(answers[1], answers[0]);
+    // Inside the directory, a missing file or a directory is still a 404, and nothing is added.
+    await Deno.mkdir(`${gw.dir}/folder.py`);
+    await Deno.symlink(`${gw.dir}/gone.py`, `${gw.dir}/to_gone.py`);
+    for (const file of ["gone.py", "folder.py", "to_gone.py", "sub/x.py"]) {
+      const res = await gw.fetch("/v1/models/probe", put({ file }));
+      assert.equal(res.status, 404, file);
+      const { error } = await res.json();
+      assert.equal(error.type, "ModelFileNotFound", file);
+      assert.equal(
+        error.message,
+        `Cannot load model 'probe': no file "${file}" in the models directory`,
+      );
+    }
+    const { models } = await (await gw.fetch("/v1/models")).json();
+    assert.ok(!models.some((m: { name: string }) => m.name === "probe"));
+  } finally {
+    await Deno.remove(outside, { recursive: true });
+  }
+});
+
 Deno.test("POST execute: optional declared inputs (cache_counter's ttl) may be left out, but not mistyped", async () => {
   await using gw = await startGateway();
   const { models } = await (await gw.fetch("/v1/models")).json();

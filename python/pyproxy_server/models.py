@@ -313,10 +313,12 @@ class ModelRegistry:
                     with open(path, "r", encoding="utf-8") as f:
                         source = f.read()
                 except (OSError, UnicodeDecodeError) as exc:
+                    # stage "read": the model file itself, not code it runs (protocol §3).
                     raise ModelLoadError(
                         "Cannot load model %r: cannot read %s: %s" % (name, file, exc),
                         exception=type(exc).__name__,
                         traceback="",
+                        stage="read",
                     )
             elif not isinstance(source, str):
                 raise InvalidRequestError("Cannot load model %r: 'source' must be a string" % name)

@@ -52,6 +52,18 @@ class ModelRegistryTest(unittest.TestCase):
             self.registry.update("d", {"source": "raise ImportError('x')"})
         self.assertEqual(self.registry.get("d").version, 1)
 
+    def test_unreadable_model_file_is_stage_read_and_user_code_is_not(self):
+        with self.assertRaises(ModelLoadError) as caught:
+            self.registry.add("gone", {"file": "no_such_model.py"})
+        wire = caught.exception.to_wire()
+        self.assertEqual((wire["stage"], wire["exception"]), ("read", "FileNotFoundError"))
+        # A model whose own code opens a missing file failed later: no stage.
+        with self.assertRaises(ModelLoadError) as caught:
+            self.registry.add("opens", {"source": "open('/no/such/file')\nclass M:\n    pass\n"})
+        wire = caught.exception.to_wire()
+        self.assertEqual(wire["exception"], "FileNotFoundError")
+        self.assertNotIn("stage", wire)
+
     def test_update_unknown(self):
         with self.assertRaises(ModelNotFoundError):
             self.registry.update("x", {"file": "doubler.py"})

@@ -8,6 +8,7 @@ import { Hono } from "hono";
 import * as v from "valibot";
 import { ChannelHub } from "./channels.ts";
 import { plainRecord } from "../_plain_record.ts";
+import { RemoteError } from "../errors.ts";
 import { describeError, errorResponse, httpError } from "./error_response.ts";
 import type { GatewayModelSpec } from "./gateway_pool.ts";
 import { validateInput } from "./input_schema.ts";
@@ -133,6 +134,22 @@ function quoteShort(text: string): string {
  * the paths made relative and the directory itself called "the models
  * directory". `dirs`: the directory as configured and its real path.
  */
+/** Errors a model file that is not there (or not a file) loads with (protocol §3, `stage: "read"`). */
+const MISSING_FILE = new Set([
+  "FileNotFoundError",
+  "IsADirectoryError",
+  "NotADirectoryError",
+]);
+
+/** The Python server could not read the model file because it is not there. */
+function missingModelFile(err: unknown): boolean {
+  if (!(err instanceof RemoteError) || err.remoteType !== "ModelLoadError") {
+    return false;
+  }
+  const { stage, exception } = err.details;
+  return stage === "read" && MISSING_FILE.has(String(exception));
+}
+
 function hideModelsDir(
   err: unknown,
   dirs: readonly string[],
@@ -346,18 +363,6 @@ export function modelRoutes(ctx: RouteContext): Hono {
     }
     if (parsed.output.class !== undefined) spec.class = parsed.output.class;
     const dir = ctx.modelsDir;
-    if (
-      dir !== undefined &&
-      (await ctx.runtime.stat(`${dir}/${spec.file}`))?.isFile !== true
-    ) {
-      throw httpError(
-        404,
-        "ModelFileNotFound",
-        `Cannot load model '${name}': no file ${
-          quoteShort(spec.file ?? "")
-        } in the models directory`,
-      );
-    }
     // Add or update as one step per name: two PUTs of a new name would both
     // see it missing, and the second add would fail ("it already exists").
     const { existed, model } = await oneAtATime(name, async () => {
@@ -368,6 +373,18 @@ export function modelRoutes(ctx: RouteContext): Hono {
           : await catalog.add(pool, name, spec);
         return { existed, model };
       } catch (err) {
+        // The Python server resolves the path (and refuses escapes) before it
+        // reads the file: a missing file is told apart only inside the
+        // directory, never where a symlink out of it leads.
+        if (missingModelFile(err)) {
+          throw httpError(
+            404,
+            "ModelFileNotFound",
+            `Cannot load model '${name}': no file ${
+              quoteShort(spec.file ?? "")
+            } in the models directory`,
+          );
+        }
         if (dir === undefined) throw err;
         const real = await ctx.runtime.realPath(dir).catch(() => dir);
         throw hideModelsDir(err, [dir, real], ctx.debug);

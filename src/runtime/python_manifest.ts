@@ -112,9 +112,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 20085,
+      size: 20215,
       sha256:
-        "d5fc6cec92943af041ef4df2b191169714e740cd4de8c42a77f97c1bbaca2069",
+        "6c17aa99f627b25266bbe8258d6eeeaa570f3634d5059fba3e9ee89580614822",
     },
     {
       path: "pyproxy_server/server.py",
