@@ -10,10 +10,21 @@ import { StdioClient } from "./stdio_client.ts";
 import { loadPyproxy, need } from "./pyproxy.ts";
 import type { PoolLike, PythonServerLike, SessionLike } from "./pyproxy.ts";
 
+/**
+ * pyproxy's default transport between host and Python: a Unix socket on
+ * Linux and macOS, else TCP (src/python_server.ts `unixByDefault`, the pool's
+ * `transport` option). The floor follows it unless told otherwise: it is a
+ * framed echo "over the same transport".
+ */
+export const UNIX_BY_DEFAULT: boolean = Deno.build.os === "linux" ||
+  Deno.build.os === "darwin";
+
 /** A ready-to-call implementation. */
 export interface Caller {
   /** Executes the model once. */
   call(msg: unknown): Promise<unknown>;
+  /** The socket kind, for the implementations that use one. */
+  transport?: "tcp" | "unix";
   /** Stops everything this caller started. */
   close(): Promise<void>;
   /** The pool, for scenarios that need more than `call`. */
@@ -64,7 +75,10 @@ function modelFile(model: string): string {
 }
 
 /**
- * The naive framed floor (bench/floor_server.py + FloorClient).
+ * The naive framed floor (bench/floor_server.py + FloorClient). `unix`: true
+ * for a Unix socket, false for TCP, absent for pyproxy's default transport
+ * ({@linkcode UNIX_BY_DEFAULT}), so that it runs over the same transport as
+ * the pyproxy rows it is compared with.
  *
  * @example
  * ```ts ignore
@@ -75,10 +89,14 @@ export function floorCaller(
   model: string,
   options: { unix?: boolean; name?: string; python?: string } = {},
 ): CallerFactory {
+  const useUnix = options.unix ?? UNIX_BY_DEFAULT;
   return {
-    name: options.name ?? (options.unix ? "floor (unix)" : "floor"),
+    name: options.name ??
+      (options.unix === undefined
+        ? "floor"
+        : `floor (${options.unix ? "unix" : "TCP"})`),
     async open(): Promise<Caller> {
-      const dir = options.unix
+      const dir = useUnix
         ? await Deno.makeTempDir({ prefix: "pyproxy-bench-" })
         : undefined;
       const unix = dir === undefined ? undefined : `${dir}/floor.sock`;
@@ -93,6 +111,7 @@ export function floorCaller(
         );
         return {
           call: (msg) => client.execute(model, msg),
+          transport: unix ? "unix" : "tcp",
           pids: () => [server.pid],
           async close() {
             await client.close();
@@ -207,8 +226,10 @@ export function sessionCaller(
         await session.addModel(model, { source });
         const s = session;
         const pid = server.pid;
+        const transport = server.unixPath === undefined ? "tcp" : "unix";
         return {
           call: (msg) => s.execute(model, msg),
+          transport,
           close,
           pids: () => [pid],
         };

@@ -22,6 +22,7 @@ export interface SessionLike {
 /** A running Python server (src/python_server.ts). */
 export interface PythonServerLike {
   readonly pid: number;
+  readonly unixPath: string | undefined;
   connect(options?: Record<string, unknown>): Promise<SessionLike>;
   kill(signal?: string): void;
   readonly exited: Promise<unknown>;

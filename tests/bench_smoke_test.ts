@@ -11,6 +11,11 @@ import { ratioTarget } from "../bench/targets.ts";
 import { ReadyChild } from "../bench/child.ts";
 import { GcTrace, parseGcLine } from "../bench/gc_trace.ts";
 import { runLoad } from "../bench/load.ts";
+import {
+  floorCaller,
+  sessionCaller,
+  UNIX_BY_DEFAULT,
+} from "../bench/callers.ts";
 
 const MODELS = new URL("../bench/models/", import.meta.url).pathname;
 
@@ -63,6 +68,31 @@ Deno.test("FloorClient works over a Unix socket", async () => {
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the floor runs over the transport the pyproxy rows use by default", async () => {
+  // The naive framed floor is "our protocol over the same transport": the
+  // sequential and pipelined ratios compare it with a Session and a Pool on
+  // pyproxy's default socket kind.
+  const floor = await floorCaller("echo").open();
+  try {
+    const session = await sessionCaller("echo").open();
+    try {
+      assert.equal(floor.transport, UNIX_BY_DEFAULT ? "unix" : "tcp");
+      assert.equal(floor.transport, session.transport);
+      assert.deepEqual(await floor.call({ a: 1 }), { a: 1 });
+    } finally {
+      await session.close();
+    }
+  } finally {
+    await floor.close();
+  }
+  const tcp = await floorCaller("echo", { unix: false }).open();
+  try {
+    assert.equal(tcp.transport, "tcp");
+  } finally {
+    await tcp.close();
   }
 });
 

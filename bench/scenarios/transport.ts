@@ -31,8 +31,8 @@ export const transport: Scenario = {
       [
         sessionCaller("echo", { unix: false }),
         sessionCaller("echo", { unix: true }),
-        floorCaller("echo", { name: "floor (TCP)" }),
-        floorCaller("echo", { unix: true, name: "floor (unix)" }),
+        floorCaller("echo", { unix: false }),
+        floorCaller("echo", { unix: true }),
       ],
       config,
       {
