@@ -11,6 +11,7 @@ import { ratioTarget } from "../bench/targets.ts";
 import { ReadyChild } from "../bench/child.ts";
 import { GcTrace, parseGcLine } from "../bench/gc_trace.ts";
 import { runLoad } from "../bench/load.ts";
+import { peakTarget } from "../bench/scenarios/large.ts";
 import {
   floorCaller,
   sessionCaller,
@@ -188,6 +189,26 @@ Deno.test("ratioTarget compares with a reference's median, or with its best roun
     ratioTarget(rows, { ...base, den: "missing", threshold: 1 }).pass,
     null,
   );
+});
+
+Deno.test("the 100 MB memory target judges the host's peak RSS, not its growth", () => {
+  const one = (v: number) => summarize([v]);
+  const rows = (peak: number, growth: number) => [{
+    name: "pyproxy spill 100MB",
+    metrics: {
+      "host peak RSS MB": one(peak),
+      "host base RSS MB": one(peak - growth),
+      "host growth 1st trip MB": one(growth),
+    },
+  }];
+  const met = peakTarget(rows(277, 214));
+  assert.equal(met.value, 2.77);
+  assert.equal(met.pass, true);
+  // Growth of 2.4x the payload on a 70 MB runtime: the peak is 3.1x.
+  const missed = peakTarget(rows(310, 240));
+  assert.equal(missed.value, 3.1);
+  assert.equal(missed.pass, false);
+  assert.equal(peakTarget([]).pass, null);
 });
 
 Deno.test("parseGcLine and GcTrace read V8's --trace-gc-nvp lines, per round", () => {

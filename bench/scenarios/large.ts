@@ -150,18 +150,25 @@ export const large: Scenario = {
 };
 
 /**
- * The memory one 100 MB round trip costs the host: its peak RSS (the
- * kernel's high-water mark) minus the RSS before the payload was made, so
- * the caller's input and the result both count, the runtime's own baseline
- * does not. Measured over the first round trip: later ones add garbage that
- * V8 collects when it likes.
+ * The spec's memory target: the host's peak RSS (the kernel's high-water
+ * mark over the case, its own process) during the spill-over 100 MB round
+ * trips, below 3x the payload. The growth over the RSS before the payload
+ * was made ("host growth 1st trip MB") is shown in the table but is not what
+ * is judged: it leaves out the runtime's own baseline.
+ *
+ * @example
+ * ```ts ignore
+ * console.log(peakTarget(rows).value); // e.g. 2.77 (x the payload)
+ * ```
  */
-function peakTarget(rows: Row[]): Target {
-  const growth = rows.find((r) => r.name === "pyproxy spill 100MB")
-    ?.metrics["host growth 1st trip MB"]?.median;
-  const value = growth === undefined ? null : growth / 100;
+export function peakTarget(rows: Row[]): Target {
+  const peak = rows.find((r) => r.name === "pyproxy spill 100MB")
+    ?.metrics["host peak RSS MB"]?.median;
+  const value = peak === undefined || !Number.isFinite(peak)
+    ? null
+    : peak / (sizeOf("pyproxy spill 100MB") / MB);
   return {
-    label: "spill 100 MB round trip: host peak RSS growth < 3x payload",
+    label: "spill 100 MB round trip: host peak RSS < 3x payload",
     value,
     threshold: 3,
     op: "<",
