@@ -67,3 +67,16 @@ export function ratioTarget(rows: Row[], options: RatioTargetOptions): Target {
       : value < options.threshold,
   };
 }
+
+/**
+ * A same-run ratio to a reference with no target: printed with `·`, not
+ * counted (every scenario is reported as a ratio to its references).
+ *
+ * @example
+ * ```ts ignore
+ * infoRatio(rows, { label: "pyproxy / floor", num: "pyproxy", den: "floor", metric: "calls/s", threshold: 1 });
+ * ```
+ */
+export function infoRatio(rows: Row[], options: RatioTargetOptions): Target {
+  return { ...ratioTarget(rows, options), pass: null, info: true };
+}

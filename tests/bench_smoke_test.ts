@@ -11,7 +11,10 @@ import { ratioTarget } from "../bench/targets.ts";
 import { ReadyChild } from "../bench/child.ts";
 import { GcTrace, parseGcLine } from "../bench/gc_trace.ts";
 import { runLoad } from "../bench/load.ts";
-import { peakTarget } from "../bench/scenarios/large.ts";
+import { large, peakTarget } from "../bench/scenarios/large.ts";
+import { sequential } from "../bench/scenarios/sequential.ts";
+import { evalOutput } from "../bench/scenarios/eval_output.ts";
+import { gateway } from "../bench/scenarios/gateway.ts";
 import {
   floorCaller,
   sessionCaller,
@@ -209,6 +212,40 @@ Deno.test("the 100 MB memory target judges the host's peak RSS, not its growth",
   assert.equal(missed.value, 3.1);
   assert.equal(missed.pass, false);
   assert.equal(peakTarget([]).pass, null);
+});
+
+Deno.test("every scenario reports its rows as ratios to the same run's references", () => {
+  const row = (name: string, metrics: Record<string, number>) => ({
+    name,
+    metrics: Object.fromEntries(
+      Object.entries(metrics).map(([k, v]) => [k, summarize([v])]),
+    ),
+  });
+  const seq = sequential.targets([
+    row("pyproxy Session", { "calls/s": 90, "p99 ms": 1 }),
+    row("pyproxy Pool (1 worker)", { "calls/s": 80, "p99 ms": 1 }),
+    row("floor", { "calls/s": 40, "p99 ms": 2 }),
+    row("stdio", { "calls/s": 100, "p99 ms": 1 }),
+  ]);
+  const floor = seq.filter((t) => t.info);
+  assert.deepEqual(floor.map((t) => t.value), [90 / 40, 80 / 40]);
+  assert.ok(floor.every((t) => t.pass === null));
+  assert.equal(seq.filter((t) => !t.info).length, 4);
+  const ev = evalOutput.targets([
+    row("pyproxy eval (print)", { "MB/s": 30 }),
+    row("python → pipe (reference)", { "MB/s": 120 }),
+  ]);
+  assert.deepEqual(ev.map((t) => [t.value, t.info]), [[0.25, true]]);
+  const gw = gateway.targets([
+    row("pyproxy gateway (1 worker)", { "req/s": 20 }),
+    row("Deno.serve floor (JS echo)", { "req/s": 50 }),
+  ]);
+  assert.equal(gw.find((t) => t.info)?.value, 0.4);
+  const big = large.targets([
+    row("floor 10MB", { "s/round trip": 0.3 }),
+    row("pyproxy spill 10MB", { "s/round trip": 0.1 }),
+  ]);
+  assert.ok(Math.abs((big.find((t) => t.info)?.value ?? 0) - 3) < 1e-9);
 });
 
 Deno.test("parseGcLine and GcTrace read V8's --trace-gc-nvp lines, per round", () => {

@@ -8,6 +8,7 @@
 import { poolCaller } from "../callers.ts";
 import { oneLine, summarizeRounds } from "../drivers.ts";
 import { peakRss } from "../memory.ts";
+import { infoRatio } from "../targets.ts";
 import type { BenchConfig, Row, Scenario, Target } from "../types.ts";
 
 const MB = 1_000_000;
@@ -138,8 +139,16 @@ export const evalOutput: Scenario = {
       return [{ name, metrics: {}, skipped: oneLine(err) }];
     }
   },
-  targets(): Target[] {
-    return [];
+  targets(rows: Row[]): Target[] {
+    return [
+      infoRatio(rows, {
+        label: "pyproxy eval MB/s / python → pipe",
+        num: "pyproxy eval (print)",
+        den: "python → pipe (reference)",
+        metric: "MB/s",
+        threshold: 1,
+      }),
+    ];
   },
   timeoutMs: (config) => (config.quick ? 90_000 : 180_000),
 };

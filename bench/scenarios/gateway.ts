@@ -12,7 +12,7 @@ import { freePort, ReadyChild, waitForHttp } from "../child.ts";
 import { GC_TRACE_FLAG, GcTrace } from "../gc_trace.ts";
 import { modelsCopy } from "../callers.ts";
 import { oneLine, SMALL_MESSAGE, summarizeRounds } from "../drivers.ts";
-import { ratioTarget } from "../targets.ts";
+import { infoRatio, ratioTarget } from "../targets.ts";
 import type { BenchConfig, Row, Scenario, Target } from "../types.ts";
 
 const CONNECTIONS = 32;
@@ -197,6 +197,7 @@ function pyproxySpec(
   };
 }
 
+const HTTP_FLOOR = "Deno.serve floor (JS echo)";
 const gatewayName = (n: number) =>
   `pyproxy gateway (${n} worker${n === 1 ? "" : "s"})`;
 const starletteName = (n: number) =>
@@ -219,7 +220,7 @@ function servers(python: string | undefined): ServerSpec[] {
       { cancelOnDisconnect: false },
     ),
     {
-      name: "Deno.serve floor (JS echo)",
+      name: HTTP_FLOOR,
       async start() {
         const child = await ReadyChild.start({
           cmd: Deno.execPath(),
@@ -425,6 +426,13 @@ export const gateway: Scenario = {
       const gw = gatewayName(n);
       const at = `${n} Python process${n === 1 ? "" : "es"} each`;
       return [
+        infoRatio(rows, {
+          label: `gateway req/s / Deno.serve floor (JS echo), ${at}`,
+          num: gw,
+          den: HTTP_FLOOR,
+          metric: "req/s",
+          threshold: 1,
+        }),
         ratioTarget(rows, {
           label: `gateway p99 < uvicorn+Starlette p99 (its best round), ${at}`,
           num: gw,

@@ -13,7 +13,7 @@ import {
 } from "../callers.ts";
 import { oneLine, summarizeRounds } from "../drivers.ts";
 import { peakRss, RssSampler } from "../memory.ts";
-import { ratioTarget } from "../targets.ts";
+import { infoRatio, ratioTarget } from "../targets.ts";
 import type { BenchConfig, Row, Scenario, Target } from "../types.ts";
 
 const MB = 1_000_000;
@@ -144,6 +144,13 @@ export const large: Scenario = {
         threshold: 2,
       }),
       peakTarget(rows),
+      infoRatio(rows, {
+        label: "10 MB round trip: floor time / pyproxy default pool time",
+        num: "floor 10MB",
+        den: "pyproxy spill 10MB",
+        metric: "s/round trip",
+        threshold: 1,
+      }),
     ];
   },
   timeoutMs: (config) => (config.quick ? 90_000 : 180_000),

@@ -4,7 +4,7 @@
  * @module
  */
 import { runEchoWindow } from "../drivers.ts";
-import { ratioTarget } from "../targets.ts";
+import { infoRatio, ratioTarget } from "../targets.ts";
 import type { Scenario, Target } from "../types.ts";
 
 const PYPROXY = ["pyproxy Session", "pyproxy Pool (1 worker)"];
@@ -39,6 +39,13 @@ export const sequential: Scenario = {
         metric: "p99 ms",
         threshold: 2,
         op: "<",
+      }),
+      infoRatio(rows, {
+        label: `${name} calls/s / floor`,
+        num: name,
+        den: "floor",
+        metric: "calls/s",
+        threshold: 1,
       }),
     ]);
   },
