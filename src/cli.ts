@@ -163,7 +163,9 @@ function printError(message: string): void {
 
 /**
  * The one line for an error: its first line, then (for a report over
- * several lines, like the pool's per-worker one) its cause's first line.
+ * several lines, like the pool's per-worker one) its cause's first line, and
+ * for a pool whose first worker wrote to stderr before it died, the last line
+ * of that (what a Python that exits at start says: a traceback ends with it).
  */
 function errorLine(err: unknown): string {
   if (!(err instanceof Error)) return oneLine(String(err));
@@ -172,7 +174,16 @@ function errorLine(err: unknown): string {
   const cause = err.cause instanceof Error
     ? err.cause.message.split("\n")[0]
     : undefined;
-  return cause ? `${first}: ${cause}` : oneLine(err.message);
+  if (!cause) return oneLine(err.message);
+  const workers = (err as { details?: { workers?: unknown } }).details
+    ?.workers;
+  const tail = Array.isArray(workers)
+    ? (workers[0] as { stderrTail?: unknown } | undefined)?.stderrTail
+    : undefined;
+  const why = typeof tail === "string"
+    ? tail.trimEnd().split("\n").at(-1)?.trim()
+    : undefined;
+  return why ? `${first}: ${cause}: ${why}` : `${first}: ${cause}`;
 }
 
 const LEVELS = new Set(["trace", "debug", "info", "warning", "error", "fatal"]);

@@ -49,6 +49,16 @@ import { hostDirPrefix, removeDeadHostDirs } from "./_dead_host_dirs.ts";
 /** The temporary directories a pool or its servers make (`<kind>-<pid>-...`). */
 const TEMP_DIR_KINDS = ["pyproxy-sock", "pyproxy-models"] as const;
 
+/**
+ * The open pools with `handleSignals`. A signal closes all of them before the
+ * process exits: each pool's listener exiting once its own pool had closed
+ * cut the other pools of the program short (no grace for their calls, their
+ * temporary directories left behind).
+ */
+const signalPools = new Set<Pool>();
+/** The closing of `signalPools` that a signal started (one per signal). */
+let signalClose: Promise<unknown> | undefined;
+
 export type { ModelCallOptions, ModelInfo } from "./model_registry.ts";
 export type { PoolEvent } from "./pool_events.ts";
 export type { WorkerExit, WorkerInfo, WorkerState } from "./worker.ts";
@@ -198,7 +208,10 @@ export interface PoolOptions {
   hookTimeout?: number;
   /** Retries of an `idempotent` call whose worker crashed. @default {2} */
   maxRetries?: number;
-  /** Close the pool and exit the process on SIGINT/SIGTERM. @default {true} */
+  /**
+   * On SIGINT/SIGTERM, close the pool (and every other open pool with this
+   * option) and then exit the process (status 130/143). @default {true}
+   */
   handleSignals?: boolean;
   /** Runtime adapter. @default {defaultRuntime()} */
   runtime?: Runtime;
@@ -353,11 +366,17 @@ export class Pool implements AsyncDisposable {
         this.#tempDirs.push(socketDir);
       }
       if (this.#opts.handleSignals) {
+        signalPools.add(this);
         for (
           const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const
         ) {
           this.#offSignals.push(runtime.onSignal(signal, () => {
-            this.close().finally(() => runtime.exit(code));
+            // Every pool's listener runs for the same signal: the first one
+            // closes them all, and each exits once all are closed.
+            signalClose ??= Promise.allSettled(
+              [...signalPools].map((pool) => pool.close()),
+            ).finally(() => signalClose = undefined);
+            signalClose.finally(() => runtime.exit(code));
           }));
         }
       }
@@ -603,6 +622,7 @@ export class Pool implements AsyncDisposable {
 
   async #close(): Promise<void> {
     this.#closing = true;
+    signalPools.delete(this);
     for (const off of this.#offSignals.splice(0)) off();
     this.#router.drain((call) =>
       new ShuttingDownError(`Cannot send call ${call.cmd}: pool is closing`)

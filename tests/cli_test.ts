@@ -233,6 +233,29 @@ Deno.test("main reports every failure in one error line on stderr", async () => 
   }
 });
 
+Deno.test("main says why a Python that exits at start failed: the last line of its stderr", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-cli-test-" });
+  try {
+    const python = `${dir}/python3`;
+    await Deno.writeTextFile(
+      python,
+      "#!/bin/sh\necho 'Traceback (most recent call last):' >&2\n" +
+        "echo 'ModuleNotFoundError: No module named contextvars' >&2\nexit 1\n",
+    );
+    await Deno.chmod(python, 0o755);
+    const r = await cli(
+      ["serve", "--port", "0", "--workers", "1", "--python", python],
+    );
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(
+      r.stderr.trimEnd(),
+      "error: Cannot start pool: all 1 workers failed to start: Cannot start python server w1: it exited (code 1) before it was ready: ModuleNotFoundError: No module named contextvars",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("main names the address it cannot listen on", async () => {
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;

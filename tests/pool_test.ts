@@ -376,6 +376,51 @@ Deno.test("Pool.close lets in-flight calls finish and fails queued and new calls
   }
 });
 
+Deno.test("Pool with handleSignals: a signal closes every such pool of the program before it exits", async () => {
+  await using dir = await modelsDir();
+  const listeners = new Set<() => void>();
+  const exits: Array<{ code: number; stopped: boolean[] }> = [];
+  const pools: Pool[] = [];
+  const runtime: Runtime = {
+    ...defaultRuntime(),
+    onSignal: (signal, listener) => {
+      if (signal !== "SIGTERM") return () => {};
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    exit: ((code: number) => {
+      exits.push({
+        code,
+        stopped: pools.map((p) =>
+          p.status().workers.every((w) => w.state === "stopped")
+        ),
+      });
+    }) as Runtime["exit"],
+  };
+  const pids = new PidTracker();
+  try {
+    const signalled = { handleSignals: true, workers: 1, runtime };
+    pools.push(await Pool.start(opts(dir.path, signalled)));
+    pools.push(await Pool.start(opts(dir.path, signalled)));
+    for (const pool of pools) pids.watch(pool);
+    await pools[1]!.addModel("slow", { file: "slow.py" });
+    // The second pool has a call in flight: it must get its grace too.
+    const call = pools[1]!.execute("slow", { ms: 300, i: 1 });
+    // As a process dispatches a signal: every listener registered when it
+    // arrived runs, even one that an earlier listener removed.
+    for (const listener of [...listeners]) listener();
+    assert.equal(((await call) as { i: number }).i, 1);
+    await Promise.all(pools.map((p) => p.close()));
+    while (exits.length < 2) await new Promise((r) => setTimeout(r, 10));
+    // Each pool's listener exits, and only once both pools are closed.
+    const done = { code: 143, stopped: [true, true] };
+    assert.deepEqual(exits, [done, done]);
+  } finally {
+    await Promise.all(pools.map((p) => p.close()));
+    await pids.assertGone();
+  }
+});
+
 Deno.test("Pool.close settles calls that outlive shutdownGrace with ShuttingDownError", async () => {
   await using dir = await modelsDir();
   const pids = new PidTracker();

@@ -147,7 +147,8 @@ export interface GatewayApp {
  * ```ts ignore
  * import { Pool } from "../pool.ts";
  * import { createGateway } from "./app.ts";
- * const pool = await Pool.start({ workers: 2, modelsDir: "./examples/models", handleSignals: false });
+ * // The pool keeps the process alive until it is closed: `await using` does it.
+ * await using pool = await Pool.start({ workers: 2, modelsDir: "./examples/models", handleSignals: false });
  * const app = createGateway(pool, { port: () => 8000 });
  * const res = await app.request("http://127.0.0.1:8000/healthz", { headers: { host: "127.0.0.1:8000" } });
  * console.log(res.status); // 200

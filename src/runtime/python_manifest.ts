@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 11619,
+      size: 12089,
       sha256:
-        "d88d69bbcc51c10805a2a421f79e3a92360bd70679daa349f757df54e58e380f",
+        "c128f46a548e6997b74b90d9d5dd813cb7b82eb35a2b27fb4c35f8cd0779ec71",
     },
     {
       path: "pyproxy_server/big_json.py",
