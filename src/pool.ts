@@ -45,19 +45,10 @@ import { withTimeout } from "./_with_timeout.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
 import { callOptionsError } from "./_call_options.ts";
 import { hostDirPrefix, removeDeadHostDirs } from "./_dead_host_dirs.ts";
+import { closeAllOnSignal, closeOnSignal } from "./_signal_close.ts";
 
 /** The temporary directories a pool or its servers make (`<kind>-<pid>-...`). */
 const TEMP_DIR_KINDS = ["pyproxy-sock", "pyproxy-models"] as const;
-
-/**
- * The open pools with `handleSignals`. A signal closes all of them before the
- * process exits: each pool's listener exiting once its own pool had closed
- * cut the other pools of the program short (no grace for their calls, their
- * temporary directories left behind).
- */
-const signalPools = new Set<Pool>();
-/** The closing of `signalPools` that a signal started (one per signal). */
-let signalClose: Promise<unknown> | undefined;
 
 export type { ModelCallOptions, ModelInfo } from "./model_registry.ts";
 export type { PoolEvent } from "./pool_events.ts";
@@ -366,17 +357,17 @@ export class Pool implements AsyncDisposable {
         this.#tempDirs.push(socketDir);
       }
       if (this.#opts.handleSignals) {
-        signalPools.add(this);
+        this.#offSignals.push(closeOnSignal(() => this.close()));
         for (
           const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const
         ) {
           this.#offSignals.push(runtime.onSignal(signal, () => {
             // Every pool's listener runs for the same signal: the first one
-            // closes them all, and each exits once all are closed.
-            signalClose ??= Promise.allSettled(
-              [...signalPools].map((pool) => pool.close()),
-            ).finally(() => signalClose = undefined);
-            signalClose.finally(() => runtime.exit(code));
+            // closes every such pool of the program (each pool's listener
+            // exiting once its own pool had closed cut the others short: no
+            // grace for their calls, their directories left behind), and
+            // each exits once all are closed.
+            closeAllOnSignal().finally(() => runtime.exit(code));
           }));
         }
       }
@@ -622,7 +613,6 @@ export class Pool implements AsyncDisposable {
 
   async #close(): Promise<void> {
     this.#closing = true;
-    signalPools.delete(this);
     for (const off of this.#offSignals.splice(0)) off();
     this.#router.drain((call) =>
       new ShuttingDownError(`Cannot send call ${call.cmd}: pool is closing`)
