@@ -34,17 +34,20 @@ class WhoAmI:
 `,
   "slow.py": `
 import os
+import threading
 import time
 
 class Slow:
-    """Sleeps msg["ms"] milliseconds, then answers with its pid."""
+    """Sleeps msg["ms"] milliseconds, then answers with its pid (and whether
+    it ran inline: on the server's event loop, the main thread)."""
 
     def __init__(self, options):
         pass
 
     def execute(self, msg):
         time.sleep(msg.get("ms", 0) / 1000.0)
-        return {"pid": os.getpid(), "i": msg.get("i")}
+        inline = threading.current_thread() is threading.main_thread()
+        return {"pid": os.getpid(), "i": msg.get("i"), "inline": inline}
 `,
   "freezer.py": `
 import os
