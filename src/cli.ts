@@ -29,6 +29,7 @@ const HELP = `pyproxy ${VERSION}: run Python models as a service
 
 Usage:
   deno run -A mod.ts serve [options]
+  bun run mod.ts serve [options]
 
 Starts the HTTP gateway: a pool of Python workers serving the models of a
 directory. Without options: 2 workers, the example models (examples/models;

@@ -92,11 +92,12 @@ export class PoolRouter {
       if (!retry && this.#queue.length >= this.#opts.maxQueue) {
         return call.reject(
           new OverloadedError(
-            `Cannot accept call ${call.cmd}: ${this.#queue.length} calls queued and every worker is at its limit`,
+            `Cannot accept call ${call.cmd}: ${this.#queue.length} calls queued (maxQueue ${this.#opts.maxQueue}) and the workers it may go to have ${this.#opts.maxInFlightPerWorker} in flight each (maxInFlightPerWorker): retry later, or raise maxQueue, maxInFlightPerWorker or workers`,
             {
               details: {
                 queue: this.#queue.length,
                 maxQueue: this.#opts.maxQueue,
+                maxInFlightPerWorker: this.#opts.maxInFlightPerWorker,
               },
             },
           ),

@@ -317,13 +317,18 @@ export class PythonServer implements AsyncDisposable {
       child = runtime.spawn({ cmd: python, args, env });
     } catch (err) {
       await removeSocketDir();
+      const e = err as { name?: unknown; code?: unknown; message?: unknown };
+      // Deno: NotFound; Bun and Node: ENOENT.
+      const missing = e?.name === "NotFound" || e?.code === "ENOENT";
       throw new StartError(
         `Cannot start python server ${id}: cannot spawn '${python}': ${
-          (err as Error)?.message ?? err
+          e?.message ?? err
+        }${
+          missing
+            ? ` (no such program: install Python >= 3.9, or give its path in the pool's python option, serve's --python)`
+            : ""
         }`,
-        {
-          cause: err,
-        },
+        { cause: err },
       );
     }
     // The socket's directory goes with the process (before `exited` resolves).

@@ -223,7 +223,14 @@ Deno.test("Pool rejects at once with OverloadedError when the queue is full", as
     );
     assert.equal(pool.status().queue, 2);
     assert.equal(pool.status().workers[0]!.inFlight, 1);
-    await assert.rejects(pool.execute("slow", { ms: 0 }), OverloadedError);
+    await assert.rejects(
+      pool.execute("slow", { ms: 0 }),
+      (err: unknown) =>
+        err instanceof OverloadedError &&
+        // Names the limits to raise, not only that there is one.
+        err.message ===
+          "Cannot accept call executeModel: 2 calls queued (maxQueue 2) and the workers it may go to have 1 in flight each (maxInFlightPerWorker): retry later, or raise maxQueue, maxInFlightPerWorker or workers",
+    );
     assert.deepEqual((await Promise.all(accepted)).map((r) => r.i), [0, 1, 2]);
     assert.equal(pool.status().queue, 0);
   } finally {

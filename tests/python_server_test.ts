@@ -154,7 +154,11 @@ Deno.test("PythonServer.start rejects a missing interpreter with a StartError", 
       python: `${dir.path}/no-such-python`,
     }),
     (err: unknown) =>
-      err instanceof StartError && /cannot spawn/.test(err.message),
+      err instanceof StartError && /cannot spawn/.test(err.message) &&
+      // What to do about it, not only the runtime's "entity not found".
+      /no such program: install Python >= 3\.9, or give its path/.test(
+        err.message,
+      ),
   );
 });
 

@@ -98,3 +98,16 @@ test("sharedCache serves host.cache from Python on Bun", async () => {
   const reply = await pool.execute("echo", { cache: { a: [1, 2, 3] } });
   expect(reply).toEqual({ cached: { a: [1, 2, 3] }, after: null });
 }, 30_000);
+
+test("a missing interpreter is a StartError that says what to do, on Bun too", async () => {
+  const err = await Pool.start({
+    workers: 1,
+    python: "/nonexistent/python3",
+    handleSignals: false,
+  }).then(() => undefined, (e: unknown) => e as Error);
+  expect(err?.name).toBe("StartError");
+  // The pool's error names each worker's cause.
+  const text = `${err?.message}\n${(err?.cause as Error | undefined)?.message}`;
+  expect(text).toContain("cannot spawn '/nonexistent/python3'");
+  expect(text).toContain("no such program: install Python >= 3.9");
+});
