@@ -64,6 +64,17 @@ export interface ReadyLine {
 }
 
 /**
+ * glibc's malloc asks for transparent huge pages for its heap and large
+ * blocks (glibc >= 2.35; other C libraries and systems ignore it). A large
+ * message allocates tens of MB at a time (the file read, the decoded string,
+ * the encoded reply), and first touching fresh memory costs one page fault
+ * per 4 KiB: 10 MB round trips ran ~20% faster with it (measured on a 2-core
+ * VM, where a fault costs ~6 µs), at no measurable cost in resident memory.
+ * An explicit `glibc.malloc.hugetlb` setting (`=0` turns it off) is kept.
+ */
+const HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb";
+
+/**
  * Options of {@linkcode PythonServer.start}.
  *
  * @example
@@ -119,6 +130,9 @@ export interface PythonServerOptions {
    * Extra environment variables for the process (over the host's own). A
    * `PYTHONPATH` here is kept, after the directory of the server package
    * (which always comes first); without one, the host's `PYTHONPATH` is.
+   * `GLIBC_TUNABLES` (this one, else the host's) gets
+   * `glibc.malloc.hugetlb=1` appended unless it sets `glibc.malloc.hugetlb`
+   * itself (`=0` turns huge pages off).
    */
   env?: Record<string, string>;
   /** Extra command-line arguments for the server (e.g. `["--threads", "4"]`). */
@@ -306,6 +320,13 @@ export class PythonServer implements AsyncDisposable {
         ? `${pythonPath}${pathDelimiter()}${extra}`
         : pythonPath,
     };
+    const tunables = options.env?.GLIBC_TUNABLES ??
+      runtime.env("GLIBC_TUNABLES");
+    if (!tunables?.includes(HUGE_PAGES_TUNABLE)) {
+      env.GLIBC_TUNABLES = tunables
+        ? `${tunables}:${HUGE_PAGES_TUNABLE}=1`
+        : `${HUGE_PAGES_TUNABLE}=1`;
+    }
 
     let child: ChildProcess;
     const removeSocketDir = async (): Promise<void> => {

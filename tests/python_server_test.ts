@@ -285,3 +285,31 @@ Deno.test("PythonServer with a Unix socket and no port opens no TCP port at all"
     .filter((f) => f[3] === "0A" && inodes.has(f[9] ?? ""));
   assert.equal(listening.length, 0);
 });
+
+Deno.test("PythonServer asks glibc's malloc for huge pages unless GLIBC_TUNABLES already says", async () => {
+  const tunables = async (env?: Record<string, string>): Promise<unknown> => {
+    await using server = await startServer(env === undefined ? {} : { env });
+    await using session = await server.connect();
+    const { value } = await session.request<{ value: unknown }>("eval", {
+      code: "import os\nos.environ.get('GLIBC_TUNABLES')",
+    });
+    return value;
+  };
+  // The host's own GLIBC_TUNABLES (if the test runs with one) comes first.
+  const host = Deno.env.get("GLIBC_TUNABLES");
+  if (host?.includes("glibc.malloc.hugetlb") !== true) {
+    assert.equal(
+      await tunables(),
+      host ? `${host}:glibc.malloc.hugetlb=1` : "glibc.malloc.hugetlb=1",
+    );
+  }
+  assert.equal(
+    await tunables({ GLIBC_TUNABLES: "glibc.malloc.arena_max=2" }),
+    "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1",
+  );
+  // An explicit setting, off included, is kept as given.
+  assert.equal(
+    await tunables({ GLIBC_TUNABLES: "glibc.malloc.hugetlb=0" }),
+    "glibc.malloc.hugetlb=0",
+  );
+});
