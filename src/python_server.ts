@@ -70,7 +70,10 @@ export interface ReadyLine {
  * the encoded reply), and first touching fresh memory costs one page fault
  * per 4 KiB: 10 MB round trips ran ~20% faster with it (measured on a 2-core
  * VM, where a fault costs ~6 µs), at no measurable cost in resident memory.
- * An explicit `glibc.malloc.hugetlb` setting (`=0` turns it off) is kept.
+ * An explicit `glibc.malloc.hugetlb` setting (`=0` turns it off) is kept:
+ * turn it off where the kernel's direct compaction for huge pages (THP
+ * `defrag` = `madvise`, the usual default) may stall a worker on a host with
+ * fragmented memory, if those stalls matter more than large messages.
  */
 const HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb";
 
