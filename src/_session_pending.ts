@@ -20,6 +20,10 @@ export class Pending {
   index = 0;
   timeout = 0;
   signal: AbortSignal | undefined;
+  /** Handed to the outbox (past the outgoing middleware). */
+  queued = false;
+  /** Timed out or aborted before it was queued: its cancel goes out after it. */
+  cancelWhenQueued = false;
 
   constructor(
     readonly id: number,

@@ -627,6 +627,12 @@ export class Session implements AsyncDisposable {
     }
     const error = this.#outbox.push(msg);
     if (error !== undefined) this.#failOutgoing(msg, pending, error);
+    else if (pending !== undefined) {
+      pending.queued = true;
+      if (pending.cancelWhenQueued) {
+        this.#fireAndForget("cancel", { target: pending.id });
+      }
+    }
   }
 
   #failOutgoing(
@@ -885,7 +891,11 @@ export class Session implements AsyncDisposable {
     this.#ignored.add(id);
     // A peer that never answers must not grow the set forever.
     if (this.#ignored.size > 100_000) this.#ignored.clear();
-    this.#fireAndForget("cancel", { target: id });
+    // Still in async outgoing middleware (a large message being spilled):
+    // a cancel sent now would reach the server first, find nothing, and the
+    // request would then run to its end. It follows the request instead.
+    if (pending.queued) this.#fireAndForget("cancel", { target: id });
+    else pending.cancelWhenQueued = true;
   }
 
   // -------------------------------------------------------------------------

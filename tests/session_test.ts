@@ -356,6 +356,57 @@ Deno.test("Session serves Python → host commands with its handlers", async () 
   );
 });
 
+Deno.test("Session sends the cancel of a request that timed out or was aborted in async outgoing middleware after the request, so the server does not run it", async () => {
+  await using server = await startServer();
+  // Holds executeModel in its outgoing hook (as spill-over does while it
+  // writes a large message to a file) and reports the server's cancel replies.
+  let gate = Promise.withResolvers<void>();
+  let entered = Promise.withResolvers<void>();
+  let cancelReply = Promise.withResolvers<unknown>();
+  const cancelIds = new Set<unknown>();
+  await using session = await server.connect({
+    middleware: [{
+      name: "gate",
+      outgoing: (msg) => {
+        if (msg.cmd === "cancel") cancelIds.add(msg.id);
+        if (msg.cmd !== "executeModel") return msg;
+        entered.resolve();
+        return gate.promise.then(() => msg);
+      },
+      incoming: (msg) => {
+        if (cancelIds.has(msg.id)) cancelReply.resolve(msg.result);
+        return msg;
+      },
+    }],
+  });
+  await session.addModel("sleeper", { source: SLEEPER });
+  for (const how of ["abort", "timeout"] as const) {
+    gate = Promise.withResolvers<void>();
+    entered = Promise.withResolvers<void>();
+    cancelReply = Promise.withResolvers<unknown>();
+    const controller = new AbortController();
+    const call = session.execute(
+      "sleeper",
+      { seconds: 30 },
+      how === "abort" ? { signal: controller.signal } : { timeout: 20 },
+    );
+    await entered.promise;
+    controller.abort();
+    await assert.rejects(
+      call,
+      how === "abort" ? CancelledError : TimeoutError,
+    );
+    gate.resolve();
+    // Sent before its request, the cancel would find nothing to cancel
+    // ({cancelled: false}) and the call would then run for 30 s.
+    assert.deepEqual(await cancelReply.promise, { cancelled: true }, how);
+    await waitFor(async () => (await session.status()).inFlight === 0, {
+      message: `the server cancels the call (${how})`,
+    });
+  }
+  assert.equal(session.inFlight, 0);
+});
+
 Deno.test("Session runs middleware in order and fails only the request whose middleware throws", async () => {
   await using server = await startServer();
   const order: string[] = [];

@@ -306,9 +306,22 @@ class CallRunner:
         sink_token = capture._sink.set(sink.write)
         # The injected KeyboardInterrupt can fire at any bytecode until it is
         # cleared, so both the handler and the bookkeeping after it catch it.
+        done = False
         try:
             try:
-                payload = conn.encode_reply(call.id, handler(call))
+                result = handler(call)
+                # Nothing left for a cancel to stop: DONE before the reply is
+                # encoded, so no interrupt lands in the encoding (one fired as a
+                # spill file's os.open returns loses the descriptor).
+                with call.lock:
+                    call.state = DONE
+                    interrupted = call.interrupted
+                done = True
+                if interrupted:  # cancelled while it ran: its interrupt may not have fired
+                    _clear_interrupt(call.thread_ident)
+                    payload = self._cancelled_or_error(call, None)
+                else:
+                    payload = conn.encode_reply(call.id, result)
             except KeyboardInterrupt as exc:
                 payload = self._cancelled_or_error(call, exc)
             except BaseException as exc:  # SystemExit from user code too
@@ -316,11 +329,12 @@ class CallRunner:
                     log.info("connection %s: %s %d raised %s", conn.id, call.cmd, call.id, type(exc).__name__)
                 payload = conn.encode_error(call.id, wire_error(exc))
             finally:
-                with call.lock:
-                    call.state = DONE
-                    interrupted = call.interrupted
-                if interrupted:
-                    _clear_interrupt(call.thread_ident)
+                if not done:
+                    with call.lock:
+                        call.state = DONE
+                        interrupted = call.interrupted
+                    if interrupted:
+                        _clear_interrupt(call.thread_ident)
         except KeyboardInterrupt as exc:
             with call.lock:
                 call.state = DONE

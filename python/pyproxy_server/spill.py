@@ -511,23 +511,29 @@ class SpillSettings:
             # A leftover of an earlier process that used the same connection id.
             os.unlink(path)
             fd = os.open(path, flags, 0o600)
-        hashes = _file_hash(pieces, size, self.part_size, self.crc32)
+        # Everything after the open is in the try: a cancel's KeyboardInterrupt
+        # lands at any bytecode (in the hash thread's start or join too), and
+        # must not leave the descriptor open and the file behind.
+        hashes = None
         try:
+            hashes = _file_hash(pieces, size, self.part_size, self.crc32)
             for piece in pieces:
                 view = memoryview(piece).cast("B")
                 while view:
                     written = os.write(fd, view[:_WRITE_CHUNK])
                     view = view[written:]
+            fields = hashes.fields()
         except BaseException:
             os.close(fd)
             try:
                 os.unlink(path)
             except OSError:
                 pass
-            hashes.fields()  # the hash threads end before the pieces go
+            if hashes is not None:
+                hashes.fields()  # the hash threads end before the pieces go
             raise
         os.close(fd)
-        ref = dict({"path": path, "size": size}, **hashes.fields())
+        ref = dict({"path": path, "size": size}, **fields)
         if segments is not None:
             ref["json"] = json_size
             ref["strings"] = segments

@@ -12,6 +12,7 @@ import threading
 import time
 import unittest
 import zlib
+from unittest import mock
 
 from pyproxy_server import capture
 from pyproxy_server.errors import InvalidRequestError
@@ -508,6 +509,29 @@ class ExtensionApiTest(unittest.TestCase):
         self.assertEqual(seen, [(1, "captured"), (1, "\n")])
         self.client.close()
         self.assertTrue(closed.wait(5))
+
+    def test_a_cancel_after_the_handler_returned_does_not_interrupt_the_reply_encoding(self):
+        # A cancel's KeyboardInterrupt fired in the encoding (right as a spill
+        # file's os.open returns, say) lost the descriptor and left the file.
+        from pyproxy_server.connection import Connection
+
+        encoding, go = threading.Event(), threading.Event()
+        original = Connection.encode_reply
+
+        def slow_encode(conn, rid, result):
+            if rid == 1:
+                encoding.set()
+                self.assertTrue(go.wait(5))
+            return original(conn, rid, result)
+
+        self.server.register("answer", lambda call: {"answer": 42}, threaded=True)
+        with mock.patch.object(Connection, "encode_reply", slow_encode):
+            self.client.send({"id": 1, "cmd": "answer"})
+            self.assertTrue(encoding.wait(5))
+            self.assertEqual(self.client.call("cancel", target=1), {"cancelled": False})
+            go.set()
+            reply = self.client.reply_for(1)
+        self.assertEqual(reply.get("result"), {"answer": 42}, reply)
 
     def test_loop_handler_errors(self):
         def fail(call):

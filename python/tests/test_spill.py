@@ -6,7 +6,9 @@ import os
 import shutil
 import tempfile
 import unittest
+from unittest import mock
 
+from pyproxy_server import spill
 from pyproxy_server.errors import InvalidRequestError, SpillError
 from pyproxy_server.spill import _PARALLEL_MD5, _PARALLEL_PARTS, MIN_PART_SIZE, SpillSettings
 
@@ -157,6 +159,51 @@ class SpillSettingsPartsTest(unittest.TestCase):
             with self.assertRaisesRegex(SpillError, error):
                 self.settings.read(ref)
             self.assertFalse(os.path.exists(path))
+
+
+class SpillWriteInterruptedTest(unittest.TestCase):
+    """A cancel's KeyboardInterrupt can land anywhere in ``write`` (it runs on
+    the call's thread, encoding its reply): the file and its descriptor go."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="pyproxy-spill-test-")
+        self.settings = SpillSettings.from_wire({"dir": self.dir, "threshold": 1, "crc32": True})
+        self.data = b'{"id":1,"ok":true,"result":"' + b"x" * 4096 + b'"}'
+
+    def tearDown(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def fds(self):
+        return len(os.listdir("/proc/self/fd"))
+
+    @unittest.skipUnless(os.path.isdir("/proc/self/fd"), "needs /proc/self/fd")
+    def test_an_interrupt_while_hashing_starts_or_ends_leaves_no_file_and_no_open_descriptor(self):
+        real = spill._file_hash
+
+        def interrupted_start(*args):
+            raise KeyboardInterrupt
+
+        class InterruptedJoin:
+            def __init__(self, *args):
+                self.hash = real(*args)
+                self.calls = 0
+
+            def fields(self):
+                self.calls += 1
+                if self.calls == 1:
+                    raise KeyboardInterrupt
+                return self.hash.fields()
+
+        for fake in (interrupted_start, InterruptedJoin):
+            before = self.fds()
+            with mock.patch.object(spill, "_file_hash", fake):
+                with self.assertRaises(KeyboardInterrupt):
+                    self.settings.write(self.data, "py-c1-1")
+            self.assertEqual(os.listdir(self.dir), [], fake.__name__)
+            self.assertEqual(self.fds(), before, fake.__name__)
+        # And the next write of that name works.
+        ref = self.settings.write(self.data, "py-c1-1")
+        self.assertEqual(self.settings.read(ref), json.loads(self.data))
 
 
 if __name__ == "__main__":

@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 13410,
+      size: 14131,
       sha256:
-        "bf08d0cd53bcda30f588165a27801071a6ede02720701cc8a329c43f65353d42",
+        "de8b38893c0aff498c025d809136040eefb6879eb05c34696e67941357bc7fb1",
     },
     {
       path: "pyproxy_server/framer.py",
@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 23483,
+      size: 23800,
       sha256:
-        "2643493e68f33d85075c3dffcfab786f799b5e2a0c53beb52810dbd276293cb3",
+        "6330ec7938d91e32a3c467b9a8cf576072a5d08536e285da5ca0e40a1e5529ba",
     },
   ],
 };
