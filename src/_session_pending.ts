@@ -24,6 +24,8 @@ export class Pending {
   queued = false;
   /** Timed out or aborted before it was queued: its cancel goes out after it. */
   cancelWhenQueued = false;
+  /** `RequestOptions.onDone`, until it is called (or handed to the late replies). */
+  onDone: (() => void) | undefined;
 
   constructor(
     readonly id: number,

@@ -773,25 +773,36 @@ export class Pool implements AsyncDisposable {
     if (
       remaining !== undefined || signal !== undefined || onEvent !== undefined
     ) {
-      options = {};
+      // The worker stays counted busy with a call given up on (timeout,
+      // abort) until the server answers its cancel: new calls then wait in
+      // the pool's bounded queue instead of piling onto a worker still busy
+      // with abandoned work (large requests timing out in bursts got workers
+      // killed by the hang probe, then marked failed).
+      options = { onDone: () => this.#released(worker) };
       if (remaining !== undefined) options.timeout = remaining;
       if (signal !== undefined) options.signal = signal;
       if (onEvent !== undefined) options.onEvent = onEvent;
     }
+    const releaseOnSettle = options === undefined;
     worker.acquire();
     call.options.onSend?.();
     session.request(call.cmd, call.args, options).then(
       (value) => {
-        worker.release();
+        if (releaseOnSettle) this.#released(worker);
         call.resolve(value);
-        if (this.#router.queued > 0) this.#router.pump(false);
       },
       (error) => {
-        worker.release();
+        if (releaseOnSettle) this.#released(worker);
         this.#onCallError(call, worker, gen, error, remaining);
         if (this.#router.queued > 0) this.#router.pump(false);
       },
     );
+  }
+
+  /** A call of `worker` is done on the server: room for a queued call. */
+  #released(worker: Worker): void {
+    worker.release();
+    if (this.#router.queued > 0) this.#router.pump(false);
   }
 
   #onCallError(

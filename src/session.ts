@@ -163,6 +163,8 @@ export class Session implements AsyncDisposable {
   #pending = new PendingTable<Pending>();
   /** Ids whose late replies are expected and dropped quietly (timed out, aborted, fire-and-forget). */
   #ignored = new Set<number>();
+  // Requests given up on here (timeout, abort) whose onDone waits for the server's late reply.
+  #late = new Map<number, () => void>();
   #nextId = 1;
   #maxPending: number;
   #host: HostCommands;
@@ -327,31 +329,12 @@ export class Session implements AsyncDisposable {
     args?: Record<string, unknown>,
     options: RequestOptions = {},
   ): Promise<T> {
-    if (this.#closed) return Promise.reject(this.#lostError(cmd));
+    const refused = this.#refusal(cmd, options);
+    if (refused !== undefined) {
+      options.onDone?.();
+      return Promise.reject(refused);
+    }
     const { signal, timeout } = options;
-    if (timeout !== undefined || signal !== undefined) {
-      const invalid = callOptionsError("Cannot send", options, cmd);
-      if (invalid !== undefined) return Promise.reject(invalid);
-      if (timeout === 0) {
-        return Promise.reject(
-          new TimeoutError(`Cannot send ${cmd}: timeout is 0 ms`),
-        );
-      }
-    }
-    if (signal?.aborted) {
-      return Promise.reject(
-        new CancelledError(`Cannot send ${cmd}: aborted`, {
-          cause: signal.reason,
-        }),
-      );
-    }
-    if (this.#pending.size >= this.#maxPending) {
-      return Promise.reject(
-        new OverloadedError(
-          `Cannot send ${cmd}: ${this.#pending.size} requests in flight (maxPending)`,
-        ),
-      );
-    }
     const id = this.#nextId++;
     const msg: SessionMessage = args === undefined
       ? { id, cmd }
@@ -367,6 +350,7 @@ export class Session implements AsyncDisposable {
       options.onEvent,
       this.#onAbort,
     );
+    pending.onDone = options.onDone;
     this.#pending.add(pending);
     if (timeout !== undefined && timeout !== Infinity) {
       pending.timeout = timeout;
@@ -379,6 +363,30 @@ export class Session implements AsyncDisposable {
     }
     this.#send(msg, pending);
     return promise;
+  }
+
+  /** Why `request` cannot send now (closed, bad options, 0 ms, aborted, full), if it cannot. */
+  #refusal(cmd: string, options: RequestOptions): Error | undefined {
+    if (this.#closed) return this.#lostError(cmd);
+    const { signal, timeout } = options;
+    if (timeout !== undefined || signal !== undefined) {
+      const invalid = callOptionsError("Cannot send", options, cmd);
+      if (invalid !== undefined) return invalid;
+      if (timeout === 0) {
+        return new TimeoutError(`Cannot send ${cmd}: timeout is 0 ms`);
+      }
+    }
+    if (signal?.aborted) {
+      return new CancelledError(`Cannot send ${cmd}: aborted`, {
+        cause: signal.reason,
+      });
+    }
+    if (this.#pending.size >= this.#maxPending) {
+      return new OverloadedError(
+        `Cannot send ${cmd}: ${this.#pending.size} requests in flight (maxPending)`,
+      );
+    }
+    return undefined;
   }
 
   /**
@@ -642,6 +650,8 @@ export class Session implements AsyncDisposable {
   ): void {
     if (pending !== undefined) {
       this.#settle(pending.id, undefined, error);
+      // Given up on while in the middleware: never sent, so never answered.
+      if (this.#late.size > 0) this.#lateDone(pending.id);
       return;
     }
     this.#logger.warn("Dropped outgoing message {id}: {error}", {
@@ -779,6 +789,8 @@ export class Session implements AsyncDisposable {
     } else if (typeof id === "number" && typeof msg.event !== "string") {
       this.#ignored.delete(id);
       this.#settle(id, undefined, error);
+      // A late reply (the request was given up on) that a hook failed on: still an answer.
+      if (this.#late.size > 0) this.#lateDone(id);
     } else {
       this.#logger.warn("Dropped incoming message {id}: {error}", {
         id,
@@ -801,6 +813,7 @@ export class Session implements AsyncDisposable {
       if (!this.#settle(id, msg, undefined) && !this.#ignored.delete(id)) {
         this.#logger.warn("Ignored a reply for unknown request {id}", { id });
       }
+      if (this.#late.size > 0) this.#lateDone(id);
     } else if (msg.ok === false) {
       // The server could not attribute the error (a corrupted frame of ours): no request can be trusted.
       const cause = errorFromWire(msg.error);
@@ -871,10 +884,28 @@ export class Session implements AsyncDisposable {
     if (pending === undefined) return false;
     this.#pending.delete(id);
     pending.dispose();
+    const done = pending.onDone;
+    pending.onDone = undefined;
+    done?.();
     if (error !== undefined) pending.reject(error);
     else if (reply!.ok === true) pending.resolve(reply!.result);
     else pending.reject(errorFromWire(reply!.error));
     return true;
+  }
+
+  /** Calls every waiting `onDone` (the session closed, or the set was cleared). */
+  #lateAllDone(): void {
+    const late = [...this.#late.values()];
+    this.#late.clear();
+    for (const done of late) done();
+  }
+
+  /** The server answered (or will never answer) a request given up on here. */
+  #lateDone(id: number): void {
+    const done = this.#late.get(id);
+    if (done === undefined) return;
+    this.#late.delete(id);
+    done();
   }
 
   #expire(id: number, why: "timeout" | "abort"): void {
@@ -887,10 +918,18 @@ export class Session implements AsyncDisposable {
       : new CancelledError(`Cannot complete ${pending.cmd}: aborted`, {
         cause: pending.signal?.reason,
       });
+    // The server may still be working on it: done when it answers.
+    if (pending.onDone !== undefined) {
+      this.#late.set(id, pending.onDone);
+      pending.onDone = undefined;
+    }
     this.#settle(id, undefined, error);
     this.#ignored.add(id);
     // A peer that never answers must not grow the set forever.
-    if (this.#ignored.size > 100_000) this.#ignored.clear();
+    if (this.#ignored.size > 100_000) {
+      this.#ignored.clear();
+      this.#lateAllDone();
+    }
     // Still in async outgoing middleware (a large message being spilled):
     // a cancel sent now would reach the server first, find nothing, and the
     // request would then run to its end. It follows the request instead.
@@ -927,8 +966,12 @@ export class Session implements AsyncDisposable {
     this.#deadlines.clear();
     for (const p of pending) {
       p.dispose();
+      const done = p.onDone;
+      p.onDone = undefined;
+      done?.();
       p.reject(this.#lostError(p.cmd));
     }
+    this.#lateAllDone();
     this.#host.abortAll(
       new ConnectionLostError(
         `Cannot complete host command: ${this.#closeReason}`,

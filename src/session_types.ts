@@ -39,6 +39,14 @@ export interface RequestOptions {
   signal?: AbortSignal;
   /** Receives the events the server sends with this request's `id` (e.g. `output`). */
   onEvent?: (event: SessionMessage) => void;
+  /**
+   * Called once, when the server is done with the request: as it settles,
+   * except after a timeout or an abort here, when the server may still be
+   * working on it: then when its late reply (to the `cancel`) arrives, or the
+   * session closes. Also called (at once) for a request refused before it
+   * was sent. The pool uses it to count a worker busy until then.
+   */
+  onDone?: () => void;
 }
 
 /**

@@ -383,6 +383,37 @@ Deno.test("Pool.close lets in-flight calls finish and fails queued and new calls
   }
 });
 
+Deno.test("Pool counts a worker busy with a call that timed out until the server answers its cancel", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      opts(dir.path, { workers: 1, maxInFlightPerWorker: 1 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("slow", { file: "slow.py" });
+    // One C call (time.sleep): the cancel's interrupt lands only after it.
+    const started = Date.now();
+    await assert.rejects(
+      pool.execute("slow", { ms: 1000, i: 0 }, { timeout: 50 }),
+      TimeoutError,
+    );
+    if (Date.now() - started < 800) {
+      // The server still runs it: the worker is not free for the next call.
+      assert.equal(pool.status().workers[0]!.inFlight, 1);
+      const next = pool.execute<{ i: number }>("slow", { ms: 0, i: 1 });
+      assert.equal(pool.status().queue, 1);
+      assert.equal((await next).i, 1);
+      // Sent only once the server was done with the abandoned call.
+      assert.ok(Date.now() - started >= 950, `${Date.now() - started} ms`);
+    }
+    assert.equal(pool.status().workers[0]!.inFlight, 0);
+    assert.equal(pool.status().queue, 0);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 Deno.test("Pool with handleSignals: a signal closes every such pool of the program before it exits", async () => {
   await using dir = await modelsDir();
   const listeners = new Set<() => void>();

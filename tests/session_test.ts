@@ -220,6 +220,50 @@ Deno.test("Session times out a request, cancels it on the server and stays usabl
   });
 });
 
+Deno.test("Session onDone: at the reply, or for a request given up on when the server answers its cancel, or at close", async () => {
+  await using server = await startServer();
+  const session = await server.connect();
+  try {
+    await session.addModel("sleeper", { source: SLEEPER });
+    const done: string[] = [];
+    const mark = (what: string) => () => done.push(what);
+    await session.ping({ onDone: mark("ping") });
+    assert.deepEqual(done, ["ping"]);
+    // Refused before it was sent: at once.
+    await assert.rejects(session.ping({ timeout: 0, onDone: mark("refused") }));
+    assert.deepEqual(done, ["ping", "refused"]);
+    // Timed out here: not done until the server answered the cancel.
+    await assert.rejects(
+      session.execute("sleeper", { seconds: 30 }, {
+        timeout: 50,
+        onDone: mark("timed out"),
+      }),
+      TimeoutError,
+    );
+    assert.deepEqual(done, ["ping", "refused"]);
+    await waitFor(() => done.length === 3, {
+      message: "the server answers the cancel",
+    });
+    assert.deepEqual(done, ["ping", "refused", "timed out"]);
+    // Given up on and never answered before the session closes: at close.
+    const stuck = new AbortController();
+    const call = assert.rejects(
+      session.execute("sleeper", { seconds: 30 }, {
+        signal: stuck.signal,
+        onDone: mark("closed"),
+      }),
+      CancelledError,
+    );
+    stuck.abort();
+    assert.equal(done.length, 3);
+    await session.close();
+    await call;
+    assert.deepEqual(done, ["ping", "refused", "timed out", "closed"]);
+  } finally {
+    await session.close();
+  }
+});
+
 Deno.test("Session rejects an aborted request with CancelledError and cancels it on the server", async () => {
   await using server = await startServer();
   await using session = await server.connect();
