@@ -40,6 +40,7 @@ from . import big_json, capture, shallow_json
 from .call import Call, current_call
 from .errors import (
     AuthenticationError,
+    CancelledError,
     ChecksumError,
     FrameError,
     HostError,
@@ -134,6 +135,8 @@ class Connection(asyncio.BufferedProtocol):
         self._transport = None
         self._closed = False
         self._closing = False
+        # The reads (frames, and messages of batch frames) being handled, outermost first.
+        self._reads = []
         self._batching = False
         # Inline calls of the current read run with the loop hidden and the
         # output routed to the running call (_enter_inline).
@@ -494,6 +497,14 @@ class Connection(asyncio.BufferedProtocol):
         ``FLUSH_EVERY`` items; returns the threaded work they left, or None."""
         works = None
         flush_every = self.FLUSH_EVERY
+        # What a spilled request looks ahead in for its cancel (_cancelled_ahead).
+        self._reads.append(items)
+        try:
+            return self._handle_items(items, handle, works, flush_every)
+        finally:
+            self._reads.pop()
+
+    def _handle_items(self, items, handle, works, flush_every):
         for n, item in enumerate(items):
             if self._closing:
                 break
@@ -924,11 +935,42 @@ class Connection(asyncio.BufferedProtocol):
         if self.spill is None:
             return self._unspill_failed(msg, rid, SpillError("Cannot read spill file: spill-over is not configured on this connection"))
         self._big_seen = True
+        if rid is not None and msg.get("cmd") is not None and self._cancelled_ahead(rid):
+            # Given up on by the host before it got here: reading the file
+            # would only delay what follows (a backlog of such files kept
+            # the loop from answering pings until the host killed the worker).
+            self.spill.discard(msg["$spill"])
+            self.enqueue(self.encode_error(rid, CancelledError(
+                "Cannot run %s: cancelled before it started" % msg.get("cmd")).to_wire()))
+            return None
         try:
             return self.spill.read(msg["$spill"], msg)
         except PyProxyError as exc:  # SpillError, InvalidRequestError (nested too deep)
             log.warning("connection %s: %s", self.id, exc.message)
             return self._unspill_failed(msg, rid, exc)
+
+    def _cancelled_ahead(self, rid):
+        """True when the reads being handled hold a ``cancel`` of request
+        ``rid`` (it follows its request: protocol §3). Only spilled requests
+        look, so small messages pay nothing."""
+        for items in self._reads:
+            for item in items:
+                if item.__class__ is dict:
+                    found = _cancel_target(item, rid)
+                elif item.__class__ in (bytes, bytearray) and b'"cancel"' in item:
+                    try:
+                        msg = _decode_json(item.decode("utf-8"))
+                    except (ValueError, RecursionError):
+                        continue
+                    found = msg.__class__ is dict and (
+                        _cancel_target(msg, rid)
+                        or (msg.get("batch").__class__ is list
+                            and any(m.__class__ is dict and _cancel_target(m, rid) for m in msg["batch"])))
+                else:
+                    continue
+                if found:
+                    return True
+        return False
 
     def _unspill_failed(self, msg, rid, exc):
         """Answer a ``$spill`` stub whose message cannot be read (protocol §8).
@@ -1195,6 +1237,11 @@ def _frame_run(payloads, parts):
     digest = md5_digest(payload)
     parts += (_pack_header(MAGIC, VERSION, digest, len(payload)), payload, digest)
     return 1 if batched else 0
+
+
+def _cancel_target(msg, rid):
+    """True when ``msg`` is a ``cancel`` of request ``rid``."""
+    return msg.get("cmd") == "cancel" and msg.get("target") == rid and msg.get("target").__class__ is int
 
 
 class _TooDeep:

@@ -412,6 +412,17 @@ class SpillSettings:
         """True when ``path`` resolves to a file directly or deeper inside ``dir``."""
         return os.path.realpath(path).startswith(self._prefix)
 
+    def discard(self, ref):
+        """Deletes the file of a reference that will not be read (its request
+        was cancelled before it ran); a path outside the spill directory is
+        left alone, as ``read`` leaves it."""
+        path = ref.get("path") if isinstance(ref, dict) else None
+        if isinstance(path, str) and self.contains(path):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
     def read(self, ref, stub=None):
         """Return the message stored by the peer; delete the file in every case.
 

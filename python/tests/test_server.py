@@ -697,6 +697,24 @@ class SpillTest(ServerTestCase):
         os.unlink(reply["$spill"]["path"])
         self.assertFalse(os.path.exists(ref["path"]))
 
+    def test_spilled_request_cancelled_in_the_same_read_is_not_read(self):
+        # A corrupt file: reading it would answer SpillError, not CancelledError.
+        ref = self.write_spill({"id": 6, "cmd": "executeModel", "name": "r", "msg": {}}, corrupt=True)
+        self.c.send({"id": 6, "cmd": "executeModel", "$spill": ref}, {"id": 900, "cmd": "cancel", "target": 6})
+        err = self.assertError(self.c.reply_for(6), "CancelledError")
+        self.assertIn("cancelled before it started", err["message"])
+        self.assertFalse(os.path.exists(ref["path"]))
+        # Also when the cancel travels in a batch frame.
+        ref = self.write_spill({"id": 7, "cmd": "executeModel", "name": "r", "msg": {}}, name="b.json", corrupt=True)
+        self.c.send({"id": 7, "cmd": "executeModel", "$spill": ref},
+                    {"batch": [{"id": 901, "cmd": "ping"}, {"id": 902, "cmd": "cancel", "target": 7}]})
+        self.assertError(self.c.reply_for(7), "CancelledError")
+        self.assertFalse(os.path.exists(ref["path"]))
+        # Without its cancel in the same read the file is read as before.
+        ref = self.write_spill({"id": 8, "cmd": "executeModel", "name": "r", "msg": {}}, name="c.json", corrupt=True)
+        self.c.send({"id": 8, "cmd": "executeModel", "$spill": ref}, {"id": 903, "cmd": "cancel", "target": 99})
+        self.assertError(self.c.reply_for(8), "SpillError")
+
     def test_corrupted_spill_file(self):
         ref = self.write_spill({"id": 6, "cmd": "ping"}, corrupt=True)
         ref["size"] -= 1

@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 53037,
+      size: 55302,
       sha256:
-        "57fa8489a0804ace23e0d7589127f51b3aabccb8e326f6423d2487ad6c136f5c",
+        "2e8585465df044d619e9f56aca47b6220bde6fd4a361fc82b3b22a0660269d06",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 23800,
+      size: 24251,
       sha256:
-        "6330ec7938d91e32a3c467b9a8cf576072a5d08536e285da5ca0e40a1e5529ba",
+        "63e15436224e0f75f773a62044c2117199c4ade7a231ac7749ef1478197eca5f",
     },
   ],
 };
