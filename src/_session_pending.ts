@@ -40,6 +40,13 @@ export class Pending {
     this.onAbort(this.id);
   }
 
+  /** Its `onDone`, handed over once (later calls get `undefined`). */
+  takeDone(): (() => void) | undefined {
+    const done = this.onDone;
+    this.onDone = undefined;
+    return done;
+  }
+
   /** Stops the timer and the abort listener. */
   dispose(): void {
     if (this.slot >= 0) this.deadlines!.remove(this);

@@ -884,9 +884,7 @@ export class Session implements AsyncDisposable {
     if (pending === undefined) return false;
     this.#pending.delete(id);
     pending.dispose();
-    const done = pending.onDone;
-    pending.onDone = undefined;
-    done?.();
+    pending.takeDone()?.();
     if (error !== undefined) pending.reject(error);
     else if (reply!.ok === true) pending.resolve(reply!.result);
     else pending.reject(errorFromWire(reply!.error));
@@ -919,10 +917,8 @@ export class Session implements AsyncDisposable {
         cause: pending.signal?.reason,
       });
     // The server may still be working on it: done when it answers.
-    if (pending.onDone !== undefined) {
-      this.#late.set(id, pending.onDone);
-      pending.onDone = undefined;
-    }
+    const done = pending.takeDone();
+    if (done !== undefined) this.#late.set(id, done);
     this.#settle(id, undefined, error);
     this.#ignored.add(id);
     // A peer that never answers must not grow the set forever.
@@ -966,9 +962,7 @@ export class Session implements AsyncDisposable {
     this.#deadlines.clear();
     for (const p of pending) {
       p.dispose();
-      const done = p.onDone;
-      p.onDone = undefined;
-      done?.();
+      p.takeDone()?.();
       p.reject(this.#lostError(p.cmd));
     }
     this.#lateAllDone();

@@ -495,16 +495,16 @@ class Connection(asyncio.BufferedProtocol):
         """Runs ``handle`` on each item in order (frames of a read, or the
         messages of a batch frame), writing the replies made so far every
         ``FLUSH_EVERY`` items; returns the threaded work they left, or None."""
-        works = None
-        flush_every = self.FLUSH_EVERY
         # What a spilled request looks ahead in for its cancel (_cancelled_ahead).
         self._reads.append(items)
         try:
-            return self._handle_items(items, handle, works, flush_every)
+            return self._handle_items(items, handle)
         finally:
             self._reads.pop()
 
-    def _handle_items(self, items, handle, works, flush_every):
+    def _handle_items(self, items, handle):
+        works = None
+        flush_every = self.FLUSH_EVERY
         for n, item in enumerate(items):
             if self._closing:
                 break
@@ -1241,7 +1241,8 @@ def _frame_run(payloads, parts):
 
 def _cancel_target(msg, rid):
     """True when ``msg`` is a ``cancel`` of request ``rid``."""
-    return msg.get("cmd") == "cancel" and msg.get("target") == rid and msg.get("target").__class__ is int
+    target = msg.get("target")
+    return target.__class__ is int and target == rid and msg.get("cmd") == "cancel"
 
 
 class _TooDeep:

@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 55302,
+      size: 55271,
       sha256:
-        "2e8585465df044d619e9f56aca47b6220bde6fd4a361fc82b3b22a0660269d06",
+        "b285ab3104c5f97bf6d888d074f89d50715820c2670230a75dce7f0c78873afc",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
