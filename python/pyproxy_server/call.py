@@ -58,6 +58,7 @@ class Call:
         "lock",
         "inline",
         "host_refused",
+        "spilled",
         "_cancelled",
     )
 
@@ -84,6 +85,9 @@ class Call:
         # Set when an inline call tried to call the host: that call got a
         # HostError (never re-run: at most once), and the model is demoted.
         self.host_refused = False
+        # A spilled request's file, read on the call's own thread before its
+        # handler runs: ``(SpillSettings, ref)``; ``msg`` is the stub until then.
+        self.spilled = None
 
     @property
     def cancelled(self):

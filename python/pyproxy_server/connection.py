@@ -670,10 +670,13 @@ class Connection(asyncio.BufferedProtocol):
         return msgs
 
     def _dispatch(self, msg):
+        spilled = None
         if "$spill" in msg:
-            msg = self._unspill(msg)
-            if msg is None:
-                return None
+            spilled = self._deferred_spill(msg)
+            if spilled is None:
+                msg = self._unspill(msg)
+                if msg is None:
+                    return None
         rid = msg.get("id")
         cmd = msg.get("cmd")
         if not self.authenticated and cmd != "auth":
@@ -703,9 +706,13 @@ class Connection(asyncio.BufferedProtocol):
         if threaded:
             calls = self.runner.calls
             if rid in calls:
+                if spilled is not None:
+                    spilled[0].discard(spilled[1])
                 self.enqueue(self.encode_error(rid, InvalidRequestError("Cannot run request %d: that id is already in flight" % rid).to_wire()))
                 return None
-            if inline is not None and self._inline_left > 0:
+            if spilled is not None:
+                call.spilled = spilled
+            elif inline is not None and self._inline_left > 0:
                 run = inline(call)
                 if run is not None and self._run_inline(call, run):
                     return None
@@ -727,6 +734,8 @@ class Connection(asyncio.BufferedProtocol):
         connection has ``--max-calls`` already (answered with an error)."""
         calls = self.runner.calls
         if len(calls) >= self.server.max_calls:
+            if call.spilled is not None:
+                call.spilled[0].discard(call.spilled[1])
             self.enqueue(self.encode_error(rid, OverloadedError(
                 "Cannot run request %d: %d calls are already queued or running on this connection (--max-calls)"
                 % (rid, len(calls))
@@ -948,6 +957,24 @@ class Connection(asyncio.BufferedProtocol):
         except PyProxyError as exc:  # SpillError, InvalidRequestError (nested too deep)
             log.warning("connection %s: %s", self.id, exc.message)
             return self._unspill_failed(msg, rid, exc)
+
+    def _deferred_spill(self, msg):
+        """``(settings, ref)`` for a spilled request to a threaded command,
+        whose file its own call thread reads (``CallRunner``), so that the
+        loop never reads a large request and a ``cancel`` arriving while the
+        call waits for a thread drops the file unread; else None (the file is
+        read here, by ``_unspill``)."""
+        rid = msg.get("id")
+        cmd = msg.get("cmd")
+        settings = self.spill
+        if (rid.__class__ is not int or cmd.__class__ is not str or settings is None
+                or not self.authenticated or msg["$spill"].__class__ is not dict):
+            return None
+        entry = self.server.commands.get(cmd)
+        if entry is None or not entry[1] or self._cancelled_ahead(rid):
+            return None
+        self._big_seen = True
+        return (settings, msg["$spill"])
 
     def _cancelled_ahead(self, rid):
         """True when the reads being handled hold a ``cancel`` of request

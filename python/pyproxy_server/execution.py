@@ -31,7 +31,7 @@ import threading
 
 from . import capture
 from .call import DONE, PENDING, RUNNING, current_call
-from .errors import CancelledError, HostError, OverloadedError, PyProxyError, PythonError
+from .errors import CancelledError, HostError, OverloadedError, PyProxyError, PythonError, SpillError, short_repr
 
 __all__ = ["CallRunner", "OutputSink", "wire_error", "fail_future"]
 
@@ -51,6 +51,14 @@ def _interrupt_thread(ident):
 def _clear_interrupt(ident):
     # A NULL exception clears an injected exception that has not fired yet.
     _async_exc(ctypes.c_ulong(ident), None)
+
+
+def _drop_spilled(call):
+    """Delete the unread file of a spilled call that will never run."""
+    spilled = call.spilled
+    if spilled is not None:
+        call.spilled = None
+        spilled[0].discard(spilled[1])
 
 
 def wire_error(exc):
@@ -209,6 +217,7 @@ class CallRunner:
             if call.state == PENDING:
                 call.state = DONE
                 self.calls.pop(target, None)
+                _drop_spilled(call)
                 error = CancelledError("Cannot run %s: cancelled before it started" % call.cmd)
                 self.conn.enqueue(self.conn.encode_error(target, error.to_wire()))
                 return True
@@ -253,6 +262,7 @@ class CallRunner:
                 return
             call.state = DONE
         self.calls.pop(call.id, None)
+        _drop_spilled(call)
         error = OverloadedError(
             "Cannot run %s: %d evals and model commands are already running (--max-elastic-threads)"
             % (call.cmd, self._server.elastic_executor.max_threads)
@@ -289,6 +299,8 @@ class CallRunner:
                 log.exception("connection %s: call %s failed outside its handler", self.conn.id, call.id)
 
     def _run(self, call, handler, release=None):
+        if call.spilled is not None and not self._read_spilled(call):
+            return
         with call.lock:
             if call.state == DONE:
                 return
@@ -297,6 +309,7 @@ class CallRunner:
                 # keep the executor busy after its client left.
                 call.state = DONE
                 self.calls.pop(call.id, None)
+                _drop_spilled(call)
                 return
             call.state = RUNNING
             call.thread_ident = _get_ident()
@@ -349,6 +362,59 @@ class CallRunner:
         if release is not None:
             release()  # an elastic thread is free once the reply can be seen
         conn.enqueue(payload)
+
+    def _read_spilled(self, call):
+        """Replace a spilled request's stub (``call.msg``) with the message in
+        its file, on the call's thread: the event loop stays free for other
+        requests, pings included, while large requests are read. The call is
+        still queued (``PENDING``) meanwhile: a ``cancel`` answers it at once
+        and no interrupt is ever injected here. False: the call is over (its
+        reply, if it needs one, is queued).
+
+        At most ``Server.SPILL_READERS`` threads read at once: parsing holds
+        the GIL, and the more threads wait for it, the longer the loop thread
+        does."""
+        gate = self._server.spill_readers
+        while True:
+            got = gate.acquire(timeout=0.05)
+            with call.lock:
+                if call.state != DONE and self.conn.closed:
+                    call.state = DONE
+                    self.calls.pop(call.id, None)
+                    _drop_spilled(call)
+                if call.state == DONE:  # cancelled while it waited
+                    if got:
+                        gate.release()
+                    return False
+                if got:
+                    settings, ref = call.spilled
+                    call.spilled = None
+                    break
+        error = None
+        try:
+            msg = settings.read(ref, call.msg)  # deletes the file in every case
+            if msg.get("cmd") != call.cmd:
+                error = SpillError("Cannot read spill file: it holds command %s, expected %r" % (
+                    short_repr(msg.get("cmd"), 40), call.cmd))
+        except BaseException as exc:  # MemoryError too: the call still gets its one reply
+            error = exc
+        finally:
+            gate.release()
+        with call.lock:
+            if call.state == DONE:
+                return False  # cancelled while it was read: answered already
+            if error is not None:
+                call.state = DONE
+        if error is not None:
+            if isinstance(error, PyProxyError):
+                log.warning("connection %s: %s", self.conn.id, error.message)
+            else:
+                log.error("connection %s: cannot read spilled request %s: %r", self.conn.id, call.id, error)
+            self.calls.pop(call.id, None)
+            self.conn.enqueue(self.conn.encode_error(call.id, wire_error(error)))
+            return False
+        call.msg = msg
+        return True
 
     def _cancelled_or_error(self, call, exc):
         if call.interrupted:

@@ -76,6 +76,8 @@ class Server:
     EXTENSIONS = ("pyproxy_server.eval",)
     # Seconds given to queued writes (e.g. the stopServer reply) before exit.
     EXIT_GRACE = 0.5
+    # Call threads that may read spilled requests at the same time.
+    SPILL_READERS = 2
 
     def __init__(
         self,
@@ -114,6 +116,11 @@ class Server:
         self.started = time.monotonic()
         self.executor = CallExecutor(threads, max_stuck=max_stuck_threads)
         self.elastic_executor = ElasticExecutor(max_elastic_threads)
+        # Call threads reading spilled requests at once. Parsing a large file
+        # holds the GIL, and the loop thread, competing with every thread
+        # that wants it, waited up to 0.75 s for it with 16 such threads
+        # (with 2: ~70 ms), missing the host's pings.
+        self.spill_readers = threading.BoundedSemaphore(self.SPILL_READERS)
         # Threaded commands that run on the elastic threads (register(elastic=True)).
         self.elastic_commands = set()
         # Why the server can no longer run calls as it should (wedge), else None.

@@ -642,7 +642,9 @@ class HostCallTest(ServerTestCase):
         self.assertIn("Host sent an invalid reply: ok must be true or false, got 1", err["message"])
 
 
-class SpillTest(ServerTestCase):
+class SpillTestCase(ServerTestCase):
+    """A connection with spill-over configured and model ``r`` added."""
+
     def setUp(self):
         super().setUp()
         self.spill_dir = os.path.join(self.tmp, "spill")
@@ -658,6 +660,8 @@ class SpillTest(ServerTestCase):
             f.write(data + (b" " if corrupt else b""))
         return {"path": path, "size": len(data) + (1 if corrupt else 0), "md5": hashlib.md5(data).hexdigest()}
 
+
+class SpillTest(SpillTestCase):
     def test_large_reply_is_spilled(self):
         reply = self.c.request("executeModel", rid=7, msg={"kind": "big", "size": 5000}, name="r")
         self.assertNotIn("ok", reply.get("$spill", {}))
@@ -817,6 +821,71 @@ class SpillTest(ServerTestCase):
         self.assertEqual(len(seen), 1, seen)
         err = self.assertError(seen[0], "HostError")
         self.assertIn("it holds message 2, expected 1", err["message"])
+        self.assertFalse(os.path.exists(ref["path"]))
+
+
+class SpilledRequestThreadTest(SpillTestCase):
+    """A spilled request to a threaded command is read on its own call
+    thread, not on the event loop: one call thread here, kept busy."""
+
+    args = ("--threads", "1")
+
+    def occupy_the_thread(self, rid=1, seconds=1.0):
+        self.c.call("addModel", name="s", file="sleeper.py")
+        self.c.send({"id": rid, "cmd": "executeModel", "name": "s", "msg": {"seconds": seconds}})
+        deadline = time.monotonic() + 10
+        while True:  # until its "started" line: the thread is taken
+            msg = self.c.recv(max(0.01, deadline - time.monotonic()))
+            if msg.get("event") == "log" and msg.get("request") == rid:
+                return
+            self.c.replies[msg.get("id")] = msg
+
+    def test_a_queued_spilled_request_cancelled_later_is_dropped_unread(self):
+        self.occupy_the_thread()
+        # Corrupt: reading it would answer SpillError.
+        ref = self.write_spill({"id": 2, "cmd": "executeModel", "name": "r", "msg": {}}, corrupt=True)
+        self.c.send({"id": 2, "cmd": "executeModel", "$spill": ref})
+        self.assertEqual(self.c.call("ping"), "pong")  # the stub was dispatched: its call waits for the thread
+        self.assertTrue(os.path.exists(ref["path"]))
+        self.c.send({"id": 3, "cmd": "cancel", "target": 2})
+        err = self.assertError(self.c.reply_for(2), "CancelledError")
+        self.assertIn("cancelled before it started", err["message"])
+        self.assertEqual(self.c.reply_for(3)["result"], {"cancelled": True})
+        self.assertFalse(os.path.exists(ref["path"]))
+        self.assertEqual(self.c.reply_for(1)["result"], {"slept": 1.0})
+
+    def test_a_queued_spilled_request_is_read_once_a_thread_is_free(self):
+        self.occupy_the_thread(seconds=0.2)
+        ref = self.write_spill({"id": 2, "cmd": "executeModel", "name": "r", "msg": {"kind": "echo", "value": "v"}})
+        self.c.send({"id": 2, "cmd": "executeModel", "$spill": ref})
+        self.assertEqual(self.c.reply_for(2)["result"], "v")
+        self.assertFalse(os.path.exists(ref["path"]))
+
+    def test_queued_spilled_requests_of_a_closed_connection_leave_no_file(self):
+        self.occupy_the_thread(seconds=0.3)
+        ref = self.write_spill({"id": 2, "cmd": "executeModel", "name": "r", "msg": {"kind": "echo", "value": 1}})
+        self.c.send({"id": 2, "cmd": "executeModel", "$spill": ref})
+        self.assertEqual(self.c.call("ping"), "pong")
+        self.c.close()
+        deadline = time.monotonic() + 10
+        while os.path.exists(ref["path"]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertFalse(os.path.exists(ref["path"]))
+
+    def test_a_spilled_request_whose_id_is_in_flight_leaves_no_file(self):
+        self.occupy_the_thread()
+        ref = self.write_spill({"id": 1, "cmd": "executeModel", "name": "r", "msg": {"kind": "echo", "value": 1}})
+        self.c.send({"id": 1, "cmd": "executeModel", "$spill": ref})
+        err = self.assertError(self.c.reply_for(1), "InvalidRequestError")
+        self.assertIn("already in flight", err["message"])
+        self.assertFalse(os.path.exists(ref["path"]))
+
+    def test_the_file_must_hold_the_command_of_its_stub(self):
+        # The stub's cmd chose the handler: a file holding another command is refused.
+        ref = self.write_spill({"id": 4, "cmd": "addModel", "name": "x", "file": "results.py"})
+        self.c.send({"id": 4, "cmd": "executeModel", "$spill": ref})
+        err = self.assertError(self.c.reply_for(4), "SpillError")
+        self.assertIn("it holds command 'addModel', expected 'executeModel'", err["message"])
         self.assertFalse(os.path.exists(ref["path"]))
 
 

@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call.py",
-      size: 3862,
+      size: 4068,
       sha256:
-        "edc8fa8883bd59167d88bd12f4c8a382cc1d5e6d0b46d632231ecda779f1f888",
+        "611ce0a935d2c7ce742a0c1c111e70466e38c60a0f92bcffeddc2e5a13fd2fe7",
     },
     {
       path: "pyproxy_server/call_executor.py",
@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 55271,
+      size: 56527,
       sha256:
-        "b285ab3104c5f97bf6d888d074f89d50715820c2670230a75dce7f0c78873afc",
+        "e4e7dab257f658e79871f7600dd9dab67bdd7524d8da21b1d2a91c7e78233049",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 14131,
+      size: 16993,
       sha256:
-        "de8b38893c0aff498c025d809136040eefb6879eb05c34696e67941357bc7fb1",
+        "45750b5faf194005efe2866462440a109446e244093b19a13bd8d49e1f276363",
     },
     {
       path: "pyproxy_server/framer.py",
@@ -118,9 +118,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 13919,
+      size: 14364,
       sha256:
-        "026db61036982c9e5973174a6663c0f5a8094cca056f020b6317c0becca2e037",
+        "e82f6737dafd7073cba62cfaa2f763d8c69df096aaa7c19b4ae9b47c10a1c85f",
     },
     {
       path: "pyproxy_server/shallow_json.py",
