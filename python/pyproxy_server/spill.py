@@ -40,7 +40,9 @@ Example::
     settings.read(ref)  # {"id": 8, "ok": True, "result": "text"}
 """
 
+import functools
 import hashlib
+import io
 import os
 import threading
 
@@ -55,6 +57,11 @@ from .errors import InvalidRequestError, SpillError, short_repr
 __all__ = ["SpillSettings"]
 
 _WRITE_CHUNK = 16 << 20
+
+# FileIO's opener for spill files (0600). Both are C functions: no Python
+# bytecode runs between the open and the file object owning the descriptor,
+# so a cancel's KeyboardInterrupt can never strand it.
+_open_private = functools.partial(os.open, mode=0o600)
 # hashlib releases the GIL on large inputs, so above this size the md5 runs in a
 # thread while json.loads (or the write) proceeds: the check costs no wall time.
 _PARALLEL_MD5 = 8 << 20
@@ -515,37 +522,41 @@ class SpillSettings:
                 pieces.append(body)
             json_size, size = size, offset
         path = os.path.join(self.dir, name + ".json")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(path, flags, 0o600)
-        except FileExistsError:
-            # A leftover of an earlier process that used the same connection id.
-            os.unlink(path)
-            fd = os.open(path, flags, 0o600)
-        # Everything after the open is in the try: a cancel's KeyboardInterrupt
-        # lands at any bytecode (in the hash thread's start or join too), and
-        # must not leave the descriptor open and the file behind.
+        # A cancel's KeyboardInterrupt lands at any bytecode (in the hash
+        # threads' start and join too) and must leave neither the file nor its
+        # descriptor behind. So the open is in the try, and gives a file
+        # object, not a bare descriptor: one interrupted right as the open
+        # returns, before ``f`` holds it, closes when dropped.
+        f = None
         hashes = None
         try:
+            try:
+                f = io.FileIO(path, "xb", opener=_open_private)
+            except FileExistsError:
+                # A leftover of an earlier process that used the same connection id.
+                os.unlink(path)
+                f = io.FileIO(path, "xb", opener=_open_private)
             hashes = _file_hash(pieces, size, self.part_size, self.crc32)
+            write = f.write
             for piece in pieces:
                 view = memoryview(piece).cast("B")
                 while view:
-                    written = os.write(fd, view[:_WRITE_CHUNK])
+                    written = write(view[:_WRITE_CHUNK])
                     view = view[written:]
             fields = hashes.fields()
+            f.close()
+            ref = dict({"path": path, "size": size}, **fields)
+            if segments is not None:
+                ref["json"] = json_size
+                ref["strings"] = segments
+            return ref
         except BaseException:
-            os.close(fd)
+            if f is not None:
+                f.close()
             try:
-                os.unlink(path)
+                os.unlink(path)  # the name is this side's own (connection and id)
             except OSError:
                 pass
             if hashes is not None:
                 hashes.fields()  # the hash threads end before the pieces go
             raise
-        os.close(fd)
-        ref = dict({"path": path, "size": size}, **fields)
-        if segments is not None:
-            ref["json"] = json_size
-            ref["strings"] = segments
-        return ref

@@ -1,9 +1,12 @@
 """SpillSettings read/write above the size where the md5 runs in a thread, whole or in parts."""
 
+import dis
+import gc
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import unittest
 from unittest import mock
@@ -204,6 +207,48 @@ class SpillWriteInterruptedTest(unittest.TestCase):
         # And the next write of that name works.
         ref = self.settings.write(self.data, "py-c1-1")
         self.assertEqual(self.settings.read(ref), json.loads(self.data))
+
+    @unittest.skipUnless(os.path.isdir("/proc/self/fd"), "needs /proc/self/fd")
+    def test_an_interrupt_at_any_bytecode_of_write_leaves_no_file_and_no_open_descriptor(self):
+        # The interrupt raised from an opcode trace of write's own frame, at
+        # each of its bytecodes in turn, as an injected KeyboardInterrupt
+        # fires (right after the open returns, before its result is stored).
+        # Not at its final RETURN_VALUE: an interrupt there fires in the
+        # caller, which owns the file from then on.
+        code = SpillSettings.write.__code__
+        returns = {i.offset for i in dis.get_instructions(code) if i.opname == "RETURN_VALUE"}
+        before = self.fds()
+        position = 0
+        while True:
+            position += 1
+            seen = [0]
+
+            def trace(frame, event, arg):
+                if event == "call":
+                    if frame.f_code is not code:
+                        return None
+                    frame.f_trace_opcodes = True
+                    return trace
+                if event == "opcode" and frame.f_lasti not in returns:
+                    seen[0] += 1
+                    if seen[0] == position:
+                        raise KeyboardInterrupt
+                return trace
+
+            sys.settrace(trace)
+            try:
+                ref = self.settings.write(self.data, "py-c1-1")
+            except KeyboardInterrupt:
+                ref = None
+            finally:
+                sys.settrace(None)
+            if ref is not None:  # past the last bytecode: write completed
+                os.unlink(ref["path"])
+                break
+            gc.collect()
+            self.assertEqual(os.listdir(self.dir), [], "interrupt at bytecode %d" % position)
+            self.assertEqual(self.fds(), before, "interrupt at bytecode %d" % position)
+        self.assertGreater(position, 20)
 
 
 if __name__ == "__main__":

@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 24251,
+      size: 24791,
       sha256:
-        "63e15436224e0f75f773a62044c2117199c4ade7a231ac7749ef1478197eca5f",
+        "2c3a43e41951ce56043d6078a04d8f5110ec2c3a09901d1af71aa77f18ca8147",
     },
   ],
 };
