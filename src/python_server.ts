@@ -76,6 +76,8 @@ export interface ReadyLine {
  * fragmented memory, if those stalls matter more than large messages.
  */
 const HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb";
+/** What the server accepts as `--log-name` (one plain file-name part). */
+const LOG_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$/;
 
 /**
  * Options of {@linkcode PythonServer.start}.
@@ -98,7 +100,10 @@ export interface PythonServerOptions {
   /** The server's `--path`: model files are resolved (and confined) here, logs go to `<path>/logs`. */
   path: string;
   /**
-   * The server id (`--id`).
+   * The server id (`--id`). A TCP server given one that is a plain file name
+   * (letters, digits, `.`, `_`, `-`) logs to `<path>/logs/pythonserver<id>.log`
+   * (a pool's slots: `pythonserverw1.log`); otherwise a TCP server's log is
+   * named after its port, a Unix socket server's after its socket file.
    *
    * @default {"py-" + 8 random hex digits}
    */
@@ -307,6 +312,11 @@ export class PythonServer implements AsyncDisposable {
     }
     args.push("--path", options.path, "--id", id);
     if (unix !== undefined) args.push("--unix", unix);
+    else if (options.id !== undefined && LOG_NAME.test(options.id)) {
+      // A TCP server's log is named after its port unless told otherwise: a
+      // pool slot (`w1`) keeps one log file across restarts and runs.
+      args.push("--log-name", options.id);
+    }
     if (options.maxFrameSize !== undefined) {
       args.push("--max-frame-size", String(options.maxFrameSize));
     }

@@ -313,3 +313,31 @@ Deno.test("PythonServer asks glibc's malloc for huge pages unless GLIBC_TUNABLES
     "glibc.malloc.hugetlb=0",
   );
 });
+
+Deno.test("PythonServer: a TCP server with a plain id logs to one file per id across restarts, not one per port", async () => {
+  await using dir = await tempDir();
+  for (let i = 0; i < 2; i++) {
+    await using server = await PythonServer.start({
+      path: dir.path,
+      id: "w1",
+      port: 0,
+    });
+    await server.stop({ grace: 5000 });
+  }
+  // An id that is no plain file name: named after the port, as before.
+  await using other = await PythonServer.start({
+    path: dir.path,
+    id: "a/b",
+    port: 0,
+  });
+  const port = other.port;
+  await other.stop({ grace: 5000 });
+  const names = [];
+  for await (const entry of Deno.readDir(`${dir.path}/logs`)) {
+    names.push(entry.name);
+  }
+  assert.deepEqual(names.sort(), [
+    `pythonserver${port}.log`,
+    "pythonserverw1.log",
+  ]);
+});

@@ -19,6 +19,7 @@ import json
 import logging
 import logging.handlers
 import os
+import re
 import signal
 import stat
 import sys
@@ -44,6 +45,10 @@ PARENT_CHECK_INTERVAL = 1.0
 DEFAULT_SPIN_US = 200
 
 
+# A log file name part: no path separators, no leading dot.
+_LOG_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}\Z")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python3 -m pyproxy_server", description="pyproxy Python server")
     parser.add_argument("--host", default="127.0.0.1", help="TCP address to bind (default 127.0.0.1)")
@@ -60,9 +65,12 @@ def parse_args(argv=None):
     parser.add_argument("--sched-batch", action="store_true", help="run under Linux SCHED_BATCH: a request that wakes the server does not preempt the process running on that core (an HTTP gateway's thread); ignored where the OS has no SCHED_BATCH")
     parser.add_argument("--insecure-no-auth", action="store_true", help="accept connections without authentication (local experiments only)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
+    parser.add_argument("--log-name", default=None, help="log to <path>/logs/pythonserver<NAME>.log (letters, digits, '.', '_', '-'; default: the TCP port, else the --unix file name)")
     args = parser.parse_args(argv)
     if args.port is None and args.unix is None:
         args.port = 0
+    if args.log_name is not None and not _LOG_NAME.match(args.log_name):
+        parser.error("--log-name must be letters, digits, '.', '_' or '-', not starting with '.' (got %r)" % args.log_name)
     if args.threads < 1:
         parser.error("--threads must be >= 1")
     if args.spin_us < 0:
@@ -221,7 +229,9 @@ def main(argv=None):
         loop.run_until_complete(server.listen(args.host, args.port, args.unix))
     except OSError as exc:
         raise SystemExit("pyproxy_server: cannot listen: %s" % exc)
-    log_name = str(server.port) if server.port is not None else os.path.basename(args.unix)
+    log_name = args.log_name
+    if log_name is None:
+        log_name = str(server.port) if server.port is not None else os.path.basename(args.unix)
     setup_logging(root, log_name, args.log_level)
     log = logging.getLogger("pyproxy_server")
     add_models_to_path(root)

@@ -10,6 +10,7 @@ import hmac
 import json
 import os
 import select
+import shutil
 import socket
 import struct
 import subprocess
@@ -152,11 +153,23 @@ class Client:
             pass
 
 
+def copy_models(target):
+    """Copy the test models to ``target`` (no logs or bytecode); return it."""
+    shutil.copytree(MODELS_DIR, target, ignore=shutil.ignore_patterns("logs", "__pycache__"))
+    return target
+
+
 class ServerProcess:
     """A real ``python3 -m pyproxy_server`` on port 0; always ``kill()`` it."""
 
-    def __init__(self, root=MODELS_DIR, args=(), insecure=False, secret=SECRET):
+    def __init__(self, root=None, args=(), insecure=False, secret=SECRET):
         self.secret = secret
+        # By default a copy of the test models: the server writes its log
+        # under its root, and the source tree must not collect them.
+        self._own_root = None
+        if root is None:
+            self._own_root = tempfile.mkdtemp(prefix="pyproxy-test-")
+            root = copy_models(os.path.join(self._own_root, "models"))
         self.root = root
         self.stderr = tempfile.TemporaryFile()
         env = dict(os.environ)
@@ -224,6 +237,8 @@ class ServerProcess:
             except (OSError, ValueError):
                 pass
         self.stderr.close()
+        if self._own_root is not None:
+            shutil.rmtree(self._own_root, ignore_errors=True)
 
 
 def mac(secret, nonce):

@@ -20,7 +20,7 @@ from pyproxy_server.framer import Framer
 from pyproxy_server.server import Server
 from pyproxy_server.spill import SpillSettings
 
-from ._client import MODELS_DIR, Client, ServerProcess, frame, mac
+from ._client import MODELS_DIR, Client, ServerProcess, copy_models, frame, mac
 
 
 class ServerTestCase(unittest.TestCase):
@@ -34,7 +34,7 @@ class ServerTestCase(unittest.TestCase):
     def _start(cls, target):
         target.tmp = tempfile.mkdtemp(prefix="pyproxy-test-")
         target.root = os.path.join(target.tmp, "models")
-        shutil.copytree(MODELS_DIR, target.root)
+        copy_models(target.root)
         try:
             target.server = ServerProcess(target.root, args=target.args, insecure=target.insecure)
         except BaseException:
@@ -929,6 +929,21 @@ class LifecycleTest(ServerTestCase):
         self.connect().call("ping")
         path = os.path.join(self.root, "logs", "pythonserver%d.log" % self.server.port)
         self.assertTrue(os.path.exists(path))
+
+
+class LogNameTest(ServerTestCase):
+    args = ("--log-name", "w1")
+
+    def test_log_name_names_the_log_file_instead_of_the_port(self):
+        self.connect().call("ping")
+        self.assertEqual(os.listdir(os.path.join(self.root, "logs")), ["pythonserverw1.log"])
+
+    def test_log_names_that_are_not_a_plain_file_name_are_refused(self):
+        from pyproxy_server.__main__ import parse_args
+        self.assertEqual(parse_args(["--path", ".", "--id", "x", "--log-name", "w-1.a_b"]).log_name, "w-1.a_b")
+        for bad in ("../x", "a/b", ".hidden", "", "x" * 101, "a b", "a\nb"):
+            with self.assertRaises(SystemExit, msg=bad), mock.patch("sys.stderr"):
+                parse_args(["--path", ".", "--id", "x", "--log-name", bad])
 
 
 if __name__ == "__main__":

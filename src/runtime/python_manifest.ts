@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 12089,
+      size: 12664,
       sha256:
-        "c128f46a548e6997b74b90d9d5dd813cb7b82eb35a2b27fb4c35f8cd0779ec71",
+        "29439587b3b2734b81849a200a1006b08570aa59f7bc90bfe82f424033cf8d13",
     },
     {
       path: "pyproxy_server/big_json.py",
