@@ -114,8 +114,12 @@ export class ParallelMd5 {
     };
   }
 
-  /** Starts the worker and checks it answers; `undefined` when it cannot run here. */
-  static async start(): Promise<ParallelMd5 | undefined> {
+  /**
+   * Starts the worker and checks it answers within `timeoutMs`; `undefined`
+   * when it cannot run here (or is that slow to start: hashing then stays on
+   * the calling thread).
+   */
+  static async start(timeoutMs = 10_000): Promise<ParallelMd5 | undefined> {
     if (
       typeof Worker !== "function" || typeof SharedArrayBuffer !== "function"
     ) return undefined;
@@ -128,7 +132,7 @@ export class ParallelMd5 {
       md5 = new ParallelMd5(worker);
       const job = md5.begin();
       await job.update(new Uint8Array([97, 98, 99]));
-      const hex = await withTimeout(job.digest(), 10_000);
+      const hex = await withTimeout(job.digest(), timeoutMs);
       if (hex !== "900150983cd24fb0d6963f7d28e17f72") {
         throw new Error(`md5 worker answered ${hex}`);
       }

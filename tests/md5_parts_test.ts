@@ -54,8 +54,10 @@ Deno.test("md5PartsJob: one md5 per part whatever the chunking, on this thread",
 });
 
 Deno.test("md5PartsJob: parts alternate between two hash threads with the same digests", async () => {
+  // A generous start: on a loaded machine a worker can take seconds to start,
+  // and this test is about the digests, not the start-up fallback.
   const threads =
-    (await Promise.all([ParallelMd5.start(), ParallelMd5.start()]))
+    (await Promise.all([ParallelMd5.start(60_000), ParallelMd5.start(60_000)]))
       .filter((t) => t !== undefined);
   assert.equal(threads.length, 2, "workers run on Deno");
   try {

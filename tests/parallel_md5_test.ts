@@ -3,7 +3,7 @@ import { createHash } from "node:crypto";
 import { ParallelMd5 } from "../plugins/_parallel_md5.ts";
 
 Deno.test("ParallelMd5 gives node:crypto's digest for chunked, interleaved jobs", async () => {
-  const md5 = await ParallelMd5.start();
+  const md5 = await ParallelMd5.start(60_000); // generous on a loaded machine
   assert.ok(md5 !== undefined, "workers and SharedArrayBuffer run on Deno");
   try {
     const sizes = [0, 1, 63, 64, 65, 1000, 70_000];
@@ -30,7 +30,7 @@ Deno.test("ParallelMd5 gives node:crypto's digest for chunked, interleaved jobs"
 });
 
 Deno.test("ParallelMd5: after close, pending and new hashes fail instead of hanging", async () => {
-  const md5 = await ParallelMd5.start();
+  const md5 = await ParallelMd5.start(60_000); // generous on a loaded machine
   assert.ok(md5 !== undefined);
   const job = md5.begin();
   const pending = job.digest();
@@ -41,7 +41,7 @@ Deno.test("ParallelMd5: after close, pending and new hashes fail instead of hang
 });
 
 Deno.test("ParallelMd5: chunks posted back to back keep their order when blocks run out", async () => {
-  const md5 = await ParallelMd5.start();
+  const md5 = await ParallelMd5.start(60_000); // generous on a loaded machine
   assert.ok(md5 !== undefined);
   try {
     // More chunks than shared blocks, none awaited: the first are copied at once, the rest wait
