@@ -40,7 +40,6 @@ from . import big_json, capture, shallow_json
 from .call import Call, current_call
 from .errors import (
     AuthenticationError,
-    CancelledError,
     ChecksumError,
     FrameError,
     HostError,
@@ -135,8 +134,6 @@ class Connection(asyncio.BufferedProtocol):
         self._transport = None
         self._closed = False
         self._closing = False
-        # The reads (frames, and messages of batch frames) being handled, outermost first.
-        self._reads = []
         self._batching = False
         # Inline calls of the current read run with the loop hidden and the
         # output routed to the running call (_enter_inline).
@@ -495,14 +492,6 @@ class Connection(asyncio.BufferedProtocol):
         """Runs ``handle`` on each item in order (frames of a read, or the
         messages of a batch frame), writing the replies made so far every
         ``FLUSH_EVERY`` items; returns the threaded work they left, or None."""
-        # What a spilled request looks ahead in for its cancel (_cancelled_ahead).
-        self._reads.append(items)
-        try:
-            return self._handle_items(items, handle)
-        finally:
-            self._reads.pop()
-
-    def _handle_items(self, items, handle):
         works = None
         flush_every = self.FLUSH_EVERY
         for n, item in enumerate(items):
@@ -944,14 +933,6 @@ class Connection(asyncio.BufferedProtocol):
         if self.spill is None:
             return self._unspill_failed(msg, rid, SpillError("Cannot read spill file: spill-over is not configured on this connection"))
         self._big_seen = True
-        if rid is not None and msg.get("cmd") is not None and self._cancelled_ahead(rid):
-            # Given up on by the host before it got here: reading the file
-            # would only delay what follows (a backlog of such files kept
-            # the loop from answering pings until the host killed the worker).
-            self.spill.discard(msg["$spill"])
-            self.enqueue(self.encode_error(rid, CancelledError(
-                "Cannot run %s: cancelled before it started" % msg.get("cmd")).to_wire()))
-            return None
         try:
             return self.spill.read(msg["$spill"], msg)
         except PyProxyError as exc:  # SpillError, InvalidRequestError (nested too deep)
@@ -962,8 +943,9 @@ class Connection(asyncio.BufferedProtocol):
         """``(settings, ref)`` for a spilled request to a threaded command,
         whose file its own call thread reads (``CallRunner``), so that the
         loop never reads a large request and a ``cancel`` arriving while the
-        call waits for a thread drops the file unread; else None (the file is
-        read here, by ``_unspill``)."""
+        call waits for a thread (in the same read too: threaded work starts
+        once the read is handled) drops the file unread; else None (the file
+        is read here, by ``_unspill``)."""
         rid = msg.get("id")
         cmd = msg.get("cmd")
         settings = self.spill
@@ -971,33 +953,10 @@ class Connection(asyncio.BufferedProtocol):
                 or not self.authenticated or msg["$spill"].__class__ is not dict):
             return None
         entry = self.server.commands.get(cmd)
-        if entry is None or not entry[1] or self._cancelled_ahead(rid):
+        if entry is None or not entry[1]:
             return None
         self._big_seen = True
         return (settings, msg["$spill"])
-
-    def _cancelled_ahead(self, rid):
-        """True when the reads being handled hold a ``cancel`` of request
-        ``rid`` (it follows its request: protocol §3). Only spilled requests
-        look, so small messages pay nothing."""
-        for items in self._reads:
-            for item in items:
-                if item.__class__ is dict:
-                    found = _cancel_target(item, rid)
-                elif item.__class__ in (bytes, bytearray) and b'"cancel"' in item:
-                    try:
-                        msg = _decode_json(item.decode("utf-8"))
-                    except (ValueError, RecursionError):
-                        continue
-                    found = msg.__class__ is dict and (
-                        _cancel_target(msg, rid)
-                        or (msg.get("batch").__class__ is list
-                            and any(m.__class__ is dict and _cancel_target(m, rid) for m in msg["batch"])))
-                else:
-                    continue
-                if found:
-                    return True
-        return False
 
     def _unspill_failed(self, msg, rid, exc):
         """Answer a ``$spill`` stub whose message cannot be read (protocol §8).
@@ -1264,12 +1223,6 @@ def _frame_run(payloads, parts):
     digest = md5_digest(payload)
     parts += (_pack_header(MAGIC, VERSION, digest, len(payload)), payload, digest)
     return 1 if batched else 0
-
-
-def _cancel_target(msg, rid):
-    """True when ``msg`` is a ``cancel`` of request ``rid``."""
-    target = msg.get("target")
-    return target.__class__ is int and target == rid and msg.get("cmd") == "cancel"
 
 
 class _TooDeep:

@@ -707,6 +707,7 @@ class SpillTest(SpillTestCase):
         self.c.send({"id": 6, "cmd": "executeModel", "$spill": ref}, {"id": 900, "cmd": "cancel", "target": 6})
         err = self.assertError(self.c.reply_for(6), "CancelledError")
         self.assertIn("cancelled before it started", err["message"])
+        self.assertEqual(self.c.reply_for(900)["result"], {"cancelled": True})
         self.assertFalse(os.path.exists(ref["path"]))
         # Also when the cancel travels in a batch frame.
         ref = self.write_spill({"id": 7, "cmd": "executeModel", "name": "r", "msg": {}}, name="b.json", corrupt=True)

@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 56527,
+      size: 54341,
       sha256:
-        "e4e7dab257f658e79871f7600dd9dab67bdd7524d8da21b1d2a91c7e78233049",
+        "1b3cfac1519c07fd92971087769482df9b779acede97bf9e821a7240d3216ee1",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
