@@ -235,6 +235,12 @@ class CallRunner:
             call.cancelled.set()
             if call.state == RUNNING:
                 self._watch(call)
+            elif call.spilled is not None:
+                # Its file goes now, unread: the process may exit before a
+                # thread gets to the call (stopServer, the host gone).
+                with call.lock:
+                    if call.state == PENDING:
+                        _drop_spilled(call)
 
     def _watch(self, call):
         # Loop thread: a call nobody waits for must let go of its thread soon.

@@ -889,6 +889,16 @@ class SpilledRequestThreadTest(SpillTestCase):
         self.assertIn("it holds command 'addModel', expected 'executeModel'", err["message"])
         self.assertFalse(os.path.exists(ref["path"]))
 
+    def test_queued_spilled_requests_leave_no_file_when_the_server_stops(self):
+        # stopServer (or the host gone) ends the process while the thread
+        # still sleeps: no thread ever gets to the queued call.
+        self.occupy_the_thread(seconds=30)
+        ref = self.write_spill({"id": 2, "cmd": "executeModel", "name": "r", "msg": {"kind": "echo", "value": 1}})
+        self.c.send({"id": 2, "cmd": "executeModel", "$spill": ref})
+        self.assertEqual(self.c.call("stopServer"), {"stopping": True})
+        self.assertEqual(self.server.wait(), 0)
+        self.assertFalse(os.path.exists(ref["path"]))
+
 
 class UnixSocketTest(ServerTestCase):
     def setUp(self):

@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 16993,
+      size: 17304,
       sha256:
-        "45750b5faf194005efe2866462440a109446e244093b19a13bd8d49e1f276363",
+        "608c319a2607edd2c8d8bcfdc5e246c1449ac87a7d0103b4bbf3366e7498da2b",
     },
     {
       path: "pyproxy_server/framer.py",
