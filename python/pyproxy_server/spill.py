@@ -417,7 +417,17 @@ class SpillSettings:
 
     def contains(self, path):
         """True when ``path`` resolves to a file directly or deeper inside ``dir``."""
-        return os.path.realpath(path).startswith(self._prefix)
+        try:
+            real = os.path.realpath(path)
+            # A NUL or a lone surrogate (JSON carries both) names no file, and
+            # os functions raise ValueError for it, not OSError (realpath
+            # itself from 3.10 on): such a reference was never answered.
+            if "\0" in real:
+                return False
+            os.fsencode(real)
+        except ValueError:
+            return False
+        return real.startswith(self._prefix)
 
     def discard(self, ref):
         """Deletes the file of a reference that will not be read (its request

@@ -899,6 +899,34 @@ class SpilledRequestThreadTest(SpillTestCase):
         self.assertEqual(self.server.wait(), 0)
         self.assertFalse(os.path.exists(ref["path"]))
 
+    def test_spilled_requests_whose_path_names_no_file_are_still_answered(self):
+        # A NUL or a lone surrogate (JSON carries both): realpath and unlink
+        # raise ValueError there, not OSError.
+        self.occupy_the_thread()
+        refs = [{"path": os.path.join(self.spill_dir, name), "size": 2, "md5": "0" * 32}
+                for name in ("a\u0000b.json", "a\ud800b.json")]
+        for rid, ref in zip((10, 20), refs):
+            # Queued, then cancelled: the file is dropped, not read.
+            self.c.send({"id": rid, "cmd": "executeModel", "$spill": ref})
+            self.assertEqual(self.c.call("ping"), "pong")
+            self.c.send({"id": rid + 1, "cmd": "cancel", "target": rid})
+            self.assertError(self.c.reply_for(rid), "CancelledError")
+            self.assertEqual(self.c.reply_for(rid + 1)["result"], {"cancelled": True})
+            # Its id in flight (the sleeper's): refused, the file dropped.
+            self.c.send({"id": 1, "cmd": "executeModel", "$spill": ref})
+            self.assertError(self.c.reply_for(1), "InvalidRequestError")
+            # Read on the loop (a loop command): refused as outside the spill directory.
+            self.c.send({"id": rid + 2, "cmd": "ping", "$spill": ref})
+            err = self.assertError(self.c.reply_for(rid + 2), "SpillError")
+            self.assertIn("outside the spill directory", err["message"])
+        self.assertEqual(self.c.reply_for(1)["result"], {"slept": 1.0})
+        for rid, ref in zip((13, 23), refs):
+            # Read on the call thread.
+            self.c.send({"id": rid, "cmd": "executeModel", "$spill": ref})
+            err = self.assertError(self.c.reply_for(rid), "SpillError")
+            self.assertIn("outside the spill directory", err["message"])
+        self.assertEqual(os.listdir(self.spill_dir), [])
+
 
 class UnixSocketTest(ServerTestCase):
     def setUp(self):

@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 24791,
+      size: 25194,
       sha256:
-        "2c3a43e41951ce56043d6078a04d8f5110ec2c3a09901d1af71aa77f18ca8147",
+        "c6cf482de440d2c5900bb3e7dd118130a1ae0e29f27f7280a50f418a5ba34061",
     },
   ],
 };
