@@ -449,7 +449,8 @@ class SpillSettings:
         side never removes files it does not own. ``stub``: the frame that
         carried ``ref``; when it has an ``id``, the message in the file must
         carry the same ``id`` (protocol §8), or the server would answer a
-        request under an id its frame did not name. Raises
+        request under an id its frame did not name; when it has a ``cmd``,
+        the same ``cmd``. Raises
         ``SpillError``, or ``InvalidRequestError`` for an intact file whose
         JSON is nested too deep for ``json``.
         """
@@ -501,6 +502,10 @@ class SpillSettings:
                 if not _same_id(found, stub["id"]):
                     raise SpillError("Cannot read spill file: it holds message %s, expected %s" % (
                         "without an id" if found is _NO_ID else short_repr(found, 40), short_repr(stub["id"], 40)))
+            if stub is not None and "cmd" in stub and message.get("cmd") != stub["cmd"]:
+                # The stub's cmd chose the handler (or the thread that reads the file).
+                raise SpillError("Cannot read spill file: it holds command %s, expected %s" % (
+                    short_repr(message.get("cmd"), 40), short_repr(stub["cmd"], 40)))
             return message
         finally:
             try:

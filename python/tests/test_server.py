@@ -927,6 +927,15 @@ class SpilledRequestThreadTest(SpillTestCase):
             self.assertIn("outside the spill directory", err["message"])
         self.assertEqual(os.listdir(self.spill_dir), [])
 
+    def test_the_file_must_hold_the_command_of_its_stub_read_on_the_loop_too(self):
+        # A loop command's stub (read on the loop) and an unknown command's.
+        for rid, cmd in ((5, "ping"), (6, "noSuchCommand")):
+            ref = self.write_spill({"id": rid, "cmd": "executeModel", "name": "r", "msg": {"kind": "echo", "value": 1}})
+            self.c.send({"id": rid, "cmd": cmd, "$spill": ref})
+            err = self.assertError(self.c.reply_for(rid), "SpillError")
+            self.assertIn("it holds command 'executeModel', expected %r" % cmd, err["message"])
+            self.assertFalse(os.path.exists(ref["path"]))
+
 
 class UnixSocketTest(ServerTestCase):
     def setUp(self):

@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 17304,
+      size: 17130,
       sha256:
-        "608c319a2607edd2c8d8bcfdc5e246c1449ac87a7d0103b4bbf3366e7498da2b",
+        "808cfdd0786a43c416d23c3d7234594b0704d5967697042289d7191ea577c50f",
     },
     {
       path: "pyproxy_server/framer.py",
@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 25194,
+      size: 25602,
       sha256:
-        "c6cf482de440d2c5900bb3e7dd118130a1ae0e29f27f7280a50f418a5ba34061",
+        "3a313dd747aa2050886384c0dca96802a3358dee5b161929c17323ced88d9556",
     },
   ],
 };
