@@ -332,6 +332,23 @@ def _put(message, at, text):
         node = node[step]
 
 
+def _write_all(f, pieces):
+    """Write ``pieces`` to the file object ``f``, in chunks.
+
+    Not inlined in ``SpillSettings.write``: from Python 3.12 on, an injected
+    exception firing at a loop's back jump is looked up in the exception
+    table at an instruction the compiler left out of it, so it skips the
+    handlers of the very frame that loops (CPython gh-108214) and left the
+    file behind. Raised here, it reaches write's cleanup through the call.
+    """
+    write = f.write
+    for piece in pieces:
+        view = memoryview(piece).cast("B")
+        while view:
+            written = write(view[:_WRITE_CHUNK])
+            view = view[written:]
+
+
 def _md5_hex(pieces, size):
     """An object whose ``hexdigest()`` is the md5 of ``pieces`` (``size`` bytes), in a thread when large."""
     if size < _PARALLEL_MD5:
@@ -552,12 +569,7 @@ class SpillSettings:
                 os.unlink(path)
                 f = io.FileIO(path, "xb", opener=_open_private)
             hashes = _file_hash(pieces, size, self.part_size, self.crc32)
-            write = f.write
-            for piece in pieces:
-                view = memoryview(piece).cast("B")
-                while view:
-                    written = write(view[:_WRITE_CHUNK])
-                    view = view[written:]
+            _write_all(f, pieces)
             fields = hashes.fields()
             f.close()
             ref = dict({"path": path, "size": size}, **fields)

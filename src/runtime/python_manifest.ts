@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 25602,
+      size: 26060,
       sha256:
-        "3a313dd747aa2050886384c0dca96802a3358dee5b161929c17323ced88d9556",
+        "e75d19a995e0693363b81885a09c0c414a1c82ea27d0d287257f037fa339c155",
     },
   ],
 };
