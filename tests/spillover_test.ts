@@ -412,6 +412,8 @@ Deno.test("spillover rejects a corrupted reply file with SpillError and deletes 
 
 Deno.test("spillover refuses a reply path outside the spill directory and leaves that file alone", async () => {
   const spill = spillover({ threshold: 1024 });
+  // Every copy made (a reply may spill more than once), removed at the end.
+  const made: string[] = [];
   let outside: string | undefined;
   let armed = false;
   const redirect: Plugin = {
@@ -424,6 +426,7 @@ Deno.test("spillover refuses a reply path outside the spill directory and leaves
       // A valid copy (same size and md5) next to the spill directory, reached through "..".
       const name = `outside-${crypto.randomUUID()}.json`;
       outside = `${spill.dir!.slice(0, spill.dir!.lastIndexOf("/"))}/${name}`;
+      made.push(outside);
       Deno.copyFileSync(ref.path, outside);
       return { ...msg, $spill: { ...ref, path: `${spill.dir}/../${name}` } };
     },
@@ -440,7 +443,7 @@ Deno.test("spillover refuses a reply path outside the spill directory and leaves
     assert.equal(await exists(outside!), true);
   } finally {
     await pool.close();
-    if (outside !== undefined) await Deno.remove(outside).catch(() => {});
+    for (const path of made) await Deno.remove(path).catch(() => {});
   }
 });
 
