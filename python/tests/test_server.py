@@ -701,24 +701,15 @@ class SpillTest(SpillTestCase):
         os.unlink(reply["$spill"]["path"])
         self.assertFalse(os.path.exists(ref["path"]))
 
-    def test_spilled_request_cancelled_in_the_same_read_is_not_read(self):
-        # A corrupt file: reading it would answer SpillError, not CancelledError.
-        ref = self.write_spill({"id": 6, "cmd": "executeModel", "name": "r", "msg": {}}, corrupt=True)
+    def test_a_lone_spilled_request_cancelled_in_the_same_read_is_cancelled(self):
+        # Nothing else runs on the connection: the request is queued when its
+        # cancel is handled, and its file is deleted unread.
+        ref = self.write_spill({"id": 6, "cmd": "executeModel", "name": "r", "msg": {"kind": "echo", "value": 1}}, corrupt=True)
         self.c.send({"id": 6, "cmd": "executeModel", "$spill": ref}, {"id": 900, "cmd": "cancel", "target": 6})
         err = self.assertError(self.c.reply_for(6), "CancelledError")
         self.assertIn("cancelled before it started", err["message"])
         self.assertEqual(self.c.reply_for(900)["result"], {"cancelled": True})
         self.assertFalse(os.path.exists(ref["path"]))
-        # Also when the cancel travels in a batch frame.
-        ref = self.write_spill({"id": 7, "cmd": "executeModel", "name": "r", "msg": {}}, name="b.json", corrupt=True)
-        self.c.send({"id": 7, "cmd": "executeModel", "$spill": ref},
-                    {"batch": [{"id": 901, "cmd": "ping"}, {"id": 902, "cmd": "cancel", "target": 7}]})
-        self.assertError(self.c.reply_for(7), "CancelledError")
-        self.assertFalse(os.path.exists(ref["path"]))
-        # Without its cancel in the same read the file is read as before.
-        ref = self.write_spill({"id": 8, "cmd": "executeModel", "name": "r", "msg": {}}, name="c.json", corrupt=True)
-        self.c.send({"id": 8, "cmd": "executeModel", "$spill": ref}, {"id": 903, "cmd": "cancel", "target": 99})
-        self.assertError(self.c.reply_for(8), "SpillError")
 
     def test_corrupted_spill_file(self):
         ref = self.write_spill({"id": 6, "cmd": "ping"}, corrupt=True)
@@ -853,6 +844,27 @@ class SpilledRequestThreadTest(SpillTestCase):
         self.assertIn("cancelled before it started", err["message"])
         self.assertEqual(self.c.reply_for(3)["result"], {"cancelled": True})
         self.assertFalse(os.path.exists(ref["path"]))
+        self.assertEqual(self.c.reply_for(1)["result"], {"slept": 1.0})
+
+    def test_a_spilled_request_cancelled_in_the_same_read_is_not_read(self):
+        self.occupy_the_thread()  # calls of the connection are running: spilled ones wait unread
+        # A corrupt file: reading it would answer SpillError, not CancelledError.
+        ref = self.write_spill({"id": 6, "cmd": "executeModel", "name": "r", "msg": {}}, corrupt=True)
+        self.c.send({"id": 6, "cmd": "executeModel", "$spill": ref}, {"id": 900, "cmd": "cancel", "target": 6})
+        err = self.assertError(self.c.reply_for(6), "CancelledError")
+        self.assertIn("cancelled before it started", err["message"])
+        self.assertEqual(self.c.reply_for(900)["result"], {"cancelled": True})
+        self.assertFalse(os.path.exists(ref["path"]))
+        # Also when the cancel travels in a batch frame.
+        ref = self.write_spill({"id": 7, "cmd": "executeModel", "name": "r", "msg": {}}, name="b.json", corrupt=True)
+        self.c.send({"id": 7, "cmd": "executeModel", "$spill": ref},
+                    {"batch": [{"id": 901, "cmd": "ping"}, {"id": 902, "cmd": "cancel", "target": 7}]})
+        self.assertError(self.c.reply_for(7), "CancelledError")
+        self.assertFalse(os.path.exists(ref["path"]))
+        # Without a cancel the file is read once a thread is free.
+        ref = self.write_spill({"id": 8, "cmd": "executeModel", "name": "r", "msg": {}}, name="c.json", corrupt=True)
+        self.c.send({"id": 8, "cmd": "executeModel", "$spill": ref}, {"id": 903, "cmd": "cancel", "target": 99})
+        self.assertError(self.c.reply_for(8), "SpillError")
         self.assertEqual(self.c.reply_for(1)["result"], {"slept": 1.0})
 
     def test_a_queued_spilled_request_is_read_once_a_thread_is_free(self):
