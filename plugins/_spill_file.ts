@@ -469,6 +469,24 @@ export async function readSpill(
 }
 
 /** Deletes the file an invalid reference names, when it is inside `dir`: every read file goes, as §8 says. */
+/**
+ * Deletes the file of a spill reference without reading it, when it lies
+ * inside `dir` (a reference pointing elsewhere is left alone, as
+ * {@linkcode readSpill} leaves it); never throws.
+ *
+ * @example
+ * ```ts ignore
+ * await discardSpill(runtime, dir, msg.$spill); // a reply nobody waits for
+ * ```
+ */
+export function discardSpill(
+  runtime: Runtime,
+  dir: string,
+  ref: unknown,
+): Promise<void> {
+  return removeInside(runtime, dir, ref);
+}
+
 async function removeInside(
   runtime: Runtime,
   dir: string,

@@ -19,7 +19,7 @@ import type { Runtime } from "../src/runtime/types.ts";
 import type { Session } from "../src/session.ts";
 import { jsonSizeBound } from "./_json_size.ts";
 import { ParallelMd5 } from "./_parallel_md5.ts";
-import { crc32, readSpill, writeSpill } from "./_spill_file.ts";
+import { crc32, discardSpill, readSpill, writeSpill } from "./_spill_file.ts";
 import { onePool } from "./_one_pool.ts";
 
 // From this size on, md5 runs on hash threads (started on the first such message).
@@ -80,6 +80,11 @@ export interface SpilloverStats {
   bytesIn: number;
   /** Incoming `$spill` references that failed their checks. */
   failures: number;
+  /**
+   * Spilled replies to requests given up on (timed out or aborted), whose
+   * files were deleted unread.
+   */
+  dropped: number;
   /** Spill files (either way) hashed on other threads than the main one. */
   hashedOffThread: number;
 }
@@ -196,6 +201,7 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
     spilledIn: 0,
     bytesIn: 0,
     failures: 0,
+    dropped: 0,
     hashedOffThread: 0,
   };
 
@@ -472,7 +478,26 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
       if (
         hostFiles.size > 0 && msg.cmd === undefined && msg.event === undefined
       ) release(msg.id, mc.session);
-      if (msg.$spill !== undefined) return unspill(msg, mc);
+      if (msg.$spill === undefined) return;
+      if (
+        typeof msg.id === "number" && msg.cmd === undefined &&
+        msg.event === undefined && !mc.session.awaits(msg.id)
+      ) {
+        // A late reply (its request timed out or was aborted): nobody reads
+        // it, so its file is deleted unread and the stub goes on to the
+        // session, which drops it. Reading it would hold up every message
+        // behind it on this connection (the read loop keeps their order),
+        // the hang probe's ping reply too: with large requests abandoned in
+        // bursts, healthy workers were killed as unresponsive.
+        const dir = sessionDirs.get(mc.session) ??
+          workerDirs.get(mc.worker.id);
+        if (dir !== undefined) {
+          stats.dropped++;
+          void discardSpill(runtime!, dir, msg.$spill);
+        }
+        return;
+      }
+      return unspill(msg, mc);
     },
   };
 }

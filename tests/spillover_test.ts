@@ -889,3 +889,45 @@ Deno.test("spillover: one instance serves one pool at a time; a second pool is a
     await b.close();
   }
 });
+
+Deno.test("spillover deletes a late reply's file unread: nobody waits for it, and reading it would hold up the replies behind it", async () => {
+  const spill = spillover({ threshold: 1024 });
+  const controller = new AbortController();
+  let late: string | undefined;
+  // Gives the call up as its spilled reply arrives, and corrupts the file: a
+  // read would count a failure.
+  const giveUp: Plugin = {
+    name: "test.give-up",
+    onReply(msg) {
+      const ref = msg.$spill as { path: string } | undefined;
+      if (ref === undefined || late !== undefined || !armed) return;
+      late = ref.path;
+      flipByte(ref.path);
+      controller.abort();
+    },
+  };
+  let armed = false;
+  const pool = await startPool([giveUp, spill]);
+  armed = true; // once the model is loaded (its addModel reply may spill)
+  try {
+    await assert.rejects(
+      pool.execute("spill_echo", { op: "make", n: 10_000 }, {
+        signal: controller.signal,
+      }),
+      { name: "CancelledError" },
+    );
+    assert.ok(late !== undefined, "the reply was spilled");
+    // The deletion is not awaited by the read loop: wait for it.
+    for (let i = 0; i < 200 && await exists(late); i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(await exists(late), false);
+    assert.equal(spill.stats.dropped, 1);
+    assert.equal(spill.stats.failures, 0, "the file was never read");
+    // The connection goes on.
+    const big = await pool.execute("spill_echo", { op: "make", n: 5000 });
+    assert.equal((big as { data: string }).data.length, 5000);
+  } finally {
+    await pool.close();
+  }
+});
