@@ -157,6 +157,10 @@ export class Session implements AsyncDisposable {
   // This side asks the server for batch frames (its frame limit fits them).
   #readsBatches: boolean;
   #lastReceived = Date.now();
+  // True while the read loop waits for an incoming message's async middleware.
+  #incomingBusy = false;
+  // When it last finished waiting (what came after may have waited unread).
+  #incomingDone = 0;
   // #lastReceived before the last read (a `busy` event may take it back).
   #receivedBefore = this.#lastReceived;
   #readDone: Promise<void>;
@@ -294,10 +298,36 @@ export class Session implements AsyncDisposable {
    * When the peer last showed signs of life, in `Date.now()` milliseconds:
    * the last bytes received from it, or the progress of a large message
    * being written to it (now while it is in flight). A peer busy with a
-   * large message answers pings late but is alive.
+   * large message answers pings late but is alive. Time this side spends
+   * reading a message (an incoming middleware's async work, such as a
+   * spilled reply's file) counts too, up to its end: the peer's next
+   * messages wait unread meanwhile, so its silence proves nothing.
    */
   get lastActivity(): number {
-    return Math.max(this.#lastReceived, this.#outbox.lastProgress);
+    if (this.#incomingBusy) return Date.now();
+    return Math.max(
+      this.#lastReceived,
+      this.#outbox.lastProgress,
+      this.#incomingDone,
+    );
+  }
+
+  /**
+   * Whether a reply with `id` would settle a request still waiting for it:
+   * false once the request was given up on (its timeout or abort) or
+   * answered, and for ids this session never sent. A plugin uses it to skip
+   * work on a reply nobody waits for (the spill-over plugin deletes such a
+   * reply's file unread).
+   *
+   * @example
+   * ```ts ignore
+   * const ping = session.ping();
+   * // the ping's id is the session's latest: awaited until its reply arrives
+   * await ping;
+   * ```
+   */
+  awaits(id: number): boolean {
+    return this.#pending.get(id) !== undefined;
   }
 
   /** Whether the session is closed (by {@linkcode Session.close} or because the connection ended). */
@@ -717,12 +747,12 @@ export class Session implements AsyncDisposable {
           }
           if (!Array.isArray(messages)) {
             const later = this.#receive(messages);
-            if (later !== undefined) await later;
+            if (later !== undefined) await this.#awaitIncoming(later);
             continue;
           }
           for (let j = 0; j < messages.length && !this.#closed; j++) {
             const later = this.#receive(messages[j]!);
-            if (later !== undefined) await later;
+            if (later !== undefined) await this.#awaitIncoming(later);
           }
         }
       }
@@ -735,6 +765,21 @@ export class Session implements AsyncDisposable {
         : `the connection failed (${describe(cause)})`,
       cause,
     );
+  }
+
+  /**
+   * Waits for an incoming message's async middleware (a spilled reply being
+   * read); the read loop reads nothing meanwhile, so the peer's next bytes
+   * wait in the socket: `lastActivity` counts this time as the peer's.
+   */
+  async #awaitIncoming(later: Promise<void>): Promise<void> {
+    this.#incomingBusy = true;
+    try {
+      await later;
+    } finally {
+      this.#incomingBusy = false;
+      this.#incomingDone = Date.now();
+    }
   }
 
   /** Dispatches one incoming message, through the incoming middleware once the session is open. */

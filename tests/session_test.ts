@@ -710,3 +710,35 @@ Deno.test("Session aborts the signal of running host handlers when it closes", a
     await session.close();
   }
 });
+
+Deno.test("Session.lastActivity counts the time its own read loop waits for an incoming middleware (the peer's next bytes wait unread)", async () => {
+  await using server = await startServer();
+  const hold = Promise.withResolvers<void>();
+  const held = Promise.withResolvers<void>();
+  await using session = await server.connect({
+    middleware: [{
+      name: "slow-reader",
+      incoming: (msg) => {
+        if (msg.result !== "pong" || !armed) return msg;
+        held.resolve();
+        return hold.promise.then(() => msg); // as a spilled reply's file being read
+      },
+    }],
+  });
+  let armed = false;
+  await session.ping(); // a quiet session afterwards
+  armed = true;
+  const before = session.lastActivity;
+  const ping = session.ping();
+  await held.promise;
+  // Silence from the peer while this side holds its reply proves nothing.
+  const at = Date.now();
+  await new Promise((r) => setTimeout(r, 30));
+  assert.ok(session.lastActivity >= at + 30, "now while the reader waits");
+  hold.resolve();
+  assert.equal(await ping, "pong");
+  const after = session.lastActivity;
+  assert.ok(after >= at + 30 && after >= before);
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(session.lastActivity, after, "not now any more once it is done");
+});
