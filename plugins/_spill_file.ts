@@ -384,7 +384,7 @@ export async function readSpill(
 ): Promise<Record<string, unknown>> {
   const parsed = v.safeParse(SpillRefSchema, ref);
   if (!parsed.success) {
-    await removeInside(runtime, dir, ref);
+    await discardSpill(runtime, dir, ref);
     throw new SpillError(
       `Cannot read spill file: invalid $spill reference (${
         v.summarize(parsed.issues)
@@ -468,26 +468,18 @@ export async function readSpill(
   }
 }
 
-/** Deletes the file an invalid reference names, when it is inside `dir`: every read file goes, as §8 says. */
 /**
- * Deletes the file of a spill reference without reading it, when it lies
+ * Deletes the file a spill reference names without reading it, when it lies
  * inside `dir` (a reference pointing elsewhere is left alone, as
- * {@linkcode readSpill} leaves it); never throws.
+ * {@linkcode readSpill} leaves it); never throws. For an invalid reference
+ * (every file read goes, as §8 says) and a reply nobody waits for.
  *
  * @example
  * ```ts ignore
  * await discardSpill(runtime, dir, msg.$spill); // a reply nobody waits for
  * ```
  */
-export function discardSpill(
-  runtime: Runtime,
-  dir: string,
-  ref: unknown,
-): Promise<void> {
-  return removeInside(runtime, dir, ref);
-}
-
-async function removeInside(
+export async function discardSpill(
   runtime: Runtime,
   dir: string,
   ref: unknown,

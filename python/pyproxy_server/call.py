@@ -103,6 +103,13 @@ class Call:
                     event = self._cancelled = CancelledEvent()
         return event
 
+    def drop_spilled(self):
+        """Delete the unread file of a spilled request that will never run."""
+        spilled = self.spilled
+        if spilled is not None:
+            self.spilled = None
+            spilled[0].discard(spilled[1])
+
     def is_cancelled(self):
         """Cheap check of ``cancelled.is_set()``."""
         event = self._cancelled

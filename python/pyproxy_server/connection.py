@@ -693,15 +693,13 @@ class Connection(asyncio.BufferedProtocol):
         handler, threaded, inline = entry
         call = Call(self, rid, cmd, msg)
         if threaded:
+            call.spilled = spilled
             calls = self.runner.calls
             if rid in calls:
-                if spilled is not None:
-                    spilled[0].discard(spilled[1])
+                call.drop_spilled()
                 self.enqueue(self.encode_error(rid, InvalidRequestError("Cannot run request %d: that id is already in flight" % rid).to_wire()))
                 return None
-            if spilled is not None:
-                call.spilled = spilled
-            elif inline is not None and self._inline_left > 0:
+            if spilled is None and inline is not None and self._inline_left > 0:
                 run = inline(call)
                 if run is not None and self._run_inline(call, run):
                     return None
@@ -723,8 +721,7 @@ class Connection(asyncio.BufferedProtocol):
         connection has ``--max-calls`` already (answered with an error)."""
         calls = self.runner.calls
         if len(calls) >= self.server.max_calls:
-            if call.spilled is not None:
-                call.spilled[0].discard(call.spilled[1])
+            call.drop_spilled()
             self.enqueue(self.encode_error(rid, OverloadedError(
                 "Cannot run request %d: %d calls are already queued or running on this connection (--max-calls)"
                 % (rid, len(calls))

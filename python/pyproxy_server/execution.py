@@ -53,14 +53,6 @@ def _clear_interrupt(ident):
     _async_exc(ctypes.c_ulong(ident), None)
 
 
-def _drop_spilled(call):
-    """Delete the unread file of a spilled call that will never run."""
-    spilled = call.spilled
-    if spilled is not None:
-        call.spilled = None
-        spilled[0].discard(spilled[1])
-
-
 def wire_error(exc):
     """The reply's ``error`` object for an exception raised by a handler.
 
@@ -217,7 +209,7 @@ class CallRunner:
             if call.state == PENDING:
                 call.state = DONE
                 self.calls.pop(target, None)
-                _drop_spilled(call)
+                call.drop_spilled()
                 error = CancelledError("Cannot run %s: cancelled before it started" % call.cmd)
                 self.conn.enqueue(self.conn.encode_error(target, error.to_wire()))
                 return True
@@ -240,7 +232,7 @@ class CallRunner:
                 # thread gets to the call (stopServer, the host gone).
                 with call.lock:
                     if call.state == PENDING:
-                        _drop_spilled(call)
+                        call.drop_spilled()
 
     def _watch(self, call):
         # Loop thread: a call nobody waits for must let go of its thread soon.
@@ -268,7 +260,7 @@ class CallRunner:
                 return
             call.state = DONE
         self.calls.pop(call.id, None)
-        _drop_spilled(call)
+        call.drop_spilled()
         error = OverloadedError(
             "Cannot run %s: %d evals and model commands are already running (--max-elastic-threads)"
             % (call.cmd, self._server.elastic_executor.max_threads)
@@ -315,7 +307,7 @@ class CallRunner:
                 # keep the executor busy after its client left.
                 call.state = DONE
                 self.calls.pop(call.id, None)
-                _drop_spilled(call)
+                call.drop_spilled()
                 return
             call.state = RUNNING
             call.thread_ident = _get_ident()
@@ -387,7 +379,7 @@ class CallRunner:
                 if call.state != DONE and self.conn.closed:
                     call.state = DONE
                     self.calls.pop(call.id, None)
-                    _drop_spilled(call)
+                    call.drop_spilled()
                 if call.state == DONE:  # cancelled while it waited
                     if got:
                         gate.release()

@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call.py",
-      size: 4068,
+      size: 4314,
       sha256:
-        "611ce0a935d2c7ce742a0c1c111e70466e38c60a0f92bcffeddc2e5a13fd2fe7",
+        "63a33d2a7ad03a6c69455aec68817fa0773b209daed7bc9cc556ea7c364ba915",
     },
     {
       path: "pyproxy_server/call_executor.py",
@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 54341,
+      size: 54198,
       sha256:
-        "1b3cfac1519c07fd92971087769482df9b779acede97bf9e821a7240d3216ee1",
+        "0831e7e2943a1ce841a4d7bb7ebb43b430ce52174d6fd118f14a61b1785406c6",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 17130,
+      size: 16909,
       sha256:
-        "808cfdd0786a43c416d23c3d7234594b0704d5967697042289d7191ea577c50f",
+        "c6596848f6cf7c69b8c95bf904c74c505699e288054edb79848873b94a7105b2",
     },
     {
       path: "pyproxy_server/framer.py",
