@@ -737,6 +737,9 @@ Deno.test("Session.lastActivity counts the time its own read loop waits for an i
   assert.ok(session.lastActivity >= at + 30, "now while the reader waits");
   hold.resolve();
   assert.equal(await ping, "pong");
+  // The read loop marks the end of its wait a few microtasks after the
+  // reply settled the ping: read the value once they ran.
+  await new Promise((r) => setTimeout(r, 0));
   const after = session.lastActivity;
   assert.ok(after >= at + 30 && after >= before);
   await new Promise((r) => setTimeout(r, 30));
