@@ -79,13 +79,19 @@ export interface ReconnectOptions {
   hangGrace?: number;
 }
 
+// How long a silent worker's event loop is watched for an idle moment before it is killed.
+const IO_WAIT_WINDOW_MS = 250;
+
 /**
  * Creates the reconnect policy plugin (on by default in `Pool.start`).
  *
  * A worker counts as dead when its process exits, when its connection is
  * lost (the pool kills it then), when it misses a heartbeat, or when it does
  * not answer a ping within `hangGrace` after one of its calls timed out. A
- * call holding the GIL blocks pings too (see `heartbeatTimeout`).
+ * call holding the GIL blocks pings too (see `heartbeatTimeout`). A silent
+ * worker is kept when bytes moved on its connection meanwhile, or (on
+ * Linux) when its event loop is seen waiting for I/O within 250 ms: then
+ * the reply is late on the host's side, not the worker's.
  * Dead slots restart after `min(max, initial * factor^(n-1)) ± jitter`
  * where n is the number of crashes in the window.
  *
@@ -168,6 +174,16 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
       if (last !== undefined && last >= start) {
         ctx.logger.debug(
           "worker {id} answered no ping within {timeoutMs} ms but is busy with I/O",
+          { id, timeoutMs },
+        );
+        return;
+      }
+      // An event loop waiting for its next message is not wedged: the reply
+      // is late on this side. Under heavy load (large messages in bursts)
+      // the host read a ready socket 0.3–2 s late while its timers fired.
+      if (await ctx.waitsForIO(id, IO_WAIT_WINDOW_MS)) {
+        ctx.logger.info(
+          "worker {id} answered no ping within {timeoutMs} ms but its event loop waits for I/O: the host reads its replies late (host overloaded?)",
           { id, timeoutMs },
         );
         return;

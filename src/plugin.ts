@@ -226,6 +226,17 @@ export interface PluginContext {
    * A worker busy with a large message answers pings late but is alive.
    */
   lastActivity(id: string): number | undefined;
+  /**
+   * Whether the worker's event loop is seen idle, waiting for I/O, within
+   * `withinMs` milliseconds (sampled from the operating system; resolves as
+   * soon as it is seen). A worker that answered no ping but waits for its
+   * next message is alive: its reply sits unread on the host's side (a host
+   * busy enough reads a ready socket late). A wedged worker (a call holding
+   * the GIL, a stopped process) never waits for I/O. Linux only (its main
+   * thread's wait channel in `/proc`); `false` elsewhere, and when the
+   * system cannot tell. Never throws.
+   */
+  waitsForIO(id: string, withinMs: number): Promise<boolean>;
 }
 
 /**

@@ -15,6 +15,7 @@ import type { PoolEventHub } from "./pool_events.ts";
 import type { ResolvedPoolOptions } from "./pool_options.ts";
 import { Worker, type WorkerExit, type WorkerHooks } from "./worker.ts";
 import { logPythonOutput } from "./_python_log.ts";
+import { waitsForIO } from "./_waits_for_io.ts";
 
 /** Options of {@linkcode Supervisor}. */
 export interface SupervisorOptions {
@@ -245,6 +246,12 @@ export class Supervisor {
       killWorker: (id, signal = "SIGKILL", reason) =>
         find(id).kill(signal, reason),
       lastActivity: (id) => this.#byId.get(id)?.session?.lastActivity,
+      waitsForIO: (id, withinMs) => {
+        const pid = this.#byId.get(id)?.pid;
+        return pid === null || pid === undefined
+          ? Promise.resolve(false)
+          : waitsForIO(options.runtime, pid, withinMs);
+      },
       ping: async (id, timeoutMs) => {
         const session = this.#byId.get(id)?.session;
         if (session === undefined) return false;

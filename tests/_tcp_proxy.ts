@@ -60,6 +60,10 @@ export class TcpProxy implements AsyncDisposable {
   #armed: { direction: Direction; bytes: number } | undefined;
   #accepting: Promise<void>;
   #onCut: Array<() => void> = [];
+  #held: Record<Direction, PromiseWithResolvers<void> | undefined> = {
+    up: undefined,
+    down: undefined,
+  };
 
   /** Starts listening at once. */
   constructor(target: TcpProxyOptions) {
@@ -86,6 +90,20 @@ export class TcpProxy implements AsyncDisposable {
       link.cutAt[direction] = link.bytes[direction] + bytes;
     }
     return done;
+  }
+
+  /**
+   * Holds back every byte in `direction` (read, not forwarded) until the
+   * returned function is called: a peer's messages arrive late, as from a
+   * host that reads its socket late.
+   */
+  hold(direction: Direction): () => void {
+    const gate = this.#held[direction] ?? Promise.withResolvers<void>();
+    this.#held[direction] = gate;
+    return () => {
+      if (this.#held[direction] === gate) this.#held[direction] = undefined;
+      gate.resolve();
+    };
   }
 
   async #accept(): Promise<void> {
@@ -143,6 +161,9 @@ export class TcpProxy implements AsyncDisposable {
         if (n === null) break;
         if (direction === "down" && link.head !== undefined) {
           this.#sniff(link, buf.subarray(0, n));
+        }
+        while (this.#held[direction] !== undefined && !link.closed) {
+          await this.#held[direction]!.promise;
         }
         const room = link.cutAt[direction] - link.bytes[direction];
         const take = Math.min(n, room);
@@ -203,6 +224,11 @@ export class TcpProxy implements AsyncDisposable {
     await this.#accepting;
     const links = [...this.#links];
     for (const link of links) this.#close(link);
+    for (const direction of ["up", "down"] as const) {
+      const gate = this.#held[direction];
+      this.#held[direction] = undefined;
+      gate?.resolve();
+    }
     await Promise.all(links.map((l) => l.done));
   }
 

@@ -5,7 +5,8 @@
  * connection that never authenticates.
  */
 import assert from "node:assert/strict";
-import { WorkerCrashedError } from "../src/errors.ts";
+import { TimeoutError, WorkerCrashedError } from "../src/errors.ts";
+import type { Logger } from "../src/logger.ts";
 import { Pool } from "../src/pool.ts";
 import type { Session } from "../src/session.ts";
 import { reconnect } from "../plugins/reconnect.ts";
@@ -250,3 +251,83 @@ Deno.test("Pool does not send queued calls to a worker whose connection was cut"
       "only the 4 calls in flight on the cut connection fail; the 32 queued ones run elsewhere (bug fixed: they were sent to the dead session)",
   });
 });
+
+Deno.test({
+  name:
+    "Pool keeps a worker whose reply to the hang probe's ping is held up on the way to the host: its event loop waits for I/O",
+  // The check reads the worker's wait channel in /proc: Linux only.
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    await using dir = await modelsDir();
+    const pids = new PidTracker();
+    await using proxies = proxyRuntime();
+    const kept = Promise.withResolvers<Record<string, unknown>>();
+    const logger = watchLogger((message, properties) => {
+      if (message.includes("its event loop waits for I/O")) {
+        kept.resolve(properties);
+      }
+    });
+    try {
+      await using pool = await Pool.start({
+        workers: 1,
+        modelsDir: dir.path,
+        handleSignals: false,
+        transport: "tcp",
+        runtime: proxies.runtime,
+        logger,
+        plugins: [reconnect({ heartbeatInterval: 0, hangGrace: 200 })],
+      });
+      pids.watch(pool);
+      await pool.addModel("slow", { file: "slow.py" });
+      const pid = pidOf(pool, "w1");
+      let exits = 0;
+      const killed = Promise.withResolvers<never>();
+      killed.promise.catch(() => {}); // raced below
+      pool.on((ev) => {
+        if (ev.type !== "worker-exit") return;
+        exits++;
+        killed.reject(new Error(`the worker was killed: ${ev.reason}`));
+      });
+      // The worker's replies (the ping's too) wait in the proxy, as in a
+      // host too busy to read its socket; the call sleeps in a thread, so
+      // the worker's loop is idle.
+      const release = proxies.forPid(pid)!.hold("down");
+      try {
+        await assert.rejects(
+          pool.execute("slow", { ms: 1000 }, { timeout: 50 }),
+          TimeoutError,
+        );
+        assert.deepEqual(await Promise.race([kept.promise, killed.promise]), {
+          id: "w1",
+          timeoutMs: 200,
+        });
+      } finally {
+        release();
+      }
+      assert.equal(exits, 0);
+      assert.equal(pidOf(pool, "w1"), pid);
+      const out = await pool.execute<{ pid: number }>("slow", { ms: 1 });
+      assert.equal(out.pid, pid);
+    } finally {
+      await pids.assertGone();
+    }
+  },
+});
+
+/** A logger that hands every record to `seen` (and its children's too). */
+function watchLogger(
+  seen: (message: string, properties: Record<string, unknown>) => void,
+): Logger {
+  const at = () => (message: string, properties?: Record<string, unknown>) =>
+    seen(message, properties ?? {});
+  const logger = {
+    trace: at(),
+    debug: at(),
+    info: at(),
+    warn: at(),
+    error: at(),
+    fatal: at(),
+    getChild: () => logger,
+  };
+  return logger as unknown as Logger;
+}

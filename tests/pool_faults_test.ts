@@ -153,6 +153,41 @@ Deno.test("Pool replaces a wedged worker after a call times out; other calls are
   }
 });
 
+Deno.test({
+  name:
+    "Pool replaces a worker whose call holds the GIL in C after it times out (its event loop cannot run, so it is not seen waiting for I/O)",
+  // ctypes.PyDLL(None) finds libc's sleep in the process: not on Windows.
+  ignore: Deno.build.os === "windows",
+  fn: async () => {
+    await using dir = await modelsDir();
+    const pids = new PidTracker();
+    try {
+      await using pool = await Pool.start(
+        poolOptions(dir.path, { workers: 1 }, { hangGrace: 200 }),
+      );
+      pids.watch(pool);
+      await pool.addModel("holder", {
+        source:
+          "import ctypes\nclass Holder:\n    def execute(self, msg):\n        # PyDLL keeps the GIL through the C call\n        ctypes.PyDLL(None).sleep(60)\n        return {}\n",
+      });
+      const stuck = pidOf(pool, "w1");
+      const exit = nextEvent(pool, "worker-exit", (ev) => ev.worker === "w1");
+      const back = readyAgain(pool, "w1");
+      await assert.rejects(
+        pool.execute("holder", {}, { timeout: 200 }),
+        TimeoutError,
+      );
+      const ev = await exit;
+      assert.equal(ev.pid, stuck);
+      assert.match(ev.reason, /no answer to a ping within 200 ms/);
+      await back;
+      assert.notEqual(pidOf(pool, "w1"), stuck);
+    } finally {
+      await pids.assertGone();
+    }
+  },
+});
+
 Deno.test("Pool marks a worker that crashes on start as failed and serves on the rest", async () => {
   await using dir = await modelsDir();
   const pids = new PidTracker();

@@ -5,8 +5,14 @@ import type { PluginContext } from "../src/plugin.ts";
 import type { Pool } from "../src/pool.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
 
-/** A context whose worker never answers pings; `activity` says when it last moved bytes. */
-function silentWorker(activity: () => number | undefined): {
+/**
+ * A context whose worker never answers pings; `activity` says when it last
+ * moved bytes, `idle` whether its event loop is seen waiting for I/O.
+ */
+function silentWorker(
+  activity: () => number | undefined,
+  idle = false,
+): {
   ctx: PluginContext;
   kills: string[];
   pinged: Promise<void>;
@@ -27,6 +33,7 @@ function silentWorker(activity: () => number | undefined): {
       return Promise.resolve(false);
     },
     lastActivity: () => activity(),
+    waitsForIO: () => Promise.resolve(idle),
   } as unknown as PluginContext;
   return { ctx, kills, pinged: pinged.promise };
 }
@@ -56,4 +63,12 @@ Deno.test("reconnect kills a worker that answers no ping and moved no bytes", as
   await pinged;
   await new Promise((resolve) => setTimeout(resolve, 0));
   assert.deepEqual(kills, ["w0"]);
+});
+
+Deno.test("reconnect keeps a silent worker whose event loop waits for I/O: its reply is late on the host's side", async () => {
+  const { ctx, kills, pinged } = silentWorker(() => Date.now() - 60_000, true);
+  await runTimeoutProbe(ctx);
+  await pinged;
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.deepEqual(kills, []);
 });
