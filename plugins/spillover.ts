@@ -6,7 +6,12 @@
  * @module
  */
 import { checkOptionKeys } from "./_plugin_options.ts";
-import { ConfigError, PyProxyError, SpillError } from "../src/errors.ts";
+import {
+  CancelledError,
+  ConfigError,
+  PyProxyError,
+  SpillError,
+} from "../src/errors.ts";
 import { serializationError, unencodableError } from "../src/_json_check.ts";
 import { hostDirPrefix, removeDeadHostDirs } from "../src/_dead_host_dirs.ts";
 import type {
@@ -85,6 +90,12 @@ export interface SpilloverStats {
    * files were deleted unread.
    */
   dropped: number;
+  /**
+   * Requests given up on (timed out or aborted) while their file was being
+   * written: the writing stopped, the file was removed, and they were never
+   * sent.
+   */
+  abandoned: number;
   /** Spill files (either way) hashed on other threads than the main one. */
   hashedOffThread: number;
 }
@@ -202,6 +213,7 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
     bytesIn: 0,
     failures: 0,
     dropped: 0,
+    abandoned: 0,
     hashedOffThread: 0,
   };
 
@@ -260,7 +272,18 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
     };
     // Bytes are counted as they are written: the size is only known at the end, and concurrent spills
     // must see each other's. The file is registered once it exists, so reclaim() never drops it early.
+    // A request given up on while its file is written is never sent: the
+    // rest of a large message is not worth encoding (nor the server's time).
+    const request = msg.cmd !== undefined && typeof msg.id === "number"
+      ? msg.id
+      : undefined;
     const reserve = async (n: number): Promise<void> => {
+      if (request !== undefined && !mc.session.awaits(request)) {
+        stats.abandoned++;
+        throw new CancelledError(
+          `Cannot send ${msg.cmd}: given up on while being spilled`,
+        );
+      }
       if (pendingBytes + n > maxBytes) await reclaim(rt);
       if (pendingBytes + n > maxBytes) {
         throw new SpillError(

@@ -11,6 +11,8 @@ import { jsonSizeBound } from "../plugins/_json_size.ts";
 import { jsonPieces } from "../plugins/_json_pieces.ts";
 import fc from "fast-check";
 import { createHash } from "node:crypto";
+import { defaultRuntime } from "../src/runtime/mod.ts";
+import type { Runtime } from "../src/runtime/types.ts";
 
 const encoder = new TextEncoder();
 
@@ -927,6 +929,66 @@ Deno.test("spillover deletes a late reply's file unread: nobody waits for it, an
     // The connection goes on.
     const big = await pool.execute("spill_echo", { op: "make", n: 5000 });
     assert.equal((big as { data: string }).data.length, 5000);
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("spillover stops writing a request given up on while it is being spilled: the file is removed and nothing is sent", async () => {
+  const spill = spillover({ threshold: 1024 });
+  const controller = new AbortController();
+  const rt = defaultRuntime();
+  let writes = 0;
+  let armed = false;
+  // Gives the call up as the first chunk of its file is written.
+  const runtime: Runtime = {
+    ...rt,
+    openWrite: async (path) => {
+      const file = await rt.openWrite(path);
+      return {
+        write: async (chunk) => {
+          await file.write(chunk);
+          writes++;
+          if (armed) controller.abort();
+        },
+        close: () => file.close(),
+      };
+    },
+  };
+  const pool = await Pool.start({
+    workers: 1,
+    modelsDir: new URL("../python/tests/models/", import.meta.url).pathname,
+    handleSignals: false,
+    runtime,
+    plugins: { defaults: false, use: [spill] },
+  });
+  try {
+    await pool.addModel("spill_echo", { file: "spill_echo.py" });
+    armed = true;
+    // ~12 MB: six chunks of 2 MiB.
+    await assert.rejects(
+      pool.execute("spill_echo", { data: "x".repeat(12_000_000) }, {
+        signal: controller.signal,
+      }),
+      { name: "CancelledError" },
+    );
+    armed = false;
+    // The writer stops at its next chunk and removes the file: wait for that.
+    for (let i = 0; i < 200 && spill.stats.abandoned === 0; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(spill.stats.abandoned, 1);
+    assert.equal(spill.stats.spilledOut, 0, "never sent");
+    assert.ok(writes <= 2, `${writes} chunks written`);
+    for (let i = 0; i < 200 && (await spillFiles(spill)).length > 0; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.deepEqual(await spillFiles(spill), []);
+    assert.equal(spill.pendingBytes, 0);
+    // The worker and the connection go on.
+    const big = await pool.execute("spill_echo", { op: "make", n: 5000 });
+    assert.equal((big as { data: string }).data.length, 5000);
+    assert.equal(pool.status().workers[0]!.restarts, 0);
   } finally {
     await pool.close();
   }
