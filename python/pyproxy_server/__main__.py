@@ -175,6 +175,8 @@ def setup_logging(root, name, level):
         handler = logging.StreamHandler(sys.__stderr__)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"))
     root_logger = logging.getLogger()
+    for old in root_logger.handlers:
+        old.close()  # a file handler of an earlier call would leak its descriptor
     root_logger.handlers[:] = [handler]
     root_logger.setLevel(getattr(logging, str(level).upper(), logging.INFO))
 

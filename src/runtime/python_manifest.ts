@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 12664,
+      size: 12784,
       sha256:
-        "29439587b3b2734b81849a200a1006b08570aa59f7bc90bfe82f424033cf8d13",
+        "9edf04567632c0679c5a656799fcee948882d03f0adbfcc13bbe24fba2e7d5d1",
     },
     {
       path: "pyproxy_server/big_json.py",
