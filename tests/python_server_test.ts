@@ -336,8 +336,11 @@ Deno.test("PythonServer: a TCP server with a plain id logs to one file per id ac
   for await (const entry of Deno.readDir(`${dir.path}/logs`)) {
     names.push(entry.name);
   }
+  // The id's name is claimed while its server runs (the lock file); a port
+  // is never shared by two running servers.
   assert.deepEqual(names.sort(), [
     `pythonserver${port}.log`,
     "pythonserverw1.log",
+    "pythonserverw1.log.lock",
   ]);
 });

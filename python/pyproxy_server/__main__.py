@@ -143,9 +143,24 @@ def detach_stdin():
     return private
 
 
+# Servers sharing one log name at once beyond which names get the pid (unbounded).
+_MAX_LOG_CLAIMS = 16
+
+
 class _PrivateLogHandler(logging.handlers.RotatingFileHandler):
     """A rotating log file only its owner can read (0600, in a 0700
-    directory): tracebacks and messages may name data and paths."""
+    directory): tracebacks and messages may name data and paths. It holds
+    ``lock_fd`` (the claim on its name, see ``_claim_log_name``) until closed."""
+
+    lock_fd = None
+
+    def close(self):
+        try:
+            super().close()
+        finally:
+            fd, self.lock_fd = self.lock_fd, None
+            if fd is not None:
+                os.close(fd)
 
     def _open(self):
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -156,8 +171,44 @@ class _PrivateLogHandler(logging.handlers.RotatingFileHandler):
         return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
 
 
-def setup_logging(root, name, level):
+def _claim_log_name(logs, name):
+    """This process's log name and the descriptor that holds it (or None).
+
+    Two running servers on one ``--path`` with one log name (two pools on
+    one models directory both have a ``w1``) would write and rotate one file:
+    each rotation renames the file under the other's feet, and its lines go
+    to a file about to be deleted. So a server takes an exclusive lock on
+    ``pythonserver<name>.log.lock`` for its lifetime (released by the system
+    when it exits, even when killed); when another server holds it, this one
+    takes the first free name of ``<name>-2``, ``<name>-3``, ... (so the
+    files stay as many as the servers that ran at once, not one per
+    process). Without ``fcntl`` (Windows) names are not claimed.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return name, None
+    for n in range(1, _MAX_LOG_CLAIMS + 1):
+        claim = name if n == 1 else "%s-%d" % (name, n)
+        fd = os.open(os.path.join(logs, "pythonserver%s.log.lock" % claim), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        return claim, fd
+    return "%s-%d" % (name, os.getpid()), None
+
+
+def setup_logging(root, name, level, claim=False):
+    """Logs to ``<root>/logs/pythonserver<name>.log`` (else to stderr).
+    ``claim``: the name was chosen (``--log-name``), not a port or socket
+    that no other running server can have: see ``_claim_log_name``."""
+    root_logger = logging.getLogger()
+    for old in root_logger.handlers:
+        old.close()  # an earlier call's file and name claim
     handler = None
+    lock_fd = None
     try:
         logs = os.path.join(root, "logs")
         os.makedirs(logs, mode=0o700, exist_ok=True)
@@ -165,18 +216,20 @@ def setup_logging(root, name, level):
             os.chmod(logs, 0o700)  # made by an older version, or by another umask
         except OSError:
             pass
+        if claim:
+            name, lock_fd = _claim_log_name(logs, name)
         handler = _PrivateLogHandler(
             os.path.join(logs, "pythonserver%s.log" % name), maxBytes=10 * 1024 * 1024, backupCount=3, encoding="utf-8",
             # Printed text with lone surrogates (os.fsdecode of a non-UTF-8 name) is logged, not lost.
             errors="backslashreplace",
         )
+        handler.lock_fd, lock_fd = lock_fd, None
     except OSError as exc:
+        if lock_fd is not None:
+            os.close(lock_fd)
         sys.__stderr__.write("pyproxy_server: cannot open log file (%s); logging to stderr\n" % exc)
         handler = logging.StreamHandler(sys.__stderr__)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"))
-    root_logger = logging.getLogger()
-    for old in root_logger.handlers:
-        old.close()  # a file handler of an earlier call would leak its descriptor
     root_logger.handlers[:] = [handler]
     root_logger.setLevel(getattr(logging, str(level).upper(), logging.INFO))
 
@@ -234,7 +287,7 @@ def main(argv=None):
     log_name = args.log_name
     if log_name is None:
         log_name = str(server.port) if server.port is not None else os.path.basename(args.unix)
-    setup_logging(root, log_name, args.log_level)
+    setup_logging(root, log_name, args.log_level, claim=args.log_name is not None)
     log = logging.getLogger("pyproxy_server")
     add_models_to_path(root)
     server.load_extensions()

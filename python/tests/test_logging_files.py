@@ -5,9 +5,11 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 import unittest
 
-from pyproxy_server.__main__ import setup_logging
+from pyproxy_server.__main__ import _claim_log_name, setup_logging
+from tests._client import ServerProcess
 
 
 @unittest.skipIf(os.name != "posix", "POSIX permissions")
@@ -46,6 +48,66 @@ class LogFileTest(unittest.TestCase):
         self.assertEqual(self.mode(os.path.join(logs, "pythonservernew.log")), 0o600)
         with open(os.path.join(logs, "pythonservernew.log")) as f:
             self.assertIn("another line", f.read())
+
+
+@unittest.skipIf(os.name != "posix", "flock")
+class LogNameTest(unittest.TestCase):
+    """Servers running at once on one --path never share a rotating file."""
+
+    def setUp(self):
+        self.root = tempfile.mkdtemp(prefix="pyproxy-test-")
+        self.addCleanup(shutil.rmtree, self.root)
+        self.logs = os.path.join(self.root, "logs")
+        os.makedirs(self.logs)
+
+    def claim(self, name):
+        claimed, fd = _claim_log_name(self.logs, name)
+        if fd is not None:
+            self.addCleanup(os.close, fd)
+        return claimed, fd
+
+    def test_a_held_name_gives_the_first_free_alternative_and_comes_back_when_released(self):
+        first, fd = _claim_log_name(self.logs, "w1")
+        self.assertEqual(first, "w1")
+        self.assertEqual(self.claim("w1")[0], "w1-2")
+        self.assertEqual(self.claim("w1")[0], "w1-3")
+        self.assertEqual(self.claim("w2")[0], "w2")
+        os.close(fd)
+        # The system releases a claim with its descriptor (a killed server's too).
+        again, fd2 = _claim_log_name(self.logs, "w1")
+        self.assertEqual(again, "w1")
+        os.close(fd2)
+
+    def test_beyond_the_alternatives_the_name_gets_the_pid(self):
+        from pyproxy_server import __main__ as main
+        for _ in range(main._MAX_LOG_CLAIMS):
+            self.claim("w1")
+        self.assertEqual(self.claim("w1"), ("w1-%d" % os.getpid(), None))
+
+    def test_two_servers_on_one_path_with_one_log_name_write_two_files(self):
+        a = ServerProcess(root=self.root, args=["--log-name", "w1"])
+        self.addCleanup(a.kill)
+        b = ServerProcess(root=self.root, args=["--log-name", "w1"])
+        self.addCleanup(b.kill)
+        self.assert_logs_to("w1", a)
+        self.assert_logs_to("w1-2", b)
+        a.kill()
+        # Its name is free again once it is gone.
+        c = ServerProcess(root=self.root, args=["--log-name", "w1"])
+        self.addCleanup(c.kill)
+        self.assert_logs_to("w1", c)
+
+    def assert_logs_to(self, name, server):
+        """The file of ``name`` gets ``server``'s "listening" line (logged right after its ready line)."""
+        expected = '"pid": %d' % server.ready["pid"]
+        deadline = time.monotonic() + 10
+        while True:
+            with open(os.path.join(self.logs, "pythonserver%s.log" % name)) as f:
+                text = f.read()
+            if expected in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        self.assertIn(expected, text)
 
 
 if __name__ == "__main__":

@@ -996,7 +996,7 @@ class LogNameTest(ServerTestCase):
 
     def test_log_name_names_the_log_file_instead_of_the_port(self):
         self.connect().call("ping")
-        self.assertEqual(os.listdir(os.path.join(self.root, "logs")), ["pythonserverw1.log"])
+        self.assertEqual(sorted(os.listdir(os.path.join(self.root, "logs"))), ["pythonserverw1.log", "pythonserverw1.log.lock"])
 
     def test_log_names_that_are_not_a_plain_file_name_are_refused(self):
         from pyproxy_server.__main__ import parse_args

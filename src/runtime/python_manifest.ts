@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 12784,
+      size: 14915,
       sha256:
-        "9edf04567632c0679c5a656799fcee948882d03f0adbfcc13bbe24fba2e7d5d1",
+        "236f3ac6869edf559eba0603c0e25954bf249d7f785b3f7160e6f056cc1dc005",
     },
     {
       path: "pyproxy_server/big_json.py",
