@@ -54,6 +54,7 @@ class Call:
         "thread_ident",
         "state",
         "interrupted",
+        "shielded",
         "host_futures",
         "lock",
         "inline",
@@ -74,8 +75,11 @@ class Call:
         # Ident of the executor thread running the call (None until it runs).
         self.thread_ident = None
         self.state = PENDING
-        # True once KeyboardInterrupt was injected into the running thread.
+        # True once KeyboardInterrupt was injected into the running thread
+        # (or, while shielded, is due when the shield ends).
         self.interrupted = False
+        # While True, a cancel defers its interrupt (see CallRunner.shield).
+        self.shielded = False
         # Futures of Python -> host requests made by this call (failed on cancel).
         self.host_futures = None
         # Guards state/interrupted; shared by the calls of one connection.

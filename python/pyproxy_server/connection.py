@@ -273,21 +273,32 @@ class Connection(asyncio.BufferedProtocol):
             data = _encode_pieces({"id": rid, "cmd": cmd, "args": args})
         except (TypeError, ValueError, RecursionError) as exc:
             raise HostError("Cannot call host %r: arguments are not JSON: %s" % (cmd, exc))
-        try:
-            data = self._finish(data, rid, "r", cmd)
-        except PyProxyError as exc:
-            raise HostError("Cannot call host %r: %s" % (cmd, exc.message))
+        # From the spill file's writing to the queueing of its stub, a
+        # cancel's interrupt would leave the file behind: it waits until the
+        # request is queued (only the call's own thread is interrupted).
+        shielded = call is not None and call.thread_ident == _get_ident()
+        if shielded:
+            CallRunner.shield(call)
+        queued = False
         future = concurrent.futures.Future()
-        self._host_pending[rid] = future
-        if call is not None:
-            if call.host_futures is None:
-                call.host_futures = set()
-            call.host_futures.add(future)
         try:
+            try:
+                data = self._finish(data, rid, "r", cmd)
+            except PyProxyError as exc:
+                raise HostError("Cannot call host %r: %s" % (cmd, exc.message))
+            self._host_pending[rid] = future
+            if call is not None:
+                if call.host_futures is None:
+                    call.host_futures = set()
+                call.host_futures.add(future)
             if self._closed:
                 raise HostError("Cannot call host %r: the connection is closed" % cmd)
             self.enqueue(data)
+            queued = True
             try:
+                if shielded:
+                    shielded = False
+                    CallRunner.unshield(call)  # raises the interrupt of a cancel that came meanwhile
                 return future.result(timeout)
             except concurrent.futures.TimeoutError:
                 self._give_up(rid)
@@ -302,9 +313,15 @@ class Connection(asyncio.BufferedProtocol):
                 self._give_up(rid)
                 raise
         finally:
+            if not queued:
+                spill = self.spill
+                if spill is not None:
+                    spill.discard_name("py-%s-r%s" % (self.id, rid))
             self._host_pending.pop(rid, None)
-            if call is not None:
+            if call is not None and call.host_futures is not None:
                 call.host_futures.discard(future)
+            if shielded:  # failed before it was queued: the error goes on, and a cancel's interrupt follows it
+                CallRunner.end_shield(call)
 
     def _give_up(self, rid):
         """Tell the host that nobody waits for host request ``rid`` any more

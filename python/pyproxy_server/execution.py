@@ -215,11 +215,45 @@ class CallRunner:
                 return True
             if not call.interrupted:
                 call.interrupted = True
-                _interrupt_thread(call.thread_ident)
+                if not call.shielded:  # else raised when the shield ends
+                    _interrupt_thread(call.thread_ident)
                 self._watch(call)
         for future in list(call.host_futures or ()):
             fail_future(future, HostError("Cannot call host: the call was cancelled"))
         return True
+
+    @staticmethod
+    def shield(call):
+        """Defers a cancel's interrupt of ``call`` (on its own thread) until
+        ``unshield``: for a step that must not stop half-way, such as a
+        Python → host request whose spill file would be left behind by an
+        interrupt between its writing and its queueing. Raises the
+        ``KeyboardInterrupt`` at once when the call was cancelled already
+        (its interrupt may be injected but not yet fired: it is withdrawn)."""
+        with call.lock:
+            if call.interrupted:
+                _clear_interrupt(call.thread_ident)
+                raise KeyboardInterrupt
+            call.shielded = True
+
+    @staticmethod
+    def end_shield(call):
+        """Ends ``shield`` on an error path: a cancel that came meanwhile is
+        injected (it fires at the thread's next bytecode) instead of raised."""
+        with call.lock:
+            call.shielded = False
+            if call.interrupted:
+                _interrupt_thread(call.thread_ident)
+
+    @staticmethod
+    def unshield(call):
+        """Ends ``shield``: raises the ``KeyboardInterrupt`` of a cancel that
+        came meanwhile."""
+        with call.lock:
+            call.shielded = False
+            due = call.interrupted
+        if due:
+            raise KeyboardInterrupt
 
     def connection_lost(self):
         """Tell every queued or running call that nobody waits for it any more."""

@@ -446,6 +446,14 @@ class SpillSettings:
             return False
         return real.startswith(self._prefix)
 
+    def discard_name(self, name):
+        """Deletes ``<dir>/<name>.json`` if it exists: a file this side wrote
+        (``write(pieces, name)``) whose stub was never sent."""
+        try:
+            os.unlink(os.path.join(self.dir, name + ".json"))
+        except OSError:
+            pass
+
     def discard(self, ref):
         """Deletes the file of a reference that will not be read (its request
         was cancelled before it ran); a path outside the spill directory is

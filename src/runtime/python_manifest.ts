@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call.py",
-      size: 4314,
+      size: 4501,
       sha256:
-        "63a33d2a7ad03a6c69455aec68817fa0773b209daed7bc9cc556ea7c364ba915",
+        "540aaa9dd7d4ec1e02ad8ff9c7c044a59f9f469ef71b26ae7e0cf3856b43ee71",
     },
     {
       path: "pyproxy_server/call_executor.py",
@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 54198,
+      size: 55162,
       sha256:
-        "0831e7e2943a1ce841a4d7bb7ebb43b430ce52174d6fd118f14a61b1785406c6",
+        "773ce5067433b1be95759c10cf671d60e88a5c16ccba9f7a595d71880e1a18a7",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 16909,
+      size: 18294,
       sha256:
-        "c6596848f6cf7c69b8c95bf904c74c505699e288054edb79848873b94a7105b2",
+        "fd40466425e7bb78d5181ae44fbb7860a8ad9ec4abe4880ee0898fe8a61f027e",
     },
     {
       path: "pyproxy_server/framer.py",
@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 26060,
+      size: 26353,
       sha256:
-        "e75d19a995e0693363b81885a09c0c414a1c82ea27d0d287257f037fa339c155",
+        "38db0447a5a6638422acf5f4d51250e894b1fa101562991416be07c13b98ab63",
     },
   ],
 };

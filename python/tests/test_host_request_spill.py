@@ -1,0 +1,149 @@
+"""A Python -> host request spilled to a file, in process: a cancel that
+comes between the file's writing and the queueing of its stub waits until
+the stub is queued (else the file was left behind), and a request that
+fails before it is queued removes its file."""
+
+import asyncio
+import os
+import shutil
+import tempfile
+import threading
+import types
+import unittest
+from unittest import mock
+
+from pyproxy_server import capture
+from pyproxy_server.connection import Connection
+from pyproxy_server.execution import CallRunner
+from pyproxy_server.server import Server
+from pyproxy_server.spill import SpillSettings
+
+from ._client import encode
+from .test_read_batch import RecordingTransport, replies
+
+SOURCE = """
+from pyproxy import host
+
+class Model:
+    threaded = True
+    def execute(self, msg):
+        try:
+            return {"answer": host.call("echo", {"data": "x" * 5000})}
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            return {"error": type(exc).__name__, "message": str(exc)}
+"""
+
+
+class HostRequestSpillTest(unittest.TestCase):
+    def run_case(self, after_write):
+        """Runs the model's host call with a spill threshold of 1 KiB;
+        ``after_write(conn, call_id)`` runs on the call's thread right after
+        the spill file was written. Returns (messages written, spill files)."""
+        spill_dir = tempfile.mkdtemp(prefix="pyproxy-test-")
+        self.addCleanup(shutil.rmtree, spill_dir)
+        out = {}
+
+        async def main():
+            with tempfile.TemporaryDirectory() as root:
+                server = Server(root, "t")
+                server.loop = asyncio.get_running_loop()
+                server.loop_ident = threading.get_ident()
+                try:
+                    conn = Connection(server)
+                    transport = RecordingTransport()
+                    conn.connection_made(transport)
+
+                    async def reply(rid):
+                        for _ in range(1000):
+                            found = [r for r in replies(b"".join(transport.writes)) if r.get("id") == rid and "cmd" not in r]
+                            if found:
+                                return found[0]
+                            await asyncio.sleep(0.005)
+                        self.fail("no reply to %d" % rid)
+
+                    conn.data_received(encode({"id": 1, "cmd": "configure", "spill": {"dir": spill_dir, "threshold": 1024}}))
+                    conn.data_received(encode({"id": 2, "cmd": "addModel", "name": "m", "source": SOURCE}))
+                    self.assertTrue((await reply(2))["ok"])
+                    write = SpillSettings.write
+
+                    def written(settings, pieces, name, strings=None):
+                        ref = write(settings, pieces, name, strings)
+                        if name.startswith("py-%s-r" % conn.id):
+                            after_write(conn, 3)
+                        return ref
+
+                    with mock.patch.object(SpillSettings, "write", written):
+                        conn.data_received(encode({"id": 3, "cmd": "executeModel", "name": "m", "msg": {}}))
+                        out["reply"] = await reply(3)
+                    out["messages"] = replies(b"".join(transport.writes))
+                    out["files"] = sorted(os.listdir(spill_dir))
+                finally:
+                    server.executor.shutdown(wait=True)
+
+        old = capture.install()
+        try:
+            asyncio.run(main())
+        finally:
+            capture.uninstall(old)
+        return out
+
+    def test_a_cancel_right_after_the_file_is_written_lands_once_the_stub_is_queued(self):
+        def cancel(conn, rid):
+            # As if the host's cancel were read now: on the loop thread.
+            done = threading.Event()
+            conn._loop.call_soon_threadsafe(lambda: (conn.cancel_call(rid), done.set()))
+            self.assertTrue(done.wait(5))
+
+        out = self.run_case(cancel)
+        self.assertEqual(out["reply"]["ok"], False)
+        self.assertEqual(out["reply"]["error"]["type"], "CancelledError")
+        stubs = [m for m in out["messages"] if m.get("cmd") == "echo"]
+        self.assertEqual(len(stubs), 1, "the request went out")
+        self.assertIn("$spill", stubs[0])
+        # Then given up on: the host's handler is told to stop.
+        cancels = [m for m in out["messages"] if m.get("cmd") == "cancel" and m.get("target") == stubs[0]["id"]]
+        self.assertEqual(len(cancels), 1)
+        # The file is the host's to read (and delete) now.
+        self.assertEqual(out["files"], [os.path.basename(stubs[0]["$spill"]["path"])])
+
+    def test_a_request_that_fails_before_it_is_queued_removes_its_file(self):
+        def fail(conn, rid):
+            raise RuntimeError("failed between the file and its stub")
+
+        out = self.run_case(fail)
+        self.assertEqual(out["reply"]["ok"], True)
+        self.assertEqual(out["reply"]["result"]["error"], "RuntimeError")
+        self.assertEqual([m for m in out["messages"] if m.get("cmd") == "echo"], [])
+        self.assertEqual(out["files"], [])
+
+
+class ShieldTest(unittest.TestCase):
+    def call(self, interrupted=False):
+        return types.SimpleNamespace(
+            lock=threading.Lock(), interrupted=interrupted, shielded=False, thread_ident=threading.get_ident()
+        )
+
+    def test_a_call_cancelled_already_is_interrupted_at_once(self):
+        call = self.call(interrupted=True)
+        with self.assertRaises(KeyboardInterrupt):
+            CallRunner.shield(call)
+        self.assertFalse(call.shielded)
+
+    def test_a_cancel_during_the_shield_is_raised_when_it_ends(self):
+        call = self.call()
+        CallRunner.shield(call)
+        self.assertTrue(call.shielded)
+        call.interrupted = True  # what CallRunner.cancel does while shielded (no injection)
+        with self.assertRaises(KeyboardInterrupt):
+            CallRunner.unshield(call)
+        self.assertFalse(call.shielded)
+        quiet = self.call()
+        CallRunner.shield(quiet)
+        CallRunner.unshield(quiet)  # no cancel: nothing raised
+        self.assertFalse(quiet.shielded)
+
+
+if __name__ == "__main__":
+    unittest.main()
