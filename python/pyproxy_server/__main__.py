@@ -202,8 +202,9 @@ def _claim_log_name(logs, name):
 
 def setup_logging(root, name, level, claim=False):
     """Logs to ``<root>/logs/pythonserver<name>.log`` (else to stderr).
-    ``claim``: the name was chosen (``--log-name``), not a port or socket
-    that no other running server can have: see ``_claim_log_name``."""
+    ``claim``: the name is not a TCP port, which no other running server
+    can have (a ``--log-name``, or a socket file name, which servers with
+    sockets in different directories share): see ``_claim_log_name``."""
     root_logger = logging.getLogger()
     for old in root_logger.handlers:
         old.close()  # an earlier call's file and name claim
@@ -287,7 +288,9 @@ def main(argv=None):
     log_name = args.log_name
     if log_name is None:
         log_name = str(server.port) if server.port is not None else os.path.basename(args.unix)
-    setup_logging(root, log_name, args.log_level, claim=args.log_name is not None)
+    # A pool on Unix sockets gives each of its workers <own directory>/<id>.sock:
+    # two pools on one --path both have a w1.sock, as TCP pools both have a w1.
+    setup_logging(root, log_name, args.log_level, claim=args.log_name is not None or server.port is None)
     log = logging.getLogger("pyproxy_server")
     add_models_to_path(root)
     server.load_extensions()

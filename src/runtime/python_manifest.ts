@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 14915,
+      size: 15175,
       sha256:
-        "236f3ac6869edf559eba0603c0e25954bf249d7f785b3f7160e6f056cc1dc005",
+        "f94cfcaf60ddc29dcabb9e93a433bc604df785c3e947bc8f723bc83296825c02",
     },
     {
       path: "pyproxy_server/big_json.py",
