@@ -182,7 +182,8 @@ def _claim_log_name(logs, name):
     when it exits, even when killed); when another server holds it, this one
     takes the first free name of ``<name>-2``, ``<name>-3``, ... (so the
     files stay as many as the servers that ran at once, not one per
-    process). Without ``fcntl`` (Windows) names are not claimed.
+    process). Without ``fcntl`` (Windows), or on a file system without
+    locks, names are not claimed.
     """
     try:
         import fcntl
@@ -193,9 +194,14 @@ def _claim_log_name(logs, name):
         fd = os.open(os.path.join(logs, "pythonserver%s.log.lock" % claim), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except (BlockingIOError, PermissionError):  # held (EACCES: NFS's emulation)
             os.close(fd)
             continue
+        except OSError:
+            # No locks on this file system (NFSv3 without its lock daemon:
+            # ENOLCK): claiming nothing, not a name per process (a file each).
+            os.close(fd)
+            return claim, None
         return claim, fd
     return "%s-%d" % (name, os.getpid()), None
 

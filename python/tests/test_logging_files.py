@@ -84,6 +84,16 @@ class LogNameTest(unittest.TestCase):
             self.claim("w1")
         self.assertEqual(self.claim("w1"), ("w1-%d" % os.getpid(), None))
 
+    def test_a_file_system_without_locks_keeps_the_name_unclaimed(self):
+        # NFSv3 without its lock daemon answers ENOLCK to every flock: that is
+        # no other server holding the name, and a name per process (w1-<pid>)
+        # would leave one more log file each start.
+        import errno
+        import fcntl
+        from unittest import mock
+        with mock.patch.object(fcntl, "flock", side_effect=OSError(errno.ENOLCK, "No locks available")):
+            self.assertEqual(self.claim("w1"), ("w1", None))
+
     def test_two_servers_on_one_path_with_one_log_name_write_two_files(self):
         a = ServerProcess(root=self.root, args=["--log-name", "w1"])
         self.addCleanup(a.kill)

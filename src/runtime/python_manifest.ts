@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 15175,
+      size: 15510,
       sha256:
-        "f94cfcaf60ddc29dcabb9e93a433bc604df785c3e947bc8f723bc83296825c02",
+        "570c26afe05503ddca1cc210f332d6f37f6f38332c681fb18fb27af2155bada8",
     },
     {
       path: "pyproxy_server/big_json.py",
