@@ -28,7 +28,8 @@ const SAMPLE_EVERY_MS = 5;
  * Samples `/proc/<pid>/wchan` every few milliseconds for up to `withinMs`
  * and resolves `true` as soon as the process's main thread is seen waiting
  * in `epoll_wait`; `false` when it never is, or when the system cannot tell
- * (no `/proc`, no permission, a name hidden as `0`). Never throws.
+ * (no `/proc`, no permission, a name hidden as `0`). A `withinMs` that is
+ * not a positive number (`NaN` too) looks once. Never throws.
  *
  * @example
  * ```ts ignore
@@ -43,7 +44,8 @@ export async function waitsForIO(
   const path = `/proc/${pid}/wchan`;
   const buf = new Uint8Array(64);
   const decoder = new TextDecoder();
-  const end = Date.now() + Math.max(0, withinMs);
+  // NaN (a window computed from a missing option) would never end: one look.
+  const end = Date.now() + (withinMs > 0 ? withinMs : 0);
   for (;;) {
     let name: string;
     try {

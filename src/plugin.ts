@@ -234,7 +234,8 @@ export interface PluginContext {
    * busy enough reads a ready socket late). A wedged worker (a call holding
    * the GIL, a stopped process) never waits for I/O. Linux only (its main
    * thread's wait channel in `/proc`); `false` elsewhere, and when the
-   * system cannot tell. Never throws.
+   * system cannot tell (Deno reads `/proc/<pid>` only with `--allow-all`).
+   * Never throws.
    */
   waitsForIO(id: string, withinMs: number): Promise<boolean>;
 }

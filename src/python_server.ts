@@ -105,7 +105,8 @@ export interface PythonServerOptions {
    * (a pool's slots: `pythonserverw1.log`); otherwise a TCP server's log is
    * named after its port, a Unix socket server's after its socket file.
    * While another running server writes that file (two pools on one
-   * models directory), the name gets `-2`, `-3`, ... (`pythonserverw1-2.log`).
+   * models directory), the name gets `-2`, `-3`, ... (`pythonserverw1-2.log`;
+   * a socket file's name too: `pythonserverw1.sock-2.log`).
    *
    * @default {"py-" + 8 random hex digits}
    */

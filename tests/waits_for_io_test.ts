@@ -103,3 +103,37 @@ Deno.test("waitsForIO answers false, without throwing, when it cannot tell", asy
   };
   assert.equal(await waitsForIO(failing, Deno.pid, 50), false);
 });
+
+Deno.test({
+  name:
+    "waitsForIO given a window that is not a number looks once, not for ever",
+  ignore: !linux,
+  fn: async () => {
+    // Sleeps in nanosleep: never seen waiting for I/O.
+    const child = new Deno.Command("sleep", {
+      args: ["30"],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<string>((resolve) => {
+        timer = setTimeout(() => resolve("still sampling after 2 s"), 2000);
+      });
+      try {
+        assert.equal(
+          await Promise.race([
+            waitsForIO(defaultRuntime(), child.pid, NaN),
+            late,
+          ]),
+          false,
+        );
+      } finally {
+        clearTimeout(timer);
+      }
+    } finally {
+      child.kill("SIGKILL");
+      await child.status;
+    }
+  },
+});

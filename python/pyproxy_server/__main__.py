@@ -182,7 +182,8 @@ def _claim_log_name(logs, name):
     when it exits, even when killed); when another server holds it, this one
     takes the first free name of ``<name>-2``, ``<name>-3``, ... (so the
     files stay as many as the servers that ran at once, not one per
-    process). Without ``fcntl`` (Windows) names are not claimed.
+    process). Without ``fcntl`` (Windows), or on a file system without
+    locks, names are not claimed.
     """
     try:
         import fcntl
@@ -193,17 +194,23 @@ def _claim_log_name(logs, name):
         fd = os.open(os.path.join(logs, "pythonserver%s.log.lock" % claim), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except (BlockingIOError, PermissionError):  # held (EACCES: NFS's emulation)
             os.close(fd)
             continue
+        except OSError:
+            # No locks on this file system (NFSv3 without its lock daemon:
+            # ENOLCK): claiming nothing, not a name per process (a file each).
+            os.close(fd)
+            return claim, None
         return claim, fd
     return "%s-%d" % (name, os.getpid()), None
 
 
 def setup_logging(root, name, level, claim=False):
     """Logs to ``<root>/logs/pythonserver<name>.log`` (else to stderr).
-    ``claim``: the name was chosen (``--log-name``), not a port or socket
-    that no other running server can have: see ``_claim_log_name``."""
+    ``claim``: the name is not a TCP port, which no other running server
+    can have (a ``--log-name``, or a socket file name, which servers with
+    sockets in different directories share): see ``_claim_log_name``."""
     root_logger = logging.getLogger()
     for old in root_logger.handlers:
         old.close()  # an earlier call's file and name claim
@@ -287,7 +294,9 @@ def main(argv=None):
     log_name = args.log_name
     if log_name is None:
         log_name = str(server.port) if server.port is not None else os.path.basename(args.unix)
-    setup_logging(root, log_name, args.log_level, claim=args.log_name is not None)
+    # A pool on Unix sockets gives each of its workers <own directory>/<id>.sock:
+    # two pools on one --path both have a w1.sock, as TCP pools both have a w1.
+    setup_logging(root, log_name, args.log_level, claim=args.log_name is not None or server.port is None)
     log = logging.getLogger("pyproxy_server")
     add_models_to_path(root)
     server.load_extensions()

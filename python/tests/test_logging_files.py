@@ -84,6 +84,16 @@ class LogNameTest(unittest.TestCase):
             self.claim("w1")
         self.assertEqual(self.claim("w1"), ("w1-%d" % os.getpid(), None))
 
+    def test_a_file_system_without_locks_keeps_the_name_unclaimed(self):
+        # NFSv3 without its lock daemon answers ENOLCK to every flock: that is
+        # no other server holding the name, and a name per process (w1-<pid>)
+        # would leave one more log file each start.
+        import errno
+        import fcntl
+        from unittest import mock
+        with mock.patch.object(fcntl, "flock", side_effect=OSError(errno.ENOLCK, "No locks available")):
+            self.assertEqual(self.claim("w1"), ("w1", None))
+
     def test_two_servers_on_one_path_with_one_log_name_write_two_files(self):
         a = ServerProcess(root=self.root, args=["--log-name", "w1"])
         self.addCleanup(a.kill)
@@ -96,6 +106,20 @@ class LogNameTest(unittest.TestCase):
         c = ServerProcess(root=self.root, args=["--log-name", "w1"])
         self.addCleanup(c.kill)
         self.assert_logs_to("w1", c)
+
+    def test_two_servers_on_one_path_with_one_socket_file_name_write_two_files(self):
+        # A pool on Unix sockets (the default on Linux and macOS) gives w1
+        # <its own socket directory>/w1.sock and no --log-name: two pools on
+        # one models directory have one socket file name in two directories.
+        sockets = [tempfile.mkdtemp(prefix="pyproxy-test-sock-") for _ in range(2)]
+        for d in sockets:
+            self.addCleanup(shutil.rmtree, d, ignore_errors=True)
+        a = ServerProcess(root=self.root, args=["--unix", os.path.join(sockets[0], "w1.sock")])
+        self.addCleanup(a.kill)
+        b = ServerProcess(root=self.root, args=["--unix", os.path.join(sockets[1], "w1.sock")])
+        self.addCleanup(b.kill)
+        self.assert_logs_to("w1.sock", a)
+        self.assert_logs_to("w1.sock-2", b)
 
     def assert_logs_to(self, name, server):
         """The file of ``name`` gets ``server``'s "listening" line (logged right after its ready line)."""

@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 14915,
+      size: 15510,
       sha256:
-        "236f3ac6869edf559eba0603c0e25954bf249d7f785b3f7160e6f056cc1dc005",
+        "570c26afe05503ddca1cc210f332d6f37f6f38332c681fb18fb27af2155bada8",
     },
     {
       path: "pyproxy_server/big_json.py",
