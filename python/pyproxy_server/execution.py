@@ -48,9 +48,24 @@ def _interrupt_thread(ident):
     _async_exc(ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt))
 
 
-def _clear_interrupt(ident):
-    # A NULL exception clears an injected exception that has not fired yet.
-    _async_exc(ctypes.c_ulong(ident), None)
+def _pass_eval_breaker():
+    """Does nothing. Entering a Python function is a point where CPython
+    raises an injected exception that has not fired yet, so
+
+        try:
+            _pass_eval_breaker()
+        except KeyboardInterrupt:
+            pass
+
+    spends a cancel's pending interrupt right there (and does nothing when
+    none is pending). Inline at each place, not in a helper: the interrupt
+    would fire as that helper is entered, outside its ``try``.
+
+    Not ``PyThreadState_SetAsyncExc(ident, NULL)``, which withdraws a pending
+    exception: it also signals the interpreter, and on CPython 3.11 with
+    nothing pending that signal is never reset, after which every
+    ``sys.settrace`` tracer in the process (pdb, coverage) hangs for ever.
+    """
 
 
 def wire_error(exc):
@@ -229,12 +244,17 @@ class CallRunner:
         Python → host request whose spill file would be left behind by an
         interrupt between its writing and its queueing. Raises the
         ``KeyboardInterrupt`` at once when the call was cancelled already
-        (its interrupt may be injected but not yet fired: it is withdrawn)."""
+        (its interrupt may be injected but not yet fired: it is spent)."""
         with call.lock:
-            if call.interrupted:
-                _clear_interrupt(call.thread_ident)
-                raise KeyboardInterrupt
-            call.shielded = True
+            cancelled = call.interrupted
+            if not cancelled:
+                call.shielded = True
+        if cancelled:
+            try:
+                _pass_eval_breaker()
+            except KeyboardInterrupt:
+                pass
+            raise KeyboardInterrupt
 
     @staticmethod
     def end_shield(call):
@@ -350,7 +370,7 @@ class CallRunner:
         call_token = current_call.set(call)
         sink_token = capture._sink.set(sink.write)
         # The injected KeyboardInterrupt can fire at any bytecode until it is
-        # cleared, so both the handler and the bookkeeping after it catch it.
+        # spent, so both the handler and the bookkeeping after it catch it.
         done = False
         try:
             try:
@@ -363,7 +383,10 @@ class CallRunner:
                     interrupted = call.interrupted
                 done = True
                 if interrupted:  # cancelled while it ran: its interrupt may not have fired
-                    _clear_interrupt(call.thread_ident)
+                    try:
+                        _pass_eval_breaker()
+                    except KeyboardInterrupt:
+                        pass
                     payload = self._cancelled_or_error(call, None)
                 else:
                     payload = conn.encode_reply(call.id, result)
@@ -379,7 +402,10 @@ class CallRunner:
                         call.state = DONE
                         interrupted = call.interrupted
                     if interrupted:
-                        _clear_interrupt(call.thread_ident)
+                        try:
+                            _pass_eval_breaker()
+                        except KeyboardInterrupt:
+                            pass
         except KeyboardInterrupt as exc:
             with call.lock:
                 call.state = DONE

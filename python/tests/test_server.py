@@ -431,6 +431,58 @@ class ConcurrencyTest(ServerTestCase):
         self.assertEqual(other.call("executeModel", name="s", msg={}), {"tag": "v1"})
 
 
+TRACER = """
+import sys, time
+
+class Tracer:
+    def execute(self, msg):
+        if msg.get("op") == "catch":
+            print("started")
+            try:
+                while True:
+                    time.sleep(0.01)
+            except KeyboardInterrupt:  # the cancel's interrupt fired, and was caught
+                return {"caught": True}
+
+        def f():
+            a = 1
+            return a + 1
+
+        lines = []
+
+        def tracer(frame, event, arg):
+            if frame.f_code is f.__code__ and event == "line":
+                lines.append(frame.f_lineno)
+            return tracer
+
+        sys.settrace(tracer)
+        try:
+            f()
+        finally:
+            sys.settrace(None)
+        return {"lines": len(lines)}
+"""
+
+
+class TraceAfterCancelTest(ServerTestCase):
+    def test_a_tracer_still_works_after_a_cancelled_call_caught_its_interrupt(self):
+        # The server used to withdraw a cancelled call's interrupt with
+        # PyThreadState_SetAsyncExc(ident, NULL) once the call ended; when it
+        # had fired already, CPython 3.11 kept its "async exception" signal
+        # set for good, and sys.settrace (pdb, coverage) then hung the process.
+        c = self.connect()
+        c.call("addModel", name="t", source=TRACER)
+        c.send({"id": 1, "cmd": "executeModel", "name": "t", "msg": {"op": "catch"}})
+        started = c.recv()
+        self.assertEqual((started["event"], started["message"]), ("log", "started"))
+        self.assertEqual(c.call("cancel", target=1), {"cancelled": True})
+        self.assertError(c.reply_for(1, timeout=5), "CancelledError")
+        c.send({"id": 2, "cmd": "executeModel", "name": "t", "msg": {"op": "trace"}})
+        reply = c.reply_for(2, timeout=10)
+        self.assertTrue(reply["ok"], reply)
+        self.assertEqual(reply["result"], {"lines": 2})
+
+
 class QueuedCancelTest(ServerTestCase):
     args = ("--threads", "1")
 

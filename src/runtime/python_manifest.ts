@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 18294,
+      size: 19222,
       sha256:
-        "fd40466425e7bb78d5181ae44fbb7860a8ad9ec4abe4880ee0898fe8a61f027e",
+        "49a0e724ce2a7ec32ab33c52f6cc6c9428b685a35e553e9f774d2d3c00cfbba5",
     },
     {
       path: "pyproxy_server/framer.py",
