@@ -170,14 +170,16 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
       if (await ctx.ping(id, timeoutMs)) return;
       // The ping may sit behind a large message in either direction: bytes
       // moving during the wait prove the worker alive.
-      const last = ctx.lastActivity(id);
-      if (last !== undefined && last >= start) {
+      const busy = (): boolean => {
+        const last = ctx.lastActivity(id);
+        if (last === undefined || last < start) return false;
         ctx.logger.debug(
           "worker {id} answered no ping within {timeoutMs} ms but is busy with I/O",
           { id, timeoutMs },
         );
-        return;
-      }
+        return true;
+      };
+      if (busy()) return;
       // An event loop waiting for its next message is not wedged: the reply
       // is late on this side. Under heavy load (large messages in bursts)
       // the host read a ready socket 0.3–2 s late while its timers fired.
@@ -188,6 +190,8 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
         );
         return;
       }
+      // Bytes that came while its loop was watched count too.
+      if (busy()) return;
       const now = ctx.workers().find((w) => w.id === id);
       if (
         ctx.closing || now === undefined || now.pid !== pid ||

@@ -29,7 +29,8 @@ const SAMPLE_EVERY_MS = 5;
  * and resolves `true` as soon as the process's main thread is seen waiting
  * in `epoll_wait`; `false` when it never is, or when the system cannot tell
  * (no `/proc`, no permission, a name hidden as `0`). A `withinMs` that is
- * not a positive number (`NaN` too) looks once. Never throws.
+ * not a positive number (`NaN` too) looks once; `stop` returning true (the
+ * pool closing) ends the watch early. Never throws.
  *
  * @example
  * ```ts ignore
@@ -40,6 +41,7 @@ export async function waitsForIO(
   runtime: Runtime,
   pid: number,
   withinMs: number,
+  stop?: () => boolean,
 ): Promise<boolean> {
   const path = `/proc/${pid}/wchan`;
   const buf = new Uint8Array(64);
@@ -61,7 +63,7 @@ export async function waitsForIO(
       return false; // not Linux, no such process, or no permission
     }
     if (EPOLL_WAIT.test(name)) return true;
-    if (Date.now() >= end) return false;
+    if (Date.now() >= end || stop?.() === true) return false;
     await new Promise((resolve) => setTimeout(resolve, SAMPLE_EVERY_MS));
   }
 }

@@ -250,7 +250,8 @@ export class Supervisor {
         const pid = this.#byId.get(id)?.pid;
         return pid === null || pid === undefined
           ? Promise.resolve(false)
-          : waitsForIO(options.runtime, pid, withinMs);
+          // A pool closing meanwhile ends the watch: no timer outlives close().
+          : waitsForIO(options.runtime, pid, withinMs, isClosing);
       },
       ping: async (id, timeoutMs) => {
         const session = this.#byId.get(id)?.session;

@@ -72,3 +72,16 @@ Deno.test("reconnect keeps a silent worker whose event loop waits for I/O: its r
   await new Promise((resolve) => setTimeout(resolve, 0));
   assert.deepEqual(kills, []);
 });
+
+Deno.test("reconnect keeps a silent worker whose bytes arrive while its event loop is watched", async () => {
+  let calls = 0;
+  // Silent when the ping fails; bytes by the time the watch is over.
+  const { ctx, kills, pinged } = silentWorker(
+    () => calls++ === 0 ? Date.now() - 60_000 : Date.now(),
+  );
+  await runTimeoutProbe(ctx);
+  await pinged;
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.equal(calls, 2);
+  assert.deepEqual(kills, []);
+});

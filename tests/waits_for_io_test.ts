@@ -137,3 +137,20 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "waitsForIO stops watching once its stop callback says so",
+  ignore: !linux,
+  fn: () =>
+    withPython("busy", async (pid) => {
+      let looks = 0;
+      const started = Date.now();
+      // A busy process is never seen waiting: without stop, the whole 10 s.
+      assert.equal(
+        await waitsForIO(defaultRuntime(), pid, 10_000, () => ++looks >= 3),
+        false,
+      );
+      assert.equal(looks, 3);
+      assert.ok(Date.now() - started < 5000);
+    }),
+});
