@@ -680,7 +680,9 @@ export class Session implements AsyncDisposable {
   ): void {
     if (pending !== undefined) {
       this.#settle(pending.id, undefined, error);
-      // Given up on while in the middleware: never sent, so never answered.
+      // Given up on while in the middleware: never sent, so never answered
+      // (nor waited for: its id would stay in #ignored for good).
+      this.#ignored.delete(pending.id);
       if (this.#late.size > 0) this.#lateDone(pending.id);
       return;
     }
