@@ -24,7 +24,7 @@ class StuckThreadTest(ServerTestCase):
             else:
                 c.events.append(msg)
 
-    def next_event(self, c, name, timeout=5.0):
+    def next_event(self, c, name, timeout=15.0):  # a bound for loaded machines, not a wait
         for event in c.events:
             if event.get("event") == name:
                 return event
