@@ -273,12 +273,8 @@ class Connection(asyncio.BufferedProtocol):
             data = _encode_pieces({"id": rid, "cmd": cmd, "args": args})
         except (TypeError, ValueError, RecursionError) as exc:
             raise HostError("Cannot call host %r: arguments are not JSON: %s" % (cmd, exc))
-        # From the spill file's writing to the queueing of its stub, a
-        # cancel's interrupt would leave the file behind: it waits until the
-        # request is queued (only the call's own thread is interrupted).
-        shielded = call is not None and call.thread_ident == _get_ident()
-        if shielded:
-            CallRunner.shield(call)
+        own = call is not None and call.thread_ident == _get_ident()
+        shielded = False
         queued = False
         future = concurrent.futures.Future()
         try:
@@ -286,6 +282,14 @@ class Connection(asyncio.BufferedProtocol):
                 data = self._finish(data, rid, "r", cmd)
             except PyProxyError as exc:
                 raise HostError("Cannot call host %r: %s" % (cmd, exc.message))
+            if own:
+                # From the spill file's writing to the queueing of its stub, a
+                # cancel's interrupt would leave the file behind: it waits until
+                # the request is queued (only the call's own thread is
+                # interrupted). Not during the write: a long one must stop at a
+                # cancel (the write removes its file), within STUCK_GRACE.
+                CallRunner.shield(call)
+                shielded = True
             self._host_pending[rid] = future
             if call is not None:
                 if call.host_futures is None:

@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 55162,
+      size: 55382,
       sha256:
-        "773ce5067433b1be95759c10cf671d60e88a5c16ccba9f7a595d71880e1a18a7",
+        "31ff7e6bb0de702e0e7fd830c70da20b68306b2b58ace29b590f538a6392cd3d",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
