@@ -60,6 +60,9 @@ from .models import RunThreaded
 __all__ = ["Connection", "PROTOCOL_VERSION"]
 
 PROTOCOL_VERSION = 1
+# _finish's default: the connection's spill settings when it runs.
+_CURRENT_SPILL = object()
+
 log = logging.getLogger("pyproxy_server.connection")
 
 _decode_json = json.JSONDecoder().decode
@@ -277,9 +280,12 @@ class Connection(asyncio.BufferedProtocol):
         shielded = False
         queued = False
         future = concurrent.futures.Future()
+        # The settings the file is written with are the ones to delete it
+        # with, whatever a configure sets meanwhile.
+        spill = self.spill
         try:
             try:
-                data = self._finish(data, rid, "r", cmd)
+                data = self._finish(data, rid, "r", cmd, spill)
             except PyProxyError as exc:
                 raise HostError("Cannot call host %r: %s" % (cmd, exc.message))
             if own:
@@ -318,7 +324,6 @@ class Connection(asyncio.BufferedProtocol):
                 raise
         finally:
             if not queued:
-                spill = self.spill
                 if spill is not None:
                     spill.discard_name("py-%s-r%s" % (self.id, rid))
             self._host_pending.pop(rid, None)
@@ -1099,7 +1104,7 @@ class Connection(asyncio.BufferedProtocol):
         except PyProxyError as exc:
             return big_json.encode_bytes({"id": rid, "ok": False, "error": exc.to_wire()}, True)
 
-    def _finish(self, pieces, rid, kind, cmd=None):
+    def _finish(self, pieces, rid, kind, cmd=None, spill=_CURRENT_SPILL):
         """The payload for encoded ``pieces`` (``big_json.encode``): the message, or
         the reference to the spill file it went to when above the threshold;
         refused above the frame limit.
@@ -1107,9 +1112,11 @@ class Connection(asyncio.BufferedProtocol):
         ``kind`` keeps spill file names unique: ``""`` for replies (named
         after the host's request id), ``"r"`` for Python → host requests,
         ``"e"`` for events (numbered per connection), as are replies with
-        ``id: null`` (several may wait to be read at once).
+        ``id: null`` (several may wait to be read at once). ``spill``: the
+        settings to use (default: the connection's at this moment).
         """
-        spill = self.spill
+        if spill is _CURRENT_SPILL:
+            spill = self.spill
         if len(pieces) == 1:
             data = pieces[0]
             size = len(data)

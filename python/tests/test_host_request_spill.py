@@ -143,6 +143,18 @@ class HostRequestSpillTest(unittest.TestCase):
         self.assertLess(took, 1.0, "the write went on after the cancel")
         self.assertEqual([m for m in out["messages"] if m.get("cmd") == "echo"], [])
         self.assertEqual(out["files"], [])
+    def test_a_configure_meanwhile_does_not_keep_it_from_removing_its_file(self):
+        other = tempfile.mkdtemp(prefix="pyproxy-test-")
+        self.addCleanup(shutil.rmtree, other)
+
+        def reconfigure_and_fail(conn, rid):
+            conn.spill = SpillSettings(other, 1024)  # as a configure read now would
+            raise RuntimeError("failed between the file and its stub")
+
+        out = self.run_case(reconfigure_and_fail)
+        self.assertEqual(out["reply"]["result"]["error"], "RuntimeError")
+        self.assertEqual(out["files"], [], "the file in the directory it was written to")
+
 
 class ShieldTest(unittest.TestCase):
     def call(self, interrupted=False):

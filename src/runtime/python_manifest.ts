@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 55382,
+      size: 55747,
       sha256:
-        "31ff7e6bb0de702e0e7fd830c70da20b68306b2b58ace29b590f538a6392cd3d",
+        "d43b1646294b4aa74befea5480a7a87e8521a4f14f9339007d35414e67612536",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
