@@ -179,6 +179,9 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
   const workerDirs = new Map<string, string>();
   // Per configured session, the subdirectory its server was told about.
   const sessionDirs = new WeakMap<Session, string>();
+  // Where a session's spill files are: its own directory, else its worker's.
+  const dirOf = (mc: MessageContext): string | undefined =>
+    sessionDirs.get(mc.session) ?? workerDirs.get(mc.worker.id);
   // Per configured session whose server reads part hashes, their part size.
   const sessionParts = new WeakMap<Session, number>();
   // Configured sessions whose server reads CRC-32 references, and string segments.
@@ -326,7 +329,7 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
     msg: WireMessage,
     mc: MessageContext,
   ): Promise<WireMessage> {
-    const dir = sessionDirs.get(mc.session) ?? workerDirs.get(mc.worker.id);
+    const dir = dirOf(mc);
     try {
       if (dir === undefined) {
         throw new SpillError(
@@ -512,8 +515,7 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
         // behind it on this connection (the read loop keeps their order),
         // the hang probe's ping reply too: with large requests abandoned in
         // bursts, healthy workers were killed as unresponsive.
-        const dir = sessionDirs.get(mc.session) ??
-          workerDirs.get(mc.worker.id);
+        const dir = dirOf(mc);
         if (dir !== undefined) {
           stats.dropped++;
           void discardSpill(runtime!, dir, msg.$spill);

@@ -13,14 +13,13 @@ import types
 import unittest
 from unittest import mock
 
-from pyproxy_server import capture, spill
+from pyproxy_server import spill
 from pyproxy_server.connection import Connection
 from pyproxy_server.execution import CallRunner
-from pyproxy_server.server import Server
 from pyproxy_server.spill import SpillSettings
 
 from ._client import encode
-from .test_read_batch import RecordingTransport, replies
+from .test_read_batch import ConnectionCase, replies
 
 SOURCE = """
 from pyproxy import host
@@ -37,7 +36,7 @@ class Model:
 """
 
 
-class HostRequestSpillTest(unittest.TestCase):
+class HostRequestSpillTest(ConnectionCase):
     def run_case(self, after_write):
         """Runs the model's host call with a spill threshold of 1 KiB;
         ``after_write(conn, call_id)`` runs on the call's thread right after
@@ -46,48 +45,33 @@ class HostRequestSpillTest(unittest.TestCase):
         self.addCleanup(shutil.rmtree, spill_dir)
         out = {}
 
-        async def main():
-            with tempfile.TemporaryDirectory() as root:
-                server = Server(root, "t")
-                server.loop = asyncio.get_running_loop()
-                server.loop_ident = threading.get_ident()
-                try:
-                    conn = Connection(server)
-                    transport = RecordingTransport()
-                    conn.connection_made(transport)
+        async def body(server, conn, transport):
+            async def reply(rid):
+                for _ in range(1000):
+                    found = [r for r in replies(b"".join(transport.writes)) if r.get("id") == rid and "cmd" not in r]
+                    if found:
+                        return found[0]
+                    await asyncio.sleep(0.005)
+                self.fail("no reply to %d" % rid)
 
-                    async def reply(rid):
-                        for _ in range(1000):
-                            found = [r for r in replies(b"".join(transport.writes)) if r.get("id") == rid and "cmd" not in r]
-                            if found:
-                                return found[0]
-                            await asyncio.sleep(0.005)
-                        self.fail("no reply to %d" % rid)
+            conn.data_received(encode({"id": 1, "cmd": "configure", "spill": {"dir": spill_dir, "threshold": 1024}}))
+            conn.data_received(encode({"id": 2, "cmd": "addModel", "name": "m", "source": SOURCE}))
+            self.assertTrue((await reply(2))["ok"])
+            write = SpillSettings.write
 
-                    conn.data_received(encode({"id": 1, "cmd": "configure", "spill": {"dir": spill_dir, "threshold": 1024}}))
-                    conn.data_received(encode({"id": 2, "cmd": "addModel", "name": "m", "source": SOURCE}))
-                    self.assertTrue((await reply(2))["ok"])
-                    write = SpillSettings.write
+            def written(settings, pieces, name, strings=None):
+                ref = write(settings, pieces, name, strings)
+                if name.startswith("py-%s-r" % conn.id):
+                    after_write(conn, 3)
+                return ref
 
-                    def written(settings, pieces, name, strings=None):
-                        ref = write(settings, pieces, name, strings)
-                        if name.startswith("py-%s-r" % conn.id):
-                            after_write(conn, 3)
-                        return ref
+            with mock.patch.object(SpillSettings, "write", written):
+                conn.data_received(encode({"id": 3, "cmd": "executeModel", "name": "m", "msg": {}}))
+                out["reply"] = await reply(3)
+            out["messages"] = replies(b"".join(transport.writes))
+            out["files"] = sorted(os.listdir(spill_dir))
 
-                    with mock.patch.object(SpillSettings, "write", written):
-                        conn.data_received(encode({"id": 3, "cmd": "executeModel", "name": "m", "msg": {}}))
-                        out["reply"] = await reply(3)
-                    out["messages"] = replies(b"".join(transport.writes))
-                    out["files"] = sorted(os.listdir(spill_dir))
-                finally:
-                    server.executor.shutdown(wait=True)
-
-        old = capture.install()
-        try:
-            asyncio.run(main())
-        finally:
-            capture.uninstall(old)
+        self.run_in_process(body)
         return out
 
     def test_a_cancel_right_after_the_file_is_written_removes_it(self):

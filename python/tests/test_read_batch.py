@@ -72,7 +72,10 @@ def replies(data):
 
 
 class ConnectionCase(unittest.TestCase):
-    def run_with_connection(self, body):
+    def run_in_process(self, body):
+        """Runs ``await body(server, conn, transport)``: a server and one
+        connection in this process, on a recording transport."""
+
         async def main():
             with tempfile.TemporaryDirectory() as root:
                 server = Server(root, "t")
@@ -82,15 +85,6 @@ class ConnectionCase(unittest.TestCase):
                     conn = Connection(server)
                     transport = RecordingTransport()
                     conn.connection_made(transport)
-                    del transport.writes[:]  # the hello event
-                    conn.data_received(encode({"id": 1, "cmd": "addModel", "name": "m", "source": SOURCE}))
-                    for _ in range(500):
-                        added = [r for r in replies(b"".join(transport.writes)) if r.get("id") == 1]
-                        if added:
-                            break
-                        await asyncio.sleep(0.01)
-                    self.assertTrue(added and added[0]["ok"], added)
-                    del transport.writes[:]
                     await body(server, conn, transport)
                 finally:
                     server.executor.shutdown(wait=True)
@@ -100,6 +94,23 @@ class ConnectionCase(unittest.TestCase):
             asyncio.run(main())
         finally:
             capture.uninstall(old)
+
+    def run_with_connection(self, body):
+        """``run_in_process`` with model ``m`` (``SOURCE``) added and the writes so far dropped."""
+
+        async def added(server, conn, transport):
+            del transport.writes[:]  # the hello event
+            conn.data_received(encode({"id": 1, "cmd": "addModel", "name": "m", "source": SOURCE}))
+            for _ in range(500):
+                added = [r for r in replies(b"".join(transport.writes)) if r.get("id") == 1]
+                if added:
+                    break
+                await asyncio.sleep(0.01)
+            self.assertTrue(added and added[0]["ok"], added)
+            del transport.writes[:]
+            await body(server, conn, transport)
+
+        self.run_in_process(added)
 
 
 class ReadBatchTest(ConnectionCase):
