@@ -6,6 +6,7 @@
  * fail shows as "skipped: <reason>"; the run always completes.
  *
  *     deno task bench [--quick] [--only sequential,pipelined] [--rounds N] [--verbose]
+ *                     [--out FILE] [--compare EARLIER.json]
  *
  * @module
  */
@@ -14,6 +15,12 @@ import { SCENARIOS } from "./scenarios/mod.ts";
 import { formatResults, writeResults } from "./table.ts";
 import type { BenchConfig, Row, Scenario, ScenarioResult } from "./types.ts";
 import { loadPyproxy } from "./pyproxy.ts";
+import {
+  compareResults,
+  parseResultsFile,
+  type ResultsFile,
+  ResultsFileError,
+} from "./compare.ts";
 
 const HERE = new URL("./", import.meta.url).pathname;
 
@@ -121,6 +128,7 @@ if (import.meta.main) {
       out: { type: "string", default: HERE + "results.json" },
       verbose: { type: "boolean", default: false },
       list: { type: "boolean", default: false },
+      compare: { type: "string" },
     },
   });
   if (values.list) {
@@ -144,6 +152,23 @@ if (import.meta.main) {
     );
     Deno.exit(2);
   }
+  // Read before the run: a wrong path fails now, not after minutes of measuring.
+  let before: ResultsFile | undefined;
+  if (values.compare !== undefined) {
+    try {
+      before = parseResultsFile(
+        await Deno.readTextFile(values.compare),
+        values.compare,
+      );
+    } catch (err) {
+      console.error(
+        err instanceof ResultsFileError
+          ? err.message
+          : `Cannot read ${values.compare}: ${(err as Error).message}`,
+      );
+      Deno.exit(2);
+    }
+  }
   const api = await loadPyproxy();
   for (const [piece, reason] of Object.entries(api.missing)) {
     console.error(`[bench] note: ${piece}: ${reason}`);
@@ -160,8 +185,15 @@ if (import.meta.main) {
       ((performance.now() - started) / 1000).toFixed(0)
     } s; results in ${values.out}`,
   );
-  await writeResults(values.out ?? HERE + "results.json", results, {
-    ...config,
-    only,
-  });
+  const out = values.out ?? HERE + "results.json";
+  await writeResults(out, results, { ...config, only });
+  if (before !== undefined) {
+    console.log(
+      "\n# compared with " + values.compare + "\n" +
+        compareResults(
+          before,
+          parseResultsFile(await Deno.readTextFile(out), out),
+        ),
+    );
+  }
 }

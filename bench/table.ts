@@ -6,7 +6,16 @@
 import type { ScenarioResult, Target } from "./types.ts";
 import type { Summary } from "./stats.ts";
 
-function fmtNumber(v: number): string {
+/**
+ * A metric's value with 3–4 significant digits, "–" when not finite.
+ *
+ * @example
+ * ```ts
+ * import { fmtNumber } from "./table.ts";
+ * console.log(fmtNumber(1.234567)); // "1.23"
+ * ```
+ */
+export function fmtNumber(v: number): string {
   if (!Number.isFinite(v)) return "–";
   const abs = Math.abs(v);
   if (abs >= 1000) return Math.round(v).toString();
