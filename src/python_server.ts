@@ -23,6 +23,13 @@ import {
 import { setTimeoutOrNever } from "./_timer.ts";
 
 /**
+ * Variables of the host's environment a server never inherits: the gateway's
+ * bearer token. (The server also drops it from `os.environ`; not inheriting
+ * it keeps it out of `/proc/<pid>/environ`, which model code can read.)
+ */
+const HIDDEN_ENV: readonly string[] = ["PYPROXY_TOKEN"];
+
+/**
  * How a server process ended.
  *
  * @example
@@ -351,7 +358,7 @@ export class PythonServer implements AsyncDisposable {
       }
     };
     try {
-      child = runtime.spawn({ cmd: python, args, env });
+      child = runtime.spawn({ cmd: python, args, env, unsetEnv: HIDDEN_ENV });
     } catch (err) {
       await removeSocketDir();
       const e = err as { name?: unknown; code?: unknown; message?: unknown };

@@ -324,6 +324,66 @@ export const runtimeContract: ContractCheck[] = [
     },
   },
   {
+    name:
+      "spawn() unsetEnv keeps a variable out of the child's environment block",
+    async fn({ rt }) {
+      process.env.PYPROXY_CONTRACT_HIDDEN = "hidden-value";
+      process.env.PYPROXY_CONTRACT_KEPT = "kept-value";
+      try {
+        // /proc/<pid>/environ is the block the child was started with (Linux);
+        // `env` prints what its code reads.
+        const script = "env | grep '^PYPROXY_CONTRACT_' | sort; " +
+          "if [ -r /proc/$$/environ ]; then " +
+          "tr '\\0' '\\n' < /proc/$$/environ | grep -c '^PYPROXY_CONTRACT_HIDDEN=' || true; " +
+          "else echo 0; fi";
+        const run = async (
+          options: { unsetEnv?: string[]; env?: Record<string, string> },
+        ) => {
+          const child = rt.spawn({
+            cmd: "sh",
+            args: ["-c", script],
+            ...options,
+          });
+          await child.stdin.close();
+          const [out] = await Promise.all([
+            readText(child.stdout),
+            readText(child.stderr),
+            child.status,
+          ]);
+          return out;
+        };
+        assert.equal(
+          await run({ unsetEnv: ["PYPROXY_CONTRACT_HIDDEN"] }),
+          "PYPROXY_CONTRACT_KEPT=kept-value\n0\n",
+        );
+        // With `env` as well: merged, and still without the unset one.
+        assert.equal(
+          await run({
+            unsetEnv: ["PYPROXY_CONTRACT_HIDDEN"],
+            env: { PYPROXY_CONTRACT_EXTRA: "x" },
+          }),
+          "PYPROXY_CONTRACT_EXTRA=x\nPYPROXY_CONTRACT_KEPT=kept-value\n0\n",
+        );
+        // Given in `env` explicitly, it is passed as given.
+        assert.equal(
+          await run({
+            unsetEnv: ["PYPROXY_CONTRACT_HIDDEN"],
+            env: { PYPROXY_CONTRACT_HIDDEN: "explicit" },
+          }),
+          "PYPROXY_CONTRACT_HIDDEN=explicit\nPYPROXY_CONTRACT_KEPT=kept-value\n1\n",
+        );
+        // Without unsetEnv everything is inherited.
+        assert.equal(
+          await run({}),
+          "PYPROXY_CONTRACT_HIDDEN=hidden-value\nPYPROXY_CONTRACT_KEPT=kept-value\n1\n",
+        );
+      } finally {
+        delete process.env.PYPROXY_CONTRACT_HIDDEN;
+        delete process.env.PYPROXY_CONTRACT_KEPT;
+      }
+    },
+  },
+  {
     name: "spawn() runs in cwd",
     async fn({ rt }) {
       const dir = await tempDir(rt);

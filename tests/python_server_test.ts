@@ -252,6 +252,30 @@ sys.stdin.read()
   assert.match(server.stderrTail(), /CLEAN abcdef01/);
 });
 
+Deno.test("PythonServer keeps the gateway's token out of the server's environment, /proc included", async () => {
+  const token = "gateway-token-0123456789abcdef";
+  Deno.env.set("PYPROXY_TOKEN", token);
+  Deno.env.set("PYPROXY_TEST_INHERITED", "inherited");
+  try {
+    await using server = await startServer();
+    await using session = await server.connect();
+    const { value } = await session.request<{ value: unknown }>("eval", {
+      code: `import os, subprocess
+block = open("/proc/self/environ", "rb").read()
+child = subprocess.run(["sh", "-c", 'echo "$PYPROXY_TOKEN|$PYPROXY_TEST_INHERITED"'], stdout=subprocess.PIPE).stdout
+[os.environ.get("PYPROXY_TOKEN"), ${
+        JSON.stringify(token)
+      }.encode() in block, b"PYPROXY_TEST_INHERITED=inherited" in block, child.decode()]`,
+    });
+    // Model code reading /proc/<pid>/environ (its own or another worker's)
+    // found the token before: the server only dropped it from os.environ.
+    assert.deepEqual(value, [null, false, true, "|inherited\n"]);
+  } finally {
+    Deno.env.delete("PYPROXY_TOKEN");
+    Deno.env.delete("PYPROXY_TEST_INHERITED");
+  }
+});
+
 Deno.test("PythonServer connects over its Unix socket by default when it has one", async () => {
   await using server = await startServer({ unix: true, port: 0 });
   assert.ok(server.unixPath !== undefined);

@@ -82,6 +82,15 @@ interface BunGlobal {
   }): BunServer;
 }
 
+/** The whole environment of a child: ours, less `unsetEnv`, plus `env`. */
+function childEnv(
+  options: SpawnOptions,
+): Record<string, string | undefined> {
+  const env: Record<string, string | undefined> = { ...process.env };
+  for (const name of options.unsetEnv ?? []) delete env[name];
+  return { ...env, ...options.env };
+}
+
 function bunGlobal(): BunGlobal {
   const bun = (globalThis as unknown as { Bun?: BunGlobal }).Bun;
   if (bun === undefined) {
@@ -122,10 +131,10 @@ function spawnChild(options: SpawnOptions): ChildProcess {
   // is missing, as Deno.Command#spawn does.
   const proc = bunGlobal().spawn([options.cmd, ...options.args], {
     ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
-    // Bun replaces the environment when `env` is given; Deno merges.
-    ...(options.env === undefined
-      ? {}
-      : { env: { ...process.env, ...options.env } }),
+    // Bun replaces the environment when `env` is given (Deno merges), and
+    // without it passes the environment the process started with, not
+    // process.env as changed since: always the whole current one.
+    env: childEnv(options),
     stdin: "pipe",
     stdout: "pipe",
     stderr: "pipe",

@@ -92,10 +92,23 @@ export function denoRuntime(): Runtime {
       return wrapConn(conn);
     },
     spawn(options: SpawnOptions): ChildProcess {
+      // Deno merges `env` over the inherited environment and cannot drop a
+      // variable from it: a child that must not inherit one gets a whole
+      // environment of its own (clearEnv) instead.
+      const unset =
+        options.unsetEnv?.filter((name) =>
+          options.env?.[name] === undefined && Deno.env.get(name) !== undefined
+        ) ?? [];
+      let env = options.env;
+      if (unset.length > 0) {
+        env = { ...Deno.env.toObject(), ...options.env };
+        for (const name of unset) delete env[name];
+      }
       const child = new Deno.Command(options.cmd, {
         args: options.args,
         ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
-        ...(options.env === undefined ? {} : { env: options.env }),
+        ...(env === undefined ? {} : { env }),
+        ...(unset.length > 0 ? { clearEnv: true } : {}),
         stdin: "piped",
         stdout: "piped",
         stderr: "piped",

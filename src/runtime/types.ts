@@ -81,6 +81,12 @@ export interface SpawnOptions {
   cwd?: string;
   /** Extra environment variables (merged over the current environment). */
   env?: Record<string, string>;
+  /**
+   * Variables of the current environment the child does not inherit: absent
+   * from its environment block too (`/proc/<pid>/environ`), not only from
+   * what its code reads. A name also given in `env` is passed as given there.
+   */
+  unsetEnv?: readonly string[];
 }
 
 /**
