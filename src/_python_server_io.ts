@@ -76,13 +76,16 @@ export class StderrTail {
   #size = 0;
   #done: Promise<void>;
   #onText: ((text: string) => void) | undefined;
+  #onEnd: (() => void) | undefined;
   #decoder = new TextDecoder();
 
   constructor(
     stream: ReadableStream<Uint8Array>,
     onText: ((text: string) => void) | undefined,
+    onEnd?: () => void,
   ) {
     this.#onText = onText;
+    this.#onEnd = onEnd;
     this.#done = this.#read(stream);
   }
 
@@ -100,6 +103,11 @@ export class StderrTail {
       }
     } catch {
       // the pipe broke: the process is gone
+    }
+    try {
+      this.#onEnd?.();
+    } catch {
+      // as for onText
     }
   }
 

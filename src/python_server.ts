@@ -21,6 +21,7 @@ import {
   StderrTail,
 } from "./_python_server_io.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
+import { StderrLog } from "./_stderr_log.ts";
 
 /**
  * Variables of the host's environment a server never inherits: the gateway's
@@ -190,7 +191,10 @@ export interface PythonServerOptions {
   /** Called with every piece of the server's stderr (already kept in {@linkcode PythonServer.stderrTail}). */
   onStderr?: (text: string) => void;
   /**
-   * Where the launcher logs.
+   * Where the launcher logs, and where each line of the server's stderr is
+   * logged (a line in the server's log format at its level, any other as a
+   * warning; at most 50 lines a second, the rest counted). Without it, the
+   * stderr lines go to the category `["pyproxy", "python-server", "stderr"]`.
    *
    * @default {getLogger(["pyproxy", "python-server"])}
    */
@@ -385,7 +389,22 @@ export class PythonServer implements AsyncDisposable {
       pid: child.pid,
     });
 
-    const stderr = new StderrTail(child.stderr, options.onStderr);
+    // Each line into the host's log too (rate-limited): a thread's
+    // traceback, a C library's message, or the server's whole log when it
+    // cannot open its log file.
+    const stderrLog = new StderrLog(
+      options.logger ?? getLogger(["pyproxy", "python-server", "stderr"]),
+      id,
+    );
+    const onStderr = options.onStderr;
+    const stderr = new StderrTail(
+      child.stderr,
+      onStderr === undefined ? (text) => stderrLog.push(text) : (text) => {
+        stderrLog.push(text);
+        onStderr(text);
+      },
+      () => stderrLog.end(),
+    );
     const stdin = child.stdin.getWriter();
     // stdin failing (the child is already gone) is reported by the exit below.
     stdin.write(new TextEncoder().encode(JSON.stringify({ secret }) + "\n"))

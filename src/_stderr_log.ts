@@ -1,0 +1,139 @@
+/**
+ * Internals of `PythonServer`: a server's stderr, line by line, into the
+ * host's log.
+ *
+ * Why: what a worker writes to stderr is what nobody else sees: a thread's
+ * uncaught traceback, a C library's complaint, `faulthandler`'s dump before a
+ * crash, and the server's whole log when its log file cannot be opened (it
+ * then logs to stderr). The host kept only the last 64 KiB for crash reports
+ * and `/v1/status`; now each line is also logged, under a rate limit so that
+ * a worker flooding stderr cannot flood the host's log.
+ *
+ * @module
+ */
+import type { Logger } from "./logger.ts";
+
+/** A line of the server's own log format: `2026-12-05 01:33:49,123 WARNING [...]`. */
+const SERVER_RECORD =
+  /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) /;
+
+type Level = "debug" | "info" | "warn" | "error" | "fatal";
+
+const LEVELS: Record<string, Level> = {
+  DEBUG: "debug",
+  INFO: "info",
+  WARNING: "warn",
+  ERROR: "error",
+  CRITICAL: "fatal",
+};
+
+/** Options of {@linkcode StderrLog}. */
+export interface StderrLogOptions {
+  /** Lines logged per second at most; the rest are counted. @default {50} */
+  maxLinesPerSecond?: number;
+  /** A longer line is cut to this many characters. @default {4096} */
+  maxLineChars?: number;
+  /** Clock in ms (tests). @default {Date.now} */
+  now?: () => number;
+}
+
+/**
+ * Logs a child's stderr text a line at a time: a line in the server's log
+ * format at its own level, any other line (tracebacks, C libraries) as a
+ * warning. Past `maxLinesPerSecond`, lines are dropped and their number is
+ * logged with the next line that is logged (or at {@linkcode StderrLog.end}).
+ *
+ * @example
+ * ```ts
+ * import { getLogger } from "@logtape/logtape";
+ * import { StderrLog } from "./_stderr_log.ts";
+ * const log = new StderrLog(getLogger(["pyproxy", "python-server", "stderr"]), "w1");
+ * log.push("Traceback (most recent call last):\n  File ");
+ * log.push('"m.py", line 1\n');
+ * log.end();
+ * ```
+ */
+export class StderrLog {
+  #logger: Logger;
+  #id: string;
+  #partial = "";
+  #max: number;
+  #maxChars: number;
+  #now: () => number;
+  #windowStart = -Infinity;
+  #inWindow = 0;
+  #dropped = 0;
+  #pendingDrops = 0;
+
+  constructor(logger: Logger, id: string, options: StderrLogOptions = {}) {
+    this.#logger = logger;
+    this.#id = id;
+    this.#max = options.maxLinesPerSecond ?? 50;
+    this.#maxChars = options.maxLineChars ?? 4096;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** Lines dropped by the rate limit so far. */
+  get dropped(): number {
+    return this.#dropped;
+  }
+
+  /** Takes the next piece of text (any split; a line may span pieces). */
+  push(text: string): void {
+    let start = 0;
+    for (;;) {
+      const nl = text.indexOf("\n", start);
+      if (nl < 0) break;
+      const piece = text.slice(start, nl);
+      this.#line(this.#partial === "" ? piece : this.#partial + piece);
+      this.#partial = "";
+      start = nl + 1;
+    }
+    if (start < text.length) {
+      // Bounded: a line without an end is logged in cuts.
+      this.#partial += text.slice(start);
+      while (this.#partial.length > this.#maxChars) {
+        this.#line(this.#partial.slice(0, this.#maxChars));
+        this.#partial = this.#partial.slice(this.#maxChars);
+      }
+    }
+  }
+
+  /** The stream ended: logs an unfinished last line and what was dropped. */
+  end(): void {
+    if (this.#partial !== "") this.#line(this.#partial);
+    this.#partial = "";
+    this.#reportDropped();
+  }
+
+  #line(raw: string): void {
+    const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+    if (line.trim() === "") return;
+    const now = this.#now();
+    if (now - this.#windowStart >= 1000) {
+      this.#windowStart = now;
+      this.#inWindow = 0;
+    }
+    if (this.#inWindow >= this.#max) {
+      this.#dropped++;
+      this.#pendingDrops++;
+      return;
+    }
+    this.#inWindow++;
+    this.#reportDropped();
+    const text = line.length > this.#maxChars
+      ? `${line.slice(0, this.#maxChars)}… (${line.length} characters)`
+      : line;
+    const level = LEVELS[SERVER_RECORD.exec(text)?.[1] ?? ""] ?? "warn";
+    this.#logger[level]("{id} stderr: {line}", { id: this.#id, line: text });
+  }
+
+  #reportDropped(): void {
+    if (this.#pendingDrops === 0) return;
+    this.#logger.warn(
+      "{id} stderr: {count} lines not logged (more than {max} a second; the last 64 KiB are in its stderrTail)",
+      { id: this.#id, count: this.#pendingDrops, max: this.#max },
+    );
+    this.#pendingDrops = 0;
+  }
+}

@@ -1,0 +1,123 @@
+/**
+ * StderrLog: a Python server's stderr, line by line, into the host's log
+ * (src/_stderr_log.ts), and PythonServer wiring it to a real server.
+ */
+import assert from "node:assert/strict";
+import { StderrLog } from "../src/_stderr_log.ts";
+import type { Logger } from "../src/logger.ts";
+import { PythonServer } from "../src/python_server.ts";
+
+type Entry = [string, string, Record<string, unknown> | undefined];
+
+function recorder(): { logger: Logger; entries: Entry[] } {
+  const entries: Entry[] = [];
+  const at =
+    (level: string) => (message: string, props?: Record<string, unknown>) =>
+      entries.push([level, message, props]);
+  return {
+    entries,
+    logger: {
+      trace: at("trace"),
+      debug: at("debug"),
+      info: at("info"),
+      warn: at("warn"),
+      error: at("error"),
+      fatal: at("fatal"),
+    },
+  };
+}
+
+const lines = (entries: Entry[]) =>
+  entries.map(([level, , p]) =>
+    `${level} ${p?.line ?? `<${p?.count} dropped>`}`
+  );
+
+Deno.test("StderrLog logs whole lines across pieces, at the server's level or as warnings", () => {
+  const { logger, entries } = recorder();
+  const log = new StderrLog(logger, "w1");
+  log.push("Traceback (most recent call last):\n  File");
+  log.push(' "m.py", line 1\nValueError: x\r\n\n');
+  log.push(
+    "2026-12-05 01:33:49,123 INFO [MainThread] pyproxy_server: started\n",
+  );
+  log.push("2026-12-05 01:33:49,124 ERROR [t] pyproxy_server: bad\n");
+  log.push(
+    "2026-12-05 01:33:49,125 CRITICAL [t] x: y\n2026-12-05 01:33:49,126 DEBUG [t] x: z\n",
+  );
+  log.push("no newline at the end");
+  assert.equal(entries.length, 7);
+  log.end();
+  assert.deepEqual(lines(entries), [
+    "warn Traceback (most recent call last):",
+    'warn   File "m.py", line 1',
+    "warn ValueError: x",
+    "info 2026-12-05 01:33:49,123 INFO [MainThread] pyproxy_server: started",
+    "error 2026-12-05 01:33:49,124 ERROR [t] pyproxy_server: bad",
+    "fatal 2026-12-05 01:33:49,125 CRITICAL [t] x: y",
+    "debug 2026-12-05 01:33:49,126 DEBUG [t] x: z",
+    "warn no newline at the end",
+  ]);
+  assert.deepEqual(entries[0]![2], {
+    id: "w1",
+    line: "Traceback (most recent call last):",
+  });
+});
+
+Deno.test("StderrLog bounds lines and rate, and says how many it dropped", () => {
+  const { logger, entries } = recorder();
+  let now = 1_000;
+  const log = new StderrLog(logger, "w2", {
+    maxLinesPerSecond: 3,
+    maxLineChars: 10,
+    now: () => now,
+  });
+  log.push("x".repeat(25)); // no newline: logged in cuts, not kept whole
+  assert.deepEqual(lines(entries), ["warn xxxxxxxxxx", "warn xxxxxxxxxx"]);
+  log.push("\n"); // the rest (5 characters): the 3rd line of this second
+  log.push("a\nb\nc\n"); // over the limit: dropped
+  assert.equal(entries.length, 3);
+  assert.equal(log.dropped, 3);
+  now += 1000; // a new second: the count comes before the next line
+  log.push("d\n");
+  assert.deepEqual(lines(entries).slice(3), ["warn <3 dropped>", "warn d"]);
+  assert.match(entries[3]![1], /lines not logged/);
+  log.push("e\nf\ng\n");
+  log.end();
+  assert.deepEqual(lines(entries).slice(5), [
+    "warn e",
+    "warn f",
+    "warn <1 dropped>",
+  ]);
+});
+
+Deno.test("PythonServer logs its server's stderr: the whole log when the log file cannot be opened", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-stderr-log-" });
+  const { logger, entries } = recorder();
+  try {
+    // `logs` is a file: the server cannot make its log directory.
+    await Deno.writeTextFile(`${dir}/logs`, "");
+    await using server = await PythonServer.start({ path: dir, logger });
+    await using session = await server.connect();
+    await session.request("eval", {
+      code:
+        "import logging\nlogging.getLogger('pyproxy_server').warning('from the server')\n" +
+        "import os\nos.write(2, b'from C\\n')\n1",
+    });
+    await session.close();
+    await server.stop();
+    const stderr = entries.filter(([, m]) => m === "{id} stderr: {line}");
+    const text = lines(stderr).join("\n");
+    assert.match(
+      text,
+      /^warn pyproxy_server: cannot open log file \(.*\); logging to stderr$/m,
+    );
+    assert.match(
+      text,
+      /^warn \S+ \S+ WARNING \[.*\] pyproxy_server: from the server$/m,
+    );
+    assert.match(text, /^warn from C$/m);
+    assert.ok(stderr.every(([, , p]) => p?.id === server.id));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
