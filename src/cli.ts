@@ -158,6 +158,57 @@ function oneLine(message: string): string {
   return message.split("\n").map((l) => l.trim()).filter(Boolean).join(" ");
 }
 
+/**
+ * `parseArgs`'s error in our words: node's text for an unknown option (about
+ * positional arguments after `--`) does not fit a command that takes none.
+ */
+function argsError(err: unknown): string {
+  const e = err as { code?: unknown; message?: unknown };
+  const message = oneLine(String(e?.message ?? err));
+  const unknown = /^Unknown option '([^']+)'/.exec(message)?.[1];
+  if (e?.code !== "ERR_PARSE_ARGS_UNKNOWN_OPTION" || unknown === undefined) {
+    return message;
+  }
+  const near = closestOption(unknown);
+  return `unknown option ${unknown}${
+    near === undefined ? "" : ` (did you mean --${near}?)`
+  }`;
+}
+
+/** The option most like `given` (`--models-dir` → `models`), if one is close. */
+function closestOption(given: string): string | undefined {
+  const name = given.replace(/^-+/, "").replace(/=.*$/, "").toLowerCase();
+  if (name.length < 2) return undefined;
+  let best: string | undefined;
+  let bestScore = Infinity;
+  for (const option of Object.keys(OPTIONS)) {
+    const score = option.startsWith(name) || name.startsWith(option)
+      ? 0
+      : editDistance(name, option);
+    if (score < bestScore) {
+      best = option;
+      bestScore = score;
+    }
+  }
+  return bestScore <= 2 ? best : undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(
+        prev[j]! + 1,
+        row[j - 1]! + 1,
+        prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+    }
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
 function printError(message: string): void {
   console.error(`error: ${message}`);
 }
@@ -333,9 +384,7 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
       options: OPTIONS,
     });
   } catch (err) {
-    printError(
-      `${oneLine((err as Error).message)} (run with --help for usage)`,
-    );
+    printError(`${argsError(err)} (run with --help for usage)`);
     return 2;
   }
   const { values, positionals } = parsed;
@@ -352,8 +401,12 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
     printError(
       command === undefined
         ? "missing command (try: serve; run with --help for usage)"
+        : command === "serve"
+        ? `unexpected argument ${
+          JSON.stringify(positionals[1])
+        } after serve: it takes options only (run with --help for usage)`
         : `unknown command ${
-          JSON.stringify(positionals.join(" "))
+          JSON.stringify(command)
         } (try: serve; run with --help for usage)`,
     );
     return 2;

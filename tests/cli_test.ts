@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
+import { tempDir } from "./_harness.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -145,7 +146,10 @@ Deno.test("main rejects bad flags and commands with a clear error", async () => 
   assert.match(r.stderr, /error: workers: expected an integer/);
   r = await cli(["serve", "--nope"]);
   assert.equal(r.code, 2);
-  assert.match(r.stderr, /error: Unknown option '--nope'/);
+  assert.equal(
+    r.stderr,
+    "error: unknown option --nope (run with --help for usage)\n",
+  );
   r = await cli(["launch"]);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /unknown command "launch"/);
@@ -184,6 +188,10 @@ Deno.test("main serve with no other flag serves the example models and stops on 
 });
 
 Deno.test("main reports every failure in one error line on stderr", async () => {
+  // A config file whose text V8 quotes with its line break.
+  await using badJson = await tempDir();
+  const BAD_JSON_DIR = badJson.path;
+  await Deno.writeTextFile(`${BAD_JSON_DIR}/pyproxy.json`, "not json\n");
   const cases: Array<[string[], Record<string, string>, number, RegExp]> = [
     [
       ["serve", "--port", "-1"],
@@ -221,8 +229,32 @@ Deno.test("main reports every failure in one error line on stderr", async () => 
       1,
       /^error: token: expected a token of at least 16 characters \(at environment: PYPROXY_TOKEN\)$/,
     ],
-    [["serve", "--nope"], {}, 2, /^error: Unknown option '--nope'/],
+    [["serve", "--nope"], {}, 2, /^error: unknown option --nope \(run/],
+    [
+      ["serve", "--models-dir", "m"],
+      {},
+      2,
+      /^error: unknown option --models-dir \(did you mean --models\?\) \(run with --help for usage\)$/,
+    ],
+    [
+      ["serve", "--prot", "8000"],
+      {},
+      2,
+      /^error: unknown option --prot \(did you mean --port\?\)/,
+    ],
     [["launch"], {}, 2, /^error: unknown command "launch"/],
+    [
+      ["serve", "now"],
+      {},
+      2,
+      /^error: unexpected argument "now" after serve: it takes options only \(run with --help for usage\)$/,
+    ],
+    [
+      ["serve", "--config", `${BAD_JSON_DIR}/pyproxy.json`],
+      {},
+      1,
+      /^error: Cannot parse config file .*pyproxy\.json: Unexpected token 'o', "not json\\n" is not valid JSON$/,
+    ],
   ];
   for (const [args, env, code, line] of cases) {
     const r = await cli(args, env);

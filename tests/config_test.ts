@@ -75,6 +75,18 @@ Deno.test("parseConfig refuses an array where an object is expected (valibot's r
     [{ channels: [] }, "channels: expected an object"],
     [{ cors: [] }, "cors: expected an object"],
     [{ plugins: null }, "plugins: expected an object"],
+    // An origin a browser never sends would leave CORS off without a word.
+    ...[
+      "app.example.com",
+      "https://app.example.com/",
+      "https://a.example:443",
+      "null",
+      "https://u@a.example",
+    ]
+      .map((origin): [unknown, string] => [
+        { cors: { origins: ["https://ok.example", origin] } },
+        'cors.origins[1]: expected an origin, scheme://host[:port] with no path (such as "https://app.example.com"), or "*"',
+      ]),
   ];
   for (const [config, message] of cases) {
     const where = message.slice(0, message.indexOf(":"));
@@ -83,6 +95,19 @@ Deno.test("parseConfig refuses an array where an object is expected (valibot's r
       `${message} (at pyproxy.json: ${where})`,
     );
   }
+});
+
+Deno.test("parseConfig accepts origins as browsers send them", () => {
+  const origins = [
+    "https://app.example.com",
+    "http://localhost:5173",
+    "http://127.0.0.1:8080",
+    "http://[::1]:3000",
+    "HTTPS://App.Example.com",
+    "chrome-extension://abcdefghijklmnop",
+    "*",
+  ];
+  assert.deepEqual(parseConfig({ cors: { origins } }).cors?.origins, origins);
 });
 
 Deno.test("parseConfig accepts the sample config", async () => {

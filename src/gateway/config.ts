@@ -392,8 +392,11 @@ export async function loadConfig(
     try {
       json = JSON.parse(text);
     } catch (err) {
+      // V8 quotes the start of the text, line breaks included: one line.
       throw new ConfigError(
-        `Cannot parse config file ${path}: ${(err as Error).message}`,
+        `Cannot parse config file ${path}: ${
+          (err as Error).message.replace(/\r?\n/g, "\\n")
+        }`,
         { cause: err },
       );
     }

@@ -223,11 +223,38 @@ const LimitsSchema: v.GenericSchema<
   shutdownGrace: v.optional(int(0)),
 });
 
+/**
+ * What a browser sends in `Origin` (`https://app.example.com`,
+ * `http://localhost:5173`), or `"*"`. Anything else could never match one: a
+ * typo (`app.example.com`, a trailing `/`) would leave CORS silently off.
+ */
+function isOrigin(origin: string): boolean {
+  if (origin === "*") return true;
+  if (!/^[a-z][a-z0-9+.-]*:\/\/[^/?#\s@]+$/i.test(origin)) return false;
+  try {
+    const url = new URL(origin);
+    // Special schemes normalise (default port, case, IDN): the browser sends that form.
+    return url.origin === "null" ||
+      url.origin.toLowerCase() === origin.toLowerCase();
+  } catch {
+    return false;
+  }
+}
+
 const CorsSchema: v.GenericSchema<
   unknown,
   GatewayConfig["cors"] & object
 > = strict({
-  origins: v.array(str("an origin"), "expected an array of origins"),
+  origins: v.array(
+    v.pipe(
+      str("an origin"),
+      v.check(
+        isOrigin,
+        'expected an origin, scheme://host[:port] with no path (such as "https://app.example.com"), or "*"',
+      ),
+    ),
+    "expected an array of origins",
+  ),
   credentials: v.optional(bool()),
   maxAge: v.optional(int(0)),
 });
