@@ -95,14 +95,23 @@ export function denoRuntime(): Runtime {
       // Deno merges `env` over the inherited environment and cannot drop a
       // variable from it: a child that must not inherit one gets a whole
       // environment of its own (clearEnv) instead.
-      const unset =
-        options.unsetEnv?.filter((name) =>
+      // Without the permission to read the environment (a narrow
+      // --allow-env), the child inherits it all, as before.
+      let unset: string[] = [];
+      let env = options.env;
+      try {
+        unset = options.unsetEnv?.filter((name) =>
           options.env?.[name] === undefined && Deno.env.get(name) !== undefined
         ) ?? [];
-      let env = options.env;
-      if (unset.length > 0) {
-        env = { ...Deno.env.toObject(), ...options.env };
-        for (const name of unset) delete env[name];
+        if (unset.length > 0) {
+          env = { ...Deno.env.toObject(), ...options.env };
+          for (const name of unset) {
+            delete env[name];
+          }
+        }
+      } catch {
+        unset = [];
+        env = options.env;
       }
       const child = new Deno.Command(options.cmd, {
         args: options.args,
