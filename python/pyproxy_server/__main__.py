@@ -46,6 +46,22 @@ DEFAULT_SPIN_US = 200
 
 
 # A log file name part: no path separators, no leading dot.
+# Below this a frame cannot hold the hello event or an auth exchange.
+MIN_FRAME_SIZE = 4096
+
+
+def _frame_size(text):
+    """``--max-frame-size``: an integer of at least ``MIN_FRAME_SIZE``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected an integer, got %r" % text)
+    if value < MIN_FRAME_SIZE:
+        raise argparse.ArgumentTypeError(
+            "must be at least %d bytes (the hello event and the auth exchange must fit), got %d" % (MIN_FRAME_SIZE, value))
+    return value
+
+
 _LOG_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}\Z")
 
 
@@ -56,7 +72,7 @@ def parse_args(argv=None):
     parser.add_argument("--path", required=True, help="model root directory; logs go to <path>/logs")
     parser.add_argument("--id", required=True, help="server id reported in hello/ready/status")
     parser.add_argument("--unix", default=None, help="also (or, without --port, only) listen on this Unix socket")
-    parser.add_argument("--max-frame-size", type=int, default=Framer.MAX_FRAME_SIZE, help="largest accepted payload in bytes (default 64 MiB)")
+    parser.add_argument("--max-frame-size", type=_frame_size, default=Framer.MAX_FRAME_SIZE, help="largest accepted payload in bytes, at least %d (default 64 MiB)" % MIN_FRAME_SIZE)
     parser.add_argument("--threads", type=int, default=16, help="executor threads for model calls (default 16)")
     parser.add_argument("--max-stuck-threads", type=int, default=16, help="call threads stuck in cancelled calls (blocked in C) that are replaced; one more and the server reports itself wedged (default 16)")
     parser.add_argument("--max-elastic-threads", type=int, default=256, help="evals and model commands running at once, each on its own thread, before OverloadedError (default 256)")

@@ -1195,7 +1195,11 @@ class Connection(asyncio.BufferedProtocol):
         run = []
         size = 0
         batches = 0
-        limit = self.BATCH_MAX
+        # A batch frame's payload is 11 bytes more than the items' sizes
+        # counted here (``{"batch":[`` + ``]}``, each item with its comma):
+        # never above this server's own frame limit either, which is what a
+        # client is told to read (``maxFrameSize``).
+        limit = min(self.BATCH_MAX, self._max_frame - 11)
         for entry in entries:
             if entry.__class__ is tuple:
                 if run:

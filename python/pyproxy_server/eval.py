@@ -314,8 +314,12 @@ class OutputChannel:
             self._emit_in_turn(True)
 
     def ack(self, seq):
-        """Acknowledge every chunk up to ``seq``, releasing blocked writers."""
+        """Acknowledge every chunk up to ``seq``, releasing blocked writers.
+        A ``seq`` past the last chunk sent acknowledges what was sent (no
+        credit for chunks not sent yet; and no count up to a huge number on
+        the loop thread, which stalled the server)."""
         with self._cond:
+            seq = min(seq, self._seq - 1)
             while self._acked < seq:
                 self._acked += 1
                 self._unacked -= self._sizes.pop(self._acked, 0)
@@ -537,7 +541,7 @@ class EvalService:
         """``outputAck {target, seq}``: credit for an eval's output."""
         target = call.msg.get("target")
         seq = call.msg.get("seq")
-        if not isinstance(target, int) or not isinstance(seq, int):
+        if type(target) is not int or type(seq) is not int:  # bool is an int subclass
             raise InvalidRequestError("Cannot ack output: 'target' and 'seq' must be integers")
         with self._lock:
             channel = self._channels.get((call.connection, target))

@@ -52,6 +52,7 @@ import importlib
 import itertools
 import logging
 import os
+import socket
 import stat
 import sys
 import threading
@@ -318,14 +319,34 @@ class Server:
 
 
 def _remove_stale_socket(path):
+    """Removes the socket file a dead process left at ``path``; refuses a
+    file that is not a socket, and a socket a running server listens on
+    (removing it would leave that server unreachable at its path)."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         return
-    if stat.S_ISSOCK(mode):
-        os.unlink(path)
-    else:
+    if not stat.S_ISSOCK(mode):
         raise OSError("Cannot listen on %s: it exists and is not a socket" % path)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        pass  # nobody listens: a leftover
+    except socket.timeout:
+        # A listener whose backlog is full: alive.
+        raise OSError("Cannot listen on %s: a running server listens there" % path)
+    except OSError:
+        pass  # cannot tell (no permission, ...): taken over, as before
+    else:
+        raise OSError("Cannot listen on %s: a running server listens there" % path)
+    finally:
+        probe.close()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def add_models_to_path(root):

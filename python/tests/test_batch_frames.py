@@ -97,6 +97,31 @@ class BatchFrameTest(ConnectionCase):
 
         self.run_with_connection(body)
 
+    def test_a_batch_frame_stays_within_the_servers_own_frame_limit(self):
+        # A client reads frames up to the maxFrameSize the server announced:
+        # batches were up to 64 KiB whatever that limit.
+        limit = 8192
+
+        async def body(server, conn, transport):
+            ask_for_batches(conn, transport)
+            count = 5 * limit // 500 // 5 * 5
+            wire = b"".join(encode({"batch": [execute(10 + n + k, n + k, big=400) for k in range(5)]})
+                            for n in range(0, count, 5))
+            conn.data_received(wire)
+            data = b"".join(transport.writes)
+            frames = replies(data)
+            self.assertGreater(len(frames), 3)
+            pos = 0
+            for _ in frames:
+                length = int.from_bytes(data[pos + 21 : pos + 25], "big")
+                self.assertLessEqual(length, limit)
+                pos += 25 + length + 16
+            self.assertGreater(max(len(f.get("batch", ())) for f in frames), 5, "still batched")
+            got = unbatched(frames)
+            self.assertEqual([r["id"] for r in got], [10 + n for n in range(count)])
+
+        self.run_with_connection(body, max_frame_size=limit)
+
     def test_bad_batches_are_answered_and_the_good_messages_still_run(self):
         async def body(server, conn, transport):
             conn.data_received(encode({"batch": 5}))

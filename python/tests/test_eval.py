@@ -188,6 +188,33 @@ class OutputChannelTest(unittest.TestCase):
             channel.close()
             thread.join(5)
 
+    def test_an_ack_past_the_last_chunk_sent_credits_only_what_was_sent(self):
+        send = RecordingSend()
+        channel = OutputChannel(send)
+        channel.chunk_chars = 4
+        channel.window = 8
+        channel.write(1, "x" * 8)
+        self.assertEqual(len(send.chunks), 2)
+        # A huge seq: at once (it was counted up to one by one, on the
+        # server's loop), and it gives no credit for chunks not sent yet.
+        started = time.monotonic()
+        channel.ack(1 << 62)
+        self.assertLess(time.monotonic() - started, 1.0)
+        self.assertEqual(channel._acked, 1)
+        channel.write(1, "y" * 8)
+        self.assertEqual(len(send.chunks), 4)
+        done = threading.Event()
+        thread = threading.Thread(target=lambda: (channel.write(1, "z" * 4), done.set()))
+        thread.start()
+        try:
+            # The window is full again: the ack above did not cover chunks 2 and 3.
+            self.assertFalse(done.wait(0.1))
+            channel.ack(3)
+            self.assertTrue(done.wait(5))
+        finally:
+            channel.close()
+            thread.join(5)
+
     def test_close_releases_a_blocked_writer(self):
         channel = OutputChannel(RecordingSend())
         channel.chunk_chars = 4
@@ -584,6 +611,9 @@ class EvalServiceTest(unittest.TestCase):
             self.call("eval", code=3)
         with self.assertRaises(InvalidRequestError):
             self.call("outputAck", target="x", seq=1)
+        for target, seq in ((True, 1), (1, True), (1, 1.0)):
+            with self.assertRaises(InvalidRequestError):
+                self.call("outputAck", target=target, seq=seq)
 
     def test_ack_for_a_finished_eval_is_harmless(self):
         self.assertEqual(self.call("outputAck", target=999, seq=3)[0], {"acked": False})

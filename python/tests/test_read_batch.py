@@ -72,13 +72,14 @@ def replies(data):
 
 
 class ConnectionCase(unittest.TestCase):
-    def run_in_process(self, body):
-        """Runs ``await body(server, conn, transport)``: a server and one
-        connection in this process, on a recording transport."""
+    def run_in_process(self, body, **server_options):
+        """Runs ``await body(server, conn, transport)``: a server (``Server``
+        keyword arguments: ``server_options``) and one connection in this
+        process, on a recording transport."""
 
         async def main():
             with tempfile.TemporaryDirectory() as root:
-                server = Server(root, "t")
+                server = Server(root, "t", **server_options)
                 server.loop = asyncio.get_running_loop()
                 server.loop_ident = threading.get_ident()
                 try:
@@ -95,7 +96,7 @@ class ConnectionCase(unittest.TestCase):
         finally:
             capture.uninstall(old)
 
-    def run_with_connection(self, body):
+    def run_with_connection(self, body, **server_options):
         """``run_in_process`` with model ``m`` (``SOURCE``) added and the writes so far dropped."""
 
         async def added(server, conn, transport):
@@ -110,7 +111,7 @@ class ConnectionCase(unittest.TestCase):
             del transport.writes[:]
             await body(server, conn, transport)
 
-        self.run_in_process(added)
+        self.run_in_process(added, **server_options)
 
 
 class ReadBatchTest(ConnectionCase):

@@ -1018,6 +1018,38 @@ class UnixSocketTest(ServerTestCase):
         self.assertTrue(os.path.exists(os.path.join(self.root, "logs", "pythonservers.sock.log")))
 
 
+class UnixSocketTakeoverTest(unittest.TestCase):
+    """A socket file at ``--unix``: a dead process's is replaced, a live
+    server's is not (it would lose its path and keep running unreachable)."""
+
+    def setUp(self):
+        self.sock_dir = tempfile.mkdtemp(prefix="pyproxy-sock-")
+        self.path = os.path.join(self.sock_dir, "s.sock")
+
+    def tearDown(self):
+        shutil.rmtree(self.sock_dir, ignore_errors=True)
+
+    def test_a_stale_socket_is_replaced(self):
+        left = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        left.bind(self.path)
+        left.close()  # the file stays, nobody listens
+        server = ServerProcess(args=("--unix", self.path))
+        try:
+            self.assertEqual(server.connect().call("ping"), "pong")
+        finally:
+            server.kill()
+
+    def test_a_running_servers_socket_is_left_alone(self):
+        first = ServerProcess(args=("--unix", self.path))
+        try:
+            with self.assertRaises(RuntimeError) as caught:
+                ServerProcess(args=("--unix", self.path)).kill()
+            self.assertIn("Cannot listen on %s: a running server listens there" % self.path, str(caught.exception))
+            self.assertEqual(first.connect().call("ping"), "pong")
+        finally:
+            first.kill()
+
+
 class LifecycleTest(ServerTestCase):
     def test_stop_server_replies_then_exits_zero(self):
         c = self.connect()
@@ -1056,6 +1088,15 @@ class LogNameTest(ServerTestCase):
         for bad in ("../x", "a/b", ".hidden", "", "x" * 101, "a b", "a\nb"):
             with self.assertRaises(SystemExit, msg=bad), mock.patch("sys.stderr"):
                 parse_args(["--path", ".", "--id", "x", "--log-name", bad])
+
+
+class FrameSizeArgTest(unittest.TestCase):
+    def test_a_frame_limit_below_the_handshake_is_refused(self):
+        from pyproxy_server.__main__ import parse_args
+        self.assertEqual(parse_args(["--path", ".", "--id", "x", "--max-frame-size", "4096"]).max_frame_size, 4096)
+        for bad in ("4095", "100", "0", "-1", "1e6", "x"):
+            with self.assertRaises(SystemExit, msg=bad), mock.patch("sys.stderr"):
+                parse_args(["--path", ".", "--id", "x", "--max-frame-size", bad])
 
 
 if __name__ == "__main__":

@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 15510,
+      size: 16093,
       sha256:
-        "570c26afe05503ddca1cc210f332d6f37f6f38332c681fb18fb27af2155bada8",
+        "e50373781bacabd85bcac533a4d8a61e0a2e6bfcc6b103067ea8223659aafe5d",
     },
     {
       path: "pyproxy_server/big_json.py",
@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 55747,
+      size: 56052,
       sha256:
-        "d43b1646294b4aa74befea5480a7a87e8521a4f14f9339007d35414e67612536",
+        "9f102902328682ecb606478fdce5e67132d840d493b8888850b7e8faa494489f",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 27557,
+      size: 27820,
       sha256:
-        "1ed93524d967e459a5d3522e94a93b48743730f4fe48d766f6049486ec3b69f0",
+        "742498cccaca28db07873abf2bee91273b50fddb7a45e06d751a2338b2282b3a",
     },
     {
       path: "pyproxy_server/execution.py",
@@ -118,9 +118,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 14364,
+      size: 15251,
       sha256:
-        "e82f6737dafd7073cba62cfaa2f763d8c69df096aaa7c19b4ae9b47c10a1c85f",
+        "e4d6e84368e645e06c4ab73a8f55189a77ae397dc0918da1311f7d89a21978cc",
     },
     {
       path: "pyproxy_server/shallow_json.py",
