@@ -6,6 +6,8 @@
  */
 import { PendingTable } from "./_session_pending_table.ts";
 import { CancelledError } from "./errors.ts";
+import { isThenable } from "./_thenable.ts";
+import type { Logger } from "./logger.ts";
 import type { Session } from "./session.ts";
 import type { SessionHandler, SessionMessage } from "./session_types.ts";
 
@@ -18,15 +20,18 @@ export class HostCommands {
   // Not a Map: see PendingTable (a long-lived Map with a call's churn keeps garbage in V8).
   #calls = new PendingTable<HostCall>();
   #reply: ReplyFn;
+  #logger: Logger | undefined;
 
   constructor(
     handlers: Record<string, SessionHandler> | undefined,
     reply: ReplyFn,
+    logger?: Logger,
   ) {
     for (const [cmd, fn] of Object.entries(handlers ?? {})) {
       this.#handlers.set(cmd, fn);
     }
     this.#reply = reply;
+    this.#logger = logger;
   }
 
   set(cmd: string, handler: SessionHandler | undefined): void {
@@ -64,19 +69,39 @@ export class HostCommands {
       result = handler(msg.args, { session, id, signal: controller.signal });
     } catch (err) {
       this.#calls.delete(id);
-      this.#reply(id, false, wireError(err));
+      this.#fail(id, cmd, err);
       return;
     }
-    if (result instanceof Promise) {
-      result.then(
+    // Any awaitable, not only a Promise: a query builder's thenable sent {}.
+    if (isThenable(result)) {
+      Promise.resolve(result).then(
         (value) => this.#calls.delete(id) && this.#reply(id, true, value),
-        (err) =>
-          this.#calls.delete(id) && this.#reply(id, false, wireError(err)),
+        (err) => this.#calls.delete(id) && this.#fail(id, cmd, err),
       );
       return;
     }
     this.#calls.delete(id);
     this.#reply(id, true, result);
+  }
+
+  /**
+   * A handler failed: its error is the reply. One of our typed errors (a
+   * handler's answer, such as a `ConfigError`) goes as it is; anything else
+   * is a bug of host code: the reply names the command, and the host logs it
+   * with its stack, since Python sees only the message.
+   */
+  #fail(id: number, cmd: string, err: unknown): boolean {
+    const error = wireError(err);
+    if (error.type === "HostError") {
+      error.message = `Cannot run host command ${cmd}: ${error.message}`;
+      this.#logger?.warn("Host command {cmd} failed: {error}", {
+        cmd,
+        id,
+        error: err,
+      });
+    }
+    this.#reply(id, false, error);
+    return true;
   }
 
   /** Aborts every call in progress (the session closed); their replies are dropped. */

@@ -14,6 +14,7 @@ import type { Session, SessionConnectOptions } from "./session.ts";
 import type { Pool } from "./pool.ts";
 import type { WorkerInfo } from "./worker.ts";
 import { MAX_TIMER_MS } from "./_timer.ts";
+import { isThenable } from "./_thenable.ts";
 
 /**
  * A message on the wire (request, reply or event), as a plain object.
@@ -657,8 +658,13 @@ function applyHook(
   } catch (err) {
     throw messageHookError(plugin.name, hook, err);
   }
-  if (out instanceof Promise) {
-    return settleWithin(out, timeoutMs, plugin.name, hook).then(
+  if (isThenable(out)) {
+    return settleWithin(
+      Promise.resolve(out) as Promise<WireMessage | void>,
+      timeoutMs,
+      plugin.name,
+      hook,
+    ).then(
       (v) => v ?? msg,
       (err) => {
         throw messageHookError(plugin.name, hook, err);

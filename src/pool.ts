@@ -276,7 +276,13 @@ export class Pool implements AsyncDisposable {
     this.#plugins = new PluginHost(plugins, {
       hookTimeout: opts.hookTimeout,
       onError: (error, plugin, hook) => {
-        opts.logger.warn("{message}", { message: error.message, plugin, hook });
+        // The error too: its cause holds the plugin's own error and stack.
+        opts.logger.warn("{message}", {
+          message: error.message,
+          plugin,
+          hook,
+          error,
+        });
         this.#events.emit({
           type: "plugin-error",
           plugin,

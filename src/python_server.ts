@@ -410,7 +410,11 @@ export class PythonServer implements AsyncDisposable {
     stdin.write(new TextEncoder().encode(JSON.stringify({ secret }) + "\n"))
       .catch(() => {});
     const readyTimeout = options.readyTimeout ?? 15_000;
-    const fail = async (why: string): Promise<never> => {
+    // `exit`: how the process ended by itself (details.code and .signal).
+    const fail = async (
+      why: string,
+      exit?: { code: number | null; signal: string | null },
+    ): Promise<never> => {
       child.kill("SIGKILL");
       await exited;
       stdin.close().catch(() => {});
@@ -420,7 +424,7 @@ export class PythonServer implements AsyncDisposable {
         `Cannot start python server ${id}: ${why}${
           tail ? `\n--- stderr (tail) ---\n${tail}` : ""
         }`,
-        { details: { stderr: tail, id } },
+        { details: { stderr: tail, id, ...exit } },
       );
     };
 
@@ -453,6 +457,7 @@ export class PythonServer implements AsyncDisposable {
         `it exited (${
           signal ? `signal ${signal}` : `code ${code}`
         }) before it was ready`,
+        { code, signal: signal ?? null },
       );
     }
     if (outcome.line === undefined) {

@@ -48,6 +48,7 @@ import type {
   SessionMessage,
   SessionMiddleware,
 } from "./session_types.ts";
+import { isThenable } from "./_thenable.ts";
 
 // Bytes asked for per read when the connection reads into a buffer.
 const READ_BUFFER_BYTES = 256 * 1024;
@@ -200,6 +201,7 @@ export class Session implements AsyncDisposable {
     this.#host = new HostCommands(
       options.handlers,
       (id, ok, payload) => this.#reply(id, ok, payload),
+      this.#logger,
     );
     const middleware = options.middleware ?? [];
     this.#outgoing = middleware.filter((m) => typeof m.outgoing === "function");
@@ -638,8 +640,8 @@ export class Session implements AsyncDisposable {
         );
         return;
       }
-      if (out instanceof Promise) {
-        out.then(
+      if (isThenable(out)) {
+        Promise.resolve(out).then(
           (next) =>
             this.#sendThroughMiddleware(next ?? current, pending, i + 1),
           (err) =>
@@ -814,9 +816,9 @@ export class Session implements AsyncDisposable {
         this.#failIncoming(msg, middlewareError(mw, "incoming", err));
         return undefined;
       }
-      if (out instanceof Promise) {
+      if (isThenable(out)) {
         const at = current;
-        return out.then(
+        return Promise.resolve(out).then(
           (next) => this.#receiveThroughMiddleware(msg, i + 1, next ?? at),
           (err) =>
             this.#failIncoming(msg, middlewareError(mw, "incoming", err)),

@@ -282,10 +282,13 @@ export class Worker implements WorkerInfo {
     } catch (err) {
       if (gen !== this.#gen) return asError(err);
       this.#stderrTail = stderrOf(err);
+      // A process that exited before its ready line: its code (or signal).
+      const exit = (err as { details?: { code?: unknown; signal?: unknown } })
+        ?.details;
       this.#report(gen, {
         pid: null,
-        code: null,
-        signal: null,
+        code: typeof exit?.code === "number" ? exit.code : null,
+        signal: typeof exit?.signal === "string" ? exit.signal : null,
         reason: `start failed: ${firstLine(messageOf(err))}`,
         at: Date.now(),
       });

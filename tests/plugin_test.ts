@@ -219,7 +219,20 @@ Deno.test("Pool fails only the request whose plugin hook threw, with a PluginErr
       },
     };
     const pluginErrors: string[] = [];
-    const pool = await Pool.start(base(dir.path, { plugins: [flaky] }));
+    const logged: Array<Record<string, unknown> | undefined> = [];
+    const quiet = () => {};
+    const logger = {
+      trace: quiet,
+      debug: quiet,
+      info: quiet,
+      warn: (_: string, props?: Record<string, unknown>) =>
+        void logged.push(props),
+      error: quiet,
+      fatal: quiet,
+    };
+    const pool = await Pool.start(
+      base(dir.path, { plugins: [flaky], logger }),
+    );
     pids.watch(pool);
     try {
       pool.on((ev) =>
@@ -244,10 +257,55 @@ Deno.test("Pool fails only the request whose plugin hook threw, with a PluginErr
       Deno.kill(pidOf(pool, "w1"), "SIGKILL");
       await back;
       assert.deepEqual(pluginErrors, ["flaky:onWorkerStart"]);
+      // The log has the plugin's own error (the cause, with its stack), not only the message.
+      const hookLogs = logged.filter((p) => p?.hook === "onWorkerStart");
+      assert.ok(hookLogs.length >= 1);
+      const cause = (hookLogs[0]!.error as Error).cause as Error;
+      assert.equal(cause.message, "start hook broke");
+      assert.match(String(cause.stack), /plugin_test\.ts/);
       assert.deepEqual(await pool.execute("doubler", { x: 2 }), { y: 4 });
     } finally {
       await pool.close();
     }
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool awaits a message hook's awaitable that is not a Promise", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const rewrite: Plugin = {
+      name: "rewrite",
+      // A thenable (another library's awaitable): its value is the message.
+      onRequest: (msg) =>
+        msg.cmd !== "executeModel" ? undefined : {
+          then(resolve: (m: typeof msg) => void) {
+            setTimeout(() => resolve({ ...msg, msg: { x: 10 } }), 1);
+          },
+        } as unknown as Promise<typeof msg>,
+    };
+    let hang = false;
+    const stuck: Plugin = {
+      name: "stuck",
+      // One that never settles: bounded by hookTimeout like a Promise.
+      onRequest: (msg) =>
+        hang && msg.cmd === "executeModel"
+          ? { then() {} } as unknown as Promise<typeof msg>
+          : undefined,
+    };
+    await using pool = await Pool.start(
+      base(dir.path, { plugins: [rewrite, stuck], hookTimeout: 300 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("doubler", { file: "doubler.py" });
+    assert.deepEqual(await pool.execute("doubler", { x: 1 }), { y: 20 });
+    hang = true;
+    await assert.rejects(
+      pool.execute("doubler", { x: 1 }, { timeout: 10_000 }),
+      (err: unknown) => err instanceof PluginError && /stuck/.test(err.message),
+    );
   } finally {
     await pids.assertGone();
   }

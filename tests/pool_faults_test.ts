@@ -218,6 +218,9 @@ Deno.test("Pool marks a worker that crashes on start as failed and serves on the
       /crashed 3 times within 60000 ms; last: start failed/,
     );
     assert.match(w2.stderrTail, /unrecognized arguments: --no-such-flag/);
+    // argparse's exit status, not null ("unknown"), as the reason says.
+    assert.equal(w2.lastExit?.code, 2, JSON.stringify(w2.lastExit));
+    assert.match(w2.lastExit?.reason ?? "", /exited \(code 2\)/);
     if (failed !== undefined) assert.match(failed.stderrTail, /--no-such-flag/);
     assert.equal(w2.restarts, 2);
     assert.equal(w2.pid, null);

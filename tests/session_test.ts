@@ -357,6 +357,18 @@ Deno.test("Session routes events with a pending id to onEvent and others to list
 Deno.test("Session serves Python → host commands with its handlers", async () => {
   await using server = await startServer();
   const seen: Array<{ args: unknown; id: number }> = [];
+  const warnings: Array<{ message: string; props?: Record<string, unknown> }> =
+    [];
+  const quiet = () => {};
+  const logger = {
+    trace: quiet,
+    debug: quiet,
+    info: quiet,
+    warn: (message: string, props?: Record<string, unknown>) =>
+      warnings.push({ message, ...(props ? { props } : {}) }),
+    error: quiet,
+    fatal: quiet,
+  };
   await using session = await server.connect({
     handlers: {
       add: (args, call) => {
@@ -365,10 +377,19 @@ Deno.test("Session serves Python → host commands with its handlers", async () 
         return a + b;
       },
       slowEcho: async (args) => await Promise.resolve(args),
+      // An awaitable that is not a Promise (a query builder's): its value,
+      // not the object (it sent {}).
+      thenable: (args) => ({
+        then(resolve: (v: unknown) => void) {
+          setTimeout(() => resolve({ rows: args }), 1);
+        },
+      }),
       fail: () => {
         throw new Error("handler exploded");
       },
+      rejectTyped: () => Promise.reject(new ConfigError("no such table")),
     },
+    logger,
   });
   await session.addModel("caller", { source: HOST_CALLER });
   assert.deepEqual(
@@ -381,9 +402,31 @@ Deno.test("Session serves Python → host commands with its handlers", async () 
     await session.execute("caller", { cmd: "slowEcho", args: [1, "two"] }),
     { result: [1, "two"] },
   );
+  assert.deepEqual(
+    await session.execute("caller", { cmd: "thenable", args: 3 }),
+    { result: { rows: 3 } },
+  );
+  // A handler's bug: Python's message names the command, the host logs it
+  // with the error (Python sees only the message).
   await assert.rejects(
     session.execute("caller", { cmd: "fail" }),
+    /Host replied HostError: Cannot run host command fail: handler exploded/,
+  );
+  const logged = warnings.filter((w) => w.message.startsWith("Host command"));
+  assert.equal(logged.length, 1);
+  assert.equal(logged[0]!.props?.cmd, "fail");
+  assert.match(
+    String((logged[0]!.props?.error as Error).stack),
     /handler exploded/,
+  );
+  // A typed error is the handler's answer: as it is, not logged.
+  await assert.rejects(
+    session.execute("caller", { cmd: "rejectTyped" }),
+    /Host replied ConfigError: no such table/,
+  );
+  assert.equal(
+    warnings.filter((w) => w.message.startsWith("Host command")).length,
+    1,
   );
   await assert.rejects(
     session.execute("caller", { cmd: "nope" }),
