@@ -7,7 +7,7 @@
  * @module
  */
 import { checkOptionKeys } from "./_plugin_options.ts";
-import { ConfigError } from "../src/errors.ts";
+import { ConfigError, InvalidRequestError } from "../src/errors.ts";
 import * as v from "valibot";
 import type { HostHandler, Plugin } from "../src/plugin.ts";
 import type { CacheSetOptions, CacheStore } from "./cache_store.ts";
@@ -136,7 +136,7 @@ export function sharedCache(
   ): v.InferOutput<S> {
     const result = v.safeParse(schema, args);
     if (!result.success) {
-      throw new TypeError(
+      throw new InvalidRequestError(
         `Cannot run ${cmd}: ${result.issues.map((i) => i.message).join("; ")}`,
       );
     }
@@ -151,7 +151,9 @@ export function sharedCache(
     async "cache.set"(args) {
       const { key, value, ttl } = parse("cache.set", SetArgs, args);
       if (value === undefined) {
-        throw new TypeError("Cannot run cache.set: value is required");
+        throw new InvalidRequestError(
+          "Cannot run cache.set: value is required",
+        );
       }
       await store.set(key, value, ttl == null ? {} : { ttl });
       return null;

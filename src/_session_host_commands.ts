@@ -5,7 +5,13 @@
  * @module
  */
 import { PendingTable } from "./_session_pending_table.ts";
-import { CancelledError } from "./errors.ts";
+import {
+  CancelledError,
+  ChecksumError,
+  FrameError,
+  ProtocolError,
+  PyProxyError,
+} from "./errors.ts";
 import { isThenable } from "./_thenable.ts";
 import type { Logger } from "./logger.ts";
 import type { Session } from "./session.ts";
@@ -119,9 +125,9 @@ interface HostCall {
 /** An error as the `error` object of a reply to Python (protocol §3). */
 export function wireError(err: unknown): Record<string, unknown> {
   if (err instanceof Error) {
-    const code = (err as { code?: unknown }).code;
-    // Our own classes keep their name; anything else is a failure of host code.
-    const type = typeof code === "string" ? err.name : "HostError";
+    // Our own classes keep their name; anything else (a TypeError, a system
+    // error with its own `code` such as ENOENT) is a failure of host code.
+    const type = isOurs(err) ? err.name : "HostError";
     return { type, message: err.message, exception: err.name };
   }
   return {
@@ -129,6 +135,11 @@ export function wireError(err: unknown): Record<string, unknown> {
     message: describeThrown(err),
     exception: typeof err,
   };
+}
+
+function isOurs(err: Error): boolean {
+  return err instanceof PyProxyError || err instanceof FrameError ||
+    err instanceof ChecksumError || err instanceof ProtocolError;
 }
 
 /**

@@ -459,6 +459,39 @@ export class SerializationError extends PyProxyError {
 defineName(SerializationError, "SerializationError");
 
 /**
+ * A request's arguments are wrong: what a host command handler throws for
+ * arguments it cannot use, so that Python gets a `HostError` whose
+ * `remote_type` is `"InvalidRequestError"` (the protocol's name for it) and
+ * the message as it is, and the host does not log it as a failure of its own
+ * code.
+ *
+ * @example
+ * ```ts
+ * import { InvalidRequestError } from "./errors.ts";
+ * const handler = (args: unknown) => {
+ *   if (typeof (args as { key?: unknown })?.key !== "string") {
+ *     throw new InvalidRequestError("Cannot run kv.get: key must be a string");
+ *   }
+ * };
+ * try {
+ *   handler({});
+ * } catch (err) {
+ *   console.log((err as InvalidRequestError).code); // "INVALID_REQUEST"
+ * }
+ * ```
+ */
+export class InvalidRequestError extends PyProxyError {
+  /** Stable code. */
+  override readonly code: string = "INVALID_REQUEST";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "InvalidRequestError";
+  }
+}
+defineName(InvalidRequestError, "InvalidRequestError");
+
+/**
  * A configuration or option value is invalid; the message names the field.
  *
  * @example

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { wireError } from "../src/_session_host_commands.ts";
-import { ConfigError } from "../src/errors.ts";
+import { ConfigError, InvalidRequestError } from "../src/errors.ts";
 
 Deno.test("wireError: a host handler's error as Python sees it, in words even when it is not an Error", () => {
   assert.deepEqual(wireError(new RangeError("too far")), {
@@ -13,6 +13,13 @@ Deno.test("wireError: a host handler's error as Python sees it, in words even wh
     message: "bad option",
     exception: "ConfigError",
   });
+  assert.equal(
+    wireError(new InvalidRequestError("key must be a string")).type,
+    "InvalidRequestError",
+  );
+  // A system error has a `code` of its own, but is a failure of host code.
+  const enoent = Object.assign(new Error("no such file"), { code: "ENOENT" });
+  assert.equal(wireError(enoent).type, "HostError");
   const cases: Array<[unknown, string, string]> = [
     [{ code: 7, reason: "nope" }, '{"code":7,"reason":"nope"}', "object"],
     [{ message: "like an Error" }, "like an Error", "object"],

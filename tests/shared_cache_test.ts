@@ -123,7 +123,11 @@ Deno.test("sharedCache rejects invalid arguments from Python with a clear error"
     await assert.rejects(
       run(pool, "w1", { op: "call", name: "cache.get", args: { key: 5 } }),
       (err: unknown) =>
-        isError(err, /Cannot run cache\.get: key must be a string/),
+        // A caller's mistake, typed: no "host command" prefix, not logged as a host bug.
+        isError(
+          err,
+          /Host replied InvalidRequestError: Cannot run cache\.get: key must be a string/,
+        ),
     );
     await assert.rejects(
       run(pool, "w1", {
@@ -131,7 +135,11 @@ Deno.test("sharedCache rejects invalid arguments from Python with a clear error"
         name: "cache.set",
         args: { key: "k", value: 1, ttl: -1 },
       }),
-      (err: unknown) => isError(err, /Cannot run cache\.set: ttl must be > 0/),
+      (err: unknown) =>
+        isError(
+          err,
+          /Host replied InvalidRequestError: Cannot run cache\.set: ttl must be > 0/,
+        ),
     );
     await assert.rejects(
       run(pool, "w1", { op: "call", name: "cache.set", args: { key: "k" } }),
