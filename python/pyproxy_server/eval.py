@@ -564,6 +564,9 @@ class EvalService:
         if args is not None and not isinstance(args, (list, dict)):
             raise InvalidRequestError("Cannot eval: 'args' must be an array or an object")
         sid = msg.get("session")
+        if sid is not None and not isinstance(sid, str):
+            # As closeSession: an array or object was a PythonError ("unhashable type").
+            raise InvalidRequestError("Cannot eval: 'session' must be a string")
         if sid is None:
             sid = "t-%s%x" % (self._one_off_prefix, next(self._one_off_ids))
             namespace = new_namespace()

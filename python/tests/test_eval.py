@@ -611,6 +611,9 @@ class EvalServiceTest(unittest.TestCase):
             self.call("eval", code=3)
         with self.assertRaises(InvalidRequestError):
             self.call("outputAck", target="x", seq=1)
+        for session in (3, True, [], {"a": 1}):
+            with self.assertRaises(InvalidRequestError, msg=repr(session)):
+                self.call("eval", code="1", session=session)
         for target, seq in ((True, 1), (1, True), (1, 1.0)):
             with self.assertRaises(InvalidRequestError):
                 self.call("outputAck", target=target, seq=seq)

@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 27820,
+      size: 28047,
       sha256:
-        "742498cccaca28db07873abf2bee91273b50fddb7a45e06d751a2338b2282b3a",
+        "5a8d0741f62fb6cca5f2b01b6cffb3597eb88e11e67c5d6f1c3cdd8e484e80de",
     },
     {
       path: "pyproxy_server/execution.py",
