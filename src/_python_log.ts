@@ -38,6 +38,23 @@ export function pythonLoggers(custom: Logger | undefined): PythonLoggers {
 }
 
 /**
+ * The logger of a part of the pool (`["session"]`, `["python-server"]`): the
+ * caller's logger's child when it has `getChild` (LogTape's do), else that
+ * logger itself; `undefined` without a logger of the caller's (the part then
+ * keeps its own LogTape category, `["pyproxy", ...sub]`).
+ */
+export function partLogger(
+  custom: Logger | undefined,
+  sub: [string, ...string[]],
+): Logger | undefined {
+  if (custom === undefined) return undefined;
+  const getChild = (custom as {
+    getChild?: (sub: readonly [string, ...string[]]) => Logger;
+  }).getChild;
+  return typeof getChild === "function" ? getChild.call(custom, sub) : custom;
+}
+
+/**
  * Writes one `log` event of worker `worker` to its model's logger; other
  * events are ignored.
  */

@@ -210,7 +210,11 @@ export interface PoolOptions {
    * Logger. What model code prints (its `log` events) goes to the category
    * `["pyproxy", "python", <model>]` (stdout at `info`, stderr at
    * `warning`), or with a logger given here to its child
-   * `["python", <model>]` (itself when it has no `getChild`).
+   * `["python", <model>]` (itself when it has no `getChild`). With a logger
+   * given here, the workers' sessions log to its child `["session"]` and
+   * the servers' launcher and stderr lines to `["python-server"]` (again
+   * itself without `getChild`); without one, to `["pyproxy", "session"]`
+   * and `["pyproxy", "python-server"]` (stderr: `[..., "stderr"]`).
    * @default {getLogger(["pyproxy", "pool"])}
    */
   logger?: Logger;

@@ -13,7 +13,11 @@ import { defaultRuntime } from "./runtime/mod.ts";
 import type { Runtime } from "./runtime/types.ts";
 import type { PluginsOption } from "./plugin.ts";
 import type { PoolOptions } from "./pool.ts";
-import { type PythonLoggers, pythonLoggers } from "./_python_log.ts";
+import {
+  partLogger,
+  type PythonLoggers,
+  pythonLoggers,
+} from "./_python_log.ts";
 import { plainRecord } from "./_plain_record.ts";
 
 /** {@linkcode PoolOptions} with every default filled in. */
@@ -52,6 +56,10 @@ export interface ResolvedPoolOptions {
   logger: Logger;
   /** The loggers of what model code prints, by model name. */
   pythonLoggers: PythonLoggers;
+  /** With a logger of the caller's: the workers' sessions' (else their own). */
+  sessionLogger: Logger | undefined;
+  /** With a logger of the caller's: the servers' launcher and stderr (else their own). */
+  serverLogger: Logger | undefined;
   /** Extra environment of a worker. */
   env: (workerId: string) => Record<string, string> | undefined;
   /** Extra server arguments of a worker. */
@@ -219,6 +227,8 @@ export function resolvePoolOptions(
     runtime,
     logger: options.logger ?? getLogger(["pyproxy", "pool"]),
     pythonLoggers: pythonLoggers(options.logger),
+    sessionLogger: partLogger(options.logger, ["session"]),
+    serverLogger: partLogger(options.logger, ["python-server"]),
     env: typeof env === "function" ? env : () => env,
     serverArgs: typeof args === "function" ? args : () => args,
     maxFrameSize: options.maxFrameSize,

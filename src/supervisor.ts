@@ -102,6 +102,7 @@ export class Supervisor {
             ? {}
             : { maxFrameSize: o.maxFrameSize }),
           ...(o.schedBatch ? { schedBatch: true } : {}),
+          ...(o.serverLogger === undefined ? {} : { logger: o.serverLogger }),
           // A PythonServer given neither port nor socket listens on a Unix
           // socket of its own: TCP workers ask for a port.
           ...(socketDir === undefined ? { port: 0 } : {}),
@@ -158,6 +159,9 @@ export class Supervisor {
       sessionOptions: (worker) => ({
         middleware: plugins.middleware({ worker, plugin: ctx }),
         handlers: plugins.handlers(worker),
+        ...(this.#opts.options.sessionLogger === undefined
+          ? {}
+          : { logger: this.#opts.options.sessionLogger }),
       }),
       prepare: async (worker, session, restart) => {
         // What model code prints (`log` events) goes to the pool's model loggers.

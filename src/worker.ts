@@ -88,7 +88,10 @@ export interface WorkerInfo {
   readonly failedReason: string | null;
 }
 
-type SessionSetup = Pick<SessionConnectOptions, "middleware" | "handlers">;
+type SessionSetup = Pick<
+  SessionConnectOptions,
+  "middleware" | "handlers" | "logger"
+>;
 
 /** The pool's side of a worker's life: called at each edge. */
 export interface WorkerHooks {

@@ -669,8 +669,9 @@ Deno.test("Pool writes what model code prints to its logger's python.<model> chi
   await pool.addModel("talker", { source: TALKER });
   // A log event is sent before the reply of its call.
   assert.deepEqual(await pool.execute("talker", { x: 7 }), { ok: true });
+  // (app.python-server has the servers' own records.)
   const python = records.filter(([category]) =>
-    category.startsWith("app.python")
+    category.startsWith("app.python.")
   );
   assert.deepEqual(
     python.map((

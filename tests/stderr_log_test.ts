@@ -121,3 +121,46 @@ Deno.test("PythonServer logs its server's stderr: the whole log when the log fil
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("Pool with a logger of its own: workers' stderr and host command failures reach it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-stderr-pool-" });
+  const { logger, entries } = recorder();
+  try {
+    const { Pool } = await import("../src/pool.ts");
+    await using pool = await Pool.start({
+      workers: 1,
+      modelsDir: dir,
+      handleSignals: false,
+      logger,
+      plugins: [{
+        name: "buggy",
+        handlers: {
+          "buggy.run": () => {
+            throw new TypeError("a bug in host code");
+          },
+        },
+      }],
+    });
+    // Straight to the process's stderr, past the output capture.
+    await pool.eval("import os\nos.write(2, b'to fd 2\\n')").result;
+    await pool.addModel("caller", {
+      source:
+        "from pyproxy import host\nclass M:\n    def execute(self, msg):\n        return host.call('buggy.run', {})\n",
+    });
+    await pool.execute("caller", {}).catch(() => {});
+    const seen = () => lines(entries).join("\n");
+    for (let i = 0; i < 100 && !/to fd 2/.test(seen()); i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.match(seen(), /^warn to fd 2$/m);
+    assert.ok(
+      entries.some(([level, m, p]) =>
+        level === "warn" && m.startsWith("Host command") &&
+        p?.cmd === "buggy.run"
+      ),
+      JSON.stringify(entries.map(([l, m]) => `${l} ${m}`)),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
