@@ -243,7 +243,7 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
         ev.worker.id,
         ev.worker.pid,
         hangGrace,
-        `no answer to a ping within ${hangGrace} ms after a call timed out (a call stuck in C code holds the GIL; reconnect({ hangGrace }) sets the limit)`,
+        `no answer to a ping within ${hangGrace} ms after a call timed out (a call stuck in C code holding the GIL, or a call of a fast model running on the server's event loop that turned slow: see docs/models.md, "threaded"; reconnect({ hangGrace }) sets the limit)`,
       );
     },
     onWorkerExit(ev, ctx) {

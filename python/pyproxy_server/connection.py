@@ -52,9 +52,10 @@ from .errors import (
     UnknownCommandError,
     short_repr,
 )
-from .execution import CallRunner, OutputSink, fail_future, wire_error
+from .execution import CallRunner, OutputSink, fail_future, log_user_error, wire_error
 from .framer import HEADER, MAGIC, OVERHEAD, VERSION, Framer, md5_digest
 from .inline_watch import InlineWatch
+from .json_problem import describe_not_json
 from .models import RunThreaded
 
 __all__ = ["Connection", "PROTOCOL_VERSION"]
@@ -275,7 +276,8 @@ class Connection(asyncio.BufferedProtocol):
         try:
             data = _encode_pieces({"id": rid, "cmd": cmd, "args": args})
         except (TypeError, ValueError, RecursionError) as exc:
-            raise HostError("Cannot call host %r: arguments are not JSON: %s" % (cmd, exc))
+            where = None if isinstance(exc, RecursionError) else describe_not_json(args, "args")
+            raise HostError("Cannot call host %r: arguments are not JSON: %s" % (cmd, where or exc))
         own = call is not None and call.thread_ident == _get_ident()
         shielded = False
         queued = False
@@ -808,9 +810,10 @@ class Connection(asyncio.BufferedProtocol):
             raise
         except BaseException as exc:  # SystemExit from user code too
             handled = True
+            wire = wire_error(exc)
             if not isinstance(exc, PyProxyError):
-                log.info("connection %s: %s %d raised %s", self.id, call.cmd, call.id, type(exc).__name__)
-            payload = self.encode_error(call.id, wire_error(exc))
+                log_user_error(self.id, call, wire)
+            payload = self.encode_error(call.id, wire)
         finally:
             # No `busy` event may be written once this is 0 (see send_busy):
             # one being written now is waited for before anything else is.
@@ -1058,7 +1061,9 @@ class Connection(asyncio.BufferedProtocol):
             if not self._big_seen and len(data[0]) > _BIG:
                 self._big_seen = True
         except (TypeError, ValueError, RecursionError) as exc:
-            return self.encode_error(rid, SerializationError("Cannot send result: not JSON (%s)" % exc).to_wire())
+            where = None if isinstance(exc, RecursionError) else describe_not_json(result)
+            return self.encode_error(rid, SerializationError("Cannot send result: not JSON: %s" % (
+                where or exc)).to_wire())
         try:
             return self._finish(data, rid, "")
         except PyProxyError as exc:

@@ -33,7 +33,7 @@ from . import capture
 from .call import DONE, PENDING, RUNNING, current_call
 from .errors import CancelledError, HostError, OverloadedError, PyProxyError, PythonError
 
-__all__ = ["CallRunner", "OutputSink", "wire_error", "fail_future"]
+__all__ = ["CallRunner", "OutputSink", "wire_error", "log_user_error", "fail_future"]
 
 log = logging.getLogger("pyproxy_server.execution")
 
@@ -71,19 +71,31 @@ def _pass_eval_breaker():
 def wire_error(exc):
     """The reply's ``error`` object for an exception raised by a handler.
 
-    ``PyProxyError`` → its ``to_wire()``; an exception with a string ``type``
-    and a dict ``fields`` (duck-typed wire error) → ``{type, message, **fields}``;
-    anything else → ``PythonError`` with the user's traceback.
+    ``PyProxyError`` → its ``to_wire()``; anything else → ``PythonError``
+    with the user's traceback. (An exception of the model's own with ``type``
+    and ``fields`` attributes, such as a validation library's, is the
+    model's error like any other: it once passed for a wire error of its
+    own type, without its class or traceback.)
     """
     if isinstance(exc, PyProxyError):
         return exc.to_wire()
-    type_name = getattr(exc, "type", None)
-    fields = getattr(exc, "fields", None)
-    if isinstance(type_name, str) and isinstance(fields, dict):
-        wire = {"type": type_name, "message": str(exc)}
-        wire.update(fields)
-        return wire
     return PythonError.from_exception(exc, _SERVER_DIR).to_wire()
+
+
+def log_user_error(conn_id, call, wire):
+    """Records a model's (or eval's) exception in the server's log, with its
+    traceback: the caller gets the traceback, but the gateway shows it only
+    with ``--debug``, so without this it was kept nowhere."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    name = call.msg.get("name") if isinstance(call.msg, dict) else None
+    log.info(
+        "connection %s: %s %d%s raised %s: %s\n%s",
+        conn_id, call.cmd, call.id,
+        " (model %s)" % name if isinstance(name, str) else "",
+        wire.get("exception", wire.get("type")), wire.get("message", ""),
+        str(wire.get("traceback") or "").rstrip(),
+    )
 
 
 def fail_future(future, error):
@@ -393,9 +405,10 @@ class CallRunner:
             except KeyboardInterrupt as exc:
                 payload = self._cancelled_or_error(call, exc)
             except BaseException as exc:  # SystemExit from user code too
+                wire = wire_error(exc)
                 if not isinstance(exc, PyProxyError):
-                    log.info("connection %s: %s %d raised %s", conn.id, call.cmd, call.id, type(exc).__name__)
-                payload = conn.encode_error(call.id, wire_error(exc))
+                    log_user_error(conn.id, call, wire)
+                payload = conn.encode_error(call.id, wire)
             finally:
                 if not done:
                     with call.lock:

@@ -36,6 +36,7 @@ Example::
     registry.get("doubler").execute({"x": 1})  # {"x": 1}
 """
 
+import asyncio
 import inspect
 import itertools
 import linecache
@@ -90,6 +91,15 @@ def confine(root, relative, what):
     return path
 
 
+def _run_coroutine(execute):
+    """``execute(msg)`` of an ``async def``, awaited with ``asyncio.run``."""
+
+    def run(msg):
+        return asyncio.run(execute(msg))
+
+    return run
+
+
 class ModelEntry:
     """One loaded model version; immutable once registered (swaps replace it)."""
 
@@ -120,7 +130,14 @@ class ModelEntry:
         self.module_name = module_name
         self._lock = None if getattr(cls, "threadsafe", True) else threading.Lock()
         self._execute = instance.execute
-        if getattr(cls, "threaded", False) is True:
+        is_async = inspect.iscoroutinefunction(instance.execute)
+        if is_async:
+            # An ``async def execute``: each call runs it to completion on an
+            # event loop of its own thread (its coroutine object was the
+            # result: a SerializationError at every call). Threaded: it
+            # awaits I/O, which must not hold the server's loop.
+            self._execute = _run_coroutine(instance.execute)
+        if is_async or getattr(cls, "threaded", False) is True:
             self.mode = THREADED_FOREVER
         elif getattr(cls, "inline", False) is True:
             self.mode = FORCED_INLINE

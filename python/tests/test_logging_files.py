@@ -136,3 +136,43 @@ class LogNameTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class UserErrorLogTest(unittest.TestCase):
+    """A model's exception is in the server's log with its traceback (the
+    gateway shows tracebacks to clients only with --debug), and is the
+    model's error even when it looks like a wire error."""
+
+    SOURCE = (
+        "class ScoringError(Exception):\n"
+        "    def __init__(self, message):\n"
+        "        super().__init__(message)\n"
+        "        self.type = 'value_error'\n"
+        "        self.fields = {'loc': ['x']}\n"
+        "\n"
+        "class Model:\n"
+        "    def execute(self, msg):\n"
+        "        return self.score(msg)\n"
+        "\n"
+        "    def score(self, msg):\n"
+        "        raise ScoringError('x must be positive')\n"
+    )
+
+    def test_the_traceback_is_logged_and_the_exception_is_a_python_error(self):
+        server = ServerProcess(args=("--log-name", "w1"))
+        try:
+            c = server.connect()
+            c.call("addModel", name="scorer", source=self.SOURCE)
+            reply = c.request("executeModel", name="scorer", msg={"x": -1})
+            error = reply["error"]
+            self.assertEqual((error["type"], error["exception"]), ("PythonError", "ScoringError"), error)
+            self.assertIn("x must be positive", error["message"])
+            self.assertNotIn("loc", error)
+            self.assertEqual(c.call("ping"), "pong")  # the log is written before the reply
+            with open(os.path.join(server.root, "logs", "pythonserverw1.log"), encoding="utf-8") as f:
+                text = f.read()
+            self.assertIn("executeModel %d (model scorer) raised ScoringError: " % reply["id"], text)
+            self.assertIn("x must be positive", text)
+            self.assertIn("in score", text)  # the model's own frame
+        finally:
+            server.kill()

@@ -12,7 +12,7 @@ import types
 
 from pyproxy_server.models import THREADED_FOREVER, ModelRegistry, confine, may_call_host
 
-from ._client import MODELS_DIR
+from ._client import MODELS_DIR, ServerProcess
 
 
 class ModelRegistryTest(unittest.TestCase):
@@ -247,6 +247,48 @@ class MayCallHostTest(unittest.TestCase):
         registry.add("plain", {"source": "class M:\n def execute(self, m): return m\n"})
         self.assertEqual(registry.get("uses").mode, THREADED_FOREVER)
         self.assertNotEqual(registry.get("plain").mode, THREADED_FOREVER)
+
+
+class AsyncExecuteTest(unittest.TestCase):
+    """``async def execute`` runs to completion (its coroutine object was the
+    result, a SerializationError at every call), on the call's thread."""
+
+    SOURCE = (
+        "import asyncio, threading\n"
+        "class M:\n"
+        "    async def execute(self, msg):\n"
+        "        await asyncio.sleep(0)\n"
+        "        return {'x': msg['x'] * 2, 'thread': threading.current_thread().name}\n"
+    )
+
+    def test_in_process(self):
+        root = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, root)
+        registry = ModelRegistry(root)
+        registry.add("a", {"source": self.SOURCE})
+        entry = registry.get("a")
+        self.assertEqual(entry.mode, THREADED_FOREVER)
+        self.assertEqual(entry.run({"x": 2})["x"], 4)
+
+    def test_over_the_wire_with_its_errors(self):
+        server = ServerProcess()
+        try:
+            c = server.connect()
+            c.call("addModel", name="a", source=self.SOURCE)
+            for x in range(12):  # past the inline learning calls: still threaded
+                result = c.call("executeModel", name="a", msg={"x": x})
+                self.assertEqual(result["x"], 2 * x)
+                self.assertNotEqual(result["thread"], "MainThread")
+            c.call("addModel", name="b", source=(
+                "class Bad(Exception): pass\n"
+                "class M:\n"
+                "    async def execute(self, msg):\n"
+                "        raise Bad('async failure')\n"))
+            error = c.request("executeModel", name="b", msg={})["error"]
+            self.assertEqual((error["type"], error["exception"]), ("PythonError", "Bad"))
+            self.assertIn("async failure", error["message"])
+        finally:
+            server.kill()
 
 
 class ConfineTest(unittest.TestCase):

@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 56052,
+      size: 56305,
       sha256:
-        "9f102902328682ecb606478fdce5e67132d840d493b8888850b7e8faa494489f",
+        "c51164a93ba1c1409f21dacd4a3ae94649e59afc433902559e151bf9350702db",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -88,15 +88,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 28047,
+      size: 28182,
       sha256:
-        "5a8d0741f62fb6cca5f2b01b6cffb3597eb88e11e67c5d6f1c3cdd8e484e80de",
+        "dd2f9f230ff86084e07d1d48f4307cb637f75e9a313efd7067addbf558a9104f",
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 19222,
+      size: 19760,
       sha256:
-        "49a0e724ce2a7ec32ab33c52f6cc6c9428b685a35e553e9f774d2d3c00cfbba5",
+        "0546f79437a18e8da4433567fcb6aa0acf5b8e519fcb36bf58a260cd3cdeb6f9",
     },
     {
       path: "pyproxy_server/framer.py",
@@ -111,10 +111,16 @@ export const PYTHON_MANIFEST: PythonManifest = {
         "b84db6c59a57bbbd4d772a623a7a3401fe77e90db9114be5adf5bbabe5c295ec",
     },
     {
-      path: "pyproxy_server/models.py",
-      size: 20215,
+      path: "pyproxy_server/json_problem.py",
+      size: 4645,
       sha256:
-        "6c17aa99f627b25266bbe8258d6eeeaa570f3634d5059fba3e9ee89580614822",
+        "716bc022939fee6be2c8eb9379743437cfc9d5c9780d28193d6b3bb74409d510",
+    },
+    {
+      path: "pyproxy_server/models.py",
+      size: 20862,
+      sha256:
+        "d747815801e6a0562966031a830ab0185a39aa295f5d8657e382bfec7aa24fec",
     },
     {
       path: "pyproxy_server/server.py",

@@ -1,0 +1,127 @@
+"""Where a value is not JSON, in words a model author can act on.
+
+``json`` says "Object of type datetime is not JSON serializable" and no more:
+not which field of a 40-field result, nor what to do. ``describe_not_json``
+walks the value (only after an encode failed: never on the hot path) and
+names the first offending place, e.g. ``result.rows[3].when is a
+datetime.datetime (use .isoformat())``.
+"""
+
+import math
+
+__all__ = ["describe_not_json"]
+
+# Visited containers and values at most: a huge value is not walked for ever.
+_MAX_NODES = 200_000
+
+_HINTS = (
+    (("datetime.datetime", "datetime.date", "datetime.time"), "use .isoformat()"),
+    (("decimal.Decimal",), "use float(...) or str(...)"),
+    (("builtins.bytes", "builtins.bytearray", "builtins.memoryview"), "use .decode() or base64"),
+    (("builtins.set", "builtins.frozenset"), "use list(...)"),
+    (("uuid.UUID",), "use str(...)"),
+    (("builtins.complex",), "use [z.real, z.imag]"),
+)
+
+
+def _type_name(value):
+    cls = type(value)
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else "%s.%s" % (module, cls.__qualname__)
+
+
+def _hint(value):
+    cls = type(value)
+    full = "%s.%s" % (cls.__module__, cls.__qualname__)
+    for names, hint in _HINTS:
+        if full in names:
+            return hint
+    if cls.__module__.split(".")[0] == "numpy":
+        return "use .tolist()" if hasattr(value, "tolist") and getattr(value, "ndim", 0) else "use .item()"
+    if hasattr(cls, "__dataclass_fields__"):
+        return "use dataclasses.asdict(...)"
+    import enum
+
+    if isinstance(value, enum.Enum):
+        return "use .value"
+    return "convert it to a dict, list, str, number, bool or None"
+
+
+def _key_ok(key):
+    return key is None or isinstance(key, (str, int, float, bool))
+
+
+def _path(root, steps):
+    out = [root]
+    for key in steps:
+        if isinstance(key, int) and not isinstance(key, bool):
+            out.append("[%d]" % key)
+        elif isinstance(key, str) and key.isidentifier():
+            out.append("." + key)
+        else:
+            out.append("[%r]" % (key,))
+    return "".join(out)
+
+
+def describe_not_json(value, root="result"):
+    """``"<path> is <what> (<hint>)"`` for the first part of ``value`` that
+    ``json`` cannot encode (NaN and infinities included), or None when
+    none is found within the first 200,000 parts (or 1,000 levels: a value
+    nested deeper fails for its depth, which its error says)."""
+    # Depth-first, in the order json writes. A frame is [container, its
+    # children iterator, the step that led to it]; ``on_path`` holds the ids
+    # of the containers being walked (a cycle comes back to one of them).
+    if not isinstance(value, (dict, list, tuple)):
+        return _leaf_problem(value, root)
+    frames = []
+    on_path = set()
+    seen = 0
+
+    def enter(container, step):
+        on_path.add(id(container))
+        children = iter(container.items()) if isinstance(container, dict) else enumerate(container)
+        frames.append([container, children, step])
+
+    enter(value, None)
+    while frames:
+        frame = frames[-1]
+        try:
+            key, child = next(frame[1])
+        except StopIteration:
+            frames.pop()
+            on_path.discard(id(frame[0]))
+            continue
+        seen += 1
+        if seen > _MAX_NODES or len(frames) > 1000:
+            return None
+        if isinstance(frame[0], dict) and not _key_ok(key):
+            return "%s has a key %r of type %s (keys must be str, int, float, bool or None)" % (
+                _path(root, _steps(frames)), key, _type_name(key))
+        if isinstance(child, (dict, list, tuple)):
+            if id(child) in on_path:
+                return "%s refers back to a container it is in (a cycle)" % _path(root, _steps(frames) + [key])
+            enter(child, key)
+            continue
+        problem = _leaf_problem(child, None)
+        if problem is not None:
+            return _path(root, _steps(frames) + [key]) + problem
+    return None
+
+
+def _steps(frames):
+    """The keys and indexes from the root to the container being walked."""
+    return [f[2] for f in frames[1:]]
+
+
+def _leaf_problem(item, root):
+    """`` is ...`` for a value json cannot write (with ``root`` in front when
+    given), else None."""
+    if item is None or isinstance(item, (str, bool, int)):
+        return None
+    if isinstance(item, float):
+        if math.isfinite(item):
+            return None
+        what = " is %r (NaN and infinities are not JSON: use None)" % item
+    else:
+        what = " is a %s (%s)" % (_type_name(item), _hint(item))
+    return what if root is None else root + what

@@ -1,0 +1,94 @@
+"""describe_not_json: where a result is not JSON, and what to do about it."""
+
+import dataclasses
+import datetime
+import decimal
+import enum
+import json
+import unittest
+import uuid
+
+from pyproxy_server.json_problem import describe_not_json
+
+from ._client import ServerProcess
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+class DescribeNotJsonTest(unittest.TestCase):
+    def test_names_the_path_the_type_and_a_fix(self):
+        when = datetime.datetime(2026, 12, 5)
+        cases = [
+            ({"rows": [{"ok": 1}, {"when": when}]}, "result.rows[1].when is a datetime.datetime (use .isoformat())"),
+            ({"price": decimal.Decimal("1.5")}, "result.price is a decimal.Decimal (use float(...) or str(...))"),
+            ([b"raw"], "result[0] is a bytes (use .decode() or base64)"),
+            ({"tags": {"a"}}, "result.tags is a set (use list(...))"),
+            ({"p": Point(1)}, "result.p is a tests.test_json_problem.Point (use dataclasses.asdict(...))"),
+            ({"c": Color.RED}, "result.c is a tests.test_json_problem.Color (use .value)"),
+            ({"id": uuid.UUID(int=1)}, "result.id is a uuid.UUID (use str(...))"),
+            ({"score": float("nan")}, "result.score is nan (NaN and infinities are not JSON: use None)"),
+            ({"not an identifier": [float("inf")]}, "result['not an identifier'][0] is inf (NaN and infinities are not JSON: use None)"),
+            ({(1, 2): "x"}, "result has a key (1, 2) of type tuple (keys must be str, int, float, bool or None)"),
+            (object(), "result is a object (convert it to a dict, list, str, number, bool or None)"),
+        ]
+        for value, expected in cases:
+            with self.subTest(expected=expected):
+                with self.assertRaises((TypeError, ValueError)):
+                    json.dumps(value, allow_nan=False)
+                self.assertEqual(describe_not_json(value), expected)
+
+    def test_deep_and_wide_values_are_walked_in_bounded_time(self):
+        deep = []
+        for _ in range(100_000):
+            deep = [deep]
+        self.assertIsNone(describe_not_json(deep))  # past 1,000 levels: its depth is the problem
+        wide = [list(range(1000)) for _ in range(1000)]
+        self.assertIsNone(describe_not_json(wide))  # past 200,000 parts: not walked to the end
+        wide[0].append(set())
+        self.assertEqual(describe_not_json(wide), "result[0][1000] is a set (use list(...))")
+
+    def test_a_cycle_and_json_values(self):
+        loop = {"a": []}
+        loop["a"].append(loop)
+        self.assertEqual(describe_not_json(loop), "result.a[0] refers back to a container it is in (a cycle)")
+        shared = [1]
+        self.assertIsNone(describe_not_json({"a": shared, "b": shared, "t": (1, "x"), "n": None, 1: True, "f": 1.5}))
+        self.assertEqual(describe_not_json([1, {"x": b""}], "args"), "args[1].x is a bytes (use .decode() or base64)")
+
+
+class NotJsonReplyTest(unittest.TestCase):
+    def test_the_caller_is_told_where(self):
+        server = ServerProcess()
+        try:
+            c = server.connect()
+            source = (
+                "import datetime\n"
+                "class Model:\n"
+                "    def execute(self, msg):\n"
+                "        return {'rows': [{'at': datetime.date(2026, 12, 5)}]}\n"
+            )
+            c.call("addModel", name="m", source=source)
+            error = c.request("executeModel", name="m", msg={})["error"]
+            self.assertEqual(error["type"], "SerializationError")
+            self.assertEqual(
+                error["message"],
+                "Cannot send result: not JSON: result.rows[0].at is a datetime.date (use .isoformat())",
+            )
+            value_error = c.request("eval", code="{'s': {1}}")["error"]
+            self.assertEqual(
+                value_error["message"],
+                "Cannot reply: the eval's value is not JSON: value.s is a set (use list(...)): {'s': {1}}",
+            )
+        finally:
+            server.kill()
+
+
+if __name__ == "__main__":
+    unittest.main()
