@@ -150,7 +150,9 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
   const heartbeatReason =
     `missed heartbeat: no answer to a ping within ${heartbeatTimeout} ms (a call holding the GIL, such as one long C call, blocks the server's loop; reconnect({ heartbeatTimeout }) raises the limit)`;
   const crashes = new Map<string, number[]>();
-  const probing = new Set<string>();
+  // Workers being probed → when that probe gives up waiting for its ping. A
+  // heartbeat's probe (30 s) must not hold back a timed-out call's (2 s).
+  const probing = new Map<string, number[]>();
   let timer: ReturnType<typeof setInterval> | undefined;
   // A second pool would overwrite (and so leak) the first one's heartbeat timer.
   const owner = onePool("reconnect");
@@ -163,10 +165,15 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
     timeoutMs: number,
     reason: string,
   ) => {
-    if (probing.has(id) || pid === null) return;
-    probing.add(id);
+    if (pid === null) return;
+    const start = Date.now();
+    const deadline = start + timeoutMs;
+    // One already out that decides as soon: nothing to add.
+    const out = probing.get(id) ?? [];
+    if (out.some((d) => d <= deadline)) return;
+    out.push(deadline);
+    probing.set(id, out);
     try {
-      const start = Date.now();
       if (await ctx.ping(id, timeoutMs)) return;
       // The ping may sit behind a large message in either direction: bytes
       // moving during the wait prove the worker alive.
@@ -204,7 +211,8 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
       });
       ctx.killWorker(id, "SIGKILL", reason);
     } finally {
-      probing.delete(id);
+      out.splice(out.indexOf(deadline), 1);
+      if (out.length === 0 && probing.get(id) === out) probing.delete(id);
     }
   };
 

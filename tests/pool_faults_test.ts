@@ -153,6 +153,49 @@ Deno.test("Pool replaces a wedged worker after a call times out; other calls are
   }
 });
 
+Deno.test("Pool replaces a worker whose inline call turned slow within hangGrace, also while a heartbeat's ping is out", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    // Pings every 50 ms that may wait 60 s: one is always out when the call
+    // times out. It held back the timed-out call's probe (200 ms), so the
+    // worker lived on until the heartbeat gave up.
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1 }, {
+        hangGrace: 200,
+        heartbeatInterval: 50,
+        heartbeatTimeout: 60_000,
+      }),
+    );
+    pids.watch(pool);
+    // Forced onto the server's event loop: a slow call blocks it, and cannot be interrupted there.
+    await pool.addModel("spiky", {
+      source:
+        "class Spiky:\n    inline = True\n    def execute(self, msg):\n        while msg.get('spin'):\n            pass\n        return {}\n",
+    });
+    await pool.execute("spiky", {});
+    const stuck = pidOf(pool, "w1");
+    const exit = nextEvent(pool, "worker-exit", (ev) => ev.worker === "w1");
+    const back = readyAgain(pool, "w1");
+    const started = Date.now();
+    await assert.rejects(
+      pool.execute("spiky", { spin: true }, { timeout: 200 }),
+      TimeoutError,
+    );
+    const ev = await exit;
+    assert.equal(ev.pid, stuck);
+    assert.match(
+      ev.reason,
+      /no answer to a ping within 200 ms after a call timed out/,
+    );
+    assert.ok(Date.now() - started < 20_000, `${Date.now() - started} ms`);
+    await back;
+    assert.deepEqual(await pool.execute("spiky", {}), {});
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 Deno.test({
   name:
     "Pool replaces a worker whose call holds the GIL in C after it times out (its event loop cannot run, so it is not seen waiting for I/O)",
