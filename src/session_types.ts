@@ -66,7 +66,11 @@ export interface ModelSpec {
   file?: string;
   /** Python source code. */
   source?: string;
-  /** Keyword arguments of the model's constructor. */
+  /**
+   * Options of the model: passed to its constructor as one dict,
+   * `Model(options)` (or `Model()` when the constructor takes no argument);
+   * not as keyword arguments (docs/models.md).
+   */
   options?: Record<string, unknown>;
   /** The class to use when the code defines several. */
   class?: string;
