@@ -27,6 +27,7 @@ import concurrent.futures
 import ctypes
 import logging
 import os
+import sys
 import threading
 
 from . import capture
@@ -109,7 +110,7 @@ def fail_future(future, error):
 class OutputSink:
     """Turns a call's stdout/stderr writes into ``log`` events, line by line."""
 
-    __slots__ = ("_conn", "_call", "_pending", "_deferred", "dropped")
+    __slots__ = ("_conn", "_call", "_pending", "_deferred", "dropped", "_closed")
 
     # Unterminated text longer than this is sent without waiting for "\n".
     MAX_LINE = 8192
@@ -122,9 +123,21 @@ class OutputSink:
         # output of an attempt that is re-run on a thread can be dropped.
         self._deferred = [] if defer else None
         self.dropped = 0
+        self._closed = False
 
     def write(self, fd, text):
         """The ``capture`` sink: buffer ``text``, send complete lines."""
+        if self._closed:
+            # A thread of the call's (run with its copied context) that
+            # outlived it: its output goes where that of threads without a
+            # call goes, the server's log. As events it went on for ever to
+            # a host that no longer waits, and a thread printing in a loop
+            # filled the connection: every later call of the worker timed out.
+            router = sys.stdout if fd == 1 else sys.stderr
+            to_log = getattr(router, "_to_log", None)
+            if to_log is not None:
+                to_log(text)
+            return
         if self._pending is None:
             self._pending = {}
         text = self._pending.pop(fd, "") + text
@@ -140,7 +153,9 @@ class OutputSink:
         self._emit(fd, text[:cut])
 
     def close(self):
-        """Send what is left (before the call's reply) and the drop notice."""
+        """Send what is left (before the call's reply) and the drop notice;
+        later writes go to the server's log."""
+        self._closed = True
         if self._pending is None:
             return
         for fd, text in sorted(self._pending.items()):

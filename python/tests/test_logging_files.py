@@ -176,3 +176,52 @@ class UserErrorLogTest(unittest.TestCase):
             self.assertIn("in score", text)  # the model's own frame
         finally:
             server.kill()
+
+
+class LateOutputTest(unittest.TestCase):
+    """A thread that a call started with its context and that outlives the
+    call: its output goes to the server's log, not to the host as events
+    (a loop printing 10 KB lines filled the connection: every later call of
+    the worker timed out)."""
+
+    SOURCE = (
+        "import contextvars, threading, time\n"
+        "class Model:\n"
+        "    def execute(self, msg):\n"
+        "        ended = threading.Event()\n"
+        "        def later():\n"
+        "            ended.wait(5)\n"
+        "            print('after the call')\n"
+        "            for _ in range(2000):\n"
+        "                print('q' * 10000)\n"
+        "        ctx = contextvars.copy_context()\n"
+        "        threading.Thread(target=lambda: ctx.run(later), daemon=True).start()\n"
+        "        print('during the call')\n"
+        "        threading.Timer(0.05, ended.set).start()\n"
+        "        return {'ok': 1}\n"
+    )
+
+    def test_output_after_the_call_goes_to_the_log(self):
+        server = ServerProcess(args=("--log-name", "w1"))
+        try:
+            c = server.connect()
+            c.call("addModel", name="late", source=self.SOURCE)
+            c.call("addModel", name="echo", source="class Echo:\n    def execute(self, msg):\n        return msg\n")
+            self.assertEqual(c.call("executeModel", name="late", msg={}), {"ok": 1})
+            log = os.path.join(server.root, "logs", "pythonserverw1.log")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with open(log, encoding="utf-8") as f:
+                    if "after the call" in f.read():
+                        break
+                time.sleep(0.02)
+            for i in range(20):
+                self.assertEqual(c.call("executeModel", name="echo", msg={"i": i}), {"i": i})
+            during = [e for e in c.events if e.get("event") == "log" and e.get("message") == "during the call"]
+            self.assertEqual(len(during), 1)
+            late = [e for e in c.events if e.get("event") == "log" and e.get("message") != "during the call"]
+            self.assertEqual(late, [])
+            with open(log, encoding="utf-8") as f:
+                self.assertIn("after the call", f.read())
+        finally:
+            server.kill()

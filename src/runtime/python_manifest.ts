@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 19760,
+      size: 20482,
       sha256:
-        "0546f79437a18e8da4433567fcb6aa0acf5b8e519fcb36bf58a260cd3cdeb6f9",
+        "0e78d6ed039a34a81a89200074f300121174d27c0dd33c0d8f315417214cdb71",
     },
     {
       path: "pyproxy_server/framer.py",
