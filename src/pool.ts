@@ -153,7 +153,7 @@ export interface PoolStatus {
  * ```
  */
 export interface PoolOptions {
-  /** Number of worker slots. @default {runtime.cpuCount()} */
+  /** Number of worker slots (1 to 1024). @default {runtime.cpuCount()} */
   workers?: number;
   /** Python executable. @default {"python3"} */
   python?: string;

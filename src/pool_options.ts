@@ -137,7 +137,15 @@ const plugins = v.union([
 ], "expected an array of plugins or { defaults?, use?, remove? }");
 
 const schema = v.strictObject({
-  workers: int(1),
+  // As the gateway's bound: each worker is a process (1e9 ran Deno out of memory).
+  workers: v.optional(
+    v.pipe(
+      v.number("expected an integer from 1 to 1024"),
+      v.integer("expected an integer from 1 to 1024"),
+      v.minValue(1, "expected an integer from 1 to 1024"),
+      v.maxValue(1024, "expected an integer from 1 to 1024"),
+    ),
+  ),
   python: text,
   modelsDir: text,
   host: text,
@@ -181,7 +189,7 @@ const schema = v.strictObject({
 
 /**
  * Validates pool options and fills in defaults. Throws `ConfigError`
- * ("Cannot start pool: workers: expected an integer >= 1").
+ * ("Cannot start pool: workers: expected an integer from 1 to 1024").
  *
  * @example
  * ```ts

@@ -362,7 +362,15 @@ export class PythonServer implements AsyncDisposable {
       }
     };
     try {
-      child = runtime.spawn({ cmd: python, args, env, unsetEnv: HIDDEN_ENV });
+      // A process group of its own: what model code starts (a fork, a
+      // subprocess) ends with the server instead of outliving the pool.
+      child = runtime.spawn({
+        cmd: python,
+        args,
+        env,
+        unsetEnv: HIDDEN_ENV,
+        processGroup: true,
+      });
     } catch (err) {
       await removeSocketDir();
       const e = err as { name?: unknown; code?: unknown; message?: unknown };
@@ -381,6 +389,8 @@ export class PythonServer implements AsyncDisposable {
     }
     // The socket's directory goes with the process (before `exited` resolves).
     const exited = child.status.then(async (status) => {
+      // What it left running (a model's forked child, a wrapper's python).
+      child.killGroup("SIGKILL");
       await removeSocketDir();
       return status;
     });

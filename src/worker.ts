@@ -7,7 +7,9 @@
  *
  * @module
  */
+import { dirname } from "node:path";
 import type { Logger } from "./logger.ts";
+import { defaultRuntime } from "./runtime/mod.ts";
 import { PythonServer, type PythonServerOptions } from "./python_server.ts";
 import type { Session, SessionConnectOptions } from "./session.ts";
 import { withTimeout } from "./_with_timeout.ts";
@@ -275,6 +277,17 @@ export class Worker implements WorkerInfo {
     this.#intentional = false;
     let server: PythonServer;
     try {
+      const unix = this.#options.unixPath;
+      if (unix !== undefined) {
+        // The path is this slot's own, in the pool's private directory: the
+        // last process's socket file goes first (a child it forked may still
+        // hold the socket open, and the server refuses a socket something
+        // listens on), and the directory comes back if something deleted it
+        // (a /tmp cleaner under a long-running service).
+        const runtime = this.#options.server.runtime ?? defaultRuntime();
+        await runtime.mkdir(dirname(unix), 0o700);
+        await runtime.remove(unix);
+      }
       server = await PythonServer.start({
         ...this.#options.server,
         id: this.id,

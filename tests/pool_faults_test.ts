@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { StartError, TimeoutError, WorkerCrashedError } from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
 import {
+  alive,
   assertGone,
   idOfPid,
   modelsDir,
@@ -230,6 +231,69 @@ Deno.test({
     }
   },
 });
+
+Deno.test("Pool restarts a worker whose forked child still holds its socket (and ends that child), and one whose socket directory was deleted", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  const childFile = `${dir.path}/child.pid`;
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1, transport: "unix" }),
+    );
+    pids.watch(pool);
+    // A child forked by model code keeps the listening socket of its
+    // parent: the restarted server saw "a running server listens there"
+    // at the slot's path and the slot failed after its retries.
+    await pool.addModel("forker", {
+      source: `import os, time
+class Forker:
+    def execute(self, msg):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        with open(${JSON.stringify(childFile)}, "w") as f:
+            f.write(str(pid))
+        os._exit(5)
+`,
+    });
+    let back = readyAgain(pool, "w1");
+    await assert.rejects(pool.execute("forker", {}), WorkerCrashedError);
+    await back;
+    assert.equal(await pool.request("ping"), "pong");
+    // The child went with its worker's process group (it was orphaned).
+    const child = Number(await Deno.readTextFile(childFile));
+    for (let i = 0; i < 200 && alive(child); i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.ok(!alive(child), `forked child ${child} outlived its worker`);
+    // The pool's socket directory deleted under it (a /tmp cleaner).
+    await Deno.remove(tempDirOf(pool), { recursive: true });
+    back = readyAgain(pool, "w1");
+    pool.killWorker("w1");
+    await back;
+    assert.equal(await pool.request("ping"), "pong");
+  } finally {
+    const child = Number(await Deno.readTextFile(childFile).catch(() => ""));
+    if (child > 0) {
+      try {
+        Deno.kill(child, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    await pids.assertGone();
+  }
+});
+
+/** The directory holding the pool's worker sockets (from w1's `--unix`). */
+function tempDirOf(pool: Pool): string {
+  const args = Deno.readTextFileSync(`/proc/${pidOf(pool, "w1")}/cmdline`)
+    .split("\0");
+  const path = args[args.indexOf("--unix") + 1] ?? "";
+  assert.ok(path?.endsWith("/w1.sock"), args.join(" "));
+  return path.slice(0, path.lastIndexOf("/"));
+}
 
 Deno.test("Pool marks a worker that crashes on start as failed and serves on the rest", async () => {
   await using dir = await modelsDir();

@@ -77,8 +77,12 @@ for (const transport of ["unix", "tcp"] as const) {
 
 Deno.test("Pool.start rejects bad options with a ConfigError naming the field", async () => {
   const cases: Array<[PoolOptions, RegExp]> = [
-    [{ workers: 0 }, /^Cannot start pool: workers: expected an integer >= 1$/],
-    [{ workers: 1.5 }, /workers: expected an integer >= 1/],
+    [
+      { workers: 0 },
+      /^Cannot start pool: workers: expected an integer from 1 to 1024$/,
+    ],
+    [{ workers: 1.5 }, /workers: expected an integer from 1 to 1024/],
+    [{ workers: 1e9 }, /workers: expected an integer from 1 to 1024/],
     [{ transport: "pipe" as "tcp" }, /transport: expected "tcp" or "unix"/],
     [{ maxQueue: -1 }, /maxQueue: expected an integer >= 0/],
     [{ maxFrameSize: 10 }, /maxFrameSize: expected an integer >= 4096/],

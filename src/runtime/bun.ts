@@ -64,6 +64,7 @@ interface BunGlobal {
   spawn(cmd: string[], options: {
     cwd?: string;
     env?: Record<string, string | undefined>;
+    detached?: boolean;
     stdin: "pipe";
     stdout: "pipe";
     stderr: "pipe";
@@ -129,8 +130,11 @@ function sinkToWritable(sink: BunFileSink): WritableStream<Uint8Array> {
 function spawnChild(options: SpawnOptions): ChildProcess {
   // Bun.spawn (unlike node:child_process) throws at once when the executable
   // is missing, as Deno.Command#spawn does.
+  const group = options.processGroup === true && process.platform !== "win32";
   const proc = bunGlobal().spawn([options.cmd, ...options.args], {
     ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+    // A session of its own (setsid): its pid is its process group's id.
+    ...(group ? { detached: true } : {}),
     // Bun replaces the environment when `env` is given (Deno merges), and
     // without it passes the environment the process started with, not
     // process.env as changed since: always the whole current one.
@@ -155,9 +159,18 @@ function spawnChild(options: SpawnOptions): ChildProcess {
     kill(signal = "SIGTERM") {
       if (proc.exitCode !== null || proc.signalCode !== null) return;
       try {
-        proc.kill(signal);
+        if (group) process.kill(-proc.pid, signal);
+        else proc.kill(signal);
       } catch {
         // the child exited between the check and the kill
+      }
+    },
+    killGroup(signal = "SIGKILL") {
+      if (!group) return;
+      try {
+        process.kill(-proc.pid, signal);
+      } catch {
+        // no process left in the group
       }
     },
   };

@@ -97,6 +97,8 @@ export function denoRuntime(): Runtime {
       // environment of its own (clearEnv) instead.
       // Without the permission to read the environment (a narrow
       // --allow-env), the child inherits it all, as before.
+      const group = options.processGroup === true &&
+        Deno.build.os !== "windows";
       let unset: string[] = [];
       let env = options.env;
       try {
@@ -118,6 +120,8 @@ export function denoRuntime(): Runtime {
         ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
         ...(env === undefined ? {} : { env }),
         ...(unset.length > 0 ? { clearEnv: true } : {}),
+        // A session of its own (setsid): its pid is its process group's id.
+        ...(group ? { detached: true } : {}),
         stdin: "piped",
         stdout: "piped",
         stderr: "piped",
@@ -137,9 +141,18 @@ export function denoRuntime(): Runtime {
         kill(signal = "SIGTERM") {
           if (exited) return;
           try {
-            child.kill(signal);
+            if (group) Deno.kill(-child.pid, signal);
+            else child.kill(signal);
           } catch {
             // the child exited between the check and the kill
+          }
+        },
+        killGroup(signal = "SIGKILL") {
+          if (!group) return;
+          try {
+            Deno.kill(-child.pid, signal);
+          } catch {
+            // no process left in the group
           }
         },
       };

@@ -87,6 +87,13 @@ export interface SpawnOptions {
    * what its code reads. A name also given in `env` is passed as given there.
    */
   unsetEnv?: readonly string[];
+  /**
+   * Unix: the child leads a process group of its own, and `kill()` signals
+   * the whole group: processes it starts (a model's `fork`, a
+   * `subprocess.Popen`) go with it; {@linkcode ChildProcess.killGroup}
+   * ends what is left after it exited. Ignored on Windows.
+   */
+  processGroup?: boolean;
 }
 
 /**
@@ -114,6 +121,12 @@ export interface ChildProcess {
   readonly status: Promise<{ code: number | null; signal: string | null }>;
   /** Sends a signal (default SIGTERM); ignores an already-exited child. */
   kill(signal?: "SIGTERM" | "SIGKILL" | "SIGINT" | "SIGSTOP" | "SIGCONT"): void;
+  /**
+   * Sends a signal to the child's process group (`processGroup` children
+   * only; a no-op otherwise), also after the child itself exited: what it
+   * left running. Never throws.
+   */
+  killGroup(signal?: "SIGTERM" | "SIGKILL"): void;
 }
 
 /**
