@@ -325,7 +325,10 @@ class CallRunner:
                 return
             # Under the call's lock, so the thread cannot finish the call (and
             # look for itself in the stuck set) before it is in there.
-            reason = self._server.executor.mark_stuck(ident)
+            if call.cmd in self._server.elastic_commands:
+                reason = self._server.mark_elastic_stuck(ident)
+            else:
+                reason = self._server.executor.mark_stuck(ident)
         if reason is not None:
             self._server.wedge(reason)
 
@@ -354,6 +357,9 @@ class CallRunner:
             self._run(call, item[1], self._server.elastic_executor.release)
         except BaseException:  # never let a call take the thread down
             log.exception("connection %s: call %s failed outside its handler", self.conn.id, call.id)
+        finally:
+            if self._server.elastic_stuck:
+                self._server.unstick_elastic(_get_ident())
 
     def _help(self, queue, helpers):
         if queue and helpers < self._server.threads and not self.conn.closed:

@@ -117,6 +117,13 @@ class Server:
         self.started = time.monotonic()
         self.executor = CallExecutor(threads, max_stuck=max_stuck_threads)
         self.elastic_executor = ElasticExecutor(max_elastic_threads)
+        # Elastic threads (evals, model commands) still running a cancelled
+        # command past the stuck grace: idents. Beyond --max-stuck-threads of
+        # them the server is wedged (they were never counted: 256 model
+        # commands with a hanging __init__ made every later eval and model
+        # command an OverloadedError, for good).
+        self.elastic_stuck = set()
+        self._elastic_stuck_lock = threading.Lock()
         # Call threads reading spilled requests at once. Parsing a large file
         # holds the GIL, and the loop thread, competing with every thread
         # that wants it, waited up to 0.75 s for it with 16 such threads
@@ -175,6 +182,28 @@ class Server:
         """Stop serving ``cmd`` (it answers ``UnknownCommandError`` afterwards)."""
         self.commands.pop(cmd, None)
         self.elastic_commands.discard(cmd)
+
+    def mark_elastic_stuck(self, ident):
+        """Elastic thread ``ident`` still runs a cancelled command: returns
+        the reason the server is wedged once more than ``--max-stuck-threads``
+        are, else None."""
+        with self._elastic_stuck_lock:
+            if ident in self.elastic_stuck:
+                return None
+            self.elastic_stuck.add(ident)
+            stuck = len(self.elastic_stuck)
+        log.warning("elastic thread %d is stuck in a cancelled command (%d stuck)", ident, stuck)
+        if stuck > self.executor.max_stuck:
+            return (
+                "%d evals and model commands are stuck in cancelled calls (blocked outside Python bytecode); "
+                "at most %d may be (--max-stuck-threads)" % (stuck, self.executor.max_stuck)
+            )
+        return None
+
+    def unstick_elastic(self, ident):
+        """Elastic thread ``ident`` returned from its command."""
+        with self._elastic_stuck_lock:
+            self.elastic_stuck.discard(ident)
 
     def wedge(self, reason):
         """Tell every client that this server cannot run calls as it should (loop thread).
@@ -313,6 +342,7 @@ class Server:
                 "replaced": executor.replaced,
                 "elastic": elastic.threads,
                 "elasticBusy": elastic.busy,
+                "elasticStuck": len(self.elastic_stuck),
             },
             "wedged": self.wedged,
         }

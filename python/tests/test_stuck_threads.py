@@ -182,5 +182,38 @@ class ElasticThreadTest(ServerTestCase):
             c.events.append(msg)
 
 
+
+class ElasticStuckTest(ServerTestCase):
+    """Model commands (and evals) stuck in C after their cancel are counted:
+    beyond --max-stuck-threads the server is wedged and the host replaces it
+    (256 of them made every later eval and model command an OverloadedError,
+    for good)."""
+
+    args = ("--max-stuck-threads", "2")
+
+    HANGING = "import time\nclass M:\n    def __init__(self):\n        print('started')\n        time.sleep(%d)\n    def execute(self, msg):\n        return msg\n" % ASLEEP
+
+    def test_stuck_model_commands_wedge_the_server(self):
+        c = self.connect()
+        ids = (1, 2, 3)
+        c.send(*[{"id": i, "cmd": "addModel", "name": "h%d" % i, "source": self.HANGING} for i in ids])
+        started = set()
+        while started != set(ids):
+            msg = c.recv()
+            if msg.get("event") == "log" and msg.get("message") == "started":
+                started.add(msg["request"])
+            else:
+                c.events.append(msg)
+        for i in ids:
+            self.assertEqual(c.call("cancel", target=i), {"cancelled": True})
+        event = StuckThreadTest.next_event(self, c, "wedged")
+        self.assertIn("3 evals and model commands are stuck", event["reason"])
+        self.assertIn("--max-stuck-threads", event["reason"])
+        status = c.call("serverStatus")
+        self.assertEqual(status["threads"]["elasticStuck"], 3)
+        self.assertEqual(status["wedged"], event["reason"])
+        # It still answers what it can until the host replaces it.
+        self.assertEqual(c.call("eval", code="1 + 1")["value"], 2)
+
 if __name__ == "__main__":
     unittest.main()

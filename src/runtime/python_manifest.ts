@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 20482,
+      size: 20745,
       sha256:
-        "0e78d6ed039a34a81a89200074f300121174d27c0dd33c0d8f315417214cdb71",
+        "1a047af8ace7b6da1dadf1d483fc34d23a69b877f02817efaadfd150beaaaed5",
     },
     {
       path: "pyproxy_server/framer.py",
@@ -124,9 +124,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 15251,
+      size: 16757,
       sha256:
-        "e4d6e84368e645e06c4ab73a8f55189a77ae397dc0918da1311f7d89a21978cc",
+        "93d322b82d80c0f885dc038d6e95bee2beb4e8280b8d8731dae837e35d82169a",
     },
     {
       path: "pyproxy_server/shallow_json.py",
