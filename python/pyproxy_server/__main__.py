@@ -286,8 +286,22 @@ def _watch_parent(server, parent):
     server.loop.call_later(PARENT_CHECK_INTERVAL, _watch_parent, server, parent)
 
 
+def lead_process_group():
+    """Become the leader of a process group of our own (same session): the
+    host signals the group, so what model code starts (a fork, a subprocess)
+    ends with this server. Not a new session: Linux's autogroup scheduler
+    would give this process a session's CPU share. Nothing where the OS has
+    no process groups, or when this process already leads one."""
+    try:
+        if os.getpgrp() != os.getpid():
+            os.setpgid(0, 0)
+    except (AttributeError, OSError):
+        pass
+
+
 def main(argv=None):
     args = parse_args(argv)
+    lead_process_group()
     # The gateway's bearer token reaches us in the environment we inherit:
     # model and eval code must not read it (os.environ).
     os.environ.pop("PYPROXY_TOKEN", None)

@@ -64,7 +64,6 @@ interface BunGlobal {
   spawn(cmd: string[], options: {
     cwd?: string;
     env?: Record<string, string | undefined>;
-    detached?: boolean;
     stdin: "pipe";
     stdout: "pipe";
     stderr: "pipe";
@@ -133,8 +132,6 @@ function spawnChild(options: SpawnOptions): ChildProcess {
   const group = options.processGroup === true && process.platform !== "win32";
   const proc = bunGlobal().spawn([options.cmd, ...options.args], {
     ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
-    // A session of its own (setsid): its pid is its process group's id.
-    ...(group ? { detached: true } : {}),
     // Bun replaces the environment when `env` is given (Deno merges), and
     // without it passes the environment the process started with, not
     // process.env as changed since: always the whole current one.
@@ -159,8 +156,14 @@ function spawnChild(options: SpawnOptions): ChildProcess {
     kill(signal = "SIGTERM") {
       if (proc.exitCode !== null || proc.signalCode !== null) return;
       try {
-        if (group) process.kill(-proc.pid, signal);
-        else proc.kill(signal);
+        if (!group) proc.kill(signal);
+        else {
+          try {
+            process.kill(-proc.pid, signal);
+          } catch {
+            proc.kill(signal); // not (yet) leading its group
+          }
+        }
       } catch {
         // the child exited between the check and the kill
       }

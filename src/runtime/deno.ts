@@ -120,8 +120,6 @@ export function denoRuntime(): Runtime {
         ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
         ...(env === undefined ? {} : { env }),
         ...(unset.length > 0 ? { clearEnv: true } : {}),
-        // A session of its own (setsid): its pid is its process group's id.
-        ...(group ? { detached: true } : {}),
         stdin: "piped",
         stdout: "piped",
         stderr: "piped",
@@ -141,8 +139,14 @@ export function denoRuntime(): Runtime {
         kill(signal = "SIGTERM") {
           if (exited) return;
           try {
-            if (group) Deno.kill(-child.pid, signal);
-            else child.kill(signal);
+            if (!group) child.kill(signal);
+            else {
+              try {
+                Deno.kill(-child.pid, signal);
+              } catch {
+                child.kill(signal); // not (yet) leading its group
+              }
+            }
           } catch {
             // the child exited between the check and the kill
           }

@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 16093,
+      size: 16643,
       sha256:
-        "e50373781bacabd85bcac533a4d8a61e0a2e6bfcc6b103067ea8223659aafe5d",
+        "8af4f5591076f1ea9dfad9055309d9551b689236f746b8e509cf138613859f74",
     },
     {
       path: "pyproxy_server/big_json.py",
