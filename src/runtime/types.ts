@@ -94,9 +94,8 @@ export interface SpawnOptions {
    * it starts (a model's `fork`, a `subprocess.Popen`) go with it;
    * {@linkcode ChildProcess.killGroup} ends what is left after it exited.
    * Not a session of its own (`setsid`): with Linux's autogroup scheduling
-   * that gave each worker the CPU share of a whole session, and the gateway's
-   * host process, the bottleneck, served 13% fewer requests. Ignored on
-   * Windows.
+   * that would give each worker the CPU share of a whole session, against
+   * the host's (the gateway's bottleneck). Ignored on Windows.
    */
   processGroup?: boolean;
 }
