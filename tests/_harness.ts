@@ -17,6 +17,7 @@
  * - `rawConnect(target)`: a raw socket speaking frames, for sending arbitrary
  *   bytes and reading the decoded replies (`write`, `send`, `read`,
  *   `readUntil`, `authenticate`); `await using`-disposable.
+ * - `recordingLogger()`: a `Logger` that keeps every record, for assertions.
  * - Model sources: `DOUBLER`, `SLEEPER`, `RAISER`, `HOST_CALLER`.
  *
  * @example
@@ -30,6 +31,7 @@
  * @module
  */
 import { createHmac } from "node:crypto";
+import type { Logger } from "../src/logger.ts";
 import { FrameError } from "../src/errors.ts";
 import {
   FrameDecoderStream,
@@ -85,6 +87,28 @@ class Model:
     def execute(self, msg):
         return {"result": host.call(msg["cmd"], msg.get("args"), timeout=10)}
 `;
+
+/** One record of a {@linkcode recordingLogger}: level, message, properties. */
+export type LogEntry = [string, string, Record<string, unknown> | undefined];
+
+/** A `Logger` that keeps every record it is given, in order. */
+export function recordingLogger(): { logger: Logger; entries: LogEntry[] } {
+  const entries: LogEntry[] = [];
+  const at =
+    (level: string) => (message: string, props?: Record<string, unknown>) =>
+      void entries.push([level, message, props]);
+  return {
+    entries,
+    logger: {
+      trace: at("trace"),
+      debug: at("debug"),
+      info: at("info"),
+      warn: at("warn"),
+      error: at("error"),
+      fatal: at("fatal"),
+    },
+  };
+}
 
 /** Options of {@linkcode startServer}. */
 export interface StartServerOptions

@@ -5,6 +5,7 @@ import { Pool, type PoolOptions } from "../src/pool.ts";
 import type { Session } from "../src/session.ts";
 import { reconnect } from "../plugins/reconnect.ts";
 import { modelsDir, nextEvent, pidOf, PidTracker } from "./_pool_harness.ts";
+import { recordingLogger } from "./_harness.ts";
 
 Deno.test("PluginHost.resolve adds, replaces by name, removes and starts from nothing", () => {
   const defaults: Plugin[] = [{ name: "a" }, { name: "b" }, { name: "c" }];
@@ -219,17 +220,7 @@ Deno.test("Pool fails only the request whose plugin hook threw, with a PluginErr
       },
     };
     const pluginErrors: string[] = [];
-    const logged: Array<Record<string, unknown> | undefined> = [];
-    const quiet = () => {};
-    const logger = {
-      trace: quiet,
-      debug: quiet,
-      info: quiet,
-      warn: (_: string, props?: Record<string, unknown>) =>
-        void logged.push(props),
-      error: quiet,
-      fatal: quiet,
-    };
+    const { logger, entries } = recordingLogger();
     const pool = await Pool.start(
       base(dir.path, { plugins: [flaky], logger }),
     );
@@ -258,7 +249,9 @@ Deno.test("Pool fails only the request whose plugin hook threw, with a PluginErr
       await back;
       assert.deepEqual(pluginErrors, ["flaky:onWorkerStart"]);
       // The log has the plugin's own error (the cause, with its stack), not only the message.
-      const hookLogs = logged.filter((p) => p?.hook === "onWorkerStart");
+      const hookLogs = entries.filter(([level, , p]) =>
+        level === "warn" && p?.hook === "onWorkerStart"
+      ).map(([, , p]) => p!);
       assert.ok(hookLogs.length >= 1);
       const cause = (hookLogs[0]!.error as Error).cause as Error;
       assert.equal(cause.message, "start hook broke");

@@ -19,6 +19,7 @@ import {
   DOUBLER,
   HOST_CALLER,
   RAISER,
+  recordingLogger,
   SLEEPER,
   startServer,
   waitFor,
@@ -357,18 +358,7 @@ Deno.test("Session routes events with a pending id to onEvent and others to list
 Deno.test("Session serves Python → host commands with its handlers", async () => {
   await using server = await startServer();
   const seen: Array<{ args: unknown; id: number }> = [];
-  const warnings: Array<{ message: string; props?: Record<string, unknown> }> =
-    [];
-  const quiet = () => {};
-  const logger = {
-    trace: quiet,
-    debug: quiet,
-    info: quiet,
-    warn: (message: string, props?: Record<string, unknown>) =>
-      warnings.push({ message, ...(props ? { props } : {}) }),
-    error: quiet,
-    fatal: quiet,
-  };
+  const { logger, entries } = recordingLogger();
   await using session = await server.connect({
     handlers: {
       add: (args, call) => {
@@ -412,11 +402,15 @@ Deno.test("Session serves Python → host commands with its handlers", async () 
     session.execute("caller", { cmd: "fail" }),
     /Host replied HostError: Cannot run host command fail: handler exploded/,
   );
-  const logged = warnings.filter((w) => w.message.startsWith("Host command"));
+  const hostFailures = () =>
+    entries.filter(([level, m]) =>
+      level === "warn" && m.startsWith("Host command")
+    );
+  const logged = hostFailures();
   assert.equal(logged.length, 1);
-  assert.equal(logged[0]!.props?.cmd, "fail");
+  assert.equal(logged[0]![2]?.cmd, "fail");
   assert.match(
-    String((logged[0]!.props?.error as Error).stack),
+    String((logged[0]![2]?.error as Error).stack),
     /handler exploded/,
   );
   // A typed error is the handler's answer: as it is, not logged.
@@ -425,7 +419,7 @@ Deno.test("Session serves Python → host commands with its handlers", async () 
     /Host replied ConfigError: no such table/,
   );
   assert.equal(
-    warnings.filter((w) => w.message.startsWith("Host command")).length,
+    hostFailures().length,
     1,
   );
   await assert.rejects(

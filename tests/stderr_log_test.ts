@@ -4,36 +4,16 @@
  */
 import assert from "node:assert/strict";
 import { StderrLog } from "../src/_stderr_log.ts";
-import type { Logger } from "../src/logger.ts";
 import { PythonServer } from "../src/python_server.ts";
+import { type LogEntry, recordingLogger } from "./_harness.ts";
 
-type Entry = [string, string, Record<string, unknown> | undefined];
-
-function recorder(): { logger: Logger; entries: Entry[] } {
-  const entries: Entry[] = [];
-  const at =
-    (level: string) => (message: string, props?: Record<string, unknown>) =>
-      entries.push([level, message, props]);
-  return {
-    entries,
-    logger: {
-      trace: at("trace"),
-      debug: at("debug"),
-      info: at("info"),
-      warn: at("warn"),
-      error: at("error"),
-      fatal: at("fatal"),
-    },
-  };
-}
-
-const lines = (entries: Entry[]) =>
+const lines = (entries: LogEntry[]) =>
   entries.map(([level, , p]) =>
     `${level} ${p?.line ?? `<${p?.count} dropped>`}`
   );
 
 Deno.test("StderrLog logs whole lines across pieces, at the server's level or as warnings", () => {
-  const { logger, entries } = recorder();
+  const { logger, entries } = recordingLogger();
   const log = new StderrLog(logger, "w1");
   log.push("Traceback (most recent call last):\n  File");
   log.push(' "m.py", line 1\nValueError: x\r\n\n');
@@ -64,7 +44,7 @@ Deno.test("StderrLog logs whole lines across pieces, at the server's level or as
 });
 
 Deno.test("StderrLog bounds lines and rate, and says how many it dropped", () => {
-  const { logger, entries } = recorder();
+  const { logger, entries } = recordingLogger();
   let now = 1_000;
   const log = new StderrLog(logger, "w2", {
     maxLinesPerSecond: 3,
@@ -92,7 +72,7 @@ Deno.test("StderrLog bounds lines and rate, and says how many it dropped", () =>
 
 Deno.test("PythonServer logs its server's stderr: the whole log when the log file cannot be opened", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-stderr-log-" });
-  const { logger, entries } = recorder();
+  const { logger, entries } = recordingLogger();
   try {
     // `logs` is a file: the server cannot make its log directory.
     await Deno.writeTextFile(`${dir}/logs`, "");
@@ -124,7 +104,7 @@ Deno.test("PythonServer logs its server's stderr: the whole log when the log fil
 
 Deno.test("Pool with a logger of its own: workers' stderr and host command failures reach it", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-stderr-pool-" });
-  const { logger, entries } = recorder();
+  const { logger, entries } = recordingLogger();
   try {
     const { Pool } = await import("../src/pool.ts");
     await using pool = await Pool.start({

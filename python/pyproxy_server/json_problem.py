@@ -7,6 +7,7 @@ names the first offending place, e.g. ``result.rows[3].when is a
 datetime.datetime (use .isoformat())``.
 """
 
+import enum
 import math
 
 __all__ = ["describe_not_json"]
@@ -40,8 +41,6 @@ def _hint(value):
         return "use .tolist()" if hasattr(value, "tolist") and getattr(value, "ndim", 0) else "use .item()"
     if hasattr(cls, "__dataclass_fields__"):
         return "use dataclasses.asdict(...)"
-    import enum
-
     if isinstance(value, enum.Enum):
         return "use .value"
     return "convert it to a dict, list, str, number, bool or None"

@@ -18,6 +18,17 @@ def unbatched(payloads):
     return out
 
 
+def payload_lengths(data):
+    """The payload length of each frame in ``data`` (whole frames, back to back)."""
+    lengths = []
+    pos = 0
+    while pos < len(data):
+        length = int.from_bytes(data[pos + 21 : pos + 25], "big")
+        lengths.append(length)
+        pos += 25 + length + 16
+    return lengths
+
+
 def execute(rid, n, **extra):
     msg = {"n": n}
     msg.update(extra)
@@ -87,11 +98,7 @@ class BatchFrameTest(ConnectionCase):
             data = b"".join(transport.writes)
             frames = replies(data)
             self.assertGreater(len(frames), 3)
-            pos = 0
-            for _ in frames:
-                length = int.from_bytes(data[pos + 21 : pos + 25], "big")
-                self.assertLessEqual(length, Connection.BATCH_MAX + len(b'{"batch":[]}'))
-                pos += 25 + length + 16
+            self.assertLessEqual(max(payload_lengths(data)), Connection.BATCH_MAX + len(b'{"batch":[]}'))
             got = unbatched(frames)
             self.assertEqual([r["id"] for r in got], [10 + n for n in range(count)])
 
@@ -111,11 +118,8 @@ class BatchFrameTest(ConnectionCase):
             data = b"".join(transport.writes)
             frames = replies(data)
             self.assertGreater(len(frames), 3)
-            pos = 0
-            for _ in frames:
-                length = int.from_bytes(data[pos + 21 : pos + 25], "big")
-                self.assertLessEqual(length, limit)
-                pos += 25 + length + 16
+            self.assertEqual(len(payload_lengths(data)), len(frames))
+            self.assertLessEqual(max(payload_lengths(data)), limit)
             self.assertGreater(max(len(f.get("batch", ())) for f in frames), 5, "still batched")
             got = unbatched(frames)
             self.assertEqual([r["id"] for r in got], [10 + n for n in range(count)])

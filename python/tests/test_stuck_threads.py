@@ -11,18 +11,23 @@ from .test_server import ServerTestCase
 ASLEEP = 600
 
 
+def wait_started(c, ids):
+    """Reads until requests ``ids`` printed "started" (they run); keeps the rest in ``c.events``."""
+    started = set()
+    while started != set(ids):
+        msg = c.recv()
+        if msg.get("event") == "log" and msg.get("message") == "started":
+            started.add(msg["request"])
+        else:
+            c.events.append(msg)
+
+
 class StuckThreadTest(ServerTestCase):
     args = ("--threads", "2", "--max-stuck-threads", "2")
 
     def sleep_calls(self, c, ids):
         c.send(*[{"id": i, "cmd": "executeModel", "name": "z", "msg": {"seconds": ASLEEP}} for i in ids])
-        started = set()
-        while started != set(ids):
-            msg = c.recv()
-            if msg.get("event") == "log" and msg.get("message") == "started":
-                started.add(msg["request"])
-            else:
-                c.events.append(msg)
+        wait_started(c, ids)
 
     def next_event(self, c, name, timeout=15.0):  # a bound for loaded machines, not a wait
         for event in c.events:
@@ -197,13 +202,7 @@ class ElasticStuckTest(ServerTestCase):
         c = self.connect()
         ids = (1, 2, 3)
         c.send(*[{"id": i, "cmd": "addModel", "name": "h%d" % i, "source": self.HANGING} for i in ids])
-        started = set()
-        while started != set(ids):
-            msg = c.recv()
-            if msg.get("event") == "log" and msg.get("message") == "started":
-                started.add(msg["request"])
-            else:
-                c.events.append(msg)
+        wait_started(c, ids)
         for i in ids:
             self.assertEqual(c.call("cancel", target=i), {"cancelled": True})
         event = StuckThreadTest.next_event(self, c, "wedged")

@@ -112,9 +112,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/json_problem.py",
-      size: 4645,
+      size: 4640,
       sha256:
-        "716bc022939fee6be2c8eb9379743437cfc9d5c9780d28193d6b3bb74409d510",
+        "1ffb77ce51b2e97d8ed512f89e157740cf84cd4057496b3d037962c1a9f34c94",
     },
     {
       path: "pyproxy_server/models.py",
