@@ -45,6 +45,9 @@ interface OpenReply {
  * are not re-opened.
  *
  * Like `pool.eval`, this runs arbitrary code with the workers' privileges.
+ * Close sessions you no longer need (`await using`): a worker holds at most
+ * `--max-eval-sessions` (default 1024) per connection, and `openSession`
+ * beyond that rejects with `OverloadedError`.
  *
  * @example
  * ```ts ignore

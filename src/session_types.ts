@@ -183,7 +183,14 @@ export interface ServerStatus {
     replaced: number;
     elastic: number;
     elasticBusy: number;
+    /** Evals and model commands still running 0.5 s after their cancel. */
+    elasticStuck?: number;
   };
+  /**
+   * Eval sessions open on all of the server's connections (at most
+   * `--max-eval-sessions` per connection; absent from servers before it).
+   */
+  evalSessions?: number;
   /** Why the server reported itself wedged (protocol §6), else `null` (absent from servers before it). */
   wedged?: string | null;
   /** Other fields the server adds. */

@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
 import {
   CancelledError,
+  OverloadedError,
   PythonError,
   SessionLostError,
   ShuttingDownError,
 } from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
+import type { ServerStatus } from "../src/session_types.ts";
 import { nextEvent } from "./_pool_harness.ts";
 
 /** The error `promise` rejects with (fails when it resolves). */
@@ -86,6 +88,28 @@ Deno.test("EvalSession close drops the namespace", async () => {
     }),
     SessionLostError,
   );
+});
+
+Deno.test("openSession beyond --max-eval-sessions is an OverloadedError until one closes", async () => {
+  await using pool = await Pool.start({
+    workers: 1,
+    handleSignals: false,
+    serverArgs: ["--max-eval-sessions", "2"],
+  });
+  const first = await pool.openSession();
+  await using second = await pool.openSession();
+  await assert.rejects(pool.openSession(), (error: unknown) => {
+    assert.ok(error instanceof OverloadedError);
+    assert.match(error.message, /--max-eval-sessions/);
+    return true;
+  });
+  const status = await pool.request<ServerStatus>("serverStatus");
+  assert.equal(status.evalSessions, 2);
+  // The sessions already open keep working; closing one makes room.
+  assert.equal(await second.eval("1 + 1").result, 2);
+  await first.close();
+  await using third = await pool.openSession();
+  assert.equal(await third.eval("3").result, 3);
 });
 
 Deno.test("EvalSession runs the next atom only after a cancelled one stopped", async () => {

@@ -76,6 +76,7 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=16, help="executor threads for model calls (default 16)")
     parser.add_argument("--max-stuck-threads", type=int, default=16, help="call threads stuck in cancelled calls (blocked in C) that are replaced; one more and the server reports itself wedged (default 16)")
     parser.add_argument("--max-elastic-threads", type=int, default=256, help="evals and model commands running at once, each on its own thread, before OverloadedError (default 256)")
+    parser.add_argument("--max-eval-sessions", type=int, default=1024, help="eval sessions one connection may hold open before openSession is an OverloadedError (default 1024)")
     parser.add_argument("--max-calls", type=int, default=65536, help="threaded calls queued or running per connection before OverloadedError (default 65536)")
     parser.add_argument("--spin-us", type=int, default=DEFAULT_SPIN_US, help="microseconds a connection polls for the next request of a fast client before sleeping; 0 = never (default %d)" % DEFAULT_SPIN_US)
     parser.add_argument("--sched-batch", action="store_true", help="run under Linux SCHED_BATCH: a request that wakes the server does not preempt the process running on that core (an HTTP gateway's thread); ignored where the OS has no SCHED_BATCH")
@@ -95,6 +96,8 @@ def parse_args(argv=None):
         parser.error("--max-calls must be >= 1")
     if args.max_stuck_threads < 0:
         parser.error("--max-stuck-threads must be >= 0")
+    if args.max_eval_sessions < 0:
+        parser.error("--max-eval-sessions must be >= 0")
     if args.max_elastic_threads < 1:
         parser.error("--max-elastic-threads must be >= 1")
     return args
@@ -314,7 +317,8 @@ def main(argv=None):
     if not os.path.isdir(root):
         raise SystemExit("pyproxy_server: --path %r is not a directory" % args.path)
     server = Server(root, args.id, secret=secret, max_frame_size=args.max_frame_size, threads=args.threads, max_calls=args.max_calls, spin=args.spin_us / 1e6,
-                    max_stuck_threads=args.max_stuck_threads, max_elastic_threads=args.max_elastic_threads)
+                    max_stuck_threads=args.max_stuck_threads, max_elastic_threads=args.max_elastic_threads,
+                    max_eval_sessions=args.max_eval_sessions)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:

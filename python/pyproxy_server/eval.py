@@ -34,6 +34,7 @@ from . import big_json, capture
 from .errors import (
     CancelledError,
     InvalidRequestError,
+    OverloadedError,
     PythonError,
     SerializationError,
     SessionLostError,
@@ -470,8 +471,17 @@ def _runs_by_fd(items):
 class EvalService:
     """The eval commands of one server: namespaces per connection, output channels."""
 
-    def __init__(self, server):
+    # Eval sessions one connection may hold open (``--max-eval-sessions``):
+    # a client that opens sessions and never closes them would otherwise
+    # grow the server without bound (each namespace keeps what its code
+    # stored; 300 sessions holding 1 MB each took ~330 MB).
+    MAX_SESSIONS = 1024
+
+    def __init__(self, server, max_sessions=None):
         self._server = server
+        if max_sessions is None:
+            max_sessions = getattr(server, "max_eval_sessions", self.MAX_SESSIONS)
+        self.max_sessions = max_sessions
         self._lock = threading.Lock()
         # connection -> {session id -> namespace}
         self._namespaces = {}
@@ -521,12 +531,24 @@ class EvalService:
     def open_session(self, call):
         """``openSession`` → ``{session}``: a namespace kept on this connection."""
         sid = "s-" + secrets.token_hex(8)
-        self._sessions_of(call.connection)[sid] = new_namespace()
+        sessions = self._sessions_of(call.connection)
+        with self._lock:
+            if len(sessions) >= self.max_sessions:
+                raise OverloadedError(
+                    "Cannot open eval session: this connection already holds %d "
+                    "(--max-eval-sessions); close one with closeSession" % len(sessions)
+                )
+            sessions[sid] = new_namespace()
         return {"session": sid, "serverId": self._server_id(call), "pid": os.getpid()}
 
     @staticmethod
     def _server_id(call):
         return getattr(call.server, "id", None)
+
+    def session_count(self):
+        """Eval sessions open on all connections (``serverStatus``)."""
+        with self._lock:
+            return sum(len(sessions) for sessions in self._namespaces.values())
 
     def close_session(self, call):
         """``closeSession {session}`` → ``{session, closed}``."""
@@ -690,4 +712,5 @@ def install(server):
     """Install the eval commands into ``server`` (called at server start-up)."""
     service = EvalService(server)
     service.install()
+    server.eval_service = service
     return service

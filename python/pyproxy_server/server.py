@@ -91,6 +91,7 @@ class Server:
         spin=0.0,
         max_stuck_threads=16,
         max_elastic_threads=256,
+        max_eval_sessions=1024,
     ):
         self.root = os.path.realpath(root)
         self.id = server_id
@@ -117,6 +118,10 @@ class Server:
         self.started = time.monotonic()
         self.executor = CallExecutor(threads, max_stuck=max_stuck_threads)
         self.elastic_executor = ElasticExecutor(max_elastic_threads)
+        # Eval sessions one connection may hold open (the eval extension reads it).
+        self.max_eval_sessions = max_eval_sessions
+        # The eval extension, once installed (serverStatus counts its sessions).
+        self.eval_service = None
         # Elastic threads (evals, model commands) still running a cancelled
         # command past the stuck grace: idents. Beyond --max-stuck-threads of
         # them the server is wedged (they were never counted: 256 model
@@ -344,6 +349,7 @@ class Server:
                 "elasticBusy": elastic.busy,
                 "elasticStuck": len(self.elastic_stuck),
             },
+            "evalSessions": 0 if self.eval_service is None else self.eval_service.session_count(),
             "wedged": self.wedged,
         }
 

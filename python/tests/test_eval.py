@@ -11,6 +11,7 @@ from tests._client import ServerProcess
 from pyproxy_server.errors import (
     CancelledError,
     InvalidRequestError,
+    OverloadedError,
     PythonError,
     SerializationError,
     SessionLostError,
@@ -505,6 +506,33 @@ class EvalServiceTest(unittest.TestCase):
         self.assertEqual(self.call("closeSession", session=sid)[0], {"session": sid, "closed": True})
         with self.assertRaises(SessionLostError):
             self.call("eval", code="1", session=sid)
+
+    def test_a_connection_holds_at_most_max_sessions(self):
+        self.service.max_sessions = 2
+        first = self.call("openSession")[0]["session"]
+        self.call("openSession")
+        with self.assertRaises(OverloadedError) as caught:
+            self.call("openSession")
+        self.assertIn("--max-eval-sessions", str(caught.exception))
+        self.assertEqual(self.service.session_count(), 2)
+        # Another connection has its own bound.
+        mine = self.connection
+        self.connection = FakeConnection(self.server)
+        self.call("openSession")
+        self.assertEqual(self.service.session_count(), 3)
+        # Closing one makes room again.
+        self.connection = mine
+        self.call("closeSession", session=first)
+        self.call("openSession")
+        with self.assertRaises(OverloadedError):
+            self.call("openSession")
+        self.assertEqual(self.service.session_count(), 3)
+
+    def test_max_sessions_comes_from_the_server(self):
+        self.server.max_eval_sessions = 0
+        service = EvalService(self.server)
+        self.assertEqual(service.max_sessions, 0)
+        self.assertEqual(EvalService(FakeServer()).max_sessions, EvalService.MAX_SESSIONS)
 
     def test_namespaces_die_with_the_connection(self):
         sid = self.call("openSession")[0]["session"]

@@ -1099,5 +1099,15 @@ class FrameSizeArgTest(unittest.TestCase):
                 parse_args(["--path", ".", "--id", "x", "--max-frame-size", bad])
 
 
+class EvalSessionsArgTest(unittest.TestCase):
+    def test_the_eval_session_bound_defaults_to_1024_and_refuses_a_negative_one(self):
+        from pyproxy_server.__main__ import parse_args
+        self.assertEqual(parse_args(["--path", ".", "--id", "x"]).max_eval_sessions, 1024)
+        self.assertEqual(parse_args(["--path", ".", "--id", "x", "--max-eval-sessions", "0"]).max_eval_sessions, 0)
+        for bad in ("-1", "x", "1.5"):
+            with self.assertRaises(SystemExit, msg=bad), mock.patch("sys.stderr"):
+                parse_args(["--path", ".", "--id", "x", "--max-eval-sessions", bad])
+
+
 if __name__ == "__main__":
     unittest.main()

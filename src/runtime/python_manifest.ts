@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 16643,
+      size: 16975,
       sha256:
-        "8af4f5591076f1ea9dfad9055309d9551b689236f746b8e509cf138613859f74",
+        "c9f4b1bf7b4247ff2292aabaa083b7da3983209e986abbbdc78fac1f23344c84",
     },
     {
       path: "pyproxy_server/big_json.py",
@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 28182,
+      size: 29262,
       sha256:
-        "dd2f9f230ff86084e07d1d48f4307cb637f75e9a313efd7067addbf558a9104f",
+        "8c4efdd7d0682a6822656c0cf7dabca413db36fd12144b75a8a8a85f8aee0c6b",
     },
     {
       path: "pyproxy_server/execution.py",
@@ -124,9 +124,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 16757,
+      size: 17137,
       sha256:
-        "93d322b82d80c0f885dc038d6e95bee2beb4e8280b8d8731dae837e35d82169a",
+        "d858c80974a9f7e55168a7cd567f67ac73dccf4bd2f0d49b39d093029b9cb877",
     },
     {
       path: "pyproxy_server/shallow_json.py",
