@@ -437,6 +437,44 @@ Deno.test("Session serves Python → host commands with its handlers", async () 
   );
 });
 
+/** The text of every log file of the server whose `--path` is `dir`. */
+async function logText(dir: string): Promise<string> {
+  let text = "";
+  for await (const entry of Deno.readDir(`${dir}/logs`)) {
+    if (entry.name.endsWith(".log")) {
+      text += await Deno.readTextFile(`${dir}/logs/${entry.name}`);
+    }
+  }
+  return text;
+}
+
+Deno.test("Session gets a model's uncaught HostError with the model's traceback, and the worker logs it", async () => {
+  await using server = await startServer();
+  await using session = await server.connect({
+    handlers: {
+      fail: () => {
+        throw new ConfigError("no such table");
+      },
+    },
+  });
+  await session.addModel("caller", { source: HOST_CALLER });
+  for (const cmd of ["fail", "nope"]) {
+    const error = await session.execute("caller", { cmd }).then(
+      () => assert.fail("expected a HostError"),
+      (e: unknown) => e,
+    );
+    assert.ok(error instanceof RemoteError, String(error));
+    assert.equal(error.remoteType, "HostError");
+    // The model's frame, where it called the host, and the exception line.
+    const traceback = String(error.details.traceback);
+    assert.match(traceback, /in execute\n\s+return \{"result": host\.call\(/);
+    assert.match(traceback, /HostError: Host replied /);
+  }
+  await waitFor(async () =>
+    (await logText(server.dir)).includes("(model caller) raised HostError")
+  );
+});
+
 Deno.test("Session sends the cancel of a request that timed out or was aborted in async outgoing middleware after the request, so the server does not run it", async () => {
   await using server = await startServer();
   // Holds executeModel in its outgoing hook (as spill-over does while it

@@ -52,7 +52,7 @@ from .errors import (
     UnknownCommandError,
     short_repr,
 )
-from .execution import CallRunner, OutputSink, fail_future, log_user_error, wire_error
+from .execution import CallRunner, OutputSink, fail_future, is_user_error, log_user_error, wire_error
 from .framer import HEADER, MAGIC, OVERHEAD, VERSION, Framer, md5_digest
 from .inline_watch import InlineWatch
 from .json_problem import describe_not_json
@@ -811,7 +811,7 @@ class Connection(asyncio.BufferedProtocol):
         except BaseException as exc:  # SystemExit from user code too
             handled = True
             wire = wire_error(exc)
-            if not isinstance(exc, PyProxyError):
+            if is_user_error(exc, wire):
                 log_user_error(self.id, call, wire)
             payload = self.encode_error(call.id, wire)
         finally:

@@ -32,9 +32,9 @@ import threading
 
 from . import capture
 from .call import DONE, PENDING, RUNNING, current_call
-from .errors import CancelledError, HostError, OverloadedError, PyProxyError, PythonError
+from .errors import CancelledError, HostError, OverloadedError, PyProxyError, PythonError, format_user_traceback
 
-__all__ = ["CallRunner", "OutputSink", "wire_error", "log_user_error", "fail_future"]
+__all__ = ["CallRunner", "OutputSink", "wire_error", "is_user_error", "log_user_error", "fail_future"]
 
 log = logging.getLogger("pyproxy_server.execution")
 
@@ -79,8 +79,25 @@ def wire_error(exc):
     own type, without its class or traceback.)
     """
     if isinstance(exc, PyProxyError):
-        return exc.to_wire()
+        wire = exc.to_wire()
+        if isinstance(exc, HostError) and "traceback" not in wire:
+            # A host call failed and the model did not catch it: where in the
+            # model it called the host is what its author needs (the reply
+            # had none, so the gateway's --debug showed none).
+            tb = exc.__traceback__
+            while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_SERVER_DIR):
+                tb = tb.tb_next
+            if tb is not None:
+                wire["traceback"] = format_user_traceback(exc, _SERVER_DIR)
+        return wire
     return PythonError.from_exception(exc, _SERVER_DIR).to_wire()
+
+
+def is_user_error(exc, wire):
+    """Whether ``exc`` (answered with ``wire``) is the model's own failure,
+    for :func:`log_user_error`: an exception of its code, or a host call's
+    ``HostError`` it did not catch (then ``wire`` has its traceback)."""
+    return not isinstance(exc, PyProxyError) or (isinstance(exc, HostError) and "traceback" in wire)
 
 
 def log_user_error(conn_id, call, wire):
@@ -427,7 +444,7 @@ class CallRunner:
                 payload = self._cancelled_or_error(call, exc)
             except BaseException as exc:  # SystemExit from user code too
                 wire = wire_error(exc)
-                if not isinstance(exc, PyProxyError):
+                if is_user_error(exc, wire):
                     log_user_error(conn.id, call, wire)
                 payload = conn.encode_error(call.id, wire)
             finally:

@@ -786,11 +786,19 @@ class SpillTest(SpillTestCase):
         self.assertTrue(os.path.exists(outside))
 
     def messages_until(self, rid, timeout=10.0):
-        """Every message up to and including the reply with ``rid``."""
+        """Every message up to and including the reply with ``rid``; a spilled
+        one (a reply with a traceback is over the 1000-byte threshold) read
+        from its file, which is removed."""
         seen = []
         deadline = time.monotonic() + timeout
         while not seen or seen[-1].get("id") != rid or "ok" not in seen[-1]:
-            seen.append(self.c.recv(max(0.01, deadline - time.monotonic())))
+            msg = self.c.recv(max(0.01, deadline - time.monotonic()))
+            ref = msg.get("$spill")
+            if ref is not None and msg.get("id") is not None:
+                with open(ref["path"], "rb") as f:
+                    msg = json.loads(f.read())
+                os.unlink(ref["path"])
+            seen.append(msg)
         return seen
 
     def test_failed_stub_without_cmd_or_ok_is_never_answered_under_its_id(self):

@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 56305,
+      size: 56311,
       sha256:
-        "c51164a93ba1c1409f21dacd4a3ae94649e59afc433902559e151bf9350702db",
+        "30b68a3134648b088e351b06657b6700194deac9c6237da0ef25bbf35201b132",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 20745,
+      size: 21703,
       sha256:
-        "1a047af8ace7b6da1dadf1d483fc34d23a69b877f02817efaadfd150beaaaed5",
+        "32161b66c948e602e96b1ec167e06ec5dc1183ea19c779109e5d4e0b40e6521b",
     },
     {
       path: "pyproxy_server/framer.py",
