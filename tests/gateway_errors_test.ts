@@ -22,11 +22,25 @@ Deno.test("createGateway answers a model's uncaught HostError and an unencodable
   const { error } = await res.json();
   assert.equal(error.type, "PythonError");
   assert.equal(error.exception, "HostError");
+  assert.equal(error.traceback, undefined);
   for (const body of ['{"nan":true}', "{}"]) {
     const r = await gw.fetch("/v1/models/odd/execute", post(body));
     assert.equal(r.status, 422, body);
     assert.equal((await r.json()).error.type, "SerializationError");
   }
+});
+
+Deno.test("createGateway shows a model's uncaught HostError with the model's traceback under debug", async () => {
+  await using gw = await startGateway({ debug: true });
+  const res = await gw.fetch(
+    "/v1/models/publisher/execute",
+    post('{"channel":"bad name!"}'),
+  );
+  assert.equal(res.status, 422);
+  const { error } = await res.json();
+  assert.equal(error.exception, "HostError");
+  assert.match(error.traceback, /in execute\n/);
+  assert.match(error.traceback, /HostError: /);
 });
 
 Deno.test("createGateway refuses a body that is not a JSON object for a model with declared inputs", async () => {
