@@ -140,9 +140,34 @@ if (import.meta.main) {
     rounds: Number(values.rounds ?? (values.quick ? 3 : 5)),
     roundMs: Number(values["round-ms"] ?? (values.quick ? 300 : 1000)),
   };
+  // Checked now: a NaN would make every time limit 0 ("timed out after NaN
+  // s"), 0 rounds would print empty rows as if measured.
+  if (!Number.isInteger(config.rounds) || config.rounds < 1) {
+    console.error(
+      `Cannot run: --rounds: expected an integer >= 1, got ${values.rounds}`,
+    );
+    Deno.exit(2);
+  }
+  if (!Number.isFinite(config.roundMs) || config.roundMs <= 0) {
+    console.error(
+      `Cannot run: --round-ms: expected a number > 0, got ${
+        values["round-ms"]
+      }`,
+    );
+    Deno.exit(2);
+  }
   const only = (values.only ?? []).flatMap((o) => o.split(",")).map((o) =>
     o.trim()
   ).filter(Boolean);
+  if (values.only !== undefined && only.length === 0) {
+    // Not "every scenario": an empty list is a mistake, not a 5-minute run.
+    console.error(
+      `Cannot run: --only: expected scenario ids (${
+        SCENARIOS.map((s) => s.id).join(", ")
+      }), got none`,
+    );
+    Deno.exit(2);
+  }
   const unknown = only.filter((o) => !SCENARIOS.some((s) => s.id === o));
   if (unknown.length > 0) {
     console.error(

@@ -298,3 +298,56 @@ Deno.test("ReadyChild hands every stdout line after the ready line to onStdoutLi
   }
   assert.deepEqual(lines, ["first", "second"]);
 });
+
+Deno.test("bench/main.ts refuses a bad --rounds, --round-ms or an empty --only before measuring", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-bench-args-" });
+  try {
+    const out = `${dir}/out.json`;
+    const cases: Array<[string[], RegExp]> = [
+      [
+        ["--rounds", "abc"],
+        /^Cannot run: --rounds: expected an integer >= 1, got abc\n/,
+      ],
+      [
+        ["--rounds", "0"],
+        /^Cannot run: --rounds: expected an integer >= 1, got 0\n/,
+      ],
+      [
+        ["--rounds", "2.5"],
+        /^Cannot run: --rounds: expected an integer >= 1, got 2\.5\n/,
+      ],
+      [
+        ["--round-ms", "x"],
+        /^Cannot run: --round-ms: expected a number > 0, got x\n/,
+      ],
+      [
+        ["--round-ms", "0"],
+        /^Cannot run: --round-ms: expected a number > 0, got 0\n/,
+      ],
+      // An empty --only would otherwise run every scenario.
+      [["--only", ","], /^Cannot run: --only: expected scenario ids/],
+    ];
+    for (const [args, message] of cases) {
+      const only = args[0] === "--only" ? [] : ["--only", "sequential"];
+      const result = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../bench/main.ts", import.meta.url).pathname,
+          ...only,
+          ...args,
+          "--out",
+          out,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stderr = new TextDecoder().decode(result.stderr);
+      assert.equal(result.code, 2, `${args.join(" ")}: ${stderr}`);
+      assert.match(stderr, message);
+      await assert.rejects(Deno.stat(out), Deno.errors.NotFound);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
