@@ -351,3 +351,55 @@ Deno.test("bench/main.ts refuses a bad --rounds, --round-ms or an empty --only b
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("ratioTarget: a missing, skipped, NaN or zero side is not measured; the bounds are inclusive for >= and strict for <", () => {
+  const rows = [
+    { name: "us", metrics: { "calls/s": summarize([100]) } },
+    { name: "ref", metrics: { "calls/s": summarize([50]) } },
+    { name: "zero", metrics: { "calls/s": summarize([0]) } },
+    { name: "nan", metrics: { "calls/s": summarize([NaN]) } },
+    // A row that failed keeps no metrics today; if it ever did, they would be stale.
+    {
+      name: "skipped",
+      metrics: { "calls/s": summarize([10]) },
+      skipped: "failed in round 2",
+    },
+  ];
+  const t = (num: string, den: string, extra: Record<string, unknown> = {}) =>
+    ratioTarget(rows, {
+      label: "x",
+      num,
+      den,
+      metric: "calls/s",
+      threshold: 2,
+      ...extra,
+    });
+  assert.deepEqual([t("us", "ref").value, t("us", "ref").pass], [2, true]);
+  assert.equal(t("us", "ref", { op: "<" }).pass, false);
+  for (
+    const [num, den] of [
+      ["us", "missing"],
+      ["missing", "ref"],
+      ["us", "zero"],
+      ["us", "nan"],
+      ["nan", "ref"],
+      ["us", "skipped"],
+      ["skipped", "ref"],
+    ]
+  ) {
+    const target = t(num!, den!);
+    assert.deepEqual(
+      [target.value, target.pass],
+      [null, null],
+      `${num} / ${den}`,
+    );
+  }
+  // A zero scale would divide by zero: not "infinitely faster".
+  assert.equal(t("us", "ref", { scale: 0 }).pass, null);
+  assert.equal(t("us", "ref", { scale: 0.5 }).value, 4);
+  // A numerator of zero is a measurement: it misses a >= target.
+  assert.deepEqual(
+    [t("zero", "ref").value, t("zero", "ref").pass],
+    [0, false],
+  );
+});
