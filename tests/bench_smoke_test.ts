@@ -9,12 +9,13 @@ import { StdioClient } from "../bench/stdio_client.ts";
 import { summarize } from "../bench/stats.ts";
 import { ratioTarget } from "../bench/targets.ts";
 import { ReadyChild } from "../bench/child.ts";
+import { formatResults } from "../bench/table.ts";
 import { GcTrace, parseGcLine } from "../bench/gc_trace.ts";
 import { runLoad } from "../bench/load.ts";
 import { large, peakTarget } from "../bench/scenarios/large.ts";
 import { sequential } from "../bench/scenarios/sequential.ts";
 import { evalOutput } from "../bench/scenarios/eval_output.ts";
-import { gateway } from "../bench/scenarios/gateway.ts";
+import { gateway, gatewayRows } from "../bench/scenarios/gateway.ts";
 import {
   floorCaller,
   sessionCaller,
@@ -401,5 +402,37 @@ Deno.test("ratioTarget: a missing, skipped, NaN or zero side is not measured; th
   assert.deepEqual(
     [t("zero", "ref").value, t("zero", "ref").pass],
     [0, false],
+  );
+});
+
+Deno.test("the gateway's rows name the load generator even when its first row was skipped", () => {
+  const note = "load generator: bench/load.ts, 2 s rounds";
+  const rows = gatewayRows([
+    {
+      name: "pyproxy gateway (1 worker)",
+      rounds: [],
+      skipped: "src/cli.ts does not exist yet",
+    },
+    {
+      name: "Deno.serve floor (JS echo)",
+      rounds: [{ "req/s": 10 }, { "req/s": 30 }],
+    },
+    { name: "uvicorn+Starlette (1 proc)", rounds: [{ "req/s": 5 }] },
+  ], note);
+  assert.deepEqual(rows.map((r) => r.note), [undefined, note, undefined]);
+  assert.equal(rows[0]?.skipped, "src/cli.ts does not exist yet");
+  assert.equal(rows[1]?.metrics["req/s"]?.median, 20);
+  const none = gatewayRows([{ name: "a", rounds: [], skipped: "x" }], note);
+  assert.equal(none[0]?.note, note);
+  const table = formatResults([{
+    id: "gateway",
+    title: "g",
+    rows,
+    targets: [],
+    seconds: 1,
+  }]);
+  assert.match(
+    table,
+    /Deno\.serve floor \(JS echo\) .*\n {6}load generator: bench\/load\.ts/,
   );
 });

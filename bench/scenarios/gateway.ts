@@ -348,6 +348,32 @@ async function loadRound(
 }
 
 /**
+ * The scenario's rows; `note` (which load generator ran, wrk or its Deno
+ * fallback) goes under the first row that was measured, so it is shown
+ * whichever rows were skipped (under the first row when all were).
+ *
+ * @example
+ * ```ts ignore
+ * const rows = gatewayRows([{ name: "a", rounds: [{ "req/s": 1 }] }], "load generator: wrk");
+ * ```
+ */
+export function gatewayRows(
+  entries: Array<
+    { name: string; rounds: Record<string, number>[]; skipped?: string }
+  >,
+  note: string,
+): Row[] {
+  const rows: Row[] = entries.map((e) =>
+    e.skipped !== undefined
+      ? { name: e.name, metrics: {}, skipped: e.skipped }
+      : { name: e.name, metrics: summarizeRounds(e.rounds) }
+  );
+  const first = rows.find((r) => r.skipped === undefined) ?? rows[0];
+  if (first !== undefined) first.note = note;
+  return rows;
+}
+
+/**
  * Gateway throughput and tail latency.
  *
  * @example
@@ -398,21 +424,15 @@ export const gateway: Scenario = {
         }
       }
     }
-    return entries.map((e, i) =>
-      e.skipped !== undefined
-        ? { name: e.spec.name, metrics: {}, skipped: e.skipped }
-        : {
-          name: e.spec.name,
-          metrics: summarizeRounds(e.rounds),
-          ...(i === 0
-            ? {
-              note:
-                `load generator: ${loader}, ${seconds} s rounds, a fresh server per round; Python: ${
-                  python ?? "python3"
-                } on both sides`,
-            }
-            : {}),
-        }
+    return gatewayRows(
+      entries.map((e) => ({
+        name: e.spec.name,
+        rounds: e.rounds,
+        ...(e.skipped === undefined ? {} : { skipped: e.skipped }),
+      })),
+      `load generator: ${loader}, ${seconds} s rounds, a fresh server per round; Python: ${
+        python ?? "python3"
+      } on both sides`,
     );
   },
   targets(rows: Row[]): Target[] {
