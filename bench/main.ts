@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 import { SCENARIOS } from "./scenarios/mod.ts";
 import { formatResults, writeResults } from "./table.ts";
@@ -194,6 +195,15 @@ if (import.meta.main) {
       Deno.exit(2);
     }
   }
+  // Likewise the output: a missing or read-only directory fails now (a temp
+  // file in it, removed at once; an earlier results file there is kept).
+  const out = values.out ?? HERE + "results.json";
+  try {
+    await Deno.remove(await Deno.makeTempFile({ dir: dirname(out) }));
+  } catch (err) {
+    console.error(`Cannot write ${out}: ${(err as Error).message}`);
+    Deno.exit(2);
+  }
   const api = await loadPyproxy();
   for (const [piece, reason] of Object.entries(api.missing)) {
     console.error(`[bench] note: ${piece}: ${reason}`);
@@ -205,13 +215,12 @@ if (import.meta.main) {
     results.push(await runScenario(scenario, config, values.verbose ?? false));
   }
   console.log(formatResults(results));
+  await writeResults(out, results, { ...config, only });
   console.log(
     `total ${
       ((performance.now() - started) / 1000).toFixed(0)
-    } s; results in ${values.out}`,
+    } s; results in ${out}`,
   );
-  const out = values.out ?? HERE + "results.json";
-  await writeResults(out, results, { ...config, only });
   if (before !== undefined) {
     console.log(
       "\n# compared with " + values.compare + "\n" +

@@ -300,7 +300,7 @@ Deno.test("ReadyChild hands every stdout line after the ready line to onStdoutLi
   assert.deepEqual(lines, ["first", "second"]);
 });
 
-Deno.test("bench/main.ts refuses a bad --rounds, --round-ms or an empty --only before measuring", async () => {
+Deno.test("bench/main.ts refuses a bad --rounds, --round-ms, an empty --only or an unwritable --out before measuring", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-bench-args-" });
   try {
     const out = `${dir}/out.json`;
@@ -348,6 +348,25 @@ Deno.test("bench/main.ts refuses a bad --rounds, --round-ms or an empty --only b
       assert.match(stderr, message);
       await assert.rejects(Deno.stat(out), Deno.errors.NotFound);
     }
+    // An --out that cannot be written fails now, not after the whole run.
+    const badOut = `${dir}/no-such-dir/out.json`;
+    const result = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../bench/main.ts", import.meta.url).pathname,
+        "--only",
+        "sequential",
+        "--out",
+        badOut,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(result.stderr);
+    assert.equal(result.code, 2, stderr);
+    assert.match(stderr, /^Cannot write .*no-such-dir\/out\.json: /);
+    assert.doesNotMatch(stderr, /\[bench\] sequential/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
