@@ -15,7 +15,11 @@ import { runLoad } from "../bench/load.ts";
 import { large, peakTarget } from "../bench/scenarios/large.ts";
 import { sequential } from "../bench/scenarios/sequential.ts";
 import { evalOutput } from "../bench/scenarios/eval_output.ts";
-import { gateway, gatewayRows } from "../bench/scenarios/gateway.ts";
+import {
+  gateway,
+  gatewayRows,
+  uvicornSpec,
+} from "../bench/scenarios/gateway.ts";
 import {
   floorCaller,
   sessionCaller,
@@ -453,5 +457,36 @@ Deno.test("the gateway's rows name the load generator even when its first row wa
   assert.match(
     table,
     /Deno\.serve floor \(JS echo\) .*\n {6}load generator: bench\/load\.ts/,
+  );
+});
+
+Deno.test("a missing uvicorn reference skips with the Debian packages that would install it", async () => {
+  await assert.rejects(
+    uvicornSpec(
+      "uvicorn+FastAPI (1 proc)",
+      1,
+      undefined,
+      "fastapi_app",
+      "fastapi",
+    )
+      .start(),
+    /^Error: uvicorn\/starlette\/uvloop\/httptools\/fastapi are not importable \(apt-get install python3-uvicorn python3-starlette python3-uvloop python3-httptools python3-fastapi\)$/,
+  );
+  await assert.rejects(
+    uvicornSpec("uvicorn+Starlette (1 proc)", 1, undefined, "app", "starlette")
+      .start(),
+    /^Error: uvicorn\/starlette\/uvloop\/httptools are not importable \(apt-get install python3-uvicorn python3-starlette python3-uvloop python3-httptools\)$/,
+  );
+  // An interpreter that cannot import the module: no server is started.
+  await assert.rejects(
+    uvicornSpec(
+      "uvicorn+FastAPI (1 proc)",
+      1,
+      "python3",
+      "fastapi_app",
+      "no_such_module_x",
+    )
+      .start(),
+    /^Error: no_such_module_x is not importable by python3 \(apt-get install python3-no_such_module_x\)$/,
   );
 });
