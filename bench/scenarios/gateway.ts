@@ -268,7 +268,7 @@ export function uvicornSpec(
         const stack = ["uvicorn", "starlette", "uvloop", "httptools"];
         const needed = stack.includes(module) ? stack : [...stack, module];
         throw new Error(
-          `${needed.join("/")} are not importable (apt-get install ${
+          `${stack.join("/")} are not importable (apt-get install ${
             needed.map((m) => `python3-${m}`).join(" ")
           })`,
         );
