@@ -102,9 +102,12 @@ export function parseResultsFile(text: string, source: string): ResultsFile {
   return parsed.output;
 }
 
-/** Lower is better for durations, latencies and sizes; higher for rates. */
+/**
+ * Lower is better for durations, latencies and sizes; higher for rates
+ * ("calls/s", "MB/s", but not "promoted MB/scavenge").
+ */
 function higherIsBetter(metric: string): boolean {
-  return metric.includes("/s") || !/\b(ms|s|MB)\b/.test(metric);
+  return /\/s$/.test(metric) || !/\b(ms|s|MB)\b/.test(metric);
 }
 
 function change(before: number, after: number): string {

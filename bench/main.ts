@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 import { SCENARIOS } from "./scenarios/mod.ts";
 import { formatResults, writeResults } from "./table.ts";
@@ -140,9 +141,34 @@ if (import.meta.main) {
     rounds: Number(values.rounds ?? (values.quick ? 3 : 5)),
     roundMs: Number(values["round-ms"] ?? (values.quick ? 300 : 1000)),
   };
+  // Checked now: a NaN would make every time limit 0 ("timed out after NaN
+  // s"), 0 rounds would print empty rows as if measured.
+  if (!Number.isInteger(config.rounds) || config.rounds < 1) {
+    console.error(
+      `Cannot run: --rounds: expected an integer >= 1, got ${values.rounds}`,
+    );
+    Deno.exit(2);
+  }
+  if (!Number.isFinite(config.roundMs) || config.roundMs <= 0) {
+    console.error(
+      `Cannot run: --round-ms: expected a number > 0, got ${
+        values["round-ms"]
+      }`,
+    );
+    Deno.exit(2);
+  }
   const only = (values.only ?? []).flatMap((o) => o.split(",")).map((o) =>
     o.trim()
   ).filter(Boolean);
+  if (values.only !== undefined && only.length === 0) {
+    // Not "every scenario": an empty list is a mistake, not a 5-minute run.
+    console.error(
+      `Cannot run: --only: expected scenario ids (${
+        SCENARIOS.map((s) => s.id).join(", ")
+      }), got none`,
+    );
+    Deno.exit(2);
+  }
   const unknown = only.filter((o) => !SCENARIOS.some((s) => s.id === o));
   if (unknown.length > 0) {
     console.error(
@@ -169,6 +195,15 @@ if (import.meta.main) {
       Deno.exit(2);
     }
   }
+  // Likewise the output: a missing or read-only directory fails now (a temp
+  // file in it, removed at once; an earlier results file there is kept).
+  const out = values.out ?? HERE + "results.json";
+  try {
+    await Deno.remove(await Deno.makeTempFile({ dir: dirname(out) }));
+  } catch (err) {
+    console.error(`Cannot write ${out}: ${(err as Error).message}`);
+    Deno.exit(2);
+  }
   const api = await loadPyproxy();
   for (const [piece, reason] of Object.entries(api.missing)) {
     console.error(`[bench] note: ${piece}: ${reason}`);
@@ -180,13 +215,12 @@ if (import.meta.main) {
     results.push(await runScenario(scenario, config, values.verbose ?? false));
   }
   console.log(formatResults(results));
+  await writeResults(out, results, { ...config, only });
   console.log(
     `total ${
       ((performance.now() - started) / 1000).toFixed(0)
-    } s; results in ${values.out}`,
+    } s; results in ${out}`,
   );
-  const out = values.out ?? HERE + "results.json";
-  await writeResults(out, results, { ...config, only });
   if (before !== undefined) {
     console.log(
       "\n# compared with " + values.compare + "\n" +

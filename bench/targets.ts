@@ -43,17 +43,20 @@ export interface RatioTargetOptions {
  */
 export function ratioTarget(rows: Row[], options: RatioTargetOptions): Target {
   const op = options.op ?? ">=";
-  const a = rows.find((r) => r.name === options.num)?.metrics[options.metric]
-    ?.median;
-  const den = rows.find((r) => r.name === options.den)
-    ?.metrics[options.denMetric ?? options.metric];
-  const b = options.denStat === "best"
-    ? (op === ">=" ? den?.max : den?.min)
-    : den?.median;
-  const value = a === undefined || b === undefined || !Number.isFinite(a) ||
-      !Number.isFinite(b) || b === 0
+  // A skipped row's numbers, if it had any, were not measured in this run.
+  const row = (name: string) =>
+    rows.find((r) => r.name === name && r.skipped === undefined);
+  const a = row(options.num)?.metrics[options.metric]?.median;
+  const den = row(options.den)?.metrics[options.denMetric ?? options.metric];
+  const b =
+    (options.denStat === "best"
+      ? (op === ">=" ? den?.max : den?.min)
+      : den?.median) ?? NaN;
+  const scaled = b * (options.scale ?? 1);
+  const value = a === undefined || !Number.isFinite(a) ||
+      !Number.isFinite(scaled) || scaled === 0
     ? null
-    : a / (b * (options.scale ?? 1));
+    : a / scaled;
   return {
     label: options.label,
     value,

@@ -135,6 +135,49 @@ Deno.test("compareResults: a lower latency is better, a lower rate worse; ~ mark
   assert.match(line(slower, "pyproxy Pool", "p99 ms"), /\+50\.0% worse$/);
 });
 
+Deno.test("compareResults: every metric the scenarios report is judged in its direction", () => {
+  // Each metric name the scenarios write, and whether more of it is better.
+  const higher: Record<string, boolean> = {
+    "calls/s": true,
+    "seq calls/s": true,
+    "pipelined calls/s": true,
+    "req/s": true,
+    "MB/s": true,
+    "p50 ms": false,
+    "p99 ms": false,
+    "seq p99 ms": false,
+    "s/round trip": false,
+    "s": false,
+    "host peak RSS MB": false,
+    "host growth 1st trip MB": false,
+    "python peak RSS MB": false,
+    "scavenge ms": false,
+    "promoted MB/scavenge": false,
+  };
+  const file = (value: number): ResultsFile => ({
+    date: "d",
+    scenarios: [{
+      id: "x",
+      title: "x",
+      rows: [{
+        name: "impl",
+        metrics: Object.fromEntries(
+          Object.keys(higher).map((m) => [m, summary(value)]),
+        ),
+      }],
+      targets: [],
+    }],
+  });
+  const text = compareResults(file(1), file(2));
+  for (const [metric, up] of Object.entries(higher)) {
+    assert.match(
+      line(text, "impl", metric),
+      up ? / better$/ : / worse$/,
+      `${metric} doubled`,
+    );
+  }
+});
+
 Deno.test("compareResults: scenarios in one run only are named, skipped ones say so", () => {
   const text = compareResults(
     run("a", { ratio: 1, callsPerS: 1, p99: 1, extra: true }),

@@ -9,12 +9,17 @@ import { StdioClient } from "../bench/stdio_client.ts";
 import { summarize } from "../bench/stats.ts";
 import { ratioTarget } from "../bench/targets.ts";
 import { ReadyChild } from "../bench/child.ts";
+import { formatResults } from "../bench/table.ts";
 import { GcTrace, parseGcLine } from "../bench/gc_trace.ts";
 import { runLoad } from "../bench/load.ts";
 import { large, peakTarget } from "../bench/scenarios/large.ts";
 import { sequential } from "../bench/scenarios/sequential.ts";
 import { evalOutput } from "../bench/scenarios/eval_output.ts";
-import { gateway } from "../bench/scenarios/gateway.ts";
+import {
+  gateway,
+  gatewayRows,
+  uvicornSpec,
+} from "../bench/scenarios/gateway.ts";
 import {
   floorCaller,
   sessionCaller,
@@ -297,4 +302,191 @@ Deno.test("ReadyChild hands every stdout line after the ready line to onStdoutLi
     await new Promise((r) => setTimeout(r, 10));
   }
   assert.deepEqual(lines, ["first", "second"]);
+});
+
+Deno.test("bench/main.ts refuses a bad --rounds, --round-ms, an empty --only or an unwritable --out before measuring", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-bench-args-" });
+  try {
+    const out = `${dir}/out.json`;
+    const cases: Array<[string[], RegExp]> = [
+      [
+        ["--rounds", "abc"],
+        /^Cannot run: --rounds: expected an integer >= 1, got abc\n/,
+      ],
+      [
+        ["--rounds", "0"],
+        /^Cannot run: --rounds: expected an integer >= 1, got 0\n/,
+      ],
+      [
+        ["--rounds", "2.5"],
+        /^Cannot run: --rounds: expected an integer >= 1, got 2\.5\n/,
+      ],
+      [
+        ["--round-ms", "x"],
+        /^Cannot run: --round-ms: expected a number > 0, got x\n/,
+      ],
+      [
+        ["--round-ms", "0"],
+        /^Cannot run: --round-ms: expected a number > 0, got 0\n/,
+      ],
+      // An empty --only would otherwise run every scenario.
+      [["--only", ","], /^Cannot run: --only: expected scenario ids/],
+    ];
+    for (const [args, message] of cases) {
+      const only = args[0] === "--only" ? [] : ["--only", "sequential"];
+      const result = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../bench/main.ts", import.meta.url).pathname,
+          ...only,
+          ...args,
+          "--out",
+          out,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stderr = new TextDecoder().decode(result.stderr);
+      assert.equal(result.code, 2, `${args.join(" ")}: ${stderr}`);
+      assert.match(stderr, message);
+      await assert.rejects(Deno.stat(out), Deno.errors.NotFound);
+    }
+    // An --out that cannot be written fails now, not after the whole run.
+    const badOut = `${dir}/no-such-dir/out.json`;
+    const result = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../bench/main.ts", import.meta.url).pathname,
+        "--only",
+        "sequential",
+        "--out",
+        badOut,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(result.stderr);
+    assert.equal(result.code, 2, stderr);
+    assert.match(stderr, /^Cannot write .*no-such-dir\/out\.json: /);
+    assert.doesNotMatch(stderr, /\[bench\] sequential/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ratioTarget: a missing, skipped, NaN or zero side is not measured; the bounds are inclusive for >= and strict for <", () => {
+  const rows = [
+    { name: "us", metrics: { "calls/s": summarize([100]) } },
+    { name: "ref", metrics: { "calls/s": summarize([50]) } },
+    { name: "zero", metrics: { "calls/s": summarize([0]) } },
+    { name: "nan", metrics: { "calls/s": summarize([NaN]) } },
+    // A row that failed keeps no metrics today; if it ever did, they would be stale.
+    {
+      name: "skipped",
+      metrics: { "calls/s": summarize([10]) },
+      skipped: "failed in round 2",
+    },
+  ];
+  const t = (num: string, den: string, extra: Record<string, unknown> = {}) =>
+    ratioTarget(rows, {
+      label: "x",
+      num,
+      den,
+      metric: "calls/s",
+      threshold: 2,
+      ...extra,
+    });
+  assert.deepEqual([t("us", "ref").value, t("us", "ref").pass], [2, true]);
+  assert.equal(t("us", "ref", { op: "<" }).pass, false);
+  for (
+    const [num, den] of [
+      ["us", "missing"],
+      ["missing", "ref"],
+      ["us", "zero"],
+      ["us", "nan"],
+      ["nan", "ref"],
+      ["us", "skipped"],
+      ["skipped", "ref"],
+    ]
+  ) {
+    const target = t(num!, den!);
+    assert.deepEqual(
+      [target.value, target.pass],
+      [null, null],
+      `${num} / ${den}`,
+    );
+  }
+  // A zero scale would divide by zero: not "infinitely faster".
+  assert.equal(t("us", "ref", { scale: 0 }).pass, null);
+  assert.equal(t("us", "ref", { scale: 0.5 }).value, 4);
+  // A numerator of zero is a measurement: it misses a >= target.
+  assert.deepEqual(
+    [t("zero", "ref").value, t("zero", "ref").pass],
+    [0, false],
+  );
+});
+
+Deno.test("the gateway's rows name the load generator even when its first row was skipped", () => {
+  const note = "load generator: bench/load.ts, 2 s rounds";
+  const rows = gatewayRows([
+    {
+      name: "pyproxy gateway (1 worker)",
+      rounds: [],
+      skipped: "src/cli.ts does not exist yet",
+    },
+    {
+      name: "Deno.serve floor (JS echo)",
+      rounds: [{ "req/s": 10 }, { "req/s": 30 }],
+    },
+    { name: "uvicorn+Starlette (1 proc)", rounds: [{ "req/s": 5 }] },
+  ], note);
+  assert.deepEqual(rows.map((r) => r.note), [undefined, note, undefined]);
+  assert.equal(rows[0]?.skipped, "src/cli.ts does not exist yet");
+  assert.equal(rows[1]?.metrics["req/s"]?.median, 20);
+  const none = gatewayRows([{ name: "a", rounds: [], skipped: "x" }], note);
+  assert.equal(none[0]?.note, note);
+  const table = formatResults([{
+    id: "gateway",
+    title: "g",
+    rows,
+    targets: [],
+    seconds: 1,
+  }]);
+  assert.match(
+    table,
+    /Deno\.serve floor \(JS echo\) .*\n {6}load generator: bench\/load\.ts/,
+  );
+});
+
+Deno.test("a missing uvicorn reference skips with the Debian packages that would install it", async () => {
+  await assert.rejects(
+    uvicornSpec(
+      "uvicorn+FastAPI (1 proc)",
+      1,
+      undefined,
+      "fastapi_app",
+      "fastapi",
+    )
+      .start(),
+    /^Error: uvicorn\/starlette\/uvloop\/httptools are not importable \(apt-get install python3-uvicorn python3-starlette python3-uvloop python3-httptools python3-fastapi\)$/,
+  );
+  await assert.rejects(
+    uvicornSpec("uvicorn+Starlette (1 proc)", 1, undefined, "app", "starlette")
+      .start(),
+    /^Error: uvicorn\/starlette\/uvloop\/httptools are not importable \(apt-get install python3-uvicorn python3-starlette python3-uvloop python3-httptools\)$/,
+  );
+  // An interpreter that cannot import the module: no server is started.
+  await assert.rejects(
+    uvicornSpec(
+      "uvicorn+FastAPI (1 proc)",
+      1,
+      "python3",
+      "fastapi_app",
+      "no_such_module_x",
+    )
+      .start(),
+    /^Error: no_such_module_x is not importable by python3 \(apt-get install python3-no_such_module_x\)$/,
+  );
 });

@@ -29,7 +29,7 @@ const REPO_DIR = new URL("../../", import.meta.url).pathname;
 const BODY = JSON.stringify(SMALL_MESSAGE);
 
 /** A running HTTP server under test. */
-interface HttpTarget {
+export interface HttpTarget {
   name: string;
   url: string;
   stop(): Promise<void>;
@@ -37,8 +37,11 @@ interface HttpTarget {
   gc?: GcTrace;
 }
 
-interface ServerSpec {
+/** A server the scenario compares: `start` runs it or throws why it cannot. */
+export interface ServerSpec {
+  /** Row name. */
   name: string;
+  /** Starts the server; its failure is the row's skip reason. */
   start(): Promise<HttpTarget>;
 }
 
@@ -240,7 +243,18 @@ function servers(python: string | undefined): ServerSpec[] {
   ];
 }
 
-function uvicornSpec(
+/**
+ * A uvicorn reference (`app` of bench/uvicorn_app.py, which needs `module`)
+ * with `workers` processes on `python` (`undefined`: no interpreter can
+ * import uvicorn's stack). Starting it throws the visible skip reason, with
+ * the Debian packages that would install what is missing.
+ *
+ * @example
+ * ```ts ignore
+ * const target = await uvicornSpec("uvicorn+FastAPI (1 proc)", 1, "/usr/bin/python3", "fastapi_app", "fastapi").start();
+ * ```
+ */
+export function uvicornSpec(
   name: string,
   workers: number,
   python: string | undefined,
@@ -251,12 +265,18 @@ function uvicornSpec(
     name,
     async start() {
       if (python === undefined) {
+        const stack = ["uvicorn", "starlette", "uvloop", "httptools"];
+        const needed = stack.includes(module) ? stack : [...stack, module];
         throw new Error(
-          "uvicorn/starlette/uvloop/httptools are not importable (apt-get install python3-uvicorn python3-starlette python3-uvloop python3-httptools)",
+          `${stack.join("/")} are not importable (apt-get install ${
+            needed.map((m) => `python3-${m}`).join(" ")
+          })`,
         );
       }
       if (!(await canImport(python, module))) {
-        throw new Error(`${module} is not importable by ${python}`);
+        throw new Error(
+          `${module} is not importable by ${python} (apt-get install python3-${module})`,
+        );
       }
       const port = freePort();
       return serveChild(name, python, [
@@ -348,6 +368,32 @@ async function loadRound(
 }
 
 /**
+ * The scenario's rows; `note` (which load generator ran, wrk or its Deno
+ * fallback) goes under the first row that was measured, so it is shown
+ * whichever rows were skipped (under the first row when all were).
+ *
+ * @example
+ * ```ts ignore
+ * const rows = gatewayRows([{ name: "a", rounds: [{ "req/s": 1 }] }], "load generator: wrk");
+ * ```
+ */
+export function gatewayRows(
+  entries: Array<
+    { name: string; rounds: Record<string, number>[]; skipped?: string }
+  >,
+  note: string,
+): Row[] {
+  const rows: Row[] = entries.map((e) =>
+    e.skipped !== undefined
+      ? { name: e.name, metrics: {}, skipped: e.skipped }
+      : { name: e.name, metrics: summarizeRounds(e.rounds) }
+  );
+  const first = rows.find((r) => r.skipped === undefined) ?? rows[0];
+  if (first !== undefined) first.note = note;
+  return rows;
+}
+
+/**
  * Gateway throughput and tail latency.
  *
  * @example
@@ -398,21 +444,15 @@ export const gateway: Scenario = {
         }
       }
     }
-    return entries.map((e, i) =>
-      e.skipped !== undefined
-        ? { name: e.spec.name, metrics: {}, skipped: e.skipped }
-        : {
-          name: e.spec.name,
-          metrics: summarizeRounds(e.rounds),
-          ...(i === 0
-            ? {
-              note:
-                `load generator: ${loader}, ${seconds} s rounds, a fresh server per round; Python: ${
-                  python ?? "python3"
-                } on both sides`,
-            }
-            : {}),
-        }
+    return gatewayRows(
+      entries.map((e) => ({
+        name: e.spec.name,
+        rounds: e.rounds,
+        ...(e.skipped === undefined ? {} : { skipped: e.skipped }),
+      })),
+      `load generator: ${loader}, ${seconds} s rounds, a fresh server per round; Python: ${
+        python ?? "python3"
+      } on both sides`,
     );
   },
   targets(rows: Row[]): Target[] {
