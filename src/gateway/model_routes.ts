@@ -263,6 +263,12 @@ export function modelExecutor(
       res = watched?.aborted
         ? new Response(null, { status: 499 })
         : errorResponse(err, ctx.debug);
+      // An unexpected error: the client only reads "internal error" (unless
+      // --debug), so the log is where it can be seen (as the app's onError
+      // logs the other routes' failures; this one catches its own).
+      if (res.status === 500) {
+        logger.warn("Request failed: {error}", { error: err });
+      }
     }
     watched?.end();
     done(res.status);
