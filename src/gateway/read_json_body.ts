@@ -92,8 +92,9 @@ export async function readJsonBody(
 /**
  * 400 for a body the runtime could not read to its end: the client closed
  * the connection (or its sending half) before the declared length or the
- * last chunk, or sent a malformed chunk. Not a server fault: without this
- * it would be a 500 `InternalError`.
+ * last chunk. Not a server fault: without this it would be a 500
+ * `InternalError`. (A malformed chunk never gets here: Deno closes the
+ * connection without an answer.)
  */
 function incompleteBody(): Error {
   return httpError(
