@@ -482,3 +482,27 @@ Deno.test("createGateway logs an execute call's unexpected error, which the clie
     ["warn", "Request failed: {error}", { error: failure }],
   ]);
 });
+
+Deno.test("createGateway answers HEAD with the Content-Length of the GET body, errors included", async () => {
+  const app = createGateway(stubPool(), { port: () => 8000 });
+  for (
+    const path of [
+      "/healthz",
+      "/v1/models",
+      "/",
+      "/v1/models/nope",
+    ]
+  ) {
+    const get = await app.fetch(req(path));
+    const body = new Uint8Array(await get.arrayBuffer());
+    const head = await app.fetch(req(path, { method: "HEAD" }));
+    assert.equal(head.status, get.status, path);
+    assert.ok(body.byteLength > 0, path);
+    assert.equal(
+      head.headers.get("content-length"),
+      String(body.byteLength),
+      path,
+    );
+    assert.equal(head.body, null, path);
+  }
+});
