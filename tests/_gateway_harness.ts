@@ -190,7 +190,7 @@ export interface PartialRequest extends AsyncDisposable {
  * stalled client), over a raw connection: fetch() sends whole bodies. With
  * `contentLength` the body is declared that long; without it, it is sent
  * chunked and `sent` is the first chunk. The connection stays open until
- * disposed.
+ * disposed (with `halfClose`, only for reading the answer).
  */
 export async function partialRequest(
   gw: GatewayServer,
@@ -201,6 +201,8 @@ export async function partialRequest(
     contentLength?: number;
     headers?: Record<string, string>;
     waitMs?: number;
+    /** Then close the sending half: the body ends unfinished (a truncated upload). */
+    halfClose?: boolean;
   } = {},
 ): Promise<PartialRequest> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: gw.port });
@@ -217,6 +219,7 @@ export async function partialRequest(
     ? `${enc.encode(sent).byteLength.toString(16)}\r\n${sent}\r\n`
     : sent;
   await conn.write(enc.encode(`${head}\r\n\r\n${body}`));
+  if (options.halfClose) await conn.closeWrite();
   const waitMs = options.waitMs ?? 15_000;
   let timedOut = false;
   const timer = setTimeout(() => {

@@ -238,6 +238,51 @@ Deno.test("createGateway answers 408 to a request whose body does not arrive wit
   }
 });
 
+Deno.test("createGateway answers 400 IncompleteBody, not a 500, to a body cut short by the client, on every route that reads one", async () => {
+  await using gw = await startGateway({ allowEval: true, allowManage: true });
+  const routes = [
+    ["POST", "/v1/models/echo/execute"], // the app's direct path
+    ["POST", "/v1/models/echo/execute?key=k"], // the router's
+    ["PUT", "/v1/models/late"],
+    ["POST", "/v1/eval"],
+    ["POST", "/v1/channels/news"],
+  ] as const;
+  // 5 of the 100 bytes declared (the runtime's JSON reader), or a first chunk
+  // and no last one (the gateway's own reader); then the client stops sending.
+  const cases: { method: string; path: string; contentLength?: number }[] = [
+    ...routes.map(([method, path]) => ({ method, path, contentLength: 100 })),
+    ...routes.map(([method, path]) => ({ method, path })),
+  ];
+  for (const { method, path, contentLength } of cases) {
+    const what = `${method} ${path} ${contentLength ?? "chunked"}`;
+    await using req = await partialRequest(
+      gw,
+      method,
+      path,
+      '{"a":',
+      contentLength === undefined
+        ? { halfClose: true }
+        : { contentLength, halfClose: true },
+    );
+    const res = await req.response;
+    assert.equal(res.status, 400, what);
+    assert.deepEqual(res.body, {
+      error: {
+        type: "IncompleteBody",
+        message: "Cannot read request: the body ended before it was complete",
+      },
+    }, what);
+    assert.match(
+      res.headers.get("connection") ?? "",
+      /^close(, close)?$/,
+      what,
+    );
+  }
+  const metrics = await (await gw.fetch("/metrics")).text();
+  assert.doesNotMatch(metrics, /status="500"/);
+  assert.match(metrics, /^pyproxy_in_flight_requests\{model="echo"\} 0$/m);
+});
+
 Deno.test("POST /v1/eval refuses locals that are not an object (an array is not turned into one)", async () => {
   await using gw = await startGateway({ allowEval: true });
   for (

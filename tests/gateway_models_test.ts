@@ -221,3 +221,30 @@ Deno.test("POST execute: optional declared inputs (cache_counter's ttl) may be l
     "Cannot execute model 'cache_counter': key: is required",
   );
 });
+
+Deno.test("PUT /v1/models/{name}: a model whose import hangs gets a 504 after limits.requestTimeout and does not lock its name", async () => {
+  const timeout = 1000;
+  await using gw = await startGateway({
+    workers: 1,
+    allowManage: true,
+    limits: { requestTimeout: timeout },
+  });
+  await Deno.writeTextFile(
+    `${gw.dir}/stall.py`,
+    "import time\ntime.sleep(20)\n\n\nclass Stall:\n    def execute(self, msg):\n        return 1\n",
+  );
+  const res = await gw.fetch("/v1/models/stall", put({ file: "stall.py" }));
+  assert.equal(res.status, 504);
+  const { error } = await res.json();
+  assert.equal(error.type, "TimeoutError");
+  // Nothing was recorded, and the name takes further PUTs and DELETEs (they
+  // queued behind the hung one, for ever, before).
+  const gone = await gw.fetch("/v1/models/stall", { method: "DELETE" });
+  assert.equal(gone.status, 404);
+  assert.equal((await gone.json()).error.type, "ModelNotFoundError");
+  const added = await gw.fetch("/v1/models/stall", put({ file: "echo.py" }));
+  assert.equal(added.status, 201);
+  await added.body?.cancel();
+  const call = await gw.fetch("/v1/models/stall/execute", post({ a: 1 }));
+  assert.deepEqual(await call.json(), { a: 1 });
+});

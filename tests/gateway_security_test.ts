@@ -3,6 +3,7 @@ import { NoWorkerError, OverloadedError } from "../src/errors.ts";
 import { createGateway } from "../src/gateway/app.ts";
 import type { GatewayPool } from "../src/gateway/gateway_pool.ts";
 import { GatewayMetrics } from "../src/gateway/metrics.ts";
+import { recordingLogger } from "./_harness.ts";
 
 const TOKEN = "test-token-0123456789";
 
@@ -453,4 +454,55 @@ Deno.test("createGateway's plain execute path counts and logs like the routed on
   assert.equal(logged.length, 1);
   assert.equal(metrics.toJSON().http["200"], 2);
   assert.equal(metrics.toJSON().models.echo?.requests["200"], 2);
+});
+
+Deno.test("createGateway logs an execute call's unexpected error, which the client sees only as an internal error", async () => {
+  const { logger, entries } = recordingLogger();
+  const failure = new Error("stub pool broke");
+  const app = createGateway(
+    stubPool(true, () => Promise.reject(failure)),
+    { port: () => 8000, logger },
+  );
+  // The plain path (no query string) and the router's.
+  for (
+    const path of ["/v1/models/echo/execute", "/v1/models/echo/execute?key=k"]
+  ) {
+    const res = await app.fetch(req(path, { method: "POST", body: "{}" }));
+    assert.equal(res.status, 500, path);
+    assert.deepEqual(await res.json(), {
+      error: {
+        type: "InternalError",
+        message: "Cannot serve request: internal error",
+      },
+    }, path);
+  }
+  const warnings = entries.filter(([level]) => level === "warn");
+  assert.deepEqual(warnings, [
+    ["warn", "Request failed: {error}", { error: failure }],
+    ["warn", "Request failed: {error}", { error: failure }],
+  ]);
+});
+
+Deno.test("createGateway answers HEAD with the Content-Length of the GET body, errors included", async () => {
+  const app = createGateway(stubPool(), { port: () => 8000 });
+  for (
+    const path of [
+      "/healthz",
+      "/v1/models",
+      "/",
+      "/v1/models/nope",
+    ]
+  ) {
+    const get = await app.fetch(req(path));
+    const body = new Uint8Array(await get.arrayBuffer());
+    const head = await app.fetch(req(path, { method: "HEAD" }));
+    assert.equal(head.status, get.status, path);
+    assert.ok(body.byteLength > 0, path);
+    assert.equal(
+      head.headers.get("content-length"),
+      String(body.byteLength),
+      path,
+    );
+    assert.equal(head.body, null, path);
+  }
 });

@@ -718,3 +718,45 @@ async function readIfExists(path: string): Promise<string | undefined> {
     throw err;
   }
 }
+
+Deno.test("createGateway answers HEAD on the SSE routes with the stream's headers and leaves no subscriber or reader behind", async () => {
+  await using gw = await startGateway({ allowEval: true });
+  const subscribers = async () =>
+    (await (await gw.fetch("/v1/status")).json()).gateway.subscribers;
+  for (let i = 0; i < 3; i++) {
+    const res = await gw.fetch("/v1/channels/probe", { method: "HEAD" });
+    assert.equal(res.status, 200);
+    assert.equal(
+      res.headers.get("content-type"),
+      "text/event-stream; charset=utf-8",
+    );
+    await res.body?.cancel();
+  }
+  // The router drops a HEAD response's body without cancelling it: a
+  // subscriber made for it would stay, and be counted and delivered to.
+  assert.equal(await subscribers(), 0);
+  const published = await gw.fetch("/v1/channels/probe", {
+    method: "POST",
+    body: '{"n":1}',
+  });
+  assert.equal((await published.json()).delivered, 0);
+  const bad = await gw.fetch("/v1/channels/bad%20name", { method: "HEAD" });
+  assert.equal(bad.status, 400);
+  await bad.body?.cancel();
+
+  const started = await gw.fetch("/v1/eval", {
+    method: "POST",
+    body: JSON.stringify({ code: "print('hi')\n7" }),
+  });
+  const id = started.headers.get("x-atom-id")!;
+  const events = new SseReader(started.body!);
+  while ((await events.next())?.event !== "result") { /* to the end */ }
+  const head = await gw.fetch(`/v1/eval/${id}/events`, { method: "HEAD" });
+  assert.equal(head.status, 200);
+  assert.equal(head.headers.get("x-atom-id"), id);
+  assert.equal(
+    head.headers.get("content-type"),
+    "text/event-stream; charset=utf-8",
+  );
+  await head.body?.cancel();
+});

@@ -198,6 +198,13 @@ export function createGateway(
     } else {
       await next();
     }
+    // Hono answers HEAD with the GET response's headers and no body, and the
+    // runtime then says `content-length: 0`: give the GET body's length
+    // (RFC 9110 §9.3.2). Event streams have none (their HEAD opens nothing).
+    if (c.req.method === "HEAD" && c.res.body !== null) {
+      const length = (await c.res.clone().arrayBuffer()).byteLength;
+      c.res.headers.set("content-length", String(length));
+    }
     ctx.metrics.countHttp(c.res.status);
     ctx.logger.debug("{method} {path} {status} {ms} ms", {
       method: c.req.method,

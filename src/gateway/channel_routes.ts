@@ -13,7 +13,7 @@ import {
 import { httpError } from "./error_response.ts";
 import { readJsonBody } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
-import { type SseEvent, sseResponse } from "./sse.ts";
+import { type SseEvent, sseHead, sseResponse } from "./sse.ts";
 
 /** Unsent WebSocket bytes tolerated before a subscriber counts as too slow. */
 const WS_MAX_BUFFERED = 4 * 1024 * 1024;
@@ -141,6 +141,8 @@ export function channelRoutes(ctx: RouteContext): Hono {
         "Cannot subscribe: Last-Event-ID must be a message sequence number",
       );
     }
+    // HEAD: no subscriber (nothing would ever read or close it).
+    if (c.req.method === "HEAD") return sseHead();
     const options = afterSeq === undefined ? {} : { afterSeq };
     if (c.req.header("upgrade")?.toLowerCase() === "websocket") {
       if (!ctx.runtime.upgradeWebSocket) {

@@ -11,7 +11,7 @@ import { describeError, httpError } from "./error_response.ts";
 import type { GatewayAtom, GatewayOutputChunk } from "./gateway_pool.ts";
 import { readJsonBody } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
-import { type SseEvent, sseResponse } from "./sse.ts";
+import { type SseEvent, sseHead, sseResponse } from "./sse.ts";
 
 /**
  * A JSON object. Not `v.record`: it takes an array for an object and turns
@@ -200,6 +200,8 @@ export function evalRoutes(ctx: RouteContext): Hono {
       }
       from = n + 1;
     }
+    // HEAD: no replay reader (nothing would ever read or release it).
+    if (c.req.method === "HEAD") return sseHead({ "x-atom-id": atom.id });
     return sseResponse(
       atomEvents(atom, atom.replay(from), ctx.debug, ctx.stopSignal),
       { headers: { "x-atom-id": atom.id } },

@@ -136,11 +136,19 @@ export interface GatewayPool {
     options?: { key?: string; timeout?: number; signal?: AbortSignal },
   ): Promise<unknown>;
   /** Adds a model on every worker; resolves with the model description. */
-  addModel(name: string, spec: GatewayModelSpec): Promise<unknown>;
+  addModel(
+    name: string,
+    spec: GatewayModelSpec,
+    options?: { timeout?: number },
+  ): Promise<unknown>;
   /** Replaces a model; resolves with the new description. */
-  updateModel(name: string, spec: GatewayModelSpec): Promise<unknown>;
+  updateModel(
+    name: string,
+    spec: GatewayModelSpec,
+    options?: { timeout?: number },
+  ): Promise<unknown>;
   /** Removes a model. */
-  removeModel(name: string): Promise<unknown>;
+  removeModel(name: string, options?: { timeout?: number }): Promise<unknown>;
   /** Workers and models. */
   status(): GatewayPoolStatus;
   /** Starts an eval. */

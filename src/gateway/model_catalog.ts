@@ -110,8 +110,13 @@ export class ModelCatalog {
     pool: Pick<GatewayPool, "addModel">,
     name: string,
     spec: GatewayModelSpec,
+    options: { timeout?: number } = {},
   ): Promise<GatewayModelInfo> {
-    const desc = asDescription(name, await pool.addModel(name, spec), spec);
+    const desc = asDescription(
+      name,
+      await pool.addModel(name, spec, options),
+      spec,
+    );
     this.#schemas.delete(name);
     return this.#record(name, desc);
   }
@@ -121,8 +126,13 @@ export class ModelCatalog {
     pool: Pick<GatewayPool, "updateModel">,
     name: string,
     spec: GatewayModelSpec,
+    options: { timeout?: number } = {},
   ): Promise<GatewayModelInfo> {
-    const desc = asDescription(name, await pool.updateModel(name, spec), spec);
+    const desc = asDescription(
+      name,
+      await pool.updateModel(name, spec, options),
+      spec,
+    );
     this.#schemas.delete(name);
     return this.#record(name, desc);
   }
@@ -131,8 +141,9 @@ export class ModelCatalog {
   async remove(
     pool: Pick<GatewayPool, "removeModel">,
     name: string,
+    options: { timeout?: number } = {},
   ): Promise<void> {
-    await pool.removeModel(name);
+    await pool.removeModel(name, options);
     this.#models.delete(name);
     this.#schemas.delete(name);
   }

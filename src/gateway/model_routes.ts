@@ -263,6 +263,12 @@ export function modelExecutor(
       res = watched?.aborted
         ? new Response(null, { status: 499 })
         : errorResponse(err, ctx.debug);
+      // An unexpected error: the client only reads "internal error" (unless
+      // --debug), so the log is where it can be seen (as the app's onError
+      // logs the other routes' failures; this one catches its own).
+      if (res.status === 500) {
+        logger.warn("Request failed: {error}", { error: err });
+      }
     }
     watched?.end();
     done(res.status);
@@ -365,12 +371,16 @@ export function modelRoutes(ctx: RouteContext): Hono {
     const dir = ctx.modelsDir;
     // Add or update as one step per name: two PUTs of a new name would both
     // see it missing, and the second add would fail ("it already exists").
+    // Bounded like a call: a model whose import or __init__ hangs would
+    // otherwise hold this PUT, and every later PUT and DELETE of the name
+    // queued behind it, for ever.
+    const bound = { timeout: ctx.requestTimeout };
     const { existed, model } = await oneAtATime(name, async () => {
       const existed = known(name);
       try {
         const model = existed
-          ? await catalog.update(pool, name, spec)
-          : await catalog.add(pool, name, spec);
+          ? await catalog.update(pool, name, spec, bound)
+          : await catalog.add(pool, name, spec, bound);
         return { existed, model };
       } catch (err) {
         // The Python server resolves the path (and refuses escapes) before it
@@ -406,7 +416,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     const name = c.req.param("name");
     await oneAtATime(name, async () => {
       if (!known(name)) throw notFound(name);
-      await catalog.remove(pool, name);
+      await catalog.remove(pool, name, { timeout: ctx.requestTimeout });
     });
     ctx.logger.info("Model {name} removed", { name });
     return c.json({ name, removed: true });

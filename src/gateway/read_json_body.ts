@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { HTTPException } from "hono/http-exception";
 import { StartOrderRing } from "../_start_order_ring.ts";
 import { httpError } from "./error_response.ts";
 
@@ -61,7 +62,8 @@ export async function readJsonBody(
       const read = request.json();
       return await (guard === undefined ? read : guard.watch(read));
     } catch (err) {
-      throw err instanceof SyntaxError ? invalidJson(err, request) : err;
+      if (err instanceof SyntaxError) throw invalidJson(err, request);
+      throw err instanceof HTTPException ? err : incompleteBody();
     }
   }
   if (declared !== null && Number(declared) > limit) {
@@ -70,16 +72,38 @@ export async function readJsonBody(
   if (!request.body) return undefined;
   const reader = request.body.getReader();
   const read = readStream(reader, limit);
-  const bytes =
-    await (guard === undefined
+  let bytes: Uint8Array;
+  try {
+    bytes = await (guard === undefined
       ? read
-      : guard.watch(read, () => void reader.cancel().catch(() => {})));
+      : guard.watch(read, () =>
+        void reader.cancel().catch(() => {})));
+  } catch (err) {
+    throw err instanceof HTTPException ? err : incompleteBody();
+  }
   if (bytes.byteLength === 0) return undefined;
   try {
     return JSON.parse(UTF8.decode(bytes));
   } catch (err) {
     throw invalidJson(err as Error, request);
   }
+}
+
+/**
+ * 400 for a body the runtime could not read to its end: the client closed
+ * the connection (or its sending half) before the declared length or the
+ * last chunk. Not a server fault: without this it would be a 500
+ * `InternalError`. (A malformed chunk never gets here: Deno closes the
+ * connection without an answer.)
+ */
+function incompleteBody(): Error {
+  return httpError(
+    400,
+    "IncompleteBody",
+    "Cannot read request: the body ended before it was complete",
+    {},
+    { connection: "close" },
+  );
 }
 
 /**

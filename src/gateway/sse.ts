@@ -118,11 +118,29 @@ export function sseResponse(
     },
   }, { highWaterMark: 1 });
   return new Response(body, {
-    headers: {
-      "content-type": "text/event-stream; charset=utf-8",
-      "cache-control": "no-cache",
-      "x-accel-buffering": "no",
-      ...options.headers,
-    },
+    headers: { ...SSE_HEADERS, ...options.headers },
   });
+}
+
+const SSE_HEADERS = {
+  "content-type": "text/event-stream; charset=utf-8",
+  "cache-control": "no-cache",
+  "x-accel-buffering": "no",
+};
+
+/**
+ * The head of an event stream, without the stream: the answer to a `HEAD`
+ * request of an SSE route. The route must not open its source for one: the
+ * router answers `HEAD` with the `GET` response's headers and drops its body
+ * without cancelling it, so a subscription made for it would never close.
+ *
+ * @example
+ * ```ts
+ * import { sseHead } from "./sse.ts";
+ * const res = sseHead({ "x-atom-id": "a1" });
+ * console.log(res.headers.get("content-type")); // "text/event-stream; charset=utf-8"
+ * ```
+ */
+export function sseHead(headers: Record<string, string> = {}): Response {
+  return new Response(null, { headers: { ...SSE_HEADERS, ...headers } });
 }
