@@ -53,6 +53,8 @@ Options:
                             (repeatable; off by default: other origins get 403)
       --body-limit <bytes>  Largest request body (default 1048576)
       --timeout <ms>        Execute/eval timeout (default 30000)
+      --load-timeout <ms>   Time a model may take to load, at start or by PUT
+                            (default 120000)
       --max-queue <n>       Calls that may wait for a worker before 429 (default 1024)
       --max-in-flight <n>   Calls in flight per worker (default 64)
       --grace <ms>          Shutdown grace period for in-flight requests (default 10000)
@@ -107,6 +109,7 @@ const OPTIONS = {
   "cors-origin": { type: "string", multiple: true },
   "body-limit": { type: "string" },
   timeout: { type: "string" },
+  "load-timeout": { type: "string" },
   "max-queue": { type: "string" },
   "max-in-flight": { type: "string" },
   grace: { type: "string" },
@@ -277,6 +280,7 @@ function cliOverrides(
   };
   limit("bodyLimit", "body-limit");
   limit("requestTimeout", "timeout");
+  limit("loadTimeout", "load-timeout");
   limit("maxQueue", "max-queue");
   limit("maxInFlightPerWorker", "max-in-flight");
   limit("shutdownGrace", "grace");
@@ -304,6 +308,9 @@ interface StartLog {
   /** Writes the waiting records (`true`) or drops them; later ones go out at once. */
   release(write: boolean): void;
 }
+
+/** After this long starting, the held records go out, and later ones at once. */
+const SLOW_START_MS = 3_000;
 
 /** Records held at most while starting; beyond this they are written at once. */
 const MAX_HELD = 1000;
@@ -420,11 +427,15 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
       ...(configPath === undefined ? {} : { path: configPath }),
     });
     startLog = await setupLogging(config);
+    // A slow start (a model still loading) shows its records as they come:
+    // held, it looked like a hang.
+    const log = startLog;
+    const slowStart = setTimeout(() => log.release(true), SLOW_START_MS);
     const server = await serve(config, {
       runtime,
       handleSignals: true,
       version: VERSION,
-    });
+    }).finally(() => clearTimeout(slowStart));
     startLog.release(true);
     // $PYPROXY_TOKEN only where that is the token (not a --token or one
     // from pyproxy.json); never the token itself (stdout may be logged).

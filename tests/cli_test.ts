@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
-import { tempDir } from "./_harness.ts";
+import { tempDir, waitFor } from "./_harness.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -26,11 +26,15 @@ async function cli(
 
 /**
  * `mod.ts serve ...` as a child process, once it has printed its banner
- * (through the dashboard line); disposing kills it if it still runs.
+ * (through the dashboard line, or `until`); disposing kills it if it still
+ * runs. With `bound`, a start that takes longer is killed (the banner then
+ * ends early).
  */
 async function startServe(
   args: string[],
   env: Record<string, string> = {},
+  until: RegExp = /dashboard: .*\n/,
+  bound?: number,
 ): Promise<{ child: Deno.ChildProcess; banner: string } & AsyncDisposable> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MOD, "serve", ...args],
@@ -51,9 +55,12 @@ async function startServe(
     await stdout.cancel();
     await stderr;
   };
+  const guard = bound === undefined
+    ? undefined
+    : setTimeout(() => child.kill("SIGKILL"), bound);
   try {
     let banner = "";
-    while (!/dashboard: .*\n/.test(banner)) {
+    while (!until.test(banner)) {
       const { value, done } = await stdout.read();
       if (done) break;
       banner += value;
@@ -62,6 +69,8 @@ async function startServe(
   } catch (err) {
     await dispose();
     throw err;
+  } finally {
+    clearTimeout(guard);
   }
 }
 
@@ -185,6 +194,107 @@ Deno.test("main serve with no other flag serves the example models and stops on 
   assert.deepEqual(await res.json(), { hello: "world" });
   child.kill("SIGINT");
   assert.equal((await child.status).code, 0);
+});
+
+/** Processes whose command line contains `text` (Linux; 0 elsewhere). */
+async function processesWith(text: string): Promise<number> {
+  let n = 0;
+  try {
+    for await (const e of Deno.readDir("/proc")) {
+      if (!/^\d+$/.test(e.name)) continue;
+      const cmdline = await Deno.readTextFile(`/proc/${e.name}/cmdline`)
+        .catch(() => "");
+      if (cmdline.includes(text)) n++;
+    }
+  } catch {
+    return 0;
+  }
+  return n;
+}
+
+/** A models directory with `echo.py` and `hang.py`, whose import hangs. */
+async function hangingModels(): Promise<{ path: string } & AsyncDisposable> {
+  const models = await tempDir();
+  await Deno.copyFile(
+    `${ROOT}/examples/models/echo.py`,
+    `${models.path}/echo.py`,
+  );
+  await Deno.writeTextFile(
+    `${models.path}/hang.py`,
+    "import time\ntime.sleep(120)\n\n\nclass Hang:\n    def execute(self, msg):\n        return msg\n",
+  );
+  return models;
+}
+
+Deno.test("main serve skips a model whose import hangs after --load-timeout", async () => {
+  await using models = await hangingModels();
+  // Without the bound the start would wait for the import (120 s): the
+  // test's own bound makes it fail instead.
+  await using serve = await startServe(
+    [
+      "--port=0",
+      "--workers=1",
+      `--models=${models.path}`,
+      "--load-timeout=2000",
+    ],
+    {},
+    /skipped model .*\n/,
+    30_000,
+  );
+  assert.match(serve.banner, /listening on .*models: echo\)/);
+  assert.match(
+    serve.banner,
+    /skipped model hang: .*timed out after 2000 ms \(limits\.loadTimeout, --load-timeout\)/,
+  );
+});
+
+Deno.test("main serve says which model it still waits for while the start waits, and stops on SIGINT then", async () => {
+  await using models = await hangingModels();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      MOD,
+      "serve",
+      "--port=0",
+      "--workers=1",
+      `--models=${models.path}`,
+    ],
+    cwd: ROOT,
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const stderr = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  // The records of a start are held until it ends, unless it is slow: the
+  // notice must come while the start still waits (for 120 s here).
+  const guard = setTimeout(() => child.kill("SIGKILL"), 30_000);
+  let log = "";
+  try {
+    while (!/Still loading model .*\n/.test(log)) {
+      const { value, done } = await stderr.read();
+      if (done) break;
+      log += value;
+    }
+    assert.match(
+      log,
+      /Still loading model "hang" \("hang\.py"\) after 5 s; giving up after 120 s \(limits\.loadTimeout, --load-timeout\)/,
+    );
+    // Ctrl-C while it waits: the host ends, and its worker with it.
+    child.kill("SIGINT");
+    await child.status;
+    await waitFor(async () => (await processesWith(models.path)) === 0, {
+      message: `no process with ${models.path} in its command line`,
+    });
+  } finally {
+    clearTimeout(guard);
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // exited
+    }
+    await child.status;
+    await stderr.cancel();
+  }
 });
 
 Deno.test("main reports every failure in one error line on stderr", async () => {

@@ -127,7 +127,7 @@ Deno.test("resolveConfig applies defaults, the file, then the flags", () => {
       workers: 4,
       port: 9000,
       modelsDir: "models",
-      limits: { bodyLimit: 10, requestTimeout: 5 },
+      limits: { bodyLimit: 10, requestTimeout: 5, loadTimeout: 9 },
     },
     cli: { port: 0, limits: { requestTimeout: 7 } },
   });
@@ -138,8 +138,13 @@ Deno.test("resolveConfig applies defaults, the file, then the flags", () => {
   assert.deepEqual(config.limits, {
     bodyLimit: 10,
     requestTimeout: 7,
+    loadTimeout: 9,
     shutdownGrace: 10000,
   });
+  assert.equal(
+    resolveConfig({ cwd: "/", cli: {} }).limits.loadTimeout,
+    120_000,
+  );
   assert.equal(config.models, "auto");
   assert.equal(config.allowEval, false);
   assert.equal(config.allowManage, false);

@@ -222,12 +222,12 @@ Deno.test("POST execute: optional declared inputs (cache_counter's ttl) may be l
   );
 });
 
-Deno.test("PUT /v1/models/{name}: a model whose import hangs gets a 504 after limits.requestTimeout and does not lock its name", async () => {
+Deno.test("PUT /v1/models/{name}: a model whose import hangs gets a 504 after limits.loadTimeout and does not lock its name", async () => {
   const timeout = 1000;
   await using gw = await startGateway({
     workers: 1,
     allowManage: true,
-    limits: { requestTimeout: timeout },
+    limits: { loadTimeout: timeout },
   });
   await Deno.writeTextFile(
     `${gw.dir}/stall.py`,

@@ -72,6 +72,11 @@ export interface GatewayOptions {
    * may take to send its body (408 after). @default {30000}
    */
   requestTimeout?: number;
+  /**
+   * Time a `PUT /v1/models/{name}` may take to load the model, and a
+   * `DELETE` to remove it, in ms (504 after). @default {120000}
+   */
+  loadTimeout?: number;
   /** Enables `PUT`/`DELETE /v1/models/{name}`. @default {false} */
   allowManage?: boolean;
   /** Enables `POST /v1/eval`. @default {false} */
@@ -172,6 +177,7 @@ export function createGateway(
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     bodyReads: new BodyReadGuard({ timeoutMs: requestTimeout, signal }),
     requestTimeout,
+    loadTimeout: options.loadTimeout ?? 120_000,
     allowManage: options.allowManage ?? false,
     allowEval: options.allowEval ?? false,
     disconnects: options.cancelOnDisconnect ?? true

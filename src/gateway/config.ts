@@ -49,6 +49,7 @@ export interface ResolvedConfig {
   limits: {
     bodyLimit: number;
     requestTimeout: number;
+    loadTimeout: number;
     shutdownGrace: number;
     maxInFlightPerWorker?: number;
     maxQueue?: number;
@@ -86,6 +87,7 @@ export const DEFAULTS = {
   workers: 2,
   bodyLimit: 1024 * 1024,
   requestTimeout: 30_000,
+  loadTimeout: 120_000,
   shutdownGrace: 10_000,
   historySize: 50,
   bufferSize: 256,
@@ -239,6 +241,7 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
     limits: {
       bodyLimit: limits.bodyLimit ?? DEFAULTS.bodyLimit,
       requestTimeout: limits.requestTimeout ?? DEFAULTS.requestTimeout,
+      loadTimeout: limits.loadTimeout ?? DEFAULTS.loadTimeout,
       shutdownGrace: limits.shutdownGrace ?? DEFAULTS.shutdownGrace,
       ...(limits.maxInFlightPerWorker === undefined
         ? {}

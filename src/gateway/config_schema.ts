@@ -88,6 +88,11 @@ export interface GatewayConfig {
     bodyLimit?: number | undefined;
     /** Request timeout, in milliseconds. */
     requestTimeout?: number | undefined;
+    /**
+     * Time a model may take to load (at start, `PUT`) or to be removed
+     * (`DELETE`), in milliseconds.
+     */
+    loadTimeout?: number | undefined;
     /** Concurrent requests per worker. */
     maxInFlightPerWorker?: number | undefined;
     /** Queued requests before refusing. */
@@ -218,6 +223,7 @@ const LimitsSchema: v.GenericSchema<
 > = strict({
   bodyLimit: v.optional(int(1)),
   requestTimeout: v.optional(int(1)),
+  loadTimeout: v.optional(int(1)),
   maxInFlightPerWorker: v.optional(int(1)),
   maxQueue: v.optional(int(0)),
   shutdownGrace: v.optional(int(0)),

@@ -374,7 +374,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     // Bounded like a call: a model whose import or __init__ hangs would
     // otherwise hold this PUT, and every later PUT and DELETE of the name
     // queued behind it, for ever.
-    const bound = { timeout: ctx.requestTimeout };
+    const bound = { timeout: ctx.loadTimeout };
     const { existed, model } = await oneAtATime(name, async () => {
       const existed = known(name);
       try {
@@ -416,7 +416,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     const name = c.req.param("name");
     await oneAtATime(name, async () => {
       if (!known(name)) throw notFound(name);
-      await catalog.remove(pool, name, { timeout: ctx.requestTimeout });
+      await catalog.remove(pool, name, { timeout: ctx.loadTimeout });
     });
     ctx.logger.info("Model {name} removed", { name });
     return c.json({ name, removed: true });

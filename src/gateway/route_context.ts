@@ -46,6 +46,8 @@ export interface RouteContext {
   bodyReads: BodyReadGuard;
   /** Default (and maximum) execute timeout in ms. */
   requestTimeout: number;
+  /** Bound of a model's load (`PUT`) or removal (`DELETE`) in ms. */
+  loadTimeout: number;
   /** `PUT`/`DELETE /v1/models/{name}` allowed. */
   allowManage: boolean;
   /** `POST /v1/eval` allowed. */

@@ -6,7 +6,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { ConfigError, StartError } from "../errors.ts";
+import { ConfigError, StartError, TimeoutError } from "../errors.ts";
 import type { Plugin } from "../plugin.ts";
 import { Pool, type PoolOptions } from "../pool.ts";
 import type { HttpServer, Runtime } from "../runtime/types.ts";
@@ -142,6 +142,9 @@ function pluginsOption(
   return { use: [...use, ...extra], remove };
 }
 
+/** A model still loading after this long at start is announced in the log. */
+const STILL_LOADING_MS = 5_000;
+
 async function modelsToLoad(
   config: ResolvedConfig,
   runtime: Runtime,
@@ -209,15 +212,33 @@ export async function serve(
   const stop = new AbortController();
   try {
     const { list, strict } = await modelsToLoad(config, runtime);
+    const loadTimeout = config.limits.loadTimeout;
     for (const [i, m] of list.entries()) {
+      // A model whose import hangs held the start for ever, silently: it
+      // gives up after loadTimeout, and says it is still waiting before.
+      const slow = loadTimeout <= STILL_LOADING_MS
+        ? undefined
+        : setTimeout(() => {
+          logger.info(
+            "Still loading model {name} ({file}) after {seconds} s; giving up after {limit} s (limits.loadTimeout, --load-timeout)",
+            {
+              name: m.name,
+              file: m.file,
+              seconds: STILL_LOADING_MS / 1000,
+              limit: loadTimeout / 1000,
+            },
+          );
+        }, STILL_LOADING_MS);
       try {
         await catalog.add(pool, m.name, {
           file: m.file,
           ...(m.options === undefined ? {} : { options: m.options }),
           ...(m.class === undefined ? {} : { class: m.class }),
-        });
+        }, { timeout: loadTimeout });
       } catch (err) {
-        const message = (err as Error).message;
+        const message = err instanceof TimeoutError
+          ? `${err.message} (limits.loadTimeout, --load-timeout)`
+          : (err as Error).message;
         if (strict) {
           throw new ConfigError(
             `models[${i}]: cannot load model '${m.name}': ${message} (at ${
@@ -231,6 +252,8 @@ export async function serve(
           name: m.name,
           message,
         });
+      } finally {
+        clearTimeout(slow);
       }
     }
     let port = config.port;
@@ -244,6 +267,7 @@ export async function serve(
       allowIpHosts: !isLoopback(config.host),
       bodyLimit: config.limits.bodyLimit,
       requestTimeout: config.limits.requestTimeout,
+      loadTimeout: config.limits.loadTimeout,
       allowEval: config.allowEval,
       cancelOnDisconnect: config.cancelOnDisconnect,
       allowManage: config.allowManage,
