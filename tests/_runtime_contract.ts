@@ -519,6 +519,33 @@ export const runtimeContract: ContractCheck[] = [
     },
   },
   {
+    name:
+      "serve() request.json() of a body after a byte order mark agrees with jsonDropsBom",
+    async fn({ rt }) {
+      const server = await rt.serve(
+        { hostname: "127.0.0.1", port: 0 },
+        (req) =>
+          req.json().then(
+            (value) => Response.json({ value }),
+            (err: Error) => Response.json({ error: err.name }),
+          ),
+      );
+      try {
+        // fetch sends a Uint8Array body with its Content-Length.
+        const res = await fetch(`http://127.0.0.1:${server.port}/`, {
+          method: "POST",
+          body: new Uint8Array([0xef, 0xbb, 0xbf, 0x7b, 0x7d]),
+        });
+        assert.deepEqual(
+          await res.json(),
+          rt.jsonDropsBom === true ? { value: {} } : { error: "SyntaxError" },
+        );
+      } finally {
+        await server.shutdown();
+      }
+    },
+  },
+  {
     name: "serve() stops when its signal aborts",
     async fn({ rt }) {
       const ac = new AbortController();

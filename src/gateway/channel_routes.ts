@@ -115,7 +115,12 @@ export function channelRoutes(ctx: RouteContext): Hono {
   app.post("/v1/channels/:name", async (c) => {
     const name = c.req.param("name");
     checkChannel(name);
-    const body = await readJsonBody(c.req.raw, ctx.bodyLimit, ctx.bodyReads);
+    const body = await readJsonBody(
+      c.req.raw,
+      ctx.bodyLimit,
+      ctx.bodyReads,
+      ctx.runtime,
+    );
     if (body === undefined) {
       throw httpError(
         400,

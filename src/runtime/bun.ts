@@ -232,6 +232,8 @@ export function bunRuntime(): Runtime {
   const upgrades = new BunWebSocketUpgrades();
   return {
     name: "bun",
+    // Bun's Request.json() decodes as the Fetch standard says, dropping a BOM.
+    jsonDropsBom: true,
     connect: connectNodeSocket,
     spawn: spawnChild,
     serve: (options, handler) => serveHttp(options, handler, upgrades),

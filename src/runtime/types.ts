@@ -248,6 +248,14 @@ export interface Runtime {
     handler: FetchHandler,
   ): Promise<HttpServer>;
   /**
+   * Whether `request.json()` of a request from {@linkcode Runtime.serve}
+   * drops a leading UTF-8 byte order mark and parses the rest (Bun, as the
+   * Fetch standard says) instead of failing with a `SyntaxError` (Deno).
+   * The gateway refuses such bodies on both: where this is `true`, it reads
+   * them as bytes instead.
+   */
+  readonly jsonDropsBom?: boolean;
+  /**
    * Upgrades an HTTP request of {@linkcode Runtime.serve} to a WebSocket.
    * Optional: where missing, the gateway serves channels over SSE only.
    */
