@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 16643,
+      size: 17964,
       sha256:
-        "8af4f5591076f1ea9dfad9055309d9551b689236f746b8e509cf138613859f74",
+        "601a4ee0b2822eb1c36963eec1f47fbc3b5d3933ac9470802e113def58e42a8e",
     },
     {
       path: "pyproxy_server/big_json.py",
