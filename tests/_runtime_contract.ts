@@ -546,6 +546,39 @@ export const runtimeContract: ContractCheck[] = [
     },
   },
   {
+    name:
+      "serve() sends a streamed response's headers before its first chunk unless streamHeadersWithBody",
+    async fn({ rt }) {
+      let release = (): void => {};
+      const released = new Promise<void>((resolve) => (release = resolve));
+      const server = await rt.serve(
+        { hostname: "127.0.0.1", port: 0 },
+        () =>
+          new Response(
+            new ReadableStream<Uint8Array>({
+              async start(controller) {
+                await released;
+                controller.enqueue(new TextEncoder().encode("late"));
+                controller.close();
+              },
+            }),
+          ),
+      );
+      try {
+        const response = fetch(`http://127.0.0.1:${server.port}/`);
+        // Where the headers go at once, the response arrives with no body yet.
+        if (rt.streamHeadersWithBody !== true) {
+          assert.equal((await response).status, 200);
+        }
+        release();
+        assert.equal(await (await response).text(), "late");
+      } finally {
+        release();
+        await server.shutdown();
+      }
+    },
+  },
+  {
     name: "serve() stops when its signal aborts",
     async fn({ rt }) {
       const ac = new AbortController();

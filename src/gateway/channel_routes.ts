@@ -161,7 +161,11 @@ export function channelRoutes(ctx: RouteContext): Hono {
     }
     const sub = hub.subscribe(name, options);
     ctx.logger.debug("Subscriber joined {channel}", { channel: name });
-    return sseResponse(sseEvents(sub), { onClose: () => sub.close() });
+    return sseResponse(sseEvents(sub), {
+      onClose: () => sub.close(),
+      // A channel may stay quiet: let the subscriber see its response now.
+      open: ctx.runtime.streamHeadersWithBody === true,
+    });
   });
 
   return app;

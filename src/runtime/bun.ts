@@ -234,6 +234,8 @@ export function bunRuntime(): Runtime {
     name: "bun",
     // Bun's Request.json() decodes as the Fetch standard says, dropping a BOM.
     jsonDropsBom: true,
+    // Bun.serve holds a streamed response's headers until its first chunk.
+    streamHeadersWithBody: true,
     connect: connectNodeSocket,
     spawn: spawnChild,
     serve: (options, handler) => serveHttp(options, handler, upgrades),

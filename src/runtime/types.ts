@@ -256,6 +256,13 @@ export interface Runtime {
    */
   readonly jsonDropsBom?: boolean;
   /**
+   * Whether {@linkcode Runtime.serve} sends a streamed response's status and
+   * headers only with the first chunk of its body (Bun) instead of at once
+   * (Deno). The gateway then opens its channel event streams with a comment
+   * line, so that a subscriber sees its response before the first message.
+   */
+  readonly streamHeadersWithBody?: boolean;
+  /**
    * Upgrades an HTTP request of {@linkcode Runtime.serve} to a WebSocket.
    * Optional: where missing, the gateway serves channels over SSE only.
    */

@@ -130,3 +130,50 @@ test(
   },
   30_000,
 );
+
+test(
+  "serve() answers a channel subscription at once on Bun, before any message",
+  async () => {
+    // Bun.serve sends a streamed response's headers with its first chunk: a
+    // quiet channel's subscriber saw nothing until the 15 s keep-alive (this
+    // test's timeout is shorter).
+    const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-gw-"));
+    try {
+      await writeFile(join(dir, "echo.py"), ECHO_MODEL);
+      const config = resolveConfig({
+        cwd: dir,
+        cli: { port: 0, workers: 1, modelsDir: dir },
+      });
+      const server = await serve(config);
+      try {
+        const ac = new AbortController();
+        const res = await fetch(`${server.url}/v1/channels/quiet`, {
+          signal: ac.signal,
+        });
+        expect(res.status).toBe(200);
+        expect(res.headers.get("content-type")).toContain("text/event-stream");
+        const published = await fetch(`${server.url}/v1/channels/quiet`, {
+          method: "POST",
+          body: JSON.stringify({ n: 1 }),
+        });
+        expect(await published.json()).toMatchObject({ delivered: 1 });
+        const reader = res.body!.pipeThrough(new TextDecoderStream())
+          .getReader();
+        let text = "";
+        while (!text.includes("data: {")) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          text += value;
+        }
+        expect(text).toContain('data: {"n":1}');
+        ac.abort();
+        await reader.cancel().catch(() => {});
+      } finally {
+        await server.shutdown();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+  10_000,
+);
