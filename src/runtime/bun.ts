@@ -56,6 +56,8 @@ interface BunSubprocess {
 interface BunServer {
   readonly port: number;
   readonly hostname: string;
+  readonly pendingRequests: number;
+  readonly pendingWebSockets: number;
   stop(closeActiveConnections?: boolean): Promise<void> | void;
   requestIP(request: Request): { address: string } | null;
   upgrade(request: Request, options: { data: unknown }): boolean;
@@ -179,6 +181,27 @@ function spawnChild(options: SpawnOptions): ChildProcess {
   };
 }
 
+/**
+ * Stops accepting, lets the requests (and WebSockets) in flight finish, then
+ * closes the connections left, as `Deno.serve`'s shutdown does: Bun's own
+ * graceful stop also waits for connections that are still sending request
+ * headers (or never will), which kept a gateway's shutdown going for its
+ * whole grace. Bun has no event for a request ending: polled every 10 ms.
+ */
+async function stopServer(server: BunServer): Promise<void> {
+  let stopped = false;
+  const graceful = Promise.resolve(server.stop()).then(() => {
+    stopped = true;
+  });
+  while (
+    !stopped && (server.pendingRequests > 0 || server.pendingWebSockets > 0)
+  ) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  if (!stopped) await server.stop(true);
+  await graceful;
+}
+
 function serveHttp(
   options: { hostname: string; port: number; signal?: AbortSignal },
   handler: FetchHandler,
@@ -201,9 +224,7 @@ function serveHttp(
     websocket: upgrades.handlers,
   });
   let stopping: Promise<void> | undefined;
-  const shutdown = (): Promise<
-    void
-  > => (stopping ??= Promise.resolve(server.stop()).then(() => {}));
+  const shutdown = (): Promise<void> => (stopping ??= stopServer(server));
   if (options.signal) {
     if (options.signal.aborted) void shutdown();
     else {options.signal.addEventListener("abort", () => void shutdown(), {
