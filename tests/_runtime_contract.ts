@@ -621,6 +621,38 @@ export const runtimeContract: ContractCheck[] = [
     },
   },
   {
+    name: "serve() passes a request body over 128 MiB to the handler",
+    async fn({ rt }) {
+      const server = await rt.serve(
+        { hostname: "127.0.0.1", port: 0 },
+        async (req) => {
+          let size = 0;
+          for await (const chunk of req.body!) size += chunk.byteLength;
+          return Response.json({ size });
+        },
+      );
+      try {
+        const chunk = new Uint8Array(1024 * 1024);
+        const chunks = 129;
+        let sent = 0;
+        const body = new ReadableStream<Uint8Array>({
+          pull(controller) {
+            if (sent++ < chunks) controller.enqueue(chunk);
+            else controller.close();
+          },
+        });
+        const res = await fetch(`http://127.0.0.1:${server.port}/`, {
+          method: "POST",
+          body,
+        });
+        assert.equal(res.status, 200);
+        assert.deepEqual(await res.json(), { size: chunks * chunk.byteLength });
+      } finally {
+        await server.shutdown();
+      }
+    },
+  },
+  {
     name: "serve() stops when its signal aborts",
     async fn({ rt }) {
       const ac = new AbortController();

@@ -74,6 +74,7 @@ interface BunGlobal {
     hostname: string;
     port: number;
     idleTimeout: number;
+    maxRequestBodySize: number;
     fetch(request: Request, server: BunServer): Promise<Response | undefined>;
     error(error: Error): Response;
     websocket: {
@@ -213,6 +214,9 @@ function serveHttp(
     // Bun closes connections idle for 10 s by default, which would cut quiet
     // streaming responses (events, eval output); Deno has no such limit.
     idleTimeout: 0,
+    // Bun refuses bodies over 128 MiB by default, with an empty 413 of its
+    // own; Deno has no such limit, and the gateway applies its bodyLimit.
+    maxRequestBodySize: Number.MAX_SAFE_INTEGER,
     fetch: async (request, srv) => {
       const response = await handler(request, {
         remoteAddr: srv.requestIP(request)?.address ?? "",
