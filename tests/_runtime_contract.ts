@@ -653,6 +653,23 @@ export const runtimeContract: ContractCheck[] = [
     },
   },
   {
+    name: "serve() reports the address it bound for a host name",
+    async fn({ rt }) {
+      const server = await rt.serve(
+        { hostname: "localhost", port: 0 },
+        () => new Response("ok"),
+      );
+      try {
+        assert.ok(
+          ["127.0.0.1", "::1"].includes(server.hostname),
+          `hostname ${server.hostname}`,
+        );
+      } finally {
+        await server.shutdown();
+      }
+    },
+  },
+  {
     name: "serve() stops when its signal aborts",
     async fn({ rt }) {
       const ac = new AbortController();

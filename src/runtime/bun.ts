@@ -56,6 +56,8 @@ interface BunSubprocess {
 interface BunServer {
   readonly port: number;
   readonly hostname: string;
+  /** The bound address (Bun ≥ 1.1.x; `hostname` is the name asked for). */
+  readonly address?: { address: string } | null;
   readonly pendingRequests: number;
   readonly pendingWebSockets: number;
   stop(closeActiveConnections?: boolean): Promise<void> | void;
@@ -237,7 +239,8 @@ function serveHttp(
   }
   return Promise.resolve({
     port: server.port,
-    hostname: server.hostname,
+    // The address, as Deno reports it: `localhost` binds 127.0.0.1.
+    hostname: server.address?.address ?? server.hostname,
     shutdown,
   });
 }
