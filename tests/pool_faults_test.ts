@@ -15,6 +15,15 @@ import {
   writeHostScript,
 } from "./_pool_harness.ts";
 
+/** A model that starts a Python process and a `sleep` (children of its worker). */
+const SPAWNER = `import subprocess, sys
+class Spawner:
+    def execute(self, msg):
+        a = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        b = subprocess.Popen(["sleep", "300"])
+        return {"pids": [a.pid, b.pid]}
+`;
+
 Deno.test("Pool settles every call exactly once when a worker is killed with 100 calls in flight", async () => {
   await using dir = await modelsDir();
   const pids = new PidTracker();
@@ -352,6 +361,24 @@ Deno.test("Pool.start rejects with StartError and stderr tails when every worker
       return true;
     },
   );
+});
+
+Deno.test("Pool leaves no process of model code behind when the host is killed with SIGKILL", async () => {
+  // The host cannot end the workers' process groups then: each server, seeing
+  // itself orphaned as it exits, ends what its model code started.
+  await using dir = await modelsDir();
+  const script = await writeHostScript(
+    dir.path,
+    `await pool.addModel("spawner", { source: ${JSON.stringify(SPAWNER)} });
+const { pids } = await pool.execute("spawner", {}) as { pids: number[] };
+console.log(JSON.stringify([...pids, ...pool.status().workers.map((w) => w.pid)]));`,
+  );
+  await using host = spawnHost(script);
+  host.pids = await host.firstLine() as number[];
+  assert.equal(host.pids.length, 4);
+  host.child.kill("SIGKILL");
+  await host.child.status;
+  await assertGone(host.pids, 8000);
 });
 
 Deno.test("Pool leaves no python process behind when the host is killed with SIGKILL or SIGTERM", async () => {

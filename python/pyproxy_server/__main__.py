@@ -24,6 +24,7 @@ import signal
 import stat
 import sys
 import threading
+import time
 
 # Before the imports that need a newer Python: an older one otherwise fails
 # with a traceback that does not say what is wrong (3.8: a TypeError in the
@@ -270,7 +271,7 @@ def _stdin_is_watchable(fd):
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
 
 
-def _watch_stdin(server, fd):
+def _watch_stdin(server, fd, closed):
     # The host keeps our stdin open for its whole life: EOF means it is gone.
     try:
         while os.read(fd, 65536):
@@ -278,7 +279,35 @@ def _watch_stdin(server, fd):
     except Exception:
         pass
     logging.getLogger("pyproxy_server").info("stdin closed: exiting")
+    closed.set()
     server.stop(0)
+
+
+# How long an exit on stdin EOF waits to see this process re-parented: the
+# dying host's pipes close just before its children get a new parent.
+ORPHAN_WAIT = 0.5
+
+
+def end_orphaned_group(parent, stdin_closed):
+    """When the host is gone (this process got a new parent), end what model
+    code started in our process group: the host ends it after a normal exit
+    (``killGroup``), but a host that died (SIGKILL, an uncaught exception,
+    ``exit()`` without closing its pool) cannot. After an EOF on stdin, waits
+    up to ``ORPHAN_WAIT`` s for the re-parenting. Does not return when it
+    kills: SIGKILL to the group ends this process too (nobody waits for its
+    status). Nothing when this process does not lead its group (the host
+    gave it none) or where the OS has no process groups."""
+    try:
+        if os.getpgrp() != os.getpid():
+            return
+        deadline = time.monotonic() + (ORPHAN_WAIT if stdin_closed else 0)
+        while os.getppid() == parent:
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.005)
+        os.killpg(os.getpid(), signal.SIGKILL)
+    except (AttributeError, OSError):
+        pass
 
 
 def _watch_parent(server, parent):
@@ -355,8 +384,9 @@ def main(argv=None):
             loop.add_signal_handler(signum, server.stop, 0)
         except (NotImplementedError, RuntimeError):
             pass
+    stdin_closed = threading.Event()
     if _stdin_is_watchable(host_pipe):
-        threading.Thread(target=_watch_stdin, args=(server, host_pipe), name="pyproxy-stdin", daemon=True).start()
+        threading.Thread(target=_watch_stdin, args=(server, host_pipe, stdin_closed), name="pyproxy-stdin", daemon=True).start()
     loop.call_later(PARENT_CHECK_INTERVAL, _watch_parent, server, parent)
 
     try:
@@ -367,6 +397,7 @@ def main(argv=None):
     code = server.exit_code if server.exit_code is not None else 0
     log.info("exited with %d", code)
     logging.shutdown()
+    end_orphaned_group(parent, stdin_closed.is_set())
     # Executor threads may still run user code; they must not keep us alive.
     os._exit(code)
 

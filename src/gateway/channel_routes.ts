@@ -115,7 +115,12 @@ export function channelRoutes(ctx: RouteContext): Hono {
   app.post("/v1/channels/:name", async (c) => {
     const name = c.req.param("name");
     checkChannel(name);
-    const body = await readJsonBody(c.req.raw, ctx.bodyLimit, ctx.bodyReads);
+    const body = await readJsonBody(
+      c.req.raw,
+      ctx.bodyLimit,
+      ctx.bodyReads,
+      ctx.runtime,
+    );
     if (body === undefined) {
       throw httpError(
         400,
@@ -158,7 +163,11 @@ export function channelRoutes(ctx: RouteContext): Hono {
     }
     const sub = hub.subscribe(name, options);
     ctx.logger.debug("Subscriber joined {channel}", { channel: name });
-    return sseResponse(sseEvents(sub), { onClose: () => sub.close() });
+    return sseResponse(sseEvents(sub), {
+      onClose: () => sub.close(),
+      // A channel may stay quiet: let the subscriber see its response now.
+      open: ctx.runtime.streamHeadersWithBody === true,
+    });
   });
 
   return app;

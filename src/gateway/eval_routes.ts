@@ -151,7 +151,7 @@ export function evalRoutes(ctx: RouteContext): Hono {
     if (!ctx.allowEval) throw forbidden();
     const parsed = v.safeParse(
       EvalBody,
-      await readJsonBody(c.req.raw, ctx.bodyLimit, ctx.bodyReads),
+      await readJsonBody(c.req.raw, ctx.bodyLimit, ctx.bodyReads, ctx.runtime),
     );
     if (!parsed.success) {
       const issue = parsed.issues[0];

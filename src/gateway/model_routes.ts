@@ -230,7 +230,12 @@ export function modelExecutor(
         timeout = Math.min(t, timeout);
       }
       // Only an empty body is `{}`: a JSON `null` is the model's msg as sent.
-      const raw = await readJsonBody(request, ctx.bodyLimit, ctx.bodyReads);
+      const raw = await readJsonBody(
+        request,
+        ctx.bodyLimit,
+        ctx.bodyReads,
+        ctx.runtime,
+      );
       const body = raw === undefined ? {} : raw;
       const schema = catalog.schema(name);
       if (schema) {
@@ -348,7 +353,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     checkName(name);
     const parsed = v.safeParse(
       ModelSpecBody,
-      await readJsonBody(c.req.raw, ctx.bodyLimit, ctx.bodyReads),
+      await readJsonBody(c.req.raw, ctx.bodyLimit, ctx.bodyReads, ctx.runtime),
     );
     if (!parsed.success) {
       const issue = parsed.issues[0];

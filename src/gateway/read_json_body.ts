@@ -5,6 +5,7 @@
  */
 import { HTTPException } from "hono/http-exception";
 import { StartOrderRing } from "../_start_order_ring.ts";
+import type { Runtime } from "../runtime/types.ts";
 import { httpError } from "./error_response.ts";
 
 const DIGITS = /^\d+$/;
@@ -34,7 +35,9 @@ function tooLarge(limit: number, size?: number): Error {
  * as it streams. Either way an oversized body is refused with 413 without
  * being buffered. Resolves `undefined` for an empty body; any other body that
  * is not JSON (only whitespace, say, or JSON after a UTF-8 byte order mark)
- * gives 400.
+ * gives 400. Pass the server's `runtime` when its `request.json()` drops a
+ * byte order mark (`Runtime.jsonDropsBom`, Bun): declared bodies are then
+ * read as bytes too, so that such a body is refused there as well.
  *
  * @example
  * ```ts
@@ -47,6 +50,7 @@ export async function readJsonBody(
   request: Request,
   limit: number,
   guard?: BodyReadGuard,
+  runtime?: Pick<Runtime, "jsonDropsBom">,
 ): Promise<unknown> {
   const declared = request.headers.get("content-length");
   if (declared !== null && DIGITS.test(declared)) {
@@ -57,16 +61,17 @@ export async function readJsonBody(
     // JSON reader is safe here: under load it costs Deno ~6 µs of CPU less
     // per request than reading the bytes and parsing them ourselves. Its
     // reader cannot be cancelled: a read cut short by the guard ends with
-    // its connection.
-    try {
-      const read = request.json();
-      return await (guard === undefined ? read : guard.watch(read));
-    } catch (err) {
-      if (err instanceof SyntaxError) throw invalidJson(err, request);
-      throw err instanceof HTTPException ? err : incompleteBody();
+    // its connection. Bun's reader drops a byte order mark: read the bytes.
+    if (runtime?.jsonDropsBom !== true) {
+      try {
+        const read = request.json();
+        return await (guard === undefined ? read : guard.watch(read));
+      } catch (err) {
+        if (err instanceof SyntaxError) throw invalidJson(err, request);
+        throw err instanceof HTTPException ? err : incompleteBody();
+      }
     }
-  }
-  if (declared !== null && Number(declared) > limit) {
+  } else if (declared !== null && Number(declared) > limit) {
     throw tooLarge(limit, Number(declared));
   }
   if (!request.body) return undefined;

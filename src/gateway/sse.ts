@@ -25,6 +25,13 @@ export interface SseResponseOptions {
   onClose?: () => void;
   /** Extra response headers. */
   headers?: Record<string, string>;
+  /**
+   * Starts the stream with a comment line (`: open`), for HTTP servers that
+   * send a streamed response's headers only with its first chunk (Bun): a
+   * client then sees the response at once, not with the first event.
+   * @default {false}
+   */
+  open?: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -85,6 +92,11 @@ export function sseResponse(
     options.onClose?.();
   };
   const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      if (options.open === true) {
+        controller.enqueue(encoder.encode(": open\n\n"));
+      }
+    },
     async pull(controller) {
       if (finished) return;
       pending ??= iterator.next();

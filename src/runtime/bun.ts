@@ -56,6 +56,10 @@ interface BunSubprocess {
 interface BunServer {
   readonly port: number;
   readonly hostname: string;
+  /** The bound address (Bun ≥ 1.1.x; `hostname` is the name asked for). */
+  readonly address?: { address: string } | null;
+  readonly pendingRequests: number;
+  readonly pendingWebSockets: number;
   stop(closeActiveConnections?: boolean): Promise<void> | void;
   requestIP(request: Request): { address: string } | null;
   upgrade(request: Request, options: { data: unknown }): boolean;
@@ -72,6 +76,7 @@ interface BunGlobal {
     hostname: string;
     port: number;
     idleTimeout: number;
+    maxRequestBodySize: number;
     fetch(request: Request, server: BunServer): Promise<Response | undefined>;
     error(error: Error): Response;
     websocket: {
@@ -179,6 +184,27 @@ function spawnChild(options: SpawnOptions): ChildProcess {
   };
 }
 
+/**
+ * Stops accepting, lets the requests (and WebSockets) in flight finish, then
+ * closes the connections left, as `Deno.serve`'s shutdown does: Bun's own
+ * graceful stop also waits for connections that are still sending request
+ * headers (or never will), which kept a gateway's shutdown going for its
+ * whole grace. Bun has no event for a request ending: polled every 10 ms.
+ */
+async function stopServer(server: BunServer): Promise<void> {
+  let stopped = false;
+  const graceful = Promise.resolve(server.stop()).then(() => {
+    stopped = true;
+  });
+  while (
+    !stopped && (server.pendingRequests > 0 || server.pendingWebSockets > 0)
+  ) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  if (!stopped) await server.stop(true);
+  await graceful;
+}
+
 function serveHttp(
   options: { hostname: string; port: number; signal?: AbortSignal },
   handler: FetchHandler,
@@ -190,6 +216,9 @@ function serveHttp(
     // Bun closes connections idle for 10 s by default, which would cut quiet
     // streaming responses (events, eval output); Deno has no such limit.
     idleTimeout: 0,
+    // Bun refuses bodies over 128 MiB by default, with an empty 413 of its
+    // own; Deno has no such limit, and the gateway applies its bodyLimit.
+    maxRequestBodySize: Number.MAX_SAFE_INTEGER,
     fetch: async (request, srv) => {
       const response = await handler(request, {
         remoteAddr: srv.requestIP(request)?.address ?? "",
@@ -201,9 +230,7 @@ function serveHttp(
     websocket: upgrades.handlers,
   });
   let stopping: Promise<void> | undefined;
-  const shutdown = (): Promise<
-    void
-  > => (stopping ??= Promise.resolve(server.stop()).then(() => {}));
+  const shutdown = (): Promise<void> => (stopping ??= stopServer(server));
   if (options.signal) {
     if (options.signal.aborted) void shutdown();
     else {options.signal.addEventListener("abort", () => void shutdown(), {
@@ -212,7 +239,8 @@ function serveHttp(
   }
   return Promise.resolve({
     port: server.port,
-    hostname: server.hostname,
+    // The address, as Deno reports it: `localhost` binds 127.0.0.1.
+    hostname: server.address?.address ?? server.hostname,
     shutdown,
   });
 }
@@ -232,6 +260,10 @@ export function bunRuntime(): Runtime {
   const upgrades = new BunWebSocketUpgrades();
   return {
     name: "bun",
+    // Bun's Request.json() decodes as the Fetch standard says, dropping a BOM.
+    jsonDropsBom: true,
+    // Bun.serve holds a streamed response's headers until its first chunk.
+    streamHeadersWithBody: true,
     connect: connectNodeSocket,
     spawn: spawnChild,
     serve: (options, handler) => serveHttp(options, handler, upgrades),

@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 16975,
+      size: 18296,
       sha256:
-        "c9f4b1bf7b4247ff2292aabaa083b7da3983209e986abbbdc78fac1f23344c84",
+        "a497faf7b3c397fd8b7d406f505f3dc8ef744099fcf8a2a99e3c830a87c6e3eb",
     },
     {
       path: "pyproxy_server/big_json.py",

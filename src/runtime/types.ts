@@ -248,6 +248,21 @@ export interface Runtime {
     handler: FetchHandler,
   ): Promise<HttpServer>;
   /**
+   * Whether `request.json()` of a request from {@linkcode Runtime.serve}
+   * drops a leading UTF-8 byte order mark and parses the rest (Bun, as the
+   * Fetch standard says) instead of failing with a `SyntaxError` (Deno).
+   * The gateway refuses such bodies on both: where this is `true`, it reads
+   * them as bytes instead.
+   */
+  readonly jsonDropsBom?: boolean;
+  /**
+   * Whether {@linkcode Runtime.serve} sends a streamed response's status and
+   * headers only with the first chunk of its body (Bun) instead of at once
+   * (Deno). The gateway then opens its channel event streams with a comment
+   * line, so that a subscriber sees its response before the first message.
+   */
+  readonly streamHeadersWithBody?: boolean;
+  /**
    * Upgrades an HTTP request of {@linkcode Runtime.serve} to a WebSocket.
    * Optional: where missing, the gateway serves channels over SSE only.
    */

@@ -49,3 +49,12 @@ class Echo:
             return {"cached": got, "after": host.cache.get(key)}
         return {"msg": msg, "pid": os.getpid()}
 `;
+
+/** A model that starts a Python process and a `sleep` (children of its worker). */
+export const SPAWNER = `import subprocess, sys
+class Spawner:
+    def execute(self, msg):
+        a = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        b = subprocess.Popen(["sleep", "300"])
+        return {"pids": [a.pid, b.pid]}
+`;

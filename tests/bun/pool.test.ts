@@ -2,7 +2,11 @@
 // shared cache, clean shutdown.
 import { expect, test } from "bun:test";
 import { CancelledError, Pool, sharedCache, spillover } from "../../mod.ts";
-import { ECHO_MODEL, waitGone } from "./_helpers.ts";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { ECHO_MODEL, SPAWNER, waitGone } from "./_helpers.ts";
 
 test(
   "Pool starts 2 workers on Bun, executes, reports status and leaves no process behind",
@@ -111,3 +115,49 @@ test("a missing interpreter is a StartError that says what to do, on Bun too", a
   expect(text).toContain("cannot spawn '/nonexistent/python3'");
   expect(text).toContain("no such program: install Python >= 3.9");
 });
+
+test(
+  "a Bun host that dies of an uncaught exception leaves no Python process, nor any its models started",
+  async () => {
+    // Bun (unlike Deno) leaves its children running when it exits: each
+    // server exits on its stdin's end of file and, orphaned, ends its
+    // process group (what model code started).
+    const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-host-"));
+    const script = join(dir, "host.ts");
+    await writeFile(
+      script,
+      `import { Pool } from ${
+        JSON.stringify(new URL("../../mod.ts", import.meta.url).pathname)
+      };
+const pool = await Pool.start({ workers: 2 });
+await pool.addModel("spawner", { source: ${JSON.stringify(SPAWNER)} });
+const { pids } = await pool.execute("spawner", {}) as { pids: number[] };
+console.log(JSON.stringify([...pids, ...pool.status().workers.map((w) => w.pid)]));
+setTimeout(() => { throw new Error("uncaught"); }, 10);
+`,
+    );
+    let pids: number[] = [];
+    const host = Bun.spawn([process.execPath, "run", script], {
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    try {
+      const out = await new Response(host.stdout).text();
+      pids = JSON.parse(out.trim().split("\n")[0] ?? "[]") as number[];
+      expect(pids.length).toBe(4);
+      expect(await host.exited).toBe(1);
+      expect(await waitGone(pids, 8000)).toEqual([]);
+    } finally {
+      host.kill("SIGKILL");
+      for (const pid of pids) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // gone, as it should be
+        }
+      }
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+  30_000,
+);
