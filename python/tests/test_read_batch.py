@@ -119,6 +119,11 @@ class ReadBatchTest(ConnectionCase):
         async def body(server, conn, transport):
             every = Connection.FLUSH_EVERY
             count = 2 * every + 5
+            # Only FLUSH_EVERY splits the writes here: on a loaded machine an
+            # inline call may take longer than INLINE_FLUSH (its reply was
+            # written at once: [4, 28, 32, 5]) or the read longer than
+            # INLINE_BUDGET (later calls went to threads).
+            conn.INLINE_FLUSH = conn.INLINE_BUDGET = float("inf")
             data = b"".join(
                 encode({"id": 10 + n, "cmd": "executeModel", "name": "m", "msg": {"n": n}})
                 for n in range(count)
