@@ -111,6 +111,43 @@ Deno.test("GatewayMetrics counts calls of unknown models under one label", async
   assert.doesNotMatch(text, /nope\d/);
 });
 
+Deno.test("GatewayMetrics counts concurrent calls of unknown models under one label", async () => {
+  // Ten calls of one made-up name in flight at once, and a name too long
+  // for any model: each one is an "_unknown" 404, and no series is left.
+  const metrics = new GatewayMetrics();
+  const ends = Array.from({ length: 10 }, () => metrics.start("made-up"));
+  for (const end of ends) end(404);
+  const models = metrics.toJSON().models;
+  assert.deepEqual(Object.keys(models), ["_unknown"]);
+  assert.deepEqual(models._unknown?.requests, { "404": 10 });
+  // A histogram appears with its first observation, not with a call in
+  // flight that may yet turn out to be an "_unknown" 404.
+  const pending = metrics.start("pending");
+  assert.doesNotMatch(metrics.render({ workers: [] }), /model="pending",le=/);
+  pending(404);
+  assert.doesNotMatch(metrics.render({ workers: [] }), /pending/);
+
+  await using gw = await startGateway();
+  const responses = await Promise.all([
+    ...Array.from(
+      { length: 8 },
+      (_, i) => gw.fetch(`/v1/models/nope${i % 2}/execute`, post("{}")),
+    ),
+    gw.fetch(`/v1/models/${"x".repeat(200)}/execute`, post("{}")),
+  ]);
+  for (const res of responses) {
+    assert.equal(res.status, 404);
+    await res.body?.cancel();
+  }
+  const text = await (await gw.fetch("/metrics")).text();
+  assert.match(
+    text,
+    /pyproxy_requests_total\{model="_unknown",status="404"\} 9\n/,
+  );
+  assert.doesNotMatch(text, /nope\d|xxxx/);
+  assert.match(text, /pyproxy_http_responses_total\{status="404"\} 9\n/);
+});
+
 Deno.test("createGateway bounds model names and checks ?history=", async () => {
   await using gw = await startGateway({ allowManage: true });
   const long = "a".repeat(5000);

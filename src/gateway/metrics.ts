@@ -125,24 +125,26 @@ export class GatewayMetrics {
 
   /**
    * Marks a model request as started; call the returned function with the
-   * final status. A 404 for a name that has no other request is counted
-   * under `"_unknown"` and the name is forgotten: a client calling made-up
-   * names adds no series (and does not push real models into `"_other"`).
+   * final status. A 404 for a name that has no finished request of its own
+   * is counted under `"_unknown"`, and the name is forgotten once none of
+   * its requests is in flight: a client calling made-up names, even many
+   * at once, adds no series (and does not push real models into
+   * `"_other"`).
    */
   start(model: string): (status: number) => void {
-    let stats = this.#stats(model);
-    stats.inFlight++;
+    const own = this.#stats(model);
+    own.inFlight++;
     const t0 = performance.now();
     let ended = false;
     return (status: number) => {
       if (ended) return;
       ended = true;
-      stats.inFlight--;
-      if (
-        status === 404 && stats.count === 0 && stats.inFlight === 0 &&
-        model !== UNKNOWN && this.#models.get(model) === stats
-      ) {
-        this.#models.delete(model);
+      own.inFlight--;
+      let stats = own;
+      if (status === 404 && own.count === 0 && model !== UNKNOWN) {
+        if (own.inFlight === 0 && this.#models.get(model) === own) {
+          this.#models.delete(model);
+        }
         stats = this.#stats(UNKNOWN);
       }
       const seconds = (performance.now() - t0) / 1000;
@@ -222,6 +224,10 @@ export class GatewayMetrics {
       "Model execute latency in seconds.",
     );
     for (const [model, s] of this.#models) {
+      // Not before its first observation: the entry of a name whose calls
+      // are all in flight goes away if they end in 404 (counted under
+      // "_unknown"), and a counter series must not vanish.
+      if (s.count === 0) continue;
       const m = label(model);
       this.#buckets.forEach((le, i) => {
         lines.push(
@@ -263,7 +269,9 @@ export class GatewayMetrics {
       );
     }
     family("pyproxy_workers", "gauge", "Workers by state.");
-    const states = new Map<string, number>();
+    // Every state, 0 included: an alert on `pyproxy_workers{state="ready"} < 1`
+    // must see the series when no worker is ready.
+    const states = new Map<string, number>(WORKER_STATES.map((s) => [s, 0]));
     for (const w of snapshot.workers) {
       states.set(w.state, (states.get(w.state) ?? 0) + 1);
     }
@@ -307,6 +315,16 @@ export class GatewayMetrics {
     return stats;
   }
 }
+
+/** Worker states (`WorkerState`), each always rendered in `pyproxy_workers`. */
+const WORKER_STATES = [
+  "starting",
+  "ready",
+  "draining",
+  "stopped",
+  "restarting",
+  "failed",
+];
 
 /** The label of requests for models that do not exist. */
 const UNKNOWN = "_unknown";

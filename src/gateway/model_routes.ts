@@ -58,6 +58,8 @@ function tooLongName(
   direct: boolean,
   metrics: RouteContext["metrics"],
 ): Promise<Response> {
+  // A call of a model that does not exist, as any other such call.
+  metrics.start("_unknown")(404);
   if (direct) metrics.countHttp(404);
   return Promise.resolve(errorResponse(
     httpError(

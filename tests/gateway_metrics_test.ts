@@ -1,0 +1,296 @@
+/**
+ * `GET /metrics` read as a Prometheus server reads it: a strict parser of the
+ * text exposition format (0.0.4), then each counter against the traffic sent.
+ */
+import assert from "node:assert/strict";
+import { GatewayMetrics } from "../src/gateway/metrics.ts";
+import { startGateway, until } from "./_gateway_harness.ts";
+
+interface Family {
+  type: string;
+  help: string;
+  samples: Array<
+    { name: string; labels: Record<string, string>; value: number }
+  >;
+}
+
+const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*/;
+const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*/;
+
+function parseLabels(text: string, line: number): Record<string, string> {
+  const labels: Record<string, string> = {};
+  let i = 0;
+  while (i < text.length) {
+    const name = LABEL_NAME.exec(text.slice(i))?.[0];
+    assert.ok(name, `line ${line}: label name expected in ${text}`);
+    i += name.length;
+    assert.equal(text.slice(i, i + 2), '="', `line ${line}: ="" expected`);
+    i += 2;
+    let value = "";
+    for (;;) {
+      const c = text[i];
+      assert.ok(
+        c !== undefined && c !== "\n",
+        `line ${line}: open label value`,
+      );
+      if (c === '"') break;
+      if (c === "\\") {
+        const next = text[i + 1];
+        const escaped = next === "\\"
+          ? "\\"
+          : next === '"'
+          ? '"'
+          : next === "n"
+          ? "\n"
+          : undefined;
+        assert.ok(escaped !== undefined, `line ${line}: bad escape \\${next}`);
+        value += escaped;
+        i += 2;
+      } else {
+        value += c;
+        i++;
+      }
+    }
+    i++;
+    assert.ok(!(name in labels), `line ${line}: label ${name} twice`);
+    labels[name] = value;
+    if (text[i] === ",") i++;
+    else assert.equal(i, text.length, `line ${line}: , or } expected`);
+  }
+  return labels;
+}
+
+/** Parses the exposition text; fails on anything a strict scraper refuses. */
+function parseExposition(text: string): Map<string, Family> {
+  assert.ok(text.endsWith("\n"), "no final newline");
+  const families = new Map<string, Family>();
+  const series = new Set<string>();
+  let current: string | undefined;
+  const lines = text.slice(0, -1).split("\n");
+  lines.forEach((line, index) => {
+    const n = index + 1;
+    const comment = /^# (HELP|TYPE) (\S+)(?: (.*))?$/.exec(line);
+    if (comment) {
+      const [, kind, name, rest = ""] = comment;
+      assert.match(name!, /^[a-zA-Z_:][a-zA-Z0-9_:]*$/);
+      let family = families.get(name!);
+      if (family === undefined) {
+        assert.notEqual(current, name);
+        family = { type: "", help: "", samples: [] };
+        families.set(name!, family);
+      } else assert.equal(current, name, `line ${n}: ${name} not contiguous`);
+      current = name;
+      if (kind === "TYPE") {
+        assert.equal(family.type, "", `line ${n}: second TYPE of ${name}`);
+        assert.equal(family.samples.length, 0, `line ${n}: TYPE after samples`);
+        assert.match(rest, /^(counter|gauge|histogram|summary|untyped)$/);
+        family.type = rest;
+      } else {
+        assert.equal(family.help, "", `line ${n}: second HELP of ${name}`);
+        assert.notEqual(rest, "", `line ${n}: empty HELP`);
+        family.help = rest;
+      }
+      return;
+    }
+    assert.ok(!line.startsWith("#") && line !== "", `line ${n}: ${line}`);
+    const name = NAME.exec(line)?.[0];
+    assert.ok(name, `line ${n}: metric name expected`);
+    let rest = line.slice(name.length);
+    let labels: Record<string, string> = {};
+    if (rest.startsWith("{")) {
+      const end = rest.lastIndexOf("}");
+      labels = parseLabels(rest.slice(1, end), n);
+      rest = rest.slice(end + 1);
+    }
+    const value = /^ (\S+)$/.exec(rest)?.[1];
+    assert.ok(value !== undefined, `line ${n}: value expected: ${line}`);
+    const number = value === "+Inf" ? Infinity : Number(value);
+    assert.ok(!Number.isNaN(number), `line ${n}: bad value ${value}`);
+    const family = families.get(current ?? "");
+    assert.ok(family, `line ${n}: sample outside a family`);
+    const suffix = name.slice(current!.length);
+    assert.ok(
+      name.startsWith(current!) &&
+        (suffix === "" ||
+          family.type === "histogram" &&
+            ["_bucket", "_sum", "_count"].includes(suffix)),
+      `line ${n}: ${name} in family ${current}`,
+    );
+    if (family.type === "histogram") assert.notEqual(suffix, "");
+    if (family.type === "counter") {
+      assert.match(name, /_total$/, `line ${n}: counter ${name}`);
+      assert.ok(number >= 0, `line ${n}: negative counter`);
+    }
+    const key = `${name}${JSON.stringify(Object.entries(labels).sort())}`;
+    assert.ok(!series.has(key), `line ${n}: duplicate series ${key}`);
+    series.add(key);
+    family.samples.push({ name, labels, value: number });
+  });
+  for (const [name, family] of families) {
+    assert.notEqual(family.type, "", `${name}: no TYPE`);
+    assert.notEqual(family.help, "", `${name}: no HELP`);
+    if (family.type !== "histogram") continue;
+    const groups = new Map<string, Family["samples"]>();
+    for (const s of family.samples) {
+      const { le: _le, ...rest } = s.labels;
+      const key = JSON.stringify(Object.entries(rest).sort());
+      groups.set(key, [...(groups.get(key) ?? []), s]);
+    }
+    for (const [key, samples] of groups) {
+      const buckets = samples.filter((s) => s.name.endsWith("_bucket"));
+      const les = buckets.map((b) =>
+        Number(b.labels.le?.replace("+Inf", "Infinity"))
+      );
+      assert.deepEqual(les, [...les].sort((a, b) => a - b), `${key}: le order`);
+      assert.equal(les.at(-1), Infinity, `${key}: no +Inf bucket`);
+      buckets.forEach((b, i) => {
+        if (i > 0) {
+          assert.ok(b.value >= buckets[i - 1]!.value, `${key}: not cumulative`);
+        }
+      });
+      const count = samples.find((s) => s.name.endsWith("_count"));
+      assert.ok(
+        samples.some((s) => s.name.endsWith("_sum")),
+        `${key}: no _sum`,
+      );
+      assert.equal(
+        count?.value,
+        buckets.at(-1)!.value,
+        `${key}: +Inf != _count`,
+      );
+    }
+  }
+  return families;
+}
+
+function value(
+  families: Map<string, Family>,
+  family: string,
+  labels: Record<string, string>,
+  name = family,
+): number {
+  const want = JSON.stringify(Object.entries(labels).sort());
+  return families.get(family)?.samples.find((s) =>
+    s.name === name && JSON.stringify(Object.entries(s.labels).sort()) === want
+  )?.value ?? 0;
+}
+
+Deno.test("GatewayMetrics renders valid exposition text, label values escaped", () => {
+  const metrics = new GatewayMetrics();
+  metrics.start('a"b\\c\nd')(200);
+  metrics.start("echo")(200);
+  metrics.start("echo")(503);
+  const text = metrics.render({
+    workers: [{ id: "w\\1", state: "failed", restarts: 3 }],
+    subscribers: 0,
+  });
+  const families = parseExposition(text);
+  assert.equal(
+    value(families, "pyproxy_requests_total", {
+      model: 'a"b\\c\nd',
+      status: "200",
+    }),
+    1,
+  );
+  assert.equal(
+    value(families, "pyproxy_worker_restarts_total", { worker: "w\\1" }),
+    3,
+  );
+  // A state without a worker is 0, not absent: `ready < 1` can fire.
+  assert.match(text, /^pyproxy_workers\{state="ready"\} 0$/m);
+  assert.match(text, /^pyproxy_workers\{state="failed"\} 1$/m);
+});
+
+Deno.test("GET /metrics counts exactly the traffic sent, through a worker's crash", async () => {
+  await using gw = await startGateway({
+    workers: 2,
+    limits: { bodyLimit: 1000 },
+  });
+  const before = parseExposition(await (await gw.fetch("/metrics")).text());
+  const post = (path: string, body: string) =>
+    gw.fetch(path, { method: "POST", body }).then(async (res) => {
+      await res.body?.cancel();
+      return res.status;
+    });
+  const sent: Array<[string, number, Promise<number>]> = [];
+  const send = (model: string, want: number, body: string, query = "") => {
+    sent.push([model, want, post(`/v1/models/${model}/execute${query}`, body)]);
+  };
+  for (let i = 0; i < 12; i++) send("echo", 200, `{"i":${i}}`);
+  for (let i = 0; i < 3; i++) send("echo", 204, "");
+  for (let i = 0; i < 4; i++) send("boom", 422, '{"x":1}');
+  for (let i = 0; i < 2; i++) send("echo", 413, `{"a":"${"x".repeat(2000)}"}`);
+  for (let i = 0; i < 2; i++) send("echo", 400, "{bad");
+  for (let i = 0; i < 5; i++) send("nope", 404, "{}");
+  send("slow", 504, '{"seconds":0.5}', "?timeout=50");
+  for (const [model, want, status] of sent) {
+    assert.equal(await status, want, model);
+  }
+  // A worker killed under a call: the call fails, the slot restarts. First
+  // the timed-out call's thread ends (it keeps its slot until then).
+  const inFlight = async () =>
+    (await (await gw.fetch("/v1/status")).json()).workers.find((
+      w: { inFlight: number },
+    ) => w.inFlight > 0);
+  await until(
+    async () => (await inFlight()) === undefined,
+    "no call in flight",
+  );
+  const crashed = post("/v1/models/slow/execute", '{"seconds":5}');
+  await until(
+    async () => (await inFlight()) !== undefined,
+    "the call in flight",
+  );
+  const busy = await inFlight();
+  Deno.kill(busy.pid, "SIGKILL");
+  assert.equal(await crashed, 502);
+  await until(async () => {
+    const s = await (await gw.fetch("/v1/status")).json();
+    return s.workers.every((w: { state: string }) => w.state === "ready") &&
+      s.restarts === 1;
+  }, "the slot restarted");
+
+  const after = parseExposition(await (await gw.fetch("/metrics")).text());
+  const counts = new Map<string, number>();
+  for (const [model, want] of sent) {
+    const key = `${model === "nope" ? "_unknown" : model} ${want}`;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  counts.set("slow 502", 1);
+  for (const [key, n] of counts) {
+    const [model, status] = key.split(" ") as [string, string];
+    const labels = { model, status };
+    assert.equal(
+      value(after, "pyproxy_requests_total", labels) -
+        value(before, "pyproxy_requests_total", labels),
+      n,
+      key,
+    );
+  }
+  // Every counter series of before is still there and has not gone down.
+  for (const [name, family] of before) {
+    if (family.type !== "counter" && family.type !== "histogram") continue;
+    for (const s of family.samples) {
+      if (s.name.endsWith("_sum")) continue;
+      assert.ok(value(after, name, s.labels, s.name) >= s.value, s.name);
+    }
+  }
+  assert.equal(
+    value(
+      after,
+      "pyproxy_request_duration_seconds",
+      { model: "echo" },
+      "pyproxy_request_duration_seconds_count",
+    ),
+    19,
+  );
+  assert.equal(
+    value(after, "pyproxy_worker_restarts_total", { worker: busy.id }),
+    1,
+  );
+  assert.equal(value(after, "pyproxy_workers", { state: "ready" }), 2);
+  assert.equal(value(after, "pyproxy_workers", { state: "restarting" }), 0);
+  for (const s of after.get("pyproxy_in_flight_requests")!.samples) {
+    assert.equal(s.value, 0, s.labels.model);
+  }
+});
