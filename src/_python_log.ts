@@ -8,6 +8,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { Logger } from "./logger.ts";
+import type { OutputRateLimit } from "./_output_rate_limit.ts";
 
 /** A logger per model name (`""`: output of no model). */
 export type PythonLoggers = (model: string) => Logger;
@@ -56,18 +57,25 @@ export function partLogger(
 
 /**
  * Writes one `log` event of worker `worker` to its model's logger; other
- * events are ignored.
+ * events are ignored. With `limit`, only the lines it admits (the rest are
+ * counted and reported by it).
  */
 export function logPythonOutput(
   loggers: PythonLoggers,
   worker: string,
   event: Record<string, unknown>,
+  limit?: OutputRateLimit,
 ): void {
   if (event.event !== "log") return;
   const model = typeof event.model === "string" ? event.model : "";
   const logger = loggers(model);
+  let message: string | undefined = String(event.message ?? "");
+  if (limit !== undefined) {
+    message = limit.admit(logger, model, message);
+    if (message === undefined) return;
+  }
   const properties = {
-    message: String(event.message ?? ""),
+    message,
     model: model === "" ? null : model,
     stream: event.stream,
     request: event.request,

@@ -15,6 +15,7 @@ import type { PoolEventHub } from "./pool_events.ts";
 import type { ResolvedPoolOptions } from "./pool_options.ts";
 import { Worker, type WorkerExit, type WorkerHooks } from "./worker.ts";
 import { logPythonOutput } from "./_python_log.ts";
+import { OutputRateLimit } from "./_output_rate_limit.ts";
 import { waitsForIO } from "./_waits_for_io.ts";
 
 /** Options of {@linkcode Supervisor}. */
@@ -166,7 +167,13 @@ export class Supervisor {
       prepare: async (worker, session, restart) => {
         // What model code prints (`log` events) goes to the pool's model loggers.
         const loggers = this.#opts.options.pythonLoggers;
-        session.onEvent((event) => logPythonOutput(loggers, worker.id, event));
+        // At most 100 lines a second per model reach the log (a model
+        // printing in a loop flooded it); the rest are counted.
+        const limit = new OutputRateLimit(worker.id);
+        session.onEvent((event) =>
+          logPythonOutput(loggers, worker.id, event, limit)
+        );
+        session.closed.then(() => limit.end());
         await plugins.run("onWorkerStart", { worker, session, restart }, ctx);
         await plugins.run("onSessionOpen", { worker, session }, ctx);
         await registry.exclusive(async () => {

@@ -690,6 +690,46 @@ Deno.test("Pool writes what model code prints to its logger's python.<model> chi
   assert.equal(python[0]![2], "{message}");
 });
 
+Deno.test("Pool bounds the model output it logs: a model printing in a loop does not flood the log", async () => {
+  await using dir = await modelsDir();
+  const lines: string[] = [];
+  const dropped: number[] = [];
+  const at = (message: string, properties?: Record<string, unknown>) => {
+    if (message === "{message}") {
+      lines.push(...String(properties?.message).split("\n"));
+    } else if (
+      properties?.model === "noisy" && message.includes("not logged")
+    ) {
+      dropped.push(Number(properties.count));
+    }
+  };
+  const logger: Logger = {
+    trace: () => {},
+    debug: () => {},
+    info: at,
+    warn: at,
+    error: at,
+    fatal: at,
+  };
+  const t0 = Date.now();
+  const pool = await Pool.start(opts(dir.path, { workers: 1, logger }));
+  try {
+    await pool.addModel("noisy", {
+      source:
+        "import sys\nclass Noisy:\n    def execute(self, msg):\n        for i in range(5000):\n            print('line', i)\n        sys.stdout.write(''.join('batch %d\\n' % i for i in range(5000)))\n        return 1\n",
+    });
+    assert.equal(await pool.execute("noisy", {}), 1);
+  } finally {
+    await pool.close();
+  }
+  // 100 lines a second at most; every line left out is counted (the count
+  // comes at the latest when the worker's session ends).
+  const seconds = Math.ceil((Date.now() - t0) / 1000) + 1;
+  assert.ok(lines.length <= 100 * seconds, `${lines.length} lines logged`);
+  assert.ok(dropped.length > 0);
+  assert.equal(lines.length + dropped.reduce((a, b) => a + b, 0), 10_000);
+});
+
 Deno.test("Pool logs model output under LogTape's pyproxy.python.<model> by default", async () => {
   await using dir = await modelsDir();
   const records: LogRecord[] = [];

@@ -1,0 +1,121 @@
+/**
+ * Internals of the pool: a bound on how much of what model code prints
+ * reaches the host's log.
+ *
+ * Why: a model printing in a tight loop sent ~50,000 lines a second, each
+ * one a record of the host's log (the gateway's stderr): the log grew
+ * without bound and the host spent its time writing it. Per worker and
+ * model, at most `maxLinesPerSecond` lines are logged; the rest are counted
+ * and their number logged as a warning with the model's next logged output,
+ * or when the worker's session ends.
+ *
+ * @module
+ */
+import type { Logger } from "./logger.ts";
+
+/** Options of {@linkcode OutputRateLimit}. */
+export interface OutputRateLimitOptions {
+  /** Lines logged per second and model at most. @default {100} */
+  maxLinesPerSecond?: number;
+  /** Clock in ms (tests). @default {Date.now} */
+  now?: () => number;
+}
+
+interface Window {
+  start: number;
+  used: number;
+  dropped: number;
+  logger: Logger;
+}
+
+/**
+ * Decides, for one worker's session, which model output is logged.
+ *
+ * @example
+ * ```ts
+ * import { getLogger } from "@logtape/logtape";
+ * import { OutputRateLimit } from "./_output_rate_limit.ts";
+ * const limit = new OutputRateLimit("w1", { maxLinesPerSecond: 2 });
+ * const logger = getLogger(["pyproxy", "python", "noisy"]);
+ * console.log(limit.admit(logger, "noisy", "a\nb\nc")); // "a\nb"
+ * console.log(limit.admit(logger, "noisy", "d")); // undefined
+ * limit.end(); // logs "w1: 2 lines printed by model noisy not logged ..."
+ * ```
+ */
+export class OutputRateLimit {
+  #worker: string;
+  #max: number;
+  #now: () => number;
+  #windows = new Map<string, Window>();
+
+  constructor(worker: string, options: OutputRateLimitOptions = {}) {
+    this.#worker = worker;
+    this.#max = options.maxLinesPerSecond ?? 100;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /**
+   * The part of `message` (lines of `model`'s output) to log now, or
+   * `undefined` for none; what is left out is counted. A count left out
+   * earlier is logged first, on `logger`.
+   */
+  admit(logger: Logger, model: string, message: string): string | undefined {
+    const now = this.#now();
+    let w = this.#windows.get(model);
+    if (w === undefined) {
+      w = { start: now, used: 0, dropped: 0, logger };
+      this.#windows.set(model, w);
+    } else if (now - w.start >= 1000) {
+      w.start = now;
+      w.used = 0;
+    }
+    w.logger = logger;
+    const room = this.#max - w.used;
+    if (room <= 0) {
+      w.dropped += lineCount(message);
+      return undefined;
+    }
+    this.#report(model, w);
+    // Only the lines that fit: one event may carry many of them.
+    let end = -1;
+    let lines = 0;
+    while (lines < room) {
+      const next = message.indexOf("\n", end + 1);
+      lines++;
+      if (next < 0) {
+        w.used += lines;
+        return message;
+      }
+      end = next;
+    }
+    w.used = this.#max;
+    w.dropped += lineCount(message.slice(end + 1));
+    return message.slice(0, end);
+  }
+
+  /** The session ended: logs every count still held. */
+  end(): void {
+    for (const [model, w] of this.#windows) this.#report(model, w);
+    this.#windows.clear();
+  }
+
+  #report(model: string, w: Window): void {
+    if (w.dropped === 0) return;
+    w.logger.warn(
+      "{worker}: {count} lines printed by model {model} not logged (more than {max} a second)",
+      {
+        worker: this.#worker,
+        count: w.dropped,
+        model: model === "" ? null : model,
+        max: this.#max,
+      },
+    );
+    w.dropped = 0;
+  }
+}
+
+function lineCount(text: string): number {
+  let n = 1;
+  for (let i = text.indexOf("\n"); i >= 0; i = text.indexOf("\n", i + 1)) n++;
+  return n;
+}
