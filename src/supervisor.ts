@@ -182,14 +182,23 @@ export class Supervisor {
         });
       },
       stateChanged: (worker, from, to) => {
+        // A restart's outcome: its failures are logged as exits.
+        if (from === "restarting" && to === "ready") {
+          this.#opts.options.logger.info(
+            "worker {id} restarted (pid {pid}, restarts {restarts})",
+            { id: worker.id, pid: worker.pid, restarts: worker.restarts },
+          );
+        }
         events.emit({ type: "worker-state", worker: worker.id, from, to });
         if (to === "ready") pump(true);
         else if (to === "failed") queueMicrotask(() => pump(true));
       },
       exited: (worker, exit, intentional, session) => {
         this.#opts.options.logger[intentional ? "debug" : "warn"](
-          "worker {id} exited: {reason}",
-          { id: worker.id, reason: exit.reason },
+          exit.pid === null
+            ? "worker {id} exited: {reason}"
+            : "worker {id} (pid {pid}) exited: {reason}",
+          { id: worker.id, pid: exit.pid, reason: exit.reason },
         );
         events.emit({
           type: "worker-exit",

@@ -95,6 +95,54 @@ Deno.test("Pool settles every call exactly once when a worker is killed with 100
   }
 });
 
+Deno.test("Pool logs a worker's crash and its restart, each once, with the worker's id, pids and reason", async () => {
+  await using dir = await modelsDir();
+  const records: Array<[string, string, Record<string, unknown>]> = [];
+  const at =
+    (level: string) =>
+    (message: string, properties?: Record<string, unknown>) =>
+      void records.push([level, message, properties ?? {}]);
+  const logger = {
+    trace: at("trace"),
+    debug: at("debug"),
+    info: at("info"),
+    warn: at("warn"),
+    error: at("error"),
+    fatal: at("fatal"),
+  };
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { logger }));
+    pids.watch(pool);
+    const victim = pidOf(pool, "w1");
+    const back = readyAgain(pool, "w1");
+    Deno.kill(victim, "SIGKILL");
+    await back;
+    const pid = pidOf(pool, "w1");
+    const worker = records.filter(([level, message]) =>
+      level !== "debug" && message.startsWith("worker {id}")
+    ).map(([level, message, p]) => [level, message, p.id, p.pid, p.reason]);
+    assert.deepEqual(worker, [
+      [
+        "warn",
+        "worker {id} (pid {pid}) exited: {reason}",
+        "w1",
+        victim,
+        "killed by SIGKILL",
+      ],
+      [
+        "info",
+        "worker {id} restarted (pid {pid}, restarts {restarts})",
+        "w1",
+        pid,
+        undefined,
+      ],
+    ]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 Deno.test("Pool retries idempotent calls on another worker when theirs dies", async () => {
   await using dir = await modelsDir();
   const pids = new PidTracker();
