@@ -74,6 +74,21 @@ Deno.test({
       );
       assert.equal(await page.locator("#conn").innerText(), "live");
       assert.equal(await page.locator("#requests").innerText(), "3");
+
+      // A worker killed: its row shows the new pid, the restart and why the
+      // last process ended, as /v1/status says.
+      const before = (await (await gw.fetch("/v1/status")).json()).workers[0];
+      Deno.kill(before.pid, "SIGKILL");
+      const row = `#workers tr[data-worker="${before.id}"][data-state="ready"]`;
+      await page.locator(row, { hasText: "killed by SIGKILL" }).waitFor();
+      const after = (await (await gw.fetch("/v1/status")).json()).workers[0];
+      const cells = await page.locator(`${row} td`).allInnerTexts();
+      assert.equal(cells[1], String(after.pid));
+      assert.equal(cells[4], "1");
+      assert.match(
+        cells[6]!,
+        new RegExp(`^killed by SIGKILL \\(pid ${before.pid}, `),
+      );
       assert.deepEqual(errors, []);
     } finally {
       await browser.close();
