@@ -116,9 +116,25 @@ Deno.test("Pool logs a worker's crash and its restart, each once, with the worke
     pids.watch(pool);
     const victim = pidOf(pool, "w1");
     const back = readyAgain(pool, "w1");
+    const events: string[] = [];
+    const off = pool.on((ev) => {
+      if (ev.type === "worker-state") events.push(`${ev.from}->${ev.to}`);
+      else if (ev.type === "worker-exit") {
+        events.push(`exit ${ev.pid} ${ev.reason}`);
+      } else events.push(ev.type);
+    });
     Deno.kill(victim, "SIGKILL");
     await back;
+    off();
     const pid = pidOf(pool, "w1");
+    // The order docs/architecture.md gives.
+    assert.deepEqual(events, [
+      "ready->stopped",
+      `exit ${victim} killed by SIGKILL`,
+      "stopped->restarting",
+      "restarting",
+      "restarting->ready",
+    ]);
     const worker = records.filter(([level, message]) =>
       level !== "debug" && message.startsWith("worker {id}")
     ).map(([level, message, p]) => [level, message, p.id, p.pid, p.reason]);
