@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { WorkerState } from "../worker.ts";
 
 /**
  * Pool-level numbers sampled at scrape time.
@@ -316,15 +317,17 @@ export class GatewayMetrics {
   }
 }
 
-/** Worker states (`WorkerState`), each always rendered in `pyproxy_workers`. */
-const WORKER_STATES = [
-  "starting",
-  "ready",
-  "draining",
-  "stopped",
-  "restarting",
-  "failed",
-];
+/** Worker states, each always rendered in `pyproxy_workers` (a state added to `WorkerState` must be listed: the type says so). */
+const WORKER_STATES = Object.keys(
+  {
+    starting: true,
+    ready: true,
+    draining: true,
+    stopped: true,
+    restarting: true,
+    failed: true,
+  } satisfies Record<WorkerState, true>,
+);
 
 /** The label of requests for models that do not exist. */
 const UNKNOWN = "_unknown";
