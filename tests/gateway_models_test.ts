@@ -4,6 +4,7 @@
  * validation, optional declared inputs.
  */
 import assert from "node:assert/strict";
+import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { startGateway, until } from "./_gateway_harness.ts";
 
 const put = (body: unknown): RequestInit => ({
@@ -223,6 +224,27 @@ Deno.test("POST execute: optional declared inputs (cache_counter's ttl) may be l
 });
 
 Deno.test("PUT /v1/models/{name}: a model whose import hangs gets a 504 after limits.loadTimeout and does not lock its name", async () => {
+  const records: LogRecord[] = [];
+  await configure({
+    reset: true,
+    sinks: { test: (record: LogRecord) => void records.push(record) },
+    loggers: [
+      {
+        category: ["pyproxy", "gateway"],
+        lowestLevel: "warning",
+        sinks: ["test"],
+      },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
+    ],
+  });
+  try {
+    await hangingPut(records);
+  } finally {
+    await reset();
+  }
+});
+
+async function hangingPut(records: LogRecord[]): Promise<void> {
   const timeout = 1000;
   await using gw = await startGateway({
     workers: 1,
@@ -237,6 +259,19 @@ Deno.test("PUT /v1/models/{name}: a model whose import hangs gets a 504 after li
   assert.equal(res.status, 504);
   const { error } = await res.json();
   assert.equal(error.type, "TimeoutError");
+  // One line in the log naming the request and why, without a stack.
+  assert.deepEqual(
+    records.map((r) => [r.rawMessage, r.properties.path, r.properties.status]),
+    [[
+      "{method} {path} failed with {status}: {message}",
+      "/v1/models/stall",
+      504,
+    ]],
+  );
+  assert.match(
+    String(records[0]!.properties.message),
+    /timed out after 1000 ms/,
+  );
   // Nothing was recorded, and the name takes further PUTs and DELETEs (they
   // queued behind the hung one, for ever, before).
   const gone = await gw.fetch("/v1/models/stall", { method: "DELETE" });
@@ -247,4 +282,4 @@ Deno.test("PUT /v1/models/{name}: a model whose import hangs gets a 504 after li
   await added.body?.cancel();
   const call = await gw.fetch("/v1/models/stall/execute", post({ a: 1 }));
   assert.deepEqual(await call.json(), { a: 1 });
-});
+}

@@ -332,10 +332,20 @@ export function createGateway(
       },
     }, 404);
   });
-  app.onError((err) => {
+  app.onError((err, c) => {
     const res = errorResponse(err, ctx.debug);
-    if (res.status >= 500) {
+    if (res.status === 500) {
+      // Unexpected: the error with its stack.
       ctx.logger.warn("Request failed: {error}", { error: err });
+    } else if (res.status > 500) {
+      // An outcome the error names (a PUT past loadTimeout, no worker): one
+      // line, no stack.
+      ctx.logger.warn("{method} {path} failed with {status}: {message}", {
+        method: c.req.method,
+        path: c.req.path,
+        status: res.status,
+        message: err instanceof Error ? err.message : String(err),
+      });
     }
     return res;
   });
