@@ -45,6 +45,19 @@ Deno.test("parseConfig names the bad field and where it is", () => {
     configError(() => parseConfig({ logLevels: { "pyproxy.pool": "loud" } })),
     /^logLevels\["pyproxy.pool"\]: expected one of trace, debug/,
   );
+  // A category that is not pyproxy's would do nothing, silently.
+  for (const category of ["gateway", "", "pyproxy.", "Pyproxy.pool"]) {
+    assert.match(
+      configError(() => parseConfig({ logLevels: { [category]: "debug" } })),
+      /^logLevels: unknown category ".*": expected pyproxy or a category under it/,
+      category,
+    );
+  }
+  assert.doesNotThrow(() =>
+    parseConfig({
+      logLevels: { pyproxy: "debug", "pyproxy.python.my-model": "error" },
+    })
+  );
   assert.match(
     configError(() => parseConfig({ token: "short" })),
     /^token: expected a token of at least 16 characters/,

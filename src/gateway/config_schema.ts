@@ -321,6 +321,24 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
   debug: v.optional(bool()),
   logLevel: v.optional(level()),
   logLevels: v.optional(
-    plainRecord(level(), "expected an object of category → level"),
+    v.pipe(
+      plainRecord(level(), "expected an object of category → level"),
+      // Any other category is nobody's: its level would do nothing, silently
+      // (`gateway=debug` for `pyproxy.gateway=debug`).
+      v.check(
+        (levels) => Object.keys(levels).every((c) => CATEGORY.test(c)),
+        (issue) =>
+          `unknown category ${
+            JSON.stringify(
+              Object.keys(issue.input as Record<string, unknown>).find((c) =>
+                !CATEGORY.test(c)
+              ),
+            )
+          }: expected pyproxy or a category under it (pyproxy.gateway, pyproxy.pool, pyproxy.python.<model>, ...)`,
+      ),
+    ),
   ),
 });
+
+/** pyproxy's log categories: `pyproxy` and its children, dot-separated. */
+const CATEGORY = /^pyproxy(\.[^.]+)*$/;
