@@ -256,7 +256,7 @@ export interface PoolOptions {
 export class Pool implements AsyncDisposable {
   #opts: ResolvedPoolOptions;
   #plugins: PluginHost;
-  #events = new PoolEventHub();
+  #events: PoolEventHub;
   #registry: ModelRegistry;
   #supervisor: Supervisor;
   #router: PoolRouter;
@@ -274,6 +274,13 @@ export class Pool implements AsyncDisposable {
 
   private constructor(opts: ResolvedPoolOptions, plugins: Plugin[]) {
     this.#opts = opts;
+    this.#events = new PoolEventHub({
+      onListenerError: (error, ev) =>
+        opts.logger.warn("A pool event listener threw on {type}: {error}", {
+          type: ev.type,
+          error,
+        }),
+    });
     this.#registry = new ModelRegistry(
       opts.requestTimeout === undefined ? {} : { timeout: opts.requestTimeout },
     );

@@ -47,6 +47,11 @@ export type PoolEvent =
 export interface PoolEventHubOptions {
   /** Events kept per iterator that is not reading; older ones are dropped. @default {1024} */
   bufferSize?: number;
+  /**
+   * Called when a listener throws (the other listeners still get the
+   * event): the pool logs it. @default {ignore the error}
+   */
+  onListenerError?: (error: unknown, ev: PoolEvent) => void;
 }
 
 /**
@@ -68,11 +73,13 @@ export class PoolEventHub {
   #listeners = new Set<(ev: PoolEvent) => void>();
   #closers = new Set<() => void>();
   #bufferSize: number;
+  #onListenerError: ((error: unknown, ev: PoolEvent) => void) | undefined;
   #closed = false;
 
   /** Creates an open hub. */
   constructor(options: PoolEventHubOptions = {}) {
     this.#bufferSize = options.bufferSize ?? 1024;
+    this.#onListenerError = options.onListenerError;
   }
 
   /** Delivers an event to every listener (a throwing listener is ignored). */
@@ -81,8 +88,13 @@ export class PoolEventHub {
     for (const listener of [...this.#listeners]) {
       try {
         listener(ev);
-      } catch {
-        // a listener's bug must not break the pool
+      } catch (error) {
+        // A listener's bug must not break the pool, nor go unseen.
+        try {
+          this.#onListenerError?.(error, ev);
+        } catch {
+          // the reporter's own failure: nothing left to tell
+        }
       }
     }
   }

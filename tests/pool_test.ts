@@ -690,6 +690,34 @@ Deno.test("Pool writes what model code prints to its logger's python.<model> chi
   assert.equal(python[0]![2], "{message}");
 });
 
+Deno.test("Pool logs a pool event listener that throws; the other listeners still get the event", async () => {
+  await using dir = await modelsDir();
+  const warnings: Array<[string, Record<string, unknown>]> = [];
+  const none = () => {};
+  const logger: Logger = {
+    trace: none,
+    debug: none,
+    info: none,
+    warn: (message, properties) =>
+      void warnings.push([message, properties ?? {}]),
+    error: none,
+    fatal: none,
+  };
+  await using pool = await Pool.start(opts(dir.path, { workers: 1, logger }));
+  const bug = new Error("listener bug");
+  pool.on(() => {
+    throw bug;
+  });
+  const seen: string[] = [];
+  pool.on((ev) => void seen.push(ev.type));
+  await pool.addModel("talker", { source: TALKER });
+  assert.deepEqual(seen, ["model"]);
+  assert.deepEqual(warnings, [[
+    "A pool event listener threw on {type}: {error}",
+    { type: "model", error: bug },
+  ]]);
+});
+
 Deno.test("Pool bounds the model output it logs: a model printing in a loop does not flood the log", async () => {
   await using dir = await modelsDir();
   const lines: string[] = [];
