@@ -40,10 +40,10 @@ def install(server):
         return {"cancelled": call.connection.cancel_call(target)}
 
     def add_model(call):
-        return models.add(call.msg.get("name"), call.msg)
+        return models.add(call.msg.get("name"), call.msg, call.cancelled.is_set)
 
     def update_model(call):
-        return models.update(call.msg.get("name"), call.msg)
+        return models.update(call.msg.get("name"), call.msg, call.cancelled.is_set)
 
     def remove_model(call):
         return models.remove(call.msg.get("name"))

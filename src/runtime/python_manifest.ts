@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 2879,
+      size: 2925,
       sha256:
-        "2409ce49ffb9e9f750009619c7f0d82f2ac5fac7e5ec0be08468e82678ef8722",
+        "ce8864e5e258a3bdb19ce6d3c47c745c81e90f97572db96a21b1e6f19d7a84b7",
     },
     {
       path: "pyproxy_server/connection.py",
@@ -118,9 +118,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 20862,
+      size: 21768,
       sha256:
-        "d747815801e6a0562966031a830ab0185a39aa295f5d8657e382bfec7aa24fec",
+        "2d75fc3dc613b558935a13095b1d172988d8dde7345930ad0c0bf9e2c97c8d12",
     },
     {
       path: "pyproxy_server/server.py",
