@@ -1,8 +1,9 @@
 /**
- * Where what model code prints ends up: the server sends it as `log` events
- * (protocol changelog, "Event `log`"), and the pool writes each one to a
+ * Where what model code prints and logs ends up: the server sends it as `log`
+ * events (protocol §6, "Model output"), and the pool writes each one to a
  * logger of its own category, `["pyproxy", "python", <model>]`, at the
- * event's level (stdout `info`, stderr `warning`).
+ * event's level (stdout `info`, stderr `warning`; a Python `logging` record
+ * at its own level, `debug` to `error`).
  *
  * @module
  */
@@ -66,13 +67,26 @@ export function logPythonOutput(
   if (event.event !== "log") return;
   const model = typeof event.model === "string" ? event.model : "";
   const logger = loggers(model);
-  const properties = {
+  const properties: Record<string, unknown> = {
     message: String(event.message ?? ""),
     model: model === "" ? null : model,
     stream: event.stream,
     request: event.request,
     worker,
   };
-  if (event.level === "warning") logger.warn("{message}", properties);
-  else logger.info("{message}", properties);
+  // A Python logging record's logger name (stream "logging").
+  if (typeof event.logger === "string") properties.logger = event.logger;
+  switch (event.level) {
+    case "warning":
+      logger.warn("{message}", properties);
+      break;
+    case "error":
+      logger.error("{message}", properties);
+      break;
+    case "debug":
+      logger.debug("{message}", properties);
+      break;
+    default:
+      logger.info("{message}", properties);
+  }
 }

@@ -167,6 +167,12 @@ export class Supervisor {
         // What model code prints (`log` events) goes to the pool's model loggers.
         const loggers = this.#opts.options.pythonLoggers;
         session.onEvent((event) => logPythonOutput(loggers, worker.id, event));
+        // Model code's Python logging records too (protocol §6; a server
+        // from before them ignores the field). Without them the worker
+        // serves as before: a failure here is the connection's, met next.
+        await session.request("configure", { logRecords: true }).catch(
+          () => {},
+        );
         await plugins.run("onWorkerStart", { worker, session, restart }, ctx);
         await plugins.run("onSessionOpen", { worker, session }, ctx);
         await registry.exclusive(async () => {

@@ -15,7 +15,7 @@ import { defaultRuntime } from "../src/runtime/mod.ts";
 import type { Runtime } from "../src/runtime/types.ts";
 import { reconnect } from "../plugins/reconnect.ts";
 import { idOfPid, modelsDir, PidTracker } from "./_pool_harness.ts";
-import { SCHED_BATCH, schedPolicies } from "./_harness.ts";
+import { recordingLogger, SCHED_BATCH, schedPolicies } from "./_harness.ts";
 
 /** Pool options shared by these tests: fast restarts, no signal handlers. */
 function opts(dir: string, extra: PoolOptions = {}): PoolOptions {
@@ -716,6 +716,43 @@ Deno.test("Pool logs model output under LogTape's pyproxy.python.<model> by defa
   } finally {
     await reset();
   }
+});
+
+const LOGGING_MODEL = `import logging
+log = logging.getLogger("scorer")
+class Scorer:
+    threaded = True
+    def execute(self, msg):
+        log.info("scoring %s", msg["x"])
+        log.warning("slow input")
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            log.exception("failed")
+        log.debug("below the worker's level")
+        return {"ok": True}
+`;
+
+Deno.test("Pool writes model code's Python logging records to the model's logger at their own levels, with the Python logger's name", async () => {
+  await using dir = await modelsDir();
+  const { logger, entries } = recordingLogger();
+  await using pool = await Pool.start(opts(dir.path, { workers: 1, logger }));
+  await pool.addModel("scorer", { source: LOGGING_MODEL });
+  assert.deepEqual(await pool.execute("scorer", { x: 7 }), { ok: true });
+  const records = entries.filter(([, , p]) => p?.stream === "logging");
+  assert.deepEqual(
+    records.map(([level, , p]) => [level, p?.logger, p?.model, p?.worker]),
+    [
+      ["info", "scorer", "scorer", "w1"],
+      ["warn", "scorer", "scorer", "w1"],
+      ["error", "scorer", "scorer", "w1"],
+    ],
+  );
+  assert.equal(records[0]![2]?.message, "scoring 7");
+  assert.match(
+    String(records[2]![2]?.message),
+    /^failed\nTraceback \(most recent call last\):[\s\S]*ZeroDivisionError/,
+  );
 });
 
 Deno.test("Pool workers do not pass the gateway's PYPROXY_TOKEN on to model or eval code", async () => {
