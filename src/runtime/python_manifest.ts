@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 29262,
+      size: 29671,
       sha256:
-        "8c4efdd7d0682a6822656c0cf7dabca413db36fd12144b75a8a8a85f8aee0c6b",
+        "d3c49a69cdfa0925e1ffc754b3224d5e5ee83c57773dafc208d16022366a640b",
     },
     {
       path: "pyproxy_server/execution.py",
