@@ -1,8 +1,9 @@
 /**
- * Where what model code prints ends up: the server sends it as `log` events
- * (protocol changelog, "Event `log`"), and the pool writes each one to a
+ * Where what model code prints and logs ends up: the server sends it as `log`
+ * events (protocol §6, "Model output"), and the pool writes each one to a
  * logger of its own category, `["pyproxy", "python", <model>]`, at the
- * event's level (stdout `info`, stderr `warning`).
+ * event's level (stdout `info`, stderr `warning`; a Python `logging` record
+ * at its own level, `debug` to `error`).
  *
  * @module
  */
@@ -71,16 +72,35 @@ export function logPythonOutput(
   const logger = loggers(model);
   let message: string | undefined = String(event.message ?? "");
   if (limit !== undefined) {
+    // Records below the logger's level do not count toward the limit.
+    const level = event.level === "warning" || event.level === "error" ||
+        event.level === "debug"
+      ? event.level
+      : "info";
+    if (logger.isEnabledFor?.(level) === false) return;
     message = limit.admit(logger, model, message);
     if (message === undefined) return;
   }
-  const properties = {
+  const properties: Record<string, unknown> = {
     message,
     model: model === "" ? null : model,
     stream: event.stream,
     request: event.request,
     worker,
   };
-  if (event.level === "warning") logger.warn("{message}", properties);
-  else logger.info("{message}", properties);
+  // A Python logging record's logger name (stream "logging").
+  if (typeof event.logger === "string") properties.logger = event.logger;
+  switch (event.level) {
+    case "warning":
+      logger.warn("{message}", properties);
+      break;
+    case "error":
+      logger.error("{message}", properties);
+      break;
+    case "debug":
+      logger.debug("{message}", properties);
+      break;
+    default:
+      logger.info("{message}", properties);
+  }
 }

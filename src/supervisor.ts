@@ -174,6 +174,12 @@ export class Supervisor {
           logPythonOutput(loggers, worker.id, event, limit)
         );
         session.closed.then(() => limit.end());
+        // Model code's Python logging records too (protocol §6; a server
+        // from before them ignores the field). Without them the worker
+        // serves as before: a failure here is the connection's, met next.
+        await session.request("configure", { logRecords: true }).catch(
+          () => {},
+        );
         await plugins.run("onWorkerStart", { worker, session, restart }, ctx);
         await plugins.run("onSessionOpen", { worker, session }, ctx);
         await registry.exclusive(async () => {

@@ -83,6 +83,20 @@ Deno.test("Atom separates stdout from stderr", async () => {
   assert.deepEqual(chunks.map((c) => c.seq), chunks.map((_, i) => i));
 });
 
+Deno.test("Atom shows the code's logging warnings and errors on stderr, as a notebook does", async () => {
+  await using pool = await startPool();
+  const atom = pool.eval(
+    "import logging\nlog = logging.getLogger('nb')\nlog.info('quiet')\nlog.warning('careful %d', 3)\nprint('between')\nlog.error('bad')\n1",
+  );
+  const [chunks, value] = await Promise.all([
+    collect(atom.output),
+    atom.result,
+  ]);
+  assert.equal(value, 1);
+  assert.equal(text(chunks, 2), "WARNING:nb:careful 3\nERROR:nb:bad\n");
+  assert.equal(text(chunks, 1), "between\n");
+});
+
 Deno.test("Atom rejects with PythonError and still delivers the output before it", async () => {
   await using pool = await startPool();
   const atom = pool.eval(

@@ -445,6 +445,28 @@ console.log(JSON.stringify([...pids, ...pool.status().workers.map((w) => w.pid)]
   await assertGone(host.pids, 8000);
 });
 
+Deno.test("Pool leaves no process of model code behind when the host dies of an uncaught exception", async () => {
+  // Deno SIGKILLs the children it holds referenced when a program dies of an
+  // uncaught exception, so a server could not end its process group; the
+  // runtime adapter unrefs them, and each server, seeing its host gone, ends
+  // what its model code started.
+  await using dir = await modelsDir();
+  const script = await writeHostScript(
+    dir.path,
+    `await pool.addModel("spawner", { source: ${JSON.stringify(SPAWNER)} });
+const { pids } = await pool.execute("spawner", {}) as { pids: number[] };
+console.log(JSON.stringify([...pids, ...pool.status().workers.map((w) => w.pid)]));
+setTimeout(() => {
+  throw new Error("an uncaught exception, expected by the test");
+}, 10);`,
+  );
+  await using host = spawnHost(script);
+  host.pids = await host.firstLine() as number[];
+  assert.equal(host.pids.length, 4);
+  assert.equal((await host.child.status).code, 1);
+  await assertGone(host.pids, 8000);
+});
+
 Deno.test("Pool leaves no python process behind when the host is killed with SIGKILL or SIGTERM", async () => {
   await using dir = await modelsDir();
   const script = await writeHostScript(

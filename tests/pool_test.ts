@@ -15,7 +15,7 @@ import { defaultRuntime } from "../src/runtime/mod.ts";
 import type { Runtime } from "../src/runtime/types.ts";
 import { reconnect } from "../plugins/reconnect.ts";
 import { idOfPid, modelsDir, PidTracker } from "./_pool_harness.ts";
-import { SCHED_BATCH, schedPolicies } from "./_harness.ts";
+import { recordingLogger, SCHED_BATCH, schedPolicies } from "./_harness.ts";
 
 /** Pool options shared by these tests: fast restarts, no signal handlers. */
 function opts(dir: string, extra: PoolOptions = {}): PoolOptions {
@@ -690,6 +690,37 @@ Deno.test("Pool writes what model code prints to its logger's python.<model> chi
   assert.equal(python[0]![2], "{message}");
 });
 
+Deno.test("Pool's model output limit counts only what the logger's level lets through", async () => {
+  await using dir = await modelsDir();
+  const warnings: string[] = [];
+  const none = () => {};
+  // A logger at `warning`: 500 stdout lines (info) must not use up the
+  // second's budget of the stderr lines (warning) that follow.
+  const logger: Logger = {
+    trace: none,
+    debug: none,
+    info: () => assert.fail("info is off"),
+    warn: (message, properties) =>
+      void warnings.push(
+        message === "{message}" ? String(properties?.message) : message,
+      ),
+    error: none,
+    fatal: none,
+    isEnabledFor: (level) =>
+      level !== "trace" && level !== "debug" && level !== "info",
+  };
+  await using pool = await Pool.start(opts(dir.path, { workers: 1, logger }));
+  await pool.addModel("chatty", {
+    source:
+      "import sys\nclass Chatty:\n    def execute(self, msg):\n        for i in range(500):\n            print('info', i)\n        for i in range(5):\n            print('warn', i, file=sys.stderr)\n        return 1\n",
+  });
+  assert.equal(await pool.execute("chatty", {}), 1);
+  assert.deepEqual(
+    warnings.filter((w) => !w.startsWith("{")).join("\n").split("\n"),
+    ["warn 0", "warn 1", "warn 2", "warn 3", "warn 4"],
+  );
+});
+
 Deno.test("Pool logs a pool event listener that throws; the other listeners still get the event", async () => {
   await using dir = await modelsDir();
   const warnings: Array<[string, Record<string, unknown>]> = [];
@@ -784,6 +815,43 @@ Deno.test("Pool logs model output under LogTape's pyproxy.python.<model> by defa
   } finally {
     await reset();
   }
+});
+
+const LOGGING_MODEL = `import logging
+log = logging.getLogger("scorer")
+class Scorer:
+    threaded = True
+    def execute(self, msg):
+        log.info("scoring %s", msg["x"])
+        log.warning("slow input")
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            log.exception("failed")
+        log.debug("below the worker's level")
+        return {"ok": True}
+`;
+
+Deno.test("Pool writes model code's Python logging records to the model's logger at their own levels, with the Python logger's name", async () => {
+  await using dir = await modelsDir();
+  const { logger, entries } = recordingLogger();
+  await using pool = await Pool.start(opts(dir.path, { workers: 1, logger }));
+  await pool.addModel("scorer", { source: LOGGING_MODEL });
+  assert.deepEqual(await pool.execute("scorer", { x: 7 }), { ok: true });
+  const records = entries.filter(([, , p]) => p?.stream === "logging");
+  assert.deepEqual(
+    records.map(([level, , p]) => [level, p?.logger, p?.model, p?.worker]),
+    [
+      ["info", "scorer", "scorer", "w1"],
+      ["warn", "scorer", "scorer", "w1"],
+      ["error", "scorer", "scorer", "w1"],
+    ],
+  );
+  assert.equal(records[0]![2]?.message, "scoring 7");
+  assert.match(
+    String(records[2]![2]?.message),
+    /^failed\nTraceback \(most recent call last\):[\s\S]*ZeroDivisionError/,
+  );
 });
 
 Deno.test("Pool workers do not pass the gateway's PYPROXY_TOKEN on to model or eval code", async () => {

@@ -38,6 +38,7 @@ if sys.version_info < (3, 9):
 
 from . import PROTOCOL_VERSION, capture
 from .framer import Framer
+from .host_log_handler import HostLogHandler
 from .server import Server, add_models_to_path
 
 # Seconds between checks that the parent process is still the one that started us.
@@ -360,6 +361,8 @@ def main(argv=None):
     # A pool on Unix sockets gives each of its workers <own directory>/<id>.sock:
     # two pools on one --path both have a w1.sock, as TCP pools both have a w1.
     setup_logging(root, log_name, args.log_level, claim=args.log_name is not None or server.port is None)
+    # Model code's logging records, also to the host (clients that ask for them).
+    logging.getLogger().addHandler(HostLogHandler())
     log = logging.getLogger("pyproxy_server")
     add_models_to_path(root)
     server.load_extensions()

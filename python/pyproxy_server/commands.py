@@ -29,9 +29,15 @@ def install(server):
 
     def configure(call):
         conn = call.connection
-        if "spill" in call.msg:
-            conn.spill = SpillSettings.from_wire(call.msg["spill"])
-        return {"spill": conn.spill.to_wire() if conn.spill is not None else None}
+        msg = call.msg
+        if "logRecords" in msg:
+            log_records = msg["logRecords"]
+            if type(log_records) is not bool:
+                raise InvalidRequestError("Cannot configure: 'logRecords' must be true or false")
+            conn.log_records = log_records
+        if "spill" in msg:
+            conn.spill = SpillSettings.from_wire(msg["spill"])
+        return {"spill": conn.spill.to_wire() if conn.spill is not None else None, "logRecords": conn.log_records}
 
     def cancel(call):
         target = call.msg.get("target")
@@ -40,10 +46,10 @@ def install(server):
         return {"cancelled": call.connection.cancel_call(target)}
 
     def add_model(call):
-        return models.add(call.msg.get("name"), call.msg)
+        return models.add(call.msg.get("name"), call.msg, call.cancelled.is_set)
 
     def update_model(call):
-        return models.update(call.msg.get("name"), call.msg)
+        return models.update(call.msg.get("name"), call.msg, call.cancelled.is_set)
 
     def remove_model(call):
         return models.remove(call.msg.get("name"))

@@ -125,6 +125,9 @@ class Connection(asyncio.BufferedProtocol):
         self.authenticated = server.secret is None
         self._max_frame = server.max_frame_size
         self.spill = None
+        # configure {"logRecords": true}: model code's logging records are sent
+        # as log events (host_log_handler).
+        self.log_records = False
         self.dropped_output = 0
         # Until it authenticates, a peer gets small frames only: an auth is a
         # few hundred bytes, and nobody unauthenticated makes us buffer and
@@ -894,6 +897,16 @@ class Connection(asyncio.BufferedProtocol):
             except OSError:
                 return  # the loop finds the connection broken once the call returns
             self._busy_sent = now
+
+    def log_record(self, level, logger, text):
+        # A logging record of the inline call running now (HostLogHandler).
+        sink = self._inline_sink
+        if sink is None:
+            call = self._inline_call
+            if call is None or not self.log_records:
+                return
+            sink = self._inline_sink = OutputSink(self, call, True)
+        sink.log_record(level, logger, text)
 
     def _inline_write(self, fd, text):
         # The output sink of the inline call running now (held until it ends).

@@ -273,6 +273,13 @@ class OutputChannel:
         """``sys.stderr.write`` under this channel (``capture.redirect`` writers)."""
         return self._write_other(2, text)
 
+    def log_record(self, level, logger, text):
+        """A ``logging`` record of the eval's code (``HostLogHandler``): its
+        warnings and errors are written to the eval's stderr, as a notebook
+        shows them (Python's own last-resort handler writes those levels)."""
+        if level == "warning" or level == "error":
+            self._write_other(2, "%s:%s:%s\n" % (level.upper(), logger, text))
+
     def _write_other(self, fd, text):
         # write_stdout for another fd: queued as an (fd, text) pair.
         if text.__class__ is not str:

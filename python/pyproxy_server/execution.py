@@ -182,14 +182,43 @@ class OutputSink:
         deferred = self._deferred
         self._deferred = None
         if deferred:
-            for fd, text in deferred:
-                self._send(fd, text)
+            for item in deferred:
+                if type(item) is dict:  # a logging record's event (log_record)
+                    self._conn.send_event(item)
+                else:
+                    self._send(*item)
         if self.dropped:
             self._send(
                 2,
                 "[pyproxy] dropped %d characters of output: the connection is not reading fast enough"
                 % self.dropped,
             )
+
+    def log_record(self, level, logger, text):
+        """A ``logging`` record of the call's code (``HostLogHandler``): a
+        ``log`` event with ``"stream": "logging"``, on a connection that asked
+        for them. After the call ended it stays in the server's log only."""
+        conn = self._conn
+        if self._closed or not conn.log_records:
+            return
+        if conn.backlog > conn.OUTPUT_BACKLOG:
+            self.dropped += len(text)
+            conn.dropped_output += len(text)
+            return
+        name = self._call.msg.get("name")
+        event = {
+            "event": "log",
+            "level": level,
+            "stream": "logging",
+            "logger": logger,
+            "model": name if isinstance(name, str) else None,
+            "message": text,
+            "request": self._call.id,
+        }
+        if self._deferred is not None:
+            self._deferred.append(event)
+            return
+        conn.send_event(event)
 
     def _emit(self, fd, text):
         if self._conn.backlog > self._conn.OUTPUT_BACKLOG:

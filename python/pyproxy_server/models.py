@@ -47,6 +47,7 @@ import time
 import types
 
 from .errors import (
+    CancelledError,
     InvalidRequestError,
     ModelLoadError,
     ModelNotFoundError,
@@ -276,13 +277,16 @@ class ModelRegistry:
     def describe_all(self):
         return [entry.describe() for entry in list(self._models.values())]
 
-    def add(self, name, spec):
-        """Load and register ``name``; an existing model of that name is replaced."""
-        return self._install(name, spec, must_exist=False)
+    def add(self, name, spec, cancelled=None):
+        """Load and register ``name``; an existing model of that name is replaced.
 
-    def update(self, name, spec):
+        ``cancelled`` (a callable): when it returns true once the model is
+        loaded, nothing is registered (see :meth:`_install`)."""
+        return self._install(name, spec, must_exist=False, cancelled=cancelled)
+
+    def update(self, name, spec, cancelled=None):
         """Replace ``name`` (must exist); calls in flight finish on the old version."""
-        return self._install(name, spec, must_exist=True)
+        return self._install(name, spec, must_exist=True, cancelled=cancelled)
 
     def remove(self, name):
         if not isinstance(name, str):
@@ -305,7 +309,7 @@ class ModelRegistry:
 
     # -- loading --------------------------------------------------------------
 
-    def _install(self, name, spec, must_exist):
+    def _install(self, name, spec, must_exist, cancelled=None):
         if not isinstance(name, str) or not name:
             raise InvalidRequestError("Cannot load model: 'name' must be a non-empty string")
         if must_exist:
@@ -352,6 +356,15 @@ class ModelRegistry:
         module_name = "pyproxy_model_%d" % next(self._modules)
         cls, instance = self._load(name, source, filename, module_name, class_name, options)
         with self._lock:
+            # A load given up on (the host's timeout, a closed connection)
+            # that finished anyway registers nothing: the host recorded no
+            # such model or version, and a late update would have changed
+            # the model on this worker only. (A cancel's interrupt usually
+            # ends the load, but not in code that catches it.)
+            if cancelled is not None and cancelled():
+                sys.modules.pop(module_name, None)
+                raise CancelledError("Cannot %s model %r: cancelled while it loaded; nothing was registered"
+                                     % ("update" if must_exist else "add", name))
             old = self._models.get(name)
             if must_exist and old is None:
                 sys.modules.pop(module_name, None)

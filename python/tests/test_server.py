@@ -365,7 +365,7 @@ class CommandsTest(ServerTestCase):
 
     def test_configure(self):
         c = self.connect()
-        self.assertEqual(c.call("configure"), {"spill": None})
+        self.assertEqual(c.call("configure"), {"spill": None, "logRecords": False})
         result = c.call("configure", spill={"dir": self.tmp, "threshold": 10000})
         self.assertEqual(result["spill"], {"dir": os.path.realpath(self.tmp), "threshold": 10000})
         self.assertError(c.request("configure", spill={"dir": "/nonexistent", "threshold": 1}), "InvalidRequestError")
@@ -380,12 +380,55 @@ class CommandsTest(ServerTestCase):
         self.assertEqual(result["spill"], {"dir": os.path.realpath(self.tmp), "threshold": 10000})
         err = self.assertError(c.request("configure", spill={"dir": self.tmp, "threshold": 1, "strings": 1}), "InvalidRequestError")
         self.assertIn("'strings' must be a boolean", err["message"])
-        self.assertEqual(c.call("configure", spill=None), {"spill": None})
+        self.assertEqual(c.call("configure", spill=None), {"spill": None, "logRecords": False})
+        self.assertEqual(c.call("configure", logRecords=True)["logRecords"], True)
+        self.assertError(c.request("configure", logRecords=1), "InvalidRequestError")
 
     def test_cancel_unknown_target(self):
         c = self.connect()
         self.assertEqual(c.call("cancel", target=12345), {"cancelled": False})
         self.assertError(c.request("cancel"), "InvalidRequestError")
+
+
+class LogRecordsTest(ServerTestCase):
+    def logged(self, c, rid, **msg):
+        """The log events of executeModel ``rid`` (events kept by the client)."""
+        c.events.clear()
+        self.assertEqual(c.request("executeModel", rid=rid, msg=msg, name=msg.pop("model"))["result"], 1)
+        return [e for e in c.events if e.get("event") == "log" and e.get("request") == rid]
+
+    def test_model_logging_records_reach_a_client_that_asked_for_them(self):
+        c = self.connect()
+        c.call("addModel", name="inline", file="logger_model.py", **{"class": "Model"})
+        c.call("addModel", name="threaded", file="logger_model.py", **{"class": "ThreadedModel"})
+        # Not asked for: prints only.
+        for rid, model in ((1, "inline"), (2, "threaded")):
+            events = self.logged(c, rid, model=model, x=3)
+            self.assertEqual([e["stream"] for e in events], ["stdout"], events)
+            self.assertTrue(events[0]["message"].startswith("printed on "), events)
+        c.call("configure", logRecords=True)
+        # Past its first 8 calls the fast model runs inline, on the loop (models.md).
+        threads = {"inline": set(), "threaded": set()}
+        for rid in range(10, 22):
+            for model, base in (("inline", 0), ("threaded", 100)):
+                events = self.logged(c, rid + base, model=model, x=rid, fail=rid == 21)
+                records = [e for e in events if e["stream"] == "logging"]
+                self.assertEqual(records[0], {
+                    "event": "log", "level": "warning", "stream": "logging", "logger": "scorer",
+                    "model": model, "message": "scoring %d" % rid, "request": rid + base,
+                }, events)
+                if rid == 21:
+                    self.assertEqual(records[1]["level"], "error")
+                    self.assertIn("failed\nTraceback (most recent call last):", records[1]["message"])
+                    self.assertIn("ZeroDivisionError", records[1]["message"])
+                # Not debug (below the root's level), not the server's own loggers.
+                self.assertEqual(len(records), 2 if rid == 21 else 1, events)
+                printed = [e["message"] for e in events if e["stream"] == "stdout"]
+                self.assertEqual(len(printed), 1, events)
+                threads[model].add(printed[0].rsplit(" ", 1)[1])
+        # Both paths were taken: inline calls run on the loop's thread.
+        self.assertIn("MainThread", threads["inline"])
+        self.assertNotIn("MainThread", threads["threaded"])
 
 
 class ConcurrencyTest(ServerTestCase):

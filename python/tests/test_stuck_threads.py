@@ -88,6 +88,36 @@ class StuckThreadTest(ServerTestCase):
         self.assertEqual(c.call("executeModel", name="s", msg={"seconds": 0}, timeout=5), {"tag": "v1"})
 
 
+class CancelledLoadTest(ServerTestCase):
+    def until_elastic_idle(self, c):
+        for _ in range(500):
+            status = c.call("serverStatus")
+            if status["threads"]["elasticBusy"] == 0:
+                return status
+            time.sleep(0.02)  # polling: a thread sends nothing when its command ends
+        self.fail("the load did not end")
+
+    def test_a_load_cancelled_while_it_ran_registers_nothing_when_it_finishes(self):
+        for cmd in ("addModel", "updateModel"):
+            c = self.connect()
+            if cmd == "updateModel":
+                c.call("addModel", name="st", file="slow.py")
+            c.send({"id": 1, "cmd": cmd, "name": "st", "file": "stubborn.py", "options": {"seconds": 0.5}})
+            wait_started(c, (1,))
+            c.call("cancel", target=1)
+            reply = c.reply_for(1)
+            self.assertFalse(reply["ok"], reply)
+            self.assertEqual(reply["error"]["type"], "CancelledError", reply)
+            status = self.until_elastic_idle(c)
+            # Not registered: the host recorded no such model (or version).
+            expected = [] if cmd == "addModel" else [("st", 1)]
+            self.assertEqual([(m["name"], m["version"]) for m in status["models"]], expected, cmd)
+            if cmd == "updateModel":
+                self.assertEqual(c.call("executeModel", name="st", msg={"seconds": 0}, timeout=5), {"tag": "v1"})
+                c.call("removeModel", name="st")
+            c.close()
+
+
 class StuckAfterBurstTest(ServerTestCase):
     args = ("--threads", "2", "--max-stuck-threads", "4")
 

@@ -124,12 +124,23 @@ export function denoRuntime(): Runtime {
         stdout: "piped",
         stderr: "piped",
       }).spawn();
+      // A program that dies of an uncaught exception has Deno SIGKILL the
+      // children it holds referenced: a server killed so cannot end its
+      // process group, and what model code started stayed running. Unref'd,
+      // the child is left to see its host gone (its stdin's end) and end
+      // its group itself; a timer keeps the event loop alive while it runs,
+      // as the child did.
+      child.unref();
+      const keepAlive = setInterval(() => {}, 1 << 30);
       const status = child.status.then(
         (s) => ({ code: s.signal ? null : s.code, signal: s.signal ?? null }),
         () => ({ code: null, signal: null }),
       );
       let exited = false;
-      status.then(() => (exited = true));
+      status.then(() => {
+        exited = true;
+        clearInterval(keepAlive);
+      });
       return {
         pid: child.pid,
         stdin: child.stdin,

@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 18296,
+      size: 18476,
       sha256:
-        "a497faf7b3c397fd8b7d406f505f3dc8ef744099fcf8a2a99e3c830a87c6e3eb",
+        "26a5cf0f8a2a01456d88be6ae4c602779585635a7d788dbe5c85d0f88bc68195",
     },
     {
       path: "pyproxy_server/big_json.py",
@@ -64,15 +64,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 2879,
+      size: 3233,
       sha256:
-        "2409ce49ffb9e9f750009619c7f0d82f2ac5fac7e5ec0be08468e82678ef8722",
+        "e538309fd7df6aa9bcd17d58208923738971f4e8e3b04df9fa765dc2044c30b9",
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 56311,
+      size: 56876,
       sha256:
-        "30b68a3134648b088e351b06657b6700194deac9c6237da0ef25bbf35201b132",
+        "5859690003b291fba09f8379808a1a5528ddabb2bf2f4ebac97f6fefd1ad332f",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -88,21 +88,27 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 29262,
+      size: 29671,
       sha256:
-        "8c4efdd7d0682a6822656c0cf7dabca413db36fd12144b75a8a8a85f8aee0c6b",
+        "d3c49a69cdfa0925e1ffc754b3224d5e5ee83c57773dafc208d16022366a640b",
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 21703,
+      size: 22820,
       sha256:
-        "32161b66c948e602e96b1ec167e06ec5dc1183ea19c779109e5d4e0b40e6521b",
+        "2f4dfb74c7ecdf6a884b08986ea44ccf72e368c81ce6d87ec4b51d8306eb89c4",
     },
     {
       path: "pyproxy_server/framer.py",
       size: 6939,
       sha256:
         "9c81edd000aeb47d67e10ab9a3959cc7380517a3d2f752bb1ee96cb49cf73476",
+    },
+    {
+      path: "pyproxy_server/host_log_handler.py",
+      size: 1856,
+      sha256:
+        "5c73bbd470c797394f55b4a45747402ff7160a9e98767f8e2755baf15fb6d7ed",
     },
     {
       path: "pyproxy_server/inline_watch.py",
@@ -118,9 +124,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 20862,
+      size: 21768,
       sha256:
-        "d747815801e6a0562966031a830ab0185a39aa295f5d8657e382bfec7aa24fec",
+        "2d75fc3dc613b558935a13095b1d172988d8dde7345930ad0c0bf9e2c97c8d12",
     },
     {
       path: "pyproxy_server/server.py",
