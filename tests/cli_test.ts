@@ -35,7 +35,10 @@ async function startServe(
   env: Record<string, string> = {},
   until: RegExp = /dashboard: .*\n/,
   bound?: number,
-): Promise<{ child: Deno.ChildProcess; banner: string } & AsyncDisposable> {
+): Promise<
+  & { child: Deno.ChildProcess; banner: string; stderr: Promise<string> }
+  & AsyncDisposable
+> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MOD, "serve", ...args],
     cwd: ROOT,
@@ -65,7 +68,7 @@ async function startServe(
       if (done) break;
       banner += value;
     }
-    return { child, banner, [Symbol.asyncDispose]: dispose };
+    return { child, banner, stderr, [Symbol.asyncDispose]: dispose };
   } catch (err) {
     await dispose();
     throw err;
@@ -481,6 +484,23 @@ Deno.test("main serve with the token in pyproxy.json does not point at $PYPROXY_
     assert.equal((await child.status).code, 0);
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("main serve warns that --allow-eval without a token lets every local user run code", async () => {
+  const models = new URL("../examples/models", import.meta.url).pathname;
+  const warning =
+    /Eval is enabled without a token: any process on this machine, of any user, can run code/;
+  for (const token of [undefined, "cli-eval-token-0123456789"]) {
+    await using serve = await startServe(
+      ["--allow-eval", "--port", "0", "--workers", "1", "--models", models],
+      token === undefined ? {} : { PYPROXY_TOKEN: token },
+    );
+    serve.child.kill("SIGTERM");
+    assert.equal((await serve.child.status).code, 0);
+    const stderr = await serve.stderr;
+    if (token === undefined) assert.match(stderr, warning);
+    else assert.doesNotMatch(stderr, warning);
   }
 });
 
