@@ -35,13 +35,14 @@ async function startServe(
   env: Record<string, string> = {},
   until: RegExp = /dashboard: .*\n/,
   bound?: number,
+  cwd: string = ROOT,
 ): Promise<
   & { child: Deno.ChildProcess; banner: string; stderr: Promise<string> }
   & AsyncDisposable
 > {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MOD, "serve", ...args],
-    cwd: ROOT,
+    cwd,
     env,
     stdout: "piped",
     stderr: "piped",
@@ -501,6 +502,39 @@ Deno.test("main serve warns that --allow-eval without a token lets every local u
     const stderr = await serve.stderr;
     if (token === undefined) assert.match(stderr, warning);
     else assert.doesNotMatch(stderr, warning);
+  }
+});
+
+Deno.test("main serve imports no Python module from its working directory", async () => {
+  // Anyone who can write to the directory serve is started in (/tmp, a
+  // shared checkout) must not get code of theirs run by the workers.
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-cwd-test-" });
+  try {
+    const marker = `${dir}/imported`;
+    const planted = `open(${JSON.stringify(marker)}, "a").close()\n`;
+    await Deno.mkdir(`${dir}/pyproxy_server`);
+    await Deno.writeTextFile(`${dir}/pyproxy_server/__init__.py`, planted);
+    await Deno.writeTextFile(
+      `${dir}/pyproxy_server/__main__.py`,
+      `${planted}raise SystemExit("planted")\n`,
+    );
+    await Deno.writeTextFile(`${dir}/json.py`, planted);
+    const models = new URL("../examples/models", import.meta.url).pathname;
+    await using serve = await startServe(
+      ["--port", "0", "--workers", "1", "--models", models],
+      {},
+      /dashboard: .*\n/,
+      undefined,
+      dir,
+    );
+    // A worker that ran the planted package exits, and serve with it.
+    const started = /listening on/.test(serve.banner);
+    if (started) serve.child.kill("SIGTERM");
+    await serve.child.status;
+    assert.ok(started, await serve.stderr);
+    assert.equal(await Deno.stat(marker).catch(() => null), null);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
 
