@@ -1,6 +1,7 @@
 """Runs a Python program under cProfile (used by bench/profile.ts).
 
     PYPROFILE_OUT=/tmp/x.pstats python3 bench/pyprofile.py -m pyproxy_server --port 0 ...
+    PYPROFILE_OUT=/tmp/x.pstats python3 bench/pyprofile.py -c "<the host's bootstrap>" --port 0 ...
     PYPROFILE_OUT=/tmp/x.pstats python3 bench/pyprofile.py bench/floor_server.py --model ...
 
 The stats are written to ``$PYPROFILE_OUT`` on SIGUSR1 (the benchmark sends
@@ -14,6 +15,7 @@ import atexit
 import cProfile
 import os
 import pstats
+import re
 import runpy
 import signal
 import sys
@@ -55,6 +57,11 @@ def main():
     threading.setprofile(_start_thread_profile)
     atexit.register(_dump)
     args = sys.argv[1:]
+    # The host starts servers with `-c <bootstrap>` (src/python_server.ts
+    # BOOTSTRAP): `-m <module>` without the working directory on sys.path.
+    found = re.search(r"_run_module_as_main\('([\w.]+)'\)", args[1]) if args[:1] == ["-c"] else None
+    if found:
+        args = ["-m", found.group(1)] + args[2:]
     if args and args[0] == "-m":
         sys.argv = [args[1]] + args[2:]
         _prof.enable()

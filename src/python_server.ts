@@ -314,8 +314,8 @@ export class PythonServer implements AsyncDisposable {
       unix = `${socketDir}/server.sock`;
     }
     const args = [
-      "-m",
-      "pyproxy_server",
+      "-c",
+      BOOTSTRAP,
       "--host",
       options.host ?? "127.0.0.1",
     ];
@@ -678,6 +678,20 @@ async function packageDir(runtime: Runtime): Promise<string> {
 export function unixByDefault(): boolean {
   return process.platform === "linux" || process.platform === "darwin";
 }
+
+/**
+ * How the server is started: as `python3 -m pyproxy_server` would, but
+ * without the working directory on `sys.path`. `-m` (and `-c`) put it first,
+ * before `PYTHONPATH`, so whoever can write to the host's working directory
+ * (a gateway started in /tmp, a shared checkout) would have their
+ * `pyproxy_server/` or `json.py` imported in place of ours, as this user.
+ * The entry goes before anything is imported; `PYTHONSAFEPATH` (3.11+) has
+ * already left it out.
+ */
+const BOOTSTRAP = "import sys\n" +
+  "if sys.path and sys.path[0] == '': del sys.path[0]\n" +
+  "import runpy\n" +
+  "runpy._run_module_as_main('pyproxy_server')\n";
 
 // PYTHONPATH's separator, as Python reads it (os.pathsep).
 function pathDelimiter(): string {

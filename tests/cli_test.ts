@@ -35,10 +35,14 @@ async function startServe(
   env: Record<string, string> = {},
   until: RegExp = /dashboard: .*\n/,
   bound?: number,
-): Promise<{ child: Deno.ChildProcess; banner: string } & AsyncDisposable> {
+  cwd: string = ROOT,
+): Promise<
+  & { child: Deno.ChildProcess; banner: string; stderr: Promise<string> }
+  & AsyncDisposable
+> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MOD, "serve", ...args],
-    cwd: ROOT,
+    cwd,
     env,
     stdout: "piped",
     stderr: "piped",
@@ -65,7 +69,7 @@ async function startServe(
       if (done) break;
       banner += value;
     }
-    return { child, banner, [Symbol.asyncDispose]: dispose };
+    return { child, banner, stderr, [Symbol.asyncDispose]: dispose };
   } catch (err) {
     await dispose();
     throw err;
@@ -479,6 +483,56 @@ Deno.test("main serve with the token in pyproxy.json does not point at $PYPROXY_
     assert.ok(!banner.includes(token), "the token itself is not printed");
     child.kill("SIGTERM");
     assert.equal((await child.status).code, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("main serve warns that --allow-eval without a token lets every local user run code", async () => {
+  const models = new URL("../examples/models", import.meta.url).pathname;
+  const warning =
+    /Eval is enabled without a token: any process on this machine, of any user, can run code/;
+  for (const token of [undefined, "cli-eval-token-0123456789"]) {
+    await using serve = await startServe(
+      ["--allow-eval", "--port", "0", "--workers", "1", "--models", models],
+      token === undefined ? {} : { PYPROXY_TOKEN: token },
+    );
+    serve.child.kill("SIGTERM");
+    assert.equal((await serve.child.status).code, 0);
+    const stderr = await serve.stderr;
+    if (token === undefined) assert.match(stderr, warning);
+    else assert.doesNotMatch(stderr, warning);
+  }
+});
+
+Deno.test("main serve imports no Python module from its working directory", async () => {
+  // Anyone who can write to the directory serve is started in (/tmp, a
+  // shared checkout) must not get code of theirs run by the workers.
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-cwd-test-" });
+  try {
+    const marker = `${dir}/imported`;
+    const planted = `open(${JSON.stringify(marker)}, "a").close()\n`;
+    await Deno.mkdir(`${dir}/pyproxy_server`);
+    await Deno.writeTextFile(`${dir}/pyproxy_server/__init__.py`, planted);
+    await Deno.writeTextFile(
+      `${dir}/pyproxy_server/__main__.py`,
+      `${planted}raise SystemExit("planted")\n`,
+    );
+    await Deno.writeTextFile(`${dir}/json.py`, planted);
+    const models = new URL("../examples/models", import.meta.url).pathname;
+    await using serve = await startServe(
+      ["--port", "0", "--workers", "1", "--models", models],
+      {},
+      /dashboard: .*\n/,
+      undefined,
+      dir,
+    );
+    // A worker that ran the planted package exits, and serve with it.
+    const started = /listening on/.test(serve.banner);
+    if (started) serve.child.kill("SIGTERM");
+    await serve.child.status;
+    assert.ok(started, await serve.stderr);
+    assert.equal(await Deno.stat(marker).catch(() => null), null);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

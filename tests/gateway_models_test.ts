@@ -149,6 +149,44 @@ Deno.test("PUT /v1/models/{name}: a symlink out of the models directory is refus
   }
 });
 
+Deno.test("POST execute: a model's error naming its own files does not name the models directory (unless --debug)", async () => {
+  const outside = await Deno.makeTempDir({ prefix: "pyproxy-outside-" });
+  try {
+    // Configured through a symlink: the Python server names the real path.
+    const real = `${outside}/models`;
+    await Deno.mkdir(real);
+    await Deno.symlink(real, `${outside}/models-link`);
+    await Deno.writeTextFile(
+      `${real}/opener.py`,
+      "import os\n\n\nclass Opener:\n    def execute(self, msg):\n" +
+        "        open(os.path.join(os.path.dirname(__file__), 'weights.bin'))\n",
+    );
+    for (const debug of [false, true]) {
+      // Every *.py of the models directory is loaded at start.
+      await using gw = await startGateway({
+        modelsDir: `${outside}/models-link`,
+        debug,
+      });
+      const res = await gw.fetch("/v1/models/opener/execute", {
+        method: "POST",
+        body: "{}",
+      });
+      assert.equal(res.status, 422);
+      const { error } = await res.json();
+      assert.equal(error.type, "PythonError");
+      assert.equal(error.exception, "FileNotFoundError");
+      if (debug) {
+        assert.ok(error.message.includes(`${real}/weights.bin`), error.message);
+      } else {
+        assert.match(error.message, /: 'weights\.bin'$/);
+        assert.ok(!error.message.includes(outside), error.message);
+      }
+    }
+  } finally {
+    await Deno.remove(outside, { recursive: true });
+  }
+});
+
 Deno.test("PUT /v1/models/{name}: a symlink out of the directory gets one answer whether its target exists or not", async () => {
   const outside = await Deno.makeTempDir({ prefix: "pyproxy-outside-" });
   try {

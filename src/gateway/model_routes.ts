@@ -200,6 +200,15 @@ export function modelExecutor(
   timeout: string | undefined,
 ) => Promise<Response> {
   const { pool, catalog, metrics, hub, logger, disconnects } = ctx;
+  // The models directory as configured and its real path (the Python server
+  // names the real one: a model's `__file__`), looked up at the first error.
+  let dirs: Promise<string[]> | undefined;
+  const hideDir = async (err: unknown): Promise<unknown> => {
+    const dir = ctx.modelsDir;
+    if (ctx.debug || dir === undefined || !(err instanceof Error)) return err;
+    dirs ??= ctx.runtime.realPath(dir).then((real) => [dir, real], () => [dir]);
+    return hideModelsDir(err, await dirs, false);
+  };
   // One async function for the whole call: no wrapper promise per request.
   return async (request, name, key, publish, timeoutParam) => {
     // Only the direct path logs the request itself (routed: the middleware),
@@ -267,9 +276,12 @@ export function modelExecutor(
     } catch (err) {
       // The client went away (the call was cancelled for it): nobody reads
       // this response, 499 keeps it apart from real errors in the metrics.
+      // A model's exception often names its own files (`open()` of a data
+      // file beside it, `__file__`): without --debug, relative to the models
+      // directory, as the PUT route answers.
       res = watched?.aborted
         ? new Response(null, { status: 499 })
-        : errorResponse(err, ctx.debug);
+        : errorResponse(await hideDir(err), ctx.debug);
       // An unexpected error: the client only reads "internal error" (unless
       // --debug), so the log is where it can be seen (as the app's onError
       // logs the other routes' failures; this one catches its own).

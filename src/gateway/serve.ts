@@ -180,6 +180,13 @@ export async function serve(
   if ((await runtime.stat(config.modelsDir))?.isDirectory !== true) {
     throw new ConfigError(`modelsDir: ${config.modelsDir} is not a directory`);
   }
+  if (config.allowEval && config.token === undefined) {
+    // Loopback only (elsewhere a token is required), but every local user
+    // reaches the loopback: eval is their code run as this process's user.
+    logger.warn(
+      "Eval is enabled without a token: any process on this machine, of any user, can run code as this user through POST /v1/eval; set a token (PYPROXY_TOKEN)",
+    );
+  }
   const hub = new ChannelHub(config.channels);
   const catalog = new ModelCatalog();
   const metrics = new GatewayMetrics();
