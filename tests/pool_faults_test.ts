@@ -14,6 +14,7 @@ import {
   spawnHost,
   writeHostScript,
 } from "./_pool_harness.ts";
+import { recordingLogger } from "./_harness.ts";
 
 /** A model that starts a Python process and a `sleep` (children of its worker). */
 const SPAWNER = `import subprocess, sys
@@ -97,19 +98,7 @@ Deno.test("Pool settles every call exactly once when a worker is killed with 100
 
 Deno.test("Pool logs a worker's crash and its restart, each once, with the worker's id, pids and reason", async () => {
   await using dir = await modelsDir();
-  const records: Array<[string, string, Record<string, unknown>]> = [];
-  const at =
-    (level: string) =>
-    (message: string, properties?: Record<string, unknown>) =>
-      void records.push([level, message, properties ?? {}]);
-  const logger = {
-    trace: at("trace"),
-    debug: at("debug"),
-    info: at("info"),
-    warn: at("warn"),
-    error: at("error"),
-    fatal: at("fatal"),
-  };
+  const { logger, entries: records } = recordingLogger();
   const pids = new PidTracker();
   try {
     await using pool = await Pool.start(poolOptions(dir.path, { logger }));
@@ -137,7 +126,7 @@ Deno.test("Pool logs a worker's crash and its restart, each once, with the worke
     ]);
     const worker = records.filter(([level, message]) =>
       level !== "debug" && message.startsWith("worker {id}")
-    ).map(([level, message, p]) => [level, message, p.id, p.pid, p.reason]);
+    ).map(([level, message, p]) => [level, message, p?.id, p?.pid, p?.reason]);
     assert.deepEqual(worker, [
       [
         "warn",

@@ -7,6 +7,28 @@ import { Buffer } from "node:buffer";
 import { resolveConfig, serve } from "../../mod.ts";
 import { ECHO_MODEL, waitGone } from "./_helpers.ts";
 
+/** Runs `run` against a gateway serving `echo.py` from a temporary directory, then shuts it down and removes the directory. */
+async function withEchoGateway(
+  run: (server: Awaited<ReturnType<typeof serve>>) => Promise<void>,
+): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-gw-"));
+  try {
+    await writeFile(join(dir, "echo.py"), ECHO_MODEL);
+    const config = resolveConfig({
+      cwd: dir,
+      cli: { port: 0, workers: 1, modelsDir: dir },
+    });
+    const server = await serve(config);
+    try {
+      await run(server);
+    } finally {
+      await server.shutdown();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 test(
   "serve() answers /healthz and executes a model over HTTP on Bun",
   async () => {
@@ -89,44 +111,31 @@ test(
   async () => {
     // Bun's request.json() drops the mark (as the Fetch standard says); Deno's
     // keeps it, and the gateway refuses such a body on both.
-    const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-gw-"));
-    try {
-      await writeFile(join(dir, "echo.py"), ECHO_MODEL);
-      const config = resolveConfig({
-        cwd: dir,
-        cli: { port: 0, workers: 1, modelsDir: dir },
-      });
-      const server = await serve(config);
-      try {
-        const bytes = new Uint8Array([0xef, 0xbb, 0xbf, ...Buffer.from("{}")]);
-        const bodies: Array<() => BodyInit> = [
-          () => bytes,
-          () =>
-            new ReadableStream<Uint8Array>({
-              start(controller) {
-                controller.enqueue(bytes);
-                controller.close();
-              },
-            }),
-        ];
-        for (const body of bodies) {
-          const res = await fetch(`${server.url}/v1/models/echo/execute`, {
-            method: "POST",
-            body: body(),
-          });
-          const got = await res.json() as {
-            error: { type: string; message: string };
-          };
-          expect(res.status).toBe(400);
-          expect(got.error.type).toBe("InvalidJson");
-          expect(got.error.message).toContain("byte order mark");
-        }
-      } finally {
-        await server.shutdown();
+    await withEchoGateway(async (server) => {
+      const bytes = new Uint8Array([0xef, 0xbb, 0xbf, ...Buffer.from("{}")]);
+      const bodies: Array<() => BodyInit> = [
+        () => bytes,
+        () =>
+          new ReadableStream<Uint8Array>({
+            start(controller) {
+              controller.enqueue(bytes);
+              controller.close();
+            },
+          }),
+      ];
+      for (const body of bodies) {
+        const res = await fetch(`${server.url}/v1/models/echo/execute`, {
+          method: "POST",
+          body: body(),
+        });
+        const got = await res.json() as {
+          error: { type: string; message: string };
+        };
+        expect(res.status).toBe(400);
+        expect(got.error.type).toBe("InvalidJson");
+        expect(got.error.message).toContain("byte order mark");
       }
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   },
   30_000,
 );
@@ -137,43 +146,30 @@ test(
     // Bun.serve sends a streamed response's headers with its first chunk: a
     // quiet channel's subscriber saw nothing until the 15 s keep-alive (this
     // test's timeout is shorter).
-    const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-gw-"));
-    try {
-      await writeFile(join(dir, "echo.py"), ECHO_MODEL);
-      const config = resolveConfig({
-        cwd: dir,
-        cli: { port: 0, workers: 1, modelsDir: dir },
+    await withEchoGateway(async (server) => {
+      const ac = new AbortController();
+      const res = await fetch(`${server.url}/v1/channels/quiet`, {
+        signal: ac.signal,
       });
-      const server = await serve(config);
-      try {
-        const ac = new AbortController();
-        const res = await fetch(`${server.url}/v1/channels/quiet`, {
-          signal: ac.signal,
-        });
-        expect(res.status).toBe(200);
-        expect(res.headers.get("content-type")).toContain("text/event-stream");
-        const published = await fetch(`${server.url}/v1/channels/quiet`, {
-          method: "POST",
-          body: JSON.stringify({ n: 1 }),
-        });
-        expect(await published.json()).toMatchObject({ delivered: 1 });
-        const reader = res.body!.pipeThrough(new TextDecoderStream())
-          .getReader();
-        let text = "";
-        while (!text.includes("data: {")) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          text += value;
-        }
-        expect(text).toContain('data: {"n":1}');
-        ac.abort();
-        await reader.cancel().catch(() => {});
-      } finally {
-        await server.shutdown();
+      expect(res.status).toBe(200);
+      expect(res.headers.get("content-type")).toContain("text/event-stream");
+      const published = await fetch(`${server.url}/v1/channels/quiet`, {
+        method: "POST",
+        body: JSON.stringify({ n: 1 }),
+      });
+      expect(await published.json()).toMatchObject({ delivered: 1 });
+      const reader = res.body!.pipeThrough(new TextDecoderStream())
+        .getReader();
+      let text = "";
+      while (!text.includes("data: {")) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += value;
       }
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+      expect(text).toContain('data: {"n":1}');
+      ac.abort();
+      await reader.cancel().catch(() => {});
+    });
   },
   10_000,
 );
