@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
+import { droppedSubscriberLogger } from "../src/gateway/app.ts";
 import { type ChannelEvent, ChannelHub } from "../src/gateway/channels.ts";
 import { channelsPlugin } from "../src/gateway/channels_plugin.ts";
 import { sseResponse } from "../src/gateway/sse.ts";
+import { recordingLogger } from "./_harness.ts";
 
 async function take(
   sub: AsyncIterator<ChannelEvent>,
@@ -65,6 +67,46 @@ Deno.test("ChannelHub drops a slow subscriber with a notice and keeps serving th
   assert.equal(info.dropped, 1);
   assert.equal(info.subscribers, 0); // the fast one ended its loop
   hub.close();
+});
+
+Deno.test("ChannelHub counts and reports subscribers dropped as too slow, not those ended by close()", () => {
+  const reports: Array<[string, string]> = [];
+  const hub = new ChannelHub({
+    bufferSize: 2,
+    historySize: 0,
+    onDrop: (channel, reason) => {
+      reports.push([channel, reason]);
+      throw new Error("a reporter's bug");
+    },
+  });
+  hub.subscribe("feed");
+  const byRoute = hub.subscribe("other");
+  hub.subscribe("idle");
+  for (let i = 0; i < 3; i++) hub.publish("feed", i); // the third overflows
+  byRoute.drop("subscriber too slow: more than 4 bytes unsent");
+  byRoute.drop("again"); // once only
+  assert.equal(hub.droppedCount, 2);
+  assert.deepEqual(reports, [
+    ["feed", "subscriber too slow: more than 2 messages buffered"],
+    ["other", "subscriber too slow: more than 4 bytes unsent"],
+  ]);
+  const dropped = Object.fromEntries(
+    hub.list().map((c) => [c.name, c.dropped]),
+  );
+  assert.deepEqual(dropped, { feed: 1, other: 1, idle: 0 });
+  hub.close(); // ends "idle" with a notice: shutting down, not too slow
+  assert.equal(hub.droppedCount, 2);
+  assert.equal(reports.length, 2);
+});
+
+Deno.test("droppedSubscriberLogger warns with the channel and the reason", () => {
+  const { logger, entries } = recordingLogger();
+  droppedSubscriberLogger(logger)("feed", "subscriber too slow: x");
+  assert.deepEqual(entries, [[
+    "warn",
+    "Dropped a subscriber of channel {channel}: {reason}",
+    { channel: "feed", reason: "subscriber too slow: x" },
+  ]]);
 });
 
 Deno.test("ChannelHub keeps a bounded history and resumes after a sequence number", async () => {

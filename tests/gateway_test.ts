@@ -460,6 +460,8 @@ Deno.test("createGateway serves every route with real workers", async (t) => {
       for (let m = await slow.next(); m; m = await slow.next()) last = m;
       assert.equal(last?.event, "dropped");
       assert.match((last?.data as { reason: string }).reason, /too slow/);
+      const metrics = await (await gw.fetch("/metrics")).text();
+      assert.match(metrics, /^pyproxy_channel_subscribers_dropped_total 1$/m);
       const r = await gw.fetch("/v1/channels/firehose", json({ n: sent++ }));
       assert.equal((await r.json()).delivered, 1);
       assert.equal(((await fast.next())?.data as { n: number }).n, received);

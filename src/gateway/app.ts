@@ -145,6 +145,32 @@ export interface GatewayApp {
 }
 
 /**
+ * The gateway's log line for a channel subscriber dropped as too slow: it
+ * lost messages, and its client is told only in the stream it stopped
+ * reading.
+ *
+ * @example
+ * ```ts
+ * import { getLogger } from "@logtape/logtape";
+ * import { ChannelHub } from "./channels.ts";
+ * import { droppedSubscriberLogger } from "./app.ts";
+ * const hub = new ChannelHub({
+ *   onDrop: droppedSubscriberLogger(getLogger(["pyproxy", "gateway"])),
+ * });
+ * hub.close();
+ * ```
+ */
+export function droppedSubscriberLogger(
+  logger: Logger,
+): (channel: string, reason: string) => void {
+  return (channel, reason) =>
+    logger.warn("Dropped a subscriber of channel {channel}: {reason}", {
+      channel,
+      reason,
+    });
+}
+
+/**
  * Creates the gateway app (a Hono app) for a pool. Serve it with any server that
  * takes a `fetch` handler (see `serve()` for the complete server).
  *
@@ -165,13 +191,15 @@ export function createGateway(
 ): GatewayApp {
   const signal = options.signal ?? new AbortController().signal;
   const requestTimeout = options.requestTimeout ?? 30_000;
+  const logger = options.logger ?? getLogger(["pyproxy", "gateway"]);
   const ctx: RouteContext = {
     pool,
-    hub: options.hub ?? new ChannelHub(),
+    hub: options.hub ??
+      new ChannelHub({ onDrop: droppedSubscriberLogger(logger) }),
     metrics: options.metrics ?? new GatewayMetrics(),
     catalog: options.catalog ?? new ModelCatalog(),
     runtime: options.runtime ?? defaultRuntime(),
-    logger: options.logger ?? getLogger(["pyproxy", "gateway"]),
+    logger,
     signal,
     stopSignal: options.stopSignal ?? new AbortController().signal,
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
@@ -275,11 +303,13 @@ export function createGateway(
       return c.json({
         ...ctx.metrics.toJSON(),
         subscribers: ctx.hub.subscriberCount,
+        droppedSubscribers: ctx.hub.droppedCount,
       });
     }
     const text = ctx.metrics.render({
       workers: pool.status().workers,
       subscribers: ctx.hub.subscriberCount,
+      droppedSubscribers: ctx.hub.droppedCount,
     });
     return c.body(text, 200, {
       "content-type": "text/plain; version=0.0.4; charset=utf-8",

@@ -119,18 +119,24 @@ export class Subscription implements AsyncIterableIterator<ChannelEvent> {
   #waiter: ((result: IteratorResult<ChannelEvent>) => void) | undefined;
   #done = false;
   #onClose: (sub: Subscription) => void;
+  #onDrop: ((reason: string) => void) | undefined;
 
-  /** Created by {@linkcode ChannelHub.subscribe}. */
+  /**
+   * Created by {@linkcode ChannelHub.subscribe}; `onDrop` is told the reason
+   * when the subscription is dropped (not when it is closed).
+   */
   constructor(
     channel: string,
     limit: number,
     onClose: (sub: Subscription) => void,
     maxBytes: number = Infinity,
+    onDrop?: (reason: string) => void,
   ) {
     this.channel = channel;
     this.#limit = limit;
     this.#maxBytes = maxBytes;
     this.#onClose = onClose;
+    this.#onDrop = onDrop;
   }
 
   /** True once closed or dropped. */
@@ -188,6 +194,7 @@ export class Subscription implements AsyncIterableIterator<ChannelEvent> {
       this.#queue = [];
       waiter({ value: { type: "dropped", reason }, done: false });
     }
+    this.#onDrop?.(reason);
   }
 
   /** Stops the subscription (no notice). */
@@ -284,6 +291,13 @@ export interface ChannelHubOptions {
    * @default {16777216}
    */
   maxBufferBytes?: number;
+  /**
+   * Called when a subscriber is dropped as too slow (by its buffer bounds, or
+   * by a route calling `drop`), with its channel and the reason; not for the
+   * subscribers ended by `close()`. The gateway logs it. An exception thrown
+   * here is ignored.
+   */
+  onDrop?: (channel: string, reason: string) => void;
 }
 
 const CHANNEL_NAME = /^[A-Za-z0-9_.:-]{1,128}$/;
@@ -319,9 +333,12 @@ export class ChannelHub {
   #kept = new Map<ChannelMessage, Channel>();
   #historyBytes = 0;
   #closed = false;
+  #dropped = 0;
+  #onDrop: ((channel: string, reason: string) => void) | undefined;
 
   /** Creates an empty hub. */
   constructor(options: ChannelHubOptions = {}) {
+    this.#onDrop = options.onDrop;
     this.#historySize = positive(
       options.historySize ?? 50,
       "historySize",
@@ -348,6 +365,14 @@ export class ChannelHub {
   /** Characters of JSON kept in the histories of all channels. */
   get historyBytes(): number {
     return this.#historyBytes;
+  }
+
+  /**
+   * Subscribers dropped as too slow since the hub was created, in every
+   * channel (channels forgotten since included; `close()` not counted).
+   */
+  get droppedCount(): number {
+    return this.#dropped;
   }
 
   /** True when `name` is a valid channel name (1–128 of `A-Z a-z 0-9 _ . : -`). */
@@ -387,8 +412,8 @@ export class ChannelHub {
     }
     let delivered = 0;
     for (const sub of [...ch.subscribers]) {
+      // A refused push drops the subscriber: its onDrop counts it.
       if (sub.push(message, size)) delivered++;
-      else ch.dropped++;
     }
     return { message, delivered };
   }
@@ -405,6 +430,16 @@ export class ChannelHub {
       Math.max(this.#bufferSize, this.#historySize),
       (s) => ch.subscribers.delete(s),
       this.#maxBufferBytes,
+      (reason) => {
+        if (this.#closed) return; // shutting down, not too slow
+        ch.dropped++;
+        this.#dropped++;
+        try {
+          this.#onDrop?.(ch.name, reason);
+        } catch {
+          // the reporter's failure must not break publishing
+        }
+      },
     );
     if (options.afterSeq !== undefined) {
       ch.history.forEach((m, i) => {

@@ -24,6 +24,8 @@ export interface MetricsSnapshot {
   workers: ReadonlyArray<{ id: string; state: string; restarts: number }>;
   /** Live channel subscribers. */
   subscribers?: number;
+  /** Channel subscribers dropped as too slow since the start. */
+  droppedSubscribers?: number;
 }
 
 /**
@@ -286,6 +288,16 @@ export class GatewayMetrics {
         "Live channel subscribers.",
       );
       lines.push(`pyproxy_channel_subscribers ${snapshot.subscribers}`);
+    }
+    if (snapshot.droppedSubscribers !== undefined) {
+      family(
+        "pyproxy_channel_subscribers_dropped_total",
+        "counter",
+        "Channel subscribers dropped as too slow (they lost messages).",
+      );
+      lines.push(
+        `pyproxy_channel_subscribers_dropped_total ${snapshot.droppedSubscribers}`,
+      );
     }
     family(
       "pyproxy_uptime_seconds",

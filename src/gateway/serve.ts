@@ -12,7 +12,11 @@ import { Pool, type PoolOptions } from "../pool.ts";
 import type { HttpServer, Runtime } from "../runtime/types.ts";
 import { defaultRuntime } from "../runtime/mod.ts";
 import { reconnect, sharedCache, spillover } from "../../plugins/mod.ts";
-import { createGateway, type GatewayApp } from "./app.ts";
+import {
+  createGateway,
+  droppedSubscriberLogger,
+  type GatewayApp,
+} from "./app.ts";
 import { ChannelHub } from "./channels.ts";
 import { channelsPlugin } from "./channels_plugin.ts";
 import type { ModelEntry, ResolvedConfig } from "./config.ts";
@@ -187,7 +191,10 @@ export async function serve(
       "Eval is enabled without a token: any process on this machine, of any user, can run code as this user through POST /v1/eval; set a token (PYPROXY_TOKEN)",
     );
   }
-  const hub = new ChannelHub(config.channels);
+  const hub = new ChannelHub({
+    ...config.channels,
+    onDrop: droppedSubscriberLogger(logger),
+  });
   const catalog = new ModelCatalog();
   const metrics = new GatewayMetrics();
   const poolOptions: PoolOptions = {
