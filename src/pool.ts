@@ -280,6 +280,11 @@ export class Pool implements AsyncDisposable {
           type: ev.type,
           error,
         }),
+      onOverflow: (bufferSize) =>
+        opts.logger.warn(
+          "A pool.events() reader fell {bufferSize} events behind: it loses the oldest ones until it catches up",
+          { bufferSize },
+        ),
     });
     this.#registry = new ModelRegistry(
       opts.requestTimeout === undefined ? {} : { timeout: opts.requestTimeout },

@@ -52,6 +52,12 @@ export interface PoolEventHubOptions {
    * event): the pool logs it. @default {ignore the error}
    */
   onListenerError?: (error: unknown, ev: PoolEvent) => void;
+  /**
+   * Called when an iterator that is not reading starts losing its oldest
+   * events (once until it has caught up with every event it kept): the pool
+   * logs it. @default {ignore it}
+   */
+  onOverflow?: (bufferSize: number) => void;
 }
 
 /**
@@ -74,12 +80,14 @@ export class PoolEventHub {
   #closers = new Set<() => void>();
   #bufferSize: number;
   #onListenerError: ((error: unknown, ev: PoolEvent) => void) | undefined;
+  #onOverflow: ((bufferSize: number) => void) | undefined;
   #closed = false;
 
   /** Creates an open hub. */
   constructor(options: PoolEventHubOptions = {}) {
     this.#bufferSize = options.bufferSize ?? 1024;
     this.#onListenerError = options.onListenerError;
+    this.#onOverflow = options.onOverflow;
   }
 
   /** Delivers an event to every listener (a throwing listener is ignored). */
@@ -111,6 +119,8 @@ export class PoolEventHub {
     const buffer: PoolEvent[] = [];
     let wake: (() => void) | undefined;
     let done = this.#closed;
+    // Losing events since the reader last emptied its buffer (told once).
+    let lagging = false;
     const finish = (): void => {
       done = true;
       off();
@@ -118,7 +128,17 @@ export class PoolEventHub {
       wake?.();
     };
     const off = this.on((ev) => {
-      if (buffer.length >= this.#bufferSize) buffer.shift();
+      if (buffer.length >= this.#bufferSize) {
+        buffer.shift();
+        if (!lagging) {
+          lagging = true;
+          try {
+            this.#onOverflow?.(this.#bufferSize);
+          } catch {
+            // the reporter's failure must not break the pool
+          }
+        }
+      }
       buffer.push(ev);
       wake?.();
     });
@@ -132,6 +152,7 @@ export class PoolEventHub {
           wake = undefined;
         }
         const ev = buffer.shift();
+        if (buffer.length === 0) lagging = false;
         if (ev !== undefined) return { value: ev, done: false };
         this.#closers.delete(finish);
         return { value: undefined, done: true };

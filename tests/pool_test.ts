@@ -872,3 +872,23 @@ Deno.test("Pool workers do not pass the gateway's PYPROXY_TOKEN on to model or e
     await pids.assertGone();
   }
 });
+
+Deno.test("Pool logs a pool.events() reader that falls behind and starts losing events", async () => {
+  await using dir = await modelsDir();
+  const { logger, entries } = recordingLogger();
+  await using pool = await Pool.start(opts(dir.path, { workers: 1, logger }));
+  const idle = pool.events(); // never read while the events come
+  await pool.addModel("talker", { source: TALKER });
+  // 1024 events fill the reader's buffer; the 1025th is the first lost.
+  for (let i = 0; i < 1024; i++) {
+    await pool.updateModel("talker", { source: TALKER });
+  }
+  const lost = () =>
+    entries.filter(([level, message]) =>
+      level === "warn" && message.includes("pool.events() reader fell")
+    );
+  assert.deepEqual(lost().map(([, , props]) => props), [{ bufferSize: 1024 }]);
+  await pool.updateModel("talker", { source: TALKER }); // still lagging: once
+  assert.equal(lost().length, 1);
+  await idle.return!();
+});
