@@ -6,8 +6,9 @@
  * one a record of the host's log (the gateway's stderr): the log grew
  * without bound and the host spent its time writing it. Per worker and
  * model, at most `maxLinesPerSecond` lines are logged; the rest are counted
- * and their number logged as a warning with the model's next logged output,
- * or when the worker's session ends.
+ * and their number logged as a warning when the second ends (with the
+ * model's next logged output if that comes first, or when the worker's
+ * session ends).
  *
  * @module
  */
@@ -26,6 +27,8 @@ interface Window {
   used: number;
   dropped: number;
   logger: Logger;
+  /** Reports `dropped` at the end of the second (set while it is > 0). */
+  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 /**
@@ -63,7 +66,7 @@ export class OutputRateLimit {
     const now = this.#now();
     let w = this.#windows.get(model);
     if (w === undefined) {
-      w = { start: now, used: 0, dropped: 0, logger };
+      w = { start: now, used: 0, dropped: 0, logger, timer: undefined };
       this.#windows.set(model, w);
     } else if (now - w.start >= 1000) {
       w.start = now;
@@ -73,6 +76,7 @@ export class OutputRateLimit {
     const room = this.#max - w.used;
     if (room <= 0) {
       w.dropped += lineCount(message);
+      this.#reportLater(model, w, now);
       return undefined;
     }
     this.#report(model, w);
@@ -90,6 +94,7 @@ export class OutputRateLimit {
     }
     w.used = this.#max;
     w.dropped += lineCount(message.slice(end + 1));
+    this.#reportLater(model, w, now);
     return message.slice(0, end);
   }
 
@@ -99,7 +104,21 @@ export class OutputRateLimit {
     this.#windows.clear();
   }
 
+  /**
+   * The count is reported when the second ends even if the model prints
+   * nothing more: a burst followed by silence was reported only hours later.
+   */
+  #reportLater(model: string, w: Window, now: number): void {
+    if (w.timer !== undefined) return;
+    w.timer = setTimeout(() => {
+      w.timer = undefined;
+      this.#report(model, w);
+    }, Math.max(0, w.start + 1000 - now));
+  }
+
   #report(model: string, w: Window): void {
+    clearTimeout(w.timer);
+    w.timer = undefined;
     if (w.dropped === 0) return;
     w.logger.warn(
       "{worker}: {count} lines printed by model {model} not logged (more than {max} a second)",
