@@ -174,6 +174,16 @@ Deno.test("resolveConfig: schedBatch from the file, a flag turning it off, a bad
   assert.throws(() => parseConfig({ schedBatch: 1 }), /schedBatch/);
 });
 
+Deno.test("parseConfig refuses the metrics' reserved labels as model names", () => {
+  for (const name of ["_unknown", "_other"]) {
+    assert.match(
+      configError(() => parseConfig({ models: [{ name, file: "m.py" }] })),
+      /models\[0\]\.name: expected a model name other than _unknown and _other/,
+    );
+  }
+  parseConfig({ models: [{ name: "_private", file: "m.py" }] });
+});
+
 Deno.test("resolveConfig: cancelOnDisconnect from the file, a flag turning it off, a bad value", () => {
   const fromFile = resolveConfig({
     cwd: "/home/me",

@@ -161,6 +161,15 @@ Deno.test("createGateway bounds model names and checks ?history=", async () => {
   });
   assert.equal(put.status, 400);
   assert.ok((await put.json()).error.message.length < 300);
+  // The metrics' labels for calls of no single model are not model names.
+  for (const name of ["_unknown", "_other"]) {
+    const res = await gw.fetch(`/v1/models/${name}`, {
+      method: "PUT",
+      body: JSON.stringify({ file: "echo.py" }),
+    });
+    assert.equal(res.status, 400, name);
+    assert.match((await res.json()).error.message, /reserved for the metrics/);
+  }
   for (const history of ["abc", "-1", "1.5", "", "1e1", "0x1", "%201"]) {
     const res = await gw.fetch(`/v1/channels?history=${history}`);
     assert.equal(res.status, 400, history);

@@ -5,6 +5,7 @@
  */
 import * as v from "valibot";
 import { plainRecord } from "../_plain_record.ts";
+import { RESERVED_MODEL_NAMES } from "./metrics.ts";
 
 /**
  * A LogTape log level.
@@ -210,6 +211,12 @@ const ModelEntrySchema: v.GenericSchema<unknown, ModelEntry> = strict({
     v.regex(
       /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/,
       "expected a model name (letters, digits, _ . -)",
+    ),
+    v.check(
+      (name) => !RESERVED_MODEL_NAMES.includes(name),
+      `expected a model name other than ${
+        RESERVED_MODEL_NAMES.join(" and ")
+      } (the metrics' labels for calls of no single model)`,
     ),
   ),
   file: str("a file path under modelsDir"),

@@ -344,6 +344,22 @@ const WORKER_STATES = Object.keys(
 /** The label of requests for models that do not exist. */
 const UNKNOWN = "_unknown";
 
+/**
+ * The `model` label values the metrics use for calls of no single model
+ * (`_unknown`: models that do not exist; `_other`: names past `maxModels`):
+ * the gateway refuses them as model names, whose counts they would mix in.
+ *
+ * @example
+ * ```ts
+ * import { RESERVED_MODEL_NAMES } from "./metrics.ts";
+ * console.log(RESERVED_MODEL_NAMES.includes("_unknown")); // true
+ * ```
+ */
+export const RESERVED_MODEL_NAMES: readonly string[] = Object.freeze([
+  UNKNOWN,
+  "_other",
+]);
+
 function label(value: string): string {
   return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(
     /\n/g,

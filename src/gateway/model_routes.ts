@@ -12,6 +12,7 @@ import { RemoteError } from "../errors.ts";
 import { describeError, errorResponse, httpError } from "./error_response.ts";
 import type { GatewayModelSpec } from "./gateway_pool.ts";
 import { validateInput } from "./input_schema.ts";
+import { RESERVED_MODEL_NAMES } from "./metrics.ts";
 import { readJsonBody } from "./read_json_body.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
 import type { RouteContext } from "./route_context.ts";
@@ -119,6 +120,17 @@ function checkName(name: string): void {
       `Cannot use model name ${
         quoteShort(name)
       }: expected 1-128 characters of letters, digits, _ . - (not starting with a digit, . or -)`,
+    );
+  }
+  if (RESERVED_MODEL_NAMES.includes(name)) {
+    throw httpError(
+      400,
+      "InvalidRequestError",
+      `Cannot use model name ${
+        JSON.stringify(name)
+      }: reserved for the metrics of calls of no single model (${
+        RESERVED_MODEL_NAMES.join(", ")
+      })`,
     );
   }
 }
