@@ -5,6 +5,7 @@
  * @module
  */
 import type { CacheSetOptions, CacheStore } from "./cache_store.ts";
+import { ConnectionLostError } from "../src/errors.ts";
 
 /**
  * Options of {@linkcode MemoryStore}.
@@ -62,6 +63,7 @@ export class MemoryStore implements CacheStore {
   #maxBytes: number;
   #defaultTtl: number | undefined;
   #now: () => number;
+  #closed = false;
 
   /** Creates an empty store. */
   constructor(options: MemoryStoreOptions = {}) {
@@ -90,6 +92,7 @@ export class MemoryStore implements CacheStore {
 
   /** The value under `key`, or `undefined` when missing or expired. */
   get(key: string): Promise<unknown> {
+    if (this.#closed) return this.#closedError("read");
     const entry = this.#entries.get(key);
     if (entry === undefined) return Promise.resolve(undefined);
     if (entry.expires <= this.#now()) {
@@ -107,6 +110,7 @@ export class MemoryStore implements CacheStore {
     value: unknown,
     options: CacheSetOptions = {},
   ): Promise<void> {
+    if (this.#closed) return this.#closedError("write to");
     try {
       const json = JSON.stringify(value);
       if (json === undefined) {
@@ -135,6 +139,7 @@ export class MemoryStore implements CacheStore {
 
   /** Removes `key`; `true` when it held a live value. */
   delete(key: string): Promise<boolean> {
+    if (this.#closed) return this.#closedError("delete from");
     const entry = this.#entries.get(key);
     if (entry === undefined) return Promise.resolve(false);
     this.#drop(key, entry);
@@ -143,14 +148,30 @@ export class MemoryStore implements CacheStore {
 
   /** Removes everything. */
   clear(): Promise<void> {
+    if (this.#closed) return this.#closedError("clear");
     this.#entries.clear();
     this.#bytes = 0;
     return Promise.resolve();
   }
 
-  /** Same as `clear()`: an in-memory store holds no other resource. */
+  /**
+   * Frees every entry; afterwards the other methods reject with a
+   * `ConnectionLostError`, as `RedisStore`'s do (a second `close()` is a
+   * no-op).
+   */
   close(): Promise<void> {
-    return this.clear();
+    this.#entries.clear();
+    this.#bytes = 0;
+    this.#closed = true;
+    return Promise.resolve();
+  }
+
+  #closedError(action: string): Promise<never> {
+    return Promise.reject(
+      new ConnectionLostError(
+        `Cannot ${action} the memory store: the store is closed`,
+      ),
+    );
   }
 
   #drop(key: string, entry: Entry): void {

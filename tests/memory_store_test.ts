@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { MemoryStore } from "../plugins/memory_store.ts";
+import { ConnectionLostError } from "../src/errors.ts";
 
 Deno.test("MemoryStore get returns a copy of what set stored, undefined when missing", async () => {
   const store = new MemoryStore();
@@ -82,4 +83,30 @@ Deno.test("MemoryStore rejects values that are not JSON and bad ttls", async () 
   await store.clear();
   assert.equal(store.size, 0);
   assert.equal(store.bytes, 0);
+});
+
+Deno.test("MemoryStore is unusable after close(), like RedisStore: every method rejects with ConnectionLostError", async () => {
+  const store = new MemoryStore();
+  await store.set("k", { v: 1 });
+  await store.close();
+  assert.equal(store.size, 0);
+  assert.equal(store.bytes, 0);
+  for (
+    const call of [
+      () => store.get("k"),
+      () => store.set("k", 1),
+      () => store.delete("k"),
+      () => store.clear(),
+    ]
+  ) {
+    await assert.rejects(call, (err: Error) => {
+      assert.ok(err instanceof ConnectionLostError);
+      assert.match(
+        err.message,
+        /^Cannot \w+( \w+)? the memory store: the store is closed$/,
+      );
+      return true;
+    });
+  }
+  await store.close(); // a second close is a no-op
 });
