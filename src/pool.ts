@@ -17,6 +17,7 @@ import {
   CancelledError,
   ConfigError,
   ConnectionLostError,
+  errorFromWire,
   NoWorkerError,
   ShuttingDownError,
   TimeoutError,
@@ -44,6 +45,7 @@ import { sharedCache } from "../plugins/shared_cache.ts";
 import { withTimeout } from "./_with_timeout.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
 import { callOptionsError } from "./_call_options.ts";
+import { type BatchSettings, ModelBatcher } from "./_model_batcher.ts";
 import { hostDirPrefix, removeDeadHostDirs } from "./_dead_host_dirs.ts";
 import { closeAllOnSignal, closeOnSignal } from "./_signal_close.ts";
 
@@ -267,6 +269,8 @@ export class Pool implements AsyncDisposable {
   #offSignals: Array<() => void> = [];
   /** Model operations in flight (`close()` lets them finish). */
   #modelOps = new Set<Promise<unknown>>();
+  /** The batching models' batchers, by model name. */
+  #batchers = new Map<string, ModelBatcher>();
   /** Wake-ups of model operations waiting for a ready worker (`close()` calls them). */
   #modelWaits = new Set<() => void>();
   /** The pool's eval atoms (running ones, and recently finished ones for replay). */
@@ -424,6 +428,7 @@ export class Pool implements AsyncDisposable {
         options,
       ),
     );
+    this.#batchingOf(name, out);
     this.#events.emit({ type: "model", action: "add", name });
     return out;
   }
@@ -436,6 +441,8 @@ export class Pool implements AsyncDisposable {
   ): Promise<unknown> {
     this.#admit("update model");
     this.#checkModelOptions("update model", name, options);
+    // The calls made before the update go first, to the current version.
+    this.#batchers.get(name)?.flush();
     await this.#someWorkerReady("update model", name, options);
     const out = await this.#modelOp(
       "update model",
@@ -447,6 +454,7 @@ export class Pool implements AsyncDisposable {
         options,
       ),
     );
+    this.#batchingOf(name, out);
     this.#events.emit({ type: "model", action: "update", name });
     return out;
   }
@@ -458,6 +466,8 @@ export class Pool implements AsyncDisposable {
   ): Promise<unknown> {
     this.#admit("remove model");
     this.#checkModelOptions("remove model", name, options);
+    // The calls made before the removal go first.
+    this.#batchingOf(name, undefined);
     const out = await this.#modelOp(
       "remove model",
       name,
@@ -494,13 +504,76 @@ export class Pool implements AsyncDisposable {
     return out;
   }
 
-  /** Runs a model on one worker (round-robin, or by `key`). */
+  /**
+   * Runs a model on one worker (round-robin, or by `key`). Calls of a model
+   * that declares `batch_size` are gathered into batches for its
+   * `execute_batch` (docs/models.md, "Batching"); a call with `key` or
+   * `worker` is then a batch of its own.
+   */
   execute<T = Record<string, unknown> | null>(
     name: string,
     msg: Record<string, unknown>,
     options: ExecuteOptions = {},
   ): Promise<T> {
+    if (this.#batchers.size > 0) {
+      const batcher = this.#batchers.get(name);
+      if (batcher !== undefined) {
+        return this.#executeBatched(batcher, msg, options) as Promise<T>;
+      }
+    }
     return this.request<T>("executeModel", { name, msg }, options);
+  }
+
+  #executeBatched(
+    batcher: ModelBatcher,
+    msg: Record<string, unknown>,
+    options: ExecuteOptions,
+  ): Promise<unknown> {
+    const cmd = "executeModel";
+    if (this.#closing) {
+      return Promise.reject(
+        new ShuttingDownError(`Cannot accept call ${cmd}: pool is closing`),
+      );
+    }
+    const invalid = callOptionsError("Cannot send call", options, cmd);
+    if (invalid !== undefined) return Promise.reject(invalid);
+    if (options.signal?.aborted) {
+      return Promise.reject(
+        new CancelledError(`Cannot send call ${cmd}: aborted`),
+      );
+    }
+    if (options.timeout === 0) {
+      return Promise.reject(
+        new TimeoutError(`Cannot send call ${cmd}: timeout is 0 ms`),
+      );
+    }
+    if (options.key !== undefined || options.worker !== undefined) {
+      // Routed calls keep their routing: a batch of one.
+      return this.request<{ results: unknown[] }>("executeBatch", {
+        name: batcher.name,
+        msgs: [msg],
+      }, options).then((reply) => oneResult(batcher.name, reply));
+    }
+    return batcher.add(msg, options);
+  }
+
+  /** Starts, replaces or ends the batching of model `name` after a load. */
+  #batchingOf(name: string, description: unknown): void {
+    const old = this.#batchers.get(name);
+    old?.flush();
+    this.#batchers.delete(name);
+    const settings = batchSettings(description);
+    if (settings === undefined) return;
+    this.#batchers.set(
+      name,
+      new ModelBatcher(
+        name,
+        settings,
+        (msgs, options) =>
+          this.request("executeBatch", { name, msgs }, options),
+        this.#opts.requestTimeout ?? Infinity,
+      ),
+    );
   }
 
   /**
@@ -639,6 +712,13 @@ export class Pool implements AsyncDisposable {
     this.#router.drain((call) =>
       new ShuttingDownError(`Cannot send call ${call.cmd}: pool is closing`)
     );
+    for (const batcher of this.#batchers.values()) {
+      batcher.close(
+        new ShuttingDownError(
+          "Cannot send call executeModel: pool is closing",
+        ),
+      );
+    }
     for (const wake of [...this.#modelWaits]) wake();
     // A model operation in flight gets the grace too (calls get it from the
     // workers' drain; model commands bypass the router, so they are awaited
@@ -899,4 +979,33 @@ function randomHex(bytes: number): string {
 function modelReady(w: Worker): boolean {
   return w.state === "ready" && w.session !== undefined &&
     !w.session.isClosed;
+}
+
+/** The `batch` of a model's description, when it declares batching. */
+function batchSettings(description: unknown): BatchSettings | undefined {
+  const batch = (description as { batch?: unknown } | undefined)?.batch;
+  if (typeof batch !== "object" || batch === null) return undefined;
+  const { size, delayMs } = batch as Record<string, unknown>;
+  if (
+    typeof size !== "number" || !Number.isInteger(size) || size < 1 ||
+    typeof delayMs !== "number" || !(delayMs >= 0)
+  ) return undefined;
+  return { size, delayMs };
+}
+
+/** The one result of a batch of one message (its error, rejected). */
+function oneResult(name: string, reply: unknown): unknown {
+  const { results, errors } = reply as {
+    results?: unknown;
+    errors?: Record<string, unknown>;
+  };
+  if (errors?.["0"] !== undefined) throw errorFromWire(errors["0"]);
+  if (!Array.isArray(results) || results.length !== 1) {
+    throw errorFromWire({
+      type: "ProtocolError",
+      message:
+        `Cannot complete executeBatch of model '${name}': the reply does not hold 1 result`,
+    });
+  }
+  return results[0];
 }

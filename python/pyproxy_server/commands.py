@@ -8,6 +8,7 @@ exactly as extension modules do it.
 import sys
 
 from .errors import InvalidRequestError, PyProxyError
+from .execution import is_user_error, log_user_error, wire_error
 from .spill import SpillSettings
 
 __all__ = ["install"]
@@ -64,6 +65,34 @@ def install(server):
         msg = call.msg
         return get_model(msg.get("name")).run(msg.get("msg"), call)
 
+    def execute_batch(call):
+        msg = call.msg
+        msgs = msg.get("msgs")
+        if type(msgs) is not list or not msgs:
+            raise InvalidRequestError("Cannot run executeBatch: 'msgs' must be a non-empty list of messages")
+        entry = get_model(msg.get("name"))
+        if entry.batch_size is None:
+            raise InvalidRequestError(
+                "Cannot run executeBatch: model %r does not batch (no batch_size)" % entry.name
+            )
+        if len(msgs) > entry.batch_size:
+            raise InvalidRequestError(
+                "Cannot run executeBatch: %d messages for model %r, whose batch_size is %d"
+                % (len(msgs), entry.name, entry.batch_size)
+            )
+        results = list(entry.run_batch(msgs))
+        errors = None
+        for i, result in enumerate(results):
+            if isinstance(result, BaseException):
+                wire = wire_error(result)
+                if is_user_error(result, wire):
+                    log_user_error(call.connection.id, call, wire)
+                if errors is None:
+                    errors = {}
+                errors[str(i)] = wire
+                results[i] = None
+        return {"results": results} if errors is None else {"results": results, "errors": errors}
+
     def may_run_inline(call):
         # Errors (unknown model, bad name) are answered by the threaded path.
         try:
@@ -84,6 +113,7 @@ def install(server):
     server.register("updateModel", update_model, threaded=True, elastic=True)
     server.register("initModel", init_model, threaded=True, elastic=True)
     server.register("executeModel", execute_model, threaded=True, inline=may_run_inline)
+    server.register("executeBatch", execute_batch, threaded=True)
 
 
 PYTHON_VERSION = "%d.%d.%d" % sys.version_info[:3]

@@ -29,6 +29,14 @@ model threaded for good, as does an inline call slower than
 inline, never demoted for time; host calls then fail) or
 ``threaded = True`` (never inline).
 
+Batching: a class with ``batch_size = N`` (1 to ``MAX_BATCH_SIZE``) and
+``execute_batch(self, msgs)`` gets up to N messages at once (the host
+gathers the calls that arrive within ``batch_delay_ms``, default
+``DEFAULT_BATCH_DELAY_MS``) through ``executeBatch``, and returns one result
+per message, in order; a result that is an exception instance fails that
+message alone. ``execute`` is then optional: ``executeModel`` runs a
+one-message batch.
+
 Example::
 
     registry = ModelRegistry("/srv/models")
@@ -52,6 +60,7 @@ from .errors import (
     ModelLoadError,
     ModelNotFoundError,
     PathError,
+    PythonError,
     format_user_traceback,
 )
 
@@ -107,8 +116,15 @@ class ModelEntry:
     __slots__ = (
         "name", "class_name", "file", "version", "instance", "inputs",
         "outputs", "doc", "module_name", "_lock", "_execute", "mode",
-        "calls", "avg",
+        "calls", "avg", "batch_size", "batch_delay_ms", "_execute_batch",
     )
+
+    # The largest ``batch_size`` a class may declare.
+    MAX_BATCH_SIZE = 1024
+    # ``batch_delay_ms`` when the class does not say (milliseconds).
+    DEFAULT_BATCH_DELAY_MS = 10
+    # The largest ``batch_delay_ms`` a class may declare (milliseconds).
+    MAX_BATCH_DELAY_MS = 1000
 
     # Threaded calls measured before a model may run inline.
     LEARN_CALLS = 8
@@ -130,15 +146,27 @@ class ModelEntry:
         self.doc = inspect.cleandoc(doc) if isinstance(doc, str) else None
         self.module_name = module_name
         self._lock = None if getattr(cls, "threadsafe", True) else threading.Lock()
-        self._execute = instance.execute
-        is_async = inspect.iscoroutinefunction(instance.execute)
-        if is_async:
-            # An ``async def execute``: each call runs it to completion on an
-            # event loop of its own thread (its coroutine object was the
-            # result: a SerializationError at every call). Threaded: it
-            # awaits I/O, which must not hold the server's loop.
-            self._execute = _run_coroutine(instance.execute)
-        if is_async or getattr(cls, "threaded", False) is True:
+        self.batch_size, self.batch_delay_ms = _batch_settings(cls, instance)
+        self._execute_batch = None
+        if self.batch_size is not None:
+            run_batch = instance.execute_batch
+            if inspect.iscoroutinefunction(run_batch):
+                run_batch = _run_coroutine(run_batch)
+            self._execute_batch = run_batch
+        execute = getattr(instance, "execute", None)
+        is_async = False
+        if callable(execute):
+            self._execute = execute
+            is_async = inspect.iscoroutinefunction(execute)
+            if is_async:
+                # An ``async def execute``: each call runs it to completion on an
+                # event loop of its own thread (its coroutine object was the
+                # result: a SerializationError at every call). Threaded: it
+                # awaits I/O, which must not hold the server's loop.
+                self._execute = _run_coroutine(execute)
+        else:  # a batching model without execute: one message, one batch
+            self._execute = self._one_message_batch
+        if is_async or self.batch_size is not None or getattr(cls, "threaded", False) is True:
             self.mode = THREADED_FOREVER
         elif getattr(cls, "inline", False) is True:
             self.mode = FORCED_INLINE
@@ -162,6 +190,31 @@ class ModelEntry:
             return self._execute(msg)
         with self._lock:
             return self._execute(msg)
+
+    def _one_message_batch(self, msg):
+        result = self._check_batch([msg], self._execute_batch([msg]))[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _check_batch(self, msgs, results):
+        if isinstance(results, (list, tuple)) and len(results) == len(msgs):
+            return results
+        got = ("%d results" % len(results)) if isinstance(results, (list, tuple)) else type(results).__name__
+        raise PythonError(
+            "TypeError",
+            "Cannot run model %r: execute_batch returned %s for %d messages (expected a list with one result per message)"
+            % (self.name, got, len(msgs)),
+        )
+
+    def run_batch(self, msgs):
+        """``execute_batch(msgs)`` of a batching model (an executor thread):
+        the list of results, checked to hold one per message; an item may be
+        an exception instance (that message's error)."""
+        if self._lock is None:
+            return self._check_batch(msgs, self._execute_batch(msgs))
+        with self._lock:
+            return self._check_batch(msgs, self._execute_batch(msgs))
 
     def run(self, msg, call=None):
         """``execute(msg)`` on an executor thread, measured for the inline decision.
@@ -233,7 +286,34 @@ class ModelEntry:
             desc["outputs"] = self.outputs
         if self.doc:
             desc["doc"] = self.doc
+        if self.batch_size is not None:
+            desc["batch"] = {"size": self.batch_size, "delayMs": self.batch_delay_ms}
         return desc
+
+
+def _batch_settings(cls, instance):
+    """``(batch_size, batch_delay_ms)`` of a class, or ``(None, None)`` when it
+    does not batch; a ModelLoadError for values it cannot mean."""
+    size = getattr(cls, "batch_size", None)
+    if size is None:
+        return None, None
+    name = cls.__name__
+    if type(size) is not int or not 1 <= size <= ModelEntry.MAX_BATCH_SIZE:
+        raise ModelLoadError(
+            "Cannot load model class %s: batch_size must be an integer from 1 to %d, got %r"
+            % (name, ModelEntry.MAX_BATCH_SIZE, size)
+        )
+    delay = getattr(cls, "batch_delay_ms", ModelEntry.DEFAULT_BATCH_DELAY_MS)
+    if (type(delay) not in (int, float) or not 0 <= delay <= ModelEntry.MAX_BATCH_DELAY_MS):
+        raise ModelLoadError(
+            "Cannot load model class %s: batch_delay_ms must be a number of milliseconds from 0 to %d, got %r"
+            % (name, ModelEntry.MAX_BATCH_DELAY_MS, delay)
+        )
+    if not callable(getattr(instance, "execute_batch", None)):
+        raise ModelLoadError(
+            "Cannot load model class %s: batch_size is set but it has no execute_batch(msgs) method" % name
+        )
+    return size, delay
 
 
 def _schema(cls, attr):
@@ -395,7 +475,7 @@ class ModelRegistry:
             exec(code, module.__dict__)
             cls = _pick_class(module, class_name, name)
             instance = _construct(cls, options)
-            if not callable(getattr(instance, "execute", None)):
+            if not callable(getattr(instance, "execute", None)) and getattr(cls, "batch_size", None) is None:
                 raise ModelLoadError(
                     "Cannot load model %r: class %s has no execute(msg) method" % (name, cls.__name__)
                 )
@@ -487,7 +567,7 @@ def _pick_class(module, class_name, name):
         for obj in module.__dict__.values()
         if isinstance(obj, type)
         and obj.__module__ == module.__name__
-        and callable(getattr(obj, "execute", None))
+        and (callable(getattr(obj, "execute", None)) or callable(getattr(obj, "execute_batch", None)))
     ]
     if len(own) == 1:
         return own[0]
@@ -495,7 +575,7 @@ def _pick_class(module, class_name, name):
     if isinstance(cls, type):
         return cls
     if not own:
-        raise ModelLoadError("Cannot load model %r: no class with an execute(msg) method" % name)
+        raise ModelLoadError("Cannot load model %r: no class with an execute(msg) or execute_batch(msgs) method" % name)
     raise ModelLoadError(
         "Cannot load model %r: several model classes (%s); pass 'class'"
         % (name, ", ".join(sorted(c.__name__ for c in own)))

@@ -291,6 +291,103 @@ class AsyncExecuteTest(unittest.TestCase):
             server.kill()
 
 
+class BatchTest(unittest.TestCase):
+    """A class with ``batch_size`` and ``execute_batch`` takes lists of
+    messages through ``executeBatch``; an exception instance in its results
+    fails that message alone."""
+
+    SOURCE = (
+        "class M:\n"
+        "    batch_size = 4\n"
+        "    batch_delay_ms = 2\n"
+        "    def execute_batch(self, msgs):\n"
+        "        return [ValueError('bad %d' % m['x']) if m['x'] < 0 else {'y': m['x'] * 2, 'n': len(msgs)}\n"
+        "                for m in msgs]\n"
+    )
+
+    def registry(self):
+        root = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, root)
+        return ModelRegistry(root)
+
+    def test_describe_run_batch_and_a_single_message(self):
+        registry = self.registry()
+        desc = registry.add("b", {"source": self.SOURCE})
+        self.assertEqual(desc["batch"], {"size": 4, "delayMs": 2})
+        entry = registry.get("b")
+        self.assertEqual(entry.mode, THREADED_FOREVER)
+        results = entry.run_batch([{"x": 1}, {"x": -1}])
+        self.assertEqual(results[0], {"y": 2, "n": 2})
+        self.assertIsInstance(results[1], ValueError)
+        # Without execute, executeModel is a one-message batch.
+        self.assertEqual(entry.run({"x": 3}), {"y": 6, "n": 1})
+        with self.assertRaisesRegex(ValueError, "bad -2"):
+            entry.run({"x": -2})
+
+    def test_async_and_thread_unsafe_execute_batch(self):
+        registry = self.registry()
+        registry.add("b", {"source": (
+            "import asyncio\n"
+            "class M:\n"
+            "    batch_size = 2\n"
+            "    threadsafe = False\n"
+            "    async def execute_batch(self, msgs):\n"
+            "        await asyncio.sleep(0)\n"
+            "        return tuple(m * 10 for m in msgs)\n"
+        )})
+        self.assertEqual(list(registry.get("b").run_batch([1, 2])), [10, 20])
+        self.assertEqual(registry.get("b").run(3), 30)
+
+    def test_settings_it_cannot_mean_fail_the_load(self):
+        registry = self.registry()
+        cases = [
+            ("batch_size = 0", "batch_size must be an integer from 1 to 1024, got 0"),
+            ("batch_size = True", "batch_size must be an integer from 1 to 1024, got True"),
+            ("batch_size = 2000", "got 2000"),
+            ("batch_size = 2\n    batch_delay_ms = -1", "batch_delay_ms must be a number of milliseconds from 0 to 1000"),
+            ("batch_size = 2\n    batch_delay_ms = '5'", "got '5'"),
+        ]
+        for attrs, message in cases:
+            source = "class M:\n    %s\n    def execute_batch(self, msgs):\n        return msgs\n" % attrs
+            with self.assertRaisesRegex(ModelLoadError, message):
+                registry.add("b", {"source": source})
+        with self.assertRaisesRegex(ModelLoadError, "batch_size is set but it has no execute_batch"):
+            registry.add("b", {"source": "class M:\n    batch_size = 2\n    def execute(self, m):\n        return m\n"})
+        with self.assertRaisesRegex(ModelLoadError, "has no execute"):
+            registry.add("b", {"source": "class M:\n    def execute_batch(self, msgs):\n        return msgs\n"})
+
+    def test_a_wrong_number_of_results_is_an_error_naming_both_counts(self):
+        registry = self.registry()
+        registry.add("b", {"source": "class M:\n    batch_size = 3\n    def execute_batch(self, msgs):\n        return msgs[1:]\n"})
+        with self.assertRaisesRegex(Exception, "execute_batch returned 1 results for 2 messages"):
+            registry.get("b").run_batch([1, 2])
+
+    def test_over_the_wire(self):
+        server = ServerProcess()
+        try:
+            c = server.connect()
+            c.call("addModel", name="b", source=self.SOURCE)
+            c.call("addModel", name="plain", source="class P:\n    def execute(self, m):\n        return m\n")
+            reply = c.call("executeBatch", name="b", msgs=[{"x": 1}, {"x": -5}, {"x": 2}])
+            self.assertEqual(reply["results"], [{"y": 2, "n": 3}, None, {"y": 4, "n": 3}])
+            self.assertEqual(list(reply["errors"]), ["1"])
+            error = reply["errors"]["1"]
+            self.assertEqual((error["type"], error["exception"], error["message"]), ("PythonError", "ValueError", "bad -5"))
+            self.assertNotIn("errors", c.call("executeBatch", name="b", msgs=[{"x": 1}]))
+            for args, message in [
+                ({"name": "b", "msgs": []}, "'msgs' must be a non-empty list"),
+                ({"name": "b", "msgs": {"x": 1}}, "'msgs' must be a non-empty list"),
+                ({"name": "b", "msgs": [{"x": 1}] * 5}, "5 messages for model 'b', whose batch_size is 4"),
+                ({"name": "plain", "msgs": [{}]}, "model 'plain' does not batch"),
+            ]:
+                error = c.request("executeBatch", **args)["error"]
+                self.assertEqual(error["type"], "InvalidRequestError")
+                self.assertIn(message, error["message"])
+            self.assertEqual(c.request("executeBatch", name="nope", msgs=[{}])["error"]["type"], "ModelNotFoundError")
+        finally:
+            server.kill()
+
+
 class ConfineTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp()

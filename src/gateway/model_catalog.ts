@@ -41,6 +41,8 @@ export interface GatewayModelInfo {
   outputs?: Record<string, string>;
   /** The class docstring. */
   doc?: string;
+  /** Its batching (`batch_size`, `batch_delay_ms`), when it batches. */
+  batch?: { size: number; delayMs: number };
   /** The options it was constructed with. */
   options?: Record<string, unknown>;
 }
@@ -65,6 +67,9 @@ function asDescription(
     out.outputs = d.outputs as Record<string, string>;
   }
   if (typeof d.doc === "string") out.doc = d.doc;
+  if (typeof d.batch === "object" && d.batch !== null) {
+    out.batch = d.batch as { size: number; delayMs: number };
+  }
   if (spec.options !== undefined) out.options = spec.options;
   return out;
 }

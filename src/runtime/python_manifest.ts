@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 3233,
+      size: 4637,
       sha256:
-        "e538309fd7df6aa9bcd17d58208923738971f4e8e3b04df9fa765dc2044c30b9",
+        "7b49e652c3e26f3dd423063e706d059cf8de2aa064aacfa6b54ec828709c2479",
     },
     {
       path: "pyproxy_server/connection.py",
@@ -124,9 +124,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 21768,
+      size: 25743,
       sha256:
-        "2d75fc3dc613b558935a13095b1d172988d8dde7345930ad0c0bf9e2c97c8d12",
+        "5dcc8ba88f4b29c1f8a5466488f91f39a17cf839a5f8dd3a4d78ac320c736865",
     },
     {
       path: "pyproxy_server/server.py",

@@ -1,0 +1,248 @@
+/**
+ * Internals of the pool: dynamic batching for models that declare
+ * `batch_size` and `execute_batch(msgs)` (docs/models.md, "Batching").
+ *
+ * Calls of such a model are gathered for up to `delayMs` or until `size` of
+ * them wait, then sent as one `executeBatch` (protocol §6); each call still
+ * settles on its own, exactly once: with its own result, its own error (an
+ * exception instance the model returned for it), the batch's error, or its
+ * own timeout or abort. A batch whose calls have all given up is cancelled
+ * on the worker.
+ *
+ * @module
+ */
+import { CancelledError, errorFromWire, TimeoutError } from "./errors.ts";
+import { setTimeoutOrNever } from "./_timer.ts";
+
+/** A batching model's settings, from its description (`batch`). */
+export interface BatchSettings {
+  /** Messages per `executeBatch` at most. */
+  size: number;
+  /** Milliseconds a call may wait for others before its batch is sent. */
+  delayMs: number;
+}
+
+/** The options of one call that batching reads (a subset of `ExecuteOptions`). */
+export interface BatchCallOptions {
+  /** Milliseconds from the call; `Infinity`: none. */
+  timeout?: number;
+  /** Aborting settles the call with `CancelledError`. */
+  signal?: AbortSignal;
+  /** Called when the call's batch is written to a worker. */
+  onSend?: () => void;
+  /** May be retried on another worker (a batch is only if all its calls are). */
+  idempotent?: boolean;
+}
+
+/** The options a batch is sent with. */
+export interface BatchSendOptions {
+  timeout?: number;
+  signal: AbortSignal;
+  onSend: () => void;
+  idempotent: boolean;
+}
+
+/** Sends one batch: `executeBatch` with `msgs`; resolves to its reply. */
+export type SendBatch = (
+  msgs: unknown[],
+  options: BatchSendOptions,
+) => Promise<unknown>;
+
+interface Item {
+  msg: unknown;
+  options: BatchCallOptions;
+  timeout: number;
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+  settled: boolean;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  onAbort: (() => void) | undefined;
+  /** The batch it was sent in (undefined while it waits). */
+  batch: Batch | undefined;
+}
+
+interface Batch {
+  items: Item[];
+  open: number;
+  abort: AbortController;
+}
+
+/**
+ * Gathers the calls of one batching model into batches.
+ *
+ * @example
+ * ```ts ignore
+ * const batcher = new ModelBatcher("scorer", { size: 32, delayMs: 10 }, send);
+ * const result = await batcher.add({ x: 1 }, { timeout: 5000 });
+ * ```
+ */
+export class ModelBatcher {
+  readonly name: string;
+  readonly settings: BatchSettings;
+  #send: SendBatch;
+  #defaultTimeout: number;
+  #waiting: Item[] = [];
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(
+    name: string,
+    settings: BatchSettings,
+    send: SendBatch,
+    defaultTimeout = Infinity,
+  ) {
+    this.name = name;
+    this.settings = settings;
+    this.#send = send;
+    this.#defaultTimeout = defaultTimeout;
+  }
+
+  /** Calls waiting for their batch to be sent. */
+  get waiting(): number {
+    return this.#waiting.length;
+  }
+
+  /** Adds a call; it settles on its own (options already checked). */
+  add(msg: unknown, options: BatchCallOptions): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      const timeout = options.timeout ?? this.#defaultTimeout;
+      const item: Item = {
+        msg,
+        options,
+        timeout,
+        resolve,
+        reject,
+        settled: false,
+        timer: undefined,
+        onAbort: undefined,
+        batch: undefined,
+      };
+      item.timer = setTimeoutOrNever(
+        () =>
+          this.#giveUp(
+            item,
+            new TimeoutError(
+              `Cannot complete executeModel: timed out after ${timeout} ms`,
+            ),
+          ),
+        timeout,
+      );
+      const signal = options.signal;
+      if (signal !== undefined) {
+        item.onAbort = () =>
+          this.#giveUp(
+            item,
+            new CancelledError(
+              item.batch === undefined
+                ? "Cannot send call executeModel: aborted"
+                : "Cannot complete executeModel: aborted",
+            ),
+          );
+        signal.addEventListener("abort", item.onAbort, { once: true });
+      }
+      this.#waiting.push(item);
+      if (this.#waiting.length >= this.settings.size) this.flush();
+      else if (this.#timer === undefined) {
+        this.#timer = setTimeout(() => {
+          this.#timer = undefined;
+          this.flush();
+        }, this.settings.delayMs);
+      }
+    });
+  }
+
+  /** Sends what waits now, in batches of at most `size`. */
+  flush(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    while (this.#waiting.length > 0) {
+      this.#sendBatch(this.#waiting.splice(0, this.settings.size));
+    }
+  }
+
+  /** Settles every waiting call with `error` (the pool is closing). */
+  close(error: Error): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    for (const item of this.#waiting.splice(0)) this.#settle(item, error);
+  }
+
+  #sendBatch(items: Item[]): void {
+    const batch: Batch = {
+      items,
+      open: items.length,
+      abort: new AbortController(),
+    };
+    let deadline = 0;
+    let idempotent = true;
+    for (const item of items) {
+      item.batch = batch;
+      // The batch lasts as long as its most patient call (timeouts are
+      // counted from each call, so from their own start).
+      deadline = Math.max(deadline, item.timeout);
+      if (item.options.idempotent !== true) idempotent = false;
+    }
+    this.#send(items.map((i) => i.msg), {
+      ...(deadline === Infinity ? {} : { timeout: deadline }),
+      signal: batch.abort.signal,
+      idempotent,
+      onSend: () => {
+        for (const item of items) {
+          if (!item.settled) item.options.onSend?.();
+        }
+      },
+    }).then(
+      (reply) => this.#deliver(batch, reply),
+      (error) => {
+        for (const item of batch.items) this.#settle(item, error);
+      },
+    );
+  }
+
+  #deliver(batch: Batch, reply: unknown): void {
+    const results = (reply as { results?: unknown })?.results;
+    const errors = (reply as { errors?: Record<string, unknown> })?.errors;
+    if (!Array.isArray(results) || results.length !== batch.items.length) {
+      const error = errorFromWire({
+        type: "ProtocolError",
+        message:
+          `Cannot complete executeBatch of model '${this.name}': the reply does not hold ${batch.items.length} results`,
+      });
+      for (const item of batch.items) this.#settle(item, error);
+      return;
+    }
+    batch.items.forEach((item, i) => {
+      const wire = errors?.[String(i)];
+      if (wire !== undefined) this.#settle(item, errorFromWire(wire));
+      else this.#settle(item, undefined, results[i]);
+    });
+  }
+
+  /** A call's own timeout or abort. */
+  #giveUp(item: Item, error: Error): void {
+    if (item.settled) return;
+    const batch = item.batch;
+    if (batch === undefined) {
+      const i = this.#waiting.indexOf(item);
+      if (i >= 0) this.#waiting.splice(i, 1);
+      if (this.#waiting.length === 0) {
+        clearTimeout(this.#timer);
+        this.#timer = undefined;
+      }
+    }
+    this.#settle(item, error);
+    // Nobody waits for this batch any more: cancel it on the worker.
+    if (batch !== undefined && batch.open === 0) batch.abort.abort();
+  }
+
+  #settle(item: Item, error: unknown, value?: unknown): void {
+    if (item.settled) return;
+    item.settled = true;
+    clearTimeout(item.timer);
+    if (item.onAbort !== undefined) {
+      item.options.signal?.removeEventListener("abort", item.onAbort);
+    }
+    if (item.batch !== undefined) item.batch.open--;
+    if (error !== undefined) item.reject(error);
+    else item.resolve(value);
+  }
+}

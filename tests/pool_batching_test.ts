@@ -1,0 +1,155 @@
+import assert from "node:assert/strict";
+import { Pool, type PoolOptions } from "../src/pool.ts";
+import {
+  CancelledError,
+  PythonError,
+  ShuttingDownError,
+  TimeoutError,
+} from "../src/errors.ts";
+import { modelsDir } from "./_pool_harness.ts";
+
+function opts(dir: string, extra: PoolOptions = {}): PoolOptions {
+  return { workers: 1, modelsDir: dir, handleSignals: false, ...extra };
+}
+
+/** Records the size of every batch it gets; fails the messages asking for it. */
+const BATCHER = `
+import threading, time
+class Scorer:
+    batch_size = 8
+    batch_delay_ms = 20
+    def __init__(self):
+        self.sizes = []
+    def execute_batch(self, msgs):
+        if any(m.get("boom") for m in msgs):
+            raise RuntimeError("the whole batch failed")
+        if any(m.get("sleep") for m in msgs):
+            time.sleep(max(m.get("sleep", 0) for m in msgs))
+        self.sizes.append(len(msgs))
+        return [ValueError("bad x") if m.get("x", 0) < 0 else {"y": m.get("x", 0) * 2, "sizes": list(self.sizes)}
+                for m in msgs]
+`;
+
+Deno.test("Pool gathers the calls of a batching model into execute_batch calls; each call gets its own result", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(opts(dir.path));
+  const desc = await pool.addModel("scorer", { source: BATCHER });
+  assert.deepEqual((desc as { batch: unknown }).batch, {
+    size: 8,
+    delayMs: 20,
+  });
+  // 20 calls at once: batches of 8, 8 and 4.
+  const results = await Promise.all(
+    Array.from(
+      { length: 20 },
+      (_, x) => pool.execute("scorer", { x }) as Promise<{ y: number }>,
+    ),
+  );
+  assert.deepEqual(results.map((r) => r.y), results.map((_, x) => 2 * x));
+  const { sizes } = await pool.execute("scorer", { x: 0 }) as {
+    sizes: number[];
+  };
+  assert.deepEqual(sizes, [8, 8, 4, 1]);
+});
+
+Deno.test("Pool batching: an exception instance fails its own call; an exception raised fails the batch", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(opts(dir.path));
+  await pool.addModel("scorer", { source: BATCHER });
+  const [good, bad] = await Promise.allSettled([
+    pool.execute("scorer", { x: 1 }),
+    pool.execute("scorer", { x: -1 }),
+  ]);
+  assert.equal(good.status, "fulfilled");
+  assert.equal(bad.status, "rejected");
+  assert.ok(bad.reason instanceof PythonError);
+  assert.equal(bad.reason.type, "ValueError");
+  assert.equal(bad.reason.message, "ValueError: bad x");
+  const both = await Promise.allSettled([
+    pool.execute("scorer", { x: 1 }),
+    pool.execute("scorer", { boom: true }),
+  ]);
+  for (const r of both) {
+    assert.equal(r.status, "rejected");
+    assert.ok(r.reason instanceof PythonError);
+    assert.match(r.reason.message, /the whole batch failed/);
+  }
+});
+
+Deno.test("Pool batching: a call's own timeout and abort settle it alone, waiting or sent", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(opts(dir.path));
+  await pool.addModel("scorer", { source: BATCHER });
+  const abort = new AbortController();
+  const waiting = pool.execute("scorer", { x: 1 }, { signal: abort.signal });
+  abort.abort(); // before its batch left (20 ms)
+  await assert.rejects(waiting, CancelledError);
+  // In one sent batch that sleeps 0.3 s: one call times out, the other gets its result.
+  const [late, patient] = await Promise.allSettled([
+    pool.execute("scorer", { x: 2, sleep: 0.3 }, { timeout: 100 }),
+    pool.execute("scorer", { x: 3 }),
+  ]);
+  assert.equal(late.status, "rejected");
+  assert.ok(late.reason instanceof TimeoutError);
+  assert.deepEqual(
+    patient.status === "fulfilled" && (patient.value as { y: number }).y,
+    6,
+  );
+  await assert.rejects(
+    pool.execute("scorer", { x: 1 }, { timeout: 0 }),
+    TimeoutError,
+  );
+  // The aborted call was never sent: the model saw the batch of two, then this one.
+  const { sizes } = await pool.execute("scorer", { x: 0 }) as {
+    sizes: number[];
+  };
+  assert.deepEqual(sizes, [2, 1]);
+});
+
+Deno.test("Pool batching: a call with a key is a batch of one; updating the model sends what waits first and applies the new batch_size", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(opts(dir.path));
+  await pool.addModel("scorer", { source: BATCHER });
+  const keyed = await pool.execute("scorer", { x: 4 }, { key: "user-1" }) as {
+    y: number;
+    sizes: number[];
+  };
+  assert.equal(keyed.y, 8);
+  assert.deepEqual(keyed.sizes, [1]);
+  await assert.rejects(
+    pool.execute("scorer", { x: -1 }, { key: "user-1" }),
+    PythonError,
+  );
+  const before = pool.execute("scorer", { x: 5 });
+  await pool.updateModel("scorer", {
+    source: BATCHER.replace("batch_size = 8", "batch_size = 2"),
+  });
+  assert.equal((await before as { y: number }).y, 10);
+  const after = await Promise.all(
+    [1, 2, 3].map((x) => pool.execute("scorer", { x })),
+  ) as Array<{ sizes: number[] }>;
+  // (The call made before the update may have run on either version.)
+  assert.deepEqual(after.at(-1)!.sizes.slice(-2), [2, 1]);
+  // Without batch_size the model goes back to plain calls.
+  await pool.updateModel("scorer", {
+    source:
+      "class P:\n    def execute(self, msg):\n        return {'plain': True}\n",
+  });
+  assert.deepEqual(await pool.execute("scorer", {}), { plain: true });
+});
+
+Deno.test("Pool batching: calls still waiting when the pool closes get ShuttingDownError", async () => {
+  await using dir = await modelsDir();
+  const pool = await Pool.start(opts(dir.path));
+  try {
+    await pool.addModel("scorer", {
+      source: BATCHER.replace("batch_delay_ms = 20", "batch_delay_ms = 1000"),
+    });
+    const waiting = pool.execute("scorer", { x: 1 });
+    const closing = pool.close();
+    await assert.rejects(waiting, ShuttingDownError);
+    await closing;
+  } finally {
+    await pool.close();
+  }
+});
