@@ -46,6 +46,7 @@ import { withTimeout } from "./_with_timeout.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
 import { callOptionsError } from "./_call_options.ts";
 import { type BatchSettings, ModelBatcher } from "./_model_batcher.ts";
+import { type ExecuteStreamOptions, ModelStream } from "./model_stream.ts";
 import { hostDirPrefix, removeDeadHostDirs } from "./_dead_host_dirs.ts";
 import { closeAllOnSignal, closeOnSignal } from "./_signal_close.ts";
 
@@ -574,6 +575,20 @@ export class Pool implements AsyncDisposable {
         this.#opts.requestTimeout ?? Infinity,
       ),
     );
+  }
+
+  /**
+   * Runs a model whose `execute` is a generator (or returns an iterator) and
+   * gives its items as they come: `for await (const item of
+   * pool.executeStream(name, msg))`. Any other model gives one item, its
+   * result. `timeout` covers the whole stream. See {@linkcode ModelStream}.
+   */
+  executeStream<T = unknown>(
+    name: string,
+    msg: unknown,
+    options: ExecuteStreamOptions = {},
+  ): ModelStream<T> {
+    return new ModelStream<T>(this, name, msg, options);
   }
 
   /**

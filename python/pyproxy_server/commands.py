@@ -5,10 +5,12 @@ everything else is an ordinary handler registered with ``Server.register``,
 exactly as extension modules do it.
 """
 
+import os
 import sys
 
 from .errors import InvalidRequestError, PyProxyError
 from .execution import is_user_error, log_user_error, wire_error
+from .item_stream import ItemStream
 from .spill import SpillSettings
 
 __all__ = ["install"]
@@ -93,6 +95,32 @@ def install(server):
                 results[i] = None
         return {"results": results} if errors is None else {"results": results, "errors": errors}
 
+    streams = server.item_streams
+
+    def execute_stream(call):
+        msg = call.msg
+        entry = get_model(msg.get("name"))
+        stream = ItemStream(call)
+        key = (call.connection, call.id)
+        streams[key] = stream
+        try:
+            call.send_event({"event": "streamStart", "serverId": server.id, "pid": os.getpid()})
+            count = entry.run_stream(msg.get("msg"), stream.send)
+        finally:
+            streams.pop(key, None)
+            stream.close()
+        return {"items": count}
+
+    def item_ack(call):
+        target = call.msg.get("target")
+        seq = call.msg.get("seq")
+        if type(target) is not int or type(seq) is not int:  # bool is an int subclass
+            raise InvalidRequestError("Cannot ack items: 'target' and 'seq' must be integers")
+        stream = streams.get((call.connection, target))
+        if stream is not None:
+            stream.ack(seq)
+        return {"acked": stream is not None}
+
     def may_run_inline(call):
         # Errors (unknown model, bad name) are answered by the threaded path.
         try:
@@ -114,6 +142,8 @@ def install(server):
     server.register("initModel", init_model, threaded=True, elastic=True)
     server.register("executeModel", execute_model, threaded=True, inline=may_run_inline)
     server.register("executeBatch", execute_batch, threaded=True)
+    server.register("executeStream", execute_stream, threaded=True)
+    server.register("itemAck", item_ack, threaded=False)
 
 
 PYTHON_VERSION = "%d.%d.%d" % sys.version_info[:3]

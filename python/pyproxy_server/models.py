@@ -37,6 +37,11 @@ per message, in order; a result that is an exception instance fails that
 message alone. ``execute`` is then optional: ``executeModel`` runs a
 one-message batch.
 
+Streaming: an ``execute`` that is a generator function (``def`` or
+``async def`` with ``yield``) or returns an iterator streams its items
+through ``executeStream`` (``run_stream``), one event per item; through
+``executeModel`` its items are collected into a list.
+
 Example::
 
     registry = ModelRegistry("/srv/models")
@@ -101,6 +106,35 @@ def confine(root, relative, what):
     return path
 
 
+def _is_stream(result):
+    """A generator or iterator result streams; containers and strings do not."""
+    return inspect.isgenerator(result) or (
+        hasattr(result, "__next__") and hasattr(result, "__iter__")
+        and not isinstance(result, (str, bytes, dict, list, tuple))
+    )
+
+
+async def _drain_async(agen, send):
+    count = 0
+    try:
+        async for item in agen:
+            send(item)
+            count += 1
+    finally:
+        await agen.aclose()
+    return count
+
+
+def _collect(execute):
+    """``execute(msg)`` of a generator function as the list of its items."""
+    if inspect.isasyncgenfunction(execute):
+        async def collect_async(msg):
+            return [item async for item in execute(msg)]
+
+        return lambda msg: asyncio.run(collect_async(msg))
+    return lambda msg: list(execute(msg))
+
+
 def _run_coroutine(execute):
     """``execute(msg)`` of an ``async def``, awaited with ``asyncio.run``."""
 
@@ -117,6 +151,7 @@ class ModelEntry:
         "name", "class_name", "file", "version", "instance", "inputs",
         "outputs", "doc", "module_name", "_lock", "_execute", "mode",
         "calls", "avg", "batch_size", "batch_delay_ms", "_execute_batch",
+        "streams",
     )
 
     # The largest ``batch_size`` a class may declare.
@@ -155,7 +190,12 @@ class ModelEntry:
             self._execute_batch = run_batch
         execute = getattr(instance, "execute", None)
         is_async = False
-        if callable(execute):
+        self.streams = inspect.isgeneratorfunction(execute) or inspect.isasyncgenfunction(execute)
+        if self.streams:
+            # Through executeModel, the items as one list (a generator object
+            # was a SerializationError).
+            self._execute = _collect(execute)
+        elif callable(execute):
             self._execute = execute
             is_async = inspect.iscoroutinefunction(execute)
             if is_async:
@@ -166,7 +206,8 @@ class ModelEntry:
                 self._execute = _run_coroutine(execute)
         else:  # a batching model without execute: one message, one batch
             self._execute = self._one_message_batch
-        if is_async or self.batch_size is not None or getattr(cls, "threaded", False) is True:
+        if (is_async or self.streams or self.batch_size is not None
+                or getattr(cls, "threaded", False) is True):
             self.mode = THREADED_FOREVER
         elif getattr(cls, "inline", False) is True:
             self.mode = FORCED_INLINE
@@ -215,6 +256,36 @@ class ModelEntry:
             return self._check_batch(msgs, self._execute_batch(msgs))
         with self._lock:
             return self._check_batch(msgs, self._execute_batch(msgs))
+
+    def run_stream(self, msg, send):
+        """``execute(msg)`` for ``executeStream`` (an executor thread): each item
+        of a generator (or of the iterator it returned) goes to ``send`` as it
+        comes; any other result is one item. Returns the number of items."""
+        if self._lock is None:
+            return self._stream(msg, send)
+        with self._lock:  # the model runs until its last item
+            return self._stream(msg, send)
+
+    def _stream(self, msg, send):
+        execute = self.instance.execute
+        result = execute(msg)
+        if inspect.isasyncgen(result):
+            return asyncio.run(_drain_async(result, send))
+        if inspect.iscoroutine(result):
+            result = asyncio.run(result)
+        if not _is_stream(result):
+            send(result)
+            return 1
+        count = 0
+        try:
+            for item in result:
+                send(item)
+                count += 1
+        finally:
+            close = getattr(result, "close", None)
+            if callable(close):
+                close()  # a generator's finally blocks run now, not at collection
+        return count
 
     def run(self, msg, call=None):
         """``execute(msg)`` on an executor thread, measured for the inline decision.

@@ -136,6 +136,8 @@ class Server:
         self.spill_readers = threading.BoundedSemaphore(self.SPILL_READERS)
         # Threaded commands that run on the elastic threads (register(elastic=True)).
         self.elastic_commands = set()
+        # executeStream calls in progress, by (connection, request id): itemAck finds them here.
+        self.item_streams = {}
         # Why the server can no longer run calls as it should (wedge), else None.
         self.wedged = None
         self.loop = None

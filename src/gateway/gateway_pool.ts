@@ -135,6 +135,15 @@ export interface GatewayPool {
     msg: unknown,
     options?: { key?: string; timeout?: number; signal?: AbortSignal },
   ): Promise<unknown>;
+  /**
+   * Runs a model and gives its items as they come (`POST
+   * /v1/models/{name}/stream`); a pool without it answers that route 501.
+   */
+  executeStream?(
+    name: string,
+    msg: unknown,
+    options?: { key?: string; timeout?: number },
+  ): AsyncIterableIterator<unknown> & { cancel(): void };
   /** Adds a model on every worker; resolves with the model description. */
   addModel(
     name: string,

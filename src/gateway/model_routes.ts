@@ -14,6 +14,7 @@ import type { GatewayModelSpec } from "./gateway_pool.ts";
 import { validateInput } from "./input_schema.ts";
 import { RESERVED_MODEL_NAMES } from "./metrics.ts";
 import { readJsonBody } from "./read_json_body.ts";
+import { type SseEvent, sseResponse } from "./sse.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
 import type { RouteContext } from "./route_context.ts";
 
@@ -187,6 +188,48 @@ function hideModelsDir(
   return httpError(status, type, text, extra, headers);
 }
 
+/** The timeout of a call: the configured one, or `?timeout=` below it. */
+function callTimeout(ctx: RouteContext, timeoutParam: string | undefined) {
+  if (timeoutParam === undefined) return ctx.requestTimeout;
+  const t = Number(timeoutParam);
+  if (!Number.isInteger(t) || t < 1) {
+    throw httpError(
+      400,
+      "InvalidRequestError",
+      "Cannot execute: timeout must be an integer >= 1 (ms)",
+    );
+  }
+  return Math.min(t, ctx.requestTimeout);
+}
+
+/** A call's body, checked against the model's declared inputs. */
+async function readModelInput(
+  ctx: RouteContext,
+  request: Request,
+  name: string,
+): Promise<unknown> {
+  // Only an empty body is `{}`: a JSON `null` is the model's msg as sent.
+  const raw = await readJsonBody(
+    request,
+    ctx.bodyLimit,
+    ctx.bodyReads,
+    ctx.runtime,
+  );
+  const body = raw === undefined ? {} : raw;
+  const schema = ctx.catalog.schema(name);
+  if (schema) {
+    const problem = validateInput(schema, body);
+    if (problem !== null) {
+      throw httpError(
+        400,
+        "ValidationError",
+        `Cannot execute model '${name}': ${problem}`,
+      );
+    }
+  }
+  return body;
+}
+
 /**
  * `POST /v1/models/{name}/execute` as a function of the request, the model
  * name and the `key`, `publish` and `timeout` query parameters: never
@@ -211,7 +254,7 @@ export function modelExecutor(
   publish: string | undefined,
   timeout: string | undefined,
 ) => Promise<Response> {
-  const { pool, catalog, metrics, hub, logger, disconnects } = ctx;
+  const { pool, metrics, hub, logger, disconnects } = ctx;
   // The models directory as configured and its real path (the Python server
   // names the real one: a model's `__file__`), looked up at the first error.
   let dirs: Promise<string[]> | undefined;
@@ -240,37 +283,8 @@ export function modelExecutor(
           `Cannot publish to channel ${JSON.stringify(publish)}: invalid name`,
         );
       }
-      let timeout = ctx.requestTimeout;
-      if (timeoutParam !== undefined) {
-        const t = Number(timeoutParam);
-        if (!Number.isInteger(t) || t < 1) {
-          throw httpError(
-            400,
-            "InvalidRequestError",
-            "Cannot execute: timeout must be an integer >= 1 (ms)",
-          );
-        }
-        timeout = Math.min(t, timeout);
-      }
-      // Only an empty body is `{}`: a JSON `null` is the model's msg as sent.
-      const raw = await readJsonBody(
-        request,
-        ctx.bodyLimit,
-        ctx.bodyReads,
-        ctx.runtime,
-      );
-      const body = raw === undefined ? {} : raw;
-      const schema = catalog.schema(name);
-      if (schema) {
-        const problem = validateInput(schema, body);
-        if (problem !== null) {
-          throw httpError(
-            400,
-            "ValidationError",
-            `Cannot execute model '${name}': ${problem}`,
-          );
-        }
-      }
+      const timeout = callTimeout(ctx, timeoutParam);
+      const body = await readModelInput(ctx, request, name);
       // A client that disconnects cancels its call (Python gets `cancel`),
       // unless turned off; only calls that run for a while listen for it
       // (DisconnectWatch: Deno's request.signal costs a pending operation).
@@ -314,6 +328,67 @@ export function modelExecutor(
     }
     return res;
   };
+}
+
+/** A model error with the models directory hidden, as execute answers it. */
+async function hideModelErrorDir(
+  ctx: RouteContext,
+  err: unknown,
+): Promise<unknown> {
+  const dir = ctx.modelsDir;
+  if (ctx.debug || dir === undefined || !(err instanceof Error)) return err;
+  const real = await ctx.runtime.realPath(dir).catch(() => dir);
+  return hideModelsDir(err, real === dir ? [dir] : [dir, real], false);
+}
+
+/**
+ * The SSE events of a model stream: `item` (with the item's index as `id`),
+ * then `end` `{"items": n}`, or `error` `{"error": ...}` (as execute's
+ * error bodies) when the model fails after its first item, or `error` with a
+ * `ShuttingDownError` when the gateway stops.
+ */
+async function* streamEvents(
+  items: AsyncIterableIterator<unknown> & { cancel(): void },
+  first: IteratorResult<unknown>,
+  debug: boolean,
+  stop: AbortSignal,
+  hide: (err: unknown) => Promise<unknown>,
+): AsyncGenerator<SseEvent> {
+  let seq = 0;
+  let onStop: (() => void) | undefined;
+  const stopped = new Promise<"stop">((resolve) => {
+    onStop = () => resolve("stop");
+    if (stop.aborted) onStop();
+    else stop.addEventListener("abort", onStop, { once: true });
+  });
+  try {
+    let next = first;
+    while (!next.done) {
+      yield { event: "item", id: seq++, data: next.value ?? null };
+      const read = await Promise.race([items.next(), stopped]);
+      if (read === "stop") {
+        items.cancel();
+        yield {
+          event: "error",
+          data: {
+            error: {
+              type: "ShuttingDownError",
+              message: "Cannot complete stream: the gateway is shutting down",
+            },
+          },
+        };
+        return;
+      }
+      next = read;
+    }
+    yield { event: "end", data: { items: seq } };
+  } catch (err) {
+    const res = errorResponse(await hide(err), debug);
+    yield { event: "error", data: await res.json() };
+  } finally {
+    stop.removeEventListener("abort", onStop!);
+    items.cancel();
+  }
 }
 
 /**
@@ -370,6 +445,54 @@ export function modelRoutes(ctx: RouteContext): Hono {
       query ? c.req.query("key") : undefined,
       query ? c.req.query("publish") : undefined,
       query ? c.req.query("timeout") : undefined,
+    );
+  });
+
+  app.post("/v1/models/:name/stream", async (c) => {
+    const name = c.req.param("name");
+    if (name.length > MAX_NAME) throw notFound(name);
+    const stream = pool.executeStream;
+    if (stream === undefined) {
+      throw httpError(
+        501,
+        "NotImplemented",
+        "Cannot stream: this gateway's pool has no executeStream",
+      );
+    }
+    const done = ctx.metrics.start(name);
+    let items: AsyncIterableIterator<unknown> & { cancel(): void };
+    let first: IteratorResult<unknown>;
+    try {
+      const timeout = callTimeout(ctx, c.req.query("timeout"));
+      const body = await readModelInput(ctx, c.req.raw, name);
+      const key = c.req.query("key");
+      items = stream.call(
+        pool,
+        name,
+        body,
+        key === undefined ? { timeout } : { key, timeout },
+      );
+      // Until the first item the status can still say what went wrong (404,
+      // 422, 504...); after it, an error is the stream's last event.
+      first = await items.next();
+    } catch (err) {
+      const res = errorResponse(await hideModelErrorDir(ctx, err), ctx.debug);
+      done(res.status);
+      return res;
+    }
+    done(200);
+    return sseResponse(
+      streamEvents(
+        items,
+        first,
+        ctx.debug,
+        ctx.stopSignal,
+        (err) => hideModelErrorDir(ctx, err),
+      ),
+      {
+        onClose: () => items.cancel(),
+        open: ctx.runtime.streamHeadersWithBody === true,
+      },
     );
   });
 

@@ -64,15 +64,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 4637,
+      size: 5773,
       sha256:
-        "7b49e652c3e26f3dd423063e706d059cf8de2aa064aacfa6b54ec828709c2479",
+        "09689990a334b708cfcc4a17ce6578858f33497be5495d689733cd39aee9f065",
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 56876,
+      size: 57373,
       sha256:
-        "5859690003b291fba09f8379808a1a5528ddabb2bf2f4ebac97f6fefd1ad332f",
+        "78be1fc4e9e2e6c342d8a21c50debdf2341d38bdd152d055051f22ab675ea26c",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -117,6 +117,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
         "b84db6c59a57bbbd4d772a623a7a3401fe77e90db9114be5adf5bbabe5c295ec",
     },
     {
+      path: "pyproxy_server/item_stream.py",
+      size: 3384,
+      sha256:
+        "8d5d32cc12fbe2f205a4a7c87ed2582a8d8d5fb2bf4f9e23e36708870d06387c",
+    },
+    {
       path: "pyproxy_server/json_problem.py",
       size: 4640,
       sha256:
@@ -124,15 +130,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 25743,
+      size: 28327,
       sha256:
-        "5dcc8ba88f4b29c1f8a5466488f91f39a17cf839a5f8dd3a4d78ac320c736865",
+        "ffa49ec07c6f3a7214aa6afc27a5dd2e1e8ba0802ded00eedc5605323df47862",
     },
     {
       path: "pyproxy_server/server.py",
-      size: 17137,
+      size: 17265,
       sha256:
-        "d858c80974a9f7e55168a7cd567f67ac73dccf4bd2f0d49b39d093029b9cb877",
+        "dd97573e4b9d252a308f39671b3f8e8e3181ec9f2c79505919c0aa3871c18023",
     },
     {
       path: "pyproxy_server/shallow_json.py",

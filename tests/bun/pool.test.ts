@@ -161,3 +161,31 @@ setTimeout(() => { throw new Error("uncaught"); }, 10);
   },
   30_000,
 );
+
+test("Pool on Bun streams a generator model's items and batches a batching model's calls", async () => {
+  const pool = await Pool.start({ workers: 1 });
+  try {
+    await pool.addModel("tokens", {
+      source:
+        "class T:\n    def execute(self, msg):\n        for w in msg['text'].split():\n            yield w\n",
+    });
+    const words: string[] = [];
+    for await (
+      const w of pool.executeStream<string>("tokens", { text: "a b c" })
+    ) words.push(w);
+    expect(words).toEqual(["a", "b", "c"]);
+    await pool.addModel("batcher", {
+      source:
+        "class B:\n    batch_size = 4\n    def execute_batch(self, msgs):\n        return [{'x': m['x'], 'n': len(msgs)} for m in msgs]\n",
+    });
+    const results = await Promise.all(
+      [0, 1, 2, 3].map((x) =>
+        pool.execute("batcher", { x }) as Promise<{ x: number; n: number }>
+      ),
+    );
+    expect(results.map((r) => r.x)).toEqual([0, 1, 2, 3]);
+    expect(results.some((r) => r.n > 1)).toBe(true);
+  } finally {
+    await pool.close();
+  }
+});

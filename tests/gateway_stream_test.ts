@@ -1,0 +1,96 @@
+import assert from "node:assert/strict";
+import { SseReader, startGateway, until } from "./_gateway_harness.ts";
+
+const STREAMER = `import time
+class Streamer:
+    inputs = {"n": "integer"}
+    def execute(self, msg):
+        for i in range(msg["n"]):
+            if msg.get("sleep"):
+                time.sleep(msg["sleep"])
+            yield {"token": "t%d" % i}
+        if msg.get("fail"):
+            raise ValueError("model failed after its items")
+`;
+
+async function events(res: Response) {
+  const reader = new SseReader(res.body!);
+  const out = [];
+  for (let m = await reader.next(); m; m = await reader.next()) out.push(m);
+  return out;
+}
+
+Deno.test("Gateway POST /v1/models/{name}/stream sends a generator model's items as Server-Sent Events", async () => {
+  await using gw = await startGateway({ allowManage: true });
+  await Deno.writeTextFile(`${gw.dir}/streamer.py`, STREAMER);
+  const put = await gw.fetch("/v1/models/streamer", {
+    method: "PUT",
+    body: JSON.stringify({ file: "streamer.py" }),
+  });
+  assert.equal(put.status, 201);
+  await put.body?.cancel();
+  const post = (path: string, body: unknown) =>
+    gw.fetch(path, { method: "POST", body: JSON.stringify(body) });
+
+  const ok = await post("/v1/models/streamer/stream", { n: 3 });
+  assert.equal(ok.status, 200);
+  assert.match(ok.headers.get("content-type") ?? "", /^text\/event-stream/);
+  assert.deepEqual(
+    (await events(ok)).map((m) => [m.event, m.id, m.data]),
+    [
+      ["item", "0", { token: "t0" }],
+      ["item", "1", { token: "t1" }],
+      ["item", "2", { token: "t2" }],
+      ["end", undefined, { items: 3 }],
+    ],
+  );
+  // Execute on the same model: the items as one array.
+  const all = await post("/v1/models/streamer/execute", { n: 2 });
+  assert.deepEqual(await all.json(), [{ token: "t0" }, { token: "t1" }]);
+
+  // Errors before the first item keep their HTTP status.
+  const invalid = await post("/v1/models/streamer/stream", { n: "x" });
+  assert.equal(invalid.status, 400);
+  assert.equal((await invalid.json()).error.type, "ValidationError");
+  const missing = await post("/v1/models/nope/stream", {});
+  assert.equal(missing.status, 404);
+  await missing.body?.cancel();
+  const early = await post("/v1/models/streamer/stream", { n: 0, fail: true });
+  assert.equal(early.status, 422);
+  assert.equal((await early.json()).error.exception, "ValueError");
+
+  // After the first item, the error is the last event.
+  const late = await post("/v1/models/streamer/stream", { n: 2, fail: true });
+  assert.equal(late.status, 200);
+  const lateEvents = await events(late);
+  assert.deepEqual(lateEvents.map((m) => m.event), ["item", "item", "error"]);
+  const error = (lateEvents[2]!.data as { error: Record<string, string> })
+    .error;
+  assert.equal(error.type, "PythonError");
+  assert.equal(error.exception, "ValueError");
+
+  const wrongMethod = await gw.fetch("/v1/models/streamer/stream");
+  assert.equal(wrongMethod.status, 405);
+  await wrongMethod.body?.cancel();
+});
+
+Deno.test("Gateway model stream: a client that goes away cancels the model", async () => {
+  await using gw = await startGateway({ allowManage: true });
+  await Deno.writeTextFile(`${gw.dir}/streamer.py`, STREAMER);
+  const put = await gw.fetch("/v1/models/streamer", {
+    method: "PUT",
+    body: JSON.stringify({ file: "streamer.py" }),
+  });
+  await put.body?.cancel();
+  const res = await gw.fetch("/v1/models/streamer/stream", {
+    method: "POST",
+    body: JSON.stringify({ n: 1_000_000, sleep: 0.001 }),
+  });
+  const reader = new SseReader(res.body!);
+  assert.equal((await reader.next())?.event, "item");
+  await reader.cancel();
+  await until(async () => {
+    const status = await (await gw.fetch("/v1/status")).json();
+    return status.workers[0].inFlight === 0;
+  }, "the stream's call to end on the worker");
+});

@@ -1,0 +1,112 @@
+import assert from "node:assert/strict";
+import { Pool, type PoolOptions } from "../src/pool.ts";
+import { PythonError, TimeoutError } from "../src/errors.ts";
+import { modelsDir } from "./_pool_harness.ts";
+import { until } from "./_gateway_harness.ts";
+
+function opts(dir: string, extra: PoolOptions = {}): PoolOptions {
+  return { workers: 1, modelsDir: dir, handleSignals: false, ...extra };
+}
+
+const COUNTER = `
+import time
+class Counter:
+    def execute(self, msg):
+        for i in range(msg.get("n", 10**9)):
+            if msg.get("sleep"):
+                time.sleep(msg["sleep"])
+            yield {"i": i}
+        if msg.get("fail"):
+            raise ValueError("after the items")
+`;
+
+const TOKENS = `
+import asyncio
+class Tokens:
+    async def execute(self, msg):
+        for word in msg["text"].split():
+            await asyncio.sleep(0)
+            yield word
+`;
+
+Deno.test("Pool.executeStream gives a generator model's items in order as they come; pool.execute collects them", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(opts(dir.path));
+  await pool.addModel("counter", { source: COUNTER });
+  await pool.addModel("tokens", { source: TOKENS });
+  await pool.addModel("plain", {
+    source:
+      "class P:\n    def execute(self, m):\n        return {'x': m['x']}\n",
+  });
+  const stream = pool.executeStream<{ i: number }>("counter", { n: 300 });
+  let read = 0;
+  let ahead = 0;
+  for await (const item of stream) {
+    assert.equal(item.i, read++);
+    ahead = Math.max(ahead, stream.received - read);
+    // A slow reader: the model must wait for it, not run ahead.
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  assert.equal(read, 300);
+  assert.equal(stream.total, 300);
+  assert.ok(ahead <= 64 + 1, `the model ran ${ahead} items ahead`);
+  const words: string[] = [];
+  for await (
+    const w of pool.executeStream<string>("tokens", { text: "to be or not" })
+  ) words.push(w);
+  assert.deepEqual(words, ["to", "be", "or", "not"]);
+  const one: unknown[] = [];
+  for await (const r of pool.executeStream("plain", { x: 1 })) one.push(r);
+  assert.deepEqual(one, [{ x: 1 }]);
+  assert.deepEqual(await pool.execute("counter", { n: 3 }), [
+    { i: 0 },
+    { i: 1 },
+    { i: 2 },
+  ]);
+  assert.deepEqual(await pool.execute("tokens", { text: "a b" }), ["a", "b"]);
+});
+
+Deno.test("Pool.executeStream: the model's exception comes after its items; a timeout ends the stream", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(opts(dir.path));
+  await pool.addModel("counter", { source: COUNTER });
+  const items: number[] = [];
+  await assert.rejects(
+    (async () => {
+      for await (
+        const item of pool.executeStream<{ i: number }>("counter", {
+          n: 2,
+          fail: true,
+        })
+      ) items.push(item.i);
+    })(),
+    (err: Error) => err instanceof PythonError && err.type === "ValueError",
+  );
+  assert.deepEqual(items, [0, 1]);
+  await assert.rejects(
+    (async () => {
+      for await (
+        const _ of pool.executeStream("counter", { sleep: 0.01 }, {
+          timeout: 200,
+        })
+      ) { /* reads until the timeout */ }
+    })(),
+    TimeoutError,
+  );
+});
+
+Deno.test("Pool.executeStream: leaving the loop early cancels the model's call", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(opts(dir.path));
+  await pool.addModel("counter", { source: COUNTER });
+  let read = 0;
+  for await (const _ of pool.executeStream("counter", { sleep: 0.001 })) {
+    if (++read === 3) break;
+  }
+  // An endless generator: only the cancel ends it.
+  await until(
+    () => Promise.resolve(pool.status().workers[0]!.inFlight === 0),
+    "the cancelled stream to end on the worker",
+  );
+  assert.deepEqual(await pool.execute("counter", { n: 1 }), [{ i: 0 }]);
+});
