@@ -2,8 +2,10 @@
  * Internals of the pool: dynamic batching for models that declare
  * `batch_size` and `execute_batch(msgs)` (docs/models.md, "Batching").
  *
- * Calls of such a model are gathered for up to `delayMs` or until `size` of
- * them wait, then sent as one `executeBatch` (protocol §6); each call still
+ * A call goes at once when fewer batches of the model are in flight than
+ * `capacity()` (the ready workers): an idle model adds no delay. Otherwise
+ * calls gather until a batch ends, `size` of them wait, or the first has
+ * waited `delayMs`, and go as one `executeBatch` (protocol §6); each call still
  * settles on its own, exactly once: with its own result, its own error (an
  * exception instance the model returned for it), the batch's error, or its
  * own timeout or abort. A batch whose calls have all given up is cancelled
@@ -83,17 +85,26 @@ export class ModelBatcher {
   #defaultTimeout: number;
   #waiting: Item[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
+  #inFlight = 0;
+  #capacity: () => number;
 
   constructor(
     name: string,
     settings: BatchSettings,
     send: SendBatch,
     defaultTimeout = Infinity,
+    capacity: () => number = () => 1,
   ) {
     this.name = name;
     this.settings = settings;
     this.#send = send;
     this.#defaultTimeout = defaultTimeout;
+    this.#capacity = capacity;
+  }
+
+  /** Batches sent and not answered yet. */
+  get inFlight(): number {
+    return this.#inFlight;
   }
 
   /** Calls waiting for their batch to be sent. */
@@ -140,7 +151,10 @@ export class ModelBatcher {
         signal.addEventListener("abort", item.onAbort, { once: true });
       }
       this.#waiting.push(item);
-      if (this.#waiting.length >= this.settings.size) this.flush();
+      if (
+        this.#waiting.length >= this.settings.size ||
+        this.#inFlight < this.#capacity()
+      ) this.flush();
       else if (this.#timer === undefined) {
         this.#timer = setTimeout(() => {
           this.#timer = undefined;
@@ -181,6 +195,7 @@ export class ModelBatcher {
       deadline = Math.max(deadline, item.timeout);
       if (item.options.idempotent !== true) idempotent = false;
     }
+    this.#inFlight++;
     this.#send(items.map((i) => i.msg), {
       ...(deadline === Infinity ? {} : { timeout: deadline }),
       signal: batch.abort.signal,
@@ -195,7 +210,11 @@ export class ModelBatcher {
       (error) => {
         for (const item of batch.items) this.#settle(item, error);
       },
-    );
+    ).finally(() => {
+      this.#inFlight--;
+      // What gathered while this batch ran goes now.
+      if (this.#waiting.length > 0) this.flush();
+    });
   }
 
   #deliver(batch: Batch, reply: unknown): void {

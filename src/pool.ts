@@ -573,6 +573,12 @@ export class Pool implements AsyncDisposable {
         (msgs, options) =>
           this.request("executeBatch", { name, msgs }, options),
         this.#opts.requestTimeout ?? Infinity,
+        // One batch per ready worker goes at once; more wait and gather.
+        () => {
+          let ready = 0;
+          for (const w of this.#supervisor.workers) if (modelReady(w)) ready++;
+          return Math.max(1, ready);
+        },
       ),
     );
   }

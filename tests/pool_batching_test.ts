@@ -38,7 +38,8 @@ Deno.test("Pool gathers the calls of a batching model into execute_batch calls; 
     size: 8,
     delayMs: 20,
   });
-  // 20 calls at once: batches of 8, 8 and 4.
+  // 20 calls at once: the first goes alone at once (the model is idle), the
+  // 19 others gather while it runs and go in batches of at most 8.
   const results = await Promise.all(
     Array.from(
       { length: 20 },
@@ -49,7 +50,7 @@ Deno.test("Pool gathers the calls of a batching model into execute_batch calls; 
   const { sizes } = await pool.execute("scorer", { x: 0 }) as {
     sizes: number[];
   };
-  assert.deepEqual(sizes, [8, 8, 4, 1]);
+  assert.deepEqual(sizes, [1, 8, 8, 3, 1]);
 });
 
 Deno.test("Pool batching: an exception instance fails its own call; an exception raised fails the batch", async () => {
@@ -65,10 +66,13 @@ Deno.test("Pool batching: an exception instance fails its own call; an exception
   assert.ok(bad.reason instanceof PythonError);
   assert.equal(bad.reason.type, "ValueError");
   assert.equal(bad.reason.message, "ValueError: bad x");
+  // Behind a running batch, the next two gather into one.
+  const blocker = pool.execute("scorer", { x: 0, sleep: 0.1 });
   const both = await Promise.allSettled([
     pool.execute("scorer", { x: 1 }),
     pool.execute("scorer", { boom: true }),
   ]);
+  await blocker;
   for (const r of both) {
     assert.equal(r.status, "rejected");
     assert.ok(r.reason instanceof PythonError);
@@ -79,12 +83,26 @@ Deno.test("Pool batching: an exception instance fails its own call; an exception
 Deno.test("Pool batching: a call's own timeout and abort settle it alone, waiting or sent", async () => {
   await using dir = await modelsDir();
   await using pool = await Pool.start(opts(dir.path));
-  await pool.addModel("scorer", { source: BATCHER });
+  // A delay longer than the calls' timeouts: they wait, unsent.
+  await pool.addModel("scorer", {
+    source: BATCHER.replace("batch_delay_ms = 20", "batch_delay_ms = 1000"),
+  });
+  // The worker busy with a batch: later calls wait for it to end.
+  const blocker = pool.execute("scorer", { x: 0, sleep: 0.3 });
   const abort = new AbortController();
-  const waiting = pool.execute("scorer", { x: 1 }, { signal: abort.signal });
-  abort.abort(); // before its batch left (20 ms)
-  await assert.rejects(waiting, CancelledError);
-  // In one sent batch that sleeps 0.3 s: one call times out, the other gets its result.
+  const aborted = pool.execute("scorer", { x: 1 }, { signal: abort.signal });
+  const timedOut = pool.execute("scorer", { x: 1 }, { timeout: 50 });
+  abort.abort();
+  await assert.rejects(aborted, CancelledError);
+  await assert.rejects(timedOut, TimeoutError);
+  await blocker;
+  // Neither was sent: the model saw the blocker's batch, then this one.
+  const { sizes } = await pool.execute("scorer", { x: 0 }) as {
+    sizes: number[];
+  };
+  assert.deepEqual(sizes, [1, 1]);
+  // Sent: its batch runs for 0.3 s, and nobody waits for it after 100 ms
+  // (it is cancelled on the worker); the next call gets its result.
   const [late, patient] = await Promise.allSettled([
     pool.execute("scorer", { x: 2, sleep: 0.3 }, { timeout: 100 }),
     pool.execute("scorer", { x: 3 }),
@@ -99,11 +117,6 @@ Deno.test("Pool batching: a call's own timeout and abort settle it alone, waitin
     pool.execute("scorer", { x: 1 }, { timeout: 0 }),
     TimeoutError,
   );
-  // The aborted call was never sent: the model saw the batch of two, then this one.
-  const { sizes } = await pool.execute("scorer", { x: 0 }) as {
-    sizes: number[];
-  };
-  assert.deepEqual(sizes, [2, 1]);
 });
 
 Deno.test("Pool batching: a call with a key is a batch of one; updating the model sends what waits first and applies the new batch_size", async () => {
@@ -128,8 +141,9 @@ Deno.test("Pool batching: a call with a key is a batch of one; updating the mode
   const after = await Promise.all(
     [1, 2, 3].map((x) => pool.execute("scorer", { x })),
   ) as Array<{ sizes: number[] }>;
-  // (The call made before the update may have run on either version.)
-  assert.deepEqual(after.at(-1)!.sizes.slice(-2), [2, 1]);
+  // (The call made before the update may have run on either version.) The
+  // first of the three goes alone, the two others gather while it runs.
+  assert.deepEqual(after.at(-1)!.sizes.slice(-2), [1, 2]);
   // Without batch_size the model goes back to plain calls.
   await pool.updateModel("scorer", {
     source:
@@ -145,9 +159,11 @@ Deno.test("Pool batching: calls still waiting when the pool closes get ShuttingD
     await pool.addModel("scorer", {
       source: BATCHER.replace("batch_delay_ms = 20", "batch_delay_ms = 1000"),
     });
+    const blocker = pool.execute("scorer", { x: 1, sleep: 0.3 });
     const waiting = pool.execute("scorer", { x: 1 });
     const closing = pool.close();
     await assert.rejects(waiting, ShuttingDownError);
+    assert.equal((await blocker as { y: number }).y, 2); // in flight: finished
     await closing;
   } finally {
     await pool.close();
