@@ -80,6 +80,7 @@ Routes (see docs/gateway.md):
   GET    /v1/models                 Model descriptions
   GET    /v1/models/{name}          One model's description
   POST   /v1/models/{name}/execute  Run a model (?key=, ?timeout=, ?publish=)
+  POST   /v1/models/{name}/stream   Run a model, its items as SSE (?key=, ?timeout=)
   PUT    /v1/models/{name}          Add or update a model (--allow-manage)
   DELETE /v1/models/{name}          Remove a model (--allow-manage)
   POST   /v1/eval                   Run Python code, output as SSE (--allow-eval)
