@@ -388,7 +388,7 @@ export class Pool implements AsyncDisposable {
           }));
         }
       }
-      await this.#supervisor.start(path, socketDir, randomHex(32));
+      await this.#supervisor.start(path, socketDir);
     } catch (err) {
       await this.close();
       throw err;
@@ -883,11 +883,6 @@ function crashError(
       },
     },
   );
-}
-
-function randomHex(bytes: number): string {
-  const buf = crypto.getRandomValues(new Uint8Array(bytes));
-  return Array.from(buf, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** A worker a model operation can be applied on now. */

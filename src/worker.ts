@@ -120,8 +120,11 @@ export interface WorkerHooks {
 export interface WorkerOptions {
   /** Slot id. */
   id: string;
-  /** How to start the server (the worker adds `id` and, for Unix transport, `unix`). */
-  server: Omit<PythonServerOptions, "id" | "unix">;
+  /**
+   * How to start the server (the worker adds `id` and, for Unix transport,
+   * `unix`). No `secret`: every process of the slot gets a fresh one.
+   */
+  server: Omit<PythonServerOptions, "id" | "unix" | "secret">;
   /** Unix socket path; TCP when absent. */
   unixPath?: string;
   /** The pool's callbacks. */
@@ -135,7 +138,7 @@ export interface WorkerOptions {
  *
  * @example
  * ```ts ignore
- * const worker = new Worker({ id: "w1", server: { path: dir, secret }, hooks, logger });
+ * const worker = new Worker({ id: "w1", server: { path: dir }, hooks, logger });
  * await worker.start(false);
  * ```
  */
@@ -288,6 +291,12 @@ export class Worker implements WorkerInfo {
         await runtime.mkdir(dirname(unix), 0o700);
         await runtime.remove(unix);
       }
+      // No secret given: PythonServer makes a fresh one for this process
+      // alone. With one secret for the whole pool, anyone able to open TCP
+      // connections to two workers could have one worker authenticate the
+      // other (relay worker B's nonce to a connection the host opens to A,
+      // hand A's MAC back to B); a secret of its own also means a restarted
+      // process does not accept what its predecessor did.
       server = await PythonServer.start({
         ...this.#options.server,
         id: this.id,
