@@ -366,13 +366,6 @@ export class Pool implements AsyncDisposable {
         });
         this.#tempDirs.push(path);
       }
-      let socketDir: string | undefined;
-      if (this.#opts.transport === "unix") {
-        socketDir = await runtime.makeTempDir({
-          prefix: hostDirPrefix("pyproxy-sock", runtime),
-        });
-        this.#tempDirs.push(socketDir);
-      }
       if (this.#opts.handleSignals) {
         this.#offSignals.push(closeOnSignal(() => this.close()));
         for (
@@ -388,7 +381,8 @@ export class Pool implements AsyncDisposable {
           }));
         }
       }
-      await this.#supervisor.start(path, socketDir);
+      // Each worker process makes (and removes) its own socket directory.
+      await this.#supervisor.start(path, this.#opts.transport);
     } catch (err) {
       await this.close();
       throw err;
