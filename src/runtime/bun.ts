@@ -9,6 +9,7 @@
  */
 import {
   chmod,
+  lstat,
   mkdir,
   mkdtemp,
   open,
@@ -367,6 +368,17 @@ export function bunRuntime(): Runtime {
         throw err;
       }
     },
+    async owner(path) {
+      try {
+        const s = await lstat(path);
+        return { uid: s.uid, mode: s.mode };
+      } catch (err) {
+        if (errorCode(err) === "ENOENT") return null;
+        throw err;
+      }
+    },
+    uid: () =>
+      typeof process.getuid === "function" ? process.getuid() : undefined,
     realPath: (path) => realpath(path),
     env: (name) => process.env[name],
     cpuCount: () =>

@@ -324,6 +324,25 @@ export function denoRuntime(): Runtime {
       }
       return names;
     },
+    async owner(path) {
+      try {
+        const s = await Deno.lstat(path);
+        return s.uid === null || s.mode === null
+          ? null
+          : { uid: s.uid, mode: s.mode };
+      } catch (err) {
+        if (err instanceof Deno.errors.NotFound) return null;
+        throw err;
+      }
+    },
+    uid() {
+      try {
+        return Deno.uid() ?? undefined;
+      } catch {
+        // No --allow-sys: unknown, as on Windows.
+        return undefined;
+      }
+    },
     realPath: (path) => Deno.realPath(path),
     env: (name) => Deno.env.get(name),
     cpuCount: () => navigator.hardwareConcurrency || 1,

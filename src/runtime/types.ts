@@ -299,6 +299,16 @@ export interface Runtime {
   stat(
     path: string,
   ): Promise<{ isFile: boolean; isDirectory: boolean; size: number } | null>;
+  /**
+   * Owner and permission bits of a path, not following a final symlink
+   * (`lstat`), or `null` when it does not exist. Optional, as is
+   * {@linkcode Runtime.uid}: where either is missing (or the OS has no
+   * owners), the gateway cannot refuse a `pyproxy.json` or `./models` that
+   * another user put in its working directory.
+   */
+  owner?(path: string): Promise<{ uid: number; mode: number } | null>;
+  /** This process's user id; `undefined` where there is none (Windows). */
+  uid?(): number | undefined;
   /** Lists the entry names in a directory (empty when missing). */
   readDir(path: string): Promise<string[]>;
   /** Resolves symlinks and `..`; throws when the path does not exist. */
