@@ -817,12 +817,23 @@ export const runtimeContract: ContractCheck[] = [
   },
   {
     name:
-      "openWrite() writes chunks from a reused buffer, 0600, truncating; openRead() reads them back",
+      "openWrite() writes chunks from a reused buffer to a new 0600 file, never through an existing path; openRead() reads them back",
     async fn({ rt }) {
       const dir = await tempDir(rt);
       try {
         const file = join(dir, "chunks.bin");
-        await rt.writeFile(file, new Uint8Array(10).fill(9));
+        // Something already there (a file, a symlink) is refused and left as it is.
+        const taken = join(dir, "taken.bin");
+        await rt.writeFile(taken, new Uint8Array(10).fill(9));
+        await assert.rejects(rt.openWrite(taken));
+        if (process.platform !== "win32") {
+          await symlink(taken, join(dir, "link.bin"));
+          await assert.rejects(rt.openWrite(join(dir, "link.bin")));
+          await symlink(join(dir, "nowhere.bin"), join(dir, "dangling.bin"));
+          await assert.rejects(rt.openWrite(join(dir, "dangling.bin")));
+          assert.equal(await rt.stat(join(dir, "nowhere.bin")), null);
+        }
+        assert.deepEqual(await rt.readFile(taken), new Uint8Array(10).fill(9));
         const writer = await rt.openWrite(file);
         const buffer = new Uint8Array(3);
         try {

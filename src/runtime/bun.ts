@@ -326,7 +326,8 @@ export function bunRuntime(): Runtime {
       };
     },
     async openWrite(path) {
-      const handle = await open(path, "w", 0o600);
+      // "wx": O_CREAT | O_EXCL, which also refuses a symlink.
+      const handle = await open(path, "wx", 0o600);
       let closed = false;
       return {
         async write(chunk) {

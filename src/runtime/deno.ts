@@ -283,10 +283,10 @@ export function denoRuntime(): Runtime {
       };
     },
     async openWrite(path) {
+      // createNew: O_CREAT | O_EXCL, which also refuses a symlink.
       const file = await Deno.open(path, {
         write: true,
-        create: true,
-        truncate: true,
+        createNew: true,
         mode: 0o600,
       });
       let closed = false;

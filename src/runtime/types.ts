@@ -289,8 +289,11 @@ export interface Runtime {
   /** Writes a whole file (created with mode 0600). */
   writeFile(path: string, data: Uint8Array): Promise<void>;
   /**
-   * Opens a file for writing chunk by chunk: created with mode 0600, or
-   * truncated when it exists.
+   * Opens a new file for writing chunk by chunk, created with mode 0600;
+   * rejects when something exists at `path`, a symlink included (spill
+   * files: whoever could put a link where one is about to be written would
+   * have the data written through it, to a file of theirs or over one of
+   * ours).
    */
   openWrite(path: string): Promise<FileWriter>;
   /** Opens a file for reading chunk by chunk. */
