@@ -13,6 +13,7 @@ import {
   SpillError,
 } from "../src/errors.ts";
 import { serializationError, unencodableError } from "../src/_json_check.ts";
+import { isPrivateDir } from "../src/_private_dir.ts";
 import { hostDirPrefix, removeDeadHostDirs } from "../src/_dead_host_dirs.ts";
 import type {
   MessageContext,
@@ -171,6 +172,8 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
   }
   let runtime: Runtime | undefined;
   let root: string | undefined;
+  // Where root is made (again, when it stopped being ours).
+  let parent: string | undefined;
   // Worker ids repeat from pool to pool: a second pool would remove the first one's directories.
   const owner = onePool("spillover");
   let generation = 0;
@@ -406,15 +409,10 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
     async onPoolStart(ctx: PluginContext): Promise<void> {
       owner.claim(ctx.pool);
       runtime = ctx.runtime;
-      const parent = options.dir ?? runtime.shmDir() ?? runtime.tempDir();
+      parent = options.dir ?? runtime.shmDir() ?? runtime.tempDir();
       try {
         if (options.dir !== undefined) await runtime.mkdir(parent, 0o700);
-        root = await runtime.realPath(
-          await runtime.makeTempDir({
-            dir: parent,
-            prefix: hostDirPrefix("pyproxy-spill", runtime),
-          }),
-        );
+        root = await makeRoot(runtime, parent);
       } catch (err) {
         // A ConfigError from onPoolStart fails Pool.start: a pool that silently ran without
         // spill-over would fail its large messages later, far from the cause.
@@ -447,6 +445,13 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
 
     async onWorkerStart(ev): Promise<void> {
       if (root === undefined || runtime === undefined) return;
+      // The pool's directory vanished (a /tmp cleaner under a long-running
+      // service) and may have been made again by another user, who would
+      // then hold the worker's directory, its files and their names: a new
+      // one, never the old name again.
+      if (parent !== undefined && !(await isPrivateDir(runtime, root))) {
+        root = await makeRoot(runtime, parent);
+      }
       // A fresh directory per process: whatever a dead predecessor left is removed with its own directory.
       await removeWorkerDir(ev.worker.id);
       const dir = `${root}/${
@@ -525,4 +530,13 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
       return unspill(msg, mc);
     },
   };
+}
+
+async function makeRoot(runtime: Runtime, parent: string): Promise<string> {
+  return await runtime.realPath(
+    await runtime.makeTempDir({
+      dir: parent,
+      prefix: hostDirPrefix("pyproxy-spill", runtime),
+    }),
+  );
 }

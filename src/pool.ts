@@ -376,13 +376,6 @@ export class Pool implements AsyncDisposable {
         });
         this.#tempDirs.push(path);
       }
-      let socketDir: string | undefined;
-      if (this.#opts.transport === "unix") {
-        socketDir = await runtime.makeTempDir({
-          prefix: hostDirPrefix("pyproxy-sock", runtime),
-        });
-        this.#tempDirs.push(socketDir);
-      }
       if (this.#opts.handleSignals) {
         this.#offSignals.push(closeOnSignal(() => this.close()));
         for (
@@ -398,7 +391,8 @@ export class Pool implements AsyncDisposable {
           }));
         }
       }
-      await this.#supervisor.start(path, socketDir, randomHex(32));
+      // Each worker process makes (and removes) its own socket directory.
+      await this.#supervisor.start(path, this.#opts.transport);
     } catch (err) {
       await this.close();
       throw err;
@@ -989,11 +983,6 @@ function crashError(
       },
     },
   );
-}
-
-function randomHex(bytes: number): string {
-  const buf = crypto.getRandomValues(new Uint8Array(bytes));
-  return Array.from(buf, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** A worker a model operation can be applied on now. */

@@ -141,6 +141,15 @@ export interface PythonServerOptions {
    */
   unix?: string;
   /**
+   * The socket's file name in the new private directory made when neither
+   * `unix` nor `port` is given (a pool names it after the slot: `w1.sock`,
+   * which also names the server's log file). A plain file name: letters,
+   * digits, `.`, `_`, `-`.
+   *
+   * @default {"server.sock"}
+   */
+  socketName?: string;
+  /**
    * The shared secret (hex). Generated when absent (32 random bytes); given
    * to the server on stdin, never in argv or the environment.
    */
@@ -301,6 +310,15 @@ export class PythonServer implements AsyncDisposable {
     const python = options.python ?? "python3";
     const id = options.id ?? `py-${randomBytes(4).toString("hex")}`;
     const secret = options.secret ?? randomBytes(32).toString("hex");
+    if (
+      options.socketName !== undefined && !LOG_NAME.test(options.socketName)
+    ) {
+      throw new TypeError(
+        `Cannot start python server ${id}: socketName must be a plain file name (letters, digits, '.', '_', '-'), got ${
+          JSON.stringify(options.socketName.slice(0, 80))
+        }`,
+      );
+    }
     const pythonPath = options.pythonPath ?? await packageDir(runtime);
 
     // Local by default: a Unix socket in a private directory is faster than
@@ -311,7 +329,7 @@ export class PythonServer implements AsyncDisposable {
       socketDir = await runtime.makeTempDir({
         prefix: hostDirPrefix("pyproxy-sock", runtime),
       });
-      unix = `${socketDir}/server.sock`;
+      unix = `${socketDir}/${options.socketName ?? "server.sock"}`;
     }
     const args = [
       "-c",

@@ -40,7 +40,7 @@ export interface SupervisorOptions {
  * @example
  * ```ts ignore
  * const supervisor = new Supervisor({ pool, options, plugins, registry, events, pump });
- * await supervisor.start(modelsDir, socketDir, secret);
+ * await supervisor.start(modelsDir, "unix");
  * await supervisor.stop(5000);
  * ```
  */
@@ -77,11 +77,7 @@ export class Supervisor {
    * parallel. Throws `StartError` (with every stderr tail) when none started,
    * or the `ConfigError` an `onPoolStart` hook threw.
    */
-  async start(
-    path: string,
-    socketDir: string | undefined,
-    secret: string,
-  ): Promise<void> {
+  async start(path: string, transport: "unix" | "tcp"): Promise<void> {
     const o = this.#opts.options;
     const hooks = this.#workerHooks();
     for (let i = 1; i <= o.workers; i++) {
@@ -94,7 +90,6 @@ export class Supervisor {
           python: o.python,
           path,
           host: o.host,
-          secret,
           readyTimeout: o.readyTimeout,
           runtime: o.runtime,
           ...(env === undefined ? {} : { env }),
@@ -106,11 +101,9 @@ export class Supervisor {
           ...(o.serverLogger === undefined ? {} : { logger: o.serverLogger }),
           // A PythonServer given neither port nor socket listens on a Unix
           // socket of its own: TCP workers ask for a port.
-          ...(socketDir === undefined ? { port: 0 } : {}),
+          ...(transport === "tcp" ? { port: 0 } : {}),
         },
-        ...(socketDir === undefined
-          ? {}
-          : { unixPath: `${socketDir}/${id}.sock` }),
+        ...(transport === "unix" ? { unix: true } : {}),
         hooks,
         logger: o.logger,
       });

@@ -7,9 +7,7 @@
  *
  * @module
  */
-import { dirname } from "node:path";
 import type { Logger } from "./logger.ts";
-import { defaultRuntime } from "./runtime/mod.ts";
 import { PythonServer, type PythonServerOptions } from "./python_server.ts";
 import type { Session, SessionConnectOptions } from "./session.ts";
 import { withTimeout } from "./_with_timeout.ts";
@@ -120,10 +118,17 @@ export interface WorkerHooks {
 export interface WorkerOptions {
   /** Slot id. */
   id: string;
-  /** How to start the server (the worker adds `id` and, for Unix transport, `unix`). */
-  server: Omit<PythonServerOptions, "id" | "unix">;
-  /** Unix socket path; TCP when absent. */
-  unixPath?: string;
+  /**
+   * How to start the server (the worker adds `id` and, for Unix transport,
+   * `socketName`). No `secret` nor `unix` path: every process of the slot
+   * gets a fresh secret and socket directory.
+   */
+  server: Omit<PythonServerOptions, "id" | "unix" | "secret" | "socketName">;
+  /**
+   * Listen on a Unix socket (`<id>.sock`) in a new private directory per
+   * process, removed when it exits; else TCP, as `server` says.
+   */
+  unix?: boolean;
   /** The pool's callbacks. */
   hooks: WorkerHooks;
   /** Logger. */
@@ -135,7 +140,7 @@ export interface WorkerOptions {
  *
  * @example
  * ```ts ignore
- * const worker = new Worker({ id: "w1", server: { path: dir, secret }, hooks, logger });
+ * const worker = new Worker({ id: "w1", server: { path: dir }, hooks, logger });
  * await worker.start(false);
  * ```
  */
@@ -277,23 +282,26 @@ export class Worker implements WorkerInfo {
     this.#intentional = false;
     let server: PythonServer;
     try {
-      const unix = this.#options.unixPath;
-      if (unix !== undefined) {
-        // The path is this slot's own, in the pool's private directory: the
-        // last process's socket file goes first (a child it forked may still
-        // hold the socket open, and the server refuses a socket something
-        // listens on), and the directory comes back if something deleted it
-        // (a /tmp cleaner under a long-running service).
-        const runtime = this.#options.server.runtime ?? defaultRuntime();
-        await runtime.mkdir(dirname(unix), 0o700);
-        await runtime.remove(unix);
-      }
+      // No secret given: PythonServer makes a fresh one for this process
+      // alone. With one secret for the whole pool, anyone able to open TCP
+      // connections to two workers could have one worker authenticate the
+      // other (relay worker B's nonce to a connection the host opens to A,
+      // hand A's MAC back to B); a secret of its own also means a restarted
+      // process does not accept what its predecessor did.
+      //
+      // A Unix socket goes in a directory made for this process (no `unix`
+      // path given: PythonServer makes a fresh 0700 one and removes it with
+      // the process). A directory kept for the slot had to be made again
+      // when something deleted it (a /tmp cleaner under a long-running
+      // service), and by then another local user could have made it first:
+      // the worker's socket in their directory, which they could swap for
+      // their own, to be sent the models, their options and every call.
       server = await PythonServer.start({
         ...this.#options.server,
         id: this.id,
-        ...(this.#options.unixPath === undefined
-          ? {}
-          : { unix: this.#options.unixPath }),
+        ...(this.#options.unix === true
+          ? { socketName: `${this.id}.sock` }
+          : {}),
       });
     } catch (err) {
       if (gen !== this.#gen) return asError(err);

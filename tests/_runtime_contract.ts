@@ -3,7 +3,7 @@
 // tests/bun/runtime.test.ts (Bun). Only node:* and Web APIs here, so the same
 // file runs on both runtimes.
 import assert from "node:assert/strict";
-import { stat } from "node:fs/promises";
+import { stat, symlink } from "node:fs/promises";
 import {
   createConnection,
   createServer,
@@ -817,12 +817,23 @@ export const runtimeContract: ContractCheck[] = [
   },
   {
     name:
-      "openWrite() writes chunks from a reused buffer, 0600, truncating; openRead() reads them back",
+      "openWrite() writes chunks from a reused buffer to a new 0600 file, never through an existing path; openRead() reads them back",
     async fn({ rt }) {
       const dir = await tempDir(rt);
       try {
         const file = join(dir, "chunks.bin");
-        await rt.writeFile(file, new Uint8Array(10).fill(9));
+        // Something already there (a file, a symlink) is refused and left as it is.
+        const taken = join(dir, "taken.bin");
+        await rt.writeFile(taken, new Uint8Array(10).fill(9));
+        await assert.rejects(rt.openWrite(taken));
+        if (process.platform !== "win32") {
+          await symlink(taken, join(dir, "link.bin"));
+          await assert.rejects(rt.openWrite(join(dir, "link.bin")));
+          await symlink(join(dir, "nowhere.bin"), join(dir, "dangling.bin"));
+          await assert.rejects(rt.openWrite(join(dir, "dangling.bin")));
+          assert.equal(await rt.stat(join(dir, "nowhere.bin")), null);
+        }
+        assert.deepEqual(await rt.readFile(taken), new Uint8Array(10).fill(9));
         const writer = await rt.openWrite(file);
         const buffer = new Uint8Array(3);
         try {
@@ -885,6 +896,30 @@ export const runtimeContract: ContractCheck[] = [
           new Uint8Array(0),
         );
         await assert.rejects(rt.openWrite(join(dir, "no", "such", "dir.bin")));
+      } finally {
+        await rt.remove(dir, { recursive: true });
+      }
+    },
+  },
+  {
+    name:
+      "owner() gives a path's owner and mode without following a symlink; uid() is this process's",
+    async fn({ rt }) {
+      if (process.platform === "win32") return;
+      const dir = await tempDir(rt);
+      try {
+        const file = join(dir, "f");
+        await rt.writeFile(file, new Uint8Array(1));
+        const uid = rt.uid!();
+        assert.equal(uid, process.getuid!());
+        assert.deepEqual(await rt.owner!(file), { uid, mode: 0o100600 });
+        assert.deepEqual(await rt.owner!(dir), { uid, mode: 0o40700 });
+        await symlink("/", join(dir, "link"));
+        assert.equal(
+          (await rt.owner!(join(dir, "link")))!.mode & 0o170000,
+          0o120000,
+        );
+        assert.equal(await rt.owner!(join(dir, "missing")), null);
       } finally {
         await rt.remove(dir, { recursive: true });
       }

@@ -505,6 +505,24 @@ Deno.test("main serve warns that --allow-eval without a token lets every local u
   }
 });
 
+Deno.test("main serve warns that --allow-manage without a token lets every local user load models", async () => {
+  const models = new URL("../examples/models", import.meta.url).pathname;
+  const warning =
+    /Model management is enabled without a token: any process on this machine, of any user, can load any \.py file under .*examples\/models/;
+  for (const token of [undefined, "cli-manage-token-0123456789"]) {
+    await using serve = await startServe(
+      ["--allow-manage", "--port", "0", "--workers", "1", "--models", models],
+      token === undefined ? {} : { PYPROXY_TOKEN: token },
+    );
+    serve.child.kill("SIGTERM");
+    assert.equal((await serve.child.status).code, 0);
+    const stderr = await serve.stderr;
+    if (token === undefined) assert.match(stderr, warning);
+    else assert.doesNotMatch(stderr, warning);
+    assert.doesNotMatch(stderr, /Eval is enabled/);
+  }
+});
+
 Deno.test("main serve imports no Python module from its working directory", async () => {
   // Anyone who can write to the directory serve is started in (/tmp, a
   // shared checkout) must not get code of theirs run by the workers.

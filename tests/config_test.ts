@@ -404,3 +404,79 @@ Deno.test("loadConfig without a models directory falls back to ./models, else fa
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("loadConfig refuses a pyproxy.json or ./models that another user could have put in the working directory", async () => {
+  const dir = await Deno.realPath(await Deno.makeTempDir());
+  const base = defaultRuntime();
+  const examples = await Deno.realPath(
+    new URL("../examples/models", import.meta.url),
+  );
+  // Another user's files, as the runtime reports them (tests cannot chown).
+  const foreign = new Set<string>();
+  const runtime: Runtime = {
+    ...base,
+    realPath: (path) =>
+      path === "." ? Promise.resolve(dir) : base.realPath(path),
+    stat: (path) => path === examples ? Promise.resolve(null) : base.stat(path),
+    owner: (path) =>
+      foreign.has(path)
+        ? Promise.resolve({ uid: 4242, mode: 0o40755 })
+        : base.owner!(path),
+  };
+  const refused = (flag: string, why: RegExp) => (err: unknown) => {
+    assert.ok(err instanceof ConfigError, String(err));
+    assert.match(
+      err.message,
+      /^Cannot use \/.* found in the working directory: /,
+    );
+    assert.match(err.message, why);
+    assert.ok(err.message.endsWith(`to use it anyway`), err.message);
+    assert.ok(err.message.includes(flag), err.message);
+    return true;
+  };
+  try {
+    await Deno.writeTextFile(
+      `${dir}/pyproxy.json`,
+      JSON.stringify({ workers: 2 }),
+    );
+    await Deno.chmod(`${dir}/pyproxy.json`, 0o644);
+    await Deno.mkdir(`${dir}/models`);
+    await Deno.chmod(`${dir}/models`, 0o755);
+    // This user's own files are used.
+    let config = await loadConfig({ runtime });
+    assert.equal(config.workers, 2);
+    assert.equal(config.modelsDir, `${dir}/models`);
+    foreign.add(`${dir}/pyproxy.json`);
+    await assert.rejects(
+      loadConfig({ runtime }),
+      refused("--config", /: it belongs to another user \(uid 4242\)/),
+    );
+    // Chosen rather than found: used.
+    config = await loadConfig({ path: `${dir}/pyproxy.json`, runtime });
+    assert.equal(config.workers, 2);
+    foreign.clear();
+    await Deno.chmod(`${dir}/pyproxy.json`, 0o666);
+    await assert.rejects(
+      loadConfig({ runtime }),
+      refused("--config", /every user can write to it \(mode 0666\)/),
+    );
+    await Deno.remove(`${dir}/pyproxy.json`);
+    foreign.add(`${dir}/models`);
+    await assert.rejects(
+      loadConfig({ runtime }),
+      refused("--models", /: it belongs to another user \(uid 4242\)/),
+    );
+    assert.equal(
+      (await loadConfig({ cli: { modelsDir: "models" }, runtime })).modelsDir,
+      `${dir}/models`,
+    );
+    foreign.clear();
+    foreign.add(dir);
+    await assert.rejects(
+      loadConfig({ runtime }),
+      refused("--models", /: its directory belongs to another user/),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

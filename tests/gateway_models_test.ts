@@ -289,6 +289,8 @@ async function hangingPut(records: LogRecord[]): Promise<void> {
     allowManage: true,
     limits: { loadTimeout: timeout },
   });
+  // What the start logged (management without a token) is not the PUT's.
+  records.splice(0);
   await Deno.writeTextFile(
     `${gw.dir}/stall.py`,
     "import time\ntime.sleep(20)\n\n\nclass Stall:\n    def execute(self, msg):\n        return 1\n",
@@ -321,3 +323,43 @@ async function hangingPut(records: LogRecord[]): Promise<void> {
   const call = await gw.fetch("/v1/models/stall/execute", post({ a: 1 }));
   assert.deepEqual(await call.json(), { a: 1 });
 }
+
+Deno.test("GET /v1/models shows the names of a model's options, their values only with debug", async () => {
+  const dsn = "postgres://app:hunter2-pw@db.internal/prod";
+  for (const debug of [false, true]) {
+    await using gw = await startGateway({
+      workers: 1,
+      allowManage: true,
+      debug,
+      models: [{ name: "db", file: "echo.py", options: { dsn, k: 1 } }],
+    });
+    const put = await gw.fetch(
+      "/v1/models/db2",
+      {
+        method: "PUT",
+        body: JSON.stringify({ file: "echo.py", options: { dsn } }),
+      },
+    );
+    assert.equal(put.status, 201);
+    const bodies = {
+      put: await put.text(),
+      list: await (await gw.fetch("/v1/models")).text(),
+      one: await (await gw.fetch("/v1/models/db")).text(),
+      status: await (await gw.fetch("/v1/status")).text(),
+    };
+    for (const [route, text] of Object.entries(bodies)) {
+      assert.equal(text.includes("hunter2"), debug, `${route}: ${text}`);
+    }
+    const one = JSON.parse(bodies.one);
+    assert.deepEqual(one.optionKeys, ["dsn", "k"]);
+    assert.deepEqual(one.options, debug ? { dsn, k: 1 } : undefined);
+    assert.deepEqual(JSON.parse(bodies.put).model.optionKeys, ["dsn"]);
+    const models = JSON.parse(bodies.list).models as Array<
+      { name: string; optionKeys?: string[] }
+    >;
+    assert.deepEqual(models.find((m) => m.name === "db")?.optionKeys, [
+      "dsn",
+      "k",
+    ]);
+  }
+});

@@ -348,6 +348,48 @@ class Forker:
   }
 });
 
+Deno.test("Pool never puts a worker's socket in a socket directory that was deleted and made again (by another user)", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  let planted: string | undefined;
+  try {
+    let fresh: string;
+    {
+      await using pool = await Pool.start(
+        poolOptions(dir.path, { workers: 1, transport: "unix" }),
+      );
+      pids.watch(pool);
+      // A /tmp cleaner removes the idle directory; another local user makes
+      // one by that name (its path is in every worker's command line), open
+      // to them. Their directory would let them swap the socket for their
+      // own and be sent the models, their options and every call.
+      planted = tempDirOf(pool);
+      await Deno.remove(planted, { recursive: true });
+      await Deno.mkdir(planted);
+      await Deno.chmod(planted, 0o777);
+      await Deno.writeTextFile(`${planted}/theirs`, "");
+      const back = readyAgain(pool, "w1");
+      pool.killWorker("w1");
+      await back;
+      fresh = tempDirOf(pool);
+      assert.notEqual(fresh, planted);
+      assert.equal(Deno.statSync(fresh).mode! & 0o777, 0o700);
+      // (The old process's directory is removed as it exits: the one
+      // planted there may be gone.)
+      const left = await Array.fromAsync(Deno.readDir(planted)).catch(() => []);
+      assert.ok(!left.some((e) => e.name === "w1.sock"));
+      assert.equal(await pool.request("ping"), "pong");
+    }
+    // Each process's directory goes with it.
+    assert.equal(await Deno.stat(fresh).catch(() => null), null);
+  } finally {
+    if (planted !== undefined) {
+      await Deno.remove(planted, { recursive: true }).catch(() => {});
+    }
+    await pids.assertGone();
+  }
+});
+
 /** The directory holding the pool's worker sockets (from w1's `--unix`). */
 function tempDirOf(pool: Pool): string {
   const args = Deno.readTextFileSync(`/proc/${pidOf(pool, "w1")}/cmdline`)

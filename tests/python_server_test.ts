@@ -75,6 +75,30 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "PythonServer names the socket in its private directory socketName, and refuses a path for it",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    await using dir = await tempDir();
+    const made: string[] = [];
+    const server = await PythonServer.start({
+      path: dir.path,
+      socketName: "w7.sock",
+      runtime: recordingRuntime(made),
+    });
+    try {
+      assert.equal(server.unixPath, `${made[0]}/w7.sock`);
+    } finally {
+      await server.kill("SIGKILL");
+    }
+    await assert.rejects(
+      PythonServer.start({ path: dir.path, socketName: "../w7.sock" }),
+      /^TypeError: Cannot start python server py-[0-9a-f]+: socketName must be a plain file name/,
+    );
+  },
+});
+
+Deno.test({
   name: "PythonServer.start removes its socket directory when the start fails",
   ignore: Deno.build.os === "windows",
   async fn() {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { startPoolWithModel } from "./_pool_harness.ts";
+import { readyAgain, startPoolWithModel } from "./_pool_harness.ts";
 import { ConfigError, SerializationError, SpillError } from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
 import { MAX_JSON_DEPTH } from "../src/_json_check.ts";
@@ -997,5 +997,42 @@ Deno.test("spillover stops writing a request given up on while it is being spill
     assert.equal(pool.status().workers[0]!.restarts, 0);
   } finally {
     await pool.close();
+  }
+});
+
+Deno.test("spillover gives a restarted worker a new directory when the pool's one vanished and was made again (by another user)", async () => {
+  const spill = spillover({ threshold: 64 * 1024 });
+  const big = "x".repeat(200_000);
+  const pool = await startPoolWithModel([
+    spill,
+    reconnect({ backoff: { initial: 10, max: 50 }, heartbeatInterval: 0 }),
+  ], { name: "spill_echo", file: "spill_echo.py" });
+  let planted: string | undefined;
+  try {
+    // A /tmp cleaner removes the directory; another user makes one by that
+    // name, open to them: a worker directory made in it would be theirs to
+    // fill with links where the host is about to write.
+    planted = spill.dir!;
+    await Deno.remove(planted, { recursive: true });
+    await Deno.mkdir(planted);
+    await Deno.chmod(planted, 0o777);
+    const back = readyAgain(pool, "w1");
+    pool.killWorker("w1");
+    await back;
+    assert.notEqual(spill.dir, planted);
+    assert.deepEqual(await Array.fromAsync(Deno.readDir(planted)), []);
+    assert.equal(
+      (await pool.execute("spill_echo", { op: "len", data: big }) as {
+        len: number;
+      }).len,
+      big.length,
+    );
+    assert.equal(spill.stats.spilledOut, 1);
+    assert.equal((Deno.statSync(spill.dir!).mode ?? 0) & 0o777, 0o700);
+  } finally {
+    await pool.close();
+    if (planted !== undefined) {
+      await Deno.remove(planted, { recursive: true }).catch(() => {});
+    }
   }
 });

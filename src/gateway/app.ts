@@ -18,6 +18,7 @@ import { evalRoutes } from "./eval_routes.ts";
 import type { GatewayPool } from "./gateway_pool.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { ModelCatalog } from "./model_catalog.ts";
+import { modelView } from "./_model_view.ts";
 import { modelExecutor, modelRoutes } from "./model_routes.ts";
 import { BodyReadGuard } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
@@ -288,7 +289,7 @@ export function createGateway(
       uptime: Date.now() - started,
       draining: signal.aborted,
       workers,
-      models: ctx.catalog.list(pool),
+      models: ctx.catalog.list(pool).map((m) => modelView(m, ctx.debug)),
       restarts: status.workers.reduce((n, w) => n + w.restarts, 0),
       gateway: {
         inFlight: ctx.metrics.inFlight,

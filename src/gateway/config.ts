@@ -6,6 +6,7 @@
  */
 import * as v from "valibot";
 import { ConfigError } from "../errors.ts";
+import { untrustedPath } from "./_untrusted_path.ts";
 import type { Runtime } from "../runtime/types.ts";
 import { defaultRuntime } from "../runtime/mod.ts";
 import {
@@ -378,7 +379,13 @@ export async function loadConfig(
     : resolvePath(cwd, options.path);
   if (path === undefined) {
     const candidate = resolvePath(cwd, "pyproxy.json");
-    if ((await runtime.stat(candidate))?.isFile) path = candidate;
+    if ((await runtime.stat(candidate))?.isFile) {
+      // Found, not chosen: in a shared directory (/tmp, a shared checkout)
+      // another user's file would pick the models dir or the python binary
+      // and run their code as this user.
+      await refuseUntrusted(runtime, candidate, "--config");
+      path = candidate;
+    }
   }
   let file: GatewayConfig | undefined;
   if (path !== undefined) {
@@ -419,6 +426,19 @@ export async function loadConfig(
   return config;
 }
 
+async function refuseUntrusted(
+  runtime: Runtime,
+  path: string,
+  flag: string,
+): Promise<void> {
+  const why = await untrustedPath(runtime, path);
+  if (why === undefined) return;
+  throw new ConfigError(
+    `Cannot use ${path} found in the working directory: ${why}, and what another user put there would run their code as this user; pass ${flag} ${path} to use it anyway`,
+    { details: { path, reason: why } },
+  );
+}
+
 /**
  * The example models ship with a source checkout only, not with the JSR or
  * npm package: there `./models` is used when it exists, else the start fails
@@ -431,7 +451,10 @@ async function defaultModelsDir(
 ): Promise<string> {
   const local = resolvePath(cwd, "models");
   for (const dir of new Set([preferred, local])) {
-    if ((await runtime.stat(dir))?.isDirectory) return dir;
+    if ((await runtime.stat(dir))?.isDirectory) {
+      if (dir === local) await refuseUntrusted(runtime, dir, "--models");
+      return dir;
+    }
   }
   throw new ConfigError(
     `Cannot find a models directory: no --models flag or "modelsDir" in ` +

@@ -15,6 +15,7 @@ import { validateInput } from "./input_schema.ts";
 import { RESERVED_MODEL_NAMES } from "./metrics.ts";
 import { readJsonBody } from "./read_json_body.ts";
 import { type SseEvent, sseResponse } from "./sse.ts";
+import { modelView } from "./_model_view.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
 import type { RouteContext } from "./route_context.ts";
 
@@ -427,12 +428,15 @@ export function modelRoutes(ctx: RouteContext): Hono {
     return run;
   };
 
-  app.get("/v1/models", (c) => c.json({ models: catalog.list(pool) }));
+  app.get("/v1/models", (c) =>
+    c.json({
+      models: catalog.list(pool).map((m) => modelView(m, ctx.debug)),
+    }));
 
   app.get("/v1/models/:name", (c) => {
     const name = c.req.param("name");
     if (!known(name)) throw notFound(name);
-    return c.json(catalog.get(name) ?? { name });
+    return c.json(modelView(catalog.get(name) ?? { name }, ctx.debug));
   });
 
   const run = modelExecutor(ctx);
@@ -560,7 +564,10 @@ export function modelRoutes(ctx: RouteContext): Hono {
       file: spec.file,
     });
     return c.json(
-      { action: existed ? "updated" : "added", model },
+      {
+        action: existed ? "updated" : "added",
+        model: modelView(model, ctx.debug),
+      },
       existed ? 200 : 201,
     );
   });

@@ -191,6 +191,15 @@ export async function serve(
       "Eval is enabled without a token: any process on this machine, of any user, can run code as this user through POST /v1/eval; set a token (PYPROXY_TOKEN)",
     );
   }
+  if (config.allowManage && config.token === undefined) {
+    // Less than eval, but the same audience: a module body is code, and any
+    // .py under the models directory (tests, scripts, a virtualenv's
+    // packages) can be imported with options of the caller's choosing.
+    logger.warn(
+      "Model management is enabled without a token: any process on this machine, of any user, can load any .py file under {modelsDir} (running its module code as this user), with any options, and replace or remove every model through PUT and DELETE /v1/models; set a token (PYPROXY_TOKEN)",
+      { modelsDir: config.modelsDir },
+    );
+  }
   const hub = new ChannelHub({
     ...config.channels,
     onDrop: droppedSubscriberLogger(logger),

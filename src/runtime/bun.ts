@@ -9,6 +9,7 @@
  */
 import {
   chmod,
+  lstat,
   mkdir,
   mkdtemp,
   open,
@@ -325,7 +326,8 @@ export function bunRuntime(): Runtime {
       };
     },
     async openWrite(path) {
-      const handle = await open(path, "w", 0o600);
+      // "wx": O_CREAT | O_EXCL, which also refuses a symlink.
+      const handle = await open(path, "wx", 0o600);
       let closed = false;
       return {
         async write(chunk) {
@@ -367,6 +369,17 @@ export function bunRuntime(): Runtime {
         throw err;
       }
     },
+    async owner(path) {
+      try {
+        const s = await lstat(path);
+        return { uid: s.uid, mode: s.mode };
+      } catch (err) {
+        if (errorCode(err) === "ENOENT") return null;
+        throw err;
+      }
+    },
+    uid: () =>
+      typeof process.getuid === "function" ? process.getuid() : undefined,
     realPath: (path) => realpath(path),
     env: (name) => process.env[name],
     cpuCount: () =>

@@ -283,10 +283,10 @@ export function denoRuntime(): Runtime {
       };
     },
     async openWrite(path) {
+      // createNew: O_CREAT | O_EXCL, which also refuses a symlink.
       const file = await Deno.open(path, {
         write: true,
-        create: true,
-        truncate: true,
+        createNew: true,
         mode: 0o600,
       });
       let closed = false;
@@ -323,6 +323,25 @@ export function denoRuntime(): Runtime {
         if (!(err instanceof Deno.errors.NotFound)) throw err;
       }
       return names;
+    },
+    async owner(path) {
+      try {
+        const s = await Deno.lstat(path);
+        return s.uid === null || s.mode === null
+          ? null
+          : { uid: s.uid, mode: s.mode };
+      } catch (err) {
+        if (err instanceof Deno.errors.NotFound) return null;
+        throw err;
+      }
+    },
+    uid() {
+      try {
+        return Deno.uid() ?? undefined;
+      } catch {
+        // No --allow-sys: unknown, as on Windows.
+        return undefined;
+      }
     },
     realPath: (path) => Deno.realPath(path),
     env: (name) => Deno.env.get(name),

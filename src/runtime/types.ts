@@ -289,8 +289,11 @@ export interface Runtime {
   /** Writes a whole file (created with mode 0600). */
   writeFile(path: string, data: Uint8Array): Promise<void>;
   /**
-   * Opens a file for writing chunk by chunk: created with mode 0600, or
-   * truncated when it exists.
+   * Opens a new file for writing chunk by chunk, created with mode 0600;
+   * rejects when something exists at `path`, a symlink included (spill
+   * files: whoever could put a link where one is about to be written would
+   * have the data written through it, to a file of theirs or over one of
+   * ours).
    */
   openWrite(path: string): Promise<FileWriter>;
   /** Opens a file for reading chunk by chunk. */
@@ -299,6 +302,16 @@ export interface Runtime {
   stat(
     path: string,
   ): Promise<{ isFile: boolean; isDirectory: boolean; size: number } | null>;
+  /**
+   * Owner and permission bits of a path, not following a final symlink
+   * (`lstat`), or `null` when it does not exist. Optional, as is
+   * {@linkcode Runtime.uid}: where either is missing (or the OS has no
+   * owners), the gateway cannot refuse a `pyproxy.json` or `./models` that
+   * another user put in its working directory.
+   */
+  owner?(path: string): Promise<{ uid: number; mode: number } | null>;
+  /** This process's user id; `undefined` where there is none (Windows). */
+  uid?(): number | undefined;
   /** Lists the entry names in a directory (empty when missing). */
   readDir(path: string): Promise<string[]>;
   /** Resolves symlinks and `..`; throws when the path does not exist. */

@@ -1,0 +1,51 @@
+/**
+ * Whether a file the gateway found by itself in its working directory
+ * (`pyproxy.json`, `./models`) may be used: another user could have put it
+ * there.
+ *
+ * @module
+ */
+import type { Runtime } from "../runtime/types.ts";
+
+/**
+ * Why `path` cannot be trusted, or `undefined` when it can (or when the
+ * runtime cannot tell owners: Windows, a runtime without `owner`/`uid`).
+ * Trusted: owned by this user or root and not writable by every user, in
+ * a directory that is the same, or sticky (`/tmp`: nobody can replace
+ * another user's file there). Group write is allowed: with per-user
+ * groups (umask 002) it is the norm.
+ *
+ * @example
+ * ```ts ignore
+ * const why = await untrustedPath(runtime, `${cwd}/pyproxy.json`);
+ * if (why !== undefined) throw new ConfigError(`Cannot use ${cwd}/pyproxy.json: ${why}`);
+ * ```
+ */
+export async function untrustedPath(
+  runtime: Runtime,
+  path: string,
+): Promise<string | undefined> {
+  const self = runtime.uid?.();
+  if (self === undefined || runtime.owner === undefined) return undefined;
+  const at = path.lastIndexOf("/");
+  const parent = at <= 0 ? "/" : path.slice(0, at);
+  for (
+    const [what, p, stickyOk] of [["it", path, false], [
+      "its directory",
+      parent,
+      true,
+    ]] as const
+  ) {
+    const o = await runtime.owner(p);
+    if (o === null) continue;
+    if (o.uid !== self && o.uid !== 0) {
+      return `${what} belongs to another user (uid ${o.uid})`;
+    }
+    if ((o.mode & 0o002) !== 0 && !(stickyOk && (o.mode & 0o1000) !== 0)) {
+      return `every user can write to ${what} (mode ${
+        (o.mode & 0o7777).toString(8).padStart(4, "0")
+      })`;
+    }
+  }
+  return undefined;
+}
