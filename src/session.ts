@@ -7,7 +7,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { Logger } from "./logger.ts";
-import { createHmac } from "node:crypto";
+import { createHmac, randomBytes } from "node:crypto";
 import {
   AuthenticationError,
   CancelledError,
@@ -89,6 +89,16 @@ export interface SessionConnectOptions {
   path?: string;
   /** The server's secret; required unless the server runs with `--insecure-no-auth`. */
   secret?: string;
+  /**
+   * Require the server to prove that it knows the secret too (its `auth`
+   * reply's `serverMac` over a nonce of ours, protocol §4): whoever listens
+   * in its place without the secret is refused with `AuthenticationError`
+   * before it is sent anything else. `false` for servers of other
+   * implementations that do not answer `clientNonce`.
+   *
+   * @default {true}
+   */
+  serverProof?: boolean;
   /**
    * Runtime adapter.
    *
@@ -273,7 +283,12 @@ export class Session implements AsyncDisposable {
     }
     const session = new Session(conn, options);
     try {
-      await session.#handshake(options.secret, timeout, where);
+      await session.#handshake(
+        options.secret,
+        timeout,
+        where,
+        options.serverProof !== false,
+      );
     } catch (err) {
       await session.close();
       throw err;
@@ -538,6 +553,7 @@ export class Session implements AsyncDisposable {
     secret: string | undefined,
     timeout: number,
     where: string,
+    serverProof: boolean,
   ): Promise<void> {
     const hello = this.#hello!;
     // Beyond a timer's range (Infinity too): no limit.
@@ -579,9 +595,15 @@ export class Session implements AsyncDisposable {
         "hex",
       );
       let result: Record<string, unknown>;
+      const clientNonce = serverProof
+        ? randomBytes(16).toString("hex")
+        : undefined;
       try {
         // batch: this side reads batch frames (protocol §3), when its frame limit allows them.
-        const args = this.#readsBatches ? { mac, batch: true } : { mac };
+        const args: Record<string, unknown> = this.#readsBatches
+          ? { mac, batch: true }
+          : { mac };
+        if (clientNonce !== undefined) args.clientNonce = clientNonce;
         result = await this.request<Record<string, unknown>>("auth", args, {
           timeout,
         });
@@ -592,6 +614,19 @@ export class Session implements AsyncDisposable {
           err.cause instanceof AuthenticationError
         ) throw err.cause;
         throw err;
+      }
+      if (clientNonce !== undefined) {
+        const expected = createHmac("sha256", secret).update(
+          `server:${clientNonce}`,
+        ).digest("hex");
+        if (result?.serverMac !== expected) {
+          throw new AuthenticationError(
+            `Cannot authenticate to ${where}: the server did not prove that it knows the secret (${
+              result?.serverMac === undefined ? "no serverMac" : "bad serverMac"
+            }); someone else may be listening in its place`,
+          );
+        }
+        delete result.serverMac;
       }
       this.#serverInfo = { ...this.#serverInfo, ...result } as ServerInfo;
     } else if (event.auth !== "none") {

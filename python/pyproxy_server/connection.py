@@ -954,12 +954,15 @@ class Connection(asyncio.BufferedProtocol):
         if msg.get("batch") is True and not self._send_batches:
             self._flush()  # what is queued is framed the other way
             self._send_batches = True
-        self.enqueue(
-            self.encode_reply(
-                rid,
-                {"connection": self.id, "serverId": self.server.id, "pid": self.server.pid, "maxFrameSize": self._max_frame},
-            )
-        )
+        result = {"connection": self.id, "serverId": self.server.id, "pid": self.server.pid, "maxFrameSize": self._max_frame}
+        client_nonce = msg.get("clientNonce")
+        if isinstance(client_nonce, str) and 0 < len(client_nonce) <= 256 and self.server.secret is not None:
+            # The server's proof that it knows the secret too: a client that
+            # reached someone listening in this server's place finds out.
+            result["serverMac"] = hmac.new(
+                self.server.secret.encode(), ("server:" + client_nonce).encode("utf-8", "replace"), hashlib.sha256
+            ).hexdigest()
+        self.enqueue(self.encode_reply(rid, result))
         return None
 
     def _refuse(self, rid, message):

@@ -92,6 +92,16 @@ class AuthTest(ServerTestCase):
         self.assertTrue(result["connection"])
         self.assertEqual(c.call("ping"), "pong")
 
+    def test_the_server_proves_it_knows_the_secret_over_the_client_nonce(self):
+        c = self.connect(auth=False)
+        result = c.call("auth", mac=mac(self.server.secret, c.hello["nonce"]), clientNonce="abc123")
+        self.assertEqual(result["serverMac"], mac(self.server.secret, "server:abc123"))
+        d = self.connect(auth=False)
+        self.assertNotIn("serverMac", d.call("auth", mac=mac(self.server.secret, d.hello["nonce"])))
+        e = self.connect(auth=False)
+        too_long = e.call("auth", mac=mac(self.server.secret, e.hello["nonce"]), clientNonce="x" * 257)
+        self.assertNotIn("serverMac", too_long)
+
     def test_nonce_differs_per_connection(self):
         self.assertNotEqual(self.connect(auth=False).hello["nonce"], self.connect(auth=False).hello["nonce"])
 

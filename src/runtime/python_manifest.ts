@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 57373,
+      size: 57820,
       sha256:
-        "78be1fc4e9e2e6c342d8a21c50debdf2341d38bdd152d055051f22ab675ea26c",
+        "ffebee9f1a4448491de8fdb37e8350ba4b7e417438059cf7dbe0dc6f4472b5d0",
     },
     {
       path: "pyproxy_server/elastic_executor.py",

@@ -1,0 +1,131 @@
+/**
+ * The host's side of mutual authentication (protocol §4): the server proves
+ * it knows the secret too (`serverMac` in its `auth` reply), so whoever
+ * listens in its place without the secret is refused.
+ */
+import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
+import { AuthenticationError } from "../src/errors.ts";
+import {
+  FrameDecoderStream,
+  JsonDecoderStream,
+  Md5VerifierStream,
+} from "../src/protocol/mod.ts";
+import { Session } from "../src/session.ts";
+import { encodeFrame, startServer } from "./_harness.ts";
+
+/**
+ * An impostor: says hello with a nonce and accepts any `auth`, answering
+ * `serverMac` as `answer` makes it (or none). Records what it was sent.
+ */
+function impostor(answer: (clientNonce: string) => string | undefined) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const received: Array<Record<string, unknown>> = [];
+  const tasks: Promise<void>[] = [];
+  const serve = async (conn: Deno.Conn) => {
+    const writer = conn.writable.getWriter();
+    await writer.write(encodeFrame({
+      event: "hello",
+      version: 1,
+      serverId: "w1",
+      pid: 1,
+      auth: "hmac-sha256",
+      nonce: "00112233445566778899aabbccddeeff",
+    }));
+    try {
+      const reader = conn.readable
+        .pipeThrough(new FrameDecoderStream())
+        .pipeThrough(new Md5VerifierStream())
+        .pipeThrough(new JsonDecoderStream());
+      for await (const batch of reader) {
+        for (const msg of batch as Array<Record<string, unknown>>) {
+          received.push(msg);
+          if (msg.cmd !== "auth") continue;
+          const serverMac = answer(String(msg.clientNonce));
+          await writer.write(encodeFrame({
+            id: msg.id,
+            ok: true,
+            result: {
+              connection: "c1",
+              serverId: "w1",
+              pid: 1,
+              maxFrameSize: 1 << 20,
+              ...(serverMac === undefined ? {} : { serverMac }),
+            },
+          }));
+        }
+      }
+    } catch {
+      // the session closed the connection
+    }
+  };
+  const accepting = (async () => {
+    for await (const conn of listener) tasks.push(serve(conn));
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    received,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await accepting;
+      await Promise.all(tasks);
+    },
+  };
+}
+
+Deno.test("Session refuses a server that cannot prove it knows the secret, before sending it anything else", async () => {
+  for (
+    const [what, answer] of [
+      ["no serverMac", () => undefined],
+      ["a wrong one", () => "ab".repeat(32)],
+      // A MAC over the nonce with another secret.
+      [
+        "another secret's",
+        (n: string) =>
+          createHmac("sha256", "other").update(`server:${n}`).digest("hex"),
+      ],
+    ] as const
+  ) {
+    await using fake = impostor(answer);
+    await assert.rejects(
+      // Closed at once if it connects (the check failed): no hang then.
+      Session.connect({
+        port: fake.port,
+        secret: "s3cret",
+        connectTimeout: 5000,
+      }).then(async (session) => {
+        await session.close();
+        return session;
+      }),
+      (err: Error) => {
+        assert.ok(err instanceof AuthenticationError, what);
+        assert.match(err.message, /did not prove that it knows the secret/);
+        return true;
+      },
+    );
+    // Only the auth, with a fresh nonce of ours: no model, message or call.
+    assert.deepEqual(fake.received.map((m) => m.cmd), ["auth"], what);
+    assert.match(String(fake.received[0]!.clientNonce), /^[0-9a-f]{32}$/);
+  }
+});
+
+Deno.test("Session with serverProof: false connects to a server that does not answer clientNonce", async () => {
+  await using fake = impostor(() => undefined);
+  await using session = await Session.connect({
+    port: fake.port,
+    secret: "s3cret",
+    serverProof: false,
+  });
+  assert.equal(fake.received[0]!.clientNonce, undefined);
+  assert.equal(session.serverInfo.serverId, "w1");
+});
+
+Deno.test("The Python server proves it knows the secret; the proof is not kept in serverInfo", async () => {
+  await using server = await startServer();
+  await using session = await server.connect();
+  assert.equal(await session.ping(), "pong");
+  assert.equal(
+    (session.serverInfo as Record<string, unknown>).serverMac,
+    undefined,
+  );
+});
