@@ -28,15 +28,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__init__.py",
-      size: 722,
+      size: 1363,
       sha256:
-        "0967c32323ccc1643f2434d00c1a01e3aba055b7448b278c5b4026bbefcd9ee2",
+        "d576b1b1abb4577252cbedd3e79193bd6dc60a3670e36b9866e171be5f7ad341",
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 18476,
+      size: 18124,
       sha256:
-        "26a5cf0f8a2a01456d88be6ae4c602779585635a7d788dbe5c85d0f88bc68195",
+        "477c845f16f39c0d45c13f7b2691a1d363cd0521b30ad7cd0462664c0a028b1e",
     },
     {
       path: "pyproxy_server/big_json.py",
