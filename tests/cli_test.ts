@@ -358,6 +358,18 @@ Deno.test("main reports every failure in one error line on stderr", async () => 
     ],
     [["launch"], {}, 2, /^error: unknown command "launch"/],
     [
+      ["serve", "--port", "0", "--models", `${BAD_JSON_DIR}/no-such-dir`],
+      {},
+      1,
+      /^error: modelsDir: .*\/no-such-dir does not exist$/,
+    ],
+    [
+      ["serve", "--port", "0", "--models", `${BAD_JSON_DIR}/pyproxy.json`],
+      {},
+      1,
+      /^error: modelsDir: .*\/pyproxy\.json is not a directory$/,
+    ],
+    [
       ["serve", "now"],
       {},
       2,
@@ -410,6 +422,11 @@ Deno.test("main names the address it cannot listen on", async () => {
   assert.match(
     r.stderr.trimEnd(),
     new RegExp(`^error: Cannot listen on 127\\.0\\.0\\.1:${port}: `),
+  );
+  // What to do about it, whatever the runtime's own words.
+  assert.match(
+    r.stderr,
+    /\(another process listens there: stop it, or pass another --port, or 0 for a free one\)\n$/,
   );
 });
 

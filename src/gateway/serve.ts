@@ -177,8 +177,13 @@ export async function serve(
 ): Promise<GatewayServer> {
   const runtime = options.runtime ?? defaultRuntime();
   const logger = getLogger(["pyproxy", "gateway"]);
-  if ((await runtime.stat(config.modelsDir))?.isDirectory !== true) {
-    throw new ConfigError(`modelsDir: ${config.modelsDir} is not a directory`);
+  const modelsDir = await runtime.stat(config.modelsDir);
+  if (modelsDir?.isDirectory !== true) {
+    throw new ConfigError(
+      `modelsDir: ${config.modelsDir} ${
+        modelsDir === null ? "does not exist" : "is not a directory"
+      }`,
+    );
   }
   if (config.allowEval && config.token === undefined) {
     // Loopback only (elsewhere a token is required), but every local user
@@ -296,10 +301,14 @@ export async function serve(
         (req, info) => app.fetch(req, info),
       );
     } catch (err) {
+      // Deno and Bun both set code EADDRINUSE; their messages differ.
+      const inUse = (err as { code?: unknown }).code === "EADDRINUSE"
+        ? " (another process listens there: stop it, or pass another --port, or 0 for a free one)"
+        : "";
       throw new StartError(
         `Cannot listen on ${hostPort(config.host, config.port)}: ${
           (err as Error).message
-        }`,
+        }${inUse}`,
         { cause: err },
       );
     }
