@@ -37,6 +37,7 @@ Example::
 """
 
 import asyncio
+import difflib
 import inspect
 import itertools
 import linecache
@@ -271,7 +272,7 @@ class ModelRegistry:
         if entry is None:
             if not isinstance(name, str):
                 raise InvalidRequestError("Cannot find model: 'name' must be a string")
-            raise ModelNotFoundError("Cannot find model %r: not loaded" % (name,))
+            raise ModelNotFoundError("Cannot find model %r: %s" % (name, _not_loaded(name, list(self._models))))
         return entry
 
     def describe_all(self):
@@ -476,19 +477,37 @@ def _package_of(root, path):
     return ".".join(parts)
 
 
+# Names listed in a "not loaded" message at most; a typo is looked for among
+# this many models at most (difflib's cost grows with their number).
+_LIST_NAMES = 10
+_MATCH_NAMES = 200
+
+
+def _not_loaded(name, loaded):
+    """Why ``name`` is not found, with what a caller who mistyped it needs:
+    the name meant, else the models that are loaded."""
+    if not loaded:
+        return "not loaded (no model is loaded yet)"
+    if len(loaded) <= _MATCH_NAMES and len(name) <= 128:
+        close = difflib.get_close_matches(name, loaded, n=1)
+        if close:
+            return "not loaded (did you mean %r?)" % (close[0],)
+    shown = sorted(loaded)[:_LIST_NAMES]
+    more = len(loaded) - len(shown)
+    return "not loaded (loaded: %s%s)" % (", ".join(shown), " and %d more" % more if more else "")
+
+
 def _pick_class(module, class_name, name):
     if class_name is not None:
         cls = module.__dict__.get(class_name)
         if not isinstance(cls, type):
-            raise ModelLoadError("Cannot load model %r: no class %r in its module" % (name, class_name))
+            own = sorted(_own_model_classes(module))
+            raise ModelLoadError(
+                "Cannot load model %r: no class %r in its module (%s)"
+                % (name, class_name, "model classes: " + ", ".join(own) if own else "no class with an execute(msg) method")
+            )
         return cls
-    own = [
-        obj
-        for obj in module.__dict__.values()
-        if isinstance(obj, type)
-        and obj.__module__ == module.__name__
-        and callable(getattr(obj, "execute", None))
-    ]
+    own = list(_own_model_classes(module).values())
     if len(own) == 1:
         return own[0]
     cls = module.__dict__.get("Model")
@@ -500,6 +519,15 @@ def _pick_class(module, class_name, name):
         "Cannot load model %r: several model classes (%s); pass 'class'"
         % (name, ", ".join(sorted(c.__name__ for c in own)))
     )
+
+
+def _own_model_classes(module):
+    """The classes the module defines (not imports) that have an ``execute``."""
+    return {
+        obj.__name__: obj
+        for obj in module.__dict__.values()
+        if isinstance(obj, type) and obj.__module__ == module.__name__ and callable(getattr(obj, "execute", None))
+    }
 
 
 def _construct(cls, options):

@@ -68,6 +68,37 @@ class ModelRegistryTest(unittest.TestCase):
         with self.assertRaises(ModelNotFoundError):
             self.registry.update("x", {"file": "doubler.py"})
 
+    def test_an_unknown_name_says_which_one_was_meant_or_what_is_loaded(self):
+        def message(name):
+            with self.assertRaises(ModelNotFoundError) as caught:
+                self.registry.get(name)
+            return str(caught.exception)
+
+        self.assertEqual(message("d"), "Cannot find model 'd': not loaded (no model is loaded yet)")
+        self.registry.add("doubler", {"file": "doubler.py"})
+        self.registry.add("echo", {"file": "doubler.py"})
+        self.assertEqual(message("dubler"), "Cannot find model 'dubler': not loaded (did you mean 'doubler'?)")
+        self.assertEqual(message("xyz"), "Cannot find model 'xyz': not loaded (loaded: doubler, echo)")
+        for i in range(12):
+            self.registry.add("m%02d" % i, {"file": "doubler.py"})
+        self.assertEqual(
+            message("xyz"),
+            "Cannot find model 'xyz': not loaded (loaded: doubler, echo, m00, m01, m02, m03, m04, m05, m06, m07"
+            " and 4 more)",
+        )
+
+    def test_a_class_not_in_the_module_lists_the_model_classes(self):
+        two = "class A:\n    def execute(self, m): return 'a'\nclass B:\n    def execute(self, m): return 'b'\n"
+        with self.assertRaises(ModelLoadError) as caught:
+            self.registry.add("ab", {"source": two, "class": "C"})
+        self.assertEqual(str(caught.exception), "Cannot load model 'ab': no class 'C' in its module (model classes: A, B)")
+        with self.assertRaises(ModelLoadError) as caught:
+            self.registry.add("x", {"source": "x = 1", "class": "C"})
+        self.assertEqual(
+            str(caught.exception),
+            "Cannot load model 'x': no class 'C' in its module (no class with an execute(msg) method)",
+        )
+
     def test_model_class_fallback_and_selection(self):
         src = "class Helper:\n    pass\nclass Model:\n    def execute(self, m):\n        return 1\n"
         self.assertEqual(self.registry.add("m", {"source": src})["class"], "Model")

@@ -124,9 +124,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 21768,
+      size: 22968,
       sha256:
-        "2d75fc3dc613b558935a13095b1d172988d8dde7345930ad0c0bf9e2c97c8d12",
+        "81e8862f6b3ac3cd63a65fde6a1786a04f2c66206e45b92c16d860b5d73fc6fa",
     },
     {
       path: "pyproxy_server/server.py",
