@@ -118,9 +118,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/json_problem.py",
-      size: 4640,
+      size: 5066,
       sha256:
-        "1ffb77ce51b2e97d8ed512f89e157740cf84cd4057496b3d037962c1a9f34c94",
+        "6126c788bd945fcb3c9773cc0efc069e43b4fd806e73722a35540d8048ecd869",
     },
     {
       path: "pyproxy_server/models.py",
