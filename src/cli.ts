@@ -33,9 +33,8 @@ Usage:
 
 Starts the HTTP gateway: a pool of Python workers serving the models of a
 directory. Without options: 2 workers, the example models (examples/models;
-./models when installed from a package),
-http://127.0.0.1:8000. Every option can also be set in pyproxy.json
-(see docs/gateway.md); flags override the file.
+./models when installed from a package), http://127.0.0.1:8000. Every option
+can also be set in pyproxy.json (see docs/gateway.md); flags override the file.
 
 Options:
   -p, --port <n>            Port to listen on; 0 picks a free one (default 8000)
