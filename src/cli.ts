@@ -19,6 +19,7 @@ import {
   type ResolvedConfig,
 } from "./gateway/config.ts";
 import { serve } from "./gateway/serve.ts";
+import { exampleBody } from "./gateway/example_body.ts";
 
 // The manifest carries deno.json's version (scripts/gen_python_manifest.ts,
 // checked by tests/python_manifest_test.ts), so no JSON import is needed:
@@ -445,8 +446,14 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
           ? "$PYPROXY_TOKEN"
           : "<token>"
       }"`;
-    const models = server.pool.status().models.map((m) => m.name);
+    const described = server.models();
+    const models = described.map((m) => m.name);
     const example = models.includes("echo") ? "echo" : models[0] ?? "<model>";
+    // A body the model's declared inputs accept, quoted for a POSIX shell.
+    const body = `'${
+      exampleBody(described.find((m) => m.name === example)?.inputs)
+        .replaceAll("'", "'\\''")
+    }'`;
     const workers = `${config.workers} worker${
       config.workers === 1 ? "" : "s"
     }`;
@@ -461,7 +468,7 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
       })`,
     );
     console.log(
-      `  try:       curl -s -X POST${auth} ${server.url}/v1/models/${example}/execute -d '{"hello":"world"}'`,
+      `  try:       curl -s -X POST${auth} ${server.url}/v1/models/${example}/execute -d ${body}`,
     );
     console.log(
       `  dashboard: ${server.url}/${

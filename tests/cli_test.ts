@@ -200,6 +200,25 @@ Deno.test("main serve with no other flag serves the example models and stops on 
   assert.equal((await child.status).code, 0);
 });
 
+Deno.test("main serve's try: line works for a model that declares inputs", async () => {
+  // No echo model: the line names the first model, doubler, whose declared
+  // inputs ({x: "number"}) refused {"hello":"world"} with a 400.
+  await using models = await tempDir();
+  await Deno.copyFile(
+    `${ROOT}/examples/models/doubler.py`,
+    `${models.path}/doubler.py`,
+  );
+  await using serve = await startServe(
+    ["--port", "0", "--workers", "1", "--models", models.path],
+  );
+  const m = /try: +curl -s -X POST (\S+) -d '([^']*)'\n/.exec(serve.banner);
+  assert.ok(m, serve.banner);
+  assert.match(m[1]!, /\/v1\/models\/doubler\/execute$/);
+  const res = await fetch(m[1]!, { method: "POST", body: m[2]! });
+  assert.equal(res.status, 200, await res.clone().text());
+  assert.deepEqual(await res.json(), { y: 2 });
+});
+
 /** Processes whose command line contains `text` (Linux; 0 elsewhere). */
 async function processesWith(text: string): Promise<number> {
   let n = 0;

@@ -17,7 +17,7 @@ import { ChannelHub } from "./channels.ts";
 import { channelsPlugin } from "./channels_plugin.ts";
 import type { ModelEntry, ResolvedConfig } from "./config.ts";
 import { GatewayMetrics } from "./metrics.ts";
-import { ModelCatalog } from "./model_catalog.ts";
+import { type GatewayModelInfo, ModelCatalog } from "./model_catalog.ts";
 import { isLoopback } from "./security.ts";
 import { setTimeoutOrNever } from "../_timer.ts";
 
@@ -93,6 +93,8 @@ export interface GatewayServer extends AsyncDisposable {
   readonly app: GatewayApp;
   /** Models that failed to load at start (auto-discovered ones only; listed ones abort the start). */
   readonly skippedModels: Array<{ name: string; error: string }>;
+  /** The models served, described as `GET /v1/models` describes them. */
+  models(): GatewayModelInfo[];
   /**
    * Drains: answers new requests with 503 (the port stays open), ends the
    * channel streams, lets in-flight requests (eval streams included) finish
@@ -378,6 +380,7 @@ export async function serve(
       hub,
       app,
       skippedModels,
+      models: () => catalog.list(pool),
       shutdown,
       finished,
       [Symbol.asyncDispose]: shutdown,
