@@ -206,7 +206,27 @@ Deno.test("createGateway answers a known path with the wrong method with 405 and
   }
   const missing = await gw.fetch("/v1/nothing/here", { method: "POST" });
   assert.equal(missing.status, 404);
-  assert.equal((await missing.json()).error.type, "NotFound");
+  assert.deepEqual((await missing.json()).error, {
+    type: "NotFound",
+    message: "Cannot find route POST /v1/nothing/here",
+  });
+});
+
+Deno.test("createGateway hints at /execute and /v1 when a path misses them", async () => {
+  await using gw = await startGateway();
+  const noExecute = await gw.fetch("/v1/models/echo", post("{}"));
+  assert.equal(noExecute.status, 405);
+  assert.match(
+    (await noExecute.json()).error.message,
+    /^Cannot POST \/v1\/models\/echo: allowed: .* \(to run the model: POST \/v1\/models\/echo\/execute\)$/,
+  );
+  const noV1 = await gw.fetch("/models/echo/execute", post("{}"));
+  assert.equal(noV1.status, 404);
+  assert.deepEqual((await noV1.json()).error, {
+    type: "NotFound",
+    message:
+      "Cannot find route POST /models/echo/execute (did you mean /v1/models/echo/execute?)",
+  });
 });
 
 Deno.test("createGateway answers 408 to a request whose body does not arrive within the request timeout, on every route that reads one, and frees its slot", async () => {
