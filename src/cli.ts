@@ -241,6 +241,22 @@ function errorLine(err: unknown): string {
   return why ? `${first}: ${cause}: ${why}` : `${first}: ${cause}`;
 }
 
+// Deno's words for a missing permission ("Requires net access to ...,
+// run again with the --allow-net flag"), wherever in the chain it failed.
+const MISSING_PERMISSION =
+  /Requires \w+ access to .*run again with the --allow-/;
+
+/**
+ * Adds to an error that a missing Deno permission caused that `serve` needs
+ * them all: following Deno's advice one flag at a time takes six runs
+ * (read, env, write, run, sys, net).
+ */
+function withPermissionHint(line: string): string {
+  return MISSING_PERMISSION.test(line)
+    ? `${line} (serve needs every permission: deno run -A mod.ts serve)`
+    : line;
+}
+
 const LEVELS = new Set(["trace", "debug", "info", "warning", "error", "fatal"]);
 
 function toNumber(value: string | undefined): number | undefined {
@@ -483,7 +499,7 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
     return 0;
   } catch (err) {
     startLog?.release(false);
-    printError(errorLine(err));
+    printError(withPermissionHint(errorLine(err)));
     return 1;
   }
 }

@@ -433,6 +433,24 @@ Deno.test("main says why a Python that exits at start failed: the last line of i
   }
 });
 
+Deno.test("main says that serve needs every permission when one is missing", async () => {
+  for (const flags of [[], ["--allow-read", "--allow-env", "--allow-write"]]) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", ...flags, MOD, "serve", "--port", "0", "--workers", "1"],
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 1, stderr);
+    assert.match(
+      stderr,
+      /^error: .*Requires \w+ access to .* \(serve needs every permission: deno run -A mod\.ts serve\)\n$/,
+    );
+  }
+});
+
 Deno.test("main names the address it cannot listen on", async () => {
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
