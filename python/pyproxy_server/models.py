@@ -355,7 +355,7 @@ class ModelRegistry:
             # Lets tracebacks show the lines of models sent as source.
             linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         module_name = "pyproxy_model_%d" % next(self._modules)
-        cls, instance = self._load(name, source, filename, module_name, class_name, options)
+        cls, instance = self._load(name, source, filename, module_name, class_name, options, file)
         with self._lock:
             # A load given up on (the host's timeout, a closed connection)
             # that finished anyway registers nothing: the host recorded no
@@ -384,7 +384,7 @@ class ModelRegistry:
             desc["source"] = source  # what was loaded, for the host to replay
         return desc
 
-    def _load(self, name, source, filename, module_name, class_name, options):
+    def _load(self, name, source, filename, module_name, class_name, options, file=None):
         module = types.ModuleType(module_name)
         module.__file__ = filename
         # A file inside a package under the root imports its siblings with
@@ -407,10 +407,31 @@ class ModelRegistry:
         except BaseException as exc:  # SystemExit in model code must not stop us
             sys.modules.pop(module_name, None)
             raise ModelLoadError(
-                "Cannot load model %r: %s: %s" % (name, type(exc).__name__, exc),
+                "Cannot load model %r: %s: %s%s"
+                % (name, type(exc).__name__, exc, _where(exc, filename, file if file is not None else filename)),
                 exception=type(exc).__name__,
                 traceback=format_user_traceback(exc, os.path.dirname(__file__)),
             )
+
+
+def _where(exc, filename, shown):
+    """`` (<shown>, line N, in f)``: the last line of the model's own file
+    that ``exc`` went through (the import of a missing package, the raise in
+    ``__init__``), else ``""``. The traceback travels only with ``--debug``
+    in the gateway; the message always does. A SyntaxError names its line
+    itself."""
+    if isinstance(exc, SyntaxError):
+        return ""
+    where = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            where = (tb.tb_lineno, tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    if where is None:
+        return ""
+    line, func = where
+    return " (%s, line %d%s)" % (shown, line, "" if func == "<module>" else ", in %s" % func)
 
 
 _STDLIB = os.path.dirname(os.__file__) + os.sep

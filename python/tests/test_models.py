@@ -99,6 +99,41 @@ class ModelRegistryTest(unittest.TestCase):
             "Cannot load model 'x': no class 'C' in its module (no class with an execute(msg) method)",
         )
 
+    def test_a_load_error_names_the_line_of_the_model_file(self):
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        os.mkdir(os.path.join(tmp, "sub"))
+        files = {
+            "sub/ctor.py": "class Ctor:\n    def __init__(self, options):\n        raise ValueError('no path')\n"
+            "    def execute(self, msg):\n        return msg\n",
+            "imp.py": "import json\nimport no_such_package_here\n",
+            "syntax.py": "class Broken:\n    def execute(self, msg)\n        return msg\n",
+        }
+        for rel, text in files.items():
+            with open(os.path.join(tmp, rel), "w") as f:
+                f.write(text)
+        registry = ModelRegistry(tmp)
+
+        def message(spec):
+            with self.assertRaises(ModelLoadError) as caught:
+                registry.add("m", spec)
+            return str(caught.exception)
+
+        self.assertEqual(
+            message({"file": "sub/ctor.py"}),
+            "Cannot load model 'm': ValueError: no path (sub/ctor.py, line 3, in __init__)",
+        )
+        self.assertEqual(
+            message({"file": "imp.py"}),
+            "Cannot load model 'm': ModuleNotFoundError: No module named 'no_such_package_here' (imp.py, line 2)",
+        )
+        # A SyntaxError says where itself, once.
+        self.assertRegex(message({"file": "syntax.py"}), r"^Cannot load model 'm': SyntaxError: .* \(syntax\.py, line 2\)$")
+        self.assertEqual(
+            message({"source": "x = 1\nraise KeyError('k')\n"}),
+            "Cannot load model 'm': KeyError: 'k' (<model m>, line 2)",
+        )
+
     def test_model_class_fallback_and_selection(self):
         src = "class Helper:\n    pass\nclass Model:\n    def execute(self, m):\n        return 1\n"
         self.assertEqual(self.registry.add("m", {"source": src})["class"], "Model")

@@ -124,9 +124,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 22968,
+      size: 23843,
       sha256:
-        "81e8862f6b3ac3cd63a65fde6a1786a04f2c66206e45b92c16d860b5d73fc6fa",
+        "43bf7a8d3d84819eb733c158ae4a3319e5a9bdd9d2147a42663992cdb3776f00",
     },
     {
       path: "pyproxy_server/server.py",
