@@ -535,9 +535,18 @@ def _pick_class(module, class_name, name):
     if isinstance(cls, type):
         return cls
     if not own:
-        raise ModelLoadError("Cannot load model %r: no class with an execute(msg) method" % name)
+        # A class with a method named otherwise (run, predict) is the usual slip.
+        classes = sorted(
+            obj.__name__
+            for obj in module.__dict__.values()
+            if isinstance(obj, type) and obj.__module__ == module.__name__
+        )
+        raise ModelLoadError(
+            "Cannot load model %r: no class with an execute(msg) method%s"
+            % (name, " (classes without one: %s)" % ", ".join(classes) if classes else "")
+        )
     raise ModelLoadError(
-        "Cannot load model %r: several model classes (%s); pass 'class'"
+        "Cannot load model %r: several model classes (%s); pass 'class', or name one Model"
         % (name, ", ".join(sorted(c.__name__ for c in own)))
     )
 

@@ -134,6 +134,25 @@ class ModelRegistryTest(unittest.TestCase):
             "Cannot load model 'm': KeyError: 'k' (<model m>, line 2)",
         )
 
+    def test_no_model_class_or_several_say_what_to_do(self):
+        def message(source):
+            with self.assertRaises(ModelLoadError) as caught:
+                self.registry.add("m", {"source": source})
+            return str(caught.exception)
+
+        self.assertEqual(
+            message("class Scorer:\n    def predict(self, msg):\n        return 1\nclass Other:\n    pass\n"),
+            "Cannot load model 'm': no class with an execute(msg) method (classes without one: Other, Scorer)",
+        )
+        self.assertEqual(
+            message("from collections import OrderedDict\n"),
+            "Cannot load model 'm': no class with an execute(msg) method",
+        )
+        self.assertEqual(
+            message("class A:\n    def execute(self, m): return 'a'\nclass B:\n    def execute(self, m): return 'b'\n"),
+            "Cannot load model 'm': several model classes (A, B); pass 'class', or name one Model",
+        )
+
     def test_model_class_fallback_and_selection(self):
         src = "class Helper:\n    pass\nclass Model:\n    def execute(self, m):\n        return 1\n"
         self.assertEqual(self.registry.add("m", {"source": src})["class"], "Model")

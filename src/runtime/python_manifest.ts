@@ -124,9 +124,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 23843,
+      size: 24236,
       sha256:
-        "43bf7a8d3d84819eb733c158ae4a3319e5a9bdd9d2147a42663992cdb3776f00",
+        "9c4ca6af61e350bd8b51ce881577bd16cd5fe6f2ddb253057d37f96443944feb",
     },
     {
       path: "pyproxy_server/server.py",
