@@ -451,11 +451,32 @@ Deno.test("main says that serve needs every permission when one is missing", asy
   }
 });
 
-Deno.test("main names the address it cannot listen on", async () => {
+Deno.test("main names the address it cannot listen on, before it loads any model", async () => {
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
-  const r = await cli(["serve", "--port", String(port), "--workers", "1"]);
+  // A model whose import leaves a mark: the port is checked first, so that
+  // a start does not load every model (minutes, for some) only to fail.
+  await using models = await tempDir();
+  await Deno.writeTextFile(
+    `${models.path}/mark.py`,
+    "import os\nopen(os.path.join(os.path.dirname(__file__), 'loaded'), 'w').close()\n\n\n" +
+      "class Mark:\n    def execute(self, msg):\n        return msg\n",
+  );
+  const r = await cli([
+    "serve",
+    "--port",
+    String(port),
+    "--workers",
+    "1",
+    "--models",
+    models.path,
+  ]);
   assert.equal(r.code, 1);
+  assert.equal(
+    await Deno.stat(`${models.path}/loaded`).then(() => true, () => false),
+    false,
+    "the model was loaded before the port was found in use",
+  );
   assert.match(
     r.stderr.trimEnd(),
     new RegExp(`^error: Cannot listen on 127\\.0\\.0\\.1:${port}: `),

@@ -105,6 +105,19 @@ export interface GatewayServer extends AsyncDisposable {
   readonly finished: Promise<void>;
 }
 
+function listenError(config: ResolvedConfig, err: unknown): StartError {
+  // Deno and Bun both set code EADDRINUSE; their messages differ.
+  const inUse = (err as { code?: unknown }).code === "EADDRINUSE"
+    ? " (another process listens there: stop it, or pass another --port, or 0 for a free one)"
+    : "";
+  return new StartError(
+    `Cannot listen on ${hostPort(config.host, config.port)}: ${
+      (err as Error).message
+    }${inUse}`,
+    { cause: err },
+  );
+}
+
 type PluginFactory = (options?: Record<string, unknown>) => Plugin;
 const BUILTIN_PLUGINS: Record<string, PluginFactory> = {
   reconnect: reconnect as PluginFactory,
@@ -218,6 +231,21 @@ export async function serve(
       ? {}
       : { maxQueue: config.limits.maxQueue }),
   };
+  if (config.port !== 0) {
+    // A port in use fails the start before the workers and the models
+    // load (which can take minutes), not after. (Still checked at the real
+    // listen below: another process may take the port meanwhile.)
+    let probe: HttpServer;
+    try {
+      probe = await runtime.serve(
+        { hostname: config.host, port: config.port },
+        () => new Response(null, { status: 503 }),
+      );
+    } catch (err) {
+      throw listenError(config, err);
+    }
+    await probe.shutdown();
+  }
   const pool = await Pool.start(poolOptions);
   const skippedModels: Array<{ name: string; error: string }> = [];
   let server: HttpServer | undefined;
@@ -303,16 +331,7 @@ export async function serve(
         (req, info) => app.fetch(req, info),
       );
     } catch (err) {
-      // Deno and Bun both set code EADDRINUSE; their messages differ.
-      const inUse = (err as { code?: unknown }).code === "EADDRINUSE"
-        ? " (another process listens there: stop it, or pass another --port, or 0 for a free one)"
-        : "";
-      throw new StartError(
-        `Cannot listen on ${hostPort(config.host, config.port)}: ${
-          (err as Error).message
-        }${inUse}`,
-        { cause: err },
-      );
+      throw listenError(config, err);
     }
     port = server.port;
     const url = `http://${hostPort(urlHost(server.hostname), server.port)}`;
