@@ -340,6 +340,26 @@ Deno.test("createGateway answers 400 IncompleteBody, not a 500, to a body cut sh
   assert.match(metrics, /^pyproxy_in_flight_requests\{model="echo"\} 0$/m);
 });
 
+Deno.test("POST /v1/eval tells a client that sends plain code or no code what the body is", async () => {
+  await using gw = await startGateway({ allowEval: true });
+  const plain = await gw.fetch("/v1/eval", post("print(1)"));
+  assert.equal(plain.status, 400);
+  const { error } = await plain.json();
+  assert.equal(error.type, "InvalidJson");
+  assert.match(
+    error.message,
+    /^Cannot parse request body as JSON: .* \(send \{"code": "<Python code>"\}\)$/,
+  );
+  const typo = await gw.fetch("/v1/eval", post('{"cod": "1"}'));
+  assert.equal(typo.status, 400);
+  assert.deepEqual(await typo.json(), {
+    error: {
+      type: "ValidationError",
+      message: "Cannot eval: code: is required",
+    },
+  });
+});
+
 Deno.test("POST /v1/eval refuses locals that are not an object (an array is not turned into one)", async () => {
   await using gw = await startGateway({ allowEval: true });
   for (
