@@ -257,6 +257,47 @@ function withPermissionHint(line: string): string {
     : line;
 }
 
+// The flag that sets each config field (cliOverrides, in reverse).
+const FLAG_OF: Record<string, string> = {
+  port: "--port",
+  host: "--host",
+  workers: "--workers",
+  modelsDir: "--models",
+  python: "--python",
+  token: "--token",
+  allowedHosts: "--allowed-host",
+  "cors.origins": "--cors-origin",
+  "limits.bodyLimit": "--body-limit",
+  "limits.requestTimeout": "--timeout",
+  "limits.loadTimeout": "--load-timeout",
+  "limits.maxQueue": "--max-queue",
+  "limits.maxInFlightPerWorker": "--max-in-flight",
+  "limits.shutdownGrace": "--grace",
+  logLevel: "--log-level",
+  logLevels: "--log-level",
+};
+
+/**
+ * A bad flag value is validated as the config field it sets: the error
+ * says where as the flag the user typed (`at command line: --timeout`), not
+ * the field (`limits.requestTimeout`).
+ */
+function namingTheFlag(line: string, err: unknown): string {
+  const details = (err as { details?: { path?: unknown; source?: unknown } })
+    ?.details;
+  if (details?.source !== "command line" || typeof details.path !== "string") {
+    return line;
+  }
+  const path = details.path;
+  const field = Object.keys(FLAG_OF).find((f) =>
+    path === f || path.startsWith(`${f}[`) || path.startsWith(`${f}.`)
+  );
+  const suffix = `(at command line: ${path})`;
+  return field !== undefined && line.endsWith(suffix)
+    ? `${line.slice(0, -suffix.length)}(at command line: ${FLAG_OF[field]})`
+    : line;
+}
+
 const LEVELS = new Set(["trace", "debug", "info", "warning", "error", "fatal"]);
 
 function toNumber(value: string | undefined): number | undefined {
@@ -499,7 +540,7 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
     return 0;
   } catch (err) {
     startLog?.release(false);
-    printError(withPermissionHint(errorLine(err)));
+    printError(withPermissionHint(namingTheFlag(errorLine(err), err)));
     return 1;
   }
 }

@@ -142,7 +142,7 @@ Deno.test("main rejects bad flags and commands with a clear error", async () => 
   assert.equal(r.code, 1);
   assert.match(
     r.stderr,
-    /error: workers: expected an integer from 1 to 1024 \(at command line: workers\)/,
+    /error: workers: expected an integer from 1 to 1024 \(at command line: --workers\)/,
   );
   r = await cli(["serve", "--host", "0.0.0.0", "--port", "0"]);
   assert.equal(r.code, 1);
@@ -330,7 +330,7 @@ Deno.test("main reports every failure in one error line on stderr", async () => 
       ["serve", "--port", "-1"],
       {},
       1,
-      /^error: port: expected an integer from 0 to 65535 \(at command line: port\)$/,
+      /^error: port: expected an integer from 0 to 65535 \(at command line: --port\)$/,
     ],
     [
       ["serve", "-w", "-1"],
@@ -342,7 +342,19 @@ Deno.test("main reports every failure in one error line on stderr", async () => 
       ["serve", "--max-queue", "-5"],
       {},
       1,
-      /^error: limits\.maxQueue: expected an integer >= 0/,
+      /^error: limits\.maxQueue: expected an integer >= 0 \(at command line: --max-queue\)$/,
+    ],
+    [
+      ["serve", "--timeout", "abc"],
+      {},
+      1,
+      /^error: limits\.requestTimeout: expected an integer >= 1 \(at command line: --timeout\)$/,
+    ],
+    [
+      ["serve", "--log-level", "pyproxy.pool=loud"],
+      {},
+      1,
+      /^error: logLevels\["pyproxy\.pool"\]: expected one of .* \(at command line: --log-level\)$/,
     ],
     [
       ["serve", "--python", "-x"],
