@@ -49,7 +49,11 @@ def _hint(value):
     # The conversions of other libraries' values: torch tensors, pandas
     # Series, array.array (tolist); pandas DataFrames (to_dict); pydantic.
     for method in ("tolist", "to_dict", "model_dump"):
-        if callable(getattr(value, method, None)):
+        try:
+            found = callable(getattr(value, method, None))
+        except Exception:  # a __getattr__ that raises must not replace the error being described
+            found = False
+        if found:
             return "use .%s()" % method
     return "convert it to a dict, list, str, number, bool or None"
 

@@ -41,6 +41,11 @@ class Stamp(datetime.datetime):  # as pandas.Timestamp
     pass
 
 
+class Proxy:  # a lazy proxy whose attribute lookup fails
+    def __getattr__(self, name):
+        raise RuntimeError("not connected")
+
+
 class DescribeNotJsonTest(unittest.TestCase):
     def test_names_the_path_the_type_and_a_fix(self):
         when = datetime.datetime(2026, 12, 5)
@@ -60,6 +65,7 @@ class DescribeNotJsonTest(unittest.TestCase):
             ({"f": Frame()}, "result.f is a tests.test_json_problem.Frame (use .to_dict())"),
             ({"r": Record()}, "result.r is a tests.test_json_problem.Record (use .model_dump())"),
             ({"at": Stamp(2026, 12, 5)}, "result.at is a tests.test_json_problem.Stamp (use .isoformat())"),
+            ({"p": Proxy()}, "result.p is a tests.test_json_problem.Proxy (convert it to a dict, list, str, number, bool or None)"),
         ]
         for value, expected in cases:
             with self.subTest(expected=expected):

@@ -118,9 +118,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/json_problem.py",
-      size: 5066,
+      size: 5229,
       sha256:
-        "6126c788bd945fcb3c9773cc0efc069e43b4fd806e73722a35540d8048ecd869",
+        "e00563f3c6efcd28da034202edf5c8b2f1e7d013ec29b81f1f6f7a00eacb890e",
     },
     {
       path: "pyproxy_server/models.py",
