@@ -19,6 +19,7 @@ import {
   type ResolvedConfig,
 } from "./gateway/config.ts";
 import { serve } from "./gateway/serve.ts";
+import { exampleBody } from "./gateway/example_body.ts";
 
 // The manifest carries deno.json's version (scripts/gen_python_manifest.ts,
 // checked by tests/python_manifest_test.ts), so no JSON import is needed:
@@ -33,9 +34,8 @@ Usage:
 
 Starts the HTTP gateway: a pool of Python workers serving the models of a
 directory. Without options: 2 workers, the example models (examples/models;
-./models when installed from a package),
-http://127.0.0.1:8000. Every option can also be set in pyproxy.json
-(see docs/gateway.md); flags override the file.
+./models when installed from a package), http://127.0.0.1:8000. Every option
+can also be set in pyproxy.json (see docs/gateway.md); flags override the file.
 
 Options:
   -p, --port <n>            Port to listen on; 0 picks a free one (default 8000)
@@ -240,6 +240,63 @@ function errorLine(err: unknown): string {
     ? tail.trimEnd().split("\n").at(-1)?.trim()
     : undefined;
   return why ? `${first}: ${cause}: ${why}` : `${first}: ${cause}`;
+}
+
+// Deno's words for a missing permission ("Requires net access to ...,
+// run again with the --allow-net flag"), wherever in the chain it failed.
+const MISSING_PERMISSION =
+  /Requires \w+ access to .*run again with the --allow-/;
+
+/**
+ * Adds to an error that a missing Deno permission caused that `serve` needs
+ * them all: following Deno's advice one flag at a time takes six runs
+ * (read, env, write, run, sys, net).
+ */
+function withPermissionHint(line: string): string {
+  return MISSING_PERMISSION.test(line)
+    ? `${line} (serve needs every permission: deno run -A mod.ts serve)`
+    : line;
+}
+
+// The flag that sets each config field (cliOverrides, in reverse).
+const FLAG_OF: Record<string, string> = {
+  port: "--port",
+  host: "--host",
+  workers: "--workers",
+  modelsDir: "--models",
+  python: "--python",
+  token: "--token",
+  allowedHosts: "--allowed-host",
+  "cors.origins": "--cors-origin",
+  "limits.bodyLimit": "--body-limit",
+  "limits.requestTimeout": "--timeout",
+  "limits.loadTimeout": "--load-timeout",
+  "limits.maxQueue": "--max-queue",
+  "limits.maxInFlightPerWorker": "--max-in-flight",
+  "limits.shutdownGrace": "--grace",
+  logLevel: "--log-level",
+  logLevels: "--log-level",
+};
+
+/**
+ * A bad flag value is validated as the config field it sets: the error
+ * says where as the flag the user typed (`at command line: --timeout`), not
+ * the field (`limits.requestTimeout`).
+ */
+function namingTheFlag(line: string, err: unknown): string {
+  const details = (err as { details?: { path?: unknown; source?: unknown } })
+    ?.details;
+  if (details?.source !== "command line" || typeof details.path !== "string") {
+    return line;
+  }
+  const path = details.path;
+  const field = Object.keys(FLAG_OF).find((f) =>
+    path === f || path.startsWith(`${f}[`) || path.startsWith(`${f}.`)
+  );
+  const suffix = `(at command line: ${path})`;
+  return field !== undefined && line.endsWith(suffix)
+    ? `${line.slice(0, -suffix.length)}(at command line: ${FLAG_OF[field]})`
+    : line;
 }
 
 const LEVELS = new Set(["trace", "debug", "info", "warning", "error", "fatal"]);
@@ -447,8 +504,14 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
           ? "$PYPROXY_TOKEN"
           : "<token>"
       }"`;
-    const models = server.pool.status().models.map((m) => m.name);
+    const described = server.models();
+    const models = described.map((m) => m.name);
     const example = models.includes("echo") ? "echo" : models[0] ?? "<model>";
+    // A body the model's declared inputs accept, quoted for a POSIX shell.
+    const body = `'${
+      exampleBody(described.find((m) => m.name === example)?.inputs)
+        .replaceAll("'", "'\\''")
+    }'`;
     const workers = `${config.workers} worker${
       config.workers === 1 ? "" : "s"
     }`;
@@ -463,7 +526,7 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
       })`,
     );
     console.log(
-      `  try:       curl -s -X POST${auth} ${server.url}/v1/models/${example}/execute -d '{"hello":"world"}'`,
+      `  try:       curl -s -X POST${auth} ${server.url}/v1/models/${example}/execute -d ${body}`,
     );
     console.log(
       `  dashboard: ${server.url}/${
@@ -478,7 +541,7 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
     return 0;
   } catch (err) {
     startLog?.release(false);
-    printError(errorLine(err));
+    printError(withPermissionHint(namingTheFlag(errorLine(err), err)));
     return 1;
   }
 }

@@ -394,12 +394,18 @@ export class PythonServer implements AsyncDisposable {
       const e = err as { name?: unknown; code?: unknown; message?: unknown };
       // Deno: NotFound; Bun and Node: ENOENT.
       const missing = e?.name === "NotFound" || e?.code === "ENOENT";
+      // A directory (a virtualenv's or pyenv's root) or a file without
+      // execute permission. Deno: PermissionDenied; Bun and Node: EACCES.
+      const notExecutable = e?.name === "PermissionDenied" ||
+        e?.code === "EACCES";
       throw new StartError(
         `Cannot start python server ${id}: cannot spawn '${python}': ${
           e?.message ?? err
         }${
           missing
             ? ` (no such program: install Python >= 3.9, or give its path in the pool's python option, serve's --python)`
+            : notExecutable
+            ? ` (not an executable: give the Python interpreter itself, such as <venv>/bin/python3, in the pool's python option, serve's --python)`
             : ""
         }`,
         { cause: err },

@@ -20,23 +20,29 @@ class Slow:
     def execute(self, msg):
         raise ValueError("bad input: %r" % (msg.get("x"),))
 `,
-  "waiter.py": `import time
+  "waiter.py": `import os
+import time
+
+
+def mark(path, text):
+    # Whole or not at all: a test polling the file never reads it empty.
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
 
 
 class Waiter:
     """Writes msg["started"], waits up to 10 s; writes msg["cancelled"] when interrupted."""
 
     def execute(self, msg):
-        with open(msg["started"], "w") as f:
-            f.write("started")
+        mark(msg["started"], "started")
         try:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 time.sleep(0.01)
             return {"waited": True}
         except KeyboardInterrupt:
-            with open(msg["cancelled"], "w") as f:
-                f.write("cancelled")
+            mark(msg["cancelled"], "cancelled")
             raise
 `,
   "whoami.py": `import os

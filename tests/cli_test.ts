@@ -142,7 +142,7 @@ Deno.test("main rejects bad flags and commands with a clear error", async () => 
   assert.equal(r.code, 1);
   assert.match(
     r.stderr,
-    /error: workers: expected an integer from 1 to 1024 \(at command line: workers\)/,
+    /error: workers: expected an integer from 1 to 1024 \(at command line: --workers\)/,
   );
   r = await cli(["serve", "--host", "0.0.0.0", "--port", "0"]);
   assert.equal(r.code, 1);
@@ -198,6 +198,25 @@ Deno.test("main serve with no other flag serves the example models and stops on 
   assert.deepEqual(await res.json(), { hello: "world" });
   child.kill("SIGINT");
   assert.equal((await child.status).code, 0);
+});
+
+Deno.test("main serve's try: line works for a model that declares inputs", async () => {
+  // No echo model: the line names the first model, doubler, whose declared
+  // inputs ({x: "number"}) refused {"hello":"world"} with a 400.
+  await using models = await tempDir();
+  await Deno.copyFile(
+    `${ROOT}/examples/models/doubler.py`,
+    `${models.path}/doubler.py`,
+  );
+  await using serve = await startServe(
+    ["--port", "0", "--workers", "1", "--models", models.path],
+  );
+  const m = /try: +curl -s -X POST (\S+) -d '([^']*)'\n/.exec(serve.banner);
+  assert.ok(m, serve.banner);
+  assert.match(m[1]!, /\/v1\/models\/doubler\/execute$/);
+  const res = await fetch(m[1]!, { method: "POST", body: m[2]! });
+  assert.equal(res.status, 200, await res.clone().text());
+  assert.deepEqual(await res.json(), { y: 2 });
 });
 
 /** Processes whose command line contains `text` (Linux; 0 elsewhere). */
@@ -311,7 +330,7 @@ Deno.test("main reports every failure in one error line on stderr", async () => 
       ["serve", "--port", "-1"],
       {},
       1,
-      /^error: port: expected an integer from 0 to 65535 \(at command line: port\)$/,
+      /^error: port: expected an integer from 0 to 65535 \(at command line: --port\)$/,
     ],
     [
       ["serve", "-w", "-1"],
@@ -323,7 +342,19 @@ Deno.test("main reports every failure in one error line on stderr", async () => 
       ["serve", "--max-queue", "-5"],
       {},
       1,
-      /^error: limits\.maxQueue: expected an integer >= 0/,
+      /^error: limits\.maxQueue: expected an integer >= 0 \(at command line: --max-queue\)$/,
+    ],
+    [
+      ["serve", "--timeout", "abc"],
+      {},
+      1,
+      /^error: limits\.requestTimeout: expected an integer >= 1 \(at command line: --timeout\)$/,
+    ],
+    [
+      ["serve", "--log-level", "pyproxy.pool=loud"],
+      {},
+      1,
+      /^error: logLevels\["pyproxy\.pool"\]: expected one of .* \(at command line: --log-level\)$/,
     ],
     [
       ["serve", "--python", "-x"],
@@ -357,6 +388,18 @@ Deno.test("main reports every failure in one error line on stderr", async () => 
       /^error: unknown option --prot \(did you mean --port\?\)/,
     ],
     [["launch"], {}, 2, /^error: unknown command "launch"/],
+    [
+      ["serve", "--port", "0", "--models", `${BAD_JSON_DIR}/no-such-dir`],
+      {},
+      1,
+      /^error: modelsDir: .*\/no-such-dir does not exist$/,
+    ],
+    [
+      ["serve", "--port", "0", "--models", `${BAD_JSON_DIR}/pyproxy.json`],
+      {},
+      1,
+      /^error: modelsDir: .*\/pyproxy\.json is not a directory$/,
+    ],
     [
       ["serve", "now"],
       {},
@@ -402,14 +445,58 @@ Deno.test("main says why a Python that exits at start failed: the last line of i
   }
 });
 
-Deno.test("main names the address it cannot listen on", async () => {
+Deno.test("main says that serve needs every permission when one is missing", async () => {
+  for (const flags of [[], ["--allow-read", "--allow-env", "--allow-write"]]) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", ...flags, MOD, "serve", "--port", "0", "--workers", "1"],
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 1, stderr);
+    assert.match(
+      stderr,
+      /^error: .*Requires \w+ access to .* \(serve needs every permission: deno run -A mod\.ts serve\)\n$/,
+    );
+  }
+});
+
+Deno.test("main names the address it cannot listen on, before it loads any model", async () => {
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
-  const r = await cli(["serve", "--port", String(port), "--workers", "1"]);
+  // A model whose import leaves a mark: the port is checked first, so that
+  // a start does not load every model (minutes, for some) only to fail.
+  await using models = await tempDir();
+  await Deno.writeTextFile(
+    `${models.path}/mark.py`,
+    "import os\nopen(os.path.join(os.path.dirname(__file__), 'loaded'), 'w').close()\n\n\n" +
+      "class Mark:\n    def execute(self, msg):\n        return msg\n",
+  );
+  const r = await cli([
+    "serve",
+    "--port",
+    String(port),
+    "--workers",
+    "1",
+    "--models",
+    models.path,
+  ]);
   assert.equal(r.code, 1);
+  assert.equal(
+    await Deno.stat(`${models.path}/loaded`).then(() => true, () => false),
+    false,
+    "the model was loaded before the port was found in use",
+  );
   assert.match(
     r.stderr.trimEnd(),
     new RegExp(`^error: Cannot listen on 127\\.0\\.0\\.1:${port}: `),
+  );
+  // What to do about it, whatever the runtime's own words.
+  assert.match(
+    r.stderr,
+    /\(another process listens there: stop it, or pass another --port, or 0 for a free one\)\n$/,
   );
 });
 

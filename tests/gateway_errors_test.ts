@@ -215,7 +215,27 @@ Deno.test("createGateway answers a known path with the wrong method with 405 and
   }
   const missing = await gw.fetch("/v1/nothing/here", { method: "POST" });
   assert.equal(missing.status, 404);
-  assert.equal((await missing.json()).error.type, "NotFound");
+  assert.deepEqual((await missing.json()).error, {
+    type: "NotFound",
+    message: "Cannot find route POST /v1/nothing/here",
+  });
+});
+
+Deno.test("createGateway hints at /execute and /v1 when a path misses them", async () => {
+  await using gw = await startGateway();
+  const noExecute = await gw.fetch("/v1/models/echo", post("{}"));
+  assert.equal(noExecute.status, 405);
+  assert.match(
+    (await noExecute.json()).error.message,
+    /^Cannot POST \/v1\/models\/echo: allowed: .* \(to run the model: POST \/v1\/models\/echo\/execute\)$/,
+  );
+  const noV1 = await gw.fetch("/models/echo/execute", post("{}"));
+  assert.equal(noV1.status, 404);
+  assert.deepEqual((await noV1.json()).error, {
+    type: "NotFound",
+    message:
+      "Cannot find route POST /models/echo/execute (did you mean /v1/models/echo/execute?)",
+  });
 });
 
 Deno.test("createGateway answers 408 to a request whose body does not arrive within the request timeout, on every route that reads one, and frees its slot", async () => {
@@ -327,6 +347,26 @@ Deno.test("createGateway answers 400 IncompleteBody, not a 500, to a body cut sh
   const metrics = await (await gw.fetch("/metrics")).text();
   assert.doesNotMatch(metrics, /status="500"/);
   assert.match(metrics, /^pyproxy_in_flight_requests\{model="echo"\} 0$/m);
+});
+
+Deno.test("POST /v1/eval tells a client that sends plain code or no code what the body is", async () => {
+  await using gw = await startGateway({ allowEval: true });
+  const plain = await gw.fetch("/v1/eval", post("print(1)"));
+  assert.equal(plain.status, 400);
+  const { error } = await plain.json();
+  assert.equal(error.type, "InvalidJson");
+  assert.match(
+    error.message,
+    /^Cannot parse request body as JSON: .* \(send \{"code": "<Python code>"\}\)$/,
+  );
+  const typo = await gw.fetch("/v1/eval", post('{"cod": "1"}'));
+  assert.equal(typo.status, 400);
+  assert.deepEqual(await typo.json(), {
+    error: {
+      type: "ValidationError",
+      message: "Cannot eval: code: is required",
+    },
+  });
 });
 
 Deno.test("POST /v1/eval refuses locals that are not an object (an array is not turned into one)", async () => {

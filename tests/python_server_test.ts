@@ -186,6 +186,17 @@ Deno.test("PythonServer.start rejects a missing interpreter with a StartError", 
   );
 });
 
+Deno.test("PythonServer.start says that a python that is a directory is not the interpreter", async () => {
+  await using dir = await tempDir();
+  await assert.rejects(
+    PythonServer.start({ path: dir.path, python: dir.path }),
+    (err: unknown) =>
+      err instanceof StartError && /cannot spawn/.test(err.message) &&
+      /not an executable: give the Python interpreter itself, such as <venv>\/bin\/python3/
+        .test(err.message),
+  );
+});
+
 Deno.test("PythonServer.start kills a server that never gets ready and reports its stderr", async () => {
   await using dir = await tempDir();
   const pythonPath = await fakePackage(

@@ -26,15 +26,8 @@ import sys
 import threading
 import time
 
-# Before the imports that need a newer Python: an older one otherwise fails
-# with a traceback that does not say what is wrong (3.8: a TypeError in the
-# log setup; 3.6: no module named contextvars).
-if sys.version_info < (3, 9):
-    sys.exit(
-        "pyproxy needs Python >= 3.9, and %s is Python %d.%d.%d: install a newer "
-        "Python and point the pool's python option (serve: --python) at it"
-        % ((sys.executable,) + tuple(sys.version_info[:3]))
-    )
+# An interpreter older than 3.9 never gets here: the package's __init__.py
+# refuses it with a message that says so.
 
 from . import PROTOCOL_VERSION, capture
 from .framer import Framer

@@ -7,6 +7,7 @@ names the first offending place, e.g. ``result.rows[3].when is a
 datetime.datetime (use .isoformat())``.
 """
 
+import datetime
 import enum
 import math
 
@@ -43,6 +44,17 @@ def _hint(value):
         return "use dataclasses.asdict(...)"
     if isinstance(value, enum.Enum):
         return "use .value"
+    if isinstance(value, (datetime.date, datetime.time)):  # pandas.Timestamp, ...
+        return "use .isoformat()"
+    # The conversions of other libraries' values: torch tensors, pandas
+    # Series, array.array (tolist); pandas DataFrames (to_dict); pydantic.
+    for method in ("tolist", "to_dict", "model_dump"):
+        try:
+            found = callable(getattr(value, method, None))
+        except Exception:  # a __getattr__ that raises must not replace the error being described
+            found = False
+        if found:
+            return "use .%s()" % method
     return "convert it to a dict, list, str, number, bool or None"
 
 

@@ -50,6 +50,7 @@ Example::
 """
 
 import asyncio
+import difflib
 import inspect
 import itertools
 import linecache
@@ -422,7 +423,7 @@ class ModelRegistry:
         if entry is None:
             if not isinstance(name, str):
                 raise InvalidRequestError("Cannot find model: 'name' must be a string")
-            raise ModelNotFoundError("Cannot find model %r: not loaded" % (name,))
+            raise ModelNotFoundError("Cannot find model %r: %s" % (name, _not_loaded(name, list(self._models))))
         return entry
 
     def describe_all(self):
@@ -505,7 +506,7 @@ class ModelRegistry:
             # Lets tracebacks show the lines of models sent as source.
             linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         module_name = "pyproxy_model_%d" % next(self._modules)
-        cls, instance = self._load(name, source, filename, module_name, class_name, options)
+        cls, instance = self._load(name, source, filename, module_name, class_name, options, file)
         with self._lock:
             # A load given up on (the host's timeout, a closed connection)
             # that finished anyway registers nothing: the host recorded no
@@ -534,7 +535,7 @@ class ModelRegistry:
             desc["source"] = source  # what was loaded, for the host to replay
         return desc
 
-    def _load(self, name, source, filename, module_name, class_name, options):
+    def _load(self, name, source, filename, module_name, class_name, options, file=None):
         module = types.ModuleType(module_name)
         module.__file__ = filename
         # A file inside a package under the root imports its siblings with
@@ -557,10 +558,31 @@ class ModelRegistry:
         except BaseException as exc:  # SystemExit in model code must not stop us
             sys.modules.pop(module_name, None)
             raise ModelLoadError(
-                "Cannot load model %r: %s: %s" % (name, type(exc).__name__, exc),
+                "Cannot load model %r: %s: %s%s"
+                % (name, type(exc).__name__, exc, _where(exc, filename, file if file is not None else filename)),
                 exception=type(exc).__name__,
                 traceback=format_user_traceback(exc, os.path.dirname(__file__)),
             )
+
+
+def _where(exc, filename, shown):
+    """`` (<shown>, line N, in f)``: the last line of the model's own file
+    that ``exc`` went through (the import of a missing package, the raise in
+    ``__init__``), else ``""``. The traceback travels only with ``--debug``
+    in the gateway; the message always does. A SyntaxError names its line
+    itself."""
+    if isinstance(exc, SyntaxError):
+        return ""
+    where = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            where = (tb.tb_lineno, tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    if where is None:
+        return ""
+    line, func = where
+    return " (%s, line %d%s)" % (shown, line, "" if func == "<module>" else ", in %s" % func)
 
 
 _STDLIB = os.path.dirname(os.__file__) + os.sep
@@ -627,30 +649,68 @@ def _package_of(root, path):
     return ".".join(parts)
 
 
+# Names listed in a "not loaded" message at most; a typo is looked for among
+# this many models at most (difflib's cost grows with their number).
+_LIST_NAMES = 10
+_MATCH_NAMES = 200
+
+
+def _not_loaded(name, loaded):
+    """Why ``name`` is not found, with what a caller who mistyped it needs:
+    the name meant, else the models that are loaded."""
+    if not loaded:
+        return "not loaded (no model is loaded yet)"
+    if len(loaded) <= _MATCH_NAMES and len(name) <= 128:
+        close = difflib.get_close_matches(name, loaded, n=1)
+        if close:
+            return "not loaded (did you mean %r?)" % (close[0],)
+    shown = sorted(loaded)[:_LIST_NAMES]
+    more = len(loaded) - len(shown)
+    return "not loaded (loaded: %s%s)" % (", ".join(shown), " and %d more" % more if more else "")
+
+
 def _pick_class(module, class_name, name):
     if class_name is not None:
         cls = module.__dict__.get(class_name)
         if not isinstance(cls, type):
-            raise ModelLoadError("Cannot load model %r: no class %r in its module" % (name, class_name))
+            own = sorted(_own_model_classes(module))
+            raise ModelLoadError(
+                "Cannot load model %r: no class %r in its module (%s)"
+                % (name, class_name, "model classes: " + ", ".join(own) if own else "no class with an execute(msg) method")
+            )
         return cls
-    own = [
-        obj
-        for obj in module.__dict__.values()
-        if isinstance(obj, type)
-        and obj.__module__ == module.__name__
-        and (callable(getattr(obj, "execute", None)) or callable(getattr(obj, "execute_batch", None)))
-    ]
+    own = list(_own_model_classes(module).values())
     if len(own) == 1:
         return own[0]
     cls = module.__dict__.get("Model")
     if isinstance(cls, type):
         return cls
     if not own:
-        raise ModelLoadError("Cannot load model %r: no class with an execute(msg) or execute_batch(msgs) method" % name)
+        # A class with a method named otherwise (run, predict) is the usual slip.
+        classes = sorted(
+            obj.__name__
+            for obj in module.__dict__.values()
+            if isinstance(obj, type) and obj.__module__ == module.__name__
+        )
+        raise ModelLoadError(
+            "Cannot load model %r: no class with an execute(msg) or execute_batch(msgs) method%s"
+            % (name, " (classes without one: %s)" % ", ".join(classes) if classes else "")
+        )
     raise ModelLoadError(
-        "Cannot load model %r: several model classes (%s); pass 'class'"
+        "Cannot load model %r: several model classes (%s); pass 'class', or name one Model"
         % (name, ", ".join(sorted(c.__name__ for c in own)))
     )
+
+
+def _own_model_classes(module):
+    """The classes the module defines (not imports) that have an ``execute``
+    (or an ``execute_batch``)."""
+    return {
+        obj.__name__: obj
+        for obj in module.__dict__.values()
+        if isinstance(obj, type) and obj.__module__ == module.__name__
+        and (callable(getattr(obj, "execute", None)) or callable(getattr(obj, "execute_batch", None)))
+    }
 
 
 def _construct(cls, options):

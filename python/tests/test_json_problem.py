@@ -22,6 +22,30 @@ class Color(enum.Enum):
     RED = "red"
 
 
+class Tensor:  # as torch.Tensor, pandas.Series: not numpy, but a tolist()
+    def tolist(self):
+        return []
+
+
+class Frame:  # as pandas.DataFrame
+    def to_dict(self):
+        return {}
+
+
+class Record:  # as a pydantic model
+    def model_dump(self):
+        return {}
+
+
+class Stamp(datetime.datetime):  # as pandas.Timestamp
+    pass
+
+
+class Proxy:  # a lazy proxy whose attribute lookup fails
+    def __getattr__(self, name):
+        raise RuntimeError("not connected")
+
+
 class DescribeNotJsonTest(unittest.TestCase):
     def test_names_the_path_the_type_and_a_fix(self):
         when = datetime.datetime(2026, 12, 5)
@@ -37,6 +61,11 @@ class DescribeNotJsonTest(unittest.TestCase):
             ({"not an identifier": [float("inf")]}, "result['not an identifier'][0] is inf (NaN and infinities are not JSON: use None)"),
             ({(1, 2): "x"}, "result has a key (1, 2) of type tuple (keys must be str, int, float, bool or None)"),
             (object(), "result is a object (convert it to a dict, list, str, number, bool or None)"),
+            ({"t": Tensor()}, "result.t is a tests.test_json_problem.Tensor (use .tolist())"),
+            ({"f": Frame()}, "result.f is a tests.test_json_problem.Frame (use .to_dict())"),
+            ({"r": Record()}, "result.r is a tests.test_json_problem.Record (use .model_dump())"),
+            ({"at": Stamp(2026, 12, 5)}, "result.at is a tests.test_json_problem.Stamp (use .isoformat())"),
+            ({"p": Proxy()}, "result.p is a tests.test_json_problem.Proxy (convert it to a dict, list, str, number, bool or None)"),
         ]
         for value, expected in cases:
             with self.subTest(expected=expected):

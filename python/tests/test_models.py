@@ -68,6 +68,91 @@ class ModelRegistryTest(unittest.TestCase):
         with self.assertRaises(ModelNotFoundError):
             self.registry.update("x", {"file": "doubler.py"})
 
+    def test_an_unknown_name_says_which_one_was_meant_or_what_is_loaded(self):
+        def message(name):
+            with self.assertRaises(ModelNotFoundError) as caught:
+                self.registry.get(name)
+            return str(caught.exception)
+
+        self.assertEqual(message("d"), "Cannot find model 'd': not loaded (no model is loaded yet)")
+        self.registry.add("doubler", {"file": "doubler.py"})
+        self.registry.add("echo", {"file": "doubler.py"})
+        self.assertEqual(message("dubler"), "Cannot find model 'dubler': not loaded (did you mean 'doubler'?)")
+        self.assertEqual(message("xyz"), "Cannot find model 'xyz': not loaded (loaded: doubler, echo)")
+        for i in range(12):
+            self.registry.add("m%02d" % i, {"file": "doubler.py"})
+        self.assertEqual(
+            message("xyz"),
+            "Cannot find model 'xyz': not loaded (loaded: doubler, echo, m00, m01, m02, m03, m04, m05, m06, m07"
+            " and 4 more)",
+        )
+
+    def test_a_class_not_in_the_module_lists_the_model_classes(self):
+        two = "class A:\n    def execute(self, m): return 'a'\nclass B:\n    def execute(self, m): return 'b'\n"
+        with self.assertRaises(ModelLoadError) as caught:
+            self.registry.add("ab", {"source": two, "class": "C"})
+        self.assertEqual(str(caught.exception), "Cannot load model 'ab': no class 'C' in its module (model classes: A, B)")
+        with self.assertRaises(ModelLoadError) as caught:
+            self.registry.add("x", {"source": "x = 1", "class": "C"})
+        self.assertEqual(
+            str(caught.exception),
+            "Cannot load model 'x': no class 'C' in its module (no class with an execute(msg) method)",
+        )
+
+    def test_a_load_error_names_the_line_of_the_model_file(self):
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        os.mkdir(os.path.join(tmp, "sub"))
+        files = {
+            "sub/ctor.py": "class Ctor:\n    def __init__(self, options):\n        raise ValueError('no path')\n"
+            "    def execute(self, msg):\n        return msg\n",
+            "imp.py": "import json\nimport no_such_package_here\n",
+            "syntax.py": "class Broken:\n    def execute(self, msg)\n        return msg\n",
+        }
+        for rel, text in files.items():
+            with open(os.path.join(tmp, rel), "w") as f:
+                f.write(text)
+        registry = ModelRegistry(tmp)
+
+        def message(spec):
+            with self.assertRaises(ModelLoadError) as caught:
+                registry.add("m", spec)
+            return str(caught.exception)
+
+        self.assertEqual(
+            message({"file": "sub/ctor.py"}),
+            "Cannot load model 'm': ValueError: no path (sub/ctor.py, line 3, in __init__)",
+        )
+        self.assertEqual(
+            message({"file": "imp.py"}),
+            "Cannot load model 'm': ModuleNotFoundError: No module named 'no_such_package_here' (imp.py, line 2)",
+        )
+        # A SyntaxError says where itself, once.
+        self.assertRegex(message({"file": "syntax.py"}), r"^Cannot load model 'm': SyntaxError: .* \(syntax\.py, line 2\)$")
+        self.assertEqual(
+            message({"source": "x = 1\nraise KeyError('k')\n"}),
+            "Cannot load model 'm': KeyError: 'k' (<model m>, line 2)",
+        )
+
+    def test_no_model_class_or_several_say_what_to_do(self):
+        def message(source):
+            with self.assertRaises(ModelLoadError) as caught:
+                self.registry.add("m", {"source": source})
+            return str(caught.exception)
+
+        self.assertEqual(
+            message("class Scorer:\n    def predict(self, msg):\n        return 1\nclass Other:\n    pass\n"),
+            "Cannot load model 'm': no class with an execute(msg) or execute_batch(msgs) method (classes without one: Other, Scorer)",
+        )
+        self.assertEqual(
+            message("from collections import OrderedDict\n"),
+            "Cannot load model 'm': no class with an execute(msg) or execute_batch(msgs) method",
+        )
+        self.assertEqual(
+            message("class A:\n    def execute(self, m): return 'a'\nclass B:\n    def execute(self, m): return 'b'\n"),
+            "Cannot load model 'm': several model classes (A, B); pass 'class', or name one Model",
+        )
+
     def test_model_class_fallback_and_selection(self):
         src = "class Helper:\n    pass\nclass Model:\n    def execute(self, m):\n        return 1\n"
         self.assertEqual(self.registry.add("m", {"source": src})["class"], "Model")

@@ -340,26 +340,36 @@ export function createGateway(
 
   // A known path asked with another method is a 405 naming the allowed ones.
   const allowedMethods = methodsByPath(app);
+  // The usual slips get a hint: a POST to a model without /execute, a path
+  // without its /v1.
   app.notFound((c) => {
-    const allow = allowedMethods(c.req.path);
+    const { method, path } = c.req;
+    const allow = allowedMethods(path);
     if (allow.length > 0) {
+      const run = method === "POST" &&
+          allowedMethods(`${path}/execute`).includes("POST")
+        ? ` (to run the model: POST ${path}/execute)`
+        : "";
       return c.json(
         {
           error: {
             type: "MethodNotAllowed",
-            message: `Cannot ${c.req.method} ${c.req.path}: allowed: ${
+            message: `Cannot ${method} ${path}: allowed: ${
               allow.join(", ")
-            }`,
+            }${run}`,
           },
         },
         405,
         { allow: allow.join(", ") },
       );
     }
+    const v1 = allowedMethods(`/v1${path}`).length > 0
+      ? ` (did you mean /v1${path}?)`
+      : "";
     return c.json({
       error: {
         type: "NotFound",
-        message: `Cannot find route ${c.req.method} ${c.req.path}`,
+        message: `Cannot find route ${method} ${path}${v1}`,
       },
     }, 404);
   });

@@ -5,6 +5,7 @@
  * @module
  */
 import { Hono } from "hono";
+import { HTTPException } from "hono/http-exception";
 import * as v from "valibot";
 import { ShuttingDownError } from "../errors.ts";
 import { describeError, httpError } from "./error_response.ts";
@@ -44,8 +45,14 @@ const EvalBody = v.strictObject(
     issue,
   ) => (issue.expected === "never"
     ? "unknown field (allowed: code, locals, args, timeout)"
+    : issue.input === undefined && issue.path?.length
+    ? "is required"
     : "expected {code, locals?, args?, timeout?}"),
 );
+
+// The body is JSON with the code in it; plain code (`curl -d 'print(1)'`) is
+// the usual first try.
+const JSON_BODY_HINT = ' (send {"code": "<Python code>"})';
 
 /** What `stopped` resolves with in {@linkcode atomEvents}. */
 const STOP = Symbol("stop");
@@ -149,10 +156,24 @@ export function evalRoutes(ctx: RouteContext): Hono {
 
   app.post("/v1/eval", async (c) => {
     if (!ctx.allowEval) throw forbidden();
-    const parsed = v.safeParse(
-      EvalBody,
-      await readJsonBody(c.req.raw, ctx.bodyLimit, ctx.bodyReads, ctx.runtime),
-    );
+    let body: unknown;
+    try {
+      body = await readJsonBody(
+        c.req.raw,
+        ctx.bodyLimit,
+        ctx.bodyReads,
+        ctx.runtime,
+      );
+    } catch (err) {
+      if (
+        err instanceof HTTPException && err.status === 400 &&
+        err.message.startsWith("Cannot parse request body as JSON")
+      ) {
+        throw httpError(400, "InvalidJson", err.message + JSON_BODY_HINT);
+      }
+      throw err;
+    }
+    const parsed = v.safeParse(EvalBody, body);
     if (!parsed.success) {
       const issue = parsed.issues[0];
       const path = v.getDotPath(issue);

@@ -21,7 +21,7 @@ import { ChannelHub } from "./channels.ts";
 import { channelsPlugin } from "./channels_plugin.ts";
 import type { ModelEntry, ResolvedConfig } from "./config.ts";
 import { GatewayMetrics } from "./metrics.ts";
-import { ModelCatalog } from "./model_catalog.ts";
+import { type GatewayModelInfo, ModelCatalog } from "./model_catalog.ts";
 import { isLoopback } from "./security.ts";
 import { setTimeoutOrNever } from "../_timer.ts";
 
@@ -97,6 +97,8 @@ export interface GatewayServer extends AsyncDisposable {
   readonly app: GatewayApp;
   /** Models that failed to load at start (auto-discovered ones only; listed ones abort the start). */
   readonly skippedModels: Array<{ name: string; error: string }>;
+  /** The models served, described as `GET /v1/models` describes them. */
+  models(): GatewayModelInfo[];
   /**
    * Drains: answers new requests with 503 (the port stays open), ends the
    * channel streams, lets in-flight requests (eval streams included) finish
@@ -105,6 +107,19 @@ export interface GatewayServer extends AsyncDisposable {
   shutdown(): Promise<void>;
   /** Resolves once shut down (by `shutdown()` or a signal). */
   readonly finished: Promise<void>;
+}
+
+function listenError(config: ResolvedConfig, err: unknown): StartError {
+  // Deno and Bun both set code EADDRINUSE; their messages differ.
+  const inUse = (err as { code?: unknown }).code === "EADDRINUSE"
+    ? " (another process listens there: stop it, or pass another --port, or 0 for a free one)"
+    : "";
+  return new StartError(
+    `Cannot listen on ${hostPort(config.host, config.port)}: ${
+      (err as Error).message
+    }${inUse}`,
+    { cause: err },
+  );
 }
 
 type PluginFactory = (options?: Record<string, unknown>) => Plugin;
@@ -181,8 +196,13 @@ export async function serve(
 ): Promise<GatewayServer> {
   const runtime = options.runtime ?? defaultRuntime();
   const logger = getLogger(["pyproxy", "gateway"]);
-  if ((await runtime.stat(config.modelsDir))?.isDirectory !== true) {
-    throw new ConfigError(`modelsDir: ${config.modelsDir} is not a directory`);
+  const modelsDir = await runtime.stat(config.modelsDir);
+  if (modelsDir?.isDirectory !== true) {
+    throw new ConfigError(
+      `modelsDir: ${config.modelsDir} ${
+        modelsDir === null ? "does not exist" : "is not a directory"
+      }`,
+    );
   }
   if (config.allowEval && config.token === undefined) {
     // Loopback only (elsewhere a token is required), but every local user
@@ -227,6 +247,21 @@ export async function serve(
       ? {}
       : { maxQueue: config.limits.maxQueue }),
   };
+  if (config.port !== 0) {
+    // A port in use fails the start before the workers and the models
+    // load (which can take minutes), not after. (Still checked at the real
+    // listen below: another process may take the port meanwhile.)
+    let probe: HttpServer;
+    try {
+      probe = await runtime.serve(
+        { hostname: config.host, port: config.port },
+        () => new Response(null, { status: 503 }),
+      );
+    } catch (err) {
+      throw listenError(config, err);
+    }
+    await probe.shutdown();
+  }
   const pool = await Pool.start(poolOptions);
   const skippedModels: Array<{ name: string; error: string }> = [];
   let server: HttpServer | undefined;
@@ -312,12 +347,7 @@ export async function serve(
         (req, info) => app.fetch(req, info),
       );
     } catch (err) {
-      throw new StartError(
-        `Cannot listen on ${hostPort(config.host, config.port)}: ${
-          (err as Error).message
-        }`,
-        { cause: err },
-      );
+      throw listenError(config, err);
     }
     port = server.port;
     const url = `http://${hostPort(urlHost(server.hostname), server.port)}`;
@@ -385,6 +415,7 @@ export async function serve(
       hub,
       app,
       skippedModels,
+      models: () => catalog.list(pool),
       shutdown,
       finished,
       [Symbol.asyncDispose]: shutdown,

@@ -28,15 +28,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__init__.py",
-      size: 722,
+      size: 1363,
       sha256:
-        "0967c32323ccc1643f2434d00c1a01e3aba055b7448b278c5b4026bbefcd9ee2",
+        "d576b1b1abb4577252cbedd3e79193bd6dc60a3670e36b9866e171be5f7ad341",
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 18476,
+      size: 18124,
       sha256:
-        "26a5cf0f8a2a01456d88be6ae4c602779585635a7d788dbe5c85d0f88bc68195",
+        "477c845f16f39c0d45c13f7b2691a1d363cd0521b30ad7cd0462664c0a028b1e",
     },
     {
       path: "pyproxy_server/big_json.py",
@@ -124,15 +124,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/json_problem.py",
-      size: 4640,
+      size: 5229,
       sha256:
-        "1ffb77ce51b2e97d8ed512f89e157740cf84cd4057496b3d037962c1a9f34c94",
+        "e00563f3c6efcd28da034202edf5c8b2f1e7d013ec29b81f1f6f7a00eacb890e",
     },
     {
       path: "pyproxy_server/models.py",
-      size: 28327,
+      size: 30833,
       sha256:
-        "ffa49ec07c6f3a7214aa6afc27a5dd2e1e8ba0802ded00eedc5605323df47862",
+        "752ca33a2ea332cc97ff42d3c96d6f727f82acc5ee208cee98244635a4c6c770",
     },
     {
       path: "pyproxy_server/server.py",
