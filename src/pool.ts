@@ -195,6 +195,9 @@ export interface PoolOptions {
   /**
    * How long a server may take to become ready, in ms: a number > 0;
    * `Infinity`, or anything beyond 2^31 − 1 (~24.8 days), means no limit.
+   * Bounds the ready line, and then the answer to the pool's `configure`
+   * on the new connection (a worker that stops answering as it starts is
+   * killed, and restarted by `reconnect`).
    * @default {15000}
    */
   readyTimeout?: number;
