@@ -179,6 +179,16 @@ export interface PoolOptions {
    */
   requestTimeout?: number;
   /**
+   * Timeout in ms of model commands (`addModel`, `updateModel`,
+   * `removeModel`, `initModel`) that give none, and of loading the models
+   * onto a restarted worker: a restart whose model replay runs past it (a
+   * model whose import or `__init__` hangs) fails like a crash, and the
+   * worker is killed (and restarted by `reconnect`) instead of staying
+   * `restarting` for ever. A number > 0, `Infinity` for none.
+   * @default {requestTimeout}
+   */
+  loadTimeout?: number;
+  /**
    * How long `close()` lets in-flight calls finish, in ms: an integer >= 0;
    * beyond 2^31 − 1 (~24.8 days, a timer's range) `close()` waits until
    * they finish.
@@ -188,6 +198,9 @@ export interface PoolOptions {
   /**
    * How long a server may take to become ready, in ms: a number > 0;
    * `Infinity`, or anything beyond 2^31 − 1 (~24.8 days), means no limit.
+   * Bounds the ready line, and then the answer to the pool's `configure`
+   * on the new connection (a worker that stops answering as it starts is
+   * killed, and restarted by `reconnect`).
    * @default {15000}
    */
   readyTimeout?: number;
@@ -292,7 +305,7 @@ export class Pool implements AsyncDisposable {
         ),
     });
     this.#registry = new ModelRegistry(
-      opts.requestTimeout === undefined ? {} : { timeout: opts.requestTimeout },
+      opts.loadTimeout === undefined ? {} : { timeout: opts.loadTimeout },
     );
     this.#plugins = new PluginHost(plugins, {
       hookTimeout: opts.hookTimeout,

@@ -40,6 +40,8 @@ export interface ResolvedPoolOptions {
   maxQueue: number;
   /** Default call timeout in ms, or undefined for none. */
   requestTimeout: number | undefined;
+  /** Default timeout of model commands and of a restarted worker's model replay, in ms (undefined: none). */
+  loadTimeout: number | undefined;
   /** How long close() lets in-flight calls finish, in ms. */
   shutdownGrace: number;
   /** How long a server may take to print its ready line, in ms. */
@@ -156,6 +158,7 @@ const schema = v.strictObject({
   maxInFlightPerWorker: int(1),
   maxQueue: int(0),
   requestTimeout: positive,
+  loadTimeout: positive,
   shutdownGrace: int(0),
   readyTimeout: positive,
   hookTimeout: positive,
@@ -227,6 +230,7 @@ export function resolvePoolOptions(
     maxInFlightPerWorker: options.maxInFlightPerWorker ?? 64,
     maxQueue: options.maxQueue ?? 1024,
     requestTimeout: options.requestTimeout,
+    loadTimeout: options.loadTimeout ?? options.requestTimeout,
     shutdownGrace: options.shutdownGrace ?? 5000,
     readyTimeout: options.readyTimeout ?? 15000,
     hookTimeout: options.hookTimeout ?? 30_000,

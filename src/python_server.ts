@@ -411,10 +411,15 @@ export class PythonServer implements AsyncDisposable {
         { cause: err },
       );
     }
+    const stdin = child.stdin.getWriter();
     // The socket's directory goes with the process (before `exited` resolves).
     const exited = child.status.then(async (status) => {
       // What it left running (a model's forked child, a wrapper's python).
       child.killGroup("SIGKILL");
+      // Our end of its stdin: a server that died by itself (a crash, kill -9)
+      // is dropped by its pool without a kill(), and this fd stayed open,
+      // one more per crash. (Its stdout and stderr close at their EOF.)
+      stdin.close().catch(() => {});
       await removeSocketDir();
       return status;
     });
@@ -439,7 +444,6 @@ export class PythonServer implements AsyncDisposable {
       },
       () => stderrLog.end(),
     );
-    const stdin = child.stdin.getWriter();
     // stdin failing (the child is already gone) is reported by the exit below.
     stdin.write(new TextEncoder().encode(JSON.stringify({ secret }) + "\n"))
       .catch(() => {});

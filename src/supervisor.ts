@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { ConfigError, StartError } from "./errors.ts";
+import { ConfigError, StartError, TimeoutError } from "./errors.ts";
 import type { ModelRegistry } from "./model_registry.ts";
 import type { PluginContext, PluginHost } from "./plugin.ts";
 import type { Pool } from "./pool.ts";
@@ -170,9 +170,14 @@ export class Supervisor {
         // Model code's Python logging records too (protocol §6; a server
         // from before them ignores the field). Without them the worker
         // serves as before: a failure here is the connection's, met next.
-        await session.request("configure", { logRecords: true }).catch(
-          () => {},
-        );
+        // But a server that does not answer (stopped, frozen) fails the
+        // start: nothing else bounds a starting worker (no call and no
+        // heartbeat reaches it), so it stayed `restarting` for ever.
+        await session.request("configure", { logRecords: true }, {
+          timeout: this.#opts.options.readyTimeout,
+        }).catch((err) => {
+          if (err instanceof TimeoutError) throw err;
+        });
         await plugins.run("onWorkerStart", { worker, session, restart }, ctx);
         await plugins.run("onSessionOpen", { worker, session }, ctx);
         await registry.exclusive(async () => {

@@ -159,6 +159,8 @@ export class Worker implements WorkerInfo {
   #stderrTail = "";
   #failedReason: string | null = null;
   #killReason: string | undefined;
+  /** The start failed and the pool killed the process for it (SIGKILL). */
+  #startFailed = false;
   #intentional = false;
   #stopping = false;
   #pendingRestart: number | undefined;
@@ -279,6 +281,7 @@ export class Worker implements WorkerInfo {
   async #start(restart: boolean): Promise<Error | undefined> {
     const gen = ++this.#gen;
     this.#killReason = undefined;
+    this.#startFailed = false;
     this.#intentional = false;
     let server: PythonServer;
     try {
@@ -348,7 +351,10 @@ export class Worker implements WorkerInfo {
       if (this.#state !== "ready") throw new Error(`worker is ${this.#state}`);
       return undefined;
     } catch (err) {
-      this.#killReason ??= `start failed: ${messageOf(err)}`;
+      if (this.#killReason === undefined) {
+        this.#killReason = `start failed: ${messageOf(err)}`;
+        this.#startFailed = true;
+      }
       server.kill("SIGKILL");
       return await this.#failedStart(gen, err);
     }
@@ -516,8 +522,14 @@ export class Worker implements WorkerInfo {
 
   #onExit(gen: number, code: number | null, signal: string | null): void {
     if (gen !== this.#gen) return;
-    const reason = this.#killReason ??
-      (signal !== null ? `killed by ${signal}` : `exited with code ${code}`);
+    const status = signal !== null
+      ? `killed by ${signal}`
+      : `exited with code ${code}`;
+    let reason = this.#killReason ?? status;
+    // A start that failed because the process ended by itself (a model's
+    // import calling os._exit or crashing while replayed): the start's error
+    // only says the connection closed, so the reason also says how it ended.
+    if (this.#startFailed && signal !== "SIGKILL") reason += ` (${status})`;
     this.#report(gen, { pid: this.#pid, code, signal, reason, at: Date.now() });
   }
 

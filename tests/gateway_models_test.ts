@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { startGateway, until } from "./_gateway_harness.ts";
+import { nextEvent, readyAgain } from "./_pool_harness.ts";
 
 const put = (body: unknown): RequestInit => ({
   method: "PUT",
@@ -280,6 +281,50 @@ Deno.test("PUT /v1/models/{name}: a model whose import hangs gets a 504 after li
   } finally {
     await reset();
   }
+});
+
+Deno.test("A restarted worker whose model replay hangs is killed after limits.loadTimeout, not left restarting for ever", async () => {
+  await using gw = await startGateway({
+    workers: 1,
+    allowManage: true,
+    limits: { loadTimeout: 1000 },
+  });
+  const flag = `${gw.dir}/hang-on-load`;
+  await Deno.writeTextFile(
+    `${gw.dir}/sticky.py`,
+    `import os
+import time
+
+
+class Sticky:
+    def __init__(self, options=None):
+        if os.path.exists(${JSON.stringify(flag)}):
+            time.sleep(60)
+
+    def execute(self, msg):
+        return msg
+`,
+  );
+  const added = await gw.fetch("/v1/models/sticky", put({ file: "sticky.py" }));
+  assert.equal(added.status, 201);
+  await added.body?.cancel();
+  // The model now hangs when loaded: the restart's replay must not wait for ever.
+  await Deno.writeTextFile(flag, "");
+  const timedOut = nextEvent(
+    gw.pool,
+    "worker-exit",
+    (ev) => ev.reason.includes("timed out"),
+    10_000,
+  );
+  const pid = gw.pool.status().workers[0]!.pid!;
+  Deno.kill(pid, "SIGKILL");
+  const exit = await timedOut;
+  assert.match(exit.reason, /^start failed: .*timed out after 1000 ms/);
+  // Once the model loads again, the next restart serves.
+  await Deno.remove(flag);
+  await readyAgain(gw.pool, "w1");
+  const call = await gw.fetch("/v1/models/sticky/execute", post({ a: 1 }));
+  assert.deepEqual(await call.json(), { a: 1 });
 });
 
 async function hangingPut(records: LogRecord[]): Promise<void> {

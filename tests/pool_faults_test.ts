@@ -15,6 +15,7 @@ import {
   writeHostScript,
 } from "./_pool_harness.ts";
 import { recordingLogger } from "./_harness.ts";
+import { reconnect } from "../plugins/reconnect.ts";
 
 /** A model that starts a Python process and a `sleep` (children of its worker). */
 const SPAWNER = `import subprocess, sys
@@ -439,6 +440,81 @@ Deno.test("Pool marks a worker that crashes on start as failed and serves on the
       assert.deepEqual(await pool.execute("doubler", { x: i }), { y: 2 * i });
     }
   } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool kills and restarts a worker that stops answering while it starts (its configure request), instead of leaving it restarting for ever", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  const stopped: number[] = [];
+  let configures = 0;
+  // Freezes the worker just as its restart sends `configure`: the process
+  // printed its ready line and took the connection, then went silent (a
+  // SIGSTOP, a frozen cgroup). No call and no heartbeat reaches a starting worker.
+  const freezer = {
+    name: "freeze-on-configure",
+    onRequest(
+      msg: Record<string, unknown>,
+      mc: { worker: { pid: number | null } },
+    ) {
+      // The pool's own configure (the spillover plugin sends one too).
+      if (
+        msg.cmd === "configure" && msg.logRecords === true &&
+        ++configures === 2
+      ) {
+        const pid = mc.worker.pid;
+        if (pid !== null) {
+          stopped.push(pid);
+          Deno.kill(pid, "SIGSTOP");
+        }
+      }
+      return undefined;
+    },
+  };
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, {
+        workers: 1,
+        readyTimeout: 1000,
+        plugins: [
+          reconnect({
+            backoff: { initial: 10, max: 50 },
+            heartbeatInterval: 0,
+          }),
+          freezer,
+        ],
+      }),
+    );
+    pids.watch(pool);
+    const exit = nextEvent(
+      pool,
+      "worker-exit",
+      (ev) => ev.reason.includes("configure"),
+      10_000,
+    );
+    // The frozen start never gets there: the first ready is the next restart.
+    const ready = nextEvent(
+      pool,
+      "worker-state",
+      (ev) => ev.to === "ready",
+      10_000,
+    );
+    ready.catch(() => {}); // awaited below, once the exit is checked
+    Deno.kill(pidOf(pool, "w1"), "SIGKILL");
+    const ev = await exit;
+    assert.deepEqual(stopped, [ev.pid]);
+    assert.match(ev.reason, /^start failed: .*timed out after 1000 ms/);
+    await ready;
+    assert.equal(pool.status().workers[0]!.state, "ready");
+  } finally {
+    for (const pid of stopped) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch {
+        // gone already
+      }
+    }
     await pids.assertGone();
   }
 });

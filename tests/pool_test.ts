@@ -86,6 +86,7 @@ Deno.test("Pool.start rejects bad options with a ConfigError naming the field", 
     [{ transport: "pipe" as "tcp" }, /transport: expected "tcp" or "unix"/],
     [{ maxQueue: -1 }, /maxQueue: expected an integer >= 0/],
     [{ maxFrameSize: 10 }, /maxFrameSize: expected an integer >= 4096/],
+    [{ loadTimeout: 0 }, /loadTimeout: expected a number > 0/],
     [
       { schedBatch: "yes" as unknown as boolean },
       /schedBatch: expected a boolean/,

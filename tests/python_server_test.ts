@@ -141,6 +141,46 @@ Deno.test("PythonServer.kill ends the process with the signal and is safe to rep
   assert.deepEqual(await server.kill(), status);
 });
 
+/** The pipes this process holds open (Linux: their `pipe:[inode]` names). */
+function openPipes(): Set<string> {
+  const pipes = new Set<string>();
+  for (const entry of Deno.readDirSync("/proc/self/fd")) {
+    try {
+      const target = Deno.readLinkSync(`/proc/self/fd/${entry.name}`);
+      if (target.startsWith("pipe:")) pipes.add(target);
+    } catch {
+      // closed while listing (the fd of the listing itself)
+    }
+  }
+  return pipes;
+}
+
+Deno.test({
+  name:
+    "PythonServer closes its ends of the process's pipes when the process dies by itself (kill -9, a crash), with nobody calling kill",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    const before = openPipes();
+    await using server = await startServer();
+    const mine = [...openPipes()].filter((p) => !before.has(p));
+    // stdin and stderr (stdout ends after the ready line).
+    assert.ok(mine.length > 0, "the server's pipes are open");
+    Deno.kill(server.pid, "SIGKILL");
+    await server.exited;
+    // A pool drops a server that died: nothing but the exit closes its stdin
+    // (one fd leaked per crash, without bound under a restart storm).
+    await waitFor(() => {
+      const open = openPipes();
+      return mine.every((p) => !open.has(p));
+    }, {
+      timeout: 5000,
+      message: `pipes of the dead server closed (still open: ${
+        mine.filter((p) => openPipes().has(p)).join(", ")
+      })`,
+    });
+  },
+});
+
 Deno.test("PythonServer disposal kills the process", async () => {
   let pid = 0;
   {

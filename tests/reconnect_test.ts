@@ -137,6 +137,47 @@ Deno.test("reconnect fails a slot that keeps crashing at runtime and keeps servi
   }
 });
 
+Deno.test("reconnect: a restart whose model replay kills the process names the exit code in its reason, and the slot fails on it", async () => {
+  await using dir = await modelsDir();
+  const flag = `${dir.path}/exit-on-import`;
+  await Deno.writeTextFile(
+    `${dir.path}/quitter.py`,
+    `import os
+
+if os.path.exists(${JSON.stringify(flag)}):
+    os._exit(5)
+
+
+class Quitter:
+    def execute(self, msg):
+        return msg
+`,
+  );
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      opts(dir.path, { backoff: { initial: 5, max: 10 }, maxCrashes: 1 }, {
+        workers: 1,
+      }),
+    );
+    pids.watch(pool);
+    await pool.addModel("quitter", { file: "quitter.py" });
+    // From now on the model's import ends the process: each restart's replay.
+    await Deno.writeTextFile(flag, "");
+    const failed = nextEvent(pool, "failed");
+    Deno.kill(pidOf(pool, "w1"), "SIGKILL");
+    const ev = await failed;
+    const exit = pool.status().workers[0]!.lastExit;
+    assert.equal(exit?.code, 5);
+    // The log line and failedReason carry only the reason: it must say how
+    // the process ended, not only that the connection closed.
+    assert.match(exit?.reason ?? "", /exited with code 5\)?$/);
+    assert.match(ev.reason, /; last: .*exited with code 5\)?$/);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 Deno.test("reconnect kills and replaces a worker that misses its heartbeat", async () => {
   await using dir = await modelsDir();
   const pids = new PidTracker();

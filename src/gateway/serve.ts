@@ -236,6 +236,9 @@ export async function serve(
     handleSignals: false,
     runtime,
     shutdownGrace: config.limits.shutdownGrace,
+    // Bounds the models' replay onto a restarted worker too: a model whose
+    // import hangs left the slot `restarting` for ever, silently.
+    loadTimeout: config.limits.loadTimeout,
     // The gateway's thread is its bottleneck: a worker woken by a request
     // must not preempt it (docs/gateway.md).
     schedBatch: config.schedBatch,
