@@ -10,7 +10,7 @@ import { checkOptionKeys } from "./_plugin_options.ts";
 import { ConfigError } from "../src/errors.ts";
 import type { Plugin, PluginContext } from "../src/plugin.ts";
 import { onePool } from "./_one_pool.ts";
-import { setIntervalOrNever } from "../src/_timer.ts";
+import { setIntervalOrNever, setTimeoutOrNever } from "../src/_timer.ts";
 
 /**
  * Backoff of {@linkcode ReconnectOptions}.
@@ -71,6 +71,14 @@ export interface ReconnectOptions {
   /** The window for `maxCrashes`, in ms. @default {60000} */
   crashWindow?: number;
   /**
+   * A slot marked `failed` is started again after this many ms, with its
+   * crash count cleared (a burst of crashing inputs would otherwise leave the
+   * pool without that worker until it is restarted; with every slot failed,
+   * the gateway answers 503 for good). `0` keeps failed slots failed.
+   * @default {60000}
+   */
+  failedRetryAfter?: number;
+  /**
    * After a call times out, the worker must answer a ping within this many
    * ms or it is killed (a call stuck in C cannot be interrupted otherwise;
    * it also holds the GIL, so the ping goes unanswered).
@@ -113,6 +121,7 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
     "maxCrashes",
     "crashWindow",
     "hangGrace",
+    "failedRetryAfter",
   ]);
   if (options.backoff !== undefined) {
     checkOptionKeys("reconnect", options.backoff, [
@@ -140,6 +149,11 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
   const maxCrashes = option(options.maxCrashes, 5, "maxCrashes");
   const crashWindow = option(options.crashWindow, 60000, "crashWindow", 1);
   const hangGrace = option(options.hangGrace, 2000, "hangGrace", 1);
+  const failedRetryAfter = option(
+    options.failedRetryAfter,
+    60_000,
+    "failedRetryAfter",
+  );
   if (jitter > 1) {
     throw new ConfigError(
       "Cannot create reconnect plugin: backoff.jitter: expected a number in [0, 1]",
@@ -150,6 +164,8 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
   const heartbeatReason =
     `missed heartbeat: no answer to a ping within ${heartbeatTimeout} ms (a call holding the GIL, such as one long C call, blocks the server's loop; reconnect({ heartbeatTimeout }) raises the limit)`;
   const crashes = new Map<string, number[]>();
+  // Failed slots waiting for their cool-down to end.
+  const retries = new Set<ReturnType<typeof setTimeout>>();
   // Workers being probed → when that probe gives up waiting for its ping. A
   // heartbeat's probe (30 s) must not hold back a timed-out call's (2 s).
   const probing = new Map<string, number[]>();
@@ -216,6 +232,23 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
     }
   };
 
+  /** Starts a failed slot again after its cool-down (its process must have exited). */
+  const retryLater = (ctx: PluginContext, id: string, delayMs: number) => {
+    const t = setTimeoutOrNever(() => {
+      retries.delete(t!);
+      if (ctx.closing) return;
+      const w = ctx.workers().find((x) => x.id === id);
+      if (w?.state !== "failed") return; // revived or failed by someone else's policy
+      crashes.delete(id);
+      if (
+        !ctx.reviveWorker(id, {
+          reason: `cool-down of ${failedRetryAfter} ms after it failed`,
+        })
+      ) retryLater(ctx, id, 100); // its process is still exiting
+    }, delayMs);
+    if (t !== undefined) retries.add(t);
+  };
+
   const delayFor = (n: number): number => {
     const base = Math.min(max, initial * factor ** Math.max(0, n - 1));
     return Math.max(
@@ -244,6 +277,8 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
       if (timer !== undefined) clearInterval(timer);
       timer = undefined;
       crashes.clear();
+      for (const t of retries) clearTimeout(t);
+      retries.clear();
     },
     onTimeout(ev, ctx) {
       probe(
@@ -266,8 +301,13 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
       if (recent.length > maxCrashes) {
         ctx.failWorker(
           id,
-          `crashed ${recent.length} times within ${crashWindow} ms; last: ${ev.reason}`,
+          `crashed ${recent.length} times within ${crashWindow} ms; last: ${ev.reason}${
+            failedRetryAfter > 0
+              ? ` (retried in ${failedRetryAfter} ms: reconnect({ failedRetryAfter }))`
+              : ""
+          }`,
         );
+        if (failedRetryAfter > 0) retryLater(ctx, id, failedRetryAfter);
         return;
       }
       ctx.restartWorker(id, {

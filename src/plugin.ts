@@ -214,8 +214,15 @@ export interface PluginContext {
    * (the pool is closing, the slot is `failed`, or a restart is already pending).
    */
   restartWorker(id: string, options?: RestartWorkerOptions): boolean;
-  /** Marks the slot `failed` for good (kills its process if any); routing skips it. */
+  /** Marks the slot `failed` (kills its process if any); routing skips it until `reviveWorker`. */
   failWorker(id: string, reason: string): void;
+  /**
+   * Schedules a new start of a `failed` slot whose process has exited (a
+   * policy's cool-down: `reconnect()` retries after `failedRetryAfter`).
+   * Returns `false` when nothing was scheduled (the slot is not failed, its
+   * process is still exiting, or the pool is closing).
+   */
+  reviveWorker(id: string, options?: RestartWorkerOptions): boolean;
   /** Kills the slot's process; `reason` becomes `lastExit.reason`. The exit then reaches `onWorkerExit`. */
   killWorker(id: string, signal?: "SIGTERM" | "SIGKILL", reason?: string): void;
   /** Pings a ready worker; `true` when it answered within `timeoutMs`. Never throws. */

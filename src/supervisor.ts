@@ -255,6 +255,18 @@ export class Supervisor {
         events.emit({ type: "restarting", worker: id, attempt, delayMs });
         return true;
       },
+      reviveWorker: (id, opts = {}) => {
+        if (this.#closing) return false;
+        const delayMs = opts.delayMs ?? 0;
+        const attempt = find(id).revive(delayMs);
+        if (attempt === undefined) return false;
+        options.logger.info("Retrying failed worker {id}: {reason}", {
+          id,
+          reason: opts.reason ?? "revived",
+        });
+        events.emit({ type: "restarting", worker: id, attempt, delayMs });
+        return true;
+      },
       failWorker: (id, reason) => {
         const w = find(id);
         if (w.state === "failed") return;

@@ -415,7 +415,21 @@ export class Worker implements WorkerInfo {
     return this.#attempt;
   }
 
-  /** Marks the slot failed for good and kills its process. */
+  /**
+   * Gives a `failed` slot another start after `delayMs` (a restart policy's
+   * cool-down): the attempt number of the restart, or `undefined` when the
+   * slot is not failed, its process has not exited yet, or the pool is
+   * stopping.
+   */
+  revive(delayMs: number): number | undefined {
+    if (this.#stopping || this.#state !== "failed" || this.#pid !== null) {
+      return undefined;
+    }
+    this.#failedReason = null;
+    return this.#scheduleNow(delayMs);
+  }
+
+  /** Marks the slot failed (until `revive`) and kills its process. */
   fail(reason: string): void {
     if (this.#state === "failed") return;
     this.#failedReason = reason;

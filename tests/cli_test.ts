@@ -655,7 +655,7 @@ Deno.test("main serve refuses a plugin option typo in pyproxy.json, naming the f
     assert.equal(r.code, 1, r.stderr);
     assert.equal(
       r.stderr.trimEnd(),
-      `error: plugins.reconnect: Cannot create reconnect plugin: unknown option 'maxCrash' (known: heartbeatInterval, heartbeatTimeout, backoff, maxCrashes, crashWindow, hangGrace) (at ${config}: plugins.reconnect)`,
+      `error: plugins.reconnect: Cannot create reconnect plugin: unknown option 'maxCrash' (known: heartbeatInterval, heartbeatTimeout, backoff, maxCrashes, crashWindow, hangGrace, failedRetryAfter) (at ${config}: plugins.reconnect)`,
     );
   } finally {
     await Deno.remove(dir, { recursive: true });

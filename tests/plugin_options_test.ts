@@ -15,7 +15,7 @@ Deno.test("bundled plugins refuse unknown options and wrong types, naming the fi
   const cases: Array<[() => unknown, string]> = [
     [
       () => reconnect({ maxCrash: 1 } as never),
-      "Cannot create reconnect plugin: unknown option 'maxCrash' (known: heartbeatInterval, heartbeatTimeout, backoff, maxCrashes, crashWindow, hangGrace)",
+      "Cannot create reconnect plugin: unknown option 'maxCrash' (known: heartbeatInterval, heartbeatTimeout, backoff, maxCrashes, crashWindow, hangGrace, failedRetryAfter)",
     ],
     [
       () => reconnect({ backoff: [] as never }),

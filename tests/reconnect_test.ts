@@ -137,6 +137,47 @@ Deno.test("reconnect fails a slot that keeps crashing at runtime and keeps servi
   }
 });
 
+Deno.test("reconnect starts a failed slot again after failedRetryAfter, with its crash count cleared", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      opts(dir.path, {
+        backoff: { initial: 5, max: 10 },
+        maxCrashes: 0,
+        failedRetryAfter: 200,
+      }, { workers: 1 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("doubler", { file: "doubler.py" });
+    for (let round = 0; round < 2; round++) {
+      const failed = nextEvent(pool, "failed", (ev) => ev.worker === "w1");
+      const back = readyAgain(pool, "w1");
+      Deno.kill(pidOf(pool, "w1"), "SIGKILL");
+      // maxCrashes 0: the first crash fails the slot (again in round 2: the
+      // revival cleared the count, and a failed slot is retried each time).
+      assert.match((await failed).reason, /crashed 1 times within/);
+      assert.match((await failed).reason, /retried in 200 ms/);
+      await back;
+      const w1 = pool.status().workers[0]!;
+      assert.equal(w1.state, "ready");
+      assert.equal(w1.failedReason, null);
+      // The models were replayed onto it.
+      assert.deepEqual(await pool.execute("doubler", { x: 3 }), { y: 6 });
+    }
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("reconnect({ failedRetryAfter: 0 }) keeps a failed slot failed", () => {
+  assert.equal(reconnect({ failedRetryAfter: 0 }).name, "reconnect");
+  assert.throws(
+    () => reconnect({ failedRetryAfter: -1 }),
+    /failedRetryAfter: expected a number >= 0/,
+  );
+});
+
 Deno.test("reconnect: a restart whose model replay kills the process names the exit code in its reason, and the slot fails on it", async () => {
   await using dir = await modelsDir();
   const flag = `${dir.path}/exit-on-import`;
@@ -172,7 +213,10 @@ class Quitter:
     // The log line and failedReason carry only the reason: it must say how
     // the process ended, not only that the connection closed.
     assert.match(exit?.reason ?? "", /exited with code 5\)?$/);
-    assert.match(ev.reason, /; last: .*exited with code 5\)?$/);
+    assert.match(
+      ev.reason,
+      /; last: .*exited with code 5\)? \(retried in 60000 ms: reconnect\(\{ failedRetryAfter \}\)\)$/,
+    );
   } finally {
     await pids.assertGone();
   }
