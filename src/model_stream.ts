@@ -66,7 +66,10 @@ export interface ExecuteStreamOptions {
  * a slow reader slows the model down instead of filling memory. Leaving a
  * `for await` loop early (or `cancel()`) cancels the model's call; an error
  * (the model's exception, a timeout, a lost worker) is thrown by the
- * iterator after the items that came before it.
+ * iterator after the items that came before it. A stream neither read to
+ * its end nor cancelled holds its model call (a server thread waiting in
+ * `yield`) until its timeout: read it, or `cancel()` it (`await using`
+ * does).
  *
  * @example
  * ```ts ignore
