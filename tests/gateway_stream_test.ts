@@ -94,3 +94,44 @@ Deno.test("Gateway model stream: a client that goes away cancels the model", asy
     return status.workers[0].inFlight === 0;
   }, "the stream's call to end on the worker");
 });
+
+Deno.test("Gateway model stream: a client that goes away before the first item cancels the model (499)", async () => {
+  await using gw = await startGateway({ allowManage: true });
+  // A model that thinks before its first token (an LLM's prompt), for ever.
+  await Deno.writeTextFile(
+    `${gw.dir}/thinker.py`,
+    `import time
+class Thinker:
+    def execute(self, msg):
+        while True:
+            time.sleep(0.01)
+        yield "never"
+`,
+  );
+  const put = await gw.fetch("/v1/models/thinker", {
+    method: "PUT",
+    body: JSON.stringify({ file: "thinker.py" }),
+  });
+  assert.equal(put.status, 201);
+  await put.body?.cancel();
+  const inFlight = async () =>
+    (await (await gw.fetch("/v1/status")).json()).workers[0].inFlight;
+  const client = new AbortController();
+  const res = gw.fetch("/v1/models/thinker/stream", {
+    method: "POST",
+    body: "{}",
+    signal: client.signal,
+  }).catch((err) => err);
+  await until(async () => await inFlight() === 1, "the stream's call to run");
+  client.abort();
+  assert.equal((await res).name, "AbortError");
+  await until(
+    async () => await inFlight() === 0,
+    "the stream's call to be cancelled",
+  );
+  const metrics = await (await gw.fetch("/metrics")).text();
+  assert.match(
+    metrics,
+    /pyproxy_requests_total\{model="thinker",status="499"\} 1/,
+  );
+});

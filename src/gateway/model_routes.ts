@@ -466,6 +466,11 @@ export function modelRoutes(ctx: RouteContext): Hono {
     const done = ctx.metrics.start(name);
     let items: AsyncIterableIterator<unknown> & { cancel(): void };
     let first: IteratorResult<unknown>;
+    // Until the first item there is no response body whose cancel would tell
+    // that the client left: a client that disconnects while the model thinks
+    // (an LLM's prompt) cancels it as it does an execute call (499).
+    let watched: WatchedCall | undefined;
+    let onLeave: (() => void) | undefined;
     try {
       const timeout = callTimeout(ctx, c.req.query("timeout"));
       const body = await readModelInput(ctx, c.req.raw, name);
@@ -476,13 +481,34 @@ export function modelRoutes(ctx: RouteContext): Hono {
         body,
         key === undefined ? { timeout } : { key, timeout },
       );
+      watched = ctx.disconnects?.watch(c.req.raw);
+      if (watched !== undefined) {
+        const cancel = items.cancel.bind(items);
+        onLeave = cancel;
+        watched.signal.addEventListener("abort", cancel, { once: true });
+      }
       // Until the first item the status can still say what went wrong (404,
       // 422, 504...); after it, an error is the stream's last event.
       first = await items.next();
     } catch (err) {
-      const res = errorResponse(await hideModelErrorDir(ctx, err), ctx.debug);
+      const res = watched?.aborted
+        ? new Response(null, { status: 499 })
+        : errorResponse(await hideModelErrorDir(ctx, err), ctx.debug);
+      if (onLeave !== undefined) {
+        watched?.signal.removeEventListener("abort", onLeave);
+      }
+      watched?.end();
       done(res.status);
       return res;
+    }
+    if (onLeave !== undefined) {
+      watched?.signal.removeEventListener("abort", onLeave);
+    }
+    watched?.end();
+    if (watched?.aborted) {
+      items.cancel();
+      done(499);
+      return new Response(null, { status: 499 });
     }
     done(200);
     return sseResponse(
