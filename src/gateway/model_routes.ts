@@ -346,7 +346,9 @@ async function hideModelErrorDir(
  * The SSE events of a model stream: `item` (with the item's index as `id`),
  * then `end` `{"items": n}`, or `error` `{"error": ...}` (as execute's
  * error bodies) when the model fails after its first item, or `error` with a
- * `ShuttingDownError` when the gateway stops.
+ * `ShuttingDownError` when the gateway stops. `outcome.status` is the
+ * status the metrics count the stream with once it ends: 200 for `end`, the
+ * error's status for `error`, 499 (as left) until one of them is sent.
  */
 async function* streamEvents(
   items: AsyncIterableIterator<unknown> & { cancel(): void },
@@ -354,6 +356,7 @@ async function* streamEvents(
   debug: boolean,
   stop: AbortSignal,
   hide: (err: unknown) => Promise<unknown>,
+  outcome: { status: number },
 ): AsyncGenerator<SseEvent> {
   let seq = 0;
   let onStop: (() => void) | undefined;
@@ -369,6 +372,7 @@ async function* streamEvents(
       const read = await Promise.race([items.next(), stopped]);
       if (read === "stop") {
         items.cancel();
+        outcome.status = 503;
         yield {
           event: "error",
           data: {
@@ -382,9 +386,11 @@ async function* streamEvents(
       }
       next = read;
     }
+    outcome.status = 200;
     yield { event: "end", data: { items: seq } };
   } catch (err) {
     const res = errorResponse(await hide(err), debug);
+    outcome.status = res.status;
     yield { event: "error", data: await res.json() };
   } finally {
     stop.removeEventListener("abort", onStop!);
@@ -510,7 +516,9 @@ export function modelRoutes(ctx: RouteContext): Hono {
       done(499);
       return new Response(null, { status: 499 });
     }
-    done(200);
+    // The stream stays in flight in the metrics until it ends, and counts
+    // with how it ended (an LLM's streams are the gateway's load).
+    const outcome = { status: 499 };
     return sseResponse(
       streamEvents(
         items,
@@ -518,9 +526,13 @@ export function modelRoutes(ctx: RouteContext): Hono {
         ctx.debug,
         ctx.stopSignal,
         (err) => hideModelErrorDir(ctx, err),
+        outcome,
       ),
       {
-        onClose: () => items.cancel(),
+        onClose: () => {
+          items.cancel();
+          done(outcome.status);
+        },
         open: ctx.runtime.streamHeadersWithBody === true,
       },
     );
