@@ -184,3 +184,35 @@ class ABatch:
   await assert.rejects(batched, CancelledError);
   assert.equal(await marker(m3), "cancelled");
 });
+
+Deno.test("ModelStream: concurrent next() calls each get the next item, in call order", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(opts(dir.path));
+  await pool.addModel("counter", { source: COUNTER });
+  const stream = pool.executeStream<{ i: number }>("counter", {
+    n: 3,
+    sleep: 0.02,
+  });
+  // Only the last waiter was woken: the other next()s never settled.
+  let watchdog: ReturnType<typeof setTimeout> | undefined;
+  const hung = new Promise<never>((_, reject) => {
+    watchdog = setTimeout(
+      () => reject(new Error("a next() call never settled")),
+      10_000,
+    );
+  });
+  try {
+    const results = await Promise.race([
+      Promise.all([stream.next(), stream.next(), stream.next(), stream.next()]),
+      hung,
+    ]);
+    assert.deepEqual(results, [
+      { value: { i: 0 }, done: false },
+      { value: { i: 1 }, done: false },
+      { value: { i: 2 }, done: false },
+      { value: undefined, done: true },
+    ]);
+  } finally {
+    clearTimeout(watchdog);
+  }
+});
