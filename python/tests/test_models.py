@@ -469,6 +469,20 @@ class BatchTest(unittest.TestCase):
                 self.assertEqual(error["type"], "InvalidRequestError")
                 self.assertIn(message, error["message"])
             self.assertEqual(c.request("executeBatch", name="nope", msgs=[{}])["error"]["type"], "ModelNotFoundError")
+            # split: messages gathered for an earlier version of the model run
+            # as this one takes them: in batches of its size, or one by one.
+            reply = c.call("executeBatch", name="b", msgs=[{"x": i} for i in range(6)], split=True)
+            self.assertEqual(reply["results"], [{"y": i * 2, "n": 4 if i < 4 else 2} for i in range(6)])
+            c.call("addModel", name="failing", source=(
+                "class F:\n    def execute(self, m):\n        if m < 0:\n            raise SystemExit(3)\n        return m\n"
+            ))
+            reply = c.call("executeBatch", name="failing", msgs=[1, -1, 2], split=True)
+            self.assertEqual(reply["results"], [1, None, 2])
+            self.assertEqual(list(reply["errors"]), ["1"])
+            self.assertEqual(reply["errors"]["1"]["exception"], "SystemExit")
+            error = c.request("executeBatch", name="b", msgs=[{"x": 1}], split=1)["error"]
+            self.assertEqual(error["type"], "InvalidRequestError")
+            self.assertIn("'split' must be true or false", error["message"])
         finally:
             server.kill()
 

@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 5773,
+      size: 6795,
       sha256:
-        "09689990a334b708cfcc4a17ce6578858f33497be5495d689733cd39aee9f065",
+        "9ca146e216b0bff20df38653d9281b94bbdc43b981c7e849ee64837b90f356df",
     },
     {
       path: "pyproxy_server/connection.py",
