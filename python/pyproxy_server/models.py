@@ -298,7 +298,10 @@ class ModelEntry:
             return self._stream(msg, send)
 
     def _stream(self, msg, send):
-        execute = self.instance.execute
+        execute = getattr(self.instance, "execute", None)
+        if execute is None:  # a batching model without execute: a batch of one
+            send(self._one_message_batch(msg))
+            return 1
         result = execute(msg)
         if inspect.isasyncgen(result):
             return _run_async(_drain_async(result, send))

@@ -409,6 +409,17 @@ class BatchTest(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "bad -2"):
             entry.run({"x": -2})
 
+    def test_a_stream_of_a_model_without_execute_is_its_batch_of_one(self):
+        # executeStream of any model that is not a generator gives one item,
+        # its result; one with only execute_batch failed with AttributeError.
+        registry = self.registry()
+        registry.add("b", {"source": self.SOURCE})
+        items = []
+        self.assertEqual(registry.get("b").run_stream({"x": 3}, items.append), 1)
+        self.assertEqual(items, [{"y": 6, "n": 1}])
+        with self.assertRaisesRegex(ValueError, "bad -1"):
+            registry.get("b").run_stream({"x": -1}, items.append)
+
     def test_async_and_thread_unsafe_execute_batch(self):
         registry = self.registry()
         registry.add("b", {"source": (

@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 31768,
+      size: 31934,
       sha256:
-        "7626b75497566bc88e63644f511146af52802010a310499da0d86d0f61f14251",
+        "e76249a86159e429da5536f3f2184d252431da9f0201d530e80b7a7a287ac850",
     },
     {
       path: "pyproxy_server/server.py",
