@@ -84,7 +84,8 @@ export class ModelStream<T = unknown>
   #items: T[] = [];
   /** The seq of the first item in `#items`. */
   #firstSeq = 0;
-  #waiter: (() => void) | undefined;
+  /** The `next()` calls waiting for an item, in call order. */
+  #waiters: (() => void)[] = [];
   #ended = false;
   #error: unknown;
   #count: number | undefined;
@@ -135,7 +136,9 @@ export class ModelStream<T = unknown>
   /** The next item; `done` after the last one; throws the stream's error. */
   async next(): Promise<IteratorResult<T>> {
     while (this.#items.length === 0 && !this.#ended) {
-      await new Promise<void>((resolve) => this.#waiter = resolve);
+      // One waiter per pending next(): concurrent calls (Promise.all of
+      // next()s, as the async iterator protocol allows) each get woken.
+      await new Promise<void>((resolve) => this.#waiters.push(resolve));
     }
     if (this.#items.length > 0) {
       const value = this.#items.shift()!;
@@ -198,9 +201,7 @@ export class ModelStream<T = unknown>
   }
 
   #wake(): void {
-    const waiter = this.#waiter;
-    this.#waiter = undefined;
-    waiter?.();
+    for (const waiter of this.#waiters.splice(0)) waiter();
   }
 
   /** Tells the model's server what was read (one ack per event-loop turn). */

@@ -560,6 +560,7 @@ export class Pool implements AsyncDisposable {
       return this.request<{ results: unknown[] }>("executeBatch", {
         name: batcher.name,
         msgs: [msg],
+        split: true,
       }, options).then((reply) => oneResult(batcher.name, reply));
     }
     return batcher.add(msg, options);
@@ -578,7 +579,9 @@ export class Pool implements AsyncDisposable {
         name,
         settings,
         (msgs, options) =>
-          this.request("executeBatch", { name, msgs }, options),
+          // split: a batch that reaches a version of the model updated
+          // meanwhile (smaller batch_size, or none) still runs.
+          this.request("executeBatch", { name, msgs, split: true }, options),
         this.#opts.requestTimeout ?? Infinity,
         // One batch per ready worker goes at once; more wait and gather.
         () => {

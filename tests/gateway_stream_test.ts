@@ -94,3 +94,94 @@ Deno.test("Gateway model stream: a client that goes away cancels the model", asy
     return status.workers[0].inFlight === 0;
   }, "the stream's call to end on the worker");
 });
+
+Deno.test("Gateway model stream: a client that goes away before the first item cancels the model (499)", async () => {
+  await using gw = await startGateway({ allowManage: true });
+  // A model that thinks before its first token (an LLM's prompt), for ever.
+  await Deno.writeTextFile(
+    `${gw.dir}/thinker.py`,
+    `import time
+class Thinker:
+    def execute(self, msg):
+        while True:
+            time.sleep(0.01)
+        yield "never"
+`,
+  );
+  const put = await gw.fetch("/v1/models/thinker", {
+    method: "PUT",
+    body: JSON.stringify({ file: "thinker.py" }),
+  });
+  assert.equal(put.status, 201);
+  await put.body?.cancel();
+  const inFlight = async () =>
+    (await (await gw.fetch("/v1/status")).json()).workers[0].inFlight;
+  const client = new AbortController();
+  const res = gw.fetch("/v1/models/thinker/stream", {
+    method: "POST",
+    body: "{}",
+    signal: client.signal,
+  }).catch((err) => err);
+  await until(async () => await inFlight() === 1, "the stream's call to run");
+  client.abort();
+  assert.equal((await res).name, "AbortError");
+  await until(
+    async () => await inFlight() === 0,
+    "the stream's call to be cancelled",
+  );
+  const metrics = await (await gw.fetch("/metrics")).text();
+  assert.match(
+    metrics,
+    /pyproxy_requests_total\{model="thinker",status="499"\} 1/,
+  );
+});
+
+Deno.test("Gateway model stream: the metrics count a stream in flight until it ends, with how it ended", async () => {
+  await using gw = await startGateway({ allowManage: true });
+  await Deno.writeTextFile(`${gw.dir}/streamer.py`, STREAMER);
+  const put = await gw.fetch("/v1/models/streamer", {
+    method: "PUT",
+    body: JSON.stringify({ file: "streamer.py" }),
+  });
+  await put.body?.cancel();
+  const metric = async (series: string) => {
+    const text = await (await gw.fetch("/metrics")).text();
+    const line = text.split("\n").find((l) => l.startsWith(series + " "));
+    return line === undefined ? 0 : Number(line.slice(series.length + 1));
+  };
+  const inFlight = 'pyproxy_in_flight_requests{model="streamer"}';
+  const total = (status: number) =>
+    `pyproxy_requests_total{model="streamer",status="${status}"}`;
+  const post = (path: string, body: unknown) =>
+    gw.fetch(path, { method: "POST", body: JSON.stringify(body) });
+
+  // Past its first item, a stream still runs: it is in flight.
+  const running = await post("/v1/models/streamer/stream", {
+    n: 1_000_000,
+    sleep: 0.001,
+  });
+  const reader = new SseReader(running.body!);
+  assert.equal((await reader.next())?.event, "item");
+  assert.equal(await metric(inFlight), 1);
+  assert.equal(await metric(total(200)), 0);
+  // Its client leaves: counted as 499, as an execute call's.
+  await reader.cancel();
+  await until(async () => await metric(total(499)) === 1, "the 499");
+  assert.equal(await metric(inFlight), 0);
+
+  // A timeout after the first item is the stream's last event, and a 504.
+  await events(
+    await post("/v1/models/streamer/stream?timeout=300", {
+      n: 1_000_000,
+      sleep: 0.01,
+    }),
+  );
+  assert.equal(await metric(total(504)), 1);
+  // The model's exception after its items: a 422.
+  await events(await post("/v1/models/streamer/stream", { n: 2, fail: true }));
+  assert.equal(await metric(total(422)), 1);
+  // A stream that ends: a 200.
+  await events(await post("/v1/models/streamer/stream", { n: 2 }));
+  assert.equal(await metric(total(200)), 1);
+  assert.equal(await metric(inFlight), 0);
+});

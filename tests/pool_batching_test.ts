@@ -169,3 +169,37 @@ Deno.test("Pool batching: calls still waiting when the pool closes get ShuttingD
     await pool.close();
   }
 });
+
+Deno.test("Pool batching: batches gathered before an update run on the new version, whatever its batch_size (or none)", async () => {
+  await using dir = await modelsDir();
+  // One call at a time on the worker: the batches wait in the pool's queue
+  // while the update swaps the model, and reach the new version.
+  await using pool = await Pool.start(
+    opts(dir.path, { maxInFlightPerWorker: 1 }),
+  );
+  await pool.addModel("scorer", { source: BATCHER });
+  for (
+    const [source, version] of [
+      [BATCHER.replace("batch_size = 8", "batch_size = 2"), 2],
+      [
+        "class P:\n    def execute(self, msg):\n        return {'y': msg['x'] * 2, 'plain': True}\n",
+        3,
+      ],
+    ] as const
+  ) {
+    // The first call goes at once and holds the worker; the others gather
+    // into batches of up to 8 behind it.
+    const calls = Array.from(
+      { length: 20 },
+      (_, x) => pool.execute("scorer", { x, sleep: x === 0 ? 0.3 : 0 }),
+    );
+    const out = await pool.updateModel("scorer", { source }) as {
+      version: number;
+    };
+    assert.equal(out.version, version);
+    // Batches of 8 for a model whose batch_size is now 2 (or that batches
+    // no more) failed with InvalidRequestError.
+    const results = await Promise.all(calls) as Array<{ y: number }>;
+    assert.deepEqual(results.map((r) => r.y), calls.map((_, x) => x * 2));
+  }
+});

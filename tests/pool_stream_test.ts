@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Pool, type PoolOptions } from "../src/pool.ts";
-import { PythonError, TimeoutError } from "../src/errors.ts";
+import { CancelledError, PythonError, TimeoutError } from "../src/errors.ts";
 import { modelsDir } from "./_pool_harness.ts";
 import { until } from "./_gateway_harness.ts";
 
@@ -109,4 +109,110 @@ Deno.test("Pool.executeStream: leaving the loop early cancels the model's call",
     "the cancelled stream to end on the worker",
   );
   assert.deepEqual(await pool.execute("counter", { n: 1 }), [{ i: 0 }]);
+});
+
+Deno.test("Pool: a cancel reaches an async model where it awaits (asyncio.CancelledError at the await, its finally runs)", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(opts(dir.path));
+  // Awaits a slow remote API (here a long asyncio.sleep): its thread runs no
+  // bytecode, so the cancel's KeyboardInterrupt alone fired only when the
+  // await ended, 60 s later.
+  const MARK = `
+import asyncio, os
+def mark(path, text):
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.rename(path + ".tmp", path)
+async def wait(marker):
+    mark(marker + ".started", "started")
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        mark(marker, "cancelled")
+        raise
+`;
+  await pool.addModel("agen", {
+    source: MARK + `
+class AGen:
+    async def execute(self, msg):
+        yield "first"
+        await wait(msg["marker"])
+        yield "never"
+`,
+  });
+  await pool.addModel("acoro", {
+    source: MARK + `
+class ACoro:
+    async def execute(self, msg):
+        await wait(msg["marker"])
+`,
+  });
+  await pool.addModel("abatch", {
+    source: MARK + `
+class ABatch:
+    batch_size = 4
+    async def execute_batch(self, msgs):
+        await wait(msgs[0]["marker"])
+`,
+  });
+  const marker = (path: string) =>
+    until(
+      () => Deno.readTextFile(path).catch(() => undefined),
+      `the model's cancellation (${path})`,
+    );
+  const m1 = `${dir.path}/m1`;
+  for await (const item of pool.executeStream("agen", { marker: m1 })) {
+    assert.equal(item, "first");
+    break;
+  }
+  assert.equal(await marker(m1), "cancelled");
+  const m2 = `${dir.path}/m2`;
+  const ac = new AbortController();
+  const call = pool.execute("acoro", { marker: m2 }, { signal: ac.signal });
+  await marker(`${m2}.started`);
+  ac.abort();
+  await assert.rejects(call, CancelledError);
+  assert.equal(await marker(m2), "cancelled");
+  // A batch whose only caller gives up is cancelled on the worker too.
+  const m3 = `${dir.path}/m3`;
+  const ac3 = new AbortController();
+  const batched = pool.execute("abatch", { marker: m3 }, {
+    signal: ac3.signal,
+  });
+  await marker(`${m3}.started`);
+  ac3.abort();
+  await assert.rejects(batched, CancelledError);
+  assert.equal(await marker(m3), "cancelled");
+});
+
+Deno.test("ModelStream: concurrent next() calls each get the next item, in call order", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(opts(dir.path));
+  await pool.addModel("counter", { source: COUNTER });
+  const stream = pool.executeStream<{ i: number }>("counter", {
+    n: 3,
+    sleep: 0.02,
+  });
+  // Only the last waiter was woken: the other next()s never settled.
+  let watchdog: ReturnType<typeof setTimeout> | undefined;
+  const hung = new Promise<never>((_, reject) => {
+    watchdog = setTimeout(
+      () => reject(new Error("a next() call never settled")),
+      10_000,
+    );
+  });
+  try {
+    const results = await Promise.race([
+      Promise.all([stream.next(), stream.next(), stream.next(), stream.next()]),
+      hung,
+    ]);
+    assert.deepEqual(results, [
+      { value: { i: 0 }, done: false },
+      { value: { i: 1 }, done: false },
+      { value: { i: 2 }, done: false },
+      { value: undefined, done: true },
+    ]);
+  } finally {
+    clearTimeout(watchdog);
+  }
 });

@@ -60,6 +60,7 @@ class Call:
         "inline",
         "host_refused",
         "spilled",
+        "wake",
         "_cancelled",
     )
 
@@ -92,6 +93,9 @@ class Call:
         # A spilled request's file, read on the call's own thread before its
         # handler runs: ``(SpillSettings, ref)``; ``msg`` is the stub until then.
         self.spilled = None
+        # While the call awaits in an asyncio loop of its thread: wakes that
+        # loop, so that a cancel's interrupt fires (``models._run_async``).
+        self.wake = None
 
     @property
     def cancelled(self):

@@ -72,17 +72,38 @@ def install(server):
         msgs = msg.get("msgs")
         if type(msgs) is not list or not msgs:
             raise InvalidRequestError("Cannot run executeBatch: 'msgs' must be a non-empty list of messages")
+        split = msg.get("split")
+        if split is not None and type(split) is not bool:
+            raise InvalidRequestError("Cannot run executeBatch: 'split' must be true or false")
         entry = get_model(msg.get("name"))
-        if entry.batch_size is None:
+        size = entry.batch_size
+        if split:
+            # The messages were gathered for another version of the model (an
+            # updateModel swapped it while they were on their way): run them
+            # as this version takes them, in batches of its size or one by one.
+            results = []
+            if size is None:
+                for one in msgs:
+                    try:
+                        results.append(entry.run(one, call))
+                    except KeyboardInterrupt:
+                        raise  # the call was cancelled
+                    except BaseException as exc:  # SystemExit included, as for executeModel
+                        results.append(exc)
+            else:
+                for start in range(0, len(msgs), size):
+                    results.extend(entry.run_batch(msgs[start:start + size]))
+        elif size is None:
             raise InvalidRequestError(
                 "Cannot run executeBatch: model %r does not batch (no batch_size)" % entry.name
             )
-        if len(msgs) > entry.batch_size:
+        elif len(msgs) > size:
             raise InvalidRequestError(
                 "Cannot run executeBatch: %d messages for model %r, whose batch_size is %d"
-                % (len(msgs), entry.name, entry.batch_size)
+                % (len(msgs), entry.name, size)
             )
-        results = list(entry.run_batch(msgs))
+        else:
+            results = list(entry.run_batch(msgs))
         errors = None
         for i, result in enumerate(results):
             if isinstance(result, BaseException):

@@ -49,6 +49,17 @@ def _interrupt_thread(ident):
     _async_exc(ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt))
 
 
+def _wake(call):
+    # A call awaiting in an asyncio loop runs no bytecode until the loop
+    # wakes: wake it, so that the interrupt fires (``models._run_async``).
+    wake = call.wake
+    if wake is not None:
+        try:
+            wake()
+        except RuntimeError:  # the loop closed meanwhile: the call ended
+            pass
+
+
 def _pass_eval_breaker():
     """Does nothing. Entering a Python function is a point where CPython
     raises an injected exception that has not fired yet, so
@@ -306,6 +317,7 @@ class CallRunner:
                 if not call.shielded:  # else raised when the shield ends
                     _interrupt_thread(call.thread_ident)
                 self._watch(call)
+        _wake(call)
         for future in list(call.host_futures or ()):
             fail_future(future, HostError("Cannot call host: the call was cancelled"))
         return True

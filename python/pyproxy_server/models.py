@@ -60,6 +60,7 @@ import threading
 import time
 import types
 
+from .call import current_call
 from .errors import (
     CancelledError,
     InvalidRequestError,
@@ -115,6 +116,35 @@ def _is_stream(result):
     )
 
 
+def _noop():
+    pass
+
+
+def _run_async(coro):
+    """``asyncio.run(coro)`` that a cancel interrupts while it awaits.
+
+    A cancel's ``KeyboardInterrupt`` fires at the thread's next bytecode, and
+    a loop waiting for I/O or a timer (``await asyncio.sleep(60)``, a remote
+    API) runs none: the call went on until its await finished. The cancel
+    wakes the loop (``Call.wake``), the interrupt fires there, and
+    ``asyncio.run`` cancels the coroutine: ``asyncio.CancelledError`` at its
+    ``await``, its ``finally`` blocks run, then the call ends as cancelled.
+    """
+    call = current_call.get()
+    if call is None:
+        return asyncio.run(coro)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        call.wake = lambda: loop.call_soon_threadsafe(_noop)
+        try:
+            return await coro
+        finally:
+            call.wake = None
+
+    return asyncio.run(main())
+
+
 async def _drain_async(agen, send):
     count = 0
     try:
@@ -132,7 +162,7 @@ def _collect(execute):
         async def collect_async(msg):
             return [item async for item in execute(msg)]
 
-        return lambda msg: asyncio.run(collect_async(msg))
+        return lambda msg: _run_async(collect_async(msg))
     return lambda msg: list(execute(msg))
 
 
@@ -140,7 +170,7 @@ def _run_coroutine(execute):
     """``execute(msg)`` of an ``async def``, awaited with ``asyncio.run``."""
 
     def run(msg):
-        return asyncio.run(execute(msg))
+        return _run_async(execute(msg))
 
     return run
 
@@ -268,12 +298,15 @@ class ModelEntry:
             return self._stream(msg, send)
 
     def _stream(self, msg, send):
-        execute = self.instance.execute
+        execute = getattr(self.instance, "execute", None)
+        if execute is None:  # a batching model without execute: a batch of one
+            send(self._one_message_batch(msg))
+            return 1
         result = execute(msg)
         if inspect.isasyncgen(result):
-            return asyncio.run(_drain_async(result, send))
+            return _run_async(_drain_async(result, send))
         if inspect.iscoroutine(result):
-            result = asyncio.run(result)
+            result = _run_async(result)
         if not _is_stream(result):
             send(result)
             return 1

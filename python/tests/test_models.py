@@ -409,6 +409,17 @@ class BatchTest(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "bad -2"):
             entry.run({"x": -2})
 
+    def test_a_stream_of_a_model_without_execute_is_its_batch_of_one(self):
+        # executeStream of any model that is not a generator gives one item,
+        # its result; one with only execute_batch failed with AttributeError.
+        registry = self.registry()
+        registry.add("b", {"source": self.SOURCE})
+        items = []
+        self.assertEqual(registry.get("b").run_stream({"x": 3}, items.append), 1)
+        self.assertEqual(items, [{"y": 6, "n": 1}])
+        with self.assertRaisesRegex(ValueError, "bad -1"):
+            registry.get("b").run_stream({"x": -1}, items.append)
+
     def test_async_and_thread_unsafe_execute_batch(self):
         registry = self.registry()
         registry.add("b", {"source": (
@@ -469,6 +480,20 @@ class BatchTest(unittest.TestCase):
                 self.assertEqual(error["type"], "InvalidRequestError")
                 self.assertIn(message, error["message"])
             self.assertEqual(c.request("executeBatch", name="nope", msgs=[{}])["error"]["type"], "ModelNotFoundError")
+            # split: messages gathered for an earlier version of the model run
+            # as this one takes them: in batches of its size, or one by one.
+            reply = c.call("executeBatch", name="b", msgs=[{"x": i} for i in range(6)], split=True)
+            self.assertEqual(reply["results"], [{"y": i * 2, "n": 4 if i < 4 else 2} for i in range(6)])
+            c.call("addModel", name="failing", source=(
+                "class F:\n    def execute(self, m):\n        if m < 0:\n            raise SystemExit(3)\n        return m\n"
+            ))
+            reply = c.call("executeBatch", name="failing", msgs=[1, -1, 2], split=True)
+            self.assertEqual(reply["results"], [1, None, 2])
+            self.assertEqual(list(reply["errors"]), ["1"])
+            self.assertEqual(reply["errors"]["1"]["exception"], "SystemExit")
+            error = c.request("executeBatch", name="b", msgs=[{"x": 1}], split=1)["error"]
+            self.assertEqual(error["type"], "InvalidRequestError")
+            self.assertIn("'split' must be true or false", error["message"])
         finally:
             server.kill()
 

@@ -346,7 +346,9 @@ async function hideModelErrorDir(
  * The SSE events of a model stream: `item` (with the item's index as `id`),
  * then `end` `{"items": n}`, or `error` `{"error": ...}` (as execute's
  * error bodies) when the model fails after its first item, or `error` with a
- * `ShuttingDownError` when the gateway stops.
+ * `ShuttingDownError` when the gateway stops. `outcome.status` is the
+ * status the metrics count the stream with once it ends: 200 for `end`, the
+ * error's status for `error`, 499 (as left) until one of them is sent.
  */
 async function* streamEvents(
   items: AsyncIterableIterator<unknown> & { cancel(): void },
@@ -354,6 +356,7 @@ async function* streamEvents(
   debug: boolean,
   stop: AbortSignal,
   hide: (err: unknown) => Promise<unknown>,
+  outcome: { status: number },
 ): AsyncGenerator<SseEvent> {
   let seq = 0;
   let onStop: (() => void) | undefined;
@@ -369,6 +372,7 @@ async function* streamEvents(
       const read = await Promise.race([items.next(), stopped]);
       if (read === "stop") {
         items.cancel();
+        outcome.status = 503;
         yield {
           event: "error",
           data: {
@@ -382,9 +386,11 @@ async function* streamEvents(
       }
       next = read;
     }
+    outcome.status = 200;
     yield { event: "end", data: { items: seq } };
   } catch (err) {
     const res = errorResponse(await hide(err), debug);
+    outcome.status = res.status;
     yield { event: "error", data: await res.json() };
   } finally {
     stop.removeEventListener("abort", onStop!);
@@ -466,6 +472,11 @@ export function modelRoutes(ctx: RouteContext): Hono {
     const done = ctx.metrics.start(name);
     let items: AsyncIterableIterator<unknown> & { cancel(): void };
     let first: IteratorResult<unknown>;
+    // Until the first item there is no response body whose cancel would tell
+    // that the client left: a client that disconnects while the model thinks
+    // (an LLM's prompt) cancels it as it does an execute call (499).
+    let watched: WatchedCall | undefined;
+    let onLeave: (() => void) | undefined;
     try {
       const timeout = callTimeout(ctx, c.req.query("timeout"));
       const body = await readModelInput(ctx, c.req.raw, name);
@@ -476,15 +487,38 @@ export function modelRoutes(ctx: RouteContext): Hono {
         body,
         key === undefined ? { timeout } : { key, timeout },
       );
+      watched = ctx.disconnects?.watch(c.req.raw);
+      if (watched !== undefined) {
+        const cancel = items.cancel.bind(items);
+        onLeave = cancel;
+        watched.signal.addEventListener("abort", cancel, { once: true });
+      }
       // Until the first item the status can still say what went wrong (404,
       // 422, 504...); after it, an error is the stream's last event.
       first = await items.next();
     } catch (err) {
-      const res = errorResponse(await hideModelErrorDir(ctx, err), ctx.debug);
+      const res = watched?.aborted
+        ? new Response(null, { status: 499 })
+        : errorResponse(await hideModelErrorDir(ctx, err), ctx.debug);
+      if (onLeave !== undefined) {
+        watched?.signal.removeEventListener("abort", onLeave);
+      }
+      watched?.end();
       done(res.status);
       return res;
     }
-    done(200);
+    if (onLeave !== undefined) {
+      watched?.signal.removeEventListener("abort", onLeave);
+    }
+    watched?.end();
+    if (watched?.aborted) {
+      items.cancel();
+      done(499);
+      return new Response(null, { status: 499 });
+    }
+    // The stream stays in flight in the metrics until it ends, and counts
+    // with how it ended (an LLM's streams are the gateway's load).
+    const outcome = { status: 499 };
     return sseResponse(
       streamEvents(
         items,
@@ -492,9 +526,13 @@ export function modelRoutes(ctx: RouteContext): Hono {
         ctx.debug,
         ctx.stopSignal,
         (err) => hideModelErrorDir(ctx, err),
+        outcome,
       ),
       {
-        onClose: () => items.cancel(),
+        onClose: () => {
+          items.cancel();
+          done(outcome.status);
+        },
         open: ctx.runtime.streamHeadersWithBody === true,
       },
     );

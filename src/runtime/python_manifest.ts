@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call.py",
-      size: 4501,
+      size: 4695,
       sha256:
-        "540aaa9dd7d4ec1e02ad8ff9c7c044a59f9f469ef71b26ae7e0cf3856b43ee71",
+        "6a878115e174b45991d5165b3cb84a9011fddf993c80c0badd6c55cfa2ae1f18",
     },
     {
       path: "pyproxy_server/call_executor.py",
@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 5773,
+      size: 6795,
       sha256:
-        "09689990a334b708cfcc4a17ce6578858f33497be5495d689733cd39aee9f065",
+        "9ca146e216b0bff20df38653d9281b94bbdc43b981c7e849ee64837b90f356df",
     },
     {
       path: "pyproxy_server/connection.py",
@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 22820,
+      size: 23176,
       sha256:
-        "2f4dfb74c7ecdf6a884b08986ea44ccf72e368c81ce6d87ec4b51d8306eb89c4",
+        "727c73cbc1346da5eda936ebff9129908e0f2152ee650fc164dc3fbaab098bf8",
     },
     {
       path: "pyproxy_server/framer.py",
@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 30833,
+      size: 31934,
       sha256:
-        "752ca33a2ea332cc97ff42d3c96d6f727f82acc5ee208cee98244635a4c6c770",
+        "e76249a86159e429da5536f3f2184d252431da9f0201d530e80b7a7a287ac850",
     },
     {
       path: "pyproxy_server/server.py",

@@ -173,3 +173,51 @@ test(
   },
   10_000,
 );
+
+test(
+  "serve() on Bun: a model stream's client that leaves before the first item cancels the model; the metrics count it 499",
+  async () => {
+    const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-gw-"));
+    try {
+      await writeFile(
+        join(dir, "thinker.py"),
+        "import time\nclass Thinker:\n    def execute(self, msg):\n        while True:\n            time.sleep(0.01)\n        yield 'never'\n",
+      );
+      const config = resolveConfig({
+        cwd: dir,
+        cli: { port: 0, workers: 1, modelsDir: dir },
+      });
+      const server = await serve(config);
+      try {
+        const inFlight = async () =>
+          (await (await fetch(`${server.url}/v1/status`)).json()).workers[0]
+            .inFlight;
+        const ac = new AbortController();
+        const res = fetch(`${server.url}/v1/models/thinker/stream`, {
+          method: "POST",
+          body: "{}",
+          signal: ac.signal,
+        }).catch((e: Error) => e.name);
+        while (await inFlight() !== 1) {
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        ac.abort();
+        expect(await res).toBe("AbortError");
+        const deadline = Date.now() + 10_000;
+        while (await inFlight() !== 0) {
+          if (Date.now() > deadline) throw new Error("the model still runs");
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        const metrics = await (await fetch(`${server.url}/metrics`)).text();
+        expect(metrics).toContain(
+          'pyproxy_requests_total{model="thinker",status="499"} 1',
+        );
+      } finally {
+        await server.shutdown();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+  30_000,
+);

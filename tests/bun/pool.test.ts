@@ -189,3 +189,53 @@ test("Pool on Bun streams a generator model's items and batches a batching model
     await pool.close();
   }
 });
+
+test(
+  "Pool on Bun: a stream's reader that leaves cancels an async model at its await; a worker killed mid-stream or mid-batch fails its calls once",
+  async () => {
+    const pool = await Pool.start({ workers: 1 });
+    try {
+      await pool.addModel("llm", {
+        source: "import asyncio, os\n" +
+          "class LLM:\n" +
+          "    async def execute(self, msg):\n" +
+          "        yield os.getpid()\n" +
+          "        await asyncio.sleep(msg.get('wait', 0))\n" +
+          "        yield 'late'\n",
+      });
+      // Left after the first item while the model awaits for a minute: the
+      // call ends on the worker at once, not 60 s later.
+      for await (const _ of pool.executeStream("llm", { wait: 60 })) break;
+      const deadline = Date.now() + 10_000;
+      while (pool.status().workers[0]!.inFlight !== 0) {
+        if (Date.now() > deadline) throw new Error("the stream still runs");
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await pool.addModel("slow", {
+        source: "import time\n" +
+          "class S:\n" +
+          "    batch_size = 4\n" +
+          "    def execute_batch(self, msgs):\n" +
+          "        time.sleep(30)\n" +
+          "        return msgs\n",
+      });
+      const batched = [1, 2, 3].map((x) =>
+        pool.execute("slow", { x }).then(() => "ok", (e: Error) => e.name)
+      );
+      const stream = pool.executeStream<number>("llm", { wait: 30 });
+      const first = await stream.next();
+      process.kill(first.value as number, "SIGKILL");
+      await expect(stream.next()).rejects.toMatchObject({
+        name: "WorkerCrashedError",
+      });
+      expect(await Promise.all(batched)).toEqual([
+        "WorkerCrashedError",
+        "WorkerCrashedError",
+        "WorkerCrashedError",
+      ]);
+    } finally {
+      await pool.close();
+    }
+  },
+  30_000,
+);
