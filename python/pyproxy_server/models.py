@@ -268,6 +268,11 @@ class ModelEntry:
             return self._stream(msg, send)
 
     def _stream(self, msg, send):
+        if self._execute == self._one_message_batch:
+            # A batching model without ``execute``: a batch of one, its result
+            # one item (as executeModel runs it).
+            send(self._one_message_batch(msg))
+            return 1
         execute = self.instance.execute
         result = execute(msg)
         if inspect.isasyncgen(result):

@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 18124,
+      size: 18367,
       sha256:
-        "477c845f16f39c0d45c13f7b2691a1d363cd0521b30ad7cd0462664c0a028b1e",
+        "77aa21d4dc9747ee369407e4c4538599409332b1b35b003d01fbd4783f28e02a",
     },
     {
       path: "pyproxy_server/big_json.py",
@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 30833,
+      size: 31083,
       sha256:
-        "752ca33a2ea332cc97ff42d3c96d6f727f82acc5ee208cee98244635a4c6c770",
+        "4036877b1d56167201f7615f0a358e1eef895a602c2ecd6b4078152ef85271f2",
     },
     {
       path: "pyproxy_server/server.py",
