@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 57820,
+      size: 57929,
       sha256:
-        "ffebee9f1a4448491de8fdb37e8350ba4b7e417438059cf7dbe0dc6f4472b5d0",
+        "49e8442ff95b122c00cccadc21409554000193d58acd9265387f44b786a4577e",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
