@@ -128,6 +128,10 @@ def read_secret():
         raise SystemExit('pyproxy_server: the first stdin line must be {"secret": "<hex>"}')
     if not isinstance(secret, str) or not secret:
         raise SystemExit("pyproxy_server: the secret must be a non-empty string")
+    try:
+        secret.encode()  # the MAC's key is the secret as UTF-8 (protocol §4)
+    except UnicodeEncodeError:
+        raise SystemExit("pyproxy_server: the secret must be a non-empty string that UTF-8 can encode (no lone surrogate)")
     return secret
 
 

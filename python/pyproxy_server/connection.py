@@ -710,7 +710,8 @@ class Connection(asyncio.BufferedProtocol):
         rid = msg.get("id")
         cmd = msg.get("cmd")
         if not self.authenticated and cmd != "auth":
-            return self._refuse(rid if rid.__class__ is int else None, "Cannot run %r: not authenticated" % (cmd,))
+            what = repr(cmd) if cmd.__class__ is str else "a message without a string 'cmd'"
+            return self._refuse(rid if rid.__class__ is int else None, "Cannot run %s: not authenticated (send auth first)" % what)
         if cmd is None:
             if "ok" in msg:
                 return self._on_host_reply(msg)

@@ -134,6 +134,33 @@ class ExecuteStreamTest(unittest.TestCase):
         finally:
             server.kill()
 
+    def test_a_batching_model_without_execute_streams_one_item(self):
+        # executeModel of such a class runs a batch of one (protocol §6,
+        # Batching); executeStream did not: PythonError AttributeError
+        # ("object has no attribute 'execute'") after its streamStart.
+        source = (
+            "class Tens:\n"
+            "    batch_size = 4\n"
+            "    def execute_batch(self, msgs):\n"
+            "        return [ValueError('negative') if m < 0 else m * 10 for m in msgs]\n"
+        )
+        server = ServerProcess()
+        try:
+            c = server.connect()
+            c.call("addModel", name="tens", source=source)
+            c.send({"id": 70, "cmd": "executeStream", "name": "tens", "msg": 4})
+            msgs = [c.recv(5)]
+            while msgs[-1].get("id") != 70 or "ok" not in msgs[-1]:
+                msgs.append(c.recv(5))
+            self.assertEqual([m.get("event") for m in msgs], ["streamStart", "item", None])
+            self.assertEqual((msgs[1]["seq"], msgs[1]["data"]), (0, 40))
+            self.assertEqual(msgs[2]["result"], {"items": 1})
+            # An exception instance in the batch is the call's error, as through executeModel.
+            error = c.request("executeStream", name="tens", msg=-1)["error"]
+            self.assertEqual((error["type"], error["exception"], error["message"]), ("PythonError", "ValueError", "negative"))
+        finally:
+            server.kill()
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -115,6 +115,21 @@ class AuthTest(ServerTestCase):
         self.assertError(c.request("ping"), "AuthenticationError")
         self.assertTrue(c.wait_closed())
 
+    def test_a_message_without_cmd_before_auth_is_refused_with_a_readable_message(self):
+        # It said "Cannot run None: not authenticated" (a Python repr).
+        c = self.connect(auth=False)
+        c.send({"id": 4, "ok": True, "result": 1})
+        reply = c.recv()
+        self.assertEqual(reply["id"], 4)
+        self.assertEqual(
+            reply["error"],
+            {"type": "AuthenticationError", "message": "Cannot run a message without a string 'cmd': not authenticated (send auth first)"},
+        )
+        self.assertTrue(c.wait_closed())
+        d = self.connect(auth=False)
+        d.send({"id": 5, "cmd": "ping"})
+        self.assertEqual(d.recv()["error"]["message"], "Cannot run 'ping': not authenticated (send auth first)")
+
     def test_garbage_before_auth_is_refused(self):
         c = self.connect(auth=False)
         c.send_raw(Framer.encode(b"[1]"))

@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 18124,
+      size: 18367,
       sha256:
-        "477c845f16f39c0d45c13f7b2691a1d363cd0521b30ad7cd0462664c0a028b1e",
+        "77aa21d4dc9747ee369407e4c4538599409332b1b35b003d01fbd4783f28e02a",
     },
     {
       path: "pyproxy_server/big_json.py",
@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 57820,
+      size: 57929,
       sha256:
-        "ffebee9f1a4448491de8fdb37e8350ba4b7e417438059cf7dbe0dc6f4472b5d0",
+        "49e8442ff95b122c00cccadc21409554000193d58acd9265387f44b786a4577e",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
