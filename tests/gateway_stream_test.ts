@@ -32,6 +32,8 @@ Deno.test("Gateway POST /v1/models/{name}/stream sends a generator model's items
   const post = (path: string, body: unknown) =>
     gw.fetch(path, { method: "POST", body: JSON.stringify(body) });
 
+  const info = await (await gw.fetch("/v1/models/streamer")).json();
+  assert.equal(info.streams, true);
   const ok = await post("/v1/models/streamer/stream", { n: 3 });
   assert.equal(ok.status, 200);
   assert.match(ok.headers.get("content-type") ?? "", /^text\/event-stream/);

@@ -393,6 +393,8 @@ class ModelEntry:
             desc["doc"] = self.doc
         if self.batch_size is not None:
             desc["batch"] = {"size": self.batch_size, "delayMs": self.batch_delay_ms}
+        if self.streams:
+            desc["streams"] = True
         return desc
 
 

@@ -92,8 +92,8 @@ class ExecuteStreamTest(unittest.TestCase):
         server = ServerProcess()
         try:
             c = server.connect()
-            c.call("addModel", name="counter", source=self.SOURCE)
-            c.call("addModel", name="plain", source="class P:\n    def execute(self, m):\n        return [m]\n")
+            self.assertIs(c.call("addModel", name="counter", source=self.SOURCE)["streams"], True)
+            self.assertNotIn("streams", c.call("addModel", name="plain", source="class P:\n    def execute(self, m):\n        return [m]\n"))
             # executeModel collects the items.
             self.assertEqual(c.call("executeModel", name="counter", msg={"n": 3}), [{"i": 0}, {"i": 1}, {"i": 2}])
             # executeStream: streamStart, the items in order, then {"items": n}; acked past the window.

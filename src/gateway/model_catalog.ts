@@ -43,6 +43,8 @@ export interface GatewayModelInfo {
   doc?: string;
   /** Its batching (`batch_size`, `batch_delay_ms`), when it batches. */
   batch?: { size: number; delayMs: number };
+  /** `true` when its `execute` yields: `POST .../stream` sends the items as they come. */
+  streams?: boolean;
   /** The options it was constructed with. */
   options?: Record<string, unknown>;
 }
@@ -70,6 +72,7 @@ function asDescription(
   if (typeof d.batch === "object" && d.batch !== null) {
     out.batch = d.batch as { size: number; delayMs: number };
   }
+  if (d.streams === true) out.streams = true;
   if (spec.options !== undefined) out.options = spec.options;
   return out;
 }

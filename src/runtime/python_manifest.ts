@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 31934,
+      size: 31994,
       sha256:
-        "e76249a86159e429da5536f3f2184d252431da9f0201d530e80b7a7a287ac850",
+        "770782c1319884de30dfb838a079e0b8455e9c6787bef36795008d04fd6f7daf",
     },
     {
       path: "pyproxy_server/server.py",
