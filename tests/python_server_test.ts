@@ -142,11 +142,11 @@ Deno.test("PythonServer.kill ends the process with the signal and is safe to rep
 });
 
 /** The pipes this process holds open (Linux: their `pipe:[inode]` names). */
-function openPipes(): Set<string> {
+function openPipes(pid: number | "self" = "self"): Set<string> {
   const pipes = new Set<string>();
-  for (const entry of Deno.readDirSync("/proc/self/fd")) {
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
     try {
-      const target = Deno.readLinkSync(`/proc/self/fd/${entry.name}`);
+      const target = Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`);
       if (target.startsWith("pipe:")) pipes.add(target);
     } catch {
       // closed while listing (the fd of the listing itself)
@@ -162,7 +162,11 @@ Deno.test({
   async fn() {
     const before = openPipes();
     await using server = await startServer();
-    const mine = [...openPipes()].filter((p) => !before.has(p));
+    // This process's ends of the server's pipes: opened since, and held by
+    // the child too (other tests running in parallel in this process open
+    // pipes of their own meanwhile; the child also holds ones it inherited).
+    const child = openPipes(server.pid);
+    const mine = [...openPipes()].filter((p) => !before.has(p) && child.has(p));
     // stdin and stderr (stdout ends after the ready line).
     assert.ok(mine.length > 0, "the server's pipes are open");
     Deno.kill(server.pid, "SIGKILL");
