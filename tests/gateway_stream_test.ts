@@ -8,7 +8,7 @@ class Streamer:
         for i in range(msg["n"]):
             if msg.get("sleep"):
                 time.sleep(msg["sleep"])
-            yield {"token": "t%d" % i}
+            yield "plain text" if msg.get("text") else {"token": "t%d" % i}
         if msg.get("fail"):
             raise ValueError("model failed after its items")
 `;
@@ -45,6 +45,12 @@ Deno.test("Gateway POST /v1/models/{name}/stream sends a generator model's items
       ["item", "2", { token: "t2" }],
       ["end", undefined, { items: 3 }],
     ],
+  );
+  // A string item is JSON too ("plain text" with its quotes), as every item.
+  const text = await post("/v1/models/streamer/stream", { n: 1, text: true });
+  assert.match(
+    await text.text(),
+    /^event: item\nid: 0\ndata: "plain text"\n\n/m,
   );
   // Execute on the same model: the items as one array.
   const all = await post("/v1/models/streamer/execute", { n: 2 });

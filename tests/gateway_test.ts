@@ -410,10 +410,14 @@ Deno.test("createGateway serves every route with real workers", async (t) => {
         assert.equal(second?.id, "2");
         assert.equal((second?.data as { user: string }).user, "ada");
       }
+      // A JSON string is sent as JSON too (it was sent raw: `data: hi`).
+      res = await gw.fetch("/v1/channels/news", json("hi"));
+      assert.equal((await res.json()).delivered, 2);
+      for (const sub of [a, b]) assert.equal((await sub.next())?.data, "hi");
       const { channels } = await (await gw.fetch("/v1/channels")).json();
       const news = channels.find((c: { name: string }) => c.name === "news");
       assert.equal(news.subscribers, 2);
-      assert.equal(news.history.length, 2);
+      assert.equal(news.history.length, 3);
       await a.cancel();
       await b.cancel();
       const bad = await gw.fetch("/v1/channels/bad%20name", json({}));

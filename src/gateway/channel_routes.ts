@@ -36,7 +36,13 @@ async function* sseEvents(sub: Subscription): AsyncGenerator<SseEvent> {
       yield { event: "dropped", data: { reason: ev.reason } };
       return;
     }
-    yield { event: "message", id: ev.message.seq, data: ev.message.data };
+    // As JSON, a string too: `"hi"`, not `hi` (encodeSse writes a string as
+    // it is), so subscribers parse every message the same way.
+    yield {
+      event: "message",
+      id: ev.message.seq,
+      data: JSON.stringify(ev.message.data ?? null),
+    };
   }
 }
 

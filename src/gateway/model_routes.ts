@@ -368,7 +368,13 @@ async function* streamEvents(
   try {
     let next = first;
     while (!next.done) {
-      yield { event: "item", id: seq++, data: next.value ?? null };
+      // Always as JSON: a string item is `"to"`, not `to` (encodeSse writes a
+      // string as it is), so a client parses every item the same way.
+      yield {
+        event: "item",
+        id: seq++,
+        data: JSON.stringify(next.value ?? null),
+      };
       const read = await Promise.race([items.next(), stopped]);
       if (read === "stop") {
         items.cancel();
