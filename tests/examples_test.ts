@@ -1,0 +1,42 @@
+/**
+ * The examples the README and docs point to still run and print what they
+ * say (a real subprocess: `deno run -A examples/<name>.ts`).
+ */
+import assert from "node:assert/strict";
+
+async function runExample(name: string): Promise<string> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL(`../examples/${name}`, import.meta.url).pathname,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert.equal(
+    out.code,
+    0,
+    `${name} exited ${out.code}: ${new TextDecoder().decode(out.stderr)}`,
+  );
+  return text;
+}
+
+Deno.test("examples/streaming_and_batching.ts streams tokens in order and answers every batched call on its own", async () => {
+  const text = await runExample("streaming_and_batching.ts");
+  assert.match(
+    text,
+    /^token: to\ntoken: be\ntoken: or\ntoken: not\n/,
+  );
+  assert.match(text, /error: ValueError: x must be >= 0\n/);
+  assert.match(text, /\{ score: 18, batch: \d+ \}/);
+  assert.match(text, /4 tokens, 10 scores\n$/);
+});
+
+Deno.test("examples/quickstart.ts prints the README's results", async () => {
+  const text = await runExample("quickstart.ts");
+  assert.match(text, /\{ y: 15 \}/);
+  assert.match(text, /hello from Python/);
+  assert.match(text, /42\n$/);
+});
