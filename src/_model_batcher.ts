@@ -34,10 +34,16 @@ export interface BatchCallOptions {
   onSend?: () => void;
   /** May be retried on another worker (a batch is only if all its calls are). */
   idempotent?: boolean;
+  /** Routing: a call with a `key` or a `worker` is a batch of its own, sent so. */
+  key?: string;
+  /** See `key`. */
+  worker?: string;
 }
 
 /** The options a batch is sent with. */
 export interface BatchSendOptions {
+  key?: string;
+  worker?: string;
   timeout?: number;
   signal: AbortSignal;
   onSend: () => void;
@@ -150,6 +156,11 @@ export class ModelBatcher {
           );
         signal.addEventListener("abort", item.onAbort, { once: true });
       }
+      if (options.key !== undefined || options.worker !== undefined) {
+        // Routed calls keep their routing: a batch of their own.
+        this.#sendBatch([item]);
+        return;
+      }
       this.#waiting.push(item);
       if (
         this.#waiting.length >= this.settings.size ||
@@ -196,7 +207,11 @@ export class ModelBatcher {
       if (item.options.idempotent !== true) idempotent = false;
     }
     this.#inFlight++;
+    // Only a routed call's batch of one has routing (see `add`).
+    const { key, worker } = items[0]!.options;
     this.#send(items.map((i) => i.msg), {
+      ...(key === undefined ? {} : { key }),
+      ...(worker === undefined ? {} : { worker }),
       ...(deadline === Infinity ? {} : { timeout: deadline }),
       signal: batch.abort.signal,
       idempotent,

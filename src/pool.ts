@@ -17,7 +17,6 @@ import {
   CancelledError,
   ConfigError,
   ConnectionLostError,
-  errorFromWire,
   NoWorkerError,
   ShuttingDownError,
   TimeoutError,
@@ -537,32 +536,8 @@ export class Pool implements AsyncDisposable {
     msg: Record<string, unknown>,
     options: ExecuteOptions,
   ): Promise<unknown> {
-    const cmd = "executeModel";
-    if (this.#closing) {
-      return Promise.reject(
-        new ShuttingDownError(`Cannot accept call ${cmd}: pool is closing`),
-      );
-    }
-    const invalid = callOptionsError("Cannot send call", options, cmd);
-    if (invalid !== undefined) return Promise.reject(invalid);
-    if (options.signal?.aborted) {
-      return Promise.reject(
-        new CancelledError(`Cannot send call ${cmd}: aborted`),
-      );
-    }
-    if (options.timeout === 0) {
-      return Promise.reject(
-        new TimeoutError(`Cannot send call ${cmd}: timeout is 0 ms`),
-      );
-    }
-    if (options.key !== undefined || options.worker !== undefined) {
-      // Routed calls keep their routing: a batch of one.
-      return this.request<{ results: unknown[] }>("executeBatch", {
-        name: batcher.name,
-        msgs: [msg],
-        split: true,
-      }, options).then((reply) => oneResult(batcher.name, reply));
-    }
+    const refused = this.#refusal("executeModel", options);
+    if (refused !== undefined) return Promise.reject(refused);
     return batcher.add(msg, options);
   }
 
@@ -618,22 +593,9 @@ export class Pool implements AsyncDisposable {
     options: PoolRequestOptions = {},
   ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      if (this.#closing) {
-        return reject(
-          new ShuttingDownError(`Cannot accept call ${cmd}: pool is closing`),
-        );
-      }
-      const invalid = callOptionsError("Cannot send call", options, cmd);
-      if (invalid !== undefined) return reject(invalid);
-      if (options.signal?.aborted) {
-        return reject(new CancelledError(`Cannot send call ${cmd}: aborted`));
-      }
+      const refused = this.#refusal(cmd, options);
+      if (refused !== undefined) return reject(refused);
       const timeout = options.timeout ?? this.#opts.requestTimeout;
-      if (timeout === 0) {
-        return reject(
-          new TimeoutError(`Cannot send call ${cmd}: timeout is 0 ms`),
-        );
-      }
       const call: PoolCall = {
         cmd,
         args,
@@ -645,6 +607,24 @@ export class Pool implements AsyncDisposable {
       };
       this.#router.route(call, false);
     });
+  }
+
+  /** Why a call is refused before it is queued (none: `undefined`). */
+  #refusal(cmd: string, options: PoolRequestOptions): Error | undefined {
+    if (this.#closing) {
+      return new ShuttingDownError(
+        `Cannot accept call ${cmd}: pool is closing`,
+      );
+    }
+    const invalid = callOptionsError("Cannot send call", options, cmd);
+    if (invalid !== undefined) return invalid;
+    if (options.signal?.aborted) {
+      return new CancelledError(`Cannot send call ${cmd}: aborted`);
+    }
+    if ((options.timeout ?? this.#opts.requestTimeout) === 0) {
+      return new TimeoutError(`Cannot send call ${cmd}: timeout is 0 ms`);
+    }
+    return undefined;
   }
 
   /**
@@ -1017,21 +997,4 @@ function batchSettings(description: unknown): BatchSettings | undefined {
     typeof delayMs !== "number" || !(delayMs >= 0)
   ) return undefined;
   return { size, delayMs };
-}
-
-/** The one result of a batch of one message (its error, rejected). */
-function oneResult(name: string, reply: unknown): unknown {
-  const { results, errors } = reply as {
-    results?: unknown;
-    errors?: Record<string, unknown>;
-  };
-  if (errors?.["0"] !== undefined) throw errorFromWire(errors["0"]);
-  if (!Array.isArray(results) || results.length !== 1) {
-    throw errorFromWire({
-      type: "ProtocolError",
-      message:
-        `Cannot complete executeBatch of model '${name}': the reply does not hold 1 result`,
-    });
-  }
-  return results[0];
 }

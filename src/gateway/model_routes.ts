@@ -232,6 +232,22 @@ async function readModelInput(
 }
 
 /**
+ * Hides the models directory in a model's error unless `debug` (a model's
+ * exception often names its own files): the directory as configured and its
+ * real path (the Python server names the real one: a model's `__file__`),
+ * looked up at the first error.
+ */
+function modelsDirHider(ctx: RouteContext): (err: unknown) => Promise<unknown> {
+  let dirs: Promise<string[]> | undefined;
+  return async (err) => {
+    const dir = ctx.modelsDir;
+    if (ctx.debug || dir === undefined || !(err instanceof Error)) return err;
+    dirs ??= ctx.runtime.realPath(dir).then((real) => [dir, real], () => [dir]);
+    return hideModelsDir(err, await dirs, false);
+  };
+}
+
+/**
  * `POST /v1/models/{name}/execute` as a function of the request, the model
  * name and the `key`, `publish` and `timeout` query parameters: never
  * rejects (errors become their responses) and counts the call in the metrics.
@@ -256,15 +272,7 @@ export function modelExecutor(
   timeout: string | undefined,
 ) => Promise<Response> {
   const { pool, metrics, hub, logger, disconnects } = ctx;
-  // The models directory as configured and its real path (the Python server
-  // names the real one: a model's `__file__`), looked up at the first error.
-  let dirs: Promise<string[]> | undefined;
-  const hideDir = async (err: unknown): Promise<unknown> => {
-    const dir = ctx.modelsDir;
-    if (ctx.debug || dir === undefined || !(err instanceof Error)) return err;
-    dirs ??= ctx.runtime.realPath(dir).then((real) => [dir, real], () => [dir]);
-    return hideModelsDir(err, await dirs, false);
-  };
+  const hideDir = modelsDirHider(ctx);
   // One async function for the whole call: no wrapper promise per request.
   return async (request, name, key, publish, timeoutParam) => {
     // Only the direct path logs the request itself (routed: the middleware),
@@ -329,17 +337,6 @@ export function modelExecutor(
     }
     return res;
   };
-}
-
-/** A model error with the models directory hidden, as execute answers it. */
-async function hideModelErrorDir(
-  ctx: RouteContext,
-  err: unknown,
-): Promise<unknown> {
-  const dir = ctx.modelsDir;
-  if (ctx.debug || dir === undefined || !(err instanceof Error)) return err;
-  const real = await ctx.runtime.realPath(dir).catch(() => dir);
-  return hideModelsDir(err, real === dir ? [dir] : [dir, real], false);
 }
 
 /**
@@ -464,6 +461,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     );
   });
 
+  const hideDir = modelsDirHider(ctx);
   app.post("/v1/models/:name/stream", async (c) => {
     const name = c.req.param("name");
     if (name.length > MAX_NAME) throw notFound(name);
@@ -476,13 +474,15 @@ export function modelRoutes(ctx: RouteContext): Hono {
       );
     }
     const done = ctx.metrics.start(name);
-    let items: AsyncIterableIterator<unknown> & { cancel(): void };
+    let items:
+      | (AsyncIterableIterator<unknown> & { cancel(): void })
+      | undefined;
     let first: IteratorResult<unknown>;
     // Until the first item there is no response body whose cancel would tell
     // that the client left: a client that disconnects while the model thinks
     // (an LLM's prompt) cancels it as it does an execute call (499).
     let watched: WatchedCall | undefined;
-    let onLeave: (() => void) | undefined;
+    const onLeave = () => items?.cancel();
     try {
       const timeout = callTimeout(ctx, c.req.query("timeout"));
       const body = await readModelInput(ctx, c.req.raw, name);
@@ -494,29 +494,20 @@ export function modelRoutes(ctx: RouteContext): Hono {
         key === undefined ? { timeout } : { key, timeout },
       );
       watched = ctx.disconnects?.watch(c.req.raw);
-      if (watched !== undefined) {
-        const cancel = items.cancel.bind(items);
-        onLeave = cancel;
-        watched.signal.addEventListener("abort", cancel, { once: true });
-      }
+      watched?.signal.addEventListener("abort", onLeave, { once: true });
       // Until the first item the status can still say what went wrong (404,
       // 422, 504...); after it, an error is the stream's last event.
       first = await items.next();
     } catch (err) {
       const res = watched?.aborted
         ? new Response(null, { status: 499 })
-        : errorResponse(await hideModelErrorDir(ctx, err), ctx.debug);
-      if (onLeave !== undefined) {
-        watched?.signal.removeEventListener("abort", onLeave);
-      }
-      watched?.end();
+        : errorResponse(await hideDir(err), ctx.debug);
       done(res.status);
       return res;
-    }
-    if (onLeave !== undefined) {
+    } finally {
       watched?.signal.removeEventListener("abort", onLeave);
+      watched?.end();
     }
-    watched?.end();
     if (watched?.aborted) {
       items.cancel();
       done(499);
@@ -531,7 +522,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
         first,
         ctx.debug,
         ctx.stopSignal,
-        (err) => hideModelErrorDir(ctx, err),
+        hideDir,
         outcome,
       ),
       {
