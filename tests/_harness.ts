@@ -311,6 +311,16 @@ export interface RawConnection extends AsyncDisposable {
   close(): void;
 }
 
+/** A socket's bytes as batches of decoded messages (frame → MD5 → JSON), as the host reads them. */
+export function decodedMessages(
+  readable: ReadableStream<Uint8Array>,
+): ReadableStream<RawItem[]> {
+  return readable
+    .pipeThrough(new FrameDecoderStream())
+    .pipeThrough(new Md5VerifierStream())
+    .pipeThrough(new JsonDecoderStream());
+}
+
 /** Opens a raw socket to a server (or `{port}` / `{path}`). */
 export async function rawConnect(
   target: PythonServer | { port: number; hostname?: string } | { path: string },
@@ -324,11 +334,7 @@ export async function rawConnect(
       port: target.port,
     });
   const writer = conn.writable.getWriter();
-  const reader = conn.readable
-    .pipeThrough(new FrameDecoderStream())
-    .pipeThrough(new Md5VerifierStream())
-    .pipeThrough(new JsonDecoderStream())
-    .getReader();
+  const reader = decodedMessages(conn.readable).getReader();
   const buffered: RawItem[] = [];
   let closed = false;
   const read = async (): Promise<RawItem | undefined> => {

@@ -15,13 +15,13 @@ import {
   OverloadedError,
   PyProxyError,
 } from "../src/errors.ts";
-import {
-  FrameDecoderStream,
-  JsonDecoderStream,
-  Md5VerifierStream,
-} from "../src/protocol/mod.ts";
 import { Session } from "../src/session.ts";
-import { encodeFrame, SLEEPER, startServer } from "./_harness.ts";
+import {
+  decodedMessages,
+  encodeFrame,
+  SLEEPER,
+  startServer,
+} from "./_harness.ts";
 
 const SEED = 424242;
 type Msg = Record<string, unknown>;
@@ -52,11 +52,7 @@ function fakeServer(script: Script): {
       auth: "none",
     }));
     try {
-      const reader = conn.readable
-        .pipeThrough(new FrameDecoderStream())
-        .pipeThrough(new Md5VerifierStream())
-        .pipeThrough(new JsonDecoderStream());
-      for await (const batch of reader) {
+      for await (const batch of decodedMessages(conn.readable)) {
         for (const msg of batch) {
           if (!(msg instanceof Error)) script(msg, send);
         }

@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { SseReader, startGateway, until } from "./_gateway_harness.ts";
+import {
+  SseReader,
+  startGateway,
+  type TestGateway,
+  until,
+} from "./_gateway_harness.ts";
 
 const STREAMER = `import time
 class Streamer:
@@ -13,6 +18,22 @@ class Streamer:
             raise ValueError("model failed after its items")
 `;
 
+/** Writes `file` into the models directory and loads it as `name` by PUT; the PUT's status. */
+async function putModel(
+  gw: TestGateway,
+  name: string,
+  file: string,
+  source: string,
+): Promise<number> {
+  await Deno.writeTextFile(`${gw.dir}/${file}`, source);
+  const put = await gw.fetch(`/v1/models/${name}`, {
+    method: "PUT",
+    body: JSON.stringify({ file }),
+  });
+  await put.body?.cancel();
+  return put.status;
+}
+
 async function events(res: Response) {
   const reader = new SseReader(res.body!);
   const out = [];
@@ -22,13 +43,10 @@ async function events(res: Response) {
 
 Deno.test("Gateway POST /v1/models/{name}/stream sends a generator model's items as Server-Sent Events", async () => {
   await using gw = await startGateway({ allowManage: true });
-  await Deno.writeTextFile(`${gw.dir}/streamer.py`, STREAMER);
-  const put = await gw.fetch("/v1/models/streamer", {
-    method: "PUT",
-    body: JSON.stringify({ file: "streamer.py" }),
-  });
-  assert.equal(put.status, 201);
-  await put.body?.cancel();
+  assert.equal(
+    await putModel(gw, "streamer", "streamer.py", STREAMER),
+    201,
+  );
   const post = (path: string, body: unknown) =>
     gw.fetch(path, { method: "POST", body: JSON.stringify(body) });
 
@@ -84,12 +102,7 @@ Deno.test("Gateway POST /v1/models/{name}/stream sends a generator model's items
 
 Deno.test("Gateway model stream: a client that goes away cancels the model", async () => {
   await using gw = await startGateway({ allowManage: true });
-  await Deno.writeTextFile(`${gw.dir}/streamer.py`, STREAMER);
-  const put = await gw.fetch("/v1/models/streamer", {
-    method: "PUT",
-    body: JSON.stringify({ file: "streamer.py" }),
-  });
-  await put.body?.cancel();
+  await putModel(gw, "streamer", "streamer.py", STREAMER);
   const res = await gw.fetch("/v1/models/streamer/stream", {
     method: "POST",
     body: JSON.stringify({ n: 1_000_000, sleep: 0.001 }),
@@ -106,22 +119,21 @@ Deno.test("Gateway model stream: a client that goes away cancels the model", asy
 Deno.test("Gateway model stream: a client that goes away before the first item cancels the model (499)", async () => {
   await using gw = await startGateway({ allowManage: true });
   // A model that thinks before its first token (an LLM's prompt), for ever.
-  await Deno.writeTextFile(
-    `${gw.dir}/thinker.py`,
-    `import time
+  assert.equal(
+    await putModel(
+      gw,
+      "thinker",
+      "thinker.py",
+      `import time
 class Thinker:
     def execute(self, msg):
         while True:
             time.sleep(0.01)
         yield "never"
 `,
+    ),
+    201,
   );
-  const put = await gw.fetch("/v1/models/thinker", {
-    method: "PUT",
-    body: JSON.stringify({ file: "thinker.py" }),
-  });
-  assert.equal(put.status, 201);
-  await put.body?.cancel();
   const inFlight = async () =>
     (await (await gw.fetch("/v1/status")).json()).workers[0].inFlight;
   const client = new AbortController();
@@ -146,12 +158,7 @@ class Thinker:
 
 Deno.test("Gateway model stream: the metrics count a stream in flight until it ends, with how it ended", async () => {
   await using gw = await startGateway({ allowManage: true });
-  await Deno.writeTextFile(`${gw.dir}/streamer.py`, STREAMER);
-  const put = await gw.fetch("/v1/models/streamer", {
-    method: "PUT",
-    body: JSON.stringify({ file: "streamer.py" }),
-  });
-  await put.body?.cancel();
+  await putModel(gw, "streamer", "streamer.py", STREAMER);
   const metric = async (series: string) => {
     const text = await (await gw.fetch("/metrics")).text();
     const line = text.split("\n").find((l) => l.startsWith(series + " "));

@@ -6,13 +6,8 @@
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { AuthenticationError } from "../src/errors.ts";
-import {
-  FrameDecoderStream,
-  JsonDecoderStream,
-  Md5VerifierStream,
-} from "../src/protocol/mod.ts";
 import { Session } from "../src/session.ts";
-import { encodeFrame, startServer } from "./_harness.ts";
+import { decodedMessages, encodeFrame, startServer } from "./_harness.ts";
 
 /**
  * An impostor: says hello with a nonce and accepts any `auth`, answering
@@ -33,11 +28,7 @@ function impostor(answer: (clientNonce: string) => string | undefined) {
       nonce: "00112233445566778899aabbccddeeff",
     }));
     try {
-      const reader = conn.readable
-        .pipeThrough(new FrameDecoderStream())
-        .pipeThrough(new Md5VerifierStream())
-        .pipeThrough(new JsonDecoderStream());
-      for await (const batch of reader) {
+      for await (const batch of decodedMessages(conn.readable)) {
         for (const msg of batch as Array<Record<string, unknown>>) {
           received.push(msg);
           if (msg.cmd !== "auth") continue;
