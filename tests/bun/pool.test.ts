@@ -224,6 +224,15 @@ test(
       );
       const stream = pool.executeStream<number>("llm", { wait: 30 });
       const first = await stream.next();
+      // Every call on the worker before the kill: the first batch, the one
+      // the other two gathered into (sent after batch_delay_ms), the stream.
+      // (Under load the kill could come first, and the second batch then
+      // slept 30 s on the restarted worker.)
+      const sent = Date.now() + 10_000;
+      while (pool.status().workers[0]!.inFlight < 3) {
+        if (Date.now() > sent) throw new Error("the calls were not all sent");
+        await new Promise((r) => setTimeout(r, 5));
+      }
       process.kill(first.value as number, "SIGKILL");
       await expect(stream.next()).rejects.toMatchObject({
         name: "WorkerCrashedError",
