@@ -178,7 +178,7 @@ Deno.test("parseConfig refuses the metrics' reserved labels as model names", () 
   for (const name of ["_unknown", "_other"]) {
     assert.match(
       configError(() => parseConfig({ models: [{ name, file: "m.py" }] })),
-      /models\[0\]\.name: expected a model name other than _unknown and _other/,
+      /models\[0\]\.name: expected a model name: a name other than _unknown and _other/,
     );
   }
   parseConfig({ models: [{ name: "_private", file: "m.py" }] });

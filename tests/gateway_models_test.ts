@@ -408,3 +408,50 @@ Deno.test("GET /v1/models shows the names of a model's options, their values onl
     ]);
   }
 });
+
+Deno.test("serve skips a models-directory file whose name is not a model name, saying how to fix it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-gw-test-" });
+  try {
+    const model =
+      "class Model:\n    def execute(self, msg):\n        return 1\n";
+    for (const name of ["ok", "my model", "2fast", "x+y"]) {
+      await Deno.writeTextFile(`${dir}/${name}.py`, model);
+    }
+    const { resolveConfig, serve } = await import("../mod.ts");
+    const server = await serve(resolveConfig({
+      cwd: dir,
+      cli: { port: 0, workers: 1, modelsDir: dir, allowManage: true },
+    }));
+    try {
+      const listed = await (await fetch(`${server.url}/v1/models`)).json();
+      // Loaded, these would be served but could never be updated or
+      // removed: PUT and DELETE refuse their names.
+      assert.deepEqual(
+        listed.models.map((m: { name: string }) => m.name),
+        ["ok"],
+      );
+      assert.deepEqual(
+        server.skippedModels.map((s) => s.name),
+        ["2fast", "my model", "x+y"],
+      );
+      for (const s of server.skippedModels) {
+        assert.match(
+          s.error,
+          /^".*\.py" does not name a model: expected 1-128 characters of letters, digits, _ \. - \(not starting with a digit, \. or -\); rename the file, or list it under "models" in pyproxy\.json with a name$/,
+        );
+      }
+      const res = await fetch(
+        `${server.url}/v1/models/2fast`,
+        put({
+          file: "2fast.py",
+        }),
+      );
+      assert.equal(res.status, 400);
+      assert.match((await res.json()).error.message, /expected 1-128/);
+    } finally {
+      await server.shutdown();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

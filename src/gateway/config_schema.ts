@@ -5,7 +5,7 @@
  */
 import * as v from "valibot";
 import { plainRecord } from "../_plain_record.ts";
-import { RESERVED_MODEL_NAMES } from "./metrics.ts";
+import { modelNameProblem } from "./model_name_problem.ts";
 
 /**
  * A LogTape log level.
@@ -208,16 +208,13 @@ function strict<T extends v.ObjectEntries>(entries: T) {
 const ModelEntrySchema: v.GenericSchema<unknown, ModelEntry> = strict({
   name: v.pipe(
     v.string("expected a model name"),
-    v.regex(
-      /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/,
-      "expected a model name (letters, digits, _ . -)",
-    ),
-    v.check(
-      (name) => !RESERVED_MODEL_NAMES.includes(name),
-      `expected a model name other than ${
-        RESERVED_MODEL_NAMES.join(" and ")
-      } (the metrics' labels for calls of no single model)`,
-    ),
+    v.rawCheck(({ dataset, addIssue }) => {
+      if (!dataset.typed) return;
+      const problem = modelNameProblem(dataset.value);
+      if (problem !== undefined) {
+        addIssue({ message: `expected a model name: ${problem}` });
+      }
+    }),
   ),
   file: str("a file path under modelsDir"),
   options: v.optional(record()),

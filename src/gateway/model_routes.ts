@@ -12,7 +12,7 @@ import { RemoteError } from "../errors.ts";
 import { describeError, errorResponse, httpError } from "./error_response.ts";
 import type { GatewayModelSpec } from "./gateway_pool.ts";
 import { validateInput } from "./input_schema.ts";
-import { RESERVED_MODEL_NAMES } from "./metrics.ts";
+import { modelNameProblem } from "./model_name_problem.ts";
 import { readJsonBody } from "./read_json_body.ts";
 import { type SseEvent, sseResponse } from "./sse.ts";
 import { modelView } from "./_model_view.ts";
@@ -53,7 +53,6 @@ const ModelSpecBody = v.pipe(
   ),
 );
 
-const MODEL_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/;
 const MAX_NAME = 128;
 
 function tooLongName(
@@ -115,24 +114,12 @@ export function confineModelPath(file: string): string {
 }
 
 function checkName(name: string): void {
-  if (!MODEL_NAME.test(name)) {
+  const problem = modelNameProblem(name);
+  if (problem !== undefined) {
     throw httpError(
       400,
       "InvalidRequestError",
-      `Cannot use model name ${
-        quoteShort(name)
-      }: expected 1-128 characters of letters, digits, _ . - (not starting with a digit, . or -)`,
-    );
-  }
-  if (RESERVED_MODEL_NAMES.includes(name)) {
-    throw httpError(
-      400,
-      "InvalidRequestError",
-      `Cannot use model name ${
-        JSON.stringify(name)
-      }: reserved for the metrics of calls of no single model (${
-        RESERVED_MODEL_NAMES.join(", ")
-      })`,
+      `Cannot use model name ${quoteShort(name)}: expected ${problem}`,
     );
   }
 }

@@ -22,6 +22,7 @@ import { channelsPlugin } from "./channels_plugin.ts";
 import type { ModelEntry, ResolvedConfig } from "./config.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { type GatewayModelInfo, ModelCatalog } from "./model_catalog.ts";
+import { modelNameProblem } from "./model_name_problem.ts";
 import { isLoopback } from "./security.ts";
 import { setTimeoutOrNever } from "../_timer.ts";
 
@@ -167,15 +168,37 @@ const STILL_LOADING_MS = 5_000;
 async function modelsToLoad(
   config: ResolvedConfig,
   runtime: Runtime,
-): Promise<{ list: ModelEntry[]; strict: boolean }> {
-  if (config.models !== "auto") return { list: config.models, strict: true };
-  const names = (await runtime.readDir(config.modelsDir)).filter((f) =>
+): Promise<
+  {
+    list: ModelEntry[];
+    strict: boolean;
+    misnamed: Array<{ name: string; error: string }>;
+  }
+> {
+  if (config.models !== "auto") {
+    return { list: config.models, strict: true, misnamed: [] };
+  }
+  const files = (await runtime.readDir(config.modelsDir)).filter((f) =>
     f.endsWith(".py") && !f.startsWith("_")
   ).sort();
-  return {
-    list: names.map((file) => ({ name: file.slice(0, -3), file })),
-    strict: false,
-  };
+  const list: ModelEntry[] = [];
+  const misnamed: Array<{ name: string; error: string }> = [];
+  for (const file of files) {
+    const name = file.slice(0, -3);
+    const problem = modelNameProblem(name);
+    if (problem === undefined) list.push({ name, file });
+    else {
+      // Loaded, it would be served but could never be replaced or removed
+      // by PUT/DELETE, which refuse the name.
+      misnamed.push({
+        name,
+        error: `${
+          JSON.stringify(file)
+        } does not name a model: expected ${problem}; rename the file, or list it under "models" in pyproxy.json with a name`,
+      });
+    }
+  }
+  return { list, strict: false, misnamed };
 }
 
 /**
@@ -272,7 +295,14 @@ export async function serve(
   // Aborted when the grace is over: the eval streams still running end then.
   const stop = new AbortController();
   try {
-    const { list, strict } = await modelsToLoad(config, runtime);
+    const { list, strict, misnamed } = await modelsToLoad(config, runtime);
+    for (const skipped of misnamed) {
+      skippedModels.push(skipped);
+      logger.warn("Skipped model {name}: {message}", {
+        name: skipped.name,
+        message: skipped.error,
+      });
+    }
     const loadTimeout = config.limits.loadTimeout;
     for (const [i, m] of list.entries()) {
       // A model whose import hangs held the start for ever, silently: it
