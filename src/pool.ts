@@ -183,8 +183,9 @@ export interface PoolOptions {
    * onto a restarted worker: a restart whose model replay runs past it (a
    * model whose import or `__init__` hangs) fails like a crash, and the
    * worker is killed (and restarted by `reconnect`) instead of staying
-   * `restarting` for ever. A number > 0, `Infinity` for none.
-   * @default {requestTimeout}
+   * `restarting` for ever. A number > 0, `Infinity` for none (separate
+   * from `requestTimeout`: loading weights may take longer than a call).
+   * @default {120000}
    */
   loadTimeout?: number;
   /**
@@ -303,9 +304,7 @@ export class Pool implements AsyncDisposable {
           { bufferSize },
         ),
     });
-    this.#registry = new ModelRegistry(
-      opts.loadTimeout === undefined ? {} : { timeout: opts.loadTimeout },
-    );
+    this.#registry = new ModelRegistry({ timeout: opts.loadTimeout });
     this.#plugins = new PluginHost(plugins, {
       hookTimeout: opts.hookTimeout,
       onError: (error, plugin, hook) => {

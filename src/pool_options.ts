@@ -41,7 +41,7 @@ export interface ResolvedPoolOptions {
   /** Default call timeout in ms, or undefined for none. */
   requestTimeout: number | undefined;
   /** Default timeout of model commands and of a restarted worker's model replay, in ms (undefined: none). */
-  loadTimeout: number | undefined;
+  loadTimeout: number;
   /** How long close() lets in-flight calls finish, in ms. */
   shutdownGrace: number;
   /** How long a server may take to print its ready line, in ms. */
@@ -191,6 +191,13 @@ const schema = v.strictObject({
 }, "expected an options object");
 
 /**
+ * The default `loadTimeout`, as the gateway's `limits.loadTimeout`: a model
+ * import or `__init__` that hangs (a lock, a network drive) must not hold an
+ * `addModel` or a restarted worker's replay for ever.
+ */
+const DEFAULT_LOAD_TIMEOUT = 120_000;
+
+/**
  * Validates pool options and fills in defaults. Throws `ConfigError`
  * ("Cannot start pool: workers: expected an integer from 1 to 1024").
  *
@@ -230,7 +237,7 @@ export function resolvePoolOptions(
     maxInFlightPerWorker: options.maxInFlightPerWorker ?? 64,
     maxQueue: options.maxQueue ?? 1024,
     requestTimeout: options.requestTimeout,
-    loadTimeout: options.loadTimeout ?? options.requestTimeout,
+    loadTimeout: options.loadTimeout ?? DEFAULT_LOAD_TIMEOUT,
     shutdownGrace: options.shutdownGrace ?? 5000,
     readyTimeout: options.readyTimeout ?? 15000,
     hookTimeout: options.hookTimeout ?? 30_000,

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { resolvePoolOptions } from "../src/pool_options.ts";
 import { configure, type LogRecord, reset } from "@logtape/logtape";
 import {
   ConfigError,
@@ -892,4 +893,19 @@ Deno.test("Pool logs a pool.events() reader that falls behind and starts losing 
   await pool.updateModel("talker", { source: TALKER }); // still lagging: once
   assert.equal(lost().length, 1);
   await idle.return!();
+});
+
+Deno.test("Pool options: model loads are bounded by default, apart from the calls' requestTimeout", () => {
+  // A model import that hangs (a lock, a network drive) held addModel and a
+  // restarted worker's replay for ever in a pool without a requestTimeout.
+  assert.equal(resolvePoolOptions({}).loadTimeout, 120_000);
+  // Loading weights may take longer than a call is allowed to.
+  assert.equal(
+    resolvePoolOptions({ requestTimeout: 1000 }).loadTimeout,
+    120_000,
+  );
+  assert.equal(
+    resolvePoolOptions({ loadTimeout: Infinity }).loadTimeout,
+    Infinity,
+  );
 });
