@@ -58,8 +58,9 @@ Options:
       --max-queue <n>       Calls that may wait for a worker before 429 (default 1024)
       --max-in-flight <n>   Calls in flight per worker (default 64)
       --grace <ms>          Shutdown grace period for in-flight requests (default 10000)
-      --allow-eval          Enable POST /v1/eval (runs arbitrary Python code)
-      --allow-manage        Enable PUT/DELETE /v1/models/{name}
+      --allow-eval          Enable POST /v1/eval (runs arbitrary Python code;
+                            without a token, one is generated and printed)
+      --allow-manage        Enable PUT/DELETE /v1/models/{name} (token: as above)
       --no-cancel-on-disconnect
                             Let execute calls run on when their client disconnects
                             (no faster: see docs/gateway.md)
@@ -497,12 +498,12 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
     startLog.release(true);
     // $PYPROXY_TOKEN only where that is the token (not a --token or one
     // from pyproxy.json); never the token itself (stdout may be logged).
+    // A generated token is shown: nobody else knows it (as Jupyter's).
+    const shown = config.tokenGenerated === true ? config.token : "<token>";
     const auth = config.token === undefined
       ? ""
       : ` -H "Authorization: Bearer ${
-        runtime.env("PYPROXY_TOKEN") === config.token
-          ? "$PYPROXY_TOKEN"
-          : "<token>"
+        runtime.env("PYPROXY_TOKEN") === config.token ? "$PYPROXY_TOKEN" : shown
       }"`;
     const described = server.models();
     const models = described.map((m) => m.name);
@@ -530,9 +531,16 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
     );
     console.log(
       `  dashboard: ${server.url}/${
-        config.token === undefined ? "" : "?token=<token>"
+        config.token === undefined ? "" : `?token=${shown}`
       }`,
     );
+    if (config.tokenGenerated === true) {
+      console.log(
+        `  token:     generated for ${
+          config.allowEval ? "--allow-eval" : "--allow-manage"
+        }, which would otherwise be open to every local user; every route but /healthz needs it (set PYPROXY_TOKEN or --token to choose one)`,
+      );
+    }
     if (config.configPath) console.log(`  config:    ${config.configPath}`);
     for (const s of server.skippedModels) {
       console.log(`  skipped model ${s.name}: ${oneLine(s.error)}`);

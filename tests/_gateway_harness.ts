@@ -56,6 +56,8 @@ class WhoAmI:
 
 export interface TestGateway extends GatewayServer {
   dir: string;
+  /** The gateway's token, if it has one (set, or generated for eval/manage). */
+  token: string | undefined;
   fetch(path: string, init?: RequestInit): Promise<Response>;
 }
 
@@ -92,6 +94,7 @@ export async function startGateway(
     const token = config.token;
     return Object.assign(server, {
       dir,
+      token,
       fetch(path: string, init: RequestInit = {}): Promise<Response> {
         const headers = new Headers(init.headers);
         if (token !== undefined && !headers.has("authorization")) {
@@ -199,7 +202,7 @@ export interface PartialRequest extends AsyncDisposable {
  * disposed (with `halfClose`, only for reading the answer).
  */
 export async function partialRequest(
-  gw: GatewayServer,
+  gw: GatewayServer & { token?: string | undefined },
   method: string,
   path: string,
   sent: string,
@@ -219,6 +222,7 @@ export async function partialRequest(
     options.contentLength === undefined
       ? "Transfer-Encoding: chunked"
       : `Content-Length: ${options.contentLength}`,
+    ...(gw.token === undefined ? [] : [`Authorization: Bearer ${gw.token}`]),
     ...Object.entries(options.headers ?? {}).map(([k, v]) => `${k}: ${v}`),
   ].join("\r\n");
   const body = options.contentLength === undefined

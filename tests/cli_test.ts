@@ -575,39 +575,51 @@ Deno.test("main serve with the token in pyproxy.json does not point at $PYPROXY_
   }
 });
 
-Deno.test("main serve warns that --allow-eval without a token lets every local user run code", async () => {
+Deno.test("main serve generates a token for --allow-eval or --allow-manage without one, prints it and requires it", async () => {
   const models = new URL("../examples/models", import.meta.url).pathname;
-  const warning =
-    /Eval is enabled without a token: any process on this machine, of any user, can run code/;
-  for (const token of [undefined, "cli-eval-token-0123456789"]) {
+  // Without a token, every local user (any process reaches the loopback)
+  // could run code as this user (eval) or import any .py of the models
+  // directory (manage): serve used to only warn.
+  const seen = new Set<string>();
+  for (const flag of ["--allow-eval", "--allow-manage"]) {
     await using serve = await startServe(
-      ["--allow-eval", "--port", "0", "--workers", "1", "--models", models],
-      token === undefined ? {} : { PYPROXY_TOKEN: token },
+      [flag, "--port", "0", "--workers", "1", "--models", models],
+      {},
+      /token: .*\n/,
     );
+    assert.match(
+      serve.banner,
+      new RegExp(
+        `token: +generated for ${flag}, which would otherwise be open to every local user`,
+      ),
+    );
+    const token = serve.banner.match(/Bearer ([A-Za-z0-9_-]{32})"/)?.[1];
+    assert.ok(token !== undefined, serve.banner);
+    assert.match(serve.banner, new RegExp(`dashboard: .*/\\?token=${token}`));
+    assert.ok(!seen.has(token), "a new token for every start");
+    seen.add(token);
+    const url = serve.banner.match(/listening on (http:\/\/\S+)/)![1];
+    const without = await fetch(`${url}/v1/models`);
+    assert.equal(without.status, 401);
+    await without.body?.cancel();
+    const withToken = await fetch(`${url}/v1/models`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    assert.equal(withToken.status, 200);
+    await withToken.body?.cancel();
     serve.child.kill("SIGTERM");
     assert.equal((await serve.child.status).code, 0);
-    const stderr = await serve.stderr;
-    if (token === undefined) assert.match(stderr, warning);
-    else assert.doesNotMatch(stderr, warning);
+    assert.doesNotMatch(await serve.stderr, /enabled without a token/);
   }
-});
-
-Deno.test("main serve warns that --allow-manage without a token lets every local user load models", async () => {
-  const models = new URL("../examples/models", import.meta.url).pathname;
-  const warning =
-    /Model management is enabled without a token: any process on this machine, of any user, can load any \.py file under .*examples\/models/;
-  for (const token of [undefined, "cli-manage-token-0123456789"]) {
-    await using serve = await startServe(
-      ["--allow-manage", "--port", "0", "--workers", "1", "--models", models],
-      token === undefined ? {} : { PYPROXY_TOKEN: token },
-    );
-    serve.child.kill("SIGTERM");
-    assert.equal((await serve.child.status).code, 0);
-    const stderr = await serve.stderr;
-    if (token === undefined) assert.match(stderr, warning);
-    else assert.doesNotMatch(stderr, warning);
-    assert.doesNotMatch(stderr, /Eval is enabled/);
-  }
+  // A token of the user's own: nothing generated, and never printed.
+  const own = "cli-eval-token-0123456789";
+  await using serve = await startServe(
+    ["--allow-eval", "--port", "0", "--workers", "1", "--models", models],
+    { PYPROXY_TOKEN: own },
+  );
+  assert.doesNotMatch(serve.banner, /generated/);
+  assert.doesNotMatch(serve.banner, new RegExp(own));
+  assert.match(serve.banner, /Bearer \$PYPROXY_TOKEN/);
 });
 
 Deno.test("main serve imports no Python module from its working directory", async () => {

@@ -480,3 +480,50 @@ Deno.test("loadConfig refuses a pyproxy.json or ./models that another user could
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("resolveConfig generates a token for eval or model management without one", () => {
+  const tokens = new Set<string>();
+  for (const cli of [{ allowEval: true }, { allowManage: true }]) {
+    const config = resolveConfig({ cwd: "/srv", cli });
+    assert.equal(config.tokenGenerated, true);
+    assert.match(config.token ?? "", /^[A-Za-z0-9_-]{32}$/);
+    tokens.add(config.token!);
+  }
+  assert.equal(tokens.size, 2, "a new token for every start");
+  // A token of the user's own is kept; nothing is generated without eval
+  // or management.
+  const own = resolveConfig({
+    cwd: "/srv",
+    cli: { allowEval: true },
+    envToken: "my-own-token-0123456789",
+  });
+  assert.equal(own.token, "my-own-token-0123456789");
+  assert.equal(own.tokenGenerated, undefined);
+  const plain = resolveConfig({ cwd: "/srv", cli: {} });
+  assert.equal(plain.token, undefined);
+  assert.equal(plain.tokenGenerated, undefined);
+  // A token the user must choose stays required where one was required.
+  assert.throws(
+    () =>
+      resolveConfig({
+        cwd: "/srv",
+        cli: { allowEval: true, host: "0.0.0.0" },
+      }),
+    /binding a non-loopback address requires a token/,
+  );
+});
+
+Deno.test("serve refuses a hand-made config with eval or model management and no token", async () => {
+  const { serve } = await import("../src/gateway/serve.ts");
+  for (const cli of [{ allowEval: true }, { allowManage: true }]) {
+    const config = resolveConfig({ cwd: "/srv", cli: { ...cli, port: 0 } });
+    delete config.token;
+    await assert.rejects(
+      serve({ ...config, modelsDir: Deno.cwd() }),
+      (err: Error) =>
+        err instanceof ConfigError &&
+        /^(allowEval|allowManage): eval and model management require a token/
+          .test(err.message),
+    );
+  }
+});

@@ -418,12 +418,15 @@ Deno.test("serve skips a models-directory file whose name is not a model name, s
       await Deno.writeTextFile(`${dir}/${name}.py`, model);
     }
     const { resolveConfig, serve } = await import("../mod.ts");
-    const server = await serve(resolveConfig({
+    const config = resolveConfig({
       cwd: dir,
       cli: { port: 0, workers: 1, modelsDir: dir, allowManage: true },
-    }));
+    });
+    const headers = { authorization: `Bearer ${config.token}` };
+    const server = await serve(config);
     try {
-      const listed = await (await fetch(`${server.url}/v1/models`)).json();
+      const listed = await (await fetch(`${server.url}/v1/models`, { headers }))
+        .json();
       // Loaded, these would be served but could never be updated or
       // removed: PUT and DELETE refuse their names.
       assert.deepEqual(
@@ -440,12 +443,10 @@ Deno.test("serve skips a models-directory file whose name is not a model name, s
           /^".*\.py" does not name a model: expected 1-128 characters of letters, digits, _ \. - \(not starting with a digit, \. or -\); rename the file, or list it under "models" in pyproxy\.json with a name$/,
         );
       }
-      const res = await fetch(
-        `${server.url}/v1/models/2fast`,
-        put({
-          file: "2fast.py",
-        }),
-      );
+      const res = await fetch(`${server.url}/v1/models/2fast`, {
+        ...put({ file: "2fast.py" }),
+        headers,
+      });
       assert.equal(res.status, 400);
       assert.match((await res.json()).error.message, /expected 1-128/);
     } finally {

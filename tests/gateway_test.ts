@@ -626,8 +626,12 @@ async function rawRequest(port: number, text: string): Promise<string> {
 Deno.test("createGateway refuses a web page's cross-site requests on a real server: eval, execute, WebSocket", async () => {
   await using gw = await startGateway({ allowEval: true });
   const pwned = `${gw.dir}/pwned`;
+  // Eval has a token (generated): the Origin check must hold even for a
+  // request that carries it (a page cannot add it without a preflight).
+  const auth = { authorization: `Bearer ${gw.token}` };
   // What a page on evil.example can send without a CORS preflight.
   const page = {
+    ...auth,
     origin: "https://evil.example",
     "sec-fetch-site": "cross-site",
     "content-type": "text/plain",
@@ -658,13 +662,18 @@ Deno.test("createGateway refuses a web page's cross-site requests on a real serv
   const upgrade = await rawRequest(
     gw.port,
     `GET /v1/channels/audit HTTP/1.1\r\nHost: 127.0.0.1:${gw.port}\r\n` +
+      `Authorization: Bearer ${gw.token}\r\n` +
       `Origin: https://evil.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
       `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
   );
   assert.match(upgrade, /^HTTP\/1\.1 403 /);
   assert.match(upgrade, /ForbiddenOrigin/);
   // A link followed from another site opens the dashboard, and only it.
-  const link = { "sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate" };
+  const link = {
+    ...auth,
+    "sec-fetch-site": "cross-site",
+    "sec-fetch-mode": "navigate",
+  };
   for (const path of ["/v1/models", "/v1/models/echo", "/v1/status"]) {
     const res = await fetch(`${gw.url}${path}`, { headers: link });
     assert.equal(res.status, 403, path);
@@ -676,7 +685,7 @@ Deno.test("createGateway refuses a web page's cross-site requests on a real serv
   // The gateway's own origin is served (the dashboard's requests).
   const own = await fetch(`${gw.url}/v1/eval`, {
     method: "POST",
-    headers: { origin: gw.url, "sec-fetch-site": "same-origin" },
+    headers: { ...auth, origin: gw.url, "sec-fetch-site": "same-origin" },
     body: JSON.stringify({ code: "6 * 7" }),
   });
   assert.equal(own.status, 200);

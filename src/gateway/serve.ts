@@ -227,20 +227,14 @@ export async function serve(
       }`,
     );
   }
-  if (config.allowEval && config.token === undefined) {
-    // Loopback only (elsewhere a token is required), but every local user
-    // reaches the loopback: eval is their code run as this process's user.
-    logger.warn(
-      "Eval is enabled without a token: any process on this machine, of any user, can run code as this user through POST /v1/eval; set a token (PYPROXY_TOKEN)",
-    );
-  }
-  if (config.allowManage && config.token === undefined) {
-    // Less than eval, but the same audience: a module body is code, and any
-    // .py under the models directory (tests, scripts, a virtualenv's
-    // packages) can be imported with options of the caller's choosing.
-    logger.warn(
-      "Model management is enabled without a token: any process on this machine, of any user, can load any .py file under {modelsDir} (running its module code as this user), with any options, and replace or remove every model through PUT and DELETE /v1/models; set a token (PYPROXY_TOKEN)",
-      { modelsDir: config.modelsDir },
+  if ((config.allowEval || config.allowManage) && config.token === undefined) {
+    // Every local user (any process reaches the loopback) would run code as
+    // this user through eval, or import any .py of the models directory.
+    // resolveConfig generates a token; a config built by hand must set one.
+    const what = config.allowEval ? "allowEval" : "allowManage";
+    throw new ConfigError(
+      `${what}: eval and model management require a token (resolveConfig generates one when none is set); without one, any process on this machine, of any user, could use them`,
+      { details: { path: what } },
     );
   }
   const hub = new ChannelHub({
