@@ -537,7 +537,10 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
     if (config.tokenGenerated === true) {
       console.log(
         `  token:     generated for ${
-          config.allowEval ? "--allow-eval" : "--allow-manage"
+          [
+            ...(config.allowEval ? ["--allow-eval"] : []),
+            ...(config.allowManage ? ["--allow-manage"] : []),
+          ].join(" and ")
         }, which would otherwise be open to every local user; every route but /healthz needs it (set PYPROXY_TOKEN or --token to choose one)`,
       );
     }
