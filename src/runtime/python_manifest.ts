@@ -105,6 +105,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
         "9c81edd000aeb47d67e10ab9a3959cc7380517a3d2f752bb1ee96cb49cf73476",
     },
     {
+      path: "pyproxy_server/fresh_imports.py",
+      size: 10453,
+      sha256:
+        "39a6bb1b239c0f5e1b74dbc17d2bd08a87ebb625e5e1fc8daa49820db1a38ab6",
+    },
+    {
       path: "pyproxy_server/host_log_handler.py",
       size: 1856,
       sha256:
@@ -130,9 +136,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 31994,
+      size: 34170,
       sha256:
-        "770782c1319884de30dfb838a079e0b8455e9c6787bef36795008d04fd6f7daf",
+        "39e5dbce1514163647459ae4069a767ad5489387ee39aa4cbccaca8172256f66",
     },
     {
       path: "pyproxy_server/server.py",
