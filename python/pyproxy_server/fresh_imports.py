@@ -80,13 +80,13 @@ class FreshImports:
     Example::
 
         fresh = FreshImports("/srv/models")
-        load = fresh.begin()
         ok = False
         try:
+            fresh.begin()
             exec(compile("import util", "m.py", "exec"), {})
             ok = True
         finally:
-            fresh.end(load, ok)
+            fresh.end(ok)  # also after an interrupt inside begin()
     """
 
     def __init__(self, root):
@@ -109,17 +109,17 @@ class FreshImports:
             self._loads[threading.get_ident()] = load
         # A helper file created since the directory was last listed.
         importlib.invalidate_caches()
-        return load
 
-    def end(self, load, ok):
-        """Stop refreshing for this thread; unless ``ok``, put the old helpers back."""
+    def end(self, ok):
+        """Stop refreshing for this thread; unless ``ok``, put the old helpers
+        back. Safe to call when ``begin`` did not run or did not finish."""
         with self._lock:
-            self._loads.pop(threading.get_ident(), None)
+            load = self._loads.pop(threading.get_ident(), None)
             if not self._loads and builtins.__import__ is self._hook:
                 # (Another hook installed over ours keeps ours in its chain.)
                 builtins.__import__ = self._previous
                 self._installed = False
-        if not ok:
+        if load is not None and not ok:
             self._restore(load)
 
     def _import(self, name, globals=None, locals=None, fromlist=(), level=0):

@@ -548,15 +548,17 @@ class ModelRegistry:
             # Lets tracebacks show the lines of models sent as source.
             linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         module_name = "pyproxy_model_%d" % next(self._modules)
-        fresh = self._fresh.begin() if must_exist or name in self._models else None
+        fresh = must_exist or name in self._models
         ok = False
         try:
+            if fresh:
+                self._fresh.begin()
             desc = self._register(name, file, source, filename, module_name, class_name, options, must_exist, cancelled)
             ok = True
         finally:
-            if fresh is not None:
+            if fresh:
                 # A failed load puts the old helpers back in sys.modules.
-                self._fresh.end(fresh, ok)
+                self._fresh.end(ok)
         if spec.get("snapshot") is True and file is not None:
             desc["source"] = source  # what was loaded, for the host to replay
         return desc

@@ -10,7 +10,7 @@ import time
 import types
 import unittest
 
-from pyproxy_server.errors import ModelLoadError
+from pyproxy_server.errors import CancelledError, ModelLoadError
 from pyproxy_server.models import ModelRegistry
 
 from ._client import ServerProcess
@@ -182,6 +182,18 @@ class FreshHelpersTest(unittest.TestCase):
         self.write("P_util.py", "V = 3\n")
         self.registry.update("a", {"file": "a.py"})
         self.assertEqual(self.call("a"), 3)
+
+    def test_an_update_cancelled_while_it_loaded_puts_the_old_helpers_back(self):
+        self.write("P_util.py", "V = 1\n")
+        self.write("a.py", "import P_util\nclass A:\n    def execute(self, m):\n        return P_util.V\n")
+        self.registry.add("a", {"file": "a.py"})
+        before = sys.modules[self.p + "util"]
+        self.write("P_util.py", "V = 2\n")
+        with self.assertRaises(CancelledError):
+            self.registry.update("a", {"file": "a.py"}, cancelled=lambda: True)
+        self.assertIs(sys.modules[self.p + "util"], before)
+        self.assertIs(builtins.__import__, builtins.__dict__["__import__"])
+        self.assertEqual(self.call("a"), 1)
 
     def test_modules_outside_the_models_directory_are_never_reloaded(self):
         # A directory on sys.path inside the models directory (a virtual

@@ -106,9 +106,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/fresh_imports.py",
-      size: 10453,
+      size: 10555,
       sha256:
-        "39a6bb1b239c0f5e1b74dbc17d2bd08a87ebb625e5e1fc8daa49820db1a38ab6",
+        "e453c6dabcb20ccd0f625e1cd758a9d3fcb5bd38fd993356b812ad8a860fb2ad",
     },
     {
       path: "pyproxy_server/host_log_handler.py",
@@ -136,9 +136,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 34170,
+      size: 34176,
       sha256:
-        "39e5dbce1514163647459ae4069a767ad5489387ee39aa4cbccaca8172256f66",
+        "f91c9587d4f4016d8204c852dcf4478458ee1cf89b11cd5c5b9ba09fe63c4a94",
     },
     {
       path: "pyproxy_server/server.py",
