@@ -30,10 +30,11 @@ How the rest of the process sees it:
 - If the load fails, the old copies go back into ``sys.modules`` and helpers
   imported for the first time by that load are dropped from it.
 
-The hook is installed on ``builtins.__import__`` only while a load runs and
-acts only on the loading threads: nothing is added to a call's path. Imports
-that do not go through an ``import`` statement (``importlib.import_module``)
-are not refreshed.
+The hook is installed on ``builtins.__import__`` only while an update loads
+and acts only on the loading threads (an import elsewhere meanwhile costs one
+more dictionary lookup): a call's path is unchanged. Imports that do not go
+through an ``import`` statement (``importlib.import_module``) are not
+refreshed.
 """
 
 import builtins

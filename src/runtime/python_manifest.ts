@@ -106,9 +106,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/fresh_imports.py",
-      size: 10555,
+      size: 10617,
       sha256:
-        "e453c6dabcb20ccd0f625e1cd758a9d3fcb5bd38fd993356b812ad8a860fb2ad",
+        "9630043000afa4cc320162e97ef66d69eb722ec5fefc4cd79e736d52db6e421f",
     },
     {
       path: "pyproxy_server/host_log_handler.py",
