@@ -357,6 +357,54 @@ class FreshHelpersServerTest(unittest.TestCase):
         finally:
             server.kill()
 
+    def test_another_models_calls_keep_working_while_a_shared_helper_is_updated(self):
+        root = tempfile.mkdtemp(prefix="pyproxy-fresh-server-")
+        self.addCleanup(shutil.rmtree, root)
+
+        def write(rel, text):
+            with open(os.path.join(root, rel), "w") as f:
+                f.write(text)
+
+        write("busy_util.py", "V = 0\ndef f():\n    return V\n")
+        write("a.py", "import busy_util\nclass A:\n    def execute(self, m):\n        return busy_util.f()\n")
+        # B binds f at load and also imports the module inside execute.
+        write(
+            "b.py",
+            "from busy_util import f\nclass B:\n    def execute(self, m):\n"
+            "        import busy_util\n        return [f(), busy_util.V]\n",
+        )
+        server = ServerProcess(root=root)
+        try:
+            admin = server.connect()
+            admin.call("addModel", name="a", file="a.py")
+            admin.call("addModel", name="b", file="b.py")
+            caller = server.connect()
+            done = threading.Event()
+            results, failures = [], []
+
+            def call_b():
+                while not done.is_set():
+                    reply = caller.request("executeModel", name="b", msg={})
+                    (results if reply["ok"] else failures).append(reply.get("result", reply.get("error")))
+
+            thread = threading.Thread(target=call_b)
+            thread.start()
+            try:
+                for version in range(1, 21):
+                    write("busy_util.py", "V = %d\ndef f():\n    return V\n" % version)
+                    admin.call("updateModel", name="a", file="a.py")
+                    self.assertEqual(admin.call("executeModel", name="a", msg={}), version)
+            finally:
+                done.set()
+                thread.join(10)
+            self.assertEqual(failures, [])
+            self.assertTrue(results)
+            # B's bound f stays at version 0; its import sees some loaded version.
+            self.assertEqual({r[0] for r in results}, {0})
+            self.assertEqual(admin.call("executeModel", name="b", msg={}), [0, 20])
+        finally:
+            server.kill()
+
 
 if __name__ == "__main__":
     unittest.main()
