@@ -70,6 +70,7 @@ from .errors import (
     PythonError,
     format_user_traceback,
 )
+from .fresh_imports import FreshImports
 
 __all__ = ["ModelRegistry", "ModelEntry", "TYPES", "THREADED_FOREVER", "confine", "may_call_host", "RunThreaded"]
 
@@ -445,6 +446,9 @@ class ModelRegistry:
         self._models = {}
         self._lock = threading.Lock()
         self._modules = itertools.count(1)
+        # An update (or an add that replaces a model) imports fresh copies
+        # of the helper modules the model imports from the root.
+        self._fresh = FreshImports(self.root)
 
     def __len__(self):
         return len(self._models)
@@ -472,7 +476,10 @@ class ModelRegistry:
         return self._install(name, spec, must_exist=False, cancelled=cancelled)
 
     def update(self, name, spec, cancelled=None):
-        """Replace ``name`` (must exist); calls in flight finish on the old version."""
+        """Replace ``name`` (must exist); calls in flight finish on the old version.
+
+        The helper modules the model imports from the root are loaded fresh
+        (``FreshImports``), as for an ``add`` that replaces a model."""
         return self._install(name, spec, must_exist=True, cancelled=cancelled)
 
     def remove(self, name):
@@ -541,6 +548,22 @@ class ModelRegistry:
             # Lets tracebacks show the lines of models sent as source.
             linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         module_name = "pyproxy_model_%d" % next(self._modules)
+        fresh = must_exist or name in self._models
+        ok = False
+        try:
+            if fresh:
+                self._fresh.begin()
+            desc = self._register(name, file, source, filename, module_name, class_name, options, must_exist, cancelled)
+            ok = True
+        finally:
+            if fresh:
+                # A failed load puts the old helpers back in sys.modules.
+                self._fresh.end(ok)
+        if spec.get("snapshot") is True and file is not None:
+            desc["source"] = source  # what was loaded, for the host to replay
+        return desc
+
+    def _register(self, name, file, source, filename, module_name, class_name, options, must_exist, cancelled):
         cls, instance = self._load(name, source, filename, module_name, class_name, options, file)
         with self._lock:
             # A load given up on (the host's timeout, a closed connection)
@@ -565,10 +588,7 @@ class ModelRegistry:
             self._models[name] = entry
         if old is not None:
             sys.modules.pop(old.module_name, None)
-        desc = entry.describe()
-        if spec.get("snapshot") is True and file is not None:
-            desc["source"] = source  # what was loaded, for the host to replay
-        return desc
+        return entry.describe()
 
     def _load(self, name, source, filename, module_name, class_name, options, file=None):
         module = types.ModuleType(module_name)
@@ -594,30 +614,60 @@ class ModelRegistry:
             sys.modules.pop(module_name, None)
             raise ModelLoadError(
                 "Cannot load model %r: %s: %s%s"
-                % (name, type(exc).__name__, exc, _where(exc, filename, file if file is not None else filename)),
+                % (name, type(exc).__name__, exc, _where(exc, filename, file if file is not None else filename, self.root)),
                 exception=type(exc).__name__,
                 traceback=format_user_traceback(exc, os.path.dirname(__file__)),
             )
 
 
-def _where(exc, filename, shown):
+def _where(exc, filename, shown, root):
     """`` (<shown>, line N, in f)``: the last line of the model's own file
     that ``exc`` went through (the import of a missing package, the raise in
-    ``__init__``), else ``""``. The traceback travels only with ``--debug``
-    in the gateway; the message always does. A SyntaxError names its line
-    itself."""
-    if isinstance(exc, SyntaxError):
-        return ""
-    where = None
+    ``__init__``), else ``""``. An exception raised further in, in a helper
+    module of the models directory (``root``), names the helper's line first:
+    `` (util.py, line 3, in f; from <shown>, line 1)``. The traceback travels
+    only with ``--debug`` in the gateway; the message always does. A
+    SyntaxError names its line itself (one in a helper: `` (from <shown>,
+    line 1)``)."""
+    model = helper = None
     tb = exc.__traceback__
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename == filename:
-            where = (tb.tb_lineno, tb.tb_frame.f_code.co_name)
+        code = tb.tb_frame.f_code
+        if code.co_filename == filename:
+            model, helper = (shown, tb.tb_lineno, code.co_name), None
+        elif model is not None:
+            rel = _helper_path(root, code.co_filename)
+            if rel is not None:
+                helper = (rel, tb.tb_lineno, code.co_name)
         tb = tb.tb_next
-    if where is None:
+    if model is None:
         return ""
-    line, func = where
-    return " (%s, line %d%s)" % (shown, line, "" if func == "<module>" else ", in %s" % func)
+    if isinstance(exc, SyntaxError):
+        if exc.filename == filename or _helper_path(root, exc.filename) is None:
+            return ""
+        return " (from %s)" % _line(model)
+    if helper is None:
+        return " (%s)" % _line(model)
+    return " (%s; from %s)" % (_line(helper), _line(model))
+
+
+def _line(where):
+    shown, line, func = where
+    return "%s, line %d%s" % (shown, line, "" if func == "<module>" else ", in %s" % func)
+
+
+def _helper_path(root, path):
+    """``path`` relative to ``root`` when it is a file under it (not in a
+    ``site-packages`` there: a virtual environment's), else ``None``."""
+    if not isinstance(path, str) or not os.path.isabs(path):
+        return None
+    real = os.path.realpath(path)
+    if not real.startswith(root.rstrip(os.sep) + os.sep):
+        return None
+    rel = os.path.relpath(real, root)
+    if any(part in ("site-packages", "dist-packages") for part in rel.split(os.sep)):
+        return None
+    return rel
 
 
 _STDLIB = os.path.dirname(os.__file__) + os.sep

@@ -105,6 +105,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
         "9c81edd000aeb47d67e10ab9a3959cc7380517a3d2f752bb1ee96cb49cf73476",
     },
     {
+      path: "pyproxy_server/fresh_imports.py",
+      size: 10617,
+      sha256:
+        "9630043000afa4cc320162e97ef66d69eb722ec5fefc4cd79e736d52db6e421f",
+    },
+    {
       path: "pyproxy_server/host_log_handler.py",
       size: 1856,
       sha256:
@@ -130,9 +136,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 31994,
+      size: 34176,
       sha256:
-        "770782c1319884de30dfb838a079e0b8455e9c6787bef36795008d04fd6f7daf",
+        "f91c9587d4f4016d8204c852dcf4478458ee1cf89b11cd5c5b9ba09fe63c4a94",
     },
     {
       path: "pyproxy_server/server.py",
