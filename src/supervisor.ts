@@ -60,6 +60,8 @@ export class Supervisor {
   // Workers whose exit hooks still run: the policy may yet bring them back.
   #settling = new Set<Worker>();
   #hookRuns = new Set<Promise<void>>();
+  // Per worker, the exit hooks still running for its last exit.
+  #exitHooks = new Map<Worker, Promise<void>>();
   #hooks: WorkerHooks;
   #path: string | undefined;
   #transport: "unix" | "tcp" = "unix";
@@ -240,6 +242,8 @@ export class Supervisor {
     });
     pump(true);
     await Promise.all(stops);
+    // A removed slot's onSessionClose/onWorkerExit have run when it is gone.
+    await Promise.all(victims.map((w) => this.#exitHooks.get(w)));
     for (const w of victims) {
       this.#removing.delete(w);
       const at = this.workers.indexOf(w);
@@ -313,7 +317,7 @@ export class Supervisor {
           ...pickExit(exit),
         });
         this.#settling.add(worker);
-        const hooks = (async () => {
+        const hooks: Promise<void> = (async () => {
           if (session !== undefined) {
             await plugins.run("onSessionClose", { worker, session }, ctx);
           }
@@ -325,9 +329,13 @@ export class Supervisor {
         })().finally(() => {
           this.#settling.delete(worker);
           this.#hookRuns.delete(hooks);
+          if (this.#exitHooks.get(worker) === hooks) {
+            this.#exitHooks.delete(worker);
+          }
           pump(true);
         });
         this.#hookRuns.add(hooks);
+        this.#exitHooks.set(worker, hooks);
       },
     };
   }

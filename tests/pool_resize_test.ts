@@ -7,6 +7,7 @@ import {
   ShuttingDownError,
   StartError,
 } from "../src/errors.ts";
+import type { Plugin, PluginContext } from "../src/plugin.ts";
 import { Pool, type PoolEvent } from "../src/pool.ts";
 import {
   alive,
@@ -136,7 +137,6 @@ Deno.test("Pool.resize moves a key only when its owner was added or removed (ren
     await pool.addModel("slow", { file: "slow.py" });
     const w1 = pool.status().workers[0]!;
     const busy = pool.execute("slow", { ms: 300 }, { worker: "w2" });
-    await pool.request("ping", undefined, { worker: "w2" });
     await pool.resize(1);
     await busy;
     assert.deepEqual(slots(pool), ["w2 ready"]);
@@ -166,11 +166,6 @@ Deno.test("Pool.resize shrinks 3 -> 1 with calls in flight: each settles once, t
       [4, 4, 4],
     );
     const removed = [pidOf(pool, "w2"), pidOf(pool, "w3")];
-    await Promise.all(
-      ["w1", "w2", "w3"].map((worker) =>
-        pool.request("ping", undefined, { worker })
-      ),
-    );
     const status = await pool.resize(1);
     assert.deepEqual(status.workers.map((w) => `${w.id} ${w.state}`), [
       "w1 ready",
@@ -227,23 +222,21 @@ Deno.test("Pool.resize: a call that outlives shutdownGrace on a removed worker r
     let settledPlain = 0;
     let settledRetried = 0;
     const plain = pool.execute("slow", { ms: 5000 }, { worker: "w2" })
-      .finally(() => settledPlain++);
+      .finally(() => settledPlain++).then(() => undefined, (e) => e);
     const retried = pool.execute<{ pid: number }>("slow", { ms: 1000 }, {
       key: onW2,
       idempotent: true,
     }).finally(() => settledRetried++);
-    await pool.request("ping", undefined, { worker: "w2" });
     // w2 has 2 calls in flight: w1, busier, stays.
     const w1busy = Promise.all(Array.from(
       { length: 3 },
       () => pool.execute("slow", { ms: 1500 }, { worker: "w1" }),
     ));
     w1busy.catch(() => {});
-    await pool.request("ping", undefined, { worker: "w1" });
     assert.deepEqual(pool.status().workers.map((w) => w.inFlight), [3, 2]);
     await pool.resize(1);
     assert.deepEqual(slots(pool), ["w1 ready"]);
-    const err = await plain.then(() => undefined, (e) => e);
+    const err = await plain;
     assert.ok(err instanceof ShuttingDownError, String(err));
     assert.match(
       err.message,
@@ -358,11 +351,6 @@ Deno.test("Pool.resize racing close(): the resize rejects with ShuttingDownError
     const calls = Array.from(
       { length: 3 },
       (_, i) => pool.execute<{ i: number }>("slow", { ms: 300, i }),
-    );
-    await Promise.all(
-      ["w1", "w2", "w3"].map((worker) =>
-        pool.request("ping", undefined, { worker })
-      ),
     );
     const shrinking = pool.resize(1);
     await pool.close();
@@ -489,6 +477,57 @@ Deno.test("Pool.resize: queued calls pinned to a removed worker fail, eval sessi
     );
     assert.ok(lost instanceof SessionLostError, String(lost));
     assert.match(String(lost.cause), /worker w2 was removed from the pool/);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool.resize runs the plugin hooks of added and removed workers; controls on a removed id do nothing", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  const seen: string[] = [];
+  let ctx: PluginContext | undefined;
+  const spy: Plugin = {
+    name: "spy",
+    onPoolStart(c) {
+      ctx = c;
+    },
+    onWorkerStart: (ev) => {
+      seen.push(`start ${ev.worker.id} restart=${ev.restart}`);
+    },
+    onSessionOpen: (ev) => {
+      seen.push(`open ${ev.worker.id}`);
+    },
+    onSessionClose: (ev) => {
+      seen.push(`close ${ev.worker.id}`);
+    },
+    onWorkerExit: (ev) => {
+      seen.push(
+        `exit ${ev.worker.id} intentional=${ev.intentional} ${ev.reason}`,
+      );
+    },
+  };
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1, plugins: [spy] }),
+    );
+    pids.watch(pool);
+    seen.splice(0);
+    await pool.resize(2);
+    assert.deepEqual(seen, ["start w2 restart=false", "open w2"]);
+    seen.splice(0);
+    await pool.resize(1);
+    assert.deepEqual(seen, [
+      "close w2",
+      "exit w2 intentional=true removed by resize",
+    ]);
+    assert.deepEqual(ctx!.workers().map((w) => w.id), ["w1"]);
+    assert.equal(ctx!.restartWorker("w2"), false);
+    assert.equal(ctx!.reviveWorker("w2"), false);
+    ctx!.killWorker("w2");
+    ctx!.failWorker("w2", "gone anyway");
+    assert.throws(() => ctx!.restartWorker("w3"), RangeError);
+    assert.deepEqual(slots(pool), ["w1 ready"]);
   } finally {
     await pids.assertGone();
   }
