@@ -1,7 +1,8 @@
 /**
- * The supervising half of the pool: creates the worker slots, runs the
- * plugin lifecycle hooks at each edge of a worker's life (start, model
- * replay, exit), and gives plugins the worker controls of
+ * The supervising half of the pool: creates the worker slots (and adds or
+ * removes them when the pool is resized), runs the plugin lifecycle hooks at
+ * each edge of a worker's life (start, model replay, exit), and gives
+ * plugins the worker controls of
  * {@linkcode PluginContext}. Policy (when to restart, when to give up) lives
  * in plugins such as `reconnect()`; this file only carries it out.
  *
@@ -220,7 +221,7 @@ export class Supervisor {
     this.workers.push(worker);
     this.#byId.set(id, worker);
     // The first slots are the pool's own: only a resize's are news.
-    if (this.#path !== undefined && this.#started) {
+    if (this.#started) {
       this.#opts.events.emit({ type: "worker-added", worker: id });
     }
     return worker;

@@ -532,3 +532,44 @@ Deno.test("Pool.resize runs the plugin hooks of added and removed workers; contr
     await pids.assertGone();
   }
 });
+
+Deno.test("Pool.resize counts a failed slot in the size and removes it first", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  let ctx: PluginContext | undefined;
+  const grab: Plugin = {
+    name: "grab",
+    onPoolStart(c) {
+      ctx = c;
+    },
+  };
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 3, plugins: [grab] }, {
+        failedRetryAfter: 0,
+      }),
+    );
+    pids.watch(pool);
+    const failedPid = pidOf(pool, "w1");
+    ctx!.failWorker("w1", "failed on purpose");
+    assert.deepEqual(slots(pool), ["w1 failed", "w2 ready", "w3 ready"]);
+    // 3 slots, one failed: growing to 4 adds one.
+    let status = await pool.resize(4);
+    assert.deepEqual(status.workers.map((w) => `${w.id} ${w.state}`), [
+      "w1 failed",
+      "w2 ready",
+      "w3 ready",
+      "w4 ready",
+    ]);
+    // Shrinking by one takes the failed slot, not the idle newest.
+    status = await pool.resize(3);
+    assert.deepEqual(status.workers.map((w) => `${w.id} ${w.state}`), [
+      "w2 ready",
+      "w3 ready",
+      "w4 ready",
+    ]);
+    await assertGone([failedPid]);
+  } finally {
+    await pids.assertGone();
+  }
+});
