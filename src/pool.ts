@@ -713,7 +713,8 @@ export class Pool implements AsyncDisposable {
    * new slot fails, they are removed again and it rejects with
    * `StartError` (the size is unchanged).
    *
-   * Shrinking removes first the slots that serve nothing (`failed`,
+   * Shrinking waits for a model operation in flight (`addModel`, ...), then
+   * removes first the slots that serve nothing (`failed`,
    * `stopped`, `restarting`, `starting`), then the ready ones with the
    * fewest calls in flight, the newest first among equals. They take no new
    * call at once (`worker-removed` event, state `draining`): queued calls go

@@ -157,7 +157,19 @@ export class Supervisor {
     const current = this.workers.length;
     if (count === current) return;
     if (count < current) {
-      await this.#remove(pickVictims(this.workers, current - count), graceMs);
+      // Between model operations: a model command is not a call the drain
+      // waits for, so one in flight on a victim would be cut short (and the
+      // next one must not pick it).
+      // (An object: a promise returned here would be awaited in the lock.)
+      const removal = await this.#opts.registry.exclusive(() =>
+        Promise.resolve({
+          done: this.#closing ? undefined : this.#retire(
+            pickVictims(this.workers, this.workers.length - count),
+            graceMs,
+          ),
+        })
+      );
+      await removal.done;
       return;
     }
     const added: Worker[] = [];
@@ -170,7 +182,7 @@ export class Supervisor {
       }`
     ).join("\n");
     const details = { workers: added.map((w) => w.info()) };
-    await this.#remove(added, 0);
+    await this.#retire(added, 0);
     throw new StartError(
       `Cannot resize pool to ${count} workers: all ${added.length} new workers failed to start\n${report}`,
       { cause: results[0], details },
@@ -228,11 +240,11 @@ export class Supervisor {
   }
 
   /**
-   * Takes `victims` out of rotation (their queued calls go elsewhere, or
-   * fail when pinned to them), drains and stops them, then drops them from
-   * the slots. `stop` waits for these too.
+   * Takes `victims` out of rotation at once (their queued calls go
+   * elsewhere, or fail when pinned to them); the promise drains and stops
+   * them, then drops them from the slots. `stop` waits for these too.
    */
-  async #remove(victims: Worker[], graceMs: number): Promise<void> {
+  #retire(victims: Worker[], graceMs: number): Promise<void> {
     const { events, pump } = this.#opts;
     const stops = victims.map((w) => {
       this.#removed.add(w);
@@ -242,6 +254,11 @@ export class Supervisor {
       return stop;
     });
     pump(true);
+    return this.#drop(victims, stops);
+  }
+
+  async #drop(victims: Worker[], stops: Promise<void>[]): Promise<void> {
+    const { pump } = this.#opts;
     await Promise.all(stops);
     // A removed slot's onSessionClose/onWorkerExit have run when it is gone.
     await Promise.all(victims.map((w) => this.#exitHooks.get(w)));

@@ -573,3 +573,62 @@ Deno.test("Pool.resize counts a failed slot in the size and removes it first", a
     await pids.assertGone();
   }
 });
+
+Deno.test("Pool.resize removes no worker under a model load in flight: the shrink waits for it", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  await Deno.writeTextFile(
+    `${dir.path}/gate.py`,
+    `import os
+import time
+
+DIR = ${JSON.stringify(dir.path)}
+
+
+class Gate:
+    """Loads once the file 'go' exists; marks its start and end per pid."""
+
+    def __init__(self, options):
+        open(os.path.join(DIR, "started-%d" % os.getpid()), "w").close()
+        while not os.path.exists(os.path.join(DIR, "go")):
+            time.sleep(0.01)
+        open(os.path.join(DIR, "done-%d" % os.getpid()), "w").close()
+
+    def execute(self, msg):
+        return {}
+`,
+  );
+  const exists = (path: string) =>
+    Deno.stat(path).then(() => true, () => false);
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path));
+    pids.watch(pool);
+    const [p1, p2] = [pidOf(pool, "w1"), pidOf(pool, "w2")];
+    const events = record(pool);
+    const adding = pool.addModel("gate", { file: "gate.py" });
+    for (const pid of [p1, p2]) {
+      while (!await exists(`${dir.path}/started-${pid}`)) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }
+    const shrinking = pool.resize(1);
+    // A round trip to a worker: long enough for a removal not held back.
+    await pool.control("w1", "ping", {});
+    assert.deepEqual(
+      events.filter((e) => e.type === "worker-removed"),
+      [],
+      "no worker is removed while the model loads",
+    );
+    assert.deepEqual(slots(pool), ["w1 ready", "w2 ready"]);
+    await Deno.writeTextFile(`${dir.path}/go`, "");
+    await adding;
+    await shrinking;
+    assert.deepEqual(slots(pool), ["w1 ready"]);
+    // Both loads ran to their end.
+    assert.ok(await exists(`${dir.path}/done-${p1}`));
+    assert.ok(await exists(`${dir.path}/done-${p2}`));
+    assert.deepEqual(pool.status().models.map((m) => m.name), ["gate"]);
+  } finally {
+    await pids.assertGone();
+  }
+});
