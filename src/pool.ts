@@ -181,7 +181,7 @@ export interface ResizeOptions {
  * ```
  */
 export interface PoolOptions {
-  /** Number of worker slots (1 to 1024). @default {runtime.cpuCount()} */
+  /** Number of worker slots (1 to 1024); `pool.resize` changes it later. @default {runtime.cpuCount()} */
   workers?: number;
   /** Python executable. @default {"python3"} */
   python?: string;

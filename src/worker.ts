@@ -66,7 +66,7 @@ export interface WorkerExit {
  * ```
  */
 export interface WorkerInfo {
-  /** Slot id: `"w1"`, `"w2"`, ... (also the server's `--id`). */
+  /** Slot id: `"w1"`, `"w2"`, ... (also the server's `--id`); never reused in a pool, even after `pool.resize` removed its slot. */
   readonly id: string;
   /** Pid of the running process, `null` when none. */
   readonly pid: number | null;
