@@ -60,7 +60,8 @@ Options:
       --grace <ms>          Shutdown grace period for in-flight requests (default 10000)
       --allow-eval          Enable POST /v1/eval (runs arbitrary Python code;
                             without a token, one is generated and printed)
-      --allow-manage        Enable PUT/DELETE /v1/models/{name} (token: as above)
+      --allow-manage        Enable PUT/DELETE /v1/models/{name} and PUT /v1/workers
+                            (token: as above)
       --no-cancel-on-disconnect
                             Let execute calls run on when their client disconnects
                             (no faster: see docs/gateway.md)
@@ -84,6 +85,7 @@ Routes (see docs/gateway.md):
   POST   /v1/models/{name}/stream   Run a model, its items as SSE (?key=, ?timeout=)
   PUT    /v1/models/{name}          Add or update a model (--allow-manage)
   DELETE /v1/models/{name}          Remove a model (--allow-manage)
+  PUT    /v1/workers                Resize the pool: {"count": N} (--allow-manage)
   POST   /v1/eval                   Run Python code, output as SSE (--allow-eval)
   GET    /v1/eval/{id}/events       Resume an eval's SSE stream (Last-Event-ID)
   GET    /v1/channels               Channels, subscribers, recent history

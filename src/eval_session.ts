@@ -39,8 +39,8 @@ interface OpenReply {
 /**
  * A Python namespace kept on one worker: `x = 1` in one atom is visible to
  * the next. Atoms of a session run one after the other, in `eval` order.
- * When the worker dies (or its connection drops) the namespace is gone: the
- * session is lost for good, atoms in flight reject with `SessionLostError`
+ * When the worker dies (or its connection drops, or `pool.resize` removes
+ * it) the namespace is gone: the session is lost for good, atoms in flight reject with `SessionLostError`
  * (the worker's error as `cause`), and so does every later `eval`. Sessions
  * are not re-opened.
  *
@@ -87,6 +87,11 @@ export class EvalSession implements AtomSession {
         (pid === undefined || ev.pid === pid)
       ) {
         this.markLost(new Error(`worker ${worker} exited: ${ev.reason}`));
+      } else if (ev.type === "worker-removed" && ev.worker === worker) {
+        // Its atoms in flight get the drain's grace; later evals fail now.
+        this.markLost(
+          new Error(`worker ${worker} was removed from the pool by a resize`),
+        );
       }
     });
   }

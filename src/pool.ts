@@ -138,6 +138,32 @@ export interface PoolStatus {
 }
 
 /**
+ * Options of {@linkcode Pool.resize}.
+ *
+ * @example
+ * ```ts
+ * import type { ResizeOptions } from "./pool.ts";
+ * const options: ResizeOptions = { timeout: 120_000, signal: AbortSignal.timeout(300_000) };
+ * console.log(options.timeout); // 120000
+ * // await pool.resize(4, options);
+ * ```
+ */
+export interface ResizeOptions {
+  /**
+   * How long to wait for the resize, in ms, counted from the call (time
+   * queued behind another resize included): a number >= 0, `Infinity` for
+   * none. Past it the promise rejects with `TimeoutError`: a resize that had
+   * not begun is dropped, one under way carries on (its effect shows in
+   * `status()`). Each step is bounded anyway (`readyTimeout`, `loadTimeout`
+   * per model, `hookTimeout`, `shutdownGrace`).
+   * @default {Infinity}
+   */
+  timeout?: number;
+  /** Stops waiting, as `timeout` does, with `CancelledError`. */
+  signal?: AbortSignal;
+}
+
+/**
  * Options of {@linkcode Pool.start}. Every field is optional.
  *
  * @example
@@ -155,7 +181,7 @@ export interface PoolStatus {
  * ```
  */
 export interface PoolOptions {
-  /** Number of worker slots (1 to 1024). @default {runtime.cpuCount()} */
+  /** Number of worker slots (1 to 1024); `pool.resize` changes it later. @default {runtime.cpuCount()} */
   workers?: number;
   /** Python executable. @default {"python3"} */
   python?: string;
@@ -281,6 +307,8 @@ export class Pool implements AsyncDisposable {
   #closed: Promise<void> | undefined;
   #tempDirs: string[] = [];
   #offSignals: Array<() => void> = [];
+  /** The last resize queued: the next one runs after it. */
+  #resizes: Promise<void> = Promise.resolve();
   /** Model operations in flight (`close()` lets them finish). */
   #modelOps = new Set<Promise<unknown>>();
   /** The batching models' batchers, by model name. */
@@ -670,6 +698,140 @@ export class Pool implements AsyncDisposable {
     );
   }
 
+  /**
+   * Grows or shrinks the pool to `count` worker slots (an integer from 1 to
+   * 1024, as `workers`) while it serves, and resolves with the status once
+   * done. Resizes run one at a time, in call order, each to its own count:
+   * the last one called sets the final size.
+   *
+   * Growing adds slots with ids never used before in this pool (`w3`,
+   * `w4`, ...), started as at `Pool.start`: plugin hooks (`onWorkerStart`,
+   * ...), then the registered models loaded (each bounded by
+   * `loadTimeout`), and traffic only once they are. It resolves when each
+   * new slot is ready or its first start failed: such a slot stays, left to
+   * the restart policy (`reconnect()`), and counts in the size. When every
+   * new slot fails, they are removed again and it rejects with
+   * `StartError` (the size is unchanged).
+   *
+   * Shrinking waits for a model operation in flight (`addModel`, ...), then
+   * removes first the slots that serve nothing (`failed`,
+   * `stopped`, `restarting`, `starting`), then the ready ones with the
+   * fewest calls in flight, the newest first among equals. They take no new
+   * call at once (`worker-removed` event, state `draining`): queued calls go
+   * to the other workers (a call pinned to a removed one fails with
+   * `NoWorkerError`), keyed calls move only if their key was on a removed
+   * slot, eval sessions there are lost (`SessionLostError` on their next
+   * eval). Calls in flight get `shutdownGrace` to finish; then the process
+   * is stopped (killed 1 s after `stopServer` at most), and a call cut short
+   * is retried elsewhere when `idempotent`, else rejects with
+   * `ShuttingDownError`. It resolves once their processes have exited.
+   *
+   * Rejects with `ConfigError` for a bad `count` or options, and with
+   * `ShuttingDownError` once `close()` was called (also for a resize cut
+   * short by it).
+   *
+   * @example Scale out for a batch job, then back
+   * ```ts ignore
+   * await using pool = await Pool.start({ workers: 1, modelsDir: "./models" });
+   * await pool.addModel("doubler", { file: "doubler.py" });
+   * const status = await pool.resize(4); // w2, w3, w4 have doubler loaded
+   * console.log(status.workers.map((w) => `${w.id} ${w.state}`));
+   * await pool.resize(1, { timeout: 60_000 });
+   * ```
+   */
+  resize(count: number, options: ResizeOptions = {}): Promise<PoolStatus> {
+    const action = `resize pool to ${String(count)} workers`;
+    if (this.#closing) {
+      return Promise.reject(
+        new ShuttingDownError(`Cannot ${action}: pool is closing`),
+      );
+    }
+    if (
+      typeof count !== "number" || !Number.isInteger(count) || count < 1 ||
+      count > 1024
+    ) {
+      return Promise.reject(
+        new ConfigError(
+          `Cannot resize pool: count: expected an integer from 1 to 1024 (got ${
+            typeof count === "number" ? count : typeof count
+          })`,
+          { details: { field: "count" } },
+        ),
+      );
+    }
+    const invalid = typeof options === "object" && options !== null
+      ? callOptionsError("Cannot resize pool", {
+        timeout: options.timeout,
+        signal: options.signal,
+      })
+      : new ConfigError("Cannot resize pool: options must be an object");
+    if (invalid !== undefined) return Promise.reject(invalid);
+    const { signal } = options;
+    const timeout = options.timeout ?? Infinity;
+    if (signal?.aborted) {
+      return Promise.reject(
+        new CancelledError(`Cannot ${action}: aborted`, {
+          cause: signal.reason,
+        }),
+      );
+    }
+    if (timeout === 0) {
+      return Promise.reject(
+        new TimeoutError(`Cannot ${action}: timeout is 0 ms`),
+      );
+    }
+    // Set when the caller stopped waiting: a resize not begun by then is dropped.
+    let dropped: Error | undefined;
+    const run = this.#resizes.then(async () => {
+      if (dropped !== undefined) throw dropped;
+      this.#admit(action);
+      await this.#supervisor.resize(count, this.#opts.shutdownGrace);
+      if (this.#closing) {
+        throw new ShuttingDownError(
+          `Cannot ${action}: the pool closed before it finished`,
+        );
+      }
+      return this.status();
+    });
+    this.#resizes = run.then(() => {}, () => {});
+    if (timeout === Infinity && signal === undefined) return run;
+    return new Promise<PoolStatus>((resolve, reject) => {
+      const done = (): void => {
+        if (timer !== undefined) clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      const giveUp = (error: Error): void => {
+        dropped = error;
+        done();
+        reject(error);
+      };
+      const timer = setTimeoutOrNever(
+        () =>
+          giveUp(
+            new TimeoutError(
+              `Cannot ${action}: not done within ${timeout} ms (it goes on if it had begun)`,
+            ),
+          ),
+        timeout,
+      );
+      const onAbort = (): void =>
+        giveUp(
+          new CancelledError(
+            `Cannot ${action}: aborted (it goes on if it had begun)`,
+            { cause: signal?.reason },
+          ),
+        );
+      signal?.addEventListener("abort", onAbort, { once: true });
+      run.then((status) => {
+        done();
+        resolve(status);
+      }, (error) => {
+        done();
+        reject(error);
+      });
+    });
+  }
+
   /** Kills a worker's process with SIGKILL; the reconnect policy replaces it. */
   killWorker(id: string, reason?: string): void {
     this.#supervisor.get(id)?.kill("SIGKILL", reason ?? "killed on request");
@@ -934,6 +1096,7 @@ export class Pool implements AsyncDisposable {
     }
     if (!(error instanceof ConnectionLostError)) return call.reject(error);
     // The connection ended under the call: wait for the exit so the error can say how the worker died.
+    const removed = this.#supervisor.removed(worker);
     withTimeout(worker.exitOf(gen), 2000).then((exit) => {
       if (this.#closing) {
         return call.reject(
@@ -949,6 +1112,15 @@ export class Pool implements AsyncDisposable {
       ) {
         call.retries++;
         return this.#router.route(call, true);
+      }
+      if (removed) {
+        // Not a crash: its slot was removed and the call outlasted the grace.
+        return call.reject(
+          new ShuttingDownError(
+            `Cannot complete call ${call.cmd}: worker ${worker.id} was removed by a resize before the call finished (shutdownGrace ${this.#opts.shutdownGrace} ms)`,
+            { cause: error },
+          ),
+        );
       }
       call.reject(crashError(call.cmd, worker.id, exit, error));
     });

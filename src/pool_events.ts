@@ -36,6 +36,13 @@ export type PoolEvent =
     delayMs: number;
   }
   | { type: "failed"; worker: string; reason: string; stderrTail: string }
+  /** `pool.resize` added this slot (it starts next; `worker-state` follows). */
+  | { type: "worker-added"; worker: string }
+  /**
+   * `pool.resize` took this slot out of rotation: it drains, stops
+   * (`worker-state`, `worker-exit` follow) and then leaves `status()`.
+   */
+  | { type: "worker-removed"; worker: string }
   | {
     type: "model";
     action: "add" | "remove" | "update" | "init";

@@ -1,13 +1,19 @@
 /**
- * The supervising half of the pool: creates the worker slots, runs the
- * plugin lifecycle hooks at each edge of a worker's life (start, model
- * replay, exit), and gives plugins the worker controls of
+ * The supervising half of the pool: creates the worker slots (and adds or
+ * removes them when the pool is resized), runs the plugin lifecycle hooks at
+ * each edge of a worker's life (start, model replay, exit), and gives
+ * plugins the worker controls of
  * {@linkcode PluginContext}. Policy (when to restart, when to give up) lives
  * in plugins such as `reconnect()`; this file only carries it out.
  *
  * @module
  */
-import { ConfigError, StartError, TimeoutError } from "./errors.ts";
+import {
+  ConfigError,
+  ShuttingDownError,
+  StartError,
+  TimeoutError,
+} from "./errors.ts";
 import type { ModelRegistry } from "./model_registry.ts";
 import type { PluginContext, PluginHost } from "./plugin.ts";
 import type { Pool } from "./pool.ts";
@@ -54,12 +60,24 @@ export class Supervisor {
   #closing = false;
   // Workers whose exit hooks still run: the policy may yet bring them back.
   #settling = new Set<Worker>();
-  #hooks = new Set<Promise<void>>();
+  #hookRuns = new Set<Promise<void>>();
+  // Per worker, the exit hooks still running for its last exit.
+  #exitHooks = new Map<Worker, Promise<void>>();
+  #hooks: WorkerHooks;
+  #path: string | undefined;
+  #transport: "unix" | "tcp" = "unix";
+  #started = false;
+  // Slot ids are never reused: `w<n>` counts up for the pool's life.
+  #nextId = 1;
+  // Slots a resize is removing → their stop.
+  #removing = new Map<Worker, Promise<void>>();
+  #removed = new WeakSet<Worker>();
 
   /** Creates a supervisor with no slots yet. */
   constructor(options: SupervisorOptions) {
     this.#opts = options;
     this.context = this.#makeContext();
+    this.#hooks = this.#workerHooks();
   }
 
   /** The slot with this id. */
@@ -78,38 +96,9 @@ export class Supervisor {
    * or the `ConfigError` an `onPoolStart` hook threw.
    */
   async start(path: string, transport: "unix" | "tcp"): Promise<void> {
-    const o = this.#opts.options;
-    const hooks = this.#workerHooks();
-    for (let i = 1; i <= o.workers; i++) {
-      const id = `w${i}`;
-      const env = o.env(id);
-      const args = o.serverArgs(id);
-      const worker = new Worker({
-        id,
-        server: {
-          python: o.python,
-          path,
-          host: o.host,
-          readyTimeout: o.readyTimeout,
-          runtime: o.runtime,
-          ...(env === undefined ? {} : { env }),
-          ...(args === undefined ? {} : { args }),
-          ...(o.maxFrameSize === undefined
-            ? {}
-            : { maxFrameSize: o.maxFrameSize }),
-          ...(o.schedBatch ? { schedBatch: true } : {}),
-          ...(o.serverLogger === undefined ? {} : { logger: o.serverLogger }),
-          // A PythonServer given neither port nor socket listens on a Unix
-          // socket of its own: TCP workers ask for a port.
-          ...(transport === "tcp" ? { port: 0 } : {}),
-        },
-        ...(transport === "unix" ? { unix: true } : {}),
-        hooks,
-        logger: o.logger,
-      });
-      this.workers.push(worker);
-      this.#byId.set(id, worker);
-    }
+    this.#path = path;
+    this.#transport = transport;
+    for (let i = 0; i < this.#opts.options.workers; i++) this.#add();
     const startErrors = await this.#opts.plugins.run(
       "onPoolStart",
       this.context,
@@ -118,6 +107,7 @@ export class Supervisor {
     // means the pool would not run as configured, so it fails the start.
     const config = startErrors.find((e) => e.cause instanceof ConfigError);
     if (config !== undefined) throw config.cause;
+    this.#started = true;
     const results = await Promise.all(this.workers.map((w) => w.start(false)));
     if (results.every((r) => r !== undefined)) {
       const report = this.workers.map((w) =>
@@ -142,8 +132,143 @@ export class Supervisor {
   async stop(graceMs: number): Promise<void> {
     this.#closing = true;
     await this.#opts.plugins.run("onPoolClose", this.context);
-    await Promise.all(this.workers.map((w) => w.stop(graceMs)));
-    while (this.#hooks.size > 0) await Promise.all([...this.#hooks]);
+    // A slot a resize is removing keeps the grace that resize gave it.
+    await Promise.all(
+      this.workers.map((w) => this.#removing.get(w) ?? w.stop(graceMs)),
+    );
+    while (this.#hookRuns.size > 0) await Promise.all([...this.#hookRuns]);
+  }
+
+  /**
+   * Grows or shrinks the slots to `count` (the pool serialises calls). New
+   * slots get ids never used before in this pool, start like the first ones
+   * (plugin hooks, model replay bounded by `loadTimeout`, traffic once
+   * ready) and it resolves once each is ready or its first start failed (a
+   * failed one stays, left to the restart policy, as at `start`); when every
+   * new slot failed, they are removed again and it throws `StartError`.
+   * Removed slots are the ones least in use (see `pickVictims`):
+   * out of rotation at once, drained up to `graceMs`, stopped, then gone
+   * from `workers`.
+   */
+  async resize(count: number, graceMs: number): Promise<void> {
+    if (this.#closing || this.#path === undefined) {
+      throw new ShuttingDownError("Cannot resize pool: pool is closing");
+    }
+    const current = this.workers.length;
+    if (count === current) return;
+    if (count < current) {
+      // Between model operations: a model command is not a call the drain
+      // waits for, so one in flight on a victim would be cut short (and the
+      // next one must not pick it).
+      // (An object: a promise returned here would be awaited in the lock.)
+      const removal = await this.#opts.registry.exclusive(() =>
+        Promise.resolve({
+          done: this.#closing ? undefined : this.#retire(
+            pickVictims(this.workers, this.workers.length - count),
+            graceMs,
+          ),
+        })
+      );
+      await removal.done;
+      return;
+    }
+    const added: Worker[] = [];
+    for (let i = current; i < count; i++) added.push(this.#add());
+    const results = await Promise.all(added.map((w) => w.start(false)));
+    if (this.#closing || !results.every((r) => r !== undefined)) return;
+    const report = added.map((w) =>
+      `${w.id}: ${w.lastExit?.reason ?? "did not start"}${
+        w.stderrTail ? `\n${indent(w.stderrTail)}` : ""
+      }`
+    ).join("\n");
+    const details = { workers: added.map((w) => w.info()) };
+    await this.#retire(added, 0);
+    throw new StartError(
+      `Cannot resize pool to ${count} workers: all ${added.length} new workers failed to start\n${report}`,
+      { cause: results[0], details },
+    );
+  }
+
+  /** Whether a resize removed (or is removing) `worker`. */
+  removed(worker: Worker): boolean {
+    return this.#removed.has(worker);
+  }
+
+  /** Whether the pool ever had a slot with this id (now or removed). */
+  #hadId(id: string): boolean {
+    const n = /^w([1-9][0-9]*)$/.exec(id)?.[1];
+    return n !== undefined && Number(n) < this.#nextId;
+  }
+
+  /** Creates the next slot (an id never used before) and appends it. */
+  #add(): Worker {
+    const o = this.#opts.options;
+    const id = `w${this.#nextId++}`;
+    const env = o.env(id);
+    const args = o.serverArgs(id);
+    const transport = this.#transport;
+    const worker = new Worker({
+      id,
+      server: {
+        python: o.python,
+        path: this.#path!,
+        host: o.host,
+        readyTimeout: o.readyTimeout,
+        runtime: o.runtime,
+        ...(env === undefined ? {} : { env }),
+        ...(args === undefined ? {} : { args }),
+        ...(o.maxFrameSize === undefined
+          ? {}
+          : { maxFrameSize: o.maxFrameSize }),
+        ...(o.schedBatch ? { schedBatch: true } : {}),
+        ...(o.serverLogger === undefined ? {} : { logger: o.serverLogger }),
+        // A PythonServer given neither port nor socket listens on a Unix
+        // socket of its own: TCP workers ask for a port.
+        ...(transport === "tcp" ? { port: 0 } : {}),
+      },
+      ...(transport === "unix" ? { unix: true } : {}),
+      hooks: this.#hooks,
+      logger: o.logger,
+    });
+    this.workers.push(worker);
+    this.#byId.set(id, worker);
+    // The first slots are the pool's own: only a resize's are news.
+    if (this.#started) {
+      this.#opts.events.emit({ type: "worker-added", worker: id });
+    }
+    return worker;
+  }
+
+  /**
+   * Takes `victims` out of rotation at once (their queued calls go
+   * elsewhere, or fail when pinned to them); the promise drains and stops
+   * them, then drops them from the slots. `stop` waits for these too.
+   */
+  #retire(victims: Worker[], graceMs: number): Promise<void> {
+    const { events, pump } = this.#opts;
+    const stops = victims.map((w) => {
+      this.#removed.add(w);
+      events.emit({ type: "worker-removed", worker: w.id });
+      const stop = w.stop(graceMs, "removed by resize");
+      this.#removing.set(w, stop);
+      return stop;
+    });
+    pump(true);
+    return this.#drop(victims, stops);
+  }
+
+  async #drop(victims: Worker[], stops: Promise<void>[]): Promise<void> {
+    const { pump } = this.#opts;
+    await Promise.all(stops);
+    // A removed slot's onSessionClose/onWorkerExit have run when it is gone.
+    await Promise.all(victims.map((w) => this.#exitHooks.get(w)));
+    for (const w of victims) {
+      this.#removing.delete(w);
+      const at = this.workers.indexOf(w);
+      if (at >= 0) this.workers.splice(at, 1);
+      this.#byId.delete(w.id);
+    }
+    pump(true);
   }
 
   #workerHooks(): WorkerHooks {
@@ -210,7 +335,7 @@ export class Supervisor {
           ...pickExit(exit),
         });
         this.#settling.add(worker);
-        const hooks = (async () => {
+        const hooks: Promise<void> = (async () => {
           if (session !== undefined) {
             await plugins.run("onSessionClose", { worker, session }, ctx);
           }
@@ -221,10 +346,14 @@ export class Supervisor {
           }, ctx);
         })().finally(() => {
           this.#settling.delete(worker);
-          this.#hooks.delete(hooks);
+          this.#hookRuns.delete(hooks);
+          if (this.#exitHooks.get(worker) === hooks) {
+            this.#exitHooks.delete(worker);
+          }
           pump(true);
         });
-        this.#hooks.add(hooks);
+        this.#hookRuns.add(hooks);
+        this.#exitHooks.set(worker, hooks);
       },
     };
   }
@@ -232,9 +361,11 @@ export class Supervisor {
   #makeContext(): PluginContext {
     const { options, events } = this.#opts;
     const isClosing = (): boolean => this.#closing;
-    const find = (id: string): Worker => {
+    // A slot a resize removed is no error: a policy may still act on its
+    // exit (then nothing happens). Only an id the pool never had is.
+    const find = (id: string): Worker | undefined => {
       const w = this.#byId.get(id);
-      if (w === undefined) {
+      if (w === undefined && !this.#hadId(id)) {
         throw new RangeError(`Cannot find worker: no worker '${id}'`);
       }
       return w;
@@ -250,7 +381,7 @@ export class Supervisor {
       restartWorker: (id, opts = {}) => {
         if (this.#closing) return false;
         const delayMs = opts.delayMs ?? 0;
-        const attempt = find(id).scheduleRestart(delayMs, opts.reason);
+        const attempt = find(id)?.scheduleRestart(delayMs, opts.reason);
         if (attempt === undefined) return false;
         events.emit({ type: "restarting", worker: id, attempt, delayMs });
         return true;
@@ -258,7 +389,7 @@ export class Supervisor {
       reviveWorker: (id, opts = {}) => {
         if (this.#closing) return false;
         const delayMs = opts.delayMs ?? 0;
-        const attempt = find(id).revive(delayMs);
+        const attempt = find(id)?.revive(delayMs);
         if (attempt === undefined) return false;
         options.logger.info("Retrying failed worker {id}: {reason}", {
           id,
@@ -269,7 +400,7 @@ export class Supervisor {
       },
       failWorker: (id, reason) => {
         const w = find(id);
-        if (w.state === "failed") return;
+        if (w === undefined || w.state === "failed") return;
         w.fail(reason);
         options.logger.error("worker {id} failed: {reason}", { id, reason });
         events.emit({
@@ -280,7 +411,7 @@ export class Supervisor {
         });
       },
       killWorker: (id, signal = "SIGKILL", reason) =>
-        find(id).kill(signal, reason),
+        find(id)?.kill(signal, reason),
       lastActivity: (id) => this.#byId.get(id)?.session?.lastActivity,
       waitsForIO: (id, withinMs) => {
         const pid = this.#byId.get(id)?.pid;
@@ -301,6 +432,25 @@ export class Supervisor {
       },
     };
   }
+}
+
+/**
+ * The `n` slots a shrink removes: first those with no process serving
+ * (`failed`, `stopped`, `restarting`, `starting`, or a ready one whose
+ * connection just ended), then ready ones with the fewest calls in flight;
+ * among equals, the newest slot.
+ */
+function pickVictims(workers: readonly Worker[], n: number): Worker[] {
+  const serving = (w: Worker) =>
+    w.state === "ready" && w.session?.isClosed === false ? 1 : 0;
+  return workers
+    .map((w, at) => ({ w, at }))
+    .sort((a, b) =>
+      serving(a.w) - serving(b.w) || a.w.inFlight - b.w.inFlight ||
+      b.at - a.at
+    )
+    .slice(0, n)
+    .map(({ w }) => w);
 }
 
 function pickExit(

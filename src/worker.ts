@@ -66,7 +66,7 @@ export interface WorkerExit {
  * ```
  */
 export interface WorkerInfo {
-  /** Slot id: `"w1"`, `"w2"`, ... (also the server's `--id`). */
+  /** Slot id: `"w1"`, `"w2"`, ... (also the server's `--id`); never reused in a pool, even after `pool.resize` removed its slot. */
   readonly id: string;
   /** Pid of the running process, `null` when none. */
   readonly pid: number | null;
@@ -163,6 +163,7 @@ export class Worker implements WorkerInfo {
   #startFailed = false;
   #intentional = false;
   #stopping = false;
+  #stopped: Promise<void> | undefined;
   #pendingRestart: number | undefined;
   #restartTimer: ReturnType<typeof setTimeout> | undefined;
   #starting: Promise<Error | undefined> | undefined;
@@ -454,8 +455,16 @@ export class Worker implements WorkerInfo {
    * to `graceMs` (state `draining`; beyond `MAX_TIMER_MS`, ~24.8 days, until
    * they finish), sends `stopServer`, and kills the process when it has not
    * exited 1 s later: at most `graceMs` + 1 s, plus the kill itself.
+   * `reason` becomes `lastExit.reason` (unless the process ended otherwise
+   * first). Later calls return the first one's promise.
    */
-  async stop(graceMs: number): Promise<void> {
+  stop(graceMs: number, reason = "stopped"): Promise<void> {
+    // Once: a second stop (close() while a resize removes this slot) would
+    // take the draining slot for a start in progress and kill it at once.
+    return this.#stopped ??= this.#stop(graceMs, reason);
+  }
+
+  async #stop(graceMs: number, reason: string): Promise<void> {
     this.#stopping = true;
     this.#cancelRestart();
     if (this.#state === "restarting") this.#setState("stopped");
@@ -468,7 +477,7 @@ export class Worker implements WorkerInfo {
     const gen = this.#gen;
     if (this.#pid === null) return;
     this.#intentional = true;
-    this.#killReason ??= "stopped";
+    this.#killReason ??= reason;
     if (this.#state === "ready") this.#setState("draining");
     if (this.#inFlight > 0) {
       await withTimeout(

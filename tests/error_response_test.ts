@@ -3,6 +3,7 @@ import {
   errorFromWire,
   SerializationError,
   SpillError,
+  StartError,
 } from "../src/errors.ts";
 import { describeError } from "../src/gateway/error_response.ts";
 
@@ -61,4 +62,18 @@ Deno.test("describeError keeps spill files' absolute paths out of responses unle
     body.message,
     "Cannot read spill file 'h-4.json': outside the spill directory w1-1",
   );
+});
+
+Deno.test("describeError answers a StartError (a resize whose workers failed) with 502, stderr tails only with debug", () => {
+  const err = new StartError(
+    "Cannot resize pool to 3 workers: all 2 new workers failed to start\nw2: start failed: exited\n    /home/me/secret.py line 1",
+  );
+  const plain = describeError(err, false);
+  assert.equal(plain.status, 502);
+  assert.equal(plain.body.type, "StartError");
+  assert.equal(
+    plain.body.message,
+    "Cannot resize pool to 3 workers: all 2 new workers failed to start",
+  );
+  assert.match(describeError(err, true).body.message, /secret\.py/);
 });

@@ -20,6 +20,7 @@ import { GatewayMetrics } from "./metrics.ts";
 import { ModelCatalog } from "./model_catalog.ts";
 import { modelView } from "./_model_view.ts";
 import { modelExecutor, modelRoutes } from "./model_routes.ts";
+import { workerRoutes } from "./worker_routes.ts";
 import { BodyReadGuard } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
 import {
@@ -78,7 +79,7 @@ export interface GatewayOptions {
    * `DELETE` to remove it, in ms (504 after). @default {120000}
    */
   loadTimeout?: number;
-  /** Enables `PUT`/`DELETE /v1/models/{name}`. @default {false} */
+  /** Enables `PUT`/`DELETE /v1/models/{name}` and `PUT /v1/workers`. @default {false} */
   allowManage?: boolean;
   /** Enables `POST /v1/eval`. @default {false} */
   allowEval?: boolean;
@@ -335,6 +336,7 @@ export function createGateway(
   });
 
   app.route("/", modelRoutes(ctx));
+  app.route("/", workerRoutes(ctx));
   app.route("/", evalRoutes(ctx));
   app.route("/", channelRoutes(ctx));
 

@@ -19,6 +19,7 @@ import {
   SessionLostError,
   ShuttingDownError,
   SpillError,
+  StartError,
   TimeoutError,
   WorkerCrashedError,
 } from "../errors.ts";
@@ -133,6 +134,12 @@ export function describeError(
     err instanceof SessionLostError
   ) {
     return { status: 502, headers, body: body(err.name, err.message) };
+  }
+  if (err instanceof StartError) {
+    // Workers that could not start (a resize): their stderr tails, which can
+    // hold paths and secrets printed by models, only with debug.
+    const message = debug ? err.message : err.message.split("\n")[0]!;
+    return { status: 502, headers, body: body(err.name, message) };
   }
   if (err instanceof SerializationError) {
     // The request holds what cannot be sent to Python (too deep, too large for a frame).

@@ -160,6 +160,12 @@ export interface GatewayPool {
   removeModel(name: string, options?: { timeout?: number }): Promise<unknown>;
   /** Workers and models. */
   status(): GatewayPoolStatus;
+  /**
+   * Grows or shrinks the pool to `count` workers and resolves with the
+   * status once done (`PUT /v1/workers`); a pool without it answers that
+   * route 501.
+   */
+  resize?(count: number): Promise<GatewayPoolStatus>;
   /** Starts an eval. */
   eval(
     code: string,

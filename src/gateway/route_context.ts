@@ -46,9 +46,9 @@ export interface RouteContext {
   bodyReads: BodyReadGuard;
   /** Default (and maximum) execute timeout in ms. */
   requestTimeout: number;
-  /** Bound of a model's load (`PUT`) or removal (`DELETE`) in ms. */
+  /** Bound of a model's load (`PUT`) or removal (`DELETE`), and of a resize (`PUT /v1/workers`), in ms. */
   loadTimeout: number;
-  /** `PUT`/`DELETE /v1/models/{name}` allowed. */
+  /** `PUT`/`DELETE /v1/models/{name}` and `PUT /v1/workers` allowed. */
   allowManage: boolean;
   /** `POST /v1/eval` allowed. */
   allowEval: boolean;

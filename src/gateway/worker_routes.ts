@@ -1,0 +1,154 @@
+/**
+ * Worker routes: (with `allowManage`) `PUT /v1/workers` resizes the pool
+ * while it serves.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import * as v from "valibot";
+import { TimeoutError } from "../errors.ts";
+import { setTimeoutOrNever } from "../_timer.ts";
+import { httpError } from "./error_response.ts";
+import type { GatewayPoolStatus } from "./gateway_pool.ts";
+import { readJsonBody } from "./read_json_body.ts";
+import type { RouteContext } from "./route_context.ts";
+
+const COUNT = "expected an integer from 1 to 1024";
+
+// valibot's object schemas take an array for an object: refused first.
+const ResizeBody = v.pipe(
+  v.custom<Record<string, unknown>>(
+    (x) => typeof x === "object" && x !== null && !Array.isArray(x),
+    "expected {count}",
+  ),
+  v.strictObject(
+    {
+      count: v.pipe(
+        v.number(COUNT),
+        v.integer(COUNT),
+        v.minValue(1, COUNT),
+        v.maxValue(1024, COUNT),
+      ),
+    },
+    (issue) =>
+      issue.expected === "never"
+        ? "unknown field (allowed: count)"
+        : issue.input === undefined && issue.path?.length
+        ? "is required"
+        : "expected {count}",
+  ),
+);
+
+/**
+ * The worker routes of the gateway (`app.route("/", workerRoutes(ctx))`).
+ * One resize at a time: a `PUT` while one runs gets 409 (`retry-after: 1`),
+ * as does one while a resize that answered 504 still goes on.
+ *
+ * @example
+ * ```ts ignore
+ * app.route("/", workerRoutes(ctx));
+ * ```
+ */
+export function workerRoutes(ctx: RouteContext): Hono {
+  const app = new Hono();
+  // The resize this gateway runs (it goes on past a 504), if any.
+  let running: { from: number; to: number } | undefined;
+
+  app.put("/v1/workers", async (c) => {
+    if (!ctx.allowManage) {
+      throw httpError(
+        403,
+        "Forbidden",
+        "Cannot manage workers: worker management is disabled (start with --allow-manage)",
+      );
+    }
+    const pool = ctx.pool;
+    if (pool.resize === undefined) {
+      throw httpError(
+        501,
+        "NotImplemented",
+        "Cannot resize pool: this pool cannot be resized",
+      );
+    }
+    const parsed = v.safeParse(
+      ResizeBody,
+      await readJsonBody(c.req.raw, ctx.bodyLimit, ctx.bodyReads, ctx.runtime),
+    );
+    if (!parsed.success) {
+      const issue = parsed.issues[0];
+      const path = v.getDotPath(issue);
+      throw httpError(
+        400,
+        "ValidationError",
+        `Cannot resize pool: ${path ? `${path}: ` : ""}${issue.message}`,
+      );
+    }
+    const { count } = parsed.output;
+    if (running !== undefined) {
+      throw httpError(
+        409,
+        "ResizeInProgress",
+        `Cannot resize pool to ${count} workers: a resize from ${running.from} to ${running.to} workers is in progress`,
+        { from: running.from, to: running.to },
+        { "retry-after": "1" },
+      );
+    }
+    const from = pool.status().workers.length;
+    const resize = { from, to: count };
+    running = resize;
+    // No timeout given to the pool: `running` must last as long as the
+    // resize, which goes on past the 504.
+    const run = pool.resize(count).finally(() => {
+      if (running === resize) running = undefined;
+    });
+    const status = await bounded(run, ctx.loadTimeout, count, (err) =>
+      // Past its 504 nobody else hears of it.
+      ctx.logger.warn(
+        "Resize from {from} to {to} workers failed after its 504: {message}",
+        { from, to: count, message: err instanceof Error ? err.message : err },
+      ));
+    ctx.logger.info("Pool resized from {from} to {to} workers", {
+      from,
+      to: status.workers.length,
+    });
+    return c.json({
+      previous: from,
+      count: status.workers.length,
+      workers: status.workers.map((w) => {
+        // stderr can hold paths and secrets printed by models: only shown with --debug.
+        const { stderrTail: _tail, ...rest } = w as typeof w & {
+          stderrTail?: string;
+        };
+        return ctx.debug ? w : rest;
+      }),
+    });
+  });
+
+  return app;
+}
+
+/** `run`, or a `TimeoutError` (504) after `ms`; `run` goes on (a later failure goes to `lateFailure`). */
+function bounded(
+  run: Promise<GatewayPoolStatus>,
+  ms: number,
+  count: number,
+  lateFailure: (err: unknown) => void,
+): Promise<GatewayPoolStatus> {
+  return new Promise((resolve, reject) => {
+    let late = false;
+    const timer = setTimeoutOrNever(() => {
+      late = true;
+      reject(
+        new TimeoutError(
+          `Cannot resize pool to ${count} workers: not done within ${ms} ms (limits.loadTimeout); it goes on, see GET /v1/status`,
+        ),
+      );
+    }, ms);
+    run.then(resolve, (err) => {
+      if (late) lateFailure(err);
+      reject(err);
+    }).finally(() => {
+      if (timer !== undefined) clearTimeout(timer);
+    });
+  });
+}
