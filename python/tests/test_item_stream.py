@@ -343,5 +343,47 @@ class ParkedStreamTest(unittest.TestCase):
         self.assertEqual(len([e for e in self.c.events if e.get("event") == "item"]), self.WINDOW)
 
 
+class ParkedStreamCloseTest(unittest.TestCase):
+    def test_a_parked_stream_whose_close_hangs_holds_a_stuck_thread(self):
+        # The close of a cancelled parked stream is model code (its finally)
+        # that may block in C: its thread is watched like any cancelled
+        # call's, and replaced when stuck, so the worker keeps its threads.
+        source = (
+            "import time\n"
+            "class SlowClose:\n"
+            "    def execute(self, msg):\n"
+            "        try:\n"
+            "            while True:\n"
+            "                yield 0\n"
+            "        finally:\n"
+            "            time.sleep(60)\n"
+            "class Plain:\n"
+            "    threaded = True\n"
+            "    def execute(self, msg):\n"
+            "        return msg\n"
+        )
+        server = ServerProcess(args=("--threads", "1"))
+        try:
+            c = server.connect()
+            c.call("addModel", name="slow", source=source, **{"class": "SlowClose"})
+            c.call("addModel", name="plain", source=source, **{"class": "Plain"})
+            c.send({"id": 10, "cmd": "executeStream", "name": "slow", "msg": {}})
+            items = 0
+            while items < ParkedStreamTest.WINDOW:
+                if c.recv(30).get("event") == "item":
+                    items += 1
+            deadline = time.monotonic() + 30
+            while c.call("serverStatus")["parkedCalls"] != 1:
+                self.assertLess(time.monotonic(), deadline, "the stream never parked")
+                time.sleep(0.01)
+            self.assertEqual(c.call("cancel", target=10), {"cancelled": True})
+            # The one call thread sleeps in the generator's finally: replaced.
+            self.assertEqual(c.call("executeModel", name="plain", msg=7, timeout=30), 7)
+            threads = c.call("serverStatus")["threads"]
+            self.assertEqual((threads["stuck"], threads["replaced"]), (1, 1))
+        finally:
+            server.kill()
+
+
 if __name__ == "__main__":
     unittest.main()
