@@ -63,13 +63,14 @@ export interface ExecuteStreamOptions {
 /**
  * The items a model yields, in order, as they come: an async iterator. The
  * model's generator runs ahead of the reader by at most 64 items (or 1 MiB):
- * a slow reader slows the model down instead of filling memory. Leaving a
- * `for await` loop early (or `cancel()`) cancels the model's call; an error
- * (the model's exception, a timeout, a lost worker) is thrown by the
- * iterator after the items that came before it. A stream neither read to
- * its end nor cancelled holds its model call (a server thread waiting in
- * `yield`) until its timeout: read it, or `cancel()` it (`await using`
- * does).
+ * a slow reader slows the model down instead of filling memory, and while
+ * the model waits for it, it holds no thread of its worker (the call is
+ * parked there). Leaving a `for await` loop early (or `cancel()`) cancels
+ * the model's call; an error (the model's exception, a timeout, a lost
+ * worker) is thrown by the iterator after the items that came before it. A
+ * stream neither read to its end nor cancelled keeps its model call (a
+ * suspended generator, and one of the worker's `maxInFlightPerWorker` slots)
+ * until its timeout: read it, or `cancel()` it (`await using` does).
  *
  * @example
  * ```ts ignore

@@ -165,6 +165,11 @@ export interface ServerStatus {
    */
   spinReads?: number;
   /**
+   * Calls in flight that hold no thread: streams parked until their reader
+   * catches up (protocol §6; absent from servers before it).
+   */
+  parkedCalls?: number;
+  /**
    * Batch frames (protocol §3) the server received from and sent to its
    * clients (absent from servers before them).
    */

@@ -221,3 +221,123 @@ Deno.test("ModelStream: concurrent next() calls each get the next item, in call 
     clearTimeout(watchdog);
   }
 });
+
+/** The worker's `parkedCalls` (serverStatus): streams waiting for their reader. */
+async function parkedCalls(pool: Pool): Promise<number | undefined> {
+  const status = await pool.control<{ parkedCalls?: number }>(
+    pool.status().workers[0]!.id,
+    "serverStatus",
+    {},
+  );
+  return status.parkedCalls;
+}
+
+Deno.test("Pool.executeStream: streams whose readers stop hold no worker thread; other calls still run", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(
+    opts(dir.path, { serverArgs: ["--threads", "2"] }),
+  );
+  await pool.addModel("counter", { source: COUNTER });
+  await pool.addModel("plain", {
+    source:
+      "class P:\n    threaded = True\n    def execute(self, m):\n        return {'x': m['x']}\n",
+  });
+  // Three readers that stop after their first item, on a worker with two
+  // call threads: each stream held a thread in yield, the third never
+  // started, and every other call of the worker waited for a thread.
+  const streams = [0, 1, 2].map(() =>
+    pool.executeStream<{ i: number }>("counter", {}, { timeout: 60_000 })
+  );
+  try {
+    for (const stream of streams) {
+      assert.deepEqual(await stream.next(), { value: { i: 0 }, done: false });
+    }
+    await until(
+      async () => (await parkedCalls(pool)) === 3,
+      "the three streams to park",
+    );
+    assert.deepEqual(
+      await pool.execute("plain", { x: 1 }, { timeout: 30_000 }),
+      { x: 1 },
+    );
+    // A reader that goes on gets the items where they stopped.
+    for (let i = 1; i < 200; i++) {
+      assert.deepEqual(await streams[1]!.next(), {
+        value: { i },
+        done: false,
+      });
+    }
+  } finally {
+    for (const stream of streams) stream.cancel();
+  }
+  await until(
+    () => Promise.resolve(pool.status().workers[0]!.inFlight === 0),
+    "the cancelled streams to end on the worker",
+  );
+});
+
+Deno.test("Pool.executeStream: a parked thread-unsafe stream lets its model run; its cancel closes the generator", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(opts(dir.path));
+  const marker = `${dir.path}/closed`;
+  await pool.addModel("unsafe", {
+    source: `
+class Unsafe:
+    threadsafe = False
+    inside = 0
+    def execute(self, msg):
+        i = 0
+        try:
+            while msg.get("n") is None or i < msg["n"]:
+                Unsafe.inside += 1
+                assert Unsafe.inside == 1, "entered by two threads at once"
+                Unsafe.inside -= 1
+                yield i
+                i += 1
+        except GeneratorExit:
+            with open(msg["marker"], "a") as f:
+                f.write("GeneratorExit ")
+            raise
+        finally:
+            if msg.get("marker"):
+                with open(msg["marker"], "a") as f:
+                    f.write("finally")
+`,
+  });
+  const stream = pool.executeStream<number>("unsafe", { marker }, {
+    timeout: 60_000,
+  });
+  assert.deepEqual(await stream.next(), { value: 0, done: false });
+  await until(
+    async () => (await parkedCalls(pool)) === 1,
+    "the stream to park",
+  );
+  // threadsafe = False held the model's lock until the stream's last item.
+  assert.deepEqual(
+    await pool.execute("unsafe", { n: 3 }, { timeout: 30_000 }),
+    [0, 1, 2],
+  );
+  // Bursts of the stream and whole calls alternate, never together.
+  const calls = Array.from(
+    { length: 8 },
+    () => pool.execute<number[]>("unsafe", { n: 50 }, { timeout: 30_000 }),
+  );
+  for (let i = 1; i < 300; i++) {
+    assert.deepEqual(await stream.next(), { value: i, done: false });
+  }
+  for (const items of await Promise.all(calls)) {
+    assert.equal(items.length, 50);
+  }
+  stream.cancel();
+  assert.equal(
+    await until(
+      () =>
+        Deno.readTextFile(marker).then(
+          (text) => text.endsWith("finally") ? text : undefined,
+          () => undefined,
+        ),
+      "the generator's finally",
+    ),
+    "GeneratorExit finally",
+  );
+});

@@ -38,8 +38,10 @@ class CancelledEvent(threading.Event):
         return self.is_set()
 
 
-# Call states; only threaded calls move past PENDING.
-PENDING, RUNNING, DONE = 0, 1, 2
+# Call states; only threaded calls move past PENDING. PARKED: the call goes
+# on later and holds no thread meanwhile (a stream waiting for its reader,
+# ``CallRunner.park``); it runs again (RUNNING) when resumed.
+PENDING, RUNNING, DONE, PARKED = 0, 1, 2, 3
 
 
 class Call:
@@ -61,6 +63,9 @@ class Call:
         "host_refused",
         "spilled",
         "wake",
+        "resume",
+        "sink",
+        "on_end",
         "_cancelled",
     )
 
@@ -96,6 +101,17 @@ class Call:
         # While the call awaits in an asyncio loop of its thread: wakes that
         # loop, so that a cancel's interrupt fires (``models._run_async``).
         self.wake = None
+        # While PARKED: the handler that goes on with the call, until a
+        # ``CallRunner.unpark`` (or a cancel) takes it to queue it.
+        self.resume = None
+        # The call's ``OutputSink`` (threaded calls): kept across the bursts
+        # of a parked call, closed before its reply.
+        self.sink = None
+        # Called on the call's thread once its handler is over for good (not
+        # parked), before the reply: releases what the handler holds even
+        # when a cancel's interrupt fired before the handler's own clean-up
+        # could start (``StreamProducer.end``). Must be idempotent.
+        self.on_end = None
 
     @property
     def cancelled(self):

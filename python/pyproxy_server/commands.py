@@ -10,8 +10,8 @@ import sys
 
 from .errors import InvalidRequestError, PyProxyError
 from .execution import is_user_error, log_user_error, wire_error
-from .item_stream import ItemStream
 from .spill import SpillSettings
+from .stream_producer import StreamProducer
 
 __all__ = ["install"]
 
@@ -119,18 +119,12 @@ def install(server):
     streams = server.item_streams
 
     def execute_stream(call):
+        # The first burst; the producer parks the call while its reader is
+        # behind and runs the next bursts itself (StreamProducer.run).
         msg = call.msg
         entry = get_model(msg.get("name"))
-        stream = ItemStream(call)
-        key = (call.connection, call.id)
-        streams[key] = stream
-        try:
-            call.send_event({"event": "streamStart", "serverId": server.id, "pid": os.getpid()})
-            count = entry.run_stream(msg.get("msg"), stream.send)
-        finally:
-            streams.pop(key, None)
-            stream.close()
-        return {"items": count}
+        call.send_event({"event": "streamStart", "serverId": server.id, "pid": os.getpid()})
+        return StreamProducer(entry, msg.get("msg"), call, streams).run(call)
 
     def item_ack(call):
         target = call.msg.get("target")

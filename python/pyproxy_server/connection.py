@@ -239,15 +239,14 @@ class Connection(asyncio.BufferedProtocol):
             return
         self.enqueue(data)
 
-    def send_event_or_raise(self, event):
-        """``send_event``, raising instead of dropping: ``TypeError``,
+    def encode_event_or_raise(self, event):
+        """``event`` ready for ``enqueue``, and its encoded size in bytes
+        (spilled or not): ``(payload, size)``. Raises ``TypeError``,
         ``ValueError`` or ``RecursionError`` for an event that is not JSON, a
         ``PyProxyError`` for one that cannot be sent (too large, spill
-        failure). Returns the encoded size in bytes (spilled or not)."""
+        failure)."""
         pieces = _encode_pieces(event)
-        size = sum(map(len, pieces))
-        self.enqueue(self._finish(pieces, event.get("id"), "e"))
-        return size
+        return self._finish(pieces, event.get("id"), "e"), sum(map(len, pieces))
 
     def request(self, cmd, args=None, timeout=30.0, call=None):
         """Send a Python → host request and wait for the reply (executor threads only).

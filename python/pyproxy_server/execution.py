@@ -20,6 +20,13 @@ A cancelled call (or a call whose connection closed) that is still running
 ``CallExecutor.STUCK_GRACE`` seconds later holds a *stuck* thread (blocked
 in C, where the interrupt cannot reach it): the executor replaces the
 thread, and when it cannot, the server is wedged (``Server.wedge``).
+
+Parking: a handler that must wait for its client (a stream whose reader is
+behind) does not wait on its thread. It calls ``CallRunner.park(call,
+resume, blocked)`` and returns ``PARK``: the call stays in ``calls``
+(``PARKED``) with no thread, and ``unpark`` (when the client lets it go on)
+or a cancel queues ``resume(call)`` for a thread, which runs it as the next
+part of the same call (same output sink, same reply) and may park again.
 """
 
 import collections
@@ -31,16 +38,19 @@ import sys
 import threading
 
 from . import capture
-from .call import DONE, PENDING, RUNNING, current_call
+from .call import DONE, PARKED, PENDING, RUNNING, current_call
 from .errors import CancelledError, HostError, OverloadedError, PyProxyError, PythonError, format_user_traceback
 
-__all__ = ["CallRunner", "OutputSink", "wire_error", "is_user_error", "log_user_error", "fail_future"]
+__all__ = ["CallRunner", "OutputSink", "PARK", "wire_error", "is_user_error", "log_user_error", "fail_future"]
 
 log = logging.getLogger("pyproxy_server.execution")
 
 _SERVER_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _get_ident = threading.get_ident
+
+# Returned by a handler that parked its call (``CallRunner.park``): no reply yet.
+PARK = object()
 
 
 def _interrupt_thread(ident):
@@ -296,11 +306,12 @@ class CallRunner:
             self._server.loop.call_later(self.HELP_DELAY, self._help, queue, 1)
 
     def cancel(self, target):
-        """Cancel call ``target``; True when it was queued or running (loop thread)."""
+        """Cancel call ``target``; True when it was queued, running or parked (loop thread)."""
         call = self.calls.get(target)
         if call is None:
             return False
         cancelled = call.cancelled  # created outside the lock: it takes the lock
+        resume = None
         with call.lock:
             if call.state == DONE:
                 return False
@@ -312,11 +323,21 @@ class CallRunner:
                 error = CancelledError("Cannot run %s: cancelled before it started" % call.cmd)
                 self.conn.enqueue(self.conn.encode_error(target, error.to_wire()))
                 return True
-            if not call.interrupted:
+            if call.state == PARKED:
+                # No thread to interrupt: its next part (queued now, or
+                # already) sees the cancel and ends the call (a stream's
+                # generator is closed: its finally blocks run), then replies.
+                call.interrupted = True
+                resume = call.resume
+                call.resume = None
+            elif not call.interrupted:
                 call.interrupted = True
                 if not call.shielded:  # else raised when the shield ends
                     _interrupt_thread(call.thread_ident)
                 self._watch(call)
+        if resume is not None:
+            self._resume(call, resume)
+            return True
         _wake(call)
         for future in list(call.host_futures or ()):
             fail_future(future, HostError("Cannot call host: the call was cancelled"))
@@ -360,12 +381,64 @@ class CallRunner:
         if due:
             raise KeyboardInterrupt
 
+    @staticmethod
+    def park(call, resume, blocked):
+        """On the call's thread: park ``call`` when ``blocked()`` is still
+        true (checked under the call's lock, which ``blocked`` must not
+        take); the handler then returns ``PARK`` at once and the thread is
+        free. ``resume(call)`` is the handler of the call's next part, run on
+        a thread when ``unpark`` finds ``blocked()`` false or a cancel comes.
+
+        Returns False (not parked: go on) when ``blocked()`` is false. Raises
+        ``CancelledError`` when the call was cancelled (or its connection
+        closed) meanwhile: a cancel's interrupt that has not fired yet is
+        spent first.
+        """
+        with call.lock:
+            interrupted = call.interrupted
+            if not interrupted and not call.is_cancelled():
+                if not blocked():
+                    return False
+                call.state = PARKED
+                call.thread_ident = None
+                call.resume = resume
+                return True
+        if interrupted:
+            try:
+                _pass_eval_breaker()
+            except KeyboardInterrupt:
+                pass
+        raise CancelledError("Cannot complete %s: cancelled" % call.cmd)
+
+    def unpark(self, call, ready):
+        """Loop thread: queue the next part of parked ``call`` when ``ready()``
+        (checked under the call's lock, which it must not take). True when
+        queued."""
+        with call.lock:
+            resume = call.resume
+            if call.state != PARKED or resume is None or not ready():
+                return False
+            call.resume = None
+        self._resume(call, resume)
+        return True
+
+    @property
+    def parked(self):
+        """Calls parked now (in flight, holding no thread)."""
+        return sum(1 for call in list(self.calls.values()) if call.state == PARKED)
+
     def connection_lost(self):
-        """Tell every queued or running call that nobody waits for it any more."""
+        """Tell every queued, running or parked call that nobody waits for it any more."""
         for call in list(self.calls.values()):
             call.cancelled.set()
-            if call.state == RUNNING:
+            with call.lock:
+                state = call.state
+                resume = call.resume if state == PARKED else None
+                call.resume = None
+            if state == RUNNING:
                 self._watch(call)
+            elif resume is not None:
+                self._resume(call, resume)  # it ends the call: nobody reads it
             elif call.spilled is not None:
                 # Its file goes now, unread: the process may exit before a
                 # thread gets to the call (stopServer, the host gone).
@@ -419,6 +492,22 @@ class CallRunner:
             if self._server.elastic_stuck:
                 self._server.unstick_elastic(_get_ident())
 
+    def _resume(self, call, handler):
+        # Loop thread: a parked call's next part waits for a thread like any call.
+        try:
+            wedged = self._server.executor.submit(self._run_resumed, (call, handler))
+        except RuntimeError:  # executor shut down: the server is stopping
+            return
+        if wedged is not None:
+            self._server.wedge(wedged)
+
+    def _run_resumed(self, item):
+        call = item[0]
+        try:
+            self._run(call, item[1])
+        except BaseException:  # never let a call take the worker thread down
+            log.exception("connection %s: call %s failed outside its handler", self.conn.id, call.id)
+
     def _help(self, queue, helpers):
         if queue and helpers < self._server.threads and not self.conn.closed:
             try:
@@ -444,43 +533,61 @@ class CallRunner:
     def _run(self, call, handler, release=None):
         if call.spilled is not None and not self._read_spilled(call):
             return
+        ident = _get_ident()
         with call.lock:
-            if call.state == DONE:
+            state = call.state
+            if state == DONE:
                 return
-            if self.conn.closed:
+            if state == PENDING and self.conn.closed:
                 # Nobody can receive the reply: a flood of queued calls must not
-                # keep the executor busy after its client left.
+                # keep the executor busy after its client left. (A parked call
+                # goes on: its next part ends it, closing what it holds.)
                 call.state = DONE
                 self.calls.pop(call.id, None)
                 call.drop_spilled()
                 return
             call.state = RUNNING
-            call.thread_ident = _get_ident()
+            call.thread_ident = ident
+            # A parked call resumed to end it: its clean-up (a generator's
+            # finally) is model code that may hang, watched as a cancelled call.
+            watch = state == PARKED and call.is_cancelled()
+        if watch:
+            try:
+                self._server.loop.call_soon_threadsafe(self._watch, call)
+            except RuntimeError:  # loop closed: the server is exiting
+                pass
         conn = self.conn
-        sink = OutputSink(conn, call)
+        sink = call.sink
+        if sink is None:
+            sink = call.sink = OutputSink(conn, call)
         call_token = current_call.set(call)
         sink_token = capture._sink.set(sink.write)
         # The injected KeyboardInterrupt can fire at any bytecode until it is
         # spent, so both the handler and the bookkeeping after it catch it.
-        done = False
+        done = parked = False
         try:
             try:
                 result = handler(call)
-                # Nothing left for a cancel to stop: DONE before the reply is
-                # encoded, so no interrupt lands in the encoding (one fired as a
-                # spill file's os.open returns loses the descriptor).
-                with call.lock:
-                    call.state = DONE
-                    interrupted = call.interrupted
-                done = True
-                if interrupted:  # cancelled while it ran: its interrupt may not have fired
-                    try:
-                        _pass_eval_breaker()
-                    except KeyboardInterrupt:
-                        pass
-                    payload = self._cancelled_or_error(call, None)
+                if result is PARK:
+                    # Parked (``park``): the call may run on another thread
+                    # already; nothing below may touch it.
+                    done = parked = True
                 else:
-                    payload = conn.encode_reply(call.id, result)
+                    # Nothing left for a cancel to stop: DONE before the reply is
+                    # encoded, so no interrupt lands in the encoding (one fired as
+                    # a spill file's os.open returns loses the descriptor).
+                    with call.lock:
+                        call.state = DONE
+                        interrupted = call.interrupted
+                    done = True
+                    if interrupted:  # cancelled while it ran: its interrupt may not have fired
+                        try:
+                            _pass_eval_breaker()
+                        except KeyboardInterrupt:
+                            pass
+                        payload = self._cancelled_or_error(call, None)
+                    else:
+                        payload = conn.encode_reply(call.id, result)
             except KeyboardInterrupt as exc:
                 payload = self._cancelled_or_error(call, exc)
             except BaseException as exc:  # SystemExit from user code too
@@ -498,6 +605,13 @@ class CallRunner:
                             _pass_eval_breaker()
                         except KeyboardInterrupt:
                             pass
+            on_end = None if parked else call.on_end
+            if on_end is not None:  # after the interrupt, if any, was spent
+                call.on_end = None
+                try:
+                    on_end()
+                except BaseException:
+                    log.exception("connection %s: the clean-up of call %s failed", conn.id, call.id)
         except KeyboardInterrupt as exc:
             with call.lock:
                 call.state = DONE
@@ -506,7 +620,9 @@ class CallRunner:
             capture._sink.reset(sink_token)
             current_call.reset(call_token)
         if self._stuck:
-            self._server.executor.unstick(call.thread_ident)
+            self._server.executor.unstick(ident)
+        if parked:
+            return
         sink.close()
         self.calls.pop(call.id, None)
         if release is not None:

@@ -3,22 +3,28 @@
 A model whose ``execute`` is a generator (or returns an iterator) streams:
 each item it yields is sent at once as an ``item`` event (protocol §6,
 Streaming) instead of waiting for the whole result. The host acknowledges
-what its consumer has read (``itemAck {target, seq}``); the generator's
-thread blocks while more than ``window_items`` items or ``window_bytes``
-bytes are sent and not acknowledged, so a slow consumer slows the model
-down instead of growing buffers on either side.
+what its consumer has read (``itemAck {target, seq}``). While
+``window_items`` items or ``window_bytes`` bytes are sent and not
+acknowledged, the window is full: the producer (``StreamProducer``) parks
+the call (``park``) instead of waiting on its thread, and the ack that opens
+the window again queues its next burst (``ack``). So a slow consumer slows
+the model down without growing buffers on either side, and without holding
+a call thread while it is slow.
+
+The window's counters are guarded by the call's lock (``call.lock``), the
+lock ``CallRunner.park`` and ``unpark`` check them under.
 
 Example::
 
     stream = ItemStream(call)
-    for item in generator:
-        stream.send(item)   # may block for credit
-    stream.close()
+    while stream.has_room():
+        stream.send(next(items))
+    if stream.park(resume):
+        return PARK           # resume(call) runs once the reader catches up
 """
 
-import threading
-
-from .errors import CancelledError, SerializationError
+from .errors import SerializationError
+from .execution import CallRunner
 from .json_problem import describe_not_json
 
 __all__ = ["ItemStream"]
@@ -27,63 +33,72 @@ __all__ = ["ItemStream"]
 class ItemStream:
     """Sends one call's items as sequence-numbered events, within a window."""
 
-    # Items sent and not acknowledged before the model's thread blocks.
+    # Items sent and not acknowledged before the window is full.
     window_items = 64
-    # Bytes of item events sent and not acknowledged before it blocks.
+    # Bytes of item events sent and not acknowledged before it is full.
     window_bytes = 1024 * 1024
-    # Seconds between checks for cancellation while blocked on credit.
-    poll = 0.05
 
     def __init__(self, call):
         self._call = call
-        self._cond = threading.Condition()
+        self._lock = call.lock
         self._seq = 0
         self._sizes = {}
         self._unacked_bytes = 0
         self._acked = -1
-        self._closed = False
 
     @property
     def count(self):
         """Items sent so far."""
         return self._seq
 
+    def has_room(self):
+        """True while the window takes one more item (read without the lock:
+        ``park`` checks again under it)."""
+        return self._seq - 1 - self._acked < self.window_items and self._unacked_bytes < self.window_bytes
+
+    def _full(self):
+        return not self.has_room()
+
     def send(self, item):
-        """Send ``item`` (any JSON value); blocks while the window is full.
+        """Send ``item`` (any JSON value) now, window or not (the producer
+        checks ``has_room`` first; the first item of a stream always goes).
 
         Raises ``SerializationError`` for an item that is not JSON (naming
-        where), ``CancelledError`` when the call was cancelled meanwhile.
+        where) or too large to send.
         """
         call = self._call
-        with self._cond:
-            while (self._seq - 1 - self._acked >= self.window_items
-                   or self._unacked_bytes >= self.window_bytes):
-                if call.is_cancelled() or self._closed:
-                    raise CancelledError("Cannot send item %d: the call was cancelled" % self._seq)
-                self._cond.wait(self.poll)
-            seq = self._seq
-            event = {"event": "item", "id": call.id, "seq": seq, "data": item}
-            try:
-                size = call.connection.send_event_or_raise(event)
-            except (TypeError, ValueError, RecursionError) as exc:
-                where = None if isinstance(exc, RecursionError) else describe_not_json(item, "item[%d]" % seq)
-                raise SerializationError("Cannot send item %d: not JSON: %s" % (seq, where or exc))
+        seq = self._seq  # one producer at a time: no other writer
+        event = {"event": "item", "id": call.id, "seq": seq, "data": item}
+        conn = call.connection
+        try:
+            payload, size = conn.encode_event_or_raise(event)
+        except (TypeError, ValueError, RecursionError) as exc:
+            where = None if isinstance(exc, RecursionError) else describe_not_json(item, "item[%d]" % seq)
+            raise SerializationError("Cannot send item %d: not JSON: %s" % (seq, where or exc))
+        # Counted before it is queued: an ack of it can come only after.
+        with self._lock:
             self._seq = seq + 1
             self._sizes[seq] = size
             self._unacked_bytes += size
+        conn.enqueue(payload)
+
+    def park(self, resume):
+        """The window is full: park the call (``CallRunner.park``) unless an
+        ack opened it meanwhile. True: parked, ``resume(call)`` runs when the
+        reader catches up (or a cancel comes); False: go on. Raises
+        ``CancelledError`` when the call was cancelled."""
+        return CallRunner.park(self._call, resume, self._full)
 
     def ack(self, seq):
         """Acknowledge every item up to ``seq`` (cumulative; a ``seq`` past
-        the last item sent covers what was sent)."""
-        with self._cond:
+        the last item sent covers what was sent); a parked call whose window
+        this opens goes on (loop thread)."""
+        call = self._call
+        with self._lock:
             last = min(seq, self._seq - 1)
+            if self._acked >= last:
+                return
             while self._acked < last:
                 self._acked += 1
                 self._unacked_bytes -= self._sizes.pop(self._acked, 0)
-            self._cond.notify_all()
-
-    def close(self):
-        """No more items: wakes a blocked sender (it raises ``CancelledError``)."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        call.connection.runner.unpark(call, self.has_room)

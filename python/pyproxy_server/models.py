@@ -39,8 +39,9 @@ one-message batch.
 
 Streaming: an ``execute`` that is a generator function (``def`` or
 ``async def`` with ``yield``) or returns an iterator streams its items
-through ``executeStream`` (``run_stream``), one event per item; through
-``executeModel`` its items are collected into a list.
+through ``executeStream`` (``open_stream``, driven by ``StreamProducer``),
+one event per item; through ``executeModel`` its items are collected into a
+list.
 
 Example::
 
@@ -144,17 +145,6 @@ def _run_async(coro):
             call.wake = None
 
     return asyncio.run(main())
-
-
-async def _drain_async(agen, send):
-    count = 0
-    try:
-        async for item in agen:
-            send(item)
-            count += 1
-    finally:
-        await agen.aclose()
-    return count
 
 
 def _collect(execute):
@@ -289,38 +279,26 @@ class ModelEntry:
         with self._lock:
             return self._check_batch(msgs, self._execute_batch(msgs))
 
-    def run_stream(self, msg, send):
-        """``execute(msg)`` for ``executeStream`` (an executor thread): each item
-        of a generator (or of the iterator it returned) goes to ``send`` as it
-        comes; any other result is one item. Returns the number of items."""
-        if self._lock is None:
-            return self._stream(msg, send)
-        with self._lock:  # the model runs until its last item
-            return self._stream(msg, send)
+    @property
+    def lock(self):
+        """The lock of a ``threadsafe = False`` model (held while its code
+        runs), else None."""
+        return self._lock
 
-    def _stream(self, msg, send):
+    def open_stream(self, msg):
+        """``execute(msg)`` for ``executeStream`` (a call thread, holding
+        ``lock``): the items to send, as an async generator (an ``async def``
+        with ``yield``) or an iterator (a generator, the iterator ``execute``
+        returned, or an iterator over the one item of any other result)."""
         execute = getattr(self.instance, "execute", None)
         if execute is None:  # a batching model without execute: a batch of one
-            send(self._one_message_batch(msg))
-            return 1
+            return iter((self._one_message_batch(msg),))
         result = execute(msg)
         if inspect.isasyncgen(result):
-            return _run_async(_drain_async(result, send))
+            return result
         if inspect.iscoroutine(result):
             result = _run_async(result)
-        if not _is_stream(result):
-            send(result)
-            return 1
-        count = 0
-        try:
-            for item in result:
-                send(item)
-                count += 1
-        finally:
-            close = getattr(result, "close", None)
-            if callable(close):
-                close()  # a generator's finally blocks run now, not at collection
-        return count
+        return result if _is_stream(result) else iter((result,))
 
     def run(self, msg, call=None):
         """``execute(msg)`` on an executor thread, measured for the inline decision.

@@ -338,6 +338,7 @@ class Server:
             "models": self.models.describe_all(),
             "connections": len(self.connections),
             "inFlight": self.in_flight,
+            "parkedCalls": sum(conn.runner.parked for conn in list(self.connections.values())),
             "spinReads": self.spin_reads,
             "batchFrames": {"received": self.batches_received, "sent": self.batches_sent},
             "python": commands.PYTHON_VERSION,

@@ -1,78 +1,78 @@
 """``ItemStream`` and ``executeStream``: items sent as they come, within a window."""
 
+import os
+import shutil
+import tempfile
 import threading
+import time
 import unittest
 
-from pyproxy_server.errors import CancelledError, SerializationError
+from pyproxy_server.errors import SerializationError
 from pyproxy_server.item_stream import ItemStream
 
 from ._client import ServerProcess
 
 
+class _Runner:
+    def __init__(self):
+        self.unparks = []
+
+    def unpark(self, call, ready):
+        self.unparks.append(ready())
+
+
 class _Conn:
     def __init__(self):
         self.events = []
+        self.runner = _Runner()
 
-    def send_event_or_raise(self, event):
+    def encode_event_or_raise(self, event):
         import json
 
         data = json.dumps(event, allow_nan=False)
-        self.events.append(event)
-        return len(data)
+        return event, len(data)
+
+    def enqueue(self, payload):
+        self.events.append(payload)
 
 
 class _Call:
     def __init__(self):
         self.id = 7
         self.connection = _Conn()
-        self.cancelled = threading.Event()
-
-    def is_cancelled(self):
-        return self.cancelled.is_set()
+        self.lock = threading.Lock()
 
 
 class ItemStreamTest(unittest.TestCase):
-    def test_blocks_past_the_window_until_acked(self):
+    def test_the_window_fills_and_acks_open_it(self):
         call = _Call()
         stream = ItemStream(call)
         stream.window_items = 2
-        stream.poll = 0.01
-        sender = threading.Thread(target=lambda: [stream.send(i) for i in range(5)])
-        sender.start()
-        sender.join(0.3)
-        self.assertTrue(sender.is_alive())  # blocked on credit
-        self.assertEqual([e["seq"] for e in call.connection.events], [0, 1])
+        stream.send(0)
+        self.assertTrue(stream.has_room())
+        stream.send(1)
+        self.assertFalse(stream.has_room())
         stream.ack(0)
+        self.assertTrue(stream.has_room())
+        self.assertEqual(call.connection.runner.unparks, [True])  # a parked call would go on
+        stream.send(2)
         stream.ack(99)  # past the last sent: covers what was sent, no more
-        sender.join(0.3)
-        self.assertTrue(sender.is_alive())
-        self.assertEqual(len(call.connection.events), 4)
-        stream.ack(3)
-        sender.join(5)
-        self.assertFalse(sender.is_alive())
+        stream.ack(2)  # nothing new: nothing to unpark
+        self.assertEqual(call.connection.runner.unparks, [True, True])
+        stream.send(3)
+        stream.send(4)
+        self.assertFalse(stream.has_room())
         self.assertEqual([e["data"] for e in call.connection.events], [0, 1, 2, 3, 4])
         self.assertEqual(call.connection.events[0], {"event": "item", "id": 7, "seq": 0, "data": 0})
 
-    def test_a_cancel_or_close_ends_a_blocked_sender_and_bad_items_are_named(self):
+    def test_bytes_fill_the_window_too_and_bad_items_are_named(self):
         call = _Call()
         stream = ItemStream(call)
-        stream.window_items = 1
-        stream.poll = 0.01
-        stream.send("a")
-        errors = []
-
-        def send():
-            try:
-                stream.send("b")
-            except CancelledError as exc:
-                errors.append(exc)
-
-        sender = threading.Thread(target=send)
-        sender.start()
-        call.cancelled.set()
-        sender.join(5)
-        self.assertEqual(len(errors), 1)
+        stream.window_bytes = 100
+        stream.send("x" * 200)  # one item of any size goes when there is room
+        self.assertFalse(stream.has_room())
         stream.ack(0)
+        self.assertTrue(stream.has_room())
         with self.assertRaisesRegex(SerializationError, r"item\[1\]\.when is a set"):
             stream.send({"when": {1}})
         self.assertEqual(stream.count, 1)
@@ -158,6 +158,229 @@ class ExecuteStreamTest(unittest.TestCase):
             # An exception instance in the batch is the call's error, as through executeModel.
             error = c.request("executeStream", name="tens", msg=-1)["error"]
             self.assertEqual((error["type"], error["exception"], error["message"]), ("PythonError", "ValueError", "negative"))
+        finally:
+            server.kill()
+
+
+# Generators that run until cancelled, recording how they end in
+# msg["marker"] (when given): GeneratorExit at their yield, then finally.
+_FOREVER = (
+    "import asyncio, os\n"
+    "def mark(msg, text):\n"
+    "    if msg.get('marker'):\n"
+    "        with open(msg['marker'], 'a') as f:\n"
+    "            f.write(text + '\\n')\n"
+    "class Forever:\n"
+    "    def execute(self, msg):\n"
+    "        i = 0\n"
+    "        try:\n"
+    "            while msg.get('n') is None or i < msg['n']:\n"
+    "                yield i\n"
+    "                i += 1\n"
+    "        except GeneratorExit:\n"
+    "            mark(msg, 'GeneratorExit')\n"
+    "            raise\n"
+    "        finally:\n"
+    "            print('closed after', i)\n"
+    "            mark(msg, 'finally')\n"
+    "class AForever:\n"
+    "    async def execute(self, msg):\n"
+    "        i = 0\n"
+    "        try:\n"
+    "            while True:\n"
+    "                await asyncio.sleep(0)\n"
+    "                yield i\n"
+    "                i += 1\n"
+    "        except GeneratorExit:\n"
+    "            mark(msg, 'GeneratorExit')\n"
+    "            raise\n"
+    "        finally:\n"
+    "            mark(msg, 'finally')\n"
+    "class Unsafe:\n"
+    "    threadsafe = False\n"
+    "    inside = 0\n"
+    "    def execute(self, msg):\n"
+    "        i = 0\n"
+    "        while msg.get('n') is None or i < msg['n']:\n"
+    "            Unsafe.inside += 1\n"
+    "            assert Unsafe.inside == 1, 'entered by two threads at once'\n"
+    "            Unsafe.inside -= 1\n"
+    "            yield i\n"
+    "            i += 1\n"
+    "class Plain:\n"
+    "    threaded = True\n"
+    "    def execute(self, msg):\n"
+    "        return {'echo': msg}\n"
+)
+
+
+class ParkedStreamTest(unittest.TestCase):
+    """A stream whose reader is behind parks: it holds no call thread (and
+    no model lock) until the reader's ack lets it go on."""
+
+    WINDOW = 64
+
+    def setUp(self):
+        self.server = ServerProcess(args=("--threads", "2"))
+        self.dir = tempfile.mkdtemp(prefix="pyproxy-parked-")
+        self.c = self.server.connect()
+        for cls in ("Forever", "AForever", "Unsafe", "Plain"):
+            self.c.call("addModel", name=cls.lower(), source=_FOREVER, **{"class": cls})
+
+    def tearDown(self):
+        self.server.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def fill(self, rids):
+        """Reads until each stream of ``rids`` has sent a full window (no acks)."""
+        seen = {rid: 0 for rid in rids}
+        while any(n < self.WINDOW for n in seen.values()):
+            msg = self.c.recv(30)
+            if msg.get("event") == "item":
+                self.assertIn(msg["id"], seen)
+                self.assertEqual(msg["seq"], seen[msg["id"]])
+                seen[msg["id"]] += 1
+            elif msg.get("event") != "streamStart":
+                self.fail("unexpected message %r" % (msg,))
+
+    def parked(self, n):
+        deadline = time.monotonic() + 30
+        while self.c.call("serverStatus")["parkedCalls"] != n:
+            self.assertLess(time.monotonic(), deadline, "never %d parked calls" % n)
+            time.sleep(0.01)
+
+    def test_streams_whose_readers_are_behind_hold_no_thread(self):
+        # Two call threads, three streams that fill their windows: each was
+        # a thread waiting in yield, the third never started, and every
+        # later call of the worker waited for a thread.
+        self.c.send(
+            {"id": 10, "cmd": "executeStream", "name": "forever", "msg": {}},
+            {"id": 11, "cmd": "executeStream", "name": "aforever", "msg": {}},
+            {"id": 12, "cmd": "executeStream", "name": "forever", "msg": {}},
+        )
+        self.fill([10, 11, 12])
+        self.parked(3)
+        self.assertEqual(self.c.call("executeModel", name="plain", msg=1, timeout=30), {"echo": 1})
+        status = self.c.call("serverStatus")
+        self.assertEqual(status["inFlight"], 3)
+        self.assertLessEqual(status["threads"]["running"], 2)
+        # An ack lets a stream go on where it stopped (on whatever thread).
+        self.c.send({"id": 20, "cmd": "itemAck", "target": 11, "seq": 9})
+        got = []
+        while len(got) < 10:
+            msg = self.c.recv(30)
+            if msg.get("event") == "item":
+                self.assertEqual(msg["id"], 11)
+                got.append(msg["seq"])
+            else:
+                self.assertEqual(msg, {"id": 20, "ok": True, "result": {"acked": True}})
+        self.assertEqual(got, list(range(64, 74)))
+        for rid in (10, 11, 12):
+            self.assertEqual(self.c.call("cancel", target=rid), {"cancelled": True})
+            self.assertEqual(self.c.reply_for(rid, 30)["error"]["type"], "CancelledError")
+        self.assertEqual(self.c.call("serverStatus")["inFlight"], 0)
+
+    def test_a_parked_stream_cancelled_closes_its_generator(self):
+        markers = [os.path.join(self.dir, name) for name in ("sync", "async")]
+        self.c.send(
+            {"id": 10, "cmd": "executeStream", "name": "forever", "msg": {"marker": markers[0]}},
+            {"id": 11, "cmd": "executeStream", "name": "aforever", "msg": {"marker": markers[1]}},
+        )
+        self.fill([10, 11])
+        self.parked(2)
+        for rid, marker in zip((10, 11), markers):
+            self.assertEqual(self.c.call("cancel", target=rid), {"cancelled": True})
+            reply = self.c.reply_for(rid, 30)
+            self.assertEqual(reply["error"]["type"], "CancelledError")
+            # Closed before the reply: GeneratorExit at its yield, then its finally.
+            with open(marker) as f:
+                self.assertEqual(f.read().split(), ["GeneratorExit", "finally"])
+        # What the sync one printed in its finally came as its output, before its reply.
+        logs = [e for e in self.c.events if e.get("event") == "log" and e.get("request") == 10]
+        self.assertEqual([e["message"] for e in logs], ["closed after 64"])
+        self.assertEqual(self.c.call("serverStatus")["parkedCalls"], 0)
+
+    def test_a_parked_stream_is_closed_when_its_connection_closes(self):
+        marker = os.path.join(self.dir, "lost")
+        self.c.send({"id": 10, "cmd": "executeStream", "name": "forever", "msg": {"marker": marker}})
+        self.fill([10])
+        self.parked(1)
+        self.c.close()
+        other = self.server.connect()
+        deadline = time.monotonic() + 30
+        while other.call("serverStatus")["inFlight"] != 0 or not os.path.exists(marker):
+            self.assertLess(time.monotonic(), deadline, "the parked stream was never closed")
+            time.sleep(0.01)
+        with open(marker) as f:
+            self.assertEqual(f.read().split(), ["GeneratorExit", "finally"])
+
+    def test_a_thread_unsafe_streamer_parked_lets_its_model_run(self):
+        # threadsafe = False held the model's lock until the last item, so a
+        # reader that paused blocked every other call of the model.
+        self.c.send({"id": 10, "cmd": "executeStream", "name": "unsafe", "msg": {}})
+        self.fill([10])
+        self.parked(1)
+        self.assertEqual(self.c.call("executeModel", name="unsafe", msg={"n": 3}, timeout=30), [0, 1, 2])
+        self.c.send({"id": 20, "cmd": "itemAck", "target": 10, "seq": 63})
+        self.fill_more(10, 64)
+        self.assertEqual(self.c.call("cancel", target=10), {"cancelled": True})
+        self.assertEqual(self.c.reply_for(10, 30)["error"]["type"], "CancelledError")
+
+    def fill_more(self, rid, first):
+        seqs = []
+        while len(seqs) < self.WINDOW:
+            msg = self.c.recv(30)
+            if msg.get("event") == "item":
+                self.assertEqual(msg["id"], rid)
+                seqs.append(msg["seq"])
+        self.assertEqual(seqs, list(range(first, first + self.WINDOW)))
+
+    def test_a_stream_that_fits_the_window_ends_without_acks(self):
+        # The model runs one item ahead of the window: its end is seen (and
+        # replied) without waiting for the reader.
+        reply = self.c.request("executeStream", rid=10, name="forever", msg={"n": self.WINDOW}, timeout=30)
+        self.assertEqual(reply["result"], {"items": self.WINDOW})
+        self.assertEqual(len([e for e in self.c.events if e.get("event") == "item"]), self.WINDOW)
+
+
+class ParkedStreamCloseTest(unittest.TestCase):
+    def test_a_parked_stream_whose_close_hangs_holds_a_stuck_thread(self):
+        # The close of a cancelled parked stream is model code (its finally)
+        # that may block in C: its thread is watched like any cancelled
+        # call's, and replaced when stuck, so the worker keeps its threads.
+        source = (
+            "import time\n"
+            "class SlowClose:\n"
+            "    def execute(self, msg):\n"
+            "        try:\n"
+            "            while True:\n"
+            "                yield 0\n"
+            "        finally:\n"
+            "            time.sleep(60)\n"
+            "class Plain:\n"
+            "    threaded = True\n"
+            "    def execute(self, msg):\n"
+            "        return msg\n"
+        )
+        server = ServerProcess(args=("--threads", "1"))
+        try:
+            c = server.connect()
+            c.call("addModel", name="slow", source=source, **{"class": "SlowClose"})
+            c.call("addModel", name="plain", source=source, **{"class": "Plain"})
+            c.send({"id": 10, "cmd": "executeStream", "name": "slow", "msg": {}})
+            items = 0
+            while items < ParkedStreamTest.WINDOW:
+                if c.recv(30).get("event") == "item":
+                    items += 1
+            deadline = time.monotonic() + 30
+            while c.call("serverStatus")["parkedCalls"] != 1:
+                self.assertLess(time.monotonic(), deadline, "the stream never parked")
+                time.sleep(0.01)
+            self.assertEqual(c.call("cancel", target=10), {"cancelled": True})
+            # The one call thread sleeps in the generator's finally: replaced.
+            self.assertEqual(c.call("executeModel", name="plain", msg=7, timeout=30), 7)
+            threads = c.call("serverStatus")["threads"]
+            self.assertEqual((threads["stuck"], threads["replaced"]), (1, 1))
         finally:
             server.kill()
 

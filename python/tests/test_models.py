@@ -414,11 +414,9 @@ class BatchTest(unittest.TestCase):
         # its result; one with only execute_batch failed with AttributeError.
         registry = self.registry()
         registry.add("b", {"source": self.SOURCE})
-        items = []
-        self.assertEqual(registry.get("b").run_stream({"x": 3}, items.append), 1)
-        self.assertEqual(items, [{"y": 6, "n": 1}])
+        self.assertEqual(list(registry.get("b").open_stream({"x": 3})), [{"y": 6, "n": 1}])
         with self.assertRaisesRegex(ValueError, "bad -1"):
-            registry.get("b").run_stream({"x": -1}, items.append)
+            registry.get("b").open_stream({"x": -1})
 
     def test_async_and_thread_unsafe_execute_batch(self):
         registry = self.registry()

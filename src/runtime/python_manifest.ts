@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call.py",
-      size: 4695,
+      size: 5561,
       sha256:
-        "6a878115e174b45991d5165b3cb84a9011fddf993c80c0badd6c55cfa2ae1f18",
+        "9df6e4800f368d7a80f2c299ce2bdc56e2f9abb0975097658ae512aaf7eed206",
     },
     {
       path: "pyproxy_server/call_executor.py",
@@ -64,15 +64,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 6795,
+      size: 6728,
       sha256:
-        "9ca146e216b0bff20df38653d9281b94bbdc43b981c7e849ee64837b90f356df",
+        "ee1241d4477bd2fb5f5f328a91a85a6313ce477815fb7549da691b39384cb62c",
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 57929,
+      size: 57910,
       sha256:
-        "49e8442ff95b122c00cccadc21409554000193d58acd9265387f44b786a4577e",
+        "15f3c0038216d9b8331ab2d3b49ac6b83ea05997f6672ffb75b043df58d33d02",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 23176,
+      size: 28385,
       sha256:
-        "727c73cbc1346da5eda936ebff9129908e0f2152ee650fc164dc3fbaab098bf8",
+        "90457d77f7c66a44883026b2b0ccbb52a0e3d3fb9f4d5fbc30d5b16e985bbf80",
     },
     {
       path: "pyproxy_server/framer.py",
@@ -124,9 +124,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/item_stream.py",
-      size: 3384,
+      size: 4166,
       sha256:
-        "8d5d32cc12fbe2f205a4a7c87ed2582a8d8d5fb2bf4f9e23e36708870d06387c",
+        "311f184ab7d545abeca9e8f5bd9d4581b4d00fcbd4105c38bb8a7b1fa2af65c7",
     },
     {
       path: "pyproxy_server/json_problem.py",
@@ -136,15 +136,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 34176,
+      size: 33643,
       sha256:
-        "f91c9587d4f4016d8204c852dcf4478458ee1cf89b11cd5c5b9ba09fe63c4a94",
+        "b83d75d6ddae136b573762ec61ca40ad31db106ae739d64f2908094878c9ccce",
     },
     {
       path: "pyproxy_server/server.py",
-      size: 17265,
+      size: 17361,
       sha256:
-        "dd97573e4b9d252a308f39671b3f8e8e3181ec9f2c79505919c0aa3871c18023",
+        "ce2fb59237d0e5faf5e4308f9b9d113247d97a2ff26372f44a7f546bdb3f8c5b",
     },
     {
       path: "pyproxy_server/shallow_json.py",
@@ -157,6 +157,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 26353,
       sha256:
         "38db0447a5a6638422acf5f4d51250e894b1fa101562991416be07c13b98ab63",
+    },
+    {
+      path: "pyproxy_server/stream_producer.py",
+      size: 8076,
+      sha256:
+        "2cb853f1f56b16f76d7b7c228d3d7c8e6b2ce5caab340fa0e1515ba6d249df7d",
     },
   ],
 };
