@@ -187,7 +187,14 @@ async function groupLeader(
   }
   reader.cancel().catch(() => {});
   readAll(child.stderr).catch(() => {});
-  return { child, grandchild: Number(text.trim()) };
+  const grandchild = Number(text.trim());
+  if (!(grandchild > 0)) {
+    child.kill("SIGKILL");
+    throw new Error(
+      `Cannot start the group's sleep: got ${JSON.stringify(text)}`,
+    );
+  }
+  return { child, grandchild };
 }
 
 /** Every check, in order. */
@@ -519,7 +526,8 @@ export const runtimeContract: ContractCheck[] = [
       } finally {
         for (const pid of pids) {
           try {
-            process.kill(pid, "SIGKILL");
+            // Never 0 or below: that would signal this process's own group.
+            if (pid > 0) process.kill(pid, "SIGKILL");
           } catch {
             // gone
           }
