@@ -2,7 +2,7 @@
  * Remote evaluation: run Python code on a pool, stream its output live, keep
  * a namespace in a session, and cancel a runaway loop.
  *
- * Run with `deno run -A examples/eval.ts`.
+ * Run with `deno run -A examples/eval.ts` (or `bun run examples/eval.ts`).
  *
  * @module
  */

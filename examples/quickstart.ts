@@ -1,5 +1,6 @@
 /**
- * The README's quick start: `deno run -A examples/quickstart.ts`.
+ * The README's quick start: `deno run -A examples/quickstart.ts` (on Bun:
+ * `bun run examples/quickstart.ts`).
  *
  * @module
  */

@@ -4,6 +4,7 @@
  * "Streaming" and "Batching".
  *
  *     deno run -A examples/streaming_and_batching.ts
+ *     bun run examples/streaming_and_batching.ts
  *
  * @module
  */

@@ -3,6 +3,7 @@
 // tests/bun/runtime.test.ts (Bun). Only node:* and Web APIs here, so the same
 // file runs on both runtimes.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { stat, symlink } from "node:fs/promises";
 import {
   createConnection,
@@ -12,7 +13,11 @@ import {
 } from "node:net";
 import { join } from "node:path";
 import process from "node:process";
-import type { Connection, Runtime } from "../src/runtime/types.ts";
+import type {
+  ChildProcess,
+  Connection,
+  Runtime,
+} from "../src/runtime/types.ts";
 
 /** What a contract check receives. */
 export interface ContractContext {
@@ -130,6 +135,66 @@ async function echoRoundTrip(conn: Connection): Promise<void> {
 
 async function tempDir(rt: Runtime): Promise<string> {
   return await rt.makeTempDir({ prefix: "pyproxy-contract-" });
+}
+
+/** Whether a process runs (Linux /proc; a zombie counts as gone). */
+function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(")") + 2));
+  } catch {
+    return false;
+  }
+}
+
+/** Polls until `pid` no longer runs; false if it still does after 5 s. */
+async function ends(pid: number): Promise<boolean> {
+  const deadline = Date.now() + 5000;
+  while (running(pid)) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return true;
+}
+
+/**
+ * Spawns a Python that leads a process group of its own (as a pyproxy
+ * server does) and starts a `sleep` in it; resolves with the child and the
+ * sleep's pid once both run.
+ */
+async function groupLeader(
+  rt: Runtime,
+  processGroup: boolean,
+): Promise<{ child: ChildProcess; grandchild: number }> {
+  const child = rt.spawn({
+    cmd: "python3",
+    args: [
+      "-c",
+      "import os, subprocess, sys, time\n" +
+      "os.setpgid(0, 0)\n" +
+      "p = subprocess.Popen(['sleep', '60'])\n" +
+      "print(p.pid, flush=True)\n" +
+      "sys.stdin.read()\n",
+    ],
+    processGroup,
+  });
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += value;
+  }
+  reader.cancel().catch(() => {});
+  readAll(child.stderr).catch(() => {});
+  const grandchild = Number(text.trim());
+  if (!(grandchild > 0)) {
+    child.kill("SIGKILL");
+    throw new Error(
+      `Cannot start the group's sleep: got ${JSON.stringify(text)}`,
+    );
+  }
+  return { child, grandchild };
 }
 
 /** Every check, in order. */
@@ -423,6 +488,50 @@ export const runtimeContract: ContractCheck[] = [
         await drained;
       } finally {
         child.kill("SIGKILL");
+      }
+    },
+  },
+  {
+    name:
+      "spawn() processGroup: kill() signals the child's group, killGroup() ends what outlived the child; without it neither reaches the group",
+    async fn({ rt }) {
+      if (process.platform === "win32") return;
+      const pids: number[] = [];
+      try {
+        // kill() reaches what the child started in its group.
+        const a = await groupLeader(rt, true);
+        pids.push(a.child.pid, a.grandchild);
+        a.child.kill("SIGTERM");
+        assert.deepEqual(await a.child.status, {
+          code: null,
+          signal: "SIGTERM",
+        });
+        assert.ok(await ends(a.grandchild), "kill() left the group running");
+        // The leader gone alone (killed by someone else): killGroup() ends
+        // the rest, even after the child's status has settled.
+        const b = await groupLeader(rt, true);
+        pids.push(b.child.pid, b.grandchild);
+        process.kill(b.child.pid, "SIGKILL");
+        await b.child.status;
+        assert.ok(running(b.grandchild));
+        b.child.killGroup("SIGKILL");
+        assert.ok(await ends(b.grandchild), "killGroup() left it running");
+        // Without processGroup: the child alone, and killGroup() does nothing.
+        const c = await groupLeader(rt, false);
+        pids.push(c.child.pid, c.grandchild);
+        c.child.kill("SIGTERM");
+        await c.child.status;
+        c.child.killGroup("SIGKILL");
+        assert.ok(running(c.grandchild), "not a group child: signalled alone");
+      } finally {
+        for (const pid of pids) {
+          try {
+            // Never 0 or below: that would signal this process's own group.
+            if (pid > 0) process.kill(pid, "SIGKILL");
+          } catch {
+            // gone
+          }
+        }
       }
     },
   },

@@ -221,3 +221,93 @@ test(
   },
   30_000,
 );
+
+test(
+  "serve() on Bun streams a model's items as SSE, cancels the model when the client leaves after an item, and bounds a PUT by loadTimeout",
+  async () => {
+    const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-gw-"));
+    try {
+      await writeFile(
+        join(dir, "tokens.py"),
+        "class Tokens:\n    def execute(self, msg):\n        for w in msg['text'].split():\n            yield w\n",
+      );
+      await writeFile(
+        join(dir, "talker.py"),
+        "import time\nclass Talker:\n    def execute(self, msg):\n        yield 'hi'\n        while True:\n            time.sleep(0.01)\n        yield 'never'\n",
+      );
+      await writeFile(
+        join(dir, "hang.py"),
+        "import time\ntime.sleep(60)\nclass Hang:\n    def execute(self, msg):\n        return 1\n",
+      );
+      const config = resolveConfig({
+        cwd: dir,
+        cli: {
+          port: 0,
+          workers: 1,
+          modelsDir: dir,
+          models: [{ name: "tokens", file: "tokens.py" }, {
+            name: "talker",
+            file: "talker.py",
+          }],
+          allowManage: true,
+          limits: { loadTimeout: 1000 },
+        },
+      });
+      const server = await serve(config);
+      try {
+        const res = await fetch(`${server.url}/v1/models/tokens/stream`, {
+          method: "POST",
+          body: JSON.stringify({ text: "to be" }),
+        });
+        expect(res.status).toBe(200);
+        // The same events as on Deno, after the comment that makes Bun send
+        // the headers (runtimes.md).
+        expect(await res.text()).toBe(
+          ': open\n\nevent: item\nid: 0\ndata: "to"\n\n' +
+            'event: item\nid: 1\ndata: "be"\n\n' +
+            'event: end\ndata: {"items":2}\n\n',
+        );
+        const inFlight = async () =>
+          (await (await fetch(`${server.url}/v1/status`)).json()).workers[0]
+            .inFlight;
+        const ac = new AbortController();
+        const talking = await fetch(`${server.url}/v1/models/talker/stream`, {
+          method: "POST",
+          body: "{}",
+          signal: ac.signal,
+        });
+        const reader = talking.body!.pipeThrough(new TextDecoderStream())
+          .getReader();
+        let text = "";
+        while (!text.includes('data: "hi"')) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          text += value;
+        }
+        ac.abort();
+        await reader.cancel().catch(() => {});
+        const deadline = Date.now() + 10_000;
+        while (await inFlight() !== 0) {
+          if (Date.now() > deadline) throw new Error("the model still runs");
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        const put = await fetch(`${server.url}/v1/models/hang`, {
+          method: "PUT",
+          body: JSON.stringify({ file: "hang.py" }),
+        });
+        expect(put.status).toBe(504);
+        expect(await put.json()).toMatchObject({
+          error: {
+            type: "TimeoutError",
+            message: expect.stringContaining("timed out after 1000 ms"),
+          },
+        });
+      } finally {
+        await server.shutdown();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+  30_000,
+);

@@ -1,7 +1,13 @@
 // The pool under Bun: workers, execute, status, eval output, spill-over,
 // shared cache, clean shutdown.
 import { expect, test } from "bun:test";
-import { CancelledError, Pool, sharedCache, spillover } from "../../mod.ts";
+import {
+  CancelledError,
+  Pool,
+  reconnect,
+  sharedCache,
+  spillover,
+} from "../../mod.ts";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -242,6 +248,153 @@ test(
         "WorkerCrashedError",
         "WorkerCrashedError",
       ]);
+    } finally {
+      await pool.close();
+    }
+  },
+  30_000,
+);
+
+test(
+  "Pool on Bun: await using and cancel() end a stream on its worker; close() ends what model code started",
+  async () => {
+    const pool = await Pool.start({ workers: 1 });
+    let started: number[] = [];
+    try {
+      await pool.addModel("llm", {
+        source: "import asyncio\n" +
+          "class LLM:\n" +
+          "    async def execute(self, msg):\n" +
+          "        for i in range(1000):\n" +
+          "            yield i\n" +
+          "            await asyncio.sleep(60)\n",
+      });
+      const idle = async () => {
+        const deadline = Date.now() + 10_000;
+        while (pool.status().workers[0]!.inFlight !== 0) {
+          if (Date.now() > deadline) throw new Error("the stream still runs");
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      };
+      {
+        await using stream = pool.executeStream<number>("llm", {});
+        expect((await stream.next()).value).toBe(0);
+      }
+      await idle();
+      const stream = pool.executeStream<number>("llm", {});
+      expect((await stream.next()).value).toBe(0);
+      await stream.cancel();
+      expect(await stream.next()).toEqual({ done: true, value: undefined });
+      await idle();
+      await pool.addModel("spawner", { source: SPAWNER });
+      started =
+        ((await pool.execute("spawner", {})) as { pids: number[] }).pids;
+    } finally {
+      await pool.close();
+    }
+    expect(await waitGone(started)).toEqual([]);
+  },
+  30_000,
+);
+
+test(
+  "Pool on Bun logs model code's Python logging records at their levels, and at most 100 printed lines a second",
+  async () => {
+    const entries: Array<[string, string, Record<string, unknown>]> = [];
+    const at = (level: string) => (m: string, p?: Record<string, unknown>) =>
+      void entries.push([level, m, p ?? {}]);
+    const logger = {
+      trace: () => {},
+      debug: () => {},
+      info: at("info"),
+      warn: at("warn"),
+      error: at("error"),
+      fatal: at("fatal"),
+    };
+    const pool = await Pool.start({ workers: 1, logger });
+    try {
+      await pool.addModel("scorer", {
+        source: "import logging\n" +
+          "log = logging.getLogger('scorer.inner')\n" +
+          "class Scorer:\n" +
+          "    def execute(self, msg):\n" +
+          "        log.info('scoring %s', msg['x'])\n" +
+          "        log.warning('slow input')\n" +
+          "        for i in range(1000):\n" +
+          "            print('line', i)\n" +
+          "        return 1\n",
+      });
+      expect(await pool.execute("scorer", { x: 7 })).toBe(1);
+    } finally {
+      await pool.close();
+    }
+    expect(
+      entries.filter(([, , p]) => p.stream === "logging").map((
+        [level, , p],
+      ) => [level, p.message, p.logger, p.model]),
+    ).toEqual([
+      ["info", "scoring 7", "scorer.inner", "scorer"],
+      ["warn", "slow input", "scorer.inner", "scorer"],
+    ]);
+    const printed = entries.filter(([, , p]) => p.stream === "stdout").length;
+    const left = entries.filter(([, m]) => m.includes("not logged"))
+      .reduce((n, [, , p]) => n + Number(p.count), 0);
+    expect(left).toBeGreaterThan(0);
+    expect(printed + left).toBe(1000);
+  },
+  30_000,
+);
+
+test(
+  "Pool on Bun: a server's --max-eval-sessions refuses one session too many until one closes",
+  async () => {
+    await using pool = await Pool.start({
+      workers: 1,
+      serverArgs: ["--max-eval-sessions", "2"],
+    });
+    const a = await pool.openSession();
+    const b = await pool.openSession();
+    const err = await pool.openSession().then(() => undefined, (e: Error) => e);
+    expect(err?.name).toBe("OverloadedError");
+    expect(err?.message).toContain("--max-eval-sessions");
+    await a.close();
+    const c = await pool.openSession();
+    expect(await c.eval("1 + 1").result).toBe(2);
+    await b.close();
+    await c.close();
+  },
+  30_000,
+);
+
+test(
+  "reconnect on Bun starts a failed slot again after failedRetryAfter",
+  async () => {
+    const pool = await Pool.start({
+      workers: 1,
+      plugins: [
+        reconnect({
+          backoff: { initial: 5, max: 10 },
+          maxCrashes: 0,
+          failedRetryAfter: 200,
+        }),
+      ],
+    });
+    try {
+      await pool.addModel("echo", { source: ECHO_MODEL });
+      const events = pool.events();
+      const pid = pool.status().workers[0]!.pid as number;
+      process.kill(pid, "SIGKILL");
+      let failed = "";
+      for await (const ev of events) {
+        if (ev.type === "failed") failed = ev.reason;
+        if (ev.type === "restarting" && failed !== "") break;
+      }
+      expect(failed).toContain("retried in 200 ms");
+      const reply = await pool.execute("echo", { back: true }) as {
+        pid: number;
+      };
+      expect(reply.pid).not.toBe(pid);
+      expect(pool.status().workers[0]!.state).toBe("ready");
     } finally {
       await pool.close();
     }

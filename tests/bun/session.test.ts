@@ -1,0 +1,94 @@
+// Mutual authentication on Bun (protocol §4): a listener in a worker's
+// place that does not know the secret is refused before it is sent
+// anything but the auth (tests/session_server_proof_test.ts on Deno).
+import { expect, test } from "bun:test";
+import { createHmac } from "node:crypto";
+import { createServer, type Socket } from "node:net";
+import { Session } from "../../src/session.ts";
+import { nodeSocketToConnection } from "../../src/runtime/node_connection.ts";
+import { decodedMessages, encodeFrame } from "../_harness.ts";
+
+/** A server that says hello and accepts any auth, answering `serverMac` as `answer` makes it. */
+async function impostor(answer: (clientNonce: string) => string | undefined) {
+  const received: Array<Record<string, unknown>> = [];
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    const conn = nodeSocketToConnection(socket);
+    const writer = conn.writable.getWriter();
+    const send = (msg: object) =>
+      writer.write(encodeFrame(msg)).catch(() => {});
+    void send({
+      event: "hello",
+      version: 1,
+      serverId: "w1",
+      pid: 1,
+      auth: "hmac-sha256",
+      nonce: "00112233445566778899aabbccddeeff",
+    });
+    (async () => {
+      for await (const batch of decodedMessages(conn.readable)) {
+        for (const msg of batch as Array<Record<string, unknown>>) {
+          received.push(msg);
+          if (msg.cmd !== "auth") continue;
+          const serverMac = answer(String(msg.clientNonce));
+          void send({
+            id: msg.id,
+            ok: true,
+            result: {
+              connection: "c1",
+              serverId: "w1",
+              pid: 1,
+              maxFrameSize: 1 << 20,
+              ...(serverMac === undefined ? {} : { serverMac }),
+            },
+          });
+        }
+      }
+    })().catch(() => {}); // the session closed the connection
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    received,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+test(
+  "Session on Bun refuses a server that cannot prove it knows the secret, before sending it anything else",
+  async () => {
+    const answers: Array<(nonce: string) => string | undefined> = [
+      () => undefined,
+      () => "ab".repeat(32),
+      (nonce) =>
+        createHmac("sha256", "other").update(`server:${nonce}`).digest("hex"),
+    ];
+    for (const answer of answers) {
+      const fake = await impostor(answer);
+      try {
+        const err = await Session.connect({
+          port: fake.port,
+          secret: "s3cret",
+          connectTimeout: 5000,
+        }).then(async (session) => {
+          await session.close();
+          return undefined;
+        }, (e: Error) => e);
+        expect(err?.name).toBe("AuthenticationError");
+        expect(err?.message).toContain(
+          "did not prove that it knows the secret",
+        );
+        expect(fake.received.map((m) => m.cmd)).toEqual(["auth"]);
+        expect(String(fake.received[0]!.clientNonce)).toMatch(/^[0-9a-f]{32}$/);
+      } finally {
+        await fake.close();
+      }
+    }
+  },
+  30_000,
+);
