@@ -254,9 +254,12 @@ test(
         },
       });
       const server = await serve(config);
+      // --allow-manage without a token gets a generated one (security.md).
+      const headers = { authorization: `Bearer ${config.token}` };
       try {
         const res = await fetch(`${server.url}/v1/models/tokens/stream`, {
           method: "POST",
+          headers,
           body: JSON.stringify({ text: "to be" }),
         });
         expect(res.status).toBe(200);
@@ -268,11 +271,13 @@ test(
             'event: end\ndata: {"items":2}\n\n',
         );
         const inFlight = async () =>
-          (await (await fetch(`${server.url}/v1/status`)).json()).workers[0]
+          (await (await fetch(`${server.url}/v1/status`, { headers })).json())
+            .workers[0]
             .inFlight;
         const ac = new AbortController();
         const talking = await fetch(`${server.url}/v1/models/talker/stream`, {
           method: "POST",
+          headers,
           body: "{}",
           signal: ac.signal,
         });
@@ -293,6 +298,7 @@ test(
         }
         const put = await fetch(`${server.url}/v1/models/hang`, {
           method: "PUT",
+          headers,
           body: JSON.stringify({ file: "hang.py" }),
         });
         expect(put.status).toBe(504);
