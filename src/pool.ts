@@ -408,6 +408,10 @@ export class Pool implements AsyncDisposable {
     try {
       // What hosts killed before their close() left here (SIGKILL, a crash).
       await removeDeadHostDirs(runtime, runtime.tempDir(), TEMP_DIR_KINDS);
+      if (runtime.tempDir() !== "/tmp") {
+        // Where sockets go when the temp directory's paths are too long.
+        await removeDeadHostDirs(runtime, "/tmp", ["pyproxy-sock"]);
+      }
       let path = this.#opts.modelsDir;
       if (path === undefined) {
         path = await runtime.makeTempDir({

@@ -324,12 +324,43 @@ export class PythonServer implements AsyncDisposable {
     // Local by default: a Unix socket in a private directory is faster than
     // loopback TCP (sequential calls ~1.2x) and reachable by this user only.
     let unix = options.unix;
+    let port = options.port;
+    if (unix !== undefined && byteLength(unix) > MAX_UNIX_PATH) {
+      throw new TypeError(
+        `Cannot start python server ${id}: the Unix socket path is ${
+          byteLength(unix)
+        } bytes long, above the ${MAX_UNIX_PATH} the OS takes: ${unix}`,
+      );
+    }
     let socketDir: string | undefined;
-    if (unix === undefined && options.port === undefined && unixByDefault()) {
-      socketDir = await runtime.makeTempDir({
-        prefix: hostDirPrefix("pyproxy-sock", runtime),
-      });
-      unix = `${socketDir}/${options.socketName ?? "server.sock"}`;
+    if (unix === undefined && port === undefined && unixByDefault()) {
+      const name = options.socketName ?? "server.sock";
+      // A long TMPDIR (CI runners, nested sandboxes) makes a path the OS
+      // refuses ("AF_UNIX path too long"): /tmp then, else TCP.
+      for (const dir of [undefined, "/tmp"]) {
+        if (dir !== undefined && runtime.tempDir() === dir) continue;
+        const made = await runtime.makeTempDir({
+          prefix: hostDirPrefix("pyproxy-sock", runtime),
+          ...(dir === undefined ? {} : { dir }),
+        }).catch((err) => {
+          if (dir === undefined) throw err;
+          return undefined; // no usable /tmp: TCP
+        });
+        if (made === undefined) break;
+        if (byteLength(`${made}/${name}`) <= MAX_UNIX_PATH) {
+          socketDir = made;
+          unix = `${made}/${name}`;
+          break;
+        }
+        await runtime.remove(made, { recursive: true }).catch(() => {});
+      }
+      if (unix === undefined) {
+        port = 0;
+        logger.warn(
+          "Python server {id} listens on loopback TCP: a Unix socket in the temp directory {dir} would have a path above the {max} bytes the OS takes (set TMPDIR to a shorter directory for the faster, private socket)",
+          { id, dir: runtime.tempDir(), max: MAX_UNIX_PATH },
+        );
+      }
     }
     const args = [
       "-c",
@@ -339,8 +370,8 @@ export class PythonServer implements AsyncDisposable {
     ];
     // With a Unix socket and no explicit port the server listens on the socket only: nothing reachable
     // over TCP at all (docs/security.md).
-    if (unix === undefined || options.port !== undefined) {
-      args.push("--port", String(options.port ?? 0));
+    if (unix === undefined || port !== undefined) {
+      args.push("--port", String(port ?? 0));
     }
     args.push("--path", options.path, "--id", id);
     if (unix !== undefined) args.push("--unix", unix);
@@ -693,6 +724,18 @@ async function packageDir(runtime: Runtime): Promise<string> {
 }
 
 /** A wildcard bind address is reached through loopback. */
+/**
+ * The longest Unix socket path every supported OS takes, in bytes (Linux's
+ * `sun_path` holds 107 and a NUL, macOS's 103).
+ */
+const MAX_UNIX_PATH = 103;
+
+const utf8 = new TextEncoder();
+
+function byteLength(path: string): number {
+  return utf8.encode(path).byteLength;
+}
+
 /**
  * Whether a local server listens on a Unix socket unless told otherwise
  * (Linux and macOS; TCP elsewhere). Shared with the pool's `transport` default.

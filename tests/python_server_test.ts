@@ -447,3 +447,68 @@ Deno.test("PythonServer: a TCP server with a plain id logs to one file per id ac
     "pythonserverw1.log.lock",
   ]);
 });
+
+Deno.test({
+  name:
+    "PythonServer under a temp directory too long for a Unix socket path uses /tmp, else loopback TCP, instead of failing to start",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    await using dir = await tempDir();
+    // A CI runner's or a sandbox's TMPDIR: every worker failed with
+    // "AF_UNIX path too long".
+    const long = `${dir.path}/${"t".repeat(100)}`;
+    await Deno.mkdir(long);
+    const base = defaultRuntime();
+    const runtimeWith = (tmp: string | undefined, made: string[]): Runtime =>
+      Object.assign(Object.create(base), {
+        tempDir: () => long,
+        async makeTempDir(options?: { dir?: string; prefix?: string }) {
+          const dir = options?.dir ?? long;
+          if (dir === "/tmp" && tmp === undefined) throw new Error("no /tmp");
+          const made_ = await base.makeTempDir({
+            ...options,
+            dir: dir === "/tmp" ? tmp! : dir,
+          });
+          made.push(made_);
+          return made_;
+        },
+      });
+    // /tmp (here a short directory standing for it) takes the socket.
+    await using short = await tempDir();
+    const made: string[] = [];
+    const viaTmp = await PythonServer.start({
+      path: dir.path,
+      socketName: "w1.sock",
+      runtime: runtimeWith(short.path, made),
+    });
+    try {
+      assert.ok(viaTmp.unixPath?.startsWith(`${short.path}/`), viaTmp.unixPath);
+      await using session = await viaTmp.connect();
+      assert.equal(await session.ping(), "pong");
+      // The directory made under the long one first is gone.
+      assert.equal(made.length, 2);
+      assert.equal(await Deno.stat(made[0]!).catch(() => null), null);
+    } finally {
+      await viaTmp.stop();
+    }
+    // Without a usable /tmp: loopback TCP, with a warning.
+    const tcp = await PythonServer.start({
+      path: dir.path,
+      socketName: "w1.sock",
+      runtime: runtimeWith(undefined, []),
+    });
+    try {
+      assert.equal(tcp.unixPath, undefined);
+      assert.ok(tcp.port > 0);
+      await using session = await tcp.connect();
+      assert.equal(await session.ping(), "pong");
+    } finally {
+      await tcp.stop();
+    }
+    // A path given explicitly is refused before anything starts.
+    await assert.rejects(
+      PythonServer.start({ path: dir.path, unix: `${long}/w1.sock` }),
+      /Unix socket path is \d+ bytes long, above the 103 the OS takes/,
+    );
+  },
+});
