@@ -10,6 +10,7 @@ import {
   type LogLevel,
   type LogRecord,
 } from "@logtape/logtape";
+import { StartError } from "./errors.ts";
 import type { Runtime } from "./runtime/types.ts";
 import { defaultRuntime } from "./runtime/mod.ts";
 import { PYTHON_MANIFEST } from "./runtime/python_manifest.ts";
@@ -554,6 +555,12 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
     return 0;
   } catch (err) {
     startLog?.release(false);
+    const signal = err instanceof StartError ? err.details.signal : undefined;
+    if (signal === "SIGINT" || signal === "SIGTERM") {
+      // Stopped on request while starting: not a failure to explain.
+      console.error(`pyproxy: stopped by ${signal} while starting`);
+      return signal === "SIGINT" ? 130 : 143;
+    }
     printError(withPermissionHint(namingTheFlag(errorLine(err), err)));
     return 1;
   }

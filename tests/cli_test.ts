@@ -302,12 +302,29 @@ Deno.test("main serve says which model it still waits for while the start waits,
       log,
       /Still loading model "hang" \("hang\.py"\) after 5 s; giving up after 120 s \(limits\.loadTimeout, --load-timeout\)/,
     );
-    // Ctrl-C while it waits: the host ends, and its worker with it.
+    // Ctrl-C while it waits: the host stops the start, and its worker with
+    // it; it used to die of the signal, leaving the worker to notice alone
+    // and its socket directory behind.
     child.kill("SIGINT");
-    await child.status;
+    const status = await child.status;
+    assert.equal(status.code, 130);
+    let rest = "";
+    for (;;) {
+      const { value, done } = await stderr.read();
+      if (done) break;
+      rest += value;
+    }
+    assert.match(rest, /pyproxy: stopped by SIGINT while starting/);
+    assert.doesNotMatch(rest, /error:/);
     await waitFor(async () => (await processesWith(models.path)) === 0, {
       message: `no process with ${models.path} in its command line`,
     });
+    const tmp = Deno.env.get("TMPDIR") ?? "/tmp";
+    const left: string[] = [];
+    for await (const e of Deno.readDir(tmp)) {
+      if (e.name.startsWith(`pyproxy-sock-${child.pid}-`)) left.push(e.name);
+    }
+    assert.deepEqual(left, [], "the workers' socket directories are removed");
   } finally {
     clearTimeout(guard);
     try {

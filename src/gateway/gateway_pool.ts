@@ -148,7 +148,7 @@ export interface GatewayPool {
   addModel(
     name: string,
     spec: GatewayModelSpec,
-    options?: { timeout?: number },
+    options?: { timeout?: number; signal?: AbortSignal },
   ): Promise<unknown>;
   /** Replaces a model; resolves with the new description. */
   updateModel(

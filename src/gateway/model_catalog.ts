@@ -118,7 +118,7 @@ export class ModelCatalog {
     pool: Pick<GatewayPool, "addModel">,
     name: string,
     spec: GatewayModelSpec,
-    options: { timeout?: number } = {},
+    options: { timeout?: number; signal?: AbortSignal } = {},
   ): Promise<GatewayModelInfo> {
     const desc = asDescription(
       name,

@@ -282,13 +282,55 @@ export async function serve(
     }
     await probe.shutdown();
   }
-  const pool = await Pool.start(poolOptions);
+  // A SIGINT/SIGTERM while the workers start and the models load (which can
+  // take minutes) stops the start: the pool is closed (workers stopped,
+  // their socket directories removed) and serve rejects. A second one exits
+  // at once.
+  let interrupted: "SIGINT" | "SIGTERM" | undefined;
+  // The pool once started (a signal then closes it).
+  const starting: { pool?: Pool } = {};
+  // Gives up the model load in flight, which close() would wait for.
+  const startAbort = new AbortController();
+  const startSignals: Array<() => void> = [];
+  const offStartSignals = (): void => {
+    for (const off of startSignals.splice(0)) off();
+  };
+  if (options.handleSignals) {
+    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+      startSignals.push(runtime.onSignal(signal, () => {
+        if (interrupted !== undefined) {
+          runtime.exit(signal === "SIGINT" ? 130 : 143);
+          return;
+        }
+        interrupted = signal;
+        logger.info("Received {signal} while starting: stopping", { signal });
+        startAbort.abort();
+        void starting.pool?.close();
+      }));
+    }
+  }
+  const interruption = (): StartError | undefined =>
+    interrupted === undefined ? undefined : new StartError(
+      `Cannot start gateway: interrupted by ${interrupted}`,
+      { details: { signal: interrupted } },
+    );
+  let pool: Pool;
+  try {
+    pool = await Pool.start(poolOptions);
+  } catch (err) {
+    offStartSignals();
+    throw interruption() ?? err;
+  }
+  starting.pool = pool;
+  if (interrupted !== undefined) await pool.close();
   const skippedModels: Array<{ name: string; error: string }> = [];
   let server: HttpServer | undefined;
   const drain = new AbortController();
   // Aborted when the grace is over: the eval streams still running end then.
   const stop = new AbortController();
   try {
+    const stopped = interruption();
+    if (stopped !== undefined) throw stopped;
     const { list, strict, misnamed } = await modelsToLoad(config, runtime);
     for (const skipped of misnamed) {
       skippedModels.push(skipped);
@@ -319,8 +361,10 @@ export async function serve(
           file: m.file,
           ...(m.options === undefined ? {} : { options: m.options }),
           ...(m.class === undefined ? {} : { class: m.class }),
-        }, { timeout: loadTimeout });
+        }, { timeout: loadTimeout, signal: startAbort.signal });
       } catch (err) {
+        const stopped = interruption();
+        if (stopped !== undefined) throw stopped;
         const message = err instanceof TimeoutError
           ? `${err.message} (limits.loadTimeout, --load-timeout)`
           : (err as Error).message;
@@ -426,7 +470,10 @@ export async function serve(
       })();
       return shutting;
     };
+    const late = interruption();
+    if (late !== undefined) throw late;
     if (options.handleSignals) {
+      offStartSignals();
       for (const signal of ["SIGINT", "SIGTERM"] as const) {
         offSignals.push(runtime.onSignal(signal, () => {
           logger.info("Received {signal}", { signal });
@@ -448,10 +495,11 @@ export async function serve(
       [Symbol.asyncDispose]: shutdown,
     };
   } catch (err) {
+    offStartSignals();
     drain.abort();
     stop.abort();
     await server?.shutdown().catch(() => {});
     await pool.close();
-    throw err;
+    throw interruption() ?? err;
   }
 }
