@@ -136,9 +136,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 34176,
+      size: 35120,
       sha256:
-        "f91c9587d4f4016d8204c852dcf4478458ee1cf89b11cd5c5b9ba09fe63c4a94",
+        "4f845a89c7883ea083d0e8d4b28798c27ab61b0a96e68f6b7d43298ba6e2fda5",
     },
     {
       path: "pyproxy_server/server.py",
