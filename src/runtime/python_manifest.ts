@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 57929,
+      size: 58393,
       sha256:
-        "49e8442ff95b122c00cccadc21409554000193d58acd9265387f44b786a4577e",
+        "1af6fc1e5671b5dd0abc98ddb358792381427603bdb8ff3e793125a68e7710b7",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
