@@ -10,6 +10,11 @@
  * model's next logged output if that comes first, or when the worker's
  * session ends).
  *
+ * A window is kept per model name while it may still matter: one whose
+ * second is over and that holds no count is dropped when new names come
+ * (models added and removed under new names, each printing once, grew the
+ * table of a long-lived session by one window per name).
+ *
  * @module
  */
 import type { Logger } from "./logger.ts";
@@ -50,6 +55,8 @@ export class OutputRateLimit {
   #max: number;
   #now: () => number;
   #windows = new Map<string, Window>();
+  /** Table size at which the stale windows are dropped (doubles with the live ones). */
+  #pruneAt = PRUNE_MIN;
 
   constructor(worker: string, options: OutputRateLimitOptions = {}) {
     this.#worker = worker;
@@ -66,6 +73,7 @@ export class OutputRateLimit {
     const now = this.#now();
     let w = this.#windows.get(model);
     if (w === undefined) {
+      if (this.#windows.size >= this.#pruneAt) this.#prune(now);
       w = { start: now, used: 0, dropped: 0, logger, timer: undefined };
       this.#windows.set(model, w);
     } else if (now - w.start >= 1000) {
@@ -98,6 +106,11 @@ export class OutputRateLimit {
     return message.slice(0, end);
   }
 
+  /** Windows held (one per model that printed lately, or whose count is not yet reported). */
+  get size(): number {
+    return this.#windows.size;
+  }
+
   /** The session ended: logs every count still held. */
   end(): void {
     for (const [model, w] of this.#windows) this.#report(model, w);
@@ -116,6 +129,20 @@ export class OutputRateLimit {
     }, Math.max(0, w.start + 1000 - now));
   }
 
+  /**
+   * Drops the windows whose second is over and that hold no count: a new
+   * window for that model later starts the same. Amortized: the next prune
+   * comes once the table doubled again.
+   */
+  #prune(now: number): void {
+    for (const [model, w] of this.#windows) {
+      if (now - w.start >= 1000 && w.dropped === 0 && w.timer === undefined) {
+        this.#windows.delete(model);
+      }
+    }
+    this.#pruneAt = Math.max(PRUNE_MIN, 2 * this.#windows.size);
+  }
+
   #report(model: string, w: Window): void {
     clearTimeout(w.timer);
     w.timer = undefined;
@@ -132,6 +159,9 @@ export class OutputRateLimit {
     w.dropped = 0;
   }
 }
+
+/** Windows held before the first prune. */
+const PRUNE_MIN = 64;
 
 function lineCount(text: string): number {
   let n = 1;

@@ -11,8 +11,20 @@ import { getLogger } from "@logtape/logtape";
 import type { Logger } from "./logger.ts";
 import type { OutputRateLimit } from "./_output_rate_limit.ts";
 
-/** A logger per model name (`""`: output of no model). */
-export type PythonLoggers = (model: string) => Logger;
+/**
+ * A logger per model name (`""`: output of no model); `size` is how many it
+ * holds on to.
+ */
+export type PythonLoggers = ((model: string) => Logger) & {
+  readonly size: number;
+};
+
+/**
+ * Loggers kept for reuse at most: models added and removed under new names
+ * grew the cache by one logger per name for the pool's life. Past it the
+ * oldest is dropped (LogTape gives the same category again on a miss).
+ */
+const MAX_CACHED = 256;
 
 /**
  * The loggers for model output. With the pool's default logger they are
@@ -32,11 +44,17 @@ export function pythonLoggers(custom: Logger | undefined): PythonLoggers {
     if (custom === undefined) return getLogger(["pyproxy", ...sub]);
     return typeof getChild === "function" ? getChild.call(custom, sub) : custom;
   };
-  return (model) => {
+  const loggers = (model: string): Logger => {
     let logger = cache.get(model);
-    if (logger === undefined) cache.set(model, logger = make(model));
+    if (logger === undefined) {
+      if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!);
+      cache.set(model, logger = make(model));
+    }
     return logger;
   };
+  return Object.defineProperty(loggers, "size", {
+    get: () => cache.size,
+  }) as PythonLoggers;
 }
 
 /**

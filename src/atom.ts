@@ -14,6 +14,7 @@ import { OutputBuffer, type OutputChunk } from "./output_buffer.ts";
 import { callOptionsError } from "./_call_options.ts";
 import type { PoolEvent } from "./pool_events.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
+import { jsonLength } from "./_json_length.ts";
 
 export type { OutputChunk } from "./output_buffer.ts";
 
@@ -216,6 +217,7 @@ export class Atom {
   #resolve!: (value: unknown) => void;
   #reject!: (error: unknown) => void;
   #cleanup: Array<() => void> = [];
+  #resultBytes = 0;
 
   /** Use `pool.eval()` or {@linkcode startAtom}. */
   constructor(
@@ -260,6 +262,14 @@ export class Atom {
   /** Output kept for replay, in UTF-16 code units. */
   get bufferedBytes(): number {
     return this.#buffer.bytes;
+  }
+
+  /**
+   * About the length of the result's JSON once it succeeded (0 before, or
+   * when it failed), for the pool's registry of finished atoms.
+   */
+  get resultBytes(): number {
+    return this.#resultBytes;
   }
 
   /**
@@ -428,6 +438,8 @@ export class Atom {
     if (this.#state !== "running") return;
     if (error === undefined) {
       this.#state = "succeeded";
+      // Past the registry's default bound, the exact size does not matter.
+      this.#resultBytes = jsonLength(value, RESULT_BYTES_CAP);
       this.#resolve(value);
       return;
     }
@@ -450,6 +462,9 @@ export class Atom {
     this.#stopped();
   }
 }
+
+/** Where counting a result's size stops (the registry's default `maxBytes`). */
+const RESULT_BYTES_CAP = 64 * 1024 * 1024;
 
 function isLoss(error: unknown): boolean {
   return error instanceof PyProxyError &&

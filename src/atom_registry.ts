@@ -23,6 +23,11 @@ export interface RegisteredAtom {
   readonly done: boolean;
   /** Output kept for replay, in UTF-16 code units. */
   readonly bufferedBytes: number;
+  /**
+   * Memory the atom's result holds (about the length of its JSON), counted
+   * with `bufferedBytes` toward `maxBytes`: a finished atom keeps its result.
+   */
+  readonly resultBytes?: number;
 }
 
 /**
@@ -38,7 +43,11 @@ export interface RegisteredAtom {
 export interface AtomRegistryOptions {
   /** Finished atoms kept at most; the oldest are forgotten first. @default {256} */
   maxAtoms?: number;
-  /** Replay output kept at most over all finished atoms (UTF-16 code units). @default {67108864} */
+  /**
+   * Replay output and results kept at most over all finished atoms (UTF-16
+   * code units; a result counts about the length of its JSON).
+   * @default {67108864}
+   */
   maxBytes?: number;
 }
 
@@ -116,7 +125,9 @@ export class AtomRegistry<A extends RegisteredAtom = RegisteredAtom> {
     if (entry.finish < 0) this.#finishedCount++;
     else this.#bytes -= entry.bytes; // finished again: counted anew
     entry.finish = this.#finishes++;
-    entry.bytes = entry.atom.bufferedBytes; // final once it finished
+    // Final once it finished. The result too: 256 evals returning 2 MB
+    // each kept 512 MB, counted as nothing.
+    entry.bytes = entry.atom.bufferedBytes + (entry.atom.resultBytes ?? 0);
     this.#bytes += entry.bytes;
     this.#push(entry);
     while (

@@ -289,6 +289,20 @@ Deno.test("Atom output flood does not hold back other replies on the connection"
   assert.equal(bytes, 32 * 1024 * 1024);
 });
 
+Deno.test("pool.atoms counts the results of finished atoms toward its byte bound", async () => {
+  await using pool = await startPool();
+  // 4 MB results: the registry's 64 MB hold about 16 of them, not 40.
+  for (let i = 0; i < 40; i++) {
+    const value = await pool.eval("'r' * (4 * 1024 * 1024)").result;
+    assert.equal((value as string).length, 4 * 1024 * 1024);
+  }
+  assert.ok(pool.atoms.size <= 16, `${pool.atoms.size} atoms kept`);
+  // Small results are still kept for replay.
+  const atom = pool.eval("print('hi'); 1");
+  assert.equal(await atom.result, 1);
+  assert.equal(pool.atoms.get(atom.id), atom);
+});
+
 Deno.test("Atom output nobody reads stays within the replay cap", async () => {
   await using pool = await startPool();
   const atom = pool.eval(

@@ -294,3 +294,46 @@ Deno.test("GET /metrics counts exactly the traffic sent, through a worker's cras
     assert.equal(s.value, 0, s.labels.model);
   }
 });
+
+Deno.test("GatewayMetrics.forget drops a removed model's series, so names that come and go never reach maxModels", () => {
+  const metrics = new GatewayMetrics({ maxModels: 3 });
+  for (let i = 0; i < 100; i++) {
+    metrics.start(`m${i}`)(200);
+    metrics.forget(`m${i}`);
+  }
+  assert.equal(metrics.size, 0);
+  metrics.start("kept")(200);
+  const text = metrics.render({ workers: [] });
+  assert.ok(
+    text.includes('pyproxy_requests_total{model="kept",status="200"} 1'),
+  );
+  assert.ok(!text.includes('model="_other"'));
+  assert.ok(!text.includes('model="m0"'));
+});
+
+Deno.test("DELETE /v1/models/{name} takes the model's metric series with it", async () => {
+  await using gw = await startGateway({ workers: 1, allowManage: true });
+  const put = { method: "PUT", body: JSON.stringify({ file: "echo.py" }) };
+  for (let i = 0; i < 5; i++) {
+    let res = await gw.fetch(`/v1/models/gone${i}`, put);
+    assert.equal(res.status, 201);
+    await res.body?.cancel();
+    res = await gw.fetch(`/v1/models/gone${i}/execute`, {
+      method: "POST",
+      body: JSON.stringify({ i }),
+    });
+    assert.equal(res.status, 200);
+    await res.body?.cancel();
+    res = await gw.fetch(`/v1/models/gone${i}`, { method: "DELETE" });
+    assert.equal(res.status, 200);
+    await res.body?.cancel();
+  }
+  const families = parseExposition(await (await gw.fetch("/metrics")).text());
+  const models = new Set<string>();
+  for (const family of families.values()) {
+    for (const s of family.samples) {
+      if (s.labels.model !== undefined) models.add(s.labels.model);
+    }
+  }
+  assert.deepEqual([...models].filter((m) => m.startsWith("gone")), []);
+});

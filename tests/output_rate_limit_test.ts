@@ -53,3 +53,55 @@ Deno.test("OutputRateLimit.end reports what is left and leaves no timer behind",
   limit.end(); // Deno's sanitizer fails the test if the timer were kept
   assert.deepEqual(counts, [1]);
 });
+
+Deno.test("OutputRateLimit keeps no window for models that printed once long ago", () => {
+  let now = 0;
+  const limit = new OutputRateLimit("w1", { now: () => now });
+  const none = () => {};
+  const logger: Logger = {
+    trace: none,
+    debug: none,
+    info: none,
+    warn: none,
+    error: none,
+    fatal: none,
+  };
+  try {
+    // Models added and removed under new names, each printing once.
+    for (let i = 0; i < 10_000; i++) {
+      assert.equal(limit.admit(logger, `m${i}`, "hello"), "hello");
+      now += 100;
+    }
+    // The last second's windows (10 of them), and at most as many stale ones again.
+    assert.ok(limit.size <= 128, `${limit.size} windows kept`);
+  } finally {
+    limit.end();
+  }
+});
+
+Deno.test("OutputRateLimit keeps a window whose count is not yet reported", () => {
+  let now = 0;
+  const limit = new OutputRateLimit("w1", {
+    maxLinesPerSecond: 1,
+    now: () => now,
+  });
+  const counts: unknown[] = [];
+  const none = () => {};
+  const logger: Logger = {
+    trace: none,
+    debug: none,
+    info: none,
+    warn: (_m, props) => void counts.push(props?.count),
+    error: none,
+    fatal: none,
+  };
+  try {
+    limit.admit(logger, "noisy", "a\nb\nc"); // 2 lines left out
+    now += 5000; // its timer has not run yet (a busy event loop)
+    for (let i = 0; i < 1000; i++) limit.admit(logger, `m${i}`, "x");
+    limit.end();
+    assert.deepEqual(counts, [2]);
+  } finally {
+    limit.end();
+  }
+});

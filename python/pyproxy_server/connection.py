@@ -357,6 +357,10 @@ class Connection(asyncio.BufferedProtocol):
         if len(ignored) > 10000:  # a host that never answers must not grow it for ever
             ignored.clear()
         ignored.add(rid)
+        if rid not in self._host_pending:
+            # Its reply came already (after the wait timed out, before this):
+            # none will come to drop the id (it stayed until the clear above).
+            ignored.discard(rid)
         ignored.add(cid)
         try:
             data = self._finish(_encode_pieces({"id": cid, "cmd": "cancel", "target": rid}), cid, "r", "cancel")
@@ -1043,6 +1047,10 @@ class Connection(asyncio.BufferedProtocol):
             else:
                 log.info("connection %s: reply for unknown host request %r ignored", self.id, rid)
             return None
+        if self._host_ignored:
+            # Given up on while its reply was on the way (the waiting thread
+            # had not yet removed it from _host_pending): no other reply comes.
+            self._host_ignored.discard(rid)
         ok = msg.get("ok")
         if ok is True:
             try:

@@ -468,6 +468,10 @@ class ModelRegistry:
         if entry is None:
             raise ModelNotFoundError("Cannot remove model %r: not loaded" % (name,))
         sys.modules.pop(entry.module_name, None)
+        if entry.file is None:
+            # The lines of a model sent as source (models added and removed
+            # under new names kept one entry each in linecache for good).
+            linecache.cache.pop(_source_filename(name), None)
         return {"name": name, "removed": True}
 
     def init(self, name, data_file):
@@ -498,6 +502,9 @@ class ModelRegistry:
         source = spec.get("source")
         if file is None and source is None:
             raise InvalidRequestError("Cannot load model %r: give 'file' or 'source'" % name)
+        # What linecache held for the model's file name before this load (a
+        # failed load puts it back: the old version's lines, or none).
+        lines_before = _NOT_SET
         if file is not None:
             path = confine(self.root, file, "model file")
             filename = path
@@ -518,12 +525,14 @@ class ModelRegistry:
             else:
                 # Both: the host replays the code it first loaded from that file
                 # (its snapshot), under the file's name, whatever the file holds now.
+                lines_before = linecache.cache.get(filename)
                 linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         else:
             if not isinstance(source, str):
                 raise InvalidRequestError("Cannot load model %r: 'source' must be a string" % name)
-            filename = "<model %s>" % name
+            filename = _source_filename(name)
             # Lets tracebacks show the lines of models sent as source.
+            lines_before = linecache.cache.get(filename)
             linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         module_name = "pyproxy_model_%d" % next(self._modules)
         fresh = must_exist or name in self._models
@@ -537,6 +546,11 @@ class ModelRegistry:
             if fresh:
                 # A failed load puts the old helpers back in sys.modules.
                 self._fresh.end(ok)
+            if not ok and lines_before is not _NOT_SET:
+                if lines_before is None:
+                    linecache.cache.pop(filename, None)
+                else:
+                    linecache.cache[filename] = lines_before
         if spec.get("snapshot") is True and file is not None:
             desc["source"] = source  # what was loaded, for the host to replay
         return desc
@@ -596,6 +610,14 @@ class ModelRegistry:
                 exception=type(exc).__name__,
                 traceback=format_user_traceback(exc, os.path.dirname(__file__)),
             )
+
+
+_NOT_SET = object()
+
+
+def _source_filename(name):
+    """The file name of model ``name`` sent as source (tracebacks, linecache)."""
+    return "<model %s>" % name
 
 
 def _where(exc, filename, shown, root):

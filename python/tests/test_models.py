@@ -260,6 +260,32 @@ class ModelRegistryTest(unittest.TestCase):
         self.assertEqual(self.registry.remove("d"), {"name": "d", "removed": True})
         self.assertEqual(len(self.registry), 0)
 
+    def test_models_sent_as_source_leave_nothing_in_linecache_once_removed(self):
+        import linecache
+
+        before = set(linecache.cache)
+        # Models added and removed under new names, as a long-lived pool may.
+        for i in range(200):
+            self.registry.add("s%d" % i, {"source": "class M:\n    def execute(self, m):\n        return %d\n" % i})
+            self.registry.update("s%d" % i, {"source": "class M:\n    def execute(self, m):\n        return -1\n"})
+            self.registry.remove("s%d" % i)
+        self.assertEqual(set(linecache.cache) - before, set())
+
+    def test_a_failed_load_puts_back_what_linecache_held(self):
+        import linecache
+
+        before = set(linecache.cache)
+        for i in range(50):
+            with self.assertRaises(ModelLoadError):
+                self.registry.add("bad%d" % i, {"source": "raise ValueError('no')\n"})
+        self.assertEqual(set(linecache.cache) - before, set())
+        # A failed update keeps the lines of the version still serving.
+        self.registry.add("kept", {"source": "class M:\n    def execute(self, m):\n        raise KeyError('old')\n"})
+        with self.assertRaises(ModelLoadError):
+            self.registry.update("kept", {"source": "raise ValueError('new')\n"})
+        self.assertIn("raise KeyError('old')", "".join(linecache.getlines("<model kept>")))
+        self.registry.remove("kept")
+
 
 class PackageModelTest(unittest.TestCase):
     """A model file inside a package under the root uses relative imports."""

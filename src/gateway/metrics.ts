@@ -160,6 +160,22 @@ export class GatewayMetrics {
     };
   }
 
+  /**
+   * Drops the series of a removed model: models added and removed under new
+   * names kept theirs for the gateway's life (~18 lines of `/metrics` each),
+   * until `maxModels` names were used and every later model was counted
+   * under `"_other"`. Its calls still in flight finish uncounted; a model
+   * added again under the name starts from zero, as after a restart.
+   */
+  forget(model: string): void {
+    if (model !== UNKNOWN && model !== "_other") this.#models.delete(model);
+  }
+
+  /** Model label values held (one per model with calls counted or in flight). */
+  get size(): number {
+    return this.#models.size;
+  }
+
   /** Counts one HTTP response of any route. */
   countHttp(status: number): void {
     this.#http.set(status, (this.#http.get(status) ?? 0) + 1);

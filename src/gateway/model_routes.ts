@@ -600,6 +600,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     await oneAtATime(name, async () => {
       if (!known(name)) throw notFound(name);
       await catalog.remove(pool, name, { timeout: ctx.loadTimeout });
+      ctx.metrics.forget(name);
     });
     ctx.logger.info("Model {name} removed", { name });
     return c.json({ name, removed: true });

@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 57910,
+      size: 58374,
       sha256:
-        "15f3c0038216d9b8331ab2d3b49ac6b83ea05997f6672ffb75b043df58d33d02",
+        "c5436109c3fabc16ca8eee9bf2510a17c6556fb2ee071a47316f870e50950054",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -136,9 +136,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 33643,
+      size: 34587,
       sha256:
-        "b83d75d6ddae136b573762ec61ca40ad31db106ae739d64f2908094878c9ccce",
+        "5dd14794c064028b8de7f8bce5a69bc338a7c95bfac91986706a3c00f4c66c58",
     },
     {
       path: "pyproxy_server/server.py",
