@@ -7,6 +7,65 @@
 import { CancelledError } from "./errors.ts";
 
 /**
+ * The server's stream window (protocol §6, `executeStream`): it sends an item
+ * only while fewer than this many items are sent and not acknowledged...
+ */
+const WINDOW_ITEMS = 64;
+/** ...and fewer than this many bytes of their encoded `item` events. */
+const WINDOW_BYTES = 1024 * 1024;
+/** The bytes of `{"event":"item","id":,"seq":,"data":}` around the numbers and the data. */
+const ITEM_EVENT_BYTES = 37;
+const NON_ASCII = /[\u0080-\uffff]/;
+
+/**
+ * A stream call's hold on one of its worker's `maxInFlightPerWorker` slots,
+ * as the pool hands it to the stream ({@linkcode StreamRequestOptions.onSlot}).
+ *
+ * @example
+ * ```ts
+ * import type { StreamSlot } from "./model_stream.ts";
+ * const slot: StreamSlot = { park() {}, unpark() {} };
+ * slot.park(); // the reader is a window behind: the slot goes back to the pool
+ * slot.unpark(); // it caught up: the stream holds a slot again
+ * ```
+ */
+export interface StreamSlot {
+  /** Gives the slot back while the stream is parked (its window is full). */
+  park(): void;
+  /** Takes a slot again, even above `maxInFlightPerWorker`, once the reader catches up. */
+  unpark(): void;
+}
+
+/**
+ * Options of {@linkcode StreamPool.request}.
+ *
+ * @example
+ * ```ts
+ * import type { StreamRequestOptions } from "./model_stream.ts";
+ * const options: StreamRequestOptions = { timeout: 60_000, onSlot: (slot) => slot.park() };
+ * console.log(options.timeout); // 60000
+ * ```
+ */
+export interface StreamRequestOptions {
+  /** Calls with the same key go to the same worker while it is up. */
+  key?: string;
+  /** Send to this worker only. */
+  worker?: string;
+  /** Milliseconds for the whole call. */
+  timeout?: number;
+  /** Aborting cancels the call. */
+  signal?: AbortSignal;
+  /** Gets the call's events (`streamStart`, `item`). */
+  onEvent?: (event: Record<string, unknown>) => void;
+  /**
+   * Gets the call's slot each time the call is sent to a worker: the
+   * stream parks it while its window is full. A pool without it counts the
+   * stream in flight from its start to its end.
+   */
+  onSlot?: (slot: StreamSlot) => void;
+}
+
+/**
  * What a {@linkcode ModelStream} needs from the pool.
  *
  * @example
@@ -19,13 +78,7 @@ export interface StreamPool {
   request<T = unknown>(
     cmd: string,
     args?: Record<string, unknown>,
-    options?: {
-      key?: string;
-      worker?: string;
-      timeout?: number;
-      signal?: AbortSignal;
-      onEvent?: (event: Record<string, unknown>) => void;
-    },
+    options?: StreamRequestOptions,
   ): Promise<T>;
   /** Sends a small command on a worker's connection (the acks). */
   control<T = unknown>(
@@ -65,12 +118,17 @@ export interface ExecuteStreamOptions {
  * model's generator runs ahead of the reader by at most 64 items (or 1 MiB):
  * a slow reader slows the model down instead of filling memory, and while
  * the model waits for it, it holds no thread of its worker (the call is
- * parked there). Leaving a `for await` loop early (or `cancel()`) cancels
+ * parked there) and none of the worker's `maxInFlightPerWorker` slots in the
+ * pool (`status().workers[].parked` counts it instead of `inFlight`), so
+ * readers that stop do not keep other calls waiting; the stream takes a slot
+ * again as its reader catches up, even above the limit for a while (the
+ * reader is ready: waiting for a slot held by calls that may wait on it could
+ * wait for ever). Leaving a `for await` loop early (or `cancel()`) cancels
  * the model's call; an error (the model's exception, a timeout, a lost
  * worker) is thrown by the iterator after the items that came before it. A
  * stream neither read to its end nor cancelled keeps its model call (a
- * suspended generator, and one of the worker's `maxInFlightPerWorker` slots)
- * until its timeout: read it, or `cancel()` it (`await using` does).
+ * suspended generator and up to 64 items on each side) until its timeout:
+ * read it, or `cancel()` it (`await using` does).
  *
  * @example
  * ```ts ignore
@@ -96,6 +154,16 @@ export class ModelStream<T = unknown>
   #pid: number | undefined;
   #ackSeq = -1;
   #ackScheduled = false;
+  /** The call's slot in the pool (when the pool hands it over). */
+  #slot: StreamSlot | undefined;
+  /** Whether `#slot` is parked: the window is full as far as this side knows. */
+  #parked = false;
+  /** The last seq acknowledged in an `itemAck` sent. */
+  #ackedSeq = -1;
+  /** Encoded sizes of the items received after `#ackedSeq`, in seq order. */
+  #unacked: number[] = [];
+  /** Their sum. */
+  #unackedBytes = 0;
 
   /** Starts the call; use {@linkcode Pool.executeStream}. */
   constructor(
@@ -114,6 +182,10 @@ export class ModelStream<T = unknown>
       ...(options.timeout === undefined ? {} : { timeout: options.timeout }),
       signal,
       onEvent: (event) => this.#onEvent(event),
+      onSlot: (slot) => {
+        this.#slot = slot;
+        this.#parked = false;
+      },
     }).then(
       (reply) => {
         const items = reply?.items;
@@ -186,6 +258,7 @@ export class ModelStream<T = unknown>
     if (event.event === "item") {
       if (this.#ended) return;
       this.#items.push(event.data as T);
+      if (this.#slot !== undefined) this.#sent(event);
       this.#wake();
     } else if (event.event === "streamStart") {
       if (typeof event.id === "number") this.#target = event.id;
@@ -205,6 +278,30 @@ export class ModelStream<T = unknown>
     for (const waiter of this.#waiters.splice(0)) waiter();
   }
 
+  /**
+   * An item came: counted in the window until its ack is sent. Once the
+   * window is full the server sends no more and parks the call (or is about
+   * to: an item may be on its way), so its slot goes back to the pool: a
+   * reader that stopped must not keep the worker's other calls waiting.
+   * This side counts no more items than the server (some may be on their
+   * way here) and no fewer acks (some may be on their way there), so it
+   * never thinks the window full while the server does not.
+   */
+  #sent(event: Record<string, unknown>): void {
+    const size = itemEventBytes(event);
+    this.#unacked.push(size);
+    this.#unackedBytes += size;
+    if (!this.#parked && this.#windowFull()) {
+      this.#parked = true;
+      this.#slot!.park();
+    }
+  }
+
+  #windowFull(): boolean {
+    return this.#unacked.length >= WINDOW_ITEMS ||
+      this.#unackedBytes >= WINDOW_BYTES;
+  }
+
   /** Tells the model's server what was read (one ack per event-loop turn). */
   #scheduleAck(seq: number): void {
     this.#ackSeq = seq;
@@ -216,11 +313,61 @@ export class ModelStream<T = unknown>
         this.#ended || this.#worker === undefined ||
         this.#target === undefined
       ) return;
+      const seq = this.#ackSeq;
       this.#pool.control(this.#worker, "itemAck", {
         target: this.#target,
-        seq: this.#ackSeq,
+        seq,
       }, this.#pid === undefined ? {} : { pid: this.#pid })
         .catch(() => {}); // the call's own reply reports a lost connection
+      this.#acked(seq);
     }, 0);
   }
+
+  /**
+   * The ack of every item up to `seq` is sent: an ack that opens the window
+   * takes the slot back, even beyond `maxInFlightPerWorker` (the server goes
+   * on as soon as it reads the ack, and the reader is waiting for its items).
+   */
+  #acked(seq: number): void {
+    if (this.#slot === undefined) return;
+    const unacked = this.#unacked;
+    let n = Math.min(seq - this.#ackedSeq, unacked.length);
+    this.#ackedSeq = seq;
+    for (; n > 0; n--) this.#unackedBytes -= unacked.shift()!;
+    if (this.#parked && !this.#windowFull()) {
+      this.#parked = false;
+      this.#slot.unpark();
+    }
+  }
+}
+
+/**
+ * The bytes of an `item` event as the server counts them in its window: its
+ * compact JSON (`{"event":"item","id":7,"seq":3,"data":...}`) in UTF-8. The
+ * same JSON but for numbers a parse does not keep as written (`1.0`, `1e3`):
+ * an estimate of the server's count that is exact for most items.
+ */
+function itemEventBytes(event: Record<string, unknown>): number {
+  const data = JSON.stringify(event.data ?? null);
+  return ITEM_EVENT_BYTES + String(event.id).length +
+    String(event.seq).length +
+    (NON_ASCII.test(data) ? utf8Length(data) : data.length);
+}
+
+/** The UTF-8 length of `text` (well-formed: lone surrogates count 3 bytes). */
+function utf8Length(text: string): number {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) bytes += 1;
+    else if (c >= 0xd800 && c < 0xdc00 && i + 1 < text.length) {
+      const d = text.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d < 0xe000) {
+        bytes += 2; // two units, four bytes
+        i++;
+      } else bytes += 2;
+    } else bytes += 2;
+  }
+  return bytes;
 }

@@ -45,7 +45,13 @@ import { withTimeout } from "./_with_timeout.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
 import { callOptionsError } from "./_call_options.ts";
 import { type BatchSettings, ModelBatcher } from "./_model_batcher.ts";
-import { type ExecuteStreamOptions, ModelStream } from "./model_stream.ts";
+import { SlotLease } from "./_slot_lease.ts";
+import {
+  type ExecuteStreamOptions,
+  ModelStream,
+  type StreamPool,
+  type StreamRequestOptions,
+} from "./model_stream.ts";
 import { hostDirPrefix, removeDeadHostDirs } from "./_dead_host_dirs.ts";
 import { closeAllOnSignal, closeOnSignal } from "./_signal_close.ts";
 
@@ -127,8 +133,16 @@ export interface PoolStatus {
   models: ModelInfo[];
   /** Calls waiting in the pool queue. */
   queue: number;
-  /** Calls sent and not yet settled, over all workers. */
+  /**
+   * Calls sent and not yet settled, over all workers, that hold a
+   * `maxInFlightPerWorker` slot (parked streams excepted).
+   */
   inFlight: number;
+  /**
+   * Streams sent and not yet settled, over all workers, whose reader is a
+   * full window (64 items or 1 MiB) behind: they hold no slot meanwhile.
+   */
+  parked: number;
   /** Milliseconds since the pool started. */
   uptime: number;
   /** `true` once `close()` was called. */
@@ -317,6 +331,20 @@ export class Pool implements AsyncDisposable {
   #modelWaits = new Set<() => void>();
   /** The pool's eval atoms (running ones, and recently finished ones for replay). */
   readonly atoms: AtomRegistry<Atom> = new AtomRegistry<Atom>();
+  /** The pool as its streams use it: their calls get their slot leases. */
+  #streamPool: StreamPool = {
+    request: <T>(
+      cmd: string,
+      args?: Record<string, unknown>,
+      options: StreamRequestOptions = {},
+    ) => this.#request<T>(cmd, args, options, options.onSlot),
+    control: <T>(
+      worker: string,
+      cmd: string,
+      args: Record<string, unknown>,
+      options?: { pid?: number; timeout?: number },
+    ) => this.control<T>(worker, cmd, args, options),
+  };
 
   private constructor(opts: ResolvedPoolOptions, plugins: Plugin[]) {
     this.#opts = opts;
@@ -610,7 +638,7 @@ export class Pool implements AsyncDisposable {
     msg: unknown,
     options: ExecuteStreamOptions = {},
   ): ModelStream<T> {
-    return new ModelStream<T>(this, name, msg, options);
+    return new ModelStream<T>(this.#streamPool, name, msg, options);
   }
 
   /**
@@ -622,6 +650,15 @@ export class Pool implements AsyncDisposable {
     cmd: string,
     args?: Record<string, unknown>,
     options: PoolRequestOptions = {},
+  ): Promise<T> {
+    return this.#request<T>(cmd, args, options, undefined);
+  }
+
+  #request<T>(
+    cmd: string,
+    args: Record<string, unknown> | undefined,
+    options: PoolRequestOptions,
+    onSlot: ((slot: SlotLease) => void) | undefined,
   ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const refused = this.#refusal(cmd, options);
@@ -636,6 +673,7 @@ export class Pool implements AsyncDisposable {
         resolve: resolve as (value: unknown) => void,
         reject,
       };
+      if (onSlot !== undefined) call.onSlot = onSlot;
       this.#router.route(call, false);
     });
   }
@@ -850,6 +888,7 @@ export class Pool implements AsyncDisposable {
       models: this.#registry.list(),
       queue: this.#router.queued,
       inFlight: this.#supervisor.workers.reduce((n, w) => n + w.inFlight, 0),
+      parked: this.#supervisor.workers.reduce((n, w) => n + w.parked, 0),
       uptime: Date.now() - this.#startedAt,
       closing: this.#closing,
       plugins: this.#plugins.plugins.map((p) => p.name),
@@ -1043,26 +1082,41 @@ export class Pool implements AsyncDisposable {
     const session = worker.session!;
     const gen = worker.generation;
     const { signal, onEvent } = call.options;
+    const { onSlot } = call;
     const remaining = call.deadline === Infinity
       ? undefined
       : Math.max(1, call.deadline - Date.now());
     // The common call has no timeout, signal or listener: no options object then.
     let options: RequestOptions | undefined;
     if (
-      remaining !== undefined || signal !== undefined || onEvent !== undefined
+      remaining !== undefined || signal !== undefined ||
+      onEvent !== undefined || onSlot !== undefined
     ) {
       // The worker stays counted busy with a call given up on (timeout,
       // abort) until the server answers its cancel: new calls then wait in
       // the pool's bounded queue instead of piling onto a worker still busy
       // with abandoned work (large requests timing out in bursts got workers
       // killed by the hang probe, then marked failed).
-      options = { onDone: () => this.#released(worker) };
+      //
+      // A stream's slot is a lease: parked while its reader is a window
+      // behind, released (from whichever count holds it) at the same point.
+      const lease = onSlot === undefined
+        ? undefined
+        : new SlotLease(worker, () => this.#pumpQueue());
+      if (lease === undefined) worker.acquire();
+      options = {
+        onDone: lease === undefined
+          ? () => this.#released(worker)
+          : () => lease.end(),
+      };
       if (remaining !== undefined) options.timeout = remaining;
       if (signal !== undefined) options.signal = signal;
       if (onEvent !== undefined) options.onEvent = onEvent;
+      if (lease !== undefined) onSlot!(lease);
+    } else {
+      worker.acquire();
     }
     const releaseOnSettle = options === undefined;
-    worker.acquire();
     call.options.onSend?.();
     session.request(call.cmd, call.args, options).then(
       (value) => {
@@ -1080,6 +1134,11 @@ export class Pool implements AsyncDisposable {
   /** A call of `worker` is done on the server: room for a queued call. */
   #released(worker: Worker): void {
     worker.release();
+    this.#pumpQueue();
+  }
+
+  /** A slot freed up: queued calls that can go now are sent. */
+  #pumpQueue(): void {
     if (this.#router.queued > 0) this.#router.pump(false);
   }
 

@@ -12,6 +12,7 @@ import {
   TimeoutError,
 } from "./errors.ts";
 import type { Worker } from "./worker.ts";
+import type { SlotLease } from "./_slot_lease.ts";
 import { hash32, mix32 } from "./_hash32.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
 
@@ -34,6 +35,11 @@ export interface PoolCall {
   deadline: number;
   /** Retries so far (idempotent calls). */
   retries: number;
+  /**
+   * A stream's hook: gets the call's slot lease each time it is sent, to
+   * park the slot while its reader is a window behind (`executeStream`).
+   */
+  onSlot?: ((slot: SlotLease) => void) | undefined;
   /** Settles the caller's promise. */
   resolve: (value: unknown) => void;
   /** Settles the caller's promise. */

@@ -437,8 +437,8 @@ export class Supervisor {
 /**
  * The `n` slots a shrink removes: first those with no process serving
  * (`failed`, `stopped`, `restarting`, `starting`, or a ready one whose
- * connection just ended), then ready ones with the fewest calls in flight;
- * among equals, the newest slot.
+ * connection just ended), then ready ones with the fewest calls in flight
+ * (parked streams included); among equals, the newest slot.
  */
 function pickVictims(workers: readonly Worker[], n: number): Worker[] {
   const serving = (w: Worker) =>
@@ -446,7 +446,8 @@ function pickVictims(workers: readonly Worker[], n: number): Worker[] {
   return workers
     .map((w, at) => ({ w, at }))
     .sort((a, b) =>
-      serving(a.w) - serving(b.w) || a.w.inFlight - b.w.inFlight ||
+      serving(a.w) - serving(b.w) ||
+      a.w.inFlight + a.w.parked - b.w.inFlight - b.w.parked ||
       b.at - a.at
     )
     .slice(0, n)

@@ -74,8 +74,17 @@ export interface WorkerInfo {
   readonly state: WorkerState;
   /** How many times the slot was restarted. */
   readonly restarts: number;
-  /** Calls sent and not yet settled. */
+  /**
+   * Calls sent and not yet settled that hold one of the worker's
+   * `maxInFlightPerWorker` slots (parked streams excepted).
+   */
   readonly inFlight: number;
+  /**
+   * Streams sent and not yet settled whose reader is a full window behind
+   * (64 items or 1 MiB unread): parked on the server, they hold no
+   * `maxInFlightPerWorker` slot until the reader catches up.
+   */
+  readonly parked: number;
   /** Calls waiting in the pool queue that can only go to this worker (pinned or keyed). */
   readonly queued: number;
   /** Milliseconds since the current process became ready (0 when not running). */
@@ -169,6 +178,7 @@ export class Worker implements WorkerInfo {
   #starting: Promise<Error | undefined> | undefined;
   #exitWaiters: Array<(exit: WorkerExit) => void> = [];
   #inFlight = 0;
+  #parked = 0;
   #idleWaiters: Array<() => void> = [];
   /** Calls in the pool queue bound to this worker (kept by the pool). */
   queued = 0;
@@ -191,9 +201,13 @@ export class Worker implements WorkerInfo {
   get restarts(): number {
     return this.#restarts;
   }
-  /** Calls in flight on the current process. */
+  /** Calls in flight on the current process that hold a slot. */
   get inFlight(): number {
     return this.#inFlight;
+  }
+  /** Streams in flight on the current process, parked (no slot held). */
+  get parked(): number {
+    return this.#parked;
   }
   /** Milliseconds since ready. */
   get uptime(): number {
@@ -230,6 +244,7 @@ export class Worker implements WorkerInfo {
       state: this.state,
       restarts: this.restarts,
       inFlight: this.inFlight,
+      parked: this.parked,
       queued: this.queued,
       uptime: this.uptime,
       lastExit: this.lastExit,
@@ -243,12 +258,34 @@ export class Worker implements WorkerInfo {
     this.#inFlight++;
   }
 
-  /** Counts a call that settled. */
-  release(): void {
-    this.#inFlight--;
-    if (this.#inFlight === 0 && this.#idleWaiters.length > 0) {
+  /**
+   * Counts a call that settled: one that held a slot, or with `parked` a
+   * parked one ({@linkcode Worker.park}).
+   */
+  release(parked = false): void {
+    if (parked) this.#parked--;
+    else this.#inFlight--;
+    if (
+      this.#inFlight === 0 && this.#parked === 0 &&
+      this.#idleWaiters.length > 0
+    ) {
       for (const wake of this.#idleWaiters.splice(0)) wake();
     }
+  }
+
+  /**
+   * A call in flight gives its slot back and counts as parked (a stream
+   * waiting for its reader); it is still in flight for `stop()`'s drain.
+   */
+  park(): void {
+    this.#inFlight--;
+    this.#parked++;
+  }
+
+  /** A parked call takes a slot again (even beyond `maxInFlightPerWorker`). */
+  unpark(): void {
+    this.#parked--;
+    this.#inFlight++;
   }
 
   /** Resolves with the exit of the process of generation `gen` (at once if it already ended). */
@@ -479,7 +516,7 @@ export class Worker implements WorkerInfo {
     this.#intentional = true;
     this.#killReason ??= reason;
     if (this.#state === "ready") this.#setState("draining");
-    if (this.#inFlight > 0) {
+    if (this.#inFlight > 0 || this.#parked > 0) {
       await withTimeout(
         new Promise<void>((resolve) => this.#idleWaiters.push(resolve)),
         graceMs,

@@ -200,3 +200,62 @@ Deno.test("Gateway model stream: the metrics count a stream in flight until it e
   assert.equal(await metric(total(200)), 1);
   assert.equal(await metric(inFlight), 0);
 });
+
+Deno.test("Gateway model stream: clients that stop reading give their worker slots back; other requests run", async () => {
+  await using gw = await startGateway({
+    allowManage: true,
+    limits: { shutdownGrace: 2000, maxInFlightPerWorker: 2 },
+  });
+  await putModel(gw, "streamer", "streamer.py", STREAMER);
+  await putModel(
+    gw,
+    "chunks",
+    "chunks.py",
+    `class Chunks:
+    def execute(self, msg):
+        while True:
+            yield "x" * 65536
+`,
+  );
+  const workers = async () =>
+    (await (await gw.fetch("/v1/status")).json()).workers as {
+      inFlight: number;
+      parked: number;
+    }[];
+  // Two clients that send their request and never read the answer: once
+  // the sockets' buffers are full, the gateway stops reading their streams
+  // and the streams park, their worker slots free (both slots were theirs).
+  const body = "{}";
+  const head = [
+    "POST /v1/models/chunks/stream HTTP/1.1",
+    `Host: 127.0.0.1:${gw.port}`,
+    "Content-Type: application/json",
+    `Content-Length: ${body.length}`,
+    ...(gw.token === undefined ? [] : [`Authorization: Bearer ${gw.token}`]),
+  ].join("\r\n");
+  const clients: Deno.TcpConn[] = [];
+  try {
+    for (let i = 0; i < 2; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: gw.port });
+      clients.push(conn);
+      await conn.write(new TextEncoder().encode(`${head}\r\n\r\n${body}`));
+    }
+    await until(async () => {
+      const [w] = await workers();
+      return w!.parked === 2 && w!.inFlight === 0;
+    }, "the two unread streams to park");
+    const res = await gw.fetch("/v1/models/streamer/execute", {
+      method: "POST",
+      body: JSON.stringify({ n: 2 }),
+    });
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), [{ token: "t0" }, { token: "t1" }]);
+  } finally {
+    for (const conn of clients) conn.close();
+  }
+  // The clients left: their streams are cancelled.
+  await until(async () => {
+    const [w] = await workers();
+    return w!.parked === 0 && w!.inFlight === 0;
+  }, "the streams of the clients that left to end");
+});

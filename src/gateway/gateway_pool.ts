@@ -43,8 +43,10 @@ export interface GatewayWorkerStatus {
   readonly state: string;
   /** Restarts of the slot. */
   readonly restarts: number;
-  /** Calls in flight on it. */
+  /** Calls in flight on it (parked streams excepted). */
   readonly inFlight: number;
+  /** Streams in flight on it that wait for their reader, holding no slot. */
+  readonly parked?: number;
   /** Calls queued for it. */
   readonly queued?: number;
   /** Milliseconds since it became ready. */
