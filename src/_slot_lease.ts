@@ -25,18 +25,25 @@ import type { Worker } from "./worker.ts";
 export class SlotLease {
   #worker: Worker;
   #freed: () => void;
+  #maxParked: number;
   #state: "held" | "parked" | "ended" = "held";
 
-  /** Counts the call in flight on `worker`; `freed` runs when a slot frees up. */
-  constructor(worker: Worker, freed: () => void) {
+  /**
+   * Counts the call in flight on `worker`; `freed` runs when a slot frees
+   * up. At most `maxParked` streams of the worker are parked at once: the
+   * next ones keep their slots.
+   */
+  constructor(worker: Worker, freed: () => void, maxParked: number) {
     this.#worker = worker;
     this.#freed = freed;
+    this.#maxParked = maxParked;
     worker.acquire();
   }
 
-  /** Gives the slot back while the stream waits for its reader. */
+  /** Gives the slot back while the stream waits for its reader (room permitting). */
   park(): void {
     if (this.#state !== "held") return;
+    if (this.#worker.parked >= this.#maxParked) return;
     this.#state = "parked";
     this.#worker.park();
     this.#freed();

@@ -209,6 +209,14 @@ export interface PoolOptions {
   plugins?: PluginsOption;
   /** Calls in flight per worker before calls wait in the queue. @default {64} */
   maxInFlightPerWorker?: number;
+  /**
+   * Streams per worker that may be parked (their reader a window behind)
+   * without holding one of its `maxInFlightPerWorker` slots; beyond, a
+   * parked stream keeps its slot, so stalled readers cannot make a worker
+   * hold streams without bound (each may buffer up to 64 items or 1 MiB on
+   * each side). @default {256}
+   */
+  maxParkedPerWorker?: number;
   /** Calls that may wait in the pool queue before `OverloadedError`. @default {1024} */
   maxQueue?: number;
   /**
@@ -1100,9 +1108,11 @@ export class Pool implements AsyncDisposable {
       //
       // A stream's slot is a lease: parked while its reader is a window
       // behind, released (from whichever count holds it) at the same point.
-      const lease = onSlot === undefined
-        ? undefined
-        : new SlotLease(worker, () => this.#pumpQueue());
+      const lease = onSlot === undefined ? undefined : new SlotLease(
+        worker,
+        () => this.#pumpQueue(),
+        this.#opts.maxParkedPerWorker,
+      );
       if (lease === undefined) worker.acquire();
       options = {
         onDone: lease === undefined

@@ -36,6 +36,8 @@ export interface ResolvedPoolOptions {
   plugins: PluginsOption;
   /** In-flight bound per worker. */
   maxInFlightPerWorker: number;
+  /** Parked streams per worker that hold no in-flight slot. */
+  maxParkedPerWorker: number;
   /** Bound of the pool queue. */
   maxQueue: number;
   /** Default call timeout in ms, or undefined for none. */
@@ -156,6 +158,7 @@ const schema = v.strictObject({
   ),
   plugins: v.optional(plugins),
   maxInFlightPerWorker: int(1),
+  maxParkedPerWorker: int(0),
   maxQueue: int(0),
   requestTimeout: positive,
   loadTimeout: positive,
@@ -235,6 +238,7 @@ export function resolvePoolOptions(
     transport: options.transport ?? (unixByDefault() ? "unix" : "tcp"),
     plugins: options.plugins ?? [],
     maxInFlightPerWorker: options.maxInFlightPerWorker ?? 64,
+    maxParkedPerWorker: options.maxParkedPerWorker ?? 256,
     maxQueue: options.maxQueue ?? 1024,
     requestTimeout: options.requestTimeout,
     loadTimeout: options.loadTimeout ?? DEFAULT_LOAD_TIMEOUT,

@@ -216,3 +216,31 @@ Deno.test("Pool.close with a parked stream: the stream ends, nothing stays count
     (err: Error) => !(err instanceof CancelledError),
   );
 });
+
+Deno.test("Pool.executeStream: at most maxParkedPerWorker streams park; the next ones keep their slots", async () => {
+  await using dir = await modelsDir();
+  // Without a cap, stalled readers could make a worker hold streams without
+  // bound (each buffering up to 64 items or 1 MiB on each side).
+  await using pool = await startPool(dir.path, {
+    maxInFlightPerWorker: 4,
+    maxParkedPerWorker: 2,
+  });
+  const streams: ModelStream<{ i: number }>[] = [];
+  try {
+    for (let i = 0; i < 4; i++) {
+      streams.push(pool.executeStream("counter", {}, { timeout: 60_000 }));
+    }
+    for (const stream of streams) {
+      assert.deepEqual(await stream.next(), { value: { i: 0 }, done: false });
+    }
+    await countsAre(pool, 2, 2, "two streams parked, two holding slots");
+    // Two slots are still free for other calls.
+    assert.deepEqual(
+      await pool.execute("plain", { x: 7 }, { timeout: 30_000 }),
+      { x: 7 },
+    );
+  } finally {
+    for (const stream of streams) await stream.cancel();
+  }
+  await countsAre(pool, 0, 0, "every stream released");
+});
