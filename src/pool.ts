@@ -399,6 +399,7 @@ export class Pool implements AsyncDisposable {
         // model operations waiting for a ready worker look again.
         if (full) { for (const wake of [...this.#modelWaits]) wake(); }
       },
+      closing: () => this.#closing,
     });
     this.#router = new PoolRouter({
       workers: this.#supervisor.workers,

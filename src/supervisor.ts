@@ -38,6 +38,11 @@ export interface SupervisorOptions {
   events: PoolEventHub;
   /** Called when routing may have changed (`full`: also fail calls that can no longer be routed). */
   pump: (full: boolean) => void;
+  /**
+   * Whether `pool.close()` started (`PluginContext.closing`): it first lets
+   * model operations finish, before the supervisor stops.
+   */
+  closing: () => boolean;
 }
 
 /**
@@ -45,7 +50,7 @@ export interface SupervisorOptions {
  *
  * @example
  * ```ts ignore
- * const supervisor = new Supervisor({ pool, options, plugins, registry, events, pump });
+ * const supervisor = new Supervisor({ pool, options, plugins, registry, events, pump, closing });
  * await supervisor.start(modelsDir, "unix");
  * await supervisor.stop(5000);
  * ```
@@ -360,7 +365,8 @@ export class Supervisor {
 
   #makeContext(): PluginContext {
     const { options, events } = this.#opts;
-    const isClosing = (): boolean => this.#closing;
+    // The pool's flag: close() lets model operations finish before stop().
+    const isClosing = (): boolean => this.#closing || this.#opts.closing();
     // A slot a resize removed is no error: a policy may still act on its
     // exit (then nothing happens). Only an id the pool never had is.
     const find = (id: string): Worker | undefined => {
@@ -379,7 +385,7 @@ export class Supervisor {
       },
       workers: () => this.workers.map((w) => w.info()),
       restartWorker: (id, opts = {}) => {
-        if (this.#closing) return false;
+        if (isClosing()) return false;
         const delayMs = opts.delayMs ?? 0;
         const attempt = find(id)?.scheduleRestart(delayMs, opts.reason);
         if (attempt === undefined) return false;
@@ -387,7 +393,7 @@ export class Supervisor {
         return true;
       },
       reviveWorker: (id, opts = {}) => {
-        if (this.#closing) return false;
+        if (isClosing()) return false;
         const delayMs = opts.delayMs ?? 0;
         const attempt = find(id)?.revive(delayMs);
         if (attempt === undefined) return false;
