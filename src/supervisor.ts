@@ -43,6 +43,14 @@ export interface SupervisorOptions {
    * model operations finish, before the supervisor stops.
    */
   closing: () => boolean;
+  /** Calls waiting in the pool queue (`PluginContext.load`). */
+  queued: () => number;
+  /** Whether `Pool.start` has finished (`PluginContext.load`). */
+  started: () => boolean;
+  /** Whether a resize runs or waits for its turn (`PluginContext.load`). */
+  resizing: () => boolean;
+  /** The pool's resize on behalf of a plugin (`PluginContext.resize`). */
+  resize: PluginContext["resize"];
 }
 
 /**
@@ -50,7 +58,7 @@ export interface SupervisorOptions {
  *
  * @example
  * ```ts ignore
- * const supervisor = new Supervisor({ pool, options, plugins, registry, events, pump, closing });
+ * const supervisor = new Supervisor({ pool, options, plugins, registry, events, pump, closing, started, queued, resizing, resize });
  * await supervisor.start(modelsDir, "unix");
  * await supervisor.stop(5000);
  * ```
@@ -426,6 +434,23 @@ export class Supervisor {
           // A pool closing meanwhile ends the watch: no timer outlives close().
           : waitsForIO(options.runtime, pid, withinMs, isClosing);
       },
+      load: () => {
+        let ready = 0;
+        let inFlight = 0;
+        for (const w of this.workers) {
+          if (w.state === "ready") ready++;
+          inFlight += w.inFlight;
+        }
+        return {
+          workers: this.workers.length,
+          ready,
+          inFlight,
+          queue: this.#opts.queued(),
+          resizing: this.#opts.resizing(),
+          starting: !this.#opts.started(),
+        };
+      },
+      resize: (count, opts) => this.#opts.resize(count, opts),
       ping: async (id, timeoutMs) => {
         const session = this.#byId.get(id)?.session;
         if (session === undefined) return false;
