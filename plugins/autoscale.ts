@@ -51,7 +51,7 @@ export interface AutoscaleOptions {
    * A sample is idle when no call is queued and at most this many calls
    * are in flight per ready worker (and one worker less would not be busy):
    * a number >= 0, below `upInFlight`.
-   * @default {0.5}
+   * @default {0.5, or half of upInFlight when that is lower}
    */
   downInFlight?: number;
   /** The samples must have been busy this long before the pool grows: a number >= 0. @default {2000} */
