@@ -11,7 +11,12 @@ import { ConfigError } from "../src/errors.ts";
 import type { Logger } from "../src/logger.ts";
 import type { Plugin } from "../src/plugin.ts";
 import { Pool, type PoolEvent } from "../src/pool.ts";
-import { modelsDir, nextEvent, PidTracker } from "./_pool_harness.ts";
+import {
+  assertGone,
+  modelsDir,
+  nextEvent,
+  PidTracker,
+} from "./_pool_harness.ts";
 
 /** Held calls: each waits until `msg.path` exists (or 30 s), then answers. */
 const GATE = `import os
@@ -90,8 +95,11 @@ function resizedTo(pool: Pool, to: number): Promise<PoolEvent> {
   return nextEvent(pool, "resize", (e) => e.to === to, 20_000);
 }
 
-/** Python server processes whose parent is this process. */
-function ourServers(): number[] {
+/**
+ * Python server processes of this process serving `dir` (their `--path`):
+ * test files running in parallel share the process.
+ */
+function serversOf(dir: string): number[] {
   const out: number[] = [];
   for (const entry of Deno.readDirSync("/proc")) {
     if (!/^\d+$/.test(entry.name)) continue;
@@ -100,7 +108,10 @@ function ourServers(): number[] {
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
       if (fields[0] === "Z" || Number(fields[1]) !== Deno.pid) continue;
       const cmd = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
-      if (cmd.includes("pyproxy_server")) out.push(Number(entry.name));
+      const args = cmd.split("\0");
+      if (
+        args.some((a) => a.includes("pyproxy_server")) && args.includes(dir)
+      ) out.push(Number(entry.name));
     } catch {
       // gone meanwhile
     }
@@ -341,7 +352,7 @@ Deno.test("autoscale brings a pool started outside its bounds into them at once"
 
 Deno.test("close() during an autoscale scale-up leaves no worker process behind", async () => {
   for (const when of ["at the resize", "while the new worker loads"]) {
-    const before = new Set(ourServers());
+    let served = "";
     let added: string | undefined;
     const loading = Promise.withResolvers<void>();
     const spy: Plugin = {
@@ -367,6 +378,8 @@ Deno.test("close() during an autoscale scale-up leaves no worker process behind"
       // The held calls are cut short at once.
       shutdownGrace: 0,
     }, async ({ pool, plugin, log, dir }) => {
+      served = dir;
+      assert.equal(serversOf(dir).length, 1);
       const path = `${dir}/open`;
       const calls = Array.from(
         { length: 6 },
@@ -392,8 +405,8 @@ Deno.test("close() during an autoscale scale-up leaves no worker process behind"
       );
     });
     assert.ok(closed);
-    const left = ourServers().filter((pid) => !before.has(pid));
-    assert.deepEqual(left, [], `python servers left ${when}`);
+    // Every process spawned for the pool, known to it or not, has exited.
+    await assertGone(serversOf(served));
   }
 });
 
