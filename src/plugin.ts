@@ -197,7 +197,11 @@ export interface PoolLoad {
   workers: number;
   /** Slots in state `ready` (taking calls). */
   ready: number;
-  /** Calls sent and not yet settled, over all workers. */
+  /**
+   * Calls sent and not yet settled, over all workers, that hold a
+   * `maxInFlightPerWorker` slot (as `status().inFlight`: a stream parked
+   * behind its slow reader costs its worker nothing and is not counted).
+   */
   inFlight: number;
   /** Calls waiting in the pool queue. */
   queue: number;
