@@ -1,12 +1,14 @@
 /**
  * The bundled plugins. `reconnect`, `spillover` and `sharedCache` are on by
- * default in `Pool.start`; see `docs/plugins.md`.
+ * default in `Pool.start`; `autoscale` is added on request; see
+ * `docs/plugins.md`.
  *
  * @module
  */
 export * from "./reconnect.ts";
 export * from "./spillover.ts";
 export * from "./shared_cache.ts";
+export * from "./autoscale.ts";
 export * from "./cache_store.ts";
 export * from "./memory_store.ts";
 export * from "./redis_store.ts";

@@ -10,7 +10,8 @@ import {
   type LogLevel,
   type LogRecord,
 } from "@logtape/logtape";
-import { StartError } from "./errors.ts";
+import { autoscale } from "../plugins/autoscale.ts";
+import { ConfigError, StartError } from "./errors.ts";
 import type { Runtime } from "./runtime/types.ts";
 import { defaultRuntime } from "./runtime/mod.ts";
 import { PYTHON_MANIFEST } from "./runtime/python_manifest.ts";
@@ -63,6 +64,9 @@ Options:
                             without a token, one is generated and printed)
       --allow-manage        Enable PUT/DELETE /v1/models/{name} and PUT /v1/workers
                             (token: as above)
+      --autoscale <min:max> Grow the pool while calls queue, shrink it while idle,
+                            between min and max workers (either may be left out:
+                            2:, :8; default min --workers; see docs/plugins.md)
       --no-cancel-on-disconnect
                             Let execute calls run on when their client disconnects
                             (no faster: see docs/gateway.md)
@@ -122,6 +126,7 @@ const OPTIONS = {
   "no-cancel-on-disconnect": { type: "boolean" },
   "no-sched-batch": { type: "boolean" },
   "allow-manage": { type: "boolean" },
+  autoscale: { type: "string" },
   "log-level": { type: "string", multiple: true },
   debug: { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -311,6 +316,35 @@ function toNumber(value: string | undefined): number | undefined {
     : (value.trim() === "" ? Number.NaN : Number(value));
 }
 
+/**
+ * `--autoscale min:max` as the options of `plugins.autoscale` (either may be
+ * left out); checked here so that an error names the flag, not the file.
+ */
+function autoscaleFlag(value: string): { min?: number; max?: number } {
+  const where = "(at command line: --autoscale)";
+  const m = /^\s*(\d*)\s*:\s*(\d*)\s*$/.exec(value);
+  if (m === null) {
+    throw new ConfigError(
+      `autoscale: expected min:max, e.g. 1:4 (either may be left out: 2:, :8; got ${
+        JSON.stringify(value)
+      }) ${where}`,
+      { details: { path: "plugins.autoscale", source: "command line" } },
+    );
+  }
+  const options: { min?: number; max?: number } = {};
+  if (m[1]) options.min = Number(m[1]);
+  if (m[2]) options.max = Number(m[2]);
+  try {
+    autoscale(options);
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message} ${where}`, {
+      cause: err,
+      details: { path: "plugins.autoscale", source: "command line" },
+    });
+  }
+  return options;
+}
+
 /** Turns parsed flags into config-shaped overrides (validated like the file). */
 function cliOverrides(
   values: Record<string, string | boolean | string[] | undefined>,
@@ -331,6 +365,8 @@ function cliOverrides(
   if (values["no-cancel-on-disconnect"]) cli.cancelOnDisconnect = false;
   if (values["no-sched-batch"]) cli.schedBatch = false;
   if (values.debug) cli.debug = true;
+  const scale = str("autoscale");
+  if (scale !== undefined) cli.plugins = { autoscale: autoscaleFlag(scale) };
   const hosts = values["allowed-host"] as string[] | undefined;
   if (hosts?.length) cli.allowedHosts = hosts;
   const origins = values["cors-origin"] as string[] | undefined;

@@ -11,7 +11,7 @@ import type { Logger } from "./logger.ts";
 import { ConfigError, PluginError, PyProxyError } from "./errors.ts";
 import type { Runtime } from "./runtime/types.ts";
 import type { Session, SessionConnectOptions } from "./session.ts";
-import type { Pool } from "./pool.ts";
+import type { Pool, PoolStatus, ResizeOptions } from "./pool.ts";
 import type { WorkerInfo } from "./worker.ts";
 import { MAX_TIMER_MS } from "./_timer.ts";
 import { isThenable } from "./_thenable.ts";
@@ -182,6 +182,55 @@ export interface RestartWorkerOptions {
 }
 
 /**
+ * A cheap snapshot of how busy the pool is ({@linkcode PluginContext.load}):
+ * a few counters, no per-worker objects, for a policy that samples often.
+ *
+ * @example
+ * ```ts
+ * import type { PoolLoad } from "./plugin.ts";
+ * const perWorker = (load: PoolLoad): number => load.inFlight / Math.max(1, load.ready);
+ * console.log(perWorker({ workers: 2, ready: 2, inFlight: 6, queue: 0, resizing: false, starting: false })); // 3
+ * ```
+ */
+export interface PoolLoad {
+  /** Worker slots, in any state (as `status().workers.length`). */
+  workers: number;
+  /** Slots in state `ready` (taking calls). */
+  ready: number;
+  /**
+   * Calls sent and not yet settled, over all workers, that hold a
+   * `maxInFlightPerWorker` slot (as `status().inFlight`: a stream parked
+   * behind its slow reader costs its worker nothing and is not counted).
+   */
+  inFlight: number;
+  /** Calls waiting in the pool queue. */
+  queue: number;
+  /** `true` while a resize runs or waits for its turn (its own or anyone's). */
+  resizing: boolean;
+  /** `true` until `Pool.start` has finished starting the first workers. */
+  starting: boolean;
+}
+
+/**
+ * Options of {@linkcode PluginContext.resize}: those of `pool.resize`, and
+ * who asks and why, which the `resize` pool event carries.
+ *
+ * @example
+ * ```ts
+ * import type { PluginResizeOptions } from "./plugin.ts";
+ * const options: PluginResizeOptions = { by: "autoscale", reason: "12 calls queued for 2000 ms" };
+ * console.log(options.by); // "autoscale"
+ * // await ctx.resize(3, options);
+ * ```
+ */
+export interface PluginResizeOptions extends ResizeOptions {
+  /** The name of the plugin that resizes (the event's `by`): a non-empty string. */
+  by: string;
+  /** Why, for logs and the event's `reason`. */
+  reason?: string;
+}
+
+/**
  * What every hook receives: the pool, its runtime and logger, and the worker
  * controls a supervision policy (like `reconnect()`) needs.
  *
@@ -246,6 +295,50 @@ export interface PluginContext {
    * Never throws.
    */
   waitsForIO(id: string, withinMs: number): Promise<boolean>;
+  /**
+   * How busy the pool is now: slots, ready ones, calls in flight and
+   * queued, and whether a resize is under way or the pool still starts.
+   * Cheap (no per-worker objects): a policy may sample it on a timer.
+   *
+   * @example
+   * ```ts
+   * import type { Plugin } from "./plugin.ts";
+   * const watch: Plugin = {
+   *   name: "watch",
+   *   onPoolStart(ctx) {
+   *     const { queue, inFlight, ready } = ctx.load();
+   *     ctx.logger.debug("{queue} queued, {inFlight} in flight on {ready} workers", { queue, inFlight, ready });
+   *   },
+   * };
+   * console.log(watch.name);
+   * ```
+   */
+  load(): PoolLoad;
+  /**
+   * `pool.resize(count, options)` on behalf of a plugin: the same
+   * serialised resize (one at a time, in call order, the same checks and
+   * errors), announced by the pool event
+   * `{ type: "resize", from, to, by, reason }` with the plugin's name as
+   * `by` (a `pool.resize` call, `PUT /v1/workers` included, has `by: null`),
+   * so other plugins can tell who resized. Rejects with `ConfigError` when
+   * `by` is not a non-empty string or `reason` not a string.
+   *
+   * @example
+   * ```ts
+   * import type { Plugin } from "./plugin.ts";
+   * const atLeastTwo: Plugin = {
+   *   name: "atLeastTwo",
+   *   onWorkerExit(_ev, ctx) {
+   *     const { workers, resizing } = ctx.load();
+   *     if (!ctx.closing && !resizing && workers < 2) {
+   *       ctx.resize(2, { by: "atLeastTwo", reason: "fewer than 2 slots" }).catch(() => {});
+   *     }
+   *   },
+   * };
+   * console.log(atLeastTwo.name);
+   * ```
+   */
+  resize(count: number, options: PluginResizeOptions): Promise<PoolStatus>;
 }
 
 /**

@@ -27,7 +27,12 @@ import {
   type ModelInfo,
   ModelRegistry,
 } from "./model_registry.ts";
-import { type Plugin, PluginHost, type PluginsOption } from "./plugin.ts";
+import {
+  type Plugin,
+  PluginHost,
+  type PluginResizeOptions,
+  type PluginsOption,
+} from "./plugin.ts";
 import { type PoolEvent, PoolEventHub } from "./pool_events.ts";
 import { type PoolCall, PoolRouter } from "./pool_router.ts";
 import {
@@ -325,12 +330,16 @@ export class Pool implements AsyncDisposable {
   #supervisor: Supervisor;
   #router: PoolRouter;
   #startedAt = Date.now();
+  /** `Pool.start` has finished starting the first workers. */
+  #started = false;
   #closing = false;
   #closed: Promise<void> | undefined;
   #tempDirs: string[] = [];
   #offSignals: Array<() => void> = [];
   /** The last resize queued: the next one runs after it. */
   #resizes: Promise<void> = Promise.resolve();
+  /** Resizes running or waiting for their turn (`PluginContext.load().resizing`). */
+  #resizesPending = 0;
   /** Model operations in flight (`close()` lets them finish). */
   #modelOps = new Set<Promise<unknown>>();
   /** The batching models' batchers, by model name. */
@@ -398,6 +407,29 @@ export class Pool implements AsyncDisposable {
         // A worker's state settled (ready, failed, or its exit hooks done):
         // model operations waiting for a ready worker look again.
         if (full) { for (const wake of [...this.#modelWaits]) wake(); }
+      },
+      closing: () => this.#closing,
+      started: () => this.#started,
+      queued: () => this.#router.queued,
+      resizing: () => this.#resizesPending > 0,
+      resize: (count, options) => {
+        const { by, reason, ...rest } = options ?? {} as PluginResizeOptions;
+        if (typeof by !== "string" || by === "") {
+          return Promise.reject(
+            new ConfigError(
+              "Cannot resize pool: by: expected the resizing plugin's name (a non-empty string)",
+              { details: { field: "by" } },
+            ),
+          );
+        }
+        if (reason !== undefined && typeof reason !== "string") {
+          return Promise.reject(
+            new ConfigError("Cannot resize pool: reason: expected a string", {
+              details: { field: "reason" },
+            }),
+          );
+        }
+        return this.#resize(count, rest, by, reason ?? null);
       },
     });
     this.#router = new PoolRouter({
@@ -472,6 +504,7 @@ export class Pool implements AsyncDisposable {
       }
       // Each worker process makes (and removes) its own socket directory.
       await this.#supervisor.start(path, this.#opts.transport);
+      this.#started = true;
     } catch (err) {
       await this.close();
       throw err;
@@ -790,6 +823,16 @@ export class Pool implements AsyncDisposable {
    * ```
    */
   resize(count: number, options: ResizeOptions = {}): Promise<PoolStatus> {
+    return this.#resize(count, options, null, null);
+  }
+
+  /** `resize`, asked by `by` (a plugin's name; `null`: `pool.resize`) for `reason`. */
+  #resize(
+    count: number,
+    options: ResizeOptions,
+    by: string | null,
+    reason: string | null,
+  ): Promise<PoolStatus> {
     const action = `resize pool to ${String(count)} workers`;
     if (this.#closing) {
       return Promise.reject(
@@ -832,9 +875,14 @@ export class Pool implements AsyncDisposable {
     }
     // Set when the caller stopped waiting: a resize not begun by then is dropped.
     let dropped: Error | undefined;
+    this.#resizesPending++;
     const run = this.#resizes.then(async () => {
       if (dropped !== undefined) throw dropped;
       this.#admit(action);
+      const from = this.#supervisor.workers.length;
+      if (from !== count) {
+        this.#events.emit({ type: "resize", from, to: count, by, reason });
+      }
       await this.#supervisor.resize(count, this.#opts.shutdownGrace);
       if (this.#closing) {
         throw new ShuttingDownError(
@@ -842,7 +890,7 @@ export class Pool implements AsyncDisposable {
         );
       }
       return this.status();
-    });
+    }).finally(() => this.#resizesPending--);
     this.#resizes = run.then(() => {}, () => {});
     if (timeout === Infinity && signal === undefined) return run;
     return new Promise<PoolStatus>((resolve, reject) => {

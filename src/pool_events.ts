@@ -36,6 +36,20 @@ export type PoolEvent =
     delayMs: number;
   }
   | { type: "failed"; worker: string; reason: string; stderrTail: string }
+  /**
+   * A resize that changes the size began (its turn came): the slots go from
+   * `from` to `to` (`worker-added` or `worker-removed` events follow). `by`
+   * is the plugin that asked (`PluginContext.resize`, e.g. `"autoscale"`)
+   * with its `reason`; both are `null` for `pool.resize` (a library call,
+   * `PUT /v1/workers`).
+   */
+  | {
+    type: "resize";
+    from: number;
+    to: number;
+    by: string | null;
+    reason: string | null;
+  }
   /** `pool.resize` added this slot (it starts next; `worker-state` follows). */
   | { type: "worker-added"; worker: string }
   /**

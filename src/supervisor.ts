@@ -38,6 +38,19 @@ export interface SupervisorOptions {
   events: PoolEventHub;
   /** Called when routing may have changed (`full`: also fail calls that can no longer be routed). */
   pump: (full: boolean) => void;
+  /**
+   * Whether `pool.close()` started (`PluginContext.closing`): it first lets
+   * model operations finish, before the supervisor stops.
+   */
+  closing: () => boolean;
+  /** Calls waiting in the pool queue (`PluginContext.load`). */
+  queued: () => number;
+  /** Whether `Pool.start` has finished (`PluginContext.load`). */
+  started: () => boolean;
+  /** Whether a resize runs or waits for its turn (`PluginContext.load`). */
+  resizing: () => boolean;
+  /** The pool's resize on behalf of a plugin (`PluginContext.resize`). */
+  resize: PluginContext["resize"];
 }
 
 /**
@@ -45,7 +58,7 @@ export interface SupervisorOptions {
  *
  * @example
  * ```ts ignore
- * const supervisor = new Supervisor({ pool, options, plugins, registry, events, pump });
+ * const supervisor = new Supervisor({ pool, options, plugins, registry, events, pump, closing, started, queued, resizing, resize });
  * await supervisor.start(modelsDir, "unix");
  * await supervisor.stop(5000);
  * ```
@@ -360,7 +373,8 @@ export class Supervisor {
 
   #makeContext(): PluginContext {
     const { options, events } = this.#opts;
-    const isClosing = (): boolean => this.#closing;
+    // The pool's flag: close() lets model operations finish before stop().
+    const isClosing = (): boolean => this.#closing || this.#opts.closing();
     // A slot a resize removed is no error: a policy may still act on its
     // exit (then nothing happens). Only an id the pool never had is.
     const find = (id: string): Worker | undefined => {
@@ -379,7 +393,7 @@ export class Supervisor {
       },
       workers: () => this.workers.map((w) => w.info()),
       restartWorker: (id, opts = {}) => {
-        if (this.#closing) return false;
+        if (isClosing()) return false;
         const delayMs = opts.delayMs ?? 0;
         const attempt = find(id)?.scheduleRestart(delayMs, opts.reason);
         if (attempt === undefined) return false;
@@ -387,7 +401,7 @@ export class Supervisor {
         return true;
       },
       reviveWorker: (id, opts = {}) => {
-        if (this.#closing) return false;
+        if (isClosing()) return false;
         const delayMs = opts.delayMs ?? 0;
         const attempt = find(id)?.revive(delayMs);
         if (attempt === undefined) return false;
@@ -420,6 +434,23 @@ export class Supervisor {
           // A pool closing meanwhile ends the watch: no timer outlives close().
           : waitsForIO(options.runtime, pid, withinMs, isClosing);
       },
+      load: () => {
+        let ready = 0;
+        let inFlight = 0;
+        for (const w of this.workers) {
+          if (w.state === "ready") ready++;
+          inFlight += w.inFlight;
+        }
+        return {
+          workers: this.workers.length,
+          ready,
+          inFlight,
+          queue: this.#opts.queued(),
+          resizing: this.#opts.resizing(),
+          starting: !this.#opts.started(),
+        };
+      },
+      resize: (count, opts) => this.#opts.resize(count, opts),
       ping: async (id, timeoutMs) => {
         const session = this.#byId.get(id)?.session;
         if (session === undefined) return false;

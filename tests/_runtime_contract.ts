@@ -1062,4 +1062,22 @@ export const runtimeContract: ContractCheck[] = [
       return Promise.resolve();
     },
   },
+  {
+    name: "unrefTimer: an unref'd timer still fires and still clears",
+    async fn({ rt }) {
+      assert.equal(typeof rt.unrefTimer, "function");
+      const fired = Promise.withResolvers<void>();
+      const t = setTimeout(() => fired.resolve(), 1);
+      rt.unrefTimer!(t);
+      // Keeps the test's event loop alive while the unref'd timer is due.
+      const keep = setTimeout(() => {}, 5000);
+      await fired.promise;
+      clearTimeout(keep);
+      let ticks = 0;
+      const interval = setInterval(() => ticks++, 1);
+      rt.unrefTimer!(interval);
+      clearInterval(interval);
+      assert.equal(ticks, 0);
+    },
+  },
 ];

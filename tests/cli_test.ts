@@ -97,6 +97,7 @@ Deno.test("main serve --help lists every option", async () => {
       "--token",
       "--allow-eval",
       "--allow-manage",
+      "--autoscale",
       "--no-cancel-on-disconnect",
       "--no-sched-batch",
       "--log-level",
@@ -688,5 +689,55 @@ Deno.test("main serve refuses a plugin option typo in pyproxy.json, naming the f
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("main serve --autoscale min:max turns the autoscale plugin on with those bounds, over pyproxy.json's other options", async () => {
+  await using dir = await tempDir();
+  await Deno.copyFile(
+    `${ROOT}/examples/models/doubler.py`,
+    `${dir.path}/doubler.py`,
+  );
+  const config = `${dir.path}/pyproxy.json`;
+  await Deno.writeTextFile(
+    config,
+    JSON.stringify({ plugins: { autoscale: { min: 2, upAfterMs: 500 } } }),
+  );
+  {
+    await using serve = await startServe([
+      "--port",
+      "0",
+      "--workers",
+      "1",
+      "--models",
+      dir.path,
+      "--config",
+      config,
+      "--autoscale",
+      "1:3",
+    ]);
+    serve.child.kill("SIGINT");
+    assert.equal((await serve.child.status).code, 0);
+    assert.match(await serve.stderr, /Autoscaling between 1 and 3 workers/);
+  }
+  for (
+    const [flag, message] of [
+      [
+        "3:1",
+        "error: Cannot create autoscale plugin: max: expected at least min (3) (got 1) (at command line: --autoscale)",
+      ],
+      [
+        "0:",
+        "error: Cannot create autoscale plugin: min: expected an integer from 1 to 1024 (got 0) (at command line: --autoscale)",
+      ],
+      [
+        "4",
+        'error: autoscale: expected min:max, e.g. 1:4 (either may be left out: 2:, :8; got "4") (at command line: --autoscale)',
+      ],
+    ]
+  ) {
+    const r = await cli(["serve", "--port", "0", "--autoscale", flag!]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.stderr.trimEnd(), message);
   }
 });

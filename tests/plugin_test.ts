@@ -508,3 +508,50 @@ Deno.test("Pool: a plugin recycling its worker with restartWorker is not counted
     await pids.assertGone();
   }
 });
+
+Deno.test("PluginContext.closing is true as soon as pool.close() starts, while close() lets a model operation finish", async () => {
+  await using dir = await modelsDir();
+  await Deno.writeTextFile(
+    `${dir.path}/slow_load.py`,
+    `import time
+
+
+class SlowLoad:
+    def __init__(self, options):
+        time.sleep(options.get("s", 0))
+
+    def execute(self, msg):
+        return {}
+`,
+  );
+  const pids = new PidTracker();
+  let ctx: PluginContext | undefined;
+  const sent = Promise.withResolvers<void>();
+  const spy: Plugin = {
+    name: "spy",
+    onPoolStart: (c) => void (ctx = c),
+    onRequest(msg) {
+      if (msg.cmd === "addModel") sent.resolve();
+    },
+  };
+  const pool = await Pool.start(
+    base(dir.path, { workers: 1, plugins: { defaults: false, use: [spy] } }),
+  );
+  pids.watch(pool);
+  try {
+    const loading = pool.addModel("slow", {
+      file: "slow_load.py",
+      options: { s: 1 },
+    }).then(() => "loaded", (err: Error) => err.name);
+    await sent.promise;
+    // close() first lets the load finish (its grace): a policy asked
+    // then must already see the pool closing.
+    const closed = pool.close();
+    assert.equal(ctx!.closing, true);
+    await closed;
+    assert.equal(await loading, "loaded");
+  } finally {
+    await pool.close();
+    await pids.assertGone();
+  }
+});

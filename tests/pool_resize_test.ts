@@ -632,3 +632,76 @@ class Gate:
     await pids.assertGone();
   }
 });
+
+Deno.test("PluginContext.resize names its plugin in the resize event, pool.resize has by null, and load() counts what a policy samples", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  let ctx: PluginContext | undefined;
+  let atStart: boolean | undefined;
+  // Set as the workers start (before them): a policy must not act yet.
+  const spy: Plugin = {
+    name: "spy",
+    onPoolStart: (c) => void (ctx = c),
+    onWorkerStart: () => void (atStart ??= ctx!.load().starting),
+  };
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, {
+        workers: 1,
+        maxInFlightPerWorker: 2,
+        plugins: [spy],
+      }),
+    );
+    pids.watch(pool);
+    await pool.addModel("slow", { file: "slow.py" });
+    assert.equal(atStart, true);
+    assert.deepEqual(ctx!.load(), {
+      workers: 1,
+      ready: 1,
+      inFlight: 0,
+      queue: 0,
+      resizing: false,
+      starting: false,
+    });
+    // Two calls fill the worker, the third waits in the pool queue.
+    const calls = [0, 1, 2].map((i) => pool.execute("slow", { ms: 300, i }));
+    assert.deepEqual(ctx!.load(), {
+      workers: 1,
+      ready: 1,
+      inFlight: 2,
+      queue: 1,
+      resizing: false,
+      starting: false,
+    });
+    const events = record(pool);
+    const growing = ctx!.resize(2, { by: "spy", reason: "testing" });
+    assert.equal(ctx!.load().resizing, true);
+    await growing;
+    assert.equal(ctx!.load().resizing, false);
+    await pool.resize(1);
+    // A resize to the size it has is no event.
+    await ctx!.resize(1, { by: "spy" });
+    assert.deepEqual(events.filter((e) => e.type === "resize"), [
+      { type: "resize", from: 1, to: 2, by: "spy", reason: "testing" },
+      { type: "resize", from: 2, to: 1, by: null, reason: null },
+    ]);
+    await Promise.all(calls);
+    for (
+      const [options, message] of [
+        [{}, /by: expected the resizing plugin's name/],
+        [{ by: "" }, /by: expected the resizing plugin's name/],
+        [{ by: "spy", reason: 3 }, /reason: expected a string/],
+        [{ by: "spy", timeout: -1 }, /timeout/],
+      ] as const
+    ) {
+      await assert.rejects(
+        ctx!.resize(2, options as unknown as { by: string }),
+        (err: unknown) =>
+          err instanceof ConfigError && message.test(err.message),
+      );
+    }
+    assert.equal(pool.status().workers.length, 1);
+  } finally {
+    await pids.assertGone();
+  }
+});

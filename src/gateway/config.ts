@@ -249,7 +249,7 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
     // --models picks a directory: its files are the models unless a list is given with it.
     models: cli.models ??
       (cli.modelsDir !== undefined ? undefined : file.models) ?? "auto",
-    plugins: { ...file.plugins, ...cli.plugins },
+    plugins: mergePlugins(file.plugins, cli.plugins),
     limits: {
       bodyLimit: limits.bodyLimit ?? DEFAULTS.bodyLimit,
       requestTimeout: limits.requestTimeout ?? DEFAULTS.requestTimeout,
@@ -354,6 +354,32 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
     }
   }
   return config;
+}
+
+/**
+ * The file's plugin options under the flags': a plugin both set gets the
+ * options of both, the flag's winning (`--autoscale 1:4` keeps the file's
+ * `upAfterMs`); `false` on either side replaces the other.
+ */
+function mergePlugins(
+  file: GatewayConfig["plugins"] = {},
+  cli: GatewayConfig["plugins"] = {},
+): ResolvedConfig["plugins"] {
+  // fromEntries and spreads define keys: a "__proto__" key stays a key.
+  return {
+    ...file,
+    ...Object.fromEntries(
+      Object.entries(cli).map(([name, options]) => {
+        const under = Object.hasOwn(file, name) ? file[name] : undefined;
+        return [
+          name,
+          options !== false && under !== undefined && under !== false
+            ? { ...under, ...options }
+            : options,
+        ];
+      }),
+    ),
+  };
 }
 
 /**

@@ -11,7 +11,12 @@ import type { Plugin } from "../plugin.ts";
 import { Pool, type PoolOptions } from "../pool.ts";
 import type { HttpServer, Runtime } from "../runtime/types.ts";
 import { defaultRuntime } from "../runtime/mod.ts";
-import { reconnect, sharedCache, spillover } from "../../plugins/mod.ts";
+import {
+  autoscale,
+  reconnect,
+  sharedCache,
+  spillover,
+} from "../../plugins/mod.ts";
 import {
   createGateway,
   droppedSubscriberLogger,
@@ -128,7 +133,10 @@ const BUILTIN_PLUGINS: Record<string, PluginFactory> = {
   reconnect: reconnect as PluginFactory,
   spillover: spillover as PluginFactory,
   sharedCache: sharedCache as PluginFactory,
+  autoscale: autoscale as PluginFactory,
 };
+/** The plugins a pool has unless removed (`false` removes them; for the others it is a no-op). */
+const DEFAULT_PLUGINS = new Set(["reconnect", "spillover", "sharedCache"]);
 
 function pluginsOption(
   config: ResolvedConfig,
@@ -145,8 +153,9 @@ function pluginsOption(
         }) (at ${config.configPath ?? "config"}: plugins.${name})`,
       );
     }
-    if (opts === false) remove.push(name);
-    else {
+    if (opts === false) {
+      if (DEFAULT_PLUGINS.has(name)) remove.push(name);
+    } else {
       try {
         use.push(factory(opts));
       } catch (err) {

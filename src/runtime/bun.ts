@@ -386,6 +386,8 @@ export function bunRuntime(): Runtime {
       (typeof availableParallelism === "function"
         ? availableParallelism()
         : cpus().length) || 1,
+    unrefTimer: (timer) =>
+      (timer as unknown as { unref?: () => void }).unref?.(),
     pid: () => process.pid,
     memoryRss: () => process.memoryUsage().rss,
     onSignal(signal, listener) {

@@ -346,6 +346,7 @@ export function denoRuntime(): Runtime {
     realPath: (path) => Deno.realPath(path),
     env: (name) => Deno.env.get(name),
     cpuCount: () => navigator.hardwareConcurrency || 1,
+    unrefTimer: (timer) => Deno.unrefTimer(timer),
     pid: () => Deno.pid,
     memoryRss: () => Deno.memoryUsage().rss,
     onSignal(signal, listener) {

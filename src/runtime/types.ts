@@ -320,6 +320,13 @@ export interface Runtime {
   env(name: string): string | undefined;
   /** The number of logical CPUs. */
   cpuCount(): number;
+  /**
+   * Lets the process exit while this timer (of `setTimeout` or
+   * `setInterval`) is pending: a policy sampling on a timer must not keep
+   * a program alive by itself. Optional: without it, the timer is kept
+   * (and cleared when its pool closes).
+   */
+  unrefTimer?(timer: ReturnType<typeof setTimeout>): void;
   /** This process's id. */
   pid(): number;
   /** Resident set size of this process in bytes. */

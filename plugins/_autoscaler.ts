@@ -1,0 +1,260 @@
+/**
+ * The decisions of the autoscale plugin (internal): one {@linkcode Autoscaler}
+ * per pool, fed a load sample on a timer and the pool's `resize` events.
+ *
+ * @module
+ */
+import type { Logger } from "../src/logger.ts";
+import type { PluginContext, PoolLoad } from "../src/plugin.ts";
+import type { PoolEvent } from "../src/pool_events.ts";
+
+/** The plugin's name: the `by` of its resizes. */
+export const AUTOSCALE = "autoscale";
+
+/** The resolved settings of one pool's autoscaler. */
+export interface AutoscalerSettings {
+  /** Fewest slots (a manual resize below it lowers it). */
+  min: number;
+  /** Most slots (a manual resize above it raises it). */
+  max: number;
+  /** A sample is busy at this many calls in flight per ready worker, or any queued call. */
+  upInFlight: number;
+  /** A sample is idle at or below this many calls in flight per ready worker. */
+  downInFlight: number;
+  /** Busy samples for this long → grow. */
+  upAfterMs: number;
+  /** Idle samples for this long → shrink by one. */
+  downAfterMs: number;
+  /** No decision this long after any resize ended. */
+  cooldownMs: number;
+  /** Slots added by one scale-up. */
+  step: number;
+  /** No decision this long after a resize of someone else's ended. */
+  manualHoldMs: number;
+}
+
+/** What the plugin counted (`autoscale().stats`), for tests and metrics. */
+export interface AutoscaleStats {
+  /** Load samples taken. */
+  samples: number;
+  /** Scale-ups asked for (a growth to `min` included). */
+  up: number;
+  /** Scale-downs asked for (a shrink to `max` included). */
+  down: number;
+  /** Resizes of the plugin's that failed (a new worker that could not start). */
+  failed: number;
+  /** Resizes by someone else seen (`pool.resize`, `PUT /v1/workers`). */
+  manual: number;
+}
+
+/**
+ * One pool's scaling state. Every decision is made in {@linkcode sample}:
+ * hysteresis windows (how long the samples have been busy or idle), a
+ * cooldown after every resize, and a hold after a resize of someone else's.
+ * A resize under way (its own or anyone's) suspends the windows: the load
+ * after it is a new one.
+ */
+export class Autoscaler {
+  readonly settings: AutoscalerSettings;
+  readonly stats: AutoscaleStats = {
+    samples: 0,
+    up: 0,
+    down: 0,
+    failed: 0,
+    manual: 0,
+  };
+  #ctx: PluginContext;
+  #log: Logger;
+  #busySince: number | undefined;
+  #idleSince: number | undefined;
+  // When the last resize was seen ending: the cooldown counts from there.
+  #quietSince: number;
+  #holdUntil = 0;
+  // A resize was seen (an event, or a sample during it) and not yet its end.
+  #seenResize = false;
+  // One of them was someone else's: the hold starts when they are over.
+  #manual = false;
+  #running: Promise<void> | undefined;
+  // "Busy at max" and "idle at min" are said once per spell, not per sample.
+  #toldAtMax = false;
+  #toldAtMin = false;
+  #stopped = false;
+
+  /** Starts with the pool's current size; the first decision waits for a full window. */
+  constructor(ctx: PluginContext, settings: AutoscalerSettings, log: Logger) {
+    this.#ctx = ctx;
+    this.settings = settings;
+    this.#log = log;
+    this.#quietSince = Date.now();
+  }
+
+  /** No more decisions (the pool closes); a resize under way goes on. */
+  stop(): void {
+    this.#stopped = true;
+  }
+
+  /** A pool event: someone else's resize moves the bounds and holds the plugin. */
+  onEvent(ev: PoolEvent): void {
+    if (ev.type !== "resize" || ev.by === AUTOSCALE || this.#stopped) return;
+    const s = this.settings;
+    this.stats.manual++;
+    if (ev.to > s.max) s.max = ev.to;
+    if (ev.to < s.min) s.min = ev.to;
+    this.#manual = true;
+    this.#seenResize = true;
+    this.#reset();
+    this.#log.info(
+      "Resize from {from} to {to} workers by {by}: autoscale holds for {holdMs} ms after it, within {min} to {max} workers",
+      {
+        from: ev.from,
+        to: ev.to,
+        by: ev.by ?? "pool.resize",
+        holdMs: s.manualHoldMs,
+        min: s.min,
+        max: s.max,
+      },
+    );
+  }
+
+  /** Takes one load sample and acts on it (at most one resize at a time). */
+  sample(now: number = Date.now()): void {
+    const ctx = this.#ctx;
+    if (this.#stopped || ctx.closing) return;
+    this.stats.samples++;
+    const load = ctx.load();
+    const s = this.settings;
+    // The pool still starting counts as a resize: the cooldown follows it.
+    if (this.#running !== undefined || load.resizing || load.starting) {
+      this.#seenResize = true;
+      return this.#reset();
+    }
+    if (this.#seenResize) {
+      // The first sample after the resizes ended: no earlier than their end.
+      this.#seenResize = false;
+      this.#quietSince = Math.max(this.#quietSince, now);
+      if (this.#manual) this.#holdUntil = now + s.manualHoldMs;
+      this.#manual = false;
+    }
+    const cooled = now - this.#quietSince >= s.cooldownMs;
+    // Out of bounds (a pool started outside them): no window to wait for,
+    // and no cooldown before the first resize (a failed one is retried
+    // after it).
+    const acted = this.stats.up + this.stats.down > 0;
+    if ((cooled || !acted) && load.workers < s.min) {
+      return this.#resize(load, s.min, `${load.workers} below min ${s.min}`);
+    }
+    if ((cooled || !acted) && load.workers > s.max) {
+      return this.#resize(load, s.max, `${load.workers} above max ${s.max}`);
+    }
+    // Growth is for load, not for crashes (that is the restart policy's).
+    if (now < this.#holdUntil || load.ready === 0) return this.#reset();
+    const perWorker = load.inFlight / load.ready;
+    const busy = load.queue > 0 || perWorker >= s.upInFlight;
+    // Idle, and one worker less would not be busy at once.
+    const idle = !busy && perWorker <= s.downInFlight &&
+      (load.ready <= 1 || load.inFlight / (load.ready - 1) < s.upInFlight);
+    if (busy) {
+      this.#idleSince = undefined;
+      this.#toldAtMin = false;
+      this.#busySince ??= now;
+    } else {
+      this.#busySince = undefined;
+      this.#toldAtMax = false;
+      this.#idleSince = idle ? this.#idleSince ?? now : undefined;
+      if (!idle) this.#toldAtMin = false;
+    }
+    if (!cooled) return;
+    if (this.#busySince !== undefined) {
+      const ms = now - this.#busySince;
+      if (ms < s.upAfterMs) return;
+      if (load.workers >= s.max) {
+        if (!this.#toldAtMax) {
+          this.#toldAtMax = true;
+          this.#log.info(
+            "Busy at max {max} workers: {why}; autoscale cannot grow further (autoscale({ max }))",
+            { max: s.max, why: describe(load, s, ms), ...numbers(load) },
+          );
+        }
+        return;
+      }
+      const to = Math.min(s.max, load.workers + s.step);
+      return this.#resize(load, to, describe(load, s, ms));
+    }
+    if (this.#idleSince !== undefined) {
+      const ms = now - this.#idleSince;
+      if (ms < s.downAfterMs) return;
+      if (load.workers > s.min) {
+        return this.#resize(load, load.workers - 1, describe(load, s, ms));
+      }
+      if (!this.#toldAtMin) {
+        this.#toldAtMin = true;
+        this.#log.debug("Idle at min {min} workers: {why}", {
+          min: s.min,
+          why: describe(load, s, ms),
+          ...numbers(load),
+        });
+      }
+    }
+  }
+
+  #reset(): void {
+    this.#busySince = undefined;
+    this.#idleSince = undefined;
+  }
+
+  #resize(load: PoolLoad, to: number, reason: string): void {
+    const from = load.workers;
+    const up = to > from;
+    this.stats[up ? "up" : "down"]++;
+    this.#log.info(
+      up
+        ? "Scaling up from {from} to {to} workers: {reason}"
+        : "Scaling down from {from} to {to} workers: {reason}",
+      { from, to, reason, ...numbers(load) },
+    );
+    this.#reset();
+    this.#running = this.#ctx.resize(to, { by: AUTOSCALE, reason }).then(
+      () => {},
+      (err) => {
+        // close() cuts a resize short: no failure of the policy's.
+        if (this.#stopped || this.#ctx.closing) return;
+        this.stats.failed++;
+        this.#log.warn(
+          "Cannot scale from {from} to {to} workers: {message}",
+          { from, to, message: err instanceof Error ? err.message : err },
+        );
+      },
+    ).finally(() => {
+      this.#running = undefined;
+      this.#quietSince = Date.now();
+      this.#reset();
+    });
+  }
+}
+
+/** The numbers behind a decision, as log properties. */
+function numbers(load: PoolLoad): Record<string, number> {
+  return {
+    queue: load.queue,
+    inFlight: load.inFlight,
+    ready: load.ready,
+    perWorker: load.inFlight / Math.max(1, load.ready),
+  };
+}
+
+/** Why the samples were busy or idle, in words. */
+function describe(load: PoolLoad, s: AutoscalerSettings, ms: number): string {
+  const each = load.inFlight / Math.max(1, load.ready);
+  const inFlight =
+    `${load.inFlight} calls in flight on ${load.ready} ready workers (${
+      round(each)
+    } each`;
+  const queued = load.queue > 0 ? `, ${load.queue} queued` : "";
+  return load.queue > 0 || each >= s.upInFlight
+    ? `${inFlight}, upInFlight ${s.upInFlight}${queued}) for ${ms} ms`
+    : `${inFlight}, downInFlight ${s.downInFlight}) for ${ms} ms`;
+}
+
+function round(n: number): number {
+  return Math.round(n * 100) / 100;
+}

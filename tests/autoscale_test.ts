@@ -1,0 +1,493 @@
+/**
+ * `autoscale()` on real pools of real Python workers: growth under a burst
+ * of held calls up to `max`, shrinking to `min` when idle, the cooldown, a
+ * manual resize that moves the bounds and holds the plugin, `close()` during
+ * a scale-up, and its options' validation.
+ */
+import assert from "node:assert/strict";
+import { autoscale, type AutoscaleOptions } from "../plugins/autoscale.ts";
+import { reconnect } from "../plugins/reconnect.ts";
+import { ConfigError } from "../src/errors.ts";
+import type { Logger } from "../src/logger.ts";
+import type { Plugin } from "../src/plugin.ts";
+import { Pool, type PoolEvent } from "../src/pool.ts";
+import {
+  assertGone,
+  modelsDir,
+  nextEvent,
+  PidTracker,
+} from "./_pool_harness.ts";
+
+/** Held calls: each waits until `msg.path` exists (or 30 s), then answers. */
+const GATE = `import os
+import time
+
+
+class Gate:
+    def __init__(self, options):
+        time.sleep(options.get("loadSeconds", 0))
+
+    def execute(self, msg):
+        deadline = time.monotonic() + 30
+        while not os.path.exists(msg["path"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return {"pid": os.getpid()}
+`;
+
+type Entry = { level: string; message: string; props: Record<string, unknown> };
+
+/** A logger that keeps its records and tells waiters when one matches. */
+function watchedLogger(): {
+  logger: Logger;
+  entries: Entry[];
+  next(level: string, text: string): Promise<Entry>;
+} {
+  const entries: Entry[] = [];
+  const waiters: Array<(e: Entry) => boolean> = [];
+  const at = (level: string) => (message: string, props = {}) => {
+    const entry = { level, message, props };
+    entries.push(entry);
+    for (const w of [...waiters]) {
+      if (w(entry)) waiters.splice(waiters.indexOf(w), 1);
+    }
+  };
+  return {
+    entries,
+    logger: {
+      trace: at("trace"),
+      debug: at("debug"),
+      info: at("info"),
+      warn: at("warn"),
+      error: at("error"),
+      fatal: at("fatal"),
+    },
+    next(level, text) {
+      const seen = entries.find((e) =>
+        e.level === level && e.message.includes(text)
+      );
+      if (seen !== undefined) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiters.splice(waiters.indexOf(match), 1);
+          reject(new Error(`no ${level} record "${text}" within 20 s`));
+        }, 20_000);
+        const match = (e: Entry) => {
+          if (e.level !== level || !e.message.includes(text)) return false;
+          clearTimeout(timer);
+          resolve(e);
+          return true;
+        };
+        waiters.push(match);
+      });
+    },
+  };
+}
+
+/** The `resize` events, as `from->to by` strings. */
+function resizes(events: PoolEvent[]): string[] {
+  return events.flatMap((e) =>
+    e.type === "resize" ? [`${e.from}->${e.to} ${e.by}`] : []
+  );
+}
+
+/** Resolves with the `resize` event that takes the pool to `to` (listening starts now). */
+function resizedTo(pool: Pool, to: number): Promise<PoolEvent> {
+  return nextEvent(pool, "resize", (e) => e.to === to, 20_000);
+}
+
+/**
+ * Python server processes of this process serving `dir` (their `--path`):
+ * test files running in parallel share the process.
+ */
+function serversOf(dir: string): number[] {
+  const out: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (fields[0] === "Z" || Number(fields[1]) !== Deno.pid) continue;
+      const cmd = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
+      const args = cmd.split("\0");
+      if (
+        args.some((a) => a.includes("pyproxy_server")) && args.includes(dir)
+      ) out.push(Number(entry.name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+interface Setup {
+  workers: number;
+  scale: AutoscaleOptions;
+  loadSeconds?: number;
+  extra?: Plugin[];
+  shutdownGrace?: number;
+}
+
+/**
+ * A pool on a temp models dir with the gate model loaded, reconnect (no
+ * heartbeat) and `autoscale(scale)` with a watched logger; `body` runs with
+ * it, then the pool is closed and every worker process must be gone.
+ */
+async function withPool(
+  setup: Setup,
+  body: (t: {
+    pool: Pool;
+    plugin: ReturnType<typeof autoscale>;
+    log: ReturnType<typeof watchedLogger>;
+    events: PoolEvent[];
+    dir: string;
+    release(): Promise<void>;
+  }) => Promise<void>,
+): Promise<void> {
+  await using dir = await modelsDir();
+  await Deno.writeTextFile(`${dir.path}/gate.py`, GATE);
+  const log = watchedLogger();
+  const plugin = autoscale({ ...setup.scale, logger: log.logger });
+  const pids = new PidTracker();
+  const pool = await Pool.start({
+    workers: setup.workers,
+    modelsDir: dir.path,
+    handleSignals: false,
+    shutdownGrace: setup.shutdownGrace ?? 5000,
+    plugins: [
+      reconnect({ heartbeatInterval: 0, backoff: { initial: 10, max: 50 } }),
+      plugin,
+      ...(setup.extra ?? []),
+    ],
+  });
+  pids.watch(pool);
+  const events: PoolEvent[] = [];
+  pool.on((e) => events.push(e));
+  try {
+    await pool.addModel("gate", {
+      file: "gate.py",
+      options: { loadSeconds: setup.loadSeconds ?? 0 },
+    });
+    await body({
+      pool,
+      plugin,
+      log,
+      events,
+      dir: dir.path,
+      release: () => Deno.writeTextFile(`${dir.path}/open`, ""),
+    });
+  } finally {
+    await Deno.writeTextFile(`${dir.path}/open`, "");
+    await pool.close();
+    await pids.assertGone();
+  }
+}
+
+Deno.test("autoscale grows the pool by one worker at a time under a burst of held calls, up to max and not beyond", async () => {
+  await withPool({
+    workers: 1,
+    scale: {
+      max: 3,
+      upAfterMs: 30,
+      downAfterMs: 600_000,
+      cooldownMs: 0,
+      sampleInterval: 10,
+    },
+  }, async ({ pool, plugin, log, events, dir, release }) => {
+    assert.deepEqual(plugin.bounds, { min: 1, max: 3 });
+    const path = `${dir}/open`;
+    const calls = Array.from(
+      { length: 12 },
+      () => pool.execute("gate", { path }),
+    );
+    // Busy at 3: said once the third worker serves and the burst still holds.
+    const atMax = await log.next("info", "Busy at max");
+    assert.equal(atMax.props.max, 3);
+    assert.deepEqual(resizes(events), [
+      "1->2 autoscale",
+      "2->3 autoscale",
+    ]);
+    assert.deepEqual(pool.status().workers.map((w) => w.state), [
+      "ready",
+      "ready",
+      "ready",
+    ]);
+    const up = log.entries.filter((e) => e.message.startsWith("Scaling up"));
+    assert.deepEqual(up.map((e) => [e.props.from, e.props.to]), [[1, 2], [
+      2,
+      3,
+    ]]);
+    assert.match(
+      String(up[0]!.props.reason),
+      /^12 calls in flight on 1 ready workers \(12 each, upInFlight 2\) for \d+ ms$/,
+    );
+    // The event carries the same reason.
+    const first = events.find((e) => e.type === "resize");
+    assert.equal(
+      first?.type === "resize" ? first.reason : undefined,
+      up[0]!.props.reason,
+    );
+    await release();
+    await Promise.all(calls);
+    assert.equal(plugin.stats.up, 2);
+    assert.equal(plugin.stats.failed, 0);
+  });
+});
+
+Deno.test("autoscale shrinks an idle pool one worker at a time down to min and not below", async () => {
+  await withPool({
+    workers: 3,
+    scale: { min: 1, downAfterMs: 30, cooldownMs: 0, sampleInterval: 10 },
+  }, async ({ pool, plugin, log, events, dir, release }) => {
+    const atMin = await log.next("debug", "Idle at min");
+    assert.equal(atMin.props.min, 1);
+    assert.deepEqual(resizes(events), [
+      "3->2 autoscale",
+      "2->1 autoscale",
+    ]);
+    assert.equal(pool.status().workers.length, 1);
+    assert.match(
+      String(
+        log.entries.find((e) => e.message.startsWith("Scaling down"))?.props
+          .reason,
+      ),
+      /^0 calls in flight on 3 ready workers \(0 each, downInFlight 0\.5\) for \d+ ms$/,
+    );
+    assert.equal(plugin.stats.down, 2);
+    // It still serves.
+    await release();
+    assert.ok(await pool.execute("gate", { path: `${dir}/open` }));
+  });
+});
+
+Deno.test("autoscale waits cooldownMs after a resize ends before the next one", async () => {
+  const cooldownMs = 800;
+  await withPool({
+    workers: 1,
+    scale: { max: 3, upAfterMs: 20, cooldownMs, sampleInterval: 10 },
+  }, async ({ pool, dir, release }) => {
+    const path = `${dir}/open`;
+    const calls = Array.from(
+      { length: 12 },
+      () => pool.execute("gate", { path }),
+    );
+    const w2Ready = nextEvent(
+      pool,
+      "worker-state",
+      (e) => e.worker === "w2" && e.to === "ready",
+      20_000,
+    ).then(() => Date.now());
+    const third = resizedTo(pool, 3).then(() => Date.now());
+    const gap = (await third) - (await w2Ready);
+    // A lower bound only: a loaded machine makes it longer, never shorter.
+    assert.ok(gap >= cooldownMs, `next resize ${gap} ms after the last ended`);
+    await release();
+    await Promise.all(calls);
+  });
+});
+
+Deno.test("autoscale respects a manual resize: it moves the bounds and holds for manualHoldMs after it", async () => {
+  const manualHoldMs = 700;
+  await withPool({
+    workers: 1,
+    scale: {
+      min: 1,
+      max: 2,
+      upAfterMs: 20,
+      downAfterMs: 20,
+      cooldownMs: 0,
+      manualHoldMs,
+      sampleInterval: 10,
+    },
+  }, async ({ pool, plugin, log, events }) => {
+    const lastReady = nextEvent(
+      pool,
+      "worker-state",
+      (e) => e.worker === "w3" && e.to === "ready",
+      20_000,
+    ).then(() => Date.now());
+    const shrink = nextEvent(
+      pool,
+      "resize",
+      (e) => e.by === "autoscale",
+      20_000,
+    ).then((e) => [e, Date.now()] as const);
+    await pool.resize(3);
+    assert.deepEqual(plugin.bounds, { min: 1, max: 3 });
+    assert.equal(plugin.stats.manual, 1);
+    const [ev, at] = await shrink;
+    const held = at - (await lastReady);
+    assert.ok(
+      held >= manualHoldMs,
+      `shrank ${held} ms after the manual resize`,
+    );
+    assert.deepEqual(
+      ev.type === "resize" ? [ev.from, ev.to] : undefined,
+      [3, 2],
+    );
+    assert.deepEqual(resizes(events).slice(0, 2), [
+      "1->3 null",
+      "3->2 autoscale",
+    ]);
+    assert.ok(
+      log.entries.some((e) =>
+        e.message.startsWith("Resize from {from} to {to} workers by {by}") &&
+        e.props.by === "pool.resize"
+      ),
+    );
+    // A manual resize below min lowers it.
+    await pool.resize(1);
+    assert.deepEqual(plugin.bounds, { min: 1, max: 3 });
+  });
+});
+
+Deno.test("autoscale brings a pool started outside its bounds into them at once", async () => {
+  await withPool({
+    workers: 1,
+    scale: { min: 2, max: 4, cooldownMs: 600_000, sampleInterval: 10 },
+  }, async ({ pool, events }) => {
+    if (pool.status().workers.length < 2) await resizedTo(pool, 2);
+    assert.deepEqual(resizes(events), ["1->2 autoscale"]);
+  });
+});
+
+Deno.test("close() during an autoscale scale-up leaves no worker process behind", async () => {
+  for (const when of ["at the resize", "while the new worker loads"]) {
+    let served = "";
+    let added: string | undefined;
+    const loading = Promise.withResolvers<void>();
+    const spy: Plugin = {
+      name: "spy",
+      onRequest(msg, mc) {
+        if (msg.cmd === "addModel" && mc.worker.id === added) {
+          loading.resolve();
+        }
+      },
+    };
+    let closed = false;
+    await withPool({
+      workers: 1,
+      // Loading the model takes a while: the new worker is mid-start.
+      loadSeconds: 0.5,
+      scale: {
+        max: 2,
+        upAfterMs: 20,
+        cooldownMs: 0,
+        sampleInterval: 10,
+      },
+      extra: [spy],
+      // The held calls are cut short at once.
+      shutdownGrace: 0,
+    }, async ({ pool, plugin, log, dir }) => {
+      served = dir;
+      assert.equal(serversOf(dir).length, 1);
+      const path = `${dir}/open`;
+      const calls = Array.from(
+        { length: 6 },
+        () => pool.execute("gate", { path }).catch((e: Error) => e.name),
+      );
+      const addedEv = nextEvent(pool, "worker-added", () => true, 20_000);
+      await resizedTo(pool, 2);
+      added = (await addedEv).worker;
+      if (when !== "at the resize") await loading.promise;
+      await pool.close();
+      closed = true;
+      assert.deepEqual(
+        pool.status().workers.map((w) => w.state),
+        pool.status().workers.map(() => "stopped"),
+      );
+      assert.equal(plugin.stats.up, 1, when);
+      // Cut short by close(): not a failure of the policy's.
+      assert.equal(plugin.stats.failed, 0, when);
+      assert.deepEqual(log.entries.filter((e) => e.level === "warn"), []);
+      assert.deepEqual(
+        (await Promise.all(calls)).filter((r) => typeof r === "string"),
+        Array(6).fill("ShuttingDownError"),
+      );
+    });
+    assert.ok(closed);
+    // Every process spawned for the pool, known to it or not, has exited.
+    await assertGone(serversOf(served));
+  }
+});
+
+Deno.test("autoscale refuses bad options with a ConfigError naming the field", () => {
+  const cases: Array<[unknown, string]> = [
+    [{ min: 0 }, "min: expected an integer from 1 to 1024 (got 0)"],
+    [{ max: 1.5 }, "max: expected an integer from 1 to 1024 (got 1.5)"],
+    [{ min: 4, max: 2 }, "max: expected at least min (4) (got 2)"],
+    [{ max: 2000 }, "max: expected an integer from 1 to 1024 (got 2000)"],
+    [{ upInFlight: 0 }, "upInFlight: expected a number > 0 (got 0)"],
+    [{ downInFlight: -1 }, "downInFlight: expected a number >= 0 (got -1)"],
+    [
+      { upInFlight: 1, downInFlight: 1 },
+      "downInFlight: expected less than upInFlight (1) (got 1)",
+    ],
+    [
+      { upAfterMs: -5 },
+      "upAfterMs: expected a number of milliseconds >= 0 (got -5)",
+    ],
+    [
+      { downAfterMs: "60s" },
+      'downAfterMs: expected a number of milliseconds >= 0 (got "60s")',
+    ],
+    [
+      { cooldownMs: NaN },
+      "cooldownMs: expected a number of milliseconds >= 0 (got NaN)",
+    ],
+    [{ step: 0 }, "step: expected an integer from 1 to 1024 (got 0)"],
+    [
+      { sampleInterval: 0 },
+      "sampleInterval: expected a number from 1 to 2147483647 (got 0)",
+    ],
+    [
+      { logger: console.log },
+      "logger: expected a logger (an object with debug, info and warn methods)",
+    ],
+    [
+      { upAfter: 10 },
+      "unknown option 'upAfter' (known: min, max, upInFlight, downInFlight, upAfterMs, downAfterMs, cooldownMs, step, manualHoldMs, sampleInterval, logger)",
+    ],
+    [[], "expected an options object"],
+  ];
+  for (const [options, message] of cases) {
+    assert.throws(
+      () => autoscale(options as AutoscaleOptions),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.equal(err.message, `Cannot create autoscale plugin: ${message}`);
+        return true;
+      },
+    );
+  }
+  // Defaults and edge values pass.
+  assert.equal(autoscale().name, "autoscale");
+  assert.equal(
+    autoscale({ min: 1, max: 1, downAfterMs: Infinity, upInFlight: 0.5 })
+      .name,
+    "autoscale",
+  );
+});
+
+Deno.test("autoscale serves one pool at a time: a second Pool.start with the same instance is refused", async () => {
+  await using dir = await modelsDir();
+  const plugin = autoscale({ sampleInterval: 1000 });
+  const options = {
+    workers: 1,
+    modelsDir: dir.path,
+    handleSignals: false,
+    plugins: { defaults: false, use: [plugin] },
+  };
+  const pids = new PidTracker();
+  const pool = await Pool.start(options);
+  pids.watch(pool);
+  try {
+    await assert.rejects(
+      Pool.start(options),
+      /Cannot start autoscale plugin: this instance already serves another pool/,
+    );
+    assert.deepEqual(plugin.bounds?.min, 1);
+  } finally {
+    await pool.close();
+    await pids.assertGone();
+  }
+});
