@@ -410,6 +410,67 @@ Deno.test("close() during an autoscale scale-up leaves no worker process behind"
   }
 });
 
+Deno.test("autoscale backs off after scale-ups that fail in a row (a model that cannot load on a new worker)", async () => {
+  const cooldownMs = 50;
+  await withPool({
+    workers: 1,
+    scale: { max: 3, upAfterMs: 20, cooldownMs, sampleInterval: 10 },
+  }, async ({ pool, plugin, log, dir }) => {
+    // Loaded on w1; a new worker's import fails once the flag file exists.
+    await Deno.writeTextFile(
+      `${dir}/flaky.py`,
+      `import os
+if os.path.exists(os.path.join(os.path.dirname(__file__), "FLAG")):
+    raise ImportError("FLAG is set")
+
+
+class Flaky:
+    def __init__(self, options):
+        pass
+
+    def execute(self, msg):
+        return {}
+`,
+    );
+    await pool.addModel("flaky", { file: "flaky.py" });
+    await Deno.writeTextFile(`${dir}/FLAG`, "");
+    const path = `${dir}/open`;
+    const calls = Array.from(
+      { length: 6 },
+      () => pool.execute("gate", { path }),
+    );
+    const failures = async (n: number) => {
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        const seen = log.entries.filter((e) =>
+          e.level === "warn" && e.message.startsWith("Cannot scale")
+        );
+        if (seen.length >= n) return seen;
+        assert.ok(Date.now() < deadline, `no ${n} failed scale-ups`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    const [first, second] = await failures(2);
+    // The first waits the cooldown, as any resize; the next one twice 1 s
+    // (the cooldown being shorter): not a doomed worker every cooldown.
+    assert.deepEqual(
+      [first!.props.failures, first!.props.retryMs],
+      [1, cooldownMs],
+    );
+    assert.deepEqual([second!.props.failures, second!.props.retryMs], [
+      2,
+      2000,
+    ]);
+    assert.match(String(second!.props.message), /ImportError: FLAG is set/);
+    assert.equal(plugin.stats.failed, 2);
+    // The pool stays as it was, and serves.
+    assert.deepEqual(pool.status().workers.map((w) => w.id), ["w1"]);
+    await Deno.remove(`${dir}/FLAG`);
+    await Deno.writeTextFile(path, "");
+    await Promise.all(calls);
+  });
+});
+
 Deno.test("autoscale refuses bad options with a ConfigError naming the field", () => {
   const cases: Array<[unknown, string]> = [
     [{ min: 0 }, "min: expected an integer from 1 to 1024 (got 0)"],
