@@ -25,7 +25,7 @@ export interface AutoscalerSettings {
   max: number;
   /** A sample is busy at this many calls in flight per ready worker, or any queued call. */
   upInFlight: number;
-  /** A sample is idle at or below this many calls in flight per ready worker. */
+  /** A sample is idle at or below this many calls in flight (or parked streams) per ready worker. */
   downInFlight: number;
   /** Busy samples for this long → grow. */
   upAfterMs: number;
@@ -167,8 +167,13 @@ export class Autoscaler {
     if (now < this.#holdUntil || load.ready === 0) return this.#reset();
     const perWorker = load.inFlight / load.ready;
     const busy = load.queue > 0 || perWorker >= s.upInFlight;
-    // Idle, and one worker less would not be busy at once.
-    const idle = !busy && perWorker <= s.downInFlight &&
+    // Idle, and one worker less would not be busy at once. Parked streams
+    // are no load for growing (their readers are slow, not the workers), but
+    // count for shrinking as the calls they are: a worker removed while it
+    // holds them cuts them short after its drain grace, so readers that
+    // merely paused on every worker must not make the pool look idle.
+    const held = (load.inFlight + load.parked) / load.ready;
+    const idle = !busy && held <= s.downInFlight &&
       (load.ready <= 1 || load.inFlight / (load.ready - 1) < s.upInFlight);
     if (busy) {
       this.#idleSince = undefined;
@@ -276,6 +281,7 @@ function numbers(load: PoolLoad): Record<string, number> {
   return {
     queue: load.queue,
     inFlight: load.inFlight,
+    parked: load.parked,
     ready: load.ready,
     perWorker: load.inFlight / Math.max(1, load.ready),
   };
@@ -289,9 +295,10 @@ function describe(load: PoolLoad, s: AutoscalerSettings, ms: number): string {
       round(each)
     } each`;
   const queued = load.queue > 0 ? `, ${load.queue} queued` : "";
+  const parked = load.parked > 0 ? `, ${load.parked} parked streams` : "";
   return load.queue > 0 || each >= s.upInFlight
     ? `${inFlight}, upInFlight ${s.upInFlight}${queued}) for ${ms} ms`
-    : `${inFlight}, downInFlight ${s.downInFlight}) for ${ms} ms`;
+    : `${inFlight}${parked}, downInFlight ${s.downInFlight}) for ${ms} ms`;
 }
 
 function round(n: number): number {
