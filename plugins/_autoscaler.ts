@@ -11,6 +11,12 @@ import type { PoolEvent } from "../src/pool_events.ts";
 /** The plugin's name: the `by` of its resizes. */
 export const AUTOSCALE = "autoscale";
 
+/**
+ * The longest wait before another scale-up after failed ones: each failure
+ * in a row doubles the wait (from the cooldown), up to this.
+ */
+export const MAX_UP_BACKOFF_MS = 300_000;
+
 /** The resolved settings of one pool's autoscaler. */
 export interface AutoscalerSettings {
   /** Fewest slots (a manual resize below it lowers it). */
@@ -19,7 +25,7 @@ export interface AutoscalerSettings {
   max: number;
   /** A sample is busy at this many calls in flight per ready worker, or any queued call. */
   upInFlight: number;
-  /** A sample is idle at or below this many calls in flight per ready worker. */
+  /** A sample is idle at or below this many calls in flight (or parked streams) per ready worker. */
   downInFlight: number;
   /** Busy samples for this long → grow. */
   upAfterMs: number;
@@ -79,6 +85,12 @@ export class Autoscaler {
   #toldAtMax = false;
   #toldAtMin = false;
   #stopped = false;
+  // Scale-ups that failed in a row (a new worker that cannot start: a model
+  // whose import fails there), and no scale-up before this time: each one
+  // doubles the wait, so a pool that cannot grow does not start (and log)
+  // a doomed worker every cooldown for ever.
+  #upFailures = 0;
+  #upRetryAt = 0;
 
   /** Starts with the pool's current size; the first decision waits for a full window. */
   constructor(ctx: PluginContext, settings: AutoscalerSettings, log: Logger) {
@@ -102,6 +114,10 @@ export class Autoscaler {
     if (ev.to < s.min) s.min = ev.to;
     this.#manual = true;
     this.#seenResize = true;
+    // Someone changed the pool by hand (maybe after fixing what failed
+    // the plugin's scale-ups): its next one is tried at once after the hold.
+    this.#upFailures = 0;
+    this.#upRetryAt = 0;
     this.#reset();
     this.#log.info(
       "Resize from {from} to {to} workers by {by}: autoscale holds for {holdMs} ms after it, within {min} to {max} workers",
@@ -140,7 +156,8 @@ export class Autoscaler {
     // and no cooldown before the first resize (a failed one is retried
     // after it).
     const acted = this.stats.up + this.stats.down > 0;
-    if ((cooled || !acted) && load.workers < s.min) {
+    const mayGrow = now >= this.#upRetryAt;
+    if ((cooled || !acted) && mayGrow && load.workers < s.min) {
       return this.#resize(load, s.min, `${load.workers} below min ${s.min}`);
     }
     if ((cooled || !acted) && load.workers > s.max) {
@@ -150,8 +167,13 @@ export class Autoscaler {
     if (now < this.#holdUntil || load.ready === 0) return this.#reset();
     const perWorker = load.inFlight / load.ready;
     const busy = load.queue > 0 || perWorker >= s.upInFlight;
-    // Idle, and one worker less would not be busy at once.
-    const idle = !busy && perWorker <= s.downInFlight &&
+    // Idle, and one worker less would not be busy at once. Parked streams
+    // are no load for growing (their readers are slow, not the workers), but
+    // count for shrinking as the calls they are: a worker removed while it
+    // holds them cuts them short after its drain grace, so readers that
+    // merely paused on every worker must not make the pool look idle.
+    const held = (load.inFlight + load.parked) / load.ready;
+    const idle = !busy && held <= s.downInFlight &&
       (load.ready <= 1 || load.inFlight / (load.ready - 1) < s.upInFlight);
     if (busy) {
       this.#idleSince = undefined;
@@ -166,7 +188,7 @@ export class Autoscaler {
     if (!cooled) return;
     if (this.#busySince !== undefined) {
       const ms = now - this.#busySince;
-      if (ms < s.upAfterMs) return;
+      if (ms < s.upAfterMs || !mayGrow) return;
       if (load.workers >= s.max) {
         if (!this.#toldAtMax) {
           this.#toldAtMax = true;
@@ -214,14 +236,36 @@ export class Autoscaler {
     );
     this.#reset();
     this.#running = this.#ctx.resize(to, { by: AUTOSCALE, reason }).then(
-      () => {},
+      () => {
+        if (up) this.#upFailures = 0;
+      },
       (err) => {
         // close() cuts a resize short: no failure of the policy's.
         if (this.#stopped || this.#ctx.closing) return;
         this.stats.failed++;
+        const cooldownMs = this.settings.cooldownMs;
+        let retryMs = cooldownMs;
+        if (up) {
+          // The first failure waits the cooldown, as any resize; the next
+          // ones in a row 2, 4, 8... times as long (the cooldown, or 1 s).
+          if (this.#upFailures > 0) {
+            retryMs = Math.min(
+              MAX_UP_BACKOFF_MS,
+              Math.max(cooldownMs, 1000) * 2 ** this.#upFailures,
+            );
+          }
+          this.#upFailures++;
+          this.#upRetryAt = Date.now() + retryMs;
+        }
         this.#log.warn(
-          "Cannot scale from {from} to {to} workers: {message}",
-          { from, to, message: err instanceof Error ? err.message : err },
+          "Cannot scale from {from} to {to} workers (failure {failures} in a row): {message}; no scale-up for {retryMs} ms",
+          {
+            from,
+            to,
+            failures: up ? this.#upFailures : 1,
+            retryMs,
+            message: err instanceof Error ? err.message : err,
+          },
         );
       },
     ).finally(() => {
@@ -237,6 +281,7 @@ function numbers(load: PoolLoad): Record<string, number> {
   return {
     queue: load.queue,
     inFlight: load.inFlight,
+    parked: load.parked,
     ready: load.ready,
     perWorker: load.inFlight / Math.max(1, load.ready),
   };
@@ -250,9 +295,10 @@ function describe(load: PoolLoad, s: AutoscalerSettings, ms: number): string {
       round(each)
     } each`;
   const queued = load.queue > 0 ? `, ${load.queue} queued` : "";
+  const parked = load.parked > 0 ? `, ${load.parked} parked streams` : "";
   return load.queue > 0 || each >= s.upInFlight
     ? `${inFlight}, upInFlight ${s.upInFlight}${queued}) for ${ms} ms`
-    : `${inFlight}, downInFlight ${s.downInFlight}) for ${ms} ms`;
+    : `${inFlight}${parked}, downInFlight ${s.downInFlight}) for ${ms} ms`;
 }
 
 function round(n: number): number {

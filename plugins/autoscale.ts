@@ -49,8 +49,8 @@ export interface AutoscaleOptions {
   upInFlight?: number;
   /**
    * A sample is idle when no call is queued and at most this many calls
-   * are in flight per ready worker (and one worker less would not be busy):
-   * a number >= 0, below `upInFlight`.
+   * are in flight per ready worker, parked streams included (and one worker
+   * less would not be busy): a number >= 0, below `upInFlight`.
    * @default {0.5, or half of upInFlight when that is lower}
    */
   downInFlight?: number;

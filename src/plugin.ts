@@ -189,7 +189,7 @@ export interface RestartWorkerOptions {
  * ```ts
  * import type { PoolLoad } from "./plugin.ts";
  * const perWorker = (load: PoolLoad): number => load.inFlight / Math.max(1, load.ready);
- * console.log(perWorker({ workers: 2, ready: 2, inFlight: 6, queue: 0, resizing: false, starting: false })); // 3
+ * console.log(perWorker({ workers: 2, ready: 2, inFlight: 6, parked: 0, queue: 0, resizing: false, starting: false })); // 3
  * ```
  */
 export interface PoolLoad {
@@ -203,6 +203,12 @@ export interface PoolLoad {
    * behind its slow reader costs its worker nothing and is not counted).
    */
   inFlight: number;
+  /**
+   * Streams sent and not yet settled that are parked behind their slow
+   * readers (as `status().parked`): no load, but a worker removed while it
+   * holds them cuts them short once its drain grace is over.
+   */
+  parked: number;
   /** Calls waiting in the pool queue. */
   queue: number;
   /** `true` while a resize runs or waits for its turn (its own or anyone's). */

@@ -437,14 +437,17 @@ export class Supervisor {
       load: () => {
         let ready = 0;
         let inFlight = 0;
+        let parked = 0;
         for (const w of this.workers) {
           if (w.state === "ready") ready++;
           inFlight += w.inFlight;
+          parked += w.parked;
         }
         return {
           workers: this.workers.length,
           ready,
           inFlight,
+          parked,
           queue: this.#opts.queued(),
           resizing: this.#opts.resizing(),
           starting: !this.#opts.started(),

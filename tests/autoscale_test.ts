@@ -410,6 +410,116 @@ Deno.test("close() during an autoscale scale-up leaves no worker process behind"
   }
 });
 
+Deno.test("autoscale backs off after scale-ups that fail in a row (a model that cannot load on a new worker)", async () => {
+  const cooldownMs = 50;
+  await withPool({
+    workers: 1,
+    scale: { max: 3, upAfterMs: 20, cooldownMs, sampleInterval: 10 },
+  }, async ({ pool, plugin, log, dir }) => {
+    // Loaded on w1; a new worker's import fails once the flag file exists.
+    await Deno.writeTextFile(
+      `${dir}/flaky.py`,
+      `import os
+if os.path.exists(os.path.join(os.path.dirname(__file__), "FLAG")):
+    raise ImportError("FLAG is set")
+
+
+class Flaky:
+    def __init__(self, options):
+        pass
+
+    def execute(self, msg):
+        return {}
+`,
+    );
+    await pool.addModel("flaky", { file: "flaky.py" });
+    await Deno.writeTextFile(`${dir}/FLAG`, "");
+    const path = `${dir}/open`;
+    const calls = Array.from(
+      { length: 6 },
+      () => pool.execute("gate", { path }),
+    );
+    const failures = async (n: number) => {
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        const seen = log.entries.filter((e) =>
+          e.level === "warn" && e.message.startsWith("Cannot scale")
+        );
+        if (seen.length >= n) return seen;
+        assert.ok(Date.now() < deadline, `no ${n} failed scale-ups`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    const [first, second] = await failures(2);
+    // The first waits the cooldown, as any resize; the next one twice 1 s
+    // (the cooldown being shorter): not a doomed worker every cooldown.
+    assert.deepEqual(
+      [first!.props.failures, first!.props.retryMs],
+      [1, cooldownMs],
+    );
+    assert.deepEqual([second!.props.failures, second!.props.retryMs], [
+      2,
+      2000,
+    ]);
+    assert.match(String(second!.props.message), /ImportError: FLAG is set/);
+    assert.equal(plugin.stats.failed, 2);
+    // The pool stays as it was, and serves.
+    assert.deepEqual(pool.status().workers.map((w) => w.id), ["w1"]);
+    await Deno.remove(`${dir}/FLAG`);
+    await Deno.writeTextFile(path, "");
+    await Promise.all(calls);
+  });
+});
+
+Deno.test("autoscale does not shrink a pool whose workers hold parked streams (readers that paused): it would cut them short", async () => {
+  await withPool({
+    workers: 2,
+    scale: { min: 1, downAfterMs: 30, cooldownMs: 0, sampleInterval: 10 },
+    shutdownGrace: 0,
+  }, async ({ pool, plugin, log, events, dir }) => {
+    await Deno.writeTextFile(
+      `${dir}/counter.py`,
+      `class Counter:
+    def __init__(self, options):
+        pass
+
+    def execute(self, msg):
+        for i in range(msg["n"]):
+            yield i
+`,
+    );
+    await pool.addModel("counter", { file: "counter.py" });
+    // Two streams a worker, each read once, then their readers pause: the
+    // model runs a window ahead and the streams park.
+    const streams = ["w1", "w1", "w2", "w2"].map((worker) =>
+      pool.executeStream<number>("counter", { n: 200 }, { worker })
+    );
+    for (const s of streams) assert.equal((await s.next()).value, 0);
+    const deadline = Date.now() + 20_000;
+    while (pool.status().parked < 4) {
+      assert.ok(Date.now() < deadline, "the streams did not park");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(pool.status().inFlight, 0);
+    // Many samples later (each 10 ms or more apart: past downAfterMs), no
+    // shrink: the pool is not idle while its workers hold the streams.
+    const seen = plugin.stats.samples;
+    while (plugin.stats.samples < seen + 30) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.deepEqual(resizes(events), []);
+    const read = await Promise.all(streams.map(async (s) => {
+      let n = 1;
+      for await (const _ of s) n++;
+      return n;
+    }));
+    assert.deepEqual(read, [200, 200, 200, 200]);
+    // Once they are read, the idle pool shrinks as usual.
+    await log.next("debug", "Idle at min");
+    assert.deepEqual(resizes(events), ["2->1 autoscale"]);
+  });
+});
+
 Deno.test("autoscale refuses bad options with a ConfigError naming the field", () => {
   const cases: Array<[unknown, string]> = [
     [{ min: 0 }, "min: expected an integer from 1 to 1024 (got 0)"],
