@@ -253,7 +253,9 @@ export interface PoolOptions {
    * `Infinity`, or anything beyond 2^31 − 1 (~24.8 days), means no limit.
    * Bounds the ready line, and then the answer to the pool's `configure`
    * on the new connection (a worker that stops answering as it starts is
-   * killed, and restarted by `reconnect`).
+   * killed, and restarted by `reconnect`). The handshake in between (the
+   * connection, `hello` and authentication) has a bound of its own, 10 s,
+   * whatever this is.
    * @default {15000}
    */
   readyTimeout?: number;
