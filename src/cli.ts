@@ -35,8 +35,8 @@ Usage:
   bun run mod.ts serve [options]
 
 Starts the HTTP gateway: a pool of Python workers serving the models of a
-directory. Without options: 2 workers, the example models (examples/models;
-./models when installed from a package), http://127.0.0.1:8000. Every option
+directory. Without options: 2 workers, the models of ./models when it exists,
+else the example models of a checkout, http://127.0.0.1:8000. Every option
 can also be set in pyproxy.json (see docs/gateway.md); flags override the file.
 
 Options:
@@ -45,7 +45,8 @@ Options:
                             address requires a token
   -w, --workers <n>         Python worker processes (default 2)
   -m, --models <dir>        Models directory; every *.py in it is loaded at start
-                            unless the config lists models (default examples/models)
+                            unless the config lists models (default ./models,
+                            else the checkout's examples/models)
   -c, --config <file>       Config file (default ./pyproxy.json when it exists)
       --python <exe>        Python executable (default python3)
       --token <token>       Require "Authorization: Bearer <token>" on every route
