@@ -76,7 +76,8 @@ Options:
                             not make a worker preempt the gateway's thread)
       --log-level <level>   trace, debug, info, warning, error, fatal; or
                             category=level, e.g. pyproxy.pool=debug (repeatable)
-      --debug               Include Python tracebacks in error responses
+      --debug               Include Python tracebacks in error responses, worker
+                            stderr in /v1/status, model option values
   -h, --help                Show this help
   -V, --version             Show the version
 
