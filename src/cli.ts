@@ -232,7 +232,8 @@ function printError(message: string): void {
  * The one line for an error: its first line, then (for a report over
  * several lines, like the pool's per-worker one) its cause's first line, and
  * for a pool whose first worker wrote to stderr before it died, the last line
- * of that (what a Python that exits at start says: a traceback ends with it).
+ * of that (what a Python that exits at start says: a traceback ends with it),
+ * or its first for a command not found (status 127).
  */
 function errorLine(err: unknown): string {
   if (!(err instanceof Error)) return oneLine(String(err));
@@ -247,9 +248,13 @@ function errorLine(err: unknown): string {
   const tail = Array.isArray(workers)
     ? (workers[0] as { stderrTail?: unknown } | undefined)?.stderrTail
     : undefined;
-  const why = typeof tail === "string"
-    ? tail.trimEnd().split("\n").at(-1)?.trim()
-    : undefined;
+  // Status 127 is a shell's "command not found" (a pyenv shim or a wrapper
+  // script naming a missing program): its first line says what is missing,
+  // the last ones only advice ("... to be found at the same time.").
+  const lines = typeof tail === "string"
+    ? tail.split("\n").map((line) => line.trim()).filter((line) => line)
+    : [];
+  const why = /\(code 127\)/.test(cause) ? lines[0] : lines.at(-1);
   return why ? `${first}: ${cause}: ${why}` : `${first}: ${cause}`;
 }
 
