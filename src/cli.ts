@@ -553,7 +553,12 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
       }"`;
     const described = server.models();
     const models = described.map((m) => m.name);
-    const example = models.includes("echo") ? "echo" : models[0] ?? "<model>";
+    // echo, else a model whose declared inputs say what body works: the
+    // first model declaring none may need fields {"hello":"world"} lacks.
+    const example = models.includes("echo")
+      ? "echo"
+      : described.find((m) => m.inputs !== undefined)?.name ?? models[0] ??
+        "<model>";
     // A body the model's declared inputs accept, quoted for a POSIX shell.
     const body = `'${
       exampleBody(described.find((m) => m.name === example)?.inputs)

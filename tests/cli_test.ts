@@ -220,6 +220,29 @@ Deno.test("main serve's try: line works for a model that declares inputs", async
   assert.deepEqual(await res.json(), { y: 2 });
 });
 
+Deno.test("main serve's try: line prefers a model that declares inputs to one that does not", async () => {
+  // "a" sorts first and declares nothing: {"hello":"world"} failed there
+  // with a KeyError (422), while "scorer" says what it needs.
+  await using models = await tempDir();
+  await Deno.writeTextFile(
+    `${models.path}/a.py`,
+    "class A:\n    def execute(self, msg):\n        return msg['x']\n",
+  );
+  await Deno.copyFile(
+    `${ROOT}/examples/models/doubler.py`,
+    `${models.path}/scorer.py`,
+  );
+  await using serve = await startServe(
+    ["--port", "0", "--workers", "1", "--models", models.path],
+  );
+  const m = /try: +curl -s -X POST (\S+) -d '([^']*)'\n/.exec(serve.banner);
+  assert.ok(m, serve.banner);
+  assert.match(m[1]!, /\/v1\/models\/scorer\/execute$/);
+  const res = await fetch(m[1]!, { method: "POST", body: m[2]! });
+  assert.equal(res.status, 200, await res.clone().text());
+  await res.body?.cancel();
+});
+
 /** Processes whose command line contains `text` (Linux; 0 elsewhere). */
 async function processesWith(text: string): Promise<number> {
   let n = 0;
