@@ -35,8 +35,8 @@ Usage:
   bun run mod.ts serve [options]
 
 Starts the HTTP gateway: a pool of Python workers serving the models of a
-directory. Without options: 2 workers, the example models (examples/models;
-./models when installed from a package), http://127.0.0.1:8000. Every option
+directory. Without options: 2 workers, the models of ./models when it exists,
+else the example models of a checkout, http://127.0.0.1:8000. Every option
 can also be set in pyproxy.json (see docs/gateway.md); flags override the file.
 
 Options:
@@ -45,7 +45,8 @@ Options:
                             address requires a token
   -w, --workers <n>         Python worker processes (default 2)
   -m, --models <dir>        Models directory; every *.py in it is loaded at start
-                            unless the config lists models (default examples/models)
+                            unless the config lists models (default ./models,
+                            else the checkout's examples/models)
   -c, --config <file>       Config file (default ./pyproxy.json when it exists)
       --python <exe>        Python executable (default python3)
       --token <token>       Require "Authorization: Bearer <token>" on every route
@@ -75,7 +76,8 @@ Options:
                             not make a worker preempt the gateway's thread)
       --log-level <level>   trace, debug, info, warning, error, fatal; or
                             category=level, e.g. pyproxy.pool=debug (repeatable)
-      --debug               Include Python tracebacks in error responses
+      --debug               Include Python tracebacks in error responses, worker
+                            stderr in /v1/status, model option values
   -h, --help                Show this help
   -V, --version             Show the version
 
@@ -230,7 +232,8 @@ function printError(message: string): void {
  * The one line for an error: its first line, then (for a report over
  * several lines, like the pool's per-worker one) its cause's first line, and
  * for a pool whose first worker wrote to stderr before it died, the last line
- * of that (what a Python that exits at start says: a traceback ends with it).
+ * of that (what a Python that exits at start says: a traceback ends with it),
+ * or its first for a command not found (status 127).
  */
 function errorLine(err: unknown): string {
   if (!(err instanceof Error)) return oneLine(String(err));
@@ -245,9 +248,13 @@ function errorLine(err: unknown): string {
   const tail = Array.isArray(workers)
     ? (workers[0] as { stderrTail?: unknown } | undefined)?.stderrTail
     : undefined;
-  const why = typeof tail === "string"
-    ? tail.trimEnd().split("\n").at(-1)?.trim()
-    : undefined;
+  // Status 127 is a shell's "command not found" (a pyenv shim or a wrapper
+  // script naming a missing program): its first line says what is missing,
+  // the last ones only advice ("... to be found at the same time.").
+  const lines = typeof tail === "string"
+    ? tail.split("\n").map((line) => line.trim()).filter((line) => line)
+    : [];
+  const why = /\(code 127\)/.test(cause) ? lines[0] : lines.at(-1);
   return why ? `${first}: ${cause}: ${why}` : `${first}: ${cause}`;
 }
 
@@ -546,7 +553,12 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
       }"`;
     const described = server.models();
     const models = described.map((m) => m.name);
-    const example = models.includes("echo") ? "echo" : models[0] ?? "<model>";
+    // echo, else a model whose declared inputs say what body works: the
+    // first model declaring none may need fields {"hello":"world"} lacks.
+    const example = models.includes("echo")
+      ? "echo"
+      : described.find((m) => m.inputs !== undefined)?.name ?? models[0] ??
+        "<model>";
     // A body the model's declared inputs accept, quoted for a POSIX shell.
     const body = `'${
       exampleBody(described.find((m) => m.name === example)?.inputs)

@@ -42,7 +42,7 @@ export interface ResolvedPoolOptions {
   maxQueue: number;
   /** Default call timeout in ms, or undefined for none. */
   requestTimeout: number | undefined;
-  /** Default timeout of model commands and of a restarted worker's model replay, in ms (undefined: none). */
+  /** Default timeout of model commands and of a restarted worker's model replay, in ms (`Infinity`: none). */
   loadTimeout: number;
   /** How long close() lets in-flight calls finish, in ms. */
   shutdownGrace: number;

@@ -220,6 +220,29 @@ Deno.test("main serve's try: line works for a model that declares inputs", async
   assert.deepEqual(await res.json(), { y: 2 });
 });
 
+Deno.test("main serve's try: line prefers a model that declares inputs to one that does not", async () => {
+  // "a" sorts first and declares nothing: {"hello":"world"} failed there
+  // with a KeyError (422), while "scorer" says what it needs.
+  await using models = await tempDir();
+  await Deno.writeTextFile(
+    `${models.path}/a.py`,
+    "class A:\n    def execute(self, msg):\n        return msg['x']\n",
+  );
+  await Deno.copyFile(
+    `${ROOT}/examples/models/doubler.py`,
+    `${models.path}/scorer.py`,
+  );
+  await using serve = await startServe(
+    ["--port", "0", "--workers", "1", "--models", models.path],
+  );
+  const m = /try: +curl -s -X POST (\S+) -d '([^']*)'\n/.exec(serve.banner);
+  assert.ok(m, serve.banner);
+  assert.match(m[1]!, /\/v1\/models\/scorer\/execute$/);
+  const res = await fetch(m[1]!, { method: "POST", body: m[2]! });
+  assert.equal(res.status, 200, await res.clone().text());
+  await res.body?.cancel();
+});
+
 /** Processes whose command line contains `text` (Linux; 0 elsewhere). */
 async function processesWith(text: string): Promise<number> {
   let n = 0;
@@ -457,6 +480,31 @@ Deno.test("main says why a Python that exits at start failed: the last line of i
     assert.equal(
       r.stderr.trimEnd(),
       "error: Cannot start pool: all 1 workers failed to start: Cannot start python server w1: it exited (code 1) before it was ready: ModuleNotFoundError: No module named contextvars",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("main says why a --python that is not found (status 127) failed: the first line of its stderr", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-cli-test-" });
+  try {
+    // What a pyenv shim says for a version that is not selected.
+    const python = `${dir}/python2`;
+    await Deno.writeTextFile(
+      python,
+      "#!/bin/sh\necho 'pyenv: python2: command not found' >&2\necho >&2\n" +
+        "echo \"Note: See 'pyenv help global' for tips on allowing both\" >&2\n" +
+        "echo '      python2 and python3 to be found at the same time.' >&2\nexit 127\n",
+    );
+    await Deno.chmod(python, 0o755);
+    const r = await cli(
+      ["serve", "--port", "0", "--workers", "1", "--python", python],
+    );
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(
+      r.stderr.trimEnd(),
+      "error: Cannot start pool: all 1 workers failed to start: Cannot start python server w1: it exited (code 127) before it was ready: pyenv: python2: command not found",
     );
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -405,6 +405,28 @@ Deno.test("loadConfig without a models directory falls back to ./models, else fa
   }
 });
 
+Deno.test("loadConfig prefers ./models to a checkout's example models", async () => {
+  // serve run in a project from a checkout elsewhere: the project's models.
+  const dir = await Deno.realPath(await Deno.makeTempDir());
+  const base = defaultRuntime();
+  const examples = await Deno.realPath(
+    new URL("../examples/models", import.meta.url),
+  );
+  const runtime: Runtime = {
+    ...base,
+    realPath: (path) =>
+      path === "." ? Promise.resolve(dir) : base.realPath(path),
+  };
+  try {
+    assert.equal((await loadConfig({ runtime })).modelsDir, examples);
+    await Deno.mkdir(`${dir}/models`);
+    await Deno.chmod(`${dir}/models`, 0o755);
+    assert.equal((await loadConfig({ runtime })).modelsDir, `${dir}/models`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("loadConfig refuses a pyproxy.json or ./models that another user could have put in the working directory", async () => {
   const dir = await Deno.realPath(await Deno.makeTempDir());
   const base = defaultRuntime();

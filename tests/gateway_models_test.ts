@@ -409,6 +409,40 @@ Deno.test("GET /v1/models shows the names of a model's options, their values onl
   }
 });
 
+Deno.test("serve skips a helper module of the models directory, saying to name it _<file>", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-gw-test-" });
+  try {
+    await Deno.writeTextFile(
+      `${dir}/ok.py`,
+      "import util\n\nclass Model:\n    def execute(self, msg):\n        return util.twice(msg['x'])\n",
+    );
+    await Deno.writeTextFile(
+      `${dir}/util.py`,
+      "def twice(x):\n    return 2 * x\n",
+    );
+    const { resolveConfig, serve } = await import("../mod.ts");
+    const server = await serve(
+      resolveConfig({ cwd: dir, cli: { port: 0, workers: 1, modelsDir: dir } }),
+    );
+    try {
+      const res = await fetch(`${server.url}/v1/models/ok/execute`, {
+        method: "POST",
+        body: '{"x": 21}',
+      });
+      assert.equal(await res.json(), 42);
+      assert.deepEqual(server.skippedModels.map((s) => s.name), ["util"]);
+      assert.match(
+        server.skippedModels[0]!.error,
+        /no class with an execute\(msg\) or execute_batch\(msgs\) method; if util\.py is a helper module, name it _util\.py \(files whose names start with _ are not loaded as models\)$/,
+      );
+    } finally {
+      await server.shutdown();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("serve skips a models-directory file whose name is not a model name, saying how to fix it", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-gw-test-" });
   try {

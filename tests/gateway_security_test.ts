@@ -68,6 +68,29 @@ Deno.test("createGateway requires the bearer token on every route but /healthz",
   assert.equal((await app.fetch(req(`/v1/status?token=${TOKEN}`))).status, 401);
 });
 
+Deno.test("createGateway's 401 says how to send the token", async () => {
+  const app = createGateway(stubPool(), { token: TOKEN, port: () => 8000 });
+  const message = async (path: string): Promise<string> => {
+    const res = await app.fetch(req(path));
+    assert.equal(res.status, 401, path);
+    return (await res.json()).error.message;
+  };
+  const api = await message("/v1/status");
+  assert.match(api, /^Cannot serve request: missing or wrong bearer token; /);
+  assert.ok(api.includes("'Authorization: Bearer <token>'"), api);
+  assert.ok(!api.includes("?token="), api);
+  // The dashboard URL without its ?token=, or with a wrong one.
+  for (const path of ["/", "/?token=wrong-token-0123456789"]) {
+    assert.ok((await message(path)).includes("open /?token=<token>"), path);
+  }
+  // ?token= given where only the header counts.
+  assert.ok(
+    (await message(`/v1/status?token=${TOKEN}`)).includes(
+      "?token= is accepted by the dashboard page / only",
+    ),
+  );
+});
+
 Deno.test("createGateway refuses Host headers that are not allowed (DNS rebinding)", async () => {
   const app = createGateway(stubPool(), {
     port: () => 8000,

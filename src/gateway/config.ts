@@ -485,17 +485,19 @@ async function refuseUntrusted(
 }
 
 /**
- * The example models ship with a source checkout only, not with the JSR or
- * npm package: there `./models` is used when it exists, else the start fails
- * now rather than with an empty or unreadable directory later.
+ * `./models` when it exists: someone running `serve` in their project from
+ * a checkout elsewhere means their own models, not the checkout's examples.
+ * Else the example models, which ship with a source checkout only, not with
+ * the JSR or npm package: without them the start fails now rather than with
+ * an empty or unreadable directory later.
  */
 async function defaultModelsDir(
   runtime: Runtime,
-  preferred: string,
+  examples: string,
   cwd: string,
 ): Promise<string> {
   const local = resolvePath(cwd, "models");
-  for (const dir of new Set([preferred, local])) {
+  for (const dir of new Set([local, examples])) {
     if ((await runtime.stat(dir))?.isDirectory) {
       if (dir === local) await refuseUntrusted(runtime, dir, "--models");
       return dir;

@@ -302,12 +302,28 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
       return c.json({
         error: {
           type: "Unauthorized",
-          message: "Cannot serve request: missing or wrong bearer token",
+          message: unauthorizedMessage(
+            queryPaths.has(c.req.path),
+            c.req.query("token") !== undefined,
+          ),
         },
       }, 401);
     }
     await next();
   };
+}
+
+/**
+ * A 401's message, saying how to send the token: a newcomer opening the
+ * dashboard URL without `?token=`, or passing `?token=` to an API route.
+ */
+function unauthorizedMessage(queryPath: boolean, queryToken: boolean): string {
+  const how = queryPath
+    ? "open /?token=<token>, or send the header 'Authorization: Bearer <token>'"
+    : "send the header 'Authorization: Bearer <token>'" +
+      (queryToken ? " (?token= is accepted by the dashboard page / only)" : "");
+  return `Cannot serve request: missing or wrong bearer token; ${how}, with ` +
+    "the gateway's token (yours, or the one serve generated and printed at start)";
 }
 
 /**

@@ -172,6 +172,10 @@ function pluginsOption(
 }
 
 /** A model still loading after this long at start is announced in the log. */
+/** The Python server's ModelLoadError for a module without a model class. */
+const NO_MODEL_CLASS =
+  /no class with an execute\(msg\) or execute_batch\(msgs\) method/;
+
 const STILL_LOADING_MS = 5_000;
 
 async function modelsToLoad(
@@ -374,9 +378,16 @@ export async function serve(
       } catch (err) {
         const stopped = interruption();
         if (stopped !== undefined) throw stopped;
-        const message = err instanceof TimeoutError
+        let message = err instanceof TimeoutError
           ? `${err.message} (limits.loadTimeout, --load-timeout)`
           : (err as Error).message;
+        // A helper module beside the models (no model class) is the usual
+        // case: say how to keep it from being loaded as a model.
+        if (!strict && NO_MODEL_CLASS.test(message)) {
+          const base = m.file.replace(/^.*\//, "");
+          message += `; if ${base} is a helper module, name it _${base} ` +
+            "(files whose names start with _ are not loaded as models)";
+        }
         if (strict) {
           throw new ConfigError(
             `models[${i}]: cannot load model '${m.name}': ${message} (at ${
