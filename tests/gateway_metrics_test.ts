@@ -181,7 +181,10 @@ Deno.test("GatewayMetrics renders valid exposition text, label values escaped", 
   metrics.start("echo")(200);
   metrics.start("echo")(503);
   const text = metrics.render({
-    workers: [{ id: "w\\1", state: "failed", restarts: 3 }],
+    workers: [
+      { id: "w\\1", state: "failed", restarts: 3 },
+      { id: "w2", state: "draining", restarts: 0, parked: 5 },
+    ],
     subscribers: 0,
   });
   const families = parseExposition(text);
@@ -195,6 +198,15 @@ Deno.test("GatewayMetrics renders valid exposition text, label values escaped", 
   assert.equal(
     value(families, "pyproxy_worker_restarts_total", { worker: "w\\1" }),
     3,
+  );
+  // Streams whose readers stalled, per worker (none known: 0).
+  assert.equal(
+    value(families, "pyproxy_parked_streams", { worker: "w2" }),
+    5,
+  );
+  assert.equal(
+    value(families, "pyproxy_parked_streams", { worker: "w\\1" }),
+    0,
   );
   // A state without a worker is 0, not absent: `ready < 1` can fire.
   assert.match(text, /^pyproxy_workers\{state="ready"\} 0$/m);

@@ -20,8 +20,10 @@ import type { WorkerState } from "../worker.ts";
  * ```
  */
 export interface MetricsSnapshot {
-  /** Workers by id with their state and restart count. */
-  workers: ReadonlyArray<{ id: string; state: string; restarts: number }>;
+  /** Workers by id with their state, restart count and parked streams. */
+  workers: ReadonlyArray<
+    { id: string; state: string; restarts: number; parked?: number }
+  >;
   /** Live channel subscribers. */
   subscribers?: number;
   /** Channel subscribers dropped as too slow since the start. */
@@ -285,6 +287,16 @@ export class GatewayMetrics {
     for (const w of snapshot.workers) {
       lines.push(
         `pyproxy_worker_restarts_total{worker="${label(w.id)}"} ${w.restarts}`,
+      );
+    }
+    family(
+      "pyproxy_parked_streams",
+      "gauge",
+      "Model streams parked per worker (their reader a window behind; they hold no call slot).",
+    );
+    for (const w of snapshot.workers) {
+      lines.push(
+        `pyproxy_parked_streams{worker="${label(w.id)}"} ${w.parked ?? 0}`,
       );
     }
     family("pyproxy_workers", "gauge", "Workers by state.");
