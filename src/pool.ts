@@ -152,6 +152,11 @@ export interface PoolStatus {
   uptime: number;
   /** `true` once `close()` was called. */
   closing: boolean;
+  /**
+   * `true` while a resize runs or waits for its turn (`pool.resize`, a
+   * plugin's such as `autoscale`, `PUT /v1/workers`).
+   */
+  resizing: boolean;
   /** Names of the active plugins, in order. */
   plugins: string[];
 }
@@ -949,6 +954,7 @@ export class Pool implements AsyncDisposable {
       parked: this.#supervisor.workers.reduce((n, w) => n + w.parked, 0),
       uptime: Date.now() - this.#startedAt,
       closing: this.#closing,
+      resizing: this.#resizesPending > 0,
       plugins: this.#plugins.plugins.map((p) => p.name),
     };
   }

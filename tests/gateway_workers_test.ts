@@ -206,3 +206,23 @@ class Sticky:
   // w2 was used by the failed resize: ids are never reused.
   assert.deepEqual(await status(gw), ["w1 ready", "w3 ready"]);
 });
+
+Deno.test("PUT /v1/workers is 409 while a resize it did not start runs (autoscale's, the library's), not queued behind it", async () => {
+  await using gw = await startGateway({ workers: 1, allowManage: true });
+  // The library's resize stands for the autoscale plugin's (both go
+  // through pool.resize): a PUT used to wait behind it, past loadTimeout.
+  const other = gw.pool.resize(3);
+  try {
+    assert.equal(gw.pool.status().resizing, true);
+    const res = await gw.fetch("/v1/workers", put({ count: 2 }));
+    assert.equal(res.status, 409);
+    assert.equal(res.headers.get("retry-after"), "1");
+    const body = await res.json();
+    assert.equal(body.error.type, "ResizeInProgress");
+    assert.match(body.error.message, /another resize .* is in progress/);
+  } finally {
+    await other;
+  }
+  assert.equal(gw.pool.status().resizing, false);
+  assert.equal((await status(gw)).length, 3);
+});

@@ -71,6 +71,8 @@ export interface GatewayPoolStatus {
   workers: readonly GatewayWorkerStatus[];
   /** Registered models. */
   models: ReadonlyArray<{ name: string }>;
+  /** `true` while a resize runs or waits (absent: not known). */
+  resizing?: boolean;
 }
 
 /**

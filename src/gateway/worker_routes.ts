@@ -84,6 +84,17 @@ export function workerRoutes(ctx: RouteContext): Hono {
       );
     }
     const { count } = parsed.output;
+    if (running === undefined && pool.status().resizing === true) {
+      // Another resize (the autoscale plugin's, the library's) is under
+      // way: this one would wait behind it, past its loadTimeout.
+      throw httpError(
+        409,
+        "ResizeInProgress",
+        `Cannot resize pool to ${count} workers: another resize (a plugin's such as autoscale, or the library's) is in progress`,
+        {},
+        { "retry-after": "1" },
+      );
+    }
     if (running !== undefined) {
       throw httpError(
         409,
