@@ -84,9 +84,10 @@ Deno.test({
       const after = (await (await gw.fetch("/v1/status")).json()).workers[0];
       const cells = await page.locator(`${row} td`).allInnerTexts();
       assert.equal(cells[1], String(after.pid));
-      assert.equal(cells[4], "1");
+      assert.equal(cells[4], "0", "no parked stream");
+      assert.equal(cells[5], "1");
       assert.match(
-        cells[6]!,
+        cells[7]!,
         new RegExp(`^killed by SIGKILL \\(pid ${before.pid}, `),
       );
       assert.deepEqual(errors, []);

@@ -85,7 +85,7 @@ export function dashboardHtml(options: DashboardOptions): string {
   <div class="card">uptime<b id="uptime">–</b></div>
 </div>
 <h2>Workers</h2>
-<table id="workers"><thead><tr><th>id</th><th>pid</th><th>state</th><th>in flight</th><th>restarts</th><th>uptime</th><th>last exit</th></tr></thead><tbody></tbody></table>
+<table id="workers"><thead><tr><th>id</th><th>pid</th><th>state</th><th>in flight</th><th>parked</th><th>restarts</th><th>uptime</th><th>last exit</th></tr></thead><tbody></tbody></table>
 <h2>Models</h2>
 <table id="models"><thead><tr><th>name</th><th>class</th><th>inputs</th><th>requests</th><th>errors</th><th>mean latency</th></tr></thead><tbody></tbody></table>
 <h2>Channels</h2>
@@ -138,7 +138,7 @@ export function dashboardHtml(options: DashboardOptions): string {
       $("uptime").textContent = fmtSecs(status.uptime / 1000);
       fill("workers", status.workers.map((w) => ({
         attrs: { "data-worker": w.id, "data-state": w.state },
-        cells: [w.id, w.pid ?? "–", { text: w.state, cls: "state-" + w.state }, w.inFlight, w.restarts, fmtSecs((w.uptime || 0) / 1000),
+        cells: [w.id, w.pid ?? "–", { text: w.state, cls: "state-" + w.state }, w.inFlight, w.parked ?? 0, w.restarts, fmtSecs((w.uptime || 0) / 1000),
           w.state === "failed" && w.failedReason ? w.failedReason : w.lastExit ? w.lastExit.reason + " (pid " + w.lastExit.pid + ", " + new Date(w.lastExit.at).toLocaleTimeString() + ")" : ""],
       })));
       fill("models", status.models.map((m) => {
