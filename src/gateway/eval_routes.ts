@@ -9,6 +9,7 @@ import { HTTPException } from "hono/http-exception";
 import * as v from "valibot";
 import { ShuttingDownError } from "../errors.ts";
 import { describeError, httpError } from "./error_response.ts";
+import { validBody } from "./_valid_body.ts";
 import type { GatewayAtom, GatewayOutputChunk } from "./gateway_pool.ts";
 import { readJsonBody } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
@@ -173,17 +174,11 @@ export function evalRoutes(ctx: RouteContext): Hono {
       }
       throw err;
     }
-    const parsed = v.safeParse(EvalBody, body);
-    if (!parsed.success) {
-      const issue = parsed.issues[0];
-      const path = v.getDotPath(issue);
-      throw httpError(
-        400,
-        "ValidationError",
-        `Cannot eval: ${path ? `${path}: ` : ""}${issue.message}`,
-      );
-    }
-    const { code, locals, args, timeout } = parsed.output;
+    const { code, locals, args, timeout } = validBody(
+      EvalBody,
+      body,
+      "Cannot eval",
+    );
     const atom = ctx.pool.eval(code, {
       ...(locals === undefined ? {} : { locals }),
       ...(args === undefined ? {} : { args }),

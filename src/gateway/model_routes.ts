@@ -10,6 +10,7 @@ import { ChannelHub } from "./channels.ts";
 import { plainRecord } from "../_plain_record.ts";
 import { RemoteError } from "../errors.ts";
 import { describeError, errorResponse, httpError } from "./error_response.ts";
+import { validBody } from "./_valid_body.ts";
 import type { GatewayModelSpec } from "./gateway_pool.ts";
 import { validateInput } from "./input_schema.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
@@ -526,28 +527,14 @@ export function modelRoutes(ctx: RouteContext): Hono {
     if (!ctx.allowManage) throw forbidden();
     const name = c.req.param("name");
     checkName(name);
-    const parsed = v.safeParse(
+    const body = validBody(
       ModelSpecBody,
       await readJsonBody(c.req.raw, ctx.bodyLimit, ctx.bodyReads, ctx.runtime),
+      `Cannot load model '${name}'`,
     );
-    if (!parsed.success) {
-      const issue = parsed.issues[0];
-      const path = v.getDotPath(issue);
-      throw httpError(
-        400,
-        "ValidationError",
-        `Cannot load model '${name}': ${
-          path ? `${path}: ` : ""
-        }${issue.message}`,
-      );
-    }
-    const spec: GatewayModelSpec = {
-      file: confineModelPath(parsed.output.file),
-    };
-    if (parsed.output.options !== undefined) {
-      spec.options = parsed.output.options;
-    }
-    if (parsed.output.class !== undefined) spec.class = parsed.output.class;
+    const spec: GatewayModelSpec = { file: confineModelPath(body.file) };
+    if (body.options !== undefined) spec.options = body.options;
+    if (body.class !== undefined) spec.class = body.class;
     const dir = ctx.modelsDir;
     // Add or update as one step per name: two PUTs of a new name would both
     // see it missing, and the second add would fail ("it already exists").

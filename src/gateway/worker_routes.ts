@@ -9,6 +9,7 @@ import * as v from "valibot";
 import { TimeoutError } from "../errors.ts";
 import { setTimeoutOrNever } from "../_timer.ts";
 import { httpError } from "./error_response.ts";
+import { validBody } from "./_valid_body.ts";
 import type { GatewayPoolStatus } from "./gateway_pool.ts";
 import { readJsonBody } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
@@ -70,20 +71,11 @@ export function workerRoutes(ctx: RouteContext): Hono {
         "Cannot resize pool: this pool cannot be resized",
       );
     }
-    const parsed = v.safeParse(
+    const { count } = validBody(
       ResizeBody,
       await readJsonBody(c.req.raw, ctx.bodyLimit, ctx.bodyReads, ctx.runtime),
+      "Cannot resize pool",
     );
-    if (!parsed.success) {
-      const issue = parsed.issues[0];
-      const path = v.getDotPath(issue);
-      throw httpError(
-        400,
-        "ValidationError",
-        `Cannot resize pool: ${path ? `${path}: ` : ""}${issue.message}`,
-      );
-    }
-    const { count } = parsed.output;
     if (running === undefined && pool.status().resizing === true) {
       // Another resize (the autoscale plugin's, the library's) is under
       // way: this one would wait behind it, past its loadTimeout.
