@@ -282,3 +282,29 @@ export async function partialRequest(
     },
   };
 }
+
+/**
+ * Writes `sticky.py` into `dir`: a model (class `Sticky`, an echo) whose
+ * `__init__` hangs for 60 s while the returned flag file exists. Create the
+ * flag after adding it, and its next load (a restart's replay, a new
+ * worker's) hangs.
+ */
+export async function writeStickyModel(dir: string): Promise<string> {
+  const flag = `${dir}/hang-on-load`;
+  await Deno.writeTextFile(
+    `${dir}/sticky.py`,
+    `import os
+import time
+
+
+class Sticky:
+    def __init__(self, options=None):
+        if os.path.exists(${JSON.stringify(flag)}):
+            time.sleep(60)
+
+    def execute(self, msg):
+        return msg
+`,
+  );
+  return flag;
+}

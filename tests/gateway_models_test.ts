@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { configure, type LogRecord, reset } from "@logtape/logtape";
-import { startGateway, until } from "./_gateway_harness.ts";
+import { startGateway, until, writeStickyModel } from "./_gateway_harness.ts";
 import { nextEvent, readyAgain } from "./_pool_harness.ts";
 
 const put = (body: unknown): RequestInit => ({
@@ -289,22 +289,7 @@ Deno.test("A restarted worker whose model replay hangs is killed after limits.lo
     allowManage: true,
     limits: { loadTimeout: 1000 },
   });
-  const flag = `${gw.dir}/hang-on-load`;
-  await Deno.writeTextFile(
-    `${gw.dir}/sticky.py`,
-    `import os
-import time
-
-
-class Sticky:
-    def __init__(self, options=None):
-        if os.path.exists(${JSON.stringify(flag)}):
-            time.sleep(60)
-
-    def execute(self, msg):
-        return msg
-`,
-  );
+  const flag = await writeStickyModel(gw.dir);
   const added = await gw.fetch("/v1/models/sticky", put({ file: "sticky.py" }));
   assert.equal(added.status, 201);
   await added.body?.cancel();

@@ -4,7 +4,7 @@
  * one resize at a time, and the 504 past `limits.loadTimeout`.
  */
 import assert from "node:assert/strict";
-import { startGateway, until } from "./_gateway_harness.ts";
+import { startGateway, until, writeStickyModel } from "./_gateway_harness.ts";
 import { assertGone, nextEvent } from "./_pool_harness.ts";
 
 const put = (body: unknown): RequestInit => ({
@@ -147,22 +147,7 @@ Deno.test("PUT /v1/workers: 409 while a resize runs, 504 past limits.loadTimeout
     allowManage: true,
     limits: { loadTimeout: 1500 },
   });
-  const flag = `${gw.dir}/hang-on-load`;
-  await Deno.writeTextFile(
-    `${gw.dir}/sticky.py`,
-    `import os
-import time
-
-
-class Sticky:
-    def __init__(self, options=None):
-        if os.path.exists(${JSON.stringify(flag)}):
-            time.sleep(60)
-
-    def execute(self, msg):
-        return msg
-`,
-  );
+  const flag = await writeStickyModel(gw.dir);
   const added = await gw.fetch(
     "/v1/models/sticky",
     put({ file: "sticky.py" }),
