@@ -463,52 +463,53 @@ Deno.test("main reports every failure in one error line on stderr", async () => 
   }
 });
 
-Deno.test("main says why a Python that exits at start failed: the last line of its stderr", async () => {
+/**
+ * `serve --python <script>` with `script` as the interpreter (a shell
+ * script): its exit code and stderr.
+ */
+async function serveWithPython(
+  name: string,
+  script: string,
+): Promise<{ code: number; stderr: string }> {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-cli-test-" });
   try {
-    const python = `${dir}/python3`;
-    await Deno.writeTextFile(
-      python,
-      "#!/bin/sh\necho 'Traceback (most recent call last):' >&2\n" +
-        "echo 'ModuleNotFoundError: No module named contextvars' >&2\nexit 1\n",
-    );
+    const python = `${dir}/${name}`;
+    await Deno.writeTextFile(python, `#!/bin/sh\n${script}`);
     await Deno.chmod(python, 0o755);
-    const r = await cli(
+    return await cli(
       ["serve", "--port", "0", "--workers", "1", "--python", python],
-    );
-    assert.equal(r.code, 1, r.stderr);
-    assert.equal(
-      r.stderr.trimEnd(),
-      "error: Cannot start pool: all 1 workers failed to start: Cannot start python server w1: it exited (code 1) before it was ready: ModuleNotFoundError: No module named contextvars",
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+Deno.test("main says why a Python that exits at start failed: the last line of its stderr", async () => {
+  const r = await serveWithPython(
+    "python3",
+    "echo 'Traceback (most recent call last):' >&2\n" +
+      "echo 'ModuleNotFoundError: No module named contextvars' >&2\nexit 1\n",
+  );
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(
+    r.stderr.trimEnd(),
+    "error: Cannot start pool: all 1 workers failed to start: Cannot start python server w1: it exited (code 1) before it was ready: ModuleNotFoundError: No module named contextvars",
+  );
 });
 
 Deno.test("main says why a --python that is not found (status 127) failed: the first line of its stderr", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pyproxy-cli-test-" });
-  try {
-    // What a pyenv shim says for a version that is not selected.
-    const python = `${dir}/python2`;
-    await Deno.writeTextFile(
-      python,
-      "#!/bin/sh\necho 'pyenv: python2: command not found' >&2\necho >&2\n" +
-        "echo \"Note: See 'pyenv help global' for tips on allowing both\" >&2\n" +
-        "echo '      python2 and python3 to be found at the same time.' >&2\nexit 127\n",
-    );
-    await Deno.chmod(python, 0o755);
-    const r = await cli(
-      ["serve", "--port", "0", "--workers", "1", "--python", python],
-    );
-    assert.equal(r.code, 1, r.stderr);
-    assert.equal(
-      r.stderr.trimEnd(),
-      "error: Cannot start pool: all 1 workers failed to start: Cannot start python server w1: it exited (code 127) before it was ready: pyenv: python2: command not found",
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  // What a pyenv shim says for a version that is not selected.
+  const r = await serveWithPython(
+    "python2",
+    "echo 'pyenv: python2: command not found' >&2\necho >&2\n" +
+      "echo \"Note: See 'pyenv help global' for tips on allowing both\" >&2\n" +
+      "echo '      python2 and python3 to be found at the same time.' >&2\nexit 127\n",
+  );
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(
+    r.stderr.trimEnd(),
+    "error: Cannot start pool: all 1 workers failed to start: Cannot start python server w1: it exited (code 127) before it was ready: pyenv: python2: command not found",
+  );
 });
 
 Deno.test("main says that serve needs every permission when one is missing", async () => {
