@@ -8,12 +8,13 @@
 import { RESERVED_MODEL_NAMES } from "./metrics.ts";
 
 /** 1-128 letters, digits, `_ . -`, not starting with a digit, `.` or `-`. */
-export const MODEL_NAME_PATTERN: RegExp = /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/;
+const MODEL_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/;
 
 /**
- * Why `name` cannot be a model name of the gateway (it must match
- * {@link MODEL_NAME_PATTERN} and not be one of {@link RESERVED_MODEL_NAMES}),
- * or `undefined` when it can. The text completes "expected ...".
+ * Why `name` cannot be a model name of the gateway (it must be 1-128
+ * letters, digits, `_ . -`, not starting with a digit, `.` or `-`, and not one
+ * of {@link RESERVED_MODEL_NAMES}), or `undefined` when it can. The text
+ * completes "expected ...".
  *
  * @example
  * ```ts
