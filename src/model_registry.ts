@@ -74,11 +74,12 @@ export interface ModelRegistryOptions {
 export class ModelRegistry {
   #models = new Map<string, ModelInfo>();
   /**
-   * The code each file model was loaded with (the server's `snapshot`):
-   * replays load it, not what the file holds by then, so a restarted worker
-   * runs the same code as the others.
+   * The code each model was loaded with (the server's `snapshot`: a file
+   * model's source, and the helper modules any model imported): replays and
+   * rollbacks load it, not what the files hold by then, so a restarted
+   * worker runs the same code as the others.
    */
-  #snapshots = new Map<string, string>();
+  #snapshots = new Map<string, Snapshot>();
   #lock: Promise<unknown> = Promise.resolve();
   #timeout: number | undefined;
 
@@ -245,15 +246,24 @@ export class ModelRegistry {
 
   /** Keeps the code a load reply carries for replays; returns the reply without it. */
   #keepSnapshot(name: string, result: unknown): unknown {
-    if (
-      typeof result !== "object" || result === null ||
-      typeof (result as { source?: unknown }).source !== "string"
-    ) {
+    if (typeof result !== "object" || result === null) {
       this.#snapshots.delete(name);
       return result;
     }
-    const { source, ...description } = result as Record<string, unknown>;
-    this.#snapshots.set(name, source as string);
+    const { source, helpers, ...description } = result as Record<
+      string,
+      unknown
+    >;
+    const snapshot: Snapshot = {};
+    if (typeof source === "string") snapshot.source = source;
+    // Opaque to the host: the server checks what it is sent back.
+    if (Array.isArray(helpers)) snapshot.helpers = helpers;
+    if (snapshot.source === undefined && snapshot.helpers === undefined) {
+      // A server without snapshots: replays read the files.
+      this.#snapshots.delete(name);
+    } else {
+      this.#snapshots.set(name, snapshot);
+    }
     return description;
   }
 
@@ -354,19 +364,37 @@ export class ModelRegistry {
 }
 
 /**
- * The arguments of `addModel`/`updateModel`: a file model asks one server
- * (`ask`) for the code it is loaded with (`snapshot`), and a replay sends
- * that code back with the file's name (protocol §6).
+ * What a server's `snapshot` said a model was loaded with (protocol §6): a
+ * file model's `source`, and the `helpers` (`{module, file, source}`) of
+ * the models directory it imported.
+ */
+interface Snapshot {
+  source?: string;
+  helpers?: unknown[];
+}
+
+/**
+ * The arguments of `addModel`/`updateModel`: a load asks one server (`ask`)
+ * for the code it is loaded with (`snapshot`), and a replay or a rollback
+ * sends that code back: a file model's source with the file's name, and the
+ * helpers (protocol §6).
  */
 function loadArgs(
   name: string,
   spec: ModelSpec,
-  snapshot?: string,
+  snapshot?: Snapshot,
   ask = false,
 ): Record<string, unknown> {
-  if (spec.file === undefined || spec.source !== undefined) {
-    return { name, ...spec };
+  if (snapshot === undefined) {
+    return ask ? { name, ...spec, snapshot: true } : { name, ...spec };
   }
-  if (snapshot !== undefined) return { name, ...spec, source: snapshot };
-  return ask ? { name, ...spec, snapshot: true } : { name, ...spec };
+  const args: Record<string, unknown> = { name, ...spec };
+  if (
+    spec.file !== undefined && spec.source === undefined &&
+    snapshot.source !== undefined
+  ) {
+    args.source = snapshot.source;
+  }
+  if (snapshot.helpers !== undefined) args.helpers = snapshot.helpers;
+  return args;
 }

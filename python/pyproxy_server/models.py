@@ -419,13 +419,22 @@ def _schema(cls, attr):
 class ModelRegistry:
     """Server-wide name → ``ModelEntry`` map; swaps are atomic."""
 
+    # A model's snapshot (protocol §6) holds at most this many helper
+    # modules, and this many characters of their source in all: a load
+    # asked for a snapshot over either fails (ModelLoadError), and so does
+    # a load given more helpers (InvalidRequestError). Its reply, and the
+    # replays that send the helpers back, stay well below a frame's 64 MiB.
+    MAX_SNAPSHOT_HELPERS = 512
+    MAX_SNAPSHOT_CHARS = 8 * 1024 * 1024
+
     def __init__(self, root):
         self.root = os.path.realpath(root)
         self._models = {}
         self._lock = threading.Lock()
         self._modules = itertools.count(1)
         # An update (or an add that replaces a model) imports fresh copies
-        # of the helper modules the model imports from the root.
+        # of the helper modules the model imports from the root; every load
+        # notes them for its snapshot.
         self._fresh = FreshImports(self.root)
 
     def __len__(self):
@@ -502,6 +511,8 @@ class ModelRegistry:
         source = spec.get("source")
         if file is None and source is None:
             raise InvalidRequestError("Cannot load model %r: give 'file' or 'source'" % name)
+        given = self._given_helpers(name, spec.get("helpers"))
+        snapshot = spec.get("snapshot") is True
         # What linecache held for the model's file name before this load (a
         # failed load puts it back: the old version's lines, or none).
         lines_before = _NOT_SET
@@ -535,28 +546,39 @@ class ModelRegistry:
             lines_before = linecache.cache.get(filename)
             linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         module_name = "pyproxy_model_%d" % next(self._modules)
-        fresh = must_exist or name in self._models
         ok = False
         try:
-            if fresh:
-                self._fresh.begin()
-            desc = self._register(name, file, source, filename, module_name, class_name, options, must_exist, cancelled)
+            # An update (or an add that replaces a model) loads every helper
+            # afresh; any load notes them for the snapshot.
+            self._fresh.begin(refresh=must_exist or name in self._models, given=given)
+            desc, helpers = self._register(
+                name, file, source, filename, module_name, class_name, options, must_exist, cancelled, snapshot)
             ok = True
         finally:
-            if fresh:
-                # A failed load puts the old helpers back in sys.modules.
-                self._fresh.end(ok)
+            # A failed load puts the old helpers back in sys.modules.
+            self._fresh.end(ok)
             if not ok and lines_before is not _NOT_SET:
                 if lines_before is None:
                     linecache.cache.pop(filename, None)
                 else:
                     linecache.cache[filename] = lines_before
-        if spec.get("snapshot") is True and file is not None:
-            desc["source"] = source  # what was loaded, for the host to replay
+        if snapshot:
+            # What was loaded, for the host to replay.
+            if file is not None:
+                desc["source"] = source
+            desc["helpers"] = helpers
         return desc
 
-    def _register(self, name, file, source, filename, module_name, class_name, options, must_exist, cancelled):
+    def _register(self, name, file, source, filename, module_name, class_name, options, must_exist, cancelled,
+                  snapshot=False):
         cls, instance = self._load(name, source, filename, module_name, class_name, options, file)
+        helpers = None
+        if snapshot:
+            try:
+                helpers = self._snapshot_helpers(name)
+            except BaseException:
+                sys.modules.pop(module_name, None)
+                raise
         with self._lock:
             # A load given up on (the host's timeout, a closed connection)
             # that finished anyway registers nothing: the host recorded no
@@ -580,7 +602,57 @@ class ModelRegistry:
             self._models[name] = entry
         if old is not None:
             sys.modules.pop(old.module_name, None)
-        return entry.describe()
+        return entry.describe(), helpers
+
+    def _snapshot_helpers(self, name):
+        """The helpers of the load running on this thread, for its snapshot;
+        a ModelLoadError beyond the snapshot's bounds."""
+        helpers = self._fresh.snapshot()
+        chars = sum(len(h["source"]) for h in helpers)
+        if len(helpers) > self.MAX_SNAPSHOT_HELPERS or chars > self.MAX_SNAPSHOT_CHARS:
+            raise ModelLoadError(
+                "Cannot snapshot model %r: its %d helper modules hold %d characters of source"
+                " (a snapshot holds at most %d modules and %d characters); move large helpers"
+                " (data tables, vendored libraries) out of the models directory, into an installed"
+                " package or a data file"
+                % (name, len(helpers), chars, self.MAX_SNAPSHOT_HELPERS, self.MAX_SNAPSHOT_CHARS)
+            )
+        return helpers
+
+    def _given_helpers(self, name, helpers):
+        """``helpers`` of addModel/updateModel (a snapshot's) as module name ->
+        (absolute path, source); None when absent."""
+        if helpers is None:
+            return None
+        if not isinstance(helpers, list):
+            raise InvalidRequestError("Cannot load model %r: 'helpers' must be a list" % name)
+        if len(helpers) > self.MAX_SNAPSHOT_HELPERS:
+            raise InvalidRequestError(
+                "Cannot load model %r: %d helpers given (at most %d)" % (name, len(helpers), self.MAX_SNAPSHOT_HELPERS))
+        given = {}
+        chars = 0
+        for i, helper in enumerate(helpers):
+            module = helper.get("module") if isinstance(helper, dict) else None
+            file = helper.get("file") if isinstance(helper, dict) else None
+            source = helper.get("source") if isinstance(helper, dict) else None
+            if not (isinstance(module, str) and all(part.isidentifier() for part in module.split("."))
+                    and isinstance(file, str) and isinstance(source, str)):
+                raise InvalidRequestError(
+                    "Cannot load model %r: helpers[%d] must be {\"module\": <dotted name>, \"file\": <path>,"
+                    " \"source\": <string>}" % (name, i))
+            if module in given:
+                raise InvalidRequestError("Cannot load model %r: helper %r given twice" % (name, module))
+            if not file.endswith(".py"):
+                raise InvalidRequestError(
+                    "Cannot load model %r: helper %r: file %r is not a .py file" % (name, module, file))
+            confine(self.root, file, "helper file")  # PathError outside the root
+            chars += len(source)
+            given[module] = (os.path.join(self.root, os.path.normpath(file)), source)
+        if chars > self.MAX_SNAPSHOT_CHARS:
+            raise InvalidRequestError(
+                "Cannot load model %r: the helpers given hold %d characters (at most %d)"
+                % (name, chars, self.MAX_SNAPSHOT_CHARS))
+        return given
 
     def _load(self, name, source, filename, module_name, class_name, options, file=None):
         module = types.ModuleType(module_name)

@@ -2,6 +2,7 @@
 
 import builtins
 import os
+import py_compile
 import shutil
 import sys
 import tempfile
@@ -60,20 +61,22 @@ class FreshHelpersTest(unittest.TestCase):
         self.assertEqual(self.call("a"), [2, 3])
 
     def test_an_edit_within_the_same_second_at_the_same_size_is_seen(self):
-        # The .pyc written by the first import carries the file's mtime in
-        # seconds and its size: both match, only its content changed.
-        self.addCleanup(setattr, sys, "dont_write_bytecode", sys.dont_write_bytecode)
-        sys.dont_write_bytecode = False
+        # A .pyc carries the file's mtime in seconds and its size: both
+        # match, only the content changed. Helpers loaded by a model load
+        # never use bytecode.
         self.write("P_util.py", "V = 1\n")
         self.write("a.py", "import P_util\nclass A:\n    def execute(self, m):\n        return P_util.V\n")
-        self.registry.add("a", {"file": "a.py"})
-        self.assertTrue(os.path.isdir(os.path.join(self.root, "__pycache__")))
         path = os.path.join(self.root, self.p + "util.py")
+        py_compile.compile(path, doraise=True)
+        self.registry.add("a", {"file": "a.py"})
         stat = os.stat(path)
         self.write("P_util.py", "V = 2\n")
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        py_compile.compile(path, doraise=True)  # a stale .pyc, as another import might write
+        self.write("P_util.py", "V = 3\n")
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
         self.registry.update("a", {"file": "a.py"})
-        self.assertEqual(self.call("a"), 2)
+        self.assertEqual(self.call("a"), 3)
 
     def test_a_helper_shared_with_another_model_keeps_its_version_there(self):
         self.write("P_util.py", "V = 1\n")
@@ -215,8 +218,9 @@ class FreshHelpersTest(unittest.TestCase):
             self.assertIs(sys.modules[name], module, name)
         self.assertEqual(self.call("a"), 1)
 
-    def test_the_import_hook_is_there_only_while_an_update_loads(self):
+    def test_the_import_hook_is_there_only_while_a_model_loads(self):
         original = builtins.__import__
+        meta_path = list(sys.meta_path)
         self.write("P_util.py", "import builtins\nHOOKED = builtins.__import__\n")
         self.write(
             "a.py",
@@ -224,10 +228,14 @@ class FreshHelpersTest(unittest.TestCase):
             "        return builtins.__import__ is P_util.HOOKED\n",
         )
         self.registry.add("a", {"file": "a.py"})
-        self.assertIs(sys.modules[self.p + "util"].HOOKED, original)  # a plain add: no hook
+        # An add notes the helpers for the model's snapshot: hooked too.
+        self.assertIsNot(sys.modules[self.p + "util"].HOOKED, original)
+        self.assertIs(builtins.__import__, original)
+        self.assertEqual(sys.meta_path, meta_path)
         self.registry.update("a", {"file": "a.py"})
         self.assertIsNot(sys.modules[self.p + "util"].HOOKED, original)
         self.assertIs(builtins.__import__, original)
+        self.assertEqual(sys.meta_path, meta_path)
         self.assertFalse(self.call("a"))
 
     def test_calls_in_flight_finish_on_the_old_helpers(self):

@@ -106,9 +106,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/fresh_imports.py",
-      size: 10617,
+      size: 19164,
       sha256:
-        "9630043000afa4cc320162e97ef66d69eb722ec5fefc4cd79e736d52db6e421f",
+        "5f8acbac3efab2b4442dcf90430628e52b79bc28fb94599d1352405d046705ca",
+    },
+    {
+      path: "pyproxy_server/helper_loader.py",
+      size: 2833,
+      sha256:
+        "35f2859a06c766caf136a0d534ae5f017a65dec653184cc6717b2b0587ccee8e",
     },
     {
       path: "pyproxy_server/host_log_handler.py",
@@ -136,9 +142,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 34587,
+      size: 38551,
       sha256:
-        "5dd14794c064028b8de7f8bce5a69bc338a7c95bfac91986706a3c00f4c66c58",
+        "b6d6902e4b1e2393705eeb26c980cd473dc62fb75bf2af2bcf708ee51b24833f",
     },
     {
       path: "pyproxy_server/server.py",
