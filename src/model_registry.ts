@@ -140,10 +140,10 @@ export class ModelRegistry {
         "add",
         name,
         workers(),
-        (s, first) =>
+        (s, ask) =>
           s.request(
             "addModel",
-            loadArgs(name, spec, undefined, first),
+            loadArgs(name, spec, undefined, ask),
             this.#requestOptions(call),
           ),
         (s) => s.request("removeModel", { name }, this.#requestOptions()),
@@ -167,10 +167,10 @@ export class ModelRegistry {
         "update",
         name,
         workers(),
-        (s, first) =>
+        (s, ask) =>
           s.request(
             "updateModel",
-            loadArgs(name, spec, undefined, first),
+            loadArgs(name, spec, undefined, ask),
             this.#requestOptions(call),
           ),
         (s) =>
@@ -289,7 +289,7 @@ export class ModelRegistry {
     action: string,
     name: string,
     workers: Worker[],
-    apply: (session: Session, first: boolean) => Promise<unknown>,
+    apply: (session: Session, ask: boolean) => Promise<unknown>,
     undo?: (session: Session) => Promise<unknown>,
   ): Promise<unknown> {
     const targets = workers.filter((w) =>
@@ -297,7 +297,7 @@ export class ModelRegistry {
     )
       .map((w) => ({ worker: w, session: w.session!, gen: w.generation }));
     const outcomes = await Promise.allSettled(
-      targets.map((t, i) => apply(t.session, i === 0)),
+      targets.map((t, i) => apply(t.session, i < SNAPSHOT_ASKED)),
     );
     const failed: Array<{ id: string; error: unknown }> = [];
     const died: Array<{ id: string; error: unknown }> = [];
@@ -306,7 +306,8 @@ export class ModelRegistry {
     outcomes.forEach((o, i) => {
       const t = targets[i]!;
       if (o.status === "fulfilled") {
-        // The first reply is the one: the first target's when it applied (it alone carries a snapshot).
+        // The first reply is the one: the first target's when it applied, else the second's (they
+        // alone carry a snapshot).
         if (applied++ === 0) result = o.value;
       } else if (
         o.reason instanceof ConnectionLostError ||
@@ -364,6 +365,14 @@ export class ModelRegistry {
 }
 
 /**
+ * How many workers a load asks for a snapshot (the first ones): a second,
+ * so that the first dying during the load does not leave the model without
+ * one (its replays would then read the files, helpers included), without
+ * every worker sending the model's code back.
+ */
+const SNAPSHOT_ASKED = 2;
+
+/**
  * What a server's `snapshot` said a model was loaded with (protocol §6): a
  * file model's `source`, and the `helpers` (`{module, file, source}`) of
  * the models directory it imported.
@@ -374,7 +383,7 @@ interface Snapshot {
 }
 
 /**
- * The arguments of `addModel`/`updateModel`: a load asks one server (`ask`)
+ * The arguments of `addModel`/`updateModel`: a load asks the first two servers (`ask`)
  * for the code it is loaded with (`snapshot`), and a replay or a rollback
  * sends that code back: a file model's source with the file's name, and the
  * helpers (protocol §6).

@@ -175,6 +175,49 @@ Deno.test("Pool.updateModel that times out on a stopped worker is rolled back to
   }
 });
 
+Deno.test("Pool.addModel whose first worker dies during the load keeps a snapshot: the restarted worker runs what the others run", async () => {
+  await using dir = await modelsDir();
+  await Deno.writeTextFile(`${dir.path}/shared_util.py`, util(1));
+  // Kills w1 once, while it loads the model (the marker goes first, so the
+  // restarted w1 replays the model without dying again).
+  await Deno.writeTextFile(
+    `${dir.path}/a.py`,
+    "import os\n" +
+      "_marker = os.path.join(os.path.dirname(__file__), 'die_once')\n" +
+      "if os.environ.get('PYPROXY_TEST_SLOT') == 'w1' and os.path.exists(_marker):\n" +
+      "    os.remove(_marker)\n    os._exit(3)\n" + READS_UTIL("A"),
+  );
+  await Deno.writeTextFile(`${dir.path}/die_once`, "");
+  const pids = new PidTracker();
+  const pool = await Pool.start({
+    workers: 2,
+    modelsDir: dir.path,
+    handleSignals: false,
+    env: (id) => ({ PYPROXY_TEST_SLOT: id }),
+  });
+  pids.watch(pool);
+  try {
+    const back = readyAgain(pool, "w1");
+    await pool.addModel("a", { file: "a.py" });
+    // Edited on disk after the load: only an update may bring it in.
+    await Deno.writeTextFile(`${dir.path}/shared_util.py`, util(2));
+    await Deno.writeTextFile(
+      `${dir.path}/a.py`,
+      READS_UTIL("A").replace('{"v": shared_util.V}', '{"v": -shared_util.V}'),
+    );
+    await back;
+    const onEach = await Promise.all(
+      ["w1", "w2"].map((worker) =>
+        pool.execute<{ v: number }>("a", {}, { worker }).then((r) => r.v)
+      ),
+    );
+    assert.deepEqual(onEach, [1, 1]);
+  } finally {
+    await pool.close();
+    await pids.assertGone();
+  }
+});
+
 Deno.test("PUT /v1/models/{name}: an update picks up an edited helper; a broken one is a 422 naming its line", async () => {
   await using gw = await startGateway({ workers: 1, allowManage: true });
   const put = () =>
