@@ -26,6 +26,50 @@ export type IntegersMode = "number" | "bigint";
 const MAYBE_UNSAFE = /[:,[]\s*-?\d{16}/;
 const INTEGER = /^-?\d+$/;
 
+/** A `BigInt` for an unsafe integer literal, else `value` (a reviver's logic). */
+function revive(value: unknown, context?: { source?: string }): unknown {
+  if (typeof value !== "number" || Number.isSafeInteger(value)) return value;
+  const source = context?.source;
+  if (source === undefined) {
+    throw new TypeError(
+      "Cannot parse integers exactly: this runtime's JSON.parse gives revivers no source text",
+    );
+  }
+  return INTEGER.test(source) ? BigInt(source) : value;
+}
+
+const reviver = (_key: string, value: unknown, context?: { source?: string }) =>
+  revive(value, context);
+
+/**
+ * `JSON.parse(text)` with integers beyond ±(2^53 − 1) as exact `BigInt`s
+ * (parsed twice only when the text may hold one). For the host's own JSON
+ * stores and the gateway's request bodies.
+ *
+ * @example
+ * ```ts ignore
+ * parseJson('{"id":12345678901234567891}'); // { id: 12345678901234567891n }
+ * ```
+ */
+export function parseJson(text: string): unknown {
+  if (!MAYBE_UNSAFE.test(text)) return JSON.parse(text);
+  return JSON.parse(text, reviver as (k: string, v: unknown) => unknown);
+}
+
+/**
+ * `JSON.stringify(value)`, except that a value holding a `BigInt` (which it
+ * refuses) is written with exact integer literals: only such a value pays
+ * for a second pass. Throws what `JSON.stringify` throws for anything else.
+ */
+export function stringifyJson(value: unknown): string | undefined {
+  try {
+    return JSON.stringify(value);
+  } catch (err) {
+    if (findBigInt(value) === undefined) throw err;
+    return stringifyExact(value);
+  }
+}
+
 /**
  * Parses JSON text, reviving integer literals outside ±(2^53 − 1) as
  * `BigInt` and counting what it did. One per session (no shared state).
@@ -37,16 +81,9 @@ export class ExactJson {
   revived = 0;
 
   #reviver = (_key: string, value: unknown, context?: { source?: string }) => {
-    if (typeof value !== "number" || Number.isSafeInteger(value)) return value;
-    const source = context?.source;
-    if (source === undefined) {
-      throw new TypeError(
-        "Cannot parse integers exactly: this runtime's JSON.parse gives revivers no source text",
-      );
-    }
-    if (!INTEGER.test(source)) return value;
-    this.revived++;
-    return BigInt(source);
+    const out = revive(value, context);
+    if (out !== value) this.revived++;
+    return out;
   };
 
   /**
@@ -79,12 +116,16 @@ export interface FoundBigInt {
 export function findBigInt(
   value: unknown,
   path = "",
+  depth = 0,
 ): FoundBigInt | undefined {
   if (typeof value === "bigint") return { path, value };
-  if (typeof value !== "object" || value === null) return undefined;
+  // Deeper than any message can be (and a cycle ends here).
+  if (typeof value !== "object" || value === null || depth > 1000) {
+    return undefined;
+  }
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      const found = findBigInt(value[i], `${path}[${i}]`);
+      const found = findBigInt(value[i], `${path}[${i}]`, depth + 1);
       if (found !== undefined) return found;
     }
     return undefined;
@@ -94,6 +135,7 @@ export function findBigInt(
     const found = findBigInt(
       (value as Record<string, unknown>)[key],
       path === "" ? key : `${path}.${key}`,
+      depth + 1,
     );
     if (found !== undefined) return found;
   }
