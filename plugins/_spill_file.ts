@@ -367,9 +367,9 @@ function release(bytes: Uint8Array): void {
 
 /**
  * Reads the message a peer spilled: checks the reference, that the file is
- * inside `dir` (a realpath), its size and md5, parses it, and deletes it in
- * every case (except a path outside `dir`: not ours to delete). Throws
- * `SpillError`.
+ * inside `dir` (a realpath), its size and md5, parses it (with `parse`,
+ * `JSON.parse` by default), and deletes it in every case (except a path
+ * outside `dir`: not ours to delete). Throws `SpillError`.
  *
  * @example
  * ```ts ignore
@@ -381,6 +381,7 @@ export async function readSpill(
   dir: string,
   ref: unknown,
   md5Threads: readonly ParallelMd5[] = [],
+  parse: (text: string) => unknown = JSON.parse,
 ): Promise<Record<string, unknown>> {
   const parsed = v.safeParse(SpillRefSchema, ref);
   if (!parsed.success) {
@@ -428,11 +429,12 @@ export async function readSpill(
         path,
         parsed.output,
         md5Threads,
+        parse,
       );
     }
     // Hashed and parsed chunk by chunk, reading the next chunk meanwhile: no copy of the whole file
     // (nor of its text) is ever made for the usual shape, a few long strings in a small structure.
-    const reader = new SpillJsonReader();
+    const reader = new SpillJsonReader({ parse });
     await readChecked(
       runtime,
       real,
@@ -445,7 +447,7 @@ export async function readSpill(
     );
     let message = reader.finish();
     if (reader.failed) {
-      message = await readWhole(runtime, real, path, parsed.output);
+      message = await readWhole(runtime, real, path, parsed.output, parse);
     }
     if (
       typeof message !== "object" || message === null || Array.isArray(message)
@@ -579,6 +581,7 @@ async function readWhole(
   real: string,
   path: string,
   ref: SpillRef,
+  parse: (text: string) => unknown,
 ): Promise<unknown> {
   // On this thread, so each update is hashed at once.
   const hash = hashFor(ref, []);
@@ -591,7 +594,7 @@ async function readWhole(
   release(bytes);
   bytes = undefined;
   try {
-    return JSON.parse(text);
+    return parse(text);
   } catch (err) {
     throw new SpillError(
       `Cannot read spill file ${path}: invalid JSON (${
@@ -685,6 +688,7 @@ async function readSegmented(
   path: string,
   ref: SpillRef,
   md5Threads: readonly ParallelMd5[],
+  parse: (text: string) => unknown,
 ): Promise<Record<string, unknown>> {
   const size = ref.size;
   const jsonLength = ref.json!;
@@ -725,7 +729,7 @@ async function readSegmented(
   await readChecked(runtime, real, path, ref, md5Threads, route);
   let message: unknown;
   try {
-    message = JSON.parse(
+    message = parse(
       new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(json),
     );
   } catch (err) {

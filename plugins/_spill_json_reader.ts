@@ -15,6 +15,8 @@ export interface SpillJsonReaderOptions {
   bigString?: number;
   /** The fast path gives up when everything else is more than this many bytes. @default {1048576} */
   maxSkeleton?: number;
+  /** Parses the skeleton's text (the session's exact integers). @default {JSON.parse} */
+  parse?: (text: string) => unknown;
 }
 
 /**
@@ -50,6 +52,7 @@ export interface SpillJsonReaderOptions {
 export class SpillJsonReader {
   #big: number;
   #maxSkeleton: number;
+  #parse: (text: string) => unknown;
   #failed = false;
   #state: "out" | "small" | "big" = "out";
   // Skeleton bytes (copies).
@@ -70,6 +73,7 @@ export class SpillJsonReader {
   constructor(options: SpillJsonReaderOptions = {}) {
     this.#big = options.bigString ?? 64 * 1024;
     this.#maxSkeleton = options.maxSkeleton ?? 1024 * 1024;
+    this.#parse = options.parse ?? JSON.parse;
   }
 
   /**
@@ -107,7 +111,7 @@ export class SpillJsonReader {
     this.#skeleton = new ByteBuilder();
     let value: unknown;
     try {
-      value = JSON.parse(text);
+      value = this.#parse(text);
     } catch {
       return this.#fail();
     }

@@ -6,6 +6,7 @@
  */
 import type { CacheSetOptions, CacheStore } from "./cache_store.ts";
 import { ConnectionLostError } from "../src/errors.ts";
+import { parseJson, stringifyJson } from "../src/_exact_json.ts";
 
 /**
  * Options of {@linkcode MemoryStore}.
@@ -101,7 +102,7 @@ export class MemoryStore implements CacheStore {
     }
     this.#entries.delete(key);
     this.#entries.set(key, entry);
-    return Promise.resolve(JSON.parse(entry.json));
+    return Promise.resolve(parseJson(entry.json));
   }
 
   /** Stores a copy of `value`; evicts least recently used entries to stay in bounds. */
@@ -112,7 +113,7 @@ export class MemoryStore implements CacheStore {
   ): Promise<void> {
     if (this.#closed) return this.#closedError("write to");
     try {
-      const json = JSON.stringify(value);
+      const json = stringifyJson(value);
       if (json === undefined) {
         throw new TypeError(`Cannot cache '${key}': the value is not JSON`);
       }

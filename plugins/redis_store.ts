@@ -17,6 +17,7 @@ import { setTimeoutOrNever } from "../src/_timer.ts";
 import type { Connection, Runtime } from "../src/runtime/types.ts";
 import type { CacheSetOptions, CacheStore } from "./cache_store.ts";
 import { encodeCommand, RespParser, type RespValue } from "./_resp.ts";
+import { parseJson, stringifyJson } from "../src/_exact_json.ts";
 
 /**
  * Options of {@linkcode RedisStore}.
@@ -164,7 +165,7 @@ export class RedisStore implements CacheStore {
     const reply = await this.#command(["GET", this.#key(key)]);
     if (reply === null) return undefined;
     try {
-      return JSON.parse(String(reply));
+      return parseJson(String(reply));
     } catch (err) {
       // Written by something other than a RedisStore under the same prefix.
       throw new SerializationError(
@@ -182,7 +183,7 @@ export class RedisStore implements CacheStore {
     value: unknown,
     options: CacheSetOptions = {},
   ): Promise<void> {
-    const json = JSON.stringify(value);
+    const json = stringifyJson(value);
     if (json === undefined) {
       throw new TypeError(`Cannot cache '${key}': the value is not JSON`);
     }

@@ -11,8 +11,14 @@ import {
   ConfigError,
   PyProxyError,
   SpillError,
+  UnsafeIntegerError,
 } from "../src/errors.ts";
 import { serializationError, unencodableError } from "../src/_json_check.ts";
+import {
+  ExactJson,
+  unsafeIntegerError,
+  withRawIntegers,
+} from "../src/_exact_json.ts";
 import { isPrivateDir } from "../src/_private_dir.ts";
 import { hostDirPrefix, removeDeadHostDirs } from "../src/_dead_host_dirs.ts";
 import type {
@@ -344,12 +350,19 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
         | null;
       // Only an md5 is worth the hash threads; a CRC-32 reference is checked on this thread.
       const md5 = ref?.md5 !== undefined || ref?.md5Parts !== undefined;
+      const exact = new ExactJson();
       const message = await readSpill(
         runtime!,
         dir,
         msg.$spill,
         md5Threads(md5 && typeof ref?.size === "number" ? ref.size : 0),
+        (text) => exact.parse(text),
       );
+      if (exact.revived > 0 && mc.session.integers === "number") {
+        // As for a message that came inline: refused, with the integer's path.
+        const error = unsafeIntegerError("Cannot read spill file", message);
+        if (error !== undefined) throw error;
+      }
       if (msg.id !== undefined && message.id !== msg.id) {
         throw new SpillError(
           `Cannot read spill file: it holds message ${message.id}, expected ${msg.id}`,
@@ -359,7 +372,7 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
       stats.bytesIn += (msg.$spill as { size: number }).size;
       return message;
     } catch (err) {
-      stats.failures++;
+      if (!(err instanceof UnsafeIntegerError)) stats.failures++;
       // A reply that cannot be read still settles its request, with the SpillError; a request stub keeps
       // its cmd and an event stub has no id: those are the session's to report.
       if (typeof msg.id === "number" && msg.cmd === undefined) {
@@ -367,7 +380,9 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
         return {
           id: msg.id,
           ok: false,
-          error: { type: "SpillError", message: error.message },
+          error: err instanceof UnsafeIntegerError
+            ? { type: err.name, message: err.message, ...err.details }
+            : { type: "SpillError", message: error.message },
         };
       }
       throw err;
@@ -491,9 +506,25 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
         size = jsonSizeBound(msg, threshold);
       } catch (err) {
         // A BigInt or nesting too deep: the caller's value, not this plugin, is at fault.
-        throw unencodableError(msg, err) ?? err;
+        const exact = mc.session.integers === "bigint"
+          ? withRawIntegers(msg) as WireMessage
+          : msg;
+        if (exact === msg) throw unencodableError(msg, err) ?? err;
+        // integers: "bigint": its BigInts go as exact integers (JSON.rawJSON), spilled or not.
+        msg = exact;
+        try {
+          size = jsonSizeBound(msg, threshold);
+        } catch (err) {
+          throw unencodableError(msg, err) ?? err;
+        }
+        if (size <= threshold) return msg;
       }
       if (size <= threshold) return;
+      // The size walk stops at the threshold, maybe before a BigInt: with integers: "bigint", a walk
+      // of the whole message (small next to writing it) makes exact integers of them all.
+      if (mc.session.integers === "bigint") {
+        msg = withRawIntegers(msg) as WireMessage;
+      }
       // The file system's failures are SpillErrors; anything else came from
       // encoding the caller's value: a SerializationError, as without spill-over.
       return spill(msg, mc, dir).catch((err) => {

@@ -36,7 +36,7 @@ export function findUnencodable(value: unknown): string | undefined {
       }
       return `${
         where(path)
-      } is a BigInt (JSON has no BigInt: send a number or a string)`;
+      } is a BigInt (send a number or a string, or use integers: "bigint" to send it exactly)`;
     }
     if (typeof v !== "object" || v === null) return undefined;
     if (ancestors.has(v)) {

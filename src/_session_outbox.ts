@@ -18,6 +18,7 @@ import { createMd5 } from "./protocol/md5.ts";
 import type { SessionMessage } from "./session_types.ts";
 import { SerializationError } from "./errors.ts";
 import { serializationError } from "./_json_check.ts";
+import { stringifyExact } from "./_exact_json.ts";
 // Imported, not the global: a test that fakes the global timers must not stop writes.
 import { setImmediate } from "node:timers";
 
@@ -32,6 +33,8 @@ export class Outbox {
   maxFrameSize: number = DEFAULT_MAX_FRAME_SIZE;
   /** The peer accepts batch frames: small messages of one flush share a frame. */
   batch = false;
+  /** `BigInt`s are written as exact integers (`integers: "bigint"`), not refused. */
+  bigints = false;
   #writer: WritableStreamDefaultWriter<Uint8Array>;
   // The connection's own write when it has one (no stream queue), else the writer's.
   #write: (data: Uint8Array) => Promise<void>;
@@ -96,7 +99,10 @@ export class Outbox {
       if (typeof text !== "string") throw new TypeError("not a JSON value");
       item = text;
     } catch (err) {
-      return serializationError(msg, err);
+      // Only a message that JSON.stringify refused pays for the replacer.
+      const text = this.bigints ? exactOrUndefined(msg) : undefined;
+      if (text === undefined) return serializationError(msg, err);
+      item = text;
     }
     // UTF-8 takes at most 3 bytes per UTF-16 unit: only encode here when the limit may be hit.
     if (item.length * 3 > this.maxFrameSize) {
@@ -165,5 +171,14 @@ export class Outbox {
   /** Settles once the write side is closed or failed (never rejects). */
   get done(): Promise<void> {
     return this.#done.promise;
+  }
+}
+
+/** `msg` as JSON with exact `BigInt`s, or `undefined` when it fails for another reason. */
+function exactOrUndefined(msg: SessionMessage): string | undefined {
+  try {
+    return stringifyExact(msg);
+  } catch {
+    return undefined;
   }
 }

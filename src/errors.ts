@@ -459,6 +459,35 @@ export class SerializationError extends PyProxyError {
 defineName(SerializationError, "SerializationError");
 
 /**
+ * An integer that arrived from Python is outside ±(2^53 − 1), where a
+ * JavaScript `number` is exact (`Number.isSafeInteger`), and the session
+ * runs with `integers: "number"` (the default): rather than a rounded value
+ * (`2**53 + 1` → `9007199254740992`, `10**400` → `Infinity`), the request
+ * it answers (or the stream it belongs to) fails, and a host command gets it
+ * as its error. `details` has `path` (within the message, e.g. `result.id`)
+ * and `value` (the integer's digits, shortened past 40). Return such values
+ * as strings from Python, or use `integers: "bigint"` to get them as
+ * `BigInt`.
+ *
+ * @example
+ * ```ts
+ * import { UnsafeIntegerError } from "./errors.ts";
+ * const err = new UnsafeIntegerError("Cannot complete executeModel: result.id is 12345678901234567891, beyond ±2^53");
+ * console.log(err.code); // "UNSAFE_INTEGER"
+ * ```
+ */
+export class UnsafeIntegerError extends PyProxyError {
+  /** Stable code. */
+  override readonly code: string = "UNSAFE_INTEGER";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "UnsafeIntegerError";
+  }
+}
+defineName(UnsafeIntegerError, "UnsafeIntegerError");
+
+/**
  * A request's arguments are wrong: what a host command handler throws for
  * arguments it cannot use, so that Python gets a `HostError` whose
  * `remote_type` is `"InvalidRequestError"` (the protocol's name for it) and
@@ -554,6 +583,7 @@ const KNOWN: Record<
   ConnectionLostError,
   WorkerCrashedError,
   ShuttingDownError,
+  UnsafeIntegerError,
 };
 
 /**

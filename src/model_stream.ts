@@ -5,6 +5,7 @@
  * @module
  */
 import { CancelledError } from "./errors.ts";
+import { stringifyJson } from "./_exact_json.ts";
 
 /**
  * The server's stream window (protocol §6, `executeStream`): it sends an item
@@ -348,7 +349,7 @@ export class ModelStream<T = unknown>
  * an estimate of the server's count that is exact for most items.
  */
 function itemEventBytes(event: Record<string, unknown>): number {
-  const data = JSON.stringify(event.data ?? null);
+  const data = stringifyJson(event.data ?? null)!;
   return ITEM_EVENT_BYTES + String(event.id).length +
     String(event.seq).length +
     (NON_ASCII.test(data) ? utf8Length(data) : data.length);

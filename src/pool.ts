@@ -316,6 +316,19 @@ export interface PoolOptions {
    * @default {false}
    */
   schedBatch?: boolean;
+  /**
+   * How the workers' sessions exchange integers outside ±(2^53 − 1)
+   * (`Number.isSafeInteger`), which a `number` would round. `"number"`: a
+   * result, stream item, eval value or host command argument holding one
+   * fails with an `UnsafeIntegerError` naming its path (e.g. `result.id`),
+   * and a `BigInt` argument is refused with a `SerializationError`.
+   * `"bigint"`: they arrive as exact `BigInt`s (smaller integers stay
+   * numbers), and `BigInt`s in arguments and host command results are sent
+   * as exact JSON integers. See docs/models.md "Large integers".
+   *
+   * @default {"number"}
+   */
+  integers?: "number" | "bigint";
 }
 
 /**

@@ -72,6 +72,8 @@ export interface ResolvedPoolOptions {
   maxFrameSize: number | undefined;
   /** Workers run under `SCHED_BATCH`. */
   schedBatch: boolean;
+  /** How integers beyond ±2^53 are exchanged. */
+  integers: "number" | "bigint";
 }
 
 const int = (min: number) => {
@@ -191,6 +193,9 @@ const schema = v.strictObject({
   // time out starting instead of saying why).
   maxFrameSize: int(4096),
   schedBatch: v.optional(v.boolean("expected a boolean")),
+  integers: v.optional(
+    v.picklist(["number", "bigint"], 'expected "number" or "bigint"'),
+  ),
 }, "expected an options object");
 
 /**
@@ -256,5 +261,6 @@ export function resolvePoolOptions(
     serverArgs: typeof args === "function" ? args : () => args,
     maxFrameSize: options.maxFrameSize,
     schedBatch: options.schedBatch ?? false,
+    integers: options.integers ?? "number",
   };
 }

@@ -38,6 +38,7 @@ import { PendingTable } from "./_session_pending_table.ts";
 import { Outbox } from "./_session_outbox.ts";
 import { Pending } from "./_session_pending.ts";
 import { callOptionsError } from "./_call_options.ts";
+import { ExactJson, unsafeIntegerError } from "./_exact_json.ts";
 import type {
   ModelDescription,
   ModelSpec,
@@ -137,6 +138,22 @@ export interface SessionConnectOptions {
    * @default {65536}
    */
   maxPending?: number;
+  /**
+   * How integers outside ±(2^53 − 1) (`Number.isSafeInteger`) are
+   * exchanged, where a `number` would round them (`2**53 + 1` →
+   * `9007199254740992`, `10**400` → `Infinity`). `"number"`: a message from
+   * Python holding one fails what it belongs to with an
+   * `UnsafeIntegerError` naming its path (the request, the stream, or the
+   * host command, which answers Python with it), and a `BigInt` to send is
+   * refused with a `SerializationError`. `"bigint"`: they arrive as exact
+   * `BigInt`s (smaller integers stay numbers) in results, events, stream
+   * items and host command arguments, and `BigInt`s are sent as exact JSON
+   * integers. Either way a reply is parsed a second time only when its text
+   * holds a run of 16 or more digits (docs/models.md "Large integers").
+   *
+   * @default {"number"}
+   */
+  integers?: "number" | "bigint";
 }
 
 /**
@@ -182,6 +199,10 @@ export class Session implements AsyncDisposable {
   #late = new Map<number, () => void>();
   #nextId = 1;
   #maxPending: number;
+  #integers: "number" | "bigint";
+  // Parses replies, reviving unsafe integers as BigInt (only text that may hold one is parsed twice).
+  #exact = new ExactJson();
+  #parse = (json: string): unknown => this.#exact.parse(json);
   #host: HostCommands;
   #listeners = new Set<(event: SessionMessage) => void>();
   #outgoing: SessionMiddleware[];
@@ -208,6 +229,15 @@ export class Session implements AsyncDisposable {
     this.#conn = conn;
     this.#logger = options.logger ?? getLogger(["pyproxy", "session"]);
     this.#maxPending = options.maxPending ?? 65_536;
+    const integers = options.integers ?? "number";
+    if (integers !== "number" && integers !== "bigint") {
+      throw new TypeError(
+        `Cannot connect session: integers: expected "number" or "bigint", got ${
+          JSON.stringify(integers)
+        }`,
+      );
+    }
+    this.#integers = integers;
     this.#host = new HostCommands(
       options.handlers,
       (id, ok, payload) => this.#reply(id, ok, payload),
@@ -222,6 +252,7 @@ export class Session implements AsyncDisposable {
       (err) =>
         this.#shutdown(`writing to the server failed (${describe(err)})`, err),
     );
+    this.#outbox.bigints = integers === "bigint";
     // The read loop runs the logic of FrameDecoderStream → Md5VerifierStream
     // → JsonDecoderStream as plain calls: one pipe stage per read, not three.
     const maxFrameSize = options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE;
@@ -304,6 +335,19 @@ export class Session implements AsyncDisposable {
   /** The connection id the server assigned (from the `auth` reply), if any. */
   get connectionId(): string | undefined {
     return this.#serverInfo.connection;
+  }
+
+  /** How integers beyond ±2^53 are exchanged: see {@linkcode SessionConnectOptions.integers}. */
+  get integers(): "number" | "bigint" {
+    return this.#integers;
+  }
+
+  /**
+   * Replies parsed a second time because their text held a run of 16 or
+   * more digits (integers beyond ±2^53 are looked for in those only).
+   */
+  get reparsed(): number {
+    return this.#exact.reparsed;
   }
 
   /** Requests sent and not settled yet. */
@@ -770,9 +814,13 @@ export class Session implements AsyncDisposable {
         const frames = this.#decoder.push(value);
         for (let i = 0; i < frames.length && !this.#closed; i++) {
           const payload = verifyFrame(frames[i]!, md5, digest);
+          const revived = this.#exact.revived;
           const item = payload instanceof Error
             ? payload
-            : parsePayload(payload, text);
+            : parsePayload(payload, text, undefined, this.#parse);
+          // Integers beyond ±2^53 came as BigInt: the default refuses them, message by message.
+          const refuse = this.#exact.revived !== revived &&
+            this.#integers === "number";
           const messages = item instanceof Error || !isBatch(item)
             ? item
             : unbatch(item);
@@ -785,11 +833,13 @@ export class Session implements AsyncDisposable {
             return;
           }
           if (!Array.isArray(messages)) {
+            if (refuse && this.#refuseUnsafe(messages)) continue;
             const later = this.#receive(messages);
             if (later !== undefined) await this.#awaitIncoming(later);
             continue;
           }
           for (let j = 0; j < messages.length && !this.#closed; j++) {
+            if (refuse && this.#refuseUnsafe(messages[j]!)) continue;
             const later = this.#receive(messages[j]!);
             if (later !== undefined) await this.#awaitIncoming(later);
           }
@@ -804,6 +854,32 @@ export class Session implements AsyncDisposable {
         : `the connection failed (${describe(cause)})`,
       cause,
     );
+  }
+
+  /**
+   * With `integers: "number"`: fails what `msg` belongs to when it holds an
+   * integer beyond ±2^53 (revived as a `BigInt`), rather than passing on a
+   * rounded number. True when it did.
+   */
+  #refuseUnsafe(msg: SessionMessage): boolean {
+    if (this.#handshaking) return false;
+    const id = msg.id;
+    const cmd = typeof msg.cmd === "string"
+      ? msg.cmd
+      : typeof id === "number"
+      ? this.#pending.get(id)?.cmd
+      : undefined;
+    const action = typeof msg.cmd === "string"
+      ? `Cannot run host command ${cmd}`
+      : cmd !== undefined
+      ? `Cannot complete ${cmd}`
+      : `Cannot read ${
+        typeof msg.event === "string" ? `event ${msg.event}` : `reply ${id}`
+      }`;
+    const error = unsafeIntegerError(action, msg);
+    if (error === undefined) return false;
+    this.#failIncoming(msg, error);
+    return true;
   }
 
   /**
@@ -875,6 +951,9 @@ export class Session implements AsyncDisposable {
       this.#settle(id, undefined, error);
       // A late reply (the request was given up on) that a hook failed on: still an answer.
       if (this.#late.size > 0) this.#lateDone(id);
+    } else if (typeof id === "number" && this.#pending.get(id) !== undefined) {
+      // An event of a request still running (a stream's item): the request fails, the server is told.
+      this.#expire(id, error);
     } else {
       this.#logger.warn("Dropped incoming message {id}: {error}", {
         id,
@@ -990,10 +1069,12 @@ export class Session implements AsyncDisposable {
     done();
   }
 
-  #expire(id: number, why: "timeout" | "abort"): void {
+  #expire(id: number, why: "timeout" | "abort" | Error): void {
     const pending = this.#pending.get(id);
     if (pending === undefined) return;
-    const error = why === "timeout"
+    const error = why instanceof Error
+      ? why
+      : why === "timeout"
       ? new TimeoutError(
         `Cannot complete ${pending.cmd}: timed out after ${pending.timeout} ms`,
       )

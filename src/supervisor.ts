@@ -291,6 +291,7 @@ export class Supervisor {
       sessionOptions: (worker) => ({
         middleware: plugins.middleware({ worker, plugin: ctx }),
         handlers: plugins.handlers(worker),
+        integers: this.#opts.options.integers,
         ...(this.#opts.options.sessionLogger === undefined
           ? {}
           : { logger: this.#opts.options.sessionLogger }),

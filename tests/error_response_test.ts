@@ -4,6 +4,7 @@ import {
   SerializationError,
   SpillError,
   StartError,
+  UnsafeIntegerError,
 } from "../src/errors.ts";
 import { describeError } from "../src/gateway/error_response.ts";
 
@@ -76,4 +77,21 @@ Deno.test("describeError answers a StartError (a resize whose workers failed) wi
     "Cannot resize pool to 3 workers: all 2 new workers failed to start",
   );
   assert.match(describeError(err, true).body.message, /secret\.py/);
+});
+
+Deno.test("describeError answers an UnsafeIntegerError (a caller's pool with integers: 'number') with 422, its path in the message", () => {
+  const message =
+    "Cannot complete executeModel: result.id is 18446744073709551617, beyond ±2^53";
+  for (
+    const err of [
+      new UnsafeIntegerError(message),
+      // As the spill-over plugin's error reply brings it back.
+      errorFromWire({ type: "UnsafeIntegerError", message }),
+    ]
+  ) {
+    const res = describeError(err, false);
+    assert.equal(res.status, 422);
+    assert.equal(res.body.type, "UnsafeIntegerError");
+    assert.equal(res.body.message, message);
+  }
 });

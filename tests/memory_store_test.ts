@@ -16,6 +16,13 @@ Deno.test("MemoryStore get returns a copy of what set stored, undefined when mis
   assert.equal(await store.get("null"), null);
 });
 
+Deno.test("MemoryStore keeps integers beyond ±2^53 exact (a pool with integers: 'bigint' caches BigInts)", async () => {
+  const store = new MemoryStore();
+  const value = { ids: [2n ** 64n + 1n, -(2n ** 63n)], safe: 5, f: 0.1 };
+  await store.set("k", value);
+  assert.deepEqual(await store.get("k"), value);
+});
+
 Deno.test("MemoryStore delete reports whether the key existed", async () => {
   const store = new MemoryStore();
   await store.set("k", 1);

@@ -14,6 +14,7 @@ import { httpError } from "./error_response.ts";
 import { readJsonBody } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
 import { type SseEvent, sseHead, sseResponse } from "./sse.ts";
+import { stringifyJson } from "../_exact_json.ts";
 
 /** Unsent WebSocket bytes tolerated before a subscriber counts as too slow. */
 const WS_MAX_BUFFERED = 4 * 1024 * 1024;
@@ -41,7 +42,7 @@ async function* sseEvents(sub: Subscription): AsyncGenerator<SseEvent> {
     yield {
       event: "message",
       id: ev.message.seq,
-      data: JSON.stringify(ev.message.data ?? null),
+      data: stringifyJson(ev.message.data ?? null)!,
     };
   }
 }
@@ -61,7 +62,9 @@ function pumpWebSocket(socket: WebSocket, sub: Subscription): void {
       return;
     }
     const { channel, seq, time, data } = ev.message;
-    socket.send(JSON.stringify({ type: "message", channel, seq, time, data }));
+    socket.send(
+      stringifyJson({ type: "message", channel, seq, time, data })!,
+    );
   };
   socket.onopen = async () => {
     try {
@@ -110,12 +113,17 @@ export function channelRoutes(ctx: RouteContext): Hono {
         "Cannot list channels: history must be an integer >= 0",
       );
     }
-    return c.json({
-      channels: hub.list().map((ch) => ({
-        ...ch,
-        history: keep === 0 ? [] : ch.history.slice(-keep),
-      })),
-    });
+    // stringifyJson: a message may hold a BigInt (the gateway keeps integers exact).
+    return c.body(
+      stringifyJson({
+        channels: hub.list().map((ch) => ({
+          ...ch,
+          history: keep === 0 ? [] : ch.history.slice(-keep),
+        })),
+      })!,
+      200,
+      { "content-type": "application/json" },
+    );
   });
 
   app.post("/v1/channels/:name", async (c) => {

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { stringifyJson } from "../_exact_json.ts";
 
 /**
  * One published message.
@@ -528,7 +529,7 @@ export class ChannelHub {
 /** Characters of `JSON.stringify(data)` (what a subscriber is sent), 0 when it has none. */
 function jsonSize(data: unknown): number {
   try {
-    return JSON.stringify(data)?.length ?? 0;
+    return stringifyJson(data)?.length ?? 0;
   } catch {
     return 0;
   }

@@ -6,6 +6,7 @@
  */
 import type { Plugin } from "../plugin.ts";
 import type { ChannelHub } from "./channels.ts";
+import { stringifyJson } from "../_exact_json.ts";
 
 /**
  * Options for {@linkcode channelsPlugin}.
@@ -55,7 +56,7 @@ export function channelsPlugin(options: ChannelsPluginOptions): Plugin {
         if (typeof channel !== "string") {
           throw new TypeError("Cannot publish: channel must be a string");
         }
-        const size = JSON.stringify(msg ?? null).length;
+        const size = stringifyJson(msg ?? null)!.length;
         if (size > maxBytes) {
           throw new RangeError(
             `Cannot publish: message of ${size} bytes is over the limit of ${maxBytes}`,

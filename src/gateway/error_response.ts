@@ -21,6 +21,7 @@ import {
   SpillError,
   StartError,
   TimeoutError,
+  UnsafeIntegerError,
   WorkerCrashedError,
 } from "../errors.ts";
 
@@ -148,6 +149,11 @@ export function describeError(
       headers,
       body: body(err.name, err.message),
     };
+  }
+  if (err instanceof UnsafeIntegerError) {
+    // What the model returned cannot be represented (a pool of the caller's
+    // with integers: "number"; the gateway's own pool keeps them exact).
+    return { status: 422, headers, body: body(err.name, err.message) };
   }
   if (err instanceof SpillError) {
     // The host's own spill-over failed: over maxBytes (retry later), or its

@@ -17,16 +17,23 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 
 function fieldSchema(type: string): v.GenericSchema {
   switch (type) {
+    // A bigint: an integer beyond ±2^53 in the body, kept exact (docs/gateway.md).
     case "number":
-      return v.pipe(
-        v.number("expected a number"),
-        v.finite("expected a finite number"),
-      );
+      return v.union([
+        v.pipe(
+          v.number("expected a number"),
+          v.finite("expected a finite number"),
+        ),
+        v.bigint(),
+      ], "expected a number");
     case "integer":
-      return v.pipe(
-        v.number("expected an integer"),
-        v.integer("expected an integer"),
-      );
+      return v.union([
+        v.pipe(
+          v.number("expected an integer"),
+          v.integer("expected an integer"),
+        ),
+        v.bigint(),
+      ], "expected an integer");
     case "string":
       return v.string("expected a string");
     case "boolean":

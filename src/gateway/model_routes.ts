@@ -19,6 +19,7 @@ import { type SseEvent, sseResponse } from "./sse.ts";
 import { modelView } from "./_model_view.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
 import type { RouteContext } from "./route_context.ts";
+import { stringifyJson } from "../_exact_json.ts";
 
 const SPEC_SHAPE = "expected {file, options?, class?}";
 
@@ -295,7 +296,7 @@ export function modelExecutor(
       }
       res = result === null || result === undefined
         ? new Response(null, { status: 204 })
-        : Response.json(result);
+        : jsonResponse(result);
     } catch (err) {
       // The client went away (the call was cancelled for it): nobody reads
       // this response, 499 keeps it apart from real errors in the metrics.
@@ -358,7 +359,7 @@ async function* streamEvents(
       yield {
         event: "item",
         id: seq++,
-        data: JSON.stringify(next.value ?? null),
+        data: stringifyJson(next.value ?? null)!,
       };
       const read = await Promise.race([items.next(), stopped]);
       if (read === "stop") {
@@ -602,4 +603,21 @@ function forbidden() {
     "Forbidden",
     "Cannot manage models: model management is disabled (start with --allow-manage)",
   );
+}
+
+/**
+ * `Response.json(result)`, except that a result holding a `BigInt` (the
+ * gateway's pool runs with `integers: "bigint"`) is written with its exact
+ * integer literals: only such a result pays for a second pass.
+ */
+function jsonResponse(result: unknown): Response {
+  try {
+    return Response.json(result);
+  } catch (err) {
+    const text = stringifyJson(result);
+    if (text === undefined) throw err;
+    return new Response(text, {
+      headers: { "content-type": "application/json" },
+    });
+  }
 }

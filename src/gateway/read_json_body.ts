@@ -7,6 +7,7 @@ import { HTTPException } from "hono/http-exception";
 import { StartOrderRing } from "../_start_order_ring.ts";
 import type { Runtime } from "../runtime/types.ts";
 import { httpError } from "./error_response.ts";
+import { parseJson } from "../_exact_json.ts";
 
 const DIGITS = /^\d+$/;
 // Stateless when used without `stream`: shared instead of built per request.
@@ -58,17 +59,24 @@ export async function readJsonBody(
     if (size > limit) throw tooLarge(limit, size);
     if (size === 0) return undefined;
     // The HTTP server holds a body to its Content-Length, so the runtime's own
-    // JSON reader is safe here: under load it costs Deno ~6 µs of CPU less
-    // per request than reading the bytes and parsing them ourselves. Its
-    // reader cannot be cancelled: a read cut short by the guard ends with
-    // its connection. Bun's reader drops a byte order mark: read the bytes.
+    // reader is safe here: under load it costs Deno ~6 µs of CPU less per
+    // request than reading the bytes ourselves. Its text, not its JSON
+    // (`request.json()`, ~0.5 µs less): integers beyond ±2^53 must reach
+    // Python exactly. Its reader cannot be cancelled: a read cut short by
+    // the guard ends with its connection. Bun's reader drops a byte order
+    // mark: read the bytes.
     if (runtime?.jsonDropsBom !== true) {
+      let text: string;
       try {
-        const read = request.json();
-        return await (guard === undefined ? read : guard.watch(read));
+        const read = request.text();
+        text = await (guard === undefined ? read : guard.watch(read));
       } catch (err) {
-        if (err instanceof SyntaxError) throw invalidJson(err, request);
         throw err instanceof HTTPException ? err : incompleteBody();
+      }
+      try {
+        return parseJson(text);
+      } catch (err) {
+        throw invalidJson(err as Error, request);
       }
     }
   } else if (declared !== null && Number(declared) > limit) {
@@ -88,7 +96,7 @@ export async function readJsonBody(
   }
   if (bytes.byteLength === 0) return undefined;
   try {
-    return JSON.parse(UTF8.decode(bytes));
+    return parseJson(UTF8.decode(bytes));
   } catch (err) {
     throw invalidJson(err as Error, request);
   }

@@ -272,6 +272,8 @@ export async function serve(
     // The gateway's thread is its bottleneck: a worker woken by a request
     // must not preempt it (docs/gateway.md).
     schedBatch: config.schedBatch,
+    // JSON in, JSON out: integers beyond ±2^53 pass through exactly (docs/gateway.md).
+    integers: "bigint",
     ...(config.python === undefined ? {} : { python: config.python }),
     ...(config.limits.maxInFlightPerWorker === undefined
       ? {}

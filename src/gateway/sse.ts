@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { stringifyJson } from "../_exact_json.ts";
 
 /** One Server-Sent Event. */
 export interface SseEvent {
@@ -52,7 +53,7 @@ export function encodeSse(event: SseEvent): string {
   if (event.id !== undefined) out += `id: ${event.id}\n`;
   const data = typeof event.data === "string"
     ? event.data
-    : JSON.stringify(event.data ?? null);
+    : stringifyJson(event.data ?? null)!;
   for (const line of data.split("\n")) out += `data: ${line}\n`;
   return out + "\n";
 }

@@ -69,7 +69,9 @@ export class JsonDecoderStream extends TransformStream<
  * function: the JSON object, or a `ProtocolError` when the payload is not
  * UTF-8 JSON text of an object. `text` is a UTF-8 decoder with `ignoreBOM`;
  * a non-fatal one is faster (Deno's fast path), and invalid UTF-8 is still
- * refused: only text holding U+FFFD is decoded again, fatally.
+ * refused: only text holding U+FFFD is decoded again, fatally. `parse`,
+ * when given, parses the text instead of `JSON.parse` (and `reviver` is not
+ * used): the session's exact integers (docs/models.md "Large integers").
  *
  * @example
  * ```ts
@@ -82,6 +84,7 @@ export function parsePayload(
   payload: Uint8Array,
   text: TextDecoder,
   reviver?: (key: string, value: unknown) => unknown,
+  parse?: (json: string) => unknown,
 ): Record<string, unknown> | ProtocolError {
   let value: unknown;
   try {
@@ -92,7 +95,7 @@ export function parsePayload(
         payload,
       );
     }
-    value = JSON.parse(json, reviver);
+    value = parse === undefined ? JSON.parse(json, reviver) : parse(json);
   } catch (err) {
     return new ProtocolError(
       `Cannot parse payload: ${(err as Error).message}`,

@@ -317,3 +317,19 @@ test(
   },
   30_000,
 );
+
+test("the gateway keeps integers beyond ±2^53 exact on Bun", async () => {
+  await withEchoGateway(async (server) => {
+    const body = `{"id":18446744073709551617,"big":1${
+      "0".repeat(400)
+    },"f":0.12345678901234568}`;
+    const res = await fetch(`${server.url}/v1/models/echo/execute`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body,
+    });
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    expect(text.startsWith(`{"msg":${body},"pid":`)).toBe(true);
+  });
+}, 30_000);

@@ -7,6 +7,7 @@ import {
   reconnect,
   sharedCache,
   spillover,
+  UnsafeIntegerError,
 } from "../../mod.ts";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -397,6 +398,55 @@ test(
       expect(pool.status().workers[0]!.state).toBe("ready");
     } finally {
       await pool.close();
+    }
+  },
+  30_000,
+);
+
+test(
+  "Pool integers: 'bigint' is exact and 'number' refuses with the path on Bun",
+  async () => {
+    const big = [2n ** 63n - 1n, -(2n ** 63n), 2n ** 64n + 1n, 10n ** 400n];
+    {
+      await using pool = await Pool.start({
+        workers: 1,
+        integers: "bigint",
+        plugins: {
+          defaults: false,
+          use: [spillover({ threshold: 64 * 1024 }), sharedCache()],
+        },
+      });
+      await pool.addModel("echo", { source: ECHO_MODEL });
+      // Arguments and results, host command arguments and results (the cache), spilled both ways.
+      const msg = { ids: big, nested: { id: 2n ** 53n + 1n }, f: 0.1 };
+      expect(
+        ((await pool.execute("echo", msg)) as { msg: unknown }).msg,
+      ).toEqual(msg);
+      expect(await pool.execute("echo", { cache: big })).toEqual({
+        cached: big,
+        after: null,
+      });
+      const large = { blob: "x".repeat(200_000), ids: big };
+      expect(
+        ((await pool.execute("echo", large)) as { msg: unknown }).msg,
+      ).toEqual(large);
+      expect(await pool.eval("[2**64 + 1, 2**53 - 1]").result).toEqual([
+        2n ** 64n + 1n,
+        2 ** 53 - 1,
+      ]);
+    }
+    {
+      await using pool = await Pool.start({ workers: 1 });
+      let error: unknown;
+      try {
+        await pool.eval("{'id': 2**64 + 1}").result;
+      } catch (err) {
+        error = err;
+      }
+      expect(error).toBeInstanceOf(UnsafeIntegerError);
+      expect((error as UnsafeIntegerError).details.path).toBe(
+        "result.value.id",
+      );
     }
   },
   30_000,

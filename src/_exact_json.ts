@@ -1,0 +1,234 @@
+/**
+ * Integers beyond ±(2^53 − 1) in JSON text: found cheaply, parsed exactly
+ * as `BigInt`, and written back exactly (the `integers` option of sessions
+ * and pools, docs/models.md "Large integers").
+ *
+ * JSON carries integers of any size; `JSON.parse` rounds those past 2^53 to
+ * the nearest double (`Infinity` past ~1.8e308). Only text that may hold one
+ * is parsed again, with a reviver that reads each number's source text
+ * (`context.source`, Deno 2 and Bun 1.x): the rest pays one regular
+ * expression scan.
+ *
+ * @module
+ */
+import { UnsafeIntegerError } from "./errors.ts";
+
+/** How integers outside ±(2^53 − 1) are received: see `SessionConnectOptions.integers`. */
+export type IntegersMode = "number" | "bigint";
+
+/**
+ * A JSON integer literal of 16 digits or more (the shortest that can be
+ * unsafe: 2^53 has 16 digits), after the `:`, `,` or `[` that starts a value.
+ * The digits of a float's fraction follow a `.` and never match; a 16-digit
+ * integer part (`1234567890123456.5`) or digits in a string (`"a:1234…"`)
+ * do, and cost a second parse that finds nothing.
+ */
+const MAYBE_UNSAFE = /[:,[]\s*-?\d{16}/;
+const INTEGER = /^-?\d+$/;
+
+/** A `BigInt` for an unsafe integer literal, else `value` (a reviver's logic). */
+function revive(value: unknown, context?: { source?: string }): unknown {
+  if (typeof value !== "number" || Number.isSafeInteger(value)) return value;
+  const source = context?.source;
+  if (source === undefined) {
+    throw new TypeError(
+      "Cannot parse integers exactly: this runtime's JSON.parse gives revivers no source text",
+    );
+  }
+  return INTEGER.test(source) ? BigInt(source) : value;
+}
+
+const reviver = (_key: string, value: unknown, context?: { source?: string }) =>
+  revive(value, context);
+
+/**
+ * `JSON.parse(text)` with integers beyond ±(2^53 − 1) as exact `BigInt`s
+ * (parsed twice only when the text may hold one). For the host's own JSON
+ * stores and the gateway's request bodies.
+ *
+ * @example
+ * ```ts ignore
+ * parseJson('{"id":12345678901234567891}'); // { id: 12345678901234567891n }
+ * ```
+ */
+export function parseJson(text: string): unknown {
+  if (!MAYBE_UNSAFE.test(text)) return JSON.parse(text);
+  return JSON.parse(text, reviver as (k: string, v: unknown) => unknown);
+}
+
+/**
+ * `JSON.stringify(value)`, except that a value holding a `BigInt` (which it
+ * refuses) is written with exact integer literals: only such a value pays
+ * for a second pass. Throws what `JSON.stringify` throws for anything else.
+ */
+export function stringifyJson(value: unknown): string | undefined {
+  try {
+    return JSON.stringify(value);
+  } catch (err) {
+    if (findBigInt(value) === undefined) throw err;
+    return stringifyExact(value);
+  }
+}
+
+/**
+ * Parses JSON text, reviving integer literals outside ±(2^53 − 1) as
+ * `BigInt` and counting what it did. One per session (no shared state).
+ */
+export class ExactJson {
+  /** Texts parsed a second time (the cheap test matched). */
+  reparsed = 0;
+  /** `BigInt`s made. */
+  revived = 0;
+
+  #reviver = (_key: string, value: unknown, context?: { source?: string }) => {
+    const out = revive(value, context);
+    if (out !== value) this.revived++;
+    return out;
+  };
+
+  /**
+   * `JSON.parse(text)`, except that where `text` may hold an unsafe integer
+   * it is parsed again with a reviver that makes `BigInt`s of them (check
+   * {@linkcode ExactJson.revived}). Throws what `JSON.parse` throws.
+   */
+  parse(text: string): unknown {
+    if (!MAYBE_UNSAFE.test(text)) return JSON.parse(text);
+    this.reparsed++;
+    return JSON.parse(
+      text,
+      this.#reviver as (k: string, v: unknown) => unknown,
+    );
+  }
+}
+
+/** Where {@linkcode findBigInt} found a `BigInt`: its path and value. */
+export interface FoundBigInt {
+  /** `result.ids[3]`, relative to the value searched. */
+  path: string;
+  /** The integer. */
+  value: bigint;
+}
+
+/**
+ * The first `BigInt` in `value` (depth first), with its path, or
+ * `undefined`. Only runs on messages {@linkcode ExactJson} revived some in.
+ */
+export function findBigInt(
+  value: unknown,
+  path = "",
+  depth = 0,
+): FoundBigInt | undefined {
+  if (typeof value === "bigint") return { path, value };
+  // Deeper than any message can be (and a cycle ends here).
+  if (typeof value !== "object" || value === null || depth > 1000) {
+    return undefined;
+  }
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = findBigInt(value[i], `${path}[${i}]`, depth + 1);
+      if (found !== undefined) return found;
+    }
+    return undefined;
+  }
+  for (const key in value) {
+    if (!Object.hasOwn(value, key)) continue;
+    const found = findBigInt(
+      (value as Record<string, unknown>)[key],
+      path === "" ? key : `${path}.${key}`,
+      depth + 1,
+    );
+    if (found !== undefined) return found;
+  }
+  return undefined;
+}
+
+/**
+ * The {@linkcode UnsafeIntegerError} of `integers: "number"` for the first
+ * `BigInt` in `msg`, or `undefined` when it holds none. `action` starts the
+ * message ("Cannot complete executeModel").
+ */
+export function unsafeIntegerError(
+  action: string,
+  msg: unknown,
+): UnsafeIntegerError | undefined {
+  const found = findBigInt(msg);
+  if (found === undefined) return undefined;
+  const digits = found.value.toString();
+  const value = digits.length <= 40
+    ? digits
+    : `${digits.slice(0, 20)}…(${digits.replace("-", "").length} digits)`;
+  return new UnsafeIntegerError(
+    `${action}: ${
+      found.path || "the value"
+    } is ${value}, beyond ±2^53 where numbers are exact (send it as a string, or use integers: "bigint")`,
+    { details: { path: found.path, value } },
+  );
+}
+
+/**
+ * `JSON.stringify(value)` with each `BigInt` written as its exact integer
+ * literal (`JSON.rawJSON`), for `integers: "bigint"`. Throws what
+ * `JSON.stringify` throws for everything else.
+ */
+export function stringifyExact(value: unknown): string | undefined {
+  const raw = (JSON as { rawJSON?: (text: string) => unknown }).rawJSON;
+  if (typeof raw !== "function") {
+    throw new TypeError(
+      "Cannot write a BigInt exactly: this runtime has no JSON.rawJSON",
+    );
+  }
+  return JSON.stringify(
+    value,
+    (_key, v) =>
+      typeof v === "bigint" &&
+        typeof (v as { toJSON?: unknown }).toJSON !== "function"
+        ? raw(v.toString())
+        : v,
+  );
+}
+
+/**
+ * `value` with each `BigInt` replaced by `JSON.rawJSON` of its digits (a copy
+ * of the objects and arrays on the way to one; the rest is shared), for
+ * encoders that take values rather than a replacer. Same errors as
+ * {@linkcode stringifyExact}.
+ */
+export function withRawIntegers(value: unknown, depth = 0): unknown {
+  if (typeof value === "bigint") {
+    if (typeof (value as { toJSON?: unknown }).toJSON === "function") {
+      return value;
+    }
+    const raw = (JSON as { rawJSON?: (text: string) => unknown }).rawJSON;
+    if (typeof raw !== "function") {
+      throw new TypeError(
+        "Cannot write a BigInt exactly: this runtime has no JSON.rawJSON",
+      );
+    }
+    return raw(value.toString());
+  }
+  if (typeof value !== "object" || value === null || depth > 1000) {
+    return value;
+  }
+  if (typeof (value as { toJSON?: unknown }).toJSON === "function") {
+    return value;
+  }
+  if (Array.isArray(value)) {
+    let out: unknown[] | undefined;
+    for (let i = 0; i < value.length; i++) {
+      const v = withRawIntegers(value[i], depth + 1);
+      if (v !== value[i]) (out ??= value.slice())[i] = v;
+    }
+    return out ?? value;
+  }
+  let out: Record<string, unknown> | undefined;
+  for (const key in value) {
+    if (!Object.hasOwn(value, key)) continue;
+    const old = (value as Record<string, unknown>)[key];
+    const v = withRawIntegers(old, depth + 1);
+    if (v !== old) {
+      out ??= { ...(value as Record<string, unknown>) };
+      out[key] = v;
+    }
+  }
+  return out ?? value;
+}

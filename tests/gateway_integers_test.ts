@@ -1,0 +1,87 @@
+/**
+ * The gateway keeps integers beyond ±2^53 exact end to end: request body →
+ * Python → response body, stream items and channel messages, with real
+ * Python workers (its pool runs with `integers: "bigint"`).
+ */
+import assert from "node:assert/strict";
+import { startGateway, type TestGateway } from "./_gateway_harness.ts";
+
+const BIG = [
+  "9223372036854775807",
+  "-9223372036854775808",
+  "18446744073709551617",
+  "1" + "0".repeat(400),
+];
+
+const ECHO = `class Echo:
+    inputs = {"id": "integer", "weight": "number?"}
+    def execute(self, msg):
+        return {"msg": msg, "next": msg["id"] + 1, "big": [2**63 - 1, -(2**63), 2**64 + 1, 10**400],
+                "f": 0.12345678901234568}
+`;
+
+const STREAM = `class Stream:
+    def execute(self, msg):
+        yield {"i": 0}
+        yield {"id": msg["id"] * 2}
+`;
+
+async function putModel(
+  gw: TestGateway,
+  name: string,
+  source: string,
+): Promise<void> {
+  await Deno.writeTextFile(`${gw.dir}/${name}.py`, source);
+  const put = await gw.fetch(`/v1/models/${name}`, {
+    method: "PUT",
+    body: JSON.stringify({ file: `${name}.py` }),
+  });
+  await put.body?.cancel();
+  assert.ok(put.ok, String(put.status));
+}
+
+Deno.test("Gateway keeps integers beyond ±2^53 exact from the request body to Python and back", async () => {
+  await using gw = await startGateway({ allowManage: true });
+  await putModel(gw, "echo", ECHO);
+  await putModel(gw, "stream", STREAM);
+  const body = `{"id":${BIG[2]},"weight":${BIG[3]},"list":[${BIG[0]},${
+    BIG[1]
+  }],"safe":9007199254740991}`;
+  const res = await gw.fetch("/v1/models/echo/execute", {
+    method: "POST",
+    body,
+  });
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get("content-type") ?? "", /application\/json/);
+  const text = await res.text();
+  // The literal digits, as Python wrote them (JSON.parse would round them).
+  assert.equal(
+    text,
+    `{"msg":${body},"next":18446744073709551618,"big":[${
+      BIG.join(",")
+    }],"f":0.12345678901234568}`,
+  );
+  // A stream item.
+  const stream = await gw.fetch("/v1/models/stream/stream", {
+    method: "POST",
+    body: `{"id":${BIG[2]}}`,
+  });
+  const sse = await stream.text();
+  assert.match(sse, /data: \{"id":36893488147419103234\}/);
+  // A channel message, as published and as listed.
+  const pub = await gw.fetch("/v1/channels/ids", {
+    method: "POST",
+    body: `{"id":${BIG[0]}}`,
+  });
+  assert.equal(pub.status, 200);
+  await pub.body?.cancel();
+  const list = await (await gw.fetch("/v1/channels?history=1")).text();
+  assert.ok(list.includes(`"data":{"id":${BIG[0]}}`), list);
+  // A float of 17 digits and an integer field given a float stay what they were.
+  const typed = await gw.fetch("/v1/models/echo/execute", {
+    method: "POST",
+    body: '{"id":1.5}',
+  });
+  assert.equal(typed.status, 400);
+  assert.match((await typed.json()).error.message, /id: expected an integer/);
+});

@@ -1,0 +1,259 @@
+/**
+ * The pool's `integers` option with real Python servers: integers beyond
+ * ±2^53 arrive exactly as BigInt ("bigint") or fail with an
+ * UnsafeIntegerError naming their path ("number", the default), in results,
+ * stream items, batch items, eval values, host command arguments and
+ * spilled messages.
+ */
+import assert from "node:assert/strict";
+import { SerializationError, UnsafeIntegerError } from "../src/errors.ts";
+import { Pool, type PoolOptions } from "../src/pool.ts";
+import type { HostHandler } from "../src/plugin.ts";
+import type { Session } from "../src/session.ts";
+import { spillover } from "../plugins/spillover.ts";
+
+const VALUES = "[2**63 - 1, -(2**63), 2**64 + 1, 10**400]";
+const EXPECTED = [2n ** 63n - 1n, -(2n ** 63n), 2n ** 64n + 1n, 10n ** 400n];
+
+const MODELS: Record<string, string> = {
+  "big.py": `
+from pyproxy import host
+
+class Big:
+    def __init__(self, options):
+        pass
+
+    def execute(self, msg):
+        kind = msg.get("kind") if isinstance(msg, dict) else None
+        if kind == "echo":
+            return msg
+        if kind == "call":
+            return host.call("echo", msg["args"])
+        if kind == "spill":
+            return {"blob": "x" * 300000, "ids": ${VALUES}}
+        if kind == "floats":
+            return {"f": [0.12345678901234568, 1234567890123456.8, 9.007199254740993e15, -0.9999999999999999]}
+        return {"values": ${VALUES}, "nested": {"id": 2**53 + 1, "list": [{"x": 2**53}]},
+                "safe": [2**53 - 1, -(2**53 - 1)], "text": "id:12345678901234567890"}
+`,
+  "stream.py": `
+class Stream:
+    def __init__(self, options):
+        pass
+
+    def execute(self, msg):
+        yield {"i": 0}
+        for v in ${VALUES}:
+            yield {"v": v}
+`,
+  "batched.py": `
+class Batched:
+    batch_size = 8
+    batch_delay_ms = 50
+
+    def __init__(self, options):
+        pass
+
+    def execute_batch(self, msgs):
+        return [{"n": m["n"], "big": 2**64 + m["n"]} for m in msgs]
+`,
+};
+
+async function modelsDir(): Promise<{ path: string } & AsyncDisposable> {
+  const path = await Deno.makeTempDir({ prefix: "pyproxy-integers-test-" });
+  for (const [name, source] of Object.entries(MODELS)) {
+    await Deno.writeTextFile(`${path}/${name}`, source);
+  }
+  return {
+    path,
+    [Symbol.asyncDispose]: () =>
+      Deno.remove(path, { recursive: true }).catch(() => {}),
+  };
+}
+
+async function startPool(
+  dir: string,
+  extra: PoolOptions,
+  echo: HostHandler = (args) => args,
+  sessions: Session[] = [],
+): Promise<Pool> {
+  const pool = await Pool.start({
+    workers: 1,
+    modelsDir: dir,
+    handleSignals: false,
+    plugins: {
+      defaults: false,
+      use: [spillover({ threshold: 64 * 1024 }), {
+        name: "echo",
+        handlers: { echo },
+        onWorkerStart: (ev) => void sessions.push(ev.session),
+      }],
+    },
+    ...extra,
+  });
+  try {
+    await pool.addModel("big", { file: "big.py" });
+    await pool.addModel("stream", { file: "stream.py" });
+    await pool.addModel("batched", { file: "batched.py" });
+  } catch (err) {
+    await pool.close();
+    throw err;
+  }
+  return pool;
+}
+
+Deno.test("Pool integers: 'bigint' round-trips 2**63-1, -(2**63), 2**64+1 and 10**400 exactly", async () => {
+  await using dir = await modelsDir();
+  const seen: unknown[] = [];
+  await using pool = await startPool(dir.path, { integers: "bigint" }, (
+    args,
+  ) => {
+    seen.push(args);
+    return args;
+  });
+  // Results, nested in lists and dicts; safe integers stay numbers.
+  assert.deepEqual(await pool.execute("big", {}), {
+    values: EXPECTED,
+    nested: { id: 2n ** 53n + 1n, list: [{ x: 2n ** 53n }] },
+    safe: [2 ** 53 - 1, -(2 ** 53 - 1)],
+    text: "id:12345678901234567890",
+  });
+  // BigInt arguments reach Python exactly and come back.
+  const msg = {
+    kind: "echo",
+    values: EXPECTED,
+    one: 2n ** 53n + 1n,
+    small: 5n,
+  };
+  assert.deepEqual(await pool.execute("big", msg), { ...msg, small: 5 });
+  // Host command arguments (Python → host) and results (host → Python).
+  const args = { ids: EXPECTED, nested: [{ id: -(2n ** 63n) }] };
+  assert.deepEqual(await pool.execute("big", { kind: "call", args }), args);
+  assert.deepEqual(seen, [args]);
+  // Stream items.
+  const items = await Array.fromAsync(pool.executeStream("stream", {}));
+  assert.deepEqual(items, [{ i: 0 }, ...EXPECTED.map((v) => ({ v }))]);
+  // Batch items: each caller gets its own exact result.
+  const batch = await Promise.all(
+    [1, 2, 3].map((n) => pool.execute("batched", { n })),
+  );
+  assert.deepEqual(
+    batch,
+    [1, 2, 3].map((n) => ({ n, big: 2n ** 64n + BigInt(n) })),
+  );
+  // Eval values.
+  assert.deepEqual(await pool.eval(`${VALUES}`).result, EXPECTED);
+  // Spilled both ways (a reply and a request above the threshold).
+  const spilled = await pool.execute<{ ids: unknown }>("big", {
+    kind: "spill",
+  });
+  assert.deepEqual(spilled.ids, EXPECTED);
+  const large = { kind: "echo", blob: "y".repeat(300_000), ids: EXPECTED };
+  assert.deepEqual(await pool.execute("big", large), large);
+});
+
+Deno.test("Pool integers: 'number' (the default) fails with an UnsafeIntegerError naming the path", async () => {
+  await using dir = await modelsDir();
+  const seen: unknown[] = [];
+  await using pool = await startPool(dir.path, {}, (args) => {
+    seen.push(args);
+    return args;
+  });
+  const refused = (path: string, value: string) => (err: unknown) => {
+    assert.ok(err instanceof UnsafeIntegerError, String(err));
+    assert.equal(err.code, "UNSAFE_INTEGER");
+    assert.equal(err.details.path, path);
+    assert.equal(err.details.value, value);
+    assert.ok(err.message.includes(`${path} is ${value}, beyond ±2^53`));
+    assert.match(err.message, /integers: "bigint"/);
+    return true;
+  };
+  await assert.rejects(
+    pool.execute("big", {}),
+    refused("result.values[0]", "9223372036854775807"),
+  );
+  // The worker carries on.
+  assert.deepEqual(await pool.execute("big", { kind: "echo", n: 1 }), {
+    kind: "echo",
+    n: 1,
+  });
+  // A stream fails at the item that holds one, after the items before it.
+  const stream = pool.executeStream("stream", {});
+  assert.deepEqual(await stream.next(), { value: { i: 0 }, done: false });
+  await assert.rejects(stream.next(), refused("data.v", "9223372036854775807"));
+  // A batch item: the batch's reply is refused, so every call of the batch fails.
+  await assert.rejects(
+    pool.execute("batched", { n: 1 }),
+    refused("result.results[0].big", "18446744073709551617"),
+  );
+  // An eval value, 10**400 shortened.
+  await assert.rejects(
+    pool.eval("10**400").result,
+    refused("result.value", "10000000000000000000…(401 digits)"),
+  );
+  // A host command's arguments: Python gets the error, the handler never runs.
+  await assert.rejects(
+    pool.execute("big", { kind: "call", args: { id: 2 ** 53 + 2 } }),
+    (err: Error) => {
+      assert.match(err.message, /UnsafeIntegerError/);
+      assert.match(err.message, /args\.id is 9007199254740994/);
+      return true;
+    },
+  );
+  assert.deepEqual(seen, []);
+  // A spilled reply.
+  await assert.rejects(
+    pool.execute("big", { kind: "spill" }),
+    refused("result.ids[0]", "9223372036854775807"),
+  );
+  // A BigInt to send is refused before anything is sent, small or spilled.
+  for (const blob of ["", "y".repeat(300_000)]) {
+    await assert.rejects(
+      pool.execute("big", { kind: "echo", blob, id: 1n }),
+      (err: Error) => {
+        assert.ok(err instanceof SerializationError);
+        assert.match(err.message, /msg\.id is a BigInt .*integers: "bigint"/);
+        return true;
+      },
+    );
+  }
+});
+
+Deno.test("Pool integers: floats of 17 digits are unchanged and not parsed twice", async () => {
+  await using dir = await modelsDir();
+  for (const integers of ["number", "bigint"] as const) {
+    const sessions: Session[] = [];
+    await using pool = await startPool(
+      dir.path,
+      { integers },
+      undefined,
+      sessions,
+    );
+    const session = sessions[0]!;
+    const before = session.reparsed;
+    assert.deepEqual(await pool.execute("big", { kind: "floats" }), {
+      f: [
+        0.12345678901234568,
+        1234567890123456.8,
+        9.007199254740993e15,
+        -0.9999999999999999,
+      ],
+    });
+    // The 16-digit integer part of 1234567890123456.8 matches the cheap test (and
+    // finds nothing); the fractions do not.
+    assert.equal(session.reparsed - before, 1);
+    await pool.execute("big", { kind: "echo", f: 0.12345678901234568 });
+    assert.equal(session.reparsed - before, 1);
+  }
+});
+
+Deno.test("Pool integers: a value other than 'number' or 'bigint' is a ConfigError", async () => {
+  await assert.rejects(
+    Pool.start({
+      workers: 1,
+      handleSignals: false,
+      integers: "string" as "number",
+    }),
+    /Cannot start pool: integers: expected "number" or "bigint"/,
+  );
+});
