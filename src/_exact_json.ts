@@ -143,6 +143,30 @@ export function findBigInt(
 }
 
 /**
+ * Replaces, in place, each `BigInt` in `value`'s objects and arrays with the
+ * nearest `number` (what `JSON.parse` alone would have given), for the
+ * messages of `integers: "number"` that are passed on rather than refused.
+ */
+export function roundBigInts(value: unknown, depth = 0): void {
+  if (typeof value !== "object" || value === null || depth > 1000) return;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const v = value[i];
+      if (typeof v === "bigint") value[i] = Number(v);
+      else roundBigInts(v, depth + 1);
+    }
+    return;
+  }
+  const record = value as Record<string, unknown>;
+  for (const key in record) {
+    if (!Object.hasOwn(record, key)) continue;
+    const v = record[key];
+    if (typeof v === "bigint") record[key] = Number(v);
+    else roundBigInts(v, depth + 1);
+  }
+}
+
+/**
  * The {@linkcode UnsafeIntegerError} of `integers: "number"` for the first
  * `BigInt` in `msg`, or `undefined` when it holds none. `action` starts the
  * message ("Cannot complete executeModel").

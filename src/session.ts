@@ -38,7 +38,7 @@ import { PendingTable } from "./_session_pending_table.ts";
 import { Outbox } from "./_session_outbox.ts";
 import { Pending } from "./_session_pending.ts";
 import { callOptionsError } from "./_call_options.ts";
-import { ExactJson, unsafeIntegerError } from "./_exact_json.ts";
+import { ExactJson, roundBigInts, unsafeIntegerError } from "./_exact_json.ts";
 import type {
   ModelDescription,
   ModelSpec,
@@ -858,11 +858,23 @@ export class Session implements AsyncDisposable {
 
   /**
    * With `integers: "number"`: fails what `msg` belongs to when it holds an
-   * integer beyond ±2^53 (revived as a `BigInt`), rather than passing on a
-   * rounded number. True when it did.
+   * integer beyond ±2^53 (revived as a `BigInt`) in what a caller receives as
+   * data (a reply's result, a stream's item, a host command's arguments),
+   * rather than passing on a rounded number. True when it did. Anything else
+   * (an error reply, a log or output event, the handshake) is passed on with
+   * the numbers rounded, as `JSON.parse` gives them: refusing it would lose
+   * the error or the record for a number that is not its point.
    */
   #refuseUnsafe(msg: SessionMessage): boolean {
-    if (this.#handshaking) return false;
+    const data = !this.#handshaking &&
+      (typeof msg.cmd === "string" ||
+        (typeof msg.event === "string"
+          ? msg.event === "item"
+          : msg.ok !== false));
+    if (!data) {
+      roundBigInts(msg);
+      return false;
+    }
     const id = msg.id;
     const cmd = typeof msg.cmd === "string"
       ? msg.cmd

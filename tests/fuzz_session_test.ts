@@ -285,6 +285,46 @@ Deno.test("Session resolves a reply nested 100,000 deep or rejects it with a typ
   assert.equal(session.inFlight, 0);
 });
 
+Deno.test("Session with integers 'number' fails a result holding an integer beyond 2^53, and passes an error reply or an event on with it rounded", async () => {
+  const big = "123456789012345678901";
+  await using server = fakeServer((msg, send) => {
+    const id = msg.id as number;
+    if (msg.cmd === "result") {
+      send(encodeFrame(`{"id":${id},"ok":true,"result":{"id":${big}}}`));
+    } else if (msg.cmd === "error") {
+      send(
+        encodeFrame(
+          `{"event":"log","level":"info","text":"x","n":${big}}`,
+        ),
+        encodeFrame(
+          `{"id":${id},"ok":false,"error":{"type":"ValueError","message":"bad id","id":${big}}}`,
+        ),
+      );
+    } else send(encodeFrame({ id, ok: true, result: "pong" }));
+  });
+  await using session = await Session.connect({ port: server.port });
+  const events: Msg[] = [];
+  session.onEvent((ev) => void events.push(ev));
+  await assert.rejects(
+    session.request("result"),
+    (err: Error) => err.name === "UnsafeIntegerError",
+  );
+  // The error is what the caller gets, not an UnsafeIntegerError in its place.
+  await assert.rejects(session.request("error"), (err: Error) => {
+    assert.equal(err.name, "ValueError");
+    assert.equal(err.message, "bad id");
+    assert.equal(
+      (err as PyProxyError & { details: Msg }).details.id,
+      Number(big),
+    );
+    return true;
+  });
+  assert.equal(events.length, 1);
+  assert.equal(events[0]!.n, Number(big));
+  assert.equal(await session.ping(), "pong");
+  assert.equal(session.inFlight, 0);
+});
+
 Deno.test("Session rejects requests beyond maxPending at once with OverloadedError", async () => {
   const held: Array<() => void> = [];
   const allHeld = Promise.withResolvers<void>();
