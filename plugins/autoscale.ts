@@ -111,8 +111,9 @@ const KNOWN = [
   "step",
   "manualHoldMs",
   "sampleInterval",
-  "logger",
 ] as const;
+// A logger is an object of functions: no JSON gives one.
+const CODE_ONLY = ["logger"] as const;
 
 const count = (what: string) => {
   const message = `expected ${what} from 1 to 1024`;
@@ -157,7 +158,7 @@ const Schema = v.object({
       ["debug", "info", "warn"].every((m) =>
         typeof (x as Record<string, unknown>)[m] === "function"
       ),
-    "expected a logger (an object with debug, info and warn methods)",
+    "expected a logger (an object with debug, info and warn methods; set from code only, not in pyproxy.json)",
   )),
 });
 
@@ -212,7 +213,7 @@ function refuse(field: string, message: string, got?: unknown): never {
  * ```
  */
 export function autoscale(options: AutoscaleOptions = {}): AutoscalePlugin {
-  checkOptionKeys(AUTOSCALE, options, KNOWN);
+  checkOptionKeys(AUTOSCALE, options, KNOWN, undefined, CODE_ONLY);
   const parsed = v.safeParse(Schema, options);
   if (!parsed.success) {
     const issue = parsed.issues[0];

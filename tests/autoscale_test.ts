@@ -551,11 +551,11 @@ Deno.test("autoscale refuses bad options with a ConfigError naming the field", (
     ],
     [
       { logger: console.log },
-      "logger: expected a logger (an object with debug, info and warn methods)",
+      "logger: expected a logger (an object with debug, info and warn methods; set from code only, not in pyproxy.json)",
     ],
     [
       { upAfter: 10 },
-      "unknown option 'upAfter' (known: min, max, upInFlight, downInFlight, upAfterMs, downAfterMs, cooldownMs, step, manualHoldMs, sampleInterval, logger)",
+      "unknown option 'upAfter' (known: min, max, upInFlight, downInFlight, upAfterMs, downAfterMs, cooldownMs, step, manualHoldMs, sampleInterval; from code only, not in pyproxy.json: logger)",
     ],
     [[], "expected an options object"],
   ];

@@ -70,6 +70,32 @@ Deno.test("gateway: a bad plugins.autoscale option fails the start naming it; fa
   assert.ok(gw.pool.status().plugins.includes("reconnect"));
 });
 
+Deno.test("gateway: a plugins.autoscale error lists only what pyproxy.json can set, and says logger is set from code only", async () => {
+  const cases: Array<[Record<string, unknown>, string]> = [
+    [
+      { upAfter: 10 },
+      "unknown option 'upAfter' (known: min, max, upInFlight, downInFlight, upAfterMs, downAfterMs, cooldownMs, step, manualHoldMs, sampleInterval; from code only, not in pyproxy.json: logger)",
+    ],
+    [
+      { logger: { level: "debug" } },
+      "logger: expected a logger (an object with debug, info and warn methods; set from code only, not in pyproxy.json)",
+    ],
+  ];
+  for (const [options, message] of cases) {
+    await assert.rejects(
+      startGateway({ plugins: { autoscale: options } }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.equal(
+          err.message,
+          `plugins.autoscale: Cannot create autoscale plugin: ${message} (at config: plugins.autoscale)`,
+        );
+        return true;
+      },
+    );
+  }
+});
+
 Deno.test("resolveConfig merges a plugin's options from the file and the flags, the flags winning", () => {
   const config = resolveConfig({
     cwd: "/srv",
