@@ -259,11 +259,12 @@ export interface PoolOptions {
   /**
    * How long a server may take to become ready, in ms: a number > 0;
    * `Infinity`, or anything beyond 2^31 − 1 (~24.8 days), means no limit.
-   * Bounds the ready line, and then the answer to the pool's `configure`
-   * on the new connection (a worker that stops answering as it starts is
-   * killed, and restarted by `reconnect`). The handshake in between (the
-   * connection, `hello` and authentication) has a bound of its own, 10 s,
-   * whatever this is.
+   * One bound for the whole start of a process, counted from its spawn:
+   * the ready line, the handshake (the connection, `hello` and
+   * authentication), and the answer to the pool's `configure` on the new
+   * connection. A worker that runs out of it is killed (and restarted by
+   * `reconnect`); its start fails with a `StartTimeoutError` whose
+   * `details.phase` is `"ready"`, `"handshake"` or `"configure"`.
    * @default {15000}
    */
   readyTimeout?: number;
