@@ -364,7 +364,7 @@ export class Autoscaler {
         }
         this.stats.failed++;
         if (up) this.stats.failedUp++;
-        if (decision === this.#last) decision.outcome = "failed";
+        decision.outcome = "failed";
         const cooldownMs = this.settings.cooldownMs;
         let retryMs = cooldownMs;
         if (up) {

@@ -463,6 +463,17 @@ class Flaky:
     ]);
     assert.match(String(second!.props.message), /ImportError: FLAG is set/);
     assert.equal(plugin.stats.failed, 2);
+    // Operators see it: failed scale-ups, and the back-off they caused.
+    const st = plugin.status();
+    assert.equal(st.stats?.failedUp, 2);
+    assert.equal(st.backoff?.failures, 2);
+    assert.equal(st.lastDecision?.outcome, "failed");
+    const series = (name: string) =>
+      pool.pluginMetrics().find((m) =>
+        m.name === name && m.labels?.direction !== "down"
+      )?.value;
+    assert.equal(series("pyproxy_autoscale_failed_resizes_total"), 2);
+    assert.equal(series("pyproxy_autoscale_up_backoff_failures"), 2);
     // The pool stays as it was, and serves.
     assert.deepEqual(pool.status().workers.map((w) => w.id), ["w1"]);
     await Deno.remove(`${dir}/FLAG`);

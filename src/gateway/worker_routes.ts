@@ -162,6 +162,15 @@ export function workerRoutes(ctx: RouteContext): Hono {
   return app;
 }
 
+/** A bound of a change, in words. */
+function shown(bound: number | null | undefined): string {
+  return bound === undefined
+    ? "as is"
+    : bound === null
+    ? "as configured"
+    : String(bound);
+}
+
 /**
  * Sets the bounds of the plugins that size the pool (autoscale's), checked
  * against `count` when both are given: a 409 when none does, a 400 for
@@ -190,8 +199,8 @@ function setBounds(
       400,
       "ValidationError",
       `Cannot resize pool: count: expected within the bounds given (min ${
-        change.min ?? "as is"
-      }, max ${change.max ?? "as is"}) (got ${count})`,
+        shown(change.min)
+      }, max ${shown(change.max)}) (got ${count})`,
     );
   }
   // A RangeError (max below min, as the plugin holds them) is a 400.
