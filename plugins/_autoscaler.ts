@@ -5,8 +5,21 @@
  * @module
  */
 import type { Logger } from "../src/logger.ts";
-import type { PluginContext, PoolLoad } from "../src/plugin.ts";
+import type {
+  PluginContext,
+  PluginMetric,
+  PoolLoad,
+  ScaleBounds,
+  ScaleBoundsChange,
+} from "../src/plugin.ts";
 import type { PoolEvent } from "../src/pool_events.ts";
+import {
+  type AutoscaleDecision,
+  autoscaleMetrics,
+  type AutoscaleState,
+  type AutoscaleStats,
+  type AutoscaleStatus,
+} from "./_autoscale_status.ts";
 
 /** The plugin's name: the `by` of its resizes. */
 export const AUTOSCALE = "autoscale";
@@ -39,20 +52,6 @@ export interface AutoscalerSettings {
   manualHoldMs: number;
 }
 
-/** What the plugin counted (`autoscale().stats`), for tests and metrics. */
-export interface AutoscaleStats {
-  /** Load samples taken. */
-  samples: number;
-  /** Scale-ups asked for (a growth to `min` included). */
-  up: number;
-  /** Scale-downs asked for (a shrink to `max` included). */
-  down: number;
-  /** Resizes of the plugin's that failed (a new worker that could not start). */
-  failed: number;
-  /** Resizes by someone else seen (`pool.resize`, `PUT /v1/workers`). */
-  manual: number;
-}
-
 /**
  * One pool's scaling state. Every decision is made in {@linkcode sample}:
  * hysteresis windows (how long the samples have been busy or idle), a
@@ -67,8 +66,11 @@ export class Autoscaler {
     up: 0,
     down: 0,
     failed: 0,
+    failedUp: 0,
     manual: 0,
   };
+  /** The bounds it was configured with (a `null` in `setBounds` restores one). */
+  readonly configured: Readonly<ScaleBounds>;
   #ctx: PluginContext;
   #log: Logger;
   #busySince: number | undefined;
@@ -91,11 +93,14 @@ export class Autoscaler {
   // a doomed worker every cooldown for ever.
   #upFailures = 0;
   #upRetryAt = 0;
+  // Its last resize, for operators (status, metrics).
+  #last: AutoscaleDecision | undefined;
 
   /** Starts with the pool's current size; the first decision waits for a full window. */
   constructor(ctx: PluginContext, settings: AutoscalerSettings, log: Logger) {
     this.#ctx = ctx;
     this.settings = settings;
+    this.configured = { min: settings.min, max: settings.max };
     this.#log = log;
     this.#quietSince = Date.now();
   }
@@ -219,6 +224,109 @@ export class Autoscaler {
     }
   }
 
+  /**
+   * Sets the bounds at run time (a `null` restores the configured one) and
+   * returns those in force; a pool outside them is brought within them
+   * after the cooldown, as one started outside them. Throws `TypeError` or
+   * `RangeError`, changing nothing, for bounds that are not integers from 1
+   * to 1024 with `min <= max`.
+   */
+  setBounds(change: ScaleBoundsChange): ScaleBounds {
+    if (typeof change !== "object" || change === null) {
+      throw new TypeError(
+        "Cannot set autoscale bounds: expected {min?, max?}",
+      );
+    }
+    const s = this.settings;
+    const pick = (field: "min" | "max"): number => {
+      const value = change[field];
+      if (value === undefined) return s[field];
+      if (value === null) return this.configured[field];
+      if (
+        typeof value !== "number" || !Number.isInteger(value) || value < 1 ||
+        value > 1024
+      ) {
+        const got = typeof value === "number" || typeof value === "string"
+          ? ` (got ${JSON.stringify(value) ?? String(value)})`
+          : "";
+        throw new RangeError(
+          `Cannot set autoscale bounds: ${field}: expected an integer from 1 to 1024, or null for the configured one${got}`,
+        );
+      }
+      return value;
+    };
+    const min = pick("min");
+    const max = pick("max");
+    if (max < min) {
+      throw new RangeError(
+        `Cannot set autoscale bounds: max: expected at least min (${min}) (got ${max})`,
+      );
+    }
+    const before = { min: s.min, max: s.max };
+    s.min = min;
+    s.max = max;
+    // "Busy at max" and "idle at min" are news again at the new bounds.
+    this.#toldAtMax = false;
+    this.#toldAtMin = false;
+    this.#log.info(
+      "Autoscale bounds set to {min} to {max} workers (were {fromMin} to {fromMax}; configured {configuredMin} to {configuredMax})",
+      {
+        min,
+        max,
+        fromMin: before.min,
+        fromMax: before.max,
+        configuredMin: this.configured.min,
+        configuredMax: this.configured.max,
+      },
+    );
+    return { min, max };
+  }
+
+  /** What it is doing and has done, JSON-safe, for `GET /v1/status` and the dashboard. */
+  status(now: number = Date.now()): AutoscaleStatus {
+    const s = this.settings;
+    const last = this.#last;
+    return {
+      min: s.min,
+      max: s.max,
+      configured: { ...this.configured },
+      target: this.#target(),
+      state: this.#state(now),
+      holdMs: Math.max(0, this.#holdUntil - now),
+      backoff: {
+        failures: this.#upFailures,
+        retryInMs: Math.max(0, this.#upRetryAt - now),
+      },
+      lastDecision: last === undefined ? null : { ...last },
+      stats: { ...this.stats },
+    };
+  }
+
+  /** Its numbers as `pyproxy_autoscale_*` series for `GET /metrics`. */
+  metrics(now: number = Date.now()): PluginMetric[] {
+    return autoscaleMetrics(this.status(now));
+  }
+
+  #target(): number {
+    const last = this.#last;
+    if (this.#running !== undefined && last !== undefined) return last.to;
+    const s = this.settings;
+    return Math.min(s.max, Math.max(s.min, this.#ctx.load().workers));
+  }
+
+  #state(now: number): AutoscaleState {
+    if (this.#stopped || this.#ctx.closing) return "stopped";
+    if (this.#running !== undefined) return "resizing";
+    if (this.#seenResize) return "waiting";
+    if (now < this.#holdUntil) return "hold";
+    if (now - this.#quietSince < this.settings.cooldownMs) return "cooldown";
+    if (this.#busySince !== undefined) {
+      return now < this.#upRetryAt ? "backoff" : "busy";
+    }
+    if (this.#idleSince !== undefined) return "idle";
+    return "steady";
+  }
+
   #reset(): void {
     this.#busySince = undefined;
     this.#idleSince = undefined;
@@ -235,14 +343,28 @@ export class Autoscaler {
       { from, to, reason, ...numbers(load) },
     );
     this.#reset();
+    const decision: AutoscaleDecision = {
+      at: Date.now(),
+      from,
+      to,
+      reason,
+      outcome: "running",
+    };
+    this.#last = decision;
     this.#running = this.#ctx.resize(to, { by: AUTOSCALE, reason }).then(
       () => {
         if (up) this.#upFailures = 0;
+        decision.outcome = "done";
       },
       (err) => {
         // close() cuts a resize short: no failure of the policy's.
-        if (this.#stopped || this.#ctx.closing) return;
+        if (this.#stopped || this.#ctx.closing) {
+          decision.outcome = "cancelled";
+          return;
+        }
         this.stats.failed++;
+        if (up) this.stats.failedUp++;
+        decision.outcome = "failed";
         const cooldownMs = this.settings.cooldownMs;
         let retryMs = cooldownMs;
         if (up) {

@@ -10,7 +10,12 @@ import { getLogger } from "@logtape/logtape";
 import * as v from "valibot";
 import { ConfigError } from "../src/errors.ts";
 import type { Logger } from "../src/logger.ts";
-import type { Plugin } from "../src/plugin.ts";
+import type {
+  Plugin,
+  PluginMetric,
+  ScaleBounds,
+  ScaleBoundsChange,
+} from "../src/plugin.ts";
 import { MAX_TIMER_MS, setIntervalOrNever } from "../src/_timer.ts";
 import { onePool } from "./_one_pool.ts";
 import { checkOptionKeys } from "./_plugin_options.ts";
@@ -18,10 +23,15 @@ import {
   AUTOSCALE,
   Autoscaler,
   type AutoscalerSettings,
-  type AutoscaleStats,
 } from "./_autoscaler.ts";
+import type { AutoscaleStats, AutoscaleStatus } from "./_autoscale_status.ts";
 
-export type { AutoscaleStats } from "./_autoscaler.ts";
+export type {
+  AutoscaleDecision,
+  AutoscaleState,
+  AutoscaleStats,
+  AutoscaleStatus,
+} from "./_autoscale_status.ts";
 
 /**
  * Options of {@linkcode autoscale}. Durations are in milliseconds.
@@ -98,6 +108,31 @@ export interface AutoscalePlugin extends Plugin {
   readonly bounds: { min: number; max: number } | undefined;
   /** What it did, for tests and metrics (kept after the pool closes). */
   readonly stats: Readonly<AutoscaleStats>;
+  /**
+   * Its bounds, target, state, last decision, back-off and counters
+   * (`pool.pluginStatus().autoscale`, `GET /v1/status`); `{}` before the
+   * pool starts (kept after it closes, in state `stopped`).
+   */
+  status(): AutoscaleStatus | Record<string, never>;
+  /** The `pyproxy_autoscale_*` series of `GET /metrics` (none before the pool starts). */
+  metrics(): PluginMetric[];
+  /**
+   * Sets the bounds at run time, for the pool's life or until the next
+   * call (a manual resize outside them still moves them): a number sets
+   * one, `null` restores the one configured at start, absent keeps it.
+   * Logged at info; returns the bounds in force. A pool outside the new
+   * bounds is brought within them once the cooldown after the last resize
+   * is over. Throws `RangeError` (not integers from 1 to 1024, or `max`
+   * below `min`) or `TypeError`, changing nothing, and `ConfigError`
+   * before the pool starts.
+   *
+   * @example
+   * ```ts ignore
+   * scaler.setBounds({ max: 8 }); // { min: 1, max: 8 }
+   * scaler.setBounds({ min: null, max: null }); // the configured bounds again
+   * ```
+   */
+  setBounds(change: ScaleBoundsChange): ScaleBounds;
 }
 
 const KNOWN = [
@@ -111,8 +146,9 @@ const KNOWN = [
   "step",
   "manualHoldMs",
   "sampleInterval",
-  "logger",
 ] as const;
+// A logger is an object of functions: no JSON gives one.
+const CODE_ONLY = ["logger"] as const;
 
 const count = (what: string) => {
   const message = `expected ${what} from 1 to 1024`;
@@ -157,7 +193,7 @@ const Schema = v.object({
       ["debug", "info", "warn"].every((m) =>
         typeof (x as Record<string, unknown>)[m] === "function"
       ),
-    "expected a logger (an object with debug, info and warn methods)",
+    "expected a logger (an object with debug, info and warn methods; set from code only, not in pyproxy.json)",
   )),
 });
 
@@ -212,7 +248,7 @@ function refuse(field: string, message: string, got?: unknown): never {
  * ```
  */
 export function autoscale(options: AutoscaleOptions = {}): AutoscalePlugin {
-  checkOptionKeys(AUTOSCALE, options, KNOWN);
+  checkOptionKeys(AUTOSCALE, options, KNOWN, undefined, CODE_ONLY);
   const parsed = v.safeParse(Schema, options);
   if (!parsed.success) {
     const issue = parsed.issues[0];
@@ -243,6 +279,7 @@ export function autoscale(options: AutoscaleOptions = {}): AutoscalePlugin {
     up: 0,
     down: 0,
     failed: 0,
+    failedUp: 0,
     manual: 0,
   };
   let stop = (): void => {};
@@ -256,6 +293,20 @@ export function autoscale(options: AutoscaleOptions = {}): AutoscalePlugin {
     },
     get stats() {
       return stats;
+    },
+    status() {
+      return scaler?.status() ?? {};
+    },
+    metrics() {
+      return scaler?.metrics() ?? [];
+    },
+    setBounds(change) {
+      if (scaler === undefined) {
+        throw new ConfigError(
+          "Cannot set autoscale bounds: the plugin serves no pool yet (give min and max to autoscale())",
+        );
+      }
+      return scaler.setBounds(change);
     },
     onPoolStart(ctx) {
       owner.claim(ctx.pool);

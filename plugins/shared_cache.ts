@@ -70,12 +70,18 @@ export interface SharedCachePlugin extends Plugin {
 export function sharedCache(
   options: SharedCacheOptions = {},
 ): SharedCachePlugin {
-  checkOptionKeys("sharedCache", options, [
-    "store",
-    "namespace",
-    "closeStore",
-    "maxKeyLength",
-  ]);
+  // A store is an object of functions: no JSON gives one.
+  checkOptionKeys(
+    "sharedCache",
+    options,
+    [
+      "namespace",
+      "closeStore",
+      "maxKeyLength",
+    ],
+    undefined,
+    ["store"],
+  );
   const bad = (field: string, expected: string, got: unknown) =>
     new ConfigError(
       `Cannot create sharedCache plugin: ${field}: expected ${expected}, got ${
@@ -91,7 +97,11 @@ export function sharedCache(
         typeof (given as Record<string, unknown>)[m] !== "function"
       ))
   ) {
-    throw bad("store", "a CacheStore (get, set, delete)", given);
+    throw bad(
+      "store",
+      "a CacheStore (get, set, delete; set from code only, not in pyproxy.json)",
+      given,
+    );
   }
   if (
     options.namespace !== undefined &&

@@ -560,6 +560,32 @@ export class StartError extends PyProxyError {
 }
 defineName(StartError, "StartError");
 
+/**
+ * A Python server did not finish starting within `readyTimeout`, counted
+ * from its spawn: `details.phase` says where it was — `"ready"` (no ready
+ * line), `"handshake"` (the connection, `hello` and authentication) or
+ * `"configure"` (no answer to the pool's first request). A `StartError`.
+ *
+ * @example
+ * ```ts
+ * import { StartError, StartTimeoutError } from "./errors.ts";
+ * const err = new StartTimeoutError("Cannot start worker w1: handshake not done within readyTimeout (15000 ms)", {
+ *   details: { phase: "handshake", timeoutMs: 15000 },
+ * });
+ * console.log(err instanceof StartError, err.code, err.details.phase); // true "START_TIMEOUT" "handshake"
+ * ```
+ */
+export class StartTimeoutError extends StartError {
+  /** Stable code. */
+  override readonly code: string = "START_TIMEOUT";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "StartTimeoutError";
+  }
+}
+defineName(StartTimeoutError, "StartTimeoutError");
+
 /** Converts `ModelNotFoundError` to `MODEL_NOT_FOUND`. */
 function codeOf(type: string): string {
   const base = type.endsWith("Error") ? type.slice(0, -5) : type;

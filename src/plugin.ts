@@ -237,6 +237,76 @@ export interface PluginResizeOptions extends ResizeOptions {
 }
 
 /**
+ * One sample a plugin reports for the gateway's `GET /metrics`
+ * ({@linkcode Plugin.metrics}), rendered in the Prometheus text format next
+ * to the gateway's own `pyproxy_*` series.
+ *
+ * @example
+ * ```ts
+ * import type { PluginMetric } from "./plugin.ts";
+ * const sample: PluginMetric = {
+ *   name: "pyproxy_autoscale_scale_ups_total",
+ *   type: "counter",
+ *   help: "Scale-ups the autoscale plugin asked for.",
+ *   value: 3,
+ * };
+ * console.log(sample.name);
+ * ```
+ */
+export interface PluginMetric {
+  /**
+   * The series name: `[a-zA-Z_:][a-zA-Z0-9_:]*`, in the style of the
+   * gateway's (`pyproxy_<plugin>_<what>`, a counter ending in `_total`).
+   * A name the gateway itself renders, or an invalid one, is left out.
+   */
+  name: string;
+  /** `"counter"` (never goes down) or `"gauge"`. */
+  type: "counter" | "gauge";
+  /** What it measures, in one line (the first sample of a name gives it). */
+  help: string;
+  /** The value. */
+  value: number;
+  /** Labels of this sample (names `[a-zA-Z_][a-zA-Z0-9_]*`), e.g. `{ direction: "up" }`. */
+  labels?: Record<string, string>;
+}
+
+/**
+ * The size bounds a sizing plugin keeps the pool within
+ * ({@linkcode Plugin.setBounds}).
+ *
+ * @example
+ * ```ts
+ * import type { ScaleBounds } from "./plugin.ts";
+ * const bounds: ScaleBounds = { min: 1, max: 4 };
+ * console.log(bounds.max - bounds.min); // 3
+ * ```
+ */
+export interface ScaleBounds {
+  /** Fewest worker slots. */
+  min: number;
+  /** Most worker slots. */
+  max: number;
+}
+
+/**
+ * A change of {@linkcode ScaleBounds}: a number sets the bound, `null`
+ * restores the one the plugin was configured with, absent keeps it.
+ *
+ * @example
+ * ```ts
+ * import type { ScaleBoundsChange } from "./plugin.ts";
+ * const change: ScaleBoundsChange = { max: 8, min: null };
+ * console.log(change); // max 8, min back to its configured value
+ * ```
+ */
+export interface ScaleBoundsChange {
+  /** Fewest worker slots: an integer from 1 to 1024, or `null`. */
+  min?: number | null;
+  /** Most worker slots: an integer from 1 to 1024 (not below `min`), or `null`. */
+  max?: number | null;
+}
+
+/**
  * What every hook receives: the pool, its runtime and logger, and the worker
  * controls a supervision policy (like `reconnect()`) needs.
  *
@@ -406,6 +476,26 @@ export interface Plugin {
   ): WireMessage | void | Promise<WireMessage | void>;
   /** Python → host commands this plugin serves. */
   handlers?: Record<string, HostHandler>;
+  /**
+   * A JSON-safe snapshot of the plugin's state for operators: shown by
+   * `pool.pluginStatus()`, the gateway's `GET /v1/status` (`pluginStatus`)
+   * and its dashboard. Called on every read: keep it cheap. A throw shows
+   * as `{ error }` instead.
+   */
+  status?(): Record<string, unknown>;
+  /**
+   * Samples for the gateway's `GET /metrics` (`pool.pluginMetrics()`).
+   * Called on every scrape: keep it cheap. A throw leaves them out.
+   */
+  metrics?(): PluginMetric[];
+  /**
+   * For a plugin that sizes the pool (such as `autoscale`): changes the
+   * bounds it keeps the pool within, at run time, and returns those in
+   * force. Reached through `pool.setScaleBounds` and the gateway's
+   * `PUT /v1/workers` `{"min", "max"}`. Throws `RangeError` (or
+   * `TypeError`) for bounds it refuses, changing nothing.
+   */
+  setBounds?(change: ScaleBoundsChange): ScaleBounds;
 }
 
 /**
@@ -595,6 +685,56 @@ export class PluginHost {
   /** Whether a plugin with this name is registered. */
   has(name: string): boolean {
     return this.#plugins.some((p) => p.name === name);
+  }
+
+  /**
+   * The {@linkcode Plugin.status} of every plugin that has one, by name; a
+   * throwing one shows as `{ error: "Cannot read status: ..." }`.
+   */
+  statuses(): Record<string, Record<string, unknown>> {
+    const out: Record<string, Record<string, unknown>> = {};
+    for (const p of this.#plugins) {
+      if (typeof p.status !== "function") continue;
+      try {
+        out[p.name] = p.status();
+      } catch (err) {
+        out[p.name] = {
+          error: `Cannot read status: ${
+            err instanceof Error ? err.message : String(err)
+          }`,
+        };
+      }
+    }
+    return out;
+  }
+
+  /** The {@linkcode Plugin.metrics} of every plugin, in order (a throwing one's are left out). */
+  metrics(): PluginMetric[] {
+    const out: PluginMetric[] = [];
+    for (const p of this.#plugins) {
+      if (typeof p.metrics !== "function") continue;
+      try {
+        const samples = p.metrics();
+        if (Array.isArray(samples)) out.push(...samples);
+      } catch {
+        // A scrape shows what the other plugins report.
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Calls {@linkcode Plugin.setBounds} of every plugin that has one, and
+   * returns the bounds each keeps, by name (empty: no plugin sizes the
+   * pool). The first refusal (`RangeError`...) is thrown as it is.
+   */
+  setBounds(change: ScaleBoundsChange): Record<string, ScaleBounds> {
+    const out: Record<string, ScaleBounds> = {};
+    for (const p of this.#plugins) {
+      if (typeof p.setBounds !== "function") continue;
+      out[p.name] = p.setBounds(change);
+    }
+    return out;
   }
 
   /** Checks names, `requires` and handler conflicts; throws `ConfigError`. */

@@ -30,8 +30,11 @@ import {
 import {
   type Plugin,
   PluginHost,
+  type PluginMetric,
   type PluginResizeOptions,
   type PluginsOption,
+  type ScaleBounds,
+  type ScaleBoundsChange,
 } from "./plugin.ts";
 import { type PoolEvent, PoolEventHub } from "./pool_events.ts";
 import { type PoolCall, PoolRouter } from "./pool_router.ts";
@@ -256,11 +259,12 @@ export interface PoolOptions {
   /**
    * How long a server may take to become ready, in ms: a number > 0;
    * `Infinity`, or anything beyond 2^31 − 1 (~24.8 days), means no limit.
-   * Bounds the ready line, and then the answer to the pool's `configure`
-   * on the new connection (a worker that stops answering as it starts is
-   * killed, and restarted by `reconnect`). The handshake in between (the
-   * connection, `hello` and authentication) has a bound of its own, 10 s,
-   * whatever this is.
+   * One bound for the whole start of a process, counted from its spawn:
+   * the ready line, the handshake (the connection, `hello` and
+   * authentication), and the answer to the pool's `configure` on the new
+   * connection. A worker that runs out of it is killed (and restarted by
+   * `reconnect`); its start fails with a `StartTimeoutError` whose
+   * `details.phase` is `"ready"`, `"handshake"` or `"configure"`.
    * @default {15000}
    */
   readyTimeout?: number;
@@ -970,6 +974,38 @@ export class Pool implements AsyncDisposable {
       resizing: this.#resizesPending > 0,
       plugins: this.#plugins.plugins.map((p) => p.name),
     };
+  }
+
+  /**
+   * What the plugins that report it say of their state (`Plugin.status`),
+   * by plugin name: `{ autoscale: { min, max, target, state, ... } }` with
+   * `autoscale()`; `{}` when none does.
+   */
+  pluginStatus(): Record<string, Record<string, unknown>> {
+    return this.#plugins.statuses();
+  }
+
+  /** The plugins' samples for `GET /metrics` (`Plugin.metrics`), in plugin order. */
+  pluginMetrics(): PluginMetric[] {
+    return this.#plugins.metrics();
+  }
+
+  /**
+   * Changes the size bounds of the plugins that size the pool
+   * (`Plugin.setBounds`, such as `autoscale()`'s): a number sets a bound,
+   * `null` restores the configured one. Returns the bounds in force by
+   * plugin name, `{}` when no plugin sizes the pool (nothing changed).
+   * Throws `RangeError` for bounds a plugin refuses. The pool's size is
+   * not changed here: the plugin brings it within the bounds.
+   *
+   * @example
+   * ```ts ignore
+   * pool.setScaleBounds({ min: 1, max: 4 }); // { autoscale: { min: 1, max: 4 } }
+   * pool.setScaleBounds({ min: null, max: null }); // back to autoscale()'s options
+   * ```
+   */
+  setScaleBounds(change: ScaleBoundsChange): Record<string, ScaleBounds> {
+    return this.#plugins.setBounds(change);
   }
 
   /** Pool events from now on, until the pool closes (or `signal` aborts). */

@@ -9,7 +9,7 @@ import { getLogger } from "@logtape/logtape";
 import type { Logger } from "./logger.ts";
 import { randomBytes } from "node:crypto";
 import process from "node:process";
-import { StartError } from "./errors.ts";
+import { StartError, StartTimeoutError } from "./errors.ts";
 import { hostDirPrefix } from "./_dead_host_dirs.ts";
 import { materializePythonPackage } from "./runtime/python_package.ts";
 import { defaultRuntime } from "./runtime/mod.ts";
@@ -167,7 +167,8 @@ export interface PythonServerOptions {
   args?: string[];
   /**
    * How long to wait for the ready line, in milliseconds, before killing the
-   * process and rejecting with `StartError`. `Infinity`, or anything beyond
+   * process and rejecting with `StartTimeoutError` (a `StartError`, with
+   * `details.phase` `"ready"`). `Infinity`, or anything beyond
    * 2^31 − 1 (~24.8 days, a timer's range), means no limit.
    *
    * @default {15000}
@@ -296,8 +297,9 @@ export class PythonServer implements AsyncDisposable {
    * Spawns the server and resolves once it printed its ready line. Rejects
    * with `StartError` (carrying the stderr tail in its message and
    * `details.stderr`) when the process cannot be spawned, exits first, prints
-   * something else, or stays silent for `readyTimeout`; the process is killed
-   * in every failure case.
+   * something else, or stays silent for `readyTimeout` (then a
+   * `StartTimeoutError`, phase `"ready"`); the process is killed in every
+   * failure case.
    *
    * @example
    * ```ts ignore
@@ -479,21 +481,24 @@ export class PythonServer implements AsyncDisposable {
     stdin.write(new TextEncoder().encode(JSON.stringify({ secret }) + "\n"))
       .catch(() => {});
     const readyTimeout = options.readyTimeout ?? 15_000;
-    // `exit`: how the process ended by itself (details.code and .signal).
+    // `exit`: how the process ended by itself (details.code and .signal);
+    // `timeout`: it did not end, it ran out of readyTimeout.
     const fail = async (
       why: string,
       exit?: { code: number | null; signal: string | null },
+      timeout?: { phase: "ready"; timeoutMs: number },
     ): Promise<never> => {
       child.kill("SIGKILL");
       await exited;
       stdin.close().catch(() => {});
       await stderr.settled(1000);
       const tail = stderr.text();
-      throw new StartError(
+      const Class = timeout === undefined ? StartError : StartTimeoutError;
+      throw new Class(
         `Cannot start python server ${id}: ${why}${
           tail ? `\n--- stderr (tail) ---\n${tail}` : ""
         }`,
-        { details: { stderr: tail, id, ...exit } },
+        { details: { stderr: tail, id, ...exit, ...timeout } },
       );
     };
 
@@ -514,7 +519,11 @@ export class PythonServer implements AsyncDisposable {
     ]);
     clearTimeout(timer);
     if (outcome.kind === "timeout") {
-      return await fail(`no ready line within ${readyTimeout} ms`);
+      return await fail(
+        `no ready line within ${readyTimeout} ms (readyTimeout)`,
+        undefined,
+        { phase: "ready", timeoutMs: readyTimeout },
+      );
     }
     // stdout usually reaches its end just before the exit status arrives.
     if (

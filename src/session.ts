@@ -33,7 +33,8 @@ import { defaultRuntime } from "./runtime/mod.ts";
 import type { Connection, ConnectTarget, Runtime } from "./runtime/types.ts";
 import { HostCommands, wireError } from "./_session_host_commands.ts";
 import { Deadlines } from "./_session_deadlines.ts";
-import { setTimeoutOrNever } from "./_timer.ts";
+import { MAX_TIMER_MS, setTimeoutOrNever } from "./_timer.ts";
+import { withTimeout } from "./_with_timeout.ts";
 import { PendingTable } from "./_session_pending_table.ts";
 import { Outbox } from "./_session_outbox.ts";
 import { Pending } from "./_session_pending.ts";
@@ -123,8 +124,10 @@ export interface SessionConnectOptions {
    */
   logger?: Logger;
   /**
-   * How long connecting, the `hello` event and authentication may take, in
-   * milliseconds, before `connect` rejects with a `TimeoutError`. `Infinity`,
+   * How long connecting, the `hello` event and authentication may take in
+   * all, in milliseconds, before `connect` rejects with a `TimeoutError`
+   * whose `details.phase` says which was under way (`"connect"`, `"hello"`,
+   * `"auth"`). `Infinity`,
    * or anything beyond 2^31 − 1 (~24.8 days, a timer's range), means no
    * limit.
    *
@@ -303,13 +306,26 @@ export class Session implements AsyncDisposable {
     } else throw new TypeError("Cannot connect session: pass a port or a path");
     const where = options.path ??
       `${options.hostname ?? "127.0.0.1"}:${options.port}`;
-    let conn: Connection;
+    // One bound for the whole handshake (connecting, hello, auth): each
+    // step had it anew, so a server that said hello and then went silent
+    // held the caller for twice connectTimeout.
+    const deadline = timeout <= MAX_TIMER_MS ? Date.now() + timeout : Infinity;
+    const connecting = runtime.connect(target);
+    let conn: Connection | undefined;
     try {
-      conn = await runtime.connect(target);
+      conn = await withTimeout(connecting, timeLeft(deadline));
     } catch (err) {
       throw new ConnectionLostError(
         `Cannot connect session to ${where}: ${describe(err)}`,
         { cause: err },
+      );
+    }
+    if (conn === undefined) {
+      // A connection made too late is nobody's.
+      connecting.then((late) => late.close(), () => {});
+      throw new TimeoutError(
+        `Cannot connect session to ${where}: no connection within ${timeout} ms (connectTimeout)`,
+        { details: { phase: "connect", timeoutMs: timeout } },
       );
     }
     const session = new Session(conn, options);
@@ -317,6 +333,7 @@ export class Session implements AsyncDisposable {
       await session.#handshake(
         options.secret,
         timeout,
+        deadline,
         where,
         options.serverProof !== false,
       );
@@ -596,6 +613,7 @@ export class Session implements AsyncDisposable {
   async #handshake(
     secret: string | undefined,
     timeout: number,
+    deadline: number,
     where: string,
     serverProof: boolean,
   ): Promise<void> {
@@ -605,10 +623,11 @@ export class Session implements AsyncDisposable {
       () =>
         hello.reject(
           new TimeoutError(
-            `Cannot connect session to ${where}: no hello within ${timeout} ms`,
+            `Cannot connect session to ${where}: no hello within ${timeout} ms (connectTimeout)`,
+            { details: { phase: "hello", timeoutMs: timeout } },
           ),
         ),
-      timeout,
+      timeLeft(deadline),
     );
     let event: SessionMessage;
     try {
@@ -649,9 +668,15 @@ export class Session implements AsyncDisposable {
           : { mac };
         if (clientNonce !== undefined) args.clientNonce = clientNonce;
         result = await this.request<Record<string, unknown>>("auth", args, {
-          timeout,
+          timeout: timeLeft(deadline),
         });
       } catch (err) {
+        if (err instanceof TimeoutError) {
+          throw new TimeoutError(
+            `Cannot authenticate to ${where}: no answer to auth within ${timeout} ms of connecting (connectTimeout)`,
+            { cause: err, details: { phase: "auth", timeoutMs: timeout } },
+          );
+        }
         // A refusal sent with id null closes the session: surface the refusal itself.
         if (
           err instanceof ConnectionLostError &&
@@ -1183,4 +1208,9 @@ function middlewareError(
 
 function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** Milliseconds left before `deadline` (`Infinity`: no limit), at least 0. */
+function timeLeft(deadline: number): number {
+  return deadline === Infinity ? Infinity : Math.max(0, deadline - Date.now());
 }

@@ -12,6 +12,7 @@ import {
   ConfigError,
   ShuttingDownError,
   StartError,
+  StartTimeoutError,
   TimeoutError,
 } from "./errors.ts";
 import type { ModelRegistry } from "./model_registry.ts";
@@ -296,7 +297,7 @@ export class Supervisor {
           ? {}
           : { logger: this.#opts.options.sessionLogger }),
       }),
-      prepare: async (worker, session, restart) => {
+      prepare: async (worker, session, restart, timeLeft) => {
         // What model code prints (`log` events) goes to the pool's model loggers.
         const loggers = this.#opts.options.pythonLoggers;
         // At most 100 lines a second per model reach the log (a model
@@ -311,11 +312,24 @@ export class Supervisor {
         // serves as before: a failure here is the connection's, met next.
         // But a server that does not answer (stopped, frozen) fails the
         // start: nothing else bounds a starting worker (no call and no
-        // heartbeat reaches it), so it stayed `restarting` for ever.
+        // heartbeat reaches it), so it stayed `restarting` for ever. Its
+        // bound is what is left of readyTimeout, counted from the spawn.
         await session.request("configure", { logRecords: true }, {
-          timeout: this.#opts.options.readyTimeout,
+          timeout: timeLeft(),
         }).catch((err) => {
-          if (err instanceof TimeoutError) throw err;
+          if (!(err instanceof TimeoutError)) return;
+          const readyTimeout = this.#opts.options.readyTimeout;
+          throw new StartTimeoutError(
+            `Cannot start worker ${worker.id}: no answer to configure within readyTimeout (${readyTimeout} ms from the spawn)`,
+            {
+              cause: err,
+              details: {
+                phase: "configure",
+                timeoutMs: readyTimeout,
+                id: worker.id,
+              },
+            },
+          );
         });
         await plugins.run("onWorkerStart", { worker, session, restart }, ctx);
         await plugins.run("onSessionOpen", { worker, session }, ctx);

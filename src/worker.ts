@@ -11,7 +11,8 @@ import type { Logger } from "./logger.ts";
 import { PythonServer, type PythonServerOptions } from "./python_server.ts";
 import type { Session, SessionConnectOptions } from "./session.ts";
 import { withTimeout } from "./_with_timeout.ts";
-import { setTimeoutOrNever } from "./_timer.ts";
+import { MAX_TIMER_MS, setTimeoutOrNever } from "./_timer.ts";
+import { StartTimeoutError, TimeoutError } from "./errors.ts";
 
 // How long a stopping worker may take to exit after `stopServer` before it is killed.
 const STOP_WAIT_MS = 1000;
@@ -109,9 +110,16 @@ export interface WorkerHooks {
   /**
    * The session is open, the worker takes no traffic yet: run plugin hooks,
    * replay models, then call `worker.markReady()`. Throwing aborts the start
-   * (the process is killed and the exit reported).
+   * (the process is killed and the exit reported). `timeLeft()`: the
+   * milliseconds of `readyTimeout` left for this start (`Infinity`: no
+   * limit), which bounds the first request on the session.
    */
-  prepare(worker: Worker, session: Session, restart: boolean): Promise<void>;
+  prepare(
+    worker: Worker,
+    session: Session,
+    restart: boolean,
+    timeLeft: () => number,
+  ): Promise<void>;
   /** The state changed. */
   stateChanged(worker: Worker, from: WorkerState, to: WorkerState): void;
   /** The process ended, or the start failed before a process was up. */
@@ -321,6 +329,15 @@ export class Worker implements WorkerInfo {
     this.#killReason = undefined;
     this.#startFailed = false;
     this.#intentional = false;
+    // readyTimeout bounds the whole start, from the spawn to the answer to
+    // the pool's first request: the ready line, then the handshake (which
+    // had 10 s of its own whatever readyTimeout said), then `configure`.
+    const readyTimeout = this.#options.server.readyTimeout ?? 15_000;
+    const deadline = readyTimeout <= MAX_TIMER_MS
+      ? Date.now() + readyTimeout
+      : Infinity;
+    const timeLeft = (): number =>
+      deadline === Infinity ? Infinity : Math.max(0, deadline - Date.now());
     let server: PythonServer;
     try {
       // No secret given: PythonServer makes a fresh one for this process
@@ -368,9 +385,26 @@ export class Worker implements WorkerInfo {
       return await this.#failedStart(gen, new Error("pool is closing"));
     }
     try {
-      const session = await server.connect(
-        this.#options.hooks.sessionOptions(this),
-      );
+      const session = await server.connect({
+        ...this.#options.hooks.sessionOptions(this),
+        connectTimeout: timeLeft(),
+      }).catch((err: unknown) => {
+        if (!(err instanceof TimeoutError)) throw err;
+        const step = err.details.phase;
+        const where = HANDSHAKE_STEPS[String(step)] ?? err.message;
+        throw new StartTimeoutError(
+          `Cannot start worker ${this.id}: handshake not done within readyTimeout (${readyTimeout} ms from the spawn; ${where})`,
+          {
+            cause: err,
+            details: {
+              phase: "handshake",
+              step,
+              timeoutMs: readyTimeout,
+              id: this.id,
+            },
+          },
+        );
+      });
       if (gen !== this.#gen || this.#pid === null) {
         await session.close();
         return await this.#failedStart(
@@ -385,7 +419,7 @@ export class Worker implements WorkerInfo {
           this.#onWedged(gen, session, event.reason);
         }
       });
-      await this.#options.hooks.prepare(this, session, restart);
+      await this.#options.hooks.prepare(this, session, restart, timeLeft);
       if (this.#state !== "ready") throw new Error(`worker is ${this.#state}`);
       return undefined;
     } catch (err) {
@@ -626,6 +660,13 @@ export class Worker implements WorkerInfo {
     this.#options.hooks.stateChanged(this, from, to);
   }
 }
+
+/** What a handshake that timed out was waiting for, by the session's `details.phase`. */
+const HANDSHAKE_STEPS: Record<string, string> = {
+  connect: "not connected yet",
+  hello: "no hello from the server yet",
+  auth: "not authenticated yet",
+};
 
 function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));

@@ -463,6 +463,17 @@ class Flaky:
     ]);
     assert.match(String(second!.props.message), /ImportError: FLAG is set/);
     assert.equal(plugin.stats.failed, 2);
+    // Operators see it: failed scale-ups, and the back-off they caused.
+    const st = plugin.status();
+    assert.equal(st.stats?.failedUp, 2);
+    assert.equal(st.backoff?.failures, 2);
+    assert.equal(st.lastDecision?.outcome, "failed");
+    const series = (name: string) =>
+      pool.pluginMetrics().find((m) =>
+        m.name === name && m.labels?.direction !== "down"
+      )?.value;
+    assert.equal(series("pyproxy_autoscale_failed_resizes_total"), 2);
+    assert.equal(series("pyproxy_autoscale_up_backoff_failures"), 2);
     // The pool stays as it was, and serves.
     assert.deepEqual(pool.status().workers.map((w) => w.id), ["w1"]);
     await Deno.remove(`${dir}/FLAG`);
@@ -551,11 +562,11 @@ Deno.test("autoscale refuses bad options with a ConfigError naming the field", (
     ],
     [
       { logger: console.log },
-      "logger: expected a logger (an object with debug, info and warn methods)",
+      "logger: expected a logger (an object with debug, info and warn methods; set from code only, not in pyproxy.json)",
     ],
     [
       { upAfter: 10 },
-      "unknown option 'upAfter' (known: min, max, upInFlight, downInFlight, upAfterMs, downAfterMs, cooldownMs, step, manualHoldMs, sampleInterval, logger)",
+      "unknown option 'upAfter' (known: min, max, upInFlight, downInFlight, upAfterMs, downAfterMs, cooldownMs, step, manualHoldMs, sampleInterval; from code only, not in pyproxy.json: logger)",
     ],
     [[], "expected an options object"],
   ];
@@ -600,4 +611,162 @@ Deno.test("autoscale serves one pool at a time: a second Pool.start with the sam
     await pool.close();
     await pids.assertGone();
   }
+});
+
+Deno.test("autoscale reports its bounds, target, state and counters through pool.pluginStatus() and pool.pluginMetrics()", async () => {
+  await withPool({
+    workers: 1,
+    scale: {
+      min: 1,
+      max: 2,
+      upAfterMs: 600_000,
+      downAfterMs: 600_000,
+      cooldownMs: 0,
+      manualHoldMs: 600_000,
+      sampleInterval: 10,
+    },
+  }, async ({ pool }) => {
+    const st = pool.pluginStatus().autoscale as Record<string, unknown>;
+    assert.deepEqual(
+      {
+        min: st.min,
+        max: st.max,
+        configured: st.configured,
+        target: st.target,
+        lastDecision: st.lastDecision,
+        backoff: st.backoff,
+      },
+      {
+        min: 1,
+        max: 2,
+        configured: { min: 1, max: 2 },
+        target: 1,
+        lastDecision: null,
+        backoff: { failures: 0, retryInMs: 0 },
+      },
+    );
+    assert.ok(typeof st.state === "string");
+    // JSON-safe: what GET /v1/status sends is what the library sees.
+    assert.deepEqual(JSON.parse(JSON.stringify(st)), st);
+    // The other plugins report nothing: only autoscale is listed.
+    assert.deepEqual(Object.keys(pool.pluginStatus()), ["autoscale"]);
+    const metric = (name: string, labels?: Record<string, string>) =>
+      pool.pluginMetrics().find((m) =>
+        m.name === name &&
+        JSON.stringify(m.labels ?? {}) === JSON.stringify(labels ?? {})
+      )?.value;
+    assert.equal(metric("pyproxy_autoscale_min_workers"), 1);
+    assert.equal(metric("pyproxy_autoscale_max_workers"), 2);
+    assert.equal(metric("pyproxy_autoscale_target_workers"), 1);
+    assert.equal(metric("pyproxy_autoscale_scale_ups_total"), 0);
+    assert.equal(
+      metric("pyproxy_autoscale_failed_resizes_total", { direction: "up" }),
+      0,
+    );
+    // One state at a time.
+    assert.equal(
+      pool.pluginMetrics().filter((m) =>
+        m.name === "pyproxy_autoscale_state" && m.value === 1
+      ).length,
+      1,
+    );
+    // A manual resize is counted, holds the plugin, and moves max.
+    await pool.resize(3);
+    const held = pool.pluginStatus().autoscale as Record<string, unknown>;
+    assert.equal(held.max, 3);
+    assert.equal((held.stats as { manual: number }).manual, 1);
+    assert.equal(metric("pyproxy_autoscale_manual_resizes_total"), 1);
+    assert.equal(metric("pyproxy_autoscale_max_workers"), 3);
+  });
+});
+
+Deno.test("autoscale setBounds sets the bounds at run time (null restores the configured one) and the pool follows", async () => {
+  await withPool({
+    workers: 1,
+    scale: {
+      min: 1,
+      max: 2,
+      upAfterMs: 600_000,
+      downAfterMs: 600_000,
+      cooldownMs: 0,
+      manualHoldMs: 600_000,
+      sampleInterval: 10,
+    },
+  }, async ({ pool, plugin, log }) => {
+    // A manual resize moved max for ever: setBounds restores it, and the
+    // pool is brought back within it, hold or not.
+    await pool.resize(3);
+    assert.deepEqual(plugin.bounds, { min: 1, max: 3 });
+    const shrunk = resizedTo(pool, 2);
+    assert.deepEqual(plugin.setBounds({ max: null }), { min: 1, max: 2 });
+    assert.deepEqual(plugin.bounds, { min: 1, max: 2 });
+    const ev = await shrunk;
+    assert.equal(ev.type === "resize" ? ev.by : undefined, "autoscale");
+    assert.ok(
+      log.entries.some((e) =>
+        e.level === "info" &&
+        e.message.startsWith("Autoscale bounds set to {min} to {max}") &&
+        e.props.max === 2 && e.props.fromMax === 3
+      ),
+    );
+    // Through the pool, by plugin name; a min above the size grows it.
+    const grown = resizedTo(pool, 3);
+    assert.deepEqual(pool.setScaleBounds({ min: 3, max: 4 }), {
+      autoscale: { min: 3, max: 4 },
+    });
+    await grown;
+    const st = pool.pluginStatus().autoscale as Record<string, unknown>;
+    assert.deepEqual([st.min, st.max], [3, 4]);
+    assert.equal(
+      (st.lastDecision as { to: number; outcome: string } | null)?.to,
+      3,
+    );
+    // Refused bounds change nothing.
+    const refused: Array<[unknown, string]> = [
+      [
+        { min: 0 },
+        "Cannot set autoscale bounds: min: expected an integer from 1 to 1024, or null for the configured one (got 0)",
+      ],
+      [
+        { max: 1.5 },
+        "Cannot set autoscale bounds: max: expected an integer from 1 to 1024, or null for the configured one (got 1.5)",
+      ],
+      [
+        { max: 2 },
+        "Cannot set autoscale bounds: max: expected at least min (3) (got 2)",
+      ],
+      [
+        { min: 5 },
+        "Cannot set autoscale bounds: max: expected at least min (5) (got 4)",
+      ],
+    ];
+    for (const [change, message] of refused) {
+      assert.throws(
+        () => plugin.setBounds(change as never),
+        (err: unknown) => {
+          assert.ok(err instanceof RangeError, String(err));
+          assert.equal(err.message, message);
+          return true;
+        },
+      );
+    }
+    assert.deepEqual(plugin.bounds, { min: 3, max: 4 });
+    // Both back to the configured ones.
+    const back = resizedTo(pool, 2);
+    assert.deepEqual(plugin.setBounds({ min: null, max: null }), {
+      min: 1,
+      max: 2,
+    });
+    await back;
+  });
+  // Before its pool starts there is nothing to bound.
+  assert.throws(
+    () => autoscale().setBounds({ max: 2 }),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      err.message ===
+        "Cannot set autoscale bounds: the plugin serves no pool yet (give min and max to autoscale())",
+  );
+  assert.deepEqual(autoscale().status(), {});
+  assert.deepEqual(autoscale().metrics(), []);
 });

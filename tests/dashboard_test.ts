@@ -12,26 +12,31 @@ if (!hasChromium) {
 
 const TOKEN = "dashboard-token-0123456789";
 
+/** Headless Chromium, as the tests drive it. */
+async function launch() {
+  const { chromium } = await import("playwright-core");
+  return await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+}
+
 Deno.test({
   name:
     "dashboardHtml shows live workers, models, request counts and channels in Chromium",
   ignore: !hasChromium,
   async fn() {
-    const { chromium } = await import("playwright-core");
     await using gw = await startGateway({ workers: 2, token: TOKEN });
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
+    const browser = await launch();
     try {
       const page = await browser.newPage();
       const errors: string[] = [];
@@ -90,6 +95,54 @@ Deno.test({
         cells[7]!,
         new RegExp(`^killed by SIGKILL \\(pid ${before.pid}, `),
       );
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "dashboardHtml shows what plugins report of themselves (autoscale's bounds and state), and no plugins table without any",
+  ignore: !hasChromium,
+  async fn() {
+    await using gw = await startGateway({
+      token: TOKEN,
+      plugins: {
+        autoscale: { min: 1, max: 3, upAfterMs: 600_000, downAfterMs: 600_000 },
+      },
+    });
+    await using plain = await startGateway({ token: TOKEN });
+    const browser = await launch();
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on("pageerror", (err) => errors.push(String(err)));
+      await page.goto(`${gw.url}/?token=${TOKEN}`);
+      const max = '#plugins tr[data-plugin="autoscale"][data-field="max"]';
+      await page.waitForSelector(max);
+      assert.deepEqual(await page.locator(`${max} td`).allInnerTexts(), [
+        "autoscale",
+        "max",
+        "3",
+      ]);
+      assert.deepEqual(
+        await page.locator(
+          '#plugins tr[data-plugin="autoscale"][data-field="stats.up"] td',
+        ).allInnerTexts(),
+        ["autoscale", "stats.up", "0"],
+      );
+      assert.ok(await page.locator("#plugins-section").isVisible());
+      // Set at run time: the page follows.
+      gw.pool.setScaleBounds({ max: 2 });
+      await page.locator(max, { hasText: "2" }).waitFor();
+
+      const other = await browser.newPage();
+      other.on("pageerror", (err) => errors.push(String(err)));
+      await other.goto(`${plain.url}/?token=${TOKEN}`);
+      await other.waitForSelector('#workers tbody tr[data-state="ready"]');
+      assert.ok(!(await other.locator("#plugins-section").isVisible()));
       assert.deepEqual(errors, []);
     } finally {
       await browser.close();

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { resolveConfig } from "../src/gateway/config.ts";
 import { ConfigError } from "../src/errors.ts";
-import { startGateway } from "./_gateway_harness.ts";
+import { startGateway, type TestGateway, until } from "./_gateway_harness.ts";
 import { nextEvent } from "./_pool_harness.ts";
 
 Deno.test("gateway: plugins.autoscale grows the pool under a burst of slow requests", async () => {
@@ -70,6 +70,32 @@ Deno.test("gateway: a bad plugins.autoscale option fails the start naming it; fa
   assert.ok(gw.pool.status().plugins.includes("reconnect"));
 });
 
+Deno.test("gateway: a plugins.autoscale error lists only what pyproxy.json can set, and says logger is set from code only", async () => {
+  const cases: Array<[Record<string, unknown>, string]> = [
+    [
+      { upAfter: 10 },
+      "unknown option 'upAfter' (known: min, max, upInFlight, downInFlight, upAfterMs, downAfterMs, cooldownMs, step, manualHoldMs, sampleInterval; from code only, not in pyproxy.json: logger)",
+    ],
+    [
+      { logger: { level: "debug" } },
+      "logger: expected a logger (an object with debug, info and warn methods; set from code only, not in pyproxy.json)",
+    ],
+  ];
+  for (const [options, message] of cases) {
+    await assert.rejects(
+      startGateway({ plugins: { autoscale: options } }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.equal(
+          err.message,
+          `plugins.autoscale: Cannot create autoscale plugin: ${message} (at config: plugins.autoscale)`,
+        );
+        return true;
+      },
+    );
+  }
+});
+
 Deno.test("resolveConfig merges a plugin's options from the file and the flags, the flags winning", () => {
   const config = resolveConfig({
     cwd: "/srv",
@@ -93,4 +119,147 @@ Deno.test("resolveConfig merges a plugin's options from the file and the flags, 
   });
   assert.deepEqual(Object.keys(odd.plugins), ["__proto__"]);
   assert.equal(Object.getPrototypeOf(odd.plugins), Object.prototype);
+});
+
+const put = (body: unknown): RequestInit => ({
+  method: "PUT",
+  body: JSON.stringify(body),
+});
+
+/** Resolves once autoscale's last resize ended and no other one runs. */
+function resizeDone(gw: TestGateway): Promise<true> {
+  return until(async () => {
+    const body = await (await gw.fetch("/v1/status")).json();
+    const last = body.pluginStatus.autoscale.lastDecision;
+    return last?.outcome === "done" && body.resizing === false;
+  }, "autoscale's resize to end");
+}
+
+/** The value of one sample of a `/metrics` text (`undefined`: absent). */
+function sample(text: string, series: string): number | undefined {
+  const line = text.split("\n").find((l) => l.startsWith(series + " "));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+Deno.test("gateway: /v1/status and /metrics show the autoscale bounds, target and counters; PUT /v1/workers {min, max} sets and restores the bounds", async () => {
+  await using gw = await startGateway({
+    allowManage: true,
+    plugins: {
+      autoscale: {
+        min: 1,
+        max: 2,
+        upAfterMs: 600_000,
+        downAfterMs: 600_000,
+        cooldownMs: 0,
+        manualHoldMs: 600_000,
+        sampleInterval: 10,
+      },
+    },
+  });
+  let body = await (await gw.fetch("/v1/status")).json();
+  assert.equal(body.pluginStatus.autoscale.min, 1);
+  assert.equal(body.pluginStatus.autoscale.max, 2);
+  assert.equal(body.pluginStatus.autoscale.target, 1);
+  assert.deepEqual(body.pluginStatus.autoscale.stats.up, 0);
+  assert.deepEqual(Object.keys(body.pluginStatus), ["autoscale"]);
+  let text = await (await gw.fetch("/metrics")).text();
+  assert.match(
+    text,
+    /^# TYPE pyproxy_autoscale_scale_ups_total counter$/m,
+  );
+  assert.equal(sample(text, "pyproxy_autoscale_min_workers"), 1);
+  assert.equal(sample(text, "pyproxy_autoscale_max_workers"), 2);
+  assert.equal(sample(text, "pyproxy_autoscale_target_workers"), 1);
+  assert.equal(sample(text, "pyproxy_autoscale_scale_ups_total"), 0);
+  assert.equal(sample(text, "pyproxy_autoscale_scale_downs_total"), 0);
+  assert.equal(
+    sample(text, 'pyproxy_autoscale_failed_resizes_total{direction="up"}'),
+    0,
+  );
+  assert.equal(sample(text, "pyproxy_autoscale_up_backoff_failures"), 0);
+
+  // Bounds alone: no resize of the gateway's, the plugin brings the pool in.
+  const grown = nextEvent(
+    gw.pool,
+    "resize",
+    (e) => e.by === "autoscale" && e.to === 2,
+  );
+  let res = await gw.fetch("/v1/workers", put({ min: 2, max: 3 }));
+  assert.equal(res.status, 200);
+  assert.deepEqual(await res.json(), {
+    count: 1,
+    bounds: { autoscale: { min: 2, max: 3 } },
+  });
+  await grown;
+  // The resize event says it began: its outcome shows once it ended.
+  await resizeDone(gw);
+  text = await (await gw.fetch("/metrics")).text();
+  assert.equal(sample(text, "pyproxy_autoscale_min_workers"), 2);
+  assert.equal(sample(text, "pyproxy_autoscale_max_workers"), 3);
+  assert.equal(sample(text, "pyproxy_autoscale_scale_ups_total"), 1);
+
+  // A count with bounds: the bounds first, then the resize.
+  res = await gw.fetch("/v1/workers", put({ count: 3, max: 4 }));
+  assert.equal(res.status, 200);
+  const resized = await res.json();
+  assert.equal(resized.count, 3);
+  assert.deepEqual(resized.bounds, { autoscale: { min: 2, max: 4 } });
+
+  // Refused: nothing changes.
+  for (
+    const [change, message] of [
+      [
+        { min: 5 },
+        "Cannot set autoscale bounds: max: expected at least min (5) (got 4)",
+      ],
+      [
+        { count: 5, max: 4 },
+        "Cannot resize pool: count: expected within the bounds given (min as is, max 4) (got 5)",
+      ],
+      [
+        { min: 0 },
+        "Cannot resize pool: min: expected an integer from 1 to 1024, or null for the configured one",
+      ],
+    ] as const
+  ) {
+    res = await gw.fetch("/v1/workers", put(change));
+    assert.equal(res.status, 400, JSON.stringify(change));
+    assert.equal((await res.json()).error.message, message);
+  }
+
+  // null: the configured bounds again; the pool shrinks to max.
+  const shrunk = nextEvent(
+    gw.pool,
+    "resize",
+    (e) => e.by === "autoscale" && e.to === 2,
+  );
+  res = await gw.fetch("/v1/workers", put({ min: null, max: null }));
+  assert.deepEqual(await res.json(), {
+    count: 3,
+    bounds: { autoscale: { min: 1, max: 2 } },
+  });
+  await shrunk;
+  await resizeDone(gw);
+  body = await (await gw.fetch("/v1/status")).json();
+  assert.deepEqual(
+    [body.pluginStatus.autoscale.min, body.pluginStatus.autoscale.max],
+    [1, 2],
+  );
+  assert.equal(body.pluginStatus.autoscale.stats.down, 1);
+});
+
+Deno.test("gateway: without autoscale, no pluginStatus and no autoscale series; PUT /v1/workers {min, max} is 409", async () => {
+  await using gw = await startGateway({ allowManage: true });
+  const body = await (await gw.fetch("/v1/status")).json();
+  assert.ok(!("pluginStatus" in body));
+  const text = await (await gw.fetch("/metrics")).text();
+  assert.ok(!text.includes("pyproxy_autoscale"));
+  const res = await gw.fetch("/v1/workers", put({ max: 3 }));
+  assert.equal(res.status, 409);
+  assert.deepEqual((await res.json()).error, {
+    type: "NoScalePolicy",
+    message:
+      "Cannot set worker bounds: no plugin sizes the pool (start with --autoscale min:max, or plugins.autoscale in pyproxy.json)",
+  });
+  assert.equal(gw.pool.status().workers.length, 1);
 });

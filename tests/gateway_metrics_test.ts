@@ -213,6 +213,78 @@ Deno.test("GatewayMetrics renders valid exposition text, label values escaped", 
   assert.match(text, /^pyproxy_workers\{state="failed"\} 1$/m);
 });
 
+Deno.test("GatewayMetrics renders the plugins' samples grouped by name, leaving out invalid ones and the gateway's own names", () => {
+  const metrics = new GatewayMetrics();
+  const text = metrics.render({
+    workers: [{ id: "w1", state: "ready", restarts: 0 }],
+    plugins: [
+      {
+        name: "pyproxy_autoscale_failed_resizes_total",
+        type: "counter",
+        help: "Failed resizes, by direction.",
+        value: 2,
+        labels: { direction: "up" },
+      },
+      {
+        name: "pyproxy_autoscale_max_workers",
+        type: "gauge",
+        help: "Most workers.",
+        value: 4,
+      },
+      // Not contiguous in the input: still one family in the output.
+      {
+        name: "pyproxy_autoscale_failed_resizes_total",
+        type: "counter",
+        help: "Failed resizes, by direction.",
+        value: 0,
+        labels: { direction: "down" },
+      },
+      {
+        name: "pyproxy_autoscale_backoff_seconds",
+        type: "gauge",
+        help: "Back-off.",
+        value: Infinity,
+      },
+      // Left out: the gateway's own names, invalid names or labels.
+      { name: "pyproxy_workers", type: "gauge", help: "Clash.", value: 9 },
+      {
+        name: "pyproxy_request_duration_seconds_bucket",
+        type: "gauge",
+        help: "Clash.",
+        value: 9,
+      },
+      { name: "bad-name", type: "gauge", help: "Invalid.", value: 1 },
+      {
+        name: "pyproxy_x",
+        type: "gauge",
+        help: "Invalid.",
+        value: 1,
+        labels: { "a-b": "1" },
+      },
+    ],
+  });
+  const families = parseExposition(text);
+  assert.equal(
+    families.get("pyproxy_autoscale_failed_resizes_total")?.type,
+    "counter",
+  );
+  assert.equal(
+    value(families, "pyproxy_autoscale_failed_resizes_total", {
+      direction: "up",
+    }),
+    2,
+  );
+  assert.equal(
+    families.get("pyproxy_autoscale_failed_resizes_total")?.samples.length,
+    2,
+  );
+  assert.equal(value(families, "pyproxy_autoscale_max_workers", {}), 4);
+  assert.match(text, /^pyproxy_autoscale_backoff_seconds \+Inf$/m);
+  assert.ok(!text.includes("bad-name"));
+  assert.ok(!text.includes("pyproxy_x"));
+  assert.ok(!text.includes(" 9\n"));
+});
+
 Deno.test("GET /metrics counts exactly the traffic sent, through a worker's crash", async () => {
   await using gw = await startGateway({
     workers: 2,

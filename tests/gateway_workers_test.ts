@@ -58,7 +58,7 @@ Deno.test("PUT /v1/workers is 403 without --allow-manage and 401 without the tok
 Deno.test("PUT /v1/workers validates its body with a 400 naming the problem", async () => {
   await using gw = await startGateway({ allowManage: true });
   const cases: Array<[unknown, string]> = [
-    [{}, "Cannot resize pool: count: is required"],
+    [{}, "Cannot resize pool: expected {count}, {min, max} or both"],
     [
       { count: 0 },
       "Cannot resize pool: count: expected an integer from 1 to 1024",
@@ -77,11 +77,11 @@ Deno.test("PUT /v1/workers validates its body with a 400 naming the problem", as
     ],
     [
       { count: 2, workers: 3 },
-      "Cannot resize pool: workers: unknown field (allowed: count)",
+      "Cannot resize pool: workers: unknown field (allowed: count, min, max)",
     ],
-    [[2], "Cannot resize pool: expected {count}"],
-    [null, "Cannot resize pool: expected {count}"],
-    [2, "Cannot resize pool: expected {count}"],
+    [[2], "Cannot resize pool: expected {count}, {min, max} or both"],
+    [null, "Cannot resize pool: expected {count}, {min, max} or both"],
+    [2, "Cannot resize pool: expected {count}, {min, max} or both"],
   ];
   for (const [body, message] of cases) {
     const res = await gw.fetch("/v1/workers", put(body));

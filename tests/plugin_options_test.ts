@@ -39,7 +39,7 @@ Deno.test("bundled plugins refuse unknown options and wrong types, naming the fi
     ],
     [
       () => sharedCache({ store: "redis" as never }),
-      'Cannot create sharedCache plugin: store: expected a CacheStore (get, set, delete), got "redis"',
+      'Cannot create sharedCache plugin: store: expected a CacheStore (get, set, delete; set from code only, not in pyproxy.json), got "redis"',
     ],
     [
       () => sharedCache({ closeStore: "yes" as never }),

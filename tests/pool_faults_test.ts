@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { StartError, TimeoutError, WorkerCrashedError } from "../src/errors.ts";
+import {
+  StartError,
+  StartTimeoutError,
+  TimeoutError,
+  WorkerCrashedError,
+} from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
 import {
   alive,
@@ -504,7 +509,10 @@ Deno.test("Pool kills and restarts a worker that stops answering while it starts
     Deno.kill(pidOf(pool, "w1"), "SIGKILL");
     const ev = await exit;
     assert.deepEqual(stopped, [ev.pid]);
-    assert.match(ev.reason, /^start failed: .*timed out after 1000 ms/);
+    assert.equal(
+      ev.reason,
+      "start failed: Cannot start worker w1: no answer to configure within readyTimeout (1000 ms from the spawn)",
+    );
     await ready;
     assert.equal(pool.status().workers[0]!.state, "ready");
   } finally {
@@ -516,6 +524,67 @@ Deno.test("Pool kills and restarts a worker that stops answering while it starts
       }
     }
     await pids.assertGone();
+  }
+});
+
+/**
+ * A `python` that runs the real one, passes its ready line on and stops it
+ * (SIGSTOP) at once: the server is ready and listening, but never says
+ * hello. It writes the real server's pid to `pidFile`.
+ */
+function freezeAfterReady(pidFile: string): string {
+  return `#!/usr/bin/env python3
+import os, signal, subprocess, sys
+child = subprocess.Popen([sys.executable] + sys.argv[1:], stdout=subprocess.PIPE)
+with open(${JSON.stringify(pidFile)}, "w") as f:
+    f.write(str(child.pid))
+line = child.stdout.readline()
+os.kill(child.pid, signal.SIGSTOP)
+sys.stdout.buffer.write(line)
+sys.stdout.flush()
+sys.exit(child.wait())
+`;
+}
+
+Deno.test("Pool.start: readyTimeout bounds the handshake too, failing a server that printed its ready line but never says hello with StartTimeoutError (phase handshake)", async () => {
+  await using dir = await modelsDir();
+  const tmp = await Deno.makeTempDir({ prefix: "pyproxy-freeze-" });
+  const python = `${tmp}/python`;
+  const pidFile = `${tmp}/server.pid`;
+  await Deno.writeTextFile(python, freezeAfterReady(pidFile));
+  await Deno.chmod(python, 0o755);
+  try {
+    // Before: the handshake's own 10 s, whatever readyTimeout said, and a
+    // TimeoutError "no hello within 10000 ms".
+    await assert.rejects(
+      Pool.start(poolOptions(dir.path, {
+        workers: 1,
+        python,
+        readyTimeout: 1500,
+      })),
+      (err: unknown) => {
+        assert.ok(err instanceof StartError, String(err));
+        assert.match(
+          err.message,
+          /^w1: start failed: Cannot start worker w1: handshake not done within readyTimeout \(1500 ms from the spawn; no hello from the server yet\)$/m,
+        );
+        const cause = err.cause;
+        assert.ok(cause instanceof StartTimeoutError, String(cause));
+        assert.equal(cause.code, "START_TIMEOUT");
+        assert.deepEqual(cause.details, {
+          phase: "handshake",
+          step: "hello",
+          timeoutMs: 1500,
+          id: "w1",
+        });
+        assert.ok(cause.cause instanceof TimeoutError);
+        return true;
+      },
+    );
+    // The stopped server went with its wrapper (its process group).
+    await assertGone([Number(await Deno.readTextFile(pidFile))]);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
   }
 });
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { StartError } from "../src/errors.ts";
+import { StartError, StartTimeoutError } from "../src/errors.ts";
 import { PythonServer } from "../src/python_server.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
 import type { Runtime } from "../src/runtime/types.ts";
@@ -260,7 +260,11 @@ time.sleep(60)
     (e: unknown) => e,
   );
   assert.ok(err instanceof StartError);
-  assert.match(err.message, /no ready line within 1000 ms/);
+  // Which part of the start ran out of readyTimeout.
+  assert.ok(err instanceof StartTimeoutError, String(err));
+  assert.equal(err.details.phase, "ready");
+  assert.equal(err.details.timeoutMs, 1000);
+  assert.match(err.message, /no ready line within 1000 ms \(readyTimeout\)/);
   const pid = Number(/pid (\d+) is thinking/.exec(err.message)?.[1]);
   assert.ok(pid > 0, err.message);
   assert.equal(pidAlive(pid), false, "the silent process was killed");

@@ -12,11 +12,13 @@ import {
   TimeoutError,
 } from "../src/errors.ts";
 import { HEADER_SIZE } from "../src/protocol/mod.ts";
+import { VERSION } from "../src/protocol/frame.ts";
 import { denoRuntime } from "../src/runtime/deno.ts";
 import type { Connection, Runtime } from "../src/runtime/types.ts";
 import { Session, type SessionMessage } from "../src/session.ts";
 import {
   DOUBLER,
+  encodeFrame,
   HOST_CALLER,
   RAISER,
   recordingLogger,
@@ -819,4 +821,46 @@ Deno.test("Session.lastActivity counts the time its own read loop waits for an i
   assert.ok(after >= at + 30 && after >= before);
   await new Promise((r) => setTimeout(r, 30));
   assert.equal(session.lastActivity, after, "not now any more once it is done");
+});
+
+Deno.test("Session.connect: connectTimeout bounds the whole handshake, and its TimeoutError names the step (a server that says hello, then never answers auth)", async () => {
+  // A real socket whose server sends its hello and then reads, silent.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const served = (async () => {
+    const conn = await listener.accept();
+    try {
+      await conn.write(encodeFrame({
+        event: "hello",
+        version: VERSION,
+        auth: "hmac-sha256",
+        nonce: "00".repeat(16),
+      }));
+      const buf = new Uint8Array(4096);
+      while ((await conn.read(buf)) !== null) {
+        // never answers
+      }
+    } finally {
+      conn.close();
+    }
+  })();
+  try {
+    await assert.rejects(
+      Session.connect({ port, secret: "s".repeat(64), connectTimeout: 300 }),
+      (err: unknown) => {
+        assert.ok(err instanceof TimeoutError, String(err));
+        // Before: "Cannot complete auth: timed out after 300 ms", a second
+        // connectTimeout after the first one the hello had.
+        assert.equal(
+          err.message,
+          `Cannot authenticate to 127.0.0.1:${port}: no answer to auth within 300 ms of connecting (connectTimeout)`,
+        );
+        assert.deepEqual(err.details, { phase: "auth", timeoutMs: 300 });
+        return true;
+      },
+    );
+  } finally {
+    listener.close();
+    await served;
+  }
 });

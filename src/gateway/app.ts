@@ -290,6 +290,8 @@ export function createGateway(
       uptime: Date.now() - started,
       draining: signal.aborted,
       workers,
+      // Only when a plugin reports one (autoscale): additive.
+      ...pluginStatusOf(pool),
       models: ctx.catalog.list(pool).map((m) => modelView(m, ctx.debug)),
       restarts: status.workers.reduce((n, w) => n + w.restarts, 0),
       gateway: {
@@ -312,6 +314,7 @@ export function createGateway(
       workers: pool.status().workers,
       subscribers: ctx.hub.subscriberCount,
       droppedSubscribers: ctx.hub.droppedCount,
+      plugins: pool.pluginMetrics?.() ?? [],
     });
     return c.body(text, 200, {
       "content-type": "text/plain; version=0.0.4; charset=utf-8",
@@ -438,6 +441,14 @@ export function createGateway(
     },
     request: (input, init) => app.request(input, init),
   };
+}
+
+/** `{ pluginStatus }` when the pool's plugins report any state, else `{}`. */
+function pluginStatusOf(
+  pool: GatewayPool,
+): { pluginStatus?: Record<string, Record<string, unknown>> } {
+  const status = pool.pluginStatus?.() ?? {};
+  return Object.keys(status).length === 0 ? {} : { pluginStatus: status };
 }
 
 const EXECUTE_PREFIX = "/v1/models/";

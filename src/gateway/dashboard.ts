@@ -1,6 +1,8 @@
 /**
  * The gateway's live dashboard: one self-contained HTML page that polls
- * `/v1/status`, `/metrics?format=json` and `/v1/channels`.
+ * `/v1/status`, `/metrics?format=json` and `/v1/channels`. It shows the
+ * workers, models and channels, and what plugins report of themselves
+ * (`pluginStatus`: autoscale's bounds, target and counters).
  *
  * @module
  */
@@ -88,6 +90,10 @@ export function dashboardHtml(options: DashboardOptions): string {
 <table id="workers"><thead><tr><th>id</th><th>pid</th><th>state</th><th>in flight</th><th>parked</th><th>restarts</th><th>uptime</th><th>last exit</th></tr></thead><tbody></tbody></table>
 <h2>Models</h2>
 <table id="models"><thead><tr><th>name</th><th>class</th><th>inputs</th><th>requests</th><th>errors</th><th>mean latency</th></tr></thead><tbody></tbody></table>
+<section id="plugins-section" hidden>
+<h2>Plugins</h2>
+<table id="plugins"><thead><tr><th>plugin</th><th>field</th><th>value</th></tr></thead><tbody></tbody></table>
+</section>
 <h2>Channels</h2>
 <table id="channels"><thead><tr><th>name</th><th>subscribers</th><th>published</th><th>last message</th></tr></thead><tbody></tbody></table>
 <p class="muted">Updated <span id="updated">never</span>.</p>
@@ -151,6 +157,20 @@ export function dashboardHtml(options: DashboardOptions): string {
           cells: [m.name, m.class || "", Object.keys(m.inputs || {}).join(", "), total, errors, total ? (mm.durationSum / total * 1000).toFixed(1) + " ms" : "–"],
         };
       }));
+      // What plugins report of themselves (autoscale: bounds, target, state,
+      // counters): one row per field, nested objects one level deep.
+      const plugins = Object.entries(status.pluginStatus || {}).flatMap(([name, st]) =>
+        Object.entries(st || {}).flatMap(([field, value]) =>
+          value && typeof value === "object" && !Array.isArray(value)
+            ? Object.entries(value).map(([k, v]) => [name, field + "." + k, v])
+            : [[name, field, value]]
+        )
+      );
+      $("plugins-section").hidden = plugins.length === 0;
+      fill("plugins", plugins.map(([name, field, value]) => ({
+        attrs: { "data-plugin": name, "data-field": field },
+        cells: [name, field, value === null ? "–" : typeof value === "object" ? JSON.stringify(value).slice(0, 200) : String(value)],
+      })));
       fill("channels", channels.channels.map((ch) => ({
         attrs: { "data-channel": ch.name },
         cells: [ch.name, ch.subscribers, ch.published, ch.history.length ? JSON.stringify(ch.history[ch.history.length - 1].data).slice(0, 120) : ""],

@@ -4,6 +4,11 @@
  *
  * @module
  */
+import type {
+  PluginMetric,
+  ScaleBounds,
+  ScaleBoundsChange,
+} from "../plugin.ts";
 
 /**
  * A model file to load (what `PUT /v1/models/{name}` sends to the pool).
@@ -170,6 +175,19 @@ export interface GatewayPool {
    * route 501.
    */
   resize?(count: number): Promise<GatewayPoolStatus>;
+  /**
+   * What the plugins report of their state, by plugin name (`GET
+   * /v1/status` shows it as `pluginStatus` when there is any).
+   */
+  pluginStatus?(): Record<string, Record<string, unknown>>;
+  /** The plugins' samples for `GET /metrics`. */
+  pluginMetrics?(): PluginMetric[];
+  /**
+   * Changes the bounds of the plugins that size the pool (`PUT /v1/workers`
+   * `{"min", "max"}`); returns those in force by plugin name, `{}` when no
+   * plugin sizes it.
+   */
+  setScaleBounds?(change: ScaleBoundsChange): Record<string, ScaleBounds>;
   /** Starts an eval. */
   eval(
     code: string,

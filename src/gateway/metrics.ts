@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { PluginMetric } from "../plugin.ts";
 import type { WorkerState } from "../worker.ts";
 
 /**
@@ -28,6 +29,12 @@ export interface MetricsSnapshot {
   subscribers?: number;
   /** Channel subscribers dropped as too slow since the start. */
   droppedSubscribers?: number;
+  /**
+   * The plugins' samples (`pool.pluginMetrics()`), rendered after the
+   * gateway's own series; one whose name or labels are not valid
+   * Prometheus, or whose name the gateway renders itself, is left out.
+   */
+  plugins?: readonly PluginMetric[];
 }
 
 /**
@@ -222,7 +229,9 @@ export class GatewayMetrics {
   /** The metrics in the Prometheus text exposition format (version 0.0.4). */
   render(snapshot: MetricsSnapshot): string {
     const lines: string[] = [];
+    const families = new Set<string>();
     const family = (name: string, type: string, help: string): void => {
+      families.add(name);
       lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
     };
     family(
@@ -333,6 +342,13 @@ export class GatewayMetrics {
       "Seconds since the gateway started.",
     );
     lines.push(`pyproxy_uptime_seconds ${(Date.now() - this.#started) / 1000}`);
+    // Also the names a histogram's series take.
+    for (const name of [...families]) {
+      for (const suffix of ["_bucket", "_sum", "_count"]) {
+        families.add(name + suffix);
+      }
+    }
+    lines.push(...pluginLines(snapshot.plugins ?? [], families));
     return lines.join("\n") + "\n";
   }
 
@@ -387,6 +403,59 @@ export const RESERVED_MODEL_NAMES: readonly string[] = Object.freeze([
   UNKNOWN,
   "_other",
 ]);
+
+const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
+const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+
+/**
+ * The plugins' samples as exposition lines, grouped by name (each family
+ * once, with the HELP and TYPE of its first sample, all its samples
+ * together as the format requires). `taken`: the gateway's own names.
+ */
+function pluginLines(
+  samples: readonly PluginMetric[],
+  taken: ReadonlySet<string>,
+): string[] {
+  const byName = new Map<string, PluginMetric[]>();
+  for (const m of samples) {
+    if (
+      typeof m?.name !== "string" || !METRIC_NAME.test(m.name) ||
+      taken.has(m.name) || typeof m.value !== "number" ||
+      (m.type !== "counter" && m.type !== "gauge") ||
+      !Object.keys(m.labels ?? {}).every((k) =>
+        LABEL_NAME.test(k) && !k.startsWith("__")
+      )
+    ) continue;
+    const list = byName.get(m.name);
+    if (list === undefined) byName.set(m.name, [m]);
+    else list.push(m);
+  }
+  const lines: string[] = [];
+  for (const [name, list] of byName) {
+    const first = list[0]!;
+    const help = String(first.help ?? "").replace(/\\/g, "\\\\").replace(
+      /\n/g,
+      "\\n",
+    );
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${first.type}`);
+    for (const m of list) {
+      const labels = Object.entries(m.labels ?? {}).map(([k, v]) =>
+        `${k}="${label(String(v))}"`
+      ).join(",");
+      lines.push(
+        `${name}${labels === "" ? "" : `{${labels}}`} ${sampleValue(m.value)}`,
+      );
+    }
+  }
+  return lines;
+}
+
+/** A number as the exposition format writes it (`+Inf`, `-Inf`, `NaN`). */
+function sampleValue(n: number): string {
+  if (n === Infinity) return "+Inf";
+  if (n === -Infinity) return "-Inf";
+  return String(n);
+}
 
 function label(value: string): string {
   return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(

@@ -1,6 +1,7 @@
 /**
  * Worker routes: (with `allowManage`) `PUT /v1/workers` resizes the pool
- * while it serves.
+ * while it serves, and sets the bounds of a plugin that sizes it
+ * (autoscale).
  *
  * @module
  */
@@ -13,30 +14,45 @@ import { validBody } from "./_valid_body.ts";
 import type { GatewayPoolStatus } from "./gateway_pool.ts";
 import { readJsonBody } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
+import type { ScaleBounds, ScaleBoundsChange } from "../plugin.ts";
 
 const COUNT = "expected an integer from 1 to 1024";
+const BOUND =
+  "expected an integer from 1 to 1024, or null for the configured one";
+const SHAPE = "expected {count}, {min, max} or both";
+
+const bound = v.optional(v.nullable(v.pipe(
+  v.number(BOUND),
+  v.integer(BOUND),
+  v.minValue(1, BOUND),
+  v.maxValue(1024, BOUND),
+)));
 
 // valibot's object schemas take an array for an object: refused first.
 const ResizeBody = v.pipe(
   v.custom<Record<string, unknown>>(
     (x) => typeof x === "object" && x !== null && !Array.isArray(x),
-    "expected {count}",
+    SHAPE,
   ),
   v.strictObject(
     {
-      count: v.pipe(
+      count: v.optional(v.pipe(
         v.number(COUNT),
         v.integer(COUNT),
         v.minValue(1, COUNT),
         v.maxValue(1024, COUNT),
-      ),
+      )),
+      min: bound,
+      max: bound,
     },
     (issue) =>
       issue.expected === "never"
-        ? "unknown field (allowed: count)"
-        : issue.input === undefined && issue.path?.length
-        ? "is required"
-        : "expected {count}",
+        ? "unknown field (allowed: count, min, max)"
+        : SHAPE,
+  ),
+  v.check(
+    (b) => b.count !== undefined || b.min !== undefined || b.max !== undefined,
+    SHAPE,
   ),
 );
 
@@ -71,11 +87,23 @@ export function workerRoutes(ctx: RouteContext): Hono {
         "Cannot resize pool: this pool cannot be resized",
       );
     }
-    const { count } = validBody(
+    const body = validBody(
       ResizeBody,
       await readJsonBody(c.req.raw, ctx.bodyLimit, ctx.bodyReads, ctx.runtime),
       "Cannot resize pool",
     );
+    const { count } = body;
+    const change: ScaleBoundsChange = {};
+    if (body.min !== undefined) change.min = body.min;
+    if (body.max !== undefined) change.max = body.max;
+    const bounds = (): Record<string, ScaleBounds> | undefined =>
+      body.min === undefined && body.max === undefined
+        ? undefined
+        : setBounds(ctx, change, count);
+    if (count === undefined) {
+      // Bounds alone: no resize of the gateway's, nothing to wait for.
+      return c.json({ count: pool.status().workers.length, bounds: bounds() });
+    }
     if (running === undefined && pool.status().resizing === true) {
       // Another resize (the autoscale plugin's, the library's) is under
       // way: this one would wait behind it, past its loadTimeout.
@@ -96,6 +124,9 @@ export function workerRoutes(ctx: RouteContext): Hono {
         { "retry-after": "1" },
       );
     }
+    // The bounds first (nothing set when refused): a count outside the
+    // bounds in force would move them.
+    const set = bounds();
     const from = pool.status().workers.length;
     const resize = { from, to: count };
     running = resize;
@@ -117,6 +148,7 @@ export function workerRoutes(ctx: RouteContext): Hono {
     return c.json({
       previous: from,
       count: status.workers.length,
+      ...(set === undefined ? {} : { bounds: set }),
       workers: status.workers.map((w) => {
         // stderr can hold paths and secrets printed by models: only shown with --debug.
         const { stderrTail: _tail, ...rest } = w as typeof w & {
@@ -128,6 +160,64 @@ export function workerRoutes(ctx: RouteContext): Hono {
   });
 
   return app;
+}
+
+/** A bound of a change, in words. */
+function shown(bound: number | null | undefined): string {
+  return bound === undefined
+    ? "as is"
+    : bound === null
+    ? "as configured"
+    : String(bound);
+}
+
+/**
+ * Sets the bounds of the plugins that size the pool (autoscale's), checked
+ * against `count` when both are given: a 409 when none does, a 400 for
+ * bounds refused (or that leave out `count`: the resize would move them at
+ * once).
+ */
+function setBounds(
+  ctx: RouteContext,
+  change: ScaleBoundsChange,
+  count: number | undefined,
+): Record<string, ScaleBounds> {
+  const pool = ctx.pool;
+  if (pool.setScaleBounds === undefined) {
+    throw httpError(
+      501,
+      "NotImplemented",
+      "Cannot set worker bounds: this pool has no size bounds",
+    );
+  }
+  if (
+    count !== undefined &&
+    ((typeof change.min === "number" && count < change.min) ||
+      (typeof change.max === "number" && count > change.max))
+  ) {
+    throw httpError(
+      400,
+      "ValidationError",
+      `Cannot resize pool: count: expected within the bounds given (min ${
+        shown(change.min)
+      }, max ${shown(change.max)}) (got ${count})`,
+    );
+  }
+  // A RangeError (max below min, as the plugin holds them) is a 400.
+  const bounds = pool.setScaleBounds(change);
+  if (Object.keys(bounds).length === 0) {
+    throw httpError(
+      409,
+      "NoScalePolicy",
+      "Cannot set worker bounds: no plugin sizes the pool (start with --autoscale min:max, or plugins.autoscale in pyproxy.json)",
+    );
+  }
+  ctx.logger.info("Worker bounds set: {bounds}", {
+    bounds: Object.entries(bounds).map(([name, b]) =>
+      `${name} ${b.min} to ${b.max}`
+    ).join(", "),
+  });
+  return bounds;
 }
 
 /** `run`, or a `TimeoutError` (504) after `ms`; `run` goes on (a later failure goes to `lateFailure`). */
