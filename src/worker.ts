@@ -385,21 +385,27 @@ export class Worker implements WorkerInfo {
       return await this.#failedStart(gen, new Error("pool is closing"));
     }
     try {
+      // With no readyTimeout (`Infinity`: a slow import may take what it
+      // takes), the handshake still has its own bound: a server that printed
+      // its ready line answers it at once, or never.
+      const unbounded = deadline === Infinity;
       const session = await server.connect({
         ...this.#options.hooks.sessionOptions(this),
-        connectTimeout: timeLeft(),
+        connectTimeout: unbounded ? HANDSHAKE_TIMEOUT_MS : timeLeft(),
       }).catch((err: unknown) => {
         if (!(err instanceof TimeoutError)) throw err;
         const step = err.details.phase;
         const where = HANDSHAKE_STEPS[String(step)] ?? err.message;
         throw new StartTimeoutError(
-          `Cannot start worker ${this.id}: handshake not done within readyTimeout (${readyTimeout} ms from the spawn; ${where})`,
+          unbounded
+            ? `Cannot start worker ${this.id}: handshake not done within ${HANDSHAKE_TIMEOUT_MS} ms of the ready line (readyTimeout is Infinity; ${where})`
+            : `Cannot start worker ${this.id}: handshake not done within readyTimeout (${readyTimeout} ms from the spawn; ${where})`,
           {
             cause: err,
             details: {
               phase: "handshake",
               step,
-              timeoutMs: readyTimeout,
+              timeoutMs: unbounded ? HANDSHAKE_TIMEOUT_MS : readyTimeout,
               id: this.id,
             },
           },
@@ -660,6 +666,9 @@ export class Worker implements WorkerInfo {
     this.#options.hooks.stateChanged(this, from, to);
   }
 }
+
+/** The handshake's bound when `readyTimeout` is `Infinity` (the session's own default). */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /** What a handshake that timed out was waiting for, by the session's `details.phase`. */
 const HANDSHAKE_STEPS: Record<string, string> = {

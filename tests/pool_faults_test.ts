@@ -588,6 +588,38 @@ Deno.test("Pool.start: readyTimeout bounds the handshake too, failing a server t
   }
 });
 
+Deno.test("Pool.start with readyTimeout Infinity still bounds the handshake (10 s of the ready line)", async () => {
+  await using dir = await modelsDir();
+  const tmp = await Deno.makeTempDir({ prefix: "pyproxy-freeze-" });
+  const python = `${tmp}/python`;
+  const pidFile = `${tmp}/server.pid`;
+  await Deno.writeTextFile(python, freezeAfterReady(pidFile));
+  await Deno.chmod(python, 0o755);
+  try {
+    await assert.rejects(
+      Pool.start(poolOptions(dir.path, {
+        workers: 1,
+        python,
+        readyTimeout: Infinity,
+      })),
+      (err: unknown) => {
+        assert.ok(err instanceof StartError, String(err));
+        assert.match(
+          err.message,
+          /Cannot start worker w1: handshake not done within 10000 ms of the ready line \(readyTimeout is Infinity; no hello from the server yet\)$/m,
+        );
+        const cause = err.cause;
+        assert.ok(cause instanceof StartTimeoutError, String(cause));
+        assert.equal(cause.details.timeoutMs, 10_000);
+        return true;
+      },
+    );
+    await assertGone([Number(await Deno.readTextFile(pidFile))]);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
 Deno.test("Pool.start rejects with StartError and stderr tails when every worker fails", async () => {
   await using dir = await modelsDir();
   await assert.rejects(
