@@ -431,3 +431,38 @@ Deno.test("GET /openapi.json names the server by an allowed Host only, never one
   // Any Host passes the check: none is named.
   assert.equal(await server(["*"], "evil.example"), "/");
 });
+
+Deno.test("openApiDocument lists every route the gateway registers, all enabled", async () => {
+  // The routes as registered: app.get("/v1/models/:name", ...) in src/gateway/.
+  const routes: string[] = [];
+  const dir = new URL("../src/gateway/", import.meta.url);
+  for await (const e of Deno.readDir(dir)) {
+    if (!e.name.endsWith(".ts")) continue;
+    const text = await Deno.readTextFile(new URL(e.name, dir));
+    for (
+      const [, method, path] of text.matchAll(
+        /\bapp\.(get|post|put|delete|patch|all)\(\s*"([^"]+)"/g,
+      )
+    ) {
+      routes.push(
+        `${method!.toUpperCase()} ${path!.replace(/:(\w+)/g, "{$1}")}`,
+      );
+    }
+  }
+  assert.ok(routes.length >= 15, routes.join(", "));
+  const doc: Json = openApiDocument({
+    ...BASE,
+    token: true,
+    allowEval: true,
+    allowManage: true,
+    models: [{ name: "m" }],
+  });
+  // Execute and stream are listed per model.
+  const ops = new Set(
+    operations(doc).map((op) =>
+      op.replace("/v1/models/m/", "/v1/models/{name}/")
+    ),
+  );
+  for (const route of routes) assert.ok(ops.has(route), route);
+  assert.equal(ops.size, new Set(routes).size, [...ops].join(", "));
+});
