@@ -85,6 +85,7 @@ Routes (see docs/gateway.md):
   GET    /                          Dashboard (?token=<token> with a token)
   GET    /healthz                   Health check (no token needed)
   GET    /metrics                   Prometheus metrics (?format=json)
+  GET    /openapi.json              OpenAPI 3.1 document of this gateway and its models
   GET    /v1/status                 Workers, models, queue, restarts
   GET    /v1/models                 Model descriptions
   GET    /v1/models/{name}          One model's description

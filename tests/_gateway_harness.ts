@@ -61,9 +61,13 @@ export interface TestGateway extends GatewayServer {
   fetch(path: string, init?: RequestInit): Promise<Response>;
 }
 
-/** Starts a gateway; dispose it with `await using`. */
+/**
+ * Starts a gateway; dispose it with `await using`. `models`: more model
+ * files (name → Python source) beside the example and test models.
+ */
 export async function startGateway(
   overrides: GatewayConfig = {},
+  models: Record<string, string> = {},
 ): Promise<TestGateway> {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-gw-test-" });
   try {
@@ -77,7 +81,7 @@ export async function startGateway(
         );
       }
     }
-    for (const [name, text] of Object.entries(TEST_MODELS)) {
+    for (const [name, text] of Object.entries({ ...TEST_MODELS, ...models })) {
       await Deno.writeTextFile(`${dir}/${name}`, text);
     }
     const config = resolveConfig({

@@ -19,6 +19,8 @@ import type { GatewayPool } from "./gateway_pool.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { ModelCatalog } from "./model_catalog.ts";
 import { modelView } from "./_model_view.ts";
+import { openApiDocument } from "./openapi.ts";
+import { PYTHON_MANIFEST } from "../runtime/python_manifest.ts";
 import { modelExecutor, modelRoutes } from "./model_routes.ts";
 import { workerRoutes } from "./worker_routes.ts";
 import { BodyReadGuard } from "./read_json_body.ts";
@@ -336,6 +338,46 @@ export function createGateway(
         "cache-control": "no-store",
       },
     );
+  });
+
+  // Built when the models (names and catalog versions) or the server URL
+  // differ from the last request's, else the same text again: models come
+  // and go (PUT, DELETE), and a document of many models is large (~3 KB and
+  // ~45 µs each). Execute calls never touch it. Behind the Host check, so
+  // the server URL names a host the gateway accepts; with
+  // `allowedHosts: ["*"]` any Host passes, and the URL is left relative
+  // rather than reflect one.
+  const anyHost = hostOptions.allowedHosts.includes("*");
+  let openApi: { key: string; body: Uint8Array<ArrayBuffer> } | undefined;
+  app.get("/openapi.json", (c) => {
+    const host = c.req.header("host");
+    const scheme = new URL(c.req.url).protocol === "https:" ? "https" : "http";
+    const serverUrl = anyHost || !host
+      ? "/"
+      : `${scheme}://${host.toLowerCase()}`;
+    const models = ctx.catalog.list(pool);
+    const key = JSON.stringify([
+      serverUrl,
+      models.map((m) => [m.name, m.version ?? null]),
+    ]);
+    if (openApi?.key !== key) {
+      const doc = openApiDocument({
+        version: options.version ?? PYTHON_MANIFEST.version,
+        serverUrl,
+        token: options.token !== undefined,
+        allowEval: ctx.allowEval,
+        allowManage: ctx.allowManage,
+        streams: pool.executeStream !== undefined,
+        bodyLimit: ctx.bodyLimit,
+        requestTimeout: ctx.requestTimeout,
+        models,
+      });
+      openApi = { key, body: new TextEncoder().encode(JSON.stringify(doc)) };
+    }
+    return c.body(openApi.body, 200, {
+      "content-type": "application/json",
+      "cache-control": "no-store",
+    });
   });
 
   app.route("/", modelRoutes(ctx));

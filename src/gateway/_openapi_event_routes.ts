@@ -1,0 +1,224 @@
+/**
+ * The gateway's routes that answer with event streams, eval's and the
+ * channels', as OpenAPI path items (for `openapi.ts`, through
+ * `_openapi_routes.ts`).
+ *
+ * @module
+ */
+import type { JsonSchema } from "./_declared_schema.ts";
+import {
+  bodyErrors,
+  CHANNEL_NAME,
+  errorResponse,
+  type GatewayRouteOptions,
+  jsonBody,
+  jsonResponse,
+  lastEventIdParams,
+  type OpenApiObject,
+  pathParam,
+  queryParam,
+  sseResponse,
+  withGuards,
+} from "./_openapi_parts.ts";
+
+const CHANNEL_MESSAGE_FRAME: JsonSchema = {
+  type: "object",
+  properties: {
+    type: { type: "string", enum: ["message", "dropped"] },
+    channel: { type: "string" },
+    seq: { type: "integer" },
+    time: { type: "number" },
+    data: {},
+    reason: { type: "string" },
+  },
+};
+
+/** `POST /v1/eval` and `GET /v1/eval/{id}/events` (eval only). */
+export function evalPaths(
+  o: GatewayRouteOptions,
+): Record<string, OpenApiObject> {
+  if (!o.allowEval) return {};
+  const atomHeader = {
+    "X-Atom-Id": {
+      description: "The eval's id (for `/v1/eval/{id}/events`).",
+      schema: { type: "string" },
+    },
+  };
+  const events = sseResponse(
+    "The eval's events: `atom`, then `output` (id: its sequence number), then `result` or `error`.",
+    {
+      atom: {
+        type: "object",
+        required: ["id"],
+        properties: { id: { type: "string" } },
+      },
+      output: {
+        type: "object",
+        required: ["fd", "data"],
+        properties: {
+          fd: { type: "integer", enum: [1, 2] },
+          data: { type: "string" },
+          truncated: { type: "integer" },
+        },
+      },
+      result: { type: "object", properties: { value: {} } },
+      error: {
+        type: "object",
+        required: ["status", "type", "message"],
+        properties: {
+          status: { type: "integer" },
+          type: { type: "string" },
+          message: { type: "string" },
+          exception: { type: "string" },
+          traceback: { type: "string" },
+        },
+      },
+    },
+    atomHeader,
+  );
+  return {
+    "/v1/eval": {
+      post: {
+        operationId: "eval",
+        tags: ["eval"],
+        summary: "Run Python code on a worker",
+        requestBody: jsonBody(
+          {
+            type: "object",
+            required: ["code"],
+            properties: {
+              code: { type: "string" },
+              locals: { type: "object" },
+              args: { type: ["array", "object"] },
+              timeout: {
+                type: "integer",
+                minimum: 1,
+                description: "In ms; at most `limits.requestTimeout`.",
+              },
+            },
+            additionalProperties: false,
+          },
+          true,
+          { code: "x * 2", locals: { x: 21 } },
+        ),
+        responses: withGuards({
+          "200": events,
+          "400": errorResponse(
+            "`ValidationError` (the body), `InvalidJson` or `IncompleteBody`.",
+          ),
+          ...bodyErrors(o.bodyLimit),
+        }, o.token),
+      },
+    },
+    "/v1/eval/{id}/events": {
+      get: {
+        operationId: "evalEvents",
+        tags: ["eval"],
+        summary: "Resume an eval's events",
+        parameters: [
+          pathParam("id", "The eval's id (`X-Atom-Id`).", { type: "string" }),
+          ...lastEventIdParams("output sequence number (`-1`: from the start)")
+            .map((p) => ({
+              ...p,
+              schema: { type: "string", pattern: "^(-1|\\d{1,15})$" },
+            })),
+        ],
+        responses: withGuards({
+          "200": events,
+          "400": errorResponse(
+            "`InvalidRequestError`: `Last-Event-ID` is not a sequence number.",
+          ),
+          "404": errorResponse("`NotFound`: unknown or expired eval."),
+        }, o.token),
+      },
+    },
+  };
+}
+
+/** The channel routes. */
+export function channelPaths(
+  o: GatewayRouteOptions,
+): Record<string, OpenApiObject> {
+  const guarded = (r: Record<string, OpenApiObject>) => withGuards(r, o.token);
+  return {
+    "/v1/channels": {
+      get: {
+        operationId: "listChannels",
+        tags: ["channels"],
+        summary: "Channels with subscriber counts and recent history",
+        parameters: [
+          queryParam("history", "Messages of history per channel.", {
+            type: "string",
+            pattern: "^\\d{1,15}$",
+            default: "10",
+          }),
+        ],
+        responses: guarded({
+          "200": jsonResponse("The channels.", {
+            type: "object",
+            required: ["channels"],
+            properties: {
+              channels: { type: "array", items: { type: "object" } },
+            },
+          }),
+          "400": errorResponse(
+            "`InvalidRequestError`: `history` is not an integer >= 0.",
+          ),
+        }),
+      },
+    },
+    "/v1/channels/{name}": {
+      parameters: [pathParam("name", "The channel.", CHANNEL_NAME)],
+      post: {
+        operationId: "publish",
+        tags: ["channels"],
+        summary: "Publish a JSON message",
+        requestBody: jsonBody({}, true, { hello: "subscribers" }),
+        responses: guarded({
+          "200": jsonResponse("Published.", {
+            type: "object",
+            required: ["channel", "seq", "delivered"],
+            properties: {
+              channel: { type: "string" },
+              seq: { type: "integer" },
+              delivered: { type: "integer" },
+            },
+          }),
+          "400": errorResponse(
+            "`InvalidRequestError` (the name, or no body), `InvalidJson` or `IncompleteBody`.",
+          ),
+          ...bodyErrors(o.bodyLimit),
+        }),
+      },
+      get: {
+        operationId: "subscribe",
+        tags: ["channels"],
+        summary: "Subscribe (Server-Sent Events, or a WebSocket upgrade)",
+        parameters: lastEventIdParams("message sequence number"),
+        responses: guarded({
+          "101": {
+            description:
+              'A WebSocket (for an upgrade request): JSON frames `{type: "message", channel, seq, time, data}`, then `{type: "dropped", reason}` when dropped.',
+            "x-websocket-frame": CHANNEL_MESSAGE_FRAME,
+          },
+          "200": sseResponse(
+            "`message` events (id: the sequence number), `dropped` when the subscriber is dropped.",
+            {
+              message: {},
+              dropped: {
+                type: "object",
+                properties: { reason: { type: "string" } },
+              },
+            },
+          ),
+          "400": errorResponse(
+            "`InvalidRequestError`: not a channel name, or `Last-Event-ID` is not a sequence number.",
+          ),
+          "501": errorResponse(
+            "`NotImplemented`: WebSocket upgrades are not available on this runtime.",
+          ),
+        }),
+      },
+    },
+  };
+}

@@ -1,0 +1,287 @@
+/**
+ * Building blocks of the gateway's OpenAPI document (`openapi.ts`): the
+ * shared components and the responses, parameters and bodies the routes
+ * have in common.
+ *
+ * @module
+ */
+import type { JsonSchema } from "./_declared_schema.ts";
+
+/** An OpenAPI object (operation, response, parameter...), as plain JSON. */
+export type OpenApiObject = Record<string, unknown>;
+
+/** A `$ref` to a component. */
+export function ref(kind: string, name: string): OpenApiObject {
+  return { $ref: `#/components/${kind}/${name}` };
+}
+
+/** A JSON response whose body has `schema`. */
+export function jsonResponse(
+  description: string,
+  schema: JsonSchema,
+  headers?: OpenApiObject,
+): OpenApiObject {
+  return {
+    description,
+    ...(headers === undefined ? {} : { headers }),
+    content: { "application/json": { schema } },
+  };
+}
+
+/** An error response (`{"error": {"type", "message", ...}}`), `description` naming its types. */
+export function errorResponse(
+  description: string,
+  headers?: OpenApiObject,
+): OpenApiObject {
+  return jsonResponse(description, ref("schemas", "Error"), headers);
+}
+
+const RETRY_AFTER: OpenApiObject = {
+  "Retry-After": {
+    description: "Seconds to wait before trying again.",
+    schema: { type: "integer" },
+  },
+};
+
+/** An error response with a `Retry-After` header. */
+export function retryResponse(description: string): OpenApiObject {
+  return errorResponse(description, RETRY_AFTER);
+}
+
+/**
+ * A Server-Sent Events response: `events` maps each event name to the
+ * schema of its `data` (JSON), listed in `x-sse-events` (OpenAPI 3.1 has
+ * no way to type the events of a stream).
+ */
+export function sseResponse(
+  description: string,
+  events: Record<string, JsonSchema>,
+  headers?: OpenApiObject,
+): OpenApiObject {
+  return {
+    description,
+    ...(headers === undefined ? {} : { headers }),
+    content: {
+      "text/event-stream": {
+        schema: {
+          type: "string",
+          description: `Server-Sent Events: ${
+            Object.keys(events).map((e) => `\`${e}\``).join(", ")
+          } (each event's data is JSON).`,
+        },
+        "x-sse-events": events,
+      },
+    },
+  };
+}
+
+/** A JSON request body. */
+export function jsonBody(
+  schema: JsonSchema,
+  required: boolean,
+  example?: unknown,
+): OpenApiObject {
+  return {
+    required,
+    content: {
+      "application/json": {
+        schema,
+        ...(example === undefined ? {} : { example }),
+      },
+    },
+  };
+}
+
+/** A path parameter. */
+export function pathParam(
+  name: string,
+  description: string,
+  schema: JsonSchema,
+): OpenApiObject {
+  return { name, in: "path", required: true, description, schema };
+}
+
+/** An optional query parameter. */
+export function queryParam(
+  name: string,
+  description: string,
+  schema: JsonSchema,
+): OpenApiObject {
+  return { name, in: "query", required: false, description, schema };
+}
+
+/** `Last-Event-ID` (header) and `lastEventId` (query), for resuming a stream. */
+export function lastEventIdParams(what: string): OpenApiObject[] {
+  const schema = { type: "string", pattern: "^\\d{1,15}$" };
+  return [
+    {
+      name: "Last-Event-ID",
+      in: "header",
+      required: false,
+      description: `Resume after this ${what}.`,
+      schema,
+    },
+    queryParam(
+      "lastEventId",
+      "As `Last-Event-ID`, for clients that cannot set headers.",
+      schema,
+    ),
+  ];
+}
+
+/** The responses a route that reads a body can give before it runs. */
+export function bodyErrors(bodyLimit: number): Record<string, OpenApiObject> {
+  return {
+    "408": errorResponse(
+      "`RequestTimeout`: the body did not arrive within `limits.requestTimeout` (with `Connection: close`).",
+    ),
+    "413": errorResponse(
+      `\`PayloadTooLarge\`: the body is over ${bodyLimit} bytes (\`limits.bodyLimit\`).`,
+    ),
+    "415": errorResponse(
+      "`UnsupportedMediaType`: a body that is not JSON and has a `Content-Encoding`.",
+    ),
+  };
+}
+
+/**
+ * The shared components: the error body, the model description and the
+ * common responses, plus the bearer scheme when a token is set.
+ */
+export function components(token: boolean): OpenApiObject {
+  const error: JsonSchema = {
+    type: "object",
+    required: ["error"],
+    properties: {
+      error: {
+        type: "object",
+        required: ["type", "message"],
+        properties: {
+          type: {
+            type: "string",
+            description:
+              "Stable type name: `ValidationError`, `ModelNotFoundError`, `PythonError`, `TimeoutError`...",
+          },
+          message: { type: "string", description: "Human-readable message." },
+          exception: {
+            type: "string",
+            description: "The Python exception's class (`PythonError`).",
+          },
+          traceback: {
+            type: "string",
+            description: "The Python traceback (with `--debug` only).",
+          },
+        },
+        additionalProperties: true,
+      },
+    },
+  };
+  const declared: JsonSchema = {
+    type: "object",
+    additionalProperties: { type: "string" },
+    description:
+      'Field name → `"number"`, `"integer"`, `"string"`, `"boolean"`, `"array"`, `"object"` or `"any"`; a trailing `?` for a field that may be left out.',
+  };
+  const model: JsonSchema = {
+    type: "object",
+    required: ["name"],
+    properties: {
+      name: { type: "string" },
+      class: { type: "string" },
+      file: { type: "string" },
+      version: { type: "integer", minimum: 1 },
+      inputs: declared,
+      outputs: declared,
+      doc: { type: "string" },
+      batch: {
+        type: "object",
+        properties: {
+          size: { type: "integer" },
+          delayMs: { type: "number" },
+        },
+      },
+      streams: { type: "boolean" },
+      optionKeys: { type: "array", items: { type: "string" } },
+      options: {
+        type: "object",
+        description: "The options' values: with `--debug` only.",
+      },
+    },
+  };
+  const out: OpenApiObject = {
+    schemas: { Error: error, ModelDescription: model },
+    responses: {
+      Forbidden: errorResponse(
+        "`ForbiddenHost` (the `Host` header is not allowed) or `ForbiddenOrigin` (a cross-site request).",
+      ),
+      ShuttingDown: retryResponse(
+        "`ShuttingDownError`: the server is draining (with `Connection: close`).",
+      ),
+      ...(token
+        ? {
+          Unauthorized: errorResponse(
+            "`Unauthorized`: missing or wrong bearer token.",
+            {
+              "WWW-Authenticate": {
+                description: 'Always `Bearer realm="pyproxy"`.',
+                schema: { type: "string" },
+              },
+            },
+          ),
+        }
+        : {}),
+    },
+  };
+  if (token) {
+    out.securitySchemes = {
+      bearer: {
+        type: "http",
+        scheme: "bearer",
+        description:
+          "The gateway's token (`--token`, `PYPROXY_TOKEN`, or the one `serve` generated and printed).",
+      },
+      dashboardToken: {
+        type: "apiKey",
+        in: "query",
+        name: "token",
+        description:
+          "The token as `?token=`: accepted by the dashboard page `/` only.",
+      },
+    };
+  }
+  return out;
+}
+
+/**
+ * The responses every route but `/healthz` can give (its guards, and the
+ * drain), added to `responses`.
+ */
+export function withGuards(
+  responses: Record<string, OpenApiObject>,
+  token: boolean,
+): Record<string, OpenApiObject> {
+  return {
+    ...responses,
+    ...(token ? { "401": ref("responses", "Unauthorized") } : {}),
+    "403": responses["403"] ?? ref("responses", "Forbidden"),
+    "503": responses["503"] ?? ref("responses", "ShuttingDown"),
+  };
+}
+
+/** What decides which routes the document lists, and their bounds. */
+export interface GatewayRouteOptions {
+  /** A token is required (every route but `/healthz`). */
+  token: boolean;
+  /** `POST /v1/eval` and its events are enabled. */
+  allowEval: boolean;
+  /** `PUT`/`DELETE /v1/models/{name}` and `PUT /v1/workers` are enabled. */
+  allowManage: boolean;
+  /** Largest request body in bytes. */
+  bodyLimit: number;
+}
+
+/** A channel name (`ChannelHub.isValidName`). */
+export const CHANNEL_NAME: JsonSchema = {
+  type: "string",
+  pattern: "^[A-Za-z0-9_.:-]{1,128}$",
+};

@@ -1,0 +1,377 @@
+/**
+ * The gateway's own routes (all but the per-model execute and stream
+ * paths) as OpenAPI path items, for `openapi.ts`: each with the parameters,
+ * bodies, responses and error statuses the route really has
+ * (docs/gateway.md, "Routes").
+ *
+ * @module
+ */
+import type { JsonSchema } from "./_declared_schema.ts";
+import { channelPaths, evalPaths } from "./_openapi_event_routes.ts";
+import {
+  bodyErrors,
+  errorResponse,
+  type GatewayRouteOptions,
+  jsonBody,
+  jsonResponse,
+  type OpenApiObject,
+  pathParam,
+  queryParam,
+  ref,
+  retryResponse,
+  withGuards,
+} from "./_openapi_parts.ts";
+
+const MODEL_NAME: JsonSchema = {
+  type: "string",
+  pattern: "^[A-Za-z_][A-Za-z0-9_.-]{0,127}$",
+  not: { enum: ["_unknown", "_other"] },
+};
+
+const WORKER: JsonSchema = {
+  type: "object",
+  required: ["id", "pid", "state", "restarts", "inFlight"],
+  properties: {
+    id: { type: "string" },
+    pid: { type: ["integer", "null"] },
+    state: {
+      type: "string",
+      enum: [
+        "starting",
+        "ready",
+        "draining",
+        "stopped",
+        "restarting",
+        "failed",
+      ],
+    },
+    restarts: { type: "integer" },
+    inFlight: { type: "integer" },
+    parked: { type: "integer" },
+    queued: { type: "integer" },
+    uptime: { type: "number" },
+    lastExit: { type: "object" },
+    failedReason: { type: "string" },
+    stderrTail: { type: "string", description: "With `--debug` only." },
+  },
+};
+
+const HEALTH: JsonSchema = {
+  type: "object",
+  required: ["status", "ready", "workers"],
+  properties: {
+    status: { type: "string", enum: ["ok", "unavailable", "draining"] },
+    ready: { type: "integer" },
+    workers: { type: "integer" },
+  },
+};
+
+/** `GET /healthz`, `/v1/status`, `/metrics`, `/` and `/openapi.json`. */
+function systemPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
+  const guarded = (r: Record<string, OpenApiObject>) => withGuards(r, o.token);
+  return {
+    "/healthz": {
+      get: {
+        operationId: "health",
+        tags: ["system"],
+        summary: "Liveness and readiness",
+        description:
+          "Needs no token and answers whatever the `Host` or `Origin` (load balancers probe by IP).",
+        ...(o.token ? { security: [] } : {}),
+        responses: {
+          "200": jsonResponse("At least one worker is ready.", HEALTH),
+          "503": jsonResponse(
+            "No worker is ready (`unavailable`), or the server is draining (`draining`).",
+            HEALTH,
+          ),
+        },
+      },
+    },
+    "/v1/status": {
+      get: {
+        operationId: "status",
+        tags: ["system"],
+        summary: "Workers, models, queue and gateway numbers",
+        responses: guarded({
+          "200": jsonResponse("The status.", {
+            type: "object",
+            required: ["workers", "models", "uptime", "draining"],
+            properties: {
+              version: { type: "string" },
+              uptime: { type: "number" },
+              draining: { type: "boolean" },
+              workers: { type: "array", items: WORKER },
+              models: {
+                type: "array",
+                items: ref("schemas", "ModelDescription"),
+              },
+              queue: { type: "integer" },
+              inFlight: { type: "integer" },
+              parked: { type: "integer" },
+              restarts: { type: "integer" },
+              pluginStatus: { type: "object" },
+              gateway: {
+                type: "object",
+                properties: {
+                  inFlight: { type: "integer" },
+                  subscribers: { type: "integer" },
+                  channels: { type: "integer" },
+                },
+              },
+            },
+          }),
+        }),
+      },
+    },
+    "/metrics": {
+      get: {
+        operationId: "metrics",
+        tags: ["system"],
+        summary: "Prometheus metrics",
+        parameters: [
+          queryParam(
+            "format",
+            "`json` for the totals as JSON (used by the dashboard).",
+            { type: "string", enum: ["json"] },
+          ),
+        ],
+        responses: guarded({
+          "200": {
+            description: "Prometheus text format, or JSON with `?format=json`.",
+            content: {
+              "text/plain; version=0.0.4; charset=utf-8": {
+                schema: { type: "string" },
+              },
+              "application/json": { schema: { type: "object" } },
+            },
+          },
+        }),
+      },
+    },
+    "/": {
+      get: {
+        operationId: "dashboard",
+        tags: ["system"],
+        summary: "The live dashboard (HTML)",
+        ...(o.token
+          ? { security: [{ bearer: [] }, { dashboardToken: [] }] }
+          : {}),
+        responses: guarded({
+          "200": {
+            description: "The dashboard page.",
+            content: { "text/html": { schema: { type: "string" } } },
+          },
+        }),
+      },
+    },
+    "/openapi.json": {
+      get: {
+        operationId: "openapi",
+        tags: ["system"],
+        summary: "This document",
+        description:
+          "Built for each request from the gateway's configuration and its models as they are then.",
+        responses: guarded({
+          "200": jsonResponse("The OpenAPI 3.1 document.", { type: "object" }),
+        }),
+      },
+    },
+  };
+}
+
+/** `GET /v1/models`, and `GET` (plus `PUT` and `DELETE` with management) of one. */
+function modelPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
+  const guarded = (r: Record<string, OpenApiObject>) => withGuards(r, o.token);
+  const name = pathParam("name", "The model's name.", { type: "string" });
+  const one: OpenApiObject = {
+    parameters: [name],
+    get: {
+      operationId: "describeModel",
+      tags: ["models"],
+      summary: "A model's description",
+      responses: guarded({
+        "200": jsonResponse(
+          "The description.",
+          ref("schemas", "ModelDescription"),
+        ),
+        "404": errorResponse("`ModelNotFoundError`: no such model."),
+      }),
+    },
+  };
+  if (o.allowManage) {
+    const loaded = {
+      type: "object",
+      required: ["action", "model"],
+      properties: {
+        action: { type: "string", enum: ["added", "updated"] },
+        model: ref("schemas", "ModelDescription"),
+      },
+    };
+    one.put = {
+      operationId: "putModel",
+      tags: ["management"],
+      summary: "Add or update a model from a file of the models directory",
+      parameters: [pathParam("name", "The model's name.", MODEL_NAME)],
+      requestBody: jsonBody(
+        {
+          type: "object",
+          required: ["file"],
+          properties: {
+            file: {
+              type: "string",
+              minLength: 1,
+              description:
+                "A `.py` file, relative to the models directory and inside it.",
+            },
+            options: { type: "object" },
+            class: { type: "string", minLength: 1 },
+          },
+          additionalProperties: false,
+        },
+        true,
+        { file: "echo.py" },
+      ),
+      responses: guarded({
+        "200": jsonResponse("Updated (`version` incremented).", loaded),
+        "201": jsonResponse("Added.", loaded),
+        "400": errorResponse(
+          "`ValidationError` (the body), `PathError` (the file's path), `InvalidRequestError` (the name), `InvalidJson` or `IncompleteBody`.",
+        ),
+        "404": errorResponse(
+          "`ModelFileNotFound`: no such file in the models directory.",
+        ),
+        ...bodyErrors(o.bodyLimit),
+        "422": errorResponse(
+          "`ModelLoadError`: the file cannot be loaded (a syntax error, a failed import, no model class).",
+        ),
+        "502": errorResponse("A worker died during the load."),
+        "504": errorResponse(
+          "`TimeoutError`: not loaded within `limits.loadTimeout`.",
+        ),
+      }),
+    };
+    one.delete = {
+      operationId: "deleteModel",
+      tags: ["management"],
+      summary: "Remove a model",
+      responses: guarded({
+        "200": jsonResponse("Removed.", {
+          type: "object",
+          required: ["name", "removed"],
+          properties: {
+            name: { type: "string" },
+            removed: { type: "boolean", const: true },
+          },
+        }),
+        "404": errorResponse("`ModelNotFoundError`: no such model."),
+        "504": errorResponse(
+          "`TimeoutError`: not removed within `limits.loadTimeout`.",
+        ),
+      }),
+    };
+  }
+  return {
+    "/v1/models": {
+      get: {
+        operationId: "listModels",
+        tags: ["models"],
+        summary: "The models' descriptions",
+        responses: guarded({
+          "200": jsonResponse("The models.", {
+            type: "object",
+            required: ["models"],
+            properties: {
+              models: {
+                type: "array",
+                items: ref("schemas", "ModelDescription"),
+              },
+            },
+          }),
+        }),
+      },
+    },
+    "/v1/models/{name}": one,
+  };
+}
+
+/** `PUT /v1/workers` (management only). */
+function workerPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
+  if (!o.allowManage) return {};
+  const bound = {
+    type: ["integer", "null"],
+    minimum: 1,
+    maximum: 1024,
+    description: "`null`: back to the configured bound.",
+  };
+  return {
+    "/v1/workers": {
+      put: {
+        operationId: "resizePool",
+        tags: ["management"],
+        summary: "Resize the pool, or set the autoscale bounds",
+        requestBody: jsonBody(
+          {
+            type: "object",
+            properties: {
+              count: { type: "integer", minimum: 1, maximum: 1024 },
+              min: bound,
+              max: bound,
+            },
+            minProperties: 1,
+            additionalProperties: false,
+          },
+          true,
+          { count: 2 },
+        ),
+        responses: withGuards({
+          "200": jsonResponse("Resized (or the bounds set).", {
+            type: "object",
+            required: ["count"],
+            properties: {
+              previous: { type: "integer" },
+              count: { type: "integer" },
+              bounds: { type: "object" },
+              workers: { type: "array", items: WORKER },
+            },
+          }),
+          "400": errorResponse(
+            "`ValidationError` (the body, or a count outside the bounds given), `InvalidRequestError` (bounds refused), `InvalidJson` or `IncompleteBody`.",
+          ),
+          ...bodyErrors(o.bodyLimit),
+          "409": retryResponse(
+            "`ResizeInProgress` (another resize runs) or `NoScalePolicy` (bounds without the autoscale plugin).",
+          ),
+          "501": errorResponse(
+            "`NotImplemented`: this pool cannot be resized, or has no size bounds.",
+          ),
+          "502": errorResponse("`StartError`: no new worker could start."),
+          "504": errorResponse(
+            "`TimeoutError`: not done within `limits.loadTimeout` (it goes on).",
+          ),
+        }, o.token),
+      },
+    },
+  };
+}
+
+/**
+ * The gateway's own routes as enabled by `options`.
+ *
+ * @example
+ * ```ts
+ * import { gatewayPaths } from "./_openapi_routes.ts";
+ * const paths = gatewayPaths({ token: false, allowEval: false, allowManage: false, bodyLimit: 1024 });
+ * console.log("/v1/eval" in paths); // false
+ * ```
+ */
+export function gatewayPaths(
+  options: GatewayRouteOptions,
+): Record<string, OpenApiObject> {
+  return {
+    ...systemPaths(options),
+    ...modelPaths(options),
+    ...workerPaths(options),
+    ...evalPaths(options),
+    ...channelPaths(options),
+  };
+}

@@ -1,0 +1,256 @@
+/**
+ * The OpenAPI 3.1 document of a running gateway (`GET /openapi.json`): its
+ * routes as configured, and for each model a concrete execute (and stream)
+ * path whose request body is the model's declared inputs.
+ *
+ * @module
+ */
+import { declaredSchema, type JsonSchema } from "./_declared_schema.ts";
+import { exampleBody } from "./example_body.ts";
+import type { GatewayModelInfo } from "./model_catalog.ts";
+import {
+  bodyErrors,
+  CHANNEL_NAME,
+  components,
+  errorResponse,
+  jsonBody,
+  jsonResponse,
+  type OpenApiObject,
+  queryParam,
+  ref,
+  retryResponse,
+  sseResponse,
+  withGuards,
+} from "./_openapi_parts.ts";
+import { gatewayPaths } from "./_openapi_routes.ts";
+
+/** What {@linkcode openApiDocument} describes. */
+export interface OpenApiOptions {
+  /** `info.version`: the package version. */
+  version: string;
+  /** `servers[0].url`: where the document was fetched from (`"/"` when not known). */
+  serverUrl: string;
+  /** A bearer token is required on every route but `/healthz`. */
+  token: boolean;
+  /** `POST /v1/eval` and its events are listed. */
+  allowEval: boolean;
+  /** `PUT`/`DELETE /v1/models/{name}` and `PUT /v1/workers` are listed. */
+  allowManage: boolean;
+  /** The pool streams (`POST /v1/models/{name}/stream` is listed per model). */
+  streams: boolean;
+  /** Largest request body in bytes. */
+  bodyLimit: number;
+  /** Default and maximum execute timeout in ms. */
+  requestTimeout: number;
+  /** The models, as the catalog describes them (`options` are not read). */
+  models: ReadonlyArray<
+    Pick<GatewayModelInfo, "name" | "inputs" | "outputs" | "doc" | "streams">
+  >;
+}
+
+/** The OpenAPI document, as plain JSON. */
+export type OpenApiDocument = Record<string, unknown>;
+
+type Model = OpenApiOptions["models"][number];
+
+/**
+ * The query parameters of execute and stream, in `components.parameters`
+ * (each model's paths refer to them: the document grows by little per model).
+ */
+function callParameters(o: OpenApiOptions): Record<string, OpenApiObject> {
+  return {
+    key: queryParam(
+      "key",
+      "Calls with the same key go to the same worker (partitioned state).",
+      { type: "string" },
+    ),
+    timeout: queryParam(
+      "timeout",
+      `Lowers the call's timeout (ms); at most, and by default, ${o.requestTimeout}.`,
+      { type: "integer", minimum: 1 },
+    ),
+    publish: queryParam(
+      "publish",
+      'After the call, publishes `{"model", "result"}` to this channel.',
+      CHANNEL_NAME,
+    ),
+  };
+}
+
+/**
+ * The errors of a model call before its result (or first item), in
+ * `components.responses` as `Call<status>`.
+ */
+function callResponses(o: OpenApiOptions): Record<string, OpenApiObject> {
+  const responses: Record<string, OpenApiObject> = {
+    "400": errorResponse(
+      "`InvalidJson`, `ValidationError` (the body does not match the declared inputs), `SerializationError` (nested too deep), `IncompleteBody`, or `InvalidRequestError` (a bad `timeout` or `publish`).",
+    ),
+    "404": errorResponse("`ModelNotFoundError`: the model is not loaded."),
+    ...bodyErrors(o.bodyLimit),
+    "422": errorResponse(
+      "`PythonError`: the model raised (`exception` names its class; `traceback` with `--debug`); or `SerializationError`: it returned what JSON cannot carry.",
+    ),
+    "429": retryResponse("`OverloadedError`: the pool's queue is full."),
+    "502": errorResponse(
+      "`WorkerCrashedError`: the worker died during the call.",
+    ),
+    "503": retryResponse(
+      "`NoWorkerError` (no worker available) or `ShuttingDownError` (the server is draining).",
+    ),
+    "504": errorResponse("`TimeoutError`: the call timed out."),
+  };
+  return Object.fromEntries(
+    Object.entries(responses).map(([status, r]) => [`Call${status}`, r]),
+  );
+}
+
+/** References to {@linkcode callResponses}, by status. */
+const CALL_ERRORS: Record<string, OpenApiObject> = Object.fromEntries(
+  ["400", "404", "408", "413", "415", "422", "429", "502", "503", "504"].map(
+    (status) => [status, ref("responses", `Call${status}`)],
+  ),
+);
+
+const EXECUTE_PARAMS = ["key", "timeout", "publish"].map((p) =>
+  ref("parameters", p)
+);
+const STREAM_PARAMS = EXECUTE_PARAMS.slice(0, 2);
+
+/** `POST /v1/models/{name}/execute` and `/stream` of one model. */
+function modelCallPaths(
+  o: OpenApiOptions,
+  model: Model,
+): Record<string, OpenApiObject> {
+  const { name } = model;
+  const inputs = declaredSchema(model.inputs);
+  const output: JsonSchema = declaredSchema(model.outputs) ?? {};
+  const body = jsonBody(
+    inputs ??
+      {
+        description:
+          "Any JSON value (the model declares no inputs): its `msg`.",
+      },
+    Array.isArray(inputs?.required),
+    JSON.parse(exampleBody(model.inputs)),
+  );
+  const description = model.doc ?? `Runs model \`${name}\`.`;
+  const segment = `/v1/models/${encodeURIComponent(name)}`;
+  const paths: Record<string, OpenApiObject> = {
+    [`${segment}/execute`]: {
+      post: {
+        operationId: `execute_${name}`,
+        tags: ["execute"],
+        summary: `Execute model ${name}`,
+        description: model.streams
+          ? `${description}\n\nThe model yields: the answer is its items as one JSON array (\`/stream\` sends them as they come).`
+          : description,
+        parameters: EXECUTE_PARAMS,
+        requestBody: body,
+        responses: withGuards({
+          "200": jsonResponse(
+            "The model's result.",
+            model.streams ? { type: "array", items: output } : output,
+          ),
+          "204": { description: "The model returned `None`." },
+          ...CALL_ERRORS,
+        }, o.token),
+      },
+    },
+  };
+  if (o.streams) {
+    paths[`${segment}/stream`] = {
+      post: {
+        operationId: `stream_${name}`,
+        tags: ["execute"],
+        summary: `Stream the items of model ${name}`,
+        description: model.streams
+          ? description
+          : `${description}\n\nThe model does not yield: the stream has one item, its result.`,
+        parameters: STREAM_PARAMS,
+        requestBody: body,
+        responses: withGuards({
+          "200": sseResponse(
+            "`item` events (id: the item's index), then `end`, or `error` (as execute's error bodies) when the model fails after its first item or the gateway stops.",
+            {
+              item: output,
+              end: {
+                type: "object",
+                required: ["items"],
+                properties: { items: { type: "integer" } },
+              },
+              error: { $ref: "#/components/schemas/Error" },
+            },
+          ),
+          ...CALL_ERRORS,
+        }, o.token),
+      },
+    };
+  }
+  return paths;
+}
+
+/**
+ * The OpenAPI 3.1 document of a gateway: every route it serves with the
+ * configuration given (eval and management routes only when enabled), the
+ * error responses each gives, and a concrete execute (and stream) path per
+ * model with its declared inputs as the request body's schema, its outputs
+ * as the result's, its docstring as the description and an example body.
+ *
+ * @example
+ * ```ts
+ * import { openApiDocument } from "./openapi.ts";
+ * const doc = openApiDocument({
+ *   version: "0.1.0",
+ *   serverUrl: "http://127.0.0.1:8000",
+ *   token: false,
+ *   allowEval: false,
+ *   allowManage: false,
+ *   streams: true,
+ *   bodyLimit: 1048576,
+ *   requestTimeout: 30000,
+ *   models: [{ name: "doubler", inputs: { x: "number" }, outputs: { y: "number" } }],
+ * });
+ * console.log(Object.keys(doc.paths as object).includes("/v1/models/doubler/execute")); // true
+ * ```
+ */
+export function openApiDocument(options: OpenApiOptions): OpenApiDocument {
+  const paths = gatewayPaths(options);
+  const shared = components(options.token);
+  for (const model of options.models) {
+    Object.assign(paths, modelCallPaths(options, model));
+  }
+  return {
+    openapi: "3.1.0",
+    info: {
+      title: "pyproxy gateway",
+      version: options.version,
+      description:
+        'Python models as a service. Every error is `{"error": {"type", "message", ...}}`; a path no route has is a 404 `NotFound`, a route\'s path with another method a 405 `MethodNotAllowed`.',
+      license: { name: "MIT", identifier: "MIT" },
+    },
+    servers: [{ url: options.serverUrl }],
+    ...(options.token ? { security: [{ bearer: [] }] } : {}),
+    tags: [
+      { name: "execute", description: "Run the models." },
+      { name: "models", description: "The models' descriptions." },
+      ...(options.allowManage
+        ? [{
+          name: "management",
+          description: "Models and workers (`--allow-manage`).",
+        }]
+        : []),
+      ...(options.allowEval
+        ? [{ name: "eval", description: "Run Python code (`--allow-eval`)." }]
+        : []),
+      { name: "channels", description: "Publish and subscribe." },
+      { name: "system", description: "Health, status, metrics, dashboard." },
+    ],
+    paths,
+    components: {
+      ...shared,
+      parameters: callParameters(options),
+      responses: { ...shared.responses as object, ...callResponses(options) },
+    },
+  };
+}
