@@ -42,6 +42,8 @@ export interface ResolvedPoolOptions {
   maxQueue: number;
   /** Default call timeout in ms, or undefined for none. */
   requestTimeout: number | undefined;
+  /** Default idle timeout of a stream's reader in ms (`Infinity`: none). */
+  streamIdleTimeout: number;
   /** Default timeout of model commands and of a restarted worker's model replay, in ms (`Infinity`: none). */
   loadTimeout: number;
   /** How long close() lets in-flight calls finish, in ms. */
@@ -161,6 +163,7 @@ const schema = v.strictObject({
   maxParkedPerWorker: int(0),
   maxQueue: int(0),
   requestTimeout: positive,
+  streamIdleTimeout: positive,
   loadTimeout: positive,
   shutdownGrace: int(0),
   readyTimeout: positive,
@@ -199,6 +202,15 @@ const schema = v.strictObject({
  * `addModel` or a restarted worker's replay for ever.
  */
 const DEFAULT_LOAD_TIMEOUT = 120_000;
+
+/**
+ * The default `streamIdleTimeout`, as nginx's `send_timeout`: a reader that
+ * takes items at all (an SSE client reads its socket however slowly its user
+ * reads) is nowhere near it, nor is a network that stalls for a few tens of
+ * seconds, while a forgotten stream or a client that froze gives back its
+ * generator, its items and its slot within a minute, not never.
+ */
+const DEFAULT_STREAM_IDLE_TIMEOUT = 60_000;
 
 /**
  * Validates pool options and fills in defaults. Throws `ConfigError`
@@ -241,6 +253,7 @@ export function resolvePoolOptions(
     maxParkedPerWorker: options.maxParkedPerWorker ?? 256,
     maxQueue: options.maxQueue ?? 1024,
     requestTimeout: options.requestTimeout,
+    streamIdleTimeout: options.streamIdleTimeout ?? DEFAULT_STREAM_IDLE_TIMEOUT,
     loadTimeout: options.loadTimeout ?? DEFAULT_LOAD_TIMEOUT,
     shutdownGrace: options.shutdownGrace ?? 5000,
     readyTimeout: options.readyTimeout ?? 15000,
