@@ -9,7 +9,10 @@
  * already passed, so the call rejects with `TimeoutError` at once and is
  * never sent (on every runtime: a 0 ms timer raced the reply before).
  * `cancelGrace` is a number of milliseconds >= 0 too; `Infinity`, or any
- * value beyond 2^31 − 1 (a timer's range), means no limit.
+ * value beyond 2^31 − 1 (a timer's range), means no limit. A stream's
+ * `idleTimeout` is a number of milliseconds > 0 (`Infinity`, or beyond a
+ * timer's range: none): `0` would cut every stream before its reader could
+ * take an item, so it is refused rather than given a meaning.
  *
  * @module
  */
@@ -26,6 +29,7 @@ export interface CallOptionFields {
   idempotent?: unknown;
   cancelGrace?: unknown;
   replayBytes?: unknown;
+  idleTimeout?: unknown;
 }
 
 /**
@@ -66,7 +70,8 @@ function rareFieldsError(
   options: CallOptionFields,
   subject: string | undefined,
 ): ConfigError | undefined {
-  const { onEvent, onSend, idempotent, cancelGrace, replayBytes } = options;
+  const { onEvent, onSend, idempotent, cancelGrace, replayBytes, idleTimeout } =
+    options;
   if (onEvent !== undefined && typeof onEvent !== "function") {
     return invalid(action, subject, "onEvent", "a function", onEvent);
   }
@@ -98,6 +103,18 @@ function rareFieldsError(
       "replayBytes",
       "a number >= 0",
       replayBytes,
+    );
+  }
+  if (
+    idleTimeout !== undefined &&
+    !(typeof idleTimeout === "number" && idleTimeout > 0)
+  ) {
+    return invalid(
+      action,
+      subject,
+      "idleTimeout",
+      "a number of ms > 0",
+      idleTimeout,
     );
   }
   return undefined;

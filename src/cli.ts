@@ -58,6 +58,9 @@ Options:
       --timeout <ms>        Execute/eval timeout (default 30000)
       --load-timeout <ms>   Time a model may take to load, at start or by PUT
                             (default 120000)
+      --stream-idle-timeout <ms>
+                            Cancel a model stream whose client took no event
+                            for this long (default 60000)
       --max-queue <n>       Calls that may wait for a worker before 429 (default 1024)
       --max-in-flight <n>   Calls in flight per worker (default 64)
       --grace <ms>          Shutdown grace period for in-flight requests (default 10000)
@@ -122,6 +125,7 @@ const OPTIONS = {
   "body-limit": { type: "string" },
   timeout: { type: "string" },
   "load-timeout": { type: "string" },
+  "stream-idle-timeout": { type: "string" },
   "max-queue": { type: "string" },
   "max-in-flight": { type: "string" },
   grace: { type: "string" },
@@ -288,6 +292,7 @@ const FLAG_OF: Record<string, string> = {
   "limits.bodyLimit": "--body-limit",
   "limits.requestTimeout": "--timeout",
   "limits.loadTimeout": "--load-timeout",
+  "limits.streamIdleTimeout": "--stream-idle-timeout",
   "limits.maxQueue": "--max-queue",
   "limits.maxInFlightPerWorker": "--max-in-flight",
   "limits.shutdownGrace": "--grace",
@@ -387,6 +392,7 @@ function cliOverrides(
   limit("bodyLimit", "body-limit");
   limit("requestTimeout", "timeout");
   limit("loadTimeout", "load-timeout");
+  limit("streamIdleTimeout", "stream-idle-timeout");
   limit("maxQueue", "max-queue");
   limit("maxInFlightPerWorker", "max-in-flight");
   limit("shutdownGrace", "grace");

@@ -207,6 +207,32 @@ export class CancelledError extends PyProxyError {
 defineName(CancelledError, "CancelledError");
 
 /**
+ * A model stream's reader took no item for the stream's idle timeout
+ * (`idleTimeout`, `PoolOptions.streamIdleTimeout`): the stream was cancelled
+ * (the model's generator closed, its items dropped) and its next read
+ * rejects with this. Not a `TimeoutError`: the model and its worker were
+ * fine, the reader was away (a forgotten stream, an HTTP client that stopped
+ * reading). `details.idleTimeout` is the timeout in ms.
+ *
+ * @example
+ * ```ts
+ * import { StreamIdleError } from "./errors.ts";
+ * const err = new StreamIdleError("Cannot read stream of tokens: no item taken for 60000 ms (idle timeout)");
+ * console.log(err.code); // "STREAM_IDLE"
+ * ```
+ */
+export class StreamIdleError extends PyProxyError {
+  /** Stable code. */
+  override readonly code: string = "STREAM_IDLE";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "StreamIdleError";
+  }
+}
+defineName(StreamIdleError, "StreamIdleError");
+
+/**
  * The worker running the call died (process exit, signal, lost connection).
  * At-most-once: the call may or may not have run.
  *

@@ -4,8 +4,9 @@
  *
  * @module
  */
-import { CancelledError } from "./errors.ts";
+import { CancelledError, StreamIdleError } from "./errors.ts";
 import { stringifyJson } from "./_exact_json.ts";
+import { callOptionsError } from "./_call_options.ts";
 
 /**
  * The server's stream window (protocol §6, `executeStream`): it sends an item
@@ -67,6 +68,44 @@ export interface StreamRequestOptions {
 }
 
 /**
+ * A stream as its pool's idle watch sees it
+ * ({@linkcode StreamPool.watchIdle}).
+ *
+ * @example
+ * ```ts
+ * import type { IdleStream } from "./model_stream.ts";
+ * const stream: IdleStream = {
+ *   model: "tokens",
+ *   worker: "w1",
+ *   idleTimeout: 60_000,
+ *   idleDeadline: () => Infinity, // its reader waits for an item
+ *   expire() {},
+ * };
+ * console.log(stream.idleDeadline() > Date.now()); // true
+ * ```
+ */
+export interface IdleStream {
+  /** The model's name. */
+  readonly model: string;
+  /** The worker the stream runs on, once it started there. */
+  readonly worker: string | undefined;
+  /** Milliseconds its reader may take no item before the stream is cancelled. */
+  readonly idleTimeout: number;
+  /**
+   * When that time runs out (a `Date.now()` time): `idleTimeout` after the
+   * last item taken (or the start); `Infinity` while the reader waits for
+   * an item.
+   */
+  idleDeadline(): number;
+  /**
+   * Cancels the stream for its idle reader, once its deadline passed (its
+   * next read rejects with `StreamIdleError`). Throws what its `onIdle`
+   * threw, after doing so.
+   */
+  expire(): void;
+}
+
+/**
  * What a {@linkcode ModelStream} needs from the pool.
  *
  * @example
@@ -88,6 +127,17 @@ export interface StreamPool {
     args: Record<string, unknown>,
     options?: { pid?: number; timeout?: number },
   ): Promise<T>;
+  /**
+   * The idle timeout of a stream that gives none
+   * (`PoolOptions.streamIdleTimeout`). Without it, none.
+   */
+  readonly streamIdleTimeout?: number;
+  /**
+   * Checks `stream` for an idle reader until the returned function is
+   * called, and calls its `expire()` once its deadline passed. Without it,
+   * streams have no idle timeout.
+   */
+  watchIdle?(stream: IdleStream): () => void;
 }
 
 /**
@@ -112,6 +162,20 @@ export interface ExecuteStreamOptions {
   timeout?: number;
   /** Aborting ends the stream with `CancelledError` and cancels the model. */
   signal?: AbortSignal;
+  /**
+   * Milliseconds the reader may take no item before the stream is cancelled
+   * (the model's generator closed, unread items dropped) and its next read
+   * rejects with `StreamIdleError`: a number > 0, `Infinity` for none. Counted
+   * from the last item taken (or the start), and not while a `next()` waits
+   * for the model.
+   * @default {PoolOptions.streamIdleTimeout}
+   */
+  idleTimeout?: number;
+  /**
+   * Called once when the idle timeout cancels the stream (e.g. to close the
+   * connection of a client that stopped reading). It must not throw.
+   */
+  onIdle?: (error: StreamIdleError) => void;
 }
 
 /**
@@ -128,8 +192,10 @@ export interface ExecuteStreamOptions {
  * the model's call; an error (the model's exception, a timeout, a lost
  * worker) is thrown by the iterator after the items that came before it. A
  * stream neither read to its end nor cancelled keeps its model call (a
- * suspended generator and up to 64 items on each side) until its timeout:
- * read it, or `cancel()` it (`await using` does).
+ * suspended generator and up to 64 items on each side) until its reader has
+ * taken no item for `idleTimeout` (default 60 s): then it is cancelled and
+ * its next read rejects with `StreamIdleError`. Read it, or `cancel()` it
+ * (`await using` does).
  *
  * @example
  * ```ts ignore
@@ -165,6 +231,12 @@ export class ModelStream<T = unknown>
   #unacked: number[] = [];
   /** Their sum. */
   #unackedBytes = 0;
+  /** When the reader last took an item (or the stream started). */
+  #takenAt = Date.now();
+  /** The `next()` calls waiting for an item: the reader is not idle. */
+  #reading = 0;
+  /** Stops the pool's idle watch (while it watches this stream). */
+  #unwatch: (() => void) | undefined;
 
   /** Starts the call; use {@linkcode Pool.executeStream}. */
   constructor(
@@ -174,6 +246,14 @@ export class ModelStream<T = unknown>
     options: ExecuteStreamOptions = {},
   ) {
     this.#pool = pool;
+    const invalid = callOptionsError("Cannot send call", {
+      idleTimeout: options.idleTimeout,
+    }, "executeStream");
+    if (invalid !== undefined) {
+      this.#end(invalid);
+      return;
+    }
+    this.#watchIdle(name, options);
     const signal = options.signal === undefined
       ? this.#controller.signal
       : AbortSignal.any([options.signal, this.#controller.signal]);
@@ -209,14 +289,23 @@ export class ModelStream<T = unknown>
 
   /** The next item; `done` after the last one; throws the stream's error. */
   async next(): Promise<IteratorResult<T>> {
-    while (this.#items.length === 0 && !this.#ended) {
-      // One waiter per pending next(): concurrent calls (Promise.all of
-      // next()s, as the async iterator protocol allows) each get woken.
-      await new Promise<void>((resolve) => this.#waiters.push(resolve));
+    if (this.#items.length === 0 && !this.#ended) {
+      this.#reading++;
+      try {
+        while (this.#items.length === 0 && !this.#ended) {
+          // One waiter per pending next(): concurrent calls (Promise.all of
+          // next()s, as the async iterator protocol allows) each get woken.
+          await new Promise<void>((resolve) => this.#waiters.push(resolve));
+        }
+      } finally {
+        this.#reading--;
+      }
     }
     if (this.#items.length > 0) {
       const value = this.#items.shift()!;
+      this.#takenAt = Date.now();
       this.#scheduleAck(this.#firstSeq++);
+      if (this.#ended && this.#items.length === 0) this.#stopWatching();
       return { value, done: false };
     }
     if (this.#error !== undefined) {
@@ -236,6 +325,7 @@ export class ModelStream<T = unknown>
   /** Cancels the model's call (if it still runs) and drops unread items. */
   cancel(): void {
     this.#items = [];
+    this.#stopWatching();
     if (!this.#ended) {
       this.#controller.abort(
         new CancelledError("Cannot complete executeStream: cancelled"),
@@ -272,7 +362,58 @@ export class ModelStream<T = unknown>
     if (this.#ended) return;
     this.#ended = true;
     this.#error = error;
+    // Unread items keep it watched: a reader that never comes back for
+    // them loses them at its idle timeout.
+    if (this.#items.length === 0) this.#stopWatching();
     this.#wake();
+  }
+
+  /** Has the pool's idle watch check this stream, when it has a timeout. */
+  #watchIdle(name: string, options: ExecuteStreamOptions): void {
+    const pool = this.#pool;
+    const ms = options.idleTimeout ?? pool.streamIdleTimeout ?? Infinity;
+    if (pool.watchIdle === undefined || ms === Infinity) return;
+    const onIdle = options.onIdle;
+    // deno-lint-ignore no-this-alias
+    const stream = this;
+    this.#unwatch = pool.watchIdle({
+      model: name,
+      get worker() {
+        return stream.#worker;
+      },
+      idleTimeout: ms,
+      idleDeadline: () => this.#reading > 0 ? Infinity : this.#takenAt + ms,
+      expire: () => {
+        this.#unwatch = undefined;
+        const error = this.#expire(name, ms);
+        onIdle?.(error);
+      },
+    });
+  }
+
+  #stopWatching(): void {
+    const unwatch = this.#unwatch;
+    if (unwatch === undefined) return;
+    this.#unwatch = undefined;
+    unwatch();
+  }
+
+  /**
+   * The reader took no item for `ms`: the model's call is cancelled (when
+   * it still runs) and the items it sent are dropped; the next read throws.
+   */
+  #expire(name: string, ms: number): StreamIdleError {
+    const error = new StreamIdleError(
+      `Cannot read stream of ${name}: no item taken for ${ms} ms (idle timeout)`,
+      { details: { idleTimeout: ms } },
+    );
+    this.#items = [];
+    if (this.#ended) this.#error = error; // it ended; its items went unread
+    else {
+      this.#controller.abort(error);
+      this.#end(error);
+    }
+    return error;
   }
 
   #wake(): void {

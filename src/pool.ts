@@ -54,6 +54,7 @@ import { setTimeoutOrNever } from "./_timer.ts";
 import { callOptionsError } from "./_call_options.ts";
 import { type BatchSettings, ModelBatcher } from "./_model_batcher.ts";
 import { SlotLease } from "./_slot_lease.ts";
+import { StreamIdleWatch } from "./_stream_idle_watch.ts";
 import {
   type ExecuteStreamOptions,
   ModelStream,
@@ -239,6 +240,18 @@ export interface PoolOptions {
    */
   requestTimeout?: number;
   /**
+   * Default idle timeout of `executeStream` (per stream: `idleTimeout`), in
+   * ms: a stream whose reader takes no item for this long (counted from the
+   * last item it took, or the start, and not while it waits for the model)
+   * is cancelled (the model's generator closed, its items dropped, its slot
+   * freed) and its next read rejects with `StreamIdleError`. A number > 0,
+   * `Infinity` (or beyond 2^31 − 1) for none. Checked on one timer per
+   * pool, so it fires up to ~50 ms late. The gateway's pool uses 60 000
+   * (`limits.streamIdleTimeout`).
+   * @default {300000}
+   */
+  streamIdleTimeout?: number;
+  /**
    * Timeout in ms of model commands (`addModel`, `updateModel`,
    * `removeModel`, `initModel`) that give none, and of loading the models
    * onto a restarted worker: a restart whose model replay runs past it (a
@@ -372,23 +385,47 @@ export class Pool implements AsyncDisposable {
   #modelWaits = new Set<() => void>();
   /** The pool's eval atoms (running ones, and recently finished ones for replay). */
   readonly atoms: AtomRegistry<Atom> = new AtomRegistry<Atom>();
+  /** Streams with an idle timeout, on one timer. */
+  #idleWatch: StreamIdleWatch;
   /** The pool as its streams use it: their calls get their slot leases. */
-  #streamPool: StreamPool = {
-    request: <T>(
-      cmd: string,
-      args?: Record<string, unknown>,
-      options: StreamRequestOptions = {},
-    ) => this.#request<T>(cmd, args, options, options.onSlot),
-    control: <T>(
-      worker: string,
-      cmd: string,
-      args: Record<string, unknown>,
-      options?: { pid?: number; timeout?: number },
-    ) => this.control<T>(worker, cmd, args, options),
-  };
+  #streamPool: StreamPool;
 
   private constructor(opts: ResolvedPoolOptions, plugins: Plugin[]) {
     this.#opts = opts;
+    this.#idleWatch = new StreamIdleWatch((stream, error) => {
+      opts.logger.info(
+        "A stream of model {model} ({worker}) was cancelled: its reader took no item for {ms} ms (streamIdleTimeout)",
+        {
+          model: stream.model,
+          worker: stream.worker ?? "not sent yet",
+          ms: stream.idleTimeout,
+        },
+      );
+      if (error !== undefined) {
+        opts.logger.warn(
+          "The onIdle callback of a stream of model {model} threw: {error}",
+          {
+            model: stream.model,
+            error,
+          },
+        );
+      }
+    });
+    this.#streamPool = {
+      request: <T>(
+        cmd: string,
+        args?: Record<string, unknown>,
+        options: StreamRequestOptions = {},
+      ) => this.#request<T>(cmd, args, options, options.onSlot),
+      control: <T>(
+        worker: string,
+        cmd: string,
+        args: Record<string, unknown>,
+        options?: { pid?: number; timeout?: number },
+      ) => this.control<T>(worker, cmd, args, options),
+      streamIdleTimeout: opts.streamIdleTimeout,
+      watchIdle: (stream) => this.#idleWatch.watch(stream),
+    };
     this.#events = new PoolEventHub({
       onListenerError: (error, ev) =>
         opts.logger.warn("A pool event listener threw on {type}: {error}", {
@@ -1060,6 +1097,8 @@ export class Pool implements AsyncDisposable {
       );
     }
     await this.#supervisor.stop(Math.max(0, grace - (Date.now() - t0)));
+    // Streams that ended with items unread: nothing to cancel any more.
+    this.#idleWatch.clear();
     this.#events.close();
     for (const dir of this.#tempDirs) {
       await this.#opts.runtime.remove(dir, { recursive: true }).catch(() => {});

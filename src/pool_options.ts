@@ -42,6 +42,8 @@ export interface ResolvedPoolOptions {
   maxQueue: number;
   /** Default call timeout in ms, or undefined for none. */
   requestTimeout: number | undefined;
+  /** Default idle timeout of a stream's reader in ms (`Infinity`: none). */
+  streamIdleTimeout: number;
   /** Default timeout of model commands and of a restarted worker's model replay, in ms (`Infinity`: none). */
   loadTimeout: number;
   /** How long close() lets in-flight calls finish, in ms. */
@@ -163,6 +165,7 @@ const schema = v.strictObject({
   maxParkedPerWorker: int(0),
   maxQueue: int(0),
   requestTimeout: positive,
+  streamIdleTimeout: positive,
   loadTimeout: positive,
   shutdownGrace: int(0),
   readyTimeout: positive,
@@ -206,6 +209,16 @@ const schema = v.strictObject({
 const DEFAULT_LOAD_TIMEOUT = 120_000;
 
 /**
+ * The default `streamIdleTimeout` of a library pool: 5 minutes. A program's
+ * reader may work on one item for a while (write it to a database, call
+ * another service) and is no network client that froze; a forgotten stream
+ * (no `await using`, no `cancel()`) still gives back its generator, its items
+ * and its slot within minutes, not never. The gateway, whose readers are
+ * sockets, uses 60 s (`limits.streamIdleTimeout`, as nginx's `send_timeout`).
+ */
+const DEFAULT_STREAM_IDLE_TIMEOUT = 300_000;
+
+/**
  * Validates pool options and fills in defaults. Throws `ConfigError`
  * ("Cannot start pool: workers: expected an integer from 1 to 1024").
  *
@@ -246,6 +259,7 @@ export function resolvePoolOptions(
     maxParkedPerWorker: options.maxParkedPerWorker ?? 256,
     maxQueue: options.maxQueue ?? 1024,
     requestTimeout: options.requestTimeout,
+    streamIdleTimeout: options.streamIdleTimeout ?? DEFAULT_STREAM_IDLE_TIMEOUT,
     loadTimeout: options.loadTimeout ?? DEFAULT_LOAD_TIMEOUT,
     shutdownGrace: options.shutdownGrace ?? 5000,
     readyTimeout: options.readyTimeout ?? 15000,

@@ -105,6 +105,7 @@ Deno.test("main serve --help lists every option", async () => {
       "--version",
       "--allowed-host",
       "--cors-origin",
+      "--stream-idle-timeout",
     ]
   ) assert.ok(stdout.includes(flag), flag);
 });
@@ -158,6 +159,12 @@ Deno.test("main rejects bad flags and commands with a clear error", async () => 
   r = await cli(["serve", "--no-sched-batch", "--workers", "0"]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /error: workers: expected an integer/);
+  r = await cli(["serve", "--stream-idle-timeout", "0"]);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    /error: limits\.streamIdleTimeout: expected an integer >= 1 \(at command line: --stream-idle-timeout\)/,
+  );
   r = await cli(["serve", "--nope"]);
   assert.equal(r.code, 2);
   assert.equal(

@@ -140,9 +140,14 @@ Deno.test("resolveConfig applies defaults, the file, then the flags", () => {
       workers: 4,
       port: 9000,
       modelsDir: "models",
-      limits: { bodyLimit: 10, requestTimeout: 5, loadTimeout: 9 },
+      limits: {
+        bodyLimit: 10,
+        requestTimeout: 5,
+        loadTimeout: 9,
+        streamIdleTimeout: 11,
+      },
     },
-    cli: { port: 0, limits: { requestTimeout: 7 } },
+    cli: { port: 0, limits: { requestTimeout: 7, streamIdleTimeout: 12 } },
   });
   assert.equal(config.host, "127.0.0.1");
   assert.equal(config.port, 0);
@@ -152,11 +157,16 @@ Deno.test("resolveConfig applies defaults, the file, then the flags", () => {
     bodyLimit: 10,
     requestTimeout: 7,
     loadTimeout: 9,
+    streamIdleTimeout: 12,
     shutdownGrace: 10000,
   });
   assert.equal(
     resolveConfig({ cwd: "/", cli: {} }).limits.loadTimeout,
     120_000,
+  );
+  assert.equal(
+    resolveConfig({ cwd: "/", cli: {} }).limits.streamIdleTimeout,
+    60_000,
   );
   assert.equal(config.models, "auto");
   assert.equal(config.allowEval, false);

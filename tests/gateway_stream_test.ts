@@ -259,3 +259,93 @@ Deno.test("Gateway model stream: clients that stop reading give their worker slo
     return w!.parked === 0 && w!.inFlight === 0;
   }, "the streams of the clients that left to end");
 });
+
+Deno.test("Gateway model stream: a client that stops reading loses its stream at limits.streamIdleTimeout; the response ends with the error", async () => {
+  await using gw = await startGateway({
+    allowManage: true,
+    limits: { shutdownGrace: 2000, streamIdleTimeout: 1000 },
+  });
+  const marker = `${gw.dir}/closed`;
+  await putModel(
+    gw,
+    "chunks",
+    "chunks.py",
+    `class Chunks:
+    def execute(self, msg):
+        try:
+            while True:
+                yield "x" * 65536
+        finally:
+            with open(msg["marker"], "a") as f:
+                f.write("finally")
+`,
+  );
+  const status = async () => await (await gw.fetch("/v1/status")).json();
+  const metric = async (series: string) => {
+    const text = await (await gw.fetch("/metrics")).text();
+    const line = text.split("\n").find((l) => l.startsWith(series + " "));
+    return line === undefined ? 0 : Number(line.slice(series.length + 1));
+  };
+  // A client that sends its request, reads the head, and stops reading.
+  const body = JSON.stringify({ marker });
+  const head = [
+    "POST /v1/models/chunks/stream HTTP/1.1",
+    `Host: 127.0.0.1:${gw.port}`,
+    "Content-Type: application/json",
+    `Content-Length: ${body.length}`,
+    ...(gw.token === undefined ? [] : [`Authorization: Bearer ${gw.token}`]),
+  ].join("\r\n");
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: gw.port });
+  try {
+    await conn.write(new TextEncoder().encode(`${head}\r\n\r\n${body}`));
+    const buf = new Uint8Array(1 << 20);
+    const got = await conn.read(buf);
+    assert.match(
+      new TextDecoder().decode(buf.subarray(0, got ?? 0)),
+      /^HTTP\/1\.1 200 OK\r\n/,
+    );
+    await until(
+      async () => (await status()).workers[0].parked === 1,
+      "the unread stream to park",
+    );
+    // Its client took nothing for a second: the model is closed...
+    await until(
+      () =>
+        Deno.readTextFile(marker).then(
+          (text) => text === "finally",
+          () => false,
+        ),
+      "the generator's finally",
+    );
+    await until(async () => {
+      const [w] = (await status()).workers;
+      return w.parked === 0 && w.inFlight === 0;
+    }, "the idle stream's counts to go");
+    // ...and the request counts as a 408, no longer in flight.
+    await until(
+      async () =>
+        await metric(
+          'pyproxy_requests_total{model="chunks",status="408"}',
+        ) === 1,
+      "the 408",
+    );
+    assert.equal(await metric('pyproxy_in_flight_requests{model="chunks"}'), 0);
+    // The client reads again: what the sockets held, then the error event,
+    // then the end of the response (the last chunk of the body).
+    let tail = "";
+    const decoder = new TextDecoder();
+    while (!tail.endsWith("\r\n0\r\n\r\n")) {
+      const n = await conn.read(buf);
+      assert.notEqual(n, null, "the connection ended before the response");
+      tail = (tail + decoder.decode(buf.subarray(0, n!))).slice(-4096);
+    }
+    const event = tail.slice(tail.lastIndexOf("event: "));
+    assert.match(
+      event,
+      /^event: error\ndata: \{"error":\{"type":"StreamIdleError"/,
+    );
+    assert.match(event, /no item taken for 1000 ms/);
+  } finally {
+    conn.close();
+  }
+});

@@ -909,3 +909,17 @@ Deno.test("Pool options: model loads are bounded by default, apart from the call
     Infinity,
   );
 });
+
+Deno.test("Pool options: streams are cut after 5 minutes without a read by default, apart from the calls' requestTimeout", () => {
+  // A program's reader may work on an item for a while; a forgotten stream
+  // still gives back what it holds (the gateway's pool uses 60 s).
+  assert.equal(resolvePoolOptions({}).streamIdleTimeout, 300_000);
+  assert.equal(
+    resolvePoolOptions({ requestTimeout: 1000 }).streamIdleTimeout,
+    300_000,
+  );
+  assert.equal(
+    resolvePoolOptions({ streamIdleTimeout: Infinity }).streamIdleTimeout,
+    Infinity,
+  );
+});

@@ -52,6 +52,7 @@ export interface ResolvedConfig {
     bodyLimit: number;
     requestTimeout: number;
     loadTimeout: number;
+    streamIdleTimeout: number;
     shutdownGrace: number;
     maxInFlightPerWorker?: number;
     maxQueue?: number;
@@ -99,6 +100,7 @@ export const DEFAULTS = {
   bodyLimit: 1024 * 1024,
   requestTimeout: 30_000,
   loadTimeout: 120_000,
+  streamIdleTimeout: 60_000,
   shutdownGrace: 10_000,
   historySize: 50,
   bufferSize: 256,
@@ -254,6 +256,8 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       bodyLimit: limits.bodyLimit ?? DEFAULTS.bodyLimit,
       requestTimeout: limits.requestTimeout ?? DEFAULTS.requestTimeout,
       loadTimeout: limits.loadTimeout ?? DEFAULTS.loadTimeout,
+      streamIdleTimeout: limits.streamIdleTimeout ??
+        DEFAULTS.streamIdleTimeout,
       shutdownGrace: limits.shutdownGrace ?? DEFAULTS.shutdownGrace,
       ...(limits.maxInFlightPerWorker === undefined
         ? {}

@@ -94,6 +94,11 @@ export interface GatewayConfig {
      * (`DELETE`), in milliseconds.
      */
     loadTimeout?: number | undefined;
+    /**
+     * Time a model stream's client may take no event (its socket full)
+     * before the stream is cancelled, in milliseconds.
+     */
+    streamIdleTimeout?: number | undefined;
     /** Concurrent requests per worker. */
     maxInFlightPerWorker?: number | undefined;
     /** Queued requests before refusing. */
@@ -228,6 +233,7 @@ const LimitsSchema: v.GenericSchema<
   bodyLimit: v.optional(int(1)),
   requestTimeout: v.optional(int(1)),
   loadTimeout: v.optional(int(1)),
+  streamIdleTimeout: v.optional(int(1)),
   maxInFlightPerWorker: v.optional(int(1)),
   maxQueue: v.optional(int(0)),
   shutdownGrace: v.optional(int(0)),

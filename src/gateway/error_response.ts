@@ -20,6 +20,7 @@ import {
   ShuttingDownError,
   SpillError,
   StartError,
+  StreamIdleError,
   TimeoutError,
   UnsafeIntegerError,
   WorkerCrashedError,
@@ -129,6 +130,11 @@ export function describeError(
   }
   if (err instanceof TimeoutError) {
     return { status: 504, headers, body: body(err.name, err.message) };
+  }
+  if (err instanceof StreamIdleError) {
+    // The client took no event for the idle timeout: its fault, not the
+    // model's (504) nor a departure (499).
+    return { status: 408, headers, body: body(err.name, err.message) };
   }
   if (
     err instanceof WorkerCrashedError || err instanceof ConnectionLostError ||

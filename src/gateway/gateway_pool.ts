@@ -9,6 +9,7 @@ import type {
   ScaleBounds,
   ScaleBoundsChange,
 } from "../plugin.ts";
+import type { StreamIdleError } from "../errors.ts";
 
 /**
  * A model file to load (what `PUT /v1/models/{name}` sends to the pool).
@@ -151,7 +152,11 @@ export interface GatewayPool {
   executeStream?(
     name: string,
     msg: unknown,
-    options?: { key?: string; timeout?: number },
+    options?: {
+      key?: string;
+      timeout?: number;
+      onIdle?: (error: StreamIdleError) => void;
+    },
   ): AsyncIterableIterator<unknown> & { cancel(): void };
   /** Adds a model on every worker; resolves with the model description. */
   addModel(

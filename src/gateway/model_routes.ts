@@ -381,13 +381,26 @@ async function* streamEvents(
     outcome.status = 200;
     yield { event: "end", data: { items: seq } };
   } catch (err) {
-    const res = errorResponse(await hide(err), debug);
-    outcome.status = res.status;
-    yield { event: "error", data: await res.json() };
+    yield await errorEvent(err, debug, hide, outcome);
   } finally {
     stop.removeEventListener("abort", onStop!);
     items.cancel();
   }
+}
+
+/**
+ * The `error` event that ends a model stream (`{"error": ...}` as execute's
+ * error bodies); `outcome.status` becomes its error's status.
+ */
+async function errorEvent(
+  err: unknown,
+  debug: boolean,
+  hide: (err: unknown) => Promise<unknown>,
+  outcome: { status: number },
+): Promise<SseEvent> {
+  const res = errorResponse(await hide(err), debug);
+  outcome.status = res.status;
+  return { event: "error", data: await res.json() };
 }
 
 /**
@@ -472,6 +485,16 @@ export function modelRoutes(ctx: RouteContext): Hono {
     // (an LLM's prompt) cancels it as it does an execute call (499).
     let watched: WatchedCall | undefined;
     const onLeave = () => items?.cancel();
+    // The stream stays in flight in the metrics until it ends, and counts
+    // with how it ended (an LLM's streams are the gateway's load).
+    const outcome = { status: 499 };
+    // A client that takes no event for the pool's streamIdleTimeout (its
+    // socket full, so the events are not pulled) gets its stream cancelled:
+    // the response then ends with the error, whether or not it can still
+    // take it.
+    const idle = Promise.withResolvers<SseEvent>();
+    const onIdle = (error: Error): void =>
+      void errorEvent(error, ctx.debug, hideDir, outcome).then(idle.resolve);
     try {
       const timeout = callTimeout(ctx, c.req.query("timeout"));
       const body = await readModelInput(ctx, c.req.raw, name);
@@ -480,7 +503,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
         pool,
         name,
         body,
-        key === undefined ? { timeout } : { key, timeout },
+        key === undefined ? { timeout, onIdle } : { key, timeout, onIdle },
       );
       watched = ctx.disconnects?.watch(c.req.raw);
       watched?.signal.addEventListener("abort", onLeave, { once: true });
@@ -502,9 +525,6 @@ export function modelRoutes(ctx: RouteContext): Hono {
       done(499);
       return new Response(null, { status: 499 });
     }
-    // The stream stays in flight in the metrics until it ends, and counts
-    // with how it ended (an LLM's streams are the gateway's load).
-    const outcome = { status: 499 };
     return sseResponse(
       streamEvents(
         items,
@@ -520,6 +540,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
           done(outcome.status);
         },
         open: ctx.runtime.streamHeadersWithBody === true,
+        endWith: idle.promise,
       },
     );
   });

@@ -269,6 +269,8 @@ export async function serve(
     // Bounds the models' replay onto a restarted worker too: a model whose
     // import hangs left the slot `restarting` for ever, silently.
     loadTimeout: config.limits.loadTimeout,
+    // A client that stops reading its stream (its socket full) loses it.
+    streamIdleTimeout: config.limits.streamIdleTimeout,
     // The gateway's thread is its bottleneck: a worker woken by a request
     // must not preempt it (docs/gateway.md).
     schedBatch: config.schedBatch,

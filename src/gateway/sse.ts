@@ -33,6 +33,16 @@ export interface SseResponseOptions {
    * @default {false}
    */
   open?: boolean;
+  /**
+   * Ends the stream with this event once it resolves, also while the client
+   * takes no events: the source is not pulled then, so it could not end the
+   * stream itself (a model stream cancelled for its idle client). The event
+   * is queued after the ones the client has not taken yet, the body is
+   * closed and the source returned. Ignored once the stream has ended, or
+   * while the source is producing its next event (it ends the stream its
+   * own way).
+   */
+  endWith?: Promise<SseEvent>;
 }
 
 const encoder = new TextEncoder();
@@ -97,6 +107,12 @@ export function sseResponse(
       if (options.open === true) {
         controller.enqueue(encoder.encode(": open\n\n"));
       }
+      options.endWith?.then((event) => {
+        if (finished || pending !== undefined) return;
+        finish();
+        controller.enqueue(encoder.encode(encodeSse(event)));
+        controller.close();
+      }, () => {});
     },
     async pull(controller) {
       if (finished) return;

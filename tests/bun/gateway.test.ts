@@ -1,9 +1,10 @@
 // The HTTP gateway under Bun (Bun.serve through the runtime adapter).
 import { expect, test } from "bun:test";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Buffer } from "node:buffer";
+import { connect } from "node:net";
 import { resolveConfig, serve } from "../../mod.ts";
 import { ECHO_MODEL, waitGone } from "./_helpers.ts";
 
@@ -333,3 +334,83 @@ test("the gateway keeps integers beyond ±2^53 exact on Bun", async () => {
     expect(text.startsWith(`{"msg":${body},"pid":`)).toBe(true);
   });
 }, 30_000);
+
+/** Polls `check` every 20 ms until it holds; fails naming `what` after 10 s. */
+async function until(check: () => Promise<boolean>, what: string) {
+  const deadline = Date.now() + 10_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test(
+  "serve() on Bun: a model stream's client that stops reading loses its stream at limits.streamIdleTimeout; the response ends with the error",
+  async () => {
+    const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-gw-"));
+    const marker = join(dir, "closed");
+    try {
+      await writeFile(
+        join(dir, "chunks.py"),
+        "class Chunks:\n    def execute(self, msg):\n        try:\n            while True:\n                yield 'x' * 65536\n        finally:\n            with open(msg['marker'], 'a') as f:\n                f.write('finally')\n",
+      );
+      const config = resolveConfig({
+        cwd: dir,
+        cli: {
+          port: 0,
+          workers: 1,
+          modelsDir: dir,
+          limits: { streamIdleTimeout: 1000, shutdownGrace: 2000 },
+        },
+      });
+      const server = await serve(config);
+      const port = Number(new URL(server.url).port);
+      const sock = connect(port, "127.0.0.1");
+      try {
+        let tail = "";
+        sock.on("data", (d: Buffer) => {
+          tail = (tail + d.toString("latin1")).slice(-4096);
+        });
+        await new Promise((r) => sock.once("connect", r));
+        const body = JSON.stringify({ marker });
+        sock.write(
+          `POST /v1/models/chunks/stream HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+        );
+        // The head came: the client stops reading.
+        await until(() => Promise.resolve(tail.length > 0), "the response");
+        sock.pause();
+        await until(
+          () =>
+            readFile(marker, "utf8").then((t) => t === "finally", () => false),
+          "the generator's finally",
+        );
+        const worker = async () =>
+          (await (await fetch(`${server.url}/v1/status`)).json()).workers[0];
+        await until(async () => {
+          const w = await worker();
+          return w.inFlight === 0 && w.parked === 0;
+        }, "the idle stream's counts to go");
+        await until(
+          async () =>
+            (await (await fetch(`${server.url}/metrics`)).text()).includes(
+              'pyproxy_requests_total{model="chunks",status="408"} 1',
+            ),
+          "the 408",
+        );
+        // Reading again: the error event, then the end of the body.
+        sock.resume();
+        await until(
+          () => Promise.resolve(tail.endsWith("\r\n0\r\n\r\n")),
+          "the end of the response",
+        );
+        expect(tail).toContain('"type":"StreamIdleError"');
+      } finally {
+        sock.destroy();
+        await server.shutdown();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+  30_000,
+);
