@@ -115,3 +115,24 @@ Deno.test("Gateway answers an integer longer than Python converts with a 400, an
   assert.equal(ok.status, 200);
   assert.match(await ok.text(), /"next":9223372036854775808/);
 });
+
+Deno.test("Gateway with --debug shows a model's options holding a big integer exactly, in /v1/models, /v1/status and the PUT reply", async () => {
+  await using gw = await startGateway({ allowManage: true, debug: true });
+  await Deno.writeTextFile(
+    `${gw.dir}/opt.py`,
+    "class Opt:\n    def __init__(self, options):\n        self.o = options\n    def execute(self, msg):\n        return self.o\n",
+  );
+  const put = await gw.fetch("/v1/models/opt", {
+    method: "PUT",
+    body: `{"file":"opt.py","options":{"k":${BIG[0]}}}`,
+  });
+  const putText = await put.text();
+  assert.equal(put.status, 201, putText);
+  assert.match(putText, new RegExp(`"options":\\{"k":${BIG[0]}\\}`));
+  for (const path of ["/v1/models", "/v1/models/opt", "/v1/status"]) {
+    const res = await gw.fetch(path);
+    const text = await res.text();
+    assert.equal(res.status, 200, `${path}: ${text}`);
+    assert.ok(text.includes(`"options":{"k":${BIG[0]}}`), path);
+  }
+});
