@@ -127,7 +127,9 @@ export class RedisStore implements CacheStore {
       if (value !== undefined && typeof value !== "string") {
         throw new ConfigError(
           `Cannot create RedisStore: ${field}: expected a string, got ${
-            JSON.stringify(value) ?? String(value)
+            typeof value === "bigint"
+              ? String(value)
+              : JSON.stringify(value) ?? String(value)
           }`,
           { details: { field } },
         );

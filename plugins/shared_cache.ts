@@ -85,7 +85,9 @@ export function sharedCache(
   const bad = (field: string, expected: string, got: unknown) =>
     new ConfigError(
       `Cannot create sharedCache plugin: ${field}: expected ${expected}, got ${
-        JSON.stringify(got) ?? String(got)
+        typeof got === "bigint"
+          ? String(got)
+          : JSON.stringify(got) ?? String(got)
       }`,
       { details: { field } },
     );

@@ -15,6 +15,7 @@ import type { Pool, PoolStatus, ResizeOptions } from "./pool.ts";
 import type { WorkerInfo } from "./worker.ts";
 import { MAX_TIMER_MS } from "./_timer.ts";
 import { isThenable } from "./_thenable.ts";
+import { parseJson, stringifyJson } from "./_exact_json.ts";
 
 /**
  * A message on the wire (request, reply or event), as a plain object.
@@ -479,8 +480,9 @@ export interface Plugin {
   /**
    * A JSON-safe snapshot of the plugin's state for operators: shown by
    * `pool.pluginStatus()`, the gateway's `GET /v1/status` (`pluginStatus`)
-   * and its dashboard. Called on every read: keep it cheap. A throw shows
-   * as `{ error }` instead.
+   * and its dashboard. Called on every read: keep it cheap. A throw, a
+   * value JSON cannot write (a cycle) or one that is not an object shows as
+   * `{ error }` instead. `BigInt`s are kept (written as exact integers).
    */
   status?(): Record<string, unknown>;
   /**
@@ -688,22 +690,36 @@ export class PluginHost {
   }
 
   /**
-   * The {@linkcode Plugin.status} of every plugin that has one, by name; a
-   * throwing one shows as `{ error: "Cannot read status: ..." }`.
+   * The {@linkcode Plugin.status} of every plugin that has one, by name, as
+   * a JSON copy (`BigInt`s kept): a plugin whose status throws, cannot be
+   * written as JSON (a cycle, a `toJSON` that throws) or is not an object
+   * shows as `{ error: "Cannot read status: ..." }`, so that one plugin
+   * cannot break what reads them all (the gateway's `/v1/status`).
    */
   statuses(): Record<string, Record<string, unknown>> {
     const out: Record<string, Record<string, unknown>> = {};
     for (const p of this.#plugins) {
       if (typeof p.status !== "function") continue;
+      let status: unknown;
       try {
-        out[p.name] = p.status();
+        const text = stringifyJson(p.status());
+        status = text === undefined ? undefined : parseJson(text);
       } catch (err) {
         out[p.name] = {
           error: `Cannot read status: ${
             err instanceof Error ? err.message : String(err)
           }`,
         };
+        continue;
       }
+      out[p.name] = typeof status === "object" && status !== null &&
+          !Array.isArray(status)
+        ? status as Record<string, unknown>
+        : {
+          error: `Cannot read status: expected an object, got ${
+            Array.isArray(status) ? "an array" : String(status)
+          }`.slice(0, 200),
+        };
     }
     return out;
   }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { ConfigError } from "../src/errors.ts";
 import {
   loadConfig,
+  type ModelEntry,
   parseConfig,
   resolveConfig,
 } from "../src/gateway/config.ts";
@@ -557,5 +558,31 @@ Deno.test("serve refuses a hand-made config with eval or model management and no
         /^(allowEval|allowManage): eval and model management require a token/
           .test(err.message),
     );
+  }
+});
+
+Deno.test("loadConfig keeps integers beyond ±2^53 in a model's options exact, and refuses them where a number is expected", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(
+      `${dir}/pyproxy.json`,
+      '{"modelsDir":".","models":[{"name":"ids","file":"ids.py","options":{"first":12345678901234567891,"safe":9007199254740991}}]}',
+    );
+    const config = await loadConfig({ path: `${dir}/pyproxy.json` });
+    // JSON.parse gave 12345678901234567000: the model got another id than the file says.
+    assert.deepEqual((config.models?.[0] as ModelEntry).options, {
+      first: 12345678901234567891n,
+      safe: 9007199254740991,
+    });
+    await Deno.writeTextFile(
+      `${dir}/big.json`,
+      '{"workers":12345678901234567891}',
+    );
+    await assert.rejects(
+      loadConfig({ path: `${dir}/big.json` }),
+      (err) => err instanceof ConfigError && /workers: /.test(err.message),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -85,3 +85,54 @@ Deno.test("Gateway keeps integers beyond ±2^53 exact from the request body to P
   assert.equal(typed.status, 400);
   assert.match((await typed.json()).error.message, /id: expected an integer/);
 });
+
+Deno.test("Gateway answers an integer longer than Python converts with a 400, and its worker keeps serving", async () => {
+  await using gw = await startGateway({ allowManage: true });
+  await putModel(gw, "echo", ECHO);
+  const before = (await (await gw.fetch("/v1/status")).json()).workers[0];
+  // Python converts at most 4300 digits from text (sys.set_int_max_str_digits):
+  // the server refused the whole frame, and the host closed the worker for it.
+  for (const digits of [4301, 100_000]) {
+    const res = await gw.fetch("/v1/models/echo/execute", {
+      method: "POST",
+      body: `{"id":1,"x":[1${"0".repeat(digits - 1)}]}`,
+    });
+    const body = await res.json();
+    assert.equal(res.status, 400, JSON.stringify(body));
+    assert.equal(body.error.type, "InvalidRequestError");
+    assert.match(
+      body.error.message,
+      new RegExp(`an integer of ${digits} digits`),
+    );
+  }
+  const after = (await (await gw.fetch("/v1/status")).json()).workers[0];
+  assert.equal(after.pid, before.pid);
+  assert.equal(after.restarts, 0);
+  const ok = await gw.fetch("/v1/models/echo/execute", {
+    method: "POST",
+    body: `{"id":${BIG[0]}}`,
+  });
+  assert.equal(ok.status, 200);
+  assert.match(await ok.text(), /"next":9223372036854775808/);
+});
+
+Deno.test("Gateway with --debug shows a model's options holding a big integer exactly, in /v1/models, /v1/status and the PUT reply", async () => {
+  await using gw = await startGateway({ allowManage: true, debug: true });
+  await Deno.writeTextFile(
+    `${gw.dir}/opt.py`,
+    "class Opt:\n    def __init__(self, options):\n        self.o = options\n    def execute(self, msg):\n        return self.o\n",
+  );
+  const put = await gw.fetch("/v1/models/opt", {
+    method: "PUT",
+    body: `{"file":"opt.py","options":{"k":${BIG[0]}}}`,
+  });
+  const putText = await put.text();
+  assert.equal(put.status, 201, putText);
+  assert.match(putText, new RegExp(`"options":\\{"k":${BIG[0]}\\}`));
+  for (const path of ["/v1/models", "/v1/models/opt", "/v1/status"]) {
+    const res = await gw.fetch(path);
+    const text = await res.text();
+    assert.equal(res.status, 200, `${path}: ${text}`);
+    assert.ok(text.includes(`"options":{"k":${BIG[0]}}`), path);
+  }
+});

@@ -4,6 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { GatewayMetrics } from "../src/gateway/metrics.ts";
+import { createGateway } from "../src/gateway/app.ts";
+import { Pool } from "../mod.ts";
 import { startGateway, until } from "./_gateway_harness.ts";
 
 interface Family {
@@ -420,4 +422,75 @@ Deno.test("DELETE /v1/models/{name} takes the model's metric series with it", as
     }
   }
   assert.deepEqual([...models].filter((m) => m.startsWith("gone")), []);
+});
+
+Deno.test("A plugin whose status or metrics are not JSON, or throw when written, breaks neither /v1/status nor /metrics", async () => {
+  const cycle: Record<string, unknown> = { a: 1 };
+  cycle.self = cycle;
+  const thrower = {
+    toString(): string {
+      throw new Error("no string");
+    },
+  };
+  const statuses: Record<string, () => unknown> = {
+    cycle: () => cycle,
+    throwing_json: () => ({
+      x: {
+        toJSON() {
+          throw new Error("no JSON");
+        },
+      },
+    }),
+    not_an_object: () => "ok",
+    big: () => ({ n: 12345678901234567890n }),
+  };
+  const plugins = Object.entries(statuses).map(([name, status]) => ({
+    name,
+    status: status as () => Record<string, unknown>,
+    metrics: () => [
+      {
+        name: `pyproxy_${name}_bad`,
+        type: "gauge" as const,
+        help: "Label value cannot be a string.",
+        value: 1,
+        labels: { a: thrower as unknown as string },
+      },
+      {
+        name: `pyproxy_${name}_good`,
+        type: "gauge" as const,
+        help: "Fine.",
+        value: 2,
+      },
+    ],
+  }));
+  const pool = await Pool.start({ workers: 1, plugins });
+  try {
+    const seen = pool.pluginStatus();
+    assert.match(String(seen.cycle?.error), /^Cannot read status: .*circular/);
+    assert.match(String(seen.throwing_json?.error), /no JSON/);
+    assert.match(
+      String(seen.not_an_object?.error),
+      /expected an object, got ok/,
+    );
+    assert.equal(seen.big?.n, 12345678901234567890n);
+    const app = createGateway(pool, { port: () => 8000 });
+    const get = (path: string) =>
+      app.fetch(
+        new Request(`http://127.0.0.1:8000${path}`, {
+          headers: { host: "127.0.0.1:8000" },
+        }),
+      );
+    const status = await get("/v1/status");
+    const text = await status.text();
+    assert.equal(status.status, 200, text);
+    assert.match(text, /"big":\{"n":12345678901234567890\}/);
+    const metrics = await get("/metrics");
+    const exposition = await metrics.text();
+    assert.equal(metrics.status, 200, exposition);
+    const families = parseExposition(exposition);
+    assert.equal(value(families, "pyproxy_cycle_good", {}), 2);
+    assert.ok(!exposition.includes("pyproxy_cycle_bad"));
+  } finally {
+    await pool.close();
+  }
 });

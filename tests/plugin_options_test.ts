@@ -87,3 +87,20 @@ Deno.test("the cache stores refuse options of the wrong type instead of coercing
   );
   new RedisStore({ prefix: "app:", password: "secret" }).close();
 });
+
+Deno.test("an integer beyond ±2^53 (a BigInt, as pyproxy.json now keeps them) in a plugin option is a ConfigError, not a TypeError from JSON.stringify", () => {
+  assert.throws(
+    () => sharedCache({ maxKeyLength: 12345678901234567891n } as never),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      err.message ===
+        "Cannot create sharedCache plugin: maxKeyLength: expected an integer >= 1, got 12345678901234567891",
+  );
+  assert.throws(
+    () => new RedisStore({ prefix: 12345678901234567891n } as never),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      err.message ===
+        "Cannot create RedisStore: prefix: expected a string, got 12345678901234567891",
+  );
+});

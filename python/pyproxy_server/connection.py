@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 
-from . import big_json, capture, shallow_json
+from . import big_json, capture, long_int, shallow_json
 from .call import Call, current_call
 from .errors import (
     AuthenticationError,
@@ -642,7 +642,10 @@ class Connection(asyncio.BufferedProtocol):
                 if end != len(text):
                     msg = _decode_json(text)  # the slow path gives the exact error
         except ValueError as exc:
-            return self._bad(None, ProtocolError("Cannot parse payload: invalid JSON (%s)" % exc))
+            msg = long_int.decode(item) if self.authenticated else None
+            if msg is None:
+                return self._bad(None, ProtocolError("Cannot parse payload: invalid JSON (%s)" % exc))
+            return self._too_long(msg)
         except RecursionError as exc:
             return self._too_deep(item, exc)
         if msg.__class__ is not dict:
@@ -685,6 +688,42 @@ class Connection(asyncio.BufferedProtocol):
         self.enqueue(self.encode_error(rid, InvalidRequestError("Cannot parse request %d: %s" % (rid, reason)).to_wire()))
         return None
 
+    def _too_long(self, msg, in_batch=False):
+        """Answers a well-formed message ``json`` refused for an integer longer
+        than Python converts (``long_int``): as ``_too_deep`` does, a request
+        gets an ``InvalidRequestError`` reply with its id, a reply to a
+        Python → host request fails that request, and each message of a
+        batch frame is handled on its own; the connection keeps working."""
+        if msg.__class__ is not dict:
+            return self._bad(None, ProtocolError("Cannot parse payload: not a JSON object"))
+        rid = msg.get("id")
+        cmd = msg.get("cmd")
+        batch = msg.get("batch")
+        if batch.__class__ is list and rid is None and cmd is None and "event" not in msg:
+            if in_batch:
+                return self._bad(None, ProtocolError("Cannot parse payload: a batch inside a batch"))
+            return self._unbatch([_TooLong(m) if long_int.find(m) is not None else m for m in batch])
+        found = long_int.find(msg)
+        if found is None:
+            return self._dispatch(msg)  # a batch item of a frame another item failed
+        reason = long_int.describe(found)
+        if rid.__class__ is not int:
+            rid = None
+        if cmd is None and "ok" in msg:
+            future = self._host_pending.pop(rid, None) if rid is not None else None
+            if future is not None:
+                fail_future(future, HostError("Cannot read host reply: " + reason, "InvalidRequestError", reason))
+            else:
+                log.info("connection %s: reply for host request %r ignored: %s", self.id, rid, reason)
+            return None
+        if cmd is None and "event" in msg:
+            log.info("connection %s: event from host ignored: %s", self.id, reason)
+            return None
+        if rid is None:
+            return self._bad(None, ProtocolError("Cannot parse payload: " + reason))
+        self.enqueue(self.encode_error(rid, InvalidRequestError("Cannot parse request %d: %s" % (rid, reason)).to_wire()))
+        return None
+
     def _batch_items(self, batch):
         """The messages of a batch frame too deep as a whole: each item parsed
         on its own, a ``_TooDeep`` for those too deep themselves."""
@@ -699,7 +738,9 @@ class Connection(asyncio.BufferedProtocol):
             except RecursionError as exc:
                 msgs.append(_TooDeep(part, exc))
             except ValueError:
-                msgs.append(None)  # _batch_item: not a JSON object
+                found = long_int.decode(part)
+                # None: _batch_item answers it as not a JSON object.
+                msgs.append(None if found is None else _TooLong(found))
         return msgs
 
     def _dispatch(self, msg):
@@ -788,6 +829,8 @@ class Connection(asyncio.BufferedProtocol):
         if msg.__class__ is not dict:
             if msg.__class__ is _TooDeep:
                 return self._too_deep(msg.data, msg.error, True)
+            if msg.__class__ is _TooLong:
+                return self._too_long(msg.msg, True)
             return self._bad(None, ProtocolError("Cannot parse payload: a batch item is not a JSON object"))
         if "batch" in msg and "cmd" not in msg and "id" not in msg and "event" not in msg:
             return self._bad(None, ProtocolError("Cannot parse payload: a batch inside a batch"))
@@ -1291,6 +1334,15 @@ def _frame_run(payloads, parts):
     digest = md5_digest(payload)
     parts += (_pack_header(MAGIC, VERSION, digest, len(payload)), payload, digest)
     return 1 if batched else 0
+
+
+class _TooLong:
+    """A batch item holding an integer longer than Python converts (see ``Connection._too_long``)."""
+
+    __slots__ = ("msg",)
+
+    def __init__(self, msg):
+        self.msg = msg
 
 
 class _TooDeep:

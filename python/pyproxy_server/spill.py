@@ -51,6 +51,7 @@ try:
 except ImportError:  # a Python built without zlib: no crc32 (md5 only)
     zlib = None
 
+from . import long_int
 from .big_json import decode as _decode_json
 from .errors import InvalidRequestError, SpillError, short_repr
 
@@ -279,14 +280,26 @@ def _segments(ref, size):
     return json_size, segments
 
 
+def _too_long(data, exc):
+    """What to report for JSON that ``json`` refused with ``exc``: an
+    ``InvalidRequestError`` when it is well-formed but holds an integer longer
+    than Python converts (``long_int``; as in a frame), else ``exc``."""
+    found = long_int.decode(data)
+    if found is None:
+        return exc
+    return InvalidRequestError("Cannot read spill file: " + long_int.describe(long_int.find(found)))
+
+
 def _decode_segmented(data, json_size, segments):
     """The message of a segmented file, or the exception to report once the
     checksum matched: ``ValueError``/``RecursionError`` of the JSON part,
     ``SpillError`` of a segment. A non-object message is returned as it is."""
     try:
         message = _decode_json(data[:json_size], False)
-    except (ValueError, RecursionError) as exc:
+    except RecursionError as exc:
         return exc
+    except ValueError as exc:
+        return _too_long(data[:json_size], exc)
     if message.__class__ is not dict:
         return message
     view = memoryview(data)
@@ -504,14 +517,16 @@ class SpillSettings:
             if segments is None:
                 try:
                     message = _decode_json(data, False)
-                except (ValueError, RecursionError) as exc:
+                except RecursionError as exc:
                     message = exc
+                except ValueError as exc:
+                    message = _too_long(data, exc)
             else:
                 message = _decode_segmented(data, segments[0], segments[1])
             del data
             if not _same_hashes(hashes.fields(), ref):
                 raise SpillError("Cannot read spill file: %s mismatch" % ("crc32" if crc32 else "md5"))
-            if isinstance(message, SpillError):
+            if isinstance(message, (SpillError, InvalidRequestError)):
                 raise message
             if isinstance(message, RecursionError):
                 # The file is intact: the message is the problem, as in a frame (connection._too_deep).

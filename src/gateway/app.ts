@@ -24,6 +24,7 @@ import { PYTHON_MANIFEST } from "../runtime/python_manifest.ts";
 import { modelExecutor, modelRoutes } from "./model_routes.ts";
 import { workerRoutes } from "./worker_routes.ts";
 import { BodyReadGuard } from "./read_json_body.ts";
+import { jsonResponse } from "./json_response.ts";
 import type { RouteContext } from "./route_context.ts";
 import {
   bearerAuth,
@@ -277,7 +278,7 @@ export function createGateway(
     app.use(bearerAuth({ token: options.token }));
   }
 
-  app.get("/v1/status", (c) => {
+  app.get("/v1/status", () => {
     const status = pool.status() as unknown as Record<string, unknown> & {
       workers: ReadonlyArray<Record<string, unknown> & { restarts: number }>;
     };
@@ -286,7 +287,8 @@ export function createGateway(
       const { stderrTail: _tail, ...rest } = w;
       return ctx.debug ? w : rest;
     });
-    return c.json({
+    // jsonResponse: a plugin's status, or a model's options (--debug), may hold a BigInt.
+    return jsonResponse({
       ...status,
       version: options.version,
       uptime: Date.now() - started,

@@ -7,6 +7,7 @@
 import { randomBytes } from "node:crypto";
 import * as v from "valibot";
 import { ConfigError } from "../errors.ts";
+import { parseJson } from "../_exact_json.ts";
 import { untrustedPath } from "./_untrusted_path.ts";
 import type { Runtime } from "../runtime/types.ts";
 import { defaultRuntime } from "../runtime/mod.ts";
@@ -449,7 +450,8 @@ export async function loadConfig(
     }
     let json: unknown;
     try {
-      json = JSON.parse(text);
+      // Integers beyond ±2^53 (a model's options) stay exact, as in a request body.
+      json = parseJson(text);
     } catch (err) {
       // V8 quotes the start of the text, line breaks included: one line.
       throw new ConfigError(

@@ -432,20 +432,35 @@ function pluginLines(
   }
   const lines: string[] = [];
   for (const [name, list] of byName) {
-    const first = list[0]!;
-    const help = String(first.help ?? "").replace(/\\/g, "\\\\").replace(
-      /\n/g,
-      "\\n",
-    );
-    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${first.type}`);
+    // A sample whose help or label values cannot be made strings (a throwing
+    // toString) is left out, not the scrape.
+    const family: string[] = [];
     for (const m of list) {
-      const labels = Object.entries(m.labels ?? {}).map(([k, v]) =>
-        `${k}="${label(String(v))}"`
-      ).join(",");
-      lines.push(
-        `${name}${labels === "" ? "" : `{${labels}}`} ${sampleValue(m.value)}`,
-      );
+      try {
+        const labels = Object.entries(m.labels ?? {}).map(([k, v]) =>
+          `${k}="${label(String(v))}"`
+        ).join(",");
+        family.push(
+          `${name}${labels === "" ? "" : `{${labels}}`} ${
+            sampleValue(m.value)
+          }`,
+        );
+      } catch {
+        continue;
+      }
     }
+    let help: string;
+    try {
+      help = String(list[0]!.help ?? "");
+    } catch {
+      help = "";
+    }
+    if (family.length === 0) continue;
+    lines.push(
+      `# HELP ${name} ${help.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")}`,
+      `# TYPE ${name} ${list[0]!.type}`,
+      ...family,
+    );
   }
   return lines;
 }

@@ -20,6 +20,7 @@ import { modelView } from "./_model_view.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
 import type { RouteContext } from "./route_context.ts";
 import { stringifyJson } from "../_exact_json.ts";
+import { jsonResponse } from "./json_response.ts";
 
 const SPEC_SHAPE = "expected {file, options?, class?}";
 
@@ -439,15 +440,16 @@ export function modelRoutes(ctx: RouteContext): Hono {
     return run;
   };
 
-  app.get("/v1/models", (c) =>
-    c.json({
+  // jsonResponse: with --debug a model's options are shown, and may hold a BigInt.
+  app.get("/v1/models", () =>
+    jsonResponse({
       models: catalog.list(pool).map((m) => modelView(m, ctx.debug)),
     }));
 
   app.get("/v1/models/:name", (c) => {
     const name = c.req.param("name");
     if (!known(name)) throw notFound(name);
-    return c.json(modelView(catalog.get(name) ?? { name }, ctx.debug));
+    return jsonResponse(modelView(catalog.get(name) ?? { name }, ctx.debug));
   });
 
   const run = modelExecutor(ctx);
@@ -594,7 +596,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
       action: existed ? "updated" : "added",
       file: spec.file,
     });
-    return c.json(
+    return jsonResponse(
       {
         action: existed ? "updated" : "added",
         model: modelView(model, ctx.debug),
@@ -624,21 +626,4 @@ function forbidden() {
     "Forbidden",
     "Cannot manage models: model management is disabled (start with --allow-manage)",
   );
-}
-
-/**
- * `Response.json(result)`, except that a result holding a `BigInt` (the
- * gateway's pool runs with `integers: "bigint"`) is written with its exact
- * integer literals: only such a result pays for a second pass.
- */
-function jsonResponse(result: unknown): Response {
-  try {
-    return Response.json(result);
-  } catch (err) {
-    const text = stringifyJson(result);
-    if (text === undefined) throw err;
-    return new Response(text, {
-      headers: { "content-type": "application/json" },
-    });
-  }
 }

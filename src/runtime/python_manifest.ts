@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 58374,
+      size: 60979,
       sha256:
-        "c5436109c3fabc16ca8eee9bf2510a17c6556fb2ee071a47316f870e50950054",
+        "846a8ec883fc154e608d617e48e31621baf20c3206e6075766917389f249a85b",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -141,6 +141,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
         "e00563f3c6efcd28da034202edf5c8b2f1e7d013ec29b81f1f6f7a00eacb890e",
     },
     {
+      path: "pyproxy_server/long_int.py",
+      size: 2577,
+      sha256:
+        "3d0ca081757a6710f18a633c5b33f9aac496cca22c075d3ca378f5e432a036d9",
+    },
+    {
       path: "pyproxy_server/models.py",
       size: 38551,
       sha256:
@@ -160,9 +166,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 26353,
+      size: 26968,
       sha256:
-        "38db0447a5a6638422acf5f4d51250e894b1fa101562991416be07c13b98ab63",
+        "198cf7fb2d21a4a582e537121394546858ac6bb9cced44fa5d20f9b4f835294b",
     },
     {
       path: "pyproxy_server/stream_producer.py",
