@@ -6,7 +6,12 @@
  *
  * @module
  */
-import { ConnectionLostError, errorFromWire } from "./errors.ts";
+import {
+  CancelledError,
+  ConnectionLostError,
+  errorFromWire,
+  TimeoutError,
+} from "./errors.ts";
 import type { ModelSpec, Session } from "./session.ts";
 import type { Worker } from "./worker.ts";
 
@@ -56,6 +61,14 @@ export interface ModelCallOptions {
 export interface ModelRegistryOptions {
   /** Timeout of each model command on each worker, in ms (none when absent). */
   timeout?: number;
+  /**
+   * Told of each resync: a worker brought back in line with the registry
+   * after a model command given up on there was answered late (`ok: false`:
+   * that failed and the worker was killed).
+   */
+  onResync?: (
+    ev: { worker: string; name: string; ok: boolean; reason?: string },
+  ) => void;
 }
 
 /**
@@ -82,10 +95,12 @@ export class ModelRegistry {
   #snapshots = new Map<string, Snapshot>();
   #lock: Promise<unknown> = Promise.resolve();
   #timeout: number | undefined;
+  #onResync: NonNullable<ModelRegistryOptions["onResync"]>;
 
   /** Creates an empty registry. */
   constructor(options: ModelRegistryOptions = {}) {
     this.#timeout = options.timeout;
+    this.#onResync = options.onResync ?? (() => {});
   }
 
   /** The models, in the order they were added. */
@@ -140,11 +155,11 @@ export class ModelRegistry {
         "add",
         name,
         workers(),
-        (s, ask) =>
+        (s, ask, onDone) =>
           s.request(
             "addModel",
             loadArgs(name, spec, undefined, ask),
-            this.#requestOptions(call),
+            { ...this.#requestOptions(call), onDone },
           ),
         (s) => s.request("removeModel", { name }, this.#requestOptions()),
       );
@@ -167,11 +182,11 @@ export class ModelRegistry {
         "update",
         name,
         workers(),
-        (s, ask) =>
+        (s, ask, onDone) =>
           s.request(
             "updateModel",
             loadArgs(name, spec, undefined, ask),
-            this.#requestOptions(call),
+            { ...this.#requestOptions(call), onDone },
           ),
         (s) =>
           s.request(
@@ -199,7 +214,11 @@ export class ModelRegistry {
         "remove",
         name,
         workers(),
-        (s) => s.request("removeModel", { name }, this.#requestOptions(call)),
+        (s, _ask, onDone) =>
+          s.request("removeModel", { name }, {
+            ...this.#requestOptions(call),
+            onDone,
+          }),
       );
     });
   }
@@ -242,6 +261,65 @@ export class ModelRegistry {
       });
     }
     return model;
+  }
+
+  /**
+   * Brings model `name` on one worker back to what the registry holds, after
+   * a command given up on there (a timeout, an abort) was answered late: the
+   * server may have applied it (an update that finished as its cancel came)
+   * while the other workers rolled it back, and would then run other code
+   * than they do. Runs after the command in hand (`exclusive`), and does
+   * nothing for a worker restarted since (its replay loaded the registry).
+   * A worker whose resync fails too is killed: its restart replays the
+   * registry.
+   */
+  #resync(
+    name: string,
+    t: { worker: Worker; session: Session; gen: number },
+  ): Promise<void> {
+    return this.exclusive(async () => {
+      const current = () =>
+        t.worker.generation === t.gen && t.worker.state === "ready" &&
+        t.worker.session === t.session;
+      if (!current()) return;
+      const model = this.#models.get(name);
+      try {
+        if (model === undefined) {
+          await t.session.request(
+            "removeModel",
+            { name },
+            this.#requestOptions(),
+          )
+            .catch((err: unknown) => {
+              // Not there: nothing to undo.
+              if ((err as Error)?.name !== "ModelNotFoundError") throw err;
+            });
+        } else {
+          await t.session.request(
+            "addModel",
+            loadArgs(name, model.spec, this.#snapshots.get(name)),
+            this.#requestOptions(),
+          );
+          for (const dataFile of model.inits) {
+            await t.session.request(
+              "initModel",
+              { name, dataFile },
+              this.#requestOptions(),
+            );
+          }
+        }
+      } catch (err) {
+        if (!current()) return;
+        const reason =
+          `model '${name}' could not be brought back in line after a late model command (${
+            err instanceof Error ? err.message : String(err)
+          })`;
+        t.worker.kill("SIGKILL", reason);
+        this.#onResync({ worker: t.worker.id, name, ok: false, reason });
+        return;
+      }
+      this.#onResync({ worker: t.worker.id, name, ok: true });
+    }).catch(() => {});
   }
 
   /** Keeps the code a load reply carries for replays; returns the reply without it. */
@@ -289,16 +367,40 @@ export class ModelRegistry {
     action: string,
     name: string,
     workers: Worker[],
-    apply: (session: Session, ask: boolean) => Promise<unknown>,
+    apply: (
+      session: Session,
+      ask: boolean,
+      onDone: () => void,
+    ) => Promise<unknown>,
     undo?: (session: Session) => Promise<unknown>,
   ): Promise<unknown> {
     const targets = workers.filter((w) =>
       w.state === "ready" && w.session !== undefined
     )
       .map((w) => ({ worker: w, session: w.session!, gen: w.generation }));
+    // The server is done with a command given up on here (a timeout, an
+    // abort) only when its late reply comes: it may have applied it by then.
+    const serverDone = targets.map(() => false);
+    const whenServerDone: Array<(() => void) | undefined> = [];
     const outcomes = await Promise.allSettled(
-      targets.map((t, i) => apply(t.session, i < SNAPSHOT_ASKED)),
+      targets.map((t, i) =>
+        apply(t.session, i < SNAPSHOT_ASKED, () => {
+          serverDone[i] = true;
+          whenServerDone[i]?.();
+        })
+      ),
     );
+    outcomes.forEach((o, i) => {
+      if (
+        o.status === "rejected" &&
+        (o.reason instanceof TimeoutError || o.reason instanceof CancelledError)
+      ) {
+        const t = targets[i]!;
+        const resync = () => void this.#resync(name, t);
+        if (serverDone[i]) resync();
+        else whenServerDone[i] = resync;
+      }
+    });
     const failed: Array<{ id: string; error: unknown }> = [];
     const died: Array<{ id: string; error: unknown }> = [];
     let result: unknown = null;

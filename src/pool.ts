@@ -438,7 +438,23 @@ export class Pool implements AsyncDisposable {
           { bufferSize },
         ),
     });
-    this.#registry = new ModelRegistry({ timeout: opts.loadTimeout });
+    this.#registry = new ModelRegistry({
+      timeout: opts.loadTimeout,
+      onResync: (ev) => {
+        if (ev.ok) {
+          opts.logger.warn(
+            "Model {name} was loaded again on {worker}: a model command given up on there was answered late, and the worker may have applied it",
+            { name: ev.name, worker: ev.worker },
+          );
+        } else {
+          opts.logger.warn("Killed worker {worker}: {reason}", {
+            worker: ev.worker,
+            reason: ev.reason,
+          });
+        }
+        this.#events.emit({ type: "model-resync", ...ev });
+      },
+    });
     this.#plugins = new PluginHost(plugins, {
       hookTimeout: opts.hookTimeout,
       onError: (error, plugin, hook) => {

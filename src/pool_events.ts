@@ -62,6 +62,20 @@ export type PoolEvent =
     action: "add" | "remove" | "update" | "init";
     name: string;
   }
+  /**
+   * A model command given up on for this worker (a timeout, an abort) was
+   * answered late, so the worker may have applied it while the others did
+   * not: the pool loaded the model as the registry holds it again (removed
+   * it when the registry has none). `ok: false`: that failed too, and the
+   * worker was killed (its restart replays the registry); `reason` says why.
+   */
+  | {
+    type: "model-resync";
+    worker: string;
+    name: string;
+    ok: boolean;
+    reason?: string;
+  }
   | { type: "plugin-error"; plugin: string; hook: string; message: string };
 
 /** Options of {@linkcode PoolEventHub}. */

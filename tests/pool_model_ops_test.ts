@@ -284,3 +284,69 @@ Deno.test("Pool.addModel gives up waiting for a ready worker at its timeout", as
     await pids.assertGone();
   }
 });
+
+Deno.test("Pool.updateModel given up on a worker that applies it late: the pool loads the model as the registry holds it there again (model-resync)", async () => {
+  await using dir = await modelsDir();
+  const release = `${dir.path}/release`;
+  const version = (v: number) =>
+    `import os, time\n\nclass A:\n    def __init__(self, options):\n` +
+    `        if ${v} == 2 and os.environ.get("PYPROXY_TEST_SLOT") == "w2":\n` +
+    `            end = time.monotonic() + 30\n` +
+    `            while not os.path.exists(${
+      JSON.stringify(release)
+    }) and time.monotonic() < end:\n` +
+    `                time.sleep(0.01)\n\n` +
+    `    def execute(self, msg):\n        return {"v": ${v}}\n`;
+  await Deno.writeTextFile(`${dir.path}/a.py`, version(1));
+  const pids = new PidTracker();
+  const pool = await Pool.start({
+    workers: 2,
+    modelsDir: dir.path,
+    handleSignals: false,
+    env: (id) => ({ PYPROXY_TEST_SLOT: id }),
+    plugins: {
+      use: [{
+        // The server would give the load up on a cancel that comes before
+        // it registers the model; a cancel that comes just after it (the
+        // race this is about) is simulated by never sending it.
+        name: "no-cancel",
+        onRequest(msg) {
+          if (msg.cmd === "cancel") throw new Error("cancel withheld");
+        },
+      }],
+    },
+  });
+  pids.watch(pool);
+  const onEach = () =>
+    Promise.all(
+      ["w1", "w2"].map((worker) =>
+        pool.execute<{ v: number }>("a", {}, { worker }).then((r) => r.v)
+      ),
+    );
+  try {
+    await pool.addModel("a", { file: "a.py" });
+    await Deno.writeTextFile(`${dir.path}/a.py`, version(2));
+    await assert.rejects(
+      pool.updateModel("a", { file: "a.py" }, { timeout: 500 }),
+      (err: unknown) =>
+        err instanceof TimeoutError &&
+        /on worker w2: .*\(rolled back on the 1 other worker\)$/s.test(
+          err.message,
+        ),
+    );
+    assert.deepEqual(await onEach(), [1, 1]);
+    // w2 finishes the update it was given up on, and answers late.
+    const resynced = nextEvent(pool, "model-resync");
+    await Deno.writeTextFile(release, "");
+    assert.deepEqual(await resynced, {
+      type: "model-resync",
+      worker: "w2",
+      name: "a",
+      ok: true,
+    });
+    assert.deepEqual(await onEach(), [1, 1]);
+  } finally {
+    await pool.close();
+    await pids.assertGone();
+  }
+});
