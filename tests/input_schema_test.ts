@@ -27,3 +27,14 @@ Deno.test("buildInputSchema: a type with a trailing ? declares a field that may 
   );
   assert.equal(validateInput(schema, { ttl: 1 }), "key: is required");
 });
+
+Deno.test("buildInputSchema: an integer input refuses a number that would reach the model rounded (a fraction or an exponent beyond ±2^53)", () => {
+  const schema = buildInputSchema({ id: "integer" });
+  assert.equal(validateInput(schema, { id: 2 ** 53 - 1 }), null);
+  assert.equal(validateInput(schema, { id: 12345678901234567890n }), null);
+  // JSON.parse gives these as doubles: 12345678901234567890.0, 1e20.
+  for (const id of [12345678901234567890.0, 1e20, -(2 ** 53)]) {
+    const problem = validateInput(schema, { id });
+    assert.ok(problem?.startsWith("id: expected an integer"), problem ?? "");
+  }
+});

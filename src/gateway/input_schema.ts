@@ -31,6 +31,13 @@ function fieldSchema(type: string): v.GenericSchema {
         v.pipe(
           v.number("expected an integer"),
           v.integer("expected an integer"),
+          // An unsafe one here was written with a fraction or an exponent
+          // (`12345678901234567890.0`, `1e20`): read as a double, it would
+          // reach the model rounded. Integer literals of any size are BigInts.
+          v.check(
+            (n: number) => Number.isSafeInteger(n),
+            "expected an integer (one beyond ±2^53 must be written as digits, without a fraction or exponent)",
+          ),
         ),
         v.bigint(),
       ], "expected an integer");
