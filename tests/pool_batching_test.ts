@@ -50,7 +50,10 @@ Deno.test("Pool gathers the calls of a batching model into execute_batch calls; 
   const { sizes } = await pool.execute("scorer", { x: 0 }) as {
     sizes: number[];
   };
-  assert.deepEqual(sizes, [1, 8, 8, 3, 1]);
+  // The batches run on the worker's threads at once: the order they finish
+  // in (and so append their size in) is the scheduler's.
+  assert.deepEqual(sizes.slice(0, -1).sort((a, b) => a - b), [1, 3, 8, 8]);
+  assert.equal(sizes.at(-1), 1);
 });
 
 Deno.test("Pool batching: an exception instance fails its own call; an exception raised fails the batch", async () => {
