@@ -60,9 +60,11 @@ export async function readJsonBody(
     if (size === 0) return undefined;
     // The HTTP server holds a body to its Content-Length, so the runtime's own
     // reader is safe here: under load it costs Deno ~6 µs of CPU less per
-    // request than reading the bytes ourselves. Its text, not its JSON
-    // (`request.json()`, ~0.5 µs less): integers beyond ±2^53 must reach
-    // Python exactly. Its reader cannot be cancelled: a read cut short by
+    // request than reading the bytes ourselves. Its text, not its JSON:
+    // integers beyond ±2^53 must reach Python exactly, though
+    // `request.json()` has a fast path in Deno.serve that `text()` lacks
+    // (~3.5 µs per request, ~7% of the gateway's requests/s with small
+    // bodies: docs/performance.md). Its reader cannot be cancelled: a read cut short by
     // the guard ends with its connection. Bun's reader drops a byte order
     // mark: read the bytes.
     if (runtime?.jsonDropsBom !== true) {
