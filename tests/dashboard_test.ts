@@ -77,6 +77,18 @@ Deno.test({
         await page.locator('#channels tr[data-channel="alerts"]').innerText(),
         /"level":"warn"/,
       );
+      // An int64 id in a channel message is shown with the digits the
+      // gateway sent, not as res.json() rounds it (9223372036854776000).
+      const ids = await gw.fetch("/v1/channels/ids", {
+        method: "POST",
+        body: '{"id": 9223372036854775807, "ok": 1}',
+      });
+      await ids.body?.cancel();
+      await page.waitForSelector('#channels tr[data-channel="ids"]');
+      assert.match(
+        await page.locator('#channels tr[data-channel="ids"]').innerText(),
+        /\{"id":9223372036854775807,"ok":1\}/,
+      );
       assert.equal(await page.locator("#conn").innerText(), "live");
       assert.equal(await page.locator("#requests").innerText(), "3");
 

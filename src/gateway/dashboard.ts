@@ -108,10 +108,20 @@ export function dashboardHtml(options: DashboardOptions): string {
   }
   const token = sessionStorage.getItem("pyproxy-token");
   const headers = token ? { authorization: "Bearer " + token } : {};
+  // Integers beyond ±2^53 (int64 ids in channel messages) are shown with the
+  // digits the gateway sent, not rounded by res.json(): read as BigInt from
+  // their source text, written back raw (browsers without JSON.parse source
+  // access or JSON.rawJSON show them rounded, or as strings).
+  const exact = (key, value, context) =>
+    typeof value === "number" && !Number.isSafeInteger(value) && context && /^-?\\d+$/.test(context.source)
+      ? BigInt(context.source)
+      : value;
+  const show = (value) =>
+    JSON.stringify(value, (key, v) => typeof v === "bigint" ? (JSON.rawJSON ? JSON.rawJSON(String(v)) : String(v)) : v);
   const get = async (path) => {
     const res = await fetch(path, { headers, cache: "no-store" });
     if (!res.ok) throw new Error(path + ": HTTP " + res.status);
-    return res.json();
+    return JSON.parse(await res.text(), exact);
   };
   const $ = (id) => document.getElementById(id);
   const fmtSecs = (s) => s < 120 ? s.toFixed(0) + " s" : s < 7200 ? (s / 60).toFixed(0) + " min" : (s / 3600).toFixed(1) + " h";
@@ -169,11 +179,11 @@ export function dashboardHtml(options: DashboardOptions): string {
       $("plugins-section").hidden = plugins.length === 0;
       fill("plugins", plugins.map(([name, field, value]) => ({
         attrs: { "data-plugin": name, "data-field": field },
-        cells: [name, field, value === null ? "–" : typeof value === "object" ? JSON.stringify(value).slice(0, 200) : String(value)],
+        cells: [name, field, value === null ? "–" : typeof value === "object" ? show(value).slice(0, 200) : String(value)],
       })));
       fill("channels", channels.channels.map((ch) => ({
         attrs: { "data-channel": ch.name },
-        cells: [ch.name, ch.subscribers, ch.published, ch.history.length ? JSON.stringify(ch.history[ch.history.length - 1].data).slice(0, 120) : ""],
+        cells: [ch.name, ch.subscribers, ch.published, ch.history.length ? show(ch.history[ch.history.length - 1].data).slice(0, 120) : ""],
       })));
       $("conn").textContent = status.draining ? "draining" : "live";
       $("conn").className = "ok";
