@@ -29,6 +29,10 @@ interface Entry {
   index: number;
 }
 
+/** What a `StreamIdleError` message names as the setting that cut the stream. */
+export const IDLE_SETTING =
+  "idle timeout: the stream's idleTimeout, else the pool's streamIdleTimeout";
+
 /** Watches the streams of one pool for idle readers (see the module doc). */
 export class StreamIdleWatch {
   #entries: Entry[] = [];

@@ -217,7 +217,7 @@ defineName(CancelledError, "CancelledError");
  * @example
  * ```ts
  * import { StreamIdleError } from "./errors.ts";
- * const err = new StreamIdleError("Cannot read stream of tokens: no item taken for 60000 ms (idle timeout)");
+ * const err = new StreamIdleError("Cannot read stream of tokens: no item taken for 60000 ms (idle timeout: the stream's idleTimeout, else the pool's streamIdleTimeout)");
  * console.log(err.code); // "STREAM_IDLE"
  * ```
  */

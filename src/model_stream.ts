@@ -7,6 +7,7 @@
 import { CancelledError, StreamIdleError } from "./errors.ts";
 import { stringifyJson } from "./_exact_json.ts";
 import { callOptionsError } from "./_call_options.ts";
+import { IDLE_SETTING } from "./_stream_idle_watch.ts";
 
 /**
  * The server's stream window (protocol §6, `executeStream`): it sends an item
@@ -404,7 +405,7 @@ export class ModelStream<T = unknown>
    */
   #expire(name: string, ms: number): StreamIdleError {
     const error = new StreamIdleError(
-      `Cannot read stream of ${name}: no item taken for ${ms} ms (idle timeout)`,
+      `Cannot read stream of ${name}: no item taken for ${ms} ms (${IDLE_SETTING})`,
       { details: { idleTimeout: ms } },
     );
     this.#items = [];

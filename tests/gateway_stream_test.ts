@@ -344,7 +344,10 @@ Deno.test("Gateway model stream: a client that stops reading loses its stream at
       event,
       /^event: error\ndata: \{"error":\{"type":"StreamIdleError"/,
     );
-    assert.match(event, /no item taken for 1000 ms/);
+    assert.match(
+      event,
+      /no item taken for 1000 ms \(the gateway's limits\.streamIdleTimeout, serve --stream-idle-timeout\)/,
+    );
   } finally {
     conn.close();
   }

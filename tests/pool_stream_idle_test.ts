@@ -142,7 +142,7 @@ Deno.test("Pool.executeStream: a stream read once then left alone is cancelled a
   assert.equal(error.details.idleTimeout, 1000);
   assert.match(
     error.message,
-    /^Cannot read stream of counter: no item taken for 1000 ms/,
+    /^Cannot read stream of counter: no item taken for 1000 ms \(idle timeout: the stream's idleTimeout, else the pool's streamIdleTimeout\)$/,
   );
   assert.deepEqual(await stream.next(), { value: undefined, done: true });
 });

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { IDLE_SETTING } from "../_stream_idle_watch.ts";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import {
@@ -134,7 +135,12 @@ export function describeError(
   if (err instanceof StreamIdleError) {
     // The client took no event for the idle timeout: its fault, not the
     // model's (504) nor a departure (499).
-    return { status: 408, headers, body: body(err.name, err.message) };
+    // Named by the gateway's setting: its clients cannot set a pool's.
+    const message = err.message.replace(
+      `(${IDLE_SETTING})`,
+      "(the gateway's limits.streamIdleTimeout, serve --stream-idle-timeout)",
+    );
+    return { status: 408, headers, body: body(err.name, message) };
   }
   if (
     err instanceof WorkerCrashedError || err instanceof ConnectionLostError ||
