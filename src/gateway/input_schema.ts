@@ -34,8 +34,10 @@ function fieldSchema(type: string): v.GenericSchema {
           // An unsafe one here was written with a fraction or an exponent
           // (`12345678901234567890.0`, `1e20`): read as a double, it would
           // reach the model rounded. Integer literals of any size are BigInts.
+          // A fraction is the integer check's alone: the pipe runs every
+          // check, and both messages would be given for `1.5`.
           v.check(
-            (n: number) => Number.isSafeInteger(n),
+            (n: number) => !Number.isInteger(n) || Number.isSafeInteger(n),
             "expected an integer (one beyond ±2^53 must be written as digits, without a fraction or exponent)",
           ),
         ),

@@ -1,0 +1,217 @@
+// The pool's lifecycle under Bun: readyTimeout bounding the whole start
+// (StartTimeoutError), a stream's idle timeout, helper modules in a model's
+// snapshot, and a model command applied late on a worker (model-resync).
+import { expect, test } from "bun:test";
+import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import {
+  Pool,
+  type PoolEvent,
+  StartError,
+  StartTimeoutError,
+  StreamIdleError,
+  TimeoutError,
+} from "../../mod.ts";
+import { waitGone } from "./_helpers.ts";
+
+/** Runs `run` with a fresh temporary directory, removed after. */
+async function withDir(run: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-life-"));
+  try {
+    await run(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** The first event of `type` from `pool` from now on. */
+async function nextEvent(pool: Pool, type: PoolEvent["type"]) {
+  for await (const event of pool.events()) {
+    if (event.type === type) return event;
+  }
+  throw new Error(`Pool closed before a ${type} event`);
+}
+
+/** Polls `check` every 20 ms until it holds; fails naming `what` after 10 s. */
+async function until(check: () => Promise<boolean>, what: string) {
+  const deadline = Date.now() + 10_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test(
+  "Pool.start on Bun: readyTimeout bounds the ready line and the handshake (StartTimeoutError)",
+  async () => {
+    await withDir(async (dir) => {
+      const python = join(dir, "python");
+      // Never prints its ready line.
+      await writeFile(
+        python,
+        "#!/usr/bin/env python3\nimport time\ntime.sleep(60)\n",
+      );
+      await chmod(python, 0o755);
+      const start = (readyTimeout: number) =>
+        Pool.start({ workers: 1, python, readyTimeout, handleSignals: false })
+          .then(() => undefined, (err: unknown) => err);
+      const silent = await start(1000);
+      expect(silent).toBeInstanceOf(StartError);
+      expect((silent as StartError).cause).toBeInstanceOf(StartTimeoutError);
+      expect(((silent as StartError).cause as StartTimeoutError).details)
+        .toMatchObject({ phase: "ready", timeoutMs: 1000 });
+      // Passes the real server's ready line on, then stops it: no hello.
+      const pidFile = join(dir, "server.pid");
+      await writeFile(
+        python,
+        `#!/usr/bin/env python3
+import os, signal, subprocess, sys
+child = subprocess.Popen([sys.executable] + sys.argv[1:], stdout=subprocess.PIPE)
+with open(${JSON.stringify(pidFile)}, "w") as f:
+    f.write(str(child.pid))
+line = child.stdout.readline()
+os.kill(child.pid, signal.SIGSTOP)
+sys.stdout.buffer.write(line)
+sys.stdout.flush()
+sys.exit(child.wait())
+`,
+      );
+      const frozen = await start(1500);
+      expect(frozen).toBeInstanceOf(StartError);
+      const cause = (frozen as StartError).cause;
+      expect(cause).toBeInstanceOf(StartTimeoutError);
+      expect((cause as StartTimeoutError).details).toEqual({
+        phase: "handshake",
+        step: "hello",
+        timeoutMs: 1500,
+        id: "w1",
+      });
+      expect((cause as StartTimeoutError).cause).toBeInstanceOf(TimeoutError);
+      expect(await waitGone([Number(await readFile(pidFile, "utf8"))]))
+        .toEqual([]);
+    });
+  },
+  30_000,
+);
+
+test(
+  "Pool on Bun: a stream whose reader takes no item for idleTimeout is cancelled (StreamIdleError)",
+  async () => {
+    await withDir(async (dir) => {
+      const marker = join(dir, "closed");
+      await using pool = await Pool.start({ workers: 1, handleSignals: false });
+      await pool.addModel("gen", {
+        source:
+          "class Gen:\n    def execute(self, msg):\n        try:\n            while True:\n                yield 1\n        finally:\n            open(msg['marker'], 'w').write('closed')\n",
+      });
+      const stream = pool.executeStream("gen", { marker }, {
+        idleTimeout: 300,
+      });
+      const it = stream[Symbol.asyncIterator]();
+      expect((await it.next()).value).toBe(1);
+      await until(
+        () => readFile(marker, "utf8").then((t) => t === "closed", () => false),
+        "the generator's finally",
+      );
+      const err = await it.next().then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(StreamIdleError);
+      expect((err as StreamIdleError).code).toBe("STREAM_IDLE");
+      await until(
+        () => Promise.resolve(pool.status().workers[0]!.inFlight === 0),
+        "the stream's slot to go",
+      );
+    });
+  },
+  30_000,
+);
+
+test(
+  "Pool on Bun: a restarted worker runs the helper modules the model was loaded with",
+  async () => {
+    await withDir(async (dir) => {
+      await writeFile(join(dir, "helper_mod.py"), 'VALUE = "old"\n');
+      await writeFile(
+        join(dir, "uses.py"),
+        "import helper_mod\nclass Uses:\n    def execute(self, msg):\n        return helper_mod.VALUE\n",
+      );
+      await using pool = await Pool.start({
+        workers: 1,
+        modelsDir: dir,
+        handleSignals: false,
+      });
+      await pool.addModel("uses", { file: "uses.py" });
+      expect(await pool.execute("uses", {})).toBe("old");
+      await writeFile(join(dir, "helper_mod.py"), 'VALUE = "new"\n');
+      const pid = pool.status().workers[0]!.pid as number;
+      const restarted = nextEvent(pool, "restarting");
+      process.kill(pid, "SIGKILL");
+      await restarted;
+      await until(
+        () => Promise.resolve(pool.status().workers[0]!.state === "ready"),
+        "the restarted worker",
+      );
+      expect(await pool.execute("uses", {})).toBe("old");
+    });
+  },
+  30_000,
+);
+
+test(
+  "Pool.updateModel on Bun: a worker that applies an update given up on late is resynced (model-resync)",
+  async () => {
+    await withDir(async (dir) => {
+      const release = join(dir, "release");
+      const version = (v: number) =>
+        `import os, time\n\nclass A:\n    def __init__(self, options):\n` +
+        `        if ${v} == 2 and os.environ.get("PYPROXY_TEST_SLOT") == "w2":\n` +
+        `            end = time.monotonic() + 30\n` +
+        `            while not os.path.exists(${
+          JSON.stringify(release)
+        }) and time.monotonic() < end:\n` +
+        `                time.sleep(0.01)\n\n` +
+        `    def execute(self, msg):\n        return {"v": ${v}}\n`;
+      await writeFile(join(dir, "a.py"), version(1));
+      await using pool = await Pool.start({
+        workers: 2,
+        modelsDir: dir,
+        handleSignals: false,
+        env: (id) => ({ PYPROXY_TEST_SLOT: id }),
+        plugins: {
+          use: [{
+            // A cancel that would come just after the worker registered
+            // the model (the race): simulated by never sending it.
+            name: "no-cancel",
+            onRequest(msg) {
+              if (msg.cmd === "cancel") throw new Error("cancel withheld");
+            },
+          }],
+        },
+      });
+      const onEach = () =>
+        Promise.all(
+          ["w1", "w2"].map((worker) =>
+            pool.execute<{ v: number }>("a", {}, { worker }).then((r) => r.v)
+          ),
+        );
+      await pool.addModel("a", { file: "a.py" });
+      await writeFile(join(dir, "a.py"), version(2));
+      const err = await pool.updateModel("a", { file: "a.py" }, {
+        timeout: 500,
+      }).then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(TimeoutError);
+      expect(await onEach()).toEqual([1, 1]);
+      const resynced = nextEvent(pool, "model-resync");
+      await writeFile(release, "");
+      expect(await resynced).toEqual({
+        type: "model-resync",
+        worker: "w2",
+        name: "a",
+        ok: true,
+      });
+      expect(await onEach()).toEqual([1, 1]);
+    });
+  },
+  30_000,
+);

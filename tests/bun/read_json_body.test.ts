@@ -1,0 +1,101 @@
+// Reading request bodies under Bun.serve: a body with a Content-Length is
+// read whole by the runtime (`request.bytes()`), not chunk by chunk through
+// its stream (~40% fewer requests/s on Bun: docs/performance.md), and a
+// body that stalls still gets its 408.
+import { expect, test } from "bun:test";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect } from "node:net";
+import { bunRuntime, resolveConfig, serve } from "../../mod.ts";
+import { readJsonBody } from "../../src/gateway/read_json_body.ts";
+import { ECHO_MODEL } from "./_helpers.ts";
+
+test("readJsonBody on Bun reads a declared body with request.bytes(), keeping a byte order mark", async () => {
+  const runtime = bunRuntime();
+  expect(runtime.jsonDropsBom).toBe(true);
+  const read = async (body: Uint8Array) => {
+    const request = new Request("http://localhost/", {
+      method: "POST",
+      headers: { "content-length": String(body.byteLength) },
+      body,
+    });
+    let streamed = false;
+    const body0 = request.body!;
+    const getReader = body0.getReader.bind(body0);
+    body0.getReader = ((...args: []) => {
+      streamed = true;
+      return getReader(...args);
+    }) as typeof body0.getReader;
+    const value = await readJsonBody(request, 1024, undefined, runtime).then(
+      (v) => ({ v }),
+      (err: { status?: number }) => ({ status: err.status }),
+    );
+    return { value, streamed };
+  };
+  const json = new TextEncoder().encode('{"id":18446744073709551617}');
+  const got = await read(json);
+  expect(got.streamed).toBe(false);
+  expect(got.value).toEqual({ v: { id: 18446744073709551617n } });
+  const bom = await read(new Uint8Array([0xef, 0xbb, 0xbf, ...json]));
+  expect(bom).toEqual({ value: { status: 400 }, streamed: false });
+});
+
+/** Sends `head` and the start of a body on a raw connection; resolves its whole answer once the server closes it. */
+function partial(port: number, head: string, halfClose: boolean) {
+  const sock = connect(port, "127.0.0.1");
+  let text = "";
+  sock.on("data", (d) => (text += d.toString("latin1")));
+  const closed = new Promise<string>((resolve) => {
+    sock.on("close", () => resolve(text));
+    sock.on("error", () => {});
+  });
+  sock.on("connect", () => {
+    sock.write(head);
+    if (halfClose) sock.end();
+  });
+  return { closed, sock };
+}
+
+test(
+  "serve() on Bun answers 408 to a declared body that stalls and closes one cut short, holding nothing",
+  async () => {
+    const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-body-"));
+    try {
+      await writeFile(join(dir, "echo.py"), ECHO_MODEL);
+      const config = resolveConfig({
+        cwd: dir,
+        cli: {
+          port: 0,
+          workers: 1,
+          modelsDir: dir,
+          limits: { requestTimeout: 1000 },
+        },
+      });
+      const server = await serve(config);
+      const port = server.port;
+      const head =
+        `POST /v1/models/echo/execute HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a":`;
+      const stalled = partial(port, head, false);
+      const cut = partial(port, head, true);
+      try {
+        const [late, short] = await Promise.all([stalled.closed, cut.closed]);
+        expect(late).toStartWith("HTTP/1.1 408");
+        expect(late).toContain('"type":"RequestTimeout"');
+        // Bun closes a connection whose client ended its half before the
+        // declared length without letting an answer out (Deno answers 400
+        // IncompleteBody): docs/runtimes.md.
+        expect(short).toBe("");
+        const status = await (await fetch(`${server.url}/v1/status`)).json();
+        expect(status.gateway.inFlight).toBe(0);
+      } finally {
+        stalled.sock.destroy();
+        cut.sock.destroy();
+        await server.shutdown();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+  30_000,
+);
