@@ -121,19 +121,22 @@ export class ModelRegistry {
 
   /** Sends every recorded model (and its inits) to a fresh session, in order. Call inside `exclusive`. */
   async replay(session: Session): Promise<void> {
-    for (const model of this.#models.values()) {
+    for (const model of this.#models.values()) await this.#load(session, model);
+  }
+
+  /** Loads one recorded model (its snapshot, then its inits) on `session`. */
+  async #load(session: Session, model: ModelInfo): Promise<void> {
+    await session.request(
+      "addModel",
+      loadArgs(model.name, model.spec, this.#snapshots.get(model.name)),
+      this.#requestOptions(),
+    );
+    for (const dataFile of model.inits) {
       await session.request(
-        "addModel",
-        loadArgs(model.name, model.spec, this.#snapshots.get(model.name)),
+        "initModel",
+        { name: model.name, dataFile },
         this.#requestOptions(),
       );
-      for (const dataFile of model.inits) {
-        await session.request(
-          "initModel",
-          { name: model.name, dataFile },
-          this.#requestOptions(),
-        );
-      }
     }
   }
 
@@ -295,18 +298,7 @@ export class ModelRegistry {
               if ((err as Error)?.name !== "ModelNotFoundError") throw err;
             });
         } else {
-          await t.session.request(
-            "addModel",
-            loadArgs(name, model.spec, this.#snapshots.get(name)),
-            this.#requestOptions(),
-          );
-          for (const dataFile of model.inits) {
-            await t.session.request(
-              "initModel",
-              { name, dataFile },
-              this.#requestOptions(),
-            );
-          }
+          await this.#load(t.session, model);
         }
       } catch (err) {
         if (!current()) return;

@@ -530,10 +530,17 @@ Deno.test("Pool kills and restarts a worker that stops answering while it starts
 /**
  * A `python` that runs the real one, passes its ready line on and stops it
  * (SIGSTOP) at once: the server is ready and listening, but never says
- * hello. It writes the real server's pid to `pidFile`.
+ * hello. `serverPid()` is the real server's; disposing removes the script.
  */
-function freezeAfterReady(pidFile: string): string {
-  return `#!/usr/bin/env python3
+async function frozenPython(): Promise<
+  { python: string; serverPid(): Promise<number> } & AsyncDisposable
+> {
+  const tmp = await Deno.makeTempDir({ prefix: "pyproxy-freeze-" });
+  const python = `${tmp}/python`;
+  const pidFile = `${tmp}/server.pid`;
+  await Deno.writeTextFile(
+    python,
+    `#!/usr/bin/env python3
 import os, signal, subprocess, sys
 child = subprocess.Popen([sys.executable] + sys.argv[1:], stdout=subprocess.PIPE)
 with open(${JSON.stringify(pidFile)}, "w") as f:
@@ -543,81 +550,72 @@ os.kill(child.pid, signal.SIGSTOP)
 sys.stdout.buffer.write(line)
 sys.stdout.flush()
 sys.exit(child.wait())
-`;
+`,
+  );
+  await Deno.chmod(python, 0o755);
+  return {
+    python,
+    serverPid: async () => Number(await Deno.readTextFile(pidFile)),
+    [Symbol.asyncDispose]: () => Deno.remove(tmp, { recursive: true }),
+  };
 }
 
 Deno.test("Pool.start: readyTimeout bounds the handshake too, failing a server that printed its ready line but never says hello with StartTimeoutError (phase handshake)", async () => {
   await using dir = await modelsDir();
-  const tmp = await Deno.makeTempDir({ prefix: "pyproxy-freeze-" });
-  const python = `${tmp}/python`;
-  const pidFile = `${tmp}/server.pid`;
-  await Deno.writeTextFile(python, freezeAfterReady(pidFile));
-  await Deno.chmod(python, 0o755);
-  try {
-    // Before: the handshake's own 10 s, whatever readyTimeout said, and a
-    // TimeoutError "no hello within 10000 ms".
-    await assert.rejects(
-      Pool.start(poolOptions(dir.path, {
-        workers: 1,
-        python,
-        readyTimeout: 1500,
-      })),
-      (err: unknown) => {
-        assert.ok(err instanceof StartError, String(err));
-        assert.match(
-          err.message,
-          /^w1: start failed: Cannot start worker w1: handshake not done within readyTimeout \(1500 ms from the spawn; no hello from the server yet\)$/m,
-        );
-        const cause = err.cause;
-        assert.ok(cause instanceof StartTimeoutError, String(cause));
-        assert.equal(cause.code, "START_TIMEOUT");
-        assert.deepEqual(cause.details, {
-          phase: "handshake",
-          step: "hello",
-          timeoutMs: 1500,
-          id: "w1",
-        });
-        assert.ok(cause.cause instanceof TimeoutError);
-        return true;
-      },
-    );
-    // The stopped server went with its wrapper (its process group).
-    await assertGone([Number(await Deno.readTextFile(pidFile))]);
-  } finally {
-    await Deno.remove(tmp, { recursive: true });
-  }
+  await using frozen = await frozenPython();
+  // Before: the handshake's own 10 s, whatever readyTimeout said, and a
+  // TimeoutError "no hello within 10000 ms".
+  await assert.rejects(
+    Pool.start(poolOptions(dir.path, {
+      workers: 1,
+      python: frozen.python,
+      readyTimeout: 1500,
+    })),
+    (err: unknown) => {
+      assert.ok(err instanceof StartError, String(err));
+      assert.match(
+        err.message,
+        /^w1: start failed: Cannot start worker w1: handshake not done within readyTimeout \(1500 ms from the spawn; no hello from the server yet\)$/m,
+      );
+      const cause = err.cause;
+      assert.ok(cause instanceof StartTimeoutError, String(cause));
+      assert.equal(cause.code, "START_TIMEOUT");
+      assert.deepEqual(cause.details, {
+        phase: "handshake",
+        step: "hello",
+        timeoutMs: 1500,
+        id: "w1",
+      });
+      assert.ok(cause.cause instanceof TimeoutError);
+      return true;
+    },
+  );
+  // The stopped server went with its wrapper (its process group).
+  await assertGone([await frozen.serverPid()]);
 });
 
 Deno.test("Pool.start with readyTimeout Infinity still bounds the handshake (10 s of the ready line)", async () => {
   await using dir = await modelsDir();
-  const tmp = await Deno.makeTempDir({ prefix: "pyproxy-freeze-" });
-  const python = `${tmp}/python`;
-  const pidFile = `${tmp}/server.pid`;
-  await Deno.writeTextFile(python, freezeAfterReady(pidFile));
-  await Deno.chmod(python, 0o755);
-  try {
-    await assert.rejects(
-      Pool.start(poolOptions(dir.path, {
-        workers: 1,
-        python,
-        readyTimeout: Infinity,
-      })),
-      (err: unknown) => {
-        assert.ok(err instanceof StartError, String(err));
-        assert.match(
-          err.message,
-          /Cannot start worker w1: handshake not done within 10000 ms of the ready line \(readyTimeout is Infinity; no hello from the server yet\)$/m,
-        );
-        const cause = err.cause;
-        assert.ok(cause instanceof StartTimeoutError, String(cause));
-        assert.equal(cause.details.timeoutMs, 10_000);
-        return true;
-      },
-    );
-    await assertGone([Number(await Deno.readTextFile(pidFile))]);
-  } finally {
-    await Deno.remove(tmp, { recursive: true });
-  }
+  await using frozen = await frozenPython();
+  await assert.rejects(
+    Pool.start(poolOptions(dir.path, {
+      workers: 1,
+      python: frozen.python,
+      readyTimeout: Infinity,
+    })),
+    (err: unknown) => {
+      assert.ok(err instanceof StartError, String(err));
+      assert.match(
+        err.message,
+        /Cannot start worker w1: handshake not done within 10000 ms of the ready line \(readyTimeout is Infinity; no hello from the server yet\)$/m,
+      );
+      const cause = err.cause;
+      assert.ok(cause instanceof StartTimeoutError, String(cause));
+      assert.equal(cause.details.timeoutMs, 10_000);
+      return true;
+    },
+  );
+  await assertGone([await frozen.serverPid()]);
 });
 
 Deno.test("Pool.start rejects with StartError and stderr tails when every worker fails", async () => {
