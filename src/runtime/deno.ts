@@ -12,6 +12,7 @@ import type {
   Runtime,
   SpawnOptions,
 } from "./types.ts";
+import { DenoBodyText } from "./deno_body_text.ts";
 
 function wrapConn(conn: Deno.Conn): Connection {
   let closed = false;
@@ -74,8 +75,10 @@ async function readRest(file: Deno.FsFile): Promise<Uint8Array> {
  * ```
  */
 export function denoRuntime(): Runtime {
+  const bodies = new DenoBodyText();
   return {
     name: "deno",
+    takeBodyText: (request) => bodies.take(request),
     async connect(target: ConnectTarget): Promise<Connection> {
       if (target.path !== undefined) {
         const conn = await Deno.connect({

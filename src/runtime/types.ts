@@ -256,6 +256,15 @@ export interface Runtime {
    */
   readonly jsonDropsBom?: boolean;
   /**
+   * The whole body of a request from {@linkcode Runtime.serve} as text,
+   * consumed, when the server already holds all of it and can hand it over
+   * without a body stream (Deno: the path of its own `request.json()`,
+   * ~3.5 µs of CPU less per request than `request.text()`); `undefined`,
+   * with the body untouched, otherwise. Optional: the gateway then reads
+   * bodies with `text()` or `bytes()`.
+   */
+  takeBodyText?(request: Request): string | undefined;
+  /**
    * Whether {@linkcode Runtime.serve} sends a streamed response's status and
    * headers only with the first chunk of its body (Bun) instead of at once
    * (Deno). The gateway then opens its channel event streams with a comment
