@@ -226,7 +226,7 @@ export class Autoscaler {
 
   /**
    * Sets the bounds at run time (a `null` restores the configured one) and
-   * returns those in force; a pool outside them is brought within them
+   * returns those in force (`{}` changes nothing, and logs nothing); a pool outside them is brought within them
    * after the cooldown, as one started outside them. Throws `TypeError` or
    * `RangeError`, changing nothing, for bounds that are not integers from 1
    * to 1024 with `min <= max`.
@@ -262,6 +262,8 @@ export class Autoscaler {
         `Cannot set autoscale bounds: max: expected at least min (${min}) (got ${max})`,
       );
     }
+    // Nothing to change (`{}` reads the bounds): nothing to log or redo.
+    if (min === s.min && max === s.max) return { min, max };
     const before = { min: s.min, max: s.max };
     s.min = min;
     s.max = max;

@@ -495,7 +495,8 @@ export interface Plugin {
    * bounds it keeps the pool within, at run time, and returns those in
    * force. Reached through `pool.setScaleBounds` and the gateway's
    * `PUT /v1/workers` `{"min", "max"}`. Throws `RangeError` (or
-   * `TypeError`) for bounds it refuses, changing nothing.
+   * `TypeError`) for bounds it refuses, changing nothing. An empty change
+   * (`{}`) must change nothing: it reads the bounds in force.
    */
   setBounds?(change: ScaleBoundsChange): ScaleBounds;
 }

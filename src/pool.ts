@@ -1049,12 +1049,14 @@ export class Pool implements AsyncDisposable {
    * `null` restores the configured one. Returns the bounds in force by
    * plugin name, `{}` when no plugin sizes the pool (nothing changed).
    * Throws `RangeError` for bounds a plugin refuses. The pool's size is
-   * not changed here: the plugin brings it within the bounds.
+   * not changed here: the plugin brings it within the bounds. `{}` reads
+   * the bounds in force (a resize outside them moves them).
    *
    * @example
    * ```ts ignore
    * pool.setScaleBounds({ min: 1, max: 4 }); // { autoscale: { min: 1, max: 4 } }
    * pool.setScaleBounds({ min: null, max: null }); // back to autoscale()'s options
+   * pool.setScaleBounds({}); // reads them: { autoscale: { min: 1, max: 2 } }
    * ```
    */
   setScaleBounds(change: ScaleBoundsChange): Record<string, ScaleBounds> {

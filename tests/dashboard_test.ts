@@ -122,7 +122,14 @@ Deno.test({
     await using gw = await startGateway({
       token: TOKEN,
       plugins: {
-        autoscale: { min: 1, max: 3, upAfterMs: 600_000, downAfterMs: 600_000 },
+        autoscale: {
+          min: 1,
+          max: 3,
+          upAfterMs: 600_000,
+          downAfterMs: 600_000,
+          cooldownMs: 0,
+          sampleInterval: 10,
+        },
       },
     });
     await using plain = await startGateway({ token: TOKEN });
@@ -149,6 +156,14 @@ Deno.test({
       // Set at run time: the page follows.
       gw.pool.setScaleBounds({ max: 2 });
       await page.locator(max, { hasText: "2" }).waitFor();
+      // A decision's time shows as a clock time, not epoch milliseconds.
+      gw.pool.setScaleBounds({ min: 2 });
+      const at =
+        '#plugins tr[data-plugin="autoscale"][data-field="lastDecision.at"] td';
+      await page.waitForSelector(at);
+      const shown = (await page.locator(at).allInnerTexts())[2]!;
+      assert.match(shown, /\d{1,2}:\d{2}:\d{2}/);
+      assert.doesNotMatch(shown, /^\d{12,}$/);
 
       const other = await browser.newPage();
       other.on("pageerror", (err) => errors.push(String(err)));

@@ -246,6 +246,18 @@ Deno.test("gateway: /v1/status and /metrics show the autoscale bounds, target an
     [1, 2],
   );
   assert.equal(body.pluginStatus.autoscale.stats.down, 1);
+
+  // A count alone outside the bounds moves them: the answer says so.
+  res = await gw.fetch("/v1/workers", put({ count: 3 }));
+  assert.equal(res.status, 200);
+  const moved = await res.json();
+  assert.equal(moved.count, 3);
+  assert.deepEqual(moved.bounds, { autoscale: { min: 1, max: 3 } });
+  // Within them, they are shown as they are.
+  res = await gw.fetch("/v1/workers", put({ count: 2 }));
+  assert.deepEqual((await res.json()).bounds, {
+    autoscale: { min: 1, max: 3 },
+  });
 });
 
 Deno.test("gateway: without autoscale, no pluginStatus and no autoscale series; PUT /v1/workers {min, max} is 409", async () => {

@@ -168,12 +168,14 @@ export function dashboardHtml(options: DashboardOptions): string {
         };
       }));
       // What plugins report of themselves (autoscale: bounds, target, state,
-      // counters): one row per field, nested objects one level deep.
+      // counters): one row per field, nested objects one level deep; a
+      // time ("at", epoch milliseconds) as the clock time it was.
+      const when = (k, v) => (k === "at" || /At$/.test(k)) && typeof v === "number" && v > 1e12 ? new Date(v).toLocaleTimeString() : v;
       const plugins = Object.entries(status.pluginStatus || {}).flatMap(([name, st]) =>
         Object.entries(st || {}).flatMap(([field, value]) =>
           value && typeof value === "object" && !Array.isArray(value)
-            ? Object.entries(value).map(([k, v]) => [name, field + "." + k, v])
-            : [[name, field, value]]
+            ? Object.entries(value).map(([k, v]) => [name, field + "." + k, when(k, v)])
+            : [[name, field, when(field, value)]]
         )
       );
       $("plugins-section").hidden = plugins.length === 0;

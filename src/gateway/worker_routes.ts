@@ -145,10 +145,12 @@ export function workerRoutes(ctx: RouteContext): Hono {
       from,
       to: status.workers.length,
     });
+    // The bounds in force after it: a count outside them moved them.
+    const after = set ?? boundsInForce(ctx);
     return c.json({
       previous: from,
       count: status.workers.length,
-      ...(set === undefined ? {} : { bounds: set }),
+      ...(after === undefined ? {} : { bounds: after }),
       workers: status.workers.map((w) => {
         // stderr can hold paths and secrets printed by models: only shown with --debug.
         const { stderrTail: _tail, ...rest } = w as typeof w & {
@@ -160,6 +162,21 @@ export function workerRoutes(ctx: RouteContext): Hono {
   });
 
   return app;
+}
+
+/** The bounds of the plugins that size the pool; `undefined` when none does. */
+function boundsInForce(
+  ctx: RouteContext,
+): Record<string, ScaleBounds> | undefined {
+  let bounds: Record<string, ScaleBounds> | undefined;
+  try {
+    bounds = ctx.pool.setScaleBounds?.({});
+  } catch {
+    return undefined; // a plugin refusing even `{}`: the resize is done
+  }
+  return bounds === undefined || Object.keys(bounds).length === 0
+    ? undefined
+    : bounds;
 }
 
 /** A bound of a change, in words. */
