@@ -16,6 +16,7 @@ the same size).
 
 import importlib.machinery
 import importlib.util
+import linecache
 
 __all__ = ["HelperLoader"]
 
@@ -50,6 +51,10 @@ class HelperLoader(importlib.machinery.SourceFileLoader):
         if source is None:
             source = importlib.util.decode_source(self.get_data(self.path))
         self.source = source
+        # Tracebacks show the lines that ran, not the file's (a snapshot, or a
+        # file edited since): an entry without mtime is kept by checkcache.
+        # One per helper file, replaced by its next load.
+        linecache.cache[self.path] = (len(source), None, source.splitlines(True), self.path)
         return compile(source, self.path, "exec", dont_inherit=True)
 
     def get_source(self, fullname):

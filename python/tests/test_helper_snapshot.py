@@ -1,10 +1,12 @@
 """A model's snapshot holds the helper modules it imported; a load given them
 runs them instead of the files (protocol §6, "Snapshots")."""
 
+import linecache
 import os
 import shutil
 import sys
 import tempfile
+import traceback
 import unittest
 
 from pyproxy_server.errors import InvalidRequestError, ModelLoadError, PathError
@@ -121,6 +123,34 @@ class HelperSnapshotTest(unittest.TestCase):
         self.restart()
         self.registry.add("a", {"file": "a.py", "source": first["source"], "helpers": first["helpers"]})
         self.assertEqual(self.call("a"), 1)
+
+    def test_a_traceback_through_a_given_helper_shows_the_lines_that_ran(self):
+        self.write("P_boom.py", "def f():\n    raise ValueError('snapshot line')\n")
+        self.write("a.py", "import P_boom\nclass A:\n    def execute(self, m):\n        return P_boom.f()\n")
+        first = self.registry.add("a", {"file": "a.py", "snapshot": True})
+        path = os.path.join(self.root, self.p + "boom.py")
+        self.addCleanup(linecache.cache.pop, path, None)
+        # The file is edited on disk; a restarted server is given the snapshot.
+        self.write("P_boom.py", "def f():\n    return 'disk line'\n")
+        self.restart()
+        self.registry.add("a", {"file": "a.py", "source": first["source"], "helpers": first["helpers"]})
+        try:
+            self.call("a")
+            self.fail("expected the snapshot's ValueError")
+        except ValueError:
+            shown = traceback.format_exc()
+        self.assertIn("raise ValueError('snapshot line')", shown)
+        self.assertNotIn("disk line", shown)
+        # Loaded afresh from the file, its lines are the file's again.
+        self.registry.update("a", {"file": "a.py"})
+        self.write("P_boom.py", "def f():\n    raise KeyError('k')\n")
+        self.registry.update("a", {"file": "a.py"})
+        try:
+            self.call("a")
+            self.fail("expected the file's KeyError")
+        except KeyError:
+            shown = traceback.format_exc()
+        self.assertIn("raise KeyError('k')", shown)
 
     def test_a_model_sent_as_source_has_helpers_too(self):
         self.write("P_util.py", "V = 1\n")

@@ -112,9 +112,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/helper_loader.py",
-      size: 2833,
+      size: 3156,
       sha256:
-        "35f2859a06c766caf136a0d534ae5f017a65dec653184cc6717b2b0587ccee8e",
+        "7e480bd98405a084ddefe4922d2e1e1018f3f5633230cc1cbad6ef95347849c8",
     },
     {
       path: "pyproxy_server/host_log_handler.py",
