@@ -55,6 +55,9 @@ Options:
       --cors-origin <url>   Allow CORS, and requests from pages, from this origin
                             (repeatable; off by default: other origins get 403)
       --body-limit <bytes>  Largest request body (default 1048576)
+      --max-integer-digits <n>
+                            Most digits of an integer in a request body, >= 16
+                            (default 4300, Python's own limit)
       --timeout <ms>        Execute/eval timeout (default 30000)
       --load-timeout <ms>   Time a model may take to load, at start or by PUT
                             (default 120000)
@@ -123,6 +126,7 @@ const OPTIONS = {
   "allowed-host": { type: "string", multiple: true },
   "cors-origin": { type: "string", multiple: true },
   "body-limit": { type: "string" },
+  "max-integer-digits": { type: "string" },
   timeout: { type: "string" },
   "load-timeout": { type: "string" },
   "stream-idle-timeout": { type: "string" },
@@ -290,6 +294,7 @@ const FLAG_OF: Record<string, string> = {
   allowedHosts: "--allowed-host",
   "cors.origins": "--cors-origin",
   "limits.bodyLimit": "--body-limit",
+  "limits.maxIntegerDigits": "--max-integer-digits",
   "limits.requestTimeout": "--timeout",
   "limits.loadTimeout": "--load-timeout",
   "limits.streamIdleTimeout": "--stream-idle-timeout",
@@ -390,6 +395,7 @@ function cliOverrides(
     if (n !== undefined) limits[key] = n;
   };
   limit("bodyLimit", "body-limit");
+  limit("maxIntegerDigits", "max-integer-digits");
   limit("requestTimeout", "timeout");
   limit("loadTimeout", "load-timeout");
   limit("streamIdleTimeout", "stream-idle-timeout");

@@ -393,6 +393,12 @@ Deno.test("main reports every failure in one error line on stderr", async () => 
       /^error: limits\.maxQueue: expected an integer >= 0 \(at command line: --max-queue\)$/,
     ],
     [
+      ["serve", "--max-integer-digits", "15"],
+      {},
+      1,
+      /^error: limits\.maxIntegerDigits: expected an integer >= 16 \(at command line: --max-integer-digits\)$/,
+    ],
+    [
       ["serve", "--timeout", "abc"],
       {},
       1,

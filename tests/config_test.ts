@@ -30,6 +30,14 @@ Deno.test("parseConfig names the bad field and where it is", () => {
     ),
     "limits.bodyLimit: expected an integer >= 1 (at /etc/pyproxy.json: limits.bodyLimit)",
   );
+  // Shorter integers may be safe ones, which the gateway does not look at.
+  for (const bad of [15, 0, 4300.5, "4300", null]) {
+    assert.equal(
+      configError(() => parseConfig({ limits: { maxIntegerDigits: bad } })),
+      "limits.maxIntegerDigits: expected an integer >= 16 (at pyproxy.json: limits.maxIntegerDigits)",
+      String(bad),
+    );
+  }
   assert.equal(
     configError(() =>
       parseConfig({
@@ -156,6 +164,7 @@ Deno.test("resolveConfig applies defaults, the file, then the flags", () => {
   assert.equal(config.modelsDir, "/srv/app/models");
   assert.deepEqual(config.limits, {
     bodyLimit: 10,
+    maxIntegerDigits: 4300,
     requestTimeout: 7,
     loadTimeout: 9,
     streamIdleTimeout: 12,
@@ -164,6 +173,14 @@ Deno.test("resolveConfig applies defaults, the file, then the flags", () => {
   assert.equal(
     resolveConfig({ cwd: "/", cli: {} }).limits.loadTimeout,
     120_000,
+  );
+  assert.equal(
+    resolveConfig({
+      cwd: "/",
+      file: { limits: { maxIntegerDigits: 9000 } },
+      cli: { limits: { maxIntegerDigits: 20_000 } },
+    }).limits.maxIntegerDigits,
+    20_000,
   );
   assert.equal(
     resolveConfig({ cwd: "/", cli: {} }).limits.streamIdleTimeout,

@@ -87,11 +87,15 @@ Deno.test("Gateway keeps integers beyond ±2^53 exact from the request body to P
 });
 
 Deno.test("Gateway answers an integer longer than Python converts with a 400, and its worker keeps serving", async () => {
-  await using gw = await startGateway({ allowManage: true });
+  // The gateway's own limit raised past Python's, so that Python refuses.
+  await using gw = await startGateway({
+    allowManage: true,
+    limits: { maxIntegerDigits: 200_000, shutdownGrace: 2000 },
+  });
   await putModel(gw, "echo", ECHO);
   const before = (await (await gw.fetch("/v1/status")).json()).workers[0];
   // Python converts at most 4300 digits from text (sys.set_int_max_str_digits):
-  // the server refused the whole frame, and the host closed the worker for it.
+  // the call fails alone.
   for (const digits of [4301, 100_000]) {
     const res = await gw.fetch("/v1/models/echo/execute", {
       method: "POST",
@@ -102,7 +106,7 @@ Deno.test("Gateway answers an integer longer than Python converts with a 400, an
     assert.equal(body.error.type, "InvalidRequestError");
     assert.match(
       body.error.message,
-      new RegExp(`an integer of ${digits} digits`),
+      new RegExp(`an integer of ${digits} digits, more than this Python`),
     );
   }
   const after = (await (await gw.fetch("/v1/status")).json()).workers[0];
@@ -135,4 +139,98 @@ Deno.test("Gateway with --debug shows a model's options holding a big integer ex
     assert.equal(res.status, 200, `${path}: ${text}`);
     assert.ok(text.includes(`"options":{"k":${BIG[0]}}`), path);
   }
+});
+
+// Converts integers of any length, and counts the calls that reached it.
+const UNLIMITED = `import sys
+
+sys.set_int_max_str_digits(0)
+
+
+class Unlimited:
+    calls = 0
+
+    def execute(self, msg):
+        Unlimited.calls += 1
+        return {"calls": Unlimited.calls, "x": msg.get("x")}
+`;
+
+Deno.test("Gateway refuses an integer longer than limits.maxIntegerDigits on every body it reads, before Python sees it", async () => {
+  await using gw = await startGateway({ allowManage: true, allowEval: true });
+  await putModel(gw, "unlimited", UNLIMITED);
+  const long = `1${"0".repeat(4300)}`;
+  const requests: Array<[string, string, string]> = [
+    ["POST", "/v1/models/unlimited/execute", `{"x":${long}}`],
+    ["POST", "/v1/models/unlimited/execute", `{"x":[-${long}]}`],
+    ["POST", "/v1/models/unlimited/stream", `{"x":${long}}`],
+    ["POST", "/v1/channels/ids", `{"x":${long}}`],
+    ["POST", "/v1/channels/ids", long],
+    ["POST", "/v1/eval", `{"code":"1","x":${long}}`],
+    [
+      "PUT",
+      "/v1/models/unlimited2",
+      `{"file":"unlimited.py","options":{"x":${long}}}`,
+    ],
+    ["PUT", "/v1/workers", `{"count":${long}}`],
+  ];
+  for (const [method, path, body] of requests) {
+    const res = await gw.fetch(path, { method, body });
+    const out = await res.json();
+    assert.equal(res.status, 400, `${method} ${path}: ${JSON.stringify(out)}`);
+    assert.deepEqual(out, {
+      error: {
+        type: "InvalidRequestError",
+        message:
+          "Cannot read request: an integer of 4301 digits is over the limit of 4300 (the gateway's limits.maxIntegerDigits, serve --max-integer-digits)",
+        digits: 4301,
+        limit: 4300,
+      },
+    });
+  }
+  // None reached the worker, which serves the next call; 4300 digits pass.
+  const fits = "9".repeat(4300);
+  const ok = await gw.fetch("/v1/models/unlimited/execute", {
+    method: "POST",
+    body: `{"x":${fits}}`,
+  });
+  assert.equal(ok.status, 200);
+  assert.equal(await ok.text(), `{"calls":1,"x":${fits}}`);
+  const channels = await (await gw.fetch("/v1/channels")).json();
+  assert.deepEqual(channels.channels, []);
+});
+
+Deno.test("Gateway with a raised limits.maxIntegerDigits passes a longer integer exactly to a model that raised Python's", async () => {
+  await using gw = await startGateway({
+    allowManage: true,
+    limits: { maxIntegerDigits: 10_000, shutdownGrace: 2000 },
+  });
+  await putModel(gw, "unlimited", UNLIMITED);
+  const x = `-9${"8".repeat(9_999)}`;
+  const res = await gw.fetch("/v1/models/unlimited/execute", {
+    method: "POST",
+    body: `{"x":${x}}`,
+  });
+  assert.equal(res.status, 200);
+  assert.equal(await res.text(), `{"calls":1,"x":${x}}`);
+  const over = await gw.fetch("/v1/models/unlimited/execute", {
+    method: "POST",
+    body: `{"x":${x}0}`,
+  });
+  assert.equal(over.status, 400);
+  assert.match(
+    (await over.json()).error.message,
+    /an integer of 10001 digits is over the limit of 10000 /,
+  );
+});
+
+Deno.test("Gateway keeps a bare integer body beyond ±2^53 exact (a channel message)", async () => {
+  await using gw = await startGateway();
+  const pub = await gw.fetch("/v1/channels/ids", {
+    method: "POST",
+    body: ` ${BIG[1]}`,
+  });
+  assert.equal(pub.status, 200);
+  await pub.body?.cancel();
+  const list = await (await gw.fetch("/v1/channels?history=1")).text();
+  assert.ok(list.includes(`"data":${BIG[1]}`), list);
 });

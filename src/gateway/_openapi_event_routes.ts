@@ -104,7 +104,7 @@ export function evalPaths(
         responses: withGuards({
           "200": events,
           "400": errorResponse(
-            "`ValidationError` (the body), `InvalidJson` or `IncompleteBody`.",
+            "`ValidationError` (the body), `InvalidRequestError` (an integer of more than `limits.maxIntegerDigits` digits), `InvalidJson` or `IncompleteBody`.",
           ),
           ...bodyErrors(o.bodyLimit),
         }, o.token),
@@ -185,7 +185,7 @@ export function channelPaths(
             },
           }),
           "400": errorResponse(
-            "`InvalidRequestError` (the name, or no body), `InvalidJson` or `IncompleteBody`.",
+            "`InvalidRequestError` (the name, no body, or an integer of more than `limits.maxIntegerDigits` digits), `InvalidJson` or `IncompleteBody`.",
           ),
           ...bodyErrors(o.bodyLimit),
         }),

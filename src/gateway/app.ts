@@ -73,6 +73,12 @@ export interface GatewayOptions {
   /** Largest request body in bytes. @default {1048576} */
   bodyLimit?: number;
   /**
+   * Most digits of an integer literal in a request body (at least 16): a
+   * longer one is refused with 400 `InvalidRequestError` before the gateway
+   * makes a `BigInt` of it. @default {4300}
+   */
+  maxIntegerDigits?: number;
+  /**
    * Default and maximum execute/eval timeout in ms; also the time a request
    * may take to send its body (408 after). @default {30000}
    */
@@ -208,6 +214,7 @@ export function createGateway(
     signal,
     stopSignal: options.stopSignal ?? new AbortController().signal,
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
+    maxIntegerDigits: options.maxIntegerDigits ?? 4300,
     bodyReads: new BodyReadGuard({ timeoutMs: requestTimeout, signal }),
     requestTimeout,
     loadTimeout: options.loadTimeout ?? 120_000,

@@ -134,6 +134,7 @@ export function channelRoutes(ctx: RouteContext): Hono {
       ctx.bodyLimit,
       ctx.bodyReads,
       ctx.runtime,
+      ctx.maxIntegerDigits,
     );
     if (body === undefined) {
       throw httpError(

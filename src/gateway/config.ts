@@ -51,6 +51,8 @@ export interface ResolvedConfig {
   /** Request and pool limits. */
   limits: {
     bodyLimit: number;
+    /** Most digits of an integer literal in a request body. */
+    maxIntegerDigits: number;
     requestTimeout: number;
     loadTimeout: number;
     streamIdleTimeout: number;
@@ -99,6 +101,8 @@ export const DEFAULTS = {
   port: 8000,
   workers: 2,
   bodyLimit: 1024 * 1024,
+  // Python's own default (sys.get_int_max_str_digits()).
+  maxIntegerDigits: 4300,
   requestTimeout: 30_000,
   loadTimeout: 120_000,
   streamIdleTimeout: 60_000,
@@ -255,6 +259,7 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
     plugins: mergePlugins(file.plugins, cli.plugins),
     limits: {
       bodyLimit: limits.bodyLimit ?? DEFAULTS.bodyLimit,
+      maxIntegerDigits: limits.maxIntegerDigits ?? DEFAULTS.maxIntegerDigits,
       requestTimeout: limits.requestTimeout ?? DEFAULTS.requestTimeout,
       loadTimeout: limits.loadTimeout ?? DEFAULTS.loadTimeout,
       streamIdleTimeout: limits.streamIdleTimeout ??

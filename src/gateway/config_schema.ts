@@ -87,6 +87,11 @@ export interface GatewayConfig {
   limits?: {
     /** Maximum request body, in bytes. */
     bodyLimit?: number | undefined;
+    /**
+     * Most digits of an integer literal in a request body (at least 16; 400
+     * above, before the gateway makes a `BigInt` of it).
+     */
+    maxIntegerDigits?: number | undefined;
     /** Request timeout, in milliseconds. */
     requestTimeout?: number | undefined;
     /**
@@ -231,6 +236,8 @@ const LimitsSchema: v.GenericSchema<
   GatewayConfig["limits"] & object
 > = strict({
   bodyLimit: v.optional(int(1)),
+  // Shorter literals may be safe integers, which the gateway does not look at.
+  maxIntegerDigits: v.optional(int(16)),
   requestTimeout: v.optional(int(1)),
   loadTimeout: v.optional(int(1)),
   streamIdleTimeout: v.optional(int(1)),

@@ -164,6 +164,7 @@ export function evalRoutes(ctx: RouteContext): Hono {
         ctx.bodyLimit,
         ctx.bodyReads,
         ctx.runtime,
+        ctx.maxIntegerDigits,
       );
     } catch (err) {
       if (

@@ -205,6 +205,7 @@ async function readModelInput(
     ctx.bodyLimit,
     ctx.bodyReads,
     ctx.runtime,
+    ctx.maxIntegerDigits,
   );
   const body = raw === undefined ? {} : raw;
   const schema = ctx.catalog.schema(name);
@@ -553,7 +554,13 @@ export function modelRoutes(ctx: RouteContext): Hono {
     checkName(name);
     const body = validBody(
       ModelSpecBody,
-      await readJsonBody(c.req.raw, ctx.bodyLimit, ctx.bodyReads, ctx.runtime),
+      await readJsonBody(
+        c.req.raw,
+        ctx.bodyLimit,
+        ctx.bodyReads,
+        ctx.runtime,
+        ctx.maxIntegerDigits,
+      ),
       `Cannot load model '${name}'`,
     );
     const spec: GatewayModelSpec = { file: confineModelPath(body.file) };

@@ -8,6 +8,7 @@ import { StartOrderRing } from "../_start_order_ring.ts";
 import type { Runtime } from "../runtime/types.ts";
 import { httpError } from "./error_response.ts";
 import { parseJson } from "../_exact_json.ts";
+import { InvalidRequestError } from "../errors.ts";
 
 const DIGITS = /^\d+$/;
 // Stateless when used without `stream`: shared instead of built per request.
@@ -40,7 +41,9 @@ function tooLarge(limit: number, size?: number): Error {
  * byte order mark (`Runtime.jsonDropsBom`, Bun): declared bodies are then
  * read as bytes, so that such a body is refused there as well; and on Deno,
  * so that a body the server already holds is taken as one string
- * (`Runtime.takeBodyText`).
+ * (`Runtime.takeBodyText`). An integer literal of more than
+ * `maxIntegerDigits` digits is refused with 400 `InvalidRequestError` before
+ * it is made a `BigInt` (the gateway's `limits.maxIntegerDigits`).
  *
  * @example
  * ```ts
@@ -54,7 +57,9 @@ export async function readJsonBody(
   limit: number,
   guard?: BodyReadGuard,
   runtime?: Pick<Runtime, "jsonDropsBom" | "takeBodyText">,
+  maxIntegerDigits = Infinity,
 ): Promise<unknown> {
+  const options = { maxIntegerDigits };
   const declared = request.headers.get("content-length");
   if (declared !== null && DIGITS.test(declared)) {
     const size = Number(declared);
@@ -84,7 +89,7 @@ export async function readJsonBody(
       }
     }
     try {
-      return parseJson(text);
+      return parseJson(text, options);
     } catch (err) {
       throw invalidJson(err as Error, request);
     }
@@ -105,7 +110,7 @@ export async function readJsonBody(
   }
   if (bytes.byteLength === 0) return undefined;
   try {
-    return parseJson(UTF8.decode(bytes));
+    return parseJson(UTF8.decode(bytes), options);
   } catch (err) {
     throw invalidJson(err as Error, request);
   }
@@ -134,6 +139,7 @@ function incompleteBody(): Error {
  * Looked at only once parsing failed: nothing on the path of a good body.
  */
 function invalidJson(err: Error, request: Request): Error {
+  if (err instanceof InvalidRequestError) return integerTooLong(err);
   const encoding = request.headers.get("content-encoding")?.trim()
     .toLowerCase();
   if (encoding && encoding !== "identity") {
@@ -153,6 +159,22 @@ function invalidJson(err: Error, request: Request): Error {
     400,
     "InvalidJson",
     `Cannot parse request body as JSON: ${message}`,
+  );
+}
+
+/**
+ * 400 for a body holding an integer of more digits than the gateway takes:
+ * Python refuses the same past its own limit (4300 by default), but only
+ * after the gateway paid, on its one thread, for a `BigInt` whose making and
+ * writing grow with the square of its length.
+ */
+function integerTooLong(err: InvalidRequestError): Error {
+  const { digits, limit } = err.details as { digits: number; limit: number };
+  return httpError(
+    400,
+    "InvalidRequestError",
+    `Cannot read request: an integer of ${digits} digits is over the limit of ${limit} (the gateway's limits.maxIntegerDigits, serve --max-integer-digits)`,
+    { digits, limit },
   );
 }
 

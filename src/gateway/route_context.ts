@@ -42,6 +42,8 @@ export interface RouteContext {
   stopSignal: AbortSignal;
   /** Largest request body in bytes. */
   bodyLimit: number;
+  /** Most digits of an integer literal in a request body. */
+  maxIntegerDigits: number;
   /** Bounds the time a request may take to send its body (and fails body reads at drain). */
   bodyReads: BodyReadGuard;
   /** Default (and maximum) execute timeout in ms. */

@@ -419,6 +419,7 @@ export async function serve(
       // Off loopback, clients and load balancers use the machine's IPs.
       allowIpHosts: !isLoopback(config.host),
       bodyLimit: config.limits.bodyLimit,
+      maxIntegerDigits: config.limits.maxIntegerDigits,
       requestTimeout: config.limits.requestTimeout,
       loadTimeout: config.limits.loadTimeout,
       allowEval: config.allowEval,

@@ -89,7 +89,13 @@ export function workerRoutes(ctx: RouteContext): Hono {
     }
     const body = validBody(
       ResizeBody,
-      await readJsonBody(c.req.raw, ctx.bodyLimit, ctx.bodyReads, ctx.runtime),
+      await readJsonBody(
+        c.req.raw,
+        ctx.bodyLimit,
+        ctx.bodyReads,
+        ctx.runtime,
+        ctx.maxIntegerDigits,
+      ),
       "Cannot resize pool",
     );
     const { count } = body;
