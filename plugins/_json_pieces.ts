@@ -67,6 +67,13 @@ interface SegmentWalk extends JsonSegments {
   path: (string | number)[];
 }
 
+// A `JSON.rawJSON` value (how `integers: "bigint"` writes a BigInt, through
+// `withRawIntegers`) is one literal to JSON.stringify, not an object to walk:
+// walked, its digits came out as `{"rawJSON":"…"}` once there were more than
+// fit in one piece.
+const isRawJson = (JSON as { isRawJSON?: (value: unknown) => boolean })
+  .isRawJSON;
+
 // Where String.prototype.isWellFormed is missing, any surrogate keeps a string in the JSON.
 const SURROGATE = /[\uD800-\uDFFF]/;
 function wellFormed(text: string): boolean {
@@ -128,7 +135,9 @@ function* pieces(
     yield '"';
     return;
   }
-  if (typeof value !== "object" || value === null) {
+  if (
+    typeof value !== "object" || value === null || isRawJson?.(value) === true
+  ) {
     // Numbers, booleans, null; a bigint throws here as it would in JSON.stringify.
     yield JSON.stringify(value);
     return;

@@ -16,6 +16,20 @@ const VALUES = "[2**63 - 1, -(2**63), 2**64 + 1, 10**400]";
 const EXPECTED = [2n ** 63n - 1n, -(2n ** 63n), 2n ** 64n + 1n, 10n ** 400n];
 
 const MODELS: Record<string, string> = {
+  "long.py": `
+import sys
+
+sys.set_int_max_str_digits(0)
+
+
+class Long:
+    def __init__(self, options):
+        pass
+
+    def execute(self, msg):
+        x = msg["x"]
+        return {"type": type(x).__name__, "digits": len(str(x)) if isinstance(x, int) else None}
+`,
   "big.py": `
 from pyproxy import host
 
@@ -150,6 +164,25 @@ Deno.test("Pool integers: 'bigint' round-trips 2**63-1, -(2**63), 2**64+1 and 10
   assert.deepEqual(spilled.ids, EXPECTED);
   const large = { kind: "echo", blob: "y".repeat(300_000), ids: EXPECTED };
   assert.deepEqual(await pool.execute("big", large), large);
+});
+
+Deno.test("Pool integers: 'bigint' spills a message holding an integer of more than 32 Ki digits as that integer", async () => {
+  await using dir = await modelsDir();
+  await using pool = await startPool(dir.path, { integers: "bigint" });
+  await pool.addModel("long", { file: "long.py" });
+  // Over the 64 KiB threshold, and written to the spill file in pieces: the
+  // integer (a JSON.rawJSON of its digits there) is one of them.
+  for (const digits of [40_000, 100]) {
+    const x = BigInt("7".repeat(digits));
+    assert.deepEqual(
+      await pool.execute("long", { x, pad: "y".repeat(100_000) }),
+      { type: "int", digits },
+    );
+    assert.deepEqual(
+      await pool.execute("long", { x: [x], pad: "y".repeat(100_000) }),
+      { type: "list", digits: null },
+    );
+  }
 });
 
 Deno.test("Pool integers: 'number' (the default) fails with an UnsafeIntegerError naming the path", async () => {
