@@ -212,3 +212,36 @@ Deno.test("BodyReadGuard keeps start order across many reads (its ring grows)", 
   assert.deepEqual(read, bodies.map((_, i) => ({ i })));
   assert.equal(guard.size, 0);
 });
+
+Deno.test("readJsonBody refuses an integer of more than maxIntegerDigits digits with 400 InvalidRequestError", async () => {
+  for (const digits of [4301, 1_000_000]) {
+    const text = `{"ok":12345678901234567890,"x":[-9${
+      "1".repeat(digits - 1)
+    }]}`;
+    for (const req of [declared(text), streamed(text)]) {
+      const refused = await refusal(
+        readJsonBody(req, 2 << 20, undefined, undefined, 4300),
+      );
+      assert.deepEqual(refused, {
+        status: 400,
+        type: "InvalidRequestError",
+        message:
+          `Cannot read request: an integer of ${digits} digits is over the limit of 4300 (the gateway's limits.maxIntegerDigits, serve --max-integer-digits)`,
+      });
+    }
+  }
+  // 4300 digits pass, exactly; a float is no integer, whatever its length.
+  const fits = `[${"7".repeat(4300)},${"7".repeat(5000)}.5]`;
+  const body = await readJsonBody(
+    declared(fits),
+    1 << 20,
+    undefined,
+    undefined,
+    4300,
+  ) as unknown[];
+  assert.equal(body[0], BigInt("7".repeat(4300)));
+  assert.equal(body[1], Infinity);
+  // A bare integer is kept exact too (the scan looks at the start of the text).
+  const bare = await readJsonBody(declared(" -12345678901234567890"), 1024);
+  assert.equal(bare, -12345678901234567890n);
+});
