@@ -99,3 +99,37 @@ test(
   },
   30_000,
 );
+
+test("readJsonBody on Bun refuses an integer over maxIntegerDigits before making a BigInt, and keeps a bare one exact", async () => {
+  const runtime = bunRuntime();
+  const read = (text: string) => {
+    const body = new TextEncoder().encode(text);
+    const request = new Request("http://localhost/", {
+      method: "POST",
+      headers: { "content-length": String(body.byteLength) },
+      body,
+    });
+    return readJsonBody(request, 1 << 20, undefined, runtime, 4300).then(
+      (v) => ({ v }),
+      async (err: { status?: number; getResponse?: () => Response }) => ({
+        status: err.status,
+        error: (await err.getResponse?.().json())?.error,
+      }),
+    );
+  };
+  const refused = await read(`{"x":[-1${"0".repeat(4300)}]}`);
+  expect(refused.status).toBe(400);
+  expect((refused as { error: unknown }).error).toEqual({
+    type: "InvalidRequestError",
+    message:
+      "Cannot read request: an integer of 4301 digits is over the limit of 4300 (the gateway's limits.maxIntegerDigits, serve --max-integer-digits)",
+    digits: 4301,
+    limit: 4300,
+  });
+  expect(await read(`{"x":${"9".repeat(4300)}}`)).toEqual({
+    v: { x: BigInt("9".repeat(4300)) },
+  });
+  expect(await read(" 18446744073709551617")).toEqual({
+    v: 18446744073709551617n,
+  });
+});
