@@ -4,7 +4,7 @@
  * Python workers (its pool runs with `integers: "bigint"`).
  */
 import assert from "node:assert/strict";
-import { startGateway, type TestGateway } from "./_gateway_harness.ts";
+import { startGateway, type TestGateway, until } from "./_gateway_harness.ts";
 
 const BIG = [
   "9223372036854775807",
@@ -233,4 +233,68 @@ Deno.test("Gateway keeps a bare integer body beyond ±2^53 exact (a channel mess
   await pub.body?.cancel();
   const list = await (await gw.fetch("/v1/channels?history=1")).text();
   assert.ok(list.includes(`"data":${BIG[1]}`), list);
+});
+
+Deno.test("Gateway writes a channel message's integers once: SSE and WebSocket subscribers and the listing get them exact, no BigInt written again", async () => {
+  await using gw = await startGateway();
+  const ws = new WebSocket(`${gw.url.replace("http", "ws")}/v1/channels/ids`);
+  const opened = new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = reject;
+  });
+  const wsText = new Promise<string>((resolve) =>
+    ws.onmessage = (e) => resolve(String(e.data))
+  );
+  const sse = await gw.fetch("/v1/channels/ids");
+  const reader = sse.body!.pipeThrough(new TextDecoderStream()).getReader();
+  await opened;
+  try {
+    await until(async () => {
+      const { channels } = await (await gw.fetch("/v1/channels")).json();
+      return channels.find((c: { name: string; subscribers: number }) =>
+        c.name === "ids" && c.subscribers === 2
+      );
+    }, "the two subscribers");
+    // Count the BigInts written from here on (the gateway runs in this process).
+    const toString = BigInt.prototype.toString;
+    let written = 0;
+    BigInt.prototype.toString = function (this: bigint, radix?: number) {
+      written++;
+      return toString.call(this, radix);
+    };
+    let sseText = "";
+    let list = "";
+    try {
+      const pub = await gw.fetch("/v1/channels/ids", {
+        method: "POST",
+        body: `{"id":${BIG[0]},"more":[${BIG[2]},${BIG[3]}]}`,
+      });
+      assert.equal(pub.status, 200);
+      await pub.body?.cancel();
+      while (!sseText.includes("\n\n") || !sseText.includes("event: message")) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        sseText += value;
+      }
+      list = await (await gw.fetch("/v1/channels?history=5")).text();
+      await wsText;
+    } finally {
+      BigInt.prototype.toString = toString;
+    }
+    const data = `{"id":${BIG[0]},"more":[${BIG[2]},${BIG[3]}]}`;
+    assert.match(
+      sseText,
+      new RegExp(`data: ${data.replace(/[[\]{}]/g, "\\$&")}`),
+    );
+    assert.ok((await wsText).includes(`"data":${data}`), await wsText);
+    assert.ok(list.includes(`"data":${data}`), list);
+    // Each of the three written once, at publish: not again for the two
+    // subscribers and the listing.
+    assert.equal(written, 3);
+  } finally {
+    await reader.cancel();
+    const closed = new Promise((resolve) => (ws.onclose = resolve));
+    ws.close();
+    await closed;
+  }
 });

@@ -31,7 +31,10 @@ function checkChannel(name: string): void {
   }
 }
 
-async function* sseEvents(sub: Subscription): AsyncGenerator<SseEvent> {
+async function* sseEvents(
+  hub: ChannelHub,
+  sub: Subscription,
+): AsyncGenerator<SseEvent> {
   for await (const ev of sub) {
     if (ev.type === "dropped") {
       yield { event: "dropped", data: { reason: ev.reason } };
@@ -42,12 +45,16 @@ async function* sseEvents(sub: Subscription): AsyncGenerator<SseEvent> {
     yield {
       event: "message",
       id: ev.message.seq,
-      data: stringifyJson(ev.message.data ?? null)!,
+      data: stringifyJson(hub.wireData(ev.message) ?? null)!,
     };
   }
 }
 
-function pumpWebSocket(socket: WebSocket, sub: Subscription): void {
+function pumpWebSocket(
+  hub: ChannelHub,
+  socket: WebSocket,
+  sub: Subscription,
+): void {
   const send = (ev: ChannelEvent): void => {
     if (ev.type === "dropped") {
       socket.send(JSON.stringify({ type: "dropped", reason: ev.reason }));
@@ -61,7 +68,8 @@ function pumpWebSocket(socket: WebSocket, sub: Subscription): void {
       );
       return;
     }
-    const { channel, seq, time, data } = ev.message;
+    const { channel, seq, time } = ev.message;
+    const data = hub.wireData(ev.message);
     socket.send(
       stringifyJson({ type: "message", channel, seq, time, data })!,
     );
@@ -118,7 +126,10 @@ export function channelRoutes(ctx: RouteContext): Hono {
       stringifyJson({
         channels: hub.list().map((ch) => ({
           ...ch,
-          history: keep === 0 ? [] : ch.history.slice(-keep),
+          history: keep === 0 ? [] : ch.history.slice(-keep).map((m) => ({
+            ...m,
+            data: hub.wireData(m),
+          })),
         })),
       })!,
       200,
@@ -173,12 +184,12 @@ export function channelRoutes(ctx: RouteContext): Hono {
         );
       }
       const { socket, response } = ctx.runtime.upgradeWebSocket(c.req.raw);
-      pumpWebSocket(socket, hub.subscribe(name, options));
+      pumpWebSocket(hub, socket, hub.subscribe(name, options));
       return response;
     }
     const sub = hub.subscribe(name, options);
     ctx.logger.debug("Subscriber joined {channel}", { channel: name });
-    return sseResponse(sseEvents(sub), {
+    return sseResponse(sseEvents(hub, sub), {
       onClose: () => sub.close(),
       // A channel may stay quiet: let the subscriber see its response now.
       open: ctx.runtime.streamHeadersWithBody === true,

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { stringifyJson } from "../_exact_json.ts";
+import { withRawIntegers } from "../_exact_json.ts";
 
 /**
  * One published message.
@@ -336,6 +336,13 @@ export class ChannelHub {
   #closed = false;
   #dropped = 0;
   #onDrop: ((channel: string, reason: string) => void) | undefined;
+  /**
+   * The data of messages holding `BigInt`s, with each one as `JSON.rawJSON`
+   * of its digits: written once at publish, then by every subscriber and
+   * listing with no `BigInt` written again (a 1 MB message of 4300-digit
+   * integers cost ~30 ms per subscriber that way).
+   */
+  #wire = new WeakMap<ChannelMessage, unknown>();
 
   /** Creates an empty hub. */
   constructor(options: ChannelHubOptions = {}) {
@@ -399,7 +406,19 @@ export class ChannelHub {
       time: Date.now(),
       data,
     };
-    const size = jsonSize(data);
+    let size: number;
+    try {
+      size = JSON.stringify(data)?.length ?? 0;
+    } catch {
+      // A BigInt (or data JSON cannot hold): its integers' digits, once.
+      try {
+        const wire = withRawIntegers(data);
+        size = JSON.stringify(wire)?.length ?? 0;
+        if (wire !== data) this.#wire.set(message, wire);
+      } catch {
+        size = 0;
+      }
+    }
     if (this.#historySize > 0 && size <= this.#maxHistoryBytes) {
       ch.history.push(message);
       ch.sizes.push(size);
@@ -417,6 +436,15 @@ export class ChannelHub {
       if (sub.push(message, size)) delivered++;
     }
     return { message, delivered };
+  }
+
+  /**
+   * `message.data` as it is written to subscribers: the same value, except
+   * that a `BigInt` in it is a `JSON.rawJSON` of its digits (made once, at
+   * publish), so `JSON.stringify` writes it exactly and at no further cost.
+   */
+  wireData(message: ChannelMessage): unknown {
+    return this.#wire.get(message) ?? message.data;
   }
 
   /** Subscribes to `channel` (created when missing). */
@@ -523,15 +551,6 @@ export class ChannelHub {
     throw new RangeError(
       `Cannot create channel: ${this.#maxChannels} channels with subscribers exist`,
     );
-  }
-}
-
-/** Characters of `JSON.stringify(data)` (what a subscriber is sent), 0 when it has none. */
-function jsonSize(data: unknown): number {
-  try {
-    return stringifyJson(data)?.length ?? 0;
-  } catch {
-    return 0;
   }
 }
 
