@@ -106,6 +106,7 @@ Deno.test("main serve --help lists every option", async () => {
       "--allowed-host",
       "--cors-origin",
       "--stream-idle-timeout",
+      "--eval-replay-budget",
     ]
   ) assert.ok(stdout.includes(flag), flag);
 });
@@ -391,6 +392,12 @@ Deno.test("main reports every failure in one error line on stderr", async () => 
       {},
       1,
       /^error: limits\.maxQueue: expected an integer >= 0 \(at command line: --max-queue\)$/,
+    ],
+    [
+      ["serve", "--eval-replay-budget", "64Mi"],
+      {},
+      1,
+      /^error: limits\.evalReplayBudget: expected an integer >= 0 \(at command line: --eval-replay-budget\)$/,
     ],
     [
       ["serve", "--timeout", "abc"],

@@ -3,6 +3,7 @@ import { OutputBuffer, type OutputChunk } from "../src/output_buffer.ts";
 import { ReplayBudget } from "../src/replay_budget.ts";
 import { Pool } from "../src/pool.ts";
 import type { Atom } from "../src/atom.ts";
+import { SseReader, startGateway, until } from "./_gateway_harness.ts";
 import {
   CancelledError,
   ConfigError,
@@ -278,4 +279,45 @@ Deno.test("Pool evalReplayBudget is validated as a pool option", async () => {
           "Cannot start pool: evalReplayBudget: expected a number >= 0",
     );
   }
+});
+
+Deno.test("serve bounds eval replay by limits.evalReplayBudget and reports what running evals hold", async () => {
+  await using gw = await startGateway({
+    allowEval: true,
+    limits: { evalReplayBudget: 64 * KIB, shutdownGrace: 2000 },
+  });
+  // Abandoned after its first event, while it prints 512 KiB.
+  const res = await gw.fetch("/v1/eval", {
+    method: "POST",
+    body: JSON.stringify({ code: printing("gw", 512) + "'done'" }),
+  });
+  const events = new SseReader(res.body!);
+  const first = await events.next();
+  assert.equal(first?.event, "atom");
+  const id = (first?.data as { id: string }).id;
+  await events.cancel();
+  const status = await until(async () => {
+    const s = await (await gw.fetch("/v1/status")).json();
+    return s.queue === 0 && s.inFlight === 0 && s;
+  }, "the eval to end");
+  assert.equal(status.evalReplayBytes, 0);
+  const metrics = await (await gw.fetch("/metrics")).text();
+  assert.match(metrics, /^pyproxy_eval_replay_bytes 0$/m);
+  // Its replay starts at the oldest output kept, after a gap, and holds no
+  // more than the budget.
+  const replay = await gw.fetch(`/v1/eval/${id}/events`, {
+    headers: { "last-event-id": "-1" },
+  });
+  const all = await new SseReader(replay.body!).all();
+  const output = all.filter((e) => e.event === "output").map((e) =>
+    e.data as { data: string; truncated?: number }
+  );
+  assert.ok(
+    (output[0]?.truncated ?? 0) > 0,
+    `truncated: ${output[0]?.truncated}`,
+  );
+  const kept = output.map((o) => o.data).join("");
+  assert.ok(kept.length <= 64 * KIB, `${kept.length} kept`);
+  assert.ok(kept.split("\n").at(-2)!.startsWith("gw 00511 "));
+  assert.deepEqual(all.at(-1), { event: "result", data: { value: "done" } });
 });
