@@ -27,6 +27,7 @@ export * from "./src/model_stream.ts";
 export * from "./src/atom_registry.ts";
 export * from "./src/eval_session.ts";
 export * from "./src/output_buffer.ts";
+export * from "./src/replay_budget.ts";
 export * from "./src/gateway/mod.ts";
 export * from "./plugins/mod.ts";
 /** The logger taken by the `logger` options (a LogTape `Logger` fits). */

@@ -11,6 +11,7 @@
 import type { AtomRegistry } from "./atom_registry.ts";
 import { CancelledError, PyProxyError, TimeoutError } from "./errors.ts";
 import { OutputBuffer, type OutputChunk } from "./output_buffer.ts";
+import type { ReplayBudget } from "./replay_budget.ts";
 import { callOptionsError } from "./_call_options.ts";
 import type { PoolEvent } from "./pool_events.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
@@ -74,6 +75,11 @@ export interface EvalPool {
   ): Promise<T>;
   /** The pool's atoms, for {@linkcode getAtom}. */
   readonly atoms: AtomRegistry<Atom>;
+  /**
+   * The bound its running atoms' replay buffers share (`evalReplayBudget`);
+   * without one, only each atom's `replayBytes` bounds them.
+   */
+  readonly replayBudget?: ReplayBudget;
 }
 
 /**
@@ -141,7 +147,13 @@ export interface EvalOptions {
    * @default {2000}
    */
   cancelGrace?: number;
-  /** Output kept for replay (UTF-16 code units). @default {8388608} */
+  /**
+   * Output kept for replay (UTF-16 code units). While the atom runs, the
+   * pool's `evalReplayBudget` bounds it too, shared with its other running
+   * atoms.
+   *
+   * @default {8388608}
+   */
   replayBytes?: number;
   /** Start only after this settles (sessions run their atoms in order). */
   after?: Promise<unknown>;
@@ -173,8 +185,9 @@ interface EvalReply {
  * Reading `output` applies backpressure: an attached reader that stops
  * reading eventually blocks the printing code (so read it concurrently with
  * awaiting `result`, or cancel it). Output nobody reads is kept in a bounded
- * replay buffer; beyond its cap the oldest chunks are dropped and a late
- * reader sees `truncated` on the next chunk.
+ * replay buffer; beyond its cap (`replayBytes`, or the pool's
+ * `evalReplayBudget` shared by its running atoms) the oldest chunks are
+ * dropped and a late reader sees `truncated` on the next chunk.
  *
  * @example
  * ```ts ignore
@@ -226,9 +239,12 @@ export class Atom {
   ) {
     this.#pool = pool;
     this.#cancelGrace = options.cancelGrace ?? 2000;
+    const budget = pool.replayBudget;
     this.#buffer = new OutputBuffer({
       maxBytes: options.replayBytes ?? 8 * 1024 * 1024,
       onAck: (seq) => this.#scheduleAck(seq),
+      // Until the atom finishes (#finish ends the buffer), whichever way.
+      ...(budget === undefined ? {} : { budget }),
     });
     this.stopped = new Promise((resolve) => this.#stopped = resolve);
     this.result = new Promise((resolve, reject) => {

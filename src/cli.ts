@@ -66,6 +66,9 @@ Options:
                             for this long (default 60000)
       --max-queue <n>       Calls that may wait for a worker before 429 (default 1024)
       --max-in-flight <n>   Calls in flight per worker (default 64)
+      --eval-replay-budget <units>
+                            Eval output kept for replay over all running evals,
+                            in UTF-16 code units (default 67108864)
       --grace <ms>          Shutdown grace period for in-flight requests (default 10000)
       --allow-eval          Enable POST /v1/eval (runs arbitrary Python code;
                             without a token, one is generated and printed)
@@ -132,6 +135,7 @@ const OPTIONS = {
   "stream-idle-timeout": { type: "string" },
   "max-queue": { type: "string" },
   "max-in-flight": { type: "string" },
+  "eval-replay-budget": { type: "string" },
   grace: { type: "string" },
   "allow-eval": { type: "boolean" },
   "no-cancel-on-disconnect": { type: "boolean" },
@@ -300,6 +304,7 @@ const FLAG_OF: Record<string, string> = {
   "limits.streamIdleTimeout": "--stream-idle-timeout",
   "limits.maxQueue": "--max-queue",
   "limits.maxInFlightPerWorker": "--max-in-flight",
+  "limits.evalReplayBudget": "--eval-replay-budget",
   "limits.shutdownGrace": "--grace",
   logLevel: "--log-level",
   logLevels: "--log-level",
@@ -401,6 +406,7 @@ function cliOverrides(
   limit("streamIdleTimeout", "stream-idle-timeout");
   limit("maxQueue", "max-queue");
   limit("maxInFlightPerWorker", "max-in-flight");
+  limit("evalReplayBudget", "eval-replay-budget");
   limit("shutdownGrace", "grace");
   if (Object.keys(limits).length) cli.limits = limits;
   const logLevels: Record<string, string> = {};

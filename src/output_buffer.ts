@@ -3,6 +3,11 @@
  *
  * @module
  */
+import type {
+  ReplayBudget,
+  ReplayBudgetMember,
+  ReplayBudgetShare,
+} from "./replay_budget.ts";
 
 /**
  * One piece of an atom's output.
@@ -55,6 +60,13 @@ export interface OutputBufferOptions {
    * attached. The producer may send more output.
    */
   onAck?: (seq: number) => void;
+  /**
+   * A bound shared with other buffers (a pool's running evals share one):
+   * past it, the buffers holding the most drop their oldest chunks, as past
+   * `maxBytes`. The buffer counts in it from its first chunk until
+   * {@linkcode OutputBuffer.end}.
+   */
+  budget?: ReplayBudget;
 }
 
 interface Reader {
@@ -83,7 +95,7 @@ interface Reader {
  * for await (const chunk of buffer.readable(1)) console.log(chunk.data); // "b"
  * ```
  */
-export class OutputBuffer {
+export class OutputBuffer implements ReplayBudgetMember {
   #chunks: OutputChunk[] = [];
   #head = 0;
   #bytes = 0;
@@ -94,6 +106,8 @@ export class OutputBuffer {
   #ended = false;
   #readers = new Set<Reader>();
   #onAck: ((seq: number) => void) | undefined;
+  #budget: ReplayBudget | undefined;
+  #share: ReplayBudgetShare | undefined;
 
   /** Creates an empty buffer. */
   constructor(options: OutputBufferOptions = {}) {
@@ -105,6 +119,7 @@ export class OutputBuffer {
     }
     this.#maxBytes = maxBytes;
     this.#onAck = options.onAck;
+    this.#budget = options.budget;
   }
 
   /** Output currently kept, in UTF-16 code units. */
@@ -141,10 +156,17 @@ export class OutputBuffer {
   push(chunk: OutputChunk): void {
     if (this.#ended) return;
     if (chunk.seq < this.#nextSeq) return; // a duplicate: keep the first copy
+    // Joined at the first chunk: evals still queued hold nothing to count.
+    if (this.#share === undefined && this.#budget !== undefined) {
+      this.#share = this.#budget.join(this);
+    }
     this.#chunks.push(chunk);
     this.#bytes += chunk.data.length;
     this.#nextSeq = chunk.seq + 1;
-    this.#evict();
+    this.#evict(this.#maxBytes);
+    // After its own cap's drops (reported as they happen): the budget sees
+    // the net growth, and shrinks the largest buffers only past its bound.
+    this.#share?.add(chunk.data.length);
     this.#wakeAll();
     this.#updateAck();
   }
@@ -153,7 +175,21 @@ export class OutputBuffer {
   end(): void {
     if (this.#ended) return;
     this.#ended = true;
+    // Complete now: what it keeps is bounded by whoever keeps it (a pool's
+    // registry of finished atoms), no longer by the budget of running ones.
+    this.#share?.leave();
+    this.#share = undefined;
+    this.#budget = undefined;
     this.#wakeAll();
+  }
+
+  /**
+   * Drops the oldest chunks until at most `limit` code units are kept, as
+   * far as the buffer may: never its newest chunk, nor a chunk an attached
+   * reader has not taken yet (called by its {@linkcode ReplayBudget}).
+   */
+  shrink(limit: number): void {
+    this.#evict(Math.min(limit, this.#maxBytes));
   }
 
   /**
@@ -169,7 +205,9 @@ export class OutputBuffer {
     const detach = (): void => {
       reader.attached = false;
       this.#readers.delete(reader);
-      this.#evict();
+      this.#evict(this.#maxBytes);
+      // What it held back may go now, if the shared budget is over.
+      this.#share?.add(0);
       this.#updateAck();
     };
     this.#readers.add(reader);
@@ -183,7 +221,7 @@ export class OutputBuffer {
           const chunk = this.#next(reader);
           if (chunk) {
             controller.enqueue(chunk);
-            this.#evict();
+            this.#evict(this.#maxBytes);
             this.#updateAck();
             return;
           }
@@ -216,10 +254,8 @@ export class OutputBuffer {
     return missing > 0 ? { ...chunk, truncated: missing } : chunk;
   }
 
-  #evict(): void {
-    while (
-      this.#bytes > this.#maxBytes && this.#chunks.length - this.#head > 1
-    ) {
+  #evict(limit: number): void {
+    while (this.#bytes > limit && this.#chunks.length - this.#head > 1) {
       const front = this.#chunks[this.#head]!;
       for (const reader of this.#readers) {
         // An attached reader's undelivered chunks are held by backpressure
@@ -230,6 +266,7 @@ export class OutputBuffer {
       this.#head++;
       this.#bytes -= front.data.length;
       this.#dropped++;
+      this.#share?.add(-front.data.length);
     }
     if (this.#head > 1024 && this.#head * 2 > this.#chunks.length) {
       this.#chunks = this.#chunks.slice(this.#head);

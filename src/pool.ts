@@ -8,6 +8,7 @@
 import type { Logger } from "./logger.ts";
 import { type Atom, type EvalOptions, startAtom } from "./atom.ts";
 import { AtomRegistry } from "./atom_registry.ts";
+import { ReplayBudget } from "./replay_budget.ts";
 import {
   type EvalSession,
   openEvalSession,
@@ -163,6 +164,11 @@ export interface PoolStatus {
   resizing: boolean;
   /** Names of the active plugins, in order. */
   plugins: string[];
+  /**
+   * Eval output the running evals keep for replay, together, in UTF-16
+   * code units (bounded by `evalReplayBudget`).
+   */
+  evalReplayBytes: number;
 }
 
 /**
@@ -233,6 +239,21 @@ export interface PoolOptions {
   maxParkedPerWorker?: number;
   /** Calls that may wait in the pool queue before `OverloadedError`. @default {1024} */
   maxQueue?: number;
+  /**
+   * The most eval output the pool keeps for replay over all its running
+   * evals together, in UTF-16 code units (as `pool.eval`'s `replayBytes`,
+   * each eval's own bound, 8 Mi by default): a number >= 0, `Infinity` for
+   * no pool-wide bound. Past it, the evals holding the most drop their
+   * oldest output from the replay (a late reader sees `truncated`), down
+   * towards the next largest's level, so evals printing little keep theirs.
+   * Live readers lose nothing. Each eval still keeps its newest chunk (at
+   * most 64 Ki) and what its attached reader has not taken yet (at most
+   * its 1 Mi window). Finished evals count in `pool.atoms` instead. The
+   * gateway's is `limits.evalReplayBudget`.
+   *
+   * @default {67108864}
+   */
+  evalReplayBudget?: number;
   /**
    * Default timeout of every call in ms: a number > 0, `Infinity` for none;
    * one beyond 2^31 − 1 (~24.8 days, a timer's range) is never cut short.
@@ -385,6 +406,8 @@ export class Pool implements AsyncDisposable {
   #modelWaits = new Set<() => void>();
   /** The pool's eval atoms (running ones, and recently finished ones for replay). */
   readonly atoms: AtomRegistry<Atom> = new AtomRegistry<Atom>();
+  /** What the running atoms keep for replay, together (`evalReplayBudget`). */
+  readonly replayBudget: ReplayBudget;
   /** Streams with an idle timeout, on one timer. */
   #idleWatch: StreamIdleWatch;
   /** The pool as its streams use it: their calls get their slot leases. */
@@ -392,6 +415,7 @@ export class Pool implements AsyncDisposable {
 
   private constructor(opts: ResolvedPoolOptions, plugins: Plugin[]) {
     this.#opts = opts;
+    this.replayBudget = new ReplayBudget({ maxBytes: opts.evalReplayBudget });
     this.#idleWatch = new StreamIdleWatch((stream, error) => {
       opts.logger.info(
         "A stream of model {model} ({worker}) was cancelled: its reader took no item for {ms} ms (streamIdleTimeout)",
@@ -1026,6 +1050,7 @@ export class Pool implements AsyncDisposable {
       closing: this.#closing,
       resizing: this.#resizesPending > 0,
       plugins: this.#plugins.plugins.map((p) => p.name),
+      evalReplayBytes: this.replayBudget.bytes,
     };
   }
 

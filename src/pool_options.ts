@@ -40,6 +40,8 @@ export interface ResolvedPoolOptions {
   maxParkedPerWorker: number;
   /** Bound of the pool queue. */
   maxQueue: number;
+  /** Eval output kept for replay over all running evals (UTF-16 code units; `Infinity`: none). */
+  evalReplayBudget: number;
   /** Default call timeout in ms, or undefined for none. */
   requestTimeout: number | undefined;
   /** Default idle timeout of a stream's reader in ms (`Infinity`: none). */
@@ -164,6 +166,12 @@ const schema = v.strictObject({
   maxInFlightPerWorker: int(1),
   maxParkedPerWorker: int(0),
   maxQueue: int(0),
+  evalReplayBudget: v.optional(
+    v.pipe(
+      v.number("expected a number >= 0"),
+      v.minValue(0, "expected a number >= 0"),
+    ),
+  ),
   requestTimeout: positive,
   streamIdleTimeout: positive,
   loadTimeout: positive,
@@ -207,6 +215,14 @@ const schema = v.strictObject({
  * `addModel` or a restarted worker's replay for ever.
  */
 const DEFAULT_LOAD_TIMEOUT = 120_000;
+
+/**
+ * The default `evalReplayBudget`: 64 Mi code units, as the registry of
+ * finished atoms and the gateway's channel histories. Eight evals keep their
+ * whole 8 Mi `replayBytes`; 128 running at once (two workers of 64) keep
+ * ~512 Ki each instead of 1 GiB together.
+ */
+const DEFAULT_EVAL_REPLAY_BUDGET = 64 * 1024 * 1024;
 
 /**
  * The default `streamIdleTimeout` of a library pool: 5 minutes. A program's
@@ -258,6 +274,7 @@ export function resolvePoolOptions(
     maxInFlightPerWorker: options.maxInFlightPerWorker ?? 64,
     maxParkedPerWorker: options.maxParkedPerWorker ?? 256,
     maxQueue: options.maxQueue ?? 1024,
+    evalReplayBudget: options.evalReplayBudget ?? DEFAULT_EVAL_REPLAY_BUDGET,
     requestTimeout: options.requestTimeout,
     streamIdleTimeout: options.streamIdleTimeout ?? DEFAULT_STREAM_IDLE_TIMEOUT,
     loadTimeout: options.loadTimeout ?? DEFAULT_LOAD_TIMEOUT,

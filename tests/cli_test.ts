@@ -106,6 +106,7 @@ Deno.test("main serve --help lists every option", async () => {
       "--allowed-host",
       "--cors-origin",
       "--stream-idle-timeout",
+      "--eval-replay-budget",
     ]
   ) assert.ok(stdout.includes(flag), flag);
 });
@@ -397,6 +398,12 @@ Deno.test("main reports every failure in one error line on stderr", async () => 
       {},
       1,
       /^error: limits\.maxIntegerDigits: expected an integer >= 16 \(at command line: --max-integer-digits\)$/,
+    ],
+    [
+      ["serve", "--eval-replay-budget", "64Mi"],
+      {},
+      1,
+      /^error: limits\.evalReplayBudget: expected an integer >= 0 \(at command line: --eval-replay-budget\)$/,
     ],
     [
       ["serve", "--timeout", "abc"],

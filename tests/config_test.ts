@@ -38,6 +38,12 @@ Deno.test("parseConfig names the bad field and where it is", () => {
       String(bad),
     );
   }
+  for (const bad of [-1, 1.5, "64Mi"]) {
+    assert.equal(
+      configError(() => parseConfig({ limits: { evalReplayBudget: bad } })),
+      "limits.evalReplayBudget: expected an integer >= 0 (at pyproxy.json: limits.evalReplayBudget)",
+    );
+  }
   assert.equal(
     configError(() =>
       parseConfig({
@@ -185,6 +191,19 @@ Deno.test("resolveConfig applies defaults, the file, then the flags", () => {
   assert.equal(
     resolveConfig({ cwd: "/", cli: {} }).limits.streamIdleTimeout,
     60_000,
+  );
+  // Absent: the pool's default (64 Mi); the flag overrides the file.
+  assert.equal(
+    resolveConfig({ cwd: "/", cli: {} }).limits.evalReplayBudget,
+    undefined,
+  );
+  assert.equal(
+    resolveConfig({
+      cwd: "/",
+      file: { limits: { evalReplayBudget: 5 } },
+      cli: { limits: { evalReplayBudget: 0 } },
+    }).limits.evalReplayBudget,
+    0,
   );
   assert.equal(config.models, "auto");
   assert.equal(config.allowEval, false);

@@ -108,6 +108,7 @@ function systemPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
               queue: { type: "integer" },
               inFlight: { type: "integer" },
               parked: { type: "integer" },
+              evalReplayBytes: { type: "integer" },
               restarts: { type: "integer" },
               pluginStatus: { type: "object" },
               gateway: {

@@ -321,10 +321,14 @@ export function createGateway(
         droppedSubscribers: ctx.hub.droppedCount,
       });
     }
+    const status = pool.status();
     const text = ctx.metrics.render({
-      workers: pool.status().workers,
+      workers: status.workers,
       subscribers: ctx.hub.subscriberCount,
       droppedSubscribers: ctx.hub.droppedCount,
+      ...(status.evalReplayBytes === undefined
+        ? {}
+        : { evalReplayBytes: status.evalReplayBytes }),
       plugins: pool.pluginMetrics?.() ?? [],
     });
     return c.body(text, 200, {

@@ -59,6 +59,7 @@ export interface ResolvedConfig {
     shutdownGrace: number;
     maxInFlightPerWorker?: number;
     maxQueue?: number;
+    evalReplayBudget?: number;
   };
   /** Channel buffers. */
   channels: { historySize: number; bufferSize: number };
@@ -269,6 +270,9 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
         ? {}
         : { maxInFlightPerWorker: limits.maxInFlightPerWorker }),
       ...(limits.maxQueue === undefined ? {} : { maxQueue: limits.maxQueue }),
+      ...(limits.evalReplayBudget === undefined
+        ? {}
+        : { evalReplayBudget: limits.evalReplayBudget }),
     },
     channels: {
       historySize: channels.historySize ?? DEFAULTS.historySize,

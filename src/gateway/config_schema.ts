@@ -108,6 +108,11 @@ export interface GatewayConfig {
     maxInFlightPerWorker?: number | undefined;
     /** Queued requests before refusing. */
     maxQueue?: number | undefined;
+    /**
+     * Eval output kept for replay over all running evals together, in UTF-16
+     * code units (the pool's `evalReplayBudget`).
+     */
+    evalReplayBudget?: number | undefined;
     /** Grace period of a shutdown, in milliseconds. */
     shutdownGrace?: number | undefined;
   } | undefined;
@@ -243,6 +248,7 @@ const LimitsSchema: v.GenericSchema<
   streamIdleTimeout: v.optional(int(1)),
   maxInFlightPerWorker: v.optional(int(1)),
   maxQueue: v.optional(int(0)),
+  evalReplayBudget: v.optional(int(0)),
   shutdownGrace: v.optional(int(0)),
 });
 

@@ -79,6 +79,8 @@ export interface GatewayPoolStatus {
   models: ReadonlyArray<{ name: string }>;
   /** `true` while a resize runs or waits (absent: not known). */
   resizing?: boolean;
+  /** Eval output the running evals keep for replay, in UTF-16 code units (absent: not known). */
+  evalReplayBytes?: number;
 }
 
 /**

@@ -29,6 +29,8 @@ export interface MetricsSnapshot {
   subscribers?: number;
   /** Channel subscribers dropped as too slow since the start. */
   droppedSubscribers?: number;
+  /** Eval output the running evals keep for replay (UTF-16 code units). */
+  evalReplayBytes?: number;
   /**
    * The plugins' samples (`pool.pluginMetrics()`), rendered after the
    * gateway's own series; one whose name or labels are not valid
@@ -335,6 +337,14 @@ export class GatewayMetrics {
       lines.push(
         `pyproxy_channel_subscribers_dropped_total ${snapshot.droppedSubscribers}`,
       );
+    }
+    if (snapshot.evalReplayBytes !== undefined) {
+      family(
+        "pyproxy_eval_replay_bytes",
+        "gauge",
+        "Eval output the running evals keep for replay, in UTF-16 code units (bounded by limits.evalReplayBudget).",
+      );
+      lines.push(`pyproxy_eval_replay_bytes ${snapshot.evalReplayBytes}`);
     }
     family(
       "pyproxy_uptime_seconds",

@@ -283,6 +283,9 @@ export async function serve(
     ...(config.limits.maxQueue === undefined
       ? {}
       : { maxQueue: config.limits.maxQueue }),
+    ...(config.limits.evalReplayBudget === undefined
+      ? {}
+      : { evalReplayBudget: config.limits.evalReplayBudget }),
   };
   if (config.port !== 0) {
     // A port in use fails the start before the workers and the models
