@@ -41,7 +41,8 @@ function tooLarge(limit: number, size?: number): Error {
  * byte order mark (`Runtime.jsonDropsBom`, Bun): declared bodies are then
  * read as bytes, so that such a body is refused there as well; and on Deno,
  * so that a body the server already holds is taken as one string
- * (`Runtime.takeBodyText`). An integer literal of more than
+ * (`Runtime.takeBodyText`, which keeps the mark; other declared bodies are
+ * then read as bytes too: Deno's `text()` drops it). An integer literal of more than
  * `maxIntegerDigits` digits is refused with 400 `InvalidRequestError` before
  * it is made a `BigInt` (the gateway's `limits.maxIntegerDigits`).
  *
@@ -77,12 +78,18 @@ export async function readJsonBody(
     // byte order mark, as its `json()` does: there, the runtime's bytes,
     // decoded keeping it (the body stream read chunk by chunk, as below,
     // served ~40% fewer requests/s than `bytes()` on a bare Bun.serve).
+    // Deno's `text()` of a body from its server drops the mark too, while
+    // its text path keeps it: when that path is not taken (the body came
+    // after the headers, an `Expect: 100-continue`, a large body), the same
+    // bytes, decoded keeping it, so that a body with one is refused however
+    // the client's writes were cut (`text()` answered 200 there).
     let text = runtime?.takeBodyText?.(request);
     if (text === undefined) {
       try {
-        const read = runtime?.jsonDropsBom === true
-          ? request.bytes().then((bytes) => UTF8.decode(bytes))
-          : request.text();
+        const read =
+          runtime?.jsonDropsBom === true || runtime?.takeBodyText !== undefined
+            ? request.bytes().then((bytes) => UTF8.decode(bytes))
+            : request.text();
         text = await (guard === undefined ? read : guard.watch(read));
       } catch (err) {
         throw err instanceof HTTPException ? err : incompleteBody();
