@@ -298,3 +298,57 @@ Deno.test("Gateway writes a channel message's integers once: SSE and WebSocket s
     await closed;
   }
 });
+
+Deno.test("Gateway refuses a channel message it could not write (a BigInt nested deeper than 1000 levels): subscribers and the listing keep working", async () => {
+  await using gw = await startGateway();
+  const sse = await gw.fetch("/v1/channels/deep");
+  const reader = sse.body!.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    await until(async () => {
+      const { channels } = await (await gw.fetch("/v1/channels")).json();
+      return channels.find((c: { name: string; subscribers: number }) =>
+        c.name === "deep" && c.subscribers === 1
+      );
+    }, "the subscriber");
+    const deep = "[".repeat(1100) + BIG[0] + "]".repeat(1100);
+    const pub = await gw.fetch("/v1/channels/deep", {
+      method: "POST",
+      body: deep,
+    });
+    const { error } = await pub.json();
+    assert.equal(pub.status, 400);
+    assert.equal(error.type, "SerializationError");
+    assert.match(error.message, /^Cannot publish: /);
+    // Not kept: the listing answers, and the subscriber gets the next one.
+    const ok = await gw.fetch("/v1/channels/deep", {
+      method: "POST",
+      body: `{"id":${BIG[0]}}`,
+    });
+    assert.deepEqual(await ok.json(), {
+      channel: "deep",
+      seq: 1,
+      delivered: 1,
+    });
+    const list = await gw.fetch("/v1/channels?history=5");
+    assert.equal(list.status, 200);
+    assert.ok((await list.text()).includes(`"data":{"id":${BIG[0]}}`));
+    let text = "";
+    while (!text.includes("event: message")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += value;
+    }
+    assert.ok(text.includes(`id: 1\ndata: {"id":${BIG[0]}}`), text);
+    // Nor did it make a channel of its own.
+    const none = await gw.fetch("/v1/channels/fresh", {
+      method: "POST",
+      body: deep,
+    });
+    await none.body?.cancel();
+    assert.equal(none.status, 400);
+    const { channels } = await (await gw.fetch("/v1/channels")).json();
+    assert.ok(!channels.some((c: { name: string }) => c.name === "fresh"));
+  } finally {
+    await reader.cancel();
+  }
+});

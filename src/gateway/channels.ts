@@ -6,6 +6,7 @@
  * @module
  */
 import { withRawIntegers } from "../_exact_json.ts";
+import { SerializationError } from "../errors.ts";
 
 /**
  * One published message.
@@ -390,7 +391,12 @@ export class ChannelHub {
 
   /**
    * Publishes `data` to every subscriber of `channel`; returns the stored
-   * message and how many subscribers it reached.
+   * message and how many subscribers it reached. Throws a
+   * `SerializationError` (nothing published, no channel made) for data that
+   * cannot be written as JSON: a cycle, or a `BigInt` nested deeper than
+   * 1000 levels. Kept, such a message ended each subscriber's stream
+   * without a word and made every `GET /v1/channels` answer 400 while it
+   * stayed in the history.
    */
   publish(
     channel: string,
@@ -399,6 +405,23 @@ export class ChannelHub {
     if (this.#closed) {
       throw new TypeError("Cannot publish: the channel hub is closed");
     }
+    let size: number;
+    let wire = data;
+    try {
+      size = JSON.stringify(data)?.length ?? 0;
+    } catch {
+      // A BigInt (or data JSON cannot hold): its integers' digits, once.
+      try {
+        wire = withRawIntegers(data);
+        size = JSON.stringify(wire)?.length ?? 0;
+      } catch (err) {
+        throw new SerializationError(
+          `Cannot publish: the message cannot be written as JSON (${
+            (err as Error).message
+          }: a cycle, or a BigInt nested deeper than 1000 levels)`,
+        );
+      }
+    }
     const ch = this.#channel(channel);
     const message: ChannelMessage = {
       channel,
@@ -406,19 +429,7 @@ export class ChannelHub {
       time: Date.now(),
       data,
     };
-    let size: number;
-    try {
-      size = JSON.stringify(data)?.length ?? 0;
-    } catch {
-      // A BigInt (or data JSON cannot hold): its integers' digits, once.
-      try {
-        const wire = withRawIntegers(data);
-        size = JSON.stringify(wire)?.length ?? 0;
-        if (wire !== data) this.#wire.set(message, wire);
-      } catch {
-        size = 0;
-      }
-    }
+    if (wire !== data) this.#wire.set(message, wire);
     if (this.#historySize > 0 && size <= this.#maxHistoryBytes) {
       ch.history.push(message);
       ch.sizes.push(size);
