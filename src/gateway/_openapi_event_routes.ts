@@ -185,7 +185,7 @@ export function channelPaths(
             },
           }),
           "400": errorResponse(
-            "`InvalidRequestError` (the name, no body, or an integer of more than `limits.maxIntegerDigits` digits), `InvalidJson` or `IncompleteBody`.",
+            "`InvalidRequestError` (the name, no body, or an integer of more than `limits.maxIntegerDigits` digits), `SerializationError` (a message that cannot be written back: an integer beyond ±2^53 nested deeper than 1000 levels), `InvalidJson` or `IncompleteBody`.",
           ),
           ...bodyErrors(o.bodyLimit),
         }),
