@@ -743,13 +743,26 @@ export class PluginHost {
   /**
    * Calls {@linkcode Plugin.setBounds} of every plugin that has one, and
    * returns the bounds each keeps, by name (empty: no plugin sizes the
-   * pool). The first refusal (`RangeError`...) is thrown as it is.
+   * pool). The first refusal (`RangeError`...) is thrown as it is, except
+   * for a read (`{}`, no bound given): a plugin that throws then is left
+   * out, as by {@linkcode PluginHost.metrics}, so that one plugin cannot
+   * hide the others' bounds.
    */
   setBounds(change: ScaleBoundsChange): Record<string, ScaleBounds> {
+    const read = typeof change === "object" && change !== null &&
+      change.min === undefined && change.max === undefined;
     const out: Record<string, ScaleBounds> = {};
     for (const p of this.#plugins) {
       if (typeof p.setBounds !== "function") continue;
-      out[p.name] = p.setBounds(change);
+      if (!read) {
+        out[p.name] = p.setBounds(change);
+        continue;
+      }
+      try {
+        out[p.name] = p.setBounds(change);
+      } catch {
+        // Its bounds are unknown: the others' are still shown.
+      }
     }
     return out;
   }

@@ -1075,7 +1075,8 @@ export class Pool implements AsyncDisposable {
    * plugin name, `{}` when no plugin sizes the pool (nothing changed).
    * Throws `RangeError` for bounds a plugin refuses. The pool's size is
    * not changed here: the plugin brings it within the bounds. `{}` reads
-   * the bounds in force (a resize outside them moves them).
+   * the bounds in force (a resize outside them moves them), leaving out a
+   * plugin that throws on it.
    *
    * @example
    * ```ts ignore

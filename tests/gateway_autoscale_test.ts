@@ -5,6 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { resolveConfig } from "../src/gateway/config.ts";
+import { type GatewayServer, serve } from "../src/gateway/serve.ts";
+import type { Plugin } from "../src/plugin.ts";
 import { ConfigError } from "../src/errors.ts";
 import { startGateway, type TestGateway, until } from "./_gateway_harness.ts";
 import { nextEvent } from "./_pool_harness.ts";
@@ -274,4 +276,110 @@ Deno.test("gateway: without autoscale, no pluginStatus and no autoscale series; 
       "Cannot set worker bounds: no plugin sizes the pool (start with --autoscale min:max, or plugins.autoscale in pyproxy.json)",
   });
   assert.equal(gw.pool.status().workers.length, 1);
+});
+
+/** A gateway with autoscale (max 2) and `extra` plugins; `python` runs the workers. */
+async function gatewayWith(
+  extra: Plugin[],
+  python?: string,
+): Promise<GatewayServer & AsyncDisposable & { dir: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-gw-test-" });
+  try {
+    await Deno.copyFile(
+      new URL("../examples/models/echo.py", import.meta.url),
+      `${dir}/echo.py`,
+    );
+    const config = resolveConfig({
+      cwd: dir,
+      cli: {
+        port: 0,
+        workers: 1,
+        modelsDir: dir,
+        allowManage: true,
+        token: "a-token-for-the-tests-0123",
+        limits: { shutdownGrace: 2000 },
+        ...(python === undefined ? {} : { python }),
+        plugins: {
+          autoscale: {
+            min: 1,
+            max: 2,
+            upAfterMs: 600_000,
+            downAfterMs: 600_000,
+            manualHoldMs: 600_000,
+          },
+        },
+      },
+    });
+    const server = await serve(config, { plugins: extra });
+    return Object.assign(server, {
+      dir,
+      async [Symbol.asyncDispose]() {
+        await server.shutdown();
+        await Deno.remove(dir, { recursive: true });
+      },
+    });
+  } catch (err) {
+    await Deno.remove(dir, { recursive: true });
+    throw err;
+  }
+}
+
+function putWorkers(gw: GatewayServer, body: unknown): Promise<Response> {
+  return fetch(`${gw.url}/v1/workers`, {
+    method: "PUT",
+    headers: { authorization: "Bearer a-token-for-the-tests-0123" },
+    body: JSON.stringify(body),
+  });
+}
+
+Deno.test("gateway: PUT /v1/workers {count} shows autoscale's bounds though another plugin's setBounds throws on {}", async () => {
+  let asked = 0;
+  const stubborn: Plugin = {
+    name: "stubborn",
+    setBounds() {
+      asked++;
+      throw new TypeError("Cannot read bounds: not today");
+    },
+  };
+  await using gw = await gatewayWith([stubborn]);
+  const res = await putWorkers(gw, { count: 3 });
+  assert.equal(res.status, 200);
+  const body = await res.json();
+  assert.equal(body.count, 3);
+  assert.equal(body.previous, 1);
+  // The count moved autoscale's max; the stubborn plugin is left out.
+  assert.deepEqual(body.bounds, { autoscale: { min: 1, max: 3 } });
+  assert.equal(asked, 1);
+  // A change it refuses is still refused (nothing hidden there).
+  const refused = await putWorkers(gw, { max: 4 });
+  assert.equal(refused.status, 400);
+  assert.equal(
+    (await refused.json()).error.message,
+    "Cannot read bounds: not today",
+  );
+});
+
+Deno.test("gateway: a PUT /v1/workers {count} whose resize failed says where it moved the autoscale bounds", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "pyproxy-chaos-py-" });
+  const flag = `${tmp}/fail`;
+  const python = `${tmp}/python.sh`;
+  await Deno.writeTextFile(
+    python,
+    `#!/bin/sh\nif [ -e "${flag}" ]; then echo "no python today" >&2; exit 1; fi\nexec python3 "$@"\n`,
+  );
+  await Deno.chmod(python, 0o755);
+  try {
+    await using gw = await gatewayWith([], python);
+    await Deno.writeTextFile(flag, "");
+    const res = await putWorkers(gw, { count: 3 });
+    assert.equal(res.status, 502);
+    const { error } = await res.json();
+    assert.equal(error.type, "StartError");
+    assert.match(error.message, /^Cannot resize pool to 3 workers: /);
+    // The resize began, so the count moved max: the answer says so.
+    assert.deepEqual(error.bounds, { autoscale: { min: 1, max: 3 } });
+    assert.equal(gw.pool.status().workers.length, 1);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
 });

@@ -9,7 +9,8 @@ import { Hono } from "hono";
 import * as v from "valibot";
 import { TimeoutError } from "../errors.ts";
 import { setTimeoutOrNever } from "../_timer.ts";
-import { httpError } from "./error_response.ts";
+import { HTTPException } from "hono/http-exception";
+import { describeError, httpError } from "./error_response.ts";
 import { validBody } from "./_valid_body.ts";
 import type { GatewayPoolStatus } from "./gateway_pool.ts";
 import { readJsonBody } from "./read_json_body.ts";
@@ -141,12 +142,23 @@ export function workerRoutes(ctx: RouteContext): Hono {
     const run = pool.resize(count).finally(() => {
       if (running === resize) running = undefined;
     });
-    const status = await bounded(run, ctx.loadTimeout, count, (err) =>
-      // Past its 504 nobody else hears of it.
-      ctx.logger.warn(
-        "Resize from {from} to {to} workers failed after its 504: {message}",
-        { from, to: count, message: err instanceof Error ? err.message : err },
-      ));
+    let status: GatewayPoolStatus;
+    try {
+      status = await bounded(run, ctx.loadTimeout, count, (err) =>
+        // Past its 504 nobody else hears of it.
+        ctx.logger.warn(
+          "Resize from {from} to {to} workers failed after its 504: {message}",
+          {
+            from,
+            to: count,
+            message: err instanceof Error ? err.message : err,
+          },
+        ));
+    } catch (err) {
+      // A count outside the bounds moved them as the resize began, failed
+      // or not: the error says where they are now, as a success does.
+      throw withBounds(err, set ?? boundsInForce(ctx), ctx.debug);
+    }
     ctx.logger.info("Pool resized from {from} to {to} workers", {
       from,
       to: status.workers.length,
@@ -168,6 +180,26 @@ export function workerRoutes(ctx: RouteContext): Hono {
   });
 
   return app;
+}
+
+/**
+ * `err` as the route answers it, with `bounds` added to its error body when
+ * a plugin sizes the pool (`err` itself when none does).
+ */
+function withBounds(
+  err: unknown,
+  bounds: Record<string, ScaleBounds> | undefined,
+  debug: boolean,
+): unknown {
+  if (bounds === undefined || err instanceof HTTPException) return err;
+  const { status, body, headers } = describeError(err, debug);
+  const res = Response.json({ error: { ...body, bounds } }, {
+    status,
+    headers,
+  });
+  // Its own message for the log (a StartError's has the stderr tails).
+  const message = err instanceof Error ? err.message : body.message;
+  return new HTTPException(status, { message, res, cause: err });
 }
 
 /** The bounds of the plugins that size the pool; `undefined` when none does. */
