@@ -529,3 +529,30 @@ Deno.test("createGateway answers HEAD with the Content-Length of the GET body, e
     assert.equal(head.body, null, path);
   }
 });
+
+Deno.test("createGateway refuses a maxIntegerDigits that would not hold (below 16, not an integer); 16 holds at 17 digits", async () => {
+  for (const bad of [10, 0, -1, 16.5, NaN]) {
+    assert.throws(
+      () => createGateway(stubPool(), { maxIntegerDigits: bad }),
+      (err: unknown) =>
+        err instanceof RangeError &&
+        err.message ===
+          `Cannot create gateway: maxIntegerDigits ${bad} is not an integer >= 16`,
+    );
+  }
+  for (const ok of [16, Infinity]) {
+    createGateway(stubPool(), { maxIntegerDigits: ok, port: () => 8000 });
+  }
+  const app = createGateway(stubPool(), {
+    maxIntegerDigits: 16,
+    port: () => 8000,
+  });
+  const res = await app.fetch(
+    req("/v1/models/echo/execute", {
+      method: "POST",
+      body: '{"a":12345678901234567}',
+    }),
+  );
+  assert.equal(res.status, 400);
+  assert.equal((await res.json()).error.type, "InvalidRequestError");
+});

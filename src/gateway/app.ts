@@ -75,7 +75,8 @@ export interface GatewayOptions {
   /**
    * Most digits of an integer literal in a request body (at least 16): a
    * longer one is refused with 400 `InvalidRequestError` before the gateway
-   * makes a `BigInt` of it. @default {4300}
+   * makes a `BigInt` of it. `RangeError` for one that is not an integer
+   * >= 16 (or `Infinity`: no bound). @default {4300}
    */
   maxIntegerDigits?: number;
   /**
@@ -202,6 +203,17 @@ export function createGateway(
 ): GatewayApp {
   const signal = options.signal ?? new AbortController().signal;
   const requestTimeout = options.requestTimeout ?? 30_000;
+  const maxIntegerDigits = options.maxIntegerDigits ?? 4300;
+  // Below 16 it would not hold: shorter literals are never looked at (they
+  // may be safe integers), so 15 digits would pass a limit of 10.
+  if (
+    !(maxIntegerDigits === Infinity ||
+      (Number.isInteger(maxIntegerDigits) && maxIntegerDigits >= 16))
+  ) {
+    throw new RangeError(
+      `Cannot create gateway: maxIntegerDigits ${maxIntegerDigits} is not an integer >= 16`,
+    );
+  }
   const logger = options.logger ?? getLogger(["pyproxy", "gateway"]);
   const ctx: RouteContext = {
     pool,
@@ -214,7 +226,7 @@ export function createGateway(
     signal,
     stopSignal: options.stopSignal ?? new AbortController().signal,
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
-    maxIntegerDigits: options.maxIntegerDigits ?? 4300,
+    maxIntegerDigits,
     bodyReads: new BodyReadGuard({ timeoutMs: requestTimeout, signal }),
     requestTimeout,
     loadTimeout: options.loadTimeout ?? 120_000,
