@@ -222,6 +222,10 @@ export class OutputBuffer implements ReplayBudgetMember {
           if (chunk) {
             controller.enqueue(chunk);
             this.#evict(this.#maxBytes);
+            // Taken: what it held back may go, if the shared budget is over
+            // (the budget asks again a buffer that reports, not one that
+            // could drop nothing when last asked).
+            this.#share?.add(0);
             this.#updateAck();
             return;
           }

@@ -86,6 +86,49 @@ Deno.test("ReplayBudget never drops what an attached reader has not taken, nor t
   assert.equal(budget.bytes, 0);
 });
 
+Deno.test("ReplayBudget asks a buffer that could drop nothing again only once it reports: a chunk stored past the bound costs one scan, not one per buffer", async () => {
+  // 200 buffers that each keep only their newest chunk, together past the
+  // bound: nothing can go. Each chunk used to ask every one of them again
+  // (a scan each: ~30 ms of the thread per chunk with 2000 evals).
+  const budget = new ReplayBudget({ maxBytes: 0 });
+  const buffers = Array.from(
+    { length: 200 },
+    () => new OutputBuffer({ budget }),
+  );
+  let asked = 0;
+  for (const b of buffers) {
+    const shrink = b.shrink.bind(b);
+    b.shrink = (limit: number) => {
+      asked++;
+      shrink(limit);
+    };
+  }
+  buffers.forEach((b) => b.push({ fd: 1, data: "x", seq: 0 }));
+  asked = 0;
+  buffers[7]!.push({ fd: 1, data: "y", seq: 1 });
+  // Only the buffer that stored a chunk is asked (it drops its older one,
+  // then has nothing more): not the 199 others again.
+  assert.equal(asked, 2);
+  assert.equal(buffers[7]!.dropped, 1);
+  assert.equal(budget.bytes, 200);
+  // A reader that takes held-back chunks makes them droppable: the buffer
+  // is asked again as it reads, not left out.
+  const held = new OutputBuffer({ budget, maxBytes: 1000 });
+  const reader = held.readable(0).getReader();
+  held.push({ fd: 1, data: "h", seq: 0 });
+  assert.equal((await reader.read()).value?.seq, 0); // attached from now on
+  fill(held, 1, 4, "h"); // not taken yet: held back
+  assert.equal(held.bytes, 3);
+  assert.equal((await reader.read()).value?.seq, 1);
+  // It took seq 1: that chunk goes now, past the bound.
+  assert.equal(held.bytes, 2);
+  await reader.cancel();
+  // Gone: what it held back goes too (down to the newest chunk).
+  assert.equal(held.bytes, 1);
+  for (const b of [...buffers, held]) b.end();
+  assert.equal(budget.bytes, 0);
+});
+
 Deno.test("ReplayBudget counts a buffer only until it ends, and its own cap still applies", () => {
   const budget = new ReplayBudget({ maxBytes: 1000 });
   const capped = new OutputBuffer({ budget, maxBytes: 8 });
