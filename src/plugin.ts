@@ -743,26 +743,52 @@ export class PluginHost {
   /**
    * Calls {@linkcode Plugin.setBounds} of every plugin that has one, and
    * returns the bounds each keeps, by name (empty: no plugin sizes the
-   * pool). The first refusal (`RangeError`...) is thrown as it is, except
-   * for a read (`{}`, no bound given): a plugin that throws then is left
-   * out, as by {@linkcode PluginHost.metrics}, so that one plugin cannot
-   * hide the others' bounds.
+   * pool). The first refusal (`RangeError`...) is thrown as it is, and the
+   * plugins changed before it get their bounds back, so that a refusal
+   * changes nothing. A read (`{}`, no bound given) leaves out a plugin that
+   * throws on it, as {@linkcode PluginHost.metrics} does, so that one plugin
+   * cannot hide the others' bounds.
    */
   setBounds(change: ScaleBoundsChange): Record<string, ScaleBounds> {
+    const out: Record<string, ScaleBounds> = {};
+    const sizing = this.#plugins.filter((p) =>
+      typeof p.setBounds === "function"
+    );
     const read = typeof change === "object" && change !== null &&
       change.min === undefined && change.max === undefined;
-    const out: Record<string, ScaleBounds> = {};
-    for (const p of this.#plugins) {
-      if (typeof p.setBounds !== "function") continue;
-      if (!read) {
-        out[p.name] = p.setBounds(change);
-        continue;
+    if (read) {
+      for (const p of sizing) {
+        try {
+          out[p.name] = p.setBounds!(change);
+        } catch {
+          // Its bounds are unknown: the others' are still shown.
+        }
+      }
+      return out;
+    }
+    // Each one's bounds before, to give them back if a later one refuses.
+    const changed: Array<[Plugin, ScaleBounds | undefined]> = [];
+    for (const p of sizing) {
+      let before: ScaleBounds | undefined;
+      try {
+        before = p.setBounds!({});
+      } catch {
+        before = undefined;
       }
       try {
-        out[p.name] = p.setBounds(change);
-      } catch {
-        // Its bounds are unknown: the others' are still shown.
+        out[p.name] = p.setBounds!(change);
+      } catch (err) {
+        for (const [q, bounds] of changed) {
+          if (bounds === undefined) continue;
+          try {
+            q.setBounds!({ min: bounds.min, max: bounds.max });
+          } catch {
+            // It took them before: nothing more to do.
+          }
+        }
+        throw err;
       }
+      changed.push([p, before]);
     }
     return out;
   }

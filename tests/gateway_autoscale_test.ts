@@ -332,7 +332,7 @@ function putWorkers(gw: GatewayServer, body: unknown): Promise<Response> {
   });
 }
 
-Deno.test("gateway: PUT /v1/workers {count} shows autoscale's bounds though another plugin's setBounds throws on {}", async () => {
+Deno.test("gateway: PUT /v1/workers {count} shows autoscale's bounds though another plugin's setBounds throws on {}; its refusal of {max} changes nothing", async () => {
   let asked = 0;
   const stubborn: Plugin = {
     name: "stubborn",
@@ -357,6 +357,11 @@ Deno.test("gateway: PUT /v1/workers {count} shows autoscale's bounds though anot
     (await refused.json()).error.message,
     "Cannot read bounds: not today",
   );
+  // Refused: autoscale, changed before the stubborn plugin refused, got its
+  // bounds back (a 400 changes nothing).
+  assert.deepEqual(gw.pool.setScaleBounds({}), {
+    autoscale: { min: 1, max: 3 },
+  });
 });
 
 Deno.test("gateway: a PUT /v1/workers {count} whose resize failed says where it moved the autoscale bounds", async () => {
