@@ -12,11 +12,14 @@
  * value beyond 2^31 − 1 (a timer's range), means no limit. A stream's
  * `idleTimeout` is a number of milliseconds > 0 (`Infinity`, or beyond a
  * timer's range: none): `0` would cut every stream before its reader could
- * take an item, so it is refused rather than given a meaning.
+ * take an item, so it is refused rather than given a meaning. A
+ * `requestId` (`execute`, `executeStream`) is a string of 1 to 128
+ * characters of `A-Za-z0-9._:-`, as the gateway accepts in `X-Request-Id`.
  *
  * @module
  */
 import { ConfigError } from "./errors.ts";
+import { isRequestId, REQUEST_ID_SHAPE } from "./_request_id.ts";
 
 /** The per-call fields this module knows; anything else is not looked at. */
 export interface CallOptionFields {
@@ -30,6 +33,7 @@ export interface CallOptionFields {
   cancelGrace?: unknown;
   replayBytes?: unknown;
   idleTimeout?: unknown;
+  requestId?: unknown;
 }
 
 /**
@@ -70,8 +74,15 @@ function rareFieldsError(
   options: CallOptionFields,
   subject: string | undefined,
 ): ConfigError | undefined {
-  const { onEvent, onSend, idempotent, cancelGrace, replayBytes, idleTimeout } =
-    options;
+  const {
+    onEvent,
+    onSend,
+    idempotent,
+    cancelGrace,
+    replayBytes,
+    idleTimeout,
+    requestId,
+  } = options;
   if (onEvent !== undefined && typeof onEvent !== "function") {
     return invalid(action, subject, "onEvent", "a function", onEvent);
   }
@@ -116,6 +127,9 @@ function rareFieldsError(
       "a number of ms > 0",
       idleTimeout,
     );
+  }
+  if (requestId !== undefined && !isRequestId(requestId)) {
+    return invalid(action, subject, "requestId", REQUEST_ID_SHAPE, requestId);
   }
   return undefined;
 }

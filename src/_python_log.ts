@@ -108,17 +108,24 @@ export function logPythonOutput(
   };
   // A Python logging record's logger name (stream "logging").
   if (typeof event.logger === "string") properties.logger = event.logger;
+  // The call's request id (protocol §6, `requestId`): in the line too, so a
+  // text log can be searched for it.
+  let template = "{message}";
+  if (typeof event.requestId === "string") {
+    properties.requestId = event.requestId;
+    template = "{message} (request id {requestId})";
+  }
   switch (event.level) {
     case "warning":
-      logger.warn("{message}", properties);
+      logger.warn(template, properties);
       break;
     case "error":
-      logger.error("{message}", properties);
+      logger.error(template, properties);
       break;
     case "debug":
-      logger.debug("{message}", properties);
+      logger.debug(template, properties);
       break;
     default:
-      logger.info("{message}", properties);
+      logger.info(template, properties);
   }
 }

@@ -177,6 +177,13 @@ export interface ExecuteStreamOptions {
    * connection of a client that stopped reading). It must not throw.
    */
   onIdle?: (error: StreamIdleError) => void;
+  /**
+   * The request id of the call (e.g. the gateway's `X-Request-Id`): sent
+   * with it (protocol §6, `requestId`), so that the model reads it with
+   * `host.request_id()` and its log records carry it. 1 to 128 characters
+   * of `A-Za-z0-9._:-`; anything else ends the stream with `ConfigError`.
+   */
+  requestId?: string;
 }
 
 /**
@@ -247,8 +254,10 @@ export class ModelStream<T = unknown>
     options: ExecuteStreamOptions = {},
   ) {
     this.#pool = pool;
+    const { idleTimeout, requestId } = options;
     const invalid = callOptionsError("Cannot send call", {
-      idleTimeout: options.idleTimeout,
+      idleTimeout,
+      requestId,
     }, "executeStream");
     if (invalid !== undefined) {
       this.#end(invalid);
@@ -258,7 +267,10 @@ export class ModelStream<T = unknown>
     const signal = options.signal === undefined
       ? this.#controller.signal
       : AbortSignal.any([options.signal, this.#controller.signal]);
-    pool.request<{ items?: unknown }>("executeStream", { name, msg }, {
+    const args = requestId === undefined
+      ? { name, msg }
+      : { name, msg, requestId };
+    pool.request<{ items?: unknown }>("executeStream", args, {
       ...(options.key === undefined ? {} : { key: options.key }),
       ...(options.worker === undefined ? {} : { worker: options.worker }),
       ...(options.timeout === undefined ? {} : { timeout: options.timeout }),

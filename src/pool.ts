@@ -117,12 +117,22 @@ export interface PoolRequestOptions {
  * @example
  * ```ts
  * import type { ExecuteOptions } from "./pool.ts";
- * const options: ExecuteOptions = { timeout: 2000, signal: AbortSignal.timeout(5000) };
+ * const options: ExecuteOptions = { timeout: 2000, signal: AbortSignal.timeout(5000), requestId: "req-42" };
  * console.log(options.timeout);
  * // await pool.execute("doubler", { x: 5 }, options);
  * ```
  */
-export type ExecuteOptions = Omit<PoolRequestOptions, "onEvent">;
+export interface ExecuteOptions extends Omit<PoolRequestOptions, "onEvent"> {
+  /**
+   * The request id of the call (e.g. the gateway's `X-Request-Id`): sent
+   * with it (protocol §6, `requestId`), so that the model reads it with
+   * `host.request_id()` and its log records carry it (`requestId` in their
+   * properties). 1 to 128 characters of `A-Za-z0-9._:-`; anything else
+   * rejects with `ConfigError`. Not sent for a model that batches
+   * (`batch_size`): its calls share one `execute_batch`.
+   */
+  requestId?: string;
+}
 
 /**
  * What {@linkcode Pool.status} returns.
@@ -729,7 +739,12 @@ export class Pool implements AsyncDisposable {
         return this.#executeBatched(batcher, msg, options) as Promise<T>;
       }
     }
-    return this.request<T>("executeModel", { name, msg }, options);
+    const requestId = options.requestId;
+    return this.request<T>(
+      "executeModel",
+      requestId === undefined ? { name, msg } : { name, msg, requestId },
+      options,
+    );
   }
 
   #executeBatched(

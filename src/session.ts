@@ -46,6 +46,7 @@ import type {
   RequestOptions,
   ServerInfo,
   ServerStatus,
+  SessionExecuteOptions,
   SessionHandler,
   SessionMessage,
   SessionMiddleware,
@@ -62,6 +63,7 @@ export type {
   RequestOptions,
   ServerInfo,
   ServerStatus,
+  SessionExecuteOptions,
   SessionHandler,
   SessionMessage,
   SessionMiddleware,
@@ -573,13 +575,29 @@ export class Session implements AsyncDisposable {
     return this.request("initModel", { name, dataFile }, options);
   }
 
-  /** Runs `model.execute(msg)`; resolves with what it returned (`null` for `None`). */
+  /**
+   * Runs `model.execute(msg)`; resolves with what it returned (`null` for
+   * `None`). With `requestId`, the call carries it (protocol §6).
+   */
   execute<T = unknown>(
     name: string,
     msg: unknown,
-    options?: RequestOptions,
+    options?: SessionExecuteOptions,
   ): Promise<T> {
-    return this.request<T>("executeModel", { name, msg }, options);
+    const requestId = options?.requestId;
+    if (requestId === undefined) {
+      return this.request<T>("executeModel", { name, msg }, options);
+    }
+    const invalid = callOptionsError(
+      "Cannot send",
+      { requestId },
+      "executeModel",
+    );
+    if (invalid !== undefined) {
+      options?.onDone?.();
+      return Promise.reject(invalid);
+    }
+    return this.request<T>("executeModel", { name, msg, requestId }, options);
   }
 
   /** `serverStatus`. */

@@ -50,6 +50,26 @@ export interface RequestOptions {
 }
 
 /**
+ * Options of {@linkcode Session.execute}: a request's options and the
+ * call's request id.
+ *
+ * @example
+ * ```ts
+ * import type { SessionExecuteOptions } from "./session_types.ts";
+ * const options: SessionExecuteOptions = { timeout: 1000, requestId: "req-42" };
+ * console.log(options.requestId); // "req-42"
+ * ```
+ */
+export interface SessionExecuteOptions extends RequestOptions {
+  /**
+   * Sent with the call (protocol §6, `requestId`): the model reads it with
+   * `host.request_id()`, and its `log` events carry it. 1 to 128 characters
+   * of `A-Za-z0-9._:-`; anything else rejects with `ConfigError`.
+   */
+  requestId?: string;
+}
+
+/**
  * How to load a model: exactly one of `file` (relative to the server's
  * `--path`) or `source`; `options` are passed to the class constructor;
  * `class` picks the class when the code defines several.

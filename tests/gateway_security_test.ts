@@ -487,23 +487,32 @@ Deno.test("createGateway logs an execute call's unexpected error, which the clie
     { port: () => 8000, logger },
   );
   // The plain path (no query string) and the router's.
+  const ids: string[] = [];
   for (
     const path of ["/v1/models/echo/execute", "/v1/models/echo/execute?key=k"]
   ) {
     const res = await app.fetch(req(path, { method: "POST", body: "{}" }));
     assert.equal(res.status, 500, path);
-    assert.deepEqual(await res.json(), {
+    const body = await res.json();
+    ids.push(body.error.requestId);
+    assert.deepEqual(body, {
       error: {
         type: "InternalError",
         message: "Cannot serve request: internal error",
+        requestId: res.headers.get("x-request-id"),
       },
     }, path);
   }
+  // The log line names the request id the client got.
   const warnings = entries.filter(([level]) => level === "warn");
-  assert.deepEqual(warnings, [
-    ["warn", "Request failed: {error}", { error: failure }],
-    ["warn", "Request failed: {error}", { error: failure }],
-  ]);
+  assert.deepEqual(
+    warnings,
+    ids.map((requestId) => [
+      "warn",
+      "Request failed (request id {requestId}): {error}",
+      { error: failure, requestId },
+    ]),
+  );
 });
 
 Deno.test("createGateway answers HEAD with the Content-Length of the GET body, errors included", async () => {

@@ -13,6 +13,12 @@ the current thread and blocks until the host replies::
             host.publish("events", {"seen": msg})  # publish {channel, msg}
             return {"sum": host.call("add", {"a": 1, "b": 2})}
 
+``request_id()`` sends nothing: it returns the id the call's client gave it
+(a gateway client's ``X-Request-Id``, ``pool.execute(..., {requestId})``),
+or ``None``, e.g. to put it in a record of the model's own::
+
+    log.info("scoring %s", host.request_id())
+
 Failures raise ``HostError``: no call is running in this thread (for
 example in a thread started by the model, or in a module imported outside
 any call; a model's module imported by ``addModel`` runs inside that call
@@ -37,7 +43,7 @@ import asyncio
 from pyproxy_server.call import current_call
 from pyproxy_server.errors import HostError
 
-__all__ = ["call", "cache", "publish", "HostError", "DEFAULT_TIMEOUT"]
+__all__ = ["call", "cache", "publish", "request_id", "HostError", "DEFAULT_TIMEOUT"]
 
 # Seconds to wait for the host's reply unless ``timeout`` says otherwise.
 DEFAULT_TIMEOUT = 30.0
@@ -87,3 +93,18 @@ cache = _Cache()
 def publish(channel, msg, timeout=DEFAULT_TIMEOUT):
     """Publish ``msg`` (JSON) on the gateway channel ``channel``."""
     return call("publish", {"channel": channel, "msg": msg}, timeout)
+
+
+def request_id():
+    """The request id of the call running in this thread (or asyncio task), or ``None``.
+
+    The id its client sent with it (``executeModel``/``executeStream``'s
+    ``requestId``, protocol §6): a gateway client's ``X-Request-Id`` header, or
+    ``requestId`` of ``pool.execute``/``pool.executeStream``. ``None`` when
+    the call has none (the gateway makes up an id only for an error response,
+    after the call), outside a call, and in a thread the model started
+    without the call's context (``contextvars.copy_context().run`` keeps it).
+    The model's ``logging`` records carry it to the host by themselves.
+    """
+    current = current_call.get()
+    return None if current is None else current.request_id

@@ -10,6 +10,8 @@ receive a ``Call``:
   the connection closes; long handlers may poll ``call.cancelled.is_set()``
 - ``call.send_event(event)``: thread-safe; sends ``event`` with ``"id": call.id``
   added, before the reply (events and replies keep their order).
+- ``call.request_id``: the request's ``requestId`` (the id its client gave the call,
+  e.g. a gateway's ``X-Request-Id``; protocol §6), or ``None``.
 
 While a threaded handler runs, ``current_call`` (a ``ContextVar``) holds its
 ``Call``; ``pyproxy.host`` uses it to find the connection to call back on.
@@ -138,6 +140,17 @@ class Call:
         """Cheap check of ``cancelled.is_set()``."""
         event = self._cancelled
         return event is not None and event.is_set()
+
+    @property
+    def request_id(self):
+        """The request's ``requestId`` string, or ``None`` (absent, or not a string).
+
+        Read from the request when asked (a model's ``host.request_id()``, a
+        log event): a request without one costs the read loop nothing.
+        """
+        msg = self.msg
+        value = msg.get("requestId") if msg.__class__ is dict else None
+        return value if value.__class__ is str else None
 
     def send_event(self, event):
         """Send ``event`` (a dict with an ``"event"`` key) tagged with this call's id."""

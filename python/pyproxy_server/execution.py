@@ -128,10 +128,12 @@ def log_user_error(conn_id, call, wire):
     if not log.isEnabledFor(logging.INFO):
         return
     name = call.msg.get("name") if isinstance(call.msg, dict) else None
+    request_id = call.request_id
     log.info(
-        "connection %s: %s %d%s raised %s: %s\n%s",
+        "connection %s: %s %d%s%s raised %s: %s\n%s",
         conn_id, call.cmd, call.id,
         " (model %s)" % name if isinstance(name, str) else "",
+        " (request id %s)" % request_id if request_id is not None else "",
         wire.get("exception", wire.get("type")), wire.get("message", ""),
         str(wire.get("traceback") or "").rstrip(),
     )
@@ -236,6 +238,9 @@ class OutputSink:
             "message": text,
             "request": self._call.id,
         }
+        request_id = self._call.request_id
+        if request_id is not None:
+            event["requestId"] = request_id
         if self._deferred is not None:
             self._deferred.append(event)
             return
@@ -253,16 +258,18 @@ class OutputSink:
             self._deferred.append((fd, text))
             return
         name = self._call.msg.get("name")
-        self._conn.send_event(
-            {
-                "event": "log",
-                "level": "info" if fd == 1 else "warning",
-                "stream": "stdout" if fd == 1 else "stderr",
-                "model": name if isinstance(name, str) else None,
-                "message": text,
-                "request": self._call.id,
-            }
-        )
+        event = {
+            "event": "log",
+            "level": "info" if fd == 1 else "warning",
+            "stream": "stdout" if fd == 1 else "stderr",
+            "model": name if isinstance(name, str) else None,
+            "message": text,
+            "request": self._call.id,
+        }
+        request_id = self._call.request_id
+        if request_id is not None:
+            event["requestId"] = request_id
+        self._conn.send_event(event)
 
 
 class CallRunner:

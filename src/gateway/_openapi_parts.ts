@@ -43,6 +43,21 @@ const RETRY_AFTER: OpenApiObject = {
   },
 };
 
+/** The `X-Request-Id` header (parameter and response header: one schema). */
+export const REQUEST_ID_SCHEMA: JsonSchema = {
+  type: "string",
+  pattern: "^[A-Za-z0-9._:-]{1,128}$",
+};
+
+/** The `X-Request-Id` response header of a model call or stream. */
+export const REQUEST_ID_RESPONSE: OpenApiObject = {
+  "X-Request-Id": {
+    description:
+      "The client's `X-Request-Id`, echoed; on an error response without one, the id the gateway made up (as `error.requestId`).",
+    schema: REQUEST_ID_SCHEMA,
+  },
+};
+
 /** An error response with a `Retry-After` header. */
 export function retryResponse(description: string): OpenApiObject {
   return errorResponse(description, RETRY_AFTER);
@@ -170,6 +185,11 @@ export function components(token: boolean): OpenApiObject {
           traceback: {
             type: "string",
             description: "The Python traceback (with `--debug` only).",
+          },
+          requestId: {
+            type: "string",
+            description:
+              "The request id of a failed model call or stream: the client's `X-Request-Id`, or one the gateway made up; also the response's `X-Request-Id` header. The gateway's log line for the failure, if any, names it.",
           },
         },
         additionalProperties: true,

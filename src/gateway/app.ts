@@ -13,7 +13,7 @@ import { DisconnectWatch } from "./disconnect_watch.ts";
 import { ChannelHub } from "./channels.ts";
 import { channelRoutes } from "./channel_routes.ts";
 import { dashboardCsp, dashboardHtml } from "./dashboard.ts";
-import { errorResponse } from "./error_response.ts";
+import { errorResponse, REQUEST_ID_HEADER } from "./error_response.ts";
 import { evalRoutes } from "./eval_routes.ts";
 import type { GatewayPool } from "./gateway_pool.ts";
 import { GatewayMetrics } from "./metrics.ts";
@@ -21,7 +21,7 @@ import { ModelCatalog } from "./model_catalog.ts";
 import { modelView } from "./_model_view.ts";
 import { openApiDocument } from "./openapi.ts";
 import { PYTHON_MANIFEST } from "../runtime/python_manifest.ts";
-import { modelExecutor, modelRoutes } from "./model_routes.ts";
+import { clientRequestId, modelExecutor, modelRoutes } from "./model_routes.ts";
 import { workerRoutes } from "./worker_routes.ts";
 import { BodyReadGuard } from "./read_json_body.ts";
 import { jsonResponse } from "./json_response.ts";
@@ -243,6 +243,10 @@ export function createGateway(
 
   app.use(async (c, next) => {
     const t0 = performance.now();
+    // The client's request id comes back on every response (a model call's
+    // may have one made up for its error: that one stays). Read first: a
+    // WebSocket upgrade takes the request, whose headers then cannot be read.
+    const clientId = clientRequestId(c.req.raw);
     if (signal.aborted && c.req.path !== "/healthz") {
       c.res = Response.json(
         {
@@ -263,13 +267,27 @@ export function createGateway(
       const length = (await c.res.clone().arrayBuffer()).byteLength;
       c.res.headers.set("content-length", String(length));
     }
+    let requestId = c.res.headers.get(REQUEST_ID_HEADER) ?? undefined;
+    if (requestId === undefined && clientId !== undefined) {
+      requestId = clientId;
+      // Not on a WebSocket upgrade's 101: the runtime's own response.
+      if (c.res.status !== 101) c.res.headers.set(REQUEST_ID_HEADER, clientId);
+    }
     ctx.metrics.countHttp(c.res.status);
-    ctx.logger.debug("{method} {path} {status} {ms} ms", {
+    const properties = {
       method: c.req.method,
       path: c.req.path,
       status: c.res.status,
       ms: Math.round((performance.now() - t0) * 10) / 10,
-    });
+    };
+    if (requestId === undefined) {
+      ctx.logger.debug("{method} {path} {status} {ms} ms", properties);
+    } else {
+      ctx.logger.debug(
+        "{method} {path} {status} {ms} ms (request id {requestId})",
+        { ...properties, requestId },
+      );
+    }
   });
   // Before the guards: a load balancer probes by IP or by a name nobody
   // listed, and the answer holds nothing a cross-site page could use.

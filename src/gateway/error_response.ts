@@ -43,6 +43,12 @@ export interface ErrorBody {
   type: string;
   /** Human-readable message. */
   message: string;
+  /**
+   * The request id of a model call or stream that failed: the client's
+   * `X-Request-Id`, or one the gateway made up (docs/gateway.md, "Request
+   * ids"); also the response's `X-Request-Id` header.
+   */
+  requestId?: string;
   /** Further fields (`exception`, `traceback`, `limit`, ...). */
   [field: string]: unknown;
 }
@@ -65,11 +71,28 @@ export function httpError(
   extra: Record<string, unknown> = {},
   headers: Record<string, string> = {},
 ): HTTPException {
-  const res = Response.json({ error: { type, message, ...extra } }, {
-    status,
-    headers,
-  });
-  return new HTTPException(status, { message, res });
+  return new RouteError(status, { type, message, ...extra }, headers);
+}
+
+/**
+ * What {@linkcode httpError} throws: Hono's `HTTPException` with its
+ * response, and its body and headers kept apart, so that
+ * {@linkcode errorResponse} can answer it with a request id added.
+ */
+class RouteError extends HTTPException {
+  readonly body: ErrorBody;
+  readonly headers: Record<string, string>;
+
+  constructor(
+    status: ContentfulStatusCode,
+    body: ErrorBody,
+    headers: Record<string, string>,
+  ) {
+    const res = Response.json({ error: body }, { status, headers });
+    super(status, { message: body.message, res });
+    this.body = body;
+    this.headers = headers;
+  }
 }
 
 const REMOTE_STATUS: Record<string, ContentfulStatusCode> = {
@@ -246,18 +269,44 @@ function withoutSpillPaths(message: string): string {
   );
 }
 
+/** The header of a request id, in requests and responses. */
+export const REQUEST_ID_HEADER = "x-request-id";
+
 /**
- * The response for any error thrown while serving a request.
+ * The response for any error thrown while serving a request. With
+ * `requestId`, the body's error has it as `requestId` and the response as
+ * its `X-Request-Id` header (docs/gateway.md, "Request ids").
  *
  * @example
  * ```ts
  * import { TimeoutError } from "../errors.ts";
  * import { errorResponse } from "./error_response.ts";
- * console.log(errorResponse(new TimeoutError("Cannot complete request: timed out"), false).status); // 504
+ * const res = errorResponse(new TimeoutError("Cannot complete request: timed out"), false, "req-42");
+ * console.log(res.status, res.headers.get("x-request-id")); // 504 "req-42"
  * ```
  */
-export function errorResponse(err: unknown, debug: boolean): Response {
-  if (err instanceof HTTPException) return err.getResponse();
+export function errorResponse(
+  err: unknown,
+  debug: boolean,
+  requestId?: string,
+): Response {
+  if (err instanceof HTTPException) {
+    if (requestId === undefined) return err.getResponse();
+    if (err instanceof RouteError) {
+      return Response.json({ error: { ...err.body, requestId } }, {
+        status: err.status,
+        headers: { ...err.headers, [REQUEST_ID_HEADER]: requestId },
+      });
+    }
+    // Not ours (Hono's own): its body as it is.
+    const res = err.getResponse();
+    res.headers.set(REQUEST_ID_HEADER, requestId);
+    return res;
+  }
   const { status, body, headers } = describeError(err, debug);
+  if (requestId !== undefined) {
+    body.requestId = requestId;
+    headers[REQUEST_ID_HEADER] = requestId;
+  }
   return Response.json({ error: body }, { status, headers });
 }

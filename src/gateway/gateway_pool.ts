@@ -141,11 +141,19 @@ export interface GatewayAtom {
  * ```
  */
 export interface GatewayPool {
-  /** Runs a model. */
+  /**
+   * Runs a model. `requestId`: the client's `X-Request-Id`, for the model
+   * (`host.request_id()`) and its log records.
+   */
   execute(
     name: string,
     msg: unknown,
-    options?: { key?: string; timeout?: number; signal?: AbortSignal },
+    options?: {
+      key?: string;
+      timeout?: number;
+      signal?: AbortSignal;
+      requestId?: string;
+    },
   ): Promise<unknown>;
   /**
    * Runs a model and gives its items as they come (`POST
@@ -158,6 +166,7 @@ export interface GatewayPool {
       key?: string;
       timeout?: number;
       onIdle?: (error: StreamIdleError) => void;
+      requestId?: string;
     },
   ): AsyncIterableIterator<unknown> & { cancel(): void };
   /** Adds a model on every worker; resolves with the model description. */

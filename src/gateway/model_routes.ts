@@ -9,7 +9,13 @@ import * as v from "valibot";
 import { ChannelHub } from "./channels.ts";
 import { plainRecord } from "../_plain_record.ts";
 import { RemoteError } from "../errors.ts";
-import { describeError, errorResponse, httpError } from "./error_response.ts";
+import {
+  describeError,
+  errorResponse,
+  httpError,
+  REQUEST_ID_HEADER,
+} from "./error_response.ts";
+import { isRequestId } from "../_request_id.ts";
 import { validBody } from "./_valid_body.ts";
 import type { GatewayModelSpec } from "./gateway_pool.ts";
 import { validateInput } from "./input_schema.ts";
@@ -62,6 +68,7 @@ function tooLongName(
   name: string,
   direct: boolean,
   metrics: RouteContext["metrics"],
+  requestId: string,
 ): Promise<Response> {
   // A call of a model that does not exist, as any other such call.
   metrics.start("_unknown")(404);
@@ -75,7 +82,23 @@ function tooLongName(
       }: model names have at most ${MAX_NAME} characters`,
     ),
     false,
+    requestId,
   ));
+}
+
+/**
+ * The request id a client sent (`X-Request-Id`), when it is a valid one
+ * (1 to 128 characters of `A-Za-z0-9._:-`); anything else is ignored, as if
+ * absent.
+ *
+ * @example
+ * ```ts ignore
+ * clientRequestId(new Request("http://x/", { headers: { "x-request-id": "a b" } })); // undefined
+ * ```
+ */
+export function clientRequestId(request: Request): string | undefined {
+  const sent = request.headers.get(REQUEST_ID_HEADER);
+  return sent !== null && isRequestId(sent) ? sent : undefined;
 }
 
 /**
@@ -270,9 +293,20 @@ export function modelExecutor(
     // and only when debug logging is on (a clock read per request otherwise).
     const log = direct && logger.isEnabledFor?.("debug") !== false;
     const t0 = log ? performance.now() : 0;
+    // The client's request id goes with the call and comes back on the
+    // response; without one, only an error response gets one (made up).
+    const clientId = clientRequestId(request);
     // No model has a longer name: answered before the metrics see it.
-    if (name.length > MAX_NAME) return tooLongName(name, direct, metrics);
+    if (name.length > MAX_NAME) {
+      return tooLongName(
+        name,
+        direct,
+        metrics,
+        clientId ?? crypto.randomUUID(),
+      );
+    }
     const done = metrics.start(name);
+    let requestId = clientId;
     let res: Response;
     let watched: WatchedCall | undefined;
     try {
@@ -288,10 +322,15 @@ export function modelExecutor(
       // A client that disconnects cancels its call (Python gets `cancel`),
       // unless turned off; only calls that run for a while listen for it
       // (DisconnectWatch: Deno's request.signal costs a pending operation).
-      const options: { key?: string; timeout: number; signal?: AbortSignal } =
-        key === undefined ? { timeout } : { key, timeout };
+      const options: {
+        key?: string;
+        timeout: number;
+        signal?: AbortSignal;
+        requestId?: string;
+      } = key === undefined ? { timeout } : { key, timeout };
       watched = disconnects?.watch(request);
       if (watched !== undefined) options.signal = watched.signal;
+      if (clientId !== undefined) options.requestId = clientId;
       const result = await pool.execute(name, body, options);
       if (publish !== undefined) {
         hub.publish(publish, { model: name, result: result ?? null });
@@ -299,35 +338,72 @@ export function modelExecutor(
       res = result === null || result === undefined
         ? new Response(null, { status: 204 })
         : jsonResponse(result);
+      if (clientId !== undefined) res.headers.set(REQUEST_ID_HEADER, clientId);
     } catch (err) {
       // The client went away (the call was cancelled for it): nobody reads
       // this response, 499 keeps it apart from real errors in the metrics.
       // A model's exception often names its own files (`open()` of a data
       // file beside it, `__file__`): without --debug, relative to the models
       // directory, as the PUT route answers.
-      res = watched?.aborted
-        ? new Response(null, { status: 499 })
-        : errorResponse(await hideDir(err), ctx.debug);
+      if (watched?.aborted) {
+        res = new Response(null, { status: 499 });
+      } else {
+        // Every error response has a request id, to find its log lines by.
+        requestId ??= crypto.randomUUID();
+        res = errorResponse(await hideDir(err), ctx.debug, requestId);
+      }
       // An unexpected error: the client only reads "internal error" (unless
       // --debug), so the log is where it can be seen (as the app's onError
       // logs the other routes' failures; this one catches its own).
       if (res.status === 500) {
-        logger.warn("Request failed: {error}", { error: err });
+        logger.warn("Request failed (request id {requestId}): {error}", {
+          error: err,
+          requestId,
+        });
       }
     }
     watched?.end();
     done(res.status);
     if (direct) metrics.countHttp(res.status);
-    if (log) {
-      logger.debug("{method} {path} {status} {ms} ms", {
-        method: "POST",
-        path: `/v1/models/${name}/execute`,
-        status: res.status,
-        ms: Math.round((performance.now() - t0) * 10) / 10,
-      });
-    }
+    if (log) requestLine(logger, name, res.status, t0, requestId);
     return res;
   };
+}
+
+/** The direct path's request line (the app's middleware logs the others'). */
+function requestLine(
+  logger: RouteContext["logger"],
+  name: string,
+  status: number,
+  t0: number,
+  requestId: string | undefined,
+): void {
+  const properties = {
+    method: "POST",
+    path: `/v1/models/${name}/execute`,
+    status,
+    ms: Math.round((performance.now() - t0) * 10) / 10,
+  };
+  if (requestId === undefined) {
+    logger.debug("{method} {path} {status} {ms} ms", properties);
+  } else {
+    logger.debug("{method} {path} {status} {ms} ms (request id {requestId})", {
+      ...properties,
+      requestId,
+    });
+  }
+}
+
+/**
+ * How a stream's failure is answered: `debug` and `hide` as for execute's
+ * errors, the logger for unexpected ones, and the stream's request id (the
+ * client's, or one made up at its first use).
+ */
+interface StreamFailure {
+  debug: boolean;
+  hide: (err: unknown) => Promise<unknown>;
+  logger: RouteContext["logger"];
+  requestId: () => string;
 }
 
 /**
@@ -341,9 +417,8 @@ export function modelExecutor(
 async function* streamEvents(
   items: AsyncIterableIterator<unknown> & { cancel(): void },
   first: IteratorResult<unknown>,
-  debug: boolean,
   stop: AbortSignal,
-  hide: (err: unknown) => Promise<unknown>,
+  failure: StreamFailure,
   outcome: { status: number },
 ): AsyncGenerator<SseEvent> {
   let seq = 0;
@@ -373,6 +448,7 @@ async function* streamEvents(
             error: {
               type: "ShuttingDownError",
               message: "Cannot complete stream: the gateway is shutting down",
+              requestId: failure.requestId(),
             },
           },
         };
@@ -383,7 +459,7 @@ async function* streamEvents(
     outcome.status = 200;
     yield { event: "end", data: { items: seq } };
   } catch (err) {
-    yield await errorEvent(err, debug, hide, outcome);
+    yield await errorEvent(err, failure, outcome);
   } finally {
     stop.removeEventListener("abort", onStop!);
     items.cancel();
@@ -396,13 +472,32 @@ async function* streamEvents(
  */
 async function errorEvent(
   err: unknown,
-  debug: boolean,
-  hide: (err: unknown) => Promise<unknown>,
+  failure: StreamFailure,
   outcome: { status: number },
 ): Promise<SseEvent> {
-  const res = errorResponse(await hide(err), debug);
+  const res = streamError(err, failure, await failure.hide(err));
   outcome.status = res.status;
   return { event: "error", data: await res.json() };
+}
+
+/**
+ * The error response of a stream that failed with `err` (`shown`: as the
+ * client sees it), logged when unexpected (500) as execute's are.
+ */
+function streamError(
+  err: unknown,
+  failure: StreamFailure,
+  shown: unknown,
+): Response {
+  const requestId = failure.requestId();
+  const res = errorResponse(shown, failure.debug, requestId);
+  if (res.status === 500) {
+    failure.logger.warn("Stream failed (request id {requestId}): {error}", {
+      error: err,
+      requestId,
+    });
+  }
+  return res;
 }
 
 /**
@@ -469,13 +564,29 @@ export function modelRoutes(ctx: RouteContext): Hono {
   const hideDir = modelsDirHider(ctx);
   app.post("/v1/models/:name/stream", async (c) => {
     const name = c.req.param("name");
-    if (name.length > MAX_NAME) throw notFound(name);
+    // The client's request id goes with the call (the app's middleware
+    // echoes it); an error answered or sent as an event has one either way.
+    const clientId = clientRequestId(c.req.raw);
+    let requestId = clientId;
+    const failure: StreamFailure = {
+      debug: ctx.debug,
+      hide: hideDir,
+      logger: ctx.logger,
+      requestId: () => requestId ??= crypto.randomUUID(),
+    };
+    if (name.length > MAX_NAME) {
+      return errorResponse(notFound(name), false, failure.requestId());
+    }
     const stream = pool.executeStream;
     if (stream === undefined) {
-      throw httpError(
-        501,
-        "NotImplemented",
-        "Cannot stream: this gateway's pool has no executeStream",
+      return errorResponse(
+        httpError(
+          501,
+          "NotImplemented",
+          "Cannot stream: this gateway's pool has no executeStream",
+        ),
+        false,
+        failure.requestId(),
       );
     }
     const done = ctx.metrics.start(name);
@@ -497,17 +608,19 @@ export function modelRoutes(ctx: RouteContext): Hono {
     // take it.
     const idle = Promise.withResolvers<SseEvent>();
     const onIdle = (error: Error): void =>
-      void errorEvent(error, ctx.debug, hideDir, outcome).then(idle.resolve);
+      void errorEvent(error, failure, outcome).then(idle.resolve);
     try {
       const timeout = callTimeout(ctx, c.req.query("timeout"));
       const body = await readModelInput(ctx, c.req.raw, name);
       const key = c.req.query("key");
-      items = stream.call(
-        pool,
-        name,
-        body,
-        key === undefined ? { timeout, onIdle } : { key, timeout, onIdle },
-      );
+      const options: {
+        key?: string;
+        timeout: number;
+        onIdle: typeof onIdle;
+        requestId?: string;
+      } = key === undefined ? { timeout, onIdle } : { key, timeout, onIdle };
+      if (clientId !== undefined) options.requestId = clientId;
+      items = stream.call(pool, name, body, options);
       watched = ctx.disconnects?.watch(c.req.raw);
       watched?.signal.addEventListener("abort", onLeave, { once: true });
       // Until the first item the status can still say what went wrong (404,
@@ -516,7 +629,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     } catch (err) {
       const res = watched?.aborted
         ? new Response(null, { status: 499 })
-        : errorResponse(await hideDir(err), ctx.debug);
+        : streamError(err, failure, await hideDir(err));
       done(res.status);
       return res;
     } finally {
@@ -529,14 +642,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
       return new Response(null, { status: 499 });
     }
     return sseResponse(
-      streamEvents(
-        items,
-        first,
-        ctx.debug,
-        ctx.stopSignal,
-        hideDir,
-        outcome,
-      ),
+      streamEvents(items, first, ctx.stopSignal, failure, outcome),
       {
         onClose: () => {
           items.cancel();

@@ -18,6 +18,8 @@ import {
   type OpenApiObject,
   queryParam,
   ref,
+  REQUEST_ID_RESPONSE,
+  REQUEST_ID_SCHEMA,
   retryResponse,
   sseResponse,
   withGuards,
@@ -74,6 +76,14 @@ function callParameters(o: OpenApiOptions): Record<string, OpenApiObject> {
       'After the call, publishes `{"model", "result"}` to this channel.',
       CHANNEL_NAME,
     ),
+    requestId: {
+      name: "X-Request-Id",
+      in: "header",
+      required: false,
+      description:
+        "A request id: sent to the model (`host.request_id()`), carried by its log records, echoed on the response. Any other value is ignored.",
+      schema: REQUEST_ID_SCHEMA,
+    },
   };
 }
 
@@ -100,8 +110,14 @@ function callResponses(o: OpenApiOptions): Record<string, OpenApiObject> {
     ),
     "504": errorResponse("`TimeoutError`: the call timed out."),
   };
+  // Every error of a call carries a request id (the client's or a new one).
   return Object.fromEntries(
-    Object.entries(responses).map(([status, r]) => [`Call${status}`, r]),
+    Object.entries(responses).map((
+      [status, r],
+    ) => [`Call${status}`, {
+      ...r,
+      headers: { ...(r.headers as OpenApiObject), ...REQUEST_ID_RESPONSE },
+    }]),
   );
 }
 
@@ -112,10 +128,12 @@ const CALL_ERRORS: Record<string, OpenApiObject> = Object.fromEntries(
   ),
 );
 
-const EXECUTE_PARAMS = ["key", "timeout", "publish"].map((p) =>
+const EXECUTE_PARAMS = ["key", "timeout", "publish", "requestId"].map((p) =>
   ref("parameters", p)
 );
-const STREAM_PARAMS = EXECUTE_PARAMS.slice(0, 2);
+const STREAM_PARAMS = ["key", "timeout", "requestId"].map((p) =>
+  ref("parameters", p)
+);
 
 /** `POST /v1/models/{name}/execute` and `/stream` of one model. */
 function modelCallPaths(
@@ -151,8 +169,12 @@ function modelCallPaths(
           "200": jsonResponse(
             "The model's result.",
             model.streams ? { type: "array", items: output } : output,
+            REQUEST_ID_RESPONSE,
           ),
-          "204": { description: "The model returned `None`." },
+          "204": {
+            description: "The model returned `None`.",
+            headers: REQUEST_ID_RESPONSE,
+          },
           ...CALL_ERRORS,
         }, o.token),
       },
@@ -181,6 +203,7 @@ function modelCallPaths(
               },
               error: { $ref: "#/components/schemas/Error" },
             },
+            REQUEST_ID_RESPONSE,
           ),
           ...CALL_ERRORS,
         }, o.token),

@@ -22,9 +22,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/host.py",
-      size: 3781,
+      size: 4794,
       sha256:
-        "3be87117922a38625683ff7db208fa0a30612b03e52661e25e401bf14817741e",
+        "0e45aeedbcfdbe037f4a177bce46720d8c57bdda9bc930728f5afb6b07b9d4ce",
     },
     {
       path: "pyproxy_server/__init__.py",
@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call.py",
-      size: 5561,
+      size: 6151,
       sha256:
-        "9df6e4800f368d7a80f2c299ce2bdc56e2f9abb0975097658ae512aaf7eed206",
+        "9c71cff1eb8f83caf8a4a79e649689b7f13226f39a65d8e38372b97714c429b9",
     },
     {
       path: "pyproxy_server/call_executor.py",
@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 28385,
+      size: 28711,
       sha256:
-        "90457d77f7c66a44883026b2b0ccbb52a0e3d3fb9f4d5fbc30d5b16e985bbf80",
+        "bd68482cb0423bdae6218076b9a1058730f6c4c87f3bb9b0031b34003e66c23e",
     },
     {
       path: "pyproxy_server/framer.py",

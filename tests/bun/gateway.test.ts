@@ -142,6 +142,59 @@ test(
 );
 
 test(
+  "serve() on Bun: X-Request-Id is echoed and reaches the model; an error without one gets a made-up id",
+  async () => {
+    const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-gw-"));
+    try {
+      await writeFile(
+        join(dir, "tagger.py"),
+        "from pyproxy import host\n\n\nclass Tagger:\n    def execute(self, msg):\n        return {'requestId': host.request_id()}\n",
+      );
+      const config = resolveConfig({
+        cwd: dir,
+        cli: { port: 0, workers: 1, modelsDir: dir },
+      });
+      const server = await serve(config);
+      try {
+        // The direct path and the router's (a query string).
+        for (const path of ["execute", "execute?timeout=5000"]) {
+          const res = await fetch(`${server.url}/v1/models/tagger/${path}`, {
+            method: "POST",
+            headers: { "x-request-id": "bun-req-1" },
+            body: "{}",
+          });
+          expect(res.status).toBe(200);
+          expect(res.headers.get("x-request-id")).toBe("bun-req-1");
+          expect(await res.json()).toEqual({ requestId: "bun-req-1" });
+        }
+        const invalid = await fetch(`${server.url}/v1/models/tagger/execute`, {
+          method: "POST",
+          headers: { "x-request-id": "not valid" },
+          body: "{}",
+        });
+        expect(invalid.headers.get("x-request-id")).toBeNull();
+        expect(await invalid.json()).toEqual({ requestId: null });
+        const missing = await fetch(`${server.url}/v1/models/nope/execute`, {
+          method: "POST",
+          body: "{}",
+        });
+        expect(missing.status).toBe(404);
+        const { error } = await missing.json() as {
+          error: { requestId: string };
+        };
+        expect(error.requestId).toMatch(/^[0-9a-f-]{36}$/);
+        expect(missing.headers.get("x-request-id")).toBe(error.requestId);
+      } finally {
+        await server.shutdown();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+  30_000,
+);
+
+test(
   "serve() answers a channel subscription at once on Bun, before any message",
   async () => {
     // Bun.serve sends a streamed response's headers with its first chunk: a
