@@ -206,6 +206,19 @@ async function stopServer(server: BunServer): Promise<void> {
   await graceful;
 }
 
+/** The answer to a WebSocket handshake Bun refused after the handler took it. */
+function upgradeRefused(): Response {
+  return Response.json(
+    {
+      error: {
+        type: "InvalidRequestError",
+        message: "Cannot upgrade to WebSocket: the handshake was refused",
+      },
+    },
+    { status: 400 },
+  );
+}
+
 function serveHttp(
   options: { hostname: string; port: number; signal?: AbortSignal },
   handler: FetchHandler,
@@ -225,7 +238,9 @@ function serveHttp(
         remoteAddr: srv.requestIP(request)?.address ?? "",
       });
       // Bun upgrades here, once the handler chose to (runtime.upgradeWebSocket).
-      return upgrades.complete(request, srv) ? undefined : response;
+      if (upgrades.complete(request, srv)) return undefined;
+      // A 101 not upgraded (Bun refused the handshake): not sent as it is.
+      return response.status === 101 ? upgradeRefused() : response;
     },
     error: () => new Response("Internal Server Error", { status: 500 }),
     websocket: upgrades.handlers,

@@ -124,9 +124,24 @@ class BunWebSocket extends EventTarget {
 export class BunWebSocketUpgrades {
   /** Deno-style upgrade: a WebSocket now, the handshake once `fetch` returns. */
   upgrade(request: Request): { socket: WebSocket; response: Response } {
-    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+    // Deno.upgradeWebSocket's checks and messages (a TypeError, which the
+    // gateway answers 400): without them, a handshake Bun then refused was
+    // answered an empty 200.
+    const headers = request.headers;
+    if (headers.get("upgrade")?.toLowerCase() !== "websocket") {
       throw new TypeError(
-        "Cannot upgrade to WebSocket: not a WebSocket request",
+        "Invalid Header: 'upgrade' header must contain 'websocket'",
+      );
+    }
+    const connection = headers.get("connection") ?? "";
+    if (!connection.split(",").some((t) => /^upgrade$/i.test(t.trim()))) {
+      throw new TypeError(
+        "Invalid Header: 'connection' header must contain 'Upgrade'",
+      );
+    }
+    if (!headers.get("sec-websocket-key")) {
+      throw new TypeError(
+        "Invalid Header: 'sec-websocket-key' header must be set",
       );
     }
     const socket = new BunWebSocket();
@@ -135,10 +150,11 @@ export class BunWebSocketUpgrades {
       configurable: true,
     });
     // Bun ignores the response of an upgraded request; this one only flows
-    // through middleware.
+    // through middleware, which sees a 101 as on Deno (the metrics count
+    // it, the request log line names it, no X-Request-Id is put on it).
     return {
       socket: socket as unknown as WebSocket,
-      response: new Response(null, { status: 200 }),
+      response: new Response(null, { status: 101 }),
     };
   }
 

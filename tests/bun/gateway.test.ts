@@ -467,3 +467,54 @@ test(
   },
   30_000,
 );
+
+test(
+  "serve() on Bun answers a WebSocket handshake as Deno does: 101 in the metrics, 400 for one without its key",
+  async () => {
+    // The shim answered a handshake Bun then refused (no Sec-WebSocket-Key)
+    // with an empty 200, and counted every upgrade as a 200.
+    await withEchoGateway(async (server) => {
+      const handshake = (key: string) =>
+        new Promise<string>((resolve, reject) => {
+          const sock = connect(server.port, "127.0.0.1");
+          let text = "";
+          sock.on("data", (d) => {
+            text += d.toString("latin1");
+            const end = text.indexOf("\r\n\r\n");
+            const length = /content-length: (\d+)/i.exec(text);
+            if (
+              end >= 0 &&
+              text.length >= end + 4 + Number(length?.[1] ?? 0)
+            ) {
+              sock.destroy();
+              resolve(text);
+            }
+          });
+          sock.on("error", reject);
+          sock.on("connect", () =>
+            sock.write(
+              `GET /v1/channels/hs HTTP/1.1\r\nHost: 127.0.0.1:${server.port}\r\nX-Request-Id: bun-ws-1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n${key}Sec-WebSocket-Version: 13\r\n\r\n`,
+            ));
+        });
+      const upgraded = await handshake(
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+      );
+      expect(upgraded).toStartWith("HTTP/1.1 101");
+      expect(upgraded.toLowerCase()).not.toContain("x-request-id");
+      const refused = await handshake("");
+      expect(refused).toStartWith("HTTP/1.1 400");
+      expect(refused).toContain("x-request-id: bun-ws-1\r\n");
+      expect(refused).toContain(
+        `{"error":{"type":"InvalidRequestError","message":"Invalid Header: 'sec-websocket-key' header must be set"}}`,
+      );
+      const metrics = await (await fetch(`${server.url}/metrics`)).text();
+      expect(metrics).toContain(
+        'pyproxy_http_responses_total{status="101"} 1\n',
+      );
+      expect(metrics).not.toContain(
+        'pyproxy_http_responses_total{status="200"}',
+      );
+    });
+  },
+  30_000,
+);
