@@ -469,6 +469,113 @@ test(
 );
 
 test(
+  "serve() on Bun writes channel messages' big integers exactly (WebSocket, SSE, listing) and puts request ids on model streams",
+  async () => {
+    const big = "18446744073709551617";
+    const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-gw-"));
+    try {
+      await writeFile(
+        join(dir, "gen.py"),
+        "from pyproxy import host\n\n\nclass Gen:\n    def execute(self, msg):\n        yield {'requestId': host.request_id()}\n        if msg.get('fail'):\n            raise ValueError('boom')\n",
+      );
+      const config = resolveConfig({
+        cwd: dir,
+        cli: { port: 0, workers: 1, modelsDir: dir },
+      });
+      const server = await serve(config);
+      const ws = new WebSocket(
+        `${server.url.replace("http", "ws")}/v1/channels/big`,
+      );
+      try {
+        const received: string[] = [];
+        const two = new Promise<void>((resolve, reject) => {
+          ws.onmessage = (ev) => {
+            received.push(String(ev.data));
+            if (received.length === 2) resolve();
+          };
+          ws.onerror = () => reject(new Error("WebSocket failed"));
+        });
+        await new Promise<void>((resolve, reject) => {
+          ws.onopen = () => resolve();
+          ws.onclose = () => reject(new Error("WebSocket closed"));
+        });
+        const bodies = [`{"n":${big},"a":[-${big}0]}`, `-${big}`];
+        for (const body of bodies) {
+          const res = await fetch(`${server.url}/v1/channels/big`, {
+            method: "POST",
+            body,
+          });
+          expect(await res.json()).toMatchObject({ delivered: 1 });
+        }
+        await two;
+        expect(received.map((m) => m.slice(m.indexOf('"data":')))).toEqual(
+          bodies.map((b) => `"data":${b}}`),
+        );
+        const sse = await fetch(`${server.url}/v1/channels/big`, {
+          headers: { "last-event-id": "0" },
+        });
+        const reader = sse.body!.pipeThrough(new TextDecoderStream())
+          .getReader();
+        let text = "";
+        while (!text.includes(`data: -${big}\n`)) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          text += value;
+        }
+        await reader.cancel();
+        expect(text).toContain(`id: 1\ndata: ${bodies[0]}\n`);
+        expect(text).toContain(`id: 2\ndata: ${bodies[1]}\n`);
+        const list = await (await fetch(`${server.url}/v1/channels`)).text();
+        for (const body of bodies) expect(list).toContain(`"data":${body}}`);
+
+        // Request ids on model streams: the SSE response, its error event.
+        for (const fail of [false, true]) {
+          const res = await fetch(`${server.url}/v1/models/gen/stream`, {
+            method: "POST",
+            headers: { "x-request-id": "bun-stream-1" },
+            body: JSON.stringify({ fail }),
+          });
+          expect(res.status).toBe(200);
+          expect(res.headers.get("x-request-id")).toBe("bun-stream-1");
+          const events = await res.text();
+          expect(events).toContain('data: {"requestId":"bun-stream-1"}\n');
+          if (fail) {
+            expect(events).toContain(
+              'event: error\ndata: {"error":{"type":"PythonError","message":"ValueError: boom","exception":"ValueError","requestId":"bun-stream-1"}}',
+            );
+          } else expect(events).toContain('event: end\ndata: {"items":1}');
+        }
+        // Refused before streaming: the client's id, else a made-up one.
+        const bad = await fetch(`${server.url}/v1/models/gen/stream`, {
+          method: "POST",
+          headers: { "x-request-id": "bun-stream-2" },
+          body: "{bad",
+        });
+        expect(bad.status).toBe(400);
+        expect(bad.headers.get("x-request-id")).toBe("bun-stream-2");
+        expect((await bad.json()).error.requestId).toBe("bun-stream-2");
+        const missing = await fetch(`${server.url}/v1/models/nope/stream`, {
+          method: "POST",
+          body: "{}",
+        });
+        expect(missing.status).toBe(404);
+        const { error } = await missing.json() as {
+          error: { requestId: string };
+        };
+        expect(error.requestId).toMatch(/^[0-9a-f-]{36}$/);
+        expect(missing.headers.get("x-request-id")).toBe(error.requestId);
+      } finally {
+        ws.close();
+        await server.shutdown();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+  30_000,
+);
+
+test(
   "serve() on Bun answers a WebSocket handshake as Deno does: 101 in the metrics, 400 for one without its key",
   async () => {
     // The shim answered a handshake Bun then refused (no Sec-WebSocket-Key)

@@ -163,3 +163,77 @@ test(
   },
   30_000,
 );
+
+test(
+  "serve() on Bun: the eval replay budget counts a running eval whose client left, and goes back to 0 when it ends",
+  async () => {
+    const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-manage-"));
+    try {
+      const budget = 256 * 1024;
+      const config = resolveConfig({
+        cwd: dir,
+        cli: {
+          port: 0,
+          workers: 1,
+          modelsDir: dir,
+          allowEval: true,
+          token: TOKEN,
+          limits: { evalReplayBudget: budget },
+        },
+      });
+      const server = await serve(config);
+      try {
+        const held = async () => {
+          const status = await (await fetch(`${server.url}/v1/status`, {
+            headers: AUTH,
+          })).json() as { evalReplayBytes: number };
+          const metrics = await (await fetch(`${server.url}/metrics`, {
+            headers: AUTH,
+          })).text();
+          const gauge = /^pyproxy_eval_replay_bytes (\d+)$/m.exec(metrics);
+          return { status: status.evalReplayBytes, gauge: Number(gauge?.[1]) };
+        };
+        const until = async (test: (bytes: number) => boolean) => {
+          const deadline = Date.now() + 10_000;
+          for (;;) {
+            const got = await held();
+            if (test(got.status) && test(got.gauge)) return got;
+            if (Date.now() > deadline) {
+              throw new Error(`replay bytes still ${JSON.stringify(got)}`);
+            }
+            await new Promise((r) => setTimeout(r, 50));
+          }
+        };
+        expect(await held()).toEqual({ status: 0, gauge: 0 });
+        const ac = new AbortController();
+        const res = await fetch(`${server.url}/v1/eval`, {
+          method: "POST",
+          headers: AUTH,
+          body: JSON.stringify({
+            code: "while True:\n    print('x' * 1000)",
+            timeout: 3000,
+          }),
+          signal: ac.signal,
+        });
+        expect(res.status).toBe(200);
+        const reader = res.body!.getReader();
+        await reader.read();
+        ac.abort();
+        await reader.cancel().catch(() => {});
+        // The eval prints on without its client: what it keeps is counted,
+        // within the budget, until its timeout ends it.
+        const running = await until((bytes) => bytes > budget / 2);
+        expect(running.status).toBeLessThanOrEqual(budget);
+        expect(await until((bytes) => bytes === 0)).toEqual({
+          status: 0,
+          gauge: 0,
+        });
+      } finally {
+        await server.shutdown();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+  30_000,
+);

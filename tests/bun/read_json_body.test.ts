@@ -133,3 +133,124 @@ test("readJsonBody on Bun refuses an integer over maxIntegerDigits before making
     v: 18446744073709551617n,
   });
 });
+
+/** Sends `parts` as separate writes on a raw connection, then half-closes it; resolves the server's answer once it closes. */
+function written(port: number, parts: Array<string | Uint8Array>) {
+  const sock = connect(port, "127.0.0.1");
+  sock.setNoDelay(true);
+  let text = "";
+  sock.on("data", (d) => (text += d.toString("latin1")));
+  const closed = new Promise<string>((resolve) => {
+    sock.on("close", () => resolve(text));
+    sock.on("error", () => {});
+  });
+  sock.on("connect", async () => {
+    for (const part of parts) {
+      await new Promise<void>((resolve) => sock.write(part, () => resolve()));
+      // Separate reads on the server are likely, not certain: nothing to await.
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    sock.end();
+  });
+  return { closed, sock };
+}
+
+test(
+  "serve() on Bun refuses a body after a byte order mark however its writes are cut, and an overlong integer in a chunked body",
+  async () => {
+    const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-body-"));
+    try {
+      await writeFile(join(dir, "echo.py"), ECHO_MODEL);
+      const config = resolveConfig({
+        cwd: dir,
+        cli: { port: 0, workers: 1, modelsDir: dir },
+      });
+      const server = await serve(config);
+      const port = server.port;
+      const head = (fields: string) =>
+        `POST /v1/models/echo/execute HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: application/json\r\nConnection: close\r\n${fields}\r\n`;
+      const mark = [0xef, 0xbb, 0xbf];
+      const bytes = (...b: number[]) => new Uint8Array(b);
+      const sends: Array<Array<string | Uint8Array>> = [
+        // the body after its headers; the mark alone, then split in two
+        [head("Content-Length: 5\r\n"), bytes(...mark), "{}"],
+        [head("Content-Length: 5\r\n"), bytes(0xef), bytes(0xbb, 0xbf), "{}"],
+        [
+          head("Content-Length: 5\r\nExpect: 100-continue\r\n"),
+          bytes(...mark, 0x7b, 0x7d),
+        ],
+        // chunked, the mark across two chunks
+        [
+          head("Transfer-Encoding: chunked\r\n"),
+          "1\r\n",
+          bytes(0xef),
+          "\r\n4\r\n",
+          bytes(0xbb, 0xbf),
+          "{}\r\n0\r\n\r\n",
+        ],
+      ];
+      const socks: Array<{ destroy(): void }> = [];
+      try {
+        for (const parts of sends) {
+          const sent = written(port, parts);
+          socks.push(sent.sock);
+          const answer = (await sent.closed).replace(
+            /^HTTP\/1\.1 100 Continue\r\n\r\n/,
+            "",
+          );
+          expect(answer).toStartWith("HTTP/1.1 400");
+          expect(answer).toContain('"type":"InvalidJson"');
+          expect(answer).toContain("byte order mark");
+        }
+        // An integer over maxIntegerDigits, its digits across chunks.
+        const digits = "7".repeat(4301);
+        const encoder = new TextEncoder();
+        const res = await fetch(`${server.url}/v1/models/echo/execute`, {
+          method: "POST",
+          headers: { "x-request-id": "bun-digits" },
+          body: new ReadableStream<Uint8Array>({
+            start(controller) {
+              controller.enqueue(encoder.encode('{"n":'));
+              controller.enqueue(encoder.encode(digits.slice(0, 2000)));
+              controller.enqueue(encoder.encode(digits.slice(2000) + "}"));
+              controller.close();
+            },
+          }),
+          duplex: "half",
+        } as RequestInit);
+        expect(res.status).toBe(400);
+        expect(res.headers.get("x-request-id")).toBe("bun-digits");
+        expect((await res.json()).error).toEqual({
+          type: "InvalidRequestError",
+          message:
+            "Cannot read request: an integer of 4301 digits is over the limit of 4300 (the gateway's limits.maxIntegerDigits, serve --max-integer-digits)",
+          digits: 4301,
+          limit: 4300,
+          requestId: "bun-digits",
+        });
+        // A bare big integer, chunked, is kept exact.
+        const bare = await fetch(`${server.url}/v1/channels/bare`, {
+          method: "POST",
+          body: new ReadableStream<Uint8Array>({
+            start(controller) {
+              controller.enqueue(encoder.encode("1844674407"));
+              controller.enqueue(encoder.encode("3709551617"));
+              controller.close();
+            },
+          }),
+          duplex: "half",
+        } as RequestInit);
+        expect(bare.status).toBe(200);
+        await bare.body?.cancel();
+        const list = await fetch(`${server.url}/v1/channels?history=1`);
+        expect(await list.text()).toContain('"data":18446744073709551617}');
+      } finally {
+        for (const sock of socks) sock.destroy();
+        await server.shutdown();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+  30_000,
+);
