@@ -3,6 +3,7 @@
 import { expect, test } from "bun:test";
 import {
   CancelledError,
+  ConfigError,
   Pool,
   reconnect,
   sharedCache,
@@ -448,6 +449,61 @@ test(
         "result.value.id",
       );
     }
+  },
+  30_000,
+);
+
+test(
+  "Pool on Bun: a call's requestId reaches the model and its log records",
+  async () => {
+    const entries: Array<Record<string, unknown>> = [];
+    const at = (_m: string, p?: Record<string, unknown>) =>
+      void entries.push(p ?? {});
+    const logger = {
+      trace: () => {},
+      debug: () => {},
+      info: at,
+      warn: at,
+      error: at,
+      fatal: at,
+    };
+    const pool = await Pool.start({ workers: 1, logger });
+    try {
+      await pool.addModel("tagged", {
+        source: "import logging\n" +
+          "from pyproxy import host\n" +
+          "class Tagged:\n" +
+          "    def execute(self, msg):\n" +
+          "        print('hi')\n" +
+          "        logging.getLogger('tagged').warning('w')\n" +
+          "        if msg.get('stream'):\n" +
+          "            return (x for x in [host.request_id()])\n" +
+          "        return host.request_id()\n",
+      });
+      expect(await pool.execute("tagged", {}, { requestId: "bun-lib-1" }))
+        .toBe("bun-lib-1");
+      const items: unknown[] = [];
+      const stream = pool.executeStream("tagged", { stream: true }, {
+        requestId: "bun-lib-2",
+      });
+      for await (const item of stream) items.push(item);
+      expect(items).toEqual(["bun-lib-2"]);
+      expect(await pool.execute("tagged", {})).toBeNull();
+      await expect(pool.execute("tagged", {}, { requestId: "not valid" }))
+        .rejects.toBeInstanceOf(ConfigError);
+    } finally {
+      await pool.close();
+    }
+    const tagged = entries.filter((p) => p.model === "tagged")
+      .map((p) => [p.stream, p.message, p.requestId]);
+    expect(tagged).toEqual([
+      ["stdout", "hi", "bun-lib-1"],
+      ["logging", "w", "bun-lib-1"],
+      ["stdout", "hi", "bun-lib-2"],
+      ["logging", "w", "bun-lib-2"],
+      ["stdout", "hi", undefined],
+      ["logging", "w", undefined],
+    ]);
   },
   30_000,
 );
