@@ -1,5 +1,9 @@
 // Helpers for the Bun suite (node:* only, so they also type-check under Deno).
 import { readFileSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type GatewayConfig, resolveConfig, serve } from "../../mod.ts";
 
 /** Whether a process runs (a zombie counts as gone). */
 export function alive(pid: number): boolean {
@@ -58,3 +62,33 @@ class Spawner:
         b = subprocess.Popen(["sleep", "300"])
         return {"pids": [a.pid, b.pid]}
 `;
+
+/**
+ * Runs `run` against a gateway (one worker, a free port) serving `files`
+ * (file name → source) from a temporary models directory, with `cli` options
+ * on top; then shuts it down and removes the directory.
+ */
+export async function withGateway(
+  files: Record<string, string>,
+  cli: GatewayConfig,
+  run: (server: Awaited<ReturnType<typeof serve>>) => Promise<void>,
+): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-gw-"));
+  try {
+    for (const [name, source] of Object.entries(files)) {
+      await writeFile(join(dir, name), source);
+    }
+    const config = resolveConfig({
+      cwd: dir,
+      cli: { port: 0, workers: 1, modelsDir: dir, ...cli },
+    });
+    const server = await serve(config);
+    try {
+      await run(server);
+    } finally {
+      await server.shutdown();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

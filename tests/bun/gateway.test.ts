@@ -6,28 +6,13 @@ import { join } from "node:path";
 import { Buffer } from "node:buffer";
 import { connect } from "node:net";
 import { resolveConfig, serve } from "../../mod.ts";
-import { ECHO_MODEL, waitGone } from "./_helpers.ts";
+import { ECHO_MODEL, waitGone, withGateway } from "./_helpers.ts";
 
 /** Runs `run` against a gateway serving `echo.py` from a temporary directory, then shuts it down and removes the directory. */
-async function withEchoGateway(
+function withEchoGateway(
   run: (server: Awaited<ReturnType<typeof serve>>) => Promise<void>,
 ): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-gw-"));
-  try {
-    await writeFile(join(dir, "echo.py"), ECHO_MODEL);
-    const config = resolveConfig({
-      cwd: dir,
-      cli: { port: 0, workers: 1, modelsDir: dir },
-    });
-    const server = await serve(config);
-    try {
-      await run(server);
-    } finally {
-      await server.shutdown();
-    }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  return withGateway({ "echo.py": ECHO_MODEL }, {}, run);
 }
 
 test(
