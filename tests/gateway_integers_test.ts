@@ -305,7 +305,11 @@ Deno.test("Gateway writes a channel message's integers once: SSE and WebSocket s
 });
 
 Deno.test("Gateway refuses a channel message it could not write (a BigInt nested deeper than 1000 levels): subscribers and the listing keep working", async () => {
-  await using gw = await startGateway();
+  // Above the default limits.maxJsonDepth (800), which refuses such a body
+  // before it is read: this is the writer's own refusal.
+  await using gw = await startGateway({
+    limits: { maxJsonDepth: 2000, shutdownGrace: 2000 },
+  });
   const sse = await gw.fetch("/v1/channels/deep");
   const reader = sse.body!.pipeThrough(new TextDecoderStream()).getReader();
   try {
