@@ -8,7 +8,7 @@ import { StartOrderRing } from "../_start_order_ring.ts";
 import type { Runtime } from "../runtime/types.ts";
 import { httpError } from "./error_response.ts";
 import { parseJson } from "../_exact_json.ts";
-import { jsonDepth } from "../_json_depth.ts";
+import { depthOver } from "../_json_depth.ts";
 import { InvalidRequestError } from "../errors.ts";
 
 const DIGITS = /^\d+$/;
@@ -126,14 +126,11 @@ function parseBody(
   options: { maxIntegerDigits: number },
   maxJsonDepth: number,
 ): unknown {
-  // Only a text longer than twice the limit can be deeper (each level takes
-  // two brackets): ordinary bodies skip the scan. A deeper one is refused
-  // before the parse, whose reviver (integers beyond ±2^53) recurses and
-  // overflowed the stack from a few thousand levels.
-  if (text.length > 2 * maxJsonDepth) {
-    const depth = jsonDepth(text);
-    if (depth > maxJsonDepth) throw tooDeep(depth, maxJsonDepth);
-  }
+  // Refused before the parse, whose reviver (integers beyond ±2^53)
+  // recursed and overflowed the stack from a few thousand levels. Ordinary
+  // bodies pay a length comparison, or a native count of their brackets.
+  const depth = depthOver(text, maxJsonDepth);
+  if (depth !== undefined) throw tooDeep(depth, maxJsonDepth);
   try {
     return parseJson(text, options);
   } catch (err) {
