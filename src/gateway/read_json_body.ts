@@ -175,7 +175,11 @@ function incompleteBody(): Error {
  * Looked at only once parsing failed: nothing on the path of a good body.
  */
 function invalidJson(err: Error, request: Request): Error {
-  if (err instanceof InvalidRequestError) return integerTooLong(err);
+  if (err instanceof InvalidRequestError) {
+    return "digits" in (err.details as object)
+      ? integerTooLong(err)
+      : tooDeepForExact(err);
+  }
   const encoding = request.headers.get("content-encoding")?.trim()
     .toLowerCase();
   if (encoding && encoding !== "identity") {
@@ -211,6 +215,21 @@ function integerTooLong(err: InvalidRequestError): Error {
     "InvalidRequestError",
     `Cannot read request: an integer of ${digits} digits is over the limit of ${limit} (the gateway's limits.maxIntegerDigits, serve --max-integer-digits)`,
     { digits, limit },
+  );
+}
+
+/**
+ * 400 for a body that may hold an integer beyond ±2^53 nested deeper than
+ * the gateway reads such integers exactly (only with `limits.maxJsonDepth`
+ * raised past that): the exact parse's walk recurses.
+ */
+function tooDeepForExact(err: InvalidRequestError): Error {
+  const { depth, limit } = err.details as { depth: number; limit: number };
+  return httpError(
+    400,
+    "InvalidRequestError",
+    `Cannot read request: the body is nested ${depth} levels deep and may hold an integer beyond ±2^53, which the gateway reads exactly only within ${limit} levels (send it as a string, or nest it less)`,
+    { depth, limit },
   );
 }
 
