@@ -40,6 +40,16 @@ class TagStream:
 `,
 };
 
+const BATCHER = `from pyproxy import host
+
+
+class Batcher:
+    batch_size = 4
+
+    def execute_batch(self, msgs):
+        return [{"id": host.request_id(), "ids": host.request_ids()} for m in msgs]
+`;
+
 const UUID =
   /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
@@ -337,4 +347,15 @@ Deno.test("The gateway's debug line of an eval's start names its request id", as
       `Eval ${res.headers.get("x-atom-id")} started (request id req-started)`,
     );
   });
+});
+
+Deno.test("X-Request-Id reaches a batching model's host.request_ids()", async () => {
+  await using gw = await startGateway({}, { ...MODELS, "batcher.py": BATCHER });
+  for (const path of ["execute", "execute?timeout=5000"]) {
+    const res = await gw.fetch(`/v1/models/batcher/${path}`, post({}, "req-b"));
+    assert.equal(res.headers.get("x-request-id"), "req-b", path);
+    assert.deepEqual(await res.json(), { id: null, ids: ["req-b"] }, path);
+    const plain = await gw.fetch(`/v1/models/batcher/${path}`, post({}));
+    assert.deepEqual(await plain.json(), { id: null, ids: [null] }, path);
+  }
 });
