@@ -69,7 +69,8 @@ const STOP = Symbol("stop");
  * no result will come). An eval that settled before then keeps its result,
  * even for a client that reads it late. An `error` event carries
  * `requestId`: the eval's own (its `POST`'s `X-Request-Id`), else
- * `requestId` (this request's), else a new UUID.
+ * `requestId` (this request's), else a new UUID; one for an unexpected
+ * error (500) is logged with it.
  */
 async function* atomEvents(
   atom: GatewayAtom,
@@ -77,6 +78,7 @@ async function* atomEvents(
   debug: boolean,
   stop: AbortSignal,
   requestId: string | undefined,
+  logger: RouteContext["logger"],
 ): AsyncGenerator<SseEvent> {
   yield { event: "atom", data: { id: atom.id } };
   let settled = false;
@@ -141,6 +143,14 @@ async function* atomEvents(
       body.message = "internal error";
     }
     body.requestId = atom.requestId ?? requestId ?? crypto.randomUUID();
+    // Unexpected (the client reads "internal error"): logged with the id it
+    // got, as a model stream's failure is.
+    if (status === 500) {
+      logger.warn("Eval failed (request id {requestId}): {error}", {
+        error: err,
+        requestId: body.requestId,
+      });
+    }
     yield { event: "error", data: { status, ...body } };
   }
 }
@@ -214,7 +224,14 @@ export function evalRoutes(ctx: RouteContext): Hono {
       });
     }
     return sseResponse(
-      atomEvents(atom, atom.output, ctx.debug, ctx.stopSignal, requestId),
+      atomEvents(
+        atom,
+        atom.output,
+        ctx.debug,
+        ctx.stopSignal,
+        requestId,
+        ctx.logger,
+      ),
       { headers: { "x-atom-id": atom.id } },
     );
   });
@@ -253,6 +270,7 @@ export function evalRoutes(ctx: RouteContext): Hono {
         ctx.debug,
         ctx.stopSignal,
         clientRequestId(c.req.raw),
+        ctx.logger,
       ),
       { headers: { "x-atom-id": atom.id } },
     );
