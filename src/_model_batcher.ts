@@ -5,7 +5,8 @@
  * A call goes at once when fewer batches of the model are in flight than
  * `capacity()` (the ready workers): an idle model adds no delay. Otherwise
  * calls gather until a batch ends, `size` of them wait, or the first has
- * waited `delayMs`, and go as one `executeBatch` (protocol §6); each call still
+ * waited `delayMs`, and go as one `executeBatch` (protocol §6), with the
+ * calls' request ids as its `requestIds` when any has one; each call still
  * settles on its own, exactly once: with its own result, its own error (an
  * exception instance the model returned for it), the batch's error, or its
  * own timeout or abort. A batch whose calls have all given up is cancelled
@@ -38,6 +39,8 @@ export interface BatchCallOptions {
   key?: string;
   /** See `key`. */
   worker?: string;
+  /** The call's request id: sent in its batch's `requestIds` (protocol §6). */
+  requestId?: string;
 }
 
 /** The options a batch is sent with. */
@@ -50,10 +53,15 @@ export interface BatchSendOptions {
   idempotent: boolean;
 }
 
-/** Sends one batch: `executeBatch` with `msgs`; resolves to its reply. */
+/**
+ * Sends one batch: `executeBatch` with `msgs`, and `requestIds` (one per
+ * message, `null` for a call without one) when any call has one; resolves
+ * to its reply.
+ */
 export type SendBatch = (
   msgs: unknown[],
   options: BatchSendOptions,
+  requestIds: Array<string | null> | undefined,
 ) => Promise<unknown>;
 
 interface Item {
@@ -199,13 +207,19 @@ export class ModelBatcher {
     };
     let deadline = 0;
     let idempotent = true;
+    let identified = false;
     for (const item of items) {
       item.batch = batch;
       // The batch lasts as long as its most patient call (timeouts are
       // counted from each call, so from their own start).
       deadline = Math.max(deadline, item.timeout);
       if (item.options.idempotent !== true) idempotent = false;
+      if (item.options.requestId !== undefined) identified = true;
     }
+    // Only a batch with an id has requestIds: without, nothing more is sent.
+    const requestIds = identified
+      ? items.map((i) => i.options.requestId ?? null)
+      : undefined;
     this.#inFlight++;
     // Only a routed call's batch of one has routing (see `add`).
     const { key, worker } = items[0]!.options;
@@ -220,7 +234,7 @@ export class ModelBatcher {
           if (!item.settled) item.options.onSend?.();
         }
       },
-    }).then(
+    }, requestIds).then(
       (reply) => this.#deliver(batch, reply),
       (error) => {
         for (const item of batch.items) this.#settle(item, error);

@@ -108,12 +108,19 @@ export function logPythonOutput(
   };
   // A Python logging record's logger name (stream "logging").
   if (typeof event.logger === "string") properties.logger = event.logger;
-  // The call's request id (protocol §6, `requestId`): in the line too, so a
-  // text log can be searched for it.
+  // The call's request id (protocol §6, `requestId`), or a batch's
+  // (`requestIds`): in the line too, so a text log can be searched for it.
   let template = "{message}";
   if (typeof event.requestId === "string") {
     properties.requestId = event.requestId;
     template = "{message} (request id {requestId})";
+  } else if (Array.isArray(event.requestIds)) {
+    // A batch's record: the ids of the calls it serves.
+    const ids = event.requestIds.filter((id) => typeof id === "string");
+    if (ids.length > 0) {
+      properties.requestIds = ids;
+      template = "{message} (request ids {requestIds})";
+    }
   }
   switch (event.level) {
     case "warning":

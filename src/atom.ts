@@ -157,6 +157,14 @@ export interface EvalOptions {
   replayBytes?: number;
   /** Start only after this settles (sessions run their atoms in order). */
   after?: Promise<unknown>;
+  /**
+   * The request id of the eval (e.g. the gateway's `X-Request-Id`): sent
+   * with it (protocol §6, `requestId`), so that its code reads it with
+   * `host.request_id()` and the worker's log line of its exception names
+   * it; kept as {@linkcode Atom.requestId}. 1 to 128 characters of
+   * `A-Za-z0-9._:-`; `pool.eval` throws a `ConfigError` for anything else.
+   */
+  requestId?: string;
 }
 
 /**
@@ -199,6 +207,8 @@ interface EvalReply {
 export class Atom {
   /** Host-assigned unique id (use it with {@linkcode getAtom}). */
   readonly id: string = crypto.randomUUID();
+  /** The request id it was started with (`requestId` of its options), if any. */
+  readonly requestId: string | undefined;
   /** Settles with the JSON value, or rejects (`PythonError`, `CancelledError`, `TimeoutError`, ...). */
   readonly result: Promise<unknown>;
   /**
@@ -235,9 +245,13 @@ export class Atom {
   /** Use `pool.eval()` or {@linkcode startAtom}. */
   constructor(
     pool: EvalPool,
-    options: Pick<EvalOptions, "cancelGrace" | "replayBytes"> = {},
+    options: Pick<
+      EvalOptions,
+      "cancelGrace" | "replayBytes" | "requestId"
+    > = {},
   ) {
     this.#pool = pool;
+    this.requestId = options.requestId;
     this.#cancelGrace = options.cancelGrace ?? 2000;
     const budget = pool.replayBudget;
     this.#buffer = new OutputBuffer({
@@ -346,6 +360,7 @@ export class Atom {
     if (options.globals) args.globals = options.globals;
     if (options.locals) args.locals = options.locals;
     if (options.args !== undefined) args.args = options.args;
+    if (this.requestId !== undefined) args.requestId = this.requestId;
     const requestOptions: EvalRequestOptions = {
       // The atom owns its deadline (interrupt, then kill after the grace):
       // the pool's default request timeout must not cut it short.

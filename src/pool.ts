@@ -128,8 +128,10 @@ export interface ExecuteOptions extends Omit<PoolRequestOptions, "onEvent"> {
    * with it (protocol §6, `requestId`), so that the model reads it with
    * `host.request_id()` and its log records carry it (`requestId` in their
    * properties). 1 to 128 characters of `A-Za-z0-9._:-`; anything else
-   * rejects with `ConfigError`. Not sent for a model that batches
-   * (`batch_size`): its calls share one `execute_batch`.
+   * rejects with `ConfigError`. For a model that batches (`batch_size`),
+   * its batch's `requestIds` holds it: `execute_batch` reads it in
+   * `host.request_ids()`, and its log records carry the batch's ids as
+   * `requestIds`.
    */
   requestId?: string;
 }
@@ -769,10 +771,16 @@ export class Pool implements AsyncDisposable {
       new ModelBatcher(
         name,
         settings,
-        (msgs, options) =>
+        (msgs, options, requestIds) =>
           // split: a batch that reaches a version of the model updated
           // meanwhile (smaller batch_size, or none) still runs.
-          this.request("executeBatch", { name, msgs, split: true }, options),
+          this.request(
+            "executeBatch",
+            requestIds === undefined
+              ? { name, msgs, split: true }
+              : { name, msgs, split: true, requestIds },
+            options,
+          ),
         this.#opts.requestTimeout ?? Infinity,
         // One batch per ready worker goes at once; more wait and gather.
         () => {

@@ -4,6 +4,7 @@
  * `false` leaves it off.
  */
 import assert from "node:assert/strict";
+import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { resolveConfig } from "../src/gateway/config.ts";
 import { type GatewayServer, serve } from "../src/gateway/serve.ts";
 import type { Plugin } from "../src/plugin.ts";
@@ -386,5 +387,58 @@ Deno.test("gateway: a PUT /v1/workers {count} whose resize failed says where it 
     assert.equal(gw.pool.status().workers.length, 1);
   } finally {
     await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+Deno.test('gateway: PUT /v1/workers logs "Worker bounds set" only for bounds it changed', async () => {
+  const records: LogRecord[] = [];
+  await configure({
+    reset: true,
+    sinks: { test: (record: LogRecord) => void records.push(record) },
+    loggers: [
+      {
+        category: ["pyproxy", "gateway"],
+        lowestLevel: "info",
+        sinks: ["test"],
+      },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
+    ],
+  });
+  try {
+    await using gw = await startGateway({
+      allowManage: true,
+      plugins: {
+        autoscale: {
+          min: 1,
+          max: 2,
+          upAfterMs: 600_000,
+          downAfterMs: 600_000,
+          manualHoldMs: 600_000,
+        },
+      },
+    });
+    const logged = async (body: unknown): Promise<string[]> => {
+      records.splice(0);
+      const res = await gw.fetch("/v1/workers", put(body));
+      assert.equal(res.status, 200, JSON.stringify(body));
+      await res.body?.cancel();
+      return records
+        .filter((r) => r.rawMessage === "Worker bounds set: {bounds}")
+        .map((r) => String(r.properties.bounds));
+    };
+    // The bounds in force, as they are: nothing changed, nothing logged.
+    assert.deepEqual(await logged({ min: 1, max: 2 }), []);
+    assert.deepEqual(await logged({ max: 2 }), []);
+    assert.deepEqual(await logged({ min: null, max: null }), []);
+    // A change is logged once; the same change again is not.
+    assert.deepEqual(await logged({ max: 3 }), ["autoscale 1 to 3"]);
+    assert.deepEqual(await logged({ max: 3 }), []);
+    assert.deepEqual(await logged({ min: null, max: null }), [
+      "autoscale 1 to 2",
+    ]);
+    // With a count within them: the resize is logged, the bounds are not.
+    assert.deepEqual(await logged({ count: 1, min: 1, max: 2 }), []);
+  } finally {
+    await reset();
   }
 });

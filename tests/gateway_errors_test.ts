@@ -10,14 +10,14 @@ import {
 const post = (body: string): RequestInit => ({ method: "POST", body });
 
 /**
- * The body of an error response without its `requestId`, which a model
- * call's error has (made up: a UUID, also its X-Request-Id header) and
- * other routes' errors have not.
+ * The body of an error response without its `requestId`, which the errors
+ * of a model call and of the eval routes have (made up: a UUID, also its
+ * X-Request-Id header) and other routes' errors have not.
  */
 function withoutCallId(res: RawResponse, what: string): unknown {
   const { error } = res.body as { error: Record<string, unknown> };
   const { requestId, ...rest } = error;
-  if (what.includes("execute")) {
+  if (what.includes("execute") || what.includes("/v1/eval")) {
     assert.match(String(requestId), /^[0-9a-f-]{36}$/, what);
     assert.equal(res.headers.get("x-request-id"), requestId, what);
   } else {
@@ -383,7 +383,11 @@ Deno.test("POST /v1/eval tells a client that sends plain code or no code what th
   );
   const typo = await gw.fetch("/v1/eval", post('{"cod": "1"}'));
   assert.equal(typo.status, 400);
-  assert.deepEqual(await typo.json(), {
+  const body = await typo.json();
+  // Every error of the eval routes has a request id (made up without one).
+  assert.match(body.error.requestId, /^[0-9a-f-]{36}$/);
+  delete body.error.requestId;
+  assert.deepEqual(body, {
     error: {
       type: "ValidationError",
       message: "Cannot eval: code: is required",
@@ -402,8 +406,11 @@ Deno.test("POST /v1/eval refuses locals that are not an object (an array is not 
   ) {
     const res = await gw.fetch("/v1/eval", post(JSON.stringify(body)));
     assert.equal(res.status, 400, JSON.stringify(body));
-    assert.deepEqual(await res.json(), {
-      error: { type: "ValidationError", message: `Cannot eval: ${message}` },
+    const { error: { requestId, ...error } } = await res.json();
+    assert.equal(res.headers.get("x-request-id"), requestId);
+    assert.deepEqual(error, {
+      type: "ValidationError",
+      message: `Cannot eval: ${message}`,
     });
   }
 });

@@ -40,6 +40,16 @@ class TagStream:
 `,
 };
 
+const BATCHER = `from pyproxy import host
+
+
+class Batcher:
+    batch_size = 4
+
+    def execute_batch(self, msgs):
+        return [{"id": host.request_id(), "ids": host.request_ids()} for m in msgs]
+`;
+
 const UUID =
   /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
@@ -234,4 +244,118 @@ Deno.test("The gateway's log line for a failed call, its request line and the mo
     assert.equal(without.length, 2);
     for (const r of without) assert.equal(r.properties.requestId, undefined);
   });
+});
+
+const EVAL_ID =
+  "from pyproxy import host\n(host.request_id(), host.request_ids())";
+
+/** The events of an eval's SSE response. */
+async function evalEvents(res: Response): Promise<Array<[string, unknown]>> {
+  const events = await new SseReader(res.body!).all();
+  return events.map((e) => [e.event, e.data]);
+}
+
+Deno.test("POST /v1/eval sends X-Request-Id to the code, and an eval's error event and its replay's carry a request id", async () => {
+  await using gw = await startGateway({ allowEval: true }, MODELS);
+  const res = await gw.fetch("/v1/eval", post({ code: EVAL_ID }, "req-eval"));
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("x-request-id"), "req-eval");
+  const atomId = res.headers.get("x-atom-id");
+  assert.deepEqual((await evalEvents(res)).slice(1), [
+    ["result", { value: ["req-eval", ["req-eval"]] }],
+  ]);
+  assert.ok(atomId);
+  // Without one, the code sees none, and the response has none.
+  const plain = await gw.fetch("/v1/eval", post({ code: EVAL_ID }));
+  assert.equal(plain.headers.get("x-request-id"), null);
+  assert.deepEqual((await evalEvents(plain)).slice(1), [
+    ["result", { value: [null, [null]] }],
+  ]);
+  // The error event of a failed eval: the client's id, else a new one.
+  const failing = "raise ValueError('bad')";
+  for (const sent of ["req-fail", undefined]) {
+    const failed = await gw.fetch("/v1/eval", post({ code: failing }, sent));
+    assert.equal(failed.status, 200);
+    const events = await evalEvents(failed);
+    const [event, data] = events[events.length - 1]!;
+    assert.equal(event, "error");
+    const error = data as Record<string, string>;
+    assert.equal(error.exception, "ValueError");
+    if (sent !== undefined) assert.equal(error.requestId, sent);
+    else assert.match(error.requestId!, UUID);
+    // Replayed: the eval's own id (whatever this request sends), else this
+    // request's, else a new one.
+    const id = failed.headers.get("x-atom-id");
+    for (const again of [undefined, "req-replay"]) {
+      const replay = await gw.fetch(`/v1/eval/${id}/events`, {
+        headers: again === undefined ? {} : { "x-request-id": again },
+      });
+      assert.equal(replay.status, 200);
+      const replayed = await evalEvents(replay);
+      const last = replayed[replayed.length - 1]![1] as Record<string, string>;
+      if (sent !== undefined) assert.equal(last.requestId, sent);
+      else if (again !== undefined) assert.equal(last.requestId, again);
+      else assert.match(last.requestId!, UUID);
+    }
+  }
+});
+
+Deno.test("Every error response of the eval routes carries a request id in its X-Request-Id header and error.requestId", async () => {
+  await using gw = await startGateway({ allowEval: true }, MODELS);
+  await using off = await startGateway({}, MODELS);
+  const cases: Array<[typeof gw, string, RequestInit, number]> = [
+    [gw, "/v1/eval", { method: "POST", body: "print(1)" }, 400],
+    [gw, "/v1/eval", post({ code: 7 }), 400],
+    [gw, "/v1/eval/nope/events", {}, 404],
+    [gw, "/v1/eval/nope/events?lastEventId=x", {}, 404],
+    [off, "/v1/eval", post({ code: "1" }), 403],
+  ];
+  for (const [server, path, init, status] of cases) {
+    const res = await server.fetch(path, init);
+    assert.equal(res.status, status, path);
+    const { error } = await res.json();
+    assert.match(error.requestId, UUID, path);
+    assert.equal(res.headers.get("x-request-id"), error.requestId, path);
+    const headers = new Headers(init.headers);
+    headers.set("x-request-id", "client-9");
+    const again = await server.fetch(path, { ...init, headers });
+    assert.equal(again.status, status, path);
+    assert.equal((await again.json()).error.requestId, "client-9", path);
+    assert.equal(again.headers.get("x-request-id"), "client-9", path);
+  }
+  // A bad Last-Event-ID of a known eval: a 400 with an id too.
+  const res = await gw.fetch("/v1/eval", post({ code: "1" }));
+  await res.body?.cancel();
+  const bad = await gw.fetch(
+    `/v1/eval/${res.headers.get("x-atom-id")}/events?lastEventId=x`,
+  );
+  assert.equal(bad.status, 400);
+  assert.match((await bad.json()).error.requestId, UUID);
+});
+
+Deno.test("The gateway's debug line of an eval's start names its request id", async () => {
+  await withLogs(async (records) => {
+    await using gw = await startGateway({ allowEval: true }, MODELS);
+    records.splice(0);
+    const res = await gw.fetch("/v1/eval", post({ code: "1" }, "req-started"));
+    await evalEvents(res);
+    const started = records.find((r) => text(r).startsWith("Eval "));
+    assert.ok(started, "no start line");
+    assert.equal(started.properties.requestId, "req-started");
+    assert.equal(
+      text(started),
+      `Eval ${res.headers.get("x-atom-id")} started (request id req-started)`,
+    );
+  });
+});
+
+Deno.test("X-Request-Id reaches a batching model's host.request_ids()", async () => {
+  await using gw = await startGateway({}, { ...MODELS, "batcher.py": BATCHER });
+  for (const path of ["execute", "execute?timeout=5000"]) {
+    const res = await gw.fetch(`/v1/models/batcher/${path}`, post({}, "req-b"));
+    assert.equal(res.headers.get("x-request-id"), "req-b", path);
+    assert.deepEqual(await res.json(), { id: null, ids: ["req-b"] }, path);
+    const plain = await gw.fetch(`/v1/models/batcher/${path}`, post({}));
+    assert.deepEqual(await plain.json(), { id: null, ids: [null] }, path);
+  }
 });

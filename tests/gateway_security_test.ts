@@ -580,3 +580,48 @@ Deno.test("createGateway refuses a maxIntegerDigits that would not hold (below 1
   assert.equal(res.status, 400);
   assert.equal((await res.json()).error.type, "InvalidRequestError");
 });
+
+Deno.test("createGateway logs an eval's unexpected error with the request id of its error event", async () => {
+  const { logger, entries } = recordingLogger();
+  const failure = new Error("stub eval broke");
+  const atom = {
+    id: "a1",
+    result: Promise.reject(failure),
+    output: new ReadableStream<never>({ start: (c) => c.close() }),
+    replay: () => new ReadableStream<never>({ start: (c) => c.close() }),
+    cancel: () => {},
+  };
+  atom.result.catch(() => {});
+  const app = createGateway(
+    { ...stubPool(), eval: () => atom, atoms: { get: () => atom } },
+    { port: () => 8000, logger, allowEval: true },
+  );
+  const ids: string[] = [];
+  for (
+    const [path, init] of [
+      ["/v1/eval", { method: "POST", body: '{"code": "1"}' }],
+      ["/v1/eval/a1/events", { headers: { "x-request-id": "req-replay" } }],
+    ] as const
+  ) {
+    const res = await app.fetch(req(path, init));
+    assert.equal(res.status, 200, path);
+    const text = await res.text();
+    const error = JSON.parse(
+      text.slice(text.indexOf("event: error")).split("data: ")[1]!,
+    );
+    assert.equal(error.type, "InternalError", path);
+    assert.equal(error.message, "internal error", path);
+    ids.push(error.requestId);
+  }
+  assert.match(ids[0]!, /^[0-9a-f-]{36}$/);
+  assert.equal(ids[1], "req-replay");
+  const warnings = entries.filter(([level]) => level === "warn");
+  assert.deepEqual(
+    warnings,
+    ids.map((requestId) => [
+      "warn",
+      "Eval failed (request id {requestId}): {error}",
+      { error: failure, requestId },
+    ]),
+  );
+});

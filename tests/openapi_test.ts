@@ -262,6 +262,20 @@ Deno.test("openApiDocument lists eval and management routes only when enabled, a
   assert.ok(on.paths["/v1/models/echo/execute"].post.responses["401"]);
   // A pool that cannot stream has no stream paths.
   assert.equal(on.paths["/v1/models/echo/stream"], undefined);
+  // The eval routes take X-Request-Id, and their errors give one back.
+  for (
+    const op of [
+      on.paths["/v1/eval"].post,
+      on.paths["/v1/eval/{id}/events"].get,
+    ]
+  ) {
+    assert.ok(
+      op.parameters.some((p: Json) =>
+        p.name === "X-Request-Id" && p.in === "header"
+      ),
+    );
+    assert.ok(op.responses["400"].headers["X-Request-Id"]);
+  }
   for (const [where, schema] of everySchema(on)) {
     assert.doesNotThrow(() => schemaCompiler(on)(schema), where);
   }

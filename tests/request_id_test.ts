@@ -150,3 +150,133 @@ Deno.test("Session.execute sends requestId to the model, and refuses an invalid 
     assert.equal(done, 1, "onDone is called for a refused request");
   }
 });
+
+const BATCHER = `import logging
+
+from pyproxy import host
+
+log = logging.getLogger("batcher")
+
+
+class Batcher:
+    batch_size = 4
+    # Long: a batch goes when the one before it ends, not on a timer.
+    batch_delay_ms = 1000
+
+    def execute_batch(self, msgs):
+        log.warning("batch of %d", len(msgs))
+        ids = host.request_ids()
+        return [{"id": host.request_id(), "ids": ids, "index": i} for i in range(len(msgs))]
+`;
+
+Deno.test("Pool.execute of a batching model: execute_batch reads each call's requestId in host.request_ids(), and its log records carry the batch's ids", async () => {
+  await using dir = await modelsDir();
+  const { logger, entries } = recordingLogger();
+  const pids = new PidTracker();
+  const pool = await Pool.start({
+    workers: 1,
+    modelsDir: dir.path,
+    handleSignals: false,
+    logger,
+  });
+  pids.watch(pool);
+  try {
+    await pool.addModel("batcher", { source: BATCHER });
+    // The first goes at once, alone; the other three wait for it to end
+    // and go as one batch, in call order.
+    type Seen = { id: string | null; ids: Array<string | null>; index: number };
+    const calls = ["req-a", undefined, "req-c", "req-d"].map((requestId) =>
+      pool.execute<Seen>(
+        "batcher",
+        {},
+        requestId === undefined ? {} : { requestId },
+      )
+    );
+    const seen = await Promise.all(calls);
+    assert.deepEqual(seen, [
+      { id: null, ids: ["req-a"], index: 0 },
+      { id: null, ids: [null, "req-c", "req-d"], index: 0 },
+      { id: null, ids: [null, "req-c", "req-d"], index: 1 },
+      { id: null, ids: [null, "req-c", "req-d"], index: 2 },
+    ]);
+    // A batch of calls without ids: none.
+    assert.deepEqual(await pool.execute("batcher", {}), {
+      id: null,
+      ids: [null],
+      index: 0,
+    });
+    const records = entries.filter(([, , p]) => p?.model === "batcher");
+    assert.deepEqual(
+      records.map(([, message, p]) => [
+        message,
+        p?.message,
+        p?.requestIds,
+        p?.requestId,
+      ]),
+      [
+        [
+          "{message} (request ids {requestIds})",
+          "batch of 1",
+          ["req-a"],
+          undefined,
+        ],
+        [
+          "{message} (request ids {requestIds})",
+          "batch of 3",
+          ["req-c", "req-d"],
+          undefined,
+        ],
+        ["{message}", "batch of 1", undefined, undefined],
+      ],
+    );
+    // An invalid id is refused before the call joins a batch.
+    await assert.rejects(
+      pool.execute("batcher", {}, { requestId: "a b" }),
+      ConfigError,
+    );
+  } finally {
+    await pool.close();
+    await pids.assertGone();
+  }
+});
+
+const EVAL_ID =
+  "from pyproxy import host\n(host.request_id(), host.request_ids())";
+
+Deno.test("Pool.eval and EvalSession.eval send requestId to the code (host.request_id()), keep it as atom.requestId, and refuse an invalid one", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  const pool = await Pool.start({
+    workers: 1,
+    modelsDir: dir.path,
+    handleSignals: false,
+  });
+  pids.watch(pool);
+  try {
+    const atom = pool.eval(EVAL_ID, { requestId: "req-eval" });
+    assert.equal(atom.requestId, "req-eval");
+    assert.deepEqual(await atom.result, ["req-eval", ["req-eval"]]);
+    const plain = pool.eval(EVAL_ID);
+    assert.equal(plain.requestId, undefined);
+    assert.deepEqual(await plain.result, [null, [null]]);
+    await using session = await pool.openSession();
+    assert.deepEqual(
+      await session.eval(EVAL_ID, { requestId: "req-session" }).result,
+      ["req-session", ["req-session"]],
+    );
+    for (const bad of BAD_IDS) {
+      assert.throws(
+        () => pool.eval("1", { requestId: bad as string }),
+        (err: unknown) =>
+          err instanceof ConfigError &&
+          err.message.startsWith(
+            "Cannot eval: requestId: expected 1 to 128 characters of A-Za-z0-9._:-, got ",
+          ),
+        String(bad),
+      );
+    }
+  } finally {
+    await pool.close();
+    await pids.assertGone();
+  }
+});

@@ -19,6 +19,10 @@ or ``None``, e.g. to put it in a record of the model's own::
 
     log.info("scoring %s", host.request_id())
 
+In ``execute_batch(msgs)``, ``request_ids()`` gives one id per message, in
+the order of ``msgs`` (``None`` for a message without one), and
+``request_id()`` gives ``None``: a batch serves several requests.
+
 Failures raise ``HostError``: no call is running in this thread (for
 example in a thread started by the model, or in a module imported outside
 any call; a model's module imported by ``addModel`` runs inside that call
@@ -40,10 +44,10 @@ arrives. Request ids are per connection, counting from 1.
 
 import asyncio
 
-from pyproxy_server.call import current_call
+from pyproxy_server.call import current_batch, current_call
 from pyproxy_server.errors import HostError
 
-__all__ = ["call", "cache", "publish", "request_id", "HostError", "DEFAULT_TIMEOUT"]
+__all__ = ["call", "cache", "publish", "request_id", "request_ids", "HostError", "DEFAULT_TIMEOUT"]
 
 # Seconds to wait for the host's reply unless ``timeout`` says otherwise.
 DEFAULT_TIMEOUT = 30.0
@@ -100,11 +104,36 @@ def request_id():
 
     The id its client sent with it (``executeModel``/``executeStream``'s
     ``requestId``, protocol §6): a gateway client's ``X-Request-Id`` header, or
-    ``requestId`` of ``pool.execute``/``pool.executeStream``. ``None`` when
-    the call has none (the gateway makes up an id only for an error response,
-    after the call), outside a call, and in a thread the model started
-    without the call's context (``contextvars.copy_context().run`` keeps it).
-    The model's ``logging`` records carry it to the host by themselves.
+    ``requestId`` of ``pool.execute``/``pool.executeStream``/``pool.eval``.
+    ``None`` when the call has none (the gateway makes up an id only for an
+    error response, after the call), outside a call, in a thread the model
+    started without the call's context (``contextvars.copy_context().run``
+    keeps it), and in ``execute_batch``, whose messages may each have their
+    own: :func:`request_ids` gives them. The model's ``logging`` records
+    carry it to the host by themselves.
     """
     current = current_call.get()
-    return None if current is None else current.request_id
+    if current is None:
+        return None
+    batch = current_batch.get()
+    if batch is not None:
+        ids, as_batch = batch
+        return None if as_batch else ids[0]
+    return current.request_id
+
+
+def request_ids():
+    """The request ids of the messages the running code got: a list, in order.
+
+    In ``execute_batch(msgs)``, one per message of ``msgs`` (``None`` for a
+    message whose call has none): ``request_ids()[i]`` is the id of
+    ``msgs[i]``'s call. In any other call, ``[request_id()]``; outside a
+    call (or in a thread started without the call's context), ``[]``.
+    """
+    current = current_call.get()
+    if current is None:
+        return []
+    batch = current_batch.get()
+    if batch is not None:
+        return list(batch[0])
+    return [current.request_id]

@@ -12,9 +12,13 @@ receive a ``Call``:
   added, before the reply (events and replies keep their order).
 - ``call.request_id``: the request's ``requestId`` (the id its client gave the call,
   e.g. a gateway's ``X-Request-Id``; protocol §6), or ``None``.
+- ``call.request_ids``: an ``executeBatch``'s ``requestIds``, one per message
+  (``None`` for a message without one); ``[call.request_id]`` for other commands.
 
 While a threaded handler runs, ``current_call`` (a ``ContextVar``) holds its
 ``Call``; ``pyproxy.host`` uses it to find the connection to call back on.
+While an ``executeBatch`` runs model code, ``current_batch`` holds the request
+ids of the messages that code got (see :data:`current_batch`).
 
 Example::
 
@@ -26,9 +30,17 @@ Example::
 import contextvars
 import threading
 
-__all__ = ["Call", "current_call"]
+__all__ = ["Call", "current_call", "current_batch"]
 
 current_call = contextvars.ContextVar("pyproxy_current_call", default=None)
+
+# While a batching call runs model code: ``(ids, as_batch)``, the request ids
+# of the messages that code got (a tuple in message order, ``None`` for a
+# message without one), and whether it got them as a batch (``execute_batch``)
+# or as one message (``execute``: a batch run message by message for a model
+# that no longer batches). Set around each part of the call only, so other
+# calls pay nothing; ``pyproxy.host.request_id()``/``request_ids()`` read it.
+current_batch = contextvars.ContextVar("pyproxy_current_batch", default=None)
 
 class CancelledEvent(threading.Event):
     """A ``threading.Event`` that is also truthy exactly when set.
@@ -152,6 +164,38 @@ class Call:
         value = msg.get("requestId") if msg.__class__ is dict else None
         return value if value.__class__ is str else None
 
+    @property
+    def request_ids(self):
+        """The request ids of the call's messages, one per message, in order.
+
+        An ``executeBatch``'s ``requestIds`` (protocol §6): a list as long as
+        its ``msgs``, each a string or ``None``; one that is not such a list
+        counts as absent (every message without one), a non-string entry as
+        ``None``. Another command's: ``[call.request_id]``.
+        """
+        msg = self.msg
+        if self.cmd != "executeBatch" or msg.__class__ is not dict:
+            return [self.request_id]
+        msgs = msg.get("msgs")
+        count = len(msgs) if msgs.__class__ is list else 0
+        ids = msg.get("requestIds")
+        if ids.__class__ is not list or len(ids) != count:
+            return [None] * count
+        return [value if value.__class__ is str else None for value in ids]
+
+    def tag_request(self, event):
+        """Add the call's request id to ``event`` (a ``log`` event): its
+        ``requestId``, or for an ``executeBatch`` with any, ``requestIds``:
+        the distinct ids of its messages, in message order."""
+        request_id = self.request_id
+        if request_id is not None:
+            event["requestId"] = request_id
+        elif self.cmd == "executeBatch":
+            ids = distinct_ids(self.request_ids)
+            if ids:
+                event["requestIds"] = ids
+        return event
+
     def send_event(self, event):
         """Send ``event`` (a dict with an ``"event"`` key) tagged with this call's id."""
         event = dict(event)
@@ -160,3 +204,8 @@ class Call:
 
     def __repr__(self):
         return "<Call %s#%s %s>" % (self.connection.id, self.id, self.cmd)
+
+
+def distinct_ids(ids):
+    """The strings of ``ids``, each once, in their first order."""
+    return [value for value in dict.fromkeys(ids) if value is not None]

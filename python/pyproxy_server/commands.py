@@ -8,6 +8,7 @@ exactly as extension modules do it.
 import os
 import sys
 
+from .call import current_batch
 from .errors import InvalidRequestError, PyProxyError
 from .execution import is_user_error, log_user_error, wire_error
 from .spill import SpillSettings
@@ -77,22 +78,33 @@ def install(server):
             raise InvalidRequestError("Cannot run executeBatch: 'split' must be true or false")
         entry = get_model(msg.get("name"))
         size = entry.batch_size
+        # Each part of the batch runs with the request ids of its messages
+        # (host.request_ids(); protocol §6, requestIds).
+        ids = call.request_ids
         if split:
             # The messages were gathered for another version of the model (an
             # updateModel swapped it while they were on their way): run them
             # as this version takes them, in batches of its size or one by one.
             results = []
             if size is None:
-                for one in msgs:
+                for i, one in enumerate(msgs):
+                    token = current_batch.set(((ids[i],), False))
                     try:
                         results.append(entry.run(one, call))
                     except KeyboardInterrupt:
                         raise  # the call was cancelled
                     except BaseException as exc:  # SystemExit included, as for executeModel
                         results.append(exc)
+                    finally:
+                        current_batch.reset(token)
             else:
                 for start in range(0, len(msgs), size):
-                    results.extend(entry.run_batch(msgs[start:start + size]))
+                    end = start + size
+                    token = current_batch.set((tuple(ids[start:end]), True))
+                    try:
+                        results.extend(entry.run_batch(msgs[start:end]))
+                    finally:
+                        current_batch.reset(token)
         elif size is None:
             raise InvalidRequestError(
                 "Cannot run executeBatch: model %r does not batch (no batch_size)" % entry.name
@@ -103,13 +115,18 @@ def install(server):
                 % (len(msgs), entry.name, size)
             )
         else:
-            results = list(entry.run_batch(msgs))
+            token = current_batch.set((tuple(ids), True))
+            try:
+                results = list(entry.run_batch(msgs))
+            finally:
+                current_batch.reset(token)
         errors = None
         for i, result in enumerate(results):
             if isinstance(result, BaseException):
                 wire = wire_error(result)
                 if is_user_error(result, wire):
-                    log_user_error(call.connection.id, call, wire)
+                    # The line names the request id of this message only.
+                    log_user_error(call.connection.id, call, wire, ids[i])
                 if errors is None:
                     errors = {}
                 errors[str(i)] = wire

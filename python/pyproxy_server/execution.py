@@ -38,7 +38,7 @@ import sys
 import threading
 
 from . import capture
-from .call import DONE, PARKED, PENDING, RUNNING, current_call
+from .call import DONE, PARKED, PENDING, RUNNING, current_call, distinct_ids
 from .errors import CancelledError, HostError, OverloadedError, PyProxyError, PythonError, format_user_traceback
 
 __all__ = ["CallRunner", "OutputSink", "PARK", "wire_error", "is_user_error", "log_user_error", "fail_future"]
@@ -121,19 +121,33 @@ def is_user_error(exc, wire):
     return not isinstance(exc, PyProxyError) or (isinstance(exc, HostError) and "traceback" in wire)
 
 
-def log_user_error(conn_id, call, wire):
+# log_user_error's default: the ids of the call (not of one of its messages).
+_CALLS = object()
+
+
+def log_user_error(conn_id, call, wire, message_id=_CALLS):
     """Records a model's (or eval's) exception in the server's log, with its
     traceback: the caller gets the traceback, but the gateway shows it only
-    with ``--debug``, so without this it was kept nowhere."""
+    with ``--debug``, so without this it was kept nowhere. The line names the
+    call's request id, an ``executeBatch``'s those of its messages, or
+    ``message_id`` when given: the id (or ``None``) of the batch's message
+    whose exception it is."""
     if not log.isEnabledFor(logging.INFO):
         return
     name = call.msg.get("name") if isinstance(call.msg, dict) else None
-    request_id = call.request_id
+    if message_id is not _CALLS:
+        ids = "" if message_id is None else " (request id %s)" % message_id
+    elif call.cmd == "executeBatch":
+        batch = distinct_ids(call.request_ids)
+        ids = " (request ids %s)" % ", ".join(batch) if batch else ""
+    else:
+        request_id = call.request_id
+        ids = "" if request_id is None else " (request id %s)" % request_id
     log.info(
         "connection %s: %s %d%s%s raised %s: %s\n%s",
         conn_id, call.cmd, call.id,
         " (model %s)" % name if isinstance(name, str) else "",
-        " (request id %s)" % request_id if request_id is not None else "",
+        ids,
         wire.get("exception", wire.get("type")), wire.get("message", ""),
         str(wire.get("traceback") or "").rstrip(),
     )
@@ -238,9 +252,7 @@ class OutputSink:
             "message": text,
             "request": self._call.id,
         }
-        request_id = self._call.request_id
-        if request_id is not None:
-            event["requestId"] = request_id
+        self._call.tag_request(event)
         if self._deferred is not None:
             self._deferred.append(event)
             return
@@ -266,9 +278,7 @@ class OutputSink:
             "message": text,
             "request": self._call.id,
         }
-        request_id = self._call.request_id
-        if request_id is not None:
-            event["requestId"] = request_id
+        self._call.tag_request(event)
         self._conn.send_event(event)
 
 

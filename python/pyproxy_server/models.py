@@ -61,7 +61,7 @@ import threading
 import time
 import types
 
-from .call import current_call
+from .call import current_batch, current_call
 from .errors import (
     CancelledError,
     InvalidRequestError,
@@ -255,7 +255,13 @@ class ModelEntry:
             return self._execute(msg)
 
     def _one_message_batch(self, msg):
-        result = self._check_batch([msg], self._execute_batch([msg]))[0]
+        # execute_batch sees the ids of its messages, as in an executeBatch.
+        call = current_call.get()
+        token = current_batch.set(((None if call is None else call.request_id,), True))
+        try:
+            result = self._check_batch([msg], self._execute_batch([msg]))[0]
+        finally:
+            current_batch.reset(token)
         if isinstance(result, BaseException):
             raise result
         return result

@@ -70,19 +70,110 @@ class RequestIdTest(ServerTestCase):
 
         self.assertIsNone(host.request_id())
 
-    def test_a_model_error_names_the_request_id_in_the_server_log(self):
-        c = self.client()
-        reply = c.request("executeModel", rid=71, name="ids", msg={"fail": True}, requestId=ID)
-        self.assertEqual(reply["error"]["exception"], "ValueError", reply)
-        # The error reply itself is unchanged: no id in it.
-        self.assertNotIn("requestId", reply["error"])
+    def server_log(self):
         logs = os.path.join(self.root, "logs")
         text = ""
         for name in os.listdir(logs):
             if name.endswith(".log"):
                 with open(os.path.join(logs, name)) as f:
                     text += f.read()
-        self.assertIn("executeModel 71 (model ids) (request id %s) raised ValueError" % ID, text)
+        return text
+
+    def test_a_model_error_names_the_request_id_in_the_server_log(self):
+        c = self.client()
+        reply = c.request("executeModel", rid=71, name="ids", msg={"fail": True}, requestId=ID)
+        self.assertEqual(reply["error"]["exception"], "ValueError", reply)
+        # The error reply itself is unchanged: no id in it.
+        self.assertNotIn("requestId", reply["error"])
+        self.assertIn("executeModel 71 (model ids) (request id %s) raised ValueError" % ID, self.server_log())
+
+    def test_eval_code_sees_its_request_id(self):
+        c = self.client()
+        code = "from pyproxy import host\n(host.request_id(), host.request_ids())"
+        self.assertEqual(c.call("eval", code=code, requestId=ID)["value"], [ID, [ID]])
+        self.assertEqual(c.call("eval", code=code)["value"], [None, [None]])
+        # An eval's error reply is unchanged.
+        reply = c.request("eval", code="1 / 0", requestId=ID)
+        self.assertEqual(reply["error"]["exception"], "ZeroDivisionError", reply)
+        self.assertNotIn("requestId", reply["error"])
+
+
+class BatchRequestIdsTest(ServerTestCase):
+    """``executeBatch``'s ``requestIds``: ``host.request_ids()`` in
+    ``execute_batch``, its log events' ``requestIds``, its server log lines."""
+
+    shared = True
+
+    def client(self):
+        c = self.connect()
+        c.call("addModel", name="batch", file="request_ids.py", **{"class": "Batch"})
+        c.call("addModel", name="plain", file="request_ids.py", **{"class": "Plain"})
+        c.call("configure", logRecords=True)
+        return c
+
+    def test_execute_batch_sees_one_id_per_message_in_order_and_request_id_none(self):
+        c = self.client()
+        c.events.clear()
+        ids = ["a-1", None, "c-3"]
+        reply = c.call("executeBatch", rid=91, name="batch", msgs=[{}, {}, {}], requestIds=ids)
+        self.assertEqual(reply["results"], [{"id": None, "ids": ids, "n": 3}] * 3)
+        # Its log events (the record and the printed line) carry the ids it has.
+        events = [e for e in c.events if e.get("event") == "log" and e.get("request") == 91]
+        self.assertEqual(sorted(e["stream"] for e in events), ["logging", "stdout"], events)
+        for event in events:
+            self.assertEqual(event["requestIds"], ["a-1", "c-3"], event)
+            self.assertNotIn("requestId", event)
+
+    def test_without_ids_or_with_ids_it_cannot_read_every_message_has_none(self):
+        c = self.client()
+        for rid, extra in ((92, {}), (93, {"requestIds": ["a", "b"]}), (94, {"requestIds": "a"}), (95, {"requestIds": [None, 7, None]})):
+            c.events.clear()
+            reply = c.call("executeBatch", rid=rid, name="batch", msgs=[{}, {}, {}], **extra)
+            self.assertEqual(reply["results"][0]["ids"], [None, None, None], extra)
+            for event in c.events:
+                if event.get("event") == "log":
+                    self.assertNotIn("requestIds", event)
+                    self.assertNotIn("requestId", event)
+        # A duplicate id is listed once in the events.
+        c.events.clear()
+        c.call("executeBatch", rid=96, name="batch", msgs=[{}, {}], requestIds=["d", "d"])
+        self.assertEqual({tuple(e["requestIds"]) for e in c.events if e.get("event") == "log"}, {("d",)})
+
+    def test_a_split_batch_gives_each_part_the_ids_of_its_own_messages(self):
+        c = self.client()
+        # batch_size 3: five messages run as 3 + 2, each part with its ids.
+        ids = ["p0", "p1", None, "p3", "p4"]
+        reply = c.call("executeBatch", name="batch", msgs=[{}] * 5, requestIds=ids, split=True)
+        self.assertEqual([r["ids"] for r in reply["results"]], [ids[:3]] * 3 + [ids[3:]] * 2)
+        # A model that does not batch runs each message through execute:
+        # each sees its own id.
+        reply = c.call("executeBatch", name="plain", msgs=[{}] * 3, requestIds=["q0", None, "q2"], split=True)
+        self.assertEqual(reply["results"], [
+            {"id": "q0", "ids": ["q0"]}, {"id": None, "ids": [None]}, {"id": "q2", "ids": ["q2"]},
+        ])
+
+    def test_a_single_call_of_a_batching_model_sees_its_id_in_request_ids(self):
+        # executeModel of a model with only execute_batch: a batch of one.
+        c = self.client()
+        self.assertEqual(
+            c.call("executeModel", name="batch", msg={}, requestId=ID),
+            {"id": None, "ids": [ID], "n": 1},
+        )
+
+    def test_the_server_log_names_a_failed_message_by_its_id_and_a_failed_batch_by_all(self):
+        c = self.client()
+        reply = c.call("executeBatch", rid=97, name="batch", msgs=[{}, {"fail": True}], requestIds=["ok-1", "bad-2"])
+        self.assertEqual(list(reply["errors"]), ["1"])
+        reply = c.request("executeBatch", rid=98, name="batch", msgs=[{"raise": True}, {}], requestIds=["r-1", "r-2"])
+        self.assertEqual(reply["error"]["exception"], "ValueError", reply)
+        text = RequestIdTest.server_log(self)
+        self.assertIn("executeBatch 97 (model batch) (request id bad-2) raised ValueError: message failed", text)
+        self.assertIn("executeBatch 98 (model batch) (request ids r-1, r-2) raised ValueError: the batch failed", text)
+
+    def test_outside_a_call_request_ids_is_empty(self):
+        from pyproxy import host
+
+        self.assertEqual(host.request_ids(), [])
 
 
 if __name__ == "__main__":

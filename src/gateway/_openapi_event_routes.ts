@@ -17,6 +17,8 @@ import {
   type OpenApiObject,
   pathParam,
   queryParam,
+  REQUEST_ID_RESPONSE,
+  REQUEST_ID_SCHEMA,
   sseResponse,
   withGuards,
 } from "./_openapi_parts.ts";
@@ -71,17 +73,34 @@ export function evalPaths(
           message: { type: "string" },
           exception: { type: "string" },
           traceback: { type: "string" },
+          requestId: {
+            type: "string",
+            description:
+              "The eval's request id (its `POST`'s `X-Request-Id`), else this request's, else a new UUID.",
+          },
         },
       },
     },
     atomHeader,
   );
+  const requestIdParam = {
+    name: "X-Request-Id",
+    in: "header",
+    required: false,
+    description:
+      "A request id: sent to the code (`host.request_id()`), echoed on the response, named by an `error` event. Any other value is ignored.",
+    schema: REQUEST_ID_SCHEMA,
+  };
+  // Every error response of the eval routes carries a request id.
+  const evalError = (description: string) =>
+    errorResponse(description, REQUEST_ID_RESPONSE);
   return {
     "/v1/eval": {
       post: {
         operationId: "eval",
         tags: ["eval"],
         summary: "Run Python code on a worker",
+        parameters: [requestIdParam],
         requestBody: jsonBody(
           {
             type: "object",
@@ -103,7 +122,7 @@ export function evalPaths(
         ),
         responses: withGuards({
           "200": events,
-          "400": errorResponse(
+          "400": evalError(
             "`ValidationError` (the body), `InvalidRequestError` (an integer of more than `limits.maxIntegerDigits` digits, or a body nested deeper than `limits.maxJsonDepth`), `InvalidJson` or `IncompleteBody`.",
           ),
           ...bodyErrors(o.bodyLimit),
@@ -122,13 +141,14 @@ export function evalPaths(
               ...p,
               schema: { type: "string", pattern: "^(-1|\\d{1,15})$" },
             })),
+          requestIdParam,
         ],
         responses: withGuards({
           "200": events,
-          "400": errorResponse(
+          "400": evalError(
             "`InvalidRequestError`: `Last-Event-ID` is not a sequence number.",
           ),
-          "404": errorResponse("`NotFound`: unknown or expired eval."),
+          "404": evalError("`NotFound`: unknown or expired eval."),
         }, o.token),
       },
     },

@@ -189,7 +189,7 @@ export function components(token: boolean): OpenApiObject {
           requestId: {
             type: "string",
             description:
-              "The request id of a failed model call or stream: the client's `X-Request-Id`, or one the gateway made up; also the response's `X-Request-Id` header. The gateway's log line for the failure, if any, names it.",
+              "The request id of a failed model call, stream or eval route: the client's `X-Request-Id`, or one the gateway made up; also the response's `X-Request-Id` header. The gateway's log line for the failure, if any, names it.",
           },
         },
         additionalProperties: true,

@@ -14,7 +14,8 @@ import { DisconnectWatch } from "./disconnect_watch.ts";
 import { ChannelHub } from "./channels.ts";
 import { channelRoutes } from "./channel_routes.ts";
 import { dashboardCsp, dashboardHtml } from "./dashboard.ts";
-import { errorResponse, REQUEST_ID_HEADER } from "./error_response.ts";
+import { REQUEST_ID_HEADER } from "./error_response.ts";
+import { routeError } from "./_route_error.ts";
 import { evalRoutes } from "./eval_routes.ts";
 import type { GatewayPool } from "./gateway_pool.ts";
 import { GatewayMetrics } from "./metrics.ts";
@@ -484,23 +485,7 @@ export function createGateway(
       },
     }, 404);
   });
-  app.onError((err, c) => {
-    const res = errorResponse(err, ctx.debug);
-    if (res.status === 500) {
-      // Unexpected: the error with its stack.
-      ctx.logger.warn("Request failed: {error}", { error: err });
-    } else if (res.status > 500) {
-      // An outcome the error names (a PUT past loadTimeout, no worker): one
-      // line, no stack.
-      ctx.logger.warn("{method} {path} failed with {status}: {message}", {
-        method: c.req.method,
-        path: c.req.path,
-        status: res.status,
-        message: err instanceof Error ? err.message : String(err),
-      });
-    }
-    return res;
-  });
+  app.onError((err, c) => routeError(ctx, err, c));
 
   // Model calls are the hot path: a plain one (no query string, no CORS, Host
   // and token accepted, no Origin or Sec-Fetch-Site) skips the router and the middleware chain, whose

@@ -9,6 +9,8 @@ import { HTTPException } from "hono/http-exception";
 import * as v from "valibot";
 import { ShuttingDownError } from "../errors.ts";
 import { describeError, httpError } from "./error_response.ts";
+import { clientRequestId } from "./model_routes.ts";
+import { routeError } from "./_route_error.ts";
 import { validBody } from "./_valid_body.ts";
 import type { GatewayAtom, GatewayOutputChunk } from "./gateway_pool.ts";
 import { readJsonBody } from "./read_json_body.ts";
@@ -65,13 +67,18 @@ const STOP = Symbol("stop");
  * over) while the code still runs does the stream end at once, with an
  * `error` event of type `ShuttingDownError` (the workers are being stopped:
  * no result will come). An eval that settled before then keeps its result,
- * even for a client that reads it late.
+ * even for a client that reads it late. An `error` event carries
+ * `requestId`: the eval's own (its `POST`'s `X-Request-Id`), else
+ * `requestId` (this request's), else a new UUID; one for an unexpected
+ * error (500) is logged with it.
  */
 async function* atomEvents(
   atom: GatewayAtom,
   output: ReadableStream<GatewayOutputChunk>,
   debug: boolean,
   stop: AbortSignal,
+  requestId: string | undefined,
+  logger: RouteContext["logger"],
 ): AsyncGenerator<SseEvent> {
   yield { event: "atom", data: { id: atom.id } };
   let settled = false;
@@ -123,6 +130,7 @@ async function* atomEvents(
       ),
       debug,
     );
+    body.requestId = atom.requestId ?? requestId ?? crypto.randomUUID();
     yield { event: "error", data: { status, ...body } };
     return;
   }
@@ -133,6 +141,15 @@ async function* atomEvents(
     const { status, body } = describeError(err, true);
     if (!debug && status >= 500 && body.type === "InternalError") {
       body.message = "internal error";
+    }
+    body.requestId = atom.requestId ?? requestId ?? crypto.randomUUID();
+    // Unexpected (the client reads "internal error"): logged with the id it
+    // got, as a model stream's failure is.
+    if (status === 500) {
+      logger.warn("Eval failed (request id {requestId}): {error}", {
+        error: err,
+        requestId: body.requestId,
+      });
     }
     yield { event: "error", data: { status, ...body } };
   }
@@ -148,6 +165,16 @@ async function* atomEvents(
  */
 export function evalRoutes(ctx: RouteContext): Hono {
   const app = new Hono();
+  // Every error response of these routes carries a request id, as a model
+  // call's does: the client's `X-Request-Id`, else a new one.
+  app.onError((err, c) =>
+    routeError(
+      ctx,
+      err,
+      c,
+      clientRequestId(c.req.raw) ?? crypto.randomUUID(),
+    )
+  );
   const forbidden = () =>
     httpError(
       403,
@@ -181,14 +208,31 @@ export function evalRoutes(ctx: RouteContext): Hono {
       body,
       "Cannot eval",
     );
+    // The client's request id goes with the code (host.request_id()).
+    const requestId = clientRequestId(c.req.raw);
     const atom = ctx.pool.eval(code, {
       ...(locals === undefined ? {} : { locals }),
       ...(args === undefined ? {} : { args }),
       timeout: Math.min(timeout ?? ctx.requestTimeout, ctx.requestTimeout),
+      ...(requestId === undefined ? {} : { requestId }),
     });
-    ctx.logger.debug("Eval {id} started", { id: atom.id });
+    if (requestId === undefined) {
+      ctx.logger.debug("Eval {id} started", { id: atom.id });
+    } else {
+      ctx.logger.debug("Eval {id} started (request id {requestId})", {
+        id: atom.id,
+        requestId,
+      });
+    }
     return sseResponse(
-      atomEvents(atom, atom.output, ctx.debug, ctx.stopSignal),
+      atomEvents(
+        atom,
+        atom.output,
+        ctx.debug,
+        ctx.stopSignal,
+        requestId,
+        ctx.logger,
+      ),
       { headers: { "x-atom-id": atom.id } },
     );
   });
@@ -221,7 +265,14 @@ export function evalRoutes(ctx: RouteContext): Hono {
     // HEAD: no replay reader (nothing would ever read or release it).
     if (c.req.method === "HEAD") return sseHead({ "x-atom-id": atom.id });
     return sseResponse(
-      atomEvents(atom, atom.replay(from), ctx.debug, ctx.stopSignal),
+      atomEvents(
+        atom,
+        atom.replay(from),
+        ctx.debug,
+        ctx.stopSignal,
+        clientRequestId(c.req.raw),
+        ctx.logger,
+      ),
       { headers: { "x-atom-id": atom.id } },
     );
   });

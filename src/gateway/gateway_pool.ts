@@ -128,6 +128,11 @@ export interface GatewayAtom {
   replay(fromSeq?: number): ReadableStream<GatewayOutputChunk>;
   /** Interrupts the code. */
   cancel(reason?: string): void;
+  /**
+   * The request id it was started with (the `X-Request-Id` of its `POST
+   * /v1/eval`), if any: a replay's `error` event names it.
+   */
+  readonly requestId?: string | undefined;
 }
 
 /**
@@ -204,7 +209,10 @@ export interface GatewayPool {
    * plugin sizes it.
    */
   setScaleBounds?(change: ScaleBoundsChange): Record<string, ScaleBounds>;
-  /** Starts an eval. */
+  /**
+   * Starts an eval. `requestId`: the client's `X-Request-Id`, for the code
+   * (`host.request_id()`) and the worker's log line of its exception.
+   */
   eval(
     code: string,
     options?: {
@@ -212,6 +220,7 @@ export interface GatewayPool {
       args?: unknown[] | Record<string, unknown>;
       timeout?: number;
       signal?: AbortSignal;
+      requestId?: string;
     },
   ): GatewayAtom;
   /** Atoms by id (running, and recent finished ones). */

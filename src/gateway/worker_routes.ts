@@ -259,6 +259,9 @@ function setBounds(
       }, max ${shown(change.max)}) (got ${count})`,
     );
   }
+  // Those before, to log only a real change (a PUT of the bounds in force,
+  // as a client that sets them on every start does, changes nothing).
+  const before = boundsInForce(ctx) ?? {};
   // A RangeError (max below min, as the plugin holds them) is a 400.
   const bounds = pool.setScaleBounds(change);
   if (Object.keys(bounds).length === 0) {
@@ -268,11 +271,15 @@ function setBounds(
       "Cannot set worker bounds: no plugin sizes the pool (start with --autoscale min:max, or plugins.autoscale in pyproxy.json)",
     );
   }
-  ctx.logger.info("Worker bounds set: {bounds}", {
-    bounds: Object.entries(bounds).map(([name, b]) =>
-      `${name} ${b.min} to ${b.max}`
-    ).join(", "),
-  });
+  const changed = Object.entries(bounds).filter(([name, b]) =>
+    before[name]?.min !== b.min || before[name]?.max !== b.max
+  );
+  if (changed.length > 0) {
+    ctx.logger.info("Worker bounds set: {bounds}", {
+      bounds: changed.map(([name, b]) => `${name} ${b.min} to ${b.max}`)
+        .join(", "),
+    });
+  }
   return bounds;
 }
 

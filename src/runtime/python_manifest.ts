@@ -22,9 +22,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/host.py",
-      size: 4794,
+      size: 5884,
       sha256:
-        "0e45aeedbcfdbe037f4a177bce46720d8c57bdda9bc930728f5afb6b07b9d4ce",
+        "5d098c4134ccb5b08e96a7f16709ff03416de14a6d4a09a2e8dc8d33956ca757",
     },
     {
       path: "pyproxy_server/__init__.py",
@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call.py",
-      size: 6151,
+      size: 8558,
       sha256:
-        "9c71cff1eb8f83caf8a4a79e649689b7f13226f39a65d8e38372b97714c429b9",
+        "b53e3a17fde6acc6e0482af75fc34cbc8fb7ba31228f2db9f48113f17a390071",
     },
     {
       path: "pyproxy_server/call_executor.py",
@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 6728,
+      size: 7525,
       sha256:
-        "ee1241d4477bd2fb5f5f328a91a85a6313ce477815fb7549da691b39384cb62c",
+        "c08c7f191cd9a651f1757f849837063907da3357ff5678bf914f35a117c28ff9",
     },
     {
       path: "pyproxy_server/connection.py",
@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 28711,
+      size: 29157,
       sha256:
-        "bd68482cb0423bdae6218076b9a1058730f6c4c87f3bb9b0031b34003e66c23e",
+        "a423cca8319bad4505240e8a348eacf2431c6b0b1a1db7445269c9707b6e78f4",
     },
     {
       path: "pyproxy_server/framer.py",
@@ -148,9 +148,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 38551,
+      size: 38838,
       sha256:
-        "b6d6902e4b1e2393705eeb26c980cd473dc62fb75bf2af2bcf708ee51b24833f",
+        "9632fe4a0cbbc6760cdc9ce1bbf31c7c889b2459271494d90c3ab4b796376f5a",
     },
     {
       path: "pyproxy_server/server.py",

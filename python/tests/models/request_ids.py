@@ -51,3 +51,28 @@ class Stream:
         yield host.request_id()
         log.warning("streaming")
         yield host.request_id()
+
+
+class Batch:
+    """A batching model: each message's result is what ``execute_batch`` saw
+    (``host.request_id()``, ``host.request_ids()``, the batch's size); logs
+    and prints once per batch. ``msg["fail"]``: that message's result is an
+    exception instance; ``msg["raise"]``: the whole batch raises."""
+
+    batch_size = 3
+
+    def execute_batch(self, msgs):
+        log.warning("batching %d", len(msgs))
+        print("printed in a batch")
+        if any(m.get("raise") for m in msgs):
+            raise ValueError("the batch failed")
+        seen = {"id": host.request_id(), "ids": host.request_ids(), "n": len(msgs)}
+        return [ValueError("message failed") if m.get("fail") else dict(seen) for m in msgs]
+
+
+class Plain:
+    """Not batching: what one message's ``execute`` sees (an ``executeBatch``
+    with ``split`` runs it message by message)."""
+
+    def execute(self, msg):
+        return {"id": host.request_id(), "ids": host.request_ids()}
