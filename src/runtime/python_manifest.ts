@@ -148,9 +148,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 38551,
+      size: 39943,
       sha256:
-        "b6d6902e4b1e2393705eeb26c980cd473dc62fb75bf2af2bcf708ee51b24833f",
+        "f00f2bb72e491ad7f6a2011da9cee70dd66d534a6263c085ff0915044cdafb41",
     },
     {
       path: "pyproxy_server/server.py",
