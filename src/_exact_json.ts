@@ -12,6 +12,7 @@
  * @module
  */
 import { InvalidRequestError, UnsafeIntegerError } from "./errors.ts";
+import { depthOver } from "./_json_depth.ts";
 
 /** How integers outside ±(2^53 − 1) are received: see `SessionConnectOptions.integers`. */
 export type IntegersMode = "number" | "bigint";
@@ -31,6 +32,17 @@ const MAYBE_UNSAFE = /[:,[]\s*-?\d{16}/;
  */
 const BARE_UNSAFE = /^\s*-?\d{16}/;
 const INTEGER = /^-?\d+$/;
+
+/**
+ * The deepest text read with a reviver (levels of arrays and objects, the
+ * whole value being 1). `JSON.parse` itself reads any depth, but its walk
+ * for a reviver recurses: it overflowed the stack from a few thousand
+ * levels. Deeper text is read without one, and its integers beyond ±2^53
+ * cannot be exact (see {@linkcode ExactJson.inexact}). The walks over
+ * revived values ({@linkcode findBigInt}, {@linkcode roundBigInts},
+ * {@linkcode withRawIntegers}) go this deep too.
+ */
+export const EXACT_JSON_DEPTH = 1000;
 
 /** A `BigInt` for an unsafe integer literal, else `value` (a reviver's logic). */
 function revive(value: unknown, context?: { source?: string }): unknown {
@@ -85,7 +97,10 @@ export interface ParseJsonOptions {
 /**
  * `JSON.parse(text)` with integers beyond ±(2^53 − 1) as exact `BigInt`s
  * (parsed twice only when the text may hold one). For the host's own JSON
- * stores and the gateway's request bodies (with `maxIntegerDigits`).
+ * stores and the gateway's request bodies (with `maxIntegerDigits`). Text
+ * that may hold such an integer nested deeper than
+ * {@linkcode EXACT_JSON_DEPTH} is refused with an `InvalidRequestError`
+ * (`details: {depth, limit}`): the reviver's walk recurses.
  *
  * @example
  * ```ts ignore
@@ -99,6 +114,13 @@ export function parseJson(
 ): unknown {
   if (!MAYBE_UNSAFE.test(text) && !BARE_UNSAFE.test(text)) {
     return JSON.parse(text);
+  }
+  const depth = depthOver(text, EXACT_JSON_DEPTH);
+  if (depth !== undefined) {
+    throw new InvalidRequestError(
+      `Cannot parse JSON exactly: it is nested ${depth} levels deep and may hold an integer beyond ±2^53, which is read exactly only within ${EXACT_JSON_DEPTH} levels`,
+      { details: { depth, limit: EXACT_JSON_DEPTH } },
+    );
   }
   const max = options.maxIntegerDigits;
   return JSON.parse(
@@ -133,6 +155,15 @@ export class ExactJson {
   reparsed = 0;
   /** `BigInt`s made. */
   revived = 0;
+  /**
+   * Texts that may hold an integer beyond ±2^53 but were nested too deep to
+   * read with the reviver (past {@linkcode EXACT_JSON_DEPTH}): read as
+   * `JSON.parse` alone reads them, numbers rounded. Check with
+   * {@linkcode holdsUnsafeNumber} which of their messages hold one.
+   */
+  inexact = 0;
+  /** The depth of the last such text. */
+  inexactDepth = 0;
 
   #reviver = (_key: string, value: unknown, context?: { source?: string }) => {
     const out = revive(value, context);
@@ -147,12 +178,46 @@ export class ExactJson {
    */
   parse(text: string): unknown {
     if (!MAYBE_UNSAFE.test(text)) return JSON.parse(text);
+    const depth = depthOver(text, EXACT_JSON_DEPTH);
+    if (depth !== undefined) {
+      this.inexact++;
+      this.inexactDepth = depth;
+      return JSON.parse(text);
+    }
     this.reparsed++;
     return JSON.parse(
       text,
       this.#reviver as (k: string, v: unknown) => unknown,
     );
   }
+}
+
+/**
+ * Whether `value` holds a number that is an integer beyond ±(2^53 − 1) (or
+ * infinite): what `JSON.parse` makes of such an integer literal (or of a
+ * float literal that large, which it cannot tell apart). Iterative: any
+ * depth.
+ */
+export function holdsUnsafeNumber(value: unknown): boolean {
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (typeof v === "number") {
+      // Infinity too: Math.trunc(Infinity) is Infinity.
+      if (!Number.isSafeInteger(v) && Math.trunc(v) === v) return true;
+    } else if (typeof v === "object" && v !== null) {
+      if (Array.isArray(v)) {
+        for (let i = 0; i < v.length; i++) stack.push(v[i]);
+      } else {
+        for (const key in v) {
+          if (Object.hasOwn(v, key)) {
+            stack.push((v as Record<string, unknown>)[key]);
+          }
+        }
+      }
+    }
+  }
+  return false;
 }
 
 /** Where {@linkcode findBigInt} found a `BigInt`: its path and value. */
@@ -173,8 +238,8 @@ export function findBigInt(
   depth = 0,
 ): FoundBigInt | undefined {
   if (typeof value === "bigint") return { path, value };
-  // Deeper than any message can be (and a cycle ends here).
-  if (typeof value !== "object" || value === null || depth > 1000) {
+  // Deeper than a revived message can be (and a cycle ends here).
+  if (typeof value !== "object" || value === null || depth > EXACT_JSON_DEPTH) {
     return undefined;
   }
   if (Array.isArray(value)) {
@@ -202,7 +267,9 @@ export function findBigInt(
  * messages of `integers: "number"` that are passed on rather than refused.
  */
 export function roundBigInts(value: unknown, depth = 0): void {
-  if (typeof value !== "object" || value === null || depth > 1000) return;
+  if (typeof value !== "object" || value === null || depth > EXACT_JSON_DEPTH) {
+    return;
+  }
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
       const v = value[i];
@@ -284,7 +351,7 @@ export function withRawIntegers(value: unknown, depth = 0): unknown {
     }
     return raw(value.toString());
   }
-  if (typeof value !== "object" || value === null || depth > 1000) {
+  if (typeof value !== "object" || value === null || depth > EXACT_JSON_DEPTH) {
     return value;
   }
   if (typeof (value as { toJSON?: unknown }).toJSON === "function") {

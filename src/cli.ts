@@ -58,6 +58,8 @@ Options:
       --max-integer-digits <n>
                             Most digits of an integer in a request body, >= 16
                             (default 4300, Python's own limit)
+      --max-json-depth <n>  Deepest nesting of arrays/objects in a request body
+                            (default 800, under what Python's json decodes)
       --timeout <ms>        Execute/eval timeout (default 30000)
       --load-timeout <ms>   Time a model may take to load, at start or by PUT
                             (default 120000)
@@ -130,6 +132,7 @@ const OPTIONS = {
   "cors-origin": { type: "string", multiple: true },
   "body-limit": { type: "string" },
   "max-integer-digits": { type: "string" },
+  "max-json-depth": { type: "string" },
   timeout: { type: "string" },
   "load-timeout": { type: "string" },
   "stream-idle-timeout": { type: "string" },
@@ -299,6 +302,7 @@ const FLAG_OF: Record<string, string> = {
   "cors.origins": "--cors-origin",
   "limits.bodyLimit": "--body-limit",
   "limits.maxIntegerDigits": "--max-integer-digits",
+  "limits.maxJsonDepth": "--max-json-depth",
   "limits.requestTimeout": "--timeout",
   "limits.loadTimeout": "--load-timeout",
   "limits.streamIdleTimeout": "--stream-idle-timeout",
@@ -401,6 +405,7 @@ function cliOverrides(
   };
   limit("bodyLimit", "body-limit");
   limit("maxIntegerDigits", "max-integer-digits");
+  limit("maxJsonDepth", "max-json-depth");
   limit("requestTimeout", "timeout");
   limit("loadTimeout", "load-timeout");
   limit("streamIdleTimeout", "stream-idle-timeout");

@@ -21,6 +21,7 @@ import {
   StderrTail,
 } from "./_python_server_io.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
+import { innerServerPid } from "./_inner_server_pid.ts";
 import { StderrLog } from "./_stderr_log.ts";
 
 /**
@@ -266,6 +267,7 @@ export interface PythonServerStopOptions {
  */
 export class PythonServer implements AsyncDisposable {
   #child: ChildProcess;
+  #pid: number;
   #ready: ReadyLine;
   #options: PythonServerOptions;
   #secret: string;
@@ -276,6 +278,7 @@ export class PythonServer implements AsyncDisposable {
 
   private constructor(
     child: ChildProcess,
+    pid: number,
     ready: ReadyLine,
     options: PythonServerOptions,
     secret: string,
@@ -284,6 +287,7 @@ export class PythonServer implements AsyncDisposable {
     exited: Promise<ExitStatus>,
   ) {
     this.#child = child;
+    this.#pid = pid;
     this.#ready = ready;
     this.#options = options;
     this.#secret = secret;
@@ -552,8 +556,20 @@ export class PythonServer implements AsyncDisposable {
       );
     }
     logger.debug("Python server {id} is ready: {ready}", { id, ready });
+    // Under a wrapper that runs Python as its child, the server is not the
+    // process spawned: signal its group too, and know it by its own pid
+    // (eval events carry it). Kept to the spawned child unless confirmed.
+    const inner = await innerServerPid(runtime, child.pid, ready.pid);
+    if (inner !== undefined) {
+      child.adoptGroup?.(inner);
+      logger.debug(
+        "Python server {id} runs under a wrapper (pid {wrapper}): server pid {pid}",
+        { id, wrapper: child.pid, pid: inner },
+      );
+    }
     return new PythonServer(
       child,
+      inner ?? child.pid,
       ready,
       options,
       secret,
@@ -563,9 +579,13 @@ export class PythonServer implements AsyncDisposable {
     );
   }
 
-  /** The process id. */
+  /**
+   * The server's process id: the Python process itself, also under a
+   * wrapper that runs it as its child (confirmed on Linux through `/proc`;
+   * elsewhere the spawned process's).
+   */
   get pid(): number {
-    return this.#child.pid;
+    return this.#pid;
   }
 
   /** The bound TCP port (`0` when the server listens on a Unix socket only). */

@@ -17,6 +17,7 @@ import {
   PluginError,
   ProtocolError,
   PyProxyError,
+  SerializationError,
   TimeoutError,
 } from "./errors.ts";
 import { DEFAULT_MAX_FRAME_SIZE, VERSION } from "./protocol/frame.ts";
@@ -39,7 +40,13 @@ import { PendingTable } from "./_session_pending_table.ts";
 import { Outbox } from "./_session_outbox.ts";
 import { Pending } from "./_session_pending.ts";
 import { callOptionsError } from "./_call_options.ts";
-import { ExactJson, roundBigInts, unsafeIntegerError } from "./_exact_json.ts";
+import {
+  EXACT_JSON_DEPTH,
+  ExactJson,
+  holdsUnsafeNumber,
+  roundBigInts,
+  unsafeIntegerError,
+} from "./_exact_json.ts";
 import type {
   ModelDescription,
   ModelSpec,
@@ -858,12 +865,15 @@ export class Session implements AsyncDisposable {
         for (let i = 0; i < frames.length && !this.#closed; i++) {
           const payload = verifyFrame(frames[i]!, md5, digest);
           const revived = this.#exact.revived;
+          const inexact = this.#exact.inexact;
           const item = payload instanceof Error
             ? payload
             : parsePayload(payload, text, undefined, this.#parse);
           // Integers beyond ±2^53 came as BigInt: the default refuses them, message by message.
           const refuse = this.#exact.revived !== revived &&
             this.#integers === "number";
+          // Too deep to read them exactly: their messages fail, either way.
+          const deep = this.#exact.inexact !== inexact;
           const messages = item instanceof Error || !isBatch(item)
             ? item
             : unbatch(item);
@@ -876,12 +886,14 @@ export class Session implements AsyncDisposable {
             return;
           }
           if (!Array.isArray(messages)) {
+            if (deep && this.#refuseInexact(messages)) continue;
             if (refuse && this.#refuseUnsafe(messages)) continue;
             const later = this.#receive(messages);
             if (later !== undefined) await this.#awaitIncoming(later);
             continue;
           }
           for (let j = 0; j < messages.length && !this.#closed; j++) {
+            if (deep && this.#refuseInexact(messages[j]!)) continue;
             if (refuse && this.#refuseUnsafe(messages[j]!)) continue;
             const later = this.#receive(messages[j]!);
             if (later !== undefined) await this.#awaitIncoming(later);
@@ -909,32 +921,64 @@ export class Session implements AsyncDisposable {
    * the error or the record for a number that is not its point.
    */
   #refuseUnsafe(msg: SessionMessage): boolean {
-    const data = !this.#handshaking &&
+    if (!this.#isData(msg)) {
+      roundBigInts(msg);
+      return false;
+    }
+    const error = unsafeIntegerError(this.#incomingAction(msg), msg);
+    if (error === undefined) return false;
+    this.#failIncoming(msg, error);
+    return true;
+  }
+
+  /**
+   * Fails what `msg` belongs to when it came in text nested too deep for the
+   * exact read (past `EXACT_JSON_DEPTH`) and holds a number that may have
+   * been an integer beyond ±2^53 (read rounded): with either `integers`
+   * mode, such data cannot reach the caller as sent. The reviver that makes
+   * exact integers recursed, and overflowed the stack on such text: that
+   * failed the whole connection (every call on the worker, and the worker).
+   * Anything that is not data is passed on, as {@linkcode #refuseUnsafe} does.
+   */
+  #refuseInexact(msg: SessionMessage): boolean {
+    if (!this.#isData(msg) || !holdsUnsafeNumber(msg)) return false;
+    const depth = this.#exact.inexactDepth;
+    this.#failIncoming(
+      msg,
+      new SerializationError(
+        `${
+          this.#incomingAction(msg)
+        }: it is nested ${depth} levels deep and holds an integer beyond ±2^53, which the host reads exactly only within ${EXACT_JSON_DEPTH} levels`,
+        { details: { depth, limit: EXACT_JSON_DEPTH } },
+      ),
+    );
+    return true;
+  }
+
+  /** Whether `msg` is data a caller receives (a result, an item, a host command's arguments). */
+  #isData(msg: SessionMessage): boolean {
+    return !this.#handshaking &&
       (typeof msg.cmd === "string" ||
         (typeof msg.event === "string"
           ? msg.event === "item"
           : msg.ok !== false));
-    if (!data) {
-      roundBigInts(msg);
-      return false;
-    }
+  }
+
+  /** "Cannot complete executeModel", ...: how an error about incoming `msg` starts. */
+  #incomingAction(msg: SessionMessage): string {
     const id = msg.id;
     const cmd = typeof msg.cmd === "string"
       ? msg.cmd
       : typeof id === "number"
       ? this.#pending.get(id)?.cmd
       : undefined;
-    const action = typeof msg.cmd === "string"
+    return typeof msg.cmd === "string"
       ? `Cannot run host command ${cmd}`
       : cmd !== undefined
       ? `Cannot complete ${cmd}`
       : `Cannot read ${
         typeof msg.event === "string" ? `event ${msg.event}` : `reply ${id}`
       }`;
-    const error = unsafeIntegerError(action, msg);
-    if (error === undefined) return false;
-    this.#failIncoming(msg, error);
-    return true;
   }
 
   /**

@@ -197,6 +197,49 @@ async function groupLeader(
   return { child, grandchild };
 }
 
+/**
+ * Spawns (with `processGroup`) a wrapper that runs, as its child, a Python
+ * that leads a group of its own and starts a `sleep` in it: a pyproxy server
+ * under `uv run` or a shell script without `exec`. Resolves with the
+ * wrapper, the inner Python's pid and the sleep's.
+ */
+async function wrappedGroupLeader(
+  rt: Runtime,
+): Promise<{ child: ChildProcess; inner: number; grandchild: number }> {
+  const inner = "import os, subprocess, sys\n" +
+    "os.setpgid(0, 0)\n" +
+    "p = subprocess.Popen(['sleep', '60'])\n" +
+    "print(os.getpid(), p.pid, flush=True)\n" +
+    "sys.stdin.read()\n";
+  const child = rt.spawn({
+    cmd: "python3",
+    args: [
+      "-c",
+      "import subprocess, sys\n" +
+      "sys.exit(subprocess.call([sys.executable, '-c', sys.argv[1]]))\n",
+      inner,
+    ],
+    processGroup: true,
+  });
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += value;
+  }
+  reader.cancel().catch(() => {});
+  readAll(child.stderr).catch(() => {});
+  const [pid = 0, grandchild = 0] = text.trim().split(" ").map(Number);
+  if (!(pid > 0 && grandchild > 0)) {
+    child.kill("SIGKILL");
+    throw new Error(
+      `Cannot start the wrapped group: got ${JSON.stringify(text)}`,
+    );
+  }
+  return { child, inner: pid, grandchild };
+}
+
 /** Every check, in order. */
 export const runtimeContract: ContractCheck[] = [
   {
@@ -523,6 +566,58 @@ export const runtimeContract: ContractCheck[] = [
         await c.child.status;
         c.child.killGroup("SIGKILL");
         assert.ok(running(c.grandchild), "not a group child: signalled alone");
+      } finally {
+        for (const pid of pids) {
+          try {
+            // Never 0 or below: that would signal this process's own group.
+            if (pid > 0) process.kill(pid, "SIGKILL");
+          } catch {
+            // gone
+          }
+        }
+      }
+    },
+  },
+  {
+    name:
+      "spawn() adoptGroup: kill() and killGroup() also reach the group of a server under a wrapper; without it they do not",
+    async fn({ rt }) {
+      if (process.platform === "win32") return;
+      const pids: number[] = [];
+      try {
+        // kill(): the adopted group (the inner Python and its sleep) too.
+        const a = await wrappedGroupLeader(rt);
+        pids.push(a.child.pid, a.inner, a.grandchild);
+        assert.equal(typeof a.child.adoptGroup, "function");
+        a.child.adoptGroup!(a.inner);
+        a.child.kill("SIGTERM");
+        await a.child.status;
+        assert.ok(await ends(a.inner), "kill() left the wrapped server");
+        assert.ok(await ends(a.grandchild), "kill() left its sleep");
+        // The wrapper gone alone (SIGKILL cannot be passed on): killGroup()
+        // ends the adopted group, after the wrapper's status settled.
+        const b = await wrappedGroupLeader(rt);
+        pids.push(b.child.pid, b.inner, b.grandchild);
+        b.child.adoptGroup!(b.inner);
+        process.kill(b.child.pid, "SIGKILL");
+        await b.child.status;
+        assert.ok(running(b.inner) && running(b.grandchild));
+        b.child.killGroup("SIGKILL");
+        assert.ok(await ends(b.inner), "killGroup() left the wrapped server");
+        assert.ok(await ends(b.grandchild), "killGroup() left its sleep");
+        // Not adopted: the wrapper's group is not the server's.
+        const c = await wrappedGroupLeader(rt);
+        pids.push(c.child.pid, c.inner, c.grandchild);
+        process.kill(c.child.pid, "SIGKILL");
+        await c.child.status;
+        c.child.killGroup("SIGKILL");
+        assert.ok(running(c.inner) && running(c.grandchild));
+        // Never the child's own pid, nor 1 or below.
+        c.child.adoptGroup!(c.child.pid);
+        c.child.adoptGroup!(1);
+        c.child.adoptGroup!(-c.inner);
+        c.child.killGroup("SIGKILL");
+        assert.ok(running(c.inner), "adopted a refused pgid");
       } finally {
         for (const pid of pids) {
           try {

@@ -400,6 +400,12 @@ Deno.test("main reports every failure in one error line on stderr", async () => 
       /^error: limits\.maxIntegerDigits: expected an integer >= 16 \(at command line: --max-integer-digits\)$/,
     ],
     [
+      ["serve", "--max-json-depth", "0"],
+      {},
+      1,
+      /^error: limits\.maxJsonDepth: expected an integer >= 1 \(at command line: --max-json-depth\)$/,
+    ],
+    [
       ["serve", "--eval-replay-budget", "64Mi"],
       {},
       1,

@@ -38,6 +38,13 @@ Deno.test("parseConfig names the bad field and where it is", () => {
       String(bad),
     );
   }
+  for (const bad of [0, 1.5, "800"]) {
+    assert.equal(
+      configError(() => parseConfig({ limits: { maxJsonDepth: bad } })),
+      "limits.maxJsonDepth: expected an integer >= 1 (at pyproxy.json: limits.maxJsonDepth)",
+      String(bad),
+    );
+  }
   for (const bad of [-1, 1.5, "64Mi"]) {
     assert.equal(
       configError(() => parseConfig({ limits: { evalReplayBudget: bad } })),
@@ -171,6 +178,7 @@ Deno.test("resolveConfig applies defaults, the file, then the flags", () => {
   assert.deepEqual(config.limits, {
     bodyLimit: 10,
     maxIntegerDigits: 4300,
+    maxJsonDepth: 800,
     requestTimeout: 7,
     loadTimeout: 9,
     streamIdleTimeout: 12,
@@ -187,6 +195,14 @@ Deno.test("resolveConfig applies defaults, the file, then the flags", () => {
       cli: { limits: { maxIntegerDigits: 20_000 } },
     }).limits.maxIntegerDigits,
     20_000,
+  );
+  assert.equal(
+    resolveConfig({
+      cwd: "/",
+      file: { limits: { maxJsonDepth: 850 } },
+      cli: { limits: { maxJsonDepth: 880 } },
+    }).limits.maxJsonDepth,
+    880,
   );
   assert.equal(
     resolveConfig({ cwd: "/", cli: {} }).limits.streamIdleTimeout,

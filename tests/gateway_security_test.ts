@@ -582,6 +582,21 @@ Deno.test("createGateway answers HEAD with the Content-Length of the GET body, e
   }
 });
 
+Deno.test("createGateway refuses a maxJsonDepth that is not a positive integer; Infinity takes any depth", () => {
+  for (const bad of [0, -1, 2.5, NaN]) {
+    assert.throws(
+      () => createGateway(stubPool(), { maxJsonDepth: bad }),
+      (err: unknown) =>
+        err instanceof RangeError &&
+        err.message ===
+          `Cannot create gateway: maxJsonDepth ${bad} is not an integer >= 1`,
+    );
+  }
+  for (const ok of [1, 800, Infinity]) {
+    createGateway(stubPool(), { maxJsonDepth: ok, port: () => 8000 });
+  }
+});
+
 Deno.test("createGateway refuses a maxIntegerDigits that would not hold (below 16, not an integer); 16 holds at 17 digits", async () => {
   for (const bad of [10, 0, -1, 16.5, NaN]) {
     assert.throws(

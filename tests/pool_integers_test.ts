@@ -290,3 +290,122 @@ Deno.test("Pool integers: a value other than 'number' or 'bigint' is a ConfigErr
     /Cannot start pool: integers: expected "number" or "bigint"/,
   );
 });
+
+const DEEP = `
+import sys
+import time
+
+from pyproxy import host
+
+# Python's json goes as deep as the recursion limit lets it (3.13 decodes
+# ~10000 levels by default): this model lets it go deeper than the host's
+# exact read (1000 levels).
+sys.setrecursionlimit(100_000)
+
+
+def deep(d, leaf):
+    v = leaf
+    for _ in range(d):
+        v = [v]
+    return v
+
+
+class Deep:
+    def execute(self, msg):
+        leaf = 2**64 if msg["big"] else 1
+        if msg.get("call"):
+            try:
+                host.call("sink", {"v": deep(msg["d"], leaf)})
+                return {"called": True}
+            except host.HostError as e:
+                return {"hostError": str(e)}
+        if msg.get("stream"):
+            return iter([{"i": 0}, {"v": deep(msg["d"], leaf)}])
+        return {"v": deep(msg["d"], leaf)}
+
+
+class Slow:
+    def execute(self, msg):
+        time.sleep(0.5)
+        return {"slow": True}
+`;
+
+function leafOf(value: unknown): unknown {
+  let v = (value as { v: unknown }).v;
+  while (Array.isArray(v)) v = v[0];
+  return v;
+}
+
+Deno.test("Pool integers: a reply nested past 1000 levels holding an integer beyond ±2^53 fails its call alone with SerializationError (the reviver overflowed the stack and the connection)", async () => {
+  const path = await Deno.makeTempDir({ prefix: "pyproxy-integers-test-" });
+  try {
+    await Deno.writeTextFile(`${path}/deep.py`, DEEP);
+    for (const integers of ["number", "bigint"] as const) {
+      const sunk: unknown[] = [];
+      await using pool = await Pool.start({
+        workers: 1,
+        modelsDir: path,
+        handleSignals: false,
+        integers,
+        plugins: {
+          use: [{ name: "sink", handlers: { sink: (a) => void sunk.push(a) } }],
+        },
+      });
+      await pool.addModel("deep", { file: "deep.py", class: "Deep" });
+      await pool.addModel("slow", { file: "deep.py", class: "Slow" });
+      const pid = pool.status().workers[0]?.pid;
+      // A call in flight on the same connection throughout.
+      const slow = pool.execute("slow", {});
+      // The depth is the frame's: a batch frame of stream items is 2 deeper.
+      const tooDeep = (depth: number) => (err: unknown) => {
+        assert.ok(err instanceof SerializationError, String(err));
+        assert.match(
+          err.message,
+          /^Cannot complete execute(Model|Stream): it is nested \d+ levels deep and holds an integer beyond ±2\^53, which the host reads exactly only within 1000 levels$/,
+        );
+        const details = err.details as { depth: number; limit: number };
+        assert.ok(details.depth >= depth && details.depth <= depth + 2);
+        assert.equal(details.limit, 1000);
+        return true;
+      };
+      for (const d of [1500, 5000]) {
+        await assert.rejects(
+          pool.execute("deep", { d, big: true }),
+          tooDeep(d + 2),
+        );
+        const items: unknown[] = [];
+        await assert.rejects(async () => {
+          for await (
+            const item of pool.executeStream("deep", {
+              d,
+              big: true,
+              stream: true,
+            })
+          ) items.push(item);
+        }, tooDeep(d + 2));
+        assert.deepEqual(items, [{ i: 0 }]);
+        // Host command arguments: the model's host call fails, not the model.
+        const called = await pool.execute("deep", {
+          d,
+          big: true,
+          call: true,
+        }) as { hostError?: string };
+        assert.match(
+          called.hostError ?? "",
+          /nested \d+ levels deep and holds an integer beyond ±2\^53/,
+        );
+        // Without such an integer, the depth alone is no problem for the host.
+        assert.equal(leafOf(await pool.execute("deep", { d, big: false })), 1);
+      }
+      assert.deepEqual(sunk, []);
+      assert.deepEqual(await slow, { slow: true });
+      assert.equal(pool.status().workers[0]?.pid, pid, "the same worker");
+      // Within 1000 levels it is exact (bigint) or refused as unsafe (number).
+      const within = pool.execute("deep", { d: 990, big: true });
+      if (integers === "bigint") assert.equal(leafOf(await within), 2n ** 64n);
+      else await assert.rejects(within, UnsafeIntegerError);
+    }
+  } finally {
+    await Deno.remove(path, { recursive: true });
+  }
+});

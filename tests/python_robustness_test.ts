@@ -178,27 +178,70 @@ Deno.test("Atom fails with PythonError when the code raises KeyboardInterrupt it
   }
 });
 
-Deno.test("Gateway answers a body nested too deep for Python with 400 (refused on the host), and its worker keeps serving", async () => {
+Deno.test("Gateway refuses a body nested deeper than limits.maxJsonDepth with 400 InvalidRequestError before parsing it; the call in flight and the worker carry on", async () => {
   await using gw = await startGateway();
-  const body = "[".repeat(1000) + "]".repeat(1000);
   const first = await gw.fetch("/v1/models/whoami/execute", {
     method: "POST",
     body: "{}",
   });
   assert.equal(first.status, 200);
   const { pid } = await first.json();
-  for (let i = 0; i < 12; i++) {
-    const res = await gw.fetch("/v1/models/whoami/execute", {
-      method: "POST",
-      body,
-    });
-    assert.equal(res.status, 400);
-    assert.equal((await res.json()).error.type, "SerializationError");
+  // A call in flight on the one worker while the deep bodies are refused.
+  const slow = gw.fetch("/v1/models/slow/execute", {
+    method: "POST",
+    body: '{"seconds":0.5}',
+  });
+  // 1000: too deep for Python 3.9-3.11. 200k with an integer beyond 2^53:
+  // the exact-integer parse overflowed the stack (400 InvalidJson,
+  // "Maximum call stack size exceeded").
+  for (const [depth, leaf] of [[1000, ""], [200_000, "9223372036854775807"]]) {
+    const body = "[".repeat(depth as number) + leaf +
+      "]".repeat(depth as number);
+    for (const path of ["/v1/models/whoami/execute", "/v1/channels/deep"]) {
+      const res = await gw.fetch(path, { method: "POST", body });
+      assert.equal(res.status, 400);
+      const { error } = await res.json();
+      assert.equal(error.type, "InvalidRequestError");
+      assert.equal(
+        error.message,
+        `Cannot read request: the body is nested ${depth} levels deep, over the limit of 800 (the gateway's limits.maxJsonDepth, serve --max-json-depth)`,
+      );
+      assert.equal(error.depth, depth);
+      assert.equal(error.limit, 800);
+    }
   }
+  const slowRes = await slow;
+  assert.equal(slowRes.status, 200);
+  assert.deepEqual(await slowRes.json(), { slept: 0.5 });
   const after = await gw.fetch("/v1/models/whoami/execute", {
     method: "POST",
     body: "{}",
   });
   assert.equal(after.status, 200);
   assert.equal((await after.json()).pid, pid, "the same worker process");
+});
+
+Deno.test("Gateway passes a body at limits.maxJsonDepth to Python and back exactly, with the default and a raised limit", async () => {
+  for (const limit of [undefined, 890]) {
+    await using gw = await startGateway(
+      limit === undefined
+        ? {}
+        : { limits: { maxJsonDepth: limit, shutdownGrace: 2000 } },
+    );
+    const depth = limit ?? 800;
+    const body = '{"a":'.repeat(depth - 1) + "[9223372036854775807]" +
+      "}".repeat(depth - 1);
+    const res = await gw.fetch("/v1/models/echo/execute", {
+      method: "POST",
+      body,
+    });
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), body);
+    const over = await gw.fetch("/v1/models/echo/execute", {
+      method: "POST",
+      body: `[${body}]`,
+    });
+    assert.equal(over.status, 400);
+    assert.equal((await over.json()).error.limit, depth);
+  }
 });

@@ -245,3 +245,50 @@ Deno.test("readJsonBody refuses an integer of more than maxIntegerDigits digits 
   const bare = await readJsonBody(declared(" -12345678901234567890"), 1024);
   assert.equal(bare, -12345678901234567890n);
 });
+
+Deno.test("readJsonBody refuses a body nested deeper than maxJsonDepth with 400 InvalidRequestError naming the depth, the limit and the setting", async () => {
+  // With an integer beyond ±2^53 the parse revives it, and the reviver
+  // recursed: "Maximum call stack size exceeded" (400 InvalidJson) from a
+  // few thousand levels. Without one: a parse and a walk of 200k levels.
+  for (const leaf of ["9223372036854775807", "1"]) {
+    for (const depth of [801, 5000, 200_000]) {
+      const text = "[".repeat(depth) + leaf + "]".repeat(depth);
+      for (const req of [declared(text), streamed(text)]) {
+        const refused = await refusal(
+          readJsonBody(req, 1 << 20, undefined, undefined, 4300, 800),
+        );
+        assert.deepEqual(refused, {
+          status: 400,
+          type: "InvalidRequestError",
+          message:
+            `Cannot read request: the body is nested ${depth} levels deep, over the limit of 800 (the gateway's limits.maxJsonDepth, serve --max-json-depth)`,
+        });
+      }
+    }
+  }
+  // At the limit it is read, big integer exact; objects count as arrays do.
+  const fits = '{"a":'.repeat(799) + "[9223372036854775807]" +
+    "}".repeat(799);
+  let value = await readJsonBody(
+    declared(fits),
+    1 << 20,
+    undefined,
+    undefined,
+    4300,
+    800,
+  );
+  for (let i = 0; i < 799; i++) value = (value as { a: unknown }).a;
+  assert.deepEqual(value, [9223372036854775807n]);
+});
+
+Deno.test("readJsonBody does not count brackets inside strings toward maxJsonDepth", async () => {
+  const text = JSON.stringify({
+    s: "[".repeat(5000),
+    t: '\\"' + "{".repeat(5000),
+    u: ["]\\\\", "[[[\\"],
+  });
+  assert.deepEqual(
+    await readJsonBody(declared(text), 1 << 20, undefined, undefined, 4300, 2),
+    JSON.parse(text),
+  );
+});

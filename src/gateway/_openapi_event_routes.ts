@@ -104,7 +104,7 @@ export function evalPaths(
         responses: withGuards({
           "200": events,
           "400": errorResponse(
-            "`ValidationError` (the body), `InvalidRequestError` (an integer of more than `limits.maxIntegerDigits` digits), `InvalidJson` or `IncompleteBody`.",
+            "`ValidationError` (the body), `InvalidRequestError` (an integer of more than `limits.maxIntegerDigits` digits, or a body nested deeper than `limits.maxJsonDepth`), `InvalidJson` or `IncompleteBody`.",
           ),
           ...bodyErrors(o.bodyLimit),
         }, o.token),
@@ -185,7 +185,7 @@ export function channelPaths(
             },
           }),
           "400": errorResponse(
-            "`InvalidRequestError` (the name, no body, or an integer of more than `limits.maxIntegerDigits` digits), `SerializationError` (a message that cannot be written back: an integer beyond ±2^53 nested deeper than 1000 levels), `InvalidJson` or `IncompleteBody`.",
+            "`InvalidRequestError` (the name, no body, an integer of more than `limits.maxIntegerDigits` digits, or a body nested deeper than `limits.maxJsonDepth`), `SerializationError` (a message that cannot be written back: an integer beyond ±2^53 nested deeper than 1000 levels), `InvalidJson` or `IncompleteBody`.",
           ),
           ...bodyErrors(o.bodyLimit),
         }),

@@ -236,7 +236,7 @@ function modelPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
         "200": jsonResponse("Updated (`version` incremented).", loaded),
         "201": jsonResponse("Added.", loaded),
         "400": errorResponse(
-          "`ValidationError` (the body), `PathError` (the file's path), `InvalidRequestError` (the name, or an integer of more than `limits.maxIntegerDigits` digits), `InvalidJson` or `IncompleteBody`.",
+          "`ValidationError` (the body), `PathError` (the file's path), `InvalidRequestError` (the name, an integer of more than `limits.maxIntegerDigits` digits, or a body nested deeper than `limits.maxJsonDepth`), `InvalidJson` or `IncompleteBody`.",
         ),
         "404": errorResponse(
           "`ModelFileNotFound`: no such file in the models directory.",
@@ -336,7 +336,7 @@ function workerPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
             },
           }),
           "400": errorResponse(
-            "`ValidationError` (the body, or a count outside the bounds given), `InvalidRequestError` (bounds refused, or an integer of more than `limits.maxIntegerDigits` digits), `InvalidJson` or `IncompleteBody`.",
+            "`ValidationError` (the body, or a count outside the bounds given), `InvalidRequestError` (bounds refused, an integer of more than `limits.maxIntegerDigits` digits, or a body nested deeper than `limits.maxJsonDepth`), `InvalidJson` or `IncompleteBody`.",
           ),
           ...bodyErrors(o.bodyLimit),
           "409": retryResponse(

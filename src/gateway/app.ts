@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { DEFAULT_MAX_JSON_DEPTH } from "../_json_depth.ts";
 import { Hono } from "hono";
 import { getLogger } from "@logtape/logtape";
 import type { Logger } from "../logger.ts";
@@ -79,6 +80,16 @@ export interface GatewayOptions {
    * >= 16 (or `Infinity`: no bound). @default {4300}
    */
   maxIntegerDigits?: number;
+  /**
+   * Deepest nesting of arrays and objects in a request body, the body being
+   * level 1: a deeper one is refused with 400 `InvalidRequestError` before it
+   * is parsed. The default leaves room under what Python 3.9–3.11 decode
+   * (about 980 levels of a model's input) and under the host's own check of
+   * outgoing messages (900 levels of the message, `MAX_JSON_DEPTH`).
+   * `RangeError` for one that is not a positive integer (or `Infinity`).
+   * @default {800}
+   */
+  maxJsonDepth?: number;
   /**
    * Default and maximum execute/eval timeout in ms; also the time a request
    * may take to send its body (408 after). @default {30000}
@@ -214,6 +225,15 @@ export function createGateway(
       `Cannot create gateway: maxIntegerDigits ${maxIntegerDigits} is not an integer >= 16`,
     );
   }
+  const maxJsonDepth = options.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH;
+  if (
+    !(maxJsonDepth === Infinity ||
+      (Number.isInteger(maxJsonDepth) && maxJsonDepth >= 1))
+  ) {
+    throw new RangeError(
+      `Cannot create gateway: maxJsonDepth ${maxJsonDepth} is not an integer >= 1`,
+    );
+  }
   const logger = options.logger ?? getLogger(["pyproxy", "gateway"]);
   const ctx: RouteContext = {
     pool,
@@ -227,6 +247,7 @@ export function createGateway(
     stopSignal: options.stopSignal ?? new AbortController().signal,
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     maxIntegerDigits,
+    maxJsonDepth,
     bodyReads: new BodyReadGuard({ timeoutMs: requestTimeout, signal }),
     requestTimeout,
     loadTimeout: options.loadTimeout ?? 120_000,

@@ -146,6 +146,7 @@ export function channelRoutes(ctx: RouteContext): Hono {
       ctx.bodyReads,
       ctx.runtime,
       ctx.maxIntegerDigits,
+      ctx.maxJsonDepth,
     );
     if (body === undefined) {
       throw httpError(

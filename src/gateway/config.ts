@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { DEFAULT_MAX_JSON_DEPTH } from "../_json_depth.ts";
 import { randomBytes } from "node:crypto";
 import * as v from "valibot";
 import { ConfigError } from "../errors.ts";
@@ -53,6 +54,8 @@ export interface ResolvedConfig {
     bodyLimit: number;
     /** Most digits of an integer literal in a request body. */
     maxIntegerDigits: number;
+    /** Deepest nesting of arrays and objects in a request body. */
+    maxJsonDepth: number;
     requestTimeout: number;
     loadTimeout: number;
     streamIdleTimeout: number;
@@ -104,6 +107,8 @@ export const DEFAULTS = {
   bodyLimit: 1024 * 1024,
   // Python's own default (sys.get_int_max_str_digits()).
   maxIntegerDigits: 4300,
+  // Under what Python decodes and the host's walk allows (src/_json_depth.ts).
+  maxJsonDepth: DEFAULT_MAX_JSON_DEPTH,
   requestTimeout: 30_000,
   loadTimeout: 120_000,
   streamIdleTimeout: 60_000,
@@ -261,6 +266,7 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
     limits: {
       bodyLimit: limits.bodyLimit ?? DEFAULTS.bodyLimit,
       maxIntegerDigits: limits.maxIntegerDigits ?? DEFAULTS.maxIntegerDigits,
+      maxJsonDepth: limits.maxJsonDepth ?? DEFAULTS.maxJsonDepth,
       requestTimeout: limits.requestTimeout ?? DEFAULTS.requestTimeout,
       loadTimeout: limits.loadTimeout ?? DEFAULTS.loadTimeout,
       streamIdleTimeout: limits.streamIdleTimeout ??

@@ -92,6 +92,11 @@ export interface GatewayConfig {
      * above, before the gateway makes a `BigInt` of it).
      */
     maxIntegerDigits?: number | undefined;
+    /**
+     * Deepest nesting of arrays and objects in a request body, the body
+     * being level 1 (400 deeper, before it is parsed).
+     */
+    maxJsonDepth?: number | undefined;
     /** Request timeout, in milliseconds. */
     requestTimeout?: number | undefined;
     /**
@@ -243,6 +248,7 @@ const LimitsSchema: v.GenericSchema<
   bodyLimit: v.optional(int(1)),
   // Shorter literals may be safe integers, which the gateway does not look at.
   maxIntegerDigits: v.optional(int(16)),
+  maxJsonDepth: v.optional(int(1)),
   requestTimeout: v.optional(int(1)),
   loadTimeout: v.optional(int(1)),
   streamIdleTimeout: v.optional(int(1)),

@@ -165,6 +165,7 @@ export function evalRoutes(ctx: RouteContext): Hono {
         ctx.bodyReads,
         ctx.runtime,
         ctx.maxIntegerDigits,
+        ctx.maxJsonDepth,
       );
     } catch (err) {
       if (

@@ -229,6 +229,7 @@ async function readModelInput(
     ctx.bodyReads,
     ctx.runtime,
     ctx.maxIntegerDigits,
+    ctx.maxJsonDepth,
   );
   const body = raw === undefined ? {} : raw;
   const schema = ctx.catalog.schema(name);
@@ -666,6 +667,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
         ctx.bodyReads,
         ctx.runtime,
         ctx.maxIntegerDigits,
+        ctx.maxJsonDepth,
       ),
       `Cannot load model '${name}'`,
     );

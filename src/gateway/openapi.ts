@@ -94,7 +94,7 @@ function callParameters(o: OpenApiOptions): Record<string, OpenApiObject> {
 function callResponses(o: OpenApiOptions): Record<string, OpenApiObject> {
   const responses: Record<string, OpenApiObject> = {
     "400": errorResponse(
-      "`InvalidJson`, `ValidationError` (the body does not match the declared inputs), `SerializationError` (nested too deep), `IncompleteBody`, or `InvalidRequestError` (a bad `timeout` or `publish`, or an integer of more than `limits.maxIntegerDigits` digits).",
+      "`InvalidJson`, `ValidationError` (the body does not match the declared inputs), `SerializationError` (a message the host cannot send), `IncompleteBody`, or `InvalidRequestError` (a bad `timeout` or `publish`, an integer of more than `limits.maxIntegerDigits` digits, or a body nested deeper than `limits.maxJsonDepth`).",
     ),
     "404": errorResponse("`ModelNotFoundError`: the model is not loaded."),
     ...bodyErrors(o.bodyLimit),

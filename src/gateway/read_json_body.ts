@@ -8,6 +8,7 @@ import { StartOrderRing } from "../_start_order_ring.ts";
 import type { Runtime } from "../runtime/types.ts";
 import { httpError } from "./error_response.ts";
 import { parseJson } from "../_exact_json.ts";
+import { depthOver } from "../_json_depth.ts";
 import { InvalidRequestError } from "../errors.ts";
 
 const DIGITS = /^\d+$/;
@@ -44,7 +45,10 @@ function tooLarge(limit: number, size?: number): Error {
  * (`Runtime.takeBodyText`, which keeps the mark; other declared bodies are
  * then read as bytes too: Deno's `text()` drops it). An integer literal of more than
  * `maxIntegerDigits` digits is refused with 400 `InvalidRequestError` before
- * it is made a `BigInt` (the gateway's `limits.maxIntegerDigits`).
+ * it is made a `BigInt` (the gateway's `limits.maxIntegerDigits`), and a
+ * body nested more than `maxJsonDepth` levels deep (arrays and objects, the
+ * body itself being level 1) with 400 `InvalidRequestError` before it is
+ * parsed (the gateway's `limits.maxJsonDepth`).
  *
  * @example
  * ```ts
@@ -59,6 +63,7 @@ export async function readJsonBody(
   guard?: BodyReadGuard,
   runtime?: Pick<Runtime, "jsonDropsBom" | "takeBodyText">,
   maxIntegerDigits = Infinity,
+  maxJsonDepth = Infinity,
 ): Promise<unknown> {
   const options = { maxIntegerDigits };
   const declared = request.headers.get("content-length");
@@ -95,11 +100,7 @@ export async function readJsonBody(
         throw err instanceof HTTPException ? err : incompleteBody();
       }
     }
-    try {
-      return parseJson(text, options);
-    } catch (err) {
-      throw invalidJson(err as Error, request);
-    }
+    return parseBody(text, request, options, maxJsonDepth);
   } else if (declared !== null && Number(declared) > limit) {
     throw tooLarge(limit, Number(declared));
   }
@@ -116,11 +117,39 @@ export async function readJsonBody(
     throw err instanceof HTTPException ? err : incompleteBody();
   }
   if (bytes.byteLength === 0) return undefined;
+  return parseBody(UTF8.decode(bytes), request, options, maxJsonDepth);
+}
+
+function parseBody(
+  text: string,
+  request: Request,
+  options: { maxIntegerDigits: number },
+  maxJsonDepth: number,
+): unknown {
+  // Refused before the parse, whose reviver (integers beyond ±2^53)
+  // recursed and overflowed the stack from a few thousand levels. Ordinary
+  // bodies pay a length comparison, or a native count of their brackets.
+  const depth = depthOver(text, maxJsonDepth);
+  if (depth !== undefined) throw tooDeep(depth, maxJsonDepth);
   try {
-    return parseJson(UTF8.decode(bytes), options);
+    return parseJson(text, options);
   } catch (err) {
     throw invalidJson(err as Error, request);
   }
+}
+
+/**
+ * 400 for a body nested deeper than the gateway takes: Python's `json`
+ * refuses about 1000 levels (3.9–3.11), and the host's walks of a message
+ * recurse.
+ */
+function tooDeep(depth: number, limit: number): Error {
+  return httpError(
+    400,
+    "InvalidRequestError",
+    `Cannot read request: the body is nested ${depth} levels deep, over the limit of ${limit} (the gateway's limits.maxJsonDepth, serve --max-json-depth)`,
+    { depth, limit },
+  );
 }
 
 /**
@@ -146,7 +175,11 @@ function incompleteBody(): Error {
  * Looked at only once parsing failed: nothing on the path of a good body.
  */
 function invalidJson(err: Error, request: Request): Error {
-  if (err instanceof InvalidRequestError) return integerTooLong(err);
+  if (err instanceof InvalidRequestError) {
+    return "digits" in (err.details as object)
+      ? integerTooLong(err)
+      : tooDeepForExact(err);
+  }
   const encoding = request.headers.get("content-encoding")?.trim()
     .toLowerCase();
   if (encoding && encoding !== "identity") {
@@ -182,6 +215,21 @@ function integerTooLong(err: InvalidRequestError): Error {
     "InvalidRequestError",
     `Cannot read request: an integer of ${digits} digits is over the limit of ${limit} (the gateway's limits.maxIntegerDigits, serve --max-integer-digits)`,
     { digits, limit },
+  );
+}
+
+/**
+ * 400 for a body that may hold an integer beyond ±2^53 nested deeper than
+ * the gateway reads such integers exactly (only with `limits.maxJsonDepth`
+ * raised past that): the exact parse's walk recurses.
+ */
+function tooDeepForExact(err: InvalidRequestError): Error {
+  const { depth, limit } = err.details as { depth: number; limit: number };
+  return httpError(
+    400,
+    "InvalidRequestError",
+    `Cannot read request: the body is nested ${depth} levels deep and may hold an integer beyond ±2^53, which the gateway reads exactly only within ${limit} levels (send it as a string, or nest it less)`,
+    { depth, limit },
   );
 }
 

@@ -44,6 +44,8 @@ export interface RouteContext {
   bodyLimit: number;
   /** Most digits of an integer literal in a request body. */
   maxIntegerDigits: number;
+  /** Deepest nesting of arrays and objects in a request body (the body is level 1). */
+  maxJsonDepth: number;
   /** Bounds the time a request may take to send its body (and fails body reads at drain). */
   bodyReads: BodyReadGuard;
   /** Default (and maximum) execute timeout in ms. */

@@ -423,6 +423,7 @@ export async function serve(
       allowIpHosts: !isLoopback(config.host),
       bodyLimit: config.limits.bodyLimit,
       maxIntegerDigits: config.limits.maxIntegerDigits,
+      maxJsonDepth: config.limits.maxJsonDepth,
       requestTimeout: config.limits.requestTimeout,
       loadTimeout: config.limits.loadTimeout,
       allowEval: config.allowEval,

@@ -96,6 +96,7 @@ export function workerRoutes(ctx: RouteContext): Hono {
         ctx.bodyReads,
         ctx.runtime,
         ctx.maxIntegerDigits,
+        ctx.maxJsonDepth,
       ),
       "Cannot resize pool",
     );

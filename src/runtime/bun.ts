@@ -30,6 +30,7 @@ import {
   BunWebSocketUpgrades,
 } from "./bun_websocket.ts";
 import { connectNodeSocket } from "./node_connection.ts";
+import { AdoptedGroup } from "./_adopted_group.ts";
 import type {
   ChildProcess,
   FetchHandler,
@@ -153,6 +154,11 @@ function spawnChild(options: SpawnOptions): ChildProcess {
     }),
     () => ({ code: null, signal: null }),
   );
+  const adopted = new AdoptedGroup(
+    proc.pid,
+    (pid, signal) => process.kill(pid, signal),
+  );
+  const exited = () => proc.exitCode !== null || proc.signalCode !== null;
   return {
     pid: proc.pid,
     stdin: sinkToWritable(proc.stdin),
@@ -160,7 +166,8 @@ function spawnChild(options: SpawnOptions): ChildProcess {
     stderr: proc.stderr,
     status,
     kill(signal = "SIGTERM") {
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      if (exited()) return;
+      adopted.signal(signal);
       try {
         if (!group) proc.kill(signal);
         else {
@@ -176,11 +183,15 @@ function spawnChild(options: SpawnOptions): ChildProcess {
     },
     killGroup(signal = "SIGKILL") {
       if (!group) return;
+      adopted.signal(signal, exited());
       try {
         process.kill(-proc.pid, signal);
       } catch {
         // no process left in the group
       }
+    },
+    adoptGroup(pgid: number) {
+      if (group) adopted.adopt(pgid);
     },
   };
 }

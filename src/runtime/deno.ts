@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { AdoptedGroup } from "./_adopted_group.ts";
 import type {
   ChildProcess,
   Connection,
@@ -139,6 +140,10 @@ export function denoRuntime(): Runtime {
         (s) => ({ code: s.signal ? null : s.code, signal: s.signal ?? null }),
         () => ({ code: null, signal: null }),
       );
+      const adopted = new AdoptedGroup(
+        child.pid,
+        (pid, signal) => Deno.kill(pid, signal),
+      );
       let exited = false;
       status.then(() => {
         exited = true;
@@ -152,6 +157,7 @@ export function denoRuntime(): Runtime {
         status,
         kill(signal = "SIGTERM") {
           if (exited) return;
+          adopted.signal(signal);
           try {
             if (!group) child.kill(signal);
             else {
@@ -167,11 +173,15 @@ export function denoRuntime(): Runtime {
         },
         killGroup(signal = "SIGKILL") {
           if (!group) return;
+          adopted.signal(signal, exited);
           try {
             Deno.kill(-child.pid, signal);
           } catch {
             // no process left in the group
           }
+        },
+        adoptGroup(pgid: number) {
+          if (group) adopted.adopt(pgid);
         },
       };
     },

@@ -131,6 +131,16 @@ export interface ChildProcess {
    * left running. Never throws.
    */
   killGroup(signal?: "SIGTERM" | "SIGKILL"): void;
+  /**
+   * From now on, {@linkcode ChildProcess.kill} and
+   * {@linkcode ChildProcess.killGroup} also signal process group `pgid`:
+   * the group a pyproxy server leads under a wrapper that runs it as its
+   * own child (`uv run`, a shell script without `exec`), whose pid the
+   * caller confirmed. `processGroup` children only; a no-op otherwise, and
+   * for a `pgid` that is not an integer above 1 or is the child's own.
+   * Optional: a runtime without it signals the child's group only.
+   */
+  adoptGroup?(pgid: number): void;
 }
 
 /**

@@ -134,6 +134,59 @@ test("readJsonBody on Bun refuses an integer over maxIntegerDigits before making
   });
 });
 
+test("readJsonBody on Bun refuses a body nested deeper than maxJsonDepth before parsing it, whatever its depth", async () => {
+  const runtime = bunRuntime();
+  const read = (text: string, maxJsonDepth: number) => {
+    const body = new TextEncoder().encode(text);
+    const request = new Request("http://localhost/", {
+      method: "POST",
+      headers: { "content-length": String(body.byteLength) },
+      body,
+    });
+    return readJsonBody(
+      request,
+      8 << 20,
+      undefined,
+      runtime,
+      4300,
+      maxJsonDepth,
+    ).then(
+      (v) => ({ v }),
+      async (err: { status?: number; getResponse?: () => Response }) => ({
+        status: err.status,
+        error: (await err.getResponse?.().json())?.error,
+      }),
+    );
+  };
+  for (const depth of [801, 200_000]) {
+    const deep = "[".repeat(depth) + "18446744073709551617" + "]".repeat(depth);
+    expect(await read(deep, 800)).toEqual({
+      status: 400,
+      error: {
+        type: "InvalidRequestError",
+        message:
+          `Cannot read request: the body is nested ${depth} levels deep, over the limit of 800 (the gateway's limits.maxJsonDepth, serve --max-json-depth)`,
+        depth,
+        limit: 800,
+      },
+    });
+  }
+  // Past the 1000 levels read exactly, with the limit raised.
+  const exact = await read(
+    "[".repeat(5000) + "18446744073709551617" + "]".repeat(5000),
+    10_000,
+  );
+  expect((exact as { error: { depth: number; limit: number } }).error)
+    .toMatchObject({ type: "InvalidRequestError", depth: 5000, limit: 1000 });
+  let v = (await read(
+    "[".repeat(800) + "18446744073709551617" +
+      "]".repeat(800),
+    800,
+  ) as { v: unknown }).v;
+  while (Array.isArray(v)) v = v[0];
+  expect(v).toBe(18446744073709551617n);
+});
+
 /** Sends `parts` as separate writes on a raw connection, then half-closes it; resolves the server's answer once it closes. */
 function written(port: number, parts: Array<string | Uint8Array>) {
   const sock = connect(port, "127.0.0.1");
