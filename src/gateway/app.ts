@@ -31,9 +31,10 @@ import {
   bearerToken,
   type CorsConfig,
   corsMiddleware,
-  hostChecker,
   hostGuard,
   originGuard,
+  requestAuthority,
+  requestHostChecker,
   tokenMatcher,
 } from "./security.ts";
 
@@ -393,7 +394,8 @@ export function createGateway(
   const anyHost = hostOptions.allowedHosts.includes("*");
   let openApi: { key: string; body: Uint8Array<ArrayBuffer> } | undefined;
   app.get("/openapi.json", (c) => {
-    const host = c.req.header("host");
+    // The Host header, or HTTP/2's :authority.
+    const host = requestAuthority(c.req.raw);
     const scheme = new URL(c.req.url).protocol === "https:" ? "https" : "http";
     const serverUrl = anyHost || !host
       ? "/"
@@ -485,7 +487,7 @@ export function createGateway(
   // and token accepted, no Origin or Sec-Fetch-Site) skips the router and the middleware chain, whose
   // cost is a large share of a small call. Anything else, including every
   // refusal, goes through the app above, so the responses are the same.
-  const hostAllowed = hostChecker(hostOptions);
+  const hostAllowed = requestHostChecker(hostOptions);
   const tokenMatches = options.token === undefined
     ? undefined
     : tokenMatcher(options.token);
@@ -506,7 +508,7 @@ export function createGateway(
     );
     if (!PLAIN_NAME.test(name)) return undefined;
     const headers = request.headers;
-    if (!hostAllowed(headers.get("host") ?? "")) return undefined;
+    if (!hostAllowed(headers.get("host"), url)) return undefined;
     // A browser's request (it sends one of these) takes the app's path and
     // its Origin check; two header reads keep the direct path for the rest.
     if (headers.get("origin") !== null) return undefined;
