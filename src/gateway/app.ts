@@ -497,7 +497,8 @@ export function createGateway(
       return undefined;
     }
     const url = request.url;
-    const start = url.indexOf("/", url.indexOf(":") + 4);
+    const colon = url.indexOf(":");
+    const start = url.indexOf("/", colon + 4);
     if (
       start < 0 || !url.startsWith(EXECUTE_PREFIX, start) ||
       !url.endsWith(EXECUTE_SUFFIX)
@@ -508,7 +509,11 @@ export function createGateway(
     );
     if (!PLAIN_NAME.test(name)) return undefined;
     const headers = request.headers;
-    if (!hostAllowed(headers.get("host"), url)) return undefined;
+    // The Host header and the URL's authority (HTTP/2's :authority), found
+    // above: between the scheme's "://" and the path.
+    if (!hostAllowed(headers.get("host"), url, colon + 3, start)) {
+      return undefined;
+    }
     // A browser's request (it sends one of these) takes the app's path and
     // its Origin check; two header reads keep the direct path for the rest.
     if (headers.get("origin") !== null) return undefined;

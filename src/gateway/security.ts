@@ -128,6 +128,10 @@ export function hostGuard(options: HostGuardOptions): MiddlewareHandler {
  *   so DNS rebinding cannot use it, and any other client could as well
  *   send `Host: localhost:<port>`.
  *
+ * `from` and `end` say where the URL's authority starts and ends, for a
+ * caller that has found them already (the gateway's direct execute path);
+ * by default they are looked up.
+ *
  * @example
  * ```ts
  * import { requestHostChecker } from "./security.ts";
@@ -141,14 +145,18 @@ export function hostGuard(options: HostGuardOptions): MiddlewareHandler {
  */
 export function requestHostChecker(
   options: HostGuardOptions,
-): (host: string | null, url: string) => boolean {
+): (host: string | null, url: string, from?: number, end?: number) => boolean {
   const check = hostChecker(options);
-  return (host, url) => {
-    const from = authorityStart(url);
+  return (host, url, from = authorityStart(url), end) => {
     // A relative URL (Bun's for a request without Host) names no authority.
-    if (from < 0) return false;
-    let end = url.indexOf("/", from);
-    if (end < 0) end = url.length;
+    if (
+      from < 4 || url.charCodeAt(from - 3) !== COLON ||
+      url.charCodeAt(from - 2) !== SLASH || url.charCodeAt(from - 1) !== SLASH
+    ) return false;
+    if (end === undefined) {
+      end = url.indexOf("/", from);
+      if (end < 0) end = url.length;
+    } else if (end < from) return false;
     if (host === null) return check(url.slice(from, end));
     // The usual case, HTTP/1.1 in origin form: the URL was built from Host.
     return check(host) &&
@@ -160,8 +168,13 @@ export function requestHostChecker(
 /** Where the authority of `url` starts (after `scheme://`), or -1 if it has none. */
 function authorityStart(url: string): number {
   const colon = url.indexOf(":");
-  return colon > 0 && url.startsWith("//", colon + 1) ? colon + 3 : -1;
+  return colon > 0 && url.charCodeAt(colon + 1) === SLASH &&
+      url.charCodeAt(colon + 2) === SLASH
+    ? colon + 3
+    : -1;
 }
+const COLON = 58;
+const SLASH = 47;
 
 /**
  * The authority a request was sent to: its `Host` header, else (HTTP/2,
