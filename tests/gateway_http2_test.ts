@@ -278,24 +278,33 @@ Deno.test("serve answers HTTP/2 requests on every route, with a real worker", as
       }
     });
 
-    await t.step("model management: PUT, execute, DELETE", async () => {
-      await Deno.writeTextFile(
-        `${gw.dir}/added.py`,
-        "class Added:\n    def execute(self, msg):\n        return {'added': msg}\n",
-      );
-      const put = await h2.request("PUT", "/v1/models/added", {
-        token,
-        body: '{"file": "added.py"}',
-      });
-      assert.equal(put.status, 201, put.text);
-      const run = await h2.request("POST", "/v1/models/added/execute", {
-        token,
-        body: "[1]",
-      });
-      assert.deepEqual(JSON.parse(run.text), { added: [1] });
-      const del = await h2.request("DELETE", "/v1/models/added", { token });
-      assert.equal(del.status, 200, del.text);
-    });
+    await t.step(
+      "model management: PUT, execute, DELETE; PUT /v1/workers",
+      async () => {
+        await Deno.writeTextFile(
+          `${gw.dir}/added.py`,
+          "class Added:\n    def execute(self, msg):\n        return {'added': msg}\n",
+        );
+        const put = await h2.request("PUT", "/v1/models/added", {
+          token,
+          body: '{"file": "added.py"}',
+        });
+        assert.equal(put.status, 201, put.text);
+        const run = await h2.request("POST", "/v1/models/added/execute", {
+          token,
+          body: "[1]",
+        });
+        assert.deepEqual(JSON.parse(run.text), { added: [1] });
+        const del = await h2.request("DELETE", "/v1/models/added", { token });
+        assert.equal(del.status, 200, del.text);
+        const workers = await h2.request("PUT", "/v1/workers", {
+          token,
+          body: '{"count": 1}',
+        });
+        assert.equal(workers.status, 200, workers.text);
+        assert.equal(JSON.parse(workers.text).count, 1);
+      },
+    );
 
     await t.step("the token check, the Origin check", async () => {
       const path = "/v1/models/echo/execute";
