@@ -276,6 +276,11 @@ Deno.test("serve answers HTTP/2 requests on every route, with a real worker", as
       } finally {
         await sse.cancel();
       }
+      // The reset stream ends the subscription, as a closed connection does.
+      await until(async () => {
+        const res = await h2.request("GET", "/v1/status", { token });
+        return JSON.parse(res.text).gateway.subscribers === 0;
+      }, "the subscriber to go");
     });
 
     await t.step(
@@ -512,5 +517,46 @@ Deno.test("serve over HTTP/2 offers no WebSocket (RFC 8441): the channel route a
     stream.close(http2.constants.NGHTTP2_CANCEL);
     assert.equal(headers[":status"], 200);
     assert.match(String(headers["content-type"]), /^text\/event-stream/);
+  });
+});
+
+Deno.test("serve answers HTTP/2 requests with 503 ShuttingDownError while it drains", async () => {
+  await using gw = await startGateway({ limits: { shutdownGrace: 1000 } });
+  await withH2(gw, undefined, async (h2) => {
+    // Several calls outlive the grace: each must get its answer, not a
+    // reset stream (Deno resets the HTTP/2 streams still unanswered when
+    // its server shuts down).
+    const calls = Array.from(
+      { length: 8 },
+      () =>
+        h2.request("POST", "/v1/models/slow/execute", {
+          body: '{"seconds": 30}',
+        }),
+    );
+    await until(async () => {
+      const res = await h2.request("GET", "/v1/status");
+      return JSON.parse(res.text).inFlight === calls.length;
+    }, "the slow calls in flight");
+    const stopped = gw.shutdown();
+    try {
+      // The 503 says `connection: close`, which HTTP/2 forbids: the
+      // response must still arrive, on a connection that still works.
+      for (const path of ["/v1/models/echo/execute", "/v1/status"]) {
+        const late = await h2.request(
+          path.endsWith("execute") ? "POST" : "GET",
+          path,
+          path.endsWith("execute") ? { body: '{"a": 1}' } : {},
+        );
+        assert.equal(late.status, 503, late.text);
+        assert.equal(late.headers["retry-after"], "5");
+        assert.equal(JSON.parse(late.text).error.type, "ShuttingDownError");
+      }
+      for (const res of await Promise.all(calls)) {
+        assert.equal(res.status, 503, res.text);
+        assert.equal(JSON.parse(res.text).error.type, "ShuttingDownError");
+      }
+    } finally {
+      await stopped;
+    }
   });
 });
