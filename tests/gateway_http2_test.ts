@@ -7,125 +7,8 @@
  */
 import assert from "node:assert/strict";
 import http2 from "node:http2";
-import {
-  SseReader,
-  startGateway,
-  type TestGateway,
-  until,
-} from "./_gateway_harness.ts";
-
-interface H2Response {
-  status: number;
-  headers: http2.IncomingHttpHeaders;
-  text: string;
-}
-
-/** An HTTP/2 connection to the gateway; `close()` it in a `finally`. */
-class H2Client {
-  readonly session: http2.ClientHttp2Session;
-  readonly #ready: Promise<void>;
-  readonly #authority: string | undefined;
-  /** `authority`: the `:authority` of its requests (default: `127.0.0.1:<port>`). */
-  constructor(port: number, authority?: string) {
-    this.session = http2.connect(`http://127.0.0.1:${port}`);
-    this.#authority = authority;
-    this.#ready = new Promise((resolve, reject) => {
-      this.session.once("remoteSettings", () => resolve());
-      this.session.once("error", reject);
-    });
-  }
-  /** Resolves with the server's first SETTINGS. */
-  ready(): Promise<void> {
-    return this.#ready;
-  }
-  /** Sends one request and reads the whole response. */
-  request(
-    method: string,
-    path: string,
-    options: {
-      headers?: Record<string, string>;
-      body?: string;
-      token?: string | undefined;
-    } = {},
-  ): Promise<H2Response> {
-    const stream = this.open(method, path, options);
-    return new Promise((resolve, reject) => {
-      let headers: http2.IncomingHttpHeaders = {};
-      let text = "";
-      stream.setEncoding("utf8");
-      stream.on("response", (h) => (headers = h));
-      stream.on("data", (chunk: string) => (text += chunk));
-      stream.on(
-        "end",
-        () => resolve({ status: Number(headers[":status"]), headers, text }),
-      );
-      stream.on("error", reject);
-    });
-  }
-  /** Opens a request stream; its body is `options.body`, ended unless `open`. */
-  open(
-    method: string,
-    path: string,
-    options: {
-      headers?: Record<string, string>;
-      body?: string;
-      token?: string | undefined;
-      open?: boolean;
-    } = {},
-  ): http2.ClientHttp2Stream {
-    const stream = this.session.request({
-      ":method": method,
-      ":path": path,
-      ...(this.#authority === undefined
-        ? {}
-        : { ":authority": this.#authority }),
-      ...(options.token === undefined
-        ? {}
-        : { authorization: `Bearer ${options.token}` }),
-      ...(options.body === undefined
-        ? {}
-        : { "content-type": "application/json" }),
-      ...options.headers,
-    }, { endStream: options.body === undefined && !options.open });
-    if (options.body !== undefined) {
-      if (options.open) stream.write(options.body);
-      else stream.end(options.body);
-    }
-    return stream;
-  }
-  close(): Promise<void> {
-    return new Promise((resolve) => {
-      if (this.session.closed || this.session.destroyed) resolve();
-      else this.session.close(() => resolve());
-    });
-  }
-}
-
-/** The events of an SSE response body read off an HTTP/2 stream. */
-function sseOf(stream: http2.ClientHttp2Stream): SseReader {
-  let done = false;
-  return new SseReader(
-    new ReadableStream<Uint8Array>({
-      start(controller) {
-        stream.on("data", (chunk: Uint8Array) => {
-          if (!done) controller.enqueue(chunk);
-        });
-        stream.on("end", () => {
-          if (!done) controller.close();
-          done = true;
-        });
-        stream.on("error", (err) => {
-          if (!done) controller.error(err);
-          done = true;
-        });
-      },
-      cancel() {
-        done = true;
-        stream.close(http2.constants.NGHTTP2_CANCEL);
-      },
-    }),
-  );
-}
+import { startGateway, until } from "./_gateway_harness.ts";
+import { readResponse, sseOf, withH2 } from "./_h2_client.ts";
 
 const TOKENS_MODEL = `import time
 
@@ -135,20 +18,6 @@ class Tokens:
         for word in msg["text"].split():
             yield word
 `;
-
-async function withH2<T>(
-  gw: TestGateway,
-  authority: string | undefined,
-  body: (client: H2Client) => Promise<T>,
-): Promise<T> {
-  const client = new H2Client(gw.port, authority);
-  try {
-    await client.ready();
-    return await body(client);
-  } finally {
-    await client.close();
-  }
-}
 
 Deno.test("serve answers HTTP/2 requests on every route, with a real worker", async (t) => {
   await using gw = await startGateway({
@@ -163,7 +32,7 @@ Deno.test("serve answers HTTP/2 requests on every route, with a real worker", as
     await t.step(
       `execute (the direct path) for ${authority}`,
       () =>
-        withH2(gw, authority, async (h2) => {
+        withH2(gw.port, authority, async (h2) => {
           const res = await h2.request("POST", "/v1/models/doubler/execute", {
             token,
             body: '{"x": 21}',
@@ -173,7 +42,7 @@ Deno.test("serve answers HTTP/2 requests on every route, with a real worker", as
         }),
     );
   }
-  await withH2(gw, `localhost:${gw.port}`, async (h2) => {
+  await withH2(gw.port, `localhost:${gw.port}`, async (h2) => {
     await t.step("the routed execute path, with a request id", async () => {
       const res = await h2.request(
         "POST",
@@ -355,19 +224,7 @@ Deno.test("serve answers HTTP/2 requests on every route, with a real worker", as
         open: true,
       });
       try {
-        const res = await new Promise<H2Response>((resolve, reject) => {
-          let headers: http2.IncomingHttpHeaders = {};
-          let text = "";
-          stream.setEncoding("utf8");
-          stream.on("response", (h) => (headers = h));
-          stream.on("data", (chunk: string) => (text += chunk));
-          stream.on(
-            "end",
-            () =>
-              resolve({ status: Number(headers[":status"]), headers, text }),
-          );
-          stream.on("error", reject);
-        });
+        const res = await readResponse(stream);
         assert.equal(res.status, 408, res.text);
         assert.equal(JSON.parse(res.text).error.type, "RequestTimeout");
       } finally {
@@ -408,7 +265,7 @@ Deno.test("serve refuses HTTP/2 requests whose :authority or host is not an allo
     [`user@localhost:${port}`, {}],
   ];
   for (const [authority, headers] of cases) {
-    await withH2(gw, undefined, async (h2) => {
+    await withH2(gw.port, undefined, async (h2) => {
       for (
         const [method, path] of [
           ["POST", "/v1/models/echo/execute"], // the direct path
@@ -435,7 +292,7 @@ Deno.test("serve refuses HTTP/2 requests whose :authority or host is not an allo
     });
   }
   // A host header that agrees with :authority is fine.
-  await withH2(gw, undefined, async (h2) => {
+  await withH2(gw.port, undefined, async (h2) => {
     const res = await h2.request("POST", "/v1/models/echo/execute", {
       body: '{"ok": 1}',
       headers: { ":authority": `localhost:${port}`, host: `localhost:${port}` },
@@ -498,7 +355,7 @@ Deno.test("serve refuses an HTTP/1.1 absolute-form target that names another hos
 
 Deno.test("serve over HTTP/2 offers no WebSocket (RFC 8441): the channel route answers with SSE", async () => {
   await using gw = await startGateway();
-  await withH2(gw, undefined, async (h2) => {
+  await withH2(gw.port, undefined, async (h2) => {
     // Deno does not announce SETTINGS_ENABLE_CONNECT_PROTOCOL, so a client
     // cannot open a WebSocket over HTTP/2 (and Deno resets a stream that
     // carries HTTP/1.1's Upgrade/Connection headers): WebSocket clients use
@@ -522,7 +379,7 @@ Deno.test("serve over HTTP/2 offers no WebSocket (RFC 8441): the channel route a
 
 Deno.test("serve answers HTTP/2 requests with 503 ShuttingDownError while it drains", async () => {
   await using gw = await startGateway({ limits: { shutdownGrace: 1000 } });
-  await withH2(gw, undefined, async (h2) => {
+  await withH2(gw.port, undefined, async (h2) => {
     // Several calls outlive the grace: each must get its answer, not a
     // reset stream (Deno resets the HTTP/2 streams still unanswered when
     // its server shuts down).
