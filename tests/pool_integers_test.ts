@@ -475,3 +475,65 @@ Deno.test("Pool integers: a spilled reply nested past 1000 levels holding an int
     await Deno.remove(path, { recursive: true });
   }
 });
+
+const NEIGHBOURS = `
+import sys
+
+sys.setrecursionlimit(100_000)
+
+
+def deep(d):
+    v = 1
+    for _ in range(d):
+        v = [v]
+    return v
+
+
+class Neighbours:
+    # On the event loop: the replies of calls read together are written
+    # together, in one batch frame.
+    inline = True
+
+    def execute(self, msg):
+        return {"v": deep(1500)} if msg["deep"] else {"big": 2**64}
+
+
+class Items:
+    def execute(self, msg):
+        for i in range(5):
+            yield {"v": deep(1500)}
+            yield {"big": 2**64, "i": i}
+`;
+
+Deno.test("Pool integers: a reply sharing a batch frame with one nested past 1000 levels is still read exactly (it failed with SerializationError)", async () => {
+  const path = await Deno.makeTempDir({ prefix: "pyproxy-integers-test-" });
+  try {
+    await Deno.writeTextFile(`${path}/neighbours.py`, NEIGHBOURS);
+    await using pool = await Pool.start({
+      workers: 1,
+      modelsDir: path,
+      handleSignals: false,
+      integers: "bigint",
+    });
+    await pool.addModel("n", { file: "neighbours.py", class: "Neighbours" });
+    await pool.addModel("items", { file: "neighbours.py", class: "Items" });
+    for (let round = 0; round < 5; round++) {
+      const [deepReply, big] = await Promise.all([
+        pool.execute("n", { deep: true }),
+        pool.execute("n", { deep: false }),
+      ]);
+      assert.equal(leafOf(deepReply), 1);
+      assert.deepEqual(big, { big: 2n ** 64n });
+    }
+    // A stream's shallow items between deep ones.
+    const bigs: unknown[] = [];
+    for await (const item of pool.executeStream("items", {})) {
+      const { big } = item as { big?: bigint };
+      if (big !== undefined) bigs.push(big);
+      else assert.equal(leafOf(item), 1);
+    }
+    assert.deepEqual(bigs, Array(5).fill(2n ** 64n));
+  } finally {
+    await Deno.remove(path, { recursive: true });
+  }
+});
