@@ -55,7 +55,7 @@ from .errors import (
 from .execution import CallRunner, OutputSink, fail_future, is_user_error, log_user_error, wire_error
 from .framer import HEADER, MAGIC, OVERHEAD, VERSION, Framer, md5_digest
 from .inline_watch import InlineWatch
-from .json_problem import describe_not_json
+from .json_problem import not_json_reason
 from .models import RunThreaded
 
 __all__ = ["Connection", "PROTOCOL_VERSION"]
@@ -288,8 +288,7 @@ class Connection(asyncio.BufferedProtocol):
         try:
             data = _encode_pieces({"id": rid, "cmd": cmd, "args": args})
         except (TypeError, ValueError, RecursionError) as exc:
-            where = None if isinstance(exc, RecursionError) else describe_not_json(args, "args")
-            raise HostError("Cannot call host %r: arguments are not JSON: %s" % (cmd, where or exc))
+            raise HostError("Cannot call host %r: arguments are not JSON: %s" % (cmd, not_json_reason(exc, args, "args")))
         own = call is not None and call.thread_ident == _get_ident()
         shielded = False
         queued = False
@@ -1138,9 +1137,8 @@ class Connection(asyncio.BufferedProtocol):
             if not self._big_seen and len(data[0]) > _BIG:
                 self._big_seen = True
         except (TypeError, ValueError, RecursionError) as exc:
-            where = None if isinstance(exc, RecursionError) else describe_not_json(result)
             return self.encode_error(rid, SerializationError("Cannot send result: not JSON: %s" % (
-                where or exc)).to_wire())
+                not_json_reason(exc, result, "result"))).to_wire())
         try:
             return self._finish(data, rid, "")
         except PyProxyError as exc:

@@ -40,7 +40,7 @@ from .errors import (
     SessionLostError,
     short_repr,
 )
-from .json_problem import describe_not_json
+from .json_problem import not_json_reason
 
 __all__ = [
     "CodeCache",
@@ -655,9 +655,8 @@ class EvalService:
         try:
             return big_json.Encoded(big_json.encode(result))
         except (TypeError, ValueError, RecursionError) as exc:
-            where = None if isinstance(exc, RecursionError) else describe_not_json(value, "value")
             raise SerializationError(
-                "Cannot reply: the eval's value is not JSON: %s: %s" % (where or exc, short_repr(value))
+                "Cannot reply: the eval's value is not JSON: %s: %s" % (not_json_reason(exc, value, "value"), short_repr(value))
             )
 
     @staticmethod

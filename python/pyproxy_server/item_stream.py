@@ -25,7 +25,7 @@ Example::
 
 from .errors import SerializationError
 from .execution import CallRunner
-from .json_problem import describe_not_json
+from .json_problem import not_json_reason
 
 __all__ = ["ItemStream"]
 
@@ -73,8 +73,7 @@ class ItemStream:
         try:
             payload, size = conn.encode_event_or_raise(event)
         except (TypeError, ValueError, RecursionError) as exc:
-            where = None if isinstance(exc, RecursionError) else describe_not_json(item, "item[%d]" % seq)
-            raise SerializationError("Cannot send item %d: not JSON: %s" % (seq, where or exc))
+            raise SerializationError("Cannot send item %d: not JSON: %s" % (seq, not_json_reason(exc, item, "item[%d]" % seq)))
         # Counted before it is queued: an ack of it can come only after.
         with self._lock:
             self._seq = seq + 1

@@ -10,8 +10,9 @@ datetime.datetime (use .isoformat())``.
 import datetime
 import enum
 import math
+import sys
 
-__all__ = ["describe_not_json"]
+__all__ = ["describe_not_json", "not_json_reason"]
 
 # Visited containers and values at most: a huge value is not walked for ever.
 _MAX_NODES = 200_000
@@ -136,3 +137,19 @@ def _leaf_problem(item, root):
     else:
         what = " is a %s (%s)" % (_type_name(item), _hint(item))
     return what if root is None else root + what
+
+
+def not_json_reason(exc, value, root):
+    """Why encoding ``value`` (named ``root``) failed with ``exc``, in words a
+    model author can act on: :func:`describe_not_json`'s for a value json
+    cannot carry; for one nested too deep (``RecursionError``), that, with
+    the limit that cut it (json recurses once per level of nesting, within
+    ``sys.getrecursionlimit()``), instead of json's "maximum recursion depth
+    exceeded while encoding a JSON object"."""
+    if isinstance(exc, RecursionError):
+        return (
+            "%s is nested too deep for Python's json (one level of recursion per level of "
+            "nesting, within sys.getrecursionlimit() = %d): flatten it, or send it as a string"
+            % (root, sys.getrecursionlimit())
+        )
+    return describe_not_json(value, root) or str(exc)

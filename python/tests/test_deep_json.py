@@ -230,11 +230,19 @@ class DeepJsonServerTest(unittest.TestCase):
             with self.subTest(depth=depth):
                 reply = self.c.request("executeModel", name="deep", msg={"depth": depth}, timeout=10)
                 self.assertEqual(reply["error"]["type"], "SerializationError", reply)
+                # Says what to do, not json's "maximum recursion depth exceeded".
+                self.assertRegex(
+                    reply["error"]["message"],
+                    r"^Cannot send result: not JSON: result is nested too deep for Python's json "
+                    r"\(one level of recursion per level of nesting, within sys.getrecursionlimit\(\) = \d+\): "
+                    r"flatten it, or send it as a string$",
+                )
                 raised = self.c.request("executeModel", name="deep", msg={"depth": depth, "raise": True}, timeout=10)
                 self.assertEqual(raised["error"]["type"], "PythonError", raised)
                 self.assertEqual(raised["error"]["exception"], "ValueError", raised)
                 value = self.c.request("eval", code="x = []\nfor _ in range(%d): x = [x]\nx" % depth, timeout=10)
                 self.assertEqual(value["error"]["type"], "SerializationError", value)
+                self.assertIn("value is nested too deep for Python's json", value["error"]["message"])
                 self.assert_serving()
 
     def test_a_deep_message_before_auth_is_refused(self):

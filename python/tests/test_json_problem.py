@@ -8,7 +8,9 @@ import json
 import unittest
 import uuid
 
-from pyproxy_server.json_problem import describe_not_json
+import sys
+
+from pyproxy_server.json_problem import describe_not_json, not_json_reason
 
 from ._client import ServerProcess
 
@@ -90,6 +92,30 @@ class DescribeNotJsonTest(unittest.TestCase):
         shared = [1]
         self.assertIsNone(describe_not_json({"a": shared, "b": shared, "t": (1, "x"), "n": None, 1: True, "f": 1.5}))
         self.assertEqual(describe_not_json([1, {"x": b""}], "args"), "args[1].x is a bytes (use .decode() or base64)")
+
+    def test_not_json_reason_names_the_depth_limit_for_a_recursion_error(self):
+        deep = []
+        for _ in range(sys.getrecursionlimit() + 100):
+            deep = [deep]
+        try:
+            json.dumps({"rows": deep})
+        except RecursionError as exc:
+            error = exc
+        self.assertEqual(
+            not_json_reason(error, {"rows": deep}, "item[3]"),
+            "item[3] is nested too deep for Python's json (one level of recursion per level of nesting, "
+            "within sys.getrecursionlimit() = %d): flatten it, or send it as a string" % sys.getrecursionlimit(),
+        )
+        try:
+            json.dumps({"at": datetime.date(2026, 12, 5)})
+        except TypeError as exc:
+            error = exc
+        self.assertEqual(
+            not_json_reason(error, {"at": datetime.date(2026, 12, 5)}, "args"),
+            "args.at is a datetime.date (use .isoformat())",
+        )
+        # Nothing found by the walk: json's own words.
+        self.assertEqual(not_json_reason(ValueError("boom"), [1], "result"), "boom")
 
 
 class NotJsonReplyTest(unittest.TestCase):

@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 60979,
+      size: 60837,
       sha256:
-        "846a8ec883fc154e608d617e48e31621baf20c3206e6075766917389f249a85b",
+        "77f5aaec62fadf46bc76e07a837c74f380f3b8561ce1bbb78c6d9533cb8880b5",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 29671,
+      size: 29594,
       sha256:
-        "d3c49a69cdfa0925e1ffc754b3224d5e5ee83c57773dafc208d16022366a640b",
+        "cb2aa07266facd351b5067bc1821dede63bdba805634459a4156037deaccab74",
     },
     {
       path: "pyproxy_server/execution.py",
@@ -130,15 +130,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/item_stream.py",
-      size: 4166,
+      size: 4089,
       sha256:
-        "311f184ab7d545abeca9e8f5bd9d4581b4d00fcbd4105c38bb8a7b1fa2af65c7",
+        "b0db3a8d41cd9b39a40066fd65fd74344ae1d6ccb48d07ac3a89b838650fdaee",
     },
     {
       path: "pyproxy_server/json_problem.py",
-      size: 5229,
+      size: 6082,
       sha256:
-        "e00563f3c6efcd28da034202edf5c8b2f1e7d013ec29b81f1f6f7a00eacb890e",
+        "1cfd81fb895d8252bbe406c561d43176c045d49aaafa72c07e848a9ec8e1ab7c",
     },
     {
       path: "pyproxy_server/long_int.py",
