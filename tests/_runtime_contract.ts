@@ -971,6 +971,47 @@ export const runtimeContract: ContractCheck[] = [
   },
   {
     name:
+      "upgradeWebSocket() answers the subprotocol selected, and none when none is (never an offered one it was not given)",
+    async fn({ rt }) {
+      assert.ok(rt.upgradeWebSocket, "the adapter implements upgradeWebSocket");
+      const upgrade = rt.upgradeWebSocket.bind(rt);
+      const server = await rt.serve(
+        { hostname: "127.0.0.1", port: 0 },
+        (req) => {
+          const pick = new URL(req.url).pathname === "/pick";
+          const { socket, response } = upgrade(
+            req,
+            pick ? { protocol: "pyproxy.v1" } : {},
+          );
+          socket.onopen = () => socket.close(1000, "done");
+          return response;
+        },
+      );
+      try {
+        // Bun, left to itself, answers the first entry offered: a token.
+        for (
+          const [path, offer, expected] of [
+            ["/pick", "pyproxy.bearer.s3cret, pyproxy.v1", "pyproxy.v1"],
+            ["/pick", "pyproxy.bearer.s3cret,pyproxy.v1", "pyproxy.v1"],
+            ["/none", "pyproxy.bearer.s3cret, pyproxy.v1", undefined],
+          ] as const
+        ) {
+          const head = await handshakeHead(server.port, path, offer);
+          assert.match(head, /^HTTP\/1\.1 101 /, head);
+          assert.equal(
+            /\r\nsec-websocket-protocol: ([^\r]*)/i.exec(head)?.[1],
+            expected,
+            `${path} ${offer}: ${head}`,
+          );
+          assert.ok(!head.includes("s3cret"), head);
+        }
+      } finally {
+        await server.shutdown();
+      }
+    },
+  },
+  {
+    name:
       "files: makeTempDir, writeFile, readFile, stat, readDir, realPath, remove",
     async fn({ rt }) {
       const dir = await tempDir(rt);
@@ -1176,3 +1217,34 @@ export const runtimeContract: ContractCheck[] = [
     },
   },
 ];
+
+/** The head of the answer to a raw WebSocket handshake offering `protocols`. */
+function handshakeHead(
+  port: number,
+  path: string,
+  protocols: string,
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection(port, "127.0.0.1", () => {
+      socket.write(
+        `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n` +
+          "Upgrade: websocket\r\nConnection: Upgrade\r\n" +
+          "Sec-WebSocket-Version: 13\r\n" +
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+          `Sec-WebSocket-Protocol: ${protocols}\r\n\r\n`,
+      );
+    });
+    let out = "";
+    socket.setEncoding("latin1");
+    socket.on("data", (chunk: string) => {
+      out += chunk;
+      const end = out.indexOf("\r\n\r\n");
+      if (end >= 0) {
+        socket.destroy();
+        resolve(out.slice(0, end));
+      }
+    });
+    socket.on("error", reject);
+    socket.on("close", () => reject(new Error(`closed: ${out}`)));
+  });
+}

@@ -218,7 +218,10 @@ export function channelPaths(
         responses: guarded({
           "101": {
             description:
-              'A WebSocket (for an upgrade request): JSON frames `{type: "message", channel, seq, time, data}`, then `{type: "dropped", reason}` when dropped.',
+              'A WebSocket (for an upgrade request): JSON frames `{type: "message", channel, seq, time, data}`, then `{type: "dropped", reason}` when dropped. A handshake that offers the subprotocol `pyproxy.v1` is answered it' +
+              (o.token
+                ? "; a browser, which cannot send `Authorization`, offers the token beside it as the subprotocol `pyproxy.bearer.<token>` (or `pyproxy.bearer64.<base64url of the token>`), accepted on this handshake only."
+                : "."),
             "x-websocket-frame": CHANNEL_MESSAGE_FRAME,
           },
           "200": sseResponse(
@@ -232,7 +235,13 @@ export function channelPaths(
             },
           ),
           "400": errorResponse(
-            "`InvalidRequestError`: not a channel name, or `Last-Event-ID` is not a sequence number.",
+            `\`InvalidRequestError\`: not a channel name${
+              o.token ? ", " : ", or "
+            }\`Last-Event-ID\` is not a sequence number${
+              o.token
+                ? ", or a token subprotocol offered without `pyproxy.v1` (or two of them)"
+                : ""
+            }.`,
           ),
           "501": errorResponse(
             "`NotImplemented`: WebSocket upgrades are not available on this runtime.",

@@ -335,7 +335,7 @@ export function createGateway(
   const cors = corsMiddleware(options.cors);
   if (cors) app.use(cors);
   if (options.token !== undefined) {
-    app.use(bearerAuth({ token: options.token }));
+    app.use(bearerAuth({ token: options.token, webSocketPath: isChannelPath }));
   }
 
   app.get("/v1/status", () => {
@@ -547,6 +547,11 @@ function pluginStatusOf(
 ): { pluginStatus?: Record<string, Record<string, unknown>> } {
   const status = pool.pluginStatus?.() ?? {};
   return Object.keys(status).length === 0 ? {} : { pluginStatus: status };
+}
+
+/** `/v1/channels/{name}`: the route that upgrades to a WebSocket (subscribe). */
+function isChannelPath(path: string): boolean {
+  return path.startsWith("/v1/channels/") && path.indexOf("/", 13) < 0;
 }
 
 const EXECUTE_PREFIX = "/v1/models/";

@@ -12,6 +12,7 @@ import {
 } from "./channels.ts";
 import { httpError } from "./error_response.ts";
 import { readJsonBody } from "./read_json_body.ts";
+import { webSocketOffer } from "./security.ts";
 import type { RouteContext } from "./route_context.ts";
 import { type SseEvent, sseHead, sseResponse } from "./sse.ts";
 import { stringifyJson } from "../_exact_json.ts";
@@ -184,7 +185,15 @@ export function channelRoutes(ctx: RouteContext): Hono {
           `Cannot upgrade to WebSocket on ${ctx.runtime.name}: use SSE`,
         );
       }
-      const { socket, response } = ctx.runtime.upgradeWebSocket(c.req.raw);
+      // The answer names pyproxy.v1 when offered (a browser that offered
+      // subprotocols fails a handshake that selects none), never the token.
+      const { protocol } = webSocketOffer(
+        c.req.header("sec-websocket-protocol") ?? null,
+      );
+      const { socket, response } = ctx.runtime.upgradeWebSocket(
+        c.req.raw,
+        protocol === undefined ? {} : { protocol },
+      );
       pumpWebSocket(hub, socket, hub.subscribe(name, options));
       return response;
     }

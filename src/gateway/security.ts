@@ -359,6 +359,93 @@ export function originGuard(
   };
 }
 
+/**
+ * The WebSocket subprotocol of the gateway's channel subscriptions: the one a
+ * handshake that offered it is answered with (`Sec-WebSocket-Protocol`).
+ */
+export const WS_PROTOCOL = "pyproxy.v1";
+/** Prefix of the subprotocol that carries the token as it is. */
+export const WS_BEARER_PREFIX = "pyproxy.bearer.";
+/** Prefix of the subprotocol that carries the token base64url-encoded (no padding). */
+export const WS_BEARER64_PREFIX = "pyproxy.bearer64.";
+
+/** What a WebSocket handshake offered in `Sec-WebSocket-Protocol`. */
+export interface WebSocketOffer {
+  /** {@linkcode WS_PROTOCOL} when offered: the subprotocol to answer with. */
+  protocol?: string;
+  /** The token of a `pyproxy.bearer.` or `pyproxy.bearer64.` entry. */
+  token?: string;
+  /** Why the offer cannot be served (a 400), e.g. a token without `pyproxy.v1`. */
+  problem?: string;
+}
+
+/**
+ * Reads a WebSocket handshake's `Sec-WebSocket-Protocol` list: whether it
+ * offered {@linkcode WS_PROTOCOL}, and the token of a `pyproxy.bearer.<token>`
+ * or `pyproxy.bearer64.<base64url(token)>` entry (how a browser's
+ * `WebSocket`, which cannot set headers, authenticates). A token must come
+ * with `pyproxy.v1`, the subprotocol the gateway answers: the handshake must
+ * name one the client offered (browsers fail it otherwise) and must never
+ * name the token. Messages never include an entry's text.
+ *
+ * @example
+ * ```ts
+ * import { webSocketOffer } from "./security.ts";
+ * console.log(webSocketOffer("pyproxy.v1, pyproxy.bearer.t0ken")); // { protocol: "pyproxy.v1", token: "t0ken" }
+ * console.log(webSocketOffer("pyproxy.v1, pyproxy.bearer64.dDBrZW4").token); // "t0ken"
+ * console.log(webSocketOffer("pyproxy.bearer.t0ken").problem !== undefined); // true
+ * ```
+ */
+export function webSocketOffer(header: string | null): WebSocketOffer {
+  if (header === null) return {};
+  const offer: WebSocketOffer = {};
+  let tokens = 0;
+  for (const part of header.split(",")) {
+    const entry = part.trim();
+    if (entry === WS_PROTOCOL) offer.protocol = WS_PROTOCOL;
+    else if (entry.startsWith(WS_BEARER_PREFIX)) {
+      tokens++;
+      offer.token = entry.slice(WS_BEARER_PREFIX.length);
+    } else if (entry.startsWith(WS_BEARER64_PREFIX)) {
+      tokens++;
+      // An entry that does not decode presents a token that matches nothing.
+      offer.token = base64urlText(entry.slice(WS_BEARER64_PREFIX.length)) ??
+        "";
+    }
+  }
+  if (tokens > 1) {
+    offer.problem =
+      "Cannot upgrade to WebSocket: more than one token subprotocol offered";
+    delete offer.token;
+  } else if (tokens === 1 && offer.protocol === undefined) {
+    offer.problem =
+      `Cannot upgrade to WebSocket: a token subprotocol needs '${WS_PROTOCOL}' ` +
+      `offered with it (new WebSocket(url, ['${WS_PROTOCOL}', '${WS_BEARER_PREFIX}<token>']))`;
+    delete offer.token;
+  }
+  return offer;
+}
+
+/** The UTF-8 text of unpadded base64url, or `undefined` when it is not that. */
+function base64urlText(value: string): string | undefined {
+  if (!/^[A-Za-z0-9_-]*$/.test(value) || value.length % 4 === 1) {
+    return undefined;
+  }
+  try {
+    const binary = atob(value.replaceAll("-", "+").replaceAll("_", "/"));
+    const bytes = Uint8Array.from(binary, (ch) => ch.charCodeAt(0));
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether a request is a WebSocket handshake (`GET` with `Upgrade: websocket`). */
+function isWebSocketUpgrade(method: string, headers: Headers): boolean {
+  return method === "GET" &&
+    headers.get("upgrade")?.toLowerCase() === "websocket";
+}
+
 /** Options for {@linkcode bearerAuth}. */
 export interface BearerAuthOptions {
   /** The shared token. */
@@ -367,11 +454,23 @@ export interface BearerAuthOptions {
   publicPaths?: string[];
   /** Paths that also accept the token as `?token=` (the dashboard page). @default {["/"]} */
   queryTokenPaths?: string[];
+  /**
+   * Paths whose WebSocket handshakes also accept the token as a subprotocol
+   * (see {@linkcode webSocketOffer}): the routes that upgrade. A plain HTTP
+   * request to them, or any request to other paths, gets no authentication
+   * from `Sec-WebSocket-Protocol`.
+   *
+   * @default {() => false}
+   */
+  webSocketPath?: (path: string) => boolean;
 }
 
 /**
  * Requires `Authorization: Bearer <token>` (compared in constant time) on
- * every route except the public ones; answers 401 otherwise.
+ * every route except the public ones; answers 401 otherwise. A WebSocket
+ * handshake to a `webSocketPath` may send the token as a subprotocol instead
+ * (`pyproxy.bearer.<token>` with `pyproxy.v1`, see
+ * {@linkcode webSocketOffer}), the dashboard page as `?token=`.
  *
  * @example
  * ```ts
@@ -385,15 +484,30 @@ export interface BearerAuthOptions {
 export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
   const publicPaths = new Set(options.publicPaths ?? ["/healthz"]);
   const queryPaths = new Set(options.queryTokenPaths ?? ["/"]);
+  const webSocketPath = options.webSocketPath ?? (() => false);
   const matches = tokenMatcher(options.token);
   return async (c, next) => {
-    if (publicPaths.has(c.req.path) || c.req.method === "OPTIONS") {
+    const path = c.req.path;
+    if (publicPaths.has(path) || c.req.method === "OPTIONS") {
       return await next();
     }
     const header = c.req.header("authorization") ?? "";
     let presented = bearerToken(header);
-    if (presented === undefined && queryPaths.has(c.req.path)) {
+    if (presented === undefined && queryPaths.has(path)) {
       presented = c.req.query("token");
+    }
+    const webSocket = webSocketPath(path) &&
+      isWebSocketUpgrade(c.req.method, c.req.raw.headers);
+    if (presented === undefined && webSocket) {
+      const offer = webSocketOffer(
+        c.req.header("sec-websocket-protocol") ?? null,
+      );
+      if (offer.problem !== undefined) {
+        return c.json({
+          error: { type: "InvalidRequestError", message: offer.problem },
+        }, 400);
+      }
+      presented = offer.token;
     }
     if (presented === undefined || !matches(presented)) {
       c.header("www-authenticate", 'Bearer realm="pyproxy"');
@@ -401,8 +515,9 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
         error: {
           type: "Unauthorized",
           message: unauthorizedMessage(
-            queryPaths.has(c.req.path),
+            queryPaths.has(path),
             c.req.query("token") !== undefined,
+            webSocket,
           ),
         },
       }, 401);
@@ -413,11 +528,21 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
 
 /**
  * A 401's message, saying how to send the token: a newcomer opening the
- * dashboard URL without `?token=`, or passing `?token=` to an API route.
+ * dashboard URL without `?token=`, passing `?token=` to an API route, or
+ * opening a WebSocket (whose browser API cannot send headers).
  */
-function unauthorizedMessage(queryPath: boolean, queryToken: boolean): string {
+function unauthorizedMessage(
+  queryPath: boolean,
+  queryToken: boolean,
+  webSocket: boolean,
+): string {
   const how = queryPath
     ? "open /?token=<token>, or send the header 'Authorization: Bearer <token>'"
+    : webSocket
+    ? `offer the subprotocols '${WS_PROTOCOL}' and '${WS_BEARER_PREFIX}<token>' ` +
+      `(or '${WS_BEARER64_PREFIX}<base64url of the token>'), as in ` +
+      `new WebSocket(url, ['${WS_PROTOCOL}', '${WS_BEARER_PREFIX}' + token]), ` +
+      "or send the header 'Authorization: Bearer <token>'"
     : "send the header 'Authorization: Bearer <token>'" +
       (queryToken ? " (?token= is accepted by the dashboard page / only)" : "");
   return `Cannot serve request: missing or wrong bearer token; ${how}, with ` +

@@ -64,7 +64,10 @@ interface BunServer {
   readonly pendingWebSockets: number;
   stop(closeActiveConnections?: boolean): Promise<void> | void;
   requestIP(request: Request): { address: string } | null;
-  upgrade(request: Request, options: { data: unknown }): boolean;
+  upgrade(
+    request: Request,
+    options: { data: unknown; headers?: Record<string, string> },
+  ): boolean;
 }
 interface BunGlobal {
   spawn(cmd: string[], options: {
@@ -294,7 +297,7 @@ export function bunRuntime(): Runtime {
     connect: connectNodeSocket,
     spawn: spawnChild,
     serve: (options, handler) => serveHttp(options, handler, upgrades),
-    upgradeWebSocket: (request) => upgrades.upgrade(request),
+    upgradeWebSocket: (request, options) => upgrades.upgrade(request, options),
     async mkdir(path, mode) {
       await mkdir(path, {
         recursive: true,

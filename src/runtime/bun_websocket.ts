@@ -8,6 +8,7 @@
  *
  * @module
  */
+import type { UpgradeWebSocketOptions } from "./types.ts";
 
 /**
  * Marks a request whose handler asked for an upgrade. Kept on the request
@@ -16,7 +17,13 @@
  */
 const PENDING: unique symbol = Symbol("pyproxy.bunWebSocketUpgrade");
 
-type MarkedRequest = Request & { [PENDING]?: BunWebSocket };
+/** An upgrade the handler asked for: the socket handed out, the subprotocol selected. */
+interface PendingUpgrade {
+  socket: BunWebSocket;
+  protocol: string;
+}
+
+type MarkedRequest = Request & { [PENDING]?: PendingUpgrade };
 
 /** The part of Bun's `ServerWebSocket` we use. */
 export interface BunServerWebSocket {
@@ -122,8 +129,14 @@ class BunWebSocket extends EventTarget {
  * ```
  */
 export class BunWebSocketUpgrades {
-  /** Deno-style upgrade: a WebSocket now, the handshake once `fetch` returns. */
-  upgrade(request: Request): { socket: WebSocket; response: Response } {
+  /**
+   * Deno-style upgrade: a WebSocket now, the handshake once `fetch` returns,
+   * answering `Sec-WebSocket-Protocol` with `options.protocol` (or none).
+   */
+  upgrade(
+    request: Request,
+    options: UpgradeWebSocketOptions = {},
+  ): { socket: WebSocket; response: Response } {
     // Deno.upgradeWebSocket's checks and messages (a TypeError, which the
     // gateway answers 400): without them, a handshake Bun then refused was
     // answered an empty 200.
@@ -145,8 +158,12 @@ export class BunWebSocketUpgrades {
       );
     }
     const socket = new BunWebSocket();
+    const pending: PendingUpgrade = {
+      socket,
+      protocol: options.protocol ?? "",
+    };
     Object.defineProperty(request, PENDING, {
-      value: socket,
+      value: pending,
       configurable: true,
     });
     // Bun ignores the response of an upgraded request; this one only flows
@@ -161,13 +178,22 @@ export class BunWebSocketUpgrades {
   /** Completes a pending upgrade; true when `request` was upgraded. */
   complete(
     request: Request,
-    server: { upgrade(request: Request, options: { data: unknown }): boolean },
+    server: {
+      upgrade(
+        request: Request,
+        options: { data: unknown; headers: Record<string, string> },
+      ): boolean;
+    },
   ): boolean {
-    const socket = (request as MarkedRequest)[PENDING];
-    if (socket === undefined) return false;
+    const pending = (request as MarkedRequest)[PENDING];
+    if (pending === undefined) return false;
     delete (request as MarkedRequest)[PENDING];
-    if (server.upgrade(request, { data: socket })) return true;
-    socket.closed(1006, "upgrade failed");
+    // Always set: without it Bun answers the first subprotocol the client
+    // offered, which for a browser of a gateway with a token is the token
+    // ("pyproxy.bearer.<token>"). Empty sends no header, as on Deno.
+    const headers = { "sec-websocket-protocol": pending.protocol };
+    if (server.upgrade(request, { data: pending.socket, headers })) return true;
+    pending.socket.closed(1006, "upgrade failed");
     return false;
   }
 

@@ -12,6 +12,7 @@ import type {
   HttpServer,
   Runtime,
   SpawnOptions,
+  UpgradeWebSocketOptions,
 } from "./types.ts";
 import { DenoBodyText } from "./deno_body_text.ts";
 
@@ -209,8 +210,15 @@ export function denoRuntime(): Runtime {
     },
     upgradeWebSocket(
       request: Request,
+      options: UpgradeWebSocketOptions = {},
     ): { socket: WebSocket; response: Response } {
       const { socket, response } = Deno.upgradeWebSocket(request);
+      // Set here rather than through Deno's `protocol` option: that one
+      // finds the offer only in a list split at ", " exactly, and throws on
+      // "a,b" (valid HTTP list syntax, which non-browser clients send).
+      if (options.protocol !== undefined) {
+        response.headers.set("sec-websocket-protocol", options.protocol);
+      }
       return { socket, response };
     },
     async mkdir(path, mode) {

@@ -179,6 +179,28 @@ export interface HttpServer {
 }
 
 /**
+ * Options of {@linkcode Runtime.upgradeWebSocket}.
+ *
+ * @example Select the subprotocol the client offered
+ * ```ts ignore
+ * import { defaultRuntime } from "./mod.ts";
+ * const rt = defaultRuntime();
+ * const handler = (req: Request): Response =>
+ *   rt.upgradeWebSocket!(req, { protocol: "pyproxy.v1" }).response;
+ * ```
+ */
+export interface UpgradeWebSocketOptions {
+  /**
+   * The subprotocol to answer in `Sec-WebSocket-Protocol`: one of those the
+   * client offered (the caller checks). No subprotocol is selected when
+   * missing.
+   *
+   * @default {undefined}
+   */
+  protocol?: string;
+}
+
+/**
  * A file open for writing, from {@linkcode Runtime.openWrite}: lets a large
  * file be written chunk by chunk, so its whole content never has to exist
  * in memory at once.
@@ -284,9 +306,14 @@ export interface Runtime {
   /**
    * Upgrades an HTTP request of {@linkcode Runtime.serve} to a WebSocket.
    * Optional: where missing, the gateway serves channels over SSE only.
+   * The handshake answers `Sec-WebSocket-Protocol` with `options.protocol`
+   * when given, and with no subprotocol otherwise (never one the client
+   * offered that the caller did not select: the gateway's clients offer
+   * their token as one).
    */
   upgradeWebSocket?(
     request: Request,
+    options?: UpgradeWebSocketOptions,
   ): { socket: WebSocket; response: Response };
   /** Creates a directory (recursive) with the given mode. */
   mkdir(path: string, mode?: number): Promise<void>;

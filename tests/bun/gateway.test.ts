@@ -658,3 +658,87 @@ test(
   },
   20_000,
 );
+
+test(
+  "serve() on Bun takes the token as a WebSocket subprotocol: pyproxy.v1 answered (never the token), a wrong one 401",
+  async () => {
+    const token = "bun-ws-token-0123456789";
+    await withGateway({ "echo.py": ECHO_MODEL }, { token }, async (server) => {
+      const url = `${server.url.replace("http", "ws")}/v1/channels/bunauth`;
+      // Bun's WebSocket, as a page's: subprotocols only, no header.
+      const ws = new WebSocket(url, ["pyproxy.v1", `pyproxy.bearer.${token}`]);
+      try {
+        const first = new Promise<Record<string, unknown>>(
+          (resolve, reject) => {
+            ws.onmessage = (ev) => resolve(JSON.parse(String(ev.data)));
+            ws.onclose = () => reject(new Error("WebSocket closed"));
+          },
+        );
+        await new Promise<void>((resolve, reject) => {
+          ws.onopen = () => resolve();
+          ws.onerror = () => reject(new Error("WebSocket failed"));
+        });
+        expect(ws.protocol).toBe("pyproxy.v1");
+        const auth = { authorization: `Bearer ${token}` };
+        for (let i = 0; i < 200; i++) {
+          const list = await (await fetch(`${server.url}/v1/channels`, {
+            headers: auth,
+          })).json() as { channels: { name: string; subscribers: number }[] };
+          if (
+            list.channels.some((c) =>
+              c.name === "bunauth" && c.subscribers === 1
+            )
+          ) break;
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        const pub = await fetch(`${server.url}/v1/channels/bunauth`, {
+          method: "POST",
+          headers: { ...auth, "content-type": "application/json" },
+          body: JSON.stringify({ on: "bun" }),
+        });
+        expect(pub.status).toBe(200);
+        await pub.body?.cancel();
+        expect((await first).data).toEqual({ on: "bun" });
+      } finally {
+        ws.onclose = null;
+        ws.close();
+      }
+      const handshake = (protocols: string) =>
+        new Promise<string>((resolve, reject) => {
+          const sock = connect(server.port, "127.0.0.1");
+          let text = "";
+          sock.on("data", (d) => {
+            text += d.toString("latin1");
+            const end = text.indexOf("\r\n\r\n");
+            const length = /content-length: (\d+)/i.exec(text);
+            if (
+              end >= 0 && (text.startsWith("HTTP/1.1 101") ||
+                text.length >= end + 4 + Number(length?.[1] ?? 0))
+            ) {
+              sock.destroy();
+              resolve(text);
+            }
+          });
+          sock.on("error", reject);
+          sock.on("connect", () =>
+            sock.write(
+              `GET /v1/channels/bunauth HTTP/1.1\r\nHost: 127.0.0.1:${server.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ${protocols}\r\n\r\n`,
+            ));
+        });
+      const ok = await handshake(`pyproxy.bearer.${token}, pyproxy.v1`);
+      expect(ok).toStartWith("HTTP/1.1 101");
+      expect(ok.toLowerCase()).toContain(
+        "\r\nsec-websocket-protocol: pyproxy.v1\r\n",
+      );
+      expect(ok).not.toContain(token);
+      const wrong = await handshake(
+        "pyproxy.bearer.wrong-token-00000000, pyproxy.v1",
+      );
+      expect(wrong).toStartWith("HTTP/1.1 401");
+      expect(wrong.toLowerCase()).toContain("www-authenticate: bearer");
+      expect(wrong).toContain("pyproxy.bearer.<token>");
+      expect(wrong).not.toContain("wrong-token");
+    });
+  },
+  30_000,
+);
