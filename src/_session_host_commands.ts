@@ -64,7 +64,10 @@ export class HostCommands {
       }
       this.#reply(id, false, {
         type: "UnknownCommandError",
-        message: `Cannot run ${cmd}: no such host command`,
+        // Say where handlers come from: a gateway user meets this first from
+        // a model's host.call, with nothing on the host side to look at.
+        message:
+          `Cannot run ${cmd}: no such host command (register it in a plugin's handlers, passed to Pool.start or serve: docs/plugins.md)`,
       });
       return;
     }

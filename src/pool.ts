@@ -231,7 +231,12 @@ export interface PoolOptions {
   workers?: number;
   /** Python executable. @default {"python3"} */
   python?: string;
-  /** Directory with the model files (the servers' `--path`). @default {a fresh temp dir} */
+  /**
+   * Directory with the model files (the servers' `--path`); `file` and data
+   * files are relative to it. Without it the servers get an empty temporary
+   * directory, so models come as `source` (a `file` is a `ConfigError`).
+   * @default {a fresh temp dir}
+   */
   modelsDir?: string;
   /** Bind address of the servers (TCP). @default {"127.0.0.1"} */
   host?: string;
@@ -637,6 +642,7 @@ export class Pool implements AsyncDisposable {
   ): Promise<unknown> {
     this.#admit("add model");
     this.#checkModelOptions("add model", name, options);
+    this.#checkModelsDir("add model", name, spec);
     await this.#someWorkerReady("add model", name, options);
     const out = await this.#modelOp(
       "add model",
@@ -661,6 +667,7 @@ export class Pool implements AsyncDisposable {
   ): Promise<unknown> {
     this.#admit("update model");
     this.#checkModelOptions("update model", name, options);
+    this.#checkModelsDir("update model", name, spec);
     // The calls made before the update go first, to the current version.
     this.#batchers.get(name)?.flush();
     await this.#someWorkerReady("update model", name, options);
@@ -709,6 +716,7 @@ export class Pool implements AsyncDisposable {
   ): Promise<unknown> {
     this.#admit("init model");
     this.#checkModelOptions("init model", name, options);
+    this.#checkModelsDir("init model", name, { dataFile });
     await this.#someWorkerReady("init model", name, options);
     const out = await this.#modelOp(
       "init model",
@@ -1194,6 +1202,35 @@ export class Pool implements AsyncDisposable {
         `Cannot ${action} '${name}': options must be an object`,
       );
     if (invalid !== undefined) throw invalid;
+  }
+
+  /**
+   * A pool started without `modelsDir` serves from an empty private temp
+   * directory, so a `file` (or data file) there cannot exist: say so, rather
+   * than let Python fail to open a path the user never chose.
+   */
+  #checkModelsDir(
+    action: string,
+    name: string,
+    spec: { file?: unknown; source?: unknown; dataFile?: unknown },
+  ): void {
+    if (
+      this.#opts.modelsDir !== undefined || typeof spec !== "object" ||
+      spec === null
+    ) return;
+    let field: "file" | "dataFile";
+    if (typeof spec.dataFile === "string") field = "dataFile";
+    else if (typeof spec.file === "string" && spec.source === undefined) {
+      field = "file";
+    } else return;
+    const path = spec[field];
+    throw new ConfigError(
+      `Cannot ${action} '${name}': ${field} '${String(path)}' is relative to ` +
+        "the pool's modelsDir, and this pool was started without one (its " +
+        "models directory is an empty temporary one); pass modelsDir to " +
+        "Pool.start" + (field === "file" ? ", or give the code as source" : ""),
+      { details: { field, [field]: path } },
+    );
   }
 
   /**

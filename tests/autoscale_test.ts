@@ -485,7 +485,10 @@ class Flaky:
 Deno.test("autoscale does not shrink a pool whose workers hold parked streams (readers that paused): it would cut them short", async () => {
   await withPool({
     workers: 2,
-    scale: { min: 1, downAfterMs: 30, cooldownMs: 0, sampleInterval: 10 },
+    // At min 2 until the streams park: an idle pool at min 1 could shrink
+    // before they start (a slow load on a busy machine took past downAfterMs,
+    // and the streams pinned to w2 failed: "worker w2 is draining").
+    scale: { min: 2, downAfterMs: 30, cooldownMs: 0, sampleInterval: 10 },
     shutdownGrace: 0,
   }, async ({ pool, plugin, log, events, dir }) => {
     await Deno.writeTextFile(
@@ -512,6 +515,9 @@ Deno.test("autoscale does not shrink a pool whose workers hold parked streams (r
       await new Promise((r) => setTimeout(r, 10));
     }
     assert.equal(pool.status().inFlight, 0);
+    assert.deepEqual(pool.setScaleBounds({ min: 1 }), {
+      autoscale: { min: 1, max: 4 },
+    });
     // Many samples later (each 10 ms or more apart: past downAfterMs), no
     // shrink: the pool is not idle while its workers hold the streams.
     const seen = plugin.stats.samples;

@@ -346,6 +346,49 @@ Deno.test("createGateway sends CORS headers only when configured", async () => {
   await other.body?.cancel();
 });
 
+Deno.test("createGateway lets a CORS page send X-Request-Id and read it back", async () => {
+  const app = createGateway(
+    stubPool(
+      true,
+      () =>
+        Promise.reject(new OverloadedError("Cannot accept call: queue full")),
+    ),
+    { port: () => 8000, cors: { origins: ["https://app.example.com"] } },
+  );
+  // The preflight a browser sends before a POST carrying the header: without
+  // x-request-id in the allowed headers, the browser never sends the POST.
+  const preflight = await app.fetch(req("/v1/models/echo/execute", {
+    method: "OPTIONS",
+    headers: {
+      origin: "https://app.example.com",
+      "access-control-request-method": "POST",
+      "access-control-request-headers": "content-type,x-request-id",
+    },
+  }));
+  assert.equal(preflight.status, 204);
+  const allowed = (preflight.headers.get("access-control-allow-headers") ?? "")
+    .split(",").map((h) => h.trim().toLowerCase());
+  assert.ok(allowed.includes("x-request-id"), allowed.join(","));
+  assert.ok(allowed.includes("content-type"), allowed.join(","));
+  // The failed call's id, in a header the page's script may read.
+  const res = await app.fetch(req("/v1/models/echo/execute", {
+    method: "POST",
+    headers: {
+      origin: "https://app.example.com",
+      "sec-fetch-site": "cross-site",
+      "content-type": "application/json",
+      "x-request-id": "web-1",
+    },
+    body: "{}",
+  }));
+  assert.equal(res.status, 429);
+  assert.equal(res.headers.get("x-request-id"), "web-1");
+  const exposed = (res.headers.get("access-control-expose-headers") ?? "")
+    .split(",").map((h) => h.trim().toLowerCase());
+  assert.ok(exposed.includes("x-request-id"), exposed.join(","));
+  assert.equal((await res.json()).error.requestId, "web-1");
+});
+
 Deno.test("createGateway maps overload to 429 and no worker to 503, both with Retry-After", async () => {
   let error: Error = new OverloadedError("Cannot accept call: queue full");
   const app = createGateway(stubPool(true, () => Promise.reject(error)), {

@@ -350,3 +350,31 @@ Deno.test("Pool.updateModel given up on a worker that applies it late: the pool 
     await pids.assertGone();
   }
 });
+
+Deno.test("Pool without modelsDir refuses a model file or data file with a ConfigError that says to pass modelsDir", async () => {
+  await using pool = await Pool.start({ workers: 1 });
+  for (
+    const [op, field] of [
+      [() => pool.addModel("d", { file: "models/doubler.py" }), "file"],
+      [() => pool.updateModel("d", { file: "doubler.py" }), "file"],
+      [() => pool.initModel("d", "data/table.json"), "dataFile"],
+    ] as const
+  ) {
+    await assert.rejects(op(), (err: unknown) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.match(
+        err.message,
+        new RegExp(
+          `^Cannot \\w+ model 'd': ${field} '[^']+' is relative to the pool's modelsDir, and this pool was started without one .*; pass modelsDir to Pool\\.start`,
+        ),
+      );
+      assert.equal(err.details.field, field);
+      return true;
+    });
+  }
+  // Code given as source needs no directory, with or without a file name.
+  await pool.addModel("s", {
+    source: "class M:\n    def execute(self, msg): return 1\n",
+  });
+  assert.equal(await pool.execute("s", {}), 1);
+});

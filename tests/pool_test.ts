@@ -692,6 +692,45 @@ Deno.test("Pool writes what model code prints to its logger's python.<model> chi
   assert.equal(python[0]![2], "{message}");
 });
 
+Deno.test("Pool warns on the model's logger when its constructor takes an option as a keyword (it gets the whole dict)", async () => {
+  await using dir = await modelsDir();
+  const warnings: Array<[string, string]> = [];
+  const make = (
+    category: string,
+  ): Logger & { getChild(sub: string[]): Logger } => {
+    const none = () => {};
+    return {
+      trace: none,
+      debug: none,
+      info: none,
+      warn: (message, properties) =>
+        void warnings.push([
+          category,
+          message === "{message}" ? String(properties?.message) : message,
+        ]),
+      error: none,
+      fatal: none,
+      getChild: (sub) => make(`${category}.${sub.join(".")}`),
+    };
+  };
+  await using pool = await Pool.start(
+    opts(dir.path, { workers: 1, logger: make("app") }),
+  );
+  await pool.addModel("kw", {
+    source:
+      "class M:\n    def __init__(self, threshold=0.5):\n        self.t = threshold\n    def execute(self, msg):\n        return {'t': self.t}\n",
+    options: { threshold: 0.7 },
+  });
+  // What the warning is about: the dict, not 0.7 nor 0.5.
+  assert.deepEqual(await pool.execute("kw", {}), { t: { threshold: 0.7 } });
+  const ours = warnings.filter(([category]) => category === "app.python.kw");
+  assert.equal(ours.length, 1, JSON.stringify(warnings));
+  assert.match(
+    ours[0]![1],
+    /^pyproxy: M\.__init__ gets the whole options dict as its parameter 'threshold' \(default 0\.5\), not the option of that name; take one parameter and read it: def __init__\(self, options\)/,
+  );
+});
+
 Deno.test("Pool's model output limit counts only what the logger's level lets through", async () => {
   await using dir = await modelsDir();
   const warnings: string[] = [];

@@ -426,7 +426,7 @@ Deno.test("Session serves Python → host commands with its handlers", async () 
   );
   await assert.rejects(
     session.execute("caller", { cmd: "nope" }),
-    /no such host command/,
+    /Cannot run nope: no such host command \(register it in a plugin's handlers, passed to Pool\.start or serve: docs\/plugins\.md\)/,
   );
   session.setHandler("nope", () => "now there");
   assert.deepEqual(await session.execute("caller", { cmd: "nope" }), {

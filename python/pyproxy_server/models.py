@@ -882,7 +882,40 @@ def _construct(cls, options):
     except (TypeError, ValueError):
         return cls(options)
     try:
-        signature.bind(options)
+        bound = signature.bind(options)
     except TypeError:
+        if options:
+            _warn_constructor(
+                "%s() takes no positional argument, so its options %s are ignored"
+                % (cls.__name__, sorted(options))
+            )
         return cls()
+    _warn_keyword_options(cls, signature, bound)
     return cls(options)
+
+
+def _warn_keyword_options(cls, signature, bound):
+    """Warn when the options dict lands in a parameter written as one option
+    (``def __init__(self, threshold=0.5)``): it gets the whole dict, never its
+    default; the model would run with a dict where it expects a number."""
+    (param_name,) = bound.arguments
+    param = signature.parameters[param_name]
+    if param.kind is inspect.Parameter.VAR_POSITIONAL:
+        return
+    default = param.default
+    if default is inspect.Parameter.empty or default is None or isinstance(default, dict):
+        return
+    _warn_constructor(
+        "%s.__init__ gets the whole options dict as its parameter %r (default %r), "
+        "not the option of that name" % (cls.__name__, param_name, default)
+    )
+
+
+def _warn_constructor(what):
+    # Written to the model's stderr: during a load it reaches the host's log
+    # under the model's name, as a warning.
+    sys.stderr.write(
+        "pyproxy: %s; take one parameter and read it: def __init__(self, options): "
+        "self.x = options.get(\"x\", default) (docs/models.md, \"Options and the constructor\")\n"
+        % what
+    )

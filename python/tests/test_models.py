@@ -52,6 +52,41 @@ class ModelRegistryTest(unittest.TestCase):
             self.registry.update("d", {"source": "raise ImportError('x')"})
         self.assertEqual(self.registry.get("d").version, 1)
 
+    def _stderr_of_add(self, source, options=None):
+        import contextlib
+        import io
+
+        spec = {"source": source}
+        if options is not None:
+            spec["options"] = options
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            self.registry.add("m", spec)
+        return err.getvalue()
+
+    def test_constructor_taking_an_option_as_a_keyword_is_warned(self):
+        keyword = "class M:\n    def __init__(self, threshold=0.5): self.t = threshold\n    def execute(self, msg): return self.t\n"
+        for options in ({"threshold": 0.7}, None):
+            out = self._stderr_of_add(keyword, options)
+            self.assertIn(
+                "M.__init__ gets the whole options dict as its parameter 'threshold' (default 0.5)", out
+            )
+            self.assertIn("def __init__(self, options)", out)
+        keyword_only = "class M:\n    def __init__(self, *, threshold=0.5): pass\n    def execute(self, msg): return 1\n"
+        self.assertIn(
+            "M() takes no positional argument, so its options ['threshold'] are ignored",
+            self._stderr_of_add(keyword_only, {"threshold": 0.7}),
+        )
+
+    def test_constructor_taking_the_options_dict_is_not_warned(self):
+        for init in ("self, options", "self, options=None", "self, options={}", "self, *args", "self, cfg"):
+            source = "class M:\n    def __init__(%s): pass\n    def execute(self, msg): return 1\n" % init
+            self.assertEqual(self._stderr_of_add(source, {"k": 1}), "", init)
+        # No options and a constructor that takes none: nothing was lost.
+        bare = "class M:\n    def execute(self, msg): return 1\n"
+        self.assertEqual(self._stderr_of_add(bare), "")
+        self.assertEqual(self._stderr_of_add(bare, {}), "")
+
     def test_unreadable_model_file_is_stage_read_and_user_code_is_not(self):
         with self.assertRaises(ModelLoadError) as caught:
             self.registry.add("gone", {"file": "no_such_model.py"})

@@ -375,8 +375,16 @@ export function corsMiddleware(
       ? "*"
       : (origin) => (origins.includes(origin) ? origin : null),
     allowMethods: ["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-    allowHeaders: ["authorization", "content-type", "last-event-id"],
-    exposeHeaders: ["retry-after", "x-atom-id"],
+    // x-request-id both ways: a page that tags its calls (docs/gateway.md,
+    // "Request ids") would otherwise fail the preflight, and could not read
+    // the id of an error response.
+    allowHeaders: [
+      "authorization",
+      "content-type",
+      "last-event-id",
+      "x-request-id",
+    ],
+    exposeHeaders: ["retry-after", "x-atom-id", "x-request-id"],
     credentials: config.credentials ?? false,
     maxAge: config.maxAge ?? 600,
   });

@@ -148,9 +148,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 38838,
+      size: 40230,
       sha256:
-        "9632fe4a0cbbc6760cdc9ce1bbf31c7c889b2459271494d90c3ab4b796376f5a",
+        "232a59a66ca7673eb8024c8293cf148f269bc546b430d9d6ec3a851853890412",
     },
     {
       path: "pyproxy_server/server.py",
