@@ -10,12 +10,15 @@ import {
   CancelledError,
   ConfigError,
   PyProxyError,
+  SerializationError,
   SpillError,
   UnsafeIntegerError,
 } from "../src/errors.ts";
 import { serializationError, unencodableError } from "../src/_json_check.ts";
 import {
+  EXACT_JSON_DEPTH,
   ExactJson,
+  holdsUnsafeNumber,
   unsafeIntegerError,
   withRawIntegers,
 } from "../src/_exact_json.ts";
@@ -358,6 +361,16 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
         md5Threads(md5 && typeof ref?.size === "number" ? ref.size : 0),
         (text) => exact.parse(text),
       );
+      // Too deep for the exact read: its integers beyond ±2^53 came rounded,
+      // with either integers mode. Refused as the session refuses such a
+      // message that came inline (it cannot see this one's depth).
+      if (exact.inexact > 0 && holdsUnsafeNumber(message)) {
+        const depth = exact.inexactDepth;
+        throw new SerializationError(
+          `Cannot read spill file: it is nested ${depth} levels deep and holds an integer beyond ±2^53, which the host reads exactly only within ${EXACT_JSON_DEPTH} levels`,
+          { details: { depth, limit: EXACT_JSON_DEPTH } },
+        );
+      }
       if (exact.revived > 0 && mc.session.integers === "number") {
         // As for a message that came inline: refused, with the integer's path.
         const error = unsafeIntegerError("Cannot read spill file", message);
@@ -372,7 +385,13 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
       stats.bytesIn += (msg.$spill as { size: number }).size;
       return message;
     } catch (err) {
-      if (!(err instanceof UnsafeIntegerError)) stats.failures++;
+      // The file was read: what it holds is refused, not the spill-over.
+      const refused = err instanceof UnsafeIntegerError ||
+        err instanceof SerializationError;
+      if (!refused) stats.failures++;
+      // The session fails what it belongs to (a call, a stream, a host
+      // command) with this very error, as for such a message inline.
+      if (err instanceof SerializationError) throw err;
       // A reply that cannot be read still settles its request, with the SpillError; a request stub keeps
       // its cmd and an event stub has no id: those are the session's to report.
       if (typeof msg.id === "number" && msg.cmd === undefined) {

@@ -12,7 +12,7 @@
  * @module
  */
 import { InvalidRequestError, UnsafeIntegerError } from "./errors.ts";
-import { depthOver } from "./_json_depth.ts";
+import { depthOver, stringEnd } from "./_json_depth.ts";
 
 /** How integers outside ±(2^53 − 1) are received: see `SessionConnectOptions.integers`. */
 export type IntegersMode = "number" | "bigint";
@@ -158,12 +158,17 @@ export class ExactJson {
   /**
    * Texts that may hold an integer beyond ±2^53 but were nested too deep to
    * read with the reviver (past {@linkcode EXACT_JSON_DEPTH}): read as
-   * `JSON.parse` alone reads them, numbers rounded. Check with
-   * {@linkcode holdsUnsafeNumber} which of their messages hold one.
+   * `JSON.parse` alone reads them, numbers rounded. A batch frame counts
+   * its deep messages only (its others are read exactly). Check with
+   * {@linkcode ExactJson.inexactDepthOf} which messages were read so, and
+   * with {@linkcode holdsUnsafeNumber} which of them hold such a number.
    */
   inexact = 0;
-  /** The depth of the last such text. */
+  /** The depth of the last such text (or batch frame's message). */
   inexactDepth = 0;
+  // The messages read so, with their depth: a whole text, or the message
+  // of a batch frame that is itself that deep (see {@linkcode inexactDepthOf}).
+  #inexactValues = new WeakMap<object, number>();
 
   #reviver = (_key: string, value: unknown, context?: { source?: string }) => {
     const out = revive(value, context);
@@ -179,17 +184,104 @@ export class ExactJson {
   parse(text: string): unknown {
     if (!MAYBE_UNSAFE.test(text)) return JSON.parse(text);
     const depth = depthOver(text, EXACT_JSON_DEPTH);
-    if (depth !== undefined) {
-      this.inexact++;
-      this.inexactDepth = depth;
-      return JSON.parse(text);
+    if (depth === undefined) return this.#exactParse(text);
+    // A batch frame (protocol §4) is read message by message: one deep
+    // message must not make its shallow neighbours (other calls' replies,
+    // a stream's next items) inexact too.
+    const items = batchItems(text);
+    if (items !== undefined) {
+      return { batch: items.map((item) => this.#parseItem(item)) };
     }
+    return this.#inexactParse(text, depth);
+  }
+
+  /**
+   * The depth of `value` (a message this parsed) when it was read without
+   * the reviver, nested past {@linkcode EXACT_JSON_DEPTH}, else `undefined`:
+   * its numbers beyond ±2^53 (see {@linkcode holdsUnsafeNumber}) are rounded.
+   */
+  inexactDepthOf(value: unknown): number | undefined {
+    return typeof value === "object" && value !== null
+      ? this.#inexactValues.get(value)
+      : undefined;
+  }
+
+  #parseItem(text: string): unknown {
+    if (!MAYBE_UNSAFE.test(text)) return JSON.parse(text);
+    const depth = depthOver(text, EXACT_JSON_DEPTH);
+    return depth === undefined
+      ? this.#exactParse(text)
+      : this.#inexactParse(text, depth);
+  }
+
+  #exactParse(text: string): unknown {
     this.reparsed++;
     return JSON.parse(
       text,
       this.#reviver as (k: string, v: unknown) => unknown,
     );
   }
+
+  #inexactParse(text: string, depth: number): unknown {
+    this.inexact++;
+    this.inexactDepth = depth;
+    const value: unknown = JSON.parse(text);
+    this.#markInexact(value, depth);
+    return value;
+  }
+
+  #markInexact(value: unknown, depth: number): void {
+    if (typeof value !== "object" || value === null) return;
+    this.#inexactValues.set(value, depth);
+    // A batch frame that batchItems did not split: each message as deep.
+    const batch = (value as { batch?: unknown }).batch;
+    if (Array.isArray(batch)) {
+      for (const msg of batch) {
+        if (typeof msg === "object" && msg !== null) {
+          this.#inexactValues.set(msg, depth);
+        }
+      }
+    }
+  }
+}
+
+const BATCH_START = /^\s*\{\s*"batch"\s*:\s*\[/;
+const BATCH_END = /^\s*\}\s*$/;
+
+/**
+ * The texts of the messages of a batch frame, `{"batch":[m1,m2,...]}` and
+ * nothing else (as Python writes it), or `undefined` for any other text.
+ * Iterative: any depth. Each text is checked when it is parsed, so the
+ * frame is valid JSON exactly when each of them is.
+ */
+function batchItems(text: string): string[] | undefined {
+  const start = BATCH_START.exec(text);
+  if (start === null) return undefined;
+  const items: string[] = [];
+  let from = start[0].length;
+  let depth = 0;
+  for (let i = from; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) { // "
+      i = stringEnd(text, i);
+    } else if (c === 0x5b || c === 0x7b) { // [ {
+      depth++;
+    } else if (c === 0x5d || c === 0x7d) { // ] }
+      if (depth > 0) {
+        depth--;
+        continue;
+      }
+      if (c !== 0x5d || !BATCH_END.test(text.slice(i + 1))) return undefined;
+      const last = text.slice(from, i);
+      // `[]`: no message (an empty last item is an error for JSON.parse).
+      if (items.length > 0 || last.trim() !== "") items.push(last);
+      return items;
+    } else if (c === 0x2c && depth === 0) { // ,
+      items.push(text.slice(from, i));
+      from = i + 1;
+    }
+  }
+  return undefined;
 }
 
 /**

@@ -79,7 +79,7 @@ export function jsonDepth(text: string): number {
 }
 
 /** The index of the quote that closes the string opened at `start` (or the text's end). */
-function stringEnd(text: string, start: number): number {
+export function stringEnd(text: string, start: number): number {
   let i = start;
   for (;;) {
     i = text.indexOf('"', i + 1);

@@ -941,8 +941,12 @@ export class Session implements AsyncDisposable {
    * Anything that is not data is passed on, as {@linkcode #refuseUnsafe} does.
    */
   #refuseInexact(msg: SessionMessage): boolean {
-    if (!this.#isData(msg) || !holdsUnsafeNumber(msg)) return false;
-    const depth = this.#exact.inexactDepth;
+    // Only a message that was itself read so: a batch frame's others were
+    // read exactly.
+    const depth = this.#exact.inexactDepthOf(msg);
+    if (depth === undefined || !this.#isData(msg) || !holdsUnsafeNumber(msg)) {
+      return false;
+    }
     this.#failIncoming(
       msg,
       new SerializationError(

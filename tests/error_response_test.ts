@@ -27,6 +27,25 @@ Deno.test("describeError answers what the host cannot send with 400 (413 above t
   assert.equal(large.status, 413);
 });
 
+Deno.test("describeError answers a model's reply too deep for its integers beyond ±2^53 with 422, not 413", () => {
+  // The session's refusal of such a reply (details: depth and limit), and
+  // the spill-over's of such a spilled one.
+  for (
+    const action of ["Cannot complete executeModel", "Cannot read spill file"]
+  ) {
+    const { status, body } = describeError(
+      new SerializationError(
+        `${action}: it is nested 1502 levels deep and holds an integer beyond ±2^53, which the host reads exactly only within 1000 levels`,
+        { details: { depth: 1502, limit: 1000 } },
+      ),
+      false,
+    );
+    assert.equal(status, 422, action);
+    assert.equal(body.type, "SerializationError");
+    assert.match(body.message, /nested 1502 levels deep/);
+  }
+});
+
 Deno.test("describeError answers the host's SpillError with 503 past maxBytes and 502 otherwise", () => {
   const full = describeError(
     new SpillError("Cannot spill message", {

@@ -27,6 +27,51 @@ Deno.test("ExactJson reads text nested past EXACT_JSON_DEPTH without the reviver
   assert.equal(exact.inexact, 2);
 });
 
+Deno.test("ExactJson reads a deep batch frame message by message: only its deep messages are inexact", () => {
+  const exact = new ExactJson();
+  const big = "18446744073709551616";
+  // Strings holding what the split looks for: commas, brackets, quotes.
+  const shallow =
+    `{"id":2,"ok":true,"result":{"big":${big},"s":"a,]}[\\\\\\"batch\\"{"}}`;
+  const deepMsg = `{"id":1,"ok":true,"result":${deep(1500, big)}}`;
+  const plain = `{"id":3,"ok":true,"result":[1,2]}`;
+  const frame = ` {"batch" : [${deepMsg} , ${shallow},${plain}] } `;
+  const value = exact.parse(frame) as { batch: Record<string, unknown>[] };
+  assert.equal(value.batch.length, 3);
+  const [one, two, three] = value.batch;
+  assert.equal(exact.inexactDepthOf(one), 1501);
+  assert.equal(exact.inexactDepthOf(two), undefined);
+  assert.equal(exact.inexactDepthOf(three), undefined);
+  assert.deepEqual(two!.result, { big: BigInt(big), s: 'a,]}[\\"batch"{' });
+  assert.deepEqual(three, JSON.parse(plain));
+  let leaf: unknown = one!.result;
+  while (Array.isArray(leaf)) leaf = leaf[0];
+  assert.equal(leaf, Number(big)); // rounded: the session refuses it
+  assert.equal(exact.inexact, 1);
+  // Not a batch frame as Python writes it: read whole, each message inexact.
+  const other = exact.parse(
+    `{"batch":[${deepMsg},${shallow}],"x":1}`,
+  ) as { batch: unknown[] };
+  assert.equal(exact.inexactDepthOf(other), 1503);
+  assert.equal(exact.inexactDepthOf(other.batch[1]), 1503);
+  assert.equal(
+    typeof (other.batch[1] as { result: { big: unknown } }).result.big,
+    "number",
+  );
+  // Invalid frames fail as JSON.parse fails them.
+  for (
+    const bad of [
+      `{"batch":[${deepMsg},]}`,
+      `{"batch":[${deepMsg} ${shallow}]}`,
+      `{"batch":[${deepMsg},${shallow}}}`,
+      `{"batch":[${deepMsg},${shallow}]`,
+      `{"batch":[${deepMsg},${shallow}]}]`,
+    ]
+  ) {
+    assert.throws(() => exact.parse(bad), SyntaxError, bad.slice(-20));
+  }
+});
+
 Deno.test("holdsUnsafeNumber finds integers beyond ±2^53 and infinities at any depth, not safe ones or fractions", () => {
   assert.equal(
     holdsUnsafeNumber({ a: [1, 2 ** 53 - 1, 0.5, "9".repeat(30)] }),

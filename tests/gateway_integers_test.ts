@@ -368,3 +368,45 @@ Deno.test("Gateway refuses a channel message with an integer beyond ±2^53 neste
     await reader.cancel();
   }
 });
+
+const DEEP = `import sys
+
+sys.setrecursionlimit(100_000)
+
+
+class Deep:
+    def execute(self, msg):
+        v = 2**64 if msg["big"] else 1
+        for _ in range(msg["d"]):
+            v = [v]
+        return {"v": v}
+`;
+
+Deno.test("Gateway answers a model's result holding an integer beyond ±2^53 nested past 1000 levels with 422 SerializationError (not 413), and the worker keeps serving", async () => {
+  await using gw = await startGateway({ allowManage: true });
+  await putModel(gw, "deep", DEEP);
+  for (const d of [1500, 5000]) {
+    const res = await gw.fetch("/v1/models/deep/execute", {
+      method: "POST",
+      body: JSON.stringify({ d, big: true }),
+    });
+    assert.equal(res.status, 422);
+    const { error } = await res.json();
+    assert.equal(error.type, "SerializationError");
+    assert.match(
+      error.message,
+      /^Cannot complete executeModel: it is nested \d+ levels deep and holds an integer beyond ±2\^53/,
+    );
+    assert.equal(typeof error.requestId, "string");
+  }
+  // Without such an integer: the result, at that depth.
+  const ok = await gw.fetch("/v1/models/deep/execute", {
+    method: "POST",
+    body: JSON.stringify({ d: 1500, big: false }),
+  });
+  assert.equal(ok.status, 200);
+  assert.equal(
+    await ok.text(),
+    `{"v":${"[".repeat(1500)}1${"]".repeat(1500)}}`,
+  );
+});

@@ -397,6 +397,30 @@ Deno.test("GatewayMetrics.forget drops a removed model's series, so names that c
   assert.ok(!text.includes('model="m0"'));
 });
 
+Deno.test("GatewayMetrics.whenIdle resolves once every model request has ended, forgotten models' included", async () => {
+  const metrics = new GatewayMetrics();
+  await metrics.whenIdle(); // none in flight: at once
+  const a = metrics.start("a");
+  const b = metrics.start("b");
+  let idle = false;
+  const waiting = metrics.whenIdle().then(() => (idle = true));
+  a(200);
+  await Promise.resolve();
+  assert.equal(idle, false);
+  // A removed model's calls still in flight are waited for too.
+  metrics.forget("b");
+  await Promise.resolve();
+  assert.equal(idle, false);
+  b(503);
+  b(503); // a second end counts once
+  await waiting;
+  assert.equal(idle, true);
+  const c = metrics.start("c");
+  const again = metrics.whenIdle();
+  c(200);
+  await again;
+});
+
 Deno.test("DELETE /v1/models/{name} takes the model's metric series with it", async () => {
   await using gw = await startGateway({ workers: 1, allowManage: true });
   const put = { method: "PUT", body: JSON.stringify({ file: "echo.py" }) };

@@ -315,12 +315,18 @@ class Deep:
         leaf = 2**64 if msg["big"] else 1
         if msg.get("call"):
             try:
-                host.call("sink", {"v": deep(msg["d"], leaf)})
+                args = {"v": deep(msg["d"], leaf)}
+                if msg.get("pad"):
+                    args["pad"] = "x" * msg["pad"]
+                host.call("sink", args)
                 return {"called": True}
             except host.HostError as e:
                 return {"hostError": str(e)}
         if msg.get("stream"):
             return iter([{"i": 0}, {"v": deep(msg["d"], leaf)}])
+        if msg.get("pad"):
+            # Large enough to be spilled to a file (spillover's threshold).
+            return {"v": deep(msg["d"], leaf), "pad": "x" * msg["pad"]}
         return {"v": deep(msg["d"], leaf)}
 
 
@@ -405,6 +411,128 @@ Deno.test("Pool integers: a reply nested past 1000 levels holding an integer bey
       if (integers === "bigint") assert.equal(leafOf(await within), 2n ** 64n);
       else await assert.rejects(within, UnsafeIntegerError);
     }
+  } finally {
+    await Deno.remove(path, { recursive: true });
+  }
+});
+
+Deno.test("Pool integers: a spilled reply nested past 1000 levels holding an integer beyond ±2^53 fails its call with SerializationError, not a rounded number", async () => {
+  const path = await Deno.makeTempDir({ prefix: "pyproxy-integers-test-" });
+  try {
+    await Deno.writeTextFile(`${path}/deep.py`, DEEP);
+    for (const integers of ["number", "bigint"] as const) {
+      const sunk: unknown[] = [];
+      await using pool = await Pool.start({
+        workers: 1,
+        modelsDir: path,
+        handleSignals: false,
+        integers,
+        plugins: {
+          defaults: false,
+          use: [spillover({ threshold: 64 * 1024 }), {
+            name: "sink",
+            handlers: { sink: (a) => void sunk.push(a) },
+          }],
+        },
+      });
+      await pool.addModel("deep", { file: "deep.py", class: "Deep" });
+      const pad = 128 * 1024;
+      await assert.rejects(
+        pool.execute("deep", { d: 1500, big: true, pad }),
+        (err: unknown) => {
+          assert.ok(err instanceof SerializationError, String(err));
+          assert.match(
+            err.message,
+            /^Cannot read spill file: it is nested \d+ levels deep and holds an integer beyond ±2\^53, which the host reads exactly only within 1000 levels$/,
+          );
+          const details = err.details as { depth: number; limit: number };
+          assert.ok(details.depth >= 1501, String(details.depth));
+          assert.equal(details.limit, 1000);
+          return true;
+        },
+        integers,
+      );
+      // Host command arguments: the model's host call fails, not the model.
+      const called = await pool.execute("deep", {
+        d: 1500,
+        big: true,
+        call: true,
+        pad,
+      }) as { hostError?: string };
+      assert.match(
+        called.hostError ?? "",
+        /nested \d+ levels deep and holds an integer beyond ±2\^53/,
+      );
+      assert.deepEqual(sunk, []);
+      // Spilled without such an integer, or within 1000 levels: as inline.
+      const plain = await pool.execute("deep", { d: 1500, big: false, pad });
+      assert.equal(leafOf(plain), 1);
+      const within = pool.execute("deep", { d: 990, big: true, pad });
+      if (integers === "bigint") assert.equal(leafOf(await within), 2n ** 64n);
+      else await assert.rejects(within, UnsafeIntegerError);
+    }
+  } finally {
+    await Deno.remove(path, { recursive: true });
+  }
+});
+
+const NEIGHBOURS = `
+import sys
+
+sys.setrecursionlimit(100_000)
+
+
+def deep(d):
+    v = 1
+    for _ in range(d):
+        v = [v]
+    return v
+
+
+class Neighbours:
+    # On the event loop: the replies of calls read together are written
+    # together, in one batch frame.
+    inline = True
+
+    def execute(self, msg):
+        return {"v": deep(1500)} if msg["deep"] else {"big": 2**64}
+
+
+class Items:
+    def execute(self, msg):
+        for i in range(5):
+            yield {"v": deep(1500)}
+            yield {"big": 2**64, "i": i}
+`;
+
+Deno.test("Pool integers: a reply sharing a batch frame with one nested past 1000 levels is still read exactly (it failed with SerializationError)", async () => {
+  const path = await Deno.makeTempDir({ prefix: "pyproxy-integers-test-" });
+  try {
+    await Deno.writeTextFile(`${path}/neighbours.py`, NEIGHBOURS);
+    await using pool = await Pool.start({
+      workers: 1,
+      modelsDir: path,
+      handleSignals: false,
+      integers: "bigint",
+    });
+    await pool.addModel("n", { file: "neighbours.py", class: "Neighbours" });
+    await pool.addModel("items", { file: "neighbours.py", class: "Items" });
+    for (let round = 0; round < 5; round++) {
+      const [deepReply, big] = await Promise.all([
+        pool.execute("n", { deep: true }),
+        pool.execute("n", { deep: false }),
+      ]);
+      assert.equal(leafOf(deepReply), 1);
+      assert.deepEqual(big, { big: 2n ** 64n });
+    }
+    // A stream's shallow items between deep ones.
+    const bigs: unknown[] = [];
+    for await (const item of pool.executeStream("items", {})) {
+      const { big } = item as { big?: bigint };
+      if (big !== undefined) bigs.push(big);
+      else assert.equal(leafOf(item), 1);
+    }
+    assert.deepEqual(bigs, Array(5).fill(2n ** 64n));
   } finally {
     await Deno.remove(path, { recursive: true });
   }

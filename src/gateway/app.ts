@@ -33,9 +33,10 @@ import {
   bearerToken,
   type CorsConfig,
   corsMiddleware,
-  hostChecker,
   hostGuard,
   originGuard,
+  requestAuthority,
+  requestHostChecker,
   tokenMatcher,
 } from "./security.ts";
 
@@ -415,7 +416,8 @@ export function createGateway(
   const anyHost = hostOptions.allowedHosts.includes("*");
   let openApi: { key: string; body: Uint8Array<ArrayBuffer> } | undefined;
   app.get("/openapi.json", (c) => {
-    const host = c.req.header("host");
+    // The Host header, or HTTP/2's :authority.
+    const host = requestAuthority(c.req.raw);
     const scheme = new URL(c.req.url).protocol === "https:" ? "https" : "http";
     const serverUrl = anyHost || !host
       ? "/"
@@ -491,7 +493,7 @@ export function createGateway(
   // and token accepted, no Origin or Sec-Fetch-Site) skips the router and the middleware chain, whose
   // cost is a large share of a small call. Anything else, including every
   // refusal, goes through the app above, so the responses are the same.
-  const hostAllowed = hostChecker(hostOptions);
+  const hostAllowed = requestHostChecker(hostOptions);
   const tokenMatches = options.token === undefined
     ? undefined
     : tokenMatcher(options.token);
@@ -501,7 +503,8 @@ export function createGateway(
       return undefined;
     }
     const url = request.url;
-    const start = url.indexOf("/", url.indexOf(":") + 4);
+    const colon = url.indexOf(":");
+    const start = url.indexOf("/", colon + 4);
     if (
       start < 0 || !url.startsWith(EXECUTE_PREFIX, start) ||
       !url.endsWith(EXECUTE_SUFFIX)
@@ -512,7 +515,11 @@ export function createGateway(
     );
     if (!PLAIN_NAME.test(name)) return undefined;
     const headers = request.headers;
-    if (!hostAllowed(headers.get("host") ?? "")) return undefined;
+    // The Host header and the URL's authority (HTTP/2's :authority), found
+    // above: between the scheme's "://" and the path.
+    if (!hostAllowed(headers.get("host"), url, colon + 3, start)) {
+      return undefined;
+    }
     // A browser's request (it sends one of these) takes the app's path and
     // its Origin check; two header reads keep the direct path for the rest.
     if (headers.get("origin") !== null) return undefined;

@@ -178,6 +178,13 @@ export function describeError(
     return { status: 502, headers, body: body(err.name, message) };
   }
   if (err instanceof SerializationError) {
+    // What the model returned, nested too deep to read its integers beyond
+    // ±2^53 exactly (the host's refusal of a reply, `details.depth`): a
+    // result JSON cannot carry to the client, as a Python SerializationError
+    // is (422), not a request too large (its `limit` is not the body's).
+    if (typeof err.details.depth === "number") {
+      return { status: 422, headers, body: body(err.name, err.message) };
+    }
     // The request holds what cannot be sent to Python (too deep, too large for a frame).
     return {
       status: typeof err.details.limit === "number" ? 413 : 400,

@@ -112,6 +112,10 @@ export class GatewayMetrics {
   #models = new Map<string, ModelStats>();
   #http = new Map<number, number>();
   #started = Date.now();
+  // Model requests started and not ended, forgotten models' included, and
+  // who waits for there to be none (whenIdle).
+  #pending = 0;
+  #idle: Array<() => void> = [];
 
   /** Creates empty metrics. */
   constructor(options: GatewayMetricsOptions = {}) {
@@ -148,12 +152,16 @@ export class GatewayMetrics {
   start(model: string): (status: number) => void {
     const own = this.#stats(model);
     own.inFlight++;
+    this.#pending++;
     const t0 = performance.now();
     let ended = false;
     return (status: number) => {
       if (ended) return;
       ended = true;
       own.inFlight--;
+      if (--this.#pending === 0 && this.#idle.length > 0) {
+        for (const resolve of this.#idle.splice(0)) resolve();
+      }
       let stats = own;
       if (status === 404 && own.count === 0 && model !== UNKNOWN) {
         if (own.inFlight === 0 && this.#models.get(model) === own) {
@@ -190,6 +198,25 @@ export class GatewayMetrics {
   /** Counts one HTTP response of any route. */
   countHttp(status: number): void {
     this.#http.set(status, (this.#http.get(status) ?? 0) + 1);
+  }
+
+  /**
+   * Resolves once no model request (execute or stream) is in flight, at once
+   * if none is: each has then made its response, or ended its stream.
+   *
+   * @example
+   * ```ts
+   * import { GatewayMetrics } from "./metrics.ts";
+   * const metrics = new GatewayMetrics();
+   * const done = metrics.start("echo");
+   * const idle = metrics.whenIdle().then(() => console.log("idle"));
+   * done(200);
+   * await idle; // "idle"
+   * ```
+   */
+  whenIdle(): Promise<void> {
+    if (this.#pending === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
   }
 
   /** Model requests currently executing, across models. */

@@ -99,7 +99,7 @@ function callResponses(o: OpenApiOptions): Record<string, OpenApiObject> {
     "404": errorResponse("`ModelNotFoundError`: the model is not loaded."),
     ...bodyErrors(o.bodyLimit),
     "422": errorResponse(
-      "`PythonError`: the model raised (`exception` names its class; `traceback` with `--debug`); or `SerializationError`: it returned what JSON cannot carry.",
+      "`PythonError`: the model raised (`exception` names its class; `traceback` with `--debug`); or `SerializationError`: it returned what JSON cannot carry (or an integer beyond ±2^53 nested deeper than 1000 levels).",
     ),
     "429": retryResponse("`OverloadedError`: the pool's queue is full."),
     "502": errorResponse(

@@ -75,10 +75,12 @@ export interface HostGuardOptions {
 }
 
 /**
- * Rejects requests whose `Host` header is not an allowed host with 403. The
- * defaults are `localhost`, `127.0.0.1` and `[::1]` on the server's port: a
- * web page on another name that resolves to 127.0.0.1 (DNS rebinding) cannot
- * talk to the gateway.
+ * Rejects requests whose authority is not an allowed host with 403
+ * `ForbiddenHost`. The defaults are `localhost`, `127.0.0.1` and `[::1]` on
+ * the server's port: a web page on another name that resolves to 127.0.0.1
+ * (DNS rebinding) cannot talk to the gateway. The authority is checked as
+ * {@linkcode requestHostChecker} says: the `Host` header and the request
+ * URL's authority (HTTP/2's `:authority`) must both be allowed.
  *
  * @example
  * ```ts
@@ -87,21 +89,114 @@ export interface HostGuardOptions {
  * const app = new Hono().use(hostGuard({ port: () => 8000 })).get("/", (c) => c.text("ok"));
  * const res = await app.request("http://evil.example:8000/", { headers: { host: "evil.example:8000" } });
  * console.log(res.status); // 403
+ * // An HTTP/2 request has no Host header: its authority is the URL's.
+ * console.log((await app.request("http://127.0.0.1:8000/")).status); // 200
  * ```
  */
 export function hostGuard(options: HostGuardOptions): MiddlewareHandler {
-  const check = hostChecker(options);
+  const check = requestHostChecker(options);
   return async (c, next) => {
-    if (!check(c.req.header("host") ?? "")) {
+    if (!check(c.req.raw.headers.get("host"), c.req.url)) {
       return c.json({
         error: {
           type: "ForbiddenHost",
-          message: "Cannot serve request: Host header is not allowed",
+          message:
+            "Cannot serve request: its Host (HTTP/2: :authority) is not an allowed host",
         },
       }, 403);
     }
     await next();
   };
+}
+
+/**
+ * The test of {@linkcode hostGuard} as a function of a request's `Host`
+ * header (`null` when it has none) and URL. Both the header and the URL's
+ * authority must be allowed:
+ *
+ * - HTTP/1.1: the runtime builds the URL from `Host`, so they agree; except
+ *   for an absolute-form target (`GET http://evil.example/ HTTP/1.1`), whose
+ *   authority is the one the client asked for (RFC 9112 §3.2.2), and which
+ *   Deno puts in the URL.
+ * - HTTP/2: the authority is the `:authority` pseudo-header, which the
+ *   runtime puts in the URL, not in `headers`; a client may send `host`
+ *   too, which must then be allowed as well (RFC 9113 §8.3.1).
+ * - No authority at all (HTTP/1.0 without `Host`): Bun gives a relative
+ *   URL, refused here; Deno gives `localhost:<port>`, which cannot be told
+ *   from an HTTP/2 request for `localhost:<port>`, so it passes. A browser
+ *   never sends such a request (it always sends `Host` or `:authority`),
+ *   so DNS rebinding cannot use it, and any other client could as well
+ *   send `Host: localhost:<port>`.
+ *
+ * `from` and `end` say where the URL's authority starts and ends, for a
+ * caller that has found them already (the gateway's direct execute path);
+ * by default they are looked up.
+ *
+ * @example
+ * ```ts
+ * import { requestHostChecker } from "./security.ts";
+ * const allowed = requestHostChecker({ port: () => 8000 });
+ * console.log(allowed("127.0.0.1:8000", "http://127.0.0.1:8000/v1/status")); // true
+ * console.log(allowed(null, "http://localhost:8000/v1/status")); // true (HTTP/2)
+ * console.log(allowed(null, "http://evil.example:8000/v1/status")); // false
+ * console.log(allowed("localhost:8000", "http://evil.example/v1/status")); // false
+ * console.log(allowed(null, "/v1/status")); // false
+ * ```
+ */
+export function requestHostChecker(
+  options: HostGuardOptions,
+): (host: string | null, url: string, from?: number, end?: number) => boolean {
+  const check = hostChecker(options);
+  return (host, url, from = authorityStart(url), end) => {
+    // A relative URL (Bun's for a request without Host) names no authority.
+    if (
+      from < 4 || url.charCodeAt(from - 3) !== COLON ||
+      url.charCodeAt(from - 2) !== SLASH || url.charCodeAt(from - 1) !== SLASH
+    ) return false;
+    if (end === undefined) {
+      end = url.indexOf("/", from);
+      if (end < 0) end = url.length;
+    } else if (end < from) return false;
+    if (host === null) return check(url.slice(from, end));
+    // The usual case, HTTP/1.1 in origin form: the URL was built from Host.
+    return check(host) &&
+      ((end - from === host.length && url.startsWith(host, from)) ||
+        check(url.slice(from, end)));
+  };
+}
+
+/** Where the authority of `url` starts (after `scheme://`), or -1 if it has none. */
+function authorityStart(url: string): number {
+  const colon = url.indexOf(":");
+  return colon > 0 && url.charCodeAt(colon + 1) === SLASH &&
+      url.charCodeAt(colon + 2) === SLASH
+    ? colon + 3
+    : -1;
+}
+const COLON = 58;
+const SLASH = 47;
+
+/**
+ * The authority a request was sent to: its `Host` header, else (HTTP/2,
+ * where it is `:authority`) its URL's; `""` when it has neither.
+ *
+ * @example
+ * ```ts
+ * import { requestAuthority } from "./security.ts";
+ * const h2 = new Request("http://localhost:8000/v1/status");
+ * console.log(requestAuthority(h2)); // "localhost:8000"
+ * ```
+ */
+export function requestAuthority(request: Request): string {
+  return request.headers.get("host") ?? urlAuthority(request.url);
+}
+
+/** The authority of `url` (`host:port`), `""` for a relative one. */
+function urlAuthority(url: string): string {
+  const from = authorityStart(url);
+  if (from < 0) return "";
+  const end = url.indexOf("/", from);
+  return url.slice(from, end < 0 ? url.length : end);
 }
 
 /**
@@ -173,7 +268,7 @@ export interface OriginGuardOptions {
  * nor `Sec-Fetch-Site` (curl, scripts, old browsers' same-origin GETs), when
  * its `Origin` is listed, or when it is same-origin: its `Origin` is
  * `http://` or `https://` plus its own `Host` (already checked by
- * {@linkcode hostGuard}) and `Sec-Fetch-Site` does not say `cross-site` or
+ * {@linkcode hostGuard}; without one, as over HTTP/2, the authority of `url`) and `Sec-Fetch-Site` does not say `cross-site` or
  * `same-site`. A cross-site GET or HEAD navigation without `Origin` to one
  * of `navigablePaths` (by default only `/`: a link followed to the
  * dashboard) passes too: the response goes to the user's tab, never to the
@@ -191,15 +286,18 @@ export interface OriginGuardOptions {
  * console.log(allowed("POST", h({ "sec-fetch-site": "cross-site" }))); // false
  * const link = h({ "sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate" });
  * console.log(allowed("GET", link, "/"), allowed("GET", link, "/v1/models")); // true false
+ * // HTTP/2: no Host header, the authority is the URL's.
+ * const h2 = new Headers({ origin: "http://127.0.0.1:8000" });
+ * console.log(allowed("POST", h2, "/v1/status", "http://127.0.0.1:8000/v1/status")); // true
  * ```
  */
 export function originChecker(
   options: OriginGuardOptions = {},
-): (method: string, headers: Headers, path?: string) => boolean {
+): (method: string, headers: Headers, path?: string, url?: string) => boolean {
   const listed = new Set((options.origins ?? []).map((o) => o.toLowerCase()));
   const any = listed.has("*");
   const navigable = new Set(options.navigablePaths ?? ["/"]);
-  return (method, headers, path) => {
+  return (method, headers, path, url) => {
     const origin = headers.get("origin");
     const site = headers.get("sec-fetch-site");
     if (origin === null && site === null) return true;
@@ -212,7 +310,7 @@ export function originChecker(
         headers.get("sec-fetch-mode") === "navigate";
     }
     if (origin === null) return true;
-    const host = (headers.get("host") ?? "").toLowerCase();
+    const host = (headers.get("host") ?? urlAuthority(url ?? "")).toLowerCase();
     const value = origin.toLowerCase();
     return host !== "" &&
       (value === `http://${host}` || value === `https://${host}`);
@@ -244,7 +342,7 @@ export function originGuard(
 ): MiddlewareHandler {
   const check = originChecker(options);
   return async (c, next) => {
-    if (!check(c.req.method, c.req.raw.headers, c.req.path)) {
+    if (!check(c.req.method, c.req.raw.headers, c.req.path, c.req.url)) {
       const origin = c.req.header("origin");
       return c.json({
         error: {

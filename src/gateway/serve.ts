@@ -492,6 +492,18 @@ export async function serve(
             Math.max(deadline - Date.now(), 100),
           );
         });
+        // Deno's shutdown lets an HTTP/1.1 response that is not written yet
+        // finish, but resets such an HTTP/2 stream at once (RST_STREAM
+        // CANCEL): a call settled just now (503 ShuttingDownError, or its
+        // result) would reach an HTTP/2 client as a reset. So the model
+        // requests first make their responses, and a turn of the event loop
+        // hands them to the server.
+        await Promise.race([
+          metrics.whenIdle().then(() =>
+            new Promise<void>((resolve) => setTimeout(resolve, 0))
+          ),
+          left,
+        ]);
         await Promise.race([httpServer.shutdown().catch(() => {}), left]);
         clearTimeout(timer);
         logger.info("Stopped");

@@ -610,3 +610,51 @@ test(
   },
   30_000,
 );
+
+/** Writes `bytes` on a new connection and reads until the server closes it. */
+function exchange(port: number, bytes: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = connect(port, "127.0.0.1");
+    let text = "";
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`no close after: ${JSON.stringify(text)}`));
+    }, 5000);
+    sock.on("data", (d: Buffer) => (text += d.toString("latin1")));
+    sock.on("error", () => {});
+    sock.on("close", () => {
+      clearTimeout(timer);
+      resolve(text);
+    });
+    sock.on("connect", () => sock.write(bytes));
+  });
+}
+
+test(
+  "serve() on Bun speaks no HTTP/2: an h2c client gets 400 and a closed connection; HTTP/1 without Host stays refused",
+  async () => {
+    await withEchoGateway(async (server) => {
+      // Bun.serve reads the HTTP/2 preface as a bad HTTP/1.1 request
+      // (docs/runtimes.md): HTTP/2 clients must use HTTP/1.1 with Bun.
+      const h2 = await exchange(
+        server.port,
+        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+      );
+      expect(h2.split("\r\n")[0]).toBe("HTTP/1.1 400 Bad Request");
+      // A request that names no authority gets a relative request.url from
+      // Bun: the Host check refuses it (Deno makes it localhost:<port>).
+      const hostless = await exchange(
+        server.port,
+        'POST /v1/models/echo/execute HTTP/1.0\r\nContent-Length: 7\r\n\r\n{"a":1}',
+      );
+      expect(hostless.split("\r\n")[0]).toBe("HTTP/1.1 403 Forbidden");
+      expect(hostless).toContain('"ForbiddenHost"');
+      const ok = await exchange(
+        server.port,
+        `POST /v1/models/echo/execute HTTP/1.0\r\nHost: localhost:${server.port}\r\nContent-Length: 7\r\n\r\n{"a":1}`,
+      );
+      expect(ok.split("\r\n")[0]).toBe("HTTP/1.1 200 OK");
+    });
+  },
+  20_000,
+);
