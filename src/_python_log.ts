@@ -119,7 +119,11 @@ export function logPythonOutput(
     const ids = event.requestIds.filter((id) => typeof id === "string");
     if (ids.length > 0) {
       properties.requestIds = ids;
-      template = "{message} (request ids {requestIds})";
+      // In the line as one string: a console prints an array over several
+      // lines once the line is long (Bun past ~80 columns, even with two
+      // ids; Deno past six items), and a text log is searched line by line.
+      properties.requestIdList = ids.join(", ");
+      template = "{message} (request ids {requestIdList})";
     }
   }
   switch (event.level) {

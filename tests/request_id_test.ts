@@ -211,22 +211,25 @@ Deno.test("Pool.execute of a batching model: execute_batch reads each call's req
         message,
         p?.message,
         p?.requestIds,
+        p?.requestIdList,
         p?.requestId,
       ]),
       [
         [
-          "{message} (request ids {requestIds})",
+          "{message} (request ids {requestIdList})",
           "batch of 1",
           ["req-a"],
+          "req-a",
           undefined,
         ],
         [
-          "{message} (request ids {requestIds})",
+          "{message} (request ids {requestIdList})",
           "batch of 3",
           ["req-c", "req-d"],
+          "req-c, req-d",
           undefined,
         ],
-        ["{message}", "batch of 1", undefined, undefined],
+        ["{message}", "batch of 1", undefined, undefined, undefined],
       ],
     );
     // An invalid id is refused before the call joins a batch.

@@ -1,7 +1,9 @@
 // The gateway's description and management routes under Bun: GET
 // /openapi.json, what plugins report (autoscale) in /v1/status, /metrics and
-// the dashboard, and PUT /v1/workers with autoscale bounds.
+// the dashboard, and PUT /v1/workers with autoscale bounds (and the log line
+// of the bounds it changed).
 import { expect, test } from "bun:test";
+import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { withGateway } from "./_helpers.ts";
 
 const TOKEN = "bun-manage-token-0123456789";
@@ -187,6 +189,68 @@ test(
         gauge: 0,
       });
     });
+  },
+  30_000,
+);
+
+test(
+  'serve() on Bun: PUT /v1/workers logs "Worker bounds set" only for the bounds it changed',
+  async () => {
+    const records: LogRecord[] = [];
+    await configure({
+      reset: true,
+      sinks: { test: (record: LogRecord) => void records.push(record) },
+      loggers: [
+        {
+          category: ["pyproxy", "gateway"],
+          lowestLevel: "info",
+          sinks: ["test"],
+        },
+        { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
+      ],
+    });
+    try {
+      await withGateway({ "echo.py": ECHO }, {
+        allowManage: true,
+        token: TOKEN,
+        plugins: {
+          autoscale: {
+            min: 1,
+            max: 2,
+            upAfterMs: 600_000,
+            downAfterMs: 600_000,
+            manualHoldMs: 600_000,
+          },
+        },
+      }, async (server) => {
+        const logged = async (body: unknown): Promise<string[]> => {
+          records.splice(0);
+          const res = await fetch(`${server.url}/v1/workers`, {
+            method: "PUT",
+            headers: { ...AUTH, "content-type": "application/json" },
+            body: JSON.stringify(body),
+          });
+          expect([body, res.status]).toEqual([body, 200]);
+          await res.body?.cancel();
+          return records
+            .filter((r) => r.rawMessage === "Worker bounds set: {bounds}")
+            .map((r) => String(r.properties.bounds));
+        };
+        // The bounds in force, as they are: nothing changed, nothing logged.
+        expect(await logged({ min: 1, max: 2 })).toEqual([]);
+        expect(await logged({ min: null, max: null })).toEqual([]);
+        // A change is logged once; the same change again is not.
+        expect(await logged({ max: 3 })).toEqual(["autoscale 1 to 3"]);
+        expect(await logged({ max: 3 })).toEqual([]);
+        expect(await logged({ min: null, max: null })).toEqual([
+          "autoscale 1 to 2",
+        ]);
+        // With a count within them: the resize is logged, the bounds are not.
+        expect(await logged({ count: 1, min: 1, max: 2 })).toEqual([]);
+      });
+    } finally {
+      await reset();
+    }
   },
   30_000,
 );
