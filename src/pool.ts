@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { QueueWaitStats } from "./queue_waits.ts";
 import type { Logger } from "./logger.ts";
 import { type Atom, type EvalOptions, startAtom } from "./atom.ts";
 import { AtomRegistry } from "./atom_registry.ts";
@@ -1083,6 +1084,23 @@ export class Pool implements AsyncDisposable {
       plugins: this.#plugins.plugins.map((p) => p.name),
       evalReplayBytes: this.replayBudget.bytes,
     };
+  }
+
+  /**
+   * How long the calls routed to a worker (model calls, streams, evals)
+   * waited in the pool queue for a `maxInFlightPerWorker` slot, as a
+   * histogram: a call sent at once counts with a wait of 0. It tells
+   * queueing from compute when calls are slow (the gateway's
+   * `pyproxy_queue_wait_seconds`).
+   *
+   * @example
+   * ```ts ignore
+   * const w = pool.queueWaits();
+   * console.log(`${w.queued} of ${w.count} calls queued, ${(w.sum / Math.max(1, w.queued) * 1000).toFixed(1)} ms on average`);
+   * ```
+   */
+  queueWaits(): QueueWaitStats {
+    return this.#router.waits.snapshot();
   }
 
   /**

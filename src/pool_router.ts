@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { QueueWaits } from "./queue_waits.ts";
 import {
   CancelledError,
   NoWorkerError,
@@ -48,6 +49,8 @@ export interface PoolCall {
   timer?: ReturnType<typeof setTimeout> | undefined;
   /** Abort listener while queued (router-owned). */
   onAbort?: (() => void) | undefined;
+  /** `performance.now()` when it was queued (router-owned; set only then). */
+  queuedAt?: number;
 }
 
 /** Options of {@linkcode PoolRouter}. */
@@ -80,6 +83,8 @@ export class PoolRouter {
   #queue: PoolCall[] = [];
   #seeds = new Map<string, number>();
   #rr = 0;
+  /** How long the calls routed to a worker waited in the queue. */
+  readonly waits: QueueWaits = new QueueWaits();
 
   /** Creates an empty router. */
   constructor(options: PoolRouterOptions) {
@@ -112,6 +117,7 @@ export class PoolRouter {
       return this.#enqueue(call, retry);
     }
     if (pick instanceof Error) return call.reject(pick);
+    this.waits.none();
     this.#opts.send(call, pick);
   }
 
@@ -133,7 +139,10 @@ export class PoolRouter {
       queue.splice(i, 1);
       this.#unqueue(call);
       if (pick instanceof Error) call.reject(pick);
-      else this.#opts.send(call, pick);
+      else {
+        this.waits.observe((performance.now() - (call.queuedAt ?? 0)) / 1000);
+        this.#opts.send(call, pick);
+      }
     }
   }
 
@@ -248,6 +257,7 @@ export class PoolRouter {
   }
 
   #enqueue(call: PoolCall, front: boolean): void {
+    call.queuedAt = performance.now();
     if (front) this.#queue.unshift(call);
     else this.#queue.push(call);
     // A delay past a timer's range (~24.8 days) would fire at once: such a

@@ -382,6 +382,10 @@ export function createGateway(
       ...(status.evalReplayBytes === undefined
         ? {}
         : { evalReplayBytes: status.evalReplayBytes }),
+      ...(status.queue === undefined ? {} : { queued: status.queue }),
+      ...(pool.queueWaits === undefined
+        ? {}
+        : { queueWaits: pool.queueWaits() }),
       plugins: pool.pluginMetrics?.() ?? [],
     });
     return c.body(text, 200, {

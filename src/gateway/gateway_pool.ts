@@ -10,6 +10,7 @@ import type {
   ScaleBoundsChange,
 } from "../plugin.ts";
 import type { StreamIdleError } from "../errors.ts";
+import type { QueueWaitStats } from "../queue_waits.ts";
 
 /**
  * A model file to load (what `PUT /v1/models/{name}` sends to the pool).
@@ -81,6 +82,8 @@ export interface GatewayPoolStatus {
   resizing?: boolean;
   /** Eval output the running evals keep for replay, in UTF-16 code units (absent: not known). */
   evalReplayBytes?: number;
+  /** Calls waiting in the pool queue (absent: not known). */
+  queue?: number;
 }
 
 /**
@@ -203,6 +206,8 @@ export interface GatewayPool {
   pluginStatus?(): Record<string, Record<string, unknown>>;
   /** The plugins' samples for `GET /metrics`. */
   pluginMetrics?(): PluginMetric[];
+  /** How long routed calls waited in the pool queue (`GET /metrics`). */
+  queueWaits?(): QueueWaitStats;
   /**
    * Changes the bounds of the plugins that size the pool (`PUT /v1/workers`
    * `{"min", "max"}`); returns those in force by plugin name, `{}` when no

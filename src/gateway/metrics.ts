@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { QueueWaitStats } from "../queue_waits.ts";
 import type { PluginMetric } from "../plugin.ts";
 import type { WorkerState } from "../worker.ts";
 
@@ -31,6 +32,10 @@ export interface MetricsSnapshot {
   droppedSubscribers?: number;
   /** Eval output the running evals keep for replay (UTF-16 code units). */
   evalReplayBytes?: number;
+  /** Calls waiting in the pool queue now. */
+  queued?: number;
+  /** How long the calls routed to a worker waited in the pool queue. */
+  queueWaits?: QueueWaitStats;
   /**
    * The plugins' samples (`pool.pluginMetrics()`), rendered after the
    * gateway's own series; one whose name or labels are not valid
@@ -363,6 +368,32 @@ export class GatewayMetrics {
       );
       lines.push(
         `pyproxy_channel_subscribers_dropped_total ${snapshot.droppedSubscribers}`,
+      );
+    }
+    if (snapshot.queued !== undefined) {
+      family(
+        "pyproxy_queued_calls",
+        "gauge",
+        "Calls waiting in the pool queue for a worker slot (limits.maxInFlightPerWorker); 429 past limits.maxQueue.",
+      );
+      lines.push(`pyproxy_queued_calls ${snapshot.queued}`);
+    }
+    const waits = snapshot.queueWaits;
+    if (waits !== undefined) {
+      family(
+        "pyproxy_queue_wait_seconds",
+        "histogram",
+        "Seconds the calls routed to a worker (model calls, streams, evals) waited in the pool queue; 0 for those sent at once.",
+      );
+      waits.le.forEach((le, i) => {
+        lines.push(
+          `pyproxy_queue_wait_seconds_bucket{le="${le}"} ${waits.buckets[i]}`,
+        );
+      });
+      lines.push(
+        `pyproxy_queue_wait_seconds_bucket{le="+Inf"} ${waits.count}`,
+        `pyproxy_queue_wait_seconds_sum ${waits.sum}`,
+        `pyproxy_queue_wait_seconds_count ${waits.count}`,
       );
     }
     if (snapshot.evalReplayBytes !== undefined) {
