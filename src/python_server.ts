@@ -390,6 +390,9 @@ export class PythonServer implements AsyncDisposable {
       args.push("--max-frame-size", String(options.maxFrameSize));
     }
     if (options.schedBatch === true) args.push("--sched-batch");
+    // Under a python wrapper the server's parent is the wrapper: this lets
+    // it see the host gone (killed) and end what its model code started.
+    args.push("--host-pid", String(runtime.pid()));
     args.push(...(options.args ?? []));
     // The package's directory comes first (the server must import our pyproxy_server), then the
     // caller's PYTHONPATH: `env.PYTHONPATH` when given (it replaces the host's, as every `env`

@@ -224,6 +224,7 @@ export function poolOptions(
 export async function writeHostScript(
   dir: string,
   body: string,
+  startOptions = "",
 ): Promise<string> {
   const script = `${dir}/host.ts`;
   await Deno.writeTextFile(
@@ -231,8 +232,8 @@ export async function writeHostScript(
     `import { Pool } from ${
       JSON.stringify(new URL("../src/pool.ts", import.meta.url).href)
     };
-const pool = await Pool.start({ workers: 2, modelsDir: ${
-      JSON.stringify(dir)
+const pool = await Pool.start({ workers: 2, modelsDir: ${JSON.stringify(dir)}${
+      startOptions ? `, ${startOptions}` : ""
     } });
 ${body}
 setInterval(() => {}, 1000);

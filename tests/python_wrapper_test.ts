@@ -12,6 +12,8 @@ import {
   modelsDir,
   poolOptions,
   readyAgain,
+  spawnHost,
+  writeHostScript,
 } from "./_pool_harness.ts";
 
 const SPAWNER = `import os, subprocess
@@ -150,6 +152,31 @@ Deno.test("Pool under a python wrapper: a server killed with SIGKILL takes the p
   } finally {
     killAll(pids);
   }
+});
+
+Deno.test("Pool under a python wrapper: a host killed with SIGKILL leaves no server nor process of model code behind", async () => {
+  // The servers' parent is the wrapper, which outlives the host: each server
+  // sees the host gone through --host-pid (its stdin's end, then its pid),
+  // and ends its process group.
+  await using wrapped = await wrapper();
+  await using dir = await modelsDir();
+  const script = await writeHostScript(
+    dir.path,
+    `await pool.addModel("spawner", { source: ${JSON.stringify(SPAWNER)} });
+const out = [];
+for (const worker of ["w1", "w2"]) {
+  const r = await pool.request("executeModel", { name: "spawner", msg: {} }, { worker });
+  out.push(r.sleep, r.server);
+}
+console.log(JSON.stringify(out));`,
+    `python: ${JSON.stringify(wrapped.python)}`,
+  );
+  await using host = spawnHost(script);
+  host.pids = await host.firstLine() as number[];
+  assert.equal(host.pids.length, 4);
+  host.child.kill("SIGKILL");
+  await host.child.status;
+  await assertGone(host.pids, 8000);
 });
 
 Deno.test("innerServerPid adopts only a group leader that descends from the spawned child", async () => {

@@ -75,6 +75,7 @@ def parse_args(argv=None):
     parser.add_argument("--max-calls", type=int, default=65536, help="threaded calls queued or running per connection before OverloadedError (default 65536)")
     parser.add_argument("--spin-us", type=int, default=DEFAULT_SPIN_US, help="microseconds a connection polls for the next request of a fast client before sleeping; 0 = never (default %d)" % DEFAULT_SPIN_US)
     parser.add_argument("--sched-batch", action="store_true", help="run under Linux SCHED_BATCH: a request that wakes the server does not preempt the process running on that core (an HTTP gateway's thread); ignored where the OS has no SCHED_BATCH")
+    parser.add_argument("--host-pid", type=int, default=None, help="the pid of the host that started this server, when that is not its parent (a python wrapper runs it): once it is gone, the server ends its process group as it exits, as it does when it sees itself re-parented")
     parser.add_argument("--insecure-no-auth", action="store_true", help="accept connections without authentication (local experiments only)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     parser.add_argument("--log-name", default=None, help="log to <path>/logs/pythonserver<NAME>.log (letters, digits, '.', '_', '-'; default: the TCP port, else the --unix file name)")
@@ -286,20 +287,22 @@ def _watch_stdin(server, fd, closed):
 ORPHAN_WAIT = 0.5
 
 
-def end_orphaned_group(parent, stdin_closed):
-    """When the host is gone (this process got a new parent), end what model
-    code started in our process group: the host ends it after a normal exit
-    (``killGroup``), but a host that died (SIGKILL, an uncaught exception,
-    ``exit()`` without closing its pool) cannot. After an EOF on stdin, waits
-    up to ``ORPHAN_WAIT`` s for the re-parenting. Does not return when it
-    kills: SIGKILL to the group ends this process too (nobody waits for its
-    status). Nothing when this process does not lead its group (the host
-    gave it none) or where the OS has no process groups."""
+def end_orphaned_group(parent, stdin_closed, host=None):
+    """When the host is gone (this process got a new parent, or ``host``, the
+    host's pid given with ``--host-pid`` because a wrapper between us is our
+    parent, no longer runs), end what model code started in our process
+    group: the host ends it after a normal exit (``killGroup``), but a host
+    that died (SIGKILL, an uncaught exception, ``exit()`` without closing its
+    pool) cannot. After an EOF on stdin, waits up to ``ORPHAN_WAIT`` s for
+    either. Does not return when it kills: SIGKILL to the group ends this
+    process too (nobody waits for its status). Nothing when this process
+    does not lead its group (the host gave it none) or where the OS has no
+    process groups."""
     try:
         if os.getpgrp() != os.getpid():
             return
         deadline = time.monotonic() + (ORPHAN_WAIT if stdin_closed else 0)
-        while os.getppid() == parent:
+        while os.getppid() == parent and not _gone(host, parent):
             if time.monotonic() >= deadline:
                 return
             time.sleep(0.005)
@@ -308,12 +311,37 @@ def end_orphaned_group(parent, stdin_closed):
         pass
 
 
-def _watch_parent(server, parent):
+def _gone(pid, parent):
+    """Whether the host ``pid`` (``None``: not given) no longer runs: no such
+    process, or a zombie (Linux: its ``/proc`` state) its parent has not
+    reaped yet. Never for our own parent, which the caller watches, nor for a
+    pid that cannot be a host's (1 or below)."""
+    if pid is None or pid <= 1 or pid == parent:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # it exists (another user's: EPERM)
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+        return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] in (b"Z", b"X")
+    except (OSError, ValueError):
+        return False
+
+
+def _watch_parent(server, parent, host=None):
     if os.getppid() != parent:
         logging.getLogger("pyproxy_server").info("parent process changed: exiting")
         server.stop(0)
         return
-    server.loop.call_later(PARENT_CHECK_INTERVAL, _watch_parent, server, parent)
+    if _gone(host, parent):
+        logging.getLogger("pyproxy_server").info("host process %d gone: exiting", host)
+        server.stop(0)
+        return
+    server.loop.call_later(PARENT_CHECK_INTERVAL, _watch_parent, server, parent, host)
 
 
 def lead_process_group():
@@ -387,7 +415,7 @@ def main(argv=None):
     stdin_closed = threading.Event()
     if _stdin_is_watchable(host_pipe):
         threading.Thread(target=_watch_stdin, args=(server, host_pipe, stdin_closed), name="pyproxy-stdin", daemon=True).start()
-    loop.call_later(PARENT_CHECK_INTERVAL, _watch_parent, server, parent)
+    loop.call_later(PARENT_CHECK_INTERVAL, _watch_parent, server, parent, args.host_pid)
 
     try:
         loop.run_forever()
@@ -397,7 +425,7 @@ def main(argv=None):
     code = server.exit_code if server.exit_code is not None else 0
     log.info("exited with %d", code)
     logging.shutdown()
-    end_orphaned_group(parent, stdin_closed.is_set())
+    end_orphaned_group(parent, stdin_closed.is_set(), args.host_pid)
     # Executor threads may still run user code; they must not keep us alive.
     os._exit(code)
 

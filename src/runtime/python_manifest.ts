@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 18367,
+      size: 19760,
       sha256:
-        "77aa21d4dc9747ee369407e4c4538599409332b1b35b003d01fbd4783f28e02a",
+        "c82f61e6fa27562c8a736f4bfcdff52b17027946af8acb033693670c4106c07b",
     },
     {
       path: "pyproxy_server/big_json.py",
