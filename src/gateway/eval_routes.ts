@@ -79,6 +79,7 @@ async function* atomEvents(
   stop: AbortSignal,
   requestId: string | undefined,
   logger: RouteContext["logger"],
+  logged: WeakSet<GatewayAtom>,
 ): AsyncGenerator<SseEvent> {
   yield { event: "atom", data: { id: atom.id } };
   let settled = false;
@@ -144,8 +145,10 @@ async function* atomEvents(
     }
     body.requestId = atom.requestId ?? requestId ?? crypto.randomUUID();
     // Unexpected (the client reads "internal error"): logged with the id it
-    // got, as a model stream's failure is.
-    if (status === 500) {
+    // got, as a model stream's failure is; once per eval, however many
+    // clients replay its events.
+    if (status === 500 && !logged.has(atom)) {
+      logged.add(atom);
       logger.warn("Eval failed (request id {requestId}): {error}", {
         error: err,
         requestId: body.requestId,
@@ -165,6 +168,9 @@ async function* atomEvents(
  */
 export function evalRoutes(ctx: RouteContext): Hono {
   const app = new Hono();
+  // The evals whose unexpected failure was logged (weak: an eval the
+  // registry dropped goes with its entry).
+  const logged = new WeakSet<GatewayAtom>();
   // Every error response of these routes carries a request id, as a model
   // call's does: the client's `X-Request-Id`, else a new one.
   app.onError((err, c) =>
@@ -232,6 +238,7 @@ export function evalRoutes(ctx: RouteContext): Hono {
         ctx.stopSignal,
         requestId,
         ctx.logger,
+        logged,
       ),
       { headers: { "x-atom-id": atom.id } },
     );
@@ -272,6 +279,7 @@ export function evalRoutes(ctx: RouteContext): Hono {
         ctx.stopSignal,
         clientRequestId(c.req.raw),
         ctx.logger,
+        logged,
       ),
       { headers: { "x-atom-id": atom.id } },
     );
