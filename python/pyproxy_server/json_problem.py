@@ -10,7 +10,6 @@ datetime.datetime (use .isoformat())``.
 import datetime
 import enum
 import math
-import sys
 
 __all__ = ["describe_not_json", "not_json_reason"]
 
@@ -143,13 +142,13 @@ def not_json_reason(exc, value, root):
     """Why encoding ``value`` (named ``root``) failed with ``exc``, in words a
     model author can act on: :func:`describe_not_json`'s for a value json
     cannot carry; for one nested too deep (``RecursionError``), that, with
-    the limit that cut it (json recurses once per level of nesting, within
+    what stopped it (json recurses once per level of nesting, within
+    Python's recursion limit, which since 3.12 is not only
     ``sys.getrecursionlimit()``), instead of json's "maximum recursion depth
     exceeded while encoding a JSON object"."""
     if isinstance(exc, RecursionError):
         return (
-            "%s is nested too deep for Python's json (one level of recursion per level of "
-            "nesting, within sys.getrecursionlimit() = %d): flatten it, or send it as a string"
-            % (root, sys.getrecursionlimit())
+            "%s is nested too deep for Python's json (it recurses once per level of nesting, "
+            "and Python's recursion limit stopped it): flatten it, or send it as a string" % root
         )
     return describe_not_json(value, root) or str(exc)

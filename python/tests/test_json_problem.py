@@ -8,8 +8,6 @@ import json
 import unittest
 import uuid
 
-import sys
-
 from pyproxy_server.json_problem import describe_not_json, not_json_reason
 
 from ._client import ServerProcess
@@ -94,17 +92,22 @@ class DescribeNotJsonTest(unittest.TestCase):
         self.assertEqual(describe_not_json([1, {"x": b""}], "args"), "args[1].x is a bytes (use .decode() or base64)")
 
     def test_not_json_reason_names_the_depth_limit_for_a_recursion_error(self):
-        deep = []
-        for _ in range(sys.getrecursionlimit() + 100):
-            deep = [deep]
-        try:
-            json.dumps({"rows": deep})
-        except RecursionError as exc:
-            error = exc
+        error = None
+        for depth in (1100, 10000, 100000):  # 3.12+ recurse deeper than 1000
+            deep = []
+            for _ in range(depth):
+                deep = [deep]
+            try:
+                json.dumps({"rows": deep})
+            except RecursionError as exc:
+                error = exc
+                break
+        if error is None:
+            self.skipTest("this Python encodes 100000 levels of JSON")
         self.assertEqual(
             not_json_reason(error, {"rows": deep}, "item[3]"),
-            "item[3] is nested too deep for Python's json (one level of recursion per level of nesting, "
-            "within sys.getrecursionlimit() = %d): flatten it, or send it as a string" % sys.getrecursionlimit(),
+            "item[3] is nested too deep for Python's json (it recurses once per level of nesting, "
+            "and Python's recursion limit stopped it): flatten it, or send it as a string",
         )
         try:
             json.dumps({"at": datetime.date(2026, 12, 5)})

@@ -136,9 +136,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/json_problem.py",
-      size: 6082,
+      size: 6083,
       sha256:
-        "1cfd81fb895d8252bbe406c561d43176c045d49aaafa72c07e848a9ec8e1ab7c",
+        "06269b1e5f9360fc86e979bed707d472a5dc982264a6126e5f575ed7bd3b6c67",
     },
     {
       path: "pyproxy_server/long_int.py",
