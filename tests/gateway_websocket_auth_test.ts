@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { webSocketOffer } from "../src/gateway/security.ts";
+import { webSocketProtocols } from "../src/gateway/web_socket_protocols.ts";
 import { startGateway, type TestGateway } from "./_gateway_harness.ts";
 
 const TOKEN = "ws-auth-token-0123456789_abc";
@@ -314,4 +315,41 @@ Deno.test("The Origin check still refuses a cross-site page's WebSocket that car
   );
   assert.equal(listed.status, 101, listed.head);
   assert.equal(protocolHeader(listed.head), "pyproxy.v1");
+});
+
+Deno.test("webSocketProtocols makes what a subscriber offers: pyproxy.v1 and the token, raw when it can be, base64url when not; the gateway takes both", async () => {
+  assert.deepEqual(webSocketProtocols(), ["pyproxy.v1"]);
+  assert.deepEqual(webSocketProtocols(TOKEN), [
+    "pyproxy.v1",
+    `pyproxy.bearer.${TOKEN}`,
+  ]);
+  // Spaces, slashes, '=' and non-ASCII cannot be in a subprotocol name.
+  const odd = "odd token/with=signs and é 0123";
+  const offered = webSocketProtocols(odd);
+  assert.match(offered[1]!, /^pyproxy\.bearer64\.[A-Za-z0-9_-]+$/);
+  assert.deepEqual(webSocketOffer(offered.join(", ")), {
+    protocol: "pyproxy.v1",
+    token: odd,
+  });
+  for (const token of [TOKEN, odd]) {
+    await using gw = await startGateway({ token });
+    const { ws, first } = await openSocket(
+      gw,
+      "made",
+      webSocketProtocols(token),
+    );
+    try {
+      assert.equal(ws.protocol, "pyproxy.v1");
+      await subscribers(gw, "made", 1);
+      const res = await gw.fetch("/v1/channels/made", {
+        method: "POST",
+        body: JSON.stringify({ hello: token.length }),
+      });
+      assert.equal(res.status, 200);
+      await res.body?.cancel();
+      assert.deepEqual((await first).data, { hello: token.length });
+    } finally {
+      await closed(ws);
+    }
+  }
 });

@@ -37,6 +37,12 @@ export type {
 export { ModelCatalog } from "./model_catalog.ts";
 export type { GatewayModelInfo } from "./model_catalog.ts";
 export type { CorsConfig } from "./security.ts";
+export {
+  WS_BEARER64_PREFIX,
+  WS_BEARER_PREFIX,
+  WS_PROTOCOL,
+} from "./security.ts";
+export { webSocketProtocols } from "./web_socket_protocols.ts";
 export { errorResponse } from "./error_response.ts";
 export type { ErrorBody } from "./error_response.ts";
 export type * from "./gateway_pool.ts";

@@ -362,11 +362,35 @@ export function originGuard(
 /**
  * The WebSocket subprotocol of the gateway's channel subscriptions: the one a
  * handshake that offered it is answered with (`Sec-WebSocket-Protocol`).
+ *
+ * @example
+ * ```ts
+ * import { WS_PROTOCOL } from "./security.ts";
+ * console.log(WS_PROTOCOL); // "pyproxy.v1"
+ * ```
  */
 export const WS_PROTOCOL = "pyproxy.v1";
-/** Prefix of the subprotocol that carries the token as it is. */
+/**
+ * Prefix of the subprotocol that carries the token as it is.
+ *
+ * @example
+ * ```ts
+ * import { WS_BEARER_PREFIX, WS_PROTOCOL } from "./security.ts";
+ * const protocols = [WS_PROTOCOL, WS_BEARER_PREFIX + "my-gateway-token-0123"];
+ * console.log(protocols[1]); // "pyproxy.bearer.my-gateway-token-0123"
+ * ```
+ */
 export const WS_BEARER_PREFIX = "pyproxy.bearer.";
-/** Prefix of the subprotocol that carries the token base64url-encoded (no padding). */
+/**
+ * Prefix of the subprotocol that carries the token base64url-encoded (no
+ * padding), for a token with characters a subprotocol cannot hold.
+ *
+ * @example
+ * ```ts
+ * import { WS_BEARER64_PREFIX } from "./security.ts";
+ * console.log(WS_BEARER64_PREFIX + btoa("a token").replaceAll("=", "")); // "pyproxy.bearer64.YSB0b2tlbg"
+ * ```
+ */
 export const WS_BEARER64_PREFIX = "pyproxy.bearer64.";
 
 /** What a WebSocket handshake offered in `Sec-WebSocket-Protocol`. */
