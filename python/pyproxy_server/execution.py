@@ -126,12 +126,13 @@ _CALLS = object()
 
 
 def log_user_error(conn_id, call, wire, message_id=_CALLS):
-    """Records a model's (or eval's) exception in the server's log, with its
+    """Records a model's exception in the server's log, with its
     traceback: the caller gets the traceback, but the gateway shows it only
     with ``--debug``, so without this it was kept nowhere. The line names the
     call's request id, an ``executeBatch``'s those of its messages, or
     ``message_id`` when given: the id (or ``None``) of the batch's message
-    whose exception it is."""
+    whose exception it is. Not eval's: its client always gets the
+    traceback, in the eval's own ``error`` event."""
     if not log.isEnabledFor(logging.INFO):
         return
     name = call.msg.get("name") if isinstance(call.msg, dict) else None

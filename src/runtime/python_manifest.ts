@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 29157,
+      size: 29234,
       sha256:
-        "a423cca8319bad4505240e8a348eacf2431c6b0b1a1db7445269c9707b6e78f4",
+        "288b348da3d0c4bebd02d6d5cd6cdc6cd493ce04138bac171a4109aed5d8f878",
     },
     {
       path: "pyproxy_server/framer.py",
