@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
-import { NoWorkerError, OverloadedError } from "../src/errors.ts";
+import { Hono } from "hono";
+import { ConfigError, NoWorkerError, OverloadedError } from "../src/errors.ts";
 import { createGateway } from "../src/gateway/app.ts";
+import { resolveConfig } from "../src/gateway/config.ts";
+import { bearerAuth, tokenMatcher } from "../src/gateway/security.ts";
+import { serve } from "../src/gateway/serve.ts";
 import type { GatewayPool } from "../src/gateway/gateway_pool.ts";
 import { GatewayMetrics } from "../src/gateway/metrics.ts";
 import { recordingLogger } from "./_harness.ts";
@@ -665,4 +669,63 @@ Deno.test("createGateway logs an eval's unexpected error once, with the request 
     "Eval failed (request id {requestId}): {error}",
     { error: failure, requestId: ids[0] },
   ]]);
+});
+
+Deno.test("An empty token authenticates nothing: createGateway and serve refuse it, and no empty presented token matches", async () => {
+  assert.throws(
+    () => createGateway(stubPool(), { token: "", port: () => 8000 }),
+    (err: unknown) =>
+      err instanceof RangeError &&
+      err.message ===
+        "Cannot create gateway: token is empty (leave it out for no token)",
+  );
+  // serve() refuses it before it starts a pool (a config built by hand:
+  // resolveConfig already refuses tokens under 16 characters).
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-empty-token-" });
+  try {
+    const config = resolveConfig({
+      cwd: dir,
+      cli: { port: 0, modelsDir: dir },
+    });
+    await assert.rejects(
+      serve({ ...config, token: "" }),
+      (err: unknown) =>
+        err instanceof ConfigError && err.message.startsWith("token: empty"),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  // Where "" is presented (the dashboard's empty ?token=, an empty or
+  // undecodable token subprotocol), it never matches, whatever the token.
+  const matches = tokenMatcher("");
+  assert.equal(matches(""), false);
+  const app = new Hono().use(
+    bearerAuth({ token: "", webSocketPath: () => true }),
+  ).get("/*", (c) => c.text("served"));
+  const ws = {
+    upgrade: "websocket",
+    connection: "Upgrade",
+    "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "sec-websocket-version": "13",
+  };
+  const tries: Array<[string, Record<string, string>]> = [
+    ["/?token=", {}],
+    ["/v1/channels/news", {
+      ...ws,
+      "sec-websocket-protocol": "pyproxy.v1, pyproxy.bearer.",
+    }],
+    ["/v1/channels/news", {
+      ...ws,
+      "sec-websocket-protocol": "pyproxy.v1, pyproxy.bearer64.!!",
+    }],
+    ["/v1/channels/news", {
+      ...ws,
+      "sec-websocket-protocol": "pyproxy.v1, pyproxy.bearer64.",
+    }],
+  ];
+  for (const [path, headers] of tries) {
+    const res = await app.request(`http://127.0.0.1:8000${path}`, { headers });
+    assert.equal(res.status, 401, `${path} ${JSON.stringify(headers)}`);
+    await res.body?.cancel();
+  }
 });

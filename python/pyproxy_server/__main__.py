@@ -287,7 +287,7 @@ def _watch_stdin(server, fd, closed):
 ORPHAN_WAIT = 0.5
 
 
-def end_orphaned_group(parent, stdin_closed, host=None):
+def end_orphaned_group(parent, stdin_closed, host=None, host_start=None):
     """When the host is gone (this process got a new parent, or ``host``, the
     host's pid given with ``--host-pid`` because a wrapper between us is our
     parent, no longer runs), end what model code started in our process
@@ -302,7 +302,7 @@ def end_orphaned_group(parent, stdin_closed, host=None):
         if os.getpgrp() != os.getpid():
             return
         deadline = time.monotonic() + (ORPHAN_WAIT if stdin_closed else 0)
-        while os.getppid() == parent and not _gone(host, parent):
+        while os.getppid() == parent and not _gone(host, parent, host_start):
             if time.monotonic() >= deadline:
                 return
             time.sleep(0.005)
@@ -311,11 +311,13 @@ def end_orphaned_group(parent, stdin_closed, host=None):
         pass
 
 
-def _gone(pid, parent):
+def _gone(pid, parent, start=None):
     """Whether the host ``pid`` (``None``: not given) no longer runs: no such
     process, or a zombie (Linux: its ``/proc`` state) its parent has not
-    reaped yet. Never for our own parent, which the caller watches, nor for a
-    pid that cannot be a host's (1 or below)."""
+    reaped yet, or (``start``: its start time when we began watching it) a
+    process that started since under the same, reused, pid. Never for our
+    own parent, which the caller watches, nor for a pid that cannot be a
+    host's (1 or below)."""
     if pid is None or pid <= 1 or pid == parent:
         return False
     try:
@@ -327,21 +329,49 @@ def _gone(pid, parent):
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
             stat = f.read()
-        return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] in (b"Z", b"X")
-    except (OSError, ValueError):
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if fields[0] in (b"Z", b"X"):
+            return True
+        return start is not None and int(fields[19]) != start
+    except (OSError, ValueError, IndexError):
         return False
 
 
-def _watch_parent(server, parent, host=None):
+def _start_time(pid):
+    """The start time of process ``pid`` (Linux: ``/proc/<pid>/stat``'s 22nd
+    field, in clock ticks since boot), or ``None``."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def watched_host(pid, parent):
+    """The host given with ``--host-pid`` as ``(pid, start time)`` to pass to
+    ``_gone``, or ``(None, None)`` when there is none to watch: not given, or
+    already gone as we start. The host runs while it waits for our ready
+    line, so a pid that names no process here is one of another PID
+    namespace (a wrapper such as ``docker run`` or ``unshare -p`` runs us in
+    our own): watched, it would look gone at once, and the server would exit
+    a second after it started, every time. The start time tells a pid reused
+    after the host died from the host."""
+    if pid is None or pid <= 1 or pid == parent or _gone(pid, parent):
+        return None, None
+    return pid, _start_time(pid)
+
+
+def _watch_parent(server, parent, host=None, host_start=None):
     if os.getppid() != parent:
         logging.getLogger("pyproxy_server").info("parent process changed: exiting")
         server.stop(0)
         return
-    if _gone(host, parent):
+    if _gone(host, parent, host_start):
         logging.getLogger("pyproxy_server").info("host process %d gone: exiting", host)
         server.stop(0)
         return
-    server.loop.call_later(PARENT_CHECK_INTERVAL, _watch_parent, server, parent, host)
+    server.loop.call_later(PARENT_CHECK_INTERVAL, _watch_parent, server, parent, host, host_start)
 
 
 def lead_process_group():
@@ -366,6 +396,7 @@ def main(argv=None):
     # Before any thread starts: threads inherit the policy.
     sched_batch = set_sched_batch() if args.sched_batch else False
     parent = os.getppid()
+    host, host_start = watched_host(args.host_pid, parent)
     secret = None if args.insecure_no_auth else read_secret()
     host_pipe = detach_stdin()
     root = os.path.realpath(args.path)
@@ -415,7 +446,9 @@ def main(argv=None):
     stdin_closed = threading.Event()
     if _stdin_is_watchable(host_pipe):
         threading.Thread(target=_watch_stdin, args=(server, host_pipe, stdin_closed), name="pyproxy-stdin", daemon=True).start()
-    loop.call_later(PARENT_CHECK_INTERVAL, _watch_parent, server, parent, args.host_pid)
+    if args.host_pid is not None and host is None and args.host_pid != parent:
+        log.info("--host-pid %d: no such process here (another PID namespace?): not watched", args.host_pid)
+    loop.call_later(PARENT_CHECK_INTERVAL, _watch_parent, server, parent, host, host_start)
 
     try:
         loop.run_forever()
@@ -425,7 +458,7 @@ def main(argv=None):
     code = server.exit_code if server.exit_code is not None else 0
     log.info("exited with %d", code)
     logging.shutdown()
-    end_orphaned_group(parent, stdin_closed.is_set(), args.host_pid)
+    end_orphaned_group(parent, stdin_closed.is_set(), host, host_start)
     # Executor threads may still run user code; they must not keep us alive.
     os._exit(code)
 

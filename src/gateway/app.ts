@@ -236,6 +236,13 @@ export function createGateway(
       `Cannot create gateway: maxJsonDepth ${maxJsonDepth} is not an integer >= 1`,
     );
   }
+  // An empty token would be presented by `/?token=`, an empty or undecodable
+  // token subprotocol: the dashboard and channel subscriptions would be open.
+  if (options.token === "") {
+    throw new RangeError(
+      "Cannot create gateway: token is empty (leave it out for no token)",
+    );
+  }
   const logger = options.logger ?? getLogger(["pyproxy", "gateway"]);
   const ctx: RouteContext = {
     pool,

@@ -594,11 +594,15 @@ export function bearerToken(header: string): string | undefined {
  * import { tokenMatcher } from "./security.ts";
  * const matches = tokenMatcher("t0ken");
  * console.log(matches("t0ken"), matches("guess")); // true false
+ * console.log(tokenMatcher("")("")); // false
  * ```
  */
 export function tokenMatcher(token: string): (presented: string) => boolean {
   const expected = digest(token);
-  return (presented) => timingSafeEqual(digest(presented), expected);
+  // An empty one never matches: `?token=` and an undecodable token
+  // subprotocol present "", which must not pass for a token set to "".
+  return (presented) =>
+    presented !== "" && timingSafeEqual(digest(presented), expected);
 }
 
 /**

@@ -240,6 +240,12 @@ export async function serve(
       }`,
     );
   }
+  if (config.token === "") {
+    throw new ConfigError(
+      "token: empty (leave it out for no token); an empty token would let the dashboard's ?token= and a channel subscription's token subprotocol through without one",
+      { details: { path: "token" } },
+    );
+  }
   if ((config.allowEval || config.allowManage) && config.token === undefined) {
     // Every local user (any process reaches the loopback) would run code as
     // this user through eval, or import any .py of the models directory.

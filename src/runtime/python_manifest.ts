@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 19760,
+      size: 21433,
       sha256:
-        "c82f61e6fa27562c8a736f4bfcdff52b17027946af8acb033693670c4106c07b",
+        "ac9bf8a7198d30de1b9965f94631d42f5c5514acc1886357732765e39ab922f1",
     },
     {
       path: "pyproxy_server/big_json.py",
