@@ -158,6 +158,23 @@ async function ends(pid: number): Promise<boolean> {
 }
 
 /**
+ * The first line `child` prints (what came before its stdout ended, if it
+ * ended first); its stdout is released and its stderr drained.
+ */
+async function firstLine(child: ChildProcess): Promise<string> {
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += value;
+  }
+  reader.cancel().catch(() => {});
+  readAll(child.stderr).catch(() => {});
+  return text;
+}
+
+/**
  * Spawns a Python that leads a process group of its own (as a pyproxy
  * server does) and starts a `sleep` in it; resolves with the child and the
  * sleep's pid once both run.
@@ -178,15 +195,7 @@ async function groupLeader(
     ],
     processGroup,
   });
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    text += value;
-  }
-  reader.cancel().catch(() => {});
-  readAll(child.stderr).catch(() => {});
+  const text = await firstLine(child);
   const grandchild = Number(text.trim());
   if (!(grandchild > 0)) {
     child.kill("SIGKILL");
@@ -221,15 +230,7 @@ async function wrappedGroupLeader(
     ],
     processGroup: true,
   });
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    text += value;
-  }
-  reader.cancel().catch(() => {});
-  readAll(child.stderr).catch(() => {});
+  const text = await firstLine(child);
   const [pid = 0, grandchild = 0] = text.trim().split(" ").map(Number);
   if (!(pid > 0 && grandchild > 0)) {
     child.kill("SIGKILL");

@@ -326,26 +326,29 @@ def _gone(pid, parent, start=None):
         return True
     except OSError:
         return False  # it exists (another user's: EPERM)
+    state = _proc_state(pid)
+    if state is None:
+        return False
+    return state[0] in (b"Z", b"X") or (start is not None and state[1] != start)
+
+
+def _proc_state(pid):
+    """``(state, start time)`` of process ``pid`` from Linux's
+    ``/proc/<pid>/stat`` (its 3rd and 22nd fields; the start time in clock
+    ticks since boot), or ``None`` (no ``/proc``, no such process)."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
             stat = f.read()
         fields = stat[stat.rindex(b")") + 2:].split()
-        if fields[0] in (b"Z", b"X"):
-            return True
-        return start is not None and int(fields[19]) != start
+        return fields[0], int(fields[19])
     except (OSError, ValueError, IndexError):
-        return False
+        return None
 
 
 def _start_time(pid):
-    """The start time of process ``pid`` (Linux: ``/proc/<pid>/stat``'s 22nd
-    field, in clock ticks since boot), or ``None``."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            stat = f.read()
-        return int(stat[stat.rindex(b")") + 2:].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
+    """The start time of process ``pid`` (see :func:`_proc_state`), or ``None``."""
+    state = _proc_state(pid)
+    return None if state is None else state[1]
 
 
 def watched_host(pid, parent):

@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 21433,
+      size: 21547,
       sha256:
-        "ac9bf8a7198d30de1b9965f94631d42f5c5514acc1886357732765e39ab922f1",
+        "d7fb415ed54a76dfd265f205e6d40204569ed4aa1fbb21e8f127a74144c9dad6",
     },
     {
       path: "pyproxy_server/big_json.py",
