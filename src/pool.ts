@@ -774,8 +774,9 @@ export class Pool implements AsyncDisposable {
       requestId === undefined ? { name, msg } : { name, msg, requestId },
       options,
       undefined,
-      // No lookup while no model has a timeout of its own.
-      this.#modelTimeouts.size === 0
+      // No lookup for a call with its own timeout (the gateway's), nor
+      // while no model has one.
+      options.timeout !== undefined || this.#modelTimeouts.size === 0
         ? undefined
         : this.#modelTimeouts.get(name),
     );
