@@ -57,7 +57,9 @@ export interface ModelCallOptions {
   /**
    * Timeout in ms of the command on each worker (a model whose `__init__`
    * takes longer fails with `TimeoutError` and is rolled back), and of the
-   * wait for a ready worker. `Infinity`: none. @default {the pool's loadTimeout (120 s)}
+   * wait for a ready worker. `Infinity`: none. Not the timeout of the
+   * model's calls: that is the spec's `timeout`.
+   * @default {the pool's loadTimeout (120 s)}
    */
   timeout?: number;
   /** Aborts the command (`CancelledError`), like a call's `signal`. */
