@@ -34,6 +34,13 @@ export interface ModelInfo {
   spec: ModelSpec;
   /** `dataFile`s passed to `initModel` since the last add/update, in order. */
   inits: string[];
+  /**
+   * The default timeout of its calls in ms, when it has one of its own
+   * (`spec.timeout`, else its class's `timeout_ms`; `Infinity`: none);
+   * absent, its calls get the pool's `requestTimeout` (`pool.status()`
+   * only).
+   */
+  timeout?: number;
 }
 
 /**
@@ -50,7 +57,9 @@ export interface ModelCallOptions {
   /**
    * Timeout in ms of the command on each worker (a model whose `__init__`
    * takes longer fails with `TimeoutError` and is rolled back), and of the
-   * wait for a ready worker. `Infinity`: none. @default {the pool's loadTimeout (120 s)}
+   * wait for a ready worker. `Infinity`: none. Not the timeout of the
+   * model's calls: that is the spec's `timeout`.
+   * @default {the pool's loadTimeout (120 s)}
    */
   timeout?: number;
   /** Aborts the command (`CancelledError`), like a call's `signal`. */
@@ -484,10 +493,12 @@ interface Snapshot {
  */
 function loadArgs(
   name: string,
-  spec: ModelSpec,
+  fullSpec: ModelSpec,
   snapshot?: Snapshot,
   ask = false,
 ): Record<string, unknown> {
+  // The model's call timeout is the pool's business (host-only).
+  const { timeout: _timeout, ...spec } = fullSpec;
   if (snapshot === undefined) {
     return ask ? { name, ...spec, snapshot: true } : { name, ...spec };
   }

@@ -55,6 +55,11 @@ import { withTimeout } from "./_with_timeout.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
 import { callOptionsError } from "./_call_options.ts";
 import { type BatchSettings, ModelBatcher } from "./_model_batcher.ts";
+import {
+  isModelTimeout,
+  MODEL_TIMEOUT_SHAPE,
+  modelTimeoutOf,
+} from "./_model_timeout.ts";
 import { SlotLease } from "./_slot_lease.ts";
 import { StreamIdleWatch } from "./_stream_idle_watch.ts";
 import {
@@ -420,6 +425,12 @@ export class Pool implements AsyncDisposable {
   #modelOps = new Set<Promise<unknown>>();
   /** The batching models' batchers, by model name. */
   #batchers = new Map<string, ModelBatcher>();
+  /**
+   * The models with a call timeout of their own (spec's, else class's), by
+   * name: the default of their calls instead of `requestTimeout`. Set when
+   * an add or update succeeds, so a call in flight keeps the one it got.
+   */
+  #modelTimeouts = new Map<string, number>();
   /** Wake-ups of model operations waiting for a ready worker (`close()` calls them). */
   #modelWaits = new Set<() => void>();
   /** The pool's eval atoms (running ones, and recently finished ones for replay). */
@@ -644,6 +655,7 @@ export class Pool implements AsyncDisposable {
     this.#admit("add model");
     this.#checkModelOptions("add model", name, options);
     this.#checkModelsDir("add model", name, spec);
+    this.#checkModelTimeout("add model", name, spec);
     await this.#someWorkerReady("add model", name, options);
     const out = await this.#modelOp(
       "add model",
@@ -655,6 +667,7 @@ export class Pool implements AsyncDisposable {
         options,
       ),
     );
+    this.#timeoutOf(name, spec, out);
     this.#batchingOf(name, out);
     this.#events.emit({ type: "model", action: "add", name });
     return out;
@@ -669,6 +682,7 @@ export class Pool implements AsyncDisposable {
     this.#admit("update model");
     this.#checkModelOptions("update model", name, options);
     this.#checkModelsDir("update model", name, spec);
+    this.#checkModelTimeout("update model", name, spec);
     // The calls made before the update go first, to the current version.
     this.#batchers.get(name)?.flush();
     await this.#someWorkerReady("update model", name, options);
@@ -682,6 +696,7 @@ export class Pool implements AsyncDisposable {
         options,
       ),
     );
+    this.#timeoutOf(name, spec, out);
     this.#batchingOf(name, out);
     this.#events.emit({ type: "model", action: "update", name });
     return out;
@@ -705,6 +720,7 @@ export class Pool implements AsyncDisposable {
         options,
       ),
     );
+    this.#modelTimeouts.delete(name);
     this.#events.emit({ type: "model", action: "remove", name });
     return out;
   }
@@ -737,7 +753,9 @@ export class Pool implements AsyncDisposable {
    * Runs a model on one worker (round-robin, or by `key`). Calls of a model
    * that declares `batch_size` are gathered into batches for its
    * `execute_batch` (docs/models.md, "Batching"); a call with `key` or
-   * `worker` is then a batch of its own.
+   * `worker` is then a batch of its own. A call without `timeout` gets the
+   * model's own (its spec's `timeout`, else its class's `timeout_ms`), else
+   * the pool's `requestTimeout`.
    */
   execute<T = Record<string, unknown> | null>(
     name: string,
@@ -751,10 +769,16 @@ export class Pool implements AsyncDisposable {
       }
     }
     const requestId = options.requestId;
-    return this.request<T>(
+    return this.#request<T>(
       "executeModel",
       requestId === undefined ? { name, msg } : { name, msg, requestId },
       options,
+      undefined,
+      // No lookup for a call with its own timeout (the gateway's), nor
+      // while no model has one.
+      options.timeout !== undefined || this.#modelTimeouts.size === 0
+        ? undefined
+        : this.#modelTimeouts.get(name),
     );
   }
 
@@ -790,7 +814,8 @@ export class Pool implements AsyncDisposable {
               : { name, msgs, split: true, requestIds },
             options,
           ),
-        this.#opts.requestTimeout ?? Infinity,
+        this.#modelTimeouts.get(name) ?? this.#opts.requestTimeout ??
+          Infinity,
         // One batch per ready worker goes at once; more wait and gather.
         () => {
           let ready = 0;
@@ -805,14 +830,23 @@ export class Pool implements AsyncDisposable {
    * Runs a model whose `execute` is a generator (or returns an iterator) and
    * gives its items as they come: `for await (const item of
    * pool.executeStream(name, msg))`. Any other model gives one item, its
-   * result. `timeout` covers the whole stream. See {@linkcode ModelStream}.
+   * result. `timeout` covers the whole stream (without one: the model's
+   * own, else the pool's `requestTimeout`). See {@linkcode ModelStream}.
    */
   executeStream<T = unknown>(
     name: string,
     msg: unknown,
     options: ExecuteStreamOptions = {},
   ): ModelStream<T> {
-    return new ModelStream<T>(this.#streamPool, name, msg, options);
+    const timeout = options.timeout === undefined
+      ? this.#modelTimeouts.get(name)
+      : undefined;
+    return new ModelStream<T>(
+      this.#streamPool,
+      name,
+      msg,
+      timeout === undefined ? options : { ...options, timeout },
+    );
   }
 
   /**
@@ -828,16 +862,19 @@ export class Pool implements AsyncDisposable {
     return this.#request<T>(cmd, args, options, undefined);
   }
 
+  /** `defaultTimeout`: the model's own, for a call that gives none. */
   #request<T>(
     cmd: string,
     args: Record<string, unknown> | undefined,
     options: PoolRequestOptions,
     onSlot: ((slot: SlotLease) => void) | undefined,
+    defaultTimeout?: number,
   ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const refused = this.#refusal(cmd, options);
       if (refused !== undefined) return reject(refused);
-      const timeout = options.timeout ?? this.#opts.requestTimeout;
+      const timeout = options.timeout ?? defaultTimeout ??
+        this.#opts.requestTimeout;
       const call: PoolCall = {
         cmd,
         args,
@@ -1074,7 +1111,10 @@ export class Pool implements AsyncDisposable {
     for (const w of this.#supervisor.workers) w.queued = queued.get(w.id) ?? 0;
     return {
       workers: this.#supervisor.workers.map((w) => w.info()),
-      models: this.#registry.list(),
+      models: this.#registry.list().map((m) => {
+        const timeout = this.#modelTimeouts.get(m.name);
+        return timeout === undefined ? m : { ...m, timeout };
+      }),
       queue: this.#router.queued,
       inFlight: this.#supervisor.workers.reduce((n, w) => n + w.inFlight, 0),
       parked: this.#supervisor.workers.reduce((n, w) => n + w.parked, 0),
@@ -1220,6 +1260,25 @@ export class Pool implements AsyncDisposable {
         `Cannot ${action} '${name}': options must be an object`,
       );
     if (invalid !== undefined) throw invalid;
+  }
+
+  /** A spec's `timeout`, when given, must be one a model can have. */
+  #checkModelTimeout(action: string, name: string, spec: ModelSpec): void {
+    const timeout = (spec as { timeout?: unknown } | null)?.timeout;
+    if (timeout === undefined || isModelTimeout(timeout)) return;
+    throw new ConfigError(
+      `Cannot ${action} '${name}': timeout: expected ${MODEL_TIMEOUT_SHAPE}, or Infinity for none, got ${
+        typeof timeout === "string" ? JSON.stringify(timeout) : String(timeout)
+      }`,
+      { details: { field: "timeout" } },
+    );
+  }
+
+  /** Records the call timeout of model `name` after a load (none: forgets it). */
+  #timeoutOf(name: string, spec: ModelSpec, description: unknown): void {
+    const timeout = modelTimeoutOf(spec, description);
+    if (timeout === undefined) this.#modelTimeouts.delete(name);
+    else this.#modelTimeouts.set(name, timeout);
   }
 
   /**

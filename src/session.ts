@@ -545,9 +545,11 @@ export class Session implements AsyncDisposable {
     spec: ModelSpec,
     options?: RequestOptions,
   ): Promise<ModelDescription> {
+    // `timeout` is the pool's (host-only), not the server's.
+    const { timeout: _timeout, ...wire } = spec;
     return this.request<ModelDescription>(
       "addModel",
-      { ...spec, name },
+      { ...wire, name },
       options,
     );
   }
@@ -566,9 +568,11 @@ export class Session implements AsyncDisposable {
     spec: ModelSpec,
     options?: RequestOptions,
   ): Promise<ModelDescription> {
+    // `timeout` is the pool's (host-only), not the server's.
+    const { timeout: _timeout, ...wire } = spec;
     return this.request<ModelDescription>(
       "updateModel",
-      { ...spec, name },
+      { ...wire, name },
       options,
     );
   }

@@ -94,6 +94,18 @@ export interface ModelSpec {
   options?: Record<string, unknown>;
   /** The class to use when the code defines several. */
   class?: string;
+  /**
+   * The default timeout of the model's calls, in ms, for a `Pool`: calls
+   * that give no `timeout` of their own get this one instead of the pool's
+   * `requestTimeout`, and it wins over the class's `timeout_ms`
+   * (docs/models.md, "Timeouts and cancellation"). An integer from 1 to
+   * 2^31 − 1, or `Infinity` for none; anything else rejects the
+   * `addModel`/`updateModel` with `ConfigError`. Host-only: never sent to
+   * Python (a `Session` leaves it out). An `updateModel` without it drops
+   * it.
+   * @default {the class's timeout_ms, else the pool's requestTimeout}
+   */
+  timeout?: number;
 }
 
 /**
@@ -121,6 +133,8 @@ export interface ModelDescription {
   outputs?: Record<string, string>;
   /** The class docstring. */
   doc?: string;
+  /** The class's `timeout_ms`: its author's default timeout of a call, in ms. */
+  timeoutMs?: number;
   /** Other fields the server adds. */
   [key: string]: unknown;
 }

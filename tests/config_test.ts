@@ -638,3 +638,21 @@ Deno.test("loadConfig keeps integers beyond ±2^53 in a model's options exact, a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("parseConfig: models[].timeout is an integer number of ms from 1 to 2^31 − 1", () => {
+  const entry = (timeout: unknown) => ({
+    models: [{ name: "m", file: "m.py", timeout }],
+  });
+  assert.equal(parseConfig(entry(120_000)).models?.[0]?.timeout, 120_000);
+  assert.equal(
+    parseConfig(entry(2 ** 31 - 1)).models?.[0]?.timeout,
+    2 ** 31 - 1,
+  );
+  for (const bad of [0, -1, 1.5, "100", 2 ** 31, null]) {
+    assert.equal(
+      configError(() => parseConfig(entry(bad))),
+      "models[0].timeout: expected an integer from 1 to 2147483647 (at pyproxy.json: models[0].timeout)",
+      String(bad),
+    );
+  }
+});

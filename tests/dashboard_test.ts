@@ -56,6 +56,11 @@ Deno.test({
         await page.locator('#models tr[data-model="scorer"]').innerText(),
         /age, income, debt/,
       );
+      // The timeout its calls get: the gateway's default here (30 s).
+      const scorerCells = await page.locator(
+        '#models tr[data-model="scorer"] td',
+      ).allInnerTexts();
+      assert.equal(scorerCells[3], "30 s");
 
       for (let i = 0; i < 3; i++) {
         const res = await gw.fetch("/v1/models/echo/execute", {

@@ -37,6 +37,11 @@ per message, in order; a result that is an exception instance fails that
 message alone. ``execute`` is then optional: ``executeModel`` runs a
 one-message batch.
 
+Timeout: a class with ``timeout_ms = N`` (1 to ``MAX_TIMEOUT_MS``) says how
+long its calls may take by default; the description reports it as
+``timeoutMs`` and the host applies it (an explicit timeout of the call, or the
+operator's for the model, wins). The server itself enforces nothing.
+
 Streaming: an ``execute`` that is a generator function (``def`` or
 ``async def`` with ``yield``) or returns an iterator streams its items
 through ``executeStream`` (``open_stream``, driven by ``StreamProducer``),
@@ -173,7 +178,7 @@ class ModelEntry:
         "name", "class_name", "file", "version", "instance", "inputs",
         "outputs", "doc", "module_name", "_lock", "_execute", "mode",
         "calls", "avg", "batch_size", "batch_delay_ms", "_execute_batch",
-        "streams",
+        "streams", "timeout_ms",
     )
 
     # The largest ``batch_size`` a class may declare.
@@ -182,6 +187,9 @@ class ModelEntry:
     DEFAULT_BATCH_DELAY_MS = 10
     # The largest ``batch_delay_ms`` a class may declare (milliseconds).
     MAX_BATCH_DELAY_MS = 1000
+    # The largest ``timeout_ms`` a class may declare (milliseconds): a timer's
+    # range on the host, 2**31 - 1 (about 24.8 days).
+    MAX_TIMEOUT_MS = 2**31 - 1
 
     # Threaded calls measured before a model may run inline.
     LEARN_CALLS = 8
@@ -204,6 +212,7 @@ class ModelEntry:
         self.module_name = module_name
         self._lock = None if getattr(cls, "threadsafe", True) else threading.Lock()
         self.batch_size, self.batch_delay_ms = _batch_settings(cls, instance)
+        self.timeout_ms = _timeout_setting(cls)
         self._execute_batch = None
         if self.batch_size is not None:
             run_batch = instance.execute_batch
@@ -380,7 +389,23 @@ class ModelEntry:
             desc["batch"] = {"size": self.batch_size, "delayMs": self.batch_delay_ms}
         if self.streams:
             desc["streams"] = True
+        if self.timeout_ms is not None:
+            desc["timeoutMs"] = self.timeout_ms
         return desc
+
+
+def _timeout_setting(cls):
+    """The ``timeout_ms`` a class declares, or None; a ModelLoadError for a
+    value it cannot mean (a bool, a float, zero, beyond a timer's range)."""
+    timeout = getattr(cls, "timeout_ms", None)
+    if timeout is None:
+        return None
+    if type(timeout) is not int or not 1 <= timeout <= ModelEntry.MAX_TIMEOUT_MS:
+        raise ModelLoadError(
+            "Cannot load model class %s: timeout_ms must be an integer number of milliseconds from 1 to %d, got %r"
+            % (cls.__name__, ModelEntry.MAX_TIMEOUT_MS, timeout)
+        )
+    return timeout
 
 
 def _batch_settings(cls, instance):

@@ -511,6 +511,19 @@ class BatchTest(unittest.TestCase):
         with self.assertRaisesRegex(ModelLoadError, "has no execute"):
             registry.add("b", {"source": "class M:\n    def execute_batch(self, msgs):\n        return msgs\n"})
 
+    def test_timeout_ms_is_described_and_checked(self):
+        # The host applies it (docs/models.md, "Timeouts and cancellation"):
+        # the server only reports it, and refuses values it cannot mean.
+        registry = self.registry()
+        desc = registry.add("t", {"source": "class M:\n    timeout_ms = 120000\n    def execute(self, m):\n        return m\n"})
+        self.assertEqual(desc["timeoutMs"], 120000)
+        desc = registry.add("u", {"source": "class M:\n    def execute(self, m):\n        return m\n"})
+        self.assertNotIn("timeoutMs", desc)
+        for value in ("0", "True", "1.5", "'100'", str(2**31)):
+            source = "class M:\n    timeout_ms = %s\n    def execute(self, m):\n        return m\n" % value
+            with self.assertRaisesRegex(ModelLoadError, "timeout_ms must be an integer number of milliseconds from 1 to 2147483647, got "):
+                registry.add("v", {"source": source})
+
     def test_a_wrong_number_of_results_is_an_error_naming_both_counts(self):
         registry = self.registry()
         registry.add("b", {"source": "class M:\n    batch_size = 3\n    def execute_batch(self, msgs):\n        return msgs[1:]\n"})

@@ -221,6 +221,18 @@ export function components(token: boolean): OpenApiObject {
         },
       },
       streams: { type: "boolean" },
+      timeout: {
+        type: "integer",
+        minimum: 1,
+        description:
+          "The timeout of its calls in ms, by default and at most (`?timeout=` may lower it).",
+      },
+      timeoutSource: {
+        type: "string",
+        enum: ["spec", "class", "default"],
+        description:
+          "Where `timeout` comes from: the model's config entry or `PUT` body, its class's `timeout_ms`, or the gateway's `limits.requestTimeout`.",
+      },
       optionKeys: { type: "array", items: { type: "string" } },
       options: {
         type: "object",

@@ -226,6 +226,13 @@ function modelPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
             },
             options: { type: "object" },
             class: { type: "string", minLength: 1 },
+            timeout: {
+              type: "integer",
+              minimum: 1,
+              maximum: 2 ** 31 - 1,
+              description:
+                "The timeout of the model's calls in ms, by default and at most, instead of `limits.requestTimeout` (above or below it) and of its class's `timeout_ms`.",
+            },
           },
           additionalProperties: false,
         },

@@ -363,7 +363,9 @@ export function createGateway(
       workers,
       // Only when a plugin reports one (autoscale): additive.
       ...pluginStatusOf(pool),
-      models: ctx.catalog.list(pool).map((m) => modelView(m, ctx.debug)),
+      models: ctx.catalog.list(pool).map((m) =>
+        modelView(m, ctx.debug, ctx.requestTimeout)
+      ),
       restarts: status.workers.reduce((n, w) => n + w.restarts, 0),
       gateway: {
         inFlight: ctx.metrics.inFlight,

@@ -6,6 +6,7 @@
 import * as v from "valibot";
 import { plainRecord } from "../_plain_record.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
+import { MAX_MODEL_TIMEOUT } from "../_model_timeout.ts";
 
 /**
  * A LogTape log level.
@@ -53,6 +54,12 @@ export interface ModelEntry {
   options?: Record<string, unknown> | undefined;
   /** Class to instantiate when the file defines several. */
   class?: string | undefined;
+  /**
+   * The default (and largest, for `?timeout=`) timeout of the model's calls
+   * in ms, 1 to 2^31 − 1: above or below `limits.requestTimeout`, which
+   * applies to the models without one (docs/gateway.md).
+   */
+  timeout?: number | undefined;
 }
 
 /**
@@ -239,6 +246,7 @@ const ModelEntrySchema: v.GenericSchema<unknown, ModelEntry> = strict({
   file: str("a file path under modelsDir"),
   options: v.optional(record()),
   class: v.optional(str("a class name")),
+  timeout: v.optional(int(1, MAX_MODEL_TIMEOUT)),
 });
 
 const LimitsSchema: v.GenericSchema<
@@ -316,7 +324,7 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
   models: v.optional(
     v.array(
       ModelEntrySchema,
-      "expected an array of {name, file, options?, class?}",
+      "expected an array of {name, file, options?, class?, timeout?}",
     ),
   ),
   plugins: v.optional(

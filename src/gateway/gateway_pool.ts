@@ -29,6 +29,11 @@ export interface GatewayModelSpec {
   options?: Record<string, unknown>;
   /** Class name when the file holds several. */
   class?: string;
+  /**
+   * The default timeout of the model's calls in ms (1 to 2^31 − 1): the
+   * pool's `ModelSpec.timeout`, the gateway's `models[].timeout`.
+   */
+  timeout?: number;
 }
 
 /**

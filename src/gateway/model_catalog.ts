@@ -6,6 +6,7 @@
  */
 import type { GatewayModelSpec, GatewayPool } from "./gateway_pool.ts";
 import { type InputSchema, InputSchemaCache } from "./input_schema.ts";
+import { modelTimeoutOf } from "../_model_timeout.ts";
 
 /**
  * A model description (protocol §6) plus the spec it was loaded with.
@@ -45,6 +46,18 @@ export interface GatewayModelInfo {
   batch?: { size: number; delayMs: number };
   /** `true` when its `execute` yields: `POST .../stream` sends the items as they come. */
   streams?: boolean;
+  /**
+   * The default (and, for `?timeout=`, the largest) timeout of its calls in
+   * ms, when it has one of its own: its spec's `timeout` (`models[].timeout`,
+   * the `PUT` body), else its class's `timeout_ms`. The routes show the
+   * gateway's `requestTimeout` for a model without one.
+   */
+  timeout?: number;
+  /**
+   * Where `timeout` comes from: `"spec"` (the config or `PUT` body),
+   * `"class"` (`timeout_ms`); the routes show `"default"` for the gateway's.
+   */
+  timeoutSource?: "spec" | "class" | "default";
   /** The options it was constructed with. */
   options?: Record<string, unknown>;
 }
@@ -73,6 +86,11 @@ function asDescription(
     out.batch = d.batch as { size: number; delayMs: number };
   }
   if (d.streams === true) out.streams = true;
+  const timeout = modelTimeoutOf(spec, d);
+  if (timeout !== undefined) {
+    out.timeout = timeout;
+    out.timeoutSource = spec.timeout === undefined ? "class" : "spec";
+  }
   if (spec.options !== undefined) out.options = spec.options;
   return out;
 }
@@ -95,6 +113,8 @@ function asDescription(
  */
 export class ModelCatalog {
   #models = new Map<string, GatewayModelInfo>();
+  /** The models with a timeout of their own: what the execute path reads. */
+  #timeouts = new Map<string, number>();
   /** The last version given to each name, kept after a remove. */
   #versions = new Map<string, number>();
   #schemas = new InputSchemaCache();
@@ -110,6 +130,8 @@ export class ModelCatalog {
     this.#versions.set(name, version);
     desc.version = version;
     this.#models.set(name, desc);
+    if (desc.timeout === undefined) this.#timeouts.delete(name);
+    else this.#timeouts.set(name, desc.timeout);
     return desc;
   }
 
@@ -153,7 +175,19 @@ export class ModelCatalog {
   ): Promise<void> {
     await pool.removeModel(name, options);
     this.#models.delete(name);
+    this.#timeouts.delete(name);
     this.#schemas.delete(name);
+  }
+
+  /**
+   * The timeout of a known model's calls when it has its own (`timeout`),
+   * else `undefined`: one size check while no model has one, one map lookup
+   * otherwise. Internal to the gateway's routes.
+   *
+   * @ignore
+   */
+  timeout(name: string): number | undefined {
+    return this.#timeouts.size === 0 ? undefined : this.#timeouts.get(name);
   }
 
   /** The description, when the model was loaded through this catalog. */

@@ -27,8 +27,9 @@ import type { WatchedCall } from "./disconnect_watch.ts";
 import type { RouteContext } from "./route_context.ts";
 import { stringifyJson } from "../_exact_json.ts";
 import { jsonResponse } from "./json_response.ts";
+import { MAX_MODEL_TIMEOUT, MODEL_TIMEOUT_SHAPE } from "../_model_timeout.ts";
 
-const SPEC_SHAPE = "expected {file, options?, class?}";
+const SPEC_SHAPE = "expected {file, options?, class?, timeout?}";
 
 // valibot's object schemas take an array for an object: refused first.
 const ModelSpecBody = v.pipe(
@@ -50,12 +51,20 @@ const ModelSpecBody = v.pipe(
           v.minLength(1, "expected a class name"),
         ),
       ),
+      timeout: v.optional(
+        v.pipe(
+          v.number(`expected ${MODEL_TIMEOUT_SHAPE}`),
+          v.integer(`expected ${MODEL_TIMEOUT_SHAPE}`),
+          v.minValue(1, `expected ${MODEL_TIMEOUT_SHAPE}`),
+          v.maxValue(MAX_MODEL_TIMEOUT, `expected ${MODEL_TIMEOUT_SHAPE}`),
+        ),
+      ),
     },
     // One message for three failures: an unknown key and a missing one carry
     // the key in their path; a body that is not an object has none.
     (issue) =>
       issue.expected === "never"
-        ? "unknown field (allowed: file, options, class)"
+        ? "unknown field (allowed: file, options, class, timeout)"
         : issue.input === undefined && issue.path?.length
         ? "is required"
         : SPEC_SHAPE,
@@ -202,9 +211,17 @@ function hideModelsDir(
   return httpError(status, type, text, extra, headers);
 }
 
-/** The timeout of a call: the configured one, or `?timeout=` below it. */
-function callTimeout(ctx: RouteContext, timeoutParam: string | undefined) {
-  if (timeoutParam === undefined) return ctx.requestTimeout;
+/**
+ * The timeout of a call: the model's own (its spec's, else its class's),
+ * else the gateway's `requestTimeout`; `?timeout=` may only lower it.
+ */
+function callTimeout(
+  ctx: RouteContext,
+  name: string,
+  timeoutParam: string | undefined,
+): number {
+  const limit = ctx.catalog.timeout(name) ?? ctx.requestTimeout;
+  if (timeoutParam === undefined) return limit;
   const t = Number(timeoutParam);
   if (!Number.isInteger(t) || t < 1) {
     throw httpError(
@@ -213,7 +230,7 @@ function callTimeout(ctx: RouteContext, timeoutParam: string | undefined) {
       "Cannot execute: timeout must be an integer >= 1 (ms)",
     );
   }
-  return Math.min(t, ctx.requestTimeout);
+  return Math.min(t, limit);
 }
 
 /** A call's body, checked against the model's declared inputs. */
@@ -318,7 +335,7 @@ export function modelExecutor(
           `Cannot publish to channel ${JSON.stringify(publish)}: invalid name`,
         );
       }
-      const timeout = callTimeout(ctx, timeoutParam);
+      const timeout = callTimeout(ctx, name, timeoutParam);
       const body = await readModelInput(ctx, request, name);
       // A client that disconnects cancels its call (Python gets `cancel`),
       // unless turned off; only calls that run for a while listen for it
@@ -540,13 +557,17 @@ export function modelRoutes(ctx: RouteContext): Hono {
   // jsonResponse: with --debug a model's options are shown, and may hold a BigInt.
   app.get("/v1/models", () =>
     jsonResponse({
-      models: catalog.list(pool).map((m) => modelView(m, ctx.debug)),
+      models: catalog.list(pool).map((m) =>
+        modelView(m, ctx.debug, ctx.requestTimeout)
+      ),
     }));
 
   app.get("/v1/models/:name", (c) => {
     const name = c.req.param("name");
     if (!known(name)) throw notFound(name);
-    return jsonResponse(modelView(catalog.get(name) ?? { name }, ctx.debug));
+    return jsonResponse(
+      modelView(catalog.get(name) ?? { name }, ctx.debug, ctx.requestTimeout),
+    );
   });
 
   const run = modelExecutor(ctx);
@@ -611,7 +632,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     const onIdle = (error: Error): void =>
       void errorEvent(error, failure, outcome).then(idle.resolve);
     try {
-      const timeout = callTimeout(ctx, c.req.query("timeout"));
+      const timeout = callTimeout(ctx, name, c.req.query("timeout"));
       const body = await readModelInput(ctx, c.req.raw, name);
       const key = c.req.query("key");
       const options: {
@@ -674,6 +695,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     const spec: GatewayModelSpec = { file: confineModelPath(body.file) };
     if (body.options !== undefined) spec.options = body.options;
     if (body.class !== undefined) spec.class = body.class;
+    if (body.timeout !== undefined) spec.timeout = body.timeout;
     const dir = ctx.modelsDir;
     // Add or update as one step per name: two PUTs of a new name would both
     // see it missing, and the second add would fail ("it already exists").
@@ -714,7 +736,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     return jsonResponse(
       {
         action: existed ? "updated" : "added",
-        model: modelView(model, ctx.debug),
+        model: modelView(model, ctx.debug, ctx.requestTimeout),
       },
       existed ? 200 : 201,
     );

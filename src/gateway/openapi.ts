@@ -46,7 +46,10 @@ export interface OpenApiOptions {
   requestTimeout: number;
   /** The models, as the catalog describes them (`options` are not read). */
   models: ReadonlyArray<
-    Pick<GatewayModelInfo, "name" | "inputs" | "outputs" | "doc" | "streams">
+    Pick<
+      GatewayModelInfo,
+      "name" | "inputs" | "outputs" | "doc" | "streams" | "timeout"
+    >
   >;
 }
 
@@ -68,7 +71,7 @@ function callParameters(o: OpenApiOptions): Record<string, OpenApiObject> {
     ),
     timeout: queryParam(
       "timeout",
-      `Lowers the call's timeout (ms); at most, and by default, ${o.requestTimeout}.`,
+      `Lowers the call's timeout (ms); at most, and by default, the model's \`timeout\` (its own, else ${o.requestTimeout}).`,
       { type: "integer", minimum: 1 },
     ),
     publish: queryParam(
@@ -152,7 +155,10 @@ function modelCallPaths(
     Array.isArray(inputs?.required),
     JSON.parse(exampleBody(model.inputs)),
   );
-  const description = model.doc ?? `Runs model \`${name}\`.`;
+  const description = (model.doc ?? `Runs model \`${name}\`.`) +
+    (model.timeout === undefined
+      ? ""
+      : `\n\nIts calls time out after ${model.timeout} ms (\`?timeout=\` may lower it).`);
   const segment = `/v1/models/${encodeURIComponent(name)}`;
   const paths: Record<string, OpenApiObject> = {
     [`${segment}/execute`]: {

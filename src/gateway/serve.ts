@@ -387,6 +387,7 @@ export async function serve(
           file: m.file,
           ...(m.options === undefined ? {} : { options: m.options }),
           ...(m.class === undefined ? {} : { class: m.class }),
+          ...(m.timeout === undefined ? {} : { timeout: m.timeout }),
         }, { timeout: loadTimeout, signal: startAbort.signal });
       } catch (err) {
         const stopped = interruption();

@@ -148,9 +148,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 40230,
+      size: 41430,
       sha256:
-        "232a59a66ca7673eb8024c8293cf148f269bc546b430d9d6ec3a851853890412",
+        "e5f642f09c022ec27415b6822d71f8f83a2e0ac4f7f66dd75d8b1753b34e52b5",
     },
     {
       path: "pyproxy_server/server.py",

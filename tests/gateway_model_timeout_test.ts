@@ -1,0 +1,171 @@
+/**
+ * Per-model timeouts through a real gateway and real Python workers: the
+ * config's `models[].timeout`, the `PUT` body's `timeout` and the class's
+ * `timeout_ms` replace `limits.requestTimeout` for their model (above or
+ * below it), `?timeout=` only lowers them, the routes show them.
+ */
+import assert from "node:assert/strict";
+import { startGateway, until } from "./_gateway_harness.ts";
+
+const post = (body: unknown): RequestInit => ({
+  method: "POST",
+  body: JSON.stringify(body),
+});
+const put = (body: unknown): RequestInit => ({
+  method: "PUT",
+  body: JSON.stringify(body),
+});
+
+/** Sleeps msg["seconds"]; its author says its calls may take 150 ms. */
+const DECLARED = `import time
+
+
+class Declared:
+    timeout_ms = 150
+
+    def execute(self, msg):
+        time.sleep(msg.get("seconds", 0))
+        return {"slept": msg.get("seconds", 0)}
+`;
+
+/** The status of a call and how long it took, its body read. */
+async function timed(
+  response: Promise<Response>,
+): Promise<{ status: number; ms: number; body: Record<string, unknown> }> {
+  const t0 = Date.now();
+  const res = await response;
+  const text = await res.text();
+  return {
+    status: res.status,
+    ms: Date.now() - t0,
+    body: res.headers.get("content-type")?.startsWith("application/json")
+      ? JSON.parse(text)
+      : { text },
+  };
+}
+
+Deno.test("Gateway: models[].timeout is the default of its model's calls, above or below limits.requestTimeout; ?timeout= only lowers it", async () => {
+  await using gw = await startGateway({
+    limits: { requestTimeout: 400, shutdownGrace: 2000 },
+    models: [
+      { name: "tight", file: "slow.py", timeout: 150 },
+      { name: "image", file: "slow.py", timeout: 10_000 },
+      { name: "plain", file: "slow.py" },
+      { name: "echo", file: "echo.py" },
+    ],
+  });
+  // The direct execute path (no query string).
+  let r = await timed(
+    gw.fetch("/v1/models/tight/execute", post({ seconds: 2 })),
+  );
+  assert.equal(r.status, 504);
+  assert.equal((r.body.error as { type: string }).type, "TimeoutError");
+  assert.ok(r.ms < 1500, `504 after ${r.ms} ms`);
+  // Other models: unaffected.
+  r = await timed(gw.fetch("/v1/models/echo/execute", post({ x: 1 })));
+  assert.equal(r.status, 200);
+  r = await timed(gw.fetch("/v1/models/plain/execute", post({ seconds: 0.1 })));
+  assert.equal(r.status, 200);
+  // Longer than the gateway's 400 ms, within the model's own 10 s.
+  r = await timed(gw.fetch("/v1/models/image/execute", post({ seconds: 0.8 })));
+  assert.deepEqual([r.status, r.body], [200, { slept: 0.8 }]);
+  // The gateway's 400 ms for a model without one.
+  r = await timed(gw.fetch("/v1/models/plain/execute", post({ seconds: 2 })));
+  assert.equal(r.status, 504);
+  // ?timeout= (the routed path) lowers the model's...
+  r = await timed(
+    gw.fetch("/v1/models/image/execute?timeout=150", post({ seconds: 2 })),
+  );
+  assert.equal(r.status, 504);
+  // ...and cannot raise it.
+  r = await timed(
+    gw.fetch("/v1/models/tight/execute?timeout=10000", post({ seconds: 2 })),
+  );
+  assert.equal(r.status, 504);
+  assert.ok(r.ms < 1500, `504 after ${r.ms} ms`);
+  // A stream: the model's timeout covers it, as the gateway's did.
+  r = await timed(gw.fetch("/v1/models/tight/stream", post({ seconds: 2 })));
+  assert.equal(r.status, 504);
+  r = await timed(gw.fetch("/v1/models/image/stream", post({ seconds: 0.8 })));
+  assert.equal(r.status, 200);
+  assert.match(r.body.text as string, /event: end/);
+  // What the routes show: the timeout a call gets, and where it comes from.
+  const one = await (await gw.fetch("/v1/models/tight")).json();
+  assert.deepEqual([one.timeout, one.timeoutSource], [150, "spec"]);
+  const { models } = await (await gw.fetch("/v1/models")).json();
+  const shown = Object.fromEntries(
+    (models as Array<{ name: string; timeout: number; timeoutSource: string }>)
+      .map((m) => [m.name, [m.timeout, m.timeoutSource]]),
+  );
+  assert.deepEqual(shown, {
+    tight: [150, "spec"],
+    image: [10_000, "spec"],
+    plain: [400, "default"],
+    echo: [400, "default"],
+  });
+  const status = await (await gw.fetch("/v1/status")).json();
+  assert.deepEqual(
+    status.models.map((m: { timeout: number }) => m.timeout),
+    [150, 10_000, 400, 400],
+  );
+  const doc = await (await gw.fetch("/openapi.json")).json();
+  assert.match(
+    doc.paths["/v1/models/image/execute"].post.description,
+    /Its calls time out after 10000 ms/,
+  );
+});
+
+Deno.test("Gateway: PUT's timeout beats the class's timeout_ms; an update changes it; it holds after a worker restart; a bad one is a 400", async () => {
+  await using gw = await startGateway(
+    { allowManage: true, models: [] },
+    { "declared.py": DECLARED },
+  );
+  let res = await gw.fetch("/v1/models/d", put({ file: "declared.py" }));
+  assert.equal(res.status, 201);
+  let { model } = await res.json();
+  assert.deepEqual([model.timeout, model.timeoutSource], [150, "class"]);
+  let r = await timed(gw.fetch("/v1/models/d/execute", post({ seconds: 2 })));
+  assert.equal(r.status, 504);
+  // The operator's over the author's.
+  res = await gw.fetch(
+    "/v1/models/d",
+    put({ file: "declared.py", timeout: 10_000 }),
+  );
+  assert.equal(res.status, 200);
+  ({ model } = await res.json());
+  assert.deepEqual([model.timeout, model.timeoutSource], [10_000, "spec"]);
+  r = await timed(gw.fetch("/v1/models/d/execute", post({ seconds: 0.5 })));
+  assert.equal(r.status, 200);
+  // Down again, then a restart of the worker: still the model's.
+  res = await gw.fetch("/v1/models/d", put({ file: "slow.py", timeout: 150 }));
+  assert.equal(res.status, 200);
+  await res.body?.cancel();
+  const worker = gw.pool.status().workers[0]!;
+  Deno.kill(worker.pid!, "SIGKILL");
+  await until(() => {
+    const w = gw.pool.status().workers[0]!;
+    return Promise.resolve(w.state === "ready" && w.pid !== worker.pid);
+  }, "the worker to restart");
+  r = await timed(gw.fetch("/v1/models/d/execute", post({ seconds: 2 })));
+  assert.equal(r.status, 504);
+  assert.ok(r.ms < 1500, `504 after ${r.ms} ms`);
+  // Without one, the gateway's default (30 s) is shown.
+  res = await gw.fetch("/v1/models/d", put({ file: "slow.py" }));
+  ({ model } = await res.json());
+  assert.deepEqual([model.timeout, model.timeoutSource], [30_000, "default"]);
+  for (const timeout of [0, -5, 1.5, "100", 2 ** 31, null]) {
+    res = await gw.fetch("/v1/models/d", put({ file: "slow.py", timeout }));
+    assert.equal(res.status, 400, String(timeout));
+    const { error } = await res.json();
+    assert.equal(error.type, "ValidationError");
+    assert.ok(
+      error.message.startsWith(
+        "Cannot load model 'd': timeout: expected an integer number of ms from 1 to 2147483647",
+      ),
+      error.message,
+    );
+  }
+  // Still the last good one.
+  const one = await (await gw.fetch("/v1/models/d")).json();
+  assert.equal(one.timeoutSource, "default");
+});

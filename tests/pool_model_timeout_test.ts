@@ -1,0 +1,202 @@
+import assert from "node:assert/strict";
+import { Pool, type PoolOptions } from "../src/pool.ts";
+import { ConfigError, TimeoutError } from "../src/errors.ts";
+import { modelsDir, poolOptions, readyAgain } from "./_pool_harness.ts";
+
+function opts(dir: string, extra: PoolOptions = {}): PoolOptions {
+  return { workers: 1, modelsDir: dir, handleSignals: false, ...extra };
+}
+
+/** Sleeps msg["ms"]; its author says its calls may take 150 ms. */
+const DECLARED = `
+import time
+class Declared:
+    timeout_ms = 150
+    def execute(self, msg):
+        time.sleep(msg.get("ms", 0) / 1000.0)
+        return {"ok": True}
+`;
+
+/** A batching model that sleeps the longest msg["ms"] of its batch. */
+const BATCHED = `
+import time
+class Batched:
+    batch_size = 4
+    batch_delay_ms = 0
+    timeout_ms = 150
+    def execute_batch(self, msgs):
+        time.sleep(max(m.get("ms", 0) for m in msgs) / 1000.0)
+        return [{"ok": True} for m in msgs]
+`;
+
+/** A stream of n items, msg["ms"] apart. */
+const TICKER = `
+import time
+class Ticker:
+    def execute(self, msg):
+        for i in range(msg.get("n", 3)):
+            time.sleep(msg.get("ms", 0) / 1000.0)
+            yield i
+`;
+
+Deno.test("Pool: a model's timeout is the default of its calls, above or below the pool's requestTimeout; other models keep the pool's", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(
+    opts(dir.path, { requestTimeout: 150 }),
+  );
+  await pool.addModel("image", { file: "slow.py", timeout: 10_000 });
+  await pool.addModel("tight", { file: "slow.py", timeout: 100 });
+  await pool.addModel("plain", { file: "slow.py" });
+  // Longer than the pool's 150 ms, within the model's own 10 s.
+  assert.equal(
+    (await pool.execute<{ i: number }>("image", { ms: 400, i: 1 })).i,
+    1,
+  );
+  // The model's 100 ms, not the pool's.
+  const t0 = Date.now();
+  await assert.rejects(pool.execute("tight", { ms: 1000 }), TimeoutError);
+  assert.ok(Date.now() - t0 < 1000, `gave up after ${Date.now() - t0} ms`);
+  // A model without one: the pool's.
+  await assert.rejects(pool.execute("plain", { ms: 1000 }), TimeoutError);
+  assert.equal((await pool.execute<{ i: number }>("plain", { i: 2 })).i, 2);
+  assert.deepEqual(
+    pool.status().models.map((m) => [m.name, m.timeout]),
+    [["image", 10_000], ["tight", 100], ["plain", undefined]],
+  );
+  // Host-only: the spec keeps it, the server never saw it.
+  assert.equal(pool.status().models[0]!.spec.timeout, 10_000);
+});
+
+Deno.test("Pool: a call's timeout beats the spec's, which beats the class's timeout_ms, which beats the pool's", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(
+    opts(dir.path, { requestTimeout: 10_000 }),
+  );
+  const desc = await pool.addModel("declared", { source: DECLARED });
+  assert.equal((desc as { timeoutMs?: number }).timeoutMs, 150);
+  assert.equal(pool.status().models[0]!.timeout, 150);
+  // The class's 150 ms, not the pool's 10 s.
+  await assert.rejects(pool.execute("declared", { ms: 1000 }), TimeoutError);
+  // The call's own, either way.
+  assert.deepEqual(
+    await pool.execute("declared", { ms: 400 }, { timeout: 10_000 }),
+    { ok: true },
+  );
+  // The spec's over the class's.
+  await pool.updateModel("declared", { source: DECLARED, timeout: 10_000 });
+  assert.deepEqual(await pool.execute("declared", { ms: 400 }), { ok: true });
+  await assert.rejects(
+    pool.execute("declared", { ms: 1000 }, { timeout: 100 }),
+    TimeoutError,
+  );
+  // Infinity: none for this model, whatever the pool's.
+  await pool.updateModel("declared", { source: DECLARED, timeout: Infinity });
+  assert.equal(pool.status().models[0]!.timeout, Infinity);
+});
+
+Deno.test("Pool: updateModel changes a model's timeout for later calls; a call in flight keeps its own", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(opts(dir.path, { workers: 2 }));
+  await pool.addModel("m", { file: "slow.py", timeout: 10_000 });
+  const inFlight = pool.execute<{ i: number }>("m", { ms: 600, i: 7 });
+  await pool.updateModel("m", { file: "slow.py", timeout: 100 });
+  await assert.rejects(pool.execute("m", { ms: 1000 }), TimeoutError);
+  assert.equal((await inFlight).i, 7);
+  // An update without a timeout drops it (the spec is replaced whole).
+  await pool.updateModel("m", { file: "slow.py" });
+  assert.equal(pool.status().models[0]!.timeout, undefined);
+  assert.equal(
+    (await pool.execute<{ i: number }>("m", { ms: 300, i: 8 })).i,
+    8,
+  );
+  // Removed, then added again without one: nothing left over.
+  await pool.updateModel("m", { file: "slow.py", timeout: 100 });
+  await pool.removeModel("m");
+  await pool.addModel("m", { file: "slow.py" });
+  assert.equal(
+    (await pool.execute<{ i: number }>("m", { ms: 300, i: 9 })).i,
+    9,
+  );
+});
+
+Deno.test("Pool: a model's timeout holds after its worker restarts", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(poolOptions(dir.path, { workers: 1 }));
+  await pool.addModel("declared", { source: DECLARED });
+  await pool.addModel("spec", { file: "slow.py", timeout: 100 });
+  const back = readyAgain(pool, "w1");
+  pool.killWorker("w1");
+  await back;
+  await assert.rejects(pool.execute("declared", { ms: 1000 }), TimeoutError);
+  await assert.rejects(pool.execute("spec", { ms: 1000 }), TimeoutError);
+  assert.deepEqual(pool.status().models.map((m) => m.timeout), [150, 100]);
+});
+
+Deno.test("Pool: each call of a batching model gets the model's timeout, or its own", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(opts(dir.path));
+  await pool.addModel("b", { source: BATCHED });
+  // The first goes at once; the second waits behind it with its own.
+  const t0 = Date.now();
+  const [first, second] = await Promise.allSettled([
+    pool.execute("b", { ms: 1000 }),
+    pool.execute("b", { ms: 400 }, { timeout: 10_000 }),
+  ]);
+  assert.ok(
+    first.status === "rejected" && first.reason instanceof TimeoutError,
+  );
+  assert.deepEqual(second, { status: "fulfilled", value: { ok: true } });
+  // The model's 150 ms gave up the first: the second did not wait 2 s.
+  assert.ok(Date.now() - t0 < 1500, `took ${Date.now() - t0} ms`);
+  // The spec's, over the class's.
+  await pool.updateModel("b", { source: BATCHED, timeout: 10_000 });
+  assert.deepEqual(await pool.execute("b", { ms: 400 }), { ok: true });
+});
+
+Deno.test("Pool: executeStream without a timeout gets the model's", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(opts(dir.path));
+  await pool.addModel("ticker", { source: TICKER, timeout: 300 });
+  const items: number[] = [];
+  await assert.rejects(
+    (async () => {
+      for await (
+        const i of pool.executeStream<number>("ticker", { n: 100, ms: 100 })
+      ) items.push(i);
+    })(),
+    TimeoutError,
+  );
+  assert.ok(items.length < 10, `${items.length} items`);
+  const all: number[] = [];
+  for await (
+    const i of pool.executeStream<number>("ticker", { n: 4, ms: 100 }, {
+      timeout: 10_000,
+    })
+  ) all.push(i);
+  assert.deepEqual(all, [0, 1, 2, 3]);
+});
+
+Deno.test("Pool: a model timeout it cannot mean is refused with ConfigError, nothing loaded", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(opts(dir.path));
+  for (const timeout of [0, -1, 1.5, 2 ** 31, NaN, "100"]) {
+    await assert.rejects(
+      pool.addModel("m", {
+        file: "slow.py",
+        timeout: timeout as number,
+      }),
+      (err: Error) =>
+        err instanceof ConfigError &&
+        err.message.startsWith(
+          "Cannot add model 'm': timeout: expected an integer number of ms from 1 to 2147483647, or Infinity for none, got ",
+        ),
+    );
+  }
+  assert.deepEqual(pool.status().models, []);
+  await pool.addModel("m", { file: "slow.py", timeout: 2 ** 31 - 1 });
+  await assert.rejects(
+    pool.updateModel("m", { file: "slow.py", timeout: 0 }),
+    ConfigError,
+  );
+  assert.equal(pool.status().models[0]!.timeout, 2 ** 31 - 1);
+});
