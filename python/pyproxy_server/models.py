@@ -684,7 +684,9 @@ class ModelRegistry:
             sys.modules.pop(module_name, None)
             raise ModelLoadError(
                 "Cannot load model %r: %s: %s%s"
-                % (name, type(exc).__name__, exc, _where(exc, filename, file if file is not None else filename, self.root)),
+                % (name, type(exc).__name__, exc,
+                   _where(exc, filename, file if file is not None else filename, self.root)
+                   + _import_hint(exc, filename, self.root)),
                 exception=type(exc).__name__,
                 traceback=format_user_traceback(exc, os.path.dirname(__file__)),
             )
@@ -810,6 +812,35 @@ def _package_of(root, path):
         if not part.isidentifier() or not os.path.isfile(os.path.join(directory, "__init__.py")):
             return None
     return ".".join(parts)
+
+
+def _import_hint(exc, path, root):
+    """What to do about an ``ImportError`` of a model file in a subdirectory
+    of ``root`` that imports a module beside it (as a TorchServe handler
+    imports the extra files of its archive, whose directory is on its
+    ``sys.path``): only ``root`` is on ``sys.path`` here. ``""`` otherwise."""
+    if not isinstance(exc, ImportError) or not os.path.isabs(path):
+        return ""
+    here = os.path.dirname(path)
+    rel = os.path.relpath(here, os.path.realpath(root))
+    if rel == "." or rel.startswith(".."):
+        return ""
+    package = _package_of(root, path)
+    make_package = "" if package is not None else "add an __init__.py to %s/ and " % rel
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        top = exc.name.split(".")[0]
+        if os.path.isfile(os.path.join(here, top + ".py")) or os.path.isdir(os.path.join(here, top)):
+            return (
+                "; %s is beside the model file, but only the models directory is on sys.path:"
+                " %simport it relatively (from . import %s), or move it to the models directory"
+                % (top, make_package, top)
+            )
+    elif package is None and "no known parent package" in str(exc):
+        return (
+            "; a relative import needs the model's directory to be a package:"
+            " add an __init__.py to %s/ (and to every directory between it and the models directory)" % rel
+        )
+    return ""
 
 
 # Names listed in a "not loaded" message at most; a typo is looked for among

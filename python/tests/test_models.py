@@ -169,6 +169,52 @@ class ModelRegistryTest(unittest.TestCase):
             "Cannot load model 'm': KeyError: 'k' (<model m>, line 2)",
         )
 
+    def test_a_model_in_a_subdirectory_importing_a_module_beside_it_is_told_how(self):
+        # A TorchServe handler imports the extra files of its archive by
+        # name (their directory is on its sys.path); here only the root is.
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        os.makedirs(os.path.join(tmp, "textclf", "nested"))
+        files = {
+            "textclf/text_utils.py": "def tokens(text):\n    return text.split()\n",
+            "textclf/handler.py": "import text_utils\nclass Model:\n    def execute(self, msg):\n        return 1\n",
+            "textclf/relative.py": "from . import text_utils\nclass Model:\n    def execute(self, msg):\n        return 1\n",
+            "textclf/other.py": "import no_such_module_here\n",
+            "top.py": "import text_utils\n",
+        }
+        for rel, text in files.items():
+            with open(os.path.join(tmp, rel), "w") as f:
+                f.write(text)
+        registry = ModelRegistry(tmp)
+
+        def message(file):
+            with self.assertRaises(ModelLoadError) as caught:
+                registry.add("m", {"file": file})
+            return str(caught.exception)
+
+        self.assertEqual(
+            message("textclf/handler.py"),
+            "Cannot load model 'm': ModuleNotFoundError: No module named 'text_utils' (textclf/handler.py, line 1);"
+            " text_utils is beside the model file, but only the models directory is on sys.path:"
+            " add an __init__.py to textclf/ and import it relatively (from . import text_utils),"
+            " or move it to the models directory",
+        )
+        self.assertEqual(
+            message("textclf/relative.py"),
+            "Cannot load model 'm': ImportError: attempted relative import with no known parent package"
+            " (textclf/relative.py, line 1); a relative import needs the model's directory to be a package:"
+            " add an __init__.py to textclf/ (and to every directory between it and the models directory)",
+        )
+        # Nothing to add: a module that is nowhere, and a model in the root.
+        self.assertTrue(message("textclf/other.py").endswith("(textclf/other.py, line 1)"))
+        self.assertTrue(message("top.py").endswith("(top.py, line 1)"))
+        # With the package there, only the import is left to change.
+        with open(os.path.join(tmp, "textclf", "__init__.py"), "w"):
+            pass
+        self.assertTrue(message("textclf/handler.py").endswith(
+            " but only the models directory is on sys.path: import it relatively (from . import text_utils),"
+            " or move it to the models directory"))
+
     def test_no_model_class_or_several_say_what_to_do(self):
         def message(source):
             with self.assertRaises(ModelLoadError) as caught:

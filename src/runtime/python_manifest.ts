@@ -148,9 +148,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 40230,
+      size: 41771,
       sha256:
-        "232a59a66ca7673eb8024c8293cf148f269bc546b430d9d6ec3a851853890412",
+        "148df6b02eae04eef253e1721e8b0294a6ce1783cfc0c4402afefbdfd48c5783",
     },
     {
       path: "pyproxy_server/server.py",
