@@ -29,7 +29,8 @@ model threaded for good, as does an inline call slower than
 inline, never demoted for time; host calls then fail) or
 ``threaded = True`` (never inline).
 
-Batching: a class with ``batch_size = N`` (1 to ``MAX_BATCH_SIZE``) and
+Batching: a class with ``batch_size = N`` (1 to ``MAX_BATCH_SIZE``; or an
+instance whose ``__init__`` sets ``self.batch_size``) and
 ``execute_batch(self, msgs)`` gets up to N messages at once (the host
 gathers the calls that arrive within ``batch_delay_ms``, default
 ``DEFAULT_BATCH_DELAY_MS``) through ``executeBatch``, and returns one result
@@ -384,9 +385,14 @@ class ModelEntry:
 
 
 def _batch_settings(cls, instance):
-    """``(batch_size, batch_delay_ms)`` of a class, or ``(None, None)`` when it
-    does not batch; a ModelLoadError for values it cannot mean."""
-    size = getattr(cls, "batch_size", None)
+    """``(batch_size, batch_delay_ms)`` of a model, or ``(None, None)`` when it
+    does not batch; a ModelLoadError for values it cannot mean.
+
+    Read from the instance, so that ``__init__`` may set them from the
+    model's options (``self.batch_size = options.get("batch_size", 8)``, as
+    TorchServe takes ``batch_size`` from a model's configuration); class
+    attributes are what it finds otherwise."""
+    size = getattr(instance, "batch_size", None)
     if size is None:
         return None, None
     name = cls.__name__
@@ -395,7 +401,7 @@ def _batch_settings(cls, instance):
             "Cannot load model class %s: batch_size must be an integer from 1 to %d, got %r"
             % (name, ModelEntry.MAX_BATCH_SIZE, size)
         )
-    delay = getattr(cls, "batch_delay_ms", ModelEntry.DEFAULT_BATCH_DELAY_MS)
+    delay = getattr(instance, "batch_delay_ms", ModelEntry.DEFAULT_BATCH_DELAY_MS)
     if (type(delay) not in (int, float) or not 0 <= delay <= ModelEntry.MAX_BATCH_DELAY_MS):
         raise ModelLoadError(
             "Cannot load model class %s: batch_delay_ms must be a number of milliseconds from 0 to %d, got %r"
@@ -672,9 +678,13 @@ class ModelRegistry:
             exec(code, module.__dict__)
             cls = _pick_class(module, class_name, name)
             instance = _construct(cls, options)
-            if not callable(getattr(instance, "execute", None)) and getattr(cls, "batch_size", None) is None:
+            if not callable(getattr(instance, "execute", None)) and getattr(instance, "batch_size", None) is None:
+                batches = callable(getattr(instance, "execute_batch", None))
                 raise ModelLoadError(
-                    "Cannot load model %r: class %s has no execute(msg) method" % (name, cls.__name__)
+                    "Cannot load model %r: class %s has no execute(msg) method%s" % (
+                        name, cls.__name__,
+                        " (it has execute_batch(msgs): set batch_size, on the class or in __init__,"
+                        " for it to get batches)" if batches else "")
                 )
             return cls, instance
         except ModelLoadError:

@@ -554,8 +554,43 @@ class BatchTest(unittest.TestCase):
                 registry.add("b", {"source": source})
         with self.assertRaisesRegex(ModelLoadError, "batch_size is set but it has no execute_batch"):
             registry.add("b", {"source": "class M:\n    batch_size = 2\n    def execute(self, m):\n        return m\n"})
-        with self.assertRaisesRegex(ModelLoadError, "has no execute"):
+        with self.assertRaises(ModelLoadError) as caught:
             registry.add("b", {"source": "class M:\n    def execute_batch(self, msgs):\n        return msgs\n"})
+        self.assertEqual(
+            str(caught.exception),
+            "Cannot load model 'b': class M has no execute(msg) method (it has execute_batch(msgs):"
+            " set batch_size, on the class or in __init__, for it to get batches)",
+        )
+        # Set in __init__, the same values are checked the same way.
+        with self.assertRaisesRegex(ModelLoadError, "batch_size must be an integer from 1 to 1024, got 0"):
+            registry.add("b", {"source": (
+                "class M:\n    def __init__(self, options):\n        self.batch_size = options['n']\n"
+                "    def execute_batch(self, msgs):\n        return msgs\n"), "options": {"n": 0}})
+
+    def test_init_may_set_the_batch_settings_from_its_options(self):
+        # TorchServe takes batch_size and max_batch_delay from a model's
+        # configuration: a port reads them from its options.
+        registry = self.registry()
+        source = (
+            "class M:\n"
+            "    batch_size = 2\n"
+            "    def __init__(self, options):\n"
+            "        if 'batch_size' in options:\n"
+            "            self.batch_size = options['batch_size']\n"
+            "            self.batch_delay_ms = options['max_batch_delay']\n"
+            "    def execute_batch(self, msgs):\n"
+            "        return [len(msgs)] * len(msgs)\n"
+        )
+        desc = registry.add("b", {"source": source, "options": {"batch_size": 8, "max_batch_delay": 50}})
+        self.assertEqual(desc["batch"], {"size": 8, "delayMs": 50})
+        self.assertEqual(registry.get("b").run_batch([1] * 8), [8] * 8)
+        # Without them, the class's.
+        self.assertEqual(registry.add("c", {"source": source})["batch"], {"size": 2, "delayMs": 10})
+        # Only in __init__, with no execute at all.
+        only = "class M:\n    def __init__(self, options):\n        self.batch_size = 4\n" \
+               "    def execute_batch(self, msgs):\n        return msgs\n"
+        self.assertEqual(registry.add("d", {"source": only})["batch"], {"size": 4, "delayMs": 10})
+        self.assertEqual(registry.get("d").run(7), 7)
 
     def test_a_wrong_number_of_results_is_an_error_naming_both_counts(self):
         registry = self.registry()

@@ -148,9 +148,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 41771,
+      size: 42386,
       sha256:
-        "148df6b02eae04eef253e1721e8b0294a6ce1783cfc0c4402afefbdfd48c5783",
+        "f0b7471e31cedebded7275b7ec8d103e9b81053ae16df2bfbf37f329d5500b54",
     },
     {
       path: "pyproxy_server/server.py",
