@@ -49,6 +49,27 @@ async function extract(): Promise<string & AsyncDisposable> {
   });
 }
 
+/** The page's shutdownCall("risk", "shutdown") plugin, keeping the answers. */
+function shutdownCall(): { plugin: Plugin; answers: unknown[] } {
+  const sessions = new Set<Session>();
+  const answers: unknown[] = [];
+  const plugin: Plugin = {
+    name: "shutdown-call-risk",
+    onSessionOpen: ({ session }) => void sessions.add(session),
+    onSessionClose: ({ session }) => void sessions.delete(session),
+    onPoolClose: async () => {
+      answers.push(
+        ...await Promise.all(
+          [...sessions].map((s) =>
+            s.execute("risk", "shutdown", { timeout: 5000 })
+          ),
+        ),
+      );
+    },
+  };
+  return { plugin, answers };
+}
+
 const post = (body: string, type?: string): RequestInit => ({
   method: "POST",
   body,
@@ -88,23 +109,7 @@ Deno.test("docs/migrating.md marks the files of its ports, and every Python bloc
 
 Deno.test("docs/migrating.md: the FastAPI port answers in a library pool, and the shutdown call reaches every worker", async () => {
   await using dir = await extract();
-  // The page's shutdownCall plugin, keeping the answers.
-  const sessions = new Set<Session>();
-  const answers: unknown[] = [];
-  const shutdown: Plugin = {
-    name: "shutdown-call-risk",
-    onSessionOpen: ({ session }) => void sessions.add(session),
-    onSessionClose: ({ session }) => void sessions.delete(session),
-    onPoolClose: async () => {
-      answers.push(
-        ...await Promise.all(
-          [...sessions].map((s) =>
-            s.execute("risk", "shutdown", { timeout: 5000 })
-          ),
-        ),
-      );
-    },
-  };
+  const { plugin: shutdown, answers } = shutdownCall();
   {
     await using pool = await Pool.start({
       workers: 2,
@@ -138,21 +143,34 @@ Deno.test("docs/migrating.md: the FastAPI port answers in a library pool, and th
   assert.deepEqual(answers, [null, null]);
 });
 
-Deno.test("docs/migrating.md: the FastAPI port behind the gateway answers as the page shows", async () => {
+Deno.test("docs/migrating.md: the FastAPI port behind the gateway answers as the page shows, and its drain makes the shutdown call", async () => {
   await using dir = await extract();
-  await using server = await serve(
+  const { plugin, answers } = shutdownCall();
+  const server = await serve(
     await loadConfig({
-      cli: { port: 0, workers: 1, modelsDir: `${dir}/models` },
+      cli: { port: 0, workers: 2, modelsDir: `${dir}/models` },
     }),
+    { plugins: [plugin] },
   );
+  try {
+    await gatewayAnswers(server.url);
+  } finally {
+    await server.shutdown();
+  }
+  // The drain closed the pool with both workers still running.
+  assert.deepEqual(answers, [null, null]);
+});
+
+/** The page's curl calls, and an old client's /health. */
+async function gatewayAnswers(url: string): Promise<void> {
   const ok = await fetch(
-    `${server.url}/v1/models/risk/execute`,
+    `${url}/v1/models/risk/execute`,
     post('{"income": 30000, "debt": 20000, "age": 30}'),
   );
   assert.equal(ok.status, 200);
   assert.equal((await ok.json()).label, "review");
   const bad = await fetch(
-    `${server.url}/v1/models/risk/execute`,
+    `${url}/v1/models/risk/execute`,
     post('{"income": "a lot"}'),
   );
   assert.equal(bad.status, 400);
@@ -164,19 +182,19 @@ Deno.test("docs/migrating.md: the FastAPI port behind the gateway answers as the
   );
   // Only the host can send the shutdown message: not an object, refused.
   const notObject = await fetch(
-    `${server.url}/v1/models/risk/execute`,
+    `${url}/v1/models/risk/execute`,
     post('"shutdown"'),
   );
   assert.equal(notObject.status, 400);
   assert.equal((await notObject.json()).error.type, "ValidationError");
   assert.equal(
-    (await (await fetch(`${server.url}/healthz`)).json()).status,
+    (await (await fetch(`${url}/healthz`)).json()).status,
     "ok",
   );
-  const health = await fetch(`${server.url}/health`);
+  const health = await fetch(`${url}/health`);
   assert.equal(health.status, 404);
   assert.match((await health.json()).error.message, /GET \/healthz/);
-});
+}
 
 Deno.test("docs/migrating.md: the TorchServe port serves its config, batches from its options, and tells old clients what changed", async () => {
   await using dir = await extract();
