@@ -2,6 +2,7 @@
  * The TypeScript in the docs type-checks against the code: README.md and
  * docs/*.md code blocks (`ts ignore` blocks excepted), as a reader would
  * paste them. A renamed option or export fails here, not in a user's editor.
+ * (docs/migrating.md's ported Python files also run: migrating_doc_test.ts.)
  */
 import assert from "node:assert/strict";
 

@@ -260,6 +260,71 @@ Deno.test("createGateway hints at /execute and /v1 when a path misses them", asy
   });
 });
 
+Deno.test("createGateway names its own route when a migrated client asks TorchServe's or a sidecar's", async () => {
+  await using gw = await startGateway();
+  for (
+    const [method, path, hint] of [
+      [
+        "POST",
+        "/predictions/echo",
+        "(to run a model: POST /v1/models/echo/execute; docs/migrating.md)",
+      ],
+      [
+        "POST",
+        "/predictions/echo/2.0",
+        "(to run a model: POST /v1/models/echo/execute; docs/migrating.md)",
+      ],
+      ["GET", "/ping", "(the health check is GET /healthz; docs/migrating.md)"],
+      [
+        "GET",
+        "/health",
+        "(the health check is GET /healthz; docs/migrating.md)",
+      ],
+    ] as const
+  ) {
+    const res = await gw.fetch(path, {
+      method,
+      ...(method === "POST" ? { body: "{}" } : {}),
+    });
+    assert.equal(res.status, 404, path);
+    assert.deepEqual((await res.json()).error, {
+      type: "NotFound",
+      message: `Cannot find route ${method} ${path} ${hint}`,
+    });
+  }
+  // Anything else stays a bare 404.
+  const other = await gw.fetch("/predict", post("{}"));
+  assert.equal(
+    (await other.json()).error.message,
+    "Cannot find route POST /predict",
+  );
+});
+
+Deno.test("createGateway tells a client that posts text or an image as it is (TorchServe's way) that bodies are JSON, and how to send them", async () => {
+  await using gw = await startGateway();
+  const note = (type: string) =>
+    ` (the gateway reads JSON bodies only, not ${type}: send text as a JSON string, or in an object such as {"text": "..."}, and binary data (an image) base64-encoded in a string)`;
+  for (
+    const [path, body, type] of [
+      ["/v1/models/echo/execute", "great movie", "text/plain"], // the app's direct path
+      ["/v1/models/echo/execute?key=k", "great movie", "text/plain"], // the router's
+      ["/v1/models/echo/stream", "great movie", "text/plain"],
+      ["/v1/models/echo/execute", "\x89PNG\r\n\x1a\n", "image/png"],
+    ] as const
+  ) {
+    const res = await gw.fetch(path, {
+      method: "POST",
+      body,
+      headers: { "content-type": type },
+    });
+    assert.equal(res.status, 400, `${path} ${type}`);
+    const { error } = await res.json();
+    assert.equal(error.type, "InvalidJson");
+    assert.match(error.message, /^Cannot parse request body as JSON: /);
+    assert.ok(error.message.endsWith(note(type)), error.message);
+  }
+});
+
 Deno.test("createGateway answers 408 to a request whose body does not arrive within the request timeout, on every route that reads one, and frees its slot", async () => {
   const timeout = 1000;
   await using gw = await startGateway({
@@ -381,6 +446,8 @@ Deno.test("POST /v1/eval tells a client that sends plain code or no code what th
     error.message,
     /^Cannot parse request body as JSON: .* \(send \{"code": "<Python code>"\}\)$/,
   );
+  // Its own hint only, not the general one for text and images.
+  assert.doesNotMatch(error.message, /JSON bodies only/);
   const typo = await gw.fetch("/v1/eval", post('{"cod": "1"}'));
   assert.equal(typo.status, 400);
   const body = await typo.json();

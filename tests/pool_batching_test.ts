@@ -56,6 +56,46 @@ Deno.test("Pool gathers the calls of a batching model into execute_batch calls; 
   assert.equal(sizes.at(-1), 1);
 });
 
+Deno.test("Pool batching: a model's __init__ may set batch_size and batch_delay_ms from its options, and an update changes them", async () => {
+  // As TorchServe takes batch_size and max_batch_delay from a model's
+  // configuration. Before, set on the instance they were ignored: the model
+  // did not batch (or, without execute, did not load).
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(opts(dir.path));
+  const source = `
+import time
+class Model:
+    def __init__(self, options):
+        self.batch_size = options["batch_size"]
+        self.batch_delay_ms = options["max_batch_delay"]
+    def execute_batch(self, msgs):
+        time.sleep(0.05)
+        return [len(msgs)] * len(msgs)
+`;
+  const desc = await pool.addModel("clf", {
+    source,
+    options: { batch_size: 3, max_batch_delay: 50 },
+  });
+  assert.deepEqual((desc as { batch: unknown }).batch, {
+    size: 3,
+    delayMs: 50,
+  });
+  const sizes = async () =>
+    (await Promise.all(
+      Array.from(
+        { length: 7 },
+        () => pool.execute("clf", {}) as Promise<number>,
+      ),
+    )).sort((a, b) => a - b);
+  // The first goes alone (the model is idle), the 6 others in batches of 3.
+  assert.deepEqual(await sizes(), [1, 3, 3, 3, 3, 3, 3]);
+  await pool.updateModel("clf", {
+    source,
+    options: { batch_size: 6, max_batch_delay: 50 },
+  });
+  assert.deepEqual(await sizes(), [1, 6, 6, 6, 6, 6, 6]);
+});
+
 Deno.test("Pool batching: an exception instance fails its own call; an exception raised fails the batch", async () => {
   await using dir = await modelsDir();
   await using pool = await Pool.start(opts(dir.path));

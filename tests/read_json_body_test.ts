@@ -83,6 +83,47 @@ Deno.test("readJsonBody gives 400 InvalidJson for a body that is not JSON, white
   }
 });
 
+Deno.test("readJsonBody says JSON only, and how to send text or an image, for a body that does not start like JSON", async () => {
+  const typed = (body: BodyInit, type: string) =>
+    new Request(URL_, {
+      method: "POST",
+      body,
+      headers: { "content-type": type },
+    });
+  const png = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  for (
+    const [req, given] of [
+      [typed("great movie", "text/plain;charset=UTF-8"), ", not text/plain"],
+      [typed(png, "image/png"), ", not image/png"],
+      [
+        typed("a=1&b=2", "application/x-www-form-urlencoded"),
+        ", not application/x-www-form-urlencoded",
+      ],
+      [typed("great", "application/json"), ""],
+      [streamed("  great"), ""],
+    ] as const
+  ) {
+    const got = await refusal(readJsonBody(req, 100));
+    assert.equal(got.status, 400, given);
+    assert.equal(got.type, "InvalidJson", given);
+    assert.ok(
+      got.message.endsWith(
+        ` (the gateway reads JSON bodies only${given}: send text as a JSON string, or in an object such as {"text": "..."}, and binary data (an image) base64-encoded in a string)`,
+      ),
+      got.message,
+    );
+  }
+  // A body that starts like JSON has a slip in it: the parser's message is
+  // the help there. Nor does a blank body get the note.
+  for (const body of ["{nope", '["a",]', "tru", "   ", "\n"]) {
+    const got = await refusal(
+      readJsonBody(typed(body, "text/plain;charset=UTF-8"), 100),
+    );
+    assert.equal(got.type, "InvalidJson", body);
+    assert.doesNotMatch(got.message, /JSON bodies only/, body);
+  }
+});
+
 Deno.test("readJsonBody refuses a body after a byte order mark alike, declared or streamed", async () => {
   for (
     const req of [declared('\uFEFF{"a":1}'), streamed("\uFEFF", '{"a":1}')]

@@ -29,7 +29,8 @@ model threaded for good, as does an inline call slower than
 inline, never demoted for time; host calls then fail) or
 ``threaded = True`` (never inline).
 
-Batching: a class with ``batch_size = N`` (1 to ``MAX_BATCH_SIZE``) and
+Batching: a class with ``batch_size = N`` (1 to ``MAX_BATCH_SIZE``; or an
+instance whose ``__init__`` sets ``self.batch_size``) and
 ``execute_batch(self, msgs)`` gets up to N messages at once (the host
 gathers the calls that arrive within ``batch_delay_ms``, default
 ``DEFAULT_BATCH_DELAY_MS``) through ``executeBatch``, and returns one result
@@ -409,9 +410,14 @@ def _timeout_setting(cls):
 
 
 def _batch_settings(cls, instance):
-    """``(batch_size, batch_delay_ms)`` of a class, or ``(None, None)`` when it
-    does not batch; a ModelLoadError for values it cannot mean."""
-    size = getattr(cls, "batch_size", None)
+    """``(batch_size, batch_delay_ms)`` of a model, or ``(None, None)`` when it
+    does not batch; a ModelLoadError for values it cannot mean.
+
+    Read from the instance, so that ``__init__`` may set them from the
+    model's options (``self.batch_size = options.get("batch_size", 8)``, as
+    TorchServe takes ``batch_size`` from a model's configuration); class
+    attributes are what it finds otherwise."""
+    size = getattr(instance, "batch_size", None)
     if size is None:
         return None, None
     name = cls.__name__
@@ -420,7 +426,7 @@ def _batch_settings(cls, instance):
             "Cannot load model class %s: batch_size must be an integer from 1 to %d, got %r"
             % (name, ModelEntry.MAX_BATCH_SIZE, size)
         )
-    delay = getattr(cls, "batch_delay_ms", ModelEntry.DEFAULT_BATCH_DELAY_MS)
+    delay = getattr(instance, "batch_delay_ms", ModelEntry.DEFAULT_BATCH_DELAY_MS)
     if (type(delay) not in (int, float) or not 0 <= delay <= ModelEntry.MAX_BATCH_DELAY_MS):
         raise ModelLoadError(
             "Cannot load model class %s: batch_delay_ms must be a number of milliseconds from 0 to %d, got %r"
@@ -697,9 +703,13 @@ class ModelRegistry:
             exec(code, module.__dict__)
             cls = _pick_class(module, class_name, name)
             instance = _construct(cls, options)
-            if not callable(getattr(instance, "execute", None)) and getattr(cls, "batch_size", None) is None:
+            if not callable(getattr(instance, "execute", None)) and getattr(instance, "batch_size", None) is None:
+                batches = callable(getattr(instance, "execute_batch", None))
                 raise ModelLoadError(
-                    "Cannot load model %r: class %s has no execute(msg) method" % (name, cls.__name__)
+                    "Cannot load model %r: class %s has no execute(msg) method%s" % (
+                        name, cls.__name__,
+                        " (it has execute_batch(msgs): set batch_size, on the class or in __init__,"
+                        " for it to get batches)" if batches else "")
                 )
             return cls, instance
         except ModelLoadError:
@@ -709,7 +719,9 @@ class ModelRegistry:
             sys.modules.pop(module_name, None)
             raise ModelLoadError(
                 "Cannot load model %r: %s: %s%s"
-                % (name, type(exc).__name__, exc, _where(exc, filename, file if file is not None else filename, self.root)),
+                % (name, type(exc).__name__, exc,
+                   _where(exc, filename, file if file is not None else filename, self.root)
+                   + _import_hint(exc, filename, self.root)),
                 exception=type(exc).__name__,
                 traceback=format_user_traceback(exc, os.path.dirname(__file__)),
             )
@@ -835,6 +847,35 @@ def _package_of(root, path):
         if not part.isidentifier() or not os.path.isfile(os.path.join(directory, "__init__.py")):
             return None
     return ".".join(parts)
+
+
+def _import_hint(exc, path, root):
+    """What to do about an ``ImportError`` of a model file in a subdirectory
+    of ``root`` that imports a module beside it (as a TorchServe handler
+    imports the extra files of its archive, whose directory is on its
+    ``sys.path``): only ``root`` is on ``sys.path`` here. ``""`` otherwise."""
+    if not isinstance(exc, ImportError) or not os.path.isabs(path):
+        return ""
+    here = os.path.dirname(path)
+    rel = os.path.relpath(here, os.path.realpath(root))
+    if rel == "." or rel.startswith(".."):
+        return ""
+    package = _package_of(root, path)
+    make_package = "" if package is not None else "add an __init__.py to %s/ and " % rel
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        top = exc.name.split(".")[0]
+        if os.path.isfile(os.path.join(here, top + ".py")) or os.path.isdir(os.path.join(here, top)):
+            return (
+                "; %s is beside the model file, but only the models directory is on sys.path:"
+                " %simport it relatively (from . import %s), or move it to the models directory"
+                % (top, make_package, top)
+            )
+    elif package is None and "no known parent package" in str(exc):
+        return (
+            "; a relative import needs the model's directory to be a package:"
+            " add an __init__.py to %s/ (and to every directory between it and the models directory)" % rel
+        )
+    return ""
 
 
 # Names listed in a "not loaded" message at most; a typo is looked for among

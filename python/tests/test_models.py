@@ -169,6 +169,52 @@ class ModelRegistryTest(unittest.TestCase):
             "Cannot load model 'm': KeyError: 'k' (<model m>, line 2)",
         )
 
+    def test_a_model_in_a_subdirectory_importing_a_module_beside_it_is_told_how(self):
+        # A TorchServe handler imports the extra files of its archive by
+        # name (their directory is on its sys.path); here only the root is.
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        os.makedirs(os.path.join(tmp, "textclf", "nested"))
+        files = {
+            "textclf/text_utils.py": "def tokens(text):\n    return text.split()\n",
+            "textclf/handler.py": "import text_utils\nclass Model:\n    def execute(self, msg):\n        return 1\n",
+            "textclf/relative.py": "from . import text_utils\nclass Model:\n    def execute(self, msg):\n        return 1\n",
+            "textclf/other.py": "import no_such_module_here\n",
+            "top.py": "import text_utils\n",
+        }
+        for rel, text in files.items():
+            with open(os.path.join(tmp, rel), "w") as f:
+                f.write(text)
+        registry = ModelRegistry(tmp)
+
+        def message(file):
+            with self.assertRaises(ModelLoadError) as caught:
+                registry.add("m", {"file": file})
+            return str(caught.exception)
+
+        self.assertEqual(
+            message("textclf/handler.py"),
+            "Cannot load model 'm': ModuleNotFoundError: No module named 'text_utils' (textclf/handler.py, line 1);"
+            " text_utils is beside the model file, but only the models directory is on sys.path:"
+            " add an __init__.py to textclf/ and import it relatively (from . import text_utils),"
+            " or move it to the models directory",
+        )
+        self.assertEqual(
+            message("textclf/relative.py"),
+            "Cannot load model 'm': ImportError: attempted relative import with no known parent package"
+            " (textclf/relative.py, line 1); a relative import needs the model's directory to be a package:"
+            " add an __init__.py to textclf/ (and to every directory between it and the models directory)",
+        )
+        # Nothing to add: a module that is nowhere, and a model in the root.
+        self.assertTrue(message("textclf/other.py").endswith("(textclf/other.py, line 1)"))
+        self.assertTrue(message("top.py").endswith("(top.py, line 1)"))
+        # With the package there, only the import is left to change.
+        with open(os.path.join(tmp, "textclf", "__init__.py"), "w"):
+            pass
+        self.assertTrue(message("textclf/handler.py").endswith(
+            " but only the models directory is on sys.path: import it relatively (from . import text_utils),"
+            " or move it to the models directory"))
+
     def test_no_model_class_or_several_say_what_to_do(self):
         def message(source):
             with self.assertRaises(ModelLoadError) as caught:
@@ -508,8 +554,43 @@ class BatchTest(unittest.TestCase):
                 registry.add("b", {"source": source})
         with self.assertRaisesRegex(ModelLoadError, "batch_size is set but it has no execute_batch"):
             registry.add("b", {"source": "class M:\n    batch_size = 2\n    def execute(self, m):\n        return m\n"})
-        with self.assertRaisesRegex(ModelLoadError, "has no execute"):
+        with self.assertRaises(ModelLoadError) as caught:
             registry.add("b", {"source": "class M:\n    def execute_batch(self, msgs):\n        return msgs\n"})
+        self.assertEqual(
+            str(caught.exception),
+            "Cannot load model 'b': class M has no execute(msg) method (it has execute_batch(msgs):"
+            " set batch_size, on the class or in __init__, for it to get batches)",
+        )
+        # Set in __init__, the same values are checked the same way.
+        with self.assertRaisesRegex(ModelLoadError, "batch_size must be an integer from 1 to 1024, got 0"):
+            registry.add("b", {"source": (
+                "class M:\n    def __init__(self, options):\n        self.batch_size = options['n']\n"
+                "    def execute_batch(self, msgs):\n        return msgs\n"), "options": {"n": 0}})
+
+    def test_init_may_set_the_batch_settings_from_its_options(self):
+        # TorchServe takes batch_size and max_batch_delay from a model's
+        # configuration: a port reads them from its options.
+        registry = self.registry()
+        source = (
+            "class M:\n"
+            "    batch_size = 2\n"
+            "    def __init__(self, options):\n"
+            "        if 'batch_size' in options:\n"
+            "            self.batch_size = options['batch_size']\n"
+            "            self.batch_delay_ms = options['max_batch_delay']\n"
+            "    def execute_batch(self, msgs):\n"
+            "        return [len(msgs)] * len(msgs)\n"
+        )
+        desc = registry.add("b", {"source": source, "options": {"batch_size": 8, "max_batch_delay": 50}})
+        self.assertEqual(desc["batch"], {"size": 8, "delayMs": 50})
+        self.assertEqual(registry.get("b").run_batch([1] * 8), [8] * 8)
+        # Without them, the class's.
+        self.assertEqual(registry.add("c", {"source": source})["batch"], {"size": 2, "delayMs": 10})
+        # Only in __init__, with no execute at all.
+        only = "class M:\n    def __init__(self, options):\n        self.batch_size = 4\n" \
+               "    def execute_batch(self, msgs):\n        return msgs\n"
+        self.assertEqual(registry.add("d", {"source": only})["batch"], {"size": 4, "delayMs": 10})
+        self.assertEqual(registry.get("d").run(7), 7)
 
     def test_timeout_ms_is_described_and_checked(self):
         # The host applies it (docs/models.md, "Timeouts and cancellation"):

@@ -15,6 +15,7 @@ import { ChannelHub } from "./channels.ts";
 import { channelRoutes } from "./channel_routes.ts";
 import { dashboardCsp, dashboardHtml } from "./dashboard.ts";
 import { REQUEST_ID_HEADER } from "./error_response.ts";
+import { foreignRouteHint } from "./_foreign_route_hint.ts";
 import { routeError } from "./_route_error.ts";
 import { evalRoutes } from "./eval_routes.ts";
 import type { GatewayPool } from "./gateway_pool.ts";
@@ -468,7 +469,7 @@ export function createGateway(
   // A known path asked with another method is a 405 naming the allowed ones.
   const allowedMethods = methodsByPath(app);
   // The usual slips get a hint: a POST to a model without /execute, a path
-  // without its /v1.
+  // without its /v1, another server's route (a client being migrated).
   app.notFound((c) => {
     const { method, path } = c.req;
     const allow = allowedMethods(path);
@@ -490,13 +491,13 @@ export function createGateway(
         { allow: allow.join(", ") },
       );
     }
-    const v1 = allowedMethods(`/v1${path}`).length > 0
+    const hint = allowedMethods(`/v1${path}`).length > 0
       ? ` (did you mean /v1${path}?)`
-      : "";
+      : foreignRouteHint(path);
     return c.json({
       error: {
         type: "NotFound",
-        message: `Cannot find route ${method} ${path}${v1}`,
+        message: `Cannot find route ${method} ${path}${hint}`,
       },
     }, 404);
   });

@@ -13,7 +13,7 @@ import { clientRequestId } from "./model_routes.ts";
 import { routeError } from "./_route_error.ts";
 import { validBody } from "./_valid_body.ts";
 import type { GatewayAtom, GatewayOutputChunk } from "./gateway_pool.ts";
-import { readJsonBody } from "./read_json_body.ts";
+import { NOT_JSON_NOTE, readJsonBody } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
 import { type SseEvent, sseHead, sseResponse } from "./sse.ts";
 
@@ -205,7 +205,10 @@ export function evalRoutes(ctx: RouteContext): Hono {
         err instanceof HTTPException && err.status === 400 &&
         err.message.startsWith("Cannot parse request body as JSON")
       ) {
-        throw httpError(400, "InvalidJson", err.message + JSON_BODY_HINT);
+        // Its own hint instead of the general one (Python code posted as
+        // it is does not belong in a "text" field).
+        const message = err.message.split(NOT_JSON_NOTE)[0];
+        throw httpError(400, "InvalidJson", message + JSON_BODY_HINT);
       }
       throw err;
     }

@@ -134,8 +134,28 @@ function parseBody(
   try {
     return parseJson(text, options);
   } catch (err) {
-    throw invalidJson(err as Error, request);
+    throw invalidJson(err as Error, request, text);
   }
+}
+
+// What a JSON text may start with, after whitespace; and only whitespace.
+const JSON_START = /^[ \t\n\r]*[{["\-0-9tfn]/;
+const BLANK = /^[ \t\n\r]*$/;
+
+/**
+ * Starts the note added to the message of a body that does not even start
+ * like JSON (text or an image posted as it is, as TorchServe and many HTTP
+ * APIs take them): the parser's message alone ("Unexpected token 'g'")
+ * says neither that the gateway reads JSON only nor how to send such data.
+ * A route with a hint of its own (eval) cuts the message here.
+ */
+export const NOT_JSON_NOTE = " (the gateway reads JSON bodies only";
+
+function notJsonNote(text: string, request: Request): string {
+  if (JSON_START.test(text) || BLANK.test(text)) return "";
+  const type = request.headers.get("content-type")?.split(";")[0]?.trim();
+  const given = type && !/json/i.test(type) ? `, not ${type}` : "";
+  return `${NOT_JSON_NOTE}${given}: send text as a JSON string, or in an object such as {"text": "..."}, and binary data (an image) base64-encoded in a string)`;
 }
 
 /**
@@ -174,7 +194,7 @@ function incompleteBody(): Error {
  * gateway reads bodies as they are, and a compressed body is not bad JSON.
  * Looked at only once parsing failed: nothing on the path of a good body.
  */
-function invalidJson(err: Error, request: Request): Error {
+function invalidJson(err: Error, request: Request, text: string): Error {
   if (err instanceof InvalidRequestError) {
     return "digits" in (err.details as object)
       ? integerTooLong(err)
@@ -194,7 +214,7 @@ function invalidJson(err: Error, request: Request): Error {
   // The mark is invisible in the parser's message: say what it is.
   const message = err.message.includes("\uFEFF")
     ? "the body starts with a UTF-8 byte order mark (send the JSON without it)"
-    : err.message;
+    : err.message + notJsonNote(text, request);
   return httpError(
     400,
     "InvalidJson",

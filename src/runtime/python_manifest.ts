@@ -148,9 +148,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 41430,
+      size: 43586,
       sha256:
-        "e5f642f09c022ec27415b6822d71f8f83a2e0ac4f7f66dd75d8b1753b34e52b5",
+        "9b721a9894340919d3bb046d50fd24546ed2a6de2a493035a62d265e9b1fbeba",
     },
     {
       path: "pyproxy_server/server.py",

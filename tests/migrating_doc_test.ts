@@ -1,0 +1,271 @@
+/**
+ * docs/migrating.md's ported code runs as the page says: the files it marks
+ * with `<!-- file: <path> -->` are written to a directory and served by a
+ * real pool and a real gateway, and every Python block of the page (the code
+ * before the port too) parses. Its TypeScript blocks type-check with the
+ * other docs' (tests/docs_check_test.ts).
+ */
+import assert from "node:assert/strict";
+import {
+  loadConfig,
+  type Plugin,
+  Pool,
+  PythonError,
+  serve,
+  type Session,
+} from "../mod.ts";
+
+const PAGE = new URL("../docs/migrating.md", import.meta.url);
+const FENCE = /^```(\w*)[^\n]*\n([\s\S]*?)^```$/gm;
+
+interface Block {
+  lang: string;
+  text: string;
+  file?: string;
+}
+
+function blocks(markdown: string): Block[] {
+  const found: Block[] = [];
+  for (const m of markdown.matchAll(FENCE)) {
+    // The marker: the last non-blank line before the fence.
+    const before = markdown.slice(0, m.index).trimEnd().split("\n").at(-1);
+    const file = /^<!-- file: (\S+) -->$/.exec(before ?? "")?.[1];
+    found.push({ lang: m[1]!, text: m[2]!, ...(file ? { file } : {}) });
+  }
+  return found;
+}
+
+/** Writes the page's marked files into a fresh directory; returns it. */
+async function extract(): Promise<string & AsyncDisposable> {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-migrating-" });
+  for (const block of blocks(await Deno.readTextFile(PAGE))) {
+    if (block.file === undefined) continue;
+    const path = `${dir}/${block.file}`;
+    await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+    await Deno.writeTextFile(path, block.text);
+  }
+  return Object.assign(dir, {
+    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
+  });
+}
+
+/** The page's shutdownCall("risk", "shutdown") plugin, keeping the answers. */
+function shutdownCall(): { plugin: Plugin; answers: unknown[] } {
+  const sessions = new Set<Session>();
+  const answers: unknown[] = [];
+  const plugin: Plugin = {
+    name: "shutdown-call-risk",
+    onSessionOpen: ({ session }) => void sessions.add(session),
+    onSessionClose: ({ session }) => void sessions.delete(session),
+    onPoolClose: async () => {
+      answers.push(
+        ...await Promise.all(
+          [...sessions].map((s) =>
+            s.execute("risk", "shutdown", { timeout: 5000 })
+          ),
+        ),
+      );
+    },
+  };
+  return { plugin, answers };
+}
+
+const post = (body: string, type?: string): RequestInit => ({
+  method: "POST",
+  body,
+  ...(type ? { headers: { "content-type": type } } : {}),
+});
+
+Deno.test("docs/migrating.md marks the files of its ports, and every Python block parses", async () => {
+  const all = blocks(await Deno.readTextFile(PAGE));
+  assert.deepEqual(all.filter((b) => b.file).map((b) => b.file).sort(), [
+    "models/risk.py",
+    "models/summarize.py",
+    "models/textclf/__init__.py",
+    "models/textclf/model.py",
+    "models/textclf/text_utils.py",
+    "models/textclf/vocab.json",
+    "models/textclf/weights.json",
+    "models/weights.json",
+    "pyproxy.json",
+  ]);
+  const python = all.filter((b) => b.lang === "python").map((b) => b.text);
+  assert.ok(python.length >= 8, `${python.length} Python blocks`);
+  const out = await new Deno.Command("python3", {
+    args: [
+      "-c",
+      "import ast, json, sys\nfor i, src in enumerate(json.load(sys.stdin)):\n    ast.parse(src, 'block %d' % i)",
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = out.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(JSON.stringify(python)));
+  await writer.close();
+  const { code, stderr } = await out.output();
+  assert.equal(code, 0, new TextDecoder().decode(stderr));
+});
+
+Deno.test("docs/migrating.md: the FastAPI port answers in a library pool, and the shutdown call reaches every worker", async () => {
+  await using dir = await extract();
+  const { plugin: shutdown, answers } = shutdownCall();
+  {
+    await using pool = await Pool.start({
+      workers: 2,
+      modelsDir: `${dir}/models`,
+      requestTimeout: 5000,
+      handleSignals: false,
+      plugins: [shutdown],
+    });
+    await pool.addModel("risk", { file: "risk.py" });
+    const got = await pool.execute("risk", {
+      income: 30000,
+      debt: 20000,
+      age: 30,
+    }) as { label: string; proba: Record<string, number> };
+    assert.equal(got.label, "review");
+    assert.equal(got.proba.review!.toFixed(4), "0.9454");
+    assert.equal(got.proba.approve!.toFixed(4), "0.0546");
+    await assert.rejects(
+      pool.execute("risk", { income: "a lot" }),
+      (err) =>
+        err instanceof PythonError &&
+        err.message === "ValueError: not numbers: income, debt, age",
+    );
+    await pool.addModel("summarize", { file: "summarize.py" });
+    assert.deepEqual(
+      await pool.execute("summarize", { text: "to be or not to be" }),
+      { words: 6, first: ["to", "be", "or"] },
+    );
+  }
+  // Both workers were still running when the pool closed.
+  assert.deepEqual(answers, [null, null]);
+});
+
+Deno.test("docs/migrating.md: the FastAPI port behind the gateway answers as the page shows, and its drain makes the shutdown call", async () => {
+  await using dir = await extract();
+  const { plugin, answers } = shutdownCall();
+  const server = await serve(
+    await loadConfig({
+      cli: { port: 0, workers: 2, modelsDir: `${dir}/models` },
+    }),
+    { plugins: [plugin] },
+  );
+  try {
+    await gatewayAnswers(server.url);
+  } finally {
+    await server.shutdown();
+  }
+  // The drain closed the pool with both workers still running.
+  assert.deepEqual(answers, [null, null]);
+});
+
+/** The page's curl calls, and an old client's /health. */
+async function gatewayAnswers(url: string): Promise<void> {
+  const ok = await fetch(
+    `${url}/v1/models/risk/execute`,
+    post('{"income": 30000, "debt": 20000, "age": 30}'),
+  );
+  assert.equal(ok.status, 200);
+  assert.equal((await ok.json()).label, "review");
+  const bad = await fetch(
+    `${url}/v1/models/risk/execute`,
+    post('{"income": "a lot"}'),
+  );
+  assert.equal(bad.status, 400);
+  const { error } = await bad.json();
+  assert.equal(error.type, "ValidationError");
+  assert.equal(
+    error.message,
+    "Cannot execute model 'risk': income: expected a number; debt: is required; age: is required",
+  );
+  // Only the host can send the shutdown message: not an object, refused.
+  const notObject = await fetch(
+    `${url}/v1/models/risk/execute`,
+    post('"shutdown"'),
+  );
+  assert.equal(notObject.status, 400);
+  assert.equal((await notObject.json()).error.type, "ValidationError");
+  assert.equal(
+    (await (await fetch(`${url}/healthz`)).json()).status,
+    "ok",
+  );
+  const health = await fetch(`${url}/health`);
+  assert.equal(health.status, 404);
+  assert.match((await health.json()).error.message, /GET \/healthz/);
+}
+
+Deno.test("docs/migrating.md: the TorchServe port serves its config, batches from its options, and tells old clients what changed", async () => {
+  await using dir = await extract();
+  await using server = await serve(
+    await loadConfig({
+      path: `${dir}/pyproxy.json`,
+      cli: { port: 0 },
+    }),
+  );
+  const execute = (body: string, type?: string) =>
+    fetch(`${server.url}/v1/models/textclf/execute`, post(body, type));
+  const texts = ["great, I love it", "awful, I want a refund", "meh"];
+  const results = await Promise.all(
+    texts.map(async (text) => {
+      const res = await execute(JSON.stringify({ text }));
+      assert.equal(res.status, 200, text);
+      return await res.json() as { label: string; score: number };
+    }),
+  );
+  assert.deepEqual(results.map((r) => r.label), [
+    "positive",
+    "negative",
+    "negative",
+  ]);
+  assert.equal(results[0]!.score.toFixed(3), "0.985");
+  assert.equal(results[2]!.score, 0.5);
+  const desc = await (await fetch(`${server.url}/v1/models/textclf`)).json();
+  assert.deepEqual(desc.batch, { size: 8, delayMs: 50 });
+  // TorchServe's clients: its route, and a raw text body.
+  const old = await fetch(`${server.url}/predictions/textclf`, post("great"));
+  assert.equal(old.status, 404);
+  assert.match(
+    (await old.json()).error.message,
+    /POST \/v1\/models\/textclf\/execute/,
+  );
+  const raw = await execute("great", "text/plain");
+  assert.equal(raw.status, 400);
+  assert.match(
+    (await raw.json()).error.message,
+    /JSON bodies only, not text\/plain/,
+  );
+});
+
+Deno.test("docs/migrating.md: the TorchServe port in a library pool fails a bad message of a batch alone", async () => {
+  await using dir = await extract();
+  await using pool = await Pool.start({
+    workers: 1,
+    modelsDir: `${dir}/models`,
+    handleSignals: false,
+  });
+  await pool.addModel("textclf", {
+    file: "textclf/model.py",
+    options: { batch_size: 8, max_batch_delay: 50 },
+  });
+  // The first call runs alone; the three behind it share one batch.
+  const first = pool.execute("textclf", { text: "good" });
+  const batch = await Promise.allSettled(
+    [{ text: "good" }, { txt: "bad" }, { text: "bad" }].map((msg) =>
+      pool.execute("textclf", msg)
+    ),
+  );
+  await first;
+  assert.deepEqual(batch.map((r) => r.status), [
+    "fulfilled",
+    "rejected",
+    "fulfilled",
+  ]);
+  const failed = batch[1] as PromiseRejectedResult;
+  assert.ok(failed.reason instanceof PythonError);
+  assert.equal(
+    failed.reason.message,
+    'ValueError: expected {"text": <string>}',
+  );
+});
