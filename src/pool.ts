@@ -1105,6 +1105,24 @@ export class Pool implements AsyncDisposable {
     this.#supervisor.get(id)?.kill("SIGKILL", reason ?? "killed on request");
   }
 
+  /**
+   * The default timeout in ms of a model's calls when it has one of its
+   * own: its spec's `timeout`, else its class's `timeout_ms`
+   * (docs/models.md, "Timeouts and cancellation"); `undefined` when its
+   * calls get the pool's `requestTimeout` (or the model is unknown).
+   *
+   * @example
+   * ```ts ignore
+   * await pool.addModel("slow", { file: "slow.py", timeout: 120_000 });
+   * console.log(pool.modelTimeout("slow")); // 120000
+   * ```
+   */
+  modelTimeout(name: string): number | undefined {
+    return this.#modelTimeouts.size === 0
+      ? undefined
+      : this.#modelTimeouts.get(name);
+  }
+
   /** Snapshot of workers, models, queue and counters. */
   status(): PoolStatus {
     const queued = this.#router.queuedPerWorker();

@@ -6,6 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { startGateway, until } from "./_gateway_harness.ts";
+import { Pool } from "../src/pool.ts";
+import { createGateway } from "../src/gateway/app.ts";
 
 const post = (body: unknown): RequestInit => ({
   method: "POST",
@@ -168,4 +170,71 @@ Deno.test("Gateway: PUT's timeout beats the class's timeout_ms; an update change
   // Still the last good one.
   const one = await (await gw.fetch("/v1/models/d")).json();
   assert.equal(one.timeoutSource, "default");
+});
+
+Deno.test("createGateway over a pool: a model added to the pool directly keeps its timeout (spec's or class's), and the routes show it", async () => {
+  const slow = `import time
+
+
+class Slow:
+    def execute(self, msg):
+        time.sleep(msg.get("seconds", 0))
+        return {"slept": msg.get("seconds", 0)}
+`;
+  const pool = await Pool.start({ workers: 1 });
+  try {
+    await pool.addModel("spec", { source: slow, timeout: 150 });
+    await pool.addModel("long", { source: slow, timeout: 10_000 });
+    await pool.addModel("declared", { source: DECLARED });
+    await pool.addModel("plain", { source: slow });
+    const app = createGateway(pool, {
+      port: () => 8000,
+      requestTimeout: 400,
+    });
+    const call = (path: string, body: unknown) =>
+      timed(
+        Promise.resolve(app.fetch(
+          new Request(`http://127.0.0.1:8000${path}`, {
+            method: "POST",
+            body: JSON.stringify(body),
+            headers: { host: "127.0.0.1:8000" },
+          }),
+        )),
+      );
+    let r = await call("/v1/models/spec/execute", { seconds: 2 });
+    assert.equal(r.status, 504);
+    assert.ok(r.ms < 1500, `504 after ${r.ms} ms`);
+    r = await call("/v1/models/declared/execute", { seconds: 2 });
+    assert.equal(r.status, 504);
+    assert.ok(r.ms < 1500, `504 after ${r.ms} ms`);
+    // Above the gateway's 400 ms, within the model's own 10 s.
+    r = await call("/v1/models/long/execute", { seconds: 0.6 });
+    assert.deepEqual([r.status, r.body], [200, { slept: 0.6 }]);
+    // ?timeout= still only lowers it.
+    r = await call("/v1/models/long/execute?timeout=100", { seconds: 2 });
+    assert.equal(r.status, 504);
+    r = await call("/v1/models/plain/execute", { seconds: 2 });
+    assert.equal(r.status, 504);
+    const list = await app.fetch(
+      new Request("http://127.0.0.1:8000/v1/models", {
+        headers: { host: "127.0.0.1:8000" },
+      }),
+    );
+    const models = (await list.json()).models as {
+      name: string;
+      timeout: number;
+      timeoutSource: string;
+    }[];
+    const seen = Object.fromEntries(
+      models.map((m) => [m.name, [m.timeout, m.timeoutSource]]),
+    );
+    assert.deepEqual(seen, {
+      spec: [150, "spec"],
+      long: [10_000, "spec"],
+      declared: [150, "class"],
+      plain: [400, "default"],
+    });
+  } finally {
+    await pool.close();
+  }
 });

@@ -213,7 +213,7 @@ class ModelEntry:
         self.module_name = module_name
         self._lock = None if getattr(cls, "threadsafe", True) else threading.Lock()
         self.batch_size, self.batch_delay_ms = _batch_settings(cls, instance)
-        self.timeout_ms = _timeout_setting(cls)
+        self.timeout_ms = _timeout_setting(cls, instance)
         self._execute_batch = None
         if self.batch_size is not None:
             run_batch = instance.execute_batch
@@ -395,10 +395,12 @@ class ModelEntry:
         return desc
 
 
-def _timeout_setting(cls):
-    """The ``timeout_ms`` a class declares, or None; a ModelLoadError for a
-    value it cannot mean (a bool, a float, zero, beyond a timer's range)."""
-    timeout = getattr(cls, "timeout_ms", None)
+def _timeout_setting(cls, instance):
+    """The ``timeout_ms`` a model declares (on its class, or set by its
+    ``__init__``, e.g. from its options, as ``batch_size`` may be), or None;
+    a ModelLoadError for a value it cannot mean (a bool, a float, zero,
+    beyond a timer's range)."""
+    timeout = getattr(instance, "timeout_ms", None)
     if timeout is None:
         return None
     if type(timeout) is not int or not 1 <= timeout <= ModelEntry.MAX_TIMEOUT_MS:

@@ -600,6 +600,13 @@ class BatchTest(unittest.TestCase):
         self.assertEqual(desc["timeoutMs"], 120000)
         desc = registry.add("u", {"source": "class M:\n    def execute(self, m):\n        return m\n"})
         self.assertNotIn("timeoutMs", desc)
+        # Set by __init__ from the options, as batch_size may be.
+        source = ("class M:\n    def __init__(self, options):\n        self.timeout_ms = options['t']\n"
+                  "    def execute(self, m):\n        return m\n")
+        desc = registry.add("w", {"source": source, "options": {"t": 5000}})
+        self.assertEqual(desc["timeoutMs"], 5000)
+        with self.assertRaisesRegex(ModelLoadError, "timeout_ms must be an integer number of milliseconds from 1 to 2147483647, got 0"):
+            registry.add("x", {"source": source, "options": {"t": 0}})
         for value in ("0", "True", "1.5", "'100'", str(2**31)):
             source = "class M:\n    timeout_ms = %s\n    def execute(self, m):\n        return m\n" % value
             with self.assertRaisesRegex(ModelLoadError, "timeout_ms must be an integer number of milliseconds from 1 to 2147483647, got "):

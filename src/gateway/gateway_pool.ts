@@ -81,8 +81,15 @@ export interface GatewayWorkerStatus {
 export interface GatewayPoolStatus {
   /** Every worker slot. */
   workers: readonly GatewayWorkerStatus[];
-  /** Registered models. */
-  models: ReadonlyArray<{ name: string }>;
+  /**
+   * Registered models; `timeout`: the default timeout of a model's calls
+   * when it has one of its own, `spec.timeout`: the loader's (absent: its
+   * class's `timeout_ms`), so that a gateway over a pool shows the models
+   * added to that pool directly as they are.
+   */
+  models: ReadonlyArray<
+    { name: string; timeout?: number; spec?: { timeout?: number } }
+  >;
   /** `true` while a resize runs or waits (absent: not known). */
   resizing?: boolean;
   /** Eval output the running evals keep for replay, in UTF-16 code units (absent: not known). */
@@ -213,6 +220,13 @@ export interface GatewayPool {
   pluginMetrics?(): PluginMetric[];
   /** How long routed calls waited in the pool queue (`GET /metrics`). */
   queueWaits?(): QueueWaitStats;
+  /**
+   * The default timeout of a model's calls when it has one of its own (its
+   * spec's `timeout`, else its class's `timeout_ms`), else `undefined`:
+   * what the gateway gives a call to a model added to the pool directly
+   * (not through the gateway's config or `PUT`).
+   */
+  modelTimeout?(name: string): number | undefined;
   /**
    * Changes the bounds of the plugins that size the pool (`PUT /v1/workers`
    * `{"min", "max"}`); returns those in force by plugin name, `{}` when no

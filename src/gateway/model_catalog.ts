@@ -207,10 +207,20 @@ export class ModelCatalog {
     return this.#schemas.get(name, desc.version ?? 0, desc.inputs);
   }
 
-  /** Describes the pool's models (those loaded elsewhere have just a name). */
+  /**
+   * Describes the pool's models (those loaded elsewhere have just a name,
+   * and their timeout when the pool reports one).
+   */
   list(pool: Pick<GatewayPool, "status">): GatewayModelInfo[] {
-    return pool.status().models.map((m) =>
-      this.#models.get(m.name) ?? { name: m.name }
-    );
+    return pool.status().models.map((m): GatewayModelInfo => {
+      const known = this.#models.get(m.name);
+      if (known !== undefined) return known;
+      if (m.timeout === undefined) return { name: m.name };
+      return {
+        name: m.name,
+        timeout: m.timeout,
+        timeoutSource: m.spec?.timeout === undefined ? "class" : "spec",
+      };
+    });
   }
 }

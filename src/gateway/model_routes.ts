@@ -212,15 +212,17 @@ function hideModelsDir(
 }
 
 /**
- * The timeout of a call: the model's own (its spec's, else its class's),
- * else the gateway's `requestTimeout`; `?timeout=` may only lower it.
+ * The timeout of a call: the model's own (its spec's, else its class's;
+ * the pool's for a model added to it directly), else the gateway's
+ * `requestTimeout`; `?timeout=` may only lower it.
  */
 function callTimeout(
   ctx: RouteContext,
   name: string,
   timeoutParam: string | undefined,
 ): number {
-  const limit = ctx.catalog.timeout(name) ?? ctx.requestTimeout;
+  const limit = ctx.catalog.timeout(name) ?? ctx.pool.modelTimeout?.(name) ??
+    ctx.requestTimeout;
   if (timeoutParam === undefined) return limit;
   const t = Number(timeoutParam);
   if (!Number.isInteger(t) || t < 1) {

@@ -148,9 +148,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 43586,
+      size: 43711,
       sha256:
-        "9b721a9894340919d3bb046d50fd24546ed2a6de2a493035a62d265e9b1fbeba",
+        "e9a07af5d103acfcadb3434564e8de6c5608a7aef38755acc7ed7e6d9d227a54",
     },
     {
       path: "pyproxy_server/server.py",
