@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { QueueWaitStats } from "../queue_waits.ts";
+import { QUEUE_WAIT_OUTCOMES, type QueueWaitStats } from "../queue_waits.ts";
 import type { PluginMetric } from "../plugin.ts";
 import type { WorkerState } from "../worker.ts";
 
@@ -383,18 +383,31 @@ export class GatewayMetrics {
       family(
         "pyproxy_queue_wait_seconds",
         "histogram",
-        "Seconds the calls routed to a worker (model calls, streams, evals) waited in the pool queue; 0 for those sent at once.",
+        'Seconds calls waited in the pool queue, by outcome: "sent" to a worker (model calls, streams, evals; 0 for those sent at once), or left unsent: "timeout", "cancelled", "failed" (no worker left, pool closing).',
       );
-      waits.le.forEach((le, i) => {
+      const histogram = (
+        outcome: string,
+        h: { buckets: readonly number[]; count: number; sum: number },
+      ): void => {
+        waits.le.forEach((le, i) => {
+          lines.push(
+            `pyproxy_queue_wait_seconds_bucket{outcome="${outcome}",le="${le}"} ${
+              h.buckets[i]
+            }`,
+          );
+        });
         lines.push(
-          `pyproxy_queue_wait_seconds_bucket{le="${le}"} ${waits.buckets[i]}`,
+          `pyproxy_queue_wait_seconds_bucket{outcome="${outcome}",le="+Inf"} ${h.count}`,
+          `pyproxy_queue_wait_seconds_sum{outcome="${outcome}"} ${h.sum}`,
+          `pyproxy_queue_wait_seconds_count{outcome="${outcome}"} ${h.count}`,
         );
-      });
-      lines.push(
-        `pyproxy_queue_wait_seconds_bucket{le="+Inf"} ${waits.count}`,
-        `pyproxy_queue_wait_seconds_sum ${waits.sum}`,
-        `pyproxy_queue_wait_seconds_count ${waits.count}`,
-      );
+      };
+      histogram("sent", waits);
+      // Every outcome always listed (zeros too): a bounded, stable set of series.
+      for (const outcome of QUEUE_WAIT_OUTCOMES) {
+        const h = waits.abandoned?.[outcome];
+        if (h !== undefined) histogram(outcome, h);
+      }
     }
     if (snapshot.evalReplayBytes !== undefined) {
       family(
