@@ -118,8 +118,10 @@ export class GatewayMetrics {
   #http = new Map<number, number>();
   #started = Date.now();
   // Model requests started and not ended, forgotten models' included, and
-  // who waits for there to be none (whenIdle).
+  // other responses held (hold), and who waits for there to be none
+  // (whenIdle).
   #pending = 0;
+  #held = 0;
   #idle: Array<() => void> = [];
 
   /** Creates empty metrics. */
@@ -164,9 +166,7 @@ export class GatewayMetrics {
       if (ended) return;
       ended = true;
       own.inFlight--;
-      if (--this.#pending === 0 && this.#idle.length > 0) {
-        for (const resolve of this.#idle.splice(0)) resolve();
-      }
+      this.#ended();
       let stats = own;
       if (status === 404 && own.count === 0 && model !== UNKNOWN) {
         if (own.inFlight === 0 && this.#models.get(model) === own) {
@@ -206,8 +206,52 @@ export class GatewayMetrics {
   }
 
   /**
-   * Resolves once no model request (execute or stream) is in flight, at once
-   * if none is: each has then made its response, or ended its stream.
+   * Marks the response of a request other than a model call as in the
+   * making (a model load or removal, a resize, an eval's event stream);
+   * call the returned function once it is made (a stream: once it ended).
+   * Not counted in any series: only {@linkcode GatewayMetrics.whenIdle}
+   * waits for it, so that a drain lets it finish; `held` says how many are.
+   * Calling the function again does nothing.
+   *
+   * @example
+   * ```ts
+   * import { GatewayMetrics } from "./metrics.ts";
+   * const metrics = new GatewayMetrics();
+   * const release = metrics.hold();
+   * const idle = metrics.whenIdle().then(() => console.log("idle"));
+   * console.log(metrics.held); // 1
+   * release();
+   * await idle; // "idle"
+   * ```
+   */
+  hold(): () => void {
+    this.#held++;
+    this.#pending++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#held--;
+      this.#ended();
+    };
+  }
+
+  /** Responses of other routes in the making ({@linkcode GatewayMetrics.hold}). */
+  get held(): number {
+    return this.#held;
+  }
+
+  #ended(): void {
+    if (--this.#pending === 0 && this.#idle.length > 0) {
+      for (const resolve of this.#idle.splice(0)) resolve();
+    }
+  }
+
+  /**
+   * Resolves once no request is in flight, at once if none is: each model
+   * request (execute or stream) has then made its response or ended its
+   * stream, and each response of another route held with
+   * {@linkcode GatewayMetrics.hold} is made.
    *
    * @example
    * ```ts
