@@ -577,7 +577,7 @@ export function createGateway(
         return execute(request, name, undefined, undefined, undefined);
       }
       // The drain waits for this response's delivery (the middleware).
-      if (typeof env === "object" && env !== null) {
+      if (typeof env === "object" && env !== null && Object.isExtensible(env)) {
         (env as ServeRequestInfo).wantsCompleted = true;
       }
       return app.fetch(request, env);

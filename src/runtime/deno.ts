@@ -208,7 +208,13 @@ export function denoRuntime(): Runtime {
           const own: ServeRequestInfo = { remoteAddr: addr.hostname ?? "" };
           const res = handler(req, own);
           // Read only when asked (the gateway: not for plain model calls).
-          if (own.wantsCompleted === true) own.completed = info.completed;
+          // It rejects when the client left first: never unhandled, whoever
+          // reads it (or not: a WebSocket's upgrade).
+          if (own.wantsCompleted === true) {
+            const completed = info.completed;
+            completed.catch(() => {});
+            own.completed = completed;
+          }
           return res;
         });
       });
