@@ -1147,14 +1147,22 @@ export class Pool implements AsyncDisposable {
   /**
    * How long the calls routed to a worker (model calls, streams, evals)
    * waited in the pool queue for a `maxInFlightPerWorker` slot, as a
-   * histogram: a call sent at once counts with a wait of 0. It tells
-   * queueing from compute when calls are slow (the gateway's
-   * `pyproxy_queue_wait_seconds`).
+   * histogram: a call sent at once counts with a wait of 0 (and costs no
+   * clock read). It tells queueing from compute when calls are slow (the
+   * gateway's `pyproxy_queue_wait_seconds`, `outcome="sent"`).
+   *
+   * The calls that waited in the queue and left it unsent are in
+   * `abandoned`, by outcome, with how long they waited: `timeout` (their
+   * deadline passed in the queue), `cancelled` (their signal aborted),
+   * `failed` (no worker left for them, the pool closing). They are not in
+   * `count`: a saturated pool whose calls time out in the queue shows there,
+   * not as short waits of the calls that got through.
    *
    * @example
    * ```ts ignore
    * const w = pool.queueWaits();
    * console.log(`${w.queued} of ${w.count} calls queued, ${(w.sum / Math.max(1, w.queued) * 1000).toFixed(1)} ms on average`);
+   * console.log(`${w.abandoned.timeout.count} timed out in the queue`);
    * ```
    */
   queueWaits(): QueueWaitStats {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { QueueWaits } from "./queue_waits.ts";
+import { type QueueWaitOutcome, QueueWaits } from "./queue_waits.ts";
 import {
   CancelledError,
   NoWorkerError,
@@ -138,8 +138,10 @@ export class PoolRouter {
       }
       queue.splice(i, 1);
       this.#unqueue(call);
-      if (pick instanceof Error) call.reject(pick);
-      else {
+      if (pick instanceof Error) {
+        this.#abandoned(call, "failed");
+        call.reject(pick);
+      } else {
         this.waits.observe((performance.now() - (call.queuedAt ?? 0)) / 1000);
         this.#opts.send(call, pick);
       }
@@ -150,6 +152,7 @@ export class PoolRouter {
   drain(error: (call: PoolCall) => Error): void {
     for (const call of this.#queue.splice(0)) {
       this.#unqueue(call);
+      this.#abandoned(call, "failed");
       call.reject(error(call));
     }
   }
@@ -266,6 +269,7 @@ export class PoolRouter {
       call.timer = setTimeoutOrNever(() => {
         this.#drop(
           call,
+          "timeout",
           new TimeoutError(
             `Cannot complete call ${call.cmd}: timed out in the pool queue`,
           ),
@@ -277,18 +281,28 @@ export class PoolRouter {
       call.onAbort = () =>
         this.#drop(
           call,
+          "cancelled",
           new CancelledError(`Cannot send call ${call.cmd}: aborted`),
         );
       signal.addEventListener("abort", call.onAbort, { once: true });
     }
   }
 
-  #drop(call: PoolCall, error: Error): void {
+  #drop(call: PoolCall, outcome: QueueWaitOutcome, error: Error): void {
     const at = this.#queue.indexOf(call);
     if (at < 0) return;
     this.#queue.splice(at, 1);
     this.#unqueue(call);
+    this.#abandoned(call, outcome);
     call.reject(error);
+  }
+
+  /** Counts a queued call that leaves the queue unsent, with its wait. */
+  #abandoned(call: PoolCall, outcome: QueueWaitOutcome): void {
+    this.waits.abandon(
+      outcome,
+      (performance.now() - (call.queuedAt ?? 0)) / 1000,
+    );
   }
 
   #unqueue(call: PoolCall): void {

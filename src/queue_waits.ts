@@ -27,13 +27,52 @@ export const QUEUE_WAIT_BUCKETS: readonly number[] = Object.freeze([
 ]);
 
 /**
- * A snapshot of {@linkcode QueueWaits}: Prometheus histogram numbers.
+ * Why a queued call left the queue without being sent: its deadline passed
+ * (`timeout`), its signal aborted (`cancelled`), or it could no longer be
+ * routed (`failed`: its pinned worker or every worker gone, the pool
+ * closing).
+ */
+export type QueueWaitOutcome = "timeout" | "cancelled" | "failed";
+
+/** The outcomes of {@linkcode QueueWaitOutcome}, in the order `/metrics` lists them. */
+export const QUEUE_WAIT_OUTCOMES: readonly QueueWaitOutcome[] = Object.freeze([
+  "timeout",
+  "cancelled",
+  "failed",
+]);
+
+/**
+ * A histogram of the waits of the calls that left the queue one way
+ * (Prometheus numbers; bounds in {@linkcode QueueWaitStats.le}).
+ */
+export interface QueueWaitHistogram {
+  /** Cumulative counts: calls that waited at most `le[i]` seconds. */
+  buckets: number[];
+  /** Calls (`+Inf`). */
+  count: number;
+  /** Seconds waited, over all of them. */
+  sum: number;
+}
+
+/**
+ * A snapshot of {@linkcode QueueWaits}: Prometheus histogram numbers. The
+ * top-level numbers are the calls sent to a worker; `abandoned` those that
+ * waited in the queue and left it unsent, by why.
  *
  * @example
  * ```ts
  * import type { QueueWaitStats } from "./queue_waits.ts";
- * const stats: QueueWaitStats = { le: [0.001, 0.005], buckets: [3, 4], count: 5, sum: 0.012, queued: 2 };
+ * const none = { buckets: [0, 0], count: 0, sum: 0 };
+ * const stats: QueueWaitStats = {
+ *   le: [0.001, 0.005],
+ *   buckets: [3, 4],
+ *   count: 5,
+ *   sum: 0.012,
+ *   queued: 2,
+ *   abandoned: { timeout: { buckets: [0, 0], count: 1, sum: 2 }, cancelled: none, failed: none },
+ * };
  * console.log(stats.count - stats.queued); // 3 calls went to a worker at once
+ * console.log(stats.abandoned.timeout.count); // 1 timed out in the queue
  * ```
  */
 export interface QueueWaitStats {
@@ -47,13 +86,48 @@ export interface QueueWaitStats {
   sum: number;
   /** Of `count`, the calls that waited in the queue at all. */
   queued: number;
+  /**
+   * The calls that waited in the queue and left it without being sent, by
+   * outcome, with how long they waited: not in `count`. A call abandoned in
+   * the queue is one that waited longest of all (its whole deadline, for
+   * `timeout`).
+   */
+  abandoned: Record<QueueWaitOutcome, QueueWaitHistogram>;
+}
+
+/** One histogram's counts: per bucket (not cumulative), plus one past the last bound. */
+class Counts {
+  counts: number[] = new Array(QUEUE_WAIT_BUCKETS.length + 1).fill(0);
+  n = 0;
+  sum = 0;
+
+  add(seconds: number): void {
+    const s = seconds > 0 ? seconds : 0;
+    let i = 0;
+    while (i < QUEUE_WAIT_BUCKETS.length && s > QUEUE_WAIT_BUCKETS[i]!) i++;
+    this.counts[i]!++;
+    this.n++;
+    this.sum += s;
+  }
+
+  histogram(base: number): QueueWaitHistogram {
+    const buckets: number[] = [];
+    let running = base;
+    for (let i = 0; i < QUEUE_WAIT_BUCKETS.length; i++) {
+      running += this.counts[i]!;
+      buckets.push(running);
+    }
+    return { buckets, count: base + this.n, sum: this.sum };
+  }
 }
 
 /**
  * Counts the calls routed to a worker and how long each waited in the
- * queue. A call sent at once costs one increment (no clock read); only a
- * call that queued reads the clock, when it is queued and when it leaves.
- * A call re-routed after its worker died counts again.
+ * queue, and apart from them the queued calls that left it unsent (timed
+ * out, cancelled, failed) with how long they had waited. A call sent at
+ * once costs one increment (no clock read); only a call that queued reads
+ * the clock, when it is queued and when it leaves. A call re-routed after
+ * its worker died counts again.
  *
  * @example
  * ```ts
@@ -61,16 +135,20 @@ export interface QueueWaitStats {
  * const waits = new QueueWaits();
  * waits.none();          // sent at once
  * waits.observe(0.0042); // waited 4.2 ms
+ * waits.abandon("timeout", 2); // timed out after 2 s in the queue
  * const s = waits.snapshot();
  * console.log(s.count, s.queued, s.buckets[1]); // 2 1 2
+ * console.log(s.abandoned.timeout.count, s.abandoned.timeout.sum); // 1 2
  * ```
  */
 export class QueueWaits {
   #immediate = 0;
-  // Per bucket (not cumulative), plus one past the last bound.
-  #counts: number[] = new Array(QUEUE_WAIT_BUCKETS.length + 1).fill(0);
-  #queued = 0;
-  #sum = 0;
+  #sent = new Counts();
+  #abandoned: Record<QueueWaitOutcome, Counts> = {
+    timeout: new Counts(),
+    cancelled: new Counts(),
+    failed: new Counts(),
+  };
 
   /** A call sent to a worker without waiting. */
   none(): void {
@@ -79,28 +157,29 @@ export class QueueWaits {
 
   /** A call that waited `seconds` in the queue before it was sent. */
   observe(seconds: number): void {
-    const s = seconds > 0 ? seconds : 0;
-    let i = 0;
-    while (i < QUEUE_WAIT_BUCKETS.length && s > QUEUE_WAIT_BUCKETS[i]!) i++;
-    this.#counts[i]!++;
-    this.#queued++;
-    this.#sum += s;
+    this.#sent.add(seconds);
   }
 
-  /** The histogram so far (a new object). */
+  /** A call that waited `seconds` in the queue and left it unsent. */
+  abandon(outcome: QueueWaitOutcome, seconds: number): void {
+    this.#abandoned[outcome].add(seconds);
+  }
+
+  /** The histograms so far (new objects). */
   snapshot(): QueueWaitStats {
-    const buckets: number[] = [];
-    let running = this.#immediate;
-    for (let i = 0; i < QUEUE_WAIT_BUCKETS.length; i++) {
-      running += this.#counts[i]!;
-      buckets.push(running);
-    }
+    const sent = this.#sent.histogram(this.#immediate);
+    const a = this.#abandoned;
     return {
       le: QUEUE_WAIT_BUCKETS,
-      buckets,
-      count: this.#immediate + this.#queued,
-      sum: this.#sum,
-      queued: this.#queued,
+      buckets: sent.buckets,
+      count: sent.count,
+      sum: sent.sum,
+      queued: this.#sent.n,
+      abandoned: {
+        timeout: a.timeout.histogram(0),
+        cancelled: a.cancelled.histogram(0),
+        failed: a.failed.histogram(0),
+      },
     };
   }
 }

@@ -333,6 +333,35 @@ Deno.test("Every error response of the eval routes carries a request id in its X
   assert.match((await bad.json()).error.requestId, UUID);
 });
 
+/** The text of the worker log files in `dir`/logs. */
+async function workerLogs(dir: string): Promise<string> {
+  let text = "";
+  for await (const entry of Deno.readDir(`${dir}/logs`)) {
+    if (entry.name.endsWith(".log")) {
+      text += await Deno.readTextFile(`${dir}/logs/${entry.name}`);
+    }
+  }
+  return text;
+}
+
+Deno.test("An eval's exception is in its worker's log file once, with its request id and traceback, however often its events are replayed", async () => {
+  await using gw = await startGateway({ allowEval: true }, MODELS);
+  const code = "def inner():\n    raise KeyError('eval-log-3x')\ninner()";
+  const res = await gw.fetch("/v1/eval", post({ code }, "req-eval-log"));
+  const atomId = res.headers.get("x-atom-id");
+  const events = await evalEvents(res);
+  assert.equal((events.at(-1)?.[1] as { type: string }).type, "PythonError");
+  for (let i = 0; i < 2; i++) {
+    const replay = await gw.fetch(`/v1/eval/${atomId}/events`);
+    assert.deepEqual(await evalEvents(replay), events);
+  }
+  const text = await workerLogs(gw.dir);
+  const line =
+    /eval \d+ \(request id req-eval-log\) raised KeyError: 'eval-log-3x'\n/g;
+  assert.equal(text.match(line)?.length, 1, text.slice(-2000));
+  assert.match(text, /INFO .*raised KeyError[^]*in inner\n/);
+});
+
 Deno.test("The gateway's debug line of an eval's start names its request id", async () => {
   await withLogs(async (records) => {
     await using gw = await startGateway({ allowEval: true }, MODELS);

@@ -5,7 +5,7 @@
  * `KeyboardInterrupt` raised by user code.
  */
 import assert from "node:assert/strict";
-import { PythonError, RemoteError } from "../src/errors.ts";
+import { PythonError, RemoteError, SerializationError } from "../src/errors.ts";
 import type { OutputChunk } from "../src/atom.ts";
 import { Pool, type PoolOptions } from "../src/pool.ts";
 import { startGateway } from "./_gateway_harness.ts";
@@ -77,6 +77,65 @@ Deno.test("Pool answers a message nested too deep for Python with InvalidRequest
     }
     assert.equal(pidOf(pool), pid, "the same worker process served them all");
     assert.equal(pool.status().workers[0]?.state, "ready");
+  } finally {
+    await closePool(pool);
+  }
+});
+
+Deno.test("Pool with its default plugins refuses a message nested 5000 to 1 000 000 levels deep with SerializationError naming the limit, before sending it", async () => {
+  // A library user has no maxJsonDepth option (the gateway's): this pins
+  // what they get instead. Spill-over's walk (a default plugin) refuses past
+  // 900 levels on the host, iteratively enough for any depth (no stack
+  // overflow), for calls, streams and eval alike; without it, Python's
+  // refusal above (InvalidRequestError), the worker kept.
+  const pool = await echoPool();
+  try {
+    const pid = pidOf(pool);
+    const objects = (n: number): unknown => {
+      let v: unknown = 1;
+      for (let i = 0; i < n; i++) v = { a: v };
+      return v;
+    };
+    const refused = (cmd: string) => (err: unknown) => {
+      assert.ok(err instanceof SerializationError, String(err));
+      assert.equal(err.code, "SERIALIZATION");
+      assert.match(
+        err.message,
+        new RegExp(
+          `^Cannot send ${cmd}: msg\\.v.* is nested deeper than 900 levels`,
+        ),
+      );
+      return true;
+    };
+    for (const n of [5000, 100_000, 1_000_000]) {
+      for (const v of [nested(n), objects(n)]) {
+        await assert.rejects(
+          pool.execute("echo", { v }),
+          refused("executeModel"),
+        );
+        await assert.rejects(
+          Array.fromAsync(pool.executeStream("echo", { v })),
+          refused("executeStream"),
+        );
+      }
+      await assert.rejects(
+        pool.eval("1", { locals: { v: nested(n) } }).result,
+        (err: unknown) => {
+          assert.ok(err instanceof SerializationError, String(err));
+          assert.match(
+            err.message,
+            /^Cannot send eval: .* nested deeper than 900 levels/,
+          );
+          return true;
+        },
+      );
+    }
+    // None of it reached the worker: the same process, ready, answering.
+    assert.deepEqual(await pool.execute("echo", { v: nested(800) }), {
+      v: nested(800),
+    });
+    assert.equal(pidOf(pool), pid);
+    assert.equal(pool.status().workers[0]?.restarts, 0);
   } finally {
     await closePool(pool);
   }

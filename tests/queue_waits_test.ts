@@ -12,6 +12,13 @@ Deno.test("QueueWaits: calls sent at once count with a wait of 0, queued ones in
     count: 0,
     sum: 0,
     queued: 0,
+    abandoned: Object.fromEntries(
+      ["timeout", "cancelled", "failed"].map((outcome) => [outcome, {
+        buckets: QUEUE_WAIT_BUCKETS.map(() => 0),
+        count: 0,
+        sum: 0,
+      }]),
+    ),
   });
   waits.none();
   waits.none();
@@ -31,6 +38,25 @@ Deno.test("QueueWaits: calls sent at once count with a wait of 0, queued ones in
   // A snapshot is a copy.
   s.buckets[0] = 99;
   assert.equal(waits.snapshot().buckets[0], 4);
+  // Calls that left the queue unsent count apart, by outcome.
+  waits.abandon("timeout", 0.3);
+  waits.abandon("cancelled", 0.0005);
+  waits.abandon("timeout", -1);
+  const a = waits.snapshot();
+  assert.equal(a.count, 6);
+  assert.equal(a.queued, 4);
+  assert.equal(a.sum, s.sum);
+  assert.equal(a.abandoned.timeout.count, 2);
+  assert.equal(a.abandoned.timeout.sum, 0.3);
+  assert.equal(a.abandoned.timeout.buckets[0], 1);
+  assert.equal(
+    a.abandoned.timeout.buckets[QUEUE_WAIT_BUCKETS.indexOf(0.25)],
+    1,
+  );
+  assert.equal(a.abandoned.timeout.buckets[QUEUE_WAIT_BUCKETS.indexOf(0.5)], 2);
+  assert.equal(a.abandoned.cancelled.count, 1);
+  assert.equal(a.abandoned.cancelled.buckets[0], 1);
+  assert.equal(a.abandoned.failed.count, 0);
 });
 
 Deno.test("Pool.queueWaits: with one slot, calls behind a slow one wait in the queue for as long as it runs", async () => {
@@ -75,17 +101,111 @@ Deno.test("GET /metrics: pyproxy_queued_calls and the pyproxy_queue_wait_seconds
   assert.match(text, /^pyproxy_queued_calls 0$/m);
   assert.match(text, /^# TYPE pyproxy_queue_wait_seconds histogram$/m);
   const count = Number(
-    text.match(/^pyproxy_queue_wait_seconds_count (\d+)$/m)?.[1],
+    text.match(/^pyproxy_queue_wait_seconds_count\{outcome="sent"\} (\d+)$/m)
+      ?.[1],
   );
   // The three calls (and whatever the gateway's start sent through the pool).
   assert.ok(count >= 3, text);
   assert.match(
     text,
     new RegExp(
-      `^pyproxy_queue_wait_seconds_bucket\\{le="\\+Inf"\\} ${count}$`,
+      `^pyproxy_queue_wait_seconds_bucket\\{outcome="sent",le="\\+Inf"\\} ${count}$`,
       "m",
     ),
   );
-  assert.match(text, /^pyproxy_queue_wait_seconds_bucket\{le="0\.001"\} \d+$/m);
-  assert.match(text, /^pyproxy_queue_wait_seconds_sum [\d.e-]+$/m);
+  assert.match(
+    text,
+    /^pyproxy_queue_wait_seconds_bucket\{outcome="sent",le="0\.001"\} \d+$/m,
+  );
+  assert.match(
+    text,
+    /^pyproxy_queue_wait_seconds_sum\{outcome="sent"\} [\d.e-]+$/m,
+  );
+});
+
+Deno.test("Pool.queueWaits: calls that time out, are cancelled or fail while queued count apart, by outcome, with how long they waited", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(
+    poolOptions(dir.path, { workers: 1, maxInFlightPerWorker: 1 }),
+  );
+  await pool.addModel("slow", { file: "slow.py" });
+  const before = pool.queueWaits();
+  // One slot, held by a slow call: the next three queue behind it.
+  const slow = pool.execute("slow", { ms: 1000 });
+  const timedOut = pool.execute("slow", { ms: 0 }, { timeout: 200 });
+  const abort = new AbortController();
+  const cancelled = pool.execute("slow", { ms: 0 }, { signal: abort.signal });
+  const failed = pool.execute("slow", { ms: 0 });
+  const outcomes = Promise.allSettled([slow, timedOut, cancelled, failed]);
+  await assert.rejects(timedOut, { name: "TimeoutError" });
+  abort.abort();
+  await assert.rejects(cancelled, { name: "CancelledError" });
+  const mid = pool.queueWaits();
+  // Not counted as sent: only the slow call was.
+  assert.equal(mid.count - before.count, 1);
+  assert.equal(mid.queued, before.queued);
+  const { timeout, cancelled: aborted } = mid.abandoned;
+  assert.equal(timeout.count - before.abandoned.timeout.count, 1);
+  assert.equal(aborted.count - before.abandoned.cancelled.count, 1);
+  // Each waited its deadline (or until the abort, after that): ~200 ms.
+  const waitedT = timeout.sum - before.abandoned.timeout.sum;
+  const waitedC = aborted.sum - before.abandoned.cancelled.sum;
+  assert.ok(waitedT >= 0.15 && waitedT < 30, `timeout waited ${waitedT} s`);
+  assert.ok(waitedC >= waitedT - 0.05 && waitedC < 30, `waited ${waitedC} s`);
+  const at = (le: number) => QUEUE_WAIT_BUCKETS.indexOf(le);
+  assert.equal(timeout.buckets[at(0.1)], before.abandoned.timeout.count);
+  assert.equal(timeout.buckets[at(60)], timeout.count);
+  // Closing the pool fails the call still queued.
+  await pool.close();
+  const [, , , last] = await outcomes;
+  assert.equal(last.status, "rejected");
+  assert.equal(
+    (last as PromiseRejectedResult).reason.name,
+    "ShuttingDownError",
+  );
+  const end = pool.queueWaits();
+  assert.equal(end.abandoned.failed.count - before.abandoned.failed.count, 1);
+  assert.ok(end.abandoned.failed.sum >= waitedT);
+});
+
+Deno.test("GET /metrics: pyproxy_queue_wait_seconds has an outcome label, every outcome listed; a call timed out in the queue counts as timeout", async () => {
+  await using gw = await startGateway({ limits: { maxInFlightPerWorker: 1 } });
+  const hold = gw.fetch("/v1/models/slow/execute", {
+    method: "POST",
+    body: JSON.stringify({ seconds: 1.5 }),
+  });
+  const late = await gw.fetch("/v1/models/slow/execute?timeout=200", {
+    method: "POST",
+    body: JSON.stringify({ seconds: 0 }),
+  });
+  assert.equal(late.status, 504);
+  await late.body?.cancel();
+  await (await hold).body?.cancel();
+  const text = await (await gw.fetch("/metrics")).text();
+  for (const outcome of ["sent", "timeout", "cancelled", "failed"]) {
+    assert.match(
+      text,
+      new RegExp(
+        `^pyproxy_queue_wait_seconds_bucket\\{outcome="${outcome}",le="0\\.001"\\} \\d+$`,
+        "m",
+      ),
+    );
+  }
+  assert.match(
+    text,
+    /^pyproxy_queue_wait_seconds_count\{outcome="timeout"\} 1$/m,
+  );
+  assert.match(
+    text,
+    /^pyproxy_queue_wait_seconds_bucket\{outcome="timeout",le="0\.1"\} 0$/m,
+  );
+  assert.match(
+    text,
+    /^pyproxy_queue_wait_seconds_count\{outcome="cancelled"\} 0$/m,
+  );
+  const sum = Number(
+    text.match(/^pyproxy_queue_wait_seconds_sum\{outcome="timeout"\} (\S+)$/m)
+      ?.[1],
+  );
+  assert.ok(sum >= 0.15 && sum < 30, text);
 });

@@ -634,9 +634,9 @@ class EvalService:
             # KeyboardInterrupt the code raises itself is its error, as in a model.
             if call.interrupted:
                 raise CancelledError("Cannot eval: interrupted")
-            raise PythonError.from_exception(exc, skip_prefix=__file__)
+            raise _code_error(exc)
         except BaseException as exc:  # SystemExit too: user code never stops the server
-            raise PythonError.from_exception(exc, skip_prefix=__file__)
+            raise _code_error(exc)
         finally:
             channel.flush()
             with self._lock:
@@ -685,6 +685,15 @@ class EvalService:
                             namespace.pop(name, None)
                         else:
                             namespace[name] = saved[name]
+
+
+def _code_error(exc):
+    """The ``PythonError`` an eval's code raising ``exc`` fails with, marked
+    as the code's own: the call's runner logs it in the server's log with
+    its traceback, once (``log_user_error``), as it does a model's."""
+    error = PythonError.from_exception(exc, skip_prefix=__file__)
+    error.of_user_code = True
+    return error
 
 
 _TOP_STORES = frozenset(("STORE_NAME", "DELETE_NAME", "STORE_GLOBAL", "DELETE_GLOBAL"))

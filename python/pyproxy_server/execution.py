@@ -116,9 +116,33 @@ def wire_error(exc):
 
 def is_user_error(exc, wire):
     """Whether ``exc`` (answered with ``wire``) is the model's own failure,
-    for :func:`log_user_error`: an exception of its code, or a host call's
-    ``HostError`` it did not catch (then ``wire`` has its traceback)."""
-    return not isinstance(exc, PyProxyError) or (isinstance(exc, HostError) and "traceback" in wire)
+    for :func:`log_user_error`: an exception of its code, a host call's
+    ``HostError`` it did not catch (then ``wire`` has its traceback), or the
+    ``PythonError`` an eval wraps its code's exception in (``of_user_code``)."""
+    return (
+        not isinstance(exc, PyProxyError)
+        or getattr(exc, "of_user_code", False)
+        or (isinstance(exc, HostError) and "traceback" in wire)
+    )
+
+
+# log_user_error's bounds, in characters: an exception's message (a
+# ValueError holding a whole payload) and its traceback (whose last line
+# repeats the message) would otherwise write megabytes into the log at
+# every failing call. The traceback keeps its head (the outer frames) and
+# its tail (the innermost frames and the exception line).
+MAX_LOGGED_MESSAGE = 1024
+MAX_LOGGED_TRACEBACK = 16 * 1024
+
+
+def _bounded(text, limit):
+    """``text``, or its head and tail with a note of what was left out
+    between them when it is longer than ``limit``."""
+    if len(text) <= limit:
+        return text
+    head = limit // 4
+    tail = limit - head
+    return "%s\n... (%d characters left out) ...\n%s" % (text[:head], len(text) - limit, text[-tail:])
 
 
 # log_user_error's default: the ids of the call (not of one of its messages).
@@ -126,16 +150,20 @@ _CALLS = object()
 
 
 def log_user_error(conn_id, call, wire, message_id=_CALLS):
-    """Records a model's exception in the server's log, with its
-    traceback: the caller gets the traceback, but the gateway shows it only
-    with ``--debug``, so without this it was kept nowhere. The line names the
-    call's request id, an ``executeBatch``'s those of its messages, or
-    ``message_id`` when given: the id (or ``None``) of the batch's message
-    whose exception it is. Not eval's: its client always gets the
-    traceback, in the eval's own ``error`` event."""
+    """Records a model's (or an eval's) exception in the server's log, with
+    its traceback: the caller gets the traceback, but the gateway shows it
+    only with ``--debug`` (and an eval's client may have gone away), so
+    without this it was kept nowhere. The line names the call's request id,
+    an ``executeBatch``'s those of its messages, or ``message_id`` when
+    given: the id (or ``None``) of the batch's message whose exception it
+    is; an eval's line names its session when it ran in one. Message and
+    traceback are cut to ``MAX_LOGGED_MESSAGE`` and ``MAX_LOGGED_TRACEBACK``
+    characters."""
     if not log.isEnabledFor(logging.INFO):
         return
-    name = call.msg.get("name") if isinstance(call.msg, dict) else None
+    msg = call.msg if isinstance(call.msg, dict) else {}
+    name = msg.get("name") if call.cmd != "eval" else None
+    session = msg.get("session") if call.cmd == "eval" else None
     if message_id is not _CALLS:
         ids = "" if message_id is None else " (request id %s)" % message_id
     elif call.cmd == "executeBatch":
@@ -145,12 +173,14 @@ def log_user_error(conn_id, call, wire, message_id=_CALLS):
         request_id = call.request_id
         ids = "" if request_id is None else " (request id %s)" % request_id
     log.info(
-        "connection %s: %s %d%s%s raised %s: %s\n%s",
+        "connection %s: %s %d%s%s%s raised %s: %s\n%s",
         conn_id, call.cmd, call.id,
         " (model %s)" % name if isinstance(name, str) else "",
+        " (session %s)" % session if isinstance(session, str) else "",
         ids,
-        wire.get("exception", wire.get("type")), wire.get("message", ""),
-        str(wire.get("traceback") or "").rstrip(),
+        wire.get("exception", wire.get("type")),
+        _bounded(str(wire.get("message", "")), MAX_LOGGED_MESSAGE),
+        _bounded(str(wire.get("traceback") or "").rstrip(), MAX_LOGGED_TRACEBACK),
     )
 
 

@@ -97,6 +97,43 @@ class RequestIdTest(ServerTestCase):
         self.assertEqual(reply["error"]["exception"], "ZeroDivisionError", reply)
         self.assertNotIn("requestId", reply["error"])
 
+    def test_an_eval_error_is_in_the_server_log_once_with_its_request_id_and_traceback(self):
+        c = self.client()
+        code = "def inner():\n    raise KeyError('eval-failed-7q')\ninner()"
+        reply = c.request("eval", rid=81, code=code, requestId="req-eval-7q")
+        self.assertEqual(reply["error"]["exception"], "KeyError", reply)
+        text = self.server_log()
+        line = "eval 81 (request id req-eval-7q) raised KeyError: 'eval-failed-7q'"
+        self.assertEqual(text.count(line), 1, text[-2000:])
+        record = text[text.index(line):].split("\n20")[0]  # up to the next record's timestamp
+        self.assertIn("in inner", record)  # its traceback, the code's frames only
+        self.assertNotIn("pyproxy_server", record)
+        # In a session: the line names it. Without an id: none named.
+        session = c.call("openSession")["session"]
+        c.request("eval", rid=82, code="1 / 0", session=session)
+        self.assertIn("eval 82 (session %s) raised ZeroDivisionError: division by zero" % session, self.server_log())
+        # An interrupted eval is no error of its code: not logged.
+        c.send({"id": 83, "cmd": "eval", "code": "import time\nwhile True: time.sleep(0.01)"})
+        while not any(e.get("event") == "evalStart" and e.get("id") == 83 for e in c.events):
+            msg = c.recv(10)
+            if "event" in msg:
+                c.events.append(msg)
+        c.send({"id": 84, "cmd": "cancel", "target": 83})
+        self.assertEqual(c.reply_for(83, timeout=10)["error"]["type"], "CancelledError")
+        self.assertNotIn("eval 83 ", self.server_log())
+
+    def test_a_huge_error_is_cut_in_the_server_log(self):
+        c = self.client()
+        reply = c.request("eval", rid=85, code="raise ValueError('v' * 3000000)", requestId="req-huge")
+        self.assertEqual(len(reply["error"]["message"]), 3000000)  # the reply keeps it whole
+        text = self.server_log()
+        start = text.index("eval 85 (request id req-huge)")
+        end = text.find("\n20", start)  # the next record's timestamp, if any
+        logged = text[start:] if end < 0 else text[start:end]
+        self.assertLess(len(logged), 20000)
+        self.assertIn("characters left out", logged)
+        self.assertTrue(logged.rstrip().endswith("v"), logged[-200:])
+
 
 class BatchRequestIdsTest(ServerTestCase):
     """``executeBatch``'s ``requestIds``: ``host.request_ids()`` in

@@ -5,10 +5,10 @@
  * @module
  */
 import { DEFAULT_MAX_JSON_DEPTH } from "../_json_depth.ts";
-import { Hono } from "hono";
+import { type Context, Hono, type Next } from "hono";
 import { getLogger } from "@logtape/logtape";
 import type { Logger } from "../logger.ts";
-import type { Runtime } from "../runtime/types.ts";
+import type { Runtime, ServeRequestInfo } from "../runtime/types.ts";
 import { defaultRuntime } from "../runtime/mod.ts";
 import { DisconnectWatch } from "./disconnect_watch.ts";
 import { ChannelHub } from "./channels.ts";
@@ -274,6 +274,32 @@ export function createGateway(
 
   app.use(async (c, next) => {
     const t0 = performance.now();
+    // Every response of this path counts for the drain until it is
+    // delivered (the runtime's `completed`, asked for in fetch below), else
+    // made: over HTTP/2 the server's shutdown resets a stream not answered
+    // or not written yet (a model load or removal, a resize, an eval's
+    // events whose code ended in the grace). The fast path's model calls
+    // count through metrics.start.
+    const release = ctx.metrics.hold();
+    let held = false;
+    try {
+      await route(c, next, t0);
+      const completed = (c.env as ServeRequestInfo | undefined)?.completed;
+      // A WebSocket's 101: its connection lives on, ended by the drain.
+      if (completed !== undefined && c.res.status !== 101) {
+        held = true;
+        completed.then(release, release);
+      }
+    } finally {
+      if (!held) release();
+    }
+  });
+
+  const route = async (
+    c: Context,
+    next: Next,
+    t0: number,
+  ): Promise<void> => {
     // The client's request id comes back on every response (a model call's
     // may have one made up for its error: that one stays). Read first: a
     // WebSocket upgrade takes the request, whose headers then cannot be read.
@@ -319,7 +345,7 @@ export function createGateway(
         { ...properties, requestId },
       );
     }
-  });
+  };
   // Before the guards: a load balancer probes by IP or by a name nobody
   // listed, and the answer holds nothing a cross-site page could use.
   app.get("/healthz", (c) => {
@@ -370,6 +396,9 @@ export function createGateway(
       restarts: status.workers.reduce((n, w) => n + w.restarts, 0),
       gateway: {
         inFlight: ctx.metrics.inFlight,
+        // Other requests whose response is not delivered yet (this one
+        // included): a drain waits for them too.
+        othersInFlight: ctx.metrics.held,
         subscribers: ctx.hub.subscriberCount,
         channels: ctx.hub.list().length,
       },
@@ -547,9 +576,14 @@ export function createGateway(
   return {
     fetch(request, env) {
       const name = fastName(request);
-      return name === undefined
-        ? app.fetch(request, env)
-        : execute(request, name, undefined, undefined, undefined);
+      if (name !== undefined) {
+        return execute(request, name, undefined, undefined, undefined);
+      }
+      // The drain waits for this response's delivery (the middleware).
+      if (typeof env === "object" && env !== null && Object.isExtensible(env)) {
+        (env as ServeRequestInfo).wantsCompleted = true;
+      }
+      return app.fetch(request, env);
     },
     request: (input, init) => app.request(input, init),
   };

@@ -243,7 +243,9 @@ export function evalRoutes(ctx: RouteContext): Hono {
         ctx.logger,
         logged,
       ),
-      { headers: { "x-atom-id": atom.id } },
+      // The drain waits for the stream to end (within the grace): over
+      // HTTP/2 the server's shutdown resets a stream still being written.
+      { headers: { "x-atom-id": atom.id }, onClose: ctx.metrics.hold() },
     );
   });
 
@@ -284,7 +286,7 @@ export function evalRoutes(ctx: RouteContext): Hono {
         ctx.logger,
         logged,
       ),
-      { headers: { "x-atom-id": atom.id } },
+      { headers: { "x-atom-id": atom.id }, onClose: ctx.metrics.hold() },
     );
   });
 

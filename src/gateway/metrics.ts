@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { QueueWaitStats } from "../queue_waits.ts";
+import { QUEUE_WAIT_OUTCOMES, type QueueWaitStats } from "../queue_waits.ts";
 import type { PluginMetric } from "../plugin.ts";
 import type { WorkerState } from "../worker.ts";
 
@@ -118,8 +118,10 @@ export class GatewayMetrics {
   #http = new Map<number, number>();
   #started = Date.now();
   // Model requests started and not ended, forgotten models' included, and
-  // who waits for there to be none (whenIdle).
+  // other responses held (hold), and who waits for there to be none
+  // (whenIdle).
   #pending = 0;
+  #held = 0;
   #idle: Array<() => void> = [];
 
   /** Creates empty metrics. */
@@ -164,9 +166,7 @@ export class GatewayMetrics {
       if (ended) return;
       ended = true;
       own.inFlight--;
-      if (--this.#pending === 0 && this.#idle.length > 0) {
-        for (const resolve of this.#idle.splice(0)) resolve();
-      }
+      this.#ended();
       let stats = own;
       if (status === 404 && own.count === 0 && model !== UNKNOWN) {
         if (own.inFlight === 0 && this.#models.get(model) === own) {
@@ -206,8 +206,52 @@ export class GatewayMetrics {
   }
 
   /**
-   * Resolves once no model request (execute or stream) is in flight, at once
-   * if none is: each has then made its response, or ended its stream.
+   * Marks the response of a request other than a model call as in the
+   * making (a model load or removal, a resize, an eval's event stream);
+   * call the returned function once it is made (a stream: once it ended).
+   * Not counted in any series: only {@linkcode GatewayMetrics.whenIdle}
+   * waits for it, so that a drain lets it finish; `held` says how many are.
+   * Calling the function again does nothing.
+   *
+   * @example
+   * ```ts
+   * import { GatewayMetrics } from "./metrics.ts";
+   * const metrics = new GatewayMetrics();
+   * const release = metrics.hold();
+   * const idle = metrics.whenIdle().then(() => console.log("idle"));
+   * console.log(metrics.held); // 1
+   * release();
+   * await idle; // "idle"
+   * ```
+   */
+  hold(): () => void {
+    this.#held++;
+    this.#pending++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#held--;
+      this.#ended();
+    };
+  }
+
+  /** Responses of other routes in the making ({@linkcode GatewayMetrics.hold}). */
+  get held(): number {
+    return this.#held;
+  }
+
+  #ended(): void {
+    if (--this.#pending === 0 && this.#idle.length > 0) {
+      for (const resolve of this.#idle.splice(0)) resolve();
+    }
+  }
+
+  /**
+   * Resolves once no request is in flight, at once if none is: each model
+   * request (execute or stream) has then made its response or ended its
+   * stream, and each response of another route held with
+   * {@linkcode GatewayMetrics.hold} is made.
    *
    * @example
    * ```ts
@@ -383,18 +427,31 @@ export class GatewayMetrics {
       family(
         "pyproxy_queue_wait_seconds",
         "histogram",
-        "Seconds the calls routed to a worker (model calls, streams, evals) waited in the pool queue; 0 for those sent at once.",
+        'Seconds calls waited in the pool queue, by outcome: "sent" to a worker (model calls, streams, evals; 0 for those sent at once), or left unsent: "timeout", "cancelled", "failed" (no worker left, pool closing).',
       );
-      waits.le.forEach((le, i) => {
+      const histogram = (
+        outcome: string,
+        h: { buckets: readonly number[]; count: number; sum: number },
+      ): void => {
+        waits.le.forEach((le, i) => {
+          lines.push(
+            `pyproxy_queue_wait_seconds_bucket{outcome="${outcome}",le="${le}"} ${
+              h.buckets[i]
+            }`,
+          );
+        });
         lines.push(
-          `pyproxy_queue_wait_seconds_bucket{le="${le}"} ${waits.buckets[i]}`,
+          `pyproxy_queue_wait_seconds_bucket{outcome="${outcome}",le="+Inf"} ${h.count}`,
+          `pyproxy_queue_wait_seconds_sum{outcome="${outcome}"} ${h.sum}`,
+          `pyproxy_queue_wait_seconds_count{outcome="${outcome}"} ${h.count}`,
         );
-      });
-      lines.push(
-        `pyproxy_queue_wait_seconds_bucket{le="+Inf"} ${waits.count}`,
-        `pyproxy_queue_wait_seconds_sum ${waits.sum}`,
-        `pyproxy_queue_wait_seconds_count ${waits.count}`,
-      );
+      };
+      histogram("sent", waits);
+      // Every outcome always listed (zeros too): a bounded, stable set of series.
+      for (const outcome of QUEUE_WAIT_OUTCOMES) {
+        const h = waits.abandoned?.[outcome];
+        if (h !== undefined) histogram(outcome, h);
+      }
     }
     if (snapshot.evalReplayBytes !== undefined) {
       family(

@@ -11,6 +11,7 @@ import type {
   FetchHandler,
   HttpServer,
   Runtime,
+  ServeRequestInfo,
   SpawnOptions,
   UpgradeWebSocketOptions,
 } from "./types.ts";
@@ -204,7 +205,17 @@ export function denoRuntime(): Runtime {
           // Deno.serve's per-request info for the whole call made V8 promote
           // ~10% of everything a request allocates (README, Performance).
           const addr = info.remoteAddr as Deno.NetAddr;
-          return handler(req, { remoteAddr: addr.hostname ?? "" });
+          const own: ServeRequestInfo = { remoteAddr: addr.hostname ?? "" };
+          const res = handler(req, own);
+          // Read only when asked (the gateway: not for plain model calls).
+          // It rejects when the client left first: never unhandled, whoever
+          // reads it (or not: a WebSocket's upgrade).
+          if (own.wantsCompleted === true) {
+            const completed = info.completed;
+            completed.catch(() => {});
+            own.completed = completed;
+          }
+          return res;
         });
       });
     },

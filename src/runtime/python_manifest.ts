@@ -88,15 +88,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 29594,
+      size: 29879,
       sha256:
-        "cb2aa07266facd351b5067bc1821dede63bdba805634459a4156037deaccab74",
+        "b9c14b1b28cc5648f6b7eb98038a42fe3f2562084a859e06cb17c9f3e26fb642",
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 29234,
+      size: 30529,
       sha256:
-        "288b348da3d0c4bebd02d6d5cd6cdc6cd493ce04138bac171a4109aed5d8f878",
+        "f90e290070689d34f9622d23f26120cf413553db5adbcf669fff5b564c0203ab",
     },
     {
       path: "pyproxy_server/framer.py",
