@@ -547,6 +547,77 @@ export class InvalidRequestError extends PyProxyError {
 defineName(InvalidRequestError, "InvalidRequestError");
 
 /**
+ * One field of a body that failed its check (an entry of
+ * {@linkcode ValidationError.fields}, and of the gateway's `error.fields`).
+ *
+ * @example
+ * ```ts
+ * import type { FieldProblem } from "./errors.ts";
+ * const problem: FieldProblem = { path: ["age"], message: "expected an integer", expected: "integer", received: "string" };
+ * console.log(problem.path.join(".")); // "age"
+ * ```
+ */
+export interface FieldProblem {
+  /**
+   * Where, from the body down (FastAPI's `loc` without its leading
+   * `"body"`): `["age"]` for a declared field, `[]` for the body itself
+   * (not a JSON object).
+   */
+  path: Array<string | number>;
+  /** What is wrong, as in the error's message: `"expected an integer"`, `"is required"`. */
+  message: string;
+  /**
+   * The declared type (`"integer"`, `"number"`, `"string"`, `"boolean"`,
+   * `"array"`, `"object"`, `"any"`, or the unknown type name as declared);
+   * `"object"` for the body itself.
+   */
+  expected: string;
+  /**
+   * The JSON type of what was sent: `"missing"`, `"null"`, `"boolean"`,
+   * `"number"`, `"string"`, `"array"` or `"object"` (never the value: it
+   * may be large, or a secret).
+   */
+  received: string;
+}
+
+/**
+ * A body does not match a model's declared `inputs`: the message names
+ * every bad field (`"age: expected an integer; income: is required"`) and
+ * `fields` lists them for programs (at most
+ * {@linkcode ValidationError.MAX_FIELDS}). The gateway answers it with a 400
+ * whose `error.fields` is that list; in the library,
+ * {@linkcode InputValidator} throws it.
+ *
+ * @example
+ * ```ts
+ * import { ValidationError } from "./errors.ts";
+ * const err = new ValidationError("Cannot execute model 'scorer': age: is required", [
+ *   { path: ["age"], message: "is required", expected: "integer", received: "missing" },
+ * ]);
+ * console.log(err.code, err.fields[0]?.path); // "VALIDATION" ["age"]
+ * ```
+ */
+export class ValidationError extends PyProxyError {
+  /** The most entries {@linkcode ValidationError.fields} holds: 100. */
+  static readonly MAX_FIELDS = 100;
+  /** Stable code. */
+  override readonly code: string = "VALIDATION";
+  /** The bad fields, in declared order (at most `MAX_FIELDS`). */
+  readonly fields: readonly FieldProblem[];
+  /** Creates the error. */
+  constructor(
+    message: string,
+    fields: readonly FieldProblem[],
+    options: PyProxyErrorOptions = {},
+  ) {
+    super(message, options);
+    this.name = "ValidationError";
+    this.fields = fields.slice(0, ValidationError.MAX_FIELDS);
+  }
+}
+defineName(ValidationError, "ValidationError");
+
+/**
  * A configuration or option value is invalid; the message names the field.
  *
  * @example

@@ -356,13 +356,21 @@ export interface PoolOptions {
    */
   logger?: Logger;
   /**
-   * Extra environment for the servers, or a function of the worker id. A
+   * Extra environment for the servers, or a function of the worker id and
+   * its slot's `index` (`WorkerInfo.index`: from 0, reused after a resize
+   * removed a slot, so it stays below the most workers the pool had at
+   * once), called once per slot: a restarted worker keeps its environment.
+   * One GPU per worker:
+   * `env: (_id, { index }) => ({ CUDA_VISIBLE_DEVICES: String(index) })`. A
    * `PYTHONPATH` is kept, after the server package's directory (it
    * replaces the host's own `PYTHONPATH`, which is kept otherwise).
    */
   env?:
     | Record<string, string>
-    | ((workerId: string) => Record<string, string> | undefined);
+    | ((
+      workerId: string,
+      slot: { index: number },
+    ) => Record<string, string> | undefined);
   /** Extra server arguments, or a function of the worker id. */
   serverArgs?: string[] | ((workerId: string) => string[] | undefined);
   /** Frame size limit in bytes, at least 4096. @default {67108864} */

@@ -69,7 +69,10 @@ export interface ResolvedPoolOptions {
   /** With a logger of the caller's: the servers' launcher and stderr (else their own). */
   serverLogger: Logger | undefined;
   /** Extra environment of a worker. */
-  env: (workerId: string) => Record<string, string> | undefined;
+  env: (
+    workerId: string,
+    slot: { index: number },
+  ) => Record<string, string> | undefined;
   /** Extra server arguments of a worker. */
   serverArgs: (workerId: string) => string[] | undefined;
   /** Frame size limit, or undefined for the default. */

@@ -218,11 +218,17 @@ export class Supervisor {
   #add(): Worker {
     const o = this.#opts.options;
     const id = `w${this.#nextId++}`;
-    const env = o.env(id);
+    // The lowest index no slot holds (a removed one's until its process is
+    // gone): one GPU per worker stays one GPU per process through resizes.
+    const held = new Set(this.workers.map((w) => w.index));
+    let index = 0;
+    while (held.has(index)) index++;
+    const env = o.env(id, { index });
     const args = o.serverArgs(id);
     const transport = this.#transport;
     const worker = new Worker({
       id,
+      index,
       server: {
         python: o.python,
         path: this.#path!,

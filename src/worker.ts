@@ -69,6 +69,15 @@ export interface WorkerExit {
 export interface WorkerInfo {
   /** Slot id: `"w1"`, `"w2"`, ... (also the server's `--id`); never reused in a pool, even after `pool.resize` removed its slot. */
   readonly id: string;
+  /**
+   * The slot's index: the lowest from 0 that no other slot of the pool held
+   * when it was created (the first slots: 0, 1, ...), kept across restarts.
+   * Unlike the id, it is reused: a slot added after a resize removed one
+   * (once that one's process is gone) takes its index, so `index` stays
+   * below the largest number of slots the pool had at once (one GPU per
+   * worker: the `env` function's second argument).
+   */
+  readonly index: number;
   /** Pid of the running process, `null` when none. */
   readonly pid: number | null;
   /** Current state. */
@@ -135,6 +144,8 @@ export interface WorkerHooks {
 export interface WorkerOptions {
   /** Slot id. */
   id: string;
+  /** Slot index ({@linkcode WorkerInfo.index}). @default {0} */
+  index?: number;
   /**
    * How to start the server (the worker adds `id` and, for Unix transport,
    * `socketName`). No `secret` nor `unix` path: every process of the slot
@@ -163,6 +174,7 @@ export interface WorkerOptions {
  */
 export class Worker implements WorkerInfo {
   readonly id: string;
+  readonly index: number;
   #options: WorkerOptions;
   #state: WorkerState = "starting";
   #gen = 0;
@@ -194,6 +206,7 @@ export class Worker implements WorkerInfo {
   /** Creates a slot in state `starting`; call {@linkcode Worker.start}. */
   constructor(options: WorkerOptions) {
     this.id = options.id;
+    this.index = options.index ?? 0;
     this.#options = options;
   }
 
@@ -248,6 +261,7 @@ export class Worker implements WorkerInfo {
   info(): WorkerInfo {
     return {
       id: this.id,
+      index: this.index,
       pid: this.pid,
       state: this.state,
       restarts: this.restarts,

@@ -656,3 +656,57 @@ Deno.test("parseConfig: models[].timeout is an integer number of ms from 1 to 2^
     );
   }
 });
+
+Deno.test("parseConfig: env takes variable names to strings, and refuses what the host sets for the server's own start and protocol", () => {
+  assert.deepEqual(
+    parseConfig({
+      env: { OMP_NUM_THREADS: "2", CUDA_VISIBLE_DEVICES: "{index}" },
+    })
+      .env,
+    { OMP_NUM_THREADS: "2", CUDA_VISIBLE_DEVICES: "{index}" },
+  );
+  assert.equal(
+    configError(() => parseConfig({ env: { OMP_NUM_THREADS: 2 } })),
+    'env.OMP_NUM_THREADS: expected a string (a number too: "2", not 2) (at pyproxy.json: env.OMP_NUM_THREADS)',
+  );
+  assert.match(
+    configError(() => parseConfig({ env: { PYPROXY_TOKEN: "x" } })),
+    /^env\.PYPROXY_TOKEN: PYPROXY_ names are the host's own/,
+  );
+  for (
+    const name of [
+      "PYTHONPATH",
+      "PYTHONHOME",
+      "PYTHONUNBUFFERED",
+      "PYTHONSAFEPATH",
+      "PYTHONINSPECT",
+    ]
+  ) {
+    assert.match(
+      configError(() => parseConfig({ env: { [name]: "1" } })),
+      new RegExp(`^env\\.${name}: cannot be set for the workers: `),
+    );
+  }
+  assert.match(
+    configError(() => parseConfig({ env: { "A-B": "1" } })),
+    /^env\["A-B"\]: expected a variable name/,
+  );
+  assert.match(
+    configError(() => parseConfig({ env: { A: "a\0b" } })),
+    /^env\.A: expected a value without a NUL character/,
+  );
+  assert.match(
+    configError(() => parseConfig({ env: ["A=1"] })),
+    /^env: expected an object of variable name → value/,
+  );
+});
+
+Deno.test("resolveConfig: env is the file's under the command line's", () => {
+  const config = resolveConfig({
+    cwd: "/srv",
+    file: { env: { A: "file", B: "file" } },
+    cli: { env: { B: "cli" } },
+  });
+  assert.deepEqual(config.env, { A: "file", B: "cli" });
+  assert.deepEqual(resolveConfig({ cwd: "/srv" }).env, {});
+});

@@ -122,6 +122,39 @@ Deno.test("createGateway serves every route with real workers", async (t) => {
       assert.match(error.message, /age: is required/);
       assert.match(error.message, /income: expected a number/);
       assert.match(error.message, /late_payments: expected an integer/);
+      // The same, for programs: every bad field, in declared order.
+      assert.deepEqual(error.fields, [
+        {
+          path: ["age"],
+          message: "is required",
+          expected: "number",
+          received: "missing",
+        },
+        {
+          path: ["income"],
+          message: "expected a number",
+          expected: "number",
+          received: "string",
+        },
+        {
+          path: ["late_payments"],
+          message: "expected an integer",
+          expected: "integer",
+          received: "number",
+        },
+      ]);
+      // A model stream's body is checked the same way, before it starts.
+      const streamed = await gw.fetch(
+        "/v1/models/scorer/stream",
+        json({ ...APPLICANT, debt: null }),
+      );
+      assert.equal(streamed.status, 400);
+      assert.deepEqual((await streamed.json()).error.fields, [{
+        path: ["debt"],
+        message: "expected a number",
+        expected: "number",
+        received: "null",
+      }]);
       const notJson = await gw.fetch("/v1/models/echo/execute", {
         method: "POST",
         body: "{nope",

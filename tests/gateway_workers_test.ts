@@ -211,3 +211,74 @@ Deno.test("PUT /v1/workers is 409 while a resize it did not start runs (autoscal
   assert.equal(gw.pool.status().resizing, false);
   assert.equal((await status(gw)).length, 3);
 });
+
+const ENV_PROBE = `import os
+
+
+class EnvProbe:
+    def execute(self, msg):
+        return {
+            "threads": os.environ.get("OMP_NUM_THREADS"),
+            "slot": os.environ.get("SLOT"),
+            "tag": os.environ.get("TAG"),
+            "has_key": "MODEL_API_KEY" in os.environ,
+        }
+`;
+
+Deno.test("pyproxy.json env: every worker gets it with {worker} and {index} filled in, a resize's new worker takes a freed index, /v1/status shows no value", async () => {
+  const secret = "sk-live-0123456789abcdef";
+  await using gw = await startGateway({
+    workers: 2,
+    allowManage: true,
+    env: {
+      OMP_NUM_THREADS: "3",
+      SLOT: "{index}",
+      TAG: "run-{worker}-{index}",
+      MODEL_API_KEY: secret,
+    },
+  }, { "env_probe.py": ENV_PROBE });
+  const probe = (worker: string) =>
+    gw.pool.execute("env_probe", {}, { worker });
+  assert.deepEqual(await probe("w1"), {
+    threads: "3",
+    slot: "0",
+    tag: "run-w1-0",
+    has_key: true,
+  });
+  assert.deepEqual(await probe("w2"), {
+    threads: "3",
+    slot: "1",
+    tag: "run-w2-1",
+    has_key: true,
+  });
+  // Over HTTP, as a client sees it.
+  const res = await gw.fetch("/v1/models/env_probe/execute", {
+    method: "POST",
+    body: "{}",
+  });
+  assert.equal(res.status, 200);
+  assert.equal((await res.json()).threads, "3");
+  // The status names no value (a key, a token), and tells each index.
+  const text = await (await gw.fetch("/v1/status")).text();
+  assert.ok(!text.includes(secret), "the status shows an env value");
+  assert.deepEqual(
+    JSON.parse(text).workers.map((w: { id: string; index: number }) =>
+      `${w.id}:${w.index}`
+    ),
+    ["w1:0", "w2:1"],
+  );
+  // A resize removes one worker: the next one added (w3) takes its index.
+  let put1 = await gw.fetch("/v1/workers", put({ count: 1 }));
+  assert.equal(put1.status, 200);
+  const [left] = gw.pool.status().workers;
+  assert.ok(left !== undefined);
+  put1 = await gw.fetch("/v1/workers", put({ count: 2 }));
+  assert.equal(put1.status, 200);
+  const freed = 1 - left.index;
+  assert.deepEqual(await probe("w3"), {
+    threads: "3",
+    slot: String(freed),
+    tag: `run-w3-${freed}`,
+    has_key: true,
+  });
+});

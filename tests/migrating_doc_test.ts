@@ -180,6 +180,11 @@ async function gatewayAnswers(url: string): Promise<void> {
     error.message,
     "Cannot execute model 'risk': income: expected a number; debt: is required; age: is required",
   );
+  // The page's mapping of FastAPI's detail[].loc: path, one entry a field.
+  assert.deepEqual(
+    error.fields.map((f: { path: string[] }) => ["body", ...f.path]),
+    [["body", "income"], ["body", "debt"], ["body", "age"]],
+  );
   // Only the host can send the shutdown message: not an object, refused.
   const notObject = await fetch(
     `${url}/v1/models/risk/execute`,

@@ -707,3 +707,52 @@ Deno.test("PluginContext.resize names its plugin in the resize event, pool.resiz
     await pids.assertGone();
   }
 });
+
+Deno.test("Pool env: a function gets each slot's index, kept by a restart and reused by a slot added after a resize removed one", async () => {
+  await using dir = await modelsDir();
+  await Deno.writeTextFile(
+    `${dir.path}/slot_env.py`,
+    `import os
+
+
+class SlotEnv:
+    def execute(self, msg):
+        return {"slot": os.environ.get("SLOT"), "id": os.environ.get("WID")}
+`,
+  );
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, {
+      workers: 2,
+      env: (id, { index }) => ({ SLOT: String(index), WID: id }),
+    }));
+    pids.watch(pool);
+    await pool.addModel("slot_env", { file: "slot_env.py" });
+    const envOf = (worker: string) =>
+      pool.execute<{ slot: string; id: string }>("slot_env", {}, { worker });
+    assert.deepEqual(await envOf("w1"), { slot: "0", id: "w1" });
+    assert.deepEqual(await envOf("w2"), { slot: "1", id: "w2" });
+    assert.deepEqual(pool.status().workers.map((w) => [w.id, w.index]), [
+      ["w1", 0],
+      ["w2", 1],
+    ]);
+    // A restarted process keeps its slot's environment.
+    const back = readyAgain(pool, "w1");
+    pool.killWorker("w1");
+    await back;
+    assert.deepEqual(await envOf("w1"), { slot: "0", id: "w1" });
+    // The slot a resize removed gives its index to the next one added
+    // (ids are never reused; indexes are, once the process is gone).
+    const [left] = (await pool.resize(1)).workers;
+    const grown = await pool.resize(2);
+    const added = grown.workers.find((w) => w.id === "w3");
+    assert.ok(left !== undefined && added !== undefined);
+    assert.equal(added.index, 1 - left.index);
+    assert.deepEqual(await envOf("w3"), {
+      slot: String(added.index),
+      id: "w3",
+    });
+  } finally {
+    await pids.assertGone();
+  }
+});

@@ -186,6 +186,38 @@ export function components(token: boolean): OpenApiObject {
             type: "string",
             description: "The Python traceback (with `--debug` only).",
           },
+          fields: {
+            type: "array",
+            maxItems: 100,
+            description:
+              "`ValidationError` of a body the model's declared inputs refuse: every bad field (at most 100, in declared order; `message` names the same ones). FastAPI's `detail`, with `path` for its `loc` (less the leading `\"body\"`).",
+            items: {
+              type: "object",
+              required: ["path", "message", "expected", "received"],
+              properties: {
+                path: {
+                  type: "array",
+                  items: { type: ["string", "integer"] },
+                  description:
+                    'Where, from the body down: `["age"]`; `[]` for the body itself (not a JSON object).',
+                },
+                message: {
+                  type: "string",
+                  description: "`expected an integer`, `is required`...",
+                },
+                expected: {
+                  type: "string",
+                  description:
+                    "The declared type (`integer`, `number`, `string`, `boolean`, `array`, `object`, `any`...); `object` for the body itself.",
+                },
+                received: {
+                  type: "string",
+                  description:
+                    "The JSON type sent: `missing`, `null`, `boolean`, `number`, `string`, `array` or `object` (never the value).",
+                },
+              },
+            },
+          },
           requestId: {
             type: "string",
             description:

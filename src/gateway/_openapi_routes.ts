@@ -33,6 +33,12 @@ const WORKER: JsonSchema = {
   required: ["id", "pid", "state", "restarts", "inFlight"],
   properties: {
     id: { type: "string" },
+    index: {
+      type: "integer",
+      minimum: 0,
+      description:
+        "The slot's index (`env`'s `{index}`): from 0, the lowest no other worker held when it was created, reused after a resize.",
+    },
     pid: { type: ["integer", "null"] },
     state: {
       type: "string",

@@ -43,6 +43,12 @@ export interface ResolvedConfig {
   workers: number;
   /** Python executable. */
   python?: string;
+  /**
+   * Extra environment of the workers (`{worker}` and `{index}` filled in
+   * per worker); the file's, under the command line's.
+   * @default {{}}
+   */
+  env?: Record<string, string>;
   /** Absolute models directory (model files are confined to it). */
   modelsDir: string;
   /** Models to load at start; `"auto"` loads every `*.py` of `modelsDir`. */
@@ -259,6 +265,7 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
     port: pick("port") ?? DEFAULTS.port,
     workers: pick("workers") ?? DEFAULTS.workers,
     modelsDir,
+    env: { ...file.env, ...cli.env },
     // --models picks a directory: its files are the models unless a list is given with it.
     models: cli.models ??
       (cli.modelsDir !== undefined ? undefined : file.models) ?? "auto",

@@ -7,6 +7,7 @@ import * as v from "valibot";
 import { plainRecord } from "../_plain_record.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import { MAX_MODEL_TIMEOUT } from "../_model_timeout.ts";
+import { envNameProblem, isEnvValue } from "./_worker_env.ts";
 
 /**
  * A LogTape log level.
@@ -84,6 +85,15 @@ export interface GatewayConfig {
   workers?: number | undefined;
   /** Python executable. */
   python?: string | undefined;
+  /**
+   * Extra environment of the workers (over `serve`'s own): name → value,
+   * `{worker}` in a value replaced by the worker's id (`w2`) and `{index}`
+   * by its slot's index (0, 1, ...; reused after a resize). Not
+   * `PYTHONPATH`, `PYTHONHOME`, `PYTHONUNBUFFERED`, `PYTHONSAFEPATH`,
+   * `PYTHONINSPECT` nor `PYPROXY_*` (the host's, for the server's own start
+   * and protocol).
+   */
+  env?: Record<string, string> | undefined;
   /** Models directory. */
   modelsDir?: string | undefined;
   /** Models to load at start. */
@@ -320,6 +330,34 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
   port: v.optional(int(0, 65535)),
   workers: v.optional(int(1, 1024)),
   python: v.optional(str("a python executable")),
+  env: v.optional(
+    v.pipe(
+      plainRecord(
+        v.pipe(
+          v.string('expected a string (a number too: "2", not 2)'),
+          v.check(isEnvValue, "expected a value without a NUL character"),
+        ),
+        "expected an object of variable name → value",
+      ),
+      v.rawCheck(({ dataset, addIssue }) => {
+        if (!dataset.typed) return;
+        for (const name of Object.keys(dataset.value)) {
+          const problem = envNameProblem(name);
+          if (problem === undefined) continue;
+          addIssue({
+            message: problem,
+            path: [{
+              type: "object",
+              origin: "value",
+              input: dataset.value,
+              key: name,
+              value: dataset.value[name],
+            }],
+          });
+        }
+      }),
+    ),
+  ),
   modelsDir: v.optional(str("a directory")),
   models: v.optional(
     v.array(

@@ -11,6 +11,7 @@ import {
   CancelledError,
   ConfigError,
   ConnectionLostError,
+  type FieldProblem,
   NoWorkerError,
   OverloadedError,
   PyProxyError,
@@ -24,6 +25,7 @@ import {
   StreamIdleError,
   TimeoutError,
   UnsafeIntegerError,
+  ValidationError,
   WorkerCrashedError,
 } from "../errors.ts";
 
@@ -49,6 +51,11 @@ export interface ErrorBody {
    * ids"); also the response's `X-Request-Id` header.
    */
   requestId?: string;
+  /**
+   * A `ValidationError`'s bad fields (a body the model's declared inputs
+   * refuse): at most 100, in declared order; `message` names the same ones.
+   */
+  fields?: readonly FieldProblem[];
   /** Further fields (`exception`, `traceback`, `limit`, ...). */
   [field: string]: unknown;
 }
@@ -206,6 +213,15 @@ export function describeError(
       return { status: 503, headers, body: body(err.name, message) };
     }
     return { status: 502, headers, body: body(err.name, message) };
+  }
+  if (err instanceof ValidationError) {
+    // A body the model's declared inputs refuse: 400, not FastAPI's 422
+    // (clients rely on it); `fields` is FastAPI's `detail` for programs.
+    return {
+      status: 400,
+      headers,
+      body: body(err.name, err.message, { fields: err.fields }),
+    };
   }
   if (err instanceof CancelledError) {
     headers["retry-after"] = "1";

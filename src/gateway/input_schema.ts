@@ -11,7 +11,10 @@ import * as v from "valibot";
 /** A valibot schema for an execute body. */
 export type InputSchema = v.GenericSchema<unknown, Record<string, unknown>>;
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
+/** Whether `value` is a JSON object (not an array, not `null`). */
+export function isPlainObject(
+  value: unknown,
+): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
@@ -92,82 +95,4 @@ export function buildInputSchema(
     // A missing declared field is reported by the object schema, with the field in its path.
     (issue) => (issue.path?.length ? "is required" : "expected a JSON object"),
   ) as unknown as InputSchema;
-}
-
-/**
- * Validates `body` against `schema`; returns `null` when valid, else one
- * readable message naming every bad field (`"age: expected an integer; income: expected a number"`).
- *
- * @example
- * ```ts
- * import { buildInputSchema, validateInput } from "./input_schema.ts";
- * console.log(validateInput(buildInputSchema({ x: "number" }), { x: "5" })); // "x: expected a number"
- * ```
- */
-export function validateInput(
-  schema: InputSchema,
-  body: unknown,
-): string | null {
-  // valibot's object schemas take arrays for objects.
-  if (!isPlainObject(body)) return "expected a JSON object";
-  const result = v.safeParse(schema, body);
-  if (result.success) return null;
-  return result.issues.map((issue) => {
-    const path = v.getDotPath(issue);
-    return path ? `${path}: ${issue.message}` : issue.message;
-  }).join("; ");
-}
-
-/** Options for {@linkcode InputSchemaCache}. */
-export interface InputSchemaCacheOptions {
-  /**
-   * Models kept at most (least recently built dropped first).
-   * @default {1000}
-   */
-  maxEntries?: number;
-}
-
-/**
- * Caches one schema per model name and version, so a body is validated
- * without rebuilding the schema, and a model update builds a new one.
- *
- * @example
- * ```ts
- * import { InputSchemaCache } from "./input_schema.ts";
- * const cache = new InputSchemaCache();
- * const a = cache.get("scorer", 1, { age: "number" });
- * console.log(a === cache.get("scorer", 1, { age: "number" })); // true
- * ```
- */
-export class InputSchemaCache {
-  #entries = new Map<string, { version: unknown; schema: InputSchema }>();
-  #max: number;
-
-  /** Creates an empty cache. */
-  constructor(options: InputSchemaCacheOptions = {}) {
-    this.#max = options.maxEntries ?? 1000;
-  }
-
-  /** The schema for `name` at `version`, built from `inputs` on a miss. */
-  get(
-    name: string,
-    version: unknown,
-    inputs: Record<string, unknown> | undefined,
-  ): InputSchema {
-    const hit = this.#entries.get(name);
-    if (hit && hit.version === version) return hit.schema;
-    const schema = buildInputSchema(inputs);
-    this.#entries.delete(name);
-    if (this.#entries.size >= this.#max) {
-      const oldest = this.#entries.keys().next();
-      if (!oldest.done) this.#entries.delete(oldest.value);
-    }
-    this.#entries.set(name, { version, schema });
-    return schema;
-  }
-
-  /** Forgets a model (removed or replaced). */
-  delete(name: string): void {
-    this.#entries.delete(name);
-  }
 }

@@ -34,6 +34,7 @@ export type {
   MetricsSnapshot,
   ModelMetrics,
 } from "./metrics.ts";
+export { InputValidator } from "./input_validator.ts";
 export { ModelCatalog } from "./model_catalog.ts";
 export type { GatewayModelInfo } from "./model_catalog.ts";
 export type { CorsConfig } from "./security.ts";

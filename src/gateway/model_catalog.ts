@@ -5,7 +5,7 @@
  * @module
  */
 import type { GatewayModelSpec, GatewayPool } from "./gateway_pool.ts";
-import { type InputSchema, InputSchemaCache } from "./input_schema.ts";
+import { type InputValidator, InputValidatorCache } from "./input_validator.ts";
 import { modelTimeoutOf } from "../_model_timeout.ts";
 
 /**
@@ -117,7 +117,7 @@ export class ModelCatalog {
   #timeouts = new Map<string, number>();
   /** The last version given to each name, kept after a remove. */
   #versions = new Map<string, number>();
-  #schemas = new InputSchemaCache();
+  #validators = new InputValidatorCache();
 
   /** Records a description with the name's next version. */
   #record(name: string, desc: GatewayModelInfo): GatewayModelInfo {
@@ -147,7 +147,7 @@ export class ModelCatalog {
       await pool.addModel(name, spec, options),
       spec,
     );
-    this.#schemas.delete(name);
+    this.#validators.delete(name);
     return this.#record(name, desc);
   }
 
@@ -163,7 +163,7 @@ export class ModelCatalog {
       await pool.updateModel(name, spec, options),
       spec,
     );
-    this.#schemas.delete(name);
+    this.#validators.delete(name);
     return this.#record(name, desc);
   }
 
@@ -176,7 +176,7 @@ export class ModelCatalog {
     await pool.removeModel(name, options);
     this.#models.delete(name);
     this.#timeouts.delete(name);
-    this.#schemas.delete(name);
+    this.#validators.delete(name);
   }
 
   /**
@@ -196,15 +196,16 @@ export class ModelCatalog {
   }
 
   /**
-   * The input schema of a known model (cached per version), else `undefined`.
+   * The input validator of a known model with declared inputs (cached per
+   * version), else `undefined`.
    * Internal to the gateway's routes.
    *
    * @ignore
    */
-  schema(name: string): InputSchema | undefined {
+  validator(name: string): InputValidator | undefined {
     const desc = this.#models.get(name);
     if (!desc?.inputs) return undefined;
-    return this.#schemas.get(name, desc.version ?? 0, desc.inputs);
+    return this.#validators.get(name, desc.version ?? 0, desc.inputs);
   }
 
   /**

@@ -18,7 +18,6 @@ import {
 import { isRequestId } from "../_request_id.ts";
 import { validBody } from "./_valid_body.ts";
 import type { GatewayModelSpec } from "./gateway_pool.ts";
-import { validateInput } from "./input_schema.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import { readJsonBody } from "./read_json_body.ts";
 import { type SseEvent, sseResponse } from "./sse.ts";
@@ -251,17 +250,8 @@ async function readModelInput(
     ctx.maxJsonDepth,
   );
   const body = raw === undefined ? {} : raw;
-  const schema = ctx.catalog.schema(name);
-  if (schema) {
-    const problem = validateInput(schema, body);
-    if (problem !== null) {
-      throw httpError(
-        400,
-        "ValidationError",
-        `Cannot execute model '${name}': ${problem}`,
-      );
-    }
-  }
+  // A ValidationError: a 400 with the bad fields (error_response.ts).
+  ctx.catalog.validator(name)?.check(body, name);
   return body;
 }
 

@@ -29,6 +29,7 @@ import { GatewayMetrics } from "./metrics.ts";
 import { type GatewayModelInfo, ModelCatalog } from "./model_catalog.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import { isLoopback } from "./security.ts";
+import { workerEnv } from "./_worker_env.ts";
 import { setTimeoutOrNever } from "../_timer.ts";
 
 /** Addresses that bind every interface: no client can connect to them. */
@@ -262,6 +263,7 @@ export async function serve(
   });
   const catalog = new ModelCatalog();
   const metrics = new GatewayMetrics();
+  const envOption = workerEnv(config.env ?? {});
   const poolOptions: PoolOptions = {
     workers: config.workers,
     modelsDir: config.modelsDir,
@@ -283,6 +285,9 @@ export async function serve(
     // JSON in, JSON out: integers beyond ±2^53 pass through exactly (docs/gateway.md).
     integers: "bigint",
     ...(config.python === undefined ? {} : { python: config.python }),
+    // The config's env, `{worker}` and `{index}` filled in per slot (a
+    // restarted worker keeps its slot's).
+    ...(envOption === undefined ? {} : { env: envOption }),
     ...(config.limits.maxInFlightPerWorker === undefined
       ? {}
       : { maxInFlightPerWorker: config.limits.maxInFlightPerWorker }),

@@ -1,0 +1,182 @@
+/**
+ * The check of a body against a model's declared `inputs`, as the gateway
+ * makes it before a call: for the library too, which does not check them.
+ *
+ * @module
+ */
+import * as v from "valibot";
+import { type FieldProblem, ValidationError } from "../errors.ts";
+import {
+  buildInputSchema,
+  type InputSchema,
+  isPlainObject,
+} from "./input_schema.ts";
+
+/** The JSON type of a value, as {@linkcode FieldProblem.received} names it. */
+function jsonType(value: unknown): string {
+  if (value === undefined) return "missing";
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "array";
+  // A bigint: an integer beyond ±2^53 in a body, kept exact.
+  if (typeof value === "bigint") return "number";
+  return typeof value === "object" ? "object" : typeof value;
+}
+
+/**
+ * Checks bodies against a model's declared `inputs` (protocol §6: field
+ * name → `"number"`, `"integer"`, `"string"`, `"boolean"`, `"array"`,
+ * `"object"` or `"any"`, with a trailing `?` for a field that may be left
+ * out), as the gateway does before each call: the body must be a JSON
+ * object, and its declared fields present with their types (other fields
+ * pass). `pool.execute` does not check `inputs`: build one validator per
+ * model version (from the description `pool.addModel` returns) and call
+ * {@linkcode InputValidator.check} before `execute`.
+ *
+ * @example Check a body before a call
+ * ```ts
+ * import { InputValidator } from "./input_validator.ts";
+ * import { ValidationError } from "../errors.ts";
+ * // const { inputs } = await pool.addModel("scorer", { file: "scorer.py" });
+ * const inputs = { age: "integer", income: "number", note: "string?" };
+ * const validator = new InputValidator(inputs);
+ * validator.check({ age: 40, income: 52000 }); // passes
+ * try {
+ *   validator.check({ age: "forty" }, "scorer");
+ * } catch (err) {
+ *   if (!(err instanceof ValidationError)) throw err;
+ *   console.log(err.message);
+ *   // "Cannot execute model 'scorer': age: expected an integer; income: is required"
+ *   console.log(err.fields.map((f) => f.path.join("."))); // ["age", "income"]
+ * }
+ * ```
+ */
+export class InputValidator {
+  #schema: InputSchema;
+  /** Declared field → its type without the `?`. */
+  #types = new Map<string, string>();
+
+  /**
+   * Builds the check of `inputs` (a model description's); without
+   * `inputs`, any JSON object passes.
+   */
+  constructor(inputs: Record<string, unknown> | undefined) {
+    this.#schema = buildInputSchema(inputs);
+    for (const [name, declared] of Object.entries(inputs ?? {})) {
+      // A non-string type is checked as "any" (input_schema.ts).
+      const type = typeof declared === "string" ? declared : "any";
+      this.#types.set(name, type.endsWith("?") ? type.slice(0, -1) : type);
+    }
+  }
+
+  /**
+   * `null` when `body` passes, else every bad field in declared order (the
+   * body itself, `path: []`, when it is not a JSON object). Unbounded: as
+   * many entries as declared fields at most.
+   */
+  problems(body: unknown): FieldProblem[] | null {
+    // valibot's object schemas take arrays for objects.
+    if (!isPlainObject(body)) {
+      return [{
+        path: [],
+        message: "expected a JSON object",
+        expected: "object",
+        received: jsonType(body),
+      }];
+    }
+    const result = v.safeParse(this.#schema, body);
+    if (result.success) return null;
+    return result.issues.map((issue): FieldProblem => {
+      const path = (issue.path ?? []).map((item) =>
+        typeof item.key === "number" ? item.key : String(item.key)
+      );
+      const field = path[0];
+      return {
+        path,
+        message: issue.message,
+        expected: typeof field === "string"
+          ? this.#types.get(field) ?? "object"
+          : "object",
+        received: jsonType(issue.input),
+      };
+    });
+  }
+
+  /**
+   * Returns when `body` passes; else throws {@linkcode ValidationError},
+   * whose message names every bad field (`"Cannot execute model 'scorer':
+   * age: expected an integer; income: is required"`; without `model`,
+   * `"Cannot validate input: ..."`) and whose `fields` lists them (both
+   * stop at {@linkcode ValidationError.MAX_FIELDS}, the message saying how
+   * many more there were).
+   */
+  check(body: unknown, model?: string): void {
+    const problems = this.problems(body);
+    if (problems === null) return;
+    const max = ValidationError.MAX_FIELDS;
+    const shown = problems.slice(0, max).map((p) =>
+      p.path.length > 0 ? `${p.path.join(".")}: ${p.message}` : p.message
+    );
+    if (problems.length > max) {
+      shown.push(`and ${problems.length - max} more`);
+    }
+    const action = model === undefined
+      ? "Cannot validate input"
+      : `Cannot execute model '${model}'`;
+    throw new ValidationError(`${action}: ${shown.join("; ")}`, problems);
+  }
+}
+
+/** Options for {@linkcode InputValidatorCache}. */
+export interface InputValidatorCacheOptions {
+  /**
+   * Models kept at most (least recently built dropped first).
+   * @default {1000}
+   */
+  maxEntries?: number;
+}
+
+/**
+ * Caches one validator per model name and version, so a body is checked
+ * without rebuilding its schema, and a model update builds a new one.
+ * Internal to the gateway.
+ *
+ * @example
+ * ```ts
+ * import { InputValidatorCache } from "./input_validator.ts";
+ * const cache = new InputValidatorCache();
+ * const a = cache.get("scorer", 1, { age: "number" });
+ * console.log(a === cache.get("scorer", 1, { age: "number" })); // true
+ * ```
+ */
+export class InputValidatorCache {
+  #entries = new Map<string, { version: unknown; validator: InputValidator }>();
+  #max: number;
+
+  /** Creates an empty cache. */
+  constructor(options: InputValidatorCacheOptions = {}) {
+    this.#max = options.maxEntries ?? 1000;
+  }
+
+  /** The validator for `name` at `version`, built from `inputs` on a miss. */
+  get(
+    name: string,
+    version: unknown,
+    inputs: Record<string, unknown> | undefined,
+  ): InputValidator {
+    const hit = this.#entries.get(name);
+    if (hit && hit.version === version) return hit.validator;
+    const validator = new InputValidator(inputs);
+    this.#entries.delete(name);
+    if (this.#entries.size >= this.#max) {
+      const oldest = this.#entries.keys().next();
+      if (!oldest.done) this.#entries.delete(oldest.value);
+    }
+    this.#entries.set(name, { version, validator });
+    return validator;
+  }
+
+  /** Forgets a model (removed or replaced). */
+  delete(name: string): void {
+    this.#entries.delete(name);
+  }
+}
