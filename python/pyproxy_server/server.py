@@ -59,11 +59,11 @@ import threading
 import time
 
 from . import commands
+from .call import DONE
 from .call_executor import CallExecutor
 from .connection import Connection
 from .elastic_executor import ElasticExecutor
 from .framer import Framer
-from .call import DONE
 from .models import ModelRegistry, run_closes
 
 __all__ = ["Server"]

@@ -156,7 +156,7 @@ export const PYTHON_MANIFEST: PythonManifest = {
       path: "pyproxy_server/server.py",
       size: 19442,
       sha256:
-        "5117ba28ed5ff18617d5dd1eb0d04e6c8596d8f861bd38c1ed0832eeb9201216",
+        "3f32f27852ec7d4801bfd9ad99a113e07fe224e61deeac152672820d243fcc7d",
     },
     {
       path: "pyproxy_server/shallow_json.py",
