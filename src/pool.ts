@@ -309,7 +309,8 @@ export interface PoolOptions {
   /**
    * How long `close()` lets in-flight calls finish, in ms: an integer >= 0;
    * beyond 2^31 − 1 (~24.8 days, a timer's range) `close()` waits until
-   * they finish.
+   * they finish. The models' `close()` hooks run after it, with bounds of
+   * their own (`close_timeout_ms`).
    * @default {5000}
    */
   shutdownGrace?: number;
@@ -983,7 +984,8 @@ export class Pool implements AsyncDisposable {
    * `NoWorkerError`), keyed calls move only if their key was on a removed
    * slot, eval sessions there are lost (`SessionLostError` on their next
    * eval). Calls in flight get `shutdownGrace` to finish; then the process
-   * is stopped (killed 1 s after `stopServer` at most), and a call cut short
+   * is stopped (killed 1 s after `stopServer` at most, plus the bound of
+   * its models' `close()` hooks), and a call cut short
    * is retried elsewhere when `idempotent`, else rejects with
    * `ShuttingDownError`. It resolves once their processes have exited.
    *

@@ -248,6 +248,8 @@ export interface PythonServerStopOptions {
   /**
    * How long to wait for a clean exit after `stopServer`, in milliseconds,
    * before the process is killed (beyond 2^31 − 1, ~24.8 days: no limit).
+   * The `closeMs` of the server's reply (its models' `close()` hooks) is
+   * added to it.
    *
    * @default {3000}
    */
@@ -716,15 +718,21 @@ export class PythonServer implements AsyncDisposable {
    */
   async stop(options: PythonServerStopOptions = {}): Promise<ExitStatus> {
     const grace = options.grace ?? 3000;
+    let closeMs = 0;
     try {
       await using session = await this.connect({ connectTimeout: grace });
-      await session.stop({ timeout: grace });
+      const reply = await session.stop({ timeout: grace });
+      // The models' close() hooks may hold the exit that long (bounded by the server).
+      if (Number.isInteger(reply?.closeMs) && reply.closeMs! > 0) {
+        closeMs = reply.closeMs!;
+      }
     } catch (err) {
       (this.#options.logger ?? getLogger(["pyproxy", "python-server"])).debug(
         "stopServer on {id} failed, closing stdin instead: {err}",
         { id: this.id, err },
       );
     }
+    if (closeMs > 0) await exitsWithin(this.#exited, grace + closeMs);
     await this.closeStdin();
     await exitsWithin(this.#exited, grace);
     // A no-op when it already exited.

@@ -616,8 +616,14 @@ export class Session implements AsyncDisposable {
     return this.request<ServerStatus>("serverStatus", undefined, options);
   }
 
-  /** `stopServer`: the server replies, then exits. */
-  stop(options?: RequestOptions): Promise<{ stopping: boolean }> {
+  /**
+   * `stopServer`: the server replies, then exits, once its models' `close()`
+   * hooks ended (`closeMs`: how long they may take at most; absent when no
+   * model has one).
+   */
+  stop(
+    options?: RequestOptions,
+  ): Promise<{ stopping: boolean; closeMs?: number }> {
     return this.request("stopServer", undefined, options);
   }
 

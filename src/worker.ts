@@ -14,8 +14,21 @@ import { withTimeout } from "./_with_timeout.ts";
 import { MAX_TIMER_MS, setTimeoutOrNever } from "./_timer.ts";
 import { StartTimeoutError, TimeoutError } from "./errors.ts";
 
-// How long a stopping worker may take to exit after `stopServer` before it is killed.
+// How long a stopping worker may take to exit after `stopServer` before it is killed (plus the
+// `closeMs` of its reply: its models' close() hooks).
 const STOP_WAIT_MS = 1000;
+
+/**
+ * The `closeMs` of a `stopServer` reply (protocol §6): how long the server's
+ * model `close()` hooks may hold its exit; 0 when absent or not a number a
+ * timer can wait (a server before `close()`, or a bad one).
+ */
+function closeMsOf(reply: unknown): number {
+  const ms = (reply as { closeMs?: unknown } | null)?.closeMs;
+  return typeof ms === "number" && Number.isInteger(ms) && ms > 0
+    ? Math.min(ms, MAX_TIMER_MS - STOP_WAIT_MS)
+    : 0;
+}
 
 /**
  * The states of a pool slot.
@@ -545,7 +558,9 @@ export class Worker implements WorkerInfo {
    * Stops the slot for good: no more restarts; waits for in-flight calls up
    * to `graceMs` (state `draining`; beyond `MAX_TIMER_MS`, ~24.8 days, until
    * they finish), sends `stopServer`, and kills the process when it has not
-   * exited 1 s later: at most `graceMs` + 1 s, plus the kill itself.
+   * exited 1 s later, or, when the reply says its models' `close()` hooks
+   * may take `closeMs`, 1 s + `closeMs` later: at most `graceMs` + 1 s
+   * (+ `closeMs`), plus the kill itself.
    * `reason` becomes `lastExit.reason` (unless the process ended otherwise
    * first). Later calls return the first one's promise.
    */
@@ -579,11 +594,19 @@ export class Worker implements WorkerInfo {
     const exited = this.exitOf(gen);
     const session = this.#session;
     // The server replies, then exits: one second covers both (waiting for the reply first, then
-    // for the exit, let close() take shutdownGrace + 2 s).
+    // for the exit, let close() take shutdownGrace + 2 s). A reply with `closeMs` (its models'
+    // close() hooks may hold the exit that long) extends the wait by as much.
+    let closeMs = 0;
     if (session !== undefined && !session.isClosed) {
-      session.request("stopServer").catch(() => {});
+      session.request("stopServer").then(
+        (reply) => closeMs = closeMsOf(reply),
+        () => {},
+      );
     }
-    if (await withTimeout(exited, STOP_WAIT_MS) === undefined) {
+    if (
+      await withTimeout(exited, STOP_WAIT_MS) === undefined &&
+      (closeMs === 0 || await withTimeout(exited, closeMs) === undefined)
+    ) {
       this.#server?.kill("SIGKILL");
     }
     await exited;
@@ -596,7 +619,9 @@ export class Worker implements WorkerInfo {
   }
 
   #onSessionClosed(gen: number): void {
-    if (gen !== this.#gen || this.#pid === null) return;
+    // A stopping server closes its connections, then runs its models'
+    // close() hooks before it exits: the stop kills it when that runs late.
+    if (gen !== this.#gen || this.#pid === null || this.#stopping) return;
     // Usually the process died and took the socket with it: give its exit a
     // moment to arrive so lastExit tells the real cause.
     withTimeout(this.exitOf(gen), 250).then((exit) => {

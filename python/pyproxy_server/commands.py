@@ -28,8 +28,11 @@ def install(server):
         return server.status()
 
     def stop_server(call):
+        # How long the models' close() may hold the exit: the host waits as
+        # long before it kills the process (additive: only when some has one).
+        close_ms = models.close_bound_ms()
         server.stop(0)
-        return {"stopping": True}
+        return {"stopping": True, "closeMs": close_ms} if close_ms else {"stopping": True}
 
     def configure(call):
         conn = call.connection
@@ -166,9 +169,10 @@ def install(server):
     server.register("stopServer", stop_server, threaded=False)
     server.register("configure", configure, threaded=False)
     server.register("cancel", cancel, threaded=False)
-    server.register("removeModel", remove_model, threaded=False)
-    # These run user code (module import, constructors, init, execute). Model
-    # management runs on elastic threads: it must not wait behind model calls.
+    # These run user code (module import, constructors, init, execute, the
+    # close() of a version removed or replaced). Model management runs on
+    # elastic threads: it must not wait behind model calls.
+    server.register("removeModel", remove_model, threaded=True, elastic=True)
     server.register("addModel", add_model, threaded=True, elastic=True)
     server.register("updateModel", update_model, threaded=True, elastic=True)
     server.register("initModel", init_model, threaded=True, elastic=True)

@@ -43,6 +43,19 @@ long its calls may take by default; the description reports it as
 ``timeoutMs`` and the host applies it (an explicit timeout of the call, or the
 operator's for the model, wins). The server itself enforces nothing.
 
+Shutdown: a model may define ``close(self)`` (or ``async def close(self)``)
+to release what it holds (flush a buffer, close a database pool, stop a
+thread, delete temporary files). It runs once per instance: when the model
+is removed, when an update (or an add under its name) replaces the instance
+(the old one's), and when the server stops (``stopServer``, SIGTERM, the
+host gone), each on a thread of its own, all at once, after the instance's
+calls in flight ended. Each gets ``close_timeout_ms`` (a class attribute, or
+set by ``__init__``; default ``DEFAULT_CLOSE_TIMEOUT_MS``, at most
+``MAX_CLOSE_TIMEOUT_MS``) to finish; the calls it waits for get as long
+before it. A ``close`` that raises or overruns is logged with the model's
+name and traceback and never fails the command or holds the exit beyond
+its bound (see ``run_closes``). A crash, SIGKILL or a hang kill runs none.
+
 Streaming: an ``execute`` that is a generator function (``def`` or
 ``async def`` with ``yield``) or returns an iterator streams its items
 through ``executeStream`` (``open_stream``, driven by ``StreamProducer``),
@@ -61,10 +74,12 @@ import difflib
 import inspect
 import itertools
 import linecache
+import logging
 import os
 import sys
 import threading
 import time
+import traceback
 import types
 
 from .call import current_batch, current_call
@@ -79,9 +94,14 @@ from .errors import (
 )
 from .fresh_imports import FreshImports
 
-__all__ = ["ModelRegistry", "ModelEntry", "TYPES", "THREADED_FOREVER", "confine", "may_call_host", "RunThreaded"]
+__all__ = [
+    "ModelRegistry", "ModelEntry", "TYPES", "THREADED_FOREVER", "confine", "may_call_host", "RunThreaded",
+    "run_closes",
+]
 
 _clock = time.perf_counter
+
+log = logging.getLogger("pyproxy_server.models")
 
 # ``ModelEntry.mode`` values.
 LEARNING, INLINE, THREADED, FORCED_INLINE, THREADED_FOREVER = 0, 1, 2, 3, 4
@@ -179,7 +199,7 @@ class ModelEntry:
         "name", "class_name", "file", "version", "instance", "inputs",
         "outputs", "doc", "module_name", "_lock", "_execute", "mode",
         "calls", "avg", "batch_size", "batch_delay_ms", "_execute_batch",
-        "streams", "timeout_ms",
+        "streams", "timeout_ms", "close_timeout_ms", "_close",
     )
 
     # The largest ``batch_size`` a class may declare.
@@ -191,6 +211,13 @@ class ModelEntry:
     # The largest ``timeout_ms`` a class may declare (milliseconds): a timer's
     # range on the host, 2**31 - 1 (about 24.8 days).
     MAX_TIMEOUT_MS = 2**31 - 1
+    # How long a model's ``close()`` may run (milliseconds) when its class
+    # does not say (``close_timeout_ms``), and how long its calls in flight
+    # are waited for before it runs.
+    DEFAULT_CLOSE_TIMEOUT_MS = 5000
+    # The largest ``close_timeout_ms`` a class may declare (milliseconds): a
+    # stopping server waits this long at most, and its host waits with it.
+    MAX_CLOSE_TIMEOUT_MS = 60000
 
     # Threaded calls measured before a model may run inline.
     LEARN_CALLS = 8
@@ -214,6 +241,7 @@ class ModelEntry:
         self._lock = None if getattr(cls, "threadsafe", True) else threading.Lock()
         self.batch_size, self.batch_delay_ms = _batch_settings(cls, instance)
         self.timeout_ms = _timeout_setting(cls, instance)
+        self._close, self.close_timeout_ms = _close_settings(cls, instance)
         self._execute_batch = None
         if self.batch_size is not None:
             run_batch = instance.execute_batch
@@ -395,6 +423,81 @@ class ModelEntry:
         return desc
 
 
+def _close_settings(cls, instance):
+    """``(close, close_timeout_ms)`` of a model: its ``close()`` as a plain
+    callable (an ``async def close`` run with ``asyncio.run``) and how long
+    it may take, or ``(None, None)`` when it has none; a ModelLoadError for
+    a ``close_timeout_ms`` it cannot mean (checked with or without a
+    ``close``, as ``timeout_ms`` is)."""
+    timeout = getattr(instance, "close_timeout_ms", None)
+    if timeout is not None and (type(timeout) is not int or not 1 <= timeout <= ModelEntry.MAX_CLOSE_TIMEOUT_MS):
+        raise ModelLoadError(
+            "Cannot load model class %s: close_timeout_ms must be an integer number of milliseconds from 1 to %d, got %r"
+            % (cls.__name__, ModelEntry.MAX_CLOSE_TIMEOUT_MS, timeout)
+        )
+    close = getattr(instance, "close", None)
+    if not callable(close):
+        return None, None
+    if inspect.iscoroutinefunction(close):
+        coroutine = close
+
+        def close():
+            return asyncio.run(coroutine())
+    return close, ModelEntry.DEFAULT_CLOSE_TIMEOUT_MS if timeout is None else timeout
+
+
+def _close_one(entry, done, problems):
+    """The thread of one ``close()``: runs it (holding the lock of a
+    ``threadsafe = False`` model: never beside one of its calls), logs what
+    it raised and notes it in ``problems``."""
+    try:
+        lock = entry.lock
+        if lock is None:
+            entry._close()
+        else:
+            with lock:
+                entry._close()
+    except BaseException as exc:  # SystemExit in model code must not stop us
+        log.error("close() of model %r (version %d) failed: %s: %s",
+                  entry.name, entry.version, type(exc).__name__, exc, exc_info=exc)
+        problems[entry] = "close() raised %s: %s" % (type(exc).__name__, exc)
+    finally:
+        done.set()
+
+
+def run_closes(entries, started=None):
+    """Run ``close()`` of each entry that has one, each on a daemon thread of
+    its own, all at once, and wait for each up to its ``close_timeout_ms``
+    (counted from ``started``, a ``time.monotonic()`` value, else now).
+
+    Returns ``{name: warning}`` for the closes that raised or overran (both
+    logged, the overrun with the stack it was stuck in); an overrunning
+    close is left running on its thread (a daemon: it never holds the exit).
+    """
+    started = time.monotonic() if started is None else started
+    problems = {}
+    runs = []
+    for entry in entries:
+        if entry._close is None:
+            continue
+        done = threading.Event()
+        thread = threading.Thread(
+            target=_close_one, args=(entry, done, problems), name="pyproxy-close-%s" % entry.name, daemon=True)
+        thread.start()
+        runs.append((entry, thread, done))
+    warnings = {}
+    for entry, thread, done in runs:
+        if not done.wait(max(0.0, started + entry.close_timeout_ms / 1000 - time.monotonic())):
+            frame = sys._current_frames().get(thread.ident)
+            stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)\n"
+            log.error("close() of model %r (version %d) did not finish within %d ms (close_timeout_ms);"
+                      " left running, in:\n%s", entry.name, entry.version, entry.close_timeout_ms, stack.rstrip())
+            warnings[entry.name] = "close() did not finish within %d ms (close_timeout_ms)" % entry.close_timeout_ms
+        elif entry in problems:
+            warnings[entry.name] = problems[entry]
+    return warnings
+
+
 def _timeout_setting(cls, instance):
     """The ``timeout_ms`` a model declares (on its class, or set by its
     ``__init__``, e.g. from its options, as ``batch_size`` may be), or None;
@@ -475,6 +578,11 @@ class ModelRegistry:
         # of the helper modules the model imports from the root; every load
         # notes them for its snapshot.
         self._fresh = FreshImports(self.root)
+        # ``drain(name, deadline)``: waits until the calls of model ``name``
+        # in flight now ended, or ``deadline`` (``time.monotonic()``) passed;
+        # the server sets it (it knows the calls), so that a version's
+        # ``close()`` runs after them. None: nothing to wait for.
+        self.drain = None
 
     def __len__(self):
         return len(self._models)
@@ -509,6 +617,8 @@ class ModelRegistry:
         return self._install(name, spec, must_exist=True, cancelled=cancelled)
 
     def remove(self, name):
+        """Unregister ``name``, then close it (:meth:`retire`): the result
+        has ``closeWarning`` when its ``close()`` raised or overran."""
         if not isinstance(name, str):
             raise InvalidRequestError("Cannot remove model: 'name' must be a string")
         with self._lock:
@@ -520,7 +630,36 @@ class ModelRegistry:
             # The lines of a model sent as source (models added and removed
             # under new names kept one entry each in linecache for good).
             linecache.cache.pop(_source_filename(name), None)
-        return {"name": name, "removed": True}
+        result = {"name": name, "removed": True}
+        warning = self.retire(entry)
+        if warning is not None:
+            result["closeWarning"] = warning
+        return result
+
+    def retire(self, entry):
+        """Close ``entry``, a version no longer registered: wait for its calls
+        in flight (``drain``) up to its ``close_timeout_ms``, then run its
+        ``close()`` for as long at most. Returns the warning of a close that
+        raised or overran (logged), else None."""
+        if entry._close is None:
+            return None
+        if self.drain is not None:
+            self.drain(entry.name, time.monotonic() + entry.close_timeout_ms / 1000)
+        return run_closes([entry]).get(entry.name)
+
+    def take_all(self):
+        """Unregister every model and return their entries (a stopping
+        server closes them, :func:`run_closes`)."""
+        with self._lock:
+            entries = list(self._models.values())
+            self._models.clear()
+        return entries
+
+    def close_bound_ms(self):
+        """How long closing every model now loaded may take at most
+        (milliseconds; they close at once): the largest ``close_timeout_ms``
+        of those with a ``close()``, 0 when none has one."""
+        return max((e.close_timeout_ms for e in list(self._models.values()) if e._close is not None), default=0)
 
     def init(self, name, data_file):
         """Call the model's ``init(path)`` with ``data_file`` confined to the root."""
@@ -590,7 +729,7 @@ class ModelRegistry:
             # An update (or an add that replaces a model) loads every helper
             # afresh; any load notes them for the snapshot.
             self._fresh.begin(refresh=must_exist or name in self._models, given=given)
-            desc, helpers = self._register(
+            desc, helpers, replaced = self._register(
                 name, file, source, filename, module_name, class_name, options, must_exist, cancelled, snapshot)
             ok = True
         finally:
@@ -601,6 +740,12 @@ class ModelRegistry:
                     linecache.cache.pop(filename, None)
                 else:
                     linecache.cache[filename] = lines_before
+        if replaced is not None:
+            # The old version's calls in flight end on it, then it closes;
+            # new calls run on the new one meanwhile.
+            warning = self.retire(replaced)
+            if warning is not None:
+                desc["closeWarning"] = warning
         if snapshot:
             # What was loaded, for the host to replay.
             if file is not None:
@@ -641,7 +786,7 @@ class ModelRegistry:
             self._models[name] = entry
         if old is not None:
             sys.modules.pop(old.module_name, None)
-        return entry.describe(), helpers
+        return entry.describe(), helpers, old
 
     def _snapshot_helpers(self, name):
         """The helpers of the load running on this thread, for its snapshot;

@@ -59,13 +59,17 @@ import threading
 import time
 
 from . import commands
+from .call import DONE
 from .call_executor import CallExecutor
 from .connection import Connection
 from .elastic_executor import ElasticExecutor
 from .framer import Framer
-from .models import ModelRegistry
+from .models import ModelRegistry, run_closes
 
 __all__ = ["Server"]
+
+# The commands whose calls run a model's code (the model named by ``name``).
+_MODEL_CALLS = frozenset(("executeModel", "executeBatch", "executeStream"))
 
 log = logging.getLogger("pyproxy_server.server")
 
@@ -148,6 +152,9 @@ class Server:
         self.exit_code = None
         self._listeners = []
         self._connection_ids = itertools.count(1)
+        # The thread closing the models of a stopping server (``_begin_stop``).
+        self._closing = None
+        self.models.drain = self.drain_model_calls
         commands.install(self)
 
     # -- extension API -------------------------------------------------------
@@ -285,6 +292,24 @@ class Server:
             except RuntimeError:
                 os._exit(code)
 
+    def drain_model_calls(self, name, deadline):
+        """Wait (not on the loop thread) until the threaded calls of model
+        ``name`` in flight now have ended, or ``deadline`` (a
+        ``time.monotonic()`` value) passed: the version that ran them is
+        closed next (``ModelRegistry.retire``). A call whose request is still
+        spilled to a file, its name unread, counts as one of them. Inline
+        calls are not waited for: they run on the loop thread, and briefly."""
+        calls = []
+        for conn in list(self.connections.values()):
+            for call in list(conn.runner.calls.values()):
+                if call.cmd in _MODEL_CALLS:
+                    msg = call.msg
+                    if not isinstance(msg, dict) or msg.get("name") == name:
+                        calls.append(call)
+        while calls and time.monotonic() < deadline:
+            time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+            calls = [call for call in calls if call.state != DONE]
+
     def _begin_stop(self, code):
         if self.stopping:
             return
@@ -297,11 +322,22 @@ class Server:
             conn.close()
         self.executor.shutdown()
         self.elastic_executor.shutdown()
-        self._wait_closed(time.monotonic() + self.EXIT_GRACE)
+        # Every model's close(), now that no call can come: the host let the
+        # calls in flight finish (up to its grace) before it stopped us.
+        entries = self.models.take_all()
+        bound = max((e.close_timeout_ms for e in entries if e._close is not None), default=0)
+        closes_end = time.monotonic() + bound / 1000
+        if bound:
+            self._closing = threading.Thread(target=run_closes, args=(entries,), name="pyproxy-closes", daemon=True)
+            self._closing.start()
+        self._wait_closed(time.monotonic() + self.EXIT_GRACE, closes_end + self.EXIT_GRACE)
 
-    def _wait_closed(self, deadline):
-        if self.connections and time.monotonic() < deadline:
-            self.loop.call_later(0.01, self._wait_closed, deadline)
+    def _wait_closed(self, deadline, closes_deadline=0.0):
+        now = time.monotonic()
+        closing = self._closing
+        if (self.connections and now < deadline) or (
+                closing is not None and closing.is_alive() and now < closes_deadline):
+            self.loop.call_later(0.01, self._wait_closed, deadline, closes_deadline)
             return
         if self.unix is not None:
             try:

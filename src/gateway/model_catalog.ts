@@ -172,11 +172,12 @@ export class ModelCatalog {
     pool: Pick<GatewayPool, "removeModel">,
     name: string,
     options: { timeout?: number } = {},
-  ): Promise<void> {
-    await pool.removeModel(name, options);
+  ): Promise<unknown> {
+    const out = await pool.removeModel(name, options);
     this.#models.delete(name);
     this.#timeouts.delete(name);
     this.#validators.delete(name);
+    return out;
   }
 
   /**

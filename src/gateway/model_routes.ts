@@ -737,12 +737,25 @@ export function modelRoutes(ctx: RouteContext): Hono {
   app.delete("/v1/models/:name", async (c) => {
     if (!ctx.allowManage) throw forbidden();
     const name = c.req.param("name");
+    let closeWarning: unknown;
     await oneAtATime(name, async () => {
       if (!known(name)) throw notFound(name);
-      await catalog.remove(pool, name, { timeout: ctx.loadTimeout });
+      const out = await catalog.remove(pool, name, {
+        timeout: ctx.loadTimeout,
+      });
+      closeWarning = (out as { closeWarning?: unknown } | null)?.closeWarning;
       ctx.metrics.forget(name);
     });
     ctx.logger.info("Model {name} removed", { name });
+    if (typeof closeWarning === "string") {
+      // Its close() raised or overran (the worker's log has the traceback):
+      // removed all the same.
+      ctx.logger.warn("Model {name}: {warning}", {
+        name,
+        warning: closeWarning,
+      });
+      return c.json({ name, removed: true, closeWarning });
+    }
     return c.json({ name, removed: true });
   });
 

@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 7525,
+      size: 7845,
       sha256:
-        "c08c7f191cd9a651f1757f849837063907da3357ff5678bf914f35a117c28ff9",
+        "8ed60ca4b2d672718174b0e48f49f6ebe1032954fc9ef8c06a37e595eb39a359",
     },
     {
       path: "pyproxy_server/connection.py",
@@ -148,15 +148,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 43711,
+      size: 50795,
       sha256:
-        "e9a07af5d103acfcadb3434564e8de6c5608a7aef38755acc7ed7e6d9d227a54",
+        "cc257153a5b23aa862b92c9e038029d48a804453f6a5319c56f91360426e35e3",
     },
     {
       path: "pyproxy_server/server.py",
-      size: 17361,
+      size: 19442,
       sha256:
-        "ce2fb59237d0e5faf5e4308f9b9d113247d97a2ff26372f44a7f546bdb3f8c5b",
+        "3f32f27852ec7d4801bfd9ad99a113e07fe224e61deeac152672820d243fcc7d",
     },
     {
       path: "pyproxy_server/shallow_json.py",

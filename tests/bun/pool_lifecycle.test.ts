@@ -215,3 +215,37 @@ test(
   },
   30_000,
 );
+
+test(
+  "Pool.close on Bun: every model's close() runs before the worker exits, one slower than the stop's 1 s too",
+  async () => {
+    await withDir(async (dir) => {
+      const log = join(dir, "closes.log");
+      await writeFile(
+        join(dir, "closer.py"),
+        "import os, time\n\nclass Closer:\n    close_timeout_ms = 3000\n\n" +
+          "    def execute(self, msg):\n        return msg\n\n" +
+          "    def close(self):\n        time.sleep(1.5)\n" +
+          `        with open(${
+            JSON.stringify(log)
+          }, "a") as f:\n            f.write("%d closed\\n" % os.getpid())\n`,
+      );
+      const pool = await Pool.start({
+        workers: 1,
+        modelsDir: dir,
+        handleSignals: false,
+        shutdownGrace: 0,
+      });
+      const pid = pool.status().workers[0]!.pid as number;
+      try {
+        await pool.addModel("closer", { file: "closer.py" });
+      } finally {
+        await pool.close();
+      }
+      expect(await readFile(log, "utf8")).toBe(`${pid} closed\n`);
+      expect(pool.status().workers[0]!.lastExit?.code).toBe(0);
+      expect(await waitGone([pid])).toEqual([]);
+    });
+  },
+  20_000,
+);

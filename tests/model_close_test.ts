@@ -1,0 +1,326 @@
+/**
+ * A model's `close()` with real workers: on removeModel, updateModel,
+ * pool.close(), a resize shrink and the gateway's SIGTERM drain; not on a
+ * SIGKILL; a close that hangs (even holding the GIL) is bounded.
+ */
+import assert from "node:assert/strict";
+import { Pool } from "../src/pool.ts";
+import {
+  assertGone,
+  modelsDir,
+  nextEvent,
+  pidOf,
+  PidTracker,
+  poolOptions,
+} from "./_pool_harness.ts";
+import { startGateway } from "./_gateway_harness.ts";
+
+const MOD = new URL("../mod.ts", import.meta.url).pathname;
+
+/**
+ * Notes "<pid> <tag> <event>" in closes.log beside its file at __init__ and
+ * close(); options: tag, close_timeout_ms, hang ("slow": 1.5 s, then notes
+ * "closed"; "sleep": for good, in C, releasing the GIL; "gil": for good, in
+ * C, holding it).
+ */
+const CLOSER = `
+import os
+import time
+
+LOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "closes.log")
+
+class Closer:
+    def __init__(self, options):
+        self.tag = options.get("tag", "v1")
+        self.hang = options.get("hang")
+        self.close_timeout_ms = options.get("close_timeout_ms", 5000)
+        self.note("init")
+
+    def note(self, what):
+        with open(LOG, "a") as f:
+            f.write("%d %s %s\\n" % (os.getpid(), self.tag, what))
+
+    def execute(self, msg):
+        return {"pid": os.getpid()}
+
+    def close(self):
+        self.note("close")
+        if self.hang == "slow":
+            time.sleep(1.5)
+            self.note("closed")
+        elif self.hang == "sleep":
+            time.sleep(3600)
+        elif self.hang == "gil":
+            import re
+            re.match(r"(a+)+$", "a" * 64 + "b")  # hours in C, holding the GIL
+`;
+
+/** The lines of closes.log in `dir` ("<pid> <tag> <event>"). */
+async function closes(dir: string): Promise<string[]> {
+  try {
+    return (await Deno.readTextFile(`${dir}/closes.log`)).split("\n")
+      .filter((l) => l !== "");
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return [];
+    throw err;
+  }
+}
+
+/** The lines of closes.log in `dir` of process `pid`, without the pid. */
+async function linesOf(dir: string, pid: number): Promise<string[]> {
+  return (await closes(dir)).filter((l) => l.startsWith(`${pid} `))
+    .map((l) => l.slice(String(pid).length + 1));
+}
+
+async function closerDir(): Promise<{ path: string } & AsyncDisposable> {
+  const dir = await modelsDir();
+  await Deno.writeTextFile(`${dir.path}/closer.py`, CLOSER);
+  return dir;
+}
+
+Deno.test("Pool.removeModel runs the model's close() on every worker before it resolves", async () => {
+  await using dir = await closerDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path));
+    pids.watch(pool);
+    await pool.addModel("closer", { file: "closer.py" });
+    const out = await pool.removeModel("closer");
+    assert.deepEqual(out, { name: "closer", removed: true });
+    for (const id of ["w1", "w2"]) {
+      assert.deepEqual(await linesOf(dir.path, pidOf(pool, id)), [
+        "v1 init",
+        "v1 close",
+      ]);
+    }
+    await pool.close();
+    // Removed: closed once, not again when the worker stops.
+    assert.equal((await closes(dir.path)).length, 4);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool.updateModel closes the old instance once the new one is in place; a close that raises is a warning", async () => {
+  await using dir = await closerDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 1 }));
+    pids.watch(pool);
+    await pool.addModel("closer", { file: "closer.py" });
+    await pool.updateModel("closer", {
+      file: "closer.py",
+      options: { tag: "v2" },
+    });
+    const pid = pidOf(pool, "w1");
+    assert.deepEqual(await linesOf(dir.path, pid), [
+      "v1 init",
+      "v2 init",
+      "v1 close",
+    ]);
+    // A close that raises: the update succeeds and says so.
+    await Deno.writeTextFile(
+      `${dir.path}/raiser.py`,
+      "class R:\n    def execute(self, m): return m\n    def close(self): raise OSError('disk gone')\n",
+    );
+    await pool.addModel("raiser", { file: "raiser.py" });
+    const out = await pool.updateModel("raiser", { file: "raiser.py" }) as {
+      version: number;
+      closeWarning?: string;
+    };
+    assert.equal(out.version, 2);
+    assert.equal(out.closeWarning, "close() raised OSError: disk gone");
+    assert.deepEqual(await pool.execute("raiser", { x: 7 }), { x: 7 });
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool.close() runs every model's close() before the workers exit; a resize shrink closes the removed worker's", async () => {
+  await using dir = await closerDir();
+  const pids = new PidTracker();
+  try {
+    const pool = await Pool.start(poolOptions(dir.path, { workers: 2 }));
+    pids.watch(pool);
+    await pool.addModel("closer", { file: "closer.py" });
+    const w1 = pidOf(pool, "w1");
+    const w2 = pidOf(pool, "w2");
+    await pool.resize(1);
+    assert.deepEqual(await linesOf(dir.path, w2), ["v1 init", "v1 close"]);
+    assert.deepEqual(await linesOf(dir.path, w1), ["v1 init"]);
+    await pool.close();
+    assert.deepEqual(await linesOf(dir.path, w1), ["v1 init", "v1 close"]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("a worker killed with SIGKILL runs no close(); its replacement closes at pool.close()", async () => {
+  await using dir = await closerDir();
+  const pids = new PidTracker();
+  try {
+    const pool = await Pool.start(poolOptions(dir.path, { workers: 1 }));
+    pids.watch(pool);
+    await pool.addModel("closer", { file: "closer.py" });
+    const killed = pidOf(pool, "w1");
+    const back = nextEvent(
+      pool,
+      "worker-state",
+      (ev) => ev.worker === "w1" && ev.to === "ready",
+    );
+    pool.killWorker("w1");
+    await back;
+    const restarted = pidOf(pool, "w1");
+    assert.notEqual(restarted, killed);
+    await pool.close();
+    await assertGone([killed]);
+    assert.deepEqual(await linesOf(dir.path, killed), ["v1 init"]);
+    assert.deepEqual(await linesOf(dir.path, restarted), [
+      "v1 init",
+      "v1 close",
+    ]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("pool.close() waits for a close() that takes longer than the stop's 1 s, within its close_timeout_ms", async () => {
+  await using dir = await closerDir();
+  const pids = new PidTracker();
+  try {
+    const pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1, shutdownGrace: 0 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("closer", {
+      file: "closer.py",
+      options: { hang: "slow", close_timeout_ms: 3000 },
+    });
+    const pid = pidOf(pool, "w1");
+    await pool.close();
+    assert.deepEqual(await linesOf(dir.path, pid), [
+      "v1 init",
+      "v1 close",
+      "v1 closed",
+    ]);
+    const exit = pool.status().workers[0]!.lastExit;
+    assert.equal(exit?.code, 0);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+for (const hang of ["sleep", "gil"] as const) {
+  Deno.test(`a close() that hangs (${hang}) holds pool.close() no longer than its bound`, async () => {
+    await using dir = await closerDir();
+    const pids = new PidTracker();
+    try {
+      const pool = await Pool.start(
+        poolOptions(dir.path, { workers: 1, shutdownGrace: 0 }),
+      );
+      pids.watch(pool);
+      await pool.addModel("closer", {
+        file: "closer.py",
+        options: { hang, close_timeout_ms: 500 },
+      });
+      const pid = pidOf(pool, "w1");
+      const t0 = Date.now();
+      await pool.close();
+      const took = Date.now() - t0;
+      // The server exits 0.5 s after it began the close; holding the GIL,
+      // it cannot, and the host kills it 1 s + 0.5 s after stopServer.
+      assert.ok(
+        hang === "sleep" ? took < 1400 : took >= 1400 && took < 3000,
+        `pool.close() took ${took} ms`,
+      );
+      assert.deepEqual(await linesOf(dir.path, pid), ["v1 init", "v1 close"]);
+      const exit = pool.status().workers[0]!.lastExit;
+      assert.equal(exit?.signal ?? null, hang === "gil" ? "SIGKILL" : null);
+    } finally {
+      await pids.assertGone();
+    }
+  });
+}
+
+Deno.test("DELETE /v1/models/{name} runs the model's close() and answers its warning", async () => {
+  const gw = await startGateway({ allowManage: true }, {
+    "closer.py": CLOSER,
+    "raiser.py":
+      "class R:\n    def execute(self, m): return m\n    def close(self): raise OSError('disk gone')\n",
+  });
+  try {
+    const pid = (await (await gw.fetch("/v1/status")).json()).workers[0].pid;
+    const res = await gw.fetch("/v1/models/closer", { method: "DELETE" });
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { name: "closer", removed: true });
+    assert.deepEqual(await linesOf(gw.dir, pid), ["v1 init", "v1 close"]);
+    const raised = await gw.fetch("/v1/models/raiser", { method: "DELETE" });
+    assert.deepEqual(await raised.json(), {
+      name: "raiser",
+      removed: true,
+      closeWarning: "close() raised OSError: disk gone",
+    });
+  } finally {
+    await gw.shutdown();
+    await Deno.remove(gw.dir, { recursive: true });
+  }
+});
+
+Deno.test("serve on SIGTERM drains, then every worker closes its models before it exits", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-close-serve-" });
+  await Deno.writeTextFile(`${dir}/closer.py`, CLOSER);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      MOD,
+      "serve",
+      "--port",
+      "0",
+      "--workers",
+      "2",
+      "--models",
+      dir,
+      "--log-level",
+      "warning",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  let pids: number[] = [];
+  try {
+    const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let first = "";
+    while (!first.includes("\n")) {
+      const { value, done } = await lines.read();
+      if (done) break;
+      first += value;
+    }
+    const port = Number(
+      /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(first)?.[1],
+    );
+    assert.ok(port > 0, `no port in: ${JSON.stringify(first)}`);
+    const status = await (await fetch(`http://127.0.0.1:${port}/v1/status`))
+      .json();
+    pids = status.workers.map((w: { pid: number }) => w.pid);
+    assert.equal(pids.length, 2);
+    child.kill("SIGTERM");
+    const { code } = await child.status;
+    if (code !== 0) assert.fail(`exit code ${code}: ${await stderr}`);
+    for (const pid of pids) {
+      assert.deepEqual(await linesOf(dir, pid), ["v1 init", "v1 close"]);
+    }
+    await lines.cancel();
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already exited
+    }
+    await child.status;
+    await stderr;
+    await assertGone(pids);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
