@@ -254,6 +254,18 @@ Deno.test("DELETE /v1/models/{name} runs the model's close() and answers its war
     assert.equal(res.status, 200);
     assert.deepEqual(await res.json(), { name: "closer", removed: true });
     assert.deepEqual(await linesOf(gw.dir, pid), ["v1 init", "v1 close"]);
+    // A PUT that updates answers the old version's warning too.
+    const updated = await gw.fetch("/v1/models/raiser", {
+      method: "PUT",
+      body: JSON.stringify({ file: "raiser.py" }),
+    });
+    const body = await updated.json();
+    assert.equal(updated.status, 200);
+    assert.equal(body.action, "updated");
+    assert.equal(body.closeWarning, "close() raised OSError: disk gone");
+    assert.equal(body.model.closeWarning, undefined);
+    const listed = await (await gw.fetch("/v1/models/raiser")).json();
+    assert.equal(listed.closeWarning, undefined);
     const raised = await gw.fetch("/v1/models/raiser", { method: "DELETE" });
     assert.deepEqual(await raised.json(), {
       name: "raiser",

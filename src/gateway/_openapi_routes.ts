@@ -212,6 +212,11 @@ function modelPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
       properties: {
         action: { type: "string", enum: ["added", "updated"] },
         model: ref("schemas", "ModelDescription"),
+        closeWarning: {
+          type: "string",
+          description:
+            "The old version's `close()` raised or overran its `close_timeout_ms` (updated all the same; the worker's log has the traceback).",
+        },
       },
     };
     one.put = {
@@ -275,6 +280,11 @@ function modelPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
           properties: {
             name: { type: "string" },
             removed: { type: "boolean", const: true },
+            closeWarning: {
+              type: "string",
+              description:
+                "Its `close()` raised or overran its `close_timeout_ms` (removed all the same; the worker's log has the traceback).",
+            },
           },
         }),
         "404": errorResponse("`ModelNotFoundError`: no such model."),

@@ -151,20 +151,25 @@ export class ModelCatalog {
     return this.#record(name, desc);
   }
 
-  /** Updates a model in the pool and records its new description. */
+  /**
+   * Updates a model in the pool and records its new description; the
+   * answer adds `closeWarning` (not recorded) when the old version's
+   * `close()` raised or overran.
+   */
   async update(
     pool: Pick<GatewayPool, "updateModel">,
     name: string,
     spec: GatewayModelSpec,
     options: { timeout?: number } = {},
-  ): Promise<GatewayModelInfo> {
-    const desc = asDescription(
-      name,
-      await pool.updateModel(name, spec, options),
-      spec,
-    );
+  ): Promise<GatewayModelInfo & { closeWarning?: string }> {
+    const out = await pool.updateModel(name, spec, options);
+    const desc = asDescription(name, out, spec);
     this.#validators.delete(name);
-    return this.#record(name, desc);
+    const recorded = this.#record(name, desc);
+    const warning = (out as { closeWarning?: unknown } | null)?.closeWarning;
+    return typeof warning === "string"
+      ? { ...recorded, closeWarning: warning }
+      : recorded;
   }
 
   /** Removes a model from the pool and forgets it. */

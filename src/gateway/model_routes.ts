@@ -725,13 +725,23 @@ export function modelRoutes(ctx: RouteContext): Hono {
       action: existed ? "updated" : "added",
       file: spec.file,
     });
-    return jsonResponse(
-      {
-        action: existed ? "updated" : "added",
-        model: modelView(model, ctx.debug, ctx.requestTimeout),
-      },
-      existed ? 200 : 201,
-    );
+    const { closeWarning, ...info } = model as typeof model & {
+      closeWarning?: string;
+    };
+    const answer: Record<string, unknown> = {
+      action: existed ? "updated" : "added",
+      model: modelView(info, ctx.debug, ctx.requestTimeout),
+    };
+    if (closeWarning !== undefined) {
+      // The old version's close() raised or overran (the worker's log has
+      // the traceback): updated all the same.
+      ctx.logger.warn("Model {name}: {warning}", {
+        name,
+        warning: closeWarning,
+      });
+      answer.closeWarning = closeWarning;
+    }
+    return jsonResponse(answer, existed ? 200 : 201);
   });
 
   app.delete("/v1/models/:name", async (c) => {
