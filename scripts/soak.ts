@@ -1,0 +1,735 @@
+// Soak: does everything stay bounded over time? Runs a real gateway (`serve`,
+// 2 workers) and a library Pool under mixed traffic and faults for a while,
+// samples the resources every few seconds and checks that every client
+// request settled exactly once with an allowed outcome (docs/reliability.md,
+// "Soak"). Linux only (it reads /proc). Not part of `deno task test`.
+//
+//   deno task soak                          (10 minutes)
+//   deno task soak --duration 60 --out /tmp/soak.json
+//
+// Options: --duration <s> (600), --sample <s> (5), --clients <n> (10 for
+// the gateway), --pool-clients <n> (4), --fault-every <s> (8), --out <file>
+// (the samples and the ledger as JSON). Exit status 1 when a request hung,
+// settled twice or ended with an outcome its kind does not allow, when a
+// Python server outlived its host or was orphaned, or when the drained end
+// state keeps requests, subscribers, spill files or temp dirs.
+//
+// `--role=gateway serve ...` is internal: the gateway process itself (the
+// real CLI's main), which also prints `Deno.memoryUsage()` after a full GC
+// every sample period so the heap's trend is visible without a debug route.
+import { Pool } from "../src/pool.ts";
+import { reconnect } from "../plugins/mod.ts";
+import { SOAK_MODELS } from "./_soak_models.ts";
+import { Ledger } from "./_soak_ledger.ts";
+import {
+  procSample,
+  type ServerProcess,
+  serverProcesses,
+  tempEntries,
+} from "./_soak_probe.ts";
+import {
+  clientLoop,
+  gatewayOps,
+  pick,
+  poolOps,
+  sleep,
+  type Target,
+} from "./_soak_traffic.ts";
+
+if (Deno.args[0] === "--role=gateway") {
+  // Not on SIGUSR1: that starts V8's inspector on port 9229.
+  const every = Number(Deno.env.get("SOAK_SAMPLE_MS") ?? 5000);
+  Deno.unrefTimer(setInterval(() => {
+    (globalThis as { gc?: () => void }).gc?.();
+    console.log(`SOAK-MEM ${JSON.stringify(Deno.memoryUsage())}`);
+  }, every));
+  const { main } = await import("../src/cli.ts");
+  Deno.exit(await main(Deno.args.slice(1)));
+}
+
+function option(name: string, fallback: number): number {
+  const at = Deno.args.indexOf(`--${name}`);
+  if (at < 0) return fallback;
+  const value = Number(Deno.args[at + 1]);
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new TypeError(`--${name}: expected a positive number`);
+  }
+  return value;
+}
+const outAt = Deno.args.indexOf("--out");
+const OUT = outAt < 0 ? undefined : Deno.args[outAt + 1];
+const DURATION_MS = option("duration", 600) * 1000;
+const SAMPLE_MS = option("sample", 5) * 1000;
+const CLIENTS = option("clients", 10);
+const POOL_CLIENTS = option("pool-clients", 4);
+const FAULT_EVERY_MS = option("fault-every", 8) * 1000;
+// --skip <text> (repeatable): leave out the request kinds whose name holds it
+// (e.g. --skip eval, to see the heap without the finished evals' 64 MiB).
+const SKIP = Deno.args.flatMap((a, i) =>
+  Deno.args[i - 1] === "--skip" ? [a] : []
+);
+// Far above every server-side bound (timeouts 5 s, stream idle 4 s, eval
+// cancel grace 2 s, heartbeat 4 s): a request open this long hung.
+const HANG_MS = 60_000;
+
+/** One sample of everything that must stay bounded. */
+interface Sample {
+  t: number;
+  gateway: ReturnType<typeof procSample>;
+  gatewayHeap?: { heapUsed: number; rss: number; external: number };
+  driver: ReturnType<typeof procSample>;
+  driverHeap: { heapUsed: number; rss: number };
+  workers: Array<{
+    id: string;
+    owner: "gateway" | "pool";
+    pid: number;
+    fds: number;
+    threads: number;
+    rssKb: number;
+  }>;
+  servers: number;
+  orphans: ServerProcess[];
+  temp: { dirs: number; files: number; spillFiles: number };
+  status: Record<string, unknown>;
+  poolStatus: Record<string, unknown>;
+  metrics: Record<string, number>;
+  ledger: { started: number; settled: number; open: number; oldestMs: number };
+}
+
+const token = Array.from(
+  crypto.getRandomValues(new Uint8Array(16)),
+  (b) => b.toString(16).padStart(2, "0"),
+).join("");
+const modelsDir = await Deno.makeTempDir({ prefix: "soak-models-" });
+for (const [file, source] of Object.entries(SOAK_MODELS)) {
+  await Deno.writeTextFile(`${modelsDir}/${file}`, source);
+}
+await Deno.writeTextFile(
+  `${modelsDir}/pyproxy.json`,
+  JSON.stringify({
+    plugins: { reconnect: { heartbeatTimeout: 4000, maxCrashes: 1000 } },
+    channels: { bufferSize: 32 },
+  }),
+);
+const gatewayLog = `${modelsDir}/gateway.log`;
+
+const child = new Deno.Command(Deno.execPath(), {
+  args: [
+    "run",
+    "-A",
+    "--v8-flags=--expose-gc",
+    new URL(import.meta.url).pathname,
+    "--role=gateway",
+    "serve",
+    "--port=0",
+    "--workers=2",
+    `--models=${modelsDir}`,
+    `--config=${modelsDir}/pyproxy.json`,
+    "--allow-eval",
+    "--allow-manage",
+    "--timeout=5000",
+    "--stream-idle-timeout=4000",
+    "--grace=3000",
+  ],
+  // The token in the environment, not on a command line others can read.
+  env: { SOAK_SAMPLE_MS: String(SAMPLE_MS), PYPROXY_TOKEN: token },
+  stdout: "piped",
+  stderr: "piped",
+}).spawn();
+const gatewayPid = child.pid;
+// A driver that fails takes its gateway with it (whose servers then exit).
+for (const type of ["error", "unhandledrejection"]) {
+  globalThis.addEventListener(type, () => {
+    try {
+      Deno.kill(gatewayPid, "SIGKILL");
+    } catch { /* gone */ }
+  });
+}
+const logFile = await Deno.open(gatewayLog, { write: true, create: true });
+const stderrDone = child.stderr.pipeTo(logFile.writable);
+
+let heap: Sample["gatewayHeap"];
+const firstHeap = Promise.withResolvers<void>();
+const ready = Promise.withResolvers<string>();
+const stdoutDone = (async () => {
+  let buf = "";
+  for await (const text of child.stdout.pipeThrough(new TextDecoderStream())) {
+    buf += text;
+    let nl: number;
+    while ((nl = buf.indexOf("\n")) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      const url = /listening on (http:\/\/\S+)/.exec(line);
+      if (url) ready.resolve(url[1]!);
+      if (line.startsWith("SOAK-MEM ")) {
+        heap = JSON.parse(line.slice(9));
+        firstHeap.resolve();
+      }
+    }
+  }
+  ready.reject(
+    new Error(`the gateway exited before it was ready: see ${gatewayLog}`),
+  );
+  firstHeap.reject(new Error("the gateway exited"));
+})();
+
+const url = await ready.promise;
+const target: Target = { url, port: Number(new URL(url).port), token };
+const auth = { authorization: `Bearer ${token}` };
+console.log(
+  `soak: gateway pid ${gatewayPid} at ${url}, driver pid ${Deno.pid}, ${
+    DURATION_MS / 1000
+  } s`,
+);
+
+const pool = await Pool.start({
+  workers: 2,
+  modelsDir,
+  handleSignals: false,
+  requestTimeout: 5000,
+  streamIdleTimeout: 4000,
+  plugins: [reconnect({ heartbeatTimeout: 4000, maxCrashes: 1000 })],
+});
+for (
+  const name of ["echo", "tokens", "batcher", "cache_counter", "slow", "big"]
+) {
+  await pool.addModel(name, { file: `${name}.py` });
+}
+
+// The first sample has the gateway's heap too (printed every sample period).
+await firstHeap.promise;
+const ledger = new Ledger(HANG_MS);
+const faults: string[] = [];
+const samples: Sample[] = [];
+const sampleErrors: string[] = [];
+const hosts = new Set([gatewayPid, Deno.pid]);
+let stopping = false;
+const stopped = Promise.withResolvers<void>();
+/** Sleeps `ms`, or less once the traffic stops. */
+const pause = (ms: number) => Promise.race([sleep(ms), stopped.promise]);
+
+async function getJson(path: string): Promise<Record<string, unknown>> {
+  const res = await fetch(`${url}${path}`, { headers: auth });
+  return await res.json();
+}
+
+function metricsOf(text: string): Record<string, number> {
+  const sums: Record<string, number> = {};
+  for (const line of text.split("\n")) {
+    const m =
+      /^(pyproxy_(?:in_flight_requests|channel_subscribers|channel_subscribers_dropped_total|parked_streams|queued_calls|eval_replay_bytes))(?:\{[^}]*\})? (\S+)$/
+        .exec(line);
+    if (m) sums[m[1]!] = (sums[m[1]!] ?? 0) + Number(m[2]);
+  }
+  return sums;
+}
+
+const started = performance.now();
+async function sample(): Promise<Sample> {
+  const status = await getJson("/v1/status");
+  const metricsText = await (await fetch(`${url}/metrics`, { headers: auth }))
+    .text();
+  const metrics = metricsOf(metricsText);
+  metrics.bytes = metricsText.length;
+  const ps = pool.status();
+  const workers: Sample["workers"] = [];
+  const list = [
+    ...((status.workers as Array<{ id: string; pid?: number }>) ?? []).map((
+      w,
+    ) => ({ ...w, owner: "gateway" as const })),
+    ...ps.workers.map((w) => ({
+      id: w.id,
+      pid: w.pid,
+      owner: "pool" as const,
+    })),
+  ];
+  for (const w of list) {
+    if (w.pid === undefined || w.pid === null) continue;
+    const p = procSample(w.pid);
+    if (p) {
+      workers.push({
+        id: w.id,
+        owner: w.owner,
+        pid: w.pid,
+        fds: p.fds,
+        threads: p.threads,
+        rssKb: p.rssKb,
+      });
+    }
+  }
+  const servers = serverProcesses(hosts);
+  // A server whose parent is not the host it names was orphaned (or, the
+  // host gone, outlived it).
+  const orphans = servers.filter((s) => s.ppid !== s.hostPid);
+  const temp = tempEntries(hosts);
+  const mem = Deno.memoryUsage();
+  const gw = status.gateway as Record<string, unknown> | undefined;
+  return {
+    t: Math.round((performance.now() - started) / 1000),
+    gateway: procSample(gatewayPid),
+    ...(heap ? { gatewayHeap: heap } : {}),
+    driver: procSample(Deno.pid),
+    driverHeap: { heapUsed: mem.heapUsed, rss: mem.rss },
+    workers,
+    servers: servers.length,
+    orphans,
+    temp: { dirs: temp.dirs, files: temp.files, spillFiles: temp.spillFiles },
+    status: {
+      inFlight: status.inFlight,
+      queue: status.queue,
+      parked: status.parked,
+      evalReplayBytes: status.evalReplayBytes,
+      restarts: status.restarts,
+      gatewayInFlight: gw?.inFlight,
+      subscribers: gw?.subscribers,
+      channels: gw?.channels,
+    },
+    poolStatus: {
+      inFlight: ps.inFlight,
+      queue: ps.queue,
+      parked: ps.parked,
+      evalReplayBytes: ps.evalReplayBytes,
+      workers: ps.workers.length,
+    },
+    metrics,
+    ledger: {
+      started: ledger.started,
+      settled: ledger.settled,
+      open: ledger.open,
+      oldestMs: Math.round(ledger.oldestMs()),
+    },
+  };
+}
+
+function line(s: Sample): string {
+  const mb = (kb: number | undefined) => ((kb ?? 0) / 1024).toFixed(0);
+  const w = s.workers.map((w) =>
+    `${w.owner[0]}${w.id}:${w.fds}fd/${w.threads}t`
+  ).join(" ");
+  return `t=${s.t}s gw rss ${mb(s.gateway?.rssKb)}MB heap ${
+    ((s.gatewayHeap?.heapUsed ?? 0) / 2 ** 20).toFixed(1)
+  }MB fds ${s.gateway?.fds} thr ${s.gateway?.threads} | driver rss ${
+    mb(s.driver?.rssKb)
+  }MB heap ${
+    (s.driverHeap.heapUsed / 2 ** 20).toFixed(1)
+  }MB fds ${s.driver?.fds} | ${w} | servers ${s.servers} orphans ${s.orphans.length} temp ${s.temp.dirs}d/${s.temp.files}f/${s.temp.spillFiles}spill | gw ${
+    JSON.stringify(s.status)
+  } pool ${
+    JSON.stringify(s.poolStatus)
+  } | req ${s.ledger.settled}/${s.ledger.started} open ${s.ledger.open} oldest ${s.ledger.oldestMs}ms`;
+}
+
+async function samplerLoop(): Promise<void> {
+  while (!stopping) {
+    try {
+      const s = await sample();
+      samples.push(s);
+      console.log(line(s));
+    } catch (err) {
+      sampleErrors.push(`${err}`);
+      console.log(`sample failed: ${err}`);
+    }
+    await pause(SAMPLE_MS);
+  }
+}
+
+/** The next gateway worker pid, ready or not. */
+async function gatewayWorker(): Promise<
+  { id: string; pid: number } | undefined
+> {
+  const status = await getJson("/v1/status");
+  const ready =
+    (status.workers as Array<{ id: string; pid?: number; state: string }>)
+      .filter((w) => w.state === "ready" && typeof w.pid === "number");
+  return ready.length ? pick(ready) as { id: string; pid: number } : undefined;
+}
+
+function signal(pid: number, sig: Deno.Signal): void {
+  try {
+    Deno.kill(pid, sig);
+  } catch { /* already gone */ }
+}
+
+async function put(path: string, body: unknown): Promise<number> {
+  const res = await fetch(`${url}${path}`, {
+    method: "PUT",
+    headers: { ...auth, "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  await res.body?.cancel();
+  return res.status;
+}
+
+const FAULTS: Array<[string, () => Promise<string>]> = [
+  ["SIGKILL a gateway worker", async () => {
+    const w = await gatewayWorker();
+    if (w) signal(w.pid, "SIGKILL");
+    return w ? `${w.id} (${w.pid})` : "none ready";
+  }],
+  ["SIGSTOP a gateway worker 1.5 s, then SIGCONT", async () => {
+    const w = await gatewayWorker();
+    if (!w) return "none ready";
+    signal(w.pid, "SIGSTOP");
+    await sleep(1500);
+    signal(w.pid, "SIGCONT");
+    return `${w.id} (${w.pid})`;
+  }],
+  ["PUT /v1/workers 3, then 2", async () => {
+    const a = await put("/v1/workers", { count: 3 });
+    await sleep(3000);
+    const b = await put("/v1/workers", { count: 2 });
+    return `${a}, ${b}`;
+  }],
+  ["SIGKILL a pool worker", () => {
+    const ready = pool.status().workers.filter((w) =>
+      w.state === "ready" && w.pid
+    );
+    const w = ready.length ? pick(ready) : undefined;
+    if (w?.pid) signal(w.pid, "SIGKILL");
+    return Promise.resolve(w ? `${w.id} (${w.pid})` : "none ready");
+  }],
+  [
+    "SIGSTOP a gateway worker past the heartbeat (wedged), then SIGCONT",
+    async () => {
+      const w = await gatewayWorker();
+      if (!w) return "none ready";
+      signal(w.pid, "SIGSTOP");
+      await sleep(6000);
+      signal(w.pid, "SIGCONT");
+      return `${w.id} (${w.pid})`;
+    },
+  ],
+  ["pool.resize(3), then 2", async () => {
+    const r: string[] = [];
+    for (const n of [3, 2]) {
+      r.push(await pool.resize(n).then(() => "ok", (e) => (e as Error).name));
+      await sleep(1500);
+    }
+    return r.join(", ");
+  }],
+];
+
+async function faultLoop(): Promise<void> {
+  let i = 0;
+  while (!stopping) {
+    await pause(FAULT_EVERY_MS);
+    if (stopping) break;
+    const [name, inject] = FAULTS[i++ % FAULTS.length]!;
+    const result = await inject().catch((e) => `failed: ${e}`);
+    faults.push(
+      `t=${
+        Math.round((performance.now() - started) / 1000)
+      }s ${name}: ${result}`,
+    );
+    console.log(`fault: ${faults.at(-1)}`);
+  }
+}
+
+/** PUT/DELETE of models under traffic: a model that comes and goes, and updates of echo. */
+async function manageLoop(): Promise<void> {
+  let n = 0;
+  const statuses = new Map<string, number>();
+  const count = (k: string) => statuses.set(k, (statuses.get(k) ?? 0) + 1);
+  while (!stopping) {
+    await sleep(1500);
+    n++;
+    try {
+      if (n % 2 === 1) {
+        count(
+          `PUT churn ${await put("/v1/models/churn", { file: "echo.py" })}`,
+        );
+      } else {
+        const res = await fetch(`${url}/v1/models/churn`, {
+          method: "DELETE",
+          headers: auth,
+        });
+        await res.body?.cancel();
+        count(`DELETE churn ${res.status}`);
+      }
+      if (n % 10 === 0) {
+        count(`PUT echo ${await put("/v1/models/echo", { file: "echo.py" })}`);
+      }
+    } catch (err) {
+      count(`failed: ${err}`);
+    }
+  }
+  console.log(`manage: ${JSON.stringify(Object.fromEntries(statuses))}`);
+}
+
+/** Messages on the channel the subscribers read (32 KB each, ~25 a second). */
+async function publishLoop(): Promise<void> {
+  const body = JSON.stringify({ pad: "m".repeat(32_000) });
+  while (!stopping) {
+    const res = await fetch(`${url}/v1/channels/soak`, {
+      method: "POST",
+      headers: auth,
+      body,
+    }).catch(() => undefined);
+    await res?.body?.cancel();
+    await sleep(40);
+  }
+}
+
+const gwOps = gatewayOps(target);
+// Calls of the model that comes and goes: 404 while it is away.
+gwOps.push([
+  2,
+  "execute churn (PUT/DELETE under traffic)",
+  (o) =>
+    [
+      "200",
+      "404:ModelNotFoundError",
+      "503:NoWorkerError",
+      "502:WorkerCrashedError",
+      "504:TimeoutError",
+      "503:ShuttingDownError",
+    ].includes(o),
+  async (s) => {
+    const res = await fetch(`${url}/v1/models/churn/execute`, {
+      method: "POST",
+      headers: auth,
+      body: "{}",
+      signal: s,
+    });
+    const text = await res.text();
+    return res.status === 200
+      ? "200"
+      : `${res.status}:${JSON.parse(text).error?.type}`;
+  },
+]);
+const pOps = poolOps(pool).filter(([, kind]) =>
+  !SKIP.some((k) => kind.includes(k))
+);
+for (let i = gwOps.length - 1; i >= 0; i--) {
+  if (SKIP.some((k) => gwOps[i]![1].includes(k))) gwOps.splice(i, 1);
+}
+const stop = () => stopping || performance.now() - started > DURATION_MS;
+
+const loops = [
+  samplerLoop(),
+  faultLoop(),
+  manageLoop(),
+  publishLoop(),
+  ...Array.from({ length: CLIENTS }, () => clientLoop(ledger, gwOps, stop)),
+  ...Array.from({ length: POOL_CLIENTS }, () => clientLoop(ledger, pOps, stop)),
+];
+while (!stop()) await sleep(500);
+stopping = true;
+stopped.resolve();
+console.log("soak: traffic stopped, waiting for the clients to settle");
+await Promise.all(loops);
+// Past every server-side bound: what is still pending now is a leak.
+await sleep(8000);
+const drained = await sample();
+console.log(`drained: ${line(drained)}`);
+
+await pool.close();
+Deno.kill(gatewayPid, "SIGTERM");
+const exit = await Promise.race([
+  child.status,
+  sleep(15_000).then(() => undefined),
+]);
+if (exit === undefined) signal(gatewayPid, "SIGKILL");
+await Promise.all([stdoutDone, stderrDone]).catch(() => {});
+await sleep(2000);
+const leftServers = serverProcesses(hosts);
+const leftTemp = tempEntries(hosts);
+
+function table(): string {
+  const pickAt = (f: number) =>
+    samples[
+      Math.min(samples.length - 1, Math.floor(f * (samples.length - 1)))
+    ]!;
+  const rows = [pickAt(0), pickAt(0.5), pickAt(1), drained];
+  const cols = ["start", "middle", "end", "drained"];
+  const fmt = (label: string, get: (s: Sample) => unknown) =>
+    `| ${label} | ${rows.map((r) => String(get(r))).join(" | ")} |`;
+  const workerMax = (
+    s: Sample,
+    f: (w: Sample["workers"][0]) => number,
+    owner: string,
+  ) => Math.max(0, ...s.workers.filter((w) => w.owner === owner).map(f));
+  return [
+    `| | ${cols.map((c, i) => `${c} (t=${rows[i]!.t}s)`).join(" | ")} |`,
+    `|---|${cols.map(() => "---:").join("|")}|`,
+    fmt("gateway RSS (MB)", (s) => ((s.gateway?.rssKb ?? 0) / 1024).toFixed(0)),
+    fmt(
+      "gateway heap used after GC (MB)",
+      (s) => ((s.gatewayHeap?.heapUsed ?? 0) / 2 ** 20).toFixed(1),
+    ),
+    fmt("gateway fds", (s) => s.gateway?.fds),
+    fmt("gateway threads", (s) => s.gateway?.threads),
+    fmt(
+      "driver (pool + clients) RSS (MB)",
+      (s) => ((s.driver?.rssKb ?? 0) / 1024).toFixed(0),
+    ),
+    fmt(
+      "driver heap used (MB)",
+      (s) => (s.driverHeap.heapUsed / 2 ** 20).toFixed(1),
+    ),
+    fmt("driver fds", (s) => s.driver?.fds),
+    fmt(
+      "gateway workers: max fds",
+      (s) => workerMax(s, (w) => w.fds, "gateway"),
+    ),
+    fmt(
+      "gateway workers: max threads",
+      (s) => workerMax(s, (w) => w.threads, "gateway"),
+    ),
+    fmt(
+      "gateway workers: max RSS (MB)",
+      (s) => (workerMax(s, (w) => w.rssKb, "gateway") / 1024).toFixed(0),
+    ),
+    fmt("pool workers: max fds", (s) => workerMax(s, (w) => w.fds, "pool")),
+    fmt(
+      "pool workers: max threads",
+      (s) => workerMax(s, (w) => w.threads, "pool"),
+    ),
+    fmt(
+      "Python servers (orphans)",
+      (s) => `${s.servers} (${s.orphans.length})`,
+    ),
+    fmt(
+      "temp dirs / files / spill files",
+      (s) => `${s.temp.dirs} / ${s.temp.files} / ${s.temp.spillFiles}`,
+    ),
+    fmt(
+      "gateway inFlight / queue / parked",
+      (s) => `${s.status.inFlight} / ${s.status.queue} / ${s.status.parked}`,
+    ),
+    fmt(
+      "gateway requests in flight / subscribers",
+      (s) => `${s.status.gatewayInFlight} / ${s.status.subscribers}`,
+    ),
+    fmt("gateway evalReplayBytes", (s) => s.status.evalReplayBytes),
+    fmt(
+      "pool inFlight / queue / parked",
+      (s) =>
+        `${s.poolStatus.inFlight} / ${s.poolStatus.queue} / ${s.poolStatus.parked}`,
+    ),
+    fmt("/metrics size (bytes)", (s) => s.metrics.bytes),
+    fmt(
+      "requests settled / started",
+      (s) => `${s.ledger.settled} / ${s.ledger.started}`,
+    ),
+  ].join("\n");
+}
+
+const problems: string[] = [];
+if (ledger.hangs.length) {
+  problems.push(
+    `${ledger.hangs.length} hangs: ${ledger.hangs.slice(0, 5).join("; ")}`,
+  );
+}
+if (ledger.doubles) problems.push(`${ledger.doubles} requests settled twice`);
+for (const [k, v] of ledger.refused) {
+  problems.push(`outcome not allowed: ${k} ×${v.count} (${v.example})`);
+}
+if (ledger.open) problems.push(`${ledger.open} requests never settled`);
+const orphanSeen = samples.flatMap((s) => s.orphans);
+if (orphanSeen.length) {
+  problems.push(
+    `orphaned servers seen: ${JSON.stringify(orphanSeen.slice(0, 5))}`,
+  );
+}
+if (leftServers.length) {
+  problems.push(`servers left after close: ${JSON.stringify(leftServers)}`);
+}
+if (leftTemp.dirs) {
+  problems.push(`temp dirs left after close: ${leftTemp.names.join(", ")}`);
+}
+for (
+  const [k, v] of Object.entries({ ...drained.status, ...drained.poolStatus })
+) {
+  if (
+    [
+      "inFlight",
+      "queue",
+      "parked",
+      "evalReplayBytes",
+      "gatewayInFlight",
+      "subscribers",
+    ].includes(k) && v !== 0
+  ) {
+    problems.push(`drained: ${k} = ${v}`);
+  }
+}
+if (drained.temp.spillFiles) {
+  problems.push(`drained: ${drained.temp.spillFiles} spill files left`);
+}
+// Each running server has its socket directory (with its socket); the
+// spill-over plugin one directory per pool (gateway and library).
+if (drained.temp.dirs > drained.servers + 4) {
+  problems.push(
+    `drained: ${drained.temp.dirs} temp dirs for ${drained.servers} servers`,
+  );
+}
+if (exit === undefined) {
+  problems.push("the gateway did not exit within 15 s of SIGTERM");
+}
+if (sampleErrors.length) {
+  problems.push(`${sampleErrors.length} samples failed: ${sampleErrors[0]}`);
+}
+
+/** Each worker process seen in 3 samples or more: its first and last numbers. */
+function lifetimes(): string {
+  const seen = new Map<number, Sample["workers"]>();
+  for (const s of [...samples, drained]) {
+    for (const w of s.workers) {
+      const list = seen.get(w.pid) ?? [];
+      list.push(w);
+      seen.set(w.pid, list);
+    }
+  }
+  const rows: string[] = [];
+  for (const [pid, list] of seen) {
+    if (list.length < 3) continue;
+    const a = list[0]!;
+    const b = list.at(-1)!;
+    rows.push(
+      `  ${a.owner} ${a.id} (pid ${pid}, ${list.length} samples): RSS ${
+        (a.rssKb / 1024).toFixed(0)
+      } → ${
+        (b.rssKb / 1024).toFixed(0)
+      } MB, fds ${a.fds} → ${b.fds}, threads ${a.threads} → ${b.threads} (max ${
+        Math.max(...list.map((w) => w.threads))
+      })`,
+    );
+  }
+  return rows.join("\n");
+}
+
+console.log(`\n${table()}\n`);
+console.log(`worker processes over their lives:\n${lifetimes()}`);
+console.log("outcomes:");
+for (const [kind, outcomes] of [...ledger.outcomes].sort()) {
+  console.log(
+    `  ${kind}: ${[...outcomes].map(([o, n]) => `${o} ${n}`).join(", ")}`,
+  );
+}
+console.log(`faults (${faults.length}):\n  ${faults.join("\n  ")}`);
+console.log(
+  `gateway exit: ${exit ? `code ${exit.code}` : "killed"}; log: ${gatewayLog}`,
+);
+console.log(
+  problems.length ? `PROBLEMS:\n  ${problems.join("\n  ")}` : "no problems",
+);
+if (OUT) {
+  await Deno.writeTextFile(
+    OUT,
+    JSON.stringify(
+      {
+        samples,
+        drained,
+        faults,
+        outcomes: Object.fromEntries(
+          [...ledger.outcomes].map(([k, v]) => [k, Object.fromEntries(v)]),
+        ),
+        problems,
+      },
+      null,
+      1,
+    ),
+  );
+}
+Deno.exit(problems.length ? 1 : 0);
