@@ -196,6 +196,19 @@ for (
   await pool.addModel(name, { file: `${name}.py` });
 }
 
+// Why each pool worker exited (the gateway's say so in its log).
+const poolExits: string[] = [];
+pool.on((ev) => {
+  if (ev.type === "worker-exit") {
+    poolExits.push(
+      `${
+        new Date().toISOString().slice(11, 19)
+      } ${ev.worker} (pid ${ev.pid}): ${ev.reason}`,
+    );
+    console.log(`pool worker exit: ${poolExits.at(-1)}`);
+  }
+});
+
 // The first sample has the gateway's heap too (printed every sample period).
 await firstHeap.promise;
 const ledger = new Ledger(HANG_MS);
@@ -707,6 +720,9 @@ for (const [kind, outcomes] of [...ledger.outcomes].sort()) {
     `  ${kind}: ${[...outcomes].map(([o, n]) => `${o} ${n}`).join(", ")}`,
   );
 }
+console.log(
+  `pool worker exits (${poolExits.length}):\n  ${poolExits.join("\n  ")}`,
+);
 console.log(`faults (${faults.length}):\n  ${faults.join("\n  ")}`);
 console.log(
   `gateway exit: ${exit ? `code ${exit.code}` : "killed"}; log: ${gatewayLog}`,
