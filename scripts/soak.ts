@@ -272,8 +272,13 @@ async function sample(): Promise<Sample> {
   }
   const servers = serverProcesses(hosts);
   // A server whose parent is not the host it names was orphaned (or, the
-  // host gone, outlived it).
-  const orphans = servers.filter((s) => s.ppid !== s.hostPid);
+  // host gone, outlived it). Not one whose parent is another of its host's
+  // servers: a python that is a shell script (a pyenv shim) forks subshells
+  // with the server's command line before it execs the interpreter.
+  const serverPids = new Set(servers.map((s) => s.pid));
+  const orphans = servers.filter((s) =>
+    s.ppid !== s.hostPid && !serverPids.has(s.ppid ?? -1)
+  );
   const temp = tempEntries(hosts);
   const mem = Deno.memoryUsage();
   const gw = status.gateway as Record<string, unknown> | undefined;
