@@ -8,8 +8,9 @@
 //   deno task soak --duration 60 --out /tmp/soak.json
 //
 // Options: --duration <s> (600), --sample <s> (5), --clients <n> (10 for
-// the gateway), --pool-clients <n> (4), --fault-every <s> (8), --out <file>
-// (the samples and the ledger as JSON). Exit status 1 when a request hung,
+// the gateway), --pool-clients <n> (4), --fault-every <s> (8), --skip <text>
+// (leave out the request kinds whose name holds it; repeatable), --out <file>
+// (the samples and the outcomes as JSON). Exit status 1 when a request hung,
 // settled twice or ended with an outcome its kind does not allow, when a
 // Python server outlived its host or was orphaned, or when the drained end
 // state keeps requests, subscribers, spill files or temp dirs.
@@ -21,20 +22,11 @@ import { Pool } from "../src/pool.ts";
 import { reconnect } from "../plugins/mod.ts";
 import { SOAK_MODELS } from "./_soak_models.ts";
 import { Ledger } from "./_soak_ledger.ts";
-import {
-  procSample,
-  type ServerProcess,
-  serverProcesses,
-  tempEntries,
-} from "./_soak_probe.ts";
-import {
-  clientLoop,
-  gatewayOps,
-  pick,
-  poolOps,
-  sleep,
-  type Target,
-} from "./_soak_traffic.ts";
+import { procSample, serverProcesses, tempEntries } from "./_soak_probe.ts";
+import { lifetimes, line, type Sample, table } from "./_soak_report.ts";
+import { signal, soakFaults } from "./_soak_faults.ts";
+import { clientLoop, gatewayOps, sleep, type Target } from "./_soak_traffic.ts";
+import { poolOps } from "./_soak_pool_ops.ts";
 
 if (Deno.args[0] === "--role=gateway") {
   // Not on SIGUSR1: that starts V8's inspector on port 9229.
@@ -71,30 +63,6 @@ const SKIP = Deno.args.flatMap((a, i) =>
 // Far above every server-side bound (timeouts 5 s, stream idle 4 s, eval
 // cancel grace 2 s, heartbeat 4 s): a request open this long hung.
 const HANG_MS = 60_000;
-
-/** One sample of everything that must stay bounded. */
-interface Sample {
-  t: number;
-  gateway: ReturnType<typeof procSample>;
-  gatewayHeap?: { heapUsed: number; rss: number; external: number };
-  driver: ReturnType<typeof procSample>;
-  driverHeap: { heapUsed: number; rss: number };
-  workers: Array<{
-    id: string;
-    owner: "gateway" | "pool";
-    pid: number;
-    fds: number;
-    threads: number;
-    rssKb: number;
-  }>;
-  servers: number;
-  orphans: ServerProcess[];
-  temp: { dirs: number; files: number; spillFiles: number };
-  status: Record<string, unknown>;
-  poolStatus: Record<string, unknown>;
-  metrics: Record<string, number>;
-  ledger: { started: number; settled: number; open: number; oldestMs: number };
-}
 
 const token = Array.from(
   crypto.getRandomValues(new Uint8Array(16)),
@@ -319,24 +287,6 @@ async function sample(): Promise<Sample> {
   };
 }
 
-function line(s: Sample): string {
-  const mb = (kb: number | undefined) => ((kb ?? 0) / 1024).toFixed(0);
-  const w = s.workers.map((w) =>
-    `${w.owner[0]}${w.id}:${w.fds}fd/${w.threads}t`
-  ).join(" ");
-  return `t=${s.t}s gw rss ${mb(s.gateway?.rssKb)}MB heap ${
-    ((s.gatewayHeap?.heapUsed ?? 0) / 2 ** 20).toFixed(1)
-  }MB fds ${s.gateway?.fds} thr ${s.gateway?.threads} | driver rss ${
-    mb(s.driver?.rssKb)
-  }MB heap ${
-    (s.driverHeap.heapUsed / 2 ** 20).toFixed(1)
-  }MB fds ${s.driver?.fds} | ${w} | servers ${s.servers} orphans ${s.orphans.length} temp ${s.temp.dirs}d/${s.temp.files}f/${s.temp.spillFiles}spill | gw ${
-    JSON.stringify(s.status)
-  } pool ${
-    JSON.stringify(s.poolStatus)
-  } | req ${s.ledger.settled}/${s.ledger.started} open ${s.ledger.open} oldest ${s.ledger.oldestMs}ms`;
-}
-
 async function samplerLoop(): Promise<void> {
   while (!stopping) {
     try {
@@ -351,140 +301,26 @@ async function samplerLoop(): Promise<void> {
   }
 }
 
-/** The next gateway worker pid, ready or not. */
-async function gatewayWorker(): Promise<
-  { id: string; pid: number } | undefined
-> {
-  const status = await getJson("/v1/status");
-  const ready =
-    (status.workers as Array<{ id: string; pid?: number; state: string }>)
-      .filter((w) => w.state === "ready" && typeof w.pid === "number");
-  return ready.length ? pick(ready) as { id: string; pid: number } : undefined;
-}
-
-function signal(pid: number, sig: Deno.Signal): void {
-  try {
-    Deno.kill(pid, sig);
-  } catch { /* already gone */ }
-}
-
-async function put(path: string, body: unknown): Promise<number> {
-  const res = await fetch(`${url}${path}`, {
-    method: "PUT",
-    headers: { ...auth, "content-type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  await res.body?.cancel();
-  return res.status;
-}
-
-const FAULTS: Array<[string, () => Promise<string>]> = [
-  ["SIGKILL a gateway worker", async () => {
-    const w = await gatewayWorker();
-    if (w) signal(w.pid, "SIGKILL");
-    return w ? `${w.id} (${w.pid})` : "none ready";
-  }],
-  ["SIGSTOP a gateway worker 1.5 s, then SIGCONT", async () => {
-    const w = await gatewayWorker();
-    if (!w) return "none ready";
-    signal(w.pid, "SIGSTOP");
-    await sleep(1500);
-    signal(w.pid, "SIGCONT");
-    return `${w.id} (${w.pid})`;
-  }],
-  ["PUT /v1/workers 3, then 2", async () => {
-    const a = await put("/v1/workers", { count: 3 });
-    await sleep(3000);
-    const b = await put("/v1/workers", { count: 2 });
-    return `${a}, ${b}`;
-  }],
-  ["SIGKILL a pool worker", () => {
-    const ready = pool.status().workers.filter((w) =>
-      w.state === "ready" && w.pid
-    );
-    const w = ready.length ? pick(ready) : undefined;
-    if (w?.pid) signal(w.pid, "SIGKILL");
-    return Promise.resolve(w ? `${w.id} (${w.pid})` : "none ready");
-  }],
-  [
-    "SIGSTOP a gateway worker past the heartbeat (wedged), then SIGCONT",
-    async () => {
-      const w = await gatewayWorker();
-      if (!w) return "none ready";
-      signal(w.pid, "SIGSTOP");
-      await sleep(6000);
-      signal(w.pid, "SIGCONT");
-      return `${w.id} (${w.pid})`;
-    },
-  ],
-  ["pool.resize(3), then 2", async () => {
-    const r: string[] = [];
-    for (const n of [3, 2]) {
-      r.push(await pool.resize(n).then(() => "ok", (e) => (e as Error).name));
-      await sleep(1500);
-    }
-    return r.join(", ");
-  }],
-];
+const { faults: injectors, manageLoop, publishLoop } = soakFaults({
+  url,
+  auth,
+  pool,
+  stopping: () => stopping,
+});
 
 async function faultLoop(): Promise<void> {
   let i = 0;
   while (!stopping) {
     await pause(FAULT_EVERY_MS);
     if (stopping) break;
-    const [name, inject] = FAULTS[i++ % FAULTS.length]!;
-    const result = await inject().catch((e) => `failed: ${e}`);
+    const [name, inject] = injectors[i++ % injectors.length]!;
+    const result = await inject().catch((e: unknown) => `failed: ${e}`);
     faults.push(
       `t=${
         Math.round((performance.now() - started) / 1000)
       }s ${name}: ${result}`,
     );
     console.log(`fault: ${faults.at(-1)}`);
-  }
-}
-
-/** PUT/DELETE of models under traffic: a model that comes and goes, and updates of echo. */
-async function manageLoop(): Promise<void> {
-  let n = 0;
-  const statuses = new Map<string, number>();
-  const count = (k: string) => statuses.set(k, (statuses.get(k) ?? 0) + 1);
-  while (!stopping) {
-    await sleep(1500);
-    n++;
-    try {
-      if (n % 2 === 1) {
-        count(
-          `PUT churn ${await put("/v1/models/churn", { file: "echo.py" })}`,
-        );
-      } else {
-        const res = await fetch(`${url}/v1/models/churn`, {
-          method: "DELETE",
-          headers: auth,
-        });
-        await res.body?.cancel();
-        count(`DELETE churn ${res.status}`);
-      }
-      if (n % 10 === 0) {
-        count(`PUT echo ${await put("/v1/models/echo", { file: "echo.py" })}`);
-      }
-    } catch (err) {
-      count(`failed: ${err}`);
-    }
-  }
-  console.log(`manage: ${JSON.stringify(Object.fromEntries(statuses))}`);
-}
-
-/** Messages on the channel the subscribers read (32 KB each, ~25 a second). */
-async function publishLoop(): Promise<void> {
-  const body = JSON.stringify({ pad: "m".repeat(32_000) });
-  while (!stopping) {
-    const res = await fetch(`${url}/v1/channels/soak`, {
-      method: "POST",
-      headers: auth,
-      body,
-    }).catch(() => undefined);
-    await res?.body?.cancel();
-    await sleep(40);
   }
 }
 
@@ -553,86 +389,6 @@ await sleep(2000);
 const leftServers = serverProcesses(hosts);
 const leftTemp = tempEntries(hosts);
 
-function table(): string {
-  const pickAt = (f: number) =>
-    samples[
-      Math.min(samples.length - 1, Math.floor(f * (samples.length - 1)))
-    ]!;
-  const rows = [pickAt(0), pickAt(0.5), pickAt(1), drained];
-  const cols = ["start", "middle", "end", "drained"];
-  const fmt = (label: string, get: (s: Sample) => unknown) =>
-    `| ${label} | ${rows.map((r) => String(get(r))).join(" | ")} |`;
-  const workerMax = (
-    s: Sample,
-    f: (w: Sample["workers"][0]) => number,
-    owner: string,
-  ) => Math.max(0, ...s.workers.filter((w) => w.owner === owner).map(f));
-  return [
-    `| | ${cols.map((c, i) => `${c} (t=${rows[i]!.t}s)`).join(" | ")} |`,
-    `|---|${cols.map(() => "---:").join("|")}|`,
-    fmt("gateway RSS (MB)", (s) => ((s.gateway?.rssKb ?? 0) / 1024).toFixed(0)),
-    fmt(
-      "gateway heap used after GC (MB)",
-      (s) => ((s.gatewayHeap?.heapUsed ?? 0) / 2 ** 20).toFixed(1),
-    ),
-    fmt("gateway fds", (s) => s.gateway?.fds),
-    fmt("gateway threads", (s) => s.gateway?.threads),
-    fmt(
-      "driver (pool + clients) RSS (MB)",
-      (s) => ((s.driver?.rssKb ?? 0) / 1024).toFixed(0),
-    ),
-    fmt(
-      "driver heap used (MB)",
-      (s) => (s.driverHeap.heapUsed / 2 ** 20).toFixed(1),
-    ),
-    fmt("driver fds", (s) => s.driver?.fds),
-    fmt(
-      "gateway workers: max fds",
-      (s) => workerMax(s, (w) => w.fds, "gateway"),
-    ),
-    fmt(
-      "gateway workers: max threads",
-      (s) => workerMax(s, (w) => w.threads, "gateway"),
-    ),
-    fmt(
-      "gateway workers: max RSS (MB)",
-      (s) => (workerMax(s, (w) => w.rssKb, "gateway") / 1024).toFixed(0),
-    ),
-    fmt("pool workers: max fds", (s) => workerMax(s, (w) => w.fds, "pool")),
-    fmt(
-      "pool workers: max threads",
-      (s) => workerMax(s, (w) => w.threads, "pool"),
-    ),
-    fmt(
-      "Python servers (orphans)",
-      (s) => `${s.servers} (${s.orphans.length})`,
-    ),
-    fmt(
-      "temp dirs / files / spill files",
-      (s) => `${s.temp.dirs} / ${s.temp.files} / ${s.temp.spillFiles}`,
-    ),
-    fmt(
-      "gateway inFlight / queue / parked",
-      (s) => `${s.status.inFlight} / ${s.status.queue} / ${s.status.parked}`,
-    ),
-    fmt(
-      "gateway requests in flight / subscribers",
-      (s) => `${s.status.gatewayInFlight} / ${s.status.subscribers}`,
-    ),
-    fmt("gateway evalReplayBytes", (s) => s.status.evalReplayBytes),
-    fmt(
-      "pool inFlight / queue / parked",
-      (s) =>
-        `${s.poolStatus.inFlight} / ${s.poolStatus.queue} / ${s.poolStatus.parked}`,
-    ),
-    fmt("/metrics size (bytes)", (s) => s.metrics.bytes),
-    fmt(
-      "requests settled / started",
-      (s) => `${s.ledger.settled} / ${s.ledger.started}`,
-    ),
-  ].join("\n");
-}
-
 const problems: string[] = [];
 if (ledger.hangs.length) {
   problems.push(
@@ -689,36 +445,10 @@ if (sampleErrors.length) {
   problems.push(`${sampleErrors.length} samples failed: ${sampleErrors[0]}`);
 }
 
-/** Each worker process seen in 3 samples or more: its first and last numbers. */
-function lifetimes(): string {
-  const seen = new Map<number, Sample["workers"]>();
-  for (const s of [...samples, drained]) {
-    for (const w of s.workers) {
-      const list = seen.get(w.pid) ?? [];
-      list.push(w);
-      seen.set(w.pid, list);
-    }
-  }
-  const rows: string[] = [];
-  for (const [pid, list] of seen) {
-    if (list.length < 3) continue;
-    const a = list[0]!;
-    const b = list.at(-1)!;
-    rows.push(
-      `  ${a.owner} ${a.id} (pid ${pid}, ${list.length} samples): RSS ${
-        (a.rssKb / 1024).toFixed(0)
-      } → ${
-        (b.rssKb / 1024).toFixed(0)
-      } MB, fds ${a.fds} → ${b.fds}, threads ${a.threads} → ${b.threads} (max ${
-        Math.max(...list.map((w) => w.threads))
-      })`,
-    );
-  }
-  return rows.join("\n");
-}
-
-console.log(`\n${table()}\n`);
-console.log(`worker processes over their lives:\n${lifetimes()}`);
+console.log(`\n${table(samples, drained)}\n`);
+console.log(
+  `worker processes over their lives:\n${lifetimes([...samples, drained])}`,
+);
 console.log("outcomes:");
 for (const [kind, outcomes] of [...ledger.outcomes].sort()) {
   console.log(
