@@ -10,7 +10,8 @@
 // Options: --duration <s> (600), --sample <s> (5), --clients <n> (10 for
 // the gateway), --pool-clients <n> (4), --fault-every <s> (8), --skip <text>
 // (leave out the request kinds whose name holds it; repeatable), --out <file>
-// (the samples and the outcomes as JSON). Exit status 1 when a request hung,
+// (the samples and the outcomes as JSON), --keep (keep the temporary models
+// directory and the gateway's log in it even when the run found nothing). Exit status 1 when a request hung,
 // settled twice or ended with an outcome its kind does not allow, when a
 // Python server outlived its host or was orphaned, or when the drained end
 // state keeps requests, subscribers, spill files or temp dirs.
@@ -459,8 +460,14 @@ console.log(
   `pool worker exits (${poolExits.length}):\n  ${poolExits.join("\n  ")}`,
 );
 console.log(`faults (${faults.length}):\n  ${faults.join("\n  ")}`);
+// The models directory holds the gateway's log: kept only when something
+// went wrong (or with --keep), so runs leave nothing behind in /tmp.
+const keep = problems.length > 0 || Deno.args.includes("--keep");
+if (!keep) await Deno.remove(modelsDir, { recursive: true });
 console.log(
-  `gateway exit: ${exit ? `code ${exit.code}` : "killed"}; log: ${gatewayLog}`,
+  `gateway exit: ${exit ? `code ${exit.code}` : "killed"}; log: ${
+    keep ? gatewayLog : "removed (--keep keeps it)"
+  }`,
 );
 console.log(
   problems.length ? `PROBLEMS:\n  ${problems.join("\n  ")}` : "no problems",
