@@ -314,9 +314,25 @@ export class PoolRouter {
     call.onAbort = undefined;
   }
 
+  /** Worker ids whose rendezvous seed is kept (at most twice the slots). */
+  get seeds(): number {
+    return this.#seeds.size;
+  }
+
   #seed(id: string): number {
     let seed = this.#seeds.get(id);
-    if (seed === undefined) this.#seeds.set(id, seed = hash32(id, 0x9747b28c));
+    if (seed === undefined) {
+      // Ids are never reused (a resize makes new ones, w3, w4, ...): forget
+      // those of removed workers, or a pool resized for months (autoscale)
+      // keeps one entry per worker it ever had.
+      if (this.#seeds.size >= 2 * this.#opts.workers.length) {
+        const live = new Set(this.#opts.workers.map((w) => w.id));
+        for (const old of this.#seeds.keys()) {
+          if (!live.has(old)) this.#seeds.delete(old);
+        }
+      }
+      this.#seeds.set(id, seed = hash32(id, 0x9747b28c));
+    }
     return seed;
   }
 }
