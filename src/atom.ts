@@ -17,6 +17,15 @@ import type { PoolEvent } from "./pool_events.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
 import { jsonLength } from "./_json_length.ts";
 
+/**
+ * How long a cancelled eval's worker may take to answer the cancel, and the
+ * ping that decides, once `cancelGrace` is over, whether the code still
+ * runs (its server's loop answers both at once unless something blocks it).
+ */
+const CANCEL_ANSWER_MS = 2000;
+/** The longest delay a timer takes (~24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export type { OutputChunk } from "./output_buffer.ts";
 
 /**
@@ -71,7 +80,7 @@ export interface EvalPool {
     worker: string,
     cmd: string,
     args: Record<string, unknown>,
-    options?: { pid?: number },
+    options?: { pid?: number; timeout?: number },
   ): Promise<T>;
   /** The pool's atoms, for {@linkcode getAtom}. */
   readonly atoms: AtomRegistry<Atom>;
@@ -140,7 +149,10 @@ export interface EvalOptions {
   /**
    * Milliseconds an interrupted atom may take to stop before its worker is
    * killed and replaced (code blocked in C, such as `time.sleep`, cannot be
-   * interrupted otherwise): a number >= 0. `Infinity`, or anything beyond
+   * interrupted otherwise): a number >= 0, counted from the worker's answer
+   * to the cancel; the worker goes once its answer to a ping shows the code
+   * still running, or when it answers neither the cancel nor the ping
+   * within 2 s (or the grace, if longer). `Infinity`, or anything beyond
    * 2^31 − 1 (~24.8 days, a timer's range), means no limit: the worker is
    * never killed for it, and the atom's `stopped` waits for the code.
    *
@@ -447,22 +459,46 @@ export class Atom {
       this.#worker === undefined
     ) return;
     const worker = this.#worker;
-    this.#pool.control(
-      worker,
-      "cancel",
-      { target: this.#target },
-      this.#where(),
-    ).catch(() => {});
-    // Code blocked in C never sees the KeyboardInterrupt: replace the worker.
-    // A grace beyond a timer's range (Infinity too) waits for the code to stop.
-    this.#graceTimer = setTimeoutOrNever(() => {
+    const where = this.#where();
+    const kill = () => {
       if (!this.#requestDone) {
         this.#pool.killWorker(
           worker,
           `eval ${this.id} did not stop after cancel`,
         );
       }
-    }, this.#cancelGrace);
+    };
+    // Unanswered in time: kill. Any other failure (the connection lost, or
+    // another process in the slot now) means the eval ended with the
+    // process that ran it.
+    const killIfUnanswered = (err: unknown) => {
+      if (err instanceof TimeoutError) kill();
+    };
+    // Code blocked in C never sees the KeyboardInterrupt: replace the
+    // worker. A grace beyond a timer's range (Infinity too) waits for the
+    // code to stop. The grace counts from the server's answer to the cancel
+    // (a busy host may write the cancel late), and ends with a ping: the
+    // server answers it after every reply it wrote before, so a code that
+    // stopped in time, whose reply a busy host has not read yet when the
+    // timer runs, keeps its worker. A server that answers neither in time
+    // (its loop blocked) loses it.
+    const grace = this.#cancelGrace;
+    const finite = grace <= MAX_TIMER_MS;
+    this.#pool.control(
+      worker,
+      "cancel",
+      { target: this.#target },
+      finite ? { ...where, timeout: Math.max(grace, CANCEL_ANSWER_MS) } : where,
+    ).then(() => {
+      if (this.#requestDone || !finite) return;
+      this.#graceTimer = setTimeout(() => {
+        if (this.#requestDone) return;
+        this.#pool.control(worker, "ping", {}, {
+          ...where,
+          timeout: CANCEL_ANSWER_MS,
+        }).then(kill, killIfUnanswered);
+      }, grace);
+    }, finite ? killIfUnanswered : () => {});
   }
 
   #settle(error: unknown, value?: unknown): void {

@@ -370,3 +370,25 @@ Deno.test("Atom options are validated at once: a bad timeout is a ConfigError, 0
   assert.equal(await pool.eval("6 * 7", { timeout: Infinity }).result, 42);
   assert.equal(await pool.eval("6 * 8", { timeout: 2 ** 40 }).result, 48);
 });
+
+Deno.test("a cancelled eval that stopped in time keeps its worker when a busy host reads its reply after the grace", async () => {
+  await using pool = await startPool();
+  const before = pool.status().workers[0]!;
+  const atom = pool.eval(
+    "import time\nprint('running', flush=True)\nwhile True:\n    time.sleep(0.001)",
+    { cancelGrace: 100 },
+  );
+  const reader = atom.output.getReader();
+  assert.equal((await reader.read()).value?.data, "running\n");
+  atom.cancel();
+  // The host is busy past the grace: when it turns again, the grace's timer
+  // is due and the reply of the code (stopped at once) waits in its socket.
+  const busyUntil = Date.now() + 600;
+  while (Date.now() < busyUntil) { /* busy */ }
+  await assert.rejects(atom.result, CancelledError);
+  await atom.stopped;
+  await reader.cancel();
+  assert.equal(await pool.eval("'same worker'").result, "same worker");
+  const after = pool.status().workers[0]!;
+  assert.deepEqual([after.pid, after.restarts], [before.pid, 0]);
+});
