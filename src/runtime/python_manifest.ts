@@ -148,9 +148,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 50795,
+      size: 52270,
       sha256:
-        "cc257153a5b23aa862b92c9e038029d48a804453f6a5319c56f91360426e35e3",
+        "de2bd22d5d84643b7e202f8c154f0ebfc63bed596fc60de0faf890137e6c1bef",
     },
     {
       path: "pyproxy_server/server.py",
