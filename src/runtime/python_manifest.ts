@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 21547,
+      size: 21945,
       sha256:
-        "d7fb415ed54a76dfd265f205e6d40204569ed4aa1fbb21e8f127a74144c9dad6",
+        "49a21089e268fe7de4876942eedc00f36bfc6437ea0440fdfe503fc0b19fa40e",
     },
     {
       path: "pyproxy_server/big_json.py",
