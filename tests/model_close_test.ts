@@ -242,7 +242,7 @@ for (const hang of ["sleep", "gil"] as const) {
   });
 }
 
-Deno.test("DELETE /v1/models/{name} runs the model's close() and answers its warning", async () => {
+Deno.test("DELETE /v1/models/{name} runs the model's close() and answers its warning; so does a PUT that updates it", async () => {
   const gw = await startGateway({ allowManage: true }, {
     "closer.py": CLOSER,
     "raiser.py":
@@ -254,6 +254,16 @@ Deno.test("DELETE /v1/models/{name} runs the model's close() and answers its war
     assert.equal(res.status, 200);
     assert.deepEqual(await res.json(), { name: "closer", removed: true });
     assert.deepEqual(await linesOf(gw.dir, pid), ["v1 init", "v1 close"]);
+    // A PUT that updates it answers the replaced version's warning too.
+    const updated = await gw.fetch("/v1/models/raiser", {
+      method: "PUT",
+      body: JSON.stringify({ file: "raiser.py" }),
+    });
+    const answer = await updated.json();
+    assert.deepEqual(
+      [updated.status, answer.action, answer.closeWarning],
+      [200, "updated", "close() raised OSError: disk gone"],
+    );
     const raised = await gw.fetch("/v1/models/raiser", { method: "DELETE" });
     assert.deepEqual(await raised.json(), {
       name: "raiser",

@@ -212,6 +212,11 @@ function modelPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
       properties: {
         action: { type: "string", enum: ["added", "updated"] },
         model: ref("schemas", "ModelDescription"),
+        closeWarning: {
+          type: "string",
+          description:
+            "An update's: the replaced version's `close()` raised or overran its `close_timeout_ms` (updated all the same).",
+        },
       },
     };
     one.put = {
@@ -275,6 +280,11 @@ function modelPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
           properties: {
             name: { type: "string" },
             removed: { type: "boolean", const: true },
+            closeWarning: {
+              type: "string",
+              description:
+                "The model's `close()` raised or overran its `close_timeout_ms` (removed all the same).",
+            },
           },
         }),
         "404": errorResponse("`ModelNotFoundError`: no such model."),

@@ -17,7 +17,7 @@ import {
 } from "./error_response.ts";
 import { isRequestId } from "../_request_id.ts";
 import { validBody } from "./_valid_body.ts";
-import type { GatewayModelSpec } from "./gateway_pool.ts";
+import type { GatewayModelSpec, GatewayPool } from "./gateway_pool.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import { readJsonBody } from "./read_json_body.ts";
 import { type SseEvent, sseResponse } from "./sse.ts";
@@ -695,11 +695,22 @@ export function modelRoutes(ctx: RouteContext): Hono {
     // otherwise hold this PUT, and every later PUT and DELETE of the name
     // queued behind it, for ever.
     const bound = { timeout: ctx.loadTimeout };
+    // An update's answer may say the replaced version's close() raised or
+    // overran: not part of the description the catalog keeps.
+    let closeWarning: unknown;
+    const updating: Pick<GatewayPool, "updateModel"> = {
+      updateModel: async (name, spec, options) => {
+        const out = await pool.updateModel(name, spec, options);
+        closeWarning = (out as { closeWarning?: unknown } | null)
+          ?.closeWarning;
+        return out;
+      },
+    };
     const { existed, model } = await oneAtATime(name, async () => {
       const existed = known(name);
       try {
         const model = existed
-          ? await catalog.update(pool, name, spec, bound)
+          ? await catalog.update(updating, name, spec, bound)
           : await catalog.add(pool, name, spec, bound);
         return { existed, model };
       } catch (err) {
@@ -725,13 +736,20 @@ export function modelRoutes(ctx: RouteContext): Hono {
       action: existed ? "updated" : "added",
       file: spec.file,
     });
-    return jsonResponse(
-      {
-        action: existed ? "updated" : "added",
-        model: modelView(model, ctx.debug, ctx.requestTimeout),
-      },
-      existed ? 200 : 201,
-    );
+    const answer: Record<string, unknown> = {
+      action: existed ? "updated" : "added",
+      model: modelView(model, ctx.debug, ctx.requestTimeout),
+    };
+    if (typeof closeWarning === "string") {
+      // The old version's close() raised or overran (the worker's log has
+      // the traceback): updated all the same.
+      ctx.logger.warn("Model {name}: {warning}", {
+        name,
+        warning: closeWarning,
+      });
+      answer.closeWarning = closeWarning;
+    }
+    return jsonResponse(answer, existed ? 200 : 201);
   });
 
   app.delete("/v1/models/:name", async (c) => {
