@@ -92,6 +92,7 @@ from .errors import (
     PythonError,
     format_user_traceback,
 )
+from .execution import MAX_LOGGED_MESSAGE, MAX_LOGGED_TRACEBACK, _bounded
 from .fresh_imports import FreshImports
 
 __all__ = [
@@ -458,9 +459,18 @@ def _close_one(entry, done, problems):
             with lock:
                 entry._close()
     except BaseException as exc:  # SystemExit in model code must not stop us
-        log.error("close() of model %r (version %d) failed: %s: %s",
-                  entry.name, entry.version, type(exc).__name__, exc, exc_info=exc)
-        problems[entry] = "close() raised %s: %s" % (type(exc).__name__, exc)
+        # Bounded as a call's exception is (log_user_error): a close raising
+        # with a whole payload in its message wrote it twice per line into
+        # the log, and once more into the remove's or update's answer.
+        try:
+            message = _bounded(str(exc), MAX_LOGGED_MESSAGE)
+        except BaseException:  # a __str__ of the model's that raises
+            message = "(its message could not be read)"
+        trace = _bounded("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip(),
+                         MAX_LOGGED_TRACEBACK)
+        log.error("close() of model %r (version %d) failed: %s: %s\n%s",
+                  entry.name, entry.version, type(exc).__name__, message, trace)
+        problems[entry] = "close() raised %s: %s" % (type(exc).__name__, message)
     finally:
         done.set()
 
@@ -491,6 +501,7 @@ def run_closes(entries, started=None, overran=None):
         if not done.wait(max(0.0, started + entry.close_timeout_ms / 1000 - time.monotonic())):
             frame = sys._current_frames().get(thread.ident)
             stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)\n"
+            stack = _bounded(stack, MAX_LOGGED_TRACEBACK)
             log.error("close() of model %r (version %d) did not finish within %d ms (close_timeout_ms);"
                       " left running, in:\n%s", entry.name, entry.version, entry.close_timeout_ms, stack.rstrip())
             warnings[entry.name] = "close() did not finish within %d ms (close_timeout_ms)" % entry.close_timeout_ms

@@ -107,6 +107,16 @@ class RegistryCloseTest(_LogDir):
         with self.assertRaises(Exception):
             self.registry.get("m")
 
+    def test_a_close_that_raises_a_huge_message_is_logged_and_reported_bounded(self):
+        self.add(close="def close(self):\n        raise ValueError('x' * 10_000_000)")
+        with self.assertLogs("pyproxy_server.models", "ERROR") as logs:
+            result = self.registry.remove("m")
+        self.assertTrue(result["closeWarning"].startswith("close() raised ValueError: xxx"))
+        self.assertLess(len(result["closeWarning"]), 2000)
+        self.assertIn("characters left out", result["closeWarning"])
+        self.assertLess(len(logs.output[0]), 20_000)
+        self.assertIn("Traceback", logs.output[0])
+
     def test_a_close_that_overruns_its_bound_is_left_running(self):
         self.add(close=HANGING_CLOSE, attrs="close_timeout_ms = 100")
         t0 = time.monotonic()

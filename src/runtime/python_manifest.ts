@@ -148,9 +148,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 52270,
+      size: 52983,
       sha256:
-        "de2bd22d5d84643b7e202f8c154f0ebfc63bed596fc60de0faf890137e6c1bef",
+        "aff2564d13b95d2543f25486da854c97d2992d110cf0a1ef4c9f924d932b1f74",
     },
     {
       path: "pyproxy_server/server.py",
