@@ -678,7 +678,11 @@ class ModelRegistry:
             return "close() not run: %d earlier close() calls are still running past their close_timeout_ms" % left
         if self.drain is not None:
             self.drain(entry.name, time.monotonic() + entry.close_timeout_ms / 1000)
-        return run_closes([entry], overran=self._overran).get(entry.name)
+        overran = []
+        warning = run_closes([entry], overran=overran).get(entry.name)
+        with self._lock:
+            self._overran.extend(overran)
+        return warning
 
     def take_all(self):
         """Unregister every model and return their entries (a stopping

@@ -148,9 +148,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 52983,
+      size: 53091,
       sha256:
-        "aff2564d13b95d2543f25486da854c97d2992d110cf0a1ef4c9f924d932b1f74",
+        "b0cf20af197716dbf668e76be94d5abc1342cf7e753b5d83e9e09e0911a0cee8",
     },
     {
       path: "pyproxy_server/server.py",
