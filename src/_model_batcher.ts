@@ -226,7 +226,9 @@ export class ModelBatcher {
     this.#send(items.map((i) => i.msg), {
       ...(key === undefined ? {} : { key }),
       ...(worker === undefined ? {} : { worker }),
-      ...(deadline === Infinity ? {} : { timeout: deadline }),
+      // Infinity too: left out, the pool's requestTimeout would cut short
+      // a batch of calls that wait for ever (a model's timeout: Infinity).
+      timeout: deadline,
       signal: batch.abort.signal,
       idempotent,
       onSend: () => {

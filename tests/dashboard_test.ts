@@ -181,3 +181,50 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "dashboardHtml shows 'none' for a model whose calls have no timeout (timeout: Infinity in a pool createGateway serves)",
+  ignore: !hasChromium,
+  async fn() {
+    const { Pool } = await import("../src/pool.ts");
+    const { createGateway } = await import("../src/gateway/app.ts");
+    const pool = await Pool.start({ workers: 1, handleSignals: false });
+    const ac = new AbortController();
+    try {
+      const source =
+        "class M:\n    def execute(self, msg):\n        return msg\n";
+      await pool.addModel("forever", { source, timeout: Infinity });
+      await pool.addModel("quick", { source, timeout: 1500 });
+      let port = 0;
+      const app = createGateway(pool, { port: () => port });
+      const listening = Promise.withResolvers<void>();
+      const server = Deno.serve({
+        port: 0,
+        hostname: "127.0.0.1",
+        signal: ac.signal,
+        onListen: () => listening.resolve(),
+      }, (req) => app.fetch(req));
+      await listening.promise;
+      port = server.addr.port;
+      const browser = await launch();
+      try {
+        const page = await browser.newPage();
+        await page.goto(`http://127.0.0.1:${port}/`);
+        await page.waitForSelector('#models tr[data-model="forever"]');
+        const cells = async (name: string) =>
+          (await page.locator(`#models tr[data-model="${name}"] td`)
+            .allInnerTexts())[3];
+        assert.equal(await cells("forever"), "none (spec)");
+        assert.equal(await cells("quick"), "1500 ms (spec)");
+      } finally {
+        await browser.close();
+        ac.abort();
+        await server.finished;
+      }
+    } finally {
+      ac.abort();
+      await pool.close();
+    }
+  },
+});

@@ -234,6 +234,15 @@ class Slow:
       declared: [150, "class"],
       plain: [400, "default"],
     });
+    // Each model's own route says the same.
+    for (const [name, shown] of Object.entries(seen)) {
+      const one = await (await app.fetch(
+        new Request(`http://127.0.0.1:8000/v1/models/${name}`, {
+          headers: { host: "127.0.0.1:8000" },
+        }),
+      )).json();
+      assert.deepEqual([one.timeout, one.timeoutSource], shown, name);
+    }
   } finally {
     await pool.close();
   }

@@ -132,3 +132,27 @@ Deno.test("InputValidator.check: a ValidationError whose fields and message stop
     assert.equal(e.message.split("; ").length, ValidationError.MAX_FIELDS + 1);
   }
 });
+
+Deno.test("InputValidator: a declared name every object inherits (toString, constructor, __proto__) is a field of the body's own", () => {
+  const validator = new InputValidator(
+    JSON.parse(
+      '{"toString": "number?", "constructor": "string", "__proto__": "integer?", "valueOf": "any?"}',
+    ),
+  );
+  // Left out: an optional one passes, a required one is missing.
+  assert.equal(problem(validator, { constructor: "c" }), null);
+  assert.equal(problem(validator, {}), "constructor: is required");
+  assert.deepEqual(validator.problems({})?.[0]?.received, "missing");
+  // Sent: checked as sent, "__proto__" too (JSON.parse makes it a key).
+  assert.equal(
+    problem(
+      validator,
+      JSON.parse('{"constructor": "c", "toString": 1, "__proto__": 2}'),
+    ),
+    null,
+  );
+  assert.equal(
+    problem(validator, JSON.parse('{"constructor": 1, "__proto__": "x"}')),
+    "constructor: expected a string; __proto__: expected an integer",
+  );
+});

@@ -153,6 +153,24 @@ Deno.test("Pool: each call of a batching model gets the model's timeout, or its 
   assert.deepEqual(await pool.execute("b", { ms: 400 }), { ok: true });
 });
 
+Deno.test("Pool: a batching model with timeout Infinity: its batches wait beyond the pool's requestTimeout", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(opts(dir.path, { requestTimeout: 200 }));
+  await pool.addModel("b", { source: BATCHED, timeout: Infinity });
+  // Both in one batch, and one more sent on its own (key): none is cut at 200 ms.
+  const results = await Promise.allSettled([
+    pool.execute("b", { ms: 600 }),
+    pool.execute("b", { ms: 600 }),
+    pool.execute("b", { ms: 600 }, { key: "k" }),
+    // A call's own Infinity, likewise.
+    pool.execute("b", { ms: 600 }, { timeout: Infinity }),
+  ]);
+  assert.deepEqual(
+    results.map((r) => r.status === "fulfilled" ? r.value : String(r.reason)),
+    [{ ok: true }, { ok: true }, { ok: true }, { ok: true }],
+  );
+});
+
 Deno.test("Pool: executeStream without a timeout gets the model's", async () => {
   await using dir = await modelsDir();
   await using pool = await Pool.start(opts(dir.path));

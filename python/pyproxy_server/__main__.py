@@ -427,9 +427,17 @@ def main(argv=None):
     server.load_extensions()
 
     ready = {"port": server.port, "pid": server.pid, "id": server.id, "unix": server.unix, "version": PROTOCOL_VERSION}
-    real_stdout = sys.stdout
-    real_stdout.write(json.dumps(ready) + "\n")
-    real_stdout.flush()
+    # As ASCII bytes: the host reads them so whatever the text layer's
+    # encoding (PYTHONIOENCODING=utf-16 in the workers' environment made
+    # it a line of NULs the host could not parse).
+    line = json.dumps(ready) + "\n"  # ensure_ascii: ASCII whatever the paths
+    real_stdout = getattr(sys.stdout, "buffer", None)
+    if real_stdout is None:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    else:
+        real_stdout.write(line.encode("ascii"))
+        real_stdout.flush()
     # From now on nothing may reach the host's stdout pipe, not even C-level
     # writes or child processes: fd 1 becomes a copy of stderr.
     try:

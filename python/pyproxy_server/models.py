@@ -92,6 +92,7 @@ from .errors import (
     PythonError,
     format_user_traceback,
 )
+from .execution import MAX_LOGGED_MESSAGE, MAX_LOGGED_TRACEBACK, _bounded
 from .fresh_imports import FreshImports
 
 __all__ = [
@@ -458,21 +459,31 @@ def _close_one(entry, done, problems):
             with lock:
                 entry._close()
     except BaseException as exc:  # SystemExit in model code must not stop us
-        log.error("close() of model %r (version %d) failed: %s: %s",
-                  entry.name, entry.version, type(exc).__name__, exc, exc_info=exc)
-        problems[entry] = "close() raised %s: %s" % (type(exc).__name__, exc)
+        # Bounded as a call's exception is (log_user_error): a close raising
+        # with a whole payload in its message wrote it twice per line into
+        # the log, and once more into the remove's or update's answer.
+        try:
+            message = _bounded(str(exc), MAX_LOGGED_MESSAGE)
+        except BaseException:  # a __str__ of the model's that raises
+            message = "(its message could not be read)"
+        trace = _bounded("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip(),
+                         MAX_LOGGED_TRACEBACK)
+        log.error("close() of model %r (version %d) failed: %s: %s\n%s",
+                  entry.name, entry.version, type(exc).__name__, message, trace)
+        problems[entry] = "close() raised %s: %s" % (type(exc).__name__, message)
     finally:
         done.set()
 
 
-def run_closes(entries, started=None):
+def run_closes(entries, started=None, overran=None):
     """Run ``close()`` of each entry that has one, each on a daemon thread of
     its own, all at once, and wait for each up to its ``close_timeout_ms``
     (counted from ``started``, a ``time.monotonic()`` value, else now).
 
     Returns ``{name: warning}`` for the closes that raised or overran (both
     logged, the overrun with the stack it was stuck in); an overrunning
-    close is left running on its thread (a daemon: it never holds the exit).
+    close is left running on its thread (a daemon: it never holds the exit),
+    which is appended to ``overran`` (a list) when given.
     """
     started = time.monotonic() if started is None else started
     problems = {}
@@ -490,9 +501,12 @@ def run_closes(entries, started=None):
         if not done.wait(max(0.0, started + entry.close_timeout_ms / 1000 - time.monotonic())):
             frame = sys._current_frames().get(thread.ident)
             stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)\n"
+            stack = _bounded(stack, MAX_LOGGED_TRACEBACK)
             log.error("close() of model %r (version %d) did not finish within %d ms (close_timeout_ms);"
                       " left running, in:\n%s", entry.name, entry.version, entry.close_timeout_ms, stack.rstrip())
             warnings[entry.name] = "close() did not finish within %d ms (close_timeout_ms)" % entry.close_timeout_ms
+            if overran is not None:
+                overran.append(thread)
         elif entry in problems:
             warnings[entry.name] = problems[entry]
     return warnings
@@ -568,6 +582,13 @@ class ModelRegistry:
     # replays that send the helpers back, stay well below a frame's 64 MiB.
     MAX_SNAPSHOT_HELPERS = 512
     MAX_SNAPSHOT_CHARS = 8 * 1024 * 1024
+    # Closes of removed or replaced versions left running past their
+    # ``close_timeout_ms`` (a thread cannot be stopped) at most: with this
+    # many still running, a version retired next is dropped without its
+    # ``close()`` (a warning says so). Each holds a thread and its instance
+    # (weights and all): a close that never returns, met by an update
+    # storm, grew both by one per update for the worker's life.
+    MAX_CLOSES_LEFT_RUNNING = 16
 
     def __init__(self, root):
         self.root = os.path.realpath(root)
@@ -583,6 +604,8 @@ class ModelRegistry:
         # the server sets it (it knows the calls), so that a version's
         # ``close()`` runs after them. None: nothing to wait for.
         self.drain = None
+        # Threads of the closes that overran (``run_closes``), pruned as they end.
+        self._overran = []
 
     def __len__(self):
         return len(self._models)
@@ -640,12 +663,26 @@ class ModelRegistry:
         """Close ``entry``, a version no longer registered: wait for its calls
         in flight (``drain``) up to its ``close_timeout_ms``, then run its
         ``close()`` for as long at most. Returns the warning of a close that
-        raised or overran (logged), else None."""
+        raised or overran (logged), else None. With
+        ``MAX_CLOSES_LEFT_RUNNING`` earlier closes still running past their
+        bound, ``close()`` is not run (logged, and a warning)."""
         if entry._close is None:
             return None
+        with self._lock:
+            self._overran[:] = [thread for thread in self._overran if thread.is_alive()]
+            left = len(self._overran)
+        if left >= self.MAX_CLOSES_LEFT_RUNNING:
+            log.error("close() of model %r (version %d) not run: %d close() calls of removed or replaced versions"
+                      " are still running past their close_timeout_ms (restart the worker to end them)",
+                      entry.name, entry.version, left)
+            return "close() not run: %d earlier close() calls are still running past their close_timeout_ms" % left
         if self.drain is not None:
             self.drain(entry.name, time.monotonic() + entry.close_timeout_ms / 1000)
-        return run_closes([entry]).get(entry.name)
+        overran = []
+        warning = run_closes([entry], overran=overran).get(entry.name)
+        with self._lock:
+            self._overran.extend(overran)
+        return warning
 
     def take_all(self):
         """Unregister every model and return their entries (a stopping

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import unittest
 
@@ -106,6 +107,16 @@ class RegistryCloseTest(_LogDir):
         with self.assertRaises(Exception):
             self.registry.get("m")
 
+    def test_a_close_that_raises_a_huge_message_is_logged_and_reported_bounded(self):
+        self.add(close="def close(self):\n        raise ValueError('x' * 10_000_000)")
+        with self.assertLogs("pyproxy_server.models", "ERROR") as logs:
+            result = self.registry.remove("m")
+        self.assertTrue(result["closeWarning"].startswith("close() raised ValueError: xxx"))
+        self.assertLess(len(result["closeWarning"]), 2000)
+        self.assertIn("characters left out", result["closeWarning"])
+        self.assertLess(len(logs.output[0]), 20_000)
+        self.assertIn("Traceback", logs.output[0])
+
     def test_a_close_that_overruns_its_bound_is_left_running(self):
         self.add(close=HANGING_CLOSE, attrs="close_timeout_ms = 100")
         t0 = time.monotonic()
@@ -117,6 +128,25 @@ class RegistryCloseTest(_LogDir):
         self.assertEqual(result["closeWarning"], "close() did not finish within 100 ms (close_timeout_ms)")
         self.assertIn("did not finish within 100 ms", logs.output[0])
         self.assertIn('File "<model m>", line 27, in close', logs.output[0])  # the stack it hangs in
+
+    def test_closes_left_running_are_bounded(self):
+        # An update storm over a close that never returns: one thread (and
+        # one old instance) per update, for the worker's life.
+        self.registry.MAX_CLOSES_LEFT_RUNNING = 3
+        before = len([t for t in threading.enumerate() if t.name == "pyproxy-close-m"])
+        self.add(close=HANGING_CLOSE, attrs="close_timeout_ms = 1")
+        warnings = []
+        with self.assertLogs("pyproxy_server.models", "ERROR") as logs:
+            for i in range(6):
+                warnings.append(self.registry.update("m", {
+                    "source": source(close=HANGING_CLOSE, attrs="close_timeout_ms = 1"),
+                    "options": {"log": self.log, "tag": "v%d" % (i + 2)}})["closeWarning"])
+        self.assertEqual(warnings[:3], ["close() did not finish within 1 ms (close_timeout_ms)"] * 3)
+        self.assertEqual(warnings[3:], [
+            "close() not run: 3 earlier close() calls are still running past their close_timeout_ms"] * 3)
+        self.assertIn("close() of model 'm' (version 4) not run: 3 close() calls", "\n".join(logs.output))
+        self.assertEqual(len([t for t in threading.enumerate() if t.name == "pyproxy-close-m"]) - before, 3)
+        self.assertEqual([e for e in self.events() if e.endswith("close")], ["v1 close", "v2 close", "v3 close"])
 
     def test_close_timeout_ms_may_come_from_init(self):
         self.add(close=HANGING_CLOSE, attrs="def __new__(cls, options):\n        o = object.__new__(cls)\n"

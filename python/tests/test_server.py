@@ -1094,6 +1094,19 @@ class UnixSocketTest(ServerTestCase):
         self.assertTrue(os.path.exists(os.path.join(self.root, "logs", "pythonservers.sock.log")))
 
 
+class ReadyLineEncodingTest(ServerTestCase):
+    """The ready line is ASCII bytes whatever ``PYTHONIOENCODING`` says (an
+    operator's ``env`` in pyproxy.json, or serve's own environment)."""
+
+    def setUp(self):
+        with mock.patch.dict(os.environ, {"PYTHONIOENCODING": "utf-16"}):
+            super().setUp()
+
+    def test_ready_line_under_utf16_stdout(self):
+        self.assertEqual(self.server.ready["pid"], self.server.proc.pid)
+        self.assertEqual(self.connect().call("ping"), "pong")
+
+
 class UnixSocketTakeoverTest(unittest.TestCase):
     """A socket file at ``--unix``: a dead process's is replaced, a live
     server's is not (it would lose its path and keep running unreachable)."""

@@ -254,10 +254,10 @@ export function components(token: boolean): OpenApiObject {
       },
       streams: { type: "boolean" },
       timeout: {
-        type: "integer",
+        type: ["integer", "null"],
         minimum: 1,
         description:
-          "The timeout of its calls in ms, by default and at most (`?timeout=` may lower it).",
+          "The timeout of its calls in ms, by default and at most (`?timeout=` may lower it); `null`: none (a model given `timeout: Infinity` in a library pool the gateway serves, or a gateway made with `requestTimeout: Infinity`).",
       },
       timeoutSource: {
         type: "string",

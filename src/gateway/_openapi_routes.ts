@@ -215,7 +215,7 @@ function modelPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
         closeWarning: {
           type: "string",
           description:
-            "The old version's `close()` raised or overran its `close_timeout_ms` (updated all the same; the worker's log has the traceback).",
+            "An update's: the replaced version's `close()` raised or overran its `close_timeout_ms` (updated all the same).",
         },
       },
     };
@@ -283,7 +283,7 @@ function modelPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
             closeWarning: {
               type: "string",
               description:
-                "Its `close()` raised or overran its `close_timeout_ms` (removed all the same; the worker's log has the traceback).",
+                "The model's `close()` raised or overran its `close_timeout_ms` (removed all the same).",
             },
           },
         }),

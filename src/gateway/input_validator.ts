@@ -54,6 +54,12 @@ export class InputValidator {
   #schema: InputSchema;
   /** Declared field → its type without the `?`. */
   #types = new Map<string, string>();
+  /**
+   * Whether a declared name is one every object inherits (`toString`,
+   * `constructor`, `__proto__`...): the schema finds a field with `in`, so
+   * a body without it would be read as having the inherited value.
+   */
+  #inherited = false;
 
   /**
    * Builds the check of `inputs` (a model description's); without
@@ -65,6 +71,7 @@ export class InputValidator {
       // A non-string type is checked as "any" (input_schema.ts).
       const type = typeof declared === "string" ? declared : "any";
       this.#types.set(name, type.endsWith("?") ? type.slice(0, -1) : type);
+      if (name in Object.prototype) this.#inherited = true;
     }
   }
 
@@ -83,7 +90,12 @@ export class InputValidator {
         received: jsonType(body),
       }];
     }
-    const result = v.safeParse(this.#schema, body);
+    // Only such a model's bodies are copied: the fields of one without a
+    // prototype are its own (a "__proto__" key stays a field).
+    const result = v.safeParse(
+      this.#schema,
+      this.#inherited ? Object.assign(Object.create(null), body) : body,
+    );
     if (result.success) return null;
     return result.issues.map((issue): FieldProblem => {
       const path = (issue.path ?? []).map((item) =>

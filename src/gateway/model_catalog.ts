@@ -219,15 +219,31 @@ export class ModelCatalog {
    * and their timeout when the pool reports one).
    */
   list(pool: Pick<GatewayPool, "status">): GatewayModelInfo[] {
-    return pool.status().models.map((m): GatewayModelInfo => {
-      const known = this.#models.get(m.name);
-      if (known !== undefined) return known;
-      if (m.timeout === undefined) return { name: m.name };
-      return {
-        name: m.name,
-        timeout: m.timeout,
-        timeoutSource: m.spec?.timeout === undefined ? "class" : "spec",
-      };
-    });
+    return pool.status().models.map((m) => this.#describe(m));
+  }
+
+  /**
+   * Describes one of the pool's models as {@linkcode ModelCatalog.list}
+   * does, `undefined` when the pool has none of that name.
+   */
+  describe(
+    pool: Pick<GatewayPool, "status">,
+    name: string,
+  ): GatewayModelInfo | undefined {
+    const m = pool.status().models.find((m) => m.name === name);
+    return m === undefined ? undefined : this.#describe(m);
+  }
+
+  #describe(
+    m: ReturnType<GatewayPool["status"]>["models"][number],
+  ): GatewayModelInfo {
+    const known = this.#models.get(m.name);
+    if (known !== undefined) return known;
+    if (m.timeout === undefined) return { name: m.name };
+    return {
+      name: m.name,
+      timeout: m.timeout,
+      timeoutSource: m.spec?.timeout === undefined ? "class" : "spec",
+    };
   }
 }

@@ -556,10 +556,10 @@ export function modelRoutes(ctx: RouteContext): Hono {
 
   app.get("/v1/models/:name", (c) => {
     const name = c.req.param("name");
-    if (!known(name)) throw notFound(name);
-    return jsonResponse(
-      modelView(catalog.get(name) ?? { name }, ctx.debug, ctx.requestTimeout),
-    );
+    // As listed: a model added to the pool directly shows its own timeout.
+    const model = catalog.describe(pool, name);
+    if (model === undefined) throw notFound(name);
+    return jsonResponse(modelView(model, ctx.debug, ctx.requestTimeout));
   });
 
   const run = modelExecutor(ctx);

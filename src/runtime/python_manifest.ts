@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 21547,
+      size: 21945,
       sha256:
-        "d7fb415ed54a76dfd265f205e6d40204569ed4aa1fbb21e8f127a74144c9dad6",
+        "49a21089e268fe7de4876942eedc00f36bfc6437ea0440fdfe503fc0b19fa40e",
     },
     {
       path: "pyproxy_server/big_json.py",
@@ -148,9 +148,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 50795,
+      size: 53091,
       sha256:
-        "cc257153a5b23aa862b92c9e038029d48a804453f6a5319c56f91360426e35e3",
+        "b0cf20af197716dbf668e76be94d5abc1342cf7e753b5d83e9e09e0911a0cee8",
     },
     {
       path: "pyproxy_server/server.py",
