@@ -1,6 +1,8 @@
 // The pool's lifecycle under Bun: readyTimeout bounding the whole start
 // (StartTimeoutError), a stream's idle timeout, helper modules in a model's
-// snapshot, and a model command applied late on a worker (model-resync).
+// snapshot, a model command applied late on a worker (model-resync), a
+// model's close() at pool.close(), per-model timeouts and the slot index a
+// pool's env function gets.
 import { expect, test } from "bun:test";
 import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -248,4 +250,57 @@ test(
     });
   },
   20_000,
+);
+
+test(
+  "Pool on Bun: a model's timeout (spec, then its class's timeout_ms) bounds its calls; env(id, { index }) per slot, an index reused after a resize",
+  async () => {
+    await withDir(async (dir) => {
+      await writeFile(
+        join(dir, "slow.py"),
+        "import os, time\n\nclass Slow:\n    timeout_ms = 200\n\n" +
+          "    def execute(self, msg):\n        time.sleep(msg['s'])\n" +
+          "        return os.environ.get('SLOT')\n",
+      );
+      const pool = await Pool.start({
+        workers: 2,
+        modelsDir: dir,
+        handleSignals: false,
+        requestTimeout: 5000,
+        maxInFlightPerWorker: 1,
+        env: (id, { index }) => ({ SLOT: `${id}:${index}` }),
+      });
+      try {
+        await pool.addModel("own", { file: "slow.py" });
+        await pool.addModel("spec", { file: "slow.py", timeout: 600 });
+        expect([pool.modelTimeout("own"), pool.modelTimeout("spec")])
+          .toEqual([200, 600]);
+        const failed = (name: string, s: number) =>
+          pool.execute(name, { s }).then(() => undefined, (err) => err);
+        // Four calls on two idle slots: two wait in the queue past their 200 ms.
+        const four = await Promise.all(
+          [0, 1, 2, 3].map(() => failed("own", 0.3)),
+        );
+        expect(four.every((e) => e instanceof TimeoutError)).toBe(true);
+        expect(pool.queueWaits().abandoned.timeout.count).toBe(2);
+        expect(await failed("own", 0.3)).toBeInstanceOf(TimeoutError);
+        // Past what the class allows; by then both slots are idle again.
+        expect(await pool.execute("spec", { s: 0.4 })).toMatch(/^w\d:\d$/);
+        const slots = async () =>
+          (await Promise.all(
+            [0, 1].map(() => pool.execute("spec", { s: 0.2 })),
+          ))
+            .sort();
+        expect(await slots()).toEqual(["w1:0", "w2:1"]);
+        await pool.resize(1);
+        await pool.resize(2);
+        expect(pool.status().workers.map((w) => [w.id, w.index]))
+          .toEqual([["w1", 0], ["w3", 1]]);
+        expect(await slots()).toEqual(["w1:0", "w3:1"]);
+      } finally {
+        await pool.close();
+      }
+    });
+  },
+  30_000,
 );
