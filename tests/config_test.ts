@@ -677,6 +677,7 @@ Deno.test("parseConfig: env takes variable names to strings, and refuses what th
     const name of [
       "PYTHONPATH",
       "PYTHONHOME",
+      "PYTHONPLATLIBDIR",
       "PYTHONUNBUFFERED",
       "PYTHONSAFEPATH",
       "PYTHONINSPECT",
@@ -695,6 +696,18 @@ Deno.test("parseConfig: env takes variable names to strings, and refuses what th
     configError(() => parseConfig({ env: { A: "a\0b" } })),
     /^env\.A: expected a value without a NUL character/,
   );
+  // Beyond Linux's MAX_ARG_STRLEN every worker's spawn would fail.
+  assert.match(
+    configError(() => parseConfig({ env: { A: "x".repeat(200_000) } })),
+    /^env\.A: expected a value without a NUL character, under 128 KiB/,
+  );
+  assert.match(
+    configError(() => parseConfig({ env: { A: "é".repeat(70_000) } })),
+    /under 128 KiB/,
+  );
+  assert.deepEqual(parseConfig({ env: { A: "x".repeat(100_000) } }).env, {
+    A: "x".repeat(100_000),
+  });
   assert.match(
     configError(() => parseConfig({ env: ["A=1"] })),
     /^env: expected an object of variable name → value/,

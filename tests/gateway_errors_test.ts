@@ -274,6 +274,12 @@ Deno.test("createGateway names its own route when a migrated client asks TorchSe
         "/predictions/echo/2.0",
         "(to run a model: POST /v1/models/echo/execute; docs/migrating.md)",
       ],
+      // A long name is in the path already: not twice.
+      [
+        "POST",
+        `/predictions/${"m".repeat(100)}`,
+        "(to run a model: POST /v1/models/{name}/execute; docs/migrating.md)",
+      ],
       ["GET", "/ping", "(the health check is GET /healthz; docs/migrating.md)"],
       [
         "GET",

@@ -101,6 +101,11 @@ Deno.test("readJsonBody says JSON only, and how to send text or an image, for a 
       ],
       [typed("great", "application/json"), ""],
       [streamed("  great"), ""],
+      // A long header is not echoed whole.
+      [
+        typed("great", `text/${"x".repeat(5000)}`),
+        `, not text/${"x".repeat(59)}...`,
+      ],
     ] as const
   ) {
     const got = await refusal(readJsonBody(req, 100));

@@ -23,8 +23,10 @@ const HEALTH = /^\/(?:ping|health|livez|readyz)\/?$/;
  * ```
  */
 export function foreignRouteHint(path: string): string {
-  const model = PREDICTIONS.exec(path)?.[1];
-  if (model !== undefined) {
+  const found = PREDICTIONS.exec(path)?.[1];
+  if (found !== undefined) {
+    // The path is in the message already: not twice at any length.
+    const model = found.length <= 64 ? found : "{name}";
     return ` (to run a model: POST /v1/models/${model}/execute; docs/migrating.md)`;
   }
   if (HEALTH.test(path)) {

@@ -19,6 +19,8 @@ const RESERVED: Record<string, string> = {
     "the host sets it (the server package first): set PYTHONPATH in serve's own environment, which the workers inherit after it",
   PYTHONHOME:
     "it decides which standard library the server imports: choose the interpreter with python instead",
+  PYTHONPLATLIBDIR:
+    "it decides where the server's standard library is found: choose the interpreter with python instead",
   PYTHONUNBUFFERED:
     "the host sets it: the server's ready line must not wait in a buffer",
   PYTHONSAFEPATH: "the host decides what the server imports",
@@ -47,9 +49,21 @@ export function envNameProblem(name: string): string | undefined {
     : `cannot be set for the workers: ${reserved}`;
 }
 
-/** Whether `value` can be a variable's value (no NUL: a spawn would fail). */
+/**
+ * The longest value, in bytes of UTF-8 with its name and `=`: Linux's
+ * `MAX_ARG_STRLEN` (32 pages), beyond which every worker's spawn fails
+ * ("Argument list too long"). `{worker}` and `{index}` add a few bytes.
+ */
+export const MAX_ENV_ENTRY_BYTES = 128 * 1024 - 64;
+
+/**
+ * Whether `value` can be a variable's value: no NUL (a spawn would fail)
+ * and within {@linkcode MAX_ENV_ENTRY_BYTES}.
+ */
 export function isEnvValue(value: string): boolean {
-  return !value.includes("\0");
+  return !value.includes("\0") &&
+    (value.length * 3 < MAX_ENV_ENTRY_BYTES - 256 ||
+      new TextEncoder().encode(value).length < MAX_ENV_ENTRY_BYTES - 256);
 }
 
 /**

@@ -89,7 +89,7 @@ export interface GatewayConfig {
    * Extra environment of the workers (over `serve`'s own): name → value,
    * `{worker}` in a value replaced by the worker's id (`w2`) and `{index}`
    * by its slot's index (0, 1, ...; reused after a resize). Not
-   * `PYTHONPATH`, `PYTHONHOME`, `PYTHONUNBUFFERED`, `PYTHONSAFEPATH`,
+   * `PYTHONPATH`, `PYTHONHOME`, `PYTHONPLATLIBDIR`, `PYTHONUNBUFFERED`, `PYTHONSAFEPATH`,
    * `PYTHONINSPECT` nor `PYPROXY_*` (the host's, for the server's own start
    * and protocol).
    */
@@ -335,7 +335,10 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
       plainRecord(
         v.pipe(
           v.string('expected a string (a number too: "2", not 2)'),
-          v.check(isEnvValue, "expected a value without a NUL character"),
+          v.check(
+            isEnvValue,
+            "expected a value without a NUL character, under 128 KiB (a larger one fails every worker's start: Argument list too long)",
+          ),
         ),
         "expected an object of variable name → value",
       ),

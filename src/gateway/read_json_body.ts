@@ -154,7 +154,9 @@ export const NOT_JSON_NOTE = " (the gateway reads JSON bodies only";
 function notJsonNote(text: string, request: Request): string {
   if (JSON_START.test(text) || BLANK.test(text)) return "";
   const type = request.headers.get("content-type")?.split(";")[0]?.trim();
-  const given = type && !/json/i.test(type) ? `, not ${type}` : "";
+  const given = type && !/json/i.test(type)
+    ? `, not ${type.length <= 64 ? type : `${type.slice(0, 64)}...`}`
+    : "";
   return `${NOT_JSON_NOTE}${given}: send text as a JSON string, or in an object such as {"text": "..."}, and binary data (an image) base64-encoded in a string)`;
 }
 
