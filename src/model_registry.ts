@@ -412,6 +412,7 @@ export class ModelRegistry {
         // The first reply is the one: the first target's when it applied, else the second's (they
         // alone carry a snapshot).
         if (applied++ === 0) result = o.value;
+        else result = withCloseWarning(result, o.value);
       } else if (
         o.reason instanceof ConnectionLostError ||
         t.worker.generation !== t.gen || t.worker.state !== "ready"
@@ -511,4 +512,19 @@ function loadArgs(
   }
   if (snapshot.helpers !== undefined) args.helpers = snapshot.helpers;
   return args;
+}
+
+/**
+ * `first` (the reply a model command answers with) with the `closeWarning`
+ * of `other` (another worker's reply) when `first` has none: a `close()`
+ * that raised or overran on any worker is told, not only on the first.
+ */
+function withCloseWarning(first: unknown, other: unknown): unknown {
+  if (first === null || typeof first !== "object" || "closeWarning" in first) {
+    return first;
+  }
+  const warning = (other as { closeWarning?: unknown } | null)?.closeWarning;
+  return typeof warning === "string"
+    ? { ...first, closeWarning: warning }
+    : first;
 }

@@ -136,6 +136,36 @@ Deno.test("Pool.updateModel closes the old instance once the new one is in place
   }
 });
 
+Deno.test("Pool.removeModel and updateModel tell a close() warning of any worker, not only the first's", async () => {
+  await using dir = await closerDir();
+  const pids = new PidTracker();
+  try {
+    // Only w2's close() raises; the answer is w1's reply.
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { env: (id: string) => ({ CLOSE_WHO: id }) }),
+    );
+    pids.watch(pool);
+    await Deno.writeTextFile(
+      `${dir.path}/second.py`,
+      "import os\n\nclass S:\n    def execute(self, m): return m\n    def close(self):\n        if os.environ['CLOSE_WHO'] == 'w2':\n            raise OSError('w2 disk gone')\n",
+    );
+    await pool.addModel("second", { file: "second.py" });
+    const updated = await pool.updateModel("second", {
+      file: "second.py",
+    }) as { version: number; closeWarning?: string };
+    assert.deepEqual([updated.version, updated.closeWarning], [
+      2,
+      "close() raised OSError: w2 disk gone",
+    ]);
+    const removed = await pool.removeModel("second") as {
+      closeWarning?: string;
+    };
+    assert.equal(removed.closeWarning, "close() raised OSError: w2 disk gone");
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 Deno.test("Pool.close() runs every model's close() before the workers exit; a resize shrink closes the removed worker's", async () => {
   await using dir = await closerDir();
   const pids = new PidTracker();
