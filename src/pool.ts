@@ -1363,7 +1363,13 @@ export class Pool implements AsyncDisposable {
     if (needOne && !workers.some(modelReady)) {
       throw new NoWorkerError(
         `Cannot ${action} '${name}': no worker is ready to load it (${
-          workers.map((w) => `${w.id} ${w.state}`).join(", ")
+          workers.map((w) =>
+            `${w.id} ${w.state}${
+              w.state === "ready" && !modelReady(w)
+                ? " but its connection closed"
+                : ""
+            }`
+          ).join(", ")
         })`,
         { details: { workers: workers.map((w) => w.info()) } },
       );
@@ -1382,9 +1388,13 @@ export class Pool implements AsyncDisposable {
     options: ModelCallOptions,
   ): Promise<void> {
     const workers = () => this.#supervisor.workers;
+    // A "ready" worker whose connection closed is about to be seen exiting
+    // (and restarted): its process just died (a model's close() that called
+    // os._exit, a crash).
     const coming = (w: Worker) =>
       w.state === "starting" || w.state === "restarting" ||
-      this.#supervisor.settling(w);
+      this.#supervisor.settling(w) ||
+      (w.state === "ready" && !modelReady(w));
     const { signal } = options;
     const timeout = options.timeout ?? this.#opts.requestTimeout;
     const deadline = timeout === undefined ? Infinity : Date.now() + timeout;

@@ -166,6 +166,30 @@ Deno.test("Pool.removeModel and updateModel tell a close() warning of any worker
   }
 });
 
+Deno.test("an addModel right after a remove whose close() ended the worker's process waits for the restarted worker", async () => {
+  await using dir = await closerDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 1 }));
+    pids.watch(pool);
+    await Deno.writeTextFile(
+      `${dir.path}/exiter.py`,
+      "import os\n\nclass X:\n    def execute(self, m): return m\n    def close(self): os._exit(3)\n",
+    );
+    await pool.addModel("exiter", { file: "exiter.py" });
+    const before = pidOf(pool, "w1");
+    // The reply may or may not come before the process ends.
+    await pool.removeModel("exiter").catch(() => {});
+    await pool.addModel("echo2", {
+      source: "class E:\n    def execute(self, m): return m\n",
+    });
+    assert.deepEqual(await pool.execute("echo2", { y: 1 }), { y: 1 });
+    assert.notEqual(pidOf(pool, "w1"), before);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 Deno.test("Pool.close() runs every model's close() before the workers exit; a resize shrink closes the removed worker's", async () => {
   await using dir = await closerDir();
   const pids = new PidTracker();
