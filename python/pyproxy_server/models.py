@@ -75,6 +75,7 @@ import inspect
 import itertools
 import linecache
 import logging
+import math
 import os
 import sys
 import threading
@@ -606,6 +607,10 @@ class ModelRegistry:
         self.drain = None
         # Threads of the closes that overran (``run_closes``), pruned as they end.
         self._overran = []
+        # Versions being retired (``retire``: draining, then closing) → when
+        # that ends at the latest (``time.monotonic()``): a stopping server
+        # waits for them too, and counts them in ``close_bound_ms``.
+        self._retiring = {}
 
     def __len__(self):
         return len(self._models)
@@ -676,13 +681,27 @@ class ModelRegistry:
                       " are still running past their close_timeout_ms (restart the worker to end them)",
                       entry.name, entry.version, left)
             return "close() not run: %d earlier close() calls are still running past their close_timeout_ms" % left
-        if self.drain is not None:
-            self.drain(entry.name, time.monotonic() + entry.close_timeout_ms / 1000)
-        overran = []
-        warning = run_closes([entry], overran=overran).get(entry.name)
+        bound = entry.close_timeout_ms / 1000
+        with self._lock:
+            self._retiring[entry] = time.monotonic() + (2 * bound if self.drain is not None else bound)
+        try:
+            if self.drain is not None:
+                self.drain(entry.name, time.monotonic() + bound)
+            overran = []
+            warning = run_closes([entry], overran=overran).get(entry.name)
+        finally:
+            with self._lock:
+                self._retiring.pop(entry, None)
         with self._lock:
             self._overran.extend(overran)
         return warning
+
+    def retiring_until(self):
+        """When the versions being retired now (drained and closed by a
+        remove or an update) are done at the latest, as a
+        ``time.monotonic()`` value; 0.0 when none is."""
+        with self._lock:
+            return max(self._retiring.values(), default=0.0)
 
     def take_all(self):
         """Unregister every model and return their entries (a stopping
@@ -695,8 +714,14 @@ class ModelRegistry:
     def close_bound_ms(self):
         """How long closing every model now loaded may take at most
         (milliseconds; they close at once): the largest ``close_timeout_ms``
-        of those with a ``close()``, 0 when none has one."""
-        return max((e.close_timeout_ms for e in list(self._models.values()) if e._close is not None), default=0)
+        of those with a ``close()``, or longer while a removed or replaced
+        version is still being closed (``retiring_until``); 0 when none has
+        one."""
+        loaded = max((e.close_timeout_ms for e in list(self._models.values()) if e._close is not None), default=0)
+        retiring = self.retiring_until()
+        if retiring:
+            loaded = max(loaded, int(math.ceil((retiring - time.monotonic()) * 1000)))
+        return loaded
 
     def init(self, name, data_file):
         """Call the model's ``init(path)`` with ``data_file`` confined to the root."""

@@ -326,7 +326,9 @@ class Server:
         # calls in flight finish (up to its grace) before it stopped us.
         entries = self.models.take_all()
         bound = max((e.close_timeout_ms for e in entries if e._close is not None), default=0)
-        closes_end = time.monotonic() + bound / 1000
+        # A removed or replaced version still closing (on its command's
+        # thread) is waited for as well, up to its own bound.
+        closes_end = max(time.monotonic() + bound / 1000, self.models.retiring_until())
         if bound:
             self._closing = threading.Thread(target=run_closes, args=(entries,), name="pyproxy-closes", daemon=True)
             self._closing.start()
@@ -336,7 +338,8 @@ class Server:
         now = time.monotonic()
         closing = self._closing
         if (self.connections and now < deadline) or (
-                closing is not None and closing.is_alive() and now < closes_deadline):
+                closing is not None and closing.is_alive() and now < closes_deadline) or (
+                now < closes_deadline and self.models.retiring_until()):
             self.loop.call_later(0.01, self._wait_closed, deadline, closes_deadline)
             return
         if self.unix is not None:

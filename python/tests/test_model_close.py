@@ -245,6 +245,23 @@ class ServerCloseTest(_LogDir):
         with open(os.path.join(self.root, "logs", "pythonserver%d.log" % self.server.port)) as f:
             self.assertIn("did not finish within 300 ms", f.read())
 
+    def test_stop_server_waits_for_a_removed_version_still_closing(self):
+        slow = ("def close(self):\n        self.note('close')\n        import time\n"
+                "        time.sleep(0.6)\n        self.note('close end')")
+        self.add(close=slow, attrs="close_timeout_ms = 3000")
+        self.c.send({"id": 9, "cmd": "removeModel", "name": "m"})
+        deadline = time.monotonic() + 5
+        while "v1 close" not in self.events() and time.monotonic() < deadline:
+            time.sleep(0.005)  # until its close() runs: the file is what tells
+        # No model is loaded now, but the removed one's close() still runs:
+        # the stop announces it and waits for it.
+        stopping = self.c.call("stopServer")
+        self.assertEqual(stopping["stopping"], True)
+        self.assertGreater(stopping.get("closeMs", 0), 0)
+        self.assertLessEqual(stopping["closeMs"], 6000)
+        self.assertEqual(self.server.wait(), 0)
+        self.assertEqual(self.events(), ["v1 init", "v1 close", "v1 close end"])
+
     def test_sigterm_closes_the_models(self):
         self.add()
         self.server.proc.terminate()

@@ -148,15 +148,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 53091,
+      size: 54212,
       sha256:
-        "b0cf20af197716dbf668e76be94d5abc1342cf7e753b5d83e9e09e0911a0cee8",
+        "a3d16c5308887d6fb6ec30c046219a438739da19f9dcfd872fdfc6f995cad1fa",
     },
     {
       path: "pyproxy_server/server.py",
-      size: 19442,
+      size: 19688,
       sha256:
-        "3f32f27852ec7d4801bfd9ad99a113e07fe224e61deeac152672820d243fcc7d",
+        "f18ff8bee11d5ec89700c5a162411d3516f59759c1db361a6819a5fdd5ddf154",
     },
     {
       path: "pyproxy_server/shallow_json.py",
