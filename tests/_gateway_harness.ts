@@ -312,3 +312,68 @@ class Sticky:
   );
   return flag;
 }
+
+/** A `serve` process of this checkout, listening (see {@linkcode spawnServe}). */
+export interface ServeProcess {
+  /** The process (stdout is read through `lines`). */
+  child: Deno.ChildProcess;
+  /** Its port on 127.0.0.1. */
+  port: number;
+  /** Its whole stderr, once it exits. */
+  stderr: Promise<string>;
+  /** The rest of its stdout (cancel it when done). */
+  lines: ReadableStreamDefaultReader<string>;
+}
+
+/**
+ * Starts `deno run -A mod.ts serve --port 0 --workers 2 --models <dir>` as
+ * a process and resolves once its first stdout line names its port; the
+ * caller kills it (`child.kill`) and awaits `child.status` and `stderr`.
+ * A start that names no port kills the process and throws.
+ */
+export async function spawnServe(dir: string): Promise<ServeProcess> {
+  const mod = new URL("../mod.ts", import.meta.url).pathname;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      mod,
+      "serve",
+      "--port",
+      "0",
+      "--workers",
+      "2",
+      "--models",
+      dir,
+      "--log-level",
+      "warning",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let first = "";
+  while (!first.includes("\n")) {
+    const { value, done } = await lines.read();
+    if (done) break;
+    first += value;
+  }
+  const port = Number(
+    /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(first)?.[1],
+  );
+  if (!(port > 0)) {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already exited
+    }
+    await child.status;
+    throw new Error(
+      `no port in the first stdout line: ${
+        JSON.stringify(first)
+      }; stderr: ${await stderr}`,
+    );
+  }
+  return { child, port, stderr, lines };
+}

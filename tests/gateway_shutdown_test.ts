@@ -1,13 +1,12 @@
 import assert from "node:assert/strict";
 import {
   partialRequest,
+  spawnServe,
   SseReader,
   startGateway,
   TEST_MODELS,
   until,
 } from "./_gateway_harness.ts";
-
-const MOD = new URL("../mod.ts", import.meta.url).pathname;
 
 async function alive(pid: number): Promise<boolean> {
   try {
@@ -21,40 +20,8 @@ async function alive(pid: number): Promise<boolean> {
 Deno.test("serve drains in-flight requests on SIGTERM, stops the workers and exits 0", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-shutdown-" });
   await Deno.writeTextFile(`${dir}/slow.py`, TEST_MODELS["slow.py"]!);
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      MOD,
-      "serve",
-      "--port",
-      "0",
-      "--workers",
-      "2",
-      "--models",
-      dir,
-      "--log-level",
-      "warning",
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stderr = new Response(child.stderr).text();
+  const { child, port, stderr, lines } = await spawnServe(dir);
   try {
-    const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let first = "";
-    while (!first.includes("\n")) {
-      const { value, done } = await lines.read();
-      if (done) break;
-      first += value;
-    }
-    const port = Number(
-      /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(first)?.[1],
-    );
-    assert.ok(
-      port > 0,
-      `no port in the first stdout line: ${JSON.stringify(first)}`,
-    );
     const base = `http://127.0.0.1:${port}`;
     const status = await (await fetch(`${base}/v1/status`)).json();
     const pids: number[] = status.workers.map((w: { pid: number }) => w.pid);

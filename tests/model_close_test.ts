@@ -13,9 +13,7 @@ import {
   PidTracker,
   poolOptions,
 } from "./_pool_harness.ts";
-import { startGateway } from "./_gateway_harness.ts";
-
-const MOD = new URL("../mod.ts", import.meta.url).pathname;
+import { spawnServe, startGateway } from "./_gateway_harness.ts";
 
 /**
  * Notes "<pid> <tag> <event>" in closes.log beside its file at __init__ and
@@ -335,38 +333,9 @@ Deno.test("DELETE /v1/models/{name} runs the model's close() and answers its war
 Deno.test("serve on SIGTERM drains, then every worker closes its models before it exits", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-close-serve-" });
   await Deno.writeTextFile(`${dir}/closer.py`, CLOSER);
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      MOD,
-      "serve",
-      "--port",
-      "0",
-      "--workers",
-      "2",
-      "--models",
-      dir,
-      "--log-level",
-      "warning",
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stderr = new Response(child.stderr).text();
+  const { child, port, stderr, lines } = await spawnServe(dir);
   let pids: number[] = [];
   try {
-    const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let first = "";
-    while (!first.includes("\n")) {
-      const { value, done } = await lines.read();
-      if (done) break;
-      first += value;
-    }
-    const port = Number(
-      /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(first)?.[1],
-    );
-    assert.ok(port > 0, `no port in: ${JSON.stringify(first)}`);
     const status = await (await fetch(`http://127.0.0.1:${port}/v1/status`))
       .json();
     pids = status.workers.map((w: { pid: number }) => w.pid);
