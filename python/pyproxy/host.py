@@ -47,7 +47,7 @@ import asyncio
 from pyproxy_server.call import current_batch, current_call
 from pyproxy_server.errors import HostError
 
-__all__ = ["call", "cache", "publish", "request_id", "request_ids", "HostError", "DEFAULT_TIMEOUT"]
+__all__ = ["call", "cache", "content_type", "publish", "request_id", "request_ids", "HostError", "DEFAULT_TIMEOUT"]
 
 # Seconds to wait for the host's reply unless ``timeout`` says otherwise.
 DEFAULT_TIMEOUT = 30.0
@@ -137,3 +137,20 @@ def request_ids():
     if batch is not None:
         return list(batch[0])
     return [current.request_id]
+
+
+def content_type():
+    """The media type of the running call's body, or ``None``.
+
+    A gateway request whose body is not JSON (``Content-Type: image/png``,
+    ``application/octet-stream``...) reaches ``execute(self, msg)`` as
+    ``bytes``, and this is its ``Content-Type`` header as sent (parameters
+    included: ``"text/csv; charset=utf-8"``), or the ``contentType`` option
+    of ``pool.execute``/``pool.executeStream``. ``None`` for a JSON body,
+    outside a call, and in ``execute_batch`` (its messages may each have
+    their own).
+    """
+    current = current_call.get()
+    if current is None or current_batch.get() is not None:
+        return None
+    return current.content_type

@@ -14,6 +14,8 @@ receive a ``Call``:
   e.g. a gateway's ``X-Request-Id``; protocol §6), or ``None``.
 - ``call.request_ids``: an ``executeBatch``'s ``requestIds``, one per message
   (``None`` for a message without one); ``[call.request_id]`` for other commands.
+- ``call.content_type``: the request's ``contentType`` (the media type of a
+  binary gateway body; protocol §6), or ``None``.
 
 While a threaded handler runs, ``current_call`` (a ``ContextVar``) holds its
 ``Call``; ``pyproxy.host`` uses it to find the connection to call back on.
@@ -162,6 +164,14 @@ class Call:
         """
         msg = self.msg
         value = msg.get("requestId") if msg.__class__ is dict else None
+        return value if value.__class__ is str else None
+
+    @property
+    def content_type(self):
+        """The request's ``contentType`` string (the media type of a binary
+        gateway body, protocol §6), or ``None`` (absent, or not a string)."""
+        msg = self.msg
+        value = msg.get("contentType") if msg.__class__ is dict else None
         return value if value.__class__ is str else None
 
     @property

@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 
-from . import big_json, capture, long_int, shallow_json
+from . import big_json, binary, capture, long_int, shallow_json
 from .call import Call, current_call
 from .errors import (
     AuthenticationError,
@@ -169,6 +169,9 @@ class Connection(asyncio.BufferedProtocol):
         # queued unframed and framed together at the flush (_frames), others
         # as (header, payload, trailer); until then _out is flat frame parts.
         self._send_batches = False
+        # The host reads bytes (its auth said so, protocol §3 "Bytes"):
+        # bytes in results and stream items go as "$bytes", else they fail.
+        self._send_bytes = False
         self.runner = CallRunner(self)
         self._host_pending = {}
         # Ids of host requests given up on (_give_up): their replies are dropped quietly.
@@ -245,7 +248,13 @@ class Connection(asyncio.BufferedProtocol):
         ``ValueError`` or ``RecursionError`` for an event that is not JSON, a
         ``PyProxyError`` for one that cannot be sent (too large, spill
         failure)."""
-        pieces = _encode_pieces(event)
+        try:
+            pieces = _encode_pieces(event)
+        except TypeError as exc:
+            # A stream item holding bytes (protocol §3, "Bytes"): inline only.
+            pieces = self._with_bytes(exc, event, "data", None)
+            if pieces is None:
+                raise
         return self._finish(pieces, event.get("id"), "e"), sum(map(len, pieces))
 
     def request(self, cmd, args=None, timeout=30.0, call=None):
@@ -386,7 +395,7 @@ class Connection(asyncio.BufferedProtocol):
             self._spin_fd = sock.fileno() if sock is not None else -1
         self.id = self.server.connection_opened(self)
         auth = "none"
-        hello = {"event": "hello", "version": PROTOCOL_VERSION, "serverId": self.server.id, "pid": self.server.pid, "batch": True}
+        hello = {"event": "hello", "version": PROTOCOL_VERSION, "serverId": self.server.id, "pid": self.server.pid, "batch": True, "bytes": True}
         if not self.authenticated:
             auth = "hmac-sha256"
             self._nonce = secrets.token_hex(16)
@@ -582,7 +591,8 @@ class Connection(asyncio.BufferedProtocol):
         """
         rid = msg.get("id")
         cmd = msg.get("cmd")
-        if rid.__class__ is not int or cmd.__class__ is not str or not self.authenticated or "$spill" in msg:
+        if (rid.__class__ is not int or cmd.__class__ is not str or not self.authenticated
+                or "$spill" in msg or "$bytes" in msg):
             return False
         server = self.server
         entry = server.commands.get(cmd)
@@ -750,6 +760,10 @@ class Connection(asyncio.BufferedProtocol):
                 msg = self._unspill(msg)
                 if msg is None:
                     return None
+        if "$bytes" in msg and self.authenticated and spilled is None:
+            msg = self._unbytes(msg)
+            if msg is None:
+                return None
         rid = msg.get("id")
         cmd = msg.get("cmd")
         if not self.authenticated and cmd != "auth":
@@ -1000,6 +1014,8 @@ class Connection(asyncio.BufferedProtocol):
         if msg.get("batch") is True and not self._send_batches:
             self._flush()  # what is queued is framed the other way
             self._send_batches = True
+        if msg.get("bytes") is True:
+            self._send_bytes = True
         result = {"connection": self.id, "serverId": self.server.id, "pid": self.server.pid, "maxFrameSize": self._max_frame}
         client_nonce = msg.get("clientNonce")
         if isinstance(client_nonce, str) and 0 < len(client_nonce) <= 256 and self.server.secret is not None:
@@ -1055,6 +1071,18 @@ class Connection(asyncio.BufferedProtocol):
             return None
         self._big_seen = True
         return (settings, msg["$spill"])
+
+    def _unbytes(self, msg):
+        """``msg`` with the base64 strings its ``$bytes`` names decoded
+        (protocol §3, "Bytes"), or None when they cannot be: answered as a
+        spill stub that cannot be read is (``_unspill_failed``), with an
+        ``InvalidRequestError``."""
+        try:
+            return binary.decode(msg)
+        except PyProxyError as exc:
+            log.warning("connection %s: %s", self.id, exc.message)
+            rid = msg.get("id")
+            return self._unspill_failed(msg, rid if rid.__class__ is int else None, exc)
 
     def _unspill_failed(self, msg, rid, exc):
         """Answer a ``$spill`` stub whose message cannot be read (protocol §8).
@@ -1137,8 +1165,12 @@ class Connection(asyncio.BufferedProtocol):
             if not self._big_seen and len(data[0]) > _BIG:
                 self._big_seen = True
         except (TypeError, ValueError, RecursionError) as exc:
-            return self.encode_error(rid, SerializationError("Cannot send result: not JSON: %s" % (
-                not_json_reason(exc, result, "result"))).to_wire())
+            data = self._with_bytes(exc, {"id": rid, "ok": True, "result": result}, "result", "")
+            if data is None:
+                return self.encode_error(rid, SerializationError("Cannot send result: not JSON: %s" % (
+                    not_json_reason(exc, result, "result"))).to_wire())
+            if data.__class__ is not list:
+                return data  # a spill stub, or the error reply of a failed spill
         try:
             return self._finish(data, rid, "")
         except PyProxyError as exc:
@@ -1168,6 +1200,40 @@ class Connection(asyncio.BufferedProtocol):
         except OSError as exc:
             raise SpillError("Cannot write spill file: %s" % exc)
         return big_json.encode_bytes({"id": rid, "$spill": ref})
+
+    def _with_bytes(self, exc, message, key, spill_tag):
+        """The encoded pieces of ``message`` whose ``message[key]`` holds
+        ``bytes``/``bytearray``/``memoryview`` values, sent as base64 strings
+        named by ``"$bytes"`` (protocol §3, "Bytes"); None when the host did
+        not ask for bytes, ``exc`` is not a ``TypeError`` or there are none
+        (the caller reports ``exc``). With ``spill_tag`` (a reply) and a host
+        that reads bytes segments, a message above the spill threshold goes
+        to a spill file with the bytes raw after the JSON instead: the stub
+        (or the error reply of a failed write) is returned, not pieces.
+        Called only once ``json`` refused the message: a message without
+        bytes never pays for the walk."""
+        if not self._send_bytes or exc.__class__ is not TypeError:
+            return None
+        spill = self._spill
+        rid = message.get("id")
+        if spill_tag is not None and spill is not None and spill.bytes:
+            split = binary.split(message[key], (key,), raw=True)
+            if split is None:
+                return None
+            skeleton, blobs = split
+            pieces = _encode_pieces(dict(message, **{key: skeleton}))
+            size = sum(map(len, pieces)) + sum(len(body) for _, body in blobs)
+            if size > spill.threshold:
+                try:
+                    ref = spill.write(pieces, "py-%s-%s%s" % (self.id, spill_tag, rid), None, blobs)
+                except OSError as exc:
+                    return self.encode_error(rid, SpillError("Cannot write spill file: %s" % exc).to_wire())
+                return big_json.encode_bytes({"id": rid, "$spill": ref})
+        split = binary.split(message[key], (key,))
+        if split is None:
+            return None
+        skeleton, found = split
+        return _encode_pieces(dict(message, **{key: skeleton, "$bytes": [list(at) for at, _ in found]}))
 
     def encode_error(self, rid, error):
         """Encoded ``{"id", "ok": false, "error"}`` for the wire error object ``error``."""

@@ -37,7 +37,7 @@ import os
 import sys
 import threading
 
-from . import capture
+from . import binary, capture
 from .call import DONE, PARKED, PENDING, RUNNING, current_call, distinct_ids
 from .errors import CancelledError, HostError, OverloadedError, PyProxyError, PythonError, format_user_traceback
 
@@ -708,6 +708,8 @@ class CallRunner:
         try:
             # Deletes the file in every case; checks its id and cmd against the stub's.
             msg = settings.read(ref, call.msg)
+            if "$bytes" in msg:
+                msg = binary.decode(msg)  # base64 bytes in the file's JSON (protocol §3)
         except BaseException as exc:  # MemoryError too: the call still gets its one reply
             error = exc
         finally:

@@ -244,39 +244,48 @@ def _valid_step(step):
 
 
 def _segments(ref, size):
-    """The string segments of a reference (§8): None when it has none, else
-    ``(json, [(index, at, offset, length), ...])`` sorted by offset, checked
-    to lie inside ``[json, size]`` without overlapping. Raises ``SpillError``."""
+    """The string and bytes segments of a reference (§8): None when it has
+    none, else ``(json, [(index, at, offset, length, kind), ...])`` sorted by
+    offset (``kind``: ``"string"`` or ``"bytes"``), checked to lie inside
+    ``[json, size]`` without overlapping. Raises ``SpillError``."""
     json_size = ref.get("json")
     strings = ref.get("strings")
-    if json_size is None and strings is None:
+    blobs = ref.get("bytes")
+    if json_size is None and strings is None and blobs is None:
         return None
-    if json_size is None or strings is None:
-        raise SpillError("Cannot read spill file: 'json' and 'strings' go together")
+    if json_size is None or (strings is None and blobs is None):
+        raise SpillError("Cannot read spill file: 'json' and 'strings' go together (and 'json' and 'bytes')")
     if type(json_size) is not int or not 0 <= json_size <= size:
         raise SpillError("Cannot read spill file: 'json' must be an integer from 0 to the size %d" % size)
-    if not isinstance(strings, list):
-        raise SpillError("Cannot read spill file: 'strings' must be a list")
     segments = []
-    for index, entry in enumerate(strings):
-        if not isinstance(entry, dict):
-            raise SpillError("Cannot read spill file: string segment %d: not an object" % index)
-        at, offset, length = entry.get("at"), entry.get("offset"), entry.get("length")
-        if not isinstance(at, list) or not at or not all(_valid_step(step) for step in at):
-            raise SpillError(
-                "Cannot read spill file: string segment %d: 'at' must be a non-empty list of keys (strings) and indexes (integers >= 0)" % index
-            )
-        if type(offset) is not int or type(length) is not int:
-            raise SpillError("Cannot read spill file: string segment %d: 'offset' and 'length' must be integers" % index)
-        if offset < json_size or length < 0 or offset + length > size:
-            raise SpillError(
-                "Cannot read spill file: string segment %d: bytes [%d, %d) outside [%d, %d]" % (index, offset, offset + length, json_size, size)
-            )
-        segments.append((index, at, offset, length))
+    for kind, field, entries in (("string", "strings", strings), ("bytes", "bytes", blobs)):
+        if entries is None:
+            continue
+        if not isinstance(entries, list):
+            raise SpillError("Cannot read spill file: '%s' must be a list" % field)
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise SpillError("Cannot read spill file: %s segment %d: not an object" % (kind, index))
+            at, offset, length = entry.get("at"), entry.get("offset"), entry.get("length")
+            if not isinstance(at, list) or not at or not all(_valid_step(step) for step in at):
+                raise SpillError(
+                    "Cannot read spill file: %s segment %d: 'at' must be a non-empty list of keys (strings) and indexes (integers >= 0)" % (kind, index)
+                )
+            if type(offset) is not int or type(length) is not int:
+                raise SpillError("Cannot read spill file: %s segment %d: 'offset' and 'length' must be integers" % (kind, index))
+            if offset < json_size or length < 0 or offset + length > size:
+                raise SpillError(
+                    "Cannot read spill file: %s segment %d: bytes [%d, %d) outside [%d, %d]" % (kind, index, offset, offset + length, json_size, size)
+                )
+            segments.append((index, at, offset, length, kind))
     segments.sort(key=lambda segment: segment[2])
     for before, after in zip(segments, segments[1:]):
         if after[2] < before[2] + before[3]:
-            raise SpillError("Cannot read spill file: string segments %d and %d overlap" % (before[0], after[0]))
+            if before[4] == after[4]:
+                what = "%s segments %d and %d" % (before[4], before[0], after[0])
+            else:
+                what = "%s segment %d and %s segment %d" % (before[4], before[0], after[4], after[0])
+            raise SpillError("Cannot read spill file: %s overlap" % what)
     return json_size, segments
 
 
@@ -306,15 +315,19 @@ def _decode_segmented(data, json_size, segments):
     try:
         # In the reference's order (segments are sorted by offset): of two
         # segments at one path, the second listed is the one reported.
-        for index, at, offset, length in sorted(segments, key=lambda segment: segment[0]):
-            try:
-                # Strict UTF-8 straight from the file's bytes; a leading U+FEFF stays a character.
-                text = str(view[offset:offset + length], "utf-8")
-            except UnicodeDecodeError:
-                return SpillError("Cannot read spill file: string segment %d: invalid UTF-8" % index)
+        # Strings first, then bytes, each in the reference's order.
+        for index, at, offset, length, kind in sorted(segments, key=lambda segment: (segment[4] != "string", segment[0])):
+            if kind == "bytes":
+                text = bytes(view[offset:offset + length])
+            else:
+                try:
+                    # Strict UTF-8 straight from the file's bytes; a leading U+FEFF stays a character.
+                    text = str(view[offset:offset + length], "utf-8")
+                except UnicodeDecodeError:
+                    return SpillError("Cannot read spill file: string segment %d: invalid UTF-8" % index)
             problem = _put(message, at, text)
             if problem is not None:
-                return SpillError("Cannot read spill file: string segment %d at %s: %s" % (index, short_repr(at, 200), problem))
+                return SpillError("Cannot read spill file: %s segment %d at %s: %s" % (kind, index, short_repr(at, 200), problem))
     finally:
         view.release()
     return message
@@ -383,9 +396,9 @@ def _same_id(found, expected):
 class SpillSettings:
     """The spill configuration of one connection (``dir`` is a realpath)."""
 
-    __slots__ = ("dir", "threshold", "part_size", "crc32", "strings", "_prefix")
+    __slots__ = ("dir", "threshold", "part_size", "crc32", "strings", "bytes", "_prefix")
 
-    def __init__(self, directory, threshold, part_size=None, crc32=False, strings=False):
+    def __init__(self, directory, threshold, part_size=None, crc32=False, strings=False, binary=False):
         self.dir = directory
         self.threshold = threshold
         # Not None: the peer reads part hashes of this size, so written files get them.
@@ -395,6 +408,8 @@ class SpillSettings:
         self.crc32 = bool(crc32) and zlib is not None
         # True: the peer reads string segments, so big strings of replies go that way.
         self.strings = bool(strings)
+        # True: the peer reads bytes segments, so the bytes of replies go to the file raw.
+        self.bytes = bool(binary)
         self._prefix = directory.rstrip(os.sep) + os.sep
 
     @classmethod
@@ -424,7 +439,7 @@ class SpillSettings:
                 "Cannot configure spill: 'partSize' must be an integer from %d to %d"
                 % (MIN_PART_SIZE, MAX_PART_SIZE)
             )
-        for flag in ("crc32", "strings"):
+        for flag in ("crc32", "strings", "bytes"):
             if flag in value and value[flag].__class__ is not bool:
                 raise InvalidRequestError("Cannot configure spill: '%s' must be a boolean" % flag)
         real = os.path.realpath(directory)
@@ -432,7 +447,8 @@ class SpillSettings:
             raise InvalidRequestError(
                 "Cannot configure spill: %r is not a directory" % directory
             )
-        return cls(real, threshold, part_size, value.get("crc32", False), value.get("strings", False))
+        return cls(real, threshold, part_size, value.get("crc32", False), value.get("strings", False),
+                   value.get("bytes", False))
 
     def to_wire(self):
         """The settings for the ``configure`` reply: what this side reads and writes."""
@@ -443,6 +459,8 @@ class SpillSettings:
             wire["crc32"] = True
         if self.strings:
             wire["strings"] = True
+        if self.bytes:
+            wire["bytes"] = True
         return wire
 
     def contains(self, path):
@@ -553,7 +571,7 @@ class SpillSettings:
             except OSError:
                 pass
 
-    def write(self, pieces, name, strings=None):
+    def write(self, pieces, name, strings=None, blobs=None):
         """Write encoded JSON to ``<dir>/<name>.json``; return the reference.
 
         ``pieces``: ``bytes``, or a list of them written in order (not joined).
@@ -561,20 +579,30 @@ class SpillSettings:
         ``self.strings``): ``[(path, utf8), ...]``, each the UTF-8 of a string
         that ``pieces`` hold as ``null`` at ``path`` (a list of keys and
         indexes from the message); their bytes follow the JSON, and the
-        reference says where (``json``, ``strings``).
+        reference says where (``json``, ``strings``). ``blobs``: bytes
+        segments (only to a peer that reads them, ``self.bytes``):
+        ``[(path, data), ...]``, the same for ``bytes`` values (``bytes``).
         """
         if isinstance(pieces, (bytes, bytearray, memoryview)):
             pieces = (pieces,)
         size = sum(map(len, pieces))
         segments = None
-        if strings is not None:
+        byte_segments = None
+        if strings is not None or blobs is not None:
             pieces = list(pieces)
-            segments = []
             offset = size
-            for at, body in strings:
-                segments.append({"at": list(at), "offset": offset, "length": len(body)})
-                offset += len(body)
-                pieces.append(body)
+            if strings is not None:
+                segments = []
+                for at, body in strings:
+                    segments.append({"at": list(at), "offset": offset, "length": len(body)})
+                    offset += len(body)
+                    pieces.append(body)
+            if blobs is not None:
+                byte_segments = []
+                for at, body in blobs:
+                    byte_segments.append({"at": list(at), "offset": offset, "length": len(body)})
+                    offset += len(body)
+                    pieces.append(body)
             json_size, size = size, offset
         path = os.path.join(self.dir, name + ".json")
         # A cancel's KeyboardInterrupt lands at any bytecode (in the hash
@@ -596,9 +624,12 @@ class SpillSettings:
             fields = hashes.fields()
             f.close()
             ref = dict({"path": path, "size": size}, **fields)
-            if segments is not None:
+            if segments is not None or byte_segments is not None:
                 ref["json"] = json_size
+            if segments is not None:
                 ref["strings"] = segments
+            if byte_segments is not None:
+                ref["bytes"] = byte_segments
             return ref
         except BaseException:
             if f is not None:

@@ -63,7 +63,7 @@ class ProtocolDocExamplesTest(unittest.TestCase):
         c = self.server.connect(auth=False)
         self.assertEqual(sorted(c.hello), sorted(hello))
         nonce = "0123456789abcdef0123456789abcdef"
-        self.assertEqual(sorted(auth), ["batch", "clientNonce", "cmd", "id", "mac"])
+        self.assertEqual(sorted(auth), ["batch", "bytes", "clientNonce", "cmd", "id", "mac"])
         reply = c.request(
             "auth", rid=auth["id"], mac=mac(self.server.secret, c.hello["nonce"]), batch=True, clientNonce=nonce
         )

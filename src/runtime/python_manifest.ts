@@ -22,9 +22,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/host.py",
-      size: 5884,
+      size: 6598,
       sha256:
-        "5d098c4134ccb5b08e96a7f16709ff03416de14a6d4a09a2e8dc8d33956ca757",
+        "624615b145953585d91b0bfce08c3a1009893ef54b024967c7b0d66c4132b41d",
     },
     {
       path: "pyproxy_server/__init__.py",
@@ -45,10 +45,16 @@ export const PYTHON_MANIFEST: PythonManifest = {
         "88d11575c606df33a8121bfe418e18d8477359113379abc03a304f78e5774102",
     },
     {
-      path: "pyproxy_server/call.py",
-      size: 8558,
+      path: "pyproxy_server/binary.py",
+      size: 6471,
       sha256:
-        "b53e3a17fde6acc6e0482af75fc34cbc8fb7ba31228f2db9f48113f17a390071",
+        "230caed95c8568d1541f061177dfad73f299a3a161d0d444a63038c7c250d6da",
+    },
+    {
+      path: "pyproxy_server/call.py",
+      size: 9037,
+      sha256:
+        "897b368a415852e189ce3025c7c8d39340177660d5ff64c8d24573ef0fc42857",
     },
     {
       path: "pyproxy_server/call_executor.py",
@@ -70,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 60837,
+      size: 64317,
       sha256:
-        "77f5aaec62fadf46bc76e07a837c74f380f3b8561ce1bbb78c6d9533cb8880b5",
+        "ba554bdc060256bb5de0bdee8460dbeafd9d2367d2f8a689bcaa0bf10d9f228b",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -94,9 +100,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 30529,
+      size: 30660,
       sha256:
-        "f90e290070689d34f9622d23f26120cf413553db5adbcf669fff5b564c0203ab",
+        "27daf421d73e8f73c83c248879a8a4faddae3a3ca0ac1f03975aa7d5d7d3baed",
     },
     {
       path: "pyproxy_server/framer.py",
@@ -166,9 +172,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 26968,
+      size: 28760,
       sha256:
-        "198cf7fb2d21a4a582e537121394546858ac6bb9cced44fa5d20f9b4f835294b",
+        "800a6b22e66d0c1cd1df05a32d6d9e69e0cca8e13922c61d99d8b23e8376c904",
     },
     {
       path: "pyproxy_server/stream_producer.py",
