@@ -7,6 +7,13 @@
  */
 import { MAX_JSON_DEPTH } from "../src/_json_check.ts";
 import { jsonSizeBound } from "./_json_size.ts";
+import {
+  bytesOf,
+  holdsBytes,
+  isBytes,
+  type Step,
+  toBase64,
+} from "../src/_binary.ts";
 
 // Subtrees whose JSON is bounded by this are stringified at once; longer strings are cut in pieces of this size.
 const PIECE = 32 * 1024;
@@ -39,7 +46,9 @@ export function* jsonPieces(
   yield* pieces(
     resolved,
     [],
-    segments === undefined ? undefined : { ...segments, path: [] },
+    segments === undefined
+      ? { minLength: Infinity, found: [], path: [], base64: [] }
+      : { ...segments, path: [], base64: [] },
   );
 }
 
@@ -47,8 +56,8 @@ export function* jsonPieces(
 export interface JsonSegment {
   /** Steps from the root: object keys and array indices. */
   at: (string | number)[];
-  /** The string. */
-  value: string;
+  /** The string, or the bytes (a bytes segment). */
+  value: string | Uint8Array;
 }
 
 /**
@@ -61,10 +70,18 @@ export interface JsonSegments {
   minLength: number;
   /** Filled in the order the strings are met. */
   found: JsonSegment[];
+  /**
+   * Bytes (`Uint8Array`s...) below the root become `null` and go to `found`
+   * too (protocol §8, bytes segments). Without it they are written as
+   * base64 strings, and the root object gets `$bytes` naming them.
+   */
+  bytes?: boolean;
 }
 
 interface SegmentWalk extends JsonSegments {
   path: (string | number)[];
+  /** Where bytes went as base64 strings: the root's `$bytes`. */
+  base64: Step[][];
 }
 
 // A `JSON.rawJSON` value (how `integers: "bigint"` writes a BigInt, through
@@ -84,6 +101,8 @@ function wellFormed(text: string): boolean {
 }
 
 function resolve(value: unknown, key: string): unknown {
+  // Bytes are bytes, whatever their toJSON says (a Node Buffer has one).
+  if (isBytes(value)) return value;
   if (
     typeof value === "object" && value !== null &&
     typeof (value as { toJSON?: unknown }).toJSON === "function"
@@ -107,11 +126,22 @@ function omitted(value: unknown): boolean {
 function* pieces(
   value: unknown,
   ancestors: object[],
-  walk: SegmentWalk | undefined,
+  walk: SegmentWalk,
 ): Generator<string, void, void> {
+  if (isBytes(value)) {
+    const bytes = bytesOf(value);
+    if (walk.bytes === true && walk.path.length > 0) {
+      walk.found.push({ at: walk.path.slice(), value: bytes });
+      yield "null";
+    } else {
+      walk.base64.push(walk.path.slice());
+      yield JSON.stringify(toBase64(bytes));
+    }
+    return;
+  }
   if (typeof value === "string") {
     if (
-      walk !== undefined && value.length >= walk.minLength &&
+      value.length >= walk.minLength &&
       walk.path.length > 0 && wellFormed(value)
     ) {
       walk.found.push({ at: walk.path.slice(), value });
@@ -153,7 +183,8 @@ function* pieces(
   }
   if (
     ancestors.length > 0 &&
-    jsonSizeBound(value, PIECE, ancestors.length) <= PIECE
+    jsonSizeBound(value, PIECE, ancestors.length) <= PIECE &&
+    !holdsBytes(value)
   ) {
     yield JSON.stringify(value);
     return;
@@ -167,9 +198,9 @@ function* pieces(
         const item = resolve(value[i], String(i));
         if (omitted(item)) yield "null";
         else {
-          walk?.path.push(i);
+          walk.path.push(i);
           yield* pieces(item, ancestors, walk);
-          walk?.path.pop();
+          walk.path.pop();
         }
       }
       yield "]";
@@ -182,9 +213,18 @@ function* pieces(
       if (omitted(item)) continue;
       yield (first ? "" : ",") + JSON.stringify(key) + ":";
       first = false;
-      walk?.path.push(key);
+      walk.path.push(key);
       yield* pieces(item, ancestors, walk);
-      walk?.path.pop();
+      walk.path.pop();
+    }
+    if (ancestors.length === 1 && walk.base64.length > 0) {
+      // The root object: the places of the bytes sent as base64 (protocol §3).
+      if (Object.hasOwn(value, "$bytes")) {
+        throw new TypeError(
+          "'$bytes' is a field of the protocol, not an argument",
+        );
+      }
+      yield (first ? "" : ",") + '"$bytes":' + JSON.stringify(walk.base64);
     }
     yield "}";
   } finally {

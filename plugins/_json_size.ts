@@ -6,6 +6,7 @@
  */
 
 import { MAX_JSON_DEPTH } from "../src/_json_check.ts";
+import { isBytes } from "../src/_binary.ts";
 
 // A string without these characters encodes as itself between two quotes: one byte per UTF-16 unit.
 // deno-lint-ignore no-control-regex
@@ -76,6 +77,10 @@ function bound(
         throw new RangeError(
           `Cannot measure message: nested deeper than ${MAX_JSON_DEPTH} levels`,
         );
+      }
+      if (isBytes(value)) {
+        // Sent as base64 (4 characters per 3 bytes) or raw in a spill file: bounded by the base64.
+        return acc + Math.ceil(value.byteLength / 3) * 4 + 2;
       }
       if (typeof (value as { toJSON?: unknown }).toJSON === "function") {
         return Infinity;

@@ -5,6 +5,7 @@
  */
 import * as v from "valibot";
 import { SpillError } from "../src/errors.ts";
+import { jsonAsBase64 } from "../src/_binary.ts";
 import type { FileWriter, Runtime } from "../src/runtime/types.ts";
 import * as zlib from "node:zlib";
 import { jsonPieces, type JsonSegment } from "./_json_pieces.ts";
@@ -34,9 +35,11 @@ export interface SpillRef {
   json?: number | undefined;
   /** Strings stored as raw UTF-8 after the JSON, with the path of the `null` each replaces. */
   strings?: SpillString[] | undefined;
+  /** Bytes stored raw after the JSON, with the path of the `null` each replaces. */
+  bytes?: SpillString[] | undefined;
 }
 
-/** One string segment of a spill file (protocol §8). */
+/** One string (or bytes) segment of a spill file (protocol §8). */
 export interface SpillString {
   /** Steps from the message object to the `null` the string replaces. */
   at: (string | number)[];
@@ -61,6 +64,20 @@ const MAX_PART_SIZE = 1024 * 1024 * 1024;
 
 const Md5Schema = v.pipe(v.string(), v.regex(/^[0-9a-fA-F]{32}$/));
 
+const SegmentSchema = v.object({
+  at: v.pipe(
+    v.array(
+      v.union([
+        v.string(),
+        v.pipe(v.number(), v.integer(), v.minValue(0)),
+      ]),
+    ),
+    v.minLength(1),
+  ),
+  offset: v.pipe(v.number(), v.integer(), v.minValue(0)),
+  length: v.pipe(v.number(), v.integer(), v.minValue(0)),
+});
+
 const SpillRefSchema = v.pipe(
   v.object({
     path: v.pipe(v.string(), v.minLength(1)),
@@ -79,21 +96,8 @@ const SpillRefSchema = v.pipe(
       v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0xffffffff)),
     ),
     json: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
-    strings: v.optional(
-      v.array(v.object({
-        at: v.pipe(
-          v.array(
-            v.union([
-              v.string(),
-              v.pipe(v.number(), v.integer(), v.minValue(0)),
-            ]),
-          ),
-          v.minLength(1),
-        ),
-        offset: v.pipe(v.number(), v.integer(), v.minValue(0)),
-        length: v.pipe(v.number(), v.integer(), v.minValue(0)),
-      })),
-    ),
+    strings: v.optional(v.array(SegmentSchema)),
+    bytes: v.optional(v.array(SegmentSchema)),
   }),
   v.check(
     (ref) =>
@@ -105,9 +109,10 @@ const SpillRefSchema = v.pipe(
   ),
   v.check(
     (ref) =>
-      (ref.json === undefined) === (ref.strings === undefined) &&
+      (ref.json === undefined) ===
+        (ref.strings === undefined && ref.bytes === undefined) &&
       (ref.json === undefined || ref.json <= ref.size),
-    "needs json and strings together, json at most size",
+    "needs json and strings together (or json and bytes), json at most size",
   ),
 );
 
@@ -211,6 +216,8 @@ export interface WriteSpillOptions {
   crc32?: boolean | undefined;
   /** The peer reads string segments: well-formed strings of at least this many characters go after the JSON. */
   strings?: number | undefined;
+  /** The peer reads bytes segments: bytes go raw after the JSON (else as base64 with `$bytes`). */
+  bytes?: boolean | undefined;
 }
 
 /**
@@ -241,9 +248,11 @@ export async function writeSpill(
     options.partSize,
     options.crc32 === true,
   );
-  const segments = options.strings === undefined
-    ? undefined
-    : { minLength: options.strings, found: [] as JsonSegment[] };
+  const segments = {
+    minLength: options.strings ?? Infinity,
+    found: [] as JsonSegment[],
+    bytes: options.bytes === true,
+  };
   const encoder = new TextEncoder();
   let buffer = new Uint8Array(CHUNK_BYTES);
   let used = 0;
@@ -298,6 +307,18 @@ export async function writeSpill(
   let hashes: HashFields;
   let json = 0;
   const strings: SpillString[] = [];
+  const blobs: SpillString[] = [];
+  // Raw bytes, copied into the chunk buffer as they fit.
+  const emitBytes = async (bytes: Uint8Array): Promise<void> => {
+    let pos = 0;
+    while (pos < bytes.length) {
+      const n = Math.min(bytes.length - pos, buffer.length - used);
+      buffer.set(bytes.subarray(pos, pos + n), used);
+      pos += n;
+      used += n;
+      if (used === buffer.length) await flush();
+    }
+  };
   try {
     try {
       const pieces = jsonPieces(value, segments);
@@ -314,10 +335,15 @@ export async function writeSpill(
       }
       // String segments: their UTF-8 right after the JSON, with no escaping pass.
       json = size + used;
-      for (const { at, value } of segments?.found ?? []) {
+      for (const { at, value } of segments.found) {
         const offset = size + used;
-        await emit(value);
-        strings.push({ at, offset, length: size + used - offset });
+        if (typeof value === "string") {
+          await emit(value);
+          strings.push({ at, offset, length: size + used - offset });
+        } else {
+          await emitBytes(value);
+          blobs.push({ at, offset, length: value.length });
+        }
       }
       if (held !== undefined && size + used <= threshold) {
         job.drop();
@@ -344,9 +370,13 @@ export async function writeSpill(
       },
     );
   }
-  return strings.length === 0
-    ? { path, size, ...hashes }
-    : { path, size, ...hashes, json, strings };
+  if (strings.length === 0 && blobs.length === 0) {
+    return { path, size, ...hashes };
+  }
+  const ref: SpillRef = { path, size, ...hashes, json };
+  if (strings.length > 0) ref.strings = strings;
+  if (blobs.length > 0) ref.bytes = blobs;
+  return ref;
 }
 
 /**
@@ -422,7 +452,9 @@ export async function readSpill(
         `Cannot read spill file ${path}: size ${stat.size}, expected ${size}`,
       );
     }
-    if (parsed.output.strings !== undefined) {
+    if (
+      parsed.output.strings !== undefined || parsed.output.bytes !== undefined
+    ) {
       return await readSegmented(
         runtime,
         real,
@@ -644,6 +676,23 @@ class SegmentText {
   }
 }
 
+/** Collects one bytes segment from the chunks as they are read. */
+class SegmentBytes {
+  readonly segment: SpillString & { index: number };
+  readonly bytes: Uint8Array;
+  #used = 0;
+
+  constructor(segment: SpillString & { index: number }) {
+    this.segment = segment;
+    this.bytes = jsonAsBase64(new Uint8Array(segment.length));
+  }
+
+  push(bytes: Uint8Array): void {
+    this.bytes.set(bytes, this.#used);
+    this.#used += bytes.length;
+  }
+}
+
 // What step() gives for a step that does not exist.
 const MISSING: unique symbol = Symbol("missing");
 
@@ -662,7 +711,7 @@ function step(node: unknown, key: string | number): unknown {
 function place(
   message: Record<string, unknown>,
   at: (string | number)[],
-  text: string,
+  text: string | Uint8Array,
 ): boolean {
   let node: unknown = message;
   for (let i = 0; i < at.length - 1 && node !== MISSING; i++) {
@@ -692,20 +741,24 @@ async function readSegmented(
 ): Promise<Record<string, unknown>> {
   const size = ref.size;
   const jsonLength = ref.json!;
-  const segments = ref.strings!.map((s, index) => ({ ...s, index }))
-    .sort((a, b) => a.offset - b.offset);
+  const segments = [
+    ...(ref.strings ?? []).map((s, index) => ({ ...s, index, kind: "string" })),
+    ...(ref.bytes ?? []).map((s, index) => ({ ...s, index, kind: "bytes" })),
+  ].sort((a, b) => a.offset - b.offset);
   let end = jsonLength;
   for (const s of segments) {
     if (s.offset < end || s.offset + s.length > size) {
       throw new SpillError(
-        `Cannot read spill file ${path}: string segment ${s.index} (bytes ${s.offset}..${
+        `Cannot read spill file ${path}: ${s.kind} segment ${s.index} (bytes ${s.offset}..${
           s.offset + s.length
         }) overlaps the JSON or another segment, or ends past the file`,
       );
     }
     end = s.offset + s.length;
   }
-  const texts = segments.map((s) => new SegmentText(s));
+  const texts = segments.map((s) =>
+    s.kind === "bytes" ? new SegmentBytes(s) : new SegmentText(s)
+  );
   const json = new Uint8Array(jsonLength);
   // The next segment to fill, and the file offset of the chunk being routed.
   let k = 0;
@@ -747,6 +800,16 @@ async function readSegmented(
   let whole: Uint8Array | undefined;
   for (const text of texts) {
     const { index, at, offset, length } = text.segment;
+    if (text instanceof SegmentBytes) {
+      if (!place(message as Record<string, unknown>, at, text.bytes)) {
+        throw new SpillError(
+          `Cannot read spill file ${path}: bytes segment ${index}: no null at ${
+            JSON.stringify(at)
+          }`,
+        );
+      }
+      continue;
+    }
     let value = text.text();
     if (value === undefined) {
       // U+FFFD: a real one, or invalid bytes replaced. Only a strict decode of the bytes tells.

@@ -33,6 +33,7 @@ import type {
 import type { Runtime } from "../src/runtime/types.ts";
 import type { Session } from "../src/session.ts";
 import { jsonSizeBound } from "./_json_size.ts";
+import { holdsBytes } from "../src/_binary.ts";
 import { ParallelMd5 } from "./_parallel_md5.ts";
 import { crc32, discardSpill, readSpill, writeSpill } from "./_spill_file.ts";
 import { onePool } from "./_one_pool.ts";
@@ -199,6 +200,7 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
   // Configured sessions whose server reads CRC-32 references, and string segments.
   const sessionCrc = new WeakSet<Session>();
   const sessionStrings = new WeakSet<Session>();
+  const sessionBytes = new WeakSet<Session>();
   // Files this host wrote that the server may not have consumed yet, by path.
   const hostFiles = new Map<string, HostFile>();
   // The hash threads: none until a large message needs them, then their start (none where they cannot run).
@@ -241,10 +243,18 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
       threshold,
       partSize: PART_SIZE,
       strings: true,
+      bytes: true,
     };
     if (crc32 !== undefined) spill.crc32 = true;
     const reply = await session.request<
-      { spill?: { partSize?: unknown; crc32?: unknown; strings?: unknown } }
+      {
+        spill?: {
+          partSize?: unknown;
+          crc32?: unknown;
+          strings?: unknown;
+          bytes?: unknown;
+        };
+      }
     >("configure", { spill });
     // A server that does not know a form ignores its field and leaves it out of its reply.
     if (reply?.spill?.partSize === PART_SIZE) {
@@ -254,6 +264,7 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
       sessionCrc.add(session);
     }
     if (reply?.spill?.strings === true) sessionStrings.add(session);
+    if (reply?.spill?.bytes === true) sessionBytes.add(session);
     sessionDirs.set(session, dir);
   }
 
@@ -277,6 +288,18 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
     dir: string,
   ): Promise<WireMessage | void> {
     const rt = runtime!;
+    if (
+      !sessionBytes.has(mc.session) &&
+      (mc.session.serverInfo as { bytes?: unknown }).bytes !== true &&
+      holdsBytes(msg)
+    ) {
+      // Base64 with `$bytes` would be read as plain strings by this server.
+      throw new SerializationError(
+        `Cannot send ${
+          msg.cmd ?? "message"
+        }: it holds bytes (a Uint8Array, ArrayBuffer or DataView) and this Python server does not read them (update pyproxy_server)`,
+      );
+    }
     const path = `${dir}/h-${++generation}.json`;
     // Only a request is released by its reply; a reply to a Python callback shares no id space with
     // our requests, and waits for reclaim(), the session's close or the worker's exit.
@@ -322,6 +345,7 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
         partSize: sessionParts.get(mc.session),
         crc32: crc,
         strings: sessionStrings.has(mc.session) ? SEGMENT_CHARS : undefined,
+        bytes: sessionBytes.has(mc.session),
       });
       if (ref === undefined) return;
       stats.spilledOut++;

@@ -34,6 +34,7 @@ export interface CallOptionFields {
   replayBytes?: unknown;
   idleTimeout?: unknown;
   requestId?: unknown;
+  contentType?: unknown;
 }
 
 /**
@@ -82,6 +83,7 @@ function rareFieldsError(
     replayBytes,
     idleTimeout,
     requestId,
+    contentType,
   } = options;
   if (onEvent !== undefined && typeof onEvent !== "function") {
     return invalid(action, subject, "onEvent", "a function", onEvent);
@@ -131,7 +133,23 @@ function rareFieldsError(
   if (requestId !== undefined && !isRequestId(requestId)) {
     return invalid(action, subject, "requestId", REQUEST_ID_SHAPE, requestId);
   }
+  if (contentType !== undefined && !isMediaType(contentType)) {
+    return invalid(
+      action,
+      subject,
+      "contentType",
+      "a media type of 1 to 256 printable ASCII characters",
+      contentType,
+    );
+  }
   return undefined;
+}
+
+const MEDIA_TYPE = /^[\x20-\x7e]{1,256}$/;
+
+/** A `contentType`: what an HTTP header can hold, 1 to 256 characters. */
+function isMediaType(value: unknown): boolean {
+  return typeof value === "string" && MEDIA_TYPE.test(value);
 }
 
 function isSignal(value: unknown): boolean {

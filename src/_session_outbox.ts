@@ -19,6 +19,7 @@ import type { SessionMessage } from "./session_types.ts";
 import { SerializationError } from "./errors.ts";
 import { serializationError } from "./_json_check.ts";
 import { stringifyExact } from "./_exact_json.ts";
+import { holdsBytes, mayHoldBytes, withBase64 } from "./_binary.ts";
 // Imported, not the global: a test that fakes the global timers must not stop writes.
 import { setImmediate } from "node:timers";
 
@@ -35,6 +36,8 @@ export class Outbox {
   batch = false;
   /** `BigInt`s are written as exact integers (`integers: "bigint"`), not refused. */
   bigints = false;
+  /** The peer reads bytes (`"bytes": true` in its hello): they go as base64 with `$bytes`. */
+  bytes = false;
   #writer: WritableStreamDefaultWriter<Uint8Array>;
   // The connection's own write when it has one (no stream queue), else the writer's.
   #write: (data: Uint8Array) => Promise<void>;
@@ -93,16 +96,35 @@ export class Outbox {
     if (this.#closed) {
       return new Error("Cannot send message: the session is closed");
     }
-    let item: Outgoing;
-    try {
-      const text = JSON.stringify(msg);
-      if (typeof text !== "string") throw new TypeError("not a JSON value");
-      item = text;
-    } catch (err) {
-      // Only a message that JSON.stringify refused pays for the replacer.
-      const text = this.bigints ? exactOrUndefined(msg) : undefined;
-      if (text === undefined) return serializationError(msg, err);
-      item = text;
+    let item: Outgoing | Error = this.#stringify(msg);
+    if (item instanceof Error) return item;
+    // Bytes are written by JSON.stringify in a few shapes ({"0":…}, {}):
+    // only a text with one of them is walked (docs/protocol.md §3, Bytes).
+    if (mayHoldBytes(item)) {
+      if (msg.$bytes !== undefined) {
+        return new SerializationError(
+          `Cannot send ${
+            msg.cmd ?? "message"
+          }: '$bytes' is a field of the protocol, not an argument`,
+        );
+      }
+      if (holdsBytes(msg)) {
+        if (!this.bytes) {
+          return new SerializationError(
+            `Cannot send ${
+              msg.cmd ?? "message"
+            }: it holds bytes (a Uint8Array, ArrayBuffer or DataView) and this Python server does not read them (update pyproxy_server)`,
+          );
+        }
+        item = this.#stringify(withBase64(msg) as SessionMessage);
+        if (item instanceof Error) return item;
+      }
+    } else if (msg.$bytes !== undefined) {
+      return new SerializationError(
+        `Cannot send ${
+          msg.cmd ?? "message"
+        }: '$bytes' is a field of the protocol, not an argument`,
+      );
     }
     // UTF-8 takes at most 3 bytes per UTF-16 unit: only encode here when the limit may be hit.
     if (item.length * 3 > this.maxFrameSize) {
@@ -123,6 +145,19 @@ export class Outbox {
       setImmediate(this.#flush);
     }
     return undefined;
+  }
+
+  /** `msg` as JSON text, or the `SerializationError` saying why it is not JSON. */
+  #stringify(msg: SessionMessage): string | Error {
+    try {
+      const text = JSON.stringify(msg);
+      if (typeof text !== "string") throw new TypeError("not a JSON value");
+      return text;
+    } catch (err) {
+      // Only a message that JSON.stringify refused pays for the replacer.
+      const text = this.bigints ? exactOrUndefined(msg) : undefined;
+      return text ?? serializationError(msg, err);
+    }
   }
 
   #flushQueue(): void {

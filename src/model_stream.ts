@@ -184,6 +184,11 @@ export interface ExecuteStreamOptions {
    * of `A-Za-z0-9._:-`; anything else ends the stream with `ConfigError`.
    */
   requestId?: string;
+  /**
+   * The media type of a `msg` that is bytes: sent with the call (protocol
+   * §6, `contentType`), the model reads it with `host.content_type()`.
+   */
+  contentType?: string;
 }
 
 /**
@@ -254,10 +259,11 @@ export class ModelStream<T = unknown>
     options: ExecuteStreamOptions = {},
   ) {
     this.#pool = pool;
-    const { idleTimeout, requestId } = options;
+    const { idleTimeout, requestId, contentType } = options;
     const invalid = callOptionsError("Cannot send call", {
       idleTimeout,
       requestId,
+      contentType,
     }, "executeStream");
     if (invalid !== undefined) {
       this.#end(invalid);
@@ -267,9 +273,10 @@ export class ModelStream<T = unknown>
     const signal = options.signal === undefined
       ? this.#controller.signal
       : AbortSignal.any([options.signal, this.#controller.signal]);
-    const args = requestId === undefined
+    const args: Record<string, unknown> = requestId === undefined
       ? { name, msg }
       : { name, msg, requestId };
+    if (contentType !== undefined) args.contentType = contentType;
     pool.request<{ items?: unknown }>("executeStream", args, {
       ...(options.key === undefined ? {} : { key: options.key }),
       ...(options.worker === undefined ? {} : { worker: options.worker }),

@@ -140,6 +140,15 @@ export interface ExecuteOptions extends Omit<PoolRequestOptions, "onEvent"> {
    * `requestIds`.
    */
   requestId?: string;
+  /**
+   * The media type of a `msg` that is bytes (the gateway passes a binary
+   * body's `Content-Type`): sent with the call (protocol §6,
+   * `contentType`), the model reads it with `host.content_type()`. 1 to
+   * 256 printable ASCII characters; anything else rejects with
+   * `ConfigError`. Not sent for a model that batches (`batch_size`):
+   * `host.content_type()` is `None` in `execute_batch`.
+   */
+  contentType?: string;
 }
 
 /**
@@ -768,19 +777,27 @@ export class Pool implements AsyncDisposable {
    */
   execute<T = Record<string, unknown> | null>(
     name: string,
-    msg: Record<string, unknown>,
+    msg: Record<string, unknown> | ArrayBufferView | ArrayBuffer,
     options: ExecuteOptions = {},
   ): Promise<T> {
     if (this.#batchers.size > 0) {
       const batcher = this.#batchers.get(name);
       if (batcher !== undefined) {
-        return this.#executeBatched(batcher, msg, options) as Promise<T>;
+        return this.#executeBatched(
+          batcher,
+          msg as Record<string, unknown>,
+          options,
+        ) as Promise<T>;
       }
     }
-    const requestId = options.requestId;
+    const { requestId, contentType } = options;
+    const args: Record<string, unknown> = requestId === undefined
+      ? { name, msg }
+      : { name, msg, requestId };
+    if (contentType !== undefined) args.contentType = contentType;
     return this.#request<T>(
       "executeModel",
-      requestId === undefined ? { name, msg } : { name, msg, requestId },
+      args,
       options,
       undefined,
       // No lookup for a call with its own timeout (the gateway's), nor

@@ -59,6 +59,7 @@ import type {
   SessionMiddleware,
 } from "./session_types.ts";
 import { isThenable } from "./_thenable.ts";
+import { decodeBytes } from "./_binary.ts";
 
 // Bytes asked for per read when the connection reads into a buffer.
 const READ_BUFFER_BYTES = 256 * 1024;
@@ -701,6 +702,8 @@ export class Session implements AsyncDisposable {
         const args: Record<string, unknown> = this.#readsBatches
           ? { mac, batch: true }
           : { mac };
+        // bytes: this side reads `$bytes` (protocol §3, Bytes), for a server that does.
+        if (event.bytes === true) args.bytes = true;
         if (clientNonce !== undefined) args.clientNonce = clientNonce;
         result = await this.request<Record<string, unknown>>("auth", args, {
           timeout: timeLeft(deadline),
@@ -746,6 +749,7 @@ export class Session implements AsyncDisposable {
     }
     this.#outbox.batch = this.#serverInfo.batch === true &&
       this.#outbox.maxFrameSize >= MIN_BATCH_FRAME_SIZE;
+    this.#outbox.bytes = this.#serverInfo.bytes === true;
     this.#handshaking = false;
   }
 
@@ -1076,6 +1080,13 @@ export class Session implements AsyncDisposable {
   }
 
   #dispatch(msg: SessionMessage): void {
+    if (msg.$bytes !== undefined) {
+      const error = decodeBytes(msg);
+      if (error !== undefined) {
+        this.#failIncoming(msg, error);
+        return;
+      }
+    }
     const id = msg.id;
     if (typeof msg.event === "string") {
       this.#dispatchEvent(msg, id);

@@ -201,7 +201,7 @@ class ModelEntry:
         "name", "class_name", "file", "version", "instance", "inputs",
         "outputs", "doc", "module_name", "_lock", "_execute", "mode",
         "calls", "avg", "batch_size", "batch_delay_ms", "_execute_batch",
-        "streams", "timeout_ms", "close_timeout_ms", "_close",
+        "streams", "timeout_ms", "close_timeout_ms", "_close", "media_type",
     )
 
     # The largest ``batch_size`` a class may declare.
@@ -243,6 +243,7 @@ class ModelEntry:
         self._lock = None if getattr(cls, "threadsafe", True) else threading.Lock()
         self.batch_size, self.batch_delay_ms = _batch_settings(cls, instance)
         self.timeout_ms = _timeout_setting(cls, instance)
+        self.media_type = _media_type_setting(cls, instance)
         self._close, self.close_timeout_ms = _close_settings(cls, instance)
         self._execute_batch = None
         if self.batch_size is not None:
@@ -418,6 +419,8 @@ class ModelEntry:
             desc["doc"] = self.doc
         if self.batch_size is not None:
             desc["batch"] = {"size": self.batch_size, "delayMs": self.batch_delay_ms}
+        if self.media_type is not None:
+            desc["mediaType"] = self.media_type
         if self.streams:
             desc["streams"] = True
         if self.timeout_ms is not None:
@@ -527,6 +530,23 @@ def _timeout_setting(cls, instance):
             % (cls.__name__, ModelEntry.MAX_TIMEOUT_MS, timeout)
         )
     return timeout
+
+
+def _media_type_setting(cls, instance):
+    """The ``media_type`` a model declares (the ``Content-Type`` the gateway
+    gives a ``bytes`` result, e.g. ``"image/png"``), or None; a
+    ModelLoadError for a value that is not 1 to 256 printable ASCII
+    characters."""
+    media_type = getattr(instance, "media_type", None)
+    if media_type is None:
+        return None
+    if (media_type.__class__ is not str or not 1 <= len(media_type) <= 256
+            or not all(" " <= ch <= "~" for ch in media_type)):
+        raise ModelLoadError(
+            "Cannot load model class %s: media_type must be a media type such as \"image/png\" "
+            "(1 to 256 printable ASCII characters), got %r" % (cls.__name__, media_type)
+        )
+    return media_type
 
 
 def _batch_settings(cls, instance):

@@ -154,9 +154,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 54212,
+      size: 55134,
       sha256:
-        "a3d16c5308887d6fb6ec30c046219a438739da19f9dcfd872fdfc6f995cad1fa",
+        "d830d1639d29489c7fa3a172c9b904af7a43b8b4399f4f2f2a1288e9b4ee5705",
     },
     {
       path: "pyproxy_server/server.py",

@@ -1,0 +1,245 @@
+/**
+ * Bytes on the wire (docs/protocol.md §3, "Bytes"): a message holding
+ * `Uint8Array`s (any `ArrayBuffer` view, or an `ArrayBuffer`) travels with
+ * each as a base64 string at its place and `"$bytes"` naming those places;
+ * a message read with `$bytes` gets `Uint8Array`s back there.
+ *
+ * Finding them costs a plain message nothing but one native scan of its
+ * JSON text: `JSON.stringify` writes a typed array as `{"0":…}` (or `{}`
+ * when empty; an `ArrayBuffer` or `DataView` as `{}`, a Node `Buffer`
+ * through its `toJSON` as `{"type":"Buffer","data":[…]}`), so only a text
+ * with one of those shapes is walked to see whether it came from bytes.
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import { ProtocolError, SerializationError } from "./errors.ts";
+import { MAX_JSON_DEPTH } from "./_json_check.ts";
+
+/** A step of a path: an object key or an array index. */
+export type Step = string | number;
+
+/** What `JSON.stringify` writes for bytes; a text without it holds none. */
+const MAY_HOLD_BYTES = /\{\}|\{"0":|\{"type":"Buffer","data":\[/;
+
+/** Whether the JSON text `text` may come from a value holding bytes (a cheap, native test). */
+export function mayHoldBytes(text: string): boolean {
+  return MAY_HOLD_BYTES.test(text);
+}
+
+/** Whether `value` is bytes: an `ArrayBuffer` view (`Uint8Array`, `Buffer`, `DataView`...) or an `ArrayBuffer`. */
+export function isBytes(
+  value: unknown,
+): value is ArrayBufferView | ArrayBuffer {
+  return typeof value === "object" && value !== null &&
+    (ArrayBuffer.isView(value) || value instanceof ArrayBuffer);
+}
+
+/** The bytes of `value` as a `Uint8Array` over the same memory (no copy). */
+export function bytesOf(value: ArrayBufferView | ArrayBuffer): Uint8Array {
+  return value instanceof ArrayBuffer
+    ? new Uint8Array(value)
+    : new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+}
+
+type Native = {
+  toBase64?: (this: Uint8Array) => string;
+};
+type NativeFrom = { fromBase64?: (text: string) => Uint8Array };
+
+/** Base64 (standard alphabet, padded) of `bytes`. */
+export function toBase64(bytes: Uint8Array): string {
+  const native = (bytes as unknown as Native).toBase64;
+  return typeof native === "function"
+    ? native.call(bytes)
+    : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString(
+      "base64",
+    );
+}
+
+const BASE64 =
+  /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** The bytes of the padded base64 `text`, or undefined when it is not that. */
+export function fromBase64(text: string): Uint8Array | undefined {
+  if (!BASE64.test(text)) return undefined;
+  const native = (Uint8Array as unknown as NativeFrom).fromBase64;
+  if (typeof native === "function") return native(text);
+  const buf = Buffer.from(text, "base64");
+  // Not a view of Buffer's shared pool: its other bytes are not the caller's.
+  return new Uint8Array(buf);
+}
+
+/**
+ * Whether `value` holds bytes anywhere (objects' own enumerable values and
+ * array items, as `JSON.stringify` sees them; a value with `toJSON` other
+ * than bytes is not looked into). Walked only after {@linkcode mayHoldBytes}.
+ */
+export function holdsBytes(value: unknown, depth = 0): boolean {
+  if (typeof value !== "object" || value === null) return false;
+  if (isBytes(value)) return true;
+  if (depth > MAX_JSON_DEPTH) return false; // JSON.stringify's own error comes first
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      if (holdsBytes(value[i], depth + 1)) return true;
+    }
+    return false;
+  }
+  if (typeof (value as { toJSON?: unknown }).toJSON === "function") {
+    return false;
+  }
+  for (const key in value) {
+    if (
+      Object.hasOwn(value, key) &&
+      holdsBytes((value as Record<string, unknown>)[key], depth + 1)
+    ) return true;
+  }
+  return false;
+}
+
+/**
+ * A copy of `msg` with its bytes replaced by base64 strings and `$bytes`
+ * naming their places (only the objects and arrays on the way to bytes are
+ * copied). Throws a `SerializationError` when `msg` already has a `$bytes`
+ * key (a field of the protocol, not of a command).
+ */
+export function withBase64(
+  msg: Record<string, unknown>,
+): Record<string, unknown> {
+  if (Object.hasOwn(msg, "$bytes")) {
+    throw new SerializationError(
+      `Cannot send ${
+        typeof msg.cmd === "string" ? msg.cmd : "message"
+      }: '$bytes' is a field of the protocol`,
+    );
+  }
+  const paths: Step[][] = [];
+  const out = replace(msg, [], paths, 0) as Record<string, unknown>;
+  return { ...out, $bytes: paths };
+}
+
+function replace(
+  value: unknown,
+  path: Step[],
+  paths: Step[][],
+  depth: number,
+): unknown {
+  if (typeof value !== "object" || value === null) return value;
+  if (isBytes(value)) {
+    paths.push(path.slice());
+    return toBase64(bytesOf(value));
+  }
+  if (depth > MAX_JSON_DEPTH) return value;
+  if (Array.isArray(value)) {
+    let copy: unknown[] | undefined;
+    for (let i = 0; i < value.length; i++) {
+      const item = value[i];
+      if (typeof item !== "object" || item === null) continue;
+      path.push(i);
+      const next = replace(item, path, paths, depth + 1);
+      path.pop();
+      if (next !== item) (copy ??= value.slice())[i] = next;
+    }
+    return copy ?? value;
+  }
+  if (typeof (value as { toJSON?: unknown }).toJSON === "function") {
+    return value;
+  }
+  let copy: Record<string, unknown> | undefined;
+  for (const key in value) {
+    if (!Object.hasOwn(value, key)) continue;
+    const item = (value as Record<string, unknown>)[key];
+    if (typeof item !== "object" || item === null) continue;
+    path.push(key);
+    const next = replace(item, path, paths, depth + 1);
+    path.pop();
+    if (next !== item) {
+      (copy ??= { ...(value as Record<string, unknown>) })[key] = next;
+    }
+  }
+  return copy ?? value;
+}
+
+/**
+ * Gives `bytes` a `toJSON` (not enumerable) that writes it as its base64
+ * string: a result with bytes written as JSON (a gateway response, an SSE
+ * item, a channel message) carries base64 text instead of `{"0":…}`.
+ */
+export function jsonAsBase64(bytes: Uint8Array): Uint8Array {
+  Object.defineProperty(bytes, "toJSON", {
+    value: base64Json,
+    enumerable: false,
+    configurable: true,
+    writable: true,
+  });
+  return bytes;
+}
+
+function base64Json(this: Uint8Array): string {
+  return toBase64(this);
+}
+
+/**
+ * Decodes, in place, the base64 strings `msg.$bytes` names into
+ * `Uint8Array`s and removes the field; returns an error (not thrown) for a
+ * `$bytes` that is not a list of paths to base64 strings. Paths are
+ * checked before anything is replaced, step by step (own keys of objects,
+ * indexes inside arrays).
+ */
+export function decodeBytes(
+  msg: Record<string, unknown>,
+): ProtocolError | undefined {
+  const paths = msg.$bytes;
+  delete msg.$bytes;
+  if (!Array.isArray(paths)) {
+    return new ProtocolError(
+      "Cannot read message: '$bytes' must be a list of paths",
+    );
+  }
+  for (let index = 0; index < paths.length; index++) {
+    const at = paths[index];
+    const problem = decodeAt(msg, at);
+    if (problem !== undefined) {
+      return new ProtocolError(
+        `Cannot read message: '$bytes' path ${index} ${
+          JSON.stringify(at)?.slice(0, 200)
+        }: ${problem}`,
+      );
+    }
+  }
+  return undefined;
+}
+
+function validStep(step: unknown): step is Step {
+  return typeof step === "string" ||
+    (typeof step === "number" && Number.isInteger(step) && step >= 0);
+}
+
+function decodeAt(
+  msg: Record<string, unknown>,
+  at: unknown,
+): string | undefined {
+  if (!Array.isArray(at) || at.length === 0 || !at.every(validStep)) {
+    return "is not a non-empty list of keys (strings) and indexes (integers >= 0)";
+  }
+  let parent: unknown = msg;
+  for (let i = 0; i < at.length; i++) {
+    const step = at[i] as Step;
+    const here = typeof step === "string"
+      ? typeof parent === "object" && parent !== null &&
+        !Array.isArray(parent) &&
+        Object.hasOwn(parent, step)
+      : Array.isArray(parent) && step < parent.length;
+    if (!here) return "does not exist";
+    if (i === at.length - 1) {
+      const text = (parent as Record<Step, unknown>)[step];
+      if (typeof text !== "string") return "is not a base64 string";
+      const bytes = fromBase64(text);
+      if (bytes === undefined) return "is not base64";
+      (parent as Record<Step, unknown>)[step] = jsonAsBase64(bytes);
+      return undefined;
+    }
+    parent = (parent as Record<Step, unknown>)[step];
+  }
+  return undefined;
+}

@@ -1,0 +1,172 @@
+/**
+ * Bytes as a value (docs/protocol.md §3 "Bytes", §8 bytes segments):
+ * `Uint8Array`s in `pool.execute` and in results, with real workers.
+ */
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { Pool } from "../src/pool.ts";
+import type { Plugin } from "../src/plugin.ts";
+import { SerializationError } from "../src/errors.ts";
+import type { SessionMessage } from "../src/session_types.ts";
+import { Outbox } from "../src/_session_outbox.ts";
+import { spillover } from "../plugins/spillover.ts";
+
+const MODELS = new URL("../python/tests/models/", import.meta.url).pathname;
+const ALL = Uint8Array.from({ length: 256 }, (_, i) => i);
+
+async function bytesPool(plugins?: Plugin[]): Promise<Pool> {
+  const pool = await Pool.start({
+    workers: 1,
+    modelsDir: MODELS,
+    handleSignals: false,
+    ...(plugins === undefined
+      ? {}
+      : { plugins: { defaults: false, use: plugins } }),
+  });
+  try {
+    for (const name of ["Echo", "Raw", "Batch", "Stream"]) {
+      await pool.addModel(`b${name}`, { file: "bytes_model.py", class: name });
+    }
+  } catch (err) {
+    await pool.close();
+    throw err;
+  }
+  return pool;
+}
+
+Deno.test("Pool.execute sends Uint8Array, Buffer, ArrayBuffer and DataView as bytes and gets bytes back, top-level and nested", async () => {
+  await using pool = await bytesPool();
+  // All 256 byte values, and empty bytes, as the whole msg.
+  for (const data of [ALL, new Uint8Array(0)]) {
+    const back = await pool.execute<Uint8Array>("bRaw", data);
+    assert.equal(back.constructor, Uint8Array);
+    assert.deepEqual([...back], [...data]);
+  }
+  const got = await pool.execute<{
+    msg: Record<string, unknown>;
+    type: string;
+  }>("bEcho", {
+    img: ALL,
+    list: [new Uint8Array(0), "x", { deep: Buffer.from("hi") }],
+    ab: ALL.buffer,
+    dv: new DataView(ALL.buffer, 1, 2),
+    sub: ALL.subarray(250),
+    text: "{}",
+  });
+  assert.equal(got.type, "dict");
+  const m = got.msg;
+  assert.deepEqual([...(m.img as Uint8Array)], [...ALL]);
+  const list = m.list as [Uint8Array, string, { deep: Uint8Array }];
+  assert.deepEqual([list[0].length, list[1], [...list[2].deep]], [0, "x", [
+    104,
+    105,
+  ]]);
+  assert.deepEqual([...(m.ab as Uint8Array)], [...ALL]);
+  assert.deepEqual([...(m.dv as Uint8Array)], [1, 2]);
+  assert.deepEqual([...(m.sub as Uint8Array)], [250, 251, 252, 253, 254, 255]);
+  assert.equal(m.text, "{}");
+  // Written as JSON (a gateway response), result bytes are their base64.
+  assert.equal(JSON.stringify(m.dv), '"AQI="');
+  // A plain call is as before.
+  assert.deepEqual(await pool.execute("bRaw", { x: [{}, { "0": 1 }] }), {
+    x: [{}, { "0": 1 }],
+  });
+});
+
+Deno.test("Pool.execute of bytes works for a batching model and a stream", async () => {
+  await using pool = await bytesPool();
+  const results = await Promise.all(
+    [1, 2, 3].map((i) =>
+      pool.execute<{ reversed: Uint8Array }>("bBatch", {
+        data: new Uint8Array([i, 0, 255]),
+      })
+    ),
+  );
+  assert.deepEqual(results.map((r) => [...r.reversed]), [
+    [255, 0, 1],
+    [255, 0, 2],
+    [255, 0, 3],
+  ]);
+  const items: number[][] = [];
+  for await (
+    const item of pool.executeStream<Uint8Array>("bStream", { n: 3 })
+  ) {
+    assert.ok(item instanceof Uint8Array);
+    items.push([...item]);
+  }
+  assert.deepEqual(items, [[0, 0, 0], [1, 1, 1], [2, 2, 2]]);
+});
+
+Deno.test("Pool.execute of 20 MB of bytes goes through spill files raw, both ways (no base64)", async () => {
+  const seen: { out?: SessionMessage; in?: SessionMessage } = {};
+  // Hooks run in the plugins' order, both ways: each spy sees the stubs.
+  const spyOut: Plugin = {
+    name: "spyOut",
+    onRequest(msg) {
+      if (msg.cmd === "executeModel") seen.out = msg;
+    },
+  };
+  const spyIn: Plugin = {
+    name: "spyIn",
+    onReply(msg) {
+      if (msg.$spill !== undefined) seen.in = structuredClone(msg);
+    },
+  };
+  await using pool = await bytesPool([spyIn, spillover(), spyOut]);
+  const big = new Uint8Array(20 * 1024 * 1024);
+  for (let i = 0; i < big.length; i++) big[i] = (i * 7) & 255;
+  const back = await pool.execute<Uint8Array>("bRaw", big);
+  assert.equal(back.length, big.length);
+  assert.ok(back.every((v, i) => v === big[i]), "same bytes");
+  const out = seen.out?.$spill as { bytes?: unknown[]; size: number };
+  assert.deepEqual(out.bytes, [{
+    at: ["msg"],
+    offset: out.size - big.length,
+    length: big.length,
+  }]);
+  const reply = seen.in?.$spill as { bytes?: unknown[]; size: number };
+  assert.deepEqual(reply.bytes, [{
+    at: ["result"],
+    offset: reply.size - big.length,
+    length: big.length,
+  }]);
+});
+
+Deno.test('Outbox refuses a $bytes argument, and bytes for a server that does not read them; never sends {"0":…}', () => {
+  const sink = new WritableStream<Uint8Array>();
+  const outbox = new Outbox(sink, () => Promise.resolve(), () => {});
+  const refused = (msg: SessionMessage, pattern: RegExp) => {
+    const err = outbox.push(msg);
+    assert.ok(err instanceof SerializationError, String(err));
+    assert.match(err.message, pattern);
+  };
+  // Before the server's hello said "bytes": true.
+  for (
+    const value of [
+      ALL,
+      new Uint8Array(0),
+      ALL.buffer,
+      new DataView(ALL.buffer),
+      Buffer.from("x"),
+    ]
+  ) {
+    refused(
+      { id: 1, cmd: "executeModel", msg: { deep: [value] } },
+      /holds bytes .* this Python server does not read them/,
+    );
+  }
+  outbox.bytes = true;
+  refused(
+    { id: 2, cmd: "executeModel", msg: "AA==", $bytes: [["msg"]] },
+    /'\$bytes' is a field/,
+  );
+  refused(
+    { id: 3, cmd: "executeModel", msg: {}, $bytes: [] },
+    /'\$bytes' is a field/,
+  );
+  assert.equal(
+    outbox.push({ id: 4, cmd: "executeModel", msg: ALL }),
+    undefined,
+  );
+  void outbox.close(0);
+});
