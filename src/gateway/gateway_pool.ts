@@ -173,6 +173,8 @@ export interface GatewayPool {
       timeout?: number;
       signal?: AbortSignal;
       requestId?: string;
+      /** The media type of a binary body (`msg` is then a `Uint8Array`). */
+      contentType?: string;
     },
   ): Promise<unknown>;
   /**
@@ -187,6 +189,8 @@ export interface GatewayPool {
       timeout?: number;
       onIdle?: (error: StreamIdleError) => void;
       requestId?: string;
+      /** The media type of a binary body (`msg` is then a `Uint8Array`). */
+      contentType?: string;
     },
   ): AsyncIterableIterator<unknown> & { cancel(): void };
   /** Adds a model on every worker; resolves with the model description. */

@@ -46,6 +46,8 @@ export interface GatewayModelInfo {
   batch?: { size: number; delayMs: number };
   /** `true` when its `execute` yields: `POST .../stream` sends the items as they come. */
   streams?: boolean;
+  /** Its class's `media_type`: the `Content-Type` of a `bytes` result (else `application/octet-stream`). */
+  mediaType?: string;
   /**
    * The default (and, for `?timeout=`, the largest) timeout of its calls in
    * ms, when it has one of its own: its spec's `timeout` (`models[].timeout`,
@@ -86,6 +88,7 @@ function asDescription(
     out.batch = d.batch as { size: number; delayMs: number };
   }
   if (d.streams === true) out.streams = true;
+  if (typeof d.mediaType === "string") out.mediaType = d.mediaType;
   const timeout = modelTimeoutOf(spec, d);
   if (timeout !== undefined) {
     out.timeout = timeout;

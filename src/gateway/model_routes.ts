@@ -19,7 +19,11 @@ import { isRequestId } from "../_request_id.ts";
 import { validBody } from "./_valid_body.ts";
 import type { GatewayModelSpec } from "./gateway_pool.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
-import { readJsonBody } from "./read_json_body.ts";
+import {
+  isBinaryType,
+  readBinaryBody,
+  readJsonBody,
+} from "./read_json_body.ts";
 import { type SseEvent, sseResponse } from "./sse.ts";
 import { modelView } from "./_model_view.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
@@ -256,6 +260,53 @@ async function readModelInput(
 }
 
 /**
+ * A binary call's body (any `Content-Type` but JSON, `text/plain` and form
+ * data: `isBinaryType`), for the model as `bytes`. A model with declared
+ * inputs takes JSON only: 415.
+ */
+async function readBinaryInput(
+  ctx: RouteContext,
+  request: Request,
+  name: string,
+  contentType: string,
+): Promise<Uint8Array> {
+  if (!MEDIA_TYPE.test(contentType)) {
+    throw httpError(
+      400,
+      "InvalidRequestError",
+      "Cannot execute: the Content-Type of a binary body must be 1 to 256 printable ASCII characters",
+    );
+  }
+  if (ctx.catalog.validator(name) !== undefined) {
+    throw httpError(
+      415,
+      "UnsupportedMediaType",
+      `Cannot execute ${name}: it declares JSON inputs, and the body is ${
+        contentType.length <= 64
+          ? contentType
+          : `${contentType.slice(0, 64)}...`
+      } (send Content-Type: application/json)`,
+    );
+  }
+  return await readBinaryBody(request, ctx.bodyLimit, ctx.bodyReads);
+}
+
+// What pool.execute's contentType takes (and an HTTP header can say).
+const MEDIA_TYPE = /^[\x20-\x7e]{1,256}$/;
+
+/** The response of a `bytes` result: the bytes as the body, in the model's `media_type`. */
+function bytesResponse(
+  ctx: RouteContext,
+  name: string,
+  bytes: Uint8Array,
+): Response {
+  const type = ctx.catalog.get(name)?.mediaType ?? "application/octet-stream";
+  return new Response(bytes as Uint8Array<ArrayBuffer>, {
+    headers: { "content-type": type },
+  });
+}
+
+/**
  * Hides the models directory in a model's error unless `debug` (a model's
  * exception often names its own files): the directory as configured and its
  * real path (the Python server names the real one: a model's `__file__`),
@@ -328,7 +379,11 @@ export function modelExecutor(
         );
       }
       const timeout = callTimeout(ctx, name, timeoutParam);
-      const body = await readModelInput(ctx, request, name);
+      const contentType = request.headers.get("content-type");
+      const binary = isBinaryType(contentType);
+      const body = binary
+        ? await readBinaryInput(ctx, request, name, contentType!)
+        : await readModelInput(ctx, request, name);
       // A client that disconnects cancels its call (Python gets `cancel`),
       // unless turned off; only calls that run for a while listen for it
       // (DisconnectWatch: Deno's request.signal costs a pending operation).
@@ -337,16 +392,20 @@ export function modelExecutor(
         timeout: number;
         signal?: AbortSignal;
         requestId?: string;
+        contentType?: string;
       } = key === undefined ? { timeout } : { key, timeout };
       watched = disconnects?.watch(request);
       if (watched !== undefined) options.signal = watched.signal;
       if (clientId !== undefined) options.requestId = clientId;
+      if (binary) options.contentType = contentType!;
       const result = await pool.execute(name, body, options);
       if (publish !== undefined) {
         hub.publish(publish, { model: name, result: result ?? null });
       }
       res = result === null || result === undefined
         ? new Response(null, { status: 204 })
+        : result instanceof Uint8Array
+        ? bytesResponse(ctx, name, result)
         : jsonResponse(result);
       if (clientId !== undefined) res.headers.set(REQUEST_ID_HEADER, clientId);
     } catch (err) {
@@ -625,15 +684,21 @@ export function modelRoutes(ctx: RouteContext): Hono {
       void errorEvent(error, failure, outcome).then(idle.resolve);
     try {
       const timeout = callTimeout(ctx, name, c.req.query("timeout"));
-      const body = await readModelInput(ctx, c.req.raw, name);
+      const contentType = c.req.raw.headers.get("content-type");
+      const binary = isBinaryType(contentType);
+      const body = binary
+        ? await readBinaryInput(ctx, c.req.raw, name, contentType!)
+        : await readModelInput(ctx, c.req.raw, name);
       const key = c.req.query("key");
       const options: {
         key?: string;
         timeout: number;
         onIdle: typeof onIdle;
         requestId?: string;
+        contentType?: string;
       } = key === undefined ? { timeout, onIdle } : { key, timeout, onIdle };
       if (clientId !== undefined) options.requestId = clientId;
+      if (binary) options.contentType = contentType!;
       items = stream.call(pool, name, body, options);
       watched = ctx.disconnects?.watch(c.req.raw);
       watched?.signal.addEventListener("abort", onLeave, { once: true });
