@@ -196,3 +196,24 @@ Deno.test("Gateway: a stream takes a binary body and sends bytes items as base64
   });
   for (let m = await reader.next(); m !== undefined; m = await reader.next());
 });
+
+Deno.test("Gateway: /openapi.json says execute takes any body as bytes, and a bytes result in the model's media_type", async () => {
+  await using gw = await start();
+  const doc = await (await gw.fetch("/openapi.json")).json();
+  const png = doc.paths["/v1/models/png/execute"].post;
+  assert.deepEqual(png.requestBody.content["*/*"].schema, {
+    type: "string",
+    contentMediaType: "application/octet-stream",
+  });
+  assert.deepEqual(png.responses["200"].content["image/png"].schema, {
+    type: "string",
+    contentMediaType: "image/png",
+  });
+  const raw = doc.paths["/v1/models/bRaw/execute"].post;
+  assert.ok(raw.responses["200"].content["application/octet-stream"]);
+  // A model with declared inputs takes JSON only.
+  const scorer = doc.paths["/v1/models/scorer/execute"].post;
+  assert.deepEqual(Object.keys(scorer.requestBody.content), [
+    "application/json",
+  ]);
+});

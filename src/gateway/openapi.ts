@@ -48,7 +48,13 @@ export interface OpenApiOptions {
   models: ReadonlyArray<
     Pick<
       GatewayModelInfo,
-      "name" | "inputs" | "outputs" | "doc" | "streams" | "timeout"
+      | "name"
+      | "inputs"
+      | "outputs"
+      | "doc"
+      | "streams"
+      | "timeout"
+      | "mediaType"
     >
   >;
 }
@@ -124,6 +130,14 @@ function callResponses(o: OpenApiOptions): Record<string, OpenApiObject> {
   );
 }
 
+/** `response` that may also be bytes of media type `type` (a model's `bytes` result). */
+function withBytes(response: OpenApiObject, type: string): OpenApiObject {
+  (response.content as OpenApiObject)[type] = {
+    schema: { type: "string", contentMediaType: type },
+  };
+  return response;
+}
+
 /** References to {@linkcode callResponses}, by status. */
 const CALL_ERRORS: Record<string, OpenApiObject> = Object.fromEntries(
   ["400", "404", "408", "413", "415", "422", "429", "502", "503", "504"].map(
@@ -155,6 +169,15 @@ function modelCallPaths(
     Array.isArray(inputs?.required),
     JSON.parse(exampleBody(model.inputs)),
   );
+  if (inputs === undefined) {
+    // Any Content-Type but JSON, text/plain and form data: bytes for the model.
+    body.description =
+      "JSON, or any other media type (an image, audio...): the raw body, which the model gets as `bytes` (`host.content_type()` tells its type).";
+    (body.content as OpenApiObject)["*/*"] = {
+      schema: { type: "string", contentMediaType: "application/octet-stream" },
+    };
+  }
+  const bytesType = model.mediaType ?? "application/octet-stream";
   const description = (model.doc ?? `Runs model \`${name}\`.`) +
     (model.timeout === undefined
       ? ""
@@ -172,10 +195,13 @@ function modelCallPaths(
         parameters: EXECUTE_PARAMS,
         requestBody: body,
         responses: withGuards({
-          "200": jsonResponse(
-            "The model's result.",
-            model.streams ? { type: "array", items: output } : output,
-            REQUEST_ID_RESPONSE,
+          "200": withBytes(
+            jsonResponse(
+              "The model's result: JSON, or the body itself when the model returns `bytes`.",
+              model.streams ? { type: "array", items: output } : output,
+              REQUEST_ID_RESPONSE,
+            ),
+            bytesType,
           ),
           "204": {
             description: "The model returned `None`.",
