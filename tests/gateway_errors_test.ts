@@ -306,16 +306,16 @@ Deno.test("createGateway names its own route when a migrated client asks TorchSe
   );
 });
 
-Deno.test("createGateway tells a client that posts text or an image as it is (TorchServe's way) that bodies are JSON, and how to send them", async () => {
+Deno.test("createGateway tells a client that posts text as it is (TorchServe's way) that such bodies are JSON, and how to send text or bytes", async () => {
   await using gw = await startGateway();
   const note = (type: string) =>
-    ` (the gateway reads JSON bodies only, not ${type}: send text as a JSON string, or in an object such as {"text": "..."}, and binary data (an image) base64-encoded in a string)`;
+    ` (the gateway reads JSON bodies only, not ${type}: send text as a JSON string, or in an object such as {"text": "..."}; a model's execute and stream routes pass a body of another Content-Type (application/octet-stream, image/png...) to the model as bytes)`;
   for (
     const [path, body, type] of [
       ["/v1/models/echo/execute", "great movie", "text/plain"], // the app's direct path
       ["/v1/models/echo/execute?key=k", "great movie", "text/plain"], // the router's
       ["/v1/models/echo/stream", "great movie", "text/plain"],
-      ["/v1/models/echo/execute", "\x89PNG\r\n\x1a\n", "image/png"],
+      // An image/png body goes to the model as bytes: gateway_bytes_test.ts.
     ] as const
   ) {
     const res = await gw.fetch(path, {

@@ -113,7 +113,7 @@ Deno.test("readJsonBody says JSON only, and how to send text or an image, for a 
     assert.equal(got.type, "InvalidJson", given);
     assert.ok(
       got.message.endsWith(
-        ` (the gateway reads JSON bodies only${given}: send text as a JSON string, or in an object such as {"text": "..."}, and binary data (an image) base64-encoded in a string)`,
+        ` (the gateway reads JSON bodies only${given}: send text as a JSON string, or in an object such as {"text": "..."}; a model's execute and stream routes pass a body of another Content-Type (application/octet-stream, image/png...) to the model as bytes)`,
       ),
       got.message,
     );

@@ -201,9 +201,10 @@ const BLANK = /^[ \t\n\r]*$/;
 
 /**
  * Starts the note added to the message of a body that does not even start
- * like JSON (text or an image posted as it is, as TorchServe and many HTTP
- * APIs take them): the parser's message alone ("Unexpected token 'g'")
- * says neither that the gateway reads JSON only nor how to send such data.
+ * like JSON (text posted as it is with text/plain, as TorchServe and many
+ * HTTP APIs take it): the parser's message alone ("Unexpected token 'g'")
+ * says neither that the gateway reads such bodies as JSON nor how to send
+ * such data (execute takes other media types as bytes: `isBinaryType`).
  * A route with a hint of its own (eval) cuts the message here.
  */
 export const NOT_JSON_NOTE = " (the gateway reads JSON bodies only";
@@ -214,7 +215,7 @@ function notJsonNote(text: string, request: Request): string {
   const given = type && !/json/i.test(type)
     ? `, not ${type.length <= 64 ? type : `${type.slice(0, 64)}...`}`
     : "";
-  return `${NOT_JSON_NOTE}${given}: send text as a JSON string, or in an object such as {"text": "..."}, and binary data (an image) base64-encoded in a string)`;
+  return `${NOT_JSON_NOTE}${given}: send text as a JSON string, or in an object such as {"text": "..."}; a model's execute and stream routes pass a body of another Content-Type (application/octet-stream, image/png...) to the model as bytes)`;
 }
 
 /**
