@@ -66,6 +66,7 @@ Deno.test("docs/migrating.md marks the files of its ports, and every Python bloc
   const all = blocks(await Deno.readTextFile(PAGE));
   assert.deepEqual(all.filter((b) => b.file).map((b) => b.file).sort(), [
     "models/risk.py",
+    "models/stamp.py",
     "models/summarize.py",
     "models/textclf/__init__.py",
     "models/textclf/model.py",
@@ -261,4 +262,58 @@ Deno.test("docs/migrating.md: the TorchServe port in a library pool fails a bad 
     failed.reason.message,
     'ValueError: expected {"text": <string>}',
   );
+});
+
+/** A 1x1 PNG: signature, IHDR, IDAT, IEND (CRCs made with zlib's). */
+function onePixelPng(): Uint8Array<ArrayBuffer> {
+  return Uint8Array.from(
+    atob(
+      "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==",
+    ),
+    (c) => c.charCodeAt(0),
+  );
+}
+
+Deno.test("docs/migrating.md: the image model takes a PNG body and answers a PNG, behind the gateway and in a library pool", async () => {
+  await using dir = await extract();
+  const png = onePixelPng();
+  const stamped = (out: Uint8Array) => {
+    assert.deepEqual([...out.subarray(0, 33)], [...png.subarray(0, 33)]);
+    assert.equal(
+      new TextDecoder().decode(out.subarray(37, 60)),
+      "tEXtComment\0stamped by ",
+    );
+    assert.deepEqual([...out.subarray(out.length - png.length + 33)], [
+      ...png.subarray(33),
+    ]);
+  };
+  {
+    await using server = await serve(
+      await loadConfig({ path: `${dir}/pyproxy.json`, cli: { port: 0 } }),
+    );
+    const url = `${server.url}/v1/models/stamp/execute`;
+    const res = await fetch(url, {
+      method: "POST",
+      body: png,
+      headers: { "content-type": "image/png" },
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("content-type"), "image/png");
+    stamped(new Uint8Array(await res.arrayBuffer()));
+    // Another type: the model's ValueError, a 422.
+    const jpeg = await fetch(url, {
+      method: "POST",
+      body: png,
+      headers: { "content-type": "image/jpeg" },
+    });
+    assert.equal(jpeg.status, 422);
+    assert.match((await jpeg.json()).error.message, /Content-Type: image\/png/);
+  }
+  await using pool = await Pool.start({
+    workers: 1,
+    modelsDir: `${dir}/models`,
+    handleSignals: false,
+  });
+  await pool.addModel("stamp", { file: "stamp.py" });
+  stamped(await pool.execute<Uint8Array>("stamp", png));
 });
