@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { Pool } from "../src/pool.ts";
 import type { Plugin } from "../src/plugin.ts";
-import { SerializationError } from "../src/errors.ts";
+import { ProtocolError, SerializationError } from "../src/errors.ts";
+import { decodeBytes, mayHoldBytes, withBase64 } from "../src/_binary.ts";
 import type { SessionMessage } from "../src/session_types.ts";
 import { Outbox } from "../src/_session_outbox.ts";
 import { spillover } from "../plugins/spillover.ts";
@@ -169,4 +170,69 @@ Deno.test('Outbox refuses a $bytes argument, and bytes for a server that does no
     undefined,
   );
   void outbox.close(0);
+});
+
+Deno.test("decodeBytes puts Uint8Arrays at the named places and refuses bad lists, paths and base64", () => {
+  const msg: Record<string, unknown> = {
+    id: 1,
+    result: { a: "AAH/", l: [1, ""] },
+    $bytes: [["result", "a"], ["result", "l", 1]],
+  };
+  assert.equal(decodeBytes(msg), undefined);
+  assert.equal("$bytes" in msg, false);
+  const result = msg.result as { a: Uint8Array; l: [number, Uint8Array] };
+  assert.deepEqual([...result.a], [0, 1, 255]);
+  assert.equal(result.l[1].length, 0);
+  assert.equal(JSON.stringify(result.a), '"AAH/"');
+  const bad: [Record<string, unknown>, RegExp][] = [
+    [{ $bytes: "result" }, /must be a list of paths/],
+    [{ $bytes: [[]] }, /not a non-empty list/],
+    [{ r: ["x"], $bytes: [["r", -1]] }, /not a non-empty list/],
+    [{ r: ["x"], $bytes: [["r", 1.5]] }, /not a non-empty list/],
+    [{ $bytes: [["r"]] }, /does not exist/],
+    [{ r: { a: "AA==" }, $bytes: [["r", 0]] }, /does not exist/],
+    [{ r: ["AA=="], $bytes: [["r", "0"]] }, /does not exist/],
+    [{ r: 5, $bytes: [["r"]] }, /is not a base64 string/],
+    [{ r: null, $bytes: [["r"]] }, /is not a base64 string/],
+    [{ r: "!!!!", $bytes: [["r"]] }, /is not base64/],
+    [{ r: "AA", $bytes: [["r"]] }, /is not base64/],
+    [{ r: "AA==\n", $bytes: [["r"]] }, /is not base64/],
+    [{ r: {}, $bytes: [["r", "__proto__"]] }, /does not exist/],
+  ];
+  for (const [message, pattern] of bad) {
+    const err = decodeBytes(message);
+    assert.ok(err instanceof ProtocolError, JSON.stringify(message));
+    assert.match(err.message, pattern, JSON.stringify(message));
+  }
+});
+
+Deno.test("mayHoldBytes and withBase64: only texts of the shapes bytes give are walked, and only what holds bytes is copied", () => {
+  for (
+    const value of [
+      ALL,
+      new Uint8Array(0),
+      ALL.buffer,
+      new DataView(ALL.buffer),
+      Buffer.from("x"),
+      new Float32Array(2),
+    ]
+  ) {
+    assert.ok(mayHoldBytes(JSON.stringify({ m: [value] })), String(value));
+  }
+  assert.equal(
+    mayHoldBytes('{"id":1,"cmd":"x","msg":{"a":[1,2],"b":"{}"}}'),
+    true,
+  ); // a false positive: walked, none found
+  assert.equal(
+    mayHoldBytes('{"id":1,"cmd":"x","msg":{"a":[1,2],"b":"s"}}'),
+    false,
+  );
+  const plain = { k: [1] };
+  const out = withBase64({ id: 1, msg: { plain, b: [ALL.subarray(0, 3)] } });
+  assert.deepEqual(out, {
+    id: 1,
+    msg: { plain, b: ["AAEC"] },
+    $bytes: [["msg", "b", 0]],
+  });
+  assert.equal((out.msg as { plain: unknown }).plain, plain);
 });

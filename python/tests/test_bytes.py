@@ -194,3 +194,24 @@ class BytesServerTest(ServerTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class BytesAttackTest(ServerTestCase):
+    shared = True
+
+    def test_paths_into_the_protocol_fields_are_refused_or_harmless(self):
+        c = self.connect()
+        c.call("addModel", name="bRaw", file="bytes_model.py", **{"class": "Raw"})
+        # The cmd made bytes: not a string.
+        reply = c.request("executeModel", name="bRaw", msg=1, **{"$bytes": [["cmd"]]})
+        self.assertEqual(reply["error"]["type"], "InvalidRequestError", reply)
+        # The name made bytes: no such model, answered as such.
+        reply = c.request("executeModel", name=b64(b"bRaw"), msg=1, **{"$bytes": [["name"]]})
+        self.assertFalse(reply["ok"], reply)
+        # The id: an integer, not base64 text.
+        reply = c.request("executeModel", name="bRaw", msg=1, **{"$bytes": [["id"]]})
+        self.assertEqual(reply["error"]["type"], "InvalidRequestError", reply)
+        # A configure whose dir is bytes.
+        reply = c.request("configure", spill={"dir": b64(b"/tmp"), "threshold": 5}, **{"$bytes": [["spill", "dir"]]})
+        self.assertEqual(reply["error"]["type"], "InvalidRequestError", reply)
+        self.assertEqual(c.call("executeModel", name="bRaw", msg=2), 2)
