@@ -16,6 +16,7 @@ import {
 } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { Buffer } from "node:buffer";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 const MOD = join(ROOT, "mod.ts");
@@ -90,7 +91,15 @@ test(
   async () => {
     const { dir, scripts } = await extract();
     try {
-      expect(scripts.length).toBe(3);
+      expect(scripts.length).toBe(4);
+      // The image the image model's block reads: a 1x1 PNG.
+      await writeFile(
+        join(dir, "kitten.png"),
+        Buffer.from(
+          "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==",
+          "base64",
+        ),
+      );
       // One at a time: the pools share the workers' log files.
       const outputs = [];
       for (const script of scripts) {
@@ -98,7 +107,11 @@ test(
           await run(dir, [script], { RISK_WEIGHTS: "weights.json" }),
         );
       }
-      const [fastapi, torchserve, shell] = outputs;
+      const [fastapi, torchserve, stamp, shell] = outputs;
+      expect(stamp!.code).toBe(0);
+      expect(stamp!.out).toContain("67 → 105 bytes");
+      const stamped = await readFile(join(dir, "stamped.png"));
+      expect(stamped.subarray(37, 48).toString("latin1")).toBe("tEXtComment");
       expect(fastapi!.code).toBe(0);
       expect(fastapi!.out).toContain('label: "review"');
       expect(fastapi!.out).toContain("approve: 0.0545");
