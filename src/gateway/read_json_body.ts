@@ -135,7 +135,8 @@ export async function readJsonBody(
  * ```
  */
 export function isBinaryType(contentType: string | null): boolean {
-  if (contentType === null) return false;
+  // The usual JSON client's header, without a scan (the execute fast path).
+  if (contentType === null || contentType === "application/json") return false;
   const semi = contentType.indexOf(";");
   const type = (semi === -1 ? contentType : contentType.slice(0, semi)).trim()
     .toLowerCase();
