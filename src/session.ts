@@ -589,7 +589,9 @@ export class Session implements AsyncDisposable {
 
   /**
    * Runs `model.execute(msg)`; resolves with what it returned (`null` for
-   * `None`). With `requestId`, the call carries it (protocol §6).
+   * `None`). With `requestId`, the call carries it (protocol §6); with
+   * `contentType`, the media type of a `msg` that is bytes (a `Uint8Array`:
+   * protocol §3, Bytes).
    */
   execute<T = unknown>(
     name: string,
@@ -597,19 +599,24 @@ export class Session implements AsyncDisposable {
     options?: SessionExecuteOptions,
   ): Promise<T> {
     const requestId = options?.requestId;
-    if (requestId === undefined) {
+    const contentType = options?.contentType;
+    if (requestId === undefined && contentType === undefined) {
       return this.request<T>("executeModel", { name, msg }, options);
     }
     const invalid = callOptionsError(
       "Cannot send",
-      { requestId },
+      { requestId, contentType },
       "executeModel",
     );
     if (invalid !== undefined) {
       options?.onDone?.();
       return Promise.reject(invalid);
     }
-    return this.request<T>("executeModel", { name, msg, requestId }, options);
+    const args: Record<string, unknown> = requestId === undefined
+      ? { name, msg }
+      : { name, msg, requestId };
+    if (contentType !== undefined) args.contentType = contentType;
+    return this.request<T>("executeModel", args, options);
   }
 
   /** `serverStatus`. */

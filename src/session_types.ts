@@ -67,6 +67,12 @@ export interface SessionExecuteOptions extends RequestOptions {
    * of `A-Za-z0-9._:-`; anything else rejects with `ConfigError`.
    */
   requestId?: string;
+  /**
+   * The media type of a `msg` that is bytes (protocol §6, `contentType`):
+   * the model reads it with `host.content_type()`. 1 to 256 printable ASCII
+   * characters; anything else rejects with `ConfigError`.
+   */
+  contentType?: string;
 }
 
 /**

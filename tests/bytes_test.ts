@@ -6,7 +6,12 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { Pool } from "../src/pool.ts";
 import type { Plugin } from "../src/plugin.ts";
-import { ProtocolError, SerializationError } from "../src/errors.ts";
+import {
+  ConfigError,
+  ProtocolError,
+  SerializationError,
+} from "../src/errors.ts";
+import { startServer } from "./_harness.ts";
 import { decodeBytes, mayHoldBytes, withBase64 } from "../src/_binary.ts";
 import type { SessionMessage } from "../src/session_types.ts";
 import { Outbox } from "../src/_session_outbox.ts";
@@ -235,4 +240,38 @@ Deno.test("mayHoldBytes and withBase64: only texts of the shapes bytes give are 
     $bytes: [["msg", "b", 0]],
   });
   assert.equal((out.msg as { plain: unknown }).plain, plain);
+});
+
+Deno.test("Session.execute sends bytes with their contentType over a real session (no pool, no spill-over); a bad contentType is a ConfigError", async () => {
+  await using server = await startServer({
+    files: {
+      "bytes_model.py": await Deno.readTextFile(`${MODELS}bytes_model.py`),
+    },
+  });
+  await using session = await server.connect();
+  await session.addModel("bEcho", { file: "bytes_model.py", class: "Echo" });
+  const got = await session.execute<{ msg: Uint8Array; contentType: string }>(
+    "bEcho",
+    ALL,
+    { contentType: "audio/wav" },
+  );
+  assert.deepEqual([...got.msg], [...ALL]);
+  assert.equal(got.contentType, "audio/wav");
+  await assert.rejects(
+    session.execute("bEcho", ALL, { contentType: "x\ny" }),
+    (err: unknown) =>
+      err instanceof ConfigError && /contentType/.test(err.message),
+  );
+  await using pool = await bytesPool();
+  await assert.rejects(
+    pool.execute("bEcho", ALL, { contentType: "" }),
+    (err: unknown) =>
+      err instanceof ConfigError && /contentType/.test(err.message),
+  );
+  assert.equal(
+    (await pool.execute<{ contentType: string }>("bEcho", ALL, {
+      contentType: "image/png; q=1",
+    })).contentType,
+    "image/png; q=1",
+  );
 });
