@@ -175,6 +175,12 @@ function* pieces(
   if (ancestors.includes(value)) {
     throw new TypeError("Converting circular structure to JSON");
   }
+  if (ancestors.length === 0 && Object.hasOwn(value, "$bytes")) {
+    // The receiver would decode the caller's paths (protocol §3, Bytes).
+    throw new TypeError(
+      "Cannot encode message: '$bytes' is a field of the protocol, not an argument",
+    );
+  }
   // toJSON of nested objects (Infinity) and big subtrees go piece by piece; the rest in one call.
   if (ancestors.length >= MAX_JSON_DEPTH) {
     throw new RangeError(
@@ -219,11 +225,6 @@ function* pieces(
     }
     if (ancestors.length === 1 && walk.base64.length > 0) {
       // The root object: the places of the bytes sent as base64 (protocol §3).
-      if (Object.hasOwn(value, "$bytes")) {
-        throw new TypeError(
-          "'$bytes' is a field of the protocol, not an argument",
-        );
-      }
       yield (first ? "" : ",") + '"$bytes":' + JSON.stringify(walk.base64);
     }
     yield "}";

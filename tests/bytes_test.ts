@@ -275,3 +275,25 @@ Deno.test("Session.execute sends bytes with their contentType over a real sessio
     "image/png; q=1",
   );
 });
+
+Deno.test("A $bytes argument is refused when the message is spilled too", async () => {
+  await using pool = await bytesPool([spillover({ threshold: 1000 })]);
+  for (const size of [10, 5000]) {
+    await assert.rejects(
+      pool.request("executeModel", {
+        name: "bRaw",
+        msg: "A".repeat(size * 4),
+        $bytes: [["msg"]],
+      }),
+      (err: unknown) =>
+        err instanceof SerializationError &&
+        /'\$bytes' is a field of the protocol/.test(err.message),
+      String(size),
+    );
+  }
+  // Bytes of the caller's below and above the threshold still go.
+  for (const size of [10, 5000]) {
+    const back = await pool.execute<Uint8Array>("bRaw", new Uint8Array(size));
+    assert.equal(back.length, size);
+  }
+});
