@@ -182,9 +182,9 @@ function base64Json(this: Uint8Array): string {
 /**
  * Decodes, in place, the base64 strings `msg.$bytes` names into
  * `Uint8Array`s and removes the field; returns an error (not thrown) for a
- * `$bytes` that is not a list of paths to base64 strings. Paths are
- * checked before anything is replaced, step by step (own keys of objects,
- * indexes inside arrays).
+ * `$bytes` that is not a list of paths to base64 strings (each step an own
+ * key of an object or an index inside an array). On an error the message
+ * may be partly decoded: the caller fails it as a whole.
  */
 export function decodeBytes(
   msg: Record<string, unknown>,

@@ -96,35 +96,27 @@ export class Outbox {
     if (this.#closed) {
       return new Error("Cannot send message: the session is closed");
     }
-    let item: Outgoing | Error = this.#stringify(msg);
-    if (item instanceof Error) return item;
-    // Bytes are written by JSON.stringify in a few shapes ({"0":…}, {}):
-    // only a text with one of them is walked (docs/protocol.md §3, Bytes).
-    if (mayHoldBytes(item)) {
-      if (msg.$bytes !== undefined) {
-        return new SerializationError(
-          `Cannot send ${
-            msg.cmd ?? "message"
-          }: '$bytes' is a field of the protocol, not an argument`,
-        );
-      }
-      if (holdsBytes(msg)) {
-        if (!this.bytes) {
-          return new SerializationError(
-            `Cannot send ${
-              msg.cmd ?? "message"
-            }: it holds bytes (a Uint8Array, ArrayBuffer or DataView) and this Python server does not read them (update pyproxy_server)`,
-          );
-        }
-        item = this.#stringify(withBase64(msg) as SessionMessage);
-        if (item instanceof Error) return item;
-      }
-    } else if (msg.$bytes !== undefined) {
+    if (msg.$bytes !== undefined) {
       return new SerializationError(
         `Cannot send ${
           msg.cmd ?? "message"
         }: '$bytes' is a field of the protocol, not an argument`,
       );
+    }
+    let item: Outgoing | Error = this.#stringify(msg);
+    if (item instanceof Error) return item;
+    // JSON.stringify writes bytes in a few shapes ({"0":…}, {}): only a text
+    // with one of them is walked (docs/protocol.md §3, Bytes).
+    if (mayHoldBytes(item) && holdsBytes(msg)) {
+      if (!this.bytes) {
+        return new SerializationError(
+          `Cannot send ${
+            msg.cmd ?? "message"
+          }: it holds bytes (a Uint8Array, ArrayBuffer or DataView) and this Python server does not read them (update pyproxy_server)`,
+        );
+      }
+      item = this.#stringify(withBase64(msg) as SessionMessage);
+      if (item instanceof Error) return item;
     }
     // UTF-8 takes at most 3 bytes per UTF-16 unit: only encode here when the limit may be hit.
     if (item.length * 3 > this.maxFrameSize) {
