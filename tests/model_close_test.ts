@@ -4,7 +4,7 @@
  * SIGKILL; a close that hangs (even holding the GIL) is bounded.
  */
 import assert from "node:assert/strict";
-import { Pool } from "../src/pool.ts";
+import { Pool, type PoolEvent } from "../src/pool.ts";
 import {
   assertGone,
   modelsDir,
@@ -94,6 +94,52 @@ Deno.test("Pool.removeModel runs the model's close() on every worker before it r
     await pool.close();
     // Removed: closed once, not again when the worker stops.
     assert.equal((await closes(dir.path)).length, 4);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool.status() shows each model's closeTimeoutMs, and its model events carry the spec and description", async () => {
+  await using dir = await closerDir();
+  await Deno.writeTextFile(
+    `${dir.path}/plain.py`,
+    "class P:\n    def execute(self, m):\n        return m\n",
+  );
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 1 }));
+    pids.watch(pool);
+    const events: PoolEvent[] = [];
+    pool.on((ev) => ev.type === "model" && events.push(ev));
+    const added = await pool.addModel("closer", { file: "closer.py" });
+    await pool.addModel("plain", { file: "plain.py" });
+    const closing = (): Record<string, number | undefined> =>
+      Object.fromEntries(
+        pool.status().models.map((m) => [m.name, m.closeTimeoutMs]),
+      );
+    assert.deepEqual(closing(), { closer: 5000, plain: undefined });
+    const spec = { file: "closer.py", options: { close_timeout_ms: 800 } };
+    const updated = await pool.updateModel("closer", spec);
+    assert.equal((updated as { closeTimeoutMs: number }).closeTimeoutMs, 800);
+    assert.deepEqual(closing(), { closer: 800, plain: undefined });
+    await pool.removeModel("closer");
+    assert.deepEqual(closing(), { plain: undefined });
+    // The answers themselves, sent before the commands' promises resolved.
+    assert.deepEqual(
+      events.map((ev) => ev.type === "model" && [ev.action, ev.name, ev.spec]),
+      [
+        ["add", "closer", { file: "closer.py" }],
+        ["add", "plain", { file: "plain.py" }],
+        ["update", "closer", spec],
+        ["remove", "closer", undefined],
+      ],
+    );
+    const descriptions = events.map((ev) =>
+      ev.type === "model" ? ev.description : undefined
+    );
+    assert.equal(descriptions[0], added);
+    assert.equal(descriptions[2], updated);
+    assert.equal(descriptions[3], undefined);
   } finally {
     await pids.assertGone();
   }

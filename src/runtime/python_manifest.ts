@@ -148,9 +148,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 54212,
+      size: 54452,
       sha256:
-        "a3d16c5308887d6fb6ec30c046219a438739da19f9dcfd872fdfc6f995cad1fa",
+        "c1f38e88f9688e94110e1c066c285f74dfcdbee1a249194b268abed3a3631287",
     },
     {
       path: "pyproxy_server/server.py",
