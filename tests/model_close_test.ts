@@ -376,6 +376,53 @@ Deno.test("DELETE /v1/models/{name} runs the model's close() and answers its war
   }
 });
 
+Deno.test("DELETE and an updating PUT wait for a close() longer than limits.loadTimeout, within its close_timeout_ms", async () => {
+  // Retiring a version may take twice its close_timeout_ms (its calls in
+  // flight, then close()): documented work, not a load that hangs.
+  const slowClose = `import time
+
+
+class SlowClose:
+    close_timeout_ms = 3000
+
+    def execute(self, msg):
+        return msg
+
+    def close(self):
+        time.sleep(1.2)
+`;
+  const gw = await startGateway({
+    allowManage: true,
+    limits: { shutdownGrace: 2000, loadTimeout: 400 },
+  }, { "slow_close.py": slowClose });
+  try {
+    const shown = await (await gw.fetch("/v1/models/slow_close")).json();
+    assert.equal(shown.closeTimeoutMs, 3000);
+    let t0 = Date.now();
+    const updated = await gw.fetch("/v1/models/slow_close", {
+      method: "PUT",
+      body: JSON.stringify({ file: "slow_close.py" }),
+    });
+    const body = await updated.json();
+    assert.equal(updated.status, 200, JSON.stringify(body));
+    assert.equal(body.action, "updated");
+    assert.equal(body.closeWarning, undefined);
+    assert.ok(Date.now() - t0 >= 1200, `updated in ${Date.now() - t0} ms`);
+    t0 = Date.now();
+    const removed = await gw.fetch("/v1/models/slow_close", {
+      method: "DELETE",
+    });
+    assert.deepEqual([removed.status, await removed.json()], [200, {
+      name: "slow_close",
+      removed: true,
+    }]);
+    assert.ok(Date.now() - t0 >= 1200, `removed in ${Date.now() - t0} ms`);
+  } finally {
+    await gw.shutdown();
+    await Deno.remove(gw.dir, { recursive: true });
+  }
+});
+
 Deno.test("serve on SIGTERM drains, then every worker closes its models before it exits", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-close-serve-" });
   await Deno.writeTextFile(`${dir}/closer.py`, CLOSER);
