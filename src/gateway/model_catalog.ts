@@ -137,9 +137,9 @@ export class ModelCatalog {
   #versions = new Map<string, number>();
   #validators = new InputValidatorCache();
   /**
-   * The description recorded for each answer of the pool: a command's
-   * answer is recorded once, whether its pool event or its promise comes
-   * first.
+   * The descriptions recorded from the pool's events, by the answer they
+   * came with: the command's promise, which resolves with that same answer
+   * after its event, finds it here rather than record it twice.
    */
   #recorded = new WeakMap<object, GatewayModelInfo>();
   /** The pools followed (`follow`), each once. */
@@ -176,22 +176,39 @@ export class ModelCatalog {
     if (ev.action === "remove") this.#forget(ev.name);
     else if (
       (ev.action === "add" || ev.action === "update") && ev.spec !== undefined
-    ) this.#answered(ev.name, ev.description, ev.spec);
+    ) {
+      const desc = this.#answered(ev.name, ev.description, ev.spec);
+      const raw = ev.description;
+      if (typeof raw === "object" && raw !== null) {
+        this.#recorded.set(raw, desc);
+      }
+    }
   }
 
-  /** Records the pool's answer to an add or update, once. */
+  /** Records the answer of an add or update made through the catalog. */
+  #resolved(
+    name: string,
+    raw: unknown,
+    spec: GatewayModelSpec,
+  ): GatewayModelInfo {
+    if (typeof raw === "object" && raw !== null) {
+      const seen = this.#recorded.get(raw);
+      if (seen !== undefined) {
+        this.#recorded.delete(raw);
+        return seen;
+      }
+    }
+    return this.#answered(name, raw, spec);
+  }
+
+  /** Records the pool's answer to an add or update. */
   #answered(
     name: string,
     raw: unknown,
     spec: GatewayModelSpec,
   ): GatewayModelInfo {
-    const key = typeof raw === "object" && raw !== null ? raw : undefined;
-    const seen = key === undefined ? undefined : this.#recorded.get(key);
-    if (seen !== undefined) return seen;
     this.#validators.delete(name);
-    const desc = this.#record(name, asDescription(name, raw, spec));
-    if (key !== undefined) this.#recorded.set(key, desc);
-    return desc;
+    return this.#record(name, asDescription(name, raw, spec));
   }
 
   #forget(name: string): void {
@@ -223,7 +240,7 @@ export class ModelCatalog {
     spec: GatewayModelSpec,
     options: { timeout?: number; signal?: AbortSignal } = {},
   ): Promise<GatewayModelInfo> {
-    return this.#answered(
+    return this.#resolved(
       name,
       await pool.addModel(name, spec, options),
       spec,
@@ -242,7 +259,7 @@ export class ModelCatalog {
     options: { timeout?: number } = {},
   ): Promise<GatewayModelInfo & { closeWarning?: string }> {
     const out = await pool.updateModel(name, spec, options);
-    const recorded = this.#answered(name, out, spec);
+    const recorded = this.#resolved(name, out, spec);
     const warning = (out as { closeWarning?: unknown } | null)?.closeWarning;
     return typeof warning === "string"
       ? { ...recorded, closeWarning: warning }
