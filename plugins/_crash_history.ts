@@ -66,11 +66,3 @@ export class CrashHistory {
     this.#crashes.clear();
   }
 }
-
-/**
- * The crash history of each reconnect plugin instance, for tests: the
- * plugin's state lives in its factory's closure.
- *
- * @ignore
- */
-export const CRASH_HISTORIES: WeakMap<object, CrashHistory> = new WeakMap();

@@ -10,7 +10,7 @@ import { checkOptionKeys } from "./_plugin_options.ts";
 import { ConfigError } from "../src/errors.ts";
 import type { Plugin, PluginContext } from "../src/plugin.ts";
 import { onePool } from "./_one_pool.ts";
-import { CRASH_HISTORIES, CrashHistory } from "./_crash_history.ts";
+import { CrashHistory } from "./_crash_history.ts";
 import { setIntervalOrNever, setTimeoutOrNever } from "../src/_timer.ts";
 
 /**
@@ -115,6 +115,27 @@ const IO_WAIT_WINDOW_MS = 250;
  * ```
  */
 export function reconnect(options: ReconnectOptions = {}): Plugin {
+  return reconnectWithHistory(options, undefined);
+}
+
+/**
+ * {@linkcode reconnect} keeping its crash history in `history` when given,
+ * so that a test can watch it stay bounded. Not exported by the package
+ * (plugins/mod.ts names what it exports from this file).
+ *
+ * @example
+ * ```ts
+ * import { reconnectWithHistory } from "./reconnect.ts";
+ * import { CrashHistory } from "./_crash_history.ts";
+ * const history = new CrashHistory(60_000);
+ * const policy = reconnectWithHistory({}, history);
+ * console.log(policy.name, history.size); // "reconnect" 0
+ * ```
+ */
+export function reconnectWithHistory(
+  options: ReconnectOptions,
+  history: CrashHistory | undefined,
+): Plugin {
   checkOptionKeys("reconnect", options, [
     "heartbeatInterval",
     "heartbeatTimeout",
@@ -165,7 +186,7 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
   const heartbeatReason =
     `missed heartbeat: no answer to a ping within ${heartbeatTimeout} ms (a call holding the GIL, such as one long C call, blocks the server's loop; reconnect({ heartbeatTimeout }) raises the limit)`;
   // Per slot id; a slot removed by a resize (or autoscale) is forgotten.
-  const crashes = new CrashHistory(crashWindow);
+  const crashes = history ?? new CrashHistory(crashWindow);
   let offEvents: (() => void) | undefined;
   // Failed slots waiting for their cool-down to end.
   const retries = new Set<ReturnType<typeof setTimeout>>();
@@ -323,7 +344,6 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
       });
     },
   };
-  CRASH_HISTORIES.set(plugin, crashes);
   return plugin;
 }
 

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { ConfigError, WorkerCrashedError } from "../src/errors.ts";
 import { Pool, type PoolOptions } from "../src/pool.ts";
 import { reconnect, type ReconnectOptions } from "../plugins/reconnect.ts";
-import { CRASH_HISTORIES } from "../plugins/_crash_history.ts";
+import { CrashHistory } from "../plugins/_crash_history.ts";
+import { reconnectWithHistory } from "../plugins/reconnect.ts";
 import {
   modelsDir,
   nextEvent,
@@ -309,12 +310,11 @@ Deno.test("reconnect: one instance serves one pool at a time; a second pool is a
 
 Deno.test("reconnect forgets the crash history of a worker a resize removed, so it stays bounded across many resize cycles", async () => {
   const pids = new PidTracker();
-  const plugin = reconnect({
+  const history = new CrashHistory(60_000);
+  const plugin = reconnectWithHistory({
     heartbeatInterval: 0,
     backoff: { initial: 10, max: 50 },
-  });
-  const history = CRASH_HISTORIES.get(plugin);
-  assert.ok(history !== undefined);
+  }, history);
   try {
     await using pool = await Pool.start({
       workers: 1,
