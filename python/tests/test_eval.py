@@ -713,10 +713,10 @@ def _opcode_events():
 class EvalCancelledAtEveryBytecodeTest(unittest.TestCase):
     """A cancel's ``KeyboardInterrupt`` (``CallRunner.cancel``) fires at
     whatever bytecode the eval's thread runs then. Here the cancel comes at
-    each bytecode of an eval in turn: a trace function raises it there, as
-    the injected interrupt would (at more places than CPython checks for
-    one), unless the call is shielded, where the cancel only marks it
-    ``interrupted`` as ``CallRunner.cancel`` does. After each, other
+    each place of an eval where CPython may raise it, in turn: a trace
+    function raises it there, as the injected interrupt would, unless the
+    call is shielded, where the cancel only marks it ``interrupted`` as
+    ``CallRunner.cancel`` does. After each, other
     threads must still get the eval's output channel (the loop thread's
     ``outputAck``) and the flusher: an interrupt that fired as the channel's
     ``threading.Condition`` was entered left its lock held for ever, and the
@@ -746,9 +746,10 @@ class EvalCancelledAtEveryBytecodeTest(unittest.TestCase):
         self.deferred = 0
 
     def _cancel_at(self, step, rid):
-        """Runs the eval on a thread of its own, cancelled at its ``step``-th
-        bytecode (or the first after it where the call's lock is free: the
-        loop's cancel waits for it). False when the eval ended before."""
+        """Runs the eval on a thread of its own, cancelled at the ``step``-th
+        place where an interrupt may fire (or the first after it where the
+        call's lock is free: the loop's cancel waits for it). False when the
+        eval ended before."""
         call = FakeCall(self.connection, rid, {"cmd": "eval", "code": self.CODE})
         state = {"seen": 0, "came": False}
         previous = {}  # frame -> the name of its last instruction
@@ -793,7 +794,7 @@ class EvalCancelledAtEveryBytecodeTest(unittest.TestCase):
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         thread.join(10)
-        self.assertFalse(thread.is_alive(), "the eval cancelled at bytecode %d hangs" % step)
+        self.assertFalse(thread.is_alive(), "the eval cancelled at place %d hangs" % step)
         return state["came"]
 
     def _usable(self, step, made):
@@ -813,9 +814,9 @@ class EvalCancelledAtEveryBytecodeTest(unittest.TestCase):
         probe = threading.Thread(target=other_threads, daemon=True)
         probe.start()
         probe.join(5)
-        self.assertFalse(probe.is_alive(), "cancelled at bytecode %d: the output channel's lock stays held" % step)
-        self.assertTrue(flushed.wait(5), "cancelled at bytecode %d: the flusher is stuck" % step)
-        self.assertEqual(self.service._channels, {}, "cancelled at bytecode %d: the channel stays registered" % step)
+        self.assertFalse(probe.is_alive(), "cancelled at place %d: the output channel's lock stays held" % step)
+        self.assertTrue(flushed.wait(5), "cancelled at place %d: the flusher is stuck" % step)
+        self.assertEqual(self.service._channels, {}, "cancelled at place %d: the channel stays registered" % step)
 
     def test_other_threads_get_the_channel_whichever_bytecode_the_cancel_interrupts(self):
         if not _opcode_events():
