@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 60837,
+      size: 61366,
       sha256:
-        "77f5aaec62fadf46bc76e07a837c74f380f3b8561ce1bbb78c6d9533cb8880b5",
+        "30f038589807d7db0e75e0d63cd7fa89d4e2f4c42fc4749fb424cd68605f475f",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
