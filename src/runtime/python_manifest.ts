@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 60837,
+      size: 61366,
       sha256:
-        "77f5aaec62fadf46bc76e07a837c74f380f3b8561ce1bbb78c6d9533cb8880b5",
+        "30f038589807d7db0e75e0d63cd7fa89d4e2f4c42fc4749fb424cd68605f475f",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -88,15 +88,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 29879,
+      size: 31329,
       sha256:
-        "b9c14b1b28cc5648f6b7eb98038a42fe3f2562084a859e06cb17c9f3e26fb642",
+        "f3639eb5c5a326baf9c3e512d34beb70976e232068f187a23e90fbccf1276e0d",
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 30529,
+      size: 31879,
       sha256:
-        "f90e290070689d34f9622d23f26120cf413553db5adbcf669fff5b564c0203ab",
+        "6cd26bf75c3fc8af737af2c081aacea7d1cb44b78a438e527b50c5668d5a4342",
     },
     {
       path: "pyproxy_server/framer.py",
