@@ -5,7 +5,11 @@
  *
  * @module
  */
-export * from "./reconnect.ts";
+export {
+  reconnect,
+  type ReconnectBackoff,
+  type ReconnectOptions,
+} from "./reconnect.ts";
 export * from "./spillover.ts";
 export * from "./shared_cache.ts";
 export * from "./autoscale.ts";

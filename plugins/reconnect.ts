@@ -10,6 +10,7 @@ import { checkOptionKeys } from "./_plugin_options.ts";
 import { ConfigError } from "../src/errors.ts";
 import type { Plugin, PluginContext } from "../src/plugin.ts";
 import { onePool } from "./_one_pool.ts";
+import { CrashHistory } from "./_crash_history.ts";
 import { setIntervalOrNever, setTimeoutOrNever } from "../src/_timer.ts";
 
 /**
@@ -114,6 +115,27 @@ const IO_WAIT_WINDOW_MS = 250;
  * ```
  */
 export function reconnect(options: ReconnectOptions = {}): Plugin {
+  return reconnectWithHistory(options, undefined);
+}
+
+/**
+ * {@linkcode reconnect} keeping its crash history in `history` when given,
+ * so that a test can watch it stay bounded. Not exported by the package
+ * (plugins/mod.ts names what it exports from this file).
+ *
+ * @example
+ * ```ts
+ * import { reconnectWithHistory } from "./reconnect.ts";
+ * import { CrashHistory } from "./_crash_history.ts";
+ * const history = new CrashHistory(60_000);
+ * const policy = reconnectWithHistory({}, history);
+ * console.log(policy.name, history.size); // "reconnect" 0
+ * ```
+ */
+export function reconnectWithHistory(
+  options: ReconnectOptions,
+  history: CrashHistory | undefined,
+): Plugin {
   checkOptionKeys("reconnect", options, [
     "heartbeatInterval",
     "heartbeatTimeout",
@@ -163,7 +185,9 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
   // Says what it means and how to change it: the usual cause is a long C call holding the GIL.
   const heartbeatReason =
     `missed heartbeat: no answer to a ping within ${heartbeatTimeout} ms (a call holding the GIL, such as one long C call, blocks the server's loop; reconnect({ heartbeatTimeout }) raises the limit)`;
-  const crashes = new Map<string, number[]>();
+  // Per slot id; a slot removed by a resize (or autoscale) is forgotten.
+  const crashes = history ?? new CrashHistory(crashWindow);
+  let offEvents: (() => void) | undefined;
   // Failed slots waiting for their cool-down to end.
   const retries = new Set<ReturnType<typeof setTimeout>>();
   // Workers being probed → when that probe gives up waiting for its ping. A
@@ -239,7 +263,7 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
       if (ctx.closing) return;
       const w = ctx.workers().find((x) => x.id === id);
       if (w?.state !== "failed") return; // revived or failed by someone else's policy
-      crashes.delete(id);
+      crashes.forget(id);
       if (
         !ctx.reviveWorker(id, {
           reason: `cool-down of ${failedRetryAfter} ms after it failed`,
@@ -257,10 +281,13 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
     );
   };
 
-  return {
+  const plugin: Plugin = {
     name: "reconnect",
     onPoolStart(ctx) {
       owner.claim(ctx.pool);
+      offEvents = ctx.pool.on((ev) => {
+        if (ev.type === "worker-removed") crashes.forget(ev.worker);
+      });
       if (heartbeatInterval <= 0) return;
       // Beyond a timer's range (~24.8 days), never (an interval would fire every ms).
       timer = setIntervalOrNever(() => {
@@ -274,6 +301,8 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
     onPoolClose(ctx) {
       if (!owner.owns(ctx.pool)) return;
       owner.release(ctx.pool);
+      offEvents?.();
+      offEvents = undefined;
       if (timer !== undefined) clearInterval(timer);
       timer = undefined;
       crashes.clear();
@@ -293,15 +322,14 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
       if (ev.intentional || ctx.closing || ev.worker.state === "failed") return;
       const id = ev.worker.id;
       const now = Date.now();
-      const recent = (crashes.get(id) ?? []).filter((t) =>
-        now - t < crashWindow
-      );
-      recent.push(now);
-      crashes.set(id, recent);
-      if (recent.length > maxCrashes) {
+      const count = crashes.record(id, now);
+      // A slot whose crash came in after its removal (its exit hooks still
+      // running then) is forgotten here, at the next crash.
+      crashes.prune(new Set(ctx.workers().map((w) => w.id)), now);
+      if (count > maxCrashes) {
         ctx.failWorker(
           id,
-          `crashed ${recent.length} times within ${crashWindow} ms; last: ${ev.reason}${
+          `crashed ${count} times within ${crashWindow} ms; last: ${ev.reason}${
             failedRetryAfter > 0
               ? ` (retried in ${failedRetryAfter} ms: reconnect({ failedRetryAfter }))`
               : ""
@@ -311,11 +339,12 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
         return;
       }
       ctx.restartWorker(id, {
-        delayMs: delayFor(recent.length),
+        delayMs: delayFor(count),
         reason: ev.reason,
       });
     },
   };
+  return plugin;
 }
 
 function option(

@@ -47,3 +47,22 @@ export function modelTimeoutOf(
     ? declared
     : undefined;
 }
+
+/** The largest `close_timeout_ms` a model may declare, in ms (protocol §6). */
+export const MAX_CLOSE_TIMEOUT_MS = 60_000;
+
+/**
+ * A model's `close_timeout_ms` from the description its server answered
+ * (`closeTimeoutMs`, present for a model with a `close()`), else
+ * `undefined`: a remove or update waits up to twice this for the version's
+ * calls in flight and then its `close()`.
+ */
+export function closeTimeoutOf(description: unknown): number | undefined {
+  const declared =
+    (description as { closeTimeoutMs?: unknown } | null | undefined)
+      ?.closeTimeoutMs;
+  return Number.isInteger(declared) && (declared as number) >= 1 &&
+      (declared as number) <= MAX_CLOSE_TIMEOUT_MS
+    ? declared as number
+    : undefined;
+}

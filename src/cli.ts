@@ -49,6 +49,9 @@ Options:
                             else the checkout's examples/models)
   -c, --config <file>       Config file (default ./pyproxy.json when it exists)
       --python <exe>        Python executable (default python3)
+      --env <NAME=VALUE>    Set a variable in every worker's environment;
+                            {worker} and {index} are filled in per worker
+                            (repeatable; over pyproxy.json's env)
       --token <token>       Require "Authorization: Bearer <token>" on every route
                             except /healthz (>= 16 characters; or set PYPROXY_TOKEN)
       --allowed-host <host> Also accept this Host header (repeatable; "*" = any)
@@ -127,6 +130,7 @@ const OPTIONS = {
   models: { type: "string", short: "m" },
   config: { type: "string", short: "c" },
   python: { type: "string" },
+  env: { type: "string", multiple: true },
   token: { type: "string" },
   "allowed-host": { type: "string", multiple: true },
   "cors-origin": { type: "string", multiple: true },
@@ -297,6 +301,7 @@ const FLAG_OF: Record<string, string> = {
   workers: "--workers",
   modelsDir: "--models",
   python: "--python",
+  env: "--env",
   token: "--token",
   allowedHosts: "--allowed-host",
   "cors.origins": "--cors-origin",
@@ -372,6 +377,31 @@ function autoscaleFlag(value: string): { min?: number; max?: number } {
   return options;
 }
 
+/**
+ * `--env NAME=VALUE` flags as `env` (split at the first `=`; a later flag
+ * of a name wins); names and values are checked as the file's `env` is.
+ */
+function envFlags(
+  entries: string[] | undefined,
+): Record<string, string> | undefined {
+  if (!entries?.length) return undefined;
+  const env = new Map<string, string>();
+  for (const entry of entries) {
+    const eq = entry.indexOf("=");
+    if (eq < 0) {
+      throw new ConfigError(
+        `env: expected NAME=VALUE, e.g. OMP_NUM_THREADS=2 (got ${
+          JSON.stringify(entry.length > 64 ? `${entry.slice(0, 64)}...` : entry)
+        }) (at command line: --env)`,
+        { details: { path: "env", source: "command line" } },
+      );
+    }
+    env.set(entry.slice(0, eq), entry.slice(eq + 1));
+  }
+  // fromEntries: a name "__proto__" stays a variable (a valid name).
+  return Object.fromEntries(env);
+}
+
 /** Turns parsed flags into config-shaped overrides (validated like the file). */
 function cliOverrides(
   values: Record<string, string | boolean | string[] | undefined>,
@@ -421,6 +451,8 @@ function cliOverrides(
     else logLevels[entry.slice(0, eq)] = entry.slice(eq + 1);
   }
   if (Object.keys(logLevels).length) cli.logLevels = logLevels;
+  const env = envFlags(values.env as string[] | undefined);
+  if (env !== undefined) cli.env = env;
   const config = str("config");
   return {
     cli: cli as GatewayConfig,

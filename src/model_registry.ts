@@ -41,6 +41,13 @@ export interface ModelInfo {
    * only).
    */
   timeout?: number;
+  /**
+   * Its `close_timeout_ms`, when it has a `close()` (the description's
+   * `closeTimeoutMs`, protocol §6): a remove or update waits up to twice
+   * this for its calls in flight and then its `close()` (`pool.status()`
+   * only).
+   */
+  closeTimeoutMs?: number;
 }
 
 /**

@@ -56,6 +56,7 @@ import { setTimeoutOrNever } from "./_timer.ts";
 import { callOptionsError } from "./_call_options.ts";
 import { type BatchSettings, ModelBatcher } from "./_model_batcher.ts";
 import {
+  closeTimeoutOf,
   isModelTimeout,
   MODEL_TIMEOUT_SHAPE,
   modelTimeoutOf,
@@ -449,6 +450,11 @@ export class Pool implements AsyncDisposable {
    * an add or update succeeds, so a call in flight keeps the one it got.
    */
   #modelTimeouts = new Map<string, number>();
+  /**
+   * The `close_timeout_ms` of the models with a `close()`, by name (the
+   * description's `closeTimeoutMs`), for `status()`.
+   */
+  #closeTimeouts = new Map<string, number>();
   /** Wake-ups of model operations waiting for a ready worker (`close()` calls them). */
   #modelWaits = new Set<() => void>();
   /** The pool's eval atoms (running ones, and recently finished ones for replay). */
@@ -687,7 +693,13 @@ export class Pool implements AsyncDisposable {
     );
     this.#timeoutOf(name, spec, out);
     this.#batchingOf(name, out);
-    this.#events.emit({ type: "model", action: "add", name });
+    this.#events.emit({
+      type: "model",
+      action: "add",
+      name,
+      spec,
+      description: out,
+    });
     return out;
   }
 
@@ -716,7 +728,13 @@ export class Pool implements AsyncDisposable {
     );
     this.#timeoutOf(name, spec, out);
     this.#batchingOf(name, out);
-    this.#events.emit({ type: "model", action: "update", name });
+    this.#events.emit({
+      type: "model",
+      action: "update",
+      name,
+      spec,
+      description: out,
+    });
     return out;
   }
 
@@ -739,6 +757,7 @@ export class Pool implements AsyncDisposable {
       ),
     );
     this.#modelTimeouts.delete(name);
+    this.#closeTimeouts.delete(name);
     this.#events.emit({ type: "model", action: "remove", name });
     return out;
   }
@@ -1158,7 +1177,10 @@ export class Pool implements AsyncDisposable {
       workers: this.#supervisor.workers.map((w) => w.info()),
       models: this.#registry.list().map((m) => {
         const timeout = this.#modelTimeouts.get(m.name);
-        return timeout === undefined ? m : { ...m, timeout };
+        const closeTimeoutMs = this.#closeTimeouts.get(m.name);
+        const out: ModelInfo = timeout === undefined ? m : { ...m, timeout };
+        if (closeTimeoutMs !== undefined) out.closeTimeoutMs = closeTimeoutMs;
+        return out;
       }),
       queue: this.#router.queued,
       inFlight: this.#supervisor.workers.reduce((n, w) => n + w.inFlight, 0),
@@ -1332,6 +1354,9 @@ export class Pool implements AsyncDisposable {
     const timeout = modelTimeoutOf(spec, description);
     if (timeout === undefined) this.#modelTimeouts.delete(name);
     else this.#modelTimeouts.set(name, timeout);
+    const close = closeTimeoutOf(description);
+    if (close === undefined) this.#closeTimeouts.delete(name);
+    else this.#closeTimeouts.set(name, close);
   }
 
   /**

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { ModelSpec } from "./session.ts";
 import type { WorkerState } from "./worker.ts";
 
 /**
@@ -57,10 +58,21 @@ export type PoolEvent =
    * (`worker-state`, `worker-exit` follow) and then leaves `status()`.
    */
   | { type: "worker-removed"; worker: string }
+  /**
+   * A model command succeeded. An `add` or `update` carries the `spec` it
+   * was given and the `description` the workers answered (protocol §6:
+   * inputs, outputs, doc, `timeoutMs`, `closeTimeoutMs`...), so a listener
+   * (a gateway over the pool) can follow the pool's models without asking.
+   * Emitted before the command's promise resolves.
+   */
   | {
     type: "model";
     action: "add" | "remove" | "update" | "init";
     name: string;
+    /** The spec of an `add` or `update`. */
+    spec?: ModelSpec;
+    /** The description an `add` or `update` answered (absent otherwise). */
+    description?: unknown;
   }
   /**
    * A model command given up on for this worker (a timeout, an abort) was

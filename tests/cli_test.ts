@@ -107,6 +107,7 @@ Deno.test("main serve --help lists every option", async () => {
       "--cors-origin",
       "--stream-idle-timeout",
       "--eval-replay-budget",
+      "--env",
     ]
   ) assert.ok(stdout.includes(flag), flag);
 });
@@ -440,6 +441,31 @@ Deno.test("main reports every failure in one error line on stderr", async () => 
       { PYPROXY_TOKEN: "short" },
       1,
       /^error: token: expected a token of at least 16 characters \(at environment: PYPROXY_TOKEN\)$/,
+    ],
+    // --env is checked as pyproxy.json's env is, and names the flag.
+    [
+      ["serve", "--port", "0", "--env", "OMP_NUM_THREADS"],
+      {},
+      1,
+      /^error: env: expected NAME=VALUE, e\.g\. OMP_NUM_THREADS=2 \(got "OMP_NUM_THREADS"\) \(at command line: --env\)$/,
+    ],
+    [
+      ["serve", "--port", "0", "--env", "PYPROXY_TOKEN=x"],
+      {},
+      1,
+      /^error: env\.PYPROXY_TOKEN: PYPROXY_ names are the host's own .* \(at command line: --env\)$/,
+    ],
+    [
+      ["serve", "--port", "0", "--env", "A=1", "--env", "PYTHONPATH=/x"],
+      {},
+      1,
+      /^error: env\.PYTHONPATH: cannot be set for the workers: .* \(at command line: --env\)$/,
+    ],
+    [
+      ["serve", "--port", "0", "--env", "A-B=1"],
+      {},
+      1,
+      /^error: env\["A-B"\]: expected a variable name .* \(at command line: --env\)$/,
     ],
     [["serve", "--nope"], {}, 2, /^error: unknown option --nope \(run/],
     [
@@ -815,4 +841,55 @@ Deno.test("main serve --autoscale min:max turns the autoscale plugin on with tho
     assert.equal(r.code, 1, r.stderr);
     assert.equal(r.stderr.trimEnd(), message);
   }
+});
+
+Deno.test("main serve --env sets every worker's environment over pyproxy.json's env, {worker} and {index} filled in", async () => {
+  await using dir = await tempDir();
+  await Deno.writeTextFile(
+    `${dir.path}/env_of.py`,
+    "import os\n\n\nclass EnvOf:\n    def execute(self, msg):\n" +
+      "        return {k: os.environ.get(k) for k in msg['names']}\n",
+  );
+  const config = `${dir.path}/pyproxy.json`;
+  await Deno.writeTextFile(
+    config,
+    JSON.stringify({ env: { FROM_FILE: "file", BOTH: "file" } }),
+  );
+  await using serve = await startServe([
+    "--port",
+    "0",
+    "--workers",
+    "1",
+    "--models",
+    dir.path,
+    "--config",
+    config,
+    "--env",
+    "BOTH=cli-{worker}-{index}",
+    "--env",
+    "WITH_EQ=a=b",
+    "--env",
+    "EMPTY=",
+    "--env",
+    "TWICE=first",
+    "--env",
+    "TWICE=last",
+  ]);
+  const url = /listening on (http:\/\/\S+)/.exec(serve.banner)?.[1];
+  assert.ok(url, serve.banner);
+  const res = await fetch(`${url}/v1/models/env_of/execute`, {
+    method: "POST",
+    body: JSON.stringify({
+      names: ["FROM_FILE", "BOTH", "WITH_EQ", "EMPTY", "TWICE"],
+    }),
+  });
+  assert.deepEqual(await res.json(), {
+    FROM_FILE: "file",
+    BOTH: "cli-w1-0",
+    WITH_EQ: "a=b",
+    EMPTY: "",
+    TWICE: "last",
+  });
+  serve.child.kill("SIGINT");
+  assert.equal((await serve.child.status).code, 0);
 });

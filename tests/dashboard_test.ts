@@ -184,7 +184,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "dashboardHtml shows 'none' for a model whose calls have no timeout (timeout: Infinity in a pool createGateway serves)",
+    "dashboardHtml shows 'none' for a model whose calls have no timeout (timeout: Infinity in a pool createGateway serves), and a model's close timeout",
   ignore: !hasChromium,
   async fn() {
     const { Pool } = await import("../src/pool.ts");
@@ -196,6 +196,10 @@ Deno.test({
         "class M:\n    def execute(self, msg):\n        return msg\n";
       await pool.addModel("forever", { source, timeout: Infinity });
       await pool.addModel("quick", { source, timeout: 1500 });
+      await pool.addModel("closing", {
+        source: source + "    close_timeout_ms = 2500\n" +
+          "    def close(self):\n        pass\n",
+      });
       let port = 0;
       const app = createGateway(pool, { port: () => port });
       const listening = Promise.withResolvers<void>();
@@ -217,6 +221,12 @@ Deno.test({
             .allInnerTexts())[3];
         assert.equal(await cells("forever"), "none (spec)");
         assert.equal(await cells("quick"), "1500 ms (spec)");
+        // The close timeout of a model with a close(), blank for the others.
+        const close = async (name: string) =>
+          (await page.locator(`#models tr[data-model="${name}"] td`)
+            .allInnerTexts())[4];
+        assert.equal(await close("closing"), "2500 ms");
+        assert.equal(await close("quick"), "");
       } finally {
         await browser.close();
         ac.abort();

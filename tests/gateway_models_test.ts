@@ -1,12 +1,15 @@
 /**
  * Model management through a real gateway and real Python workers:
  * versions across worker restarts, concurrent PUTs, the PUT body's
- * validation, optional declared inputs.
+ * validation, optional declared inputs, a gateway over a library pool
+ * following the models changed on the pool directly.
  */
 import assert from "node:assert/strict";
 import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { startGateway, until, writeStickyModel } from "./_gateway_harness.ts";
-import { nextEvent, readyAgain } from "./_pool_harness.ts";
+import { modelsDir, nextEvent, readyAgain } from "./_pool_harness.ts";
+import { Pool } from "../src/pool.ts";
+import { createGateway } from "../src/gateway/app.ts";
 
 const put = (body: unknown): RequestInit => ({
   method: "PUT",
@@ -473,5 +476,123 @@ Deno.test("serve skips a models-directory file whose name is not a model name, s
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("createGateway over a pool follows the pool's model changes: an update or a remove made on the pool directly shows in the routes", async () => {
+  // Two versions of one model: what it declares (inputs, timeout_ms,
+  // close_timeout_ms) differs, so a stale view of either shows.
+  const v1 = `class V1:
+    """First version."""
+    inputs = {"x": "number"}
+    timeout_ms = 5000
+
+    def execute(self, msg):
+        return {"v": 1}
+`;
+  const v2 = `import time
+
+
+class V2:
+    """Second version."""
+    inputs = {"seconds": "number"}
+    timeout_ms = 150
+    close_timeout_ms = 2500
+
+    def execute(self, msg):
+        time.sleep(msg["seconds"])
+        return {"v": 2}
+
+    def close(self):
+        pass
+`;
+  await using dir = await modelsDir();
+  await Deno.writeTextFile(`${dir.path}/v1.py`, v1);
+  await Deno.writeTextFile(`${dir.path}/v2.py`, v2);
+  const pool = await Pool.start({ workers: 1, modelsDir: dir.path });
+  try {
+    const app = createGateway(pool, {
+      port: () => 8000,
+      allowManage: true,
+      requestTimeout: 10_000,
+    });
+    const ask = (path: string, init: RequestInit = {}) =>
+      Promise.resolve(app.fetch(
+        new Request(`http://127.0.0.1:8000${path}`, {
+          ...init,
+          headers: { host: "127.0.0.1:8000" },
+        }),
+      ));
+    const described = async () => {
+      const res = await ask("/v1/models/m");
+      return res.status === 200 ? await res.json() : res.status;
+    };
+    assert.equal(
+      (await ask("/v1/models/m", put({ file: "v1.py" }))).status,
+      201,
+    );
+    assert.equal((await described()).class, "V1");
+
+    await pool.updateModel("m", { file: "v2.py" });
+    const model = await described();
+    assert.deepEqual(
+      [
+        model.class,
+        model.version,
+        model.inputs,
+        model.timeout,
+        model.timeoutSource,
+        model.closeTimeoutMs,
+      ],
+      ["V2", 2, { seconds: "number" }, 150, "class", 2500],
+    );
+    const listed = (await (await ask("/v1/models")).json()).models;
+    assert.deepEqual(listed, [model]);
+    // Execute checks the new inputs, and times out at the new 150 ms.
+    const bad = await ask("/v1/models/m/execute", post({ x: 1 }));
+    assert.equal(bad.status, 400);
+    assert.equal((await bad.json()).error.type, "ValidationError");
+    const t0 = Date.now();
+    const slow = await ask("/v1/models/m/execute", post({ seconds: 2 }));
+    await slow.body?.cancel();
+    assert.equal(slow.status, 504);
+    assert.ok(Date.now() - t0 < 1500, `504 after ${Date.now() - t0} ms`);
+    const doc = await (await ask("/openapi.json")).json();
+    // The description's schema names the new field too.
+    assert.equal(
+      doc.components.schemas.ModelDescription.properties.closeTimeoutMs.type,
+      "integer",
+    );
+    const openapi = JSON.stringify(doc);
+    assert.ok(openapi.includes("Second version."), "openapi shows V2's doc");
+    assert.ok(!openapi.includes("First version."), "openapi still shows V1");
+
+    // Removed on the pool: gone from the routes; added back there as V1,
+    // described as V1 (with the next version), not as the V2 it replaced.
+    await pool.removeModel("m");
+    assert.equal(await described(), 404);
+    assert.deepEqual((await (await ask("/v1/models")).json()).models, []);
+    await pool.addModel("m", { file: "v1.py" });
+    const again = await described();
+    assert.deepEqual(
+      [
+        again.class,
+        again.version,
+        again.inputs,
+        again.timeout,
+        again.closeTimeoutMs,
+      ],
+      ["V1", 3, { x: "number" }, 5000, undefined],
+    );
+    const ok = await ask("/v1/models/m/execute", post({ x: 1 }));
+    assert.deepEqual([ok.status, await ok.json()], [200, { v: 1 }]);
+    // And through the gateway again: one version more, not two.
+    assert.equal(
+      (await ask("/v1/models/m", put({ file: "v2.py" }))).status,
+      200,
+    );
+    assert.equal((await described()).version, 4);
+  } finally {
+    await pool.close();
   }
 });

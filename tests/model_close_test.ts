@@ -4,7 +4,7 @@
  * SIGKILL; a close that hangs (even holding the GIL) is bounded.
  */
 import assert from "node:assert/strict";
-import { Pool } from "../src/pool.ts";
+import { Pool, type PoolEvent } from "../src/pool.ts";
 import {
   assertGone,
   modelsDir,
@@ -94,6 +94,52 @@ Deno.test("Pool.removeModel runs the model's close() on every worker before it r
     await pool.close();
     // Removed: closed once, not again when the worker stops.
     assert.equal((await closes(dir.path)).length, 4);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool.status() shows each model's closeTimeoutMs, and its model events carry the spec and description", async () => {
+  await using dir = await closerDir();
+  await Deno.writeTextFile(
+    `${dir.path}/plain.py`,
+    "class P:\n    def execute(self, m):\n        return m\n",
+  );
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 1 }));
+    pids.watch(pool);
+    const events: PoolEvent[] = [];
+    pool.on((ev) => ev.type === "model" && events.push(ev));
+    const added = await pool.addModel("closer", { file: "closer.py" });
+    await pool.addModel("plain", { file: "plain.py" });
+    const closing = (): Record<string, number | undefined> =>
+      Object.fromEntries(
+        pool.status().models.map((m) => [m.name, m.closeTimeoutMs]),
+      );
+    assert.deepEqual(closing(), { closer: 5000, plain: undefined });
+    const spec = { file: "closer.py", options: { close_timeout_ms: 800 } };
+    const updated = await pool.updateModel("closer", spec);
+    assert.equal((updated as { closeTimeoutMs: number }).closeTimeoutMs, 800);
+    assert.deepEqual(closing(), { closer: 800, plain: undefined });
+    await pool.removeModel("closer");
+    assert.deepEqual(closing(), { plain: undefined });
+    // The answers themselves, sent before the commands' promises resolved.
+    assert.deepEqual(
+      events.map((ev) => ev.type === "model" && [ev.action, ev.name, ev.spec]),
+      [
+        ["add", "closer", { file: "closer.py" }],
+        ["add", "plain", { file: "plain.py" }],
+        ["update", "closer", spec],
+        ["remove", "closer", undefined],
+      ],
+    );
+    const descriptions = events.map((ev) =>
+      ev.type === "model" ? ev.description : undefined
+    );
+    assert.equal(descriptions[0], added);
+    assert.equal(descriptions[2], updated);
+    assert.equal(descriptions[3], undefined);
   } finally {
     await pids.assertGone();
   }
@@ -324,6 +370,53 @@ Deno.test("DELETE /v1/models/{name} runs the model's close() and answers its war
       removed: true,
       closeWarning: "close() raised OSError: disk gone",
     });
+  } finally {
+    await gw.shutdown();
+    await Deno.remove(gw.dir, { recursive: true });
+  }
+});
+
+Deno.test("DELETE and an updating PUT wait for a close() longer than limits.loadTimeout, within its close_timeout_ms", async () => {
+  // Retiring a version may take twice its close_timeout_ms (its calls in
+  // flight, then close()): documented work, not a load that hangs.
+  const slowClose = `import time
+
+
+class SlowClose:
+    close_timeout_ms = 3000
+
+    def execute(self, msg):
+        return msg
+
+    def close(self):
+        time.sleep(1.2)
+`;
+  const gw = await startGateway({
+    allowManage: true,
+    limits: { shutdownGrace: 2000, loadTimeout: 400 },
+  }, { "slow_close.py": slowClose });
+  try {
+    const shown = await (await gw.fetch("/v1/models/slow_close")).json();
+    assert.equal(shown.closeTimeoutMs, 3000);
+    let t0 = Date.now();
+    const updated = await gw.fetch("/v1/models/slow_close", {
+      method: "PUT",
+      body: JSON.stringify({ file: "slow_close.py" }),
+    });
+    const body = await updated.json();
+    assert.equal(updated.status, 200, JSON.stringify(body));
+    assert.equal(body.action, "updated");
+    assert.equal(body.closeWarning, undefined);
+    assert.ok(Date.now() - t0 >= 1200, `updated in ${Date.now() - t0} ms`);
+    t0 = Date.now();
+    const removed = await gw.fetch("/v1/models/slow_close", {
+      method: "DELETE",
+    });
+    assert.deepEqual([removed.status, await removed.json()], [200, {
+      name: "slow_close",
+      removed: true,
+    }]);
+    assert.ok(Date.now() - t0 >= 1200, `removed in ${Date.now() - t0} ms`);
   } finally {
     await gw.shutdown();
     await Deno.remove(gw.dir, { recursive: true });

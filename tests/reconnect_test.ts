@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { ConfigError, WorkerCrashedError } from "../src/errors.ts";
 import { Pool, type PoolOptions } from "../src/pool.ts";
 import { reconnect, type ReconnectOptions } from "../plugins/reconnect.ts";
+import { CrashHistory } from "../plugins/_crash_history.ts";
+import { reconnectWithHistory } from "../plugins/reconnect.ts";
 import {
   modelsDir,
   nextEvent,
@@ -304,4 +306,36 @@ Deno.test("reconnect: one instance serves one pool at a time; a second pool is a
     await b.close();
     await pids.assertGone();
   }
+});
+
+Deno.test("reconnect forgets the crash history of a worker a resize removed, so it stays bounded across many resize cycles", async () => {
+  const pids = new PidTracker();
+  const history = new CrashHistory(60_000);
+  const plugin = reconnectWithHistory({
+    heartbeatInterval: 0,
+    backoff: { initial: 10, max: 50 },
+  }, history);
+  try {
+    await using pool = await Pool.start({
+      workers: 1,
+      handleSignals: false,
+      plugins: [plugin],
+    });
+    pids.watch(pool);
+    // Each cycle: a worker added, crashed (recorded), then removed.
+    for (let cycle = 0; cycle < 5; cycle++) {
+      const grown = await pool.resize(2);
+      const id = grown.workers[1]!.id;
+      const back = readyAgain(pool, id);
+      pool.killWorker(id);
+      await back;
+      assert.equal(history.size, 1, `cycle ${cycle}: the crash is on record`);
+      const shrunk = await pool.resize(1);
+      assert.ok(!shrunk.workers.some((w) => w.id === id), `${id} removed`);
+      assert.equal(history.size, 0, `cycle ${cycle}: ${id} forgotten`);
+    }
+  } finally {
+    await pids.assertGone();
+  }
+  assert.equal(history.size, 0);
 });

@@ -328,10 +328,19 @@ class Connection(asyncio.BufferedProtocol):
             self.enqueue(data)
             queued = True
             try:
-                if shielded:
-                    shielded = False
-                    CallRunner.unshield(call)  # raises the interrupt of a cancel that came meanwhile
-                return future.result(timeout)
+                # Still shielded while it waits: an interrupt that fired as
+                # the future's threading.Condition was entered would leave its
+                # lock held for ever, and the loop thread, failing the future
+                # at the cancel (or setting the reply), blocked on it for
+                # good. A cancel fails the future instead, and its interrupt
+                # is raised once the wait is over.
+                try:
+                    result = future.result(timeout)
+                finally:
+                    if shielded:
+                        shielded = False
+                        CallRunner.unshield(call)  # raises the interrupt of a cancel that came meanwhile
+                return result
             except concurrent.futures.TimeoutError:
                 self._give_up(rid)
                 raise HostError("Cannot call host %r: no reply within %s s" % (cmd, timeout))

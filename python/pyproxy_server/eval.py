@@ -31,6 +31,7 @@ import types
 from itertools import islice as _islice
 
 from . import big_json, capture
+from .execution import CallRunner
 from .errors import (
     CancelledError,
     InvalidRequestError,
@@ -54,6 +55,8 @@ __all__ = [
 ]
 
 _NO_ARGS = object()
+_defer_interrupt = CallRunner.defer_interrupt
+_unshield = CallRunner.unshield
 
 
 def new_namespace():
@@ -211,6 +214,12 @@ class OutputChannel:
     Memory stays bounded: at most ``stage_items`` short writes are queued,
     less than one chunk is staged after a write, and at most ``window``
     characters are sent and unacknowledged.
+
+    ``call``: the eval's call. On its thread, whatever takes the lock runs
+    shielded from the cancel's interrupt (``CallRunner.defer_interrupt``),
+    which is raised once the lock is released: an interrupt that fired as
+    the lock was taken left it held for ever, and the loop thread, at the
+    next ``outputAck``, waited for it for ever.
     """
 
     # Characters per chunk: bounds one frame, so replies for other requests on
@@ -227,10 +236,11 @@ class OutputChannel:
     # A write longer than this stages at once (its whole chunks go out now).
     stage_chars = 1024
 
-    def __init__(self, send, flusher=None, cancelled=None):
+    def __init__(self, send, flusher=None, cancelled=None, call=None):
         self._send = send
         self._flusher = flusher
         self._cancelled = cancelled or (lambda: False)
+        self._call = call
         self._cond = threading.Condition()
         # Writes not staged yet: a str for fd 1, an (fd, text) pair otherwise.
         self._queue = collections.deque()
@@ -292,21 +302,27 @@ class OutputChannel:
         return size
 
     def _write_slow(self):
-        with self._cond:
-            if self._closed:
-                self._queue.clear()
+        call = self._call
+        shielded = call is not None and _defer_interrupt(call)
+        try:
+            with self._cond:
+                if self._closed:
+                    self._queue.clear()
+                    self._limit = self.stage_items - 1
+                    return
+                self._stage()
+                if self._staged_chars >= self.chunk_chars:
+                    # Whole chunks only: the tail waits for more writes (or the flusher).
+                    self._emit_in_turn(False)
                 self._limit = self.stage_items - 1
-                return
-            self._stage()
-            if self._staged_chars >= self.chunk_chars:
-                # Whole chunks only: the tail waits for more writes (or the flusher).
-                self._emit_in_turn(False)
-            self._limit = self.stage_items - 1
-            if (self._staged or self._queue) and not self._scheduled and self._flusher is not None:
-                self._scheduled = True
-                self._flusher.schedule(self, self.flush_delay)
-            if not self._scheduled:
-                self._limit = 0
+                if (self._staged or self._queue) and not self._scheduled and self._flusher is not None:
+                    self._scheduled = True
+                    self._flusher.schedule(self, self.flush_delay)
+                if not self._scheduled:
+                    self._limit = 0
+        finally:
+            if shielded:
+                _unshield(call)  # raises the interrupt of a cancel that came meanwhile
 
     def flush_due(self):
         """Send a partial chunk if credit allows (called by the flusher)."""
@@ -318,9 +334,15 @@ class OutputChannel:
 
     def flush(self):
         """Send everything pending, waiting for credit unless closed."""
-        with self._cond:
-            self._stage()
-            self._emit_in_turn(True)
+        call = self._call
+        shielded = call is not None and _defer_interrupt(call)
+        try:
+            with self._cond:
+                self._stage()
+                self._emit_in_turn(True)
+        finally:
+            if shielded:
+                _unshield(call)
 
     def ack(self, seq):
         """Acknowledge every chunk up to ``seq``, releasing blocked writers.
@@ -611,7 +633,7 @@ class EvalService:
                 {"event": "output", "fd": fd, "data": data, "seq": seq}
             )
 
-        channel = OutputChannel(send, self._flusher, call.is_cancelled)
+        channel = OutputChannel(send, self._flusher, call.is_cancelled, call)
         key = (call.connection, call.id)
         # From here on a cancel's injected KeyboardInterrupt may fire at any
         # bytecode: the channel is registered inside the try, so the finally
@@ -638,6 +660,14 @@ class EvalService:
         except BaseException as exc:  # SystemExit too: user code never stops the server
             raise _code_error(exc)
         finally:
+            # No cancel's interrupt from here on: one that fired in this
+            # clean-up would leave the channel registered and open. A cancel
+            # that comes meanwhile is still answered: the call's runner sees
+            # it (``interrupted``) once this handler is over.
+            try:
+                CallRunner.defer_interrupt(call)
+            except KeyboardInterrupt:
+                pass  # the cancel's, pending until now: reported as above
             channel.flush()
             with self._lock:
                 self._channels.pop(key, None)

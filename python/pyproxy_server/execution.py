@@ -411,6 +411,34 @@ class CallRunner:
             raise KeyboardInterrupt
 
     @staticmethod
+    def defer_interrupt(call):
+        """Shields ``call`` (until ``unshield``) when this is its own thread
+        and no cancel interrupted it yet, and returns True: a cancel that
+        comes meanwhile is due, not injected. For a step that takes a lock
+        other threads take too, such as an eval's output channel's: an
+        interrupt that fires as a ``threading.Condition`` is entered, right
+        after its lock was taken, leaves the lock held for ever (the loop
+        thread then blocked on it at the next ``outputAck`` and answered
+        nothing more, the cancel and pings included, until the host killed
+        the worker).
+
+        Returns False, and shields nothing, on any other thread (only the
+        call's own thread is ever interrupted), when a shield is on already,
+        or when the call was interrupted already: then its interrupt, if it
+        has not fired yet, fires here, before any lock is taken."""
+        if call.thread_ident != _get_ident():
+            return False
+        with call.lock:
+            if call.shielded:
+                return False
+            if not call.interrupted:
+                call.shielded = True
+                return True
+        # Interrupted: its exception, if still pending, fires as this is entered.
+        _pass_eval_breaker()
+        return False
+
+    @staticmethod
     def end_shield(call):
         """Ends ``shield`` on an error path: a cancel that came meanwhile is
         injected (it fires at the thread's next bytecode) instead of raised."""

@@ -425,6 +425,10 @@ class ModelEntry:
             desc["streams"] = True
         if self.timeout_ms is not None:
             desc["timeoutMs"] = self.timeout_ms
+        if self._close is not None:
+            # How long a remove or update may spend retiring this version:
+            # its calls in flight, then its close(), up to this each.
+            desc["closeTimeoutMs"] = self.close_timeout_ms
         return desc
 
 

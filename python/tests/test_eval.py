@@ -1,12 +1,18 @@
 """Tests for the pieces of pyproxy_server.eval that need no server."""
 
+import contextlib
+import dis
+import gc
 import os
 import random
+import sys
 import threading
 import time
 import unittest
+from unittest import mock
 
 from pyproxy_server import big_json, capture
+from pyproxy_server import eval as eval_module
 from tests._client import ServerProcess
 from pyproxy_server.errors import (
     CancelledError,
@@ -447,6 +453,11 @@ class FakeCall:
         self.is_cancelled = self.cancelled.is_set
         # Set by CallRunner.cancel before it injects KeyboardInterrupt.
         self.interrupted = False
+        # As a Call's: CallRunner.defer_interrupt shields only the thread
+        # running the call (none here unless a test says so).
+        self.lock = threading.Lock()
+        self.shielded = False
+        self.thread_ident = None
         self.events = []
 
     def send_event(self, event):
@@ -671,6 +682,188 @@ class EvalServiceTest(unittest.TestCase):
             self.service.eval(call)
         self.assertEqual(self.service._channels, {})
         self.assertEqual(self.call("eval", code="2")[0], {"value": 2, "chunks": 0})
+
+
+# Instructions after which CPython (3.10 on) may raise an injected exception.
+_CHECKS_AFTER = frozenset((
+    "CALL", "CALL_FUNCTION", "CALL_FUNCTION_KW", "CALL_FUNCTION_EX", "CALL_METHOD", "CALL_KW",
+    "JUMP_BACKWARD", "JUMP_ABSOLUTE", "RESUME",
+))
+
+
+def _opcode_events():
+    """Whether a trace function that asks for opcode events gets them."""
+    events = []
+
+    def tracer(frame, event, arg):
+        frame.f_trace_opcodes = True
+        events.append(event)
+        return tracer
+
+    def traced():
+        return len(events)
+
+    old = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        traced()
+    finally:
+        sys.settrace(old)
+    return "opcode" in events
+
+
+@contextlib.contextmanager
+def _no_gc():
+    """No garbage collection meanwhile: it runs finalizers and weakref
+    callbacks at any allocation, so the places a trace function counts would
+    vary from run to run (and a ``KeyboardInterrupt`` raised in one is only
+    printed: "Exception ignored in")."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _traced_cancel(call, step):
+    """``(state, tracer)``: a trace function for the thread running ``call``
+    that cancels it at the ``step``-th place where CPython may raise an
+    injected exception (as a function starts, after a call returns, at a jump
+    back; not, say, between a with-block's last instruction and its
+    ``__exit__``), or at the first such place after it where the call's lock
+    is free (the loop's cancel waits for it). As ``CallRunner.cancel``: the
+    call is marked ``interrupted``, and the ``KeyboardInterrupt`` is raised
+    there unless the call is shielded. ``state``: ``came`` once the cancel
+    came, ``deferred`` 1 when it came while shielded, ``host_futures`` the
+    call's host requests then (the cancel fails them next)."""
+    state = {"seen": 0, "came": False, "deferred": 0}
+    previous = {}  # frame -> the name of its last instruction
+
+    def tracer(frame, event, arg):
+        frame.f_trace_opcodes = True
+        if event != "opcode" or state["came"]:
+            return tracer
+        op = dis.opname[frame.f_code.co_code[frame.f_lasti]]
+        before = previous.get(frame)
+        previous[frame] = op
+        if before is not None and before not in _CHECKS_AFTER:
+            return tracer
+        state["seen"] += 1
+        if state["seen"] < step or not call.lock.acquire(False):
+            return tracer
+        try:
+            state["came"] = True
+            call.cancelled.set()
+            call.interrupted = True
+            inject = not call.shielded
+            # Failed by the loop thread next (a host call's).
+            state["host_futures"] = list(getattr(call, "host_futures", None) or ())
+        finally:
+            call.lock.release()
+        if inject:
+            raise KeyboardInterrupt
+        state["deferred"] = 1
+        return tracer
+
+    return state, tracer
+
+
+class EvalCancelledAtEveryBytecodeTest(unittest.TestCase):
+    """A cancel's ``KeyboardInterrupt`` (``CallRunner.cancel``) fires at
+    whatever bytecode the eval's thread runs then. Here the cancel comes at
+    each place of an eval where CPython may raise it, in turn: a trace
+    function raises it there, as the injected interrupt would, unless the
+    call is shielded, where the cancel only marks it ``interrupted`` as
+    ``CallRunner.cancel`` does (``_traced_cancel``). After each, other threads
+    must still get the eval's output channel (the loop thread's
+    ``outputAck``) and the flusher: an interrupt that fired as the channel's
+    ``threading.Condition`` was entered left its lock held for ever, and the
+    server's loop, blocked at the next ack, answered nothing more."""
+
+    CODE = "print('a' * 1500)\nprint('b')\n7"
+
+    def setUp(self):
+        self.server = FakeServer()
+        self.service = EvalService(self.server)
+        self.service.install()
+        self.connection = FakeConnection(self.server)
+        self.addCleanup(capture.uninstall, capture.install())
+        made = self.channels = []
+
+        class Recorded(OutputChannel):
+            chunk_chars = 256  # a write of several chunks: more of the send path
+
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                made.append(self)
+
+        patcher = mock.patch.object(eval_module, "OutputChannel", Recorded)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        # Cancels that came while the eval's thread was shielded (in its output's path).
+        self.deferred = 0
+
+    def _cancel_at(self, step, rid):
+        """Runs the eval on a thread of its own, cancelled at the ``step``-th
+        place where an interrupt may fire (or the first after it where the
+        call's lock is free: the loop's cancel waits for it). False when the
+        eval ended before."""
+        call = FakeCall(self.connection, rid, {"cmd": "eval", "code": self.CODE})
+        state, tracer = _traced_cancel(call, step)
+
+        def run():
+            call.thread_ident = threading.get_ident()
+            sys.settrace(tracer)
+            try:
+                self.service.eval(call)
+            except (CancelledError, KeyboardInterrupt):
+                pass  # CallRunner answers either with CancelledError
+            finally:
+                sys.settrace(None)
+
+        thread = threading.Thread(target=run, daemon=True)
+        with _no_gc():
+            thread.start()
+            thread.join(10)
+        self.assertFalse(thread.is_alive(), "the eval cancelled at place %d hangs" % step)
+        self.deferred += state["deferred"]
+        return state["came"]
+
+    def _usable(self, step, made):
+        # Cancelled before the eval made its channel: the flusher still counts.
+        channel = self.channels[-1] if len(self.channels) > made else OutputChannel(lambda *_: None)
+        flushed = threading.Event()
+
+        class Probe:
+            def flush_due(self):
+                flushed.set()
+
+        def other_threads():
+            channel.ack(1 << 30)  # the loop thread, at an outputAck
+            channel.flush_due()  # the flusher thread
+            self.service._flusher.schedule(Probe(), 0)
+
+        probe = threading.Thread(target=other_threads, daemon=True)
+        probe.start()
+        probe.join(5)
+        self.assertFalse(probe.is_alive(), "cancelled at place %d: the output channel's lock stays held" % step)
+        self.assertTrue(flushed.wait(5), "cancelled at place %d: the flusher is stuck" % step)
+        self.assertEqual(self.service._channels, {}, "cancelled at place %d: the channel stays registered" % step)
+
+    def test_other_threads_get_the_channel_whichever_bytecode_the_cancel_interrupts(self):
+        if not _opcode_events():
+            self.skipTest("this Python sends no opcode trace events (3.12.0 and 3.12.1)")
+        step = 0
+        while True:
+            step += 1
+            made = len(self.channels)
+            if not self._cancel_at(step, step):
+                break
+            self._usable(step, made)
+        self.assertGreater(step, 200)  # the eval's code, its output's path and clean-up were all traced
+        self.assertGreater(self.deferred, 20)
 
 
 class EvalServerTest(unittest.TestCase):

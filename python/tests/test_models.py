@@ -612,6 +612,24 @@ class BatchTest(unittest.TestCase):
             with self.assertRaisesRegex(ModelLoadError, "timeout_ms must be an integer number of milliseconds from 1 to 2147483647, got "):
                 registry.add("v", {"source": source})
 
+    def test_close_timeout_ms_is_described_for_a_model_with_close(self):
+        # A host bounds a remove or update by it (drain, then close()).
+        registry = self.registry()
+        close = "    def close(self):\n        pass\n"
+        desc = registry.add("d", {"source": "class M:\n    def execute(self, m):\n        return m\n" + close})
+        self.assertEqual(desc["closeTimeoutMs"], 5000)
+        desc = registry.add("c", {"source": "class M:\n    close_timeout_ms = 20000\n"
+                                            "    def execute(self, m):\n        return m\n" + close})
+        self.assertEqual(desc["closeTimeoutMs"], 20000)
+        # Set by __init__, as timeout_ms may be.
+        source = ("class M:\n    def __init__(self, options):\n        self.close_timeout_ms = options['t']\n"
+                  "    def execute(self, m):\n        return m\n" + close)
+        self.assertEqual(registry.add("i", {"source": source, "options": {"t": 700}})["closeTimeoutMs"], 700)
+        # No close(): nothing to wait for, nothing described.
+        desc = registry.add("n", {"source": "class M:\n    close_timeout_ms = 20000\n"
+                                            "    def execute(self, m):\n        return m\n"})
+        self.assertNotIn("closeTimeoutMs", desc)
+
     def test_a_wrong_number_of_results_is_an_error_naming_both_counts(self):
         registry = self.registry()
         registry.add("b", {"source": "class M:\n    batch_size = 3\n    def execute_batch(self, msgs):\n        return msgs[1:]\n"})

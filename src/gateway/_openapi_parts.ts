@@ -265,6 +265,13 @@ export function components(token: boolean): OpenApiObject {
         description:
           "Where `timeout` comes from: the model's config entry or `PUT` body, its class's `timeout_ms`, or the gateway's `limits.requestTimeout`.",
       },
+      closeTimeoutMs: {
+        type: "integer",
+        minimum: 1,
+        maximum: 60000,
+        description:
+          "For a model with a `close()`: its class's `close_timeout_ms` (default 5000). A `DELETE`, or a `PUT` that replaces it, may spend up to twice this (its calls in flight, then `close()`) on top of `limits.loadTimeout`.",
+      },
       optionKeys: { type: "array", items: { type: "string" } },
       options: {
         type: "object",

@@ -269,6 +269,9 @@ export function createGateway(
     debug: options.debug ?? false,
     modelsDir: options.modelsDir,
   };
+  // Model changes made on the pool directly (a library Pool) show in the
+  // descriptions, validation and timeouts: no cost per request.
+  ctx.catalog.follow(pool);
   const started = Date.now();
   const app = new Hono();
 

@@ -88,7 +88,13 @@ export interface GatewayPoolStatus {
    * added to that pool directly as they are.
    */
   models: ReadonlyArray<
-    { name: string; timeout?: number; spec?: { timeout?: number } }
+    {
+      name: string;
+      timeout?: number;
+      spec?: { timeout?: number };
+      /** Its `close_timeout_ms`, for a model with a `close()`. */
+      closeTimeoutMs?: number;
+    }
   >;
   /** `true` while a resize runs or waits (absent: not known). */
   resizing?: boolean;
@@ -96,6 +102,37 @@ export interface GatewayPoolStatus {
   evalReplayBytes?: number;
   /** Calls waiting in the pool queue (absent: not known). */
   queue?: number;
+}
+
+/**
+ * A pool event as the gateway reads it (the library's `PoolEvent`): it
+ * follows the `model` events (`action` `"add"`, `"update"` with the `spec`
+ * and answered `description`, `"remove"`) and ignores the others.
+ *
+ * @example
+ * ```ts
+ * import type { GatewayPoolEvent } from "./gateway_pool.ts";
+ * const ev: GatewayPoolEvent = {
+ *   type: "model",
+ *   action: "update",
+ *   name: "doubler",
+ *   spec: { file: "doubler.py" },
+ *   description: { name: "doubler", class: "Doubler", version: 2 },
+ * };
+ * console.log(ev.type, ev.action); // "model update"
+ * ```
+ */
+export interface GatewayPoolEvent {
+  /** The event's kind (`"model"`, `"worker-state"`...). */
+  readonly type: string;
+  /** A `model` event's command: `"add"`, `"update"`, `"remove"`, `"init"`. */
+  readonly action?: string;
+  /** A `model` event's model name. */
+  readonly name?: string;
+  /** The spec of an add or update. */
+  readonly spec?: GatewayModelSpec;
+  /** The description an add or update answered (protocol §6). */
+  readonly description?: unknown;
 }
 
 /**
@@ -209,6 +246,14 @@ export interface GatewayPool {
   removeModel(name: string, options?: { timeout?: number }): Promise<unknown>;
   /** Workers and models. */
   status(): GatewayPoolStatus;
+  /**
+   * Calls `listener` with every pool event; returns the function that
+   * removes it. The gateway follows the `model` events, so the models
+   * changed on the pool directly are described, validated and timed as the
+   * pool has them; a pool without it shows only what went through the
+   * gateway.
+   */
+  on?(listener: (ev: GatewayPoolEvent) => void): () => void;
   /**
    * Grows or shrinks the pool to `count` workers and resolves with the
    * status once done (`PUT /v1/workers`); a pool without it answers that

@@ -4,9 +4,13 @@
  *
  * @module
  */
-import type { GatewayModelSpec, GatewayPool } from "./gateway_pool.ts";
+import type {
+  GatewayModelSpec,
+  GatewayPool,
+  GatewayPoolEvent,
+} from "./gateway_pool.ts";
 import { type InputValidator, InputValidatorCache } from "./input_validator.ts";
-import { modelTimeoutOf } from "../_model_timeout.ts";
+import { closeTimeoutOf, modelTimeoutOf } from "../_model_timeout.ts";
 
 /**
  * A model description (protocol §6) plus the spec it was loaded with.
@@ -60,6 +64,13 @@ export interface GatewayModelInfo {
    * `"class"` (`timeout_ms`); the routes show `"default"` for the gateway's.
    */
   timeoutSource?: "spec" | "class" | "default";
+  /**
+   * Its class's `close_timeout_ms` in ms, when it has a `close()`: a
+   * `DELETE`, or a `PUT` that replaces it, may spend up to twice this
+   * retiring it (its calls in flight, then its `close()`), on top of
+   * `loadTimeout`.
+   */
+  closeTimeoutMs?: number;
   /** The options it was constructed with. */
   options?: Record<string, unknown>;
 }
@@ -94,6 +105,8 @@ function asDescription(
     out.timeout = timeout;
     out.timeoutSource = spec.timeout === undefined ? "class" : "spec";
   }
+  const closeTimeoutMs = closeTimeoutOf(d);
+  if (closeTimeoutMs !== undefined) out.closeTimeoutMs = closeTimeoutMs;
   if (spec.options !== undefined) out.options = spec.options;
   return out;
 }
@@ -106,6 +119,11 @@ function asDescription(
  * restarted one starts again at 1), so the version a worker reports could go
  * backwards. Here a name's version only grows, by one on each successful
  * add or update, also across a remove and a new add.
+ *
+ * Over a pool with events (`on`, as the library's `Pool` has), the catalog
+ * follows its model changes ({@linkcode ModelCatalog.follow}, which
+ * `createGateway` calls): a model added, updated or removed on the pool
+ * directly is described, validated and timed as the pool now has it.
  *
  * @example
  * ```ts ignore
@@ -121,6 +139,86 @@ export class ModelCatalog {
   /** The last version given to each name, kept after a remove. */
   #versions = new Map<string, number>();
   #validators = new InputValidatorCache();
+  /**
+   * The descriptions recorded from the pool's events, by the answer they
+   * came with: the command's promise, which resolves with that same answer
+   * after its event, finds it here rather than record it twice.
+   */
+  #recorded = new WeakMap<object, GatewayModelInfo>();
+  /** The pools followed (`follow`), each once. */
+  #followed = new WeakSet<object>();
+
+  /**
+   * Follows the pool's model changes (its `model` events): an add or
+   * update recorded as it answered, a remove forgotten. Returns the
+   * function that stops following (a no-op for a pool without `on`, or
+   * already followed). `createGateway` calls it; loading models through
+   * the catalog works without it.
+   *
+   * @example
+   * ```ts ignore
+   * const catalog = new ModelCatalog();
+   * const stop = catalog.follow(pool);
+   * await pool.addModel("scorer", { file: "scorer.py" });
+   * console.log(catalog.get("scorer")?.inputs);
+   * stop();
+   * ```
+   */
+  follow(pool: Pick<GatewayPool, "on">): () => void {
+    if (pool.on === undefined || this.#followed.has(pool)) return () => {};
+    this.#followed.add(pool);
+    const off = pool.on((ev) => this.#onEvent(ev));
+    return () => {
+      this.#followed.delete(pool);
+      off();
+    };
+  }
+
+  #onEvent(ev: GatewayPoolEvent): void {
+    if (ev.type !== "model" || typeof ev.name !== "string") return;
+    if (ev.action === "remove") this.#forget(ev.name);
+    else if (
+      (ev.action === "add" || ev.action === "update") && ev.spec !== undefined
+    ) {
+      const desc = this.#answered(ev.name, ev.description, ev.spec);
+      const raw = ev.description;
+      if (typeof raw === "object" && raw !== null) {
+        this.#recorded.set(raw, desc);
+      }
+    }
+  }
+
+  /** Records the answer of an add or update made through the catalog. */
+  #resolved(
+    name: string,
+    raw: unknown,
+    spec: GatewayModelSpec,
+  ): GatewayModelInfo {
+    if (typeof raw === "object" && raw !== null) {
+      const seen = this.#recorded.get(raw);
+      if (seen !== undefined) {
+        this.#recorded.delete(raw);
+        return seen;
+      }
+    }
+    return this.#answered(name, raw, spec);
+  }
+
+  /** Records the pool's answer to an add or update. */
+  #answered(
+    name: string,
+    raw: unknown,
+    spec: GatewayModelSpec,
+  ): GatewayModelInfo {
+    this.#validators.delete(name);
+    return this.#record(name, asDescription(name, raw, spec));
+  }
+
+  #forget(name: string): void {
+    this.#models.delete(name);
+    this.#timeouts.delete(name);
+    this.#validators.delete(name);
+  }
 
   /** Records a description with the name's next version. */
   #record(name: string, desc: GatewayModelInfo): GatewayModelInfo {
@@ -145,13 +243,11 @@ export class ModelCatalog {
     spec: GatewayModelSpec,
     options: { timeout?: number; signal?: AbortSignal } = {},
   ): Promise<GatewayModelInfo> {
-    const desc = asDescription(
+    return this.#resolved(
       name,
       await pool.addModel(name, spec, options),
       spec,
     );
-    this.#validators.delete(name);
-    return this.#record(name, desc);
   }
 
   /**
@@ -166,9 +262,7 @@ export class ModelCatalog {
     options: { timeout?: number } = {},
   ): Promise<GatewayModelInfo & { closeWarning?: string }> {
     const out = await pool.updateModel(name, spec, options);
-    const desc = asDescription(name, out, spec);
-    this.#validators.delete(name);
-    const recorded = this.#record(name, desc);
+    const recorded = this.#resolved(name, out, spec);
     const warning = (out as { closeWarning?: unknown } | null)?.closeWarning;
     return typeof warning === "string"
       ? { ...recorded, closeWarning: warning }
@@ -182,9 +276,7 @@ export class ModelCatalog {
     options: { timeout?: number } = {},
   ): Promise<unknown> {
     const out = await pool.removeModel(name, options);
-    this.#models.delete(name);
-    this.#timeouts.delete(name);
-    this.#validators.delete(name);
+    this.#forget(name);
     return out;
   }
 
@@ -218,8 +310,9 @@ export class ModelCatalog {
   }
 
   /**
-   * Describes the pool's models (those loaded elsewhere have just a name,
-   * and their timeout when the pool reports one).
+   * Describes the pool's models (those loaded before the catalog followed
+   * the pool, or on a pool without events, have just a name, and their
+   * timeout and close timeout when the pool reports them).
    */
   list(pool: Pick<GatewayPool, "status">): GatewayModelInfo[] {
     return pool.status().models.map((m) => this.#describe(m));
@@ -242,11 +335,12 @@ export class ModelCatalog {
   ): GatewayModelInfo {
     const known = this.#models.get(m.name);
     if (known !== undefined) return known;
-    if (m.timeout === undefined) return { name: m.name };
-    return {
-      name: m.name,
-      timeout: m.timeout,
-      timeoutSource: m.spec?.timeout === undefined ? "class" : "spec",
-    };
+    const out: GatewayModelInfo = { name: m.name };
+    if (m.timeout !== undefined) {
+      out.timeout = m.timeout;
+      out.timeoutSource = m.spec?.timeout === undefined ? "class" : "spec";
+    }
+    if (m.closeTimeoutMs !== undefined) out.closeTimeoutMs = m.closeTimeoutMs;
+    return out;
   }
 }

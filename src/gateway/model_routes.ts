@@ -582,6 +582,14 @@ export function modelRoutes(ctx: RouteContext): Hono {
   const app = new Hono();
   const known = (name: string): boolean =>
     pool.status().models.some((m) => m.name === name);
+  // A remove, or an update, retires the version loaded now: each worker
+  // waits for its calls in flight and then runs its close(), each step
+  // bounded by its close_timeout_ms (docs/models.md "close"). That work is
+  // documented, so it comes on top of loadTimeout rather than out of it.
+  const retireBound = (name: string): { timeout: number } => {
+    const close = catalog.describe(pool, name)?.closeTimeoutMs ?? 0;
+    return { timeout: ctx.loadTimeout + 2 * close };
+  };
   const notFound = (name: string) =>
     httpError(
       404,
@@ -759,13 +767,12 @@ export function modelRoutes(ctx: RouteContext): Hono {
     // Bounded like a call: a model whose import or __init__ hangs would
     // otherwise hold this PUT, and every later PUT and DELETE of the name
     // queued behind it, for ever.
-    const bound = { timeout: ctx.loadTimeout };
     const { existed, model } = await oneAtATime(name, async () => {
       const existed = known(name);
       try {
         const model = existed
-          ? await catalog.update(pool, name, spec, bound)
-          : await catalog.add(pool, name, spec, bound);
+          ? await catalog.update(pool, name, spec, retireBound(name))
+          : await catalog.add(pool, name, spec, { timeout: ctx.loadTimeout });
         return { existed, model };
       } catch (err) {
         // The Python server resolves the path (and refuses escapes) before it
@@ -815,9 +822,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     let closeWarning: unknown;
     await oneAtATime(name, async () => {
       if (!known(name)) throw notFound(name);
-      const out = await catalog.remove(pool, name, {
-        timeout: ctx.loadTimeout,
-      });
+      const out = await catalog.remove(pool, name, retireBound(name));
       closeWarning = (out as { closeWarning?: unknown } | null)?.closeWarning;
       ctx.metrics.forget(name);
     });

@@ -76,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 64317,
+      size: 64846,
       sha256:
-        "ba554bdc060256bb5de0bdee8460dbeafd9d2367d2f8a689bcaa0bf10d9f228b",
+        "6740df47ecdea2427befb28f62964961393f0b53082b1719e9ebe695a3bf995a",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -94,15 +94,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 29879,
+      size: 31329,
       sha256:
-        "b9c14b1b28cc5648f6b7eb98038a42fe3f2562084a859e06cb17c9f3e26fb642",
+        "f3639eb5c5a326baf9c3e512d34beb70976e232068f187a23e90fbccf1276e0d",
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 30660,
+      size: 32010,
       sha256:
-        "27daf421d73e8f73c83c248879a8a4faddae3a3ca0ac1f03975aa7d5d7d3baed",
+        "dde4401505e2125bd9352ecb7ac13a76f498e0db4c4bd9916bd53dabb3faf5ba",
     },
     {
       path: "pyproxy_server/framer.py",
@@ -154,9 +154,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 55134,
+      size: 55374,
       sha256:
-        "d830d1639d29489c7fa3a172c9b904af7a43b8b4399f4f2f2a1288e9b4ee5705",
+        "f74eaa079279c7ce0c01e7452a4bbe549ec7b79e2df2f58dfef161a9452c1b65",
     },
     {
       path: "pyproxy_server/server.py",

@@ -1,0 +1,82 @@
+import assert from "node:assert/strict";
+import { ModelCatalog } from "../src/gateway/model_catalog.ts";
+import type {
+  GatewayModelSpec,
+  GatewayPoolEvent,
+} from "../src/gateway/gateway_pool.ts";
+
+/** A pool stand-in that answers model commands and emits their events, as Pool does. */
+function eventPool() {
+  const listeners = new Set<(ev: GatewayPoolEvent) => void>();
+  const emit = (ev: GatewayPoolEvent) => {
+    for (const l of listeners) l(ev);
+  };
+  const answer = (
+    action: "add" | "update",
+    name: string,
+    spec: GatewayModelSpec,
+    description: Record<string, unknown>,
+  ) => {
+    // Emitted before the command's promise resolves, with the same answer.
+    emit({ type: "model", action, name, spec, description });
+    return Promise.resolve(description);
+  };
+  return {
+    emit,
+    answer,
+    on(listener: (ev: GatewayPoolEvent) => void) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    addModel: (name: string, spec: GatewayModelSpec) =>
+      answer("add", name, spec, { name, class: "A", inputs: { x: "number" } }),
+    updateModel: (name: string, spec: GatewayModelSpec) =>
+      answer("update", name, spec, { name, class: "B", timeoutMs: 150 }),
+    removeModel: (name: string) => {
+      emit({ type: "model", action: "remove", name });
+      return Promise.resolve({ name, removed: true });
+    },
+    listeners,
+  };
+}
+
+Deno.test("ModelCatalog.follow records a command made through it once, and one made on the pool directly too", async () => {
+  const pool = eventPool();
+  const catalog = new ModelCatalog();
+  const stop = catalog.follow(pool);
+  // Following twice subscribes once.
+  catalog.follow(pool)();
+  assert.equal(pool.listeners.size, 1);
+  const added = await catalog.add(pool, "m", { file: "m.py" });
+  assert.deepEqual([added.class, added.version], ["A", 1]);
+  assert.ok(catalog.validator("m") !== undefined);
+  // On the pool directly: the catalog follows.
+  await pool.updateModel("m", { file: "m.py" });
+  const updated = catalog.get("m");
+  assert.deepEqual(
+    [updated?.class, updated?.version, updated?.timeout, updated?.inputs],
+    ["B", 2, 150, undefined],
+  );
+  assert.equal(catalog.timeout("m"), 150);
+  assert.equal(catalog.validator("m"), undefined);
+  await pool.removeModel("m");
+  assert.equal(catalog.get("m"), undefined);
+  assert.equal(catalog.timeout("m"), undefined);
+  stop();
+  assert.equal(pool.listeners.size, 0);
+  await pool.addModel("m", { file: "m.py" });
+  assert.equal(catalog.get("m"), undefined, "no longer followed");
+});
+
+Deno.test("ModelCatalog without events records each answer, even one object answered twice", async () => {
+  const answer = { name: "m", class: "A" };
+  const pool = {
+    addModel: () => Promise.resolve(answer),
+    updateModel: () => Promise.resolve(answer),
+  };
+  const catalog = new ModelCatalog();
+  catalog.follow({}); // no `on`: nothing to follow
+  assert.equal((await catalog.add(pool, "m", {})).version, 1);
+  assert.equal((await catalog.update(pool, "m", {})).version, 2);
+  assert.equal((await catalog.update(pool, "m", {})).version, 3);
+});
