@@ -19,6 +19,7 @@ Example::
 
 import base64
 import binascii
+import json
 
 from .errors import InvalidRequestError
 
@@ -120,8 +121,9 @@ def split(value, path, raw=False):
     when it holds none (``value`` is never changed). Each replacement is the
     base64 text of the bytes, or ``None`` with ``raw`` (spill segments).
     ``path``: the steps to ``value`` from the message object. Containers
-    are dicts (with ``str`` keys), lists and tuples; only what holds bytes is
-    copied."""
+    are dicts (a key that is not a ``str`` is named by the text json writes
+    for it), lists and tuples, and their subclasses; only what holds bytes
+    is copied."""
     found = []
     budget = [_MAX_NODES]
     copy = _rebuild(value, list(path), found, budget, raw, 0)
@@ -136,24 +138,44 @@ def _rebuild(value, steps, found, budget, raw, depth):
         data = bytes(value)
         found.append((tuple(steps), data))
         return None if raw else base64.b64encode(data).decode("ascii")
-    if cls is dict or cls is list or cls is tuple:
+    # Subclasses too (an OrderedDict, a defaultdict, a namedtuple): json writes them.
+    is_dict = cls is dict or (cls is not list and cls is not tuple and isinstance(value, dict))
+    if is_dict or cls is list or cls is tuple or isinstance(value, (list, tuple)):
         budget[0] -= 1
         if budget[0] < 0 or depth > _MAX_DEPTH:
             return value
         changed = None
-        items = value.items() if cls is dict else enumerate(value)
+        items = value.items() if is_dict else enumerate(value)
         for key, item in items:
             item_cls = item.__class__
             if item_cls is str or item_cls is int or item_cls is float or item is None or item_cls is bool:
                 continue
-            if cls is dict and key.__class__ is not str:
-                continue  # json refuses it anyway (or turns it into text): no path names it
-            steps.append(key)
+            step = key
+            if is_dict and key.__class__ is not str:
+                step = _key_text(key)
+                if step is None:
+                    continue  # json refuses it anyway: no path names it
+            steps.append(step)
             new = _rebuild(item, steps, found, budget, raw, depth + 1)
             steps.pop()
             if new is not item:
                 if changed is None:
-                    changed = dict(value) if cls is dict else list(value)
+                    changed = dict(value) if is_dict else list(value)
                 changed[key] = new
         return value if changed is None else changed
     return value
+
+
+def _key_text(key):
+    """The text json writes for a dict key that is not a ``str`` (``1`` ->
+    ``"1"``, ``True`` -> ``"true"``), or None for a key json refuses."""
+    cls = key.__class__
+    if cls is bool:
+        return "true" if key else "false"
+    if key is None:
+        return "null"
+    if cls is int:
+        return int.__repr__(key)
+    if cls is float:
+        return json.dumps(key, allow_nan=True)
+    return None

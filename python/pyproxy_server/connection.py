@@ -242,6 +242,12 @@ class Connection(asyncio.BufferedProtocol):
             return
         self.enqueue(data)
 
+    @property
+    def sends_bytes(self):
+        """Whether ``bytes`` in results and stream items go to the host as
+        bytes (its auth said it reads them, protocol §3 "Bytes")."""
+        return self._send_bytes
+
     def encode_event_or_raise(self, event):
         """``event`` ready for ``enqueue``, and its encoded size in bytes
         (spilled or not): ``(payload, size)``. Raises ``TypeError``,
@@ -1174,10 +1180,14 @@ class Connection(asyncio.BufferedProtocol):
             if not self._big_seen and len(data[0]) > _BIG:
                 self._big_seen = True
         except (TypeError, ValueError, RecursionError) as exc:
-            data = self._with_bytes(exc, {"id": rid, "ok": True, "result": result}, "result", "")
+            try:
+                data = self._with_bytes(exc, {"id": rid, "ok": True, "result": result}, "result", "")
+            except (TypeError, ValueError, RecursionError) as again:
+                # Bytes were not all that json refused (an object, a NaN next to them).
+                exc, data = again, None
             if data is None:
                 return self.encode_error(rid, SerializationError("Cannot send result: not JSON: %s" % (
-                    not_json_reason(exc, result, "result"))).to_wire())
+                    not_json_reason(exc, result, "result", self._send_bytes))).to_wire())
             if data.__class__ is not list:
                 return data  # a spill stub, or the error reply of a failed spill
         try:

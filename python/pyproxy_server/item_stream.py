@@ -73,7 +73,7 @@ class ItemStream:
         try:
             payload, size = conn.encode_event_or_raise(event)
         except (TypeError, ValueError, RecursionError) as exc:
-            raise SerializationError("Cannot send item %d: not JSON: %s" % (seq, not_json_reason(exc, item, "item[%d]" % seq)))
+            raise SerializationError("Cannot send item %d: not JSON: %s" % (seq, not_json_reason(exc, item, "item[%d]" % seq, conn.sends_bytes)))
         # Counted before it is queued: an ack of it can come only after.
         with self._lock:
             self._seq = seq + 1

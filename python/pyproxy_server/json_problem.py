@@ -15,6 +15,8 @@ __all__ = ["describe_not_json", "not_json_reason"]
 
 # Visited containers and values at most: a huge value is not walked for ever.
 _MAX_NODES = 200_000
+# What the host reads as bytes when it says so (binary.BYTES_TYPES).
+_BYTES = (bytes, bytearray, memoryview)
 
 _HINTS = (
     (("datetime.datetime", "datetime.date", "datetime.time"), "use .isoformat()"),
@@ -74,16 +76,19 @@ def _path(root, steps):
     return "".join(out)
 
 
-def describe_not_json(value, root="result"):
+def describe_not_json(value, root="result", bytes_ok=False):
     """``"<path> is <what> (<hint>)"`` for the first part of ``value`` that
     ``json`` cannot encode (NaN and infinities included), or None when
     none is found within the first 200,000 parts (or 1,000 levels: a value
-    nested deeper fails for its depth, which its error says)."""
+    nested deeper fails for its depth, which its error says). With
+    ``bytes_ok`` (the host reads bytes, protocol §3 "Bytes"), ``bytes``,
+    ``bytearray`` and ``memoryview`` values are no problem: the one found
+    is what made the message fail."""
     # Depth-first, in the order json writes. A frame is [container, its
     # children iterator, the step that led to it]; ``on_path`` holds the ids
     # of the containers being walked (a cycle comes back to one of them).
     if not isinstance(value, (dict, list, tuple)):
-        return _leaf_problem(value, root)
+        return None if bytes_ok and isinstance(value, _BYTES) else _leaf_problem(value, root)
     frames = []
     on_path = set()
     seen = 0
@@ -113,6 +118,8 @@ def describe_not_json(value, root="result"):
                 return "%s refers back to a container it is in (a cycle)" % _path(root, _steps(frames) + [key])
             enter(child, key)
             continue
+        if bytes_ok and isinstance(child, _BYTES):
+            continue
         problem = _leaf_problem(child, None)
         if problem is not None:
             return _path(root, _steps(frames) + [key]) + problem
@@ -138,10 +145,10 @@ def _leaf_problem(item, root):
     return what if root is None else root + what
 
 
-def not_json_reason(exc, value, root):
+def not_json_reason(exc, value, root, bytes_ok=False):
     """Why encoding ``value`` (named ``root``) failed with ``exc``, in words a
     model author can act on: :func:`describe_not_json`'s for a value json
-    cannot carry; for one nested too deep (``RecursionError``), that, with
+    cannot carry (``bytes_ok``: bytes are not the problem); for one nested too deep (``RecursionError``), that, with
     what stopped it (json recurses once per level of nesting, within
     Python's recursion limit, which since 3.12 is not only
     ``sys.getrecursionlimit()``), instead of json's "maximum recursion depth
@@ -151,4 +158,4 @@ def not_json_reason(exc, value, root):
             "%s is nested too deep for Python's json (it recurses once per level of nesting, "
             "and Python's recursion limit stopped it): flatten it, or send it as a string" % root
         )
-    return describe_not_json(value, root) or str(exc)
+    return describe_not_json(value, root, bytes_ok) or str(exc)

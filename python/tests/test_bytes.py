@@ -192,10 +192,6 @@ class BytesServerTest(ServerTestCase):
             os.rmdir(directory)
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class BytesAttackTest(ServerTestCase):
     shared = True
 
@@ -215,3 +211,44 @@ class BytesAttackTest(ServerTestCase):
         reply = c.request("configure", spill={"dir": b64(b"/tmp"), "threshold": 5}, **{"$bytes": [["spill", "dir"]]})
         self.assertEqual(reply["error"]["type"], "InvalidRequestError", reply)
         self.assertEqual(c.call("executeModel", name="bRaw", msg=2), 2)
+
+
+class BytesChaosTest(ServerTestCase):
+    """Results whose bytes sit next to what json refuses, in dict subclasses,
+    under keys that are not strings."""
+
+    shared = True
+
+    def client(self):
+        c = self.connect(auth=False)
+        c.call("auth", mac=mac(self.server.secret, c.hello["nonce"]), bytes=True)
+        c.call("addModel", name="weird", file="chaos_bytes_model.py", **{"class": "Weird"})
+        return c
+
+    def test_bytes_next_to_a_value_json_refuses_fail_with_a_serialization_error_naming_that_value(self):
+        c = self.client()
+        for kind, problem in (("bytes_and_object", "result.b is a object"), ("bytes_and_nan", "result.b is nan")):
+            reply = c.request("executeModel", name="weird", msg={"kind": kind})
+            self.assertFalse(reply["ok"], reply)
+            self.assertEqual(reply["error"]["type"], "SerializationError", reply)
+            self.assertIn(problem, reply["error"]["message"])
+        reply = c.request("executeStream", name="weird", msg={"kind": "stream_object"}, window=10)
+        self.assertFalse(reply["ok"], reply)
+        self.assertEqual(reply["error"]["type"], "SerializationError", reply)
+        self.assertIn("item[0].b is a object", reply["error"]["message"])
+        self.assertEqual(c.call("executeModel", name="weird", msg={"kind": "keys"})["1"], b64(b"i"))  # the connection goes on
+
+    def test_bytes_in_dict_subclasses_and_under_keys_that_are_not_strings(self):
+        c = self.client()
+        reply = c.request("executeModel", name="weird", msg={"kind": "subclasses"})
+        self.assertTrue(reply["ok"], reply)
+        self.assertEqual(reply["result"], {"d": {"x": b64(b"dd")}, "o": {"y": b64(b"od")}})
+        self.assertEqual(sorted(reply["$bytes"]), [["result", "d", "x"], ["result", "o", "y"]])
+        reply = c.request("executeModel", name="weird", msg={"kind": "keys"})
+        self.assertTrue(reply["ok"], reply)
+        self.assertEqual(reply["result"], {"1": b64(b"i"), "null": b64(b"n"), "2.5": b64(b"f"), "false": b64(b"b")})
+        self.assertEqual(sorted(reply["$bytes"]), [["result", k] for k in ("1", "2.5", "false", "null")])
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -22,6 +22,9 @@ class _Runner:
 
 
 class _Conn:
+    # A host that did not ask for bytes (Connection.sends_bytes).
+    sends_bytes = False
+
     def __init__(self):
         self.events = []
         self.runner = _Runner()

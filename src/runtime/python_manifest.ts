@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/binary.py",
-      size: 6471,
+      size: 7270,
       sha256:
-        "230caed95c8568d1541f061177dfad73f299a3a161d0d444a63038c7c250d6da",
+        "3557a8be5f4d44fc8ca87492bf4f6ab9732ab4e3d3c210a00ab9c910420ad9f9",
     },
     {
       path: "pyproxy_server/call.py",
@@ -76,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 64846,
+      size: 65301,
       sha256:
-        "6740df47ecdea2427befb28f62964961393f0b53082b1719e9ebe695a3bf995a",
+        "50070ff1afc3549374c795fa98707ca513c1b7c07046997aad2ff74b6c914dfd",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -136,15 +136,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/item_stream.py",
-      size: 4089,
+      size: 4107,
       sha256:
-        "b0db3a8d41cd9b39a40066fd65fd74344ae1d6ccb48d07ac3a89b838650fdaee",
+        "902bf5bda9e5144c7e8238d4b024b6d97bfbdb234181b73ea14f1d54d183eef5",
     },
     {
       path: "pyproxy_server/json_problem.py",
-      size: 6083,
+      size: 6588,
       sha256:
-        "06269b1e5f9360fc86e979bed707d472a5dc982264a6126e5f575ed7bd3b6c67",
+        "7416ee6d3699a60b381a584a039e2b5f2d46d183ebdc36a008863acfa795eda0",
     },
     {
       path: "pyproxy_server/long_int.py",
