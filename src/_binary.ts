@@ -27,19 +27,39 @@ export function mayHoldBytes(text: string): boolean {
   return MAY_HOLD_BYTES.test(text);
 }
 
-/** Whether `value` is bytes: an `ArrayBuffer` view (`Uint8Array`, `Buffer`, `DataView`...) or an `ArrayBuffer`. */
-export function isBytes(
-  value: unknown,
-): value is ArrayBufferView | ArrayBuffer {
+/** Bytes as a value: an `ArrayBuffer` view or an `ArrayBuffer` (shared or not). */
+export type Bytes = ArrayBufferView | ArrayBufferLike;
+
+const Shared: typeof SharedArrayBuffer | undefined =
+  typeof SharedArrayBuffer === "function" ? SharedArrayBuffer : undefined;
+
+/**
+ * Whether `value` is bytes: an `ArrayBuffer` view (`Uint8Array`, `Buffer`,
+ * `DataView`...), an `ArrayBuffer` or a `SharedArrayBuffer` (which
+ * `JSON.stringify` would write as `{}`).
+ */
+export function isBytes(value: unknown): value is Bytes {
   return typeof value === "object" && value !== null &&
-    (ArrayBuffer.isView(value) || value instanceof ArrayBuffer);
+    (ArrayBuffer.isView(value) || value instanceof ArrayBuffer ||
+      (Shared !== undefined && value instanceof Shared));
 }
 
-/** The bytes of `value` as a `Uint8Array` over the same memory (no copy). */
-export function bytesOf(value: ArrayBufferView | ArrayBuffer): Uint8Array {
-  return value instanceof ArrayBuffer
-    ? new Uint8Array(value)
-    : new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+/**
+ * The bytes of `value` as a `Uint8Array` over the same memory (no copy).
+ * Throws a `TypeError` for bytes whose `ArrayBuffer` is detached (transferred
+ * to a worker or by `structuredClone`, or `transfer()`ed): `JSON.stringify`
+ * writes them as `{}`, and sending them as empty bytes would hide the bug.
+ */
+export function bytesOf(value: Bytes): Uint8Array {
+  const buffer = ArrayBuffer.isView(value) ? value.buffer : value;
+  if ((buffer as { detached?: boolean }).detached === true) {
+    throw new TypeError(
+      "Cannot read bytes: their ArrayBuffer is detached (transferred)",
+    );
+  }
+  return ArrayBuffer.isView(value)
+    ? new Uint8Array(value.buffer, value.byteOffset, value.byteLength)
+    : new Uint8Array(value);
 }
 
 type Native = {
@@ -106,15 +126,14 @@ export function holdsBytes(value: unknown, depth = 0): boolean {
 export function withBase64(
   msg: Record<string, unknown>,
 ): Record<string, unknown> {
+  const what = typeof msg.cmd === "string" ? msg.cmd : "message";
   if (Object.hasOwn(msg, "$bytes")) {
     throw new SerializationError(
-      `Cannot send ${
-        typeof msg.cmd === "string" ? msg.cmd : "message"
-      }: '$bytes' is a field of the protocol`,
+      `Cannot send ${what}: '$bytes' is a field of the protocol`,
     );
   }
   const paths: Step[][] = [];
-  const out = replace(msg, [], paths, 0) as Record<string, unknown>;
+  const out = replace(msg, [], paths, 0, what) as Record<string, unknown>;
   return { ...out, $bytes: paths };
 }
 
@@ -123,11 +142,23 @@ function replace(
   path: Step[],
   paths: Step[][],
   depth: number,
+  what: string,
 ): unknown {
   if (typeof value !== "object" || value === null) return value;
   if (isBytes(value)) {
+    let bytes: Uint8Array;
+    try {
+      bytes = bytesOf(value);
+    } catch (err) {
+      throw new SerializationError(
+        `Cannot send ${what}: ${
+          pathText(path)
+        } is a ${value.constructor.name} whose ArrayBuffer is detached (transferred)`,
+        { cause: err },
+      );
+    }
     paths.push(path.slice());
-    return toBase64(bytesOf(value));
+    return toBase64(bytes);
   }
   if (depth > MAX_JSON_DEPTH) return value;
   if (Array.isArray(value)) {
@@ -136,7 +167,7 @@ function replace(
       const item = value[i];
       if (typeof item !== "object" || item === null) continue;
       path.push(i);
-      const next = replace(item, path, paths, depth + 1);
+      const next = replace(item, path, paths, depth + 1, what);
       path.pop();
       if (next !== item) (copy ??= value.slice())[i] = next;
     }
@@ -151,13 +182,24 @@ function replace(
     const item = (value as Record<string, unknown>)[key];
     if (typeof item !== "object" || item === null) continue;
     path.push(key);
-    const next = replace(item, path, paths, depth + 1);
+    const next = replace(item, path, paths, depth + 1, what);
     path.pop();
     if (next !== item) {
       (copy ??= { ...(value as Record<string, unknown>) })[key] = next;
     }
   }
   return copy ?? value;
+}
+
+/** `msg.image[0]`-like text of a path from the message (for errors). */
+function pathText(path: Step[]): string {
+  return path.map((step, i) =>
+    typeof step === "number"
+      ? `[${step}]`
+      : /^[A-Za-z_$][\w$]*$/.test(step)
+      ? i === 0 ? step : `.${step}`
+      : `[${JSON.stringify(step)}]`
+  ).join("").slice(0, 200);
 }
 
 /**

@@ -115,7 +115,14 @@ export class Outbox {
           }: it holds bytes (a Uint8Array, ArrayBuffer or DataView) and this Python server does not read them (update pyproxy_server)`,
         );
       }
-      item = this.#stringify(withBase64(msg) as SessionMessage);
+      try {
+        item = this.#stringify(withBase64(msg) as SessionMessage);
+      } catch (err) {
+        // Bytes that cannot be read (a detached ArrayBuffer): this message fails alone.
+        return err instanceof SerializationError
+          ? err
+          : serializationError(msg, err);
+      }
       if (item instanceof Error) return item;
     }
     // UTF-8 takes at most 3 bytes per UTF-16 unit: only encode here when the limit may be hit.

@@ -138,6 +138,36 @@ Deno.test("Pool.execute of 20 MB of bytes goes through spill files raw, both way
   }]);
 });
 
+Deno.test("Pool.execute of bytes over a detached ArrayBuffer rejects once with a SerializationError naming them (inline or spilled); a SharedArrayBuffer is bytes", async () => {
+  for (const plugins of [undefined, [spillover({ threshold: 1024 })]]) {
+    await using pool = await bytesPool(plugins);
+    const buffer = new ArrayBuffer(4);
+    const view = new Uint8Array(buffer);
+    structuredClone(buffer, { transfer: [buffer] }); // detaches it
+    const big = "x".repeat(4096); // spilled with the spill-over plugin
+    for (const msg of [{ view }, { big, list: [view] }, { big, buffer }]) {
+      const err = await pool.execute("bEcho", msg, { timeout: 60_000 }).then(
+        () => assert.fail("sent"),
+        (err: unknown) => err,
+      );
+      assert.ok(err instanceof SerializationError, String(err));
+      assert.match(err.message, /detached/);
+      if (plugins === undefined) {
+        assert.match(err.message, /msg\.(view|list\[0\]|buffer) is a/);
+      }
+    }
+    // Nothing left waiting (nor timing out later), and the session goes on.
+    assert.equal(pool.status().inFlight, 0);
+    const shared = new Uint8Array(new SharedArrayBuffer(3)).fill(7);
+    const got = await pool.execute<{ msg: Record<string, Uint8Array> }>(
+      "bEcho",
+      { big, view: shared, whole: shared.buffer },
+    );
+    assert.deepEqual([...got.msg.view!], [7, 7, 7]);
+    assert.deepEqual([...got.msg.whole!], [7, 7, 7]);
+  }
+});
+
 Deno.test('Outbox refuses a $bytes argument, and bytes for a server that does not read them; never sends {"0":…}', () => {
   const sink = new WritableStream<Uint8Array>();
   const outbox = new Outbox(sink, () => Promise.resolve(), () => {});
