@@ -79,8 +79,14 @@ Deno.test("Gateway: a bytes result is the response body, as application/octet-st
   assert.equal(res.status, 200);
   assert.equal(res.headers.get("content-type"), "application/octet-stream");
   assert.deepEqual([...new Uint8Array(await res.arrayBuffer())], [...ALL]);
+  // Served from the dashboard's origin: never sniffed, and a text/html or
+  // SVG body would run sandboxed, in an origin of its own.
+  assert.equal(res.headers.get("x-content-type-options"), "nosniff");
+  assert.equal(res.headers.get("content-security-policy"), "sandbox");
   res = await gw.fetch("/v1/models/png/execute", postBytes(ALL, "image/png"));
   assert.equal(res.headers.get("content-type"), "image/png");
+  assert.equal(res.headers.get("x-content-type-options"), "nosniff");
+  assert.equal(res.headers.get("content-security-policy"), "sandbox");
   const png = new Uint8Array(await res.arrayBuffer());
   assert.deepEqual([...png.subarray(0, 8)], [137, 80, 78, 71, 13, 10, 26, 10]);
   assert.deepEqual([...png.subarray(8)], [...ALL]);

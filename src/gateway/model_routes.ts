@@ -294,7 +294,14 @@ async function readBinaryInput(
 // What pool.execute's contentType takes (and an HTTP header can say).
 const MEDIA_TYPE = /^[\x20-\x7e]{1,256}$/;
 
-/** The response of a `bytes` result: the bytes as the body, in the model's `media_type`. */
+/**
+ * The response of a `bytes` result: the bytes as the body, in the model's
+ * `media_type`. The body is the model's (often its caller's input sent
+ * back), served from the dashboard's origin: `nosniff` keeps a browser from
+ * reading it as another type than the one given, and `sandbox` runs a
+ * `text/html` or SVG one in an origin of its own, so its scripts reach
+ * neither the dashboard's token nor the gateway's routes as this origin.
+ */
 function bytesResponse(
   ctx: RouteContext,
   name: string,
@@ -302,7 +309,11 @@ function bytesResponse(
 ): Response {
   const type = ctx.catalog.get(name)?.mediaType ?? "application/octet-stream";
   return new Response(bytes as Uint8Array<ArrayBuffer>, {
-    headers: { "content-type": type },
+    headers: {
+      "content-type": type,
+      "x-content-type-options": "nosniff",
+      "content-security-policy": "sandbox",
+    },
   });
 }
 
