@@ -138,6 +138,25 @@ Deno.test("Pool.execute of 20 MB of bytes goes through spill files raw, both way
   }]);
 });
 
+Deno.test("Pool.execute and executeStream read bytes of several MB inline as base64 (no spill-over plugin)", async () => {
+  await using pool = await bytesPool([]);
+  await pool.addModel("big", { file: "chaos_bytes_model.py", class: "Big" });
+  const size = 6 * 1024 * 1024; // 8 MiB of base64 text
+  const check = (bytes: Uint8Array) => {
+    assert.equal(bytes.length, size);
+    assert.deepEqual([bytes[0], bytes[255], bytes[size - 1]], [0, 255, 255]);
+  };
+  check(await pool.execute<Uint8Array>("big", { size }, { timeout: 30_000 }));
+  let items = 0;
+  for await (
+    const item of pool.executeStream<Uint8Array>("big", { size, stream: true })
+  ) {
+    check(item);
+    items++;
+  }
+  assert.equal(items, 2);
+});
+
 Deno.test("Pool.execute of bytes over a detached ArrayBuffer rejects once with a SerializationError naming them (inline or spilled); a SharedArrayBuffer is bytes", async () => {
   for (const plugins of [undefined, [spillover({ threshold: 1024 })]]) {
     await using pool = await bytesPool(plugins);

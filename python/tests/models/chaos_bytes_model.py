@@ -24,3 +24,13 @@ class Weird:
 
     def _stream(self):
         yield {"a": b"x", "b": object()}
+
+
+class Big:
+    """Returns ``msg["size"]`` bytes (``msg["stream"]``: yields them twice)."""
+
+    def execute(self, msg):
+        data = bytes(range(256)) * (msg["size"] // 256)
+        if msg.get("stream"):
+            return iter([data, data])
+        return data
