@@ -157,6 +157,14 @@ Deno.test("Pool.execute and executeStream read bytes of several MB inline as bas
   assert.equal(items, 2);
 });
 
+Deno.test("pool.eval takes bytes in locals and gives bytes back in its value", async () => {
+  await using pool = await bytesPool([]);
+  const value = await pool.eval("{'reversed': x[::-1], 'n': len(x)}", {
+    locals: { x: new Uint8Array([1, 2, 3]) },
+  }).result;
+  assert.deepEqual(value, { reversed: new Uint8Array([3, 2, 1]), n: 3 });
+});
+
 Deno.test("Pool.execute of bytes over a detached ArrayBuffer rejects once with a SerializationError naming them (inline or spilled); a SharedArrayBuffer is bytes", async () => {
   for (const plugins of [undefined, [spillover({ threshold: 1024 })]]) {
     await using pool = await bytesPool(plugins);

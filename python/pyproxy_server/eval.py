@@ -685,8 +685,15 @@ class EvalService:
         try:
             return big_json.Encoded(big_json.encode(result))
         except (TypeError, ValueError, RecursionError) as exc:
+            bytes_ok = getattr(call.connection, "sends_bytes", False)
+            if bytes_ok and exc.__class__ is TypeError:
+                # Bytes go as bytes (protocol §3, "Bytes"), as in a model's
+                # result: the reply's encoding finds them (and names what else
+                # json refuses).
+                return result
             raise SerializationError(
-                "Cannot reply: the eval's value is not JSON: %s: %s" % (not_json_reason(exc, value, "value"), short_repr(value))
+                "Cannot reply: the eval's value is not JSON: %s: %s" % (
+                    not_json_reason(exc, value, "value", bytes_ok), short_repr(value))
             )
 
     @staticmethod

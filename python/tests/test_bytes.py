@@ -249,6 +249,21 @@ class BytesChaosTest(ServerTestCase):
         self.assertEqual(reply["result"], {"1": b64(b"i"), "null": b64(b"n"), "2.5": b64(b"f"), "false": b64(b"b")})
         self.assertEqual(sorted(reply["$bytes"]), [["result", k] for k in ("1", "2.5", "false", "null")])
 
+    def test_an_eval_value_with_bytes_comes_back_as_bytes_to_a_host_that_reads_them(self):
+        c = self.client()
+        reply = c.request("eval", code="{'png': b'\\x89PNG', 'n': 1}")
+        self.assertTrue(reply["ok"], reply)
+        self.assertEqual(reply["result"]["value"], {"png": b64(b"\x89PNG"), "n": 1})
+        self.assertEqual(reply["$bytes"], [["result", "value", "png"]])
+        reply = c.request("eval", code="[b'x', object()]")
+        self.assertEqual(reply["error"]["type"], "SerializationError", reply)
+        self.assertIn("[1] is a object", reply["error"]["message"])
+        # A host that did not ask: refused as before.
+        old = self.connect()
+        reply = old.request("eval", code="b'x'")
+        self.assertEqual(reply["error"]["type"], "SerializationError", reply)
+        self.assertIn("value is a bytes", reply["error"]["message"])
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 31329,
+      size: 31705,
       sha256:
-        "f3639eb5c5a326baf9c3e512d34beb70976e232068f187a23e90fbccf1276e0d",
+        "7f2ec7417561fc195517af6ce3df90764a7eeb5256d47d0b909e59467d246148",
     },
     {
       path: "pyproxy_server/execution.py",
