@@ -41,6 +41,8 @@ test(
         });
         expect(res.status).toBe(200);
         expect(res.headers.get("content-type")).toBe("image/png");
+        expect(res.headers.get("x-content-type-options")).toBe("nosniff");
+        expect(res.headers.get("content-security-policy")).toBe("sandbox");
         const png = new Uint8Array(await res.arrayBuffer());
         expect([...png.subarray(8)]).toEqual([...ALL]);
         // JSON as before.
