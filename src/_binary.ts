@@ -235,8 +235,39 @@ export function jsonAsBase64(bytes: Uint8Array): Uint8Array {
   return bytes;
 }
 
-function base64Json(this: Uint8Array): string {
-  return toBase64(this);
+function base64Json(this: Uint8Array): string | Record<string, never> {
+  // On the wire, `{}`: a shape `mayHoldBytes` finds, so bytes a result gave
+  // go as bytes when passed back into a call, not as their base64 text (a
+  // string to Python).
+  return writingWire ? {} : toBase64(this);
+}
+
+// True only while a message is written for the wire (synchronously, so no
+// other code sees it): what `base64Json` writes depends on it.
+let writingWire = false;
+
+/**
+ * `JSON.stringify(msg)` for the wire: the `Uint8Array`s of
+ * {@linkcode jsonAsBase64} write `{}` instead of their base64 text, so
+ * {@linkcode mayHoldBytes} finds them and they are sent as bytes.
+ */
+export function stringifyForWire(msg: unknown): string | undefined {
+  writingWire = true;
+  try {
+    return JSON.stringify(msg);
+  } finally {
+    writingWire = false;
+  }
+}
+
+/** `write()` (another way of writing a message as JSON) as {@linkcode stringifyForWire} runs it. */
+export function writeForWire<T>(write: () => T): T {
+  writingWire = true;
+  try {
+    return write();
+  } finally {
+    writingWire = false;
+  }
 }
 
 /**

@@ -19,7 +19,13 @@ import type { SessionMessage } from "./session_types.ts";
 import { SerializationError } from "./errors.ts";
 import { serializationError } from "./_json_check.ts";
 import { stringifyExact } from "./_exact_json.ts";
-import { holdsBytes, mayHoldBytes, withBase64 } from "./_binary.ts";
+import {
+  holdsBytes,
+  mayHoldBytes,
+  stringifyForWire,
+  withBase64,
+  writeForWire,
+} from "./_binary.ts";
 // Imported, not the global: a test that fakes the global timers must not stop writes.
 import { setImmediate } from "node:timers";
 
@@ -149,12 +155,15 @@ export class Outbox {
   /** `msg` as JSON text, or the `SerializationError` saying why it is not JSON. */
   #stringify(msg: SessionMessage): string | Error {
     try {
-      const text = JSON.stringify(msg);
+      // Bytes a result gave (their toJSON writes base64) write `{}` here: bytes again.
+      const text = stringifyForWire(msg);
       if (typeof text !== "string") throw new TypeError("not a JSON value");
       return text;
     } catch (err) {
       // Only a message that JSON.stringify refused pays for the replacer.
-      const text = this.bigints ? exactOrUndefined(msg) : undefined;
+      const text = this.bigints
+        ? writeForWire(() => exactOrUndefined(msg))
+        : undefined;
       return text ?? serializationError(msg, err);
     }
   }

@@ -157,6 +157,41 @@ Deno.test("Pool.execute and executeStream read bytes of several MB inline as bas
   assert.equal(items, 2);
 });
 
+Deno.test("A Uint8Array a result gave, passed back into pool.execute, goes as bytes again (not as its base64 text), inline or spilled", async () => {
+  for (const plugins of [[], [spillover({ threshold: 1024 })]]) {
+    await using pool = await bytesPool(plugins);
+    const back = await pool.execute<Uint8Array>("bRaw", new Uint8Array([1, 2]));
+    assert.equal(JSON.stringify(back), '"AQI="'); // as JSON elsewhere: base64
+    const big = "x".repeat(4096); // spilled with the spill-over plugin
+    const got = await pool.execute<{ msg: Record<string, unknown> }>(
+      "bEcho",
+      { img: back, list: [back], big },
+    );
+    assert.deepEqual(got.msg.img, new Uint8Array([1, 2]));
+    assert.deepEqual(got.msg.list, [new Uint8Array([1, 2])]);
+    const whole = await pool.execute<{ type: string }>("bEcho", back);
+    assert.equal(whole.type, "bytes");
+  }
+});
+
+Deno.test("A Uint8Array a result gave goes as bytes in a message with a BigInt too (the exact-integer writer)", async () => {
+  await using pool = await Pool.start({
+    workers: 1,
+    modelsDir: MODELS,
+    handleSignals: false,
+    integers: "bigint",
+    plugins: { defaults: false, use: [] },
+  });
+  await pool.addModel("bEcho", { file: "bytes_model.py", class: "Echo" });
+  await pool.addModel("bRaw", { file: "bytes_model.py", class: "Raw" });
+  const back = await pool.execute<Uint8Array>("bRaw", new Uint8Array([1, 2]));
+  const got = await pool.execute<{ msg: Record<string, unknown> }>("bEcho", {
+    img: back,
+    n: 2n ** 64n,
+  });
+  assert.deepEqual(got.msg, { img: new Uint8Array([1, 2]), n: 2n ** 64n });
+});
+
 Deno.test("pool.eval takes bytes in locals and gives bytes back in its value", async () => {
   await using pool = await bytesPool([]);
   const value = await pool.eval("{'reversed': x[::-1], 'n': len(x)}", {
