@@ -223,7 +223,9 @@ function pathText(path: Step[]): string {
 /**
  * Gives `bytes` a `toJSON` (not enumerable) that writes it as its base64
  * string: a result with bytes written as JSON (a gateway response, an SSE
- * item, a channel message) carries base64 text instead of `{"0":…}`.
+ * item, a channel message) carries base64 text instead of `{"0":…}`. On the
+ * wire ({@linkcode stringifyForWire}) it writes `{}`, so the same bytes
+ * passed back into a call are sent as bytes.
  */
 export function jsonAsBase64(bytes: Uint8Array): Uint8Array {
   Object.defineProperty(bytes, "toJSON", {
