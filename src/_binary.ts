@@ -254,21 +254,23 @@ let writingWire = false;
  * {@linkcode mayHoldBytes} finds them and they are sent as bytes.
  */
 export function stringifyForWire(msg: unknown): string | undefined {
+  const was = writingWire; // a getter or toJSON may send a message itself
   writingWire = true;
   try {
     return JSON.stringify(msg);
   } finally {
-    writingWire = false;
+    writingWire = was;
   }
 }
 
 /** `write()` (another way of writing a message as JSON) as {@linkcode stringifyForWire} runs it. */
 export function writeForWire<T>(write: () => T): T {
+  const was = writingWire;
   writingWire = true;
   try {
     return write();
   } finally {
-    writingWire = false;
+    writingWire = was;
   }
 }
 
