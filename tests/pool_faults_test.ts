@@ -22,6 +22,17 @@ import {
 import { recordingLogger } from "./_harness.ts";
 import { reconnect } from "../plugins/reconnect.ts";
 
+/**
+ * A readyTimeout that a start fits on this machine as loaded as it is now:
+ * four times what a one-worker pool's start takes here, `least` at least
+ * (the tests that freeze a start wait for it to run out).
+ */
+async function readyTimeoutFor(dir: string, least: number): Promise<number> {
+  const t0 = performance.now();
+  await (await Pool.start(poolOptions(dir, { workers: 1 }))).close();
+  return Math.max(least, Math.ceil(4 * (performance.now() - t0)));
+}
+
 /** A model that starts a Python process and a `sleep` (children of its worker). */
 const SPAWNER = `import subprocess, sys
 class Spawner:
@@ -477,11 +488,15 @@ Deno.test("Pool kills and restarts a worker that stops answering while it starts
       return undefined;
     },
   };
+  // readyTimeout bounds every start, the first one too: short for the frozen
+  // start, yet longer than a start takes. A fixed 1000 ms was not on a busy
+  // machine (the first start failed: "no ready line within 1000 ms").
+  const readyTimeout = await readyTimeoutFor(dir.path, 1000);
   try {
     await using pool = await Pool.start(
       poolOptions(dir.path, {
         workers: 1,
-        readyTimeout: 1000,
+        readyTimeout,
         plugins: [
           reconnect({
             backoff: { initial: 10, max: 50 },
@@ -496,14 +511,14 @@ Deno.test("Pool kills and restarts a worker that stops answering while it starts
       pool,
       "worker-exit",
       (ev) => ev.reason.includes("configure"),
-      10_000,
+      readyTimeout + 10_000,
     );
     // The frozen start never gets there: the first ready is the next restart.
     const ready = nextEvent(
       pool,
       "worker-state",
       (ev) => ev.to === "ready",
-      10_000,
+      2 * readyTimeout + 10_000,
     );
     ready.catch(() => {}); // awaited below, once the exit is checked
     Deno.kill(pidOf(pool, "w1"), "SIGKILL");
@@ -511,7 +526,7 @@ Deno.test("Pool kills and restarts a worker that stops answering while it starts
     assert.deepEqual(stopped, [ev.pid]);
     assert.equal(
       ev.reason,
-      "start failed: Cannot start worker w1: no answer to configure within readyTimeout (1000 ms from the spawn)",
+      `start failed: Cannot start worker w1: no answer to configure within readyTimeout (${readyTimeout} ms from the spawn)`,
     );
     await ready;
     assert.equal(pool.status().workers[0]!.state, "ready");
@@ -563,19 +578,26 @@ sys.exit(child.wait())
 Deno.test("Pool.start: readyTimeout bounds the handshake too, failing a server that printed its ready line but never says hello with StartTimeoutError (phase handshake)", async () => {
   await using dir = await modelsDir();
   await using frozen = await frozenPython();
+  // Longer than the ready line takes (a wrapper's start, then the server's:
+  // twice a start, on a busy machine more than a fixed 1500 ms), or the
+  // start fails before the handshake: four times a start here and now.
+  const readyTimeout = await readyTimeoutFor(dir.path, 1500);
   // Before: the handshake's own 10 s, whatever readyTimeout said, and a
   // TimeoutError "no hello within 10000 ms".
   await assert.rejects(
     Pool.start(poolOptions(dir.path, {
       workers: 1,
       python: frozen.python,
-      readyTimeout: 1500,
+      readyTimeout,
     })),
     (err: unknown) => {
       assert.ok(err instanceof StartError, String(err));
       assert.match(
         err.message,
-        /^w1: start failed: Cannot start worker w1: handshake not done within readyTimeout \(1500 ms from the spawn; no hello from the server yet\)$/m,
+        new RegExp(
+          `^w1: start failed: Cannot start worker w1: handshake not done within readyTimeout \\(${readyTimeout} ms from the spawn; no hello from the server yet\\)$`,
+          "m",
+        ),
       );
       const cause = err.cause;
       assert.ok(cause instanceof StartTimeoutError, String(cause));
@@ -583,7 +605,7 @@ Deno.test("Pool.start: readyTimeout bounds the handshake too, failing a server t
       assert.deepEqual(cause.details, {
         phase: "handshake",
         step: "hello",
-        timeoutMs: 1500,
+        timeoutMs: readyTimeout,
         id: "w1",
       });
       assert.ok(cause.cause instanceof TimeoutError);

@@ -1,0 +1,72 @@
+/**
+ * A worker's `lastExit.reason` after its connection ended: the process's own
+ * end when it comes within the moment the worker gives it, also when the host
+ * stalled (a busy machine left it unscheduled) across that moment.
+ */
+import assert from "node:assert/strict";
+import { reconnect } from "../plugins/reconnect.ts";
+import { Pool } from "../src/pool.ts";
+import { defaultRuntime } from "../src/runtime/mod.ts";
+import type { Connection, Runtime } from "../src/runtime/types.ts";
+import { readyAgain } from "./_pool_harness.ts";
+
+/** The default runtime, whose connections the test can end as if the socket closed. */
+function cuttableRuntime(): { runtime: Runtime; cut(): void } {
+  const base = defaultRuntime();
+  const cuts: Array<() => void> = [];
+  const runtime: Runtime = {
+    ...base,
+    async connect(target) {
+      const conn = await base.connect(target);
+      assert.ok(conn.read !== undefined, "the runtime reads into buffers");
+      const ended = Promise.withResolvers<null>();
+      cuts.push(() => ended.resolve(null));
+      const wrapped: Connection = {
+        readable: conn.readable,
+        writable: conn.writable,
+        read: (into) => Promise.race([conn.read!(into), ended.promise]),
+        close: () => conn.close(),
+      };
+      if (conn.write !== undefined) wrapped.write = (d) => conn.write!(d);
+      return wrapped;
+    },
+  };
+  return { runtime, cut: () => cuts.splice(0).forEach((cut) => cut()) };
+}
+
+/** Keeps the thread busy for `ms`: the host stalls, as on a loaded machine. */
+function stall(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end) { /* busy */ }
+}
+
+Deno.test("Worker tells a process killed from outside (SIGKILL) after its connection ended, also when the host stalled past the moment it waits for the exit", async () => {
+  const { runtime, cut } = cuttableRuntime();
+  const pool = await Pool.start({
+    workers: 1,
+    runtime,
+    handleSignals: false,
+    plugins: [reconnect({ heartbeatInterval: 0, backoff: { initial: 10 } })],
+  });
+  try {
+    const before = pool.status().workers[0]!;
+    const again = readyAgain(pool, before.id);
+    // The connection ends, the process still runs: the worker gives its
+    // exit a moment (250 ms) before it takes the process for alive.
+    cut();
+    await new Promise((r) => setTimeout(r, 0));
+    // It is killed meanwhile, and the host stalls past that moment before it
+    // reads anything: the exit is there when it runs again, and its timer
+    // overdue. It was "connection lost" (the worker took the process for
+    // alive and killed it).
+    Deno.kill(before.pid!, "SIGKILL");
+    stall(400);
+    await again;
+    assert.equal(
+      pool.status().workers[0]!.lastExit?.reason,
+      "killed by SIGKILL",
+    );
+  } finally {
+    await pool.close();
+  }
+});
