@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 21945,
+      size: 22341,
       sha256:
-        "49a21089e268fe7de4876942eedc00f36bfc6437ea0440fdfe503fc0b19fa40e",
+        "5b0e1494229d4afba1123aaee5de153a698e19a41dff7238afa6719c16d9598f",
     },
     {
       path: "pyproxy_server/big_json.py",
@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 31329,
+      size: 32293,
       sha256:
-        "f3639eb5c5a326baf9c3e512d34beb70976e232068f187a23e90fbccf1276e0d",
+        "415cd74c5f7e1420133a317cdc3ce67d7661f3a4c1a4366c6029f4c263c0d495",
     },
     {
       path: "pyproxy_server/execution.py",
@@ -118,9 +118,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/host_log_handler.py",
-      size: 1856,
+      size: 1990,
       sha256:
-        "5c73bbd470c797394f55b4a45747402ff7160a9e98767f8e2755baf15fb6d7ed",
+        "d75921bd5c67082692790d75cf6ef58c5255833ecdc15a9d8a44b9bfd5f41660",
     },
     {
       path: "pyproxy_server/inline_watch.py",
@@ -163,6 +163,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 8572,
       sha256:
         "0fbba910684c30b2c67bd570a5701b452ed9c6f961f2d8be3ee2f32b59953a70",
+    },
+    {
+      path: "pyproxy_server/shielded_logging.py",
+      size: 3989,
+      sha256:
+        "f7ac443bac2470cec25e05bda49a6ba2c0e46568761eaeac946643918c29a13b",
     },
     {
       path: "pyproxy_server/spill.py",
