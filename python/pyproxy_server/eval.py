@@ -652,6 +652,7 @@ class EvalService:
 
         channel = OutputChannel(send, self._flusher, call.is_cancelled, call)
         key = (call.connection, call.id)
+        outer_writers = capture.writers()
         # From here on a cancel's injected KeyboardInterrupt may fire at any
         # bytecode: the channel is registered inside the try, so the finally
         # always unregisters it.
@@ -685,6 +686,9 @@ class EvalService:
                 CallRunner.defer_interrupt(call)
             except KeyboardInterrupt:
                 pass  # the cancel's, pending until now: reported as above
+            # An interrupt in the redirect's exit left this thread's output
+            # routed to the channel (for this thread's next calls too).
+            capture.restore_writers(outer_writers)
             channel.flush()
             with self._lock:
                 self._channels.pop(key, None)

@@ -849,6 +849,7 @@ class EvalCancelledAtEveryBytecodeTest(unittest.TestCase):
         eval ended before."""
         call = FakeCall(self.connection, rid, {"cmd": "eval", "code": self.CODE})
         state, tracer = _traced_cancel(call, step)
+        after = {}
 
         def run():
             call.thread_ident = threading.get_ident()
@@ -859,12 +860,16 @@ class EvalCancelledAtEveryBytecodeTest(unittest.TestCase):
                 pass  # CallRunner answers either with CancelledError
             finally:
                 sys.settrace(None)
+                after["writers"] = capture.writers()
 
         thread = threading.Thread(target=run, daemon=True)
         with _no_gc():
             thread.start()
             thread.join(10)
         self.assertFalse(thread.is_alive(), "the eval cancelled at place %d hangs" % step)
+        # The thread's next calls print where they should, not to this eval's channel.
+        owners = [getattr(writer, "__self__", None) for writer in after["writers"]]
+        self.assertEqual(owners, [None, None], "cancelled at place %d: output stays redirected" % step)
         self.deferred += state["deferred"]
         return state["came"]
 

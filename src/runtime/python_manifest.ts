@@ -58,9 +58,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/capture.py",
-      size: 10503,
+      size: 11422,
       sha256:
-        "3f043e3cf7021c836fb14bfc8eae2cb10854d83ac0dc900b526e8e90cd027273",
+        "d198fdd779dd9baa016fa4d448fc393350c95504599a01c73b3ab558b73c6cbd",
     },
     {
       path: "pyproxy_server/commands.py",
@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 32293,
+      size: 32534,
       sha256:
-        "415cd74c5f7e1420133a317cdc3ce67d7661f3a4c1a4366c6029f4c263c0d495",
+        "d7f26398ace5ca31e2f66e81f3aba44cd3ee26c92969609626cc5cf080241c7a",
     },
     {
       path: "pyproxy_server/execution.py",
