@@ -127,7 +127,8 @@ class LoggingCancelledAtEveryBytecodeTest(unittest.TestCase):
                 break
             self._loop_logs(step)
         self.assertGreater(step, 100)  # the model's code and logging's paths were all traced
-        self.assertGreater(self.deferred, 10)  # cancels that came with a logging lock held
+        if hasattr(logging, "_acquireLock"):  # up to 3.12 (3.13 takes them with `with`)
+            self.assertGreater(self.deferred, 10)  # cancels that came with a logging lock held
         with open(self.file_handler.baseFilename) as f:
             self.assertIn("after the cancel at place %d" % (step - 1), f.read())
 
