@@ -33,6 +33,7 @@ from . import PROTOCOL_VERSION, capture
 from .framer import Framer
 from .host_log_handler import HostLogHandler
 from .server import Server, add_models_to_path
+from .shielded_logging import ShieldedLock, shield_module_lock
 
 # Seconds between checks that the parent process is still the one that started us.
 PARENT_CHECK_INTERVAL = 1.0
@@ -166,10 +167,11 @@ def detach_stdin():
 _MAX_LOG_CLAIMS = 16
 
 
-class _PrivateLogHandler(logging.handlers.RotatingFileHandler):
+class _PrivateLogHandler(ShieldedLock, logging.handlers.RotatingFileHandler):
     """A rotating log file only its owner can read (0600, in a 0700
     directory): tracebacks and messages may name data and paths. It holds
-    ``lock_fd`` (the claim on its name, see ``_claim_log_name``) until closed."""
+    ``lock_fd`` (the claim on its name, see ``_claim_log_name``) until closed.
+    Its lock is taken shielded from a cancel's interrupt (``ShieldedLock``)."""
 
     lock_fd = None
 
@@ -188,6 +190,10 @@ class _PrivateLogHandler(logging.handlers.RotatingFileHandler):
         except (OSError, AttributeError):  # no fchmod on Windows
             pass
         return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
+
+class _StderrLogHandler(ShieldedLock, logging.StreamHandler):
+    """The log on stderr, when the file cannot be opened (``ShieldedLock``)."""
 
 
 def _claim_log_name(logs, name):
@@ -230,6 +236,8 @@ def setup_logging(root, name, level, claim=False):
     ``claim``: the name is not a TCP port, which no other running server
     can have (a ``--log-name``, or a socket file name, which servers with
     sockets in different directories share): see ``_claim_log_name``."""
+    # A cancel's interrupt must not leave logging's module lock held either.
+    shield_module_lock()
     root_logger = logging.getLogger()
     for old in root_logger.handlers:
         old.close()  # an earlier call's file and name claim
@@ -254,7 +262,7 @@ def setup_logging(root, name, level, claim=False):
         if lock_fd is not None:
             os.close(lock_fd)
         sys.__stderr__.write("pyproxy_server: cannot open log file (%s); logging to stderr\n" % exc)
-        handler = logging.StreamHandler(sys.__stderr__)
+        handler = _StderrLogHandler(sys.__stderr__)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"))
     root_logger.handlers[:] = [handler]
     root_logger.setLevel(getattr(logging, str(level).upper(), logging.INFO))

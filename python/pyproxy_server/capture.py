@@ -34,7 +34,7 @@ import logging
 import sys
 import threading
 
-__all__ = ["OutputRouter", "redirect", "current_sink", "install", "uninstall"]
+__all__ = ["OutputRouter", "redirect", "current_sink", "install", "uninstall", "writers", "restore_writers"]
 
 _sink = contextvars.ContextVar("pyproxy_output_sink", default=None)
 _sink_get = _sink.get
@@ -81,6 +81,26 @@ def redirect(sink, writers=None):
         _stderr_writer.reset(err_token)
         _stdout_writer.reset(out_token)
         _sink.reset(token)
+
+
+def writers():
+    """This context's ``redirect`` writers, ``(stdout_write, stderr_write)``,
+    ``None`` for each that is unset; for ``restore_writers``."""
+    return _stdout_writer.get(None), _stderr_writer.get(None)
+
+
+def restore_writers(saved):
+    """Put back the writers ``writers()`` gave, when a ``redirect``'s exit
+    was cut short (a cancel's interrupt fired in it, before its resets): this
+    thread's later output, other calls' included, would go to that
+    redirect's writers still. For a caller whose clean-up cannot be
+    interrupted (an eval's, shielded); a no-op when nothing leaked."""
+    if writers() == saved:
+        return
+    out, err = saved
+    # Unset again: routing by the router, as ``redirect`` inside a sink with writers does.
+    _stdout_writer.set(_route_stdout if out is None else out)
+    _stderr_writer.set(_route_stderr if err is None else err)
 
 
 def _route_stdout(text):

@@ -162,7 +162,9 @@ class Flusher(threading.Thread):
 
     def __init__(self):
         super().__init__(name="pyproxy-eval-flusher", daemon=True)
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.RLock())
+        # True when this thread holds the lock (so a write is a re-entry).
+        self._reentered = self._cond._is_owned
         self._due = []
         self._order = itertools.count()
 
@@ -220,6 +222,12 @@ class OutputChannel:
     which is raised once the lock is released: an interrupt that fired as
     the lock was taken left it held for ever, and the loop thread, at the
     next ``outputAck``, waited for it for ever.
+
+    Re-entry: a write made on a thread that is staging or sending already
+    (a finalizer run by the garbage collector mid-send printing "Exception
+    ignored in ..." to stderr) stays queued, sent after the text being sent:
+    staged then, it waited in ``_emit_in_turn`` for its own thread's send,
+    for ever.
     """
 
     # Characters per chunk: bounds one frame, so replies for other requests on
@@ -241,7 +249,9 @@ class OutputChannel:
         self._flusher = flusher
         self._cancelled = cancelled or (lambda: False)
         self._call = call
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.RLock())
+        # True when this thread holds the lock (so a write is a re-entry).
+        self._reentered = self._cond._is_owned
         # Writes not staged yet: a str for fd 1, an (fd, text) pair otherwise.
         self._queue = collections.deque()
         self._limit = 0
@@ -302,6 +312,8 @@ class OutputChannel:
         return size
 
     def _write_slow(self):
+        if self._reentered():
+            return  # queued: sent once this thread's staging or sending is over
         call = self._call
         shielded = call is not None and _defer_interrupt(call)
         try:
@@ -334,12 +346,17 @@ class OutputChannel:
 
     def flush(self):
         """Send everything pending, waiting for credit unless closed."""
+        if self._reentered():
+            return  # a finalizer's flush mid-send: that send goes on
         call = self._call
         shielded = call is not None and _defer_interrupt(call)
         try:
             with self._cond:
                 self._stage()
                 self._emit_in_turn(True)
+                if self._queue:  # written while it sent: a re-entry's text too
+                    self._stage()
+                    self._emit_in_turn(True)
         finally:
             if shielded:
                 _unshield(call)
@@ -635,6 +652,7 @@ class EvalService:
 
         channel = OutputChannel(send, self._flusher, call.is_cancelled, call)
         key = (call.connection, call.id)
+        outer_writers = capture.writers()
         # From here on a cancel's injected KeyboardInterrupt may fire at any
         # bytecode: the channel is registered inside the try, so the finally
         # always unregisters it.
@@ -668,6 +686,9 @@ class EvalService:
                 CallRunner.defer_interrupt(call)
             except KeyboardInterrupt:
                 pass  # the cancel's, pending until now: reported as above
+            # An interrupt in the redirect's exit left this thread's output
+            # routed to the channel (for this thread's next calls too).
+            capture.restore_writers(outer_writers)
             channel.flush()
             with self._lock:
                 self._channels.pop(key, None)

@@ -12,6 +12,7 @@ the call's context, the server's start) are not sent.
 import logging
 
 from .capture import current_sink
+from .shielded_logging import ShieldedLock
 
 __all__ = ["HostLogHandler", "level_name"]
 
@@ -27,10 +28,11 @@ def level_name(levelno):
     return "error"
 
 
-class HostLogHandler(logging.Handler):
+class HostLogHandler(ShieldedLock, logging.Handler):
     """A root-logger handler that hands a model call's records to its output
     sink, whose owner (an ``OutputSink``, or the connection running an inline
-    call) has ``log_record(level, logger, text)``."""
+    call) has ``log_record(level, logger, text)``. Its lock is taken shielded
+    from a cancel's interrupt (``ShieldedLock``)."""
 
     def __init__(self):
         super().__init__()

@@ -592,6 +592,43 @@ class EvalServiceTest(unittest.TestCase):
         thread.join(5)
         self.assertFalse(thread.is_alive(), "the late printer is blocked for credit")
 
+    def test_a_finalizer_printing_mid_send_is_sent_after_and_the_eval_goes_on(self):
+        # The garbage collector runs finalizers at any allocation, also while
+        # the channel sends on the eval's thread: one printing to stderr then
+        # re-entered the channel, which waited for its own send for ever.
+        code = (
+            "import sys\n"
+            "class Noisy:\n"
+            "    def __del__(self):\n"
+            "        print('finalized', file=sys.stderr)\n"
+            "        sys.stderr.flush()\n"
+            "a = Noisy()\n"
+            "a.cycle = a\n"
+            "del a\n"  # garbage now, collected by the first send
+            "print('x' * 70_000)\n"
+            "7"
+        )
+
+        class CollectingOnSend(FakeCall):
+            def send_event(self, event):
+                super().send_event(event)
+                if event["event"] == "output":
+                    gc.collect()  # as at an allocation of the send
+
+        call = CollectingOnSend(self.connection, 700, {"cmd": "eval", "code": code})
+        handler, _ = self.server.handlers["eval"]
+        out = {}
+        thread = threading.Thread(target=lambda: out.setdefault("result", handler(call)), daemon=True)
+        with _no_gc():  # no collection but the send's
+            thread.start()
+            thread.join(10)
+        self.assertFalse(thread.is_alive(), "the eval waits for its own send")
+        self.assertEqual(out["result"]["value"], 7)
+        output = [e for e in call.events if e["event"] == "output"]
+        self.assertEqual([e["seq"] for e in output], list(range(len(output))))
+        self.assertEqual("".join(e["data"] for e in output if e["fd"] == 2), "finalized\n")
+        self.assertEqual("".join(e["data"] for e in output if e["fd"] == 1), "x" * 70_000 + "\n")
+
     def test_a_value_whose_repr_raises_is_still_a_serialization_error(self):
         with self.assertRaises(SerializationError) as caught:
             self.call("eval", code="class V:\n    def __repr__(self):\n        raise ValueError('no')\nV()")
@@ -812,6 +849,7 @@ class EvalCancelledAtEveryBytecodeTest(unittest.TestCase):
         eval ended before."""
         call = FakeCall(self.connection, rid, {"cmd": "eval", "code": self.CODE})
         state, tracer = _traced_cancel(call, step)
+        after = {}
 
         def run():
             call.thread_ident = threading.get_ident()
@@ -822,12 +860,16 @@ class EvalCancelledAtEveryBytecodeTest(unittest.TestCase):
                 pass  # CallRunner answers either with CancelledError
             finally:
                 sys.settrace(None)
+                after["writers"] = capture.writers()
 
         thread = threading.Thread(target=run, daemon=True)
         with _no_gc():
             thread.start()
             thread.join(10)
         self.assertFalse(thread.is_alive(), "the eval cancelled at place %d hangs" % step)
+        # The thread's next calls print where they should, not to this eval's channel.
+        owners = [getattr(writer, "__self__", None) for writer in after["writers"]]
+        self.assertEqual(owners, [None, None], "cancelled at place %d: output stays redirected" % step)
         self.deferred += state["deferred"]
         return state["came"]
 

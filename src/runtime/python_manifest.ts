@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 21945,
+      size: 22341,
       sha256:
-        "49a21089e268fe7de4876942eedc00f36bfc6437ea0440fdfe503fc0b19fa40e",
+        "5b0e1494229d4afba1123aaee5de153a698e19a41dff7238afa6719c16d9598f",
     },
     {
       path: "pyproxy_server/big_json.py",
@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/capture.py",
-      size: 10503,
+      size: 11422,
       sha256:
-        "3f043e3cf7021c836fb14bfc8eae2cb10854d83ac0dc900b526e8e90cd027273",
+        "d198fdd779dd9baa016fa4d448fc393350c95504599a01c73b3ab558b73c6cbd",
     },
     {
       path: "pyproxy_server/commands.py",
@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 31705,
+      size: 32910,
       sha256:
-        "7f2ec7417561fc195517af6ce3df90764a7eeb5256d47d0b909e59467d246148",
+        "6eec570e9ebf2cc65a4a6eb9d450e2618181d6da47a11fc92f80b981da298638",
     },
     {
       path: "pyproxy_server/execution.py",
@@ -124,9 +124,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/host_log_handler.py",
-      size: 1856,
+      size: 1990,
       sha256:
-        "5c73bbd470c797394f55b4a45747402ff7160a9e98767f8e2755baf15fb6d7ed",
+        "d75921bd5c67082692790d75cf6ef58c5255833ecdc15a9d8a44b9bfd5f41660",
     },
     {
       path: "pyproxy_server/inline_watch.py",
@@ -169,6 +169,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 8572,
       sha256:
         "0fbba910684c30b2c67bd570a5701b452ed9c6f961f2d8be3ee2f32b59953a70",
+    },
+    {
+      path: "pyproxy_server/shielded_logging.py",
+      size: 3989,
+      sha256:
+        "f7ac443bac2470cec25e05bda49a6ba2c0e46568761eaeac946643918c29a13b",
     },
     {
       path: "pyproxy_server/spill.py",
