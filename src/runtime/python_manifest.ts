@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 22341,
+      size: 22911,
       sha256:
-        "5b0e1494229d4afba1123aaee5de153a698e19a41dff7238afa6719c16d9598f",
+        "9fa2386929b5243e256473e8a88d967b197f07ca9c39e238073e070d904c2dea",
     },
     {
       path: "pyproxy_server/big_json.py",
