@@ -51,7 +51,7 @@ import type { Worker, WorkerExit, WorkerInfo } from "./worker.ts";
 import { reconnect } from "../plugins/reconnect.ts";
 import { spillover } from "../plugins/spillover.ts";
 import { sharedCache } from "../plugins/shared_cache.ts";
-import { withTimeout } from "./_with_timeout.ts";
+import { withinRunningTime, withTimeout } from "./_with_timeout.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
 import { callOptionsError } from "./_call_options.ts";
 import { type BatchSettings, ModelBatcher } from "./_model_batcher.ts";
@@ -1581,9 +1581,11 @@ export class Pool implements AsyncDisposable {
       return call.reject(error);
     }
     if (!(error instanceof ConnectionLostError)) return call.reject(error);
-    // The connection ended under the call: wait for the exit so the error can say how the worker died.
+    // The connection ended under the call: wait for the exit so the error
+    // can say how the worker died (in the host's running time: a host that
+    // stalled past the wait still reads an exit that came meanwhile).
     const removed = this.#supervisor.removed(worker);
-    withTimeout(worker.exitOf(gen), 2000).then((exit) => {
+    withinRunningTime(worker.exitOf(gen), 2000).then((exit) => {
       if (this.#closing) {
         return call.reject(
           new ShuttingDownError(

@@ -10,7 +10,7 @@
 import type { Logger } from "./logger.ts";
 import { PythonServer, type PythonServerOptions } from "./python_server.ts";
 import type { Session, SessionConnectOptions } from "./session.ts";
-import { withTimeout } from "./_with_timeout.ts";
+import { withinRunningTime, withTimeout } from "./_with_timeout.ts";
 import { MAX_TIMER_MS, setTimeoutOrNever } from "./_timer.ts";
 import { StartTimeoutError, TimeoutError } from "./errors.ts";
 
@@ -19,31 +19,9 @@ import { StartTimeoutError, TimeoutError } from "./errors.ts";
 const STOP_WAIT_MS = 1000;
 
 // How long a worker whose connection ended waits for its process's exit
-// before it takes the process for alive ("connection lost") and kills it.
+// before it takes the process for alive ("connection lost") and kills it,
+// in the host's running time (withinRunningTime).
 const EXIT_AFTER_CLOSE_MS = 250;
-// ...waited in steps of this many ms: see exitWithin.
-const EXIT_STEP_MS = 25;
-
-/**
- * The exit, if it arrives within `ms` of the host's own running time, else
- * `undefined`. Waited in short steps, each counting for what it asked, not
- * for the wall time it took: a host that stalled (a busy machine left it
- * unscheduled, a debugger paused it) fires its overdue timer before the
- * exit the system already reported is read, and one wait of `ms` took a
- * process killed from outside (`kill -9`) for alive: lastExit said
- * "connection lost" instead of "killed by SIGKILL". After a late step the
- * next one lets pending I/O, the exit with it, be read first.
- */
-async function exitWithin(
-  exit: Promise<WorkerExit>,
-  ms: number,
-): Promise<WorkerExit | undefined> {
-  for (let waited = 0; waited < ms; waited += EXIT_STEP_MS) {
-    const got = await withTimeout(exit, Math.min(EXIT_STEP_MS, ms - waited));
-    if (got !== undefined) return got;
-  }
-  return undefined;
-}
 
 /**
  * The `closeMs` of a `stopServer` reply (protocol §6): how long the server's
@@ -651,7 +629,7 @@ export class Worker implements WorkerInfo {
     if (gen !== this.#gen || this.#pid === null || this.#stopping) return;
     // Usually the process died and took the socket with it: give its exit a
     // moment to arrive so lastExit tells the real cause.
-    exitWithin(this.exitOf(gen), EXIT_AFTER_CLOSE_MS).then((exit) => {
+    withinRunningTime(this.exitOf(gen), EXIT_AFTER_CLOSE_MS).then((exit) => {
       if (exit !== undefined || gen !== this.#gen || this.#pid === null) return;
       // A session that ends while its process lives is as good as dead: we
       // cannot tell what ran.

@@ -1,10 +1,12 @@
 /**
  * A worker's `lastExit.reason` after its connection ended: the process's own
  * end when it comes within the moment the worker gives it, also when the host
- * stalled (a busy machine left it unscheduled) across that moment.
+ * stalled (a busy machine left it unscheduled) across that moment; and the
+ * error of a call in flight then, which the pool waits up to 2 s for.
  */
 import assert from "node:assert/strict";
 import { reconnect } from "../plugins/reconnect.ts";
+import { WorkerCrashedError } from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
 import type { Connection, Runtime } from "../src/runtime/types.ts";
@@ -66,6 +68,46 @@ Deno.test("Worker tells a process killed from outside (SIGKILL) after its connec
       pool.status().workers[0]!.lastExit?.reason,
       "killed by SIGKILL",
     );
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("A call in flight when its worker's connection ends names a kill from outside (SIGKILL), also when the host stalled past the pool's wait for the exit", async () => {
+  const { runtime, cut } = cuttableRuntime();
+  const pool = await Pool.start({
+    workers: 1,
+    runtime,
+    handleSignals: false,
+    plugins: [reconnect({ heartbeatInterval: 0, backoff: { initial: 10 } })],
+  });
+  try {
+    await pool.addModel("slow", {
+      source: "import time\n\nclass Slow:\n" +
+        "    def execute(self, msg):\n        time.sleep(30)\n",
+    });
+    const before = pool.status().workers[0]!;
+    const again = readyAgain(pool, before.id);
+    const call = pool.execute("slow", {}).then(
+      () => assert.fail("the call succeeded"),
+      (err: unknown) => err,
+    );
+    // The call is on the server when its connection ends: it fails with the
+    // connection, and the pool gives the worker's exit up to 2 s to come so
+    // its error can say how the worker died.
+    while (pool.status().workers[0]!.inFlight === 0) {
+      await new Promise((r) => setTimeout(r, 0));
+    }
+    cut();
+    await new Promise((r) => setTimeout(r, 0));
+    // It is killed meanwhile, and the host stalls past those 2 s before it
+    // reads anything: its error said "connection lost".
+    Deno.kill(before.pid!, "SIGKILL");
+    stall(2300);
+    const err = await call;
+    assert.ok(err instanceof WorkerCrashedError, String(err));
+    assert.equal(err.details.reason, "killed by SIGKILL");
+    await again;
   } finally {
     await pool.close();
   }

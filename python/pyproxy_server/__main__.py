@@ -239,7 +239,8 @@ def setup_logging(root, name, level, claim=False):
     # A cancel's interrupt must not leave logging's module lock held either.
     shield_module_lock()
     root_logger = logging.getLogger()
-    for old in root_logger.handlers:
+    server_logger = logging.getLogger("pyproxy_server")
+    for old in set(root_logger.handlers + server_logger.handlers):
         old.close()  # an earlier call's file and name claim
     handler = None
     lock_fd = None
@@ -266,6 +267,14 @@ def setup_logging(root, name, level, claim=False):
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"))
     root_logger.handlers[:] = [handler]
     root_logger.setLevel(getattr(logging, str(level).upper(), logging.INFO))
+    # The server's own records (the loop thread's among them) go to its
+    # handler only, not on to the root logger: a handler a model adds there
+    # (``basicConfig``) takes its lock unshielded, and a cancel's interrupt
+    # landing in it on a call's thread would leave it held for the loop.
+    # Model records reach the root's handlers as before (this one too); the
+    # level is still the root's.
+    server_logger.handlers[:] = [handler]
+    server_logger.propagate = False
 
 
 def _stdin_is_watchable(fd):

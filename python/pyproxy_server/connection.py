@@ -1325,15 +1325,21 @@ class Connection(asyncio.BufferedProtocol):
             self._out_size += len(payload) + 41
             if self._flush_pending:
                 return
-            self._flush_pending = True
-        if _get_ident() == self._loop_ident:
-            if not self._batching:
-                self._loop.call_soon(self._flush)
-        else:
-            try:
-                self._loop.call_soon_threadsafe(self._flush)
-            except RuntimeError:  # loop closed: the server is exiting
-                pass
+            if _get_ident() != self._loop_ident:
+                # Scheduled before the flag is set, under the lock: a cancel's
+                # interrupt on a call's thread in between leaves the flag
+                # False (the next enqueue schedules again; at worst one
+                # flush more), never set with no flush coming. The loop's
+                # ``_flush`` clears the flag after it takes the lock.
+                try:
+                    self._loop.call_soon_threadsafe(self._flush)
+                except RuntimeError:  # loop closed: the server is exiting
+                    return
+                self._flush_pending = True
+                return
+            self._flush_pending = True  # the loop thread: never interrupted
+        if not self._batching:
+            self._loop.call_soon(self._flush)
 
     def _flush(self):
         with self._lock:

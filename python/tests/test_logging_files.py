@@ -18,12 +18,13 @@ class LogFileTest(unittest.TestCase):
         self.root = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, self.root)
         root_logger = logging.getLogger()
-        saved = (root_logger.handlers[:], root_logger.level)
+        server_logger = logging.getLogger("pyproxy_server")
+        saved = (root_logger.handlers[:], root_logger.level, server_logger.handlers[:], server_logger.propagate)
 
         def restore():
-            for handler in root_logger.handlers:
+            for handler in set(root_logger.handlers + server_logger.handlers):
                 handler.close()
-            root_logger.handlers[:], level = saved
+            root_logger.handlers[:], level, server_logger.handlers[:], server_logger.propagate = saved
             root_logger.setLevel(level)
 
         self.addCleanup(restore)
@@ -48,6 +49,30 @@ class LogFileTest(unittest.TestCase):
         self.assertEqual(self.mode(os.path.join(logs, "pythonservernew.log")), 0o600)
         with open(os.path.join(logs, "pythonservernew.log")) as f:
             self.assertIn("another line", f.read())
+
+    def test_the_servers_records_skip_handlers_a_model_adds_to_the_root_logger(self):
+        # A model's root handler takes its lock unshielded: a cancel's
+        # interrupt there on a call's thread must not block the loop thread's
+        # log lines, which must not go through it.
+        setup_logging(self.root, "m", "info")
+        seen = []
+
+        class ModelHandler(logging.Handler):
+            def emit(self, record):
+                seen.append(record.name)
+
+        logging.getLogger().addHandler(ModelHandler())
+        logging.getLogger("pyproxy_server.connection").warning("server line 1")
+        logging.getLogger("pyproxy_server").info("server line 2")
+        logging.getLogger("scorer").warning("model line 1")
+        logging.basicConfig(force=True, handlers=[ModelHandler()])  # closes the server's file handler
+        logging.getLogger("pyproxy_server.models").warning("server line 3")
+        logging.getLogger("scorer").warning("model line 2")
+        self.assertEqual(seen, ["scorer", "scorer"])
+        with open(os.path.join(self.root, "logs", "pythonserverm.log")) as f:
+            text = f.read()
+        for line in ("server line 1", "server line 2", "model line 1", "server line 3"):
+            self.assertIn(line, text)
 
 
 @unittest.skipIf(os.name != "posix", "flock")

@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 22341,
+      size: 22911,
       sha256:
-        "5b0e1494229d4afba1123aaee5de153a698e19a41dff7238afa6719c16d9598f",
+        "9fa2386929b5243e256473e8a88d967b197f07ca9c39e238073e070d904c2dea",
     },
     {
       path: "pyproxy_server/big_json.py",
@@ -76,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 65301,
+      size: 65774,
       sha256:
-        "50070ff1afc3549374c795fa98707ca513c1b7c07046997aad2ff74b6c914dfd",
+        "ec674e85e6f84f2c7fe4648b5e6f22bc23d868e465754f1d72b474d635779aad",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
