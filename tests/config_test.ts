@@ -708,6 +708,28 @@ Deno.test("parseConfig: env takes variable names to strings, and refuses what th
   assert.deepEqual(parseConfig({ env: { A: "x".repeat(100_000) } }).env, {
     A: "x".repeat(100_000),
   });
+  // The name counts with the value: a long name failed every spawn too.
+  const longName = "A".repeat(100_000);
+  const nameError = configError(() =>
+    parseConfig({ env: { [longName]: "x".repeat(100_000) } })
+  );
+  assert.match(nameError, /: expected a name and value under 128 KiB together/);
+  assert.ok(!nameError.includes("x".repeat(64)), "the value is not printed");
+  // So do many entries each under the bound (Linux's ARG_MAX, 2 MiB).
+  const many = Object.fromEntries(
+    Array.from({ length: 30 }, (_, i) => [`A${i}`, "x".repeat(100_000)]),
+  );
+  const manyError = configError(() => parseConfig({ env: many }));
+  assert.match(manyError, /^env: expected variables under 1 MiB together/);
+  assert.ok(!manyError.includes("xxxxxxxx"), "no value is printed");
+  assert.equal(
+    Object.keys(
+      parseConfig({
+        env: Object.fromEntries(Object.entries(many).slice(0, 10)),
+      }).env!,
+    ).length,
+    10,
+  );
   assert.match(
     configError(() => parseConfig({ env: ["A=1"] })),
     /^env: expected an object of variable name → value/,
@@ -722,4 +744,24 @@ Deno.test("resolveConfig: env is the file's under the command line's", () => {
   });
   assert.deepEqual(config.env, { A: "file", B: "cli" });
   assert.deepEqual(resolveConfig({ cwd: "/srv" }).env, {});
+  // Each source under the bound, together over it: every spawn would fail.
+  const half = (prefix: string) =>
+    Object.fromEntries(
+      Array.from(
+        { length: 6 },
+        (_, i) => [`${prefix}${i}`, "x".repeat(100_000)],
+      ),
+    );
+  assert.throws(
+    () =>
+      resolveConfig({
+        cwd: "/srv",
+        file: { env: half("F") },
+        cli: { env: half("C") },
+      }),
+    (error: Error) =>
+      error.name === "ConfigError" &&
+      /^env: expected variables under 1 MiB together/.test(error.message) &&
+      !error.message.includes("xxxxxxxx"),
+  );
 });

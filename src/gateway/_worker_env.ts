@@ -67,6 +67,47 @@ export function isEnvValue(value: string): boolean {
 }
 
 /**
+ * The most all of `env` may take, in bytes of UTF-8 of its `NAME=value`
+ * entries: a process's arguments and environment together are bounded by
+ * Linux's `ARG_MAX` (a quarter of the stack limit, 2 MiB by default), the
+ * rest being `serve`'s own environment and the worker's arguments.
+ */
+export const MAX_ENV_TOTAL_BYTES = 1024 * 1024;
+
+/**
+ * Why `env`'s entries are too large for a process's start (`undefined` when
+ * they fit): an entry (`NAME=value`, a long name counting as a long value)
+ * over {@linkcode MAX_ENV_ENTRY_BYTES}, or all of them over
+ * {@linkcode MAX_ENV_TOTAL_BYTES}. Values alone are checked by
+ * {@linkcode isEnvValue}; this adds the names and the sum.
+ */
+export function envSizeProblem(
+  env: Record<string, string>,
+): { name?: string; message: string } | undefined {
+  const encoder = new TextEncoder();
+  let total = 0;
+  for (const [name, value] of Object.entries(env)) {
+    const bytes = encoder.encode(name).length + 1 +
+      encoder.encode(value).length;
+    if (bytes >= MAX_ENV_ENTRY_BYTES - 256) {
+      return {
+        name,
+        message:
+          "expected a name and value under 128 KiB together (a larger one fails every worker's start: Argument list too long)",
+      };
+    }
+    total += bytes + 1;
+  }
+  if (total > MAX_ENV_TOTAL_BYTES) {
+    return {
+      message:
+        `expected variables under 1 MiB together (got ${total} bytes; more fails every worker's start: Argument list too long)`,
+    };
+  }
+  return undefined;
+}
+
+/**
  * The pool's `env` option for `pyproxy.json`'s `env`: each value with
  * `{worker}` replaced by the worker's id (`w3`) and `{index}` by its slot's
  * index (`WorkerInfo.index`: 0, 1, ..., reused after a resize, kept across

@@ -8,6 +8,7 @@ import { DEFAULT_MAX_JSON_DEPTH } from "../_json_depth.ts";
 import { randomBytes } from "node:crypto";
 import * as v from "valibot";
 import { ConfigError } from "../errors.ts";
+import { envSizeProblem } from "./_worker_env.ts";
 import { parseJson } from "../_exact_json.ts";
 import { untrustedPath } from "./_untrusted_path.ts";
 import type { Runtime } from "../runtime/types.ts";
@@ -336,6 +337,16 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
         { details: { path: open[0] } },
       );
     }
+  }
+  // Each source was checked alone; together they may be too large to start.
+  const envSize = envSizeProblem(config.env ?? {});
+  if (envSize !== undefined) {
+    throw new ConfigError(
+      `env: ${envSize.message} (at ${
+        options.configPath ?? "config"
+      } and command line: env, --env)`,
+      { details: { path: "env" } },
+    );
   }
   if (config.cors?.credentials === true && config.cors.origins.includes("*")) {
     throw new ConfigError(

@@ -7,7 +7,7 @@ import * as v from "valibot";
 import { plainRecord } from "../_plain_record.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import { MAX_MODEL_TIMEOUT } from "../_model_timeout.ts";
-import { envNameProblem, isEnvValue } from "./_worker_env.ts";
+import { envNameProblem, envSizeProblem, isEnvValue } from "./_worker_env.ts";
 
 /**
  * A LogTape log level.
@@ -358,6 +358,20 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
             }],
           });
         }
+        const size = envSizeProblem(dataset.value);
+        if (size === undefined) return;
+        addIssue({
+          message: size.message,
+          ...(size.name === undefined ? {} : {
+            path: [{
+              type: "object",
+              origin: "value",
+              input: dataset.value,
+              key: size.name,
+              value: dataset.value[size.name],
+            }],
+          }),
+        });
       }),
     ),
   ),
