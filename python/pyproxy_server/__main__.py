@@ -170,14 +170,24 @@ _MAX_LOG_CLAIMS = 16
 class _PrivateLogHandler(ShieldedLock, logging.handlers.RotatingFileHandler):
     """A rotating log file only its owner can read (0600, in a 0700
     directory): tracebacks and messages may name data and paths. It holds
-    ``lock_fd`` (the claim on its name, see ``_claim_log_name``) until closed.
+    ``lock_fd`` (the claim on its name, see ``_claim_log_name``) until
+    ``close_and_unclaim()`` or the process ends.
     Its lock is taken shielded from a cancel's interrupt (``ShieldedLock``)."""
 
     lock_fd = None
 
-    def close(self):
+    # ``close()`` is left as it is, the claim kept: a model calls it too
+    # (``logging.basicConfig(force=True)`` closes the root's handlers,
+    # ``logging.shutdown()`` every handler) while the server goes on writing
+    # here (a closed file handler reopens its file at the next record), and
+    # another server must not take the name meanwhile. The claim goes with
+    # ``close_and_unclaim()`` (``setup_logging`` again) or the process.
+
+    def close_and_unclaim(self):
+        """Closes the file and gives up the claim on its name (not
+        ``release``: that is the handler's lock's)."""
         try:
-            super().close()
+            self.close()
         finally:
             fd, self.lock_fd = self.lock_fd, None
             if fd is not None:
@@ -241,7 +251,8 @@ def setup_logging(root, name, level, claim=False):
     root_logger = logging.getLogger()
     server_logger = logging.getLogger("pyproxy_server")
     for old in set(root_logger.handlers + server_logger.handlers):
-        old.close()  # an earlier call's file and name claim
+        # An earlier call's file and name claim.
+        old.close_and_unclaim() if isinstance(old, _PrivateLogHandler) else old.close()
     handler = None
     lock_fd = None
     try:

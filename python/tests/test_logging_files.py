@@ -23,7 +23,7 @@ class LogFileTest(unittest.TestCase):
 
         def restore():
             for handler in set(root_logger.handlers + server_logger.handlers):
-                handler.close()
+                getattr(handler, "close_and_unclaim", handler.close)()
             root_logger.handlers[:], level, server_logger.handlers[:], server_logger.propagate = saved
             root_logger.setLevel(level)
 
@@ -73,6 +73,28 @@ class LogFileTest(unittest.TestCase):
             text = f.read()
         for line in ("server line 1", "server line 2", "model line 1", "server line 3"):
             self.assertIn(line, text)
+
+    @unittest.skipIf(os.name != "posix", "flock")
+    def test_a_model_closing_the_servers_handler_keeps_its_claim_on_the_log_name(self):
+        # basicConfig(force=True) and logging.shutdown() close the server's
+        # handler, which writes on (its file reopens): another server on this
+        # path must not take the name and rotate the file under its feet.
+        logs = os.path.join(self.root, "logs")
+        setup_logging(self.root, "w1", "info", claim=True)
+        for close_it in (lambda: logging.basicConfig(force=True, handlers=[logging.NullHandler()]), logging.shutdown):
+            close_it()
+            claimed, fd = _claim_log_name(logs, "w1")
+            if fd is not None:
+                os.close(fd)
+            self.assertEqual(claimed, "w1-2")
+        logging.getLogger("pyproxy_server").warning("still here")
+        with open(os.path.join(logs, "pythonserverw1.log")) as f:
+            self.assertIn("still here", f.read())
+        # The server's own setup again gives it up.
+        setup_logging(self.root, "w2", "info", claim=True)
+        claimed, fd = _claim_log_name(logs, "w1")
+        os.close(fd)
+        self.assertEqual(claimed, "w1")
 
 
 @unittest.skipIf(os.name != "posix", "flock")

@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 22911,
+      size: 23604,
       sha256:
-        "9fa2386929b5243e256473e8a88d967b197f07ca9c39e238073e070d904c2dea",
+        "0ee5c27d51868af8a918a03a52fe0c3b44bd7fe8b7fd274dacf63d018ff2eff0",
     },
     {
       path: "pyproxy_server/big_json.py",
