@@ -80,3 +80,24 @@ Deno.test("ModelCatalog without events records each answer, even one object answ
   assert.equal((await catalog.update(pool, "m", {})).version, 2);
   assert.equal((await catalog.update(pool, "m", {})).version, 3);
 });
+
+Deno.test("createGateway stops following the pool's model events when its stopSignal aborts (no listener left per gateway made over a long-lived pool)", async () => {
+  const { createGateway } = await import("../src/gateway/app.ts");
+  const pool = eventPool();
+  const stops: AbortController[] = [];
+  for (let i = 0; i < 5; i++) {
+    const stop = new AbortController();
+    stops.push(stop);
+    createGateway(pool as unknown as Parameters<typeof createGateway>[0], {
+      stopSignal: stop.signal,
+    });
+  }
+  assert.equal(pool.listeners.size, 5, "each gateway follows the pool");
+  for (const stop of stops) stop.abort();
+  assert.equal(pool.listeners.size, 0, "none left once stopped");
+  // Made with a stopSignal already aborted: it does not follow at all.
+  createGateway(pool as unknown as Parameters<typeof createGateway>[0], {
+    stopSignal: AbortSignal.abort(),
+  });
+  assert.equal(pool.listeners.size, 0);
+});

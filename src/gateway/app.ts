@@ -141,7 +141,9 @@ export interface GatewayOptions {
   /**
    * When aborted, the shutdown grace is over: an eval stream whose code is
    * still running ends with an `error` event of type `ShuttingDownError`
-   * (until then, eval streams keep streaming while the server drains).
+   * (until then, eval streams keep streaming while the server drains), and
+   * the gateway stops following the pool's model events. Abort it when you
+   * drop a gateway made over a pool that lives on.
    */
   stopSignal?: AbortSignal;
   /** Version shown by the dashboard and `/v1/status`. */
@@ -270,8 +272,12 @@ export function createGateway(
     modelsDir: options.modelsDir,
   };
   // Model changes made on the pool directly (a library Pool) show in the
-  // descriptions, validation and timeouts: no cost per request.
-  ctx.catalog.follow(pool);
+  // descriptions, validation and timeouts: no cost per request. Until
+  // `stopSignal` aborts: a gateway made again and again over one long-lived
+  // pool would otherwise leave a listener (and its catalog) on the pool each.
+  const unfollow = ctx.catalog.follow(pool);
+  if (ctx.stopSignal.aborted) unfollow();
+  else ctx.stopSignal.addEventListener("abort", unfollow, { once: true });
   const started = Date.now();
   const app = new Hono();
 
