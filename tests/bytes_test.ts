@@ -19,6 +19,14 @@ import { spillover } from "../plugins/spillover.ts";
 
 const MODELS = new URL("../python/tests/models/", import.meta.url).pathname;
 const ALL = Uint8Array.from({ length: 256 }, (_, i) => i);
+/** One value of each kind that is bytes. */
+const BYTES_KINDS: ReadonlyArray<ArrayBufferView | ArrayBuffer> = [
+  ALL,
+  new Uint8Array(0),
+  ALL.buffer,
+  new DataView(ALL.buffer),
+  Buffer.from("x"),
+];
 
 async function bytesPool(plugins?: Plugin[]): Promise<Pool> {
   const pool = await Pool.start({
@@ -239,15 +247,7 @@ Deno.test('Outbox refuses a $bytes argument, and bytes for a server that does no
     assert.match(err.message, pattern);
   };
   // Before the server's hello said "bytes": true.
-  for (
-    const value of [
-      ALL,
-      new Uint8Array(0),
-      ALL.buffer,
-      new DataView(ALL.buffer),
-      Buffer.from("x"),
-    ]
-  ) {
+  for (const value of BYTES_KINDS) {
     refused(
       { id: 1, cmd: "executeModel", msg: { deep: [value] } },
       /holds bytes .* this Python server does not read them/,
@@ -304,16 +304,7 @@ Deno.test("decodeBytes puts Uint8Arrays at the named places and refuses bad list
 });
 
 Deno.test("mayHoldBytes and withBase64: only texts of the shapes bytes give are walked, and only what holds bytes is copied", () => {
-  for (
-    const value of [
-      ALL,
-      new Uint8Array(0),
-      ALL.buffer,
-      new DataView(ALL.buffer),
-      Buffer.from("x"),
-      new Float32Array(2),
-    ]
-  ) {
+  for (const value of [...BYTES_KINDS, new Float32Array(2)]) {
     assert.ok(mayHoldBytes(JSON.stringify({ m: [value] })), String(value));
   }
   assert.equal(

@@ -36,13 +36,8 @@ function cuttableRuntime(): { runtime: Runtime; cut(): void } {
   return { runtime, cut: () => cuts.splice(0).forEach((cut) => cut()) };
 }
 
-/** Keeps the thread busy for `ms`: the host stalls, as on a loaded machine. */
-function stall(ms: number): void {
-  const end = performance.now() + ms;
-  while (performance.now() < end) { /* busy */ }
-}
-
-Deno.test("Worker tells a process killed from outside (SIGKILL) after its connection ended, also when the host stalled past the moment it waits for the exit", async () => {
+/** A one-worker pool whose connections `cut()` ends, the process left running. */
+async function cuttablePool(): Promise<{ pool: Pool; cut: () => void }> {
   const { runtime, cut } = cuttableRuntime();
   const pool = await Pool.start({
     workers: 1,
@@ -50,6 +45,17 @@ Deno.test("Worker tells a process killed from outside (SIGKILL) after its connec
     handleSignals: false,
     plugins: [reconnect({ heartbeatInterval: 0, backoff: { initial: 10 } })],
   });
+  return { pool, cut };
+}
+
+/** Keeps the thread busy for `ms`: the host stalls, as on a loaded machine. */
+function stall(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end) { /* busy */ }
+}
+
+Deno.test("Worker tells a process killed from outside (SIGKILL) after its connection ended, also when the host stalled past the moment it waits for the exit", async () => {
+  const { pool, cut } = await cuttablePool();
   try {
     const before = pool.status().workers[0]!;
     const again = readyAgain(pool, before.id);
@@ -74,13 +80,7 @@ Deno.test("Worker tells a process killed from outside (SIGKILL) after its connec
 });
 
 Deno.test("A call in flight when its worker's connection ends names a kill from outside (SIGKILL), also when the host stalled past the pool's wait for the exit", async () => {
-  const { runtime, cut } = cuttableRuntime();
-  const pool = await Pool.start({
-    workers: 1,
-    runtime,
-    handleSignals: false,
-    plugins: [reconnect({ heartbeatInterval: 0, backoff: { initial: 10 } })],
-  });
+  const { pool, cut } = await cuttablePool();
   try {
     await pool.addModel("slow", {
       source: "import time\n\nclass Slow:\n" +

@@ -592,17 +592,9 @@ class SpillSettings:
             pieces = list(pieces)
             offset = size
             if strings is not None:
-                segments = []
-                for at, body in strings:
-                    segments.append({"at": list(at), "offset": offset, "length": len(body)})
-                    offset += len(body)
-                    pieces.append(body)
+                segments, offset = _append_segments(pieces, strings, offset)
             if blobs is not None:
-                byte_segments = []
-                for at, body in blobs:
-                    byte_segments.append({"at": list(at), "offset": offset, "length": len(body)})
-                    offset += len(body)
-                    pieces.append(body)
+                byte_segments, offset = _append_segments(pieces, blobs, offset)
             json_size, size = size, offset
         path = os.path.join(self.dir, name + ".json")
         # A cancel's KeyboardInterrupt lands at any bytecode (in the hash
@@ -641,3 +633,15 @@ class SpillSettings:
             if hashes is not None:
                 hashes.fields()  # the hash threads end before the pieces go
             raise
+
+
+def _append_segments(pieces, bodies, offset):
+    """Appends each ``(at, body)`` of ``bodies`` to ``pieces`` from ``offset``
+    on: its segment entries (protocol §8, ``strings``/``bytes``) and the
+    offset after them."""
+    segments = []
+    for at, body in bodies:
+        segments.append({"at": list(at), "offset": offset, "length": len(body)})
+        offset += len(body)
+        pieces.append(body)
+    return segments, offset

@@ -178,9 +178,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 28760,
+      size: 28859,
       sha256:
-        "800a6b22e66d0c1cd1df05a32d6d9e69e0cca8e13922c61d99d8b23e8376c904",
+        "9a794fd5f5fae11ae4d898d9beffca75ea2cb5ee1fcbbaad983cdf8ae2a88130",
     },
     {
       path: "pyproxy_server/stream_producer.py",
