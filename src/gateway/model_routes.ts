@@ -291,6 +291,24 @@ async function readBinaryInput(
   return await readBinaryBody(request, ctx.bodyLimit, ctx.bodyReads);
 }
 
+/**
+ * An execute or stream call's input: a binary body (`isBinaryType`) as
+ * bytes with its `contentType` for the model, else the JSON body.
+ */
+async function readCallInput(
+  ctx: RouteContext,
+  request: Request,
+  name: string,
+): Promise<{ body: unknown; contentType?: string }> {
+  const contentType = request.headers.get("content-type");
+  return isBinaryType(contentType)
+    ? {
+      body: await readBinaryInput(ctx, request, name, contentType!),
+      contentType: contentType!,
+    }
+    : { body: await readModelInput(ctx, request, name) };
+}
+
 // What pool.execute's contentType takes (and an HTTP header can say).
 const MEDIA_TYPE = /^[\x20-\x7e]{1,256}$/;
 
@@ -390,11 +408,7 @@ export function modelExecutor(
         );
       }
       const timeout = callTimeout(ctx, name, timeoutParam);
-      const contentType = request.headers.get("content-type");
-      const binary = isBinaryType(contentType);
-      const body = binary
-        ? await readBinaryInput(ctx, request, name, contentType!)
-        : await readModelInput(ctx, request, name);
+      const { body, contentType } = await readCallInput(ctx, request, name);
       // A client that disconnects cancels its call (Python gets `cancel`),
       // unless turned off; only calls that run for a while listen for it
       // (DisconnectWatch: Deno's request.signal costs a pending operation).
@@ -408,7 +422,7 @@ export function modelExecutor(
       watched = disconnects?.watch(request);
       if (watched !== undefined) options.signal = watched.signal;
       if (clientId !== undefined) options.requestId = clientId;
-      if (binary) options.contentType = contentType!;
+      if (contentType !== undefined) options.contentType = contentType;
       const result = await pool.execute(name, body, options);
       if (publish !== undefined) {
         hub.publish(publish, { model: name, result: result ?? null });
@@ -703,11 +717,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
       void errorEvent(error, failure, outcome).then(idle.resolve);
     try {
       const timeout = callTimeout(ctx, name, c.req.query("timeout"));
-      const contentType = c.req.raw.headers.get("content-type");
-      const binary = isBinaryType(contentType);
-      const body = binary
-        ? await readBinaryInput(ctx, c.req.raw, name, contentType!)
-        : await readModelInput(ctx, c.req.raw, name);
+      const { body, contentType } = await readCallInput(ctx, c.req.raw, name);
       const key = c.req.query("key");
       const options: {
         key?: string;
@@ -717,7 +727,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
         contentType?: string;
       } = key === undefined ? { timeout, onIdle } : { key, timeout, onIdle };
       if (clientId !== undefined) options.requestId = clientId;
-      if (binary) options.contentType = contentType!;
+      if (contentType !== undefined) options.contentType = contentType;
       items = stream.call(pool, name, body, options);
       watched = ctx.disconnects?.watch(c.req.raw);
       watched?.signal.addEventListener("abort", onLeave, { once: true });
