@@ -101,21 +101,9 @@ export async function readJsonBody(
       }
     }
     return parseBody(text, request, options, maxJsonDepth);
-  } else if (declared !== null && Number(declared) > limit) {
-    throw tooLarge(limit, Number(declared));
   }
-  if (!request.body) return undefined;
-  const reader = request.body.getReader();
-  const read = readStream(reader, limit);
-  let bytes: Uint8Array;
-  try {
-    bytes = await (guard === undefined
-      ? read
-      : guard.watch(read, () =>
-        void reader.cancel().catch(() => {})));
-  } catch (err) {
-    throw err instanceof HTTPException ? err : incompleteBody();
-  }
+  // No usable Content-Length (chunked): counted as it streams.
+  const bytes = await readBinaryBody(request, limit, guard);
   if (bytes.byteLength === 0) return undefined;
   return parseBody(UTF8.decode(bytes), request, options, maxJsonDepth);
 }
