@@ -8,30 +8,9 @@ import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { waitGone } from "./_helpers.ts";
+import { startServe } from "./_serve_process.ts";
 
-const MOD = new URL("../../mod.ts", import.meta.url).pathname;
 const TOKEN = "bun-shutdown-token-0123456789";
-
-/** Starts `bun run mod.ts serve` with `args`; resolves with its URL. */
-async function startServe(args: string[]) {
-  const child = Bun.spawn([process.execPath, "run", MOD, "serve", ...args], {
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const stderr = new Response(child.stderr).text();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  let url: string | undefined;
-  while (url === undefined) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`serve exited: ${await stderr}`);
-    out += value;
-    url = /listening on (http:\/\/\S+)/.exec(out)?.[1];
-  }
-  reader.releaseLock();
-  child.stdout.cancel().catch(() => {});
-  return { child, url, stderr };
-}
 
 async function workerPids(url: string): Promise<number[]> {
   const res = await fetch(`${url}/v1/status`, {

@@ -17,6 +17,7 @@ import {
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { Buffer } from "node:buffer";
+import { startServe } from "./_serve_process.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 const MOD = join(ROOT, "mod.ts");
@@ -144,33 +145,6 @@ test(
   60_000,
 );
 
-/** Starts `bun run mod.ts serve` in `cwd`; resolves with its URL. */
-async function startServe(
-  cwd: string,
-  args: string[],
-  env: Record<string, string> = {},
-) {
-  const child = Bun.spawn([process.execPath, "run", MOD, "serve", ...args], {
-    cwd,
-    env: { ...process.env, ...env },
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const stderr = new Response(child.stderr).text();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  let url: string | undefined;
-  while (url === undefined) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`serve exited: ${await stderr}`);
-    out += value;
-    url = /listening on (http:\/\/\S+)/.exec(out)?.[1];
-  }
-  reader.releaseLock();
-  child.stdout.cancel().catch(() => {});
-  return { child, url, stderr };
-}
-
 const post = (body: string, type?: string): RequestInit => ({
   method: "POST",
   body,
@@ -183,9 +157,8 @@ test(
     const { dir } = await extract();
     try {
       const fastapi = await startServe(
-        dir,
         ["--models", "./models", "--port", "0"],
-        { RISK_WEIGHTS: "weights.json" },
+        { cwd: dir, env: { RISK_WEIGHTS: "weights.json" } },
       );
       try {
         const url = fastapi.url;
@@ -226,12 +199,12 @@ test(
         "shutting down after 1 calls",
       ]);
 
-      const torchserve = await startServe(dir, [
+      const torchserve = await startServe([
         "--config",
         "pyproxy.json",
         "--port",
         "0",
-      ]);
+      ], { cwd: dir });
       try {
         const url = torchserve.url;
         const res = await fetch(
