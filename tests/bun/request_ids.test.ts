@@ -6,9 +6,9 @@ import { expect, test } from "bun:test";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import process from "node:process";
 import { ConfigError, Pool } from "../../mod.ts";
 import { withGateway } from "./_helpers.ts";
+import { startServe } from "./_serve_process.ts";
 
 const BATCHER = `import logging
 
@@ -229,33 +229,19 @@ test(
   "bun run mod.ts serve writes a batch's log record with its request ids on one line",
   async () => {
     const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-reqid-"));
-    const child = Bun.spawn([
-      process.execPath,
-      "run",
-      new URL("../../mod.ts", import.meta.url).pathname,
-      "serve",
+    await writeFile(join(dir, "batcher.py"), BATCHER);
+    const { child, url, stderr } = await startServe([
       "--port",
       "0",
       "--workers",
       "1",
       "--models",
       dir,
-    ], { stdout: "pipe", stderr: "pipe" });
+    ]).catch(async (err) => {
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    });
     try {
-      await writeFile(join(dir, "batcher.py"), BATCHER);
-      const stderr = new Response(child.stderr).text();
-      const reader = child.stdout.pipeThrough(new TextDecoderStream())
-        .getReader();
-      let out = "";
-      let url: string | undefined;
-      while (url === undefined) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(`serve exited: ${await stderr}`);
-        out += value;
-        url = /listening on (http:\/\/\S+)/.exec(out)?.[1];
-      }
-      reader.releaseLock();
-      child.stdout.cancel().catch(() => {});
       // Long ids: the line grows past what a console prints an array on.
       const ids = ["req-a", undefined, "req-cccccccc", "req-dddddddd"];
       await Promise.all(ids.map(async (id) => {
