@@ -62,6 +62,7 @@ import {
   modelTimeoutOf,
 } from "./_model_timeout.ts";
 import { SlotLease } from "./_slot_lease.ts";
+import type { ModelPlacement } from "./_model_placement.ts";
 import { StreamIdleWatch } from "./_stream_idle_watch.ts";
 import {
   type ExecuteStreamOptions,
@@ -427,6 +428,8 @@ export class Pool implements AsyncDisposable {
   #plugins: PluginHost;
   #events: PoolEventHub;
   #registry: ModelRegistry;
+  /** The registry's placed models (read on each call: none, most often). */
+  #placements: ReadonlyMap<string, ModelPlacement>;
   #supervisor: Supervisor;
   #router: PoolRouter;
   #startedAt = Date.now();
@@ -535,6 +538,7 @@ export class Pool implements AsyncDisposable {
       onMoveFailed: (ev) =>
         opts.logger.warn("Killed worker {worker}: {reason}", ev),
     });
+    this.#placements = this.#registry.placements;
     this.#plugins = new PluginHost(plugins, {
       hookTimeout: opts.hookTimeout,
       onError: (error, plugin, hook) => {
@@ -940,7 +944,7 @@ export class Pool implements AsyncDisposable {
       if (onSlot !== undefined) call.onSlot = onSlot;
       // A placed model's calls go to its slots only (no lookup while no
       // model is placed).
-      const placements = this.#registry.placements;
+      const placements = this.#placements;
       if (placements.size > 0 && args !== undefined && MODEL_CALLS.has(cmd)) {
         const placement = placements.get(args.name as string);
         if (placement !== undefined) call.placement = placement;
