@@ -9,6 +9,7 @@ import { ConfigError, NoWorkerError } from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
 import {
   modelsDir,
+  nextEvent,
   pidOf,
   PidTracker,
   poolOptions,
@@ -338,6 +339,90 @@ Deno.test("Pool placement: bad workers values are refused with ConfigError", asy
       /Cannot update model 'm': workers: expected an integer/,
     );
     assert.deepEqual(pool.status().models.map((m) => m.name), ["m"]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: initModel runs on the model's slots only, and a restarted slot replays it", async () => {
+  await using dir = await modelsDir();
+  await using marks = await markerDir();
+  await Deno.writeTextFile(`${dir.path}/data.txt`, "x");
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 3 }));
+    pids.watch(pool);
+    const source = `
+import os
+
+class Inits:
+    def __init__(self, options):
+        self.dir = options["dir"]
+
+    def init(self, path):
+        open(os.path.join(self.dir, "loaded-%d" % os.getpid()), "a").close()
+        return {}
+
+    def execute(self, msg):
+        return {"pid": os.getpid()}
+`;
+    await pool.addModel("m", {
+      source,
+      options: { dir: marks.path },
+      workers: 2,
+    });
+    await pool.initModel("m", "data.txt");
+    const [w1, w2] = [pidOf(pool, "w1"), pidOf(pool, "w2")];
+    assert.deepEqual(
+      await loadedBy(marks.path),
+      [w1, w2].sort((a, b) => a - b),
+    );
+    const ready = readyAgain(pool, "w2");
+    pool.killWorker("w2", "test");
+    await ready;
+    const now = pidOf(pool, "w2");
+    assert.deepEqual(
+      await loadedBy(marks.path),
+      [w1, w2, now].sort((a, b) => a - b),
+      "the restarted slot ran init again; w3 never did",
+    );
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: a model that cannot load on the slot a shrink moves it to kills that worker, with the reason, as a failed replay does", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, {
+        workers: 2,
+        env: (id) => ({ PYPROXY_TEST_SLOT: id }),
+      }),
+    );
+    pids.watch(pool);
+    await pool.addModel("first", { file: "whoami.py", workers: 1 });
+    await pool.addModel("picky", {
+      file: "picky.py",
+      options: { refuse: "w1" },
+      workers: 1,
+    });
+    assert.deepEqual(slotsOf(pool, "picky"), ["w2"]);
+    const exit = nextEvent(
+      pool,
+      "worker-exit",
+      (ev) => ev.worker === "w1" && /could not be moved/.test(ev.reason),
+    );
+    await pool.resize(1);
+    const ev = await exit;
+    assert.match(
+      ev.reason,
+      /model 'picky' could not be moved to it \(.*refusing to load here/,
+    );
+    // It is w1's model now: w1's restarts try to load it (and fail, as
+    // a model that fails its replay does).
+    assert.deepEqual(slotsOf(pool, "picky"), ["w1"]);
   } finally {
     await pids.assertGone();
   }
