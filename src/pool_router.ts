@@ -147,11 +147,16 @@ export class PoolRouter {
     if (this.#placedQueued === 0) return this.#pumpQueue(this.#queue, full);
     // The queue whose oldest call waited longest goes first: calls that may
     // go anywhere do not starve a placed model of its slots, nor the reverse.
-    const queues: PoolCall[][] = [];
-    if (this.#queue.length > 0) queues.push(this.#queue);
-    for (const q of this.#placed.values()) if (q.length > 0) queues.push(q);
-    queues.sort((a, b) => (a[0]!.queuedAt ?? 0) - (b[0]!.queuedAt ?? 0));
-    for (const q of queues) this.#pumpQueue(q, full, q[0]!.placement);
+    const queues: Array<[PoolCall[], ModelPlacement | undefined, number]> = [];
+    const head = (q: PoolCall[]) => q[0]?.queuedAt ?? 0;
+    if (this.#queue.length > 0) {
+      queues.push([this.#queue, undefined, head(this.#queue)]);
+    }
+    for (const [p, q] of this.#placed) {
+      if (q.length > 0) queues.push([q, p, head(q)]);
+    }
+    queues.sort((a, b) => a[2] - b[2]);
+    for (const [q, p] of queues) this.#pumpQueue(q, full, p);
   }
 
   /** `pump` over one queue: the unplaced calls', or one placed model's. */
@@ -203,9 +208,10 @@ export class PoolRouter {
     const q = this.#placed.get(placement);
     this.#placed.delete(placement);
     if (q === undefined || q.length === 0) return;
-    this.#placedQueued -= q.length;
-    for (const call of q) call.placement = undefined;
-    this.#queue.push(...q);
+    const calls = q.splice(0);
+    this.#placedQueued -= calls.length;
+    for (const call of calls) call.placement = undefined;
+    this.#queue.push(...calls);
     this.#queue.sort((a, b) => (a.queuedAt ?? 0) - (b.queuedAt ?? 0));
     this.pump(true);
   }
