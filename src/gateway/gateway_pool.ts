@@ -36,7 +36,9 @@ export interface GatewayModelSpec {
   timeout?: number;
   /**
    * How many workers load the model (1 to 1024; absent: every worker): the
-   * pool's `ModelSpec.workers`, the gateway's `models[].workers`.
+   * pool's `ModelSpec.workers`, the gateway's `models[].workers`. A pool of
+   * your own given to `createGateway` places the model as it can, or
+   * refuses a spec with it.
    */
   workers?: number;
 }
