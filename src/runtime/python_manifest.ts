@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 23604,
+      size: 24923,
       sha256:
-        "0ee5c27d51868af8a918a03a52fe0c3b44bd7fe8b7fd274dacf63d018ff2eff0",
+        "f5c10edcedc0356c1e423e6529193ea20c8e35fbbcd509c79404570651f3c650",
     },
     {
       path: "pyproxy_server/big_json.py",
