@@ -237,8 +237,11 @@ export function jsonAsBase64(bytes: Uint8Array): Uint8Array {
   return bytes;
 }
 
-/** Containers {@linkcode bytesAsBase64Json} looks into at most. */
-const BYTES_JSON_NODES = 10_000;
+/**
+ * Containers {@linkcode bytesAsBase64Json} looks into at most: a JSON-only
+ * result pays at most ~10 µs (~50 ns a container), a small one ~150 ns.
+ */
+const BYTES_JSON_NODES = 256;
 
 /**
  * `value` with its bytes replaced by views of the same memory (no copy)
@@ -275,7 +278,7 @@ function asBase64Json(
   if (--budget.left < 0 || depth > MAX_JSON_DEPTH) return value;
   if (Array.isArray(value)) {
     let copy: unknown[] | undefined;
-    for (let i = 0; i < value.length; i++) {
+    for (let i = 0; i < value.length && budget.left > 0; i++) {
       const item = value[i];
       if (typeof item !== "object" || item === null) continue;
       const next = asBase64Json(item, budget, depth + 1);
@@ -288,6 +291,7 @@ function asBase64Json(
   }
   let copy: Record<string, unknown> | undefined;
   for (const key in value) {
+    if (budget.left <= 0) break;
     if (!Object.hasOwn(value, key)) continue;
     const item = (value as Record<string, unknown>)[key];
     if (typeof item !== "object" || item === null) continue;

@@ -14,6 +14,7 @@ import { RedisStore } from "../plugins/redis_store.ts";
 import { sharedCache } from "../plugins/shared_cache.ts";
 import type { CacheStore } from "../plugins/cache_store.ts";
 import { BYTES_MARKER } from "../plugins/_cache_value.ts";
+import { bytesAsBase64Json, stringifyForWire } from "../src/_binary.ts";
 import { encodeFrame, startServer } from "./_harness.ts";
 import { hasRedis, startRedis } from "./_redis_server.ts";
 import { SseReader, startGateway } from "./_gateway_harness.ts";
@@ -364,4 +365,32 @@ Deno.test("A server without authentication that does not announce bytes gets no 
   } finally {
     listener.close();
   }
+});
+
+Deno.test("bytesAsBase64Json: bytes become views writing base64 (or {} on the wire); the caller's value is never changed", () => {
+  const image = new Uint8Array([1, 2, 3]);
+  const result = { image, list: [1, image.buffer], text: "x" };
+  const out = bytesAsBase64Json(result) as typeof result;
+  assert.notEqual(out, result);
+  assert.equal(result.image, image);
+  assert.equal(Object.hasOwn(image, "toJSON"), false);
+  assert.equal(JSON.stringify(result.image), '{"0":1,"1":2,"2":3}');
+  assert.equal(
+    JSON.stringify(out),
+    '{"image":"AQID","list":[1,"AQID"],"text":"x"}',
+  );
+  assert.equal(stringifyForWire(out), '{"image":{},"list":[1,{}],"text":"x"}');
+  // JSON-only values come back as they are, not copied.
+  const plain = { a: [{ b: 1 }], c: null };
+  assert.equal(bytesAsBase64Json(plain), plain);
+  assert.equal(bytesAsBase64Json(null), null);
+  // A detached one is left for the outbox to name; bytes past the budget stay as they are.
+  const detached = new Uint8Array(2);
+  structuredClone(detached.buffer, { transfer: [detached.buffer] });
+  assert.equal(
+    (bytesAsBase64Json({ detached }) as { detached: unknown }).detached,
+    detached,
+  );
+  const far = [...Array.from({ length: 300 }, () => ({})), { image }];
+  assert.equal((bytesAsBase64Json(far) as unknown[])[300], far[300]);
 });
