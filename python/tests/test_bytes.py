@@ -398,5 +398,25 @@ class HostCallBytesTest(ServerTestCase):
         self.assertRegex(message, r"Cannot call host 'thumb': Cannot send message: \d+ bytes above the frame limit \d+ \(configure spill-over\)")
 
 
+class InsecureBytesTest(ServerTestCase):
+    """A server started with ``--insecure-no-auth`` writes bytes to a client
+    that sent the optional ``auth`` (no ``mac``) with ``"bytes": true``, and
+    to no other (protocol §4)."""
+
+    insecure = True
+    shared = True
+
+    def test_the_optional_auth_asks_for_bytes(self):
+        c = self.connect(auth=False)
+        self.assertEqual((c.hello["auth"], c.hello["bytes"]), ("none", True))
+        c.call("addModel", name="bRaw", file="bytes_model.py", **{"class": "Raw"})
+        reply = c.request("executeModel", name="bRaw", msg=b64(b"x"), **{"$bytes": [["msg"]]})
+        self.assertEqual(reply["error"]["type"], "SerializationError", reply)
+        result = c.call("auth", bytes=True)
+        self.assertEqual(result["serverId"], c.hello["serverId"])
+        reply = c.request("executeModel", name="bRaw", msg=b64(ALL), **{"$bytes": [["msg"]]})
+        self.assertEqual((reply["result"], reply["$bytes"]), (b64(ALL), [["result"]]))
+
+
 if __name__ == "__main__":
     unittest.main()
