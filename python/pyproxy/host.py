@@ -13,6 +13,16 @@ the current thread and blocks until the host replies::
             host.publish("events", {"seen": msg})  # publish {channel, msg}
             return {"sum": host.call("add", {"a": 1, "b": 2})}
 
+Bytes (``bytes``, ``bytearray``, ``memoryview``) may sit anywhere in the
+arguments, and come back as ``bytes``, when the host reads them (protocol
+§3, "Bytes": the pyproxy host always does): a TypeScript handler gets a
+``Uint8Array``, a handler that returns one gives ``bytes``, and
+``host.cache`` keeps them bytes::
+
+    thumb = host.call("thumb", {"image": png, "width": 64})  # bytes back
+    host.cache.set("png:42", png)
+    host.cache.get("png:42")                                 # bytes
+
 ``request_id()`` sends nothing: it returns the id the call's client gave it
 (a gateway client's ``X-Request-Id``, ``pool.execute(..., {requestId})``),
 or ``None``, e.g. to put it in a record of the model's own::
@@ -80,7 +90,7 @@ class _Cache:
         return call("cache.get", {"key": key}, timeout)
 
     def set(self, key, value, ttl=None, timeout=DEFAULT_TIMEOUT):
-        """Store ``value`` (JSON) under ``key``, for ``ttl`` seconds when given."""
+        """Store ``value`` (JSON, bytes included) under ``key``, for ``ttl`` seconds when given."""
         args = {"key": key, "value": value}
         if ttl is not None:
             args["ttl"] = ttl
@@ -95,7 +105,7 @@ cache = _Cache()
 
 
 def publish(channel, msg, timeout=DEFAULT_TIMEOUT):
-    """Publish ``msg`` (JSON) on the gateway channel ``channel``."""
+    """Publish ``msg`` (JSON; bytes reach subscribers as base64 text) on the gateway channel ``channel``."""
     return call("publish", {"channel": channel, "msg": msg}, timeout)
 
 

@@ -22,9 +22,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/host.py",
-      size: 6598,
+      size: 7151,
       sha256:
-        "624615b145953585d91b0bfce08c3a1009893ef54b024967c7b0d66c4132b41d",
+        "5f3f6ed232584ad1c53af03b1c76d02daa46839c80d6c9c905a424c58a22d99d",
     },
     {
       path: "pyproxy_server/__init__.py",
@@ -76,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 65774,
+      size: 68114,
       sha256:
-        "ec674e85e6f84f2c7fe4648b5e6f22bc23d868e465754f1d72b474d635779aad",
+        "8e8cc1a513cb0881f3aee474fb71d2db9595b34a680a726a30275447308fbb22",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
