@@ -318,3 +318,23 @@ Deno.test("createGateway refuses forwardHeaders a model may not get", () => {
       `Cannot create gateway: forwardHeaders: "connection" is never forwarded: a hop-by-hop header`,
   });
 });
+
+Deno.test("gateway CORS preflight lets a page send the forwarded headers", async () => {
+  await using gw = await startGateway({
+    forwardHeaders: ["X-Tenant-Id"],
+    cors: { origins: ["http://localhost:5173"] },
+  }, MODELS);
+  const res = await gw.fetch("/v1/models/answers/execute", {
+    method: "OPTIONS",
+    headers: {
+      origin: "http://localhost:5173",
+      "access-control-request-method": "POST",
+      "access-control-request-headers": "x-tenant-id",
+    },
+  });
+  await res.body?.cancel();
+  assert.match(
+    res.headers.get("access-control-allow-headers") ?? "",
+    /(^|,)\s*x-tenant-id\s*(,|$)/,
+  );
+});

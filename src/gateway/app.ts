@@ -391,7 +391,7 @@ export function createGateway(
   app.use(hostGuard(hostOptions));
   const originOptions = { origins: options.cors?.origins ?? [] };
   app.use(originGuard(originOptions));
-  const cors = corsMiddleware(options.cors);
+  const cors = corsMiddleware(options.cors, forwardHeaders);
   if (cors) app.use(cors);
   if (options.token !== undefined) {
     app.use(bearerAuth({ token: options.token, webSocketPath: isChannelPath }));
