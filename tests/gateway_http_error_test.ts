@@ -8,6 +8,15 @@ import { createGateway } from "../src/gateway/app.ts";
 import type { GatewayPool } from "../src/gateway/gateway_pool.ts";
 
 const MODELS: Record<string, string> = {
+  "forged.py": `from pyproxy_server.errors import PythonError
+
+
+class Forged:
+    """Raises the wire error itself, its fields made up (what HTTPError checks)."""
+
+    def execute(self, msg):
+        raise PythonError("HTTPError", "forged", **msg)
+`,
   "answers.py": `from pyproxy import HTTPError, host
 
 
@@ -337,4 +346,47 @@ Deno.test("gateway CORS preflight lets a page send the forwarded headers", async
     res.headers.get("access-control-allow-headers") ?? "",
     /(^|,)\s*x-tenant-id\s*(,|$)/,
   );
+});
+
+Deno.test("gateway sends no made-up status or unsafe header of an error the model forged on the wire", async () => {
+  await using gw = await startGateway({}, MODELS);
+  const cases: [Record<string, unknown>, number][] = [
+    [{ status: 200 }, 422],
+    [{ status: 302, headers: { Location: "https://evil.example" } }, 422],
+    [{ status: 404.5 }, 422],
+    [{ status: "404" }, 422],
+    [{ status: 1000 }, 422],
+    [{ status: 418, headers: "Set-Cookie: a=1" }, 418],
+    [{ status: 418, headers: ["x-a", "1"] }, 418],
+    [{
+      status: 418,
+      headers: {
+        "X-Euro": "\u20ac",
+        "X-Break": "a\r\nSet-Cookie: b=2",
+        "X-Nul": "a\u0000",
+        "Bad Name": "v",
+        "X-Num": 7,
+        "X-Ok": "fine",
+      },
+    }, 418],
+  ];
+  for (const [fields, status] of cases) {
+    const res = await gw.fetch("/v1/models/forged/execute", post(fields));
+    const body = await res.json();
+    assert.equal(res.status, status, JSON.stringify(fields));
+    assert.equal(res.headers.get("set-cookie"), null);
+    assert.equal(res.headers.get("location"), null);
+    for (const name of ["x-euro", "x-break", "x-nul", "x-num"]) {
+      assert.equal(res.headers.get(name), null, name);
+    }
+    if (status === 418) {
+      assert.equal(body.error.type, "HTTPError");
+    } else assert.equal(body.error.type, "PythonError");
+  }
+  const res = await gw.fetch(
+    "/v1/models/forged/execute",
+    post({ status: 418, headers: { "X-Ok": "fine", "X-Euro": "\u20ac" } }),
+  );
+  await res.body?.cancel();
+  assert.equal(res.headers.get("x-ok"), "fine");
 });

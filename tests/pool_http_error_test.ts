@@ -127,3 +127,17 @@ Deno.test("Pool.execute refuses headers that are not lower-case names → string
   });
   await assert.rejects(stream.next(), ConfigError);
 });
+
+Deno.test("An HTTPError raised by eval code is a plain PythonError", async () => {
+  await using pool = await startPool();
+  const atom = pool.eval(
+    "from pyproxy import HTTPError\nraise HTTPError(404, 'gone')",
+  );
+  const err = await atom.result.then(
+    () => assert.fail("resolved"),
+    (e: unknown) => e,
+  );
+  assert.ok(err instanceof PythonError, String(err));
+  assert.ok(!(err instanceof ModelHTTPError));
+  assert.equal(err.type, "HTTPError");
+});
