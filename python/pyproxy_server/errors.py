@@ -253,6 +253,11 @@ class HTTPError(Exception):
         self.detail = detail
         self.headers = _checked_headers(headers)
 
+    def __reduce__(self):
+        # Rebuilt from its fields, not from ``args`` (the message alone): an
+        # HTTPError raised in a multiprocessing worker reaches the model whole.
+        return (type(self), (self.status, self.message, self.detail, self.headers))
+
     def wire_fields(self):
         """The fields this error adds to its ``PythonError`` wire object."""
         fields = {"status": self.status}

@@ -73,6 +73,17 @@ class HTTPErrorTest(unittest.TestCase):
         self.assertNotIn("detail", wire)
         self.assertNotIn("headers", wire)
 
+    def test_it_pickles_and_copies_whole(self):
+        import copy
+        import pickle
+
+        err = HTTPError(409, "conflict", detail=[1, {"a": None}], headers={"ETag": '"x"'})
+        for again in (pickle.loads(pickle.dumps(err)), copy.copy(err)):
+            self.assertEqual(
+                (again.status, again.message, again.detail, again.headers, str(again)),
+                (409, "conflict", [1, {"a": None}], {"ETag": '"x"'}, "conflict"),
+            )
+
     def test_outside_a_call_headers_are_empty(self):
         self.assertEqual(host.headers(), {})
         self.assertEqual(host.message_headers(), [])

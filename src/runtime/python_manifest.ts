@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/errors.py",
-      size: 12338,
+      size: 12606,
       sha256:
-        "d235365bd3f4af9c24fbf1f7bc19505a74ea17df943e56d380137891a27cc679",
+        "aedf7bf4a86f6c868c6d2be3f49a1c1a49218095e9115f729f671b4f45a4e5ac",
     },
     {
       path: "pyproxy_server/eval.py",
