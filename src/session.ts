@@ -591,7 +591,8 @@ export class Session implements AsyncDisposable {
    * Runs `model.execute(msg)`; resolves with what it returned (`null` for
    * `None`). With `requestId`, the call carries it (protocol §6); with
    * `contentType`, the media type of a `msg` that is bytes (a `Uint8Array`:
-   * protocol §3, Bytes).
+   * protocol §3, Bytes); with `headers`, request headers for the model's
+   * `host.headers()`.
    */
   execute<T = unknown>(
     name: string,
@@ -600,12 +601,16 @@ export class Session implements AsyncDisposable {
   ): Promise<T> {
     const requestId = options?.requestId;
     const contentType = options?.contentType;
-    if (requestId === undefined && contentType === undefined) {
+    const headers = options?.headers;
+    if (
+      requestId === undefined && contentType === undefined &&
+      headers === undefined
+    ) {
       return this.request<T>("executeModel", { name, msg }, options);
     }
     const invalid = callOptionsError(
       "Cannot send",
-      { requestId, contentType },
+      { requestId, contentType, headers },
       "executeModel",
     );
     if (invalid !== undefined) {
@@ -616,6 +621,7 @@ export class Session implements AsyncDisposable {
       ? { name, msg }
       : { name, msg, requestId };
     if (contentType !== undefined) args.contentType = contentType;
+    if (headers !== undefined) args.headers = headers;
     return this.request<T>("executeModel", args, options);
   }
 

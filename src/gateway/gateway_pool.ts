@@ -212,6 +212,8 @@ export interface GatewayPool {
       requestId?: string;
       /** The media type of a binary body (`msg` is then a `Uint8Array`). */
       contentType?: string;
+      /** The request headers `forwardHeaders` lists, for `host.headers()`. */
+      headers?: Record<string, string>;
     },
   ): Promise<unknown>;
   /**
@@ -228,6 +230,8 @@ export interface GatewayPool {
       requestId?: string;
       /** The media type of a binary body (`msg` is then a `Uint8Array`). */
       contentType?: string;
+      /** The request headers `forwardHeaders` lists, for `host.headers()`. */
+      headers?: Record<string, string>;
     },
   ): AsyncIterableIterator<unknown> & { cancel(): void };
   /** Adds a model on every worker; resolves with the model description. */
