@@ -6,7 +6,7 @@
  */
 import type { CacheSetOptions, CacheStore } from "./cache_store.ts";
 import { ConnectionLostError } from "../src/errors.ts";
-import { parseJson, stringifyJson } from "../src/_exact_json.ts";
+import { decodeCacheValue, encodeCacheValue } from "./_cache_value.ts";
 
 /**
  * Options of {@linkcode MemoryStore}.
@@ -25,7 +25,8 @@ export interface MemoryStoreOptions {
   maxEntries?: number;
   /**
    * Most bytes kept, counted as the key plus its JSON text (UTF-16 code
-   * units, equal to bytes for ASCII). A single value above it is refused.
+   * units, equal to bytes for ASCII; bytes values count as their base64
+   * text). A single value above it is refused.
    * @default {67108864}
    */
   maxBytes?: number;
@@ -43,7 +44,9 @@ interface Entry {
 
 /**
  * The default store of the shared cache. Values are kept as JSON text, so a
- * `get` returns a fresh copy and the size bound is exact.
+ * `get` returns a fresh copy and the size bound is exact. Bytes (a
+ * `Uint8Array`, any `ArrayBuffer` view, an `ArrayBuffer`) come back as
+ * `Uint8Array`s, kept as base64 text (counted so).
  *
  * @example
  * ```ts
@@ -102,7 +105,7 @@ export class MemoryStore implements CacheStore {
     }
     this.#entries.delete(key);
     this.#entries.set(key, entry);
-    return Promise.resolve(parseJson(entry.json));
+    return Promise.resolve(decodeCacheValue(entry.json));
   }
 
   /** Stores a copy of `value`; evicts least recently used entries to stay in bounds. */
@@ -113,7 +116,7 @@ export class MemoryStore implements CacheStore {
   ): Promise<void> {
     if (this.#closed) return this.#closedError("write to");
     try {
-      const json = stringifyJson(value);
+      const json = encodeCacheValue(value);
       if (json === undefined) {
         throw new TypeError(`Cannot cache '${key}': the value is not JSON`);
       }

@@ -17,7 +17,7 @@ import { setTimeoutOrNever } from "../src/_timer.ts";
 import type { Connection, Runtime } from "../src/runtime/types.ts";
 import type { CacheSetOptions, CacheStore } from "./cache_store.ts";
 import { encodeCommand, RespParser, type RespValue } from "./_resp.ts";
-import { parseJson, stringifyJson } from "../src/_exact_json.ts";
+import { decodeCacheValue, encodeCacheValue } from "./_cache_value.ts";
 
 /**
  * Options of {@linkcode RedisStore}.
@@ -64,9 +64,11 @@ interface Pending {
 
 /**
  * A cache store backed by a Redis server. Values are stored as JSON text
- * under `prefix + key`; `ttl` becomes `SET ... PX`. When the connection
- * fails, the commands in flight reject with `ConnectionLostError` and the
- * next command connects again.
+ * under `prefix + key` (a value holding bytes as `$bytes:` followed by JSON
+ * with them as base64 and their places, so they come back as
+ * `Uint8Array`s); `ttl` becomes `SET ... PX`. When the connection fails, the
+ * commands in flight reject with `ConnectionLostError` and the next command
+ * connects again.
  *
  * @example
  * ```ts ignore
@@ -167,8 +169,9 @@ export class RedisStore implements CacheStore {
     const reply = await this.#command(["GET", this.#key(key)]);
     if (reply === null) return undefined;
     try {
-      return parseJson(String(reply));
+      return decodeCacheValue(String(reply));
     } catch (err) {
+      if (err instanceof SerializationError) throw err;
       // Written by something other than a RedisStore under the same prefix.
       throw new SerializationError(
         `Cannot read cache '${key}': the stored value is not JSON (${
@@ -179,13 +182,17 @@ export class RedisStore implements CacheStore {
     }
   }
 
-  /** Stores `value` as JSON (`SET`, with `PX` when `ttl` is given). */
+  /**
+   * Stores `value` as JSON (`SET`, with `PX` when `ttl` is given); a value
+   * holding bytes as `$bytes:` and JSON with them as base64 (they come back
+   * as `Uint8Array`s).
+   */
   async set(
     key: string,
     value: unknown,
     options: CacheSetOptions = {},
   ): Promise<void> {
-    const json = stringifyJson(value);
+    const json = encodeCacheValue(value);
     if (json === undefined) {
       throw new TypeError(`Cannot cache '${key}': the value is not JSON`);
     }

@@ -14,7 +14,8 @@ timeout -k 10 900 deno test -A --parallel tests/ 2>&1 | tee "$log_dir/deno.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "== python unittest =="
-timeout -k 10 300 python3 -m unittest discover -s python/tests -t python 2>&1 | tee "$log_dir/python.log"
+# Its modules over 2 processes (mostly waiting: ~2x faster than one discover).
+timeout -k 10 300 python3 scripts/run_python_tests.py --jobs 2 2>&1 | tee "$log_dir/python.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 if command -v bun >/dev/null 2>&1 && [ -d tests/bun ]; then

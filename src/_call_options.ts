@@ -15,6 +15,10 @@
  * take an item, so it is refused rather than given a meaning. A
  * `requestId` (`execute`, `executeStream`) is a string of 1 to 128
  * characters of `A-Za-z0-9._:-`, as the gateway accepts in `X-Request-Id`.
+ * `headers` (`execute`, `executeStream`: request headers for the model's
+ * `host.headers()`) is a plain object of at most 64 lower-case HTTP header
+ * names (tokens of at most 256 characters) → strings of at most 8192
+ * characters without CR, LF or NUL.
  *
  * @module
  */
@@ -35,6 +39,7 @@ export interface CallOptionFields {
   idleTimeout?: unknown;
   requestId?: unknown;
   contentType?: unknown;
+  headers?: unknown;
 }
 
 /**
@@ -84,6 +89,7 @@ function rareFieldsError(
     idleTimeout,
     requestId,
     contentType,
+    headers,
   } = options;
   if (onEvent !== undefined && typeof onEvent !== "function") {
     return invalid(action, subject, "onEvent", "a function", onEvent);
@@ -141,6 +147,47 @@ function rareFieldsError(
       "a media type of 1 to 256 printable ASCII characters",
       contentType,
     );
+  }
+  if (headers !== undefined) {
+    const problem = headersProblem(headers);
+    if (problem !== undefined) {
+      return invalid(action, subject, "headers", problem, headers);
+    }
+  }
+  return undefined;
+}
+
+/** Most entries of a call's `headers`, and the longest value of one. */
+export const MAX_CALL_HEADERS = 64;
+/** See {@linkcode MAX_CALL_HEADERS}. */
+export const MAX_CALL_HEADER_VALUE = 8192;
+
+// A lower-case RFC 9110 token: how the gateway (and HTTP/2) spells a name.
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]{1,256}$/;
+const LINE_BREAK_OR_NUL = /[\r\n\0]/;
+
+/** What is wrong with a call's `headers`, or `undefined`. */
+function headersProblem(headers: unknown): string | undefined {
+  const shape =
+    `a plain object of at most ${MAX_CALL_HEADERS} lower-case HTTP header names → strings`;
+  if (
+    typeof headers !== "object" || headers === null || Array.isArray(headers)
+  ) {
+    return shape;
+  }
+  const names = Object.keys(headers);
+  if (names.length > MAX_CALL_HEADERS) return shape;
+  for (const name of names) {
+    const value = (headers as Record<string, unknown>)[name];
+    if (!HEADER_NAME.test(name)) {
+      return `${shape} (${JSON.stringify(name.slice(0, 64))} is not one)`;
+    }
+    if (
+      typeof value !== "string" || value.length > MAX_CALL_HEADER_VALUE ||
+      LINE_BREAK_OR_NUL.test(value)
+    ) {
+      return `${shape} (the value of ${name} is not a string of at most ${MAX_CALL_HEADER_VALUE} characters without CR, LF or NUL)`;
+    }
   }
   return undefined;
 }

@@ -41,6 +41,8 @@ export interface BatchCallOptions {
   worker?: string;
   /** The call's request id: sent in its batch's `requestIds` (protocol §6). */
   requestId?: string;
+  /** The call's request headers: sent in its batch's `messageHeaders` (protocol §6). */
+  headers?: Record<string, string>;
 }
 
 /** The options a batch is sent with. */
@@ -54,14 +56,16 @@ export interface BatchSendOptions {
 }
 
 /**
- * Sends one batch: `executeBatch` with `msgs`, and `requestIds` (one per
- * message, `null` for a call without one) when any call has one; resolves
- * to its reply.
+ * Sends one batch: `executeBatch` with `msgs`, `requestIds` (one per
+ * message, `null` for a call without one) when any call has one, and
+ * `messageHeaders` (likewise) when any call has headers; resolves to its
+ * reply.
  */
 export type SendBatch = (
   msgs: unknown[],
   options: BatchSendOptions,
   requestIds: Array<string | null> | undefined,
+  messageHeaders: Array<Record<string, string> | null> | undefined,
 ) => Promise<unknown>;
 
 interface Item {
@@ -208,6 +212,7 @@ export class ModelBatcher {
     let deadline = 0;
     let idempotent = true;
     let identified = false;
+    let withHeaders = false;
     for (const item of items) {
       item.batch = batch;
       // The batch lasts as long as its most patient call (timeouts are
@@ -215,28 +220,37 @@ export class ModelBatcher {
       deadline = Math.max(deadline, item.timeout);
       if (item.options.idempotent !== true) idempotent = false;
       if (item.options.requestId !== undefined) identified = true;
+      if (item.options.headers !== undefined) withHeaders = true;
     }
     // Only a batch with an id has requestIds: without, nothing more is sent.
     const requestIds = identified
       ? items.map((i) => i.options.requestId ?? null)
       : undefined;
+    const messageHeaders = withHeaders
+      ? items.map((i) => i.options.headers ?? null)
+      : undefined;
     this.#inFlight++;
     // Only a routed call's batch of one has routing (see `add`).
     const { key, worker } = items[0]!.options;
-    this.#send(items.map((i) => i.msg), {
-      ...(key === undefined ? {} : { key }),
-      ...(worker === undefined ? {} : { worker }),
-      // Infinity too: left out, the pool's requestTimeout would cut short
-      // a batch of calls that wait for ever (a model's timeout: Infinity).
-      timeout: deadline,
-      signal: batch.abort.signal,
-      idempotent,
-      onSend: () => {
-        for (const item of items) {
-          if (!item.settled) item.options.onSend?.();
-        }
+    this.#send(
+      items.map((i) => i.msg),
+      {
+        ...(key === undefined ? {} : { key }),
+        ...(worker === undefined ? {} : { worker }),
+        // Infinity too: left out, the pool's requestTimeout would cut short
+        // a batch of calls that wait for ever (a model's timeout: Infinity).
+        timeout: deadline,
+        signal: batch.abort.signal,
+        idempotent,
+        onSend: () => {
+          for (const item of items) {
+            if (!item.settled) item.options.onSend?.();
+          }
+        },
       },
-    }, requestIds).then(
+      requestIds,
+      messageHeaders,
+    ).then(
       (reply) => this.#deliver(batch, reply),
       (error) => {
         for (const item of batch.items) this.#settle(item, error);

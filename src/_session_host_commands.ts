@@ -13,6 +13,7 @@ import {
   PyProxyError,
 } from "./errors.ts";
 import { isThenable } from "./_thenable.ts";
+import { bytesAsBase64Json } from "./_binary.ts";
 import type { Logger } from "./logger.ts";
 import type { Session } from "./session.ts";
 import type { SessionHandler, SessionMessage } from "./session_types.ts";
@@ -84,13 +85,17 @@ export class HostCommands {
     // Any awaitable, not only a Promise: a query builder's thenable sent {}.
     if (isThenable(result)) {
       Promise.resolve(result).then(
-        (value) => this.#calls.delete(id) && this.#reply(id, true, value),
+        (value) =>
+          this.#calls.delete(id) &&
+          this.#reply(id, true, bytesAsBase64Json(value)),
         (err) => this.#calls.delete(id) && this.#fail(id, cmd, err),
       );
       return;
     }
     this.#calls.delete(id);
-    this.#reply(id, true, result);
+    // Bytes the handler returns go as bytes (protocol §3, Bytes) without
+    // JSON.stringify writing them index by index first.
+    this.#reply(id, true, bytesAsBase64Json(result));
   }
 
   /**

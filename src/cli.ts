@@ -55,6 +55,9 @@ Options:
       --token <token>       Require "Authorization: Bearer <token>" on every route
                             except /healthz (>= 16 characters; or set PYPROXY_TOKEN)
       --allowed-host <host> Also accept this Host header (repeatable; "*" = any)
+      --forward-header <name>
+                            Pass this request header to the models, read with
+                            host.headers() (repeatable; none by default)
       --cors-origin <url>   Allow CORS, and requests from pages, from this origin
                             (repeatable; off by default: other origins get 403)
       --body-limit <bytes>  Largest request body (default 1048576)
@@ -133,6 +136,7 @@ const OPTIONS = {
   env: { type: "string", multiple: true },
   token: { type: "string" },
   "allowed-host": { type: "string", multiple: true },
+  "forward-header": { type: "string", multiple: true },
   "cors-origin": { type: "string", multiple: true },
   "body-limit": { type: "string" },
   "max-integer-digits": { type: "string" },
@@ -304,6 +308,7 @@ const FLAG_OF: Record<string, string> = {
   env: "--env",
   token: "--token",
   allowedHosts: "--allowed-host",
+  forwardHeaders: "--forward-header",
   "cors.origins": "--cors-origin",
   "limits.bodyLimit": "--body-limit",
   "limits.maxIntegerDigits": "--max-integer-digits",
@@ -426,6 +431,8 @@ function cliOverrides(
   if (scale !== undefined) cli.plugins = { autoscale: autoscaleFlag(scale) };
   const hosts = values["allowed-host"] as string[] | undefined;
   if (hosts?.length) cli.allowedHosts = hosts;
+  const forward = values["forward-header"] as string[] | undefined;
+  if (forward?.length) cli.forwardHeaders = forward;
   const origins = values["cors-origin"] as string[] | undefined;
   if (origins?.length) cli.cors = { origins };
   const limits: Record<string, unknown> = {};

@@ -346,6 +346,54 @@ export class PythonError extends PyProxyError {
 }
 
 /**
+ * A model raised `pyproxy.HTTPError(status, message, detail, headers)`: it
+ * answers its call with an HTTP error status (docs/models.md, "Errors with
+ * a status"). A {@linkcode PythonError} (`type` is `"HTTPError"`) with the
+ * `status` (400 to 599), the `detail` it gave (any JSON, `undefined` when
+ * none) and its `headers` (name → value, as the model spelled them; `{}`
+ * when none). The gateway answers `status` with `{"error": {"type":
+ * "HTTPError", "message", "detail"}}` and the headers its allow-list takes.
+ *
+ * @example Tell a model's 404 apart
+ * ```ts
+ * import { ModelHTTPError } from "./errors.ts";
+ * const err = new ModelHTTPError(404, "no such item", { id: 7 }, { "Cache-Control": "no-store" });
+ * console.log(err.status, err.code, err.detail); // 404 "MODEL_HTTP_ERROR" { id: 7 }
+ * // try { await pool.execute("items", { id: 7 }); }
+ * // catch (e) { if (e instanceof ModelHTTPError && e.status === 404) ... }
+ * ```
+ */
+export class ModelHTTPError extends PythonError {
+  /** Stable code. */
+  override readonly code: string = "MODEL_HTTP_ERROR";
+  /** The HTTP status the model chose, 400 to 599. */
+  readonly status: number;
+  /** The model's `detail` (JSON), or `undefined`. */
+  readonly detail: unknown;
+  /** The headers the model asked for, name → value (`{}` when none). */
+  readonly headers: Readonly<Record<string, string>>;
+  /** The model's message as it gave it (`message` has `"HTTPError: "` before it). */
+  readonly reason: string;
+  /** Creates the error. */
+  constructor(
+    status: number,
+    message: string,
+    detail?: unknown,
+    headers: Record<string, string> = {},
+    traceback = "",
+    options: PyProxyErrorOptions = {},
+  ) {
+    super("HTTPError", message, traceback, options);
+    this.name = "ModelHTTPError";
+    this.reason = message;
+    this.status = status;
+    this.detail = detail;
+    this.headers = headers;
+  }
+}
+defineName(ModelHTTPError, "ModelHTTPError");
+
+/**
  * An error reported by the remote side that has no more specific class
  * (for example `UnknownCommandError`, `ModelNotFoundError`). `remoteType` is
  * the `error.type` from the wire; `code` is derived from it.
@@ -711,7 +759,8 @@ const KNOWN: Record<
 
 /**
  * Turns an `error` object from a reply into the matching error class:
- * `PythonError` for exceptions raised by user code, a known class when the
+ * `PythonError` for exceptions raised by user code (`ModelHTTPError` for
+ * a `pyproxy.HTTPError` with a status from 400 to 599), a known class when the
  * type matches one, else a `RemoteError`.
  *
  * @example
@@ -732,6 +781,22 @@ export function errorFromWire(error: unknown): Error {
   const type = typeof e.type === "string" ? e.type : "RemoteError";
   const message = typeof e.message === "string" ? e.message : "";
   if (type === "PythonError") {
+    const status = e.status;
+    // Only a status the Python side lets HTTPError take: anything else (a
+    // server of another version, a hand-made error) stays a PythonError.
+    if (
+      typeof status === "number" && Number.isInteger(status) &&
+      status >= 400 && status <= 599
+    ) {
+      return new ModelHTTPError(
+        status,
+        message,
+        e.detail ?? undefined,
+        stringRecord(e.headers),
+        typeof e.traceback === "string" ? e.traceback : "",
+        { details: e },
+      );
+    }
     return new PythonError(
       typeof e.exception === "string" ? e.exception : "Exception",
       message,
@@ -745,4 +810,16 @@ export function errorFromWire(error: unknown): Error {
     return err;
   }
   return new RemoteError(type, message, { details: e });
+}
+
+/** The string-valued entries of a wire `headers` object (`{}` for anything else). */
+function stringRecord(value: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return out;
+  }
+  for (const [name, text] of Object.entries(value)) {
+    if (typeof text === "string") out[name] = text;
+  }
+  return out;
 }

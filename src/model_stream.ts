@@ -189,6 +189,13 @@ export interface ExecuteStreamOptions {
    * §6, `contentType`), the model reads it with `host.content_type()`.
    */
   contentType?: string;
+  /**
+   * Request headers for the model: sent with the call (protocol §6,
+   * `headers`), the model reads them with `host.headers()`. As
+   * `pool.execute`'s `headers`; anything else ends the stream with
+   * `ConfigError`.
+   */
+  headers?: Record<string, string>;
 }
 
 /**
@@ -259,11 +266,12 @@ export class ModelStream<T = unknown>
     options: ExecuteStreamOptions = {},
   ) {
     this.#pool = pool;
-    const { idleTimeout, requestId, contentType } = options;
+    const { idleTimeout, requestId, contentType, headers } = options;
     const invalid = callOptionsError("Cannot send call", {
       idleTimeout,
       requestId,
       contentType,
+      headers,
     }, "executeStream");
     if (invalid !== undefined) {
       this.#end(invalid);
@@ -277,6 +285,7 @@ export class ModelStream<T = unknown>
       ? { name, msg }
       : { name, msg, requestId };
     if (contentType !== undefined) args.contentType = contentType;
+    if (headers !== undefined) args.headers = headers;
     pool.request<{ items?: unknown }>("executeStream", args, {
       ...(options.key === undefined ? {} : { key: options.key }),
       ...(options.worker === undefined ? {} : { worker: options.worker }),

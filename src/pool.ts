@@ -151,6 +151,16 @@ export interface ExecuteOptions extends Omit<PoolRequestOptions, "onEvent"> {
    * `host.content_type()` is `None` in `execute_batch`.
    */
   contentType?: string;
+  /**
+   * Request headers for the model (the gateway passes those its
+   * `forwardHeaders` lists): sent with the call (protocol §6, `headers`),
+   * the model reads them with `host.headers()`. A plain object of at most
+   * 64 lower-case HTTP header names → strings of at most 8192 characters
+   * without CR, LF or NUL; anything else rejects with `ConfigError`. For a
+   * model that batches (`batch_size`), its batch's `messageHeaders` holds
+   * them: `execute_batch` reads them in `host.message_headers()`.
+   */
+  headers?: Record<string, string>;
 }
 
 /**
@@ -818,11 +828,12 @@ export class Pool implements AsyncDisposable {
         ) as Promise<T>;
       }
     }
-    const { requestId, contentType } = options;
+    const { requestId, contentType, headers } = options;
     const args: Record<string, unknown> = requestId === undefined
       ? { name, msg }
       : { name, msg, requestId };
     if (contentType !== undefined) args.contentType = contentType;
+    if (headers !== undefined) args.headers = headers;
     return this.#request<T>(
       "executeModel",
       args,
@@ -858,16 +869,17 @@ export class Pool implements AsyncDisposable {
       new ModelBatcher(
         name,
         settings,
-        (msgs, options, requestIds) =>
+        (msgs, options, requestIds, messageHeaders) => {
           // split: a batch that reaches a version of the model updated
           // meanwhile (smaller batch_size, or none) still runs.
-          this.request(
-            "executeBatch",
-            requestIds === undefined
-              ? { name, msgs, split: true }
-              : { name, msgs, split: true, requestIds },
-            options,
-          ),
+          const args: Record<string, unknown> = requestIds === undefined
+            ? { name, msgs, split: true }
+            : { name, msgs, split: true, requestIds };
+          if (messageHeaders !== undefined) {
+            args.messageHeaders = messageHeaders;
+          }
+          return this.request("executeBatch", args, options);
+        },
         this.#modelTimeouts.get(name) ?? this.#opts.requestTimeout ??
           Infinity,
         // One batch per ready worker (of its slots, when placed) goes at

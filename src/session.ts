@@ -591,7 +591,8 @@ export class Session implements AsyncDisposable {
    * Runs `model.execute(msg)`; resolves with what it returned (`null` for
    * `None`). With `requestId`, the call carries it (protocol §6); with
    * `contentType`, the media type of a `msg` that is bytes (a `Uint8Array`:
-   * protocol §3, Bytes).
+   * protocol §3, Bytes); with `headers`, request headers for the model's
+   * `host.headers()`.
    */
   execute<T = unknown>(
     name: string,
@@ -600,12 +601,16 @@ export class Session implements AsyncDisposable {
   ): Promise<T> {
     const requestId = options?.requestId;
     const contentType = options?.contentType;
-    if (requestId === undefined && contentType === undefined) {
+    const headers = options?.headers;
+    if (
+      requestId === undefined && contentType === undefined &&
+      headers === undefined
+    ) {
       return this.request<T>("executeModel", { name, msg }, options);
     }
     const invalid = callOptionsError(
       "Cannot send",
-      { requestId, contentType },
+      { requestId, contentType, headers },
       "executeModel",
     );
     if (invalid !== undefined) {
@@ -616,6 +621,7 @@ export class Session implements AsyncDisposable {
       ? { name, msg }
       : { name, msg, requestId };
     if (contentType !== undefined) args.contentType = contentType;
+    if (headers !== undefined) args.headers = headers;
     return this.request<T>("executeModel", args, options);
   }
 
@@ -700,35 +706,12 @@ export class Session implements AsyncDisposable {
       const mac = createHmac("sha256", secret).update(event.nonce).digest(
         "hex",
       );
-      let result: Record<string, unknown>;
       const clientNonce = serverProof
         ? randomBytes(16).toString("hex")
         : undefined;
-      try {
-        // batch: this side reads batch frames (protocol §3), when its frame limit allows them.
-        const args: Record<string, unknown> = this.#readsBatches
-          ? { mac, batch: true }
-          : { mac };
-        // bytes: this side reads `$bytes` (protocol §3, Bytes), for a server that does.
-        if (event.bytes === true) args.bytes = true;
-        if (clientNonce !== undefined) args.clientNonce = clientNonce;
-        result = await this.request<Record<string, unknown>>("auth", args, {
-          timeout: timeLeft(deadline),
-        });
-      } catch (err) {
-        if (err instanceof TimeoutError) {
-          throw new TimeoutError(
-            `Cannot authenticate to ${where}: no answer to auth within ${timeout} ms of connecting (connectTimeout)`,
-            { cause: err, details: { phase: "auth", timeoutMs: timeout } },
-          );
-        }
-        // A refusal sent with id null closes the session: surface the refusal itself.
-        if (
-          err instanceof ConnectionLostError &&
-          err.cause instanceof AuthenticationError
-        ) throw err.cause;
-        throw err;
-      }
+      const args = this.#authOptions(event, { mac });
+      if (clientNonce !== undefined) args.clientNonce = clientNonce;
+      const result = await this.#auth(args, timeout, deadline, where);
       if (clientNonce !== undefined) {
         const expected = createHmac("sha256", secret).update(
           `server:${clientNonce}`,
@@ -749,6 +732,19 @@ export class Session implements AsyncDisposable {
           String(event.auth)
         }`,
       );
+    } else if (event.bytes === true) {
+      // A server without authentication (--insecure-no-auth) that reads
+      // bytes takes the optional `auth` without a mac: it is how the server
+      // learns that this side reads `$bytes` (and batch frames, as over an
+      // authenticated connection). A server that does not announce bytes
+      // gets nothing new (protocol §4).
+      const result = await this.#auth(
+        this.#authOptions(event, {}),
+        timeout,
+        deadline,
+        where,
+      );
+      this.#serverInfo = { ...this.#serverInfo, ...result } as ServerInfo;
     }
     const limit = this.#serverInfo.maxFrameSize;
     if (typeof limit === "number" && limit > 0) {
@@ -758,6 +754,45 @@ export class Session implements AsyncDisposable {
       this.#outbox.maxFrameSize >= MIN_BATCH_FRAME_SIZE;
     this.#outbox.bytes = this.#serverInfo.bytes === true;
     this.#handshaking = false;
+  }
+
+  /** The `auth` arguments saying what this side reads, added to `args`. */
+  #authOptions(
+    hello: SessionMessage,
+    args: Record<string, unknown>,
+  ): Record<string, unknown> {
+    // batch: this side reads batch frames (protocol §3), when its frame limit allows them.
+    if (this.#readsBatches) args.batch = true;
+    // bytes: this side reads `$bytes` (protocol §3, Bytes), for a server that does.
+    if (hello.bytes === true) args.bytes = true;
+    return args;
+  }
+
+  /** Sends `auth` with `args`; resolves its reply's result. */
+  async #auth(
+    args: Record<string, unknown>,
+    timeout: number,
+    deadline: number,
+    where: string,
+  ): Promise<Record<string, unknown>> {
+    try {
+      return await this.request<Record<string, unknown>>("auth", args, {
+        timeout: timeLeft(deadline),
+      });
+    } catch (err) {
+      if (err instanceof TimeoutError) {
+        throw new TimeoutError(
+          `Cannot authenticate to ${where}: no answer to auth within ${timeout} ms of connecting (connectTimeout)`,
+          { cause: err, details: { phase: "auth", timeoutMs: timeout } },
+        );
+      }
+      // A refusal sent with id null closes the session: surface the refusal itself.
+      if (
+        err instanceof ConnectionLostError &&
+        err.cause instanceof AuthenticationError
+      ) throw err.cause;
+      throw err;
+    }
   }
 
   // -------------------------------------------------------------------------

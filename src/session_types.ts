@@ -73,6 +73,13 @@ export interface SessionExecuteOptions extends RequestOptions {
    * characters; anything else rejects with `ConfigError`.
    */
   contentType?: string;
+  /**
+   * Request headers for the model (protocol §6, `headers`): it reads them
+   * with `host.headers()`. At most 64 lower-case HTTP header names →
+   * strings of at most 8192 characters without CR, LF or NUL; anything
+   * else rejects with `ConfigError`.
+   */
+  headers?: Record<string, string>;
 }
 
 /**

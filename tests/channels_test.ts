@@ -244,3 +244,21 @@ Deno.test("ChannelHub drops a subscriber whose unread messages pass maxBufferByt
   fast.close();
   hub.close();
 });
+
+Deno.test("ChannelHub writes bytes published from TypeScript as base64 for subscribers, as a model's, without changing the caller's value", () => {
+  const hub = new ChannelHub({ historySize: 4 });
+  const img = new Uint8Array([1, 2, 3]);
+  const buf = new Uint8Array([255]).buffer;
+  const { message } = hub.publish("frames", { img, buf, n: 10n ** 20n });
+  assert.equal(
+    JSON.stringify(hub.wireData(message)),
+    '{"img":"AQID","buf":"/w==","n":100000000000000000000}',
+  );
+  // The stored message is the caller's, untouched.
+  assert.equal((message.data as { img: Uint8Array }).img, img);
+  assert.equal(JSON.stringify(img), '{"0":1,"1":2,"2":3}');
+  // Only one scan for messages without bytes: the same value goes on.
+  const plain = { x: {} };
+  assert.equal(hub.wireData(hub.publish("frames", plain).message), plain);
+  hub.close();
+});

@@ -104,6 +104,7 @@ Deno.test("main serve --help lists every option", async () => {
       "--debug",
       "--version",
       "--allowed-host",
+      "--forward-header",
       "--cors-origin",
       "--stream-idle-timeout",
       "--eval-replay-budget",

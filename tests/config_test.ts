@@ -780,3 +780,101 @@ Deno.test("resolveConfig: env is the file's under the command line's", () => {
       !error.message.includes("xxxxxxxx"),
   );
 });
+
+Deno.test("parseConfig refuses forwardHeaders no model may get, naming why", () => {
+  const cases: [unknown, string][] = [
+    [
+      ["host"],
+      `forwardHeaders[0]: expected a header name a model may get: "host" is never forwarded: the gateway's (its Host check reads it) (at pyproxy.json: forwardHeaders[0])`,
+    ],
+    [
+      ["accept-language", "Transfer-Encoding"],
+      `forwardHeaders[1]: expected a header name a model may get: "Transfer-Encoding" is never forwarded: a hop-by-hop header (at pyproxy.json: forwardHeaders[1])`,
+    ],
+    [
+      ["x tenant"],
+      `forwardHeaders[0]: expected a header name a model may get: "x tenant" is not an HTTP header name (at pyproxy.json: forwardHeaders[0])`,
+    ],
+    [
+      ["X-Request-Id"],
+      `forwardHeaders[0]: expected a header name a model may get: "X-Request-Id" is never forwarded: the request id's (host.request_id() has it) (at pyproxy.json: forwardHeaders[0])`,
+    ],
+    [
+      "accept-language",
+      "forwardHeaders: expected an array of header names (at pyproxy.json: forwardHeaders)",
+    ],
+    [
+      Array.from({ length: 33 }, (_, i) => `x-h${i}`),
+      "forwardHeaders: expected at most 32 header names (at pyproxy.json: forwardHeaders)",
+    ],
+  ];
+  for (const [forwardHeaders, message] of cases) {
+    assert.equal(
+      configError(() => parseConfig({ forwardHeaders })),
+      message,
+    );
+  }
+});
+
+Deno.test("resolveConfig lower-cases forwardHeaders, lists each once, and refuses authorization with a token", () => {
+  assert.deepEqual(
+    resolveConfig({
+      cwd: "/",
+      file: { forwardHeaders: ["Accept-Language", "x-tenant-id"] },
+      cli: { forwardHeaders: ["accept-language", "X-TENANT-ID", "cookie"] },
+    }).forwardHeaders,
+    ["accept-language", "x-tenant-id", "cookie"],
+  );
+  assert.deepEqual(resolveConfig({ cwd: "/" }).forwardHeaders, []);
+  // Without a token the gateway does not read it: the model may.
+  assert.deepEqual(
+    resolveConfig({ cwd: "/", cli: { forwardHeaders: ["Authorization"] } })
+      .forwardHeaders,
+    ["authorization"],
+  );
+  const refusal = (where: string) =>
+    `forwardHeaders: "authorization" cannot be forwarded while the gateway has a token: it holds the gateway's bearer token, which model code would read (send the model's own credentials in another header, such as x-user-token) (at ${where})`;
+  assert.equal(
+    configError(() =>
+      resolveConfig({
+        cwd: "/",
+        file: { forwardHeaders: ["authorization"], token: "0123456789abcdef" },
+      })
+    ),
+    refusal("pyproxy.json: forwardHeaders"),
+  );
+  assert.equal(
+    configError(() =>
+      resolveConfig({
+        cwd: "/",
+        envToken: "0123456789abcdef",
+        cli: { forwardHeaders: ["Authorization"] },
+      })
+    ),
+    refusal("command line: --forward-header"),
+  );
+  // A token generated for eval would be handed over just the same.
+  assert.equal(
+    configError(() =>
+      resolveConfig({
+        cwd: "/",
+        cli: { forwardHeaders: ["authorization"], allowEval: true },
+      })
+    ),
+    refusal("command line: --forward-header"),
+  );
+  assert.match(
+    configError(() =>
+      resolveConfig({
+        cwd: "/",
+        file: {
+          forwardHeaders: Array.from({ length: 20 }, (_, i) => `x-f${i}`),
+        },
+        cli: {
+          forwardHeaders: Array.from({ length: 20 }, (_, i) => `x-c${i}`),
+        },
+      })
+    ),
+    /^forwardHeaders: expected at most 32 header names, got 40/,
+  );
+});

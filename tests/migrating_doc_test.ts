@@ -6,7 +6,13 @@
  * other docs' (tests/docs_check_test.ts).
  */
 import assert from "node:assert/strict";
-import { loadConfig, Pool, PythonError, serve } from "../mod.ts";
+import {
+  loadConfig,
+  ModelHTTPError,
+  Pool,
+  PythonError,
+  serve,
+} from "../mod.ts";
 
 const PAGE = new URL("../docs/migrating.md", import.meta.url);
 const FENCE = /^```(\w*)[^\n]*\n([\s\S]*?)^```$/gm;
@@ -114,9 +120,20 @@ Deno.test("docs/migrating.md: the FastAPI port answers in a library pool, and it
     assert.equal(got.proba.approve!.toFixed(4), "0.0546");
     await assert.rejects(
       pool.execute("risk", { income: "a lot" }),
-      (err) =>
-        err instanceof PythonError &&
-        err.message === "ValueError: not numbers: income, debt, age",
+      (err) => {
+        // The port's HTTPException(422, [...]): its status and detail list.
+        assert.ok(err instanceof ModelHTTPError, String(err));
+        assert.equal(err.status, 422);
+        assert.equal(err.message, "HTTPError: not numbers: income, debt, age");
+        assert.deepEqual(
+          err.detail,
+          ["income", "debt", "age"].map((f) => ({
+            loc: ["body", f],
+            msg: "value is not a valid float",
+          })),
+        );
+        return true;
+      },
     );
     await pool.addModel("summarize", { file: "summarize.py" });
     assert.deepEqual(

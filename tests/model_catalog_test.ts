@@ -68,6 +68,35 @@ Deno.test("ModelCatalog.follow records a command made through it once, and one m
   assert.equal(catalog.get("m"), undefined, "no longer followed");
 });
 
+Deno.test("ModelCatalog.remove keeps a description that the pool's events recorded after the remove (a new add on the pool directly)", async () => {
+  const pool = eventPool();
+  const catalog = new ModelCatalog();
+  catalog.follow(pool);
+  await catalog.add(pool, "m", { file: "m.py" });
+  // The removal's event, then an add made on the pool directly whose event
+  // comes before the removal's answer reaches the catalog.
+  const removeModel = (name: string) => {
+    pool.emit({ type: "model", action: "remove", name });
+    pool.emit({
+      type: "model",
+      action: "add",
+      name,
+      spec: { file: "m2.py" },
+      description: { name, class: "Again", timeoutMs: 70 },
+    });
+    return Promise.resolve({ name, removed: true });
+  };
+  await catalog.remove({ removeModel }, "m");
+  assert.deepEqual(
+    [catalog.get("m")?.class, catalog.get("m")?.version, catalog.timeout("m")],
+    ["Again", 2, 70],
+  );
+  // A plain remove still forgets.
+  await catalog.remove(pool, "m");
+  assert.equal(catalog.get("m"), undefined);
+  assert.equal(catalog.timeout("m"), undefined);
+});
+
 Deno.test("ModelCatalog without events records each answer, even one object answered twice", async () => {
   const answer = { name: "m", class: "A" };
   const pool = {

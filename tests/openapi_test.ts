@@ -319,6 +319,8 @@ Deno.test("GET /openapi.json describes a running gateway, and each model's examp
     "integer",
   );
   assert.ok(typed.responses["422"] && typed.responses["504"]);
+  // A model's HTTPError: any 4xx or 5xx of its choice.
+  assert.ok(typed.responses["4XX"] && typed.responses["5XX"]);
   assert.equal(
     doc.paths["/v1/models/tokens/execute"].post.responses["200"].content[
       "application/json"

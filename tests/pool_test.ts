@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { resolvePoolOptions } from "../src/pool_options.ts";
 import { configure, type LogRecord, reset } from "@logtape/logtape";
 import {
+  CancelledError,
   ConfigError,
   ConnectionLostError,
   NoWorkerError,
@@ -389,29 +390,46 @@ Deno.test("Pool.close lets in-flight calls finish and fails queued and new calls
   }
 });
 
-Deno.test("Pool counts a worker busy with a call that timed out until the server answers its cancel", async () => {
+Deno.test("Pool counts a worker busy with a call given up on until the server answers its cancel", async () => {
   await using dir = await modelsDir();
+  // Marks its start, then sleeps in one C call: a cancel's interrupt lands
+  // only after it.
+  await Deno.writeTextFile(
+    `${dir.path}/marked.py`,
+    "import time\nclass Marked:\n    def execute(self, msg):\n        if 'marker' in msg:\n            open(msg['marker'], 'w').close()\n        time.sleep(msg['ms'] / 1000)\n        return {'i': msg['i']}\n",
+  );
+  const marker = `${dir.path}/started`;
   const pids = new PidTracker();
   try {
     await using pool = await Pool.start(
       opts(dir.path, { workers: 1, maxInFlightPerWorker: 1 }),
     );
     pids.watch(pool);
-    await pool.addModel("slow", { file: "slow.py" });
-    // One C call (time.sleep): the cancel's interrupt lands only after it.
-    const started = Date.now();
-    await assert.rejects(
-      pool.execute("slow", { ms: 1000, i: 0 }, { timeout: 50 }),
-      TimeoutError,
+    await pool.addModel("marked", { file: "marked.py" });
+    const before = Date.now();
+    const giveUp = new AbortController();
+    const call = pool.execute(
+      "marked",
+      { ms: 1000, i: 0, marker },
+      { signal: giveUp.signal },
     );
-    if (Date.now() - started < 800) {
+    call.catch(() => {});
+    // Given up on once the server runs it (a timeout could fire before the
+    // server read the call under load: it then answers the cancel at once).
+    while (!(await exists(marker))) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    giveUp.abort();
+    await assert.rejects(call, CancelledError);
+    if (Date.now() - before < 800) {
       // The server still runs it: the worker is not free for the next call.
       assert.equal(pool.status().workers[0]!.inFlight, 1);
-      const next = pool.execute<{ i: number }>("slow", { ms: 0, i: 1 });
+      const next = pool.execute<{ i: number }>("marked", { ms: 0, i: 1 });
       assert.equal(pool.status().queue, 1);
       assert.equal((await next).i, 1);
-      // Sent only once the server was done with the abandoned call.
-      assert.ok(Date.now() - started >= 950, `${Date.now() - started} ms`);
+      // Sent only once the server was done with the abandoned call, which
+      // slept from after `before` for 1000 ms.
+      assert.ok(Date.now() - before >= 1000, `${Date.now() - before} ms`);
     }
     assert.equal(pool.status().workers[0]!.inFlight, 0);
     assert.equal(pool.status().queue, 0);
@@ -419,6 +437,15 @@ Deno.test("Pool counts a worker busy with a call that timed out until the server
     await pids.assertGone();
   }
 });
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 Deno.test("Pool with handleSignals: a signal closes every such pool of the program before it exits", async () => {
   await using dir = await modelsDir();

@@ -2,10 +2,13 @@
 
 ``host.call(name, args)`` calls a handler registered on the host (protocol
 §7) from inside model or eval code; ``host.cache`` and ``host.publish`` are
-shortcuts for the shared cache and the gateway's channels.
+shortcuts for the shared cache and the gateway's channels. A model raises
+``HTTPError(status, message, detail=None, headers=None)`` to answer its
+call with an HTTP error status (docs/models.md).
 """
 
 from . import host
 from .host import HostError
+from pyproxy_server.errors import HTTPError
 
-__all__ = ["host", "HostError"]
+__all__ = ["host", "HostError", "HTTPError"]

@@ -13,6 +13,16 @@ the current thread and blocks until the host replies::
             host.publish("events", {"seen": msg})  # publish {channel, msg}
             return {"sum": host.call("add", {"a": 1, "b": 2})}
 
+Bytes (``bytes``, ``bytearray``, ``memoryview``) may sit anywhere in the
+arguments, and come back as ``bytes``, when the host reads them (protocol
+§3, "Bytes": the pyproxy host always does): a TypeScript handler gets a
+``Uint8Array``, a handler that returns one gives ``bytes``, and
+``host.cache`` keeps them bytes::
+
+    thumb = host.call("thumb", {"image": png, "width": 64})  # bytes back
+    host.cache.set("png:42", png)
+    host.cache.get("png:42")                                 # bytes
+
 ``request_id()`` sends nothing: it returns the id the call's client gave it
 (a gateway client's ``X-Request-Id``, ``pool.execute(..., {requestId})``),
 or ``None``, e.g. to put it in a record of the model's own::
@@ -22,6 +32,13 @@ or ``None``, e.g. to put it in a record of the model's own::
 In ``execute_batch(msgs)``, ``request_ids()`` gives one id per message, in
 the order of ``msgs`` (``None`` for a message without one), and
 ``request_id()`` gives ``None``: a batch serves several requests.
+
+``headers()`` sends nothing either: the request headers the gateway was told
+to forward (``forwardHeaders``, ``--forward-header``; ``pool.execute(...,
+{headers})``), lower-case name → value, ``{}`` when none; in
+``execute_batch``, ``message_headers()`` gives one such dict per message::
+
+    lang = host.headers().get("accept-language", "en")
 
 Failures raise ``HostError``: no call is running in this thread (for
 example in a thread started by the model, or in a module imported outside
@@ -47,7 +64,18 @@ import asyncio
 from pyproxy_server.call import current_batch, current_call
 from pyproxy_server.errors import HostError
 
-__all__ = ["call", "cache", "content_type", "publish", "request_id", "request_ids", "HostError", "DEFAULT_TIMEOUT"]
+__all__ = [
+    "call",
+    "cache",
+    "content_type",
+    "headers",
+    "message_headers",
+    "publish",
+    "request_id",
+    "request_ids",
+    "HostError",
+    "DEFAULT_TIMEOUT",
+]
 
 # Seconds to wait for the host's reply unless ``timeout`` says otherwise.
 DEFAULT_TIMEOUT = 30.0
@@ -80,7 +108,7 @@ class _Cache:
         return call("cache.get", {"key": key}, timeout)
 
     def set(self, key, value, ttl=None, timeout=DEFAULT_TIMEOUT):
-        """Store ``value`` (JSON) under ``key``, for ``ttl`` seconds when given."""
+        """Store ``value`` (JSON, bytes included) under ``key``, for ``ttl`` seconds when given."""
         args = {"key": key, "value": value}
         if ttl is not None:
             args["ttl"] = ttl
@@ -95,7 +123,7 @@ cache = _Cache()
 
 
 def publish(channel, msg, timeout=DEFAULT_TIMEOUT):
-    """Publish ``msg`` (JSON) on the gateway channel ``channel``."""
+    """Publish ``msg`` (JSON; bytes reach subscribers as base64 text) on the gateway channel ``channel``."""
     return call("publish", {"channel": channel, "msg": msg}, timeout)
 
 
@@ -117,7 +145,7 @@ def request_id():
         return None
     batch = current_batch.get()
     if batch is not None:
-        ids, as_batch = batch
+        ids, as_batch, _ = batch
         return None if as_batch else ids[0]
     return current.request_id
 
@@ -154,3 +182,40 @@ def content_type():
     if current is None or current_batch.get() is not None:
         return None
     return current.content_type
+
+
+def headers():
+    """The forwarded request headers of the running call: a dict, ``{}`` when none.
+
+    Lower-case header name → value, as the gateway's client sent them, for
+    the names the gateway forwards (``forwardHeaders`` in pyproxy.json,
+    ``serve --forward-header``; none by default), or the ``headers`` option
+    of ``pool.execute``/``pool.executeStream`` (protocol §6). ``{}`` for a
+    call without any, outside a call, and in ``execute_batch`` (its messages
+    may each have their own: :func:`message_headers`). A new dict each time.
+    """
+    current = current_call.get()
+    if current is None:
+        return {}
+    batch = current_batch.get()
+    if batch is not None:
+        _, as_batch, heads = batch
+        return {} if as_batch else dict(heads[0])
+    return current.headers
+
+
+def message_headers():
+    """The forwarded headers of the messages the running code got: a list, in order.
+
+    In ``execute_batch(msgs)``, one dict per message of ``msgs`` (``{}`` for
+    a message whose call has none): ``message_headers()[i]`` holds the
+    headers of ``msgs[i]``'s call, as :func:`request_ids` does its id. In
+    any other call, ``[headers()]``; outside a call, ``[]``.
+    """
+    current = current_call.get()
+    if current is None:
+        return []
+    batch = current_batch.get()
+    if batch is not None:
+        return [dict(h) for h in batch[2]]
+    return [current.headers]

@@ -286,6 +286,38 @@ def setup_logging(root, name, level, claim=False):
     # level is still the root's.
     server_logger.handlers[:] = [handler]
     server_logger.propagate = False
+    # The same for what ``asyncio`` and ``concurrent.futures`` log on the
+    # loop thread (this thread: "Exception in callback", "Task exception was
+    # never retrieved"); their records on a model's own threads and loops
+    # still reach every handler.
+    loop_records = _LoopThreadRecords(handler, threading.get_ident())
+    for name in LOOP_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, _LoopThreadRecords)]:
+            logger.removeFilter(old)
+        logger.addFilter(loop_records)
+
+
+# Loggers of the standard library that the server's loop thread logs through.
+LOOP_LOGGERS = ("asyncio", "concurrent.futures")
+
+
+class _LoopThreadRecords(logging.Filter):
+    """A filter on ``LOOP_LOGGERS``: a record made on the loop thread goes to
+    the server's handler only (never through the root's handlers, whose
+    locks a model's cancelled call may hold); other threads' pass on."""
+
+    def __init__(self, handler, loop_thread):
+        super().__init__()
+        self.handler = handler
+        self.loop_thread = loop_thread
+
+    def filter(self, record):
+        if threading.get_ident() != self.loop_thread:
+            return True
+        if record.levelno >= self.handler.level:
+            self.handler.handle(record)
+        return False
 
 
 def _stdin_is_watchable(fd):

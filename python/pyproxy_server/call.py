@@ -16,6 +16,10 @@ receive a ``Call``:
   (``None`` for a message without one); ``[call.request_id]`` for other commands.
 - ``call.content_type``: the request's ``contentType`` (the media type of a
   binary gateway body; protocol §6), or ``None``.
+- ``call.headers``: the request's ``headers`` (the request headers a gateway
+  forwards, lower-case name → value; protocol §6), or ``{}``;
+  ``call.message_headers``: an ``executeBatch``'s ``messageHeaders``, one
+  dict per message; ``[call.headers]`` for other commands.
 
 While a threaded handler runs, ``current_call`` (a ``ContextVar``) holds its
 ``Call``; ``pyproxy.host`` uses it to find the connection to call back on.
@@ -36,13 +40,21 @@ __all__ = ["Call", "current_call", "current_batch"]
 
 current_call = contextvars.ContextVar("pyproxy_current_call", default=None)
 
-# While a batching call runs model code: ``(ids, as_batch)``, the request ids
-# of the messages that code got (a tuple in message order, ``None`` for a
-# message without one), and whether it got them as a batch (``execute_batch``)
-# or as one message (``execute``: a batch run message by message for a model
-# that no longer batches). Set around each part of the call only, so other
-# calls pay nothing; ``pyproxy.host.request_id()``/``request_ids()`` read it.
+# While a batching call runs model code: ``(ids, as_batch, headers)``, the
+# request ids of the messages that code got (a tuple in message order,
+# ``None`` for a message without one), whether it got them as a batch
+# (``execute_batch``) or as one message (``execute``: a batch run message by
+# message for a model that no longer batches), and their forwarded headers (a
+# tuple of dicts as long as ``ids``). Set around each part of the call only,
+# so other calls pay nothing; ``pyproxy.host.request_id()``/``request_ids()``
+# and ``headers()``/``message_headers()`` read it.
 current_batch = contextvars.ContextVar("pyproxy_current_batch", default=None)
+
+def _headers_of(value):
+    if value.__class__ is not dict:
+        return {}
+    return {name: text for name, text in value.items() if text.__class__ is str}
+
 
 class CancelledEvent(threading.Event):
     """A ``threading.Event`` that is also truthy exactly when set.
@@ -173,6 +185,35 @@ class Call:
         msg = self.msg
         value = msg.get("contentType") if msg.__class__ is dict else None
         return value if value.__class__ is str else None
+
+    @property
+    def headers(self):
+        """The request's ``headers`` (protocol §6): a dict of lower-case
+        header name → string, ``{}`` when absent; one that is not such a
+        dict counts as absent, an entry that is not a string is left out.
+        A new dict at each read: the model may change it."""
+        msg = self.msg
+        value = msg.get("headers") if msg.__class__ is dict else None
+        return _headers_of(value)
+
+    @property
+    def message_headers(self):
+        """The forwarded headers of the call's messages, one dict per message.
+
+        An ``executeBatch``'s ``messageHeaders`` (protocol §6): a list as
+        long as its ``msgs``, each a dict (as :attr:`headers`) or ``None``
+        (``{}``); one that is not such a list counts as absent (``{}`` for
+        every message). Another command's: ``[call.headers]``.
+        """
+        msg = self.msg
+        if self.cmd != "executeBatch" or msg.__class__ is not dict:
+            return [self.headers]
+        msgs = msg.get("msgs")
+        count = len(msgs) if msgs.__class__ is list else 0
+        lists = msg.get("messageHeaders")
+        if lists.__class__ is not list or len(lists) != count:
+            return [{} for _ in range(count)]
+        return [_headers_of(value) for value in lists]
 
     @property
     def request_ids(self):

@@ -82,8 +82,10 @@ def install(server):
         entry = get_model(msg.get("name"))
         size = entry.batch_size
         # Each part of the batch runs with the request ids of its messages
-        # (host.request_ids(); protocol §6, requestIds).
+        # (host.request_ids(); protocol §6, requestIds), and their forwarded
+        # headers (host.message_headers(); messageHeaders).
         ids = call.request_ids
+        heads = call.message_headers
         if split:
             # The messages were gathered for another version of the model (an
             # updateModel swapped it while they were on their way): run them
@@ -91,7 +93,7 @@ def install(server):
             results = []
             if size is None:
                 for i, one in enumerate(msgs):
-                    token = current_batch.set(((ids[i],), False))
+                    token = current_batch.set(((ids[i],), False, (heads[i],)))
                     try:
                         results.append(entry.run(one, call))
                     except KeyboardInterrupt:
@@ -103,7 +105,7 @@ def install(server):
             else:
                 for start in range(0, len(msgs), size):
                     end = start + size
-                    token = current_batch.set((tuple(ids[start:end]), True))
+                    token = current_batch.set((tuple(ids[start:end]), True, tuple(heads[start:end])))
                     try:
                         results.extend(entry.run_batch(msgs[start:end]))
                     finally:
@@ -118,7 +120,7 @@ def install(server):
                 % (len(msgs), entry.name, size)
             )
         else:
-            token = current_batch.set((tuple(ids), True))
+            token = current_batch.set((tuple(ids), True, tuple(heads)))
             try:
                 results = list(entry.run_batch(msgs))
             finally:

@@ -300,20 +300,27 @@ class Connection(asyncio.BufferedProtocol):
             # not reach the host: what the call does is no longer wanted.
             raise HostError("Cannot call host %r: the call was cancelled" % cmd)
         rid = next(self._host_ids)
+        # The settings the file is written with are the ones to delete it
+        # with, whatever a configure sets meanwhile.
+        spill = self.spill
+        blobs = None
+        message = {"id": rid, "cmd": cmd, "args": args}
         try:
-            data = _encode_pieces({"id": rid, "cmd": cmd, "args": args})
+            data = _encode_pieces(message)
         except (TypeError, ValueError, RecursionError) as exc:
-            raise HostError("Cannot call host %r: arguments are not JSON: %s" % (cmd, not_json_reason(exc, args, "args")))
+            # Arguments holding bytes (protocol §3, "Bytes"), for a host that reads them.
+            found = self._request_with_bytes(exc, message, spill)
+            if found is None:
+                raise HostError("Cannot call host %r: arguments are not JSON: %s" % (
+                    cmd, not_json_reason(exc, args, "args", self._send_bytes)))
+            data, blobs = found
         own = call is not None and call.thread_ident == _get_ident()
         shielded = False
         queued = False
         future = concurrent.futures.Future()
-        # The settings the file is written with are the ones to delete it
-        # with, whatever a configure sets meanwhile.
-        spill = self.spill
         try:
             try:
-                data = self._finish(data, rid, "r", cmd, spill)
+                data = self._finish(data, rid, "r", cmd, spill, blobs)
             except PyProxyError as exc:
                 raise HostError("Cannot call host %r: %s" % (cmd, exc.message))
             if own:
@@ -1254,6 +1261,36 @@ class Connection(asyncio.BufferedProtocol):
         skeleton, found = split
         return _encode_pieces(dict(message, **{key: skeleton, "$bytes": [list(at) for at, _ in found]}))
 
+    def _request_with_bytes(self, exc, message, spill):
+        """``(pieces, blobs)`` for a Python → host request whose ``args``
+        hold ``bytes``/``bytearray``/``memoryview`` values (protocol §3,
+        "Bytes"), or None when the host did not ask for bytes, ``exc`` is not
+        a ``TypeError``, there are none, or ``args`` hold something else
+        ``json`` refuses (the caller reports ``exc``). ``blobs`` is None for
+        a message sent with the bytes as base64 named by ``"$bytes"``; else
+        the message is above the threshold of ``spill``, whose peer reads
+        bytes segments, and goes to a spill file with the bytes raw after
+        the JSON (``_finish``). Called only once ``json`` refused the
+        message: a request without bytes never pays for the walk."""
+        if not self._send_bytes or exc.__class__ is not TypeError:
+            return None
+        try:
+            if spill is not None and spill.bytes:
+                split = binary.split(message["args"], ("args",), raw=True)
+                if split is None:
+                    return None
+                skeleton, blobs = split
+                pieces = _encode_pieces(dict(message, args=skeleton))
+                if sum(map(len, pieces)) + sum(len(body) for _, body in blobs) > spill.threshold:
+                    return pieces, blobs
+            split = binary.split(message["args"], ("args",))
+            if split is None:
+                return None
+            skeleton, found = split
+            return _encode_pieces(dict(message, **{"args": skeleton, "$bytes": [list(at) for at, _ in found]})), None
+        except (TypeError, ValueError, RecursionError):
+            return None
+
     def encode_error(self, rid, error):
         """Encoded ``{"id", "ok": false, "error"}`` for the wire error object ``error``."""
         try:
@@ -1269,7 +1306,7 @@ class Connection(asyncio.BufferedProtocol):
         except PyProxyError as exc:
             return big_json.encode_bytes({"id": rid, "ok": False, "error": exc.to_wire()}, True)
 
-    def _finish(self, pieces, rid, kind, cmd=None, spill=_CURRENT_SPILL):
+    def _finish(self, pieces, rid, kind, cmd=None, spill=_CURRENT_SPILL, blobs=None):
         """The payload for encoded ``pieces`` (``big_json.encode``): the message, or
         the reference to the spill file it went to when above the threshold;
         refused above the frame limit.
@@ -1279,6 +1316,8 @@ class Connection(asyncio.BufferedProtocol):
         ``"e"`` for events (numbered per connection), as are replies with
         ``id: null`` (several may wait to be read at once). ``spill``: the
         settings to use (default: the connection's at this moment).
+        ``blobs``: bytes segments (``spill.write``) of a message that
+        ``_request_with_bytes`` found above the threshold of ``spill``.
         """
         if spill is _CURRENT_SPILL:
             spill = self.spill
@@ -1288,13 +1327,16 @@ class Connection(asyncio.BufferedProtocol):
         else:
             data = None  # joined only when it goes inline: a spill file is written piece by piece
             size = sum(map(len, pieces))
+        if blobs is not None:
+            size += sum(len(body) for _, body in blobs)
         if spill is not None and size > spill.threshold:
             if kind == "e" or rid is None:
                 tag = "e%d" % next(self._event_ids)
             else:
                 tag = "%s%s" % (kind, rid)
             try:
-                ref = spill.write(pieces, "py-%s-%s" % (self.id, tag))
+                name = "py-%s-%s" % (self.id, tag)
+                ref = spill.write(pieces, name) if blobs is None else spill.write(pieces, name, None, blobs)
             except OSError as exc:
                 raise SpillError("Cannot write spill file: %s" % exc)
             if rid is None:

@@ -13,6 +13,9 @@ Example::
 """
 
 import ast as _ast_module
+import http as _http
+import json as _json
+import re as _re
 import traceback as _traceback
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "SessionLostError",
     "OverloadedError",
     "HostError",
+    "HTTPError",
     "error_from_type",
     "format_user_traceback",
     "short_repr",
@@ -186,6 +190,109 @@ class HostError(PyProxyError):
         super().__init__(message, **fields)
         self.remote_type = remote_type
         self.remote_message = remote_message
+
+
+class HTTPError(Exception):
+    """Raised by a model to answer its call with an HTTP error status.
+
+    ``HTTPError(status, message=None, detail=None, headers=None)``: the
+    gateway answers ``status`` with ``{"error": {"type": "HTTPError",
+    "message", "detail"}}`` and the ``headers`` its allow-list takes
+    (docs/gateway.md); ``pool.execute`` rejects with ``ModelHTTPError``.
+    On the wire it is the call's ``PythonError`` (``exception:
+    "HTTPError"``) with the fields ``status``, and ``detail`` and
+    ``headers`` when given (protocol §3), so that a host that does not know
+    them still sees a ``PythonError``.
+
+    Checked here, where the model's traceback points at the ``raise``:
+    ``status`` an ``int`` from 400 to 599 (``TypeError``/``ValueError``: a
+    success or a redirect is not an error, and a client reads anything else
+    as garbage), ``message`` a string (default: the status's reason phrase),
+    ``detail`` JSON (``allow_nan=False``; a FastAPI ``detail`` list of
+    ``{"loc", "msg"}`` goes as it is), ``headers`` a dict of at most
+    ``MAX_HEADERS`` names (HTTP tokens) → strings without CR, LF or NUL, of
+    at most ``MAX_HEADER_VALUE`` characters each.
+
+    Example::
+
+        from pyproxy import HTTPError
+
+        class Model:
+            def execute(self, msg):
+                if msg.get("id") not in self.items:
+                    raise HTTPError(404, "no such item", detail={"id": msg.get("id")})
+                raise HTTPError(429, "slow down", headers={"Retry-After": "5"})
+    """
+
+    # Most headers an HTTPError may carry, and the longest value of one.
+    MAX_HEADERS = 32
+    MAX_HEADER_VALUE = 8192
+
+    def __init__(self, status, message=None, detail=None, headers=None):
+        if status.__class__ is not int:  # bool, "404", 404.0: not a status
+            raise TypeError("HTTPError: status must be an int from 400 to 599, got %s" % short_repr(status))
+        if not 400 <= status <= 599:
+            raise ValueError(
+                "HTTPError: status must be from 400 to 599 (an error), got %d" % status
+            )
+        if message is None:
+            try:
+                message = _http.HTTPStatus(status).phrase
+            except ValueError:
+                message = "HTTP error %d" % status
+        elif not isinstance(message, str):
+            raise TypeError("HTTPError: message must be a string, got %s" % short_repr(message))
+        if detail is not None:
+            try:
+                _json.dumps(detail, allow_nan=False)
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise TypeError("HTTPError: detail must be JSON (%s)" % exc) from None
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.detail = detail
+        self.headers = _checked_headers(headers)
+
+    def __reduce__(self):
+        # Rebuilt from its fields, not from ``args`` (the message alone): an
+        # HTTPError raised in a multiprocessing worker reaches the model whole.
+        return (type(self), (self.status, self.message, self.detail, self.headers))
+
+    def wire_fields(self):
+        """The fields this error adds to its ``PythonError`` wire object."""
+        fields = {"status": self.status}
+        if self.detail is not None:
+            fields["detail"] = self.detail
+        if self.headers:
+            fields["headers"] = self.headers
+        return fields
+
+
+# RFC 9110 token: a header name.
+_TOKEN = _re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}\Z")
+
+
+def _checked_headers(headers):
+    if headers is None:
+        return None
+    if not isinstance(headers, dict):
+        raise TypeError("HTTPError: headers must be a dict of name -> value, got %s" % short_repr(headers))
+    if len(headers) > HTTPError.MAX_HEADERS:
+        raise ValueError("HTTPError: at most %d headers, got %d" % (HTTPError.MAX_HEADERS, len(headers)))
+    checked = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.match(name):
+            raise ValueError("HTTPError: header name %s is not an HTTP token" % short_repr(name))
+        if not isinstance(value, str):
+            raise TypeError("HTTPError: header %s must be a string, got %s" % (name, short_repr(value)))
+        if len(value) > HTTPError.MAX_HEADER_VALUE:
+            raise ValueError(
+                "HTTPError: header %s has %d characters (at most %d)" % (name, len(value), HTTPError.MAX_HEADER_VALUE)
+            )
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise ValueError("HTTPError: header %s holds CR, LF or NUL" % name)
+        checked[name] = value
+    return checked
 
 
 _BY_TYPE = {

@@ -39,7 +39,7 @@ import threading
 
 from . import binary, capture
 from .call import DONE, PARKED, PENDING, RUNNING, current_call, distinct_ids
-from .errors import CancelledError, HostError, OverloadedError, PyProxyError, PythonError, format_user_traceback
+from .errors import CancelledError, HostError, HTTPError, OverloadedError, PyProxyError, PythonError, format_user_traceback
 
 __all__ = ["CallRunner", "OutputSink", "PARK", "wire_error", "is_user_error", "log_user_error", "fail_future"]
 
@@ -97,7 +97,8 @@ def wire_error(exc):
     with the user's traceback. (An exception of the model's own with ``type``
     and ``fields`` attributes, such as a validation library's, is the
     model's error like any other: it once passed for a wire error of its
-    own type, without its class or traceback.)
+    own type, without its class or traceback.) A model's ``HTTPError`` is a
+    ``PythonError`` with its ``status`` (``detail``, ``headers``) added.
     """
     if isinstance(exc, PyProxyError):
         wire = exc.to_wire()
@@ -111,14 +112,22 @@ def wire_error(exc):
             if tb is not None:
                 wire["traceback"] = format_user_traceback(exc, _SERVER_DIR)
         return wire
-    return PythonError.from_exception(exc, _SERVER_DIR).to_wire()
+    wire = PythonError.from_exception(exc, _SERVER_DIR).to_wire()
+    if isinstance(exc, HTTPError):
+        wire.update(exc.wire_fields())
+    return wire
 
 
 def is_user_error(exc, wire):
     """Whether ``exc`` (answered with ``wire``) is the model's own failure,
     for :func:`log_user_error`: an exception of its code, a host call's
     ``HostError`` it did not catch (then ``wire`` has its traceback), or the
-    ``PythonError`` an eval wraps its code's exception in (``of_user_code``)."""
+    ``PythonError`` an eval wraps its code's exception in (``of_user_code``).
+    Not a model's ``HTTPError`` with a 4xx status: that is the answer it
+    chose for its client (a 404), and a traceback per such call would
+    flood the log."""
+    if isinstance(exc, HTTPError) and exc.status < 500:
+        return False
     return (
         not isinstance(exc, PyProxyError)
         or getattr(exc, "of_user_code", False)

@@ -298,7 +298,10 @@ class ModelEntry:
     def _one_message_batch(self, msg):
         # execute_batch sees the ids of its messages, as in an executeBatch.
         call = current_call.get()
-        token = current_batch.set(((None if call is None else call.request_id,), True))
+        if call is None:
+            token = current_batch.set(((None,), True, ({},)))
+        else:
+            token = current_batch.set(((call.request_id,), True, (call.headers,)))
         try:
             result = self._check_batch([msg], self._execute_batch([msg]))[0]
         finally:

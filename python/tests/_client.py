@@ -44,6 +44,11 @@ class Closed(Exception):
     """The server closed the connection."""
 
 
+class WithFields(dict):
+    """A host handler's answer that is the reply's fields (``result`` and
+    others, such as ``$bytes``), not only its result."""
+
+
 class Client:
     """One connection: send messages, read messages, answer host requests."""
 
@@ -97,7 +102,7 @@ class Client:
         while True:
             self._fill(deadline)
             msg = self.inbox.pop(0)
-            if "ok" in msg or "$spill" in msg:
+            if ("ok" in msg or "$spill" in msg) and "cmd" not in msg:
                 if msg.get("id") == rid:
                     return msg
                 self.replies[msg.get("id")] = msg
@@ -115,7 +120,10 @@ class Client:
             reply = {"id": msg["id"], "ok": False, "error": {"type": "UnknownCommandError", "message": "no handler %s" % msg["cmd"]}}
         else:
             try:
-                reply = {"id": msg["id"], "ok": True, "result": handler(msg.get("args"))}
+                result = handler(msg.get("args"))
+                reply = {"id": msg["id"], "ok": True, "result": result}
+                if isinstance(result, WithFields):
+                    reply.update(result)  # the reply is the handler's own fields
             except Exception as exc:
                 reply = {"id": msg["id"], "ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}}
         self.send(reply)

@@ -3,6 +3,7 @@
 import base64
 import json
 import os
+import shutil
 import tempfile
 import unittest
 
@@ -10,7 +11,7 @@ from pyproxy_server import binary
 from pyproxy_server.errors import InvalidRequestError, SpillError
 from pyproxy_server.spill import SpillSettings
 
-from ._client import mac
+from ._client import WithFields, mac
 from .test_server import ServerTestCase
 
 ALL = bytes(range(256))
@@ -263,6 +264,158 @@ class BytesChaosTest(ServerTestCase):
         reply = old.request("eval", code="b'x'")
         self.assertEqual(reply["error"]["type"], "SerializationError", reply)
         self.assertIn("value is a bytes", reply["error"]["message"])
+
+
+class HostCallBytesTest(ServerTestCase):
+    """Bytes in a model's host calls (protocol §3 "Bytes", §7): its
+    arguments go to a host that reads bytes as base64 named by ``$bytes``
+    (raw in a spill file above the threshold), and bytes in the host's
+    reply come back to the model as ``bytes``."""
+
+    shared = True
+
+    def client(self, want_bytes=True):
+        c = self.connect(auth=False)
+        args = {"bytes": True} if want_bytes else {}
+        c.call("auth", mac=mac(self.server.secret, c.hello["nonce"]), **args)
+        c.call("addModel", name="bHost", file="bytes_model.py", **{"class": "HostCall"})
+        return c
+
+    def run_model(self, c, args, paths, **extra):
+        msg = dict({"cmd": "thumb", "args": args}, **extra)
+        reply = c.request("executeModel", name="bHost", msg=msg, **{"$bytes": [["msg", "args"] + p for p in paths]})
+        self.assertTrue(reply["ok"], reply)
+        return reply
+
+    def test_bytes_in_the_arguments_and_in_the_reply(self):
+        c = self.client()
+        c.handlers["thumb"] = lambda args: WithFields(result={"small": b64(ALL[::-1]), "n": 1}, **{"$bytes": [["result", "small"]]})
+        reply = self.run_model(c, {"image": b64(ALL), "empty": b64(b""), "list": ["x", b64(b"y")]},
+                               [["image"], ["empty"], ["list", 1]])
+        sent = c.host_requests[-1]
+        self.assertEqual(sent["args"], {"image": b64(ALL), "empty": "", "list": ["x", b64(b"y")]})
+        self.assertEqual(sorted(sent["$bytes"]), [["args", "empty"], ["args", "image"], ["args", "list", 1]])
+        # The model got bytes from the host, and returns them as bytes.
+        self.assertEqual(reply["result"], {"result": {"small": b64(ALL[::-1]), "n": 1}, "type": "dict"})
+        self.assertEqual(reply["$bytes"], [["result", "result", "small"]])
+
+    def test_a_whole_bytes_argument_and_a_bytes_result(self):
+        c = self.client()
+        c.handlers["thumb"] = lambda args: WithFields(result=b64(b""), **{"$bytes": [["result"]]})
+        reply = self.run_model(c, b64(b"\x00"), [[]])
+        self.assertEqual((c.host_requests[-1]["args"], c.host_requests[-1]["$bytes"]), ("AA==", [["args"]]))
+        self.assertEqual(reply["result"], {"result": "", "type": "bytes"})
+
+    def test_bytes_under_keys_that_are_not_strings(self):
+        c = self.client()
+        c.handlers["thumb"] = lambda args: None
+        self.run_model(c, b64(b"k"), [[]], intKeys=True)
+        sent = c.host_requests[-1]
+        self.assertEqual(sent["args"], {"1": b64(b"k"), "null": [b64(b"k")], "2.5": {"x": b64(b"k")}})
+        self.assertEqual(sorted(sent["$bytes"]), [["args", "1"], ["args", "2.5", "x"], ["args", "null", 0]])
+
+    def test_a_plain_host_call_has_no_field(self):
+        c = self.client()
+        c.handlers["thumb"] = lambda args: args
+        reply = self.run_model(c, {"a": 1}, [])
+        self.assertNotIn("$bytes", c.host_requests[-1])
+        self.assertEqual(reply["result"], {"result": {"a": 1}, "type": "dict"})
+
+    def test_a_host_that_did_not_ask_for_bytes_gets_no_bytes_and_the_model_a_host_error(self):
+        c = self.client(want_bytes=False)
+        c.handlers["thumb"] = lambda args: args
+        reply = self.run_model(c, {"image": b64(b"x")}, [["image"]])
+        self.assertEqual(reply["result"]["type"], "HostError")
+        self.assertIn("arguments are not JSON", reply["result"]["error"])
+        self.assertIn("use .decode() or base64", reply["result"]["error"])
+        self.assertEqual(c.host_requests, [])
+
+    def test_bytes_next_to_a_value_json_refuses_name_that_value(self):
+        c = self.connect(auth=False)
+        c.call("auth", mac=mac(self.server.secret, c.hello["nonce"]), bytes=True)
+        c.call("addModel", name="m", source=(
+            "from pyproxy import host\n"
+            "class M:\n"
+            "    threaded = True\n"
+            "    def execute(self, msg):\n"
+            "        try:\n"
+            "            host.call('thumb', {'b': b'x', 'o': object()})\n"
+            "        except host.HostError as exc:\n"
+            "            return str(exc)\n"))
+        message = c.call("executeModel", name="m", msg={})
+        self.assertIn("args.o is a object", message)
+        self.assertEqual(c.host_requests, [])
+
+    def test_large_bytes_arguments_go_raw_to_a_spill_file(self):
+        c = self.client()
+        directory = tempfile.mkdtemp(prefix="pyproxy-bytes-spill-")
+        seen = []
+
+        def thumb(args):
+            stub = c.host_requests[-1]
+            ref = stub["$spill"]
+            with open(ref["path"], "rb") as f:
+                content = f.read()
+            os.unlink(ref["path"])
+            seen.append((stub, ref, content))
+            return "ok"
+
+        c.handlers["thumb"] = thumb
+        try:
+            c.call("configure", spill={"dir": directory, "threshold": 1000, "bytes": True})
+            data = ALL * 64
+            reply = self.run_model(c, {"image": b64(data), "small": b64(b"s")}, [["image"], ["small"]])
+            self.assertEqual(reply["result"], {"result": "ok", "type": "str"})
+            stub, ref, content = seen[0]
+            self.assertEqual((stub["cmd"], stub["id"]), ("thumb", stub["id"]))
+            segments = sorted(ref["bytes"], key=lambda s: s["at"])
+            self.assertEqual([s["at"] for s in segments], [["args", "image"], ["args", "small"]])
+            image = segments[0]
+            self.assertEqual(content[image["offset"]:image["offset"] + image["length"]], data)
+            self.assertEqual(json.loads(content[:ref["json"]]), {"id": stub["id"], "cmd": "thumb", "args": {"image": None, "small": None}})
+            # Below the threshold: inline, as base64.
+            reply = self.run_model(c, {"small": b64(b"s")}, [["small"]])
+            self.assertEqual(c.host_requests[-1]["$bytes"], [["args", "small"]])
+        finally:
+            c.call("configure", spill=None)
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def test_bytes_above_the_frame_limit_without_spill_over_fail_clearly(self):
+        c = self.client()
+        c.handlers["thumb"] = lambda args: None
+        reply = c.request("executeModel", name="bHost", msg={"cmd": "thumb", "args": {"n": 1}})
+        self.assertTrue(reply["ok"])
+        c.call("addModel", name="big", source=(
+            "from pyproxy import host\n"
+            "class M:\n"
+            "    threaded = True\n"
+            "    def execute(self, msg):\n"
+            "        try:\n"
+            "            host.call('thumb', {'b': bytes(msg)})\n"
+            "        except host.HostError as exc:\n"
+            "            return str(exc)\n"))
+        message = c.call("executeModel", name="big", msg=50 * 1024 * 1024, timeout=30)
+        self.assertRegex(message, r"Cannot call host 'thumb': Cannot send message: \d+ bytes above the frame limit \d+ \(configure spill-over\)")
+
+
+class InsecureBytesTest(ServerTestCase):
+    """A server started with ``--insecure-no-auth`` writes bytes to a client
+    that sent the optional ``auth`` (no ``mac``) with ``"bytes": true``, and
+    to no other (protocol §4)."""
+
+    insecure = True
+    shared = True
+
+    def test_the_optional_auth_asks_for_bytes(self):
+        c = self.connect(auth=False)
+        self.assertEqual((c.hello["auth"], c.hello["bytes"]), ("none", True))
+        c.call("addModel", name="bRaw", file="bytes_model.py", **{"class": "Raw"})
+        reply = c.request("executeModel", name="bRaw", msg=b64(b"x"), **{"$bytes": [["msg"]]})
+        self.assertEqual(reply["error"]["type"], "SerializationError", reply)
+        result = c.call("auth", bytes=True)
+        self.assertEqual(result["serverId"], c.hello["serverId"])
+        reply = c.request("executeModel", name="bRaw", msg=b64(ALL), **{"$bytes": [["msg"]]})
+        self.assertEqual((reply["result"], reply["$bytes"]), (b64(ALL), [["result"]]))
 
 
 if __name__ == "__main__":

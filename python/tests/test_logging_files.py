@@ -5,10 +5,11 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 import time
 import unittest
 
-from pyproxy_server.__main__ import _claim_log_name, setup_logging
+from pyproxy_server.__main__ import LOOP_LOGGERS, _claim_log_name, setup_logging
 from tests._client import ServerProcess
 
 
@@ -21,11 +22,16 @@ class LogFileTest(unittest.TestCase):
         server_logger = logging.getLogger("pyproxy_server")
         saved = (root_logger.handlers[:], root_logger.level, server_logger.handlers[:], server_logger.propagate)
 
+        loop_loggers = [logging.getLogger(name) for name in LOOP_LOGGERS]
+        saved_filters = [logger.filters[:] for logger in loop_loggers]
+
         def restore():
             for handler in set(root_logger.handlers + server_logger.handlers):
                 getattr(handler, "close_and_unclaim", handler.close)()
             root_logger.handlers[:], level, server_logger.handlers[:], server_logger.propagate = saved
             root_logger.setLevel(level)
+            for logger, filters in zip(loop_loggers, saved_filters):
+                logger.filters[:] = filters
 
         self.addCleanup(restore)
 
@@ -73,6 +79,56 @@ class LogFileTest(unittest.TestCase):
             text = f.read()
         for line in ("server line 1", "server line 2", "model line 1", "server line 3"):
             self.assertIn(line, text)
+
+    def test_asyncio_records_of_the_loop_thread_skip_a_held_model_handler(self):
+        # asyncio logs on the loop thread ("Exception in callback ..."): a
+        # model's root handler whose lock a cancelled call left held would
+        # block the loop there for good. Other threads' asyncio records (a
+        # model's own loops) still reach the model's handlers.
+        setup_logging(self.root, "a", "info")  # this thread plays the loop thread
+        seen = []
+        blocked = []
+
+        class HeldModelHandler(logging.Handler):
+            def acquire(self):
+                if not self.lock.acquire(timeout=0.5):
+                    blocked.append(threading.current_thread().name)
+                    raise RuntimeError("the model's handler lock is held")
+
+            def emit(self, record):
+                seen.append(record.getMessage())
+
+        model_handler = HeldModelHandler()
+        logging.getLogger().addHandler(model_handler)
+        held, release = threading.Event(), threading.Event()
+
+        def hold():  # a call thread that a cancel interrupted inside the handler
+            model_handler.lock.acquire()
+            held.set()
+            release.wait(10)
+            model_handler.lock.release()
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        try:
+            self.assertTrue(held.wait(10))
+            logging.getLogger("asyncio").error("Exception in callback on the loop")
+            logging.getLogger("concurrent.futures").error("exception calling callback on the loop")
+        finally:
+            release.set()
+            holder.join(10)
+        self.assertEqual(blocked, [])
+        other = threading.Thread(target=logging.getLogger("asyncio").error, args=("a model's own loop",))
+        other.start()
+        other.join(10)
+        self.assertEqual(seen, ["a model's own loop"])
+        with open(os.path.join(self.root, "logs", "pythonservera.log")) as f:
+            text = f.read()
+        for line in ("Exception in callback on the loop", "exception calling callback on the loop", "a model's own loop"):
+            self.assertIn(line, text)
+        setup_logging(self.root, "b", "info")  # again: one filter each, on the new handler
+        for name in LOOP_LOGGERS:
+            self.assertEqual(len(logging.getLogger(name).filters), 1)
 
     @unittest.skipIf(os.name != "posix", "flock")
     def test_a_model_closing_the_servers_handler_keeps_its_claim_on_the_log_name(self):

@@ -186,6 +186,17 @@ export function components(token: boolean): OpenApiObject {
             type: "string",
             description: "The Python traceback (with `--debug` only).",
           },
+          status: {
+            type: "integer",
+            minimum: 400,
+            maximum: 599,
+            description:
+              "`HTTPError`: the status the model's `pyproxy.HTTPError` chose (the response's).",
+          },
+          detail: {
+            description:
+              "`HTTPError`: the model's `detail`, any JSON (a FastAPI-style list of `{loc, msg}` as it was); absent when it gave none.",
+          },
           fields: {
             type: "array",
             maxItems: 100,

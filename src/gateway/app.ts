@@ -25,6 +25,7 @@ import { modelView } from "./_model_view.ts";
 import { openApiDocument } from "./openapi.ts";
 import { PYTHON_MANIFEST } from "../runtime/python_manifest.ts";
 import { clientRequestId, modelExecutor, modelRoutes } from "./model_routes.ts";
+import { forwardHeaderList } from "./_forward_headers.ts";
 import { workerRoutes } from "./worker_routes.ts";
 import { BodyReadGuard } from "./read_json_body.ts";
 import { jsonResponse } from "./json_response.ts";
@@ -115,6 +116,16 @@ export interface GatewayOptions {
    * @default {true}
    */
   cancelOnDisconnect?: boolean;
+  /**
+   * Request headers that reach the models (`host.headers()`), by name
+   * (any case; at most 32): none unless listed. Refused (`RangeError`):
+   * hop-by-hop headers, `host`, `content-length`, `content-type`,
+   * `x-request-id`, and `authorization` while `token` is set (it holds the
+   * token). docs/gateway.md, "Request headers for models".
+   *
+   * @default {[]}
+   */
+  forwardHeaders?: string[];
   /** Python tracebacks in 422 responses. @default {false} */
   debug?: boolean;
   /**
@@ -246,6 +257,10 @@ export function createGateway(
       "Cannot create gateway: token is empty (leave it out for no token)",
     );
   }
+  const forwardHeaders = forwardHeaderList(
+    options.forwardHeaders ?? [],
+    options.token !== undefined,
+  );
   const logger = options.logger ?? getLogger(["pyproxy", "gateway"]);
   const ctx: RouteContext = {
     pool,
@@ -270,6 +285,7 @@ export function createGateway(
       : undefined,
     debug: options.debug ?? false,
     modelsDir: options.modelsDir,
+    forwardHeaders,
   };
   // Model changes made on the pool directly (a library Pool) show in the
   // descriptions, validation and timeouts: no cost per request. Until
@@ -375,7 +391,7 @@ export function createGateway(
   app.use(hostGuard(hostOptions));
   const originOptions = { origins: options.cors?.origins ?? [] };
   app.use(originGuard(originOptions));
-  const cors = corsMiddleware(options.cors);
+  const cors = corsMiddleware(options.cors, forwardHeaders);
   if (cors) app.use(cors);
   if (options.token !== undefined) {
     app.use(bearerAuth({ token: options.token, webSocketPath: isChannelPath }));

@@ -6,6 +6,7 @@
  * @module
  */
 import { withRawIntegers } from "../_exact_json.ts";
+import { bytesAsBase64Json, holdsBytes, mayHoldBytes } from "../_binary.ts";
 import { SerializationError } from "../errors.ts";
 
 /**
@@ -408,12 +409,24 @@ export class ChannelHub {
     let size: number;
     let wire = data;
     try {
-      size = JSON.stringify(data)?.length ?? 0;
+      let text = JSON.stringify(data);
+      if (text !== undefined && mayHoldBytes(text) && holdsBytes(data)) {
+        // Bytes (a Uint8Array...) go to subscribers as base64 text, as the
+        // bytes a model publishes do, not as JSON's {"0":…,"1":…}.
+        wire = bytesAsBase64Json(data);
+        text = JSON.stringify(wire);
+      }
+      size = text?.length ?? 0;
     } catch {
       // A BigInt (or data JSON cannot hold): its integers' digits, once.
       try {
         wire = withRawIntegers(data);
-        size = JSON.stringify(wire)?.length ?? 0;
+        let text = JSON.stringify(wire);
+        if (text !== undefined && mayHoldBytes(text) && holdsBytes(wire)) {
+          wire = bytesAsBase64Json(wire);
+          text = JSON.stringify(wire);
+        }
+        size = text?.length ?? 0;
       } catch (err) {
         throw new SerializationError(
           `Cannot publish: the message cannot be written as JSON (${
@@ -452,7 +465,9 @@ export class ChannelHub {
   /**
    * `message.data` as it is written to subscribers: the same value, except
    * that a `BigInt` in it is a `JSON.rawJSON` of its digits (made once, at
-   * publish), so `JSON.stringify` writes it exactly and at no further cost.
+   * publish), so `JSON.stringify` writes it exactly and at no further cost,
+   * and bytes in it (`Uint8Array`, `ArrayBuffer`, `DataView`) write base64
+   * text (the caller's value is not changed).
    */
   wireData(message: ChannelMessage): unknown {
     return this.#wire.get(message) ?? message.data;

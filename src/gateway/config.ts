@@ -9,6 +9,7 @@ import { randomBytes } from "node:crypto";
 import * as v from "valibot";
 import { ConfigError } from "../errors.ts";
 import { envSizeProblem } from "./_worker_env.ts";
+import { MAX_FORWARD_HEADERS } from "./_forward_headers.ts";
 import { parseJson } from "../_exact_json.ts";
 import { untrustedPath } from "./_untrusted_path.ts";
 import type { Runtime } from "../runtime/types.ts";
@@ -86,6 +87,8 @@ export interface ResolvedConfig {
   tokenGenerated?: boolean;
   /** Extra allowed `Host` header values. */
   allowedHosts: string[];
+  /** Request headers that reach the models, lower-case, each once (none by default). */
+  forwardHeaders: string[];
   /** CORS (off unless set). */
   cors?: CorsConfig;
   /** Enables `POST /v1/eval`. */
@@ -293,6 +296,14 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       bufferSize: channels.bufferSize ?? DEFAULTS.bufferSize,
     },
     allowedHosts: [...(file.allowedHosts ?? []), ...(cli.allowedHosts ?? [])],
+    // HTTP names ignore case: listed twice in any case, forwarded once.
+    forwardHeaders: [
+      ...new Set(
+        [...(file.forwardHeaders ?? []), ...(cli.forwardHeaders ?? [])].map((
+          name,
+        ) => name.toLowerCase()),
+      ),
+    ],
     allowEval: pick("allowEval") ?? false,
     cancelOnDisconnect: pick("cancelOnDisconnect") ?? true,
     schedBatch: pick("schedBatch") ?? true,
@@ -364,6 +375,7 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       { details: { path: "host" } },
     );
   }
+  forwardedAuthorization(config, cli, options);
   if (config.token === undefined && (config.allowEval || config.allowManage)) {
     // Eval runs code as this user, and management imports any .py of the
     // models directory: every local user (any process reaches the loopback)
@@ -392,6 +404,39 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
     }
   }
   return config;
+}
+
+/**
+ * Refuses `forwardHeaders` with `authorization` when the gateway has a
+ * token (set, or about to be generated for eval or management): that
+ * header holds the token, and model code would read it. Also checks the
+ * count of the file's and the flags' names together.
+ */
+function forwardedAuthorization(
+  config: ResolvedConfig,
+  cli: GatewayConfig,
+  options: ResolveConfigOptions,
+): void {
+  const where =
+    cli.forwardHeaders?.some((n) => n.toLowerCase() === "authorization")
+      ? "command line: --forward-header"
+      : `${options.configPath ?? "pyproxy.json"}: forwardHeaders`;
+  if (config.forwardHeaders.length > MAX_FORWARD_HEADERS) {
+    throw new ConfigError(
+      `forwardHeaders: expected at most ${MAX_FORWARD_HEADERS} header names, got ${config.forwardHeaders.length} (at ${
+        options.configPath ?? "config"
+      } and command line: forwardHeaders, --forward-header)`,
+      { details: { path: "forwardHeaders" } },
+    );
+  }
+  const tokenNeeded = config.token !== undefined || config.allowEval ||
+    config.allowManage;
+  if (tokenNeeded && config.forwardHeaders.includes("authorization")) {
+    throw new ConfigError(
+      `forwardHeaders: "authorization" cannot be forwarded while the gateway has a token: it holds the gateway's bearer token, which model code would read (send the model's own credentials in another header, such as x-user-token) (at ${where})`,
+      { details: { path: "forwardHeaders" } },
+    );
+  }
 }
 
 /**

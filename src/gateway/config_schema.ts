@@ -8,6 +8,10 @@ import { plainRecord } from "../_plain_record.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import { MAX_MODEL_TIMEOUT } from "../_model_timeout.ts";
 import { envNameProblem, envSizeProblem, isEnvValue } from "./_worker_env.ts";
+import {
+  forwardHeaderProblem,
+  MAX_FORWARD_HEADERS,
+} from "./_forward_headers.ts";
 
 /**
  * A LogTape log level.
@@ -154,6 +158,11 @@ export interface GatewayConfig {
   token?: string | undefined;
   /** Extra allowed `Host` header values. */
   allowedHosts?: string[] | undefined;
+  /**
+   * Request headers that reach the models (`host.headers()`), by name: none
+   * unless listed (docs/gateway.md, "Request headers for models").
+   */
+  forwardHeaders?: string[] | undefined;
   /** CORS settings. */
   cors?: {
     /** Allowed origins. */
@@ -410,6 +419,30 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
   ),
   allowedHosts: v.optional(
     v.array(str("a host name"), "expected an array of host names"),
+  ),
+  forwardHeaders: v.optional(
+    v.pipe(
+      v.array(
+        v.pipe(
+          str("a header name"),
+          v.check(
+            (name) =>
+              forwardHeaderProblem(name.toLowerCase(), false) === undefined,
+            (issue) =>
+              `expected a header name a model may get: ${
+                JSON.stringify(String(issue.input).slice(0, 64))
+              } is ${
+                forwardHeaderProblem(String(issue.input).toLowerCase(), false)
+              }`,
+          ),
+        ),
+        "expected an array of header names",
+      ),
+      v.maxLength(
+        MAX_FORWARD_HEADERS,
+        `expected at most ${MAX_FORWARD_HEADERS} header names`,
+      ),
+    ),
   ),
   cors: v.optional(CorsSchema),
   allowEval: v.optional(bool()),

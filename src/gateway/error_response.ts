@@ -5,6 +5,8 @@
  * @module
  */
 import { IDLE_SETTING } from "../_stream_idle_watch.ts";
+import { modelResponseHeaders } from "./_model_http_headers.ts";
+import { stringifyJson } from "../_exact_json.ts";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import {
@@ -12,6 +14,7 @@ import {
   ConfigError,
   ConnectionLostError,
   type FieldProblem,
+  ModelHTTPError,
   NoWorkerError,
   OverloadedError,
   PyProxyError,
@@ -95,7 +98,7 @@ class RouteError extends HTTPException {
     body: ErrorBody,
     headers: Record<string, string>,
   ) {
-    const res = Response.json({ error: body }, { status, headers });
+    const res = errorJson(body, status, headers);
     super(status, { message: body.message, res });
     this.body = body;
     this.headers = headers;
@@ -141,6 +144,19 @@ export function describeError(
     message,
     ...extra,
   });
+  if (err instanceof ModelHTTPError) {
+    // The model's own answer: its status, its detail, and those of its
+    // headers the allow-list takes (model_routes.ts logs the others).
+    return {
+      status: err.status as ContentfulStatusCode,
+      headers: modelResponseHeaders(err.headers).allowed,
+      body: body("HTTPError", err.reason, {
+        status: err.status,
+        ...(err.detail === undefined ? {} : { detail: err.detail }),
+        ...(debug && err.traceback ? { traceback: err.traceback } : {}),
+      }),
+    };
+  }
   if (err instanceof PythonError) {
     return {
       status: 422,
@@ -316,9 +332,9 @@ export function errorResponse(
   if (err instanceof HTTPException) {
     if (requestId === undefined) return err.getResponse();
     if (err instanceof RouteError) {
-      return Response.json({ error: { ...err.body, requestId } }, {
-        status: err.status,
-        headers: { ...err.headers, [REQUEST_ID_HEADER]: requestId },
+      return errorJson({ ...err.body, requestId }, err.status, {
+        ...err.headers,
+        [REQUEST_ID_HEADER]: requestId,
       });
     }
     // Not ours (Hono's own): its body as it is.
@@ -331,5 +347,27 @@ export function errorResponse(
     body.requestId = requestId;
     headers[REQUEST_ID_HEADER] = requestId;
   }
-  return Response.json({ error: body }, { status, headers });
+  return errorJson(body, status, headers);
+}
+
+/**
+ * `Response.json({error: body})`, except that a body holding a `BigInt` (a
+ * model's `HTTPError` detail: the gateway's pool keeps integers exact) is
+ * written with its exact integer literals instead of failing the response.
+ */
+function errorJson(
+  body: ErrorBody,
+  status: number,
+  headers: Record<string, string>,
+): Response {
+  try {
+    return Response.json({ error: body }, { status, headers });
+  } catch (err) {
+    const text = stringifyJson({ error: body });
+    if (text === undefined) throw err;
+    return new Response(text, {
+      status,
+      headers: { ...headers, "content-type": "application/json" },
+    });
+  }
 }

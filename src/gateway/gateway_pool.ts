@@ -221,6 +221,8 @@ export interface GatewayPool {
       requestId?: string;
       /** The media type of a binary body (`msg` is then a `Uint8Array`). */
       contentType?: string;
+      /** The request headers `forwardHeaders` lists, for `host.headers()`. */
+      headers?: Record<string, string>;
     },
   ): Promise<unknown>;
   /**
@@ -237,6 +239,8 @@ export interface GatewayPool {
       requestId?: string;
       /** The media type of a binary body (`msg` is then a `Uint8Array`). */
       contentType?: string;
+      /** The request headers `forwardHeaders` lists, for `host.headers()`. */
+      headers?: Record<string, string>;
     },
   ): AsyncIterableIterator<unknown> & { cancel(): void };
   /** Adds a model on every worker; resolves with the model description. */

@@ -274,14 +274,19 @@ export class ModelCatalog {
       : recorded;
   }
 
-  /** Removes a model from the pool and forgets it. */
+  /**
+   * Removes a model from the pool and forgets it, unless the name was
+   * added again on the pool (its event recorded) before this answer came.
+   */
   async remove(
     pool: Pick<GatewayPool, "removeModel">,
     name: string,
     options: { timeout?: number } = {},
   ): Promise<unknown> {
+    const before = this.#models.get(name);
     const out = await pool.removeModel(name, options);
-    this.#forget(name);
+    const now = this.#models.get(name);
+    if (now === undefined || now === before) this.#forget(name);
     return out;
   }
 

@@ -8,7 +8,9 @@ import { Hono } from "hono";
 import * as v from "valibot";
 import { ChannelHub } from "./channels.ts";
 import { plainRecord } from "../_plain_record.ts";
-import { RemoteError } from "../errors.ts";
+import { ModelHTTPError, RemoteError } from "../errors.ts";
+import { forwardedHeaders } from "./_forward_headers.ts";
+import { modelResponseHeaders } from "./_model_http_headers.ts";
 import {
   describeError,
   errorResponse,
@@ -387,6 +389,10 @@ export function modelExecutor(
 ) => Promise<Response> {
   const { pool, metrics, hub, logger, disconnects } = ctx;
   const hideDir = modelsDirHider(ctx);
+  // No header is read for the models unless the gateway lists some.
+  const forward = ctx.forwardHeaders.length > 0
+    ? ctx.forwardHeaders
+    : undefined;
   // One async function for the whole call: no wrapper promise per request.
   return async (request, name, key, publish, timeoutParam) => {
     // Only the direct path logs the request itself (routed: the middleware),
@@ -428,7 +434,12 @@ export function modelExecutor(
         signal?: AbortSignal;
         requestId?: string;
         contentType?: string;
+        headers?: Record<string, string>;
       } = key === undefined ? { timeout } : { key, timeout };
+      if (forward !== undefined) {
+        const headers = forwardedHeaders(request, forward);
+        if (headers !== undefined) options.headers = headers;
+      }
       watched = disconnects?.watch(request);
       if (watched !== undefined) options.signal = watched.signal;
       if (clientId !== undefined) options.requestId = clientId;
@@ -454,6 +465,7 @@ export function modelExecutor(
       } else {
         // Every error response has a request id, to find its log lines by.
         requestId ??= crypto.randomUUID();
+        warnRefusedHeaders(logger, name, err, requestId);
         res = errorResponse(await hideDir(err), ctx.debug, requestId);
       }
       // An unexpected error: the client only reads "internal error" (unless
@@ -472,6 +484,29 @@ export function modelExecutor(
     if (log) requestLine(logger, name, res.status, t0, requestId);
     return res;
   };
+}
+
+/**
+ * Logs the headers of a model's `HTTPError` that its response does not get
+ * (not on the allow-list, or malformed: docs/gateway.md, "Errors with a
+ * status"): the response goes out without them, and the model's author
+ * learns why here. At most 10 names, each cut to 64 characters.
+ */
+function warnRefusedHeaders(
+  logger: RouteContext["logger"],
+  model: string,
+  err: unknown,
+  requestId: string,
+): void {
+  if (!(err instanceof ModelHTTPError)) return;
+  const { refused } = modelResponseHeaders(err.headers);
+  if (refused.length === 0) return;
+  const names = refused.slice(0, 10).map((n) => JSON.stringify(n.slice(0, 64)))
+    .join(", ") + (refused.length > 10 ? `, ... (${refused.length})` : "");
+  logger.warn(
+    "Model {model} raised HTTPError {status} with headers the gateway does not send (request id {requestId}): {names}",
+    { model, status: err.status, requestId, names },
+  );
 }
 
 /** The direct path's request line (the app's middleware logs the others'). */
@@ -504,6 +539,7 @@ function requestLine(
  * client's, or one made up at its first use).
  */
 interface StreamFailure {
+  model: string;
   debug: boolean;
   hide: (err: unknown) => Promise<unknown>;
   logger: RouteContext["logger"];
@@ -594,6 +630,7 @@ function streamError(
   shown: unknown,
 ): Response {
   const requestId = failure.requestId();
+  warnRefusedHeaders(failure.logger, failure.model, err, requestId);
   const res = errorResponse(shown, failure.debug, requestId);
   if (res.status === 500) {
     failure.logger.warn("Stream failed (request id {requestId}): {error}", {
@@ -685,6 +722,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     const clientId = clientRequestId(c.req.raw);
     let requestId = clientId;
     const failure: StreamFailure = {
+      model: name,
       debug: ctx.debug,
       hide: hideDir,
       logger: ctx.logger,
@@ -735,9 +773,14 @@ export function modelRoutes(ctx: RouteContext): Hono {
         onIdle: typeof onIdle;
         requestId?: string;
         contentType?: string;
+        headers?: Record<string, string>;
       } = key === undefined ? { timeout, onIdle } : { key, timeout, onIdle };
       if (clientId !== undefined) options.requestId = clientId;
       if (contentType !== undefined) options.contentType = contentType;
+      if (ctx.forwardHeaders.length > 0) {
+        const headers = forwardedHeaders(c.req.raw, ctx.forwardHeaders);
+        if (headers !== undefined) options.headers = headers;
+      }
       items = stream.call(pool, name, body, options);
       watched = ctx.disconnects?.watch(c.req.raw);
       watched?.signal.addEventListener("abort", onLeave, { once: true });

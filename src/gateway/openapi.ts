@@ -118,6 +118,12 @@ function callResponses(o: OpenApiOptions): Record<string, OpenApiObject> {
       "`NoWorkerError` (no worker available) or `ShuttingDownError` (the server is draining).",
     ),
     "504": errorResponse("`TimeoutError`: the call timed out."),
+    "4XX": errorResponse(
+      "`HTTPError`: the model raised `pyproxy.HTTPError` with this status (`status`, `detail`; the response headers of the gateway's allow-list).",
+    ),
+    "5XX": errorResponse(
+      "`HTTPError`: the model raised `pyproxy.HTTPError` with this status (`status`, `detail`; the response headers of the gateway's allow-list).",
+    ),
   };
   // Every error of a call carries a request id (the client's or a new one).
   return Object.fromEntries(
@@ -140,7 +146,20 @@ function withBytes(response: OpenApiObject, type: string): OpenApiObject {
 
 /** References to {@linkcode callResponses}, by status. */
 const CALL_ERRORS: Record<string, OpenApiObject> = Object.fromEntries(
-  ["400", "404", "408", "413", "415", "422", "429", "502", "503", "504"].map(
+  [
+    "400",
+    "404",
+    "408",
+    "413",
+    "415",
+    "422",
+    "429",
+    "502",
+    "503",
+    "504",
+    "4XX",
+    "5XX",
+  ].map(
     (status) => [status, ref("responses", `Call${status}`)],
   ),
 );

@@ -62,4 +62,6 @@ export interface RouteContext {
   debug: boolean;
   /** The models directory (kept out of error messages unless `debug`), when known. */
   modelsDir: string | undefined;
+  /** The request headers models get (lower-case, each once); empty: none, and none is read. */
+  forwardHeaders: readonly string[];
 }

@@ -607,7 +607,8 @@ export function tokenMatcher(token: string): (presented: string) => boolean {
 
 /**
  * CORS middleware for the configured origins, or `undefined` when CORS is
- * not configured (then no CORS header is ever sent).
+ * not configured (then no CORS header is ever sent). A page may send the
+ * request headers the gateway forwards to models (`forwardHeaders`) too.
  *
  * @example
  * ```ts
@@ -618,6 +619,7 @@ export function tokenMatcher(token: string): (presented: string) => boolean {
  */
 export function corsMiddleware(
   config: CorsConfig | undefined,
+  forwardHeaders: readonly string[] = [],
 ): MiddlewareHandler | undefined {
   if (!config || config.origins.length === 0) return undefined;
   const origins = config.origins;
@@ -629,11 +631,14 @@ export function corsMiddleware(
     // x-request-id both ways: a page that tags its calls (docs/gateway.md,
     // "Request ids") would otherwise fail the preflight, and could not read
     // the id of an error response.
+    // And the headers forwarded to models (forwardHeaders): a page sending
+    // its x-tenant-id would fail the preflight otherwise.
     allowHeaders: [
       "authorization",
       "content-type",
       "last-event-id",
       "x-request-id",
+      ...forwardHeaders,
     ],
     exposeHeaders: ["retry-after", "x-atom-id", "x-request-id"],
     credentials: config.credentials ?? false,

@@ -441,6 +441,7 @@ export async function serve(
       loadTimeout: config.limits.loadTimeout,
       allowEval: config.allowEval,
       cancelOnDisconnect: config.cancelOnDisconnect,
+      forwardHeaders: config.forwardHeaders,
       allowManage: config.allowManage,
       debug: config.debug,
       modelsDir: config.modelsDir,

@@ -16,15 +16,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
   files: [
     {
       path: "pyproxy/__init__.py",
-      size: 357,
+      size: 550,
       sha256:
-        "5ec269cd29563401bc06bcf14b6516e7fb65a8fc071d67269b3d301234de0fcc",
+        "2485ea7802c6b73b89801ad38a7d89c7a281e3153785a791cb7a246f091c06e4",
     },
     {
       path: "pyproxy/host.py",
-      size: 6598,
+      size: 8990,
       sha256:
-        "624615b145953585d91b0bfce08c3a1009893ef54b024967c7b0d66c4132b41d",
+        "8cea5fb5d68ea74f7f01c062d6a2a66b689bf999959c143411646e5046effdf6",
     },
     {
       path: "pyproxy_server/__init__.py",
@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 23604,
+      size: 24923,
       sha256:
-        "0ee5c27d51868af8a918a03a52fe0c3b44bd7fe8b7fd274dacf63d018ff2eff0",
+        "f5c10edcedc0356c1e423e6529193ea20c8e35fbbcd509c79404570651f3c650",
     },
     {
       path: "pyproxy_server/big_json.py",
@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call.py",
-      size: 9037,
+      size: 10885,
       sha256:
-        "897b368a415852e189ce3025c7c8d39340177660d5ff64c8d24573ef0fc42857",
+        "f4671c4b3d0c52c3b023cc1790947b4e016a015bf98eac4348342f457cc57529",
     },
     {
       path: "pyproxy_server/call_executor.py",
@@ -70,15 +70,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 7845,
+      size: 8014,
       sha256:
-        "8ed60ca4b2d672718174b0e48f49f6ebe1032954fc9ef8c06a37e595eb39a359",
+        "5444547810ad5624de0bcfe5c4397c310f1f30872ab4d908514fa99bacc77c90",
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 65774,
+      size: 68114,
       sha256:
-        "ec674e85e6f84f2c7fe4648b5e6f22bc23d868e465754f1d72b474d635779aad",
+        "8e8cc1a513cb0881f3aee474fb71d2db9595b34a680a726a30275447308fbb22",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/errors.py",
-      size: 7867,
+      size: 12606,
       sha256:
-        "e6a5bf75a57cfa12db46171c94f770c71537b15ec801e1a930ef6d8df26bbf6b",
+        "aedf7bf4a86f6c868c6d2be3f49a1c1a49218095e9115f729f671b4f45a4e5ac",
     },
     {
       path: "pyproxy_server/eval.py",
@@ -100,9 +100,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 32010,
+      size: 32452,
       sha256:
-        "dde4401505e2125bd9352ecb7ac13a76f498e0db4c4bd9916bd53dabb3faf5ba",
+        "f5902740c20fd8425aee0c5c02fcdcfe00e7dec7ea5e0e6708be7ff2b3f372a6",
     },
     {
       path: "pyproxy_server/framer.py",
@@ -154,9 +154,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 55374,
+      size: 55470,
       sha256:
-        "f74eaa079279c7ce0c01e7452a4bbe549ec7b79e2df2f58dfef161a9452c1b65",
+        "6124ff70f662b45ef75c5f4f88eaebb0016ebb2d9983173a910fa2e7009c4c2e",
     },
     {
       path: "pyproxy_server/server.py",

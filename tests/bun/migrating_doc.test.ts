@@ -117,7 +117,7 @@ test(
       expect(fastapi!.out).toContain('label: "review"');
       expect(fastapi!.out).toContain("approve: 0.0545");
       expect(fastapi!.out).toContain(
-        "ValueError: not numbers: income, debt, age",
+        "422 HTTPError: not numbers: income, debt, age",
       );
       // The page's configure() shows the model's records made as it loads;
       // close()'s reach each worker's log file, as the page says.

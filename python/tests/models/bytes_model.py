@@ -48,3 +48,29 @@ class Stream:
     def execute(self, msg):
         for i in range(msg["n"]):
             yield bytes([i]) * 3
+
+
+class HostCall:
+    """Calls the host: ``host.call(msg["cmd"], msg["args"])``, or the cache
+    (``msg["cache"]``: ``"set"`` then ``"get"`` of ``msg["value"]`` under
+    ``msg["key"]``) or ``host.publish(msg["channel"], msg["args"])``; returns
+    what came back and its type name (``{"result", "type"}``), or the
+    ``HostError`` (``{"error", "type": "HostError"}``)."""
+
+    threaded = True
+
+    def execute(self, msg):
+        try:
+            if msg.get("cache") == "set":
+                host.cache.set(msg["key"], msg["value"])
+                result = host.cache.get(msg["key"])
+            elif "channel" in msg:
+                result = host.publish(msg["channel"], msg["args"])
+            else:
+                args = msg["args"]
+                if msg.get("intKeys"):
+                    args = {1: args, None: [args], 2.5: {"x": args}}
+                result = host.call(msg["cmd"], args)
+        except host.HostError as exc:
+            return {"error": str(exc), "type": "HostError"}
+        return {"result": result, "type": type(result).__name__}

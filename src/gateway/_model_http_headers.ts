@@ -1,0 +1,88 @@
+/**
+ * Which of the headers a model's `HTTPError` asks for the gateway sends:
+ * an allow-list of response headers a model has a use for (caching,
+ * `Retry-After`, `Location`, `WWW-Authenticate`...) and custom `X-…`
+ * headers, never one the gateway or the HTTP layer owns (`Set-Cookie`,
+ * `Content-Type`, framing, CORS, security headers, `X-Request-Id`).
+ *
+ * @module
+ */
+
+/** Response headers a model may set, lower-case. */
+const ALLOWED = new Set([
+  "allow",
+  "cache-control",
+  "content-disposition",
+  "content-language",
+  "etag",
+  "expires",
+  "last-modified",
+  "link",
+  "location",
+  "retry-after",
+  "vary",
+  "www-authenticate",
+]);
+
+/**
+ * `X-…` headers the gateway, a proxy in front of it or a browser's
+ * security model owns: refused although custom.
+ */
+const OWNED_X = new Set([
+  "x-request-id",
+  "x-content-type-options",
+  "x-frame-options",
+  "x-xss-protection",
+  "x-accel-buffering",
+  "x-atom-id",
+  "x-forwarded-for",
+  "x-forwarded-host",
+  "x-forwarded-proto",
+  "x-real-ip",
+]);
+
+/** Most headers of one error taken; the rest are refused. */
+export const MAX_MODEL_HEADERS = 32;
+
+// RFC 9110 token, and a value a `Headers` object takes as it is (Latin-1,
+// no control characters but tab), at most 8 KiB.
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$/;
+const VALUE = /^[\t\x20-\x7e\x80-\xff]{0,8192}$/;
+
+/** Whether the gateway sends a model's response header named `name` (lower-case). */
+function allowedName(name: string): boolean {
+  return ALLOWED.has(name) ||
+    (name.startsWith("x-") && name.length > 2 && !OWNED_X.has(name));
+}
+
+/**
+ * A model's `HTTPError` headers split into those the response gets
+ * (`allowed`, lower-case names) and the names refused: not on the
+ * allow-list, not an HTTP token, a value with CR, LF or another control
+ * character (or beyond Latin-1, or over 8 KiB), or beyond the first
+ * {@linkcode MAX_MODEL_HEADERS}.
+ *
+ * @example
+ * ```ts ignore
+ * modelResponseHeaders({ "Retry-After": "5", "Set-Cookie": "a=1" });
+ * // { allowed: { "retry-after": "5" }, refused: ["Set-Cookie"] }
+ * ```
+ */
+export function modelResponseHeaders(
+  headers: Readonly<Record<string, string>>,
+): { allowed: Record<string, string>; refused: string[] } {
+  const allowed: Record<string, string> = {};
+  const refused: string[] = [];
+  let taken = 0;
+  for (const [name, value] of Object.entries(headers)) {
+    const lower = name.toLowerCase();
+    if (
+      taken < MAX_MODEL_HEADERS && TOKEN.test(name) && allowedName(lower) &&
+      typeof value === "string" && VALUE.test(value)
+    ) {
+      allowed[lower] = value;
+      taken++;
+    } else refused.push(name);
+  }
+  return { allowed, refused };
+}
