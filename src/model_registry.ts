@@ -14,6 +14,11 @@ import {
 } from "./errors.ts";
 import type { ModelSpec, Session } from "./session.ts";
 import type { Worker } from "./worker.ts";
+import {
+  chooseSlots,
+  loadable,
+  type ModelPlacement,
+} from "./_model_placement.ts";
 
 /**
  * A model as the pool knows it (`pool.status().models`).
@@ -34,6 +39,11 @@ export interface ModelInfo {
   spec: ModelSpec;
   /** `dataFile`s passed to `initModel` since the last add/update, in order. */
   inits: string[];
+  /**
+   * The slots that hold it, when its spec has `workers` (docs/models.md,
+   * "Placement"); absent: every worker does.
+   */
+  slots?: string[];
   /**
    * The default timeout of its calls in ms, when it has one of its own
    * (`spec.timeout`, else its class's `timeout_ms`; `Infinity`: none);
@@ -85,6 +95,17 @@ export interface ModelRegistryOptions {
   onResync?: (
     ev: { worker: string; name: string; ok: boolean; reason?: string },
   ) => void;
+  /**
+   * Told when a placed model stops being placed (removed, or updated to
+   * every worker): calls waiting for its slots may go anywhere.
+   */
+  onUnplace?: (placement: ModelPlacement) => void;
+  /**
+   * Told when a placed model could not be loaded on the slot it was moved
+   * to (a resize removing its slot): that worker was killed, and its
+   * restart loads the model.
+   */
+  onMoveFailed?: (ev: { worker: string; name: string; reason: string }) => void;
 }
 
 /**
@@ -112,20 +133,94 @@ export class ModelRegistry {
   #lock: Promise<unknown> = Promise.resolve();
   #timeout: number | undefined;
   #onResync: NonNullable<ModelRegistryOptions["onResync"]>;
+  #onUnplace: NonNullable<ModelRegistryOptions["onUnplace"]>;
+  #onMoveFailed: NonNullable<ModelRegistryOptions["onMoveFailed"]>;
+  /** The slots of the models whose spec has `workers`, by name. */
+  #placements = new Map<string, ModelPlacement>();
 
   /** Creates an empty registry. */
   constructor(options: ModelRegistryOptions = {}) {
     this.#timeout = options.timeout;
     this.#onResync = options.onResync ?? (() => {});
+    this.#onUnplace = options.onUnplace ?? (() => {});
+    this.#onMoveFailed = options.onMoveFailed ?? (() => {});
+  }
+
+  /** The placed models' slots, by name (read live; empty while no model has `workers`). */
+  get placements(): ReadonlyMap<string, ModelPlacement> {
+    return this.#placements;
   }
 
   /** The models, in the order they were added. */
   list(): ModelInfo[] {
-    return [...this.#models.values()].map((m) => ({
-      name: m.name,
-      spec: m.spec,
-      inits: [...m.inits],
-    }));
+    return [...this.#models.values()].map((m) => {
+      const p = this.#placements.get(m.name);
+      const info: ModelInfo = {
+        name: m.name,
+        spec: m.spec,
+        inits: [...m.inits],
+      };
+      if (p !== undefined) info.slots = p.workers.map((w) => w.id);
+      return info;
+    });
+  }
+
+  /** How many placed models `worker` holds (the placement rule's load). */
+  #placedOn(worker: Worker, except?: string): number {
+    let n = 0;
+    for (const p of this.#placements.values()) {
+      if (p.name !== except && p.workers.includes(worker)) n++;
+    }
+    return n;
+  }
+
+  /**
+   * Moves the placed models off `victims` (slots a resize removes) before
+   * they go: each is loaded on a remaining slot that lacks it (by the
+   * placement rule), then its calls go there. A load that fails kills that
+   * worker (its restart loads the model, like a replay). Call inside
+   * `exclusive`.
+   */
+  async evacuate(victims: Worker[], remaining: Worker[]): Promise<void> {
+    const gone = new Set(victims);
+    for (const [name, p] of this.#placements) {
+      const staying = p.workers.filter((w) => !gone.has(w));
+      const leaving = p.workers.length - staying.length;
+      if (leaving === 0) continue;
+      const free = remaining.filter((w) => live(w) && !p.workers.includes(w));
+      const to = chooseSlots(
+        free,
+        Math.min(leaving, p.count - staying.length),
+        (w) => this.#placedOn(w),
+      );
+      const model = this.#models.get(name)!;
+      for (const w of to) {
+        if (!loadable(w)) continue; // its replay loads it
+        const session = w.session!;
+        try {
+          await this.#load(session, model);
+        } catch (err) {
+          const reason = `model '${name}' could not be moved to it (${
+            err instanceof Error ? err.message : String(err)
+          })`;
+          if (w.session === session) w.kill("SIGKILL", reason);
+          this.#onMoveFailed({ worker: w.id, name, reason });
+        }
+      }
+      p.workers.splice(0, p.workers.length, ...staying, ...to);
+      p.rr = 0;
+    }
+  }
+
+  /** Drops a slot that is gone (removed by a resize) from the placements. */
+  forget(worker: Worker): void {
+    for (const p of this.#placements.values()) {
+      const at = p.workers.indexOf(worker);
+      if (at >= 0) {
+        p.workers.splice(at, 1);
+        p.rr = 0;
+      }
+    }
   }
 
   /** Runs `fn` alone: no model command or replay runs at the same time. */
@@ -135,9 +230,23 @@ export class ModelRegistry {
     return run;
   }
 
-  /** Sends every recorded model (and its inits) to a fresh session, in order. Call inside `exclusive`. */
-  async replay(session: Session): Promise<void> {
-    for (const model of this.#models.values()) await this.#load(session, model);
+  /**
+   * Sends the recorded models (and their inits) that `worker` holds to its
+   * fresh session, in order: every unplaced model, the placed ones whose
+   * slot it is, and the placed ones on fewer slots than their `workers`
+   * (after a shrink: a grown pool places them again). Call inside
+   * `exclusive`.
+   */
+  async replay(session: Session, worker: Worker): Promise<void> {
+    for (const model of this.#models.values()) {
+      const p = this.#placements.get(model.name);
+      if (p === undefined || p.workers.includes(worker)) {
+        await this.#load(session, model);
+      } else if (p.workers.length < p.count) {
+        await this.#load(session, model);
+        p.workers.push(worker);
+      }
+    }
   }
 
   /** Loads one recorded model (its snapshot, then its inits) on `session`. */
@@ -170,10 +279,14 @@ export class ModelRegistry {
           message: `Cannot add model '${name}': it already exists`,
         });
       }
+      const all = workers();
+      const slots = spec.workers === undefined
+        ? undefined
+        : chooseSlots(all.filter(live), spec.workers, (w) => this.#placedOn(w));
       const result = await this.#everywhere(
         "add",
         name,
-        workers(),
+        slots ?? all,
         (s, ask, onDone) =>
           s.request(
             "addModel",
@@ -183,6 +296,14 @@ export class ModelRegistry {
         (s) => s.request("removeModel", { name }, this.#requestOptions()),
       );
       this.#models.set(name, { name, spec, inits: [] });
+      if (slots !== undefined) {
+        this.#placements.set(name, {
+          name,
+          count: spec.workers!,
+          workers: slots,
+          rr: 0,
+        });
+      }
       return this.#keepSnapshot(name, result);
     });
   }
@@ -197,25 +318,76 @@ export class ModelRegistry {
     return this.exclusive(async () => {
       const old = this.#require(name, "update");
       const oldSnapshot = this.#snapshots.get(name);
+      const all = workers();
+      const placement = this.#placements.get(name);
+      // Where it is now (unplaced: everywhere), and where it goes: a new
+      // `workers` keeps as many of its slots as it may, then places the rest.
+      const had = new Set(placement?.workers ?? all);
+      let slots: Worker[] | undefined;
+      if (spec.workers !== undefined) {
+        const kept = placement === undefined
+          ? []
+          : placement.workers.filter(live).slice(0, spec.workers);
+        slots = [
+          ...kept,
+          ...chooseSlots(
+            all.filter((w) => live(w) && !kept.includes(w)),
+            spec.workers - kept.length,
+            (w) => this.#placedOn(w, name),
+          ),
+        ];
+      }
       const result = await this.#everywhere(
         "update",
         name,
-        workers(),
-        (s, ask, onDone) =>
+        slots ?? all,
+        (s, ask, onDone, w) =>
           s.request(
-            "updateModel",
+            had.has(w) ? "updateModel" : "addModel",
             loadArgs(name, spec, undefined, ask),
             { ...this.#requestOptions(call), onDone },
           ),
-        (s) =>
-          s.request(
-            "updateModel",
-            loadArgs(name, old.spec, oldSnapshot),
-            this.#requestOptions(),
-          ),
+        (s, w) =>
+          had.has(w)
+            ? s.request(
+              "updateModel",
+              loadArgs(name, old.spec, oldSnapshot),
+              this.#requestOptions(),
+            )
+            : s.request("removeModel", { name }, this.#requestOptions()),
       );
       this.#models.set(name, { name, spec, inits: [] });
-      return this.#keepSnapshot(name, result);
+      const description = this.#keepSnapshot(name, result);
+      if (slots === undefined) {
+        if (placement !== undefined) {
+          this.#placements.delete(name);
+          this.#onUnplace(placement);
+        }
+      } else if (placement === undefined) {
+        this.#placements.set(name, {
+          name,
+          count: spec.workers!,
+          workers: slots,
+          rr: 0,
+        });
+      } else {
+        placement.count = spec.workers!;
+        placement.workers.splice(0, placement.workers.length, ...slots);
+        placement.rr = 0;
+      }
+      // The slots it left unload it once their calls go elsewhere (a call
+      // in flight there finishes first, as for removeModel).
+      if (slots !== undefined) {
+        const dropped = [...had].filter((w) =>
+          !slots.includes(w) && loadable(w)
+        );
+        await Promise.allSettled(
+          dropped.map((w) =>
+            w.session!.request("removeModel", { name }, this.#requestOptions())
+          ),
+        );
+      }
+      return description;
     });
   }
 
@@ -229,10 +401,15 @@ export class ModelRegistry {
       this.#require(name, "remove");
       this.#models.delete(name);
       this.#snapshots.delete(name);
+      const placement = this.#placements.get(name);
+      if (placement !== undefined) {
+        this.#placements.delete(name);
+        this.#onUnplace(placement);
+      }
       return await this.#everywhere(
         "remove",
         name,
-        workers(),
+        placement?.workers ?? workers(),
         (s, _ask, onDone) =>
           s.request("removeModel", { name }, {
             ...this.#requestOptions(call),
@@ -258,7 +435,7 @@ export class ModelRegistry {
       const result = await this.#everywhere(
         "init",
         name,
-        workers(),
+        this.#placements.get(name)?.workers ?? workers(),
         (s) =>
           s.request(
             "initModel",
@@ -302,8 +479,13 @@ export class ModelRegistry {
         t.worker.session === t.session;
       if (!current()) return;
       const model = this.#models.get(name);
+      // A placed model belongs only on its slots: elsewhere, it is undone.
+      const placement = this.#placements.get(name);
       try {
-        if (model === undefined) {
+        if (
+          model === undefined ||
+          (placement !== undefined && !placement.workers.includes(t.worker))
+        ) {
           await t.session.request(
             "removeModel",
             { name },
@@ -379,8 +561,9 @@ export class ModelRegistry {
       session: Session,
       ask: boolean,
       onDone: () => void,
+      worker: Worker,
     ) => Promise<unknown>,
-    undo?: (session: Session) => Promise<unknown>,
+    undo?: (session: Session, worker: Worker) => Promise<unknown>,
   ): Promise<unknown> {
     const targets = workers.filter((w) =>
       w.state === "ready" && w.session !== undefined
@@ -395,7 +578,7 @@ export class ModelRegistry {
         apply(t.session, i < SNAPSHOT_ASKED, () => {
           serverDone[i] = true;
           whenServerDone[i]?.();
-        })
+        }, t.worker)
       ),
     );
     outcomes.forEach((o, i) => {
@@ -440,7 +623,7 @@ export class ModelRegistry {
     if (undo !== undefined && applied > 0) {
       await Promise.allSettled(
         targets.filter((_, i) => outcomes[i]!.status === "fulfilled").map((t) =>
-          undo(t.session)
+          undo(t.session, t.worker)
         ),
       );
     }
@@ -475,6 +658,11 @@ export class ModelRegistry {
   }
 }
 
+/** A slot a model may be placed on: not one a resize is removing. */
+function live(w: Worker): boolean {
+  return w.state !== "draining" && w.state !== "stopped";
+}
+
 /**
  * How many workers a load asks for a snapshot (the first ones): a second,
  * so that the first dying during the load does not leave the model without
@@ -505,8 +693,8 @@ function loadArgs(
   snapshot?: Snapshot,
   ask = false,
 ): Record<string, unknown> {
-  // The model's call timeout is the pool's business (host-only).
-  const { timeout: _timeout, ...spec } = fullSpec;
+  // The model's call timeout and placement are the pool's business (host-only).
+  const { timeout: _timeout, workers: _workers, ...spec } = fullSpec;
   if (snapshot === undefined) {
     return ask ? { name, ...spec, snapshot: true } : { name, ...spec };
   }

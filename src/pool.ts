@@ -62,6 +62,7 @@ import {
   modelTimeoutOf,
 } from "./_model_timeout.ts";
 import { SlotLease } from "./_slot_lease.ts";
+import type { ModelPlacement } from "./_model_placement.ts";
 import { StreamIdleWatch } from "./_stream_idle_watch.ts";
 import {
   type ExecuteStreamOptions,
@@ -437,6 +438,8 @@ export class Pool implements AsyncDisposable {
   #plugins: PluginHost;
   #events: PoolEventHub;
   #registry: ModelRegistry;
+  /** The registry's placed models (read on each call: none, most often). */
+  #placements: ReadonlyMap<string, ModelPlacement>;
   #supervisor: Supervisor;
   #router: PoolRouter;
   #startedAt = Date.now();
@@ -541,7 +544,11 @@ export class Pool implements AsyncDisposable {
         }
         this.#events.emit({ type: "model-resync", ...ev });
       },
+      onUnplace: (placement) => this.#router.unplace(placement),
+      onMoveFailed: (ev) =>
+        opts.logger.warn("Killed worker {worker}: {reason}", ev),
     });
+    this.#placements = this.#registry.placements;
     this.#plugins = new PluginHost(plugins, {
       hookTimeout: opts.hookTimeout,
       onError: (error, plugin, hook) => {
@@ -690,6 +697,7 @@ export class Pool implements AsyncDisposable {
     this.#checkModelOptions("add model", name, options);
     this.#checkModelsDir("add model", name, spec);
     this.#checkModelTimeout("add model", name, spec);
+    this.#checkModelWorkers("add model", name, spec);
     await this.#someWorkerReady("add model", name, options);
     const out = await this.#modelOp(
       "add model",
@@ -723,6 +731,7 @@ export class Pool implements AsyncDisposable {
     this.#checkModelOptions("update model", name, options);
     this.#checkModelsDir("update model", name, spec);
     this.#checkModelTimeout("update model", name, spec);
+    this.#checkModelWorkers("update model", name, spec);
     // The calls made before the update go first, to the current version.
     this.#batchers.get(name)?.flush();
     await this.#someWorkerReady("update model", name, options);
@@ -873,10 +882,13 @@ export class Pool implements AsyncDisposable {
         },
         this.#modelTimeouts.get(name) ?? this.#opts.requestTimeout ??
           Infinity,
-        // One batch per ready worker goes at once; more wait and gather.
+        // One batch per ready worker (of its slots, when placed) goes at
+        // once; more wait and gather.
         () => {
           let ready = 0;
-          for (const w of this.#supervisor.workers) if (modelReady(w)) ready++;
+          const slots = this.#registry.placements.get(name)?.workers ??
+            this.#supervisor.workers;
+          for (const w of slots) if (modelReady(w)) ready++;
           return Math.max(1, ready);
         },
       ),
@@ -942,6 +954,13 @@ export class Pool implements AsyncDisposable {
         reject,
       };
       if (onSlot !== undefined) call.onSlot = onSlot;
+      // A placed model's calls go to its slots only (no lookup while no
+      // model is placed).
+      const placements = this.#placements;
+      if (placements.size > 0 && args !== undefined && MODEL_CALLS.has(cmd)) {
+        const placement = placements.get(args.name as string);
+        if (placement !== undefined) call.placement = placement;
+      }
       this.#router.route(call, false);
     });
   }
@@ -1185,9 +1204,15 @@ export class Pool implements AsyncDisposable {
   status(): PoolStatus {
     const queued = this.#router.queuedPerWorker();
     for (const w of this.#supervisor.workers) w.queued = queued.get(w.id) ?? 0;
+    const models = this.#registry.list();
     return {
-      workers: this.#supervisor.workers.map((w) => w.info()),
-      models: this.#registry.list().map((m) => {
+      workers: this.#supervisor.workers.map((w) => ({
+        ...w.info(),
+        models: models.filter((m) => m.slots?.includes(w.id) ?? true).map((
+          m,
+        ) => m.name),
+      })),
+      models: models.map((m) => {
         const timeout = this.#modelTimeouts.get(m.name);
         const closeTimeoutMs = this.#closeTimeouts.get(m.name);
         const out: ModelInfo = timeout === undefined ? m : { ...m, timeout };
@@ -1358,6 +1383,22 @@ export class Pool implements AsyncDisposable {
         typeof timeout === "string" ? JSON.stringify(timeout) : String(timeout)
       }`,
       { details: { field: "timeout" } },
+    );
+  }
+
+  /** A spec's `workers`, when given, must be a slot count (docs/models.md, "Placement"). */
+  #checkModelWorkers(action: string, name: string, spec: ModelSpec): void {
+    const workers = (spec as { workers?: unknown } | null)?.workers;
+    if (
+      workers === undefined ||
+      (typeof workers === "number" && Number.isInteger(workers) &&
+        workers >= 1 && workers <= 1024)
+    ) return;
+    throw new ConfigError(
+      `Cannot ${action} '${name}': workers: expected an integer from 1 to 1024 (how many workers load the model; absent: every worker), got ${
+        typeof workers === "string" ? JSON.stringify(workers) : String(workers)
+      }`,
+      { details: { field: "workers" } },
     );
   }
 
@@ -1651,6 +1692,13 @@ function crashError(
     },
   );
 }
+
+/** The commands that call a model: a placed model's go to its slots. */
+const MODEL_CALLS: ReadonlySet<string> = new Set([
+  "executeModel",
+  "executeBatch",
+  "executeStream",
+]);
 
 /** A worker a model operation can be applied on now. */
 function modelReady(w: Worker): boolean {

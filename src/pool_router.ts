@@ -1,7 +1,10 @@
 /**
  * Where a pool call goes and when: round-robin or rendezvous-hashed (`key`)
  * or pinned (`worker`) routing over ready workers, the in-flight bound per
- * worker, and the one bounded queue in front of them.
+ * worker, and the one bounded queue in front of them. A call of a placed
+ * model (`ModelSpec.workers`) goes only to its model's slots, and waits in
+ * its model's part of the queue: it never holds up calls that may go
+ * elsewhere.
  *
  * @module
  */
@@ -14,6 +17,7 @@ import {
 } from "./errors.ts";
 import type { Worker } from "./worker.ts";
 import type { SlotLease } from "./_slot_lease.ts";
+import type { ModelPlacement } from "./_model_placement.ts";
 import { hash32, mix32 } from "./_hash32.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
 
@@ -51,6 +55,8 @@ export interface PoolCall {
   onAbort?: (() => void) | undefined;
   /** `performance.now()` when it was queued (router-owned; set only then). */
   queuedAt?: number;
+  /** The slots of the placed model it calls (none: any worker). */
+  placement?: ModelPlacement | undefined;
 }
 
 /** Options of {@linkcode PoolRouter}. */
@@ -81,6 +87,14 @@ export interface PoolRouterOptions {
 export class PoolRouter {
   #opts: PoolRouterOptions;
   #queue: PoolCall[] = [];
+  /**
+   * The calls of placed models that wait, per model: each waits for a slot
+   * of its own model, so a scan for a freed slot looks at the head of each
+   * model's queue, not past every call that cannot use it.
+   */
+  #placed = new Map<ModelPlacement, PoolCall[]>();
+  /** Calls in `#placed`, together. */
+  #placedQueued = 0;
   #seeds = new Map<string, number>();
   #rr = 0;
   /** How long the calls routed to a worker waited in the queue. */
@@ -93,20 +107,23 @@ export class PoolRouter {
 
   /** Calls waiting. */
   get queued(): number {
-    return this.#queue.length;
+    return this.#queue.length + this.#placedQueued;
   }
 
   /** Sends the call, queues it, or rejects it (no worker / overloaded). */
   route(call: PoolCall, retry: boolean): void {
-    const pick = this.#pick(call);
+    const pick = call.placement === undefined
+      ? this.#pick(call)
+      : this.#pickPlaced(call, call.placement);
     if (pick === null) {
-      if (!retry && this.#queue.length >= this.#opts.maxQueue) {
+      const queued = this.queued;
+      if (!retry && queued >= this.#opts.maxQueue) {
         return call.reject(
           new OverloadedError(
-            `Cannot accept call ${call.cmd}: ${this.#queue.length} calls queued (maxQueue ${this.#opts.maxQueue}) and the workers it may go to have ${this.#opts.maxInFlightPerWorker} in flight each (maxInFlightPerWorker): retry later, or raise maxQueue, maxInFlightPerWorker or workers`,
+            `Cannot accept call ${call.cmd}: ${queued} calls queued (maxQueue ${this.#opts.maxQueue}) and the workers it may go to have ${this.#opts.maxInFlightPerWorker} in flight each (maxInFlightPerWorker): retry later, or raise maxQueue, maxInFlightPerWorker or workers`,
             {
               details: {
-                queue: this.#queue.length,
+                queue: queued,
                 maxQueue: this.#opts.maxQueue,
                 maxInFlightPerWorker: this.#opts.maxInFlightPerWorker,
               },
@@ -127,16 +144,39 @@ export class PoolRouter {
    * otherwise it stops as soon as no worker has room.
    */
   pump(full: boolean): void {
-    const queue = this.#queue;
+    if (this.#placedQueued === 0) return this.#pumpQueue(this.#queue, full);
+    // The queue whose oldest call waited longest goes first: calls that may
+    // go anywhere do not starve a placed model of its slots, nor the reverse.
+    const queues: Array<[PoolCall[], ModelPlacement | undefined, number]> = [];
+    const head = (q: PoolCall[]) => q[0]?.queuedAt ?? 0;
+    if (this.#queue.length > 0) {
+      queues.push([this.#queue, undefined, head(this.#queue)]);
+    }
+    for (const [p, q] of this.#placed) {
+      if (q.length > 0) queues.push([q, p, head(q)]);
+    }
+    queues.sort((a, b) => a[2] - b[2]);
+    for (const [q, p] of queues) this.#pumpQueue(q, full, p);
+  }
+
+  /** `pump` over one queue: the unplaced calls', or one placed model's. */
+  #pumpQueue(
+    queue: PoolCall[],
+    full: boolean,
+    placement?: ModelPlacement,
+  ): void {
     for (let i = 0; i < queue.length;) {
-      if (!full && !this.#hasRoom()) return;
+      if (!full && !this.#hasRoom(placement)) return;
       const call = queue[i]!;
-      const pick = this.#pick(call);
+      const pick = placement === undefined
+        ? this.#pick(call)
+        : this.#pickPlaced(call, placement);
       if (pick === null) {
         i++;
         continue;
       }
       queue.splice(i, 1);
+      if (placement !== undefined) this.#placedQueued--;
       this.#unqueue(call);
       if (pick instanceof Error) {
         this.#abandoned(call, "failed");
@@ -150,20 +190,41 @@ export class PoolRouter {
 
   /** Rejects every queued call with `error(call)`. */
   drain(error: (call: PoolCall) => Error): void {
-    for (const call of this.#queue.splice(0)) {
+    const calls = this.#queue.splice(0);
+    for (const q of this.#placed.values()) calls.push(...q.splice(0));
+    this.#placedQueued = 0;
+    for (const call of calls) {
       this.#unqueue(call);
       this.#abandoned(call, "failed");
       call.reject(error(call));
     }
   }
 
+  /**
+   * A model is placed no more (removed, or updated to every worker): its
+   * waiting calls join the unplaced ones, in the order they came.
+   */
+  unplace(placement: ModelPlacement): void {
+    const q = this.#placed.get(placement);
+    this.#placed.delete(placement);
+    if (q === undefined || q.length === 0) return;
+    const calls = q.splice(0);
+    this.#placedQueued -= calls.length;
+    for (const call of calls) call.placement = undefined;
+    this.#queue.push(...calls);
+    this.#queue.sort((a, b) => (a.queuedAt ?? 0) - (b.queuedAt ?? 0));
+    this.pump(true);
+  }
+
   /** Queued calls per worker id, for the calls bound to one (pinned or keyed). */
   queuedPerWorker(): Map<string, number> {
     const out = new Map<string, number>();
-    for (const call of this.#queue) {
+    const count = (call: PoolCall) => {
       const w = this.ownerOf(call);
       if (w !== undefined) out.set(w.id, (out.get(w.id) ?? 0) + 1);
-    }
+    };
+    this.#queue.forEach(count);
+    for (const q of this.#placed.values()) q.forEach(count);
     return out;
   }
 
@@ -174,14 +235,13 @@ export class PoolRouter {
    */
   ownerOf(call: PoolCall): Worker | undefined {
     const { worker, key } = call.options;
-    if (worker !== undefined) {
-      return this.#opts.workers.find((w) => w.id === worker);
-    }
+    const among = call.placement?.workers ?? this.#opts.workers;
+    if (worker !== undefined) return among.find((w) => w.id === worker);
     if (key === undefined) return undefined;
     const h = hash32(key, 0);
     let best: Worker | undefined;
     let bestScore = -1;
-    for (const w of this.#opts.workers) {
+    for (const w of among) {
       if (!routable(w)) continue;
       const score = mix32(h ^ this.#seed(w.id));
       if (score > bestScore) [best, bestScore] = [w, score];
@@ -230,8 +290,59 @@ export class PoolRouter {
     return anyReady ? null : this.#noneReady(call);
   }
 
-  #noneReady(call: PoolCall): NoWorkerError | null {
-    const workers = this.#opts.workers;
+  /**
+   * `#pick` for a call of a placed model: the same rules over the model's
+   * slots only (its own round-robin position), and a pinned call naming a
+   * slot without the model ends with `NoWorkerError`.
+   */
+  #pickPlaced(call: PoolCall, p: ModelPlacement): Worker | Error | null {
+    const max = this.#opts.maxInFlightPerWorker;
+    const slots = p.workers;
+    const pinned = call.options.worker;
+    if (pinned !== undefined) {
+      const w = slots.find((s) => s.id === pinned);
+      if (w === undefined) {
+        const ids = slots.map((s) => s.id);
+        return new NoWorkerError(
+          this.#opts.workers.some((s) => s.id === pinned)
+            ? `Cannot route call ${call.cmd}: worker ${pinned} does not hold model '${p.name}' (it is placed on ${
+              ids.join(", ") || "no worker"
+            }: workers ${p.count})`
+            : `Cannot route call ${call.cmd}: no worker '${pinned}'`,
+          { details: { model: p.name, worker: pinned, slots: ids } },
+        );
+      }
+      if (!routable(w)) {
+        return new NoWorkerError(
+          `Cannot route call ${call.cmd}: worker ${pinned} is ${
+            w.state === "ready" ? "disconnected" : w.state
+          }`,
+        );
+      }
+      return w.inFlight < max ? w : null;
+    }
+    if (call.options.key !== undefined) {
+      const owner = this.ownerOf(call);
+      if (owner === undefined) return this.#noneReady(call, p);
+      return owner.inFlight < max ? owner : null;
+    }
+    const n = slots.length;
+    let anyReady = false;
+    for (let i = 0; i < n; i++) {
+      const idx = (p.rr + i) % n;
+      const w = slots[idx]!;
+      if (!routable(w)) continue;
+      anyReady = true;
+      if (w.inFlight < max) {
+        p.rr = (idx + 1) % n;
+        return w;
+      }
+    }
+    return anyReady ? null : this.#noneReady(call, p);
+  }
+
+  #noneReady(call: PoolCall, p?: ModelPlacement): NoWorkerError | null {
+    const workers = p?.workers ?? this.#opts.workers;
     if (
       workers.some((w) =>
         w.state === "starting" || w.state === "restarting" ||
@@ -241,9 +352,14 @@ export class PoolRouter {
       return null;
     }
     return new NoWorkerError(
-      `Cannot route call ${call.cmd}: no worker is ready`,
+      p === undefined
+        ? `Cannot route call ${call.cmd}: no worker is ready`
+        : `Cannot route call ${call.cmd}: no worker of model '${p.name}' is ready (it is placed on ${
+          workers.map((w) => `${w.id} ${w.state}`).join(", ") || "no worker"
+        })`,
       {
         details: {
+          ...(p === undefined ? {} : { model: p.name }),
           workers: workers.map((w) => ({
             id: w.id,
             state: w.state,
@@ -254,15 +370,23 @@ export class PoolRouter {
     );
   }
 
-  #hasRoom(): boolean {
+  #hasRoom(placement?: ModelPlacement): boolean {
     const max = this.#opts.maxInFlightPerWorker;
-    return this.#opts.workers.some((w) => routable(w) && w.inFlight < max);
+    return (placement?.workers ?? this.#opts.workers).some((w) =>
+      routable(w) && w.inFlight < max
+    );
   }
 
   #enqueue(call: PoolCall, front: boolean): void {
     call.queuedAt = performance.now();
-    if (front) this.#queue.unshift(call);
-    else this.#queue.push(call);
+    let queue = this.#queue;
+    if (call.placement !== undefined) {
+      queue = this.#placed.get(call.placement) ?? [];
+      if (queue.length === 0) this.#placed.set(call.placement, queue);
+      this.#placedQueued++;
+    }
+    if (front) queue.unshift(call);
+    else queue.push(call);
     // A delay past a timer's range (~24.8 days) would fire at once: such a
     // call waits in the queue without a timer, like one with no timeout.
     if (call.timer === undefined && call.deadline !== Infinity) {
@@ -289,9 +413,13 @@ export class PoolRouter {
   }
 
   #drop(call: PoolCall, outcome: QueueWaitOutcome, error: Error): void {
-    const at = this.#queue.indexOf(call);
+    const queue = call.placement === undefined
+      ? this.#queue
+      : this.#placed.get(call.placement);
+    const at = queue?.indexOf(call) ?? -1;
     if (at < 0) return;
-    this.#queue.splice(at, 1);
+    queue!.splice(at, 1);
+    if (call.placement !== undefined) this.#placedQueued--;
     this.#unqueue(call);
     this.#abandoned(call, outcome);
     call.reject(error);

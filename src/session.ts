@@ -546,8 +546,8 @@ export class Session implements AsyncDisposable {
     spec: ModelSpec,
     options?: RequestOptions,
   ): Promise<ModelDescription> {
-    // `timeout` is the pool's (host-only), not the server's.
-    const { timeout: _timeout, ...wire } = spec;
+    // `timeout` and `workers` are the pool's (host-only), not the server's.
+    const { timeout: _timeout, workers: _workers, ...wire } = spec;
     return this.request<ModelDescription>(
       "addModel",
       { ...wire, name },
@@ -569,8 +569,8 @@ export class Session implements AsyncDisposable {
     spec: ModelSpec,
     options?: RequestOptions,
   ): Promise<ModelDescription> {
-    // `timeout` is the pool's (host-only), not the server's.
-    const { timeout: _timeout, ...wire } = spec;
+    // `timeout` and `workers` are the pool's (host-only), not the server's.
+    const { timeout: _timeout, workers: _workers, ...wire } = spec;
     return this.request<ModelDescription>(
       "updateModel",
       { ...wire, name },

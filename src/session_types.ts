@@ -119,6 +119,18 @@ export interface ModelSpec {
    * @default {the class's timeout_ms, else the pool's requestTimeout}
    */
   timeout?: number;
+  /**
+   * How many of a `Pool`'s workers load the model (docs/models.md,
+   * "Placement"): an integer from 1 to 1024. The pool picks the slots (the
+   * ready ones holding the fewest placed models first, then in slot order)
+   * and routes the model's calls to them only. A number above the pool's
+   * size loads it on every worker and is kept: a pool that grows places it
+   * on new workers until it has that many. Absent: every worker, as
+   * without it. Host-only: never sent to Python (a `Session` leaves it
+   * out). An `updateModel` with another number moves the model.
+   * @default {every worker}
+   */
+  workers?: number;
 }
 
 /**

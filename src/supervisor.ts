@@ -175,14 +175,22 @@ export class Supervisor {
       // waits for, so one in flight on a victim would be cut short (and the
       // next one must not pick it).
       // (An object: a promise returned here would be awaited in the lock.)
-      const removal = await this.#opts.registry.exclusive(() =>
-        Promise.resolve({
-          done: this.#closing ? undefined : this.#retire(
-            pickVictims(this.workers, this.workers.length - count),
-            graceMs,
-          ),
-        })
-      );
+      // The placed models on the victims are loaded elsewhere first, so
+      // their calls keep a slot.
+      const registry = this.#opts.registry;
+      const removal = await registry.exclusive(async () => {
+        if (this.#closing) return { done: undefined };
+        const victims = pickVictims(this.workers, this.workers.length - count);
+        if (registry.placements.size > 0) {
+          await registry.evacuate(
+            victims,
+            this.workers.filter((w) => !victims.includes(w)),
+          );
+        }
+        return {
+          done: this.#closing ? undefined : this.#retire(victims, graceMs),
+        };
+      });
       await removal.done;
       return;
     }
@@ -287,6 +295,7 @@ export class Supervisor {
       const at = this.workers.indexOf(w);
       if (at >= 0) this.workers.splice(at, 1);
       this.#byId.delete(w.id);
+      this.#opts.registry.forget(w);
     }
     pump(true);
   }
@@ -340,7 +349,7 @@ export class Supervisor {
         await plugins.run("onWorkerStart", { worker, session, restart }, ctx);
         await plugins.run("onSessionOpen", { worker, session }, ctx);
         await registry.exclusive(async () => {
-          await registry.replay(session);
+          await registry.replay(session, worker);
           worker.markReady();
         });
       },

@@ -123,6 +123,11 @@ export interface WorkerInfo {
   readonly stderrTail: string;
   /** Why the slot is `failed`, else `null`. */
   readonly failedReason: string | null;
+  /**
+   * The models it holds (`pool.status()` only): every model but the placed
+   * ones (`ModelSpec.workers`) whose slot it is not.
+   */
+  readonly models?: string[];
 }
 
 type SessionSetup = Pick<

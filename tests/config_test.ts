@@ -657,6 +657,21 @@ Deno.test("parseConfig: models[].timeout is an integer number of ms from 1 to 2^
   }
 });
 
+Deno.test("parseConfig: models[].workers is an integer from 1 to 1024", () => {
+  const entry = (workers: unknown) => ({
+    models: [{ name: "m", file: "m.py", workers }],
+  });
+  assert.equal(parseConfig(entry(2)).models?.[0]?.workers, 2);
+  assert.equal(parseConfig(entry(1024)).models?.[0]?.workers, 1024);
+  for (const bad of [0, -1, 1.5, "2", 1025, null]) {
+    assert.equal(
+      configError(() => parseConfig(entry(bad))),
+      "models[0].workers: expected an integer from 1 to 1024 (at pyproxy.json: models[0].workers)",
+      String(bad),
+    );
+  }
+});
+
 Deno.test("parseConfig: env takes variable names to strings, and refuses what the host sets for the server's own start and protocol", () => {
   assert.deepEqual(
     parseConfig({

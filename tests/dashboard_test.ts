@@ -204,7 +204,7 @@ Deno.test({
       const source =
         "class M:\n    def execute(self, msg):\n        return msg\n";
       await pool.addModel("forever", { source, timeout: Infinity });
-      await pool.addModel("quick", { source, timeout: 1500 });
+      await pool.addModel("quick", { source, timeout: 1500, workers: 1 });
       await pool.addModel("closing", {
         source: source + "    close_timeout_ms = 2500\n" +
           "    def close(self):\n        pass\n",
@@ -236,6 +236,12 @@ Deno.test({
             .allInnerTexts())[4];
         assert.equal(await close("closing"), "2500 ms");
         assert.equal(await close("quick"), "");
+        // The workers holding a placed model (workers: 1), "all" otherwise.
+        const slots = async (name: string) =>
+          (await page.locator(`#models tr[data-model="${name}"] td`)
+            .allInnerTexts())[8];
+        assert.equal(await slots("quick"), "w1");
+        assert.equal(await slots("forever"), "all");
       } finally {
         await browser.close();
         ac.abort();

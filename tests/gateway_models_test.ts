@@ -99,8 +99,11 @@ Deno.test("PUT /v1/models/{name}: a bad body is a 400 naming the field", async (
     [{ options: {} }, "file: is required"],
     [{ file: 1 }, "file: expected a file path"],
     [{ file: "echo.py", extra: 1 }, "extra: unknown field"],
-    [[{ file: "echo.py" }], "expected {file, options?, class?, timeout?}"],
-    [null, "expected {file, options?, class?, timeout?}"],
+    [
+      [{ file: "echo.py" }],
+      "expected {file, options?, class?, timeout?, workers?}",
+    ],
+    [null, "expected {file, options?, class?, timeout?, workers?}"],
   ];
   for (const [body, message] of cases) {
     const res = await gw.fetch("/v1/models/bad", put(body));

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { type PoolCall, PoolRouter } from "../src/pool_router.ts";
 import type { Worker } from "../src/worker.ts";
+import { NoWorkerError } from "../src/errors.ts";
 
 /** A ready worker as the router reads one: its id, state and open session. */
 function readyWorker(id: string): Worker {
@@ -59,4 +60,84 @@ Deno.test("PoolRouter routes a key to the same worker before and after forgettin
   for (const [key, id] of before) {
     assert.equal(router.ownerOf(keyed(key))?.id, id, key);
   }
+});
+
+/** A ready worker whose `inFlight` reads are counted (the cost of a scan). */
+function countedWorker(id: string, reads: { n: number }) {
+  return {
+    id,
+    state: "ready",
+    session: { isClosed: false },
+    busy: 0,
+    get inFlight() {
+      reads.n++;
+      return this.busy;
+    },
+  };
+}
+
+Deno.test("PoolRouter: calls queued for a placed model's busy slot cost a freed slot elsewhere nothing, and leave with their model's placement", () => {
+  const reads = { n: 0 };
+  const w1 = countedWorker("w1", reads);
+  const w2 = countedWorker("w2", reads);
+  const workers = [w1, w2] as unknown as Worker[];
+  const sent: Array<[string, string]> = [];
+  const router = new PoolRouter({
+    workers,
+    maxInFlightPerWorker: 1,
+    maxQueue: 1000,
+    send: (call, w) => {
+      sent.push([String(call.args?.name), w.id]);
+      (w as unknown as { busy: number }).busy++;
+    },
+    coming: () => false,
+  });
+  const placement = { name: "a", count: 1, workers: [workers[0]!], rr: 0 };
+  const rejected: unknown[] = [];
+  const call = (name: string): PoolCall =>
+    ({
+      cmd: "executeModel",
+      args: { name },
+      options: {},
+      deadline: Infinity,
+      retries: 0,
+      resolve: () => {},
+      reject: (e: unknown) => rejected.push(e),
+      ...(name === "a" ? { placement } : {}),
+    }) as PoolCall;
+  w1.busy = 1;
+  w2.busy = 1;
+  for (let i = 0; i < 500; i++) router.route(call("a"), false);
+  router.route(call("b"), false);
+  assert.equal(router.queued, 501);
+  // w2 frees: b goes there, without a look at each of a's 500 calls.
+  w2.busy = 0;
+  reads.n = 0;
+  router.pump(false);
+  assert.deepEqual(sent, [["b", "w2"]]);
+  assert.ok(reads.n < 10, `${reads.n} reads of inFlight`);
+  // w1 frees: a's oldest goes there, and only there.
+  w1.busy = 0;
+  router.pump(false);
+  assert.deepEqual(sent.at(-1), ["a", "w1"]);
+  assert.equal(router.queued, 499);
+  // Placed no more (removed): its calls may go to any worker.
+  w2.busy = 0;
+  router.unplace(placement);
+  assert.deepEqual(sent.at(-1), ["a", "w2"]);
+  assert.equal(router.queued, 498);
+  // A pinned call to a slot without the model: a typed error, not queued.
+  let error: unknown;
+  router.route(
+    { ...call("a"), options: { worker: "w2" }, reject: (e) => error = e },
+    false,
+  );
+  assert.ok(error instanceof NoWorkerError, String(error));
+  assert.match(
+    (error as Error).message,
+    /worker w2 does not hold model 'a' \(it is placed on w1: workers 1\)/,
+  );
+  assert.deepEqual(rejected, []);
+  router.drain(() => new Error("drained"));
+  assert.equal(rejected.length, 498);
 });

@@ -283,6 +283,18 @@ export function components(token: boolean): OpenApiObject {
         description:
           "For a model with a `close()`: its class's `close_timeout_ms` (default 5000). A `DELETE`, or a `PUT` that replaces it, may spend up to twice this (its calls in flight, then `close()`) on top of `limits.loadTimeout`.",
       },
+      workers: {
+        type: "integer",
+        minimum: 1,
+        description:
+          "How many workers load it (its config entry's or `PUT` body's `workers`); absent: every worker.",
+      },
+      slots: {
+        type: "array",
+        items: { type: "string" },
+        description:
+          "With `workers`: the workers that hold it now (their ids); its calls go to them only.",
+      },
       optionKeys: { type: "array", items: { type: "string" } },
       options: {
         type: "object",

@@ -244,6 +244,13 @@ function modelPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
               description:
                 "The timeout of the model's calls in ms, by default and at most, instead of `limits.requestTimeout` (above or below it) and of its class's `timeout_ms`.",
             },
+            workers: {
+              type: "integer",
+              minimum: 1,
+              maximum: 1024,
+              description:
+                "How many workers load the model (absent: every worker); more than the pool has: every worker, and new ones as it grows. Its calls go to those workers only.",
+            },
           },
           additionalProperties: false,
         },

@@ -65,6 +65,11 @@ export interface ModelEntry {
    * applies to the models without one (docs/gateway.md).
    */
   timeout?: number | undefined;
+  /**
+   * How many workers load the model, 1 to 1024 (absent: every worker): its
+   * calls go to those only (docs/models.md, "Placement").
+   */
+  workers?: number | undefined;
 }
 
 /**
@@ -266,6 +271,7 @@ const ModelEntrySchema: v.GenericSchema<unknown, ModelEntry> = strict({
   options: v.optional(record()),
   class: v.optional(str("a class name")),
   timeout: v.optional(int(1, MAX_MODEL_TIMEOUT)),
+  workers: v.optional(int(1, 1024)),
 });
 
 const LimitsSchema: v.GenericSchema<
@@ -388,7 +394,7 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
   models: v.optional(
     v.array(
       ModelEntrySchema,
-      "expected an array of {name, file, options?, class?, timeout?}",
+      "expected an array of {name, file, options?, class?, timeout?, workers?}",
     ),
   ),
   plugins: v.optional(

@@ -89,7 +89,7 @@ export function dashboardHtml(options: DashboardOptions): string {
 <h2>Workers</h2>
 <table id="workers"><thead><tr><th>id</th><th>pid</th><th>state</th><th>in flight</th><th>parked</th><th>restarts</th><th>uptime</th><th>last exit</th></tr></thead><tbody></tbody></table>
 <h2>Models</h2>
-<table id="models"><thead><tr><th>name</th><th>class</th><th>inputs</th><th>timeout</th><th>close timeout</th><th>requests</th><th>errors</th><th>mean latency</th></tr></thead><tbody></tbody></table>
+<table id="models"><thead><tr><th>name</th><th>class</th><th>inputs</th><th>timeout</th><th>close timeout</th><th>requests</th><th>errors</th><th>mean latency</th><th>workers</th></tr></thead><tbody></tbody></table>
 <section id="plugins-section" hidden>
 <h2>Plugins</h2>
 <table id="plugins"><thead><tr><th>plugin</th><th>field</th><th>value</th></tr></thead><tbody></tbody></table>
@@ -165,7 +165,7 @@ export function dashboardHtml(options: DashboardOptions): string {
         const errors = counts.filter(([s]) => Number(s) >= 400).reduce((a, [, n]) => a + n, 0);
         return {
           attrs: { "data-model": m.name, "data-requests": String(total) },
-          cells: [m.name, m.class || "", Object.keys(m.inputs || {}).join(", "), m.timeout === undefined ? "" : (m.timeout === null ? "none" : fmtMs(m.timeout)) + (m.timeoutSource === "default" ? "" : " (" + m.timeoutSource + ")"), m.closeTimeoutMs === undefined ? "" : fmtMs(m.closeTimeoutMs), total, errors, total ? (mm.durationSum / total * 1000).toFixed(1) + " ms" : "–"],
+          cells: [m.name, m.class || "", Object.keys(m.inputs || {}).join(", "), m.timeout === undefined ? "" : (m.timeout === null ? "none" : fmtMs(m.timeout)) + (m.timeoutSource === "default" ? "" : " (" + m.timeoutSource + ")"), m.closeTimeoutMs === undefined ? "" : fmtMs(m.closeTimeoutMs), total, errors, total ? (mm.durationSum / total * 1000).toFixed(1) + " ms" : "–", m.slots ? m.slots.join(", ") : "all"],
         };
       }));
       // What plugins report of themselves (autoscale: bounds, target, state,

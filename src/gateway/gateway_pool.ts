@@ -34,6 +34,13 @@ export interface GatewayModelSpec {
    * pool's `ModelSpec.timeout`, the gateway's `models[].timeout`.
    */
   timeout?: number;
+  /**
+   * How many workers load the model (1 to 1024; absent: every worker): the
+   * pool's `ModelSpec.workers`, the gateway's `models[].workers`. A pool of
+   * your own given to `createGateway` places the model as it can, or
+   * refuses a spec with it.
+   */
+  workers?: number;
 }
 
 /**
@@ -91,7 +98,9 @@ export interface GatewayPoolStatus {
     {
       name: string;
       timeout?: number;
-      spec?: { timeout?: number };
+      spec?: { timeout?: number; workers?: number };
+      /** The workers holding it, for a model with `spec.workers`. */
+      slots?: readonly string[];
       /** Its `close_timeout_ms`, for a model with a `close()`. */
       closeTimeoutMs?: number;
     }

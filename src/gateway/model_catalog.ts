@@ -71,6 +71,10 @@ export interface GatewayModelInfo {
    * `loadTimeout`.
    */
   closeTimeoutMs?: number;
+  /** How many workers load it (its spec's `workers`), when not every one. */
+  workers?: number;
+  /** With `workers`: the ids of the workers that hold it now. */
+  slots?: string[];
   /** The options it was constructed with. */
   options?: Record<string, unknown>;
 }
@@ -107,6 +111,7 @@ function asDescription(
   }
   const closeTimeoutMs = closeTimeoutOf(d);
   if (closeTimeoutMs !== undefined) out.closeTimeoutMs = closeTimeoutMs;
+  if (spec.workers !== undefined) out.workers = spec.workers;
   if (spec.options !== undefined) out.options = spec.options;
   return out;
 }
@@ -339,8 +344,13 @@ export class ModelCatalog {
     m: ReturnType<GatewayPool["status"]>["models"][number],
   ): GatewayModelInfo {
     const known = this.#models.get(m.name);
-    if (known !== undefined) return known;
+    // Its slots as they are now (a resize or a restart moves them).
+    if (known !== undefined) {
+      return m.slots === undefined ? known : { ...known, slots: [...m.slots] };
+    }
     const out: GatewayModelInfo = { name: m.name };
+    if (m.spec?.workers !== undefined) out.workers = m.spec.workers;
+    if (m.slots !== undefined) out.slots = [...m.slots];
     if (m.timeout !== undefined) {
       out.timeout = m.timeout;
       out.timeoutSource = m.spec?.timeout === undefined ? "class" : "spec";

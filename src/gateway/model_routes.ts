@@ -34,7 +34,9 @@ import { stringifyJson } from "../_exact_json.ts";
 import { jsonResponse } from "./json_response.ts";
 import { MAX_MODEL_TIMEOUT, MODEL_TIMEOUT_SHAPE } from "../_model_timeout.ts";
 
-const SPEC_SHAPE = "expected {file, options?, class?, timeout?}";
+const SPEC_SHAPE = "expected {file, options?, class?, timeout?, workers?}";
+const WORKERS_SHAPE =
+  "expected an integer from 1 to 1024 (how many workers load the model; absent: every worker)";
 
 // valibot's object schemas take an array for an object: refused first.
 const ModelSpecBody = v.pipe(
@@ -64,12 +66,20 @@ const ModelSpecBody = v.pipe(
           v.maxValue(MAX_MODEL_TIMEOUT, `expected ${MODEL_TIMEOUT_SHAPE}`),
         ),
       ),
+      workers: v.optional(
+        v.pipe(
+          v.number(WORKERS_SHAPE),
+          v.integer(WORKERS_SHAPE),
+          v.minValue(1, WORKERS_SHAPE),
+          v.maxValue(1024, WORKERS_SHAPE),
+        ),
+      ),
     },
     // One message for three failures: an unknown key and a missing one carry
     // the key in their path; a body that is not an object has none.
     (issue) =>
       issue.expected === "never"
-        ? "unknown field (allowed: file, options, class, timeout)"
+        ? "unknown field (allowed: file, options, class, timeout, workers)"
         : issue.input === undefined && issue.path?.length
         ? "is required"
         : SPEC_SHAPE,
@@ -825,6 +835,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     if (body.options !== undefined) spec.options = body.options;
     if (body.class !== undefined) spec.class = body.class;
     if (body.timeout !== undefined) spec.timeout = body.timeout;
+    if (body.workers !== undefined) spec.workers = body.workers;
     const dir = ctx.modelsDir;
     // Add or update as one step per name: two PUTs of a new name would both
     // see it missing, and the second add would fail ("it already exists").

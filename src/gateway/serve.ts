@@ -393,6 +393,7 @@ export async function serve(
           ...(m.options === undefined ? {} : { options: m.options }),
           ...(m.class === undefined ? {} : { class: m.class }),
           ...(m.timeout === undefined ? {} : { timeout: m.timeout }),
+          ...(m.workers === undefined ? {} : { workers: m.workers }),
         }, { timeout: loadTimeout, signal: startAbort.signal });
       } catch (err) {
         const stopped = interruption();

@@ -1,0 +1,46 @@
+/**
+ * Where a model with a `workers` count runs (docs/models.md, "Placement"):
+ * its slots, kept by the model registry and read live by the router.
+ *
+ * @module
+ */
+import type { Worker } from "./worker.ts";
+
+/**
+ * A placed model: the slots that load it. The registry changes `workers`
+ * in place (a move, a resize, an update), so calls queued for the model
+ * see its slots as they are when they leave the queue.
+ */
+export interface ModelPlacement {
+  /** The model's name. */
+  readonly name: string;
+  /** How many slots it wants (`ModelSpec.workers`); more than the pool has: all of them. */
+  count: number;
+  /** Its slots, in the order they got it. */
+  readonly workers: Worker[];
+  /** Round-robin position among `workers` (router-owned). */
+  rr: number;
+}
+
+/** A slot that can take a model command now. */
+export function loadable(w: Worker): boolean {
+  return w.state === "ready" && w.session !== undefined &&
+    !w.session.isClosed;
+}
+
+/**
+ * The `n` slots of `candidates` a model goes to: ready ones first, then
+ * those holding the fewest placed models (`load`), then slot order. Stable
+ * and deterministic: the same pool state gives the same slots.
+ */
+export function chooseSlots(
+  candidates: readonly Worker[],
+  n: number,
+  load: (w: Worker) => number,
+): Worker[] {
+  return candidates
+    .map((w, at) => ({ w, at, ready: loadable(w) ? 0 : 1, load: load(w) }))
+    .sort((a, b) => a.ready - b.ready || a.load - b.load || a.at - b.at)
+    .slice(0, n)
+    .map(({ w }) => w);
+}

@@ -1,0 +1,429 @@
+/**
+ * Placement (`ModelSpec.workers`): a model loaded on some of the pool's
+ * workers only, its calls routed there, kept through restarts, resizes and
+ * updates. Real Python workers; each model marks the processes that loaded
+ * it with a file named by their pid.
+ */
+import assert from "node:assert/strict";
+import { ConfigError, NoWorkerError } from "../src/errors.ts";
+import { Pool } from "../src/pool.ts";
+import {
+  modelsDir,
+  nextEvent,
+  pidOf,
+  PidTracker,
+  poolOptions,
+  readyAgain,
+} from "./_pool_harness.ts";
+
+/** Writes `loaded-<pid>` into `options.dir` when it loads; answers with its pid. */
+const MARKER = `
+import os
+
+class Marker:
+    def __init__(self, options):
+        open(os.path.join(options["dir"], "loaded-%d" % os.getpid()), "a").close()
+
+    def execute(self, msg):
+        return {"pid": os.getpid()}
+`;
+
+type Pid = { pid: number };
+
+/** A temp directory for the markers, removed on dispose. */
+async function markerDir(): Promise<{ path: string } & AsyncDisposable> {
+  const path = await Deno.makeTempDir({ prefix: "pyproxy-placement-" });
+  return {
+    path,
+    [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }),
+  };
+}
+
+/** The pids that loaded a marker model, sorted. */
+async function loadedBy(dir: string): Promise<number[]> {
+  const pids: number[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    const m = /^loaded-(\d+)$/.exec(e.name);
+    if (m) pids.push(Number(m[1]));
+  }
+  return pids.sort((a, b) => a - b);
+}
+
+/** The distinct pids that answer `n` calls of `name`, sorted. */
+async function pidsOf(pool: Pool, name: string, n = 30): Promise<number[]> {
+  const replies = await Promise.all(
+    Array.from({ length: n }, () => pool.execute<Pid>(name, {})),
+  );
+  return [...new Set(replies.map((r) => r.pid))].sort((a, b) => a - b);
+}
+
+function slotsOf(pool: Pool, name: string): string[] | undefined {
+  return pool.status().models.find((m) => m.name === name)?.slots;
+}
+
+Deno.test("Pool placement: a model with workers 1 loads on one worker of 3 and all its calls go there; an unplaced one still round-robins", async () => {
+  await using dir = await modelsDir();
+  await using marks = await markerDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 3 }));
+    pids.watch(pool);
+    await pool.addModel("big", {
+      source: MARKER,
+      options: { dir: marks.path },
+      workers: 1,
+    });
+    await pool.addModel("whoami", { file: "whoami.py" });
+    assert.deepEqual(slotsOf(pool, "big"), ["w1"]);
+    const w1 = pidOf(pool, "w1");
+    assert.deepEqual(await pidsOf(pool, "big"), [w1]);
+    assert.deepEqual(
+      await loadedBy(marks.path),
+      [w1],
+      "w2 and w3 never loaded it",
+    );
+    assert.equal((await pidsOf(pool, "whoami")).length, 3);
+    const status = pool.status();
+    assert.deepEqual(
+      status.workers.map((w) => `${w.id}: ${w.models?.join(",")}`),
+      ["w1: big,whoami", "w2: whoami", "w3: whoami"],
+    );
+    assert.equal(status.models[0]!.spec.workers, 1);
+    assert.equal(status.models[1]!.slots, undefined);
+    // A second placed model goes to a slot holding none.
+    await pool.addModel("big2", {
+      source: MARKER,
+      options: { dir: marks.path },
+      workers: 2,
+    });
+    assert.deepEqual(slotsOf(pool, "big2"), ["w2", "w3"]);
+    // A pinned call to a slot without the model: a typed error, not sent.
+    await assert.rejects(
+      pool.execute("big", {}, { worker: "w2" }),
+      (err: unknown) =>
+        err instanceof NoWorkerError && err.code === "NO_WORKER" &&
+        /worker w2 does not hold model 'big' \(it is placed on w1: workers 1\)/
+          .test(err.message),
+    );
+    assert.deepEqual(
+      await pool.execute("big", {}, { worker: "w1" }),
+      { pid: w1 },
+    );
+    // A keyed call stays on the model's slots.
+    const keyed = await Promise.all(
+      ["a", "b", "c", "d", "e", "f"].map((key) =>
+        pool.execute<Pid>("big2", {}, { key })
+      ),
+    );
+    const big2 = [pidOf(pool, "w2"), pidOf(pool, "w3")];
+    for (const r of keyed) assert.ok(big2.includes(r.pid));
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: a call of an unplaced model is not held up behind a queued call waiting for a placed model's busy slot", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 2, maxInFlightPerWorker: 1 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("a", { file: "slow.py", workers: 1 });
+    await pool.addModel("b", { file: "slow.py" });
+    const [w1, w2] = [pidOf(pool, "w1"), pidOf(pool, "w2")];
+    let a1Done = false;
+    const a1 = pool.execute<Pid>("a", { ms: 4000 }).finally(() =>
+      a1Done = true
+    );
+    const b1 = pool.execute<Pid>("b", { ms: 200 });
+    // Both slots busy: a2 (only w1) queues first, b2 (either) after it.
+    const a2 = pool.execute<Pid>("a", { ms: 0 });
+    const b2 = pool.execute<Pid>("b", { ms: 0 });
+    assert.equal(pool.status().queue, 2);
+    assert.equal((await b1).pid, w2);
+    assert.equal((await b2).pid, w2, "b2 took w2 when it freed, ahead of a2");
+    assert.equal(a1Done, false, "b2 did not wait for a's slot");
+    assert.equal((await a1).pid, w1);
+    assert.equal((await a2).pid, w1);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: a placed slot killed restarts with the model (replayed there only) and its calls resume", async () => {
+  await using dir = await modelsDir();
+  await using marks = await markerDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 3 }));
+    pids.watch(pool);
+    await pool.addModel("big", {
+      source: MARKER,
+      options: { dir: marks.path },
+      workers: 1,
+    });
+    const old = pidOf(pool, "w1");
+    const ready = readyAgain(pool, "w1");
+    pool.killWorker("w1", "test");
+    await ready;
+    const now = pidOf(pool, "w1");
+    assert.notEqual(now, old);
+    assert.deepEqual(await pidsOf(pool, "big"), [now]);
+    assert.deepEqual(
+      await loadedBy(marks.path),
+      [old, now].sort((a, b) => a - b),
+    );
+    assert.deepEqual(slotsOf(pool, "big"), ["w1"]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: resize 3 -> 1 moves a model off a removed slot before it goes, and no call fails", async () => {
+  await using dir = await modelsDir();
+  await using marks = await markerDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 3 }));
+    pids.watch(pool);
+    await pool.addModel("first", { file: "whoami.py", workers: 1 });
+    await pool.addModel("slow", { file: "slow.py" });
+    await pool.addModel("big", {
+      source: MARKER,
+      options: { dir: marks.path },
+      workers: 1,
+    });
+    assert.deepEqual(slotsOf(pool, "first"), ["w1"]);
+    assert.deepEqual(slotsOf(pool, "big"), ["w2"]);
+    const w2 = pidOf(pool, "w2");
+    // w1 and w3 busier than w2 (20 long calls each): the shrink keeps w1
+    // (the busiest, the oldest among equals) and removes w2, big's slot.
+    const busy = ["w1", "w3"].flatMap((worker) =>
+      Array.from(
+        { length: 20 },
+        () => pool.execute("slow", { ms: 1500 }, { worker }),
+      )
+    );
+    let stop = false;
+    const load = (async () => {
+      const failures: unknown[] = [];
+      let n = 0;
+      while (!stop) {
+        const rs = await Promise.allSettled(
+          Array.from({ length: 10 }, () => pool.execute<Pid>("big", {})),
+        );
+        n += rs.length;
+        for (const r of rs) {
+          if (r.status === "rejected") failures.push(r.reason);
+        }
+      }
+      return { failures, n };
+    })();
+    const status = await pool.resize(1);
+    stop = true;
+    const { failures, n } = await load;
+    await Promise.all(busy);
+    assert.deepEqual(failures, [], "no call failed while the model moved");
+    assert.ok(n > 0);
+    assert.deepEqual(status.workers.map((w) => w.id), ["w1"]);
+    assert.deepEqual(slotsOf(pool, "big"), ["w1"]);
+    const w1 = pidOf(pool, "w1");
+    assert.deepEqual(await pidsOf(pool, "big"), [w1]);
+    assert.deepEqual(
+      await loadedBy(marks.path),
+      [w1, w2].sort((a, b) => a - b),
+    );
+    // Growing again keeps the placement: workers 1 stays on 1.
+    await pool.resize(2);
+    assert.deepEqual(slotsOf(pool, "big"), ["w1"]);
+    assert.deepEqual(await pidsOf(pool, "big"), [w1]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: workers above the pool's size loads it everywhere and places it on new slots as the pool grows", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 2 }));
+    pids.watch(pool);
+    await pool.addModel("three", { file: "whoami.py", workers: 3 });
+    await pool.addModel("two", { file: "whoami.py", workers: 2 });
+    assert.deepEqual(slotsOf(pool, "three"), ["w1", "w2"]);
+    await pool.resize(4);
+    // The first new slot to replay gets it.
+    const three = slotsOf(pool, "three")!;
+    assert.equal(three.length, 3);
+    assert.deepEqual(three.slice(0, 2), ["w1", "w2"]);
+    assert.ok(["w3", "w4"].includes(three[2]!));
+    assert.deepEqual(slotsOf(pool, "two"), ["w1", "w2"]);
+    assert.equal((await pidsOf(pool, "three")).length, 3);
+    assert.equal((await pidsOf(pool, "two")).length, 2);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: updateModel with another workers count moves the model (1 -> 2 -> every worker -> 1)", async () => {
+  await using dir = await modelsDir();
+  await using marks = await markerDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 3 }));
+    pids.watch(pool);
+    const spec = { source: MARKER, options: { dir: marks.path } };
+    await pool.addModel("big", { ...spec, workers: 1 });
+    await pool.updateModel("big", { ...spec, workers: 2 });
+    assert.deepEqual(slotsOf(pool, "big"), ["w1", "w2"]);
+    const [w1, w2, w3] = ["w1", "w2", "w3"].map((id) => pidOf(pool, id));
+    assert.deepEqual(
+      await pidsOf(pool, "big"),
+      [w1!, w2!].sort((a, b) => a - b),
+    );
+    assert.deepEqual(
+      await loadedBy(marks.path),
+      [w1!, w2!].sort((a, b) => a - b),
+    );
+    await pool.updateModel("big", spec);
+    assert.equal(slotsOf(pool, "big"), undefined);
+    assert.equal((await pidsOf(pool, "big")).length, 3);
+    await pool.updateModel("big", { ...spec, workers: 1 });
+    assert.deepEqual(slotsOf(pool, "big"), ["w1"]);
+    assert.deepEqual(await pidsOf(pool, "big"), [w1]);
+    // w3 unloaded it: a call pinned there is refused by the pool, and its
+    // server no longer has it either.
+    await assert.rejects(
+      pool.execute("big", {}, { worker: "w3" }),
+      NoWorkerError,
+    );
+    await assert.rejects(
+      pool.control("w3", "executeModel", { name: "big", msg: {} }),
+      (err: unknown) => (err as Error).name === "ModelNotFoundError",
+    );
+    assert.ok(w3 !== undefined);
+    // removeModel frees its slot: a new placed model goes there first.
+    await pool.removeModel("big");
+    await pool.addModel("other", { file: "whoami.py", workers: 1 });
+    assert.deepEqual(slotsOf(pool, "other"), ["w1"]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: bad workers values are refused with ConfigError", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 1 }));
+    pids.watch(pool);
+    for (
+      const [bad, shown] of [[0, "0"], [-1, "-1"], [1.5, "1.5"], ["2", '"2"'], [
+        2000,
+        "2000",
+      ]] as const
+    ) {
+      await assert.rejects(
+        pool.addModel("m", { file: "whoami.py", workers: bad as number }),
+        (err: unknown) =>
+          err instanceof ConfigError &&
+          err.message ===
+            `Cannot add model 'm': workers: expected an integer from 1 to 1024 (how many workers load the model; absent: every worker), got ${shown}`,
+      );
+    }
+    await pool.addModel("m", { file: "whoami.py" });
+    await assert.rejects(
+      pool.updateModel("m", { file: "whoami.py", workers: 0 }),
+      /Cannot update model 'm': workers: expected an integer/,
+    );
+    assert.deepEqual(pool.status().models.map((m) => m.name), ["m"]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: initModel runs on the model's slots only, and a restarted slot replays it", async () => {
+  await using dir = await modelsDir();
+  await using marks = await markerDir();
+  await Deno.writeTextFile(`${dir.path}/data.txt`, "x");
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 3 }));
+    pids.watch(pool);
+    const source = `
+import os
+
+class Inits:
+    def __init__(self, options):
+        self.dir = options["dir"]
+
+    def init(self, path):
+        open(os.path.join(self.dir, "loaded-%d" % os.getpid()), "a").close()
+        return {}
+
+    def execute(self, msg):
+        return {"pid": os.getpid()}
+`;
+    await pool.addModel("m", {
+      source,
+      options: { dir: marks.path },
+      workers: 2,
+    });
+    await pool.initModel("m", "data.txt");
+    const [w1, w2] = [pidOf(pool, "w1"), pidOf(pool, "w2")];
+    assert.deepEqual(
+      await loadedBy(marks.path),
+      [w1, w2].sort((a, b) => a - b),
+    );
+    const ready = readyAgain(pool, "w2");
+    pool.killWorker("w2", "test");
+    await ready;
+    const now = pidOf(pool, "w2");
+    assert.deepEqual(
+      await loadedBy(marks.path),
+      [w1, w2, now].sort((a, b) => a - b),
+      "the restarted slot ran init again; w3 never did",
+    );
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: a model that cannot load on the slot a shrink moves it to kills that worker, with the reason, as a failed replay does", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, {
+        workers: 2,
+        env: (id) => ({ PYPROXY_TEST_SLOT: id }),
+      }),
+    );
+    pids.watch(pool);
+    await pool.addModel("first", { file: "whoami.py", workers: 1 });
+    await pool.addModel("picky", {
+      file: "picky.py",
+      options: { refuse: "w1" },
+      workers: 1,
+    });
+    assert.deepEqual(slotsOf(pool, "picky"), ["w2"]);
+    const exit = nextEvent(
+      pool,
+      "worker-exit",
+      (ev) => ev.worker === "w1" && /could not be moved/.test(ev.reason),
+    );
+    await pool.resize(1);
+    const ev = await exit;
+    assert.match(
+      ev.reason,
+      /model 'picky' could not be moved to it \(.*refusing to load here/,
+    );
+    // It is w1's model now: w1's restarts try to load it (and fail, as
+    // a model that fails its replay does).
+    assert.deepEqual(slotsOf(pool, "picky"), ["w1"]);
+  } finally {
+    await pids.assertGone();
+  }
+});
