@@ -177,6 +177,22 @@ Deno.test("InputValidator.check fails fast and bounded on huge bodies", () => {
       err instanceof ValidationError && err.fields.length === 100 &&
       err.message.endsWith("and 900 more"),
   );
+  // A body's patterns take at most 1,000,000 automaton steps in all: the
+  // worst pattern (2000 states, all live) on 100 strings of 10,000
+  // characters fails them once the steps ran out, in bounded time.
+  const costly = new InputValidator({
+    xs: { type: "array", items: { type: "string", pattern: "(?:a?){999}b" } },
+  });
+  t = performance.now();
+  const spent = costly.problems({
+    xs: new Array(100).fill("a".repeat(10_000)),
+  })!;
+  assert.ok(performance.now() - t < 500);
+  assert.equal(spent.length, 100);
+  assert.match(
+    spent[99]!.message,
+    /^expected fewer characters to check against patterns/,
+  );
   // A pattern runs on at most 10,000 characters.
   const p = new InputValidator({ s: { type: "string", pattern: "^a+$" } });
   assert.deepEqual(problems(p, { s: "a".repeat(10_001) }), [
@@ -356,6 +372,13 @@ Deno.test("InputValidator refuses bad declarations naming the field and the keyw
   const many: Record<string, unknown> = {};
   for (let i = 0; i < 10_000; i++) many[`f${i}`] = { type: "number" };
   refused(many, "more than 1000 constrained fields");
+  const patterns: Record<string, unknown> = {};
+  for (let i = 0; i < 20; i++) {
+    patterns[`s${i}`] = { type: "string", pattern: "a{1000}" };
+  }
+  refused(patterns, "s19: 'pattern'", "more than 20000 automaton states");
+  delete patterns.s19;
+  new InputValidator(patterns);
   let deep: unknown = "number";
   for (let i = 0; i < 100; i++) deep = { type: "array", items: deep };
   refused({ d: deep }, "nested deeper than 8 levels");

@@ -38,6 +38,8 @@ MAX_TEXT = 1000
 MAX_PATTERN_LENGTH = 1000
 MAX_PATTERN_STATES = 2000
 MAX_REPEAT = 1000
+# Automaton states of a declaration's patterns in all (their memory on the host).
+MAX_PATTERN_STATES_TOTAL = 20000
 # Integers and bounds the host reads exactly (a JSON number is a double there).
 MAX_SAFE = 2**53 - 1
 
@@ -87,6 +89,7 @@ def read_inputs(declared):
 class _Reader:
     def __init__(self):
         self.count = 0
+        self.states = 0
 
     def field(self, declared, path, depth, in_array):
         if isinstance(declared, str):
@@ -167,9 +170,12 @@ class _Reader:
             if not isinstance(d["pattern"], str):
                 _fail(path, "'pattern' must be a string")
             try:
-                check_pattern(d["pattern"])
+                self.states += check_pattern(d["pattern"])
             except DeclarationError as e:
                 _fail(path, "'pattern' %r: %s" % (d["pattern"], e))
+            if self.states > MAX_PATTERN_STATES_TOTAL:
+                _fail(path, "'pattern': the declaration's patterns have more than %d automaton states in all"
+                      % MAX_PATTERN_STATES_TOTAL)
         if "items" in d:
             out["items"] = self.field(d["items"], path + ["items"], depth + 1, True)
         if "properties" in d:
@@ -405,9 +411,14 @@ class _PatternParser:
 
 
 def check_pattern(source):
-    """Raise ``DeclarationError`` unless ``source`` is in the gateway's pattern subset."""
+    """Raise ``DeclarationError`` unless ``source`` is in the gateway's pattern subset.
+
+    Returns the states of its automaton on the host (with its final one).
+    """
     if len(source) > MAX_PATTERN_LENGTH:
         raise DeclarationError("a pattern longer than %d characters" % MAX_PATTERN_LENGTH)
-    if _PatternParser(source).parse() > MAX_PATTERN_STATES:
+    size = _PatternParser(source).parse()
+    if size > MAX_PATTERN_STATES:
         raise DeclarationError(
             "a pattern of more than %d states (counted repeats are copied)" % MAX_PATTERN_STATES)
+    return size + 1

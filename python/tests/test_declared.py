@@ -74,6 +74,10 @@ class ReadInputsTest(unittest.TestCase):
             nested = {"type": "object", "properties": {"x": nested}}
         self.refused({"o": nested}, "o.x.x.x.x.x.x.x.x.x:", "nested deeper")
         self.refused({"a": {"type": "array", "items": "number?"}}, "a.items:", "cannot be optional")
+        patterns = {"s%d" % i: {"type": "string", "pattern": "a{1000}"} for i in range(20)}
+        self.refused(patterns, "s19: 'pattern'", "more than 20000 automaton states")
+        del patterns["s19"]
+        read_inputs(patterns)
 
     def test_patterns_outside_the_linear_subset_are_refused(self):
         for good in ("^[a-z]+$", "(a+)+$", "^(cat|dog)s?$", "\\d{3}-\\d{4}", "[\\w.-]+@[\\w-]+", "^\\u00e9\\x41.$", ""):

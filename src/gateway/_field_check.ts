@@ -13,6 +13,13 @@ import type { FieldNode } from "./_field_declaration.ts";
 export const MAX_PROBLEMS = 1000;
 /** The longest string a `pattern` is run on (UTF-16 code units). */
 export const MAX_PATTERN_INPUT = 10_000;
+/**
+ * Automaton steps a body's patterns may take in all (a thread on a
+ * character: a plain pattern takes a few a character, one of 2000 states up
+ * to 2000): about 15 ms of the gateway's thread at most. A string
+ * checked once they ran out fails its pattern.
+ */
+export const MAX_PATTERN_STEPS = 1_000_000;
 
 /** The JSON type of a value, as {@linkcode FieldProblem.received} names it. */
 export function jsonType(value: unknown): string {
@@ -69,6 +76,8 @@ export class FieldChecker {
   readonly out: FieldProblem[] = [];
   /** The walk stopped at {@linkcode MAX_PROBLEMS}: there may be more. */
   truncated = false;
+  /** What the body's patterns may still spend. */
+  readonly #budget = { steps: MAX_PATTERN_STEPS };
 
   #add(
     path: Array<string | number>,
@@ -253,13 +262,23 @@ export class FieldChecker {
         node,
         s,
       );
-    } else if (!node.compiledPattern.test(s)) {
-      this.#add(
-        path,
-        `expected to match the pattern ${JSON.stringify(node.pattern)}`,
-        node,
-        s,
-      );
+    } else {
+      const matched = node.compiledPattern.testWithin(s, this.#budget);
+      if (matched === undefined) {
+        this.#add(
+          path,
+          `expected fewer characters to check against patterns (a body's patterns may take ${MAX_PATTERN_STEPS} steps)`,
+          node,
+          s,
+        );
+      } else if (!matched) {
+        this.#add(
+          path,
+          `expected to match the pattern ${JSON.stringify(node.pattern)}`,
+          node,
+          s,
+        );
+      }
     }
   }
 

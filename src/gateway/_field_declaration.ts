@@ -63,6 +63,8 @@ export const MAX_CONSTRAINED_FIELDS = 1000;
 export const MAX_ENUM_VALUES = 256;
 /** Characters of a `description`, or of an `enum` string, at most. */
 export const MAX_TEXT = 1000;
+/** Automaton states of a declaration's patterns in all, at most (their memory). */
+export const MAX_PATTERN_STATES_TOTAL = 20_000;
 
 const COMMON = ["type", "optional", "nullable", "description", "enum"];
 const KEYWORDS: Record<string, string[]> = {
@@ -89,6 +91,7 @@ const KEYWORDS: Record<string, string[]> = {
 
 class Reader {
   count = 0;
+  states = 0;
   fail(path: string[], what: string): never {
     throw new TypeError(
       `Cannot read declared inputs: ${path.join(".")}: ${what}`,
@@ -255,12 +258,20 @@ class Reader {
       try {
         node.compiledPattern = compilePattern(d.pattern);
       } catch (err) {
+        // Only a pattern outside the subset throws.
         this.fail(
           path,
           `'pattern' ${JSON.stringify(d.pattern)}: ${(err as Error).message}`,
         );
       }
       node.pattern = d.pattern;
+      this.states += node.compiledPattern!.states;
+      if (this.states > MAX_PATTERN_STATES_TOTAL) {
+        this.fail(
+          path,
+          `'pattern': the declaration's patterns have more than ${MAX_PATTERN_STATES_TOTAL} automaton states in all`,
+        );
+      }
     }
     if (d.items !== undefined) {
       node.items = this.field(d.items, [...path, "items"], depth + 1, true);

@@ -373,6 +373,15 @@ interface Program {
   x: number[];
   y: number[];
   sets: Array<CharSet | undefined>;
+  /** Per state, 4 words: which ASCII characters its set holds (most tests). */
+  ascii: Uint32Array;
+  /** The simulation's buffers, made at the first test. */
+  buffers?: {
+    a: Int32Array;
+    b: Int32Array;
+    seen: Int32Array;
+    stack: Int32Array;
+  };
 }
 
 function emit(p: Program, op: number, set?: CharSet): number {
@@ -437,6 +446,12 @@ function compile(p: Program, node: Node): void {
   }
 }
 
+/** What {@linkcode CompiledPattern.testWithin} may still spend. */
+export interface Budget {
+  /** Automaton steps left. */
+  steps: number;
+}
+
 /**
  * A compiled pattern: {@linkcode CompiledPattern.test} tells whether it
  * matches somewhere in a string, in time linear in the string's length.
@@ -451,6 +466,17 @@ function compile(p: Program, node: Node): void {
 export interface CompiledPattern {
   /** Whether the pattern matches somewhere in `s`. */
   test(s: string): boolean;
+  /**
+   * The automaton's size: a test costs at most this many steps a
+   * character.
+   */
+  readonly states: number;
+  /**
+   * {@linkcode CompiledPattern.test} within `budget.steps` automaton steps
+   * (a thread on a character, or a move without one), which it lowers by
+   * the steps taken: `undefined` when they ran out first.
+   */
+  testWithin(s: string, budget: Budget): boolean | undefined;
   /**
    * A string the pattern matches, for examples: the first option of each
    * `|`, each repeat `extra` more times than its least (within its most).
@@ -510,84 +536,141 @@ export function compilePattern(source: string): CompiledPattern {
       `a pattern of more than ${MAX_PATTERN_STATES} states (counted repeats are copied)`,
     );
   }
-  const p: Program = { op: [], x: [], y: [], sets: [] };
+  const p: Program = {
+    op: [],
+    x: [],
+    y: [],
+    sets: [],
+    ascii: new Uint32Array(0),
+  };
   compile(p, tree);
   emit(p, MATCH);
+  p.ascii = new Uint32Array(p.op.length * 4);
+  p.sets.forEach((set, pc) => {
+    if (set === undefined) return;
+    for (let cp = 0; cp < 128; cp++) {
+      if (inSet(set, cp)) p.ascii[pc * 4 + (cp >> 5)]! |= 1 << (cp & 31);
+    }
+  });
   return {
-    test: (s) => run(p, s),
+    states: p.op.length,
+    test: (s) => run(p, s, { steps: Infinity })!,
+    testWithin: (s, budget) => run(p, s, budget),
     sample: (extra = 0) => sample(tree, extra),
   };
 }
 
-/** Pike's simulation: every thread advances together, one step a character. */
-function run(p: Program, s: string): boolean {
-  const n = p.op.length;
-  let current = new Int32Array(n);
-  let next = new Int32Array(n);
-  let currentCount = 0;
+/**
+ * Pike's simulation: every thread advances together, one step a character.
+ * The buffers are the program's, reused: a test runs to its end without
+ * yielding, so two never share them.
+ */
+function run(p: Program, s: string, budget: Budget): boolean | undefined {
+  const op = p.op, x = p.x, y = p.y, ascii = p.ascii, sets = p.sets;
+  const n = op.length;
+  if (p.buffers === undefined) {
+    p.buffers = {
+      a: new Int32Array(n),
+      b: new Int32Array(n),
+      seen: new Int32Array(n),
+      stack: new Int32Array(n * 2 + 2),
+    };
+  }
+  const { stack, seen } = p.buffers;
+  let current = p.buffers.a;
+  let next = p.buffers.b;
+  seen.fill(-1);
+  let count = 0;
   let nextCount = 0;
-  // A state's last generation: added at most once per position.
-  const seen = new Int32Array(n).fill(-1);
-  const stack: number[] = [];
   let generation = 0;
-  let matched = false;
-
-  // Adds `pc` and the states it reaches without a character to `list`.
-  const add = (
-    list: Int32Array,
-    count: number,
-    pc0: number,
-    atStart: boolean,
-    atEnd: boolean,
-  ): number => {
-    stack.push(pc0);
-    while (stack.length > 0) {
-      const pc = stack.pop()!;
+  const len = s.length;
+  let left = budget.steps;
+  // Adds the states reached from `pc0` without a character to `next`.
+  // Inlined below as a loop on `stack`; `atStart`/`atEnd` decide anchors.
+  let top = 0;
+  let atStart = true;
+  let atEnd = len === 0;
+  stack[top++] = 0;
+  for (let i = 0;;) {
+    // The closure of the stack's states, into `next`.
+    while (top > 0) {
+      const pc = stack[--top]!;
+      left--;
       if (seen[pc] === generation) continue;
       seen[pc] = generation;
-      switch (p.op[pc]) {
+      switch (op[pc]) {
         case SET:
-          list[count++] = pc;
+          next[nextCount++] = pc;
           break;
         case SPLIT:
-          stack.push(p.y[pc]!, p.x[pc]!);
+          stack[top++] = y[pc]!;
+          stack[top++] = x[pc]!;
           break;
         case JMP:
-          stack.push(p.x[pc]!);
+          stack[top++] = x[pc]!;
           break;
         case START:
-          if (atStart) stack.push(pc + 1);
+          if (atStart) stack[top++] = pc + 1;
           break;
         case END:
-          if (atEnd) stack.push(pc + 1);
+          if (atEnd) stack[top++] = pc + 1;
           break;
         case MATCH:
-          matched = true;
-          break;
+          budget.steps = left;
+          return true;
       }
     }
-    return count;
-  };
-
-  const codes: number[] = [];
-  for (const ch of s) codes.push(ch.codePointAt(0)!);
-  const len = codes.length;
-  currentCount = add(current, 0, 0, true, len === 0);
-  for (let i = 0; i < len && !matched; i++) {
-    const cp = codes[i]!;
-    generation++;
+    if (left < 0 || (left -= count) < 0) {
+      budget.steps = 0;
+      return undefined;
+    }
+    if (i >= len) {
+      budget.steps = left;
+      return false;
+    }
+    [current, next] = [next, current];
+    count = nextCount;
     nextCount = 0;
-    const atEnd = i + 1 === len;
-    for (let t = 0; t < currentCount; t++) {
+    const cp = s.codePointAt(i)!;
+    i += cp > 0xffff ? 2 : 1;
+    generation++;
+    atStart = false;
+    atEnd = i >= len;
+    for (let t = 0; t < count; t++) {
       const pc = current[t]!;
-      if (inSet(p.sets[pc]!, cp)) {
-        nextCount = add(next, nextCount, pc + 1, false, atEnd);
+      const hit = cp < 128
+        ? (ascii[pc * 4 + (cp >> 5)]! & (1 << (cp & 31))) !== 0
+        : inSet(sets[pc]!, cp);
+      if (hit) {
+        stack[top++] = pc + 1;
+        // Closed one at a time: each state's closure in thread order.
+        while (top > 0) {
+          const q = stack[--top]!;
+          left--;
+          if (seen[q] === generation) continue;
+          seen[q] = generation;
+          switch (op[q]) {
+            case SET:
+              next[nextCount++] = q;
+              break;
+            case SPLIT:
+              stack[top++] = y[q]!;
+              stack[top++] = x[q]!;
+              break;
+            case JMP:
+              stack[top++] = x[q]!;
+              break;
+            case END:
+              if (atEnd) stack[top++] = q + 1;
+              break;
+            case MATCH:
+              budget.steps = left;
+              return true;
+          }
+        }
       }
     }
     // A match may start at any position (JSON Schema's rule).
-    nextCount = add(next, nextCount, 0, false, atEnd);
-    [current, next] = [next, current];
-    currentCount = nextCount;
+    stack[top++] = 0;
   }
-  return matched;
 }

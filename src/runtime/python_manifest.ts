@@ -82,9 +82,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/declared.py",
-      size: 16045,
+      size: 16628,
       sha256:
-        "cb4c849a5da3ebbd673540387edaf52b8f0e34f8bc4ba99bd78b80de7fc1d98e",
+        "b0368eb0aed7fca01eaf78c7430f492272e5bfbbb97c013b159a4e3b7f1ee15e",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
