@@ -343,6 +343,14 @@ Deno.test("InputValidator refuses bad declarations naming the field and the keyw
     "no number is within",
   );
   refused(
+    { n: { type: "integer", minimum: 0.2, maximum: 0.8 } },
+    "no integer is within",
+  );
+  refused(
+    { n: { type: "integer", exclusiveMinimum: 1, exclusiveMaximum: 2 } },
+    "no integer is within",
+  );
+  refused(
     { p: { type: "number", minimum: NaN } },
     "'minimum' must be a finite number",
   );

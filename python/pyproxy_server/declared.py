@@ -156,6 +156,11 @@ class _Reader:
             low > high or (low == high and ("minimum" not in d or "maximum" not in d))
         ):
             _fail(path, "no number is within the bounds (%s to %s)" % (low, high))
+        if type_ == "integer" and low is not None and high is not None:
+            first = math.ceil(low) if "minimum" in d else math.floor(low) + 1
+            last = math.floor(high) if "maximum" in d else math.ceil(high) - 1
+            if first > last:
+                _fail(path, "no integer is within the bounds (%s to %s)" % (low, high))
         for key in ("minLength", "maxLength", "minItems", "maxItems"):
             if key not in d:
                 continue

@@ -52,6 +52,9 @@ class ReadInputsTest(unittest.TestCase):
         self.refused({"s": {"type": "string", "minLength": 3, "maxLength": 2}}, "'minLength' is above")
         self.refused({"s": {"type": "string", "maxLength": -1}}, "'maxLength' must be an integer")
         self.refused({"a": {"type": "array", "minItems": 2.5}}, "'minItems' must be an integer")
+        self.refused({"n": {"type": "integer", "minimum": 0.2, "maximum": 0.8}}, "no integer is within")
+        self.refused({"n": {"type": "integer", "exclusiveMinimum": 1, "exclusiveMaximum": 2}}, "no integer is within")
+        read_inputs({"n": {"type": "integer", "exclusiveMinimum": 1, "exclusiveMaximum": 3}})
         read_inputs({"p": {"type": "number", "minimum": 1, "maximum": 1}})
 
     def test_enum_must_hold_json_scalars_of_the_type(self):

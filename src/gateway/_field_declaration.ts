@@ -235,6 +235,17 @@ class Reader {
     ) {
       this.fail(path, `no number is within the bounds (${low} to ${high})`);
     }
+    if (type === "integer" && low !== undefined && high !== undefined) {
+      const first = node.minimum !== undefined
+        ? Math.ceil(low)
+        : Math.floor(low) + 1;
+      const last = node.maximum !== undefined
+        ? Math.floor(high)
+        : Math.ceil(high) - 1;
+      if (first > last) {
+        this.fail(path, `no integer is within the bounds (${low} to ${high})`);
+      }
+    }
     for (
       const key of ["minLength", "maxLength", "minItems", "maxItems"] as const
     ) {

@@ -82,9 +82,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/declared.py",
-      size: 16628,
+      size: 16974,
       sha256:
-        "b0368eb0aed7fca01eaf78c7430f492272e5bfbbb97c013b159a4e3b7f1ee15e",
+        "0ae7733591bedcf80be5e60b4a70a5a7664e7c51b9492afb262ea28415d97361",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
