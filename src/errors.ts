@@ -608,16 +608,22 @@ defineName(InvalidRequestError, "InvalidRequestError");
 export interface FieldProblem {
   /**
    * Where, from the body down (FastAPI's `loc` without its leading
-   * `"body"`): `["age"]` for a declared field, `[]` for the body itself
+   * `"body"`): `["age"]` for a declared field, `["points", 2, "x"]` into a
+   * constrained field's items and properties, `[]` for the body itself
    * (not a JSON object).
    */
   path: Array<string | number>;
-  /** What is wrong, as in the error's message: `"expected an integer"`, `"is required"`. */
+  /**
+   * What is wrong, as in the error's message: `"expected an integer"`,
+   * `"is required"`, `"expected at most 1"` (docs/gateway.md lists them).
+   */
   message: string;
   /**
    * The declared type (`"integer"`, `"number"`, `"string"`, `"boolean"`,
-   * `"array"`, `"object"`, `"any"`, or the unknown type name as declared);
-   * `"object"` for the body itself.
+   * `"array"`, `"object"`, `"any"`, or the unknown type name as declared)
+   * of the field at `path`: `"any"` for an `enum` without a `type`,
+   * `"missing"` for a field an `"additionalProperties": false` object does
+   * not declare; `"object"` for the body itself.
    */
   expected: string;
   /**

@@ -152,8 +152,11 @@ export interface ModelDescription {
   file?: string;
   /** 1 after `addModel`, incremented by each `updateModel`. */
   version: number;
-  /** Declared input fields (name → type name). */
-  inputs?: Record<string, string>;
+  /**
+   * Declared input fields: name → type name (`"number?"`), or a dict of
+   * the field's type and constraints (docs/models.md "Constraints").
+   */
+  inputs?: Record<string, string | Record<string, unknown>>;
   /** Declared output fields (name → type name). */
   outputs?: Record<string, string>;
   /** The class docstring. */

@@ -191,6 +191,18 @@ async function gatewayAnswers(url: string): Promise<void> {
     error.fields.map((f: { path: string[] }) => ["body", ...f.path]),
     [["body", "income"], ["body", "debt"], ["body", "age"]],
   );
+  // The declared range (pydantic's Field(ge=18, le=120)): one entry.
+  const young = await fetch(
+    `${url}/v1/models/risk/execute`,
+    post('{"income": 30000, "debt": 20000, "age": 12}'),
+  );
+  assert.equal(young.status, 400);
+  assert.deepEqual((await young.json()).error.fields, [{
+    path: ["age"],
+    message: "expected at least 18",
+    expected: "number",
+    received: "number",
+  }]);
   // A body that is not an object: refused before the call.
   const notObject = await fetch(
     `${url}/v1/models/risk/execute`,

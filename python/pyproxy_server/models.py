@@ -3,7 +3,8 @@
 A model is a class with ``execute(self, msg)``; optional ``init(self, path)``;
 optional class attributes ``inputs``/``outputs`` (``{field: type}`` with type
 among ``TYPES``, or one of them with a trailing ``?`` for a field that may be
-left out: ``"number?"``) and a docstring. It is constructed with the
+left out: ``"number?"``; in ``inputs``, also a dict of constraints, read by
+``declared.read_inputs``) and a docstring. It is constructed with the
 ``options`` dict as its one positional argument, ``Model(options)``; a class
 whose constructor takes no argument is constructed as ``Model()``.
 
@@ -84,6 +85,7 @@ import traceback
 import types
 
 from .call import current_batch, current_call
+from .declared import DeclarationError, read_inputs
 from .errors import (
     CancelledError,
     InvalidRequestError,
@@ -590,6 +592,13 @@ def _schema(cls, attr):
     value = getattr(cls, attr, None)
     if value is None:
         return None
+    if attr == "inputs" and isinstance(value, dict) and any(isinstance(v, dict) for v in value.values()):
+        # Constraints (dict forms): every one is checked by the gateway, so
+        # one it could not check is refused here rather than ignored.
+        try:
+            return read_inputs(value)
+        except DeclarationError as e:
+            raise ModelLoadError("Cannot load model class %s: inputs: %s" % (cls.__name__, e)) from None
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and _is_type(v) for k, v in value.items()
     ):

@@ -6,10 +6,17 @@
  *
  * It says what `input_schema.ts` checks, no more and no less: declared
  * fields with their types, optional ones left out of `required` (but typed
- * when present: `null` is not a number), other fields allowed.
+ * when present: `null` is not a number), other fields allowed; and the
+ * constraints of dict forms (`_field_check.ts`), which are JSON Schema
+ * keywords already.
  *
  * @module
  */
+import {
+  type FieldNode,
+  hasDictForm,
+  readFields,
+} from "./_field_declaration.ts";
 
 /** A JSON Schema, as plain JSON. */
 export type JsonSchema = Record<string, unknown>;
@@ -32,6 +39,59 @@ function typeSchema(type: string): JsonSchema {
   return TYPES.has(type) ? { type } : {};
 }
 
+const KEYWORDS = [
+  "description",
+  "minimum",
+  "maximum",
+  "exclusiveMinimum",
+  "exclusiveMaximum",
+  "multipleOf",
+  "minLength",
+  "maxLength",
+  "pattern",
+  "minItems",
+  "maxItems",
+] as const;
+
+/** The JSON Schema of one field read by `readFields`. */
+function nodeSchema(node: FieldNode): JsonSchema {
+  if (!node.constrained) return typeSchema(node.type);
+  const schema: JsonSchema = {};
+  if (node.type !== "any") {
+    schema.type = node.nullable ? [node.type, "null"] : node.type;
+  }
+  if (node.enum !== undefined) {
+    schema.enum = node.nullable && !node.enum.includes(null)
+      ? [...node.enum, null]
+      : node.enum;
+  }
+  for (const key of KEYWORDS) {
+    if (node[key] !== undefined) schema[key] = node[key];
+  }
+  if (node.items !== undefined) schema.items = nodeSchema(node.items);
+  if (node.properties !== undefined) {
+    Object.assign(schema, objectSchema(node.properties));
+    delete schema.additionalProperties;
+  }
+  if (node.additionalProperties === false) schema.additionalProperties = false;
+  return schema;
+}
+
+function objectSchema(fields: ReadonlyArray<[string, FieldNode]>): JsonSchema {
+  const required = fields.filter(([, node]) => !node.optional).map((
+    [name],
+  ) => name);
+  return {
+    type: "object",
+    // fromEntries: a field named "__proto__" stays a field.
+    properties: Object.fromEntries(
+      fields.map(([name, node]) => [name, nodeSchema(node)]),
+    ),
+    ...(required.length > 0 ? { required } : {}),
+    additionalProperties: true,
+  };
+}
+
 /**
  * The object schema of declared fields, or `undefined` when there are none
  * (the gateway then passes any JSON value to the model).
@@ -47,6 +107,14 @@ export function declaredSchema(
   fields: Record<string, unknown> | undefined,
 ): JsonSchema | undefined {
   if (fields === undefined) return undefined;
+  if (hasDictForm(fields)) {
+    try {
+      return objectSchema(readFields(fields));
+    } catch {
+      // Outside the subset (the Python server refuses it): as before, a
+      // dict is "any".
+    }
+  }
   const properties: Array<[string, JsonSchema]> = [];
   const required: string[] = [];
   for (const [name, declared] of Object.entries(fields)) {

@@ -1,11 +1,17 @@
 /**
  * A request body that a model's declared `inputs` accept, for the `try:`
- * line `serve` prints: `{"hello":"world"}` sent to a model that declares
- * `{"x": "number"}` was a 400 ("x: is required"), the first thing a new user
- * saw.
+ * line `serve` prints and the examples of `/openapi.json`: `{"hello":"world"}`
+ * sent to a model that declares `{"x": "number"}` was a 400 ("x: is
+ * required"), the first thing a new user saw.
  *
  * @module
  */
+import {
+  type FieldNode,
+  hasDictForm,
+  readFields,
+} from "./_field_declaration.ts";
+import { FieldChecker } from "./_field_check.ts";
 
 const SAMPLES: Record<string, unknown> = {
   number: 1,
@@ -16,21 +22,119 @@ const SAMPLES: Record<string, unknown> = {
   object: {},
 };
 
+/** Whether `value` passes `node`. */
+function passes(node: FieldNode, value: unknown): boolean {
+  const checker = new FieldChecker();
+  checker.value(node, value, []);
+  return checker.out.length === 0;
+}
+
+/** The first of `candidates` that passes `node`, else the last. */
+function firstPassing(node: FieldNode, candidates: unknown[]): unknown {
+  for (const c of candidates) if (passes(node, c)) return c;
+  return candidates[candidates.length - 1];
+}
+
+function numberCandidates(n: FieldNode): number[] {
+  const low = n.minimum ?? n.exclusiveMinimum;
+  const high = n.maximum ?? n.exclusiveMaximum;
+  const out = [1, 0];
+  const m = n.multipleOf;
+  if (low !== undefined) {
+    out.push(low, Math.floor(low) + 1, Math.ceil(low));
+    if (m !== undefined) {
+      out.push(Math.ceil(low / m) * m, (Math.floor(low / m) + 1) * m);
+    }
+  }
+  if (high !== undefined) {
+    out.push(high, Math.ceil(high) - 1, Math.floor(high));
+    if (m !== undefined) {
+      out.push(Math.floor(high / m) * m, (Math.ceil(high / m) - 1) * m);
+    }
+  }
+  if (low !== undefined && high !== undefined) out.push((low + high) / 2);
+  if (m !== undefined) out.push(m);
+  return out;
+}
+
+function stringCandidates(n: FieldNode): string[] {
+  const min = n.minLength ?? 0;
+  const out = ["text", "x".repeat(min)];
+  const p = n.compiledPattern;
+  if (p !== undefined) {
+    out.push(p.sample(0), p.sample(1), p.sample(min), "x".repeat(min));
+  }
+  return out;
+}
+
+/** A value that passes `node` (best effort for a pattern with lengths). */
+function sampleOf(node: FieldNode): unknown {
+  if (node.enum !== undefined) return node.enum[0];
+  if (!node.constrained) {
+    return Object.hasOwn(SAMPLES, node.type) ? SAMPLES[node.type] : null;
+  }
+  switch (node.type) {
+    case "number":
+    case "integer":
+      return firstPassing(node, numberCandidates(node));
+    case "string":
+      return firstPassing(node, stringCandidates(node));
+    case "boolean":
+      return true;
+    case "array": {
+      const item = node.items === undefined ? null : sampleOf(node.items);
+      return new Array(node.minItems ?? 0).fill(item);
+    }
+    case "object":
+      return node.properties === undefined ? {} : sampleFields(node.properties);
+    default:
+      return null;
+  }
+}
+
+function sampleFields(
+  fields: ReadonlyArray<[string, FieldNode]>,
+): Record<string, unknown> {
+  // fromEntries: a field named "__proto__" stays a field.
+  return Object.fromEntries(
+    fields.filter(([, node]) => !node.optional).map((
+      [name, node],
+    ) => [name, sampleOf(node)]),
+  );
+}
+
+/** Fields read from a declaration; `undefined` when one is outside the subset. */
+function readOrUndefined(
+  inputs: Record<string, unknown>,
+): Array<[string, FieldNode]> | undefined {
+  try {
+    return readFields(inputs);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * The JSON text of a body that passes `inputs` (every required field with
- * a value of its type, optional ones left out; `"any"` and unknown types
- * get `null`), or `{"hello":"world"}` when the model declares none.
+ * a value of its type and within its constraints, optional ones left out;
+ * `"any"` and unknown types get `null`, an `enum` its first value), or
+ * `{"hello":"world"}` when the model declares none.
  *
  * @example
  * ```ts
  * import { exampleBody } from "./example_body.ts";
  * console.log(exampleBody({ x: "number", ttl: "number?" })); // {"x":1}
+ * console.log(exampleBody({ p: { type: "number", minimum: 2, maximum: 3 } })); // {"p":2}
  * console.log(exampleBody(undefined)); // {"hello":"world"}
  * ```
  */
 export function exampleBody(
   inputs: Record<string, unknown> | undefined,
 ): string {
+  if (inputs !== undefined && hasDictForm(inputs)) {
+    const fields = readOrUndefined(inputs);
+    if (fields !== undefined) return JSON.stringify(sampleFields(fields));
+  }
   const body: Record<string, unknown> = {};
   let declared = false;
   for (const [name, type] of Object.entries(inputs ?? {})) {

@@ -11,24 +11,21 @@ import {
   type InputSchema,
   isPlainObject,
 } from "./input_schema.ts";
-
-/** The JSON type of a value, as {@linkcode FieldProblem.received} names it. */
-function jsonType(value: unknown): string {
-  if (value === undefined) return "missing";
-  if (value === null) return "null";
-  if (Array.isArray(value)) return "array";
-  // A bigint: an integer beyond ±2^53 in a body, kept exact.
-  if (typeof value === "bigint") return "number";
-  return typeof value === "object" ? "object" : typeof value;
-}
+import {
+  type FieldNode,
+  hasDictForm,
+  readFields,
+} from "./_field_declaration.ts";
+import { FieldChecker, jsonType } from "./_field_check.ts";
 
 /**
  * Checks bodies against a model's declared `inputs` (protocol §6: field
  * name → `"number"`, `"integer"`, `"string"`, `"boolean"`, `"array"`,
  * `"object"` or `"any"`, with a trailing `?` for a field that may be left
- * out), as the gateway does before each call: the body must be a JSON
- * object, and its declared fields present with their types (other fields
- * pass). `pool.execute` does not check `inputs`: build one validator per
+ * out; or a dict of constraints, docs/models.md "Constraints"), as the
+ * gateway does before each call: the body must be a JSON object, and its
+ * declared fields present with their types and within their constraints
+ * (other fields pass). `pool.execute` does not check `inputs`: build one validator per
  * model version (from the description `pool.addModel` returns) and call
  * {@linkcode InputValidator.check} before `execute`.
  *
@@ -49,6 +46,19 @@ function jsonType(value: unknown): string {
  *   console.log(err.fields.map((f) => f.path.join("."))); // ["age", "income"]
  * }
  * ```
+ *
+ * @example Constraints
+ * ```ts
+ * import { InputValidator } from "./input_validator.ts";
+ * const validator = new InputValidator({
+ *   p: { type: "number", minimum: 0, maximum: 1 },
+ *   mode: { enum: ["fast", "exact"] },
+ *   points: { type: "array", items: "number", minItems: 3 },
+ * });
+ * console.log(validator.problems({ p: 0.5, mode: "fast", points: [1, 2, 3] })); // null
+ * console.log(validator.problems({ p: 2, mode: "slow", points: [1, "x", 3] })?.map((f) => `${f.path.join(".")}: ${f.message}`));
+ * // ["p: expected at most 1", 'mode: expected one of "fast", "exact"', "points.1: expected a number"]
+ * ```
  */
 export class InputValidator {
   #schema: InputSchema;
@@ -60,12 +70,23 @@ export class InputValidator {
    * a body without it would be read as having the inherited value.
    */
   #inherited = false;
+  /**
+   * The fields, when one has constraints (a dict form): then they are
+   * checked by {@linkcode FieldChecker}, else by the valibot schema as
+   * before (a model declared with string forms pays nothing new).
+   */
+  #fields: Array<[string, FieldNode]> | undefined;
 
   /**
    * Builds the check of `inputs` (a model description's); without
-   * `inputs`, any JSON object passes.
+   * `inputs`, any JSON object passes. Throws a `TypeError` naming the field
+   * and the keyword when a dict form is outside the supported subset
+   * (docs/models.md, "Constraints").
    */
   constructor(inputs: Record<string, unknown> | undefined) {
+    if (inputs !== undefined && hasDictForm(inputs)) {
+      this.#fields = readFields(inputs);
+    }
     this.#schema = buildInputSchema(inputs);
     for (const [name, declared] of Object.entries(inputs ?? {})) {
       // A non-string type is checked as "any" (input_schema.ts).
@@ -77,8 +98,10 @@ export class InputValidator {
 
   /**
    * `null` when `body` passes, else every bad field in declared order (the
-   * body itself, `path: []`, when it is not a JSON object). Unbounded: as
-   * many entries as declared fields at most.
+   * body itself, `path: []`, when it is not a JSON object), with paths
+   * into nested fields (`["items", 2, "x"]`). As many entries as declared
+   * fields at most for string forms; with constraints, at most 1000 (the
+   * walk stops there).
    */
   problems(body: unknown): FieldProblem[] | null {
     // valibot's object schemas take arrays for objects.
@@ -89,6 +112,11 @@ export class InputValidator {
         expected: "object",
         received: jsonType(body),
       }];
+    }
+    if (this.#fields !== undefined) {
+      const checker = new FieldChecker();
+      checker.fields(this.#fields, body, []);
+      return checker.out.length === 0 ? null : checker.out;
     }
     // Only such a model's bodies are copied: the fields of one without a
     // prototype are its own (a "__proto__" key stays a field).

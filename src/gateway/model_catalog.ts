@@ -40,8 +40,8 @@ export interface GatewayModelInfo {
    * catalog lives.
    */
   version?: number;
-  /** Declared inputs: field → type name. */
-  inputs?: Record<string, string>;
+  /** Declared inputs: field → type name, or a dict of its type and constraints. */
+  inputs?: Record<string, string | Record<string, unknown>>;
   /** Declared outputs: field → type name. */
   outputs?: Record<string, string>;
   /** The class docstring. */
@@ -93,7 +93,7 @@ function asDescription(
   if (file !== undefined) out.file = file;
   if (typeof d.version === "number") out.version = d.version;
   if (typeof d.inputs === "object" && d.inputs !== null) {
-    out.inputs = d.inputs as Record<string, string>;
+    out.inputs = d.inputs as Record<string, string | Record<string, unknown>>;
   }
   if (typeof d.outputs === "object" && d.outputs !== null) {
     out.outputs = d.outputs as Record<string, string>;

@@ -81,6 +81,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
         "8e8cc1a513cb0881f3aee474fb71d2db9595b34a680a726a30275447308fbb22",
     },
     {
+      path: "pyproxy_server/declared.py",
+      size: 16974,
+      sha256:
+        "0ae7733591bedcf80be5e60b4a70a5a7664e7c51b9492afb262ea28415d97361",
+    },
+    {
       path: "pyproxy_server/elastic_executor.py",
       size: 5238,
       sha256:
@@ -154,9 +160,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 55470,
+      size: 56045,
       sha256:
-        "6124ff70f662b45ef75c5f4f88eaebb0016ebb2d9983173a910fa2e7009c4c2e",
+        "6b0eba65ed5f37dc1e90a4834c76670eb25fd1150559f13ffdfc2f4667f78b6f",
     },
     {
       path: "pyproxy_server/server.py",
