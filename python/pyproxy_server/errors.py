@@ -229,12 +229,7 @@ class HTTPError(Exception):
     MAX_HEADER_VALUE = 8192
 
     def __init__(self, status, message=None, detail=None, headers=None):
-        if status.__class__ is not int:  # bool, "404", 404.0: not a status
-            raise TypeError("HTTPError: status must be an int from 400 to 599, got %s" % short_repr(status))
-        if not 400 <= status <= 599:
-            raise ValueError(
-                "HTTPError: status must be from 400 to 599 (an error), got %d" % status
-            )
+        _check_status(status)
         if message is None:
             try:
                 message = _http.HTTPStatus(status).phrase
@@ -242,11 +237,7 @@ class HTTPError(Exception):
                 message = "HTTP error %d" % status
         elif not isinstance(message, str):
             raise TypeError("HTTPError: message must be a string, got %s" % short_repr(message))
-        if detail is not None:
-            try:
-                _json.dumps(detail, allow_nan=False)
-            except (TypeError, ValueError, RecursionError) as exc:
-                raise TypeError("HTTPError: detail must be JSON (%s)" % exc) from None
+        _check_detail(detail)
         super().__init__(message)
         self.status = status
         self.message = message
@@ -259,13 +250,37 @@ class HTTPError(Exception):
         return (type(self), (self.status, self.message, self.detail, self.headers))
 
     def wire_fields(self):
-        """The fields this error adds to its ``PythonError`` wire object."""
+        """The fields this error adds to its ``PythonError`` wire object.
+
+        Checked again as at the raise (``TypeError``/``ValueError``): model
+        code may have changed them since (``err.status = "404"``,
+        ``err.detail = float("nan")``), and the reply's error object is
+        encoded leniently, NaN and all, which the host cannot read.
+        """
+        _check_status(self.status)
+        _check_detail(self.detail)
         fields = {"status": self.status}
         if self.detail is not None:
             fields["detail"] = self.detail
-        if self.headers:
-            fields["headers"] = self.headers
+        headers = _checked_headers(self.headers)
+        if headers:
+            fields["headers"] = headers
         return fields
+
+
+def _check_status(status):
+    if status.__class__ is not int:  # bool, "404", 404.0: not a status
+        raise TypeError("HTTPError: status must be an int from 400 to 599, got %s" % short_repr(status))
+    if not 400 <= status <= 599:
+        raise ValueError("HTTPError: status must be from 400 to 599 (an error), got %d" % status)
+
+
+def _check_detail(detail):
+    if detail is not None:
+        try:
+            _json.dumps(detail, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise TypeError("HTTPError: detail must be JSON (%s)" % exc) from None
 
 
 # RFC 9110 token: a header name.

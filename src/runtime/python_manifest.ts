@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/errors.py",
-      size: 12606,
+      size: 13059,
       sha256:
-        "aedf7bf4a86f6c868c6d2be3f49a1c1a49218095e9115f729f671b4f45a4e5ac",
+        "ff18a795978eb2f9eb8b22ff4c27d15a9c3d3b66aef536eefcf8c4833780a7af",
     },
     {
       path: "pyproxy_server/eval.py",
@@ -100,9 +100,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 32452,
+      size: 32785,
       sha256:
-        "f5902740c20fd8425aee0c5c02fcdcfe00e7dec7ea5e0e6708be7ff2b3f372a6",
+        "9bd95edd22192e370c87351c0e02a749c58697a186afc3d2b58b8e440550907e",
     },
     {
       path: "pyproxy_server/framer.py",
