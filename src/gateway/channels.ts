@@ -412,8 +412,10 @@ export class ChannelHub {
       let text = JSON.stringify(data);
       if (text !== undefined && mayHoldBytes(text) && holdsBytes(data)) {
         // Bytes (a Uint8Array...) go to subscribers as base64 text, as the
-        // bytes a model publishes do, not as JSON's {"0":…,"1":…}.
-        wire = bytesAsBase64Json(data);
+        // bytes a model publishes do, not as JSON's {"0":…,"1":…}: all of
+        // them, however many containers come first (the text was written
+        // whole already).
+        wire = bytesAsBase64Json(data, Infinity);
         text = JSON.stringify(wire);
       }
       size = text?.length ?? 0;
@@ -423,7 +425,7 @@ export class ChannelHub {
         wire = withRawIntegers(data);
         let text = JSON.stringify(wire);
         if (text !== undefined && mayHoldBytes(text) && holdsBytes(wire)) {
-          wire = bytesAsBase64Json(wire);
+          wire = bytesAsBase64Json(wire, Infinity);
           text = JSON.stringify(wire);
         }
         size = text?.length ?? 0;
