@@ -245,9 +245,13 @@ class HTTPError(Exception):
         self.headers = _checked_headers(headers)
 
     def __reduce__(self):
-        # Rebuilt from its fields, not from ``args`` (the message alone): an
-        # HTTPError raised in a multiprocessing worker reaches the model whole.
-        return (type(self), (self.status, self.message, self.detail, self.headers))
+        # Rebuilt without calling ``__init__``, its fields (and a subclass's)
+        # set from its ``__dict__``: an HTTPError raised in a multiprocessing
+        # worker reaches the model whole. Neither ``args`` (the message
+        # alone) nor the four fields fit every ``__init__``: a subclass of
+        # its own (``ItemNotFound(item_id)``, as FastAPI ports have) failed
+        # to unpickle, which breaks a ProcessPoolExecutor for good.
+        return (_rebuilt, (type(self), self.args), self.__dict__)
 
     def wire_fields(self):
         """The fields this error adds to its ``PythonError`` wire object.
@@ -266,6 +270,12 @@ class HTTPError(Exception):
         if headers:
             fields["headers"] = headers
         return fields
+
+
+def _rebuilt(cls, args):
+    """An ``HTTPError`` (subclass) ``cls`` with ``args``, ``__init__`` not
+    called: unpickling then sets its ``__dict__``."""
+    return Exception.__new__(cls, *args)
 
 
 def _check_status(status):

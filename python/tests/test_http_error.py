@@ -9,6 +9,12 @@ from pyproxy_server.execution import is_user_error, wire_error
 from .test_server import ServerTestCase
 
 
+class ItemNotFound(HTTPError):
+    def __init__(self, item_id):
+        super().__init__(404, "no item %s" % item_id, detail={"id": item_id}, headers={"X-Item": str(item_id)})
+        self.item_id = item_id
+
+
 class HTTPErrorTest(unittest.TestCase):
     def test_fields_and_default_message(self):
         err = HTTPError(404)
@@ -83,6 +89,21 @@ class HTTPErrorTest(unittest.TestCase):
                 (again.status, again.message, again.detail, again.headers, str(again)),
                 (409, "conflict", [1, {"a": None}], {"ETag": '"x"'}, "conflict"),
             )
+
+    def test_a_subclass_with_an_init_of_its_own_pickles_and_copies_whole(self):
+        # As a FastAPI port writes it; once, unpickling called its __init__
+        # with the four fields (a TypeError that breaks a ProcessPoolExecutor).
+        import copy
+        import pickle
+
+        err = ItemNotFound(7)
+        for again in (pickle.loads(pickle.dumps(err)), copy.copy(err), copy.deepcopy(err)):
+            self.assertIs(type(again), ItemNotFound)
+            self.assertEqual(
+                (again.status, again.message, again.detail, again.headers, again.item_id, str(again)),
+                (404, "no item 7", {"id": 7}, {"X-Item": "7"}, 7, "no item 7"),
+            )
+            self.assertEqual(wire_error(again)["status"], 404)
 
     def test_outside_a_call_headers_are_empty(self):
         self.assertEqual(host.headers(), {})

@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/errors.py",
-      size: 13059,
+      size: 13528,
       sha256:
-        "ff18a795978eb2f9eb8b22ff4c27d15a9c3d3b66aef536eefcf8c4833780a7af",
+        "d0a4a26336f91b187df4ef525c2745706ff424c8ec15c512fb4a0a827bac477f",
     },
     {
       path: "pyproxy_server/eval.py",
