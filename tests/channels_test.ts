@@ -285,3 +285,19 @@ Deno.test("ChannelHub writes all the bytes of a message as base64, past the 256 
   );
   hub.close();
 });
+
+Deno.test('ChannelHub publishes large bytes from TypeScript without writing them as JSON\'s {"0":…} first', () => {
+  // 64 MB: as {"0":0,…} more text than a string holds (the publish failed
+  // with a SerializationError after seconds of JSON.stringify).
+  const hub = new ChannelHub({ historySize: 1, maxHistoryBytes: 2 ** 28 });
+  const img = new Uint8Array(64 * 1024 * 1024);
+  img[img.length - 1] = 255;
+  const { message } = hub.publish("frames", { img });
+  const text = JSON.stringify(hub.wireData(message));
+  assert.equal(
+    text.length,
+    '{"img":""}'.length + Math.ceil(img.length / 3) * 4,
+  );
+  assert.ok(text.endsWith('AA/w=="}'));
+  hub.close();
+});
