@@ -252,11 +252,16 @@ const BYTES_JSON_NODES = 256;
  * are copied (the caller's value is never changed), at most
  * `BYTES_JSON_NODES` of them are looked into (bytes past them are still sent
  * as bytes, the slow way), and bytes over a detached `ArrayBuffer` are left
- * as they are (the outbox names them). For values a host handler returns.
+ * as they are (the outbox names them). For values a host handler returns;
+ * `nodes: Infinity` for a value known to hold bytes that has no slow way
+ * (a channel message: bytes left out would reach subscribers as `{"0":…}`).
  */
-export function bytesAsBase64Json(value: unknown): unknown {
+export function bytesAsBase64Json(
+  value: unknown,
+  nodes: number = BYTES_JSON_NODES,
+): unknown {
   if (typeof value !== "object" || value === null) return value;
-  return asBase64Json(value, { left: BYTES_JSON_NODES }, 0);
+  return asBase64Json(value, { left: nodes }, 0);
 }
 
 function asBase64Json(

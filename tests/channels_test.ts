@@ -262,3 +262,42 @@ Deno.test("ChannelHub writes bytes published from TypeScript as base64 for subsc
   assert.equal(hub.wireData(hub.publish("frames", plain).message), plain);
   hub.close();
 });
+
+Deno.test("ChannelHub writes all the bytes of a message as base64, past the 256 containers a host handler's result is looked into", () => {
+  const hub = new ChannelHub({ historySize: 4 });
+  // 300 frames with bytes each, and bytes after 300 empty objects.
+  const frames = Array.from({ length: 300 }, (_, i) => ({
+    i,
+    img: new Uint8Array([1, 2, 3]),
+  }));
+  const text = JSON.stringify(hub.wireData(hub.publish("f", frames).message));
+  assert.equal(
+    text,
+    JSON.stringify(frames.map(({ i }) => ({ i, img: "AQID" }))),
+  );
+  const late = {
+    list: Array.from({ length: 300 }, () => ({})),
+    img: new Uint8Array([255]),
+  };
+  assert.equal(
+    JSON.stringify(hub.wireData(hub.publish("f", late).message)),
+    JSON.stringify({ list: late.list, img: "/w==" }),
+  );
+  hub.close();
+});
+
+Deno.test('ChannelHub publishes large bytes from TypeScript without writing them as JSON\'s {"0":…} first', () => {
+  // 64 MB: as {"0":0,…} more text than a string holds (the publish failed
+  // with a SerializationError after seconds of JSON.stringify).
+  const hub = new ChannelHub({ historySize: 1, maxHistoryBytes: 2 ** 28 });
+  const img = new Uint8Array(64 * 1024 * 1024);
+  img[img.length - 1] = 255;
+  const { message } = hub.publish("frames", { img });
+  const text = JSON.stringify(hub.wireData(message));
+  assert.equal(
+    text.length,
+    '{"img":""}'.length + Math.ceil(img.length / 3) * 4,
+  );
+  assert.ok(text.endsWith('AA/w=="}'));
+  hub.close();
+});

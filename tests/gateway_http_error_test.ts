@@ -100,6 +100,9 @@ Deno.test("gateway answers a model's HTTPError with its status, detail and allow
           "Access-Control-Allow-Origin": "*",
           "X-Request-Id": "forged",
           "Content-Security-Policy": "none",
+          // A proxy's, all of them (docs/gateway.md: X-Forwarded-*).
+          "X-Forwarded-Prefix": "/evil",
+          "X-Forwarded-Port": "1",
         },
       }),
     );
@@ -112,6 +115,8 @@ Deno.test("gateway answers a model's HTTPError with its status, detail and allow
     assert.equal(res.headers.get("content-type"), "application/json");
     assert.equal(res.headers.get("access-control-allow-origin"), null);
     assert.equal(res.headers.get("content-security-policy"), null);
+    assert.equal(res.headers.get("x-forwarded-prefix"), null);
+    assert.equal(res.headers.get("x-forwarded-port"), null);
     // The gateway's own request id, never the model's.
     const requestId = res.headers.get("x-request-id");
     assert.ok(requestId !== null && requestId !== "forged");
@@ -129,7 +134,7 @@ Deno.test("gateway answers a model's HTTPError with its status, detail and allow
       r.level === "warning" && String(r.properties.names).includes("Set-Cookie")
     );
     assert.ok(warned, "no warning for the refused headers");
-    for (const name of ["Content-Type", "X-Request-Id"]) {
+    for (const name of ["Content-Type", "X-Request-Id", "X-Forwarded-Port"]) {
       assert.ok(String(warned.properties.names).includes(name), name);
     }
     assert.ok(!String(warned.properties.names).includes("Retry-After"));

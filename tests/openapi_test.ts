@@ -321,6 +321,13 @@ Deno.test("GET /openapi.json describes a running gateway, and each model's examp
   assert.ok(typed.responses["422"] && typed.responses["504"]);
   // A model's HTTPError: any 4xx or 5xx of its choice.
   assert.ok(typed.responses["4XX"] && typed.responses["5XX"]);
+  // Which also answers a listed status (a 404 of its own), and the 431 of a
+  // forwarded header: the ranges do not cover listed statuses.
+  const range = doc.components.responses[
+    typed.responses["4XX"].$ref.split("/").at(-1)
+  ];
+  assert.match(range.description, /a 404, a 503/);
+  assert.match(range.description, /RequestHeaderTooLarge/);
   assert.equal(
     doc.paths["/v1/models/tokens/execute"].post.responses["200"].content[
       "application/json"

@@ -229,12 +229,7 @@ class HTTPError(Exception):
     MAX_HEADER_VALUE = 8192
 
     def __init__(self, status, message=None, detail=None, headers=None):
-        if status.__class__ is not int:  # bool, "404", 404.0: not a status
-            raise TypeError("HTTPError: status must be an int from 400 to 599, got %s" % short_repr(status))
-        if not 400 <= status <= 599:
-            raise ValueError(
-                "HTTPError: status must be from 400 to 599 (an error), got %d" % status
-            )
+        _check_status(status)
         if message is None:
             try:
                 message = _http.HTTPStatus(status).phrase
@@ -242,11 +237,7 @@ class HTTPError(Exception):
                 message = "HTTP error %d" % status
         elif not isinstance(message, str):
             raise TypeError("HTTPError: message must be a string, got %s" % short_repr(message))
-        if detail is not None:
-            try:
-                _json.dumps(detail, allow_nan=False)
-            except (TypeError, ValueError, RecursionError) as exc:
-                raise TypeError("HTTPError: detail must be JSON (%s)" % exc) from None
+        _check_detail(detail)
         super().__init__(message)
         self.status = status
         self.message = message
@@ -254,18 +245,52 @@ class HTTPError(Exception):
         self.headers = _checked_headers(headers)
 
     def __reduce__(self):
-        # Rebuilt from its fields, not from ``args`` (the message alone): an
-        # HTTPError raised in a multiprocessing worker reaches the model whole.
-        return (type(self), (self.status, self.message, self.detail, self.headers))
+        # Rebuilt without calling ``__init__``, its fields (and a subclass's)
+        # set from its ``__dict__``: an HTTPError raised in a multiprocessing
+        # worker reaches the model whole. Neither ``args`` (the message
+        # alone) nor the four fields fit every ``__init__``: a subclass of
+        # its own (``ItemNotFound(item_id)``, as FastAPI ports have) failed
+        # to unpickle, which breaks a ProcessPoolExecutor for good.
+        return (_rebuilt, (type(self), self.args), self.__dict__)
 
     def wire_fields(self):
-        """The fields this error adds to its ``PythonError`` wire object."""
+        """The fields this error adds to its ``PythonError`` wire object.
+
+        Checked again as at the raise (``TypeError``/``ValueError``): model
+        code may have changed them since (``err.status = "404"``,
+        ``err.detail = float("nan")``), and the reply's error object is
+        encoded leniently, NaN and all, which the host cannot read.
+        """
+        _check_status(self.status)
+        _check_detail(self.detail)
         fields = {"status": self.status}
         if self.detail is not None:
             fields["detail"] = self.detail
-        if self.headers:
-            fields["headers"] = self.headers
+        headers = _checked_headers(self.headers)
+        if headers:
+            fields["headers"] = headers
         return fields
+
+
+def _rebuilt(cls, args):
+    """An ``HTTPError`` (subclass) ``cls`` with ``args``, ``__init__`` not
+    called: unpickling then sets its ``__dict__``."""
+    return Exception.__new__(cls, *args)
+
+
+def _check_status(status):
+    if status.__class__ is not int:  # bool, "404", 404.0: not a status
+        raise TypeError("HTTPError: status must be an int from 400 to 599, got %s" % short_repr(status))
+    if not 400 <= status <= 599:
+        raise ValueError("HTTPError: status must be from 400 to 599 (an error), got %d" % status)
+
+
+def _check_detail(detail):
+    if detail is not None:
+        try:
+            _json.dumps(detail, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise TypeError("HTTPError: detail must be JSON (%s)" % exc) from None
 
 
 # RFC 9110 token: a header name.

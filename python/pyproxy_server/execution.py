@@ -114,7 +114,13 @@ def wire_error(exc):
         return wire
     wire = PythonError.from_exception(exc, _SERVER_DIR).to_wire()
     if isinstance(exc, HTTPError):
-        wire.update(exc.wire_fields())
+        try:
+            wire.update(exc.wire_fields())
+        except Exception as problem:  # noqa: BLE001 - changed since the raise
+            # Answered as a raise with these values is: the check's
+            # TypeError/ValueError, at the model's raise.
+            wire["exception"] = type(problem).__name__
+            wire["message"] = str(problem)
     return wire
 
 
@@ -126,7 +132,7 @@ def is_user_error(exc, wire):
     Not a model's ``HTTPError`` with a 4xx status: that is the answer it
     chose for its client (a 404), and a traceback per such call would
     flood the log."""
-    if isinstance(exc, HTTPError) and exc.status < 500:
+    if isinstance(exc, HTTPError) and wire.get("status", 500) < 500:
         return False
     return (
         not isinstance(exc, PyProxyError)

@@ -9,6 +9,12 @@ from pyproxy_server.execution import is_user_error, wire_error
 from .test_server import ServerTestCase
 
 
+class ItemNotFound(HTTPError):
+    def __init__(self, item_id):
+        super().__init__(404, "no item %s" % item_id, detail={"id": item_id}, headers={"X-Item": str(item_id)})
+        self.item_id = item_id
+
+
 class HTTPErrorTest(unittest.TestCase):
     def test_fields_and_default_message(self):
         err = HTTPError(404)
@@ -84,6 +90,21 @@ class HTTPErrorTest(unittest.TestCase):
                 (409, "conflict", [1, {"a": None}], {"ETag": '"x"'}, "conflict"),
             )
 
+    def test_a_subclass_with_an_init_of_its_own_pickles_and_copies_whole(self):
+        # As a FastAPI port writes it; once, unpickling called its __init__
+        # with the four fields (a TypeError that breaks a ProcessPoolExecutor).
+        import copy
+        import pickle
+
+        err = ItemNotFound(7)
+        for again in (pickle.loads(pickle.dumps(err)), copy.copy(err), copy.deepcopy(err)):
+            self.assertIs(type(again), ItemNotFound)
+            self.assertEqual(
+                (again.status, again.message, again.detail, again.headers, again.item_id, str(again)),
+                (404, "no item 7", {"id": 7}, {"X-Item": "7"}, 7, "no item 7"),
+            )
+            self.assertEqual(wire_error(again)["status"], 404)
+
     def test_outside_a_call_headers_are_empty(self):
         self.assertEqual(host.headers(), {})
         self.assertEqual(host.message_headers(), [])
@@ -97,6 +118,7 @@ class HTTPErrorServerTest(ServerTestCase):
         c.call("addModel", name="http", file="http_errors.py", **{"class": "Model"})
         c.call("addModel", name="batch", file="http_errors.py", **{"class": "Batch"})
         c.call("addModel", name="stream", file="http_errors.py", **{"class": "Stream"})
+        c.call("addModel", name="changed", file="http_errors.py", **{"class": "Changed"})
         return c
 
     def test_an_http_error_reply_carries_status_detail_and_headers(self):
@@ -122,6 +144,37 @@ class HTTPErrorServerTest(ServerTestCase):
             error = c.request("executeModel", name="http", msg={"raise": {"args": [status]}})["error"]
             self.assertEqual((error["type"], error["exception"]), ("PythonError", exception), error)
             self.assertNotIn("status", error)
+
+    def test_fields_changed_after_the_raise_are_checked_again(self):
+        # Once, a status that is no int left the call unanswered (the log
+        # check compared it with 500), and a NaN detail went out as JSON the
+        # host cannot read: it killed the worker.
+        c = self.client()
+        cases = [
+            ({"status": "404"}, "TypeError"),
+            ({"status": None}, "TypeError"),
+            ({"status": 200}, "ValueError"),
+            ({"detail": "nan"}, "TypeError"),
+            ({"detail": {"x": ["nan"]}}, None),
+            ({"headers": {"X-A": "nan"}}, None),
+            ({"headers": {"X-A": 1}}, "TypeError"),
+            ({"headers": {"X-A": "v\r\nSet-Cookie: a=1"}}, "ValueError"),
+            ({"headers": ["X-A"]}, "TypeError"),
+        ]
+        for changed, exception in cases:
+            reply = c.request("executeModel", name="changed", msg=changed, timeout=10)
+            error = reply["error"]
+            if exception is None:
+                self.assertEqual((error["exception"], error["status"]), ("HTTPError", 400), changed)
+                continue
+            self.assertEqual((error["type"], error["exception"]), ("PythonError", exception), changed)
+            self.assertRegex(error["message"], "^HTTPError: ", changed)
+            self.assertNotIn("status", error)
+            self.assertIn("raise err", error["traceback"])
+        error = c.request("executeModel", name="changed", msg={"detail": "nan"}, timeout=10)["error"]
+        self.assertIn("Out of range float", error["message"])
+        # The connection still answers.
+        self.assertEqual(c.call("executeModel", name="http", msg={}, headers={"x-a": "1"})["headers"], {"x-a": "1"})
 
     def test_a_batch_message_with_an_http_error_fails_alone_with_its_status(self):
         c = self.client()

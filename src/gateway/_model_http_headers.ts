@@ -35,9 +35,6 @@ const OWNED_X = new Set([
   "x-xss-protection",
   "x-accel-buffering",
   "x-atom-id",
-  "x-forwarded-for",
-  "x-forwarded-host",
-  "x-forwarded-proto",
   "x-real-ip",
 ]);
 
@@ -51,8 +48,10 @@ const VALUE = /^[\t\x20-\x7e\x80-\xff]{0,8192}$/;
 
 /** Whether the gateway sends a model's response header named `name` (lower-case). */
 function allowedName(name: string): boolean {
+  // X-Forwarded-* (-For, -Host, -Proto, -Prefix, -Port...): a proxy's.
   return ALLOWED.has(name) ||
-    (name.startsWith("x-") && name.length > 2 && !OWNED_X.has(name));
+    (name.startsWith("x-") && name.length > 2 && !OWNED_X.has(name) &&
+      !name.startsWith("x-forwarded-"));
 }
 
 /**

@@ -97,6 +97,13 @@ function callParameters(o: OpenApiOptions): Record<string, OpenApiObject> {
 }
 
 /**
+ * A model's `HTTPError`, which may answer any status from 400 to 599, those
+ * listed with a meaning of the gateway's too.
+ */
+const MODEL_HTTP_ERROR =
+  "`HTTPError`: the model raised `pyproxy.HTTPError` with this status (`status`, `detail`; the response headers of the gateway's allow-list). It may answer a status listed here with a meaning of the gateway's too (a 404, a 503): `type` tells them apart.";
+
+/**
  * The errors of a model call before its result (or first item), in
  * `components.responses` as `Call<status>`.
  */
@@ -119,11 +126,9 @@ function callResponses(o: OpenApiOptions): Record<string, OpenApiObject> {
     ),
     "504": errorResponse("`TimeoutError`: the call timed out."),
     "4XX": errorResponse(
-      "`HTTPError`: the model raised `pyproxy.HTTPError` with this status (`status`, `detail`; the response headers of the gateway's allow-list).",
+      `${MODEL_HTTP_ERROR} Also \`RequestHeaderTooLarge\` (431): a header the gateway's \`forwardHeaders\` lists is over 8192 characters.`,
     ),
-    "5XX": errorResponse(
-      "`HTTPError`: the model raised `pyproxy.HTTPError` with this status (`status`, `detail`; the response headers of the gateway's allow-list).",
-    ),
+    "5XX": errorResponse(MODEL_HTTP_ERROR),
   };
   // Every error of a call carries a request id (the client's or a new one).
   return Object.fromEntries(

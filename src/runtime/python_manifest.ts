@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/errors.py",
-      size: 12606,
+      size: 13528,
       sha256:
-        "aedf7bf4a86f6c868c6d2be3f49a1c1a49218095e9115f729f671b4f45a4e5ac",
+        "d0a4a26336f91b187df4ef525c2745706ff424c8ec15c512fb4a0a827bac477f",
     },
     {
       path: "pyproxy_server/eval.py",
@@ -106,9 +106,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 32452,
+      size: 32785,
       sha256:
-        "f5902740c20fd8425aee0c5c02fcdcfe00e7dec7ea5e0e6708be7ff2b3f372a6",
+        "9bd95edd22192e370c87351c0e02a749c58697a186afc3d2b58b8e440550907e",
     },
     {
       path: "pyproxy_server/framer.py",

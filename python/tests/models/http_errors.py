@@ -38,3 +38,14 @@ class Batch:
             HTTPError(404, "no item %s" % m.get("i"), detail={"i": m.get("i")}) if m.get("missing") else dict(seen, i=m.get("i"))
             for m in msgs
         ]
+
+
+class Changed:
+    """Raises an ``HTTPError`` whose fields it changed after making it:
+    ``msg`` maps field name → the value to set (``"nan"`` for NaN)."""
+
+    def execute(self, msg):
+        err = HTTPError(400, "changed")
+        for name, value in msg.items():
+            setattr(err, name, float("nan") if value == "nan" else value)
+        raise err
