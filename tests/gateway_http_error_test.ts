@@ -142,6 +142,32 @@ Deno.test("gateway answers a model's HTTPError with its status, detail and allow
   });
 });
 
+Deno.test("gateway sends at most 8 KiB of a model's error headers, and warns of refused ones once a minute per model", async () => {
+  await withLogs(async (records) => {
+    await using gw = await startGateway({}, MODELS);
+    // Three of 3000 characters: the third would pass 8 KiB in all (clients
+    // refuse larger headers: Node's limit is 16 KiB for all of them).
+    const big = "v".repeat(3000);
+    const headers = { "X-A": big, "X-B": big, "X-C": big, "Set-Cookie": "a=1" };
+    for (let i = 0; i < 3; i++) {
+      const res = await gw.fetch(
+        "/v1/models/answers/execute",
+        raising([400, "too much"], { headers }),
+      );
+      await res.body?.cancel();
+      assert.equal(res.status, 400);
+      assert.equal(res.headers.get("x-a"), big);
+      assert.equal(res.headers.get("x-b"), big);
+      assert.equal(res.headers.get("x-c"), null);
+    }
+    const warnings = records.filter((r) =>
+      r.level === "warning" && String(r.properties.names).includes("X-C")
+    );
+    assert.equal(warnings.length, 1, "one warning for three calls");
+    assert.ok(String(warnings[0]!.properties.names).includes("Set-Cookie"));
+  });
+});
+
 Deno.test("gateway keeps a FastAPI detail list and a big integer in it exact, 5xx too", async () => {
   await using gw = await startGateway({}, MODELS);
   const detail = [

@@ -41,6 +41,15 @@ const OWNED_X = new Set([
 /** Most headers of one error taken; the rest are refused. */
 export const MAX_MODEL_HEADERS = 32;
 
+/**
+ * Most bytes of the headers of one error taken, names and values together
+ * (a header counts its name, its value and 4 for `: ` and CRLF): clients
+ * refuse responses with larger headers (Node's default limit is 16 KiB for
+ * all of them), so a model's error would become unreadable. Headers past it
+ * are refused.
+ */
+export const MAX_MODEL_HEADER_BYTES = 8192;
+
 // RFC 9110 token, and a value a `Headers` object takes as it is (Latin-1,
 // no control characters but tab), at most 8 KiB.
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$/;
@@ -59,7 +68,7 @@ function allowedName(name: string): boolean {
  * (`allowed`, lower-case names) and the names refused: not on the
  * allow-list, not an HTTP token, a value with CR, LF or another control
  * character (or beyond Latin-1, or over 8 KiB), or beyond the first
- * {@linkcode MAX_MODEL_HEADERS}.
+ * {@linkcode MAX_MODEL_HEADERS} or {@linkcode MAX_MODEL_HEADER_BYTES}.
  *
  * @example
  * ```ts ignore
@@ -73,14 +82,17 @@ export function modelResponseHeaders(
   const allowed: Record<string, string> = {};
   const refused: string[] = [];
   let taken = 0;
+  let bytes = 0;
   for (const [name, value] of Object.entries(headers)) {
     const lower = name.toLowerCase();
     if (
       taken < MAX_MODEL_HEADERS && TOKEN.test(name) && allowedName(lower) &&
-      typeof value === "string" && VALUE.test(value)
+      typeof value === "string" && VALUE.test(value) &&
+      bytes + name.length + value.length + 4 <= MAX_MODEL_HEADER_BYTES
     ) {
       allowed[lower] = value;
       taken++;
+      bytes += name.length + value.length + 4;
     } else refused.push(name);
   }
   return { allowed, refused };

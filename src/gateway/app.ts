@@ -286,6 +286,7 @@ export function createGateway(
     debug: options.debug ?? false,
     modelsDir: options.modelsDir,
     forwardHeaders,
+    refusedHeaderWarnings: new Map(),
   };
   // Model changes made on the pool directly (a library Pool) show in the
   // descriptions, validation and timeouts: no cost per request. Until

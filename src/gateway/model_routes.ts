@@ -465,7 +465,7 @@ export function modelExecutor(
       } else {
         // Every error response has a request id, to find its log lines by.
         requestId ??= crypto.randomUUID();
-        warnRefusedHeaders(logger, name, err, requestId);
+        warnRefusedHeaders(ctx, name, err, requestId);
         res = errorResponse(await hideDir(err), ctx.debug, requestId);
       }
       // An unexpected error: the client only reads "internal error" (unless
@@ -490,10 +490,12 @@ export function modelExecutor(
  * Logs the headers of a model's `HTTPError` that its response does not get
  * (not on the allow-list, or malformed: docs/gateway.md, "Errors with a
  * status"): the response goes out without them, and the model's author
- * learns why here. At most 10 names, each cut to 64 characters.
+ * learns why here. At most 10 names, each cut to 64 characters; at most
+ * once a minute per model (a model that always sets `Set-Cookie` would
+ * write a warning per call).
  */
 function warnRefusedHeaders(
-  logger: RouteContext["logger"],
+  ctx: Pick<RouteContext, "logger" | "refusedHeaderWarnings">,
   model: string,
   err: unknown,
   requestId: string,
@@ -501,13 +503,23 @@ function warnRefusedHeaders(
   if (!(err instanceof ModelHTTPError)) return;
   const { refused } = modelResponseHeaders(err.headers);
   if (refused.length === 0) return;
+  const warned = ctx.refusedHeaderWarnings;
+  const now = Date.now();
+  const last = warned.get(model);
+  if (last !== undefined && now - last < REFUSED_HEADER_WARNING_MS) return;
+  // Bounded by the models served; names of removed ones go eventually.
+  if (last === undefined && warned.size >= 1024) warned.clear();
+  warned.set(model, now);
   const names = refused.slice(0, 10).map((n) => JSON.stringify(n.slice(0, 64)))
     .join(", ") + (refused.length > 10 ? `, ... (${refused.length})` : "");
-  logger.warn(
-    "Model {model} raised HTTPError {status} with headers the gateway does not send (request id {requestId}): {names}",
+  ctx.logger.warn(
+    "Model {model} raised HTTPError {status} with headers the gateway does not send (request id {requestId}): {names} (said at most once a minute per model)",
     { model, status: err.status, requestId, names },
   );
 }
+
+/** How often the refused headers of one model's errors are logged at most. */
+const REFUSED_HEADER_WARNING_MS = 60_000;
 
 /** The direct path's request line (the app's middleware logs the others'). */
 function requestLine(
@@ -543,6 +555,7 @@ interface StreamFailure {
   debug: boolean;
   hide: (err: unknown) => Promise<unknown>;
   logger: RouteContext["logger"];
+  refusedHeaderWarnings: RouteContext["refusedHeaderWarnings"];
   requestId: () => string;
 }
 
@@ -630,7 +643,7 @@ function streamError(
   shown: unknown,
 ): Response {
   const requestId = failure.requestId();
-  warnRefusedHeaders(failure.logger, failure.model, err, requestId);
+  warnRefusedHeaders(failure, failure.model, err, requestId);
   const res = errorResponse(shown, failure.debug, requestId);
   if (res.status === 500) {
     failure.logger.warn("Stream failed (request id {requestId}): {error}", {
@@ -726,6 +739,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
       debug: ctx.debug,
       hide: hideDir,
       logger: ctx.logger,
+      refusedHeaderWarnings: ctx.refusedHeaderWarnings,
       requestId: () => requestId ??= crypto.randomUUID(),
     };
     if (name.length > MAX_NAME) {

@@ -64,4 +64,9 @@ export interface RouteContext {
   modelsDir: string | undefined;
   /** The request headers models get (lower-case, each once); empty: none, and none is read. */
   forwardHeaders: readonly string[];
+  /**
+   * When the log last warned of each model's refused `HTTPError` headers
+   * (ms since the epoch): at most once a minute per model.
+   */
+  refusedHeaderWarnings: Map<string, number>;
 }
