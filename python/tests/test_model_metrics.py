@@ -261,6 +261,16 @@ class MetricsEventTest(ServerTestCase):
         self.assertEqual((by_name["depth"]["type"], by_name["depth"]["value"]), ("gauge", 4))
         self.assertEqual((by_name["orphan_total"]["model"], by_name["orphan_total"]["value"]), (None, 3))
 
+    def test_nothing_is_sent_while_no_model_records(self):
+        c = self.server.connect(auth=False)
+        c.call("auth", mac=mac(self.server.secret, c.hello["nonce"]), metrics=True)
+        c.call("addModel", name="d", file="doubler.py")
+        for i in range(200):
+            c.call("executeModel", name="d", msg={"x": i})
+        time.sleep(1.0)  # two flush intervals: an event would have come by now
+        c.call("ping")
+        self.assertEqual([e for e in c.events if e.get("event") == "metrics"], [])
+
     def test_a_host_that_did_not_ask_gets_nothing_and_calls_work(self):
         c = self.server.connect()  # auth without "metrics"
         c.call("addModel", name="m", file="metered.py")
