@@ -660,3 +660,36 @@ Deno.test("GatewayMetrics renders model metrics: histograms cumulative, collidin
   );
   assert.equal(text.match(/pyproxy_model_y_sum/g)?.length, 1);
 });
+
+Deno.test("limits.modelMetricSeriesPerModel bounds a model's series; the rest are counted in pyproxy_dropped_model_series_total", async () => {
+  const metered = await Deno.readTextFile(
+    new URL("../python/tests/models/metered.py", import.meta.url),
+  );
+  await using gw = await startGateway({
+    allowManage: true,
+    limits: { shutdownGrace: 2000, modelMetricSeriesPerModel: 3 },
+  }, { "metered.py": metered });
+  let res = await gw.fetch("/v1/models/m", {
+    method: "PUT",
+    body: JSON.stringify({ file: "metered.py" }),
+  });
+  assert.equal(res.status, 201);
+  await res.body?.cancel();
+  res = await gw.fetch("/v1/models/m/execute", {
+    method: "POST",
+    body: JSON.stringify({ series: 10 }),
+  });
+  assert.equal(res.status, 200);
+  await res.body?.cancel();
+  const families = await until(async () => {
+    const families = parseExposition(
+      await (await gw.fetch("/metrics")).text(),
+    );
+    return value(families, "pyproxy_dropped_model_series_total", {
+        model: "m",
+      }) === 7
+      ? families
+      : undefined;
+  }, "7 dropped updates");
+  assert.equal(families.get("pyproxy_model_wide_total")?.samples.length, 3);
+});
