@@ -138,8 +138,12 @@ class MetricsRegistry:
     def _add(self, kind, key, family, value):
         # Under the lock; nothing here raises, nothing calls out.
         if key not in self._known:
-            if self._families.setdefault(key[1], family) is not family and self._families[key[1]][0] != kind:
-                return False  # lost a race with another kind: refused at its next use
+            # Two threads' first uses of a name race: the first one's family
+            # (kind, buckets) is the name's; another kind is refused at its
+            # next use.
+            family = self._families.setdefault(key[1], family)
+            if family[0] != kind:
+                return False
             if len(self._known) >= self.MAX_SERIES:
                 model = key[0]
                 self._dropped[model] = self._dropped.get(model, 0) + 1

@@ -88,6 +88,20 @@ class RegistryTest(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "metric already"):
             self.reg.record("histogram", "g", 1)
 
+    def test_first_uses_that_race_keep_the_first_family(self):
+        # Two threads' first uses of a histogram, with other buckets, both
+        # checked before either took the lock: the second one's update goes
+        # into the first one's buckets (the host would drop counts and
+        # buckets that disagree).
+        self.reg.record("histogram", "h", 0.5, {"a": "1"})
+        late = ("histogram", None, (1.0,))
+        with self.reg._lock:
+            self.reg._add("histogram", (None, "h", (("a", "2"),)), late, 0.5)
+            self.reg._add("gauge", (None, "h", (("a", "3"),)), ("gauge", None, None), 1.0)
+        pending = self.reg.snapshot_pending()
+        self.assertEqual(len(pending[(None, "h", (("a", "2"),))][0]), len(DEFAULT_BUCKETS) + 1)
+        self.assertNotIn((None, "h", (("a", "3"),)), pending)
+
     def test_updates_add_up_per_series(self):
         for _ in range(100000):
             self.reg.record("counter", "hits", 1)

@@ -160,9 +160,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/model_metrics.py",
-      size: 14430,
+      size: 14536,
       sha256:
-        "314249cd75a9b336fc70518f2178cbc78f5af29b7e3191fa59c60cb8a1c44ae5",
+        "1d182c88c9632b8337bb716c9cedf0477ade4ed7bd036792f74ba55ddd17fb5e",
     },
     {
       path: "pyproxy_server/models.py",
