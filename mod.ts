@@ -29,6 +29,7 @@ export * from "./src/eval_session.ts";
 export * from "./src/output_buffer.ts";
 export * from "./src/replay_budget.ts";
 export * from "./src/queue_waits.ts";
+export * from "./src/model_metrics.ts";
 export * from "./src/gateway/mod.ts";
 export * from "./plugins/mod.ts";
 /** The logger taken by the `logger` options (a LogTape `Logger` fits). */

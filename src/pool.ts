@@ -6,6 +6,11 @@
  * @module
  */
 import type { QueueWaitStats } from "./queue_waits.ts";
+import {
+  type ModelMetricsOptions,
+  type ModelMetricsSnapshot,
+  ModelMetricStore,
+} from "./model_metrics.ts";
 import type { Logger } from "./logger.ts";
 import { type Atom, type EvalOptions, startAtom } from "./atom.ts";
 import { AtomRegistry } from "./atom_registry.ts";
@@ -284,6 +289,13 @@ export interface PoolOptions {
   /** Calls that may wait in the pool queue before `OverloadedError`. @default {1024} */
   maxQueue?: number;
   /**
+   * Bounds of the metrics model code records (`pyproxy.metrics`,
+   * {@linkcode Pool.modelMetrics}): series per model and in all; updates
+   * of further series are dropped, counted and warned about once per model.
+   * @default {{ maxSeriesPerModel: 1000, maxSeries: 10000 }}
+   */
+  modelMetrics?: ModelMetricsOptions;
+  /**
    * The most eval output the pool keeps for replay over all its running
    * evals together, in UTF-16 code units (as `pool.eval`'s `replayBytes`,
    * each eval's own bound, 8 Mi by default): a number >= 0, `Infinity` for
@@ -440,6 +452,7 @@ export class Pool implements AsyncDisposable {
   #registry: ModelRegistry;
   /** The registry's placed models (read on each call: none, most often). */
   #placements: ReadonlyMap<string, ModelPlacement>;
+  #modelMetrics: ModelMetricStore;
   #supervisor: Supervisor;
   #router: PoolRouter;
   #startedAt = Date.now();
@@ -528,6 +541,7 @@ export class Pool implements AsyncDisposable {
           { bufferSize },
         ),
     });
+    this.#modelMetrics = new ModelMetricStore(opts.modelMetrics, opts.logger);
     this.#registry = new ModelRegistry({
       timeout: opts.loadTimeout,
       onResync: (ev) => {
@@ -572,6 +586,7 @@ export class Pool implements AsyncDisposable {
       options: opts,
       plugins: this.#plugins,
       registry: this.#registry,
+      modelMetrics: this.#modelMetrics,
       events: this.#events,
       pump: (full) => {
         this.#router.pump(full);
@@ -699,6 +714,7 @@ export class Pool implements AsyncDisposable {
     this.#checkModelTimeout("add model", name, spec);
     this.#checkModelWorkers("add model", name, spec);
     await this.#someWorkerReady("add model", name, options);
+    this.#modelMetrics.modelAdded(name);
     const out = await this.#modelOp(
       "add model",
       name,
@@ -777,6 +793,7 @@ export class Pool implements AsyncDisposable {
     );
     this.#modelTimeouts.delete(name);
     this.#closeTimeouts.delete(name);
+    this.#modelMetrics.forgetModel(name);
     this.#events.emit({ type: "model", action: "remove", name });
     return out;
   }
@@ -1267,6 +1284,26 @@ export class Pool implements AsyncDisposable {
   /** The plugins' samples for `GET /metrics` (`Plugin.metrics`), in plugin order. */
   pluginMetrics(): PluginMetric[] {
     return this.#plugins.metrics();
+  }
+
+  /**
+   * The metrics model code recorded with `pyproxy.metrics` (docs/models.md,
+   * "Metrics"), a copy: counters and histograms summed over the workers
+   * and their restarts, gauges per worker, and the updates dropped by the
+   * bounds (`modelMetrics` option) by model. The workers send them in
+   * batches, so an update shows here within about half a second. A
+   * removed model's series go with it.
+   *
+   * @example
+   * ```ts ignore
+   * // model code: metrics.counter("hits_total", labels={"path": "/a"})
+   * const { series } = pool.modelMetrics();
+   * const hits = series.find((s) => s.model === "scorer" && s.name === "hits_total");
+   * console.log(hits?.value);
+   * ```
+   */
+  modelMetrics(): ModelMetricsSnapshot {
+    return this.#modelMetrics.snapshot();
   }
 
   /**

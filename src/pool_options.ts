@@ -13,6 +13,7 @@ import { defaultRuntime } from "./runtime/mod.ts";
 import type { Runtime } from "./runtime/types.ts";
 import type { PluginsOption } from "./plugin.ts";
 import type { PoolOptions } from "./pool.ts";
+import type { ModelMetricsOptions } from "./model_metrics.ts";
 import {
   partLogger,
   type PythonLoggers,
@@ -81,6 +82,8 @@ export interface ResolvedPoolOptions {
   schedBatch: boolean;
   /** How integers beyond ±2^53 are exchanged. */
   integers: "number" | "bigint";
+  /** Bounds of the model metrics. */
+  modelMetrics: Required<ModelMetricsOptions>;
 }
 
 const int = (min: number) => {
@@ -210,6 +213,10 @@ const schema = v.strictObject({
   integers: v.optional(
     v.picklist(["number", "bigint"], 'expected "number" or "bigint"'),
   ),
+  modelMetrics: v.optional(v.strictObject({
+    maxSeriesPerModel: int(0),
+    maxSeries: int(0),
+  }, "expected { maxSeriesPerModel?, maxSeries }")),
 }, "expected an options object");
 
 /**
@@ -296,5 +303,9 @@ export function resolvePoolOptions(
     maxFrameSize: options.maxFrameSize,
     schedBatch: options.schedBatch ?? false,
     integers: options.integers ?? "number",
+    modelMetrics: {
+      maxSeriesPerModel: options.modelMetrics?.maxSeriesPerModel ?? 1000,
+      maxSeries: options.modelMetrics?.maxSeries ?? 10000,
+    },
   };
 }

@@ -167,6 +167,15 @@ export interface SessionConnectOptions {
    * @default {"number"}
    */
   integers?: "number" | "bigint";
+  /**
+   * Ask the server for the metrics model code records (`"metrics": true`
+   * in `auth`, when its `hello` announces them; protocol §6, "Model
+   * metrics"): it then sends `metrics` events, which reach
+   * {@linkcode Session.onEvent} listeners. A pool's sessions ask for them.
+   *
+   * @default {false}
+   */
+  metrics?: boolean;
 }
 
 /**
@@ -197,6 +206,7 @@ export class Session implements AsyncDisposable {
   #decoder: FrameDecoder;
   // This side asks the server for batch frames (its frame limit fits them).
   #readsBatches: boolean;
+  #metrics: boolean;
   #lastReceived = Date.now();
   // True while the read loop waits for an incoming message's async middleware.
   #incomingBusy = false;
@@ -270,6 +280,7 @@ export class Session implements AsyncDisposable {
     // → JsonDecoderStream as plain calls: one pipe stage per read, not three.
     const maxFrameSize = options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE;
     this.#readsBatches = maxFrameSize >= MIN_BATCH_FRAME_SIZE;
+    this.#metrics = options.metrics === true;
     this.#decoder = new FrameDecoder(maxFrameSize);
     if (conn.read !== undefined) {
       // No stream machinery and no fresh buffer per read: every frame of a read is consumed
@@ -765,6 +776,8 @@ export class Session implements AsyncDisposable {
     if (this.#readsBatches) args.batch = true;
     // bytes: this side reads `$bytes` (protocol §3, Bytes), for a server that does.
     if (hello.bytes === true) args.bytes = true;
+    // metrics: send model metrics events (protocol §6), when this side wants them.
+    if (this.#metrics && hello.metrics === true) args.metrics = true;
     return args;
   }
 

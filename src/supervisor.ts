@@ -8,6 +8,7 @@
  *
  * @module
  */
+import type { ModelMetricStore } from "./model_metrics.ts";
 import {
   ConfigError,
   ShuttingDownError,
@@ -35,6 +36,8 @@ export interface SupervisorOptions {
   plugins: PluginHost;
   /** The model registry replayed onto every (re)started worker. */
   registry: ModelRegistry;
+  /** Where the workers' model metrics go. */
+  modelMetrics: ModelMetricStore;
   /** Where worker events go. */
   events: PoolEventHub;
   /** Called when routing may have changed (`full`: also fail calls that can no longer be routed). */
@@ -308,6 +311,7 @@ export class Supervisor {
         middleware: plugins.middleware({ worker, plugin: ctx }),
         handlers: plugins.handlers(worker),
         integers: this.#opts.options.integers,
+        metrics: true,
         ...(this.#opts.options.sessionLogger === undefined
           ? {}
           : { logger: this.#opts.options.sessionLogger }),
@@ -322,6 +326,14 @@ export class Supervisor {
           logPythonOutput(loggers, worker.id, event, limit)
         );
         session.closed.then(() => limit.end());
+        // Model metrics (protocol §6): summed per model; the gauges this
+        // connection set go with it.
+        const metrics = this.#opts.modelMetrics;
+        const source = { worker: worker.id };
+        session.onEvent((event) => {
+          if (event.event === "metrics") metrics.ingest(source, event);
+        });
+        session.closed.then(() => metrics.forgetSource(source));
         // Model code's Python logging records too (protocol §6; a server
         // from before them ignores the field). Without them the worker
         // serves as before: a failure here is the connection's, met next.

@@ -518,3 +518,178 @@ Deno.test("A plugin whose status or metrics are not JSON, or throw when written,
     await pool.close();
   }
 });
+
+Deno.test("GET /metrics exposes the model metrics as pyproxy_model_<name>, label values escaped; ?format=json too", async () => {
+  const metered = await Deno.readTextFile(
+    new URL("../python/tests/models/metered.py", import.meta.url),
+  );
+  await using gw = await startGateway({ workers: 2, allowManage: true }, {
+    "metered.py": metered,
+  });
+  let res = await gw.fetch("/v1/models/m", {
+    method: "PUT",
+    body: JSON.stringify({ file: "metered.py" }),
+  });
+  assert.equal(res.status, 201);
+  await res.body?.cancel();
+  // Nothing recorded yet: no model series, no dropped counter.
+  assert.doesNotMatch(
+    await (await gw.fetch("/metrics")).text(),
+    /pyproxy_model_|pyproxy_dropped_model/,
+  );
+  const path = 'a"b\\c\nd';
+  const post = async (body: unknown) => {
+    const res = await gw.fetch("/v1/models/m/execute", {
+      method: "POST",
+      body: JSON.stringify(body),
+    });
+    assert.equal(res.status, 200);
+    return await res.json();
+  };
+  for (let i = 0; i < 10; i++) await post({ counter: 10, path, gauge: 2 });
+  await post({ observe: [0.02, 3] });
+  assert.equal(
+    (await post({ bad: { name: "x\n# TYPE y" } })).raised,
+    "ValueError",
+  );
+  const families = await until(async () => {
+    const text = await (await gw.fetch("/metrics")).text();
+    const families = parseExposition(text);
+    return value(families, "pyproxy_model_hits_total", { model: "m", path }) ===
+          100 && families.has("pyproxy_model_latency_seconds")
+      ? families
+      : undefined;
+  }, "the model's series");
+  const hits = families.get("pyproxy_model_hits_total")!;
+  assert.equal(hits.type, "counter");
+  assert.equal(hits.help, "Hits by path.");
+  const depth = families.get("pyproxy_model_depth")!;
+  assert.equal(depth.type, "gauge");
+  assert.ok(depth.samples.every((s) => s.labels.worker !== undefined));
+  const lat = families.get("pyproxy_model_latency_seconds")!;
+  assert.equal(lat.type, "histogram");
+  assert.equal(
+    value(families, "pyproxy_model_latency_seconds", {
+      model: "m",
+      le: "0.025",
+    }, "pyproxy_model_latency_seconds_bucket"),
+    1,
+  );
+  assert.equal(
+    value(
+      families,
+      "pyproxy_model_latency_seconds",
+      { model: "m" },
+      "pyproxy_model_latency_seconds_count",
+    ),
+    2,
+  );
+  const json = await (await gw.fetch("/metrics?format=json")).json();
+  const series = json.modelMetrics.series as Array<Record<string, unknown>>;
+  assert.ok(
+    series.some((s) =>
+      s.name === "hits_total" && s.value === 100 &&
+      (s.labels as Record<string, string>).path === path
+    ),
+  );
+  // Removed with its model.
+  res = await gw.fetch("/v1/models/m", { method: "DELETE" });
+  await res.body?.cancel();
+  assert.doesNotMatch(
+    await (await gw.fetch("/metrics")).text(),
+    /pyproxy_model_/,
+  );
+});
+
+Deno.test("GatewayMetrics renders model metrics: histograms cumulative, colliding names once, plugins kept off their names", () => {
+  const metrics = new GatewayMetrics();
+  const text = metrics.render({
+    workers: [],
+    modelMetrics: {
+      series: [
+        { model: "a", name: "x_count", type: "gauge", labels: {}, value: 1 },
+        {
+          model: "b",
+          name: "x",
+          type: "histogram",
+          labels: { k: "v" },
+          help: "two\nlines \\ here",
+          buckets: [1, 2],
+          counts: [1, 2, 3],
+          sum: 9,
+          count: 6,
+        },
+        {
+          model: null,
+          name: "y",
+          type: "histogram",
+          labels: {},
+          buckets: [1, 2],
+          counts: [1, 2, 3],
+          sum: 9,
+          count: 6,
+        },
+      ],
+      dropped: { a: 3 },
+    },
+    plugins: [{
+      name: "pyproxy_model_y_sum",
+      type: "gauge",
+      value: 1,
+      help: "h",
+    }],
+  });
+  const families = parseExposition(text);
+  assert.ok(!families.has("pyproxy_model_x")); // its _count series is a gauge of a
+  assert.equal(
+    value(
+      families,
+      "pyproxy_model_y",
+      { model: "", le: "2" },
+      "pyproxy_model_y_bucket",
+    ),
+    3,
+  );
+  assert.equal(
+    value(families, "pyproxy_model_y", { model: "" }, "pyproxy_model_y_sum"),
+    9,
+  );
+  assert.equal(
+    value(families, "pyproxy_dropped_model_series_total", { model: "a" }),
+    3,
+  );
+  assert.equal(text.match(/pyproxy_model_y_sum/g)?.length, 1);
+});
+
+Deno.test("limits.modelMetricSeriesPerModel bounds a model's series; the rest are counted in pyproxy_dropped_model_series_total", async () => {
+  const metered = await Deno.readTextFile(
+    new URL("../python/tests/models/metered.py", import.meta.url),
+  );
+  await using gw = await startGateway({
+    allowManage: true,
+    limits: { shutdownGrace: 2000, modelMetricSeriesPerModel: 3 },
+  }, { "metered.py": metered });
+  let res = await gw.fetch("/v1/models/m", {
+    method: "PUT",
+    body: JSON.stringify({ file: "metered.py" }),
+  });
+  assert.equal(res.status, 201);
+  await res.body?.cancel();
+  res = await gw.fetch("/v1/models/m/execute", {
+    method: "POST",
+    body: JSON.stringify({ series: 10 }),
+  });
+  assert.equal(res.status, 200);
+  await res.body?.cancel();
+  const families = await until(async () => {
+    const families = parseExposition(
+      await (await gw.fetch("/metrics")).text(),
+    );
+    return value(families, "pyproxy_dropped_model_series_total", {
+        model: "m",
+      }) === 7
+      ? families
+      : undefined;
+  }, "7 dropped updates");
+  assert.equal(families.get("pyproxy_model_wide_total")?.samples.length, 3);
+});

@@ -4,11 +4,13 @@
 §7) from inside model or eval code; ``host.cache`` and ``host.publish`` are
 shortcuts for the shared cache and the gateway's channels. A model raises
 ``HTTPError(status, message, detail=None, headers=None)`` to answer its
-call with an HTTP error status (docs/models.md).
+call with an HTTP error status (docs/models.md). ``metrics.counter``,
+``metrics.gauge`` and ``metrics.histogram`` record model metrics that the
+gateway's ``GET /metrics`` exposes (docs/models.md, "Metrics").
 """
 
-from . import host
+from . import host, metrics
 from .host import HostError
 from pyproxy_server.errors import HTTPError
 
-__all__ = ["host", "HostError", "HTTPError"]
+__all__ = ["host", "metrics", "HostError", "HTTPError"]

@@ -11,6 +11,7 @@ import sys
 from .call import current_batch
 from .errors import InvalidRequestError, PyProxyError
 from .execution import is_user_error, log_user_error, wire_error
+from .model_metrics import registry as model_metrics
 from .spill import SpillSettings
 from .stream_producer import StreamProducer
 
@@ -59,7 +60,10 @@ def install(server):
         return models.update(call.msg.get("name"), call.msg, call.cancelled.is_set)
 
     def remove_model(call):
-        return models.remove(call.msg.get("name"))
+        name = call.msg.get("name")
+        result = models.remove(name)
+        model_metrics.forget_model(name)
+        return result
 
     def init_model(call):
         msg = call.msg

@@ -56,6 +56,7 @@ from .execution import CallRunner, OutputSink, fail_future, is_user_error, log_u
 from .framer import HEADER, MAGIC, OVERHEAD, VERSION, Framer, md5_digest
 from .inline_watch import InlineWatch
 from .json_problem import not_json_reason
+from .model_metrics import registry as model_metrics
 from .models import RunThreaded
 
 __all__ = ["Connection", "PROTOCOL_VERSION"]
@@ -141,6 +142,8 @@ class Connection(asyncio.BufferedProtocol):
         self._transport = None
         self._closed = False
         self._closing = False
+        # The host asked for model metrics events (its auth's "metrics": true).
+        self.wants_metrics = False
         self._batching = False
         # Inline calls of the current read run with the loop hidden and the
         # output routed to the running call (_enter_inline).
@@ -417,7 +420,7 @@ class Connection(asyncio.BufferedProtocol):
             self._spin_fd = sock.fileno() if sock is not None else -1
         self.id = self.server.connection_opened(self)
         auth = "none"
-        hello = {"event": "hello", "version": PROTOCOL_VERSION, "serverId": self.server.id, "pid": self.server.pid, "batch": True, "bytes": True}
+        hello = {"event": "hello", "version": PROTOCOL_VERSION, "serverId": self.server.id, "pid": self.server.pid, "batch": True, "bytes": True, "metrics": True}
         if not self.authenticated:
             auth = "hmac-sha256"
             self._nonce = secrets.token_hex(16)
@@ -1038,6 +1041,10 @@ class Connection(asyncio.BufferedProtocol):
             self._send_batches = True
         if msg.get("bytes") is True:
             self._send_bytes = True
+        if msg.get("metrics") is True and not self.wants_metrics:
+            # Model metrics go to this host too (protocol §6, "Model metrics").
+            self.wants_metrics = True
+            model_metrics.wanted()
         result = {"connection": self.id, "serverId": self.server.id, "pid": self.server.pid, "maxFrameSize": self._max_frame}
         client_nonce = msg.get("clientNonce")
         if isinstance(client_nonce, str) and 0 < len(client_nonce) <= 256 and self.server.secret is not None:

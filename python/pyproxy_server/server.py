@@ -64,6 +64,7 @@ from .call_executor import CallExecutor
 from .connection import Connection
 from .elastic_executor import ElasticExecutor
 from .framer import Framer
+from .model_metrics import registry as model_metrics
 from .models import ModelRegistry, run_closes
 
 __all__ = ["Server"]
@@ -261,6 +262,7 @@ class Server:
         """Bind TCP (when ``port`` is not None) and/or the Unix socket ``unix``."""
         self.loop = asyncio.get_running_loop()
         self.loop_ident = threading.get_ident()
+        model_metrics.install(self)
         if port is not None:
             listener = await self.loop.create_server(lambda: Connection(self), host, port)
             self._listeners.append(listener)

@@ -437,6 +437,9 @@ export function createGateway(
         ...ctx.metrics.toJSON(),
         subscribers: ctx.hub.subscriberCount,
         droppedSubscribers: ctx.hub.droppedCount,
+        ...(pool.modelMetrics === undefined
+          ? {}
+          : { modelMetrics: pool.modelMetrics() }),
       });
     }
     const status = pool.status();
@@ -452,6 +455,9 @@ export function createGateway(
         ? {}
         : { queueWaits: pool.queueWaits() }),
       plugins: pool.pluginMetrics?.() ?? [],
+      ...(pool.modelMetrics === undefined
+        ? {}
+        : { modelMetrics: pool.modelMetrics() }),
     });
     return c.body(text, 200, {
       "content-type": "text/plain; version=0.0.4; charset=utf-8",

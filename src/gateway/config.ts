@@ -71,6 +71,10 @@ export interface ResolvedConfig {
     maxInFlightPerWorker?: number;
     maxQueue?: number;
     evalReplayBudget?: number;
+    /** Series of model metrics per model (the pool's `modelMetrics.maxSeriesPerModel`). */
+    modelMetricSeriesPerModel?: number;
+    /** Series of model metrics in all (the pool's `modelMetrics.maxSeries`). */
+    modelMetricSeries?: number;
   };
   /** Channel buffers. */
   channels: { historySize: number; bufferSize: number };
@@ -290,6 +294,12 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       ...(limits.evalReplayBudget === undefined
         ? {}
         : { evalReplayBudget: limits.evalReplayBudget }),
+      ...(limits.modelMetricSeriesPerModel === undefined
+        ? {}
+        : { modelMetricSeriesPerModel: limits.modelMetricSeriesPerModel }),
+      ...(limits.modelMetricSeries === undefined
+        ? {}
+        : { modelMetricSeries: limits.modelMetricSeries }),
     },
     channels: {
       historySize: channels.historySize ?? DEFAULTS.historySize,

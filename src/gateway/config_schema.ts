@@ -139,6 +139,10 @@ export interface GatewayConfig {
     maxInFlightPerWorker?: number | undefined;
     /** Queued requests before refusing. */
     maxQueue?: number | undefined;
+    /** Series of model metrics per model (`pyproxy.metrics`). */
+    modelMetricSeriesPerModel?: number | undefined;
+    /** Series of model metrics in all. */
+    modelMetricSeries?: number | undefined;
     /**
      * Eval output kept for replay over all running evals together, in UTF-16
      * code units (the pool's `evalReplayBudget`).
@@ -288,6 +292,8 @@ const LimitsSchema: v.GenericSchema<
   maxInFlightPerWorker: v.optional(int(1)),
   maxQueue: v.optional(int(0)),
   evalReplayBudget: v.optional(int(0)),
+  modelMetricSeriesPerModel: v.optional(int(0)),
+  modelMetricSeries: v.optional(int(0)),
   shutdownGrace: v.optional(int(0)),
 });
 

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { ModelMetricsSnapshot } from "../model_metrics.ts";
 import type {
   PluginMetric,
   ScaleBounds,
@@ -280,6 +281,8 @@ export interface GatewayPool {
   pluginStatus?(): Record<string, Record<string, unknown>>;
   /** The plugins' samples for `GET /metrics`. */
   pluginMetrics?(): PluginMetric[];
+  /** What model code records (`pyproxy.metrics`) for `GET /metrics`. */
+  modelMetrics?(): ModelMetricsSnapshot;
   /** How long routed calls waited in the pool queue (`GET /metrics`). */
   queueWaits?(): QueueWaitStats;
   /**

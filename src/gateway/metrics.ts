@@ -6,6 +6,7 @@
  */
 import { QUEUE_WAIT_OUTCOMES, type QueueWaitStats } from "../queue_waits.ts";
 import type { PluginMetric } from "../plugin.ts";
+import type { ModelMetricsSnapshot } from "../model_metrics.ts";
 import type { WorkerState } from "../worker.ts";
 
 /**
@@ -42,6 +43,13 @@ export interface MetricsSnapshot {
    * Prometheus, or whose name the gateway renders itself, is left out.
    */
   plugins?: readonly PluginMetric[];
+  /**
+   * What model code records (`pool.modelMetrics()`), rendered as
+   * `pyproxy_model_<name>` with a `model` label (docs/gateway.md, "GET
+   * /metrics"), and the updates dropped by the bounds as
+   * `pyproxy_dropped_model_series_total`.
+   */
+  modelMetrics?: ModelMetricsSnapshot;
 }
 
 /**
@@ -467,6 +475,9 @@ export class GatewayMetrics {
       "Seconds since the gateway started.",
     );
     lines.push(`pyproxy_uptime_seconds ${(Date.now() - this.#started) / 1000}`);
+    if (snapshot.modelMetrics !== undefined) {
+      lines.push(...modelLines(snapshot.modelMetrics, families));
+    }
     // Also the names a histogram's series take.
     for (const name of [...families]) {
       for (const suffix of ["_bucket", "_sum", "_count"]) {
@@ -586,6 +597,87 @@ function pluginLines(
       `# TYPE ${name} ${list[0]!.type}`,
       ...family,
     );
+  }
+  return lines;
+}
+
+/** The prefix of the model metrics' names: the gateway's own never start with it. */
+const MODEL_PREFIX = "pyproxy_model_";
+const HISTOGRAM_SUFFIXES = ["_bucket", "_sum", "_count"];
+
+/**
+ * The model metrics as exposition lines, one family per name (its samples
+ * together, its HELP and TYPE once), each name under
+ * {@linkcode MODEL_PREFIX}; the names they take go into `taken` (plugins
+ * cannot take them). Names and labels were checked when they came in
+ * (`ModelMetricStore`): only label values and help need escaping.
+ */
+function modelLines(
+  snapshot: ModelMetricsSnapshot,
+  taken: Set<string>,
+): string[] {
+  const lines: string[] = [];
+  const dropped = Object.entries(snapshot.dropped);
+  if (dropped.length > 0) {
+    const name = "pyproxy_dropped_model_series_total";
+    taken.add(name);
+    lines.push(
+      `# HELP ${name} Model metric updates dropped: series past the bounds (modelMetrics option, and 2000 per Python process), or not valid.`,
+      `# TYPE ${name} counter`,
+    );
+    for (const [model, n] of dropped) {
+      lines.push(`${name}{model="${label(model)}"} ${n}`);
+    }
+  }
+  const byName = new Map<string, ModelMetricsSnapshot["series"]>();
+  for (const s of snapshot.series) {
+    const list = byName.get(s.name);
+    if (list === undefined) byName.set(s.name, [s]);
+    else list.push(s);
+  }
+  for (const [own, list] of byName) {
+    const name = MODEL_PREFIX + own;
+    const first = list[0]!;
+    // One of two models' names that collide (`x_count` and histogram `x`'s series).
+    if (
+      taken.has(name) || (first.type === "histogram" &&
+        HISTOGRAM_SUFFIXES.some((suffix) => taken.has(name + suffix)))
+    ) continue;
+    taken.add(name);
+    lines.push(
+      `# HELP ${name} ${
+        (first.help ??
+          `Recorded by model code (pyproxy.metrics.${first.type}).`)
+          .replace(/\\/g, "\\\\").replace(/\n/g, "\\n")
+      }`,
+      `# TYPE ${name} ${first.type}`,
+    );
+    for (const s of list) {
+      let labels = `model="${label(s.model ?? "")}"`;
+      for (const [k, v] of Object.entries(s.labels)) {
+        labels += `,${k}="${label(v)}"`;
+      }
+      if (s.worker !== undefined) labels += `,worker="${label(s.worker)}"`;
+      if (s.type !== "histogram") {
+        lines.push(`${name}{${labels}} ${sampleValue(s.value ?? 0)}`);
+        continue;
+      }
+      const bounds = s.buckets ?? [];
+      const counts = s.counts ?? [];
+      let cumulative = 0;
+      for (let i = 0; i < bounds.length; i++) {
+        cumulative += counts[i] ?? 0;
+        lines.push(
+          `${name}_bucket{${labels},le="${bounds[i]}"} ${cumulative}`,
+        );
+      }
+      lines.push(
+        `${name}_bucket{${labels},le="+Inf"} ${s.count ?? 0}`,
+        `${name}_sum{${labels}} ${sampleValue(s.sum ?? 0)}`,
+        `${name}_count{${labels}} ${s.count ?? 0}`,
+      );
+    }
+    for (const suffix of HISTOGRAM_SUFFIXES) taken.add(name + suffix);
   }
   return lines;
 }

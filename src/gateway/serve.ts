@@ -297,6 +297,14 @@ export async function serve(
     ...(config.limits.evalReplayBudget === undefined
       ? {}
       : { evalReplayBudget: config.limits.evalReplayBudget }),
+    modelMetrics: {
+      ...(config.limits.modelMetricSeriesPerModel === undefined
+        ? {}
+        : { maxSeriesPerModel: config.limits.modelMetricSeriesPerModel }),
+      ...(config.limits.modelMetricSeries === undefined
+        ? {}
+        : { maxSeries: config.limits.modelMetricSeries }),
+    },
   };
   if (config.port !== 0) {
     // A port in use fails the start before the workers and the models

@@ -16,15 +16,21 @@ export const PYTHON_MANIFEST: PythonManifest = {
   files: [
     {
       path: "pyproxy/__init__.py",
-      size: 550,
+      size: 729,
       sha256:
-        "2485ea7802c6b73b89801ad38a7d89c7a281e3153785a791cb7a246f091c06e4",
+        "152af3b51856ee46c1e5a0972f5523cd2c36b274f12678f8e5c893210eb09a9d",
     },
     {
       path: "pyproxy/host.py",
       size: 8990,
       sha256:
         "8cea5fb5d68ea74f7f01c062d6a2a66b689bf999959c143411646e5046effdf6",
+    },
+    {
+      path: "pyproxy/metrics.py",
+      size: 3703,
+      sha256:
+        "26217fea181c92ae0df61ea4ba0c7c7470b8c079e4e7fea319558bf9df959a63",
     },
     {
       path: "pyproxy_server/__init__.py",
@@ -70,15 +76,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 8014,
+      size: 8152,
       sha256:
-        "5444547810ad5624de0bcfe5c4397c310f1f30872ab4d908514fa99bacc77c90",
+        "fc9fbaadce9822c601fe0de653919795283568959c01174f7723ac074965c6ee",
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 68114,
+      size: 68519,
       sha256:
-        "8e8cc1a513cb0881f3aee474fb71d2db9595b34a680a726a30275447308fbb22",
+        "1a692ba1fb5aca3882b828c8690171be777dfd94011071ff928e27e7a298954c",
     },
     {
       path: "pyproxy_server/declared.py",
@@ -159,6 +165,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
         "3d0ca081757a6710f18a633c5b33f9aac496cca22c075d3ca378f5e432a036d9",
     },
     {
+      path: "pyproxy_server/model_metrics.py",
+      size: 14536,
+      sha256:
+        "1d182c88c9632b8337bb716c9cedf0477ade4ed7bd036792f74ba55ddd17fb5e",
+    },
+    {
       path: "pyproxy_server/models.py",
       size: 56045,
       sha256:
@@ -166,9 +178,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 19688,
+      size: 19777,
       sha256:
-        "f18ff8bee11d5ec89700c5a162411d3516f59759c1db361a6819a5fdd5ddf154",
+        "30e329a33059fe3215143dfef4f6eef912e93c64cdd7fe58e55a824c898eae67",
     },
     {
       path: "pyproxy_server/shallow_json.py",

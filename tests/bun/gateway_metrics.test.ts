@@ -62,3 +62,30 @@ test(
   },
   30_000,
 );
+
+test(
+  "serve() on Bun: GET /metrics shows what model code records (pyproxy.metrics), label values escaped",
+  async () => {
+    const metered = await Bun.file(
+      new URL("../../python/tests/models/metered.py", import.meta.url),
+    ).text();
+    await withGateway({ "metered.py": metered }, {}, async (server) => {
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(`${server.url}/v1/models/metered/execute`, {
+          method: "POST",
+          body: JSON.stringify({ counter: 2, path: 'a"b\n' }),
+        });
+        expect(res.status).toBe(200);
+        await res.arrayBuffer();
+      }
+      await untilMetric(
+        server.url,
+        'pyproxy_model_hits_total{model="metered",path="a\\"b\\n"} 6',
+      );
+      const json = await (await fetch(`${server.url}/metrics?format=json`))
+        .json();
+      expect(json.modelMetrics.series[0].value).toBe(6);
+    });
+  },
+  30_000,
+);

@@ -1,0 +1,306 @@
+"""Model metrics (``pyproxy.metrics``, protocol §6 "Model metrics"): checks at
+the call, aggregation in the process, the batched ``metrics`` event, and a
+cancel's interrupt during an update."""
+
+import contextvars
+import math
+import threading
+import time
+import unittest
+
+from pyproxy import metrics
+from pyproxy_server.call import current_call
+from pyproxy_server.model_metrics import DEFAULT_BUCKETS, MetricsRegistry
+
+from .test_eval import FakeCall, FakeConnection, FakeServer, _no_gc, _opcode_events, _traced_cancel
+from ._client import mac
+from .test_server import ServerTestCase
+
+
+class RegistryTest(unittest.TestCase):
+    def setUp(self):
+        self.reg = MetricsRegistry()
+
+    def test_bad_updates_raise_and_record_nothing(self):
+        record = self.reg.record
+        bad = [
+            (ValueError, ("counter", "a\nb", 1)),
+            (ValueError, ("counter", 'a"b', 1)),
+            (ValueError, ("counter", "1abc", 1)),
+            (ValueError, ("counter", "", 1)),
+            (ValueError, ("counter", "__x", 1)),
+            (ValueError, ("counter", "x" * 129, 1)),
+            (ValueError, ("counter", "a:b", 1)),
+            (TypeError, ("counter", 7, 1)),
+            (ValueError, ("counter", "c", -1)),
+            (ValueError, ("counter", "c", float("nan"))),
+            (ValueError, ("counter", "c", float("inf"))),
+            (ValueError, ("gauge", "g", float("-inf"))),
+            (ValueError, ("histogram", "h", float("nan"))),
+            (ValueError, ("counter", "c", 10**400)),
+            (TypeError, ("counter", "c", True)),
+            (TypeError, ("counter", "c", "1")),
+            (TypeError, ("counter", "c", None)),
+            (TypeError, ("counter", "c", 1, [("a", "b")])),
+            (TypeError, ("counter", "c", 1, {"a": 1})),
+            (TypeError, ("counter", "c", 1, {1: "a"})),
+            (TypeError, ("counter", "c", 1, {"a": ["x"]})),
+            (ValueError, ("counter", "c", 1, {"model": "x"})),
+            (ValueError, ("counter", "c", 1, {"worker": "x"})),
+            (ValueError, ("counter", "c", 1, {"le": "x"})),
+            (ValueError, ("counter", "c", 1, {"a b": "x"})),
+            (ValueError, ("counter", "c", 1, {"a\n": "x"})),
+            (ValueError, ("counter", "c", 1, {"__a": "x"})),
+            (ValueError, ("counter", "c", 1, {"a": "x" * 257})),
+            (ValueError, ("counter", "c", 1, {"l%d" % i: "x" for i in range(9)})),
+            (ValueError, ("histogram", "h", 1, None, None, [])),
+            (ValueError, ("histogram", "h", 1, None, None, [2, 1])),
+            (ValueError, ("histogram", "h", 1, None, None, [1, 1])),
+            (ValueError, ("histogram", "h", 1, None, None, [1, float("inf")])),
+            (ValueError, ("histogram", "h", 1, None, None, list(range(33)))),
+            (TypeError, ("histogram", "h", 1, None, None, ["a"])),
+            (TypeError, ("counter", "c", 1, None, 7)),
+        ]
+        for exc, args in bad:
+            with self.assertRaises(exc, msg=repr(args)[:100]):
+                record(*args)
+        self.assertEqual(self.reg.snapshot_pending(), {})
+        self.assertEqual(self.reg._known, set())
+
+    def test_label_values_may_hold_any_text(self):
+        self.reg.record("counter", "c", 1, {"path": 'a"b\\c\nd'})
+        self.assertEqual(self.reg.snapshot_pending(), {(None, "c", (("path", 'a"b\\c\nd'),)): [1.0]})
+
+    def test_a_name_keeps_its_kind_and_buckets(self):
+        self.reg.record("counter", "x", 1)
+        with self.assertRaisesRegex(ValueError, "it is a counter"):
+            self.reg.record("gauge", "x", 1)
+        with self.assertRaisesRegex(ValueError, "it is a counter"):
+            self.reg.record("gauge", "x", 1, {"a": "b"})
+        self.reg.record("histogram", "h", 1, buckets=[1, 2])
+        self.reg.record("histogram", "h", 1)  # the first use's buckets
+        self.reg.record("histogram", "h", 1, buckets=[1.0, 2.0])
+        with self.assertRaisesRegex(ValueError, "first use"):
+            self.reg.record("histogram", "h", 1, buckets=[1, 3])
+        with self.assertRaisesRegex(ValueError, "histogram"):
+            self.reg.record("gauge", "h_sum", 1)
+        self.reg.record("gauge", "g_count", 1)
+        with self.assertRaisesRegex(ValueError, "metric already"):
+            self.reg.record("histogram", "g", 1)
+
+    def test_first_uses_that_race_keep_the_first_family(self):
+        # Two threads' first uses of a histogram, with other buckets, both
+        # checked before either took the lock: the second one's update goes
+        # into the first one's buckets (the host would drop counts and
+        # buckets that disagree).
+        self.reg.record("histogram", "h", 0.5, {"a": "1"})
+        late = ("histogram", None, (1.0,))
+        with self.reg._lock:
+            self.reg._add("histogram", (None, "h", (("a", "2"),)), late, 0.5)
+            self.reg._add("gauge", (None, "h", (("a", "3"),)), ("gauge", None, None), 1.0)
+        pending = self.reg.snapshot_pending()
+        self.assertEqual(len(pending[(None, "h", (("a", "2"),))][0]), len(DEFAULT_BUCKETS) + 1)
+        self.assertNotIn((None, "h", (("a", "3"),)), pending)
+
+    def test_updates_add_up_per_series(self):
+        for _ in range(100000):
+            self.reg.record("counter", "hits", 1)
+        self.reg.record("counter", "hits", 2.5, {"a": "1"})
+        self.reg.record("gauge", "depth", 3)
+        self.reg.record("gauge", "depth", -7)
+        for v in (0.001, 0.005, 0.2, 10, 11, -1):
+            self.reg.record("histogram", "lat", v)
+        pending = self.reg.snapshot_pending()
+        self.assertEqual(pending[(None, "hits", ())], [100000.0])
+        self.assertEqual(pending[(None, "hits", (("a", "1"),))], [2.5])
+        self.assertEqual(pending[(None, "depth", ())], [-7.0])
+        counts, total, count = pending[(None, "lat", ())]
+        self.assertEqual(len(counts), len(DEFAULT_BUCKETS) + 1)
+        self.assertEqual(counts[0], 3)  # <= 0.005: -1, 0.001, 0.005
+        self.assertEqual(counts[DEFAULT_BUCKETS.index(0.25)], 1)
+        self.assertEqual(counts[DEFAULT_BUCKETS.index(10.0)], 1)
+        self.assertEqual(counts[-1], 1)  # +Inf only: 11
+        self.assertEqual(count, 6)
+        self.assertTrue(math.isclose(total, 20.206))
+
+    def test_updates_count_for_the_model_of_the_running_call(self):
+        call = FakeCall(FakeConnection(FakeServer()), 1, {"cmd": "executeModel", "name": "m"})
+        call.cmd = "executeModel"
+
+        def run():
+            current_call.set(call)
+            self.reg.record("counter", "c", 1)
+
+        contextvars.copy_context().run(run)
+        call.cmd = "eval"
+        contextvars.copy_context().run(run)
+        self.assertEqual(self.reg.snapshot_pending(), {("m", "c", ()): [1.0], (None, "c", ()): [1.0]})
+
+    def test_series_past_the_cap_are_dropped_and_counted(self):
+        self.reg.MAX_SERIES = 10
+        with self.assertLogs("pyproxy_server", "WARNING") as logs:
+            for i in range(10000):
+                self.reg.record("counter", "wide", 1, {"i": str(i)})
+        self.assertEqual(len(logs.records), 1)  # one warning per model
+        self.assertEqual(len(self.reg.snapshot_pending()), 10)
+        self.assertEqual(self.reg._dropped, {None: 9990})
+        self.reg.record("counter", "wide", 1, {"i": "3"})  # a kept series goes on
+        self.assertEqual(self.reg.snapshot_pending()[(None, "wide", (("i", "3"),))], [2.0])
+
+    def test_a_removed_model_leaves_nothing(self):
+        self.reg.MAX_SERIES = 2
+        call = FakeCall(FakeConnection(FakeServer()), 1, {"cmd": "executeModel", "name": "m"})
+        call.cmd = "executeModel"
+
+        def run():
+            current_call.set(call)
+            self.reg.record("counter", "c", 1, {"a": "1"})
+            self.reg.record("counter", "c", 1, {"a": "2"})
+
+        contextvars.copy_context().run(run)
+        self.reg.forget_model("m")
+        self.assertEqual((self.reg.snapshot_pending(), self.reg._known), ({}, set()))
+        self.reg.record("counter", "c", 1)  # room again
+        self.assertEqual(self.reg.snapshot_pending(), {(None, "c", ()): [1.0]})
+
+    def test_threads_record_without_losing_updates(self):
+        def work():
+            for _ in range(20000):
+                self.reg.record("counter", "c", 1)
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(self.reg.snapshot_pending()[(None, "c", ())], [80000.0])
+
+    def test_the_public_api_calls_the_process_registry(self):
+        with self.assertRaises(ValueError):
+            metrics.counter("bad name")
+        with self.assertRaises(ValueError):
+            metrics.gauge("g", float("nan"))
+        with self.assertRaises(ValueError):
+            metrics.histogram("h", 1, buckets=[3, 2])
+        self.assertIs(metrics.observe, metrics.histogram)
+
+
+class InterruptedUpdateTest(unittest.TestCase):
+    """A cancel's ``KeyboardInterrupt`` at each place an update may be
+    interrupted: the registry's lock must be free afterwards, and an update
+    whole or not made at all."""
+
+    def test_the_lock_is_free_whichever_place_the_cancel_interrupts(self):
+        if not _opcode_events():
+            self.skipTest("this Python sends no opcode trace events (3.12.0 and 3.12.1)")
+        reg = MetricsRegistry()
+        connection = FakeConnection(FakeServer())
+        step = 0
+        deferred = 0
+        while True:
+            step += 1
+            call = FakeCall(connection, step, {"cmd": "executeModel", "name": "m"})
+            call.cmd = "executeModel"
+            state, tracer = _traced_cancel(call, step)
+            outcome = {}
+
+            def run():
+                call.thread_ident = threading.get_ident()
+                current_call.set(call)
+                import sys
+
+                sys.settrace(tracer)
+                try:
+                    reg.record("histogram", "h", 0.2, {"a": "b"})
+                    reg.record("counter", "c", 1, {"a": "b"})
+                    outcome["done"] = True
+                except KeyboardInterrupt:
+                    outcome["interrupted"] = True
+                finally:
+                    sys.settrace(None)
+
+            thread = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True)
+            with _no_gc():
+                thread.start()
+                thread.join(10)
+            self.assertFalse(thread.is_alive(), "an update cancelled at place %d hangs" % step)
+            self.assertTrue(reg._lock.acquire(timeout=2), "cancelled at place %d: the lock stays held" % step)
+            reg._lock.release()
+            deferred += state["deferred"]
+            if not state["came"]:
+                break
+        self.assertGreater(step, 20)
+        self.assertGreater(deferred, 0)  # cancels that came while an update was shielded
+        counts, total, count = reg.snapshot_pending()[("m", "h", (("a", "b"),))]
+        self.assertEqual(sum(counts), count)  # no half-made observation
+        self.assertTrue(math.isclose(total, 0.2 * count))
+
+
+class MetricsEventTest(ServerTestCase):
+    def _metrics_events(self, client, want, timeout=5.0):
+        """The ``metrics`` events read until ``want(events)`` holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            events = [e for e in client.events if e.get("event") == "metrics"]
+            if want(events):
+                return events
+            client.request("ping", timeout=max(0.1, deadline - time.monotonic()))
+            if time.monotonic() > deadline:
+                self.fail("no such metrics events: %r" % events)
+            time.sleep(0.05)  # polling the server: the flush is timed
+
+    def _total(self, events, model, name):
+        return sum(s["value"] for e in events for s in e["series"] if s["model"] == model and s["name"] == name)
+
+    def test_updates_reach_a_host_that_asked_in_few_events(self):
+        c = self.server.connect(auth=False)
+        self.assertIs(c.hello.get("metrics"), True)
+        c.call("auth", mac=mac(self.server.secret, c.hello["nonce"]), metrics=True)
+        c.call("addModel", name="m", file="metered.py")
+        for _ in range(20):
+            c.call("executeModel", name="m", msg={"counter": 5000, "path": 'a"\n'})
+        events = self._metrics_events(c, lambda ev: self._total(ev, "m", "hits_total") == 100000)
+        self.assertLessEqual(len(events), 10)  # batched: no event per update, nor per call
+        series = events[0]["series"][0]
+        self.assertEqual(
+            {k: series[k] for k in ("model", "name", "type", "labels", "help")},
+            {"model": "m", "name": "hits_total", "type": "counter", "labels": {"path": 'a"\n'}, "help": "Hits by path."},
+        )
+        c.call("executeModel", name="m", msg={"observe": [0.001, 1, 100], "gauge": 4, "thread": 3})
+        events = self._metrics_events(c, lambda ev: any(s["name"] == "latency_seconds" for e in ev for s in e["series"]))
+        by_name = {s["name"]: s for e in events for s in e["series"]}
+        h = by_name["latency_seconds"]
+        self.assertEqual(h["buckets"], list(DEFAULT_BUCKETS))
+        self.assertEqual((h["count"], h["sum"], h["counts"][0], h["counts"][-1]), (3, 101.001, 1, 1))
+        self.assertEqual((by_name["depth"]["type"], by_name["depth"]["value"]), ("gauge", 4))
+        self.assertEqual((by_name["orphan_total"]["model"], by_name["orphan_total"]["value"]), (None, 3))
+
+    def test_nothing_is_sent_while_no_model_records(self):
+        c = self.server.connect(auth=False)
+        c.call("auth", mac=mac(self.server.secret, c.hello["nonce"]), metrics=True)
+        c.call("addModel", name="d", file="doubler.py")
+        for i in range(200):
+            c.call("executeModel", name="d", msg={"x": i})
+        time.sleep(1.0)  # two flush intervals: an event would have come by now
+        c.call("ping")
+        self.assertEqual([e for e in c.events if e.get("event") == "metrics"], [])
+
+    def test_a_host_that_did_not_ask_gets_nothing_and_calls_work(self):
+        c = self.server.connect()  # auth without "metrics"
+        c.call("addModel", name="m", file="metered.py")
+        self.assertEqual(c.call("executeModel", name="m", msg={"counter": 1000, "gauge": 1}), {"ok": True})
+        self.assertEqual(
+            c.call("executeModel", name="m", msg={"bad": {"name": "x\ny"}})["raised"], "ValueError"
+        )
+        time.sleep(1.0)  # two flush intervals: an event would have come by now
+        c.call("ping")
+        self.assertEqual([e for e in c.events if e.get("event") == "metrics"], [])
+        # A host that asks later gets what added up meanwhile.
+        c2 = self.server.connect(auth=False)
+        c2.call("auth", mac=mac(self.server.secret, c2.hello["nonce"]), metrics=True)
+        events = self._metrics_events(c2, lambda ev: self._total(ev, "m", "hits_total") == 1000)
+        self.assertEqual(self._total(events, "m", "depth"), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
