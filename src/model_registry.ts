@@ -194,21 +194,64 @@ export class ModelRegistry {
         (w) => this.#placedOn(w),
       );
       const model = this.#models.get(name)!;
-      for (const w of to) {
-        if (!loadable(w)) continue; // its replay loads it
-        const session = w.session!;
-        try {
-          await this.#load(session, model);
-        } catch (err) {
-          const reason = `model '${name}' could not be moved to it (${
-            err instanceof Error ? err.message : String(err)
-          })`;
-          if (w.session === session) w.kill("SIGKILL", reason);
-          this.#onMoveFailed({ worker: w.id, name, reason });
-        }
-      }
+      for (const w of to) await this.#moveTo(w, model);
       p.workers.splice(0, p.workers.length, ...staying, ...to);
       p.rr = 0;
+    }
+  }
+
+  /**
+   * Re-places the placed models of a slot that failed for good (a restart
+   * policy gave up on it, `failWorker`): each is loaded on a ready slot that
+   * lacks it (the placement rule) and takes the failed slot's place, so it
+   * keeps its count of live slots and its waiting calls go there. With no
+   * such slot it stays on the failed one (its revive replays it). The slot,
+   * once revived, no longer holds the models moved off it (the count is
+   * met). Until the move is done the models' calls wait
+   * (`ModelPlacement.moving`) rather than fail with `NoWorkerError`.
+   */
+  relocate(worker: Worker, workers: () => Worker[]): Promise<void> {
+    const moving = [...this.#placements.values()].filter((p) =>
+      p.workers.includes(worker)
+    );
+    if (moving.length === 0) return Promise.resolve();
+    for (const p of moving) p.moving = (p.moving ?? 0) + 1;
+    return this.exclusive(async () => {
+      // Revived (or removed) meanwhile: it replays its models itself.
+      if (worker.state !== "failed") return;
+      for (const p of moving) {
+        if (!p.workers.includes(worker)) continue;
+        const to = chooseSlots(
+          workers().filter((w) => loadable(w) && !p.workers.includes(w)),
+          1,
+          (w) => this.#placedOn(w),
+        );
+        const model = this.#models.get(p.name);
+        if (to.length === 0 || model === undefined) continue;
+        await this.#moveTo(to[0]!, model);
+        p.workers.splice(p.workers.indexOf(worker), 1, to[0]!);
+        p.rr = 0;
+      }
+    }).catch(() => {}).finally(() => {
+      for (const p of moving) p.moving! -= 1;
+    });
+  }
+
+  /**
+   * Loads a placed model on the slot it moves to; a load that fails kills
+   * that worker (its restart loads the model, like a replay).
+   */
+  async #moveTo(w: Worker, model: ModelInfo): Promise<void> {
+    if (!loadable(w)) return; // its replay loads it
+    const session = w.session!;
+    try {
+      await this.#load(session, model);
+    } catch (err) {
+      const reason = `model '${model.name}' could not be moved to it (${
+        err instanceof Error ? err.message : String(err)
+      })`;
+      if (w.session === session) w.kill("SIGKILL", reason);
+      this.#onMoveFailed({ worker: w.id, name: model.name, reason });
     }
   }
 

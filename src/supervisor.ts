@@ -363,7 +363,13 @@ export class Supervisor {
         }
         events.emit({ type: "worker-state", worker: worker.id, from, to });
         if (to === "ready") pump(true);
-        else if (to === "failed") queueMicrotask(() => pump(true));
+        else if (to === "failed") {
+          // Its placed models move to other slots (their calls wait meanwhile).
+          void registry.relocate(worker, () => this.workers).then(() =>
+            pump(true)
+          );
+          queueMicrotask(() => pump(true));
+        }
       },
       exited: (worker, exit, intentional, session) => {
         this.#opts.options.logger[intentional ? "debug" : "warn"](

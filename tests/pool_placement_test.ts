@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { ConfigError, NoWorkerError } from "../src/errors.ts";
+import type { Plugin, PluginContext } from "../src/plugin.ts";
 import { Pool } from "../src/pool.ts";
 import {
   modelsDir,
@@ -423,6 +424,73 @@ Deno.test("Pool placement: a model that cannot load on the slot a shrink moves i
     // It is w1's model now: w1's restarts try to load it (and fail, as
     // a model that fails its replay does).
     assert.deepEqual(slotsOf(pool, "picky"), ["w1"]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: a slot failed for good moves its placed model to another ready slot, its waiting calls follow, and the revived slot holds no duplicate", async () => {
+  await using dir = await modelsDir();
+  await using marks = await markerDir();
+  const pids = new PidTracker();
+  let ctx: PluginContext | undefined;
+  const grab: Plugin = {
+    name: "grab",
+    onPoolStart(c) {
+      ctx = c;
+    },
+  };
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 3, plugins: [grab] }),
+    );
+    pids.watch(pool);
+    await pool.addModel("first", { file: "whoami.py", workers: 1 });
+    await pool.addModel("big", {
+      source: MARKER,
+      options: { dir: marks.path },
+      workers: 1,
+    });
+    assert.deepEqual(slotsOf(pool, "big"), ["w2"]);
+    const w2 = pidOf(pool, "w2");
+    const exited = nextEvent(pool, "worker-exit", (ev) => ev.worker === "w2");
+    // What the reconnect plugin does when it gives up on a slot.
+    ctx!.failWorker("w2", "gave up on it");
+    // Calls made while it moves wait for its new slot: none fails.
+    const calls = await Promise.allSettled(
+      Array.from({ length: 20 }, () => pool.execute<Pid>("big", {})),
+    );
+    assert.deepEqual(
+      calls.filter((c) => c.status === "rejected"),
+      [],
+      "no call failed with NoWorkerError",
+    );
+    // The placement rule: w3 holds no placed model (w1 holds 'first').
+    assert.deepEqual(slotsOf(pool, "big"), ["w3"]);
+    const w3 = pidOf(pool, "w3");
+    assert.deepEqual(
+      [
+        ...new Set(
+          calls.map((c) => (c as PromiseFulfilledResult<Pid>).value.pid),
+        ),
+      ],
+      [w3],
+    );
+    // Revived, w2 does not load it again: the model has its one slot.
+    await exited;
+    const ready = readyAgain(pool, "w2");
+    assert.equal(ctx!.reviveWorker("w2"), true);
+    await ready;
+    assert.deepEqual(slotsOf(pool, "big"), ["w3"]);
+    assert.deepEqual(await pidsOf(pool, "big"), [w3]);
+    assert.deepEqual(
+      await loadedBy(marks.path),
+      [w2, w3].sort((a, b) => a - b),
+    );
+    assert.deepEqual(
+      pool.status().workers.map((w) => `${w.id}: ${w.models?.join(",")}`),
+      ["w1: first", "w2: ", "w3: big"],
+    );
   } finally {
     await pids.assertGone();
   }
