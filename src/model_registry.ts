@@ -106,6 +106,15 @@ export interface ModelRegistryOptions {
    * restart loads the model.
    */
   onMoveFailed?: (ev: { worker: string; name: string; reason: string }) => void;
+  /**
+   * Told when a slot a placed model left (an update with another `workers`)
+   * did not unload it cleanly: its `close()` raised or overran, or the
+   * unload failed (it is tried once more; `killed`: that failed too and the
+   * worker was killed, its restart loading only its own models).
+   */
+  onUnloadFailed?: (
+    ev: { worker: string; name: string; reason: string; killed: boolean },
+  ) => void;
 }
 
 /**
@@ -135,6 +144,7 @@ export class ModelRegistry {
   #onResync: NonNullable<ModelRegistryOptions["onResync"]>;
   #onUnplace: NonNullable<ModelRegistryOptions["onUnplace"]>;
   #onMoveFailed: NonNullable<ModelRegistryOptions["onMoveFailed"]>;
+  #onUnloadFailed: NonNullable<ModelRegistryOptions["onUnloadFailed"]>;
   /** The slots of the models whose spec has `workers`, by name. */
   #placements = new Map<string, ModelPlacement>();
 
@@ -144,6 +154,7 @@ export class ModelRegistry {
     this.#onResync = options.onResync ?? (() => {});
     this.#onUnplace = options.onUnplace ?? (() => {});
     this.#onMoveFailed = options.onMoveFailed ?? (() => {});
+    this.#onUnloadFailed = options.onUnloadFailed ?? (() => {});
   }
 
   /** The placed models' slots, by name (read live; empty while no model has `workers`). */
@@ -423,12 +434,13 @@ export class ModelRegistry {
       if (slots !== undefined) {
         const dropped = [...had].filter((w) =>
           !slots.includes(w) && loadable(w)
-        );
-        await Promise.allSettled(
-          dropped.map((w) =>
-            w.session!.request("removeModel", { name }, this.#requestOptions())
+        ).map((w) => ({ worker: w, session: w.session!, gen: w.generation }));
+        const outcomes = await Promise.allSettled(
+          dropped.map((t) =>
+            t.session.request("removeModel", { name }, this.#requestOptions())
           ),
         );
+        outcomes.forEach((o, i) => this.#unloaded(name, dropped[i]!, o));
       }
       return description;
     });
@@ -489,6 +501,77 @@ export class ModelRegistry {
       model.inits.push(dataFile);
       return result;
     });
+  }
+
+  /**
+   * The outcome of unloading model `name` from a slot it left (an update
+   * with another `workers`). A `close()` that raised or overran is told; an
+   * unload that failed (a timeout, an abort) is told and tried once more
+   * after the command in hand, as the model would otherwise hold that
+   * worker's memory for good with no call to use it: not there by then is
+   * done (the server drops a model before closing it), a second failure
+   * kills the worker (its restart loads only its own models). A worker
+   * that died or restarted meanwhile does not hold it any more.
+   */
+  #unloaded(
+    name: string,
+    t: { worker: Worker; session: Session; gen: number },
+    outcome: PromiseSettledResult<unknown>,
+  ): void {
+    const current = () =>
+      t.worker.generation === t.gen && t.worker.state === "ready" &&
+      t.worker.session === t.session;
+    if (outcome.status === "fulfilled") {
+      const warning = (outcome.value as { closeWarning?: unknown } | null)
+        ?.closeWarning;
+      if (typeof warning === "string") {
+        this.#onUnloadFailed({
+          worker: t.worker.id,
+          name,
+          reason: warning,
+          killed: false,
+        });
+      }
+      return;
+    }
+    const err = outcome.reason;
+    if ((err as Error)?.name === "ModelNotFoundError" || !current()) return;
+    this.#onUnloadFailed({
+      worker: t.worker.id,
+      name,
+      reason: err instanceof Error ? err.message : String(err),
+      killed: false,
+    });
+    void this.exclusive(async () => {
+      // Placed there again meanwhile (another update): it stays.
+      const placement = this.#placements.get(name);
+      if (
+        !current() ||
+        (this.#models.has(name) &&
+          (placement === undefined || placement.workers.includes(t.worker)))
+      ) return;
+      try {
+        await t.session.request(
+          "removeModel",
+          { name },
+          this.#requestOptions(),
+        );
+      } catch (again) {
+        if ((again as Error)?.name === "ModelNotFoundError" || !current()) {
+          return;
+        }
+        const reason = `model '${name}' could not be unloaded from it (${
+          again instanceof Error ? again.message : String(again)
+        })`;
+        t.worker.kill("SIGKILL", reason);
+        this.#onUnloadFailed({
+          worker: t.worker.id,
+          name,
+          reason,
+          killed: true,
+        });
+      }
+    }).catch(() => {});
   }
 
   #require(name: string, action: string): ModelInfo {

@@ -547,6 +547,13 @@ export class Pool implements AsyncDisposable {
       onUnplace: (placement) => this.#router.unplace(placement),
       onMoveFailed: (ev) =>
         opts.logger.warn("Killed worker {worker}: {reason}", ev),
+      onUnloadFailed: (ev) =>
+        opts.logger.warn(
+          ev.killed
+            ? "Killed worker {worker}: {reason}"
+            : "Model {name} was not unloaded cleanly from {worker}, a slot it left: {reason}",
+          ev,
+        ),
     });
     this.#placements = this.#registry.placements;
     this.#plugins = new PluginHost(plugins, {

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { ConfigError, NoWorkerError } from "../src/errors.ts";
 import type { Plugin, PluginContext } from "../src/plugin.ts";
 import { Pool } from "../src/pool.ts";
+import { recordingLogger } from "./_harness.ts";
 import {
   modelsDir,
   nextEvent,
@@ -491,6 +492,65 @@ Deno.test("Pool placement: a slot failed for good moves its placed model to anot
       pool.status().workers.map((w) => `${w.id}: ${w.models?.join(",")}`),
       ["w1: first", "w2: ", "w3: big"],
     );
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: an update leaving a slot whose unload fails says so, naming the model and the slot, and tries once more", async () => {
+  await using dir = await modelsDir();
+  await Deno.writeTextFile(
+    `${dir.path}/slowclose.py`,
+    `
+import os
+import time
+
+class SlowClose:
+    """Its close() takes 1.5 s on worker w2 (PYPROXY_TEST_SLOT)."""
+
+    close_timeout_ms = 5000
+
+    def __init__(self, options):
+        pass
+
+    def execute(self, msg):
+        return {"pid": os.getpid()}
+
+    def close(self):
+        if os.environ.get("PYPROXY_TEST_SLOT") == "w2":
+            time.sleep(1.5)
+`,
+  );
+  const log = recordingLogger();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, {
+        workers: 2,
+        loadTimeout: 500,
+        logger: log.logger,
+        env: (id) => ({ PYPROXY_TEST_SLOT: id }),
+      }),
+    );
+    pids.watch(pool);
+    await pool.addModel("m", { file: "slowclose.py", workers: 2 });
+    assert.deepEqual(slotsOf(pool, "m"), ["w1", "w2"]);
+    await pool.updateModel("m", { file: "slowclose.py", workers: 1 });
+    assert.deepEqual(slotsOf(pool, "m"), ["w1"]);
+    // The retry runs after the update, in the registry's turn: the next
+    // model command waits for it.
+    await pool.addModel("after", { file: "whoami.py" });
+    const warned = log.entries.filter(([level, , props]) =>
+      level === "warn" && props?.name === "m"
+    );
+    assert.equal(warned.length, 1, JSON.stringify(log.entries));
+    assert.equal(warned[0]![2]!.worker, "w2");
+    assert.equal(warned[0]![2]!.killed, false);
+    assert.match(String(warned[0]![2]!.reason), /timed out|timeout/i);
+    // Not there any more when tried again (the server drops it first): w2
+    // was not killed, and serves on.
+    assert.equal(pool.status().workers[1]!.restarts, 0);
+    assert.deepEqual(pool.status().workers[1]!.models, ["after"]);
   } finally {
     await pids.assertGone();
   }
