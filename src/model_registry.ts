@@ -176,6 +176,11 @@ export class ModelRegistry {
     });
   }
 
+  /** How many placed models `worker` holds (a shrink keeps such slots). */
+  placedOn(worker: Worker): number {
+    return this.#placedOn(worker);
+  }
+
   /** How many placed models `worker` holds (the placement rule's load). */
   #placedOn(worker: Worker, except?: string): number {
     let n = 0;

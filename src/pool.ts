@@ -1052,7 +1052,9 @@ export class Pool implements AsyncDisposable {
    * Shrinking waits for a model operation in flight (`addModel`, ...), then
    * removes first the slots that serve nothing (`failed`,
    * `stopped`, `restarting`, `starting`), then the ready ones with the
-   * fewest calls in flight, the newest first among equals. They take no new
+   * fewest calls in flight (within a factor of two: among those, the ones
+   * holding the fewest placed models, whose models would have to move), the
+   * newest first among equals. They take no new
    * call at once (`worker-removed` event, state `draining`): queued calls go
    * to the other workers (a call pinned to a removed one fails with
    * `NoWorkerError`), keyed calls move only if their key was on a removed

@@ -555,3 +555,29 @@ class SlowClose:
     await pids.assertGone();
   }
 });
+
+Deno.test("Pool placement: a shrink among idle slots removes one holding no placed model rather than the newest, which would move its model", async () => {
+  await using dir = await modelsDir();
+  await using marks = await markerDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 3 }));
+    pids.watch(pool);
+    await pool.addModel("a", { file: "whoami.py", workers: 1 });
+    await pool.addModel("b", { file: "whoami.py", workers: 1 });
+    await pool.addModel("c", {
+      source: MARKER,
+      options: { dir: marks.path },
+      workers: 1,
+    });
+    await pool.removeModel("b");
+    assert.deepEqual(slotsOf(pool, "c"), ["w3"]);
+    const w3 = pidOf(pool, "w3");
+    const status = await pool.resize(2);
+    assert.deepEqual(status.workers.map((w) => w.id), ["w1", "w3"]);
+    assert.deepEqual(slotsOf(pool, "c"), ["w3"]);
+    assert.deepEqual(await loadedBy(marks.path), [w3], "c was not moved");
+  } finally {
+    await pids.assertGone();
+  }
+});
