@@ -293,17 +293,21 @@ export class ModelRegistry {
    * Sends the recorded models (and their inits) that `worker` holds to its
    * fresh session, in order: every unplaced model, the placed ones whose
    * slot it is, and the placed ones on fewer slots than their `workers`
-   * (after a shrink: a grown pool places them again). Call inside
-   * `exclusive`.
+   * not counting `failed` ones (after a shrink: a grown pool places them
+   * again; a model left on a failed slot, no other being ready when it
+   * failed, takes this one in its place). Call inside `exclusive`.
    */
   async replay(session: Session, worker: Worker): Promise<void> {
     for (const model of this.#models.values()) {
       const p = this.#placements.get(model.name);
       if (p === undefined || p.workers.includes(worker)) {
         await this.#load(session, model);
-      } else if (p.workers.length < p.count) {
+      } else if (p.workers.filter(up).length < p.count) {
         await this.#load(session, model);
-        p.workers.push(worker);
+        const failed = p.workers.findIndex((w) => !up(w));
+        if (failed >= 0) p.workers.splice(failed, 1, worker);
+        else p.workers.push(worker);
+        p.rr = 0;
       }
     }
   }
@@ -386,7 +390,8 @@ export class ModelRegistry {
       if (spec.workers !== undefined) {
         const kept = placement === undefined
           ? []
-          : placement.workers.filter(live).slice(0, spec.workers);
+          : placement.workers.filter((w) => live(w) && up(w))
+            .slice(0, spec.workers);
         slots = [
           ...kept,
           ...chooseSlots(
@@ -792,6 +797,11 @@ export class ModelRegistry {
 /** A slot a model may be placed on: not one a resize is removing. */
 function live(w: Worker): boolean {
   return w.state !== "draining" && w.state !== "stopped";
+}
+
+/** A slot that counts towards a placed model's `workers`: not a `failed` one. */
+function up(w: Worker): boolean {
+  return w.state !== "failed";
 }
 
 /**

@@ -581,3 +581,37 @@ Deno.test("Pool placement: a shrink among idle slots removes one holding no plac
     await pids.assertGone();
   }
 });
+
+Deno.test("Pool placement: a model left on a failed slot (no other ready then) moves to the first worker that comes back", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  let ctx: PluginContext | undefined;
+  const grab: Plugin = {
+    name: "grab",
+    onPoolStart(c) {
+      ctx = c;
+    },
+  };
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 2, plugins: [grab] }),
+    );
+    pids.watch(pool);
+    await pool.addModel("p", { file: "whoami.py", workers: 1 });
+    assert.deepEqual(slotsOf(pool, "p"), ["w1"]);
+    const exited = nextEvent(pool, "worker-exit", (ev) => ev.worker === "w2");
+    ctx!.failWorker("w2", "first");
+    ctx!.failWorker("w1", "second: no ready worker to move p to");
+    await exited;
+    await pool.addModel("sync", { file: "whoami.py" }).catch(() => {});
+    assert.deepEqual(slotsOf(pool, "p"), ["w1"]);
+    const ready = readyAgain(pool, "w2");
+    assert.equal(ctx!.reviveWorker("w2"), true);
+    await ready;
+    assert.deepEqual(slotsOf(pool, "p"), ["w2"]);
+    const w2 = pidOf(pool, "w2");
+    assert.deepEqual(await pidsOf(pool, "p", 6), [w2]);
+  } finally {
+    await pids.assertGone();
+  }
+});
