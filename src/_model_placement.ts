@@ -20,6 +20,11 @@ export interface ModelPlacement {
   readonly workers: Worker[];
   /** Round-robin position among `workers` (router-owned). */
   rr: number;
+  /**
+   * Moves in progress off a slot that failed (`ModelRegistry.relocate`):
+   * while above 0, its calls wait for the new slot instead of failing.
+   */
+  moving?: number;
 }
 
 /** A slot that can take a model command now. */

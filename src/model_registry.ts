@@ -106,6 +106,15 @@ export interface ModelRegistryOptions {
    * restart loads the model.
    */
   onMoveFailed?: (ev: { worker: string; name: string; reason: string }) => void;
+  /**
+   * Told when a slot a placed model left (an update with another `workers`)
+   * did not unload it cleanly: its `close()` raised or overran, or the
+   * unload failed (it is tried once more; `killed`: that failed too and the
+   * worker was killed, its restart loading only its own models).
+   */
+  onUnloadFailed?: (
+    ev: { worker: string; name: string; reason: string; killed: boolean },
+  ) => void;
 }
 
 /**
@@ -135,6 +144,7 @@ export class ModelRegistry {
   #onResync: NonNullable<ModelRegistryOptions["onResync"]>;
   #onUnplace: NonNullable<ModelRegistryOptions["onUnplace"]>;
   #onMoveFailed: NonNullable<ModelRegistryOptions["onMoveFailed"]>;
+  #onUnloadFailed: NonNullable<ModelRegistryOptions["onUnloadFailed"]>;
   /** The slots of the models whose spec has `workers`, by name. */
   #placements = new Map<string, ModelPlacement>();
 
@@ -144,6 +154,7 @@ export class ModelRegistry {
     this.#onResync = options.onResync ?? (() => {});
     this.#onUnplace = options.onUnplace ?? (() => {});
     this.#onMoveFailed = options.onMoveFailed ?? (() => {});
+    this.#onUnloadFailed = options.onUnloadFailed ?? (() => {});
   }
 
   /** The placed models' slots, by name (read live; empty while no model has `workers`). */
@@ -163,6 +174,11 @@ export class ModelRegistry {
       if (p !== undefined) info.slots = p.workers.map((w) => w.id);
       return info;
     });
+  }
+
+  /** How many placed models `worker` holds (a shrink keeps such slots). */
+  placedOn(worker: Worker): number {
+    return this.#placedOn(worker);
   }
 
   /** How many placed models `worker` holds (the placement rule's load). */
@@ -194,21 +210,64 @@ export class ModelRegistry {
         (w) => this.#placedOn(w),
       );
       const model = this.#models.get(name)!;
-      for (const w of to) {
-        if (!loadable(w)) continue; // its replay loads it
-        const session = w.session!;
-        try {
-          await this.#load(session, model);
-        } catch (err) {
-          const reason = `model '${name}' could not be moved to it (${
-            err instanceof Error ? err.message : String(err)
-          })`;
-          if (w.session === session) w.kill("SIGKILL", reason);
-          this.#onMoveFailed({ worker: w.id, name, reason });
-        }
-      }
+      for (const w of to) await this.#moveTo(w, model);
       p.workers.splice(0, p.workers.length, ...staying, ...to);
       p.rr = 0;
+    }
+  }
+
+  /**
+   * Re-places the placed models of a slot that failed for good (a restart
+   * policy gave up on it, `failWorker`): each is loaded on a ready slot that
+   * lacks it (the placement rule) and takes the failed slot's place, so it
+   * keeps its count of live slots and its waiting calls go there. With no
+   * such slot it stays on the failed one (its revive replays it). The slot,
+   * once revived, no longer holds the models moved off it (the count is
+   * met). Until the move is done the models' calls wait
+   * (`ModelPlacement.moving`) rather than fail with `NoWorkerError`.
+   */
+  relocate(worker: Worker, workers: () => Worker[]): Promise<void> {
+    const moving = [...this.#placements.values()].filter((p) =>
+      p.workers.includes(worker)
+    );
+    if (moving.length === 0) return Promise.resolve();
+    for (const p of moving) p.moving = (p.moving ?? 0) + 1;
+    return this.exclusive(async () => {
+      // Revived (or removed) meanwhile: it replays its models itself.
+      if (worker.state !== "failed") return;
+      for (const p of moving) {
+        if (!p.workers.includes(worker)) continue;
+        const to = chooseSlots(
+          workers().filter((w) => loadable(w) && !p.workers.includes(w)),
+          1,
+          (w) => this.#placedOn(w),
+        );
+        const model = this.#models.get(p.name);
+        if (to.length === 0 || model === undefined) continue;
+        await this.#moveTo(to[0]!, model);
+        p.workers.splice(p.workers.indexOf(worker), 1, to[0]!);
+        p.rr = 0;
+      }
+    }).catch(() => {}).finally(() => {
+      for (const p of moving) p.moving! -= 1;
+    });
+  }
+
+  /**
+   * Loads a placed model on the slot it moves to; a load that fails kills
+   * that worker (its restart loads the model, like a replay).
+   */
+  async #moveTo(w: Worker, model: ModelInfo): Promise<void> {
+    if (!loadable(w)) return; // its replay loads it
+    const session = w.session!;
+    try {
+      await this.#load(session, model);
+    } catch (err) {
+      const reason = `model '${model.name}' could not be moved to it (${
+        err instanceof Error ? err.message : String(err)
+      })`;
+      if (w.session === session) w.kill("SIGKILL", reason);
+      this.#onMoveFailed({ worker: w.id, name: model.name, reason });
     }
   }
 
@@ -234,17 +293,21 @@ export class ModelRegistry {
    * Sends the recorded models (and their inits) that `worker` holds to its
    * fresh session, in order: every unplaced model, the placed ones whose
    * slot it is, and the placed ones on fewer slots than their `workers`
-   * (after a shrink: a grown pool places them again). Call inside
-   * `exclusive`.
+   * not counting `failed` ones (after a shrink: a grown pool places them
+   * again; a model left on a failed slot, no other being ready when it
+   * failed, takes this one in its place). Call inside `exclusive`.
    */
   async replay(session: Session, worker: Worker): Promise<void> {
     for (const model of this.#models.values()) {
       const p = this.#placements.get(model.name);
       if (p === undefined || p.workers.includes(worker)) {
         await this.#load(session, model);
-      } else if (p.workers.length < p.count) {
+      } else if (p.workers.filter(up).length < p.count) {
         await this.#load(session, model);
-        p.workers.push(worker);
+        const failed = p.workers.findIndex((w) => !up(w));
+        if (failed >= 0) p.workers.splice(failed, 1, worker);
+        else p.workers.push(worker);
+        p.rr = 0;
       }
     }
   }
@@ -327,7 +390,8 @@ export class ModelRegistry {
       if (spec.workers !== undefined) {
         const kept = placement === undefined
           ? []
-          : placement.workers.filter(live).slice(0, spec.workers);
+          : placement.workers.filter((w) => live(w) && up(w))
+            .slice(0, spec.workers);
         slots = [
           ...kept,
           ...chooseSlots(
@@ -380,12 +444,13 @@ export class ModelRegistry {
       if (slots !== undefined) {
         const dropped = [...had].filter((w) =>
           !slots.includes(w) && loadable(w)
-        );
-        await Promise.allSettled(
-          dropped.map((w) =>
-            w.session!.request("removeModel", { name }, this.#requestOptions())
+        ).map((w) => ({ worker: w, session: w.session!, gen: w.generation }));
+        const outcomes = await Promise.allSettled(
+          dropped.map((t) =>
+            t.session.request("removeModel", { name }, this.#requestOptions())
           ),
         );
+        outcomes.forEach((o, i) => this.#unloaded(name, dropped[i]!, o));
       }
       return description;
     });
@@ -446,6 +511,77 @@ export class ModelRegistry {
       model.inits.push(dataFile);
       return result;
     });
+  }
+
+  /**
+   * The outcome of unloading model `name` from a slot it left (an update
+   * with another `workers`). A `close()` that raised or overran is told; an
+   * unload that failed (a timeout, an abort) is told and tried once more
+   * after the command in hand, as the model would otherwise hold that
+   * worker's memory for good with no call to use it: not there by then is
+   * done (the server drops a model before closing it), a second failure
+   * kills the worker (its restart loads only its own models). A worker
+   * that died or restarted meanwhile does not hold it any more.
+   */
+  #unloaded(
+    name: string,
+    t: { worker: Worker; session: Session; gen: number },
+    outcome: PromiseSettledResult<unknown>,
+  ): void {
+    const current = () =>
+      t.worker.generation === t.gen && t.worker.state === "ready" &&
+      t.worker.session === t.session;
+    if (outcome.status === "fulfilled") {
+      const warning = (outcome.value as { closeWarning?: unknown } | null)
+        ?.closeWarning;
+      if (typeof warning === "string") {
+        this.#onUnloadFailed({
+          worker: t.worker.id,
+          name,
+          reason: warning,
+          killed: false,
+        });
+      }
+      return;
+    }
+    const err = outcome.reason;
+    if ((err as Error)?.name === "ModelNotFoundError" || !current()) return;
+    this.#onUnloadFailed({
+      worker: t.worker.id,
+      name,
+      reason: err instanceof Error ? err.message : String(err),
+      killed: false,
+    });
+    void this.exclusive(async () => {
+      // Placed there again meanwhile (another update): it stays.
+      const placement = this.#placements.get(name);
+      if (
+        !current() ||
+        (this.#models.has(name) &&
+          (placement === undefined || placement.workers.includes(t.worker)))
+      ) return;
+      try {
+        await t.session.request(
+          "removeModel",
+          { name },
+          this.#requestOptions(),
+        );
+      } catch (again) {
+        if ((again as Error)?.name === "ModelNotFoundError" || !current()) {
+          return;
+        }
+        const reason = `model '${name}' could not be unloaded from it (${
+          again instanceof Error ? again.message : String(again)
+        })`;
+        t.worker.kill("SIGKILL", reason);
+        this.#onUnloadFailed({
+          worker: t.worker.id,
+          name,
+          reason,
+          killed: true,
+        });
+      }
+    }).catch(() => {});
   }
 
   #require(name: string, action: string): ModelInfo {
@@ -661,6 +797,11 @@ export class ModelRegistry {
 /** A slot a model may be placed on: not one a resize is removing. */
 function live(w: Worker): boolean {
   return w.state !== "draining" && w.state !== "stopped";
+}
+
+/** A slot that counts towards a placed model's `workers`: not a `failed` one. */
+function up(w: Worker): boolean {
+  return w.state !== "failed";
 }
 
 /**

@@ -561,6 +561,13 @@ export class Pool implements AsyncDisposable {
       onUnplace: (placement) => this.#router.unplace(placement),
       onMoveFailed: (ev) =>
         opts.logger.warn("Killed worker {worker}: {reason}", ev),
+      onUnloadFailed: (ev) =>
+        opts.logger.warn(
+          ev.killed
+            ? "Killed worker {worker}: {reason}"
+            : "Model {name} was not unloaded cleanly from {worker}, a slot it left: {reason}",
+          ev,
+        ),
     });
     this.#placements = this.#registry.placements;
     this.#plugins = new PluginHost(plugins, {
@@ -1062,7 +1069,9 @@ export class Pool implements AsyncDisposable {
    * Shrinking waits for a model operation in flight (`addModel`, ...), then
    * removes first the slots that serve nothing (`failed`,
    * `stopped`, `restarting`, `starting`), then the ready ones with the
-   * fewest calls in flight, the newest first among equals. They take no new
+   * fewest calls in flight (within a factor of two: among those, the ones
+   * holding the fewest placed models, whose models would have to move), the
+   * newest first among equals. They take no new
    * call at once (`worker-removed` event, state `draining`): queued calls go
    * to the other workers (a call pinned to a removed one fails with
    * `NoWorkerError`), keyed calls move only if their key was on a removed

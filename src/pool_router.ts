@@ -343,6 +343,8 @@ export class PoolRouter {
 
   #noneReady(call: PoolCall, p?: ModelPlacement): NoWorkerError | null {
     const workers = p?.workers ?? this.#opts.workers;
+    // A model moving off a failed slot gets a slot soon.
+    if (p?.moving) return null;
     if (
       workers.some((w) =>
         w.state === "starting" || w.state === "restarting" ||

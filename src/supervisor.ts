@@ -183,7 +183,11 @@ export class Supervisor {
       const registry = this.#opts.registry;
       const removal = await registry.exclusive(async () => {
         if (this.#closing) return { done: undefined };
-        const victims = pickVictims(this.workers, this.workers.length - count);
+        const victims = pickVictims(
+          this.workers,
+          this.workers.length - count,
+          (w) => registry.placedOn(w),
+        );
         if (registry.placements.size > 0) {
           await registry.evacuate(
             victims,
@@ -375,7 +379,13 @@ export class Supervisor {
         }
         events.emit({ type: "worker-state", worker: worker.id, from, to });
         if (to === "ready") pump(true);
-        else if (to === "failed") queueMicrotask(() => pump(true));
+        else if (to === "failed") {
+          // Its placed models move to other slots (their calls wait meanwhile).
+          void registry.relocate(worker, () => this.workers).then(() =>
+            pump(true)
+          );
+          queueMicrotask(() => pump(true));
+        }
       },
       exited: (worker, exit, intentional, session) => {
         this.#opts.options.logger[intentional ? "debug" : "warn"](
@@ -514,16 +524,35 @@ export class Supervisor {
  * The `n` slots a shrink removes: first those with no process serving
  * (`failed`, `stopped`, `restarting`, `starting`, or a ready one whose
  * connection just ended), then ready ones with the fewest calls in flight
- * (parked streams included); among equals, the newest slot.
+ * (parked streams included), counted within a factor of two (0, 1, 2-3,
+ * 4-7, ...: a call more or less is no reason to move a model); among
+ * those, the ones holding the fewest placed models (`placed`: removing one
+ * that holds some loads them elsewhere first); then exact calls in
+ * flight; among equals, the newest slot.
  */
-function pickVictims(workers: readonly Worker[], n: number): Worker[] {
+function pickVictims(
+  workers: readonly Worker[],
+  n: number,
+  placed: (w: Worker) => number = () => 0,
+): Worker[] {
   const serving = (w: Worker) =>
     w.state === "ready" && w.session?.isClosed === false ? 1 : 0;
   return workers
-    .map((w, at) => ({ w, at }))
+    .map((w, at) => {
+      const busy = w.inFlight + w.parked;
+      return {
+        w,
+        at,
+        busy,
+        band: Math.ceil(Math.log2(1 + busy)),
+        placed: placed(w),
+      };
+    })
     .sort((a, b) =>
       serving(a.w) - serving(b.w) ||
-      a.w.inFlight + a.w.parked - b.w.inFlight - b.w.parked ||
+      a.band - b.band ||
+      a.placed - b.placed ||
+      a.busy - b.busy ||
       b.at - a.at
     )
     .slice(0, n)

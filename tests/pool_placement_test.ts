@@ -6,7 +6,9 @@
  */
 import assert from "node:assert/strict";
 import { ConfigError, NoWorkerError } from "../src/errors.ts";
+import type { Plugin, PluginContext } from "../src/plugin.ts";
 import { Pool } from "../src/pool.ts";
+import { recordingLogger } from "./_harness.ts";
 import {
   modelsDir,
   nextEvent,
@@ -423,6 +425,192 @@ Deno.test("Pool placement: a model that cannot load on the slot a shrink moves i
     // It is w1's model now: w1's restarts try to load it (and fail, as
     // a model that fails its replay does).
     assert.deepEqual(slotsOf(pool, "picky"), ["w1"]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: a slot failed for good moves its placed model to another ready slot, its waiting calls follow, and the revived slot holds no duplicate", async () => {
+  await using dir = await modelsDir();
+  await using marks = await markerDir();
+  const pids = new PidTracker();
+  let ctx: PluginContext | undefined;
+  const grab: Plugin = {
+    name: "grab",
+    onPoolStart(c) {
+      ctx = c;
+    },
+  };
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 3, plugins: [grab] }),
+    );
+    pids.watch(pool);
+    await pool.addModel("first", { file: "whoami.py", workers: 1 });
+    await pool.addModel("big", {
+      source: MARKER,
+      options: { dir: marks.path },
+      workers: 1,
+    });
+    assert.deepEqual(slotsOf(pool, "big"), ["w2"]);
+    const w2 = pidOf(pool, "w2");
+    const exited = nextEvent(pool, "worker-exit", (ev) => ev.worker === "w2");
+    // What the reconnect plugin does when it gives up on a slot.
+    ctx!.failWorker("w2", "gave up on it");
+    // Calls made while it moves wait for its new slot: none fails.
+    const calls = await Promise.allSettled(
+      Array.from({ length: 20 }, () => pool.execute<Pid>("big", {})),
+    );
+    assert.deepEqual(
+      calls.filter((c) => c.status === "rejected"),
+      [],
+      "no call failed with NoWorkerError",
+    );
+    // The placement rule: w3 holds no placed model (w1 holds 'first').
+    assert.deepEqual(slotsOf(pool, "big"), ["w3"]);
+    const w3 = pidOf(pool, "w3");
+    assert.deepEqual(
+      [
+        ...new Set(
+          calls.map((c) => (c as PromiseFulfilledResult<Pid>).value.pid),
+        ),
+      ],
+      [w3],
+    );
+    // Revived, w2 does not load it again: the model has its one slot.
+    await exited;
+    const ready = readyAgain(pool, "w2");
+    assert.equal(ctx!.reviveWorker("w2"), true);
+    await ready;
+    assert.deepEqual(slotsOf(pool, "big"), ["w3"]);
+    assert.deepEqual(await pidsOf(pool, "big"), [w3]);
+    assert.deepEqual(
+      await loadedBy(marks.path),
+      [w2, w3].sort((a, b) => a - b),
+    );
+    assert.deepEqual(
+      pool.status().workers.map((w) => `${w.id}: ${w.models?.join(",")}`),
+      ["w1: first", "w2: ", "w3: big"],
+    );
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: an update leaving a slot whose unload fails says so, naming the model and the slot, and tries once more", async () => {
+  await using dir = await modelsDir();
+  await Deno.writeTextFile(
+    `${dir.path}/slowclose.py`,
+    `
+import os
+import time
+
+class SlowClose:
+    """Its close() takes 1.5 s on worker w2 (PYPROXY_TEST_SLOT)."""
+
+    close_timeout_ms = 5000
+
+    def __init__(self, options):
+        pass
+
+    def execute(self, msg):
+        return {"pid": os.getpid()}
+
+    def close(self):
+        if os.environ.get("PYPROXY_TEST_SLOT") == "w2":
+            time.sleep(1.5)
+`,
+  );
+  const log = recordingLogger();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, {
+        workers: 2,
+        loadTimeout: 500,
+        logger: log.logger,
+        env: (id) => ({ PYPROXY_TEST_SLOT: id }),
+      }),
+    );
+    pids.watch(pool);
+    await pool.addModel("m", { file: "slowclose.py", workers: 2 });
+    assert.deepEqual(slotsOf(pool, "m"), ["w1", "w2"]);
+    await pool.updateModel("m", { file: "slowclose.py", workers: 1 });
+    assert.deepEqual(slotsOf(pool, "m"), ["w1"]);
+    // The retry runs after the update, in the registry's turn: the next
+    // model command waits for it.
+    await pool.addModel("after", { file: "whoami.py" });
+    const warned = log.entries.filter(([level, , props]) =>
+      level === "warn" && props?.name === "m"
+    );
+    assert.equal(warned.length, 1, JSON.stringify(log.entries));
+    assert.equal(warned[0]![2]!.worker, "w2");
+    assert.equal(warned[0]![2]!.killed, false);
+    assert.match(String(warned[0]![2]!.reason), /timed out|timeout/i);
+    // Not there any more when tried again (the server drops it first): w2
+    // was not killed, and serves on.
+    assert.equal(pool.status().workers[1]!.restarts, 0);
+    assert.deepEqual(pool.status().workers[1]!.models, ["after"]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: a shrink among idle slots removes one holding no placed model rather than the newest, which would move its model", async () => {
+  await using dir = await modelsDir();
+  await using marks = await markerDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 3 }));
+    pids.watch(pool);
+    await pool.addModel("a", { file: "whoami.py", workers: 1 });
+    await pool.addModel("b", { file: "whoami.py", workers: 1 });
+    await pool.addModel("c", {
+      source: MARKER,
+      options: { dir: marks.path },
+      workers: 1,
+    });
+    await pool.removeModel("b");
+    assert.deepEqual(slotsOf(pool, "c"), ["w3"]);
+    const w3 = pidOf(pool, "w3");
+    const status = await pool.resize(2);
+    assert.deepEqual(status.workers.map((w) => w.id), ["w1", "w3"]);
+    assert.deepEqual(slotsOf(pool, "c"), ["w3"]);
+    assert.deepEqual(await loadedBy(marks.path), [w3], "c was not moved");
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: a model left on a failed slot (no other ready then) moves to the first worker that comes back", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  let ctx: PluginContext | undefined;
+  const grab: Plugin = {
+    name: "grab",
+    onPoolStart(c) {
+      ctx = c;
+    },
+  };
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 2, plugins: [grab] }),
+    );
+    pids.watch(pool);
+    await pool.addModel("p", { file: "whoami.py", workers: 1 });
+    assert.deepEqual(slotsOf(pool, "p"), ["w1"]);
+    const exited = nextEvent(pool, "worker-exit", (ev) => ev.worker === "w2");
+    ctx!.failWorker("w2", "first");
+    ctx!.failWorker("w1", "second: no ready worker to move p to");
+    await exited;
+    await pool.addModel("sync", { file: "whoami.py" }).catch(() => {});
+    assert.deepEqual(slotsOf(pool, "p"), ["w1"]);
+    const ready = readyAgain(pool, "w2");
+    assert.equal(ctx!.reviveWorker("w2"), true);
+    await ready;
+    assert.deepEqual(slotsOf(pool, "p"), ["w2"]);
+    const w2 = pidOf(pool, "w2");
+    assert.deepEqual(await pidsOf(pool, "p", 6), [w2]);
   } finally {
     await pids.assertGone();
   }
