@@ -281,3 +281,28 @@ Deno.test("Pool.modelMetrics: bad updates raise in the model, the call itself wo
     ConfigError,
   );
 });
+
+Deno.test("Pool.modelMetrics keeps the last updates of a worker stopped by a resize, a placed model moved off a worker, and pool.close()", async () => {
+  const pool = await Pool.start(poolOptions(TEST_MODELS, { workers: 3 }));
+  try {
+    await pool.addModel("m", { file: "metered.py" });
+    const ids = pool.status().workers.map((w) => w.id);
+    // Each right before the stop, well within the 0.5 s between flushes:
+    // the stopped worker's are lost unless the stop sends them.
+    for (const worker of ids) {
+      await pool.execute("m", { counter: 5 }, { worker });
+    }
+    await pool.resize(2);
+    await until(pool, (s) => total(s, "hits_total") === 15, "15 hits");
+    // Placed on one worker: the other unloads it, and forgot its updates.
+    const [a, b] = pool.status().workers.map((w) => w.id) as [string, string];
+    await pool.execute("m", { counter: 1 }, { worker: a });
+    await pool.execute("m", { counter: 1 }, { worker: b });
+    await pool.updateModel("m", { file: "metered.py", workers: 1 });
+    await until(pool, (s) => total(s, "hits_total") === 17, "17 hits");
+    await pool.execute("m", { counter: 3 });
+  } finally {
+    await pool.close();
+  }
+  assert.equal(total(pool.modelMetrics().series, "hits_total"), 20);
+});

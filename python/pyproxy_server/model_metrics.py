@@ -235,15 +235,24 @@ class MetricsRegistry:
         return bounds
 
     def forget_model(self, model):
-        """Drop what waits of ``model`` and its series (the model was removed:
-        a model added under the name starts afresh, and removed models' series
-        do not fill ``MAX_SERIES``)."""
+        """Drop the series of ``model`` (it was removed from this process: a
+        model added under the name starts afresh, and removed models' series
+        do not fill ``MAX_SERIES``), after sending what waits of them to a
+        host that asked (any thread; before the removal's reply, on the same
+        connection: a placed model moved off this worker keeps its last
+        updates)."""
+        conn = self._target()
         with self._lock:
+            last = {}
             for key in [k for k in self._known if k[0] == model]:
                 self._known.discard(key)
-                self._pending.pop(key, None)
-            self._dropped.pop(model, None)
+                slot = self._pending.pop(key, None)
+                if slot is not None:
+                    last[key] = slot
+            dropped = self._dropped.pop(model, None)
             self._warned.discard(model)
+        if conn is not None:
+            self._send(conn, last, {model: dropped} if dropped else {})
 
     # -- flushing (the event loop) ---------------------------------------
 
@@ -273,23 +282,34 @@ class MetricsRegistry:
     def _later(self):
         self._server.loop.call_later(self.FLUSH_INTERVAL, self.flush)
 
+    def _target(self):
+        """The connection metrics go to: the first whose host asked, or None."""
+        server = self._server
+        if server is None:
+            return None
+        for candidate in list(server.connections.values()):
+            if candidate.wants_metrics and not candidate.closed:
+                return candidate
+        return None
+
     def flush(self):
         """Send what changed since the last flush as one ``metrics`` event
-        (loop thread). Kept for later when no connection asked for it."""
-        conn = None
-        for candidate in list(self._server.connections.values()):
-            if candidate.wants_metrics and not candidate.closed:
-                conn = candidate
-                break
+        (loop thread). Kept for later when no connection asked for it. The
+        server flushes once more as it stops, before it closes its
+        connections: a stop loses no update made before it."""
+        conn = self._target()
         with self._lock:
             self._scheduled = False
             if conn is None:
                 return
             pending, self._pending = self._pending, {}
             dropped, self._dropped = self._dropped, {}
-            families = self._families
+        self._send(conn, pending, dropped)
+
+    def _send(self, conn, pending, dropped):
         if not pending and not dropped:
             return
+        families = self._families
         series = []
         for (model, name, labels), slot in pending.items():
             kind, description, bounds = families[name]

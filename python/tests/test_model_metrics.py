@@ -13,7 +13,7 @@ from pyproxy_server.call import current_call
 from pyproxy_server.model_metrics import DEFAULT_BUCKETS, MetricsRegistry
 
 from .test_eval import FakeCall, FakeConnection, FakeServer, _no_gc, _opcode_events, _traced_cancel
-from ._client import mac
+from ._client import Closed, mac
 from .test_server import ServerTestCase
 
 
@@ -275,32 +275,82 @@ class MetricsEventTest(ServerTestCase):
         self.assertEqual((by_name["depth"]["type"], by_name["depth"]["value"]), ("gauge", 4))
         self.assertEqual((by_name["orphan_total"]["model"], by_name["orphan_total"]["value"]), (None, 3))
 
-    def test_nothing_is_sent_while_no_model_records(self):
+    def _asked(self):
         c = self.server.connect(auth=False)
         c.call("auth", mac=mac(self.server.secret, c.hello["nonce"]), metrics=True)
+        return c
+
+    def _eval(self, c, code):
+        return c.call("eval", code="from pyproxy_server.model_metrics import registry\n" + code)["value"]
+
+    def _set_flush_interval(self, c, seconds):
+        self._eval(c, "registry.FLUSH_INTERVAL = %r" % seconds)
+
+    def _flushed(self, c):
+        """Wait until no flush is scheduled, then a ping: an event the
+        flush sent has come before the ping's reply (the flush runs on the
+        loop thread, as does the ping)."""
+        deadline = time.monotonic() + 5
+        while self._eval(c, "registry._scheduled"):
+            self.assertLess(time.monotonic(), deadline, "the flush never ran")
+        c.call("ping")
+
+    def test_nothing_is_sent_while_no_model_records(self):
+        c = self._asked()
         c.call("addModel", name="d", file="doubler.py")
         for i in range(200):
             c.call("executeModel", name="d", msg={"x": i})
-        time.sleep(1.0)  # two flush intervals: an event would have come by now
+        # Nothing pending, no flush scheduled: no event can come.
+        state = self._eval(c, "(registry._scheduled, len(registry._pending), len(registry._known))")
+        self.assertEqual(state, [False, 0, 0])
         c.call("ping")
         self.assertEqual([e for e in c.events if e.get("event") == "metrics"], [])
 
     def test_a_host_that_did_not_ask_gets_nothing_and_calls_work(self):
         c = self.server.connect()  # auth without "metrics"
+        self._set_flush_interval(c, 0.01)
         c.call("addModel", name="m", file="metered.py")
         self.assertEqual(c.call("executeModel", name="m", msg={"counter": 1000, "gauge": 1}), {"ok": True})
         self.assertEqual(
             c.call("executeModel", name="m", msg={"bad": {"name": "x\ny"}})["raised"], "ValueError"
         )
-        time.sleep(1.0)  # two flush intervals: an event would have come by now
-        c.call("ping")
+        self._flushed(c)
         self.assertEqual([e for e in c.events if e.get("event") == "metrics"], [])
         # A host that asks later gets what added up meanwhile.
-        c2 = self.server.connect(auth=False)
-        c2.call("auth", mac=mac(self.server.secret, c2.hello["nonce"]), metrics=True)
+        c2 = self._asked()
         events = self._metrics_events(c2, lambda ev: self._total(ev, "m", "hits_total") == 1000)
         self.assertEqual(self._total(events, "m", "depth"), 1)
 
+    def test_a_stop_sends_what_waits_before_the_connection_closes(self):
+        c = self._asked()
+        self._set_flush_interval(c, 3600.0)  # no timed flush in this test
+        c.call("addModel", name="m", file="metered.py")
+        c.call("executeModel", name="m", msg={"counter": 7, "observe": [0.2]})
+        self.assertEqual(c.call("stopServer"), {"stopping": True})
+        while True:
+            try:
+                msg = c.recv()
+            except Closed:
+                break
+            if msg.get("event") == "metrics":
+                c.events.append(msg)
+        events = [e for e in c.events if e.get("event") == "metrics"]
+        self.assertEqual(self._total(events, "m", "hits_total"), 7)
+        self.assertEqual([s["count"] for e in events for s in e["series"] if s["name"] == "latency_seconds"], [1])
+
+    def test_a_removal_sends_the_models_last_updates_before_its_reply(self):
+        c = self._asked()
+        self._set_flush_interval(c, 3600.0)
+        c.call("addModel", name="m", file="metered.py")
+        c.call("addModel", name="k", file="metered.py")
+        c.call("executeModel", name="m", msg={"counter": 3})
+        c.call("executeModel", name="k", msg={"counter": 2})
+        c.call("removeModel", name="m")
+        events = [e for e in c.events if e.get("event") == "metrics"]
+        self.assertEqual(self._total(events, "m", "hits_total"), 3)
+        self.assertEqual(self._total(events, "k", "hits_total"), 0)  # k's wait for the flush
+        pending = self._eval(c, "sorted(k[0] for k in registry.snapshot_pending())")
+        self.assertEqual(pending, ["k"])
 
 if __name__ == "__main__":
     unittest.main()

@@ -166,9 +166,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/model_metrics.py",
-      size: 14536,
+      size: 15385,
       sha256:
-        "1d182c88c9632b8337bb716c9cedf0477ade4ed7bd036792f74ba55ddd17fb5e",
+        "6725caf1ab2466745dc7b522295c57de573798b4d727f5253a100e2321da9859",
     },
     {
       path: "pyproxy_server/models.py",
@@ -178,9 +178,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 19777,
+      size: 20099,
       sha256:
-        "30e329a33059fe3215143dfef4f6eef912e93c64cdd7fe58e55a824c898eae67",
+        "b78b04421856b41d3e6a3f62404a957d875e9117f0955b96f5b6ae53d5b2c3ea",
     },
     {
       path: "pyproxy_server/shallow_json.py",
