@@ -311,9 +311,16 @@ export class ModelMetricStore {
     } else if (gaugeSource !== undefined) {
       s.source = gaugeSource; // a restarted worker's new connection
     }
-    if (type === "counter") s.value += checked.value;
-    else if (type === "gauge") s.value = checked.value;
+    if (type === "counter") {
+      // Summed past the largest double: Infinity would go out as null in
+      // ?format=json, and the sum never moves again.
+      if (!Number.isFinite(s.value + checked.value)) {
+        return this.#drop(model, 1);
+      }
+      s.value += checked.value;
+    } else if (type === "gauge") s.value = checked.value;
     else {
+      if (!Number.isFinite(s.sum + checked.value)) return this.#drop(model, 1);
       for (let i = 0; i < checked.counts.length; i++) {
         s.counts![i]! += checked.counts[i]!;
       }
@@ -369,7 +376,8 @@ function check(e: Record<string, unknown>): Checked | undefined {
     return undefined;
   }
   if (
-    help !== undefined && (typeof help !== "string" || help.length > MAX_HELP)
+    help !== undefined &&
+    (typeof help !== "string" || longer(help, MAX_HELP))
   ) {
     return undefined;
   }
@@ -383,7 +391,7 @@ function check(e: Record<string, unknown>): Checked | undefined {
     if (
       k.length > MAX_NAME || !NAME.test(k) || k.startsWith("__") ||
       RESERVED_LABELS.has(k) || typeof v !== "string" ||
-      v.length > MAX_LABEL_VALUE
+      longer(v, MAX_LABEL_VALUE)
     ) return undefined;
     own[k] = v;
   }
@@ -425,6 +433,18 @@ function check(e: Record<string, unknown>): Checked | undefined {
     counts: counts as number[],
     count: count as number,
   };
+}
+
+/**
+ * Whether `text` has more than `max` characters as Python counts them (code
+ * points: an emoji is one, two UTF-16 units here), as the bounds are Python's.
+ */
+function longer(text: string, max: number): boolean {
+  if (text.length <= max) return false;
+  if (text.length > 2 * max) return true;
+  let n = 0;
+  for (const _ of text) if (++n > max) return true;
+  return false;
 }
 
 function sameBounds(

@@ -147,6 +147,47 @@ Deno.test("ModelMetricStore forgets a removed model, and its late updates, until
   );
 });
 
+Deno.test("ModelMetricStore counts label values and help in code points, as Python bounds them", () => {
+  const store = new ModelMetricStore();
+  const source = { worker: "w0" };
+  const emoji = "\u{1F600}"; // one code point, two UTF-16 units
+  store.ingest(source, {
+    series: [
+      counter("m", 1, { e: emoji.repeat(256) }),
+      { ...counter("m", 1, { e: "b" }), help: emoji.repeat(1024) },
+      counter("m", 1, { e: emoji.repeat(257) }),
+      { ...counter("m", 1, { e: "c" }), help: emoji.repeat(1025) },
+    ],
+  });
+  const { series, dropped } = store.snapshot();
+  assert.deepEqual(series.map((s) => [...s.labels.e!].length), [256, 1]);
+  assert.equal(series[1]?.help, emoji.repeat(1024));
+  assert.deepEqual(dropped, { m: 2 });
+});
+
+Deno.test("ModelMetricStore drops an update that would sum past the largest number, keeping the sum finite", () => {
+  const store = new ModelMetricStore();
+  const source = { worker: "w0" };
+  const big = 1.5e308;
+  const hist = {
+    model: "m",
+    name: "size",
+    type: "histogram",
+    labels: {},
+    buckets: [1],
+    counts: [0, 1],
+    sum: big,
+    count: 1,
+  };
+  store.ingest(source, { series: [counter("m", big), hist] });
+  store.ingest({ worker: "w1" }, { series: [counter("m", big), hist] });
+  const { series, dropped } = store.snapshot();
+  assert.deepEqual(series.map((s) => s.value ?? s.sum), [big, big]);
+  assert.equal(series[1]?.count, 1);
+  assert.deepEqual(dropped, { m: 2 });
+  assert.ok(!JSON.stringify(store.snapshot()).includes("null"));
+});
+
 async function until(
   pool: Pool,
   check: (series: ModelMetricSeries[]) => boolean,

@@ -145,29 +145,35 @@ class MetricsRegistry:
             if family[0] != kind:
                 return False
             if len(self._known) >= self.MAX_SERIES:
-                model = key[0]
-                self._dropped[model] = self._dropped.get(model, 0) + 1
-                if model not in self._warned and len(self._warned) < 1000:
-                    self._warned.add(model)
-                    log.warning(
-                        "model metrics: more than %d series; updates of new series of model %r are dropped",
-                        self.MAX_SERIES, model,
-                    )
-                return self._want_flush()
+                return self._drop(key[0], "more than %d series; updates of new series" % self.MAX_SERIES)
             self._known.add(key)
         slot = self._pending.get(key)
         if kind == "histogram":
             if slot is None:
                 slot = self._pending[key] = [[0] * (len(family[2]) + 1), 0.0, 0]
+            elif not _isfinite(slot[1] + value):
+                return self._drop(key[0], "a sum past the largest float; updates that overflow it")
             slot[0][bisect.bisect_left(family[2], value)] += 1
             slot[1] += value
             slot[2] += 1
         elif slot is None:
             self._pending[key] = [value]
         elif kind == "counter":
+            if not _isfinite(slot[0] + value):
+                # inf is not JSON: the event holding it would be dropped whole,
+                # every other series' updates with it.
+                return self._drop(key[0], "a sum past the largest float; updates that overflow it")
             slot[0] += value
         else:
             slot[0] = value
+        return self._want_flush()
+
+    def _drop(self, model, why):
+        # Under the lock: count one dropped update of ``model``, warn once.
+        self._dropped[model] = self._dropped.get(model, 0) + 1
+        if model not in self._warned and len(self._warned) < 1000:
+            self._warned.add(model)
+            log.warning("model metrics: %s of model %r are dropped", why, model)
         return self._want_flush()
 
     def _want_flush(self):
@@ -251,6 +257,11 @@ class MetricsRegistry:
                     last[key] = slot
             dropped = self._dropped.pop(model, None)
             self._warned.discard(model)
+            # A name no series uses any more is free again: the model added
+            # anew may record it as another kind (or with other buckets).
+            used = {k[1] for k in self._known}
+            for name in [n for n in self._families if n not in used]:
+                del self._families[name]
         if conn is not None:
             self._send(conn, last, {model: dropped} if dropped else {})
 

@@ -163,6 +163,41 @@ class RegistryTest(unittest.TestCase):
         self.reg.record("counter", "c", 1)  # room again
         self.assertEqual(self.reg.snapshot_pending(), {(None, "c", ()): [1.0]})
 
+    def test_a_removed_model_frees_the_names_only_it_used(self):
+        call = FakeCall(FakeConnection(FakeServer()), 1, {"cmd": "executeModel", "name": "m"})
+        call.cmd = "executeModel"
+
+        def run(kind, name, **kw):
+            current_call.set(call)
+            self.reg.record(kind, name, 1, **kw)
+
+        contextvars.copy_context().run(run, "counter", "x")
+        contextvars.copy_context().run(run, "histogram", "lat", buckets=[1.0])
+        self.reg.record("counter", "shared", 1)  # no model's: kept
+        contextvars.copy_context().run(run, "counter", "shared")
+        self.reg.forget_model("m")
+        # The model added again records them as other kinds, other buckets.
+        contextvars.copy_context().run(run, "histogram", "x")
+        contextvars.copy_context().run(run, "histogram", "lat", buckets=[2.0, 3.0])
+        self.assertEqual(self.reg._families["lat"][2], (2.0, 3.0))
+        with self.assertRaises(ValueError):
+            contextvars.copy_context().run(run, "gauge", "shared")
+
+    def test_a_sum_past_the_largest_float_is_dropped_not_sent_as_inf(self):
+        # inf is not JSON: the event holding it was dropped whole.
+        big = 1.5e308
+        with self.assertLogs("pyproxy_server", "WARNING"):
+            self.reg.record("counter", "bytes_total", big)
+            self.reg.record("counter", "bytes_total", big)
+            self.reg.record("histogram", "size", big, buckets=[1.0])
+            self.reg.record("histogram", "size", big, buckets=[1.0])
+        self.reg.record("counter", "ok_total", 1)
+        self.assertEqual(
+            self.reg.snapshot_pending(),
+            {(None, "bytes_total", ()): [big], (None, "size", ()): [[0, 1], big, 1], (None, "ok_total", ()): [1.0]},
+        )
+        self.assertEqual(self.reg._dropped, {None: 2})
+
     def test_threads_record_without_losing_updates(self):
         def work():
             for _ in range(20000):

@@ -166,9 +166,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/model_metrics.py",
-      size: 15385,
+      size: 16146,
       sha256:
-        "6725caf1ab2466745dc7b522295c57de573798b4d727f5253a100e2321da9859",
+        "276b9c44315e1986ceb86170f9eacebb1f46fbe3d388387dbea48442589658c8",
     },
     {
       path: "pyproxy_server/models.py",
