@@ -257,13 +257,14 @@ class MetricsRegistry:
                     last[key] = slot
             dropped = self._dropped.pop(model, None)
             self._warned.discard(model)
+            families = self._families_of(last)
             # A name no series uses any more is free again: the model added
             # anew may record it as another kind (or with other buckets).
             used = {k[1] for k in self._known}
             for name in [n for n in self._families if n not in used]:
                 del self._families[name]
         if conn is not None:
-            self._send(conn, last, {model: dropped} if dropped else {})
+            self._send(conn, last, {model: dropped} if dropped else {}, families)
 
     # -- flushing (the event loop) ---------------------------------------
 
@@ -315,12 +316,18 @@ class MetricsRegistry:
                 return
             pending, self._pending = self._pending, {}
             dropped, self._dropped = self._dropped, {}
-        self._send(conn, pending, dropped)
+            # Read now: a removal on another thread may free the names next.
+            families = self._families_of(pending)
+        self._send(conn, pending, dropped, families)
 
-    def _send(self, conn, pending, dropped):
+    def _families_of(self, pending):
+        # Under the lock: the families of the names in ``pending``.
+        families = self._families
+        return {name: families[name] for _, name, _ in pending}
+
+    def _send(self, conn, pending, dropped, families):
         if not pending and not dropped:
             return
-        families = self._families
         series = []
         for (model, name, labels), slot in pending.items():
             kind, description, bounds = families[name]

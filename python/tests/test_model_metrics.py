@@ -378,11 +378,12 @@ class MetricsEventTest(ServerTestCase):
         self._set_flush_interval(c, 3600.0)
         c.call("addModel", name="m", file="metered.py")
         c.call("addModel", name="k", file="metered.py")
-        c.call("executeModel", name="m", msg={"counter": 3})
+        c.call("executeModel", name="m", msg={"counter": 3, "gauge": 5})  # depth: m's only
         c.call("executeModel", name="k", msg={"counter": 2})
         c.call("removeModel", name="m")
         events = [e for e in c.events if e.get("event") == "metrics"]
         self.assertEqual(self._total(events, "m", "hits_total"), 3)
+        self.assertEqual(self._total(events, "m", "depth"), 5)
         self.assertEqual(self._total(events, "k", "hits_total"), 0)  # k's wait for the flush
         pending = self._eval(c, "sorted(k[0] for k in registry.snapshot_pending())")
         self.assertEqual(pending, ["k"])

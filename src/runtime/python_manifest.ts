@@ -166,9 +166,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/model_metrics.py",
-      size: 16146,
+      size: 16520,
       sha256:
-        "276b9c44315e1986ceb86170f9eacebb1f46fbe3d388387dbea48442589658c8",
+        "9df3c60c0eb1f82cd330ee3bae9ef1e44ed20ca94e0351d60283c85a198d5c69",
     },
     {
       path: "pyproxy_server/models.py",
