@@ -123,6 +123,9 @@ interface Series {
 }
 
 const NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+// A lone surrogate: UTF-8 (the scrape's body) turns it into U+FFFD, so two
+// label values would render as one series, twice.
+const LONE_SURROGATE = /\p{Cs}/u;
 const RESERVED_LABELS = new Set(["model", "worker", "le", "quantile"]);
 const MAX_NAME = 128;
 const MAX_LABELS = 8;
@@ -377,7 +380,8 @@ function check(e: Record<string, unknown>): Checked | undefined {
   }
   if (
     help !== undefined &&
-    (typeof help !== "string" || longer(help, MAX_HELP))
+    (typeof help !== "string" || longer(help, MAX_HELP) ||
+      LONE_SURROGATE.test(help))
   ) {
     return undefined;
   }
@@ -391,7 +395,7 @@ function check(e: Record<string, unknown>): Checked | undefined {
     if (
       k.length > MAX_NAME || !NAME.test(k) || k.startsWith("__") ||
       RESERVED_LABELS.has(k) || typeof v !== "string" ||
-      longer(v, MAX_LABEL_VALUE)
+      longer(v, MAX_LABEL_VALUE) || LONE_SURROGATE.test(v)
     ) return undefined;
     own[k] = v;
   }

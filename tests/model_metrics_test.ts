@@ -147,7 +147,7 @@ Deno.test("ModelMetricStore forgets a removed model, and its late updates, until
   );
 });
 
-Deno.test("ModelMetricStore counts label values and help in code points, as Python bounds them", () => {
+Deno.test("ModelMetricStore counts label values and help in code points, as Python bounds them, and drops lone surrogates", () => {
   const store = new ModelMetricStore();
   const source = { worker: "w0" };
   const emoji = "\u{1F600}"; // one code point, two UTF-16 units
@@ -157,12 +157,15 @@ Deno.test("ModelMetricStore counts label values and help in code points, as Pyth
       { ...counter("m", 1, { e: "b" }), help: emoji.repeat(1024) },
       counter("m", 1, { e: emoji.repeat(257) }),
       { ...counter("m", 1, { e: "c" }), help: emoji.repeat(1025) },
+      // Lone surrogates: U+FFFD on the wire, two values one series.
+      counter("m", 1, { e: "\ud800" }),
+      { ...counter("m", 1, { e: "d" }), help: "\udc00" },
     ],
   });
   const { series, dropped } = store.snapshot();
   assert.deepEqual(series.map((s) => [...s.labels.e!].length), [256, 1]);
   assert.equal(series[1]?.help, emoji.repeat(1024));
-  assert.deepEqual(dropped, { m: 2 });
+  assert.deepEqual(dropped, { m: 4 });
 });
 
 Deno.test("ModelMetricStore drops an update that would sum past the largest number, keeping the sum finite", () => {

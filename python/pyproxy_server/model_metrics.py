@@ -55,6 +55,14 @@ _unshield = CallRunner.unshield
 _isfinite = math.isfinite
 
 
+def _utf8(text):
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _model_of(call):
     if call is None or call.cmd not in _MODEL_COMMANDS:
         return None
@@ -204,6 +212,10 @@ class MetricsRegistry:
                 raise ValueError(
                     "Cannot record metric %r: label %r has more than %d characters" % (name, label, self.MAX_LABEL_VALUE)
                 )
+            if not _utf8(text):
+                # A lone surrogate (a file name's undecodable byte) reaches a
+                # scraper as U+FFFD: two values would be one series, twice.
+                raise ValueError("Cannot record metric %r: label %r is not valid Unicode (a lone surrogate)" % (name, label))
         family = self._families.get(name)
         if family is not None:
             if family[0] != kind:
@@ -216,6 +228,8 @@ class MetricsRegistry:
                 raise TypeError("Cannot record metric %r: description must be a string" % (name,))
             if len(description) > self.MAX_DESCRIPTION:
                 raise ValueError("Cannot record metric %r: description over %d characters" % (name, self.MAX_DESCRIPTION))
+            if not _utf8(description):
+                raise ValueError("Cannot record metric %r: description is not valid Unicode (a lone surrogate)" % (name,))
         for suffix in ("_bucket", "_sum", "_count"):
             # A histogram's series take these names: no other metric may.
             if kind == "histogram" and (name + suffix) in self._families:

@@ -71,6 +71,16 @@ class RegistryTest(unittest.TestCase):
         self.reg.record("counter", "c", 1, {"path": 'a"b\\c\nd'})
         self.assertEqual(self.reg.snapshot_pending(), {(None, "c", (("path", 'a"b\\c\nd'),)): [1.0]})
 
+    def test_label_values_and_descriptions_must_be_valid_unicode(self):
+        # A lone surrogate reaches a scraper as U+FFFD: "\udc80" and "\udc81"
+        # would be one series, twice.
+        with self.assertRaisesRegex(ValueError, "lone surrogate"):
+            self.reg.record("counter", "c", 1, {"file": "a\udc80"})
+        with self.assertRaisesRegex(ValueError, "lone surrogate"):
+            self.reg.record("counter", "c", 1, description="\ud800")
+        self.reg.record("counter", "c", 1, {"file": "\U0001F600"})
+        self.assertEqual(self.reg.snapshot_pending(), {(None, "c", (("file", "\U0001F600"),)): [1.0]})
+
     def test_a_name_keeps_its_kind_and_buckets(self):
         self.reg.record("counter", "x", 1)
         with self.assertRaisesRegex(ValueError, "it is a counter"):

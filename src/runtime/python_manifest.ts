@@ -28,9 +28,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/metrics.py",
-      size: 3703,
+      size: 3733,
       sha256:
-        "26217fea181c92ae0df61ea4ba0c7c7470b8c079e4e7fea319558bf9df959a63",
+        "6d299ad69dea0751309d26edbc8fa1d9dbfbbb4154764775c8ac19bab1b05018",
     },
     {
       path: "pyproxy_server/__init__.py",
@@ -166,9 +166,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/model_metrics.py",
-      size: 16520,
+      size: 17119,
       sha256:
-        "9df3c60c0eb1f82cd330ee3bae9ef1e44ed20ca94e0351d60283c85a198d5c69",
+        "eefee624b851c131a7f3666a3b19334c4e5576a923916c10b7a1fe06419ccd45",
     },
     {
       path: "pyproxy_server/models.py",
