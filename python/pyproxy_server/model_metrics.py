@@ -26,6 +26,7 @@ model (``"model": null`` on the wire).
 import bisect
 import logging
 import math
+from numbers import Real as _Real
 import re
 import threading
 
@@ -53,6 +54,12 @@ _get_call = current_call.get
 _defer_interrupt = CallRunner.defer_interrupt
 _unshield = CallRunner.unshield
 _isfinite = math.isfinite
+
+
+def _real(value):
+    # int, float, and other real numbers (numpy's int64, float32; Fraction),
+    # but not bool: a True counted as 1 is a bug in the model.
+    return isinstance(value, _Real) and not isinstance(value, bool)
 
 
 def _utf8(text):
@@ -106,9 +113,8 @@ class MetricsRegistry:
 
     def record(self, kind, name, value, labels=None, description=None, buckets=None):
         """Add one update; raises ``TypeError``/``ValueError`` for a bad one."""
-        if value.__class__ is not int and value.__class__ is not float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError("Cannot record metric %r: value must be an int or float, not %s" % (name, type(value).__name__))
+        if value.__class__ is not int and value.__class__ is not float and not _real(value):
+            raise TypeError("Cannot record metric %r: value must be a real number, not %s" % (name, type(value).__name__))
         try:
             value = float(value)
         except OverflowError:
@@ -243,7 +249,11 @@ class MetricsRegistry:
 
     def _bounds(self, name, buckets):
         try:
-            bounds = tuple(float(b) for b in buckets)
+            items = tuple(buckets)
+            # Numbers only: float() took "123" as the bounds 1, 2, 3.
+            if not all(map(_real, items)):
+                raise TypeError
+            bounds = tuple(map(float, items))
         except (TypeError, ValueError, OverflowError):
             raise TypeError("Cannot record metric %r: buckets must be numbers" % (name,)) from None
         if not 0 < len(bounds) <= self.MAX_BUCKETS or not all(map(_isfinite, bounds)) or any(

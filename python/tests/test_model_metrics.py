@@ -3,7 +3,9 @@ the call, aggregation in the process, the batched ``metrics`` event, and a
 cancel's interrupt during an update."""
 
 import contextvars
+import fractions
 import math
+import numbers
 import threading
 import time
 import unittest
@@ -59,6 +61,9 @@ class RegistryTest(unittest.TestCase):
             (ValueError, ("histogram", "h", 1, None, None, [1, float("inf")])),
             (ValueError, ("histogram", "h", 1, None, None, list(range(33)))),
             (TypeError, ("histogram", "h", 1, None, None, ["a"])),
+            (TypeError, ("histogram", "h", 1, None, None, "123")),  # not the bounds 1, 2, 3
+            (TypeError, ("histogram", "h", 1, None, None, [1, True])),
+            (TypeError, ("histogram", "h", 1, None, None, 5)),
             (TypeError, ("counter", "c", 1, None, 7)),
         ]
         for exc, args in bad:
@@ -66,6 +71,34 @@ class RegistryTest(unittest.TestCase):
                 record(*args)
         self.assertEqual(self.reg.snapshot_pending(), {})
         self.assertEqual(self.reg._known, set())
+
+    def test_other_real_numbers_are_values_and_bounds(self):
+        # numpy's int64 and float32 (not int or float subclasses) are real
+        # numbers, as is a Fraction: what model code computes, recorded as is.
+        class Int64:  # registered as an Integral, as numpy's is
+            def __init__(self, n):
+                self.n = n
+
+            def __float__(self):
+                return float(self.n)
+
+        numbers.Integral.register(Int64)
+        self.reg.record("counter", "c", Int64(3))
+        self.reg.record("counter", "c", fractions.Fraction(1, 2))
+        self.reg.record("histogram", "h", Int64(2), buckets=[fractions.Fraction(1, 2), Int64(4)])
+        self.assertEqual(
+            self.reg.snapshot_pending(),
+            {(None, "c", ()): [3.5], (None, "h", ()): [[0, 1, 0], 2.0, 1]},
+        )
+        try:
+            import numpy
+        except ImportError:
+            return
+        self.reg.record("counter", "c", numpy.int64(1))
+        self.reg.record("histogram", "h", numpy.float32(0.25))
+        self.assertEqual(self.reg.snapshot_pending()[(None, "c", ())], [4.5])
+        with self.assertRaises(TypeError):
+            self.reg.record("counter", "c", numpy.bool_(True))
 
     def test_label_values_may_hold_any_text(self):
         self.reg.record("counter", "c", 1, {"path": 'a"b\\c\nd'})

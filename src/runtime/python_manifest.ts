@@ -166,9 +166,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/model_metrics.py",
-      size: 17119,
+      size: 17489,
       sha256:
-        "eefee624b851c131a7f3666a3b19334c4e5576a923916c10b7a1fe06419ccd45",
+        "0dd4cecea41c6cd0800fab283eddaf299c3ebda9d7e35893dbe0269f36195128",
     },
     {
       path: "pyproxy_server/models.py",
