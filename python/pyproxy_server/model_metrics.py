@@ -352,20 +352,34 @@ class MetricsRegistry:
     def _send(self, conn, pending, dropped, families):
         if not pending and not dropped:
             return
+        # Several events when one could pass half the frame limit: one above
+        # it is refused whole, every series' updates with it (a server run
+        # with a small --max-frame-size, series with long labels).
+        budget = getattr(conn, "_max_frame", 1 << 26) // 2
         series = []
+        size = 0
         for (model, name, labels), slot in pending.items():
             kind, description, bounds = families[name]
             entry = {"model": model, "name": name, "type": kind, "labels": dict(labels)}
+            # At most what the entry takes as JSON (\uXXXX: 6 bytes a character).
+            cost = 6 * (len(model or "") + len(name) + sum(len(k) + len(v) for k, v in labels)) + 200
             if description is not None:
                 entry["help"] = description
+                cost += 6 * len(description)
             if kind == "histogram":
                 entry["buckets"] = list(bounds)
                 entry["counts"] = slot[0]
                 entry["sum"] = slot[1]
                 entry["count"] = slot[2]
+                cost += 48 * len(bounds)
             else:
                 entry["value"] = slot[0]
+            if series and size + cost > budget:
+                conn.send_event({"event": "metrics", "series": series})
+                series = []
+                size = 0
             series.append(entry)
+            size += cost
         event = {"event": "metrics", "series": series}
         if dropped:
             event["dropped"] = [{"model": model, "count": n} for model, n in dropped.items()]

@@ -431,5 +431,21 @@ class MetricsEventTest(ServerTestCase):
         pending = self._eval(c, "sorted(k[0] for k in registry.snapshot_pending())")
         self.assertEqual(pending, ["k"])
 
+
+class SmallFrameMetricsTest(MetricsEventTest):
+    """A server whose frames are small: what waits goes in several events."""
+
+    args = ("--max-frame-size", "65536")
+
+    def test_many_long_series_go_in_events_under_the_frame_limit(self):
+        c = self._asked()
+        self._set_flush_interval(c, 3600.0)
+        # 300 series of ~300 bytes each: one event of ~90 KB was refused whole.
+        self._eval(c, "from pyproxy import metrics\n"
+                      "for i in range(300): metrics.counter('wide_total', labels={'v': 'x' * 250 + str(i)})")
+        self._eval(c, "registry.flush()")
+        events = self._metrics_events(c, lambda ev: self._total(ev, None, "wide_total") == 300)
+        self.assertGreater(len(events), 1)
+
 if __name__ == "__main__":
     unittest.main()

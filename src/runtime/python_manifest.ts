@@ -166,9 +166,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/model_metrics.py",
-      size: 17489,
+      size: 18252,
       sha256:
-        "0dd4cecea41c6cd0800fab283eddaf299c3ebda9d7e35893dbe0269f36195128",
+        "f755d28e5d6002f5d9b75fe5fdf363d57659d5cc846a7fb3428ab7cef6f71e0e",
     },
     {
       path: "pyproxy_server/models.py",
