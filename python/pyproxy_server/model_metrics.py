@@ -127,7 +127,7 @@ class MetricsRegistry:
         model = _model_of(call)
         if labels is None or labels == {}:
             key = (model, name, ())
-        elif labels.__class__ is dict:
+        elif labels.__class__ is dict or isinstance(labels, dict):  # OrderedDict, defaultdict too
             try:
                 key = (model, name, tuple(sorted(labels.items())))
             except TypeError:

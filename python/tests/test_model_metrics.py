@@ -2,6 +2,7 @@
 the call, aggregation in the process, the batched ``metrics`` event, and a
 cancel's interrupt during an update."""
 
+import collections
 import contextvars
 import fractions
 import math
@@ -99,6 +100,11 @@ class RegistryTest(unittest.TestCase):
         self.assertEqual(self.reg.snapshot_pending()[(None, "c", ())], [4.5])
         with self.assertRaises(TypeError):
             self.reg.record("counter", "c", numpy.bool_(True))
+
+    def test_labels_may_be_any_dict(self):
+        self.reg.record("counter", "c", 1, collections.OrderedDict(b="2", a="1"))
+        self.reg.record("counter", "c", 1, collections.defaultdict(str, a="1", b="2"))
+        self.assertEqual(self.reg.snapshot_pending(), {(None, "c", (("a", "1"), ("b", "2"))): [2.0]})
 
     def test_label_values_may_hold_any_text(self):
         self.reg.record("counter", "c", 1, {"path": 'a"b\\c\nd'})

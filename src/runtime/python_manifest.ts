@@ -166,9 +166,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/model_metrics.py",
-      size: 18252,
+      size: 18312,
       sha256:
-        "f755d28e5d6002f5d9b75fe5fdf363d57659d5cc846a7fb3428ab7cef6f71e0e",
+        "fbb0f905b6050f75449d81c2fd9feadfaff556db80f6a328da7ff4e6b045aa3a",
     },
     {
       path: "pyproxy_server/models.py",
