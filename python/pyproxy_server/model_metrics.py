@@ -152,14 +152,16 @@ class MetricsRegistry:
     def _add(self, kind, key, family, value):
         # Under the lock; nothing here raises, nothing calls out.
         if key not in self._known:
+            # Past the bound before its name is kept: names of dropped series
+            # would fill _families without bound.
+            if len(self._known) >= self.MAX_SERIES:
+                return self._drop(key[0], "more than %d series; updates of new series" % self.MAX_SERIES)
             # Two threads' first uses of a name race: the first one's family
             # (kind, buckets) is the name's; another kind is refused at its
             # next use.
             family = self._families.setdefault(key[1], family)
             if family[0] != kind:
                 return False
-            if len(self._known) >= self.MAX_SERIES:
-                return self._drop(key[0], "more than %d series; updates of new series" % self.MAX_SERIES)
             self._known.add(key)
         slot = self._pending.get(key)
         if kind == "histogram":

@@ -195,6 +195,11 @@ class RegistryTest(unittest.TestCase):
         self.assertEqual(self.reg._dropped, {None: 9990})
         self.reg.record("counter", "wide", 1, {"i": "3"})  # a kept series goes on
         self.assertEqual(self.reg.snapshot_pending()[(None, "wide", (("i", "3"),))], [2.0])
+        # New names past the bound keep nothing either (memory stays bounded).
+        for i in range(1000):
+            self.reg.record("counter", "name_%d" % i, 1)
+        self.assertEqual(set(self.reg._families), {"wide"})
+        self.assertEqual(self.reg._dropped, {None: 10990})
 
     def test_a_removed_model_leaves_nothing(self):
         self.reg.MAX_SERIES = 2

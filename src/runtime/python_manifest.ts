@@ -166,9 +166,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/model_metrics.py",
-      size: 18312,
+      size: 18440,
       sha256:
-        "fbb0f905b6050f75449d81c2fd9feadfaff556db80f6a328da7ff4e6b045aa3a",
+        "45eb7d0e6be2955a6325ec750bb41460b923234488b443c69c9c3d580c2afbd5",
     },
     {
       path: "pyproxy_server/models.py",
