@@ -1,6 +1,7 @@
 // Model metrics (pyproxy.metrics): ModelMetricStore's sums and bounds, and a
 // pool of real Python workers sending them (protocol §6, "Model metrics").
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { Pool } from "../src/pool.ts";
 import { ModelMetricStore } from "../src/model_metrics.ts";
 import type { ModelMetricSeries } from "../src/model_metrics.ts";
@@ -189,6 +190,67 @@ Deno.test("ModelMetricStore drops an update that would sum past the largest numb
   assert.equal(series[1]?.count, 1);
   assert.deepEqual(dropped, { m: 2 });
   assert.ok(!JSON.stringify(store.snapshot()).includes("null"));
+});
+
+Deno.test("ModelMetricStore takes any event without throwing, and its snapshot stays finite JSON within the bounds", () => {
+  // What a worker sends is checked, never trusted: a bad event must not
+  // break the session that reads it, nor a scrape.
+  const entry = fc.record({
+    model: fc.oneof(
+      fc.constant(null),
+      fc.constantFrom("m", "__proto__"),
+      fc.string(),
+      fc.integer(),
+    ),
+    name: fc.oneof(
+      fc.constantFrom("x", "x_count", "x_sum", "__proto__", "constructor"),
+      fc.string(),
+    ),
+    type: fc.oneof(
+      fc.constantFrom("counter", "gauge", "histogram"),
+      fc.anything(),
+    ),
+    labels: fc.oneof(
+      fc.dictionary(
+        fc.oneof(fc.constantFrom("__proto__", "constructor", "a"), fc.string()),
+        fc.oneof(fc.string(), fc.anything()),
+      ),
+      fc.anything(),
+    ),
+    value: fc.oneof(fc.double(), fc.constant(1.7e308), fc.anything()),
+    buckets: fc.oneof(fc.array(fc.double(), { maxLength: 3 }), fc.anything()),
+    counts: fc.oneof(fc.array(fc.nat(), { maxLength: 4 }), fc.anything()),
+    sum: fc.oneof(fc.double(), fc.constant(1.7e308), fc.anything()),
+    count: fc.oneof(fc.nat(), fc.anything()),
+    help: fc.oneof(fc.string(), fc.anything()),
+  }, { requiredKeys: [] });
+  fc.assert(
+    fc.property(
+      fc.array(fc.oneof(fc.array(entry, { maxLength: 5 }), fc.anything()), {
+        maxLength: 5,
+      }),
+      fc.anything(),
+      (events, dropped) => {
+        const store = new ModelMetricStore({
+          maxSeriesPerModel: 4,
+          maxSeries: 6,
+        });
+        for (const [i, series] of events.entries()) {
+          store.ingest({ worker: `w${i % 2}` }, { series, dropped });
+          if (i === 2) store.forgetModel("m");
+        }
+        const snapshot = store.snapshot();
+        assert.ok(snapshot.series.length <= 6);
+        for (const s of snapshot.series) {
+          for (const n of [s.value, s.sum].filter((n) => n !== undefined)) {
+            assert.ok(Number.isFinite(n), JSON.stringify(s));
+          }
+        }
+        JSON.stringify(snapshot);
+      },
+    ),
+    { seed: 13, numRuns: 500 },
+  );
 });
 
 async function until(
