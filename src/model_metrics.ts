@@ -123,6 +123,9 @@ interface Series {
 }
 
 const NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+// A lone surrogate: UTF-8 (the scrape's body) turns it into U+FFFD, so two
+// label values would render as one series, twice.
+const LONE_SURROGATE = /\p{Cs}/u;
 const RESERVED_LABELS = new Set(["model", "worker", "le", "quantile"]);
 const MAX_NAME = 128;
 const MAX_LABELS = 8;
@@ -311,9 +314,16 @@ export class ModelMetricStore {
     } else if (gaugeSource !== undefined) {
       s.source = gaugeSource; // a restarted worker's new connection
     }
-    if (type === "counter") s.value += checked.value;
-    else if (type === "gauge") s.value = checked.value;
+    if (type === "counter") {
+      // Summed past the largest double: Infinity would go out as null in
+      // ?format=json, and the sum never moves again.
+      if (!Number.isFinite(s.value + checked.value)) {
+        return this.#drop(model, 1);
+      }
+      s.value += checked.value;
+    } else if (type === "gauge") s.value = checked.value;
     else {
+      if (!Number.isFinite(s.sum + checked.value)) return this.#drop(model, 1);
       for (let i = 0; i < checked.counts.length; i++) {
         s.counts![i]! += checked.counts[i]!;
       }
@@ -369,7 +379,9 @@ function check(e: Record<string, unknown>): Checked | undefined {
     return undefined;
   }
   if (
-    help !== undefined && (typeof help !== "string" || help.length > MAX_HELP)
+    help !== undefined &&
+    (typeof help !== "string" || longer(help, MAX_HELP) ||
+      LONE_SURROGATE.test(help))
   ) {
     return undefined;
   }
@@ -383,7 +395,7 @@ function check(e: Record<string, unknown>): Checked | undefined {
     if (
       k.length > MAX_NAME || !NAME.test(k) || k.startsWith("__") ||
       RESERVED_LABELS.has(k) || typeof v !== "string" ||
-      v.length > MAX_LABEL_VALUE
+      longer(v, MAX_LABEL_VALUE) || LONE_SURROGATE.test(v)
     ) return undefined;
     own[k] = v;
   }
@@ -425,6 +437,18 @@ function check(e: Record<string, unknown>): Checked | undefined {
     counts: counts as number[],
     count: count as number,
   };
+}
+
+/**
+ * Whether `text` has more than `max` characters as Python counts them (code
+ * points: an emoji is one, two UTF-16 units here), as the bounds are Python's.
+ */
+function longer(text: string, max: number): boolean {
+  if (text.length <= max) return false;
+  if (text.length > 2 * max) return true;
+  let n = 0;
+  for (const _ of text) if (++n > max) return true;
+  return false;
 }
 
 function sameBounds(

@@ -3,7 +3,9 @@
  * text exposition format (0.0.4), then each counter against the traffic sent.
  */
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { GatewayMetrics } from "../src/gateway/metrics.ts";
+import { ModelMetricStore } from "../src/model_metrics.ts";
 import { createGateway } from "../src/gateway/app.ts";
 import { Pool } from "../mod.ts";
 import { startGateway, until } from "./_gateway_harness.ts";
@@ -71,7 +73,7 @@ function parseExposition(text: string): Map<string, Family> {
   const lines = text.slice(0, -1).split("\n");
   lines.forEach((line, index) => {
     const n = index + 1;
-    const comment = /^# (HELP|TYPE) (\S+)(?: (.*))?$/.exec(line);
+    const comment = /^# (HELP|TYPE) (\S+)(?: ([^]*))?$/.exec(line);
     if (comment) {
       const [, kind, name, rest = ""] = comment;
       assert.match(name!, /^[a-zA-Z_:][a-zA-Z0-9_:]*$/);
@@ -659,6 +661,88 @@ Deno.test("GatewayMetrics renders model metrics: histograms cumulative, collidin
     3,
   );
   assert.equal(text.match(/pyproxy_model_y_sum/g)?.length, 1);
+});
+
+Deno.test("GatewayMetrics renders any model metrics a strict scraper reads back, through UTF-8", () => {
+  // Any text Python may send as a label value or help: every UTF-16 unit,
+  // lone surrogates included (json.dumps writes them as \\ud800 escapes).
+  const text = (maxLength: number) =>
+    fc.string({
+      unit: fc.oneof(
+        fc.constantFrom("\\", '"', "\n", "\r", "\t", "}", ",", "=", " ", "#"),
+        fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCharCode(c)),
+        fc.integer({ min: 0x10000, max: 0x10ffff }).map((c) =>
+          String.fromCodePoint(c)
+        ),
+      ),
+      maxLength,
+    });
+  const ident = fc.stringMatching(/^[a-zA-Z_][a-zA-Z0-9_]{0,12}$/).filter((
+    s,
+  ) => !s.startsWith("__"));
+  const labelName = ident.filter((k) =>
+    !["model", "worker", "le", "quantile"].includes(k)
+  );
+  const entry = fc.record({
+    // A model name is well-formed (the gateway's are ASCII; the library's
+    // could hold a lone surrogate: not covered).
+    model: fc.option(text(20).filter((m) => !/\p{Cs}/u.test(m)), {
+      nil: null,
+    }),
+    name: ident,
+    kind: fc.constantFrom("counter", "gauge", "histogram"),
+    labels: fc.dictionary(labelName, text(30), { maxKeys: 3 }),
+    help: fc.option(text(40), { nil: undefined }),
+    value: fc.double({ min: 0, max: 1e6, noNaN: true }),
+  });
+  fc.assert(
+    fc.property(fc.array(entry, { maxLength: 20 }), (entries) => {
+      const store = new ModelMetricStore();
+      for (const [i, e] of entries.entries()) {
+        // Counters end in _total (the parser's rule, and the docs' advice).
+        const name = e.kind === "counter" ? `${e.name}_total` : e.name;
+        store.ingest({ worker: `w${i % 2}` }, {
+          series: [{
+            model: e.model,
+            name,
+            type: e.kind,
+            labels: e.labels,
+            ...(e.help === undefined ? {} : { help: e.help }),
+            ...(e.kind === "histogram"
+              ? {
+                buckets: [0.5, 1e21],
+                counts: [1, 0, 1],
+                sum: e.value,
+                count: 2,
+              }
+              : { value: e.value }),
+          }],
+        });
+      }
+      const rendered = new GatewayMetrics().render({
+        workers: [],
+        modelMetrics: store.snapshot(),
+      });
+      // What a scraper receives: the body's UTF-8.
+      const wire = new TextDecoder().decode(new TextEncoder().encode(rendered));
+      const families = parseExposition(wire);
+      for (const s of store.snapshot().series) {
+        const family = families.get(`pyproxy_model_${s.name}`);
+        if (family === undefined) continue; // a colliding name, shown once
+        const want = { model: s.model ?? "", ...s.labels };
+        if (s.worker !== undefined) Object.assign(want, { worker: s.worker });
+        const name = s.type === "histogram"
+          ? `pyproxy_model_${s.name}_sum`
+          : `pyproxy_model_${s.name}`;
+        assert.equal(
+          value(families, `pyproxy_model_${s.name}`, want, name),
+          s.type === "histogram" ? s.sum : s.value,
+          JSON.stringify(s),
+        );
+      }
+    }),
+    { seed: 13, numRuns: 300 },
+  );
 });
 
 Deno.test("limits.modelMetricSeriesPerModel bounds a model's series; the rest are counted in pyproxy_dropped_model_series_total", async () => {

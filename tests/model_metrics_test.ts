@@ -1,6 +1,7 @@
 // Model metrics (pyproxy.metrics): ModelMetricStore's sums and bounds, and a
 // pool of real Python workers sending them (protocol §6, "Model metrics").
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { Pool } from "../src/pool.ts";
 import { ModelMetricStore } from "../src/model_metrics.ts";
 import type { ModelMetricSeries } from "../src/model_metrics.ts";
@@ -147,6 +148,111 @@ Deno.test("ModelMetricStore forgets a removed model, and its late updates, until
   );
 });
 
+Deno.test("ModelMetricStore counts label values and help in code points, as Python bounds them, and drops lone surrogates", () => {
+  const store = new ModelMetricStore();
+  const source = { worker: "w0" };
+  const emoji = "\u{1F600}"; // one code point, two UTF-16 units
+  store.ingest(source, {
+    series: [
+      counter("m", 1, { e: emoji.repeat(256) }),
+      { ...counter("m", 1, { e: "b" }), help: emoji.repeat(1024) },
+      counter("m", 1, { e: emoji.repeat(257) }),
+      { ...counter("m", 1, { e: "c" }), help: emoji.repeat(1025) },
+      // Lone surrogates: U+FFFD on the wire, two values one series.
+      counter("m", 1, { e: "\ud800" }),
+      { ...counter("m", 1, { e: "d" }), help: "\udc00" },
+    ],
+  });
+  const { series, dropped } = store.snapshot();
+  assert.deepEqual(series.map((s) => [...s.labels.e!].length), [256, 1]);
+  assert.equal(series[1]?.help, emoji.repeat(1024));
+  assert.deepEqual(dropped, { m: 4 });
+});
+
+Deno.test("ModelMetricStore drops an update that would sum past the largest number, keeping the sum finite", () => {
+  const store = new ModelMetricStore();
+  const source = { worker: "w0" };
+  const big = 1.5e308;
+  const hist = {
+    model: "m",
+    name: "size",
+    type: "histogram",
+    labels: {},
+    buckets: [1],
+    counts: [0, 1],
+    sum: big,
+    count: 1,
+  };
+  store.ingest(source, { series: [counter("m", big), hist] });
+  store.ingest({ worker: "w1" }, { series: [counter("m", big), hist] });
+  const { series, dropped } = store.snapshot();
+  assert.deepEqual(series.map((s) => s.value ?? s.sum), [big, big]);
+  assert.equal(series[1]?.count, 1);
+  assert.deepEqual(dropped, { m: 2 });
+  assert.ok(!JSON.stringify(store.snapshot()).includes("null"));
+});
+
+Deno.test("ModelMetricStore takes any event without throwing, and its snapshot stays finite JSON within the bounds", () => {
+  // What a worker sends is checked, never trusted: a bad event must not
+  // break the session that reads it, nor a scrape.
+  const entry = fc.record({
+    model: fc.oneof(
+      fc.constant(null),
+      fc.constantFrom("m", "__proto__"),
+      fc.string(),
+      fc.integer(),
+    ),
+    name: fc.oneof(
+      fc.constantFrom("x", "x_count", "x_sum", "__proto__", "constructor"),
+      fc.string(),
+    ),
+    type: fc.oneof(
+      fc.constantFrom("counter", "gauge", "histogram"),
+      fc.anything(),
+    ),
+    labels: fc.oneof(
+      fc.dictionary(
+        fc.oneof(fc.constantFrom("__proto__", "constructor", "a"), fc.string()),
+        fc.oneof(fc.string(), fc.anything()),
+      ),
+      fc.anything(),
+    ),
+    value: fc.oneof(fc.double(), fc.constant(1.7e308), fc.anything()),
+    buckets: fc.oneof(fc.array(fc.double(), { maxLength: 3 }), fc.anything()),
+    counts: fc.oneof(fc.array(fc.nat(), { maxLength: 4 }), fc.anything()),
+    sum: fc.oneof(fc.double(), fc.constant(1.7e308), fc.anything()),
+    count: fc.oneof(fc.nat(), fc.anything()),
+    help: fc.oneof(fc.string(), fc.anything()),
+  }, { requiredKeys: [] });
+  fc.assert(
+    fc.property(
+      fc.array(fc.oneof(fc.array(entry, { maxLength: 5 }), fc.anything()), {
+        maxLength: 5,
+      }),
+      fc.anything(),
+      (events, dropped) => {
+        const store = new ModelMetricStore({
+          maxSeriesPerModel: 4,
+          maxSeries: 6,
+        });
+        for (const [i, series] of events.entries()) {
+          store.ingest({ worker: `w${i % 2}` }, { series, dropped });
+          if (i === 2) store.forgetModel("m");
+        }
+        const snapshot = store.snapshot();
+        assert.ok(snapshot.series.length <= 6);
+        for (const s of snapshot.series) {
+          for (const n of [s.value, s.sum].filter((n) => n !== undefined)) {
+            assert.ok(Number.isFinite(n), JSON.stringify(s));
+          }
+        }
+        JSON.stringify(snapshot);
+      },
+    ),
+    { seed: 13, numRuns: 500 },
+  );
+});
+
 async function until(
   pool: Pool,
   check: (series: ModelMetricSeries[]) => boolean,
@@ -280,4 +386,29 @@ Deno.test("Pool.modelMetrics: bad updates raise in the model, the call itself wo
       }),
     ConfigError,
   );
+});
+
+Deno.test("Pool.modelMetrics keeps the last updates of a worker stopped by a resize, a placed model moved off a worker, and pool.close()", async () => {
+  const pool = await Pool.start(poolOptions(TEST_MODELS, { workers: 3 }));
+  try {
+    await pool.addModel("m", { file: "metered.py" });
+    const ids = pool.status().workers.map((w) => w.id);
+    // Each right before the stop, well within the 0.5 s between flushes:
+    // the stopped worker's are lost unless the stop sends them.
+    for (const worker of ids) {
+      await pool.execute("m", { counter: 5 }, { worker });
+    }
+    await pool.resize(2);
+    await until(pool, (s) => total(s, "hits_total") === 15, "15 hits");
+    // Placed on one worker: the other unloads it, and forgot its updates.
+    const [a, b] = pool.status().workers.map((w) => w.id) as [string, string];
+    await pool.execute("m", { counter: 1 }, { worker: a });
+    await pool.execute("m", { counter: 1 }, { worker: b });
+    await pool.updateModel("m", { file: "metered.py", workers: 1 });
+    await until(pool, (s) => total(s, "hits_total") === 17, "17 hits");
+    await pool.execute("m", { counter: 3 });
+  } finally {
+    await pool.close();
+  }
+  assert.equal(total(pool.modelMetrics().series, "hits_total"), 20);
 });

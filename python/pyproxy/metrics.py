@@ -26,7 +26,8 @@ A bad update raises at once, and records nothing: ``TypeError`` for a
 name, label or value of the wrong type, ``ValueError`` for a name that is
 not ``[a-zA-Z_][a-zA-Z0-9_]*`` (at most 128 characters, not starting with
 ``__``), more than 8 labels, a reserved label name (``model``, ``worker``,
-``le``, ``quantile``), a label value over 256 characters, a value that is
+``le``, ``quantile``), a label value over 256 characters (or holding a
+lone surrogate), a value that is
 not finite, a negative counter increment, a name used before as another
 kind, histogram ``buckets`` other than those of the name's first use. A
 process keeps at most 2000 series (model, name, labels): updates of

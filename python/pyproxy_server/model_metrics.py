@@ -26,6 +26,7 @@ model (``"model": null`` on the wire).
 import bisect
 import logging
 import math
+from numbers import Real as _Real
 import re
 import threading
 
@@ -53,6 +54,20 @@ _get_call = current_call.get
 _defer_interrupt = CallRunner.defer_interrupt
 _unshield = CallRunner.unshield
 _isfinite = math.isfinite
+
+
+def _real(value):
+    # int, float, and other real numbers (numpy's int64, float32; Fraction),
+    # but not bool: a True counted as 1 is a bug in the model.
+    return isinstance(value, _Real) and not isinstance(value, bool)
+
+
+def _utf8(text):
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _model_of(call):
@@ -98,9 +113,8 @@ class MetricsRegistry:
 
     def record(self, kind, name, value, labels=None, description=None, buckets=None):
         """Add one update; raises ``TypeError``/``ValueError`` for a bad one."""
-        if value.__class__ is not int and value.__class__ is not float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError("Cannot record metric %r: value must be an int or float, not %s" % (name, type(value).__name__))
+        if value.__class__ is not int and value.__class__ is not float and not _real(value):
+            raise TypeError("Cannot record metric %r: value must be a real number, not %s" % (name, type(value).__name__))
         try:
             value = float(value)
         except OverflowError:
@@ -113,7 +127,7 @@ class MetricsRegistry:
         model = _model_of(call)
         if labels is None or labels == {}:
             key = (model, name, ())
-        elif labels.__class__ is dict:
+        elif labels.__class__ is dict or isinstance(labels, dict):  # OrderedDict, defaultdict too
             try:
                 key = (model, name, tuple(sorted(labels.items())))
             except TypeError:
@@ -138,36 +152,44 @@ class MetricsRegistry:
     def _add(self, kind, key, family, value):
         # Under the lock; nothing here raises, nothing calls out.
         if key not in self._known:
+            # Past the bound before its name is kept: names of dropped series
+            # would fill _families without bound.
+            if len(self._known) >= self.MAX_SERIES:
+                return self._drop(key[0], "more than %d series; updates of new series" % self.MAX_SERIES)
             # Two threads' first uses of a name race: the first one's family
             # (kind, buckets) is the name's; another kind is refused at its
             # next use.
             family = self._families.setdefault(key[1], family)
             if family[0] != kind:
                 return False
-            if len(self._known) >= self.MAX_SERIES:
-                model = key[0]
-                self._dropped[model] = self._dropped.get(model, 0) + 1
-                if model not in self._warned and len(self._warned) < 1000:
-                    self._warned.add(model)
-                    log.warning(
-                        "model metrics: more than %d series; updates of new series of model %r are dropped",
-                        self.MAX_SERIES, model,
-                    )
-                return self._want_flush()
             self._known.add(key)
         slot = self._pending.get(key)
         if kind == "histogram":
             if slot is None:
                 slot = self._pending[key] = [[0] * (len(family[2]) + 1), 0.0, 0]
+            elif not _isfinite(slot[1] + value):
+                return self._drop(key[0], "a sum past the largest float; updates that overflow it")
             slot[0][bisect.bisect_left(family[2], value)] += 1
             slot[1] += value
             slot[2] += 1
         elif slot is None:
             self._pending[key] = [value]
         elif kind == "counter":
+            if not _isfinite(slot[0] + value):
+                # inf is not JSON: the event holding it would be dropped whole,
+                # every other series' updates with it.
+                return self._drop(key[0], "a sum past the largest float; updates that overflow it")
             slot[0] += value
         else:
             slot[0] = value
+        return self._want_flush()
+
+    def _drop(self, model, why):
+        # Under the lock: count one dropped update of ``model``, warn once.
+        self._dropped[model] = self._dropped.get(model, 0) + 1
+        if model not in self._warned and len(self._warned) < 1000:
+            self._warned.add(model)
+            log.warning("model metrics: %s of model %r are dropped", why, model)
         return self._want_flush()
 
     def _want_flush(self):
@@ -198,6 +220,10 @@ class MetricsRegistry:
                 raise ValueError(
                     "Cannot record metric %r: label %r has more than %d characters" % (name, label, self.MAX_LABEL_VALUE)
                 )
+            if not _utf8(text):
+                # A lone surrogate (a file name's undecodable byte) reaches a
+                # scraper as U+FFFD: two values would be one series, twice.
+                raise ValueError("Cannot record metric %r: label %r is not valid Unicode (a lone surrogate)" % (name, label))
         family = self._families.get(name)
         if family is not None:
             if family[0] != kind:
@@ -210,6 +236,8 @@ class MetricsRegistry:
                 raise TypeError("Cannot record metric %r: description must be a string" % (name,))
             if len(description) > self.MAX_DESCRIPTION:
                 raise ValueError("Cannot record metric %r: description over %d characters" % (name, self.MAX_DESCRIPTION))
+            if not _utf8(description):
+                raise ValueError("Cannot record metric %r: description is not valid Unicode (a lone surrogate)" % (name,))
         for suffix in ("_bucket", "_sum", "_count"):
             # A histogram's series take these names: no other metric may.
             if kind == "histogram" and (name + suffix) in self._families:
@@ -223,7 +251,11 @@ class MetricsRegistry:
 
     def _bounds(self, name, buckets):
         try:
-            bounds = tuple(float(b) for b in buckets)
+            items = tuple(buckets)
+            # Numbers only: float() took "123" as the bounds 1, 2, 3.
+            if not all(map(_real, items)):
+                raise TypeError
+            bounds = tuple(map(float, items))
         except (TypeError, ValueError, OverflowError):
             raise TypeError("Cannot record metric %r: buckets must be numbers" % (name,)) from None
         if not 0 < len(bounds) <= self.MAX_BUCKETS or not all(map(_isfinite, bounds)) or any(
@@ -235,15 +267,30 @@ class MetricsRegistry:
         return bounds
 
     def forget_model(self, model):
-        """Drop what waits of ``model`` and its series (the model was removed:
-        a model added under the name starts afresh, and removed models' series
-        do not fill ``MAX_SERIES``)."""
+        """Drop the series of ``model`` (it was removed from this process: a
+        model added under the name starts afresh, and removed models' series
+        do not fill ``MAX_SERIES``), after sending what waits of them to a
+        host that asked (any thread; before the removal's reply, on the same
+        connection: a placed model moved off this worker keeps its last
+        updates)."""
+        conn = self._target()
         with self._lock:
+            last = {}
             for key in [k for k in self._known if k[0] == model]:
                 self._known.discard(key)
-                self._pending.pop(key, None)
-            self._dropped.pop(model, None)
+                slot = self._pending.pop(key, None)
+                if slot is not None:
+                    last[key] = slot
+            dropped = self._dropped.pop(model, None)
             self._warned.discard(model)
+            families = self._families_of(last)
+            # A name no series uses any more is free again: the model added
+            # anew may record it as another kind (or with other buckets).
+            used = {k[1] for k in self._known}
+            for name in [n for n in self._families if n not in used]:
+                del self._families[name]
+        if conn is not None:
+            self._send(conn, last, {model: dropped} if dropped else {}, families)
 
     # -- flushing (the event loop) ---------------------------------------
 
@@ -273,37 +320,68 @@ class MetricsRegistry:
     def _later(self):
         self._server.loop.call_later(self.FLUSH_INTERVAL, self.flush)
 
+    def _target(self):
+        """The connection metrics go to: the first whose host asked, or None."""
+        server = self._server
+        if server is None:
+            return None
+        for candidate in list(server.connections.values()):
+            if candidate.wants_metrics and not candidate.closed:
+                return candidate
+        return None
+
     def flush(self):
         """Send what changed since the last flush as one ``metrics`` event
-        (loop thread). Kept for later when no connection asked for it."""
-        conn = None
-        for candidate in list(self._server.connections.values()):
-            if candidate.wants_metrics and not candidate.closed:
-                conn = candidate
-                break
+        (loop thread). Kept for later when no connection asked for it. The
+        server flushes once more as it stops, before it closes its
+        connections: a stop loses no update made before it."""
+        conn = self._target()
         with self._lock:
             self._scheduled = False
             if conn is None:
                 return
             pending, self._pending = self._pending, {}
             dropped, self._dropped = self._dropped, {}
-            families = self._families
+            # Read now: a removal on another thread may free the names next.
+            families = self._families_of(pending)
+        self._send(conn, pending, dropped, families)
+
+    def _families_of(self, pending):
+        # Under the lock: the families of the names in ``pending``.
+        families = self._families
+        return {name: families[name] for _, name, _ in pending}
+
+    def _send(self, conn, pending, dropped, families):
         if not pending and not dropped:
             return
+        # Several events when one could pass half the frame limit: one above
+        # it is refused whole, every series' updates with it (a server run
+        # with a small --max-frame-size, series with long labels).
+        budget = getattr(conn, "_max_frame", 1 << 26) // 2
         series = []
+        size = 0
         for (model, name, labels), slot in pending.items():
             kind, description, bounds = families[name]
             entry = {"model": model, "name": name, "type": kind, "labels": dict(labels)}
+            # At most what the entry takes as JSON (\uXXXX: 6 bytes a character).
+            cost = 6 * (len(model or "") + len(name) + sum(len(k) + len(v) for k, v in labels)) + 200
             if description is not None:
                 entry["help"] = description
+                cost += 6 * len(description)
             if kind == "histogram":
                 entry["buckets"] = list(bounds)
                 entry["counts"] = slot[0]
                 entry["sum"] = slot[1]
                 entry["count"] = slot[2]
+                cost += 48 * len(bounds)
             else:
                 entry["value"] = slot[0]
+            if series and size + cost > budget:
+                conn.send_event({"event": "metrics", "series": series})
+                series = []
+                size = 0
             series.append(entry)
+            size += cost
         event = {"event": "metrics", "series": series}
         if dropped:
             event["dropped"] = [{"model": model, "count": n} for model, n in dropped.items()]

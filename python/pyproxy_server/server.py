@@ -318,6 +318,12 @@ class Server:
         self.stopping = True
         self.exit_code = code
         log.info("stopping (exit code %d)", code)
+        # What model code recorded since the last flush goes out before the
+        # connections close (one event, written with what they have queued).
+        try:
+            model_metrics.flush()
+        except Exception:  # never in the way of a stop
+            log.exception("model metrics: the last flush failed")
         for listener in self._listeners:
             listener.close()
         for conn in list(self.connections.values()):

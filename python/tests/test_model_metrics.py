@@ -2,8 +2,11 @@
 the call, aggregation in the process, the batched ``metrics`` event, and a
 cancel's interrupt during an update."""
 
+import collections
 import contextvars
+import fractions
 import math
+import numbers
 import threading
 import time
 import unittest
@@ -13,7 +16,7 @@ from pyproxy_server.call import current_call
 from pyproxy_server.model_metrics import DEFAULT_BUCKETS, MetricsRegistry
 
 from .test_eval import FakeCall, FakeConnection, FakeServer, _no_gc, _opcode_events, _traced_cancel
-from ._client import mac
+from ._client import Closed, mac
 from .test_server import ServerTestCase
 
 
@@ -59,6 +62,9 @@ class RegistryTest(unittest.TestCase):
             (ValueError, ("histogram", "h", 1, None, None, [1, float("inf")])),
             (ValueError, ("histogram", "h", 1, None, None, list(range(33)))),
             (TypeError, ("histogram", "h", 1, None, None, ["a"])),
+            (TypeError, ("histogram", "h", 1, None, None, "123")),  # not the bounds 1, 2, 3
+            (TypeError, ("histogram", "h", 1, None, None, [1, True])),
+            (TypeError, ("histogram", "h", 1, None, None, 5)),
             (TypeError, ("counter", "c", 1, None, 7)),
         ]
         for exc, args in bad:
@@ -67,9 +73,52 @@ class RegistryTest(unittest.TestCase):
         self.assertEqual(self.reg.snapshot_pending(), {})
         self.assertEqual(self.reg._known, set())
 
+    def test_other_real_numbers_are_values_and_bounds(self):
+        # numpy's int64 and float32 (not int or float subclasses) are real
+        # numbers, as is a Fraction: what model code computes, recorded as is.
+        class Int64:  # registered as an Integral, as numpy's is
+            def __init__(self, n):
+                self.n = n
+
+            def __float__(self):
+                return float(self.n)
+
+        numbers.Integral.register(Int64)
+        self.reg.record("counter", "c", Int64(3))
+        self.reg.record("counter", "c", fractions.Fraction(1, 2))
+        self.reg.record("histogram", "h", Int64(2), buckets=[fractions.Fraction(1, 2), Int64(4)])
+        self.assertEqual(
+            self.reg.snapshot_pending(),
+            {(None, "c", ()): [3.5], (None, "h", ()): [[0, 1, 0], 2.0, 1]},
+        )
+        try:
+            import numpy
+        except ImportError:
+            return
+        self.reg.record("counter", "c", numpy.int64(1))
+        self.reg.record("histogram", "h", numpy.float32(0.25))
+        self.assertEqual(self.reg.snapshot_pending()[(None, "c", ())], [4.5])
+        with self.assertRaises(TypeError):
+            self.reg.record("counter", "c", numpy.bool_(True))
+
+    def test_labels_may_be_any_dict(self):
+        self.reg.record("counter", "c", 1, collections.OrderedDict(b="2", a="1"))
+        self.reg.record("counter", "c", 1, collections.defaultdict(str, a="1", b="2"))
+        self.assertEqual(self.reg.snapshot_pending(), {(None, "c", (("a", "1"), ("b", "2"))): [2.0]})
+
     def test_label_values_may_hold_any_text(self):
         self.reg.record("counter", "c", 1, {"path": 'a"b\\c\nd'})
         self.assertEqual(self.reg.snapshot_pending(), {(None, "c", (("path", 'a"b\\c\nd'),)): [1.0]})
+
+    def test_label_values_and_descriptions_must_be_valid_unicode(self):
+        # A lone surrogate reaches a scraper as U+FFFD: "\udc80" and "\udc81"
+        # would be one series, twice.
+        with self.assertRaisesRegex(ValueError, "lone surrogate"):
+            self.reg.record("counter", "c", 1, {"file": "a\udc80"})
+        with self.assertRaisesRegex(ValueError, "lone surrogate"):
+            self.reg.record("counter", "c", 1, description="\ud800")
+        self.reg.record("counter", "c", 1, {"file": "\U0001F600"})
+        self.assertEqual(self.reg.snapshot_pending(), {(None, "c", (("file", "\U0001F600"),)): [1.0]})
 
     def test_a_name_keeps_its_kind_and_buckets(self):
         self.reg.record("counter", "x", 1)
@@ -146,6 +195,11 @@ class RegistryTest(unittest.TestCase):
         self.assertEqual(self.reg._dropped, {None: 9990})
         self.reg.record("counter", "wide", 1, {"i": "3"})  # a kept series goes on
         self.assertEqual(self.reg.snapshot_pending()[(None, "wide", (("i", "3"),))], [2.0])
+        # New names past the bound keep nothing either (memory stays bounded).
+        for i in range(1000):
+            self.reg.record("counter", "name_%d" % i, 1)
+        self.assertEqual(set(self.reg._families), {"wide"})
+        self.assertEqual(self.reg._dropped, {None: 10990})
 
     def test_a_removed_model_leaves_nothing(self):
         self.reg.MAX_SERIES = 2
@@ -162,6 +216,41 @@ class RegistryTest(unittest.TestCase):
         self.assertEqual((self.reg.snapshot_pending(), self.reg._known), ({}, set()))
         self.reg.record("counter", "c", 1)  # room again
         self.assertEqual(self.reg.snapshot_pending(), {(None, "c", ()): [1.0]})
+
+    def test_a_removed_model_frees_the_names_only_it_used(self):
+        call = FakeCall(FakeConnection(FakeServer()), 1, {"cmd": "executeModel", "name": "m"})
+        call.cmd = "executeModel"
+
+        def run(kind, name, **kw):
+            current_call.set(call)
+            self.reg.record(kind, name, 1, **kw)
+
+        contextvars.copy_context().run(run, "counter", "x")
+        contextvars.copy_context().run(run, "histogram", "lat", buckets=[1.0])
+        self.reg.record("counter", "shared", 1)  # no model's: kept
+        contextvars.copy_context().run(run, "counter", "shared")
+        self.reg.forget_model("m")
+        # The model added again records them as other kinds, other buckets.
+        contextvars.copy_context().run(run, "histogram", "x")
+        contextvars.copy_context().run(run, "histogram", "lat", buckets=[2.0, 3.0])
+        self.assertEqual(self.reg._families["lat"][2], (2.0, 3.0))
+        with self.assertRaises(ValueError):
+            contextvars.copy_context().run(run, "gauge", "shared")
+
+    def test_a_sum_past_the_largest_float_is_dropped_not_sent_as_inf(self):
+        # inf is not JSON: the event holding it was dropped whole.
+        big = 1.5e308
+        with self.assertLogs("pyproxy_server", "WARNING"):
+            self.reg.record("counter", "bytes_total", big)
+            self.reg.record("counter", "bytes_total", big)
+            self.reg.record("histogram", "size", big, buckets=[1.0])
+            self.reg.record("histogram", "size", big, buckets=[1.0])
+        self.reg.record("counter", "ok_total", 1)
+        self.assertEqual(
+            self.reg.snapshot_pending(),
+            {(None, "bytes_total", ()): [big], (None, "size", ()): [[0, 1], big, 1], (None, "ok_total", ()): [1.0]},
+        )
+        self.assertEqual(self.reg._dropped, {None: 2})
 
     def test_threads_record_without_losing_updates(self):
         def work():
@@ -275,32 +364,99 @@ class MetricsEventTest(ServerTestCase):
         self.assertEqual((by_name["depth"]["type"], by_name["depth"]["value"]), ("gauge", 4))
         self.assertEqual((by_name["orphan_total"]["model"], by_name["orphan_total"]["value"]), (None, 3))
 
-    def test_nothing_is_sent_while_no_model_records(self):
+    def _asked(self):
         c = self.server.connect(auth=False)
         c.call("auth", mac=mac(self.server.secret, c.hello["nonce"]), metrics=True)
+        return c
+
+    def _eval(self, c, code):
+        return c.call("eval", code="from pyproxy_server.model_metrics import registry\n" + code)["value"]
+
+    def _set_flush_interval(self, c, seconds):
+        self._eval(c, "registry.FLUSH_INTERVAL = %r" % seconds)
+
+    def _flushed(self, c):
+        """Wait until no flush is scheduled, then a ping: an event the
+        flush sent has come before the ping's reply (the flush runs on the
+        loop thread, as does the ping)."""
+        deadline = time.monotonic() + 5
+        while self._eval(c, "registry._scheduled"):
+            self.assertLess(time.monotonic(), deadline, "the flush never ran")
+        c.call("ping")
+
+    def test_nothing_is_sent_while_no_model_records(self):
+        c = self._asked()
         c.call("addModel", name="d", file="doubler.py")
         for i in range(200):
             c.call("executeModel", name="d", msg={"x": i})
-        time.sleep(1.0)  # two flush intervals: an event would have come by now
+        # Nothing pending, no flush scheduled: no event can come.
+        state = self._eval(c, "(registry._scheduled, len(registry._pending), len(registry._known))")
+        self.assertEqual(state, [False, 0, 0])
         c.call("ping")
         self.assertEqual([e for e in c.events if e.get("event") == "metrics"], [])
 
     def test_a_host_that_did_not_ask_gets_nothing_and_calls_work(self):
         c = self.server.connect()  # auth without "metrics"
+        self._set_flush_interval(c, 0.01)
         c.call("addModel", name="m", file="metered.py")
         self.assertEqual(c.call("executeModel", name="m", msg={"counter": 1000, "gauge": 1}), {"ok": True})
         self.assertEqual(
             c.call("executeModel", name="m", msg={"bad": {"name": "x\ny"}})["raised"], "ValueError"
         )
-        time.sleep(1.0)  # two flush intervals: an event would have come by now
-        c.call("ping")
+        self._flushed(c)
         self.assertEqual([e for e in c.events if e.get("event") == "metrics"], [])
         # A host that asks later gets what added up meanwhile.
-        c2 = self.server.connect(auth=False)
-        c2.call("auth", mac=mac(self.server.secret, c2.hello["nonce"]), metrics=True)
+        c2 = self._asked()
         events = self._metrics_events(c2, lambda ev: self._total(ev, "m", "hits_total") == 1000)
         self.assertEqual(self._total(events, "m", "depth"), 1)
 
+    def test_a_stop_sends_what_waits_before_the_connection_closes(self):
+        c = self._asked()
+        self._set_flush_interval(c, 3600.0)  # no timed flush in this test
+        c.call("addModel", name="m", file="metered.py")
+        c.call("executeModel", name="m", msg={"counter": 7, "observe": [0.2]})
+        self.assertEqual(c.call("stopServer"), {"stopping": True})
+        while True:
+            try:
+                msg = c.recv()
+            except Closed:
+                break
+            if msg.get("event") == "metrics":
+                c.events.append(msg)
+        events = [e for e in c.events if e.get("event") == "metrics"]
+        self.assertEqual(self._total(events, "m", "hits_total"), 7)
+        self.assertEqual([s["count"] for e in events for s in e["series"] if s["name"] == "latency_seconds"], [1])
+
+    def test_a_removal_sends_the_models_last_updates_before_its_reply(self):
+        c = self._asked()
+        self._set_flush_interval(c, 3600.0)
+        c.call("addModel", name="m", file="metered.py")
+        c.call("addModel", name="k", file="metered.py")
+        c.call("executeModel", name="m", msg={"counter": 3, "gauge": 5})  # depth: m's only
+        c.call("executeModel", name="k", msg={"counter": 2})
+        c.call("removeModel", name="m")
+        events = [e for e in c.events if e.get("event") == "metrics"]
+        self.assertEqual(self._total(events, "m", "hits_total"), 3)
+        self.assertEqual(self._total(events, "m", "depth"), 5)
+        self.assertEqual(self._total(events, "k", "hits_total"), 0)  # k's wait for the flush
+        pending = self._eval(c, "sorted(k[0] for k in registry.snapshot_pending())")
+        self.assertEqual(pending, ["k"])
+
+
+class SmallFrameMetricsTest(MetricsEventTest):
+    """A server whose frames are small: what waits goes in several events."""
+
+    args = ("--max-frame-size", "65536")
+
+    def test_many_long_series_go_in_events_under_the_frame_limit(self):
+        c = self._asked()
+        self._set_flush_interval(c, 3600.0)
+        # 300 series of ~300 bytes each: one event of ~90 KB was refused whole.
+        self._eval(c, "from pyproxy import metrics\n"
+                      "for i in range(300): metrics.counter('wide_total', labels={'v': 'x' * 250 + str(i)})")
+        self._eval(c, "registry.flush()")
+        events = self._metrics_events(c, lambda ev: self._total(ev, None, "wide_total") == 300)
+        self.assertGreater(len(events), 1)
 
 if __name__ == "__main__":
     unittest.main()

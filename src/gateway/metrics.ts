@@ -646,10 +646,10 @@ function modelLines(
     taken.add(name);
     lines.push(
       `# HELP ${name} ${
-        (first.help ??
+        // An empty description is none: "# HELP name " says nothing.
+        (first.help ||
           `Recorded by model code (pyproxy.metrics.${first.type}).`)
-          .replace(/\\/g, "\\\\").replace(/\n/g, "\\n")
-      }`,
+          .replace(/\\/g, "\\\\").replace(/\n/g, "\\n")}`,
       `# TYPE ${name} ${first.type}`,
     );
     for (const s of list) {

@@ -28,9 +28,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/metrics.py",
-      size: 3703,
+      size: 3733,
       sha256:
-        "26217fea181c92ae0df61ea4ba0c7c7470b8c079e4e7fea319558bf9df959a63",
+        "6d299ad69dea0751309d26edbc8fa1d9dbfbbb4154764775c8ac19bab1b05018",
     },
     {
       path: "pyproxy_server/__init__.py",
@@ -166,9 +166,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/model_metrics.py",
-      size: 14536,
+      size: 18440,
       sha256:
-        "1d182c88c9632b8337bb716c9cedf0477ade4ed7bd036792f74ba55ddd17fb5e",
+        "45eb7d0e6be2955a6325ec750bb41460b923234488b443c69c9c3d580c2afbd5",
     },
     {
       path: "pyproxy_server/models.py",
@@ -178,9 +178,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 19777,
+      size: 20099,
       sha256:
-        "30e329a33059fe3215143dfef4f6eef912e93c64cdd7fe58e55a824c898eae67",
+        "b78b04421856b41d3e6a3f62404a957d875e9117f0955b96f5b6ae53d5b2c3ea",
     },
     {
       path: "pyproxy_server/shallow_json.py",
