@@ -86,6 +86,9 @@ class timer:
     __slots__ = ("_args", "_t0")
 
     def __init__(self, name, labels=None, description=None, buckets=None):
+        # A bad name, label or buckets raises here, before the block runs:
+        # at its exit it would replace the block's own exception.
+        _registry.check("histogram", name, labels, description, buckets)
         self._args = (name, labels, description, buckets)
         self._t0 = 0.0
 
@@ -93,8 +96,14 @@ class timer:
         self._t0 = _perf_counter()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
         name, labels, description, buckets = self._args
-        _record("histogram", name, _perf_counter() - self._t0, labels, description, buckets)
+        try:
+            _record("histogram", name, _perf_counter() - self._t0, labels, description, buckets)
+        except (TypeError, ValueError):
+            if exc_type is None:
+                raise
+            # The block's exception goes on: what it raised matters more
+            # than a timing the name no longer takes (its kind changed).
         return False
 

@@ -198,6 +198,20 @@ class MetricsRegistry:
         self._scheduled = True
         return True
 
+    def check(self, kind, name, labels=None, description=None, buckets=None):
+        """Raises what ``record`` would for this name, labels, description
+        and buckets (not the value), recording nothing."""
+        if labels is None:
+            items = ()
+        elif isinstance(labels, dict):
+            try:
+                items = tuple(sorted(labels.items()))
+            except TypeError:
+                raise TypeError("Cannot record metric %r: label names and values must be strings" % (name,)) from None
+        else:
+            raise TypeError("Cannot record metric %r: labels must be a dict, not %s" % (name, type(labels).__name__))
+        self._check(kind, name, items, description, buckets)
+
     def _check(self, kind, name, labels, description, buckets):
         """The family of a new series after validating it (no lock held)."""
         if name.__class__ is not str:

@@ -274,6 +274,27 @@ class RegistryTest(unittest.TestCase):
         self.assertIs(metrics.observe, metrics.histogram)
 
 
+class TimerTest(unittest.TestCase):
+    def test_a_bad_name_raises_before_the_block_and_never_hides_its_exception(self):
+        ran = []
+        with self.assertRaises(ValueError):
+            with metrics.timer("bad name"):
+                ran.append(1)
+        self.assertEqual(ran, [])
+        with self.assertRaises(TypeError):
+            metrics.timer("timer_test_ok", labels=[("a", "b")])
+        # The name taken as another kind while the block ran: the block's own
+        # exception goes on, not the timing's ValueError.
+        with self.assertRaises(RuntimeError):
+            with metrics.timer("timer_test_changed_kind"):
+                metrics.counter("timer_test_changed_kind")
+                raise RuntimeError("the model's own")
+        # Without an exception of the block, the timing's error is raised.
+        with self.assertRaises(ValueError):
+            with metrics.timer("timer_test_changed_kind_2"):
+                metrics.counter("timer_test_changed_kind_2")
+
+
 class InterruptedUpdateTest(unittest.TestCase):
     """A cancel's ``KeyboardInterrupt`` at each place an update may be
     interrupted: the registry's lock must be free afterwards, and an update

@@ -28,9 +28,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/metrics.py",
-      size: 3733,
+      size: 4218,
       sha256:
-        "6d299ad69dea0751309d26edbc8fa1d9dbfbbb4154764775c8ac19bab1b05018",
+        "1d00fc7b1bcaad554ed139db3ad7a701f831a5786d0efca7bf37ffae9d4e146f",
     },
     {
       path: "pyproxy_server/__init__.py",
@@ -166,9 +166,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/model_metrics.py",
-      size: 18440,
+      size: 19155,
       sha256:
-        "45eb7d0e6be2955a6325ec750bb41460b923234488b443c69c9c3d580c2afbd5",
+        "b718345887e8b4f97fe303a06071e543f47889d72a931a13d5b79e88b246b590",
     },
     {
       path: "pyproxy_server/models.py",
