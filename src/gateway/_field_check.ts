@@ -41,21 +41,22 @@ function quote(values: readonly unknown[]): string {
   return shown.join(", ");
 }
 
-/** Code points of `s`, counting at most `limit + 1` of them. */
+/**
+ * Code points of `s` (Python's `len()`: a surrogate pair is one, a lone
+ * surrogate one too), counting at most `limit + 1` of them.
+ */
 function codePoints(s: string, limit: number): number {
-  // Fewer units than the limit: fewer code points too (the common case, O(1)).
-  if (s.length <= limit) {
-    let n = 0;
-    for (let i = 0; i < s.length; i++) {
-      const c = s.charCodeAt(i);
-      if (c < 0xdc00 || c > 0xdfff) n++;
-    }
-    return n;
-  }
+  // Two units a code point at most: past `2 × limit` units, over the limit.
+  if (s.length > 2 * limit + 2) return limit + 1;
   let n = 0;
   for (let i = 0; i < s.length && n <= limit; i++) {
     const c = s.charCodeAt(i);
-    if (c < 0xdc00 || c > 0xdfff) n++;
+    // A low surrogate after a high one ends a pair, counted at its start.
+    if (c < 0xdc00 || c > 0xdfff || i === 0) n++;
+    else {
+      const prev = s.charCodeAt(i - 1);
+      if (prev < 0xd800 || prev > 0xdbff) n++;
+    }
   }
   return n;
 }
@@ -67,8 +68,11 @@ function isMultiple(value: number | bigint, of: number): boolean {
   }
   if (Number.isInteger(of) && Number.isInteger(value)) return value % of === 0;
   const q = value / of;
-  // Decimal steps (0.01) are not exact in binary: a relative tolerance.
-  return Math.abs(q - Math.round(q)) <= 1e-9 * Math.max(1, Math.abs(q));
+  // Decimal steps (0.01) are not exact in binary: q may be off its integer
+  // by 1e-9 of a step, or by the rounding of a double that large (not
+  // 1e-9 × q: 1e9 + 0.5 passed multipleOf 1).
+  return Math.abs(q - Math.round(q)) <=
+    Math.max(1e-9, Math.abs(q) * 4 * Number.EPSILON);
 }
 
 /** Walks a body, collecting problems into `out` (at most {@linkcode MAX_PROBLEMS}). */

@@ -89,6 +89,15 @@ const KEYWORDS: Record<string, string[]> = {
   any: [],
 };
 
+/**
+ * Whether `s` has at most {@linkcode MAX_TEXT} characters, counted as
+ * Python's `len()` counts them (code points: an emoji is one, not two).
+ */
+function shortText(s: string): boolean {
+  return s.length <= MAX_TEXT ||
+    (s.length <= 2 * MAX_TEXT && [...s].length <= MAX_TEXT);
+}
+
 class Reader {
   count = 0;
   states = 0;
@@ -184,7 +193,7 @@ class Reader {
     }
     if (d.description !== undefined) {
       if (
-        typeof d.description !== "string" || d.description.length > MAX_TEXT
+        typeof d.description !== "string" || !shortText(d.description)
       ) {
         this.fail(
           path,
@@ -326,7 +335,7 @@ class Reader {
     }
     for (const value of values) {
       const ok = value === null || typeof value === "boolean" ||
-        (typeof value === "string" && value.length <= MAX_TEXT) ||
+        (typeof value === "string" && shortText(value)) ||
         (typeof value === "number" && Number.isFinite(value) &&
           Math.abs(value) <= Number.MAX_SAFE_INTEGER);
       if (!ok) {
