@@ -82,9 +82,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/declared.py",
-      size: 16974,
+      size: 17282,
       sha256:
-        "0ae7733591bedcf80be5e60b4a70a5a7664e7c51b9492afb262ea28415d97361",
+        "1f411893d5dd202327984c8293176fbef95e479157795003c9bf69b981a497d6",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
