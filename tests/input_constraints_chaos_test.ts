@@ -407,3 +407,62 @@ Deno.test("Declarations: what the Python server accepts the host reads, what it 
   });
   assert.ok(accepted > 300, `${accepted}`);
 });
+
+Deno.test("Objects in a body cost their own keys, not every declared property", () => {
+  const properties = Object.fromEntries(
+    Array.from({ length: 900 }, (_, i) => [`f${i}`, {
+      type: "number",
+      optional: i !== 5,
+      maximum: 10,
+    }]),
+  );
+  const v = new InputValidator({
+    a: {
+      type: "array",
+      items: { type: "object", properties, additionalProperties: false },
+    },
+  });
+  // A body of 1 MB (the default limit): 900 look-ups an object took 8 s.
+  const body = JSON.parse(
+    JSON.stringify({ a: Array.from({ length: 80_000 }, () => ({ f5: 1 })) }),
+  );
+  const started = performance.now();
+  assert.equal(v.problems(body), null);
+  const took = performance.now() - started;
+  assert.ok(took < 1500, `${took} ms`);
+  // Declared order, whatever the body's; a missing required field; others.
+  assert.deepEqual(
+    problems(v, {
+      a: [
+        { f800: 11, f5: 1, f2: 12, __proto__x: 1 },
+        { f1: 1 },
+        JSON.parse('{"f5": 1, "__proto__": 1, "constructor": 2}'),
+      ],
+    }),
+    [
+      "a.0.f2: expected at most 10",
+      "a.0.f800: expected at most 10",
+      "a.0.__proto__x: is not allowed (not a declared field)",
+      "a.1.f5: is required",
+      "a.2.__proto__: is not allowed (not a declared field)",
+      "a.2.constructor: is not allowed (not a declared field)",
+    ],
+  );
+});
+
+Deno.test("enum: one look-up, the same values as before (0 is -0, 1 is not true, no bigint)", () => {
+  const v = new InputValidator({
+    e: { enum: [0, "1", null, true] },
+    n: { type: "number", enum: [1, 2.5], optional: true },
+  });
+  for (const e of [0, -0, "1", null, true]) {
+    assert.deepEqual(problems(v, { e }), [], String(e));
+  }
+  for (const e of [1, false, "0", 0n, [0], {}]) {
+    assert.equal(problems(v, { e }).length, 1, String(e));
+  }
+  assert.deepEqual(problems(v, { e: 0, n: 2.5 }), []);
+  assert.deepEqual(problems(v, { e: 0, n: 2 }), [
+    "n: expected one of 1, 2.5",
+  ]);
+});

@@ -7,7 +7,11 @@
  * @module
  */
 import type { FieldProblem } from "../errors.ts";
-import type { FieldNode } from "./_field_declaration.ts";
+import {
+  type FieldNode,
+  indexFields,
+  type PropertyIndex,
+} from "./_field_declaration.ts";
 
 /** Problems collected at most: the walk stops there (bounded work on a bad body). */
 export const MAX_PROBLEMS = 1000;
@@ -101,13 +105,25 @@ export class FieldChecker {
     });
   }
 
-  /** Checks the declared `fields` of the object `body`. */
+  /**
+   * Checks the declared `fields` of the object `body`, in declared order.
+   * With their `index`, an object with fewer keys than `fields` costs its
+   * keys (a body of 200,000 `{}` against 200 optional properties took 3 s).
+   */
   fields(
     fields: ReadonlyArray<[string, FieldNode]>,
     body: Record<string, unknown>,
     path: Array<string | number>,
     additional = true,
+    index?: PropertyIndex,
   ): void {
+    const keys = index === undefined ? undefined : Object.keys(body);
+    if (keys !== undefined && keys.length < fields.length) {
+      if (this.#sparse(fields, body, path, index!, keys)) {
+        if (!additional) this.#extra(body, path, index!, keys);
+        return;
+      }
+    }
     for (const [name, node] of fields) {
       if (this.out.length >= MAX_PROBLEMS) {
         this.truncated = true;
@@ -118,10 +134,54 @@ export class FieldChecker {
       else if (!node.optional) this.#add(path, "is required", node, undefined);
       path.pop();
     }
-    if (additional) return;
-    const declared = new Set(fields.map(([name]) => name));
-    for (const key of Object.keys(body)) {
-      if (declared.has(key)) continue;
+    if (!additional) {
+      this.#extra(body, path, index ?? indexFields(fields), keys);
+    }
+  }
+
+  /**
+   * The declared fields among `keys`, in declared order; false (nothing
+   * checked) when a required one is missing: the full walk names it.
+   */
+  #sparse(
+    fields: ReadonlyArray<[string, FieldNode]>,
+    body: Record<string, unknown>,
+    path: Array<string | number>,
+    index: PropertyIndex,
+    keys: string[],
+  ): boolean {
+    const present: number[] = [];
+    let required = 0;
+    for (const key of keys) {
+      const i = index.positions.get(key);
+      if (i === undefined) continue;
+      present.push(i);
+      if (!fields[i]![1].optional) required++;
+    }
+    if (required < index.required) return false;
+    present.sort((a, b) => a - b);
+    for (const i of present) {
+      if (this.out.length >= MAX_PROBLEMS) {
+        this.truncated = true;
+        return true;
+      }
+      const [name, node] = fields[i]!;
+      path.push(name);
+      this.value(node, body[name], path);
+      path.pop();
+    }
+    return true;
+  }
+
+  /** A problem for each key of `body` that is not a declared field. */
+  #extra(
+    body: Record<string, unknown>,
+    path: Array<string | number>,
+    index: PropertyIndex,
+    keys = Object.keys(body),
+  ): void {
+    for (const key of keys) {
+      if (index.positions.has(key)) continue;
       if (this.out.length >= MAX_PROBLEMS) {
         this.truncated = true;
         return;
@@ -141,8 +201,9 @@ export class FieldChecker {
   value(node: FieldNode, value: unknown, path: Array<string | number>): void {
     if (value === null && node.nullable) return;
     if (!this.#type(node, value, path)) return;
-    if (node.enum !== undefined && !node.enum.includes(value as never)) {
-      this.#add(path, `expected one of ${quote(node.enum)}`, node, value);
+    // A set: 0 and -0 are one value, as with includes().
+    if (node.enumSet !== undefined && !node.enumSet.has(value)) {
+      this.#add(path, `expected one of ${quote(node.enum!)}`, node, value);
       return;
     }
     if (!node.constrained) return;
@@ -161,6 +222,7 @@ export class FieldChecker {
           value as Record<string, unknown>,
           path,
           node.additionalProperties ?? true,
+          node.propertyIndex,
         );
       }
     }
