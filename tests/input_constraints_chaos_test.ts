@@ -466,3 +466,19 @@ Deno.test("enum: one look-up, the same values as before (0 is -0, 1 is not true,
     "n: expected one of 1, 2.5",
   ]);
 });
+
+Deno.test("A problem quotes an enum's values cut short: a small bad body gets a small answer", () => {
+  const values = Array.from(
+    { length: 256 },
+    (_, i) => `${i}`.padStart(3, "0").repeat(333),
+  );
+  const v = new InputValidator({
+    a: { type: "array", items: { enum: values } },
+  });
+  const found = v.problems({ a: Array.from({ length: 100 }, () => "x") })!;
+  assert.equal(found.length, 100);
+  const bytes = JSON.stringify(found).length;
+  assert.ok(bytes < 100_000, `${bytes} bytes`);
+  assert.match(found[0]!.message, /^expected one of "0000000/);
+  assert.match(found[0]!.message, /…, .*and 246 more$/);
+});
