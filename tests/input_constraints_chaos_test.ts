@@ -482,3 +482,17 @@ Deno.test("A problem quotes an enum's values cut short: a small bad body gets a 
   assert.match(found[0]!.message, /^expected one of "0000000/);
   assert.match(found[0]!.message, /…, .*and 246 more$/);
 });
+
+Deno.test("A problem quotes a long pattern cut short", () => {
+  const pattern = `^(${"abcdefghij".repeat(90)})$`;
+  const v = new InputValidator({
+    a: { type: "array", items: { type: "string", pattern } },
+  });
+  const found = v.problems({ a: Array.from({ length: 100 }, () => "x") })!;
+  const bytes = JSON.stringify(found).length;
+  assert.ok(bytes < 40_000, `${bytes} bytes`);
+  assert.match(
+    found[0]!.message,
+    /^expected to match the pattern "\^\(abc.*…$/,
+  );
+});

@@ -39,16 +39,18 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
+/** `s`, or its first `max - 1` characters and an ellipsis. */
+function cut(s: string, max: number): string {
+  return s.length > max ? `${s.slice(0, max - 1)}…` : s;
+}
+
 /**
  * The first values of an `enum`, for a message: each cut at 40 characters
  * (a value may have 1000; 100 problems quoting 10 of them made a 1 MB
  * answer to a body of a few hundred bytes).
  */
 function quote(values: readonly unknown[]): string {
-  const shown = values.slice(0, 10).map((v) => {
-    const s = JSON.stringify(v);
-    return s.length > 40 ? `${s.slice(0, 39)}…` : s;
-  });
+  const shown = values.slice(0, 10).map((v) => cut(JSON.stringify(v), 40));
   if (values.length > 10) shown.push(`and ${values.length - 10} more`);
   return shown.join(", ");
 }
@@ -348,7 +350,9 @@ export class FieldChecker {
       } else if (!matched) {
         this.#add(
           path,
-          `expected to match the pattern ${JSON.stringify(node.pattern)}`,
+          `expected to match the pattern ${
+            cut(JSON.stringify(node.pattern), 200)
+          }`,
           node,
           s,
         );
