@@ -3,6 +3,7 @@ import fc from "fast-check";
 import { InputValidator } from "../src/gateway/input_validator.ts";
 import { compilePattern } from "../src/gateway/_pattern.ts";
 import { exampleBody } from "../src/gateway/example_body.ts";
+import { declaredSchema } from "../src/gateway/_declared_schema.ts";
 
 /** `path: message` of each problem; `[]` when the body passes. */
 function problems(validator: InputValidator, body: unknown): string[] {
@@ -495,4 +496,24 @@ Deno.test("A problem quotes a long pattern cut short", () => {
     found[0]!.message,
     /^expected to match the pattern "\^\(abc.*…$/,
   );
+});
+
+Deno.test("OpenAPI: a nullable object with properties takes null in its schema, as the gateway does", () => {
+  const inputs = {
+    b: {
+      type: "object",
+      nullable: true,
+      properties: { x: "number" },
+      additionalProperties: false,
+    },
+  };
+  assert.equal(new InputValidator(inputs).problems({ b: null }), null);
+  assert.deepEqual(declaredSchema(inputs)!.properties, {
+    b: {
+      type: ["object", "null"],
+      properties: { x: { type: "number" } },
+      required: ["x"],
+      additionalProperties: false,
+    },
+  });
 });
