@@ -517,3 +517,14 @@ Deno.test("OpenAPI: a nullable object with properties takes null in its schema, 
     },
   });
 });
+
+Deno.test("Patterns: groups nested deeper than 100 are refused on both sides (Python's stack ran out at ~330)", () => {
+  assert.equal(
+    compilePattern(`${"(".repeat(100)}a${")".repeat(100)}`).states,
+    2,
+  );
+  assert.throws(
+    () => compilePattern(`${"(".repeat(101)}a${")".repeat(101)}`),
+    /groups nested deeper than 100/,
+  );
+});

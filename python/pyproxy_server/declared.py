@@ -38,6 +38,8 @@ MAX_TEXT = 1000
 MAX_PATTERN_LENGTH = 1000
 MAX_PATTERN_STATES = 2000
 MAX_REPEAT = 1000
+# Groups inside groups, at most (a recursive descent: Python's stack).
+MAX_GROUP_DEPTH = 100
 # Automaton states of a declaration's patterns in all (their memory on the host).
 MAX_PATTERN_STATES_TOTAL = 20000
 # Integers and bounds the host reads exactly (a JSON number is a double there).
@@ -236,6 +238,7 @@ class _PatternParser:
     def __init__(self, source):
         self.chars = source
         self.i = 0
+        self.depth = 0
 
     def fail(self, what):
         raise DeclarationError("%s at character %d" % (what, self.i + 1))
@@ -328,7 +331,11 @@ class _PatternParser:
                 if self.peek(1) != ":":
                     self.fail("lookaround, named groups and flags are not supported: '(?'")
                 self.i += 2
+            self.depth += 1
+            if self.depth > MAX_GROUP_DEPTH:
+                self.fail("groups nested deeper than %d" % MAX_GROUP_DEPTH)
             size = self.alt()
+            self.depth -= 1
             if self.peek() != ")":
                 self.fail("an unclosed group")
             self.i += 1

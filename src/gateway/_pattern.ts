@@ -31,6 +31,8 @@ export const MAX_PATTERN_LENGTH = 1000;
 export const MAX_PATTERN_STATES = 2000;
 /** The largest `n` or `m` of `{n,m}`. */
 const MAX_REPEAT = 1000;
+/** Groups inside groups, at most (as the Python server, whose stack is smaller). */
+const MAX_GROUP_DEPTH = 100;
 
 /** A set of code points: inclusive ranges, maybe negated. */
 interface CharSet {
@@ -100,6 +102,7 @@ export class PatternSyntaxError extends SyntaxError {
 class Parser {
   #chars: string[];
   #i = 0;
+  #depth = 0;
   constructor(source: string) {
     this.#chars = [...source];
   }
@@ -189,7 +192,11 @@ class Parser {
         }
         this.#i += 2;
       }
+      if (++this.#depth > MAX_GROUP_DEPTH) {
+        this.#fail(`groups nested deeper than ${MAX_GROUP_DEPTH}`);
+      }
       const inner = this.#alt();
+      this.#depth--;
       if (this.#peek() !== ")") this.#fail("an unclosed group");
       this.#i++;
       return inner;

@@ -82,9 +82,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/declared.py",
-      size: 17282,
+      size: 17575,
       sha256:
-        "1f411893d5dd202327984c8293176fbef95e479157795003c9bf69b981a497d6",
+        "ecbd4bb7c768ea5f0d7acb78098653272127360eb11a82ea8970e648c97f03cb",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
