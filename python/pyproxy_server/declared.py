@@ -38,6 +38,8 @@ MAX_TEXT = 1000
 MAX_PATTERN_LENGTH = 1000
 MAX_PATTERN_STATES = 2000
 MAX_REPEAT = 1000
+# Groups inside groups, at most (a recursive descent: Python's stack).
+MAX_GROUP_DEPTH = 100
 # Automaton states of a declaration's patterns in all (their memory on the host).
 MAX_PATTERN_STATES_TOTAL = 20000
 # Integers and bounds the host reads exactly (a JSON number is a double there).
@@ -113,8 +115,9 @@ class _Reader:
             _fail(path, "more than %d constrained fields in the declaration" % MAX_CONSTRAINED_FIELDS)
         if depth > MAX_DEPTH:
             _fail(path, "nested deeper than %d levels" % MAX_DEPTH)
+        # "type": None is refused (not read as a missing type), as the host does.
         type_ = d.get("type")
-        if type_ is None:
+        if "type" not in d:
             if "enum" not in d:
                 _fail(path, "'type' is required (or 'enum')")
             type_ = "any"
@@ -235,6 +238,7 @@ class _PatternParser:
     def __init__(self, source):
         self.chars = source
         self.i = 0
+        self.depth = 0
 
     def fail(self, what):
         raise DeclarationError("%s at character %d" % (what, self.i + 1))
@@ -327,7 +331,11 @@ class _PatternParser:
                 if self.peek(1) != ":":
                     self.fail("lookaround, named groups and flags are not supported: '(?'")
                 self.i += 2
+            self.depth += 1
+            if self.depth > MAX_GROUP_DEPTH:
+                self.fail("groups nested deeper than %d" % MAX_GROUP_DEPTH)
             size = self.alt()
+            self.depth -= 1
             if self.peek() != ")":
                 self.fail("an unclosed group")
             self.i += 1
@@ -350,22 +358,31 @@ class _PatternParser:
         return 1, False
 
     def escape(self, in_class):
-        """After a backslash: True for a class escape (\\d...), else False."""
+        """After a backslash: None for a class escape (\\d...), else the code point."""
         c = self.peek()
         if c is None:
             self.fail("a pattern that ends with '\\'")
         self.i += 1
         if c in _CLASS_ESCAPES:
-            return True
-        if c in _CONTROL or c in _SYNTAX:
-            return False
+            return None
+        if c in _CONTROL:
+            return {"n": 10, "r": 13, "t": 9, "f": 12, "v": 11}[c]
+        if c in _SYNTAX:
+            return ord(c)
         if c in "ux":
             n = 4 if c == "u" else 2
             hex_ = self.chars[self.i:self.i + n]
             if len(hex_) != n or any(h not in _HEX for h in hex_):
                 self.fail("'\\%s' without %d hex digits" % (c, n))
             self.i += n
-            return False
+            cp = int(hex_, 16)
+            # \uD83D\uDE00 is one character, as RegExp's u flag reads it.
+            low = self.chars[self.i + 2:self.i + 6]
+            if (0xD800 <= cp <= 0xDBFF and self.chars[self.i:self.i + 2] == "\\u" and len(low) == 4
+                    and all(h in _HEX for h in low) and 0xDC00 <= int(low, 16) <= 0xDFFF):
+                self.i += 6
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (int(low, 16) - 0xDC00)
+            return cp
         self.i -= 1
         self.fail("an unsupported escape '\\%s'%s" % (
             c, "" if in_class else " (backreferences, \\b and \\p are not supported)"))
@@ -375,15 +392,7 @@ class _PatternParser:
         c = self.chars[self.i]
         self.i += 1
         if c == "\\":
-            start = self.i
-            if self.escape(True):
-                return None
-            body = self.chars[start:self.i]
-            if body[0] in _CONTROL:
-                return {"n": 10, "r": 13, "t": 9, "f": 12, "v": 11}[body[0]]
-            if body[0] in "ux":
-                return int(body[1:], 16)
-            return ord(body[0])
+            return self.escape(True)
         if c == "[":
             self.fail("an unescaped '[' in a class")
         return ord(c)

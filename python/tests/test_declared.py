@@ -97,6 +97,24 @@ class ReadInputsTest(unittest.TestCase):
             self.assertIn(word, str(caught.exception), bad)
         self.refused({"s": {"type": "string", "pattern": "(?=x)"}}, "s:", "'pattern'", "lookaround")
 
+    def test_patterns_read_as_the_host_reads_them(self):
+        # An escaped surrogate pair is one character (RegExp's u flag), one state on the host.
+        self.assertEqual(check_pattern("\\uD83D\\uDE00"), 2)
+        self.assertEqual(check_pattern("\\uD83D\\uDE00{3}"), 4)
+        check_pattern("[\\uD83D\\uDE00-\\uD83D\\uDE4F]")
+        with self.assertRaises(DeclarationError):
+            check_pattern("[\\uDE00-\\uD83D]")
+        # A group of an anchor may be repeated, a bare anchor not.
+        self.assertEqual(check_pattern("(^)*a"), 5)
+        # Groups nested 100 deep load; deeper ones are refused, not a RecursionError.
+        check_pattern("(" * 100 + "a" + ")" * 100)
+        with self.assertRaises(DeclarationError) as caught:
+            check_pattern("(" * 400 + ")" * 400)
+        self.assertIn("nested deeper than 100", str(caught.exception))
+
+    def test_a_type_of_none_is_refused_not_read_as_missing(self):
+        self.refused({"x": {"type": None, "enum": [1]}}, "x:", "'type' must be one of")
+
 
 class ModelInputsTest(unittest.TestCase):
     def setUp(self):

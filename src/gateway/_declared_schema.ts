@@ -70,8 +70,11 @@ function nodeSchema(node: FieldNode): JsonSchema {
   }
   if (node.items !== undefined) schema.items = nodeSchema(node.items);
   if (node.properties !== undefined) {
-    Object.assign(schema, objectSchema(node.properties));
-    delete schema.additionalProperties;
+    // The properties and required, not the type: a nullable object's stays
+    // ["object", "null"].
+    const { properties, required } = objectSchema(node.properties);
+    schema.properties = properties;
+    if (required !== undefined) schema.required = required;
   }
   if (node.additionalProperties === false) schema.additionalProperties = false;
   return schema;

@@ -7,7 +7,11 @@
  * @module
  */
 import type { FieldProblem } from "../errors.ts";
-import type { FieldNode } from "./_field_declaration.ts";
+import {
+  type FieldNode,
+  indexFields,
+  type PropertyIndex,
+} from "./_field_declaration.ts";
 
 /** Problems collected at most: the walk stops there (bounded work on a bad body). */
 export const MAX_PROBLEMS = 1000;
@@ -35,27 +39,38 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
+/** `s`, or its first `max - 1` characters and an ellipsis. */
+function cut(s: string, max: number): string {
+  return s.length > max ? `${s.slice(0, max - 1)}…` : s;
+}
+
+/**
+ * The first values of an `enum`, for a message: each cut at 40 characters
+ * (a value may have 1000; 100 problems quoting 10 of them made a 1 MB
+ * answer to a body of a few hundred bytes).
+ */
 function quote(values: readonly unknown[]): string {
-  const shown = values.slice(0, 10).map((v) => JSON.stringify(v));
+  const shown = values.slice(0, 10).map((v) => cut(JSON.stringify(v), 40));
   if (values.length > 10) shown.push(`and ${values.length - 10} more`);
   return shown.join(", ");
 }
 
-/** Code points of `s`, counting at most `limit + 1` of them. */
+/**
+ * Code points of `s` (Python's `len()`: a surrogate pair is one, a lone
+ * surrogate one too), counting at most `limit + 1` of them.
+ */
 function codePoints(s: string, limit: number): number {
-  // Fewer units than the limit: fewer code points too (the common case, O(1)).
-  if (s.length <= limit) {
-    let n = 0;
-    for (let i = 0; i < s.length; i++) {
-      const c = s.charCodeAt(i);
-      if (c < 0xdc00 || c > 0xdfff) n++;
-    }
-    return n;
-  }
+  // Two units a code point at most: past `2 × limit` units, over the limit.
+  if (s.length > 2 * limit + 2) return limit + 1;
   let n = 0;
   for (let i = 0; i < s.length && n <= limit; i++) {
     const c = s.charCodeAt(i);
-    if (c < 0xdc00 || c > 0xdfff) n++;
+    // A low surrogate after a high one ends a pair, counted at its start.
+    if (c < 0xdc00 || c > 0xdfff || i === 0) n++;
+    else {
+      const prev = s.charCodeAt(i - 1);
+      if (prev < 0xd800 || prev > 0xdbff) n++;
+    }
   }
   return n;
 }
@@ -67,8 +82,11 @@ function isMultiple(value: number | bigint, of: number): boolean {
   }
   if (Number.isInteger(of) && Number.isInteger(value)) return value % of === 0;
   const q = value / of;
-  // Decimal steps (0.01) are not exact in binary: a relative tolerance.
-  return Math.abs(q - Math.round(q)) <= 1e-9 * Math.max(1, Math.abs(q));
+  // Decimal steps (0.01) are not exact in binary: q may be off its integer
+  // by 1e-9 of a step, or by the rounding of a double that large (not
+  // 1e-9 × q: 1e9 + 0.5 passed multipleOf 1).
+  return Math.abs(q - Math.round(q)) <=
+    Math.max(1e-9, Math.abs(q) * 4 * Number.EPSILON);
 }
 
 /** Walks a body, collecting problems into `out` (at most {@linkcode MAX_PROBLEMS}). */
@@ -97,13 +115,25 @@ export class FieldChecker {
     });
   }
 
-  /** Checks the declared `fields` of the object `body`. */
+  /**
+   * Checks the declared `fields` of the object `body`, in declared order.
+   * With their `index`, an object with fewer keys than `fields` costs its
+   * keys (a body of 200,000 `{}` against 200 optional properties took 3 s).
+   */
   fields(
     fields: ReadonlyArray<[string, FieldNode]>,
     body: Record<string, unknown>,
     path: Array<string | number>,
     additional = true,
+    index?: PropertyIndex,
   ): void {
+    const keys = index === undefined ? undefined : Object.keys(body);
+    if (keys !== undefined && keys.length < fields.length) {
+      if (this.#sparse(fields, body, path, index!, keys)) {
+        if (!additional) this.#extra(body, path, index!, keys);
+        return;
+      }
+    }
     for (const [name, node] of fields) {
       if (this.out.length >= MAX_PROBLEMS) {
         this.truncated = true;
@@ -114,10 +144,54 @@ export class FieldChecker {
       else if (!node.optional) this.#add(path, "is required", node, undefined);
       path.pop();
     }
-    if (additional) return;
-    const declared = new Set(fields.map(([name]) => name));
-    for (const key of Object.keys(body)) {
-      if (declared.has(key)) continue;
+    if (!additional) {
+      this.#extra(body, path, index ?? indexFields(fields), keys);
+    }
+  }
+
+  /**
+   * The declared fields among `keys`, in declared order; false (nothing
+   * checked) when a required one is missing: the full walk names it.
+   */
+  #sparse(
+    fields: ReadonlyArray<[string, FieldNode]>,
+    body: Record<string, unknown>,
+    path: Array<string | number>,
+    index: PropertyIndex,
+    keys: string[],
+  ): boolean {
+    const present: number[] = [];
+    let required = 0;
+    for (const key of keys) {
+      const i = index.positions.get(key);
+      if (i === undefined) continue;
+      present.push(i);
+      if (!fields[i]![1].optional) required++;
+    }
+    if (required < index.required) return false;
+    present.sort((a, b) => a - b);
+    for (const i of present) {
+      if (this.out.length >= MAX_PROBLEMS) {
+        this.truncated = true;
+        return true;
+      }
+      const [name, node] = fields[i]!;
+      path.push(name);
+      this.value(node, body[name], path);
+      path.pop();
+    }
+    return true;
+  }
+
+  /** A problem for each key of `body` that is not a declared field. */
+  #extra(
+    body: Record<string, unknown>,
+    path: Array<string | number>,
+    index: PropertyIndex,
+    keys = Object.keys(body),
+  ): void {
+    for (const key of keys) {
+      if (index.positions.has(key)) continue;
       if (this.out.length >= MAX_PROBLEMS) {
         this.truncated = true;
         return;
@@ -137,8 +211,9 @@ export class FieldChecker {
   value(node: FieldNode, value: unknown, path: Array<string | number>): void {
     if (value === null && node.nullable) return;
     if (!this.#type(node, value, path)) return;
-    if (node.enum !== undefined && !node.enum.includes(value as never)) {
-      this.#add(path, `expected one of ${quote(node.enum)}`, node, value);
+    // A set: 0 and -0 are one value, as with includes().
+    if (node.enumSet !== undefined && !node.enumSet.has(value)) {
+      this.#add(path, `expected one of ${quote(node.enum!)}`, node, value);
       return;
     }
     if (!node.constrained) return;
@@ -157,6 +232,7 @@ export class FieldChecker {
           value as Record<string, unknown>,
           path,
           node.additionalProperties ?? true,
+          node.propertyIndex,
         );
       }
     }
@@ -274,7 +350,9 @@ export class FieldChecker {
       } else if (!matched) {
         this.#add(
           path,
-          `expected to match the pattern ${JSON.stringify(node.pattern)}`,
+          `expected to match the pattern ${
+            cut(JSON.stringify(node.pattern), 200)
+          }`,
           node,
           s,
         );

@@ -26,6 +26,8 @@ export interface FieldNode {
   constrained: boolean;
   description?: string;
   enum?: EnumValue[];
+  /** `enum` as a set (a check is one look-up, not up to 256 comparisons). */
+  enumSet?: ReadonlySet<unknown>;
   minimum?: number;
   maximum?: number;
   exclusiveMinimum?: number;
@@ -40,8 +42,32 @@ export interface FieldNode {
   maxItems?: number;
   /** Declared order. */
   properties?: Array<[string, FieldNode]>;
+  /**
+   * `properties` by name (their positions) and how many are required:
+   * built once, so that an object of a body is checked in time of its own
+   * keys, not of every declared property.
+   */
+  propertyIndex?: PropertyIndex;
   /** `false`: fields not in `properties` are refused. */
   additionalProperties?: boolean;
+}
+
+/** Declared fields by name, for {@linkcode FieldNode.propertyIndex}. */
+export interface PropertyIndex {
+  /** Each field's position in the declared order. */
+  positions: ReadonlyMap<string, number>;
+  /** Fields that are not optional. */
+  required: number;
+}
+
+/** The index of `fields` (declared order). */
+export function indexFields(
+  fields: ReadonlyArray<[string, FieldNode]>,
+): PropertyIndex {
+  return {
+    positions: new Map(fields.map(([name], i) => [name, i])),
+    required: fields.filter(([, node]) => !node.optional).length,
+  };
 }
 
 /** Type names of the string forms (each also with a trailing `?`). */
@@ -88,6 +114,15 @@ const KEYWORDS: Record<string, string[]> = {
   boolean: [],
   any: [],
 };
+
+/**
+ * Whether `s` has at most {@linkcode MAX_TEXT} characters, counted as
+ * Python's `len()` counts them (code points: an emoji is one, not two).
+ */
+function shortText(s: string): boolean {
+  return s.length <= MAX_TEXT ||
+    (s.length <= 2 * MAX_TEXT && [...s].length <= MAX_TEXT);
+}
 
 class Reader {
   count = 0;
@@ -184,7 +219,7 @@ class Reader {
     }
     if (d.description !== undefined) {
       if (
-        typeof d.description !== "string" || d.description.length > MAX_TEXT
+        typeof d.description !== "string" || !shortText(d.description)
       ) {
         this.fail(
           path,
@@ -193,7 +228,10 @@ class Reader {
       }
       node.description = d.description;
     }
-    if (d.enum !== undefined) node.enum = this.#enum(d.enum, type, path);
+    if (d.enum !== undefined) {
+      node.enum = this.#enum(d.enum, type, path);
+      node.enumSet = new Set(node.enum);
+    }
     for (
       const key of [
         "minimum",
@@ -295,6 +333,7 @@ class Reader {
       node.properties = Object.entries(props).map((
         [name, field],
       ) => [name, this.field(field, [...path, name], depth + 1, false)]);
+      node.propertyIndex = indexFields(node.properties);
     }
     if (d.additionalProperties !== undefined) {
       if (typeof d.additionalProperties !== "boolean") {
@@ -326,7 +365,7 @@ class Reader {
     }
     for (const value of values) {
       const ok = value === null || typeof value === "boolean" ||
-        (typeof value === "string" && value.length <= MAX_TEXT) ||
+        (typeof value === "string" && shortText(value)) ||
         (typeof value === "number" && Number.isFinite(value) &&
           Math.abs(value) <= Number.MAX_SAFE_INTEGER);
       if (!ok) {

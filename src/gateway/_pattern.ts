@@ -31,6 +31,8 @@ export const MAX_PATTERN_LENGTH = 1000;
 export const MAX_PATTERN_STATES = 2000;
 /** The largest `n` or `m` of `{n,m}`. */
 const MAX_REPEAT = 1000;
+/** Groups inside groups, at most (as the Python server, whose stack is smaller). */
+const MAX_GROUP_DEPTH = 100;
 
 /** A set of code points: inclusive ranges, maybe negated. */
 interface CharSet {
@@ -100,6 +102,7 @@ export class PatternSyntaxError extends SyntaxError {
 class Parser {
   #chars: string[];
   #i = 0;
+  #depth = 0;
   constructor(source: string) {
     this.#chars = [...source];
   }
@@ -127,10 +130,13 @@ class Parser {
     for (;;) {
       const c = this.#peek();
       if (c === undefined || c === "|" || c === ")") break;
+      // A bare anchor cannot be repeated; a group of one can (`(^)*`, as
+      // the Python server and RegExp read it).
+      const anchor = c === "^" || c === "$";
       let atom = this.#atom();
       const q = this.#quantifier();
       if (q !== null) {
-        if (atom.kind === "start" || atom.kind === "end") {
+        if (anchor) {
           this.#fail("a quantifier after an anchor");
         }
         atom = { kind: "repeat", node: atom, min: q[0], max: q[1] };
@@ -186,7 +192,11 @@ class Parser {
         }
         this.#i += 2;
       }
+      if (++this.#depth > MAX_GROUP_DEPTH) {
+        this.#fail(`groups nested deeper than ${MAX_GROUP_DEPTH}`);
+      }
       const inner = this.#alt();
+      this.#depth--;
       if (this.#peek() !== ")") this.#fail("an unclosed group");
       this.#i++;
       return inner;
@@ -233,7 +243,20 @@ class Parser {
         this.#fail(`'\\${c}' without ${n} hex digits`);
       }
       this.#i += n;
-      return one(parseInt(hex, 16));
+      const cp = parseInt(hex, 16);
+      // \uD83D\uDE00 is one character, as RegExp's u flag reads it.
+      const low = this.#chars.slice(this.#i + 2, this.#i + 6).join("");
+      if (
+        cp >= 0xd800 && cp <= 0xdbff && this.#chars[this.#i] === "\\" &&
+        this.#chars[this.#i + 1] === "u" &&
+        /^[dD][c-fC-F][0-9a-fA-F]{2}$/.test(low)
+      ) {
+        this.#i += 6;
+        return one(
+          0x10000 + ((cp - 0xd800) << 10) + (parseInt(low, 16) - 0xdc00),
+        );
+      }
+      return one(cp);
     }
     this.#i--;
     this.#fail(
@@ -479,7 +502,8 @@ export interface CompiledPattern {
   testWithin(s: string, budget: Budget): boolean | undefined;
   /**
    * A string the pattern matches, for examples: the first option of each
-   * `|`, each repeat `extra` more times than its least (within its most).
+   * `|`, each repeat `extra` more times than its least (within its most);
+   * cut short past 10,000 characters (longer ones fail a pattern anyway).
    */
   sample(extra?: number): string;
 }
@@ -500,6 +524,13 @@ function sampleChar(set: CharSet): string {
   return "";
 }
 
+/**
+ * The longest a sample grows (about): the gateway checks patterns on
+ * strings of at most 10,000 characters, and `((a+)+)+...` repeated twice
+ * at each level would double at each.
+ */
+const SAMPLE_MAX = 10_001;
+
 function sample(node: Node, extra: number): string {
   switch (node.kind) {
     case "set":
@@ -507,15 +538,23 @@ function sample(node: Node, extra: number): string {
     case "start":
     case "end":
       return "";
-    case "seq":
-      return node.items.map((item) => sample(item, extra)).join("");
+    case "seq": {
+      let out = "";
+      for (const item of node.items) {
+        out += sample(item, extra);
+        if (out.length >= SAMPLE_MAX) break;
+      }
+      return out;
+    }
     case "alt":
       return sample(node.options[0]!, extra);
     case "repeat": {
       const copies = node.max === -1
         ? node.min + extra
         : Math.min(node.max, node.min + extra);
-      return sample(node.node, extra).repeat(copies);
+      const one = sample(node.node, extra);
+      if (one.length === 0) return "";
+      return one.repeat(Math.min(copies, Math.ceil(SAMPLE_MAX / one.length)));
     }
   }
 }

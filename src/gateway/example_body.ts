@@ -57,18 +57,34 @@ function numberCandidates(n: FieldNode): number[] {
   return out;
 }
 
-function stringCandidates(n: FieldNode): string[] {
-  const min = n.minLength ?? 0;
+/**
+ * Characters an example may take, about: `minItems` and `minLength` go up
+ * to 2^53 and nest (1000 arrays of 1000 arrays...); past it, strings and
+ * arrays are cut short (that example fails its check: best effort).
+ */
+const MAX_EXAMPLE = 100_000;
+
+/** What an example may still take, in characters (about). */
+interface Budget {
+  left: number;
+}
+
+function stringCandidates(n: FieldNode, budget: Budget): string[] {
+  const min = Math.min(n.minLength ?? 0, Math.max(0, budget.left));
   const out = ["text", "x".repeat(min)];
   const p = n.compiledPattern;
   if (p !== undefined) {
-    out.push(p.sample(0), p.sample(1), p.sample(min), "x".repeat(min));
+    const s = p.sample(0);
+    // An unanchored pattern with a minLength: its sample, padded.
+    const pad = "x".repeat(Math.max(0, min - [...s].length));
+    out.push(s, p.sample(1), p.sample(min), s + pad, pad + s);
   }
   return out;
 }
 
 /** A value that passes `node` (best effort for a pattern with lengths). */
-function sampleOf(node: FieldNode): unknown {
+function sampleOf(node: FieldNode, budget: Budget): unknown {
+  budget.left--;
   if (node.enum !== undefined) return node.enum[0];
   if (!node.constrained) {
     return Object.hasOwn(SAMPLES, node.type) ? SAMPLES[node.type] : null;
@@ -77,16 +93,29 @@ function sampleOf(node: FieldNode): unknown {
     case "number":
     case "integer":
       return firstPassing(node, numberCandidates(node));
-    case "string":
-      return firstPassing(node, stringCandidates(node));
+    case "string": {
+      const s = firstPassing(node, stringCandidates(node, budget)) as string;
+      budget.left -= s.length;
+      return s;
+    }
     case "boolean":
       return true;
     case "array": {
-      const item = node.items === undefined ? null : sampleOf(node.items);
-      return new Array(node.minItems ?? 0).fill(item);
+      const before = budget.left;
+      const item = node.items === undefined
+        ? null
+        : sampleOf(node.items, budget);
+      // Each item takes what the first took.
+      const each = Math.max(1, before - budget.left);
+      budget.left = before;
+      const n = Math.min(node.minItems ?? 0, Math.floor(before / each));
+      budget.left -= n * each;
+      return new Array(Math.max(0, n)).fill(item);
     }
     case "object":
-      return node.properties === undefined ? {} : sampleFields(node.properties);
+      return node.properties === undefined
+        ? {}
+        : sampleFields(node.properties, budget);
     default:
       return null;
   }
@@ -94,12 +123,16 @@ function sampleOf(node: FieldNode): unknown {
 
 function sampleFields(
   fields: ReadonlyArray<[string, FieldNode]>,
+  budget: Budget,
 ): Record<string, unknown> {
   // fromEntries: a field named "__proto__" stays a field.
   return Object.fromEntries(
     fields.filter(([, node]) => !node.optional).map((
       [name, node],
-    ) => [name, sampleOf(node)]),
+    ) => {
+      budget.left -= name.length;
+      return [name, sampleOf(node, budget)];
+    }),
   );
 }
 
@@ -133,7 +166,9 @@ export function exampleBody(
 ): string {
   if (inputs !== undefined && hasDictForm(inputs)) {
     const fields = readOrUndefined(inputs);
-    if (fields !== undefined) return JSON.stringify(sampleFields(fields));
+    if (fields !== undefined) {
+      return JSON.stringify(sampleFields(fields, { left: MAX_EXAMPLE }));
+    }
   }
   const body: Record<string, unknown> = {};
   let declared = false;

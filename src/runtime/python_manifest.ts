@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/declared.py",
-      size: 16974,
+      size: 17575,
       sha256:
-        "0ae7733591bedcf80be5e60b4a70a5a7664e7c51b9492afb262ea28415d97361",
+        "ecbd4bb7c768ea5f0d7acb78098653272127360eb11a82ea8970e648c97f03cb",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
