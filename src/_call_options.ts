@@ -180,7 +180,14 @@ function headersProblem(headers: unknown): string | undefined {
   for (const name of names) {
     const value = (headers as Record<string, unknown>)[name];
     if (!HEADER_NAME.test(name)) {
-      return `${shape} (${JSON.stringify(name.slice(0, 64))} is not one)`;
+      const shown = JSON.stringify(name.slice(0, 64));
+      // A name in any case is what fetch's Headers and HTTP take: say the fix.
+      const lower = name.toLowerCase();
+      return HEADER_NAME.test(lower)
+        ? `${shape} (${shown} is not lower-case: write ${
+          JSON.stringify(lower.slice(0, 64))
+        })`
+        : `${shape} (${shown} is not one)`;
     }
     if (
       typeof value !== "string" || value.length > MAX_CALL_HEADER_VALUE ||

@@ -52,6 +52,8 @@ Deno.test("Gateway: models[].workers and PUT's workers place a model on that man
   assert.equal(res.status, 200);
   const { model } = await res.json();
   assert.equal(model.workers, 2);
+  // The answer shows where it is now, as GET /v1/models/big does.
+  assert.deepEqual(model.slots, ["w1", "w2"]);
   assert.equal((await pids(gw, "big")).size, 2);
   const { models } = await (await gw.fetch("/v1/models")).json();
   assert.deepEqual(
@@ -63,6 +65,7 @@ Deno.test("Gateway: models[].workers and PUT's workers place a model on that man
   // A new model with workers: the slot holding no placed model.
   res = await gw.fetch("/v1/models/p", put({ file: "whoami.py", workers: 1 }));
   assert.equal(res.status, 201);
+  assert.deepEqual((await res.json()).model.slots, ["w3"]);
   one = await (await gw.fetch("/v1/models/p")).json();
   assert.deepEqual(one.slots, ["w3"]);
   const status = await (await gw.fetch("/v1/status")).json();

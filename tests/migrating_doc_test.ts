@@ -71,6 +71,7 @@ const post = (body: string, type?: string): RequestInit => ({
 Deno.test("docs/migrating.md marks the files of its ports, and every Python block parses", async () => {
   const all = blocks(await Deno.readTextFile(PAGE));
   assert.deepEqual(all.filter((b) => b.file).map((b) => b.file).sort(), [
+    "models/lookup.py",
     "models/risk.py",
     "models/stamp.py",
     "models/summarize.py",
@@ -218,6 +219,87 @@ async function gatewayAnswers(url: string): Promise<void> {
   assert.equal(health.status, 404);
   assert.match((await health.json()).error.message, /GET \/healthz/);
 }
+
+Deno.test("docs/migrating.md: the headers, HTTP errors and metrics port answers as the page shows, in the gateway and a library pool", async () => {
+  await using dir = await extract();
+  const server = await serve(
+    await loadConfig({
+      cli: {
+        port: 0,
+        workers: 2,
+        modelsDir: `${dir}/models`,
+        forwardHeaders: ["x-tenant-id"],
+      },
+    }),
+  );
+  try {
+    const url = `${server.url}/v1/models/lookup/execute`;
+    const ok = await fetch(url, {
+      method: "POST",
+      headers: { "x-tenant-id": "acme" },
+      body: '{"id": 1}',
+    });
+    assert.equal(ok.status, 200);
+    assert.deepEqual(await ok.json(), {
+      item: { name: "apple" },
+      tenant: "acme",
+    });
+    const missing = await fetch(url, post('{"id": 2}'));
+    assert.equal(missing.status, 404);
+    assert.equal(missing.headers.get("retry-after"), "5");
+    const { error } = await missing.json();
+    assert.deepEqual(
+      [error.type, error.message, error.status, error.detail],
+      ["HTTPError", "no such item", 404, { id: 2 }],
+    );
+    // pydantic's Field(ge=1) and max_length=10: refused before the call.
+    const bad = await fetch(
+      url,
+      post(`{"id": 0, "fields": ${JSON.stringify(Array(11).fill("a"))}}`),
+    );
+    assert.equal(bad.status, 400);
+    assert.deepEqual(
+      (await bad.json()).error.fields.map((f: { path: string[] }) => f.path),
+      [["id"], ["fields"]],
+    );
+    // The workers send their metrics every half second at most: poll.
+    const want = [
+      'pyproxy_model_lookups_total{model="lookup",tenant="acme"} 1',
+      'pyproxy_model_lookups_total{model="lookup",tenant="none"} 1',
+    ];
+    let lines: string[] = [];
+    for (let i = 0; i < 100; i++) {
+      const text = await (await fetch(`${server.url}/metrics`)).text();
+      lines = text.split("\n").filter((l) =>
+        l.startsWith("pyproxy_model_lookups")
+      );
+      if (lines.length === want.length) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.deepEqual(lines.sort(), want);
+  } finally {
+    await server.shutdown();
+  }
+  await using pool = await Pool.start({
+    workers: 1,
+    modelsDir: `${dir}/models`,
+  });
+  await pool.addModel("lookup", { file: "lookup.py" });
+  assert.deepEqual(
+    await pool.execute("lookup", { id: 1 }, {
+      headers: { "x-tenant-id": "acme" },
+    }),
+    { item: { name: "apple" }, tenant: "acme" },
+  );
+  const err = await pool.execute("lookup", { id: 2 }).then(
+    () => assert.fail("resolved"),
+    (e: unknown) => e,
+  );
+  assert.ok(err instanceof ModelHTTPError, String(err));
+  assert.deepEqual([err.status, err.detail, err.headers], [404, { id: 2 }, {
+    "Retry-After": "5",
+  }]);
+});
 
 Deno.test("docs/migrating.md: the TorchServe port serves its config, batches from its options, and tells old clients what changed", async () => {
   await using dir = await extract();

@@ -281,6 +281,49 @@ Deno.test("openApiDocument lists eval and management routes only when enabled, a
   }
 });
 
+Deno.test("openApiDocument lists the forwarded request headers as header parameters of execute and stream", async () => {
+  const doc: Json = openApiDocument({
+    ...BASE,
+    forwardHeaders: ["x-tenant-id", "accept-language"],
+    models: [{ name: "echo" }],
+  });
+  assert.equal(await openApiErrors(doc), undefined);
+  for (const path of ["execute", "stream"]) {
+    const headers = doc.paths[`/v1/models/echo/${path}`].post.parameters
+      .map((p: Json) => p.$ref.split("/").at(-1))
+      .map((key: string) => doc.components.parameters[key])
+      .filter((p: Json) => p.in === "header")
+      .map((p: Json) => p.name);
+    assert.deepEqual(headers, [
+      "X-Request-Id",
+      "x-tenant-id",
+      "accept-language",
+    ]);
+  }
+  // None listed: none described.
+  const none: Json = openApiDocument({ ...BASE, models: [{ name: "echo" }] });
+  assert.deepEqual(
+    Object.keys(none.components.parameters).filter((k) =>
+      k.startsWith("forward")
+    ),
+    [],
+  );
+});
+
+Deno.test("GET /openapi.json lists the gateway's forwardHeaders", async () => {
+  await using gw = await startGateway({
+    workers: 1,
+    forwardHeaders: ["X-Tenant-Id"],
+  }, MODELS);
+  const doc: Json = await (await gw.fetch("/openapi.json")).json();
+  assert.deepEqual(doc.components.parameters.forward0.name, "x-tenant-id");
+  assert.ok(
+    doc.paths["/v1/models/echo/execute"].post.parameters.some((p: Json) =>
+      p.$ref === "#/components/parameters/forward0"
+    ),
+  );
+});
+
 Deno.test("GET /openapi.json describes a running gateway, and each model's example body executes", async () => {
   await using gw = await startGateway({ workers: 1 }, MODELS);
   const res = await gw.fetch("/openapi.json");

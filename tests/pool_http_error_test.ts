@@ -122,6 +122,15 @@ Deno.test("Pool.execute refuses headers that are not lower-case names → string
       JSON.stringify(headers).slice(0, 60),
     );
   }
+  // A name in another case says how to write it.
+  await assert.rejects(
+    pool.execute("http", {}, { headers: { "X-Tenant-Id": "t1" } }),
+    (e: unknown) =>
+      e instanceof ConfigError &&
+      e.message.includes(
+        '("X-Tenant-Id" is not lower-case: write "x-tenant-id")',
+      ),
+  );
   const stream = pool.executeStream("stream", {}, {
     headers: { "x-a": "\n" },
   });

@@ -512,6 +512,7 @@ export function createGateway(
         streams: pool.executeStream !== undefined,
         bodyLimit: ctx.bodyLimit,
         requestTimeout: ctx.requestTimeout,
+        forwardHeaders: ctx.forwardHeaders,
         models,
       });
       openApi = { key, body: new TextEncoder().encode(JSON.stringify(doc)) };

@@ -889,9 +889,15 @@ export function modelRoutes(ctx: RouteContext): Hono {
     const { closeWarning, ...info } = model as typeof model & {
       closeWarning?: string;
     };
+    // The slots it was just placed on, as GET /v1/models/{name} shows them.
+    const slots = pool.status().models.find((m) => m.name === name)?.slots;
     const answer: Record<string, unknown> = {
       action: existed ? "updated" : "added",
-      model: modelView(info, ctx.debug, ctx.requestTimeout),
+      model: modelView(
+        slots === undefined ? info : { ...info, slots: [...slots] },
+        ctx.debug,
+        ctx.requestTimeout,
+      ),
     };
     if (closeWarning !== undefined) {
       // The old version's close() raised or overran (the worker's log has

@@ -44,6 +44,12 @@ export interface OpenApiOptions {
   bodyLimit: number;
   /** Default and maximum execute timeout in ms. */
   requestTimeout: number;
+  /**
+   * The request headers the gateway forwards to models (`forwardHeaders`),
+   * listed as header parameters of execute and stream.
+   * @default {[]}
+   */
+  forwardHeaders?: readonly string[];
   /** The models, as the catalog describes them (`options` are not read). */
   models: ReadonlyArray<
     Pick<
@@ -93,6 +99,18 @@ function callParameters(o: OpenApiOptions): Record<string, OpenApiObject> {
         "A request id: sent to the model (`host.request_id()`), carried by its log records, echoed on the response. Any other value is ignored.",
       schema: REQUEST_ID_SCHEMA,
     },
+    // As FastAPI lists a route's Header() parameters; index keys: a header
+    // name may hold characters a component key may not.
+    ...Object.fromEntries(
+      (o.forwardHeaders ?? []).map((name, i) => [`forward${i}`, {
+        name,
+        in: "header",
+        required: false,
+        description:
+          "Forwarded to the model (the gateway's `forwardHeaders`): `host.headers()` has it under its lower-case name. Over 8192 characters: a 431.",
+        schema: { type: "string", maxLength: 8192 },
+      }]),
+    ),
   };
 }
 
@@ -207,6 +225,9 @@ function modelCallPaths(
       ? ""
       : `\n\nIts calls time out after ${model.timeout} ms (\`?timeout=\` may lower it).`);
   const segment = `/v1/models/${encodeURIComponent(name)}`;
+  const forwarded = (o.forwardHeaders ?? []).map((_, i) =>
+    ref("parameters", `forward${i}`)
+  );
   const paths: Record<string, OpenApiObject> = {
     [`${segment}/execute`]: {
       post: {
@@ -216,7 +237,7 @@ function modelCallPaths(
         description: model.streams
           ? `${description}\n\nThe model yields: the answer is its items as one JSON array (\`/stream\` sends them as they come).`
           : description,
-        parameters: EXECUTE_PARAMS,
+        parameters: [...EXECUTE_PARAMS, ...forwarded],
         requestBody: body,
         responses: withGuards({
           "200": withBytes(
@@ -245,7 +266,7 @@ function modelCallPaths(
         description: model.streams
           ? description
           : `${description}\n\nThe model does not yield: the stream has one item, its result.`,
-        parameters: STREAM_PARAMS,
+        parameters: [...STREAM_PARAMS, ...forwarded],
         requestBody: body,
         responses: withGuards({
           "200": sseResponse(
