@@ -30,6 +30,23 @@ class Marker:
         return {"pid": os.getpid()}
 `;
 
+/** Answers with its pid once the file `msg.until` exists (at most `msg.maxMs` later); at once without one. */
+const GATE = `
+import os
+import time
+
+class Gate:
+    def __init__(self, options):
+        pass
+
+    def execute(self, msg):
+        until = msg.get("until")
+        end = time.monotonic() + msg.get("maxMs", 0) / 1000.0
+        while until and not os.path.exists(until) and time.monotonic() < end:
+            time.sleep(0.01)
+        return {"pid": os.getpid()}
+`;
+
 type Pid = { pid: number };
 
 /** A temp directory for the markers, removed on dispose. */
@@ -132,21 +149,31 @@ Deno.test("Pool placement: a call of an unplaced model is not held up behind a q
       poolOptions(dir.path, { workers: 2, maxInFlightPerWorker: 1 }),
     );
     pids.watch(pool);
-    await pool.addModel("a", { file: "slow.py", workers: 1 });
+    await pool.addModel("a", { source: GATE, workers: 1 });
     await pool.addModel("b", { file: "slow.py" });
     const [w1, w2] = [pidOf(pool, "w1"), pidOf(pool, "w2")];
+    // a1 holds w1 until the test opens its gate (or 15 s pass: without the
+    // fix, b2 waits for it and the test fails instead of hanging).
+    const gate = `${dir.path}/gate-open`;
     let a1Done = false;
-    const a1 = pool.execute<Pid>("a", { ms: 4000 }).finally(() =>
-      a1Done = true
-    );
+    const a1 = pool.execute<Pid>("a", { until: gate, maxMs: 15_000 })
+      .finally(() => a1Done = true);
     const b1 = pool.execute<Pid>("b", { ms: 200 });
     // Both slots busy: a2 (only w1) queues first, b2 (either) after it.
-    const a2 = pool.execute<Pid>("a", { ms: 0 });
+    const a2 = pool.execute<Pid>("a", {});
     const b2 = pool.execute<Pid>("b", { ms: 0 });
-    assert.equal(pool.status().queue, 2);
-    assert.equal((await b1).pid, w2);
-    assert.equal((await b2).pid, w2, "b2 took w2 when it freed, ahead of a2");
-    assert.equal(a1Done, false, "b2 did not wait for a's slot");
+    try {
+      assert.equal(pool.status().queue, 2);
+      assert.equal((await b1).pid, w2);
+      assert.equal(
+        (await b2).pid,
+        w2,
+        "b2 took w2 when it freed, ahead of a2",
+      );
+      assert.equal(a1Done, false, "b2 did not wait for a's slot");
+    } finally {
+      await Deno.writeTextFile(gate, "");
+    }
     assert.equal((await a1).pid, w1);
     assert.equal((await a2).pid, w1);
   } finally {

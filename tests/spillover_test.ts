@@ -615,7 +615,8 @@ Deno.test("spillover hashes large files on a second thread once it runs, with th
   const spill = spillover({ threshold: 64 * 1024 });
   const pool = await startPool([noNewForms, spill]);
   try {
-    const data = 'é€x"\\\u0001'.repeat(1024 * 1024); // 6 Mi characters: above the off-thread size
+    // 3 Mi characters, 8 MiB as JSON (16 bytes each 6): twice the off-thread size (4 MiB).
+    const data = 'é€x"\\\u0001'.repeat(512 * 1024);
     // The thread starts in the background on the first large message; until then hashing stays here.
     for (let i = 0; i < 40 && spill.stats.hashedOffThread < 4; i++) {
       const result = await pool.execute("spill_echo", { op: "echo", data }) as {
