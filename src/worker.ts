@@ -426,24 +426,23 @@ export class Worker implements WorkerInfo {
       // takes), the handshake still has its own bound: a server that printed
       // its ready line answers it at once, or never.
       const unbounded = deadline === Infinity;
-      const handshakeMs = workerInternals.handshakeTimeoutMs;
       const session = await server.connect({
         ...this.#options.hooks.sessionOptions(this),
-        connectTimeout: unbounded ? handshakeMs : timeLeft(),
+        connectTimeout: unbounded ? HANDSHAKE_TIMEOUT_MS : timeLeft(),
       }).catch((err: unknown) => {
         if (!(err instanceof TimeoutError)) throw err;
         const step = err.details.phase;
         const where = HANDSHAKE_STEPS[String(step)] ?? err.message;
         throw new StartTimeoutError(
           unbounded
-            ? `Cannot start worker ${this.id}: handshake not done within ${handshakeMs} ms of the ready line (readyTimeout is Infinity; ${where})`
+            ? `Cannot start worker ${this.id}: handshake not done within ${HANDSHAKE_TIMEOUT_MS} ms of the ready line (readyTimeout is Infinity; ${where})`
             : `Cannot start worker ${this.id}: handshake not done within readyTimeout (${readyTimeout} ms from the spawn; ${where})`,
           {
             cause: err,
             details: {
               phase: "handshake",
               step,
-              timeoutMs: unbounded ? handshakeMs : readyTimeout,
+              timeoutMs: unbounded ? HANDSHAKE_TIMEOUT_MS : readyTimeout,
               id: this.id,
             },
           },
@@ -718,17 +717,7 @@ export class Worker implements WorkerInfo {
 }
 
 /** The handshake's bound when `readyTimeout` is `Infinity` (the session's own default). */
-export const HANDSHAKE_TIMEOUT_MS = 10_000;
-
-/**
- * Internal (not exported from mod.ts, no option of the pool): the handshake's
- * bound a worker applies when `readyTimeout` is `Infinity`, read at each
- * start. It is {@linkcode HANDSHAKE_TIMEOUT_MS}; only tests change it (and
- * set it back), so that proving the bound does not take its full 10 s.
- */
-export const workerInternals: { handshakeTimeoutMs: number } = {
-  handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
-};
+const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /** What a handshake that timed out was waiting for, by the session's `details.phase`. */
 const HANDSHAKE_STEPS: Record<string, string> = {
