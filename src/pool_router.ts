@@ -112,9 +112,7 @@ export class PoolRouter {
 
   /** Sends the call, queues it, or rejects it (no worker / overloaded). */
   route(call: PoolCall, retry: boolean): void {
-    const pick = call.placement === undefined
-      ? this.#pick(call)
-      : this.#pickPlaced(call, call.placement);
+    const pick = this.#pick(call);
     if (pick === null) {
       const queued = this.queued;
       if (!retry && queued >= this.#opts.maxQueue) {
@@ -168,9 +166,7 @@ export class PoolRouter {
     for (let i = 0; i < queue.length;) {
       if (!full && !this.#hasRoom(placement)) return;
       const call = queue[i]!;
-      const pick = placement === undefined
-        ? this.#pick(call)
-        : this.#pickPlaced(call, placement);
+      const pick = this.#pick(call);
       if (pick === null) {
         i++;
         continue;
@@ -249,69 +245,19 @@ export class PoolRouter {
     return best;
   }
 
-  /** A worker with room, an error that ends the call, or `null` to wait. */
+  /**
+   * A worker with room, an error that ends the call, or `null` to wait.
+   * For a call of a placed model, the same rules over the model's slots
+   * only, with its own round-robin position; a pinned call naming a slot
+   * without the model ends with `NoWorkerError`.
+   */
   #pick(call: PoolCall): Worker | Error | null {
     const max = this.#opts.maxInFlightPerWorker;
+    const p = call.placement;
     const pinned = call.options.worker;
     if (pinned !== undefined) {
       const w = this.ownerOf(call);
-      if (w === undefined) {
-        return new NoWorkerError(
-          `Cannot route call ${call.cmd}: no worker '${pinned}'`,
-        );
-      }
-      if (!routable(w)) {
-        return new NoWorkerError(
-          `Cannot route call ${call.cmd}: worker ${pinned} is ${
-            w.state === "ready" ? "disconnected" : w.state
-          }`,
-        );
-      }
-      return w.inFlight < max ? w : null;
-    }
-    if (call.options.key !== undefined) {
-      const owner = this.ownerOf(call);
-      if (owner === undefined) return this.#noneReady(call);
-      return owner.inFlight < max ? owner : null;
-    }
-    const workers = this.#opts.workers;
-    const n = workers.length;
-    let anyReady = false;
-    for (let i = 0; i < n; i++) {
-      const idx = (this.#rr + i) % n;
-      const w = workers[idx]!;
-      if (!routable(w)) continue;
-      anyReady = true;
-      if (w.inFlight < max) {
-        this.#rr = (idx + 1) % n;
-        return w;
-      }
-    }
-    return anyReady ? null : this.#noneReady(call);
-  }
-
-  /**
-   * `#pick` for a call of a placed model: the same rules over the model's
-   * slots only (its own round-robin position), and a pinned call naming a
-   * slot without the model ends with `NoWorkerError`.
-   */
-  #pickPlaced(call: PoolCall, p: ModelPlacement): Worker | Error | null {
-    const max = this.#opts.maxInFlightPerWorker;
-    const slots = p.workers;
-    const pinned = call.options.worker;
-    if (pinned !== undefined) {
-      const w = slots.find((s) => s.id === pinned);
-      if (w === undefined) {
-        const ids = slots.map((s) => s.id);
-        return new NoWorkerError(
-          this.#opts.workers.some((s) => s.id === pinned)
-            ? `Cannot route call ${call.cmd}: worker ${pinned} does not hold model '${p.name}' (it is placed on ${
-              ids.join(", ") || "no worker"
-            }: workers ${p.count})`
-            : `Cannot route call ${call.cmd}: no worker '${pinned}'`,
-          { details: { model: p.name, worker: pinned, slots: ids } },
-        );
-      }
+      if (w === undefined) return this.#notThere(call, pinned, p);
       if (!routable(w)) {
         return new NoWorkerError(
           `Cannot route call ${call.cmd}: worker ${pinned} is ${
@@ -326,19 +272,44 @@ export class PoolRouter {
       if (owner === undefined) return this.#noneReady(call, p);
       return owner.inFlight < max ? owner : null;
     }
-    const n = slots.length;
+    const workers = p?.workers ?? this.#opts.workers;
+    const rr = p?.rr ?? this.#rr;
+    const n = workers.length;
     let anyReady = false;
     for (let i = 0; i < n; i++) {
-      const idx = (p.rr + i) % n;
-      const w = slots[idx]!;
+      const idx = (rr + i) % n;
+      const w = workers[idx]!;
       if (!routable(w)) continue;
       anyReady = true;
       if (w.inFlight < max) {
-        p.rr = (idx + 1) % n;
+        if (p === undefined) this.#rr = (idx + 1) % n;
+        else p.rr = (idx + 1) % n;
         return w;
       }
     }
     return anyReady ? null : this.#noneReady(call, p);
+  }
+
+  /** The error of a call pinned to a worker it cannot go to: none such, or (placed) one without its model. */
+  #notThere(
+    call: PoolCall,
+    pinned: string,
+    p: ModelPlacement | undefined,
+  ): NoWorkerError {
+    if (p === undefined) {
+      return new NoWorkerError(
+        `Cannot route call ${call.cmd}: no worker '${pinned}'`,
+      );
+    }
+    const ids = p.workers.map((s) => s.id);
+    return new NoWorkerError(
+      this.#opts.workers.some((s) => s.id === pinned)
+        ? `Cannot route call ${call.cmd}: worker ${pinned} does not hold model '${p.name}' (it is placed on ${
+          ids.join(", ") || "no worker"
+        }: workers ${p.count})`
+        : `Cannot route call ${call.cmd}: no worker '${pinned}'`,
+      { details: { model: p.name, worker: pinned, slots: ids } },
+    );
   }
 
   #noneReady(call: PoolCall, p?: ModelPlacement): NoWorkerError | null {
