@@ -2,6 +2,7 @@
  * Test harness: a real gateway (real Python workers) on port 0 serving a
  * temp copy of the example models plus a few test models.
  */
+import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { type GatewayConfig, resolveConfig } from "../src/gateway/config.ts";
 import { type GatewayServer, serve } from "../src/gateway/serve.ts";
 
@@ -376,4 +377,28 @@ export async function spawnServe(dir: string): Promise<ServeProcess> {
     );
   }
   return { child, port, stderr, lines };
+}
+
+/**
+ * Runs `run` with the gateway's and the models' log records (the `pyproxy`
+ * category, from `lowestLevel` up) kept in `records`; LogTape is reset after.
+ */
+export async function withLogs(
+  run: (records: LogRecord[]) => Promise<void>,
+  lowestLevel: "debug" | "info" = "debug",
+): Promise<void> {
+  const records: LogRecord[] = [];
+  await configure({
+    reset: true,
+    sinks: { test: (record: LogRecord) => void records.push(record) },
+    loggers: [
+      { category: ["pyproxy"], lowestLevel, sinks: ["test"] },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
+    ],
+  });
+  try {
+    await run(records);
+  } finally {
+    await reset();
+  }
 }

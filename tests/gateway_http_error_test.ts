@@ -2,8 +2,7 @@
 // headers; batches; SSE before and after the first item), and the request
 // headers the gateway forwards to models (forwardHeaders).
 import assert from "node:assert/strict";
-import { configure, type LogRecord, reset } from "@logtape/logtape";
-import { SseReader, startGateway } from "./_gateway_harness.ts";
+import { SseReader, startGateway, withLogs } from "./_gateway_harness.ts";
 import { createGateway } from "../src/gateway/app.ts";
 import type { GatewayPool } from "../src/gateway/gateway_pool.ts";
 
@@ -65,25 +64,6 @@ const post = (body: unknown, headers: Record<string, string> = {}) => ({
 const raising = (args: unknown[], kwargs: Record<string, unknown> = {}) =>
   post({ raise: { args, kwargs } });
 
-async function withLogs(
-  run: (records: LogRecord[]) => Promise<void>,
-): Promise<void> {
-  const records: LogRecord[] = [];
-  await configure({
-    reset: true,
-    sinks: { test: (record: LogRecord) => void records.push(record) },
-    loggers: [
-      { category: ["pyproxy"], lowestLevel: "info", sinks: ["test"] },
-      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
-    ],
-  });
-  try {
-    await run(records);
-  } finally {
-    await reset();
-  }
-}
-
 Deno.test("gateway answers a model's HTTPError with its status, detail and allowed headers", async () => {
   await withLogs(async (records) => {
     await using gw = await startGateway({}, MODELS);
@@ -139,7 +119,7 @@ Deno.test("gateway answers a model's HTTPError with its status, detail and allow
     }
     assert.ok(!String(warned.properties.names).includes("Retry-After"));
     assert.equal(warned.properties.requestId, requestId);
-  });
+  }, "info");
 });
 
 Deno.test("gateway sends at most 8 KiB of a model's error headers, and warns of refused ones once a minute per model", async () => {
@@ -165,7 +145,7 @@ Deno.test("gateway sends at most 8 KiB of a model's error headers, and warns of 
     );
     assert.equal(warnings.length, 1, "one warning for three calls");
     assert.ok(String(warnings[0]!.properties.names).includes("Set-Cookie"));
-  });
+  }, "info");
 });
 
 Deno.test("gateway keeps a FastAPI detail list and a big integer in it exact, 5xx too", async () => {

@@ -2,8 +2,8 @@
 // client's X-Request-Id echoed and sent to the model, a made-up one on every
 // error response, and both in the log lines.
 import assert from "node:assert/strict";
-import { configure, type LogRecord, reset } from "@logtape/logtape";
-import { SseReader, startGateway } from "./_gateway_harness.ts";
+import type { LogRecord } from "@logtape/logtape";
+import { SseReader, startGateway, withLogs } from "./_gateway_harness.ts";
 
 const MODELS: Record<string, string> = {
   "tagger.py": `import logging
@@ -58,26 +58,6 @@ const post = (body: unknown, requestId?: string): RequestInit => ({
   body: JSON.stringify(body),
   headers: requestId === undefined ? {} : { "x-request-id": requestId },
 });
-
-/** Runs `run` with the gateway's and the models' log records kept in `records`. */
-async function withLogs(
-  run: (records: LogRecord[]) => Promise<void>,
-): Promise<void> {
-  const records: LogRecord[] = [];
-  await configure({
-    reset: true,
-    sinks: { test: (record: LogRecord) => void records.push(record) },
-    loggers: [
-      { category: ["pyproxy"], lowestLevel: "debug", sinks: ["test"] },
-      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
-    ],
-  });
-  try {
-    await run(records);
-  } finally {
-    await reset();
-  }
-}
 
 /** The text of a record as a text sink writes it. */
 function text(record: LogRecord): string {
