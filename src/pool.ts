@@ -360,6 +360,19 @@ export interface PoolOptions {
    */
   readyTimeout?: number;
   /**
+   * The handshake's own bound when `readyTimeout` is `Infinity` (a slow
+   * import may take what it takes, but a server that printed its ready
+   * line answers the handshake at once, or never), in ms, counted from
+   * the ready line: the connection, `hello` and authentication. A number
+   * > 0; `Infinity`, or anything beyond 2^31 − 1 (~24.8 days), means no
+   * limit. A finite `readyTimeout` bounds the handshake itself (what is
+   * left of it), and this is not used. A worker past it is killed (and
+   * restarted by `reconnect`); its start fails with a `StartTimeoutError`
+   * whose `details.phase` is `"handshake"`.
+   * @default {10000}
+   */
+  handshakeTimeout?: number;
+  /**
    * How long an asynchronous plugin hook may take, in ms: a lifecycle hook
    * still pending then fails with a `PluginError` (reported like a throwing
    * hook, and what waited for it goes on), a message hook fails its one call.

@@ -53,6 +53,8 @@ export interface ResolvedPoolOptions {
   shutdownGrace: number;
   /** How long a server may take to print its ready line, in ms. */
   readyTimeout: number;
+  /** The handshake's bound when `readyTimeout` is `Infinity`, in ms (`Infinity`: none). */
+  handshakeTimeout: number;
   /** How long an asynchronous plugin hook may take, in ms (`Infinity`: no limit). */
   hookTimeout: number;
   /** Retries of an `idempotent` call whose worker crashed. */
@@ -183,6 +185,7 @@ const schema = v.strictObject({
   loadTimeout: positive,
   shutdownGrace: int(0),
   readyTimeout: positive,
+  handshakeTimeout: positive,
   hookTimeout: positive,
   maxRetries: int(0),
   handleSignals: v.optional(v.boolean("expected a boolean")),
@@ -225,6 +228,13 @@ const schema = v.strictObject({
  * `addModel` or a restarted worker's replay for ever.
  */
 const DEFAULT_LOAD_TIMEOUT = 120_000;
+
+/**
+ * The default `handshakeTimeout`: a server that printed its ready line
+ * answers the handshake at once on any machine; 10 s is the session's own
+ * `connectTimeout` default.
+ */
+const DEFAULT_HANDSHAKE_TIMEOUT = 10_000;
 
 /**
  * The default `evalReplayBudget`: 64 Mi code units, as the registry of
@@ -290,6 +300,7 @@ export function resolvePoolOptions(
     loadTimeout: options.loadTimeout ?? DEFAULT_LOAD_TIMEOUT,
     shutdownGrace: options.shutdownGrace ?? 5000,
     readyTimeout: options.readyTimeout ?? 15000,
+    handshakeTimeout: options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT,
     hookTimeout: options.hookTimeout ?? 30_000,
     maxRetries: options.maxRetries ?? 2,
     handleSignals: options.handleSignals ?? true,

@@ -262,6 +262,7 @@ export class Supervisor {
         ...(transport === "tcp" ? { port: 0 } : {}),
       },
       ...(transport === "unix" ? { unix: true } : {}),
+      handshakeTimeout: o.handshakeTimeout,
       hooks: this.#hooks,
       logger: o.logger,
     });
