@@ -12,7 +12,7 @@ import { ConfigError } from "./errors.ts";
 import { defaultRuntime } from "./runtime/mod.ts";
 import type { Runtime } from "./runtime/types.ts";
 import type { PluginsOption } from "./plugin.ts";
-import type { PoolOptions } from "./pool.ts";
+import type { PlacementOptions, PoolOptions } from "./pool.ts";
 import type { ModelMetricsOptions } from "./model_metrics.ts";
 import {
   partLogger,
@@ -59,6 +59,8 @@ export interface ResolvedPoolOptions {
   hookTimeout: number;
   /** Retries of an `idempotent` call whose worker crashed. */
   maxRetries: number;
+  /** The bound on moving a placed model that crashes its workers. */
+  placement: Required<PlacementOptions>;
   /** Close the pool and exit on SIGINT/SIGTERM. */
   handleSignals: boolean;
   /** Runtime adapter. */
@@ -188,6 +190,15 @@ const schema = v.strictObject({
   handshakeTimeout: positive,
   hookTimeout: positive,
   maxRetries: int(0),
+  placement: v.optional(v.strictObject({
+    maxRelocations: v.optional(
+      v.custom<number>(
+        (x) => x === Infinity || (Number.isInteger(x) && (x as number) >= 0),
+        "expected an integer >= 0, or Infinity",
+      ),
+    ),
+    relocationWindow: positive,
+  }, "expected { maxRelocations?, relocationWindow? }")),
   handleSignals: v.optional(v.boolean("expected a boolean")),
   runtime: v.optional(
     v.custom<unknown>(
@@ -303,6 +314,10 @@ export function resolvePoolOptions(
     handshakeTimeout: options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT,
     hookTimeout: options.hookTimeout ?? 30_000,
     maxRetries: options.maxRetries ?? 2,
+    placement: {
+      maxRelocations: options.placement?.maxRelocations ?? 2,
+      relocationWindow: options.placement?.relocationWindow ?? 600_000,
+    },
     handleSignals: options.handleSignals ?? true,
     runtime,
     logger: options.logger ?? getLogger(["pyproxy", "pool"]),
