@@ -217,6 +217,9 @@ Deno.test("Pool placement: a model whose calls crash its workers is moved at mos
     assert.equal(ctx().reviveWorker("w2"), true);
     await ready;
     assert.deepEqual(pool.status().workers[1]!.models, ["plain"]);
+    // Nor does a slot a resize adds (a resize does not end the failure).
+    const grown = await pool.resize(4);
+    assert.deepEqual(grown.workers[3]!.models, ["plain"]);
     await assert.rejects(pool.execute("bad", {}), ModelUnavailableError);
     // An update puts it back in service, on a ready slot, with a clean count.
     await pool.updateModel("bad", { source: CRASHER, workers: 1 });
@@ -362,5 +365,167 @@ Deno.test("Pool options: placement is validated (maxRelocations an integer >= 0 
         err instanceof Error && err.name === "ConfigError" &&
         err.message === `Cannot start pool: ${message}`,
     );
+  }
+});
+
+Deno.test("Pool placement: an update made while a crashing model is being moved runs after the move, and the model serves from where the update put it", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const { options: opts } = options(dir.path, 3);
+    await using pool = await Pool.start(opts);
+    pids.watch(pool);
+    await pool.addModel("bad", { source: CRASHER, workers: 1 });
+    let update: Promise<unknown> | undefined;
+    pool.on((ev) => {
+      if (ev.type === "model-relocated" && update === undefined) {
+        // The fixed model, sent while the move is under way.
+        update = pool.updateModel("bad", { file: "whoami.py", workers: 1 });
+      }
+    });
+    for (let i = 0; i < 2; i++) {
+      await assert.rejects(
+        pool.execute("bad", { crash: true }),
+        WorkerCrashedError,
+      );
+    }
+    // Called once the move began (the event), it waits for it.
+    while (update === undefined) await nextEvent(pool, "model-relocated");
+    await update;
+    const slots = model(pool, "bad").slots!;
+    assert.deepEqual(slots, ["w2"]);
+    assert.deepEqual(await pool.execute("bad", { crash: true }), {
+      pid: pidOf(pool, "w2"),
+      msg: { crash: true },
+    });
+    assert.deepEqual(states(pool), ["w1 failed", "w2 ready", "w3 ready"]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: closing the pool while a crashing model is moved settles every call once and leaves no process", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const { options: opts } = options(dir.path, 2, {
+      placement: { maxRelocations: 0 },
+    });
+    const pool = await Pool.start(opts);
+    pids.watch(pool);
+    let closed: Promise<void> | undefined;
+    try {
+      await pool.addModel("bad", { source: CRASHER, workers: 1 });
+      pool.on((ev) => {
+        if (ev.type === "model-relocated" || ev.type === "model-failed") {
+          closed ??= pool.close();
+        }
+      });
+      // Rounds of 3 calls at once, until the close: each round crashes
+      // the worker (w1 twice: failed, the model moves, the pool closes).
+      const settled = new Map<number, number>();
+      const outcomes: PromiseSettledResult<unknown>[] = [];
+      for (let round = 0; round < 20 && closed === undefined; round++) {
+        outcomes.push(
+          ...await Promise.allSettled(
+            Array.from(
+              { length: 3 },
+              (_, i) =>
+                pool.execute("bad", { crash: true }).finally(() => {
+                  const id = round * 3 + i;
+                  settled.set(id, (settled.get(id) ?? 0) + 1);
+                }),
+            ),
+          ),
+        );
+      }
+      assert.ok(closed !== undefined, "the pool was closed during the move");
+      await closed;
+      assert.equal(settled.size, outcomes.length);
+      assert.ok([...settled.values()].every((n) => n === 1));
+      for (const o of outcomes) {
+        assert.equal(o.status, "rejected");
+        assert.ok(
+          [
+            "WorkerCrashedError",
+            "ShuttingDownError",
+            "ModelUnavailableError",
+          ].includes((o.reason as Error).name),
+          String(o.reason),
+        );
+      }
+    } finally {
+      await pool.close();
+    }
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: a shrink asked for while a crashing model is being moved runs after the move and keeps the slot it moved to", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const { options: opts } = options(dir.path, 3);
+    await using pool = await Pool.start(opts);
+    pids.watch(pool);
+    await pool.addModel("bad", { source: CRASHER, workers: 1 });
+    assert.deepEqual(model(pool, "bad").slots, ["w1"]);
+    let shrink: Promise<unknown> | undefined;
+    pool.on((ev) => {
+      if (ev.type === "model-relocated" && shrink === undefined) {
+        shrink = pool.resize(1);
+      }
+    });
+    for (let i = 0; i < 2; i++) {
+      await assert.rejects(
+        pool.execute("bad", { crash: true }),
+        WorkerCrashedError,
+      );
+    }
+    while (shrink === undefined) await nextEvent(pool, "model-relocated");
+    await shrink;
+    // The failed w1 went first, then the ready slot holding no placed model.
+    assert.deepEqual(states(pool), ["w2 ready"]);
+    assert.deepEqual(model(pool, "bad").slots, ["w2"]);
+    assert.deepEqual(await pool.execute("bad", {}), { pid: pidOf(pool, "w2") });
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: a model on 2 slots taken out of service is unloaded from the slot still up", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const { options: opts } = options(dir.path, 3, {
+      placement: { maxRelocations: 0 },
+    });
+    await using pool = await Pool.start(opts);
+    pids.watch(pool);
+    await pool.addModel("bad", { source: CRASHER, workers: 2 });
+    assert.deepEqual(model(pool, "bad").slots, ["w1", "w2"]);
+    const failed = nextEvent(pool, "model-failed");
+    const ready = readyAgain(pool, "w1");
+    const crash = () =>
+      assert.rejects(
+        pool.execute("bad", { crash: true }, { worker: "w1" }),
+        WorkerCrashedError,
+      );
+    await crash();
+    await ready;
+    await crash();
+    assert.equal((await failed).worker, "w1");
+    // The unload runs in the registry's turn: the next model command waits.
+    await pool.addModel("sync", { file: "whoami.py" });
+    assert.deepEqual(model(pool, "bad").slots, []);
+    assert.deepEqual(states(pool), ["w1 failed", "w2 ready", "w3 ready"]);
+    await assert.rejects(
+      pool.control("w2", "executeModel", { name: "bad", msg: {} }),
+      (err: unknown) => (err as Error).name === "ModelNotFoundError",
+    );
+    await assert.rejects(pool.execute("bad", {}), ModelUnavailableError);
+  } finally {
+    await pids.assertGone();
   }
 });
