@@ -326,7 +326,7 @@ defineName(NoWorkerError, "NoWorkerError");
  * ```ts
  * import { ModelUnavailableError } from "./errors.ts";
  * const err = new ModelUnavailableError("Cannot route call executeModel: model 'llm' failed: ...", {
- *   details: { model: "llm", reason: "it crashed 3 workers within 600000 ms" },
+ *   details: { model: "llm", reason: "it crashed the workers it was placed on 3 times within 600000 ms (w2, w3, w4: ...)" },
  * });
  * console.log(err.code, err.details.model); // "MODEL_UNAVAILABLE" "llm"
  * ```

@@ -362,7 +362,7 @@ export class ModelRegistry {
     if (max === Infinity || kept.length <= max) return false;
     const slots = p.relocations.map((r) => r.worker).join(", ");
     const reason =
-      `it crashed ${p.relocations.length} workers it was placed on within ${window} ms (${slots}: each failed for good with its calls in flight or its load under way), past placement.maxRelocations ${max}; last: worker ${worker.id} ${
+      `it crashed the workers it was placed on ${p.relocations.length} times within ${window} ms (${slots}: each failed for good with its calls in flight or its load under way), past placement.maxRelocations ${max}; last: worker ${worker.id} ${
         worker.failedReason ?? "failed"
       }`;
     p.failed = reason;
