@@ -25,6 +25,19 @@ export interface ModelPlacement {
    * while above 0, its calls wait for the new slot instead of failing.
    */
   moving?: number;
+  /**
+   * When it was moved off slots that failed for good with it implicated
+   * (its calls in flight, or its load under way, when their last process
+   * died), and from which slot: the last `maxRelocations + 1` within the
+   * window at most.
+   */
+  relocations?: Array<{ at: number; worker: string }>;
+  /**
+   * Why it was taken out of service (it crashed one slot too many): it is
+   * on no slot, and its calls fail with `ModelUnavailableError` until an
+   * update. Absent: in service.
+   */
+  failed?: string;
 }
 
 /** A slot that can take a model command now. */

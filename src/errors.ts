@@ -315,6 +315,34 @@ export class NoWorkerError extends PyProxyError {
 defineName(NoWorkerError, "NoWorkerError");
 
 /**
+ * A model placed on some workers only (`ModelSpec.workers`) was taken out
+ * of service: it kept crashing the workers it was placed on, and the pool
+ * stopped moving it to the next one (docs/models.md, "Placement"). Its
+ * calls fail with this at once until it is updated (`updateModel`, `PUT
+ * /v1/models/{name}`) or removed and added again. `details.model` names it
+ * and `details.reason` says why; the gateway answers 503.
+ *
+ * @example
+ * ```ts
+ * import { ModelUnavailableError } from "./errors.ts";
+ * const err = new ModelUnavailableError("Cannot route call executeModel: model 'llm' failed: ...", {
+ *   details: { model: "llm", reason: "it crashed the workers it was placed on 3 times within 600000 ms (w2, w3, w4: ...)" },
+ * });
+ * console.log(err.code, err.details.model); // "MODEL_UNAVAILABLE" "llm"
+ * ```
+ */
+export class ModelUnavailableError extends PyProxyError {
+  /** Stable code. */
+  override readonly code: string = "MODEL_UNAVAILABLE";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "ModelUnavailableError";
+  }
+}
+defineName(ModelUnavailableError, "ModelUnavailableError");
+
+/**
  * Python code raised. `type`, `message` and `traceback` come from Python.
  *
  * @example

@@ -45,6 +45,13 @@ export interface ModelInfo {
    */
   slots?: string[];
   /**
+   * Why a placed model was taken out of service (it crashed the workers it
+   * was moved to: `PoolOptions.placement`): it is on no slot (`slots` is
+   * empty) and its calls fail with `ModelUnavailableError` until it is
+   * updated. Absent: in service.
+   */
+  failedReason?: string;
+  /**
    * The default timeout of its calls in ms, when it has one of its own
    * (`spec.timeout`, else its class's `timeout_ms`; `Infinity`: none);
    * absent, its calls get the pool's `requestTimeout` (`pool.status()`
@@ -115,6 +122,30 @@ export interface ModelRegistryOptions {
   onUnloadFailed?: (
     ev: { worker: string; name: string; reason: string; killed: boolean },
   ) => void;
+  /**
+   * Moves of a placed model off slots that failed for good with it
+   * implicated, within `relocationWindow` ms, before the next such failure
+   * takes the model out of service (`PoolOptions.placement`).
+   * @default {Infinity}
+   */
+  maxRelocations?: number;
+  /** The window of `maxRelocations`, in ms. @default {600000} */
+  relocationWindow?: number;
+  /**
+   * Told when a placed model is moved off a slot that failed for good
+   * (`counted`: with the model implicated, towards `maxRelocations`), and
+   * to which slot (none: no ready worker lacked it; it waits for one).
+   */
+  onRelocated?: (
+    ev: { name: string; from: string; to: string | null; counted: boolean },
+  ) => void;
+  /**
+   * Told when a placed model is taken out of service: it crashed one slot
+   * too many (`PoolOptions.placement`); `reason` says which.
+   */
+  onModelFailed?: (
+    ev: { name: string; worker: string; reason: string },
+  ) => void;
 }
 
 /**
@@ -147,6 +178,17 @@ export class ModelRegistry {
   #onUnloadFailed: NonNullable<ModelRegistryOptions["onUnloadFailed"]>;
   /** The slots of the models whose spec has `workers`, by name. */
   #placements = new Map<string, ModelPlacement>();
+  #maxRelocations: number;
+  #relocationWindow: number;
+  #onRelocated: NonNullable<ModelRegistryOptions["onRelocated"]>;
+  #onModelFailed: NonNullable<ModelRegistryOptions["onModelFailed"]>;
+  /**
+   * Per slot, the placed models implicated in the death of one of its
+   * processes (`generation`): calls of theirs in flight (or timed out)
+   * there, or their load under way. Only the last process's count when the
+   * slot fails for good.
+   */
+  #implicated = new WeakMap<Worker, { gen: number; names: Set<string> }>();
 
   /** Creates an empty registry. */
   constructor(options: ModelRegistryOptions = {}) {
@@ -155,6 +197,24 @@ export class ModelRegistry {
     this.#onUnplace = options.onUnplace ?? (() => {});
     this.#onMoveFailed = options.onMoveFailed ?? (() => {});
     this.#onUnloadFailed = options.onUnloadFailed ?? (() => {});
+    this.#maxRelocations = options.maxRelocations ?? Infinity;
+    this.#relocationWindow = options.relocationWindow ?? 600_000;
+    this.#onRelocated = options.onRelocated ?? (() => {});
+    this.#onModelFailed = options.onModelFailed ?? (() => {});
+  }
+
+  /**
+   * Notes that placed model `name` may have brought down process `gen` of
+   * `worker`: a call of its was in flight there when the connection was
+   * lost (or timed out there), or its load failed there. Read if the slot
+   * then fails for good (`relocate`).
+   */
+  implicate(worker: Worker, gen: number, name: string): void {
+    const seen = this.#implicated.get(worker);
+    if (seen !== undefined && seen.gen > gen) return;
+    if (seen === undefined || seen.gen < gen) {
+      this.#implicated.set(worker, { gen, names: new Set([name]) });
+    } else seen.names.add(name);
   }
 
   /** The placed models' slots, by name (read live; empty while no model has `workers`). */
@@ -172,6 +232,7 @@ export class ModelRegistry {
         inits: [...m.inits],
       };
       if (p !== undefined) info.slots = p.workers.map((w) => w.id);
+      if (p?.failed !== undefined) info.failedReason = p.failed;
       return info;
     });
   }
@@ -225,25 +286,57 @@ export class ModelRegistry {
    * once revived, no longer holds the models moved off it (the count is
    * met). Until the move is done the models' calls wait
    * (`ModelPlacement.moving`) rather than fail with `NoWorkerError`.
+   *
+   * `crashed`: the slot failed after its process died (not a plugin's
+   * `failWorker` on a running one). Then a model implicated in that death
+   * (`implicate`) counts the move; past `maxRelocations` within the window
+   * it is not moved but taken out of service (`#fail`): a model that
+   * crashes every worker it reaches would otherwise walk through the pool.
    */
-  relocate(worker: Worker, workers: () => Worker[]): Promise<void> {
+  relocate(
+    worker: Worker,
+    workers: () => Worker[],
+    crashed = false,
+  ): Promise<void> {
     const moving = [...this.#placements.values()].filter((p) =>
       p.workers.includes(worker)
     );
     if (moving.length === 0) return Promise.resolve();
+    // Read now: the slot's last process is the one that died.
+    const seen = this.#implicated.get(worker);
+    const implicated = crashed && seen !== undefined &&
+        seen.gen === worker.generation
+      ? new Set(seen.names)
+      : new Set<string>();
     for (const p of moving) p.moving = (p.moving ?? 0) + 1;
     return this.exclusive(async () => {
       // Revived (or removed) meanwhile: it replays its models itself.
       if (worker.state !== "failed") return;
       for (const p of moving) {
-        if (!p.workers.includes(worker)) continue;
+        // Removed, updated elsewhere or failed meanwhile: nothing to move.
+        if (
+          this.#placements.get(p.name) !== p || p.failed !== undefined ||
+          !p.workers.includes(worker)
+        ) continue;
+        const counted = implicated.has(p.name);
+        if (counted && this.#strike(p, worker)) {
+          await this.#fail(p, worker);
+          continue;
+        }
         const to = chooseSlots(
           workers().filter((w) => loadable(w) && !p.workers.includes(w)),
           1,
           (w) => this.#placedOn(w),
         );
         const model = this.#models.get(p.name);
-        if (to.length === 0 || model === undefined) continue;
+        if (model === undefined) continue;
+        this.#onRelocated({
+          name: p.name,
+          from: worker.id,
+          to: to[0]?.id ?? null,
+          counted,
+        });
+        if (to.length === 0) continue;
         await this.#moveTo(to[0]!, model);
         p.workers.splice(p.workers.indexOf(worker), 1, to[0]!);
         p.rr = 0;
@@ -254,15 +347,69 @@ export class ModelRegistry {
   }
 
   /**
+   * Counts a move of `p` off `worker`, a slot that failed for good with
+   * the model implicated; past `maxRelocations` within the window, marks
+   * the model failed (true: not to be moved, `#fail` it).
+   */
+  #strike(p: ModelPlacement, worker: Worker): boolean {
+    const now = Date.now();
+    const window = this.#relocationWindow;
+    const kept = (p.relocations ?? []).filter((r) => now - r.at < window);
+    kept.push({ at: now, worker: worker.id });
+    // Only the last maxRelocations + 1 can decide (bounded memory).
+    const max = this.#maxRelocations;
+    p.relocations = max === Infinity ? kept.slice(-1) : kept.slice(-(max + 1));
+    if (max === Infinity || kept.length <= max) return false;
+    const slots = p.relocations.map((r) => r.worker).join(", ");
+    const reason =
+      `it crashed the workers it was placed on ${p.relocations.length} times within ${window} ms (${slots}: each failed for good with its calls in flight or its load under way), past placement.maxRelocations ${max}; last: worker ${worker.id} ${
+        worker.failedReason ?? "failed"
+      }`;
+    p.failed = reason;
+    return true;
+  }
+
+  /**
+   * Takes placed model `p` (its `failed` set) out of service: on no slot,
+   * loaded by no replay, its calls failing with `ModelUnavailableError`
+   * (the router reads `failed`) until an update. The live slots that still
+   * hold it (a `workers` above 1) unload it, as a slot an update leaves
+   * does (a failed unload is tried once more, then the worker is killed).
+   */
+  async #fail(p: ModelPlacement, worker: Worker): Promise<void> {
+    const left = p.workers.filter((w) => w !== worker && loadable(w))
+      .map((w) => ({ worker: w, session: w.session!, gen: w.generation }));
+    p.workers.splice(0, p.workers.length);
+    p.rr = 0;
+    this.#onModelFailed({
+      name: p.name,
+      worker: worker.id,
+      reason: p.failed ?? "failed",
+    });
+    const outcomes = await Promise.allSettled(
+      left.map((t) =>
+        t.session.request(
+          "removeModel",
+          { name: p.name },
+          this.#requestOptions(),
+        )
+      ),
+    );
+    outcomes.forEach((o, i) => this.#unloaded(p.name, left[i]!, o));
+  }
+
+  /**
    * Loads a placed model on the slot it moves to; a load that fails kills
    * that worker (its restart loads the model, like a replay).
    */
   async #moveTo(w: Worker, model: ModelInfo): Promise<void> {
     if (!loadable(w)) return; // its replay loads it
     const session = w.session!;
+    const gen = w.generation;
     try {
       await this.#load(session, model);
     } catch (err) {
+      this.implicate(w, gen, model.name);
       const reason = `model '${model.name}' could not be moved to it (${
         err instanceof Error ? err.message : String(err)
       })`;
@@ -300,15 +447,38 @@ export class ModelRegistry {
   async replay(session: Session, worker: Worker): Promise<void> {
     for (const model of this.#models.values()) {
       const p = this.#placements.get(model.name);
-      if (p === undefined || p.workers.includes(worker)) {
+      if (p === undefined) {
         await this.#load(session, model);
+      } else if (p.failed !== undefined) {
+        continue; // out of service until an update
+      } else if (p.workers.includes(worker)) {
+        await this.#loadPlaced(session, worker, model);
       } else if (p.workers.filter(up).length < p.count) {
-        await this.#load(session, model);
+        await this.#loadPlaced(session, worker, model);
         const failed = p.workers.findIndex((w) => !up(w));
         if (failed >= 0) p.workers.splice(failed, 1, worker);
         else p.workers.push(worker);
         p.rr = 0;
       }
+    }
+  }
+
+  /**
+   * `#load` of a placed model on a restarting worker: a load that fails
+   * implicates the model in that process's death (its replay failing
+   * kills the worker).
+   */
+  async #loadPlaced(
+    session: Session,
+    worker: Worker,
+    model: ModelInfo,
+  ): Promise<void> {
+    const gen = worker.generation;
+    try {
+      await this.#load(session, model);
+    } catch (err) {
+      this.implicate(worker, gen, model.name);
+      throw err;
     }
   }
 
@@ -438,6 +608,10 @@ export class ModelRegistry {
         placement.count = spec.workers!;
         placement.workers.splice(0, placement.workers.length, ...slots);
         placement.rr = 0;
+        // An operator's update puts a failed model back in service, with
+        // a clean count.
+        delete placement.failed;
+        delete placement.relocations;
       }
       // The slots it left unload it once their calls go elsewhere (a call
       // in flight there finishes first, as for removeModel).

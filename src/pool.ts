@@ -242,6 +242,31 @@ export interface ResizeOptions {
 }
 
 /**
+ * Options of {@linkcode PoolOptions.placement}: how often a placed model may
+ * be moved off slots it made fail before it is taken out of service.
+ *
+ * @example
+ * ```ts
+ * import type { PlacementOptions } from "./pool.ts";
+ * const placement: PlacementOptions = { maxRelocations: 1, relocationWindow: 300_000 };
+ * console.log(placement.maxRelocations); // 1
+ * // await using pool = await Pool.start({ placement });
+ * ```
+ */
+export interface PlacementOptions {
+  /**
+   * Moves of a placed model off slots that failed for good with it
+   * implicated, within `relocationWindow`, before the next one fails the
+   * model (`ModelUnavailableError`): an integer >= 0 (0: the first such
+   * failure does), `Infinity` for no bound.
+   * @default {2}
+   */
+  maxRelocations?: number;
+  /** The window of `maxRelocations`, in ms: a number > 0, `Infinity` for the pool's life. @default {600000} */
+  relocationWindow?: number;
+}
+
+/**
  * Options of {@linkcode Pool.start}. Every field is optional.
  *
  * @example
@@ -360,6 +385,19 @@ export interface PoolOptions {
    */
   readyTimeout?: number;
   /**
+   * The handshake's own bound when `readyTimeout` is `Infinity` (a slow
+   * import may take what it takes, but a server that printed its ready
+   * line answers the handshake at once, or never), in ms, counted from
+   * the ready line: the connection, `hello` and authentication. A number
+   * > 0; `Infinity`, or anything beyond 2^31 − 1 (~24.8 days), means no
+   * limit. A finite `readyTimeout` bounds the handshake itself (what is
+   * left of it), and this is not used. A worker past it is killed (and
+   * restarted by `reconnect`); its start fails with a `StartTimeoutError`
+   * whose `details.phase` is `"handshake"`.
+   * @default {10000}
+   */
+  handshakeTimeout?: number;
+  /**
    * How long an asynchronous plugin hook may take, in ms: a lifecycle hook
    * still pending then fails with a `PluginError` (reported like a throwing
    * hook, and what waited for it goes on), a message hook fails its one call.
@@ -370,6 +408,24 @@ export interface PoolOptions {
   hookTimeout?: number;
   /** Retries of an `idempotent` call whose worker crashed. @default {2} */
   maxRetries?: number;
+  /**
+   * The bound on a placed model (`ModelSpec.workers`) that crashes the
+   * workers it goes to (docs/models.md, "Placement"). When the restart
+   * policy gives up on a slot (`failed`) whose last process died with the
+   * model's calls in flight (or timed out), or while loading it, the model
+   * is moved to another worker at most `maxRelocations` times within
+   * `relocationWindow` ms; the next such slot failure marks the model
+   * failed instead: it is unloaded from its slots, loaded nowhere (not on
+   * revived or added workers either), and its calls fail at once with
+   * `ModelUnavailableError` until `updateModel` (or a remove and an add).
+   * A slot failed for other reasons (the process died with none of the
+   * model's calls, a plugin's `failWorker` on a running process) moves the
+   * model without counting. `maxRelocations`: an integer >= 0, `Infinity`
+   * for no bound (every failed slot hands the model on, as before);
+   * `relocationWindow`: a number > 0, `Infinity` for the pool's life.
+   * @default {{ maxRelocations: 2, relocationWindow: 600000 }}
+   */
+  placement?: PlacementOptions;
   /**
    * On SIGINT/SIGTERM, close the pool (and every other open pool with this
    * option) and then exit the process (status 130/143). @default {true}
@@ -561,6 +617,24 @@ export class Pool implements AsyncDisposable {
       onUnplace: (placement) => this.#router.unplace(placement),
       onMoveFailed: (ev) =>
         opts.logger.warn("Killed worker {worker}: {reason}", ev),
+      maxRelocations: opts.placement.maxRelocations,
+      relocationWindow: opts.placement.relocationWindow,
+      onRelocated: (ev) => {
+        opts.logger[ev.to === null ? "warn" : "info"](
+          ev.to === null
+            ? "Model {name} stays on failed worker {from}: no ready worker lacks it (the first to come back takes it)"
+            : "Moving model {name} off failed worker {from} to {to}",
+          ev,
+        );
+        this.#events.emit({ type: "model-relocated", ...ev });
+      },
+      onModelFailed: (ev) => {
+        opts.logger.error(
+          "Model {name} is out of service: {reason}; its calls fail with ModelUnavailableError until it is updated",
+          ev,
+        );
+        this.#events.emit({ type: "model-failed", ...ev });
+      },
       onUnloadFailed: (ev) =>
         opts.logger.warn(
           ev.killed
@@ -1671,6 +1745,13 @@ export class Pool implements AsyncDisposable {
     error: unknown,
     timeoutMs: number | undefined,
   ): void {
+    // A placed model's call that a worker died under (or that hung there)
+    // implicates the model if the slot then fails for good: it is moved
+    // off it a bounded number of times (ModelRegistry.relocate).
+    if (
+      call.placement !== undefined &&
+      (error instanceof ConnectionLostError || error instanceof TimeoutError)
+    ) this.#registry.implicate(worker, gen, call.placement.name);
     if (error instanceof TimeoutError) {
       this.#plugins.run("onTimeout", {
         worker,

@@ -88,6 +88,27 @@ export type PoolEvent =
     ok: boolean;
     reason?: string;
   }
+  /**
+   * A placed model (`ModelSpec.workers`) is moved off slot `from`, which
+   * failed for good, to slot `to` (`null`: no ready worker lacks it; the
+   * first to come back takes it). `counted`: the model was implicated in
+   * the slot's last crash (its calls in flight, its load under way), so the
+   * move counts towards `placement.maxRelocations`.
+   */
+  | {
+    type: "model-relocated";
+    name: string;
+    from: string;
+    to: string | null;
+    counted: boolean;
+  }
+  /**
+   * A placed model crashed one slot too many (`placement.maxRelocations`
+   * within `relocationWindow`): it is out of service, on no slot, and its
+   * calls fail with `ModelUnavailableError` until it is updated. `worker`:
+   * the slot whose failure decided it.
+   */
+  | { type: "model-failed"; name: string; worker: string; reason: string }
   | { type: "plugin-error"; plugin: string; hook: string; message: string };
 
 /** Options of {@linkcode PoolEventHub}. */

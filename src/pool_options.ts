@@ -12,7 +12,7 @@ import { ConfigError } from "./errors.ts";
 import { defaultRuntime } from "./runtime/mod.ts";
 import type { Runtime } from "./runtime/types.ts";
 import type { PluginsOption } from "./plugin.ts";
-import type { PoolOptions } from "./pool.ts";
+import type { PlacementOptions, PoolOptions } from "./pool.ts";
 import type { ModelMetricsOptions } from "./model_metrics.ts";
 import {
   partLogger,
@@ -53,10 +53,14 @@ export interface ResolvedPoolOptions {
   shutdownGrace: number;
   /** How long a server may take to print its ready line, in ms. */
   readyTimeout: number;
+  /** The handshake's bound when `readyTimeout` is `Infinity`, in ms (`Infinity`: none). */
+  handshakeTimeout: number;
   /** How long an asynchronous plugin hook may take, in ms (`Infinity`: no limit). */
   hookTimeout: number;
   /** Retries of an `idempotent` call whose worker crashed. */
   maxRetries: number;
+  /** The bound on moving a placed model that crashes its workers. */
+  placement: Required<PlacementOptions>;
   /** Close the pool and exit on SIGINT/SIGTERM. */
   handleSignals: boolean;
   /** Runtime adapter. */
@@ -183,8 +187,18 @@ const schema = v.strictObject({
   loadTimeout: positive,
   shutdownGrace: int(0),
   readyTimeout: positive,
+  handshakeTimeout: positive,
   hookTimeout: positive,
   maxRetries: int(0),
+  placement: v.optional(v.strictObject({
+    maxRelocations: v.optional(
+      v.custom<number>(
+        (x) => x === Infinity || (Number.isInteger(x) && (x as number) >= 0),
+        "expected an integer >= 0, or Infinity",
+      ),
+    ),
+    relocationWindow: positive,
+  }, "expected { maxRelocations?, relocationWindow? }")),
   handleSignals: v.optional(v.boolean("expected a boolean")),
   runtime: v.optional(
     v.custom<unknown>(
@@ -225,6 +239,13 @@ const schema = v.strictObject({
  * `addModel` or a restarted worker's replay for ever.
  */
 const DEFAULT_LOAD_TIMEOUT = 120_000;
+
+/**
+ * The default `handshakeTimeout`: a server that printed its ready line
+ * answers the handshake at once on any machine; 10 s is the session's own
+ * `connectTimeout` default.
+ */
+const DEFAULT_HANDSHAKE_TIMEOUT = 10_000;
 
 /**
  * The default `evalReplayBudget`: 64 Mi code units, as the registry of
@@ -290,8 +311,13 @@ export function resolvePoolOptions(
     loadTimeout: options.loadTimeout ?? DEFAULT_LOAD_TIMEOUT,
     shutdownGrace: options.shutdownGrace ?? 5000,
     readyTimeout: options.readyTimeout ?? 15000,
+    handshakeTimeout: options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT,
     hookTimeout: options.hookTimeout ?? 30_000,
     maxRetries: options.maxRetries ?? 2,
+    placement: {
+      maxRelocations: options.placement?.maxRelocations ?? 2,
+      relocationWindow: options.placement?.relocationWindow ?? 600_000,
+    },
     handleSignals: options.handleSignals ?? true,
     runtime,
     logger: options.logger ?? getLogger(["pyproxy", "pool"]),

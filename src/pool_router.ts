@@ -11,6 +11,7 @@
 import { type QueueWaitOutcome, QueueWaits } from "./queue_waits.ts";
 import {
   CancelledError,
+  ModelUnavailableError,
   NoWorkerError,
   OverloadedError,
   TimeoutError,
@@ -295,7 +296,8 @@ export class PoolRouter {
     call: PoolCall,
     pinned: string,
     p: ModelPlacement | undefined,
-  ): NoWorkerError {
+  ): NoWorkerError | ModelUnavailableError {
+    if (p?.failed !== undefined) return unavailable(call, p);
     if (p === undefined) {
       return new NoWorkerError(
         `Cannot route call ${call.cmd}: no worker '${pinned}'`,
@@ -312,7 +314,12 @@ export class PoolRouter {
     );
   }
 
-  #noneReady(call: PoolCall, p?: ModelPlacement): NoWorkerError | null {
+  #noneReady(
+    call: PoolCall,
+    p?: ModelPlacement,
+  ): NoWorkerError | ModelUnavailableError | null {
+    // Out of service: on no slot, and none to come until an update.
+    if (p?.failed !== undefined) return unavailable(call, p);
     const workers = p?.workers ?? this.#opts.workers;
     // A model moving off a failed slot gets a slot soon.
     if (p?.moving) return null;
@@ -436,6 +443,17 @@ export class PoolRouter {
     }
     return seed;
   }
+}
+
+/** The error of a call of a placed model taken out of service. */
+function unavailable(
+  call: PoolCall,
+  p: ModelPlacement,
+): ModelUnavailableError {
+  return new ModelUnavailableError(
+    `Cannot route call ${call.cmd}: model '${p.name}' is out of service: ${p.failed}; update it (pool.updateModel, PUT /v1/models/${p.name}) to load it again`,
+    { details: { model: p.name, reason: p.failed } },
+  );
 }
 
 // A ready worker whose connection just ended is as good as gone (the pool

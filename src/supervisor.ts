@@ -262,6 +262,7 @@ export class Supervisor {
         ...(transport === "tcp" ? { port: 0 } : {}),
       },
       ...(transport === "unix" ? { unix: true } : {}),
+      handshakeTimeout: o.handshakeTimeout,
       hooks: this.#hooks,
       logger: o.logger,
     });
@@ -380,10 +381,14 @@ export class Supervisor {
         events.emit({ type: "worker-state", worker: worker.id, from, to });
         if (to === "ready") pump(true);
         else if (to === "failed") {
-          // Its placed models move to other slots (their calls wait meanwhile).
-          void registry.relocate(worker, () => this.workers).then(() =>
-            pump(true)
-          );
+          // Its placed models move to other slots (their calls wait
+          // meanwhile). Its process already gone: the restart policy gave
+          // up after a crash (a model implicated in it counts the move).
+          void registry.relocate(
+            worker,
+            () => this.workers,
+            worker.pid === null,
+          ).then(() => pump(true));
           queueMicrotask(() => pump(true));
         }
       },

@@ -180,6 +180,12 @@ export interface WorkerOptions {
    * process, removed when it exits; else TCP, as `server` says.
    */
   unix?: boolean;
+  /**
+   * The handshake's bound in ms when `server.readyTimeout` is `Infinity`
+   * (the pool's `handshakeTimeout`; `Infinity`: none).
+   * @default {10000}
+   */
+  handshakeTimeout?: number;
   /** The pool's callbacks. */
   hooks: WorkerHooks;
   /** Logger. */
@@ -426,23 +432,25 @@ export class Worker implements WorkerInfo {
       // takes), the handshake still has its own bound: a server that printed
       // its ready line answers it at once, or never.
       const unbounded = deadline === Infinity;
+      const handshakeMs = this.#options.handshakeTimeout ??
+        HANDSHAKE_TIMEOUT_MS;
       const session = await server.connect({
         ...this.#options.hooks.sessionOptions(this),
-        connectTimeout: unbounded ? HANDSHAKE_TIMEOUT_MS : timeLeft(),
+        connectTimeout: unbounded ? handshakeMs : timeLeft(),
       }).catch((err: unknown) => {
         if (!(err instanceof TimeoutError)) throw err;
         const step = err.details.phase;
         const where = HANDSHAKE_STEPS[String(step)] ?? err.message;
         throw new StartTimeoutError(
           unbounded
-            ? `Cannot start worker ${this.id}: handshake not done within ${HANDSHAKE_TIMEOUT_MS} ms of the ready line (readyTimeout is Infinity; ${where})`
+            ? `Cannot start worker ${this.id}: handshake not done within ${handshakeMs} ms of the ready line (readyTimeout is Infinity; ${where})`
             : `Cannot start worker ${this.id}: handshake not done within readyTimeout (${readyTimeout} ms from the spawn; ${where})`,
           {
             cause: err,
             details: {
               phase: "handshake",
               step,
-              timeoutMs: unbounded ? HANDSHAKE_TIMEOUT_MS : readyTimeout,
+              timeoutMs: unbounded ? handshakeMs : readyTimeout,
               id: this.id,
             },
           },
@@ -716,7 +724,7 @@ export class Worker implements WorkerInfo {
   }
 }
 
-/** The handshake's bound when `readyTimeout` is `Infinity` (the session's own default). */
+/** The handshake's bound when `readyTimeout` is `Infinity` and no `handshakeTimeout` is given (the session's own default). */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /** What a handshake that timed out was waiting for, by the session's `details.phase`. */

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   errorFromWire,
+  ModelUnavailableError,
   SerializationError,
   SpillError,
   StartError,
@@ -113,4 +114,22 @@ Deno.test("describeError answers an UnsafeIntegerError (a caller's pool with int
     assert.equal(res.body.type, "UnsafeIntegerError");
     assert.equal(res.body.message, message);
   }
+});
+
+Deno.test("describeError answers a ModelUnavailableError (a placed model out of service) with 503 naming the model, without Retry-After", () => {
+  const res = describeError(
+    new ModelUnavailableError(
+      "Cannot route call executeModel: model 'llm' is out of service: it crashed 3 workers",
+      { details: { model: "llm", reason: "it crashed 3 workers" } },
+    ),
+    false,
+  );
+  assert.equal(res.status, 503);
+  assert.deepEqual(res.headers, {});
+  assert.deepEqual(res.body, {
+    type: "ModelUnavailableError",
+    message:
+      "Cannot route call executeModel: model 'llm' is out of service: it crashed 3 workers",
+    model: "llm",
+  });
 });

@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
 import {
+  ConfigError,
   StartError,
   StartTimeoutError,
   TimeoutError,
   WorkerCrashedError,
 } from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
+import { resolvePoolOptions } from "../src/pool_options.ts";
 import {
   alive,
   assertGone,
@@ -616,7 +618,17 @@ Deno.test("Pool.start: readyTimeout bounds the handshake too, failing a server t
   await assertGone([await frozen.serverPid()]);
 });
 
-Deno.test("Pool.start with readyTimeout Infinity still bounds the handshake (10 s of the ready line)", async () => {
+Deno.test("Pool.start with readyTimeout Infinity still bounds the handshake (handshakeTimeout, 10 s of the ready line by default)", async () => {
+  // The default, as resolved; the start below sets 1 s (a frozen server
+  // never says hello, however long the bound) rather than wait 10 s out.
+  assert.equal(resolvePoolOptions({}).handshakeTimeout, 10_000);
+  assert.throws(
+    () => resolvePoolOptions({ handshakeTimeout: 0 }),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      err.message ===
+        "Cannot start pool: handshakeTimeout: expected a number > 0",
+  );
   await using dir = await modelsDir();
   await using frozen = await frozenPython();
   await assert.rejects(
@@ -624,16 +636,17 @@ Deno.test("Pool.start with readyTimeout Infinity still bounds the handshake (10 
       workers: 1,
       python: frozen.python,
       readyTimeout: Infinity,
+      handshakeTimeout: 1000,
     })),
     (err: unknown) => {
       assert.ok(err instanceof StartError, String(err));
       assert.match(
         err.message,
-        /Cannot start worker w1: handshake not done within 10000 ms of the ready line \(readyTimeout is Infinity; no hello from the server yet\)$/m,
+        /Cannot start worker w1: handshake not done within 1000 ms of the ready line \(readyTimeout is Infinity; no hello from the server yet\)$/m,
       );
       const cause = err.cause;
       assert.ok(cause instanceof StartTimeoutError, String(cause));
-      assert.equal(cause.details.timeoutMs, 10_000);
+      assert.equal(cause.details.timeoutMs, 1000);
       return true;
     },
   );

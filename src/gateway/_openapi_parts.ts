@@ -295,6 +295,11 @@ export function components(token: boolean): OpenApiObject {
         description:
           "With `workers`: the workers that hold it now (their ids); its calls go to them only.",
       },
+      failedReason: {
+        type: "string",
+        description:
+          "With `workers`: why it is out of service (it crashed the workers it was moved to, past the pool's `placement.maxRelocations`): it is on no worker, and its calls answer 503 `ModelUnavailableError` until a `PUT` loads it again. Absent: in service.",
+      },
       optionKeys: { type: "array", items: { type: "string" } },
       options: {
         type: "object",

@@ -165,7 +165,7 @@ export function dashboardHtml(options: DashboardOptions): string {
         const errors = counts.filter(([s]) => Number(s) >= 400).reduce((a, [, n]) => a + n, 0);
         return {
           attrs: { "data-model": m.name, "data-requests": String(total) },
-          cells: [m.name, m.class || "", Object.keys(m.inputs || {}).join(", "), m.timeout === undefined ? "" : (m.timeout === null ? "none" : fmtMs(m.timeout)) + (m.timeoutSource === "default" ? "" : " (" + m.timeoutSource + ")"), m.closeTimeoutMs === undefined ? "" : fmtMs(m.closeTimeoutMs), total, errors, total ? (mm.durationSum / total * 1000).toFixed(1) + " ms" : "–", m.slots ? m.slots.join(", ") : "all"],
+          cells: [m.name, m.class || "", Object.keys(m.inputs || {}).join(", "), m.timeout === undefined ? "" : (m.timeout === null ? "none" : fmtMs(m.timeout)) + (m.timeoutSource === "default" ? "" : " (" + m.timeoutSource + ")"), m.closeTimeoutMs === undefined ? "" : fmtMs(m.closeTimeoutMs), total, errors, total ? (mm.durationSum / total * 1000).toFixed(1) + " ms" : "–", m.failedReason ? { text: "out of service: " + m.failedReason, cls: "state-failed" } : m.slots ? m.slots.join(", ") : "all"],
         };
       }));
       // What plugins report of themselves (autoscale: bounds, target, state,

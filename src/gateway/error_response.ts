@@ -15,6 +15,7 @@ import {
   ConnectionLostError,
   type FieldProblem,
   ModelHTTPError,
+  ModelUnavailableError,
   NoWorkerError,
   OverloadedError,
   PyProxyError,
@@ -170,6 +171,15 @@ export function describeError(
   if (err instanceof OverloadedError) {
     headers["retry-after"] = "1";
     return { status: 429, headers, body: body(err.name, err.message) };
+  }
+  if (err instanceof ModelUnavailableError) {
+    // A placed model out of service (it crashed the workers it went to):
+    // no Retry-After, as retrying cannot help until it is updated.
+    return {
+      status: 503,
+      headers,
+      body: body(err.name, err.message, { model: err.details.model }),
+    };
   }
   if (err instanceof NoWorkerError || err instanceof ShuttingDownError) {
     headers["retry-after"] = err instanceof ShuttingDownError ? "5" : "1";

@@ -102,6 +102,8 @@ export interface GatewayPoolStatus {
       spec?: { timeout?: number; workers?: number };
       /** The workers holding it, for a model with `spec.workers`. */
       slots?: readonly string[];
+      /** Why a placed model is out of service (absent: it is not). */
+      failedReason?: string;
       /** Its `close_timeout_ms`, for a model with a `close()`. */
       closeTimeoutMs?: number;
     }

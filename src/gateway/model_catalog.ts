@@ -75,6 +75,12 @@ export interface GatewayModelInfo {
   workers?: number;
   /** With `workers`: the ids of the workers that hold it now. */
   slots?: string[];
+  /**
+   * With `workers`: why it is out of service (it crashed the workers it
+   * was moved to; its calls answer 503 `ModelUnavailableError` until a
+   * `PUT`). Absent: it is in service.
+   */
+  failedReason?: string;
   /** The options it was constructed with. */
   options?: Record<string, unknown>;
 }
@@ -346,11 +352,15 @@ export class ModelCatalog {
     const known = this.#models.get(m.name);
     // Its slots as they are now (a resize or a restart moves them).
     if (known !== undefined) {
-      return m.slots === undefined ? known : { ...known, slots: [...m.slots] };
+      if (m.slots === undefined) return known;
+      const placed: GatewayModelInfo = { ...known, slots: [...m.slots] };
+      if (m.failedReason !== undefined) placed.failedReason = m.failedReason;
+      return placed;
     }
     const out: GatewayModelInfo = { name: m.name };
     if (m.spec?.workers !== undefined) out.workers = m.spec.workers;
     if (m.slots !== undefined) out.slots = [...m.slots];
+    if (m.failedReason !== undefined) out.failedReason = m.failedReason;
     if (m.timeout !== undefined) {
       out.timeout = m.timeout;
       out.timeoutSource = m.spec?.timeout === undefined ? "class" : "spec";

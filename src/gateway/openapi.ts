@@ -140,7 +140,7 @@ function callResponses(o: OpenApiOptions): Record<string, OpenApiObject> {
       "`WorkerCrashedError`: the worker died during the call.",
     ),
     "503": retryResponse(
-      "`NoWorkerError` (no worker available) or `ShuttingDownError` (the server is draining).",
+      "`NoWorkerError` (no worker available), `ShuttingDownError` (the server is draining) or `ModelUnavailableError` (a model placed on some workers that crashed the workers it was moved to: out of service until a `PUT`; `model` names it, no `Retry-After`).",
     ),
     "504": errorResponse("`TimeoutError`: the call timed out."),
     "4XX": errorResponse(

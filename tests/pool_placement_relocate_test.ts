@@ -1,0 +1,534 @@
+/**
+ * Placement's bound on a model that crashes the workers it is placed on
+ * (`PoolOptions.placement`): moved off a failed slot at most
+ * `maxRelocations` times, then out of service (`ModelUnavailableError`)
+ * until an update, while the other workers and models serve on. Real
+ * Python workers, a restart policy that gives up after two crashes.
+ */
+import assert from "node:assert/strict";
+import { ModelUnavailableError, WorkerCrashedError } from "../src/errors.ts";
+import type { Plugin, PluginContext } from "../src/plugin.ts";
+import {
+  type PlacementOptions,
+  Pool,
+  type PoolEvent,
+  type PoolOptions,
+} from "../src/pool.ts";
+import { reconnect } from "../plugins/reconnect.ts";
+import { createGateway } from "../src/gateway/app.ts";
+import {
+  modelsDir,
+  nextEvent,
+  pidOf,
+  PidTracker,
+  readyAgain,
+} from "./_pool_harness.ts";
+
+/**
+ * Crashes its worker (`os._exit(3)`) on a call with `msg.crash`, and on
+ * load once the file `options.crashOnLoad` exists; else answers its pid.
+ */
+const CRASHER = `
+import os
+
+class Crasher:
+    def __init__(self, options):
+        gate = options.get("crashOnLoad")
+        if gate and os.path.exists(gate):
+            os._exit(3)
+
+    def execute(self, msg):
+        if msg.get("crash"):
+            os._exit(3)
+        return {"pid": os.getpid()}
+`;
+
+type Pid = { pid: number };
+
+/**
+ * A pool of `workers` whose restart policy gives up on a slot at its
+ * second crash within a minute and never revives it on its own; a plugin
+ * hands out the plugin context (to revive a slot).
+ */
+function options(
+  dir: string,
+  workers: number,
+  extra: PoolOptions = {},
+): { options: PoolOptions; ctx: () => PluginContext } {
+  let ctx: PluginContext | undefined;
+  const grab: Plugin = {
+    name: "grab",
+    onPoolStart(c) {
+      ctx = c;
+    },
+  };
+  return {
+    options: {
+      workers,
+      modelsDir: dir,
+      handleSignals: false,
+      plugins: [
+        reconnect({
+          backoff: { initial: 10, max: 20 },
+          heartbeatInterval: 0,
+          maxCrashes: 1,
+          failedRetryAfter: 0,
+        }),
+        grab,
+      ],
+      ...extra,
+    },
+    ctx: () => ctx!,
+  };
+}
+
+/** Every event of `pool` from now on, of the given types. */
+function record(pool: Pool, ...types: PoolEvent["type"][]): PoolEvent[] {
+  const out: PoolEvent[] = [];
+  pool.on((ev) => {
+    if (types.includes(ev.type)) out.push(ev);
+  });
+  return out;
+}
+
+function model(pool: Pool, name: string) {
+  return pool.status().models.find((m) => m.name === name)!;
+}
+
+function states(pool: Pool): string[] {
+  return pool.status().workers.map((w) => `${w.id} ${w.state}`);
+}
+
+Deno.test("Pool placement: a model whose calls crash its workers is moved at most maxRelocations times, then out of service (ModelUnavailableError, 503); the other workers and models serve on, a revived slot does not load it, an update brings it back", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const { options: opts, ctx } = options(dir.path, 3, {
+      placement: { maxRelocations: 1 },
+    });
+    await using pool = await Pool.start(opts);
+    pids.watch(pool);
+    await pool.addModel("good", { file: "whoami.py", workers: 1 });
+    await pool.addModel("bad", { source: CRASHER, workers: 1 });
+    await pool.addModel("plain", { file: "whoami.py" });
+    assert.deepEqual(model(pool, "good").slots, ["w1"]);
+    assert.deepEqual(model(pool, "bad").slots, ["w2"]);
+    const events = record(pool, "model-relocated", "model-failed");
+    const w1 = pidOf(pool, "w1");
+    // One call after the other: each crashes the worker it reaches, until
+    // the model is out of service.
+    const outcomes: string[] = [];
+    let unavailable: unknown;
+    for (let i = 0; i < 10 && unavailable === undefined; i++) {
+      await pool.execute("bad", { crash: true }).then(
+        () => outcomes.push("ok"),
+        (err) => {
+          outcomes.push(err.name);
+          if (err instanceof ModelUnavailableError) unavailable = err;
+          else assert.ok(err instanceof WorkerCrashedError, String(err));
+        },
+      );
+    }
+    // w2 twice (failed), moved to w3 (the slot holding no placed model),
+    // w3 twice (failed): past maxRelocations 1, out of service.
+    assert.deepEqual(outcomes, [
+      "WorkerCrashedError",
+      "WorkerCrashedError",
+      "WorkerCrashedError",
+      "WorkerCrashedError",
+      "ModelUnavailableError",
+    ]);
+    assert.ok(unavailable instanceof ModelUnavailableError);
+    assert.equal(unavailable.code, "MODEL_UNAVAILABLE");
+    assert.equal(unavailable.details.model, "bad");
+    assert.match(
+      unavailable.message,
+      /^Cannot route call executeModel: model 'bad' is out of service: it crashed the workers it was placed on 2 times within 600000 ms \(w2, w3: each failed for good with its calls in flight or its load under way\), past placement\.maxRelocations 1; last: worker w3 crashed 2 times within 60000 ms; last: .*; update it \(pool\.updateModel, PUT \/v1\/models\/bad\) to load it again$/,
+    );
+    assert.deepEqual(
+      events.map((ev) => ({ ...ev, reason: undefined })),
+      [
+        {
+          type: "model-relocated",
+          name: "bad",
+          from: "w2",
+          to: "w3",
+          counted: true,
+          reason: undefined,
+        },
+        {
+          type: "model-failed",
+          name: "bad",
+          worker: "w3",
+          reason: undefined,
+        },
+      ],
+    );
+    // It walked no further: w1 serves the other models, alone.
+    assert.deepEqual(states(pool), ["w1 ready", "w2 failed", "w3 failed"]);
+    assert.equal(pidOf(pool, "w1"), w1);
+    assert.deepEqual(await pool.execute("good", {}), { pid: w1, msg: {} });
+    assert.deepEqual(await pool.execute("plain", {}), { pid: w1, msg: {} });
+    const bad = model(pool, "bad");
+    assert.deepEqual(bad.slots, []);
+    assert.match(
+      bad.failedReason!,
+      /^it crashed the workers it was placed on 2 times/,
+    );
+    // Every kind of call fails the same, at once: pinned, keyed, streamed.
+    for (
+      const call of [
+        () => pool.execute("bad", {}, { worker: "w1" }),
+        () => pool.execute("bad", {}, { key: "k" }),
+        async () => {
+          for await (const _ of pool.executeStream("bad", {})) {
+            // none
+          }
+        },
+      ]
+    ) {
+      await assert.rejects(call(), ModelUnavailableError);
+    }
+    // The gateway over the pool: 503 naming the model, no Retry-After (a
+    // retry cannot help), and /v1/status and GET /v1/models/bad say why.
+    const app = createGateway(pool, { port: () => 8000 });
+    const req = (path: string, init: RequestInit = {}) =>
+      app.fetch(
+        new Request(`http://127.0.0.1:8000${path}`, {
+          ...init,
+          headers: { host: "127.0.0.1:8000" },
+        }),
+      );
+    const res = await req("/v1/models/bad/execute", {
+      method: "POST",
+      body: "{}",
+    });
+    assert.equal(res.status, 503);
+    assert.equal(res.headers.get("retry-after"), null);
+    const { error } = await res.json();
+    assert.equal(error.type, "ModelUnavailableError");
+    assert.equal(error.model, "bad");
+    assert.equal(error.message, unavailable.message);
+    const status = await (await req("/v1/status")).json();
+    const shown = status.models.find((m: { name: string }) => m.name === "bad");
+    assert.deepEqual(shown.slots, []);
+    assert.equal(shown.failedReason, bad.failedReason);
+    const one = await (await req("/v1/models/bad")).json();
+    assert.equal(one.failedReason, bad.failedReason);
+    // A revived slot does not load it (it would crash there too).
+    const ready = readyAgain(pool, "w2");
+    assert.equal(ctx().reviveWorker("w2"), true);
+    await ready;
+    assert.deepEqual(pool.status().workers[1]!.models, ["plain"]);
+    // Nor does a slot a resize adds (a resize does not end the failure).
+    const grown = await pool.resize(4);
+    assert.deepEqual(grown.workers[3]!.models, ["plain"]);
+    await assert.rejects(pool.execute("bad", {}), ModelUnavailableError);
+    // An update puts it back in service, on a ready slot, with a clean count.
+    await pool.updateModel("bad", { source: CRASHER, workers: 1 });
+    assert.deepEqual(model(pool, "bad").slots, ["w2"]);
+    assert.equal(model(pool, "bad").failedReason, undefined);
+    assert.deepEqual(await pool.execute("bad", {}), { pid: pidOf(pool, "w2") });
+    const after = await (await req("/v1/models/bad")).json();
+    assert.equal(after.failedReason, undefined);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: a model whose load crashes its workers (replay, then the move) is moved at most maxRelocations times, then out of service", async () => {
+  await using dir = await modelsDir();
+  const gate = `${dir.path}/crash-on-load`;
+  const pids = new PidTracker();
+  try {
+    const { options: opts } = options(dir.path, 3, {
+      placement: { maxRelocations: 1 },
+    });
+    await using pool = await Pool.start(opts);
+    pids.watch(pool);
+    await pool.addModel("good", { file: "whoami.py", workers: 1 });
+    await pool.addModel("bad", {
+      source: CRASHER,
+      options: { crashOnLoad: gate },
+      workers: 1,
+    });
+    assert.deepEqual(model(pool, "bad").slots, ["w2"]);
+    const events = record(pool, "model-relocated", "model-failed");
+    const failed = nextEvent(pool, "model-failed", (ev) => ev.name === "bad");
+    // From now on it crashes the worker that loads it: w2's restart, then
+    // w3, where it moves (and w3's restart).
+    await Deno.writeTextFile(gate, "");
+    pool.killWorker("w2", "test: restart w2");
+    await failed;
+    assert.deepEqual(
+      events.map((ev) => ev.type === "model-relocated" ? ev : ev.type),
+      [
+        {
+          type: "model-relocated",
+          name: "bad",
+          from: "w2",
+          to: "w3",
+          counted: true,
+        },
+        "model-failed",
+      ],
+    );
+    assert.deepEqual(states(pool), ["w1 ready", "w2 failed", "w3 failed"]);
+    assert.match(model(pool, "bad").failedReason!, /\(w2, w3: /);
+    await assert.rejects(pool.execute("bad", {}), ModelUnavailableError);
+    assert.deepEqual(await pool.execute("good", {}), {
+      pid: pidOf(pool, "w1"),
+      msg: {},
+    });
+    // Fixed (the file gone), an update loads it again.
+    await Deno.remove(gate);
+    await pool.updateModel("bad", {
+      source: CRASHER,
+      options: { crashOnLoad: gate },
+      workers: 1,
+    });
+    assert.deepEqual(model(pool, "bad").slots, ["w1"]);
+    assert.deepEqual(await pool.execute("bad", {}), { pid: pidOf(pool, "w1") });
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: a slot failed by another model's crash moves a placed model without counting it (maxRelocations 0), and one crash of its own fails nothing", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const { options: opts } = options(dir.path, 2, {
+      placement: { maxRelocations: 0 },
+    });
+    await using pool = await Pool.start(opts);
+    pids.watch(pool);
+    await pool.addModel("p", { source: CRASHER, workers: 1 });
+    await pool.addModel("crasher", { source: CRASHER });
+    assert.deepEqual(model(pool, "p").slots, ["w1"]);
+    const events = record(pool, "model-relocated", "model-failed");
+    // One crash of p's own: w1 restarts (the policy gives up at the
+    // second), p stays in service there.
+    const ready = readyAgain(pool, "w1");
+    await assert.rejects(
+      pool.execute("p", { crash: true }),
+      WorkerCrashedError,
+    );
+    await ready;
+    assert.deepEqual(await pool.execute("p", {}), { pid: pidOf(pool, "w1") });
+    // The unplaced model crashes w1 (its second crash within the window):
+    // it fails for good, and p moves to w2, not counted (none of its calls
+    // was in flight there).
+    const relocated = nextEvent(pool, "model-relocated");
+    await assert.rejects(
+      pool.execute("crasher", { crash: true }, { worker: "w1" }),
+      WorkerCrashedError,
+    );
+    assert.deepEqual(await relocated, {
+      type: "model-relocated",
+      name: "p",
+      from: "w1",
+      to: "w2",
+      counted: false,
+    });
+    assert.deepEqual(await pool.execute("p", {}), { pid: pidOf(pool, "w2") });
+    assert.equal(model(pool, "p").failedReason, undefined);
+    assert.deepEqual(model(pool, "p").slots, ["w2"]);
+    assert.deepEqual(events.map((ev) => ev.type), ["model-relocated"]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool options: placement is validated (maxRelocations an integer >= 0 or Infinity, relocationWindow > 0)", async () => {
+  for (
+    const [placement, message] of [
+      [
+        { maxRelocations: -1 },
+        "placement.maxRelocations: expected an integer >= 0, or Infinity",
+      ],
+      [
+        { maxRelocations: 1.5 },
+        "placement.maxRelocations: expected an integer >= 0, or Infinity",
+      ],
+      [
+        { relocationWindow: 0 },
+        "placement.relocationWindow: expected a number > 0",
+      ],
+      [{ other: 1 }, "placement.other: unknown option"],
+    ] as const
+  ) {
+    await assert.rejects(
+      Pool.start({
+        workers: 1,
+        handleSignals: false,
+        placement: placement as PlacementOptions,
+      }),
+      (err: unknown) =>
+        err instanceof Error && err.name === "ConfigError" &&
+        err.message === `Cannot start pool: ${message}`,
+    );
+  }
+});
+
+Deno.test("Pool placement: an update made while a crashing model is being moved runs after the move, and the model serves from where the update put it", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const { options: opts } = options(dir.path, 3);
+    await using pool = await Pool.start(opts);
+    pids.watch(pool);
+    await pool.addModel("bad", { source: CRASHER, workers: 1 });
+    let update: Promise<unknown> | undefined;
+    pool.on((ev) => {
+      if (ev.type === "model-relocated" && update === undefined) {
+        // The fixed model, sent while the move is under way.
+        update = pool.updateModel("bad", { file: "whoami.py", workers: 1 });
+      }
+    });
+    for (let i = 0; i < 2; i++) {
+      await assert.rejects(
+        pool.execute("bad", { crash: true }),
+        WorkerCrashedError,
+      );
+    }
+    // Called once the move began (the event), it waits for it.
+    while (update === undefined) await nextEvent(pool, "model-relocated");
+    await update;
+    const slots = model(pool, "bad").slots!;
+    assert.deepEqual(slots, ["w2"]);
+    assert.deepEqual(await pool.execute("bad", { crash: true }), {
+      pid: pidOf(pool, "w2"),
+      msg: { crash: true },
+    });
+    assert.deepEqual(states(pool), ["w1 failed", "w2 ready", "w3 ready"]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: closing the pool while a crashing model is moved settles every call once and leaves no process", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const { options: opts } = options(dir.path, 2, {
+      placement: { maxRelocations: 0 },
+    });
+    const pool = await Pool.start(opts);
+    pids.watch(pool);
+    let closed: Promise<void> | undefined;
+    try {
+      await pool.addModel("bad", { source: CRASHER, workers: 1 });
+      pool.on((ev) => {
+        if (ev.type === "model-relocated" || ev.type === "model-failed") {
+          closed ??= pool.close();
+        }
+      });
+      // Rounds of 3 calls at once, until the close: each round crashes
+      // the worker (w1 twice: failed, the model moves, the pool closes).
+      const settled = new Map<number, number>();
+      const outcomes: PromiseSettledResult<unknown>[] = [];
+      for (let round = 0; round < 20 && closed === undefined; round++) {
+        outcomes.push(
+          ...await Promise.allSettled(
+            Array.from(
+              { length: 3 },
+              (_, i) =>
+                pool.execute("bad", { crash: true }).finally(() => {
+                  const id = round * 3 + i;
+                  settled.set(id, (settled.get(id) ?? 0) + 1);
+                }),
+            ),
+          ),
+        );
+      }
+      assert.ok(closed !== undefined, "the pool was closed during the move");
+      await closed;
+      assert.equal(settled.size, outcomes.length);
+      assert.ok([...settled.values()].every((n) => n === 1));
+      for (const o of outcomes) {
+        assert.equal(o.status, "rejected");
+        assert.ok(
+          [
+            "WorkerCrashedError",
+            "ShuttingDownError",
+            "ModelUnavailableError",
+          ].includes((o.reason as Error).name),
+          String(o.reason),
+        );
+      }
+    } finally {
+      await pool.close();
+    }
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: a shrink asked for while a crashing model is being moved runs after the move and keeps the slot it moved to", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const { options: opts } = options(dir.path, 3);
+    await using pool = await Pool.start(opts);
+    pids.watch(pool);
+    await pool.addModel("bad", { source: CRASHER, workers: 1 });
+    assert.deepEqual(model(pool, "bad").slots, ["w1"]);
+    let shrink: Promise<unknown> | undefined;
+    pool.on((ev) => {
+      if (ev.type === "model-relocated" && shrink === undefined) {
+        shrink = pool.resize(1);
+      }
+    });
+    for (let i = 0; i < 2; i++) {
+      await assert.rejects(
+        pool.execute("bad", { crash: true }),
+        WorkerCrashedError,
+      );
+    }
+    while (shrink === undefined) await nextEvent(pool, "model-relocated");
+    await shrink;
+    // The failed w1 went first, then the ready slot holding no placed model.
+    assert.deepEqual(states(pool), ["w2 ready"]);
+    assert.deepEqual(model(pool, "bad").slots, ["w2"]);
+    assert.deepEqual(await pool.execute("bad", {}), { pid: pidOf(pool, "w2") });
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: a model on 2 slots taken out of service is unloaded from the slot still up", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const { options: opts } = options(dir.path, 3, {
+      placement: { maxRelocations: 0 },
+    });
+    await using pool = await Pool.start(opts);
+    pids.watch(pool);
+    await pool.addModel("bad", { source: CRASHER, workers: 2 });
+    assert.deepEqual(model(pool, "bad").slots, ["w1", "w2"]);
+    const failed = nextEvent(pool, "model-failed");
+    const ready = readyAgain(pool, "w1");
+    const crash = () =>
+      assert.rejects(
+        pool.execute("bad", { crash: true }, { worker: "w1" }),
+        WorkerCrashedError,
+      );
+    await crash();
+    await ready;
+    await crash();
+    assert.equal((await failed).worker, "w1");
+    // The unload runs in the registry's turn: the next model command waits.
+    await pool.addModel("sync", { file: "whoami.py" });
+    assert.deepEqual(model(pool, "bad").slots, []);
+    assert.deepEqual(states(pool), ["w1 failed", "w2 ready", "w3 ready"]);
+    await assert.rejects(
+      pool.control("w2", "executeModel", { name: "bad", msg: {} }),
+      (err: unknown) => (err as Error).name === "ModelNotFoundError",
+    );
+    await assert.rejects(pool.execute("bad", {}), ModelUnavailableError);
+  } finally {
+    await pids.assertGone();
+  }
+});
