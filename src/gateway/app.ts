@@ -29,6 +29,10 @@ import { forwardHeaderList } from "./_forward_headers.ts";
 import { workerRoutes } from "./worker_routes.ts";
 import { BodyReadGuard } from "./read_json_body.ts";
 import { jsonResponse } from "./json_response.ts";
+import {
+  ResponseCompression,
+  type ResponseCompressionOptions,
+} from "./_response_compression.ts";
 import type { RouteContext } from "./route_context.ts";
 import {
   bearerAuth,
@@ -104,6 +108,17 @@ export interface GatewayOptions {
    * `DELETE` to remove it, in ms (504 after). @default {120000}
    */
   loadTimeout?: number;
+  /**
+   * Gzip for model results of at least `minBytes` bytes (JSON, and `bytes`
+   * of a text, JSON, XML or JavaScript media type) when the client's
+   * `Accept-Encoding` takes it; `false`: never. Off by default, as
+   * uvicorn: docs/gateway.md "Compression" says why. `true` is
+   * `{ minBytes: 1024 }`. `RangeError` for a `minBytes` that is not a
+   * positive integer.
+   *
+   * @default {false}
+   */
+  compress?: boolean | ResponseCompressionOptions;
   /** Enables `PUT`/`DELETE /v1/models/{name}` and `PUT /v1/workers`. @default {false} */
   allowManage?: boolean;
   /** Enables `POST /v1/eval`. @default {false} */
@@ -257,6 +272,15 @@ export function createGateway(
       "Cannot create gateway: token is empty (leave it out for no token)",
     );
   }
+  const compress = options.compress === true ? {} : options.compress;
+  const minBytes = compress ? compress.minBytes : undefined;
+  if (
+    minBytes !== undefined && !(Number.isInteger(minBytes) && minBytes >= 1)
+  ) {
+    throw new RangeError(
+      `Cannot create gateway: compress.minBytes ${minBytes} is not an integer >= 1`,
+    );
+  }
   const forwardHeaders = forwardHeaderList(
     options.forwardHeaders ?? [],
     options.token !== undefined,
@@ -287,6 +311,7 @@ export function createGateway(
     modelsDir: options.modelsDir,
     forwardHeaders,
     refusedHeaderWarnings: new Map(),
+    compression: compress ? new ResponseCompression(compress) : undefined,
   };
   // Model changes made on the pool directly (a library Pool) show in the
   // descriptions, validation and timeouts: no cost per request. Until
