@@ -60,8 +60,8 @@ Options:
                             host.headers() (repeatable; none by default)
       --cors-origin <url>   Allow CORS, and requests from pages, from this origin
                             (repeatable; off by default: other origins get 403)
-      --body-limit <bytes>  Largest request body, sent and decoded: gzip, deflate
-                            and br bodies are decoded (default 1048576)
+      --body-limit <bytes>  Largest request body, as sent and once decoded (gzip
+                            and deflate bodies are decoded; default 1048576)
       --max-integer-digits <n>
                             Most digits of an integer in a request body, >= 16
                             (default 4300, Python's own limit)

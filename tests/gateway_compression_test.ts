@@ -180,14 +180,13 @@ async function rawPost(
 const MSG_TEXT =
   '{"text":"compressed","values":[1,2,3],"big":1152921504606846977}';
 
-Deno.test("Gateway: a gzip, deflate or br JSON body is decoded before it is parsed (execute, direct and routed)", async () => {
+Deno.test("Gateway: a gzip or deflate JSON body is decoded before it is parsed (execute, direct and routed)", async () => {
   await using gw = await start();
   const cases: Array<[string, Uint8Array]> = [
     ["gzip", await compress(MSG_TEXT, "gzip")],
     ["x-gzip", await compress(MSG_TEXT, "gzip")],
     ["GZip", await compress(MSG_TEXT, "gzip")],
     ["deflate", await compress(MSG_TEXT, "deflate")],
-    ["br", await compress(MSG_TEXT, "brotli")],
     ["identity, gzip", await compress(MSG_TEXT, "gzip")],
     // Stacked: applied in the order listed, undone in reverse.
     [
@@ -328,6 +327,8 @@ Deno.test("Gateway: an unknown or too deep Content-Encoding is a 415 listing the
   for (
     const encoding of [
       "zstd",
+      // Deno's decoder cannot be held to the limit (see _content_coding.ts).
+      "br",
       "compress",
       "gzip, zstd",
       "gzip, gzip, gzip",
@@ -341,7 +342,7 @@ Deno.test("Gateway: an unknown or too deep Content-Encoding is a 415 listing the
     assert.equal(res.status, 415, encoding.slice(0, 30));
     const { error } = await res.json();
     assert.equal(error.type, "UnsupportedMediaType");
-    assert.deepEqual(error.supported, ["gzip", "x-gzip", "deflate", "br"]);
+    assert.deepEqual(error.supported, ["gzip", "x-gzip", "deflate"]);
   }
   // `identity` is the body as it is.
   const res = await gw.fetch(

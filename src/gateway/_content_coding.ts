@@ -1,5 +1,5 @@
 /**
- * Request bodies sent with a `Content-Encoding` (gzip, deflate, br): the
+ * Request bodies sent with a `Content-Encoding` (gzip, deflate): the
  * codings named, and the body decoded under the gateway's body limit.
  *
  * @module
@@ -14,12 +14,23 @@ const FORMATS: Record<string, CompressionFormat> = {
   "x-gzip": "gzip",
   // HTTP's "deflate" is the zlib format (RFC 1950), DecompressionStream's "deflate".
   "deflate": "deflate",
-  // Both runtimes' DecompressionStream take "brotli" (Deno 2.9, Bun 1.4).
-  "br": "brotli" as CompressionFormat,
+  // Not br, though both runtimes' DecompressionStream take "brotli": Deno's
+  // inflates what one write holds in one piece, and 16 bytes of brotli can
+  // hold 32 MiB (256 MiB of zeros fit in 211 bytes), so no size of write
+  // bounds what it allocates before the limit can be checked.
 };
 
 /** The codings a body may have, as a 415 lists them. */
-export const SUPPORTED_CODINGS = "gzip, x-gzip, deflate, br";
+export const SUPPORTED_CODINGS = "gzip, x-gzip, deflate";
+
+/**
+ * Bytes written to a decompressor at once. Deno's `DecompressionStream`
+ * inflates a whole write before yielding any of it (a 1 MB write of a gzip
+ * bomb came out as one 1 GB chunk); deflate expands at most ~1032 times,
+ * so writes of this size come out in chunks of at most ~264 KiB, which the
+ * limit then sees. Bun's yields its output in pieces anyway.
+ */
+const PIECE = 256;
 
 /**
  * Codings stacked on one body at most (`gzip, gzip` is two): each is a
@@ -63,7 +74,7 @@ function unsupported(name: string): Error {
       JSON.stringify(shown)
     } is not supported (supported: ${SUPPORTED_CODINGS}; or send the body uncompressed)`,
     { supported: SUPPORTED_CODINGS.split(", ") },
-    { "accept-encoding": "gzip, deflate, br" },
+    { "accept-encoding": "gzip, deflate" },
   );
 }
 
@@ -100,13 +111,9 @@ function corrupt(formats: readonly CompressionFormat[], err: unknown): Error {
     400,
     "InvalidContentEncoding",
     `Cannot read request: the body is not valid ${
-      formats.map(codingName).reverse().join(", ")
+      [...formats].reverse().join(", ")
     } data (corrupt, cut short, or with bytes after its end)${detail}`,
   );
-}
-
-function codingName(format: CompressionFormat): string {
-  return format === ("brotli" as CompressionFormat) ? "br" : format;
 }
 
 /** What the body stream (the client's bytes) did; read by the error mapping. */
@@ -141,26 +148,39 @@ function countedSource(
         reader.cancel().catch(() => {});
         return controller.error(tooLarge(limit, false));
       }
-      controller.enqueue(chunk.value);
+      enqueuePieces(controller, chunk.value);
     },
     cancel: (reason) => reader.cancel(reason).catch(() => {}),
   }, { highWaterMark: 0 });
 }
 
+/** `chunk` as views of at most {@linkcode PIECE} bytes (no copy). */
+function enqueuePieces(
+  controller: { enqueue(chunk: Uint8Array): void },
+  chunk: Uint8Array,
+): void {
+  if (chunk.byteLength <= PIECE) return controller.enqueue(chunk);
+  for (let i = 0; i < chunk.byteLength; i += PIECE) {
+    controller.enqueue(chunk.subarray(i, i + PIECE));
+  }
+}
+
 /**
- * A decompressor's output, counted: errors with 413 past `limit`. Each
- * stage is counted, not only the last: a body of empty gzip members
- * stacked under another coding would otherwise make the first stage
- * inflate without end while the last one yields nothing.
+ * A decompressor's output, counted: errors with 413 past `limit`; passed
+ * on in pieces when another decompressor follows. Each stage is counted,
+ * not only the last: a body of empty gzip members stacked under another
+ * coding would otherwise make the first stage inflate without end while
+ * the last one yields nothing.
  */
 class DecodedLimitStream extends TransformStream<Uint8Array, Uint8Array> {
-  constructor(limit: number) {
+  constructor(limit: number, last: boolean) {
     let size = 0;
     super({
       transform(chunk, controller) {
         size += chunk.byteLength;
         if (size > limit) controller.error(tooLarge(limit, true));
-        else controller.enqueue(chunk);
+        else if (last) controller.enqueue(chunk);
+        else enqueuePieces(controller, chunk);
       },
     });
   }
@@ -195,13 +215,13 @@ export async function readDecodedBody(
   if (!request.body || declared === "0") return new Uint8Array(0);
   const state: SourceState = { failed: false };
   let stream = countedSource(request.body, limit, state);
-  for (const format of formats) {
+  for (const [i, format] of formats.entries()) {
     // DecompressionStream's writable is typed for any BufferSource.
     const decompress = new DecompressionStream(
       format,
     ) as unknown as TransformStream<Uint8Array, Uint8Array>;
     stream = stream.pipeThrough(decompress)
-      .pipeThrough(new DecodedLimitStream(limit));
+      .pipeThrough(new DecodedLimitStream(limit, i === formats.length - 1));
   }
   const reader = stream.getReader();
   try {
