@@ -135,7 +135,7 @@ export interface GatewayOptions {
    * Request headers that reach the models (`host.headers()`), by name
    * (any case; at most 32): none unless listed. Refused (`RangeError`):
    * hop-by-hop headers, `host`, `content-length`, `content-type`,
-   * `x-request-id`, and `authorization` while `token` is set (it holds the
+   * `content-encoding`, `x-request-id`, and `authorization` while `token` is set (it holds the
    * token). docs/gateway.md, "Request headers for models".
    *
    * @default {[]}
