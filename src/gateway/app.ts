@@ -29,10 +29,7 @@ import { forwardHeaderList } from "./_forward_headers.ts";
 import { workerRoutes } from "./worker_routes.ts";
 import { BodyReadGuard } from "./read_json_body.ts";
 import { jsonResponse } from "./json_response.ts";
-import {
-  ResponseCompression,
-  type ResponseCompressionOptions,
-} from "./_response_compression.ts";
+import { ResponseCompression } from "./_response_compression.ts";
 import type { RouteContext } from "./route_context.ts";
 import {
   bearerAuth,
@@ -118,7 +115,10 @@ export interface GatewayOptions {
    *
    * @default {false}
    */
-  compress?: boolean | ResponseCompressionOptions;
+  compress?: boolean | {
+    /** Smallest result compressed, in bytes. @default {1024} */
+    minBytes?: number;
+  };
   /** Enables `PUT`/`DELETE /v1/models/{name}` and `PUT /v1/workers`. @default {false} */
   allowManage?: boolean;
   /** Enables `POST /v1/eval`. @default {false} */

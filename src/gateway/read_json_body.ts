@@ -49,7 +49,10 @@ function tooLarge(limit: number, size?: number): Error {
  * it is made a `BigInt` (the gateway's `limits.maxIntegerDigits`), and a
  * body nested more than `maxJsonDepth` levels deep (arrays and objects, the
  * body itself being level 1) with 400 `InvalidRequestError` before it is
- * parsed (the gateway's `limits.maxJsonDepth`).
+ * parsed (the gateway's `limits.maxJsonDepth`). A body with a
+ * `Content-Encoding` (gzip, x-gzip, deflate) is decoded first, held to
+ * `limit` as sent and once decoded (`readDecodedBody`); another coding is
+ * a 415.
  *
  * @example
  * ```ts
@@ -156,7 +159,8 @@ export function isBinaryType(contentType: string | null): boolean {
  * Reads a body as bytes, at most `limit` of them, within the time `guard`
  * allows (when given): 413 for a larger one (checked against
  * `Content-Length` before it is read, counted as it streams without one),
- * 400 for a body that ended early. An empty body is an empty array.
+ * 400 for a body that ended early. An empty body is an empty array. A body
+ * with a `Content-Encoding` is decoded, as by {@linkcode readJsonBody}.
  *
  * @example
  * ```ts
