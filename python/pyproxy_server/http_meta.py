@@ -74,6 +74,9 @@ def _slot(action, call, index):
     """The message index of ``call.http`` (an executeBatch), or None (the call's own)."""
     batch = current_batch.get()
     if batch is None:
+        if call.cmd == "executeBatch":
+            # Not while the batch's model code runs (its context has the batch).
+            raise HostError("Cannot %s: the batch's model code is not running in this thread" % action)
         if index not in (None, 0):
             raise ValueError("Cannot %s: index=%s is for execute_batch (this call has one message)" % (action, short_repr(index)))
         return None

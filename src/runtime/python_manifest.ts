@@ -142,9 +142,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/http_meta.py",
-      size: 6563,
+      size: 6787,
       sha256:
-        "2d17315916a818ffe1a7bc8f0fdcb9d0d0772e55f320037c594c9f538da4dbae",
+        "de56582a42fccd51c7d37bcab1168220bfb654d6a4cfad2089149e95d9498f2b",
     },
     {
       path: "pyproxy_server/inline_watch.py",
