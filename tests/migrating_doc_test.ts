@@ -71,6 +71,7 @@ const post = (body: string, type?: string): RequestInit => ({
 Deno.test("docs/migrating.md marks the files of its ports, and every Python block parses", async () => {
   const all = blocks(await Deno.readTextFile(PAGE));
   assert.deepEqual(all.filter((b) => b.file).map((b) => b.file).sort(), [
+    "models/create_item.py",
     "models/lookup.py",
     "models/risk.py",
     "models/stamp.py",
@@ -299,6 +300,37 @@ Deno.test("docs/migrating.md: the headers, HTTP errors and metrics port answers 
   assert.deepEqual([err.status, err.detail, err.headers], [404, { id: 2 }, {
     "Retry-After": "5",
   }]);
+});
+
+Deno.test("docs/migrating.md: the success status port answers 201 with its Location, in the gateway and a library pool", async () => {
+  await using dir = await extract();
+  const server = await serve(
+    await loadConfig({
+      cli: { port: 0, workers: 1, modelsDir: `${dir}/models` },
+    }),
+  );
+  try {
+    const res = await fetch(
+      `${server.url}/v1/models/create_item/execute`,
+      post('{"name": "apple"}'),
+    );
+    assert.equal(res.status, 201);
+    assert.equal(res.headers.get("location"), "/items/1");
+    assert.deepEqual(await res.json(), { id: 1 });
+  } finally {
+    await server.shutdown();
+  }
+  await using pool = await Pool.start({
+    workers: 1,
+    modelsDir: `${dir}/models`,
+  });
+  await pool.addModel("create_item", { file: "create_item.py" });
+  let meta: unknown;
+  const result = await pool.execute("create_item", { name: "apple" }, {
+    onResponseMeta: (m) => meta = m,
+  });
+  assert.deepEqual(result, { id: 1 });
+  assert.deepEqual(meta, { status: 201, headers: { Location: "/items/1" } });
 });
 
 Deno.test("docs/migrating.md: the TorchServe port serves its config, batches from its options, and tells old clients what changed", async () => {

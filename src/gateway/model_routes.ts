@@ -10,7 +10,12 @@ import { ChannelHub } from "./channels.ts";
 import { plainRecord } from "../_plain_record.ts";
 import { ModelHTTPError, RemoteError } from "../errors.ts";
 import { forwardedHeaders } from "./_forward_headers.ts";
-import { modelResponseHeaders } from "./_model_http_headers.ts";
+import {
+  exposeModelHeaders,
+  modelResponseHeaders,
+} from "./_model_http_headers.ts";
+import { withModelMeta } from "./_model_success.ts";
+import type { ResponseMeta } from "../session_types.ts";
 import {
   describeError,
   errorResponse,
@@ -415,6 +420,10 @@ export function modelExecutor(
     let requestId = clientId;
     let res: Response;
     let watched: WatchedCall | undefined;
+    let meta: ResponseMeta | undefined;
+    const onResponseMeta = (m: ResponseMeta): void => {
+      meta = m;
+    };
     try {
       if (publish !== undefined && !ChannelHub.isValidName(publish)) {
         throw httpError(
@@ -435,7 +444,10 @@ export function modelExecutor(
         requestId?: string;
         contentType?: string;
         headers?: Record<string, string>;
-      } = key === undefined ? { timeout } : { key, timeout };
+        onResponseMeta: (m: ResponseMeta) => void;
+      } = key === undefined
+        ? { timeout, onResponseMeta }
+        : { key, timeout, onResponseMeta };
       if (forward !== undefined) {
         const headers = forwardedHeaders(request, forward);
         if (headers !== undefined) options.headers = headers;
@@ -453,7 +465,18 @@ export function modelExecutor(
         : result instanceof Uint8Array
         ? bytesResponse(ctx, name, result)
         : jsonResponse(result);
-      if (clientId !== undefined) res.headers.set(REQUEST_ID_HEADER, clientId);
+      // The status and headers the model chose, when it chose any.
+      if (meta !== undefined) {
+        const { response, refused } = withModelMeta(res, meta, request);
+        res = response;
+        if (refused.length > 0) {
+          requestId ??= crypto.randomUUID();
+          warnRefused(ctx, name, res.status, refused, requestId);
+        }
+      }
+      if (requestId !== undefined) {
+        res.headers.set(REQUEST_ID_HEADER, requestId);
+      }
     } catch (err) {
       // The client went away (the call was cancelled for it): nobody reads
       // this response, 499 keeps it apart from real errors in the metrics.
@@ -465,7 +488,7 @@ export function modelExecutor(
       } else {
         // Every error response has a request id, to find its log lines by.
         requestId ??= crypto.randomUUID();
-        warnRefusedHeaders(ctx, name, err, requestId);
+        modelErrorHeaders(ctx, name, err, requestId, request);
         res = errorResponse(await hideDir(err), ctx.debug, requestId);
       }
       // An unexpected error: the client only reads "internal error" (unless
@@ -487,21 +510,39 @@ export function modelExecutor(
 }
 
 /**
- * Logs the headers of a model's `HTTPError` that its response does not get
- * (not on the allow-list, or malformed: docs/gateway.md, "Errors with a
- * status"): the response goes out without them, and the model's author
- * learns why here. At most 10 names, each cut to 64 characters; at most
- * once a minute per model (a model that always sets `Set-Cookie` would
- * write a warning per call).
+ * The headers of a model's `HTTPError`: those its response gets are noted
+ * for CORS (`Access-Control-Expose-Headers`), the others logged
+ * ({@linkcode warnRefused}).
  */
-function warnRefusedHeaders(
+function modelErrorHeaders(
   ctx: Pick<RouteContext, "logger" | "refusedHeaderWarnings">,
   model: string,
   err: unknown,
   requestId: string,
+  request: Request,
 ): void {
   if (!(err instanceof ModelHTTPError)) return;
-  const { refused } = modelResponseHeaders(err.headers);
+  const { allowed, refused } = modelResponseHeaders(err.headers);
+  exposeModelHeaders(request, Object.keys(allowed));
+  warnRefused(ctx, model, err.status, refused, requestId);
+}
+
+/**
+ * Logs the headers a model asked for (its `HTTPError`'s, or its success's:
+ * `host.set_header`) that its response does not get (not on the
+ * allow-list, malformed, or one the gateway sets itself: docs/gateway.md,
+ * "Errors with a status"): the response goes out without them, and the
+ * model's author learns why here. At most 10 names, each cut to 64
+ * characters; at most once a minute per model (a model that always sets
+ * `Set-Cookie` would write a warning per call).
+ */
+function warnRefused(
+  ctx: Pick<RouteContext, "logger" | "refusedHeaderWarnings">,
+  model: string,
+  status: number,
+  refused: string[],
+  requestId: string,
+): void {
   if (refused.length === 0) return;
   const warned = ctx.refusedHeaderWarnings;
   const now = Date.now();
@@ -513,8 +554,8 @@ function warnRefusedHeaders(
   const names = refused.slice(0, 10).map((n) => JSON.stringify(n.slice(0, 64)))
     .join(", ") + (refused.length > 10 ? `, ... (${refused.length})` : "");
   ctx.logger.warn(
-    "Model {model} raised HTTPError {status} with headers the gateway does not send (request id {requestId}): {names} (said at most once a minute per model)",
-    { model, status: err.status, requestId, names },
+    "Model {model} answered {status} with headers the gateway does not send (request id {requestId}): {names} (said at most once a minute per model)",
+    { model, status, requestId, names },
   );
 }
 
@@ -557,6 +598,8 @@ interface StreamFailure {
   logger: RouteContext["logger"];
   refusedHeaderWarnings: RouteContext["refusedHeaderWarnings"];
   requestId: () => string;
+  /** The stream's request (for CORS, the names of a model's error headers). */
+  request: Request;
 }
 
 /**
@@ -643,7 +686,7 @@ function streamError(
   shown: unknown,
 ): Response {
   const requestId = failure.requestId();
-  warnRefusedHeaders(failure, failure.model, err, requestId);
+  modelErrorHeaders(failure, failure.model, err, requestId, failure.request);
   const res = errorResponse(shown, failure.debug, requestId);
   if (res.status === 500) {
     failure.logger.warn("Stream failed (request id {requestId}): {error}", {
@@ -741,6 +784,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
       logger: ctx.logger,
       refusedHeaderWarnings: ctx.refusedHeaderWarnings,
       requestId: () => requestId ??= crypto.randomUUID(),
+      request: c.req.raw,
     };
     if (name.length > MAX_NAME) {
       return errorResponse(notFound(name), false, failure.requestId());
@@ -775,6 +819,12 @@ export function modelRoutes(ctx: RouteContext): Hono {
     // the response then ends with the error, whether or not it can still
     // take it.
     const idle = Promise.withResolvers<SseEvent>();
+    // The headers the model set before its first item (its status is the
+    // event stream's 200), given with that item.
+    let meta: ResponseMeta | undefined;
+    const onResponseMeta = (m: ResponseMeta): void => {
+      meta = m;
+    };
     const onIdle = (error: Error): void =>
       void errorEvent(error, failure, outcome).then(idle.resolve);
     try {
@@ -788,7 +838,10 @@ export function modelRoutes(ctx: RouteContext): Hono {
         requestId?: string;
         contentType?: string;
         headers?: Record<string, string>;
-      } = key === undefined ? { timeout, onIdle } : { key, timeout, onIdle };
+        onResponseMeta: (m: ResponseMeta) => void;
+      } = key === undefined
+        ? { timeout, onIdle, onResponseMeta }
+        : { key, timeout, onIdle, onResponseMeta };
       if (clientId !== undefined) options.requestId = clientId;
       if (contentType !== undefined) options.contentType = contentType;
       if (ctx.forwardHeaders.length > 0) {
@@ -816,7 +869,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
       done(499);
       return new Response(null, { status: 499 });
     }
-    return sseResponse(
+    const res = sseResponse(
       streamEvents(items, first, ctx.stopSignal, failure, outcome),
       {
         onClose: () => {
@@ -827,6 +880,12 @@ export function modelRoutes(ctx: RouteContext): Hono {
         endWith: idle.promise,
       },
     );
+    if (meta === undefined) return res;
+    const { refused } = withModelMeta(res, meta, c.req.raw, true);
+    if (refused.length > 0) {
+      warnRefused(ctx, name, 200, refused, failure.requestId());
+    }
+    return res;
   });
 
   app.put("/v1/models/:name", async (c) => {
