@@ -98,21 +98,11 @@ export function modelResponseHeaders(
   return { allowed, refused };
 }
 
-// The names of the model headers each response got, by its request: the
-// CORS middleware exposes them (security.ts). Only requests whose model set
-// some are here; the entry goes with the request.
-const exposed = new WeakMap<Request, string[]>();
-
 /**
- * Notes that the response to `request` carries the model's headers
- * `names` (lower-case), for `Access-Control-Expose-Headers` when CORS is
- * on: a page reads only the CORS-safelisted headers and the exposed ones.
+ * The names (lower-case) of the model headers each response got, by its
+ * request, for `Access-Control-Expose-Headers` when CORS is on (security.ts):
+ * a page reads only the CORS-safelisted headers and the exposed ones. One
+ * per gateway (`RouteContext.exposedHeaders`); only requests whose model set
+ * some are in it, and an entry goes with its request.
  */
-export function exposeModelHeaders(request: Request, names: string[]): void {
-  if (names.length > 0) exposed.set(request, names);
-}
-
-/** The model header names the response to `request` carries, if any. */
-export function exposedModelHeaders(request: Request): string[] | undefined {
-  return exposed.get(request);
-}
+export type ExposedModelHeaders = WeakMap<Request, string[]>;

@@ -7,7 +7,7 @@
  */
 import type { ResponseMeta } from "../session_types.ts";
 import {
-  exposeModelHeaders,
+  type ExposedModelHeaders,
   modelResponseHeaders,
 } from "./_model_http_headers.ts";
 
@@ -20,12 +20,12 @@ const NO_BODY = new Set([204, 205]);
  * takes (the one of a model's `HTTPError`), set only where `res` has none
  * of that name: a header the gateway sets (`Content-Type`, an event
  * stream's `Cache-Control`...) stays its own. Their names go to CORS
- * (`exposeModelHeaders`). Returns the response and the names refused (the
+ * (`exposed`, the gateway's). Returns the response and the names refused (the
  * caller logs them).
  *
  * @example
  * ```ts ignore
- * const { response } = withModelMeta(Response.json({ id: 7 }), { status: 201, headers: { Location: "/items/7" } }, request);
+ * const { response } = withModelMeta(Response.json({ id: 7 }), { status: 201, headers: { Location: "/items/7" } }, request, new WeakMap());
  * console.log(response.status); // 201
  * ```
  */
@@ -33,6 +33,7 @@ export function withModelMeta(
   res: Response,
   meta: ResponseMeta,
   request: Request,
+  exposed: ExposedModelHeaders,
   keepStatus = false,
 ): { response: Response; refused: string[] } {
   const { allowed, refused } = meta.headers === undefined
@@ -59,7 +60,7 @@ export function withModelMeta(
       headers.set(name, allowed[name]!);
       names.push(name);
     }
-    exposeModelHeaders(request, names);
+    if (names.length > 0) exposed.set(request, names);
   }
   return { response, refused };
 }

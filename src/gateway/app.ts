@@ -287,6 +287,7 @@ export function createGateway(
     modelsDir: options.modelsDir,
     forwardHeaders,
     refusedHeaderWarnings: new Map(),
+    exposedHeaders: new WeakMap(),
   };
   // Model changes made on the pool directly (a library Pool) show in the
   // descriptions, validation and timeouts: no cost per request. Until
@@ -392,7 +393,11 @@ export function createGateway(
   app.use(hostGuard(hostOptions));
   const originOptions = { origins: options.cors?.origins ?? [] };
   app.use(originGuard(originOptions));
-  const cors = corsMiddleware(options.cors, forwardHeaders);
+  const cors = corsMiddleware(
+    options.cors,
+    forwardHeaders,
+    ctx.exposedHeaders,
+  );
   if (cors) app.use(cors);
   if (options.token !== undefined) {
     app.use(bearerAuth({ token: options.token, webSocketPath: isChannelPath }));

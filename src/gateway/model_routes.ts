@@ -10,10 +10,7 @@ import { ChannelHub } from "./channels.ts";
 import { plainRecord } from "../_plain_record.ts";
 import { ModelHTTPError, RemoteError } from "../errors.ts";
 import { forwardedHeaders } from "./_forward_headers.ts";
-import {
-  exposeModelHeaders,
-  modelResponseHeaders,
-} from "./_model_http_headers.ts";
+import { modelResponseHeaders } from "./_model_http_headers.ts";
 import { withModelMeta } from "./_model_success.ts";
 import type { ResponseMeta } from "../session_types.ts";
 import {
@@ -467,7 +464,12 @@ export function modelExecutor(
         : jsonResponse(result);
       // The status and headers the model chose, when it chose any.
       if (meta !== undefined) {
-        const { response, refused } = withModelMeta(res, meta, request);
+        const { response, refused } = withModelMeta(
+          res,
+          meta,
+          request,
+          ctx.exposedHeaders,
+        );
         res = response;
         if (refused.length > 0) {
           requestId ??= crypto.randomUUID();
@@ -515,7 +517,10 @@ export function modelExecutor(
  * ({@linkcode warnRefused}).
  */
 function modelErrorHeaders(
-  ctx: Pick<RouteContext, "logger" | "refusedHeaderWarnings">,
+  ctx: Pick<
+    RouteContext,
+    "logger" | "refusedHeaderWarnings" | "exposedHeaders"
+  >,
   model: string,
   err: unknown,
   requestId: string,
@@ -523,7 +528,8 @@ function modelErrorHeaders(
 ): void {
   if (!(err instanceof ModelHTTPError)) return;
   const { allowed, refused } = modelResponseHeaders(err.headers);
-  exposeModelHeaders(request, Object.keys(allowed));
+  const names = Object.keys(allowed);
+  if (names.length > 0) ctx.exposedHeaders.set(request, names);
   warnRefused(ctx, model, err.status, refused, requestId);
 }
 
@@ -597,6 +603,7 @@ interface StreamFailure {
   hide: (err: unknown) => Promise<unknown>;
   logger: RouteContext["logger"];
   refusedHeaderWarnings: RouteContext["refusedHeaderWarnings"];
+  exposedHeaders: RouteContext["exposedHeaders"];
   requestId: () => string;
   /** The stream's request (for CORS, the names of a model's error headers). */
   request: Request;
@@ -783,6 +790,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
       hide: hideDir,
       logger: ctx.logger,
       refusedHeaderWarnings: ctx.refusedHeaderWarnings,
+      exposedHeaders: ctx.exposedHeaders,
       requestId: () => requestId ??= crypto.randomUUID(),
       request: c.req.raw,
     };
@@ -881,7 +889,13 @@ export function modelRoutes(ctx: RouteContext): Hono {
       },
     );
     if (meta === undefined) return res;
-    const { refused } = withModelMeta(res, meta, c.req.raw, true);
+    const { refused } = withModelMeta(
+      res,
+      meta,
+      c.req.raw,
+      ctx.exposedHeaders,
+      true,
+    );
     if (refused.length > 0) {
       warnRefused(ctx, name, 200, refused, failure.requestId());
     }

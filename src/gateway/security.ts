@@ -8,7 +8,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { MiddlewareHandler } from "hono";
 import { cors } from "hono/cors";
-import { exposedModelHeaders } from "./_model_http_headers.ts";
+import type { ExposedModelHeaders } from "./_model_http_headers.ts";
 
 /**
  * CORS settings; CORS headers are sent only when this is configured.
@@ -621,6 +621,7 @@ export function tokenMatcher(token: string): (presented: string) => boolean {
 export function corsMiddleware(
   config: CorsConfig | undefined,
   forwardHeaders: readonly string[] = [],
+  exposed?: ExposedModelHeaders,
 ): MiddlewareHandler | undefined {
   if (!config || config.origins.length === 0) return undefined;
   const origins = config.origins;
@@ -651,7 +652,7 @@ export function corsMiddleware(
   return (c, next) =>
     handler(c, async () => {
       await next();
-      const names = exposedModelHeaders(c.req.raw);
+      const names = exposed?.get(c.req.raw);
       if (names !== undefined) {
         const more = names.filter((n) => !EXPOSED.includes(n));
         if (more.length > 0) {
