@@ -86,7 +86,8 @@ const ModelSpecBody = v.pipe(
   ),
 );
 
-const MAX_NAME = 128;
+/** The longest model name (no model has a longer one). */
+export const MAX_NAME = 128;
 
 function tooLongName(
   name: string,
@@ -231,7 +232,7 @@ function hideModelsDir(
  * the pool's for a model added to it directly), else the gateway's
  * `requestTimeout`; `?timeout=` may only lower it.
  */
-function callTimeout(
+export function callTimeout(
   ctx: RouteContext,
   name: string,
   timeoutParam: string | undefined,
@@ -353,7 +354,9 @@ function bytesResponse(
  * real path (the Python server names the real one: a model's `__file__`),
  * looked up at the first error.
  */
-function modelsDirHider(ctx: RouteContext): (err: unknown) => Promise<unknown> {
+export function modelsDirHider(
+  ctx: RouteContext,
+): (err: unknown) => Promise<unknown> {
   let dirs: Promise<string[]> | undefined;
   return async (err) => {
     const dir = ctx.modelsDir;
@@ -494,7 +497,7 @@ export function modelExecutor(
  * once a minute per model (a model that always sets `Set-Cookie` would
  * write a warning per call).
  */
-function warnRefusedHeaders(
+export function warnRefusedHeaders(
   ctx: Pick<RouteContext, "logger" | "refusedHeaderWarnings">,
   model: string,
   err: unknown,
