@@ -478,6 +478,163 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
   );
 
   await t.step(
+    "the binary tensor data extension, as tritonclient sends it by default",
+    async () => {
+      const floats = new Float32Array([1.5, -2, 0.25, 4]);
+      const ints = new BigInt64Array([2n ** 60n, -3n]);
+      const words = bytesElements(["héllo", new Uint8Array([0xff, 0])]);
+      const half = new Uint16Array([0x3c00, 0xc000]); // 1, -2 in FP16
+      const { body, headerLength } = binaryBody({
+        id: "bin-1",
+        // No outputs listed: tritonclient then asks for all as binary data.
+        parameters: { binary_data_output: true },
+        inputs: [
+          binaryInput("floats", "FP32", [2, 2], floats),
+          binaryInput("ints", "INT64", [2], ints),
+          binaryInput("words", "BYTES", [2], words),
+          binaryInput("half", "FP16", [2], half),
+          { name: "flags", datatype: "BOOL", shape: [1], data: [true] },
+        ],
+      }, [floats, ints, words, half]);
+      const res = await gw.fetch("/v2/models/echo/infer", {
+        method: "POST",
+        headers: {
+          "content-type": "application/octet-stream",
+          "inference-header-content-length": String(headerLength),
+        },
+        body,
+      });
+      assert.equal(res.status, 200);
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      const length = Number(res.headers.get("inference-header-content-length"));
+      const header = JSON.parse(
+        new TextDecoder().decode(bytes.subarray(0, length)),
+      );
+      assert.equal(header.id, "bin-1");
+      const tensors = splitBinary(header.outputs, bytes.subarray(length));
+      const view = (name: string) => {
+        const t = tensors.get(name)!;
+        return new DataView(t.buffer, t.byteOffset, t.byteLength);
+      };
+      assert.deepEqual(
+        header.outputs.map((
+          o: { name: string; datatype: string; shape: number[] },
+        ) => [o.name, o.datatype, o.shape]),
+        [
+          ["floats", "FP64", [2, 2]],
+          ["ints", "INT64", [2]],
+          ["words", "BYTES", [2]],
+          ["half", "INT64", [2]],
+          ["flags", "BOOL", [1]],
+        ],
+      );
+      assert.deepEqual(
+        [0, 1, 2, 3].map((i) => view("floats").getFloat64(i * 8, true)),
+        [1.5, -2, 0.25, 4],
+      );
+      assert.deepEqual(
+        [0, 1].map((i) => view("ints").getBigInt64(i * 8, true)),
+        [2n ** 60n, -3n],
+      );
+      assert.deepEqual(
+        tensors.get("words"),
+        bytesElements(["héllo", new Uint8Array([0xff, 0])]),
+      );
+      assert.deepEqual(
+        [0, 1].map((i) => view("half").getBigInt64(i * 8, true)),
+        [1n, -2n],
+      );
+      assert.deepEqual([...tensors.get("flags")!], [1]);
+
+      // One output as JSON beside a binary one.
+      const mixed = binaryBody({
+        inputs: [binaryInput("floats", "FP32", [4], floats)],
+        outputs: [{ name: "floats", parameters: { binary_data: false } }],
+      }, [floats]);
+      const json = await gw.fetch("/v2/models/echo/infer", {
+        method: "POST",
+        headers: {
+          "inference-header-content-length": String(mixed.headerLength),
+        },
+        body: mixed.body,
+      });
+      assert.equal(json.headers.get("inference-header-content-length"), null);
+      assert.deepEqual((await json.json()).outputs[0].data, [1.5, -2, 0.25, 4]);
+    },
+  );
+
+  await t.step(
+    "binary data that does not fit its tensor is a 400",
+    async () => {
+      const send = (
+        header: unknown,
+        tensors: ArrayBufferView[],
+        length?: number,
+      ) => {
+        const { body, headerLength } = binaryBody(header, tensors);
+        return gw.fetch("/v2/models/echo/infer", {
+          method: "POST",
+          headers: {
+            "inference-header-content-length": String(length ?? headerLength),
+          },
+          body,
+        });
+      };
+      const four = new Float32Array([1, 2, 3, 4]);
+      await error(
+        await send({ inputs: [binaryInput("a", "FP32", [3], four)] }, [four]),
+        400,
+        /has 16 bytes of binary data, and 3 elements of FP32 take 12/,
+      );
+      await error(
+        await send({ inputs: [binaryInput("a", "FP32", [1e9], four)] }, [four]),
+        400,
+        /holds 1000000000 elements, more than its 16 bytes/,
+      );
+      await error(
+        await send({ inputs: [binaryInput("a", "FP32", [4], four)] }, [
+          four,
+          four,
+        ]),
+        400,
+        /the binary data has 32 bytes, and the inputs' binary_data_size add up to 16/,
+      );
+      const nan = new Float32Array([NaN]);
+      await error(
+        await send({ inputs: [binaryInput("a", "FP32", [1], nan)] }, [nan]),
+        400,
+        /element 0 is NaN \(JSON, which carries the tensor to the model, has no NaN/,
+      );
+      const cut = new Uint8Array([5, 0, 0, 0, 65]);
+      await error(
+        await send({ inputs: [binaryInput("a", "BYTES", [1], cut)] }, [cut]),
+        400,
+        /BYTES element of 5 bytes past the end/,
+      );
+      const two = new Uint8Array([2]);
+      await error(
+        await send({ inputs: [binaryInput("a", "BOOL", [1], two)] }, [two]),
+        400,
+        /the byte 2, not a BOOL/,
+      );
+      await error(
+        await send(
+          { inputs: [binaryInput("a", "FP32", [4], four)] },
+          [four],
+          1e6,
+        ),
+        400,
+        /inference-header-content-length "1000000" is not a length within/,
+      );
+      await error(
+        await infer("echo", { inputs: [binaryInput("a", "FP32", [4], four)] }),
+        400,
+        /binary_data_size without binary data/,
+      );
+    },
+  );
+
+  await t.step(
     "a batching model takes each infer request as one message",
     async () => {
       const results = await Promise.all([1, -1, 2].map(async (x) => {
@@ -496,3 +653,70 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
     },
   );
 });
+
+/** An input whose data comes as binary. */
+function binaryInput(
+  name: string,
+  datatype: string,
+  shape: number[],
+  data: ArrayBufferView,
+): Record<string, unknown> {
+  return {
+    name,
+    datatype,
+    shape,
+    parameters: { binary_data_size: data.byteLength },
+  };
+}
+
+/** A request body of the binary extension: the JSON header, then the tensors' bytes. */
+function binaryBody(
+  header: unknown,
+  tensors: ArrayBufferView[],
+): { body: Uint8Array<ArrayBuffer>; headerLength: number } {
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const parts = [
+    json,
+    ...tensors.map((t) => new Uint8Array(t.buffer, t.byteOffset, t.byteLength)),
+  ];
+  const body = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    body.set(p, at);
+    at += p.byteLength;
+  }
+  return { body, headerLength: json.byteLength };
+}
+
+/** BYTES elements in binary form: each a 4-byte little-endian length, then its bytes. */
+function bytesElements(items: Array<string | Uint8Array>): Uint8Array {
+  const parts = items.map((i) =>
+    typeof i === "string" ? new TextEncoder().encode(i) : i
+  );
+  const out = new Uint8Array(parts.reduce((n, p) => n + 4 + p.byteLength, 0));
+  const view = new DataView(out.buffer);
+  let at = 0;
+  for (const p of parts) {
+    view.setUint32(at, p.byteLength, true);
+    out.set(p, at + 4);
+    at += 4 + p.byteLength;
+  }
+  return out;
+}
+
+/** The binary outputs of a response by name, cut by their binary_data_size. */
+function splitBinary(
+  outputs: Array<{ name: string; parameters?: { binary_data_size?: number } }>,
+  bytes: Uint8Array,
+): Map<string, Uint8Array> {
+  const out = new Map<string, Uint8Array>();
+  let at = 0;
+  for (const o of outputs) {
+    const size = o.parameters?.binary_data_size;
+    if (size === undefined) continue;
+    out.set(o.name, bytes.slice(at, at + size));
+    at += size;
+  }
+  assert.equal(at, bytes.byteLength);
+  return out;
+}
