@@ -461,12 +461,12 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
       await error(
         await infer("shapes", kind("mixed")),
         500,
-        /output "m", which mixes/,
+        /output "m" that mixes/,
       );
       await error(
         await infer("shapes", kind("object")),
         500,
-        /output "o", which holds an object/,
+        /output "o" that holds an object/,
       );
       await error(
         await infer("shapes", kind("raw")),

@@ -109,7 +109,7 @@ export function inferenceResponse(
     }
     const datatype = resultDatatype(tensor.data, model.outputs?.[name]);
     if (!isDatatype(datatype)) {
-      throw wrong(model.name, `returned ${what}, which ${datatype}`);
+      throw wrong(model.name, `returned ${what} that ${datatype}`);
     }
     const output: Record<string, unknown> = {
       name,

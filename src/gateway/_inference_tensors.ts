@@ -291,12 +291,14 @@ export function resultDatatype(
       ints++;
       if (v > INTEGER_RANGE.INT64![1]) above = true;
     } else if (typeof v === "number") {
-      if (Number.isInteger(v)) ints++;
+      // The gateway's pool reads integers beyond ±2^53 as BigInts: a number
+      // past them (1e300) was a float.
+      if (Number.isSafeInteger(v)) ints++;
       else floats++;
     } else if (typeof v === "string" || v instanceof Uint8Array) texts++;
-    else {return `holds ${
-        v === null ? "null" : "an object"
-      }, not a tensor element`;}
+    else {
+      return `holds ${v === null ? "null" : "an object"}, not a tensor element`;
+    }
   }
   const kinds = (bools > 0 ? 1 : 0) + (ints + floats > 0 ? 1 : 0) +
     (texts > 0 ? 1 : 0);
@@ -315,8 +317,9 @@ export function resultDatatype(
   if (wanted === undefined) {
     if (found === "UINT64" || found === "INT64") {
       for (const v of data) {
-        const problem = elementProblem(v, found);
-        if (problem !== undefined) return problem;
+        if (elementProblem(v, found) !== undefined) {
+          return `holds ${v}, beyond 64-bit integers`;
+        }
       }
     }
     return found;
@@ -327,14 +330,21 @@ export function resultDatatype(
     return "FP64";
   }
   for (const v of data) {
-    const problem = elementProblem(v, wanted);
-    if (problem !== undefined) {
-      return `is declared ${declared} and ${
-        problem.replace(/^expected/, "holds something other than")
-      }`;
+    if (elementProblem(v, wanted) !== undefined) {
+      return `is declared ${JSON.stringify(declared)} and holds ${shown(v)}`;
     }
   }
   return wanted;
+}
+
+/** An element for a message: at most 64 characters of it. */
+function shown(v: unknown): string {
+  const text = typeof v === "bigint"
+    ? String(v)
+    : v instanceof Uint8Array
+    ? `${v.byteLength} bytes`
+    : JSON.stringify(v) ?? String(v);
+  return text.length <= 64 ? text : `${text.slice(0, 64)}...`;
 }
 
 /** The datatype of a declared field type, for those that map to one. */
