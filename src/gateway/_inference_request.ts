@@ -91,7 +91,6 @@ export function readInferenceRequest(
   if (!Array.isArray(body.inputs)) throw bad("inputs: expected an array");
   const names = new Set<string>();
   let offset = 0;
-  let elements = 0;
   for (const [i, input] of body.inputs.entries()) {
     if (!isRecord(input)) throw bad(`inputs[${i}]: expected an object`);
     const { name, datatype, shape, data, parameters } = input;
@@ -178,7 +177,6 @@ export function readInferenceRequest(
     if (typeof flat === "string") throw bad(`${what} ${flat}`);
     // A shape such as [1000000000, 0] holds no element but would make a
     // billion empty lists: the lists are bounded by the elements.
-    elements += flat.length;
     if (listCount(dims) > dims.length * Math.max(flat.length, 1)) {
       throw bad(
         `${what}: shape ${
@@ -193,7 +191,6 @@ export function readInferenceRequest(
       `the binary data has ${binary.byteLength} bytes, and the inputs' binary_data_size add up to ${offset}`,
     );
   }
-  void elements;
   if (body.outputs !== undefined) {
     if (!Array.isArray(body.outputs)) throw bad("outputs: expected an array");
     const wanted = new Set<string>();
