@@ -84,13 +84,29 @@ Deno.test("inferenceProtocolRoutes: the model gets a dict of reshaped inputs, pa
   assert.ok(signal instanceof AbortSignal);
   assert.deepEqual(rest, { timeout: 1234, requestId: "r-1" });
 
+  // Optional fields left null (as KServe's Python client writes None) are absent.
+  const nulls = await app.fetch(post({
+    id: null,
+    parameters: null,
+    outputs: null,
+    inputs: [{
+      name: "x",
+      datatype: "FP32",
+      shape: [1],
+      data: [1],
+      parameters: null,
+    }],
+  }));
+  assert.equal(nulls.status, 200);
+  assert.deepEqual(calls[1]![1], { x: [1] });
+
   const clash = await app.fetch(post({
     parameters: { a: 1 },
     inputs: [{ name: "parameters", datatype: "INT8", shape: [], data: [1] }],
   }));
   assert.equal(clash.status, 400);
   assert.match((await clash.json()).error, /an input is named "parameters"/);
-  assert.equal(calls.length, 1);
+  assert.equal(calls.length, 2);
 
   const versioned = await app.fetch(req("/v2/models/m/versions/1"));
   assert.equal(versioned.status, 404);

@@ -73,15 +73,21 @@ export function readInferenceRequest(
     );
   }
   const out: InferenceRequest = { inputs: [], binaryOutput: false };
-  if (body.id !== undefined) {
-    if (typeof body.id !== "string") throw bad("id: expected a string");
-    out.id = body.id;
+  // Clients write an optional field they leave empty as null (KServe's
+  // Python types serialize their None): null is absent.
+  const id = body.id ?? undefined;
+  const parameters = body.parameters ?? undefined;
+  const outputs = body.outputs ?? undefined;
+  if (id !== undefined) {
+    if (typeof id !== "string") throw bad("id: expected a string");
+    out.id = id;
   }
-  if (body.parameters !== undefined) {
-    if (!isRecord(body.parameters)) {
+  if (parameters !== undefined) {
+    if (!isRecord(parameters)) {
       throw bad("parameters: expected an object");
     }
-    const { binary_data_output: binaryOutput, ...rest } = body.parameters;
+    const { binary_data_output: sent, ...rest } = parameters;
+    const binaryOutput = sent ?? undefined;
     if (binaryOutput !== undefined && typeof binaryOutput !== "boolean") {
       throw bad("parameters.binary_data_output: expected a boolean");
     }
@@ -93,7 +99,9 @@ export function readInferenceRequest(
   let offset = 0;
   for (const [i, input] of body.inputs.entries()) {
     if (!isRecord(input)) throw bad(`inputs[${i}]: expected an object`);
-    const { name, datatype, shape, data, parameters } = input;
+    const { name, datatype, shape } = input;
+    const data = input.data ?? undefined;
+    const parameters = input.parameters ?? undefined;
     if (typeof name !== "string" || name === "") {
       throw bad(`inputs[${i}].name: expected a non-empty string`);
     }
@@ -114,7 +122,7 @@ export function readInferenceRequest(
     if (parameters !== undefined && !isRecord(parameters)) {
       throw bad(`${what}: parameters: expected an object`);
     }
-    const size = parameters?.binary_data_size;
+    const size = parameters?.binary_data_size ?? undefined;
     let flat: unknown[] | string | undefined;
     if (size !== undefined) {
       if (data !== undefined) {
@@ -191,10 +199,10 @@ export function readInferenceRequest(
       `the binary data has ${binary.byteLength} bytes, and the inputs' binary_data_size add up to ${offset}`,
     );
   }
-  if (body.outputs !== undefined) {
-    if (!Array.isArray(body.outputs)) throw bad("outputs: expected an array");
+  if (outputs !== undefined) {
+    if (!Array.isArray(outputs)) throw bad("outputs: expected an array");
     const wanted = new Set<string>();
-    out.outputs = body.outputs.map((o, i) => {
+    out.outputs = outputs.map((o, i) => {
       if (!isRecord(o) || typeof o.name !== "string") {
         throw bad(`outputs[${i}]: expected an object with a name`);
       }
@@ -202,10 +210,11 @@ export function readInferenceRequest(
         throw bad(`output ${quote(o.name)} is asked for twice`);
       }
       wanted.add(o.name);
-      if (o.parameters !== undefined && !isRecord(o.parameters)) {
+      const parameters = o.parameters ?? undefined;
+      if (parameters !== undefined && !isRecord(parameters)) {
         throw bad(`output ${quote(o.name)}: parameters: expected an object`);
       }
-      const flag = o.parameters?.binary_data;
+      const flag = parameters?.binary_data ?? undefined;
       if (flag !== undefined && typeof flag !== "boolean") {
         throw bad(
           `output ${quote(o.name)}: parameters.binary_data: expected a boolean`,
