@@ -88,7 +88,8 @@ const ModelSpecBody = v.pipe(
   ),
 );
 
-const MAX_NAME = 128;
+/** The longest model name (no model has a longer one). */
+export const MAX_NAME = 128;
 
 function tooLongName(
   name: string,
@@ -233,7 +234,7 @@ function hideModelsDir(
  * the pool's for a model added to it directly), else the gateway's
  * `requestTimeout`; `?timeout=` may only lower it.
  */
-function callTimeout(
+export function callTimeout(
   ctx: RouteContext,
   name: string,
   timeoutParam: string | undefined,
@@ -355,7 +356,9 @@ function bytesResponse(
  * real path (the Python server names the real one: a model's `__file__`),
  * looked up at the first error.
  */
-function modelsDirHider(ctx: RouteContext): (err: unknown) => Promise<unknown> {
+export function modelsDirHider(
+  ctx: RouteContext,
+): (err: unknown) => Promise<unknown> {
   let dirs: Promise<string[]> | undefined;
   return async (err) => {
     const dir = ctx.modelsDir;
@@ -516,7 +519,7 @@ export function modelExecutor(
  * for CORS (`Access-Control-Expose-Headers`), the others logged
  * ({@linkcode warnRefused}).
  */
-function modelErrorHeaders(
+export function modelErrorHeaders(
   ctx: Pick<
     RouteContext,
     "logger" | "refusedHeaderWarnings" | "exposedHeaders"
