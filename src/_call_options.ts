@@ -33,6 +33,7 @@ export interface CallOptionFields {
   signal?: unknown;
   onEvent?: unknown;
   onSend?: unknown;
+  onResponseMeta?: unknown;
   idempotent?: unknown;
   cancelGrace?: unknown;
   replayBytes?: unknown;
@@ -83,6 +84,7 @@ function rareFieldsError(
   const {
     onEvent,
     onSend,
+    onResponseMeta,
     idempotent,
     cancelGrace,
     replayBytes,
@@ -96,6 +98,15 @@ function rareFieldsError(
   }
   if (onSend !== undefined && typeof onSend !== "function") {
     return invalid(action, subject, "onSend", "a function", onSend);
+  }
+  if (onResponseMeta !== undefined && typeof onResponseMeta !== "function") {
+    return invalid(
+      action,
+      subject,
+      "onResponseMeta",
+      "a function",
+      onResponseMeta,
+    );
   }
   if (idempotent !== undefined && typeof idempotent !== "boolean") {
     return invalid(action, subject, "idempotent", "a boolean", idempotent);

@@ -14,8 +14,11 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import { CancelledError, errorFromWire, TimeoutError } from "./errors.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
+import { deliverResponseMeta } from "./_response_meta.ts";
+import type { ResponseMeta } from "./session_types.ts";
 
 /** A batching model's settings, from its description (`batch`). */
 export interface BatchSettings {
@@ -39,6 +42,8 @@ export interface BatchCallOptions {
   key?: string;
   /** See `key`. */
   worker?: string;
+  /** Gets its message's status and headers (the batch result's `http`, by index). */
+  onResponseMeta?: (meta: ResponseMeta) => void;
   /** The call's request id: sent in its batch's `requestIds` (protocol §6). */
   requestId?: string;
   /** The call's request headers: sent in its batch's `messageHeaders` (protocol §6). */
@@ -274,10 +279,18 @@ export class ModelBatcher {
       for (const item of batch.items) this.#settle(item, error);
       return;
     }
+    // The statuses and headers models set, by message index (protocol §6).
+    const http = (reply as { http?: Record<string, unknown> }).http;
     batch.items.forEach((item, i) => {
       const wire = errors?.[String(i)];
       if (wire !== undefined) this.#settle(item, errorFromWire(wire));
-      else this.#settle(item, undefined, results[i]);
+      else {
+        const meta = http?.[String(i)];
+        if (meta !== undefined && !item.settled) {
+          deliverResponseMeta(meta, item.options.onResponseMeta, warn);
+        }
+        this.#settle(item, undefined, results[i]);
+      }
     });
   }
 
@@ -309,4 +322,8 @@ export class ModelBatcher {
     if (error !== undefined) item.reject(error);
     else item.resolve(value);
   }
+}
+
+function warn(message: string, properties: Record<string, unknown>): void {
+  getLogger(["pyproxy", "pool"]).warn(message, properties);
 }

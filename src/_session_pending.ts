@@ -4,7 +4,7 @@
  * @module
  */
 import type { Deadlines } from "./_session_deadlines.ts";
-import type { SessionMessage } from "./session_types.ts";
+import type { ResponseMeta, SessionMessage } from "./session_types.ts";
 
 /**
  * One request waiting for its reply. It is its own abort listener
@@ -26,6 +26,8 @@ export class Pending {
   cancelWhenQueued = false;
   /** `RequestOptions.onDone`, until it is called (or handed to the late replies). */
   onDone: (() => void) | undefined;
+  /** `RequestOptions.onResponseMeta`. */
+  onMeta: ((meta: ResponseMeta) => void) | undefined;
 
   constructor(
     readonly id: number,

@@ -122,6 +122,17 @@ Routes (see docs/gateway.md):
   GET    /v1/channels               Channels, subscribers, recent history
   GET    /v1/channels/{name}        Subscribe (SSE, or a WebSocket upgrade)
   POST   /v1/channels/{name}        Publish a JSON message
+
+Open Inference Protocol (KServe V2 REST, as Triton and KServe clients call it):
+  GET    /v2                                         Server metadata
+  GET    /v2/health/live                             Liveness
+  GET    /v2/health/ready                            Readiness (as /healthz)
+  GET    /v2/models/{name}                           Model metadata (tensors)
+  GET    /v2/models/{name}/versions/{version}        Model metadata of a version
+  GET    /v2/models/{name}/ready                     Model readiness
+  GET    /v2/models/{name}/versions/{version}/ready  Model readiness of a version
+  POST   /v2/models/{name}/infer                     Run a model on tensors
+  POST   /v2/models/{name}/versions/{version}/infer  Run a version on tensors
 `;
 
 /** Options of {@linkcode main}. */

@@ -4,7 +4,10 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import { CancelledError, StreamIdleError } from "./errors.ts";
+import { deliverResponseMeta } from "./_response_meta.ts";
+import type { ResponseMeta } from "./session_types.ts";
 import { stringifyJson } from "./_exact_json.ts";
 import { callOptionsError } from "./_call_options.ts";
 import { IDLE_SETTING } from "./_stream_idle_watch.ts";
@@ -60,6 +63,8 @@ export interface StreamRequestOptions {
   signal?: AbortSignal;
   /** Gets the call's events (`streamStart`, `item`). */
   onEvent?: (event: Record<string, unknown>) => void;
+  /** The model's headers (`RequestOptions.onResponseMeta`). */
+  onResponseMeta?: (meta: ResponseMeta) => void;
   /**
    * Gets the call's slot each time the call is sent to a worker: the
    * stream parks it while its window is full. A pool without it counts the
@@ -196,6 +201,13 @@ export interface ExecuteStreamOptions {
    * `ConfigError`.
    */
   headers?: Record<string, string>;
+  /**
+   * Receives the headers the model set before its first item
+   * (`host.set_header`: docs/models.md, "Statuses and headers"), as that
+   * item arrives (or as the stream ends, when it yields none); not called
+   * when it set none. A stream's status is not the model's to choose.
+   */
+  onResponseMeta?: (meta: ResponseMeta) => void;
 }
 
 /**
@@ -257,6 +269,8 @@ export class ModelStream<T = unknown>
   #reading = 0;
   /** Stops the pool's idle watch (while it watches this stream). */
   #unwatch: (() => void) | undefined;
+  /** `onResponseMeta`, until the model's headers came. */
+  #onMeta: ((meta: ResponseMeta) => void) | undefined;
 
   /** Starts the call; use {@linkcode Pool.executeStream}. */
   constructor(
@@ -266,18 +280,21 @@ export class ModelStream<T = unknown>
     options: ExecuteStreamOptions = {},
   ) {
     this.#pool = pool;
-    const { idleTimeout, requestId, contentType, headers } = options;
+    const { idleTimeout, requestId, contentType, headers, onResponseMeta } =
+      options;
     const invalid = callOptionsError("Cannot send call", {
       idleTimeout,
       requestId,
       contentType,
       headers,
+      onResponseMeta,
     }, "executeStream");
     if (invalid !== undefined) {
       this.#end(invalid);
       return;
     }
     this.#watchIdle(name, options);
+    this.#onMeta = onResponseMeta;
     const signal = options.signal === undefined
       ? this.#controller.signal
       : AbortSignal.any([options.signal, this.#controller.signal]);
@@ -296,6 +313,14 @@ export class ModelStream<T = unknown>
         this.#slot = slot;
         this.#parked = false;
       },
+      // A stream without items: its reply carries the headers.
+      ...(onResponseMeta === undefined ? {} : {
+        onResponseMeta: (meta: ResponseMeta) => {
+          const onMeta = this.#onMeta;
+          this.#onMeta = undefined;
+          onMeta?.(meta);
+        },
+      }),
     }).then(
       (reply) => {
         const items = reply?.items;
@@ -377,6 +402,11 @@ export class ModelStream<T = unknown>
   #onEvent(event: Record<string, unknown>): void {
     if (event.event === "item") {
       if (this.#ended) return;
+      // The first item carries the headers the model set (protocol §6).
+      if (event.http !== undefined) {
+        deliverResponseMeta(event.http, this.#onMeta, warn);
+        this.#onMeta = undefined;
+      }
       this.#items.push(event.data as T);
       if (this.#slot !== undefined) this.#sent(event);
       this.#wake();
@@ -541,4 +571,8 @@ function utf8Length(text: string): number {
     } else bytes += 2;
   }
   return bytes;
+}
+
+function warn(message: string, properties: Record<string, unknown>): void {
+  getLogger(["pyproxy", "pool"]).warn(message, properties);
 }

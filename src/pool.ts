@@ -50,7 +50,7 @@ import {
   resolvePoolOptions,
 } from "./pool_options.ts";
 import type { Runtime } from "./runtime/types.ts";
-import type { ModelSpec, RequestOptions } from "./session.ts";
+import type { ModelSpec, RequestOptions, ResponseMeta } from "./session.ts";
 import { Supervisor } from "./supervisor.ts";
 import type { Worker, WorkerExit, WorkerInfo } from "./worker.ts";
 import { reconnect } from "../plugins/reconnect.ts";
@@ -122,6 +122,15 @@ export interface PoolRequestOptions {
   onSend?: () => void;
   /** May be retried on another worker when its worker crashes (up to `maxRetries`). @default {false} */
   idempotent?: boolean;
+  /**
+   * Receives the HTTP status and headers the model chose for its success
+   * (`host.set_status(201)`, `host.set_header("Location", ...)`:
+   * docs/models.md, "Statuses and headers"), just before the call
+   * resolves with its result as usual; not called when the model set none
+   * or the call fails. For a model that batches, each call gets its own
+   * message's. A throw is logged, the call resolves anyway.
+   */
+  onResponseMeta?: (meta: ResponseMeta) => void;
 }
 
 /**
@@ -1675,7 +1684,7 @@ export class Pool implements AsyncDisposable {
   #send(call: PoolCall, worker: Worker): void {
     const session = worker.session!;
     const gen = worker.generation;
-    const { signal, onEvent } = call.options;
+    const { signal, onEvent, onResponseMeta } = call.options;
     const { onSlot } = call;
     const remaining = call.deadline === Infinity
       ? undefined
@@ -1684,7 +1693,8 @@ export class Pool implements AsyncDisposable {
     let options: RequestOptions | undefined;
     if (
       remaining !== undefined || signal !== undefined ||
-      onEvent !== undefined || onSlot !== undefined
+      onEvent !== undefined || onSlot !== undefined ||
+      onResponseMeta !== undefined
     ) {
       // The worker stays counted busy with a call given up on (timeout,
       // abort) until the server answers its cancel: new calls then wait in
@@ -1708,6 +1718,9 @@ export class Pool implements AsyncDisposable {
       if (remaining !== undefined) options.timeout = remaining;
       if (signal !== undefined) options.signal = signal;
       if (onEvent !== undefined) options.onEvent = onEvent;
+      if (onResponseMeta !== undefined) {
+        options.onResponseMeta = onResponseMeta;
+      }
       if (lease !== undefined) onSlot!(lease);
     } else {
       worker.acquire();

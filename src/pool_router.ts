@@ -17,6 +17,7 @@ import {
   TimeoutError,
 } from "./errors.ts";
 import type { Worker } from "./worker.ts";
+import type { ResponseMeta } from "./session_types.ts";
 import type { SlotLease } from "./_slot_lease.ts";
 import type { ModelPlacement } from "./_model_placement.ts";
 import { hash32, mix32 } from "./_hash32.ts";
@@ -36,6 +37,8 @@ export interface PoolCall {
     onEvent?: (event: Record<string, unknown>) => void;
     onSend?: () => void;
     idempotent?: boolean;
+    /** The model's success status and headers (`RequestOptions.onResponseMeta`). */
+    onResponseMeta?: (meta: ResponseMeta) => void;
   };
   /** Absolute deadline (ms since the epoch), `Infinity` for none. */
   deadline: number;

@@ -39,6 +39,7 @@ import { withTimeout } from "./_with_timeout.ts";
 import { PendingTable } from "./_session_pending_table.ts";
 import { Outbox } from "./_session_outbox.ts";
 import { Pending } from "./_session_pending.ts";
+import { deliverResponseMeta } from "./_response_meta.ts";
 import { callOptionsError } from "./_call_options.ts";
 import {
   EXACT_JSON_DEPTH,
@@ -69,6 +70,7 @@ export type {
   ModelDescription,
   ModelSpec,
   RequestOptions,
+  ResponseMeta,
   ServerInfo,
   ServerStatus,
   SessionExecuteOptions,
@@ -480,6 +482,7 @@ export class Session implements AsyncDisposable {
       this.#onAbort,
     );
     pending.onDone = options.onDone;
+    pending.onMeta = options.onResponseMeta;
     this.#pending.add(pending);
     if (timeout !== undefined && timeout !== Infinity) {
       pending.timeout = timeout;
@@ -1228,9 +1231,26 @@ export class Session implements AsyncDisposable {
     pending.dispose();
     pending.takeDone()?.();
     if (error !== undefined) pending.reject(error);
-    else if (reply!.ok === true) pending.resolve(reply!.result);
-    else pending.reject(errorFromWire(reply!.error));
+    else if (reply!.ok === true) {
+      // The model's status and headers (protocol §6, `http`): a reply
+      // without them pays this one test.
+      if (reply!.http !== undefined) this.#responseMeta(pending, reply!.http);
+      pending.resolve(reply!.result);
+    } else pending.reject(errorFromWire(reply!.error));
     return true;
+  }
+
+  /** Hands a reply's `http` to its request's `onResponseMeta`. */
+  #responseMeta(pending: Pending, http: unknown): void {
+    deliverResponseMeta(
+      http,
+      pending.onMeta,
+      (message, properties) =>
+        this.#logger.warn(`${message} (request {id})`, {
+          ...properties,
+          id: pending.id,
+        }),
+    );
   }
 
   /** Calls every waiting `onDone` (the session closed, or the set was cleared). */

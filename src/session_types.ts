@@ -47,6 +47,36 @@ export interface RequestOptions {
    * was sent. The pool uses it to count a worker busy until then.
    */
   onDone?: () => void;
+  /**
+   * Receives the HTTP status and headers the model chose for its success
+   * (`host.set_status`, `host.set_header`: the reply's `http`, protocol
+   * §6), just before the request resolves; not called when the model set
+   * none, nor for an error (whose status and headers are the
+   * `ModelHTTPError`'s). A throw is logged, the request resolves anyway.
+   */
+  onResponseMeta?: (meta: ResponseMeta) => void;
+}
+
+/**
+ * The HTTP status and headers a model chose for its success
+ * (docs/models.md, "Statuses and headers"): what
+ * {@linkcode RequestOptions.onResponseMeta} (and `pool.execute`'s,
+ * `pool.executeStream`'s) receives. The gateway sends the status and the
+ * headers its allow-list takes.
+ *
+ * @example
+ * ```ts
+ * import type { ResponseMeta } from "./session_types.ts";
+ * const meta: ResponseMeta = { status: 201, headers: { Location: "/items/7" } };
+ * console.log(meta.status); // 201
+ * // await pool.execute("items", { name: "x" }, { onResponseMeta: (m) => console.log(m.status) });
+ * ```
+ */
+export interface ResponseMeta {
+  /** From 200 to 299 (`host.set_status`); absent when the model set headers only. */
+  status?: number;
+  /** Header names as the model wrote them → values (`host.set_header`); absent when none. */
+  headers?: Record<string, string>;
 }
 
 /**

@@ -45,6 +45,16 @@ Deno.test("parseConfig names the bad field and where it is", () => {
       String(bad),
     );
   }
+  for (const bad of [-1, 1.5, "2"]) {
+    assert.equal(
+      configError(() => parseConfig({ limits: { maxRelocations: bad } })),
+      "limits.maxRelocations: expected an integer >= 0 (at pyproxy.json: limits.maxRelocations)",
+    );
+  }
+  assert.equal(
+    configError(() => parseConfig({ limits: { relocationWindow: 0 } })),
+    "limits.relocationWindow: expected an integer >= 1 (at pyproxy.json: limits.relocationWindow)",
+  );
   for (const bad of [-1, 1.5, "64Mi"]) {
     assert.equal(
       configError(() => parseConfig({ limits: { evalReplayBudget: bad } })),

@@ -71,6 +71,8 @@ const post = (body: string, type?: string): RequestInit => ({
 Deno.test("docs/migrating.md marks the files of its ports, and every Python block parses", async () => {
   const all = blocks(await Deno.readTextFile(PAGE));
   assert.deepEqual(all.filter((b) => b.file).map((b) => b.file).sort(), [
+    "models/create_item.py",
+    "models/iris.py",
     "models/lookup.py",
     "models/risk.py",
     "models/stamp.py",
@@ -301,6 +303,37 @@ Deno.test("docs/migrating.md: the headers, HTTP errors and metrics port answers 
   }]);
 });
 
+Deno.test("docs/migrating.md: the success status port answers 201 with its Location, in the gateway and a library pool", async () => {
+  await using dir = await extract();
+  const server = await serve(
+    await loadConfig({
+      cli: { port: 0, workers: 1, modelsDir: `${dir}/models` },
+    }),
+  );
+  try {
+    const res = await fetch(
+      `${server.url}/v1/models/create_item/execute`,
+      post('{"name": "apple"}'),
+    );
+    assert.equal(res.status, 201);
+    assert.equal(res.headers.get("location"), "/items/1");
+    assert.deepEqual(await res.json(), { id: 1 });
+  } finally {
+    await server.shutdown();
+  }
+  await using pool = await Pool.start({
+    workers: 1,
+    modelsDir: `${dir}/models`,
+  });
+  await pool.addModel("create_item", { file: "create_item.py" });
+  let meta: unknown;
+  const result = await pool.execute("create_item", { name: "apple" }, {
+    onResponseMeta: (m) => meta = m,
+  });
+  assert.deepEqual(result, { id: 1 });
+  assert.deepEqual(meta, { status: 201, headers: { Location: "/items/1" } });
+});
+
 Deno.test("docs/migrating.md: the TorchServe port serves its config, batches from its options, and tells old clients what changed", async () => {
   await using dir = await extract();
   await using server = await serve(
@@ -427,4 +460,45 @@ Deno.test("docs/migrating.md: the image model takes a PNG body and answers a PNG
   });
   await pool.addModel("stamp", { file: "stamp.py" });
   stamped(await pool.execute<Uint8Array>("stamp", png));
+});
+
+Deno.test("docs/migrating.md: the KServe port answers the page's Open Inference Protocol requests", async () => {
+  await using dir = await extract();
+  const server = await serve(
+    await loadConfig({
+      cli: { port: 0, workers: 1, modelsDir: `${dir}/models` },
+    }),
+  );
+  try {
+    const infer = (body: string) =>
+      fetch(`${server.url}/v2/models/iris/infer`, post(body));
+    const ok = await infer(
+      '{"id": "1", "inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 4], "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}]}',
+    );
+    assert.equal(ok.status, 200);
+    assert.deepEqual(await ok.json(), {
+      model_name: "iris",
+      model_version: "1",
+      id: "1",
+      outputs: [
+        {
+          name: "label",
+          datatype: "BYTES",
+          shape: [2],
+          data: ["setosa", "other"],
+        },
+        { name: "score", datatype: "FP64", shape: [2], data: [0.5, 0.39] },
+      ],
+    });
+    const bad = await infer(
+      '{"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 4], "data": [5.1, 3.5]}]}',
+    );
+    assert.equal(bad.status, 400);
+    assert.deepEqual(await bad.json(), {
+      error:
+        'Cannot infer: input "input": shape [2,4] holds 8 elements, and data has 2',
+    });
+  } finally {
+    await server.shutdown();
+  }
 });

@@ -4,7 +4,8 @@
 §7) from inside model or eval code; ``host.cache`` and ``host.publish`` are
 shortcuts for the shared cache and the gateway's channels. A model raises
 ``HTTPError(status, message, detail=None, headers=None)`` to answer its
-call with an HTTP error status (docs/models.md). ``metrics.counter``,
+call with an HTTP error status (docs/models.md); ``host.set_status(201)``
+and ``host.set_header(name, value)`` choose a success's. ``metrics.counter``,
 ``metrics.gauge`` and ``metrics.histogram`` record model metrics that the
 gateway's ``GET /metrics`` exposes (docs/models.md, "Metrics").
 """

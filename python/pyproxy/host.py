@@ -40,6 +40,23 @@ to forward (``forwardHeaders``, ``--forward-header``; ``pool.execute(...,
 
     lang = host.headers().get("accept-language", "en")
 
+``set_status(status)`` and ``set_header(name, value)`` send nothing either:
+they choose the HTTP status (200 to 299) and headers of the call's success
+response (docs/models.md, "Statuses and headers"), as a FastAPI route's
+``status_code=201`` and ``response.headers[...]`` or TorchServe's
+``context.set_response_status`` do. The gateway sends the headers its
+allow-list takes (the one of ``HTTPError``'s headers); ``pool.execute``
+hands them to its ``onResponseMeta`` option::
+
+    host.set_status(201)
+    host.set_header("Location", "/items/%d" % item.id)
+    return {"id": item.id}
+
+In ``execute_batch``, each message has its own: pass ``index=i`` (the
+position of the message in ``msgs``). A stream may set headers (not its
+status: 200) before its first item. An error raised afterwards wins: its
+status and headers are the response's.
+
 Failures raise ``HostError``: no call is running in this thread (for
 example in a thread started by the model, or in a module imported outside
 any call; a model's module imported by ``addModel`` runs inside that call
@@ -61,6 +78,7 @@ arrives. Request ids are per connection, counting from 1.
 
 import asyncio
 
+from pyproxy_server import http_meta
 from pyproxy_server.call import current_batch, current_call
 from pyproxy_server.errors import HostError
 
@@ -73,6 +91,8 @@ __all__ = [
     "publish",
     "request_id",
     "request_ids",
+    "set_header",
+    "set_status",
     "HostError",
     "DEFAULT_TIMEOUT",
 ]
@@ -145,7 +165,7 @@ def request_id():
         return None
     batch = current_batch.get()
     if batch is not None:
-        ids, as_batch, _ = batch
+        ids, as_batch = batch[0], batch[1]
         return None if as_batch else ids[0]
     return current.request_id
 
@@ -199,7 +219,7 @@ def headers():
         return {}
     batch = current_batch.get()
     if batch is not None:
-        _, as_batch, heads = batch
+        as_batch, heads = batch[1], batch[2]
         return {} if as_batch else dict(heads[0])
     return current.headers
 
@@ -219,3 +239,55 @@ def message_headers():
     if batch is not None:
         return [dict(h) for h in batch[2]]
     return [current.headers]
+
+
+def set_status(status, index=None):
+    """Choose the HTTP status of the running call's success response.
+
+    ``status``: an ``int`` from 200 to 299 (an error is raised:
+    ``pyproxy.HTTPError``). 204 and 205 have no body: the call must then
+    return ``None`` (a result with them fails the call with ``ValueError``
+    when it is sent). Without it, a result is 200 and ``None`` is 204.
+    Set twice, the last one counts; an exception raised afterwards wins.
+
+    ``index``: in ``execute_batch(msgs)``, required: the position in
+    ``msgs`` of the message whose status this is (as in
+    :func:`request_ids`); elsewhere ``None`` (or 0).
+
+    Raises ``TypeError``/``ValueError`` for a bad ``status`` or ``index``,
+    or in a stream (its response is the 200 of its event stream; headers
+    may be set), and ``HostError`` outside ``execute``, ``execute_batch``
+    or a stream's code (no call running in this thread, or model loading,
+    ``init`` or eval code: they have no HTTP response). Threads started
+    with ``contextvars.copy_context().run`` may set it.
+
+    Example::
+
+        host.set_status(201)
+        host.set_status(202, index=i)   # in execute_batch
+    """
+    http_meta.set_status(status, index)
+
+
+def set_header(name, value, index=None):
+    """Set an HTTP header of the running call's response (replacing one of
+    the same name, whatever its case).
+
+    Checked as ``HTTPError``'s headers are (``TypeError``/``ValueError``):
+    ``name`` an HTTP token, ``value`` a string without CR, LF or NUL of at
+    most ``HTTPError.MAX_HEADER_VALUE`` characters, at most
+    ``HTTPError.MAX_HEADERS`` headers per response. The gateway sends those
+    its allow-list takes (``Location``, ``Cache-Control``, ``ETag``,
+    ``X-…``...: docs/gateway.md) and logs the others; never one it owns
+    (``Content-Type``, ``X-Request-Id``, CORS, security headers). With CORS
+    on, their names are exposed to the page (``Access-Control-Expose-Headers``).
+
+    ``index`` and the errors as :func:`set_status`; in a stream, only
+    before its first item (``ValueError`` afterwards).
+
+    Example::
+
+        host.set_header("Location", "/items/7")
+        host.set_header("Cache-Control", "max-age=60", index=i)   # in execute_batch
+    """
+    http_meta.set_header(name, value, index)

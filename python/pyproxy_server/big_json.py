@@ -132,8 +132,11 @@ class Encoded:
         return decode(b"".join(self.pieces))
 
 
-def encode_reply(rid, result, walk=True):
+def encode_reply(rid, result, walk=True, http=None):
     """``encode({"id": rid, "ok": True, "result": result})``; raises what that raises.
+
+    With ``http`` (a dict: the model's status and headers, protocol §6), the
+    reply has it as its ``"http"`` field, before ``"result"``.
 
     Cheaper for the common reply (no big string, an ``int`` id): only
     ``result`` is walked and encoded, the wrapper is formatted around it.
@@ -141,6 +144,8 @@ def encode_reply(rid, result, walk=True):
     piece, made the slow way if there is one): for callers that know big
     strings are unlikely. An :class:`Encoded` result goes in as it is.
     """
+    if http is not None:
+        return _encode_reply_http(rid, result, http)
     if result.__class__ is Encoded:
         head = '{"id":%s,"ok":true,"result":' % (rid if rid.__class__ is int else _encode_strict(rid))
         return [_utf8(head)] + result.pieces + [b"}"]
@@ -153,6 +158,14 @@ def encode_reply(rid, result, walk=True):
         except UnicodeEncodeError as exc:
             return [_escape_surrogates(exc)]
     return encode({"id": rid, "ok": True, "result": result})
+
+
+def _encode_reply_http(rid, result, http):
+    """``encode_reply`` of a reply with ``http``: the slower general way (few replies have one)."""
+    if result.__class__ is Encoded:
+        head = '{"id":%s,"ok":true,"http":%s,"result":' % (_encode_strict(rid), _encode_strict(http))
+        return [_utf8(head)] + result.pieces + [b"}"]
+    return encode({"id": rid, "ok": True, "http": http, "result": result})
 
 
 def encode_bytes(obj, lenient=False):

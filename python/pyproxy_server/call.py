@@ -40,12 +40,13 @@ __all__ = ["Call", "current_call", "current_batch"]
 
 current_call = contextvars.ContextVar("pyproxy_current_call", default=None)
 
-# While a batching call runs model code: ``(ids, as_batch, headers)``, the
+# While a batching call runs model code: ``(ids, as_batch, headers, start)``, the
 # request ids of the messages that code got (a tuple in message order,
 # ``None`` for a message without one), whether it got them as a batch
 # (``execute_batch``) or as one message (``execute``: a batch run message by
 # message for a model that no longer batches), and their forwarded headers (a
-# tuple of dicts as long as ``ids``). Set around each part of the call only,
+# tuple of dicts as long as ``ids``), and the index of its first message in
+# the call's (``host.set_status(..., index=)``). Set around each part of the call only,
 # so other calls pay nothing; ``pyproxy.host.request_id()``/``request_ids()``
 # and ``headers()``/``message_headers()`` read it.
 current_batch = contextvars.ContextVar("pyproxy_current_batch", default=None)
@@ -94,6 +95,7 @@ class Call:
         "resume",
         "sink",
         "on_end",
+        "http",
         "_cancelled",
     )
 
@@ -140,6 +142,9 @@ class Call:
         # when a cancel's interrupt fired before the handler's own clean-up
         # could start (``StreamProducer.end``). Must be idempotent.
         self.on_end = None
+        # The HTTP status and headers the model chose (``http_meta``): None
+        # until it sets one, so a plain call's reply pays one test for it.
+        self.http = None
 
     @property
     def cancelled(self):

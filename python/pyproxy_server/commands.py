@@ -11,6 +11,7 @@ import sys
 from .call import current_batch
 from .errors import InvalidRequestError, PyProxyError
 from .execution import is_user_error, log_user_error, wire_error
+from .http_meta import reply_meta
 from .model_metrics import registry as model_metrics
 from .spill import SpillSettings
 from .stream_producer import StreamProducer
@@ -97,7 +98,7 @@ def install(server):
             results = []
             if size is None:
                 for i, one in enumerate(msgs):
-                    token = current_batch.set(((ids[i],), False, (heads[i],)))
+                    token = current_batch.set(((ids[i],), False, (heads[i],), i))
                     try:
                         results.append(entry.run(one, call))
                     except KeyboardInterrupt:
@@ -109,7 +110,7 @@ def install(server):
             else:
                 for start in range(0, len(msgs), size):
                     end = start + size
-                    token = current_batch.set((tuple(ids[start:end]), True, tuple(heads[start:end])))
+                    token = current_batch.set((tuple(ids[start:end]), True, tuple(heads[start:end]), start))
                     try:
                         results.extend(entry.run_batch(msgs[start:end]))
                     finally:
@@ -124,11 +125,17 @@ def install(server):
                 % (len(msgs), entry.name, size)
             )
         else:
-            token = current_batch.set((tuple(ids), True, tuple(heads)))
+            token = current_batch.set((tuple(ids), True, tuple(heads), 0))
             try:
                 results = list(entry.run_batch(msgs))
             finally:
                 current_batch.reset(token)
+        # The statuses and headers set per message (host.set_status(...,
+        # index=)): the result's "http", by message index, as "errors".
+        http = call.http
+        call.http = None
+        if http is not None:
+            http = _batch_meta(http, results)
         errors = None
         for i, result in enumerate(results):
             if isinstance(result, BaseException):
@@ -140,7 +147,10 @@ def install(server):
                     errors = {}
                 errors[str(i)] = wire
                 results[i] = None
-        return {"results": results} if errors is None else {"results": results, "errors": errors}
+        reply = {"results": results} if errors is None else {"results": results, "errors": errors}
+        if http:
+            reply["http"] = http
+        return reply
 
     streams = server.item_streams
 
@@ -186,6 +196,24 @@ def install(server):
     server.register("executeBatch", execute_batch, threaded=True)
     server.register("executeStream", execute_stream, threaded=True)
     server.register("itemAck", item_ack, threaded=False)
+
+
+def _batch_meta(http, results):
+    """The ``http`` of an executeBatch's result: ``{"<index>": meta}`` for the
+    messages that succeeded; a message whose meta fails its check at send
+    (a 204 with a body) becomes that message's error in ``results``."""
+    out = {}
+    for i, meta in http.items():
+        if i >= len(results) or isinstance(results[i], BaseException):
+            continue  # its error wins
+        try:
+            wire = reply_meta(meta, results[i])
+        except (TypeError, ValueError) as exc:
+            results[i] = exc
+            continue
+        if wire is not None:
+            out[str(i)] = wire
+    return out
 
 
 PYTHON_VERSION = "%d.%d.%d" % sys.version_info[:3]

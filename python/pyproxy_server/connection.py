@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 
-from . import big_json, binary, capture, long_int, shallow_json
+from . import big_json, binary, capture, http_meta, long_int, shallow_json
 from .call import Call, current_call
 from .errors import (
     AuthenticationError,
@@ -71,6 +71,13 @@ _decode_json = json.JSONDecoder().decode
 # Messages as pieces: big strings travel without being escaped or copied.
 _encode_pieces = big_json.encode
 _encode_reply = big_json.encode_reply
+
+
+def _reply(rid, result, http):
+    """A success reply as a dict: with ``http`` (the model's status and headers) when not None."""
+    if http is None:
+        return {"id": rid, "ok": True, "result": result}
+    return {"id": rid, "ok": True, "http": http, "result": result}
 _split_big_strings = big_json.split_big_strings
 _has_big = big_json._has_big
 _BIG = big_json.BIG
@@ -929,7 +936,7 @@ class Connection(asyncio.BufferedProtocol):
         if not handled:
             return None  # its output is dropped with the sink: the thread runs it
         if payload is None:
-            payload = self.encode_reply(call.id, result)
+            payload = self.encode_reply(call.id, result, call.http)
         if sink is not None:
             sink.close()  # the output goes before the reply
         return payload
@@ -1171,9 +1178,21 @@ class Connection(asyncio.BufferedProtocol):
 
     # -- output ------------------------------------------------------------
 
-    def encode_reply(self, rid, result):
+    def encode_reply(self, rid, result, http=None):
         """Encoded ``{"id", "ok": true, "result"}`` (spilled or replaced by an error
-        reply when needed); safe from any thread, pass it to ``enqueue``."""
+        reply when needed); safe from any thread, pass it to ``enqueue``.
+
+        ``http``: the call's ``Call.http`` (the status and headers its model
+        set, ``http_meta``), checked again and sent as the reply's ``http``;
+        a check that fails (a 204 with a body) makes the reply an error."""
+        if http is not None:
+            if http is http_meta.SENT:
+                http = None
+            else:
+                try:
+                    http = http_meta.reply_meta(http, result)
+                except (TypeError, ValueError) as exc:
+                    return self.encode_error(rid, wire_error(exc))
         try:
             walk = self._big_seen
             if walk and self._spill is not None and self._spill.strings:
@@ -1183,19 +1202,19 @@ class Connection(asyncio.BufferedProtocol):
                     walk = False  # the walk below would find none either: one walk per small reply
                 else:
                     try:
-                        payload = self._segmented_reply(rid, result)
+                        payload = self._segmented_reply(rid, result, http)
                     except PyProxyError as exc:  # SpillError: the file could not be written
                         return self.encode_error(rid, exc.to_wire())
                     if payload is not None:
                         return payload
-            data = _encode_reply(rid, result, walk)
+            data = _encode_reply(rid, result, walk, http)
             if len(data) == 1 and len(data[0]) <= self._plain_limit:
                 return data[0]  # what _finish returns for it, sooner
             if not self._big_seen and len(data[0]) > _BIG:
                 self._big_seen = True
         except (TypeError, ValueError, RecursionError) as exc:
             try:
-                data = self._with_bytes(exc, {"id": rid, "ok": True, "result": result}, "result", "")
+                data = self._with_bytes(exc, _reply(rid, result, http), "result", "")
             except (TypeError, ValueError, RecursionError) as again:
                 # Bytes were not all that json refused (an object, a NaN next to them).
                 exc, data = again, None
@@ -1209,7 +1228,7 @@ class Connection(asyncio.BufferedProtocol):
         except PyProxyError as exc:
             return self.encode_error(rid, exc.to_wire())
 
-    def _segmented_reply(self, rid, result):
+    def _segmented_reply(self, rid, result, http=None):
         """The stub of the reply spilled with the big strings of ``result`` as
         string segments after the JSON of the rest (protocol §8); None when
         there is none that UTF-8 can hold or the reply is not above the
@@ -1221,7 +1240,7 @@ class Connection(asyncio.BufferedProtocol):
         if split is None or not split[1]:
             return None
         skeleton, strings = split
-        pieces = _encode_pieces({"id": rid, "ok": True, "result": skeleton})
+        pieces = _encode_pieces(_reply(rid, skeleton, http))
         size = sum(map(len, pieces))
         for _, body in strings:
             size += len(body)

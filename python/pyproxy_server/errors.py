@@ -39,6 +39,7 @@ __all__ = [
     "HostError",
     "HTTPError",
     "error_from_type",
+    "checked_headers",
     "format_user_traceback",
     "short_repr",
 ]
@@ -242,7 +243,7 @@ class HTTPError(Exception):
         self.status = status
         self.message = message
         self.detail = detail
-        self.headers = _checked_headers(headers)
+        self.headers = checked_headers(headers)
 
     def __reduce__(self):
         # Rebuilt without calling ``__init__``, its fields (and a subclass's)
@@ -266,7 +267,7 @@ class HTTPError(Exception):
         fields = {"status": self.status}
         if self.detail is not None:
             fields["detail"] = self.detail
-        headers = _checked_headers(self.headers)
+        headers = checked_headers(self.headers)
         if headers:
             fields["headers"] = headers
         return fields
@@ -297,25 +298,32 @@ def _check_detail(detail):
 _TOKEN = _re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}\Z")
 
 
-def _checked_headers(headers):
+def checked_headers(headers, who="HTTPError"):
+    """``headers`` (a dict of name -> value, or ``None``) checked as a
+    model's response headers: at most ``HTTPError.MAX_HEADERS`` HTTP token
+    names -> strings without CR, LF or NUL of at most
+    ``HTTPError.MAX_HEADER_VALUE`` characters; a copy, or ``None``.
+    ``TypeError``/``ValueError`` messages start with ``who``: the
+    ``HTTPError`` of an error, ``host.set_header`` of a success
+    (``pyproxy_server.http_meta``)."""
     if headers is None:
         return None
     if not isinstance(headers, dict):
-        raise TypeError("HTTPError: headers must be a dict of name -> value, got %s" % short_repr(headers))
+        raise TypeError("%s: headers must be a dict of name -> value, got %s" % (who, short_repr(headers)))
     if len(headers) > HTTPError.MAX_HEADERS:
-        raise ValueError("HTTPError: at most %d headers, got %d" % (HTTPError.MAX_HEADERS, len(headers)))
+        raise ValueError("%s: at most %d headers, got %d" % (who, HTTPError.MAX_HEADERS, len(headers)))
     checked = {}
     for name, value in headers.items():
         if not isinstance(name, str) or not _TOKEN.match(name):
-            raise ValueError("HTTPError: header name %s is not an HTTP token" % short_repr(name))
+            raise ValueError("%s: header name %s is not an HTTP token" % (who, short_repr(name)))
         if not isinstance(value, str):
-            raise TypeError("HTTPError: header %s must be a string, got %s" % (name, short_repr(value)))
+            raise TypeError("%s: header %s must be a string, got %s" % (who, name, short_repr(value)))
         if len(value) > HTTPError.MAX_HEADER_VALUE:
             raise ValueError(
-                "HTTPError: header %s has %d characters (at most %d)" % (name, len(value), HTTPError.MAX_HEADER_VALUE)
+                "%s: header %s has %d characters (at most %d)" % (who, name, len(value), HTTPError.MAX_HEADER_VALUE)
             )
         if "\r" in value or "\n" in value or "\0" in value:
-            raise ValueError("HTTPError: header %s holds CR, LF or NUL" % name)
+            raise ValueError("%s: header %s holds CR, LF or NUL" % (who, name))
         checked[name] = value
     return checked
 

@@ -678,7 +678,7 @@ class CallRunner:
                             pass
                         payload = self._cancelled_or_error(call, None)
                     else:
-                        payload = conn.encode_reply(call.id, result)
+                        payload = conn.encode_reply(call.id, result, call.http)
             except KeyboardInterrupt as exc:
                 payload = self._cancelled_or_error(call, exc)
             except BaseException as exc:  # SystemExit from user code too

@@ -23,6 +23,7 @@ Example::
         return PARK           # resume(call) runs once the reader catches up
 """
 
+from . import http_meta
 from .errors import SerializationError
 from .execution import CallRunner
 from .json_problem import not_json_reason
@@ -69,6 +70,8 @@ class ItemStream:
         call = self._call
         seq = self._seq  # one producer at a time: no other writer
         event = {"event": "item", "id": call.id, "seq": seq, "data": item}
+        if seq == 0:
+            self._first_headers(call, event)
         conn = call.connection
         try:
             payload, size = conn.encode_event_or_raise(event)
@@ -80,6 +83,18 @@ class ItemStream:
             self._sizes[seq] = size
             self._unacked_bytes += size
         conn.enqueue(payload)
+
+    @staticmethod
+    def _first_headers(call, event):
+        # The headers the model set before its first item go with it
+        # (protocol §6, ``http``); from now on setting one raises.
+        with call.lock:
+            http = call.http
+            call.http = http_meta.SENT
+        if http is not None and http is not http_meta.SENT:
+            wire = http_meta.reply_meta(http, None)
+            if wire is not None:
+                event["http"] = wire
 
     def park(self, resume):
         """The window is full: park the call (``CallRunner.park``) unless an

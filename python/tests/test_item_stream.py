@@ -44,6 +44,7 @@ class _Call:
         self.id = 7
         self.connection = _Conn()
         self.lock = threading.Lock()
+        self.http = None  # the model's headers (http_meta), none here
 
 
 class ItemStreamTest(unittest.TestCase):

@@ -638,11 +638,11 @@ class ExtensionApiTest(unittest.TestCase):
         encoding, go = threading.Event(), threading.Event()
         original = Connection.encode_reply
 
-        def slow_encode(conn, rid, result):
+        def slow_encode(conn, rid, result, http=None):
             if rid == 1:
                 encoding.set()
                 self.assertTrue(go.wait(5))
-            return original(conn, rid, result)
+            return original(conn, rid, result, http)
 
         self.server.register("answer", lambda call: {"answer": 42}, threaded=True)
         with mock.patch.object(Connection, "encode_reply", slow_encode):

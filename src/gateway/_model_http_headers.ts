@@ -97,3 +97,12 @@ export function modelResponseHeaders(
   }
   return { allowed, refused };
 }
+
+/**
+ * The names (lower-case) of the model headers each response got, by its
+ * request, for `Access-Control-Expose-Headers` when CORS is on (security.ts):
+ * a page reads only the CORS-safelisted headers and the exposed ones. One
+ * per gateway (`RouteContext.exposedHeaders`); only requests whose model set
+ * some are in it, and an entry goes with its request.
+ */
+export type ExposedModelHeaders = WeakMap<Request, string[]>;

@@ -8,6 +8,7 @@
  */
 import type { JsonSchema } from "./_declared_schema.ts";
 import { channelPaths, evalPaths } from "./_openapi_event_routes.ts";
+import { inferencePaths } from "./_openapi_inference_routes.ts";
 import {
   bodyErrors,
   errorResponse,
@@ -404,5 +405,6 @@ export function gatewayPaths(
     ...workerPaths(options),
     ...evalPaths(options),
     ...channelPaths(options),
+    ...inferencePaths(options),
   };
 }

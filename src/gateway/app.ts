@@ -27,6 +27,11 @@ import { PYTHON_MANIFEST } from "../runtime/python_manifest.ts";
 import { clientRequestId, modelExecutor, modelRoutes } from "./model_routes.ts";
 import { forwardHeaderList } from "./_forward_headers.ts";
 import { workerRoutes } from "./worker_routes.ts";
+import {
+  inferenceProtocolError,
+  inferenceProtocolRoutes,
+  isInferenceProtocolPath,
+} from "./inference_protocol_routes.ts";
 import { BodyReadGuard } from "./read_json_body.ts";
 import { jsonResponse } from "./json_response.ts";
 import { ResponseCompression } from "./_response_compression.ts";
@@ -312,6 +317,7 @@ export function createGateway(
     forwardHeaders,
     refusedHeaderWarnings: new Map(),
     compression: compress ? new ResponseCompression(compress) : undefined,
+    exposedHeaders: new WeakMap(),
   };
   // Model changes made on the pool directly (a library Pool) show in the
   // descriptions, validation and timeouts: no cost per request. Until
@@ -368,6 +374,16 @@ export function createGateway(
     } else {
       await next();
     }
+    // The Open Inference Protocol's clients read `{"error": "message"}`:
+    // every error of its paths (auth, Host, 404, 405, drain, the routes'
+    // own) in that shape, same status and headers. Only error responses of
+    // `/v2` paths pay for it.
+    if (c.res.status >= 400 && isInferenceProtocolPath(c.req.path)) {
+      const shaped = await inferenceProtocolError(c.res);
+      // Not merged with the old response's headers (Hono's setter would).
+      c.res = undefined;
+      c.res = shaped;
+    }
     // Hono answers HEAD with the GET response's headers and no body, and the
     // runtime then says `content-length: 0`: give the GET body's length
     // (RFC 9110 §9.3.2). Event streams have none (their HEAD opens nothing).
@@ -417,7 +433,11 @@ export function createGateway(
   app.use(hostGuard(hostOptions));
   const originOptions = { origins: options.cors?.origins ?? [] };
   app.use(originGuard(originOptions));
-  const cors = corsMiddleware(options.cors, forwardHeaders);
+  const cors = corsMiddleware(
+    options.cors,
+    forwardHeaders,
+    ctx.exposedHeaders,
+  );
   if (cors) app.use(cors);
   if (options.token !== undefined) {
     app.use(bearerAuth({ token: options.token, webSocketPath: isChannelPath }));
@@ -552,6 +572,10 @@ export function createGateway(
   app.route("/", workerRoutes(ctx));
   app.route("/", evalRoutes(ctx));
   app.route("/", channelRoutes(ctx));
+  app.route(
+    "/",
+    inferenceProtocolRoutes(ctx, options.version ?? PYTHON_MANIFEST.version),
+  );
 
   // A known path asked with another method is a 405 naming the allowed ones.
   const allowedMethods = methodsByPath(app);

@@ -75,6 +75,10 @@ export interface ResolvedConfig {
     modelMetricSeriesPerModel?: number;
     /** Series of model metrics in all (the pool's `modelMetrics.maxSeries`). */
     modelMetricSeries?: number;
+    /** The pool's `placement.maxRelocations`. */
+    maxRelocations?: number;
+    /** The pool's `placement.relocationWindow`, in ms. */
+    relocationWindow?: number;
   };
   /** Channel buffers. */
   channels: { historySize: number; bufferSize: number };
@@ -319,6 +323,12 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       ...(limits.modelMetricSeries === undefined
         ? {}
         : { modelMetricSeries: limits.modelMetricSeries }),
+      ...(limits.maxRelocations === undefined
+        ? {}
+        : { maxRelocations: limits.maxRelocations }),
+      ...(limits.relocationWindow === undefined
+        ? {}
+        : { relocationWindow: limits.relocationWindow }),
     },
     channels: {
       historySize: channels.historySize ?? DEFAULTS.historySize,

@@ -144,6 +144,14 @@ export interface GatewayConfig {
     /** Series of model metrics in all. */
     modelMetricSeries?: number | undefined;
     /**
+     * Moves of a placed model off slots it crashed, within
+     * `relocationWindow`, before it is out of service (the pool's
+     * `placement.maxRelocations`; docs/models.md, "Placement").
+     */
+    maxRelocations?: number | undefined;
+    /** The window of `maxRelocations`, in milliseconds. */
+    relocationWindow?: number | undefined;
+    /**
      * Eval output kept for replay over all running evals together, in UTF-16
      * code units (the pool's `evalReplayBudget`).
      */
@@ -302,6 +310,8 @@ const LimitsSchema: v.GenericSchema<
   evalReplayBudget: v.optional(int(0)),
   modelMetricSeriesPerModel: v.optional(int(0)),
   modelMetricSeries: v.optional(int(0)),
+  maxRelocations: v.optional(int(0)),
+  relocationWindow: v.optional(int(1)),
   shutdownGrace: v.optional(int(0)),
 });
 

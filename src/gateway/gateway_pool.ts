@@ -11,6 +11,7 @@ import type {
   ScaleBoundsChange,
 } from "../plugin.ts";
 import type { StreamIdleError } from "../errors.ts";
+import type { ResponseMeta } from "../session_types.ts";
 import type { QueueWaitStats } from "../queue_waits.ts";
 
 /**
@@ -226,6 +227,8 @@ export interface GatewayPool {
       contentType?: string;
       /** The request headers `forwardHeaders` lists, for `host.headers()`. */
       headers?: Record<string, string>;
+      /** Gets the status and headers the model chose for its success. */
+      onResponseMeta?: (meta: ResponseMeta) => void;
     },
   ): Promise<unknown>;
   /**
@@ -244,6 +247,8 @@ export interface GatewayPool {
       contentType?: string;
       /** The request headers `forwardHeaders` lists, for `host.headers()`. */
       headers?: Record<string, string>;
+      /** Gets the headers the model set before its first item. */
+      onResponseMeta?: (meta: ResponseMeta) => void;
     },
   ): AsyncIterableIterator<unknown> & { cancel(): void };
   /** Adds a model on every worker; resolves with the model description. */

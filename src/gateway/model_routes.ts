@@ -11,6 +11,8 @@ import { plainRecord } from "../_plain_record.ts";
 import { ModelHTTPError, RemoteError } from "../errors.ts";
 import { forwardedHeaders } from "./_forward_headers.ts";
 import { modelResponseHeaders } from "./_model_http_headers.ts";
+import { withModelMeta } from "./_model_success.ts";
+import type { ResponseMeta } from "../session_types.ts";
 import {
   describeError,
   errorResponse,
@@ -86,7 +88,8 @@ const ModelSpecBody = v.pipe(
   ),
 );
 
-const MAX_NAME = 128;
+/** The longest model name (no model has a longer one). */
+export const MAX_NAME = 128;
 
 function tooLongName(
   name: string,
@@ -231,7 +234,7 @@ function hideModelsDir(
  * the pool's for a model added to it directly), else the gateway's
  * `requestTimeout`; `?timeout=` may only lower it.
  */
-function callTimeout(
+export function callTimeout(
   ctx: RouteContext,
   name: string,
   timeoutParam: string | undefined,
@@ -355,7 +358,9 @@ function bytesResponse(
  * real path (the Python server names the real one: a model's `__file__`),
  * looked up at the first error.
  */
-function modelsDirHider(ctx: RouteContext): (err: unknown) => Promise<unknown> {
+export function modelsDirHider(
+  ctx: RouteContext,
+): (err: unknown) => Promise<unknown> {
   let dirs: Promise<string[]> | undefined;
   return async (err) => {
     const dir = ctx.modelsDir;
@@ -417,6 +422,10 @@ export function modelExecutor(
     let requestId = clientId;
     let res: Response;
     let watched: WatchedCall | undefined;
+    let meta: ResponseMeta | undefined;
+    const onResponseMeta = (m: ResponseMeta): void => {
+      meta = m;
+    };
     try {
       if (publish !== undefined && !ChannelHub.isValidName(publish)) {
         throw httpError(
@@ -437,7 +446,10 @@ export function modelExecutor(
         requestId?: string;
         contentType?: string;
         headers?: Record<string, string>;
-      } = key === undefined ? { timeout } : { key, timeout };
+        onResponseMeta: (m: ResponseMeta) => void;
+      } = key === undefined
+        ? { timeout, onResponseMeta }
+        : { key, timeout, onResponseMeta };
       if (forward !== undefined) {
         const headers = forwardedHeaders(request, forward);
         if (headers !== undefined) options.headers = headers;
@@ -457,7 +469,23 @@ export function modelExecutor(
         : compression === undefined
         ? jsonResponse(result)
         : compression.json(request, result);
-      if (clientId !== undefined) res.headers.set(REQUEST_ID_HEADER, clientId);
+      // The status and headers the model chose, when it chose any.
+      if (meta !== undefined) {
+        const { response, refused } = withModelMeta(
+          res,
+          meta,
+          request,
+          ctx.exposedHeaders,
+        );
+        res = response;
+        if (refused.length > 0) {
+          requestId ??= crypto.randomUUID();
+          warnRefused(ctx, name, res.status, refused, requestId);
+        }
+      }
+      if (requestId !== undefined) {
+        res.headers.set(REQUEST_ID_HEADER, requestId);
+      }
     } catch (err) {
       // The client went away (the call was cancelled for it): nobody reads
       // this response, 499 keeps it apart from real errors in the metrics.
@@ -469,7 +497,7 @@ export function modelExecutor(
       } else {
         // Every error response has a request id, to find its log lines by.
         requestId ??= crypto.randomUUID();
-        warnRefusedHeaders(ctx, name, err, requestId);
+        modelErrorHeaders(ctx, name, err, requestId, request);
         res = errorResponse(await hideDir(err), ctx.debug, requestId);
       }
       // An unexpected error: the client only reads "internal error" (unless
@@ -491,21 +519,43 @@ export function modelExecutor(
 }
 
 /**
- * Logs the headers of a model's `HTTPError` that its response does not get
- * (not on the allow-list, or malformed: docs/gateway.md, "Errors with a
- * status"): the response goes out without them, and the model's author
- * learns why here. At most 10 names, each cut to 64 characters; at most
- * once a minute per model (a model that always sets `Set-Cookie` would
- * write a warning per call).
+ * The headers of a model's `HTTPError`: those its response gets are noted
+ * for CORS (`Access-Control-Expose-Headers`), the others logged
+ * ({@linkcode warnRefused}).
  */
-function warnRefusedHeaders(
-  ctx: Pick<RouteContext, "logger" | "refusedHeaderWarnings">,
+export function modelErrorHeaders(
+  ctx: Pick<
+    RouteContext,
+    "logger" | "refusedHeaderWarnings" | "exposedHeaders"
+  >,
   model: string,
   err: unknown,
   requestId: string,
+  request: Request,
 ): void {
   if (!(err instanceof ModelHTTPError)) return;
-  const { refused } = modelResponseHeaders(err.headers);
+  const { allowed, refused } = modelResponseHeaders(err.headers);
+  const names = Object.keys(allowed);
+  if (names.length > 0) ctx.exposedHeaders.set(request, names);
+  warnRefused(ctx, model, err.status, refused, requestId);
+}
+
+/**
+ * Logs the headers a model asked for (its `HTTPError`'s, or its success's:
+ * `host.set_header`) that its response does not get (not on the
+ * allow-list, malformed, or one the gateway sets itself: docs/gateway.md,
+ * "Errors with a status"): the response goes out without them, and the
+ * model's author learns why here. At most 10 names, each cut to 64
+ * characters; at most once a minute per model (a model that always sets
+ * `Set-Cookie` would write a warning per call).
+ */
+function warnRefused(
+  ctx: Pick<RouteContext, "logger" | "refusedHeaderWarnings">,
+  model: string,
+  status: number,
+  refused: string[],
+  requestId: string,
+): void {
   if (refused.length === 0) return;
   const warned = ctx.refusedHeaderWarnings;
   const now = Date.now();
@@ -517,8 +567,8 @@ function warnRefusedHeaders(
   const names = refused.slice(0, 10).map((n) => JSON.stringify(n.slice(0, 64)))
     .join(", ") + (refused.length > 10 ? `, ... (${refused.length})` : "");
   ctx.logger.warn(
-    "Model {model} raised HTTPError {status} with headers the gateway does not send (request id {requestId}): {names} (said at most once a minute per model)",
-    { model, status: err.status, requestId, names },
+    "Model {model} answered {status} with headers the gateway does not send (request id {requestId}): {names} (said at most once a minute per model)",
+    { model, status, requestId, names },
   );
 }
 
@@ -560,7 +610,10 @@ interface StreamFailure {
   hide: (err: unknown) => Promise<unknown>;
   logger: RouteContext["logger"];
   refusedHeaderWarnings: RouteContext["refusedHeaderWarnings"];
+  exposedHeaders: RouteContext["exposedHeaders"];
   requestId: () => string;
+  /** The stream's request (for CORS, the names of a model's error headers). */
+  request: Request;
 }
 
 /**
@@ -647,7 +700,7 @@ function streamError(
   shown: unknown,
 ): Response {
   const requestId = failure.requestId();
-  warnRefusedHeaders(failure, failure.model, err, requestId);
+  modelErrorHeaders(failure, failure.model, err, requestId, failure.request);
   const res = errorResponse(shown, failure.debug, requestId);
   if (res.status === 500) {
     failure.logger.warn("Stream failed (request id {requestId}): {error}", {
@@ -744,7 +797,9 @@ export function modelRoutes(ctx: RouteContext): Hono {
       hide: hideDir,
       logger: ctx.logger,
       refusedHeaderWarnings: ctx.refusedHeaderWarnings,
+      exposedHeaders: ctx.exposedHeaders,
       requestId: () => requestId ??= crypto.randomUUID(),
+      request: c.req.raw,
     };
     if (name.length > MAX_NAME) {
       return errorResponse(notFound(name), false, failure.requestId());
@@ -779,6 +834,12 @@ export function modelRoutes(ctx: RouteContext): Hono {
     // the response then ends with the error, whether or not it can still
     // take it.
     const idle = Promise.withResolvers<SseEvent>();
+    // The headers the model set before its first item (its status is the
+    // event stream's 200), given with that item.
+    let meta: ResponseMeta | undefined;
+    const onResponseMeta = (m: ResponseMeta): void => {
+      meta = m;
+    };
     const onIdle = (error: Error): void =>
       void errorEvent(error, failure, outcome).then(idle.resolve);
     try {
@@ -792,7 +853,10 @@ export function modelRoutes(ctx: RouteContext): Hono {
         requestId?: string;
         contentType?: string;
         headers?: Record<string, string>;
-      } = key === undefined ? { timeout, onIdle } : { key, timeout, onIdle };
+        onResponseMeta: (m: ResponseMeta) => void;
+      } = key === undefined
+        ? { timeout, onIdle, onResponseMeta }
+        : { key, timeout, onIdle, onResponseMeta };
       if (clientId !== undefined) options.requestId = clientId;
       if (contentType !== undefined) options.contentType = contentType;
       if (ctx.forwardHeaders.length > 0) {
@@ -820,7 +884,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
       done(499);
       return new Response(null, { status: 499 });
     }
-    return sseResponse(
+    const res = sseResponse(
       streamEvents(items, first, ctx.stopSignal, failure, outcome),
       {
         onClose: () => {
@@ -831,6 +895,18 @@ export function modelRoutes(ctx: RouteContext): Hono {
         endWith: idle.promise,
       },
     );
+    if (meta === undefined) return res;
+    const { refused } = withModelMeta(
+      res,
+      meta,
+      c.req.raw,
+      ctx.exposedHeaders,
+      true,
+    );
+    if (refused.length > 0) {
+      warnRefused(ctx, name, 200, refused, failure.requestId());
+    }
+    return res;
   });
 
   app.put("/v1/models/:name", async (c) => {

@@ -252,6 +252,11 @@ function modelCallPaths(
             description: "The model returned `None`.",
             headers: REQUEST_ID_RESPONSE,
           },
+          "2XX": {
+            description:
+              "Another success status the model chose (`host.set_status`, docs/models.md): its result as for 200 (none for 204 and 205), with the headers it set that the gateway's allow-list takes (`Location`, `Cache-Control`, `ETag`, `X-…`...).",
+            headers: REQUEST_ID_RESPONSE,
+          },
           ...CALL_ERRORS,
         }, o.token),
       },

@@ -210,6 +210,28 @@ function watcher(
     : (read, cancel) => guard.watch(read, cancel);
 }
 
+/**
+ * Parses a request body's JSON text as {@linkcode readJsonBody} does (its
+ * depth and integer checks, its 400 for text that is not JSON), for a route
+ * that reads the bytes itself (the inference protocol's binary extension,
+ * whose JSON header comes before the tensors' bytes).
+ *
+ * @example
+ * ```ts
+ * import { parseJsonText } from "./read_json_body.ts";
+ * const req = new Request("http://localhost/", { method: "POST" });
+ * console.log(parseJsonText('{"x":1}', req, 4300, 800)); // { x: 1 }
+ * ```
+ */
+export function parseJsonText(
+  text: string,
+  request: Request,
+  maxIntegerDigits: number,
+  maxJsonDepth: number,
+): unknown {
+  return parseBody(text, request, { maxIntegerDigits }, maxJsonDepth);
+}
+
 function parseBody(
   text: string,
   request: Request,

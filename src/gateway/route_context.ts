@@ -12,6 +12,7 @@ import type { GatewayPool } from "./gateway_pool.ts";
 import type { GatewayMetrics } from "./metrics.ts";
 import type { ModelCatalog } from "./model_catalog.ts";
 import type { BodyReadGuard } from "./read_json_body.ts";
+import type { ExposedModelHeaders } from "./_model_http_headers.ts";
 
 /**
  * The state every route group receives from `createGateway`.
@@ -72,4 +73,6 @@ export interface RouteContext {
    * (ms since the epoch): at most once a minute per model.
    */
   refusedHeaderWarnings: Map<string, number>;
+  /** The model headers each response got, for CORS to expose. */
+  exposedHeaders: ExposedModelHeaders;
 }

@@ -8,6 +8,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { MiddlewareHandler } from "hono";
 import { cors } from "hono/cors";
+import type { ExposedModelHeaders } from "./_model_http_headers.ts";
 
 /**
  * CORS settings; CORS headers are sent only when this is configured.
@@ -620,10 +621,11 @@ export function tokenMatcher(token: string): (presented: string) => boolean {
 export function corsMiddleware(
   config: CorsConfig | undefined,
   forwardHeaders: readonly string[] = [],
+  exposed?: ExposedModelHeaders,
 ): MiddlewareHandler | undefined {
   if (!config || config.origins.length === 0) return undefined;
   const origins = config.origins;
-  return cors({
+  const handler = cors({
     origin: origins.includes("*")
       ? "*"
       : (origin) => (origins.includes(origin) ? origin : null),
@@ -640,8 +642,28 @@ export function corsMiddleware(
       "x-request-id",
       ...forwardHeaders,
     ],
-    exposeHeaders: ["retry-after", "x-atom-id", "x-request-id"],
+    exposeHeaders: EXPOSED,
     credentials: config.credentials ?? false,
     maxAge: config.maxAge ?? 600,
   });
+  // The headers a model chose (its success's or its HTTPError's, those the
+  // allow-list took) are exposed too, on that response only: a page could
+  // not read a 201's Location otherwise.
+  return (c, next) =>
+    handler(c, async () => {
+      await next();
+      const names = exposed?.get(c.req.raw);
+      if (names !== undefined) {
+        const more = names.filter((n) => !EXPOSED.includes(n));
+        if (more.length > 0) {
+          c.res.headers.set(
+            "access-control-expose-headers",
+            [...EXPOSED, ...more].join(","),
+          );
+        }
+      }
+    });
 }
+
+/** The response headers a page may read besides the CORS-safelisted ones. */
+const EXPOSED = ["retry-after", "x-atom-id", "x-request-id"];

@@ -16,15 +16,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
   files: [
     {
       path: "pyproxy/__init__.py",
-      size: 729,
+      size: 811,
       sha256:
-        "152af3b51856ee46c1e5a0972f5523cd2c36b274f12678f8e5c893210eb09a9d",
+        "8aa356a7daeaf71abcce8aeef7a08c38b6835a8ff0ff24b942c33b49f2c51c2d",
     },
     {
       path: "pyproxy/host.py",
-      size: 8990,
+      size: 12217,
       sha256:
-        "8cea5fb5d68ea74f7f01c062d6a2a66b689bf999959c143411646e5046effdf6",
+        "0ce321ac6e96f23d040820e3f527622968d031a2600786686f335c9c162cea97",
     },
     {
       path: "pyproxy/metrics.py",
@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/big_json.py",
-      size: 18284,
+      size: 18927,
       sha256:
-        "88d11575c606df33a8121bfe418e18d8477359113379abc03a304f78e5774102",
+        "4fe39093a4a247125e97cb111fe71a22c601333dfe4a80968dffad9b559e3f9b",
     },
     {
       path: "pyproxy_server/binary.py",
@@ -58,9 +58,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call.py",
-      size: 10885,
+      size: 11171,
       sha256:
-        "f4671c4b3d0c52c3b023cc1790947b4e016a015bf98eac4348342f457cc57529",
+        "52272ee3a5abbaadf4b8177333a3030e8b1fba2d885921aa01a0de3643a45ac7",
     },
     {
       path: "pyproxy_server/call_executor.py",
@@ -76,15 +76,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 8152,
+      size: 9189,
       sha256:
-        "fc9fbaadce9822c601fe0de653919795283568959c01174f7723ac074965c6ee",
+        "dd29128fd3424ea7e7c59bb64661ac2e4540942d64d77d5a506469c5371d719c",
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 68519,
+      size: 69367,
       sha256:
-        "1a692ba1fb5aca3882b828c8690171be777dfd94011071ff928e27e7a298954c",
+        "7d6a7bb70318ac2f05d4f26480514907bc4f2f7e6ec97d52a9c55b07c0e7729f",
     },
     {
       path: "pyproxy_server/declared.py",
@@ -100,9 +100,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/errors.py",
-      size: 13528,
+      size: 13996,
       sha256:
-        "d0a4a26336f91b187df4ef525c2745706ff424c8ec15c512fb4a0a827bac477f",
+        "3509df456e9517a6362d77fea1e6aeeb5a2167162b8c7daba56344f6f662af76",
     },
     {
       path: "pyproxy_server/eval.py",
@@ -112,9 +112,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 32785,
+      size: 32796,
       sha256:
-        "9bd95edd22192e370c87351c0e02a749c58697a186afc3d2b58b8e440550907e",
+        "3fb580587f8304339c279d5c20c327d357a598a59fb23d8037416c665a1ae42c",
     },
     {
       path: "pyproxy_server/framer.py",
@@ -141,6 +141,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
         "d75921bd5c67082692790d75cf6ef58c5255833ecdc15a9d8a44b9bfd5f41660",
     },
     {
+      path: "pyproxy_server/http_meta.py",
+      size: 6787,
+      sha256:
+        "de56582a42fccd51c7d37bcab1168220bfb654d6a4cfad2089149e95d9498f2b",
+    },
+    {
       path: "pyproxy_server/inline_watch.py",
       size: 3604,
       sha256:
@@ -148,9 +154,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/item_stream.py",
-      size: 4107,
+      size: 4664,
       sha256:
-        "902bf5bda9e5144c7e8238d4b024b6d97bfbdb234181b73ea14f1d54d183eef5",
+        "037c39d0b8b3f79374a91f8f420cac457f817718d0ab9c819018eede6e4c2136",
     },
     {
       path: "pyproxy_server/json_problem.py",
@@ -172,9 +178,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 56045,
+      size: 56051,
       sha256:
-        "6b0eba65ed5f37dc1e90a4834c76670eb25fd1150559f13ffdfc2f4667f78b6f",
+        "37345601806304c56e363300264d84217a84bf8a6f277d2dc0f3977bfccd8e9d",
     },
     {
       path: "pyproxy_server/server.py",

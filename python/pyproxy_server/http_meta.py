@@ -1,0 +1,157 @@
+"""The HTTP status and headers a model chooses for a success (protocol §6, ``http``).
+
+``pyproxy.host.set_status(201)`` and ``host.set_header("Location", "/items/7")``
+record them on the running ``Call`` (:func:`set_status`, :func:`set_header`);
+the reply carries them as its ``http`` field, ``{"status"?, "headers"?}``,
+only when the model set something, so a plain call's reply is as before::
+
+    {"id": 7, "ok": true, "http": {"status": 201, "headers": {"Location": "/items/7"}}, "result": {...}}
+
+Where each call keeps them (``Call.http``, ``None`` until set):
+
+- ``executeModel``: the dict itself.
+- ``executeBatch``: ``{message index: dict}``; the handler moves them into
+  its result (``{"results", "errors"?, "http"?: {"<index>": dict}}``).
+- ``executeStream``: the dict until the first item, which carries it as its
+  ``http`` (the reply does when no item comes); then :data:`SENT`, after
+  which setting raises. A stream's status is its SSE response's 200: a
+  stream may set headers only.
+
+Checked at the call (``ValueError``/``TypeError`` in the model, the same
+checks and caps as ``HTTPError``'s headers: ``errors.checked_headers``)
+and again when sent (:func:`reply_meta`), where a body with a status that
+has none (204, 205) fails the call.
+"""
+
+from .call import current_batch, current_call
+from .errors import HostError, HTTPError, checked_headers, short_repr
+
+__all__ = ["SENT", "NO_BODY", "set_status", "set_header", "reply_meta"]
+
+# ``Call.http`` of a stream once its first item went (with the headers, if any).
+SENT = {}
+
+# Statuses whose response has no body: the model's result must be None.
+NO_BODY = frozenset((204, 205))
+
+# The commands whose model code may set them.
+_COMMANDS = frozenset(("executeModel", "executeBatch", "executeStream"))
+
+
+def _meta_of(action, index):
+    """The dict the running call's message keeps its status and headers in
+    (created on first use), and the call; raises as documented in
+    ``pyproxy.host.set_status``."""
+    call = current_call.get()
+    if call is None:
+        raise HostError(
+            "Cannot %s: no pyproxy call is running in this thread (only while execute, "
+            "execute_batch or a stream runs; start threads with contextvars.copy_context().run)" % action
+        )
+    if call.cmd not in _COMMANDS:
+        raise HostError(
+            "Cannot %s: only execute, execute_batch or a stream's code may (this is %s: "
+            "model loading, init and eval code have no HTTP response)" % (action, call.cmd)
+        )
+    slot = _slot(action, call, index)
+    with call.lock:
+        http = call.http
+        if http is SENT:
+            raise ValueError("Cannot %s: the stream sent its first item already (set it before the first yield)" % action)
+        if slot is None:
+            if http is None:
+                http = call.http = {}
+            return http, call
+        if http is None:
+            http = call.http = {}
+        meta = http.get(slot)
+        if meta is None:
+            meta = http[slot] = {}
+        return meta, call
+
+
+def _slot(action, call, index):
+    """The message index of ``call.http`` (an executeBatch), or None (the call's own)."""
+    batch = current_batch.get()
+    if batch is None:
+        if call.cmd == "executeBatch":
+            # Not while the batch's model code runs (its context has the batch).
+            raise HostError("Cannot %s: the batch's model code is not running in this thread" % action)
+        if index not in (None, 0):
+            raise ValueError("Cannot %s: index=%s is for execute_batch (this call has one message)" % (action, short_repr(index)))
+        return None
+    ids, as_batch, _, start = batch
+    if as_batch:
+        if index is None:
+            raise ValueError(
+                "Cannot %s: in execute_batch, pass index= (the position of the message in msgs, "
+                "as in host.request_ids())" % action
+            )
+        if index.__class__ is not int or not 0 <= index < len(ids):
+            raise ValueError("Cannot %s: index must be an int from 0 to %d, got %s" % (action, len(ids) - 1, short_repr(index)))
+    elif index not in (None, 0):
+        raise ValueError("Cannot %s: index=%s for a message run alone" % (action, short_repr(index)))
+    if call.cmd != "executeBatch":
+        return None  # execute_batch run for one executeModel call
+    return start + (index or 0)
+
+
+def _check_status(status, who):
+    if status.__class__ is not int:  # bool, "201", 201.0: not a status
+        raise TypeError("%s: status must be an int from 200 to 299, got %s" % (who, short_repr(status)))
+    if not 200 <= status <= 299:
+        raise ValueError(
+            "%s: status must be from 200 to 299 (a success; raise pyproxy.HTTPError for an error), got %d" % (who, status)
+        )
+
+
+def set_status(status, index=None):
+    """``host.set_status``: see ``pyproxy.host``."""
+    _check_status(status, "host.set_status")
+    meta, call = _meta_of("set the status", index)
+    if call.cmd == "executeStream":
+        raise ValueError(
+            "Cannot set the status of a stream: its response is the 200 of its event stream "
+            "(host.set_header works until the first item)"
+        )
+    meta["status"] = status
+
+
+def set_header(name, value, index=None):
+    """``host.set_header``: see ``pyproxy.host``."""
+    one = checked_headers({name: value}, "host.set_header")
+    meta, call = _meta_of("set a header", index)
+    with call.lock:
+        headers = meta.get("headers")
+        if headers is None:
+            headers = meta["headers"] = {}
+        lower = name.lower()
+        for old in [old for old in headers if old.lower() == lower]:
+            del headers[old]
+        if len(headers) >= HTTPError.MAX_HEADERS:
+            raise ValueError("host.set_header: at most %d headers per response" % HTTPError.MAX_HEADERS)
+        headers.update(one)
+
+
+def reply_meta(meta, result):
+    """``meta`` (a call's or a message's dict) checked again as it is sent:
+    the ``http`` field of its reply, or None when it holds nothing. Raises
+    ``ValueError`` for a ``result`` other than None with a status without a
+    body (204, 205): the model's mistake, the call's error."""
+    status = meta.get("status")
+    if status is not None:
+        _check_status(status, "host.set_status")
+        if result is not None and status in NO_BODY:
+            raise ValueError(
+                "Cannot send the result: status %d has no body; return None with it (got %s)"
+                % (status, type(result).__name__)
+            )
+    headers = checked_headers(meta.get("headers"), "host.set_header")
+    if status is None and not headers:
+        return None
+    out = {}
+    if status is not None:
+        out["status"] = status
+    if headers:
+        out["headers"] = headers
+    return out

@@ -1,0 +1,185 @@
+/**
+ * Triton's binary tensor data extension of the Open Inference Protocol:
+ * tensor elements as raw little-endian bytes after the JSON header of a
+ * request or response (BOOL one byte, numbers their native size, BYTES each
+ * a 4-byte length then the bytes). What `tritonclient.http` sends for
+ * numpy arrays by default.
+ *
+ * @module
+ */
+import { type Datatype, ELEMENT_SIZE } from "./_inference_tensors.ts";
+
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const ENCODER = new TextEncoder();
+
+/**
+ * The elements of a binary tensor of `count` elements: numbers (64-bit
+ * integers beyond ±2^53 as `BigInt`s), booleans, and for BYTES a string
+ * where the element is UTF-8, else its bytes. A string naming the problem
+ * when the bytes do not hold `count` elements of `datatype` exactly, or
+ * hold what JSON cannot carry to the model (NaN, infinities, a BOOL byte
+ * other than 0 and 1).
+ */
+export function decodeBinaryTensor(
+  bytes: Uint8Array,
+  datatype: Datatype,
+  count: number,
+): unknown[] | string {
+  if (datatype === "BYTES") return decodeBytesElements(bytes, count);
+  const size = ELEMENT_SIZE[datatype];
+  if (bytes.byteLength !== size * count) {
+    return `has ${bytes.byteLength} bytes of binary data, and ${count} elements of ${datatype} take ${
+      size * count
+    }`;
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out: unknown[] = new Array(count);
+  for (let i = 0; i < count; i++) {
+    const at = i * size;
+    let v: number | bigint | boolean;
+    switch (datatype) {
+      case "BOOL": {
+        const b = view.getUint8(at);
+        if (b > 1) return `element ${i} is the byte ${b}, not a BOOL (0 or 1)`;
+        v = b === 1;
+        break;
+      }
+      case "UINT8":
+        v = view.getUint8(at);
+        break;
+      case "INT8":
+        v = view.getInt8(at);
+        break;
+      case "UINT16":
+        v = view.getUint16(at, true);
+        break;
+      case "INT16":
+        v = view.getInt16(at, true);
+        break;
+      case "UINT32":
+        v = view.getUint32(at, true);
+        break;
+      case "INT32":
+        v = view.getInt32(at, true);
+        break;
+      case "UINT64":
+        v = exact(view.getBigUint64(at, true));
+        break;
+      case "INT64":
+        v = exact(view.getBigInt64(at, true));
+        break;
+      case "FP16":
+        v = halfToNumber(view.getUint16(at, true));
+        break;
+      case "FP32":
+        v = view.getFloat32(at, true);
+        break;
+      default:
+        v = view.getFloat64(at, true);
+    }
+    if (typeof v === "number" && !Number.isFinite(v)) {
+      return `element ${i} is ${v} (JSON, which carries the tensor to the model, has no NaN or infinities)`;
+    }
+    out[i] = v;
+  }
+  return out;
+}
+
+/** A 64-bit integer as a number when that is exact, else as it is. */
+function exact(v: bigint): number | bigint {
+  return v >= -9007199254740991n && v <= 9007199254740991n ? Number(v) : v;
+}
+
+/** An IEEE 754 half-precision value. */
+function halfToNumber(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exponent = (h >> 10) & 0x1f;
+  const fraction = h & 0x3ff;
+  if (exponent === 0) return sign * fraction * 2 ** -24;
+  if (exponent === 0x1f) return fraction === 0 ? sign * Infinity : NaN;
+  return sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
+}
+
+function decodeBytesElements(
+  bytes: Uint8Array,
+  count: number,
+): unknown[] | string {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out: unknown[] = [];
+  let at = 0;
+  while (at < bytes.byteLength) {
+    if (out.length === count) {
+      return `has more than its ${count} BYTES elements in its binary data`;
+    }
+    if (at + 4 > bytes.byteLength) {
+      return `has a BYTES element whose 4-byte length is cut short`;
+    }
+    const length = view.getUint32(at, true);
+    at += 4;
+    if (at + length > bytes.byteLength) {
+      return `has a BYTES element of ${length} bytes past the end of its binary data`;
+    }
+    const element = bytes.subarray(at, at + length);
+    at += length;
+    out.push(textOrBytes(element));
+  }
+  if (out.length !== count) {
+    return `has ${out.length} BYTES elements in its binary data, and its shape holds ${count}`;
+  }
+  return out;
+}
+
+/** UTF-8 bytes as their text, other bytes as a copy of them. */
+function textOrBytes(element: Uint8Array): string | Uint8Array {
+  try {
+    return UTF8.decode(element);
+  } catch {
+    return element.slice();
+  }
+}
+
+/**
+ * The binary form of an output's elements (as the gateway's result
+ * datatypes come: BOOL, INT64, UINT64, FP64, BYTES).
+ */
+export function encodeBinaryTensor(
+  data: readonly unknown[],
+  datatype: Datatype,
+): Uint8Array {
+  if (datatype === "BYTES") {
+    const parts = data.map((v) =>
+      v instanceof Uint8Array ? v : ENCODER.encode(String(v))
+    );
+    const out = new Uint8Array(
+      parts.reduce((n, p) => n + 4 + p.byteLength, 0),
+    );
+    const view = new DataView(out.buffer);
+    let at = 0;
+    for (const p of parts) {
+      view.setUint32(at, p.byteLength, true);
+      out.set(p, at + 4);
+      at += 4 + p.byteLength;
+    }
+    return out;
+  }
+  const size = ELEMENT_SIZE[datatype];
+  const out = new Uint8Array(size * data.length);
+  const view = new DataView(out.buffer);
+  data.forEach((v, i) => {
+    const at = i * size;
+    switch (datatype) {
+      case "BOOL":
+        view.setUint8(at, v === true ? 1 : 0);
+        break;
+      case "INT64":
+        view.setBigInt64(at, BigInt(v as number | bigint), true);
+        break;
+      case "UINT64":
+        view.setBigUint64(at, BigInt(v as number | bigint), true);
+        break;
+      default:
+        view.setFloat64(at, Number(v), true);
+    }
+  });
+  return out;
+}

@@ -1,0 +1,167 @@
+/**
+ * An Open Inference Protocol (KServe V2) inference response from a model's
+ * result: a dict's entries are the outputs (anything else is one output,
+ * `output0`), each one's shape read from its nesting and its datatype from
+ * the model's declared `outputs` or from its values; JSON, or JSON then the
+ * outputs' bytes (the binary tensor data extension).
+ *
+ * @module
+ */
+import { stringifyJson } from "../_exact_json.ts";
+import { encodeBinaryTensor } from "./_inference_binary.ts";
+import type { InferenceRequest } from "./_inference_request.ts";
+import {
+  flattenResult,
+  isDatatype,
+  resultDatatype,
+} from "./_inference_tensors.ts";
+import { httpError } from "./error_response.ts";
+
+/** The name of the output a result that is not a dict is answered as. */
+export const SINGLE_OUTPUT = "output0";
+
+/** The header giving the length of the JSON before the binary tensors. */
+export const HEADER_LENGTH = "inference-header-content-length";
+
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const ENCODER = new TextEncoder();
+
+/** What the response needs to know of the model. */
+export interface InferenceModel {
+  name: string;
+  version: string | undefined;
+  /** Its declared outputs (field → type name). */
+  outputs: Record<string, string> | undefined;
+}
+
+function isDict(x: unknown): x is Record<string, unknown> {
+  return typeof x === "object" && x !== null && !Array.isArray(x) &&
+    !(x instanceof Uint8Array);
+}
+
+const wrong = (model: string, message: string) =>
+  httpError(
+    500,
+    "InvalidModelOutput",
+    `Cannot answer inference request: model '${model}' ${message}`,
+  );
+
+/**
+ * Throws a 400 for an output the request asks for that the model's
+ * declared outputs do not have (before the call; a model without declared
+ * outputs is told apart only by its result).
+ */
+export function checkRequestedOutputs(
+  request: InferenceRequest,
+  model: InferenceModel,
+): void {
+  const declared = model.outputs;
+  if (request.outputs === undefined || declared === undefined) return;
+  for (const { name } of request.outputs) {
+    if (!Object.hasOwn(declared, name)) throw unknownOutput(model.name, name);
+  }
+}
+
+function unknownOutput(model: string, name: string) {
+  return httpError(
+    400,
+    "InvalidRequestError",
+    `Cannot infer: model '${model}' has no output ${
+      JSON.stringify(name.slice(0, 64))
+    }`,
+  );
+}
+
+/**
+ * The response to `request` for the model's `result`. Throws a 400 for an
+ * output asked for that the result does not have, a 500
+ * `InvalidModelOutput` naming the output whose value is not a tensor
+ * (ragged lists, an object, mixed types, bytes that are not UTF-8 for a
+ * JSON output).
+ */
+export function inferenceResponse(
+  result: unknown,
+  request: InferenceRequest,
+  model: InferenceModel,
+): Response {
+  const values: Record<string, unknown> = result === null ||
+      result === undefined
+    ? {}
+    : isDict(result)
+    ? result
+    : { [SINGLE_OUTPUT]: result };
+  const wanted = request.outputs ??
+    Object.keys(values).map((name) => ({
+      name,
+      binary: request.binaryOutput,
+    }));
+  const outputs: Record<string, unknown>[] = [];
+  const chunks: Uint8Array[] = [];
+  for (const { name, binary } of wanted) {
+    if (!Object.hasOwn(values, name)) throw unknownOutput(model.name, name);
+    const tensor = flattenResult(values[name]);
+    const what = `output ${JSON.stringify(name.slice(0, 64))}`;
+    if (tensor === undefined) {
+      throw wrong(
+        model.name,
+        `returned ragged lists for ${what} (a tensor's lists at one depth all have one length, and at most 64 levels)`,
+      );
+    }
+    const datatype = resultDatatype(tensor.data, model.outputs?.[name]);
+    if (!isDatatype(datatype)) {
+      throw wrong(model.name, `returned ${what} that ${datatype}`);
+    }
+    const output: Record<string, unknown> = {
+      name,
+      datatype,
+      shape: tensor.shape,
+    };
+    if (binary) {
+      const bytes = encodeBinaryTensor(tensor.data, datatype);
+      output.parameters = { binary_data_size: bytes.byteLength };
+      chunks.push(bytes);
+    } else {
+      output.data = datatype === "BYTES"
+        ? tensor.data.map((v) => {
+          if (!(v instanceof Uint8Array)) return v;
+          try {
+            return UTF8.decode(v);
+          } catch {
+            throw wrong(
+              model.name,
+              `returned bytes that are not UTF-8 in ${what}: JSON carries text only (ask for it as binary data: "parameters": {"binary_data": true})`,
+            );
+          }
+        })
+        : tensor.data;
+    }
+    outputs.push(output);
+  }
+  const body: Record<string, unknown> = { model_name: model.name };
+  if (model.version !== undefined) body.model_version = model.version;
+  if (request.id !== undefined) body.id = request.id;
+  body.outputs = outputs;
+  // Integers beyond ±2^53 stay exact (the gateway's pool reads them as BigInts).
+  const text = stringifyJson(body)!;
+  if (chunks.length === 0) {
+    return new Response(text, {
+      headers: { "content-type": "application/json" },
+    });
+  }
+  const header = ENCODER.encode(text);
+  const all = new Uint8Array(
+    chunks.reduce((n, c) => n + c.byteLength, header.byteLength),
+  );
+  all.set(header, 0);
+  let at = header.byteLength;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.byteLength;
+  }
+  return new Response(all, {
+    headers: {
+      "content-type": "application/octet-stream",
+      [HEADER_LENGTH]: String(header.byteLength),
+    },
+  });
+}

@@ -1,0 +1,263 @@
+/**
+ * The Open Inference Protocol's routes (`/v2`, inference_protocol_routes.ts)
+ * as OpenAPI path items, for `openapi.ts` through `_openapi_routes.ts`:
+ * their errors are the protocol's `{"error": "message"}`, with the
+ * gateway's statuses.
+ *
+ * @module
+ */
+import type { JsonSchema } from "./_declared_schema.ts";
+import {
+  type GatewayRouteOptions,
+  jsonBody,
+  jsonResponse,
+  type OpenApiObject,
+  pathParam,
+  REQUEST_ID_RESPONSE,
+  REQUEST_ID_SCHEMA,
+} from "./_openapi_parts.ts";
+import { DATATYPES } from "./_inference_tensors.ts";
+
+const ERROR: JsonSchema = {
+  type: "object",
+  required: ["error"],
+  properties: { error: { type: "string" } },
+};
+
+const error = (description: string): OpenApiObject =>
+  jsonResponse(description, ERROR);
+
+const TENSOR_META: JsonSchema = {
+  type: "object",
+  required: ["name", "datatype", "shape"],
+  properties: {
+    name: { type: "string" },
+    datatype: { type: "string", enum: [...DATATYPES] },
+    shape: { type: "array", items: { type: "integer", minimum: -1 } },
+  },
+};
+
+const PARAMETERS: JsonSchema = { type: "object" };
+
+const INFER_REQUEST: JsonSchema = {
+  type: "object",
+  required: ["inputs"],
+  properties: {
+    id: { type: "string", description: "Echoed in the response." },
+    parameters: {
+      type: "object",
+      description:
+        'Reach the model as `msg["parameters"]` (but `binary_data_output`).',
+    },
+    inputs: {
+      type: "array",
+      items: {
+        type: "object",
+        required: ["name", "datatype", "shape"],
+        properties: {
+          name: { type: "string", minLength: 1 },
+          datatype: { type: "string", enum: [...DATATYPES] },
+          shape: { type: "array", items: { type: "integer", minimum: 0 } },
+          parameters: PARAMETERS,
+          data: {
+            type: "array",
+            description: "Row-major, flat or nested.",
+          },
+        },
+      },
+    },
+    outputs: {
+      type: "array",
+      items: {
+        type: "object",
+        required: ["name"],
+        properties: { name: { type: "string" }, parameters: PARAMETERS },
+      },
+    },
+  },
+};
+
+const INFER_RESPONSE: JsonSchema = {
+  type: "object",
+  required: ["model_name", "outputs"],
+  properties: {
+    model_name: { type: "string" },
+    model_version: { type: "string" },
+    id: { type: "string" },
+    outputs: {
+      type: "array",
+      items: {
+        type: "object",
+        required: ["name", "datatype", "shape"],
+        properties: {
+          name: { type: "string" },
+          datatype: { type: "string", enum: [...DATATYPES] },
+          shape: { type: "array", items: { type: "integer", minimum: 0 } },
+          parameters: PARAMETERS,
+          data: { type: "array" },
+        },
+      },
+    },
+  },
+};
+
+const MODEL_PARAMS = [
+  pathParam("name", "The model's name.", { type: "string" }),
+];
+const VERSION_PARAMS = [
+  ...MODEL_PARAMS,
+  pathParam(
+    "version",
+    "The model's current version (docs/gateway.md); another is a 404.",
+    { type: "string" },
+  ),
+];
+
+/** The guards' and the drain's answers, in the protocol's shape. */
+function guarded(
+  responses: Record<string, OpenApiObject>,
+  token: boolean,
+): Record<string, OpenApiObject> {
+  return {
+    ...responses,
+    ...(token ? { "401": error("Missing or wrong bearer token.") } : {}),
+    "403": error("`Host` or `Origin` not allowed."),
+    "503": responses["503"] ?? error("The server is draining."),
+  };
+}
+
+/**
+ * The `/v2` paths: health, server and model metadata, model readiness and
+ * inference.
+ */
+export function inferencePaths(
+  o: GatewayRouteOptions,
+): Record<string, OpenApiObject> {
+  const get = (
+    operationId: string,
+    summary: string,
+    responses: Record<string, OpenApiObject>,
+    parameters?: OpenApiObject[],
+  ): OpenApiObject => ({
+    get: {
+      operationId,
+      tags: ["inference protocol"],
+      summary,
+      ...(parameters === undefined ? {} : { parameters }),
+      responses: guarded(responses, o.token),
+    },
+  });
+  const ready = (what: string) =>
+    jsonResponse(what, {
+      type: "object",
+      required: ["ready"],
+      properties: { name: { type: "string" }, ready: { type: "boolean" } },
+    });
+  const metadata = jsonResponse("The model's metadata.", {
+    type: "object",
+    required: ["name", "versions", "platform", "inputs", "outputs"],
+    properties: {
+      name: { type: "string" },
+      versions: { type: "array", items: { type: "string" } },
+      platform: { type: "string", const: "pyproxy" },
+      inputs: { type: "array", items: TENSOR_META },
+      outputs: { type: "array", items: TENSOR_META },
+    },
+  });
+  const infer = (operationId: string, parameters: OpenApiObject[]) => ({
+    post: {
+      operationId,
+      tags: ["inference protocol"],
+      summary: "Run the model on tensors (KServe V2 / Triton)",
+      description:
+        "JSON, or with `Inference-Header-Content-Length` that many bytes of JSON then the inputs' binary data (Triton's binary tensor data extension; the response likewise for outputs asked for as binary).",
+      parameters: [
+        ...parameters,
+        {
+          name: "X-Request-Id",
+          in: "header",
+          required: false,
+          schema: REQUEST_ID_SCHEMA,
+        },
+      ],
+      requestBody: jsonBody(INFER_REQUEST, true),
+      responses: guarded({
+        "200": jsonResponse(
+          "The outputs.",
+          INFER_RESPONSE,
+          REQUEST_ID_RESPONSE,
+        ),
+        "400": error(
+          "A request that does not fit the protocol or the model's declared inputs.",
+        ),
+        "404": error("No such model, or not that version."),
+        "413": error(`The body is over ${o.bodyLimit} bytes.`),
+        "422": error("The model raised an exception."),
+        "429": error("The queue is full (with `Retry-After`)."),
+        "500": error(
+          "The model's result is not a tensor (ragged lists, objects, mixed types).",
+        ),
+        "503": error("No worker, or the server is draining."),
+        "504": error("The call timed out."),
+      }, o.token),
+    },
+  });
+  const notFound = { "404": error("No such model, or not that version.") };
+  return {
+    "/v2": get("inferenceServerMetadata", "Server metadata", {
+      "200": jsonResponse("The server's name, version and extensions.", {
+        type: "object",
+        required: ["name", "version", "extensions"],
+        properties: {
+          name: { type: "string" },
+          version: { type: "string" },
+          extensions: { type: "array", items: { type: "string" } },
+        },
+      }),
+    }),
+    "/v2/health/live": get("inferenceServerLive", "Liveness", {
+      "200": ready("The server answers."),
+    }),
+    "/v2/health/ready": get("inferenceServerReady", "Readiness", {
+      "200": ready("A worker is ready (as `/healthz` says)."),
+      "503": ready("No worker is ready, or the server is draining."),
+    }),
+    "/v2/models/{name}": get(
+      "inferenceModelMetadata",
+      "Model metadata",
+      { "200": metadata, ...notFound },
+      MODEL_PARAMS,
+    ),
+    "/v2/models/{name}/versions/{version}": get(
+      "inferenceModelVersionMetadata",
+      "Model metadata of a version",
+      { "200": metadata, ...notFound },
+      VERSION_PARAMS,
+    ),
+    "/v2/models/{name}/ready": get(
+      "inferenceModelReady",
+      "Model readiness",
+      {
+        "200": ready("A worker that holds the model is ready."),
+        ...notFound,
+        "503": ready("No worker that holds the model is ready."),
+      },
+      MODEL_PARAMS,
+    ),
+    "/v2/models/{name}/versions/{version}/ready": get(
+      "inferenceModelVersionReady",
+      "Model readiness of a version",
+      {
+        "200": ready("A worker that holds the model is ready."),
+        ...notFound,
+        "503": ready("No worker that holds the model is ready."),
+      },
+      VERSION_PARAMS,
+    ),
+    "/v2/models/{name}/infer": infer("inferenceModelInfer", MODEL_PARAMS),
+    "/v2/models/{name}/versions/{version}/infer": infer(
+      "inferenceModelVersionInfer",
+      VERSION_PARAMS,
+    ),
+  };
+}

@@ -1,0 +1,327 @@
+/**
+ * The Open Inference Protocol (KServe V2 inference protocol, REST): the
+ * routes under `/v2` that Triton's, KServe's and MLServer's clients call,
+ * over the same models, security, limits, request ids and metrics as the
+ * `/v1` model routes. docs/gateway.md, "Open Inference Protocol".
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import { HTTPException } from "hono/http-exception";
+import {
+  inferenceMessage,
+  readInferenceRequest,
+} from "./_inference_request.ts";
+import {
+  checkRequestedOutputs,
+  HEADER_LENGTH,
+  type InferenceModel,
+  inferenceResponse,
+} from "./_inference_response.ts";
+import { DECLARED_DATATYPE } from "./_inference_tensors.ts";
+import { errorResponse, httpError } from "./error_response.ts";
+import type { WatchedCall } from "./disconnect_watch.ts";
+import { forwardedHeaders } from "./_forward_headers.ts";
+import type { GatewayModelInfo } from "./model_catalog.ts";
+import {
+  callTimeout,
+  clientRequestId,
+  MAX_NAME,
+  modelErrorHeaders,
+  modelsDirHider,
+} from "./model_routes.ts";
+import {
+  parseJsonText,
+  readBinaryBody,
+  readJsonBody,
+} from "./read_json_body.ts";
+import type { RouteContext } from "./route_context.ts";
+
+/** The protocol extensions the gateway implements (server metadata). */
+const EXTENSIONS = ["binary_tensor_data"];
+
+/** Whether a path is one of the protocol's (its errors take its shape). */
+export function isInferenceProtocolPath(path: string): boolean {
+  return path === "/v2" || path.startsWith("/v2/");
+}
+
+/**
+ * An error response of the gateway (`{"error": {"type", "message", ...}}`)
+ * in the protocol's shape, `{"error": "message"}`, with the same status and
+ * headers (`X-Request-Id`, `Retry-After`, `Allow`...); any other response
+ * as it is.
+ *
+ * @example
+ * ```ts ignore
+ * const res = await inferenceProtocolError(Response.json({ error: { type: "NotFound", message: "no" } }, { status: 404 }));
+ * console.log(await res.json()); // { error: "no" }
+ * ```
+ */
+export async function inferenceProtocolError(res: Response): Promise<Response> {
+  if (
+    res.status < 400 ||
+    !res.headers.get("content-type")?.startsWith("application/json")
+  ) return res;
+  const body = await res.clone().json().catch(() => undefined) as
+    | { error?: { message?: unknown } }
+    | undefined;
+  const message = body?.error?.message;
+  if (typeof message !== "string") return res;
+  const headers = new Headers(res.headers);
+  headers.delete("content-length");
+  return new Response(JSON.stringify({ error: message }), {
+    status: res.status,
+    headers,
+  });
+}
+
+/** A declared field as a tensor's `{name, datatype, shape}`, when it maps to one. */
+function tensorOf(
+  name: string,
+  declared: unknown,
+): { name: string; datatype: string; shape: number[] } | undefined {
+  const shape: number[] = [];
+  let field = declared;
+  // Arrays of arrays of...: one dimension of unknown size (-1) per level.
+  for (let depth = 0; depth < 8; depth++) {
+    const type = typeof field === "string"
+      ? field.replace(/\?$/, "")
+      : typeof field === "object" && field !== null
+      ? (field as Record<string, unknown>).type
+      : undefined;
+    if (type === "array" && typeof field === "object" && field !== null) {
+      shape.push(-1);
+      field = (field as Record<string, unknown>).items;
+      continue;
+    }
+    const datatype = typeof type === "string"
+      ? DECLARED_DATATYPE[type]
+      : undefined;
+    return datatype === undefined ? undefined : { name, datatype, shape };
+  }
+  return undefined;
+}
+
+function tensorsOf(
+  declared: Record<string, unknown> | undefined,
+): Array<{ name: string; datatype: string; shape: number[] }> {
+  return Object.entries(declared ?? {}).flatMap(([name, d]) =>
+    tensorOf(name, d) ?? []
+  );
+}
+
+/**
+ * The `/v2` routes: server health and metadata, model metadata and
+ * readiness, and inference.
+ *
+ * @example
+ * ```ts ignore
+ * app.route("/", inferenceProtocolRoutes(ctx, "0.1.0"));
+ * ```
+ */
+export function inferenceProtocolRoutes(
+  ctx: RouteContext,
+  version: string,
+): Hono {
+  const { pool, catalog, metrics } = ctx;
+  const app = new Hono();
+  const hideDir = modelsDirHider(ctx);
+
+  const readyWorkers = (): Set<string> =>
+    new Set(
+      pool.status().workers.filter((w) => w.state === "ready").map((w) => w.id),
+    );
+
+  const notFound = (message: string) =>
+    httpError(404, "ModelNotFoundError", message);
+
+  /** The model and its current version, or a 404 naming what is missing. */
+  const modelOf = (
+    name: string,
+    version: string | undefined,
+  ): GatewayModelInfo => {
+    const shown = JSON.stringify(name.slice(0, 64));
+    const model = name.length > MAX_NAME
+      ? undefined
+      : catalog.describe(pool, name);
+    if (model === undefined) throw notFound(`Cannot find model ${shown}`);
+    if (version !== undefined && version !== String(model.version)) {
+      throw notFound(
+        `Cannot find model ${shown} version ${
+          JSON.stringify(version.slice(0, 64))
+        }: ${
+          model.version === undefined
+            ? "it has no version"
+            : `its version is ${model.version}`
+        } (the gateway serves the current version of each model only)`,
+      );
+    }
+    return model;
+  };
+
+  app.get(
+    "/v2",
+    () => Response.json({ name: "pyproxy", version, extensions: EXTENSIONS }),
+  );
+
+  app.get("/v2/health/live", () => Response.json({ live: true }));
+
+  app.get("/v2/health/ready", () => {
+    // What /healthz says: a ready worker, and not draining.
+    const ready = readyWorkers().size > 0 && !ctx.signal.aborted;
+    return Response.json({ ready }, { status: ready ? 200 : 503 });
+  });
+
+  const metadata = (name: string, version: string | undefined) => {
+    const model = modelOf(name, version);
+    return Response.json({
+      name: model.name,
+      versions: model.version === undefined ? [] : [String(model.version)],
+      platform: "pyproxy",
+      inputs: tensorsOf(model.inputs),
+      outputs: tensorsOf(model.outputs),
+    });
+  };
+  app.get("/v2/models/:name", (c) => metadata(c.req.param("name"), undefined));
+  app.get(
+    "/v2/models/:name/versions/:version",
+    (c) => metadata(c.req.param("name"), c.req.param("version")),
+  );
+
+  const modelReady = (name: string, version: string | undefined) => {
+    const model = modelOf(name, version);
+    const ready = readyWorkers();
+    // A placed model is ready where it is placed; the others everywhere.
+    const where = pool.status().models.find((m) => m.name === model.name)
+      ?.slots;
+    const ok = !ctx.signal.aborted &&
+      (where === undefined
+        ? ready.size > 0
+        : where.some((id) => ready.has(id)));
+    return Response.json({ name: model.name, ready: ok }, {
+      status: ok ? 200 : 503,
+    });
+  };
+  app.get(
+    "/v2/models/:name/ready",
+    (c) => modelReady(c.req.param("name"), undefined),
+  );
+  app.get(
+    "/v2/models/:name/versions/:version/ready",
+    (c) => modelReady(c.req.param("name"), c.req.param("version")),
+  );
+
+  /** The request's body: JSON, or a JSON header then binary tensors. */
+  const readBody = async (
+    request: Request,
+  ): Promise<{ body: unknown; binary?: Uint8Array }> => {
+    const declared = request.headers.get(HEADER_LENGTH);
+    if (declared === null) {
+      return {
+        body: await readJsonBody(
+          request,
+          ctx.bodyLimit,
+          ctx.bodyReads,
+          ctx.runtime,
+          ctx.maxIntegerDigits,
+          ctx.maxJsonDepth,
+        ),
+      };
+    }
+    const bytes = await readBinaryBody(request, ctx.bodyLimit, ctx.bodyReads);
+    const length = Number(declared);
+    if (!/^\d+$/.test(declared) || length > bytes.byteLength) {
+      throw httpError(
+        400,
+        "InvalidRequestError",
+        `Cannot infer: ${HEADER_LENGTH} ${
+          JSON.stringify(declared.slice(0, 32))
+        } is not a length within the body's ${bytes.byteLength} bytes`,
+      );
+    }
+    const text = new TextDecoder("utf-8", { ignoreBOM: true }).decode(
+      bytes.subarray(0, length),
+    );
+    return {
+      body: parseJsonText(
+        text,
+        request,
+        ctx.maxIntegerDigits,
+        ctx.maxJsonDepth,
+      ),
+      binary: bytes.subarray(length),
+    };
+  };
+
+  const infer = async (
+    request: Request,
+    name: string,
+    version: string | undefined,
+  ): Promise<Response> => {
+    const clientId = clientRequestId(request);
+    const done = metrics.start(name);
+    let res: Response;
+    let watched: WatchedCall | undefined;
+    try {
+      const model = modelOf(name, version);
+      const { body, binary } = await readBody(request);
+      const inference = readInferenceRequest(body, binary);
+      const about: InferenceModel = {
+        name,
+        version: model.version === undefined
+          ? undefined
+          : String(model.version),
+        outputs: model.outputs,
+      };
+      checkRequestedOutputs(inference, about);
+      const msg = inferenceMessage(inference, model.inputs);
+      // A ValidationError: a 400 naming the bad inputs.
+      catalog.validator(name)?.check(msg, name);
+      const options: {
+        timeout: number;
+        signal?: AbortSignal;
+        requestId?: string;
+        headers?: Record<string, string>;
+      } = { timeout: callTimeout(ctx, name, undefined) };
+      if (clientId !== undefined) options.requestId = clientId;
+      if (ctx.forwardHeaders.length > 0) {
+        const headers = forwardedHeaders(request, ctx.forwardHeaders);
+        if (headers !== undefined) options.headers = headers;
+      }
+      watched = ctx.disconnects?.watch(request);
+      if (watched !== undefined) options.signal = watched.signal;
+      const result = await pool.execute(name, msg, options);
+      res = inferenceResponse(result, inference, about);
+    } catch (err) {
+      if (watched?.aborted) {
+        res = new Response(null, { status: 499 });
+      } else {
+        const requestId = clientId ?? crypto.randomUUID();
+        modelErrorHeaders(ctx, name, err, requestId, request);
+        res = errorResponse(await hideDir(err), ctx.debug, requestId);
+        if (res.status === 500) {
+          ctx.logger.warn(
+            "Inference failed (request id {requestId}): {error}",
+            {
+              error: err instanceof HTTPException ? err.message : err,
+              requestId,
+            },
+          );
+        }
+      }
+    } finally {
+      watched?.end();
+    }
+    done(res.status);
+    return res;
+  };
+  app.post(
+    "/v2/models/:name/infer",
+    (c) => infer(c.req.raw, c.req.param("name"), undefined),
+  );
+  app.post(
+    "/v2/models/:name/versions/:version/infer",
+    (c) => infer(c.req.raw, c.req.param("name"), c.req.param("version")),
+  );
+  return app;
+}

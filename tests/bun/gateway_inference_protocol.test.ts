@@ -1,0 +1,83 @@
+// The Open Inference Protocol (KServe V2) through the gateway under Bun: an
+// infer call in JSON and with binary tensors, and an input named
+// "__proto__" that stays an input (Bun has the __proto__ accessor).
+import { expect, test } from "bun:test";
+import { withGateway } from "./_helpers.ts";
+
+const ECHO = `class Echo:
+    def execute(self, msg):
+        return msg
+`;
+
+test("gateway on Bun: /v2 infer reshapes tensors, echoes the id, answers binary tensors", async () => {
+  await withGateway({ "echo.py": ECHO }, {}, async (server) => {
+    const url = `${server.url}/v2/models/echo/infer`;
+    const res = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        id: "bun-1",
+        inputs: [
+          { name: "x", datatype: "INT64", shape: [2, 2], data: [1, 2, 3, 4] },
+          { name: "__proto__", datatype: "BYTES", shape: [1], data: ["p"] },
+        ],
+      }),
+    });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({
+      model_name: "echo",
+      model_version: "1",
+      id: "bun-1",
+      outputs: [
+        { name: "x", datatype: "INT64", shape: [2, 2], data: [1, 2, 3, 4] },
+        { name: "__proto__", datatype: "BYTES", shape: [1], data: ["p"] },
+      ],
+    });
+
+    const floats = new Float32Array([0.5, -1]);
+    const header = new TextEncoder().encode(JSON.stringify({
+      inputs: [{
+        name: "f",
+        datatype: "FP32",
+        shape: [2],
+        parameters: { binary_data_size: 8 },
+      }],
+      parameters: { binary_data_output: true },
+    }));
+    const body = new Uint8Array(header.byteLength + 8);
+    body.set(header);
+    body.set(new Uint8Array(floats.buffer), header.byteLength);
+    const bin = await fetch(url, {
+      method: "POST",
+      headers: { "inference-header-content-length": String(header.byteLength) },
+      body,
+    });
+    expect(bin.status).toBe(200);
+    const length = Number(bin.headers.get("inference-header-content-length"));
+    const bytes = new Uint8Array(await bin.arrayBuffer());
+    const meta = JSON.parse(
+      new TextDecoder().decode(bytes.subarray(0, length)),
+    );
+    expect(meta.outputs).toEqual([{
+      name: "f",
+      datatype: "FP64",
+      shape: [2],
+      parameters: { binary_data_size: 16 },
+    }]);
+    expect([...new Float64Array(bytes.slice(length).buffer)]).toEqual([
+      0.5,
+      -1,
+    ]);
+
+    const bad = await fetch(url, {
+      method: "POST",
+      body: JSON.stringify({
+        inputs: [{ name: "x", datatype: "INT8", shape: [1], data: [300] }],
+      }),
+    });
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toEqual({
+      error: 'Cannot infer: input "x": data[0]: 300 is out of range of INT8',
+    });
+  });
+});

@@ -1,0 +1,722 @@
+// The Open Inference Protocol (KServe V2 REST) through the real gateway and
+// real Python workers: health, metadata, inference (JSON and the binary
+// tensor data extension), its errors in the protocol's shape.
+import assert from "node:assert/strict";
+import { startGateway } from "./_gateway_harness.ts";
+
+const MODELS: Record<string, string> = {
+  "typed.py": `class Typed:
+    """Declared inputs and outputs."""
+
+    inputs = {"x": "number", "v": {"type": "array", "items": "number"}, "tag": "string?"}
+    outputs = {"y": "number", "n": "integer"}
+
+    def execute(self, msg):
+        return {"y": msg["x"] * 2, "n": len(msg["v"])}
+`,
+  "shapes.py": `class Shapes:
+    """Returns what msg["kind"] asks for."""
+
+    def execute(self, msg):
+        kind = msg["kind"]
+        if kind == "ragged":
+            return {"r": [[1, 2], [3]]}
+        if kind == "mixed":
+            return {"m": [1, "a"]}
+        if kind == "object":
+            return {"o": [{"a": 1}]}
+        if kind == "raw":
+            return {"b": [b"\\xff\\x00", b"ok"]}
+        if kind == "nan":
+            return {"x": float("nan")}
+        if kind == "single":
+            return [[1.5, 2.5]]
+        if kind == "big":
+            return {"i": [2 ** 63 - 1, -(2 ** 63)], "u": [2 ** 64 - 1]}
+        if kind == "params":
+            return {"p": [sorted(msg.get("parameters", {}))]}
+        return None
+`,
+  "batcher.py": `class Batcher:
+    batch_size = 4
+    batch_delay_ms = 5
+
+    def execute_batch(self, msgs):
+        return [{"y": [len(msgs) > 0, m["x"] > 0]} for m in msgs]
+`,
+  "teapot.py": `from pyproxy import HTTPError
+
+
+class Teapot:
+    def execute(self, msg):
+        raise HTTPError(418, "short and stout", headers={"Retry-After": "3"})
+`,
+};
+
+const JSON_HEADERS = { "content-type": "application/json" };
+
+Deno.test("Open Inference Protocol: health, metadata, inference and errors through the gateway", async (t) => {
+  await using gw = await startGateway(
+    { token: "oip-token-0123456789" },
+    MODELS,
+  );
+  const infer = (model: string, body: unknown, headers = {}) =>
+    gw.fetch(`/v2/models/${model}/infer`, {
+      method: "POST",
+      headers: { ...JSON_HEADERS, ...headers },
+      body: JSON.stringify(body),
+    });
+  // `id`: the response has a request id (an infer call's error).
+  const error = async (
+    res: Response,
+    status: number,
+    pattern: RegExp,
+    id = true,
+  ) => {
+    const body = await res.json();
+    assert.equal(res.status, status, JSON.stringify(body));
+    assert.deepEqual(Object.keys(body), ["error"]);
+    assert.equal(typeof body.error, "string");
+    assert.match(body.error, pattern);
+    if (id) assert.ok(res.headers.get("x-request-id"));
+  };
+
+  await t.step("health and server metadata", async () => {
+    assert.deepEqual(await (await gw.fetch("/v2/health/live")).json(), {
+      live: true,
+    });
+    const ready = await gw.fetch("/v2/health/ready");
+    assert.equal(ready.status, 200);
+    assert.deepEqual(await ready.json(), { ready: true });
+    const meta = await (await gw.fetch("/v2")).json();
+    assert.equal(meta.name, "pyproxy");
+    assert.equal(typeof meta.version, "string");
+    assert.deepEqual(meta.extensions, ["binary_tensor_data"]);
+  });
+
+  await t.step(
+    "the token is required, and its refusal is in the protocol's shape",
+    async () => {
+      const res = await fetch(`${gw.url}/v2/models/echo/infer`, {
+        method: "POST",
+        body: "{}",
+      });
+      await error(res, 401, /bearer token/, false);
+      await error(
+        await fetch(`${gw.url}/v2/health/ready`),
+        401,
+        /bearer token/,
+        false,
+      );
+    },
+  );
+
+  await t.step(
+    "model metadata and readiness, with and without the version",
+    async () => {
+      const meta = await (await gw.fetch("/v2/models/typed")).json();
+      assert.deepEqual(meta, {
+        name: "typed",
+        versions: ["1"],
+        platform: "pyproxy",
+        inputs: [
+          { name: "x", datatype: "FP64", shape: [] },
+          { name: "v", datatype: "FP64", shape: [-1] },
+          { name: "tag", datatype: "BYTES", shape: [] },
+        ],
+        outputs: [
+          { name: "y", datatype: "FP64", shape: [] },
+          { name: "n", datatype: "INT64", shape: [] },
+        ],
+      });
+      assert.deepEqual(
+        await (await gw.fetch("/v2/models/typed/versions/1")).json(),
+        meta,
+      );
+      const echo = await (await gw.fetch("/v2/models/echo")).json();
+      assert.deepEqual([echo.inputs, echo.outputs], [[], []]);
+      const ready = await gw.fetch("/v2/models/typed/versions/1/ready");
+      assert.equal(ready.status, 200);
+      assert.deepEqual(await ready.json(), { name: "typed", ready: true });
+      await error(
+        await gw.fetch("/v2/models/nope"),
+        404,
+        /Cannot find model "nope"/,
+        false,
+      );
+      await error(
+        await gw.fetch("/v2/models/nope/ready"),
+        404,
+        /Cannot find model/,
+        false,
+      );
+      await error(
+        await gw.fetch("/v2/models/typed/versions/7"),
+        404,
+        /version "7": its version is 1/,
+        false,
+      );
+    },
+  );
+
+  await t.step(
+    "INT64, FP32, BOOL and BYTES tensors, multi-dimensional, with the id echoed",
+    async () => {
+      const res = await infer("echo", {
+        id: "req-1",
+        inputs: [
+          {
+            name: "ints",
+            datatype: "INT64",
+            shape: [2, 3],
+            data: [1, 2, 3, 4, 5, 6],
+          },
+          {
+            name: "floats",
+            datatype: "FP32",
+            shape: [2],
+            data: [[1.5], [-2.25]],
+          },
+          {
+            name: "flags",
+            datatype: "BOOL",
+            shape: [1, 2, 1],
+            data: [true, false],
+          },
+          { name: "words", datatype: "BYTES", shape: [2], data: ["héllo", ""] },
+          { name: "scalar", datatype: "INT8", shape: [], data: [-128] },
+          { name: "empty", datatype: "FP64", shape: [0, 3], data: [] },
+        ],
+      });
+      assert.equal(res.status, 200);
+      const body = await res.json();
+      assert.equal(body.model_name, "echo");
+      assert.equal(body.model_version, "1");
+      assert.equal(body.id, "req-1");
+      assert.deepEqual(body.outputs, [
+        {
+          name: "ints",
+          datatype: "INT64",
+          shape: [2, 3],
+          data: [1, 2, 3, 4, 5, 6],
+        },
+        { name: "floats", datatype: "FP64", shape: [2], data: [1.5, -2.25] },
+        {
+          name: "flags",
+          datatype: "BOOL",
+          shape: [1, 2, 1],
+          data: [true, false],
+        },
+        { name: "words", datatype: "BYTES", shape: [2], data: ["héllo", ""] },
+        { name: "scalar", datatype: "INT64", shape: [], data: [-128] },
+        { name: "empty", datatype: "FP64", shape: [0], data: [] },
+      ]);
+    },
+  );
+
+  await t.step(
+    "the outputs asked for, declared types, scalars of declared inputs",
+    async () => {
+      const res = await gw.fetch("/v2/models/typed/versions/1/infer", {
+        method: "POST",
+        body: JSON.stringify({
+          inputs: [
+            { name: "x", datatype: "FP32", shape: [1], data: [2] },
+            { name: "v", datatype: "FP64", shape: [3], data: [1, 2, 3] },
+          ],
+          outputs: [{ name: "y" }],
+        }),
+      });
+      const body = await res.json();
+      assert.equal(res.status, 200, JSON.stringify(body));
+      assert.deepEqual(body.outputs, [
+        { name: "y", datatype: "FP64", shape: [], data: [4] },
+      ]);
+      // The declared inputs still apply to the reshaped dict.
+      await error(
+        await infer("typed", {
+          inputs: [{ name: "x", datatype: "BYTES", shape: [1], data: ["2"] }],
+        }),
+        400,
+        /x: expected a number; v: is required/,
+      );
+      await error(
+        await infer("typed", {
+          inputs: [
+            { name: "x", datatype: "FP64", shape: [1], data: [2] },
+            { name: "v", datatype: "FP64", shape: [1], data: [2] },
+          ],
+          outputs: [{ name: "z" }],
+        }),
+        400,
+        /model 'typed' has no output "z"/,
+      );
+      await error(
+        await infer("echo", {
+          inputs: [{ name: "a", datatype: "FP64", shape: [1], data: [2] }],
+          outputs: [{ name: "b" }],
+        }),
+        400,
+        /model 'echo' has no output "b"/,
+      );
+    },
+  );
+
+  await t.step(
+    "a model's results: one value, big integers, parameters",
+    async () => {
+      const one = await (await infer("shapes", {
+        inputs: [{
+          name: "kind",
+          datatype: "BYTES",
+          shape: [],
+          data: ["single"],
+        }],
+      })).json();
+      assert.deepEqual(one.outputs, [
+        { name: "output0", datatype: "FP64", shape: [1, 2], data: [1.5, 2.5] },
+      ]);
+      const big = await (await infer("shapes", {
+        inputs: [{ name: "kind", datatype: "BYTES", shape: [], data: ["big"] }],
+      })).text();
+      assert.match(big, /"data":\[9223372036854775807,-9223372036854775808\]/);
+      assert.match(
+        big,
+        /"datatype":"UINT64","shape":\[1\],"data":\[18446744073709551615\]/,
+      );
+      const params = await (await infer("shapes", {
+        parameters: { temperature: 0.5, binary_data_output: false },
+        inputs: [{
+          name: "kind",
+          datatype: "BYTES",
+          shape: [],
+          data: ["params"],
+        }],
+      })).json();
+      assert.deepEqual(params.outputs[0].data, ["temperature"]);
+    },
+  );
+
+  await t.step(
+    "requests refused before the call, each with a 400 naming the problem",
+    async () => {
+      const cases: Array<[unknown, RegExp]> = [
+        [{
+          inputs: [{
+            name: "a",
+            datatype: "FP32",
+            shape: [2, 2],
+            data: [1, 2, 3],
+          }],
+        }, /shape \[2,2\] holds 4 elements, and data has 3/],
+        [
+          { inputs: [{ name: "a", datatype: "FP33", shape: [1], data: [1] }] },
+          /datatype "FP33" is not one of BOOL/,
+        ],
+        [
+          {
+            inputs: [{ name: "a", datatype: "INT8", shape: [1], data: [128] }],
+          },
+          /data\[0\]: 128 is out of range of INT8/,
+        ],
+        [
+          {
+            inputs: [{ name: "a", datatype: "UINT8", shape: [1], data: [-1] }],
+          },
+          /-1 is out of range of UINT8/,
+        ],
+        [{
+          inputs: [{ name: "a", datatype: "INT32", shape: [1], data: [1.5] }],
+        }, /expected an integer/],
+        [
+          { inputs: [{ name: "a", datatype: "BOOL", shape: [1], data: [1] }] },
+          /expected a boolean/,
+        ],
+        [{
+          inputs: [{ name: "a", datatype: "FP16", shape: [1], data: [70000] }],
+        }, /out of range of FP16/],
+        [{
+          inputs: [{
+            name: "a",
+            datatype: "FP32",
+            shape: [2, 2],
+            data: [[1, 2], [3]],
+          }],
+        }, /holds 4 elements, and data has 3/],
+        [
+          { inputs: [{ name: "a", datatype: "FP32", shape: [1], data: "1" }] },
+          /data: expected an array/,
+        ],
+        [
+          { inputs: [{ name: "a", datatype: "FP32", shape: [-1], data: [1] }] },
+          /shape expected an array of integers >= 0, got -1/,
+        ],
+        [
+          {
+            inputs: [{ name: "a", datatype: "FP32", shape: [1.5], data: [1] }],
+          },
+          /got 1.5/,
+        ],
+        [{
+          inputs: [{
+            name: "a",
+            datatype: "FP32",
+            shape: [10000000],
+            data: [1],
+          }],
+        }, /holds 10000000 elements, and data has 1/],
+        [{
+          inputs: [{
+            name: "a",
+            datatype: "FP32",
+            shape: [1e6, 1e6, 1e6],
+            data: [],
+          }],
+        }, /more than 2\^53 elements/],
+        [{
+          inputs: [{
+            name: "a",
+            datatype: "FP32",
+            shape: [1000000000, 0],
+            data: [],
+          }],
+        }, /more nested lists than it holds elements/],
+        [{
+          inputs: [{ name: "a", datatype: "FP32", shape: [1], data: [1] }, {
+            name: "a",
+            datatype: "FP32",
+            shape: [1],
+            data: [1],
+          }],
+        }, /input "a" is given twice/],
+        [{
+          inputs: [{
+            name: "a",
+            datatype: "FP32",
+            shape: [1],
+            data: [{ x: 1 }],
+          }],
+        }, /expected a number/],
+        [{ inputs: "a" }, /inputs: expected an array/],
+        [[1], /expected an object/],
+      ];
+      for (const [body, pattern] of cases) {
+        await error(await infer("echo", body), 400, pattern);
+      }
+      // NaN cannot come in JSON: the body is not JSON.
+      const nan = await gw.fetch("/v2/models/echo/infer", {
+        method: "POST",
+        body:
+          '{"inputs":[{"name":"a","datatype":"FP32","shape":[1],"data":[NaN]}]}',
+      });
+      await error(nan, 400, /JSON/);
+    },
+  );
+
+  await t.step(
+    "unknown models and versions are 404s; other methods 405s",
+    async () => {
+      await error(
+        await infer("nope", { inputs: [] }, { "x-request-id": "mine-1" }),
+        404,
+        /Cannot find model "nope"/,
+      );
+      const versioned = await gw.fetch("/v2/models/echo/versions/2/infer", {
+        method: "POST",
+        body: JSON.stringify({ inputs: [] }),
+        headers: { "x-request-id": "mine-2" },
+      });
+      assert.equal(versioned.headers.get("x-request-id"), "mine-2");
+      await error(versioned, 404, /version "2": its version is 1/);
+      await error(
+        await gw.fetch("/v2/models/echo/infer"),
+        405,
+        /allowed: POST/,
+        false,
+      );
+      await error(
+        await gw.fetch("/v2/nothing"),
+        404,
+        /Cannot find route/,
+        false,
+      );
+    },
+  );
+
+  await t.step(
+    "model failures: an exception is a 422, an HTTPError its status, a bad result a 500",
+    async () => {
+      const kind = (k: string) => ({
+        inputs: [{ name: "kind", datatype: "BYTES", shape: [], data: [k] }],
+      });
+      await error(await infer("boom", { inputs: [] }), 422, /bad input/);
+      const teapot = await infer("teapot", { inputs: [] });
+      assert.equal(teapot.headers.get("retry-after"), "3");
+      await error(teapot, 418, /^short and stout$/);
+      await error(
+        await infer("shapes", kind("ragged")),
+        500,
+        /ragged lists for output "r"/,
+      );
+      await error(
+        await infer("shapes", kind("mixed")),
+        500,
+        /output "m" that mixes/,
+      );
+      await error(
+        await infer("shapes", kind("object")),
+        500,
+        /output "o" that holds an object/,
+      );
+      await error(
+        await infer("shapes", kind("raw")),
+        500,
+        /not UTF-8 in output "b"/,
+      );
+      await error(await infer("shapes", kind("nan")), 422, /nan|NaN/i);
+    },
+  );
+
+  await t.step(
+    "the binary tensor data extension, as tritonclient sends it by default",
+    async () => {
+      const floats = new Float32Array([1.5, -2, 0.25, 4]);
+      const ints = new BigInt64Array([2n ** 60n, -3n]);
+      const words = bytesElements(["héllo", new Uint8Array([0xff, 0])]);
+      const half = new Uint16Array([0x3c00, 0xc000]); // 1, -2 in FP16
+      const { body, headerLength } = binaryBody({
+        id: "bin-1",
+        // No outputs listed: tritonclient then asks for all as binary data.
+        parameters: { binary_data_output: true },
+        inputs: [
+          binaryInput("floats", "FP32", [2, 2], floats),
+          binaryInput("ints", "INT64", [2], ints),
+          binaryInput("words", "BYTES", [2], words),
+          binaryInput("half", "FP16", [2], half),
+          { name: "flags", datatype: "BOOL", shape: [1], data: [true] },
+        ],
+      }, [floats, ints, words, half]);
+      const res = await gw.fetch("/v2/models/echo/infer", {
+        method: "POST",
+        headers: {
+          "content-type": "application/octet-stream",
+          "inference-header-content-length": String(headerLength),
+        },
+        body,
+      });
+      assert.equal(res.status, 200);
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      const length = Number(res.headers.get("inference-header-content-length"));
+      const header = JSON.parse(
+        new TextDecoder().decode(bytes.subarray(0, length)),
+      );
+      assert.equal(header.id, "bin-1");
+      const tensors = splitBinary(header.outputs, bytes.subarray(length));
+      const view = (name: string) => {
+        const t = tensors.get(name)!;
+        return new DataView(t.buffer, t.byteOffset, t.byteLength);
+      };
+      assert.deepEqual(
+        header.outputs.map((
+          o: { name: string; datatype: string; shape: number[] },
+        ) => [o.name, o.datatype, o.shape]),
+        [
+          ["floats", "FP64", [2, 2]],
+          ["ints", "INT64", [2]],
+          ["words", "BYTES", [2]],
+          ["half", "INT64", [2]],
+          ["flags", "BOOL", [1]],
+        ],
+      );
+      assert.deepEqual(
+        [0, 1, 2, 3].map((i) => view("floats").getFloat64(i * 8, true)),
+        [1.5, -2, 0.25, 4],
+      );
+      assert.deepEqual(
+        [0, 1].map((i) => view("ints").getBigInt64(i * 8, true)),
+        [2n ** 60n, -3n],
+      );
+      assert.deepEqual(
+        tensors.get("words"),
+        bytesElements(["héllo", new Uint8Array([0xff, 0])]),
+      );
+      assert.deepEqual(
+        [0, 1].map((i) => view("half").getBigInt64(i * 8, true)),
+        [1n, -2n],
+      );
+      assert.deepEqual([...tensors.get("flags")!], [1]);
+
+      // One output as JSON beside a binary one.
+      const mixed = binaryBody({
+        inputs: [binaryInput("floats", "FP32", [4], floats)],
+        outputs: [{ name: "floats", parameters: { binary_data: false } }],
+      }, [floats]);
+      const json = await gw.fetch("/v2/models/echo/infer", {
+        method: "POST",
+        headers: {
+          "inference-header-content-length": String(mixed.headerLength),
+        },
+        body: mixed.body,
+      });
+      assert.equal(json.headers.get("inference-header-content-length"), null);
+      assert.deepEqual((await json.json()).outputs[0].data, [1.5, -2, 0.25, 4]);
+    },
+  );
+
+  await t.step(
+    "binary data that does not fit its tensor is a 400",
+    async () => {
+      const send = (
+        header: unknown,
+        tensors: ArrayBufferView[],
+        length?: number,
+      ) => {
+        const { body, headerLength } = binaryBody(header, tensors);
+        return gw.fetch("/v2/models/echo/infer", {
+          method: "POST",
+          headers: {
+            "inference-header-content-length": String(length ?? headerLength),
+          },
+          body,
+        });
+      };
+      const four = new Float32Array([1, 2, 3, 4]);
+      await error(
+        await send({ inputs: [binaryInput("a", "FP32", [3], four)] }, [four]),
+        400,
+        /has 16 bytes of binary data, and 3 elements of FP32 take 12/,
+      );
+      await error(
+        await send({ inputs: [binaryInput("a", "FP32", [1e9], four)] }, [four]),
+        400,
+        /holds 1000000000 elements, more than its 16 bytes/,
+      );
+      await error(
+        await send({ inputs: [binaryInput("a", "FP32", [4], four)] }, [
+          four,
+          four,
+        ]),
+        400,
+        /the binary data has 32 bytes, and the inputs' binary_data_size add up to 16/,
+      );
+      const nan = new Float32Array([NaN]);
+      await error(
+        await send({ inputs: [binaryInput("a", "FP32", [1], nan)] }, [nan]),
+        400,
+        /element 0 is NaN \(JSON, which carries the tensor to the model, has no NaN/,
+      );
+      const cut = new Uint8Array([5, 0, 0, 0, 65]);
+      await error(
+        await send({ inputs: [binaryInput("a", "BYTES", [1], cut)] }, [cut]),
+        400,
+        /BYTES element of 5 bytes past the end/,
+      );
+      const two = new Uint8Array([2]);
+      await error(
+        await send({ inputs: [binaryInput("a", "BOOL", [1], two)] }, [two]),
+        400,
+        /the byte 2, not a BOOL/,
+      );
+      await error(
+        await send(
+          { inputs: [binaryInput("a", "FP32", [4], four)] },
+          [four],
+          1e6,
+        ),
+        400,
+        /inference-header-content-length "1000000" is not a length within/,
+      );
+      await error(
+        await infer("echo", { inputs: [binaryInput("a", "FP32", [4], four)] }),
+        400,
+        /binary_data_size without binary data/,
+      );
+    },
+  );
+
+  await t.step(
+    "a batching model takes each infer request as one message",
+    async () => {
+      const results = await Promise.all([1, -1, 2].map(async (x) => {
+        const res = await infer("batcher", {
+          inputs: [{ name: "x", datatype: "INT32", shape: [], data: [x] }],
+        });
+        assert.equal(res.status, 200);
+        return (await res.json()).outputs;
+      }));
+      assert.deepEqual(results.map((o) => o[0].data), [
+        [true, true],
+        [true, false],
+        [true, true],
+      ]);
+      assert.equal(results[0][0].datatype, "BOOL");
+    },
+  );
+});
+
+/** An input whose data comes as binary. */
+function binaryInput(
+  name: string,
+  datatype: string,
+  shape: number[],
+  data: ArrayBufferView,
+): Record<string, unknown> {
+  return {
+    name,
+    datatype,
+    shape,
+    parameters: { binary_data_size: data.byteLength },
+  };
+}
+
+/** A request body of the binary extension: the JSON header, then the tensors' bytes. */
+function binaryBody(
+  header: unknown,
+  tensors: ArrayBufferView[],
+): { body: Uint8Array<ArrayBuffer>; headerLength: number } {
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const parts = [
+    json,
+    ...tensors.map((t) => new Uint8Array(t.buffer, t.byteOffset, t.byteLength)),
+  ];
+  const body = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    body.set(p, at);
+    at += p.byteLength;
+  }
+  return { body, headerLength: json.byteLength };
+}
+
+/** BYTES elements in binary form: each a 4-byte little-endian length, then its bytes. */
+function bytesElements(items: Array<string | Uint8Array>): Uint8Array {
+  const parts = items.map((i) =>
+    typeof i === "string" ? new TextEncoder().encode(i) : i
+  );
+  const out = new Uint8Array(parts.reduce((n, p) => n + 4 + p.byteLength, 0));
+  const view = new DataView(out.buffer);
+  let at = 0;
+  for (const p of parts) {
+    view.setUint32(at, p.byteLength, true);
+    out.set(p, at + 4);
+    at += 4 + p.byteLength;
+  }
+  return out;
+}
+
+/** The binary outputs of a response by name, cut by their binary_data_size. */
+function splitBinary(
+  outputs: Array<{ name: string; parameters?: { binary_data_size?: number } }>,
+  bytes: Uint8Array,
+): Map<string, Uint8Array> {
+  const out = new Map<string, Uint8Array>();
+  let at = 0;
+  for (const o of outputs) {
+    const size = o.parameters?.binary_data_size;
+    if (size === undefined) continue;
+    out.set(o.name, bytes.slice(at, at + size));
+    at += size;
+  }
+  assert.equal(at, bytes.byteLength);
+  return out;
+}

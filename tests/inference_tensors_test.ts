@@ -1,0 +1,152 @@
+// Tensors of the Open Inference Protocol: the reshape of flat data by a
+// shape and the flatten of nested results (with their shape inferred) are
+// inverse to each other; ragged lists are found; bounds hold.
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  elementCount,
+  elementProblem,
+  flattenData,
+  flattenResult,
+  listCount,
+  reshape,
+  resultDatatype,
+  shapeProblem,
+} from "../src/gateway/_inference_tensors.ts";
+
+const element = fc.oneof(
+  fc.integer(),
+  fc.string({ maxLength: 3 }),
+  fc.boolean(),
+);
+
+/** A shape of rank 0 to 4 and row-major data of its element count. */
+const tensor = fc.array(fc.integer({ min: 0, max: 4 }), { maxLength: 4 }).chain(
+  (shape) =>
+    fc.array(element, {
+      minLength: elementCount(shape),
+      maxLength: elementCount(shape),
+    }).map((data) => ({ shape, data })),
+);
+
+Deno.test("reshape and flattenResult are inverse, the shape read from the nesting", () => {
+  fc.assert(
+    fc.property(tensor, ({ shape, data }) => {
+      const nested = reshape(data, shape);
+      const flat = flattenResult(nested);
+      assert.ok(flat !== undefined);
+      assert.deepEqual(flat.data, data);
+      // An empty dimension hides those after it: [0, 3] nests as [].
+      const zero = shape.indexOf(0);
+      assert.deepEqual(flat.shape, zero < 0 ? shape : shape.slice(0, zero + 1));
+      // The request's flatten of nested data gives the same elements.
+      if (shape.length > 0) {
+        assert.deepEqual(flattenData(nested, data.length), data);
+      }
+    }),
+    { numRuns: 500 },
+  );
+});
+
+Deno.test("flattenResult refuses ragged lists wherever one list is off", () => {
+  const full = fc.array(fc.integer({ min: 1, max: 3 }), {
+    minLength: 1,
+    maxLength: 4,
+  }).chain((shape) =>
+    fc.tuple(
+      fc.constant(shape),
+      fc.nat(elementCount(shape) - 1),
+      fc.boolean(),
+    )
+  );
+  fc.assert(
+    fc.property(full, ([shape, at, longer]) => {
+      // A list is ragged only beside a sibling of the other length.
+      fc.pre(elementCount(shape.slice(0, -1)) >= 2);
+      const data = Array.from({ length: elementCount(shape) }, (_, i) => i);
+      const nested = reshape(data, shape) as unknown[];
+      // The innermost list that holds element `at`: one item more or fewer.
+      let list = nested;
+      let index = at;
+      for (let d = 0; d < shape.length - 1; d++) {
+        const inner = elementCount(shape.slice(d + 1));
+        list = list[Math.floor(index / inner)] as unknown[];
+        index %= inner;
+      }
+      if (longer) list.push(99);
+      else list.pop();
+      assert.equal(flattenResult(nested), undefined);
+    }),
+    { numRuns: 300 },
+  );
+  assert.equal(flattenResult([1, [2]]), undefined);
+  assert.equal(flattenResult([[1], 2]), undefined);
+});
+
+Deno.test("flattenData stops past the expected count, whatever the data's size", () => {
+  const data = Array.from({ length: 1000 }, (_, i) => [i, [i]]);
+  assert.equal(flattenData(data, 3)!.length, 4);
+  assert.equal(flattenData("1,2", 3), undefined);
+  // No recursion: nesting as deep as memory allows.
+  let deep: unknown = [1];
+  for (let i = 0; i < 100_000; i++) deep = [deep];
+  assert.deepEqual(flattenData(deep, 1), [1]);
+  assert.equal(flattenResult(deep), undefined); // over 64 dimensions
+});
+
+Deno.test("shapes: integers >= 0, at most 64 dimensions; counts past 2^53 are Infinity", () => {
+  assert.equal(shapeProblem([2, 0, 3]), undefined);
+  for (
+    const bad of [[-1], [1.5], ["2"], [2n], null, 3, new Array(65).fill(1)]
+  ) {
+    assert.ok(shapeProblem(bad) !== undefined, String(bad));
+  }
+  assert.equal(elementCount([2 ** 30, 2 ** 30]), Infinity);
+  assert.equal(listCount([1e9, 0]), 1e9);
+  assert.equal(listCount([2, 3, 4]), 2 + 6);
+  fc.assert(
+    fc.property(
+      fc.array(fc.integer({ min: 1, max: 50 }), { maxLength: 6 }),
+      (shape) =>
+        // Without a 0, the nested lists are at most the rank times the elements.
+        listCount(shape) <= shape.length * elementCount(shape),
+    ),
+  );
+});
+
+Deno.test("elementProblem checks ranges of each datatype exactly, BigInts too", () => {
+  assert.equal(elementProblem(-128, "INT8"), undefined);
+  assert.match(elementProblem(-129, "INT8")!, /out of range of INT8/);
+  assert.equal(elementProblem(2n ** 64n - 1n, "UINT64"), undefined);
+  assert.match(elementProblem(2n ** 64n, "UINT64")!, /out of range/);
+  assert.match(elementProblem(2n ** 63n, "INT64")!, /out of range/);
+  assert.equal(elementProblem(65504, "FP16"), undefined);
+  assert.match(elementProblem(65505, "FP16")!, /out of range/);
+  assert.equal(elementProblem(2n ** 64n, "FP32"), undefined);
+  assert.match(elementProblem(true, "INT32")!, /expected an integer/);
+  assert.match(elementProblem(0, "BOOL")!, /expected a boolean/);
+  assert.match(elementProblem(1, "BYTES")!, /expected a string/);
+});
+
+Deno.test("resultDatatype: from the declared output, else from the values", () => {
+  assert.equal(resultDatatype([1, 2], undefined), "INT64");
+  assert.equal(resultDatatype([1, 2.5], undefined), "FP64");
+  assert.equal(resultDatatype([1, 2], "number"), "FP64");
+  assert.equal(resultDatatype([2n ** 63n], undefined), "UINT64");
+  assert.match(
+    resultDatatype([2n ** 64n], undefined),
+    /holds 18446744073709551616, beyond 64-bit integers/,
+  );
+  // Integers past ±2^53 come as BigInts: a number past them was a float.
+  assert.equal(resultDatatype([1e300, 2], undefined), "FP64");
+  assert.equal(resultDatatype([true], undefined), "BOOL");
+  assert.equal(resultDatatype(["a", new Uint8Array(1)], undefined), "BYTES");
+  assert.equal(resultDatatype([], undefined), "FP64");
+  assert.equal(resultDatatype([], "string"), "BYTES");
+  assert.match(resultDatatype([1, "a"], undefined), /mixes/);
+  assert.match(resultDatatype([null], undefined), /holds null/);
+  assert.match(
+    resultDatatype([1.5], "integer"),
+    /declared "integer" and holds 1.5/,
+  );
+});
