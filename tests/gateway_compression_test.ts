@@ -23,6 +23,18 @@ class Chunks:
         for _ in range(2):
             yield "a" * msg["n"]
 
+class Texts:
+    def execute(self, msg):
+        n = msg["n"][0] if isinstance(msg["n"], list) else msg["n"]
+        return {"text": ["a" * n]}
+
+class Status:
+    def execute(self, msg):
+        from pyproxy import host
+        host.set_status(msg["status"])
+        host.set_header("Vary", "Accept-Language")
+        return {"text": "a" * 5000}
+
 class Csv:
     media_type = "text/csv"
 
@@ -35,6 +47,8 @@ const MODELS = [
   { name: "big", file: "big.py", class: "Big" },
   { name: "csv", file: "big.py", class: "Csv" },
   { name: "chunks", file: "big.py", class: "Chunks" },
+  { name: "texts", file: "big.py", class: "Texts" },
+  { name: "status", file: "big.py", class: "Status" },
   { name: "bEcho", file: "bytes_model.py", class: "Echo" },
   { name: "bRaw", file: "bytes_model.py", class: "Raw" },
   { name: "png", file: "bytes_model.py", class: "Png" },
@@ -501,4 +515,50 @@ Deno.test("Gateway: compress gzips a bytes result of a text media type, not an i
   }, gw.token);
   assert.equal(png.headers.get("content-type"), "image/png");
   assert.equal(png.headers.get("content-encoding"), null);
+});
+
+Deno.test("Gateway: /v2 infer decodes a gzip request and, with compress, gzips a large JSON response", async () => {
+  await using gw = await start({ compress: { minBytes: 1000 } });
+  const request = JSON.stringify({
+    inputs: [{ name: "n", shape: [1], datatype: "INT64", data: [3000] }],
+  });
+  // A gzip request through fetch (it decodes the answer itself).
+  const viaFetch = await gw.fetch("/v2/models/texts/infer", {
+    method: "POST",
+    headers: { "content-type": "application/json", "content-encoding": "gzip" },
+    body: await compress(request, "gzip") as BodyInit,
+  });
+  assert.equal(viaFetch.status, 200, await viaFetch.clone().text());
+  const got = await viaFetch.json();
+  assert.equal(got.outputs[0].name, "text");
+  assert.equal(got.outputs[0].data[0], "a".repeat(3000));
+  // The raw answer: gzip.
+  const raw = await rawPost(gw.port, "/v2/models/texts/infer", request, {
+    "content-type": "application/json",
+    "accept-encoding": "gzip",
+  }, gw.token);
+  assert.equal(raw.status, 200);
+  assert.equal(raw.headers.get("content-encoding"), "gzip");
+  assert.equal(raw.headers.get("vary"), "accept-encoding");
+  assert.deepEqual(JSON.parse(await decompress(raw.body)), got);
+});
+
+Deno.test("Gateway: compress keeps a model's chosen status, and its Vary beside the gateway's", async () => {
+  await using gw = await start({ compress: { minBytes: 1000 } });
+  const created = await rawPost(
+    gw.port,
+    "/v1/models/status/execute",
+    '{"status":201}',
+    {
+      "accept-encoding": "gzip",
+    },
+    gw.token,
+  );
+  assert.equal(created.status, 201);
+  assert.equal(created.headers.get("content-encoding"), "gzip");
+  assert.deepEqual(JSON.parse(await decompress(created.body)), {
+    text: "a".repeat(5000),
+  });
+  // The model's Vary joins the gateway's (it was refused as a duplicate).
+  assert.equal(created.headers.get("vary"), "accept-encoding, Accept-Language");
 });

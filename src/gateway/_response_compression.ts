@@ -142,6 +142,23 @@ export class ResponseCompression {
     return this.#large(request, bytes, 200, headers);
   }
 
+  /**
+   * A route's own answer (the inference protocol's JSON or binary tensors),
+   * compressed when large and accepted, whatever its type: a client that
+   * asks for gzip there asked for it (Triton's `response_compression_algorithm`).
+   */
+  body(
+    request: Request,
+    body: string | Uint8Array,
+    headers: Record<string, string>,
+  ): Response {
+    const size = typeof body === "string" ? body.length : body.byteLength;
+    if (size < this.minBytes) {
+      return new Response(body as BodyInit, { headers });
+    }
+    return this.#large(request, body, 200, headers);
+  }
+
   #large(
     request: Request,
     body: string | Uint8Array,
