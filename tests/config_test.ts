@@ -276,6 +276,45 @@ Deno.test("resolveConfig: cancelOnDisconnect from the file, a flag turning it of
   );
 });
 
+Deno.test("resolveConfig: compress off by default, on from the file or a flag, minBytes from either, a bad value", () => {
+  const resolve = (
+    file: Record<string, unknown>,
+    cli: Record<string, unknown> = {},
+  ) => resolveConfig({ cwd: "/home/me", file, cli }).compress;
+  assert.equal(resolve({}), false);
+  assert.deepEqual(resolve({ compress: true }), { minBytes: 1024 });
+  assert.deepEqual(resolve({ compress: { minBytes: 10 } }), { minBytes: 10 });
+  assert.deepEqual(resolve({ compress: {} }), { minBytes: 1024 });
+  assert.equal(
+    resolve({ compress: { minBytes: 10 } }, { compress: false }),
+    false,
+  );
+  assert.deepEqual(
+    resolve({ compress: { minBytes: 10 } }, { compress: true }),
+    {
+      minBytes: 10,
+    },
+  );
+  assert.deepEqual(
+    resolve({ compress: false }, { compress: { minBytes: 5 } }),
+    {
+      minBytes: 5,
+    },
+  );
+  assert.throws(
+    () => parseConfig({ compress: "gzip" }),
+    /compress: expected true, false or \{ minBytes \}/,
+  );
+  assert.throws(
+    () => parseConfig({ compress: { minBytes: 0 } }),
+    /compress\.minBytes: expected an integer >= 1/,
+  );
+  assert.throws(
+    () => parseConfig({ compress: { level: 9 } }),
+    /compress: expected true, false or \{ minBytes \}/,
+  );
+});
+
 Deno.test("resolveConfig resolves --models against the working directory and ignores the file's list", () => {
   const config = resolveConfig({
     cwd: "/home/me",

@@ -175,6 +175,14 @@ export interface GatewayConfig {
    * unless listed (docs/gateway.md, "Request headers for models").
    */
   forwardHeaders?: string[] | undefined;
+  /**
+   * Gzip for large model results when the client accepts it (off by
+   * default); `true`: bodies of 1024 bytes and more.
+   */
+  compress?: boolean | {
+    /** Smallest body compressed, in bytes (default 1024). */
+    minBytes?: number | undefined;
+  } | undefined;
   /** CORS settings. */
   cors?: {
     /** Allowed origins. */
@@ -458,6 +466,12 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
         MAX_FORWARD_HEADERS,
         `expected at most ${MAX_FORWARD_HEADERS} header names`,
       ),
+    ),
+  ),
+  compress: v.optional(
+    v.union(
+      [bool(), strict({ minBytes: v.optional(int(1)) })],
+      "expected true, false or { minBytes }",
     ),
   ),
   cors: v.optional(CorsSchema),

@@ -459,6 +459,7 @@ export async function serve(
       loadTimeout: config.limits.loadTimeout,
       allowEval: config.allowEval,
       cancelOnDisconnect: config.cancelOnDisconnect,
+      compress: config.compress,
       forwardHeaders: config.forwardHeaders,
       allowManage: config.allowManage,
       debug: config.debug,
