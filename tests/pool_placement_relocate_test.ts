@@ -215,6 +215,12 @@ Deno.test("Pool placement: a model whose calls crash its workers is moved at mos
     assert.equal(shown.failedReason, bad.failedReason);
     const one = await (await req("/v1/models/bad")).json();
     assert.equal(one.failedReason, bad.failedReason);
+    // An alert can watch it: failed slots come back, the model does not.
+    const outOfService = async () =>
+      (await (await req("/metrics")).text()).split("\n").filter((l) =>
+        l.startsWith("pyproxy_models_out_of_service ")
+      );
+    assert.deepEqual(await outOfService(), ["pyproxy_models_out_of_service 1"]);
     // A revived slot does not load it (it would crash there too).
     const ready = readyAgain(pool, "w2");
     assert.equal(ctx().reviveWorker("w2"), true);
@@ -231,6 +237,7 @@ Deno.test("Pool placement: a model whose calls crash its workers is moved at mos
     assert.deepEqual(await pool.execute("bad", {}), { pid: pidOf(pool, "w2") });
     const after = await (await req("/v1/models/bad")).json();
     assert.equal(after.failedReason, undefined);
+    assert.deepEqual(await outOfService(), ["pyproxy_models_out_of_service 0"]);
   } finally {
     await pids.assertGone();
   }

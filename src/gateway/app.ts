@@ -471,6 +471,8 @@ export function createGateway(
         ? {}
         : { evalReplayBytes: status.evalReplayBytes }),
       ...(status.queue === undefined ? {} : { queued: status.queue }),
+      outOfService: status.models.filter((m) => m.failedReason !== undefined)
+        .length,
       ...(pool.queueWaits === undefined
         ? {}
         : { queueWaits: pool.queueWaits() }),
