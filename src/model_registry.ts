@@ -328,6 +328,12 @@ export class ModelRegistry {
           1,
           (w) => this.#placedOn(w),
         );
+        if (
+          counted && to.length > 0 && this.#spares(p, worker, to[0]!, workers())
+        ) {
+          await this.#fail(p, worker);
+          continue;
+        }
         const model = this.#models.get(p.name);
         if (model === undefined) continue;
         this.#onRelocated({
@@ -347,6 +353,49 @@ export class ModelRegistry {
   }
 
   /**
+   * Whether moving `p`, implicated in the failure of `worker`, to `to`
+   * would leave every other worker still up (not `failed`, not leaving)
+   * holding it: then it is not moved but taken out of service (its
+   * `failed` set, true), before `maxRelocations` is reached. A model that
+   * crashed a slot for good would otherwise stake the pool's last workers,
+   * and every model on them, on its next call: with the default bound (2
+   * moves), a 2- or 3-worker pool (the gateway's default is 2) had every
+   * worker `failed` for `failedRetryAfter`, the healthy models with no
+   * worker. `maxRelocations: Infinity` keeps moving it.
+   */
+  #spares(
+    p: ModelPlacement,
+    worker: Worker,
+    to: Worker,
+    all: readonly Worker[],
+  ): boolean {
+    if (this.#maxRelocations === Infinity) return false;
+    const up = all.filter((w) =>
+      w !== worker &&
+      (w.state === "ready" || w.state === "starting" ||
+        w.state === "restarting")
+    );
+    if (!up.every((w) => w === to || p.workers.includes(w))) return false;
+    const ids = up.map((w) => w.id).join(", ");
+    p.failed = `${
+      this.#crashes(p)
+    }, and every worker still up (${ids}) would hold it after one more move: taken out of service before it fails them too (placement.maxRelocations ${this.#maxRelocations} spares the pool's last workers); last: worker ${worker.id} ${
+      worker.failedReason ?? "failed"
+    }`;
+    return true;
+  }
+
+  /** What `p` did: the slots it failed for good, within the window. */
+  #crashes(p: ModelPlacement): string {
+    const relocations = p.relocations ?? [];
+    const slots = relocations.map((r) => r.worker).join(", ");
+    const times = relocations.length === 1
+      ? "once"
+      : `${relocations.length} times`;
+    return `it crashed the workers it was placed on ${times} within ${this.#relocationWindow} ms (${slots}: each failed for good with its calls in flight or its load under way)`;
+  }
+
+  /**
    * Counts a move of `p` off `worker`, a slot that failed for good with
    * the model implicated; past `maxRelocations` within the window, marks
    * the model failed (true: not to be moved, `#fail` it).
@@ -360,12 +409,11 @@ export class ModelRegistry {
     const max = this.#maxRelocations;
     p.relocations = max === Infinity ? kept.slice(-1) : kept.slice(-(max + 1));
     if (max === Infinity || kept.length <= max) return false;
-    const slots = p.relocations.map((r) => r.worker).join(", ");
-    const reason =
-      `it crashed the workers it was placed on ${p.relocations.length} times within ${window} ms (${slots}: each failed for good with its calls in flight or its load under way), past placement.maxRelocations ${max}; last: worker ${worker.id} ${
-        worker.failedReason ?? "failed"
-      }`;
-    p.failed = reason;
+    p.failed = `${
+      this.#crashes(p)
+    }, past placement.maxRelocations ${max}; last: worker ${worker.id} ${
+      worker.failedReason ?? "failed"
+    }`;
     return true;
   }
 

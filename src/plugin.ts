@@ -351,7 +351,12 @@ export interface PluginContext {
   reviveWorker(id: string, options?: RestartWorkerOptions): boolean;
   /** Kills the slot's process; `reason` becomes `lastExit.reason`. The exit then reaches `onWorkerExit`. */
   killWorker(id: string, signal?: "SIGTERM" | "SIGKILL", reason?: string): void;
-  /** Pings a ready worker; `true` when it answered within `timeoutMs`. Never throws. */
+  /**
+   * Pings a ready worker; `true` when it answered within `timeoutMs`. Never
+   * throws. When its connection ends meanwhile (the process died), `false`
+   * comes once the exit is in (or `timeoutMs` passed): the slot is then no
+   * longer ready with that pid, and its `lastExit` says why it ended.
+   */
   ping(id: string, timeoutMs: number): Promise<boolean>;
   /**
    * When the worker's connection last showed signs of life, in `Date.now()`

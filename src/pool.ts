@@ -267,7 +267,9 @@ export interface PlacementOptions {
    * Moves of a placed model off slots that failed for good with it
    * implicated, within `relocationWindow`, before the next one fails the
    * model (`ModelUnavailableError`): an integer >= 0 (0: the first such
-   * failure does), `Infinity` for no bound.
+   * failure does), `Infinity` for no bound. Below `Infinity`, a move that
+   * would put the model on every worker still up fails it too, sooner: it
+   * never takes the pool's last workers down with it.
    * @default {2}
    */
   maxRelocations?: number;

@@ -25,6 +25,7 @@ import { Worker, type WorkerExit, type WorkerHooks } from "./worker.ts";
 import { logPythonOutput } from "./_python_log.ts";
 import { OutputRateLimit } from "./_output_rate_limit.ts";
 import { waitsForIO } from "./_waits_for_io.ts";
+import { withTimeout } from "./_with_timeout.ts";
 
 /** Options of {@linkcode Supervisor}. */
 export interface SupervisorOptions {
@@ -512,12 +513,21 @@ export class Supervisor {
       },
       resize: (count, opts) => this.#opts.resize(count, opts),
       ping: async (id, timeoutMs) => {
-        const session = this.#byId.get(id)?.session;
-        if (session === undefined) return false;
+        const w = this.#byId.get(id);
+        const session = w?.session;
+        if (w === undefined || session === undefined) return false;
+        const gen = w.generation;
         try {
           await session.request("ping", undefined, { timeout: timeoutMs });
           return true;
         } catch {
+          // A ping that failed because the connection ended was not left
+          // unanswered: the process died (or is killed for it soon), and
+          // its exit says why. Its exit is reaped a few ms later, and a
+          // heartbeat that killed it meanwhile named itself the cause
+          // ("missed heartbeat" for a model's os._exit): answer once the
+          // exit is in, when the slot is no longer ready with that pid.
+          if (session.isClosed) await withTimeout(w.exitOf(gen), timeoutMs);
           return false;
         }
       },

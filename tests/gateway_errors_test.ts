@@ -260,7 +260,7 @@ Deno.test("createGateway hints at /execute and /v1 when a path misses them", asy
   });
 });
 
-Deno.test("createGateway names its own route when a migrated client asks TorchServe's or a sidecar's", async () => {
+Deno.test("createGateway names its own route when a migrated client asks TorchServe's, KServe V1's or a sidecar's", async () => {
   await using gw = await startGateway();
   for (
     const [method, path, hint] of [
@@ -297,6 +297,21 @@ Deno.test("createGateway names its own route when a migrated client asks TorchSe
       type: "NotFound",
       message: `Cannot find route ${method} ${path} ${hint}`,
     });
+  }
+  // KServe's V1 :predict reads as a model name to the router: a 405 with
+  // the hint, not "POST /v1/models/echo:predict/execute".
+  for (
+    const [model, named] of [["echo", "echo"], ["m".repeat(100), "{name}"]]
+  ) {
+    const path = `/v1/models/${model}:predict`;
+    const res = await gw.fetch(path, post('{"instances": [1]}'));
+    assert.equal(res.status, 405);
+    assert.equal(
+      (await res.json()).error.message,
+      `Cannot POST ${path}: allowed: ${
+        res.headers.get("allow")
+      } (KServe's V1 protocol is not served: POST /v1/models/${named}/execute runs the model with a JSON body of its own, POST /v2/models/${named}/infer takes the Open Inference Protocol; docs/migrating.md)`,
+    );
   }
   // Anything else stays a bare 404.
   const other = await gw.fetch("/predict", post("{}"));

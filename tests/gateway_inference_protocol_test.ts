@@ -720,3 +720,50 @@ function splitBinary(
   assert.equal(at, bytes.byteLength);
   return out;
 }
+
+Deno.test("Open Inference Protocol: an infer call's response has the headers the model set (host.set_header), and stays a 200 whatever status it set", async () => {
+  await using gw = await startGateway({}, {
+    "created.py": `from pyproxy import host
+
+
+class Created:
+    outputs = {"id": "integer"}
+
+    def execute(self, msg):
+        host.set_status(201)
+        host.set_header("Location", "/items/7")
+        host.set_header("X-Trace", "t-1")
+        host.set_header("Set-Cookie", "a=1")
+        return {"id": 7}
+`,
+  });
+  // tritonclient takes any answer but a 200 for an error: the 201 is /v1's.
+  const v1 = await gw.fetch("/v1/models/created/execute", {
+    method: "POST",
+    body: "{}",
+  });
+  assert.equal(v1.status, 201);
+  await v1.body?.cancel();
+  for (const parameters of [undefined, { binary_data_output: true }]) {
+    const res = await gw.fetch("/v2/models/created/infer", {
+      method: "POST",
+      headers: JSON_HEADERS,
+      body: JSON.stringify({
+        inputs: [],
+        ...(parameters ? { parameters } : {}),
+      }),
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("location"), "/items/7");
+    assert.equal(res.headers.get("x-trace"), "t-1");
+    // Refused as on /v1 (logged, with the response's request id).
+    assert.equal(res.headers.get("set-cookie"), null);
+    assert.ok(res.headers.get("x-request-id"));
+    const text = new TextDecoder().decode(await res.arrayBuffer());
+    assert.match(text, /"model_name":"created"/);
+    assert.equal(
+      res.headers.get("content-type"),
+      parameters ? "application/octet-stream" : "application/json",
+    );
+  }
+});

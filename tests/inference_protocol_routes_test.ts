@@ -80,8 +80,13 @@ Deno.test("inferenceProtocolRoutes: the model gets a dict of reshaped inputs, pa
   // plain assignment drop that input.)
   assert.equal(Object.getPrototypeOf(msg), Object.prototype);
   // The signal: a client that disconnects cancels the call.
-  const { signal, ...rest } = options as { signal?: AbortSignal };
+  // onResponseMeta: the headers the model sets (host.set_header).
+  const { signal, onResponseMeta, ...rest } = options as {
+    signal?: AbortSignal;
+    onResponseMeta?: unknown;
+  };
   assert.ok(signal instanceof AbortSignal);
+  assert.equal(typeof onResponseMeta, "function");
   assert.deepEqual(rest, { timeout: 1234, requestId: "r-1" });
 
   // Optional fields left null (as KServe's Python client writes None) are absent.

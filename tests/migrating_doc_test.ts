@@ -71,8 +71,10 @@ const post = (body: string, type?: string): RequestInit => ({
 Deno.test("docs/migrating.md marks the files of its ports, and every Python block parses", async () => {
   const all = blocks(await Deno.readTextFile(PAGE));
   assert.deepEqual(all.filter((b) => b.file).map((b) => b.file).sort(), [
+    "client.py",
     "models/create_item.py",
     "models/iris.py",
+    "models/jobs.py",
     "models/lookup.py",
     "models/risk.py",
     "models/stamp.py",
@@ -303,7 +305,7 @@ Deno.test("docs/migrating.md: the headers, HTTP errors and metrics port answers 
   }]);
 });
 
-Deno.test("docs/migrating.md: the success status port answers 201 with its Location, in the gateway and a library pool", async () => {
+Deno.test("docs/migrating.md: the success status ports answer 201 and 202 with their Location, in the gateway and a library pool", async () => {
   await using dir = await extract();
   const server = await serve(
     await loadConfig({
@@ -318,6 +320,12 @@ Deno.test("docs/migrating.md: the success status port answers 201 with its Locat
     assert.equal(res.status, 201);
     assert.equal(res.headers.get("location"), "/items/1");
     assert.deepEqual(await res.json(), { id: 1 });
+    // The TorchServe handler's set_response_status(202) and its header.
+    const job = await fetch(`${server.url}/v1/models/jobs/execute`, post("{}"));
+    assert.equal(job.status, 202);
+    const { job: id } = await job.json();
+    assert.match(id, /^[0-9a-f-]{36}$/);
+    assert.equal(job.headers.get("location"), `/jobs/${id}`);
   } finally {
     await server.shutdown();
   }
@@ -498,6 +506,31 @@ Deno.test("docs/migrating.md: the KServe port answers the page's Open Inference 
       error:
         'Cannot infer: input "input": shape [2,4] holds 8 elements, and data has 2',
     });
+    // A client of KServe's V1 protocol learns what to call instead.
+    const v1 = await fetch(
+      `${server.url}/v1/models/iris:predict`,
+      post('{"instances": [[5.1, 3.5, 1.4, 0.2]]}'),
+    );
+    assert.equal(v1.status, 405);
+    assert.match(
+      (await v1.json()).error.message,
+      /KServe's V1 protocol is not served: POST \/v1\/models\/iris\/execute runs the model with a JSON body of its own, POST \/v2\/models\/iris\/infer takes the Open Inference Protocol/,
+    );
+    // The standard-library client: ready checks, metadata, binary tensors in
+    // and out, printing what the page shows.
+    const client = await new Deno.Command("python3", {
+      args: [`${dir}/client.py`, server.url],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(client.stderr);
+    assert.equal(client.code, 0, err);
+    assert.deepEqual(new TextDecoder().decode(client.stdout).split("\n"), [
+      "[('input', 'FP64', [-1, -1])]",
+      "label [2] ['setosa', 'other']",
+      "score [2] [0.5, 0.39]",
+      "",
+    ]);
   } finally {
     await server.shutdown();
   }

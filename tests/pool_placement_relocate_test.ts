@@ -215,6 +215,12 @@ Deno.test("Pool placement: a model whose calls crash its workers is moved at mos
     assert.equal(shown.failedReason, bad.failedReason);
     const one = await (await req("/v1/models/bad")).json();
     assert.equal(one.failedReason, bad.failedReason);
+    // An alert can watch it: failed slots come back, the model does not.
+    const outOfService = async () =>
+      (await (await req("/metrics")).text()).split("\n").filter((l) =>
+        l.startsWith("pyproxy_models_out_of_service ")
+      );
+    assert.deepEqual(await outOfService(), ["pyproxy_models_out_of_service 1"]);
     // A revived slot does not load it (it would crash there too).
     const ready = readyAgain(pool, "w2");
     assert.equal(ctx().reviveWorker("w2"), true);
@@ -231,6 +237,102 @@ Deno.test("Pool placement: a model whose calls crash its workers is moved at mos
     assert.deepEqual(await pool.execute("bad", {}), { pid: pidOf(pool, "w2") });
     const after = await (await req("/v1/models/bad")).json();
     assert.equal(after.failedReason, undefined);
+    assert.deepEqual(await outOfService(), ["pyproxy_models_out_of_service 0"]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: with the default bound, a crashing model is taken out of service rather than moved onto the pool's last worker up, which serves the other models on", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    // maxRelocations 2 (the default) in a pool of 3: the third failed slot
+    // would have been the last one, the healthy models left with none.
+    const { options: opts } = options(dir.path, 3);
+    await using pool = await Pool.start(opts);
+    pids.watch(pool);
+    await pool.addModel("good", { file: "whoami.py", workers: 1 });
+    await pool.addModel("bad", { source: CRASHER, workers: 1 });
+    await pool.addModel("plain", { file: "whoami.py" });
+    const events = record(pool, "model-relocated", "model-failed");
+    const w1 = pidOf(pool, "w1");
+    const outcomes: string[] = [];
+    let unavailable: unknown;
+    for (let i = 0; i < 10 && unavailable === undefined; i++) {
+      await pool.execute("bad", { crash: true }).then(
+        () => outcomes.push("ok"),
+        (err) => {
+          outcomes.push(err.name);
+          if (err instanceof ModelUnavailableError) unavailable = err;
+          else assert.ok(err instanceof WorkerCrashedError, String(err));
+        },
+      );
+    }
+    // w2 twice (failed), moved to w3 (w1 stays free of it), w3 twice
+    // (failed): one more move would put it on w1, the last worker up.
+    assert.deepEqual(outcomes, [
+      "WorkerCrashedError",
+      "WorkerCrashedError",
+      "WorkerCrashedError",
+      "WorkerCrashedError",
+      "ModelUnavailableError",
+    ]);
+    assert.ok(unavailable instanceof ModelUnavailableError);
+    assert.match(
+      unavailable.message,
+      /^Cannot route call executeModel: model 'bad' is out of service: it crashed the workers it was placed on 2 times within 600000 ms \(w2, w3: each failed for good with its calls in flight or its load under way\), and every worker still up \(w1\) would hold it after one more move: taken out of service before it fails them too \(placement\.maxRelocations 2 spares the pool's last workers\); last: worker w3 crashed 2 times within 60000 ms; last: .*; update it \(pool\.updateModel, PUT \/v1\/models\/bad\) to load it again$/,
+    );
+    assert.deepEqual(
+      events.map((ev) => ev.type === "model-relocated" ? ev : ev.type),
+      [
+        {
+          type: "model-relocated",
+          name: "bad",
+          from: "w2",
+          to: "w3",
+          counted: true,
+        },
+        "model-failed",
+      ],
+    );
+    assert.deepEqual(states(pool), ["w1 ready", "w2 failed", "w3 failed"]);
+    assert.equal(pidOf(pool, "w1"), w1);
+    assert.deepEqual(await pool.execute("good", {}), { pid: w1, msg: {} });
+    assert.deepEqual(await pool.execute("plain", {}), { pid: w1, msg: {} });
+    assert.deepEqual(model(pool, "bad").slots, []);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: maxRelocations Infinity moves a crashing model every time, onto the last worker up too", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const { options: opts } = options(dir.path, 2, {
+      placement: { maxRelocations: Infinity },
+    });
+    await using pool = await Pool.start(opts);
+    pids.watch(pool);
+    await pool.addModel("bad", { source: CRASHER, workers: 1 });
+    const moved = nextEvent(pool, "model-relocated");
+    for (let i = 0; i < 2; i++) {
+      await assert.rejects(
+        pool.execute("bad", { crash: true }),
+        WorkerCrashedError,
+      );
+    }
+    assert.deepEqual(await moved, {
+      type: "model-relocated",
+      name: "bad",
+      from: "w1",
+      to: "w2",
+      counted: true,
+    });
+    // Its calls wait for the move, then go to w2.
+    assert.deepEqual(await pool.execute("bad", {}), { pid: pidOf(pool, "w2") });
+    assert.deepEqual(model(pool, "bad").slots, ["w2"]);
   } finally {
     await pids.assertGone();
   }
@@ -490,8 +592,9 @@ Deno.test("Pool placement: a shrink asked for while a crashing model is being mo
     await shrink;
     // The failed w1 went first, then the ready slot holding no placed model.
     assert.deepEqual(states(pool), ["w2 ready"]);
-    assert.deepEqual(model(pool, "bad").slots, ["w2"]);
+    // Its calls wait for the move, then go to w2.
     assert.deepEqual(await pool.execute("bad", {}), { pid: pidOf(pool, "w2") });
+    assert.deepEqual(model(pool, "bad").slots, ["w2"]);
   } finally {
     await pids.assertGone();
   }

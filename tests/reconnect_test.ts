@@ -260,6 +260,42 @@ Deno.test("reconnect kills and replaces a worker that misses its heartbeat", asy
   }
 });
 
+Deno.test("reconnect: a worker that exits by itself keeps its exit's reason, however often it is pinged", async () => {
+  await using dir = await modelsDir();
+  await Deno.writeTextFile(
+    `${dir.path}/crasher.py`,
+    "import os\n\nclass Crasher:\n    def execute(self, msg):\n        os._exit(3)\n",
+  );
+  const pids = new PidTracker();
+  try {
+    // A heartbeat every ms lands in the few ms between the connection's end
+    // and the exit being reaped: its ping failed there at once, and the
+    // probe killed the dying worker as unresponsive ("missed heartbeat"),
+    // which 7 in 10 such crashes reported, to the caller and in lastExit.
+    await using pool = await Pool.start(
+      opts(dir.path, {
+        heartbeatInterval: 1,
+        backoff: { initial: 5, jitter: 0 },
+        maxCrashes: 100,
+      }, { workers: 1 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("crasher", { file: "crasher.py" });
+    const reasons: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const exit = nextEvent(pool, "worker-exit");
+      const back = readyAgain(pool, "w1");
+      await assert.rejects(pool.execute("crasher", {}), WorkerCrashedError);
+      reasons.push((await exit).reason);
+      await back;
+    }
+    assert.deepEqual(reasons, Array(8).fill("exited with code 3"));
+    assert.equal(pool.status().workers[0]!.lastExit?.code, 3);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 Deno.test("reconnect does not restart workers stopped by close", async () => {
   await using dir = await modelsDir();
   const pids = new PidTracker();

@@ -496,6 +496,8 @@ export function createGateway(
         ? {}
         : { evalReplayBytes: status.evalReplayBytes }),
       ...(status.queue === undefined ? {} : { queued: status.queue }),
+      outOfService: status.models.filter((m) => m.failedReason !== undefined)
+        .length,
       ...(pool.queueWaits === undefined
         ? {}
         : { queueWaits: pool.queueWaits() }),
@@ -585,10 +587,12 @@ export function createGateway(
     const { method, path } = c.req;
     const allow = allowedMethods(path);
     if (allow.length > 0) {
-      const run = method === "POST" &&
-          allowedMethods(`${path}/execute`).includes("POST")
-        ? ` (to run the model: POST ${path}/execute)`
-        : "";
+      // KServe's /v1/models/{name}:predict reads as a model name here.
+      const run = foreignRouteHint(path) ||
+        (method === "POST" &&
+            allowedMethods(`${path}/execute`).includes("POST")
+          ? ` (to run the model: POST ${path}/execute)`
+          : "");
       return c.json(
         {
           error: {

@@ -19,7 +19,11 @@ import {
   inferenceResponse,
 } from "./_inference_response.ts";
 import { DECLARED_DATATYPE } from "./_inference_tensors.ts";
-import { errorResponse, httpError } from "./error_response.ts";
+import {
+  errorResponse,
+  httpError,
+  REQUEST_ID_HEADER,
+} from "./error_response.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
 import { forwardedHeaders } from "./_forward_headers.ts";
 import type { GatewayModelInfo } from "./model_catalog.ts";
@@ -29,7 +33,10 @@ import {
   MAX_NAME,
   modelErrorHeaders,
   modelsDirHider,
+  warnRefused,
 } from "./model_routes.ts";
+import { withModelMeta } from "./_model_success.ts";
+import type { ResponseMeta } from "../session_types.ts";
 import {
   parseJsonText,
   readBinaryBody,
@@ -262,6 +269,7 @@ export function inferenceProtocolRoutes(
     const done = metrics.start(name);
     let res: Response;
     let watched: WatchedCall | undefined;
+    let meta: ResponseMeta | undefined;
     try {
       const model = modelOf(name, version);
       const { body, binary } = await readBody(request);
@@ -282,7 +290,11 @@ export function inferenceProtocolRoutes(
         signal?: AbortSignal;
         requestId?: string;
         headers?: Record<string, string>;
-      } = { timeout: callTimeout(ctx, name, undefined) };
+        onResponseMeta: (m: ResponseMeta) => void;
+      } = {
+        timeout: callTimeout(ctx, name, undefined),
+        onResponseMeta: (m) => meta = m,
+      };
       if (clientId !== undefined) options.requestId = clientId;
       if (ctx.forwardHeaders.length > 0) {
         const headers = forwardedHeaders(request, ctx.forwardHeaders);
@@ -300,6 +312,24 @@ export function inferenceProtocolRoutes(
           about,
           (body, headers) => compression.body(request, body, headers),
         );
+      // The headers the model chose (host.set_header), as execute sends
+      // them; not its status: the protocol's clients (tritonclient) take
+      // any answer but a 200 for an error.
+      if (meta !== undefined) {
+        const { response, refused } = withModelMeta(
+          res,
+          meta,
+          request,
+          ctx.exposedHeaders,
+          true,
+        );
+        res = response;
+        if (refused.length > 0) {
+          const requestId = clientId ?? crypto.randomUUID();
+          res.headers.set(REQUEST_ID_HEADER, requestId);
+          warnRefused(ctx, name, res.status, refused, requestId);
+        }
+      }
     } catch (err) {
       if (watched?.aborted) {
         res = new Response(null, { status: 499 });

@@ -35,6 +35,11 @@ export interface MetricsSnapshot {
   evalReplayBytes?: number;
   /** Calls waiting in the pool queue now. */
   queued?: number;
+  /**
+   * Placed models out of service now (they crashed the workers they were
+   * placed on: `failedReason` in `pool.status().models`).
+   */
+  outOfService?: number;
   /** How long the calls routed to a worker waited in the pool queue. */
   queueWaits?: QueueWaitStats;
   /**
@@ -403,6 +408,16 @@ export class GatewayMetrics {
     }
     for (const [state, n] of states) {
       lines.push(`pyproxy_workers{state="${label(state)}"} ${n}`);
+    }
+    if (snapshot.outOfService !== undefined) {
+      // Failed slots come back after their cool-down, such a model does
+      // not: pyproxy_workers forgets it within a minute, this does not.
+      family(
+        "pyproxy_models_out_of_service",
+        "gauge",
+        "Placed models taken out of service (they crashed the workers they were placed on): their calls fail with 503 until a PUT loads them again; /v1/status says why.",
+      );
+      lines.push(`pyproxy_models_out_of_service ${snapshot.outOfService}`);
     }
     if (snapshot.subscribers !== undefined) {
       family(

@@ -549,7 +549,7 @@ export function modelErrorHeaders(
  * characters; at most once a minute per model (a model that always sets
  * `Set-Cookie` would write a warning per call).
  */
-function warnRefused(
+export function warnRefused(
   ctx: Pick<RouteContext, "logger" | "refusedHeaderWarnings">,
   model: string,
   status: number,
