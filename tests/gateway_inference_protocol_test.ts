@@ -186,6 +186,13 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
           { name: "words", datatype: "BYTES", shape: [2], data: ["héllo", ""] },
           { name: "scalar", datatype: "INT8", shape: [], data: [-128] },
           { name: "empty", datatype: "FP64", shape: [0, 3], data: [] },
+          // Two nested lists per element: within the bound.
+          {
+            name: "column",
+            datatype: "INT32",
+            shape: [3, 1, 1],
+            data: [7, 8, 9],
+          },
         ],
       });
       assert.equal(res.status, 200);
@@ -210,6 +217,12 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
         { name: "words", datatype: "BYTES", shape: [2], data: ["héllo", ""] },
         { name: "scalar", datatype: "INT64", shape: [], data: [-128] },
         { name: "empty", datatype: "FP64", shape: [0], data: [] },
+        {
+          name: "column",
+          datatype: "INT64",
+          shape: [3, 1, 1],
+          data: [7, 8, 9],
+        },
       ]);
     },
   );
@@ -380,7 +393,28 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
             shape: [1000000000, 0],
             data: [],
           }],
-        }, /more nested lists than it holds elements/],
+        }, /would make 1000000000 nested lists for its 0 elements/],
+        // A shape of ones makes lists the elements do not pay for: 12.6
+        // million for 200000 elements held the gateway's thread for seconds.
+        [
+          {
+            inputs: [{
+              name: "a",
+              datatype: "UINT8",
+              shape: [1000, ...new Array(63).fill(1)],
+              data: new Array(1000).fill(1),
+            }],
+          },
+          /would make 63000 nested lists for its 1000 elements \(at most 2 per element/,
+        ],
+        [{
+          inputs: [{
+            name: "a",
+            datatype: "UINT8",
+            shape: [1000, 1, 1, 1],
+            data: new Array(1000).fill(1),
+          }],
+        }, /would make 3000 nested lists for its 1000 elements/],
         [{
           inputs: [{ name: "a", datatype: "FP32", shape: [1], data: [1] }, {
             name: "a",

@@ -112,6 +112,15 @@ Deno.test("shapes: integers >= 0, at most 64 dimensions; counts past 2^53 are In
         listCount(shape) <= shape.length * elementCount(shape),
     ),
   );
+  fc.assert(
+    fc.property(
+      fc.array(fc.integer({ min: 2, max: 50 }), { maxLength: 6 }),
+      (shape) =>
+        // Without a 0 or a 1, fewer than the elements: the request's bound
+        // (2 per element) refuses only shapes padded with dimensions of 1.
+        listCount(shape) < Math.max(elementCount(shape), 1),
+    ),
+  );
 });
 
 Deno.test("elementProblem checks ranges of each datatype exactly, BigInts too", () => {
