@@ -444,6 +444,30 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
           '{"inputs":[{"name":"a","datatype":"FP32","shape":[1],"data":[NaN]}]}',
       });
       await error(nan, 400, /JSON/);
+      // A float past 2^53 in an integer tensor is checked by its exact
+      // value: 9223372036854775807.0 is 2^63, past INT64 (it passed, as
+      // 2^63 - 1 is 2^63 as a number).
+      const raw = (datatype: string, element: string) =>
+        gw.fetch("/v2/models/echo/infer", {
+          method: "POST",
+          body:
+            `{"inputs":[{"name":"a","datatype":"${datatype}","shape":[1],"data":[${element}]}]}`,
+        });
+      await error(
+        await raw("INT64", "9223372036854775807.0"),
+        400,
+        /data\[0\]: 9223372036854775808 is out of range of INT64/,
+      );
+      await error(
+        await raw("UINT64", "1.8446744073709552e19"),
+        400,
+        /18446744073709551616 is out of range of UINT64/,
+      );
+      await error(await raw("FP32", "3.5e38"), 400, /out of range of FP32/);
+      // float32's largest value as numpy prints it is in range.
+      const max = await raw("FP32", "3.4028235e38");
+      assert.equal(max.status, 200, await max.clone().text());
+      assert.deepEqual((await max.json()).outputs[0].data, [3.4028235e38]);
     },
   );
 
