@@ -712,6 +712,52 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
   );
 });
 
+Deno.test("Open Inference Protocol: a page of a CORS origin may send and read binary tensors", async () => {
+  const origin = "http://app.example";
+  await using gw = await startGateway({ cors: { origins: [origin] } });
+  // The browser's preflight for a binary request: its header must be allowed.
+  const preflight = await gw.fetch("/v2/models/echo/infer", {
+    method: "OPTIONS",
+    headers: {
+      origin,
+      "access-control-request-method": "POST",
+      "access-control-request-headers":
+        "content-type,inference-header-content-length",
+    },
+  });
+  await preflight.body?.cancel();
+  assert.equal(preflight.status, 204);
+  const allowed = preflight.headers.get("access-control-allow-headers")!
+    .split(",");
+  assert.ok(
+    allowed.includes("inference-header-content-length"),
+    allowed.join(","),
+  );
+  // A binary response: the page reads its header to split JSON and tensors.
+  const ints = new Int32Array([7, -7]);
+  const { body, headerLength } = binaryBody({
+    inputs: [binaryInput("a", "INT32", [2], ints)],
+    parameters: { binary_data_output: true },
+  }, [ints]);
+  const res = await gw.fetch("/v2/models/echo/infer", {
+    method: "POST",
+    headers: {
+      origin,
+      "content-type": "application/octet-stream",
+      "inference-header-content-length": String(headerLength),
+    },
+    body,
+  });
+  await res.body?.cancel();
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("access-control-allow-origin"), origin);
+  const exposed = res.headers.get("access-control-expose-headers")!.split(",");
+  assert.ok(
+    exposed.includes("inference-header-content-length"),
+    exposed.join(","),
+  );
+});
+
 /** An input whose data comes as binary. */
 function binaryInput(
   name: string,
