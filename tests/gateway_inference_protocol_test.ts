@@ -44,6 +44,15 @@ const MODELS: Record<string, string> = {
     def execute_batch(self, msgs):
         return [{"y": [len(msgs) > 0, m["x"] > 0]} for m in msgs]
 `,
+  "created.py": `from pyproxy import host
+
+
+class Created:
+    def execute(self, msg):
+        host.set_status(201)
+        host.set_header("X-Item", "7")
+        return {"id": 7}
+`,
   "teapot.py": `from pyproxy import HTTPError
 
 
@@ -468,6 +477,27 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
       const max = await raw("FP32", "3.4028235e38");
       assert.equal(max.status, 200, await max.clone().text());
       assert.deepEqual((await max.json()).outputs[0].data, [3.4028235e38]);
+    },
+  );
+
+  await t.step(
+    "a success is a 200 without the model's headers, whatever status it chose",
+    async () => {
+      const res = await infer("created", { inputs: [] });
+      const body = await res.json();
+      assert.equal(res.status, 200, JSON.stringify(body));
+      assert.equal(res.headers.get("x-item"), null);
+      assert.deepEqual(body.outputs, [
+        { name: "id", datatype: "INT64", shape: [], data: [7] },
+      ]);
+      // /v1 answers what the model chose.
+      const v1 = await gw.fetch("/v1/models/created/execute", {
+        method: "POST",
+        body: "{}",
+      });
+      await v1.body?.cancel();
+      assert.equal(v1.status, 201);
+      assert.equal(v1.headers.get("x-item"), "7");
     },
   );
 
