@@ -60,7 +60,8 @@ Options:
                             host.headers() (repeatable; none by default)
       --cors-origin <url>   Allow CORS, and requests from pages, from this origin
                             (repeatable; off by default: other origins get 403)
-      --body-limit <bytes>  Largest request body (default 1048576)
+      --body-limit <bytes>  Largest request body, as sent and once decoded (gzip
+                            and deflate bodies are decoded; default 1048576)
       --max-integer-digits <n>
                             Most digits of an integer in a request body, >= 16
                             (default 4300, Python's own limit)
@@ -85,6 +86,11 @@ Options:
       --autoscale <min:max> Grow the pool while calls queue, shrink it while idle,
                             between min and max workers (either may be left out:
                             2:, :8; default min --workers; see docs/plugins.md)
+      --compress            Gzip model results of 1024 bytes and more for clients
+                            that accept it (off by default: see docs/gateway.md)
+      --compress-min-bytes <bytes>
+                            Gzip model results from this size on (turns it on)
+      --no-compress         Turn off compress from the config file
       --no-cancel-on-disconnect
                             Let execute calls run on when their client disconnects
                             (no faster: see docs/gateway.md)
@@ -162,6 +168,9 @@ const OPTIONS = {
   "allow-eval": { type: "boolean" },
   "no-cancel-on-disconnect": { type: "boolean" },
   "no-sched-batch": { type: "boolean" },
+  compress: { type: "boolean" },
+  "no-compress": { type: "boolean" },
+  "compress-min-bytes": { type: "string" },
   "allow-manage": { type: "boolean" },
   autoscale: { type: "string" },
   "log-level": { type: "string", multiple: true },
@@ -322,6 +331,9 @@ const FLAG_OF: Record<string, string> = {
   forwardHeaders: "--forward-header",
   "cors.origins": "--cors-origin",
   "limits.bodyLimit": "--body-limit",
+  // Before "compress": the first field that is a prefix of the path names the flag.
+  "compress.minBytes": "--compress-min-bytes",
+  "compress": "--compress",
   "limits.maxIntegerDigits": "--max-integer-digits",
   "limits.maxJsonDepth": "--max-json-depth",
   "limits.requestTimeout": "--timeout",
@@ -437,6 +449,10 @@ function cliOverrides(
   if (values["allow-manage"]) cli.allowManage = true;
   if (values["no-cancel-on-disconnect"]) cli.cancelOnDisconnect = false;
   if (values["no-sched-batch"]) cli.schedBatch = false;
+  const minBytes = toNumber(str("compress-min-bytes"));
+  if (values["no-compress"]) cli.compress = false;
+  else if (minBytes !== undefined) cli.compress = { minBytes };
+  else if (values.compress) cli.compress = true;
   if (values.debug) cli.debug = true;
   const scale = str("autoscale");
   if (scale !== undefined) cli.plugins = { autoscale: autoscaleFlag(scale) };

@@ -100,6 +100,9 @@ Deno.test("main serve --help lists every option", async () => {
       "--autoscale",
       "--no-cancel-on-disconnect",
       "--no-sched-batch",
+      "--compress",
+      "--compress-min-bytes",
+      "--no-compress",
       "--log-level",
       "--debug",
       "--version",
@@ -162,6 +165,15 @@ Deno.test("main rejects bad flags and commands with a clear error", async () => 
   r = await cli(["serve", "--no-sched-batch", "--workers", "0"]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /error: workers: expected an integer/);
+  r = await cli(["serve", "--compress", "--workers", "0"]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /error: workers: expected an integer/);
+  r = await cli(["serve", "--compress-min-bytes", "0"]);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    /error: compress\.minBytes: expected an integer >= 1 \(at command line: --compress-min-bytes\)/,
+  );
   r = await cli(["serve", "--stream-idle-timeout", "0"]);
   assert.equal(r.code, 1);
   assert.match(

@@ -45,6 +45,16 @@ Deno.test("parseConfig names the bad field and where it is", () => {
       String(bad),
     );
   }
+  for (const bad of [-1, 1.5, "2"]) {
+    assert.equal(
+      configError(() => parseConfig({ limits: { maxRelocations: bad } })),
+      "limits.maxRelocations: expected an integer >= 0 (at pyproxy.json: limits.maxRelocations)",
+    );
+  }
+  assert.equal(
+    configError(() => parseConfig({ limits: { relocationWindow: 0 } })),
+    "limits.relocationWindow: expected an integer >= 1 (at pyproxy.json: limits.relocationWindow)",
+  );
   for (const bad of [-1, 1.5, "64Mi"]) {
     assert.equal(
       configError(() => parseConfig({ limits: { evalReplayBudget: bad } })),
@@ -263,6 +273,45 @@ Deno.test("resolveConfig: cancelOnDisconnect from the file, a flag turning it of
   assert.throws(
     () => parseConfig({ cancelOnDisconnect: "no" }),
     /cancelOnDisconnect/,
+  );
+});
+
+Deno.test("resolveConfig: compress off by default, on from the file or a flag, minBytes from either, a bad value", () => {
+  const resolve = (
+    file: Record<string, unknown>,
+    cli: Record<string, unknown> = {},
+  ) => resolveConfig({ cwd: "/home/me", file, cli }).compress;
+  assert.equal(resolve({}), false);
+  assert.deepEqual(resolve({ compress: true }), { minBytes: 1024 });
+  assert.deepEqual(resolve({ compress: { minBytes: 10 } }), { minBytes: 10 });
+  assert.deepEqual(resolve({ compress: {} }), { minBytes: 1024 });
+  assert.equal(
+    resolve({ compress: { minBytes: 10 } }, { compress: false }),
+    false,
+  );
+  assert.deepEqual(
+    resolve({ compress: { minBytes: 10 } }, { compress: true }),
+    {
+      minBytes: 10,
+    },
+  );
+  assert.deepEqual(
+    resolve({ compress: false }, { compress: { minBytes: 5 } }),
+    {
+      minBytes: 5,
+    },
+  );
+  assert.throws(
+    () => parseConfig({ compress: "gzip" }),
+    /compress: expected true, false or \{ minBytes \}/,
+  );
+  assert.throws(
+    () => parseConfig({ compress: { minBytes: 0 } }),
+    /compress\.minBytes: expected an integer >= 1/,
+  );
+  assert.throws(
+    () => parseConfig({ compress: { level: 9 } }),
+    /compress: expected true, false or \{ minBytes \}/,
   );
 });
 

@@ -91,3 +91,48 @@ Deno.test("Gateway: models[].workers and PUT's workers place a model on that man
   one = await (await gw.fetch("/v1/models/p")).json();
   assert.deepEqual([one.workers, one.slots], [1, ["w3"]]);
 });
+
+Deno.test("Gateway: limits.maxRelocations bounds a placed model that crashes its workers (0: out of service at the first slot it took down, a 503 naming it), while the other worker serves on", async () => {
+  const crasher = `
+import os
+
+class Crasher:
+    def __init__(self, options):
+        pass
+
+    def execute(self, msg):
+        os._exit(3)
+`;
+  await using gw = await startGateway({
+    workers: 2,
+    models: [
+      { name: "bad", file: "crasher.py", workers: 1 },
+      { name: "all", file: "whoami.py" },
+    ],
+    limits: { shutdownGrace: 2000, maxRelocations: 0 },
+    // The slot is given up at its second crash, and not revived.
+    plugins: {
+      reconnect: {
+        backoff: { initial: 10, max: 20 },
+        heartbeatInterval: 0,
+        maxCrashes: 1,
+        failedRetryAfter: 0,
+      },
+    },
+  }, { "crasher.py": crasher });
+  const call = () =>
+    gw.fetch("/v1/models/bad/execute", { method: "POST", body: "{}" });
+  // Two crashes of its slot: the restart policy gives it up.
+  for (let i = 0; i < 2; i++) {
+    const res = await call();
+    assert.equal(res.status, 502, await res.text());
+  }
+  // With the default (2 moves), the model would now crash the other worker.
+  const res = await call();
+  assert.equal(res.status, 503);
+  const body = await res.json();
+  assert.equal(body.error.type, "ModelUnavailableError");
+  const one = await (await gw.fetch("/v1/models/bad")).json();
+  assert.match(one.failedReason, /crash/i);
+  assert.equal((await pids(gw, "all", 4)).size, 1);
+});

@@ -33,6 +33,8 @@ const REFUSED: Record<string, string> = {
   "host": "the gateway's (its Host check reads it)",
   "content-length": "the body's framing (the gateway read the body)",
   "content-type": "the body's (host.content_type() has a binary body's)",
+  "content-encoding":
+    "the body's (the gateway decodes a compressed body: the model gets it decoded)",
   "x-request-id": "the request id's (host.request_id() has it)",
 };
 

@@ -77,12 +77,17 @@ function unknownOutput(model: string, name: string) {
  * output asked for that the result does not have, a 500
  * `InvalidModelOutput` naming the output whose value is not a tensor
  * (ragged lists, an object, mixed types, bytes that are not UTF-8 for a
- * JSON output).
+ * JSON output). `respond` makes the response of its body and headers (the
+ * gateway's `compress`: `ResponseCompression.body`).
  */
 export function inferenceResponse(
   result: unknown,
   request: InferenceRequest,
   model: InferenceModel,
+  respond: (
+    body: string | Uint8Array,
+    headers: Record<string, string>,
+  ) => Response = plainResponse,
 ): Response {
   const values: Record<string, unknown> = result === null ||
       result === undefined
@@ -144,9 +149,7 @@ export function inferenceResponse(
   // Integers beyond ±2^53 stay exact (the gateway's pool reads them as BigInts).
   const text = stringifyJson(body)!;
   if (chunks.length === 0) {
-    return new Response(text, {
-      headers: { "content-type": "application/json" },
-    });
+    return respond(text, { "content-type": "application/json" });
   }
   const header = ENCODER.encode(text);
   const all = new Uint8Array(
@@ -158,10 +161,17 @@ export function inferenceResponse(
     all.set(c, at);
     at += c.byteLength;
   }
-  return new Response(all, {
-    headers: {
-      "content-type": "application/octet-stream",
-      [HEADER_LENGTH]: String(header.byteLength),
-    },
+  // The header's length is the uncompressed one, as Triton sends it.
+  return respond(all, {
+    "content-type": "application/octet-stream",
+    [HEADER_LENGTH]: String(header.byteLength),
   });
+}
+
+/** A response as it is (no `compress`). */
+function plainResponse(
+  body: string | Uint8Array,
+  headers: Record<string, string>,
+): Response {
+  return new Response(body as BodyInit, { headers });
 }

@@ -54,7 +54,9 @@ export function withModelMeta(
     const headers = response.headers;
     for (const name in allowed) {
       if (headers.has(name)) {
-        refused.push(name);
+        // The gateway's own Vary (`compress`: Accept-Encoding) and the model's both hold.
+        if (name === "vary") headers.append(name, allowed[name]!);
+        else refused.push(name);
         continue;
       }
       headers.set(name, allowed[name]!);

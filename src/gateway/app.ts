@@ -34,6 +34,7 @@ import {
 } from "./inference_protocol_routes.ts";
 import { BodyReadGuard } from "./read_json_body.ts";
 import { jsonResponse } from "./json_response.ts";
+import { ResponseCompression } from "./_response_compression.ts";
 import type { RouteContext } from "./route_context.ts";
 import {
   bearerAuth,
@@ -109,6 +110,20 @@ export interface GatewayOptions {
    * `DELETE` to remove it, in ms (504 after). @default {120000}
    */
   loadTimeout?: number;
+  /**
+   * Gzip for model results of at least `minBytes` bytes (JSON, and `bytes`
+   * of a text, JSON, XML or JavaScript media type) when the client's
+   * `Accept-Encoding` takes it; `false`: never. Off by default, as
+   * uvicorn: docs/gateway.md "Compression" says why. `true` is
+   * `{ minBytes: 1024 }`. `RangeError` for a `minBytes` that is not a
+   * positive integer.
+   *
+   * @default {false}
+   */
+  compress?: boolean | {
+    /** Smallest result compressed, in bytes. @default {1024} */
+    minBytes?: number;
+  };
   /** Enables `PUT`/`DELETE /v1/models/{name}` and `PUT /v1/workers`. @default {false} */
   allowManage?: boolean;
   /** Enables `POST /v1/eval`. @default {false} */
@@ -125,7 +140,7 @@ export interface GatewayOptions {
    * Request headers that reach the models (`host.headers()`), by name
    * (any case; at most 32): none unless listed. Refused (`RangeError`):
    * hop-by-hop headers, `host`, `content-length`, `content-type`,
-   * `x-request-id`, and `authorization` while `token` is set (it holds the
+   * `content-encoding`, `x-request-id`, and `authorization` while `token` is set (it holds the
    * token). docs/gateway.md, "Request headers for models".
    *
    * @default {[]}
@@ -262,6 +277,15 @@ export function createGateway(
       "Cannot create gateway: token is empty (leave it out for no token)",
     );
   }
+  const compress = options.compress === true ? {} : options.compress;
+  const minBytes = compress ? compress.minBytes : undefined;
+  if (
+    minBytes !== undefined && !(Number.isInteger(minBytes) && minBytes >= 1)
+  ) {
+    throw new RangeError(
+      `Cannot create gateway: compress.minBytes ${minBytes} is not an integer >= 1`,
+    );
+  }
   const forwardHeaders = forwardHeaderList(
     options.forwardHeaders ?? [],
     options.token !== undefined,
@@ -292,6 +316,7 @@ export function createGateway(
     modelsDir: options.modelsDir,
     forwardHeaders,
     refusedHeaderWarnings: new Map(),
+    compression: compress ? new ResponseCompression(compress) : undefined,
     exposedHeaders: new WeakMap(),
   };
   // Model changes made on the pool directly (a library Pool) show in the

@@ -75,6 +75,10 @@ export interface ResolvedConfig {
     modelMetricSeriesPerModel?: number;
     /** Series of model metrics in all (the pool's `modelMetrics.maxSeries`). */
     modelMetricSeries?: number;
+    /** The pool's `placement.maxRelocations`. */
+    maxRelocations?: number;
+    /** The pool's `placement.relocationWindow`, in ms. */
+    relocationWindow?: number;
   };
   /** Channel buffers. */
   channels: { historySize: number; bufferSize: number };
@@ -93,6 +97,8 @@ export interface ResolvedConfig {
   allowedHosts: string[];
   /** Request headers that reach the models, lower-case, each once (none by default). */
   forwardHeaders: string[];
+  /** Gzip for large model results (`false`: off, the default). */
+  compress: false | { minBytes: number };
   /** CORS (off unless set). */
   cors?: CorsConfig;
   /** Enables `POST /v1/eval`. */
@@ -129,8 +135,25 @@ export const DEFAULTS = {
   shutdownGrace: 10_000,
   historySize: 50,
   bufferSize: 256,
+  compressMinBytes: 1024,
   logLevel: "info" as LogLevel,
 } as const;
+
+/**
+ * `compress` from the file and the flags: off unless one turns it on; the
+ * flags' `minBytes` over the file's; `true` is the default threshold.
+ */
+function resolveCompress(
+  file: GatewayConfig["compress"],
+  cli: GatewayConfig["compress"],
+): ResolvedConfig["compress"] {
+  const on = cli ?? file;
+  if (!on) return false;
+  const minBytes = (typeof cli === "object" ? cli.minBytes : undefined) ??
+    (typeof file === "object" ? file.minBytes : undefined) ??
+    DEFAULTS.compressMinBytes;
+  return { minBytes };
+}
 
 function formatPath(issue: v.BaseIssue<unknown>): string {
   let out = "";
@@ -300,6 +323,12 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       ...(limits.modelMetricSeries === undefined
         ? {}
         : { modelMetricSeries: limits.modelMetricSeries }),
+      ...(limits.maxRelocations === undefined
+        ? {}
+        : { maxRelocations: limits.maxRelocations }),
+      ...(limits.relocationWindow === undefined
+        ? {}
+        : { relocationWindow: limits.relocationWindow }),
     },
     channels: {
       historySize: channels.historySize ?? DEFAULTS.historySize,
@@ -316,6 +345,7 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
     ],
     allowEval: pick("allowEval") ?? false,
     cancelOnDisconnect: pick("cancelOnDisconnect") ?? true,
+    compress: resolveCompress(file.compress, cli.compress),
     schedBatch: pick("schedBatch") ?? true,
     allowManage: pick("allowManage") ?? false,
     debug: pick("debug") ?? false,

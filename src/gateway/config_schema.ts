@@ -144,6 +144,14 @@ export interface GatewayConfig {
     /** Series of model metrics in all. */
     modelMetricSeries?: number | undefined;
     /**
+     * Moves of a placed model off slots it crashed, within
+     * `relocationWindow`, before it is out of service (the pool's
+     * `placement.maxRelocations`; docs/models.md, "Placement").
+     */
+    maxRelocations?: number | undefined;
+    /** The window of `maxRelocations`, in milliseconds. */
+    relocationWindow?: number | undefined;
+    /**
      * Eval output kept for replay over all running evals together, in UTF-16
      * code units (the pool's `evalReplayBudget`).
      */
@@ -167,6 +175,14 @@ export interface GatewayConfig {
    * unless listed (docs/gateway.md, "Request headers for models").
    */
   forwardHeaders?: string[] | undefined;
+  /**
+   * Gzip for large model results when the client accepts it (off by
+   * default); `true`: bodies of 1024 bytes and more.
+   */
+  compress?: boolean | {
+    /** Smallest body compressed, in bytes (default 1024). */
+    minBytes?: number | undefined;
+  } | undefined;
   /** CORS settings. */
   cors?: {
     /** Allowed origins. */
@@ -294,6 +310,8 @@ const LimitsSchema: v.GenericSchema<
   evalReplayBudget: v.optional(int(0)),
   modelMetricSeriesPerModel: v.optional(int(0)),
   modelMetricSeries: v.optional(int(0)),
+  maxRelocations: v.optional(int(0)),
+  relocationWindow: v.optional(int(1)),
   shutdownGrace: v.optional(int(0)),
 });
 
@@ -448,6 +466,12 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
         MAX_FORWARD_HEADERS,
         `expected at most ${MAX_FORWARD_HEADERS} header names`,
       ),
+    ),
+  ),
+  compress: v.optional(
+    v.union(
+      [bool(), strict({ minBytes: v.optional(int(1)) })],
+      "expected true, false or { minBytes }",
     ),
   ),
   cors: v.optional(CorsSchema),

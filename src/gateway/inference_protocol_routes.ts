@@ -291,7 +291,15 @@ export function inferenceProtocolRoutes(
       watched = ctx.disconnects?.watch(request);
       if (watched !== undefined) options.signal = watched.signal;
       const result = await pool.execute(name, msg, options);
-      res = inferenceResponse(result, inference, about);
+      const compression = ctx.compression;
+      res = compression === undefined
+        ? inferenceResponse(result, inference, about)
+        : inferenceResponse(
+          result,
+          inference,
+          about,
+          (body, headers) => compression.body(request, body, headers),
+        );
     } catch (err) {
       if (watched?.aborted) {
         res = new Response(null, { status: 499 });

@@ -337,17 +337,19 @@ const MEDIA_TYPE = /^[\x20-\x7e]{1,256}$/;
  */
 function bytesResponse(
   ctx: RouteContext,
+  request: Request,
   name: string,
   bytes: Uint8Array,
 ): Response {
   const type = ctx.catalog.get(name)?.mediaType ?? "application/octet-stream";
-  return new Response(bytes as Uint8Array<ArrayBuffer>, {
-    headers: {
-      "content-type": type,
-      "x-content-type-options": "nosniff",
-      "content-security-policy": "sandbox",
-    },
-  });
+  const headers = {
+    "content-type": type,
+    "x-content-type-options": "nosniff",
+    "content-security-policy": "sandbox",
+  };
+  return ctx.compression === undefined
+    ? new Response(bytes as Uint8Array<ArrayBuffer>, { headers })
+    : ctx.compression.bytes(request, bytes, headers);
 }
 
 /**
@@ -392,7 +394,7 @@ export function modelExecutor(
   publish: string | undefined,
   timeout: string | undefined,
 ) => Promise<Response> {
-  const { pool, metrics, hub, logger, disconnects } = ctx;
+  const { pool, metrics, hub, logger, disconnects, compression } = ctx;
   const hideDir = modelsDirHider(ctx);
   // No header is read for the models unless the gateway lists some.
   const forward = ctx.forwardHeaders.length > 0
@@ -463,8 +465,10 @@ export function modelExecutor(
       res = result === null || result === undefined
         ? new Response(null, { status: 204 })
         : result instanceof Uint8Array
-        ? bytesResponse(ctx, name, result)
-        : jsonResponse(result);
+        ? bytesResponse(ctx, request, name, result)
+        : compression === undefined
+        ? jsonResponse(result)
+        : compression.json(request, result);
       // The status and headers the model chose, when it chose any.
       if (meta !== undefined) {
         const { response, refused } = withModelMeta(

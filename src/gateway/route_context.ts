@@ -5,6 +5,7 @@
  */
 import type { Logger } from "../logger.ts";
 import type { Runtime } from "../runtime/types.ts";
+import type { ResponseCompression } from "./_response_compression.ts";
 import type { ChannelHub } from "./channels.ts";
 import type { DisconnectWatch } from "./disconnect_watch.ts";
 import type { GatewayPool } from "./gateway_pool.ts";
@@ -65,6 +66,8 @@ export interface RouteContext {
   modelsDir: string | undefined;
   /** The request headers models get (lower-case, each once); empty: none, and none is read. */
   forwardHeaders: readonly string[];
+  /** Gzip for large model results (`compress`); `undefined`: off. */
+  compression: ResponseCompression | undefined;
   /**
    * When the log last warned of each model's refused `HTTPError` headers
    * (ms since the epoch): at most once a minute per model.

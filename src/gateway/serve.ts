@@ -297,6 +297,16 @@ export async function serve(
     ...(config.limits.evalReplayBudget === undefined
       ? {}
       : { evalReplayBudget: config.limits.evalReplayBudget }),
+    // A placed model that crashes the slots it goes to: moves before it is
+    // out of service (docs/models.md, "Placement").
+    placement: {
+      ...(config.limits.maxRelocations === undefined
+        ? {}
+        : { maxRelocations: config.limits.maxRelocations }),
+      ...(config.limits.relocationWindow === undefined
+        ? {}
+        : { relocationWindow: config.limits.relocationWindow }),
+    },
     modelMetrics: {
       ...(config.limits.modelMetricSeriesPerModel === undefined
         ? {}
@@ -449,6 +459,7 @@ export async function serve(
       loadTimeout: config.limits.loadTimeout,
       allowEval: config.allowEval,
       cancelOnDisconnect: config.cancelOnDisconnect,
+      compress: config.compress,
       forwardHeaders: config.forwardHeaders,
       allowManage: config.allowManage,
       debug: config.debug,
