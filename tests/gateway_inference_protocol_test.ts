@@ -44,6 +44,15 @@ const MODELS: Record<string, string> = {
     def execute_batch(self, msgs):
         return [{"y": [len(msgs) > 0, m["x"] > 0]} for m in msgs]
 `,
+  "created.py": `from pyproxy import host
+
+
+class Created:
+    def execute(self, msg):
+        host.set_status(201)
+        host.set_header("X-Item", "7")
+        return {"id": 7}
+`,
   "teapot.py": `from pyproxy import HTTPError
 
 
@@ -186,6 +195,13 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
           { name: "words", datatype: "BYTES", shape: [2], data: ["héllo", ""] },
           { name: "scalar", datatype: "INT8", shape: [], data: [-128] },
           { name: "empty", datatype: "FP64", shape: [0, 3], data: [] },
+          // Two nested lists per element: within the bound.
+          {
+            name: "column",
+            datatype: "INT32",
+            shape: [3, 1, 1],
+            data: [7, 8, 9],
+          },
         ],
       });
       assert.equal(res.status, 200);
@@ -210,6 +226,12 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
         { name: "words", datatype: "BYTES", shape: [2], data: ["héllo", ""] },
         { name: "scalar", datatype: "INT64", shape: [], data: [-128] },
         { name: "empty", datatype: "FP64", shape: [0], data: [] },
+        {
+          name: "column",
+          datatype: "INT64",
+          shape: [3, 1, 1],
+          data: [7, 8, 9],
+        },
       ]);
     },
   );
@@ -380,7 +402,28 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
             shape: [1000000000, 0],
             data: [],
           }],
-        }, /more nested lists than it holds elements/],
+        }, /would make 1000000000 nested lists for its 0 elements/],
+        // A shape of ones makes lists the elements do not pay for: 12.6
+        // million for 200000 elements held the gateway's thread for seconds.
+        [
+          {
+            inputs: [{
+              name: "a",
+              datatype: "UINT8",
+              shape: [1000, ...new Array(63).fill(1)],
+              data: new Array(1000).fill(1),
+            }],
+          },
+          /would make 63000 nested lists for its 1000 elements \(at most 2 per element/,
+        ],
+        [{
+          inputs: [{
+            name: "a",
+            datatype: "UINT8",
+            shape: [1000, 1, 1, 1],
+            data: new Array(1000).fill(1),
+          }],
+        }, /would make 3000 nested lists for its 1000 elements/],
         [{
           inputs: [{ name: "a", datatype: "FP32", shape: [1], data: [1] }, {
             name: "a",
@@ -410,6 +453,51 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
           '{"inputs":[{"name":"a","datatype":"FP32","shape":[1],"data":[NaN]}]}',
       });
       await error(nan, 400, /JSON/);
+      // A float past 2^53 in an integer tensor is checked by its exact
+      // value: 9223372036854775807.0 is 2^63, past INT64 (it passed, as
+      // 2^63 - 1 is 2^63 as a number).
+      const raw = (datatype: string, element: string) =>
+        gw.fetch("/v2/models/echo/infer", {
+          method: "POST",
+          body:
+            `{"inputs":[{"name":"a","datatype":"${datatype}","shape":[1],"data":[${element}]}]}`,
+        });
+      await error(
+        await raw("INT64", "9223372036854775807.0"),
+        400,
+        /data\[0\]: 9223372036854775808 is out of range of INT64/,
+      );
+      await error(
+        await raw("UINT64", "1.8446744073709552e19"),
+        400,
+        /18446744073709551616 is out of range of UINT64/,
+      );
+      await error(await raw("FP32", "3.5e38"), 400, /out of range of FP32/);
+      // float32's largest value as numpy prints it is in range.
+      const max = await raw("FP32", "3.4028235e38");
+      assert.equal(max.status, 200, await max.clone().text());
+      assert.deepEqual((await max.json()).outputs[0].data, [3.4028235e38]);
+    },
+  );
+
+  await t.step(
+    "a success is a 200 whatever status the model chose, with its headers",
+    async () => {
+      const res = await infer("created", { inputs: [] });
+      const body = await res.json();
+      assert.equal(res.status, 200, JSON.stringify(body));
+      assert.equal(res.headers.get("x-item"), "7");
+      assert.deepEqual(body.outputs, [
+        { name: "id", datatype: "INT64", shape: [], data: [7] },
+      ]);
+      // /v1 answers what the model chose.
+      const v1 = await gw.fetch("/v1/models/created/execute", {
+        method: "POST",
+        body: "{}",
+      });
+      await v1.body?.cancel();
+      assert.equal(v1.status, 201);
+      assert.equal(v1.headers.get("x-item"), "7");
     },
   );
 
@@ -651,6 +739,52 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
       ]);
       assert.equal(results[0][0].datatype, "BOOL");
     },
+  );
+});
+
+Deno.test("Open Inference Protocol: a page of a CORS origin may send and read binary tensors", async () => {
+  const origin = "http://app.example";
+  await using gw = await startGateway({ cors: { origins: [origin] } });
+  // The browser's preflight for a binary request: its header must be allowed.
+  const preflight = await gw.fetch("/v2/models/echo/infer", {
+    method: "OPTIONS",
+    headers: {
+      origin,
+      "access-control-request-method": "POST",
+      "access-control-request-headers":
+        "content-type,inference-header-content-length",
+    },
+  });
+  await preflight.body?.cancel();
+  assert.equal(preflight.status, 204);
+  const allowed = preflight.headers.get("access-control-allow-headers")!
+    .split(",");
+  assert.ok(
+    allowed.includes("inference-header-content-length"),
+    allowed.join(","),
+  );
+  // A binary response: the page reads its header to split JSON and tensors.
+  const ints = new Int32Array([7, -7]);
+  const { body, headerLength } = binaryBody({
+    inputs: [binaryInput("a", "INT32", [2], ints)],
+    parameters: { binary_data_output: true },
+  }, [ints]);
+  const res = await gw.fetch("/v2/models/echo/infer", {
+    method: "POST",
+    headers: {
+      origin,
+      "content-type": "application/octet-stream",
+      "inference-header-content-length": String(headerLength),
+    },
+    body,
+  });
+  await res.body?.cancel();
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("access-control-allow-origin"), origin);
+  const exposed = res.headers.get("access-control-expose-headers")!.split(",");
+  assert.ok(
+    exposed.includes("inference-header-content-length"),
+    exposed.join(","),
   );
 });
 

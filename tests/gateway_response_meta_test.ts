@@ -189,6 +189,7 @@ Deno.test("gateway with CORS exposes the model's header names on that response o
   assert.equal(res.status, 201);
   assert.equal(res.headers.get("access-control-allow-origin"), origin);
   assert.deepEqual(exposed(res).sort(), [
+    "inference-header-content-length",
     "location",
     "retry-after",
     "x-atom-id",
@@ -217,6 +218,7 @@ Deno.test("gateway with CORS exposes the model's header names on that response o
     post({ result: 1 }, cross),
   );
   assert.deepEqual(exposed(plain), [
+    "inference-header-content-length",
     "retry-after",
     "x-atom-id",
     "x-request-id",

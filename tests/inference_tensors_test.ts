@@ -112,6 +112,15 @@ Deno.test("shapes: integers >= 0, at most 64 dimensions; counts past 2^53 are In
         listCount(shape) <= shape.length * elementCount(shape),
     ),
   );
+  fc.assert(
+    fc.property(
+      fc.array(fc.integer({ min: 2, max: 50 }), { maxLength: 6 }),
+      (shape) =>
+        // Without a 0 or a 1, fewer than the elements: the request's bound
+        // (2 per element) refuses only shapes padded with dimensions of 1.
+        listCount(shape) < Math.max(elementCount(shape), 1),
+    ),
+  );
 });
 
 Deno.test("elementProblem checks ranges of each datatype exactly, BigInts too", () => {
@@ -120,8 +129,31 @@ Deno.test("elementProblem checks ranges of each datatype exactly, BigInts too", 
   assert.equal(elementProblem(2n ** 64n - 1n, "UINT64"), undefined);
   assert.match(elementProblem(2n ** 64n, "UINT64")!, /out of range/);
   assert.match(elementProblem(2n ** 63n, "INT64")!, /out of range/);
+  // A float past 2^53 compares by its exact value: the ends of the range as
+  // numbers are 2^63 and 2^64.
+  assert.match(
+    elementProblem(2 ** 63, "INT64")!,
+    /^9223372036854775808 is out of range of INT64$/,
+  );
+  assert.match(elementProblem(-(2 ** 63) - 2048, "INT64")!, /out of range/);
+  assert.equal(elementProblem(-(2 ** 63), "INT64"), undefined);
+  assert.equal(elementProblem(2 ** 63 - 1024, "INT64"), undefined);
+  assert.match(elementProblem(2 ** 64, "UINT64")!, /out of range of UINT64/);
+  assert.equal(elementProblem(2 ** 64 - 2048, "UINT64"), undefined);
+  assert.match(elementProblem(1e19, "INT64")!, /out of range/);
+  assert.equal(elementProblem(1e19, "UINT64"), undefined);
+  // A float is in range when the datatype rounds it to a finite value.
   assert.equal(elementProblem(65504, "FP16"), undefined);
-  assert.match(elementProblem(65505, "FP16")!, /out of range/);
+  assert.equal(elementProblem(65519.99, "FP16"), undefined);
+  assert.match(elementProblem(65520, "FP16")!, /out of range/);
+  assert.equal(elementProblem(3.4028235e38, "FP32"), undefined);
+  assert.equal(elementProblem(-3.4028235e38, "FP32"), undefined);
+  assert.match(
+    elementProblem(3.4028235677973366e38, "FP32")!,
+    /out of range of FP32/,
+  );
+  assert.match(elementProblem(3.5e38, "FP32")!, /out of range/);
+  assert.equal(elementProblem(Number.MAX_VALUE, "FP64"), undefined);
   assert.equal(elementProblem(2n ** 64n, "FP32"), undefined);
   assert.match(elementProblem(true, "INT32")!, /expected an integer/);
   assert.match(elementProblem(0, "BOOL")!, /expected a boolean/);

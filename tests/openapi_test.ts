@@ -533,3 +533,39 @@ Deno.test("openApiDocument lists every route the gateway registers, all enabled"
   for (const route of routes) assert.ok(ops.has(route), route);
   assert.equal(ops.size, new Set(routes).size, [...ops].join(", "));
 });
+
+Deno.test("openApiDocument: /v2 infer lists the statuses a call can answer and the binary tensor extension", async () => {
+  const doc: Json = openApiDocument({ ...BASE, models: [{ name: "m" }] });
+  assert.equal(await openApiErrors(doc), undefined);
+  const compile = schemaCompiler(doc);
+  for (const [where, schema] of everySchema(doc)) {
+    assert.doesNotThrow(() => compile(schema), where);
+  }
+  for (
+    const path of [
+      "/v2/models/{name}/infer",
+      "/v2/models/{name}/versions/{version}/infer",
+    ]
+  ) {
+    const op = doc.paths[path].post;
+    // What execute answers on /v1 for the same failures: a body that came
+    // too slowly, a worker that died, a model's HTTPError of any status.
+    for (const status of ["408", "502", "4XX", "5XX"]) {
+      assert.ok(op.responses[status], `${path} ${status}`);
+    }
+    // Triton's binary tensors: the header, and the bodies both ways.
+    assert.ok(
+      op.parameters.some((p: Json) =>
+        p.name === "Inference-Header-Content-Length" && p.in === "header"
+      ),
+    );
+    assert.ok(op.requestBody.content["application/octet-stream"]);
+    const ok = op.responses["200"];
+    assert.ok(ok.content["application/json"]);
+    assert.ok(ok.content["application/octet-stream"]);
+    assert.ok(ok.headers["Inference-Header-Content-Length"]);
+    const input = op.requestBody.content["application/json"].schema
+      .properties.inputs.items;
+    assert.equal(input.properties.shape.maxItems, 64);
+  }
+});

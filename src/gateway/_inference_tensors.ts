@@ -49,11 +49,15 @@ const INTEGER_RANGE: Readonly<Record<string, readonly [bigint, bigint]>> = {
   UINT64: [0n, 2n ** 64n - 1n],
 };
 
-/** Float datatypes: the largest finite magnitude. */
-const FLOAT_MAX: Readonly<Record<string, number>> = {
-  FP16: 65504,
-  FP32: 3.4028234663852886e38,
-  FP64: Number.MAX_VALUE,
+/**
+ * Float datatypes: the smallest magnitude that rounds to infinity in them
+ * (IEEE 754, to nearest, ties to even): 3.4028235e38, how numpy prints
+ * float32's largest value, is that value, not out of range.
+ */
+const FLOAT_OVERFLOW: Readonly<Record<string, number>> = {
+  FP16: 65520,
+  FP32: 2 ** 128 - 2 ** 103,
+  FP64: Infinity,
 };
 
 /** Bytes per element in the binary extension (BYTES: none, length-prefixed). */
@@ -104,16 +108,21 @@ export function elementProblem(
     if (typeof value !== "number" || !Number.isInteger(value)) {
       return "expected an integer";
     }
-    // Safe integers compare exactly as numbers.
+    // Safe integers compare exactly as numbers; a float past them (1e19,
+    // 9223372036854775807.0, which is 2^63) as its exact value: the range's
+    // ends as numbers round up to 2^63 and 2^64, which would pass.
+    if (!Number.isSafeInteger(value)) {
+      return elementProblem(BigInt(value), datatype);
+    }
     return value < Number(range[0]) || value > Number(range[1])
       ? `${value} is out of range of ${datatype}`
       : undefined;
   }
-  const max = FLOAT_MAX[datatype]!;
+  const overflow = FLOAT_OVERFLOW[datatype]!;
   const n = typeof value === "bigint" ? Number(value) : value;
   if (typeof n !== "number") return "expected a number";
   if (!Number.isFinite(n)) return "expected a finite number";
-  return Math.abs(n) > max
+  return Math.abs(n) >= overflow
     ? `${value} is out of range of ${datatype}`
     : undefined;
 }

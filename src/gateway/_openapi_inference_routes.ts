@@ -16,7 +16,7 @@ import {
   REQUEST_ID_RESPONSE,
   REQUEST_ID_SCHEMA,
 } from "./_openapi_parts.ts";
-import { DATATYPES } from "./_inference_tensors.ts";
+import { DATATYPES, MAX_RANK } from "./_inference_tensors.ts";
 
 const ERROR: JsonSchema = {
   type: "object",
@@ -57,7 +57,11 @@ const INFER_REQUEST: JsonSchema = {
         properties: {
           name: { type: "string", minLength: 1 },
           datatype: { type: "string", enum: [...DATATYPES] },
-          shape: { type: "array", items: { type: "integer", minimum: 0 } },
+          shape: {
+            type: "array",
+            items: { type: "integer", minimum: 0 },
+            maxItems: MAX_RANK,
+          },
           parameters: PARAMETERS,
           data: {
             type: "array",
@@ -101,6 +105,22 @@ const INFER_RESPONSE: JsonSchema = {
   },
 };
 
+/** A body of the binary tensor data extension: JSON, then the tensors' bytes. */
+const BINARY: OpenApiObject = {
+  schema: {
+    type: "string",
+    contentMediaType: "application/octet-stream",
+    description:
+      "`Inference-Header-Content-Length` bytes of JSON (the JSON form's schema, `binary_data_size` in the parameters of the tensors that follow), then each such tensor's bytes in order.",
+  },
+};
+
+const HEADER_LENGTH_SCHEMA: JsonSchema = { type: "integer", minimum: 0 };
+
+/** A model's `HTTPError`: any status of its choice (as on `/v1`). */
+const MODEL_HTTP_ERROR =
+  "The model raised `pyproxy.HTTPError` with this status (and the allowed headers); it may also answer a status listed here.";
+
 const MODEL_PARAMS = [
   pathParam("name", "The model's name.", { type: "string" }),
 ];
@@ -112,6 +132,18 @@ const VERSION_PARAMS = [
     { type: "string" },
   ),
 ];
+
+/** `body` (a request body or a response) that may also come as `type`. */
+function withContent(
+  body: OpenApiObject,
+  type: string,
+  media: OpenApiObject,
+): OpenApiObject {
+  return {
+    ...body,
+    content: { ...(body.content as OpenApiObject), [type]: media },
+  };
+}
 
 /** The guards' and the drain's answers, in the protocol's shape. */
 function guarded(
@@ -179,26 +211,51 @@ export function inferencePaths(
           required: false,
           schema: REQUEST_ID_SCHEMA,
         },
+        {
+          name: "Inference-Header-Content-Length",
+          in: "header",
+          required: false,
+          description:
+            "The length of the body's JSON, which binary tensors follow (the binary tensor data extension).",
+          schema: HEADER_LENGTH_SCHEMA,
+        },
       ],
-      requestBody: jsonBody(INFER_REQUEST, true),
+      requestBody: withContent(
+        jsonBody(INFER_REQUEST, true),
+        "application/octet-stream",
+        BINARY,
+      ),
       responses: guarded({
-        "200": jsonResponse(
-          "The outputs.",
-          INFER_RESPONSE,
-          REQUEST_ID_RESPONSE,
+        "200": withContent(
+          jsonResponse("The outputs.", INFER_RESPONSE, {
+            ...REQUEST_ID_RESPONSE,
+            "Inference-Header-Content-Length": {
+              description:
+                "With outputs asked for as binary data: the length of the JSON that their bytes follow.",
+              schema: HEADER_LENGTH_SCHEMA,
+            },
+          }),
+          "application/octet-stream",
+          BINARY,
         ),
         "400": error(
           "A request that does not fit the protocol or the model's declared inputs.",
         ),
         "404": error("No such model, or not that version."),
+        "408": error(
+          "The body did not arrive within `limits.requestTimeout`.",
+        ),
         "413": error(`The body is over ${o.bodyLimit} bytes.`),
         "422": error("The model raised an exception."),
         "429": error("The queue is full (with `Retry-After`)."),
         "500": error(
           "The model's result is not a tensor (ragged lists, objects, mixed types).",
         ),
+        "502": error("The worker died during the call."),
         "503": error("No worker, or the server is draining."),
         "504": error("The call timed out."),
+        "4XX": error(MODEL_HTTP_ERROR),
+        "5XX": error(MODEL_HTTP_ERROR),
       }, o.token),
     },
   });

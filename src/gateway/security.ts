@@ -634,10 +634,12 @@ export function corsMiddleware(
     // "Request ids") would otherwise fail the preflight, and could not read
     // the id of an error response.
     // And the headers forwarded to models (forwardHeaders): a page sending
-    // its x-tenant-id would fail the preflight otherwise.
+    // its x-tenant-id would fail the preflight otherwise. And the length
+    // of a `/v2` binary request's JSON (the binary tensor data extension).
     allowHeaders: [
       "authorization",
       "content-type",
+      "inference-header-content-length",
       "last-event-id",
       "x-request-id",
       ...forwardHeaders,
@@ -665,5 +667,14 @@ export function corsMiddleware(
     });
 }
 
-/** The response headers a page may read besides the CORS-safelisted ones. */
-const EXPOSED = ["retry-after", "x-atom-id", "x-request-id"];
+/**
+ * The response headers a page may read besides the CORS-safelisted ones
+ * (`inference-header-content-length`: where a `/v2` binary response's
+ * JSON ends).
+ */
+const EXPOSED = [
+  "inference-header-content-length",
+  "retry-after",
+  "x-atom-id",
+  "x-request-id",
+];
