@@ -184,7 +184,8 @@ export class ModelRegistry {
   #onModelFailed: NonNullable<ModelRegistryOptions["onModelFailed"]>;
   /**
    * Per slot, the placed models implicated in the death of one of its
-   * processes (`generation`): calls of theirs in flight (or timed out)
+   * processes (`generation`): calls of theirs in flight (timed out ones too,
+   * when the server was still on them)
    * there, or their load under way. Only the last process's count when the
    * slot fails for good.
    */
@@ -206,7 +207,8 @@ export class ModelRegistry {
   /**
    * Notes that placed model `name` may have brought down process `gen` of
    * `worker`: a call of its was in flight there when the connection was
-   * lost (or timed out there), or its load failed there. Read if the slot
+   * lost (one given up on here, timed out or aborted, that the server was
+   * still running then too), or its load failed there. Read if the slot
    * then fails for good (`relocate`).
    */
   implicate(worker: Worker, gen: number, name: string): void {

@@ -421,12 +421,13 @@ export interface PoolOptions {
    * The bound on a placed model (`ModelSpec.workers`) that crashes the
    * workers it goes to (docs/models.md, "Placement"). When the restart
    * policy gives up on a slot (`failed`) whose last process died with the
-   * model's calls in flight (or timed out), or while loading it, the model
-   * is moved to another worker at most `maxRelocations` times within
-   * `relocationWindow` ms; the next such slot failure marks the model
-   * failed instead: it is unloaded from its slots, loaded nowhere (not on
-   * revived or added workers either), and its calls fail at once with
-   * `ModelUnavailableError` until `updateModel` (or a remove and an add).
+   * model's calls in flight (a timed-out one that still ran there: a hang),
+   * or while loading it, the model is moved to another worker at most
+   * `maxRelocations` times within `relocationWindow` ms; the next such slot
+   * failure marks the model failed instead: it is unloaded from its slots,
+   * loaded nowhere (not on revived or added workers either), and its calls
+   * fail at once with `ModelUnavailableError` until `updateModel` (or a
+   * remove and an add).
    * A slot failed for other reasons (the process died with none of the
    * model's calls, a plugin's `failWorker` on a running process) moves the
    * model without counting. `maxRelocations`: an integer >= 0, `Infinity`
@@ -1710,10 +1711,21 @@ export class Pool implements AsyncDisposable {
         this.#opts.maxParkedPerWorker,
       );
       if (lease === undefined) worker.acquire();
+      const done = lease === undefined
+        ? () => this.#released(worker)
+        : () => lease.end();
+      const placement = call.placement;
       options = {
-        onDone: lease === undefined
-          ? () => this.#released(worker)
-          : () => lease.end(),
+        // A placed model's call the server was still on when its session
+        // closed (given up on here: timed out, aborted) implicates the
+        // model in the process's death (ModelRegistry.relocate); one it
+        // finished first does not.
+        onDone: placement === undefined ? done : () => {
+          if (session.isClosed) {
+            this.#registry.implicate(worker, gen, placement.name);
+          }
+          done();
+        },
       };
       if (remaining !== undefined) options.timeout = remaining;
       if (signal !== undefined) options.signal = signal;
@@ -1758,13 +1770,14 @@ export class Pool implements AsyncDisposable {
     error: unknown,
     timeoutMs: number | undefined,
   ): void {
-    // A placed model's call that a worker died under (or that hung there)
-    // implicates the model if the slot then fails for good: it is moved
-    // off it a bounded number of times (ModelRegistry.relocate).
-    if (
-      call.placement !== undefined &&
-      (error instanceof ConnectionLostError || error instanceof TimeoutError)
-    ) this.#registry.implicate(worker, gen, call.placement.name);
+    // A placed model's call that a worker died under implicates the model
+    // if the slot then fails for good: it is moved off it a bounded number
+    // of times (ModelRegistry.relocate). One that timed out implicates it
+    // only if it still runs there when the process dies (its onDone, in
+    // #send): a hang the pool kills, not a slow call the cancel ended.
+    if (call.placement !== undefined && error instanceof ConnectionLostError) {
+      this.#registry.implicate(worker, gen, call.placement.name);
+    }
     if (error instanceof TimeoutError) {
       this.#plugins.run("onTimeout", {
         worker,

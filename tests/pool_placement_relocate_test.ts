@@ -6,7 +6,11 @@
  * Python workers, a restart policy that gives up after two crashes.
  */
 import assert from "node:assert/strict";
-import { ModelUnavailableError, WorkerCrashedError } from "../src/errors.ts";
+import {
+  ModelUnavailableError,
+  TimeoutError,
+  WorkerCrashedError,
+} from "../src/errors.ts";
 import type { Plugin, PluginContext } from "../src/plugin.ts";
 import {
   type PlacementOptions,
@@ -89,6 +93,21 @@ function record(pool: Pool, ...types: PoolEvent["type"][]): PoolEvent[] {
     if (types.includes(ev.type)) out.push(ev);
   });
   return out;
+}
+
+/** The next event of `pool` of one of the given types. */
+function firstOf(
+  pool: Pool,
+  ...types: PoolEvent["type"][]
+): Promise<PoolEvent> {
+  return new Promise((resolve) => {
+    const off = pool.on((ev) => {
+      if (types.includes(ev.type)) {
+        off();
+        resolve(ev);
+      }
+    });
+  });
 }
 
 function model(pool: Pool, name: string) {
@@ -528,6 +547,92 @@ Deno.test("Pool placement: a model on 2 slots taken out of service is unloaded f
       (err: unknown) => (err as Error).name === "ModelNotFoundError",
     );
     await assert.rejects(pool.execute("bad", {}), ModelUnavailableError);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+/**
+ * Sleeps `msg.seconds` in short steps (a cancel interrupts it between
+ * two), or with `msg.stuck` waits
+ * on a lock it holds: a wait no cancel interrupts (the GIL released, so
+ * the worker still answers pings).
+ */
+const SLOW = `
+import threading
+import time
+
+class Slow:
+    def execute(self, msg):
+        if msg.get("stuck"):
+            lock = threading.Lock()
+            lock.acquire()
+            lock.acquire()
+        deadline = time.monotonic() + msg.get("seconds", 0)
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        return {"slept": msg.get("seconds", 0)}
+`;
+
+Deno.test("Pool placement: a call that timed out and ended on the server before its slot failed does not count a move; one still running there when the process died does", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    // One call per worker: the next call to a slot waits until the server
+    // is done with a timed-out one (it answered the cancel).
+    const { options: opts, ctx } = options(dir.path, 3, {
+      placement: { maxRelocations: 0 },
+      maxInFlightPerWorker: 1,
+    });
+    await using pool = await Pool.start(opts);
+    pids.watch(pool);
+    await pool.addModel("slow", { source: SLOW, workers: 1 });
+    await pool.addModel("crasher", { source: CRASHER });
+    assert.deepEqual(model(pool, "slow").slots, ["w1"]);
+    const crash = (worker: string) =>
+      assert.rejects(
+        pool.execute("crasher", { crash: true }, { worker }),
+        WorkerCrashedError,
+      );
+    // The restart policy gives up at w1's second crash: the first one now.
+    let ready = readyAgain(pool, "w1");
+    await crash("w1");
+    await ready;
+    // A call of slow times out there; the cancel ends it on the server.
+    await assert.rejects(
+      pool.execute("slow", { seconds: 30 }, { timeout: 100 }),
+      TimeoutError,
+    );
+    assert.deepEqual(await pool.execute("slow", {}), { slept: 0 });
+    // Another model's call crashes w1 for good: slow moves, not counted
+    // (no call of its was running there).
+    const moved = firstOf(pool, "model-relocated", "model-failed");
+    await crash("w1");
+    assert.deepEqual(await moved, {
+      type: "model-relocated",
+      name: "slow",
+      from: "w1",
+      to: "w2",
+      counted: false,
+    });
+    assert.equal(model(pool, "slow").failedReason, undefined);
+    assert.deepEqual(await pool.execute("slow", {}), { slept: 0 });
+    // On w2: a call that times out and goes on running there (no cancel
+    // reaches a lock's wait) is in flight when the process dies (killed:
+    // the call holds the slot's one place): counted.
+    ready = readyAgain(pool, "w2");
+    await crash("w2");
+    await ready;
+    await assert.rejects(
+      pool.execute("slow", { stuck: true }, { timeout: 100 }),
+      TimeoutError,
+    );
+    const failed = firstOf(pool, "model-relocated", "model-failed");
+    ctx().killWorker("w2", "SIGKILL", "test: kill w2");
+    const ev = await failed;
+    assert.equal(ev.type, "model-failed");
+    assert.equal(ev.name, "slow");
+    await assert.rejects(pool.execute("slow", {}), ModelUnavailableError);
   } finally {
     await pids.assertGone();
   }
