@@ -10,6 +10,7 @@ import {
   CancelledError,
   ConnectionLostError,
   errorFromWire,
+  ModelUnavailableError,
   TimeoutError,
 } from "./errors.ts";
 import type { ModelSpec, Session } from "./session.ts";
@@ -673,6 +674,15 @@ export class ModelRegistry {
   ): Promise<unknown> {
     return this.exclusive(async () => {
       const model = this.#require(name, "init");
+      const failed = this.#placements.get(name)?.failed;
+      if (failed !== undefined) {
+        // On no slot: it would run nowhere, and the update that brings the
+        // model back starts it without inits.
+        throw new ModelUnavailableError(
+          `Cannot init model '${name}': it is out of service: ${failed}; update it (pool.updateModel, PUT /v1/models/${name}) to load it again`,
+          { details: { model: name, reason: failed } },
+        );
+      }
       const result = await this.#everywhere(
         "init",
         name,

@@ -208,6 +208,16 @@ Deno.test("Pool placement: a model whose calls crash its workers is moved at mos
     ) {
       await assert.rejects(call(), ModelUnavailableError);
     }
+    // An init too: it would run on no worker, and be lost at the update.
+    await assert.rejects(
+      pool.initModel("bad", "data.json"),
+      (err: unknown) =>
+        err instanceof ModelUnavailableError &&
+        err.message.startsWith(
+          "Cannot init model 'bad': it is out of service: it crashed",
+        ),
+    );
+    assert.deepEqual(model(pool, "bad").inits, []);
     // The gateway over the pool: 503 naming the model, no Retry-After (a
     // retry cannot help), and /v1/status and GET /v1/models/bad say why.
     const app = createGateway(pool, { port: () => 8000 });
