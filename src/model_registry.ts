@@ -135,7 +135,9 @@ export interface ModelRegistryOptions {
   /**
    * Told when a placed model is moved off a slot that failed for good
    * (`counted`: with the model implicated, towards `maxRelocations`), and
-   * to which slot (none: no ready worker lacked it; it waits for one).
+   * to which slot (none: no ready worker lacked it, or the model counts
+   * the move and the only one was the pool's last ready worker; it waits
+   * for one).
    */
   onRelocated?: (
     ev: { name: string; from: string; to: string | null; counted: boolean },
@@ -326,8 +328,12 @@ export class ModelRegistry {
           await this.#fail(p, worker);
           continue;
         }
-        const to = chooseSlots(
-          workers().filter((w) => loadable(w) && !p.workers.includes(w)),
+        const ready = workers().filter(loadable);
+        // A model that crashed this slot is not handed the pool's last
+        // ready worker (it would take the other models' last one down
+        // too): it stays here, and the slot takes it back once revived.
+        const to = counted && ready.length <= 1 ? [] : chooseSlots(
+          ready.filter((w) => !p.workers.includes(w)),
           1,
           (w) => this.#placedOn(w),
         );

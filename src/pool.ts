@@ -632,7 +632,7 @@ export class Pool implements AsyncDisposable {
       onRelocated: (ev) => {
         opts.logger[ev.to === null ? "warn" : "info"](
           ev.to === null
-            ? "Model {name} stays on failed worker {from}: no ready worker lacks it (the first to come back takes it)"
+            ? "Model {name} stays on failed worker {from}: no ready worker lacks it, or the only one is the pool's last and the model crashed that slot (the first to come back takes it)"
             : "Moving model {name} off failed worker {from} to {to}",
           ev,
         );

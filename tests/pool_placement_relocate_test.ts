@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import {
   ModelUnavailableError,
+  NoWorkerError,
   TimeoutError,
   WorkerCrashedError,
 } from "../src/errors.ts";
@@ -643,6 +644,59 @@ Deno.test("Pool placement: a call that timed out and ended on the server before 
     assert.equal(ev.type, "model-failed");
     assert.equal(ev.name, "slow");
     await assert.rejects(pool.execute("slow", {}), ModelUnavailableError);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: a model that crashed its slot is not moved onto the pool's last ready worker: it stays on its failed slot, and the other models keep that worker", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    // The gateway's default pool size, and the default bound (2 moves):
+    // moved, the model would crash w2 too and leave the pool with none.
+    const { options: opts, ctx } = options(dir.path, 2);
+    await using pool = await Pool.start(opts);
+    pids.watch(pool);
+    await pool.addModel("bad", { source: CRASHER, workers: 1 });
+    await pool.addModel("plain", { file: "whoami.py" });
+    assert.deepEqual(model(pool, "bad").slots, ["w1"]);
+    const w2 = pidOf(pool, "w2");
+    // Crashes w1 until the restart policy gives up on it: twice, then
+    // (revived: its crashes are still in the policy's window) once.
+    const crashW1 = async (times: number) => {
+      const moved = firstOf(pool, "model-relocated", "model-failed");
+      for (let i = 1; i <= times; i++) {
+        const ready = i < times ? readyAgain(pool, "w1") : undefined;
+        await assert.rejects(
+          pool.execute("bad", { crash: true }),
+          WorkerCrashedError,
+        );
+        await ready;
+      }
+      return await moved;
+    };
+    assert.deepEqual(await crashW1(2), {
+      type: "model-relocated",
+      name: "bad",
+      from: "w1",
+      to: null,
+      counted: true,
+    });
+    assert.deepEqual(states(pool), ["w1 failed", "w2 ready"]);
+    await assert.rejects(pool.execute("bad", {}), NoWorkerError);
+    assert.deepEqual(await pool.execute("plain", {}), { pid: w2, msg: {} });
+    // Revived, its slot takes it back (and fails again): still not w2's,
+    // until the bound takes it out of service.
+    for (const expected of ["model-relocated", "model-failed"]) {
+      const revived = readyAgain(pool, "w1");
+      ctx().reviveWorker("w1");
+      await revived;
+      assert.equal((await crashW1(1)).type, expected);
+    }
+    assert.equal(pidOf(pool, "w2"), w2);
+    assert.deepEqual(await pool.execute("plain", {}), { pid: w2, msg: {} });
+    await assert.rejects(pool.execute("bad", {}), ModelUnavailableError);
   } finally {
     await pids.assertGone();
   }
