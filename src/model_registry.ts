@@ -187,10 +187,9 @@ export class ModelRegistry {
   #onModelFailed: NonNullable<ModelRegistryOptions["onModelFailed"]>;
   /**
    * Per slot, the placed models implicated in the death of one of its
-   * processes (`generation`): calls of theirs in flight (timed out ones too,
-   * when the server was still on them)
-   * there, or their load under way. Only the last process's count when the
-   * slot fails for good.
+   * processes (`generation`): calls of theirs in flight there (timed-out
+   * ones too, when the server was still on them), or their load under way.
+   * Only the last process's count when the slot fails for good.
    */
   #implicated = new WeakMap<Worker, { gen: number; names: Set<string> }>();
 
