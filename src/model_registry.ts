@@ -161,7 +161,7 @@ export interface ModelRegistryOptions {
  * ```ts ignore
  * const registry = new ModelRegistry();
  * await registry.add("doubler", { file: "doubler.py" }, readyWorkers);
- * await registry.exclusive(() => registry.replay(session));
+ * await registry.exclusive(() => registry.replay(session, worker, () => readyWorkers));
  * ```
  */
 export class ModelRegistry {
@@ -450,9 +450,16 @@ export class ModelRegistry {
    * slot it is, and the placed ones on fewer slots than their `workers`
    * not counting `failed` ones (after a shrink: a grown pool places them
    * again; a model left on a failed slot, no other being ready when it
-   * failed, takes this one in its place). Call inside `exclusive`.
+   * failed, takes this one in its place, unless it crashed a slot within
+   * `relocationWindow` and `workers` has no other ready one: it would take
+   * the pool's last worker down, as `relocate` does not let it). Call
+   * inside `exclusive`.
    */
-  async replay(session: Session, worker: Worker): Promise<void> {
+  async replay(
+    session: Session,
+    worker: Worker,
+    workers: () => Worker[],
+  ): Promise<void> {
     for (const model of this.#models.values()) {
       const p = this.#placements.get(model.name);
       if (p === undefined) {
@@ -462,6 +469,10 @@ export class ModelRegistry {
       } else if (p.workers.includes(worker)) {
         await this.#loadPlaced(session, worker, model);
       } else if (p.workers.filter(up).length < p.count) {
+        if (
+          this.#crashedLately(p) &&
+          !workers().some((w) => w !== worker && loadable(w))
+        ) continue;
         await this.#loadPlaced(session, worker, model);
         const failed = p.workers.findIndex((w) => !up(w));
         if (failed >= 0) p.workers.splice(failed, 1, worker);
@@ -469,6 +480,12 @@ export class ModelRegistry {
         p.rr = 0;
       }
     }
+  }
+
+  /** Whether `p` counted a move (it crashed a slot) within the window. */
+  #crashedLately(p: ModelPlacement): boolean {
+    const last = p.relocations?.at(-1);
+    return last !== undefined && Date.now() - last.at < this.#relocationWindow;
   }
 
   /**

@@ -701,3 +701,39 @@ Deno.test("Pool placement: a model that crashed its slot is not moved onto the p
     await pids.assertGone();
   }
 });
+
+Deno.test("Pool placement: a model left on its failed slot after crashing it is not handed the pool's last worker by that worker's restart either", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const { options: opts } = options(dir.path, 2);
+    await using pool = await Pool.start(opts);
+    pids.watch(pool);
+    await pool.addModel("bad", { source: CRASHER, workers: 1 });
+    await pool.addModel("plain", { file: "whoami.py" });
+    const moved = firstOf(pool, "model-relocated", "model-failed");
+    const ready = readyAgain(pool, "w1");
+    for (const wait of [ready, undefined]) {
+      await assert.rejects(
+        pool.execute("bad", { crash: true }),
+        WorkerCrashedError,
+      );
+      await wait;
+    }
+    assert.equal((await moved).type, "model-relocated");
+    assert.deepEqual(model(pool, "bad").slots, ["w1"]);
+    // w2, the last ready worker, restarts (a crash of another model's, a
+    // recycle): its replay leaves the model where it is.
+    const restarted = readyAgain(pool, "w2");
+    pool.killWorker("w2", "test: restart w2");
+    await restarted;
+    assert.deepEqual(pool.status().workers[1]!.models, ["plain"]);
+    assert.deepEqual(model(pool, "bad").slots, ["w1"]);
+    assert.deepEqual(await pool.execute("plain", {}), {
+      pid: pidOf(pool, "w2"),
+      msg: {},
+    });
+  } finally {
+    await pids.assertGone();
+  }
+});
