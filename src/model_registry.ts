@@ -10,6 +10,7 @@ import {
   CancelledError,
   ConnectionLostError,
   errorFromWire,
+  ModelUnavailableError,
   TimeoutError,
 } from "./errors.ts";
 import type { ModelSpec, Session } from "./session.ts";
@@ -134,7 +135,9 @@ export interface ModelRegistryOptions {
   /**
    * Told when a placed model is moved off a slot that failed for good
    * (`counted`: with the model implicated, towards `maxRelocations`), and
-   * to which slot (none: no ready worker lacked it; it waits for one).
+   * to which slot (none: no ready worker lacked it, or the model counts
+   * the move and the slot would have been one of the pool's last workers;
+   * it waits for one).
    */
   onRelocated?: (
     ev: { name: string; from: string; to: string | null; counted: boolean },
@@ -158,7 +161,7 @@ export interface ModelRegistryOptions {
  * ```ts ignore
  * const registry = new ModelRegistry();
  * await registry.add("doubler", { file: "doubler.py" }, readyWorkers);
- * await registry.exclusive(() => registry.replay(session));
+ * await registry.exclusive(() => registry.replay(session, worker, () => readyWorkers));
  * ```
  */
 export class ModelRegistry {
@@ -184,9 +187,9 @@ export class ModelRegistry {
   #onModelFailed: NonNullable<ModelRegistryOptions["onModelFailed"]>;
   /**
    * Per slot, the placed models implicated in the death of one of its
-   * processes (`generation`): calls of theirs in flight (or timed out)
-   * there, or their load under way. Only the last process's count when the
-   * slot fails for good.
+   * processes (`generation`): calls of theirs in flight there (timed-out
+   * ones too, when the server was still on them), or their load under way.
+   * Only the last process's count when the slot fails for good.
    */
   #implicated = new WeakMap<Worker, { gen: number; names: Set<string> }>();
 
@@ -206,7 +209,8 @@ export class ModelRegistry {
   /**
    * Notes that placed model `name` may have brought down process `gen` of
    * `worker`: a call of its was in flight there when the connection was
-   * lost (or timed out there), or its load failed there. Read if the slot
+   * lost (one given up on here, timed out or aborted, that the server was
+   * still running then too), or its load failed there. Read if the slot
    * then fails for good (`relocate`).
    */
   implicate(worker: Worker, gen: number, name: string): void {
@@ -323,17 +327,19 @@ export class ModelRegistry {
           await this.#fail(p, worker);
           continue;
         }
-        const to = chooseSlots(
-          workers().filter((w) => loadable(w) && !p.workers.includes(w)),
+        const ready = workers().filter(loadable);
+        let to = chooseSlots(
+          ready.filter((w) => !p.workers.includes(w)),
           1,
           (w) => this.#placedOn(w),
         );
+        // A model that crashed this slot is not moved where it would take
+        // the other models' last workers down too: it keeps its other
+        // slots, or stays here until the slot is revived and takes it back.
         if (
-          counted && to.length > 0 && this.#spares(p, worker, to[0]!, workers())
-        ) {
-          await this.#fail(p, worker);
-          continue;
-        }
+          counted && to.length > 0 &&
+          this.#takesLast(p, worker, to[0]!, workers(), ready)
+        ) to = [];
         const model = this.#models.get(p.name);
         if (model === undefined) continue;
         this.#onRelocated({
@@ -354,35 +360,33 @@ export class ModelRegistry {
 
   /**
    * Whether moving `p`, implicated in the failure of `worker`, to `to`
-   * would leave every other worker still up (not `failed`, not leaving)
-   * holding it: then it is not moved but taken out of service (its
-   * `failed` set, true), before `maxRelocations` is reached. A model that
-   * crashed a slot for good would otherwise stake the pool's last workers,
-   * and every model on them, on its next call: with the default bound (2
-   * moves), a 2- or 3-worker pool (the gateway's default is 2) had every
-   * worker `failed` for `failedRetryAfter`, the healthy models with no
-   * worker. `maxRelocations: Infinity` keeps moving it.
+   * would take the pool's last workers: `to` is its last ready one, or
+   * every other worker still up (not `failed`) would hold the model. With
+   * the default bound (2 moves), a model moved so failed every worker of a
+   * 2- or 3-worker pool (the gateway's default is 2) before the bound took
+   * it out, and the healthy models had no worker until `failedRetryAfter`.
+   * It is not moved then: it keeps its other slots (calls go there), or
+   * stays on its failed slot (its calls are a `NoWorkerError`, 503 with
+   * `Retry-After`) until the slot is revived and takes it back, the move
+   * counted all the same; a model wrongly implicated (busy on the slot
+   * another model crashed) so comes back by itself, while a crashing one
+   * soon passes `maxRelocations`. `maxRelocations: Infinity` moves it
+   * every time.
    */
-  #spares(
+  #takesLast(
     p: ModelPlacement,
     worker: Worker,
     to: Worker,
     all: readonly Worker[],
+    ready: readonly Worker[],
   ): boolean {
     if (this.#maxRelocations === Infinity) return false;
-    const up = all.filter((w) =>
-      w !== worker &&
-      (w.state === "ready" || w.state === "starting" ||
+    if (ready.length <= 1) return true;
+    return all.every((w) =>
+      w === worker || w === to || p.workers.includes(w) ||
+      !(w.state === "ready" || w.state === "starting" ||
         w.state === "restarting")
     );
-    if (!up.every((w) => w === to || p.workers.includes(w))) return false;
-    const ids = up.map((w) => w.id).join(", ");
-    p.failed = `${
-      this.#crashes(p)
-    }, and every worker still up (${ids}) would hold it after one more move: taken out of service before it fails them too (placement.maxRelocations ${this.#maxRelocations} spares the pool's last workers); last: worker ${worker.id} ${
-      worker.failedReason ?? "failed"
-    }`;
-    return true;
   }
 
   /** What `p` did: the slots it failed for good, within the window. */
@@ -490,9 +494,16 @@ export class ModelRegistry {
    * slot it is, and the placed ones on fewer slots than their `workers`
    * not counting `failed` ones (after a shrink: a grown pool places them
    * again; a model left on a failed slot, no other being ready when it
-   * failed, takes this one in its place). Call inside `exclusive`.
+   * failed, takes this one in its place, unless it crashed a slot within
+   * `relocationWindow` and `workers` has no other ready one: it would take
+   * the pool's last worker down, as `relocate` does not let it). Call
+   * inside `exclusive`.
    */
-  async replay(session: Session, worker: Worker): Promise<void> {
+  async replay(
+    session: Session,
+    worker: Worker,
+    workers: () => Worker[],
+  ): Promise<void> {
     for (const model of this.#models.values()) {
       const p = this.#placements.get(model.name);
       if (p === undefined) {
@@ -502,6 +513,10 @@ export class ModelRegistry {
       } else if (p.workers.includes(worker)) {
         await this.#loadPlaced(session, worker, model);
       } else if (p.workers.filter(up).length < p.count) {
+        if (
+          this.#crashedLately(p) &&
+          !workers().some((w) => w !== worker && loadable(w))
+        ) continue;
         await this.#loadPlaced(session, worker, model);
         const failed = p.workers.findIndex((w) => !up(w));
         if (failed >= 0) p.workers.splice(failed, 1, worker);
@@ -509,6 +524,16 @@ export class ModelRegistry {
         p.rr = 0;
       }
     }
+  }
+
+  /**
+   * Whether `p` counted a move (it crashed a slot) within the window
+   * (never with `maxRelocations: Infinity`, which moves it every time).
+   */
+  #crashedLately(p: ModelPlacement): boolean {
+    if (this.#maxRelocations === Infinity) return false;
+    const last = p.relocations?.at(-1);
+    return last !== undefined && Date.now() - last.at < this.#relocationWindow;
   }
 
   /**
@@ -719,6 +744,15 @@ export class ModelRegistry {
   ): Promise<unknown> {
     return this.exclusive(async () => {
       const model = this.#require(name, "init");
+      const failed = this.#placements.get(name)?.failed;
+      if (failed !== undefined) {
+        // On no slot: it would run nowhere, and the update that brings the
+        // model back starts it without inits.
+        throw new ModelUnavailableError(
+          `Cannot init model '${name}': it is out of service: ${failed}; update it (pool.updateModel, PUT /v1/models/${name}) to load it again`,
+          { details: { model: name, reason: failed } },
+        );
+      }
       const result = await this.#everywhere(
         "init",
         name,

@@ -267,9 +267,10 @@ export interface PlacementOptions {
    * Moves of a placed model off slots that failed for good with it
    * implicated, within `relocationWindow`, before the next one fails the
    * model (`ModelUnavailableError`): an integer >= 0 (0: the first such
-   * failure does), `Infinity` for no bound. Below `Infinity`, a move that
-   * would put the model on every worker still up fails it too, sooner: it
-   * never takes the pool's last workers down with it.
+   * failure does), `Infinity` for no bound. Below `Infinity`, a counted
+   * move never goes to the pool's last workers (its last ready one, or one
+   * that would leave every worker still up holding the model): the model
+   * keeps its other slots, or waits on its failed slot until it is revived.
    * @default {2}
    */
   maxRelocations?: number;
@@ -423,12 +424,13 @@ export interface PoolOptions {
    * The bound on a placed model (`ModelSpec.workers`) that crashes the
    * workers it goes to (docs/models.md, "Placement"). When the restart
    * policy gives up on a slot (`failed`) whose last process died with the
-   * model's calls in flight (or timed out), or while loading it, the model
-   * is moved to another worker at most `maxRelocations` times within
-   * `relocationWindow` ms; the next such slot failure marks the model
-   * failed instead: it is unloaded from its slots, loaded nowhere (not on
-   * revived or added workers either), and its calls fail at once with
-   * `ModelUnavailableError` until `updateModel` (or a remove and an add).
+   * model's calls in flight (a timed-out one that still ran there: a hang),
+   * or while loading it, the model is moved to another worker at most
+   * `maxRelocations` times within `relocationWindow` ms; the next such slot
+   * failure marks the model failed instead: it is unloaded from its slots,
+   * loaded nowhere (not on revived or added workers either), and its calls
+   * fail at once with `ModelUnavailableError` until `updateModel` (or a
+   * remove and an add).
    * A slot failed for other reasons (the process died with none of the
    * model's calls, a plugin's `failWorker` on a running process) moves the
    * model without counting. `maxRelocations`: an integer >= 0, `Infinity`
@@ -633,7 +635,7 @@ export class Pool implements AsyncDisposable {
       onRelocated: (ev) => {
         opts.logger[ev.to === null ? "warn" : "info"](
           ev.to === null
-            ? "Model {name} stays on failed worker {from}: no ready worker lacks it (the first to come back takes it)"
+            ? "Model {name} stays on failed worker {from}: no ready worker lacks it, or the only one is the pool's last and the model crashed that slot (the first to come back takes it)"
             : "Moving model {name} off failed worker {from} to {to}",
           ev,
         );
@@ -1712,10 +1714,21 @@ export class Pool implements AsyncDisposable {
         this.#opts.maxParkedPerWorker,
       );
       if (lease === undefined) worker.acquire();
+      const done = lease === undefined
+        ? () => this.#released(worker)
+        : () => lease.end();
+      const placement = call.placement;
       options = {
-        onDone: lease === undefined
-          ? () => this.#released(worker)
-          : () => lease.end(),
+        // A placed model's call the server was still on when its session
+        // closed (given up on here: timed out, aborted) implicates the
+        // model in the process's death (ModelRegistry.relocate); one it
+        // finished first does not.
+        onDone: placement === undefined ? done : () => {
+          if (session.isClosed) {
+            this.#registry.implicate(worker, gen, placement.name);
+          }
+          done();
+        },
       };
       if (remaining !== undefined) options.timeout = remaining;
       if (signal !== undefined) options.signal = signal;
@@ -1760,13 +1773,14 @@ export class Pool implements AsyncDisposable {
     error: unknown,
     timeoutMs: number | undefined,
   ): void {
-    // A placed model's call that a worker died under (or that hung there)
-    // implicates the model if the slot then fails for good: it is moved
-    // off it a bounded number of times (ModelRegistry.relocate).
-    if (
-      call.placement !== undefined &&
-      (error instanceof ConnectionLostError || error instanceof TimeoutError)
-    ) this.#registry.implicate(worker, gen, call.placement.name);
+    // A placed model's call that a worker died under implicates the model
+    // if the slot then fails for good: it is moved off it a bounded number
+    // of times (ModelRegistry.relocate). One that timed out implicates it
+    // only if it still runs there when the process dies (its onDone, in
+    // #send): a hang the pool kills, not a slow call the cancel ended.
+    if (call.placement !== undefined && error instanceof ConnectionLostError) {
+      this.#registry.implicate(worker, gen, call.placement.name);
+    }
     if (error instanceof TimeoutError) {
       this.#plugins.run("onTimeout", {
         worker,

@@ -90,10 +90,11 @@ export type PoolEvent =
   }
   /**
    * A placed model (`ModelSpec.workers`) is moved off slot `from`, which
-   * failed for good, to slot `to` (`null`: no ready worker lacks it; the
-   * first to come back takes it). `counted`: the model was implicated in
-   * the slot's last crash (its calls in flight, its load under way), so the
-   * move counts towards `placement.maxRelocations`.
+   * failed for good, to slot `to` (`null`: no ready worker lacks it, or,
+   * `counted`, the one there was would have been among the pool's last
+   * workers, kept for the other models; the first to come back takes it). `counted`: the model
+   * was implicated in the slot's last crash (its calls in flight, its load
+   * under way), so the move counts towards `placement.maxRelocations`.
    */
   | {
     type: "model-relocated";

@@ -367,7 +367,7 @@ export class Supervisor {
         await plugins.run("onWorkerStart", { worker, session, restart }, ctx);
         await plugins.run("onSessionOpen", { worker, session }, ctx);
         await registry.exclusive(async () => {
-          await registry.replay(session, worker);
+          await registry.replay(session, worker, () => this.workers);
           worker.markReady();
         });
       },

@@ -225,3 +225,35 @@ Deno.test("gateway with CORS exposes the model's header names on that response o
   ]);
   await plain.body?.cancel();
 });
+
+Deno.test("gateway: a model's headers that a proxy in front acts on (X-Accel-Redirect, X-Sendfile...) are refused (the allow-list of a success's and an HTTPError's headers)", async () => {
+  await withLogs(async (records) => {
+    await using gw = await startGateway({ models: MODEL_LIST }, MODELS);
+    // Behind nginx, X-Accel-Redirect would serve any internal location (or
+    // file) in place of the answer; X-Sendfile, a file from Apache's disk.
+    const proxied = {
+      "X-Accel-Redirect": "/internal/secrets.json",
+      "x-accel-limit-rate": "1",
+      "X-Accel-Buffering": "no",
+      "X-Sendfile": "/etc/passwd",
+      "X-Sendfile2": "/etc/shadow 0-",
+      "X-Lighttpd-Send-File": "/etc/passwd",
+      "X-Model-Version": "3",
+    };
+    const res = await gw.fetch(
+      "/v1/models/chosen/execute",
+      post({ status: 201, headers: proxied, result: 1 }),
+    );
+    assert.equal(res.status, 201);
+    assert.equal(await res.json(), 1);
+    const sent = [...res.headers.keys()].filter((n) => n.startsWith("x-"));
+    assert.deepEqual(sent, ["x-model-version", "x-request-id"]);
+    const warned = records.find((r) =>
+      r.level === "warning" && r.properties.status === 201
+    );
+    assert.ok(warned, "no warning for the refused headers");
+    for (const name of Object.keys(proxied).slice(0, -1)) {
+      assert.ok(String(warned.properties.names).includes(name), name);
+    }
+  });
+});

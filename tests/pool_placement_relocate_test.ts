@@ -6,7 +6,12 @@
  * Python workers, a restart policy that gives up after two crashes.
  */
 import assert from "node:assert/strict";
-import { ModelUnavailableError, WorkerCrashedError } from "../src/errors.ts";
+import {
+  ModelUnavailableError,
+  NoWorkerError,
+  TimeoutError,
+  WorkerCrashedError,
+} from "../src/errors.ts";
 import type { Plugin, PluginContext } from "../src/plugin.ts";
 import {
   type PlacementOptions,
@@ -89,6 +94,21 @@ function record(pool: Pool, ...types: PoolEvent["type"][]): PoolEvent[] {
     if (types.includes(ev.type)) out.push(ev);
   });
   return out;
+}
+
+/** The next event of `pool` of one of the given types. */
+function firstOf(
+  pool: Pool,
+  ...types: PoolEvent["type"][]
+): Promise<PoolEvent> {
+  return new Promise((resolve) => {
+    const off = pool.on((ev) => {
+      if (types.includes(ev.type)) {
+        off();
+        resolve(ev);
+      }
+    });
+  });
 }
 
 function model(pool: Pool, name: string) {
@@ -189,6 +209,16 @@ Deno.test("Pool placement: a model whose calls crash its workers is moved at mos
     ) {
       await assert.rejects(call(), ModelUnavailableError);
     }
+    // An init too: it would run on no worker, and be lost at the update.
+    await assert.rejects(
+      pool.initModel("bad", "data.json"),
+      (err: unknown) =>
+        err instanceof ModelUnavailableError &&
+        err.message.startsWith(
+          "Cannot init model 'bad': it is out of service: it crashed",
+        ),
+    );
+    assert.deepEqual(model(pool, "bad").inits, []);
     // The gateway over the pool: 503 naming the model, no Retry-After (a
     // retry cannot help), and /v1/status and GET /v1/models/bad say why.
     const app = createGateway(pool, { port: () => 8000 });
@@ -243,7 +273,7 @@ Deno.test("Pool placement: a model whose calls crash its workers is moved at mos
   }
 });
 
-Deno.test("Pool placement: with the default bound, a crashing model is taken out of service rather than moved onto the pool's last worker up, which serves the other models on", async () => {
+Deno.test("Pool placement: with the default bound, a crashing model is not moved onto the pool's last worker up, which serves the other models on; a model on 2 of 3 slots keeps the one left rather than take the third", async () => {
   await using dir = await modelsDir();
   const pids = new PidTracker();
   try {
@@ -258,51 +288,82 @@ Deno.test("Pool placement: with the default bound, a crashing model is taken out
     const events = record(pool, "model-relocated", "model-failed");
     const w1 = pidOf(pool, "w1");
     const outcomes: string[] = [];
-    let unavailable: unknown;
-    for (let i = 0; i < 10 && unavailable === undefined; i++) {
+    for (let i = 0; i < 10 && !outcomes.includes("NoWorkerError"); i++) {
       await pool.execute("bad", { crash: true }).then(
         () => outcomes.push("ok"),
-        (err) => {
-          outcomes.push(err.name);
-          if (err instanceof ModelUnavailableError) unavailable = err;
-          else assert.ok(err instanceof WorkerCrashedError, String(err));
-        },
+        (err) => outcomes.push(err.name),
       );
     }
     // w2 twice (failed), moved to w3 (w1 stays free of it), w3 twice
-    // (failed): one more move would put it on w1, the last worker up.
+    // (failed): one more move would put it on w1, the last worker up, so
+    // it stays on w3 (failed) until w3 is revived.
     assert.deepEqual(outcomes, [
       "WorkerCrashedError",
       "WorkerCrashedError",
       "WorkerCrashedError",
       "WorkerCrashedError",
-      "ModelUnavailableError",
+      "NoWorkerError",
     ]);
-    assert.ok(unavailable instanceof ModelUnavailableError);
-    assert.match(
-      unavailable.message,
-      /^Cannot route call executeModel: model 'bad' is out of service: it crashed the workers it was placed on 2 times within 600000 ms \(w2, w3: each failed for good with its calls in flight or its load under way\), and every worker still up \(w1\) would hold it after one more move: taken out of service before it fails them too \(placement\.maxRelocations 2 spares the pool's last workers\); last: worker w3 crashed 2 times within 60000 ms; last: .*; update it \(pool\.updateModel, PUT \/v1\/models\/bad\) to load it again$/,
-    );
-    assert.deepEqual(
-      events.map((ev) => ev.type === "model-relocated" ? ev : ev.type),
-      [
-        {
-          type: "model-relocated",
-          name: "bad",
-          from: "w2",
-          to: "w3",
-          counted: true,
-        },
-        "model-failed",
-      ],
-    );
+    assert.deepEqual(events, [
+      {
+        type: "model-relocated",
+        name: "bad",
+        from: "w2",
+        to: "w3",
+        counted: true,
+      },
+      {
+        type: "model-relocated",
+        name: "bad",
+        from: "w3",
+        to: null,
+        counted: true,
+      },
+    ]);
     assert.deepEqual(states(pool), ["w1 ready", "w2 failed", "w3 failed"]);
     assert.equal(pidOf(pool, "w1"), w1);
     assert.deepEqual(await pool.execute("good", {}), { pid: w1, msg: {} });
     assert.deepEqual(await pool.execute("plain", {}), { pid: w1, msg: {} });
-    assert.deepEqual(model(pool, "bad").slots, []);
+    assert.deepEqual(model(pool, "bad").slots, ["w3"]);
   } finally {
     await pids.assertGone();
+  }
+  // On 2 slots of 3: a counted move off one would put it on every worker
+  // still up; it keeps the slot it has left, and serves there.
+  await using dir2 = await modelsDir();
+  const pids2 = new PidTracker();
+  try {
+    const { options: opts } = options(dir2.path, 3);
+    await using pool = await Pool.start(opts);
+    pids2.watch(pool);
+    await pool.addModel("bad", { source: CRASHER, workers: 2 });
+    await pool.addModel("plain", { file: "whoami.py" });
+    const [a, b] = model(pool, "bad").slots as string[];
+    const events = record(pool, "model-relocated", "model-failed");
+    const moved = nextEvent(pool, "model-relocated");
+    // Calls pinned to one slot: crash it until the policy gives up.
+    for (let i = 0; i < 2; i++) {
+      const ready = i === 0 ? readyAgain(pool, a!) : undefined;
+      await assert.rejects(
+        pool.execute("bad", { crash: true }, { worker: a! }),
+        WorkerCrashedError,
+      );
+      await ready;
+    }
+    await moved;
+    assert.deepEqual(events, [
+      {
+        type: "model-relocated",
+        name: "bad",
+        from: a,
+        to: null,
+        counted: true,
+      },
+    ]);
+    assert.deepEqual(model(pool, "bad").failedReason, undefined);
+    assert.deepEqual(await pool.execute("bad", {}), { pid: pidOf(pool, b!) });
+  } finally {
+    await pids2.assertGone();
   }
 });
 
@@ -631,6 +692,181 @@ Deno.test("Pool placement: a model on 2 slots taken out of service is unloaded f
       (err: unknown) => (err as Error).name === "ModelNotFoundError",
     );
     await assert.rejects(pool.execute("bad", {}), ModelUnavailableError);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+/**
+ * Sleeps `msg.seconds` in short steps (a cancel interrupts it between
+ * two), or with `msg.stuck` waits
+ * on a lock it holds: a wait no cancel interrupts (the GIL released, so
+ * the worker still answers pings).
+ */
+const SLOW = `
+import threading
+import time
+
+class Slow:
+    def execute(self, msg):
+        if msg.get("stuck"):
+            lock = threading.Lock()
+            lock.acquire()
+            lock.acquire()
+        deadline = time.monotonic() + msg.get("seconds", 0)
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        return {"slept": msg.get("seconds", 0)}
+`;
+
+Deno.test("Pool placement: a call that timed out and ended on the server before its slot failed does not count a move; one still running there when the process died does", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    // One call per worker: the next call to a slot waits until the server
+    // is done with a timed-out one (it answered the cancel).
+    const { options: opts, ctx } = options(dir.path, 3, {
+      placement: { maxRelocations: 0 },
+      maxInFlightPerWorker: 1,
+    });
+    await using pool = await Pool.start(opts);
+    pids.watch(pool);
+    await pool.addModel("slow", { source: SLOW, workers: 1 });
+    await pool.addModel("crasher", { source: CRASHER });
+    assert.deepEqual(model(pool, "slow").slots, ["w1"]);
+    const crash = (worker: string) =>
+      assert.rejects(
+        pool.execute("crasher", { crash: true }, { worker }),
+        WorkerCrashedError,
+      );
+    // The restart policy gives up at w1's second crash: the first one now.
+    let ready = readyAgain(pool, "w1");
+    await crash("w1");
+    await ready;
+    // A call of slow times out there; the cancel ends it on the server.
+    await assert.rejects(
+      pool.execute("slow", { seconds: 30 }, { timeout: 100 }),
+      TimeoutError,
+    );
+    assert.deepEqual(await pool.execute("slow", {}), { slept: 0 });
+    // Another model's call crashes w1 for good: slow moves, not counted
+    // (no call of its was running there).
+    const moved = firstOf(pool, "model-relocated", "model-failed");
+    await crash("w1");
+    assert.deepEqual(await moved, {
+      type: "model-relocated",
+      name: "slow",
+      from: "w1",
+      to: "w2",
+      counted: false,
+    });
+    assert.equal(model(pool, "slow").failedReason, undefined);
+    assert.deepEqual(await pool.execute("slow", {}), { slept: 0 });
+    // On w2: a call that times out and goes on running there (no cancel
+    // reaches a lock's wait) is in flight when the process dies (killed:
+    // the call holds the slot's one place): counted.
+    ready = readyAgain(pool, "w2");
+    await crash("w2");
+    await ready;
+    await assert.rejects(
+      pool.execute("slow", { stuck: true }, { timeout: 100 }),
+      TimeoutError,
+    );
+    const failed = firstOf(pool, "model-relocated", "model-failed");
+    ctx().killWorker("w2", "SIGKILL", "test: kill w2");
+    const ev = await failed;
+    assert.equal(ev.type, "model-failed");
+    assert.equal(ev.name, "slow");
+    await assert.rejects(pool.execute("slow", {}), ModelUnavailableError);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: a model that crashed its slot is not moved onto the pool's last ready worker: it stays on its failed slot, and the other models keep that worker", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    // The gateway's default pool size, and the default bound (2 moves):
+    // moved, the model would crash w2 too and leave the pool with none.
+    const { options: opts, ctx } = options(dir.path, 2);
+    await using pool = await Pool.start(opts);
+    pids.watch(pool);
+    await pool.addModel("bad", { source: CRASHER, workers: 1 });
+    await pool.addModel("plain", { file: "whoami.py" });
+    assert.deepEqual(model(pool, "bad").slots, ["w1"]);
+    const w2 = pidOf(pool, "w2");
+    // Crashes w1 until the restart policy gives up on it: twice, then
+    // (revived: its crashes are still in the policy's window) once.
+    const crashW1 = async (times: number) => {
+      const moved = firstOf(pool, "model-relocated", "model-failed");
+      for (let i = 1; i <= times; i++) {
+        const ready = i < times ? readyAgain(pool, "w1") : undefined;
+        await assert.rejects(
+          pool.execute("bad", { crash: true }),
+          WorkerCrashedError,
+        );
+        await ready;
+      }
+      return await moved;
+    };
+    assert.deepEqual(await crashW1(2), {
+      type: "model-relocated",
+      name: "bad",
+      from: "w1",
+      to: null,
+      counted: true,
+    });
+    assert.deepEqual(states(pool), ["w1 failed", "w2 ready"]);
+    await assert.rejects(pool.execute("bad", {}), NoWorkerError);
+    assert.deepEqual(await pool.execute("plain", {}), { pid: w2, msg: {} });
+    // Revived, its slot takes it back (and fails again): still not w2's,
+    // until the bound takes it out of service.
+    for (const expected of ["model-relocated", "model-failed"]) {
+      const revived = readyAgain(pool, "w1");
+      ctx().reviveWorker("w1");
+      await revived;
+      assert.equal((await crashW1(1)).type, expected);
+    }
+    assert.equal(pidOf(pool, "w2"), w2);
+    assert.deepEqual(await pool.execute("plain", {}), { pid: w2, msg: {} });
+    await assert.rejects(pool.execute("bad", {}), ModelUnavailableError);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: a model left on its failed slot after crashing it is not handed the pool's last worker by that worker's restart either", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const { options: opts } = options(dir.path, 2);
+    await using pool = await Pool.start(opts);
+    pids.watch(pool);
+    await pool.addModel("bad", { source: CRASHER, workers: 1 });
+    await pool.addModel("plain", { file: "whoami.py" });
+    const moved = firstOf(pool, "model-relocated", "model-failed");
+    const ready = readyAgain(pool, "w1");
+    for (const wait of [ready, undefined]) {
+      await assert.rejects(
+        pool.execute("bad", { crash: true }),
+        WorkerCrashedError,
+      );
+      await wait;
+    }
+    assert.equal((await moved).type, "model-relocated");
+    assert.deepEqual(model(pool, "bad").slots, ["w1"]);
+    // w2, the last ready worker, restarts (a crash of another model's, a
+    // recycle): its replay leaves the model where it is.
+    const restarted = readyAgain(pool, "w2");
+    pool.killWorker("w2", "test: restart w2");
+    await restarted;
+    assert.deepEqual(pool.status().workers[1]!.models, ["plain"]);
+    assert.deepEqual(model(pool, "bad").slots, ["w1"]);
+    assert.deepEqual(await pool.execute("plain", {}), {
+      pid: pidOf(pool, "w2"),
+      msg: {},
+    });
   } finally {
     await pids.assertGone();
   }

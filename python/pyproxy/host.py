@@ -259,7 +259,8 @@ def set_status(status, index=None):
     may be set), and ``HostError`` outside ``execute``, ``execute_batch``
     or a stream's code (no call running in this thread, or model loading,
     ``init`` or eval code: they have no HTTP response). Threads started
-    with ``contextvars.copy_context().run`` may set it.
+    with ``contextvars.copy_context().run`` may set it until the call
+    returns (``HostError`` later: its reply went without it).
 
     Example::
 

@@ -23,7 +23,7 @@ and again when sent (:func:`reply_meta`), where a body with a status that
 has none (204, 205) fails the call.
 """
 
-from .call import current_batch, current_call
+from .call import DONE, current_batch, current_call
 from .errors import HostError, HTTPError, checked_headers, short_repr
 
 __all__ = ["SENT", "NO_BODY", "set_status", "set_header", "reply_meta"]
@@ -55,6 +55,12 @@ def _meta_of(action, index):
         )
     slot = _slot(action, call, index)
     with call.lock:
+        if call.state == DONE:
+            # A thread of the model's, late: the reply went without it.
+            raise HostError(
+                "Cannot %s: call %s was answered already (a thread of the model must "
+                "set it before execute returns)" % (action, call.id)
+            )
         http = call.http
         if http is SENT:
             raise ValueError("Cannot %s: the stream sent its first item already (set it before the first yield)" % action)

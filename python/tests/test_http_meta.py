@@ -35,7 +35,9 @@ class HTTPMetaServerTest(ServerTestCase):
 
     def client(self):
         c = self.connect()
-        for name, cls in (("m", "Model"), ("inline", "Inline"), ("batch", "Batch"), ("stream", "Stream"), ("init", "InInit")):
+        for name, cls in (
+            ("m", "Model"), ("inline", "Inline"), ("batch", "Batch"), ("stream", "Stream"), ("init", "InInit"), ("late", "Late"),
+        ):
             c.call("addModel", name=name, file="http_meta.py", **{"class": cls})
         return c
 
@@ -78,6 +80,17 @@ class HTTPMetaServerTest(ServerTestCase):
         reply = c.request("eval", code="from pyproxy import host\nhost.set_status(201)")
         self.assertFalse(reply["ok"])
         self.assertIn("HostError", reply["error"]["message"] + reply["error"].get("exception", ""))
+
+    def test_a_thread_that_sets_them_after_the_call_was_answered_is_told(self):
+        # Lost otherwise: the reply went without them.
+        c = self.client()
+        reply = c.request("executeModel", name="late", msg={"start": True})
+        self.assertEqual(reply["result"], "started")
+        self.assertNotIn("http", reply)
+        reply = c.request("executeModel", name="late", msg={})
+        self.assertNotIn("http", reply)
+        for seen, action in zip(reply["result"]["late"], ("set the status", "set a header")):
+            self.assertRegex(seen, "^HostError: Cannot %s: call %d was answered already" % (action, reply["id"] - 1))
 
     def test_huge_or_too_many_headers_fail_at_the_call(self):
         c = self.client()

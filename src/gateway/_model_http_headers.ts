@@ -33,9 +33,9 @@ const OWNED_X = new Set([
   "x-content-type-options",
   "x-frame-options",
   "x-xss-protection",
-  "x-accel-buffering",
   "x-atom-id",
   "x-real-ip",
+  "x-lighttpd-send-file",
 ]);
 
 /** Most headers of one error taken; the rest are refused. */
@@ -55,12 +55,20 @@ export const MAX_MODEL_HEADER_BYTES = 8192;
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$/;
 const VALUE = /^[\t\x20-\x7e\x80-\xff]{0,8192}$/;
 
+/**
+ * Prefixes of `X-…` headers a proxy or web server in front of the gateway
+ * owns: X-Forwarded-* (-For, -Host, -Proto...), and those it acts on in an
+ * upstream's response: nginx's X-Accel-* (X-Accel-Redirect serves any
+ * internal location or file, -Limit-Rate, -Buffering...), X-Sendfile (and
+ * X-Sendfile2: Apache, lighttpd) serves a file from the proxy's disk.
+ */
+const OWNED_X_PREFIXES = ["x-forwarded-", "x-accel-", "x-sendfile"];
+
 /** Whether the gateway sends a model's response header named `name` (lower-case). */
 function allowedName(name: string): boolean {
-  // X-Forwarded-* (-For, -Host, -Proto, -Prefix, -Port...): a proxy's.
   return ALLOWED.has(name) ||
     (name.startsWith("x-") && name.length > 2 && !OWNED_X.has(name) &&
-      !name.startsWith("x-forwarded-"));
+      !OWNED_X_PREFIXES.some((prefix) => name.startsWith(prefix)));
 }
 
 /**

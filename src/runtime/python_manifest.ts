@@ -22,9 +22,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/host.py",
-      size: 12217,
+      size: 12293,
       sha256:
-        "0ce321ac6e96f23d040820e3f527622968d031a2600786686f335c9c162cea97",
+        "af12057ab905841503d8179aa96e9388ae712a22ee22185d293e566f24203aac",
     },
     {
       path: "pyproxy/metrics.py",
@@ -142,9 +142,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/http_meta.py",
-      size: 6787,
+      size: 7095,
       sha256:
-        "de56582a42fccd51c7d37bcab1168220bfb654d6a4cfad2089149e95d9498f2b",
+        "8544e1db6325e813e02456914e6fe7bf1dee69c0e0eddf0dcaca66b28a53e45b",
     },
     {
       path: "pyproxy_server/inline_watch.py",

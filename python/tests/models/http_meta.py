@@ -69,6 +69,30 @@ class Stream:
         yield {"after": _try(lambda: host.set_header("X-Late", "1"))}
 
 
+class Late:
+    """``start``: a thread with the call's context waits, then sets a status
+    (after the call was answered); the next call lets it and returns what it got."""
+
+    def __init__(self):
+        self.go = threading.Event()
+        self.seen = []
+        self.thread = None
+
+    def execute(self, msg):
+        if msg.get("start"):
+            def later():
+                self.go.wait(10)
+                self.seen.append(_try(lambda: host.set_status(201)))
+                self.seen.append(_try(lambda: host.set_header("X-Late", "1")))
+
+            self.thread = threading.Thread(target=contextvars.copy_context().run, args=(later,))
+            self.thread.start()
+            return "started"
+        self.go.set()
+        self.thread.join(10)
+        return {"late": self.seen}
+
+
 class InInit:
     """Tries to set a status in ``__init__`` (addModel): refused."""
 
