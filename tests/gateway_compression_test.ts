@@ -35,6 +35,12 @@ class Status:
         host.set_header("Vary", "Accept-Language")
         return {"text": "a" * 5000}
 
+class Tagged:
+    def execute(self, msg):
+        from pyproxy import host
+        host.set_header("ETag", msg["etag"])
+        return {"text": "a" * 5000}
+
 class Csv:
     media_type = "text/csv"
 
@@ -49,6 +55,7 @@ const MODELS = [
   { name: "chunks", file: "big.py", class: "Chunks" },
   { name: "texts", file: "big.py", class: "Texts" },
   { name: "status", file: "big.py", class: "Status" },
+  { name: "tagged", file: "big.py", class: "Tagged" },
   { name: "bEcho", file: "bytes_model.py", class: "Echo" },
   { name: "bRaw", file: "bytes_model.py", class: "Raw" },
   { name: "png", file: "bytes_model.py", class: "Png" },
@@ -561,4 +568,27 @@ Deno.test("Gateway: compress keeps a model's chosen status, and its Vary beside 
   });
   // The model's Vary joins the gateway's (it was refused as a duplicate).
   assert.equal(created.headers.get("vary"), "accept-encoding, Accept-Language");
+});
+
+Deno.test("Gateway: compress makes a model's strong ETag weak on a gzipped body only", async () => {
+  await using gw = await start({ compress: { minBytes: 1000 } });
+  const call = (etag: string, acceptEncoding: string) =>
+    rawPost(
+      gw.port,
+      "/v1/models/tagged/execute",
+      JSON.stringify({ etag }),
+      { "accept-encoding": acceptEncoding },
+      gw.token,
+    );
+  // The gzipped bytes are not the plain ones: one strong tag cannot name both.
+  const gz = await call('"v1"', "gzip");
+  assert.equal(gz.headers.get("content-encoding"), "gzip");
+  assert.equal(gz.headers.get("etag"), 'W/"v1"');
+  const plain = await call('"v1"', "identity");
+  assert.equal(plain.headers.get("content-encoding"), null);
+  assert.equal(plain.headers.get("etag"), '"v1"');
+  // A weak one stays as it is.
+  const weak = await call('W/"v2"', "gzip");
+  assert.equal(weak.headers.get("content-encoding"), "gzip");
+  assert.equal(weak.headers.get("etag"), 'W/"v2"');
 });
