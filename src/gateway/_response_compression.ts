@@ -70,11 +70,15 @@ function qValue(params: string): number {
 
 /**
  * Media types worth compressing: text, JSON, XML and JavaScript ones
- * (`text/csv`, `application/ld+json`, `image/svg+xml`...). Images, audio,
- * archives and `application/octet-stream` are left alone: most are
- * compressed already, and the gateway cannot tell for the rest.
+ * (`text/csv`, `application/ld+json`, `image/svg+xml`...), by the type or
+ * the subtype's `+` suffix, not by a word anywhere in it: the Office
+ * formats (`application/vnd.openxmlformats-officedocument...`) are zip
+ * archives. Images, audio, archives and `application/octet-stream` are left
+ * alone: most are compressed already, and the gateway cannot tell for the
+ * rest.
  */
-const COMPRESSIBLE = /^(?:text\/|[^;]*(?:json|xml|javascript|ecmascript))/i;
+const COMPRESSIBLE =
+  /^(?:text\/|[^/;]+\/(?:[^;]*\+)?(?:x-)?(?:json(?:l|-seq)?|ndjson|xml|javascript|ecmascript)[\t ]*(?:;|$))/i;
 
 /**
  * Compresses large model results with gzip for clients that accept it:
