@@ -451,4 +451,9 @@ Deno.test("ByteCollector joins its chunks, keeps a lone one as it is, and refuse
   assert.deepEqual([...joined.bytes()], [1, 2, 3, 4, 5, 6, 7, 8]);
   assert.equal(joined.size, 8);
   assert.throws(() => joined.push(new Uint8Array([9])), RangeError);
+  // A declared length sizes the buffer: the body is copied once.
+  const declared = new ByteCollector(1024, 10);
+  declared.push(new Uint8Array(4));
+  declared.push(new Uint8Array(6));
+  assert.equal(declared.bytes().buffer.byteLength, 10);
 });

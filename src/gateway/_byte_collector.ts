@@ -4,8 +4,8 @@
  * @module
  */
 
-/** The first buffer's size when a second chunk comes (at most the capacity). */
-const FIRST_BUFFER = 64 * 1024;
+/** The smallest first buffer (made when a second chunk comes; at most the capacity). */
+const FIRST_BUFFER = 4096;
 
 /**
  * Bytes read in chunks, copied into one buffer as they come (grown by
@@ -31,9 +31,17 @@ export class ByteCollector {
   #buffer: Uint8Array | undefined;
   #size = 0;
 
-  /** An empty collector of at most `capacity` bytes. */
-  constructor(capacity: number) {
+  /** The size of the first buffer, when the total is known. */
+  #expected: number;
+
+  /**
+   * An empty collector of at most `capacity` bytes; `expected` (a declared
+   * `Content-Length`), when given, sizes its buffer, so that a body of that
+   * many bytes is copied once, as a join of its chunks would.
+   */
+  constructor(capacity: number, expected = 0) {
     this.capacity = capacity;
+    this.#expected = expected;
   }
 
   /** Bytes pushed so far. */
@@ -57,8 +65,13 @@ export class ByteCollector {
     }
     const held = this.#buffer?.byteLength ?? 0;
     if (size > held) {
+      const grown = held > 0
+        ? held * 2
+        : this.#expected > 0
+        ? this.#expected
+        : Math.max(size * 2, FIRST_BUFFER);
       const next = new Uint8Array(
-        Math.min(this.capacity, Math.max(size, held * 2, FIRST_BUFFER)),
+        Math.min(this.capacity, Math.max(size, grown)),
       );
       next.set(this.#buffer?.subarray(0, this.#size) ?? this.#first!);
       this.#buffer = next;

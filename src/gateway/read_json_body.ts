@@ -192,7 +192,9 @@ export async function readBinaryBody(
   }
   if (!request.body) return new Uint8Array(0);
   const reader = request.body.getReader();
-  const read = readStream(reader, limit);
+  // A declared length (within the limit, checked above) sizes the buffer.
+  const size = declared === null ? 0 : Number(declared);
+  const read = readStream(reader, limit, Number.isInteger(size) ? size : 0);
   try {
     return await (guard === undefined
       ? read
@@ -361,13 +363,17 @@ function tooDeepForExact(err: InvalidRequestError): Error {
   );
 }
 
-/** Reads a body without a declared length, counting the bytes as they come. */
+/**
+ * Reads a body, counting the bytes as they come (`expected`: its declared
+ * length, when it has one).
+ */
 async function readStream(
   reader: ReadableStreamDefaultReader<Uint8Array>,
   limit: number,
+  expected = 0,
 ): Promise<Uint8Array> {
   // Copied as they come, not kept: a chunk of Deno's holds a 64 KiB buffer.
-  const bytes = new ByteCollector(limit);
+  const bytes = new ByteCollector(limit, expected);
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
