@@ -35,6 +35,20 @@ class Status:
         host.set_header("Vary", "Accept-Language")
         return {"text": "a" * 5000}
 
+class Tagged:
+    def execute(self, msg):
+        from pyproxy import host
+        host.set_header("ETag", msg["etag"])
+        return {"text": "a" * 5000}
+
+class Private:
+    media_type = "text/plain"
+
+    def execute(self, msg):
+        from pyproxy import host
+        host.set_header("Cache-Control", msg["cache"])
+        return b"a" * 5000 if msg.get("bytes") else {"text": "a" * 5000}
+
 class Csv:
     media_type = "text/csv"
 
@@ -49,6 +63,8 @@ const MODELS = [
   { name: "chunks", file: "big.py", class: "Chunks" },
   { name: "texts", file: "big.py", class: "Texts" },
   { name: "status", file: "big.py", class: "Status" },
+  { name: "tagged", file: "big.py", class: "Tagged" },
+  { name: "private", file: "big.py", class: "Private" },
   { name: "bEcho", file: "bytes_model.py", class: "Echo" },
   { name: "bRaw", file: "bytes_model.py", class: "Raw" },
   { name: "png", file: "bytes_model.py", class: "Png" },
@@ -561,4 +577,50 @@ Deno.test("Gateway: compress keeps a model's chosen status, and its Vary beside 
   });
   // The model's Vary joins the gateway's (it was refused as a duplicate).
   assert.equal(created.headers.get("vary"), "accept-encoding, Accept-Language");
+});
+
+Deno.test("Gateway: compress makes a model's strong ETag weak on a gzipped body only", async () => {
+  await using gw = await start({ compress: { minBytes: 1000 } });
+  const call = (etag: string, acceptEncoding: string) =>
+    rawPost(
+      gw.port,
+      "/v1/models/tagged/execute",
+      JSON.stringify({ etag }),
+      { "accept-encoding": acceptEncoding },
+      gw.token,
+    );
+  // The gzipped bytes are not the plain ones: one strong tag cannot name both.
+  const gz = await call('"v1"', "gzip");
+  assert.equal(gz.headers.get("content-encoding"), "gzip");
+  assert.equal(gz.headers.get("etag"), 'W/"v1"');
+  const plain = await call('"v1"', "identity");
+  assert.equal(plain.headers.get("content-encoding"), null);
+  assert.equal(plain.headers.get("etag"), '"v1"');
+  // A weak one stays as it is.
+  const weak = await call('W/"v2"', "gzip");
+  assert.equal(weak.headers.get("content-encoding"), "gzip");
+  assert.equal(weak.headers.get("etag"), 'W/"v2"');
+});
+
+Deno.test("Gateway: compress leaves alone a result whose model set Cache-Control: no-transform", async () => {
+  await using gw = await start({ compress: { minBytes: 1000 } });
+  const call = (msg: Record<string, unknown>) =>
+    rawPost(
+      gw.port,
+      "/v1/models/private/execute",
+      JSON.stringify(msg),
+      { "accept-encoding": "gzip" },
+      gw.token,
+    );
+  for (const bytes of [false, true]) {
+    const kept = await call({ cache: "private, No-Transform", bytes });
+    assert.equal(kept.status, 200);
+    assert.equal(kept.headers.get("content-encoding"), null);
+    assert.equal(kept.headers.get("vary"), null);
+    assert.equal(kept.headers.get("cache-control"), "private, No-Transform");
+    assert.equal(kept.body.byteLength, bytes ? 5000 : 5011);
+    // Another directive does not keep it.
+    const gz = await call({ cache: "private, no-transformed", bytes });
+    assert.equal(gz.headers.get("content-encoding"), "gzip");
+  }
 });

@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import zlib from "node:zlib";
 import { HTTPException } from "hono/http-exception";
-import { BodyReadGuard, readJsonBody } from "../src/gateway/read_json_body.ts";
+import {
+  BodyReadGuard,
+  readBinaryBody,
+  readJsonBody,
+} from "../src/gateway/read_json_body.ts";
+import { ByteCollector } from "../src/gateway/_byte_collector.ts";
 
 const URL_ = "http://127.0.0.1:8000/v1/models/echo/execute";
 
@@ -389,4 +394,66 @@ Deno.test("readJsonBody stops a gzip bomb sent in one chunk at the limit without
   // megabyte came out as one 1 GiB chunk before the limit could see it.
   const grown = peak() - before;
   assert.ok(grown < 128 << 20, `peak RSS grew ${grown >> 20} MiB`);
+});
+
+/**
+ * A body of `count` 1-byte chunks, each a view of a 64 KiB buffer of its
+ * own (as Deno's server gives them), each buffer taken back (detached)
+ * once the reader asked for the second chunk after it: a reader that kept
+ * the chunks would hold `count` × 64 KiB, and here finds them emptied.
+ */
+function oneByteChunks(count: number): ReadableStream<Uint8Array> {
+  const sent: Uint8Array<ArrayBuffer>[] = [];
+  return new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (sent.length >= 2) sent[sent.length - 2]!.buffer.transfer();
+      if (sent.length === count) return controller.close();
+      const chunk = new Uint8Array(64 * 1024).subarray(0, 1);
+      chunk[0] = 49 + (sent.length % 9);
+      sent.push(chunk);
+      controller.enqueue(chunk);
+    },
+  }, { highWaterMark: 0 });
+}
+
+Deno.test("readBinaryBody and readJsonBody copy a streamed body's chunks as they come, not keeping them (Deno's are views of 64 KiB buffers)", async () => {
+  const expected = Array.from({ length: 1000 }, (_, i) => 49 + (i % 9));
+  const bytes = await readBinaryBody(
+    new Request("http://localhost/", {
+      method: "POST",
+      body: oneByteChunks(1000),
+    }),
+    1024,
+  );
+  assert.deepEqual([...bytes], expected);
+  // A JSON body sent chunked (no Content-Length) takes the same path.
+  const value = await readJsonBody(
+    new Request("http://localhost/", {
+      method: "POST",
+      body: oneByteChunks(15),
+    }),
+    1024,
+  );
+  assert.equal(value, 123456789123456);
+});
+
+Deno.test("ByteCollector joins its chunks, keeps a lone one as it is, and refuses more than its capacity", () => {
+  const empty = new ByteCollector(8);
+  assert.equal(empty.bytes().byteLength, 0);
+  const lone = new ByteCollector(8);
+  const chunk = new Uint8Array([1, 2]);
+  lone.push(chunk);
+  assert.equal(lone.bytes(), chunk);
+  const joined = new ByteCollector(8);
+  for (const c of [[1], [], [2, 3], [4, 5, 6, 7, 8]]) {
+    joined.push(new Uint8Array(c));
+  }
+  assert.deepEqual([...joined.bytes()], [1, 2, 3, 4, 5, 6, 7, 8]);
+  assert.equal(joined.size, 8);
+  assert.throws(() => joined.push(new Uint8Array([9])), RangeError);
+  // A declared length sizes the buffer: the body is copied once.
+  const declared = new ByteCollector(1024, 10);
+  declared.push(new Uint8Array(4));
+  declared.push(new Uint8Array(6));
+  assert.equal(declared.bytes().buffer.byteLength, 10);
 });

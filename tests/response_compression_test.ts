@@ -102,3 +102,43 @@ Deno.test("ResponseCompression gives a large body to the compressor in steps, no
   ).text();
   assert.deepEqual(JSON.parse(text), value);
 });
+
+Deno.test("ResponseCompression.bytes compresses text, JSON, XML and JavaScript media types only, not the Office zip formats", () => {
+  const compression = new ResponseCompression({ minBytes: 10 });
+  const request = new Request("http://localhost/", {
+    headers: { "accept-encoding": "gzip" },
+  });
+  const gzipped = (type: string) =>
+    compression.bytes(request, new Uint8Array(100), { "content-type": type })
+      .headers.get("content-encoding") === "gzip";
+  const yes = [
+    "text/csv",
+    "Text/Plain; charset=utf-8",
+    "application/json",
+    "application/json ; charset=utf-8",
+    "application/ld+json",
+    "application/problem+json",
+    "application/x-ndjson",
+    "application/jsonl",
+    "application/json-seq",
+    "application/xml",
+    "image/svg+xml",
+    "application/atom+xml",
+    "application/javascript",
+    "application/x-javascript",
+  ];
+  const no = [
+    "application/octet-stream",
+    "image/png",
+    "application/zip",
+    "application/epub+zip",
+    // Zip archives, their subtypes naming "xml".
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/octet-stream; note=json",
+    "application/jsonx-archive",
+  ];
+  for (const type of yes) assert.equal(gzipped(type), true, type);
+  for (const type of no) assert.equal(gzipped(type), false, type);
+});

@@ -6,6 +6,7 @@
  */
 import { HTTPException } from "hono/http-exception";
 import { httpError } from "./error_response.ts";
+import { ByteCollector } from "./_byte_collector.ts";
 
 /** The `DecompressionStream` format of each content coding taken (RFC 9110 §8.4.1). */
 const FORMATS: Record<string, CompressionFormat> = {
@@ -232,7 +233,7 @@ export async function readDecodedBody(
   const reader = stream.getReader();
   try {
     return await watch(
-      collect(reader),
+      collect(reader, limit),
       () => void reader.cancel().catch(() => {}),
     );
   } catch (err) {
@@ -241,24 +242,20 @@ export async function readDecodedBody(
   }
 }
 
-/** The stream's chunks, joined (each stage already bounded them). */
+/**
+ * The stream's chunks, joined as they come (each stage already bounded
+ * them to `limit`): a body trickled in bytes comes out of the decompressor
+ * in as many small pieces, each an object of its own if kept.
+ */
 async function collect(
   reader: ReadableStreamDefaultReader<Uint8Array>,
+  limit: number,
 ): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  let size = 0;
+  const bytes = new ByteCollector(limit);
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
-    size += value.byteLength;
-    chunks.push(value);
+    bytes.push(value);
   }
-  if (chunks.length === 1) return chunks[0]!;
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const c of chunks) {
-    bytes.set(c, offset);
-    offset += c.byteLength;
-  }
-  return bytes;
+  return bytes.bytes();
 }

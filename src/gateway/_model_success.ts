@@ -59,10 +59,27 @@ export function withModelMeta(
         else refused.push(name);
         continue;
       }
-      headers.set(name, allowed[name]!);
+      headers.set(
+        name,
+        name === "etag" ? etagOf(allowed[name]!, headers) : allowed[name]!,
+      );
       names.push(name);
     }
     if (names.length > 0) exposed.set(request, names);
   }
   return { response, refused };
+}
+
+/**
+ * A model's `ETag` for `headers`' body: made weak (`W/`) when the gateway
+ * gzipped the body (`compress`), as nginx does. A strong validator names
+ * one sequence of bytes (RFC 9110 §8.8.1), and the gzipped body and the
+ * plain one are two: with the same strong tag, a cache or a range request
+ * could join bytes of one to the other. A weak tag still matches the
+ * model's own in `If-None-Match` (weak comparison).
+ */
+function etagOf(value: string, headers: Headers): string {
+  return headers.has("content-encoding") && !value.startsWith("W/")
+    ? `W/${value}`
+    : value;
 }

@@ -68,13 +68,46 @@ function qValue(params: string): number {
   return 1;
 }
 
+const NO_TRANSFORM = /(?:^|,)[\t ]*no-transform[\t ]*(?:,|$)/i;
+
+/**
+ * Whether a model's headers (`host.set_header`) hold `Cache-Control:
+ * no-transform`: its result then goes as it is, uncompressed (RFC 9111
+ * §5.2.2.6: a proxy must not transform such content; Express's
+ * `compression` leaves it alone too). A model whose result holds a secret
+ * beside text its caller chose opts out of `compress` so (BREACH).
+ *
+ * @example
+ * ```ts
+ * import { noTransform } from "./_response_compression.ts";
+ * console.log(noTransform({ headers: { "Cache-Control": "private, no-transform" } })); // true
+ * ```
+ */
+export function noTransform(
+  meta: { headers?: Record<string, string> } | undefined,
+): boolean {
+  const headers = meta?.headers;
+  if (headers === undefined) return false;
+  for (const name in headers) {
+    if (
+      name.toLowerCase() === "cache-control" &&
+      NO_TRANSFORM.test(headers[name]!)
+    ) return true;
+  }
+  return false;
+}
+
 /**
  * Media types worth compressing: text, JSON, XML and JavaScript ones
- * (`text/csv`, `application/ld+json`, `image/svg+xml`...). Images, audio,
- * archives and `application/octet-stream` are left alone: most are
- * compressed already, and the gateway cannot tell for the rest.
+ * (`text/csv`, `application/ld+json`, `image/svg+xml`...), by the type or
+ * the subtype's `+` suffix, not by a word anywhere in it: the Office
+ * formats (`application/vnd.openxmlformats-officedocument...`) are zip
+ * archives. Images, audio, archives and `application/octet-stream` are left
+ * alone: most are compressed already, and the gateway cannot tell for the
+ * rest.
  */
-const COMPRESSIBLE = /^(?:text\/|[^;]*(?:json|xml|javascript|ecmascript))/i;
+const COMPRESSIBLE =
+  /^(?:text\/|[^/;]+\/(?:[^;]*\+)?(?:x-)?(?:json(?:l|-seq)?|ndjson|xml|javascript|ecmascript)[\t ]*(?:;|$))/i;
 
 /**
  * Compresses large model results with gzip for clients that accept it:

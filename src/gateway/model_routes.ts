@@ -12,6 +12,10 @@ import { ModelHTTPError, RemoteError } from "../errors.ts";
 import { forwardedHeaders } from "./_forward_headers.ts";
 import { modelResponseHeaders } from "./_model_http_headers.ts";
 import { withModelMeta } from "./_model_success.ts";
+import {
+  noTransform,
+  type ResponseCompression,
+} from "./_response_compression.ts";
 import type { ResponseMeta } from "../session_types.ts";
 import {
   describeError,
@@ -340,6 +344,7 @@ function bytesResponse(
   request: Request,
   name: string,
   bytes: Uint8Array,
+  compression: ResponseCompression | undefined,
 ): Response {
   const type = ctx.catalog.get(name)?.mediaType ?? "application/octet-stream";
   const headers = {
@@ -347,9 +352,9 @@ function bytesResponse(
     "x-content-type-options": "nosniff",
     "content-security-policy": "sandbox",
   };
-  return ctx.compression === undefined
+  return compression === undefined
     ? new Response(bytes as Uint8Array<ArrayBuffer>, { headers })
-    : ctx.compression.bytes(request, bytes, headers);
+    : compression.bytes(request, bytes, headers);
 }
 
 /**
@@ -462,13 +467,17 @@ export function modelExecutor(
       if (publish !== undefined) {
         hub.publish(publish, { model: name, result: result ?? null });
       }
+      // A model's `Cache-Control: no-transform` keeps its result as it is.
+      const compress = compression !== undefined && !noTransform(meta)
+        ? compression
+        : undefined;
       res = result === null || result === undefined
         ? new Response(null, { status: 204 })
         : result instanceof Uint8Array
-        ? bytesResponse(ctx, request, name, result)
-        : compression === undefined
+        ? bytesResponse(ctx, request, name, result, compress)
+        : compress === undefined
         ? jsonResponse(result)
-        : compression.json(request, result);
+        : compress.json(request, result);
       // The status and headers the model chose, when it chose any.
       if (meta !== undefined) {
         const { response, refused } = withModelMeta(

@@ -7,6 +7,13 @@ const BIG_MODEL = `
 class Big:
     def execute(self, msg):
         return {"text": "a" * msg["n"], "seen": msg}
+
+class Cached:
+    def execute(self, msg):
+        from pyproxy import host
+        host.set_header("ETag", '"v1"')
+        host.set_header("Cache-Control", msg["cache"])
+        return {"text": "a" * 5000}
 `;
 
 test(
@@ -74,6 +81,36 @@ test(
             "deflate",
           ]);
         }
+      },
+    );
+  },
+);
+
+test(
+  "compress makes a model's strong ETag weak on a gzipped body, and leaves a no-transform result alone, on Bun",
+  async () => {
+    await withGateway(
+      { "big.py": BIG_MODEL },
+      {
+        models: [{ name: "cached", file: "big.py", class: "Cached" }],
+        compress: { minBytes: 1000 },
+      },
+      async (server) => {
+        const call = (cache: string) =>
+          fetch(`${server.url}/v1/models/cached/execute`, {
+            method: "POST",
+            headers: { "accept-encoding": "gzip" },
+            body: JSON.stringify({ cache }),
+            decompress: false,
+          } as RequestInit);
+        let res = await call("max-age=60");
+        expect(res.headers.get("content-encoding")).toBe("gzip");
+        expect(res.headers.get("etag")).toBe('W/"v1"');
+        await res.arrayBuffer();
+        res = await call("private, no-transform");
+        expect(res.headers.get("content-encoding")).toBeNull();
+        expect(res.headers.get("etag")).toBe('"v1"');
+        expect((await res.arrayBuffer()).byteLength).toBe(5011);
       },
     );
   },
