@@ -28,8 +28,10 @@ from .errors import HostError, HTTPError, checked_headers, short_repr
 
 __all__ = ["SENT", "NO_BODY", "set_status", "set_header", "reply_meta"]
 
-# ``Call.http`` of a stream once its first item went (with the headers, if any).
-SENT = {}
+# ``Call.http`` of a stream once its first item went (with the headers, if
+# any): compared by identity only; not a dict, so that no code can store
+# into it (it is shared by every stream).
+SENT = object()
 
 # Statuses whose response has no body: the model's result must be None.
 NO_BODY = frozenset((204, 205))

@@ -142,9 +142,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/http_meta.py",
-      size: 7095,
+      size: 7210,
       sha256:
-        "8544e1db6325e813e02456914e6fe7bf1dee69c0e0eddf0dcaca66b28a53e45b",
+        "91b7edf1d0c82c6025f1557cfba3dd999e86554d8bed8dadecb715c649d86f45",
     },
     {
       path: "pyproxy_server/inline_watch.py",
