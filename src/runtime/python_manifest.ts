@@ -16,9 +16,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
   files: [
     {
       path: "pyproxy/__init__.py",
-      size: 811,
+      size: 978,
       sha256:
-        "8aa356a7daeaf71abcce8aeef7a08c38b6835a8ff0ff24b942c33b49f2c51c2d",
+        "60eb59de055f2faeb810cedbc8f04a0127c50972ba78f42d1c70ddd26eecbefb",
     },
     {
       path: "pyproxy/host.py",
@@ -31,6 +31,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 4218,
       sha256:
         "1d00fc7b1bcaad554ed139db3ad7a701f831a5786d0efca7bf37ffae9d4e146f",
+    },
+    {
+      path: "pyproxy/tensor.py",
+      size: 3801,
+      sha256:
+        "5ae29f375e7befcdc53142c1ab5b0d9ef300dfb0b48dddaae3b8a3fa24e5b99d",
     },
     {
       path: "pyproxy_server/__init__.py",
