@@ -61,6 +61,19 @@ class Tensors:
             return {"x": Tensor([1, 300], [2], "UINT8")}
         return None
 `,
+  "described.py": `class Described:
+    """Declared outputs in dict forms: dimensions and datatypes."""
+
+    outputs = {
+        "scores": {"type": "array", "items": {"type": "number", "datatype": "FP32"}},
+        "label": {"type": "string", "description": "the top class"},
+    }
+
+    def execute(self, msg):
+        if msg.get("big"):
+            return {"scores": [1e300]}
+        return {"scores": [0.25, 1, 0.5], "label": "cat"}
+`,
   "counter.py": `class Counter:
     """Yields its items: a streaming model."""
 
@@ -587,6 +600,49 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
         await infer("tensors", kind("range")),
         500,
         /output "x" that is a Tensor of datatype UINT8 whose element 1: 300 is out of range of UINT8/,
+      );
+    },
+  );
+
+  await t.step(
+    "declared outputs in dict forms: their dimensions and datatype in the metadata, the datatype in the answer",
+    async () => {
+      const meta = await (await gw.fetch("/v2/models/described")).json();
+      assert.deepEqual(meta.outputs, [
+        { name: "scores", datatype: "FP32", shape: [-1] },
+        { name: "label", datatype: "BYTES", shape: [] },
+      ]);
+      const res = await infer("described", {
+        inputs: [],
+        outputs: [{ name: "scores", parameters: { binary_data: true } }, {
+          name: "label",
+        }],
+      });
+      assert.equal(res.status, 200);
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      const length = Number(res.headers.get("inference-header-content-length"));
+      assert.deepEqual(
+        JSON.parse(new TextDecoder().decode(bytes.subarray(0, length))).outputs,
+        [
+          {
+            name: "scores",
+            datatype: "FP32",
+            shape: [3],
+            parameters: { binary_data_size: 12 },
+          },
+          { name: "label", datatype: "BYTES", shape: [], data: ["cat"] },
+        ],
+      );
+      assert.deepEqual(
+        [...new Float32Array(bytes.slice(length).buffer)],
+        [0.25, 1, 0.5],
+      );
+      await error(
+        await infer("described", {
+          inputs: [{ name: "big", datatype: "BOOL", shape: [], data: [true] }],
+        }),
+        500,
+        /output "scores" that is declared FP32 and holds 1e\+300/,
       );
     },
   );

@@ -10,6 +10,7 @@ import {
 } from "../src/gateway/_inference_binary.ts";
 import {
   type Datatype,
+  declaredTensor,
   elementCount,
   elementProblem,
   flattenData,
@@ -243,6 +244,40 @@ Deno.test("resultDatatype: from the declared output, else from the values", () =
     resultDatatype([1.5], "integer"),
     /declared "integer" and holds 1.5/,
   );
+  // Dict forms: the element type of the arrays, or its datatype.
+  const fp32 = { type: "array", items: { type: "number", datatype: "FP32" } };
+  assert.equal(resultDatatype([1, 2], fp32), "FP32");
+  assert.equal(resultDatatype([], fp32), "FP32");
+  assert.match(
+    resultDatatype([1e300], fp32),
+    /declared FP32 and holds 1e\+300/,
+  );
+  assert.equal(
+    resultDatatype([1], { type: "array", items: "integer" }),
+    "INT64",
+  );
+  assert.match(
+    resultDatatype([300], { type: "integer", datatype: "UINT8" }),
+    /declared UINT8 and holds 300/,
+  );
+});
+
+Deno.test("declaredTensor: a dimension -1 per array level, the element type's datatype", () => {
+  assert.deepEqual(declaredTensor("number?"), { datatype: "FP64", shape: [] });
+  assert.deepEqual(
+    declaredTensor({
+      type: "array",
+      items: { type: "array", items: { type: "integer", datatype: "INT8" } },
+    }),
+    { datatype: "INT8", shape: [-1, -1] },
+  );
+  assert.deepEqual(
+    declaredTensor({ type: "array", items: "string" }),
+    { datatype: "BYTES", shape: [-1] },
+  );
+  for (const other of ["array", "object", "any", { type: "object" }, 3]) {
+    assert.equal(declaredTensor(other), undefined);
+  }
 });
 
 Deno.test("encodeBinaryTensor: every datatype decodes back; FP16 rounds to nearest, ties to even", () => {

@@ -36,8 +36,8 @@ const ENCODER = new TextEncoder();
 export interface InferenceModel {
   name: string;
   version: string | undefined;
-  /** Its declared outputs (field → type name). */
-  outputs: Record<string, string> | undefined;
+  /** Its declared outputs (field → type name, or dict form). */
+  outputs: Record<string, string | Record<string, unknown>> | undefined;
 }
 
 function isDict(x: unknown): x is Record<string, unknown> {

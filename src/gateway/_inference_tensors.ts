@@ -322,17 +322,18 @@ export function flattenResult(value: unknown): FlatTensor | undefined {
 }
 
 /**
- * The datatype of a result's elements: `declared` (from the model's
- * `outputs`: "integer", "number", "boolean", "string") when given, else
+ * The datatype of a result's elements: `declared`'s (the model's
+ * `outputs` field: "integer", "number", "boolean", "string", arrays of
+ * them, a dict form's `datatype`: {@linkcode declaredTensor}) when given, else
  * from the values: all booleans BOOL, all integers INT64 (UINT64 when one
  * is above 2^63 − 1), numbers FP64, strings or bytes BYTES; an empty tensor
  * FP64. A string naming the problem when the values do not fit.
  */
 export function resultDatatype(
   data: readonly unknown[],
-  declared: string | undefined,
+  declared: unknown,
 ): Datatype | string {
-  const wanted = DECLARED_DATATYPE[declared?.replace(/\?$/, "") ?? ""];
+  const wanted = declaredTensor(declared)?.datatype;
   let bools = 0;
   let ints = 0;
   let floats = 0;
@@ -384,7 +385,9 @@ export function resultDatatype(
   }
   for (const v of data) {
     if (elementProblem(v, wanted) !== undefined) {
-      return `is declared ${JSON.stringify(declared)} and holds ${shown(v)}`;
+      return `is declared ${
+        typeof declared === "string" ? JSON.stringify(declared) : wanted
+      } and holds ${shown(v)}`;
     }
   }
   return wanted;
@@ -407,3 +410,39 @@ export const DECLARED_DATATYPE: Readonly<Record<string, Datatype>> = {
   boolean: "BOOL",
   string: "BYTES",
 };
+
+/**
+ * The tensor a declared field describes (`{name, datatype, shape}` of the
+ * `/v2` metadata, without its name): a type name that maps to a datatype,
+ * or a dict form's (its `datatype`, when an output gives one); each
+ * `"array"` level (`items`) a dimension of unknown size, `-1`. `undefined`
+ * for the others (`"object"`, `"any"`, a bare `"array"`). At most 8 levels
+ * (the declarations' own limit), without recursion.
+ */
+export function declaredTensor(
+  declared: unknown,
+): { datatype: Datatype; shape: number[] } | undefined {
+  const shape: number[] = [];
+  let field = declared;
+  for (let depth = 0; depth <= 8; depth++) {
+    const dict = typeof field === "object" && field !== null &&
+        !Array.isArray(field)
+      ? field as Record<string, unknown>
+      : undefined;
+    const type = typeof field === "string"
+      ? field.replace(/\?$/, "")
+      : dict?.type;
+    if (type === "array" && dict !== undefined) {
+      shape.push(-1);
+      field = dict.items;
+      continue;
+    }
+    const datatype = isDatatype(dict?.datatype)
+      ? dict.datatype
+      : typeof type === "string"
+      ? DECLARED_DATATYPE[type]
+      : undefined;
+    return datatype === undefined ? undefined : { datatype, shape };
+  }
+  return undefined;
+}

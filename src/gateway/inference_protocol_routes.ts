@@ -18,7 +18,7 @@ import {
   type InferenceModel,
   inferenceResponse,
 } from "./_inference_response.ts";
-import { DECLARED_DATATYPE } from "./_inference_tensors.ts";
+import { declaredTensor } from "./_inference_tensors.ts";
 import {
   errorResponse,
   httpError,
@@ -104,39 +104,13 @@ function streaming(name: string) {
   );
 }
 
-/** A declared field as a tensor's `{name, datatype, shape}`, when it maps to one. */
-function tensorOf(
-  name: string,
-  declared: unknown,
-): { name: string; datatype: string; shape: number[] } | undefined {
-  const shape: number[] = [];
-  let field = declared;
-  // Arrays of arrays of...: one dimension of unknown size (-1) per level.
-  for (let depth = 0; depth < 8; depth++) {
-    const type = typeof field === "string"
-      ? field.replace(/\?$/, "")
-      : typeof field === "object" && field !== null
-      ? (field as Record<string, unknown>).type
-      : undefined;
-    if (type === "array" && typeof field === "object" && field !== null) {
-      shape.push(-1);
-      field = (field as Record<string, unknown>).items;
-      continue;
-    }
-    const datatype = typeof type === "string"
-      ? DECLARED_DATATYPE[type]
-      : undefined;
-    return datatype === undefined ? undefined : { name, datatype, shape };
-  }
-  return undefined;
-}
-
 function tensorsOf(
   declared: Record<string, unknown> | undefined,
 ): Array<{ name: string; datatype: string; shape: number[] }> {
-  return Object.entries(declared ?? {}).flatMap(([name, d]) =>
-    tensorOf(name, d) ?? []
-  );
+  return Object.entries(declared ?? {}).flatMap(([name, d]) => {
+    const tensor = declaredTensor(d);
+    return tensor === undefined ? [] : [{ name, ...tensor }];
+  });
 }
 
 /**

@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/declared.py",
-      size: 17575,
+      size: 20555,
       sha256:
-        "ecbd4bb7c768ea5f0d7acb78098653272127360eb11a82ea8970e648c97f03cb",
+        "676f676808e776e32a8a4d22bfde1ba5ce95f4a079521851f92adaf362177a51",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -184,9 +184,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 56051,
+      size: 56277,
       sha256:
-        "37345601806304c56e363300264d84217a84bf8a6f277d2dc0f3977bfccd8e9d",
+        "c6a9fe4db526bffa17077ea65c79e4672ea9b40d9f39e6d3cdf483bfd95cfc86",
     },
     {
       path: "pyproxy_server/server.py",
