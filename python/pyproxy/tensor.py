@@ -50,7 +50,9 @@ class Tensor(dict):
 
     def __init__(self, data, shape, datatype=None):
         if not isinstance(data, (list, tuple)):
-            raise TypeError("Tensor data must be a list or tuple, not %s" % type(data).__name__)
+            raise TypeError(
+                "Tensor data must be a list or tuple (a numpy array's .tolist()), not %s" % type(data).__name__
+            )
         if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
             raise TypeError("Tensor shape must be a sequence of ints, not %s" % type(shape).__name__)
         dims = list(shape)

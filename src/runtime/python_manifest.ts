@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/tensor.py",
-      size: 3801,
+      size: 3859,
       sha256:
-        "5ae29f375e7befcdc53142c1ab5b0d9ef300dfb0b48dddaae3b8a3fa24e5b99d",
+        "7f0464ee004ef3a7726ab744006bd373040f18b1e46742a35bebcc35993297d6",
     },
     {
       path: "pyproxy_server/__init__.py",
