@@ -187,8 +187,12 @@ export interface ModelDescription {
    * the field's type and constraints (docs/models.md "Constraints").
    */
   inputs?: Record<string, string | Record<string, unknown>>;
-  /** Declared output fields (name → type name). */
-  outputs?: Record<string, string>;
+  /**
+   * Declared output fields: name → type name, or a dict of a tensor's
+   * `type`, `items` and `datatype` (docs/models.md "The Open Inference
+   * Protocol").
+   */
+  outputs?: Record<string, string | Record<string, unknown>>;
   /** The class docstring. */
   doc?: string;
   /** The class's `timeout_ms`: its author's default timeout of a call, in ms. */

@@ -37,6 +37,50 @@ const MODELS: Record<string, string> = {
             return {"p": [sorted(msg.get("parameters", {}))]}
         return None
 `,
+  "tensors.py": `from pyproxy import Tensor
+
+
+class Tensors:
+    """Returns explicit tensors (pyproxy.Tensor) as msg["kind"] asks."""
+
+    outputs = {"n": "integer"}
+
+    def execute(self, msg):
+        kind = msg["kind"]
+        if kind == "empty":
+            return {"e": Tensor([], [2, 0, 3], "FP32"), "n": Tensor([], (0, 3))}
+        if kind == "single":
+            return Tensor([[1, 2, 3], [4, 5, 6]], [2, 3], "INT8")
+        if kind == "flat":
+            return {"f": Tensor([0.5, 1, 2, 3], [2, 1, 2], "FP16"), "w": Tensor(["a"], [1, 1])}
+        if kind == "ragged":
+            return {"r": Tensor([[1], [2, 3, 4]], [2, 2])}
+        if kind == "count":
+            return {"c": Tensor([1, 2, 3], [2, 2])}
+        if kind == "range":
+            return {"x": Tensor([1, 300], [2], "UINT8")}
+        return None
+`,
+  "described.py": `class Described:
+    """Declared outputs in dict forms: dimensions and datatypes."""
+
+    outputs = {
+        "scores": {"type": "array", "items": {"type": "number", "datatype": "FP32"}},
+        "label": {"type": "string", "description": "the top class"},
+    }
+
+    def execute(self, msg):
+        if msg.get("big"):
+            return {"scores": [1e300]}
+        return {"scores": [0.25, 1, 0.5], "label": "cat"}
+`,
+  "counter.py": `class Counter:
+    """Yields its items: a streaming model."""
+
+    def execute(self, msg):
+        for i in range(3):
+            yield {"i": i}
+`,
   "batcher.py": `class Batcher:
     batch_size = 4
     batch_delay_ms = 5
@@ -183,7 +227,7 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
           {
             name: "floats",
             datatype: "FP32",
-            shape: [2],
+            shape: [2, 1],
             data: [[1.5], [-2.25]],
           },
           {
@@ -216,7 +260,12 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
           shape: [2, 3],
           data: [1, 2, 3, 4, 5, 6],
         },
-        { name: "floats", datatype: "FP64", shape: [2], data: [1.5, -2.25] },
+        {
+          name: "floats",
+          datatype: "FP64",
+          shape: [2, 1],
+          data: [1.5, -2.25],
+        },
         {
           name: "flags",
           datatype: "BOOL",
@@ -364,7 +413,7 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
             shape: [2, 2],
             data: [[1, 2], [3]],
           }],
-        }, /holds 4 elements, and data has 3/],
+        }, /data\[1\] has 1 item, and dimension 1 of shape \[2,2\] is 2/],
         [
           { inputs: [{ name: "a", datatype: "FP32", shape: [1], data: "1" }] },
           /data: expected an array/,
@@ -477,6 +526,174 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
       const max = await raw("FP32", "3.4028235e38");
       assert.equal(max.status, 200, await max.clone().text());
       assert.deepEqual((await max.json()).outputs[0].data, [3.4028235e38]);
+    },
+  );
+
+  await t.step(
+    "explicit tensors (pyproxy.Tensor): the shape and datatype the model gives, checked",
+    async () => {
+      const kind = (k: string) => ({
+        inputs: [{ name: "kind", datatype: "BYTES", shape: [], data: [k] }],
+      });
+      const empty = await (await infer("tensors", kind("empty"))).json();
+      assert.deepEqual(empty.outputs, [
+        { name: "e", datatype: "FP32", shape: [2, 0, 3], data: [] },
+        // Its datatype from the declared outputs ("integer").
+        { name: "n", datatype: "INT64", shape: [0, 3], data: [] },
+      ]);
+      const single = await (await infer("tensors", kind("single"))).json();
+      assert.deepEqual(single.outputs, [
+        {
+          name: "output0",
+          datatype: "INT8",
+          shape: [2, 3],
+          data: [1, 2, 3, 4, 5, 6],
+        },
+      ]);
+      // Flat data, and as binary data in its own datatype's bytes.
+      const res = await infer("tensors", {
+        ...kind("flat"),
+        parameters: { binary_data_output: true },
+      });
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      assert.equal(res.status, 200, new TextDecoder().decode(bytes));
+      const length = Number(res.headers.get("inference-header-content-length"));
+      const header = JSON.parse(
+        new TextDecoder().decode(bytes.subarray(0, length)),
+      );
+      assert.deepEqual(header.outputs, [
+        {
+          name: "f",
+          datatype: "FP16",
+          shape: [2, 1, 2],
+          parameters: { binary_data_size: 8 },
+        },
+        {
+          name: "w",
+          datatype: "BYTES",
+          shape: [1, 1],
+          parameters: { binary_data_size: 5 },
+        },
+      ]);
+      assert.equal(bytes.byteLength, length + 13);
+      // /v1 answers the Tensor as the dict it is.
+      const v1 = await gw.fetch("/v1/models/tensors/execute", {
+        method: "POST",
+        body: JSON.stringify({ kind: "empty" }),
+      });
+      assert.deepEqual((await v1.json()).e, {
+        datatype: "FP32",
+        shape: [2, 0, 3],
+        data: [],
+      });
+      await error(
+        await infer("tensors", kind("ragged")),
+        500,
+        /a Tensor for output "r" whose data\[0\] has 1 item, and dimension 1 of shape \[2,2\] is 2/,
+      );
+      await error(
+        await infer("tensors", kind("count")),
+        500,
+        /a Tensor for output "c" whose shape \[2,2\] holds 4 elements, and its data 3/,
+      );
+      await error(
+        await infer("tensors", kind("range")),
+        500,
+        /output "x" that is a Tensor of datatype UINT8 whose element 1: 300 is out of range of UINT8/,
+      );
+    },
+  );
+
+  await t.step(
+    "declared outputs in dict forms: their dimensions and datatype in the metadata, the datatype in the answer",
+    async () => {
+      const meta = await (await gw.fetch("/v2/models/described")).json();
+      assert.deepEqual(meta.outputs, [
+        { name: "scores", datatype: "FP32", shape: [-1] },
+        { name: "label", datatype: "BYTES", shape: [] },
+      ]);
+      const res = await infer("described", {
+        inputs: [],
+        outputs: [{ name: "scores", parameters: { binary_data: true } }, {
+          name: "label",
+        }],
+      });
+      assert.equal(res.status, 200);
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      const length = Number(res.headers.get("inference-header-content-length"));
+      assert.deepEqual(
+        JSON.parse(new TextDecoder().decode(bytes.subarray(0, length))).outputs,
+        [
+          {
+            name: "scores",
+            datatype: "FP32",
+            shape: [3],
+            parameters: { binary_data_size: 12 },
+          },
+          { name: "label", datatype: "BYTES", shape: [], data: ["cat"] },
+        ],
+      );
+      assert.deepEqual(
+        [...new Float32Array(bytes.slice(length).buffer)],
+        [0.25, 1, 0.5],
+      );
+      await error(
+        await infer("described", {
+          inputs: [{ name: "big", datatype: "BOOL", shape: [], data: [true] }],
+        }),
+        500,
+        /output "scores" that is declared FP32 and holds 1e\+300/,
+      );
+    },
+  );
+
+  await t.step(
+    "nested data must nest as its shape; a streaming model and output parameters are refused; a body that is not JSON gets the protocol's hint",
+    async () => {
+      await error(
+        await infer("echo", {
+          inputs: [{
+            name: "a",
+            datatype: "INT32",
+            shape: [2, 2],
+            data: [[1], [2, 3, 4]],
+          }],
+        }),
+        400,
+        /input "a": data\[0\] has 1 item, and dimension 1 of shape \[2,2\] is 2/,
+      );
+      await error(
+        await infer("counter", { inputs: [] }),
+        400,
+        /model "counter" streams its results .* POST \/v1\/models\/counter\/stream/,
+      );
+      await error(
+        await infer("echo", {
+          inputs: [{ name: "a", datatype: "FP64", shape: [1], data: [1] }],
+          outputs: [{ name: "a", parameters: { classification: 3 } }],
+        }),
+        400,
+        /output "a": parameter "classification" is not supported/,
+      );
+      // null is absent, as elsewhere in the protocol's bodies.
+      const ok = await infer("echo", {
+        inputs: [{ name: "a", datatype: "FP64", shape: [1], data: [1] }],
+        outputs: [{
+          name: "a",
+          parameters: { binary_data: false, classification: null },
+        }],
+      });
+      assert.equal(ok.status, 200);
+      await ok.body?.cancel();
+      const text = await gw.fetch("/v2/models/echo/infer", {
+        method: "POST",
+        headers: { "content-type": "text/plain" },
+        body: "hello",
+      });
+      const message = (await text.json()).error as string;
+      assert.equal(text.status, 400);
+      assert.match(message, /Inference-Header-Content-Length/);
+      assert.doesNotMatch(message, /execute and stream/);
     },
   );
 

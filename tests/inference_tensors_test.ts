@@ -4,6 +4,13 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
+  decodeBinaryTensor,
+  encodeBinaryTensor,
+  numberToHalf,
+} from "../src/gateway/_inference_binary.ts";
+import {
+  type Datatype,
+  declaredTensor,
   elementCount,
   elementProblem,
   flattenData,
@@ -41,7 +48,7 @@ Deno.test("reshape and flattenResult are inverse, the shape read from the nestin
       assert.deepEqual(flat.shape, zero < 0 ? shape : shape.slice(0, zero + 1));
       // The request's flatten of nested data gives the same elements.
       if (shape.length > 0) {
-        assert.deepEqual(flattenData(nested, data.length), data);
+        assert.deepEqual(flattenData(nested, shape), data);
       }
     }),
     { numRuns: 500 },
@@ -84,14 +91,70 @@ Deno.test("flattenResult refuses ragged lists wherever one list is off", () => {
 });
 
 Deno.test("flattenData stops past the expected count, whatever the data's size", () => {
-  const data = Array.from({ length: 1000 }, (_, i) => [i, [i]]);
-  assert.equal(flattenData(data, 3)!.length, 4);
-  assert.equal(flattenData("1,2", 3), undefined);
-  // No recursion: nesting as deep as memory allows.
+  const data = Array.from({ length: 1000 }, (_, i) => i);
+  assert.equal((flattenData(data, [3]) as unknown[]).length, 4);
+  assert.equal(flattenData("1,2", [2]), undefined);
+  // No recursion, and no walk past the shape's rank: nesting as deep as
+  // memory allows is refused at its first extra level.
   let deep: unknown = [1];
   for (let i = 0; i < 100_000; i++) deep = [deep];
-  assert.deepEqual(flattenData(deep, 1), [1]);
+  assert.equal(
+    flattenData(deep, [1]),
+    "data[0] is a list, and shape [1] has 1 dimension",
+  );
   assert.equal(flattenResult(deep), undefined); // over 64 dimensions
+});
+
+Deno.test("flattenData takes nested data only as its shape nests it, naming where it differs", () => {
+  assert.deepEqual(flattenData([[1, 2], [3, 4]], [2, 2]), [1, 2, 3, 4]);
+  assert.deepEqual(flattenData([1, 2, 3, 4], [2, 2]), [1, 2, 3, 4]);
+  assert.deepEqual(flattenData([[], []], [2, 0]), []);
+  assert.deepEqual(flattenData([], [0, 3]), []);
+  const cases: Array<[unknown, number[], string]> = [
+    // The same element count as the shape's, ragged.
+    [
+      [[1], [2, 3, 4]],
+      [2, 2],
+      "data[0] has 1 item, and dimension 1 of shape [2,2] is 2",
+    ],
+    [
+      [[1, 2], [3]],
+      [2, 2],
+      "data[1] has 1 item, and dimension 1 of shape [2,2] is 2",
+    ],
+    [
+      [[1, 2, 3, 4]],
+      [2, 2],
+      "data has 1 item, and dimension 0 of shape [2,2] is 2",
+    ],
+    // Nested one level short, or one too deep.
+    [
+      [[1, 2], [3, 4]],
+      [2, 2, 1],
+      "data[0][0] is not a list, and shape [2,2,1] has 3 dimensions (data is flat, or nested exactly as its shape)",
+    ],
+    [[[1.5], [-2.25]], [2], "data[0] is a list, and shape [2] has 1 dimension"],
+    [
+      [[1, [2]], [3, 4]],
+      [2, 2],
+      "data[0][1] is a list, and shape [2,2] has 2 dimensions",
+    ],
+    // A list beside elements.
+    [
+      [1, [2]],
+      [2],
+      "data[1] is a list, and data[0] is not (data is flat, or nested exactly as its shape [2])",
+    ],
+    [
+      [[1], 2],
+      [2, 1],
+      "data[1] is not a list, and shape [2,1] has 2 dimensions (data is flat, or nested exactly as its shape)",
+    ],
+    [[[5]], [], "data[0] is a list, and shape [] holds a single element"],
+  ];
+  for (const [data, shape, problem] of cases) {
+    assert.equal(flattenData(data, shape), problem, JSON.stringify(data));
+  }
 });
 
 Deno.test("shapes: integers >= 0, at most 64 dimensions; counts past 2^53 are Infinity", () => {
@@ -181,4 +244,80 @@ Deno.test("resultDatatype: from the declared output, else from the values", () =
     resultDatatype([1.5], "integer"),
     /declared "integer" and holds 1.5/,
   );
+  // Dict forms: the element type of the arrays, or its datatype.
+  const fp32 = { type: "array", items: { type: "number", datatype: "FP32" } };
+  assert.equal(resultDatatype([1, 2], fp32), "FP32");
+  assert.equal(resultDatatype([], fp32), "FP32");
+  assert.match(
+    resultDatatype([1e300], fp32),
+    /declared FP32 and holds 1e\+300/,
+  );
+  assert.equal(
+    resultDatatype([1], { type: "array", items: "integer" }),
+    "INT64",
+  );
+  assert.match(
+    resultDatatype([300], { type: "integer", datatype: "UINT8" }),
+    /declared UINT8 and holds 300/,
+  );
+});
+
+Deno.test("declaredTensor: a dimension -1 per array level, the element type's datatype", () => {
+  assert.deepEqual(declaredTensor("number?"), { datatype: "FP64", shape: [] });
+  assert.deepEqual(
+    declaredTensor({
+      type: "array",
+      items: { type: "array", items: { type: "integer", datatype: "INT8" } },
+    }),
+    { datatype: "INT8", shape: [-1, -1] },
+  );
+  assert.deepEqual(
+    declaredTensor({ type: "array", items: "string" }),
+    { datatype: "BYTES", shape: [-1] },
+  );
+  for (const other of ["array", "object", "any", { type: "object" }, 3]) {
+    assert.equal(declaredTensor(other), undefined);
+  }
+});
+
+Deno.test("encodeBinaryTensor: every datatype decodes back; FP16 rounds to nearest, ties to even", () => {
+  // Every finite half, positive and negative, through its value and back.
+  for (let h = 0; h < 0x7c00; h++) {
+    for (const bits of [h, h | 0x8000]) {
+      const bytes = new Uint8Array([bits & 0xff, bits >> 8]);
+      const [v] = decodeBinaryTensor(bytes, "FP16", 1) as number[];
+      assert.equal(numberToHalf(v!), bits, `${bits.toString(16)}: ${v}`);
+    }
+  }
+  // Halfway between 1 and its next half (1 + 2^-10): to the even one, 1;
+  // a hair above: up. The largest half, and a subnormal tie.
+  assert.equal(numberToHalf(1 + 2 ** -11), 0x3c00);
+  assert.equal(numberToHalf(1 + 2 ** -11 + 2 ** -30), 0x3c01);
+  assert.equal(numberToHalf(1 + 3 * 2 ** -11), 0x3c02);
+  assert.equal(numberToHalf(65519), 0x7bff);
+  assert.equal(numberToHalf(2 ** -25), 0);
+  assert.equal(numberToHalf(3 * 2 ** -25), 2);
+  const cases: Array<[Datatype, unknown[]]> = [
+    ["UINT8", [0, 255]],
+    ["INT8", [-128, 127]],
+    ["UINT16", [0, 65535]],
+    ["INT16", [-32768, 32767]],
+    ["UINT32", [0, 4294967295]],
+    ["INT32", [-2147483648, 2147483647]],
+    ["FP16", [0.5, -65504]],
+    ["FP32", [0.25, -3.4028234663852886e38]],
+    ["FP64", [0.1, -1e300]],
+    ["INT64", [-(2n ** 63n), 2n ** 63n - 1n]],
+    ["UINT64", [0, 2n ** 64n - 1n]],
+    ["BOOL", [true, false]],
+    ["BYTES", ["héllo", ""]],
+  ];
+  for (const [datatype, data] of cases) {
+    const bytes = encodeBinaryTensor(data, datatype);
+    assert.deepEqual(
+      decodeBinaryTensor(bytes, datatype, data.length),
+      data,
+      datatype,
+    );
+  }
 });

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { InputValidator } from "../src/gateway/input_validator.ts";
 import { compilePattern } from "../src/gateway/_pattern.ts";
+import { readFields } from "../src/gateway/_field_declaration.ts";
 import { exampleBody } from "../src/gateway/example_body.ts";
 import { declaredSchema } from "../src/gateway/_declared_schema.ts";
 
@@ -208,16 +209,17 @@ const TOKENS = [
 const patternArb = fc.array(fc.constantFrom(...TOKENS), { maxLength: 12 })
   .map((a) => a.join(""));
 
-/** Python's decisions on `items` (["decl", inputs] or ["pat", source]). */
+/** Python's decisions on `items` (["decl", inputs], ["out", outputs] or ["pat", source]). */
 async function pythonReads(items: unknown[]): Promise<unknown[]> {
   const script = `
 import json, sys
-from pyproxy_server.declared import check_pattern, read_inputs
+from pyproxy_server.declared import check_pattern, read_inputs, read_outputs
 out = []
 for line in sys.stdin:
     kind, value = json.loads(line)
     try:
-        out.append(["ok", json.dumps(read_inputs(value)) if kind == "decl" else check_pattern(value)])
+        out.append(["ok", json.dumps(read_inputs(value)) if kind == "decl"
+                    else json.dumps(read_outputs(value)) if kind == "out" else check_pattern(value)])
     except Exception as e:
         out.append(["err", "%s: %s" % (type(e).__name__, e)])
 print(json.dumps(out))
@@ -404,6 +406,114 @@ Deno.test("Declarations: what the Python server accepts the host reads, what it 
     );
     if (!lenient) {
       assert.throws(() => new InputValidator(d), TypeError, `${read}`);
+    }
+  });
+  assert.ok(accepted > 300, `${accepted}`);
+});
+
+Deno.test("Declared outputs: what the Python server accepts the host reads, what it refuses the host refuses", async () => {
+  const TYPES = [
+    "number",
+    "integer",
+    "string",
+    "boolean",
+    "array",
+    "object",
+    "any",
+  ];
+  const DATATYPES = [
+    "FP16",
+    "FP32",
+    "FP64",
+    "INT8",
+    "INT64",
+    "UINT16",
+    "UINT64",
+    "BOOL",
+    "BYTES",
+    "BF16",
+    "fp32",
+    "",
+  ];
+  const scalar = fc.constantFrom(
+    ...TYPES,
+    ...DATATYPES,
+    "number?",
+    "float",
+    null,
+    true,
+    false,
+    0,
+    1,
+    "x".repeat(1001),
+  );
+  const { decl } = fc.letrec((tie) => ({
+    decl: fc.oneof(
+      { depthSize: "small" },
+      fc.constantFrom("number", "integer?", "string?", "any", "array", "bogus"),
+      tie("dict"),
+    ),
+    dict: fc.tuple(
+      fc.constantFrom(...TYPES, null, undefined),
+      fc.dictionary(
+        fc.constantFrom(
+          "optional",
+          "nullable",
+          "description",
+          "items",
+          "datatype",
+          "minimum",
+          "enum",
+          "properties",
+        ),
+        fc.oneof({ depthSize: "small" }, scalar, tie("decl")),
+        { maxKeys: 4 },
+      ),
+      fc.constantFrom(...DATATYPES, undefined),
+    ).map(([type, d, datatype]) => ({
+      ...d,
+      ...(type === undefined ? {} : { type }),
+      ...(datatype === undefined ? {} : { datatype }),
+    })),
+  }));
+  // Each rule once by hand (the sample finds few that break one rule only).
+  const declarations: Array<Record<string, unknown>> = [
+    { x: { type: "number", items: "number" } },
+    { x: { type: "array", datatype: "FP32" } },
+    { x: { type: "any", datatype: "FP32" } },
+    { x: { type: "integer", datatype: "FP32" } },
+    { x: { type: "string", datatype: "BYTES", description: "text" } },
+    { x: { type: "array", items: { type: "number", datatype: "FP16" } } },
+    { x: { type: "array", items: { type: "number", optional: true } } },
+    { x: { type: "number", minimum: 0 } },
+    { x: { enum: [1] } },
+    { x: { type: "object", properties: {} } },
+    { x: { type: "boolean", description: "x".repeat(1001) } },
+    { x: { type: "boolean", nullable: 1 } },
+  ];
+  declarations.push(...fc.sample(
+    fc.dictionary(fc.constantFrom("x", "y"), decl, { minKeys: 1, maxKeys: 2 }),
+    { numRuns: 2000, seed: 7 },
+  ));
+  const python = await pythonReads(declarations.map((d) => ["out", d]));
+  let accepted = 0;
+  declarations.forEach((d, i) => {
+    const [decision, read] = python[i] as [string, string];
+    if (decision === "ok") {
+      accepted++;
+      readFields(JSON.parse(read), "outputs");
+      return;
+    }
+    // A top-level unknown type name is let through by the host (as inputs).
+    const lenient = Object.values(d).some((f) =>
+      typeof f === "string" && !TYPES.includes(f.replace(/\?$/, ""))
+    );
+    if (!lenient) {
+      assert.throws(
+        () => readFields(d, "outputs"),
+        TypeError,
+        `${JSON.stringify(d)}: ${read}`,
+      );
     }
   });
   assert.ok(accepted > 300, `${accepted}`);

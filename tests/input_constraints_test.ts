@@ -483,3 +483,33 @@ Deno.test("exampleBody and declaredSchema carry the constraints", () => {
     additionalProperties: true,
   });
 });
+
+Deno.test("declaredSchema of outputs in dict forms: their JSON types, without the protocol's datatype", () => {
+  const outputs = {
+    scores: {
+      type: "array",
+      items: { type: "number", datatype: "FP32" },
+      description: "one per class",
+    },
+    label: "string",
+  };
+  assert.deepEqual(declaredSchema(outputs, "outputs"), {
+    type: "object",
+    properties: {
+      scores: {
+        type: "array",
+        items: { type: "number" },
+        description: "one per class",
+      },
+      label: { type: "string" },
+    },
+    required: ["scores", "label"],
+    additionalProperties: true,
+  });
+  // Read as inputs, `datatype` is outside the subset: the schema falls back.
+  assert.deepEqual(
+    (declaredSchema(outputs) as { properties: Record<string, unknown> })
+      .properties.scores,
+    {},
+  );
+});

@@ -8,10 +8,13 @@ call with an HTTP error status (docs/models.md); ``host.set_status(201)``
 and ``host.set_header(name, value)`` choose a success's. ``metrics.counter``,
 ``metrics.gauge`` and ``metrics.histogram`` record model metrics that the
 gateway's ``GET /metrics`` exposes (docs/models.md, "Metrics").
+``Tensor(data, shape, datatype=None)`` is a result the Open Inference
+Protocol (``/v2``) answers as that tensor (docs/models.md).
 """
 
 from . import host, metrics
 from .host import HostError
+from .tensor import Tensor
 from pyproxy_server.errors import HTTPError
 
-__all__ = ["host", "metrics", "HostError", "HTTPError"]
+__all__ = ["host", "metrics", "HostError", "HTTPError", "Tensor"]

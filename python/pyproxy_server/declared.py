@@ -1,4 +1,4 @@
-"""Declared ``inputs`` with constraints: read and refused when a model loads.
+"""Declared ``inputs`` with constraints (and ``outputs``): read and refused when a model loads.
 
 A field of ``inputs`` is a type name (``"number"``, ``"integer?"``: the
 string forms) or a dict of constraints, a small JSON Schema subset that the
@@ -20,7 +20,7 @@ in linear time; they are parsed here, never run.
 
 import math
 
-__all__ = ["read_inputs", "DeclarationError", "TYPES"]
+__all__ = ["read_inputs", "read_outputs", "DeclarationError", "TYPES", "OUTPUT_DATATYPES"]
 
 # Type names of the string forms (each also with a trailing ``?``).
 TYPES = frozenset(("number", "integer", "string", "boolean", "array", "object", "any"))
@@ -58,6 +58,18 @@ _KEYWORDS = {
 }
 _ALL_KEYWORDS = frozenset(k for ks in _KEYWORDS.values() for k in ks)
 
+# Declared outputs are not checked (they describe a result): their dict forms
+# take what describes a tensor, nothing that would read as a check.
+_OUTPUT_KEYWORDS = ("type", "optional", "nullable", "description", "items", "datatype")
+# The Open Inference Protocol datatypes an output's element type may name
+# (``/v2`` answers it so, and its metadata says it).
+OUTPUT_DATATYPES = {
+    "number": ("FP16", "FP32", "FP64"),
+    "integer": ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"),
+    "boolean": ("BOOL",),
+    "string": ("BYTES",),
+}
+
 
 class DeclarationError(ValueError):
     """A declared field outside the supported subset; the message names it."""
@@ -79,7 +91,24 @@ def read_inputs(declared):
     """
     if not isinstance(declared, dict):
         raise DeclarationError("expected a dict of field name to field")
-    reader = _Reader()
+    return _read(declared, _Reader())
+
+
+def read_outputs(declared):
+    """Check declared ``outputs`` and return a copy.
+
+    The string forms, or dict forms of ``type``, ``items`` (arrays: one
+    dimension each in ``/v2`` metadata), ``description``, ``optional``,
+    ``nullable`` and ``datatype`` (the element type's Open Inference
+    Protocol datatype: ``"FP32"`` for a number...). Constraints are refused:
+    nothing checks a result against them. Raises ``DeclarationError``.
+    """
+    if not isinstance(declared, dict):
+        raise DeclarationError("expected a dict of field name to field")
+    return _read(declared, _Reader(outputs=True))
+
+
+def _read(declared, reader):
     out = {}
     for name, field in declared.items():
         if not isinstance(name, str):
@@ -89,9 +118,10 @@ def read_inputs(declared):
 
 
 class _Reader:
-    def __init__(self):
+    def __init__(self, outputs=False):
         self.count = 0
         self.states = 0
+        self.outputs = outputs
 
     def field(self, declared, path, depth, in_array):
         if isinstance(declared, str):
@@ -117,6 +147,8 @@ class _Reader:
             _fail(path, "nested deeper than %d levels" % MAX_DEPTH)
         # "type": None is refused (not read as a missing type), as the host does.
         type_ = d.get("type")
+        if self.outputs:
+            return self._output_form(d, type_, path, depth, in_array)
         if "type" not in d:
             if "enum" not in d:
                 _fail(path, "'type' is required (or 'enum')")
@@ -195,6 +227,34 @@ class _Reader:
                 if not isinstance(name, str):
                     _fail(path, "'properties' names must be strings, not %r" % (name,))
                 out["properties"][name] = self.field(field, path + [name], depth + 1, False)
+        return out
+
+    def _output_form(self, d, type_, path, depth, in_array):
+        if "type" not in d:
+            _fail(path, "'type' is required")
+        if not isinstance(type_, str) or type_ not in TYPES:
+            _fail(path, "'type' must be one of %s" % ", ".join(sorted(TYPES)))
+        for key in d:
+            if key not in _OUTPUT_KEYWORDS:
+                _fail(path, "'%s' does not apply to outputs (a result is not checked against its declaration)"
+                      % (key,))
+        for key in ("optional", "nullable"):
+            if key in d and not isinstance(d[key], bool):
+                _fail(path, "'%s' must be True or False" % key)
+        if d.get("optional") and in_array:
+            _fail(path, "an array's items cannot be optional")
+        if "description" in d and (not isinstance(d["description"], str) or len(d["description"]) > MAX_TEXT):
+            _fail(path, "'description' must be a string of at most %d characters" % MAX_TEXT)
+        out = dict(d)
+        if "datatype" in d:
+            allowed = OUTPUT_DATATYPES.get(type_, ())
+            if d["datatype"] not in allowed:
+                _fail(path, "'datatype' must be one of %s for type %r" % (", ".join(allowed), type_)
+                      if allowed else "'datatype' applies to types number, integer, boolean and string")
+        if "items" in d:
+            if type_ != "array":
+                _fail(path, "'items' does not apply to type %r" % (type_,))
+            out["items"] = self.field(d["items"], path + ["items"], depth + 1, True)
         return out
 
     def _enum(self, values, type_, path):

@@ -4,7 +4,8 @@ A model is a class with ``execute(self, msg)``; optional ``init(self, path)``;
 optional class attributes ``inputs``/``outputs`` (``{field: type}`` with type
 among ``TYPES``, or one of them with a trailing ``?`` for a field that may be
 left out: ``"number?"``; in ``inputs``, also a dict of constraints, read by
-``declared.read_inputs``) and a docstring. It is constructed with the
+``declared.read_inputs``; in ``outputs``, a dict of a tensor's ``type``,
+``items`` and ``datatype``, read by ``declared.read_outputs``) and a docstring. It is constructed with the
 ``options`` dict as its one positional argument, ``Model(options)``; a class
 whose constructor takes no argument is constructed as ``Model()``.
 
@@ -85,7 +86,7 @@ import traceback
 import types
 
 from .call import current_batch, current_call
-from .declared import DeclarationError, read_inputs
+from .declared import DeclarationError, read_inputs, read_outputs
 from .errors import (
     CancelledError,
     InvalidRequestError,
@@ -592,13 +593,14 @@ def _schema(cls, attr):
     value = getattr(cls, attr, None)
     if value is None:
         return None
-    if attr == "inputs" and isinstance(value, dict) and any(isinstance(v, dict) for v in value.values()):
-        # Constraints (dict forms): every one is checked by the gateway, so
-        # one it could not check is refused here rather than ignored.
+    if isinstance(value, dict) and any(isinstance(v, dict) for v in value.values()):
+        # Dict forms. Inputs: constraints, every one checked by the gateway,
+        # so one it could not check is refused here rather than ignored.
+        # Outputs: a tensor's description (type, items, datatype) only.
         try:
-            return read_inputs(value)
+            return read_inputs(value) if attr == "inputs" else read_outputs(value)
         except DeclarationError as e:
-            raise ModelLoadError("Cannot load model class %s: inputs: %s" % (cls.__name__, e)) from None
+            raise ModelLoadError("Cannot load model class %s: %s: %s" % (cls.__name__, attr, e)) from None
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and _is_type(v) for k, v in value.items()
     ):

@@ -2,7 +2,7 @@
 
 import unittest
 
-from pyproxy_server.declared import DeclarationError, check_pattern, read_inputs
+from pyproxy_server.declared import DeclarationError, check_pattern, read_inputs, read_outputs
 from pyproxy_server.errors import ModelLoadError
 from pyproxy_server.models import ModelRegistry
 
@@ -139,6 +139,59 @@ class ModelInputsTest(unittest.TestCase):
         with self.assertRaises(ModelLoadError) as caught:
             self.registry.add("c", {"source": self.source({"p": "float"})})
         self.assertIn("trailing ? for an optional field", str(caught.exception))
+
+
+class ReadOutputsTest(unittest.TestCase):
+    def refused(self, outputs, *words):
+        with self.assertRaises(DeclarationError) as caught:
+            read_outputs(outputs)
+        for word in words:
+            self.assertIn(word, str(caught.exception))
+
+    def test_a_tensor_description_loads_as_declared(self):
+        outputs = {
+            "label": "string",
+            "scores": {"type": "array", "items": {"type": "number", "datatype": "FP32"}},
+            "boxes": {
+                "type": "array",
+                "description": "x, y, w, h per detection",
+                "items": {"type": "array", "items": {"type": "integer", "datatype": "UINT16"}},
+            },
+            "mask": {"type": "boolean", "datatype": "BOOL", "optional": True, "nullable": False},
+            "meta": {"type": "object"},
+        }
+        self.assertEqual(read_outputs(outputs), outputs)
+
+    def test_constraints_and_misfit_datatypes_are_refused(self):
+        self.refused({"p": {"type": "number", "minimum": 0}}, "p:", "'minimum' does not apply to outputs")
+        self.refused({"p": {"enum": [1, 2]}}, "'type' is required")
+        self.refused({"p": {"type": "object", "properties": {"a": "number"}}}, "'properties' does not apply")
+        self.refused({"p": {"type": "number", "datatype": "INT8"}}, "one of FP16, FP32, FP64 for type 'number'")
+        self.refused({"p": {"type": "integer", "datatype": "int8"}}, "'datatype' must be one of INT8")
+        self.refused({"p": {"type": "array", "datatype": "FP32"}}, "'datatype' applies to types")
+        self.refused({"p": {"type": "number", "items": "number"}}, "'items' does not apply to type 'number'")
+        self.refused({"p": {"type": "array", "items": "float"}}, "p.items:", "unknown type")
+        self.refused({"p": {"type": "array", "items": {"type": "number", "optional": True}}}, "cannot be optional")
+        # Inputs take no datatype: the request's tensor says it.
+        with self.assertRaises(DeclarationError):
+            read_inputs({"p": {"type": "number", "datatype": "FP32"}})
+
+
+class ModelOutputsTest(unittest.TestCase):
+    def setUp(self):
+        self.registry = ModelRegistry(MODELS_DIR)
+
+    def source(self, outputs):
+        return "class M:\n    outputs = %r\n    def execute(self, m):\n        return m\n" % (outputs,)
+
+    def test_dict_forms_load_and_are_described(self):
+        outputs = {"y": {"type": "array", "items": {"type": "number", "datatype": "FP32"}}, "n": "integer"}
+        self.assertEqual(self.registry.add("o", {"source": self.source(outputs)})["outputs"], outputs)
+
+    def test_a_constraint_fails_the_load_naming_class_field_and_keyword(self):
+        with self.assertRaises(ModelLoadError) as caught:
+            self.registry.add("o", {"source": self.source({"y": {"type": "number", "maximum": 1}})})
+        self.assertIn("Cannot load model class M: outputs: y: 'maximum' does not apply to outputs", str(caught.exception))
 
 
 if __name__ == "__main__":

@@ -108,11 +108,14 @@ function objectSchema(fields: ReadonlyArray<[string, FieldNode]>): JsonSchema {
  */
 export function declaredSchema(
   fields: Record<string, unknown> | undefined,
+  side: "inputs" | "outputs" = "inputs",
 ): JsonSchema | undefined {
   if (fields === undefined) return undefined;
   if (hasDictForm(fields)) {
     try {
-      return objectSchema(readFields(fields));
+      // An output's `datatype` is the Open Inference Protocol's, not a
+      // JSON Schema keyword: its type says what JSON holds.
+      return objectSchema(readFields(fields, side));
     } catch {
       // Outside the subset (the Python server refuses it): as before, a
       // dict is "any".

@@ -50,6 +50,8 @@ export interface FieldNode {
   propertyIndex?: PropertyIndex;
   /** `false`: fields not in `properties` are refused. */
   additionalProperties?: boolean;
+  /** Declared outputs only: the element type's Open Inference Protocol datatype (`"FP32"`...). */
+  datatype?: string;
 }
 
 /** Declared fields by name, for {@linkcode FieldNode.propertyIndex}. */
@@ -116,6 +118,36 @@ const KEYWORDS: Record<string, string[]> = {
 };
 
 /**
+ * The keywords of an output's dict form: declared outputs are not checked
+ * (they describe a result), so they take what describes a tensor only.
+ */
+const OUTPUT_KEYWORDS = [
+  "type",
+  "optional",
+  "nullable",
+  "description",
+  "items",
+  "datatype",
+];
+
+/** The datatypes an output's element type may name, by type. */
+export const OUTPUT_DATATYPES: Readonly<Record<string, readonly string[]>> = {
+  number: ["FP16", "FP32", "FP64"],
+  integer: [
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+  ],
+  boolean: ["BOOL"],
+  string: ["BYTES"],
+};
+
+/**
  * Whether `s` has at most {@linkcode MAX_TEXT} characters, counted as
  * Python's `len()` counts them (code points: an emoji is one, not two).
  */
@@ -127,9 +159,10 @@ function shortText(s: string): boolean {
 class Reader {
   count = 0;
   states = 0;
+  constructor(readonly side: "inputs" | "outputs") {}
   fail(path: string[], what: string): never {
     throw new TypeError(
-      `Cannot read declared inputs: ${path.join(".")}: ${what}`,
+      `Cannot read declared ${this.side}: ${path.join(".")}: ${what}`,
     );
   }
 
@@ -187,6 +220,9 @@ class Reader {
     }
     if (depth > MAX_DEPTH) {
       this.fail(path, `nested deeper than ${MAX_DEPTH} levels`);
+    }
+    if (this.side === "outputs") {
+      return this.#outputForm(d, path, depth, inArray);
     }
     let type: string;
     if (d.type === undefined) {
@@ -344,6 +380,68 @@ class Reader {
     return node;
   }
 
+  #outputForm(
+    d: Record<string, unknown>,
+    path: string[],
+    depth: number,
+    inArray: boolean,
+  ): FieldNode {
+    if (d.type === undefined) this.fail(path, "'type' is required");
+    if (typeof d.type !== "string" || !TYPE_NAMES.has(d.type)) {
+      this.fail(path, `'type' must be one of ${[...TYPE_NAMES].join(", ")}`);
+    }
+    const type = d.type;
+    for (const key of Object.keys(d)) {
+      if (!OUTPUT_KEYWORDS.includes(key)) {
+        this.fail(
+          path,
+          `'${key}' does not apply to outputs (a result is not checked against its declaration)`,
+        );
+      }
+    }
+    const node: FieldNode = {
+      type,
+      optional: this.#flag(d, "optional", path),
+      nullable: this.#flag(d, "nullable", path),
+      constrained: true,
+    };
+    if (node.optional && inArray) {
+      this.fail(path, "an array's items cannot be optional");
+    }
+    if (d.description !== undefined) {
+      if (typeof d.description !== "string" || !shortText(d.description)) {
+        this.fail(
+          path,
+          `'description' must be a string of at most ${MAX_TEXT} characters`,
+        );
+      }
+      node.description = d.description;
+    }
+    if (d.datatype !== undefined) {
+      const allowed = OUTPUT_DATATYPES[type];
+      if (allowed === undefined) {
+        this.fail(
+          path,
+          "'datatype' applies to types number, integer, boolean and string",
+        );
+      }
+      if (typeof d.datatype !== "string" || !allowed.includes(d.datatype)) {
+        this.fail(
+          path,
+          `'datatype' must be one of ${allowed.join(", ")} for type "${type}"`,
+        );
+      }
+      node.datatype = d.datatype;
+    }
+    if (d.items !== undefined) {
+      if (type !== "array") {
+        this.fail(path, `'items' does not apply to type "${type}"`);
+      }
+      node.items = this.field(d.items, [...path, "items"], depth + 1, true);
+    }
+    return node;
+  }
+
   #flag(d: Record<string, unknown>, key: string, path: string[]): boolean {
     const value = d[key];
     if (value === undefined) return false;
@@ -394,7 +492,9 @@ class Reader {
 
 /**
  * Reads declared fields (string forms and dict forms) or throws a
- * `TypeError` naming the field and the keyword.
+ * `TypeError` naming the field and the keyword. `side` `"outputs"`: dict
+ * forms of `type`, `items`, `description`, `optional`, `nullable` and
+ * `datatype` only (`pyproxy_server/declared.py`'s `read_outputs`).
  *
  * @example
  * ```ts
@@ -406,8 +506,9 @@ class Reader {
  */
 export function readFields(
   declared: Record<string, unknown>,
+  side: "inputs" | "outputs" = "inputs",
 ): Array<[string, FieldNode]> {
-  const reader = new Reader();
+  const reader = new Reader(side);
   return Object.entries(declared).map((
     [name, field],
   ) => [name, reader.field(field, [name], 0, false)]);

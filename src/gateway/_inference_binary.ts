@@ -171,6 +171,31 @@ export function encodeBinaryTensor(
       case "BOOL":
         view.setUint8(at, v === true ? 1 : 0);
         break;
+      // Narrower datatypes: a pyproxy.Tensor's, its elements checked in range.
+      case "UINT8":
+        view.setUint8(at, Number(v));
+        break;
+      case "INT8":
+        view.setInt8(at, Number(v));
+        break;
+      case "UINT16":
+        view.setUint16(at, Number(v), true);
+        break;
+      case "INT16":
+        view.setInt16(at, Number(v), true);
+        break;
+      case "UINT32":
+        view.setUint32(at, Number(v), true);
+        break;
+      case "INT32":
+        view.setInt32(at, Number(v), true);
+        break;
+      case "FP16":
+        view.setUint16(at, numberToHalf(Number(v)), true);
+        break;
+      case "FP32":
+        view.setFloat32(at, Number(v), true);
+        break;
       case "INT64":
         view.setBigInt64(at, BigInt(v as number | bigint), true);
         break;
@@ -182,4 +207,34 @@ export function encodeBinaryTensor(
     }
   });
   return out;
+}
+
+/** Rounds half to even (`y` >= 0). */
+function roundEven(y: number): number {
+  const f = Math.floor(y);
+  const d = y - f;
+  return d > 0.5 ? f + 1 : d < 0.5 ? f : f % 2 === 0 ? f : f + 1;
+}
+
+/**
+ * The IEEE 754 half-precision bits of a finite `x` below 65520 in
+ * magnitude (an FP16 element, checked), rounded to nearest, ties to even,
+ * from the double itself (not through a float32: that would round twice).
+ */
+export function numberToHalf(x: number): number {
+  const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
+  const a = Math.abs(x);
+  // Subnormals (and zero): multiples of 2^-24; 1024 of them is the
+  // smallest normal, whose bits they then are.
+  if (a < 2 ** -14) return sign | roundEven(a * 2 ** 24);
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--;
+  else if (2 ** (e + 1) <= a) e++;
+  // Exact: a scaling by a power of two.
+  let m = roundEven((a / 2 ** e - 1) * 1024);
+  if (m === 1024) {
+    m = 0;
+    e++;
+  }
+  return sign | ((e + 15) << 10) | m;
 }

@@ -164,7 +164,8 @@ export function readInferenceRequest(
         );
       offset += size;
     } else {
-      flat = flattenData(data, count);
+      flat = flattenData(data, dims, count);
+      if (typeof flat === "string") throw bad(`${what}: ${flat}`);
       if (flat === undefined) {
         throw bad(
           `${what}: data: expected an array${
@@ -223,6 +224,21 @@ export function readInferenceRequest(
       const parameters = o.parameters ?? undefined;
       if (parameters !== undefined && !isRecord(parameters)) {
         throw bad(`output ${quote(o.name)}: parameters: expected an object`);
+      }
+      // Refused rather than ignored: an answer without what a parameter
+      // asked for (Triton's classification: top-k labels) would pass for
+      // one with it.
+      for (const key of Object.keys(parameters ?? {})) {
+        if (key === "binary_data" || parameters![key] == null) continue;
+        throw bad(
+          `output ${quote(o.name)}: parameter ${
+            quote(key)
+          } is not supported (an output takes binary_data only${
+            key === "classification"
+              ? "; Triton's classification extension is not implemented: the model can return its top-k classes as an output of its own"
+              : ""
+          })`,
+        );
       }
       const flag = parameters?.binary_data ?? undefined;
       if (flag !== undefined && typeof flag !== "boolean") {

@@ -2,8 +2,9 @@
  * An Open Inference Protocol (KServe V2) inference response from a model's
  * result: a dict's entries are the outputs (anything else is one output,
  * `output0`), each one's shape read from its nesting and its datatype from
- * the model's declared `outputs` or from its values; JSON, or JSON then the
- * outputs' bytes (the binary tensor data extension).
+ * the model's declared `outputs` or from its values, or both as a
+ * `pyproxy.Tensor` gives them (`{"datatype", "shape", "data"}`); JSON, or
+ * JSON then the outputs' bytes (the binary tensor data extension).
  *
  * @module
  */
@@ -11,9 +12,14 @@ import { stringifyJson } from "../_exact_json.ts";
 import { encodeBinaryTensor } from "./_inference_binary.ts";
 import type { InferenceRequest } from "./_inference_request.ts";
 import {
+  elementCount,
+  elementProblem,
+  flattenData,
   flattenResult,
+  type FlatTensor,
   isDatatype,
   resultDatatype,
+  shapeProblem,
 } from "./_inference_tensors.ts";
 import { httpError } from "./error_response.ts";
 
@@ -30,8 +36,8 @@ const ENCODER = new TextEncoder();
 export interface InferenceModel {
   name: string;
   version: string | undefined;
-  /** Its declared outputs (field → type name). */
-  outputs: Record<string, string> | undefined;
+  /** Its declared outputs (field → type name, or dict form). */
+  outputs: Record<string, string | Record<string, unknown>> | undefined;
 }
 
 function isDict(x: unknown): x is Record<string, unknown> {
@@ -45,6 +51,70 @@ const wrong = (model: string, message: string) =>
     "InvalidModelOutput",
     `Cannot answer inference request: model '${model}' ${message}`,
   );
+
+/**
+ * Whether a result value is an explicit tensor (`pyproxy.Tensor`): a dict
+ * of exactly `datatype` (a string or null), `shape` and `data`. No model
+ * output is a dict otherwise (an object is not a tensor element), and a
+ * model's outputs named exactly so, with a string or null `datatype`, are
+ * read as one.
+ */
+function isExplicitTensor(x: Record<string, unknown>): boolean {
+  let keys = 0;
+  for (const key in x) {
+    if (key !== "datatype" && key !== "shape" && key !== "data") return false;
+    keys++;
+  }
+  return keys === 3 && (x.datatype === null || typeof x.datatype === "string");
+}
+
+/** An explicit tensor's elements, checked against its shape (a 500 if not). */
+function explicitTensor(
+  value: Record<string, unknown>,
+  model: string,
+  what: string,
+): FlatTensor {
+  const problem = shapeProblem(value.shape);
+  if (problem !== undefined) {
+    throw wrong(model, `returned a Tensor for ${what} whose shape ${problem}`);
+  }
+  const shape = value.shape as number[];
+  const count = elementCount(shape);
+  const data = flattenData(value.data, shape, count);
+  if (data === undefined || typeof data === "string") {
+    throw wrong(
+      model,
+      `returned a Tensor for ${what} whose ${data ?? "data is not a list"}`,
+    );
+  }
+  if (data.length !== count) {
+    throw wrong(
+      model,
+      `returned a Tensor for ${what} whose shape ${
+        JSON.stringify(shape)
+      } holds ${count} elements, and its data ${
+        data.length > count ? `more than ${count}` : data.length
+      }`,
+    );
+  }
+  return { shape, data };
+}
+
+/** A Tensor's datatype when its elements fit it, else the problem. */
+function explicitDatatype(data: readonly unknown[], datatype: string): string {
+  if (!isDatatype(datatype)) {
+    return `is a Tensor of datatype ${
+      JSON.stringify(datatype.slice(0, 64))
+    }, not one of the protocol's`;
+  }
+  for (let j = 0; j < data.length; j++) {
+    const problem = elementProblem(data[j], datatype);
+    if (problem !== undefined) {
+      return `is a Tensor of datatype ${datatype} whose element ${j}: ${problem}`;
+    }
+  }
+  return datatype;
+}
 
 /**
  * Throws a 400 for an output the request asks for that the model's
@@ -77,7 +147,7 @@ function unknownOutput(model: string, name: string) {
  * output asked for that the result does not have, a 500
  * `InvalidModelOutput` naming the output whose value is not a tensor
  * (ragged lists, an object, mixed types, bytes that are not UTF-8 for a
- * JSON output). `respond` makes the response of its body and headers (the
+ * JSON output, a Tensor whose data does not fit its shape or datatype). `respond` makes the response of its body and headers (the
  * gateway's `compress`: `ResponseCompression.body`).
  */
 export function inferenceResponse(
@@ -92,7 +162,7 @@ export function inferenceResponse(
   const values: Record<string, unknown> = result === null ||
       result === undefined
     ? {}
-    : isDict(result)
+    : isDict(result) && !isExplicitTensor(result)
     ? result
     : { [SINGLE_OUTPUT]: result };
   const wanted = request.outputs ??
@@ -104,15 +174,26 @@ export function inferenceResponse(
   const chunks: Uint8Array[] = [];
   for (const { name, binary } of wanted) {
     if (!Object.hasOwn(values, name)) throw unknownOutput(model.name, name);
-    const tensor = flattenResult(values[name]);
+    const value = values[name];
     const what = `output ${JSON.stringify(name.slice(0, 64))}`;
-    if (tensor === undefined) {
-      throw wrong(
-        model.name,
-        `returned ragged lists for ${what} (a tensor's lists at one depth all have one length, and at most 64 levels)`,
-      );
+    let tensor: FlatTensor | undefined;
+    let datatype: string;
+    if (isDict(value) && isExplicitTensor(value)) {
+      // A pyproxy.Tensor: its shape and datatype as the model gave them.
+      tensor = explicitTensor(value, model.name, what);
+      datatype = value.datatype === null
+        ? resultDatatype(tensor.data, model.outputs?.[name])
+        : explicitDatatype(tensor.data, value.datatype as string);
+    } else {
+      tensor = flattenResult(value);
+      if (tensor === undefined) {
+        throw wrong(
+          model.name,
+          `returned ragged lists for ${what} (a tensor's lists at one depth all have one length, and at most 64 levels)`,
+        );
+      }
+      datatype = resultDatatype(tensor.data, model.outputs?.[name]);
     }
-    const datatype = resultDatatype(tensor.data, model.outputs?.[name]);
     if (!isDatatype(datatype)) {
       throw wrong(model.name, `returned ${what} that ${datatype}`);
     }

@@ -170,20 +170,57 @@ export function listCount(shape: readonly number[]): number {
 }
 
 /**
- * The elements of `data` (a flat array, or nested arrays, row-major) in
- * order, without recursion. Stops once past `expected` elements (the
- * caller reports the mismatch): the work is bounded by the data, never by
- * a shape. `undefined` when `data` is not an array.
+ * The elements of `data` in row-major order, without recursion: `data` is
+ * flat (no item a list), or nested exactly as `shape` says (every list at
+ * depth k has `shape[k]` items, lists down to the last dimension and
+ * elements there). A string naming where nested data differs from the
+ * shape (`data[1] has 3 items...`); `undefined` when `data` is not an
+ * array. Flat data stops once past `expected` elements (the caller reports
+ * the count): the work is bounded by the data, never by a shape.
  */
 export function flattenData(
   data: unknown,
-  expected: number,
-): unknown[] | undefined {
+  shape: readonly number[],
+  expected: number = elementCount(shape),
+): unknown[] | string | undefined {
   if (!Array.isArray(data)) return undefined;
   const out: unknown[] = [];
-  const stack: Array<{ list: readonly unknown[]; at: number }> = [
-    { list: data, at: 0 },
-  ];
+  if (data.length === 0 || !Array.isArray(data[0])) {
+    for (let j = 0; j < data.length; j++) {
+      const item = data[j];
+      if (Array.isArray(item)) {
+        return `data[${j}] is a list, and data[0] is not (data is flat, or nested exactly as its shape ${
+          JSON.stringify(shape)
+        })`;
+      }
+      out.push(item);
+      if (out.length > expected) return out;
+    }
+    return out;
+  }
+  const rank = shape.length;
+  const stack: Array<{ list: readonly unknown[]; at: number }> = [];
+  // Where the walk is: data[i][j]... of the lists entered.
+  const where = (extra?: number) =>
+    "data" + stack.map((s) => `[${s.at - 1}]`).join("") +
+    (extra === undefined ? "" : `[${extra}]`);
+  const shown = JSON.stringify(shape);
+  const enter = (list: readonly unknown[]): string | undefined => {
+    const size = shape[stack.length];
+    if (list.length !== size) {
+      const at = stack.length === 0 ? "data" : where();
+      return `${at} has ${list.length} item${
+        list.length === 1 ? "" : "s"
+      }, and dimension ${stack.length} of shape ${shown} is ${size}`;
+    }
+    stack.push({ list, at: 0 });
+    return undefined;
+  };
+  if (rank === 0) {
+    return `data[0] is a list, and shape [] holds a single element`;
+  }
+  const first = enter(data);
+  if (first !== undefined) return first;
   while (stack.length > 0) {
     const top = stack[stack.length - 1]!;
     if (top.at >= top.list.length) {
@@ -191,11 +228,18 @@ export function flattenData(
       continue;
     }
     const item = top.list[top.at++];
-    if (Array.isArray(item)) {
-      stack.push({ list: item, at: 0 });
-    } else {
+    if (stack.length === rank) {
+      if (Array.isArray(item)) {
+        return `${where()} is a list, and shape ${shown} has ${rank} dimension${
+          rank === 1 ? "" : "s"
+        }`;
+      }
       out.push(item);
-      if (out.length > expected) return out;
+    } else if (!Array.isArray(item)) {
+      return `${where()} is not a list, and shape ${shown} has ${rank} dimensions (data is flat, or nested exactly as its shape)`;
+    } else {
+      const problem = enter(item);
+      if (problem !== undefined) return problem;
     }
   }
   return out;
@@ -278,17 +322,18 @@ export function flattenResult(value: unknown): FlatTensor | undefined {
 }
 
 /**
- * The datatype of a result's elements: `declared` (from the model's
- * `outputs`: "integer", "number", "boolean", "string") when given, else
+ * The datatype of a result's elements: `declared`'s (the model's
+ * `outputs` field: "integer", "number", "boolean", "string", arrays of
+ * them, a dict form's `datatype`: {@linkcode declaredTensor}) when given, else
  * from the values: all booleans BOOL, all integers INT64 (UINT64 when one
  * is above 2^63 − 1), numbers FP64, strings or bytes BYTES; an empty tensor
  * FP64. A string naming the problem when the values do not fit.
  */
 export function resultDatatype(
   data: readonly unknown[],
-  declared: string | undefined,
+  declared: unknown,
 ): Datatype | string {
-  const wanted = DECLARED_DATATYPE[declared?.replace(/\?$/, "") ?? ""];
+  const wanted = declaredTensor(declared)?.datatype;
   let bools = 0;
   let ints = 0;
   let floats = 0;
@@ -340,7 +385,9 @@ export function resultDatatype(
   }
   for (const v of data) {
     if (elementProblem(v, wanted) !== undefined) {
-      return `is declared ${JSON.stringify(declared)} and holds ${shown(v)}`;
+      return `is declared ${
+        typeof declared === "string" ? JSON.stringify(declared) : wanted
+      } and holds ${shown(v)}`;
     }
   }
   return wanted;
@@ -363,3 +410,39 @@ export const DECLARED_DATATYPE: Readonly<Record<string, Datatype>> = {
   boolean: "BOOL",
   string: "BYTES",
 };
+
+/**
+ * The tensor a declared field describes (`{name, datatype, shape}` of the
+ * `/v2` metadata, without its name): a type name that maps to a datatype,
+ * or a dict form's (its `datatype`, when an output gives one); each
+ * `"array"` level (`items`) a dimension of unknown size, `-1`. `undefined`
+ * for the others (`"object"`, `"any"`, a bare `"array"`). At most 8 levels
+ * (the declarations' own limit), without recursion.
+ */
+export function declaredTensor(
+  declared: unknown,
+): { datatype: Datatype; shape: number[] } | undefined {
+  const shape: number[] = [];
+  let field = declared;
+  for (let depth = 0; depth <= 8; depth++) {
+    const dict = typeof field === "object" && field !== null &&
+        !Array.isArray(field)
+      ? field as Record<string, unknown>
+      : undefined;
+    const type = typeof field === "string"
+      ? field.replace(/\?$/, "")
+      : dict?.type;
+    if (type === "array" && dict !== undefined) {
+      shape.push(-1);
+      field = dict.items;
+      continue;
+    }
+    const datatype = isDatatype(dict?.datatype)
+      ? dict.datatype
+      : typeof type === "string"
+      ? DECLARED_DATATYPE[type]
+      : undefined;
+    return datatype === undefined ? undefined : { datatype, shape };
+  }
+  return undefined;
+}

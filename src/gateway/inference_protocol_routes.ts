@@ -18,7 +18,7 @@ import {
   type InferenceModel,
   inferenceResponse,
 } from "./_inference_response.ts";
-import { DECLARED_DATATYPE } from "./_inference_tensors.ts";
+import { declaredTensor } from "./_inference_tensors.ts";
 import {
   errorResponse,
   httpError,
@@ -38,6 +38,7 @@ import {
 import { withModelMeta } from "./_model_success.ts";
 import type { ResponseMeta } from "../session_types.ts";
 import {
+  NOT_JSON_NOTE,
   parseJsonText,
   readBinaryBody,
   readJsonBody,
@@ -46,6 +47,10 @@ import type { RouteContext } from "./route_context.ts";
 
 /** The protocol extensions the gateway implements (server metadata). */
 const EXTENSIONS = ["binary_tensor_data"];
+
+/** What a `/v2` body that is not JSON is told (instead of `/v1`'s hint). */
+const V2_JSON_HINT =
+  ' (an inference request is a JSON object {"inputs": [{"name", "shape", "datatype", "data"}, ...]}; to send tensors as binary data, send that JSON first with each input\'s "parameters": {"binary_data_size": n}, then the tensors\' bytes, and give the JSON\'s length in bytes in the Inference-Header-Content-Length header)';
 
 /** Whether a path is one of the protocol's (its errors take its shape). */
 export function isInferenceProtocolPath(path: string): boolean {
@@ -82,39 +87,30 @@ export async function inferenceProtocolError(res: Response): Promise<Response> {
   });
 }
 
-/** A declared field as a tensor's `{name, datatype, shape}`, when it maps to one. */
-function tensorOf(
-  name: string,
-  declared: unknown,
-): { name: string; datatype: string; shape: number[] } | undefined {
-  const shape: number[] = [];
-  let field = declared;
-  // Arrays of arrays of...: one dimension of unknown size (-1) per level.
-  for (let depth = 0; depth < 8; depth++) {
-    const type = typeof field === "string"
-      ? field.replace(/\?$/, "")
-      : typeof field === "object" && field !== null
-      ? (field as Record<string, unknown>).type
-      : undefined;
-    if (type === "array" && typeof field === "object" && field !== null) {
-      shape.push(-1);
-      field = (field as Record<string, unknown>).items;
-      continue;
-    }
-    const datatype = typeof type === "string"
-      ? DECLARED_DATATYPE[type]
-      : undefined;
-    return datatype === undefined ? undefined : { name, datatype, shape };
-  }
-  return undefined;
+/**
+ * 400 for a model whose `execute` yields: its items are a stream, which the
+ * protocol's REST infer (one response) cannot carry; `/v1`'s stream route
+ * sends them as they come. (Triton answers a decoupled model's HTTP infer
+ * with a 400 too.)
+ */
+function streaming(name: string) {
+  const path = `/v1/models/${encodeURIComponent(name)}/stream`;
+  return httpError(
+    400,
+    "InvalidRequestError",
+    `Cannot infer: model ${
+      JSON.stringify(name)
+    } streams its results (its execute yields), and /v2 infer answers one response: call POST ${path}, which sends the items as they come (Server-Sent Events), or return them from a model that does not yield`,
+  );
 }
 
 function tensorsOf(
   declared: Record<string, unknown> | undefined,
 ): Array<{ name: string; datatype: string; shape: number[] }> {
-  return Object.entries(declared ?? {}).flatMap(([name, d]) =>
-    tensorOf(name, d) ?? []
-  );
+  return Object.entries(declared ?? {}).flatMap(([name, d]) => {
+    const tensor = declaredTensor(d);
+    return tensor === undefined ? [] : [{ name, ...tensor }];
+  });
 }
 
 /**
@@ -218,8 +214,33 @@ export function inferenceProtocolRoutes(
     (c) => modelReady(c.req.param("name"), c.req.param("version")),
   );
 
-  /** The request's body: JSON, or a JSON header then binary tensors. */
+  /**
+   * The request's body, with the protocol's hint instead of `/v1`'s when it
+   * is not JSON (execute's binary bodies do not apply here: tensors in
+   * binary go after a JSON header whose length a header gives).
+   */
   const readBody = async (
+    request: Request,
+  ): Promise<{ body: unknown; binary?: Uint8Array }> => {
+    try {
+      return await readBodyAsIs(request);
+    } catch (err) {
+      if (
+        err instanceof HTTPException && err.status === 400 &&
+        err.message.startsWith("Cannot parse request body as JSON")
+      ) {
+        throw httpError(
+          400,
+          "InvalidJson",
+          err.message.split(NOT_JSON_NOTE)[0]! + V2_JSON_HINT,
+        );
+      }
+      throw err;
+    }
+  };
+
+  /** The request's body: JSON, or a JSON header then binary tensors. */
+  const readBodyAsIs = async (
     request: Request,
   ): Promise<{ body: unknown; binary?: Uint8Array }> => {
     const declared = request.headers.get(HEADER_LENGTH);
@@ -272,6 +293,7 @@ export function inferenceProtocolRoutes(
     let meta: ResponseMeta | undefined;
     try {
       const model = modelOf(name, version);
+      if (model.streams === true) throw streaming(model.name);
       const { body, binary } = await readBody(request);
       const inference = readInferenceRequest(body, binary);
       const about: InferenceModel = {

@@ -42,8 +42,8 @@ export interface GatewayModelInfo {
   version?: number;
   /** Declared inputs: field → type name, or a dict of its type and constraints. */
   inputs?: Record<string, string | Record<string, unknown>>;
-  /** Declared outputs: field → type name. */
-  outputs?: Record<string, string>;
+  /** Declared outputs: field → type name, or a dict of a tensor's `type`, `items` and `datatype`. */
+  outputs?: Record<string, string | Record<string, unknown>>;
   /** The class docstring. */
   doc?: string;
   /** Its batching (`batch_size`, `batch_delay_ms`), when it batches. */
@@ -102,7 +102,7 @@ function asDescription(
     out.inputs = d.inputs as Record<string, string | Record<string, unknown>>;
   }
   if (typeof d.outputs === "object" && d.outputs !== null) {
-    out.outputs = d.outputs as Record<string, string>;
+    out.outputs = d.outputs as Record<string, string | Record<string, unknown>>;
   }
   if (typeof d.doc === "string") out.doc = d.doc;
   if (typeof d.batch === "object" && d.batch !== null) {

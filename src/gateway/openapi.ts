@@ -201,7 +201,7 @@ function modelCallPaths(
 ): Record<string, OpenApiObject> {
   const { name } = model;
   const inputs = declaredSchema(model.inputs);
-  const output: JsonSchema = declaredSchema(model.outputs) ?? {};
+  const output: JsonSchema = declaredSchema(model.outputs, "outputs") ?? {};
   const body = jsonBody(
     inputs ??
       {

@@ -16,9 +16,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
   files: [
     {
       path: "pyproxy/__init__.py",
-      size: 811,
+      size: 978,
       sha256:
-        "8aa356a7daeaf71abcce8aeef7a08c38b6835a8ff0ff24b942c33b49f2c51c2d",
+        "60eb59de055f2faeb810cedbc8f04a0127c50972ba78f42d1c70ddd26eecbefb",
     },
     {
       path: "pyproxy/host.py",
@@ -31,6 +31,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 4218,
       sha256:
         "1d00fc7b1bcaad554ed139db3ad7a701f831a5786d0efca7bf37ffae9d4e146f",
+    },
+    {
+      path: "pyproxy/tensor.py",
+      size: 3859,
+      sha256:
+        "7f0464ee004ef3a7726ab744006bd373040f18b1e46742a35bebcc35993297d6",
     },
     {
       path: "pyproxy_server/__init__.py",
@@ -88,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/declared.py",
-      size: 17575,
+      size: 20555,
       sha256:
-        "ecbd4bb7c768ea5f0d7acb78098653272127360eb11a82ea8970e648c97f03cb",
+        "676f676808e776e32a8a4d22bfde1ba5ce95f4a079521851f92adaf362177a51",
     },
     {
       path: "pyproxy_server/elastic_executor.py",
@@ -178,9 +184,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 56051,
+      size: 56277,
       sha256:
-        "37345601806304c56e363300264d84217a84bf8a6f277d2dc0f3977bfccd8e9d",
+        "c6a9fe4db526bffa17077ea65c79e4672ea9b40d9f39e6d3cdf483bfd95cfc86",
     },
     {
       path: "pyproxy_server/server.py",

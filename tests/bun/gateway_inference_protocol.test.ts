@@ -81,3 +81,73 @@ test("gateway on Bun: /v2 infer reshapes tensors, echoes the id, answers binary 
     });
   });
 });
+
+const TENSORS = `from pyproxy import Tensor
+
+
+class Tensors:
+    def execute(self, msg):
+        return {"e": Tensor([], [2, 0, 3], "FP32"), "h": Tensor([[0.5, -2]], [1, 2], "FP16")}
+`;
+
+const COUNTER = `class Counter:
+    def execute(self, msg):
+        yield {"i": 1}
+`;
+
+test("gateway on Bun: /v2 answers a pyproxy.Tensor's shape and datatype, refuses ragged nested data and streaming models", async () => {
+  await withGateway(
+    { "tensors.py": TENSORS, "counter.py": COUNTER, "echo.py": ECHO },
+    {},
+    async (server) => {
+      const post = (model: string, body: unknown) =>
+        fetch(`${server.url}/v2/models/${model}/infer`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(body),
+        });
+      const res = await post("tensors", {
+        inputs: [],
+        outputs: [{ name: "e" }, {
+          name: "h",
+          parameters: { binary_data: true },
+        }],
+      });
+      expect(res.status).toBe(200);
+      const length = Number(res.headers.get("inference-header-content-length"));
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      expect(
+        JSON.parse(new TextDecoder().decode(bytes.subarray(0, length))).outputs,
+      ).toEqual([
+        { name: "e", datatype: "FP32", shape: [2, 0, 3], data: [] },
+        {
+          name: "h",
+          datatype: "FP16",
+          shape: [1, 2],
+          parameters: { binary_data_size: 4 },
+        },
+      ]);
+      // 0.5 and -2 as IEEE halves, little-endian.
+      expect([...bytes.subarray(length)]).toEqual([0x00, 0x38, 0x00, 0xc0]);
+
+      const ragged = await post("echo", {
+        inputs: [{
+          name: "a",
+          datatype: "INT32",
+          shape: [2, 2],
+          data: [[1], [2, 3, 4]],
+        }],
+      });
+      expect(ragged.status).toBe(400);
+      expect(await ragged.json()).toEqual({
+        error:
+          'Cannot infer: input "a": data[0] has 1 item, and dimension 1 of shape [2,2] is 2',
+      });
+      const stream = await post("counter", { inputs: [] });
+      expect(stream.status).toBe(400);
+      expect((await stream.json()).error).toContain(
+        "POST /v1/models/counter/stream",
+      );
+    },
+  );
+});

@@ -1,0 +1,44 @@
+"""pyproxy.Tensor: an explicit tensor, a dict that encodes as any result."""
+
+import json
+import unittest
+
+from pyproxy import Tensor
+from pyproxy_server import big_json
+
+
+class TensorTest(unittest.TestCase):
+    def test_a_dict_of_datatype_shape_and_data(self):
+        t = Tensor([], (2, 0, 3), "FP32")
+        self.assertIsInstance(t, dict)
+        self.assertEqual(t, {"datatype": "FP32", "shape": [2, 0, 3], "data": []})
+        self.assertEqual((t.data, t.shape, t.datatype), ([], [2, 0, 3], "FP32"))
+        self.assertEqual(Tensor([1], [1]).datatype, None)
+        self.assertEqual(repr(t), "Tensor(shape=[2, 0, 3], datatype='FP32')")
+
+    def test_encodes_as_the_server_encodes_results(self):
+        t = Tensor([[1, 2]], [1, 2], "INT8")
+        self.assertEqual(
+            json.loads(big_json.encode_bytes({"result": {"y": t}})),
+            {"result": {"y": {"datatype": "INT8", "shape": [1, 2], "data": [[1, 2]]}}},
+        )
+
+    def test_refuses_what_is_not_a_tensor(self):
+        for args, error in [
+            (("1,2", [2]), TypeError),
+            (([1], 1), TypeError),
+            (([1], "1"), TypeError),
+            (([1], [1.0]), TypeError),
+            (([1], [True]), TypeError),
+            (([1], [-1]), ValueError),
+            (([1], [1] * 65), ValueError),
+            (([1], [1], 32), TypeError),
+            (([1], [1], "FP128"), ValueError),
+            (([1], [1], "BF16"), ValueError),
+        ]:
+            with self.subTest(args=args), self.assertRaises(error):
+                Tensor(*args)
+
+
+if __name__ == "__main__":
+    unittest.main()
