@@ -45,16 +45,22 @@ export const PYTHON_MANIFEST: PythonManifest = {
         "f5c10edcedc0356c1e423e6529193ea20c8e35fbbcd509c79404570651f3c650",
     },
     {
-      path: "pyproxy_server/big_json.py",
-      size: 18927,
+      path: "pyproxy_server/array_like.py",
+      size: 3051,
       sha256:
-        "4fe39093a4a247125e97cb111fe71a22c601333dfe4a80968dffad9b559e3f9b",
+        "1697e5411ce51d66ec132b4ed73e4d6d766bd14d5b34961857379a401dcfff85",
+    },
+    {
+      path: "pyproxy_server/big_json.py",
+      size: 19247,
+      sha256:
+        "0c1b70535e95876a65d2bd6c246a0fc95ec96f67e6246191689b319cf57936c1",
     },
     {
       path: "pyproxy_server/binary.py",
-      size: 7270,
+      size: 7797,
       sha256:
-        "3557a8be5f4d44fc8ca87492bf4f6ab9732ab4e3d3c210a00ab9c910420ad9f9",
+        "a19df977064011489f6486a6e5912b8dba75c51c9e9fe017f21a7e598ecf2ea1",
     },
     {
       path: "pyproxy_server/call.py",
@@ -160,9 +166,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/json_problem.py",
-      size: 6588,
+      size: 7375,
       sha256:
-        "7416ee6d3699a60b381a584a039e2b5f2d46d183ebdc36a008863acfa795eda0",
+        "3403de0cebbe1990734e66c9a7ce5174fbfe979db3b3b81c7da4bb61dc11b89a",
     },
     {
       path: "pyproxy_server/long_int.py",
@@ -178,9 +184,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 56051,
+      size: 56644,
       sha256:
-        "37345601806304c56e363300264d84217a84bf8a6f277d2dc0f3977bfccd8e9d",
+        "5c780dd39782d01aa02602f9037bbf2626e545b1932aabd0f024371c7ebe46c4",
     },
     {
       path: "pyproxy_server/server.py",
