@@ -22,9 +22,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/host.py",
-      size: 12217,
+      size: 12393,
       sha256:
-        "0ce321ac6e96f23d040820e3f527622968d031a2600786686f335c9c162cea97",
+        "763868d71c747942df6a9f1b90ff93a343b58f8e21bd177cbea152308a1c8088",
     },
     {
       path: "pyproxy/metrics.py",
@@ -148,9 +148,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/http_meta.py",
-      size: 6787,
+      size: 7200,
       sha256:
-        "de56582a42fccd51c7d37bcab1168220bfb654d6a4cfad2089149e95d9498f2b",
+        "90526eab59fe2c6788a6b33d7185fbbfb043259a027de083fdc6fed7b46f7599",
     },
     {
       path: "pyproxy_server/inline_watch.py",
