@@ -121,7 +121,7 @@ class ArrayResultsServerTest(ServerTestCase):
     def client(self, want_bytes=False):
         c = self.connect(auth=False)
         c.call("auth", mac=mac(self.server.secret, c.hello["nonce"]), **({"bytes": True} if want_bytes else {}))
-        for name in ("Arrays", "ArrayStream", "ArrayBatch", "HostArrays", "RealNumpy"):
+        for name in ("Arrays", "InlineArrays", "ArrayStream", "ArrayBatch", "HostArrays", "RealNumpy"):
             c.call("addModel", name=name, file="arrays.py", **{"class": name})
         return c
 
@@ -129,6 +129,10 @@ class ArrayResultsServerTest(ServerTestCase):
         c = self.client()
         self.assertEqual(c.call("executeModel", name="Arrays", msg={"kind": "all"}), encoded(values("all")))
         self.assertEqual(c.call("executeModel", name="Arrays", msg={"kind": "scalar"}), 42)
+        for _ in range(3):  # the inline fast path encodes the same way
+            self.assertEqual(c.call("executeModel", name="InlineArrays", msg={"kind": "all"}), encoded(values("all")))
+        error = self.assertError(c.request("executeModel", name="InlineArrays", msg={"kind": "nan"}), "SerializationError")
+        self.assertIn("result.scores[1][0] is nan", error["message"])
         reply = c.request("executeStream", name="ArrayStream", msg={"count": 2, "kind": "array"}, timeout=10)
         self.assertEqual(reply["result"], {"items": 3})
         items = [e["data"] for e in c.events if e.get("event") == "item" and e.get("id") == reply["id"]]

@@ -133,6 +133,12 @@ class Arrays:
         return values(kind[0] if isinstance(kind, list) else kind, msg.get("n", 0))
 
 
+class InlineArrays(Arrays):
+    """``Arrays`` on the server's inline fast path (event loop thread)."""
+
+    inline = True
+
+
 class ArrayStream:
     """Yields ``msg["count"]`` arrays, then ``values(msg["kind"])`` if given."""
 
