@@ -39,9 +39,11 @@ def is_array_like(value):
     """True for a value converted by ``tolist()`` (see the module docstring).
 
     Looked up on the class, never the instance: a proxy or a mock whose
-    ``__getattr__`` answers every name is not mistaken for an array.
+    ``__getattr__`` answers every name is not mistaken for an array (nor a
+    ``Mock(spec=numpy.ndarray)``, whose ``__class__`` says ndarray: ``type``
+    does not).
     """
-    cls = value.__class__
+    cls = type(value)
     if isinstance(value, _BYTES):
         return False
     try:

@@ -47,7 +47,9 @@ class ArrayLikeTest(unittest.TestCase):
         self.assertEqual(big_json.encode_reply(7, FakeArray([1, 2])), [b'{"id":7,"ok":true,"result":[1,2]}'])
 
     def test_what_is_not_array_like(self):
-        for value in (FakeFrame(), Proxy(), memoryview(b"ab"), object(), {1, 2}):
+        from unittest import mock
+
+        for value in (FakeFrame(), Proxy(), memoryview(b"ab"), object(), {1, 2}, mock.Mock(spec=FakeArray)):
             with self.subTest(value=type(value).__name__):
                 self.assertFalse(array_like.is_array_like(value))
                 with self.assertRaises(TypeError):

@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/array_like.py",
-      size: 3051,
+      size: 3145,
       sha256:
-        "1697e5411ce51d66ec132b4ed73e4d6d766bd14d5b34961857379a401dcfff85",
+        "b472116784c193cdad8430fa51568425684fa45091a48d9c84383e6078e32a5f",
     },
     {
       path: "pyproxy_server/big_json.py",
