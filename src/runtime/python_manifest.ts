@@ -112,9 +112,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/errors.py",
-      size: 13996,
+      size: 14415,
       sha256:
-        "3509df456e9517a6362d77fea1e6aeeb5a2167162b8c7daba56344f6f662af76",
+        "f9fcba61a33425e0b7b440e23880ca8bf372bdc760b088d1fc04afc5752d5ff8",
     },
     {
       path: "pyproxy_server/eval.py",
