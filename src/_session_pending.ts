@@ -32,6 +32,8 @@ export class Pending {
   constructor(
     readonly id: number,
     readonly cmd: string,
+    /** Its arguments: what it was running, should the connection be lost (`countInFlight`). */
+    readonly args: Record<string, unknown> | undefined,
     readonly resolve: (value: unknown) => void,
     readonly reject: (error: Error) => void,
     readonly onEvent: ((event: SessionMessage) => void) | undefined,

@@ -148,6 +148,8 @@ defineName(ProtocolError, "ProtocolError");
 
 /**
  * The connection to a Python server ended while the request was pending.
+ * A session's carries `details.inFlight` (its `inFlightAtClose`: what was
+ * pending when it closed, by model) when anything was.
  *
  * @example
  * ```ts
@@ -235,6 +237,16 @@ defineName(StreamIdleError, "StreamIdleError");
 /**
  * The worker running the call died (process exit, signal, lost connection).
  * At-most-once: the call may or may not have run.
+ *
+ * A pool's error says what the process was running when it died, so that
+ * the call that took it down can be told from the others lost with it:
+ * `details.call` is this call's model (or command, e.g. `"eval"`),
+ * `details.inFlight` the calls in flight on that process by model (or
+ * command; at most 10 names, the oldest call's first) and
+ * `details.inFlightCalls` how many there were in all; its message ends
+ * with the same (`"... died: exited with code 3 while running: bad
+ * (1 call), plain (3)"`). Also `details.worker`, `pid`, `code`, `signal`
+ * and `reason`.
  *
  * @example
  * ```ts

@@ -45,6 +45,7 @@ import {
 } from "./plugin.ts";
 import { type PoolEvent, PoolEventHub } from "./pool_events.ts";
 import { type PoolCall, PoolRouter } from "./pool_router.ts";
+import { describeInFlight, type InFlight, inFlightName } from "./_in_flight.ts";
 import {
   type ResolvedPoolOptions,
   resolvePoolOptions,
@@ -1819,23 +1820,31 @@ export class Pool implements AsyncDisposable {
           ),
         );
       }
-      call.reject(crashError(call.cmd, worker.id, exit, error));
+      call.reject(crashError(call, worker.id, exit, error));
     });
   }
 }
 
 function crashError(
-  cmd: string,
+  call: PoolCall,
   id: string,
   exit: WorkerExit | undefined,
-  cause: unknown,
+  cause: ConnectionLostError,
 ): WorkerCrashedError {
   const how = exit === undefined ? "connection lost" : exit.reason;
   const pid = exit?.pid ?? null;
+  // What the process was running when it died (the session counted its
+  // pending requests once, as it closed): the crasher's call among them.
+  const inFlight = cause.details.inFlight as InFlight | undefined;
+  const name = inFlightName(call.cmd, call.args);
   return new WorkerCrashedError(
-    `Cannot complete call ${cmd}: worker ${id}${
-      pid === null ? "" : ` (pid ${pid})`
-    } died: ${how}`,
+    `Cannot complete call ${call.cmd}${
+      name === call.cmd ? "" : ` of model '${name}'`
+    }: worker ${id}${pid === null ? "" : ` (pid ${pid})`} died: ${how}${
+      inFlight === undefined
+        ? ""
+        : ` while running: ${describeInFlight(inFlight)}`
+    }`,
     {
       cause,
       details: {
@@ -1844,6 +1853,9 @@ function crashError(
         code: exit?.code ?? null,
         signal: exit?.signal ?? null,
         reason: how,
+        call: name,
+        inFlight: inFlight?.byName ?? {},
+        inFlightCalls: inFlight?.calls ?? 0,
       },
     },
   );

@@ -39,6 +39,8 @@ import { withTimeout } from "./_with_timeout.ts";
 import { PendingTable } from "./_session_pending_table.ts";
 import { Outbox } from "./_session_outbox.ts";
 import { Pending } from "./_session_pending.ts";
+import { countInFlight, type InFlight } from "./_in_flight.ts";
+export type { InFlight } from "./_in_flight.ts";
 import { deliverResponseMeta } from "./_response_meta.ts";
 import { callOptionsError } from "./_call_options.ts";
 import {
@@ -237,6 +239,8 @@ export class Session implements AsyncDisposable {
     .withResolvers();
   #closed = false;
   #closeReason = "the session was closed";
+  /** What was in flight when it closed (`inFlightAtClose`). */
+  #inFlightAtClose: InFlight | undefined;
   #closeCause: unknown;
   #closedDone: PromiseWithResolvers<void> = Promise.withResolvers();
   #serverInfo: ServerInfo = {
@@ -476,6 +480,7 @@ export class Session implements AsyncDisposable {
     const pending = new Pending(
       id,
       cmd,
+      args,
       resolve as (value: unknown) => void,
       reject,
       options.onEvent,
@@ -1303,10 +1308,29 @@ export class Session implements AsyncDisposable {
   /** The error a request gets once the session is closed; its cause is the root cause. */
   #lostError(cmd: string): ConnectionLostError {
     const cause = this.#closeCause;
+    const inFlight = this.#inFlightAtClose;
     return new ConnectionLostError(
       `Cannot complete ${cmd}: ${this.#closeReason}`,
-      cause === undefined ? {} : { cause },
+      {
+        ...(cause === undefined ? {} : { cause }),
+        ...(inFlight === undefined ? {} : { details: { inFlight } }),
+      },
     );
+  }
+
+  /**
+   * The requests that were in flight when the session closed, counted by
+   * model (or command): what the process was running if it died. `undefined`
+   * while open, or when nothing was in flight.
+   *
+   * @example
+   * ```ts ignore
+   * await session.closed;
+   * console.log(session.inFlightAtClose?.byName); // { bad: 1, plain: 3 }
+   * ```
+   */
+  get inFlightAtClose(): InFlight | undefined {
+    return this.#inFlightAtClose;
   }
 
   /** Closes once: settles everything, then releases the connection. */
@@ -1323,6 +1347,7 @@ export class Session implements AsyncDisposable {
       this.#hello.reject(this.#lostError("handshake"));
     }
     const pending = this.#pending.drain();
+    this.#inFlightAtClose = countInFlight(pending);
     this.#deadlines.clear();
     for (const p of pending) {
       p.dispose();

@@ -26,6 +26,7 @@ import { logPythonOutput } from "./_python_log.ts";
 import { OutputRateLimit } from "./_output_rate_limit.ts";
 import { waitsForIO } from "./_waits_for_io.ts";
 import { withTimeout } from "./_with_timeout.ts";
+import { describeInFlight } from "./_in_flight.ts";
 
 /** Options of {@linkcode Supervisor}. */
 export interface SupervisorOptions {
@@ -394,11 +395,18 @@ export class Supervisor {
         }
       },
       exited: (worker, exit, intentional, session) => {
+        // One line per death, naming what it was running (its calls'
+        // errors say it too).
+        const running = exit.inFlight === undefined
+          ? undefined
+          : describeInFlight(exit.inFlight);
         this.#opts.options.logger[intentional ? "debug" : "warn"](
-          exit.pid === null
-            ? "worker {id} exited: {reason}"
-            : "worker {id} (pid {pid}) exited: {reason}",
-          { id: worker.id, pid: exit.pid, reason: exit.reason },
+          `worker {id}${
+            exit.pid === null ? "" : " (pid {pid})"
+          } exited: {reason}${
+            running === undefined ? "" : " while running: {running}"
+          }`,
+          { id: worker.id, pid: exit.pid, reason: exit.reason, running },
         );
         events.emit({
           type: "worker-exit",

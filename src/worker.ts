@@ -13,6 +13,7 @@ import type { Session, SessionConnectOptions } from "./session.ts";
 import { withinRunningTime, withTimeout } from "./_with_timeout.ts";
 import { MAX_TIMER_MS, setTimeoutOrNever } from "./_timer.ts";
 import { StartTimeoutError, TimeoutError } from "./errors.ts";
+import type { InFlight } from "./_in_flight.ts";
 
 // How long a stopping worker may take to exit after `stopServer` before it is killed (plus the
 // `closeMs` of its reply: its models' close() hooks).
@@ -74,6 +75,11 @@ export interface WorkerExit {
   reason: string;
   /** When (ms since the epoch). */
   at: number;
+  /**
+   * The calls it was running, by model (other commands by their name), when
+   * its connection closed; absent when none were.
+   */
+  inFlight?: InFlight;
 }
 
 /**
@@ -701,6 +707,9 @@ export class Worker implements WorkerInfo {
     this.#pid = null;
     this.#lastExit = exit;
     session?.close().catch(() => {});
+    // Counted as the session closed (now, at the latest).
+    const inFlight = session?.inFlightAtClose;
+    if (inFlight !== undefined) exit.inFlight = inFlight;
     if (this.#state !== "failed") this.#setState("stopped");
     const restartDelay = this.#pendingRestart;
     this.#pendingRestart = undefined;

@@ -502,3 +502,42 @@ Deno.test("POST /v1/eval refuses locals that are not an object (an array is not 
     });
   }
 });
+
+Deno.test("Gateway's 502 for a worker that died names the calls it was running, by model", async () => {
+  const crasher =
+    "import os\n\nclass Crasher:\n    def execute(self, msg):\n        os._exit(3)\n";
+  await using gw = await startGateway({}, { "crasher.py": crasher });
+  const started = `${gw.dir}/started`;
+  const waiting = gw.fetch(
+    "/v1/models/waiter/execute",
+    post(JSON.stringify({ started, cancelled: `${gw.dir}/cancelled` })),
+  );
+  await until(
+    () => Deno.stat(started).then(() => true, () => false),
+    "the waiter's call to start",
+  );
+  const res = await gw.fetch("/v1/models/crasher/execute", post("{}"));
+  assert.equal(res.status, 502);
+  const { error } = await res.json();
+  assert.equal(error.type, "WorkerCrashedError");
+  assert.match(
+    error.message,
+    /^Cannot complete call executeModel of model 'crasher': worker w1 \(pid \d+\) died: exited with code 3 while running: waiter \(1 call\), crasher \(1\)$/,
+  );
+  assert.equal(error.worker, "w1");
+  assert.equal(error.call, "crasher");
+  assert.deepEqual(error.inFlight, { waiter: 1, crasher: 1 });
+  assert.equal(error.inFlightCalls, 2);
+  assert.equal(error.traceback, undefined);
+  const victim = await waiting;
+  assert.equal(victim.status, 502);
+  const lost = (await victim.json()).error;
+  assert.equal(lost.call, "waiter");
+  assert.deepEqual(lost.inFlight, { waiter: 1, crasher: 1 });
+  // /v1/status keeps it in the worker's lastExit.
+  const status = await (await gw.fetch("/v1/status")).json();
+  assert.deepEqual(status.workers[0].lastExit.inFlight, {
+    byName: { waiter: 1, crasher: 1 },
+    calls: 2,
+  });
+});

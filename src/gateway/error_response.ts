@@ -198,10 +198,22 @@ export function describeError(
     );
     return { status: 408, headers, body: body(err.name, message) };
   }
-  if (
-    err instanceof WorkerCrashedError || err instanceof ConnectionLostError ||
-    err instanceof SessionLostError
-  ) {
+  if (err instanceof WorkerCrashedError) {
+    // What the worker was running when it died, by model: the crasher's
+    // call beside its victims. Model names are no secret to a caller who can
+    // call models (/v1/models lists them); tracebacks are no part of it.
+    const { worker, call, inFlight, inFlightCalls } = err.details;
+    return {
+      status: 502,
+      headers,
+      body: body(err.name, err.message, {
+        ...(worker === undefined ? {} : { worker }),
+        ...(call === undefined ? {} : { call }),
+        ...(inFlight === undefined ? {} : { inFlight, inFlightCalls }),
+      }),
+    };
+  }
+  if (err instanceof ConnectionLostError || err instanceof SessionLostError) {
     return { status: 502, headers, body: body(err.name, err.message) };
   }
   if (err instanceof StartError) {

@@ -1,0 +1,89 @@
+/**
+ * Internals of `Session` and `Pool`: what a worker was running when it died,
+ * counted by model (its calls) or by command (evals, everything else), so
+ * that a `WorkerCrashedError` names the crasher's call beside its victims.
+ *
+ * Nothing here runs per call: the session counts its pending table once,
+ * when it closes with requests still in flight.
+ *
+ * @module
+ */
+
+/** The commands whose `name` argument is the model they call. */
+const MODEL_CALLS: ReadonlySet<string> = new Set([
+  "executeModel",
+  "executeBatch",
+  "executeStream",
+]);
+
+/** Names kept at most (the rest are only counted). */
+export const IN_FLIGHT_NAMES = 10;
+
+/** Calls in flight on a connection when it closed. */
+export interface InFlight {
+  /** Calls by model name (or by command for other commands), at most {@linkcode IN_FLIGHT_NAMES} names, oldest call's name first. */
+  readonly byName: Readonly<Record<string, number>>;
+  /** Every call in flight, those under names left out of `byName` too. */
+  readonly calls: number;
+}
+
+/** What a request is counted under: its model's name, else its command. */
+export function inFlightName(
+  cmd: string,
+  args: Record<string, unknown> | undefined,
+): string {
+  const name = args?.name;
+  return typeof name === "string" && MODEL_CALLS.has(cmd) ? name : cmd;
+}
+
+/** How many calls a request is: a batch's messages each count. */
+function callsIn(cmd: string, args: Record<string, unknown> | undefined) {
+  const msgs = args?.msgs;
+  return cmd === "executeBatch" && Array.isArray(msgs) && msgs.length > 0
+    ? msgs.length
+    : 1;
+}
+
+/** Counts `requests` (oldest first) by name; `undefined` when there are none. */
+export function countInFlight(
+  requests: readonly {
+    readonly cmd: string;
+    readonly args: Record<string, unknown> | undefined;
+  }[],
+): InFlight | undefined {
+  if (requests.length === 0) return undefined;
+  const byName = new Map<string, number>();
+  let calls = 0;
+  for (const { cmd, args } of requests) {
+    const n = callsIn(cmd, args);
+    calls += n;
+    const name = inFlightName(cmd, args);
+    const had = byName.get(name);
+    if (had !== undefined) byName.set(name, had + n);
+    else if (byName.size < IN_FLIGHT_NAMES) byName.set(name, n);
+  }
+  return Object.freeze({
+    byName: Object.freeze(Object.fromEntries(byName)),
+    calls,
+  });
+}
+
+/**
+ * In words, for messages and logs: `"bad (1 call), plain (3)"`, with
+ * `", and 5 more calls"` for those under names left out.
+ */
+export function describeInFlight(inFlight: InFlight): string {
+  const parts: string[] = [];
+  let named = 0;
+  for (const [name, n] of Object.entries(inFlight.byName)) {
+    named += n;
+    parts.push(
+      parts.length === 0
+        ? `${name} (${n} call${n === 1 ? "" : "s"})`
+        : `${name} (${n})`,
+    );
+  }
+  const rest = inFlight.calls - named;
+  if (rest > 0) parts.push(`and ${rest} more call${rest === 1 ? "" : "s"}`);
+  return parts.join(", ");
+}

@@ -1,0 +1,162 @@
+/**
+ * `WorkerCrashedError` names what its worker was running when it died: the
+ * crasher's call beside its victims (`details.inFlight`, by model; evals and
+ * other commands by their command), in every lost call's error, in the
+ * worker's `lastExit` and in one log line per death.
+ */
+import assert from "node:assert/strict";
+import { WorkerCrashedError } from "../src/errors.ts";
+import { Pool } from "../src/pool.ts";
+import { recordingLogger } from "./_harness.ts";
+import {
+  modelsDir,
+  PidTracker,
+  poolOptions,
+  readyAgain,
+} from "./_pool_harness.ts";
+
+/** Ends its process (os._exit(3)) on its first call. */
+const CRASHER = `
+import os
+
+class Crasher:
+    def execute(self, msg):
+        os._exit(3)
+`;
+
+/**
+ * Batches of 3 that sleep: of 4 calls, the first goes alone (the model is
+ * idle), the 3 others as one batch once they are 3.
+ */
+const BATCHED = `
+import time
+
+class Batched:
+    batch_size = 3
+    batch_delay_ms = 1000
+
+    def execute_batch(self, msgs):
+        time.sleep(30)
+        return [{} for _ in msgs]
+`;
+
+/** The first chunk of an atom's output: its code is running. */
+async function started(output: ReadableStream<unknown>): Promise<void> {
+  const reader = output.getReader();
+  await reader.read();
+  reader.releaseLock();
+}
+
+Deno.test("WorkerCrashedError of each call lost with its worker names the calls it was running, by model", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  const { logger, entries } = recordingLogger();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1, logger }),
+    );
+    pids.watch(pool);
+    await pool.addModel("slow", { file: "slow.py" });
+    await pool.addModel("bad", { source: CRASHER });
+    const description = await pool.addModel("batched", { source: BATCHED });
+    assert.deepEqual(
+      (description as { batch?: unknown }).batch,
+      { size: 3, delayMs: 1000 },
+    );
+    const atom = pool.eval(
+      "import time\nprint('started', flush=True)\ntime.sleep(30)",
+    );
+    await started(atom.output);
+    const slow = [1, 2, 3].map((i) => pool.execute("slow", { ms: 30_000, i }));
+    const batch = [1, 2, 3, 4].map((i) => pool.execute("batched", { i }));
+    // Every call above is on the worker before the crasher's.
+    await pool.request("ping");
+    const back = readyAgain(pool, "w1");
+    const crash = pool.execute("bad", {});
+    const settled = await Promise.allSettled([
+      crash,
+      ...slow,
+      ...batch,
+      atom.result,
+    ]);
+    const errors = settled.map((s) => {
+      assert.equal(s.status, "rejected");
+      const err = (s as PromiseRejectedResult).reason;
+      assert.ok(err instanceof WorkerCrashedError, String(err));
+      return err;
+    });
+    const inFlight = { eval: 1, slow: 3, batched: 4, bad: 1 };
+    for (const err of errors) {
+      assert.deepEqual(err.details.inFlight, inFlight);
+      assert.equal(err.details.inFlightCalls, 9);
+      assert.match(
+        err.message,
+        / died: exited with code 3 while running: eval \(1 call\), slow \(3\), batched \(4\), bad \(1\)$/,
+      );
+    }
+    assert.equal(errors[0]!.details.call, "bad");
+    assert.match(
+      errors[0]!.message,
+      /^Cannot complete call executeModel of model 'bad': worker w1 \(pid \d+\) died/,
+    );
+    assert.equal(errors[1]!.details.call, "slow");
+    assert.equal(errors[4]!.details.call, "batched");
+    assert.equal(errors[8]!.details.call, "eval");
+    await back;
+    assert.deepEqual(
+      pool.status().workers[0]!.lastExit?.inFlight,
+      { byName: inFlight, calls: 9 },
+    );
+    // One line for the death, whatever the number of calls lost.
+    const lines = entries.filter(([level, message]) =>
+      level === "warn" && message.includes("exited")
+    );
+    assert.equal(lines.length, 1, JSON.stringify(lines));
+    assert.equal(
+      lines[0]![1],
+      "worker {id} (pid {pid}) exited: {reason} while running: {running}",
+    );
+    assert.equal(
+      lines[0]![2]!.running,
+      "eval (1 call), slow (3), batched (4), bad (1)",
+    );
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("WorkerCrashedError keeps at most 10 names, counting the rest", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("bad", { source: CRASHER });
+    for (let i = 0; i < 12; i++) {
+      await pool.addModel(`slow${i}`, { file: "slow.py" });
+    }
+    const slow = Array.from(
+      { length: 12 },
+      (_, i) => pool.execute(`slow${i}`, { ms: 30_000 }),
+    );
+    await pool.request("ping");
+    const back = readyAgain(pool, "w1");
+    const [crash] = await Promise.allSettled([
+      pool.execute("bad", {}),
+      ...slow,
+    ]);
+    const err = (crash as PromiseRejectedResult).reason;
+    assert.ok(err instanceof WorkerCrashedError, String(err));
+    assert.equal(Object.keys(err.details.inFlight as object).length, 10);
+    assert.equal(err.details.inFlightCalls, 13);
+    assert.match(
+      err.message,
+      /while running: slow0 \(1 call\), slow1 \(1\), .*slow9 \(1\), and 3 more calls$/,
+    );
+    await back;
+  } finally {
+    await pids.assertGone();
+  }
+});
