@@ -165,6 +165,34 @@ Deno.test("gateway stream: the model's headers go on the event stream, which sta
   assert.deepEqual(events.map((e) => e.data), ["a", "b", { items: 2 }]);
 });
 
+Deno.test("gateway stream: a model that sets 201 streams too (its status ignored, its headers kept), plain or generator", async () => {
+  await using gw = await startGateway({ models: MODEL_LIST }, MODELS);
+  const body = { status: 201, headers: { Location: "/items/7" } };
+  // The same model answers 201 on /execute...
+  const created = await gw.fetch(
+    "/v1/models/chosen/execute",
+    post({ ...body, result: { id: 7 } }),
+  );
+  assert.equal(created.status, 201);
+  await created.body?.cancel();
+  // ...and its one item as a 200 event stream on /stream.
+  for (
+    const [model, data] of [
+      ["chosen", [{ id: 7 }, { items: 1 }]],
+      ["chosen_stream", ["a", "b", { items: 2 }]],
+    ] as const
+  ) {
+    const res = await gw.fetch(
+      `/v1/models/${model}/stream`,
+      post({ ...body, result: { id: 7 } }),
+    );
+    assert.equal(res.status, 200, model);
+    assert.equal(res.headers.get("location"), "/items/7", model);
+    const events = await new SseReader(res.body!).all();
+    assert.deepEqual(events.map((e) => e.data), data, model);
+  }
+});
+
 Deno.test("gateway with CORS exposes the model's header names on that response only", async () => {
   const origin = "https://app.example.com";
   await using gw = await startGateway({

@@ -53,9 +53,10 @@ hands them to its ``onResponseMeta`` option::
     return {"id": item.id}
 
 In ``execute_batch``, each message has its own: pass ``index=i`` (the
-position of the message in ``msgs``). A stream may set headers (not its
-status: 200) before its first item. An error raised afterwards wins: its
-status and headers are the response's.
+position of the message in ``msgs``). A stream may set headers before its
+first item; its status is its event stream's 200 (``set_status`` is
+ignored there). An error raised afterwards wins: its status and headers
+are the response's.
 
 Failures raise ``HostError``: no call is running in this thread (for
 example in a thread started by the model, or in a module imported outside
@@ -254,9 +255,12 @@ def set_status(status, index=None):
     ``msgs`` of the message whose status this is (as in
     :func:`request_ids`); elsewhere ``None`` (or 0).
 
+    In a stream (``executeStream``, ``POST .../stream``) it is checked and
+    ignored: the response is its event stream's 200, so a model that
+    answers 201 on ``execute`` streams as well (headers are sent).
+
     Raises ``TypeError``/``ValueError`` for a bad ``status`` or ``index``,
-    or in a stream (its response is the 200 of its event stream; headers
-    may be set), and ``HostError`` outside ``execute``, ``execute_batch``
+    and ``HostError`` outside ``execute``, ``execute_batch``
     or a stream's code (no call running in this thread, or model loading,
     ``init`` or eval code: they have no HTTP response). Threads started
     with ``contextvars.copy_context().run`` may set it until the call

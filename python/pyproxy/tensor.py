@@ -24,6 +24,8 @@ any dict with exactly these three keys (``datatype`` a string or
 ``None``) as a tensor on ``/v2``.
 """
 
+from pyproxy_server.array_like import is_array_like
+
 __all__ = ["Tensor", "DATATYPES", "MAX_RANK"]
 
 # The datatypes the gateway takes (the protocol's, without BF16).
@@ -38,7 +40,8 @@ MAX_RANK = 64
 class Tensor(dict):
     """A tensor of the Open Inference Protocol: its elements, shape and datatype.
 
-    Raises ``TypeError`` for a ``data`` that is not a list or tuple, a
+    Raises ``TypeError`` for a ``data`` that is not a list, a tuple or
+    array-like (a numpy array or a tensor: sent as its ``.tolist()``), a
     ``shape`` that is not a sequence of ints, a ``datatype`` that is not a
     string; ``ValueError`` for a negative dimension, more than ``MAX_RANK``
     dimensions or an unknown datatype. The elements are checked by the
@@ -49,9 +52,11 @@ class Tensor(dict):
     __slots__ = ()
 
     def __init__(self, data, shape, datatype=None):
-        if not isinstance(data, (list, tuple)):
+        # A numpy array (or tensor) is sent as its .tolist(), as anywhere
+        # in a result (pyproxy_server.array_like).
+        if not isinstance(data, (list, tuple)) and not is_array_like(data):
             raise TypeError(
-                "Tensor data must be a list or tuple (a numpy array's .tolist()), not %s" % type(data).__name__
+                "Tensor data must be a list, a tuple or a numpy array (or tensor), not %s" % type(data).__name__
             )
         if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
             raise TypeError("Tensor shape must be a sequence of ints, not %s" % type(shape).__name__)

@@ -24,6 +24,8 @@ Example::
 import json
 import os
 
+from . import array_like
+
 __all__ = [
     "BIG", "BIG_DATA", "Encoded", "decode", "encode", "encode_bytes", "encode_reply",
     "split_big_strings", "without_big_strings",
@@ -35,7 +37,10 @@ BIG = 16 * 1024
 # decode() looks for big literals only in data longer than this (bytes).
 BIG_DATA = 1 << 20
 
-_strict = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+# numpy-like values (arrays, scalars, tensors) go as their tolist(): the C
+# encoder calls ``default`` only for a value it cannot write, so a plain
+# message never pays for the check (array_like.py).
+_strict = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=array_like.default)
 _encode_strict = _strict.encode
 # As connection.py encodes error objects: anything goes out, through repr.
 _lenient = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr)
@@ -93,7 +98,8 @@ def encode(obj, lenient=False):
     The concatenation is ``JSONEncoder(ensure_ascii=False, separators=(",",
     ":"), allow_nan=False).encode(obj).encode()``, except that lone
     surrogates, which UTF-8 cannot hold, are written as JSON escapes
-    (``"\\ud800"``); ``lenient=True`` encodes anything (``default=repr``,
+    (``"\\ud800"``), and numpy-like values (``array_like``) as their
+    ``tolist()``; ``lenient=True`` encodes anything (``default=repr``,
     NaN allowed). Raises what that raises.
     """
     encoder = _encode_lenient if lenient else _encode_strict

@@ -21,6 +21,7 @@ import base64
 import binascii
 import json
 
+from . import array_like
 from .errors import InvalidRequestError
 
 __all__ = ["BYTES_TYPES", "decode", "put", "split", "valid_step"]
@@ -123,7 +124,8 @@ def split(value, path, raw=False):
     ``path``: the steps to ``value`` from the message object. Containers
     are dicts (a key that is not a ``str`` is named by the text json writes
     for it), lists and tuples, and their subclasses; only what holds bytes
-    is copied."""
+    is copied; numpy-like values (``array_like``) are walked as their
+    ``tolist()``, which replaces them in the copy."""
     found = []
     budget = [_MAX_NODES]
     copy = _rebuild(value, list(path), found, budget, raw, 0)
@@ -163,6 +165,14 @@ def _rebuild(value, steps, found, budget, raw, depth):
                     changed = dict(value) if is_dict else list(value)
                 changed[key] = new
         return value if changed is None else changed
+    if array_like.is_array_like(value):
+        # A numpy array of bytes (dtype object or S, Triton's BYTES tensors):
+        # its tolist() is walked, and replaces it (one conversion, not two).
+        try:
+            plain = array_like.convert(value)
+        except TypeError:
+            return value  # the encoder reports it
+        return _rebuild(plain, steps, found, budget, raw, depth)
     return value
 
 

@@ -18,6 +18,8 @@ import json as _json
 import re as _re
 import traceback as _traceback
 
+from . import array_like as _array_like
+
 __all__ = [
     "PyProxyError",
     "FrameError",
@@ -263,10 +265,10 @@ class HTTPError(Exception):
         encoded leniently, NaN and all, which the host cannot read.
         """
         _check_status(self.status)
-        _check_detail(self.detail)
+        detail = _check_detail(self.detail)
         fields = {"status": self.status}
-        if self.detail is not None:
-            fields["detail"] = self.detail
+        if detail is not None:
+            fields["detail"] = detail
         headers = checked_headers(self.headers)
         if headers:
             fields["headers"] = headers
@@ -287,11 +289,22 @@ def _check_status(status):
 
 
 def _check_detail(detail):
-    if detail is not None:
-        try:
-            _json.dumps(detail, allow_nan=False)
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise TypeError("HTTPError: detail must be JSON (%s)" % exc) from None
+    """``detail`` as JSON values: as it is, or with its numpy-like values
+    (``array_like``, as in results) made their ``tolist()``; ``TypeError``
+    for one that is not JSON."""
+    if detail is None:
+        return None
+    converted = []
+
+    def default(value):
+        converted.append(value)
+        return _array_like.convert(value)
+
+    try:
+        text = _json.dumps(detail, allow_nan=False, default=default)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise TypeError("HTTPError: detail must be JSON (%s)" % exc) from None
+    return _json.loads(text) if converted else detail
 
 
 # RFC 9110 token: a header name.

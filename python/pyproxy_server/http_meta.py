@@ -14,8 +14,9 @@ Where each call keeps them (``Call.http``, ``None`` until set):
   its result (``{"results", "errors"?, "http"?: {"<index>": dict}}``).
 - ``executeStream``: the dict until the first item, which carries it as its
   ``http`` (the reply does when no item comes); then :data:`SENT`, after
-  which setting raises. A stream's status is its SSE response's 200: a
-  stream may set headers only.
+  which setting a header raises. A stream's status is its SSE response's
+  200: ``set_status`` is checked and ignored there (the model that sets
+  201 on ``executeModel`` streams as well).
 
 Checked at the call (``ValueError``/``TypeError`` in the model, the same
 checks and caps as ``HTTPError``'s headers: ``errors.checked_headers``)
@@ -23,10 +24,14 @@ and again when sent (:func:`reply_meta`), where a body with a status that
 has none (204, 205) fails the call.
 """
 
+import logging
+
 from .call import DONE, current_batch, current_call
 from .errors import HostError, HTTPError, checked_headers, short_repr
 
 __all__ = ["SENT", "NO_BODY", "set_status", "set_header", "reply_meta"]
+
+log = logging.getLogger("pyproxy_server.http_meta")
 
 # ``Call.http`` of a stream once its first item went (with the headers, if
 # any): compared by identity only; not a dict, so that no code can store
@@ -116,12 +121,15 @@ def _check_status(status, who):
 def set_status(status, index=None):
     """``host.set_status``: see ``pyproxy.host``."""
     _check_status(status, "host.set_status")
+    call = current_call.get()
+    if call is not None and call.cmd == "executeStream":
+        # A stream's response is its event stream's 200: the status is not
+        # sent, and not an error either, so the model that answers 201 on
+        # /execute also streams (before or after its first item).
+        _slot("set the status", call, index)
+        log.debug("host.set_status(%d) ignored: the call is a stream (its response is the event stream's 200)", status)
+        return
     meta, call = _meta_of("set the status", index)
-    if call.cmd == "executeStream":
-        raise ValueError(
-            "Cannot set the status of a stream: its response is the 200 of its event stream "
-            "(host.set_header works until the first item)"
-        )
     meta["status"] = status
 
 

@@ -11,6 +11,8 @@ import datetime
 import enum
 import math
 
+from . import array_like
+
 __all__ = ["describe_not_json", "not_json_reason"]
 
 # Visited containers and values at most: a huge value is not walked for ever.
@@ -40,8 +42,6 @@ def _hint(value):
     for names, hint in _HINTS:
         if full in names:
             return hint
-    if cls.__module__.split(".")[0] == "numpy":
-        return "use .tolist()" if hasattr(value, "tolist") and getattr(value, "ndim", 0) else "use .item()"
     if hasattr(cls, "__dataclass_fields__"):
         return "use dataclasses.asdict(...)"
     if isinstance(value, enum.Enum):
@@ -80,13 +80,18 @@ def describe_not_json(value, root="result", bytes_ok=False):
     """``"<path> is <what> (<hint>)"`` for the first part of ``value`` that
     ``json`` cannot encode (NaN and infinities included), or None when
     none is found within the first 200,000 parts (or 1,000 levels: a value
-    nested deeper fails for its depth, which its error says). With
+    nested deeper fails for its depth, which its error says). A numpy-like
+    value (``array_like``) is walked as its ``tolist()``, what is sent. With
     ``bytes_ok`` (the host reads bytes, protocol §3 "Bytes"), ``bytes``,
     ``bytearray`` and ``memoryview`` values are no problem: the one found
     is what made the message fail."""
     # Depth-first, in the order json writes. A frame is [container, its
     # children iterator, the step that led to it]; ``on_path`` holds the ids
     # of the containers being walked (a cycle comes back to one of them).
+    if array_like.is_array_like(value):
+        value, problem = _plain(value)
+        if problem is not None:
+            return root + problem
     if not isinstance(value, (dict, list, tuple)):
         return None if bytes_ok and isinstance(value, _BYTES) else _leaf_problem(value, root)
     frames = []
@@ -113,6 +118,11 @@ def describe_not_json(value, root="result", bytes_ok=False):
         if isinstance(frame[0], dict) and not _key_ok(key):
             return "%s has a key %r of type %s (keys must be str, int, float, bool or None)" % (
                 _path(root, _steps(frames)), key, _type_name(key))
+        if array_like.is_array_like(child):
+            # Walked as what is sent, its tolist(): a NaN in an array is named by its index.
+            child, problem = _plain(child)
+            if problem is not None:
+                return _path(root, _steps(frames) + [key]) + problem
         if isinstance(child, (dict, list, tuple)):
             if id(child) in on_path:
                 return "%s refers back to a container it is in (a cycle)" % _path(root, _steps(frames) + [key])
@@ -124,6 +134,17 @@ def describe_not_json(value, root="result", bytes_ok=False):
         if problem is not None:
             return _path(root, _steps(frames) + [key]) + problem
     return None
+
+
+def _plain(value):
+    """``(value.tolist(), None)`` of an array-like value, or ``(None, " is
+    a <type> (its .tolist() raised ...)")`` when that raised."""
+    try:
+        return array_like.convert(value), None
+    except TypeError as exc:
+        cause = exc.__cause__
+        return None, " is a %s (its .tolist() raised %s: %s)" % (
+            _type_name(value), type(cause).__name__, cause)
 
 
 def _steps(frames):

@@ -85,6 +85,7 @@ import time
 import traceback
 import types
 
+from . import array_like
 from .call import current_batch, current_call
 from .declared import DeclarationError, read_inputs, read_outputs
 from .errors import (
@@ -316,6 +317,17 @@ class ModelEntry:
     def _check_batch(self, msgs, results):
         if isinstance(results, (list, tuple)) and len(results) == len(msgs):
             return results
+        if array_like.is_array_like(results) and getattr(results, "ndim", 0):
+            # model.predict(batch) as it is: a numpy array (tensor, Series)
+            # of one row per message, each row's tolist() its result.
+            try:
+                rows = array_like.convert(results)
+            except TypeError:
+                rows = None  # its .tolist() raised: reported below as what it is
+            if isinstance(rows, list) and len(rows) == len(msgs):
+                return rows
+            if isinstance(rows, list):
+                results = rows
         got = ("%d results" % len(results)) if isinstance(results, (list, tuple)) else type(results).__name__
         raise PythonError(
             "TypeError",

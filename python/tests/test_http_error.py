@@ -55,6 +55,21 @@ class HTTPErrorTest(unittest.TestCase):
                 HTTPError(400, "bad", headers=headers)
         HTTPError(400, "ok", headers={"X-%d" % i: "v" * 8192 for i in range(32)})
 
+    def test_a_numpy_like_detail_is_sent_as_its_tolist(self):
+        class Scores:  # as numpy.ndarray (array_like: tolist, dtype, ndim)
+            dtype, ndim = "float32", 1
+
+            def __init__(self, values):
+                self.values = values
+
+            def tolist(self):
+                return list(self.values)
+
+        err = HTTPError(422, "low", detail={"scores": Scores([0.5, 1.5])})
+        self.assertEqual(err.wire_fields()["detail"], {"scores": [0.5, 1.5]})
+        with self.assertRaisesRegex(TypeError, "detail must be JSON"):
+            HTTPError(422, "low", detail=[Scores([float("nan")])])
+
     def test_wire_error_is_a_python_error_with_the_fields_added(self):
         try:
             raise HTTPError(404, "no such item", detail={"id": 3}, headers={"Cache-Control": "no-store"})

@@ -125,9 +125,31 @@ class HTTPMetaServerTest(ServerTestCase):
         self.assertNotIn("http", items[1])
         self.assertRegex(items[-1]["data"]["after"], "^ValueError: .*first item already")
         self.assertNotIn("http", reply)
-        reply = c.request("executeStream", name="stream", msg={"before": {"status": 201}}, timeout=10)
+
+    def test_a_stream_ignores_its_status_before_and_after_its_first_item(self):
+        # Its response is its event stream's 200: the model that answers 201 on
+        # executeModel streams too, rather than failing on one route only.
+        c = self.client()
+        reply = c.request("executeStream", name="stream", msg={"before": {"status": 201}, "status": 202}, timeout=10)
         items = [e for e in c.events if e.get("event") == "item" and e.get("id") == reply["id"]]
-        self.assertRegex(items[0]["data"]["error"], "^ValueError: Cannot set the status of a stream")
+        self.assertEqual([i["data"] for i in items], [{"error": None}, 1, {"after": None}])
+        self.assertTrue(all("http" not in i for i in items))
+        self.assertNotIn("http", reply)
+        # A bad status is still refused, as on executeModel.
+        reply = c.request("executeStream", name="stream", msg={"before": {"status": 404}}, timeout=10)
+        items = [e for e in c.events if e.get("event") == "item" and e.get("id") == reply["id"]]
+        self.assertRegex(items[0]["data"]["error"], "^ValueError: host.set_status: status must be from 200 to 299")
+
+    def test_a_plain_model_streams_with_its_headers_and_without_its_status(self):
+        c = self.client()
+        msg = {"status": 201, "headers": {"Location": "/items/7"}, "result": {"id": 7}}
+        reply = c.request("executeStream", name="m", msg=msg, timeout=10)
+        self.assertTrue(reply["ok"], reply)
+        items = [e for e in c.events if e.get("event") == "item" and e.get("id") == reply["id"]]
+        self.assertEqual([(i["data"], i.get("http")) for i in items], [({"id": 7}, {"headers": {"Location": "/items/7"}})])
+        # The same model on executeModel: its status and headers.
+        reply = c.request("executeModel", name="m", msg=msg)
+        self.assertEqual(reply["http"], {"status": 201, "headers": {"Location": "/items/7"}})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """pyproxy.Tensor: an explicit tensor, a dict that encodes as any result."""
 
 import json
+import os
+import sys
 import unittest
 
 from pyproxy import Tensor
@@ -21,6 +23,18 @@ class TensorTest(unittest.TestCase):
         self.assertEqual(
             json.loads(big_json.encode_bytes({"result": {"y": t}})),
             {"result": {"y": {"datatype": "INT8", "shape": [1, 2], "data": [[1, 2]]}}},
+        )
+
+    def test_takes_a_numpy_like_array_sent_as_its_tolist(self):
+        sys.path.insert(0, os.path.join(os.path.dirname(__file__), "models"))
+        try:
+            from arrays import FakeArray
+        finally:
+            sys.path.pop(0)
+        t = Tensor(FakeArray([[0.5, 1.5]], "float32"), [1, 2], "FP32")
+        self.assertEqual(
+            json.loads(big_json.encode_bytes({"result": {"y": t}})),
+            {"result": {"y": {"datatype": "FP32", "shape": [1, 2], "data": [[0.5, 1.5]]}}},
         )
 
     def test_refuses_what_is_not_a_tensor(self):

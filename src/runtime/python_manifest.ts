@@ -22,9 +22,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/host.py",
-      size: 12293,
+      size: 12469,
       sha256:
-        "af12057ab905841503d8179aa96e9388ae712a22ee22185d293e566f24203aac",
+        "f34a2f130d7e3f0fa7adf4227ab8c5172f6b90099c30bb393b1ccf06215edb0d",
     },
     {
       path: "pyproxy/metrics.py",
@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/tensor.py",
-      size: 3859,
+      size: 4139,
       sha256:
-        "7f0464ee004ef3a7726ab744006bd373040f18b1e46742a35bebcc35993297d6",
+        "80a1f67d7e589cce4b0bdb69bee9ad13a1bcec581ee7ed00b0656fc9fdc25dce",
     },
     {
       path: "pyproxy_server/__init__.py",
@@ -51,16 +51,22 @@ export const PYTHON_MANIFEST: PythonManifest = {
         "f5c10edcedc0356c1e423e6529193ea20c8e35fbbcd509c79404570651f3c650",
     },
     {
-      path: "pyproxy_server/big_json.py",
-      size: 18927,
+      path: "pyproxy_server/array_like.py",
+      size: 3145,
       sha256:
-        "4fe39093a4a247125e97cb111fe71a22c601333dfe4a80968dffad9b559e3f9b",
+        "b472116784c193cdad8430fa51568425684fa45091a48d9c84383e6078e32a5f",
+    },
+    {
+      path: "pyproxy_server/big_json.py",
+      size: 19247,
+      sha256:
+        "0c1b70535e95876a65d2bd6c246a0fc95ec96f67e6246191689b319cf57936c1",
     },
     {
       path: "pyproxy_server/binary.py",
-      size: 7270,
+      size: 7797,
       sha256:
-        "3557a8be5f4d44fc8ca87492bf4f6ab9732ab4e3d3c210a00ab9c910420ad9f9",
+        "a19df977064011489f6486a6e5912b8dba75c51c9e9fe017f21a7e598ecf2ea1",
     },
     {
       path: "pyproxy_server/call.py",
@@ -106,9 +112,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/errors.py",
-      size: 13996,
+      size: 14415,
       sha256:
-        "3509df456e9517a6362d77fea1e6aeeb5a2167162b8c7daba56344f6f662af76",
+        "f9fcba61a33425e0b7b440e23880ca8bf372bdc760b088d1fc04afc5752d5ff8",
     },
     {
       path: "pyproxy_server/eval.py",
@@ -148,9 +154,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/http_meta.py",
-      size: 7210,
+      size: 7623,
       sha256:
-        "91b7edf1d0c82c6025f1557cfba3dd999e86554d8bed8dadecb715c649d86f45",
+        "dd9aa9641ffb23f320d46effb7875b8931e791550d59811e45beeccc7af2afd2",
     },
     {
       path: "pyproxy_server/inline_watch.py",
@@ -166,9 +172,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/json_problem.py",
-      size: 6588,
+      size: 7375,
       sha256:
-        "7416ee6d3699a60b381a584a039e2b5f2d46d183ebdc36a008863acfa795eda0",
+        "3403de0cebbe1990734e66c9a7ce5174fbfe979db3b3b81c7da4bb61dc11b89a",
     },
     {
       path: "pyproxy_server/long_int.py",
@@ -184,9 +190,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 56277,
+      size: 56870,
       sha256:
-        "c6a9fe4db526bffa17077ea65c79e4672ea9b40d9f39e6d3cdf483bfd95cfc86",
+        "f117e605eecd31b12e0ef272715e1d393f8d99ccfbc30d01fe91c75b7969dce1",
     },
     {
       path: "pyproxy_server/server.py",

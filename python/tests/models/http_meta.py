@@ -66,7 +66,10 @@ class Stream:
             yield {"error": _try(lambda: _apply(msg["before"]))}
         _apply(msg)
         yield 1
-        yield {"after": _try(lambda: host.set_header("X-Late", "1"))}
+        if "status" in msg:
+            yield {"after": _try(lambda: host.set_status(msg["status"]))}
+        else:
+            yield {"after": _try(lambda: host.set_header("X-Late", "1"))}
 
 
 class Late:
