@@ -549,10 +549,12 @@ Deno.test("openApiDocument: /v2 infer lists the statuses a call can answer and t
   ) {
     const op = doc.paths[path].post;
     // What execute answers on /v1 for the same failures: a body that came
-    // too slowly, a worker that died, a model's HTTPError of any status.
-    for (const status of ["408", "502", "4XX", "5XX"]) {
+    // too slowly, a Content-Encoding the gateway cannot decode, a worker
+    // that died, a model's HTTPError of any status.
+    for (const status of ["408", "415", "502", "4XX", "5XX"]) {
       assert.ok(op.responses[status], `${path} ${status}`);
     }
+    assert.match(op.responses["415"].description, /gzip/);
     // Triton's binary tensors: the header, and the bodies both ways.
     assert.ok(
       op.parameters.some((p: Json) =>
@@ -568,4 +570,21 @@ Deno.test("openApiDocument: /v2 infer lists the statuses a call can answer and t
       .properties.inputs.items;
     assert.equal(input.properties.shape.maxItems, 64);
   }
+});
+
+Deno.test("openApiDocument: a body route's 415 and 413 say what compression answers", () => {
+  const doc: Json = openApiDocument({ ...BASE, models: [{ name: "m" }] });
+  const responses = doc.components.responses;
+  // gzip and deflate bodies are decoded: a 415 is another coding (or, on
+  // execute, a binary body for a model with declared inputs), a 413 may be
+  // the decoded size.
+  for (const name of ["Call415", "ChannelPublish415"]) {
+    const r = responses[name] ??
+      doc.paths["/v1/channels/{name}"].post.responses["415"];
+    assert.match(r.description, /gzip, x-gzip and deflate/, name);
+    assert.doesNotMatch(r.description, /not JSON and has a/, name);
+  }
+  assert.match(responses.Call415.description, /declares `inputs`/);
+  assert.match(responses.Call413.description, /decoded/);
+  assert.match(responses.Call400.description, /InvalidContentEncoding/);
 });

@@ -239,20 +239,27 @@ export function inferencePaths(
           BINARY,
         ),
         "400": error(
-          "A request that does not fit the protocol or the model's declared inputs.",
+          "A request that does not fit the protocol or the model's declared inputs, or a compressed body that is corrupt or cut short.",
         ),
         "404": error("No such model, or not that version."),
         "408": error(
           "The body did not arrive within `limits.requestTimeout`.",
         ),
-        "413": error(`The body is over ${o.bodyLimit} bytes.`),
+        "413": error(
+          `The body is over ${o.bodyLimit} bytes, as sent or once decoded.`,
+        ),
+        "415": error(
+          "A `Content-Encoding` other than gzip, x-gzip and deflate, or more than two codings.",
+        ),
         "422": error("The model raised an exception."),
         "429": error("The queue is full (with `Retry-After`)."),
         "500": error(
           "The model's result is not a tensor (ragged lists, objects, mixed types).",
         ),
         "502": error("The worker died during the call."),
-        "503": error("No worker, or the server is draining."),
+        "503": error(
+          "No worker, the server is draining, or the model is out of service (placed on some workers, it crashed those it was moved to).",
+        ),
         "504": error("The call timed out."),
         "4XX": error(MODEL_HTTP_ERROR),
         "5XX": error(MODEL_HTTP_ERROR),

@@ -151,10 +151,10 @@ export function bodyErrors(bodyLimit: number): Record<string, OpenApiObject> {
       "`RequestTimeout`: the body did not arrive within `limits.requestTimeout` (with `Connection: close`).",
     ),
     "413": errorResponse(
-      `\`PayloadTooLarge\`: the body is over ${bodyLimit} bytes (\`limits.bodyLimit\`).`,
+      `\`PayloadTooLarge\`: the body is over ${bodyLimit} bytes (\`limits.bodyLimit\`), as sent or once decoded (\`decoded\`: a compressed body).`,
     ),
     "415": errorResponse(
-      "`UnsupportedMediaType`: a body that is not JSON and has a `Content-Encoding`.",
+      "`UnsupportedMediaType`: a `Content-Encoding` other than gzip, x-gzip and deflate, or more than two codings (`supported` lists them, as the `Accept-Encoding` header does).",
     ),
   };
 }

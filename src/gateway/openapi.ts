@@ -128,10 +128,15 @@ const MODEL_HTTP_ERROR =
 function callResponses(o: OpenApiOptions): Record<string, OpenApiObject> {
   const responses: Record<string, OpenApiObject> = {
     "400": errorResponse(
-      "`InvalidJson`, `ValidationError` (the body does not match the declared inputs), `SerializationError` (a message the host cannot send), `IncompleteBody`, or `InvalidRequestError` (a bad `timeout` or `publish`, an integer of more than `limits.maxIntegerDigits` digits, or a body nested deeper than `limits.maxJsonDepth`).",
+      "`InvalidJson`, `ValidationError` (the body does not match the declared inputs), `SerializationError` (a message the host cannot send), `IncompleteBody`, `InvalidContentEncoding` (a compressed body that is corrupt or cut short), or `InvalidRequestError` (a bad `timeout` or `publish`, an integer of more than `limits.maxIntegerDigits` digits, or a body nested deeper than `limits.maxJsonDepth`).",
     ),
     "404": errorResponse("`ModelNotFoundError`: the model is not loaded."),
     ...bodyErrors(o.bodyLimit),
+    "415": errorResponse(
+      `${
+        bodyErrors(o.bodyLimit)["415"]!.description
+      } Or a binary body (not JSON) for a model that declares \`inputs\`.`,
+    ),
     "422": errorResponse(
       "`PythonError`: the model raised (`exception` names its class; `traceback` with `--debug`); or `SerializationError`: it returned what JSON cannot carry (or an integer beyond ±2^53 nested deeper than 1000 levels).",
     ),
