@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { MAX_DEPTH } from "./_field_declaration.ts";
 
 /** The tensor datatypes the gateway takes (the protocol's, without BF16). */
 export const DATATYPES = [
@@ -416,15 +417,16 @@ export const DECLARED_DATATYPE: Readonly<Record<string, Datatype>> = {
  * `/v2` metadata, without its name): a type name that maps to a datatype,
  * or a dict form's (its `datatype`, when an output gives one); each
  * `"array"` level (`items`) a dimension of unknown size, `-1`. `undefined`
- * for the others (`"object"`, `"any"`, a bare `"array"`). At most 8 levels
- * (the declarations' own limit), without recursion.
+ * for the others (`"object"`, `"any"`, a bare `"array"`). As deep as a
+ * declaration nests (dicts down to `MAX_DEPTH`, then a type name: one level
+ * more), without recursion.
  */
 export function declaredTensor(
   declared: unknown,
 ): { datatype: Datatype; shape: number[] } | undefined {
   const shape: number[] = [];
   let field = declared;
-  for (let depth = 0; depth <= 8; depth++) {
+  for (let depth = 0; depth <= MAX_DEPTH + 1; depth++) {
     const dict = typeof field === "object" && field !== null &&
         !Array.isArray(field)
       ? field as Record<string, unknown>
