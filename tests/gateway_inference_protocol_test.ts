@@ -59,6 +59,10 @@ class Tensors:
             return {"c": Tensor([1, 2, 3], [2, 2])}
         if kind == "range":
             return {"x": Tensor([1, 300], [2], "UINT8")}
+        if kind == "vast":
+            return {"v": Tensor([1], [2 ** 31, 2 ** 31, 2 ** 31])}
+        if kind == "wide":
+            return {"w": Tensor([1], [2 ** 62])}
         return None
 `,
   "described.py": `class Described:
@@ -600,6 +604,17 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
         await infer("tensors", kind("range")),
         500,
         /output "x" that is a Tensor of datatype UINT8 whose element 1: 300 is out of range of UINT8/,
+      );
+      // Shapes past 2^53 elements, or a dimension past 2^53, said so.
+      await error(
+        await infer("tensors", kind("vast")),
+        500,
+        /a Tensor for output "v" whose shape \[2147483648,2147483648,2147483648\] holds more than 2\^53 elements, and its data 1$/,
+      );
+      await error(
+        await infer("tensors", kind("wide")),
+        500,
+        /a Tensor for output "w" whose shape has dimension 4611686018427387904, beyond 2\^53$/,
       );
     },
   );

@@ -92,7 +92,9 @@ function explicitTensor(
       model,
       `returned a Tensor for ${what} whose shape ${
         JSON.stringify(shape)
-      } holds ${count} elements, and its data ${
+      } holds ${
+        count === Infinity ? "more than 2^53" : count
+      } elements, and its data ${
         data.length > count ? `more than ${count}` : data.length
       }`,
     );

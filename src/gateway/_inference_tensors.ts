@@ -128,6 +128,8 @@ export function elementProblem(
     : undefined;
 }
 
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
 /**
  * What is wrong with `shape` (a list of at most {@linkcode MAX_RANK}
  * integers >= 0), `undefined` when nothing is.
@@ -138,6 +140,14 @@ export function shapeProblem(shape: unknown): string | undefined {
     return `has ${shape.length} dimensions, over the limit of ${MAX_RANK}`;
   }
   for (const d of shape) {
+    // A BigInt: the gateway's pool reads integers past 2^53 so.
+    if (
+      typeof d === "bigint"
+        ? d > MAX_SAFE
+        : Number.isInteger(d) && d > Number.MAX_SAFE_INTEGER
+    ) {
+      return `has dimension ${d}, beyond 2^53`;
+    }
     if (typeof d !== "number" || !Number.isSafeInteger(d) || d < 0) {
       return `expected an array of integers >= 0, got ${
         JSON.stringify(typeof d === "bigint" ? String(d) : d) ?? String(d)
