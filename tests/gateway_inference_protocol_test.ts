@@ -78,6 +78,21 @@ class Tensors:
             return {"scores": [1e300]}
         return {"scores": [0.25, 1, 0.5], "label": "cat"}
 `,
+  "sparse.py": `class Sparse:
+    """Declared optional and nullable outputs, returned as None."""
+
+    outputs = {
+        "label": "string",
+        "box": {"type": "array", "items": "number", "nullable": True},
+        "note": "string?",
+    }
+
+    def execute(self, msg):
+        out = {"label": "none found", "box": None, "note": None}
+        if "label2" in msg:
+            out["label2"] = None
+        return out
+`,
   "counter.py": `class Counter:
     """Yields its items: a streaming model."""
 
@@ -658,6 +673,36 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
         }),
         500,
         /output "scores" that is declared FP32 and holds 1e\+300/,
+      );
+    },
+  );
+
+  await t.step(
+    "an output declared optional or nullable that the model returns as None is left out, as an optional input sent as null counts as absent",
+    async () => {
+      const res = await infer("sparse", { inputs: [] });
+      assert.equal(res.status, 200);
+      assert.deepEqual((await res.json()).outputs, [
+        { name: "label", datatype: "BYTES", shape: [], data: ["none found"] },
+      ]);
+      // Asked for by name: the result does not have it.
+      await error(
+        await infer("sparse", { inputs: [], outputs: [{ name: "box" }] }),
+        400,
+        /model 'sparse' has no output "box"/,
+      );
+      // None for an output not declared so is still not a tensor.
+      await error(
+        await infer("sparse", {
+          inputs: [{
+            name: "label2",
+            datatype: "BYTES",
+            shape: [],
+            data: ["x"],
+          }],
+        }),
+        500,
+        /output "label2" that holds null/,
       );
     },
   );

@@ -118,6 +118,13 @@ function explicitDatatype(data: readonly unknown[], datatype: string): string {
   return datatype;
 }
 
+/** Whether a declared output may be left out: `"type?"`, `optional`, `nullable`. */
+function mayBeAbsent(declared: unknown): boolean {
+  if (typeof declared === "string") return declared.endsWith("?");
+  return isDict(declared) &&
+    (declared.optional === true || declared.nullable === true);
+}
+
 /**
  * Throws a 400 for an output the request asks for that the model's
  * declared outputs do not have (before the call; a model without declared
@@ -175,8 +182,16 @@ export function inferenceResponse(
   const outputs: Record<string, unknown>[] = [];
   const chunks: Uint8Array[] = [];
   for (const { name, binary } of wanted) {
-    if (!Object.hasOwn(values, name)) throw unknownOutput(model.name, name);
     const value = values[name];
+    // An output declared optional or nullable that is None is absent, as an
+    // optional input sent as null is.
+    if (
+      !Object.hasOwn(values, name) ||
+      (value === null && mayBeAbsent(model.outputs?.[name]))
+    ) {
+      if (request.outputs === undefined) continue;
+      throw unknownOutput(model.name, name);
+    }
     const what = `output ${JSON.stringify(name.slice(0, 64))}`;
     let tensor: FlatTensor | undefined;
     let datatype: string;
