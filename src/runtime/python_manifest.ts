@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/tensor.py",
-      size: 3859,
+      size: 4405,
       sha256:
-        "7f0464ee004ef3a7726ab744006bd373040f18b1e46742a35bebcc35993297d6",
+        "2f8f6e20bb320d0e6942f0b286fb12cdae283d45fdd433f99e764c0e9da61bad",
     },
     {
       path: "pyproxy_server/__init__.py",
