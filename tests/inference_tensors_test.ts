@@ -20,6 +20,7 @@ import {
   resultDatatype,
   shapeProblem,
 } from "../src/gateway/_inference_tensors.ts";
+import { MAX_DEPTH, readFields } from "../src/gateway/_field_declaration.ts";
 
 const element = fc.oneof(
   fc.integer(),
@@ -278,6 +279,17 @@ Deno.test("declaredTensor: a dimension -1 per array level, the element type's da
   for (const other of ["array", "object", "any", { type: "object" }, 3]) {
     assert.equal(declaredTensor(other), undefined);
   }
+});
+
+Deno.test("declaredTensor: as many dimensions as a declaration may nest (a type name's items below the deepest dict)", () => {
+  // Dicts at depths 0 to MAX_DEPTH, a type name below: MAX_DEPTH + 1 arrays.
+  let field: unknown = "number";
+  for (let k = 0; k <= MAX_DEPTH; k++) field = { type: "array", items: field };
+  assert.doesNotThrow(() => readFields({ deep: field }, "outputs"));
+  assert.deepEqual(declaredTensor(field), {
+    datatype: "FP64",
+    shape: new Array(MAX_DEPTH + 1).fill(-1),
+  });
 });
 
 Deno.test("encodeBinaryTensor: every datatype decodes back; FP16 rounds to nearest, ties to even", () => {

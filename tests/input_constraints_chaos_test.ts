@@ -491,6 +491,14 @@ Deno.test("Declared outputs: what the Python server accepts the host reads, what
     { x: { type: "boolean", description: "x".repeat(1001) } },
     { x: { type: "boolean", nullable: 1 } },
   ];
+  // The depth limit: dicts down to 8 levels, then a type name (9 arrays).
+  const nested = (n: number, leaf: unknown): unknown =>
+    n === 0 ? leaf : { type: "array", items: nested(n - 1, leaf) };
+  for (const n of [8, 9, 10]) {
+    declarations.push({ x: nested(n, "number") }, {
+      x: nested(n, { type: "number", datatype: "FP32" }),
+    });
+  }
   declarations.push(...fc.sample(
     fc.dictionary(fc.constantFrom("x", "y"), decl, { minKeys: 1, maxKeys: 2 }),
     { numRuns: 2000, seed: 7 },

@@ -26,7 +26,7 @@ any dict with exactly these three keys (``datatype`` a string or
 
 from pyproxy_server.array_like import is_array_like
 
-__all__ = ["Tensor", "DATATYPES", "MAX_RANK"]
+__all__ = ["Tensor", "DATATYPES", "MAX_RANK", "MAX_ELEMENTS"]
 
 # The datatypes the gateway takes (the protocol's, without BF16).
 DATATYPES = frozenset((
@@ -35,6 +35,9 @@ DATATYPES = frozenset((
 ))
 # Most dimensions of a tensor (numpy's limit, and the gateway's).
 MAX_RANK = 64
+# Most elements of a tensor, and most in one dimension (the gateway's:
+# integers past 2^53 are not exact as a JavaScript number).
+MAX_ELEMENTS = 2 ** 53 - 1
 
 
 class Tensor(dict):
@@ -44,7 +47,8 @@ class Tensor(dict):
     array-like (a numpy array or a tensor: sent as its ``.tolist()``), a
     ``shape`` that is not a sequence of ints, a ``datatype`` that is not a
     string; ``ValueError`` for a negative dimension, more than ``MAX_RANK``
-    dimensions or an unknown datatype. The elements are checked by the
+    dimensions, a dimension or an element count past 2^53 (which no data
+    holds, and the gateway refuses) or an unknown datatype. The elements are checked by the
     gateway (their count, nesting and range), not here: a check in Python
     would walk them once more.
     """
@@ -63,11 +67,17 @@ class Tensor(dict):
         dims = list(shape)
         if len(dims) > MAX_RANK:
             raise ValueError("Tensor shape has %d dimensions, over the limit of %d" % (len(dims), MAX_RANK))
+        count = 1
         for d in dims:
             if isinstance(d, bool) or not isinstance(d, int):
                 raise TypeError("Tensor shape must be a sequence of ints, not holding %r" % (d,))
             if d < 0:
                 raise ValueError("Tensor shape must hold integers >= 0, not %d" % d)
+            if d > MAX_ELEMENTS:
+                raise ValueError("Tensor shape has dimension %d, beyond 2^53" % d)
+            count *= d
+        if count > MAX_ELEMENTS:
+            raise ValueError("Tensor shape %r holds more than 2^53 elements" % (dims,))
         if datatype is not None:
             if not isinstance(datatype, str):
                 raise TypeError("Tensor datatype must be a string, not %s" % type(datatype).__name__)

@@ -46,6 +46,9 @@ class TensorTest(unittest.TestCase):
             (([1], [True]), TypeError),
             (([1], [-1]), ValueError),
             (([1], [1] * 65), ValueError),
+            # The gateway reads no dimension, nor element count, past 2^53.
+            (([], [2 ** 53, 0]), ValueError),
+            (([1], [2 ** 31] * 3), ValueError),
             (([1], [1], 32), TypeError),
             (([1], [1], "FP128"), ValueError),
             (([1], [1], "BF16"), ValueError),

@@ -92,7 +92,9 @@ function explicitTensor(
       model,
       `returned a Tensor for ${what} whose shape ${
         JSON.stringify(shape)
-      } holds ${count} elements, and its data ${
+      } holds ${
+        count === Infinity ? "more than 2^53" : count
+      } elements, and its data ${
         data.length > count ? `more than ${count}` : data.length
       }`,
     );
@@ -114,6 +116,13 @@ function explicitDatatype(data: readonly unknown[], datatype: string): string {
     }
   }
   return datatype;
+}
+
+/** Whether a declared output may be left out: `"type?"`, `optional`, `nullable`. */
+function mayBeAbsent(declared: unknown): boolean {
+  if (typeof declared === "string") return declared.endsWith("?");
+  return isDict(declared) &&
+    (declared.optional === true || declared.nullable === true);
 }
 
 /**
@@ -173,8 +182,16 @@ export function inferenceResponse(
   const outputs: Record<string, unknown>[] = [];
   const chunks: Uint8Array[] = [];
   for (const { name, binary } of wanted) {
-    if (!Object.hasOwn(values, name)) throw unknownOutput(model.name, name);
     const value = values[name];
+    // An output declared optional or nullable that is None is absent, as an
+    // optional input sent as null is.
+    if (
+      !Object.hasOwn(values, name) ||
+      (value === null && mayBeAbsent(model.outputs?.[name]))
+    ) {
+      if (request.outputs === undefined) continue;
+      throw unknownOutput(model.name, name);
+    }
     const what = `output ${JSON.stringify(name.slice(0, 64))}`;
     let tensor: FlatTensor | undefined;
     let datatype: string;

@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { MAX_DEPTH } from "./_field_declaration.ts";
 
 /** The tensor datatypes the gateway takes (the protocol's, without BF16). */
 export const DATATYPES = [
@@ -127,6 +128,8 @@ export function elementProblem(
     : undefined;
 }
 
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
 /**
  * What is wrong with `shape` (a list of at most {@linkcode MAX_RANK}
  * integers >= 0), `undefined` when nothing is.
@@ -137,6 +140,14 @@ export function shapeProblem(shape: unknown): string | undefined {
     return `has ${shape.length} dimensions, over the limit of ${MAX_RANK}`;
   }
   for (const d of shape) {
+    // A BigInt: the gateway's pool reads integers past 2^53 so.
+    if (
+      typeof d === "bigint"
+        ? d > MAX_SAFE
+        : Number.isInteger(d) && d > Number.MAX_SAFE_INTEGER
+    ) {
+      return `has dimension ${d}, beyond 2^53`;
+    }
     if (typeof d !== "number" || !Number.isSafeInteger(d) || d < 0) {
       return `expected an array of integers >= 0, got ${
         JSON.stringify(typeof d === "bigint" ? String(d) : d) ?? String(d)
@@ -416,15 +427,16 @@ export const DECLARED_DATATYPE: Readonly<Record<string, Datatype>> = {
  * `/v2` metadata, without its name): a type name that maps to a datatype,
  * or a dict form's (its `datatype`, when an output gives one); each
  * `"array"` level (`items`) a dimension of unknown size, `-1`. `undefined`
- * for the others (`"object"`, `"any"`, a bare `"array"`). At most 8 levels
- * (the declarations' own limit), without recursion.
+ * for the others (`"object"`, `"any"`, a bare `"array"`). As deep as a
+ * declaration nests (dicts down to `MAX_DEPTH`, then a type name: one level
+ * more), without recursion.
  */
 export function declaredTensor(
   declared: unknown,
 ): { datatype: Datatype; shape: number[] } | undefined {
   const shape: number[] = [];
   let field = declared;
-  for (let depth = 0; depth <= 8; depth++) {
+  for (let depth = 0; depth <= MAX_DEPTH + 1; depth++) {
     const dict = typeof field === "object" && field !== null &&
         !Array.isArray(field)
       ? field as Record<string, unknown>

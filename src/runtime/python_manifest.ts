@@ -34,9 +34,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/tensor.py",
-      size: 4139,
+      size: 4685,
       sha256:
-        "80a1f67d7e589cce4b0bdb69bee9ad13a1bcec581ee7ed00b0656fc9fdc25dce",
+        "56dea9a8d5cb7dd27ca505c85d225aff815e471d5fd2a6e3492844800d5c184e",
     },
     {
       path: "pyproxy_server/__init__.py",
