@@ -33,9 +33,8 @@ import {
   MAX_NAME,
   modelErrorHeaders,
   modelsDirHider,
-  warnRefused,
+  modelSuccessHeaders,
 } from "./model_routes.ts";
-import { withModelMeta } from "./_model_success.ts";
 import type { ResponseMeta } from "../session_types.ts";
 import {
   NOT_JSON_NOTE,
@@ -338,19 +337,13 @@ export function inferenceProtocolRoutes(
       // them; not its status: the protocol's clients (tritonclient) take
       // any answer but a 200 for an error.
       if (meta !== undefined) {
-        const { response, refused } = withModelMeta(
-          res,
-          meta,
-          request,
-          ctx.exposedHeaders,
-          true,
-        );
-        res = response;
-        if (refused.length > 0) {
+        const answered = res;
+        res = modelSuccessHeaders(ctx, name, res, meta, request, () => {
+          // Its status kept: `answered` is the response that goes out.
           const requestId = clientId ?? crypto.randomUUID();
-          res.headers.set(REQUEST_ID_HEADER, requestId);
-          warnRefused(ctx, name, res.status, refused, requestId);
-        }
+          answered.headers.set(REQUEST_ID_HEADER, requestId);
+          return requestId;
+        }, true);
       }
     } catch (err) {
       if (watched?.aborted) {

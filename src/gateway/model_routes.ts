@@ -480,17 +480,14 @@ export function modelExecutor(
         : compress.json(request, result);
       // The status and headers the model chose, when it chose any.
       if (meta !== undefined) {
-        const { response, refused } = withModelMeta(
+        res = modelSuccessHeaders(
+          ctx,
+          name,
           res,
           meta,
           request,
-          ctx.exposedHeaders,
+          () => requestId ??= crypto.randomUUID(),
         );
-        res = response;
-        if (refused.length > 0) {
-          requestId ??= crypto.randomUUID();
-          warnRefused(ctx, name, res.status, refused, requestId);
-        }
       }
       if (requestId !== undefined) {
         res.headers.set(REQUEST_ID_HEADER, requestId);
@@ -547,6 +544,37 @@ export function modelErrorHeaders(
   const names = Object.keys(allowed);
   if (names.length > 0) ctx.exposedHeaders.set(request, names);
   warnRefused(ctx, model, err.status, refused, requestId);
+}
+
+/**
+ * `res` with the status and headers a model chose for its success
+ * (`host.set_status`, `host.set_header`: {@linkcode withModelMeta}; its
+ * status kept with `keepStatus`), the headers refused logged under the
+ * request id `requestId()` gives ({@linkcode warnRefused}).
+ */
+export function modelSuccessHeaders(
+  ctx: Pick<
+    RouteContext,
+    "logger" | "refusedHeaderWarnings" | "exposedHeaders"
+  >,
+  model: string,
+  res: Response,
+  meta: ResponseMeta,
+  request: Request,
+  requestId: () => string,
+  keepStatus = false,
+): Response {
+  const { response, refused } = withModelMeta(
+    res,
+    meta,
+    request,
+    ctx.exposedHeaders,
+    keepStatus,
+  );
+  if (refused.length > 0) {
+    warnRefused(ctx, model, response.status, refused, requestId());
+  }
+  return response;
 }
 
 /**
@@ -905,17 +933,15 @@ export function modelRoutes(ctx: RouteContext): Hono {
       },
     );
     if (meta === undefined) return res;
-    const { refused } = withModelMeta(
+    return modelSuccessHeaders(
+      ctx,
+      name,
       res,
       meta,
       c.req.raw,
-      ctx.exposedHeaders,
+      failure.requestId,
       true,
     );
-    if (refused.length > 0) {
-      warnRefused(ctx, name, 200, refused, failure.requestId());
-    }
-    return res;
   });
 
   app.put("/v1/models/:name", async (c) => {
