@@ -45,7 +45,7 @@ import {
 import type { RouteContext } from "./route_context.ts";
 
 /** The protocol extensions the gateway implements (server metadata). */
-const EXTENSIONS = ["binary_tensor_data"];
+const EXTENSIONS = ["binary_tensor_data", "classification"];
 
 /** What a `/v2` body that is not JSON is told (instead of `/v1`'s hint). */
 const V2_JSON_HINT =
