@@ -158,6 +158,15 @@ Deno.test("Model repository extension: an unknown model, a bad name, a path or s
     assert.match(error, /'link\.py': outside the models directory$/);
     assert.ok(!error.includes(outside) && !error.includes(gw.dir), error);
     assert.equal((await gw.fetch("/v2/models/link")).status, 404);
+    // One answer whether the target exists or not (nothing learnt of paths
+    // outside the directory).
+    await Deno.symlink(`${outside}/missing.py`, `${gw.dir}/dangling.py`);
+    const dangling = await load("dangling");
+    assert.equal(dangling.status, 400);
+    assert.match(
+      (await dangling.json()).error,
+      /'dangling\.py': outside the models directory$/,
+    );
 
     // A file that raises on import: a clear 400, nothing registered, and
     // the index says why.

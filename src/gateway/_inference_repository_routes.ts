@@ -295,11 +295,9 @@ export function inferenceRepositoryRoutes(ctx: RouteContext): Hono {
   const repositorySpec = async (name: string): Promise<GatewayModelSpec> => {
     const configured = ctx.repositoryModels.get(name);
     if (configured !== undefined) return { ...configured };
-    const dir = ctx.modelsDir;
-    if (dir !== undefined && !name.startsWith("_")) {
-      const file = await runtime.stat(`${dir}/${name}.py`).catch(() => null);
-      if (file?.isFile === true) return { file: `${name}.py` };
-    }
+    // Listed, not stat'ed: a symlink out of the directory then gets the
+    // Python server's one answer whether its target exists or not.
+    if ((await directoryModels()).includes(name)) return { file: `${name}.py` };
     // Loaded some other way (a PUT of another file): reloaded as it is.
     const loaded = catalog.describe(pool, name);
     if (loaded?.file !== undefined) {
@@ -351,11 +349,13 @@ export function inferenceRepositoryRoutes(ctx: RouteContext): Hono {
     }
     const entries = new Map<string, RepositoryIndexEntry>();
     for (const m of catalog.list(pool)) {
-      const entry: RepositoryIndexEntry = m.failedReason === undefined
-        ? { name: m.name, state: "READY", reason: "" }
-        : { name: m.name, state: "UNAVAILABLE", reason: m.failedReason };
-      if (m.version !== undefined) entry.version = String(m.version);
-      entries.set(m.name, entry);
+      // In Triton's order: name, version, state, reason.
+      entries.set(m.name, {
+        name: m.name,
+        ...(m.version === undefined ? {} : { version: String(m.version) }),
+        state: m.failedReason === undefined ? "READY" : "UNAVAILABLE",
+        reason: m.failedReason ?? "",
+      });
     }
     const names = [...ctx.repositoryModels.keys(), ...await directoryModels()];
     for (const name of names) {
