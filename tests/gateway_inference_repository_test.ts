@@ -116,6 +116,35 @@ Deno.test("Model repository extension: index, load and unload of the models dire
     state: "UNAVAILABLE",
     reason: "unloaded",
   });
+  // Bodies that are not the routes'.
+  const refused: Array<[string, unknown, RegExp]> = [
+    ["/v2/repository/index", { ready: "yes" }, /ready: expected a boolean/],
+    [
+      "/v2/repository/index",
+      [true],
+      /expected a JSON object \{"ready"\?: boolean\}/,
+    ],
+    [
+      "/v2/repository/index",
+      { repository_name: "x" },
+      /unknown field "repository_name" \(allowed: ready\)/,
+    ],
+    [
+      "/v2/repository/models/later/unload",
+      { parameters: { unload_dependents: "yes" } },
+      /parameters\.unload_dependents: expected a boolean/,
+    ],
+    [
+      "/v2/repository/models/later/unload",
+      { parameters: { force: true } },
+      /unknown parameter "force" \(allowed: unload_dependents\)/,
+    ],
+  ];
+  for (const [path, body, pattern] of refused) {
+    const res = await gw.fetch(path, post(body));
+    assert.equal(res.status, 400, JSON.stringify(body));
+    assert.match((await res.json()).error, pattern);
+  }
   // Unloading it again: Triton's 400, in /v2's shape.
   const again = await gw.fetch("/v2/repository/models/later/unload", post());
   assert.equal(again.status, 400);
