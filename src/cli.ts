@@ -133,6 +133,9 @@ Open Inference Protocol (KServe V2 REST, as Triton and KServe clients call it):
   GET    /v2/models/{name}/versions/{version}/ready  Model readiness of a version
   POST   /v2/models/{name}/infer                     Run a model on tensors
   POST   /v2/models/{name}/versions/{version}/infer  Run a version on tensors
+  POST   /v2/repository/index                        Models loaded and loadable (--allow-manage)
+  POST   /v2/repository/models/{name}/load           Load or reload a model (--allow-manage)
+  POST   /v2/repository/models/{name}/unload         Unload a model (--allow-manage)
 `;
 
 /** Options of {@linkcode main}. */

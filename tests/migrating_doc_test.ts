@@ -86,6 +86,7 @@ Deno.test("docs/migrating.md marks the files of its ports, and every Python bloc
     "models/textclf/weights.json",
     "models/weights.json",
     "pyproxy.json",
+    "repository.py",
   ]);
   const python = all.filter((b) => b.lang === "python").map((b) => b.text);
   assert.ok(python.length >= 8, `${python.length} Python blocks`);
@@ -468,6 +469,43 @@ Deno.test("docs/migrating.md: the image model takes a PNG body and answers a PNG
   });
   await pool.addModel("stamp", { file: "stamp.py" });
   stamped(await pool.execute<Uint8Array>("stamp", png));
+});
+
+Deno.test("docs/migrating.md: the KServe port's repository client unloads, loads and classifies as the page shows", async () => {
+  await using dir = await extract();
+  const server = await serve(
+    await loadConfig({
+      cli: {
+        port: 0,
+        workers: 1,
+        modelsDir: `${dir}/models`,
+        allowManage: true,
+        token: "a-token-for-the-repository-test",
+      },
+    }),
+  );
+  try {
+    const client = await new Deno.Command("python3", {
+      args: [
+        `${dir}/repository.py`,
+        server.url,
+        "a-token-for-the-repository-test",
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(client.stderr);
+    assert.equal(client.code, 0, err);
+    assert.deepEqual(new TextDecoder().decode(client.stdout).split("\n"), [
+      "[('iris', '1', 'READY', '')]",
+      "[('iris', 'UNAVAILABLE', 'unloaded')]",
+      "[('iris', '2', 'READY', '')]",
+      "{'name': 'score', 'datatype': 'BYTES', 'shape': [1], 'data': ['0.500000:0']}",
+      "",
+    ]);
+  } finally {
+    await server.shutdown();
+  }
 });
 
 Deno.test("docs/migrating.md: the KServe port answers the page's Open Inference Protocol requests", async () => {

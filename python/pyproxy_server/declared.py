@@ -60,7 +60,9 @@ _ALL_KEYWORDS = frozenset(k for ks in _KEYWORDS.values() for k in ks)
 
 # Declared outputs are not checked (they describe a result): their dict forms
 # take what describes a tensor, nothing that would read as a check.
-_OUTPUT_KEYWORDS = ("type", "optional", "nullable", "description", "items", "datatype")
+_OUTPUT_KEYWORDS = ("type", "optional", "nullable", "description", "items", "datatype", "labels")
+# An output's class labels (the classification extension: "score:index:label").
+MAX_LABELS = 1 << 20
 # The Open Inference Protocol datatypes an output's element type may name
 # (``/v2`` answers it so, and its metadata says it).
 OUTPUT_DATATYPES = {
@@ -99,8 +101,10 @@ def read_outputs(declared):
 
     The string forms, or dict forms of ``type``, ``items`` (arrays: one
     dimension each in ``/v2`` metadata), ``description``, ``optional``,
-    ``nullable`` and ``datatype`` (the element type's Open Inference
-    Protocol datatype: ``"FP32"`` for a number...). Constraints are refused:
+    ``nullable``, ``datatype`` (the element type's Open Inference
+    Protocol datatype: ``"FP32"`` for a number...) and, on an output of type
+    ``array``, ``labels`` (its classes' names, for the classification
+    extension). Constraints are refused:
     nothing checks a result against them. Raises ``DeclarationError``.
     """
     if not isinstance(declared, dict):
@@ -246,6 +250,16 @@ class _Reader:
         if "description" in d and (not isinstance(d["description"], str) or len(d["description"]) > MAX_TEXT):
             _fail(path, "'description' must be a string of at most %d characters" % MAX_TEXT)
         out = dict(d)
+        if "labels" in d:
+            labels = d["labels"]
+            if depth > 0 or type_ != "array":
+                _fail(path, "'labels' applies to an output of type 'array' (its classes), not to its items")
+            if not isinstance(labels, (list, tuple)) or len(labels) > MAX_LABELS or not all(
+                isinstance(label, str) and len(label) <= MAX_TEXT for label in labels
+            ):
+                _fail(path, "'labels' must be a list of at most %d strings of at most %d characters"
+                      % (MAX_LABELS, MAX_TEXT))
+            out["labels"] = list(labels)
         if "datatype" in d:
             allowed = OUTPUT_DATATYPES.get(type_, ())
             if d["datatype"] not in allowed:

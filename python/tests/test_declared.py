@@ -176,6 +176,26 @@ class ReadOutputsTest(unittest.TestCase):
         with self.assertRaises(DeclarationError):
             read_inputs({"p": {"type": "number", "datatype": "FP32"}})
 
+    def test_labels_name_an_array_outputs_classes(self):
+        outputs = {"probs": {"type": "array", "items": "number", "labels": ["cat", "dog"]}}
+        self.assertEqual(read_outputs(outputs), outputs)
+        # A tuple is read as the list it is.
+        self.assertEqual(
+            read_outputs({"p": {"type": "array", "labels": ("a",)}}),
+            {"p": {"type": "array", "labels": ["a"]}},
+        )
+        self.refused({"p": {"type": "number", "labels": ["a"]}}, "p:", "'labels' applies to an output of type 'array'")
+        self.refused(
+            {"p": {"type": "array", "items": {"type": "array", "labels": ["a"]}}},
+            "p.items:", "not to its items",
+        )
+        self.refused({"p": {"type": "array", "labels": "cat"}}, "'labels' must be a list")
+        self.refused({"p": {"type": "array", "labels": [1]}}, "'labels' must be a list")
+        self.refused({"p": {"type": "array", "labels": ["x" * 1001]}}, "at most 1000 characters")
+        # Inputs take no labels.
+        with self.assertRaises(DeclarationError):
+            read_inputs({"p": {"type": "array", "labels": ["a"]}})
+
 
 class ModelOutputsTest(unittest.TestCase):
     def setUp(self):

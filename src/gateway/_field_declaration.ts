@@ -128,7 +128,11 @@ const OUTPUT_KEYWORDS = [
   "description",
   "items",
   "datatype",
+  "labels",
 ];
+
+/** An output's class labels, at most (the classification extension's). */
+export const MAX_LABELS = 1 << 20;
 
 /** The datatypes an output's element type may name, by type. */
 export const OUTPUT_DATATYPES: Readonly<Record<string, readonly string[]>> = {
@@ -416,6 +420,24 @@ class Reader {
         );
       }
       node.description = d.description;
+    }
+    if (d.labels !== undefined) {
+      if (depth > 0 || type !== "array") {
+        this.fail(
+          path,
+          "'labels' applies to an output of type 'array' (its classes), not to its items",
+        );
+      }
+      const labels = d.labels;
+      if (
+        !Array.isArray(labels) || labels.length > MAX_LABELS ||
+        !labels.every((l) => typeof l === "string" && shortText(l))
+      ) {
+        this.fail(
+          path,
+          `'labels' must be a list of at most ${MAX_LABELS} strings of at most ${MAX_TEXT} characters`,
+        );
+      }
     }
     if (d.datatype !== undefined) {
       const allowed = OUTPUT_DATATYPES[type];

@@ -25,6 +25,8 @@ export interface RequestedOutput {
   name: string;
   /** Wanted as binary data (its `binary_data`, else the request's `binary_data_output`). */
   binary: boolean;
+  /** Its top classes wanted (the classification extension's `classification`), how many. */
+  classification?: number;
 }
 
 /** A checked inference request. */
@@ -226,18 +228,16 @@ export function readInferenceRequest(
         throw bad(`output ${quote(o.name)}: parameters: expected an object`);
       }
       // Refused rather than ignored: an answer without what a parameter
-      // asked for (Triton's classification: top-k labels) would pass for
-      // one with it.
+      // asked for would pass for one with it.
       for (const key of Object.keys(parameters ?? {})) {
-        if (key === "binary_data" || parameters![key] == null) continue;
+        if (
+          key === "binary_data" || key === "classification" ||
+          parameters![key] == null
+        ) continue;
         throw bad(
           `output ${quote(o.name)}: parameter ${
             quote(key)
-          } is not supported (an output takes binary_data only${
-            key === "classification"
-              ? "; Triton's classification extension is not implemented: the model can return its top-k classes as an output of its own"
-              : ""
-          })`,
+          } is not supported (an output takes binary_data and classification)`,
         );
       }
       const flag = parameters?.binary_data ?? undefined;
@@ -246,10 +246,38 @@ export function readInferenceRequest(
           `output ${quote(o.name)}: parameters.binary_data: expected a boolean`,
         );
       }
-      return { name: o.name, binary: flag ?? out.binaryOutput };
+      const asked: RequestedOutput = {
+        name: o.name,
+        binary: flag ?? out.binaryOutput,
+      };
+      const classes = classCount(parameters?.classification, o.name);
+      if (classes !== undefined) asked.classification = classes;
+      return asked;
     });
   }
   return out;
+}
+
+/**
+ * An output's `classification` (how many top classes): a positive integer
+ * (one beyond 2^53, a BigInt, asks for every class as well).
+ */
+function classCount(value: unknown, output: string): number | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value === "bigint" && value >= 1n) return Number.MAX_SAFE_INTEGER;
+  if (typeof value === "number" && Number.isInteger(value) && value >= 1) {
+    return Math.min(value, Number.MAX_SAFE_INTEGER);
+  }
+  throw bad(
+    `output ${
+      quote(output)
+    }: parameters.classification: expected a positive integer (how many of the top classes to answer), not ${
+      typeof value === "string"
+        ? quote(value)
+        : JSON.stringify(typeof value === "bigint" ? String(value) : value)
+          ?.slice(0, 64)
+    }`,
+  );
 }
 
 /** The declared input types that take a single element as it is. */

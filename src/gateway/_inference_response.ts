@@ -10,8 +10,17 @@
  */
 import { stringifyJson } from "../_exact_json.ts";
 import { encodeBinaryTensor } from "./_inference_binary.ts";
-import type { InferenceRequest } from "./_inference_request.ts";
 import {
+  classify,
+  declaredLabels,
+  isScoreDatatype,
+} from "./_inference_classification.ts";
+import type {
+  InferenceRequest,
+  RequestedOutput,
+} from "./_inference_request.ts";
+import {
+  type Datatype,
   elementCount,
   elementProblem,
   flattenData,
@@ -174,14 +183,14 @@ export function inferenceResponse(
     : isDict(result) && !isExplicitTensor(result)
     ? result
     : { [SINGLE_OUTPUT]: result };
-  const wanted = request.outputs ??
+  const wanted: readonly RequestedOutput[] = request.outputs ??
     Object.keys(values).map((name) => ({
       name,
       binary: request.binaryOutput,
     }));
   const outputs: Record<string, unknown>[] = [];
   const chunks: Uint8Array[] = [];
-  for (const { name, binary } of wanted) {
+  for (const { name, binary, classification } of wanted) {
     const value = values[name];
     // An output declared optional or nullable that is None is absent, as an
     // optional input sent as null is.
@@ -214,17 +223,34 @@ export function inferenceResponse(
     if (!isDatatype(datatype)) {
       throw wrong(model.name, `returned ${what} that ${datatype}`);
     }
+    let type: Datatype = datatype;
+    if (classification !== undefined) {
+      if (!isScoreDatatype(type)) {
+        throw httpError(
+          400,
+          "InvalidRequestError",
+          `Cannot infer: ${what} of model '${model.name}' is ${datatype}, and classification ranks numbers only`,
+        );
+      }
+      tensor = classify(
+        tensor,
+        type,
+        classification,
+        declaredLabels(model.outputs?.[name]),
+      );
+      type = "BYTES";
+    }
     const output: Record<string, unknown> = {
       name,
-      datatype,
+      datatype: type,
       shape: tensor.shape,
     };
     if (binary) {
-      const bytes = encodeBinaryTensor(tensor.data, datatype);
+      const bytes = encodeBinaryTensor(tensor.data, type);
       output.parameters = { binary_data_size: bytes.byteLength };
       chunks.push(bytes);
     } else {
-      output.data = datatype === "BYTES"
+      output.data = type === "BYTES"
         ? tensor.data.map((v) => {
           if (!(v instanceof Uint8Array)) return v;
           try {

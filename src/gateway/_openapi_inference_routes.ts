@@ -75,7 +75,21 @@ const INFER_REQUEST: JsonSchema = {
       items: {
         type: "object",
         required: ["name"],
-        properties: { name: { type: "string" }, parameters: PARAMETERS },
+        properties: {
+          name: { type: "string" },
+          parameters: {
+            type: "object",
+            properties: {
+              binary_data: { type: "boolean" },
+              classification: {
+                type: "integer",
+                minimum: 1,
+                description:
+                  "The classification extension: the output's top n classes, as BYTES `score:index[:label]`.",
+              },
+            },
+          },
+        },
       },
     },
   },

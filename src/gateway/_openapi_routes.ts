@@ -9,6 +9,7 @@
 import type { JsonSchema } from "./_declared_schema.ts";
 import { channelPaths, evalPaths } from "./_openapi_event_routes.ts";
 import { inferencePaths } from "./_openapi_inference_routes.ts";
+import { repositoryPaths } from "./_openapi_repository_routes.ts";
 import {
   bodyErrors,
   errorResponse,
@@ -406,5 +407,6 @@ export function gatewayPaths(
     ...evalPaths(options),
     ...channelPaths(options),
     ...inferencePaths(options),
+    ...repositoryPaths(options),
   };
 }

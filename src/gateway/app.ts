@@ -18,7 +18,7 @@ import { REQUEST_ID_HEADER } from "./error_response.ts";
 import { foreignRouteHint } from "./_foreign_route_hint.ts";
 import { routeError } from "./_route_error.ts";
 import { evalRoutes } from "./eval_routes.ts";
-import type { GatewayPool } from "./gateway_pool.ts";
+import type { GatewayModelSpec, GatewayPool } from "./gateway_pool.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { ModelCatalog } from "./model_catalog.ts";
 import { modelView } from "./_model_view.ts";
@@ -154,6 +154,14 @@ export interface GatewayOptions {
    * messages unless `debug`.
    */
   modelsDir?: string;
+  /**
+   * Models configured by name with their specs (`serve` passes
+   * `pyproxy.json`'s `models`): the Open Inference Protocol's model
+   * repository extension (`POST /v2/repository/...`, with `allowManage`)
+   * lists them beside the models directory's files, and loads one with its
+   * spec. @default {[]}
+   */
+  repositoryModels?: ReadonlyArray<{ name: string } & GatewayModelSpec>;
   /** Channels (shared with the channels plugin of the pool). @default {a new hub} */
   hub?: ChannelHub;
   /** Metrics. @default {new metrics} */
@@ -314,6 +322,9 @@ export function createGateway(
       : undefined,
     debug: options.debug ?? false,
     modelsDir: options.modelsDir,
+    repositoryModels: new Map(
+      (options.repositoryModels ?? []).map(({ name, ...spec }) => [name, spec]),
+    ),
     forwardHeaders,
     refusedHeaderWarnings: new Map(),
     compression: compress ? new ResponseCompression(compress) : undefined,

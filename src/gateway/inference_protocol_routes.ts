@@ -19,6 +19,7 @@ import {
   inferenceResponse,
 } from "./_inference_response.ts";
 import { declaredTensor } from "./_inference_tensors.ts";
+import { inferenceRepositoryRoutes } from "./_inference_repository_routes.ts";
 import {
   errorResponse,
   httpError,
@@ -44,8 +45,15 @@ import {
 } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
 
-/** The protocol extensions the gateway implements (server metadata). */
-const EXTENSIONS = ["binary_tensor_data"];
+/**
+ * The protocol extensions the gateway implements (server metadata): the
+ * model repository's with model management only.
+ */
+const extensions = (manage: boolean): string[] => [
+  "binary_tensor_data",
+  "classification",
+  ...(manage ? ["model_repository"] : []),
+];
 
 /** What a `/v2` body that is not JSON is told (instead of `/v1`'s hint). */
 const V2_JSON_HINT =
@@ -161,10 +169,12 @@ export function inferenceProtocolRoutes(
     return model;
   };
 
-  app.get(
-    "/v2",
-    () => Response.json({ name: "pyproxy", version, extensions: EXTENSIONS }),
-  );
+  const metadataBody = {
+    name: "pyproxy",
+    version,
+    extensions: extensions(ctx.allowManage),
+  };
+  app.get("/v2", () => Response.json(metadataBody));
 
   app.get("/v2/health/live", () => Response.json({ live: true }));
 
@@ -376,5 +386,6 @@ export function inferenceProtocolRoutes(
     "/v2/models/:name/versions/:version/infer",
     (c) => infer(c.req.raw, c.req.param("name"), c.req.param("version")),
   );
+  app.route("/", inferenceRepositoryRoutes(ctx));
   return app;
 }

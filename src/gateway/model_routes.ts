@@ -8,7 +8,7 @@ import { Hono } from "hono";
 import * as v from "valibot";
 import { ChannelHub } from "./channels.ts";
 import { plainRecord } from "../_plain_record.ts";
-import { ModelHTTPError, RemoteError } from "../errors.ts";
+import { ModelHTTPError } from "../errors.ts";
 import { forwardedHeaders } from "./_forward_headers.ts";
 import { modelResponseHeaders } from "./_model_http_headers.ts";
 import { withModelMeta } from "./_model_success.ts";
@@ -18,7 +18,6 @@ import {
 } from "./_response_compression.ts";
 import type { ResponseMeta } from "../session_types.ts";
 import {
-  describeError,
   errorResponse,
   httpError,
   REQUEST_ID_HEADER,
@@ -27,6 +26,12 @@ import { isRequestId } from "../_request_id.ts";
 import { validBody } from "./_valid_body.ts";
 import type { GatewayModelSpec } from "./gateway_pool.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
+import {
+  hideModelsDir,
+  loadModel,
+  quoteShort,
+  unloadModel,
+} from "./_model_changes.ts";
 import {
   isBinaryType,
   readBinaryBody,
@@ -179,58 +184,6 @@ function checkName(name: string): void {
       `Cannot use model name ${quoteShort(name)}: expected ${problem}`,
     );
   }
-}
-
-/** A name for a message: whatever a client sent, at most 64 characters of it. */
-function quoteShort(text: string): string {
-  return text.length <= 64
-    ? JSON.stringify(text)
-    : `${JSON.stringify(text.slice(0, 64))}... (${text.length} characters)`;
-}
-
-/**
- * Without `debug`, an error that names the models directory (the Python
- * server reports absolute paths, with symlinks resolved) is answered with
- * the paths made relative and the directory itself called "the models
- * directory". `dirs`: the directory as configured and its real path.
- */
-/** Errors a model file that is not there (or not a file) loads with (protocol §3, `stage: "read"`). */
-const MISSING_FILE = new Set([
-  "FileNotFoundError",
-  "IsADirectoryError",
-  "NotADirectoryError",
-]);
-
-/** The Python server could not read the model file because it is not there. */
-function missingModelFile(err: unknown): boolean {
-  if (!(err instanceof RemoteError) || err.remoteType !== "ModelLoadError") {
-    return false;
-  }
-  const { stage, exception } = err.details;
-  return stage === "read" && MISSING_FILE.has(String(exception));
-}
-
-function hideModelsDir(
-  err: unknown,
-  dirs: readonly string[],
-  debug: boolean,
-): unknown {
-  if (debug || !(err instanceof Error)) return err;
-  // Longest first: one may be a prefix of the other.
-  const found = [...new Set(dirs)]
-    .filter((dir) => dir !== "" && err.message.includes(dir))
-    .sort((a, b) => b.length - a.length);
-  if (found.length === 0) return err;
-  const { status, body, headers } = describeError(err, false);
-  const { type, message, ...extra } = body;
-  let text = message;
-  for (const dir of found) {
-    text = text.replaceAll(`${dir}/`, "").replaceAll(
-      dir,
-      "the models directory",
-    );
-  }
-  return httpError(status, type, text, extra, headers);
 }
 
 /**
@@ -759,38 +712,12 @@ function streamError(
 export function modelRoutes(ctx: RouteContext): Hono {
   const { pool, catalog } = ctx;
   const app = new Hono();
-  const known = (name: string): boolean =>
-    pool.status().models.some((m) => m.name === name);
-  // A remove, or an update, retires the version loaded now: each worker
-  // waits for its calls in flight and then runs its close(), each step
-  // bounded by its close_timeout_ms (docs/models.md "close"). That work is
-  // documented, so it comes on top of loadTimeout rather than out of it.
-  const retireBound = (name: string): { timeout: number } => {
-    const close = catalog.describe(pool, name)?.closeTimeoutMs ?? 0;
-    return { timeout: ctx.loadTimeout + 2 * close };
-  };
   const notFound = (name: string) =>
     httpError(
       404,
       "ModelNotFoundError",
       `Cannot find model ${name.length <= 64 ? `'${name}'` : quoteShort(name)}`,
     );
-
-  // PUT and DELETE of one name run one at a time, in arrival order (other
-  // names go on in parallel): each checks whether the model exists, then acts.
-  const changing = new Map<string, Promise<void>>();
-  const oneAtATime = <T>(
-    name: string,
-    change: () => Promise<T>,
-  ): Promise<T> => {
-    const run = (changing.get(name) ?? Promise.resolve()).then(change);
-    const tail = run.then(() => {}, () => {});
-    changing.set(name, tail);
-    void tail.then(() => {
-      if (changing.get(name) === tail) changing.delete(name);
-    });
-    return run;
-  };
 
   // jsonResponse: with --debug a model's options are shown, and may hold a BigInt.
   app.get("/v1/models", () =>
@@ -965,37 +892,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     if (body.class !== undefined) spec.class = body.class;
     if (body.timeout !== undefined) spec.timeout = body.timeout;
     if (body.workers !== undefined) spec.workers = body.workers;
-    const dir = ctx.modelsDir;
-    // Add or update as one step per name: two PUTs of a new name would both
-    // see it missing, and the second add would fail ("it already exists").
-    // Bounded like a call: a model whose import or __init__ hangs would
-    // otherwise hold this PUT, and every later PUT and DELETE of the name
-    // queued behind it, for ever.
-    const { existed, model } = await oneAtATime(name, async () => {
-      const existed = known(name);
-      try {
-        const model = existed
-          ? await catalog.update(pool, name, spec, retireBound(name))
-          : await catalog.add(pool, name, spec, { timeout: ctx.loadTimeout });
-        return { existed, model };
-      } catch (err) {
-        // The Python server resolves the path (and refuses escapes) before it
-        // reads the file: a missing file is told apart only inside the
-        // directory, never where a symlink out of it leads.
-        if (missingModelFile(err)) {
-          throw httpError(
-            404,
-            "ModelFileNotFound",
-            `Cannot load model '${name}': no file ${
-              quoteShort(spec.file ?? "")
-            } in the models directory`,
-          );
-        }
-        if (dir === undefined) throw err;
-        const real = await ctx.runtime.realPath(dir).catch(() => dir);
-        throw hideModelsDir(err, [dir, real], ctx.debug);
-      }
-    });
+    const { existed, model } = await loadModel(ctx, name, spec);
     ctx.logger.info("Model {name} {action} from {file}", {
       name,
       action: existed ? "updated" : "added",
@@ -1029,24 +926,10 @@ export function modelRoutes(ctx: RouteContext): Hono {
   app.delete("/v1/models/:name", async (c) => {
     if (!ctx.allowManage) throw forbidden();
     const name = c.req.param("name");
-    let closeWarning: unknown;
-    await oneAtATime(name, async () => {
-      if (!known(name)) throw notFound(name);
-      const out = await catalog.remove(pool, name, retireBound(name));
-      closeWarning = (out as { closeWarning?: unknown } | null)?.closeWarning;
-      ctx.metrics.forget(name);
-    });
-    ctx.logger.info("Model {name} removed", { name });
-    if (typeof closeWarning === "string") {
-      // Its close() raised or overran (the worker's log has the traceback):
-      // removed all the same.
-      ctx.logger.warn("Model {name}: {warning}", {
-        name,
-        warning: closeWarning,
-      });
-      return c.json({ name, removed: true, closeWarning });
-    }
-    return c.json({ name, removed: true });
+    const closeWarning = await unloadModel(ctx, name, () => notFound(name));
+    return closeWarning === undefined
+      ? c.json({ name, removed: true })
+      : c.json({ name, removed: true, closeWarning });
   });
 
   return app;

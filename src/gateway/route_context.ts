@@ -8,7 +8,7 @@ import type { Runtime } from "../runtime/types.ts";
 import type { ResponseCompression } from "./_response_compression.ts";
 import type { ChannelHub } from "./channels.ts";
 import type { DisconnectWatch } from "./disconnect_watch.ts";
-import type { GatewayPool } from "./gateway_pool.ts";
+import type { GatewayModelSpec, GatewayPool } from "./gateway_pool.ts";
 import type { GatewayMetrics } from "./metrics.ts";
 import type { ModelCatalog } from "./model_catalog.ts";
 import type { BodyReadGuard } from "./read_json_body.ts";
@@ -64,6 +64,12 @@ export interface RouteContext {
   debug: boolean;
   /** The models directory (kept out of error messages unless `debug`), when known. */
   modelsDir: string | undefined;
+  /**
+   * The models configured by name (`pyproxy.json` `models`), with their
+   * specs: the model repository extension lists them, and loads one with
+   * its spec.
+   */
+  repositoryModels: ReadonlyMap<string, GatewayModelSpec>;
   /** The request headers models get (lower-case, each once); empty: none, and none is read. */
   forwardHeaders: readonly string[];
   /** Gzip for large model results (`compress`); `undefined`: off. */

@@ -464,6 +464,18 @@ export async function serve(
       allowManage: config.allowManage,
       debug: config.debug,
       modelsDir: config.modelsDir,
+      // A configured model unloaded (or never loaded) is loaded again with
+      // its spec by the model repository extension.
+      ...(config.models === "auto" ? {} : {
+        repositoryModels: config.models.map((m) => ({
+          name: m.name,
+          file: m.file,
+          ...(m.options === undefined ? {} : { options: m.options }),
+          ...(m.class === undefined ? {} : { class: m.class }),
+          ...(m.timeout === undefined ? {} : { timeout: m.timeout }),
+          ...(m.workers === undefined ? {} : { workers: m.workers }),
+        })),
+      }),
       hub,
       metrics,
       catalog,

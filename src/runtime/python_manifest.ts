@@ -100,9 +100,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/declared.py",
-      size: 20555,
+      size: 21372,
       sha256:
-        "676f676808e776e32a8a4d22bfde1ba5ce95f4a079521851f92adaf362177a51",
+        "fed4f33ddd4406f0bbbc3ea5eb5aec0ba547c4b68ab7ca6ce671cd17c2c31238",
     },
     {
       path: "pyproxy_server/elastic_executor.py",

@@ -1,0 +1,216 @@
+/**
+ * Loading, reloading and removing a model through the gateway, one change
+ * of a name at a time: `PUT`/`DELETE /v1/models/{name}` and the Open
+ * Inference Protocol's model repository extension
+ * (`POST /v2/repository/models/{name}/load` and `/unload`) share it, so a
+ * load, a `PUT` and an unload of one name settle in arrival order whichever
+ * route each came by.
+ *
+ * @module
+ */
+import { RemoteError } from "../errors.ts";
+import { describeError, httpError } from "./error_response.ts";
+import type { GatewayModelSpec } from "./gateway_pool.ts";
+import type { GatewayModelInfo } from "./model_catalog.ts";
+import type { RouteContext } from "./route_context.ts";
+
+/** What a name's change in progress does (the repository index's state). */
+export type ModelChangeKind = "load" | "unload";
+
+/** The changes of one pool's models: queued per name, and what runs now. */
+interface ModelChanges {
+  /** Each name's last change queued (its settling ends the queue). */
+  tails: Map<string, Promise<void>>;
+  /** The change running now per name. */
+  running: Map<string, ModelChangeKind>;
+}
+
+// Per pool, not per route group: /v1 and /v2 change the same models.
+const changesByPool = new WeakMap<object, ModelChanges>();
+
+function changesOf(pool: object): ModelChanges {
+  let changes = changesByPool.get(pool);
+  if (changes === undefined) {
+    changes = { tails: new Map(), running: new Map() };
+    changesByPool.set(pool, changes);
+  }
+  return changes;
+}
+
+/**
+ * Runs `change` once the changes of `name` queued before it have settled
+ * (other names go on in parallel): each checks whether the model exists,
+ * then acts.
+ */
+export function oneChangeAtATime<T>(
+  pool: object,
+  name: string,
+  kind: ModelChangeKind,
+  change: () => Promise<T>,
+): Promise<T> {
+  const changes = changesOf(pool);
+  const run = (changes.tails.get(name) ?? Promise.resolve()).then(async () => {
+    changes.running.set(name, kind);
+    try {
+      return await change();
+    } finally {
+      changes.running.delete(name);
+    }
+  });
+  const tail = run.then(() => {}, () => {});
+  changes.tails.set(name, tail);
+  void tail.then(() => {
+    if (changes.tails.get(name) === tail) changes.tails.delete(name);
+  });
+  return run;
+}
+
+/** The change of `name` running now on the pool's models, if any. */
+export function changeRunning(
+  pool: object,
+  name: string,
+): ModelChangeKind | undefined {
+  return changesByPool.get(pool)?.running.get(name);
+}
+
+/** Errors a model file that is not there (or not a file) loads with (protocol §3, `stage: "read"`). */
+const MISSING_FILE = new Set([
+  "FileNotFoundError",
+  "IsADirectoryError",
+  "NotADirectoryError",
+]);
+
+/** The Python server could not read the model file because it is not there. */
+function missingModelFile(err: unknown): boolean {
+  if (!(err instanceof RemoteError) || err.remoteType !== "ModelLoadError") {
+    return false;
+  }
+  const { stage, exception } = err.details;
+  return stage === "read" && MISSING_FILE.has(String(exception));
+}
+
+/** A name for a message: whatever a client sent, at most 64 characters of it. */
+export function quoteShort(text: string): string {
+  return text.length <= 64
+    ? JSON.stringify(text)
+    : `${JSON.stringify(text.slice(0, 64))}... (${text.length} characters)`;
+}
+
+/**
+ * Without `debug`, an error that names the models directory (the Python
+ * server reports absolute paths, with symlinks resolved) is answered with
+ * the paths made relative and the directory itself called "the models
+ * directory". `dirs`: the directory as configured and its real path.
+ */
+export function hideModelsDir(
+  err: unknown,
+  dirs: readonly string[],
+  debug: boolean,
+): unknown {
+  if (debug || !(err instanceof Error)) return err;
+  // Longest first: one may be a prefix of the other.
+  const found = [...new Set(dirs)]
+    .filter((dir) => dir !== "" && err.message.includes(dir))
+    .sort((a, b) => b.length - a.length);
+  if (found.length === 0) return err;
+  const { status, body, headers } = describeError(err, false);
+  const { type, message, ...extra } = body;
+  let text = message;
+  for (const dir of found) {
+    text = text.replaceAll(`${dir}/`, "").replaceAll(
+      dir,
+      "the models directory",
+    );
+  }
+  return httpError(status, type, text, extra, headers);
+}
+
+/** Whether the pool has a model of that name now. */
+export function modelLoaded(ctx: RouteContext, name: string): boolean {
+  return ctx.pool.status().models.some((m) => m.name === name);
+}
+
+/**
+ * A remove, or an update, retires the version loaded now: each worker
+ * waits for its calls in flight and then runs its close(), each step
+ * bounded by its close_timeout_ms (docs/models.md "close"). That work is
+ * documented, so it comes on top of loadTimeout rather than out of it.
+ */
+function retireBound(ctx: RouteContext, name: string): { timeout: number } {
+  const close = ctx.catalog.describe(ctx.pool, name)?.closeTimeoutMs ?? 0;
+  return { timeout: ctx.loadTimeout + 2 * close };
+}
+
+/**
+ * Adds `name` with `spec`, or replaces the version loaded now, as one step
+ * of the name's changes, bounded by `loadTimeout` (plus the old version's
+ * retirement): a model whose import or `__init__` hangs would otherwise
+ * hold every later change of the name for ever. A file missing from the
+ * models directory is a 404 `ModelFileNotFound`; the directory is kept out
+ * of the errors unless `debug`.
+ */
+export function loadModel(
+  ctx: RouteContext,
+  name: string,
+  spec: GatewayModelSpec,
+): Promise<{ existed: boolean; model: GatewayModelInfo }> {
+  const { pool, catalog } = ctx;
+  return oneChangeAtATime(pool, name, "load", async () => {
+    // Checked in the queue: two loads of a new name would both see it
+    // missing, and the second add would fail ("it already exists").
+    const existed = modelLoaded(ctx, name);
+    try {
+      const model = existed
+        ? await catalog.update(pool, name, spec, retireBound(ctx, name))
+        : await catalog.add(pool, name, spec, { timeout: ctx.loadTimeout });
+      return { existed, model };
+    } catch (err) {
+      // The Python server resolves the path (and refuses escapes) before it
+      // reads the file: a missing file is told apart only inside the
+      // directory, never where a symlink out of it leads.
+      if (missingModelFile(err)) {
+        throw httpError(
+          404,
+          "ModelFileNotFound",
+          `Cannot load model '${name}': no file ${
+            quoteShort(spec.file ?? "")
+          } in the models directory`,
+        );
+      }
+      const dir = ctx.modelsDir;
+      if (dir === undefined) throw err;
+      const real = await ctx.runtime.realPath(dir).catch(() => dir);
+      throw hideModelsDir(err, [dir, real], ctx.debug);
+    }
+  });
+}
+
+/**
+ * Removes `name` as one step of the name's changes (its calls in flight
+ * finish first, then its `close()`), bounded as an update is; `notFound`
+ * when the pool has no such model once its turn comes. Resolves to the
+ * close warning, if its `close()` raised or overran.
+ */
+export async function unloadModel(
+  ctx: RouteContext,
+  name: string,
+  notFound: () => Error,
+): Promise<string | undefined> {
+  let closeWarning: unknown;
+  await oneChangeAtATime(ctx.pool, name, "unload", async () => {
+    if (!modelLoaded(ctx, name)) throw notFound();
+    const out = await ctx.catalog.remove(
+      ctx.pool,
+      name,
+      retireBound(ctx, name),
+    );
+    closeWarning = (out as { closeWarning?: unknown } | null)?.closeWarning;
+    ctx.metrics.forget(name);
+  });
+  ctx.logger.info("Model {name} removed", { name });
+  if (typeof closeWarning !== "string") return undefined;
+  // Its close() raised or overran (the worker's log has the traceback):
+  // removed all the same.
+  ctx.logger.warn("Model {name}: {warning}", { name, warning: closeWarning });
+  return closeWarning;
+}

@@ -1,0 +1,243 @@
+// The Open Inference Protocol's classification extension through the real
+// gateway and real Python workers: an output asked for with
+// "parameters": {"classification": n} comes back as its top n classes.
+import assert from "node:assert/strict";
+import { startGateway } from "./_gateway_harness.ts";
+
+const MODELS: Record<string, string> = {
+  "labeled.py": `class Labeled:
+    """Answers its input x as the scores of four labelled classes."""
+
+    outputs = {
+        "probs": {
+            "type": "array",
+            "items": {"type": "number", "datatype": "FP32"},
+            "labels": ["cat", "dog", "bird", "fish"],
+        },
+    }
+
+    def execute(self, msg):
+        return {"probs": msg["x"]}
+`,
+  "scores.py": `class Scores:
+    """Answers its input x as scores (no labels), and non-numeric outputs."""
+
+    def execute(self, msg):
+        n = msg.get("n")
+        if n is not None:
+            return {"many": [(i * 7919) % 1000003 for i in range(n)]}
+        return {"x": msg["x"], "flags": [True, False], "names": ["a", "b"]}
+`,
+  "longlabels.py": `class LongLabels:
+    """Labels of 1000 characters each, 2000 of them (2 MB: over the body limit)."""
+
+    outputs = {
+        "probs": {
+            "type": "array",
+            "items": "number",
+            "labels": [("%04d" % i) * 250 for i in range(2000)],
+        },
+    }
+
+    def execute(self, msg):
+        return {"probs": [i / 2000 for i in range(2000)]}
+`,
+};
+
+type Gw = { fetch(path: string, init?: RequestInit): Promise<Response> };
+
+function infer(gw: Gw, model: string, body: unknown): Promise<Response> {
+  return gw.fetch(`/v2/models/${model}/infer`, {
+    method: "POST",
+    body: JSON.stringify(body),
+  });
+}
+
+const input = (data: unknown[], shape: number[], datatype = "FP32") => ({
+  inputs: [{ name: "x", datatype, shape, data }],
+});
+
+async function output(res: Response, name: string) {
+  assert.equal(res.status, 200);
+  const body = await res.json();
+  return body.outputs.find((o: { name: string }) => o.name === name);
+}
+
+Deno.test("Classification extension: top n classes with and without labels, batch rows, ties, n beyond the classes", async () => {
+  await using gw = await startGateway({}, MODELS);
+  // Triton's own example: [1.1, 3.3, 0.5, 2.4], top 2.
+  const asked = (n: unknown, name = "probs") => [{
+    name,
+    parameters: { classification: n },
+  }];
+  assert.deepEqual(
+    await output(
+      await infer(gw, "scores", {
+        ...input([1.1, 3.3, 0.5, 2.4], [4]),
+        outputs: asked(2, "x"),
+      }),
+      "x",
+    ),
+    {
+      name: "x",
+      datatype: "BYTES",
+      shape: [2],
+      data: ["3.300000:1", "2.400000:3"],
+    },
+  );
+  // With the declared labels (FP32, as the model declares it).
+  assert.deepEqual(
+    (await output(
+      await infer(gw, "labeled", {
+        ...input([1.1, 3.3, 0.5, 2.4], [4]),
+        outputs: asked(3),
+      }),
+      "probs",
+    )).data,
+    ["3.300000:1:dog", "2.400000:3:fish", "1.100000:0:cat"],
+  );
+  // A batch: [2, 4] gives [2, n], each row ranked alone; ties by index.
+  assert.deepEqual(
+    await output(
+      await infer(gw, "labeled", {
+        ...input([0.1, 0.7, 0.1, 0.1, 5, 5, 1, 5], [2, 4]),
+        outputs: asked(2),
+      }),
+      "probs",
+    ),
+    {
+      name: "probs",
+      datatype: "BYTES",
+      shape: [2, 2],
+      data: [
+        "0.700000:1:dog",
+        "0.100000:0:cat",
+        "5.000000:0:cat",
+        "5.000000:1:dog",
+      ],
+    },
+  );
+  // Integers as they are; n beyond the classes: all of them.
+  assert.deepEqual(
+    await output(
+      await infer(gw, "scores", {
+        ...input([1, 5, 10, 4], [4], "INT32"),
+        outputs: asked(100, "x"),
+      }),
+      "x",
+    ),
+    {
+      name: "x",
+      datatype: "BYTES",
+      shape: [4],
+      data: ["10:2", "5:1", "4:3", "1:0"],
+    },
+  );
+  // Other outputs of the same call as they are.
+  const res = await infer(gw, "scores", {
+    ...input([1, 2], [2], "INT32"),
+    outputs: [...asked(1, "x"), { name: "flags" }],
+  });
+  const body = await res.json();
+  assert.deepEqual(body.outputs, [
+    { name: "x", datatype: "BYTES", shape: [1], data: ["2:1"] },
+    { name: "flags", datatype: "BOOL", shape: [2], data: [true, false] },
+  ]);
+});
+
+Deno.test("Classification extension: a bad n, and outputs that are not numbers, are 400s", async () => {
+  await using gw = await startGateway({}, MODELS);
+  for (const n of [0, -1, 1.5, "3", true, [3], {}]) {
+    const res = await infer(gw, "scores", {
+      ...input([1, 2], [2]),
+      outputs: [{ name: "x", parameters: { classification: n } }],
+    });
+    assert.equal(res.status, 400, JSON.stringify(n));
+    assert.match(
+      (await res.json()).error,
+      /^Cannot infer: output "x": parameters\.classification: expected a positive integer \(how many of the top classes to answer\), not /,
+    );
+  }
+  for (const [name, datatype] of [["flags", "BOOL"], ["names", "BYTES"]]) {
+    const res = await infer(gw, "scores", {
+      ...input([1, 2], [2]),
+      outputs: [{ name, parameters: { classification: 1 } }],
+    });
+    assert.equal(res.status, 400, name);
+    assert.equal(
+      (await res.json()).error,
+      `Cannot infer: output "${name}" of model 'scores' is ${datatype}, and classification ranks numbers only`,
+    );
+  }
+});
+
+Deno.test("Classification extension: as binary data (tritonclient's default), BYTES with 4-byte length prefixes", async () => {
+  await using gw = await startGateway({}, MODELS);
+  const res = await infer(gw, "labeled", {
+    ...input([0.25, 0.5, 0.125, 1], [4]),
+    outputs: [{
+      name: "probs",
+      parameters: { classification: 2, binary_data: true },
+    }],
+  });
+  assert.equal(res.status, 200);
+  const length = Number(res.headers.get("inference-header-content-length"));
+  const bytes = new Uint8Array(await res.arrayBuffer());
+  const header = JSON.parse(
+    new TextDecoder().decode(bytes.subarray(0, length)),
+  );
+  const [out] = header.outputs;
+  assert.equal(out.datatype, "BYTES");
+  assert.deepEqual(out.shape, [2]);
+  const raw = bytes.subarray(length);
+  assert.equal(out.parameters.binary_data_size, raw.byteLength);
+  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  const values: string[] = [];
+  for (let at = 0; at < raw.byteLength;) {
+    const size = view.getUint32(at, true);
+    values.push(new TextDecoder().decode(raw.subarray(at + 4, at + 4 + size)));
+    at += 4 + size;
+  }
+  assert.deepEqual(values, ["1.000000:3:fish", "0.500000:1:dog"]);
+});
+
+Deno.test("Classification extension: labels beyond the body limit, and 10^5 classes all asked for", async () => {
+  await using gw = await startGateway({}, MODELS);
+  const res = await infer(gw, "longlabels", {
+    inputs: [],
+    outputs: [{ name: "probs", parameters: { classification: 2000 } }],
+  });
+  const out = await output(res, "probs");
+  assert.equal(out.data.length, 2000);
+  assert.equal(out.data[0], `0.999500:1999:${"1999".repeat(250)}`);
+  const many = await infer(gw, "scores", {
+    inputs: [{ name: "n", datatype: "INT64", shape: [], data: [100_000] }],
+    outputs: [{ name: "many", parameters: { classification: 100_000 } }],
+  });
+  const ranked = await output(many, "many");
+  assert.deepEqual(ranked.shape, [100_000]);
+  // The highest of (i * 7919) % 1000003 below 10^5 comes first.
+  const best = Array.from({ length: 100_000 }, (_, i) => (i * 7919) % 1000003)
+    .reduce((b, v, i, a) => v > a[b]! ? i : b, 0);
+  assert.equal(ranked.data[0], `${(best * 7919) % 1000003}:${best}`);
+});
+
+Deno.test("Classification extension: a declared output's labels must be a list of short strings on an array output", async () => {
+  await using gw = await startGateway({ allowManage: true }, {
+    "badlabels.py": `class BadLabels:
+    outputs = {"p": {"type": "number", "labels": ["a"]}}
+
+    def execute(self, msg):
+        return {"p": 1}
+`,
+  });
+  const res = await gw.fetch("/v1/models/badlabels", {
+    method: "PUT",
+    body: JSON.stringify({ file: "badlabels.py" }),
+  });
+  assert.equal(res.status, 422);
+  assert.match(
+    (await res.json()).error.message,
+    /'labels' applies to an output of type 'array' \(its classes\), not to its items/,
+  );
+});
