@@ -14,12 +14,7 @@
 import { Hono } from "hono";
 import { describeError, httpError } from "./error_response.ts";
 import type { GatewayModelSpec } from "./gateway_pool.ts";
-import {
-  changeRunning,
-  loadModel,
-  quoteShort,
-  unloadModel,
-} from "./_model_changes.ts";
+import { loadModel, quoteShort, unloadModel } from "./_model_changes.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import { readJsonBody } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
@@ -368,7 +363,7 @@ export function inferenceRepositoryRoutes(ctx: RouteContext): Hono {
     }
     const out: RepositoryIndexEntry[] = [];
     for (const entry of entries.values()) {
-      const running = changeRunning(pool, entry.name);
+      const running = ctx.modelChanges.running(entry.name);
       if (running !== undefined) {
         entry.state = running === "load" ? "LOADING" : "UNLOADING";
         entry.reason = "";

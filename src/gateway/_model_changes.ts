@@ -17,60 +17,54 @@ import type { RouteContext } from "./route_context.ts";
 /** What a name's change in progress does (the repository index's state). */
 export type ModelChangeKind = "load" | "unload";
 
-/** The changes of one pool's models: queued per name, and what runs now. */
-interface ModelChanges {
-  /** Each name's last change queued (its settling ends the queue). */
-  tails: Map<string, Promise<void>>;
-  /** The change running now per name. */
-  running: Map<string, ModelChangeKind>;
-}
-
-// Per pool, not per route group: /v1 and /v2 change the same models.
-const changesByPool = new WeakMap<object, ModelChanges>();
-
-function changesOf(pool: object): ModelChanges {
-  let changes = changesByPool.get(pool);
-  if (changes === undefined) {
-    changes = { tails: new Map(), running: new Map() };
-    changesByPool.set(pool, changes);
-  }
-  return changes;
-}
-
 /**
- * Runs `change` once the changes of `name` queued before it have settled
- * (other names go on in parallel): each checks whether the model exists,
- * then acts.
+ * A gateway's model changes in progress: queued per name (other names go on
+ * in parallel), and what runs now. One per gateway (`RouteContext`), shared
+ * by its `/v1` and `/v2` routes, which change the same models.
+ *
+ * @example
+ * ```ts ignore
+ * const changes = new ModelChanges();
+ * await changes.run("scorer", "load", () => pool.addModel({ name: "scorer", file }));
+ * ```
  */
-export function oneChangeAtATime<T>(
-  pool: object,
-  name: string,
-  kind: ModelChangeKind,
-  change: () => Promise<T>,
-): Promise<T> {
-  const changes = changesOf(pool);
-  const run = (changes.tails.get(name) ?? Promise.resolve()).then(async () => {
-    changes.running.set(name, kind);
-    try {
-      return await change();
-    } finally {
-      changes.running.delete(name);
-    }
-  });
-  const tail = run.then(() => {}, () => {});
-  changes.tails.set(name, tail);
-  void tail.then(() => {
-    if (changes.tails.get(name) === tail) changes.tails.delete(name);
-  });
-  return run;
-}
+export class ModelChanges {
+  /** Each name's last change queued (its settling ends the queue). */
+  readonly #tails = new Map<string, Promise<void>>();
+  /** The change running now per name. */
+  readonly #running = new Map<string, ModelChangeKind>();
 
-/** The change of `name` running now on the pool's models, if any. */
-export function changeRunning(
-  pool: object,
-  name: string,
-): ModelChangeKind | undefined {
-  return changesByPool.get(pool)?.running.get(name);
+  /**
+   * Runs `change` once the changes of `name` queued before it have settled:
+   * each checks whether the model exists, then acts.
+   */
+  run<T>(
+    name: string,
+    kind: ModelChangeKind,
+    change: () => Promise<T>,
+  ): Promise<T> {
+    const tails = this.#tails;
+    const running = this.#running;
+    const run = (tails.get(name) ?? Promise.resolve()).then(async () => {
+      running.set(name, kind);
+      try {
+        return await change();
+      } finally {
+        running.delete(name);
+      }
+    });
+    const tail = run.then(() => {}, () => {});
+    tails.set(name, tail);
+    void tail.then(() => {
+      if (tails.get(name) === tail) tails.delete(name);
+    });
+    return run;
+  }
+
+  /** The change of `name` running now, if any. */
+  running(name: string): ModelChangeKind | undefined {
+    return this.#running.get(name);
+  }
 }
 
 /** Errors a model file that is not there (or not a file) loads with (protocol §3, `stage: "read"`). */
@@ -155,7 +149,7 @@ export function loadModel(
   spec: GatewayModelSpec,
 ): Promise<{ existed: boolean; model: GatewayModelInfo }> {
   const { pool, catalog } = ctx;
-  return oneChangeAtATime(pool, name, "load", async () => {
+  return ctx.modelChanges.run(name, "load", async () => {
     // Checked in the queue: two loads of a new name would both see it
     // missing, and the second add would fail ("it already exists").
     const existed = modelLoaded(ctx, name);
@@ -197,7 +191,7 @@ export async function unloadModel(
   notFound: () => Error,
 ): Promise<string | undefined> {
   let closeWarning: unknown;
-  await oneChangeAtATime(ctx.pool, name, "unload", async () => {
+  await ctx.modelChanges.run(name, "unload", async () => {
     if (!modelLoaded(ctx, name)) throw notFound();
     const out = await ctx.catalog.remove(
       ctx.pool,

@@ -35,6 +35,7 @@ import {
 import { BodyReadGuard } from "./read_json_body.ts";
 import { jsonResponse } from "./json_response.ts";
 import { ResponseCompression } from "./_response_compression.ts";
+import { ModelChanges } from "./_model_changes.ts";
 import type { RouteContext } from "./route_context.ts";
 import {
   bearerAuth,
@@ -325,6 +326,7 @@ export function createGateway(
     repositoryModels: new Map(
       (options.repositoryModels ?? []).map(({ name, ...spec }) => [name, spec]),
     ),
+    modelChanges: new ModelChanges(),
     forwardHeaders,
     refusedHeaderWarnings: new Map(),
     compression: compress ? new ResponseCompression(compress) : undefined,

@@ -13,6 +13,7 @@ import type { GatewayMetrics } from "./metrics.ts";
 import type { ModelCatalog } from "./model_catalog.ts";
 import type { BodyReadGuard } from "./read_json_body.ts";
 import type { ExposedModelHeaders } from "./_model_http_headers.ts";
+import type { ModelChanges } from "./_model_changes.ts";
 
 /**
  * The state every route group receives from `createGateway`.
@@ -70,6 +71,12 @@ export interface RouteContext {
    * its spec.
    */
   repositoryModels: ReadonlyMap<string, GatewayModelSpec>;
+  /**
+   * Loads and removals of models in progress, one per name at a time
+   * (`PUT`/`DELETE /v1/models/{name}` and the repository extension's load
+   * and unload queue together).
+   */
+  modelChanges: ModelChanges;
   /** The request headers models get (lower-case, each once); empty: none, and none is read. */
   forwardHeaders: readonly string[];
   /** Gzip for large model results (`compress`); `undefined`: off. */
