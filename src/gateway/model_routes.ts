@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import * as v from "valibot";
 import { ChannelHub } from "./channels.ts";
 import { plainRecord } from "../_plain_record.ts";
@@ -27,6 +27,11 @@ import { isRequestId } from "../_request_id.ts";
 import { validBody } from "./_valid_body.ts";
 import type { GatewayModelSpec } from "./gateway_pool.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
+import {
+  versionKey,
+  VersionLabel,
+  versionLabelProblem,
+} from "../_model_version.ts";
 import {
   isBinaryType,
   readBinaryBody,
@@ -118,6 +123,47 @@ function tooLongName(
 }
 
 /**
+ * The name the pool knows version `version` of model `name` by
+ * (`name@version`), or the error telling it has no such version (its
+ * message names the versions there are).
+ */
+export function findVersion(
+  ctx: RouteContext,
+  name: string,
+  version: string,
+): string | Error {
+  const { pool } = ctx;
+  if (pool.resolveModel === undefined) {
+    return httpError(
+      404,
+      "ModelNotFoundError",
+      `Cannot find model ${quoteShort(name)} version ${
+        quoteShort(version)
+      }: this gateway's pool serves no versions`,
+    );
+  }
+  try {
+    return pool.resolveModel(name, version);
+  } catch (err) {
+    return err instanceof Error ? err : new Error(String(err));
+  }
+}
+
+/** The 404 of a call of a version there is not, counted as a call of no model. */
+function unknownVersion(
+  err: Error,
+  direct: boolean,
+  metrics: RouteContext["metrics"],
+  clientId: string | undefined,
+): Promise<Response> {
+  metrics.start("_unknown")(404);
+  if (direct) metrics.countHttp(404);
+  return Promise.resolve(
+    errorResponse(err, false, clientId ?? crypto.randomUUID()),
+  );
+}
+
+/**
  * The request id a client sent (`X-Request-Id`), when it is a valid one
  * (1 to 128 characters of `A-Za-z0-9._:-`); anything else is ignored, as if
  * absent.
@@ -168,6 +214,29 @@ export function confineModelPath(file: string): string {
     throw bad("must be a .py file");
   }
   return parts.join("/");
+}
+
+const DefaultBody = v.strictObject(
+  { version: VersionLabel },
+  (issue) =>
+    issue.expected === "never"
+      ? "unknown field (allowed: version)"
+      : issue.input === undefined && issue.path?.length
+      ? "is required"
+      : "expected {version}",
+);
+
+function checkVersion(name: string, version: string): void {
+  const problem = versionLabelProblem(version);
+  if (problem !== undefined) {
+    throw httpError(
+      400,
+      "InvalidRequestError",
+      `Cannot use version ${quoteShort(version)} of model ${
+        quoteShort(name)
+      }: ${problem}`,
+    );
+  }
 }
 
 function checkName(name: string): void {
@@ -398,6 +467,7 @@ export function modelExecutor(
   key: string | undefined,
   publish: string | undefined,
   timeout: string | undefined,
+  version?: string,
 ) => Promise<Response> {
   const { pool, metrics, hub, logger, disconnects, compression } = ctx;
   const hideDir = modelsDirHider(ctx);
@@ -406,7 +476,7 @@ export function modelExecutor(
     ? ctx.forwardHeaders
     : undefined;
   // One async function for the whole call: no wrapper promise per request.
-  return async (request, name, key, publish, timeoutParam) => {
+  return async (request, name, key, publish, timeoutParam, version) => {
     // Only the direct path logs the request itself (routed: the middleware),
     // and only when debug logging is on (a clock read per request otherwise).
     const log = direct && logger.isEnabledFor?.("debug") !== false;
@@ -422,6 +492,17 @@ export function modelExecutor(
         metrics,
         clientId ?? crypto.randomUUID(),
       );
+    }
+    // A model with versions: the version asked for, else its default (the
+    // name the pool and the catalog know it by, `name@version`).
+    if (version !== undefined) {
+      const found = findVersion(ctx, name, version);
+      if (typeof found !== "string") {
+        return unknownVersion(found, direct, metrics, clientId);
+      }
+      name = found;
+    } else if (pool.resolveModel !== undefined) {
+      name = pool.resolveModel(name);
     }
     const done = metrics.start(name);
     let requestId = clientId;
@@ -759,14 +840,19 @@ function streamError(
 export function modelRoutes(ctx: RouteContext): Hono {
   const { pool, catalog } = ctx;
   const app = new Hono();
-  const known = (name: string): boolean =>
-    pool.status().models.some((m) => m.name === name);
+  const known = (name: string, version?: string): boolean =>
+    version === undefined
+      ? pool.status().models.some((m) => m.name === name)
+      : pool.modelVersions?.(name)?.versions.includes(version) === true;
   // A remove, or an update, retires the version loaded now: each worker
   // waits for its calls in flight and then runs its close(), each step
   // bounded by its close_timeout_ms (docs/models.md "close"). That work is
   // documented, so it comes on top of loadTimeout rather than out of it.
-  const retireBound = (name: string): { timeout: number } => {
-    const close = catalog.describe(pool, name)?.closeTimeoutMs ?? 0;
+  const retireBound = (
+    name: string,
+    version?: string,
+  ): { timeout: number } => {
+    const close = catalog.describe(pool, name, version)?.closeTimeoutMs ?? 0;
     return { timeout: ctx.loadTimeout + 2 * close };
   };
   const notFound = (name: string) =>
@@ -803,7 +889,18 @@ export function modelRoutes(ctx: RouteContext): Hono {
   app.get("/v1/models/:name", (c) => {
     const name = c.req.param("name");
     // As listed: a model added to the pool directly shows its own timeout.
+    // A model with versions: its default one, with the labels of them all.
     const model = catalog.describe(pool, name);
+    if (model === undefined) throw notFound(name);
+    return jsonResponse(modelView(model, ctx.debug, ctx.requestTimeout));
+  });
+
+  app.get("/v1/models/:name/versions/:version", (c) => {
+    const name = c.req.param("name");
+    const version = c.req.param("version");
+    const found = findVersion(ctx, name, version);
+    if (typeof found !== "string") throw found;
+    const model = catalog.describe(pool, name, version);
     if (model === undefined) throw notFound(name);
     return jsonResponse(modelView(model, ctx.debug, ctx.requestTimeout));
   });
@@ -821,9 +918,24 @@ export function modelRoutes(ctx: RouteContext): Hono {
     );
   });
 
+  app.post("/v1/models/:name/versions/:version/execute", (c) => {
+    const query = c.req.url.includes("?");
+    return run(
+      c.req.raw,
+      c.req.param("name"),
+      query ? c.req.query("key") : undefined,
+      query ? c.req.query("publish") : undefined,
+      query ? c.req.query("timeout") : undefined,
+      c.req.param("version"),
+    );
+  });
+
   const hideDir = modelsDirHider(ctx);
-  app.post("/v1/models/:name/stream", async (c) => {
-    const name = c.req.param("name");
+  const stream = async (
+    c: Context,
+    name: string,
+    version: string | undefined,
+  ) => {
     // The client's request id goes with the call (the app's middleware
     // echoes it); an error answered or sent as an event has one either way.
     const clientId = clientRequestId(c.req.raw);
@@ -841,8 +953,20 @@ export function modelRoutes(ctx: RouteContext): Hono {
     if (name.length > MAX_NAME) {
       return errorResponse(notFound(name), false, failure.requestId());
     }
-    const stream = pool.executeStream;
-    if (stream === undefined) {
+    // A model with versions: the one asked for, else its default.
+    if (version !== undefined) {
+      const found = findVersion(ctx, name, version);
+      if (typeof found !== "string") {
+        ctx.metrics.start("_unknown")(404);
+        return errorResponse(found, false, failure.requestId());
+      }
+      name = found;
+    } else if (pool.resolveModel !== undefined) {
+      name = pool.resolveModel(name);
+    }
+    failure.model = name;
+    const executeStream = pool.executeStream;
+    if (executeStream === undefined) {
       return errorResponse(
         httpError(
           501,
@@ -900,7 +1024,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
         const headers = forwardedHeaders(c.req.raw, ctx.forwardHeaders);
         if (headers !== undefined) options.headers = headers;
       }
-      items = stream.call(pool, name, body, options);
+      items = executeStream.call(pool, name, body, options);
       watched = ctx.disconnects?.watch(c.req.raw);
       watched?.signal.addEventListener("abort", onLeave, { once: true });
       // Until the first item the status can still say what went wrong (404,
@@ -942,12 +1066,24 @@ export function modelRoutes(ctx: RouteContext): Hono {
       failure.requestId,
       true,
     );
-  });
+  };
+  app.post(
+    "/v1/models/:name/stream",
+    (c) => stream(c, c.req.param("name"), undefined),
+  );
+  app.post(
+    "/v1/models/:name/versions/:version/stream",
+    (c) => stream(c, c.req.param("name"), c.req.param("version")),
+  );
 
-  app.put("/v1/models/:name", async (c) => {
+  const put = async (
+    c: Context,
+    name: string,
+    version: string | undefined,
+  ) => {
     if (!ctx.allowManage) throw forbidden();
-    const name = c.req.param("name");
     checkName(name);
+    if (version !== undefined) checkVersion(name, version);
     const body = validBody(
       ModelSpecBody,
       await readJsonBody(
@@ -965,6 +1101,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     if (body.class !== undefined) spec.class = body.class;
     if (body.timeout !== undefined) spec.timeout = body.timeout;
     if (body.workers !== undefined) spec.workers = body.workers;
+    if (version !== undefined) spec.version = version;
     const dir = ctx.modelsDir;
     // Add or update as one step per name: two PUTs of a new name would both
     // see it missing, and the second add would fail ("it already exists").
@@ -972,10 +1109,10 @@ export function modelRoutes(ctx: RouteContext): Hono {
     // otherwise hold this PUT, and every later PUT and DELETE of the name
     // queued behind it, for ever.
     const { existed, model } = await oneAtATime(name, async () => {
-      const existed = known(name);
+      const existed = known(name, version);
       try {
         const model = existed
-          ? await catalog.update(pool, name, spec, retireBound(name))
+          ? await catalog.update(pool, name, spec, retireBound(name, version))
           : await catalog.add(pool, name, spec, { timeout: ctx.loadTimeout });
         return { existed, model };
       } catch (err) {
@@ -997,7 +1134,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
       }
     });
     ctx.logger.info("Model {name} {action} from {file}", {
-      name,
+      name: version === undefined ? name : `${name} version ${version}`,
       action: existed ? "updated" : "added",
       file: spec.file,
     });
@@ -1005,14 +1142,19 @@ export function modelRoutes(ctx: RouteContext): Hono {
       closeWarning?: string;
     };
     // The slots it was just placed on, as GET /v1/models/{name} shows them.
-    const slots = pool.status().models.find((m) => m.name === name)?.slots;
+    const now = version === undefined
+      ? pool.status().models.find((m) => m.name === name)
+      : pool.status().models.find((m) =>
+        m.name === name && m.version === version
+      );
+    const slots = now?.slots;
+    const shown: typeof info = slots === undefined
+      ? info
+      : { ...info, slots: [...slots] };
+    if (version !== undefined) shown.default = now?.default === true;
     const answer: Record<string, unknown> = {
       action: existed ? "updated" : "added",
-      model: modelView(
-        slots === undefined ? info : { ...info, slots: [...slots] },
-        ctx.debug,
-        ctx.requestTimeout,
-      ),
+      model: modelView(shown, ctx.debug, ctx.requestTimeout),
     };
     if (closeWarning !== undefined) {
       // The old version's close() raised or overran (the worker's log has
@@ -1024,19 +1166,69 @@ export function modelRoutes(ctx: RouteContext): Hono {
       answer.closeWarning = closeWarning;
     }
     return jsonResponse(answer, existed ? 200 : 201);
-  });
+  };
+  app.put("/v1/models/:name", (c) => put(c, c.req.param("name"), undefined));
+  app.put(
+    "/v1/models/:name/versions/:version",
+    (c) => put(c, c.req.param("name"), c.req.param("version")),
+  );
 
-  app.delete("/v1/models/:name", async (c) => {
+  // The default version: {"version": "2"}.
+  app.put("/v1/models/:name/default", async (c) => {
     if (!ctx.allowManage) throw forbidden();
     const name = c.req.param("name");
+    const body = validBody(
+      DefaultBody,
+      await readJsonBody(
+        c.req.raw,
+        ctx.bodyLimit,
+        ctx.bodyReads,
+        ctx.runtime,
+        ctx.maxIntegerDigits,
+        ctx.maxJsonDepth,
+      ),
+      `Cannot set the default version of model ${quoteShort(name)}`,
+    );
+    if (pool.setDefaultVersion === undefined) {
+      throw findVersion(ctx, name, body.version);
+    }
+    await oneAtATime(name, () => pool.setDefaultVersion!(name, body.version));
+    ctx.logger.info("Model {name} serves version {version} by default", {
+      name,
+      version: body.version,
+    });
+    return jsonResponse({ name, ...pool.modelVersions?.(name) });
+  });
+
+  const remove = async (
+    c: Context,
+    name: string,
+    version: string | undefined,
+  ) => {
+    if (!ctx.allowManage) throw forbidden();
     let closeWarning: unknown;
     await oneAtATime(name, async () => {
-      if (!known(name)) throw notFound(name);
-      const out = await catalog.remove(pool, name, retireBound(name));
+      if (version !== undefined) {
+        const found = findVersion(ctx, name, version);
+        if (typeof found !== "string") throw found;
+      } else if (!known(name)) throw notFound(name);
+      // Every version's metrics go with a model removed by its name.
+      const keys = version === undefined
+        ? (pool.modelVersions?.(name)?.versions ?? []).map((v) =>
+          versionKey(name, v)
+        )
+        : [versionKey(name, version)];
+      const out = await catalog.remove(pool, name, {
+        ...retireBound(name, version),
+        ...(version === undefined ? {} : { version }),
+      });
       closeWarning = (out as { closeWarning?: unknown } | null)?.closeWarning;
-      ctx.metrics.forget(name);
+      if (version === undefined) ctx.metrics.forget(name);
+      for (const key of keys) ctx.metrics.forget(key);
     });
-    ctx.logger.info("Model {name} removed", { name });
+    ctx.logger.info("Model {name} removed", {
+      name: version === undefined ? name : `${name} version ${version}`,
+    });
     if (typeof closeWarning === "string") {
       // Its close() raised or overran (the worker's log has the traceback):
       // removed all the same.
@@ -1044,10 +1236,26 @@ export function modelRoutes(ctx: RouteContext): Hono {
         name,
         warning: closeWarning,
       });
-      return c.json({ name, removed: true, closeWarning });
+      return c.json(
+        version === undefined
+          ? { name, removed: true, closeWarning }
+          : { name, version, removed: true, closeWarning },
+      );
     }
-    return c.json({ name, removed: true });
-  });
+    return c.json(
+      version === undefined
+        ? { name, removed: true }
+        : { name, version, removed: true },
+    );
+  };
+  app.delete(
+    "/v1/models/:name",
+    (c) => remove(c, c.req.param("name"), undefined),
+  );
+  app.delete(
+    "/v1/models/:name/versions/:version",
+    (c) => remove(c, c.req.param("name"), c.req.param("version")),
+  );
 
   return app;
 }
