@@ -255,3 +255,39 @@ Deno.test("Gateway versions: management is off by default (PUT, DELETE and the d
   assert.equal(res.status, 404);
   await res.body?.cancel();
 });
+
+Deno.test("Gateway versions: pyproxy.json models entries with a version load side by side, the first listed the default; /openapi.json lists the version routes and the name's own paths once", async () => {
+  await using gw = await startGateway(
+    {
+      workers: 1,
+      allowManage: true,
+      models: [
+        { name: "t", file: "tagged.py", options: { v: "b" }, version: "b" },
+        { name: "t", file: "tagged.py", options: { v: "a" }, version: "a" },
+        { name: "echo", file: "echo.py" },
+      ],
+    },
+    { "tagged.py": TAGGED },
+  );
+  const run = async (path: string) =>
+    (await (await gw.fetch(path, post())).json()).v;
+  assert.equal(await run("/v1/models/t/execute"), "b");
+  assert.equal(await run("/v1/models/t/versions/a/execute"), "a");
+  const got = await (await gw.fetch("/v1/models/t")).json();
+  assert.deepEqual([got.label, got.versions], ["b", ["b", "a"]]);
+  const doc = await (await gw.fetch("/openapi.json")).json();
+  const paths = Object.keys(doc.paths);
+  for (
+    const p of [
+      "/v1/models/t/execute",
+      "/v1/models/{name}/versions/{version}/execute",
+      "/v1/models/{name}/versions/{version}/stream",
+      "/v1/models/{name}/versions/{version}",
+      "/v1/models/{name}/default",
+    ]
+  ) assert.ok(paths.includes(p), p);
+  assert.deepEqual(
+    Object.keys(doc.paths["/v1/models/{name}/versions/{version}"]).sort(),
+    ["delete", "get", "parameters", "put"],
+  );
+});
