@@ -66,6 +66,16 @@ Deno.test("Gateway versions: PUT loads two versions side by side, execute picks 
     return (await r.json()).v;
   };
   assert.equal(await v("/v1/models/ranker/execute"), "one");
+  // ?publish= tells the model's name and the version that ran.
+  res = await gw.fetch("/v1/models/ranker/execute?publish=out", post());
+  assert.equal(res.status, 200);
+  await res.body?.cancel();
+  const { channels } = await (await gw.fetch("/v1/channels")).json();
+  const out = channels.find((c: { name: string }) => c.name === "out");
+  assert.deepEqual(
+    { ...out.history.at(-1).data, result: undefined },
+    { model: "ranker", version: "1", result: undefined },
+  );
   assert.equal(await v("/v1/models/ranker/versions/1/execute"), "one");
   assert.equal(await v("/v1/models/ranker/versions/2/execute"), "two");
   // The stream routes too.

@@ -495,6 +495,7 @@ export function modelExecutor(
     }
     // A model with versions: the version asked for, else its default (the
     // name the pool and the catalog know it by, `name@version`).
+    const asked = name;
     if (version !== undefined) {
       const found = findVersion(ctx, name, version);
       if (typeof found !== "string") {
@@ -546,7 +547,15 @@ export function modelExecutor(
       if (contentType !== undefined) options.contentType = contentType;
       const result = await pool.execute(name, body, options);
       if (publish !== undefined) {
-        hub.publish(publish, { model: name, result: result ?? null });
+        // The model's name as the client knows it, and the version that ran.
+        hub.publish(
+          publish,
+          name === asked ? { model: name, result: result ?? null } : {
+            model: asked,
+            version: name.slice(asked.length + 1),
+            result: result ?? null,
+          },
+        );
       }
       // A model's `Cache-Control: no-transform` keeps its result as it is.
       const compress = compression !== undefined && !noTransform(meta)
