@@ -81,7 +81,8 @@ Options:
       --grace <ms>          Shutdown grace period for in-flight requests (default 10000)
       --allow-eval          Enable POST /v1/eval (runs arbitrary Python code;
                             without a token, one is generated and printed)
-      --allow-manage        Enable PUT/DELETE /v1/models/{name} and PUT /v1/workers
+      --allow-manage        Enable PUT/DELETE /v1/models/{name} (and its versions,
+                            its default) and PUT /v1/workers
                             (token: as above)
       --autoscale <min:max> Grow the pool while calls queue, shrink it while idle,
                             between min and max workers (either may be left out:
@@ -115,13 +116,21 @@ Routes (see docs/gateway.md):
   POST   /v1/models/{name}/execute  Run a model (?key=, ?timeout=, ?publish=)
   POST   /v1/models/{name}/stream   Run a model, its items as SSE (?key=, ?timeout=)
   PUT    /v1/models/{name}          Add or update a model (--allow-manage)
-  DELETE /v1/models/{name}          Remove a model (--allow-manage)
+  DELETE /v1/models/{name}          Remove a model, every version of it (--allow-manage)
+  PUT    /v1/models/{name}/default  Set the default version: {"version": "2"} (--allow-manage)
   PUT    /v1/workers                Resize the pool: {"count": N} (--allow-manage)
   POST   /v1/eval                   Run Python code, output as SSE (--allow-eval)
   GET    /v1/eval/{id}/events       Resume an eval's SSE stream (Last-Event-ID)
   GET    /v1/channels               Channels, subscribers, recent history
   GET    /v1/channels/{name}        Subscribe (SSE, or a WebSocket upgrade)
   POST   /v1/channels/{name}        Publish a JSON message
+
+Versions of a model served side by side (docs/gateway.md "Versions"):
+  GET    /v1/models/{name}/versions/{version}          One version's description
+  POST   /v1/models/{name}/versions/{version}/execute  Run that version
+  POST   /v1/models/{name}/versions/{version}/stream   Run that version, items as SSE
+  PUT    /v1/models/{name}/versions/{version}          Add or replace it (--allow-manage)
+  DELETE /v1/models/{name}/versions/{version}          Remove it (--allow-manage)
 
 Open Inference Protocol (KServe V2 REST, as Triton and KServe clients call it):
   GET    /v2                                         Server metadata

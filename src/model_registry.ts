@@ -36,6 +36,15 @@ import {
 export interface ModelInfo {
   /** Model name. */
   name: string;
+  /**
+   * Its version label, for a version of a model with versions
+   * (`ModelSpec.version`, docs/models.md "Versions": each version is listed
+   * on its own, all with the model's `name`); absent otherwise
+   * (`pool.status()` only).
+   */
+  version?: string;
+  /** With `version`: whether it is the model's default version. */
+  default?: boolean;
   /** The spec it was added (or last updated) with. */
   spec: ModelSpec;
   /** `dataFile`s passed to `initModel` since the last add/update, in order. */
@@ -89,6 +98,23 @@ export interface ModelCallOptions {
   timeout?: number;
   /** Aborts the command (`CancelledError`), like a call's `signal`. */
   signal?: AbortSignal;
+  /**
+   * The version a `removeModel` or `initModel` acts on, for a model with
+   * versions (docs/models.md, "Versions"); `addModel` and `updateModel`
+   * take it in the spec. A `removeModel` without it removes every version.
+   */
+  version?: string;
+}
+
+/**
+ * Steps of a model command run under the registry's lock: `check` before
+ * anything is sent (a throw refuses the command), `done` once it succeeded.
+ * The pool keeps its versions (docs/models.md, "Versions") in step with the
+ * registry so.
+ */
+export interface ModelCommandHooks {
+  check?: () => void;
+  done?: () => void;
 }
 
 /** Options of {@linkcode ModelRegistry}. */
@@ -224,6 +250,11 @@ export class ModelRegistry {
   /** The placed models' slots, by name (read live; empty while no model has `workers`). */
   get placements(): ReadonlyMap<string, ModelPlacement> {
     return this.#placements;
+  }
+
+  /** Whether a model of that (internal) name is registered. */
+  has(name: string): boolean {
+    return this.#models.has(name);
   }
 
   /** The models, in the order they were added. */
@@ -577,8 +608,10 @@ export class ModelRegistry {
     spec: ModelSpec,
     workers: () => Worker[],
     call: ModelCallOptions = {},
+    hooks: ModelCommandHooks = {},
   ): Promise<unknown> {
     return this.exclusive(async () => {
+      hooks.check?.();
       if (this.#models.has(name)) {
         throw errorFromWire({
           type: "InvalidRequestError",
@@ -610,6 +643,7 @@ export class ModelRegistry {
           rr: 0,
         });
       }
+      hooks.done?.();
       return this.#keepSnapshot(name, result);
     });
   }
@@ -620,8 +654,10 @@ export class ModelRegistry {
     spec: ModelSpec,
     workers: () => Worker[],
     call: ModelCallOptions = {},
+    hooks: ModelCommandHooks = {},
   ): Promise<unknown> {
     return this.exclusive(async () => {
+      hooks.check?.();
       const old = this.#require(name, "update");
       const oldSnapshot = this.#snapshots.get(name);
       const all = workers();
@@ -708,10 +744,15 @@ export class ModelRegistry {
     name: string,
     workers: () => Worker[],
     call: ModelCallOptions = {},
+    hooks: ModelCommandHooks = {},
   ): Promise<unknown> {
     return this.exclusive(async () => {
+      hooks.check?.();
       this.#require(name, "remove");
       this.#models.delete(name);
+      // Calls from now on no longer reach it (a version: its name's default
+      // is another one, or the name is gone).
+      hooks.done?.();
       this.#snapshots.delete(name);
       const placement = this.#placements.get(name);
       if (placement !== undefined) {
@@ -1090,8 +1131,14 @@ function loadArgs(
   snapshot?: Snapshot,
   ask = false,
 ): Record<string, unknown> {
-  // The model's call timeout and placement are the pool's business (host-only).
-  const { timeout: _timeout, workers: _workers, ...spec } = fullSpec;
+  // The model's call timeout, placement and version label are the pool's
+  // business (host-only): a version is known to the server by its name.
+  const {
+    timeout: _timeout,
+    workers: _workers,
+    version: _version,
+    ...spec
+  } = fullSpec;
   if (snapshot === undefined) {
     return ask ? { name, ...spec, snapshot: true } : { name, ...spec };
   }

@@ -162,6 +162,12 @@ export interface ExecuteStreamOptions {
   /** Send to this worker only. */
   worker?: string;
   /**
+   * The version of the model to run (`pool.execute`'s `version`); absent:
+   * its default one. A version it does not have ends the stream with
+   * `ModelNotFoundError`.
+   */
+  version?: string;
+  /**
    * Milliseconds for the whole stream, from the call to its last item.
    * @default {PoolOptions.requestTimeout}
    */
@@ -272,14 +278,23 @@ export class ModelStream<T = unknown>
   /** `onResponseMeta`, until the model's headers came. */
   #onMeta: ((meta: ResponseMeta) => void) | undefined;
 
-  /** Starts the call; use {@linkcode Pool.executeStream}. */
+  /**
+   * Starts the call; use {@linkcode Pool.executeStream}. `refused`: the
+   * stream is not started, its first read rejects with it (a `version` the
+   * model does not have).
+   */
   constructor(
     pool: StreamPool,
     name: string,
     msg: unknown,
     options: ExecuteStreamOptions = {},
+    refused?: Error,
   ) {
     this.#pool = pool;
+    if (refused !== undefined) {
+      this.#end(refused);
+      return;
+    }
     const { idleTimeout, requestId, contentType, headers, onResponseMeta } =
       options;
     const invalid = callOptionsError("Cannot send call", {

@@ -24,6 +24,7 @@ import {
   CancelledError,
   ConfigError,
   ConnectionLostError,
+  errorFromWire,
   NoWorkerError,
   ShuttingDownError,
   TimeoutError,
@@ -78,6 +79,11 @@ import {
 } from "./model_stream.ts";
 import { hostDirPrefix, removeDeadHostDirs } from "./_dead_host_dirs.ts";
 import { closeAllOnSignal, closeOnSignal } from "./_signal_close.ts";
+import {
+  quoteLabel,
+  versionKey,
+  versionLabelProblem,
+} from "./_model_version.ts";
 
 /** The temporary directories a pool or its servers make (`<kind>-<pid>-...`). */
 const TEMP_DIR_KINDS = ["pyproxy-sock", "pyproxy-models"] as const;
@@ -176,6 +182,31 @@ export interface ExecuteOptions extends Omit<PoolRequestOptions, "onEvent"> {
    * them: `execute_batch` reads them in `host.message_headers()`.
    */
   headers?: Record<string, string>;
+  /**
+   * The version of the model to run, for a model added with versions
+   * (`ModelSpec.version`, docs/models.md "Versions"); absent: its default
+   * version (or the model, when it has no versions). A version the model
+   * does not have rejects with `ModelNotFoundError` naming the ones it has.
+   */
+  version?: string;
+}
+
+/**
+ * What {@linkcode Pool.modelVersions} returns: a model's version labels,
+ * in the order they were added, and its default one.
+ *
+ * @example
+ * ```ts
+ * import type { ModelVersions } from "./pool.ts";
+ * const v: ModelVersions = { versions: ["1", "2"], default: "1" };
+ * console.log(v.versions.includes(v.default)); // true
+ * ```
+ */
+export interface ModelVersions {
+  /** The labels, in the order they were added. */
+  versions: string[];
+  /** The label of the version calls without one run. */
+  default: string;
 }
 
 /**
@@ -547,6 +578,18 @@ export class Pool implements AsyncDisposable {
    */
   #modelTimeouts = new Map<string, number>();
   /**
+   * The models added with versions, by name: their labels in the order
+   * they were added, and the default's. Changed under the registry's lock
+   * (its `check`/`done` hooks), so it is in step with what it loads.
+   */
+  #versions = new Map<string, ModelVersions>();
+  /**
+   * Each versioned model's name → the internal name of its default version
+   * (`name@label`): what its calls without a `version` run. Read by a call
+   * only while some model has versions (a size check otherwise).
+   */
+  #defaults = new Map<string, string>();
+  /**
    * The `close_timeout_ms` of the models with a `close()`, by name (the
    * description's `closeTimeoutMs`), for `status()`.
    */
@@ -804,32 +847,176 @@ export class Pool implements AsyncDisposable {
     options: ModelCallOptions = {},
   ): Promise<unknown> {
     this.#admit("add model");
-    this.#checkModelOptions("add model", name, options);
-    this.#checkModelsDir("add model", name, spec);
-    this.#checkModelTimeout("add model", name, spec);
-    this.#checkModelWorkers("add model", name, spec);
-    await this.#someWorkerReady("add model", name, options);
-    this.#modelMetrics.modelAdded(name);
+    const label = this.#labelOf("add model", name, spec);
+    const key = label === undefined ? name : versionKey(name, label);
+    this.#checkModelOptions("add model", key, options);
+    this.#checkModelsDir("add model", key, spec);
+    this.#checkModelTimeout("add model", key, spec);
+    this.#checkModelWorkers("add model", key, spec);
+    await this.#someWorkerReady("add model", key, options);
+    this.#modelMetrics.modelAdded(key);
     const out = await this.#modelOp(
       "add model",
-      name,
+      key,
       this.#registry.add(
-        name,
+        key,
         spec,
-        () => this.#modelTargets("add model", name, true),
+        () => this.#modelTargets("add model", key, true),
         options,
+        {
+          check: () => this.#checkVersionedAdd(name, label),
+          done: () => {
+            if (label === undefined) return;
+            const set = this.#versions.get(name);
+            if (set !== undefined) set.versions.push(label);
+            else {
+              // The first version added is the default.
+              this.#versions.set(name, { versions: [label], default: label });
+              this.#defaults.set(name, key);
+            }
+          },
+        },
       ),
     );
-    this.#timeoutOf(name, spec, out);
-    this.#batchingOf(name, out);
+    this.#timeoutOf(key, spec, out);
+    this.#batchingOf(key, out);
     this.#events.emit({
       type: "model",
       action: "add",
       name,
+      ...(label === undefined ? {} : { version: label }),
       spec,
       description: out,
     });
     return out;
+  }
+
+  /**
+   * A spec's `version` label, checked (`undefined`: none). A model with
+   * versions has a name without `@`: its versions' internal names are
+   * `name@label`.
+   */
+  #labelOf(action: string, name: string, spec: ModelSpec): string | undefined {
+    const label = (spec as { version?: unknown } | null)?.version;
+    if (label === undefined) return undefined;
+    const problem = versionLabelProblem(label);
+    if (problem !== undefined) {
+      throw new ConfigError(
+        `Cannot ${action} '${name}': version: ${problem}, got ${
+          quoteLabel(label)
+        }`,
+        { details: { field: "version" } },
+      );
+    }
+    if (typeof name === "string" && name.includes("@")) {
+      throw new ConfigError(
+        `Cannot ${action} '${name}' with a version: the name of a model with versions has no '@'`,
+        { details: { field: "name" } },
+      );
+    }
+    return label as string;
+  }
+
+  /** An add of `name` (with version `label`, or none) fits its other versions. */
+  #checkVersionedAdd(name: string, label: string | undefined): void {
+    const set = this.#versions.get(name);
+    if (label === undefined) {
+      if (set !== undefined) throw hasVersions("add", name, set);
+      return;
+    }
+    if (set === undefined && this.#registry.has(name)) {
+      throw errorFromWire({
+        type: "InvalidRequestError",
+        message:
+          `Cannot add model '${name}' version '${label}': '${name}' is loaded without a version (remove it first, or add the versions under another name)`,
+      });
+    }
+    if (set?.versions.includes(label)) {
+      throw errorFromWire({
+        type: "InvalidRequestError",
+        message:
+          `Cannot add model '${name}' version '${label}': it already exists (updateModel replaces it)`,
+      });
+    }
+  }
+
+  /**
+   * The internal name of version `label` of `name`, which must exist; a
+   * `ModelNotFoundError` naming the versions there are otherwise.
+   */
+  #versionName(action: string, name: string, label: unknown): string {
+    const set = typeof name === "string" ? this.#versions.get(name) : undefined;
+    if (typeof label !== "string" || !set?.versions.includes(label)) {
+      throw noSuchVersion(action, name, label, set);
+    }
+    return versionKey(name, label);
+  }
+
+  /**
+   * The name the workers know a model's version by: `name@version` for a
+   * model added with versions (`ModelSpec.version`), `version` or else its
+   * default one; `name` itself for a model without versions. Rejects a
+   * version the model does not have with `ModelNotFoundError` (its
+   * `details.versions` lists the ones it has). What `execute` and the
+   * other calls do with their `version` option; the gateway uses it to
+   * find a version's description and metrics.
+   *
+   * @example
+   * ```ts ignore
+   * await pool.addModel("scorer", { file: "scorer_v1.py", version: "1" });
+   * console.log(pool.resolveModel("scorer")); // "scorer@1"
+   * console.log(pool.resolveModel("scorer", "1")); // "scorer@1"
+   * ```
+   */
+  resolveModel(name: string, version?: string): string {
+    if (version !== undefined) {
+      return this.#versionName("find model", name, version);
+    }
+    return this.#defaults.size === 0 ? name : this.#defaults.get(name) ?? name;
+  }
+
+  /**
+   * The versions of a model added with versions (labels in the order they
+   * were added, and the default's); `undefined` for a model without
+   * versions or none of that name.
+   *
+   * @example
+   * ```ts ignore
+   * await pool.addModel("scorer", { file: "scorer_v1.py", version: "1" });
+   * await pool.addModel("scorer", { file: "scorer_v2.py", version: "2" });
+   * console.log(pool.modelVersions("scorer")); // { versions: ["1", "2"], default: "1" }
+   * ```
+   */
+  modelVersions(name: string): ModelVersions | undefined {
+    const set = this.#versions.get(name);
+    return set === undefined
+      ? undefined
+      : { versions: [...set.versions], default: set.default };
+  }
+
+  /**
+   * Makes version `version` of model `name` its default: the calls without
+   * a `version` that start from now on run it (calls already sent finish
+   * where they are). Runs after the model commands under way; rejects with
+   * `ModelNotFoundError` for a version the model does not have.
+   *
+   * @example
+   * ```ts ignore
+   * await pool.addModel("scorer", { file: "scorer_v1.py", version: "1" });
+   * await pool.addModel("scorer", { file: "scorer_v2.py", version: "2" });
+   * await pool.setDefaultVersion("scorer", "2");
+   * await pool.execute("scorer", { x: 1 }); // runs version 2
+   * ```
+   */
+  async setDefaultVersion(name: string, version: string): Promise<void> {
+    this.#admit("set default version");
+    await this.#registry.exclusive(() => {
+      const key = this.#versionName("set default version of", name, version);
+      this.#versions.get(name)!.default = version;
+      this.#defaults.set(name, key);
+      return Promise.resolve();
+    });
+    this.#events.emit({ type: "model", action: "default", name, version });
   }
 
   /** Replaces a model on every ready worker (restored everywhere if one fails). */
@@ -839,57 +1026,120 @@ export class Pool implements AsyncDisposable {
     options: ModelCallOptions = {},
   ): Promise<unknown> {
     this.#admit("update model");
-    this.#checkModelOptions("update model", name, options);
-    this.#checkModelsDir("update model", name, spec);
-    this.#checkModelTimeout("update model", name, spec);
-    this.#checkModelWorkers("update model", name, spec);
+    const label = this.#labelOf("update model", name, spec);
+    const key = label === undefined ? name : versionKey(name, label);
+    this.#checkModelOptions("update model", key, options);
+    this.#checkModelsDir("update model", key, spec);
+    this.#checkModelTimeout("update model", key, spec);
+    this.#checkModelWorkers("update model", key, spec);
     // The calls made before the update go first, to the current version.
-    this.#batchers.get(name)?.flush();
-    await this.#someWorkerReady("update model", name, options);
+    this.#batchers.get(key)?.flush();
+    await this.#someWorkerReady("update model", key, options);
     const out = await this.#modelOp(
       "update model",
-      name,
+      key,
       this.#registry.update(
-        name,
+        key,
         spec,
-        () => this.#modelTargets("update model", name, true),
+        () => this.#modelTargets("update model", key, true),
         options,
+        {
+          check: () => {
+            const set = this.#versions.get(name);
+            if (label === undefined) {
+              if (set !== undefined) throw hasVersions("update", name, set);
+            } else this.#versionName("update", name, label);
+          },
+        },
       ),
     );
-    this.#timeoutOf(name, spec, out);
-    this.#batchingOf(name, out);
+    this.#timeoutOf(key, spec, out);
+    this.#batchingOf(key, out);
     this.#events.emit({
       type: "model",
       action: "update",
       name,
+      ...(label === undefined ? {} : { version: label }),
       spec,
       description: out,
     });
     return out;
   }
 
-  /** Unregisters a model and removes it from every ready worker. */
+  /**
+   * Unregisters a model and removes it from every ready worker. With
+   * `options.version`, that version of a model with versions: its default
+   * one only when it is the last (`setDefaultVersion` first), else
+   * `InvalidRequestError`. Without, every version of it (the default last).
+   */
   async removeModel(
     name: string,
     options: ModelCallOptions = {},
   ): Promise<unknown> {
     this.#admit("remove model");
-    this.#checkModelOptions("remove model", name, options);
+    const label = (options as { version?: unknown } | null)?.version;
+    if (label === undefined) {
+      const set = this.#versions.get(name);
+      if (set !== undefined) {
+        // One at a time, the default last: it may not go while others stay.
+        let out: unknown;
+        for (const l of set.versions.filter((l) => l !== set.default)) {
+          out = await this.removeModel(name, { ...options, version: l });
+        }
+        return await this.removeModel(name, {
+          ...options,
+          version: set.default,
+        }).then((last) => withWarning(last, out));
+      }
+    }
+    const key = label === undefined
+      ? name
+      : this.#versionName("remove", name, label);
+    this.#checkModelOptions("remove model", key, options);
     // The calls made before the removal go first.
-    this.#batchingOf(name, undefined);
+    this.#batchingOf(key, undefined);
     const out = await this.#modelOp(
       "remove model",
-      name,
+      key,
       this.#registry.remove(
-        name,
-        () => this.#modelTargets("remove model", name, false),
+        key,
+        () => this.#modelTargets("remove model", key, false),
         options,
+        label === undefined ? {} : {
+          check: () => {
+            const set = this.#versions.get(name);
+            this.#versionName("remove", name, label);
+            if (set!.default === label && set!.versions.length > 1) {
+              throw errorFromWire({
+                type: "InvalidRequestError",
+                message:
+                  `Cannot remove model '${name}' version '${label}': it is the default version; make another one the default first (setDefaultVersion; versions: ${
+                    set!.versions.join(", ")
+                  })`,
+                details: { model: name, version: label },
+              });
+            }
+          },
+          done: () => {
+            const set = this.#versions.get(name)!;
+            set.versions.splice(set.versions.indexOf(label as string), 1);
+            if (set.versions.length === 0) {
+              this.#versions.delete(name);
+              this.#defaults.delete(name);
+            }
+          },
+        },
       ),
     );
-    this.#modelTimeouts.delete(name);
-    this.#closeTimeouts.delete(name);
-    this.#modelMetrics.forgetModel(name);
-    this.#events.emit({ type: "model", action: "remove", name });
+    this.#modelTimeouts.delete(key);
+    this.#closeTimeouts.delete(key);
+    this.#modelMetrics.forgetModel(key);
+    this.#events.emit({
+      type: "model",
+      action: "remove",
+      name,
+      ...(label === undefined ? {} : { version: label as string }),
+    });
     return out;
   }
 
@@ -900,20 +1150,29 @@ export class Pool implements AsyncDisposable {
     options: ModelCallOptions = {},
   ): Promise<unknown> {
     this.#admit("init model");
-    this.#checkModelOptions("init model", name, options);
-    this.#checkModelsDir("init model", name, { dataFile });
-    await this.#someWorkerReady("init model", name, options);
+    const label = (options as { version?: unknown } | null)?.version;
+    const key = label === undefined
+      ? name
+      : this.#versionName("init", name, label);
+    this.#checkModelOptions("init model", key, options);
+    this.#checkModelsDir("init model", key, { dataFile });
+    await this.#someWorkerReady("init model", key, options);
     const out = await this.#modelOp(
       "init model",
-      name,
+      key,
       this.#registry.init(
-        name,
+        key,
         dataFile,
-        () => this.#modelTargets("init model", name, true),
+        () => this.#modelTargets("init model", key, true),
         options,
       ),
     );
-    this.#events.emit({ type: "model", action: "init", name });
+    this.#events.emit({
+      type: "model",
+      action: "init",
+      name,
+      ...(label === undefined ? {} : { version: label as string }),
+    });
     return out;
   }
 
@@ -930,6 +1189,17 @@ export class Pool implements AsyncDisposable {
     msg: Record<string, unknown> | ArrayBufferView | ArrayBuffer,
     options: ExecuteOptions = {},
   ): Promise<T> {
+    // A model with versions: the one asked for, else its default (no
+    // lookup while no model has versions).
+    if (options.version !== undefined) {
+      try {
+        name = this.#versionName("execute", name, options.version);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    } else if (this.#defaults.size > 0) {
+      name = this.#defaults.get(name) ?? name;
+    }
     if (this.#batchers.size > 0) {
       const batcher = this.#batchers.get(name);
       if (batcher !== undefined) {
@@ -1019,6 +1289,22 @@ export class Pool implements AsyncDisposable {
     msg: unknown,
     options: ExecuteStreamOptions = {},
   ): ModelStream<T> {
+    if (options.version !== undefined) {
+      // A version it does not have: the stream's first read rejects.
+      try {
+        name = this.#versionName("execute", name, options.version);
+      } catch (err) {
+        return new ModelStream<T>(
+          this.#streamPool,
+          name,
+          msg,
+          {},
+          err as Error,
+        );
+      }
+    } else if (this.#defaults.size > 0) {
+      name = this.#defaults.get(name) ?? name;
+    }
     const timeout = options.timeout === undefined
       ? this.#modelTimeouts.get(name)
       : undefined;
@@ -1331,6 +1617,20 @@ export class Pool implements AsyncDisposable {
         const closeTimeoutMs = this.#closeTimeouts.get(m.name);
         const out: ModelInfo = timeout === undefined ? m : { ...m, timeout };
         if (closeTimeoutMs !== undefined) out.closeTimeoutMs = closeTimeoutMs;
+        // A version: its model's name, its label and whether it is the default.
+        const label = m.spec.version;
+        if (label !== undefined && this.#versions.size > 0) {
+          const name = m.name.slice(0, m.name.length - label.length - 1);
+          const set = this.#versions.get(name);
+          if (set?.versions.includes(label)) {
+            return {
+              ...out,
+              name,
+              version: label,
+              default: set.default === label,
+            };
+          }
+        }
         return out;
       }),
       queue: this.#router.queued,
@@ -1884,4 +2184,56 @@ function batchSettings(description: unknown): BatchSettings | undefined {
     typeof delayMs !== "number" || !(delayMs >= 0)
   ) return undefined;
   return { size, delayMs };
+}
+
+/**
+ * The refusal of an add or update without a version of a model that has
+ * versions: which one is meant cannot be guessed.
+ */
+function hasVersions(
+  action: string,
+  name: string,
+  set: ModelVersions,
+): Error {
+  return errorFromWire({
+    type: "InvalidRequestError",
+    message:
+      `Cannot ${action} model '${name}' without a version: it has versions (${
+        set.versions.join(", ")
+      }; default ${set.default}); give spec.version`,
+    details: { model: name, versions: [...set.versions] },
+  });
+}
+
+/** A `ModelNotFoundError` for a version a model does not have, naming the ones it has. */
+function noSuchVersion(
+  action: string,
+  name: string,
+  label: unknown,
+  set: ModelVersions | undefined,
+): Error {
+  const has = set === undefined
+    ? "it has no versions (it is not in the pool, or was added without one)"
+    : `its versions are ${set.versions.join(", ")} (default ${set.default})`;
+  return errorFromWire({
+    type: "ModelNotFoundError",
+    message: `Cannot ${action} model ${quoteLabel(name)} version ${
+      quoteLabel(label)
+    }: ${has}`,
+    details: {
+      model: name,
+      version: String(label),
+      versions: set === undefined ? [] : [...set.versions],
+    },
+  });
+}
+
+/** `last` (a remove's answer) with `earlier`'s `closeWarning` when it has none. */
+function withWarning(last: unknown, earlier: unknown): unknown {
+  const warning = (earlier as { closeWarning?: unknown } | null)?.closeWarning;
+  if (
+    typeof warning !== "string" || last === null || typeof last !== "object" ||
+    "closeWarning" in last
+  ) return last;
+  return { ...last, closeWarning: warning };
 }

@@ -67,8 +67,14 @@ export type PoolEvent =
    */
   | {
     type: "model";
-    action: "add" | "remove" | "update" | "init";
+    /** `default`: `setDefaultVersion` made `version` the default. */
+    action: "add" | "remove" | "update" | "init" | "default";
     name: string;
+    /**
+     * The version it was about, for a model with versions
+     * (`ModelSpec.version`, docs/models.md "Versions"); absent otherwise.
+     */
+    version?: string;
     /** The spec of an `add` or `update`. */
     spec?: ModelSpec;
     /** The description an `add` or `update` answered (absent otherwise). */

@@ -565,8 +565,14 @@ export class Session implements AsyncDisposable {
     spec: ModelSpec,
     options?: RequestOptions,
   ): Promise<ModelDescription> {
-    // `timeout` and `workers` are the pool's (host-only), not the server's.
-    const { timeout: _timeout, workers: _workers, ...wire } = spec;
+    // `timeout`, `workers` and `version` are the pool's (host-only), not the
+    // server's.
+    const {
+      timeout: _timeout,
+      workers: _workers,
+      version: _version,
+      ...wire
+    } = spec;
     return this.request<ModelDescription>(
       "addModel",
       { ...wire, name },
@@ -588,8 +594,14 @@ export class Session implements AsyncDisposable {
     spec: ModelSpec,
     options?: RequestOptions,
   ): Promise<ModelDescription> {
-    // `timeout` and `workers` are the pool's (host-only), not the server's.
-    const { timeout: _timeout, workers: _workers, ...wire } = spec;
+    // `timeout`, `workers` and `version` are the pool's (host-only), not the
+    // server's.
+    const {
+      timeout: _timeout,
+      workers: _workers,
+      version: _version,
+      ...wire
+    } = spec;
     return this.request<ModelDescription>(
       "updateModel",
       { ...wire, name },

@@ -161,6 +161,18 @@ export interface ModelSpec {
    * @default {every worker}
    */
   workers?: number;
+  /**
+   * The version label of this spec, for a `Pool` serving several versions
+   * of the model at once (docs/models.md, "Versions"): 1 to 64 letters,
+   * digits, `_ . -`, starting with a letter or digit (`"1"`, `"2026-12"`);
+   * anything else rejects with `ConfigError`. `addModel` adds that version
+   * beside the others (the first one added is the default, the one calls
+   * without a `version` get), `updateModel` replaces that version only. A
+   * name is loaded either with versions or without. Host-only: the workers
+   * know a version as the model `name@version` (a `Session` leaves it out).
+   * @default {no version: one model of that name, as before}
+   */
+  version?: string;
 }
 
 /**

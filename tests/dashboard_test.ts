@@ -253,3 +253,43 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "dashboardHtml shows each version of a model on its own row, the default marked, with its own request count",
+  ignore: !hasChromium,
+  async fn() {
+    await using gw = await startGateway({
+      workers: 1,
+      token: TOKEN,
+      models: [
+        { name: "e", file: "echo.py", version: "1" },
+        { name: "e", file: "echo.py", version: "2" },
+      ],
+    });
+    const browser = await launch();
+    try {
+      const page = await browser.newPage();
+      await page.goto(`${gw.url}/?token=${TOKEN}`);
+      for (let i = 0; i < 2; i++) {
+        const res = await gw.fetch("/v1/models/e/versions/2/execute", {
+          method: "POST",
+          body: JSON.stringify({ i }),
+        });
+        assert.equal(res.status, 200);
+        await res.body?.cancel();
+      }
+      await page.waitForSelector(
+        '#models tr[data-model="e@2"][data-requests="2"]',
+      );
+      const cells = async (key: string) =>
+        await page.locator(`#models tr[data-model="${key}"] td`)
+          .allInnerTexts();
+      assert.equal((await cells("e@1"))[0], "e version 1 (default)");
+      assert.equal((await cells("e@2"))[0], "e version 2");
+      assert.equal((await cells("e@1"))[5], "0");
+    } finally {
+      await browser.close();
+    }
+  },
+});

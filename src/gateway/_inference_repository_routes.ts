@@ -345,16 +345,20 @@ export function inferenceRepositoryRoutes(ctx: RouteContext): Hono {
     const entries = new Map<string, RepositoryIndexEntry>();
     for (const m of catalog.list(pool)) {
       // In Triton's order: name, version, state, reason.
-      entries.set(m.name, {
+      // A model with versions has an entry per version, as Triton's index.
+      const version = m.label ?? m.version;
+      entries.set(m.label === undefined ? m.name : `${m.name}@${m.label}`, {
         name: m.name,
-        ...(m.version === undefined ? {} : { version: String(m.version) }),
+        ...(version === undefined ? {} : { version: String(version) }),
         state: m.failedReason === undefined ? "READY" : "UNAVAILABLE",
         reason: m.failedReason ?? "",
       });
     }
     const names = [...ctx.repositoryModels.keys(), ...await directoryModels()];
     for (const name of names) {
-      if (entries.has(name)) continue;
+      if (entries.has(name) || pool.modelVersions?.(name) !== undefined) {
+        continue;
+      }
       entries.set(name, {
         name,
         state: "UNAVAILABLE",

@@ -9,6 +9,7 @@
  * @module
  */
 import { RemoteError } from "../errors.ts";
+import { versionKey } from "../_model_version.ts";
 import { describeError, httpError } from "./error_response.ts";
 import type { GatewayModelSpec } from "./gateway_pool.ts";
 import type { GatewayModelInfo } from "./model_catalog.ts";
@@ -119,9 +120,18 @@ export function hideModelsDir(
   return httpError(status, type, text, extra, headers);
 }
 
-/** Whether the pool has a model of that name now. */
-export function modelLoaded(ctx: RouteContext, name: string): boolean {
-  return ctx.pool.status().models.some((m) => m.name === name);
+/**
+ * Whether the pool has a model of that name now (any version of it), or,
+ * with `version`, that version of it.
+ */
+export function modelLoaded(
+  ctx: RouteContext,
+  name: string,
+  version?: string,
+): boolean {
+  return version === undefined
+    ? ctx.pool.status().models.some((m) => m.name === name)
+    : ctx.pool.modelVersions?.(name)?.versions.includes(version) === true;
 }
 
 /**
@@ -130,8 +140,13 @@ export function modelLoaded(ctx: RouteContext, name: string): boolean {
  * bounded by its close_timeout_ms (docs/models.md "close"). That work is
  * documented, so it comes on top of loadTimeout rather than out of it.
  */
-function retireBound(ctx: RouteContext, name: string): { timeout: number } {
-  const close = ctx.catalog.describe(ctx.pool, name)?.closeTimeoutMs ?? 0;
+function retireBound(
+  ctx: RouteContext,
+  name: string,
+  version?: string,
+): { timeout: number } {
+  const close = ctx.catalog.describe(ctx.pool, name, version)?.closeTimeoutMs ??
+    0;
   return { timeout: ctx.loadTimeout + 2 * close };
 }
 
@@ -152,10 +167,15 @@ export function loadModel(
   return ctx.modelChanges.run(name, "load", async () => {
     // Checked in the queue: two loads of a new name would both see it
     // missing, and the second add would fail ("it already exists").
-    const existed = modelLoaded(ctx, name);
+    const existed = modelLoaded(ctx, name, spec.version);
     try {
       const model = existed
-        ? await catalog.update(pool, name, spec, retireBound(ctx, name))
+        ? await catalog.update(
+          pool,
+          name,
+          spec,
+          retireBound(ctx, name, spec.version),
+        )
         : await catalog.add(pool, name, spec, { timeout: ctx.loadTimeout });
       return { existed, model };
     } catch (err) {
@@ -180,31 +200,44 @@ export function loadModel(
 }
 
 /**
- * Removes `name` as one step of the name's changes (its calls in flight
- * finish first, then its `close()`), bounded as an update is; `notFound`
- * when the pool has no such model once its turn comes. Resolves to the
- * close warning, if its `close()` raised or overran.
+ * Removes `name` (every version of it), or with `version` that version, as
+ * one step of the name's changes (its calls in flight finish first, then its
+ * `close()`), bounded as an update is; `notFound` when the pool has no such
+ * model or version once its turn comes. Resolves to the close warning, if
+ * its `close()` raised or overran.
  */
 export async function unloadModel(
   ctx: RouteContext,
   name: string,
   notFound: () => Error,
+  version?: string,
 ): Promise<string | undefined> {
+  const { pool } = ctx;
   let closeWarning: unknown;
   await ctx.modelChanges.run(name, "unload", async () => {
-    if (!modelLoaded(ctx, name)) throw notFound();
-    const out = await ctx.catalog.remove(
-      ctx.pool,
-      name,
-      retireBound(ctx, name),
-    );
+    if (!modelLoaded(ctx, name, version)) throw notFound();
+    // Every version's metrics go with a model removed by its name.
+    const keys = version === undefined
+      ? (pool.modelVersions?.(name)?.versions ?? []).map((v) =>
+        versionKey(name, v)
+      )
+      : [versionKey(name, version)];
+    const out = await ctx.catalog.remove(pool, name, {
+      ...retireBound(ctx, name, version),
+      ...(version === undefined ? {} : { version }),
+    });
     closeWarning = (out as { closeWarning?: unknown } | null)?.closeWarning;
-    ctx.metrics.forget(name);
+    if (version === undefined) ctx.metrics.forget(name);
+    for (const key of keys) ctx.metrics.forget(key);
   });
-  ctx.logger.info("Model {name} removed", { name });
+  const shown = version === undefined ? name : `${name} version ${version}`;
+  ctx.logger.info("Model {name} removed", { name: shown });
   if (typeof closeWarning !== "string") return undefined;
   // Its close() raised or overran (the worker's log has the traceback):
   // removed all the same.
-  ctx.logger.warn("Model {name}: {warning}", { name, warning: closeWarning });
+  ctx.logger.warn("Model {name}: {warning}", {
+    name: shown,
+    warning: closeWarning,
+  });
   return closeWarning;
 }

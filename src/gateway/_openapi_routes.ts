@@ -324,7 +324,124 @@ function modelPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
       },
     },
     "/v1/models/{name}": one,
+    ...versionPaths(o, one.put as OpenApiObject | undefined),
   };
+}
+
+const VERSION_LABEL: JsonSchema = {
+  type: "string",
+  pattern: "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+};
+
+/**
+ * `GET /v1/models/{name}/versions/{version}`, plus its `PUT` and `DELETE`
+ * and `PUT /v1/models/{name}/default` with management (docs/gateway.md,
+ * "Versions").
+ */
+function versionPaths(
+  o: GatewayRouteOptions,
+  put: OpenApiObject | undefined,
+): Record<string, OpenApiObject> {
+  const guarded = (r: Record<string, OpenApiObject>) => withGuards(r, o.token);
+  const name = pathParam("name", "The model's name.", { type: "string" });
+  const version = pathParam(
+    "version",
+    "The version's label.",
+    VERSION_LABEL,
+  );
+  const missing = errorResponse(
+    "`ModelNotFoundError`: no such model, or no such version of it (the message names the versions there are).",
+  );
+  const one: OpenApiObject = {
+    parameters: [name, version],
+    get: {
+      operationId: "describeModelVersion",
+      tags: ["models"],
+      summary: "One version of a model",
+      responses: guarded({
+        "200": jsonResponse(
+          "The version's description (`label`, `default`).",
+          ref("schemas", "ModelDescription"),
+        ),
+        "404": missing,
+      }),
+    },
+  };
+  const paths: Record<string, OpenApiObject> = {
+    "/v1/models/{name}/versions/{version}": one,
+  };
+  if (!o.allowManage || put === undefined) return paths;
+  one.put = {
+    ...put,
+    operationId: "putModelVersion",
+    summary: "Add or replace one version of a model",
+    parameters: [name, version],
+    responses: {
+      ...put.responses as OpenApiObject,
+      "400": errorResponse(
+        "As `PUT /v1/models/{name}`'s, and `InvalidRequestError` for a label that is not one or a model loaded without versions.",
+      ),
+    },
+  };
+  one.delete = {
+    operationId: "deleteModelVersion",
+    tags: ["management"],
+    summary: "Remove one version of a model",
+    responses: guarded({
+      "200": jsonResponse("Removed.", {
+        type: "object",
+        required: ["name", "version", "removed"],
+        properties: {
+          name: { type: "string" },
+          version: { type: "string" },
+          removed: { type: "boolean", const: true },
+          closeWarning: { type: "string" },
+        },
+      }),
+      "400": errorResponse(
+        "`InvalidRequestError`: it is the default version and others remain (make another the default first).",
+      ),
+      "404": missing,
+      "504": errorResponse(
+        "`TimeoutError`: not removed within `limits.loadTimeout`.",
+      ),
+    }),
+  };
+  paths["/v1/models/{name}/default"] = {
+    parameters: [name],
+    put: {
+      operationId: "setDefaultModelVersion",
+      tags: ["management"],
+      summary: "Make one version the default of a model",
+      requestBody: jsonBody(
+        {
+          type: "object",
+          required: ["version"],
+          properties: { version: VERSION_LABEL },
+          additionalProperties: false,
+        },
+        true,
+        { version: "2" },
+      ),
+      responses: guarded({
+        "200": jsonResponse("Done: the labels and the default now.", {
+          type: "object",
+          required: ["name", "versions", "default"],
+          properties: {
+            name: { type: "string" },
+            versions: { type: "array", items: { type: "string" } },
+            default: { type: "string" },
+          },
+        }),
+        "400": errorResponse(
+          "`ValidationError` (the body), `InvalidJson` or `IncompleteBody`.",
+        ),
+        ...bodyErrors(o.bodyLimit),
+        "404": missing,
+      }),
+    },
+  };
+  return paths;
 }
 
 /** `PUT /v1/workers` (management only). */

@@ -7,6 +7,7 @@ import * as v from "valibot";
 import { plainRecord } from "../_plain_record.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import { MAX_MODEL_TIMEOUT } from "../_model_timeout.ts";
+import { VersionLabel } from "../_model_version.ts";
 import { envNameProblem, envSizeProblem, isEnvValue } from "./_worker_env.ts";
 import {
   forwardHeaderProblem,
@@ -70,6 +71,12 @@ export interface ModelEntry {
    * calls go to those only (docs/models.md, "Placement").
    */
   workers?: number | undefined;
+  /**
+   * Its version label (docs/gateway.md, "Versions"): entries of one name
+   * with different labels are served side by side, the first one listed
+   * the default.
+   */
+  version?: string | undefined;
 }
 
 /**
@@ -292,6 +299,7 @@ const ModelEntrySchema: v.GenericSchema<unknown, ModelEntry> = strict({
   class: v.optional(str("a class name")),
   timeout: v.optional(int(1, MAX_MODEL_TIMEOUT)),
   workers: v.optional(int(1, 1024)),
+  version: v.optional(VersionLabel),
 });
 
 const LimitsSchema: v.GenericSchema<

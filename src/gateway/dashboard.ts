@@ -159,13 +159,16 @@ export function dashboardHtml(options: DashboardOptions): string {
           w.state === "failed" && w.failedReason ? w.failedReason : w.lastExit ? w.lastExit.reason + " (pid " + w.lastExit.pid + ", " + new Date(w.lastExit.at).toLocaleTimeString() + ")" : ""],
       })));
       fill("models", status.models.map((m) => {
-        const mm = metrics.models[m.name] || { requests: {}, durationSum: 0 };
+        // A version of a model with versions: its own row, metrics under name@label.
+        const key = m.label === undefined ? m.name : m.name + "@" + m.label;
+        const shown = m.label === undefined ? m.name : m.name + " version " + m.label + (m.default ? " (default)" : "");
+        const mm = metrics.models[key] || { requests: {}, durationSum: 0 };
         const counts = Object.entries(mm.requests);
         const total = counts.reduce((a, [, n]) => a + n, 0);
         const errors = counts.filter(([s]) => Number(s) >= 400).reduce((a, [, n]) => a + n, 0);
         return {
-          attrs: { "data-model": m.name, "data-requests": String(total) },
-          cells: [m.name, m.class || "", Object.keys(m.inputs || {}).join(", "), m.timeout === undefined ? "" : (m.timeout === null ? "none" : fmtMs(m.timeout)) + (m.timeoutSource === "default" ? "" : " (" + m.timeoutSource + ")"), m.closeTimeoutMs === undefined ? "" : fmtMs(m.closeTimeoutMs), total, errors, total ? (mm.durationSum / total * 1000).toFixed(1) + " ms" : "–", m.failedReason ? { text: "out of service: " + m.failedReason, cls: "state-failed" } : m.slots ? m.slots.join(", ") : "all"],
+          attrs: { "data-model": key, "data-requests": String(total) },
+          cells: [shown, m.class || "", Object.keys(m.inputs || {}).join(", "), m.timeout === undefined ? "" : (m.timeout === null ? "none" : fmtMs(m.timeout)) + (m.timeoutSource === "default" ? "" : " (" + m.timeoutSource + ")"), m.closeTimeoutMs === undefined ? "" : fmtMs(m.closeTimeoutMs), total, errors, total ? (mm.durationSum / total * 1000).toFixed(1) + " ms" : "–", m.failedReason ? { text: "out of service: " + m.failedReason, cls: "state-failed" } : m.slots ? m.slots.join(", ") : "all"],
         };
       }));
       // What plugins report of themselves (autoscale: bounds, target, state,

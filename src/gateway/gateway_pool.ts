@@ -43,6 +43,11 @@ export interface GatewayModelSpec {
    * refuses a spec with it.
    */
   workers?: number;
+  /**
+   * The version label (docs/models.md, "Versions"): the pool's
+   * `ModelSpec.version`, `PUT /v1/models/{name}/versions/{version}`.
+   */
+  version?: string;
 }
 
 /**
@@ -107,6 +112,10 @@ export interface GatewayPoolStatus {
       failedReason?: string;
       /** Its `close_timeout_ms`, for a model with a `close()`. */
       closeTimeoutMs?: number;
+      /** A version's label (each version of a model is listed on its own). */
+      version?: string;
+      /** With `version`: whether it is the model's default one. */
+      default?: boolean;
     }
   >;
   /** `true` while a resize runs or waits (absent: not known). */
@@ -142,6 +151,8 @@ export interface GatewayPoolEvent {
   readonly action?: string;
   /** A `model` event's model name. */
   readonly name?: string;
+  /** The version it was about, for a model with versions. */
+  readonly version?: string;
   /** The spec of an add or update. */
   readonly spec?: GatewayModelSpec;
   /** The description an add or update answered (protocol §6). */
@@ -264,7 +275,23 @@ export interface GatewayPool {
     options?: { timeout?: number },
   ): Promise<unknown>;
   /** Removes a model. */
-  removeModel(name: string, options?: { timeout?: number }): Promise<unknown>;
+  removeModel(
+    name: string,
+    options?: { timeout?: number; version?: string },
+  ): Promise<unknown>;
+  /**
+   * The name the workers know a model by: `name@version` for a model with
+   * versions (its default one without `version`), else `name`; throws
+   * `ModelNotFoundError` for a version it does not have (docs/models.md,
+   * "Versions"). A pool without it serves no versions.
+   */
+  resolveModel?(name: string, version?: string): string;
+  /** A model's version labels and its default one (`undefined`: it has none). */
+  modelVersions?(
+    name: string,
+  ): { versions: string[]; default: string } | undefined;
+  /** Makes version `version` the default of model `name`. */
+  setDefaultVersion?(name: string, version: string): Promise<void>;
   /** Workers and models. */
   status(): GatewayPoolStatus;
   /**

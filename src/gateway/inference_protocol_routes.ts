@@ -31,11 +31,13 @@ import type { GatewayModelInfo } from "./model_catalog.ts";
 import {
   callTimeout,
   clientRequestId,
+  findVersion,
   MAX_NAME,
   modelErrorHeaders,
   modelsDirHider,
   modelSuccessHeaders,
 } from "./model_routes.ts";
+import { versionKey } from "../_model_version.ts";
 import type { ResponseMeta } from "../session_types.ts";
 import {
   NOT_JSON_NOTE,
@@ -144,8 +146,20 @@ export function inferenceProtocolRoutes(
 
   const notFound = (message: string) =>
     httpError(404, "ModelNotFoundError", message);
+  const notFoundModel = (shown: string): never => {
+    throw notFound(`Cannot find model ${shown}`);
+  };
+  /** The name the pool and the catalog know a model (or its version) by. */
+  const keyOf = (model: GatewayModelInfo): string =>
+    model.label === undefined
+      ? model.name
+      : versionKey(model.name, model.label);
 
-  /** The model and its current version, or a 404 naming what is missing. */
+  /**
+   * The model and its current version, or a 404 naming what is missing. A
+   * model with versions (docs/models.md, "Versions"): the version of that
+   * label, else its default one.
+   */
   const modelOf = (
     name: string,
     version: string | undefined,
@@ -155,6 +169,13 @@ export function inferenceProtocolRoutes(
       ? undefined
       : catalog.describe(pool, name);
     if (model === undefined) throw notFound(`Cannot find model ${shown}`);
+    if (model.label !== undefined) {
+      if (version === undefined) return model;
+      const found = findVersion(ctx, name, version);
+      if (typeof found !== "string") throw found;
+      return catalog.describe(pool, name, version) ??
+        notFoundModel(shown);
+    }
     if (version !== undefined && version !== String(model.version)) {
       throw notFound(
         `Cannot find model ${shown} version ${
@@ -188,7 +209,8 @@ export function inferenceProtocolRoutes(
     const model = modelOf(name, version);
     return Response.json({
       name: model.name,
-      versions: model.version === undefined ? [] : [String(model.version)],
+      versions: model.versions ??
+        (model.version === undefined ? [] : [String(model.version)]),
       platform: "pyproxy",
       inputs: tensorsOf(model.inputs),
       outputs: tensorsOf(model.outputs),
@@ -204,8 +226,9 @@ export function inferenceProtocolRoutes(
     const model = modelOf(name, version);
     const ready = readyWorkers();
     // A placed model is ready where it is placed; the others everywhere.
-    const where = pool.status().models.find((m) => m.name === model.name)
-      ?.slots;
+    const where = pool.status().models.find((m) =>
+      m.name === model.name && m.version === model.label
+    )?.slots;
     const ok = !ctx.signal.aborted &&
       (where === undefined
         ? ready.size > 0
@@ -296,20 +319,28 @@ export function inferenceProtocolRoutes(
     version: string | undefined,
   ): Promise<Response> => {
     const clientId = clientRequestId(request);
+    // A version's calls count as that version's (its metrics' version label).
+    let model: GatewayModelInfo | undefined;
+    try {
+      model = modelOf(name, version);
+    } catch {
+      // Answered below, counted as a call of no model.
+    }
+    const user = name;
+    if (model !== undefined) name = keyOf(model);
     const done = metrics.start(name);
     let res: Response;
     let watched: WatchedCall | undefined;
     let meta: ResponseMeta | undefined;
     try {
-      const model = modelOf(name, version);
+      model ??= modelOf(user, version);
       if (model.streams === true) throw streaming(model.name);
       const { body, binary } = await readBody(request);
       const inference = readInferenceRequest(body, binary);
       const about: InferenceModel = {
-        name,
-        version: model.version === undefined
-          ? undefined
-          : String(model.version),
+        name: user,
+        version: model.label ??
+          (model.version === undefined ? undefined : String(model.version)),
         outputs: model.outputs,
       };
       checkRequestedOutputs(inference, about);

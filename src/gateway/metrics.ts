@@ -333,9 +333,9 @@ export class GatewayMetrics {
     for (const [model, s] of this.#models) {
       for (const [status, n] of s.requests) {
         lines.push(
-          `pyproxy_requests_total{model="${
-            label(model)
-          }",status="${status}"} ${n}`,
+          `pyproxy_requests_total{${
+            modelLabels(model)
+          },status="${status}"} ${n}`,
         );
       }
     }
@@ -349,20 +349,20 @@ export class GatewayMetrics {
       // are all in flight goes away if they end in 404 (counted under
       // "_unknown"), and a counter series must not vanish.
       if (s.count === 0) continue;
-      const m = label(model);
+      const m = modelLabels(model);
       this.#buckets.forEach((le, i) => {
         lines.push(
-          `pyproxy_request_duration_seconds_bucket{model="${m}",le="${le}"} ${
+          `pyproxy_request_duration_seconds_bucket{${m},le="${le}"} ${
             s.buckets[i]
           }`,
         );
       });
       lines.push(
-        `pyproxy_request_duration_seconds_bucket{model="${m}",le="+Inf"} ${s.count}`,
+        `pyproxy_request_duration_seconds_bucket{${m},le="+Inf"} ${s.count}`,
       );
-      lines.push(`pyproxy_request_duration_seconds_sum{model="${m}"} ${s.sum}`);
+      lines.push(`pyproxy_request_duration_seconds_sum{${m}} ${s.sum}`);
       lines.push(
-        `pyproxy_request_duration_seconds_count{model="${m}"} ${s.count}`,
+        `pyproxy_request_duration_seconds_count{${m}} ${s.count}`,
       );
     }
     family(
@@ -372,7 +372,7 @@ export class GatewayMetrics {
     );
     for (const [model, s] of this.#models) {
       lines.push(
-        `pyproxy_in_flight_requests{model="${label(model)}"} ${s.inFlight}`,
+        `pyproxy_in_flight_requests{${modelLabels(model)}} ${s.inFlight}`,
       );
     }
     family(
@@ -641,7 +641,7 @@ function modelLines(
       `# TYPE ${name} counter`,
     );
     for (const [model, n] of dropped) {
-      lines.push(`${name}{model="${label(model)}"} ${n}`);
+      lines.push(`${name}{${modelLabels(model)}} ${n}`);
     }
   }
   const byName = new Map<string, ModelMetricsSnapshot["series"]>();
@@ -668,7 +668,7 @@ function modelLines(
       `# TYPE ${name} ${first.type}`,
     );
     for (const s of list) {
-      let labels = `model="${label(s.model ?? "")}"`;
+      let labels = modelLabels(s.model ?? "");
       for (const [k, v] of Object.entries(s.labels)) {
         labels += `,${k}="${label(v)}"`;
       }
@@ -702,6 +702,20 @@ function sampleValue(n: number): string {
   if (n === Infinity) return "+Inf";
   if (n === -Infinity) return "-Inf";
   return String(n);
+}
+
+/**
+ * The labels of a model's series: `model="name"`, and for a version of a
+ * model with versions (the pool's `name@version`; a gateway model name has
+ * no `@`) `model="name",version="label"` (docs/models.md, "Versions").
+ */
+function modelLabels(model: string): string {
+  const at = model.lastIndexOf("@");
+  return at <= 0
+    ? `model="${label(model)}"`
+    : `model="${label(model.slice(0, at))}",version="${
+      label(model.slice(at + 1))
+    }"`;
 }
 
 function label(value: string): string {

@@ -11,6 +11,12 @@ import type {
 } from "./gateway_pool.ts";
 import { type InputValidator, InputValidatorCache } from "./input_validator.ts";
 import { closeTimeoutOf, modelTimeoutOf } from "../_model_timeout.ts";
+import { versionKey } from "../_model_version.ts";
+
+/** The key of a model, or of one of its versions, in the catalog. */
+function keyOf(name: string, version: string | undefined): string {
+  return version === undefined ? name : versionKey(name, version);
+}
 
 /**
  * A model description (protocol §6) plus the spec it was loaded with.
@@ -30,6 +36,19 @@ import { closeTimeoutOf, modelTimeoutOf } from "../_model_timeout.ts";
 export interface GatewayModelInfo {
   /** Model name. */
   name: string;
+  /**
+   * Its version label, for a version of a model with versions
+   * (docs/models.md, "Versions"); `version` is then the count of that
+   * version's loads.
+   */
+  label?: string;
+  /** With `label`: whether it is the model's default version. */
+  default?: boolean;
+  /**
+   * The labels of the model's versions, in the order they were added (the
+   * description of a model with versions by its name: its default one's).
+   */
+  versions?: string[];
   /** Class name. */
   class?: string;
   /** File under the models directory. */
@@ -94,6 +113,7 @@ function asDescription(
     ? raw as Record<string, unknown>
     : {};
   const out: GatewayModelInfo = { name };
+  if (spec.version !== undefined) out.label = spec.version;
   if (typeof d.class === "string") out.class = d.class;
   const file = typeof d.file === "string" ? d.file : spec.file;
   if (file !== undefined) out.file = file;
@@ -187,7 +207,7 @@ export class ModelCatalog {
 
   #onEvent(ev: GatewayPoolEvent): void {
     if (ev.type !== "model" || typeof ev.name !== "string") return;
-    if (ev.action === "remove") this.#forget(ev.name);
+    if (ev.action === "remove") this.#forget(keyOf(ev.name, ev.version));
     else if (
       (ev.action === "add" || ev.action === "update") && ev.spec !== undefined
     ) {
@@ -221,8 +241,9 @@ export class ModelCatalog {
     raw: unknown,
     spec: GatewayModelSpec,
   ): GatewayModelInfo {
-    this.#validators.delete(name);
-    return this.#record(name, asDescription(name, raw, spec));
+    const key = keyOf(name, spec.version);
+    this.#validators.delete(key);
+    return this.#record(key, asDescription(name, raw, spec));
   }
 
   #forget(name: string): void {
@@ -287,12 +308,13 @@ export class ModelCatalog {
   async remove(
     pool: Pick<GatewayPool, "removeModel">,
     name: string,
-    options: { timeout?: number } = {},
+    options: { timeout?: number; version?: string } = {},
   ): Promise<unknown> {
-    const before = this.#models.get(name);
+    const key = keyOf(name, options.version);
+    const before = this.#models.get(key);
     const out = await pool.removeModel(name, options);
-    const now = this.#models.get(name);
-    if (now === undefined || now === before) this.#forget(name);
+    const now = this.#models.get(key);
+    if (now === undefined || now === before) this.#forget(key);
     return out;
   }
 
@@ -341,15 +363,42 @@ export class ModelCatalog {
   describe(
     pool: Pick<GatewayPool, "status">,
     name: string,
+    version?: string,
   ): GatewayModelInfo | undefined {
-    const m = pool.status().models.find((m) => m.name === name);
-    return m === undefined ? undefined : this.#describe(m);
+    const models = pool.status().models;
+    // A model with versions: the one asked for, else its default, with the
+    // labels of them all.
+    const m = models.find((m) =>
+      m.name === name &&
+      (version === undefined
+        ? m.version === undefined || m.default === true
+        : m.version === version)
+    );
+    if (m === undefined) return undefined;
+    const desc = this.#describe(m);
+    if (m.version === undefined) return desc;
+    return {
+      ...desc,
+      versions: models.filter((o) => o.name === name && o.version !== undefined)
+        .map((o) => o.version!),
+    };
   }
 
   #describe(
     m: ReturnType<GatewayPool["status"]>["models"][number],
   ): GatewayModelInfo {
-    const known = this.#models.get(m.name);
+    const known = this.#models.get(keyOf(m.name, m.version));
+    // A version says which one it is, and whether it is the default now.
+    if (m.version !== undefined) {
+      const out: GatewayModelInfo = {
+        ...(known ?? { name: m.name }),
+        label: m.version,
+        default: m.default === true,
+      };
+      if (m.slots !== undefined) out.slots = [...m.slots];
+      if (m.failedReason !== undefined) out.failedReason = m.failedReason;
+      return known === undefined ? this.#unknown(m, out) : out;
+    }
     // Its slots as they are now (a resize or a restart moves them).
     if (known !== undefined) {
       if (m.slots === undefined) return known;
@@ -357,7 +406,14 @@ export class ModelCatalog {
       if (m.failedReason !== undefined) placed.failedReason = m.failedReason;
       return placed;
     }
-    const out: GatewayModelInfo = { name: m.name };
+    return this.#unknown(m, { name: m.name });
+  }
+
+  /** What the pool's status tells of a model loaded before the catalog followed it. */
+  #unknown(
+    m: ReturnType<GatewayPool["status"]>["models"][number],
+    out: GatewayModelInfo,
+  ): GatewayModelInfo {
     if (m.spec?.workers !== undefined) out.workers = m.spec.workers;
     if (m.slots !== undefined) out.slots = [...m.slots];
     if (m.failedReason !== undefined) out.failedReason = m.failedReason;

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import * as v from "valibot";
 import { ChannelHub } from "./channels.ts";
 import { plainRecord } from "../_plain_record.ts";
@@ -32,6 +32,7 @@ import {
   quoteShort,
   unloadModel,
 } from "./_model_changes.ts";
+import { VersionLabel, versionLabelProblem } from "../_model_version.ts";
 import {
   isBinaryType,
   readBinaryBody,
@@ -123,6 +124,47 @@ function tooLongName(
 }
 
 /**
+ * The name the pool knows version `version` of model `name` by
+ * (`name@version`), or the error telling it has no such version (its
+ * message names the versions there are).
+ */
+export function findVersion(
+  ctx: RouteContext,
+  name: string,
+  version: string,
+): string | Error {
+  const { pool } = ctx;
+  if (pool.resolveModel === undefined) {
+    return httpError(
+      404,
+      "ModelNotFoundError",
+      `Cannot find model ${quoteShort(name)} version ${
+        quoteShort(version)
+      }: this gateway's pool serves no versions`,
+    );
+  }
+  try {
+    return pool.resolveModel(name, version);
+  } catch (err) {
+    return err instanceof Error ? err : new Error(String(err));
+  }
+}
+
+/** The 404 of a call of a version there is not, counted as a call of no model. */
+function unknownVersion(
+  err: Error,
+  direct: boolean,
+  metrics: RouteContext["metrics"],
+  clientId: string | undefined,
+): Promise<Response> {
+  metrics.start("_unknown")(404);
+  if (direct) metrics.countHttp(404);
+  return Promise.resolve(
+    errorResponse(err, false, clientId ?? crypto.randomUUID()),
+  );
+}
+
+/**
  * The request id a client sent (`X-Request-Id`), when it is a valid one
  * (1 to 128 characters of `A-Za-z0-9._:-`); anything else is ignored, as if
  * absent.
@@ -173,6 +215,29 @@ export function confineModelPath(file: string): string {
     throw bad("must be a .py file");
   }
   return parts.join("/");
+}
+
+const DefaultBody = v.strictObject(
+  { version: VersionLabel },
+  (issue) =>
+    issue.expected === "never"
+      ? "unknown field (allowed: version)"
+      : issue.input === undefined && issue.path?.length
+      ? "is required"
+      : "expected {version}",
+);
+
+function checkVersion(name: string, version: string): void {
+  const problem = versionLabelProblem(version);
+  if (problem !== undefined) {
+    throw httpError(
+      400,
+      "InvalidRequestError",
+      `Cannot use version ${quoteShort(version)} of model ${
+        quoteShort(name)
+      }: ${problem}`,
+    );
+  }
 }
 
 function checkName(name: string): void {
@@ -351,6 +416,7 @@ export function modelExecutor(
   key: string | undefined,
   publish: string | undefined,
   timeout: string | undefined,
+  version?: string,
 ) => Promise<Response> {
   const { pool, metrics, hub, logger, disconnects, compression } = ctx;
   const hideDir = modelsDirHider(ctx);
@@ -359,7 +425,7 @@ export function modelExecutor(
     ? ctx.forwardHeaders
     : undefined;
   // One async function for the whole call: no wrapper promise per request.
-  return async (request, name, key, publish, timeoutParam) => {
+  return async (request, name, key, publish, timeoutParam, version) => {
     // Only the direct path logs the request itself (routed: the middleware),
     // and only when debug logging is on (a clock read per request otherwise).
     const log = direct && logger.isEnabledFor?.("debug") !== false;
@@ -375,6 +441,18 @@ export function modelExecutor(
         metrics,
         clientId ?? crypto.randomUUID(),
       );
+    }
+    // A model with versions: the version asked for, else its default (the
+    // name the pool and the catalog know it by, `name@version`).
+    const asked = name;
+    if (version !== undefined) {
+      const found = findVersion(ctx, name, version);
+      if (typeof found !== "string") {
+        return unknownVersion(found, direct, metrics, clientId);
+      }
+      name = found;
+    } else if (pool.resolveModel !== undefined) {
+      name = pool.resolveModel(name);
     }
     const done = metrics.start(name);
     let requestId = clientId;
@@ -418,7 +496,15 @@ export function modelExecutor(
       if (contentType !== undefined) options.contentType = contentType;
       const result = await pool.execute(name, body, options);
       if (publish !== undefined) {
-        hub.publish(publish, { model: name, result: result ?? null });
+        // The model's name as the client knows it, and the version that ran.
+        hub.publish(
+          publish,
+          name === asked ? { model: name, result: result ?? null } : {
+            model: asked,
+            version: name.slice(asked.length + 1),
+            result: result ?? null,
+          },
+        );
       }
       // A model's `Cache-Control: no-transform` keeps its result as it is.
       const compress = compression !== undefined && !noTransform(meta)
@@ -730,7 +816,18 @@ export function modelRoutes(ctx: RouteContext): Hono {
   app.get("/v1/models/:name", (c) => {
     const name = c.req.param("name");
     // As listed: a model added to the pool directly shows its own timeout.
+    // A model with versions: its default one, with the labels of them all.
     const model = catalog.describe(pool, name);
+    if (model === undefined) throw notFound(name);
+    return jsonResponse(modelView(model, ctx.debug, ctx.requestTimeout));
+  });
+
+  app.get("/v1/models/:name/versions/:version", (c) => {
+    const name = c.req.param("name");
+    const version = c.req.param("version");
+    const found = findVersion(ctx, name, version);
+    if (typeof found !== "string") throw found;
+    const model = catalog.describe(pool, name, version);
     if (model === undefined) throw notFound(name);
     return jsonResponse(modelView(model, ctx.debug, ctx.requestTimeout));
   });
@@ -748,9 +845,24 @@ export function modelRoutes(ctx: RouteContext): Hono {
     );
   });
 
+  app.post("/v1/models/:name/versions/:version/execute", (c) => {
+    const query = c.req.url.includes("?");
+    return run(
+      c.req.raw,
+      c.req.param("name"),
+      query ? c.req.query("key") : undefined,
+      query ? c.req.query("publish") : undefined,
+      query ? c.req.query("timeout") : undefined,
+      c.req.param("version"),
+    );
+  });
+
   const hideDir = modelsDirHider(ctx);
-  app.post("/v1/models/:name/stream", async (c) => {
-    const name = c.req.param("name");
+  const stream = async (
+    c: Context,
+    name: string,
+    version: string | undefined,
+  ) => {
     // The client's request id goes with the call (the app's middleware
     // echoes it); an error answered or sent as an event has one either way.
     const clientId = clientRequestId(c.req.raw);
@@ -768,8 +880,20 @@ export function modelRoutes(ctx: RouteContext): Hono {
     if (name.length > MAX_NAME) {
       return errorResponse(notFound(name), false, failure.requestId());
     }
-    const stream = pool.executeStream;
-    if (stream === undefined) {
+    // A model with versions: the one asked for, else its default.
+    if (version !== undefined) {
+      const found = findVersion(ctx, name, version);
+      if (typeof found !== "string") {
+        ctx.metrics.start("_unknown")(404);
+        return errorResponse(found, false, failure.requestId());
+      }
+      name = found;
+    } else if (pool.resolveModel !== undefined) {
+      name = pool.resolveModel(name);
+    }
+    failure.model = name;
+    const executeStream = pool.executeStream;
+    if (executeStream === undefined) {
       return errorResponse(
         httpError(
           501,
@@ -827,7 +951,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
         const headers = forwardedHeaders(c.req.raw, ctx.forwardHeaders);
         if (headers !== undefined) options.headers = headers;
       }
-      items = stream.call(pool, name, body, options);
+      items = executeStream.call(pool, name, body, options);
       watched = ctx.disconnects?.watch(c.req.raw);
       watched?.signal.addEventListener("abort", onLeave, { once: true });
       // Until the first item the status can still say what went wrong (404,
@@ -869,12 +993,24 @@ export function modelRoutes(ctx: RouteContext): Hono {
       failure.requestId,
       true,
     );
-  });
+  };
+  app.post(
+    "/v1/models/:name/stream",
+    (c) => stream(c, c.req.param("name"), undefined),
+  );
+  app.post(
+    "/v1/models/:name/versions/:version/stream",
+    (c) => stream(c, c.req.param("name"), c.req.param("version")),
+  );
 
-  app.put("/v1/models/:name", async (c) => {
+  const put = async (
+    c: Context,
+    name: string,
+    version: string | undefined,
+  ) => {
     if (!ctx.allowManage) throw forbidden();
-    const name = c.req.param("name");
     checkName(name);
+    if (version !== undefined) checkVersion(name, version);
     const body = validBody(
       ModelSpecBody,
       await readJsonBody(
@@ -892,9 +1028,10 @@ export function modelRoutes(ctx: RouteContext): Hono {
     if (body.class !== undefined) spec.class = body.class;
     if (body.timeout !== undefined) spec.timeout = body.timeout;
     if (body.workers !== undefined) spec.workers = body.workers;
+    if (version !== undefined) spec.version = version;
     const { existed, model } = await loadModel(ctx, name, spec);
     ctx.logger.info("Model {name} {action} from {file}", {
-      name,
+      name: version === undefined ? name : `${name} version ${version}`,
       action: existed ? "updated" : "added",
       file: spec.file,
     });
@@ -902,14 +1039,19 @@ export function modelRoutes(ctx: RouteContext): Hono {
       closeWarning?: string;
     };
     // The slots it was just placed on, as GET /v1/models/{name} shows them.
-    const slots = pool.status().models.find((m) => m.name === name)?.slots;
+    const now = version === undefined
+      ? pool.status().models.find((m) => m.name === name)
+      : pool.status().models.find((m) =>
+        m.name === name && m.version === version
+      );
+    const slots = now?.slots;
+    const shown: typeof info = slots === undefined
+      ? info
+      : { ...info, slots: [...slots] };
+    if (version !== undefined) shown.default = now?.default === true;
     const answer: Record<string, unknown> = {
       action: existed ? "updated" : "added",
-      model: modelView(
-        slots === undefined ? info : { ...info, slots: [...slots] },
-        ctx.debug,
-        ctx.requestTimeout,
-      ),
+      model: modelView(shown, ctx.debug, ctx.requestTimeout),
     };
     if (closeWarning !== undefined) {
       // The old version's close() raised or overran (the worker's log has
@@ -921,16 +1063,71 @@ export function modelRoutes(ctx: RouteContext): Hono {
       answer.closeWarning = closeWarning;
     }
     return jsonResponse(answer, existed ? 200 : 201);
-  });
+  };
+  app.put("/v1/models/:name", (c) => put(c, c.req.param("name"), undefined));
+  app.put(
+    "/v1/models/:name/versions/:version",
+    (c) => put(c, c.req.param("name"), c.req.param("version")),
+  );
 
-  app.delete("/v1/models/:name", async (c) => {
+  // The default version: {"version": "2"}.
+  app.put("/v1/models/:name/default", async (c) => {
     if (!ctx.allowManage) throw forbidden();
     const name = c.req.param("name");
-    const closeWarning = await unloadModel(ctx, name, () => notFound(name));
-    return closeWarning === undefined
-      ? c.json({ name, removed: true })
-      : c.json({ name, removed: true, closeWarning });
+    const body = validBody(
+      DefaultBody,
+      await readJsonBody(
+        c.req.raw,
+        ctx.bodyLimit,
+        ctx.bodyReads,
+        ctx.runtime,
+        ctx.maxIntegerDigits,
+        ctx.maxJsonDepth,
+      ),
+      `Cannot set the default version of model ${quoteShort(name)}`,
+    );
+    if (pool.setDefaultVersion === undefined) {
+      throw findVersion(ctx, name, body.version);
+    }
+    await ctx.modelChanges.run(
+      name,
+      "load",
+      () => pool.setDefaultVersion!(name, body.version),
+    );
+    ctx.logger.info("Model {name} serves version {version} by default", {
+      name,
+      version: body.version,
+    });
+    return jsonResponse({ name, ...pool.modelVersions?.(name) });
   });
+
+  const remove = async (
+    c: Context,
+    name: string,
+    version: string | undefined,
+  ) => {
+    if (!ctx.allowManage) throw forbidden();
+    const closeWarning = await unloadModel(ctx, name, () => {
+      if (version === undefined) return notFound(name);
+      // Names the versions there are.
+      const found = findVersion(ctx, name, version);
+      return typeof found === "string" ? notFound(name) : found;
+    }, version);
+    const answer = version === undefined
+      ? { name, removed: true }
+      : { name, version, removed: true };
+    return c.json(
+      closeWarning === undefined ? answer : { ...answer, closeWarning },
+    );
+  };
+  app.delete(
+    "/v1/models/:name",
+    (c) => remove(c, c.req.param("name"), undefined),
+  );
+  app.delete(
+    "/v1/models/:name/versions/:version",
+    (c) => remove(c, c.req.param("name"), c.req.param("version")),
+  );
 
   return app;
 }

@@ -16,6 +16,7 @@ import {
   jsonBody,
   jsonResponse,
   type OpenApiObject,
+  pathParam,
   queryParam,
   ref,
   REQUEST_ID_RESPONSE,
@@ -199,6 +200,84 @@ const STREAM_PARAMS = ["key", "timeout", "requestId"].map((p) =>
   ref("parameters", p)
 );
 
+const VERSION_PARAMS = [
+  pathParam("name", "The model's name.", { type: "string" }),
+  pathParam(
+    "version",
+    'The version\'s label (docs/models.md, "Versions").',
+    { type: "string", pattern: "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$" },
+  ),
+];
+
+/**
+ * `POST /v1/models/{name}/versions/{version}/execute` and `/stream`: one
+ * path for every version (each model's own paths run its default one).
+ */
+function versionCallPaths(o: OpenApiOptions): Record<string, OpenApiObject> {
+  const body = jsonBody(
+    {
+      description:
+        "The version's `msg`: JSON as its declared inputs say (`GET /v1/models/{name}/versions/{version}`), or a body of another media type as `bytes`.",
+    },
+    false,
+  );
+  const paths: Record<string, OpenApiObject> = {
+    "/v1/models/{name}/versions/{version}/execute": {
+      parameters: VERSION_PARAMS,
+      post: {
+        operationId: "executeVersion",
+        tags: ["execute"],
+        summary: "Execute one version of a model",
+        description:
+          "As the model's own execute path, run by that version; a version the model does not have is a 404 `ModelNotFoundError` naming the ones it has.",
+        parameters: EXECUTE_PARAMS,
+        requestBody: body,
+        responses: withGuards({
+          "200": jsonResponse(
+            "The version's result: JSON, or the body itself when it returns `bytes`.",
+            {},
+            REQUEST_ID_RESPONSE,
+          ),
+          "204": {
+            description: "It returned `None`.",
+            headers: REQUEST_ID_RESPONSE,
+          },
+          ...CALL_ERRORS,
+        }, o.token),
+      },
+    },
+  };
+  if (o.streams) {
+    paths["/v1/models/{name}/versions/{version}/stream"] = {
+      parameters: VERSION_PARAMS,
+      post: {
+        operationId: "streamVersion",
+        tags: ["execute"],
+        summary: "Stream the items of one version of a model",
+        parameters: STREAM_PARAMS,
+        requestBody: body,
+        responses: withGuards({
+          "200": sseResponse(
+            "As the model's own stream path, run by that version.",
+            {
+              item: {},
+              end: {
+                type: "object",
+                required: ["items"],
+                properties: { items: { type: "integer" } },
+              },
+              error: { $ref: "#/components/schemas/Error" },
+            },
+            REQUEST_ID_RESPONSE,
+          ),
+          ...CALL_ERRORS,
+        }, o.token),
+      },
+    };
+  }
+  return paths;
+}
+
 /** `POST /v1/models/{name}/execute` and `/stream` of one model. */
 function modelCallPaths(
   o: OpenApiOptions,
@@ -328,8 +407,11 @@ export function openApiDocument(options: OpenApiOptions): OpenApiDocument {
   const paths = gatewayPaths(options);
   const shared = components(options.token);
   for (const model of options.models) {
+    // A model with versions: its name's paths run the default one.
+    if ((model as { default?: boolean }).default === false) continue;
     Object.assign(paths, modelCallPaths(options, model));
   }
+  Object.assign(paths, versionCallPaths(options));
   return {
     openapi: "3.1.0",
     info: {

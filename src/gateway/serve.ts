@@ -412,6 +412,7 @@ export async function serve(
           ...(m.class === undefined ? {} : { class: m.class }),
           ...(m.timeout === undefined ? {} : { timeout: m.timeout }),
           ...(m.workers === undefined ? {} : { workers: m.workers }),
+          ...(m.version === undefined ? {} : { version: m.version }),
         }, { timeout: loadTimeout, signal: startAbort.signal });
       } catch (err) {
         const stopped = interruption();

@@ -507,3 +507,51 @@ test(
   },
   30_000,
 );
+
+test(
+  "Pool serves two versions of a model side by side on Bun: the default, a pinned one, setDefaultVersion, an unknown one",
+  async () => {
+    const pool = await Pool.start({ workers: 1 });
+    const pid = pool.status().workers[0]!.pid as number;
+    const tagged = `
+class Tagged:
+    def __init__(self, options):
+        self.v = options["v"]
+
+    def execute(self, msg):
+        return {"v": self.v}
+`;
+    try {
+      await pool.addModel("m", {
+        source: tagged,
+        options: { v: "a" },
+        version: "1",
+      });
+      await pool.addModel("m", {
+        source: tagged,
+        options: { v: "b" },
+        version: "2",
+      });
+      expect(await pool.execute("m", {})).toEqual({ v: "a" });
+      expect(await pool.execute("m", {}, { version: "2" })).toEqual({ v: "b" });
+      await pool.setDefaultVersion("m", "2");
+      expect(await pool.execute("m", {})).toEqual({ v: "b" });
+      expect(pool.modelVersions("m")).toEqual({
+        versions: ["1", "2"],
+        default: "2",
+      });
+      let error: unknown;
+      try {
+        await pool.execute("m", {}, { version: "3" });
+      } catch (err) {
+        error = err;
+      }
+      expect((error as Error).name).toBe("ModelNotFoundError");
+      expect((error as Error).message).toContain("its versions are 1, 2");
+    } finally {
+      await pool.close();
+    }
+    expect(await waitGone([pid])).toEqual([]);
+  },
+  30_000,
+);

@@ -1,0 +1,277 @@
+/**
+ * Versions (`ModelSpec.version`, docs/models.md "Versions"): several
+ * versions of one model served side by side, one of them the default.
+ * Real Python workers.
+ */
+import assert from "node:assert/strict";
+import { ConfigError } from "../src/errors.ts";
+import { Pool } from "../src/pool.ts";
+import {
+  modelsDir,
+  nextEvent,
+  pidOf,
+  PidTracker,
+  poolOptions,
+  readyAgain,
+} from "./_pool_harness.ts";
+
+/** Answers with its options' `v`, its pid and the message. */
+const TAGGED = `
+import os
+import time
+
+class Tagged:
+    def __init__(self, options):
+        self.v = options["v"]
+
+    def execute(self, msg):
+        time.sleep(msg.get("ms", 0) / 1000.0)
+        return {"v": self.v, "pid": os.getpid()}
+`;
+
+type Tag = { v: string; pid: number };
+
+const spec = (v: string, version: string, extra: object = {}) => ({
+  source: TAGGED,
+  options: { v },
+  version,
+  ...extra,
+});
+
+const notFound = (re: RegExp) => (err: unknown) =>
+  (err as Error).name === "ModelNotFoundError" &&
+  re.test((err as Error).message);
+
+Deno.test("Pool versions: two versions answer side by side, the first added is the default, a call picks one, setDefaultVersion moves the others", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 2 }));
+    pids.watch(pool);
+    await pool.addModel("scorer", spec("one", "1"));
+    await pool.addModel("scorer", spec("two", "2"));
+    assert.equal((await pool.execute<Tag>("scorer", {})).v, "one");
+    assert.equal(
+      (await pool.execute<Tag>("scorer", {}, { version: "2" })).v,
+      "two",
+    );
+    assert.equal(
+      (await pool.execute<Tag>("scorer", {}, { version: "1" })).v,
+      "one",
+    );
+    assert.deepEqual(pool.modelVersions("scorer"), {
+      versions: ["1", "2"],
+      default: "1",
+    });
+    assert.equal(pool.resolveModel("scorer"), "scorer@1");
+    const listed = pool.status().models.map((m) =>
+      `${m.name} ${m.version} ${m.default}`
+    );
+    assert.deepEqual(listed, ["scorer 1 true", "scorer 2 false"]);
+    // An unknown version: a typed error naming the versions there are.
+    await assert.rejects(
+      pool.execute("scorer", {}, { version: "3" }),
+      notFound(
+        /Cannot execute model "scorer" version "3": its versions are 1, 2 \(default 1\)/,
+      ),
+    );
+    await assert.rejects(
+      async () => {
+        for await (
+          const _ of pool.executeStream("scorer", {}, { version: "9" })
+        ) {
+          // never
+        }
+      },
+      notFound(/version "9": its versions are 1, 2/),
+    );
+    const ev = nextEvent(pool, "model");
+    await pool.setDefaultVersion("scorer", "2");
+    assert.deepEqual(await ev, {
+      type: "model",
+      action: "default",
+      name: "scorer",
+      version: "2",
+    });
+    assert.equal((await pool.execute<Tag>("scorer", {})).v, "two");
+    const items: Tag[] = [];
+    for await (const item of pool.executeStream<Tag>("scorer", {})) {
+      items.push(item);
+    }
+    assert.equal(items[0]!.v, "two");
+    await assert.rejects(
+      pool.setDefaultVersion("scorer", "7"),
+      notFound(/version "7"/),
+    );
+    // Updating one version leaves the other alone.
+    await pool.updateModel("scorer", spec("one-b", "1"));
+    assert.equal(
+      (await pool.execute<Tag>("scorer", {}, { version: "1" })).v,
+      "one-b",
+    );
+    assert.equal((await pool.execute<Tag>("scorer", {})).v, "two");
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool versions: labels are checked, a version is not added twice, a name is versioned or not, the default goes last", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 1 }));
+    pids.watch(pool);
+    for (
+      const bad of ["", " 1", "a/b", "..", ".hidden", "x".repeat(65), "1@2", 2]
+    ) {
+      await assert.rejects(
+        pool.addModel("m", spec("a", bad as string)),
+        (err: unknown) =>
+          err instanceof ConfigError &&
+          /version: expected 1-64 characters/.test(err.message),
+        `label ${JSON.stringify(bad)}`,
+      );
+    }
+    await assert.rejects(
+      pool.addModel("a@b", spec("a", "1")),
+      (err: unknown) =>
+        err instanceof ConfigError && /has no '@'/.test(err.message),
+    );
+    await pool.addModel("m", spec("a", "1"));
+    await assert.rejects(
+      pool.addModel("m", spec("a", "1")),
+      /Cannot add model 'm' version '1': it already exists/,
+    );
+    await assert.rejects(
+      pool.addModel("m", { source: TAGGED, options: { v: "x" } }),
+      /Cannot add model 'm' without a version: it has versions \(1; default 1\)/,
+    );
+    await assert.rejects(
+      pool.updateModel("m", { source: TAGGED, options: { v: "x" } }),
+      /Cannot update model 'm' without a version/,
+    );
+    await assert.rejects(
+      pool.updateModel("m", spec("b", "2")),
+      notFound(/Cannot update model "m" version "2": its versions are 1/),
+    );
+    await pool.addModel("plain", { source: TAGGED, options: { v: "p" } });
+    await assert.rejects(
+      pool.addModel("plain", spec("a", "1")),
+      /'plain' is loaded without a version/,
+    );
+    assert.equal((await pool.execute<Tag>("plain", {})).v, "p");
+    assert.equal(pool.modelVersions("plain"), undefined);
+    await pool.addModel("m", spec("b", "2"));
+    await pool.addModel("m", spec("c", "3"));
+    await assert.rejects(
+      pool.removeModel("m", { version: "1" }),
+      /Cannot remove model 'm' version '1': it is the default version; make another one the default first/,
+    );
+    await pool.removeModel("m", { version: "2" });
+    assert.deepEqual(pool.modelVersions("m"), {
+      versions: ["1", "3"],
+      default: "1",
+    });
+    await assert.rejects(
+      pool.execute("m", {}, { version: "2" }),
+      notFound(/its versions are 1, 3/),
+    );
+    // Without a version: every version, the default last.
+    await pool.removeModel("m");
+    assert.equal(pool.modelVersions("m"), undefined);
+    assert.deepEqual(pool.status().models.map((m) => m.name), ["plain"]);
+    await assert.rejects(pool.execute("m", {}), notFound(/'m'/));
+    // The name takes versions, or none, again.
+    await pool.addModel("m", { source: TAGGED, options: { v: "u" } });
+    assert.equal((await pool.execute<Tag>("m", {})).v, "u");
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool versions: each version has its own placement, a restarted worker gets every version back, a failed load leaves the others serving", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 2 }));
+    pids.watch(pool);
+    await pool.addModel("p", spec("one", "1", { workers: 1 }));
+    await pool.addModel("p", spec("two", "2", { workers: 1 }));
+    const slots = pool.status().models.map((m) => m.slots);
+    assert.deepEqual(slots, [["w1"], ["w2"]]);
+    const w1 = pidOf(pool, "w1");
+    const w2 = pidOf(pool, "w2");
+    for (let i = 0; i < 6; i++) {
+      assert.deepEqual(await pool.execute("p", {}), { v: "one", pid: w1 });
+      assert.deepEqual(await pool.execute("p", {}, { version: "2" }), {
+        v: "two",
+        pid: w2,
+      });
+    }
+    // A version that fails to load: the others keep serving.
+    await assert.rejects(
+      pool.addModel("p", { source: "class X(:\n", version: "3" }),
+      /SyntaxError|ModelLoadError|invalid syntax/,
+    );
+    assert.deepEqual(pool.modelVersions("p")?.versions, ["1", "2"]);
+    assert.equal((await pool.execute<Tag>("p", {}, { version: "2" })).v, "two");
+    // Unplaced versions, and a restart: both come back on the new process.
+    await pool.addModel("q", spec("q1", "1"));
+    await pool.addModel("q", spec("q2", "2"));
+    const back = readyAgain(pool, "w1");
+    Deno.kill(w1, "SIGKILL");
+    await back;
+    const again = pidOf(pool, "w1");
+    assert.notEqual(again, w1);
+    assert.equal(
+      (await pool.execute<Tag>("q", {}, { version: "1", worker: "w1" })).v,
+      "q1",
+    );
+    assert.equal(
+      (await pool.execute<Tag>("q", {}, { version: "2", worker: "w1" })).v,
+      "q2",
+    );
+    assert.deepEqual(await pool.execute("p", {}), { v: "one", pid: again });
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool versions: calls in flight finish on the version they reached; close settles calls to several versions once each", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const pool = await Pool.start(poolOptions(dir.path, { workers: 2 }));
+    pids.watch(pool);
+    await pool.addModel("s", spec("one", "1"));
+    await pool.addModel("s", spec("two", "2"));
+    // An update of version 1 while its call runs: that call finishes on
+    // the old code; a default switch while a call runs leaves it be.
+    const running = pool.execute<Tag>("s", { ms: 300 }, { version: "1" });
+    const onDefault = pool.execute<Tag>("s", { ms: 300 });
+    await new Promise((r) => setTimeout(r, 50));
+    await pool.setDefaultVersion("s", "2");
+    await pool.updateModel("s", spec("one-b", "1"));
+    assert.equal((await running).v, "one");
+    assert.equal((await onDefault).v, "one");
+    assert.equal(
+      (await pool.execute<Tag>("s", {}, { version: "1" })).v,
+      "one-b",
+    );
+    // Close with calls to both versions in flight: each settles once.
+    let settled = 0;
+    const calls = Array.from(
+      { length: 8 },
+      (_, i) =>
+        pool.execute("s", { ms: 100 }, { version: String(1 + (i % 2)) })
+          .finally(() => settled++),
+    );
+    const closing = pool.close();
+    const outcomes = await Promise.allSettled(calls);
+    await closing;
+    assert.equal(settled, 8);
+    assert.equal(outcomes.length, 8);
+  } finally {
+    await pids.assertGone();
+  }
+});
