@@ -6,6 +6,11 @@
  * Nothing here runs per call: the session counts its pending table once,
  * when it closes with requests still in flight.
  *
+ * The host's own requests (a heartbeat's `ping`, `configure`, a `cancel`,
+ * a stream's `itemAck`, an eval session's `openSession`...) are left out: they run no code of anyone's, and
+ * a heartbeat's `ping` in flight would read as a call the worker was
+ * running (`ping (1)`).
+ *
  * @module
  */
 
@@ -14,6 +19,24 @@ const MODEL_CALLS: ReadonlySet<string> = new Set([
   "executeModel",
   "executeBatch",
   "executeStream",
+]);
+
+/**
+ * Commands the host sends for itself (protocol.md §4, §6, §9), answered on
+ * the server's event loop without running a model or an eval: never
+ * counted.
+ */
+const INTERNAL: ReadonlySet<string> = new Set([
+  "auth",
+  "ping",
+  "serverStatus",
+  "configure",
+  "stopServer",
+  "cancel",
+  "itemAck",
+  "outputAck",
+  "openSession",
+  "closeSession",
 ]);
 
 /** Names kept at most (the rest are only counted). */
@@ -44,17 +67,20 @@ function callsIn(cmd: string, args: Record<string, unknown> | undefined) {
     : 1;
 }
 
-/** Counts `requests` (oldest first) by name; `undefined` when there are none. */
+/**
+ * Counts `requests` (oldest first) by name, the host's own commands left
+ * out; `undefined` when there are none.
+ */
 export function countInFlight(
   requests: readonly {
     readonly cmd: string;
     readonly args: Record<string, unknown> | undefined;
   }[],
 ): InFlight | undefined {
-  if (requests.length === 0) return undefined;
   const byName = new Map<string, number>();
   let calls = 0;
   for (const { cmd, args } of requests) {
+    if (INTERNAL.has(cmd)) continue;
     const n = callsIn(cmd, args);
     calls += n;
     const name = inFlightName(cmd, args);
@@ -62,6 +88,7 @@ export function countInFlight(
     if (had !== undefined) byName.set(name, had + n);
     else if (byName.size < IN_FLIGHT_NAMES) byName.set(name, n);
   }
+  if (calls === 0) return undefined;
   return Object.freeze({
     byName: Object.freeze(Object.fromEntries(byName)),
     calls,

@@ -242,7 +242,8 @@ defineName(StreamIdleError, "StreamIdleError");
  * the call that took it down can be told from the others lost with it:
  * `details.call` is this call's model (or command, e.g. `"eval"`),
  * `details.inFlight` the calls in flight on that process by model (or
- * command; at most 10 names, the oldest call's first) and
+ * command; the host's own, such as a heartbeat's `ping`, left out; at most
+ * 10 names, the oldest call's first) and
  * `details.inFlightCalls` how many there were in all; its message ends
  * with the same (`"... died: exited with code 3 while running: bad
  * (1 call), plain (3)"`). Also `details.worker`, `pid`, `code`, `signal`
