@@ -178,7 +178,9 @@ export function describeError(
     return {
       status: 503,
       headers,
-      body: body(err.name, err.message, { model: err.details.model }),
+      body: body(err.name, outOfServiceMessage(err), {
+        model: err.details.model,
+      }),
     };
   }
   if (err instanceof NoWorkerError || err instanceof ShuttingDownError) {
@@ -328,6 +330,32 @@ function withoutSpillPaths(message: string): string {
     /(^|[\s'"(])\/[^\s'":]*\/([^\s'":/]+)/g,
     (_, lead: string, name: string) => `${lead}${name}`,
   );
+}
+
+/**
+ * A `ModelUnavailableError`'s message in the gateway's terms: the library's
+ * names the pool's options (`placement.maxRelocations`,
+ * `pool.updateModel`) and the restart policy's (`reconnect({
+ * failedRetryAfter })`, through its last worker's reason), which a
+ * gateway's operator sets as `limits.*` in pyproxy.json, or acts on with a
+ * `PUT`. Worded from the error's `details`; an error without them (one of
+ * a pool's own making) keeps its message.
+ */
+function outOfServiceMessage(err: ModelUnavailableError): string {
+  const { model, cmd, crashed, relocationWindow, maxRelocations, lastExit } =
+    err.details;
+  if (
+    typeof model !== "string" || !Array.isArray(crashed) ||
+    typeof relocationWindow !== "number" || typeof maxRelocations !== "number"
+  ) return err.message;
+  const times = crashed.length === 1 ? "once" : `${crashed.length} times`;
+  const last = typeof lastExit === "string" ? `; the last: ${lastExit}` : "";
+  return `Cannot ${cmd === "initModel" ? "init" : "call"} model '${model}': ` +
+    `it is out of service: it crashed the workers it was placed on ${times} ` +
+    `within ${relocationWindow} ms (${crashed.join(", ")}${last}), past ` +
+    `limits.maxRelocations ${maxRelocations} (pyproxy.json; its window: ` +
+    `limits.relocationWindow); PUT /v1/models/${model} loads it again ` +
+    `(with --allow-manage; without it, restart the gateway)`;
 }
 
 /** The header of a request id, in requests and responses. */
