@@ -42,7 +42,16 @@ const INTERNAL: ReadonlySet<string> = new Set([
 /** Names kept at most (the rest are only counted). */
 export const IN_FLIGHT_NAMES = 10;
 
-/** Calls in flight on a connection when it closed. */
+/**
+ * Calls in flight on a connection when it closed.
+ *
+ * @example What a dead worker was running
+ * ```ts ignore
+ * import type { InFlight } from "@pyproxy/pyproxy";
+ * const running: InFlight | undefined = pool.status().workers[0]?.lastExit?.inFlight;
+ * console.log(running?.byName, running?.calls); // { bad: 1, plain: 3 } 4
+ * ```
+ */
 export interface InFlight {
   /** Calls by model name (or by command for other commands), at most {@linkcode IN_FLIGHT_NAMES} names, oldest call's name first. */
   readonly byName: Readonly<Record<string, number>>;
