@@ -27,7 +27,6 @@ has none (204, 205) fails the call.
 """
 
 import logging
-import threading
 import time
 
 from .call import DONE, current_batch, current_call
@@ -48,10 +47,12 @@ NO_BODY = frozenset((204, 205))
 # At most one warning of a stream's late header per model per
 # LATE_HEADER_WARNING_S (a model that sets one on every item would write a
 # line per item); by model name, cleared past LATE_HEADER_WARNED_MAX names.
+# No lock: a cancel's interrupt on the call's thread could leave one held
+# (up to Python 3.9, ``with`` could be split), and two threads racing here
+# at worst say it twice.
 LATE_HEADER_WARNING_S = 60.0
 LATE_HEADER_WARNED_MAX = 1024
 _late_header_warned = {}
-_late_header_lock = threading.Lock()
 
 # The commands whose model code may set them.
 _COMMANDS = frozenset(("executeModel", "executeBatch", "executeStream"))
@@ -171,13 +172,12 @@ def _warn_late_header(name, call):
     most once per :data:`LATE_HEADER_WARNING_S` per model."""
     model = call.msg.get("name")
     now = time.monotonic()
-    with _late_header_lock:
-        last = _late_header_warned.get(model)
-        if last is not None and now - last < LATE_HEADER_WARNING_S:
-            return
-        if last is None and len(_late_header_warned) >= LATE_HEADER_WARNED_MAX:
-            _late_header_warned.clear()
-        _late_header_warned[model] = now
+    last = _late_header_warned.get(model)
+    if last is not None and now - last < LATE_HEADER_WARNING_S:
+        return
+    if last is None and len(_late_header_warned) >= LATE_HEADER_WARNED_MAX:
+        _late_header_warned.clear()
+    _late_header_warned[model] = now
     log.warning(
         "host.set_header(%s) ignored: stream %s of model %s sent its first item already, with the "
         "response's headers (set them before the first yield; said at most once a minute per model)",

@@ -154,9 +154,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/http_meta.py",
-      size: 9073,
+      size: 9141,
       sha256:
-        "5c27e3bf010974fc971e85a14d9bf4d5ea9c591f735b9a17402534d6e92560c5",
+        "505a6f02632a6099f33bdd3b23c76bcc8d82e97b086fb23facfb34cf5e5c14e0",
     },
     {
       path: "pyproxy_server/inline_watch.py",
