@@ -7,7 +7,16 @@
  */
 import type { PluginMetric, ScaleBounds } from "../src/plugin.ts";
 
-/** What the plugin counted (`autoscale().stats`), for tests and metrics. */
+/**
+ * What the plugin counted (`autoscale().stats`), for tests and metrics.
+ *
+ * @example
+ * ```ts
+ * import { autoscale, type AutoscaleStats } from "../mod.ts";
+ * const stats: AutoscaleStats = autoscale({ min: 1, max: 4 }).stats;
+ * console.log(stats.up + stats.down); // 0 (no pool yet)
+ * ```
+ */
 export interface AutoscaleStats {
   /** Load samples taken. */
   samples: number;
@@ -23,7 +32,17 @@ export interface AutoscaleStats {
   manual: number;
 }
 
-/** What the plugin is doing, as {@linkcode AutoscaleStatus.state} says. */
+/**
+ * What the plugin is doing, as {@linkcode AutoscaleStatus.state} says.
+ *
+ * @example
+ * ```ts
+ * import type { AutoscaleState } from "../mod.ts";
+ * const waitingForLoad = (state: AutoscaleState): boolean =>
+ *   state === "busy" || state === "idle";
+ * console.log(waitingForLoad("cooldown")); // false
+ * ```
+ */
 export type AutoscaleState =
   | "steady"
   | "busy"
@@ -50,7 +69,16 @@ const AUTOSCALE_STATES: readonly AutoscaleState[] = Object.keys(
   } satisfies Record<AutoscaleState, true>,
 ) as AutoscaleState[];
 
-/** One resize the plugin asked for. */
+/**
+ * One resize the plugin asked for.
+ *
+ * @example
+ * ```ts
+ * import type { AutoscaleDecision } from "../mod.ts";
+ * const last: AutoscaleDecision = { at: Date.now(), from: 2, to: 3, reason: "busy for 30000 ms", outcome: "done" };
+ * console.log(`${last.from} -> ${last.to}: ${last.outcome}`); // "2 -> 3: done"
+ * ```
+ */
 export interface AutoscaleDecision {
   /** When, in `Date.now()` milliseconds. */
   at: number;
@@ -64,7 +92,17 @@ export interface AutoscaleDecision {
   outcome: "running" | "done" | "failed" | "cancelled";
 }
 
-/** What `autoscale().status()` returns (JSON-safe; a type, so that it is a `Record<string, unknown>` as `Plugin.status` returns). */
+/**
+ * What `autoscale().status()` returns (JSON-safe; a type, so that it is a
+ * `Record<string, unknown>` as `Plugin.status` returns).
+ *
+ * @example Read it from a pool's plugin status
+ * ```ts ignore
+ * import type { AutoscaleStatus } from "@pyproxy/pyproxy";
+ * const st = pool.pluginStatus().autoscale as AutoscaleStatus;
+ * console.log(st.state, st.target, st.lastDecision?.reason);
+ * ```
+ */
 export type AutoscaleStatus = {
   /** Fewest workers, in force. */
   min: number;

@@ -6,6 +6,11 @@
  * Nothing here runs per call: the session counts its pending table once,
  * when it closes with requests still in flight.
  *
+ * The host's own requests (a heartbeat's `ping`, `configure`, a `cancel`,
+ * a stream's `itemAck`, an eval session's `openSession`...) are left out: they run no code of anyone's, and
+ * a heartbeat's `ping` in flight would read as a call the worker was
+ * running (`ping (1)`).
+ *
  * @module
  */
 
@@ -16,10 +21,37 @@ const MODEL_CALLS: ReadonlySet<string> = new Set([
   "executeStream",
 ]);
 
+/**
+ * Commands the host sends for itself (protocol.md §4, §6, §9), answered on
+ * the server's event loop without running a model or an eval: never
+ * counted.
+ */
+const INTERNAL: ReadonlySet<string> = new Set([
+  "auth",
+  "ping",
+  "serverStatus",
+  "configure",
+  "stopServer",
+  "cancel",
+  "itemAck",
+  "outputAck",
+  "openSession",
+  "closeSession",
+]);
+
 /** Names kept at most (the rest are only counted). */
 export const IN_FLIGHT_NAMES = 10;
 
-/** Calls in flight on a connection when it closed. */
+/**
+ * Calls in flight on a connection when it closed.
+ *
+ * @example What a dead worker was running
+ * ```ts ignore
+ * import type { InFlight } from "@pyproxy/pyproxy";
+ * const running: InFlight | undefined = pool.status().workers[0]?.lastExit?.inFlight;
+ * console.log(running?.byName, running?.calls); // { bad: 1, plain: 3 } 4
+ * ```
+ */
 export interface InFlight {
   /** Calls by model name (or by command for other commands), at most {@linkcode IN_FLIGHT_NAMES} names, oldest call's name first. */
   readonly byName: Readonly<Record<string, number>>;
@@ -44,17 +76,20 @@ function callsIn(cmd: string, args: Record<string, unknown> | undefined) {
     : 1;
 }
 
-/** Counts `requests` (oldest first) by name; `undefined` when there are none. */
+/**
+ * Counts `requests` (oldest first) by name, the host's own commands left
+ * out; `undefined` when there are none.
+ */
 export function countInFlight(
   requests: readonly {
     readonly cmd: string;
     readonly args: Record<string, unknown> | undefined;
   }[],
 ): InFlight | undefined {
-  if (requests.length === 0) return undefined;
   const byName = new Map<string, number>();
   let calls = 0;
   for (const { cmd, args } of requests) {
+    if (INTERNAL.has(cmd)) continue;
     const n = callsIn(cmd, args);
     calls += n;
     const name = inFlightName(cmd, args);
@@ -62,6 +97,7 @@ export function countInFlight(
     if (had !== undefined) byName.set(name, had + n);
     else if (byName.size < IN_FLIGHT_NAMES) byName.set(name, n);
   }
+  if (calls === 0) return undefined;
   return Object.freeze({
     byName: Object.freeze(Object.fromEntries(byName)),
     calls,

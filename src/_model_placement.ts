@@ -38,6 +38,36 @@ export interface ModelPlacement {
    * update. Absent: in service.
    */
   failed?: string;
+  /** Why, as data, beside `failed`: the error's `details` carry it. */
+  outOfService?: OutOfService;
+}
+
+/**
+ * Why a placed model is out of service, as data: what
+ * `ModelUnavailableError.details` carries beside `model` and `reason`, so
+ * that a caller (the gateway) can word it in its own settings.
+ */
+export interface OutOfService {
+  /** The slots it crashed within the window, oldest first (the last decided it). */
+  crashed: string[];
+  /** The window the crashes were counted in, in ms (`placement.relocationWindow`). */
+  relocationWindow: number;
+  /** The bound they went past (`placement.maxRelocations`). */
+  maxRelocations: number;
+  /** How the last slot's last process ended (its `lastExit.reason`), or `null`. */
+  lastExit: string | null;
+}
+
+/**
+ * The `details` of a `ModelUnavailableError` for out-of-service model
+ * `p`: `model`, `reason` (its `failed`), `cmd`, and the fields of
+ * {@linkcode OutOfService}.
+ */
+export function outOfServiceDetails(
+  p: ModelPlacement,
+  cmd: string,
+): Record<string, unknown> {
+  return { model: p.name, reason: p.failed, cmd, ...p.outOfService };
 }
 
 /** A slot that can take a model command now. */

@@ -242,7 +242,8 @@ defineName(StreamIdleError, "StreamIdleError");
  * the call that took it down can be told from the others lost with it:
  * `details.call` is this call's model (or command, e.g. `"eval"`),
  * `details.inFlight` the calls in flight on that process by model (or
- * command; at most 10 names, the oldest call's first) and
+ * command; the host's own, such as a heartbeat's `ping`, left out; at most
+ * 10 names, the oldest call's first) and
  * `details.inFlightCalls` how many there were in all; its message ends
  * with the same (`"... died: exited with code 3 while running: bad
  * (1 call), plain (3)"`). Also `details.worker`, `pid`, `code`, `signal`
@@ -332,7 +333,12 @@ defineName(NoWorkerError, "NoWorkerError");
  * stopped moving it to the next one (docs/models.md, "Placement"). Its
  * calls fail with this at once until it is updated (`updateModel`, `PUT
  * /v1/models/{name}`) or removed and added again. `details.model` names it
- * and `details.reason` says why; the gateway answers 503.
+ * and `details.reason` says why; the same as data: `details.cmd` (the
+ * call's command), `details.crashed` (the slots it crashed, oldest first),
+ * `details.maxRelocations`, `details.relocationWindow` and
+ * `details.lastExit` (how the last slot's last process ended, or `null`).
+ * The gateway answers 503, its message worded from those in its own
+ * settings (`limits.maxRelocations`, the `PUT` that clears it).
  *
  * @example
  * ```ts

@@ -96,7 +96,26 @@ export interface ModelMetricsOptions {
   maxSeries?: number;
 }
 
-/** Where a `metrics` event came from: one worker's connection. */
+/**
+ * Where a `metrics` event came from: one worker's connection. The store
+ * tells sources apart by identity: keep one object per connection, and
+ * pass the same one to {@linkcode ModelMetricStore.forgetSource} when it
+ * closes (its gauges go; its counters stay).
+ *
+ * @example
+ * ```ts
+ * import { type ModelMetricSource, ModelMetricStore } from "./model_metrics.ts";
+ * const store = new ModelMetricStore();
+ * const w1: ModelMetricSource = { worker: "w1" };
+ * store.ingest(w1, {
+ *   event: "metrics",
+ *   series: [{ model: "m", name: "queue_depth", type: "gauge", labels: {}, value: 4 }],
+ * });
+ * console.log(store.size); // 1
+ * store.forgetSource(w1); // its connection closed
+ * console.log(store.size); // 0
+ * ```
+ */
 export interface ModelMetricSource {
   /** The worker's id. */
   readonly worker: string;

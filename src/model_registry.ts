@@ -19,6 +19,7 @@ import {
   chooseSlots,
   loadable,
   type ModelPlacement,
+  outOfServiceDetails,
 } from "./_model_placement.ts";
 
 /**
@@ -449,6 +450,12 @@ export class ModelRegistry {
     }, past placement.maxRelocations ${max}; last: worker ${worker.id} ${
       worker.failedReason ?? "failed"
     }`;
+    p.outOfService = {
+      crashed: p.relocations.map((r) => r.worker),
+      relocationWindow: window,
+      maxRelocations: max,
+      lastExit: worker.lastExit?.reason ?? null,
+    };
     return true;
   }
 
@@ -720,6 +727,7 @@ export class ModelRegistry {
         // An operator's update puts a failed model back in service, with
         // a clean count.
         delete placement.failed;
+        delete placement.outOfService;
         delete placement.relocations;
       }
       // The slots it left unload it once their calls go elsewhere (a call
@@ -785,13 +793,14 @@ export class ModelRegistry {
   ): Promise<unknown> {
     return this.exclusive(async () => {
       const model = this.#require(name, "init");
-      const failed = this.#placements.get(name)?.failed;
+      const placement = this.#placements.get(name);
+      const failed = placement?.failed;
       if (failed !== undefined) {
         // On no slot: it would run nowhere, and the update that brings the
         // model back starts it without inits.
         throw new ModelUnavailableError(
           `Cannot init model '${name}': it is out of service: ${failed}; update it (pool.updateModel, PUT /v1/models/${name}) to load it again`,
-          { details: { model: name, reason: failed } },
+          { details: outOfServiceDetails(placement!, "initModel") },
         );
       }
       const result = await this.#everywhere(

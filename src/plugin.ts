@@ -10,7 +10,7 @@
 import type { Logger } from "./logger.ts";
 import { ConfigError, PluginError, PyProxyError } from "./errors.ts";
 import type { Runtime } from "./runtime/types.ts";
-import type { Session, SessionConnectOptions } from "./session.ts";
+import type { InFlight, Session, SessionConnectOptions } from "./session.ts";
 import type { Pool, PoolStatus, ResizeOptions } from "./pool.ts";
 import type { WorkerInfo } from "./worker.ts";
 import { MAX_TIMER_MS } from "./_timer.ts";
@@ -108,7 +108,8 @@ export interface WorkerStartEvent {
  * const alert: Plugin = {
  *   name: "alert",
  *   onWorkerExit(ev, ctx) {
- *     if (!ev.intentional) ctx.logger.warn("Worker {id} died: {reason}", { id: ev.worker.id, reason: ev.reason });
+ *     // ev.inFlight?.byName: { bad: 1, plain: 3 }, the calls it was running
+ *     if (!ev.intentional) ctx.logger.warn("Worker {id} died: {reason} ({running})", { id: ev.worker.id, reason: ev.reason, running: ev.inFlight?.byName });
  *   },
  * };
  * console.log(alert.name);
@@ -123,6 +124,13 @@ export interface WorkerExitEvent {
   signal: string | null;
   /** Human-readable reason, e.g. `"killed by SIGKILL"`, `"missed heartbeat"`, `"start failed: ..."`. */
   reason: string;
+  /**
+   * The calls it was running when it died, by model (evals as `eval`; the
+   * host's own commands, a heartbeat's `ping`, left out), as in
+   * `worker.lastExit` and its lost calls' `WorkerCrashedError`: absent when
+   * none were.
+   */
+  inFlight?: InFlight;
   /**
    * `true` when the pool stopped it on purpose (close, `failWorker`, or
    * `restartWorker` of a running worker, which the pool then restarts

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { ModelSpec } from "./session.ts";
+import type { InFlight, ModelSpec } from "./session.ts";
 import type { WorkerState } from "./worker.ts";
 
 /**
@@ -21,6 +21,11 @@ import type { WorkerState } from "./worker.ts";
  */
 export type PoolEvent =
   | { type: "worker-state"; worker: string; from: WorkerState; to: WorkerState }
+  /**
+   * A worker's process ended (or its start failed). `inFlight`: the calls
+   * it was running then, by model (evals as `eval`), as in its `lastExit`
+   * and its lost calls' `WorkerCrashedError`; absent when none were.
+   */
   | {
     type: "worker-exit";
     worker: string;
@@ -28,6 +33,7 @@ export type PoolEvent =
     code: number | null;
     signal: string | null;
     reason: string;
+    inFlight?: InFlight;
   }
   | {
     type: "restarting";

@@ -19,7 +19,10 @@ import {
 import type { Worker } from "./worker.ts";
 import type { ResponseMeta } from "./session_types.ts";
 import type { SlotLease } from "./_slot_lease.ts";
-import type { ModelPlacement } from "./_model_placement.ts";
+import {
+  type ModelPlacement,
+  outOfServiceDetails,
+} from "./_model_placement.ts";
 import { hash32, mix32 } from "./_hash32.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
 
@@ -455,7 +458,7 @@ function unavailable(
 ): ModelUnavailableError {
   return new ModelUnavailableError(
     `Cannot route call ${call.cmd}: model '${p.name}' is out of service: ${p.failed}; update it (pool.updateModel, PUT /v1/models/${p.name}) to load it again`,
-    { details: { model: p.name, reason: p.failed } },
+    { details: outOfServiceDetails(p, call.cmd) },
   );
 }
 

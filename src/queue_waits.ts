@@ -8,6 +8,16 @@
 /**
  * Upper bounds, in seconds, of {@linkcode QueueWaits}' buckets (the last,
  * `+Inf`, is implied by `count`).
+ *
+ * @example The bound of a snapshot's bucket
+ * ```ts
+ * import { QUEUE_WAIT_BUCKETS, QueueWaits } from "./queue_waits.ts";
+ * const waits = new QueueWaits();
+ * waits.observe(0.003);
+ * const { buckets } = waits.snapshot();
+ * const first = buckets.findIndex((n) => n > 0);
+ * console.log(`waited at most ${QUEUE_WAIT_BUCKETS[first]} s`); // "waited at most 0.005 s"
+ * ```
  */
 export const QUEUE_WAIT_BUCKETS: readonly number[] = Object.freeze([
   0.001,
@@ -31,10 +41,32 @@ export const QUEUE_WAIT_BUCKETS: readonly number[] = Object.freeze([
  * (`timeout`), its signal aborted (`cancelled`), or it could no longer be
  * routed (`failed`: its pinned worker or every worker gone, the pool
  * closing).
+ *
+ * @example
+ * ```ts
+ * import { QueueWaits, type QueueWaitOutcome } from "./queue_waits.ts";
+ * const waits = new QueueWaits();
+ * const why: QueueWaitOutcome = "cancelled";
+ * waits.abandon(why, 0.5); // left the queue after 0.5 s, unsent
+ * console.log(waits.snapshot().abandoned[why].count); // 1
+ * ```
  */
 export type QueueWaitOutcome = "timeout" | "cancelled" | "failed";
 
-/** The outcomes of {@linkcode QueueWaitOutcome}, in the order `/metrics` lists them. */
+/**
+ * The outcomes of {@linkcode QueueWaitOutcome}, in the order `/metrics` lists them.
+ *
+ * @example Calls that left the queue unsent, by outcome
+ * ```ts
+ * import { QUEUE_WAIT_OUTCOMES, QueueWaits } from "./queue_waits.ts";
+ * const waits = new QueueWaits();
+ * waits.abandon("timeout", 2);
+ * const { abandoned } = waits.snapshot();
+ * for (const outcome of QUEUE_WAIT_OUTCOMES) {
+ *   console.log(outcome, abandoned[outcome].count); // timeout 1, cancelled 0, failed 0
+ * }
+ * ```
+ */
 export const QUEUE_WAIT_OUTCOMES: readonly QueueWaitOutcome[] = Object.freeze([
   "timeout",
   "cancelled",
@@ -44,6 +76,16 @@ export const QUEUE_WAIT_OUTCOMES: readonly QueueWaitOutcome[] = Object.freeze([
 /**
  * A histogram of the waits of the calls that left the queue one way
  * (Prometheus numbers; bounds in {@linkcode QueueWaitStats.le}).
+ *
+ * @example The mean wait of the calls that timed out in the queue
+ * ```ts
+ * import { QueueWaits, type QueueWaitHistogram } from "./queue_waits.ts";
+ * const waits = new QueueWaits();
+ * waits.abandon("timeout", 2);
+ * waits.abandon("timeout", 4);
+ * const timedOut: QueueWaitHistogram = waits.snapshot().abandoned.timeout;
+ * console.log(timedOut.sum / timedOut.count); // 3
+ * ```
  */
 export interface QueueWaitHistogram {
   /** Cumulative counts: calls that waited at most `le[i]` seconds. */

@@ -26,7 +26,7 @@ import { logPythonOutput } from "./_python_log.ts";
 import { OutputRateLimit } from "./_output_rate_limit.ts";
 import { waitsForIO } from "./_waits_for_io.ts";
 import { withTimeout } from "./_with_timeout.ts";
-import { describeInFlight } from "./_in_flight.ts";
+import { describeInFlight, type InFlight } from "./_in_flight.ts";
 
 /** Options of {@linkcode Supervisor}. */
 export interface SupervisorOptions {
@@ -589,12 +589,14 @@ function pickExit(
   code: number | null;
   signal: string | null;
   reason: string;
+  inFlight?: InFlight;
 } {
   return {
     pid: exit.pid,
     code: exit.code,
     signal: exit.signal,
     reason: exit.reason,
+    ...(exit.inFlight === undefined ? {} : { inFlight: exit.inFlight }),
   };
 }
 

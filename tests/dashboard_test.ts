@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { startGateway } from "./_gateway_harness.ts";
+import { waitFor } from "./_harness.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const hasChromium = await Deno.stat(CHROMIUM).then(
@@ -120,6 +121,57 @@ Deno.test({
       assert.match(
         cells[7]!,
         new RegExp(`^killed by SIGKILL \\(pid ${before.pid}, `),
+      );
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "dashboardHtml's last exit names the calls the dead worker was running, as its WorkerCrashedError does",
+  ignore: !hasChromium,
+  async fn() {
+    const HOLD = `import os
+import time
+
+
+class Hold:
+    def execute(self, msg):
+        with open(msg["started"] + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(msg["started"] + ".tmp", msg["started"])
+        time.sleep(30)
+`;
+    await using gw = await startGateway({ token: TOKEN }, { "hold.py": HOLD });
+    const browser = await launch();
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on("pageerror", (err) => errors.push(String(err)));
+      await page.goto(`${gw.url}/?token=${TOKEN}`);
+      await page.waitForSelector('#workers tbody tr[data-state="ready"]');
+      const started = `${gw.dir}/started`;
+      const call = gw.fetch("/v1/models/hold/execute", {
+        method: "POST",
+        body: JSON.stringify({ started }),
+      });
+      await waitFor(() => Deno.stat(started).then(() => true, () => false));
+      const pid = Number(await Deno.readTextFile(started));
+      Deno.kill(pid, "SIGKILL");
+      const res = await call;
+      assert.equal(res.status, 502);
+      assert.deepEqual((await res.json()).error.inFlight, { hold: 1 });
+      const row = '#workers tr[data-worker="w1"][data-state="ready"]';
+      await page.locator(row, { hasText: "while running" }).waitFor();
+      const cells = await page.locator(`${row} td`).allInnerTexts();
+      assert.match(
+        cells[7]!,
+        new RegExp(
+          `^killed by SIGKILL \\(pid ${pid}, [^)]+\\) while running: hold \\(1 call\\)$`,
+        ),
       );
       assert.deepEqual(errors, []);
     } finally {

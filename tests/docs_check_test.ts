@@ -32,3 +32,43 @@ Deno.test("the code blocks of README.md and docs/*.md type-check", async () => {
     ).join("\n"),
   );
 });
+
+/** The exported symbols of `entry` (`deno doc --json`) whose JSDoc has no `@example`. */
+async function withoutExample(entry: string): Promise<string[]> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["doc", "--json", entry],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const doc = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+    nodes: Record<string, {
+      symbols?: Array<{
+        name: string;
+        declarations: Array<{
+          location: { filename: string; line: number };
+          jsDoc?: { tags?: Array<{ kind: string }> };
+        }>;
+      }>;
+    }>;
+  };
+  const missing = new Set<string>();
+  for (const node of Object.values(doc.nodes)) {
+    for (const symbol of node.symbols ?? []) {
+      for (const { location, jsDoc } of symbol.declarations) {
+        if (!jsDoc?.tags?.some((t) => t.kind === "example")) {
+          const file = location.filename.slice(`file://${ROOT}`.length);
+          missing.add(`${symbol.name} (${file}:${location.line})`);
+        }
+      }
+    }
+  }
+  return [...missing].sort();
+}
+
+Deno.test("every public export of mod.ts has an @example (plugins/mod.ts's included)", async () => {
+  // `deno doc --lint` asks for JSDoc, not for an example: a reader of a
+  // type's page should see it used.
+  assert.deepEqual(await withoutExample("mod.ts"), []);
+});

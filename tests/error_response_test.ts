@@ -133,3 +133,52 @@ Deno.test("describeError answers a ModelUnavailableError (a placed model out of 
     model: "llm",
   });
 });
+
+Deno.test("describeError words a pool's ModelUnavailableError in the gateway's settings (limits.*, the PUT that clears it) from its details", () => {
+  const details = {
+    model: "llm",
+    reason: "it crashed ..., past placement.maxRelocations 2; last: ...",
+    crashed: ["w2", "w3", "w4"],
+    relocationWindow: 600_000,
+    maxRelocations: 2,
+    lastExit: "exited with code 3",
+  };
+  const call = describeError(
+    new ModelUnavailableError(
+      "Cannot route call executeModel: model 'llm' is out of service: it crashed ..., past placement.maxRelocations 2; last: worker w4 crashed 6 times within 60000 ms; last: exited with code 3 (retried in 60000 ms: reconnect({ failedRetryAfter })); update it (pool.updateModel, PUT /v1/models/llm) to load it again",
+      { details: { ...details, cmd: "executeStream" } },
+    ),
+    false,
+  );
+  assert.equal(call.status, 503);
+  assert.deepEqual(call.body, {
+    type: "ModelUnavailableError",
+    message:
+      "Cannot call model 'llm': it is out of service: it crashed the workers it was placed on 3 times within 600000 ms (w2, w3, w4; the last: exited with code 3), past limits.maxRelocations 2 (pyproxy.json; its window: limits.relocationWindow); PUT /v1/models/llm loads it again (with --allow-manage; without it, restart the gateway)",
+    model: "llm",
+  });
+  const init = describeError(
+    new ModelUnavailableError("Cannot init model 'llm': ...", {
+      details: { ...details, cmd: "initModel", lastExit: null },
+    }),
+    false,
+  );
+  assert.equal(
+    init.body.message,
+    "Cannot init model 'llm': it is out of service: it crashed the workers it was placed on 3 times within 600000 ms (w2, w3, w4), past limits.maxRelocations 2 (pyproxy.json; its window: limits.relocationWindow); PUT /v1/models/llm loads it again (with --allow-manage; without it, restart the gateway)",
+  );
+  // A version (llm@2 in the pool) named as the gateway's routes name it.
+  const version = describeError(
+    new ModelUnavailableError("Cannot route call executeModel: ...", {
+      details: { ...details, model: "llm@2", cmd: "executeModel" },
+    }),
+    false,
+  );
+  assert.deepEqual(version.body, {
+    type: "ModelUnavailableError",
+    message:
+      "Cannot call model 'llm' version '2': it is out of service: it crashed the workers it was placed on 3 times within 600000 ms (w2, w3, w4; the last: exited with code 3), past limits.maxRelocations 2 (pyproxy.json; its window: limits.relocationWindow); PUT /v1/models/llm/versions/2 loads it again (with --allow-manage; without it, restart the gateway)",
+    model: "llm",
+    version: "2",
+  });
+});

@@ -243,6 +243,88 @@ Deno.test("createGateway answers a known path with the wrong method with 405 and
   });
 });
 
+Deno.test("createGateway's 405 allows only the methods this configuration serves: PUT/DELETE of a model and PUT /v1/workers only with --allow-manage, eval only with --allow-eval", async () => {
+  await using gw = await startGateway();
+  const cases: Array<[string, string, string, string]> = [
+    [
+      "PATCH",
+      "/v1/models/echo",
+      "GET, HEAD",
+      "allowed: GET, HEAD; PUT, DELETE with --allow-manage",
+    ],
+    ["GET", "/v1/workers", "", "allowed: none; PUT with --allow-manage"],
+    ["GET", "/v1/eval", "", "allowed: none; POST with --allow-eval"],
+    [
+      "POST",
+      "/v1/eval/a1/events",
+      "",
+      "allowed: none; GET, HEAD with --allow-eval",
+    ],
+    // KServe's V1 :predict: the hint says what to call instead.
+    ["POST", "/v1/models/echo:predict", "GET, HEAD", "allowed: GET, HEAD ("],
+    // A version's management, and the repository extension's.
+    [
+      "PATCH",
+      "/v1/models/echo/versions/1",
+      "GET, HEAD",
+      "allowed: GET, HEAD; PUT, DELETE with --allow-manage",
+    ],
+    [
+      "GET",
+      "/v1/models/echo/default",
+      "",
+      "allowed: none; PUT with --allow-manage",
+    ],
+    [
+      "GET",
+      "/v2/repository/index",
+      "",
+      "allowed: none; POST with --allow-manage",
+    ],
+    [
+      "GET",
+      "/v2/repository/models/echo/load",
+      "",
+      "allowed: none; POST with --allow-manage",
+    ],
+  ];
+  for (const [method, path, allow, message] of cases) {
+    const res = await gw.fetch(path, {
+      method,
+      ...(method === "POST" ? { body: "{}" } : {}),
+    });
+    assert.equal(res.status, 405, `${method} ${path}`);
+    assert.equal(res.headers.get("allow"), allow, `${method} ${path}`);
+    const { error } = await res.json();
+    // /v2's errors are {"error": "message"}.
+    const text = typeof error === "string" ? error : error.message;
+    assert.ok(text.startsWith(`Cannot ${method} ${path}: ${message}`), text);
+  }
+  // Turned on, they are allowed.
+  await using managed = await startGateway({
+    allowManage: true,
+    allowEval: true,
+  });
+  for (
+    const [method, path, allow] of [
+      ["POST", "/v1/models/echo:predict", "GET, HEAD, PUT, DELETE"],
+      ["GET", "/v1/workers", "PUT"],
+      ["GET", "/v1/eval", "POST"],
+      ["PATCH", "/v1/models/echo/versions/1", "GET, HEAD, PUT, DELETE"],
+      ["GET", "/v2/repository/models/echo/unload", "POST"],
+    ] as const
+  ) {
+    const res = await managed.fetch(path, {
+      method,
+      ...(method === "POST" ? { body: "{}" } : {}),
+    });
+    assert.equal(res.status, 405, `${method} ${path}`);
+    assert.equal(res.headers.get("allow"), allow, `${method} ${path}`);
+    const { error } = await res.json();
+    assert.doesNotMatch(error.message ?? error, /with --allow-/);
+  }
+});
+
 Deno.test("createGateway hints at /execute and /v1 when a path misses them", async () => {
   await using gw = await startGateway();
   const noExecute = await gw.fetch("/v1/models/echo", post("{}"));

@@ -59,6 +59,8 @@ class Tensors:
             return {"c": Tensor([1, 2, 3], [2, 2])}
         if kind == "range":
             return {"x": Tensor([1, 300], [2], "UINT8")}
+        if kind == "rounded":
+            return {"s": Tensor([0.1, 1 / 3, 3.4028235e38, -2.5], [4], "FP32"), "h": Tensor([0.1, 65504, 1e-8, 1 / 3], [4], "FP16")}
         # Tensor itself refuses these shapes: dicts of its keys, as the gateway reads them.
         if kind == "vast":
             return {"v": {"datatype": None, "shape": [2 ** 31, 2 ** 31, 2 ** 31], "data": [1]}}
@@ -77,6 +79,8 @@ class Tensors:
     def execute(self, msg):
         if msg.get("big"):
             return {"scores": [1e300]}
+        if msg.get("tenth"):
+            return {"scores": [0.1], "label": "tenth"}
         return {"scores": [0.25, 1, 0.5], "label": "cat"}
 `,
   "sparse.py": `class Sparse:
@@ -639,6 +643,60 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
   );
 
   await t.step(
+    "FP32 and FP16 outputs in JSON: their values as the datatype holds them (as Triton answers, and as their binary bytes are)",
+    async () => {
+      const kind = {
+        inputs: [{
+          name: "kind",
+          datatype: "BYTES",
+          shape: [],
+          data: [
+            "rounded",
+          ],
+        }],
+      };
+      const json = await (await infer("tensors", kind)).json();
+      const fp32 = [
+        0.10000000149011612,
+        0.3333333432674408,
+        3.4028234663852886e38,
+        -2.5,
+      ];
+      // Half precision: 0.1 is 0.0999755859375, 1e-8 under its smallest
+      // subnormal (2^-24) is 0, 1/3 is 0.333251953125.
+      const fp16 = [0.0999755859375, 65504, 0, 0.333251953125];
+      assert.deepEqual(json.outputs, [
+        { name: "s", datatype: "FP32", shape: [4], data: fp32 },
+        { name: "h", datatype: "FP16", shape: [4], data: fp16 },
+      ]);
+      // The same values as the binary form's bytes decode to.
+      const res = await infer("tensors", {
+        ...kind,
+        parameters: { binary_data_output: true },
+      });
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      const length = Number(res.headers.get("inference-header-content-length"));
+      const body = bytes.slice(length);
+      assert.deepEqual([...new Float32Array(body.buffer, 0, 4)], fp32);
+      const halves = new DataView(body.buffer, 16, 8);
+      assert.deepEqual(
+        [0, 1, 2, 3].map((i) => halfValue(halves.getUint16(i * 2, true))),
+        fp16,
+      );
+      // A declared FP32 output too; /v1 answers the model's own doubles.
+      const declared = await (await infer("described", {
+        inputs: [{ name: "tenth", datatype: "BOOL", shape: [], data: [true] }],
+      })).json();
+      assert.deepEqual(declared.outputs[0].data, [0.10000000149011612]);
+      const v1 = await gw.fetch("/v1/models/described/execute", {
+        method: "POST",
+        body: JSON.stringify({ tenth: true }),
+      });
+      assert.deepEqual((await v1.json()).scores, [0.1]);
+    },
+  );
+
+  await t.step(
     "declared outputs in dict forms: their dimensions and datatype in the metadata, the datatype in the answer",
     async () => {
       const meta = await (await gw.fetch("/v2/models/described")).json();
@@ -1182,3 +1240,12 @@ class Created:
     );
   }
 });
+
+/** The value of IEEE 754 half-precision bits. */
+function halfValue(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exponent = (h >> 10) & 0x1f;
+  const fraction = h & 0x3ff;
+  if (exponent === 0) return sign * fraction * 2 ** -24;
+  return sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
+}

@@ -134,6 +134,17 @@ class Crasher:
   assert.equal(res.status, 503);
   const body = await res.json();
   assert.equal(body.error.type, "ModelUnavailableError");
+  assert.equal(body.error.model, "bad");
+  // Worded for the gateway's operator: its settings and the PUT that
+  // clears it, not the library's options.
+  assert.match(
+    body.error.message,
+    /^Cannot call model 'bad': it is out of service: it crashed the workers it was placed on once within 600000 ms \(w\d; the last: exited with code 3\), past limits\.maxRelocations 0 \(pyproxy\.json; its window: limits\.relocationWindow\); PUT \/v1\/models\/bad loads it again \(with --allow-manage; without it, restart the gateway\)$/,
+  );
+  assert.doesNotMatch(
+    body.error.message,
+    /placement\.|reconnect\(|pool\.updateModel/,
+  );
   const one = await (await gw.fetch("/v1/models/bad")).json();
   assert.match(one.failedReason, /crash/i);
   assert.equal((await pids(gw, "all", 6)).size, 2);

@@ -41,6 +41,15 @@ class ChosenStream:
         _apply(msg)
         yield "a"
         yield "b"
+
+
+class CountedStream:
+    """Sets its header once it knows it: after its first item."""
+
+    def execute(self, msg):
+        yield "a"
+        host.set_header(*msg.get("late", ("X-Count", "2")))
+        yield "b"
 `,
 };
 
@@ -54,6 +63,7 @@ const MODEL_LIST = [
   { name: "chosen", file: "chosen.py", class: "Chosen" },
   { name: "chosen_batch", file: "chosen.py", class: "ChosenBatch" },
   { name: "chosen_stream", file: "chosen.py", class: "ChosenStream" },
+  { name: "counted", file: "chosen.py", class: "CountedStream" },
 ];
 
 Deno.test("gateway answers a model's 201 with its Location; owned headers stay the gateway's, refused ones are logged", async () => {
@@ -191,6 +201,45 @@ Deno.test("gateway stream: a model that sets 201 streams too (its status ignored
     const events = await new SseReader(res.body!).all();
     assert.deepEqual(events.map((e) => e.data), data, model);
   }
+});
+
+Deno.test("gateway stream: a header set after the first item is dropped with one warning in the worker's log, where /execute sends it; a bad one still fails", async () => {
+  await using gw = await startGateway({ models: MODEL_LIST }, MODELS);
+  const executed = await gw.fetch("/v1/models/counted/execute", post({}));
+  assert.equal(executed.status, 200);
+  assert.equal(executed.headers.get("x-count"), "2");
+  await executed.body?.cancel();
+  for (let i = 0; i < 2; i++) {
+    const res = await gw.fetch("/v1/models/counted/stream", post({}));
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("x-count"), null);
+    const events = await new SseReader(res.body!).all();
+    assert.deepEqual(events.map((e) => e.data), ["a", "b", { items: 2 }]);
+  }
+  // Said once for the model, in the worker's log file.
+  let log = "";
+  for await (const e of Deno.readDir(`${gw.dir}/logs`)) {
+    if (e.name.endsWith(".log")) {
+      log += await Deno.readTextFile(`${gw.dir}/logs/${e.name}`);
+    }
+  }
+  const said = log.split("\n").filter((line) =>
+    line.includes(
+      "host.set_header('X-Count') ignored: stream ",
+    ) && line.includes("of model 'counted' sent its first item already")
+  );
+  assert.equal(said.length, 1, log);
+  assert.match(said[0]!, / WARNING /);
+  // A header that is no header fails the stream after its first item, as it
+  // fails the call on /execute.
+  const bad = await gw.fetch(
+    "/v1/models/counted/stream",
+    post({ late: ["X Bad", "1"] }),
+  );
+  const events = await new SseReader(bad.body!).all();
+  assert.equal(events[0]!.data, "a");
+  assert.equal(events.at(-1)!.event, "error");
+  assert.match(JSON.stringify(events.at(-1)!.data), /host\.set_header/);
 });
 
 Deno.test("gateway with CORS exposes the model's header names on that response only", async () => {

@@ -2,14 +2,20 @@
  * `WorkerCrashedError` names what its worker was running when it died: the
  * crasher's call beside its victims (`details.inFlight`, by model; evals and
  * other commands by their command), in every lost call's error, in the
- * worker's `lastExit` and in one log line per death.
+ * worker's `lastExit`, its `worker-exit` event and `onWorkerExit` hook,
+ * and in one log line per death. The host's own commands (a heartbeat's
+ * `ping`) are not among them.
  */
 import assert from "node:assert/strict";
 import { WorkerCrashedError } from "../src/errors.ts";
+import type { Plugin, WorkerExitEvent } from "../src/plugin.ts";
 import { Pool } from "../src/pool.ts";
-import { recordingLogger } from "./_harness.ts";
+import { countInFlight } from "../src/_in_flight.ts";
+import { recordingLogger, waitFor } from "./_harness.ts";
 import {
   modelsDir,
+  nextEvent,
+  pidOf,
   PidTracker,
   poolOptions,
   readyAgain,
@@ -159,4 +165,84 @@ Deno.test("WorkerCrashedError keeps at most 10 names, counting the rest", async 
   } finally {
     await pids.assertGone();
   }
+});
+
+/** The state letter of process `pid` (`/proc/<pid>/stat`): `T` when stopped. */
+function processState(pid: number): string {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+}
+
+Deno.test("WorkerCrashedError, the worker-exit event and onWorkerExit name the calls in flight, the host's own ping left out", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  const hooked: WorkerExitEvent[] = [];
+  const recorder: Plugin = {
+    name: "recorder",
+    onWorkerExit: (ev) => void hooked.push(ev),
+  };
+  try {
+    const options = poolOptions(dir.path, { workers: 1 });
+    await using pool = await Pool.start({
+      ...options,
+      plugins: [...(options.plugins as Plugin[]), recorder],
+    });
+    pids.watch(pool);
+    await pool.addModel("freezer", { file: "freezer.py" });
+    const pid = pidOf(pool, "w1");
+    // The model stops its own process: the ping sent next stays in flight,
+    // as a heartbeat's does on a worker that dies before it answers.
+    const frozen = pool.execute("freezer", {});
+    await waitFor(() => processState(pid) === "T", {
+      message: "the worker never stopped",
+    });
+    const ping = pool.control("w1", "ping", {});
+    ping.catch(() => {});
+    const exit = nextEvent(pool, "worker-exit", (ev) => ev.pid === pid);
+    const back = readyAgain(pool, "w1");
+    Deno.kill(pid, "SIGKILL");
+    const err = await frozen.then(
+      () => assert.fail("the call succeeded"),
+      (e) => e,
+    );
+    assert.ok(err instanceof WorkerCrashedError, String(err));
+    assert.deepEqual(err.details.inFlight, { freezer: 1 });
+    assert.equal(err.details.inFlightCalls, 1);
+    assert.match(err.message, / while running: freezer \(1 call\)$/);
+    await assert.rejects(ping);
+    const inFlight = { byName: { freezer: 1 }, calls: 1 };
+    assert.deepEqual((await exit).inFlight, inFlight);
+    await back;
+    assert.deepEqual(pool.status().workers[0]!.lastExit?.inFlight, inFlight);
+    await waitFor(() => hooked.some((ev) => ev.reason === "killed by SIGKILL"));
+    const ev = hooked.find((ev) => ev.reason === "killed by SIGKILL")!;
+    assert.deepEqual(ev.inFlight, inFlight);
+    assert.equal(ev.intentional, false);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("countInFlight leaves out the host's own commands, and answers undefined when only those were in flight", () => {
+  const req = (cmd: string, args?: Record<string, unknown>) => ({
+    cmd,
+    args,
+  });
+  assert.equal(
+    countInFlight([req("ping"), req("configure", {}), req("serverStatus")]),
+    undefined,
+  );
+  assert.deepEqual(
+    countInFlight([
+      req("ping"),
+      req("executeModel", { name: "bad" }),
+      req("cancel", { target: 3 }),
+      req("itemAck", { target: 4, seq: 1 }),
+      req("eval", { code: "1" }),
+      req("executeBatch", { name: "plain", msgs: [1, 2, 3] }),
+      req("stopServer"),
+      req("addModel", { name: "new" }),
+    ]),
+    { byName: { bad: 1, eval: 1, plain: 3, addModel: 1 }, calls: 6 },
+  );
 });

@@ -54,8 +54,9 @@ hands them to its ``onResponseMeta`` option::
 
 In ``execute_batch``, each message has its own: pass ``index=i`` (the
 position of the message in ``msgs``). A stream may set headers before its
-first item; its status is its event stream's 200 (``set_status`` is
-ignored there). An error raised afterwards wins: its status and headers
+first item (one set later is checked, then dropped with a warning in the
+log); its status is its event stream's 200 (``set_status`` is ignored
+there). An error raised afterwards wins: its status and headers
 are the response's.
 
 Failures raise ``HostError``: no call is running in this thread (for
@@ -287,8 +288,11 @@ def set_header(name, value, index=None):
     (``Content-Type``, ``X-Request-Id``, CORS, security headers). With CORS
     on, their names are exposed to the page (``Access-Control-Expose-Headers``).
 
-    ``index`` and the errors as :func:`set_status`; in a stream, only
-    before its first item (``ValueError`` afterwards).
+    ``index`` and the errors as :func:`set_status`. In a stream, before
+    its first item, which carries the response's headers: one set after it
+    is checked as ever, then dropped, with a warning in the server's log
+    (at most once a minute per model), so that the model that sets it on
+    ``/execute`` streams as well.
 
     Example::
 

@@ -14,9 +14,11 @@ Where each call keeps them (``Call.http``, ``None`` until set):
   its result (``{"results", "errors"?, "http"?: {"<index>": dict}}``).
 - ``executeStream``: the dict until the first item, which carries it as its
   ``http`` (the reply does when no item comes); then :data:`SENT`, after
-  which setting a header raises. A stream's status is its SSE response's
-  200: ``set_status`` is checked and ignored there (the model that sets
-  201 on ``executeModel`` streams as well).
+  which a header, checked as ever, is dropped (the response's headers went
+  with its first item) with a warning in the log at most once a minute per
+  model. A stream's status is its SSE response's 200: ``set_status`` is
+  checked and ignored there. Either way, the model that sets them on
+  ``executeModel`` streams as well.
 
 Checked at the call (``ValueError``/``TypeError`` in the model, the same
 checks and caps as ``HTTPError``'s headers: ``errors.checked_headers``)
@@ -25,6 +27,7 @@ has none (204, 205) fails the call.
 """
 
 import logging
+import time
 
 from .call import DONE, current_batch, current_call
 from .errors import HostError, HTTPError, checked_headers, short_repr
@@ -40,6 +43,16 @@ SENT = object()
 
 # Statuses whose response has no body: the model's result must be None.
 NO_BODY = frozenset((204, 205))
+
+# At most one warning of a stream's late header per model per
+# LATE_HEADER_WARNING_S (a model that sets one on every item would write a
+# line per item); by model name, cleared past LATE_HEADER_WARNED_MAX names.
+# No lock: a cancel's interrupt on the call's thread could leave one held
+# (up to Python 3.9, ``with`` could be split), and two threads racing here
+# at worst say it twice.
+LATE_HEADER_WARNING_S = 60.0
+LATE_HEADER_WARNED_MAX = 1024
+_late_header_warned = {}
 
 # The commands whose model code may set them.
 _COMMANDS = frozenset(("executeModel", "executeBatch", "executeStream"))
@@ -70,7 +83,9 @@ def _meta_of(action, index):
             )
         http = call.http
         if http is SENT:
-            raise ValueError("Cannot %s: the stream sent its first item already (set it before the first yield)" % action)
+            # A stream past its first item: too late for the response, which
+            # the caller drops (it was only checked).
+            return None, call
         if slot is None:
             if http is None:
                 http = call.http = {}
@@ -137,6 +152,9 @@ def set_header(name, value, index=None):
     """``host.set_header``: see ``pyproxy.host``."""
     one = checked_headers({name: value}, "host.set_header")
     meta, call = _meta_of("set a header", index)
+    if meta is None:
+        _warn_late_header(name, call)
+        return
     with call.lock:
         headers = meta.get("headers")
         if headers is None:
@@ -147,6 +165,24 @@ def set_header(name, value, index=None):
         if len(headers) >= HTTPError.MAX_HEADERS:
             raise ValueError("host.set_header: at most %d headers per response" % HTTPError.MAX_HEADERS)
         headers.update(one)
+
+
+def _warn_late_header(name, call):
+    """Logs that a stream's header set after its first item was dropped: at
+    most once per :data:`LATE_HEADER_WARNING_S` per model."""
+    model = call.msg.get("name")
+    now = time.monotonic()
+    last = _late_header_warned.get(model)
+    if last is not None and now - last < LATE_HEADER_WARNING_S:
+        return
+    if last is None and len(_late_header_warned) >= LATE_HEADER_WARNED_MAX:
+        _late_header_warned.clear()
+    _late_header_warned[model] = now
+    log.warning(
+        "host.set_header(%s) ignored: stream %s of model %s sent its first item already, with the "
+        "response's headers (set them before the first yield; said at most once a minute per model)",
+        short_repr(name), call.id, short_repr(model),
+    )
 
 
 def reply_meta(meta, result):

@@ -87,7 +87,7 @@ class ItemStream:
     @staticmethod
     def _first_headers(call, event):
         # The headers the model set before its first item go with it
-        # (protocol §6, ``http``); from now on setting one raises.
+        # (protocol §6, ``http``); one set from now on is dropped.
         with call.lock:
             http = call.http
             call.http = http_meta.SENT

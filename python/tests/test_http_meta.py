@@ -2,6 +2,7 @@
 (their checks) and the ``http`` field of replies, batch results and a
 stream's first item (protocol §6)."""
 
+import os
 import unittest
 
 from pyproxy import host
@@ -123,8 +124,43 @@ class HTTPMetaServerTest(ServerTestCase):
         items = [e for e in c.events if e.get("event") == "item" and e.get("id") == reply["id"]]
         self.assertEqual(items[0]["http"], {"headers": {"X-Model": "m1"}})
         self.assertNotIn("http", items[1])
-        self.assertRegex(items[-1]["data"]["after"], "^ValueError: .*first item already")
+        # Set after the first item: too late for the response, dropped.
+        self.assertEqual(items[-1]["data"], {"after": None})
+        self.assertTrue(all("http" not in i for i in items[1:]))
         self.assertNotIn("http", reply)
+
+    def server_log(self):
+        logs = os.path.join(self.root, "logs")
+        text = ""
+        for name in os.listdir(logs):
+            if name.endswith(".log"):
+                with open(os.path.join(logs, name)) as f:
+                    text += f.read()
+        return text
+
+    def test_a_header_set_after_a_streams_first_item_is_checked_then_dropped_with_one_warning_per_model(self):
+        # The model that sets it on executeModel works on executeStream too,
+        # rather than failing on one route only.
+        c = self.client()
+        c.call("addModel", name="stream2", file="http_meta.py", **{"class": "Stream"})
+        warning = "host.set_header('X-Late') ignored: stream %d of model 'stream2' sent its first item already"
+        ids = []
+        for _ in range(3):
+            reply = c.request("executeStream", name="stream2", msg={}, timeout=10)
+            self.assertTrue(reply["ok"], reply)
+            items = [e for e in c.events if e.get("event") == "item" and e.get("id") == reply["id"]]
+            self.assertEqual([i["data"] for i in items], [1, {"after": None}])
+            self.assertTrue(all("http" not in i for i in items))
+            ids.append(reply["id"])
+        # One warning for the model, not one per call (at most once a minute).
+        log = self.server_log()
+        self.assertIn(warning % ids[0], log)
+        self.assertEqual(log.count("of model 'stream2' sent its first item already"), 1, log)
+        # A bad header still raises, as on executeModel.
+        for late, error in (((("X A", "1")), "^ValueError: host.set_header: "), (("X-A", 1), "^TypeError: ")):
+            reply = c.request("executeStream", name="stream2", msg={"late": late}, timeout=10)
+            items = [e for e in c.events if e.get("event") == "item" and e.get("id") == reply["id"]]
+            self.assertRegex(items[-1]["data"]["after"], error, late)
 
     def test_a_stream_ignores_its_status_before_and_after_its_first_item(self):
         # Its response is its event stream's 200: the model that answers 201 on

@@ -209,6 +209,24 @@ export function encodeBinaryTensor(
   return out;
 }
 
+/**
+ * The elements of a JSON output of `datatype` as that datatype holds them:
+ * FP32 ones rounded to float32 (`0.1` answers `0.10000000149011612`, as
+ * Triton does and as the binary form's bytes are), FP16 ones to half
+ * precision; the elements of other datatypes as they are (the same array).
+ * One pass over the elements, for those two datatypes only.
+ */
+export function elementsAsDatatype(
+  data: readonly unknown[],
+  datatype: string,
+): readonly unknown[] {
+  if (datatype === "FP32") return data.map((v) => Math.fround(Number(v)));
+  if (datatype === "FP16") {
+    return data.map((v) => halfToNumber(numberToHalf(Number(v))));
+  }
+  return data;
+}
+
 /** Rounds half to even (`y` >= 0). */
 function roundEven(y: number): number {
   const f = Math.floor(y);

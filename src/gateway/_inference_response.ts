@@ -9,7 +9,7 @@
  * @module
  */
 import { stringifyJson } from "../_exact_json.ts";
-import { encodeBinaryTensor } from "./_inference_binary.ts";
+import { elementsAsDatatype, encodeBinaryTensor } from "./_inference_binary.ts";
 import {
   classify,
   declaredLabels,
@@ -262,7 +262,7 @@ export function inferenceResponse(
             );
           }
         })
-        : tensor.data;
+        : elementsAsDatatype(tensor.data, datatype);
     }
     outputs.push(output);
   }

@@ -592,34 +592,48 @@ export function createGateway(
     inferenceProtocolRoutes(ctx, options.version ?? PYTHON_MANIFEST.version),
   );
 
-  // A known path asked with another method is a 405 naming the allowed ones.
-  const allowedMethods = methodsByPath(app);
+  // A known path asked with another method is a 405 naming the allowed ones:
+  // those this configuration serves (a route its flag turns off answers only
+  // 403; the message names it with its flag).
+  const allowedMethods = methodsByPath(app, {
+    ...(ctx.allowManage ? {} : MANAGE_ROUTES),
+    ...(ctx.allowEval ? {} : EVAL_ROUTES),
+  });
   // The usual slips get a hint: a POST to a model without /execute, a path
   // without its /v1, another server's route (a client being migrated).
   app.notFound((c) => {
     const { method, path } = c.req;
-    const allow = allowedMethods(path);
-    if (allow.length > 0) {
+    const { allow, off } = allowedMethods(path);
+    if (allow.length > 0 || off.length > 0) {
       // KServe's /v1/models/{name}:predict reads as a model name here.
       const run = foreignRouteHint(path) ||
         (method === "POST" &&
-            allowedMethods(`${path}/execute`).includes("POST")
+            allowedMethods(`${path}/execute`).allow.includes("POST")
           ? ` (to run the model: POST ${path}/execute)`
           : "");
+      // Those turned off, with their flag, unless a hint says what to call.
+      const flags = run !== "" ? "" : [
+        ...new Set(off.map(([, flag]) => flag)),
+      ].map((flag) =>
+        `; ${
+          off.filter(([, f]) => f === flag).map(([m]) => m).join(", ")
+        } with ${flag}`
+      ).join("");
       return c.json(
         {
           error: {
             type: "MethodNotAllowed",
             message: `Cannot ${method} ${path}: allowed: ${
-              allow.join(", ")
-            }${run}`,
+              allow.length > 0 ? allow.join(", ") : "none"
+            }${flags}${run}`,
           },
         },
         405,
         { allow: allow.join(", ") },
       );
     }
-    const hint = allowedMethods(`/v1${path}`).length > 0
+    const v1 = allowedMethods(`/v1${path}`);
+    const hint = v1.allow.length > 0 || v1.off.length > 0
       ? ` (did you mean /v1${path}?)`
       : foreignRouteHint(path);
     return c.json({
@@ -707,11 +721,40 @@ const EXECUTE_SUFFIX = "/execute";
 const PLAIN_NAME = /^[A-Za-z0-9_.-]+$/;
 
 /**
- * The methods of the app's routes whose pattern matches a path (HEAD with
- * GET), from the routes registered so far: `[]` for a path no route has.
+ * Routes registered in every configuration that answer only 403 without
+ * `--allow-manage` (`"METHOD /path"` as registered, to the flag).
  */
-function methodsByPath(app: Hono): (path: string) => string[] {
-  const routes: Array<{ method: string; pattern: RegExp }> = [];
+const MANAGE_ROUTES: Readonly<Record<string, string>> = {
+  "PUT /v1/models/:name": "--allow-manage",
+  "DELETE /v1/models/:name": "--allow-manage",
+  "PUT /v1/models/:name/versions/:version": "--allow-manage",
+  "DELETE /v1/models/:name/versions/:version": "--allow-manage",
+  "PUT /v1/models/:name/default": "--allow-manage",
+  "PUT /v1/workers": "--allow-manage",
+  "POST /v2/repository/index": "--allow-manage",
+  "POST /v2/repository/models/:name/load": "--allow-manage",
+  "POST /v2/repository/models/:name/unload": "--allow-manage",
+};
+
+/** The same for `--allow-eval`. */
+const EVAL_ROUTES: Readonly<Record<string, string>> = {
+  "POST /v1/eval": "--allow-eval",
+  "GET /v1/eval/:id/events": "--allow-eval",
+};
+
+/**
+ * The methods of the app's routes whose pattern matches a path (HEAD with
+ * GET), from the routes registered so far: `allow` those served, `off`
+ * those of `off`'s routes (turned off in this configuration) with their
+ * flag; both `[]` for a path no route has.
+ */
+function methodsByPath(
+  app: Hono,
+  offRoutes: Readonly<Record<string, string>>,
+): (path: string) => { allow: string[]; off: Array<[string, string]> } {
+  const routes: Array<
+    { method: string; pattern: RegExp; flag: string | undefined }
+  > = [];
   for (const r of app.routes) {
     if (r.method === "ALL" || r.path.includes("*")) continue;
     const source = r.path.split("/").map((part) =>
@@ -719,15 +762,24 @@ function methodsByPath(app: Hono): (path: string) => string[] {
         ? "[^/]+"
         : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
     ).join("/");
-    routes.push({ method: r.method, pattern: new RegExp(`^${source}$`) });
+    routes.push({
+      method: r.method,
+      pattern: new RegExp(`^${source}$`),
+      flag: offRoutes[`${r.method} ${r.path}`],
+    });
   }
   return (path) => {
-    const methods = new Set<string>();
+    const allow = new Set<string>();
+    const off = new Map<string, string>();
     for (const r of routes) {
       if (!r.pattern.test(path)) continue;
-      methods.add(r.method);
-      if (r.method === "GET") methods.add("HEAD");
+      const methods = r.method === "GET" ? ["GET", "HEAD"] : [r.method];
+      for (const m of methods) {
+        if (r.flag === undefined) allow.add(m);
+        else off.set(m, r.flag);
+      }
     }
-    return [...methods];
+    for (const m of allow) off.delete(m);
+    return { allow: [...allow], off: [...off] };
   };
 }

@@ -5,6 +5,7 @@
  * @module
  */
 import { IDLE_SETTING } from "../_stream_idle_watch.ts";
+import { splitVersionKey } from "../_model_version.ts";
 import { modelResponseHeaders } from "./_model_http_headers.ts";
 import { stringifyJson } from "../_exact_json.ts";
 import { HTTPException } from "hono/http-exception";
@@ -178,7 +179,13 @@ export function describeError(
     return {
       status: 503,
       headers,
-      body: body(err.name, err.message, { model: err.details.model }),
+      body: body(
+        err.name,
+        outOfServiceMessage(err),
+        typeof err.details.model === "string"
+          ? modelAndVersion(err.details.model)
+          : { model: err.details.model },
+      ),
     };
   }
   if (err instanceof NoWorkerError || err instanceof ShuttingDownError) {
@@ -328,6 +335,48 @@ function withoutSpillPaths(message: string): string {
     /(^|[\s'"(])\/[^\s'":]*\/([^\s'":/]+)/g,
     (_, lead: string, name: string) => `${lead}${name}`,
   );
+}
+
+/**
+ * A `ModelUnavailableError`'s message in the gateway's terms: the library's
+ * names the pool's options (`placement.maxRelocations`,
+ * `pool.updateModel`) and the restart policy's (`reconnect({
+ * failedRetryAfter })`, through its last worker's reason), which a
+ * gateway's operator sets as `limits.*` in pyproxy.json, or acts on with a
+ * `PUT`. Worded from the error's `details`; an error without them (one of
+ * a pool's own making) keeps its message.
+ */
+function outOfServiceMessage(err: ModelUnavailableError): string {
+  const { model, cmd, crashed, relocationWindow, maxRelocations, lastExit } =
+    err.details;
+  if (
+    typeof model !== "string" || !Array.isArray(crashed) ||
+    typeof relocationWindow !== "number" || typeof maxRelocations !== "number"
+  ) return err.message;
+  // A version (`name@label` in the pool) as the gateway's routes name it.
+  const { name, label } = splitVersionKey(model);
+  const shown = label === undefined
+    ? `model '${name}'`
+    : `model '${name}' version '${label}'`;
+  const path = label === undefined
+    ? `/v1/models/${name}`
+    : `/v1/models/${name}/versions/${label}`;
+  const times = crashed.length === 1 ? "once" : `${crashed.length} times`;
+  const last = typeof lastExit === "string" ? `; the last: ${lastExit}` : "";
+  return `Cannot ${cmd === "initModel" ? "init" : "call"} ${shown}: ` +
+    `it is out of service: it crashed the workers it was placed on ${times} ` +
+    `within ${relocationWindow} ms (${crashed.join(", ")}${last}), past ` +
+    `limits.maxRelocations ${maxRelocations} (pyproxy.json; its window: ` +
+    `limits.relocationWindow); PUT ${path} loads it again ` +
+    `(with --allow-manage; without it, restart the gateway)`;
+}
+
+/** `{model}`, or `{model, version}` for a version's internal name. */
+function modelAndVersion(key: string): { model: string; version?: string } {
+  const { name, label } = splitVersionKey(key);
+  return label === undefined
+    ? { model: name }
+    : { model: name, version: label };
 }
 
 /** The header of a request id, in requests and responses. */

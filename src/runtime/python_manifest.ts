@@ -22,9 +22,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/host.py",
-      size: 12469,
+      size: 12738,
       sha256:
-        "f34a2f130d7e3f0fa7adf4227ab8c5172f6b90099c30bb393b1ccf06215edb0d",
+        "ac2a40cf0ab2ec38a2716d9c393e281051149d0df4843e0c8bd13acd1f08844c",
     },
     {
       path: "pyproxy/metrics.py",
@@ -154,9 +154,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/http_meta.py",
-      size: 7623,
+      size: 9141,
       sha256:
-        "dd9aa9641ffb23f320d46effb7875b8931e791550d59811e45beeccc7af2afd2",
+        "505a6f02632a6099f33bdd3b23c76bcc8d82e97b086fb23facfb34cf5e5c14e0",
     },
     {
       path: "pyproxy_server/inline_watch.py",
@@ -168,7 +168,7 @@ export const PYTHON_MANIFEST: PythonManifest = {
       path: "pyproxy_server/item_stream.py",
       size: 4664,
       sha256:
-        "037c39d0b8b3f79374a91f8f420cac457f817718d0ab9c819018eede6e4c2136",
+        "7e5da969cd4307c5d502567f804c1d71845b3585b07704fbf8b71a3b8f21484b",
     },
     {
       path: "pyproxy_server/json_problem.py",

@@ -59,7 +59,8 @@ class Batch:
 
 
 class Stream:
-    """Sets what ``msg`` says, yields two items, then tries to set a header."""
+    """Sets what ``msg`` says, yields two items, then tries to set a header
+    (``msg["late"]``, a [name, value] pair: ``X-Late: 1`` by default)."""
 
     def execute(self, msg):
         if "before" in msg:
@@ -69,7 +70,8 @@ class Stream:
         if "status" in msg:
             yield {"after": _try(lambda: host.set_status(msg["status"]))}
         else:
-            yield {"after": _try(lambda: host.set_header("X-Late", "1"))}
+            name, value = msg.get("late", ("X-Late", "1"))
+            yield {"after": _try(lambda: host.set_header(name, value))}
 
 
 class Late:
