@@ -118,6 +118,11 @@ export interface WorkerStartEvent {
 export interface WorkerExitEvent {
   /** The worker (its `state` is already `stopped`, `failed`, ...). */
   worker: WorkerInfo;
+  /**
+   * The process id of the Python server that exited, or `null` when it
+   * never started (a start that failed before the spawn).
+   */
+  pid: number | null;
   /** Exit code, or `null` when killed by a signal or unknown. */
   code: number | null;
   /** The signal that ended it, or `null`. */

@@ -218,6 +218,9 @@ Deno.test("WorkerCrashedError, the worker-exit event and onWorkerExit name the c
     const ev = hooked.find((ev) => ev.reason === "killed by SIGKILL")!;
     assert.deepEqual(ev.inFlight, inFlight);
     assert.equal(ev.intentional, false);
+    // The process that died, as the pool's event names it (typed too).
+    const hookedPid: number | null = ev.pid;
+    assert.equal(hookedPid, pid);
   } finally {
     await pids.assertGone();
   }
