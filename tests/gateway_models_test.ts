@@ -412,13 +412,17 @@ Deno.test("serve skips a helper module of the models directory, saying to name i
       "def twice(x):\n    return 2 * x\n",
     );
     const { resolveConfig, serve } = await import("../mod.ts");
-    const server = await serve(
-      resolveConfig({ cwd: dir, cli: { port: 0, workers: 1, modelsDir: dir } }),
-    );
+    const config = resolveConfig({
+      cwd: dir,
+      cli: { port: 0, workers: 1, modelsDir: dir, allowManage: true },
+    });
+    const headers = { authorization: `Bearer ${config.token}` };
+    const server = await serve(config);
     try {
       const res = await fetch(`${server.url}/v1/models/ok/execute`, {
         method: "POST",
         body: '{"x": 21}',
+        headers,
       });
       assert.equal(await res.json(), 42);
       assert.deepEqual(server.skippedModels.map((s) => s.name), ["util"]);
@@ -426,6 +430,15 @@ Deno.test("serve skips a helper module of the models directory, saying to name i
         server.skippedModels[0]!.error,
         /no class with an execute\(msg\) or execute_batch\(msgs\) method; if util\.py is a helper module, name it _util\.py \(files whose names start with _ are not loaded as models\)$/,
       );
+      // The repository index says why, not just "unloaded".
+      const index = await (await fetch(`${server.url}/v2/repository/index`, {
+        method: "POST",
+        headers,
+      })).json();
+      const util = index.find((m: { name: string }) => m.name === "util");
+      assert.equal(util.state, "UNAVAILABLE");
+      assert.match(util.reason, /if util\.py is a helper module/);
+      assert.ok(!util.reason.includes(dir), util.reason);
     } finally {
       await server.shutdown();
     }

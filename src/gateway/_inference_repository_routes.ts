@@ -14,7 +14,12 @@
 import { Hono } from "hono";
 import { describeError, httpError } from "./error_response.ts";
 import type { GatewayModelSpec } from "./gateway_pool.ts";
-import { loadModel, quoteShort, unloadModel } from "./_model_changes.ts";
+import {
+  hideModelsDir,
+  loadModel,
+  quoteShort,
+  unloadModel,
+} from "./_model_changes.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import { readJsonBody } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
@@ -258,6 +263,15 @@ export function inferenceRepositoryRoutes(ctx: RouteContext): Hono {
       failures.delete(failures.keys().next().value!);
     }
   };
+  // The start's own failures, until a load of the name succeeds (the
+  // directory kept out of them unless debug, as a load's errors).
+  for (const { name, error } of ctx.skippedModels) {
+    const dir = ctx.modelsDir;
+    const shown = dir === undefined
+      ? error
+      : (hideModelsDir(new Error(error), [dir], ctx.debug) as Error).message;
+    failed(name, shown);
+  }
 
   const readBody = (request: Request) =>
     readJsonBody(

@@ -163,6 +163,12 @@ export interface GatewayOptions {
    * spec. @default {[]}
    */
   repositoryModels?: ReadonlyArray<{ name: string } & GatewayModelSpec>;
+  /**
+   * The models the start skipped, with why (`serve`'s `skippedModels`): the
+   * model repository extension's index shows each `UNAVAILABLE` with that
+   * reason until it loads. @default {[]}
+   */
+  skippedModels?: ReadonlyArray<{ name: string; error: string }>;
   /** Channels (shared with the channels plugin of the pool). @default {a new hub} */
   hub?: ChannelHub;
   /** Metrics. @default {new metrics} */
@@ -326,6 +332,7 @@ export function createGateway(
     repositoryModels: new Map(
       (options.repositoryModels ?? []).map(({ name, ...spec }) => [name, spec]),
     ),
+    skippedModels: options.skippedModels ?? [],
     modelChanges: new ModelChanges(),
     forwardHeaders,
     refusedHeaderWarnings: new Map(),

@@ -71,6 +71,8 @@ export interface RouteContext {
    * its spec.
    */
   repositoryModels: ReadonlyMap<string, GatewayModelSpec>;
+  /** The models the start skipped, with why (the repository index's reasons). */
+  skippedModels: ReadonlyArray<{ name: string; error: string }>;
   /**
    * Loads and removals of models in progress, one per name at a time
    * (`PUT`/`DELETE /v1/models/{name}` and the repository extension's load

@@ -465,6 +465,7 @@ export async function serve(
       allowManage: config.allowManage,
       debug: config.debug,
       modelsDir: config.modelsDir,
+      skippedModels,
       // A configured model unloaded (or never loaded) is loaded again with
       // its spec by the model repository extension.
       ...(config.models === "auto" ? {} : {
