@@ -922,7 +922,22 @@ export class Pool implements AsyncDisposable {
     const set = this.#versions.get(name);
     if (label === undefined) {
       if (set !== undefined) throw hasVersions("add", name, set);
+      this.#checkNotVersionName("add", name);
       return;
+    }
+    if (
+      !set?.versions.includes(label) &&
+      this.#registry.has(versionKey(name, label))
+    ) {
+      // A model named `name@label` added without a version (the library
+      // allows `@` there) holds the internal name this version would take.
+      throw errorFromWire({
+        type: "InvalidRequestError",
+        message:
+          `Cannot add model '${name}' version '${label}': a model named '${
+            versionKey(name, label)
+          }' is loaded without a version (remove it first, or use another label)`,
+      });
     }
     if (set === undefined && this.#registry.has(name)) {
       throw errorFromWire({
@@ -936,6 +951,28 @@ export class Pool implements AsyncDisposable {
         type: "InvalidRequestError",
         message:
           `Cannot add model '${name}' version '${label}': it already exists (updateModel replaces it)`,
+      });
+    }
+  }
+
+  /**
+   * Refuses a command without a version on the internal name of a version
+   * (`name@label`): run as a model of its own, it would change the version
+   * behind its name's back (an update dropping its label, a remove leaving
+   * the label listed with nothing to run it).
+   */
+  #checkNotVersionName(action: string, key: string): void {
+    if (this.#versions.size === 0 || typeof key !== "string") return;
+    const at = key.indexOf("@");
+    if (at < 0) return;
+    const name = key.slice(0, at);
+    const label = key.slice(at + 1);
+    if (this.#versions.get(name)?.versions.includes(label)) {
+      throw errorFromWire({
+        type: "InvalidRequestError",
+        message:
+          `Cannot ${action} model '${key}': it is version '${label}' of model '${name}' (${action} '${name}' with version '${label}')`,
+        details: { model: name, version: label },
       });
     }
   }
@@ -1048,6 +1085,7 @@ export class Pool implements AsyncDisposable {
             const set = this.#versions.get(name);
             if (label === undefined) {
               if (set !== undefined) throw hasVersions("update", name, set);
+              this.#checkNotVersionName("update", name);
             } else this.#versionName("update", name, label);
           },
         },
@@ -1105,30 +1143,32 @@ export class Pool implements AsyncDisposable {
         key,
         () => this.#modelTargets("remove model", key, false),
         options,
-        label === undefined ? {} : {
-          check: () => {
-            const set = this.#versions.get(name);
-            this.#versionName("remove", name, label);
-            if (set!.default === label && set!.versions.length > 1) {
-              throw errorFromWire({
-                type: "InvalidRequestError",
-                message:
-                  `Cannot remove model '${name}' version '${label}': it is the default version; make another one the default first (setDefaultVersion; versions: ${
-                    set!.versions.join(", ")
-                  })`,
-                details: { model: name, version: label },
-              });
-            }
+        label === undefined
+          ? { check: () => this.#checkNotVersionName("remove", name) }
+          : {
+            check: () => {
+              const set = this.#versions.get(name);
+              this.#versionName("remove", name, label);
+              if (set!.default === label && set!.versions.length > 1) {
+                throw errorFromWire({
+                  type: "InvalidRequestError",
+                  message:
+                    `Cannot remove model '${name}' version '${label}': it is the default version; make another one the default first (setDefaultVersion; versions: ${
+                      set!.versions.join(", ")
+                    })`,
+                  details: { model: name, version: label },
+                });
+              }
+            },
+            done: () => {
+              const set = this.#versions.get(name)!;
+              set.versions.splice(set.versions.indexOf(label as string), 1);
+              if (set.versions.length === 0) {
+                this.#versions.delete(name);
+                this.#defaults.delete(name);
+              }
+            },
           },
-          done: () => {
-            const set = this.#versions.get(name)!;
-            set.versions.splice(set.versions.indexOf(label as string), 1);
-            if (set.versions.length === 0) {
-              this.#versions.delete(name);
-              this.#defaults.delete(name);
-            }
-          },
-        },
       ),
     );
     this.#modelTimeouts.delete(key);
@@ -1154,6 +1194,7 @@ export class Pool implements AsyncDisposable {
     const key = label === undefined
       ? name
       : this.#versionName("init", name, label);
+    if (label === undefined) this.#checkNotVersionName("init", name);
     this.#checkModelOptions("init model", key, options);
     this.#checkModelsDir("init model", key, { dataFile });
     await this.#someWorkerReady("init model", key, options);

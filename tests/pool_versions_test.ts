@@ -189,6 +189,57 @@ Deno.test("Pool versions: labels are checked, a version is not added twice, a na
   }
 });
 
+Deno.test("Pool versions: a version's internal name (name@label) is no model of its own: add, update, remove and init without a version are refused; a model named name@label keeps that label from being added", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 1 }));
+    pids.watch(pool);
+    await pool.addModel("s", spec("one", "1"));
+    await pool.addModel("s", spec("two", "2"));
+    const plain = { source: TAGGED, options: { v: "plain" } };
+    const refused = (action: string, label: string) =>
+      new RegExp(
+        `Cannot ${action} model 's@${label}': it is version '${label}' of model 's' \\(${action} 's' with version '${label}'\\)`,
+      );
+    await assert.rejects(pool.addModel("s@2", plain), refused("add", "2"));
+    // Before: the update replaced version 2 without its label (status
+    // listed it as a model of its own) ...
+    await assert.rejects(
+      pool.updateModel("s@2", plain),
+      refused("update", "2"),
+    );
+    // ... and the remove left label 2 listed with nothing to run it:
+    // removeModel("s") then failed for good.
+    await assert.rejects(pool.removeModel("s@2"), refused("remove", "2"));
+    await assert.rejects(
+      pool.initModel("s@2", "data.json"),
+      refused("init", "2"),
+    );
+    assert.equal(
+      (await pool.execute<Tag>("s", {}, { version: "2" })).v,
+      "two",
+    );
+    assert.deepEqual(
+      pool.status().models.map((m) => `${m.name} ${m.version}`),
+      ["s 1", "s 2"],
+    );
+    // A label the model does not have: the name is anyone's.
+    await pool.addModel("s@3", plain);
+    await assert.rejects(
+      pool.addModel("s", spec("three", "3")),
+      /Cannot add model 's' version '3': a model named 's@3' is loaded without a version/,
+    );
+    assert.equal((await pool.execute<Tag>("s@3", {})).v, "plain");
+    await pool.removeModel("s@3");
+    await pool.removeModel("s");
+    assert.equal(pool.modelVersions("s"), undefined);
+    assert.deepEqual(pool.status().models, []);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 Deno.test("Pool versions: each version has its own placement, a restarted worker gets every version back, a failed load leaves the others serving", async () => {
   await using dir = await modelsDir();
   const pids = new PidTracker();
