@@ -332,7 +332,8 @@ defineName(NoWorkerError, "NoWorkerError");
  * stopped moving it to the next one (docs/models.md, "Placement"). Its
  * calls fail with this at once until it is updated (`updateModel`, `PUT
  * /v1/models/{name}`) or removed and added again. `details.model` names it
- * and `details.reason` says why; the gateway answers 503.
+ * (a version: its model's name, and `details.version` its label) and
+ * `details.reason` says why; the gateway answers 503.
  *
  * @example
  * ```ts

@@ -10,7 +10,6 @@ import {
   CancelledError,
   ConnectionLostError,
   errorFromWire,
-  ModelUnavailableError,
   TimeoutError,
 } from "./errors.ts";
 import type { ModelSpec, Session } from "./session.ts";
@@ -19,6 +18,7 @@ import {
   chooseSlots,
   loadable,
   type ModelPlacement,
+  outOfService,
 } from "./_model_placement.ts";
 
 /**
@@ -638,6 +638,7 @@ export class ModelRegistry {
       if (slots !== undefined) {
         this.#placements.set(name, {
           name,
+          ...(spec.version === undefined ? {} : { label: spec.version }),
           count: spec.workers!,
           workers: slots,
           rr: 0,
@@ -709,6 +710,7 @@ export class ModelRegistry {
       } else if (placement === undefined) {
         this.#placements.set(name, {
           name,
+          ...(spec.version === undefined ? {} : { label: spec.version }),
           count: spec.workers!,
           workers: slots,
           rr: 0,
@@ -785,14 +787,11 @@ export class ModelRegistry {
   ): Promise<unknown> {
     return this.exclusive(async () => {
       const model = this.#require(name, "init");
-      const failed = this.#placements.get(name)?.failed;
-      if (failed !== undefined) {
+      const placement = this.#placements.get(name);
+      if (placement?.failed !== undefined) {
         // On no slot: it would run nowhere, and the update that brings the
         // model back starts it without inits.
-        throw new ModelUnavailableError(
-          `Cannot init model '${name}': it is out of service: ${failed}; update it (pool.updateModel, PUT /v1/models/${name}) to load it again`,
-          { details: { model: name, reason: failed } },
-        );
+        throw outOfService(placement);
       }
       const result = await this.#everywhere(
         "init",

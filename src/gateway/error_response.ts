@@ -178,7 +178,13 @@ export function describeError(
     return {
       status: 503,
       headers,
-      body: body(err.name, err.message, { model: err.details.model }),
+      body: body(
+        err.name,
+        err.message,
+        err.details.version === undefined
+          ? { model: err.details.model }
+          : { model: err.details.model, version: err.details.version },
+      ),
     };
   }
   if (err instanceof NoWorkerError || err instanceof ShuttingDownError) {
