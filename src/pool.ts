@@ -1116,19 +1116,8 @@ export class Pool implements AsyncDisposable {
   ): Promise<unknown> {
     this.#admit("remove model");
     const label = (options as { version?: unknown } | null)?.version;
-    if (label === undefined) {
-      const set = this.#versions.get(name);
-      if (set !== undefined) {
-        // One at a time, the default last: it may not go while others stay.
-        let out: unknown;
-        for (const l of set.versions.filter((l) => l !== set.default)) {
-          out = await this.removeModel(name, { ...options, version: l });
-        }
-        return await this.removeModel(name, {
-          ...options,
-          version: set.default,
-        }).then((last) => withWarning(last, out));
-      }
+    if (label === undefined && this.#versions.has(name)) {
+      return await this.#removeVersions(name, options);
     }
     const key = label === undefined
       ? name
@@ -1181,6 +1170,53 @@ export class Pool implements AsyncDisposable {
       ...(label === undefined ? {} : { version: label as string }),
     });
     return out;
+  }
+
+  /**
+   * Removes every version of `name`, one at a time, the default last (it
+   * may not go while others stay), each chosen as its turn comes: a version
+   * added or a default moved meanwhile (a call not waiting for this one)
+   * does not leave the model half removed.
+   */
+  async #removeVersions(
+    name: string,
+    options: ModelCallOptions,
+  ): Promise<unknown> {
+    let out: unknown;
+    let warned: unknown;
+    let raced: unknown;
+    for (
+      let set = this.#versions.get(name);
+      set !== undefined;
+      set = this.#versions.get(name)
+    ) {
+      const seen = `${set.default} ${set.versions.join(" ")}`;
+      const label = set.versions.find((l) => l !== set.default) ??
+        set.default;
+      try {
+        out = await this.removeModel(name, { ...options, version: label });
+        raced = undefined;
+      } catch (err) {
+        // Refused as the versions changed under it (that one removed, or
+        // made the default while another was added): look again.
+        const refused = (err as Error | null)?.name;
+        const now = this.#versions.get(name);
+        if (
+          (refused !== "ModelNotFoundError" &&
+            refused !== "InvalidRequestError") ||
+          (now !== undefined &&
+            `${now.default} ${now.versions.join(" ")}` === seen)
+        ) throw err;
+        raced = err;
+        continue;
+      }
+      warned ??= (out as { closeWarning?: unknown } | null)?.closeWarning ===
+          undefined
+        ? undefined
+        : out;
+    }
+    if (raced !== undefined) throw raced;
+    return withWarning(out, warned);
   }
 
   /** Runs a model's `init(dataFile)` on every ready worker; replayed on restarts. */

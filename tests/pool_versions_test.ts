@@ -240,6 +240,33 @@ Deno.test("Pool versions: a version's internal name (name@label) is no model of 
   }
 });
 
+Deno.test("Pool versions: removeModel(name) removes every version even when the default moves or a version is added while it runs (was refused half way: 'it is the default version')", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 1 }));
+    pids.watch(pool);
+    for (const l of ["1", "2", "3"]) await pool.addModel("m", spec(l, l));
+    // Queued behind the removal of version 2: version 3, which the removal
+    // had planned to remove before the default, is the default by then.
+    const removed = pool.removeModel("m");
+    const moved = pool.setDefaultVersion("m", "3");
+    assert.deepEqual(await removed, { name: "m@3", removed: true });
+    await moved;
+    assert.equal(pool.modelVersions("m"), undefined);
+    for (const l of ["1", "2"]) await pool.addModel("n", spec(l, l));
+    // A version added while the others go goes too.
+    const gone = pool.removeModel("n");
+    const added = pool.addModel("n", spec("4", "4"));
+    await added;
+    await gone;
+    assert.equal(pool.modelVersions("n"), undefined);
+    assert.deepEqual(pool.status().models, []);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 Deno.test("Pool versions: each version has its own placement, a restarted worker gets every version back, a failed load leaves the others serving", async () => {
   await using dir = await modelsDir();
   const pids = new PidTracker();
