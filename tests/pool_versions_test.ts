@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { ConfigError } from "../src/errors.ts";
+import type { Plugin } from "../src/plugin.ts";
 import { Pool } from "../src/pool.ts";
 import {
   modelsDir,
@@ -262,6 +263,34 @@ Deno.test("Pool versions: removeModel(name) removes every version even when the 
     await gone;
     assert.equal(pool.modelVersions("n"), undefined);
     assert.deepEqual(pool.status().models, []);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool versions: a plugin's onRequest sees a version's calls under name@label, a call without a version under its default's, the new one after setDefaultVersion", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const seen: string[] = [];
+    const watch: Plugin = {
+      name: "watch",
+      onRequest(msg) {
+        if (msg.cmd === "executeModel") seen.push(String(msg.name));
+      },
+    };
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1, plugins: [watch] }),
+    );
+    pids.watch(pool);
+    await pool.addModel("s", spec("one", "1"));
+    await pool.addModel("s", spec("two", "2"));
+    await pool.execute("s", {});
+    await pool.execute("s", {}, { version: "2" });
+    await pool.setDefaultVersion("s", "2");
+    await pool.execute("s", {});
+    assert.deepEqual(seen, ["s@1", "s@2", "s@2"]);
+    assert.equal(pool.resolveModel("s"), "s@2");
   } finally {
     await pids.assertGone();
   }
