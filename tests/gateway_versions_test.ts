@@ -442,3 +442,35 @@ Deno.test("Gateway versions: a call without a version whose body comes in while 
     assert.doesNotMatch(r!.text, /m@1/);
   }
 });
+
+Deno.test("Gateway versions: /openapi.json documents the name's paths with the default's inputs after PUT .../default (was the old default's, cached)", async () => {
+  const declares = (field: string, type: string) => `
+class M:
+    inputs = {"${field}": "${type}"}
+
+    def __init__(self, options):
+        pass
+
+    def execute(self, msg):
+        return {}
+`;
+  await using gw = await startGateway(
+    { workers: 1, allowManage: true },
+    { "a.py": declares("a", "number"), "b.py": declares("b", "string") },
+  );
+  for (const [label, file] of [["1", "a.py"], ["2", "b.py"]]) {
+    const res = await gw.fetch(`/v1/models/m/versions/${label}`, put({ file }));
+    assert.equal(res.status, 201);
+    await res.body?.cancel();
+  }
+  const documented = async () => {
+    const doc = await (await gw.fetch("/openapi.json")).json();
+    const body = doc.paths["/v1/models/m/execute"].post.requestBody;
+    return Object.keys(body.content["application/json"].schema.properties);
+  };
+  assert.deepEqual(await documented(), ["a"]);
+  const res = await gw.fetch("/v1/models/m/default", put({ version: "2" }));
+  assert.equal(res.status, 200);
+  await res.body?.cancel();
+  assert.deepEqual(await documented(), ["b"]);
+});
