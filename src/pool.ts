@@ -1007,7 +1007,7 @@ export class Pool implements AsyncDisposable {
    */
   resolveModel(name: string, version?: string): string {
     if (version !== undefined) {
-      return this.#versionName("find model", name, version);
+      return this.#versionName("find", name, version);
     }
     return this.#defaults.size === 0 ? name : this.#defaults.get(name) ?? name;
   }

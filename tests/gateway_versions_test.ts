@@ -474,3 +474,44 @@ class M:
   await res.body?.cancel();
   assert.deepEqual(await documented(), ["b"]);
 });
+
+Deno.test("Gateway versions: a version's internal name (m@2) is no model name of the gateway: execute and stream are a 404 naming its route (was an alias of /versions/2); a library model named a@b is called as it is", async () => {
+  await using gw = await startGateway(
+    { workers: 1, allowManage: true },
+    { "tagged.py": TAGGED },
+  );
+  for (const label of ["1", "2"]) {
+    const res = await gw.fetch(
+      `/v1/models/m/versions/${label}`,
+      put({ file: "tagged.py", options: { v: label } }),
+    );
+    assert.equal(res.status, 201);
+    await res.body?.cancel();
+  }
+  for (const path of ["/v1/models/m@2/execute", "/v1/models/m%402/stream"]) {
+    const res = await gw.fetch(path, post());
+    assert.equal(res.status, 404, path);
+    const { error } = await res.json();
+    assert.equal(error.type, "ModelNotFoundError");
+    assert.equal(
+      error.message,
+      'Cannot find model "m@2": it is version "2" of model "m" (/v1/models/m/versions/2)',
+    );
+  }
+  // Not "Cannot find model model".
+  const res = await gw.fetch("/v1/models/m/versions/7");
+  assert.match(
+    (await res.json()).error.message,
+    /^Cannot find model "m" version "7": its versions are 1, 2/,
+  );
+  // The library may name a model without versions with an '@'.
+  await gw.pool.addModel("a@b", { file: "tagged.py", options: { v: "ab" } });
+  const ab = await gw.fetch("/v1/models/a@b/execute", post());
+  assert.equal(ab.status, 200);
+  assert.equal((await ab.json()).v, "ab");
+  const text = await (await gw.fetch("/metrics")).text();
+  assert.match(
+    text,
+    /pyproxy_requests_total\{model="_unknown",status="404"\} 2/,
+  );
+});

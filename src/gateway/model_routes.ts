@@ -168,6 +168,28 @@ export function defaultGone(
   ) !== true;
 }
 
+/**
+ * A version's internal name (`m@2`) asked for as a model's name: the 404
+ * that names its route, rather than an alias of `/versions/2` (no gateway
+ * model name has an `@`; a library's model named so is called as it is).
+ */
+function internalName(ctx: RouteContext, name: string): Error | undefined {
+  const at = name.indexOf("@");
+  if (at < 0) return undefined;
+  const model = name.slice(0, at);
+  const label = name.slice(at + 1);
+  if (ctx.pool.modelVersions?.(model)?.versions.includes(label) !== true) {
+    return undefined;
+  }
+  return httpError(
+    404,
+    "ModelNotFoundError",
+    `Cannot find model ${quoteShort(name)}: it is version ${
+      quoteShort(label)
+    } of model ${quoteShort(model)} (/v1/models/${model}/versions/${label})`,
+  );
+}
+
 /** The 404 of a call of a version there is not, counted as a call of no model. */
 function unknownVersion(
   err: Error,
@@ -492,6 +514,13 @@ export function modelExecutor(
       name = found;
     } else if (pool.resolveModel !== undefined) {
       name = pool.resolveModel(name);
+      // The direct path takes no name with an `@`.
+      const alias = direct || name !== asked
+        ? undefined
+        : internalName(ctx, name);
+      if (alias !== undefined) {
+        return unknownVersion(alias, direct, metrics, clientId);
+      }
     }
     const done = metrics.start(name);
     let requestId = clientId;
@@ -939,6 +968,11 @@ export function modelRoutes(ctx: RouteContext): Hono {
       name = found;
     } else if (pool.resolveModel !== undefined) {
       name = pool.resolveModel(name);
+      const alias = name === asked ? internalName(ctx, name) : undefined;
+      if (alias !== undefined) {
+        ctx.metrics.start("_unknown")(404);
+        return errorResponse(alias, false, failure.requestId());
+      }
     }
     failure.model = name;
     const executeStream = pool.executeStream;
