@@ -163,6 +163,9 @@ export function defaultGone(
   asked: string,
   name: string,
 ): boolean {
+  // Still the default, so still there (a default goes last): no copy of
+  // the labels on every call.
+  if (ctx.pool.resolveModel?.(asked) === name) return false;
   return ctx.pool.modelVersions?.(asked)?.versions.includes(
     name.slice(asked.length + 1),
   ) !== true;
