@@ -1397,6 +1397,17 @@ export class Pool implements AsyncDisposable {
    * Sends any command to one worker: round-robin, by `key`, or to `worker`.
    * At most `maxInFlightPerWorker` calls run per worker; beyond, calls wait in
    * one queue of `maxQueue`; beyond that it rejects with `OverloadedError`.
+   * The command goes as it is: an `executeModel` of a model with versions
+   * names the one to run as the workers know it
+   * (`pool.resolveModel(name, version)`, `"scorer@2"`; docs/models.md,
+   * "Versions"), and gets no batching nor the model's own timeout
+   * (`execute` does both).
+   *
+   * @example
+   * ```ts ignore
+   * const name = pool.resolveModel("scorer"); // its default: "scorer@1"
+   * await pool.request("executeModel", { name, msg: { x: 1 } });
+   * ```
    */
   request<T = unknown>(
     cmd: string,
