@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { ModelUnavailableError } from "./errors.ts";
 import type { Worker } from "./worker.ts";
 
 /**
@@ -12,8 +13,10 @@ import type { Worker } from "./worker.ts";
  * see its slots as they are when they leave the queue.
  */
 export interface ModelPlacement {
-  /** The model's name. */
+  /** The model's name (a version's: `name@label`). */
   readonly name: string;
+  /** A version's label (docs/models.md, "Versions"); absent: no versions. */
+  readonly label?: string;
   /** How many slots it wants (`ModelSpec.workers`); more than the pool has: all of them. */
   count: number;
   /** Its slots, in the order they got it. */
@@ -59,15 +62,41 @@ export interface OutOfService {
 }
 
 /**
- * The `details` of a `ModelUnavailableError` for out-of-service model
- * `p`: `model`, `reason` (its `failed`), `cmd`, and the fields of
- * {@linkcode OutOfService}.
+ * The error of a placed model taken out of service: of a call of command
+ * `cmd` (routed), else of its `initModel`. It names how to load it again,
+ * a version by its name and label (its `PUT` route is its own).
  */
-export function outOfServiceDetails(
-  p: ModelPlacement,
-  cmd: string,
-): Record<string, unknown> {
-  return { model: p.name, reason: p.failed, cmd, ...p.outOfService };
+export function outOfService(
+  p: Pick<ModelPlacement, "name" | "label" | "failed" | "outOfService">,
+  cmd?: string,
+): ModelUnavailableError {
+  const reason = p.failed ?? "";
+  const label = p.label;
+  const name = label === undefined
+    ? p.name
+    : p.name.slice(0, p.name.length - label.length - 1);
+  const who = label === undefined
+    ? `'${name}'`
+    : `'${name}' version '${label}'`;
+  const how = label === undefined
+    ? `pool.updateModel, PUT /v1/models/${name}`
+    : `pool.updateModel with version '${label}', PUT /v1/models/${name}/versions/${label}`;
+  return new ModelUnavailableError(
+    `${
+      cmd === undefined
+        ? `Cannot init model ${who}: it`
+        : `Cannot route call ${cmd}: model ${who}`
+    } is out of service: ${reason}; update it (${how}) to load it again`,
+    {
+      details: {
+        model: name,
+        ...(label === undefined ? {} : { version: label }),
+        reason,
+        cmd: cmd ?? "initModel",
+        ...p.outOfService,
+      },
+    },
+  );
 }
 
 /** A slot that can take a model command now. */

@@ -36,18 +36,6 @@ export function versionKey(name: string, label: string): string {
   return `${name}@${label}`;
 }
 
-/**
- * The model name and version label of an internal name (`name@label`), for
- * what the gateway shows: its names have no `@`, so the first one splits.
- * A name without `@` has no label.
- */
-export function splitVersionKey(key: string): { name: string; label?: string } {
-  const at = key.indexOf("@");
-  return at < 0
-    ? { name: key }
-    : { name: key.slice(0, at), label: key.slice(at + 1) };
-}
-
 /** A label or name as a message shows it: at most 64 characters of it. */
 export function quoteLabel(text: unknown): string {
   const s = typeof text === "string" ? text : String(text);

@@ -333,8 +333,9 @@ defineName(NoWorkerError, "NoWorkerError");
  * stopped moving it to the next one (docs/models.md, "Placement"). Its
  * calls fail with this at once until it is updated (`updateModel`, `PUT
  * /v1/models/{name}`) or removed and added again. `details.model` names it
- * and `details.reason` says why; the same as data: `details.cmd` (the
- * call's command), `details.crashed` (the slots it crashed, oldest first),
+ * (a version: its model's name, and `details.version` its label) and
+ * `details.reason` says why; the same as data: `details.cmd` (the call's
+ * command), `details.crashed` (the slots it crashed, oldest first),
  * `details.maxRelocations`, `details.relocationWindow` and
  * `details.lastExit` (how the last slot's last process ended, or `null`).
  * The gateway answers 503, its message worded from those in its own

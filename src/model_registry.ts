@@ -10,7 +10,6 @@ import {
   CancelledError,
   ConnectionLostError,
   errorFromWire,
-  ModelUnavailableError,
   TimeoutError,
 } from "./errors.ts";
 import type { ModelSpec, Session } from "./session.ts";
@@ -19,7 +18,7 @@ import {
   chooseSlots,
   loadable,
   type ModelPlacement,
-  outOfServiceDetails,
+  outOfService,
 } from "./_model_placement.ts";
 
 /**
@@ -645,6 +644,7 @@ export class ModelRegistry {
       if (slots !== undefined) {
         this.#placements.set(name, {
           name,
+          ...(spec.version === undefined ? {} : { label: spec.version }),
           count: spec.workers!,
           workers: slots,
           rr: 0,
@@ -716,6 +716,7 @@ export class ModelRegistry {
       } else if (placement === undefined) {
         this.#placements.set(name, {
           name,
+          ...(spec.version === undefined ? {} : { label: spec.version }),
           count: spec.workers!,
           workers: slots,
           rr: 0,
@@ -794,14 +795,10 @@ export class ModelRegistry {
     return this.exclusive(async () => {
       const model = this.#require(name, "init");
       const placement = this.#placements.get(name);
-      const failed = placement?.failed;
-      if (failed !== undefined) {
+      if (placement?.failed !== undefined) {
         // On no slot: it would run nowhere, and the update that brings the
         // model back starts it without inits.
-        throw new ModelUnavailableError(
-          `Cannot init model '${name}': it is out of service: ${failed}; update it (pool.updateModel, PUT /v1/models/${name}) to load it again`,
-          { details: outOfServiceDetails(placement!, "initModel") },
-        );
+        throw outOfService(placement);
       }
       const result = await this.#everywhere(
         "init",

@@ -922,7 +922,22 @@ export class Pool implements AsyncDisposable {
     const set = this.#versions.get(name);
     if (label === undefined) {
       if (set !== undefined) throw hasVersions("add", name, set);
+      this.#checkNotVersionName("add", name);
       return;
+    }
+    if (
+      !set?.versions.includes(label) &&
+      this.#registry.has(versionKey(name, label))
+    ) {
+      // A model named `name@label` added without a version (the library
+      // allows `@` there) holds the internal name this version would take.
+      throw errorFromWire({
+        type: "InvalidRequestError",
+        message:
+          `Cannot add model '${name}' version '${label}': a model named '${
+            versionKey(name, label)
+          }' is loaded without a version (remove it first, or use another label)`,
+      });
     }
     if (set === undefined && this.#registry.has(name)) {
       throw errorFromWire({
@@ -936,6 +951,28 @@ export class Pool implements AsyncDisposable {
         type: "InvalidRequestError",
         message:
           `Cannot add model '${name}' version '${label}': it already exists (updateModel replaces it)`,
+      });
+    }
+  }
+
+  /**
+   * Refuses a command without a version on the internal name of a version
+   * (`name@label`): run as a model of its own, it would change the version
+   * behind its name's back (an update dropping its label, a remove leaving
+   * the label listed with nothing to run it).
+   */
+  #checkNotVersionName(action: string, key: string): void {
+    if (this.#versions.size === 0 || typeof key !== "string") return;
+    const at = key.indexOf("@");
+    if (at < 0) return;
+    const name = key.slice(0, at);
+    const label = key.slice(at + 1);
+    if (this.#versions.get(name)?.versions.includes(label)) {
+      throw errorFromWire({
+        type: "InvalidRequestError",
+        message:
+          `Cannot ${action} model '${key}': it is version '${label}' of model '${name}' (${action} '${name}' with version '${label}')`,
+        details: { model: name, version: label },
       });
     }
   }
@@ -970,7 +1007,7 @@ export class Pool implements AsyncDisposable {
    */
   resolveModel(name: string, version?: string): string {
     if (version !== undefined) {
-      return this.#versionName("find model", name, version);
+      return this.#versionName("find", name, version);
     }
     return this.#defaults.size === 0 ? name : this.#defaults.get(name) ?? name;
   }
@@ -1048,6 +1085,7 @@ export class Pool implements AsyncDisposable {
             const set = this.#versions.get(name);
             if (label === undefined) {
               if (set !== undefined) throw hasVersions("update", name, set);
+              this.#checkNotVersionName("update", name);
             } else this.#versionName("update", name, label);
           },
         },
@@ -1078,19 +1116,8 @@ export class Pool implements AsyncDisposable {
   ): Promise<unknown> {
     this.#admit("remove model");
     const label = (options as { version?: unknown } | null)?.version;
-    if (label === undefined) {
-      const set = this.#versions.get(name);
-      if (set !== undefined) {
-        // One at a time, the default last: it may not go while others stay.
-        let out: unknown;
-        for (const l of set.versions.filter((l) => l !== set.default)) {
-          out = await this.removeModel(name, { ...options, version: l });
-        }
-        return await this.removeModel(name, {
-          ...options,
-          version: set.default,
-        }).then((last) => withWarning(last, out));
-      }
+    if (label === undefined && this.#versions.has(name)) {
+      return await this.#removeVersions(name, options);
     }
     const key = label === undefined
       ? name
@@ -1105,30 +1132,32 @@ export class Pool implements AsyncDisposable {
         key,
         () => this.#modelTargets("remove model", key, false),
         options,
-        label === undefined ? {} : {
-          check: () => {
-            const set = this.#versions.get(name);
-            this.#versionName("remove", name, label);
-            if (set!.default === label && set!.versions.length > 1) {
-              throw errorFromWire({
-                type: "InvalidRequestError",
-                message:
-                  `Cannot remove model '${name}' version '${label}': it is the default version; make another one the default first (setDefaultVersion; versions: ${
-                    set!.versions.join(", ")
-                  })`,
-                details: { model: name, version: label },
-              });
-            }
+        label === undefined
+          ? { check: () => this.#checkNotVersionName("remove", name) }
+          : {
+            check: () => {
+              const set = this.#versions.get(name);
+              this.#versionName("remove", name, label);
+              if (set!.default === label && set!.versions.length > 1) {
+                throw errorFromWire({
+                  type: "InvalidRequestError",
+                  message:
+                    `Cannot remove model '${name}' version '${label}': it is the default version; make another one the default first (setDefaultVersion; versions: ${
+                      set!.versions.join(", ")
+                    })`,
+                  details: { model: name, version: label },
+                });
+              }
+            },
+            done: () => {
+              const set = this.#versions.get(name)!;
+              set.versions.splice(set.versions.indexOf(label as string), 1);
+              if (set.versions.length === 0) {
+                this.#versions.delete(name);
+                this.#defaults.delete(name);
+              }
+            },
           },
-          done: () => {
-            const set = this.#versions.get(name)!;
-            set.versions.splice(set.versions.indexOf(label as string), 1);
-            if (set.versions.length === 0) {
-              this.#versions.delete(name);
-              this.#defaults.delete(name);
-            }
-          },
-        },
       ),
     );
     this.#modelTimeouts.delete(key);
@@ -1143,6 +1172,53 @@ export class Pool implements AsyncDisposable {
     return out;
   }
 
+  /**
+   * Removes every version of `name`, one at a time, the default last (it
+   * may not go while others stay), each chosen as its turn comes: a version
+   * added or a default moved meanwhile (a call not waiting for this one)
+   * does not leave the model half removed.
+   */
+  async #removeVersions(
+    name: string,
+    options: ModelCallOptions,
+  ): Promise<unknown> {
+    let out: unknown;
+    let warned: unknown;
+    let raced: unknown;
+    for (
+      let set = this.#versions.get(name);
+      set !== undefined;
+      set = this.#versions.get(name)
+    ) {
+      const seen = `${set.default} ${set.versions.join(" ")}`;
+      const label = set.versions.find((l) => l !== set.default) ??
+        set.default;
+      try {
+        out = await this.removeModel(name, { ...options, version: label });
+        raced = undefined;
+      } catch (err) {
+        // Refused as the versions changed under it (that one removed, or
+        // made the default while another was added): look again.
+        const refused = (err as Error | null)?.name;
+        const now = this.#versions.get(name);
+        if (
+          (refused !== "ModelNotFoundError" &&
+            refused !== "InvalidRequestError") ||
+          (now !== undefined &&
+            `${now.default} ${now.versions.join(" ")}` === seen)
+        ) throw err;
+        raced = err;
+        continue;
+      }
+      warned ??= (out as { closeWarning?: unknown } | null)?.closeWarning ===
+          undefined
+        ? undefined
+        : out;
+    }
+    if (raced !== undefined) throw raced;
+    return withWarning(out, warned);
+  }
+
   /** Runs a model's `init(dataFile)` on every ready worker; replayed on restarts. */
   async initModel(
     name: string,
@@ -1154,6 +1230,7 @@ export class Pool implements AsyncDisposable {
     const key = label === undefined
       ? name
       : this.#versionName("init", name, label);
+    if (label === undefined) this.#checkNotVersionName("init", name);
     this.#checkModelOptions("init model", key, options);
     this.#checkModelsDir("init model", key, { dataFile });
     await this.#someWorkerReady("init model", key, options);
@@ -1320,6 +1397,17 @@ export class Pool implements AsyncDisposable {
    * Sends any command to one worker: round-robin, by `key`, or to `worker`.
    * At most `maxInFlightPerWorker` calls run per worker; beyond, calls wait in
    * one queue of `maxQueue`; beyond that it rejects with `OverloadedError`.
+   * The command goes as it is: an `executeModel` of a model with versions
+   * names the one to run as the workers know it
+   * (`pool.resolveModel(name, version)`, `"scorer@2"`; docs/models.md,
+   * "Versions"), and gets no batching nor the model's own timeout
+   * (`execute` does both).
+   *
+   * @example
+   * ```ts ignore
+   * const name = pool.resolveModel("scorer"); // its default: "scorer@1"
+   * await pool.request("executeModel", { name, msg: { x: 1 } });
+   * ```
    */
   request<T = unknown>(
     cmd: string,

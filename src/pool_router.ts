@@ -11,7 +11,7 @@
 import { type QueueWaitOutcome, QueueWaits } from "./queue_waits.ts";
 import {
   CancelledError,
-  ModelUnavailableError,
+  type ModelUnavailableError,
   NoWorkerError,
   OverloadedError,
   TimeoutError,
@@ -19,10 +19,7 @@ import {
 import type { Worker } from "./worker.ts";
 import type { ResponseMeta } from "./session_types.ts";
 import type { SlotLease } from "./_slot_lease.ts";
-import {
-  type ModelPlacement,
-  outOfServiceDetails,
-} from "./_model_placement.ts";
+import { type ModelPlacement, outOfService } from "./_model_placement.ts";
 import { hash32, mix32 } from "./_hash32.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
 
@@ -456,10 +453,7 @@ function unavailable(
   call: PoolCall,
   p: ModelPlacement,
 ): ModelUnavailableError {
-  return new ModelUnavailableError(
-    `Cannot route call ${call.cmd}: model '${p.name}' is out of service: ${p.failed}; update it (pool.updateModel, PUT /v1/models/${p.name}) to load it again`,
-    { details: outOfServiceDetails(p, call.cmd) },
-  );
+  return outOfService(p, call.cmd);
 }
 
 // A ready worker whose connection just ended is as good as gone (the pool

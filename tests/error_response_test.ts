@@ -170,7 +170,7 @@ Deno.test("describeError words a pool's ModelUnavailableError in the gateway's s
   // A version (llm@2 in the pool) named as the gateway's routes name it.
   const version = describeError(
     new ModelUnavailableError("Cannot route call executeModel: ...", {
-      details: { ...details, model: "llm@2", cmd: "executeModel" },
+      details: { ...details, version: "2", cmd: "executeModel" },
     }),
     false,
   );

@@ -5,7 +5,7 @@
  * serves each, the metrics count each under a `version` label.
  */
 import assert from "node:assert/strict";
-import { startGateway } from "./_gateway_harness.ts";
+import { startGateway, until } from "./_gateway_harness.ts";
 
 const TAGGED = `
 import os
@@ -333,5 +333,185 @@ Deno.test("Gateway versions: pyproxy.json models entries with a version load sid
   assert.deepEqual(
     Object.keys(doc.paths["/v1/models/{name}/versions/{version}"]).sort(),
     ["delete", "get", "parameters", "put"],
+  );
+});
+
+/**
+ * A request whose body comes in two parts, the second on `finish()`, over a
+ * raw connection (`Connection: close`): the answer's status and body text.
+ */
+async function slowUpload(
+  gw: Awaited<ReturnType<typeof startGateway>>,
+  path: string,
+  body: string,
+): Promise<{ finish(): Promise<{ status: number; text: string }> }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: gw.port });
+  const enc = new TextEncoder();
+  const cut = body.length - 1;
+  try {
+    await conn.write(enc.encode(
+      [
+        `POST ${path} HTTP/1.1`,
+        `Host: 127.0.0.1:${gw.port}`,
+        `Authorization: Bearer ${gw.token}`,
+        "Content-Type: application/json",
+        `Content-Length: ${enc.encode(body).byteLength}`,
+        "Connection: close",
+        "",
+        body.slice(0, cut),
+      ].join("\r\n"),
+    ));
+  } catch (err) {
+    conn.close();
+    throw err;
+  }
+  return {
+    async finish() {
+      try {
+        await conn.write(enc.encode(body.slice(cut)));
+        const text = await new Response(conn.readable).text();
+        return { status: Number(text.split(" ")[1]), text };
+      } finally {
+        try {
+          conn.close();
+        } catch {
+          // closed by the server, and the readable read to its end
+        }
+      }
+    },
+  };
+}
+
+Deno.test("Gateway versions: a call without a version whose body comes in while its default moves and the old one is removed runs on the new default, its inputs checked against it (was a 404 naming name@label)", async () => {
+  await using gw = await startGateway(
+    { workers: 1, allowManage: true },
+    { "tagged.py": TAGGED, "dbl.py": V2_MODEL },
+  );
+  let res = await gw.fetch(
+    "/v1/models/m/versions/1",
+    put({ file: "tagged.py", options: { v: "one" } }),
+  );
+  assert.equal(res.status, 201);
+  await res.body?.cancel();
+  // Version 2 declares its inputs: x, a number.
+  res = await gw.fetch(
+    "/v1/models/m/versions/2",
+    put({ file: "dbl.py", options: { k: 10 } }),
+  );
+  assert.equal(res.status, 201);
+  await res.body?.cancel();
+  const uploads = [
+    await slowUpload(gw, "/v1/models/m/execute", `{"x": 4}`),
+    await slowUpload(gw, "/v1/models/m/execute", `{"y": 4}`),
+    await slowUpload(gw, "/v1/models/m/stream", `{"x": 5}`),
+    await slowUpload(
+      gw,
+      "/v2/models/m/infer",
+      JSON.stringify({
+        inputs: [{ name: "x", datatype: "FP64", shape: [], data: [3] }],
+      }),
+    ),
+  ];
+  // Each was given the default of its arrival, version 1.
+  await until(async () => {
+    const text = await (await gw.fetch("/metrics")).text();
+    return text.includes(
+      'pyproxy_in_flight_requests{model="m",version="1"} 4',
+    );
+  }, "four calls of version 1 in flight");
+  res = await gw.fetch("/v1/models/m/default", put({ version: "2" }));
+  assert.equal(res.status, 200);
+  await res.body?.cancel();
+  res = await gw.fetch("/v1/models/m/versions/1", { method: "DELETE" });
+  assert.equal(res.status, 200);
+  await res.body?.cancel();
+  const [ran, refused, streamed, inferred] = await Promise.all(
+    uploads.map((u) => u.finish()),
+  );
+  assert.equal(ran!.status, 200, ran!.text);
+  assert.match(ran!.text, /\{"y":40\}/);
+  // Checked against version 2's declared inputs.
+  assert.equal(refused!.status, 400, refused!.text);
+  assert.match(refused!.text, /ValidationError/);
+  assert.equal(streamed!.status, 200, streamed!.text);
+  assert.match(streamed!.text, /"y":50/);
+  assert.equal(inferred!.status, 200, inferred!.text);
+  assert.match(inferred!.text, /"model_version":"2"/);
+  assert.match(inferred!.text, /"data":\[30\]/);
+  for (const r of [ran, refused, streamed, inferred]) {
+    assert.doesNotMatch(r!.text, /m@1/);
+  }
+});
+
+Deno.test("Gateway versions: /openapi.json documents the name's paths with the default's inputs after PUT .../default (was the old default's, cached)", async () => {
+  const declares = (field: string, type: string) => `
+class M:
+    inputs = {"${field}": "${type}"}
+
+    def __init__(self, options):
+        pass
+
+    def execute(self, msg):
+        return {}
+`;
+  await using gw = await startGateway(
+    { workers: 1, allowManage: true },
+    { "a.py": declares("a", "number"), "b.py": declares("b", "string") },
+  );
+  for (const [label, file] of [["1", "a.py"], ["2", "b.py"]]) {
+    const res = await gw.fetch(`/v1/models/m/versions/${label}`, put({ file }));
+    assert.equal(res.status, 201);
+    await res.body?.cancel();
+  }
+  const documented = async () => {
+    const doc = await (await gw.fetch("/openapi.json")).json();
+    const body = doc.paths["/v1/models/m/execute"].post.requestBody;
+    return Object.keys(body.content["application/json"].schema.properties);
+  };
+  assert.deepEqual(await documented(), ["a"]);
+  const res = await gw.fetch("/v1/models/m/default", put({ version: "2" }));
+  assert.equal(res.status, 200);
+  await res.body?.cancel();
+  assert.deepEqual(await documented(), ["b"]);
+});
+
+Deno.test("Gateway versions: a version's internal name (m@2) is no model name of the gateway: execute and stream are a 404 naming its route (was an alias of /versions/2); a library model named a@b is called as it is", async () => {
+  await using gw = await startGateway(
+    { workers: 1, allowManage: true },
+    { "tagged.py": TAGGED },
+  );
+  for (const label of ["1", "2"]) {
+    const res = await gw.fetch(
+      `/v1/models/m/versions/${label}`,
+      put({ file: "tagged.py", options: { v: label } }),
+    );
+    assert.equal(res.status, 201);
+    await res.body?.cancel();
+  }
+  for (const path of ["/v1/models/m@2/execute", "/v1/models/m%402/stream"]) {
+    const res = await gw.fetch(path, post());
+    assert.equal(res.status, 404, path);
+    const { error } = await res.json();
+    assert.equal(error.type, "ModelNotFoundError");
+    assert.equal(
+      error.message,
+      'Cannot find model "m@2": it is version "2" of model "m" (/v1/models/m/versions/2)',
+    );
+  }
+  // Not "Cannot find model model".
+  const res = await gw.fetch("/v1/models/m/versions/7");
+  assert.match(
+    (await res.json()).error.message,
+    /^Cannot find model "m" version "7": its versions are 1, 2/,
+  );
+  // The library may name a model without versions with an '@'.
+  await gw.pool.addModel("a@b", { file: "tagged.py", options: { v: "ab" } });
+  const ab = await gw.fetch("/v1/models/a@b/execute", post());
+  assert.equal(ab.status, 200);
+  assert.equal((await ab.json()).v, "ab");
+  const text = await (await gw.fetch("/metrics")).text();
+  assert.match(
+    text,
+    /pyproxy_requests_total\{model="_unknown",status="404"\} 2/,
   );
 });

@@ -21,6 +21,7 @@ import {
 } from "../src/pool.ts";
 import { reconnect } from "../plugins/reconnect.ts";
 import { createGateway } from "../src/gateway/app.ts";
+import { describeError } from "../src/gateway/error_response.ts";
 import {
   modelsDir,
   nextEvent,
@@ -512,6 +513,66 @@ Deno.test("Pool placement: a slot failed by another model's crash moves a placed
     assert.equal(model(pool, "p").failedReason, undefined);
     assert.deepEqual(model(pool, "p").slots, ["w2"]);
     assert.deepEqual(events.map((ev) => ev.type), ["model-relocated"]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool placement: a version that crashes its workers is taken out of service alone; its error names the model, the label and the version's own update (details.version, the gateway's 503 body)", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const { options: opts } = options(dir.path, 3, {
+      placement: { maxRelocations: 0 },
+    });
+    await using pool = await Pool.start(opts);
+    pids.watch(pool);
+    await pool.addModel("m", { source: CRASHER, version: "1", workers: 1 });
+    await pool.addModel("m", { source: CRASHER, version: "2", workers: 1 });
+    const slot = pool.status().models.find((m) => m.version === "2")!
+      .slots![0]!;
+    // Its first crash restarts the slot; the second fails it for good.
+    const ready = readyAgain(pool, slot);
+    await assert.rejects(
+      pool.execute("m", { crash: true }, { version: "2" }),
+      WorkerCrashedError,
+    );
+    await ready;
+    const failed = nextEvent(pool, "model-failed");
+    await assert.rejects(
+      pool.execute("m", { crash: true }, { version: "2" }),
+      WorkerCrashedError,
+    );
+    assert.equal((await failed).name, "m@2");
+    const outOfService = (start: string) => (err: unknown) => {
+      assert.ok(err instanceof ModelUnavailableError, String(err));
+      assert.match(
+        err.message,
+        new RegExp(
+          `^${start} is out of service: it crashed .*; update it \\(pool\\.updateModel with version '2', PUT /v1/models/m/versions/2\\) to load it again$`,
+        ),
+      );
+      assert.equal(err.details.model, "m");
+      assert.equal(err.details.version, "2");
+      const { status, body } = describeError(err, false);
+      assert.equal(status, 503);
+      const shown = body as unknown as Record<string, unknown>;
+      assert.deepEqual([shown.model, shown.version], ["m", "2"]);
+      return true;
+    };
+    await assert.rejects(
+      pool.execute("m", {}, { version: "2" }),
+      outOfService("Cannot route call executeModel: model 'm' version '2'"),
+    );
+    await assert.rejects(
+      pool.initModel("m", "data.json", { version: "2" }),
+      outOfService("Cannot init model 'm' version '2': it"),
+    );
+    // Version 1 serves on.
+    assert.ok((await pool.execute<Pid>("m", {})).pid > 0);
+    // The update the message names brings it back.
+    await pool.updateModel("m", { source: CRASHER, version: "2", workers: 1 });
+    assert.ok((await pool.execute<Pid>("m", {}, { version: "2" })).pid > 0);
   } finally {
     await pids.assertGone();
   }

@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { ConfigError } from "../src/errors.ts";
+import type { Plugin } from "../src/plugin.ts";
 import { Pool } from "../src/pool.ts";
 import {
   modelsDir,
@@ -184,6 +185,112 @@ Deno.test("Pool versions: labels are checked, a version is not added twice, a na
     // The name takes versions, or none, again.
     await pool.addModel("m", { source: TAGGED, options: { v: "u" } });
     assert.equal((await pool.execute<Tag>("m", {})).v, "u");
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool versions: a version's internal name (name@label) is no model of its own: add, update, remove and init without a version are refused; a model named name@label keeps that label from being added", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 1 }));
+    pids.watch(pool);
+    await pool.addModel("s", spec("one", "1"));
+    await pool.addModel("s", spec("two", "2"));
+    const plain = { source: TAGGED, options: { v: "plain" } };
+    const refused = (action: string, label: string) =>
+      new RegExp(
+        `Cannot ${action} model 's@${label}': it is version '${label}' of model 's' \\(${action} 's' with version '${label}'\\)`,
+      );
+    await assert.rejects(pool.addModel("s@2", plain), refused("add", "2"));
+    // Before: the update replaced version 2 without its label (status
+    // listed it as a model of its own) ...
+    await assert.rejects(
+      pool.updateModel("s@2", plain),
+      refused("update", "2"),
+    );
+    // ... and the remove left label 2 listed with nothing to run it:
+    // removeModel("s") then failed for good.
+    await assert.rejects(pool.removeModel("s@2"), refused("remove", "2"));
+    await assert.rejects(
+      pool.initModel("s@2", "data.json"),
+      refused("init", "2"),
+    );
+    assert.equal(
+      (await pool.execute<Tag>("s", {}, { version: "2" })).v,
+      "two",
+    );
+    assert.deepEqual(
+      pool.status().models.map((m) => `${m.name} ${m.version}`),
+      ["s 1", "s 2"],
+    );
+    // A label the model does not have: the name is anyone's.
+    await pool.addModel("s@3", plain);
+    await assert.rejects(
+      pool.addModel("s", spec("three", "3")),
+      /Cannot add model 's' version '3': a model named 's@3' is loaded without a version/,
+    );
+    assert.equal((await pool.execute<Tag>("s@3", {})).v, "plain");
+    await pool.removeModel("s@3");
+    await pool.removeModel("s");
+    assert.equal(pool.modelVersions("s"), undefined);
+    assert.deepEqual(pool.status().models, []);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool versions: removeModel(name) removes every version even when the default moves or a version is added while it runs (was refused half way: 'it is the default version')", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 1 }));
+    pids.watch(pool);
+    for (const l of ["1", "2", "3"]) await pool.addModel("m", spec(l, l));
+    // Queued behind the removal of version 2: version 3, which the removal
+    // had planned to remove before the default, is the default by then.
+    const removed = pool.removeModel("m");
+    const moved = pool.setDefaultVersion("m", "3");
+    assert.deepEqual(await removed, { name: "m@3", removed: true });
+    await moved;
+    assert.equal(pool.modelVersions("m"), undefined);
+    for (const l of ["1", "2"]) await pool.addModel("n", spec(l, l));
+    // A version added while the others go goes too.
+    const gone = pool.removeModel("n");
+    const added = pool.addModel("n", spec("4", "4"));
+    await added;
+    await gone;
+    assert.equal(pool.modelVersions("n"), undefined);
+    assert.deepEqual(pool.status().models, []);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool versions: a plugin's onRequest sees a version's calls under name@label, a call without a version under its default's, the new one after setDefaultVersion", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const seen: string[] = [];
+    const watch: Plugin = {
+      name: "watch",
+      onRequest(msg) {
+        if (msg.cmd === "executeModel") seen.push(String(msg.name));
+      },
+    };
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1, plugins: [watch] }),
+    );
+    pids.watch(pool);
+    await pool.addModel("s", spec("one", "1"));
+    await pool.addModel("s", spec("two", "2"));
+    await pool.execute("s", {});
+    await pool.execute("s", {}, { version: "2" });
+    await pool.setDefaultVersion("s", "2");
+    await pool.execute("s", {});
+    assert.deepEqual(seen, ["s@1", "s@2", "s@2"]);
+    assert.equal(pool.resolveModel("s"), "s@2");
   } finally {
     await pids.assertGone();
   }

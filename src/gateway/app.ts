@@ -548,7 +548,7 @@ export function createGateway(
     );
   });
 
-  // Built when the models (names and catalog versions) or the server URL
+  // Built when the models (names, catalog versions, labels) or the server URL
   // differ from the last request's, else the same text again: models come
   // and go (PUT, DELETE), and a document of many models is large (~3 KB and
   // ~45 µs each). Execute calls never touch it. Behind the Host check, so
@@ -565,9 +565,16 @@ export function createGateway(
       ? "/"
       : `${scheme}://${host.toLowerCase()}`;
     const models = ctx.catalog.list(pool);
+    // A version's entry: its label, and whether it is the default (whose
+    // inputs the name's own paths document) — a PUT .../default changes
+    // no count.
     const key = JSON.stringify([
       serverUrl,
-      models.map((m) => [m.name, m.version ?? null]),
+      models.map((m) =>
+        m.label === undefined
+          ? [m.name, m.version ?? null]
+          : [m.name, m.version ?? null, m.label, m.default === true]
+      ),
     ]);
     if (openApi?.key !== key) {
       const doc = openApiDocument({

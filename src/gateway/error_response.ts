@@ -5,7 +5,6 @@
  * @module
  */
 import { IDLE_SETTING } from "../_stream_idle_watch.ts";
-import { splitVersionKey } from "../_model_version.ts";
 import { modelResponseHeaders } from "./_model_http_headers.ts";
 import { stringifyJson } from "../_exact_json.ts";
 import { HTTPException } from "hono/http-exception";
@@ -182,9 +181,9 @@ export function describeError(
       body: body(
         err.name,
         outOfServiceMessage(err),
-        typeof err.details.model === "string"
-          ? modelAndVersion(err.details.model)
-          : { model: err.details.model },
+        err.details.version === undefined
+          ? { model: err.details.model }
+          : { model: err.details.model, version: err.details.version },
       ),
     };
   }
@@ -353,8 +352,11 @@ function outOfServiceMessage(err: ModelUnavailableError): string {
     typeof model !== "string" || !Array.isArray(crashed) ||
     typeof relocationWindow !== "number" || typeof maxRelocations !== "number"
   ) return err.message;
-  // A version (`name@label` in the pool) as the gateway's routes name it.
-  const { name, label } = splitVersionKey(model);
+  // A version as the gateway's routes name it.
+  const name = model;
+  const label = typeof err.details.version === "string"
+    ? err.details.version
+    : undefined;
   const shown = label === undefined
     ? `model '${name}'`
     : `model '${name}' version '${label}'`;
@@ -369,14 +371,6 @@ function outOfServiceMessage(err: ModelUnavailableError): string {
     `limits.maxRelocations ${maxRelocations} (pyproxy.json; its window: ` +
     `limits.relocationWindow); PUT ${path} loads it again ` +
     `(with --allow-manage; without it, restart the gateway)`;
-}
-
-/** `{model}`, or `{model, version}` for a version's internal name. */
-function modelAndVersion(key: string): { model: string; version?: string } {
-  const { name, label } = splitVersionKey(key);
-  return label === undefined
-    ? { model: name }
-    : { model: name, version: label };
 }
 
 /** The header of a request id, in requests and responses. */

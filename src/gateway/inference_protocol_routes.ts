@@ -31,6 +31,7 @@ import type { GatewayModelInfo } from "./model_catalog.ts";
 import {
   callTimeout,
   clientRequestId,
+  defaultGone,
   findVersion,
   MAX_NAME,
   modelErrorHeaders,
@@ -336,6 +337,16 @@ export function inferenceProtocolRoutes(
       model ??= modelOf(user, version);
       if (model.streams === true) throw streaming(model.name);
       const { body, binary } = await readBody(request);
+      // The default it arrived for went away while the body came in: the
+      // default of now runs it (its inputs and outputs).
+      if (
+        version === undefined && name !== user &&
+        defaultGone(ctx, user, name)
+      ) {
+        model = modelOf(user, undefined);
+        name = keyOf(model);
+        if (model.streams === true) throw streaming(model.name);
+      }
       const inference = readInferenceRequest(body, binary);
       const about: InferenceModel = {
         name: user,

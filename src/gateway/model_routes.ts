@@ -150,6 +150,49 @@ export function findVersion(
   }
 }
 
+/**
+ * Whether the default version a call without one was given on arrival
+ * (`name`, the pool's `name@label` of model `asked`) is gone by the time its
+ * body has come in: a `PUT .../default` then a `DELETE` of the old one,
+ * while a slow client uploads. The call then runs on the default of now (or
+ * is the 404 of `asked`), rather than a 404 naming `name@label` for a model
+ * that serves.
+ */
+export function defaultGone(
+  ctx: RouteContext,
+  asked: string,
+  name: string,
+): boolean {
+  // Still the default, so still there (a default goes last): no copy of
+  // the labels on every call.
+  if (ctx.pool.resolveModel?.(asked) === name) return false;
+  return ctx.pool.modelVersions?.(asked)?.versions.includes(
+    name.slice(asked.length + 1),
+  ) !== true;
+}
+
+/**
+ * A version's internal name (`m@2`) asked for as a model's name: the 404
+ * that names its route, rather than an alias of `/versions/2` (no gateway
+ * model name has an `@`; a library's model named so is called as it is).
+ */
+function internalName(ctx: RouteContext, name: string): Error | undefined {
+  const at = name.indexOf("@");
+  if (at < 0) return undefined;
+  const model = name.slice(0, at);
+  const label = name.slice(at + 1);
+  if (ctx.pool.modelVersions?.(model)?.versions.includes(label) !== true) {
+    return undefined;
+  }
+  return httpError(
+    404,
+    "ModelNotFoundError",
+    `Cannot find model ${quoteShort(name)}: it is version ${
+      quoteShort(label)
+    } of model ${quoteShort(model)} (/v1/models/${model}/versions/${label})`,
+  );
+}
+
 /** The 404 of a call of a version there is not, counted as a call of no model. */
 function unknownVersion(
   err: Error,
@@ -315,17 +358,38 @@ async function readBinaryInput(
     );
   }
   if (ctx.catalog.validator(name) !== undefined) {
-    throw httpError(
-      415,
-      "UnsupportedMediaType",
-      `Cannot execute ${name}: it declares JSON inputs, and the body is ${
-        contentType.length <= 64
-          ? contentType
-          : `${contentType.slice(0, 64)}...`
-      } (send Content-Type: application/json)`,
-    );
+    throw notJson(name, contentType);
   }
   return await readBinaryBody(request, ctx.bodyLimit, ctx.bodyReads);
+}
+
+/** The 415 of a binary body for a model that declares JSON inputs. */
+function notJson(name: string, contentType: string): Error {
+  return httpError(
+    415,
+    "UnsupportedMediaType",
+    `Cannot execute ${name}: it declares JSON inputs, and the body is ${
+      contentType.length <= 64 ? contentType : `${contentType.slice(0, 64)}...`
+    } (send Content-Type: application/json)`,
+  );
+}
+
+/**
+ * A call's input read for one model checked against another's declared
+ * inputs: the default that runs it, when the one it arrived for went away
+ * while its body came in ({@linkcode defaultGone}).
+ */
+function checkCallInput(
+  ctx: RouteContext,
+  name: string,
+  input: { body: unknown; contentType?: string },
+): void {
+  const validator = ctx.catalog.validator(name);
+  if (validator === undefined) return;
+  if (input.contentType !== undefined) {
+    throw notJson(name, input.contentType);
+  }
+  validator.check(input.body, name);
 }
 
 /**
@@ -453,6 +517,13 @@ export function modelExecutor(
       name = found;
     } else if (pool.resolveModel !== undefined) {
       name = pool.resolveModel(name);
+      // The direct path takes no name with an `@`.
+      const alias = direct || name !== asked
+        ? undefined
+        : internalName(ctx, name);
+      if (alias !== undefined) {
+        return unknownVersion(alias, direct, metrics, clientId);
+      }
     }
     const done = metrics.start(name);
     let requestId = clientId;
@@ -470,8 +541,17 @@ export function modelExecutor(
           `Cannot publish to channel ${JSON.stringify(publish)}: invalid name`,
         );
       }
-      const timeout = callTimeout(ctx, name, timeoutParam);
-      const { body, contentType } = await readCallInput(ctx, request, name);
+      let timeout = callTimeout(ctx, name, timeoutParam);
+      const input = await readCallInput(ctx, request, name);
+      if (
+        name !== asked && version === undefined &&
+        defaultGone(ctx, asked, name)
+      ) {
+        name = pool.resolveModel!(asked);
+        checkCallInput(ctx, name, input);
+        timeout = callTimeout(ctx, name, timeoutParam);
+      }
+      const { body, contentType } = input;
       // A client that disconnects cancels its call (Python gets `cancel`),
       // unless turned off; only calls that run for a while listen for it
       // (DisconnectWatch: Deno's request.signal costs a pending operation).
@@ -881,6 +961,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
       return errorResponse(notFound(name), false, failure.requestId());
     }
     // A model with versions: the one asked for, else its default.
+    const asked = name;
     if (version !== undefined) {
       const found = findVersion(ctx, name, version);
       if (typeof found !== "string") {
@@ -890,6 +971,11 @@ export function modelRoutes(ctx: RouteContext): Hono {
       name = found;
     } else if (pool.resolveModel !== undefined) {
       name = pool.resolveModel(name);
+      const alias = name === asked ? internalName(ctx, name) : undefined;
+      if (alias !== undefined) {
+        ctx.metrics.start("_unknown")(404);
+        return errorResponse(alias, false, failure.requestId());
+      }
     }
     failure.model = name;
     const executeStream = pool.executeStream;
@@ -931,8 +1017,18 @@ export function modelRoutes(ctx: RouteContext): Hono {
     const onIdle = (error: Error): void =>
       void errorEvent(error, failure, outcome).then(idle.resolve);
     try {
-      const timeout = callTimeout(ctx, name, c.req.query("timeout"));
-      const { body, contentType } = await readCallInput(ctx, c.req.raw, name);
+      let timeout = callTimeout(ctx, name, c.req.query("timeout"));
+      const input = await readCallInput(ctx, c.req.raw, name);
+      if (
+        name !== asked && version === undefined &&
+        defaultGone(ctx, asked, name)
+      ) {
+        name = pool.resolveModel!(asked);
+        failure.model = name;
+        checkCallInput(ctx, name, input);
+        timeout = callTimeout(ctx, name, c.req.query("timeout"));
+      }
+      const { body, contentType } = input;
       const key = c.req.query("key");
       const options: {
         key?: string;
