@@ -664,8 +664,13 @@ class ExtensionApiTest(unittest.TestCase):
         self.server.register("fail", fail, threaded=False)
         self.server.register("crash", crash, threaded=False)
         self.assertEqual(self.client.request("fail")["error"], {"type": "InvalidRequestError", "message": "Cannot greet: no name", "hint": "x"})
-        error = self.client.request("crash")["error"]
+        # Logged with its traceback (asserted here, not left on the suite's
+        # stderr, where "KeyError: 'missing'" read as a failure).
+        with self.assertLogs("pyproxy_server.connection", "ERROR") as logged:
+            error = self.client.request("crash")["error"]
         self.assertEqual((error["type"], error["exception"]), ("PythonError", "KeyError"))
+        self.assertIn("handler of 'crash' failed", logged.output[0])
+        self.assertIn("KeyError: 'missing'", logged.output[0])
         self.server.unregister("fail")
         self.assertEqual(self.client.request("fail")["error"]["type"], "UnknownCommandError")
 
