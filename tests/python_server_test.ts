@@ -243,17 +243,18 @@ Deno.test("PythonServer.start says that a python that is a directory is not the 
 
 Deno.test("PythonServer.start kills a server that never gets ready and reports its stderr", async () => {
   await using dir = await tempDir();
-  const pythonPath = await fakePackage(
-    dir.path,
-    `import os, sys, time
-sys.stderr.write("fake server pid %d is thinking\\n" % os.getpid())
-sys.stderr.flush()
-time.sleep(60)
-`,
+  // A shell script, not a Python stand-in: the stderr line must come before
+  // readyTimeout runs out, and a Python start (more on a busy machine than
+  // the 1000 ms) left no stderr to report. `exec` keeps its pid.
+  const python = `${dir.path}/silent-python`;
+  await Deno.writeTextFile(
+    python,
+    '#!/bin/sh\necho "fake server pid $$ is thinking" >&2\nexec sleep 60\n',
   );
+  await Deno.chmod(python, 0o755);
   const err = await PythonServer.start({
     path: dir.path,
-    pythonPath,
+    python,
     readyTimeout: 1000,
   }).then(
     () => assert.fail("start should fail"),

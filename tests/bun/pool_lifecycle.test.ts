@@ -36,6 +36,17 @@ async function nextEvent(pool: Pool, type: PoolEvent["type"]) {
   throw new Error(`Pool closed before a ${type} event`);
 }
 
+/**
+ * A readyTimeout longer than a wrapper's start then the server's (twice a
+ * start: on a busy machine more than a fixed 1500 ms) — four times one start
+ * here and now, at least `least` ms — as tests/pool_faults_test.ts does.
+ */
+async function readyTimeoutFor(least: number): Promise<number> {
+  const t0 = performance.now();
+  await (await Pool.start({ workers: 1, handleSignals: false })).close();
+  return Math.max(least, Math.ceil(4 * (performance.now() - t0)));
+}
+
 /** Polls `check` every 20 ms until it holds; fails naming `what` after 10 s. */
 async function until(check: () => Promise<boolean>, what: string) {
   const deadline = Date.now() + 10_000;
@@ -80,14 +91,17 @@ sys.stdout.flush()
 sys.exit(child.wait())
 `,
       );
-      const frozen = await start(1500);
+      // A fixed 1500 ms ran out before the ready line under load (phase
+      // "ready"): the bound must outlast two starts.
+      const readyTimeout = await readyTimeoutFor(1500);
+      const frozen = await start(readyTimeout);
       expect(frozen).toBeInstanceOf(StartError);
       const cause = (frozen as StartError).cause;
       expect(cause).toBeInstanceOf(StartTimeoutError);
       expect((cause as StartTimeoutError).details).toEqual({
         phase: "handshake",
         step: "hello",
-        timeoutMs: 1500,
+        timeoutMs: readyTimeout,
         id: "w1",
       });
       expect((cause as StartTimeoutError).cause).toBeInstanceOf(TimeoutError);
@@ -95,7 +109,7 @@ sys.exit(child.wait())
         .toEqual([]);
     });
   },
-  30_000,
+  60_000,
 );
 
 test(

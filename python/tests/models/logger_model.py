@@ -5,8 +5,8 @@ log = logging.getLogger("scorer")
 
 
 class Model:
-    """Logs through Python's logging module (msg["threaded"]: the threaded
-    variant, see ThreadedModel)."""
+    """Logs through Python's logging module (see InlineModel and ThreadedModel
+    for the variants of a fixed mode)."""
 
     def execute(self, msg):
         log.warning("scoring %s", msg.get("x"))
@@ -19,6 +19,12 @@ class Model:
                 log.exception("failed")
         print("printed on " + threading.current_thread().name)
         return 1
+
+
+class InlineModel(Model):
+    # Always on the loop thread: learning would decide it from run times,
+    # which a busy machine stretches past INLINE_MAX.
+    inline = True
 
 
 class ThreadedModel(Model):
