@@ -225,6 +225,45 @@ Deno.test("Model repository extension: an unknown model, a bad name, a path or s
   }
 });
 
+Deno.test('Model repository extension: a load whose error names the models directory is a 400 like any other, and the index keeps its reason (was 422 and "internal error")', async () => {
+  const outside = await Deno.makeTempDir({ prefix: "pyproxy-outside-" });
+  try {
+    await using gw = await startGateway({ allowManage: true }, MODELS);
+    const load = (name: string) =>
+      gw.fetch(`/v2/repository/models/${name}/load`, post());
+    // Its import raises with the file's path: the directory is hidden.
+    await Deno.writeTextFile(
+      `${gw.dir}/pathy.py`,
+      "import os\nraise RuntimeError('boom in ' + os.path.abspath(__file__))\n",
+    );
+    const pathy = await load("pathy");
+    assert.equal(pathy.status, 400);
+    const message = (await pathy.json()).error;
+    assert.match(message, /RuntimeError: boom in pathy\.py/);
+    assert.ok(!message.includes(gw.dir), message);
+    // A symlink out of the directory, and a directory named like a model.
+    await Deno.symlink(`${outside}/missing.py`, `${gw.dir}/link.py`);
+    assert.equal((await load("link")).status, 400);
+    await Deno.mkdir(`${gw.dir}/folder.py`);
+    assert.equal((await load("folder")).status, 404);
+    const entries = await index(gw);
+    assert.match(entryOf(entries, "pathy")!.reason, /boom in pathy\.py/);
+    assert.match(
+      entryOf(entries, "link")!.reason,
+      /'link\.py': outside the models directory$/,
+    );
+    assert.match(
+      entryOf(entries, "folder")!.reason,
+      /^Cannot load model 'folder': no file "folder\.py" in the models directory$/,
+    );
+    for (const e of entries) {
+      assert.ok(!e.reason.includes(gw.dir), e.reason);
+    }
+  } finally {
+    await Deno.remove(outside, { recursive: true });
+  }
+});
+
 Deno.test("Model repository extension: a load's config parameter sets options and workers; unknown fields and file overrides are refused", async () => {
   await using gw = await startGateway(
     { allowManage: true, workers: 2 },
