@@ -83,6 +83,25 @@ Deno.test("formatFloatScore writes a score as C's %f (Triton's std::to_string)",
   assert.equal(formatFloatScore(Infinity), "inf");
   assert.equal(formatFloatScore(-Infinity), "-inf");
   assert.equal(formatFloatScore(NaN), "nan");
+  // Exact ties at the sixth decimal go to the even digit, as C's (and
+  // Python's "%f" % v): toFixed alone rounded them all up.
+  for (
+    const [v, c] of [
+      [0.0078125, "0.007812"],
+      [0.0234375, "0.023438"],
+      [-0.0078125, "-0.007812"],
+      [0.0390625, "0.039062"],
+      [0.9921875, "0.992188"],
+      [1000000.0078125, "1000000.007812"],
+      [12345.4609375, "12345.460938"],
+    ] as const
+  ) assert.equal(formatFloatScore(v), c, String(v));
+  // A uniform FP32 score over 128 classes.
+  assert.deepEqual(
+    classify({ shape: [2], data: [1 / 128, 1 / 128] }, "FP32", 1, undefined)
+      .data,
+    ["0.007812:0"],
+  );
   // FP32: the model's float32 value, as Triton holds it.
   assert.deepEqual(
     classify({ shape: [1], data: [0.1] }, "FP32", 1, undefined).data,

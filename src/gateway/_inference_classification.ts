@@ -57,7 +57,16 @@ export function formatFloatScore(value: number): string {
   if (Object.is(value, -0)) return "-0.000000";
   // toFixed switches to an exponent from 1e21: such a double is an integer.
   if (Math.abs(value) >= 1e21) return `${BigInt(value)}.000000`;
-  return value.toFixed(6);
+  const fixed = value.toFixed(6);
+  // An exact tie at the sixth decimal (a value with seven, the last a 5:
+  // exactly the odd multiples of 1/128, 1/128 = 0.0078125 itself, a uniform
+  // score over 128 classes): toFixed rounds it away from zero, C to even.
+  const t = value * 128;
+  if (!Number.isInteger(t) || t % 2 === 0) return fixed;
+  const seven = value.toFixed(7);
+  return (seven.charCodeAt(seven.length - 2) - 48) % 2 === 0
+    ? seven.slice(0, -1)
+    : fixed;
 }
 
 /** How a score of the datatype is written. */
