@@ -100,32 +100,31 @@ function topIndices(
   count: number,
   k: number,
 ): Uint32Array {
-  // b ranks before a (a comparator: negative when i comes first).
-  const before = (i: number, j: number): boolean => {
-    const a = row[start + i], b = row[start + j];
-    if (higher(a, b)) return true;
-    if (higher(b, a)) return false;
-    return i < j;
-  };
+  // Plain numbers (the usual row): their keys in a typed array compare
+  // several times faster than through `higher`, in the sort and the heap.
+  let keys: Float64Array | undefined = new Float64Array(count);
+  for (let i = 0; i < count; i++) {
+    const v = row[start + i];
+    if (typeof v !== "number" || Number.isNaN(v)) {
+      keys = undefined;
+      break;
+    }
+    keys[i] = v;
+  }
+  // i ranks before j.
+  const before = keys === undefined
+    ? (i: number, j: number): boolean => {
+      const a = row[start + i], b = row[start + j];
+      if (higher(a, b)) return true;
+      if (higher(b, a)) return false;
+      return i < j;
+    }
+    : (i: number, j: number): boolean =>
+      keys[i]! > keys[j]! || (keys[i] === keys[j] && i < j);
   if (k * 8 >= count) {
     const order = new Uint32Array(count);
     for (let i = 0; i < count; i++) order[i] = i;
-    // Plain numbers (the usual row): their keys in a typed array compare
-    // several times faster than through `before`. NaN ranks last.
-    const keys = new Float64Array(count);
-    let plain = true;
-    for (let i = 0; i < count && plain; i++) {
-      const v = row[start + i];
-      if (typeof v !== "number") plain = false;
-      else keys[i] = Number.isNaN(v) ? -Infinity : v;
-    }
-    let nan = false;
-    if (plain) {
-      for (let i = 0; i < count && !nan; i++) {
-        nan = Number.isNaN(row[start + i]);
-      }
-    }
-    if (plain && !nan) order.sort((i, j) => keys[j]! - keys[i]! || i - j);
+    if (keys !== undefined) order.sort((i, j) => keys[j]! - keys[i]! || i - j);
     else order.sort((i, j) => before(i, j) ? -1 : before(j, i) ? 1 : 0);
     return order.subarray(0, k);
   }
@@ -159,6 +158,25 @@ function topIndices(
     }
   }
   return heap.sort((i, j) => before(i, j) ? -1 : 1);
+}
+
+/**
+ * The most classes the classifications of one response answer, over its
+ * outputs and their rows. Each is a string the gateway's thread writes (and
+ * encodes, as binary data): about 1-3 us apiece, so that a model answering
+ * 10^6 classes, asked for all of them, held the thread for 2.5-4 s. At
+ * most, about 0.1-0.2 s (docs/gateway.md, "Classification extension").
+ */
+export const MAX_CLASSIFIED = 65536;
+
+/**
+ * How many classes the classification of `tensor` answers, `n` per row
+ * (all of a row's when fewer): what {@linkcode MAX_CLASSIFIED} counts.
+ */
+export function classifiedCount(tensor: FlatTensor, n: number): number {
+  const rows = tensor.shape.length >= 2 ? tensor.shape[0]! : 1;
+  const classes = rows === 0 ? 0 : tensor.data.length / rows;
+  return rows * Math.min(n, classes);
 }
 
 /**
