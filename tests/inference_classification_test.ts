@@ -71,6 +71,20 @@ Deno.test("classify: labels beyond the list, or not strings, are left out; BigIn
     ).data,
     ["9223372036854775807:0", "9223372036854775806:1"],
   );
+  // A few of many (the heap), BigInts among numbers, ties by index.
+  const row: (number | bigint)[] = Array.from({ length: 100 }, (_, i) => i);
+  row[10] = 2n ** 60n;
+  row[20] = 2n ** 60n;
+  row[30] = 2n ** 53n + 1n;
+  assert.deepEqual(
+    classify({ shape: [100], data: row }, "INT64", 4, undefined).data,
+    [
+      "1152921504606846976:10",
+      "1152921504606846976:20",
+      "9007199254740993:30",
+      "99:99",
+    ],
+  );
 });
 
 Deno.test("formatFloatScore writes a score as C's %f (Triton's std::to_string)", () => {
