@@ -305,6 +305,17 @@ Deno.test("Model repository extension: a load's config parameter sets options an
     (await (await gw.fetch("/v1/models/opts")).json()).timeout,
     5000,
   );
+  // A parameter named __proto__ is an option like any other, in parameters
+  // as in options (Bun dropped it: tests/bun/gateway_manage.test.ts).
+  for (
+    const config of [
+      '{"parameters": {"__proto__": {"string_value": "p"}, "b": {"string_value": "q"}}}',
+      '{"options": {"__proto__": "p", "b": "q"}}',
+    ]
+  ) {
+    assert.equal((await load({ parameters: { config } })).status, 200);
+    assert.equal(await options(), "[('__proto__', 'p'), ('b', 'q')]", config);
+  }
   // Without a config: the repository's (the file, no options).
   assert.equal((await load({})).status, 200);
   assert.equal(await options(), "[]");
