@@ -420,6 +420,13 @@ Deno.test("Model repository extension: refused without --allow-manage (403, as P
     assert.equal((await infer(gw, "opts")).status, 200);
     const { extensions } = await (await gw.fetch("/v2")).json();
     assert.deepEqual(extensions, ["binary_tensor_data", "classification"]);
+    // Nor does /openapi.json describe its routes.
+    const doc = await (await gw.fetch("/openapi.json")).json();
+    assert.ok(doc.paths["/v2/models/{name}/infer"] !== undefined);
+    assert.deepEqual(
+      Object.keys(doc.paths).filter((p) => p.includes("repository")),
+      [],
+    );
   }
   await using gw = await startGateway({ allowManage: true }, MODELS);
   for (
@@ -440,6 +447,15 @@ Deno.test("Model repository extension: refused without --allow-manage (403, as P
     "classification",
     "model_repository",
   ]);
+  const doc = await (await gw.fetch("/openapi.json")).json();
+  assert.deepEqual(
+    Object.keys(doc.paths).filter((p) => p.includes("repository")).sort(),
+    [
+      "/v2/repository/index",
+      "/v2/repository/models/{name}/load",
+      "/v2/repository/models/{name}/unload",
+    ],
+  );
 });
 
 Deno.test("Model repository extension: LOADING while a load runs, 1000 index calls meanwhile, a PUT and a load of one name settle in order", async () => {
