@@ -125,6 +125,30 @@ Deno.test("formatFloatScore writes a score as C's %f (Triton's std::to_string)",
     classify({ shape: [1], data: [16777217] }, "FP32", 1, undefined).data,
     ["16777216.000000:0"],
   );
+  // Ranked as held too: two doubles of one float32 tie (the lower index
+  // first), where the double ranked them.
+  assert.deepEqual(
+    classify({ shape: [2], data: [16777216, 16777217] }, "FP32", 2, undefined)
+      .data,
+    ["16777216.000000:0", "16777216.000000:1"],
+  );
+  // FP16: the model's half-precision value (65519 is 65504, 0.1 is
+  // 0.0999755859375), as Python's struct "e" rounds it; was the double's.
+  assert.deepEqual(
+    classify(
+      { shape: [5], data: [0.1, 0.3, 65519, 1e-8, 65510] },
+      "FP16",
+      5,
+      undefined,
+    ).data,
+    [
+      "65504.000000:2",
+      "65504.000000:4",
+      "0.300049:1",
+      "0.099976:0",
+      "0.000000:3",
+    ],
+  );
 });
 
 Deno.test("classify: the heap (few of many classes) and the sort (most of them) agree, and 10^6 classes stay fast", () => {

@@ -91,7 +91,7 @@ function exact(v: bigint): number | bigint {
 }
 
 /** An IEEE 754 half-precision value. */
-function halfToNumber(h: number): number {
+export function halfToNumber(h: number): number {
   const sign = h & 0x8000 ? -1 : 1;
   const exponent = (h >> 10) & 0x1f;
   const fraction = h & 0x3ff;

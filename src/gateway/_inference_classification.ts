@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { halfToNumber, numberToHalf } from "./_inference_binary.ts";
 import type { Datatype, FlatTensor } from "./_inference_tensors.ts";
 
 /** The datatypes whose elements are scores. */
@@ -69,17 +70,34 @@ export function formatFloatScore(value: number): string {
     : fixed;
 }
 
-/** How a score of the datatype is written. */
+/** How a score of the datatype (as {@linkcode heldScores} holds it) is written. */
 function scoreFormat(datatype: string): (v: unknown) => string {
-  if (datatype === "FP32") {
-    // The model's float32 value, as Triton holds it.
-    return (v) => formatFloatScore(Math.fround(Number(v)));
-  }
-  if (datatype === "FP16" || datatype === "FP64") {
+  if (datatype === "FP16" || datatype === "FP32" || datatype === "FP64") {
     return (v) => formatFloatScore(Number(v));
   }
   // Integers (numbers, or BigInts beyond 2^53) as they are.
   return (v) => String(v);
+}
+
+/**
+ * The scores as the datatype holds them, as Triton ranks and writes them:
+ * an FP32 output's values rounded to float32, an FP16 one's to half
+ * precision (65519 is 65504, 0.1 is 0.0999755859375; two that round to one
+ * value tie), others as they are.
+ */
+function heldScores(
+  data: readonly unknown[],
+  datatype: string,
+): readonly unknown[] {
+  if (datatype === "FP32") return data.map((v) => Math.fround(Number(v)));
+  if (datatype === "FP16") {
+    return data.map((v) => {
+      const x = Number(v);
+      // Elements past the half range are refused before (and NaN stays).
+      return Math.abs(x) < 65520 ? halfToNumber(numberToHalf(x)) : x;
+    });
+  }
+  return data;
 }
 
 /** `a` ranks before `b`: a higher score; NaN after every number. */
@@ -190,7 +208,8 @@ export function classify(
   n: number,
   labels: readonly unknown[] | undefined,
 ): FlatTensor {
-  const { shape, data } = tensor;
+  const { shape } = tensor;
+  const data = heldScores(tensor.data, datatype);
   const rows = shape.length >= 2 ? shape[0]! : 1;
   const classes = rows === 0 ? 0 : data.length / rows;
   const k = Math.min(n, classes);
