@@ -2,7 +2,7 @@
 // gateway and real Python workers: an output asked for with
 // "parameters": {"classification": n} comes back as its top n classes.
 import assert from "node:assert/strict";
-import { startGateway } from "./_gateway_harness.ts";
+import { startGateway, until } from "./_gateway_harness.ts";
 
 const MODELS: Record<string, string> = {
   "labeled.py": `class Labeled:
@@ -290,4 +290,60 @@ Deno.test("Classification extension: a declared output's labels must be a list o
     (await res.json()).error.message,
     /'labels' applies to an output of type 'array' \(its classes\), not to its items/,
   );
+});
+
+Deno.test("Classification extension: a model updated while a slow client sends its body answers with the new version's number and labels (were the old one's)", async () => {
+  await using gw = await startGateway({ allowManage: true }, {
+    "lab.py": `class Lab:
+    outputs = {"y": {"type": "array", "labels": ["old0", "old1"]}}
+
+    def execute(self, msg):
+        return {"y": [0.9, 0.1]}
+`,
+    "lab2.py": `class Lab2:
+    outputs = {"y": {"type": "array", "items": "number"}}
+
+    def execute(self, msg):
+        return {"y": [0.2, 0.8]}
+`,
+  });
+  const text = new TextEncoder().encode(JSON.stringify({
+    inputs: [],
+    outputs: [{ name: "y", parameters: { classification: 2 } }],
+  }));
+  const rest = Promise.withResolvers<void>();
+  const body = new ReadableStream<Uint8Array>({
+    async start(c) {
+      c.enqueue(text.subarray(0, 10));
+      await rest.promise;
+      c.enqueue(text.subarray(10));
+      c.close();
+    },
+  });
+  const pending = gw.fetch("/v2/models/lab/infer", {
+    method: "POST",
+    body,
+    headers: { "content-type": "application/json" },
+  });
+  // The request is in (its metrics count it from before the model is
+  // looked up), its body not yet.
+  await until(
+    async () =>
+      (await (await gw.fetch("/metrics")).text()).includes(
+        'pyproxy_in_flight_requests{model="lab"} 1',
+      ),
+    "the infer request in flight",
+  );
+  const put = await gw.fetch("/v1/models/lab", {
+    method: "PUT",
+    body: JSON.stringify({ file: "lab2.py" }),
+  });
+  assert.equal(put.status, 200);
+  await put.body?.cancel();
+  rest.resolve();
+  const res = await pending;
+  assert.equal(res.status, 200);
+  const answer = await res.json();
+  assert.equal(answer.model_version, "2");
+  assert.deepEqual(answer.outputs[0].data, ["0.800000:1", "0.200000:0"]);
 });

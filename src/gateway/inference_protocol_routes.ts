@@ -301,9 +301,16 @@ export function inferenceProtocolRoutes(
     let watched: WatchedCall | undefined;
     let meta: ResponseMeta | undefined;
     try {
-      const model = modelOf(name, version);
+      let model = modelOf(name, version);
       if (model.streams === true) throw streaming(model.name);
+      const changes = catalog.changes;
       const { body, binary } = await readBody(request);
+      if (catalog.changes !== changes) {
+        // Changed while a slow client sent the body: the answer carried the
+        // old version's number and labels.
+        model = modelOf(name, version);
+        if (model.streams === true) throw streaming(model.name);
+      }
       const inference = readInferenceRequest(body, binary);
       const about: InferenceModel = {
         name,
