@@ -2,7 +2,7 @@
 // gateway and real Python workers: an output asked for with
 // "parameters": {"classification": n} comes back as its top n classes.
 import assert from "node:assert/strict";
-import { startGateway } from "./_gateway_harness.ts";
+import { startGateway, until } from "./_gateway_harness.ts";
 
 const MODELS: Record<string, string> = {
   "labeled.py": `class Labeled:
@@ -25,7 +25,8 @@ const MODELS: Record<string, string> = {
     def execute(self, msg):
         n = msg.get("n")
         if n is not None:
-            return {"many": [(i * 7919) % 1000003 for i in range(n)]}
+            many = {"many": [(i * 7919) % 1000003 for i in range(n)]}
+            return {**many, "x": msg["x"]} if "x" in msg else many
         return {"x": msg["x"], "flags": [True, False], "names": ["a", "b"]}
 `,
   "longlabels.py": `class LongLabels:
@@ -201,7 +202,7 @@ Deno.test("Classification extension: as binary data (tritonclient's default), BY
   assert.deepEqual(values, ["1.000000:3:fish", "0.500000:1:dog"]);
 });
 
-Deno.test("Classification extension: labels beyond the body limit, and 10^5 classes all asked for", async () => {
+Deno.test("Classification extension: labels beyond the body limit, 65536 classes answered at most per request (10^5 asked for: a 400 naming the limit)", async () => {
   await using gw = await startGateway({}, MODELS);
   const res = await infer(gw, "longlabels", {
     inputs: [],
@@ -210,16 +211,65 @@ Deno.test("Classification extension: labels beyond the body limit, and 10^5 clas
   const out = await output(res, "probs");
   assert.equal(out.data.length, 2000);
   assert.equal(out.data[0], `0.999500:1999:${"1999".repeat(250)}`);
+  const n = (count: number) => ({
+    name: "n",
+    datatype: "INT64",
+    shape: [],
+    data: [count],
+  });
   const many = await infer(gw, "scores", {
-    inputs: [{ name: "n", datatype: "INT64", shape: [], data: [100_000] }],
-    outputs: [{ name: "many", parameters: { classification: 100_000 } }],
+    inputs: [n(100_000)],
+    outputs: [{ name: "many", parameters: { classification: 65_536 } }],
   });
   const ranked = await output(many, "many");
-  assert.deepEqual(ranked.shape, [100_000]);
+  assert.deepEqual(ranked.shape, [65_536]);
   // The highest of (i * 7919) % 1000003 below 10^5 comes first.
   const best = Array.from({ length: 100_000 }, (_, i) => (i * 7919) % 1000003)
     .reduce((b, v, i, a) => v > a[b]! ? i : b, 0);
   assert.equal(ranked.data[0], `${(best * 7919) % 1000003}:${best}`);
+  // All 10^5 of them: the gateway's thread would write 10^5 strings (10^6
+  // held it for seconds). Binary or not, before any is written.
+  for (const binary_data of [false, true]) {
+    const all = await infer(gw, "scores", {
+      inputs: [n(100_000)],
+      outputs: [{
+        name: "many",
+        parameters: { classification: 100_000, binary_data },
+      }],
+    });
+    assert.equal(all.status, 400);
+    assert.match(
+      (await all.json()).error,
+      /^Cannot infer: the classification of output "many" of model 'scores' would answer 100000 classes in all .*over the limit of 65536 per request/,
+    );
+  }
+  // Counted over the rows of a batch (300 rows of 300: top 219 is 65700)...
+  const rows = Array.from({ length: 300 * 300 }, (_, i) => i % 7);
+  const batch = (k: number) =>
+    infer(gw, "scores", {
+      ...input(rows, [300, 300]),
+      outputs: [{ name: "x", parameters: { classification: k } }],
+    });
+  assert.deepEqual((await output(await batch(218), "x")).shape, [300, 218]);
+  assert.equal((await batch(219)).status, 400);
+  // ...and over the outputs (40000 + 30000).
+  const both = await infer(gw, "scores", {
+    inputs: [n(40_000), {
+      name: "x",
+      datatype: "FP32",
+      shape: [30_000],
+      data: Array(30_000).fill(1),
+    }],
+    outputs: [
+      { name: "many", parameters: { classification: 40_000 } },
+      { name: "x", parameters: { classification: 40_000 } },
+    ],
+  });
+  assert.equal(both.status, 400);
+  assert.match(
+    (await both.json()).error,
+    /output "x" of model 'scores' would answer 70000 classes in all/,
+  );
 });
 
 Deno.test("Classification extension: a declared output's labels must be a list of short strings on an array output", async () => {
@@ -240,4 +290,60 @@ Deno.test("Classification extension: a declared output's labels must be a list o
     (await res.json()).error.message,
     /'labels' applies to an output of type 'array' \(its classes\), not to its items/,
   );
+});
+
+Deno.test("Classification extension: a model updated while a slow client sends its body answers with the new version's number and labels (were the old one's)", async () => {
+  await using gw = await startGateway({ allowManage: true }, {
+    "lab.py": `class Lab:
+    outputs = {"y": {"type": "array", "labels": ["old0", "old1"]}}
+
+    def execute(self, msg):
+        return {"y": [0.9, 0.1]}
+`,
+    "lab2.py": `class Lab2:
+    outputs = {"y": {"type": "array", "items": "number"}}
+
+    def execute(self, msg):
+        return {"y": [0.2, 0.8]}
+`,
+  });
+  const text = new TextEncoder().encode(JSON.stringify({
+    inputs: [],
+    outputs: [{ name: "y", parameters: { classification: 2 } }],
+  }));
+  const rest = Promise.withResolvers<void>();
+  const body = new ReadableStream<Uint8Array>({
+    async start(c) {
+      c.enqueue(text.subarray(0, 10));
+      await rest.promise;
+      c.enqueue(text.subarray(10));
+      c.close();
+    },
+  });
+  const pending = gw.fetch("/v2/models/lab/infer", {
+    method: "POST",
+    body,
+    headers: { "content-type": "application/json" },
+  });
+  // The request is in (its metrics count it from before the model is
+  // looked up), its body not yet.
+  await until(
+    async () =>
+      (await (await gw.fetch("/metrics")).text()).includes(
+        'pyproxy_in_flight_requests{model="lab"} 1',
+      ),
+    "the infer request in flight",
+  );
+  const put = await gw.fetch("/v1/models/lab", {
+    method: "PUT",
+    body: JSON.stringify({ file: "lab2.py" }),
+  });
+  assert.equal(put.status, 200);
+  await put.body?.cancel();
+  rest.resolve();
+  const res = await pending;
+  assert.equal(res.status, 200);
+  const answer = await res.json();
+  assert.equal(answer.model_version, "2");
+  assert.deepEqual(answer.outputs[0].data, ["0.800000:1", "0.200000:0"]);
 });

@@ -225,6 +225,45 @@ Deno.test("Model repository extension: an unknown model, a bad name, a path or s
   }
 });
 
+Deno.test('Model repository extension: a load whose error names the models directory is a 400 like any other, and the index keeps its reason (was 422 and "internal error")', async () => {
+  const outside = await Deno.makeTempDir({ prefix: "pyproxy-outside-" });
+  try {
+    await using gw = await startGateway({ allowManage: true }, MODELS);
+    const load = (name: string) =>
+      gw.fetch(`/v2/repository/models/${name}/load`, post());
+    // Its import raises with the file's path: the directory is hidden.
+    await Deno.writeTextFile(
+      `${gw.dir}/pathy.py`,
+      "import os\nraise RuntimeError('boom in ' + os.path.abspath(__file__))\n",
+    );
+    const pathy = await load("pathy");
+    assert.equal(pathy.status, 400);
+    const message = (await pathy.json()).error;
+    assert.match(message, /RuntimeError: boom in pathy\.py/);
+    assert.ok(!message.includes(gw.dir), message);
+    // A symlink out of the directory, and a directory named like a model.
+    await Deno.symlink(`${outside}/missing.py`, `${gw.dir}/link.py`);
+    assert.equal((await load("link")).status, 400);
+    await Deno.mkdir(`${gw.dir}/folder.py`);
+    assert.equal((await load("folder")).status, 404);
+    const entries = await index(gw);
+    assert.match(entryOf(entries, "pathy")!.reason, /boom in pathy\.py/);
+    assert.match(
+      entryOf(entries, "link")!.reason,
+      /'link\.py': outside the models directory$/,
+    );
+    assert.match(
+      entryOf(entries, "folder")!.reason,
+      /^Cannot load model 'folder': no file "folder\.py" in the models directory$/,
+    );
+    for (const e of entries) {
+      assert.ok(!e.reason.includes(gw.dir), e.reason);
+    }
+  } finally {
+    await Deno.remove(outside, { recursive: true });
+  }
+});
+
 Deno.test("Model repository extension: a load's config parameter sets options and workers; unknown fields and file overrides are refused", async () => {
   await using gw = await startGateway(
     { allowManage: true, workers: 2 },
@@ -266,6 +305,17 @@ Deno.test("Model repository extension: a load's config parameter sets options an
     (await (await gw.fetch("/v1/models/opts")).json()).timeout,
     5000,
   );
+  // A parameter named __proto__ is an option like any other, in parameters
+  // as in options (Bun dropped it: tests/bun/gateway_manage.test.ts).
+  for (
+    const config of [
+      '{"parameters": {"__proto__": {"string_value": "p"}, "b": {"string_value": "q"}}}',
+      '{"options": {"__proto__": "p", "b": "q"}}',
+    ]
+  ) {
+    assert.equal((await load({ parameters: { config } })).status, 200);
+    assert.equal(await options(), "[('__proto__', 'p'), ('b', 'q')]", config);
+  }
   // Without a config: the repository's (the file, no options).
   assert.equal((await load({})).status, 200);
   assert.equal(await options(), "[]");
@@ -370,6 +420,13 @@ Deno.test("Model repository extension: refused without --allow-manage (403, as P
     assert.equal((await infer(gw, "opts")).status, 200);
     const { extensions } = await (await gw.fetch("/v2")).json();
     assert.deepEqual(extensions, ["binary_tensor_data", "classification"]);
+    // Nor does /openapi.json describe its routes.
+    const doc = await (await gw.fetch("/openapi.json")).json();
+    assert.ok(doc.paths["/v2/models/{name}/infer"] !== undefined);
+    assert.deepEqual(
+      Object.keys(doc.paths).filter((p) => p.includes("repository")),
+      [],
+    );
   }
   await using gw = await startGateway({ allowManage: true }, MODELS);
   for (
@@ -390,6 +447,15 @@ Deno.test("Model repository extension: refused without --allow-manage (403, as P
     "classification",
     "model_repository",
   ]);
+  const doc = await (await gw.fetch("/openapi.json")).json();
+  assert.deepEqual(
+    Object.keys(doc.paths).filter((p) => p.includes("repository")).sort(),
+    [
+      "/v2/repository/index",
+      "/v2/repository/models/{name}/load",
+      "/v2/repository/models/{name}/unload",
+    ],
+  );
 });
 
 Deno.test("Model repository extension: LOADING while a load runs, 1000 index calls meanwhile, a PUT and a load of one name settle in order", async () => {

@@ -71,6 +71,20 @@ Deno.test("classify: labels beyond the list, or not strings, are left out; BigIn
     ).data,
     ["9223372036854775807:0", "9223372036854775806:1"],
   );
+  // A few of many (the heap), BigInts among numbers, ties by index.
+  const row: (number | bigint)[] = Array.from({ length: 100 }, (_, i) => i);
+  row[10] = 2n ** 60n;
+  row[20] = 2n ** 60n;
+  row[30] = 2n ** 53n + 1n;
+  assert.deepEqual(
+    classify({ shape: [100], data: row }, "INT64", 4, undefined).data,
+    [
+      "1152921504606846976:10",
+      "1152921504606846976:20",
+      "9007199254740993:30",
+      "99:99",
+    ],
+  );
 });
 
 Deno.test("formatFloatScore writes a score as C's %f (Triton's std::to_string)", () => {
@@ -83,6 +97,25 @@ Deno.test("formatFloatScore writes a score as C's %f (Triton's std::to_string)",
   assert.equal(formatFloatScore(Infinity), "inf");
   assert.equal(formatFloatScore(-Infinity), "-inf");
   assert.equal(formatFloatScore(NaN), "nan");
+  // Exact ties at the sixth decimal go to the even digit, as C's (and
+  // Python's "%f" % v): toFixed alone rounded them all up.
+  for (
+    const [v, c] of [
+      [0.0078125, "0.007812"],
+      [0.0234375, "0.023438"],
+      [-0.0078125, "-0.007812"],
+      [0.0390625, "0.039062"],
+      [0.9921875, "0.992188"],
+      [1000000.0078125, "1000000.007812"],
+      [12345.4609375, "12345.460938"],
+    ] as const
+  ) assert.equal(formatFloatScore(v), c, String(v));
+  // A uniform FP32 score over 128 classes.
+  assert.deepEqual(
+    classify({ shape: [2], data: [1 / 128, 1 / 128] }, "FP32", 1, undefined)
+      .data,
+    ["0.007812:0"],
+  );
   // FP32: the model's float32 value, as Triton holds it.
   assert.deepEqual(
     classify({ shape: [1], data: [0.1] }, "FP32", 1, undefined).data,
@@ -91,6 +124,30 @@ Deno.test("formatFloatScore writes a score as C's %f (Triton's std::to_string)",
   assert.deepEqual(
     classify({ shape: [1], data: [16777217] }, "FP32", 1, undefined).data,
     ["16777216.000000:0"],
+  );
+  // Ranked as held too: two doubles of one float32 tie (the lower index
+  // first), where the double ranked them.
+  assert.deepEqual(
+    classify({ shape: [2], data: [16777216, 16777217] }, "FP32", 2, undefined)
+      .data,
+    ["16777216.000000:0", "16777216.000000:1"],
+  );
+  // FP16: the model's half-precision value (65519 is 65504, 0.1 is
+  // 0.0999755859375), as Python's struct "e" rounds it; was the double's.
+  assert.deepEqual(
+    classify(
+      { shape: [5], data: [0.1, 0.3, 65519, 1e-8, 65510] },
+      "FP16",
+      5,
+      undefined,
+    ).data,
+    [
+      "65504.000000:2",
+      "65504.000000:4",
+      "0.300049:1",
+      "0.099976:0",
+      "0.000000:3",
+    ],
   );
 });
 

@@ -333,3 +333,35 @@ Deno.test("encodeBinaryTensor: every datatype decodes back; FP16 rounds to neare
     );
   }
 });
+
+Deno.test("encodeBinaryTensor: BYTES elements longer in UTF-8 than in UTF-16 (the buffer grows), bytes, lone surrogates, as TextEncoder writes each", () => {
+  const utf8 = new TextEncoder();
+  const expected = (data: unknown[]) => {
+    const parts = data.map((v) =>
+      v instanceof Uint8Array ? v : utf8.encode(String(v))
+    );
+    const out = new Uint8Array(parts.reduce((n, p) => n + 4 + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      new DataView(out.buffer).setUint32(at, p.length, true);
+      out.set(p, at + 4);
+      at += 4 + p.length;
+    }
+    return out;
+  };
+  for (
+    const data of [
+      [],
+      [""],
+      ["a", "é", "日本", "😀", "\ud800x", new Uint8Array([0, 255]), 5, "z"],
+      ["日本".repeat(5000), "a"],
+      Array.from({ length: 300 }, (_, i) => "é😀".repeat(i % 7) + i),
+    ]
+  ) {
+    assert.deepEqual(
+      encodeBinaryTensor(data, "BYTES"),
+      expected(data),
+      JSON.stringify(data).slice(0, 64),
+    );
+  }
+});

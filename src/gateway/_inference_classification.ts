@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { halfToNumber, numberToHalf } from "./_inference_binary.ts";
 import type { Datatype, FlatTensor } from "./_inference_tensors.ts";
 
 /** The datatypes whose elements are scores. */
@@ -57,20 +58,46 @@ export function formatFloatScore(value: number): string {
   if (Object.is(value, -0)) return "-0.000000";
   // toFixed switches to an exponent from 1e21: such a double is an integer.
   if (Math.abs(value) >= 1e21) return `${BigInt(value)}.000000`;
-  return value.toFixed(6);
+  const fixed = value.toFixed(6);
+  // An exact tie at the sixth decimal (a value with seven, the last a 5:
+  // exactly the odd multiples of 1/128, 1/128 = 0.0078125 itself, a uniform
+  // score over 128 classes): toFixed rounds it away from zero, C to even.
+  const t = value * 128;
+  if (!Number.isInteger(t) || t % 2 === 0) return fixed;
+  const seven = value.toFixed(7);
+  return (seven.charCodeAt(seven.length - 2) - 48) % 2 === 0
+    ? seven.slice(0, -1)
+    : fixed;
 }
 
-/** How a score of the datatype is written. */
+/** How a score of the datatype (as {@linkcode heldScores} holds it) is written. */
 function scoreFormat(datatype: string): (v: unknown) => string {
-  if (datatype === "FP32") {
-    // The model's float32 value, as Triton holds it.
-    return (v) => formatFloatScore(Math.fround(Number(v)));
-  }
-  if (datatype === "FP16" || datatype === "FP64") {
+  if (datatype === "FP16" || datatype === "FP32" || datatype === "FP64") {
     return (v) => formatFloatScore(Number(v));
   }
   // Integers (numbers, or BigInts beyond 2^53) as they are.
   return (v) => String(v);
+}
+
+/**
+ * The scores as the datatype holds them, as Triton ranks and writes them:
+ * an FP32 output's values rounded to float32, an FP16 one's to half
+ * precision (65519 is 65504, 0.1 is 0.0999755859375; two that round to one
+ * value tie), others as they are.
+ */
+function heldScores(
+  data: readonly unknown[],
+  datatype: string,
+): readonly unknown[] {
+  if (datatype === "FP32") return data.map((v) => Math.fround(Number(v)));
+  if (datatype === "FP16") {
+    return data.map((v) => {
+      const x = Number(v);
+      // Elements past the half range are refused before (and NaN stays).
+      return Math.abs(x) < 65520 ? halfToNumber(numberToHalf(x)) : x;
+    });
+  }
+  return data;
 }
 
 /** `a` ranks before `b`: a higher score; NaN after every number. */
@@ -91,32 +118,31 @@ function topIndices(
   count: number,
   k: number,
 ): Uint32Array {
-  // b ranks before a (a comparator: negative when i comes first).
-  const before = (i: number, j: number): boolean => {
-    const a = row[start + i], b = row[start + j];
-    if (higher(a, b)) return true;
-    if (higher(b, a)) return false;
-    return i < j;
-  };
+  // Plain numbers (the usual row): their keys in a typed array compare
+  // several times faster than through `higher`, in the sort and the heap.
+  let keys: Float64Array | undefined = new Float64Array(count);
+  for (let i = 0; i < count; i++) {
+    const v = row[start + i];
+    if (typeof v !== "number" || Number.isNaN(v)) {
+      keys = undefined;
+      break;
+    }
+    keys[i] = v;
+  }
+  // i ranks before j.
+  const before = keys === undefined
+    ? (i: number, j: number): boolean => {
+      const a = row[start + i], b = row[start + j];
+      if (higher(a, b)) return true;
+      if (higher(b, a)) return false;
+      return i < j;
+    }
+    : (i: number, j: number): boolean =>
+      keys[i]! > keys[j]! || (keys[i] === keys[j] && i < j);
   if (k * 8 >= count) {
     const order = new Uint32Array(count);
     for (let i = 0; i < count; i++) order[i] = i;
-    // Plain numbers (the usual row): their keys in a typed array compare
-    // several times faster than through `before`. NaN ranks last.
-    const keys = new Float64Array(count);
-    let plain = true;
-    for (let i = 0; i < count && plain; i++) {
-      const v = row[start + i];
-      if (typeof v !== "number") plain = false;
-      else keys[i] = Number.isNaN(v) ? -Infinity : v;
-    }
-    let nan = false;
-    if (plain) {
-      for (let i = 0; i < count && !nan; i++) {
-        nan = Number.isNaN(row[start + i]);
-      }
-    }
-    if (plain && !nan) order.sort((i, j) => keys[j]! - keys[i]! || i - j);
+    if (keys !== undefined) order.sort((i, j) => keys[j]! - keys[i]! || i - j);
     else order.sort((i, j) => before(i, j) ? -1 : before(j, i) ? 1 : 0);
     return order.subarray(0, k);
   }
@@ -153,6 +179,25 @@ function topIndices(
 }
 
 /**
+ * The most classes the classifications of one response answer, over its
+ * outputs and their rows. Each is a string the gateway's thread writes (and
+ * encodes, as binary data): about 1-3 us apiece, so that a model answering
+ * 10^6 classes, asked for all of them, held the thread for 2.5-4 s. At
+ * most, about 0.1-0.2 s (docs/gateway.md, "Classification extension").
+ */
+export const MAX_CLASSIFIED = 65536;
+
+/**
+ * How many classes the classification of `tensor` answers, `n` per row
+ * (all of a row's when fewer): what {@linkcode MAX_CLASSIFIED} counts.
+ */
+export function classifiedCount(tensor: FlatTensor, n: number): number {
+  const rows = tensor.shape.length >= 2 ? tensor.shape[0]! : 1;
+  const classes = rows === 0 ? 0 : tensor.data.length / rows;
+  return rows * Math.min(n, classes);
+}
+
+/**
  * The classification of a tensor: per row, its top `n` classes as
  * `"<score>:<index>[:<label>]"` strings, in a BYTES tensor. `datatype`
  * must be numeric ({@linkcode isScoreDatatype}).
@@ -163,7 +208,8 @@ export function classify(
   n: number,
   labels: readonly unknown[] | undefined,
 ): FlatTensor {
-  const { shape, data } = tensor;
+  const { shape } = tensor;
+  const data = heldScores(tensor.data, datatype);
   const rows = shape.length >= 2 ? shape[0]! : 1;
   const classes = rows === 0 ? 0 : data.length / rows;
   const k = Math.min(n, classes);

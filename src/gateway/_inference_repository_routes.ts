@@ -141,7 +141,7 @@ function configuredSpec(
     if (!isRecord(config.parameters)) {
       throw bad("load", name, "config parameters: expected an object");
     }
-    const options: Record<string, unknown> = {};
+    const options: [string, string][] = [];
     for (const [key, value] of Object.entries(config.parameters)) {
       if (
         !isRecord(value) || typeof value.string_value !== "string" ||
@@ -155,9 +155,11 @@ function configuredSpec(
           }: expected {"string_value": "..."}`,
         );
       }
-      options[key] = value.string_value;
+      options.push([key, value.string_value]);
     }
-    spec.options = options;
+    // Own properties all: under Bun, an assignment of "__proto__" calls
+    // Object.prototype's setter, which drops a string (Deno has none).
+    spec.options = Object.fromEntries(options);
   }
   if (config.options !== undefined) {
     if (!isRecord(config.options)) {

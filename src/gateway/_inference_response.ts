@@ -11,9 +11,11 @@
 import { stringifyJson } from "../_exact_json.ts";
 import { elementsAsDatatype, encodeBinaryTensor } from "./_inference_binary.ts";
 import {
+  classifiedCount,
   classify,
   declaredLabels,
   isScoreDatatype,
+  MAX_CLASSIFIED,
 } from "./_inference_classification.ts";
 import type {
   InferenceRequest,
@@ -190,6 +192,7 @@ export function inferenceResponse(
     }));
   const outputs: Record<string, unknown>[] = [];
   const chunks: Uint8Array[] = [];
+  let classified = 0;
   for (const { name, binary, classification } of wanted) {
     const value = values[name];
     // An output declared optional or nullable that is None is absent, as an
@@ -230,6 +233,15 @@ export function inferenceResponse(
           400,
           "InvalidRequestError",
           `Cannot infer: ${what} of model '${model.name}' is ${datatype}, and classification ranks numbers only`,
+        );
+      }
+      // Checked before any is written: their count bounds the work.
+      classified += classifiedCount(tensor, classification);
+      if (classified > MAX_CLASSIFIED) {
+        throw httpError(
+          400,
+          "InvalidRequestError",
+          `Cannot infer: the classification of ${what} of model '${model.name}' would answer ${classified} classes in all (a row's top n, for each row of each output asked for so), over the limit of ${MAX_CLASSIFIED} per request: ask for fewer classes, or send a smaller batch`,
         );
       }
       tensor = classify(

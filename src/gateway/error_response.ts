@@ -145,6 +145,15 @@ export function describeError(
     message,
     ...extra,
   });
+  if (err instanceof RouteError) {
+    // One of the gateway's own answers, already made (a load's 404 for a
+    // missing file, an error with the models directory hidden): as it is.
+    return {
+      status: err.status as ContentfulStatusCode,
+      headers: { ...err.headers },
+      body: { ...err.body },
+    };
+  }
   if (err instanceof ModelHTTPError) {
     // The model's own answer: its status, its detail, and those of its
     // headers the allow-list takes (model_routes.ts logs the others).

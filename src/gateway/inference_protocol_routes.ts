@@ -336,6 +336,7 @@ export function inferenceProtocolRoutes(
     try {
       model ??= modelOf(user, version);
       if (model.streams === true) throw streaming(model.name);
+      const changes = catalog.changes;
       const { body, binary } = await readBody(request);
       // The default it arrived for went away while the body came in: the
       // default of now runs it (its inputs and outputs).
@@ -345,6 +346,12 @@ export function inferenceProtocolRoutes(
       ) {
         model = modelOf(user, undefined);
         name = keyOf(model);
+        if (model.streams === true) throw streaming(model.name);
+      } else if (catalog.changes !== changes) {
+        // Changed while a slow client sent the body: the answer carried the
+        // old version's number and labels. Described again, the version it
+        // runs on (a default's call keeps its arrival default's label).
+        model = modelOf(user, model.label ?? version);
         if (model.streams === true) throw streaming(model.name);
       }
       const inference = readInferenceRequest(body, binary);

@@ -178,6 +178,25 @@ export class ModelCatalog {
   #recorded = new WeakMap<object, GatewayModelInfo>();
   /** The pools followed (`follow`), each once. */
   #followed = new WeakSet<object>();
+  /** Counts model changes as they begin and end ({@linkcode ModelCatalog.changes}). */
+  #changes = 0;
+
+  /**
+   * A count that moves whenever a model change through the catalog begins
+   * or ends, or the pool reports one: a route that described a model before
+   * an `await` (a request body's read) describes it again only when it
+   * moved, rather than on every request.
+   *
+   * @example
+   * ```ts ignore
+   * const before = catalog.changes;
+   * const body = await request.json();
+   * if (catalog.changes !== before) model = catalog.describe(pool, name);
+   * ```
+   */
+  get changes(): number {
+    return this.#changes;
+  }
 
   /**
    * Follows the pool's model changes (its `model` events): an add or
@@ -207,6 +226,7 @@ export class ModelCatalog {
 
   #onEvent(ev: GatewayPoolEvent): void {
     if (ev.type !== "model" || typeof ev.name !== "string") return;
+    this.#changes++;
     if (ev.action === "remove") this.#forget(keyOf(ev.name, ev.version));
     else if (
       (ev.action === "add" || ev.action === "update") && ev.spec !== undefined
@@ -275,11 +295,16 @@ export class ModelCatalog {
     spec: GatewayModelSpec,
     options: { timeout?: number; signal?: AbortSignal } = {},
   ): Promise<GatewayModelInfo> {
-    return this.#resolved(
-      name,
-      await pool.addModel(name, spec, options),
-      spec,
-    );
+    this.#changes++;
+    try {
+      return this.#resolved(
+        name,
+        await pool.addModel(name, spec, options),
+        spec,
+      );
+    } finally {
+      this.#changes++;
+    }
   }
 
   /**
@@ -293,7 +318,13 @@ export class ModelCatalog {
     spec: GatewayModelSpec,
     options: { timeout?: number } = {},
   ): Promise<GatewayModelInfo & { closeWarning?: string }> {
-    const out = await pool.updateModel(name, spec, options);
+    this.#changes++;
+    let out;
+    try {
+      out = await pool.updateModel(name, spec, options);
+    } finally {
+      this.#changes++;
+    }
     const recorded = this.#resolved(name, out, spec);
     const warning = (out as { closeWarning?: unknown } | null)?.closeWarning;
     return typeof warning === "string"
@@ -312,7 +343,13 @@ export class ModelCatalog {
   ): Promise<unknown> {
     const key = keyOf(name, options.version);
     const before = this.#models.get(key);
-    const out = await pool.removeModel(name, options);
+    this.#changes++;
+    let out;
+    try {
+      out = await pool.removeModel(name, options);
+    } finally {
+      this.#changes++;
+    }
     const now = this.#models.get(key);
     if (now === undefined || now === before) this.#forget(key);
     return out;

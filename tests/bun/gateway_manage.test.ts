@@ -254,3 +254,43 @@ test(
   },
   30_000,
 );
+
+const OPTS = `class Opts:
+    """Answers its options."""
+    def __init__(self, options=None):
+        self.options = options or {}
+    def execute(self, msg):
+        return {"options": [str(sorted(self.options.items()))]}
+`;
+
+test(
+  "serve() on Bun: a repository load's config parameter named __proto__ is an option like any other (Bun's __proto__ setter dropped it)",
+  async () => {
+    await withGateway(
+      { "opts.py": OPTS },
+      { allowManage: true, token: TOKEN },
+      async (server) => {
+        const post = (path: string, body: unknown) =>
+          fetch(`${server.url}${path}`, {
+            method: "POST",
+            headers: AUTH,
+            body: JSON.stringify(body),
+          });
+        const config =
+          '{"parameters": {"__proto__": {"string_value": "p"}, "b": {"string_value": "q"}}}';
+        const load = await post("/v2/repository/models/opts/load", {
+          parameters: { config },
+        });
+        expect(load.status).toBe(200);
+        await load.body?.cancel();
+        const res = await post("/v2/models/opts/infer", { inputs: [] });
+        expect(res.status).toBe(200);
+        const body = await res.json() as { outputs: { data: string[] }[] };
+        expect(body.outputs[0]!.data[0]).toBe(
+          "[('__proto__', 'p'), ('b', 'q')]",
+        );
+      },
+    );
+  },
+  30_000,
+);
