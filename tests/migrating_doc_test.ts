@@ -544,16 +544,6 @@ Deno.test("docs/migrating.md: the KServe port answers the page's Open Inference 
       error:
         'Cannot infer: input "input": shape [2,4] holds 8 elements, and data has 2',
     });
-    // A client of KServe's V1 protocol learns what to call instead.
-    const v1 = await fetch(
-      `${server.url}/v1/models/iris:predict`,
-      post('{"instances": [[5.1, 3.5, 1.4, 0.2]]}'),
-    );
-    assert.equal(v1.status, 405);
-    assert.match(
-      (await v1.json()).error.message,
-      /KServe's V1 protocol is not served: POST \/v1\/models\/iris\/execute runs the model with a JSON body of its own, POST \/v2\/models\/iris\/infer takes the Open Inference Protocol/,
-    );
     // The standard-library client: ready checks, metadata, binary tensors in
     // and out, printing what the page shows.
     const client = await new Deno.Command("python3", {

@@ -23,6 +23,7 @@ import { GatewayMetrics } from "./metrics.ts";
 import { ModelCatalog } from "./model_catalog.ts";
 import { modelView } from "./_model_view.ts";
 import { openApiDocument } from "./openapi.ts";
+import { isPredictPath, predictRoutes } from "./_predict_routes.ts";
 import { PYTHON_MANIFEST } from "../runtime/python_manifest.ts";
 import { clientRequestId, modelExecutor, modelRoutes } from "./model_routes.ts";
 import { forwardHeaderList } from "./_forward_headers.ts";
@@ -387,11 +388,15 @@ export function createGateway(
     } else {
       await next();
     }
-    // The Open Inference Protocol's clients read `{"error": "message"}`:
-    // every error of its paths (auth, Host, 404, 405, drain, the routes'
-    // own) in that shape, same status and headers. Only error responses of
-    // `/v2` paths pay for it.
-    if (c.res.status >= 400 && isInferenceProtocolPath(c.req.path)) {
+    // The Open Inference Protocol's clients read `{"error": "message"}`,
+    // and so do TensorFlow Serving's and KServe V1's (`:predict`): every
+    // error of their paths (auth, Host, 404, 405, drain, the routes' own) in
+    // that shape, same status and headers. Only error responses of `/v2`
+    // and `:verb` paths pay for it.
+    if (
+      c.res.status >= 400 &&
+      (isInferenceProtocolPath(c.req.path) || isPredictPath(c.req.path))
+    ) {
       const shaped = await inferenceProtocolError(c.res);
       // Not merged with the old response's headers (Hono's setter would).
       c.res = undefined;
@@ -584,6 +589,7 @@ export function createGateway(
   });
 
   app.route("/", modelRoutes(ctx));
+  app.route("/", predictRoutes(ctx));
   app.route("/", workerRoutes(ctx));
   app.route("/", evalRoutes(ctx));
   app.route("/", channelRoutes(ctx));
@@ -605,7 +611,7 @@ export function createGateway(
     const { method, path } = c.req;
     const { allow, off } = allowedMethods(path);
     if (allow.length > 0 || off.length > 0) {
-      // KServe's /v1/models/{name}:predict reads as a model name here.
+      // A :predict whose colon is percent-encoded reads as a model name here.
       const run = foreignRouteHint(path) ||
         (method === "POST" &&
             allowedMethods(`${path}/execute`).allow.includes("POST")
@@ -757,9 +763,13 @@ function methodsByPath(
   > = [];
   for (const r of app.routes) {
     if (r.method === "ALL" || r.path.includes("*")) continue;
-    const source = r.path.split("/").map((part) =>
+    // Split at the slashes outside a parameter's own pattern
+    // (`:call{[^/]+:[^/]*}`), which then stands for the parameter.
+    const source = r.path.split(/\/(?![^{]*\})/).map((part) =>
       part.startsWith(":")
-        ? "[^/]+"
+        ? part.includes("{")
+          ? `(?:${part.slice(part.indexOf("{") + 1, -1)})`
+          : "[^/]+"
         : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
     ).join("/");
     routes.push({
