@@ -10,7 +10,6 @@
  *
  * @module
  */
-import { Hono } from "hono";
 import { toBase64 } from "../_binary.ts";
 import { versionKey } from "../_model_version.ts";
 import type { ResponseMeta } from "../session_types.ts";
@@ -160,17 +159,24 @@ function jsonable(value: unknown): unknown {
 }
 
 /**
- * The `:predict` routes (and the verbs refused: `:explain`, `:classify`,
- * `:regress`).
+ * The `:predict` calls (and the verbs refused: `:explain`, `:classify`,
+ * `:regress`): a function of a `POST`'s request and path that answers one,
+ * or `undefined` for a path that is not one. Not a route of the router:
+ * Hono's fast router (RegExpRouter) takes no pattern with a colon inside a
+ * segment, and every routed request would pay for the slower one; the app
+ * calls it for the `POST`s no route takes, after its guards (Host, Origin,
+ * CORS, token), as its 404 handler.
  *
  * @example
  * ```ts ignore
- * app.route("/", predictRoutes(ctx));
+ * const call = predictCalls(ctx);
+ * app.notFound((c) => call(c.req.raw, c.req.path) ?? c.json({}, 404));
  * ```
  */
-export function predictRoutes(ctx: RouteContext): Hono {
+export function predictCalls(
+  ctx: RouteContext,
+): (request: Request, path: string) => Promise<Response> | undefined {
   const { pool, catalog, metrics } = ctx;
-  const app = new Hono();
   const hideDir = modelsDirHider(ctx);
 
   const notFound = (message: string) =>
@@ -423,41 +429,39 @@ export function predictRoutes(ctx: RouteContext): Hono {
     );
   };
 
-  const verb = (
-    request: Request,
-    name: string,
-    call: string,
-    version: string | undefined,
-  ): Promise<Response> | Response => {
-    // No model name or version label has a colon: the first one splits.
-    const colon = call.indexOf(":");
-    const what = call.slice(colon + 1);
-    if (version !== undefined) version = call.slice(0, colon);
-    else name = call.slice(0, colon);
+  return (request, path) => {
+    const found = PREDICT_PATH.exec(path) ?? VERSION_PREDICT_PATH.exec(path);
+    if (found === null) return undefined;
+    let name: string;
+    let version: string | undefined;
+    try {
+      // As the router passes a parameter on: percent-decoded.
+      name = decodeURIComponent(found[1]!);
+      version = found.length === 3 ? undefined : decodeURIComponent(found[2]!);
+    } catch {
+      return undefined;
+    }
+    const what = found[found.length - 1]!;
     if (what === "predict") return predict(request, name, version);
-    const path = new URL(request.url).pathname;
-    const err = what === "explain" || what === "classify" ||
-        what === "regress"
+    const err = what === "explain" || what === "classify" || what === "regress"
       ? refused(what, name)
       : httpError(
         404,
         "NotFound",
         `Cannot find route POST ${path} (the verbs after a model name are :predict, and KServe's :explain)`,
       );
-    return errorResponse(
-      err,
-      false,
-      clientRequestId(request) ?? crypto.randomUUID(),
+    return Promise.resolve(
+      errorResponse(
+        err,
+        false,
+        clientRequestId(request) ?? crypto.randomUUID(),
+      ),
     );
   };
-
-  app.post(
-    "/v1/models/:call{[^/]+:[^/]*}",
-    (c) => verb(c.req.raw, "", c.req.param("call"), undefined),
-  );
-  app.post(
-    "/v1/models/:name/versions/:call{[^/]+:[^/]*}",
-    (c) => verb(c.req.raw, c.req.param("name"), c.req.param("call"), ""),
-  );
-  return app;
 }
+
+// `/v1/models/{name}:{verb}`, `/v1/models/{name}/versions/{v}:{verb}`: no
+// model name or version label has a colon, so the first one splits.
+const PREDICT_PATH = /^\/v1\/models\/([^/:]+):([^/]*)$/;
+const VERSION_PREDICT_PATH =
+  /^\/v1\/models\/([^/:]+)\/versions\/([^/:]+):([^/]*)$/;

@@ -23,7 +23,7 @@ import { GatewayMetrics } from "./metrics.ts";
 import { ModelCatalog } from "./model_catalog.ts";
 import { modelView } from "./_model_view.ts";
 import { openApiDocument } from "./openapi.ts";
-import { isPredictPath, predictRoutes } from "./_predict_routes.ts";
+import { isPredictPath, predictCalls } from "./_predict_routes.ts";
 import { PYTHON_MANIFEST } from "../runtime/python_manifest.ts";
 import { clientRequestId, modelExecutor, modelRoutes } from "./model_routes.ts";
 import { forwardHeaderList } from "./_forward_headers.ts";
@@ -589,7 +589,6 @@ export function createGateway(
   });
 
   app.route("/", modelRoutes(ctx));
-  app.route("/", predictRoutes(ctx));
   app.route("/", workerRoutes(ctx));
   app.route("/", evalRoutes(ctx));
   app.route("/", channelRoutes(ctx));
@@ -607,8 +606,15 @@ export function createGateway(
   });
   // The usual slips get a hint: a POST to a model without /execute, a path
   // without its /v1, another server's route (a client being migrated).
+  // TensorFlow Serving's and KServe V1's `:predict`: not a route (see
+  // predictCalls), answered here, behind the guards.
+  const predict = predictCalls(ctx);
   app.notFound((c) => {
     const { method, path } = c.req;
+    if (method === "POST") {
+      const answer = predict(c.req.raw, path);
+      if (answer !== undefined) return answer;
+    }
     const { allow, off } = allowedMethods(path);
     if (allow.length > 0 || off.length > 0) {
       // A :predict whose colon is percent-encoded reads as a model name here.
@@ -763,13 +769,9 @@ function methodsByPath(
   > = [];
   for (const r of app.routes) {
     if (r.method === "ALL" || r.path.includes("*")) continue;
-    // Split at the slashes outside a parameter's own pattern
-    // (`:call{[^/]+:[^/]*}`), which then stands for the parameter.
-    const source = r.path.split(/\/(?![^{]*\})/).map((part) =>
+    const source = r.path.split("/").map((part) =>
       part.startsWith(":")
-        ? part.includes("{")
-          ? `(?:${part.slice(part.indexOf("{") + 1, -1)})`
-          : "[^/]+"
+        ? "[^/]+"
         : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
     ).join("/");
     routes.push({
