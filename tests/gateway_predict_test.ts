@@ -399,3 +399,51 @@ Deno.test("Gateway :predict: a client that disconnects cancels a batching model'
   assert.equal(res.status, 200);
   await res.body?.cancel();
 });
+
+Deno.test("Gateway GET /v1/models/{name}/metadata: TensorFlow Serving's signature metadata from the declared inputs and outputs; an unknown model a 404", async () => {
+  await using gw = await startGateway({ workers: 1 }, {
+    "declared.py": `class Declared:
+    inputs = {"x": {"type": "array", "items": "number"}, "tag": "string", "raw": "object"}
+    outputs = {"y": {"type": "array", "items": {"type": "number", "datatype": "FP32"}}}
+
+    def execute(self, msg):
+        return {"y": msg["x"]}
+`,
+  });
+  const res = await gw.fetch("/v1/models/declared/metadata");
+  assert.equal(res.status, 200);
+  const tensor = (dtype: string, dims: number, name: string) => ({
+    dtype,
+    tensor_shape: {
+      dim: Array.from({ length: dims }, () => ({ size: "-1", name: "" })),
+      unknown_rank: false,
+    },
+    name,
+  });
+  assert.deepEqual(await res.json(), {
+    model_spec: { name: "declared", signature_name: "", version: "1" },
+    metadata: {
+      signature_def: {
+        signature_def: {
+          serving_default: {
+            inputs: {
+              x: tensor("DT_DOUBLE", 1, "x"),
+              tag: tensor("DT_STRING", 0, "tag"),
+            },
+            outputs: { y: tensor("DT_FLOAT", 1, "y") },
+            method_name: "tensorflow/serving/predict",
+          },
+        },
+      },
+    },
+  });
+  const missing = await gw.fetch("/v1/models/nope/metadata");
+  assert.equal(missing.status, 404);
+  await missing.body?.cancel();
+  // Its version number, as :predict takes it.
+  const version = await gw.fetch("/v1/models/declared/versions/1/metadata");
+  assert.equal((await version.json()).model_spec.version, "1");
+  const other = await gw.fetch("/v1/models/declared/versions/2/metadata");
+  assert.equal(other.status, 404);
+  await other.body?.cancel();
+});

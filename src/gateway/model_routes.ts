@@ -26,6 +26,7 @@ import { isRequestId } from "../_request_id.ts";
 import { validBody } from "./_valid_body.ts";
 import type { GatewayModelSpec } from "./gateway_pool.ts";
 import type { GatewayModelInfo } from "./model_catalog.ts";
+import { tfServingMetadata } from "./_tf_serving_metadata.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import {
   hideModelsDir,
@@ -837,6 +838,29 @@ export function modelRoutes(ctx: RouteContext): Hono {
       ...modelView(model, ctx.debug, ctx.requestTimeout),
       ...readiness(ctx, model),
     });
+  });
+
+  // TensorFlow Serving's model metadata: the declared tensors.
+  app.get("/v1/models/:name/metadata", (c) => {
+    const name = c.req.param("name");
+    const model = catalog.describe(pool, name);
+    if (model === undefined) throw notFound(name);
+    return jsonResponse(tfServingMetadata(model));
+  });
+  app.get("/v1/models/:name/versions/:version/metadata", (c) => {
+    const name = c.req.param("name");
+    const version = c.req.param("version");
+    // A model without versions: its own version number, as :predict takes it.
+    const own = catalog.describe(pool, name);
+    if (
+      own !== undefined && own.label === undefined &&
+      version === String(own.version)
+    ) return jsonResponse(tfServingMetadata(own));
+    const found = findVersion(ctx, name, version);
+    if (typeof found !== "string") throw found;
+    const model = catalog.describe(pool, name, version);
+    if (model === undefined) throw notFound(name);
+    return jsonResponse(tfServingMetadata(model));
   });
 
   const run = modelExecutor(ctx);
