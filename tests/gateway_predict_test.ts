@@ -187,7 +187,12 @@ Deno.test('Gateway :predict: a malformed body is a 400, an unknown model a 404, 
       /both "instances" and "inputs"/,
     ],
     ["echo", { inputs: null }, 400, /"inputs" must be a value/],
-    ["echo", "{", 400, /^Cannot parse request body as JSON/],
+    [
+      "echo",
+      "{",
+      400,
+      /^Cannot parse request body as JSON: .* \(a predict request is a JSON object: \{"instances": \[\.\.\.\]\} or \{"inputs": \.\.\.\}\)$/,
+    ],
     ["nope", { instances: [1] }, 404, /^Cannot find model "nope"$/],
     ["teapot", { instances: [1] }, 418, /^short and stout$/],
     [
@@ -245,6 +250,10 @@ Deno.test("Gateway :predict: :explain, TF Serving's :classify and :regress are a
     assert.equal(res.status, status, path);
     assert.deepEqual(await res.json(), { error: message });
   }
+  // A colon in another segment is execute's (its errors in its own shape).
+  const execute = await gw.fetch("/v1/models/a:b/execute", post({}));
+  assert.equal(execute.status, 404);
+  assert.equal((await execute.json()).error.type, "ModelNotFoundError");
   // The model routes are as they were: a POST of a name is still a 405.
   const res = await gw.fetch("/v1/models/echo", post({}));
   assert.equal(res.status, 405);

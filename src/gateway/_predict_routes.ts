@@ -32,7 +32,8 @@ import {
   modelSuccessHeaders,
 } from "./model_routes.ts";
 import { noTransform } from "./_response_compression.ts";
-import { readJsonBody } from "./read_json_body.ts";
+import { HTTPException } from "hono/http-exception";
+import { NOT_JSON_NOTE, readJsonBody } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
 
 /**
@@ -46,11 +47,14 @@ import type { RouteContext } from "./route_context.ts";
  * console.log(isPredictPath("/v1/models/echo:predict")); // true
  * console.log(isPredictPath("/v1/models/echo/execute")); // false
  * console.log(isPredictPath("/v1/models/echo%3Apredict")); // true
+ * console.log(isPredictPath("/v1/models/a:b/execute")); // false
  * ```
  */
 export function isPredictPath(path: string): boolean {
-  return path.startsWith("/v1/models/") &&
-    (path.includes(":", 11) || ENCODED_COLON.test(path));
+  if (!path.startsWith("/v1/models/")) return false;
+  // In the last segment only: /v1/models/a:b/execute is execute's.
+  const last = path.slice(path.lastIndexOf("/") + 1);
+  return last.includes(":") || ENCODED_COLON.test(last);
 }
 
 // A colon sent percent-encoded (answered with a hint: app.ts's 405).
@@ -68,6 +72,39 @@ function isObject(value: unknown): value is Record<string, unknown> {
 
 function badBody(message: string): Error {
   return httpError(400, "InvalidRequestError", `Cannot predict: ${message}`);
+}
+
+/** What a `:predict` body that is not JSON is told (instead of execute's hint). */
+const PREDICT_JSON_HINT =
+  ' (a predict request is a JSON object: {"instances": [...]} or {"inputs": ...})';
+
+/** The request's JSON body, with `:predict`'s hint when it is not JSON. */
+async function readPredictBody(
+  ctx: RouteContext,
+  request: Request,
+): Promise<unknown> {
+  try {
+    return await readJsonBody(
+      request,
+      ctx.bodyLimit,
+      ctx.bodyReads,
+      ctx.runtime,
+      ctx.maxIntegerDigits,
+      ctx.maxJsonDepth,
+    );
+  } catch (err) {
+    if (
+      err instanceof HTTPException && err.status === 400 &&
+      err.message.startsWith("Cannot parse request body as JSON")
+    ) {
+      throw httpError(
+        400,
+        "InvalidJson",
+        err.message.split(NOT_JSON_NOTE)[0]! + PREDICT_JSON_HINT,
+      );
+    }
+    throw err;
+  }
 }
 
 /** The request's format, or a 400 as TF Serving answers a malformed one. */
@@ -259,14 +296,7 @@ export function predictCalls(
           ? new URL(request.url).searchParams.get("timeout") ?? undefined
           : undefined,
       );
-      const body = await readJsonBody(
-        request,
-        ctx.bodyLimit,
-        ctx.bodyReads,
-        ctx.runtime,
-        ctx.maxIntegerDigits,
-        ctx.maxJsonDepth,
-      );
+      const body = await readPredictBody(ctx, request);
       const format = formatOf(body);
       const options: {
         timeout: number;
