@@ -283,6 +283,9 @@ Deno.test("Gateway :predict: a version's :predict (labels, or a model's own vers
   assert.deepEqual(await predict("/v1/models/s/versions/1:predict"), [200, {
     predictions: [1, 2],
   }]);
+  // A version's internal name is no alias of its route.
+  const [internal] = await predict("/v1/models/t@a:predict");
+  assert.equal(internal, 404);
   const [status, body] = await predict("/v1/models/t/versions/c:predict");
   assert.equal(status, 404);
   assert.match(body.error, /version/);

@@ -281,13 +281,13 @@ export function predictCalls(
     } catch {
       // Answered below, counted as a call of no model.
     }
-    const key = found?.key ?? name;
+    let key = found?.key ?? name;
     const done = metrics.start(found === undefined ? "_unknown" : key);
     let res: Response;
     let watched: WatchedCall | undefined;
     let meta: ResponseMeta | undefined;
     try {
-      const { model } = found ?? modelOf(name, version);
+      let { model } = found ?? modelOf(name, version);
       if (model.streams === true) throw streaming(model.name);
       const timeout = callTimeout(
         ctx,
@@ -297,6 +297,11 @@ export function predictCalls(
           : undefined,
       );
       const body = await readPredictBody(ctx, request);
+      // The default version, removed while the body arrived: the new
+      // default runs, as execute does.
+      if (version === undefined && model.label !== undefined) {
+        ({ model, key } = modelOf(name, undefined));
+      }
       const format = formatOf(body);
       const options: {
         timeout: number;
