@@ -145,6 +145,13 @@ Open Inference Protocol (KServe V2 REST, as Triton and KServe clients call it):
   POST   /v2/repository/index                        Models loaded and loadable (--allow-manage)
   POST   /v2/repository/models/{name}/load           Load or reload a model (--allow-manage)
   POST   /v2/repository/models/{name}/unload         Unload a model (--allow-manage)
+
+TensorFlow Serving's REST API (KServe V1; errors as {"error": "message"}):
+  POST   /v1/models/{name}:predict                      Run a model: {"instances": [...]} (or "inputs")
+  POST   /v1/models/{name}/versions/{version}:predict   Run a version the same way
+  GET    /v1/models/{name}/metadata                     Signature metadata (declared tensors)
+  GET    /v1/models/{name}/versions/{version}/metadata  Signature metadata of a version
+  (GET /v1/models/{name} also answers "ready" and "model_version_status")
 `;
 
 /** Options of {@linkcode main}. */

@@ -136,6 +136,12 @@ Deno.test("main serve --help lists every route the gateway registers", async () 
     }
   }
   assert.ok(routes.length >= 14, routes.join(", "));
+  // TensorFlow Serving's :predict: answered by the app's 404 handler, not a
+  // route (_predict_routes.ts).
+  routes.push(
+    "POST /v1/models/{name}:predict",
+    "POST /v1/models/{name}/versions/{version}:predict",
+  );
   const listed = new Set(
     [...stdout.matchAll(/^ {2}([A-Z]+) +(\/\S*)/gm)].map(([, m, p]) =>
       `${m} ${p}`

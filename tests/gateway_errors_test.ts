@@ -260,8 +260,8 @@ Deno.test("createGateway's 405 allows only the methods this configuration serves
       "",
       "allowed: none; GET, HEAD with --allow-eval",
     ],
-    // KServe's V1 :predict: the hint says what to call instead.
-    ["POST", "/v1/models/echo:predict", "GET, HEAD", "allowed: GET, HEAD ("],
+    // TF Serving's :predict with its colon encoded: the hint says to send it as it is.
+    ["POST", "/v1/models/echo%3Apredict", "GET, HEAD", "allowed: GET, HEAD ("],
     // A version's management, and the repository extension's.
     [
       "PATCH",
@@ -307,7 +307,7 @@ Deno.test("createGateway's 405 allows only the methods this configuration serves
   });
   for (
     const [method, path, allow] of [
-      ["POST", "/v1/models/echo:predict", "GET, HEAD, PUT, DELETE"],
+      ["POST", "/v1/models/echo%3Apredict", "GET, HEAD, PUT, DELETE"],
       ["GET", "/v1/workers", "PUT"],
       ["GET", "/v1/eval", "POST"],
       ["PATCH", "/v1/models/echo/versions/1", "GET, HEAD, PUT, DELETE"],
@@ -380,19 +380,21 @@ Deno.test("createGateway names its own route when a migrated client asks TorchSe
       message: `Cannot find route ${method} ${path} ${hint}`,
     });
   }
-  // KServe's V1 :predict reads as a model name to the router: a 405 with
-  // the hint, not "POST /v1/models/echo:predict/execute".
+  // TF Serving's :predict (served: gateway_predict_test.ts) with its colon
+  // percent-encoded reads as a model name to the router: a 405 with the
+  // hint, not "POST /v1/models/echo%3Apredict/execute"; in :predict's
+  // {"error": message} shape.
   for (
     const [model, named] of [["echo", "echo"], ["m".repeat(100), "{name}"]]
   ) {
-    const path = `/v1/models/${model}:predict`;
+    const path = `/v1/models/${model}%3Apredict`;
     const res = await gw.fetch(path, post('{"instances": [1]}'));
     assert.equal(res.status, 405);
     assert.equal(
-      (await res.json()).error.message,
+      (await res.json()).error,
       `Cannot POST ${path}: allowed: ${
         res.headers.get("allow")
-      } (KServe's V1 protocol is not served: POST /v1/models/${named}/execute runs the model with a JSON body of its own, POST /v2/models/${named}/infer takes the Open Inference Protocol; docs/migrating.md)`,
+      } (write the colon before predict as it is, not percent-encoded: POST /v1/models/${named}:predict)`,
     );
   }
   // Anything else stays a bare 404.

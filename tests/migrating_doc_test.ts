@@ -73,6 +73,8 @@ Deno.test("docs/migrating.md marks the files of its ports, and every Python bloc
   assert.deepEqual(all.filter((b) => b.file).map((b) => b.file).sort(), [
     "client.py",
     "models/create_item.py",
+    "models/flowers.py",
+    "models/flowers_batched.py",
     "models/iris.py",
     "models/jobs.py",
     "models/lookup.py",
@@ -87,6 +89,7 @@ Deno.test("docs/migrating.md marks the files of its ports, and every Python bloc
     "models/weights.json",
     "pyproxy.json",
     "repository.py",
+    "tfs_client.py",
   ]);
   const python = all.filter((b) => b.lang === "python").map((b) => b.text);
   assert.ok(python.length >= 8, `${python.length} Python blocks`);
@@ -544,16 +547,6 @@ Deno.test("docs/migrating.md: the KServe port answers the page's Open Inference 
       error:
         'Cannot infer: input "input": shape [2,4] holds 8 elements, and data has 2',
     });
-    // A client of KServe's V1 protocol learns what to call instead.
-    const v1 = await fetch(
-      `${server.url}/v1/models/iris:predict`,
-      post('{"instances": [[5.1, 3.5, 1.4, 0.2]]}'),
-    );
-    assert.equal(v1.status, 405);
-    assert.match(
-      (await v1.json()).error.message,
-      /KServe's V1 protocol is not served: POST \/v1\/models\/iris\/execute runs the model with a JSON body of its own, POST \/v2\/models\/iris\/infer takes the Open Inference Protocol/,
-    );
     // The standard-library client: ready checks, metadata, binary tensors in
     // and out, printing what the page shows.
     const client = await new Deno.Command("python3", {
@@ -567,6 +560,72 @@ Deno.test("docs/migrating.md: the KServe port answers the page's Open Inference 
       "[('input', 'FP64', [-1, -1])]",
       "label [2] ['setosa', 'other']",
       "score [2] [0.5, 0.39]",
+      "",
+    ]);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("docs/migrating.md: the TensorFlow Serving port answers the page's :predict requests, and its standard-library client prints what the page shows", async () => {
+  await using dir = await extract();
+  const server = await serve(
+    await loadConfig({
+      cli: { port: 0, workers: 1, modelsDir: `${dir}/models` },
+    }),
+  );
+  try {
+    const predict = async (model: string, body: string) => {
+      const res = await fetch(
+        `${server.url}/v1/models/${model}:predict`,
+        post(body),
+      );
+      return [res.status, await res.json()];
+    };
+    assert.deepEqual(
+      await predict(
+        "flowers",
+        '{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}',
+      ),
+      [200, { predictions: ["setosa", "other"] }],
+    );
+    assert.deepEqual(
+      await predict("flowers", '{"instances": [5.1, 3.5]}'),
+      [422, { error: "TypeError: 'float' object is not subscriptable" }],
+    );
+    assert.deepEqual(
+      await predict("flowers", '{"instance": [[5.1, 3.5, 1.4, 0.2]]}'),
+      [400, {
+        error:
+          'Cannot predict: the body has neither "instances" (a list: row format) nor "inputs" (columnar format)',
+      }],
+    );
+    assert.deepEqual(
+      await predict(
+        "flowers_batched",
+        '{"instances": [{"petal_length": 1.4}, {"petal_length": 5.2}]}',
+      ),
+      [200, { predictions: ["setosa", "other"] }],
+    );
+    assert.deepEqual(
+      await predict(
+        "flowers_batched",
+        '{"inputs": {"petal_length": [1.4, 5.2]}}',
+      ),
+      [200, { outputs: ["setosa", "other"] }],
+    );
+    const client = await new Deno.Command("python3", {
+      args: [`${dir}/tfs_client.py`, server.url],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(client.stderr);
+    assert.equal(client.code, 0, err);
+    assert.deepEqual(new TextDecoder().decode(client.stdout).split("\n"), [
+      "True AVAILABLE",
+      "(200, {'predictions': ['setosa']})",
+      "(200, {'predictions': ['other', 'setosa']})",
+      `(400, {'error': 'Cannot predict: "instances" must be a list (one item per instance)'})`,
       "",
     ]);
   } finally {

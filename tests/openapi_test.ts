@@ -517,6 +517,12 @@ Deno.test("openApiDocument lists every route the gateway registers, all enabled"
     }
   }
   assert.ok(routes.length >= 15, routes.join(", "));
+  // TensorFlow Serving's :predict: answered by the app's 404 handler, not a
+  // route (_predict_routes.ts).
+  routes.push(
+    "POST /v1/models/{name}:predict",
+    "POST /v1/models/{name}/versions/{version}:predict",
+  );
   const doc: Json = openApiDocument({
     ...BASE,
     token: true,

@@ -1,6 +1,6 @@
 /**
  * What a 404 (or a 405) adds for a route of the servers that pyproxy
- * replaces (TorchServe's inference API, KServe's V1 `:predict`, a
+ * replaces (TorchServe's inference API, a `:predict` with its colon encoded, a
  * sidecar's health check): a client being migrated learns the gateway's
  * route from the error instead of the docs.
  *
@@ -11,10 +11,11 @@
 const PREDICTIONS = /^\/predictions\/([^/]+)(?:\/[^/]+)?\/?$/;
 // TorchServe's /ping; a FastAPI sidecar's usual /health (and Kubernetes' names).
 const HEALTH = /^\/(?:ping|health|livez|readyz)\/?$/;
-// KServe's V1 protocol: POST /v1/models/{model}:predict (or :explain), a
-// path the gateway's own /v1/models/{name} takes for a model name (no model
-// name has a colon).
-const KSERVE_V1 = /^\/v1\/models\/([^/:]+):(?:predict|explain)\/?$/;
+// TensorFlow Serving's and KServe V1's POST /v1/models/{model}:predict
+// with its colon percent-encoded: the router matches the colon as it is
+// (no model name has one).
+const ENCODED_VERB =
+  /^\/v1\/models\/((?:[^/]+\/versions\/)?[^/]+?)%3[aA](predict|explain|classify|regress)\/?$/;
 
 /**
  * The hint for a path of another server's API, or `""`: the route that does
@@ -34,10 +35,12 @@ export function foreignRouteHint(path: string): string {
     const model = found.length <= 64 ? found : "{name}";
     return ` (to run a model: POST /v1/models/${model}/execute; docs/migrating.md)`;
   }
-  const v1 = KSERVE_V1.exec(path)?.[1];
-  if (v1 !== undefined) {
-    const model = v1.length <= 64 ? v1 : "{name}";
-    return ` (KServe's V1 protocol is not served: POST /v1/models/${model}/execute runs the model with a JSON body of its own, POST /v2/models/${model}/infer takes the Open Inference Protocol; docs/migrating.md)`;
+  const verb = ENCODED_VERB.exec(path);
+  if (verb !== null) {
+    const model = verb[1]!.length <= 64 ? verb[1] : "{name}";
+    return ` (write the colon before ${
+      verb[2]
+    } as it is, not percent-encoded: POST /v1/models/${model}:${verb[2]})`;
   }
   if (HEALTH.test(path)) {
     return " (the health check is GET /healthz; docs/migrating.md)";

@@ -9,6 +9,7 @@
 import type { JsonSchema } from "./_declared_schema.ts";
 import { channelPaths, evalPaths } from "./_openapi_event_routes.ts";
 import { inferencePaths } from "./_openapi_inference_routes.ts";
+import { predictPaths, READINESS } from "./_openapi_predict_routes.ts";
 import { repositoryPaths } from "./_openapi_repository_routes.ts";
 import {
   bodyErrors,
@@ -200,8 +201,8 @@ function modelPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
       summary: "A model's description",
       responses: guarded({
         "200": jsonResponse(
-          "The description.",
-          ref("schemas", "ModelDescription"),
+          "The description, with its readiness for KServe V1's and TensorFlow Serving's clients (`ready`, `model_version_status`).",
+          { allOf: [ref("schemas", "ModelDescription"), READINESS] },
         ),
         "404": errorResponse("`ModelNotFoundError`: no such model."),
       }),
@@ -360,8 +361,8 @@ function versionPaths(
       summary: "One version of a model",
       responses: guarded({
         "200": jsonResponse(
-          "The version's description (`label`, `default`).",
-          ref("schemas", "ModelDescription"),
+          "The version's description (`label`, `default`), with its readiness (`ready`, `model_version_status`).",
+          { allOf: [ref("schemas", "ModelDescription"), READINESS] },
         ),
         "404": missing,
       }),
@@ -523,6 +524,7 @@ export function gatewayPaths(
     ...workerPaths(options),
     ...evalPaths(options),
     ...channelPaths(options),
+    ...predictPaths(options),
     ...inferencePaths(options),
     ...repositoryPaths(options),
   };

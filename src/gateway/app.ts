@@ -23,6 +23,7 @@ import { GatewayMetrics } from "./metrics.ts";
 import { ModelCatalog } from "./model_catalog.ts";
 import { modelView } from "./_model_view.ts";
 import { openApiDocument } from "./openapi.ts";
+import { isPredictPath, predictCalls } from "./_predict_routes.ts";
 import { PYTHON_MANIFEST } from "../runtime/python_manifest.ts";
 import { clientRequestId, modelExecutor, modelRoutes } from "./model_routes.ts";
 import { forwardHeaderList } from "./_forward_headers.ts";
@@ -394,11 +395,15 @@ export function createGateway(
     } else {
       await next();
     }
-    // The Open Inference Protocol's clients read `{"error": "message"}`:
-    // every error of its paths (auth, Host, 404, 405, drain, the routes'
-    // own) in that shape, same status and headers. Only error responses of
-    // `/v2` paths pay for it.
-    if (c.res.status >= 400 && isInferenceProtocolPath(c.req.path)) {
+    // The Open Inference Protocol's clients read `{"error": "message"}`,
+    // and so do TensorFlow Serving's and KServe V1's (`:predict`): every
+    // error of their paths (auth, Host, 404, 405, drain, the routes' own) in
+    // that shape, same status and headers. Only error responses of `/v2`
+    // and `:verb` paths pay for it.
+    if (
+      c.res.status >= 400 &&
+      (isInferenceProtocolPath(c.req.path) || isPredictPath(c.req.path))
+    ) {
       const shaped = await inferenceProtocolError(c.res);
       // Not merged with the old response's headers (Hono's setter would).
       c.res = undefined;
@@ -615,11 +620,18 @@ export function createGateway(
   });
   // The usual slips get a hint: a POST to a model without /execute, a path
   // without its /v1, another server's route (a client being migrated).
+  // TensorFlow Serving's and KServe V1's `:predict`: not a route (see
+  // predictCalls), answered here, behind the guards.
+  const predict = predictCalls(ctx);
   app.notFound((c) => {
     const { method, path } = c.req;
+    if (method === "POST") {
+      const answer = predict(c.req.raw, path);
+      if (answer !== undefined) return answer;
+    }
     const { allow, off } = allowedMethods(path);
     if (allow.length > 0 || off.length > 0) {
-      // KServe's /v1/models/{name}:predict reads as a model name here.
+      // A :predict whose colon is percent-encoded reads as a model name here.
       const run = foreignRouteHint(path) ||
         (method === "POST" &&
             allowedMethods(`${path}/execute`).allow.includes("POST")

@@ -25,6 +25,8 @@ import {
 import { isRequestId } from "../_request_id.ts";
 import { validBody } from "./_valid_body.ts";
 import type { GatewayModelSpec } from "./gateway_pool.ts";
+import type { GatewayModelInfo } from "./model_catalog.ts";
+import { tfServingMetadata } from "./_tf_serving_metadata.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import {
   hideModelsDir,
@@ -899,7 +901,10 @@ export function modelRoutes(ctx: RouteContext): Hono {
     // A model with versions: its default one, with the labels of them all.
     const model = catalog.describe(pool, name);
     if (model === undefined) throw notFound(name);
-    return jsonResponse(modelView(model, ctx.debug, ctx.requestTimeout));
+    return jsonResponse({
+      ...modelView(model, ctx.debug, ctx.requestTimeout),
+      ...readiness(ctx, model),
+    });
   });
 
   app.get("/v1/models/:name/versions/:version", (c) => {
@@ -909,7 +914,33 @@ export function modelRoutes(ctx: RouteContext): Hono {
     if (typeof found !== "string") throw found;
     const model = catalog.describe(pool, name, version);
     if (model === undefined) throw notFound(name);
-    return jsonResponse(modelView(model, ctx.debug, ctx.requestTimeout));
+    return jsonResponse({
+      ...modelView(model, ctx.debug, ctx.requestTimeout),
+      ...readiness(ctx, model),
+    });
+  });
+
+  // TensorFlow Serving's model metadata: the declared tensors.
+  app.get("/v1/models/:name/metadata", (c) => {
+    const name = c.req.param("name");
+    const model = catalog.describe(pool, name);
+    if (model === undefined) throw notFound(name);
+    return jsonResponse(tfServingMetadata(model));
+  });
+  app.get("/v1/models/:name/versions/:version/metadata", (c) => {
+    const name = c.req.param("name");
+    const version = c.req.param("version");
+    // A model without versions: its own version number, as :predict takes it.
+    const own = catalog.describe(pool, name);
+    if (
+      own !== undefined && own.label === undefined &&
+      version === String(own.version)
+    ) return jsonResponse(tfServingMetadata(own));
+    const found = findVersion(ctx, name, version);
+    if (typeof found !== "string") throw found;
+    const model = catalog.describe(pool, name, version);
+    if (model === undefined) throw notFound(name);
+    return jsonResponse(tfServingMetadata(model));
   });
 
   const run = modelExecutor(ctx);
@@ -1226,6 +1257,56 @@ export function modelRoutes(ctx: RouteContext): Hono {
   );
 
   return app;
+}
+
+/**
+ * A model's readiness as KServe V1's clients (`ready`) and TensorFlow
+ * Serving's (`model_version_status`) read it from `GET /v1/models/{name}`:
+ * ready when a worker that holds it is ready, it is in service, and the
+ * gateway is not draining (what `GET /v2/models/{name}/ready` says).
+ *
+ * @example
+ * ```ts ignore
+ * readiness(ctx, model).model_version_status[0].state; // "AVAILABLE"
+ * ```
+ */
+export function readiness(
+  ctx: Pick<RouteContext, "pool" | "signal">,
+  model: GatewayModelInfo,
+): {
+  ready: boolean;
+  model_version_status: Array<{
+    version: string;
+    state: "AVAILABLE" | "UNAVAILABLE";
+    status: { error_code: string; error_message: string };
+  }>;
+} {
+  const status = ctx.pool.status();
+  const ready = new Set(
+    status.workers.filter((w) => w.state === "ready").map((w) => w.id),
+  );
+  const now = status.models.find((m) =>
+    m.name === model.name && m.version === model.label
+  );
+  const failed = now?.failedReason ?? model.failedReason;
+  const where = now?.slots;
+  const why = ctx.signal.aborted
+    ? "the gateway is shutting down"
+    : failed !== undefined
+    ? `out of service: ${failed}`
+    : (where === undefined ? ready.size > 0 : where.some((id) => ready.has(id)))
+    ? undefined
+    : "no worker that holds it is ready";
+  return {
+    ready: why === undefined,
+    model_version_status: [{
+      version: model.label ?? String(model.version ?? 0),
+      state: why === undefined ? "AVAILABLE" : "UNAVAILABLE",
+      status: why === undefined
+        ? { error_code: "OK", error_message: "" }
+        : { error_code: "UNAVAILABLE", error_message: why },
+    }],
+  };
 }
 
 function forbidden() {
