@@ -62,6 +62,25 @@ export interface OutOfService {
 }
 
 /**
+ * A placed model as its errors name it: `'name'`, or a version by its name
+ * and label (`'scorer' version '2'`, not the workers' `scorer@2`), with the
+ * `details` fields that say the same (`model`, and `version` for a version).
+ */
+export function placedModel(
+  p: Pick<ModelPlacement, "name" | "label">,
+): { who: string; details: { model: string; version?: string } } {
+  const label = p.label;
+  if (label === undefined) {
+    return { who: `'${p.name}'`, details: { model: p.name } };
+  }
+  const name = p.name.slice(0, p.name.length - label.length - 1);
+  return {
+    who: `'${name}' version '${label}'`,
+    details: { model: name, version: label },
+  };
+}
+
+/**
  * The error of a placed model taken out of service: of a call of command
  * `cmd` (routed), else of its `initModel`. It names how to load it again,
  * a version by its name and label (its `PUT` route is its own).

@@ -683,7 +683,7 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
       : `bound to ${server.hostname}, `;
     console.log(
       `pyproxy ${VERSION} listening on ${server.url} (${bound}${workers}, models: ${
-        models.join(", ") || "none"
+        modelList(described) || "none"
       })`,
     );
     console.log(
@@ -721,4 +721,28 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
     printError(withPermissionHint(namingTheFlag(errorLine(err), err)));
     return 1;
   }
+}
+
+/**
+ * The banner's models: a name once, with its versions when it has some
+ * (`scorer (versions 1, 2; default 1)`), not once per version.
+ */
+function modelList(
+  described: ReadonlyArray<{ name: string; label?: string; default?: boolean }>,
+): string {
+  const byName = new Map<string, { labels: string[]; default?: string }>();
+  for (const m of described) {
+    let entry = byName.get(m.name);
+    if (entry === undefined) byName.set(m.name, entry = { labels: [] });
+    if (m.label === undefined) continue;
+    entry.labels.push(m.label);
+    if (m.default === true) entry.default = m.label;
+  }
+  return [...byName].map(([name, { labels, default: d }]) =>
+    labels.length === 0
+      ? name
+      : `${name} (versions ${labels.join(", ")}${
+        d === undefined ? "" : `; default ${d}`
+      })`
+  ).join(", ");
 }

@@ -19,7 +19,11 @@ import {
 import type { Worker } from "./worker.ts";
 import type { ResponseMeta } from "./session_types.ts";
 import type { SlotLease } from "./_slot_lease.ts";
-import { type ModelPlacement, outOfService } from "./_model_placement.ts";
+import {
+  type ModelPlacement,
+  outOfService,
+  placedModel,
+} from "./_model_placement.ts";
 import { hash32, mix32 } from "./_hash32.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
 
@@ -307,13 +311,14 @@ export class PoolRouter {
       );
     }
     const ids = p.workers.map((s) => s.id);
+    const { who, details } = placedModel(p);
     return new NoWorkerError(
       this.#opts.workers.some((s) => s.id === pinned)
-        ? `Cannot route call ${call.cmd}: worker ${pinned} does not hold model '${p.name}' (it is placed on ${
+        ? `Cannot route call ${call.cmd}: worker ${pinned} does not hold model ${who} (it is placed on ${
           ids.join(", ") || "no worker"
         }: workers ${p.count})`
         : `Cannot route call ${call.cmd}: no worker '${pinned}'`,
-      { details: { model: p.name, worker: pinned, slots: ids } },
+      { details: { ...details, worker: pinned, slots: ids } },
     );
   }
 
@@ -334,15 +339,16 @@ export class PoolRouter {
     ) {
       return null;
     }
+    const placed = p === undefined ? undefined : placedModel(p);
     return new NoWorkerError(
-      p === undefined
+      placed === undefined
         ? `Cannot route call ${call.cmd}: no worker is ready`
-        : `Cannot route call ${call.cmd}: no worker of model '${p.name}' is ready (it is placed on ${
+        : `Cannot route call ${call.cmd}: no worker of model ${placed.who} is ready (it is placed on ${
           workers.map((w) => `${w.id} ${w.state}`).join(", ") || "no worker"
         })`,
       {
         details: {
-          ...(p === undefined ? {} : { model: p.name }),
+          ...placed?.details,
           workers: workers.map((w) => ({
             id: w.id,
             state: w.state,

@@ -248,6 +248,38 @@ Deno.test("main serve's try: line works for a model that declares inputs", async
   assert.deepEqual(await res.json(), { y: 2 });
 });
 
+Deno.test("main serve's banner names a model with versions once, with its labels and default", async () => {
+  // Each version was listed as the name: "models: classifier, classifier".
+  await using models = await tempDir();
+  await Deno.copyFile(
+    `${ROOT}/examples/models/doubler.py`,
+    `${models.path}/doubler.py`,
+  );
+  await Deno.writeTextFile(
+    `${models.path}/pyproxy.json`,
+    JSON.stringify({
+      modelsDir: ".",
+      models: [
+        { name: "clf", file: "doubler.py", version: "1" },
+        { name: "clf", file: "doubler.py", version: "2" },
+        { name: "plain", file: "doubler.py" },
+      ],
+    }),
+  );
+  await using serve = await startServe([
+    "--port",
+    "0",
+    "--workers",
+    "1",
+    "--config",
+    `${models.path}/pyproxy.json`,
+  ]);
+  assert.match(
+    serve.banner,
+    /, models: clf \(versions 1, 2; default 1\), plain\)\n/,
+  );
+});
+
 Deno.test("main serve's try: line prefers a model that declares inputs to one that does not", async () => {
   // "a" sorts first and declares nothing: {"hello":"world"} failed there
   // with a KeyError (422), while "scorer" says what it needs.

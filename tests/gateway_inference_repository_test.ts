@@ -400,6 +400,61 @@ Deno.test("Model repository extension: a configured model (pyproxy.json models) 
   ]);
 });
 
+Deno.test("Model repository extension: a configured model with versions loads every configured version again, the first listed the default", async () => {
+  await using gw = await startGateway({
+    allowManage: true,
+    models: [
+      { name: "clf", file: "opts.py", version: "1", options: { v: "one" } },
+      { name: "clf", file: "opts.py", version: "2", options: { v: "two" } },
+    ],
+  }, MODELS);
+  const versions = async () =>
+    (await index(gw)).filter((e) => e.name === "clf").map((e) =>
+      [e.version, e.state].join(" ")
+    );
+  const answer = async (path: string) =>
+    (await (await gw.fetch(path, post({ inputs: [] }))).json()).outputs[0]
+      .data[0];
+  assert.deepEqual(await versions(), ["1 READY", "2 READY"]);
+  // Loaded: a load reloads each version (Triton's load_model of a loaded
+  // model), the default kept.
+  assert.equal(
+    (await gw.fetch("/v2/repository/models/clf/load", post())).status,
+    200,
+  );
+  assert.deepEqual(
+    (await (await gw.fetch("/v1/models/clf/versions/2")).json()).version,
+    2,
+  );
+  assert.equal(
+    (await gw.fetch("/v2/repository/models/clf/unload", post())).status,
+    200,
+  );
+  assert.deepEqual(await versions(), [" UNAVAILABLE"]);
+  assert.equal(
+    (await gw.fetch("/v2/repository/models/clf/load", post())).status,
+    200,
+  );
+  assert.deepEqual(await versions(), ["1 READY", "2 READY"]);
+  assert.equal(await answer("/v2/models/clf/infer"), "[('v', 'one')]");
+  assert.equal(
+    await answer("/v2/models/clf/versions/2/infer"),
+    "[('v', 'two')]",
+  );
+  // A config applies to each version.
+  const config = JSON.stringify({ instance_group: [{ count: 1 }] });
+  assert.equal(
+    (await gw.fetch(
+      "/v2/repository/models/clf/load",
+      post({ parameters: { config } }),
+    )).status,
+    200,
+  );
+  const described = await (await gw.fetch("/v1/models/clf/versions/2")).json();
+  assert.equal(described.workers, 1);
+  assert.equal(described.default, false);
+});
+
 Deno.test("Model repository extension: refused without --allow-manage (403, as PUT /v1/models) and without the token (401); listed in /v2's extensions only with it", async () => {
   {
     await using gw = await startGateway({}, MODELS);

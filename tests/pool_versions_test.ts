@@ -4,7 +4,7 @@
  * Real Python workers.
  */
 import assert from "node:assert/strict";
-import { ConfigError } from "../src/errors.ts";
+import { ConfigError, NoWorkerError } from "../src/errors.ts";
 import type { Plugin } from "../src/plugin.ts";
 import { Pool } from "../src/pool.ts";
 import {
@@ -111,6 +111,34 @@ Deno.test("Pool versions: two versions answer side by side, the first added is t
       "one-b",
     );
     assert.equal((await pool.execute<Tag>("scorer", {})).v, "two");
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool versions: a placed version's NoWorkerError names it by model and version, not as name@label", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 2 }));
+    pids.watch(pool);
+    await pool.addModel("scorer", spec("one", "1"));
+    await pool.addModel("scorer", spec("two", "2", { workers: 1 }));
+    const other = pool.status().workers.map((w) => w.id).find((id) =>
+      !pool.status().workers.find((w) => w.id === id)!.models?.includes(
+        "scorer@2",
+      )
+    )!;
+    // Was "does not hold model 'scorer@2'": a name no route or call takes.
+    await assert.rejects(
+      pool.execute("scorer", {}, { version: "2", worker: other }),
+      (err: unknown) =>
+        err instanceof NoWorkerError &&
+        new RegExp(
+          `worker ${other} does not hold model 'scorer' version '2' \\(`,
+        ).test(err.message) &&
+        err.details.model === "scorer" && err.details.version === "2",
+    );
   } finally {
     await pids.assertGone();
   }

@@ -302,10 +302,20 @@ export function inferenceRepositoryRoutes(ctx: RouteContext): Hono {
     return listing;
   };
 
-  /** The spec the repository loads `name` with, or a 404. */
-  const repositorySpec = async (name: string): Promise<GatewayModelSpec> => {
+  /**
+   * The specs the repository loads `name` with (one per configured version,
+   * in the configured order; else one), or a 404.
+   */
+  const repositorySpecs = async (
+    name: string,
+  ): Promise<GatewayModelSpec[]> => {
     const configured = ctx.repositoryModels.get(name);
-    if (configured !== undefined) return { ...configured };
+    if (configured !== undefined) return configured.map((s) => ({ ...s }));
+    return [await repositorySpec(name)];
+  };
+
+  /** The spec the repository loads an unconfigured `name` with, or a 404. */
+  const repositorySpec = async (name: string): Promise<GatewayModelSpec> => {
     // Listed, not stat'ed: a symlink out of the directory then gets the
     // Python server's one answer whether its target exists or not.
     if ((await directoryModels()).includes(name)) return { file: `${name}.py` };
@@ -422,18 +432,26 @@ export function inferenceRepositoryRoutes(ctx: RouteContext): Hono {
         `unknown parameter ${quoteShort(unknown[0]!)} (allowed: config)`,
       );
     }
-    const base = await repositorySpec(name);
-    const spec = parameters.config === undefined || parameters.config === null
-      ? base
-      : configuredSpec(name, base, parameters.config);
+    const config = parameters.config ?? undefined;
+    // Every spec checked before the first loads: a bad config loads none.
+    const specs = (await repositorySpecs(name)).map((base) =>
+      config === undefined ? base : configuredSpec(name, base, config)
+    );
     try {
-      const { existed } = await loadModel(ctx, name, spec);
+      // A name configured with versions loads each of them, in their order
+      // (the first listed is the default when none was loaded), as Triton's
+      // load_model loads a model's versions.
+      for (const spec of specs) {
+        const { existed } = await loadModel(ctx, name, spec);
+        ctx.logger.info("Model {name} {action} from {file}", {
+          name: spec.version === undefined
+            ? name
+            : `${name} version ${spec.version}`,
+          action: existed ? "reloaded" : "loaded",
+          file: spec.file,
+        });
+      }
       failures.delete(name);
-      ctx.logger.info("Model {name} {action} from {file}", {
-        name,
-        action: existed ? "reloaded" : "loaded",
-        file: spec.file,
-      });
     } catch (err) {
       const { status, body } = describeError(err, ctx.debug);
       if (status !== 504) failed(name, body.message);

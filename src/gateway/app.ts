@@ -162,7 +162,8 @@ export interface GatewayOptions {
    * `pyproxy.json`'s `models`): the Open Inference Protocol's model
    * repository extension (`POST /v2/repository/...`, with `allowManage`)
    * lists them beside the models directory's files, and loads one with its
-   * spec. @default {[]}
+   * spec (a name listed with several `version`s: each of them, the first
+   * listed the default when none is loaded). @default {[]}
    */
   repositoryModels?: ReadonlyArray<{ name: string } & GatewayModelSpec>;
   /**
@@ -331,9 +332,7 @@ export function createGateway(
       : undefined,
     debug: options.debug ?? false,
     modelsDir: options.modelsDir,
-    repositoryModels: new Map(
-      (options.repositoryModels ?? []).map(({ name, ...spec }) => [name, spec]),
-    ),
+    repositoryModels: groupByName(options.repositoryModels ?? []),
     skippedModels: options.skippedModels ?? [],
     modelChanges: new ModelChanges(),
     forwardHeaders,
@@ -733,6 +732,19 @@ export function createGateway(
 }
 
 /** `{ pluginStatus }` when the pool's plugins report any state, else `{}`. */
+/** The configured models' specs by name, a name's versions in their order. */
+function groupByName(
+  models: ReadonlyArray<{ name: string } & GatewayModelSpec>,
+): Map<string, GatewayModelSpec[]> {
+  const byName = new Map<string, GatewayModelSpec[]>();
+  for (const { name, ...spec } of models) {
+    const specs = byName.get(name);
+    if (specs === undefined) byName.set(name, [spec]);
+    else specs.push(spec);
+  }
+  return byName;
+}
+
 function pluginStatusOf(
   pool: GatewayPool,
 ): { pluginStatus?: Record<string, Record<string, unknown>> } {

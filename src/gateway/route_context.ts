@@ -68,9 +68,9 @@ export interface RouteContext {
   /**
    * The models configured by name (`pyproxy.json` `models`), with their
    * specs: the model repository extension lists them, and loads one with
-   * its spec.
+   * its specs (one each of its versions, in the order configured).
    */
-  repositoryModels: ReadonlyMap<string, GatewayModelSpec>;
+  repositoryModels: ReadonlyMap<string, readonly GatewayModelSpec[]>;
   /** The models the start skipped, with why (the repository index's reasons). */
   skippedModels: ReadonlyArray<{ name: string; error: string }>;
   /**

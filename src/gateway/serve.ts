@@ -476,6 +476,7 @@ export async function serve(
           ...(m.class === undefined ? {} : { class: m.class }),
           ...(m.timeout === undefined ? {} : { timeout: m.timeout }),
           ...(m.workers === undefined ? {} : { workers: m.workers }),
+          ...(m.version === undefined ? {} : { version: m.version }),
         })),
       }),
       hub,
