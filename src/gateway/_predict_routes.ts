@@ -161,11 +161,11 @@ function columnsToRows(inputs: unknown): unknown[] {
   }
   const rows = new Array<unknown>(n);
   for (let i = 0; i < n; i++) {
-    const row: Record<string, unknown> = {};
-    for (let j = 0; j < names.length; j++) {
-      row[names[j]!] = (lists[j] as unknown[])[i];
-    }
-    rows[i] = row;
+    // fromEntries: an input named "__proto__" stays an input (under Bun,
+    // an assignment calls Object.prototype's setter).
+    rows[i] = Object.fromEntries(
+      names.map((k, j) => [k, (lists[j] as unknown[])[i]]),
+    );
   }
   return rows;
 }
@@ -183,11 +183,13 @@ function rowsToColumns(predictions: unknown[]): unknown {
     names.every((k) => Object.hasOwn(p, k))
   );
   if (!same) return predictions;
-  const out: Record<string, unknown[]> = {};
-  for (const k of names) {
-    out[k] = predictions.map((p) => (p as Record<string, unknown>)[k]);
-  }
-  return out;
+  // fromEntries: an output named "__proto__" stays an output.
+  return Object.fromEntries(
+    names.map((k) => [
+      k,
+      predictions.map((p) => (p as Record<string, unknown>)[k]),
+    ]),
+  );
 }
 
 /** A result as JSON can carry it: bytes as TF Serving's `{"b64": ...}`. */
