@@ -301,6 +301,35 @@ Deno.test("Gateway :predict: a version's :predict (labels, or a model's own vers
   }]]);
 });
 
+Deno.test("Gateway GET /v1/models/{name}: a model with versions lists every version's state in model_version_status (as TF Serving does without a version); a model without versions answers GET /versions/{its version} as :predict and /metadata take it", async () => {
+  await using gw = await startGateway({
+    workers: 1,
+    models: [
+      { name: "t", file: "tagged.py", options: { v: "b" }, version: "b" },
+      { name: "t", file: "tagged.py", options: { v: "a" }, version: "a" },
+      { name: "s", file: "summer.py" },
+    ],
+  }, MODELS);
+  const ok = { error_code: "OK", error_message: "" };
+  const t = await (await gw.fetch("/v1/models/t")).json();
+  assert.equal(t.label, "b");
+  assert.equal(t.ready, true);
+  assert.deepEqual(t.model_version_status, [
+    { version: "b", state: "AVAILABLE", status: ok },
+    { version: "a", state: "AVAILABLE", status: ok },
+  ]);
+  const own = await gw.fetch("/v1/models/s/versions/1");
+  assert.equal(own.status, 200);
+  const s = await own.json();
+  assert.equal(s.name, "s");
+  assert.deepEqual([s.ready, s.model_version_status], [true, [
+    { version: "1", state: "AVAILABLE", status: ok },
+  ]]);
+  const other = await gw.fetch("/v1/models/s/versions/2");
+  assert.equal(other.status, 404);
+  await other.body?.cancel();
+});
+
 Deno.test('Gateway :predict: a token is required (401), the body limit holds (413), both as {"error": message}', async () => {
   await using gw = await startGateway({
     workers: 1,
