@@ -330,6 +330,43 @@ Deno.test("Gateway GET /v1/models/{name}: a model with versions lists every vers
   await other.body?.cancel();
 });
 
+Deno.test("Gateway :predict: a batching model's instance that breaks its declared inputs is a 400 naming which instance, in either format", async () => {
+  await using gw = await startGateway({ workers: 1 }, {
+    "checked.py": `class Checked:
+    batch_size = 4
+    batch_delay_ms = 1
+    inputs = {"x": "number"}
+
+    def execute_batch(self, msgs):
+        return [m["x"] for m in msgs]
+`,
+  });
+  const cases: Array<[unknown, string]> = [
+    [
+      { instances: [{ x: 1 }, { x: 2 }, { x: "a" }] },
+      "Cannot execute model 'checked': x: expected a number (instance 2)",
+    ],
+    [
+      { inputs: { x: [1, "a"] } },
+      "Cannot execute model 'checked': x: expected a number (instance 1)",
+    ],
+    [
+      { inputs: [{ x: 1 }, {}] },
+      "Cannot execute model 'checked': x: is required (instance 1)",
+    ],
+  ];
+  for (const [body, error] of cases) {
+    const res = await gw.fetch("/v1/models/checked:predict", post(body));
+    assert.equal(res.status, 400, JSON.stringify(body));
+    assert.deepEqual(await res.json(), { error });
+  }
+  const ok = await gw.fetch(
+    "/v1/models/checked:predict",
+    post({ instances: [{ x: 1 }, { x: 2 }] }),
+  );
+  assert.deepEqual(await ok.json(), { predictions: [1, 2] });
+});
+
 Deno.test('Gateway :predict: a token is required (401), the body limit holds (413), both as {"error": message}', async () => {
   await using gw = await startGateway({
     workers: 1,

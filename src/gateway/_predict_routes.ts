@@ -12,6 +12,7 @@
  */
 import { toBase64 } from "../_binary.ts";
 import { versionKey } from "../_model_version.ts";
+import { ValidationError } from "../errors.ts";
 import type { ResponseMeta } from "../session_types.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
 import {
@@ -192,6 +193,17 @@ function rowsToColumns(predictions: unknown[]): unknown {
   );
 }
 
+/**
+ * A batching model's instance that breaks its declared inputs: the message
+ * says which of the request's instances (its fields' paths are the
+ * instance's own; `:predict`'s `{"error"}` shape shows only the message).
+ */
+function atInstance(err: unknown, i: number): unknown {
+  return err instanceof ValidationError
+    ? new ValidationError(`${err.message} (instance ${i})`, err.fields)
+    : err;
+}
+
 /** A result as JSON can carry it: bytes as TF Serving's `{"b64": ...}`. */
 function jsonable(value: unknown): unknown {
   return value instanceof Uint8Array ? { b64: toBase64(value) } : value ?? null;
@@ -339,7 +351,13 @@ export function predictCalls(
           ? input.instances as unknown[]
           : columnsToRows(input.inputs);
         if (validator !== undefined) {
-          for (const row of rows) validator.check(row, key);
+          for (let i = 0; i < rows.length; i++) {
+            try {
+              validator.check(rows[i], key);
+            } catch (err) {
+              throw atInstance(err, i);
+            }
+          }
         }
         watched = ctx.disconnects?.watch(request);
         const predictions = await runRows(
