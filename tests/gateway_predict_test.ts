@@ -239,6 +239,18 @@ Deno.test("Gateway :predict: :explain, TF Serving's :classify and :regress are a
       404,
       "Cannot find route POST /v1/models/echo:predict:predict (the verbs after a model name are :predict, and KServe's :explain)",
     ],
+    // A trailing slash, an empty name or version: 404s in the same shape.
+    [
+      "/v1/models/echo:predict/",
+      404,
+      "Cannot find route POST /v1/models/echo:predict/",
+    ],
+    ["/v1/models/:predict", 404, 'Cannot find model ""'],
+    [
+      "/v1/models/echo/versions/:predict",
+      404,
+      'Cannot find model "echo" version "": its version is 1',
+    ],
     [
       "/v1/models/echo%3Apredict",
       405,

@@ -53,8 +53,10 @@ import type { RouteContext } from "./route_context.ts";
  */
 export function isPredictPath(path: string): boolean {
   if (!path.startsWith("/v1/models/")) return false;
-  // In the last segment only: /v1/models/a:b/execute is execute's.
-  const last = path.slice(path.lastIndexOf("/") + 1);
+  // In the last segment only: /v1/models/a:b/execute is execute's. A
+  // trailing slash (/v1/models/a:predict/, a 404) leaves it the last.
+  const end = path.endsWith("/") ? path.length - 1 : path.length;
+  const last = path.slice(path.lastIndexOf("/", end - 1) + 1, end);
   return last.includes(":") || ENCODED_COLON.test(last);
 }
 
@@ -517,6 +519,8 @@ export function predictCalls(
 
 // `/v1/models/{name}:{verb}`, `/v1/models/{name}/versions/{v}:{verb}`: no
 // model name or version label has a colon, so the first one splits.
-const PREDICT_PATH = /^\/v1\/models\/([^/:]+):([^/]*)$/;
+// An empty name or version is a 404 of its own (not execute's 405, whose
+// hint would be to POST /v1/models/:predict/execute).
+const PREDICT_PATH = /^\/v1\/models\/([^/:]*):([^/]*)$/;
 const VERSION_PREDICT_PATH =
-  /^\/v1\/models\/([^/:]+)\/versions\/([^/:]+):([^/]*)$/;
+  /^\/v1\/models\/([^/:]+)\/versions\/([^/:]*):([^/]*)$/;
