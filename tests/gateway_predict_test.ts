@@ -379,6 +379,31 @@ Deno.test("Gateway :predict: a batching model's instance that breaks its declare
   assert.deepEqual(await ok.json(), { predictions: [1, 2] });
 });
 
+Deno.test("Gateway :predict: the request's timeout holds for all a batching model's instances, and its 504 names it (not what was left of it for the instance that timed out)", async () => {
+  await using gw = await startGateway({ workers: 1 }, {
+    "slowrow.py": `import time
+
+
+class Slowrow:
+    batch_size = 1
+    batch_delay_ms = 1
+
+    def execute_batch(self, msgs):
+        time.sleep(0.1)
+        return msgs
+`,
+  });
+  const res = await gw.fetch(
+    "/v1/models/slowrow:predict?timeout=300",
+    post({ instances: Array.from({ length: 40 }, (_, i) => i) }),
+  );
+  assert.equal(res.status, 504);
+  assert.deepEqual(await res.json(), {
+    error:
+      "Cannot complete predict: timed out after 300 ms (the request's timeout, for all its 40 instances)",
+  });
+});
+
 Deno.test('Gateway :predict: a token is required (401), the body limit holds (413), both as {"error": message}', async () => {
   await using gw = await startGateway({
     workers: 1,

@@ -12,7 +12,7 @@
  */
 import { toBase64 } from "../_binary.ts";
 import { versionKey } from "../_model_version.ts";
-import { ValidationError } from "../errors.ts";
+import { TimeoutError, ValidationError } from "../errors.ts";
 import type { ResponseMeta } from "../session_types.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
 import {
@@ -450,7 +450,14 @@ export function predictCalls(
         } catch (err) {
           if (!failed) {
             failed = true;
-            failure = err;
+            // A row's timeout is what was left of the request's: named
+            // by the request's (was "timed out after 81 ms" of 500).
+            failure = err instanceof TimeoutError
+              ? new TimeoutError(
+                `Cannot complete predict: timed out after ${options.timeout} ms (the request's timeout, for all its ${rows.length} instances)`,
+                { cause: err },
+              )
+              : err;
             stop.abort();
           }
         }
