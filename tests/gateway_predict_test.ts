@@ -404,6 +404,28 @@ class Slowrow:
   });
 });
 
+Deno.test('Gateway :predict: a batching model\'s bytes results are {"b64": ...} values in either format (columnar: a list of them, not an output named "b64")', async () => {
+  await using gw = await startGateway({ workers: 1 }, {
+    "byter.py": `class Byter:
+    batch_size = 4
+    batch_delay_ms = 1
+
+    def execute_batch(self, msgs):
+        return [bytes([m]) for m in msgs]
+`,
+  });
+  const b64 = [{ b64: "YQ==" }, { b64: "Yg==" }];
+  const cases: Array<[unknown, unknown]> = [
+    [{ instances: [97, 98] }, { predictions: b64 }],
+    [{ inputs: [97, 98] }, { outputs: b64 }],
+  ];
+  for (const [body, answer] of cases) {
+    const res = await gw.fetch("/v1/models/byter:predict", post(body));
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), answer);
+  }
+});
+
 Deno.test('Gateway :predict: a token is required (401), the body limit holds (413), both as {"error": message}', async () => {
   await using gw = await startGateway({
     workers: 1,

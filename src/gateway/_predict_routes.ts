@@ -175,12 +175,14 @@ function columnsToRows(inputs: unknown): unknown[] {
 
 /**
  * The columnar form of a batching model's predictions: an object of lists
- * when each is an object with the same keys, else the list.
+ * when each is an object with the same keys, else the list. A binary value
+ * (`{"b64": ...}`: a `bytes` result) is a value, not an output named b64.
  */
 function rowsToColumns(predictions: unknown[]): unknown {
   const first = predictions[0];
   if (!isObject(first)) return predictions;
   const names = Object.keys(first);
+  if (names.length === 1 && names[0] === "b64") return predictions;
   const same = predictions.every((p) =>
     isObject(p) && Object.keys(p).length === names.length &&
     names.every((k) => Object.hasOwn(p, k))
