@@ -239,6 +239,18 @@ Deno.test("Gateway :predict: :explain, TF Serving's :classify and :regress are a
       404,
       "Cannot find route POST /v1/models/echo:predict:predict (the verbs after a model name are :predict, and KServe's :explain)",
     ],
+    // A trailing slash, an empty name or version: 404s in the same shape.
+    [
+      "/v1/models/echo:predict/",
+      404,
+      "Cannot find route POST /v1/models/echo:predict/",
+    ],
+    ["/v1/models/:predict", 404, 'Cannot find model ""'],
+    [
+      "/v1/models/echo/versions/:predict",
+      404,
+      'Cannot find model "echo" version "": its version is 1',
+    ],
     [
       "/v1/models/echo%3Apredict",
       405,
@@ -299,6 +311,119 @@ Deno.test("Gateway :predict: a version's :predict (labels, or a model's own vers
     state: "AVAILABLE",
     status: { error_code: "OK", error_message: "" },
   }]]);
+});
+
+Deno.test("Gateway GET /v1/models/{name}: a model with versions lists every version's state in model_version_status (as TF Serving does without a version); a model without versions answers GET /versions/{its version} as :predict and /metadata take it", async () => {
+  await using gw = await startGateway({
+    workers: 1,
+    models: [
+      { name: "t", file: "tagged.py", options: { v: "b" }, version: "b" },
+      { name: "t", file: "tagged.py", options: { v: "a" }, version: "a" },
+      { name: "s", file: "summer.py" },
+    ],
+  }, MODELS);
+  const ok = { error_code: "OK", error_message: "" };
+  const t = await (await gw.fetch("/v1/models/t")).json();
+  assert.equal(t.label, "b");
+  assert.equal(t.ready, true);
+  assert.deepEqual(t.model_version_status, [
+    { version: "b", state: "AVAILABLE", status: ok },
+    { version: "a", state: "AVAILABLE", status: ok },
+  ]);
+  const own = await gw.fetch("/v1/models/s/versions/1");
+  assert.equal(own.status, 200);
+  const s = await own.json();
+  assert.equal(s.name, "s");
+  assert.deepEqual([s.ready, s.model_version_status], [true, [
+    { version: "1", state: "AVAILABLE", status: ok },
+  ]]);
+  const other = await gw.fetch("/v1/models/s/versions/2");
+  assert.equal(other.status, 404);
+  await other.body?.cancel();
+});
+
+Deno.test("Gateway :predict: a batching model's instance that breaks its declared inputs is a 400 naming which instance, in either format", async () => {
+  await using gw = await startGateway({ workers: 1 }, {
+    "checked.py": `class Checked:
+    batch_size = 4
+    batch_delay_ms = 1
+    inputs = {"x": "number"}
+
+    def execute_batch(self, msgs):
+        return [m["x"] for m in msgs]
+`,
+  });
+  const cases: Array<[unknown, string]> = [
+    [
+      { instances: [{ x: 1 }, { x: 2 }, { x: "a" }] },
+      "Cannot execute model 'checked': x: expected a number (instance 2)",
+    ],
+    [
+      { inputs: { x: [1, "a"] } },
+      "Cannot execute model 'checked': x: expected a number (instance 1)",
+    ],
+    [
+      { inputs: [{ x: 1 }, {}] },
+      "Cannot execute model 'checked': x: is required (instance 1)",
+    ],
+  ];
+  for (const [body, error] of cases) {
+    const res = await gw.fetch("/v1/models/checked:predict", post(body));
+    assert.equal(res.status, 400, JSON.stringify(body));
+    assert.deepEqual(await res.json(), { error });
+  }
+  const ok = await gw.fetch(
+    "/v1/models/checked:predict",
+    post({ instances: [{ x: 1 }, { x: 2 }] }),
+  );
+  assert.deepEqual(await ok.json(), { predictions: [1, 2] });
+});
+
+Deno.test("Gateway :predict: the request's timeout holds for all a batching model's instances, and its 504 names it (not what was left of it for the instance that timed out)", async () => {
+  await using gw = await startGateway({ workers: 1 }, {
+    "slowrow.py": `import time
+
+
+class Slowrow:
+    batch_size = 1
+    batch_delay_ms = 1
+
+    def execute_batch(self, msgs):
+        time.sleep(0.1)
+        return msgs
+`,
+  });
+  const res = await gw.fetch(
+    "/v1/models/slowrow:predict?timeout=300",
+    post({ instances: Array.from({ length: 40 }, (_, i) => i) }),
+  );
+  assert.equal(res.status, 504);
+  assert.deepEqual(await res.json(), {
+    error:
+      "Cannot complete predict: timed out after 300 ms (the request's timeout, for all its 40 instances)",
+  });
+});
+
+Deno.test('Gateway :predict: a batching model\'s bytes results are {"b64": ...} values in either format (columnar: a list of them, not an output named "b64")', async () => {
+  await using gw = await startGateway({ workers: 1 }, {
+    "byter.py": `class Byter:
+    batch_size = 4
+    batch_delay_ms = 1
+
+    def execute_batch(self, msgs):
+        return [bytes([m]) for m in msgs]
+`,
+  });
+  const b64 = [{ b64: "YQ==" }, { b64: "Yg==" }];
+  const cases: Array<[unknown, unknown]> = [
+    [{ instances: [97, 98] }, { predictions: b64 }],
+    [{ inputs: [97, 98] }, { outputs: b64 }],
+  ];
+  for (const [body, answer] of cases) {
+    const res = await gw.fetch("/v1/models/byter:predict", post(body));
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), answer);
+  }
 });
 
 Deno.test('Gateway :predict: a token is required (401), the body limit holds (413), both as {"error": message}', async () => {

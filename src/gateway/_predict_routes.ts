@@ -12,6 +12,7 @@
  */
 import { toBase64 } from "../_binary.ts";
 import { versionKey } from "../_model_version.ts";
+import { TimeoutError, ValidationError } from "../errors.ts";
 import type { ResponseMeta } from "../session_types.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
 import {
@@ -52,8 +53,10 @@ import type { RouteContext } from "./route_context.ts";
  */
 export function isPredictPath(path: string): boolean {
   if (!path.startsWith("/v1/models/")) return false;
-  // In the last segment only: /v1/models/a:b/execute is execute's.
-  const last = path.slice(path.lastIndexOf("/") + 1);
+  // In the last segment only: /v1/models/a:b/execute is execute's. A
+  // trailing slash (/v1/models/a:predict/, a 404) leaves it the last.
+  const end = path.endsWith("/") ? path.length - 1 : path.length;
+  const last = path.slice(path.lastIndexOf("/", end - 1) + 1, end);
   return last.includes(":") || ENCODED_COLON.test(last);
 }
 
@@ -161,33 +164,48 @@ function columnsToRows(inputs: unknown): unknown[] {
   }
   const rows = new Array<unknown>(n);
   for (let i = 0; i < n; i++) {
-    const row: Record<string, unknown> = {};
-    for (let j = 0; j < names.length; j++) {
-      row[names[j]!] = (lists[j] as unknown[])[i];
-    }
-    rows[i] = row;
+    // fromEntries: an input named "__proto__" stays an input (under Bun,
+    // an assignment calls Object.prototype's setter).
+    rows[i] = Object.fromEntries(
+      names.map((k, j) => [k, (lists[j] as unknown[])[i]]),
+    );
   }
   return rows;
 }
 
 /**
  * The columnar form of a batching model's predictions: an object of lists
- * when each is an object with the same keys, else the list.
+ * when each is an object with the same keys, else the list. A binary value
+ * (`{"b64": ...}`: a `bytes` result) is a value, not an output named b64.
  */
 function rowsToColumns(predictions: unknown[]): unknown {
   const first = predictions[0];
   if (!isObject(first)) return predictions;
   const names = Object.keys(first);
+  if (names.length === 1 && names[0] === "b64") return predictions;
   const same = predictions.every((p) =>
     isObject(p) && Object.keys(p).length === names.length &&
     names.every((k) => Object.hasOwn(p, k))
   );
   if (!same) return predictions;
-  const out: Record<string, unknown[]> = {};
-  for (const k of names) {
-    out[k] = predictions.map((p) => (p as Record<string, unknown>)[k]);
-  }
-  return out;
+  // fromEntries: an output named "__proto__" stays an output.
+  return Object.fromEntries(
+    names.map((k) => [
+      k,
+      predictions.map((p) => (p as Record<string, unknown>)[k]),
+    ]),
+  );
+}
+
+/**
+ * A batching model's instance that breaks its declared inputs: the message
+ * says which of the request's instances (its fields' paths are the
+ * instance's own; `:predict`'s `{"error"}` shape shows only the message).
+ */
+function atInstance(err: unknown, i: number): unknown {
+  return err instanceof ValidationError
+    ? new ValidationError(`${err.message} (instance ${i})`, err.fields)
+    : err;
 }
 
 /** A result as JSON can carry it: bytes as TF Serving's `{"b64": ...}`. */
@@ -337,7 +355,13 @@ export function predictCalls(
           ? input.instances as unknown[]
           : columnsToRows(input.inputs);
         if (validator !== undefined) {
-          for (const row of rows) validator.check(row, key);
+          for (let i = 0; i < rows.length; i++) {
+            try {
+              validator.check(rows[i], key);
+            } catch (err) {
+              throw atInstance(err, i);
+            }
+          }
         }
         watched = ctx.disconnects?.watch(request);
         const predictions = await runRows(
@@ -428,7 +452,14 @@ export function predictCalls(
         } catch (err) {
           if (!failed) {
             failed = true;
-            failure = err;
+            // A row's timeout is what was left of the request's: named
+            // by the request's (was "timed out after 81 ms" of 500).
+            failure = err instanceof TimeoutError
+              ? new TimeoutError(
+                `Cannot complete predict: timed out after ${options.timeout} ms (the request's timeout, for all its ${rows.length} instances)`,
+                { cause: err },
+              )
+              : err;
             stop.abort();
           }
         }
@@ -497,6 +528,8 @@ export function predictCalls(
 
 // `/v1/models/{name}:{verb}`, `/v1/models/{name}/versions/{v}:{verb}`: no
 // model name or version label has a colon, so the first one splits.
-const PREDICT_PATH = /^\/v1\/models\/([^/:]+):([^/]*)$/;
+// An empty name or version is a 404 of its own (not execute's 405, whose
+// hint would be to POST /v1/models/:predict/execute).
+const PREDICT_PATH = /^\/v1\/models\/([^/:]*):([^/]*)$/;
 const VERSION_PREDICT_PATH =
-  /^\/v1\/models\/([^/:]+)\/versions\/([^/:]+):([^/]*)$/;
+  /^\/v1\/models\/([^/:]+)\/versions\/([^/:]*):([^/]*)$/;

@@ -901,15 +901,40 @@ export function modelRoutes(ctx: RouteContext): Hono {
     // A model with versions: its default one, with the labels of them all.
     const model = catalog.describe(pool, name);
     if (model === undefined) throw notFound(name);
+    const status = readiness(ctx, model);
+    // TF Serving lists every version's state when none is named (a client
+    // waits there for the one it loaded); `ready` is the default's.
+    if (model.versions !== undefined && model.versions.length > 1) {
+      status.model_version_status = model.versions.flatMap((label) => {
+        const version = label === model.label
+          ? model
+          : catalog.describe(pool, name, label);
+        return version === undefined
+          ? []
+          : readiness(ctx, version).model_version_status;
+      });
+    }
     return jsonResponse({
       ...modelView(model, ctx.debug, ctx.requestTimeout),
-      ...readiness(ctx, model),
+      ...status,
     });
   });
 
   app.get("/v1/models/:name/versions/:version", (c) => {
     const name = c.req.param("name");
     const version = c.req.param("version");
+    // A model without versions: its own version number, as :predict and
+    // /metadata take it (TF Serving's clients ask for its status there).
+    const own = catalog.describe(pool, name);
+    if (
+      own !== undefined && own.label === undefined &&
+      version === String(own.version)
+    ) {
+      return jsonResponse({
+        ...modelView(own, ctx.debug, ctx.requestTimeout),
+        ...readiness(ctx, own),
+      });
+    }
     const found = findVersion(ctx, name, version);
     if (typeof found !== "string") throw found;
     const model = catalog.describe(pool, name, version);
