@@ -131,7 +131,7 @@ Deno.test("Gateway :predict: the row format's instances and the columnar format'
   assert.deepEqual(await res.json(), { predictions: [4] });
 });
 
-Deno.test("Gateway :predict: a batching model gets one message per instance, in its batches, the predictions in order; columnar inputs are read row by row and answered in columns; 20000 instances come back in order", async () => {
+Deno.test("Gateway :predict: a batching model gets one message per instance, in its batches, the predictions in order; columnar inputs are read row by row and answered in columns; 20000 instances come back in order, 65537 are a 400", async () => {
   await using gw = await startGateway({ workers: 1 }, MODELS);
   const predict = async (body: unknown) => {
     const res = await gw.fetch("/v1/models/batcher:predict", post(body));
@@ -162,6 +162,21 @@ Deno.test("Gateway :predict: a batching model gets one message per instance, in 
   });
   assert.equal(big.predictions.length, n);
   assert.ok(big.predictions.every((p: number, i: number) => p === 2 * i));
+  // At most 65536 instances (each a call of its own), in either format.
+  for (
+    const body of [
+      { instances: new Array(65_537).fill(0) },
+      { inputs: new Array(65_537).fill(0) },
+      { inputs: { x: new Array(65_537).fill(0) } },
+    ]
+  ) {
+    const res = await gw.fetch("/v1/models/batcher:predict", post(body));
+    assert.equal(res.status, 400);
+    assert.match(
+      (await res.json()).error,
+      /at most 65536 instances per request \(each is a call of its own\), got 65537: split the request$/,
+    );
+  }
   // Columns of different lengths have no rows.
   const bad = await gw.fetch(
     "/v1/models/batcher:predict",

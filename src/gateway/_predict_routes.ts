@@ -66,6 +66,22 @@ const ENCODED_COLON = /%3a/i;
 /** The most calls of one `:predict` of a batching model in flight at once. */
 const MAX_ROWS_IN_FLIGHT = 1024;
 
+/**
+ * The most instances of one `:predict` of a batching model: each is a call
+ * of its own, so a 1 MiB body of 400k tiny instances held the gateway for
+ * seconds and ~300 MB; a client splits a larger request.
+ */
+export const MAX_PREDICT_INSTANCES = 65_536;
+
+/** The 400 of a batching model's request with too many instances. */
+function checkInstanceCount(n: number): void {
+  if (n > MAX_PREDICT_INSTANCES) {
+    throw badBody(
+      `a batching model takes at most ${MAX_PREDICT_INSTANCES} instances per request (each is a call of its own), got ${n}: split the request`,
+    );
+  }
+}
+
 type Format = "instances" | "inputs";
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -151,6 +167,7 @@ function columnsToRows(inputs: unknown): unknown[] {
   const lists = names.map((n) => inputs[n]);
   if (names.length === 0 || !lists.every(Array.isArray)) throw badBody(shape);
   const n = (lists[0] as unknown[]).length;
+  checkInstanceCount(n); // before the rows are built
   if (!lists.every((l) => (l as unknown[]).length === n)) {
     throw badBody(
       `${shape}: ${
@@ -354,6 +371,7 @@ export function predictCalls(
         const rows = format === "instances"
           ? input.instances as unknown[]
           : columnsToRows(input.inputs);
+        checkInstanceCount(rows.length);
         if (validator !== undefined) {
           for (let i = 0; i < rows.length; i++) {
             try {
