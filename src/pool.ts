@@ -951,6 +951,7 @@ export class Pool implements AsyncDisposable {
         type: "InvalidRequestError",
         message:
           `Cannot add model '${name}' version '${label}': it already exists (updateModel replaces it)`,
+        details: { reason: "versionExists", model: name, version: label },
       });
     }
   }
@@ -2289,7 +2290,14 @@ function hasVersions(
       `Cannot ${action} model '${name}' without a version: it has versions (${
         set.versions.join(", ")
       }; default ${set.default}); give spec.version`,
-    details: { model: name, versions: [...set.versions] },
+    // What the gateway words its own answer from (it names routes, not spec fields).
+    details: {
+      reason: "hasVersions",
+      action,
+      model: name,
+      versions: [...set.versions],
+      default: set.default,
+    },
   });
 }
 

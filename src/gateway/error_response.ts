@@ -315,6 +315,16 @@ export function describeError(
       body: body(err.remoteType, withoutSpillPaths(err.message)),
     };
   }
+  if (err instanceof RemoteError && err.remoteType === "InvalidRequestError") {
+    const message = versionsMessage(err);
+    if (message !== undefined) {
+      return {
+        status: 400,
+        headers,
+        body: body(err.remoteType, message),
+      };
+    }
+  }
   if (err instanceof RemoteError) {
     const d = err.details;
     const extra: Record<string, unknown> = {};
@@ -380,6 +390,39 @@ function outOfServiceMessage(err: ModelUnavailableError): string {
     `limits.maxRelocations ${maxRelocations} (pyproxy.json; its window: ` +
     `limits.relocationWindow); PUT ${path} loads it again ` +
     `(with --allow-manage; without it, restart the gateway)`;
+}
+
+/**
+ * The pool's refusals about versions in the gateway's terms: the library's
+ * name `spec.version` and `updateModel`, which a gateway's client gives as
+ * a route (`PUT /v1/models/{name}/versions/{version}`). Worded from the
+ * error's `details` (`reason` and the model's versions); any other
+ * `InvalidRequestError` keeps its message (`undefined`).
+ */
+function versionsMessage(err: RemoteError): string | undefined {
+  const d = err.details.details;
+  if (typeof d !== "object" || d === null) return undefined;
+  const { reason, action, model, versions, version } = d as Record<
+    string,
+    unknown
+  >;
+  if (typeof model !== "string") return undefined;
+  const routes = `/v1/models/${model}`;
+  if (reason === "hasVersions" && Array.isArray(versions)) {
+    const dflt = (d as Record<string, unknown>).default;
+    return `Cannot ${
+      action === "update" ? "replace" : "load"
+    } model '${model}' ` +
+      `without a version: it has versions (${versions.join(", ")}${
+        typeof dflt === "string" ? `; default ${dflt}` : ""
+      }): PUT ${routes}/versions/{version} loads or replaces one, ` +
+      `DELETE ${routes} removes every version`;
+  }
+  if (reason === "versionExists" && typeof version === "string") {
+    return `Cannot load model '${model}' version '${version}': it is ` +
+      `already loaded (PUT ${routes}/versions/${version} replaces it)`;
+  }
+  return undefined;
 }
 
 /** The header of a request id, in requests and responses. */
