@@ -135,6 +135,7 @@ export function reconnect(options: ReconnectOptions = {}): Plugin {
 export function reconnectWithHistory(
   options: ReconnectOptions,
   history: CrashHistory | undefined,
+  settingName: (option: string) => string = librarySetting,
 ): Plugin {
   checkOptionKeys("reconnect", options, [
     "heartbeatInterval",
@@ -184,7 +185,9 @@ export function reconnectWithHistory(
 
   // Says what it means and how to change it: the usual cause is a long C call holding the GIL.
   const heartbeatReason =
-    `missed heartbeat: no answer to a ping within ${heartbeatTimeout} ms (a call holding the GIL, such as one long C call, blocks the server's loop; reconnect({ heartbeatTimeout }) raises the limit)`;
+    `missed heartbeat: no answer to a ping within ${heartbeatTimeout} ms (a call holding the GIL, such as one long C call, blocks the server's loop; ${
+      settingName("heartbeatTimeout")
+    } raises the limit)`;
   // Per slot id; a slot removed by a resize (or autoscale) is forgotten.
   const crashes = history ?? new CrashHistory(crashWindow);
   let offEvents: (() => void) | undefined;
@@ -315,7 +318,9 @@ export function reconnectWithHistory(
         ev.worker.id,
         ev.worker.pid,
         hangGrace,
-        `no answer to a ping within ${hangGrace} ms after a call timed out (a call stuck in C code holding the GIL, or a call of a fast model running on the server's event loop that turned slow: see docs/models.md, "threaded"; reconnect({ hangGrace }) sets the limit)`,
+        `no answer to a ping within ${hangGrace} ms after a call timed out (a call stuck in C code holding the GIL, or a call of a fast model running on the server's event loop that turned slow: see docs/models.md, "threaded"; ${
+          settingName("hangGrace")
+        } sets the limit)`,
       );
     },
     onWorkerExit(ev, ctx) {
@@ -331,7 +336,9 @@ export function reconnectWithHistory(
           id,
           `crashed ${count} times within ${crashWindow} ms; last: ${ev.reason}${
             failedRetryAfter > 0
-              ? ` (retried in ${failedRetryAfter} ms: reconnect({ failedRetryAfter }))`
+              ? ` (retried in ${failedRetryAfter} ms: ${
+                settingName("failedRetryAfter")
+              })`
               : ""
           }`,
         );
@@ -345,6 +352,32 @@ export function reconnectWithHistory(
     },
   };
   return plugin;
+}
+
+/** How the library names an option in the reasons it gives. */
+function librarySetting(option: string): string {
+  return `reconnect({ ${option} })`;
+}
+
+/**
+ * {@linkcode reconnect} naming its options in the reasons it gives (a
+ * worker's `failedReason`, a `lastExit.reason`) as `settingName` says: the
+ * gateway's `plugins.reconnect.failedRetryAfter` (pyproxy.json) where a
+ * library user reads `reconnect({ failedRetryAfter })`. Not exported by the
+ * package (plugins/mod.ts names what it exports from this file).
+ *
+ * @example
+ * ```ts
+ * import { reconnectNamed } from "./reconnect.ts";
+ * const policy = reconnectNamed({}, (option) => `plugins.reconnect.${option}`);
+ * console.log(policy.name); // "reconnect"
+ * ```
+ */
+export function reconnectNamed(
+  options: ReconnectOptions,
+  settingName: (option: string) => string,
+): Plugin {
+  return reconnectWithHistory(options, undefined, settingName);
 }
 
 function option(

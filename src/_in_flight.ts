@@ -106,17 +106,21 @@ export function countInFlight(
 
 /**
  * In words, for messages and logs: `"bad (1 call), plain (3)"`, with
- * `", and 5 more calls"` for those under names left out.
+ * `", and 5 more calls"` for those under names left out; `shown` words a
+ * name (the gateway's `bad version 2` for `bad@2`).
  */
-export function describeInFlight(inFlight: InFlight): string {
+export function describeInFlight(
+  inFlight: InFlight,
+  shown: (name: string) => string = (name) => name,
+): string {
   const parts: string[] = [];
   let named = 0;
   for (const [name, n] of Object.entries(inFlight.byName)) {
     named += n;
     parts.push(
       parts.length === 0
-        ? `${name} (${n} call${n === 1 ? "" : "s"})`
-        : `${name} (${n})`,
+        ? `${shown(name)} (${n} call${n === 1 ? "" : "s"})`
+        : `${shown(name)} (${n})`,
     );
   }
   const rest = inFlight.calls - named;

@@ -951,8 +951,26 @@ export class Pool implements AsyncDisposable {
         type: "InvalidRequestError",
         message:
           `Cannot add model '${name}' version '${label}': it already exists (updateModel replaces it)`,
+        details: { reason: "versionExists", model: name, version: label },
       });
     }
+  }
+
+  /**
+   * The model and label of a version's internal name (`name@label`) while
+   * the pool has that version; `undefined` for anything else (a model
+   * without versions, whose name may hold an `@`).
+   */
+  #versionOf(key: string): { model: string; version: string } | undefined {
+    if (this.#versions.size === 0) return undefined;
+    // Labels hold no `@`: the last one splits a key.
+    const at = key.lastIndexOf("@");
+    if (at < 0) return undefined;
+    const model = key.slice(0, at);
+    const version = key.slice(at + 1);
+    return this.#versions.get(model)?.versions.includes(version)
+      ? { model, version }
+      : undefined;
   }
 
   /**
@@ -2208,7 +2226,9 @@ export class Pool implements AsyncDisposable {
           ),
         );
       }
-      call.reject(crashError(call, worker.id, exit, error));
+      call.reject(
+        crashError(call, worker.id, exit, error, (key) => this.#versionOf(key)),
+      );
     });
   }
 }
@@ -2218,6 +2238,7 @@ function crashError(
   id: string,
   exit: WorkerExit | undefined,
   cause: ConnectionLostError,
+  versionOf: (key: string) => { model: string; version: string } | undefined,
 ): WorkerCrashedError {
   const how = exit === undefined ? "connection lost" : exit.reason;
   const pid = exit?.pid ?? null;
@@ -2225,6 +2246,14 @@ function crashError(
   // pending requests once, as it closed): the crasher's call among them.
   const inFlight = cause.details.inFlight as InFlight | undefined;
   const name = inFlightName(call.cmd, call.args);
+  // A version's internal name (`name@label`) told apart from a model whose
+  // name holds an `@`, for whoever words it otherwise (the gateway).
+  const own = name === call.cmd ? undefined : versionOf(name);
+  const versions: Record<string, { model: string; version: string }> = {};
+  for (const key of Object.keys(inFlight?.byName ?? {})) {
+    const v = versionOf(key);
+    if (v !== undefined) versions[key] = v;
+  }
   return new WorkerCrashedError(
     `Cannot complete call ${call.cmd}${
       name === call.cmd ? "" : ` of model '${name}'`
@@ -2241,9 +2270,14 @@ function crashError(
         code: exit?.code ?? null,
         signal: exit?.signal ?? null,
         reason: how,
+        cmd: call.cmd,
         call: name,
+        ...(own === undefined ? {} : own),
         inFlight: inFlight?.byName ?? {},
         inFlightCalls: inFlight?.calls ?? 0,
+        ...(Object.keys(versions).length === 0
+          ? {}
+          : { inFlightVersions: versions }),
       },
     },
   );
@@ -2289,7 +2323,14 @@ function hasVersions(
       `Cannot ${action} model '${name}' without a version: it has versions (${
         set.versions.join(", ")
       }; default ${set.default}); give spec.version`,
-    details: { model: name, versions: [...set.versions] },
+    // What the gateway words its own answer from (it names routes, not spec fields).
+    details: {
+      reason: "hasVersions",
+      action,
+      model: name,
+      versions: [...set.versions],
+      default: set.default,
+    },
   });
 }
 

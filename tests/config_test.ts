@@ -721,6 +721,43 @@ Deno.test("parseConfig: models[].workers is an integer from 1 to 1024", () => {
   }
 });
 
+Deno.test("parseConfig: models[] refuses a name and version listed twice, and one name with a version and without, naming both entries (was caught only once the workers had started)", () => {
+  const models = (...entries: Array<[string, string?]>) => ({
+    models: entries.map(([name, version]) => ({
+      name,
+      file: "m.py",
+      ...(version === undefined ? {} : { version }),
+    })),
+  });
+  assert.deepEqual(
+    parseConfig(models(["m", "1"], ["m", "2"], ["x"])).models?.map((m) =>
+      m.version
+    ),
+    ["1", "2", undefined],
+  );
+  const cases: Array<[ReturnType<typeof models>, string]> = [
+    [
+      models(["m", "1"], ["x"], ["m", "1"]),
+      "models[2]: model 'm' version '1' is listed twice (models[0] too): list each name and version once (at pyproxy.json: models[2])",
+    ],
+    [
+      models(["m"], ["m"]),
+      "models[1]: model 'm' is listed twice (models[0] too): list each name once (at pyproxy.json: models[1])",
+    ],
+    [
+      models(["m", "1"], ["m"]),
+      "models[1]: model 'm' without a version: models[0] lists 'm' with version '1', and a name is loaded with versions or without (give every entry of 'm' a version, or none) (at pyproxy.json: models[1])",
+    ],
+    [
+      models(["m"], ["m", "2"]),
+      "models[1]: model 'm' version '2': models[0] lists 'm' without a version, and a name is loaded with versions or without (give every entry of 'm' a version, or none) (at pyproxy.json: models[1])",
+    ],
+  ];
+  for (const [config, message] of cases) {
+    assert.equal(configError(() => parseConfig(config)), message);
+  }
+});
+
 Deno.test("parseConfig: env takes variable names to strings, and refuses what the host sets for the server's own start and protocol", () => {
   assert.deepEqual(
     parseConfig({

@@ -182,6 +182,60 @@ class Hold:
 
 Deno.test({
   name:
+    "dashboardHtml's last exit names a version as the gateway's answers do (hold version 3, not its internal name hold@3)",
+  ignore: !hasChromium,
+  async fn() {
+    const HOLD = `import os
+import time
+
+
+class Hold:
+    def execute(self, msg):
+        with open(msg["started"] + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(msg["started"] + ".tmp", msg["started"])
+        time.sleep(30)
+`;
+    await using gw = await startGateway({
+      token: TOKEN,
+      models: [{ name: "hold", file: "hold.py", version: "3" }],
+    }, { "hold.py": HOLD });
+    const browser = await launch();
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on("pageerror", (err) => errors.push(String(err)));
+      await page.goto(`${gw.url}/?token=${TOKEN}`);
+      await page.waitForSelector('#workers tbody tr[data-state="ready"]');
+      const started = `${gw.dir}/started`;
+      const call = gw.fetch("/v1/models/hold/versions/3/execute", {
+        method: "POST",
+        body: JSON.stringify({ started }),
+      });
+      await waitFor(() => Deno.stat(started).then(() => true, () => false));
+      const pid = Number(await Deno.readTextFile(started));
+      Deno.kill(pid, "SIGKILL");
+      const res = await call;
+      assert.equal(res.status, 502);
+      assert.deepEqual((await res.json()).error.inFlight, { "hold@3": 1 });
+      const row = '#workers tr[data-worker="w1"][data-state="ready"]';
+      await page.locator(row, { hasText: "while running" }).waitFor();
+      const cells = await page.locator(`${row} td`).allInnerTexts();
+      assert.match(
+        cells[7]!,
+        new RegExp(
+          `^killed by SIGKILL \\(pid ${pid}, [^)]+\\) while running: hold version 3 \\(1 call\\)$`,
+        ),
+      );
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
     "dashboardHtml shows what plugins report of themselves (autoscale's bounds and state), and no plugins table without any",
   ignore: !hasChromium,
   async fn() {

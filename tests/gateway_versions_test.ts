@@ -156,7 +156,14 @@ Deno.test("Gateway versions: PUT loads two versions side by side, execute picks 
     put({ file: "tagged.py", options: { v: "x" } }),
   );
   assert.equal(res.status, 400);
-  assert.match((await res.json()).error.message, /it has versions/);
+  // In the gateway's terms: the route to call, not the library's spec field.
+  const hasVersions = (await res.json()).error.message;
+  assert.match(hasVersions, /it has versions \(1, 2; default 2\)/);
+  assert.match(
+    hasVersions,
+    /PUT \/v1\/models\/ranker\/versions\/\{version\} loads or replaces one, DELETE \/v1\/models\/ranker removes every version/,
+  );
+  assert.doesNotMatch(hasVersions, /spec\.version|updateModel/);
   // The metrics: a version label for the versions' calls.
   const metrics = await (await gw.fetch("/metrics")).text();
   assert.match(
@@ -264,7 +271,9 @@ Deno.test("Gateway versions: /v2 serves each version, its metadata and the repos
   // it has versions.
   res = await gw.fetch("/v2/repository/models/dbl/load", post({}));
   assert.equal(res.status, 400);
-  assert.match((await res.json()).error, /version/);
+  const refused = (await res.json()).error;
+  assert.match(refused, /PUT \/v1\/models\/dbl\/versions\/\{version\}/);
+  assert.doesNotMatch(refused, /spec\.version/);
   // Unloading the name removes every version.
   res = await gw.fetch("/v2/repository/models/dbl/unload", post({}));
   assert.equal(res.status, 200);

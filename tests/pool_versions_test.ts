@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { ConfigError, NoWorkerError } from "../src/errors.ts";
 import type { Plugin } from "../src/plugin.ts";
 import { Pool } from "../src/pool.ts";
+import { describeError } from "../src/gateway/error_response.ts";
 import {
   modelsDir,
   nextEvent,
@@ -167,17 +168,40 @@ Deno.test("Pool versions: labels are checked, a version is not added twice, a na
         err instanceof ConfigError && /has no '@'/.test(err.message),
     );
     await pool.addModel("m", spec("a", "1"));
+    // Each refusal also as the gateway words it from its details: the
+    // routes to call, not the library's spec field or method.
+    const gatewaySays = async (p: Promise<unknown>, message: string) => {
+      const err = await p.then(
+        () => assert.fail("expected a refusal"),
+        (e) => e,
+      );
+      const { status, body } = describeError(err, false);
+      assert.equal(status, 400);
+      assert.equal(body.message, message);
+    };
     await assert.rejects(
       pool.addModel("m", spec("a", "1")),
-      /Cannot add model 'm' version '1': it already exists/,
+      /Cannot add model 'm' version '1': it already exists \(updateModel replaces it\)/,
+    );
+    await gatewaySays(
+      pool.addModel("m", spec("a", "1")),
+      "Cannot load model 'm' version '1': it is already loaded (PUT /v1/models/m/versions/1 replaces it)",
     );
     await assert.rejects(
       pool.addModel("m", { source: TAGGED, options: { v: "x" } }),
-      /Cannot add model 'm' without a version: it has versions \(1; default 1\)/,
+      /Cannot add model 'm' without a version: it has versions \(1; default 1\); give spec\.version/,
+    );
+    await gatewaySays(
+      pool.addModel("m", { source: TAGGED, options: { v: "x" } }),
+      "Cannot load model 'm' without a version: it has versions (1; default 1): PUT /v1/models/m/versions/{version} loads or replaces one, DELETE /v1/models/m removes every version",
     );
     await assert.rejects(
       pool.updateModel("m", { source: TAGGED, options: { v: "x" } }),
       /Cannot update model 'm' without a version/,
+    );
+    await gatewaySays(
+      pool.updateModel("m", { source: TAGGED, options: { v: "x" } }),
+      "Cannot replace model 'm' without a version: it has versions (1; default 1): PUT /v1/models/m/versions/{version} loads or replaces one, DELETE /v1/models/m removes every version",
     );
     await assert.rejects(
       pool.updateModel("m", spec("b", "2")),

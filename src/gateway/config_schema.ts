@@ -424,9 +424,28 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
   ),
   modelsDir: v.optional(str("a directory")),
   models: v.optional(
-    v.array(
-      ModelEntrySchema,
-      "expected an array of {name, file, options?, class?, timeout?, workers?}",
+    v.pipe(
+      v.array(
+        ModelEntrySchema,
+        "expected an array of {name, file, options?, class?, timeout?, workers?}",
+      ),
+      // Caught here, before any worker starts (the pool would refuse the
+      // later entry only once the earlier ones are loaded).
+      v.rawCheck(({ dataset, addIssue }) => {
+        if (!dataset.typed) return;
+        const problem = modelEntriesProblem(dataset.value);
+        if (problem === undefined) return;
+        addIssue({
+          message: problem.message,
+          path: [{
+            type: "array",
+            origin: "value",
+            input: dataset.value,
+            key: problem.index,
+            value: dataset.value[problem.index],
+          }],
+        });
+      }),
     ),
   ),
   plugins: v.optional(
@@ -508,6 +527,60 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
     ),
   ),
 });
+
+/**
+ * The first entry of `models` that cannot be loaded beside the earlier ones:
+ * a name and version listed twice, or a name listed with a version and
+ * without one (a name is loaded with versions or without).
+ */
+function modelEntriesProblem(
+  entries: readonly ModelEntry[],
+): { index: number; message: string } | undefined {
+  // name → the index of its first entry, with or without a version.
+  const first = new Map<
+    string,
+    { index: number; version: string | undefined }
+  >();
+  const seen = new Map<string, number>();
+  for (const [index, { name, version }] of entries.entries()) {
+    const shown = version === undefined
+      ? `model '${name}'`
+      : `model '${name}' version '${version}'`;
+    // JSON keeps the pair apart whatever characters either holds.
+    const key = JSON.stringify([name, version ?? null]);
+    const earlier = seen.get(key);
+    if (earlier !== undefined) {
+      return {
+        index,
+        message: `${shown} is listed twice (models[${earlier}] too): ` +
+          `list each ${
+            version === undefined ? "name" : "name and version"
+          } once`,
+      };
+    }
+    seen.set(key, index);
+    const other = first.get(name);
+    if (
+      other !== undefined &&
+      (other.version === undefined) !== (version === undefined)
+    ) {
+      return {
+        index,
+        message:
+          `${
+            version === undefined ? `model '${name}' without a version` : shown
+          }: models[${other.index}] lists '${name}' ${
+            other.version === undefined
+              ? "without a version"
+              : `with version '${other.version}'`
+          }, and a name is loaded with versions or without (give every entry ` +
+          `of '${name}' a version, or none)`,
+      };
+    }
+    if (other === undefined) first.set(name, { index, version });
+  }
+  return undefined;
+}
 
 /** pyproxy's log categories: `pyproxy` and its children, dot-separated. */
 const CATEGORY = /^pyproxy(\.[^.]+)*$/;

@@ -140,12 +140,13 @@ export function dashboardHtml(options: DashboardOptions): string {
       return tr;
     }));
   };
-  // What a dead worker was running, as its WorkerCrashedError and the log
-  // say it: " while running: bad (1 call), plain (3), and 2 more calls".
-  const running = (f) => {
+  // What a dead worker was running, as its WorkerCrashedError says it:
+  // " while running: bad (1 call), plain (3), and 2 more calls"; a version
+  // (bad@2 in the data) as "bad version 2", as the gateway's answers name it.
+  const running = (f, shown) => {
     if (!f || !f.byName) return "";
     const named = Object.entries(f.byName);
-    const parts = named.map(([name, n], i) => name + " (" + n + (i === 0 ? (n === 1 ? " call" : " calls") : "") + ")");
+    const parts = named.map(([name, n], i) => (shown.get(name) || name) + " (" + n + (i === 0 ? (n === 1 ? " call" : " calls") : "") + ")");
     const rest = f.calls - named.reduce((a, [, n]) => a + n, 0);
     if (rest > 0) parts.push("and " + rest + " more call" + (rest === 1 ? "" : "s"));
     return " while running: " + parts.join(", ");
@@ -163,10 +164,11 @@ export function dashboardHtml(options: DashboardOptions): string {
       $("inflight").textContent = String(metrics.inFlight);
       $("queue").textContent = String(status.queue ?? 0);
       $("uptime").textContent = fmtSecs(status.uptime / 1000);
+      const versionNames = new Map(status.models.filter((m) => m.label !== undefined).map((m) => [m.name + "@" + m.label, m.name + " version " + m.label]));
       fill("workers", status.workers.map((w) => ({
         attrs: { "data-worker": w.id, "data-state": w.state },
         cells: [w.id, w.pid ?? "–", { text: w.state, cls: "state-" + w.state }, w.inFlight, w.parked ?? 0, w.restarts, fmtSecs((w.uptime || 0) / 1000),
-          w.state === "failed" && w.failedReason ? w.failedReason : w.lastExit ? w.lastExit.reason + " (pid " + w.lastExit.pid + ", " + new Date(w.lastExit.at).toLocaleTimeString() + ")" + running(w.lastExit.inFlight) : ""],
+          w.state === "failed" && w.failedReason ? w.failedReason : w.lastExit ? w.lastExit.reason + " (pid " + w.lastExit.pid + ", " + new Date(w.lastExit.at).toLocaleTimeString() + ")" + running(w.lastExit.inFlight, versionNames) : ""],
       })));
       fill("models", status.models.map((m) => {
         // A version of a model with versions: its own row, metrics under name@label.

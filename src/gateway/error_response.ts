@@ -5,6 +5,7 @@
  * @module
  */
 import { IDLE_SETTING } from "../_stream_idle_watch.ts";
+import { describeInFlight } from "../_in_flight.ts";
 import { modelResponseHeaders } from "./_model_http_headers.ts";
 import { stringifyJson } from "../_exact_json.ts";
 import { HTTPException } from "hono/http-exception";
@@ -217,13 +218,17 @@ export function describeError(
     // What the worker was running when it died, by model: the crasher's
     // call beside its victims. Model names are no secret to a caller who can
     // call models (/v1/models lists them); tracebacks are no part of it.
-    const { worker, call, inFlight, inFlightCalls } = err.details;
+    // A version is named as the gateway's routes name it (`bad version 2`),
+    // its internal name (`bad@2`) kept as data in `call` and `inFlight`.
+    const { worker, call, model, version, inFlight, inFlightCalls } =
+      err.details;
     return {
       status: 502,
       headers,
-      body: body(err.name, err.message, {
+      body: body(err.name, crashMessage(err), {
         ...(worker === undefined ? {} : { worker }),
         ...(call === undefined ? {} : { call }),
+        ...(typeof version === "string" ? { model, version } : {}),
         ...(inFlight === undefined ? {} : { inFlight, inFlightCalls }),
       }),
     };
@@ -315,6 +320,16 @@ export function describeError(
       body: body(err.remoteType, withoutSpillPaths(err.message)),
     };
   }
+  if (err instanceof RemoteError && err.remoteType === "InvalidRequestError") {
+    const message = versionsMessage(err);
+    if (message !== undefined) {
+      return {
+        status: 400,
+        headers,
+        body: body(err.remoteType, message),
+      };
+    }
+  }
   if (err instanceof RemoteError) {
     const d = err.details;
     const extra: Record<string, unknown> = {};
@@ -380,6 +395,85 @@ function outOfServiceMessage(err: ModelUnavailableError): string {
     `limits.maxRelocations ${maxRelocations} (pyproxy.json; its window: ` +
     `limits.relocationWindow); PUT ${path} loads it again ` +
     `(with --allow-manage; without it, restart the gateway)`;
+}
+
+/**
+ * The pool's refusals about versions in the gateway's terms: the library's
+ * name `spec.version` and `updateModel`, which a gateway's client gives as
+ * a route (`PUT /v1/models/{name}/versions/{version}`). Worded from the
+ * error's `details` (`reason` and the model's versions); any other
+ * `InvalidRequestError` keeps its message (`undefined`).
+ */
+function versionsMessage(err: RemoteError): string | undefined {
+  const d = err.details.details;
+  if (typeof d !== "object" || d === null) return undefined;
+  const { reason, action, model, versions, version } = d as Record<
+    string,
+    unknown
+  >;
+  if (typeof model !== "string") return undefined;
+  const routes = `/v1/models/${model}`;
+  if (reason === "hasVersions" && Array.isArray(versions)) {
+    const dflt = (d as Record<string, unknown>).default;
+    return `Cannot ${
+      action === "update" ? "replace" : "load"
+    } model '${model}' ` +
+      `without a version: it has versions (${versions.join(", ")}${
+        typeof dflt === "string" ? `; default ${dflt}` : ""
+      }): PUT ${routes}/versions/{version} loads or replaces one, ` +
+      `DELETE ${routes} removes every version`;
+  }
+  if (reason === "versionExists" && typeof version === "string") {
+    return `Cannot load model '${model}' version '${version}': it is ` +
+      `already loaded (PUT ${routes}/versions/${version} replaces it)`;
+  }
+  return undefined;
+}
+
+/**
+ * A `WorkerCrashedError`'s message with versions named as the gateway's
+ * routes name them (`model 'bad' version '2'`, `bad version 2 (1 call)`)
+ * where the library's names their internal name (`bad@2`). Worded from the
+ * error's `details`; an error without versions, or without the details (one
+ * of a pool's own making), keeps its message.
+ */
+function crashMessage(err: WorkerCrashedError): string {
+  const d = err.details;
+  const versions = (typeof d.inFlightVersions === "object" &&
+      d.inFlightVersions !== null
+    ? d.inFlightVersions
+    : {}) as Record<string, { model: string; version: string }>;
+  if (
+    typeof d.version !== "string" && Object.keys(versions).length === 0
+  ) return err.message;
+  const { cmd, call, worker, pid, reason, inFlight, inFlightCalls } = d;
+  if (
+    typeof cmd !== "string" || typeof call !== "string" ||
+    typeof worker !== "string" || typeof reason !== "string"
+  ) return err.message;
+  const what = typeof d.version === "string"
+    ? ` of model '${d.model}' version '${d.version}'`
+    : call === cmd
+    ? ""
+    : ` of model '${call}'`;
+  const running = typeof inFlight === "object" && inFlight !== null &&
+      typeof inFlightCalls === "number" && inFlightCalls > 0
+    ? ` while running: ${
+      describeInFlight(
+        {
+          byName: inFlight as Record<string, number>,
+          calls: inFlightCalls,
+        },
+        (name) =>
+          Object.hasOwn(versions, name)
+            ? `${versions[name]!.model} version ${versions[name]!.version}`
+            : name,
+      )
+    }`
+    : "";
+  return `Cannot complete call ${cmd}${what}: worker ${worker}${
+    typeof pid === "number" ? ` (pid ${pid})` : ""
+  } died: ${reason}${running}`;
 }
 
 /** The header of a request id, in requests and responses. */

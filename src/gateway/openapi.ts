@@ -143,7 +143,7 @@ function callResponses(o: OpenApiOptions): Record<string, OpenApiObject> {
     ),
     "429": retryResponse("`OverloadedError`: the pool's queue is full."),
     "502": errorResponse(
-      "`WorkerCrashedError`: the worker died during the call. `worker` names it, `call` this call's model, `inFlight` the calls it was running when it died by model (evals by `eval`; at most 10 names) and `inFlightCalls` their number: the call that took it down is among them.",
+      "`WorkerCrashedError`: the worker died during the call. `worker` names it, `call` this call's model, `inFlight` the calls it was running when it died by model (evals by `eval`; at most 10 names; a version by its internal name `name@label`, the message by `name version label`) and `inFlightCalls` their number: the call that took it down is among them. The call of a version adds `model` and `version`.",
     ),
     "503": retryResponse(
       "`NoWorkerError` (no worker available), `ShuttingDownError` (the server is draining) or `ModelUnavailableError` (a model placed on some workers that crashed the workers it was moved to: out of service until a `PUT`; `model` names it, no `Retry-After`).",

@@ -11,12 +11,8 @@ import type { Plugin } from "../plugin.ts";
 import { Pool, type PoolOptions } from "../pool.ts";
 import type { HttpServer, Runtime } from "../runtime/types.ts";
 import { defaultRuntime } from "../runtime/mod.ts";
-import {
-  autoscale,
-  reconnect,
-  sharedCache,
-  spillover,
-} from "../../plugins/mod.ts";
+import { autoscale, sharedCache, spillover } from "../../plugins/mod.ts";
+import { reconnectNamed } from "../../plugins/reconnect.ts";
 import {
   createGateway,
   droppedSubscriberLogger,
@@ -130,8 +126,16 @@ function listenError(config: ResolvedConfig, err: unknown): StartError {
 }
 
 type PluginFactory = (options?: Record<string, unknown>) => Plugin;
+/**
+ * The restart policy naming its options as pyproxy.json sets them in the
+ * reasons `/v1/status` and the dashboard show (`failedReason`,
+ * `lastExit.reason`): `plugins.reconnect.failedRetryAfter`, not the
+ * library's `reconnect({ failedRetryAfter })`.
+ */
+const gatewayReconnect: PluginFactory = (options = {}) =>
+  reconnectNamed(options, (option) => `plugins.reconnect.${option}`);
 const BUILTIN_PLUGINS: Record<string, PluginFactory> = {
-  reconnect: reconnect as PluginFactory,
+  reconnect: gatewayReconnect,
   spillover: spillover as PluginFactory,
   sharedCache: sharedCache as PluginFactory,
   autoscale: autoscale as PluginFactory,
@@ -168,6 +172,11 @@ function pluginsOption(
         );
       }
     }
+  }
+  // The pool's default reconnect() would name the library's options: the
+  // same policy, worded for the gateway, replaces it (same name).
+  if (!Object.hasOwn(config.plugins, "reconnect")) {
+    use.unshift(gatewayReconnect());
   }
   return { use: [...use, ...extra], remove };
 }
