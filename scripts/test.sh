@@ -10,7 +10,10 @@ trap 'rm -rf "$log_dir"' EXIT
 status=0
 
 echo "== deno test =="
-timeout -k 10 900 deno test -A --parallel tests/ 2>&1 | tee "$log_dir/deno.log"
+# Three test files at a time on 2 cores: most of a file's time is spent
+# waiting on Python servers (starting, answering), so a third job fills the
+# cores (3m56s -> 3m03-3m10s, 0 failed in each run). DENO_JOBS overrides it.
+DENO_JOBS=${DENO_JOBS:-3} timeout -k 10 900 deno test -A --parallel tests/ 2>&1 | tee "$log_dir/deno.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "== python unittest =="
