@@ -33,8 +33,7 @@ import {
   modelSuccessHeaders,
 } from "./model_routes.ts";
 import { noTransform } from "./_response_compression.ts";
-import { HTTPException } from "hono/http-exception";
-import { NOT_JSON_NOTE, readJsonBody } from "./read_json_body.ts";
+import { readJsonBody, withJsonHint } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
 
 /**
@@ -112,17 +111,7 @@ async function readPredictBody(
       ctx.maxJsonDepth,
     );
   } catch (err) {
-    if (
-      err instanceof HTTPException && err.status === 400 &&
-      err.message.startsWith("Cannot parse request body as JSON")
-    ) {
-      throw httpError(
-        400,
-        "InvalidJson",
-        err.message.split(NOT_JSON_NOTE)[0]! + PREDICT_JSON_HINT,
-      );
-    }
-    throw err;
+    throw withJsonHint(err, PREDICT_JSON_HINT);
   }
 }
 

@@ -5,7 +5,6 @@
  * @module
  */
 import { Hono } from "hono";
-import { HTTPException } from "hono/http-exception";
 import * as v from "valibot";
 import { ShuttingDownError } from "../errors.ts";
 import { describeError, httpError } from "./error_response.ts";
@@ -13,7 +12,7 @@ import { clientRequestId } from "./model_routes.ts";
 import { routeError } from "./_route_error.ts";
 import { validBody } from "./_valid_body.ts";
 import type { GatewayAtom, GatewayOutputChunk } from "./gateway_pool.ts";
-import { NOT_JSON_NOTE, readJsonBody } from "./read_json_body.ts";
+import { readJsonBody, withJsonHint } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
 import { type SseEvent, sseHead, sseResponse } from "./sse.ts";
 
@@ -201,16 +200,9 @@ export function evalRoutes(ctx: RouteContext): Hono {
         ctx.maxJsonDepth,
       );
     } catch (err) {
-      if (
-        err instanceof HTTPException && err.status === 400 &&
-        err.message.startsWith("Cannot parse request body as JSON")
-      ) {
-        // Its own hint instead of the general one (Python code posted as
-        // it is does not belong in a "text" field).
-        const message = err.message.split(NOT_JSON_NOTE)[0];
-        throw httpError(400, "InvalidJson", message + JSON_BODY_HINT);
-      }
-      throw err;
+      // Its own hint instead of the general one (Python code posted as it
+      // is does not belong in a "text" field).
+      throw withJsonHint(err, JSON_BODY_HINT);
     }
     const { code, locals, args, timeout } = validBody(
       EvalBody,

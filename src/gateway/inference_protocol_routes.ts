@@ -41,10 +41,10 @@ import {
 import { versionKey } from "../_model_version.ts";
 import type { ResponseMeta } from "../session_types.ts";
 import {
-  NOT_JSON_NOTE,
   parseJsonText,
   readBinaryBody,
   readJsonBody,
+  withJsonHint,
 } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
 
@@ -258,17 +258,7 @@ export function inferenceProtocolRoutes(
     try {
       return await readBodyAsIs(request);
     } catch (err) {
-      if (
-        err instanceof HTTPException && err.status === 400 &&
-        err.message.startsWith("Cannot parse request body as JSON")
-      ) {
-        throw httpError(
-          400,
-          "InvalidJson",
-          err.message.split(NOT_JSON_NOTE)[0]! + V2_JSON_HINT,
-        );
-      }
-      throw err;
+      throw withJsonHint(err, V2_JSON_HINT);
     }
   };
 

@@ -920,25 +920,26 @@ export function modelRoutes(ctx: RouteContext): Hono {
     });
   });
 
-  app.get("/v1/models/:name/versions/:version", (c) => {
-    const name = c.req.param("name");
-    const version = c.req.param("version");
-    // A model without versions: its own version number, as :predict and
-    // /metadata take it (TF Serving's clients ask for its status there).
+  /**
+   * The model's version `version`: a label, or for a model without versions
+   * its own version number, as :predict takes it (TF Serving's clients ask
+   * for its status and metadata there); else the 404 naming the versions.
+   */
+  const atVersion = (name: string, version: string): GatewayModelInfo => {
     const own = catalog.describe(pool, name);
     if (
       own !== undefined && own.label === undefined &&
       version === String(own.version)
-    ) {
-      return jsonResponse({
-        ...modelView(own, ctx.debug, ctx.requestTimeout),
-        ...readiness(ctx, own),
-      });
-    }
+    ) return own;
     const found = findVersion(ctx, name, version);
     if (typeof found !== "string") throw found;
     const model = catalog.describe(pool, name, version);
     if (model === undefined) throw notFound(name);
+    return model;
+  };
+
+  app.get("/v1/models/:name/versions/:version", (c) => {
+    const model = atVersion(c.req.param("name"), c.req.param("version"));
     return jsonResponse({
       ...modelView(model, ctx.debug, ctx.requestTimeout),
       ...readiness(ctx, model),
@@ -952,21 +953,15 @@ export function modelRoutes(ctx: RouteContext): Hono {
     if (model === undefined) throw notFound(name);
     return jsonResponse(tfServingMetadata(model));
   });
-  app.get("/v1/models/:name/versions/:version/metadata", (c) => {
-    const name = c.req.param("name");
-    const version = c.req.param("version");
-    // A model without versions: its own version number, as :predict takes it.
-    const own = catalog.describe(pool, name);
-    if (
-      own !== undefined && own.label === undefined &&
-      version === String(own.version)
-    ) return jsonResponse(tfServingMetadata(own));
-    const found = findVersion(ctx, name, version);
-    if (typeof found !== "string") throw found;
-    const model = catalog.describe(pool, name, version);
-    if (model === undefined) throw notFound(name);
-    return jsonResponse(tfServingMetadata(model));
-  });
+  app.get(
+    "/v1/models/:name/versions/:version/metadata",
+    (c) =>
+      jsonResponse(
+        tfServingMetadata(
+          atVersion(c.req.param("name"), c.req.param("version")),
+        ),
+      ),
+  );
 
   const run = modelExecutor(ctx);
   app.post("/v1/models/:name/execute", (c) => {

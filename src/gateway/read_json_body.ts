@@ -269,6 +269,31 @@ const BLANK = /^[ \t\n\r]*$/;
  */
 export const NOT_JSON_NOTE = " (the gateway reads JSON bodies only";
 
+/**
+ * `err` with a route's own hint in place of the general note, when it is the
+ * 400 of a body that is not JSON; any other error as it is. For a route
+ * whose callers send something else than a model's JSON body (eval's code,
+ * `/v2`'s tensors, `:predict`'s instances).
+ *
+ * @example
+ * ```ts ignore
+ * try { body = await readJsonBody(...); } catch (err) { throw withJsonHint(err, "; send {\"code\": ...}"); }
+ * ```
+ */
+export function withJsonHint(err: unknown, hint: string): unknown {
+  if (
+    err instanceof HTTPException && err.status === 400 &&
+    err.message.startsWith("Cannot parse request body as JSON")
+  ) {
+    return httpError(
+      400,
+      "InvalidJson",
+      err.message.split(NOT_JSON_NOTE)[0]! + hint,
+    );
+  }
+  return err;
+}
+
 function notJsonNote(text: string, request: Request): string {
   if (JSON_START.test(text) || BLANK.test(text)) return "";
   const type = request.headers.get("content-type")?.split(";")[0]?.trim();
