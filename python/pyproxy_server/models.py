@@ -955,7 +955,9 @@ class ModelRegistry:
         module.__file__ = filename
         # A file inside a package under the root imports its siblings with
         # `from .util import f`, as it would as that package's module.
-        module.__package__ = _package_of(self.root, filename)
+        # (A top-level module's is "", as Python gives it: with None, a relative
+        # import there also warns that it cannot resolve the package.)
+        module.__package__ = _package_of(self.root, filename) or ""
         sys.modules[module_name] = module
         try:
             code = compile(source, filename, "exec")

@@ -5,6 +5,7 @@ import shutil
 import tempfile
 import threading
 import unittest
+import warnings
 
 from pyproxy_server.errors import InvalidRequestError, ModelLoadError, ModelNotFoundError, PathError
 import sys
@@ -399,9 +400,15 @@ class PackageModelTest(unittest.TestCase):
 
     def test_relative_import_outside_a_package_fails_as_in_python(self):
         registry = ModelRegistry(self.root)
-        with self.assertRaises(ModelLoadError) as ctx:
-            registry.add("rel", {"file": "plain-dir/model.py"})
+        # As in Python, an ImportError and nothing else: no ImportWarning that
+        # the module's package cannot be resolved (it was, with __package__
+        # None; under -W error that warning even replaced the ImportError).
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with self.assertRaises(ModelLoadError) as ctx:
+                registry.add("rel", {"file": "plain-dir/model.py"})
         self.assertIn("ImportError", str(ctx.exception))
+        self.assertEqual([w for w in caught if issubclass(w.category, ImportWarning)], [])
 
 
 class MayCallHostTest(unittest.TestCase):

@@ -190,9 +190,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 56870,
+      size: 57028,
       sha256:
-        "f117e605eecd31b12e0ef272715e1d393f8d99ccfbc30d01fe91c75b7969dce1",
+        "b6ceb35f1eb83ca874ea538437926d3ac15b22f45deee292d6238d4eaf57eb6e",
     },
     {
       path: "pyproxy_server/server.py",
