@@ -501,6 +501,8 @@ Deno.test("Model repository extension: refused without --allow-manage (403, as P
     "binary_tensor_data",
     "classification",
     "model_repository",
+    "statistics",
+    "model_configuration",
   ]);
   const doc = await (await gw.fetch("/openapi.json")).json();
   assert.deepEqual(

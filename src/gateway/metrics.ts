@@ -253,8 +253,9 @@ export class GatewayMetrics {
       success: { count: s.count - failed, seconds: s.sum - s.failSum },
       fail: { count: failed, seconds: s.failSum },
     };
-    // From the clock of now: the wall clock may have been set since.
-    if (s.last >= 0) out.last = Date.now() - (performance.now() - s.last);
+    // The same at every read (from the clock of now it would move by a
+    // millisecond between reads).
+    if (s.last >= 0) out.last = performance.timeOrigin + s.last;
     return out;
   }
 
