@@ -326,7 +326,10 @@ Deno.test("Inference statistics: counts by outcome over /v1 and /v2, last_infere
 });
 
 Deno.test("Inference statistics: a batching model's batch_stats and configuration, declared inputs as the configuration's tensors", async () => {
-  await using gw = await startGateway({ workers: 1 }, MODELS);
+  await using gw = await startGateway(
+    { workers: 1, allowManage: true },
+    MODELS,
+  );
   const call = (x: number) =>
     gw.fetch("/v1/models/batched/execute", {
       method: "POST",
@@ -357,6 +360,18 @@ Deno.test("Inference statistics: a batching model's batch_stats and configuratio
   assert.equal(calls, 9);
   assert.equal(s.execution_count, batches);
   assert.ok(batches < 9, `${batches} batches for 9 calls`);
+
+  // An update (a new load of the model) keeps them: they are the model's
+  // since it was added, as its request counts are.
+  const put = await gw.fetch("/v1/models/batched", {
+    method: "PUT",
+    body: JSON.stringify({ file: "batched.py" }),
+  });
+  assert.equal(put.status, 200, await put.text());
+  const updated = (await (await gw.fetch("/v2/models/batched/stats")).json())
+    .model_stats[0] as ModelStat;
+  assert.deepEqual(updated.batch_stats, s.batch_stats);
+  assert.equal(updated.version, "2");
 
   const config = await (await gw.fetch("/v2/models/batched/config")).json();
   assert.deepEqual(config, {
