@@ -46,7 +46,7 @@ export function foreignRouteHint(path: string): string {
     } as it is, not percent-encoded: POST /v1/models/${model}:${verb[2]})`;
   }
   if (MODEL_CONFIG.test(path)) {
-    return " (a model's configuration comes from its class and its spec, and GET reads it; to change it, load the model again with a new spec: PUT /v1/models/{name}, with --allow-manage; docs/gateway.md)";
+    return " (a model's configuration comes from its class and its spec, and GET reads it; to change it, load the model again with another spec: PUT /v1/models/{name}, or POST /v2/repository/models/{name}/load with a config, both with --allow-manage; docs/gateway.md)";
   }
   if (HEALTH.test(path)) {
     return " (the health check is GET /healthz; docs/migrating.md)";
