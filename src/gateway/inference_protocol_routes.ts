@@ -224,10 +224,12 @@ export function inferenceProtocolRoutes(
   /** A model's statistics: the version asked for, else each of its versions. */
   const statistics = (name: string, version: string | undefined) => {
     const model = modelOf(name, version);
+    // One status read for all the versions (not one each: thousands of
+    // versions would make it quadratic).
     const versions = version !== undefined || model.label === undefined
       ? [model]
-      : (model.versions ?? []).flatMap((v) =>
-        catalog.describe(pool, model.name, v) ?? []
+      : catalog.list(pool).filter((m) =>
+        m.name === model.name && m.label !== undefined
       );
     return Response.json(inferenceStatistics(versions, metrics, pool));
   };
