@@ -225,6 +225,20 @@ Deno.test("Inference statistics: counts by outcome over /v1 and /v2, last_infere
   });
 
   await t.step(
+    "a client's X-Request-Id comes back, as on every route",
+    async () => {
+      for (const path of ["/v2/models/stats", "/v2/models/typed/config"]) {
+        const res = await gw.fetch(path, {
+          headers: { "x-request-id": "stats-req-1" },
+        });
+        assert.equal(res.status, 200);
+        assert.equal(res.headers.get("x-request-id"), "stats-req-1");
+        await res.body?.cancel();
+      }
+    },
+  );
+
+  await t.step(
     "POST .../config: a 405 saying how a model's configuration changes",
     async () => {
       const res = await post("/v2/models/typed/config", { max_batch_size: 8 });
