@@ -181,7 +181,10 @@ Deno.test("Inference statistics: counts by outcome over /v1 and /v2, last_infere
 
   await t.step("last_inference moves with each call", async () => {
     const first = (await one("/v2/models/typed/stats")).last_inference;
-    await until(async () => Date.now() > first + 2, "the clock to move");
+    await until(
+      () => Promise.resolve(Date.now() > first + 2),
+      "the clock to move",
+    );
     const res = await infer("typed", 1);
     await res.body?.cancel();
     const next = (await one("/v2/models/typed/stats")).last_inference;
