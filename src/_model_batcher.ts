@@ -73,6 +73,17 @@ export type SendBatch = (
   messageHeaders: Array<Record<string, string> | null> | undefined,
 ) => Promise<unknown>;
 
+/**
+ * The batches of one size a model ran: how many answered, and their
+ * milliseconds from written to a worker to answered.
+ */
+export interface BatchSizeStats {
+  /** Batches of this size answered (their calls' own errors included). */
+  count: number;
+  /** Their milliseconds from written to a worker to answered, summed. */
+  ms: number;
+}
+
 interface Item {
   msg: unknown;
   options: BatchCallOptions;
@@ -110,6 +121,12 @@ export class ModelBatcher {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #inFlight = 0;
   #capacity: () => number;
+  /**
+   * The batches answered, by size (at most `size` entries per setting the
+   * model had): handed on to the batcher of the model's next load, so that
+   * an update does not set them back.
+   */
+  readonly sizes: Map<number, BatchSizeStats>;
 
   constructor(
     name: string,
@@ -117,7 +134,9 @@ export class ModelBatcher {
     send: SendBatch,
     defaultTimeout = Infinity,
     capacity: () => number = () => 1,
+    sizes: Map<number, BatchSizeStats> = new Map(),
   ) {
+    this.sizes = sizes;
     this.name = name;
     this.settings = settings;
     this.#send = send;
@@ -237,6 +256,7 @@ export class ModelBatcher {
     this.#inFlight++;
     // Only a routed call's batch of one has routing (see `add`).
     const { key, worker } = items[0]!.options;
+    let sentAt = -1;
     this.#send(
       items.map((i) => i.msg),
       {
@@ -248,6 +268,7 @@ export class ModelBatcher {
         signal: batch.abort.signal,
         idempotent,
         onSend: () => {
+          sentAt = performance.now();
           for (const item of items) {
             if (!item.settled) item.options.onSend?.();
           }
@@ -256,7 +277,10 @@ export class ModelBatcher {
       requestIds,
       messageHeaders,
     ).then(
-      (reply) => this.#deliver(batch, reply),
+      (reply) => {
+        if (sentAt >= 0) this.#count(items.length, performance.now() - sentAt);
+        this.#deliver(batch, reply);
+      },
       (error) => {
         for (const item of batch.items) this.#settle(item, error);
       },
@@ -265,6 +289,15 @@ export class ModelBatcher {
       // What gathered while this batch ran goes now.
       if (this.#waiting.length > 0) this.flush();
     });
+  }
+
+  #count(size: number, ms: number): void {
+    const stats = this.sizes.get(size);
+    if (stats === undefined) this.sizes.set(size, { count: 1, ms });
+    else {
+      stats.count++;
+      stats.ms += ms;
+    }
   }
 
   #deliver(batch: Batch, reply: unknown): void {

@@ -133,18 +133,23 @@ Versions of a model served side by side (docs/gateway.md "Versions"):
   DELETE /v1/models/{name}/versions/{version}          Remove it (--allow-manage)
 
 Open Inference Protocol (KServe V2 REST, as Triton and KServe clients call it):
-  GET    /v2                                         Server metadata
-  GET    /v2/health/live                             Liveness
-  GET    /v2/health/ready                            Readiness (as /healthz)
-  GET    /v2/models/{name}                           Model metadata (tensors)
-  GET    /v2/models/{name}/versions/{version}        Model metadata of a version
-  GET    /v2/models/{name}/ready                     Model readiness
-  GET    /v2/models/{name}/versions/{version}/ready  Model readiness of a version
-  POST   /v2/models/{name}/infer                     Run a model on tensors
-  POST   /v2/models/{name}/versions/{version}/infer  Run a version on tensors
-  POST   /v2/repository/index                        Models loaded and loadable (--allow-manage)
-  POST   /v2/repository/models/{name}/load           Load or reload a model (--allow-manage)
-  POST   /v2/repository/models/{name}/unload         Unload a model (--allow-manage)
+  GET    /v2                                          Server metadata
+  GET    /v2/health/live                              Liveness
+  GET    /v2/health/ready                             Readiness (as /healthz)
+  GET    /v2/models/{name}                            Model metadata (tensors)
+  GET    /v2/models/{name}/versions/{version}         Model metadata of a version
+  GET    /v2/models/{name}/ready                      Model readiness
+  GET    /v2/models/{name}/versions/{version}/ready   Model readiness of a version
+  POST   /v2/models/{name}/infer                      Run a model on tensors
+  POST   /v2/models/{name}/versions/{version}/infer   Run a version on tensors
+  GET    /v2/models/stats                             Statistics of every model (Triton's)
+  GET    /v2/models/{name}/stats                      Statistics of a model's versions
+  GET    /v2/models/{name}/versions/{version}/stats   Statistics of a version
+  GET    /v2/models/{name}/config                     Model configuration (Triton's)
+  GET    /v2/models/{name}/versions/{version}/config  Model configuration of a version
+  POST   /v2/repository/index                         Models loaded and loadable (--allow-manage)
+  POST   /v2/repository/models/{name}/load            Load or reload a model (--allow-manage)
+  POST   /v2/repository/models/{name}/unload          Unload a model (--allow-manage)
 
 TensorFlow Serving's REST API (KServe V1; errors as {"error": "message"}):
   POST   /v1/models/{name}:predict                      Run a model: {"instances": [...]} (or "inputs")

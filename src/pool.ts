@@ -1368,6 +1368,8 @@ export class Pool implements AsyncDisposable {
           for (const w of slots) if (modelReady(w)) ready++;
           return Math.max(1, ready);
         },
+        // An update's batcher goes on counting where the old one was.
+        old?.sizes,
       ),
     );
   }
@@ -1686,6 +1688,34 @@ export class Pool implements AsyncDisposable {
   /** Kills a worker's process with SIGKILL; the reconnect policy replaces it. */
   killWorker(id: string, reason?: string): void {
     this.#supervisor.get(id)?.kill("SIGKILL", reason ?? "killed on request");
+  }
+
+  /**
+   * The batches a model that batches (`batch_size`, docs/models.md
+   * "Batching") ran since it was added, by size, smallest first: how many
+   * were answered and their milliseconds from written to a worker to
+   * answered (the worker's `execute_batch` and the trip there and back),
+   * across its updates and its workers' restarts; `[]` for a model that
+   * batches and ran none, `undefined` for one that does not batch (or is
+   * unknown). `name` as the workers know it: a version's is
+   * `pool.resolveModel(name, version)`. Gathering the sizes costs one
+   * clock read per batch sent and one per answer.
+   *
+   * @example
+   * ```ts ignore
+   * await pool.addModel("scorer", { file: "scorer.py" }); // batch_size = 8
+   * for (const b of pool.batchStats("scorer") ?? []) {
+   *   console.log(`${b.size}: ${b.count} batches, ${b.ms / b.count} ms each`);
+   * }
+   * ```
+   */
+  batchStats(
+    name: string,
+  ): Array<{ size: number; count: number; ms: number }> | undefined {
+    const sizes = this.#batchers.get(name)?.sizes;
+    if (sizes === undefined) return undefined;
+    return [...sizes].map(([size, s]) => ({ size, count: s.count, ms: s.ms }))
+      .sort((a, b) => a.size - b.size);
   }
 
   /**

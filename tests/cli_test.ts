@@ -141,6 +141,8 @@ Deno.test("main serve --help lists every route the gateway registers", async () 
   routes.push(
     "POST /v1/models/{name}:predict",
     "POST /v1/models/{name}/versions/{version}:predict",
+    // Every model's statistics: GET /v2/models/{name}'s handler answers it.
+    "GET /v2/models/stats",
   );
   const listed = new Set(
     [...stdout.matchAll(/^ {2}([A-Z]+) +(\/\S*)/gm)].map(([, m, p]) =>

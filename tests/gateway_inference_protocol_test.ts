@@ -171,6 +171,8 @@ Deno.test("Open Inference Protocol: health, metadata, inference and errors throu
     assert.deepEqual(meta.extensions, [
       "binary_tensor_data",
       "classification",
+      "statistics",
+      "model_configuration",
     ]);
   });
 

@@ -474,7 +474,12 @@ Deno.test("Model repository extension: refused without --allow-manage (403, as P
     }
     assert.equal((await infer(gw, "opts")).status, 200);
     const { extensions } = await (await gw.fetch("/v2")).json();
-    assert.deepEqual(extensions, ["binary_tensor_data", "classification"]);
+    assert.deepEqual(extensions, [
+      "binary_tensor_data",
+      "classification",
+      "statistics",
+      "model_configuration",
+    ]);
     // Nor does /openapi.json describe its routes.
     const doc = await (await gw.fetch("/openapi.json")).json();
     assert.ok(doc.paths["/v2/models/{name}/infer"] !== undefined);
@@ -501,6 +506,8 @@ Deno.test("Model repository extension: refused without --allow-manage (403, as P
     "binary_tensor_data",
     "classification",
     "model_repository",
+    "statistics",
+    "model_configuration",
   ]);
   const doc = await (await gw.fetch("/openapi.json")).json();
   assert.deepEqual(

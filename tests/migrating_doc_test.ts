@@ -89,6 +89,7 @@ Deno.test("docs/migrating.md marks the files of its ports, and every Python bloc
     "models/weights.json",
     "pyproxy.json",
     "repository.py",
+    "stats.py",
     "tfs_client.py",
   ]);
   const python = all.filter((b) => b.lang === "python").map((b) => b.text);
@@ -504,6 +505,31 @@ Deno.test("docs/migrating.md: the KServe port's repository client unloads, loads
       "[('iris', 'UNAVAILABLE', 'unloaded')]",
       "[('iris', '2', 'READY', '')]",
       "{'name': 'score', 'datatype': 'BYTES', 'shape': [1], 'data': ['0.500000:0']}",
+      "",
+    ]);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("docs/migrating.md: the Triton statistics and configuration client prints what the page shows", async () => {
+  await using dir = await extract();
+  const server = await serve(
+    await loadConfig({
+      cli: { port: 0, workers: 1, modelsDir: `${dir}/models` },
+    }),
+  );
+  try {
+    const client = await new Deno.Command("python3", {
+      args: [`${dir}/stats.py`, server.url],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(client.stderr);
+    assert.equal(client.code, 0, err);
+    assert.deepEqual(new TextDecoder().decode(client.stdout).split("\n"), [
+      "iris 1 {'success': 1, 'fail': 1, 'compute_infer': 1} True",
+      "[('input', 'TYPE_FP64', [-1, -1])] 0",
       "",
     ]);
   } finally {

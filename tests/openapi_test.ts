@@ -522,6 +522,9 @@ Deno.test("openApiDocument lists every route the gateway registers, all enabled"
   routes.push(
     "POST /v1/models/{name}:predict",
     "POST /v1/models/{name}/versions/{version}:predict",
+    // Triton's statistics of every model: GET /v2/models/{name}'s handler
+    // answers it (the router takes no static route beside the parameter).
+    "GET /v2/models/stats",
   );
   const doc: Json = openApiDocument({
     ...BASE,

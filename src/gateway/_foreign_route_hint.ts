@@ -17,6 +17,9 @@ const HEALTH = /^\/(?:ping|health|livez|readyz)\/?$/;
 const ENCODED_VERB =
   /^\/v1\/models\/((?:[^/]+\/versions\/)?[^/]+?)%3[aA](predict|explain|classify|regress)\/?$/;
 
+// Triton's model configuration: read here, never written (its 405).
+const MODEL_CONFIG = /^\/v2\/models\/[^/]+(?:\/versions\/[^/]+)?\/config$/;
+
 /**
  * The hint for a path of another server's API, or `""`: the route that does
  * the same here, in parentheses after the 404's message.
@@ -41,6 +44,9 @@ export function foreignRouteHint(path: string): string {
     return ` (write the colon before ${
       verb[2]
     } as it is, not percent-encoded: POST /v1/models/${model}:${verb[2]})`;
+  }
+  if (MODEL_CONFIG.test(path)) {
+    return " (a model's configuration comes from its class and its spec, and GET reads it; to change it, load the model again with another spec: PUT /v1/models/{name}, or POST /v2/repository/models/{name}/load with a config, both with --allow-manage; docs/gateway.md)";
   }
   if (HEALTH.test(path)) {
     return " (the health check is GET /healthz; docs/migrating.md)";

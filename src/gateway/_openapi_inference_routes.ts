@@ -17,6 +17,10 @@ import {
   REQUEST_ID_SCHEMA,
 } from "./_openapi_parts.ts";
 import { DATATYPES, MAX_RANK } from "./_inference_tensors.ts";
+import {
+  MODEL_CONFIG_SCHEMA,
+  STATISTICS_SCHEMA,
+} from "./_openapi_inference_extensions.ts";
 
 const ERROR: JsonSchema = {
   type: "object",
@@ -281,6 +285,14 @@ export function inferencePaths(
     },
   });
   const notFound = { "404": error("No such model, or not that version.") };
+  const stats = jsonResponse(
+    "Triton's statistics: requests that ended through any route (`success`: status below 400, `fail`: 400 or more, with their durations; `compute_infer` is `success` again), and a batching model's batches by size with their time on the worker; `queue`, `compute_input`, `compute_output` and the cache's are zero (not measured per model).",
+    STATISTICS_SCHEMA,
+  );
+  const config = jsonResponse(
+    "Triton's model configuration, the fields that map: declared inputs and outputs as tensors (as the metadata's), batching, the workers that hold the model.",
+    MODEL_CONFIG_SCHEMA,
+  );
   return {
     "/v2": get("inferenceServerMetadata", "Server metadata", {
       "200": jsonResponse("The server's name, version and extensions.", {
@@ -330,6 +342,35 @@ export function inferencePaths(
         ...notFound,
         "503": ready("No worker that holds the model is ready."),
       },
+      VERSION_PARAMS,
+    ),
+    "/v2/models/stats": get(
+      "inferenceStatistics",
+      "Statistics of every model version (Triton's statistics extension)",
+      { "200": stats },
+    ),
+    "/v2/models/{name}/stats": get(
+      "inferenceModelStatistics",
+      "Statistics of each version of a model",
+      { "200": stats, ...notFound },
+      MODEL_PARAMS,
+    ),
+    "/v2/models/{name}/versions/{version}/stats": get(
+      "inferenceModelVersionStatistics",
+      "Statistics of a model version",
+      { "200": stats, ...notFound },
+      VERSION_PARAMS,
+    ),
+    "/v2/models/{name}/config": get(
+      "inferenceModelConfig",
+      "Model configuration (Triton's model configuration extension)",
+      { "200": config, ...notFound },
+      MODEL_PARAMS,
+    ),
+    "/v2/models/{name}/versions/{version}/config": get(
+      "inferenceModelVersionConfig",
+      "Model configuration of a version",
+      { "200": config, ...notFound },
       VERSION_PARAMS,
     ),
     "/v2/models/{name}/infer": infer("inferenceModelInfer", MODEL_PARAMS),

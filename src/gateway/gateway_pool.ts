@@ -327,6 +327,13 @@ export interface GatewayPool {
    */
   modelTimeout?(name: string): number | undefined;
   /**
+   * The batches a model that batches ran, by size (the pool's
+   * `batchStats`): `undefined` for a model that does not batch.
+   */
+  batchStats?(
+    name: string,
+  ): Array<{ size: number; count: number; ms: number }> | undefined;
+  /**
    * Changes the bounds of the plugins that size the pool (`PUT /v1/workers`
    * `{"min", "max"}`); returns those in force by plugin name, `{}` when no
    * plugin sizes it.

@@ -20,6 +20,8 @@ import {
 } from "./_inference_response.ts";
 import { declaredTensor } from "./_inference_tensors.ts";
 import { inferenceRepositoryRoutes } from "./_inference_repository_routes.ts";
+import { inferenceStatistics } from "./_inference_statistics.ts";
+import { inferenceModelConfig } from "./_inference_model_config.ts";
 import {
   errorResponse,
   httpError,
@@ -56,6 +58,8 @@ const extensions = (manage: boolean): string[] => [
   "binary_tensor_data",
   "classification",
   ...(manage ? ["model_repository"] : []),
+  "statistics",
+  "model_configuration",
 ];
 
 /** What a `/v2` body that is not JSON is told (instead of `/v1`'s hint). */
@@ -217,7 +221,49 @@ export function inferenceProtocolRoutes(
       outputs: tensorsOf(model.outputs),
     });
   };
-  app.get("/v2/models/:name", (c) => metadata(c.req.param("name"), undefined));
+  /** A model's statistics: the version asked for, else each of its versions. */
+  const statistics = (name: string, version: string | undefined) => {
+    const model = modelOf(name, version);
+    // One status read for all the versions (not one each: thousands of
+    // versions would make it quadratic).
+    const versions = version !== undefined || model.label === undefined
+      ? [model]
+      : catalog.list(pool).filter((m) =>
+        m.name === model.name && m.label !== undefined
+      );
+    return Response.json(inferenceStatistics(versions, metrics, pool));
+  };
+  app.get(
+    "/v2/models/:name/stats",
+    (c) => statistics(c.req.param("name"), undefined),
+  );
+  app.get(
+    "/v2/models/:name/versions/:version/stats",
+    (c) => statistics(c.req.param("name"), c.req.param("version")),
+  );
+  const config = (name: string, version: string | undefined) =>
+    Response.json(inferenceModelConfig(modelOf(name, version), pool.status()));
+  app.get(
+    "/v2/models/:name/config",
+    (c) => config(c.req.param("name"), undefined),
+  );
+  app.get(
+    "/v2/models/:name/versions/:version/config",
+    (c) => config(c.req.param("name"), c.req.param("version")),
+  );
+
+  app.get("/v2/models/:name", (c) => {
+    const name = c.req.param("name");
+    // Triton's GET /v2/models/stats: every model's (the router takes no
+    // static route beside the parameter's; a model named "stats" has its
+    // metadata at /v2/models/stats/versions/{v}).
+    if (name === "stats") {
+      return Response.json(
+        inferenceStatistics(catalog.list(pool), metrics, pool),
+      );
+    }
+    return metadata(name, undefined);
+  });
   app.get(
     "/v2/models/:name/versions/:version",
     (c) => metadata(c.req.param("name"), c.req.param("version")),

@@ -109,6 +109,32 @@ interface ModelStats {
   buckets: number[];
   count: number;
   sum: number;
+  /** Seconds of the requests that ended with a status >= 400 (in `sum` too). */
+  failSum: number;
+  /** When the last request that ended began (`performance.now()`); -1: none. */
+  last: number;
+}
+
+/**
+ * A model's request totals as {@linkcode GatewayMetrics.modelTotals} gives
+ * them (what Triton's statistics extension reads).
+ *
+ * @example
+ * ```ts
+ * import { GatewayMetrics, type ModelTotals } from "./metrics.ts";
+ * const metrics = new GatewayMetrics();
+ * metrics.start("echo")(200);
+ * const totals: ModelTotals | undefined = metrics.modelTotals("echo");
+ * console.log(totals?.success.count); // 1
+ * ```
+ */
+export interface ModelTotals {
+  /** Requests that ended with a status below 400, and their seconds. */
+  success: { count: number; seconds: number };
+  /** Requests that ended with a status of 400 or more, and their seconds. */
+  fail: { count: number; seconds: number };
+  /** When the last request that ended began, in ms since the epoch; absent: none ended. */
+  last?: number;
 }
 
 /**
@@ -191,6 +217,8 @@ export class GatewayMetrics {
       stats.requests.set(status, (stats.requests.get(status) ?? 0) + 1);
       stats.count++;
       stats.sum += seconds;
+      if (status >= 400) stats.failSum += seconds;
+      stats.last = t0;
       for (let i = 0; i < this.#buckets.length; i++) {
         if (seconds <= this.#buckets[i]!) stats.buckets[i]!++;
       }
@@ -206,6 +234,29 @@ export class GatewayMetrics {
    */
   forget(model: string): void {
     if (model !== UNKNOWN && model !== "_other") this.#models.delete(model);
+  }
+
+  /**
+   * The totals of one model label value (a model's name, or a version's
+   * `name@label`) as of now: its requests that ended, by success (a status
+   * below 400) or failure, with their seconds, and when the last of them
+   * began; `undefined` when none ended under that name (never called,
+   * forgotten, or counted under `"_other"` past `maxModels`). Requests in
+   * flight are not in it until they end.
+   */
+  modelTotals(model: string): ModelTotals | undefined {
+    const s = this.#models.get(model);
+    if (s === undefined || s.count === 0) return undefined;
+    let failed = 0;
+    for (const [status, n] of s.requests) if (status >= 400) failed += n;
+    const out: ModelTotals = {
+      success: { count: s.count - failed, seconds: s.sum - s.failSum },
+      fail: { count: failed, seconds: s.failSum },
+    };
+    // The same at every read (from the clock of now it would move by a
+    // millisecond between reads).
+    if (s.last >= 0) out.last = performance.timeOrigin + s.last;
+    return out;
   }
 
   /** Model label values held (one per model with calls counted or in flight). */
@@ -518,6 +569,8 @@ export class GatewayMetrics {
       buckets: this.#buckets.map(() => 0),
       count: 0,
       sum: 0,
+      failSum: 0,
+      last: -1,
     };
     this.#models.set(model, stats);
     return stats;

@@ -33,6 +33,7 @@ export type {
   GatewayMetricsOptions,
   MetricsSnapshot,
   ModelMetrics,
+  ModelTotals,
 } from "./metrics.ts";
 export { InputValidator } from "./input_validator.ts";
 export { ModelCatalog } from "./model_catalog.ts";

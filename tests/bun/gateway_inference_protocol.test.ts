@@ -151,3 +151,39 @@ test("gateway on Bun: /v2 answers a pyproxy.Tensor's shape and datatype, refuses
     },
   );
 });
+
+test("gateway on Bun: /v2 statistics count a model's calls by outcome, and its configuration has its declared inputs", async () => {
+  const TYPED = `class Typed:
+    inputs = {"x": "number"}
+
+    def execute(self, msg):
+        return {"y": msg["x"]}
+`;
+  await withGateway({ "typed.py": TYPED }, {}, async (server) => {
+    const infer = (data: unknown[]) =>
+      fetch(`${server.url}/v2/models/typed/infer`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          inputs: [{ name: "x", datatype: "FP64", shape: [], data }],
+        }),
+      });
+    expect((await infer([1])).status).toBe(200);
+    expect((await infer([2])).status).toBe(200);
+    expect((await infer(["not a number"])).status).toBe(400);
+    const stats = await (await fetch(`${server.url}/v2/models/typed/stats`))
+      .json();
+    const s = stats.model_stats[0];
+    expect(s.name).toBe("typed");
+    expect(s.inference_stats.success.count).toBe(2);
+    expect(s.inference_stats.fail.count).toBe(1);
+    expect(s.last_inference).toBeGreaterThan(Date.now() - 60_000);
+    expect(s.last_inference).toBeLessThanOrEqual(Date.now());
+    const config = await (await fetch(`${server.url}/v2/models/typed/config`))
+      .json();
+    expect(config.input).toEqual([
+      { name: "x", data_type: "TYPE_FP64", dims: [], optional: false },
+    ]);
+    expect(config.max_batch_size).toBe(0);
+  });
+});
