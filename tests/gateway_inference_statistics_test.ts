@@ -395,12 +395,18 @@ Deno.test("Inference statistics: a batching model's batch_stats and configuratio
     name: "batched",
     platform: "pyproxy",
     backend: "pyproxy",
-    max_batch_size: 4,
+    // 0: a request's tensors have no batch dimension (a client would put
+    // one in front of `dims` for a max_batch_size above 0); the batch size
+    // is the preferred one.
+    max_batch_size: 0,
     input: [{ name: "x", data_type: "TYPE_FP64", dims: [], optional: false }],
     output: [],
     instance_group: [{ name: "batched", kind: "KIND_CPU", count: 1 }],
     version_policy: { latest: { num_versions: 1 } },
-    dynamic_batching: { max_queue_delay_microseconds: 20_000 },
+    dynamic_batching: {
+      preferred_batch_size: [4],
+      max_queue_delay_microseconds: 20_000,
+    },
   });
 
   const typed = await (await gw.fetch("/v2/models/typed/versions/1/config"))

@@ -31,14 +31,24 @@ export interface ModelConfig {
   platform: string;
   /** Always `"pyproxy"`. */
   backend: string;
-  /** Its batch size when it batches (`batch_size`), else 0. */
+  /**
+   * Always 0: a request's tensors have no batch dimension, even for a model
+   * that batches (it gathers whole calls; its `batch_size` is
+   * `dynamic_batching.preferred_batch_size`).
+   */
   max_batch_size: number;
   /** Its declared inputs that map to tensors. */
   input: ConfigTensor[];
   /** Its declared outputs that map to tensors. */
   output: ConfigTensor[];
-  /** A model that batches: how long a call waits for others (`batch_delay_ms`). */
-  dynamic_batching?: { max_queue_delay_microseconds: number };
+  /**
+   * A model that batches: how many calls a batch holds at most
+   * (`batch_size`) and how long a call waits for others (`batch_delay_ms`).
+   */
+  dynamic_batching?: {
+    preferred_batch_size: number[];
+    max_queue_delay_microseconds: number;
+  };
   /** The workers that load it: those it is placed on, else every worker. */
   instance_group: Array<{ name: string; kind: "KIND_CPU"; count: number }>;
   /** A model with versions serves each loaded one; one without, its current one. */
@@ -87,7 +97,8 @@ function tensors(
  *   { name: "scorer", inputs: { x: { type: "array", items: "number" } }, batch: { size: 8, delayMs: 5 } },
  *   { workers: [{ id: "w0", pid: 1, state: "ready", restarts: 0, inFlight: 0 }] },
  * );
- * console.log(config.max_batch_size, config.input[0]?.data_type, config.input[0]?.dims); // 8 TYPE_FP64 [ -1 ]
+ * console.log(config.max_batch_size, config.dynamic_batching?.preferred_batch_size); // 0 [ 8 ]
+ * console.log(config.input[0]?.data_type, config.input[0]?.dims); // TYPE_FP64 [ -1 ]
  * ```
  */
 export function inferenceModelConfig(
@@ -98,7 +109,10 @@ export function inferenceModelConfig(
     name: model.name,
     platform: "pyproxy",
     backend: "pyproxy",
-    max_batch_size: model.batch?.size ?? 0,
+    // Triton's clients (perf_analyzer, tritonclient's helpers) put a batch
+    // dimension in front of `dims` when this is above 0; a pyproxy model that
+    // batches gathers whole calls, whose tensors have none.
+    max_batch_size: 0,
     input: tensors(model.inputs, true),
     output: tensors(model.outputs, false),
     instance_group: [{
@@ -112,6 +126,7 @@ export function inferenceModelConfig(
   };
   if (model.batch !== undefined) {
     config.dynamic_batching = {
+      preferred_batch_size: [model.batch.size],
       max_queue_delay_microseconds: Math.round(model.batch.delayMs * 1000),
     };
   }

@@ -115,12 +115,15 @@ export const MODEL_CONFIG_SCHEMA: JsonSchema = {
     name: { type: "string" },
     platform: { type: "string", const: "pyproxy" },
     backend: { type: "string", const: "pyproxy" },
-    max_batch_size: { type: "integer", minimum: 0 },
+    max_batch_size: { type: "integer", const: 0 },
     input: { type: "array", items: configTensor },
     output: { type: "array", items: configTensor },
     dynamic_batching: {
       type: "object",
-      properties: { max_queue_delay_microseconds: { type: "integer" } },
+      properties: {
+        preferred_batch_size: { type: "array", items: { type: "integer" } },
+        max_queue_delay_microseconds: { type: "integer" },
+      },
     },
     instance_group: {
       type: "array",
