@@ -739,3 +739,37 @@ Deno.test("gRPC: on shutdown a call in flight finishes, a new one is UNAVAILABLE
     await Deno.remove(gw.dir, { recursive: true });
   }
 });
+
+Deno.test("gRPC: clients that made hundreds of calls on a connection close it, and the gateway goes on", async () => {
+  await using gw = await gateway();
+  // In a process of their own: their connections' GOAWAY crashed Deno's
+  // node:http2 server (an nghttp2 assertion aborted the gateway) past ~100
+  // streams on one connection.
+  for (const parallel of [1, 8]) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("./fixtures/grpc/many_calls.ts", import.meta.url).pathname,
+        gw.grpcTarget!,
+        TOKEN,
+        "300",
+        String(parallel),
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(
+      new TextDecoder().decode(out.stdout).trim(),
+      "300",
+      new TextDecoder().decode(out.stderr),
+    );
+  }
+  // Let the closes arrive, then ask.
+  using fresh = new InferenceClient(gw.grpcTarget!, TOKEN);
+  for (let i = 0; i < 3; i++) {
+    assert.deepEqual((await fresh.call("ServerLive", {})).response, {
+      live: true,
+    });
+  }
+});

@@ -177,6 +177,16 @@ export interface GrpcServeOptions {
   bodyLimit: number;
   /** Concurrent calls per connection (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`). @default {100} */
   maxConcurrentStreams?: number;
+  /**
+   * Calls per connection, after which the server closes it gracefully
+   * (GOAWAY: the calls in flight finish, the client's next calls go on a
+   * new connection, as gRPC clients do by themselves). `serve` sets 64 in
+   * Deno, whose `node:http2` server aborts the process (an nghttp2
+   * assertion, `find_stream_on_goaway_func`) when a client closes a
+   * connection that carried more than about 100 streams.
+   * @default {Infinity}
+   */
+  maxStreamsPerConnection?: number;
 }
 
 /**
@@ -214,7 +224,9 @@ export interface GrpcServer {
 export async function serveGrpc(
   options: GrpcServeOptions,
 ): Promise<GrpcServer> {
-  const sessions = new Set<http2.Http2Session>();
+  /** Each open connection, and the streams it has carried. */
+  const sessions = new Map<http2.Http2Session, number>();
+  const perConnection = options.maxStreamsPerConnection ?? Infinity;
   let inFlight = 0;
   let idle: (() => void) | undefined;
   const server = http2.createServer({
@@ -223,7 +235,7 @@ export async function serveGrpc(
     unknownProtocolTimeout: 1000,
   });
   server.on("session", (session: http2.Http2Session) => {
-    sessions.add(session);
+    sessions.set(session, 0);
     session.on("close", () => sessions.delete(session));
     session.on("error", () => {});
   });
@@ -231,7 +243,19 @@ export async function serveGrpc(
     "stream",
     (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
       inFlight++;
+      const session = stream.session;
+      const count = session === undefined
+        ? undefined
+        : (sessions.get(session) ?? 0) + 1;
+      if (session !== undefined && count !== undefined) {
+        sessions.set(session, count);
+      }
       handle(stream, headers, options).finally(() => {
+        if (count === perConnection && !session!.closed) {
+          // Graceful: the calls in flight finish, new ones are refused
+          // (the client retries them on a new connection).
+          session!.close();
+        }
         inFlight--;
         if (inFlight === 0) idle?.();
       });
@@ -272,7 +296,7 @@ export async function serveGrpc(
         }
         // Written answers reach the client before the connection goes.
         await new Promise((resolve) => setTimeout(resolve, 0));
-        for (const session of sessions) session.destroy();
+        for (const session of sessions.keys()) session.destroy();
         sessions.clear();
       })();
       return closing;

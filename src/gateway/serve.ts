@@ -26,7 +26,7 @@ import { type GatewayModelInfo, ModelCatalog } from "./model_catalog.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import { isLoopback } from "./security.ts";
 import { workerEnv } from "./_worker_env.ts";
-import { type GrpcServer, serveGrpc } from "./grpc_server.ts";
+import type { GrpcServer } from "./grpc_server.ts";
 import { setTimeoutOrNever } from "../_timer.ts";
 
 /** Addresses that bind every interface: no client can connect to them. */
@@ -516,14 +516,23 @@ export async function serve(
     port = server.port;
     const url = `http://${hostPort(urlHost(server.hostname), server.port)}`;
     if (config.grpc !== undefined) {
-      // Off unless asked: the HTTP gateway pays nothing for it.
+      // Off unless asked: the HTTP gateway pays nothing for it (node:http2
+      // is not even loaded).
       try {
+        const { serveGrpc } = await import("./grpc_server.ts");
         grpcServer = await serveGrpc({
           hostname: config.grpc.hostname,
           port: config.grpc.port,
           fetch: (req, info) => app.fetch(req, info),
           httpPort: () => port,
           bodyLimit: config.limits.bodyLimit,
+          // Deno's node:http2 server aborts the process when a client
+          // closes a connection that carried more than ~100 streams
+          // (nghttp2's find_stream_on_goaway_func assertion): each
+          // connection carries at most 64 + 32 of them.
+          ...(runtime.name === "deno"
+            ? { maxConcurrentStreams: 32, maxStreamsPerConnection: 64 }
+            : {}),
         });
       } catch (err) {
         throw new StartError(
