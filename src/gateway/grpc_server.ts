@@ -178,12 +178,15 @@ export interface GrpcServeOptions {
   /** Concurrent calls per connection (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`). @default {100} */
   maxConcurrentStreams?: number;
   /**
-   * Calls per connection, after which the server closes it gracefully
-   * (GOAWAY: the calls in flight finish, the client's next calls go on a
-   * new connection, as gRPC clients do by themselves). `serve` sets 64 in
-   * Deno, whose `node:http2` server aborts the process (an nghttp2
-   * assertion, `find_stream_on_goaway_func`) when a client closes a
-   * connection that carried more than about 100 streams.
+   * Calls per connection, after which the server asks the client to move
+   * on (a GOAWAY that still accepts the calls it sent meanwhile: gRPC
+   * clients put their next calls on a new connection by themselves) and
+   * closes the connection once its calls are answered; a connection is
+   * closed outright at this many plus `maxConcurrentStreams` (the calls
+   * over that get UNAVAILABLE, "Stream refused", which clients may retry).
+   * `serve` sets 64 in Deno, whose `node:http2` server aborts the process
+   * (an nghttp2 assertion, `find_stream_on_goaway_func`) when a client
+   * closes a connection that carried more than about 100 streams.
    * @default {Infinity}
    */
   maxStreamsPerConnection?: number;
@@ -224,18 +227,25 @@ export interface GrpcServer {
 export async function serveGrpc(
   options: GrpcServeOptions,
 ): Promise<GrpcServer> {
-  /** Each open connection, and the streams it has carried. */
-  const sessions = new Map<http2.Http2Session, number>();
+  /** Each open connection, and its streams. */
+  const sessions = new Map<
+    http2.Http2Session,
+    { carried: number; active: number; warned: boolean }
+  >();
+  const concurrent = options.maxConcurrentStreams ?? 100;
   const perConnection = options.maxStreamsPerConnection ?? Infinity;
+  const closeIdle = (session: http2.Http2Session) => {
+    if (!session.closed && !session.destroyed) session.close();
+  };
   let inFlight = 0;
   let idle: (() => void) | undefined;
   const server = http2.createServer({
-    settings: { maxConcurrentStreams: options.maxConcurrentStreams ?? 100 },
+    settings: { maxConcurrentStreams: concurrent },
     // An HTTP/1.1 client is closed at once, not after 10 s.
     unknownProtocolTimeout: 1000,
   });
   server.on("session", (session: http2.Http2Session) => {
-    sessions.set(session, 0);
+    sessions.set(session, { carried: 0, active: 0, warned: false });
     session.on("close", () => sessions.delete(session));
     session.on("error", () => {});
   });
@@ -244,17 +254,26 @@ export async function serveGrpc(
     (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
       inFlight++;
       const session = stream.session;
-      const count = session === undefined
-        ? undefined
-        : (sessions.get(session) ?? 0) + 1;
-      if (session !== undefined && count !== undefined) {
-        sessions.set(session, count);
+      const state = session === undefined ? undefined : sessions.get(session);
+      if (state !== undefined) {
+        state.carried++;
+        state.active++;
+        if (state.carried === perConnection) {
+          // "Go elsewhere", refusing nothing yet (the last stream id
+          // possible): the calls the client sent meanwhile are answered.
+          state.warned = true;
+          try {
+            session!.goaway(http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1);
+          } catch {
+            // Closing already.
+          }
+        }
+        if (state.carried >= perConnection + concurrent) closeIdle(session!);
       }
       handle(stream, headers, options).finally(() => {
-        if (count === perConnection && !session!.closed) {
-          // Graceful: the calls in flight finish, new ones are refused
-          // (the client retries them on a new connection).
-          session!.close();
+        if (state !== undefined) {
+          state.active--;
+          if (state.warned && state.active === 0) closeIdle(session!);
         }
         inFlight--;
         if (inFlight === 0) idle?.();
