@@ -778,3 +778,64 @@ Deno.test("gRPC: clients that made hundreds of calls on a connection close it, a
     });
   }
 });
+
+Deno.test("gRPC: a client that never reads its answers does not hold the shutdown past its grace", async () => {
+  const gw = await gateway({ limits: { shutdownGrace: 500 } });
+  const session = http2.connect(`http://${gw.grpcTarget}`);
+  session.on("error", () => {});
+  try {
+    // mirror, an input of 64 Ki UINT8 elements: its answer (INT64, 512 KiB)
+    // is over HTTP/2's flow-control window, and unread.
+    const size = 64 * 1024;
+    const input = [
+      0x0a,
+      1,
+      0x61,
+      0x12,
+      5,
+      ...new TextEncoder().encode("UINT8"),
+      0x1a,
+      3,
+      ...[0x80, 0x80, 0x04],
+    ];
+    const head = [0x0a, 6, ...new TextEncoder().encode("mirror"), 0x2a];
+    const message = new Uint8Array(
+      head.length + 1 + input.length + 1 + 3 + size,
+    );
+    let at = 0;
+    for (const b of [...head, input.length, ...input, 0x3a, 0x80, 0x80, 0x04]) {
+      message[at++] = b;
+    }
+    const answered: Promise<number>[] = [];
+    for (let i = 0; i < 8; i++) {
+      const req = session.request({
+        ":method": "POST",
+        ":path": "/inference.GRPCInferenceService/ModelInfer",
+        "content-type": "application/grpc",
+        authorization: `Bearer ${TOKEN}`,
+      });
+      req.on("error", () => {});
+      answered.push(
+        new Promise((resolve) =>
+          req.on("response", (h) => resolve(Number(h[":status"])))
+        ),
+      );
+      req.pause();
+      req.end(frameOf(message));
+    }
+    // Their answers started (headers), their bodies wait on flow control.
+    assert.deepEqual(await Promise.all(answered), new Array(8).fill(200));
+    const t0 = Date.now();
+    await gw.shutdown();
+    assert.ok(Date.now() - t0 < 3000, `shutdown took ${Date.now() - t0} ms`);
+    await new Promise<void>((resolve) => {
+      if (session.closed || session.destroyed) resolve();
+      else session.on("close", () => resolve());
+    });
+  } finally {
+    session.destroy();
+    gw.client.client.close();
+    await gw.shutdown();
+    await Deno.remove(gw.dir, { recursive: true });
+  }
+});
