@@ -9,6 +9,8 @@ import { connect } from "node:net";
 import * as http2 from "node:http2";
 import { startGateway, type TestGateway } from "./_gateway_harness.ts";
 import { grpc, InferenceClient } from "./_grpc_client.ts";
+import protobuf from "protobufjs";
+import { fileURLToPath } from "node:url";
 
 const MODELS: Record<string, string> = {
   "mirror.py": `class Mirror:
@@ -66,6 +68,13 @@ class Sleeper:
         return [{"y": [m["x"][0] + 1], "batch": [len(msgs)]} for m in msgs]
 `,
 };
+
+const InferRequest = new protobuf.Root().loadSync(
+  fileURLToPath(
+    new URL("./fixtures/grpc/grpc_predict_v2.proto", import.meta.url),
+  ),
+  { keepCase: true },
+).lookupType("inference.ModelInferRequest");
 
 const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
 
@@ -838,4 +847,41 @@ Deno.test("gRPC: a client that never reads its answers does not hold the shutdow
     await gw.shutdown();
     await Deno.remove(gw.dir, { recursive: true });
   }
+});
+
+Deno.test("gRPC: grpc-timeout is the server's deadline: DEADLINE_EXCEEDED from the gateway, the call cancelled in Python", async () => {
+  await using gw = await gateway();
+  const started = `${gw.dir}/timeout.started`;
+  const message = InferRequest.encode(InferRequest.fromObject({
+    model_name: "sleeper",
+    inputs: [
+      {
+        name: "started",
+        datatype: "BYTES",
+        shape: [1],
+        contents: { bytes_contents: [new TextEncoder().encode(started)] },
+      },
+      {
+        name: "s",
+        datatype: "FP64",
+        shape: [1],
+        contents: { fp64_contents: [3] },
+      },
+    ],
+  })).finish();
+  const t0 = Date.now();
+  // A raw call, which has no deadline of its own: the answer is the server's.
+  const got = await rawCall(
+    gw.grpcTarget!,
+    "/inference.GRPCInferenceService/ModelInfer",
+    frameOf(message),
+    { "grpc-timeout": "500m" },
+  );
+  assert.equal(got.grpcStatus, "4", JSON.stringify(got));
+  assert.ok(Date.now() - t0 < 2500, `took ${Date.now() - t0} ms`);
+  for (let i = 0; i < 200; i++) {
+    if (await exists(`${started}.cancelled`)) break;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.ok(await exists(`${started}.cancelled`), "not cancelled in Python");
 });
