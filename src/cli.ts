@@ -43,6 +43,10 @@ Options:
   -p, --port <n>            Port to listen on; 0 picks a free one (default 8000)
   -H, --host <address>      Address to bind (default 127.0.0.1); a non-loopback
                             address requires a token
+      --grpc-port <n>       Also serve the Open Inference Protocol over gRPC
+                            (KServe V2 / Triton clients, h2c) on this port; 0
+                            picks a free one (off by default)
+      --grpc-host <address> Address of the gRPC port (default: --host's)
   -w, --workers <n>         Python worker processes (default 2)
   -m, --models <dir>        Models directory; every *.py in it is loaded at start
                             unless the config lists models (default ./models,
@@ -170,6 +174,8 @@ export interface MainOptions {
 const OPTIONS = {
   port: { type: "string", short: "p" },
   host: { type: "string", short: "H" },
+  "grpc-port": { type: "string" },
+  "grpc-host": { type: "string" },
   workers: { type: "string", short: "w" },
   models: { type: "string", short: "m" },
   config: { type: "string", short: "c" },
@@ -346,6 +352,7 @@ function withPermissionHint(line: string): string {
 const FLAG_OF: Record<string, string> = {
   port: "--port",
   host: "--host",
+  grpc: "--grpc-port",
   workers: "--workers",
   modelsDir: "--models",
   python: "--python",
@@ -465,6 +472,14 @@ function cliOverrides(
   };
   set("port", toNumber(str("port")));
   set("host", str("host"));
+  const grpcPort = toNumber(str("grpc-port"));
+  const grpcHost = str("grpc-host");
+  if (grpcPort !== undefined || grpcHost !== undefined) {
+    cli.grpc = {
+      ...(grpcPort === undefined ? {} : { port: grpcPort }),
+      ...(grpcHost === undefined ? {} : { hostname: grpcHost }),
+    };
+  }
   set("workers", toNumber(str("workers")));
   set("modelsDir", str("models"));
   set("python", str("python"));
@@ -694,6 +709,11 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
     console.log(
       `  try:       curl -s -X POST${auth} ${server.url}/v1/models/${example}/execute -d ${body}`,
     );
+    if (server.grpcTarget !== undefined) {
+      console.log(
+        `  gRPC:      ${server.grpcTarget} (Open Inference Protocol, inference.GRPCInferenceService, plain-text HTTP/2)`,
+      );
+    }
     console.log(
       `  dashboard: ${server.url}/${
         config.token === undefined ? "" : `?token=${shown}`

@@ -41,6 +41,8 @@ export interface ResolvedConfig {
   host: string;
   /** Port to bind (`0` picks a free one). @default {8000} */
   port: number;
+  /** The gRPC transport's address and port; `undefined`: off (the default). */
+  grpc?: { hostname: string; port: number };
   /** Python workers. @default {2} */
   workers: number;
   /** Python executable. */
@@ -352,6 +354,10 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
     logLevel: pick("logLevel") ?? DEFAULTS.logLevel,
     logLevels: { ...file.logLevels, ...cli.logLevels },
   };
+  const grpc = { ...file.grpc, ...cli.grpc };
+  if (grpc.port !== undefined) {
+    config.grpc = { hostname: grpc.hostname ?? config.host, port: grpc.port };
+  }
   const python = pick("python");
   if (python !== undefined) config.python = python;
   if (token !== undefined) config.token = token;
@@ -413,6 +419,16 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       `Cannot serve on ${config.host}: binding a non-loopback address requires a token ` +
         `(--token, the PYPROXY_TOKEN environment variable, or "token" in pyproxy.json)`,
       { details: { path: "host" } },
+    );
+  }
+  if (
+    config.grpc !== undefined && !isLoopback(config.grpc.hostname) &&
+    config.token === undefined
+  ) {
+    throw new ConfigError(
+      `Cannot serve gRPC on ${config.grpc.hostname}: binding a non-loopback address requires a token ` +
+        `(--token, the PYPROXY_TOKEN environment variable, or "token" in pyproxy.json)`,
+      { details: { path: "grpc.hostname" } },
     );
   }
   forwardedAuthorization(config, cli, options);

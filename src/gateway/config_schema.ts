@@ -97,6 +97,13 @@ export interface GatewayConfig {
   host?: string | undefined;
   /** Port to bind (`0` picks a free one). */
   port?: number | undefined;
+  /**
+   * The Open Inference Protocol's gRPC transport (off unless `port` is
+   * given): its port, and its address (the HTTP `host` unless set).
+   */
+  grpc?:
+    | { port?: number | undefined; hostname?: string | undefined }
+    | undefined;
   /** Python workers (1 to 1024). */
   workers?: number | undefined;
   /** Python executable. */
@@ -375,6 +382,12 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
   $schema: v.optional(v.string()),
   host: v.optional(str("a hostname or IP address")),
   port: v.optional(int(0, 65535)),
+  grpc: v.optional(
+    strict({
+      port: v.optional(int(0, 65535)),
+      hostname: v.optional(str("a hostname or IP address")),
+    }),
+  ),
   workers: v.optional(int(1, 1024)),
   python: v.optional(str("a python executable")),
   env: v.optional(

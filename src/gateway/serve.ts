@@ -26,6 +26,7 @@ import { type GatewayModelInfo, ModelCatalog } from "./model_catalog.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import { isLoopback } from "./security.ts";
 import { workerEnv } from "./_worker_env.ts";
+import type { GrpcServer } from "./grpc_server.ts";
 import { setTimeoutOrNever } from "../_timer.ts";
 
 /** Addresses that bind every interface: no client can connect to them. */
@@ -92,6 +93,11 @@ export interface GatewayServer extends AsyncDisposable {
   readonly port: number;
   /** Bound address (`0.0.0.0` stays `0.0.0.0`; see {@linkcode GatewayServer.url}). */
   readonly hostname: string;
+  /**
+   * The gRPC transport's address (`host:port`, for a gRPC client's target)
+   * when `grpc.port` was given; `undefined` otherwise.
+   */
+  readonly grpcTarget?: string;
   /** The pool. */
   readonly pool: Pool;
   /** The channels. */
@@ -383,6 +389,7 @@ export async function serve(
   if (interrupted !== undefined) await pool.close();
   const skippedModels: Array<{ name: string; error: string }> = [];
   let server: HttpServer | undefined;
+  let grpcServer: GrpcServer | undefined;
   const drain = new AbortController();
   // Aborted when the grace is over: the eval streams still running end then.
   const stop = new AbortController();
@@ -508,6 +515,39 @@ export async function serve(
     }
     port = server.port;
     const url = `http://${hostPort(urlHost(server.hostname), server.port)}`;
+    if (config.grpc !== undefined) {
+      // Off unless asked: the HTTP gateway pays nothing for it (node:http2
+      // is not even loaded).
+      try {
+        const { serveGrpc } = await import("./grpc_server.ts");
+        grpcServer = await serveGrpc({
+          hostname: config.grpc.hostname,
+          port: config.grpc.port,
+          fetch: (req, info) => app.fetch(req, info),
+          httpPort: () => port,
+          bodyLimit: config.limits.bodyLimit,
+          // Deno's node:http2 server aborts the process when a client
+          // closes a connection that carried more than ~100 streams
+          // (nghttp2's find_stream_on_goaway_func assertion): each
+          // connection carries at most 64 + 32 of them.
+          ...(runtime.name === "deno"
+            ? { maxConcurrentStreams: 32, maxStreamsPerConnection: 64 }
+            : {}),
+        });
+      } catch (err) {
+        throw new StartError(
+          `Cannot listen for gRPC on ${
+            hostPort(config.grpc.hostname, config.grpc.port)
+          }: ${err instanceof Error ? err.message : err}${
+            (err as { code?: unknown })?.code === "EADDRINUSE"
+              ? " (another process listens there: stop it, or pass another --grpc-port, or 0 for a free one)"
+              : ""
+          }`,
+          { cause: err },
+        );
+      }
+    }
+    const grpc = grpcServer;
     let resolveFinished!: () => void;
     const finished = new Promise<void>((
       resolve,
@@ -561,7 +601,12 @@ export async function serve(
           ),
           left,
         ]);
-        await Promise.race([httpServer.shutdown().catch(() => {}), left]);
+        await Promise.race([
+          httpServer.shutdown().catch(() => {}),
+          grpc?.close(Math.max(deadline - Date.now(), 0)),
+          left,
+        ]);
+        await grpc?.close();
         clearTimeout(timer);
         logger.info("Stopped");
         resolveFinished();
@@ -583,6 +628,9 @@ export async function serve(
       url,
       port: server.port,
       hostname: server.hostname,
+      ...(grpc === undefined
+        ? {}
+        : { grpcTarget: hostPort(urlHost(grpc.hostname), grpc.port) }),
       pool,
       hub,
       app,
@@ -597,6 +645,7 @@ export async function serve(
     drain.abort();
     stop.abort();
     await server?.shutdown().catch(() => {});
+    await grpcServer?.close();
     await pool.close();
     throw interruption() ?? err;
   }

@@ -1,0 +1,89 @@
+/**
+ * Test helper: a real, independent gRPC client of the gateway's gRPC
+ * transport (grpc-js, the official KServe .proto through proto-loader).
+ */
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { fileURLToPath } from "node:url";
+
+const PROTO = fileURLToPath(
+  new URL("./fixtures/grpc/grpc_predict_v2.proto", import.meta.url),
+);
+
+// deno-lint-ignore no-explicit-any
+type Any = any;
+
+/** What a call got: its response or its error, and the metadata sent back. */
+export interface GrpcResult {
+  response?: Any;
+  error?: grpc.ServiceError;
+  metadata?: grpc.Metadata;
+}
+
+/** A client of `inference.GRPCInferenceService`; close it with `using`. */
+export class InferenceClient implements Disposable {
+  readonly client: Any;
+  token: string | undefined;
+
+  constructor(target: string, token?: string) {
+    const definition = protoLoader.loadSync(PROTO, {
+      keepCase: true,
+      longs: String,
+      enums: String,
+      defaults: true,
+      oneofs: true,
+    });
+    const pkg = grpc.loadPackageDefinition(definition) as Any;
+    this.client = new pkg.inference.GRPCInferenceService(
+      target,
+      grpc.credentials.createInsecure(),
+    );
+    this.token = token;
+  }
+
+  /** A unary call; settles with its response or its error. */
+  call(
+    method: string,
+    request: Any,
+    options: {
+      metadata?: Record<string, string>;
+      deadlineMs?: number;
+      token?: string | null;
+    } = {},
+  ): Promise<GrpcResult> & { cancel(): void } {
+    const metadata = new grpc.Metadata();
+    const token = options.token === undefined ? this.token : options.token;
+    if (token !== undefined && token !== null) {
+      metadata.set("authorization", `Bearer ${token}`);
+    }
+    for (const [k, v] of Object.entries(options.metadata ?? {})) {
+      metadata.set(k, v);
+    }
+    const callOptions: grpc.CallOptions = {};
+    if (options.deadlineMs !== undefined) {
+      callOptions.deadline = Date.now() + options.deadlineMs;
+    }
+    let handle: Any;
+    const result: GrpcResult = {};
+    const done = new Promise<GrpcResult>((resolve) => {
+      handle = this.client[method](
+        request,
+        metadata,
+        callOptions,
+        (error: grpc.ServiceError | null, response: Any) => {
+          if (error) result.error = error;
+          else result.response = response;
+          resolve(result);
+        },
+      );
+      handle.on("metadata", (m: grpc.Metadata) => (result.metadata = m));
+    });
+    return Object.assign(done, { cancel: () => handle.cancel() });
+  }
+
+  [Symbol.dispose](): void {
+    this.client.close();
+  }
+}
+
+export { grpc };

@@ -1,0 +1,111 @@
+// The Open Inference Protocol over gRPC (grpc.port) under Bun, whose
+// node:http2 server carries it: raw HTTP/2 calls (node:http2's client, the
+// messages written by hand) for liveness, an inference with typed contents,
+// and a call without the token.
+import { expect, test } from "bun:test";
+import * as http2 from "node:http2";
+import { withGateway } from "./_helpers.ts";
+
+const ECHO = `class Echo:
+    def execute(self, msg):
+        return msg
+`;
+const TOKEN = "bun-grpc-token-0123456789";
+
+function frame(message: number[]): Uint8Array {
+  const out = new Uint8Array(5 + message.length);
+  new DataView(out.buffer).setUint32(1, message.length);
+  out.set(message, 5);
+  return out;
+}
+
+async function call(
+  target: string,
+  method: string,
+  message: number[],
+  token: string | undefined,
+): Promise<{ status?: string; message?: string; body: Uint8Array }> {
+  const session = http2.connect(`http://${target}`);
+  try {
+    return await new Promise((resolve, reject) => {
+      const req = session.request({
+        ":method": "POST",
+        ":path": `/inference.GRPCInferenceService/${method}`,
+        "content-type": "application/grpc",
+        te: "trailers",
+        ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
+      });
+      const chunks: Uint8Array[] = [];
+      const out: { status?: string; message?: string; body: Uint8Array } = {
+        body: new Uint8Array(0),
+      };
+      const take = (h: http2.IncomingHttpHeaders) => {
+        if (h["grpc-status"] !== undefined) {
+          out.status = String(h["grpc-status"]);
+        }
+        if (h["grpc-message"] !== undefined) {
+          out.message = decodeURIComponent(String(h["grpc-message"]));
+        }
+      };
+      req.on("response", take);
+      req.on("trailers", take);
+      req.on("data", (c: Uint8Array) => chunks.push(c));
+      req.on("end", () => {
+        out.body = new Uint8Array(Buffer.concat(chunks));
+        resolve(out);
+      });
+      req.on("error", reject);
+      req.end(frame(message));
+    });
+  } finally {
+    session.close();
+  }
+}
+
+const text = (s: string) => [s.length, ...new TextEncoder().encode(s)];
+
+test("gateway on Bun: gRPC ServerLive, ModelInfer with typed contents, UNAUTHENTICATED without the token", async () => {
+  await withGateway(
+    { "echo.py": ECHO },
+    { token: TOKEN, grpc: { port: 0 } },
+    async (server) => {
+      const target = server.grpcTarget!;
+      const live = await call(target, "ServerLive", [], TOKEN);
+      expect(live.status).toBe("0");
+      expect([...live.body]).toEqual([0, 0, 0, 0, 2, 0x08, 0x01]);
+
+      // model_name "echo"; an input {name "x", datatype "INT64", shape [2],
+      // contents {int64_contents [7, -1]}}.
+      const contents = [0x1a, 11, 7, ...new Array(9).fill(0xff), 0x01];
+      const input = [
+        0x0a,
+        ...text("x"),
+        0x12,
+        ...text("INT64"),
+        0x1a,
+        1,
+        2,
+        0x2a,
+        contents.length,
+        ...contents,
+      ];
+      const infer = await call(target, "ModelInfer", [
+        0x0a,
+        ...text("echo"),
+        0x2a,
+        input.length,
+        ...input,
+      ], TOKEN);
+      expect(infer.message).toBeUndefined();
+      expect(infer.status).toBe("0");
+      const body = infer.body.subarray(5);
+      // The output echoes the input: its name, datatype, shape and contents.
+      const hex = Buffer.from(body).toString("hex");
+      expect(hex).toContain(Buffer.from(contents).toString("hex"));
+      expect(hex).toContain(Buffer.from(text("INT64")).toString("hex"));
+
+      const denied = await call(target, "ServerLive", [], undefined);
+      expect(denied.status).toBe("16");
+    },
+  );
+});
