@@ -11,7 +11,9 @@ import {
   ConnectionLostError,
   errorFromWire,
   TimeoutError,
+  WorkerCrashedError,
 } from "./errors.ts";
+import { withinRunningTime } from "./_with_timeout.ts";
 import type { ModelSpec, Session } from "./session.ts";
 import type { Worker } from "./worker.ts";
 import {
@@ -1052,10 +1054,23 @@ export class ModelRegistry {
         failed.push({ id: t.worker.id, error: o.reason });
       }
     });
-    // A worker that died gets the registry on replay, provided some worker applied the command:
-    // when every one died (a model whose import kills the process), replaying it would only kill
-    // the restarted workers too.
-    if (failed.length === 0 && (applied > 0 || died.length === 0)) {
+    // A worker that died gets the registry on replay, provided some worker applied the command.
+    // Not a load's (add, update): a worker dying under it is most likely killed by the model's
+    // import (os._exit, a fault in an extension), and replaying it would kill the restarted
+    // worker again and again until its restart policy gave up on it. The load fails instead,
+    // rolled back on the workers that applied it.
+    const load = action === "add" || action === "update";
+    // Stopped on purpose (the pool closing, a resize): no crash of the load's.
+    const crashed = load
+      ? died.filter((d) => {
+        const t = targets.find((t) => t.worker.id === d.id)!;
+        return !t.worker.stoppedOnPurpose(t.gen);
+      })
+      : [];
+    if (
+      failed.length === 0 &&
+      (died.length === 0 || (crashed.length === 0 && applied > 0))
+    ) {
       return result;
     }
     const blamed = failed.length > 0 ? failed : died;
@@ -1065,6 +1080,17 @@ export class ModelRegistry {
           undo(t.session, t.worker)
         ),
       );
+    }
+    if (failed.length === 0 && crashed.length > 0) {
+      // Workers died under the load: its import took them down. The error
+      // says how (the exit, the last line the server wrote), not only that
+      // a connection closed.
+      const first = targets.find((t) => t.worker.id === crashed[0]!.id)!;
+      throw await loadCrashError(action, name, first, {
+        died: crashed,
+        sent: targets.length,
+        rolledBack: undo !== undefined ? applied : 0,
+      });
     }
     const first = blamed[0]!.error;
     const ids = blamed.map((f) => f.id).join(", ");
@@ -1095,6 +1121,78 @@ export class ModelRegistry {
     }
     throw error;
   }
+}
+
+/**
+ * The error of a load (`add`, `update`) during which every worker it was
+ * sent to died: a `WorkerCrashedError` naming the model, the first worker's
+ * exit (code or signal) and the last line its server wrote to stderr (a
+ * model's own message before `os._exit`, or the fault's report). The exit
+ * is awaited for at most 2 s of the host's running time (it follows the
+ * lost connection closely).
+ */
+async function loadCrashError(
+  action: string,
+  name: string,
+  first: { worker: Worker; gen: number },
+  { died, sent, rolledBack }: {
+    died: Array<{ id: string; error: unknown }>;
+    sent: number;
+    rolledBack: number;
+  },
+): Promise<WorkerCrashedError> {
+  const exit = await withinRunningTime(first.worker.exitOf(first.gen), 2000);
+  const how = exit === undefined ? "connection lost" : exit.reason;
+  const pid = exit?.pid ?? null;
+  const line = lastLine(await first.worker.settledStderrTail(first.gen, 1000));
+  const ids = died.map((d) => d.id);
+  const notes: string[] = [];
+  if (ids.length === sent && sent > 1) {
+    notes.push(`every worker it was sent to died (${ids.join(", ")})`);
+  } else if (ids.length > 1) notes.push(`workers ${ids.join(", ")} died`);
+  if (rolledBack > 0) {
+    notes.push(
+      `rolled back on the ${rolledBack} other worker${
+        rolledBack === 1 ? "" : "s"
+      }`,
+    );
+  }
+  notes.push(
+    action === "add" ? "it was not added" : "the model keeps its previous code",
+  );
+  return new WorkerCrashedError(
+    `Cannot ${action} model '${name}': worker ${first.worker.id}${
+      pid === null ? "" : ` (pid ${pid})`
+    } died while loading it: ${how}${
+      line === undefined ? "" : ` (last stderr line: ${JSON.stringify(line)})`
+    }; ${notes.join("; ")}`,
+    {
+      cause: died[0]!.error,
+      details: {
+        model: name,
+        cmd: action === "add" ? "addModel" : "updateModel",
+        worker: first.worker.id,
+        workers: ids,
+        pid,
+        code: exit?.code ?? null,
+        signal: exit?.signal ?? null,
+        reason: how,
+        stderr: line ?? null,
+      },
+    },
+  );
+}
+
+/** The last non-blank line of a server's stderr tail, at most 240 characters. */
+function lastLine(tail: string): string | undefined {
+  const lines = tail.split("\n");
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const line = lines[i]!.trim();
+    if (line !== "") {
+      return line.length > 240 ? `${line.slice(0, 240)}...` : line;
+    }
+  }
+  return undefined;
 }
 
 /** A slot a model may be placed on: not one a resize is removing. */
