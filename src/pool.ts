@@ -2173,6 +2173,31 @@ export class Pool implements AsyncDisposable {
     if (this.#router.queued > 0) this.#router.pump(false);
   }
 
+  /**
+   * Sends again, to its model's default now, a call that reached a version
+   * removed after the call had been resolved to it (it waited in the queue
+   * meanwhile): a call that names no version runs on the default, whichever
+   * it is when the call is sent. One that asked for a version, a batch (its
+   * calls were sent before the removal) and a call of a version still there
+   * are not. Returns whether it was sent again.
+   */
+  #followDefault(call: PoolCall): boolean {
+    if (
+      (call.cmd !== "executeModel" && call.cmd !== "executeStream") ||
+      call.options.version !== undefined || call.args === undefined
+    ) return false;
+    const key = call.args.name;
+    if (typeof key !== "string") return false;
+    const at = key.lastIndexOf("@");
+    if (at < 0 || this.#versionOf(key) !== undefined) return false;
+    const now = this.#defaults.get(key.slice(0, at));
+    if (now === undefined || now === key) return false;
+    call.args = { ...call.args, name: now };
+    call.placement = this.#placements.get(now);
+    this.#router.route(call, true);
+    return true;
+  }
+
   #onCallError(
     call: PoolCall,
     worker: Worker,
@@ -2196,7 +2221,15 @@ export class Pool implements AsyncDisposable {
       }, this.#supervisor.context);
       return call.reject(error);
     }
-    if (!(error instanceof ConnectionLostError)) return call.reject(error);
+    if (!(error instanceof ConnectionLostError)) {
+      // Only on this error path: no lookup for the calls that succeed.
+      if (
+        this.#defaults.size > 0 &&
+        (error as Error | null)?.name === "ModelNotFoundError" &&
+        this.#followDefault(call)
+      ) return;
+      return call.reject(error);
+    }
     // The connection ended under the call: wait for the exit so the error
     // can say how the worker died (in the host's running time: a host that
     // stalled past the wait still reads an exit that came meanwhile).
