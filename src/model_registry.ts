@@ -161,6 +161,12 @@ export interface ModelRegistryOptions {
   /** The window of `maxRelocations`, in ms. @default {600000} */
   relocationWindow?: number;
   /**
+   * How a failed model's reason names `maxRelocations` (the pool's
+   * `placement.settingName`).
+   * @default {(option) => `placement.${option}`}
+   */
+  settingName?: (option: "maxRelocations" | "relocationWindow") => string;
+  /**
    * Told when a placed model is moved off a slot that failed for good
    * (`counted`: with the model implicated, towards `maxRelocations`), and
    * to which slot (none: no ready worker lacked it, or the model counts
@@ -211,6 +217,7 @@ export class ModelRegistry {
   #placements = new Map<string, ModelPlacement>();
   #maxRelocations: number;
   #relocationWindow: number;
+  #settingName: NonNullable<ModelRegistryOptions["settingName"]>;
   #onRelocated: NonNullable<ModelRegistryOptions["onRelocated"]>;
   #onModelFailed: NonNullable<ModelRegistryOptions["onModelFailed"]>;
   /**
@@ -230,6 +237,8 @@ export class ModelRegistry {
     this.#onUnloadFailed = options.onUnloadFailed ?? (() => {});
     this.#maxRelocations = options.maxRelocations ?? Infinity;
     this.#relocationWindow = options.relocationWindow ?? 600_000;
+    this.#settingName = options.settingName ??
+      ((option) => `placement.${option}`);
     this.#onRelocated = options.onRelocated ?? (() => {});
     this.#onModelFailed = options.onModelFailed ?? (() => {});
   }
@@ -446,11 +455,9 @@ export class ModelRegistry {
     const max = this.#maxRelocations;
     p.relocations = max === Infinity ? kept.slice(-1) : kept.slice(-(max + 1));
     if (max === Infinity || kept.length <= max) return false;
-    p.failed = `${
-      this.#crashes(p)
-    }, past placement.maxRelocations ${max}; last: worker ${worker.id} ${
-      worker.failedReason ?? "failed"
-    }`;
+    p.failed = `${this.#crashes(p)}, past ${
+      this.#settingName("maxRelocations")
+    } ${max}; last: worker ${worker.id} ${worker.failedReason ?? "failed"}`;
     p.outOfService = {
       crashed: p.relocations.map((r) => r.worker),
       relocationWindow: window,

@@ -308,6 +308,13 @@ export interface PlacementOptions {
   maxRelocations?: number;
   /** The window of `maxRelocations`, in ms: a number > 0, `Infinity` for the pool's life. @default {600000} */
   relocationWindow?: number;
+  /**
+   * How the reasons the pool gives (a model's `failedReason`) name these
+   * options: a program that sets them under other names says so (the
+   * gateway names pyproxy.json's `limits.maxRelocations`).
+   * @default {(option) => `placement.${option}`}
+   */
+  settingName?: (option: "maxRelocations" | "relocationWindow") => string;
 }
 
 /**
@@ -676,6 +683,7 @@ export class Pool implements AsyncDisposable {
         opts.logger.warn("Killed worker {worker}: {reason}", ev),
       maxRelocations: opts.placement.maxRelocations,
       relocationWindow: opts.placement.relocationWindow,
+      settingName: opts.placement.settingName,
       onRelocated: (ev) => {
         opts.logger[ev.to === null ? "warn" : "info"](
           ev.to === null
@@ -2287,10 +2295,15 @@ function crashError(
     const v = versionOf(key);
     if (v !== undefined) versions[key] = v;
   }
+  // A model's call says what its caller did (`run model 'm'`), not the
+  // command the workers know it by (`executeModel`).
+  const what = name === call.cmd
+    ? `complete call ${call.cmd}`
+    : `${call.cmd === "executeStream" ? "stream" : "run"} model '${name}'`;
   return new WorkerCrashedError(
-    `Cannot complete call ${call.cmd}${
-      name === call.cmd ? "" : ` of model '${name}'`
-    }: worker ${id}${pid === null ? "" : ` (pid ${pid})`} died: ${how}${
+    `Cannot ${what}: worker ${id}${
+      pid === null ? "" : ` (pid ${pid})`
+    } died: ${how}${
       inFlight === undefined
         ? ""
         : ` while running: ${describeInFlight(inFlight)}`

@@ -315,6 +315,8 @@ export async function serve(
       ...(config.limits.relocationWindow === undefined
         ? {}
         : { relocationWindow: config.limits.relocationWindow }),
+      // A model's failedReason names pyproxy.json's keys, as the 503 does.
+      settingName: (option) => `limits.${option}`,
     },
     modelMetrics: {
       ...(config.limits.modelMetricSeriesPerModel === undefined
