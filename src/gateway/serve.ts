@@ -24,6 +24,7 @@ import type { ModelEntry, ResolvedConfig } from "./config.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { type GatewayModelInfo, ModelCatalog } from "./model_catalog.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
+import { modelFiles } from "./_model_files.ts";
 import { isLoopback } from "./security.ts";
 import { workerEnv } from "./_worker_env.ts";
 import { setTimeoutOrNever } from "../_timer.ts";
@@ -201,9 +202,13 @@ async function modelsToLoad(
   if (config.models !== "auto") {
     return { list: config.models, strict: true, misnamed: [] };
   }
-  const files = (await runtime.readDir(config.modelsDir)).filter((f) =>
-    f.endsWith(".py") && !f.startsWith("_")
-  ).sort();
+  const files = (await modelFiles(
+    runtime,
+    config.modelsDir,
+    (await runtime.readDir(config.modelsDir)).filter((f) =>
+      f.endsWith(".py") && !f.startsWith("_")
+    ),
+  )).sort();
   const list: ModelEntry[] = [];
   const misnamed: Array<{ name: string; error: string }> = [];
   for (const file of files) {
