@@ -1,8 +1,9 @@
 /**
  * The pool's record of its models: what was added, updated and initialised,
  * in order, so a restarted worker gets the same models before it takes
- * traffic. Operations are serialised with worker replays, so a worker is
- * never made ready in the middle of a model change.
+ * traffic. A model's commands run one at a time, other models' beside them
+ * (`forModel`); worker replays run alone (`exclusive`), so a worker is never
+ * made ready in the middle of a model change.
  *
  * @module
  */
@@ -207,7 +208,12 @@ export class ModelRegistry {
    * worker runs the same code as the others.
    */
   #snapshots = new Map<string, Snapshot>();
+  /** The last `exclusive` run queued (settled: the next may start). */
   #lock: Promise<unknown> = Promise.resolve();
+  /** The last command queued per model (`forModel`), by its lock key. */
+  #byModel = new Map<string, Promise<void>>();
+  /** The model commands queued or running: an `exclusive` run waits for them. */
+  #commands = new Set<Promise<void>>();
   #timeout: number | undefined;
   #onResync: NonNullable<ModelRegistryOptions["onResync"]>;
   #onUnplace: NonNullable<ModelRegistryOptions["onUnplace"]>;
@@ -527,10 +533,38 @@ export class ModelRegistry {
     }
   }
 
-  /** Runs `fn` alone: no model command or replay runs at the same time. */
+  /**
+   * Runs `fn` alone: once every model command queued before it has
+   * settled, and before any queued after it starts (a replay, a relocation,
+   * a resize's evacuation: a worker is never made ready in the middle of a
+   * model change).
+   */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.#lock.then(fn, fn);
+    const before = Promise.all([this.#lock, ...this.#commands]);
+    const run = before.then(fn, fn);
     this.#lock = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * Runs model command `fn` for model `name` after the commands of that
+   * model queued before it and the `exclusive` runs queued before it, at
+   * the same time as other models' commands: a load whose import hangs
+   * holds its own model's changes (until its timeout), not the others'.
+   * The versions of a model (`name@label`) are one model here: they share
+   * its list of versions and its default.
+   */
+  forModel<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const key = modelLockKey(name);
+    const before = Promise.all([this.#lock, this.#byModel.get(key)]);
+    const run = before.then(fn, fn);
+    const tail = run.then(() => {}, () => {});
+    this.#byModel.set(key, tail);
+    this.#commands.add(tail);
+    void tail.then(() => {
+      this.#commands.delete(tail);
+      if (this.#byModel.get(key) === tail) this.#byModel.delete(key);
+    });
     return run;
   }
 
@@ -625,7 +659,7 @@ export class ModelRegistry {
     call: ModelCallOptions = {},
     hooks: ModelCommandHooks = {},
   ): Promise<unknown> {
-    return this.exclusive(async () => {
+    return this.forModel(name, async () => {
       hooks.check?.();
       if (this.#models.has(name)) {
         throw errorFromWire({
@@ -672,7 +706,7 @@ export class ModelRegistry {
     call: ModelCallOptions = {},
     hooks: ModelCommandHooks = {},
   ): Promise<unknown> {
-    return this.exclusive(async () => {
+    return this.forModel(name, async () => {
       hooks.check?.();
       const old = this.#require(name, "update");
       const oldSnapshot = this.#snapshots.get(name);
@@ -764,7 +798,7 @@ export class ModelRegistry {
     call: ModelCallOptions = {},
     hooks: ModelCommandHooks = {},
   ): Promise<unknown> {
-    return this.exclusive(async () => {
+    return this.forModel(name, async () => {
       hooks.check?.();
       this.#require(name, "remove");
       this.#models.delete(name);
@@ -801,7 +835,7 @@ export class ModelRegistry {
     workers: () => Worker[],
     call: ModelCallOptions = {},
   ): Promise<unknown> {
-    return this.exclusive(async () => {
+    return this.forModel(name, async () => {
       const model = this.#require(name, "init");
       const placement = this.#placements.get(name);
       if (placement?.failed !== undefined) {
@@ -864,7 +898,7 @@ export class ModelRegistry {
       reason: err instanceof Error ? err.message : String(err),
       killed: false,
     });
-    void this.exclusive(async () => {
+    void this.forModel(name, async () => {
       // Placed there again meanwhile (another update): it stays.
       const placement = this.#placements.get(name);
       if (
@@ -921,7 +955,7 @@ export class ModelRegistry {
     name: string,
     t: { worker: Worker; session: Session; gen: number },
   ): Promise<void> {
-    return this.exclusive(async () => {
+    return this.forModel(name, async () => {
       const current = () =>
         t.worker.generation === t.gen && t.worker.state === "ready" &&
         t.worker.session === t.session;
@@ -1200,6 +1234,16 @@ function lastLine(tail: string): string | undefined {
     }
   }
   return undefined;
+}
+
+/**
+ * The lock key of a model's commands (`ModelRegistry.forModel`): a
+ * version's internal name (`name@label`) locks its model's `name`, as does
+ * a model whose own name holds an `@` (it may clash with such a version).
+ */
+function modelLockKey(name: string): string {
+  const at = typeof name === "string" ? name.lastIndexOf("@") : -1;
+  return at < 0 ? name : name.slice(0, at);
 }
 
 /** A slot a model may be placed on: not one a resize is removing. */

@@ -1060,7 +1060,7 @@ export class Pool implements AsyncDisposable {
   /**
    * Makes version `version` of model `name` its default: the calls without
    * a `version` that start from now on run it (calls already sent finish
-   * where they are). Runs after the model commands under way; rejects with
+   * where they are). Runs after the commands of that model under way; rejects with
    * `ModelNotFoundError` for a version the model does not have.
    *
    * @example
@@ -1073,7 +1073,7 @@ export class Pool implements AsyncDisposable {
    */
   async setDefaultVersion(name: string, version: string): Promise<void> {
     this.#admit("set default version");
-    await this.#registry.exclusive(() => {
+    await this.#registry.forModel(name, () => {
       const key = this.#versionName("set default version of", name, version);
       this.#versions.get(name)!.default = version;
       this.#defaults.set(name, key);
