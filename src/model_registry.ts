@@ -1,8 +1,9 @@
 /**
  * The pool's record of its models: what was added, updated and initialised,
  * in order, so a restarted worker gets the same models before it takes
- * traffic. Operations are serialised with worker replays, so a worker is
- * never made ready in the middle of a model change.
+ * traffic. A model's commands run one at a time, other models' beside them
+ * (`forModel`); worker replays run alone (`exclusive`), so a worker is never
+ * made ready in the middle of a model change.
  *
  * @module
  */
@@ -11,7 +12,9 @@ import {
   ConnectionLostError,
   errorFromWire,
   TimeoutError,
+  WorkerCrashedError,
 } from "./errors.ts";
+import { withinRunningTime } from "./_with_timeout.ts";
 import type { ModelSpec, Session } from "./session.ts";
 import type { Worker } from "./worker.ts";
 import {
@@ -159,6 +162,12 @@ export interface ModelRegistryOptions {
   /** The window of `maxRelocations`, in ms. @default {600000} */
   relocationWindow?: number;
   /**
+   * How a failed model's reason names `maxRelocations` (the pool's
+   * `placement.settingName`).
+   * @default {(option) => `placement.${option}`}
+   */
+  settingName?: (option: "maxRelocations" | "relocationWindow") => string;
+  /**
    * Told when a placed model is moved off a slot that failed for good
    * (`counted`: with the model implicated, towards `maxRelocations`), and
    * to which slot (none: no ready worker lacked it, or the model counts
@@ -199,7 +208,12 @@ export class ModelRegistry {
    * worker runs the same code as the others.
    */
   #snapshots = new Map<string, Snapshot>();
+  /** The last `exclusive` run queued (settled: the next may start). */
   #lock: Promise<unknown> = Promise.resolve();
+  /** The last command queued per model (`forModel`), by its lock key. */
+  #byModel = new Map<string, Promise<void>>();
+  /** The model commands queued or running: an `exclusive` run waits for them. */
+  #commands = new Set<Promise<void>>();
   #timeout: number | undefined;
   #onResync: NonNullable<ModelRegistryOptions["onResync"]>;
   #onUnplace: NonNullable<ModelRegistryOptions["onUnplace"]>;
@@ -209,6 +223,7 @@ export class ModelRegistry {
   #placements = new Map<string, ModelPlacement>();
   #maxRelocations: number;
   #relocationWindow: number;
+  #settingName: NonNullable<ModelRegistryOptions["settingName"]>;
   #onRelocated: NonNullable<ModelRegistryOptions["onRelocated"]>;
   #onModelFailed: NonNullable<ModelRegistryOptions["onModelFailed"]>;
   /**
@@ -228,6 +243,8 @@ export class ModelRegistry {
     this.#onUnloadFailed = options.onUnloadFailed ?? (() => {});
     this.#maxRelocations = options.maxRelocations ?? Infinity;
     this.#relocationWindow = options.relocationWindow ?? 600_000;
+    this.#settingName = options.settingName ??
+      ((option) => `placement.${option}`);
     this.#onRelocated = options.onRelocated ?? (() => {});
     this.#onModelFailed = options.onModelFailed ?? (() => {});
   }
@@ -444,11 +461,9 @@ export class ModelRegistry {
     const max = this.#maxRelocations;
     p.relocations = max === Infinity ? kept.slice(-1) : kept.slice(-(max + 1));
     if (max === Infinity || kept.length <= max) return false;
-    p.failed = `${
-      this.#crashes(p)
-    }, past placement.maxRelocations ${max}; last: worker ${worker.id} ${
-      worker.failedReason ?? "failed"
-    }`;
+    p.failed = `${this.#crashes(p)}, past ${
+      this.#settingName("maxRelocations")
+    } ${max}; last: worker ${worker.id} ${worker.failedReason ?? "failed"}`;
     p.outOfService = {
       crashed: p.relocations.map((r) => r.worker),
       relocationWindow: window,
@@ -518,10 +533,38 @@ export class ModelRegistry {
     }
   }
 
-  /** Runs `fn` alone: no model command or replay runs at the same time. */
+  /**
+   * Runs `fn` alone: once every model command queued before it has
+   * settled, and before any queued after it starts (a replay, a relocation,
+   * a resize's evacuation: a worker is never made ready in the middle of a
+   * model change).
+   */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.#lock.then(fn, fn);
+    const before = Promise.all([this.#lock, ...this.#commands]);
+    const run = before.then(fn, fn);
     this.#lock = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * Runs model command `fn` for model `name` after the commands of that
+   * model queued before it and the `exclusive` runs queued before it, at
+   * the same time as other models' commands: a load whose import hangs
+   * holds its own model's changes (until its timeout), not the others'.
+   * The versions of a model (`name@label`) are one model here: they share
+   * its list of versions and its default.
+   */
+  forModel<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const key = modelLockKey(name);
+    const before = Promise.all([this.#lock, this.#byModel.get(key)]);
+    const run = before.then(fn, fn);
+    const tail = run.then(() => {}, () => {});
+    this.#byModel.set(key, tail);
+    this.#commands.add(tail);
+    void tail.then(() => {
+      this.#commands.delete(tail);
+      if (this.#byModel.get(key) === tail) this.#byModel.delete(key);
+    });
     return run;
   }
 
@@ -616,7 +659,7 @@ export class ModelRegistry {
     call: ModelCallOptions = {},
     hooks: ModelCommandHooks = {},
   ): Promise<unknown> {
-    return this.exclusive(async () => {
+    return this.forModel(name, async () => {
       hooks.check?.();
       if (this.#models.has(name)) {
         throw errorFromWire({
@@ -663,7 +706,7 @@ export class ModelRegistry {
     call: ModelCallOptions = {},
     hooks: ModelCommandHooks = {},
   ): Promise<unknown> {
-    return this.exclusive(async () => {
+    return this.forModel(name, async () => {
       hooks.check?.();
       const old = this.#require(name, "update");
       const oldSnapshot = this.#snapshots.get(name);
@@ -755,7 +798,7 @@ export class ModelRegistry {
     call: ModelCallOptions = {},
     hooks: ModelCommandHooks = {},
   ): Promise<unknown> {
-    return this.exclusive(async () => {
+    return this.forModel(name, async () => {
       hooks.check?.();
       this.#require(name, "remove");
       this.#models.delete(name);
@@ -792,7 +835,7 @@ export class ModelRegistry {
     workers: () => Worker[],
     call: ModelCallOptions = {},
   ): Promise<unknown> {
-    return this.exclusive(async () => {
+    return this.forModel(name, async () => {
       const model = this.#require(name, "init");
       const placement = this.#placements.get(name);
       if (placement?.failed !== undefined) {
@@ -855,7 +898,7 @@ export class ModelRegistry {
       reason: err instanceof Error ? err.message : String(err),
       killed: false,
     });
-    void this.exclusive(async () => {
+    void this.forModel(name, async () => {
       // Placed there again meanwhile (another update): it stays.
       const placement = this.#placements.get(name);
       if (
@@ -912,7 +955,7 @@ export class ModelRegistry {
     name: string,
     t: { worker: Worker; session: Session; gen: number },
   ): Promise<void> {
-    return this.exclusive(async () => {
+    return this.forModel(name, async () => {
       const current = () =>
         t.worker.generation === t.gen && t.worker.state === "ready" &&
         t.worker.session === t.session;
@@ -1052,10 +1095,23 @@ export class ModelRegistry {
         failed.push({ id: t.worker.id, error: o.reason });
       }
     });
-    // A worker that died gets the registry on replay, provided some worker applied the command:
-    // when every one died (a model whose import kills the process), replaying it would only kill
-    // the restarted workers too.
-    if (failed.length === 0 && (applied > 0 || died.length === 0)) {
+    // A worker that died gets the registry on replay, provided some worker applied the command.
+    // Not a load's (add, update): a worker dying under it is most likely killed by the model's
+    // import (os._exit, a fault in an extension), and replaying it would kill the restarted
+    // worker again and again until its restart policy gave up on it. The load fails instead,
+    // rolled back on the workers that applied it.
+    const load = action === "add" || action === "update";
+    // Stopped on purpose (the pool closing, a resize): no crash of the load's.
+    const crashed = load
+      ? died.filter((d) => {
+        const t = targets.find((t) => t.worker.id === d.id)!;
+        return !t.worker.stoppedOnPurpose(t.gen);
+      })
+      : [];
+    if (
+      failed.length === 0 &&
+      (died.length === 0 || (crashed.length === 0 && applied > 0))
+    ) {
       return result;
     }
     const blamed = failed.length > 0 ? failed : died;
@@ -1065,6 +1121,17 @@ export class ModelRegistry {
           undo(t.session, t.worker)
         ),
       );
+    }
+    if (failed.length === 0 && crashed.length > 0) {
+      // Workers died under the load: its import took them down. The error
+      // says how (the exit, the last line the server wrote), not only that
+      // a connection closed.
+      const first = targets.find((t) => t.worker.id === crashed[0]!.id)!;
+      throw await loadCrashError(action, name, first, {
+        died: crashed,
+        sent: targets.length,
+        rolledBack: undo !== undefined ? applied : 0,
+      });
     }
     const first = blamed[0]!.error;
     const ids = blamed.map((f) => f.id).join(", ");
@@ -1095,6 +1162,88 @@ export class ModelRegistry {
     }
     throw error;
   }
+}
+
+/**
+ * The error of a load (`add`, `update`) during which every worker it was
+ * sent to died: a `WorkerCrashedError` naming the model, the first worker's
+ * exit (code or signal) and the last line its server wrote to stderr (a
+ * model's own message before `os._exit`, or the fault's report). The exit
+ * is awaited for at most 2 s of the host's running time (it follows the
+ * lost connection closely).
+ */
+async function loadCrashError(
+  action: string,
+  name: string,
+  first: { worker: Worker; gen: number },
+  { died, sent, rolledBack }: {
+    died: Array<{ id: string; error: unknown }>;
+    sent: number;
+    rolledBack: number;
+  },
+): Promise<WorkerCrashedError> {
+  const exit = await withinRunningTime(first.worker.exitOf(first.gen), 2000);
+  const how = exit === undefined ? "connection lost" : exit.reason;
+  const pid = exit?.pid ?? null;
+  const line = lastLine(await first.worker.settledStderrTail(first.gen, 1000));
+  const ids = died.map((d) => d.id);
+  const notes: string[] = [];
+  if (ids.length === sent && sent > 1) {
+    notes.push(`every worker it was sent to died (${ids.join(", ")})`);
+  } else if (ids.length > 1) notes.push(`workers ${ids.join(", ")} died`);
+  if (rolledBack > 0) {
+    notes.push(
+      `rolled back on the ${rolledBack} other worker${
+        rolledBack === 1 ? "" : "s"
+      }`,
+    );
+  }
+  notes.push(
+    action === "add" ? "it was not added" : "the model keeps its previous code",
+  );
+  return new WorkerCrashedError(
+    `Cannot ${action} model '${name}': worker ${first.worker.id}${
+      pid === null ? "" : ` (pid ${pid})`
+    } died while loading it: ${how}${
+      line === undefined ? "" : ` (last stderr line: ${JSON.stringify(line)})`
+    }; ${notes.join("; ")}`,
+    {
+      cause: died[0]!.error,
+      details: {
+        model: name,
+        cmd: action === "add" ? "addModel" : "updateModel",
+        worker: first.worker.id,
+        workers: ids,
+        pid,
+        code: exit?.code ?? null,
+        signal: exit?.signal ?? null,
+        reason: how,
+        stderr: line ?? null,
+      },
+    },
+  );
+}
+
+/** The last non-blank line of a server's stderr tail, at most 240 characters. */
+function lastLine(tail: string): string | undefined {
+  const lines = tail.split("\n");
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const line = lines[i]!.trim();
+    if (line !== "") {
+      return line.length > 240 ? `${line.slice(0, 240)}...` : line;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The lock key of a model's commands (`ModelRegistry.forModel`): a
+ * version's internal name (`name@label`) locks its model's `name`, as does
+ * a model whose own name holds an `@` (it may clash with such a version).
+ */
+function modelLockKey(name: string): string {
+  const at = typeof name === "string" ? name.lastIndexOf("@") : -1;
+  return at < 0 ? name : name.slice(0, at);
 }
 
 /** A slot a model may be placed on: not one a resize is removing. */

@@ -71,6 +71,11 @@ export interface StreamRequestOptions {
    * stream in flight from its start to its end.
    */
   onSlot?: (slot: StreamSlot) => void;
+  /**
+   * The version the stream asked for (`ExecuteStreamOptions.version`): it
+   * never follows its model's default to another one.
+   */
+  version?: string;
 }
 
 /**
@@ -322,6 +327,7 @@ export class ModelStream<T = unknown>
       ...(options.key === undefined ? {} : { key: options.key }),
       ...(options.worker === undefined ? {} : { worker: options.worker }),
       ...(options.timeout === undefined ? {} : { timeout: options.timeout }),
+      ...(options.version === undefined ? {} : { version: options.version }),
       signal,
       onEvent: (event) => this.#onEvent(event),
       onSlot: (slot) => {

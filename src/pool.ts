@@ -308,6 +308,13 @@ export interface PlacementOptions {
   maxRelocations?: number;
   /** The window of `maxRelocations`, in ms: a number > 0, `Infinity` for the pool's life. @default {600000} */
   relocationWindow?: number;
+  /**
+   * How the reasons the pool gives (a model's `failedReason`) name these
+   * options: a program that sets them under other names says so (the
+   * gateway names pyproxy.json's `limits.maxRelocations`).
+   * @default {(option) => `placement.${option}`}
+   */
+  settingName?: (option: "maxRelocations" | "relocationWindow") => string;
 }
 
 /**
@@ -676,6 +683,7 @@ export class Pool implements AsyncDisposable {
         opts.logger.warn("Killed worker {worker}: {reason}", ev),
       maxRelocations: opts.placement.maxRelocations,
       relocationWindow: opts.placement.relocationWindow,
+      settingName: opts.placement.settingName,
       onRelocated: (ev) => {
         opts.logger[ev.to === null ? "warn" : "info"](
           ev.to === null
@@ -1052,7 +1060,7 @@ export class Pool implements AsyncDisposable {
   /**
    * Makes version `version` of model `name` its default: the calls without
    * a `version` that start from now on run it (calls already sent finish
-   * where they are). Runs after the model commands under way; rejects with
+   * where they are). Runs after the commands of that model under way; rejects with
    * `ModelNotFoundError` for a version the model does not have.
    *
    * @example
@@ -1065,7 +1073,7 @@ export class Pool implements AsyncDisposable {
    */
   async setDefaultVersion(name: string, version: string): Promise<void> {
     this.#admit("set default version");
-    await this.#registry.exclusive(() => {
+    await this.#registry.forModel(name, () => {
       const key = this.#versionName("set default version of", name, version);
       this.#versions.get(name)!.default = version;
       this.#defaults.set(name, key);
@@ -2203,6 +2211,31 @@ export class Pool implements AsyncDisposable {
     if (this.#router.queued > 0) this.#router.pump(false);
   }
 
+  /**
+   * Sends again, to its model's default now, a call that reached a version
+   * removed after the call had been resolved to it (it waited in the queue
+   * meanwhile): a call that names no version runs on the default, whichever
+   * it is when the call is sent. One that asked for a version, a batch (its
+   * calls were sent before the removal) and a call of a version still there
+   * are not. Returns whether it was sent again.
+   */
+  #followDefault(call: PoolCall): boolean {
+    if (
+      (call.cmd !== "executeModel" && call.cmd !== "executeStream") ||
+      call.options.version !== undefined || call.args === undefined
+    ) return false;
+    const key = call.args.name;
+    if (typeof key !== "string") return false;
+    const at = key.lastIndexOf("@");
+    if (at < 0 || this.#versionOf(key) !== undefined) return false;
+    const now = this.#defaults.get(key.slice(0, at));
+    if (now === undefined || now === key) return false;
+    call.args = { ...call.args, name: now };
+    call.placement = this.#placements.get(now);
+    this.#router.route(call, true);
+    return true;
+  }
+
   #onCallError(
     call: PoolCall,
     worker: Worker,
@@ -2226,7 +2259,15 @@ export class Pool implements AsyncDisposable {
       }, this.#supervisor.context);
       return call.reject(error);
     }
-    if (!(error instanceof ConnectionLostError)) return call.reject(error);
+    if (!(error instanceof ConnectionLostError)) {
+      // Only on this error path: no lookup for the calls that succeed.
+      if (
+        this.#defaults.size > 0 &&
+        (error as Error | null)?.name === "ModelNotFoundError" &&
+        this.#followDefault(call)
+      ) return;
+      return call.reject(error);
+    }
     // The connection ended under the call: wait for the exit so the error
     // can say how the worker died (in the host's running time: a host that
     // stalled past the wait still reads an exit that came meanwhile).
@@ -2284,10 +2325,15 @@ function crashError(
     const v = versionOf(key);
     if (v !== undefined) versions[key] = v;
   }
+  // A model's call says what its caller did (`run model 'm'`), not the
+  // command the workers know it by (`executeModel`).
+  const what = name === call.cmd
+    ? `complete call ${call.cmd}`
+    : `${call.cmd === "executeStream" ? "stream" : "run"} model '${name}'`;
   return new WorkerCrashedError(
-    `Cannot complete call ${call.cmd}${
-      name === call.cmd ? "" : ` of model '${name}'`
-    }: worker ${id}${pid === null ? "" : ` (pid ${pid})`} died: ${how}${
+    `Cannot ${what}: worker ${id}${
+      pid === null ? "" : ` (pid ${pid})`
+    } died: ${how}${
       inFlight === undefined
         ? ""
         : ` while running: ${describeInFlight(inFlight)}`

@@ -198,7 +198,13 @@ const schema = v.strictObject({
       ),
     ),
     relocationWindow: positive,
-  }, "expected { maxRelocations?, relocationWindow? }")),
+    settingName: v.optional(
+      v.custom<(option: string) => string>(
+        (x) => typeof x === "function",
+        "expected a function",
+      ),
+    ),
+  }, "expected { maxRelocations?, relocationWindow?, settingName? }")),
   handleSignals: v.optional(v.boolean("expected a boolean")),
   runtime: v.optional(
     v.custom<unknown>(
@@ -317,6 +323,8 @@ export function resolvePoolOptions(
     placement: {
       maxRelocations: options.placement?.maxRelocations ?? 2,
       relocationWindow: options.placement?.relocationWindow ?? 600_000,
+      settingName: options.placement?.settingName ??
+        ((option) => `placement.${option}`),
     },
     handleSignals: options.handleSignals ?? true,
     runtime,

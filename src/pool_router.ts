@@ -43,6 +43,12 @@ export interface PoolCall {
     idempotent?: boolean;
     /** The model's success status and headers (`RequestOptions.onResponseMeta`). */
     onResponseMeta?: (meta: ResponseMeta) => void;
+    /**
+     * The version a model call asked for: it never follows its model's
+     * default to another one (absent: it does when the version it was
+     * resolved to is removed before it is sent).
+     */
+    version?: string;
   };
   /** Absolute deadline (ms since the epoch), `Infinity` for none. */
   deadline: number;

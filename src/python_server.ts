@@ -629,6 +629,21 @@ export class PythonServer implements AsyncDisposable {
   }
 
   /**
+   * The stderr tail once stderr has reached its end, waiting at most `ms`:
+   * a server that just died may still have its last words in the pipe.
+   *
+   * @example
+   * ```ts ignore
+   * await server.exited;
+   * console.log(await server.stderrSettled(1000));
+   * ```
+   */
+  async stderrSettled(ms: number): Promise<string> {
+    await this.#stderr.settled(ms);
+    return this.#stderr.text();
+  }
+
+  /**
    * Opens an authenticated {@linkcode Session} to this server.
    *
    * @example

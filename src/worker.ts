@@ -214,6 +214,10 @@ export class Worker implements WorkerInfo {
   #state: WorkerState = "starting";
   #gen = 0;
   #server: PythonServer | undefined;
+  /** The server of the process that ended last (its stderr may still come). */
+  #lastServer: { gen: number; server: PythonServer } | undefined;
+  /** Whether the process that ended last was stopped on purpose, by generation. */
+  #lastStop: { gen: number; intentional: boolean } | undefined;
   #session: Session | undefined;
   #pid: number | null = null;
   #restarts = 0;
@@ -278,6 +282,29 @@ export class Worker implements WorkerInfo {
   /** The server's stderr tail (current process, else the last one). */
   get stderrTail(): string {
     return this.#server?.stderrTail() ?? this.#stderrTail;
+  }
+  /**
+   * The stderr tail of process `gen`: the current one's, else (the one that
+   * ended last) once its
+   * stderr has reached its end (at most `ms` of waiting): the last words of
+   * a process that just died.
+   */
+  async settledStderrTail(gen: number, ms: number): Promise<string> {
+    if (gen === this.#gen && this.#server !== undefined) {
+      return this.#server.stderrTail();
+    }
+    const last = this.#lastServer;
+    if (last === undefined || last.gen !== gen) return "";
+    return await last.server.stderrSettled(ms);
+  }
+  /**
+   * Whether process `gen` was stopped on purpose (the pool closing, a resize,
+   * `failWorker`, `restartWorker`): its death is no crash. Read once its
+   * connection is lost (the flag is set before the kill).
+   */
+  stoppedOnPurpose(gen: number): boolean {
+    if (gen === this.#gen) return this.#intentional;
+    return this.#lastStop?.gen === gen && this.#lastStop.intentional;
   }
   /** Why the slot failed. */
   get failedReason(): string | null {
@@ -702,7 +729,9 @@ export class Worker implements WorkerInfo {
     this.#session = undefined;
     if (this.#server !== undefined) {
       this.#stderrTail = this.#server.stderrTail();
+      this.#lastServer = { gen, server: this.#server };
     }
+    this.#lastStop = { gen, intentional: this.#intentional };
     this.#server = undefined;
     this.#pid = null;
     this.#lastExit = exit;

@@ -758,6 +758,30 @@ Deno.test("parseConfig: models[] refuses a name and version listed twice, and on
   }
 });
 
+Deno.test("resolveConfig: models given by a program (cli) are checked for the same conflicts as the file's, before any worker starts (were caught only by the pool)", () => {
+  const cli = (...entries: Array<[string, string?]>) => ({
+    models: entries.map(([name, version]) => ({
+      name,
+      file: "m.py",
+      ...(version === undefined ? {} : { version }),
+    })),
+  });
+  assert.deepEqual(
+    resolveConfig({ cwd: "/srv", cli: cli(["m", "1"], ["m", "2"]) }).models,
+    cli(["m", "1"], ["m", "2"]).models,
+  );
+  assert.equal(
+    configError(() => resolveConfig({ cwd: "/srv", cli: cli(["m"], ["m"]) })),
+    "models[1]: model 'm' is listed twice (models[0] too): list each name once (at command line: models[1])",
+  );
+  assert.equal(
+    configError(() =>
+      resolveConfig({ cwd: "/srv", cli: cli(["m", "1"], ["m"]) })
+    ),
+    "models[1]: model 'm' without a version: models[0] lists 'm' with version '1', and a name is loaded with versions or without (give every entry of 'm' a version, or none) (at command line: models[1])",
+  );
+});
+
 Deno.test("parseConfig: env takes variable names to strings, and refuses what the host sets for the server's own start and protocol", () => {
   assert.deepEqual(
     parseConfig({

@@ -5,7 +5,11 @@
  * model was loaded with: through a real pool and a real gateway.
  */
 import assert from "node:assert/strict";
-import { RemoteError, TimeoutError } from "../src/errors.ts";
+import {
+  RemoteError,
+  TimeoutError,
+  WorkerCrashedError,
+} from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
 import { startGateway } from "./_gateway_harness.ts";
 import {
@@ -175,11 +179,11 @@ Deno.test("Pool.updateModel that times out on a stopped worker is rolled back to
   }
 });
 
-Deno.test("Pool.addModel whose first worker dies during the load keeps a snapshot: the restarted worker runs what the others run", async () => {
+Deno.test("Pool.addModel during which a worker dies fails and is rolled back; loaded again, every worker runs the same code", async () => {
   await using dir = await modelsDir();
   await Deno.writeTextFile(`${dir.path}/shared_util.py`, util(1));
-  // Kills w1 once, while it loads the model (the marker goes first, so the
-  // restarted w1 replays the model without dying again).
+  // Kills w1 once, while it loads the model (the marker goes first, so a
+  // second load does not die).
   await Deno.writeTextFile(
     `${dir.path}/a.py`,
     "import os\n" +
@@ -198,6 +202,21 @@ Deno.test("Pool.addModel whose first worker dies during the load keeps a snapsho
   pids.watch(pool);
   try {
     const back = readyAgain(pool, "w1");
+    // Replaying it onto the restarted w1 could kill it again and again: the
+    // load fails instead, rolled back on w2.
+    await assert.rejects(
+      pool.addModel("a", { file: "a.py" }),
+      (err: unknown) => {
+        assert.ok(err instanceof WorkerCrashedError, String(err));
+        assert.match(
+          err.message,
+          /^Cannot add model 'a': worker w1 \(pid \d+\) died while loading it: exited with code 3; rolled back on the 1 other worker; it was not added$/,
+        );
+        return true;
+      },
+    );
+    await back;
+    assert.deepEqual(pool.status().models, []);
     await pool.addModel("a", { file: "a.py" });
     // Edited on disk after the load: only an update may bring it in.
     await Deno.writeTextFile(`${dir.path}/shared_util.py`, util(2));
@@ -205,7 +224,10 @@ Deno.test("Pool.addModel whose first worker dies during the load keeps a snapsho
       `${dir.path}/a.py`,
       READS_UTIL("A").replace('{"v": shared_util.V}', '{"v": -shared_util.V}'),
     );
-    await back;
+    // A restarted worker loads what the others loaded, not the edited files.
+    const again = readyAgain(pool, "w1");
+    Deno.kill(pool.status().workers[0]!.pid!, "SIGKILL");
+    await again;
     const onEach = await Promise.all(
       ["w1", "w2"].map((worker) =>
         pool.execute<{ v: number }>("a", {}, { worker }).then((r) => r.v)

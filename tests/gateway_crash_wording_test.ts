@@ -57,7 +57,7 @@ Deno.test("Gateway: a worker's death names a version as the routes do (clf versi
   assert.equal(error.type, "WorkerCrashedError");
   assert.match(
     error.message,
-    /^Cannot complete call executeModel of model 'clf' version '3': worker w1 \(pid \d+\) died: exited with code 3 while running: clf version 3 \(1 call\)$/,
+    /^Cannot run model 'clf' version '3': worker w1 \(pid \d+\) died: exited with code 3 while running: clf version 3 \(1 call\)$/,
   );
   assert.equal(error.call, "clf@3");
   assert.equal(error.model, "clf");

@@ -606,7 +606,7 @@ Deno.test("Gateway's 502 for a worker that died names the calls it was running, 
   assert.equal(error.type, "WorkerCrashedError");
   assert.match(
     error.message,
-    /^Cannot complete call executeModel of model 'crasher': worker w1 \(pid \d+\) died: exited with code 3 while running: waiter \(1 call\), crasher \(1\)$/,
+    /^Cannot run model 'crasher': worker w1 \(pid \d+\) died: exited with code 3 while running: waiter \(1 call\), crasher \(1\)$/,
   );
   assert.equal(error.worker, "w1");
   assert.equal(error.call, "crasher");

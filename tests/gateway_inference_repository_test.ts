@@ -252,10 +252,9 @@ Deno.test('Model repository extension: a load whose error names the models direc
       entryOf(entries, "link")!.reason,
       /'link\.py': outside the models directory$/,
     );
-    assert.match(
-      entryOf(entries, "folder")!.reason,
-      /^Cannot load model 'folder': no file "folder\.py" in the models directory$/,
-    );
+    // A directory is no model file: not listed (it was, and could never
+    // load).
+    assert.equal(entryOf(entries, "folder"), undefined);
     for (const e of entries) {
       assert.ok(!e.reason.includes(gw.dir), e.reason);
     }
@@ -630,4 +629,42 @@ class Marker:
     assert.deepEqual(await res.json(), { slept: 0.3 });
   }
   assert.equal((await infer(gw, "marker")).status, 404);
+});
+
+Deno.test("Model repository extension: a model whose import kills the workers is skipped at start and fails its load and PUT with a WorkerCrashedError naming the exit; the other models keep serving", async () => {
+  await using gw = await startGateway({ allowManage: true, workers: 2 }, {
+    ...MODELS,
+    "crash.py": "import os\nos.write(2, b'no device\\n')\nos._exit(4)\n",
+  });
+  const crashed =
+    /^Cannot add model 'crash': worker w[12] \(pid \d+\) died while loading it: exited with code 4 \(last stderr line: "no device"\)/;
+  // Skipped at start, with its reason.
+  const skipped = entryOf(await index(gw), "crash");
+  assert.equal(skipped?.state, "UNAVAILABLE");
+  assert.match(skipped!.reason, crashed);
+  const load = await gw.fetch("/v2/repository/models/crash/load", post());
+  assert.equal(load.status, 502);
+  assert.match((await load.json()).error, crashed);
+  const put = await gw.fetch("/v1/models/crash", {
+    method: "PUT",
+    body: JSON.stringify({ file: "crash.py" }),
+  });
+  assert.equal(put.status, 502);
+  const { error } = await put.json();
+  assert.equal(error.type, "WorkerCrashedError");
+  assert.match(error.message, crashed);
+  assert.equal((await gw.fetch("/v1/models/crash")).status, 404);
+  // Not replayed: the workers come back and serve the other models.
+  const allReady = () =>
+    gw.pool.status().workers.every((w) => w.state === "ready");
+  if (!allReady()) {
+    await new Promise<void>((resolve) => {
+      const off = gw.pool.on(() => allReady() && (off(), resolve()));
+    });
+  }
+  assert.equal((await infer(gw, "opts")).status, 200);
+  assert.deepEqual(
+    gw.pool.status().workers.map((w) => w.failedReason),
+    [null, null],
+  );
 });

@@ -92,7 +92,7 @@ Deno.test("Gateway: models[].workers and PUT's workers place a model on that man
   assert.deepEqual([one.workers, one.slots], [1, ["w3"]]);
 });
 
-Deno.test("Gateway: limits.maxRelocations bounds a placed model that crashes its workers (0: out of service at the first slot it took down, a 503 naming it), while the other worker serves on", async () => {
+Deno.test("Gateway: limits.maxRelocations bounds a placed model that crashes its workers (0: out of service at the first slot it took down, a 503 and its failedReason naming it), while the other worker serves on", async () => {
   const crasher = `
 import os
 
@@ -145,7 +145,14 @@ class Crasher:
     body.error.message,
     /placement\.|reconnect\(|pool\.updateModel/,
   );
+  // Its own failedReason names the same setting (/v1/models, /v1/status).
   const one = await (await gw.fetch("/v1/models/bad")).json();
-  assert.match(one.failedReason, /crash/i);
+  assert.match(one.failedReason, /crash.*past limits\.maxRelocations 0;/i);
+  const status = await (await gw.fetch("/v1/status")).json();
+  const listed = status.models.find((m: { name: string }) => m.name === "bad");
+  assert.equal(listed.failedReason, one.failedReason);
+  for (const reason of [one.failedReason, listed.failedReason]) {
+    assert.doesNotMatch(reason, /placement\.|reconnect\(/);
+  }
   assert.equal((await pids(gw, "all", 6)).size, 2);
 });

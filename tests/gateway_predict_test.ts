@@ -468,7 +468,7 @@ Deno.test('Gateway :predict: a token is required (401), the body limit holds (41
   assert.deepEqual(await ok.json(), { predictions: [1] });
 });
 
-Deno.test("Gateway GET /v1/models/{name}: ready and TF Serving's model_version_status beside the description; UNAVAILABLE with the reason for a model out of service, whose :predict is a 503", async () => {
+Deno.test("Gateway GET /v1/models/{name}: ready and TF Serving's model_version_status beside the description; a 503 UNAVAILABLE with the reason for a model out of service, whose :predict is a 503", async () => {
   const crasher = `
 import os
 
@@ -515,7 +515,12 @@ class Crasher:
   );
   assert.equal(res.status, 503);
   assert.match((await res.json()).error, /out of service/);
-  const bad = await (await gw.fetch("/v1/models/bad")).json();
+  // Not ready: 503, as KServe V1's server answers; TF Serving's status in
+  // the body.
+  const badRes = await gw.fetch("/v1/models/bad");
+  assert.equal(badRes.status, 503);
+  const bad = await badRes.json();
+  assert.equal(bad.name, "bad");
   assert.equal(bad.ready, false);
   assert.equal(bad.model_version_status[0].state, "UNAVAILABLE");
   assert.equal(bad.model_version_status[0].status.error_code, "UNAVAILABLE");
@@ -598,4 +603,51 @@ Deno.test("Gateway GET /v1/models/{name}/metadata: TensorFlow Serving's signatur
   const other = await gw.fetch("/v1/models/declared/versions/2/metadata");
   assert.equal(other.status, 404);
   await other.body?.cancel();
+});
+
+Deno.test("Gateway GET /v1/models/{name}: a model whose first load is under way is a 503 with TF Serving's LOADING state, not a 404; 200 AVAILABLE once loaded", async () => {
+  await using gw = await startGateway(
+    { workers: 1, allowManage: true },
+    MODELS,
+  );
+  const started = `${gw.dir}/import.started`;
+  const go = `${gw.dir}/import.go`;
+  await Deno.writeTextFile(
+    `${gw.dir}/slowload.py`,
+    // Its import waits for the test's marker.
+    `import os, time
+open(${JSON.stringify(started)}, "w").close()
+while not os.path.exists(${JSON.stringify(go)}):
+    time.sleep(0.005)
+
+class SlowLoad:
+    def execute(self, msg):
+        return msg
+`,
+  );
+  const put = gw.fetch("/v1/models/slowload", {
+    method: "PUT",
+    body: JSON.stringify({ file: "slowload.py" }),
+  });
+  await until(() => readIfExists(started), "the load to start");
+  const loading = await gw.fetch("/v1/models/slowload");
+  assert.equal(loading.status, 503);
+  assert.deepEqual(await loading.json(), {
+    name: "slowload",
+    ready: false,
+    model_version_status: [{
+      version: "1",
+      state: "LOADING",
+      status: { error_code: "OK", error_message: "" },
+    }],
+  });
+  await Deno.writeTextFile(go, "");
+  assert.equal((await put).status, 201);
+  const loaded = await gw.fetch("/v1/models/slowload");
+  assert.equal(loaded.status, 200);
+  const body = await loaded.json();
+  assert.equal(body.ready, true);
+  assert.equal(body.model_version_status[0].state, "AVAILABLE");
+  // A name nothing loads is still a 404.
+  assert.equal((await gw.fetch("/v1/models/nothing")).status, 404);
 });

@@ -121,7 +121,9 @@ Deno.test("Pool.close lets an addModel in flight finish and fails the ones queue
       file: "slow_init.py",
       options: { s: 0.4, marker: `${dir.path}/started` },
     });
-    const queued = pool.addModel("doubler", { file: "doubler.py" }).then(
+    // Queued behind it: a change of the same model (another model's runs
+    // beside it).
+    const queued = pool.updateModel("slow", { file: "doubler.py" }).then(
       () => undefined,
       (err: unknown) => err,
     );
@@ -130,7 +132,7 @@ Deno.test("Pool.close lets an addModel in flight finish and fails the ones queue
     assert.equal((await slow as { name?: string }).name, "slow");
     const err = await queued;
     assert.ok(err instanceof ShuttingDownError, String(err));
-    assert.equal(err.message, "Cannot add model 'doubler': pool is closing");
+    assert.equal(err.message, "Cannot update model 'slow': pool is closing");
     await closing;
     closed = true;
     assert.deepEqual(pool.status().models.map((m) => m.name), ["slow"]);
@@ -377,4 +379,74 @@ Deno.test("Pool without modelsDir refuses a model file or data file with a Confi
     source: "class M:\n    def execute(self, msg): return 1\n",
   });
   assert.equal(await pool.execute("s", {}), 1);
+});
+
+Deno.test("Pool model commands of different models run side by side: a load whose import hangs holds only its own model's changes, which stay in order", async () => {
+  await using dir = await modelsDir();
+  const startedMarker = `${dir.path}/hang.started`;
+  const go = `${dir.path}/hang.go`;
+  await Deno.writeTextFile(
+    `${dir.path}/hang.py`,
+    `import os, time
+open(${JSON.stringify(startedMarker)}, "w").close()
+while not os.path.exists(${JSON.stringify(go)}):
+    time.sleep(0.005)
+
+class Hang:
+    def execute(self, msg):
+        return {"v": "hang"}
+`,
+  );
+  const pids = new PidTracker();
+  try {
+    // Held behind the hanging load, the other model's commands would run
+    // only once it timed out (loadTimeout): it would have failed by then.
+    await using pool = await Pool.start(
+      base(dir.path, { workers: 2, loadTimeout: 10_000 }),
+    );
+    pids.watch(pool);
+    const order: string[] = [];
+    const hang = pool.addModel("hang", { file: "hang.py" }).then(
+      () => order.push("add hang"),
+      (err: unknown) => order.push(`add hang failed: ${err}`),
+    );
+    await started(startedMarker);
+    // The same model's next change waits for the load; another model's
+    // add, update, init and remove do not.
+    const update = pool.updateModel("hang", { file: "doubler.py" }).then(
+      () => order.push("update hang"),
+    );
+    await pool.addModel("doubler", { file: "doubler.py" });
+    assert.deepEqual(await pool.execute("doubler", { x: 2 }), { y: 4 });
+    await pool.updateModel("doubler", { file: "doubler.py", options: {} });
+    await pool.removeModel("doubler");
+    assert.deepEqual(order, []);
+    await Deno.writeTextFile(go, "");
+    await Promise.all([hang, update]);
+    assert.deepEqual(order, ["add hang", "update hang"]);
+    assert.deepEqual(await pool.execute("hang", { x: 3 }), { y: 6 });
+    assert.deepEqual(pool.status().models.map((m) => m.name), ["hang"]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool versions of one model share its lock: adding two versions at once keeps the first as the default", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(base(dir.path, { workers: 1 }));
+    pids.watch(pool);
+    await Promise.all([
+      pool.addModel("m", { file: "doubler.py", version: "1" }),
+      pool.addModel("m", { file: "doubler.py", version: "2" }),
+      pool.addModel("m", { file: "doubler.py", version: "3" }),
+    ]);
+    assert.deepEqual(pool.modelVersions("m"), {
+      versions: ["1", "2", "3"],
+      default: "1",
+    });
+  } finally {
+    await pids.assertGone();
+  }
 });

@@ -10,13 +10,14 @@ import {
   PyProxyError,
   ShuttingDownError,
   TimeoutError,
+  WorkerCrashedError,
 } from "../src/errors.ts";
 import { type ExecuteOptions, Pool, type PoolOptions } from "../src/pool.ts";
 import type { Logger } from "../src/logger.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
 import type { Runtime } from "../src/runtime/types.ts";
 import { reconnect } from "../plugins/reconnect.ts";
-import { idOfPid, modelsDir, PidTracker } from "./_pool_harness.ts";
+import { idOfPid, modelsDir, PidTracker, readyAgain } from "./_pool_harness.ts";
 import { recordingLogger, SCHED_BATCH, schedPolicies } from "./_harness.ts";
 
 /** Pool options shared by these tests: fast restarts, no signal handlers. */
@@ -568,11 +569,11 @@ Deno.test({
   },
 });
 
-Deno.test("Pool fails an addModel whose import kills every worker, naming them all, and does not replay it", async () => {
+Deno.test("Pool fails an addModel whose import kills every worker with a WorkerCrashedError naming the exit and the last stderr line, and does not replay it", async () => {
   await using dir = await modelsDir();
   await Deno.writeTextFile(
     `${dir.path}/suicidal.py`,
-    "import os\nos._exit(1)\n",
+    "import os\nos.write(2, b'cannot map the weights\\n')\nos._exit(1)\n",
   );
   const pids = new PidTracker();
   try {
@@ -581,12 +582,18 @@ Deno.test("Pool fails an addModel whose import kills every worker, naming them a
     await assert.rejects(
       pool.addModel("suicidal", { file: "suicidal.py" }),
       (err: unknown) => {
-        assert.ok(err instanceof ConnectionLostError, String(err));
+        assert.ok(err instanceof WorkerCrashedError, String(err));
+        assert.equal(err.code, "WORKER_CRASHED");
         assert.match(
           err.message,
-          /^Cannot add model 'suicidal' on workers w1, w2: .*\(every worker died during it\)$/,
+          /^Cannot add model 'suicidal': worker w[12] \(pid \d+\) died while loading it: exited with code 1 \(last stderr line: "cannot map the weights"\); every worker it was sent to died \(w1, w2\); it was not added$/,
         );
+        assert.equal(err.details.model, "suicidal");
         assert.deepEqual(err.details.workers, ["w1", "w2"]);
+        assert.equal(err.details.code, 1);
+        assert.equal(err.details.signal, null);
+        assert.equal(err.details.stderr, "cannot map the weights");
+        assert.ok(err.cause instanceof ConnectionLostError);
         return true;
       },
     );
@@ -609,6 +616,56 @@ Deno.test("Pool fails an addModel whose import kills every worker, naming them a
       await pool.request("ping", undefined, { worker: "w2" }),
       "pong",
     );
+    assert.deepEqual(pool.status().workers.map((w) => w.restarts), [1, 1]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool fails an addModel whose import kills one worker (rolled back on the others): the restarted worker does not replay it into a crash loop", async () => {
+  await using dir = await modelsDir();
+  // Dies on w1 only (a slot without the device it needs, say).
+  await Deno.writeTextFile(
+    `${dir.path}/picky_crash.py`,
+    "import os, signal\n" +
+      "if os.environ.get('PYPROXY_TEST_SLOT') == 'w1':\n" +
+      "    os.kill(os.getpid(), signal.SIGSEGV)\n" +
+      "class M:\n    def execute(self, msg):\n        return msg\n",
+  );
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      opts(dir.path, { env: (id) => ({ PYPROXY_TEST_SLOT: id }) }),
+    );
+    pids.watch(pool);
+    await pool.addModel("doubler", { file: "doubler.py" });
+    const back = readyAgain(pool, "w1");
+    await assert.rejects(
+      pool.addModel("picky", { file: "picky_crash.py" }),
+      (err: unknown) => {
+        assert.ok(err instanceof WorkerCrashedError, String(err));
+        assert.match(
+          err.message,
+          /^Cannot add model 'picky': worker w1 \(pid \d+\) died while loading it: killed by SIGSEGV; rolled back on the 1 other worker; it was not added$/,
+        );
+        assert.equal(err.details.signal, "SIGSEGV");
+        return true;
+      },
+    );
+    await back;
+    assert.deepEqual(pool.status().models.map((m) => m.name), ["doubler"]);
+    // Rolled back on w2; w1 came back once, with the other models.
+    await assert.rejects(
+      pool.execute("picky", {}, { worker: "w2" }),
+      (err: unknown) => (err as Error).name === "ModelNotFoundError",
+    );
+    for (const worker of ["w1", "w2"]) {
+      assert.deepEqual(
+        await pool.execute("doubler", { x: 2 }, { worker }),
+        { y: 4 },
+      );
+    }
+    assert.deepEqual(pool.status().workers.map((w) => w.restarts), [1, 0]);
   } finally {
     await pids.assertGone();
   }

@@ -434,3 +434,68 @@ Deno.test("Pool versions: calls in flight finish on the version they reached; cl
     await pids.assertGone();
   }
 });
+
+/** Writes msg["started"], then waits until msg["open"] exists. */
+const GATE = `
+import os
+import time
+
+class Gate:
+    def execute(self, msg):
+        open(msg["started"], "w").close()
+        while not os.path.exists(msg["open"]):
+            time.sleep(0.005)
+        return {}
+`;
+
+Deno.test("Pool versions: a call queued before its default moved and the old version was removed runs on the new default (execute and executeStream); one that asked for the old version fails ModelNotFoundError", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1, maxInFlightPerWorker: 1 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("gate", { source: GATE });
+    await pool.addModel("s", spec("one", "1"));
+    // The worker's one slot taken: the calls below wait in the queue,
+    // resolved to version 1 (the default then).
+    const started = `${dir.path}/started`;
+    const open = `${dir.path}/open`;
+    const gate = pool.execute("gate", { started, open });
+    while (!(await exists(started))) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const unpinned = pool.execute<Tag>("s", {});
+    const pinned = pool.execute<Tag>("s", {}, { version: "1" }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    const streamed = (async () => {
+      const items: Tag[] = [];
+      for await (const item of pool.executeStream<Tag>("s", {})) {
+        items.push(item);
+      }
+      return items;
+    })();
+    await pool.addModel("s", spec("two", "2"));
+    await pool.setDefaultVersion("s", "2");
+    await pool.removeModel("s", { version: "1" });
+    await Deno.writeTextFile(open, "");
+    await gate;
+    assert.equal((await unpinned).v, "two");
+    assert.deepEqual((await streamed).map((t) => t.v), ["two"]);
+    assert.ok(notFound(/'s@1'/)(await pinned), String(await pinned));
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -103,7 +103,7 @@ Deno.test("WorkerCrashedError of each call lost with its worker names the calls 
     assert.equal(errors[0]!.details.call, "bad");
     assert.match(
       errors[0]!.message,
-      /^Cannot complete call executeModel of model 'bad': worker w1 \(pid \d+\) died/,
+      /^Cannot run model 'bad': worker w1 \(pid \d+\) died/,
     );
     assert.equal(errors[1]!.details.call, "slow");
     assert.equal(errors[4]!.details.call, "batched");

@@ -21,6 +21,7 @@ import {
   unloadModel,
 } from "./_model_changes.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
+import { modelFiles } from "./_model_files.ts";
 import { readJsonBody } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
 import { MAX_MODEL_TIMEOUT } from "../_model_timeout.ts";
@@ -292,10 +293,14 @@ export function inferenceRepositoryRoutes(ctx: RouteContext): Hono {
     if (dir === undefined) return Promise.resolve([]);
     listing ??= runtime.readDir(dir).then(
       (files) =>
-        files.filter((f) =>
-          f.endsWith(".py") && !f.startsWith("_") &&
-          modelNameProblem(f.slice(0, -3)) === undefined
-        ).map((f) => f.slice(0, -3)),
+        modelFiles(
+          runtime,
+          dir,
+          files.filter((f) =>
+            f.endsWith(".py") && !f.startsWith("_") &&
+            modelNameProblem(f.slice(0, -3)) === undefined
+          ),
+        ).then((found) => found.map((f) => f.slice(0, -3))),
       // A directory gone: only the loaded and configured models are left.
       () => [],
     ).finally(() => listing = undefined);

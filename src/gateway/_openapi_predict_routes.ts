@@ -46,7 +46,8 @@ export const READINESS: JsonSchema = {
     },
     model_version_status: {
       type: "array",
-      description: "TensorFlow Serving's model status: one entry.",
+      description:
+        "TensorFlow Serving's model status: one entry (a model with versions, by its name: one per version).",
       items: {
         type: "object",
         required: ["version", "state", "status"],
@@ -56,7 +57,10 @@ export const READINESS: JsonSchema = {
             description:
               "The version's label, else the model's version number.",
           },
-          state: { type: "string", enum: ["AVAILABLE", "UNAVAILABLE"] },
+          state: {
+            type: "string",
+            enum: ["AVAILABLE", "UNAVAILABLE", "LOADING"],
+          },
           status: {
             type: "object",
             required: ["error_code", "error_message"],

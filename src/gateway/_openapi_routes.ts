@@ -204,6 +204,10 @@ function modelPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
           "The description, with its readiness for KServe V1's and TensorFlow Serving's clients (`ready`, `model_version_status`).",
           { allOf: [ref("schemas", "ModelDescription"), READINESS] },
         ),
+        "503": jsonResponse(
+          "Not ready (KServe V1's status): the description with `ready: false` and the reason in `model_version_status` (`UNAVAILABLE`); for a model whose first load is under way, only `name`, `ready` and `model_version_status` (`LOADING`).",
+          READINESS,
+        ),
         "404": errorResponse("`ModelNotFoundError`: no such model."),
       }),
     },
@@ -362,6 +366,10 @@ function versionPaths(
       responses: guarded({
         "200": jsonResponse(
           "The version's description (`label`, `default`), with its readiness (`ready`, `model_version_status`).",
+          { allOf: [ref("schemas", "ModelDescription"), READINESS] },
+        ),
+        "503": jsonResponse(
+          "Not ready: the version's description with `ready: false` and the reason in `model_version_status`.",
           { allOf: [ref("schemas", "ModelDescription"), READINESS] },
         ),
         "404": missing,

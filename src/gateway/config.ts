@@ -18,6 +18,7 @@ import {
   ConfigSchema,
   type GatewayConfig,
   type LogLevel,
+  modelEntriesProblem,
   type ModelEntry,
   TOKEN_UNUSABLE,
   usableToken,
@@ -392,6 +393,18 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
             options.configPath ?? "config"
           }: ${open[0]})`,
         { details: { path: open[0] } },
+      );
+    }
+  }
+  // The file's models were checked as it was parsed; a program's (`cli`)
+  // here, before any worker starts (the pool would refuse the later entry
+  // only once the earlier ones are loaded).
+  if (Array.isArray(cli.models)) {
+    const problem = modelEntriesProblem(cli.models);
+    if (problem !== undefined) {
+      throw new ConfigError(
+        `models[${problem.index}]: ${problem.message} (at command line: models[${problem.index}])`,
+        { details: { path: `models[${problem.index}]` } },
       );
     }
   }

@@ -544,9 +544,17 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
 /**
  * The first entry of `models` that cannot be loaded beside the earlier ones:
  * a name and version listed twice, or a name listed with a version and
- * without one (a name is loaded with versions or without).
+ * without one (a name is loaded with versions or without). The file's
+ * `models` are checked so as they are parsed, the models a program gives
+ * `resolveConfig` (its `cli`) when they are merged.
+ *
+ * @example
+ * ```ts ignore
+ * modelEntriesProblem([{ name: "m", file: "a.py" }, { name: "m", file: "b.py" }]);
+ * // { index: 1, message: "model 'm' is listed twice (models[0] too): list each name once" }
+ * ```
  */
-function modelEntriesProblem(
+export function modelEntriesProblem(
   entries: readonly ModelEntry[],
 ): { index: number; message: string } | undefined {
   // name → the index of its first entry, with or without a version.

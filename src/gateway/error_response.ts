@@ -451,11 +451,12 @@ function crashMessage(err: WorkerCrashedError): string {
     typeof cmd !== "string" || typeof call !== "string" ||
     typeof worker !== "string" || typeof reason !== "string"
   ) return err.message;
+  const verb = cmd === "executeStream" ? "stream" : "run";
   const what = typeof d.version === "string"
-    ? ` of model '${d.model}' version '${d.version}'`
+    ? `${verb} model '${d.model}' version '${d.version}'`
     : call === cmd
-    ? ""
-    : ` of model '${call}'`;
+    ? `complete call ${cmd}`
+    : `${verb} model '${call}'`;
   const running = typeof inFlight === "object" && inFlight !== null &&
       typeof inFlightCalls === "number" && inFlightCalls > 0
     ? ` while running: ${
@@ -471,7 +472,7 @@ function crashMessage(err: WorkerCrashedError): string {
       )
     }`
     : "";
-  return `Cannot complete call ${cmd}${what}: worker ${worker}${
+  return `Cannot ${what}: worker ${worker}${
     typeof pid === "number" ? ` (pid ${pid})` : ""
   } died: ${reason}${running}`;
 }

@@ -288,6 +288,20 @@ export class ModelCatalog {
     return desc;
   }
 
+  /**
+   * The version the next load of `name` (a version's internal name
+   * `name@label`) will be recorded with: TF Serving's status names a model
+   * still loading by it.
+   *
+   * @example
+   * ```ts ignore
+   * catalog.nextVersion("scorer"); // 1 before its first load, 2 after it
+   * ```
+   */
+  nextVersion(name: string): number {
+    return (this.#versions.get(name) ?? 0) + 1;
+  }
+
   /** Adds a model to the pool and records its description. */
   async add(
     pool: Pick<GatewayPool, "addModel">,

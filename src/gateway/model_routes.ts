@@ -900,7 +900,21 @@ export function modelRoutes(ctx: RouteContext): Hono {
     // As listed: a model added to the pool directly shows its own timeout.
     // A model with versions: its default one, with the labels of them all.
     const model = catalog.describe(pool, name);
-    if (model === undefined) throw notFound(name);
+    if (model === undefined) {
+      // Its first load under way: TF Serving's LOADING, not a 404.
+      if (ctx.modelChanges.running(name) === "load") {
+        return jsonResponse({
+          name,
+          ready: false,
+          model_version_status: [{
+            version: String(catalog.nextVersion(name)),
+            state: "LOADING",
+            status: { error_code: "OK", error_message: "" },
+          }],
+        }, 503);
+      }
+      throw notFound(name);
+    }
     const status = readiness(ctx, model);
     // TF Serving lists every version's state when none is named (a client
     // waits there for the one it loaded); `ready` is the default's.
@@ -914,10 +928,12 @@ export function modelRoutes(ctx: RouteContext): Hono {
           : readiness(ctx, version).model_version_status;
       });
     }
+    // Not ready: 503, as KServe V1's server answers (a probe reading the
+    // status only sees it); the body keeps TF Serving's status.
     return jsonResponse({
       ...modelView(model, ctx.debug, ctx.requestTimeout),
       ...status,
-    });
+    }, status.ready ? 200 : 503);
   });
 
   /**
@@ -940,10 +956,11 @@ export function modelRoutes(ctx: RouteContext): Hono {
 
   app.get("/v1/models/:name/versions/:version", (c) => {
     const model = atVersion(c.req.param("name"), c.req.param("version"));
+    const status = readiness(ctx, model);
     return jsonResponse({
       ...modelView(model, ctx.debug, ctx.requestTimeout),
-      ...readiness(ctx, model),
-    });
+      ...status,
+    }, status.ready ? 200 : 503);
   });
 
   // TensorFlow Serving's model metadata: the declared tensors.

@@ -24,6 +24,7 @@ import type { ModelEntry, ResolvedConfig } from "./config.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { type GatewayModelInfo, ModelCatalog } from "./model_catalog.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
+import { modelFiles } from "./_model_files.ts";
 import { isLoopback } from "./security.ts";
 import { workerEnv } from "./_worker_env.ts";
 import type { GrpcServer } from "./grpc_server.ts";
@@ -207,9 +208,13 @@ async function modelsToLoad(
   if (config.models !== "auto") {
     return { list: config.models, strict: true, misnamed: [] };
   }
-  const files = (await runtime.readDir(config.modelsDir)).filter((f) =>
-    f.endsWith(".py") && !f.startsWith("_")
-  ).sort();
+  const files = (await modelFiles(
+    runtime,
+    config.modelsDir,
+    (await runtime.readDir(config.modelsDir)).filter((f) =>
+      f.endsWith(".py") && !f.startsWith("_")
+    ),
+  )).sort();
   const list: ModelEntry[] = [];
   const misnamed: Array<{ name: string; error: string }> = [];
   for (const file of files) {
@@ -321,6 +326,8 @@ export async function serve(
       ...(config.limits.relocationWindow === undefined
         ? {}
         : { relocationWindow: config.limits.relocationWindow }),
+      // A model's failedReason names pyproxy.json's keys, as the 503 does.
+      settingName: (option) => `limits.${option}`,
     },
     modelMetrics: {
       ...(config.limits.modelMetricSeriesPerModel === undefined
