@@ -222,7 +222,8 @@ export class GatewayTracing {
     // A stream's span lasts until its last event is sent (or the client
     // leaves): its body is passed through.
     if (
-      res.status === 200 && res.body !== null &&
+      span.route.endsWith("/stream") && res.status === 200 &&
+      res.body !== null &&
       res.headers.get("content-type")?.startsWith("text/event-stream")
     ) {
       return this.#streamed(span, res, requestId);

@@ -265,7 +265,10 @@ function attribute(key: string, value: string | number): unknown {
   };
 }
 
-/** Epoch ms (with fractions) as ns in a decimal string, to the µs. */
+/**
+ * Epoch ms (with fractions) as ns in a decimal string, to the µs (µs since
+ * the epoch are a safe integer until the year 2255).
+ */
 function nanos(ms: number): string {
-  return `${BigInt(Math.round(ms * 1000)) * 1000n}`;
+  return `${Math.round(ms * 1000)}000`;
 }
