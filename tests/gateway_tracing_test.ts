@@ -49,11 +49,13 @@ class Collector implements AsyncDisposable {
   readonly spans: Span[] = [];
   readonly requests: Array<{ headers: Headers; body: unknown }> = [];
   #server: Deno.HttpServer<Deno.NetAddr>;
-  constructor() {
+  /** `delayMs`: how long it takes to take a POST in (a slow collector). */
+  constructor(delayMs = 0) {
     this.#server = Deno.serve(
       { hostname: "127.0.0.1", port: 0, onListen: () => {} },
       async (req) => {
         const body = await req.json();
+        if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
         this.requests.push({ headers: req.headers, body });
         for (const rs of body.resourceSpans) {
           for (const ss of rs.scopeSpans) this.spans.push(...ss.spans);
@@ -233,7 +235,8 @@ Deno.test("Tracing makes a span per model call, its parent the client's tracepar
 });
 
 Deno.test("Tracing with sampleRatio 0 follows a sampled parent only, and a shutdown sends the spans that wait", async () => {
-  await using collector = new Collector();
+  // Slow: the shutdown must wait for its POST, not only start it.
+  await using collector = new Collector(500);
   const gw = await startGateway({
     // Nothing would be sent for a minute: only the shutdown's flush sends.
     tracing: {
