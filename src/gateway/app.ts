@@ -21,11 +21,8 @@ import { routeError } from "./_route_error.ts";
 import { evalRoutes } from "./eval_routes.ts";
 import type { GatewayModelSpec, GatewayPool } from "./gateway_pool.ts";
 import { GatewayMetrics } from "./metrics.ts";
-import {
-  GatewayTracing,
-  TRACING_OF,
-  type TracingOptions,
-} from "./_gateway_tracing.ts";
+import { GatewayTracing, TRACING_OF } from "./_gateway_tracing.ts";
+import type { TracingOptions } from "./tracing_options.ts";
 import { ModelCatalog } from "./model_catalog.ts";
 import { modelView } from "./_model_view.ts";
 import { openApiDocument } from "./openapi.ts";

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { TracingOptions } from "./_gateway_tracing.ts";
+import type { TracingOptions } from "./tracing_options.ts";
 import { DEFAULT_MAX_JSON_DEPTH } from "../_json_depth.ts";
 import { randomBytes } from "node:crypto";
 import * as v from "valibot";
