@@ -114,6 +114,13 @@ Deno.test("Tracing makes a span per model call, its parent the client's tracepar
       batchIntervalMs: 20,
       serviceName: "scoring",
     },
+    models: [
+      { name: "traced", file: "traced.py" },
+      { name: "tstream", file: "tstream.py" },
+      { name: "echo", file: "echo.py" },
+      { name: "vtraced", file: "traced.py", version: "1" },
+      { name: "vtraced", file: "traced.py", version: "2" },
+    ],
   }, MODELS);
   // A sampled parent with a tracestate.
   const withParent = await execute(gw, "r-parent", {
@@ -207,18 +214,42 @@ Deno.test("Tracing makes a span per model call, its parent the client's tracepar
     "/v1/models/echo:predict",
   );
   assert.equal(predict.status, 200);
-  assert.equal(
-    (await collector.spanOf("r-predict")).name,
-    "POST /v1/models/{name}:predict",
-  );
+  const predictSpan = await collector.spanOf("r-predict");
+  assert.equal(predictSpan.name, "POST /v1/models/{name}:predict");
+  // The route passed the span's context with the call (its worker is known).
+  assert.equal(attr(predictSpan, "pyproxy.worker"), "w1");
   const infer = await execute(gw, "r-infer", {}, {
     inputs: [{ name: "x", shape: [1], datatype: "FP32", data: [1] }],
   }, "/v2/models/echo/infer");
   assert.equal(infer.status, 200, JSON.stringify(infer.body));
+  const inferSpan = await collector.spanOf("r-infer");
+  assert.equal(inferSpan.name, "POST /v2/models/{name}/infer");
+  assert.equal(attr(inferSpan, "pyproxy.worker"), "w1");
+
+  // A model with versions: the version that ran, the default one too.
   assert.equal(
-    (await collector.spanOf("r-infer")).name,
-    "POST /v2/models/{name}/infer",
+    (await execute(gw, "r-v1", {}, {}, "/v1/models/vtraced/execute")).status,
+    200,
   );
+  assert.equal(
+    attr(await collector.spanOf("r-v1"), "pyproxy.model.version"),
+    "1",
+  );
+  const v2 = await execute(
+    gw,
+    "r-v2",
+    {},
+    {},
+    "/v1/models/vtraced/versions/2/execute",
+  );
+  assert.equal(v2.status, 200);
+  const v2Span = await collector.spanOf("r-v2");
+  assert.equal(
+    v2Span.name,
+    "POST /v1/models/{name}/versions/{version}/execute",
+  );
+  assert.equal(attr(v2Span, "pyproxy.model"), "vtraced");
+  assert.equal(attr(v2Span, "pyproxy.model.version"), "2");
 
   // Routes that are not model calls make no span.
   assert.equal((await gw.fetch("/v1/models")).status, 200);
@@ -228,10 +259,11 @@ Deno.test("Tracing makes a span per model call, its parent the client's tracepar
   assert.deepEqual([...names].sort(), [
     "POST /v1/models/{name}/execute",
     "POST /v1/models/{name}/stream",
+    "POST /v1/models/{name}/versions/{version}/execute",
     "POST /v1/models/{name}:predict",
     "POST /v2/models/{name}/infer",
   ]);
-  assert.equal(collector.spans.length, 8);
+  assert.equal(collector.spans.length, 10);
 });
 
 Deno.test("Tracing with sampleRatio 0 follows a sampled parent only, and a shutdown sends the spans that wait", async () => {
