@@ -24,6 +24,7 @@
  */
 import { ConfigError } from "./errors.ts";
 import { isRequestId, REQUEST_ID_SHAPE } from "./_request_id.ts";
+import { checkTracestate, parseTraceparent } from "./_trace_context.ts";
 
 /** The per-call fields this module knows; anything else is not looked at. */
 export interface CallOptionFields {
@@ -41,6 +42,8 @@ export interface CallOptionFields {
   requestId?: unknown;
   contentType?: unknown;
   headers?: unknown;
+  traceparent?: unknown;
+  tracestate?: unknown;
 }
 
 /**
@@ -92,6 +95,8 @@ function rareFieldsError(
     requestId,
     contentType,
     headers,
+    traceparent,
+    tracestate,
   } = options;
   if (onEvent !== undefined && typeof onEvent !== "function") {
     return invalid(action, subject, "onEvent", "a function", onEvent);
@@ -165,7 +170,43 @@ function rareFieldsError(
       return invalid(action, subject, "headers", problem, headers);
     }
   }
+  if (
+    traceparent !== undefined &&
+    !(typeof traceparent === "string" && parseTraceparent(traceparent))
+  ) {
+    return invalid(
+      action,
+      subject,
+      "traceparent",
+      "a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)",
+      traceparent,
+    );
+  }
+  if (
+    tracestate !== undefined &&
+    !(typeof tracestate === "string" && checkTracestate(tracestate))
+  ) {
+    return invalid(
+      action,
+      subject,
+      "tracestate",
+      "a W3C tracestate of at most 512 characters",
+      tracestate,
+    );
+  }
   return undefined;
+}
+
+/**
+ * Puts a call's `traceparent` (and `tracestate`, only with it) in its
+ * `args` (protocol §6): checked with the other options when it is sent.
+ */
+export function traceContextArgs(
+  args: Record<string, unknown>,
+  options: { traceparent?: string; tracestate?: string },
+): void {
+  args.traceparent = options.traceparent;
+  if (options.tracestate !== undefined) args.tracestate = options.tracestate;
 }
 
 /** Most entries of a call's `headers`, and the longest value of one. */

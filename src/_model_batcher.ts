@@ -34,8 +34,8 @@ export interface BatchCallOptions {
   timeout?: number;
   /** Aborting settles the call with `CancelledError`. */
   signal?: AbortSignal;
-  /** Called when the call's batch is written to a worker. */
-  onSend?: () => void;
+  /** Called when the call's batch is written to a worker, with its id. */
+  onSend?: (worker: string) => void;
   /** May be retried on another worker (a batch is only if all its calls are). */
   idempotent?: boolean;
   /** Routing: a call with a `key` or a `worker` is a batch of its own, sent so. */
@@ -56,7 +56,7 @@ export interface BatchSendOptions {
   worker?: string;
   timeout?: number;
   signal: AbortSignal;
-  onSend: () => void;
+  onSend: (worker: string) => void;
   idempotent: boolean;
 }
 
@@ -267,10 +267,10 @@ export class ModelBatcher {
         timeout: deadline,
         signal: batch.abort.signal,
         idempotent,
-        onSend: () => {
+        onSend: (sentTo) => {
           sentAt = performance.now();
           for (const item of items) {
-            if (!item.settled) item.options.onSend?.();
+            if (!item.settled) item.options.onSend?.(sentTo);
           }
         },
       },

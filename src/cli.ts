@@ -96,6 +96,12 @@ Options:
       --compress-min-bytes <bytes>
                             Gzip model results from this size on (turns it on)
       --no-compress         Turn off compress from the config file
+      --trace-endpoint <url>
+                            Trace model calls with OpenTelemetry: send spans to
+                            this OTLP/HTTP collector URL, JSON encoding (e.g.
+                            http://127.0.0.1:4318/v1/traces; off by default,
+                            or set OTEL_EXPORTER_OTLP_TRACES_ENDPOINT; more in
+                            pyproxy.json "tracing", docs/gateway.md "Tracing")
       --no-cancel-on-disconnect
                             Let execute calls run on when their client disconnects
                             (no faster: see docs/gateway.md)
@@ -200,6 +206,7 @@ const OPTIONS = {
   "no-sched-batch": { type: "boolean" },
   compress: { type: "boolean" },
   "no-compress": { type: "boolean" },
+  "trace-endpoint": { type: "string" },
   "compress-min-bytes": { type: "string" },
   "allow-manage": { type: "boolean" },
   autoscale: { type: "string" },
@@ -365,6 +372,7 @@ const FLAG_OF: Record<string, string> = {
   // Before "compress": the first field that is a prefix of the path names the flag.
   "compress.minBytes": "--compress-min-bytes",
   "compress": "--compress",
+  "tracing.endpoint": "--trace-endpoint",
   "limits.maxIntegerDigits": "--max-integer-digits",
   "limits.maxJsonDepth": "--max-json-depth",
   "limits.requestTimeout": "--timeout",
@@ -493,6 +501,8 @@ function cliOverrides(
   else if (minBytes !== undefined) cli.compress = { minBytes };
   else if (values.compress) cli.compress = true;
   if (values.debug) cli.debug = true;
+  const traceEndpoint = str("trace-endpoint");
+  if (traceEndpoint !== undefined) cli.tracing = { endpoint: traceEndpoint };
   const scale = str("autoscale");
   if (scale !== undefined) cli.plugins = { autoscale: autoscaleFlag(scale) };
   const hosts = values["allowed-host"] as string[] | undefined;

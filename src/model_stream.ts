@@ -9,7 +9,7 @@ import { CancelledError, StreamIdleError } from "./errors.ts";
 import { deliverResponseMeta } from "./_response_meta.ts";
 import type { ResponseMeta } from "./session_types.ts";
 import { stringifyJson } from "./_exact_json.ts";
-import { callOptionsError } from "./_call_options.ts";
+import { callOptionsError, traceContextArgs } from "./_call_options.ts";
 import { IDLE_SETTING } from "./_stream_idle_watch.ts";
 
 /**
@@ -213,6 +213,14 @@ export interface ExecuteStreamOptions {
    */
   headers?: Record<string, string>;
   /**
+   * A W3C `traceparent` for the model's `host.trace_context()`: as
+   * `pool.execute`'s `traceparent` (protocol §6); one the spec refuses ends
+   * the stream with `ConfigError`.
+   */
+  traceparent?: string;
+  /** The `tracestate` that goes with `traceparent`, as `pool.execute`'s. */
+  tracestate?: string;
+  /**
    * Receives the headers the model set before its first item
    * (`host.set_header`: docs/models.md, "Statuses and headers"), as that
    * item arrives (or as the stream ends, when it yields none); not called
@@ -300,14 +308,23 @@ export class ModelStream<T = unknown>
       this.#end(refused);
       return;
     }
-    const { idleTimeout, requestId, contentType, headers, onResponseMeta } =
-      options;
+    const {
+      idleTimeout,
+      requestId,
+      contentType,
+      headers,
+      onResponseMeta,
+      traceparent,
+      tracestate,
+    } = options;
     const invalid = callOptionsError("Cannot send call", {
       idleTimeout,
       requestId,
       contentType,
       headers,
       onResponseMeta,
+      traceparent,
+      tracestate,
     }, "executeStream");
     if (invalid !== undefined) {
       this.#end(invalid);
@@ -323,6 +340,7 @@ export class ModelStream<T = unknown>
       : { name, msg, requestId };
     if (contentType !== undefined) args.contentType = contentType;
     if (headers !== undefined) args.headers = headers;
+    if (traceparent !== undefined) traceContextArgs(args, options);
     pool.request<{ items?: unknown }>("executeStream", args, {
       ...(options.key === undefined ? {} : { key: options.key }),
       ...(options.worker === undefined ? {} : { worker: options.worker }),

@@ -60,7 +60,7 @@ import { spillover } from "../plugins/spillover.ts";
 import { sharedCache } from "../plugins/shared_cache.ts";
 import { withinRunningTime, withTimeout } from "./_with_timeout.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
-import { callOptionsError } from "./_call_options.ts";
+import { callOptionsError, traceContextArgs } from "./_call_options.ts";
 import { type BatchSettings, ModelBatcher } from "./_model_batcher.ts";
 import {
   closeTimeoutOf,
@@ -123,10 +123,11 @@ export interface PoolRequestOptions {
   onEvent?: (event: Record<string, unknown>) => void;
   /**
    * Called each time the call leaves the queue and is written to a worker
-   * (again after a retry). From then on, aborting `signal` cancels it on
-   * the server instead of dropping it from the queue.
+   * (again after a retry), with the worker's id (`"w1"`). From then on,
+   * aborting `signal` cancels it on the server instead of dropping it from
+   * the queue.
    */
-  onSend?: () => void;
+  onSend?: (worker: string) => void;
   /** May be retried on another worker when its worker crashes (up to `maxRetries`). @default {false} */
   idempotent?: boolean;
   /**
@@ -182,6 +183,23 @@ export interface ExecuteOptions extends Omit<PoolRequestOptions, "onEvent"> {
    * them: `execute_batch` reads them in `host.message_headers()`.
    */
   headers?: Record<string, string>;
+  /**
+   * A W3C `traceparent` (the caller's span, docs/gateway.md "Tracing"): sent
+   * with the call (protocol §6, `traceparent`) so that the model starts its
+   * own spans under it, reading it with `host.trace_context()`. The gateway
+   * passes its span's when tracing is on and the call is sampled; a
+   * library caller passes its own (the pool makes no spans). One the W3C
+   * spec refuses rejects with `ConfigError`. Not sent for a model that
+   * batches (`batch_size`): `host.trace_context()` is `None` in
+   * `execute_batch`.
+   */
+  traceparent?: string;
+  /**
+   * The W3C `tracestate` that goes with `traceparent` (sent only with it);
+   * one the spec refuses (or longer than 512 characters) rejects with
+   * `ConfigError`.
+   */
+  tracestate?: string;
   /**
    * The version of the model to run, for a model added with versions
    * (`ModelSpec.version`, docs/models.md "Versions"); absent: its default
@@ -1313,12 +1331,13 @@ export class Pool implements AsyncDisposable {
         ) as Promise<T>;
       }
     }
-    const { requestId, contentType, headers } = options;
+    const { requestId, contentType, headers, traceparent } = options;
     const args: Record<string, unknown> = requestId === undefined
       ? { name, msg }
       : { name, msg, requestId };
     if (contentType !== undefined) args.contentType = contentType;
     if (headers !== undefined) args.headers = headers;
+    if (traceparent !== undefined) traceContextArgs(args, options);
     return this.#request<T>(
       "executeModel",
       args,
@@ -2186,7 +2205,7 @@ export class Pool implements AsyncDisposable {
       worker.acquire();
     }
     const releaseOnSettle = options === undefined;
-    call.options.onSend?.();
+    call.options.onSend?.(worker.id);
     session.request(call.cmd, call.args, options).then(
       (value) => {
         if (releaseOnSettle) this.#released(worker);

@@ -39,7 +39,7 @@ export interface PoolCall {
     worker?: string;
     signal?: AbortSignal;
     onEvent?: (event: Record<string, unknown>) => void;
-    onSend?: () => void;
+    onSend?: (worker: string) => void;
     idempotent?: boolean;
     /** The model's success status and headers (`RequestOptions.onResponseMeta`). */
     onResponseMeta?: (meta: ResponseMeta) => void;

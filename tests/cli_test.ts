@@ -103,6 +103,7 @@ Deno.test("main serve --help lists every option", async () => {
       "--compress",
       "--compress-min-bytes",
       "--no-compress",
+      "--trace-endpoint",
       "--log-level",
       "--debug",
       "--version",
@@ -181,6 +182,12 @@ Deno.test("main rejects bad flags and commands with a clear error", async () => 
   assert.match(
     r.stderr,
     /error: compress\.minBytes: expected an integer >= 1 \(at command line: --compress-min-bytes\)/,
+  );
+  r = await cli(["serve", "--trace-endpoint", "localhost:4318"]);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    /error: tracing\.endpoint: expected an http\(s\) URL .*\(at command line: --trace-endpoint\)/,
   );
   r = await cli(["serve", "--stream-idle-timeout", "0"]);
   assert.equal(r.code, 1);

@@ -988,3 +988,86 @@ Deno.test("resolveConfig lower-cases forwardHeaders, lists each once, and refuse
     /^forwardHeaders: expected at most 32 header names, got 40/,
   );
 });
+
+Deno.test("resolveConfig: tracing off by default, its endpoint from the flag, the file, then OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", () => {
+  const resolve = (
+    file: Record<string, unknown>,
+    cli: Record<string, unknown> = {},
+    otelEnv?: { endpoint?: string; serviceName?: string },
+  ) =>
+    resolveConfig({
+      cwd: "/home/me",
+      file: parseConfig(file),
+      cli: parseConfig(cli),
+      ...(otelEnv === undefined ? {} : { otelEnv }),
+    }).tracing;
+  assert.equal(resolve({}), undefined);
+  // OTEL_SERVICE_NAME alone turns nothing on.
+  assert.equal(resolve({}, {}, { serviceName: "svc" }), undefined);
+  const file = {
+    tracing: {
+      endpoint: "http://file:4318/v1/traces",
+      sampleRatio: 0.25,
+      headers: { "x-api-key": "k" },
+      maxQueue: 10,
+      batchIntervalMs: 100,
+    },
+  };
+  assert.deepEqual(resolve(file), { ...file.tracing });
+  assert.deepEqual(
+    resolve(file, { tracing: { endpoint: "https://flag/v1/traces" } }, {
+      endpoint: "http://env/v1/traces",
+      serviceName: "env-svc",
+    }),
+    {
+      ...file.tracing,
+      endpoint: "https://flag/v1/traces",
+      serviceName: "env-svc",
+    },
+  );
+  assert.deepEqual(
+    resolve({ tracing: { serviceName: "file-svc" } }, {}, {
+      endpoint: "http://env/v1/traces",
+      serviceName: "env-svc",
+    }),
+    { endpoint: "http://env/v1/traces", serviceName: "file-svc" },
+  );
+  assert.match(
+    configError(() => parseConfig({ tracing: { endpoint: "ftp://x/" } })),
+    /^tracing\.endpoint: expected an http\(s\) URL/,
+  );
+  assert.match(
+    configError(() => parseConfig({ tracing: { sampleRatio: 2 } })),
+    /^tracing\.sampleRatio: expected a number from 0 to 1/,
+  );
+  assert.match(
+    configError(() => parseConfig({ tracing: { headers: { a: "x\ny" } } })),
+    /^tracing\.headers\.a: expected a header value without CR, LF or NUL/,
+  );
+  assert.match(
+    configError(() => parseConfig({ tracing: { sampler: "always" } })),
+    /^tracing\.sampler: unknown field/,
+  );
+});
+
+Deno.test("loadConfig reads OTEL_EXPORTER_OTLP_TRACES_ENDPOINT and OTEL_SERVICE_NAME", async () => {
+  const base = defaultRuntime();
+  const vars: Record<string, string> = {
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://127.0.0.1:4318/v1/traces",
+    OTEL_SERVICE_NAME: "svc",
+  };
+  const runtime: Runtime = {
+    ...base,
+    env: (name: string) => vars[name] ?? base.env(name),
+  };
+  const config = await loadConfig({ runtime, cli: { modelsDir: "." } });
+  assert.deepEqual(config.tracing, {
+    endpoint: "http://127.0.0.1:4318/v1/traces",
+    serviceName: "svc",
+  });
+  vars.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = "localhost:4318";
+  await assert.rejects(
+    loadConfig({ runtime, cli: { modelsDir: "." } }),
+    /expected an http\(s\) URL/,
+  );
+});

@@ -40,6 +40,16 @@ to forward (``forwardHeaders``, ``--forward-header``; ``pool.execute(...,
 
     lang = host.headers().get("accept-language", "en")
 
+``trace_context()`` sends nothing either: the W3C trace context of a traced
+call (the gateway's span when its tracing is on and the call is sampled,
+``pool.execute(..., {traceparent})``), a dict ``{"traceparent", "tracestate"?}``
+any OpenTelemetry SDK takes as a carrier, or ``None``::
+
+    from opentelemetry import propagate, trace
+    ctx = propagate.extract(carrier=host.trace_context() or {})
+    with trace.get_tracer(__name__).start_as_current_span("score", context=ctx):
+        ...
+
 ``set_status(status)`` and ``set_header(name, value)`` send nothing either:
 they choose the HTTP status (200 to 299) and headers of the call's success
 response (docs/models.md, "Statuses and headers"), as a FastAPI route's
@@ -95,6 +105,7 @@ __all__ = [
     "request_ids",
     "set_header",
     "set_status",
+    "trace_context",
     "HostError",
     "DEFAULT_TIMEOUT",
 ]
@@ -224,6 +235,25 @@ def headers():
         as_batch, heads = batch[1], batch[2]
         return {} if as_batch else dict(heads[0])
     return current.headers
+
+
+def trace_context():
+    """The W3C trace context of the running call: a dict, or ``None``.
+
+    ``{"traceparent": "00-<trace id>-<span id>-01"}``, with ``"tracestate"``
+    when the caller had one: the gateway's span of the call, when its tracing
+    is on (docs/gateway.md, "Tracing") and the call is sampled, or the
+    ``traceparent`` option of ``pool.execute``/``pool.executeStream``
+    (protocol §6). Give it to an OpenTelemetry SDK as the carrier of
+    ``propagate.extract`` to start the model's spans under the caller's.
+    ``None`` for a call without one, outside a call, and in
+    ``execute_batch`` (its messages come from several traces). A new dict
+    each time.
+    """
+    current = current_call.get()
+    if current is None or current_batch.get() is not None:
+        return None
+    return current.trace_context
 
 
 def message_headers():

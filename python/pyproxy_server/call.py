@@ -20,6 +20,8 @@ receive a ``Call``:
   forwards, lower-case name → value; protocol §6), or ``{}``;
   ``call.message_headers``: an ``executeBatch``'s ``messageHeaders``, one
   dict per message; ``[call.headers]`` for other commands.
+- ``call.trace_context``: the request's ``traceparent`` and ``tracestate``
+  (W3C trace context of a traced call; protocol §6) as a dict, or ``None``.
 
 While a threaded handler runs, ``current_call`` (a ``ContextVar``) holds its
 ``Call``; ``pyproxy.host`` uses it to find the connection to call back on.
@@ -200,6 +202,22 @@ class Call:
         msg = self.msg
         value = msg.get("headers") if msg.__class__ is dict else None
         return _headers_of(value)
+
+    @property
+    def trace_context(self):
+        """The request's W3C trace context (protocol §6): ``{"traceparent":
+        ..., "tracestate": ...}`` (``tracestate`` only when sent), or
+        ``None`` without a ``traceparent`` string. A new dict at each read."""
+        msg = self.msg
+        if msg.__class__ is not dict:
+            return None
+        parent = msg.get("traceparent")
+        if parent.__class__ is not str:
+            return None
+        state = msg.get("tracestate")
+        if state.__class__ is str:
+            return {"traceparent": parent, "tracestate": state}
+        return {"traceparent": parent}
 
     @property
     def message_headers(self):

@@ -333,12 +333,16 @@ export function predictCalls(
         requestId?: string;
         headers?: Record<string, string>;
         onResponseMeta: (m: ResponseMeta) => void;
+        traceparent?: string;
+        tracestate?: string;
+        onSend?: (worker: string) => void;
       } = { timeout, onResponseMeta: (m) => meta ??= m };
       if (clientId !== undefined) options.requestId = clientId;
       if (ctx.forwardHeaders.length > 0) {
         const headers = forwardedHeaders(request, ctx.forwardHeaders);
         if (headers !== undefined) options.headers = headers;
       }
+      ctx.tracing?.callOptions(request, key, options);
       const validator = catalog.validator(key);
       let answer: unknown;
       if (model.batch === undefined) {

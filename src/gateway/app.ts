@@ -21,6 +21,8 @@ import { routeError } from "./_route_error.ts";
 import { evalRoutes } from "./eval_routes.ts";
 import type { GatewayModelSpec, GatewayPool } from "./gateway_pool.ts";
 import { GatewayMetrics } from "./metrics.ts";
+import { GatewayTracing, TRACING_OF } from "./_gateway_tracing.ts";
+import type { TracingOptions } from "./tracing_options.ts";
 import { ModelCatalog } from "./model_catalog.ts";
 import { modelView } from "./_model_view.ts";
 import { openApiDocument } from "./openapi.ts";
@@ -197,6 +199,12 @@ export interface GatewayOptions {
   stopSignal?: AbortSignal;
   /** Version shown by the dashboard and `/v1/status`. */
   version?: string;
+  /**
+   * OpenTelemetry tracing of model calls, sent to a collector over OTLP/HTTP
+   * (docs/gateway.md, "Tracing"); off unless set. `stopSignal` sends the
+   * spans that wait (`serve` waits for them, up to 2 s).
+   */
+  tracing?: TracingOptions;
 }
 
 /**
@@ -339,6 +347,9 @@ export function createGateway(
     refusedHeaderWarnings: new Map(),
     compression: compress ? new ResponseCompression(compress) : undefined,
     exposedHeaders: new WeakMap(),
+    tracing: options.tracing === undefined
+      ? undefined
+      : new GatewayTracing(options.tracing, logger, options.version),
   };
   // Model changes made on the pool directly (a library Pool) show in the
   // descriptions, validation and timeouts: no cost per request. Until
@@ -347,6 +358,12 @@ export function createGateway(
   const unfollow = ctx.catalog.follow(pool);
   if (ctx.stopSignal.aborted) unfollow();
   else ctx.stopSignal.addEventListener("abort", unfollow, { once: true });
+  const tracing = ctx.tracing;
+  if (tracing !== undefined) {
+    const flush = () => void tracing.flush(2000);
+    if (ctx.stopSignal.aborted) flush();
+    else ctx.stopSignal.addEventListener("abort", flush, { once: true });
+  }
   const started = Date.now();
   // RegExpRouter only (Hono's default tries it, then falls back for good to
   // its slower TrieRouter when a route's pattern is beyond it, e.g. a `:` in
@@ -510,6 +527,9 @@ export function createGateway(
         ...ctx.metrics.toJSON(),
         subscribers: ctx.hub.subscriberCount,
         droppedSubscribers: ctx.hub.droppedCount,
+        ...(ctx.tracing === undefined
+          ? {}
+          : { droppedSpans: ctx.tracing.dropped }),
         ...(pool.modelMetrics === undefined
           ? {}
           : { modelMetrics: pool.modelMetrics() }),
@@ -520,6 +540,9 @@ export function createGateway(
       workers: status.workers,
       subscribers: ctx.hub.subscriberCount,
       droppedSubscribers: ctx.hub.droppedCount,
+      ...(ctx.tracing === undefined
+        ? {}
+        : { droppedSpans: ctx.tracing.dropped }),
       ...(status.evalReplayBytes === undefined
         ? {}
         : { evalReplayBytes: status.evalReplayBytes }),
@@ -715,20 +738,41 @@ export function createGateway(
     }
     return name;
   };
-  return {
-    fetch(request, env) {
-      const name = fastName(request);
-      if (name !== undefined) {
-        return execute(request, name, undefined, undefined, undefined);
-      }
-      // The drain waits for this response's delivery (the middleware).
-      if (typeof env === "object" && env !== null && Object.isExtensible(env)) {
-        (env as ServeRequestInfo).wantsCompleted = true;
-      }
-      return app.fetch(request, env);
-    },
-    request: (input, init) => app.request(input, init),
+  const fetch = (
+    request: Request,
+    env: unknown,
+  ): Response | Promise<Response> => {
+    const name = fastName(request);
+    if (name !== undefined) {
+      return execute(request, name, undefined, undefined, undefined);
+    }
+    // The drain waits for this response's delivery (the middleware).
+    if (typeof env === "object" && env !== null && Object.isExtensible(env)) {
+      (env as ServeRequestInfo).wantsCompleted = true;
+    }
+    return app.fetch(request, env);
   };
+  // Tracing wraps the whole app only when on: off, no request pays for it.
+  if (tracing === undefined) {
+    return { fetch, request: (input, init) => app.request(input, init) };
+  }
+  const traced: GatewayApp = {
+    fetch: (request, env) => tracing.serve(request, () => fetch(request, env)),
+    request: (input, init) => {
+      // As Hono's request(): a path is on http://localhost.
+      const request = input instanceof Request
+        ? (init === undefined ? input : new Request(input, init))
+        : new Request(
+          typeof input === "string" && !/^https?:\/\//.test(input)
+            ? `http://localhost${input.startsWith("/") ? "" : "/"}${input}`
+            : input,
+          init,
+        );
+      return tracing.serve(request, () => app.request(request));
+    },
+  };
+  TRACING_OF.set(traced, tracing);
+  return traced;
 }
 
 /** `{ pluginStatus }` when the pool's plugins report any state, else `{}`. */

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { TracingOptions } from "./tracing_options.ts";
 import { DEFAULT_MAX_JSON_DEPTH } from "../_json_depth.ts";
 import { randomBytes } from "node:crypto";
 import * as v from "valibot";
@@ -102,6 +103,11 @@ export interface ResolvedConfig {
   forwardHeaders: string[];
   /** Gzip for large model results (`false`: off, the default). */
   compress: false | { minBytes: number };
+  /**
+   * OpenTelemetry tracing (off unless an endpoint is set: the flag's, the
+   * file's, then `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
+   */
+  tracing?: TracingOptions;
   /** CORS (off unless set). */
   cors?: CorsConfig;
   /** Enables `POST /v1/eval`. */
@@ -141,6 +147,32 @@ export const DEFAULTS = {
   compressMinBytes: 1024,
   logLevel: "info" as LogLevel,
 } as const;
+
+/**
+ * `tracing` from the flags, the file and the OpenTelemetry variables: the
+ * endpoint is the flag's, else the file's, else
+ * `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`; `serviceName` the file's, else
+ * `OTEL_SERVICE_NAME`; no endpoint, no tracing.
+ */
+function resolveTracing(
+  file: GatewayConfig["tracing"],
+  cli: GatewayConfig["tracing"],
+  env: ResolveConfigOptions["otelEnv"],
+): TracingOptions | undefined {
+  const endpoint = cli?.endpoint ?? file?.endpoint ?? env?.endpoint;
+  if (endpoint === undefined) return undefined;
+  const merged = { ...file, ...cli };
+  const serviceName = merged.serviceName ?? env?.serviceName;
+  const out: TracingOptions = { endpoint };
+  if (serviceName !== undefined) out.serviceName = serviceName;
+  if (merged.sampleRatio !== undefined) out.sampleRatio = merged.sampleRatio;
+  if (merged.headers !== undefined) out.headers = merged.headers;
+  if (merged.maxQueue !== undefined) out.maxQueue = merged.maxQueue;
+  if (merged.batchIntervalMs !== undefined) {
+    out.batchIntervalMs = merged.batchIntervalMs;
+  }
+  return out;
+}
 
 /**
  * `compress` from the file and the flags: off unless one turns it on; the
@@ -263,6 +295,11 @@ export interface ResolveConfigOptions {
   cwd: string;
   /** `PYPROXY_TOKEN` from the environment, used when neither flag nor file sets a token. */
   envToken?: string;
+  /**
+   * `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and `OTEL_SERVICE_NAME`: under the
+   * flags and the file's `tracing`.
+   */
+  otelEnv?: { endpoint?: string; serviceName?: string };
   /** The config file path, for messages. */
   configPath?: string;
 }
@@ -361,6 +398,8 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
   }
   const python = pick("python");
   if (python !== undefined) config.python = python;
+  const tracing = resolveTracing(file.tracing, cli.tracing, options.otelEnv);
+  if (tracing !== undefined) config.tracing = tracing;
   if (token !== undefined) config.token = token;
   const cors = pick("cors");
   if (cors !== undefined) {
@@ -611,7 +650,9 @@ export async function loadConfig(
     file = parseConfig(json, path);
   }
   const envToken = runtime.env("PYPROXY_TOKEN");
+  const otelEnv = otelVariables(runtime);
   const config = resolveConfig({
+    ...(otelEnv === undefined ? {} : { otelEnv }),
     ...(file === undefined ? {} : { file }),
     ...(path === undefined ? {} : { fileDir: dirname(path), configPath: path }),
     cli,
@@ -622,6 +663,28 @@ export async function loadConfig(
     config.modelsDir = await defaultModelsDir(runtime, config.modelsDir, cwd);
   }
   return config;
+}
+
+/**
+ * `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and `OTEL_SERVICE_NAME` (empty:
+ * unset), the endpoint checked as the file's `tracing.endpoint` is.
+ */
+function otelVariables(runtime: Runtime): ResolveConfigOptions["otelEnv"] {
+  const endpoint = runtime.env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") ||
+    undefined;
+  const serviceName = runtime.env("OTEL_SERVICE_NAME") || undefined;
+  if (endpoint === undefined && serviceName === undefined) return undefined;
+  if (endpoint !== undefined) {
+    // Checked as the file's would be, and named so.
+    parseConfig(
+      { tracing: { endpoint } },
+      "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    );
+  }
+  return {
+    ...(endpoint === undefined ? {} : { endpoint }),
+    ...(serviceName === undefined ? {} : { serviceName }),
+  };
 }
 
 async function refuseUntrusted(

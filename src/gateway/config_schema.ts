@@ -197,6 +197,25 @@ export interface GatewayConfig {
     /** Smallest body compressed, in bytes (default 1024). */
     minBytes?: number | undefined;
   } | undefined;
+  /**
+   * OpenTelemetry tracing of model calls over OTLP/HTTP (JSON); off unless
+   * an endpoint is set here, by `--trace-endpoint` or by
+   * `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (docs/gateway.md, "Tracing").
+   */
+  tracing?: {
+    /** The collector's traces URL, e.g. `http://127.0.0.1:4318/v1/traces`. */
+    endpoint?: string | undefined;
+    /** The spans' `service.name` (default `"pyproxy"`). */
+    serviceName?: string | undefined;
+    /** Share of calls without a client's `traceparent` that are traced, 0 to 1 (default 1). */
+    sampleRatio?: number | undefined;
+    /** Headers of each POST to the collector (an API key). */
+    headers?: Record<string, string> | undefined;
+    /** Most spans waiting to be sent (default 2048); beyond, dropped. */
+    maxQueue?: number | undefined;
+    /** How often waiting spans are sent, in ms (default 5000). */
+    batchIntervalMs?: number | undefined;
+  } | undefined;
   /** CORS settings. */
   cors?: {
     /** Allowed origins. */
@@ -255,6 +274,15 @@ function int(min: number, max = Number.MAX_SAFE_INTEGER): IntSchema {
     v.minValue(min, msg),
     v.maxValue(max, msg),
   );
+}
+
+function isHttpUrl(value: string): boolean {
+  try {
+    const { protocol } = new URL(value);
+    return protocol === "http:" || protocol === "https:";
+  } catch {
+    return false;
+  }
 }
 
 const str = (what = "a non-empty string"): StrSchema =>
@@ -514,6 +542,39 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
       "expected true, false or { minBytes }",
     ),
   ),
+  tracing: v.optional(strict({
+    endpoint: v.optional(
+      v.pipe(
+        v.string("expected an http(s) URL"),
+        v.check(
+          isHttpUrl,
+          "expected an http(s) URL (OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces)",
+        ),
+      ),
+    ),
+    serviceName: v.optional(str()),
+    sampleRatio: v.optional(
+      v.pipe(
+        v.number("expected a number from 0 to 1"),
+        v.minValue(0, "expected a number from 0 to 1"),
+        v.maxValue(1, "expected a number from 0 to 1"),
+      ),
+    ),
+    headers: v.optional(
+      plainRecord(
+        v.pipe(
+          v.string("expected a string"),
+          v.check(
+            (value) => !/[\r\n\0]/.test(value),
+            "expected a header value without CR, LF or NUL",
+          ),
+        ),
+        "expected an object of header name → value",
+      ),
+    ),
+    maxQueue: v.optional(int(1, 1_000_000)),
+    batchIntervalMs: v.optional(int(1, 3_600_000)),
+  })),
   cors: v.optional(CorsSchema),
   allowEval: v.optional(bool()),
   cancelOnDisconnect: v.optional(bool()),

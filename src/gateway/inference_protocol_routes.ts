@@ -407,6 +407,9 @@ export function inferenceProtocolRoutes(
         requestId?: string;
         headers?: Record<string, string>;
         onResponseMeta: (m: ResponseMeta) => void;
+        traceparent?: string;
+        tracestate?: string;
+        onSend?: (worker: string) => void;
       } = {
         timeout: callTimeout(ctx, name, undefined),
         onResponseMeta: (m) => meta = m,
@@ -418,6 +421,7 @@ export function inferenceProtocolRoutes(
       }
       watched = ctx.disconnects?.watch(request);
       if (watched !== undefined) options.signal = watched.signal;
+      ctx.tracing?.callOptions(request, name, options);
       const result = await pool.execute(name, msg, options);
       const compression = ctx.compression;
       res = compression === undefined

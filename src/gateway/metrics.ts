@@ -31,6 +31,8 @@ export interface MetricsSnapshot {
   subscribers?: number;
   /** Channel subscribers dropped as too slow since the start. */
   droppedSubscribers?: number;
+  /** Trace spans dropped since the start (tracing on only: docs/gateway.md "Tracing"). */
+  droppedSpans?: number;
   /** Eval output the running evals keep for replay (UTF-16 code units). */
   evalReplayBytes?: number;
   /** Calls waiting in the pool queue now. */
@@ -487,6 +489,14 @@ export class GatewayMetrics {
       lines.push(
         `pyproxy_channel_subscribers_dropped_total ${snapshot.droppedSubscribers}`,
       );
+    }
+    if (snapshot.droppedSpans !== undefined) {
+      family(
+        "pyproxy_trace_spans_dropped_total",
+        "counter",
+        "Trace spans dropped: the export queue was full (tracing.maxQueue), or the collector refused or missed their batch.",
+      );
+      lines.push(`pyproxy_trace_spans_dropped_total ${snapshot.droppedSpans}`);
     }
     if (snapshot.queued !== undefined) {
       family(

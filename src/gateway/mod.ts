@@ -39,6 +39,7 @@ export { InputValidator } from "./input_validator.ts";
 export { ModelCatalog } from "./model_catalog.ts";
 export type { GatewayModelInfo } from "./model_catalog.ts";
 export type { CorsConfig } from "./security.ts";
+export type { TracingOptions } from "./tracing_options.ts";
 export {
   WS_BEARER64_PREFIX,
   WS_BEARER_PREFIX,

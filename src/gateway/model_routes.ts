@@ -565,6 +565,9 @@ export function modelExecutor(
         contentType?: string;
         headers?: Record<string, string>;
         onResponseMeta: (m: ResponseMeta) => void;
+        traceparent?: string;
+        tracestate?: string;
+        onSend?: (worker: string) => void;
       } = key === undefined
         ? { timeout, onResponseMeta }
         : { key, timeout, onResponseMeta };
@@ -576,6 +579,7 @@ export function modelExecutor(
       if (watched !== undefined) options.signal = watched.signal;
       if (clientId !== undefined) options.requestId = clientId;
       if (contentType !== undefined) options.contentType = contentType;
+      ctx.tracing?.callOptions(request, name, options);
       const result = await pool.execute(name, body, options);
       if (publish !== undefined) {
         // The model's name as the client knows it, and the version that ran.
@@ -1106,6 +1110,9 @@ export function modelRoutes(ctx: RouteContext): Hono {
         contentType?: string;
         headers?: Record<string, string>;
         onResponseMeta: (m: ResponseMeta) => void;
+        traceparent?: string;
+        tracestate?: string;
+        onSend?: (worker: string) => void;
       } = key === undefined
         ? { timeout, onIdle, onResponseMeta }
         : { key, timeout, onIdle, onResponseMeta };
@@ -1115,6 +1122,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
         const headers = forwardedHeaders(c.req.raw, ctx.forwardHeaders);
         if (headers !== undefined) options.headers = headers;
       }
+      ctx.tracing?.callOptions(c.req.raw, name, options);
       items = executeStream.call(pool, name, body, options);
       watched = ctx.disconnects?.watch(c.req.raw);
       watched?.signal.addEventListener("abort", onLeave, { once: true });

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import type { GatewayTracing } from "./_gateway_tracing.ts";
 import type { Logger } from "../logger.ts";
 import type { Runtime } from "../runtime/types.ts";
 import type { ResponseCompression } from "./_response_compression.ts";
@@ -90,4 +91,6 @@ export interface RouteContext {
   refusedHeaderWarnings: Map<string, number>;
   /** The model headers each response got, for CORS to expose. */
   exposedHeaders: ExposedModelHeaders;
+  /** OpenTelemetry tracing of model calls; `undefined`: off, nothing read. */
+  tracing: GatewayTracing | undefined;
 }

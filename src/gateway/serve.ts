@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { TRACING_OF } from "./_gateway_tracing.ts";
 import { getLogger } from "@logtape/logtape";
 import { ConfigError, StartError, TimeoutError } from "../errors.ts";
 import type { Plugin } from "../plugin.ts";
@@ -510,6 +511,7 @@ export async function serve(
       stopSignal: stop.signal,
       ...(config.token === undefined ? {} : { token: config.token }),
       ...(config.cors === undefined ? {} : { cors: config.cors }),
+      ...(config.tracing === undefined ? {} : { tracing: config.tracing }),
       ...(options.version === undefined ? {} : { version: options.version }),
     });
     try {
@@ -615,6 +617,8 @@ export async function serve(
         ]);
         await grpc?.close();
         clearTimeout(timer);
+        // The spans of the last calls: sent, up to 2 s more (tracing on).
+        await TRACING_OF.get(app)?.flush(2000);
         logger.info("Stopped");
         resolveFinished();
       })();

@@ -22,9 +22,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/host.py",
-      size: 12738,
+      size: 14087,
       sha256:
-        "ac2a40cf0ab2ec38a2716d9c393e281051149d0df4843e0c8bd13acd1f08844c",
+        "d507b8867aef1c4024c0dc615df8997c938b17ad45f36bd527fc6b091d89afbd",
     },
     {
       path: "pyproxy/metrics.py",
@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call.py",
-      size: 11171,
+      size: 11958,
       sha256:
-        "52272ee3a5abbaadf4b8177333a3030e8b1fba2d885921aa01a0de3643a45ac7",
+        "abaef2c95237a5a18731704f3ddd2601ffc5b1762c2b2609506bb42479d31cb6",
     },
     {
       path: "pyproxy_server/call_executor.py",

@@ -1,0 +1,369 @@
+/**
+ * The gateway's OpenTelemetry tracing (docs/gateway.md, "Tracing"): a
+ * SERVER span per model call (`POST /v1/models/{name}/execute`,
+ * `.../versions/{version}/execute`, `/stream`, `/v2/.../infer`,
+ * `:predict`), the client's W3C `traceparent` its parent, sampled
+ * parent-based (a parent's decision is followed; without a parent,
+ * `sampleRatio`), sent by {@linkcode OtlpExporter}. A sampled call also
+ * sends the model its trace context (`host.trace_context()`): the
+ * gateway's span as the parent of the model's own spans.
+ *
+ * The app wraps its `fetch` with {@linkcode GatewayTracing.serve} only when
+ * tracing is on: off, nothing of this runs and no header is read.
+ *
+ * @module
+ */
+import type { Logger } from "../logger.ts";
+import {
+  checkTracestate,
+  formatTraceparent,
+  parseTraceparent,
+  randomHexId,
+} from "../_trace_context.ts";
+import { type ExportSpan, OtlpExporter } from "./_otlp_exporter.ts";
+import { REQUEST_ID_HEADER } from "./error_response.ts";
+import type { TracingOptions } from "./tracing_options.ts";
+
+/** What a sampled call's span holds until its response is made. */
+interface OpenSpan {
+  traceId: string;
+  spanId: string;
+  parentSpanId: string | undefined;
+  traceState: string | undefined;
+  route: string;
+  model: string;
+  version: string | undefined;
+  worker: string | undefined;
+  startMs: number;
+}
+
+/** The route template of a model call's path, and its name and version. */
+interface ModelCall {
+  route: string;
+  model: string;
+  version: string | undefined;
+}
+
+// The model call routes: [path pattern, route template]. The version's
+// group is absent from the routes without one.
+const MODEL_CALLS: ReadonlyArray<readonly [RegExp, string]> = [
+  [/^\/v1\/models\/([^/]+)\/execute$/, "/v1/models/{name}/execute"],
+  [
+    /^\/v1\/models\/([^/]+)\/versions\/([^/]+)\/execute$/,
+    "/v1/models/{name}/versions/{version}/execute",
+  ],
+  [/^\/v1\/models\/([^/]+)\/stream$/, "/v1/models/{name}/stream"],
+  [
+    /^\/v1\/models\/([^/]+)\/versions\/([^/]+)\/stream$/,
+    "/v1/models/{name}/versions/{version}/stream",
+  ],
+  [/^\/v2\/models\/([^/]+)\/infer$/, "/v2/models/{name}/infer"],
+  [
+    /^\/v2\/models\/([^/]+)\/versions\/([^/]+)\/infer$/,
+    "/v2/models/{name}/versions/{version}/infer",
+  ],
+  [/^\/v1\/models\/([^/:]+):predict$/, "/v1/models/{name}:predict"],
+  [
+    /^\/v1\/models\/([^/:]+)\/versions\/([^/:]+):predict$/,
+    "/v1/models/{name}/versions/{version}:predict",
+  ],
+];
+
+/**
+ * The route of a model call (`POST` only), or `undefined` for any other
+ * request.
+ */
+function modelCall(request: Request): ModelCall | undefined {
+  if (request.method !== "POST") return undefined;
+  const url = request.url;
+  const start = url.indexOf("/", url.indexOf("://") + 3);
+  if (start < 0) return undefined;
+  const query = url.indexOf("?", start);
+  const path = query < 0 ? url.slice(start) : url.slice(start, query);
+  for (const [pattern, route] of MODEL_CALLS) {
+    const match = pattern.exec(path);
+    if (match === null) continue;
+    return {
+      route,
+      model: decoded(match[1]!),
+      version: match[2] === undefined ? undefined : decoded(match[2]),
+    };
+  }
+  return undefined;
+}
+
+function decoded(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
+
+/**
+ * The tracing of each gateway app made with it on (`serve` flushes it as
+ * it stops).
+ */
+export const TRACING_OF: WeakMap<object, GatewayTracing> = new WeakMap();
+
+/**
+ * The gateway's tracing; see the module doc.
+ *
+ * @example
+ * ```ts ignore
+ * const tracing = new GatewayTracing({ endpoint: "http://127.0.0.1:4318/v1/traces" }, logger);
+ * const fetch = (request: Request) => tracing.serve(request, () => app.fetch(request));
+ * ```
+ */
+export class GatewayTracing {
+  readonly #exporter: OtlpExporter;
+  readonly #ratio: number;
+  readonly #spans = new WeakMap<Request, OpenSpan>();
+
+  constructor(options: TracingOptions, logger: Logger, version?: string) {
+    const ratio = options.sampleRatio ?? 1;
+    if (!(ratio >= 0 && ratio <= 1)) {
+      throw new RangeError(
+        `Cannot create gateway: tracing.sampleRatio ${ratio} is not a number from 0 to 1`,
+      );
+    }
+    let url: URL;
+    try {
+      url = new URL(options.endpoint);
+    } catch {
+      url = new URL("invalid:");
+    }
+    if (url.protocol !== "http:" && url.protocol !== "https:") {
+      throw new RangeError(
+        `Cannot create gateway: tracing.endpoint ${
+          JSON.stringify(options.endpoint)
+        } is not an http(s) URL (OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces)`,
+      );
+    }
+    this.#ratio = ratio;
+    this.#exporter = new OtlpExporter({
+      endpoint: url.href,
+      logger,
+      ...(options.serviceName === undefined
+        ? {}
+        : { serviceName: options.serviceName }),
+      ...(options.headers === undefined ? {} : { headers: options.headers }),
+      ...(options.maxQueue === undefined ? {} : { maxQueue: options.maxQueue }),
+      ...(options.batchIntervalMs === undefined
+        ? {}
+        : { intervalMs: options.batchIntervalMs }),
+      ...(options.exportTimeoutMs === undefined
+        ? {}
+        : { timeoutMs: options.exportTimeoutMs }),
+      ...(version === undefined ? {} : { version }),
+    });
+  }
+
+  /** Spans dropped: the queue was full, or the collector failed (`/metrics`). */
+  get dropped(): number {
+    return this.#exporter.dropped;
+  }
+
+  /** Spans the collector accepted. */
+  get exported(): number {
+    return this.#exporter.exported;
+  }
+
+  /**
+   * Answers `request` with `handle`, in a span when it is a sampled model
+   * call. Never throws more than `handle` does.
+   */
+  async serve(
+    request: Request,
+    handle: () => Response | Promise<Response>,
+  ): Promise<Response> {
+    const call = modelCall(request);
+    const span = call === undefined ? undefined : this.#start(request, call);
+    if (span === undefined) return await handle();
+    let res: Response;
+    try {
+      res = await handle();
+    } catch (err) {
+      this.#end(span, 500, undefined, errorText(err));
+      throw err;
+    }
+    const requestId = res.headers.get(REQUEST_ID_HEADER) ?? undefined;
+    // A stream's span lasts until its last event is sent (or the client
+    // leaves): its body is passed through.
+    if (
+      span.route.endsWith("/stream") && res.status === 200 &&
+      res.body !== null &&
+      res.headers.get("content-type")?.startsWith("text/event-stream")
+    ) {
+      return this.#streamed(span, res, requestId);
+    }
+    // 422 is a model's failure (its exception, an unserializable result).
+    const failed = res.status >= 500 || res.status === 422;
+    this.#end(
+      span,
+      res.status,
+      requestId,
+      failed ? await errorMessage(res) : undefined,
+    );
+    return res;
+  }
+
+  /**
+   * The trace context a model call sends to Python, and the worker that
+   * ran it: sets `options.traceparent`, `tracestate` and `onSend` when
+   * `request` is in a sampled span. `name`: the model as the pool knows it
+   * (`name@version` for a version).
+   */
+  callOptions(
+    request: Request,
+    name: string,
+    options: {
+      traceparent?: string;
+      tracestate?: string;
+      onSend?: (worker: string) => void;
+    },
+  ): void {
+    const span = this.#spans.get(request);
+    if (span === undefined) return;
+    const at = name.lastIndexOf("@");
+    if (at > 0) span.version = name.slice(at + 1);
+    options.traceparent = formatTraceparent(span.traceId, span.spanId, true);
+    if (span.traceState !== undefined) options.tracestate = span.traceState;
+    options.onSend = (worker) => {
+      span.worker = worker;
+    };
+  }
+
+  /** Sends the spans that wait, waiting at most `timeoutMs` (a graceful shutdown's). */
+  flush(timeoutMs?: number): Promise<void> {
+    return this.#exporter.flush(timeoutMs);
+  }
+
+  #start(request: Request, call: ModelCall): OpenSpan | undefined {
+    const header = request.headers.get("traceparent");
+    const parent = header === null ? undefined : parseTraceparent(header);
+    if (parent !== undefined ? !parent.sampled : !this.#sampled()) {
+      return undefined;
+    }
+    let traceState: string | undefined;
+    if (parent !== undefined) {
+      const state = request.headers.get("tracestate");
+      if (state !== null) traceState = checkTracestate(state);
+    }
+    const span: OpenSpan = {
+      traceId: parent?.traceId ?? randomHexId(16),
+      spanId: randomHexId(8),
+      parentSpanId: parent?.parentId,
+      traceState,
+      route: call.route,
+      model: call.model,
+      version: call.version,
+      worker: undefined,
+      startMs: performance.timeOrigin + performance.now(),
+    };
+    this.#spans.set(request, span);
+    return span;
+  }
+
+  #sampled(): boolean {
+    const ratio = this.#ratio;
+    return ratio >= 1 || (ratio > 0 && Math.random() < ratio);
+  }
+
+  #end(
+    span: OpenSpan,
+    status: number,
+    requestId: string | undefined,
+    error: string | undefined,
+  ): void {
+    const attributes: Record<string, string | number> = {
+      "http.request.method": "POST",
+      "http.route": span.route,
+      "http.response.status_code": status,
+      "pyproxy.model": span.model,
+    };
+    if (span.version !== undefined) {
+      attributes["pyproxy.model.version"] = span.version;
+    }
+    if (requestId !== undefined) attributes["pyproxy.request_id"] = requestId;
+    if (span.worker !== undefined) attributes["pyproxy.worker"] = span.worker;
+    if (error !== undefined) {
+      attributes["error.type"] = String(status);
+    }
+    const out: ExportSpan = {
+      traceId: span.traceId,
+      spanId: span.spanId,
+      name: `POST ${span.route}`,
+      kind: 2,
+      startMs: span.startMs,
+      endMs: performance.timeOrigin + performance.now(),
+      attributes,
+    };
+    if (span.parentSpanId !== undefined) out.parentSpanId = span.parentSpanId;
+    if (span.traceState !== undefined) out.traceState = span.traceState;
+    if (error !== undefined) out.error = error;
+    this.#exporter.add(out);
+  }
+
+  #streamed(
+    span: OpenSpan,
+    res: Response,
+    requestId: string | undefined,
+  ): Response {
+    const reader = res.body!.getReader();
+    let ended = false;
+    const end = (error: string | undefined) => {
+      if (ended) return;
+      ended = true;
+      this.#end(span, res.status, requestId, error);
+    };
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          const { done, value } = await reader.read();
+          if (done) {
+            end(undefined);
+            controller.close();
+          } else {
+            controller.enqueue(value);
+          }
+        } catch (err) {
+          end(errorText(err));
+          controller.error(err);
+        }
+      },
+      cancel(reason) {
+        end(undefined);
+        return reader.cancel(reason);
+      },
+    });
+    return new Response(body, {
+      status: res.status,
+      statusText: res.statusText,
+      headers: res.headers,
+    });
+  }
+}
+
+/** The message of an error response's body (`{"error": {"message"}}` or `{"error": "..."}`). */
+async function errorMessage(res: Response): Promise<string> {
+  try {
+    const body = await res.clone().json() as {
+      error?: string | { type?: unknown; message?: unknown };
+    };
+    const error = body.error;
+    if (typeof error === "string") return error;
+    if (typeof error?.message === "string") {
+      return typeof error.type === "string"
+        ? `${error.type}: ${error.message}`
+        : error.message;
+    }
+  } catch {
+    // Not JSON: the status says it.
+  }
+  return `HTTP ${res.status}`;
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+}

@@ -1,0 +1,274 @@
+/**
+ * Sends finished spans to an OpenTelemetry collector over OTLP/HTTP with
+ * the JSON encoding (a plain `fetch`: no dependency). Spans wait in a
+ * bounded queue; one POST is in flight at a time, every `intervalMs` or as
+ * soon as a batch is full; a full queue drops new spans (counted, never
+ * waited on: a request is never slowed by its span). A collector that is
+ * down, slow or answers garbage costs the batch it was sent (counted as
+ * dropped), a doubling pause before the next POST (up to 30 s) and one log
+ * line per failed POST — never an exception in the gateway.
+ *
+ * @module
+ */
+import type { Logger } from "../logger.ts";
+
+/** A finished span, as the gateway's tracing builds it. */
+export interface ExportSpan {
+  traceId: string;
+  spanId: string;
+  parentSpanId?: string;
+  traceState?: string;
+  name: string;
+  /** OTLP's `SpanKind`: 2 is SERVER. */
+  kind: number;
+  /** Wall-clock start and end, in ms since the epoch (fractions kept). */
+  startMs: number;
+  endMs: number;
+  attributes: Record<string, string | number>;
+  /** Set on an error: OTLP's `STATUS_CODE_ERROR` with this message. */
+  error?: string;
+}
+
+/** Options of {@linkcode OtlpExporter}. */
+export interface OtlpExporterOptions {
+  /** The collector's traces URL, e.g. `http://127.0.0.1:4318/v1/traces`. */
+  endpoint: string;
+  /** The resource's `service.name`. @default {"pyproxy"} */
+  serviceName?: string;
+  /** The instrumentation scope's version (pyproxy's). */
+  version?: string;
+  /** Extra headers of each POST (a collector's API key). @default {{}} */
+  headers?: Record<string, string>;
+  /** Most spans waiting; beyond, new spans are dropped. @default {2048} */
+  maxQueue?: number;
+  /** Most spans per POST: a full batch goes at once. @default {512} */
+  batchSize?: number;
+  /** How often waiting spans are sent, in ms. @default {5000} */
+  intervalMs?: number;
+  /** How long a POST may take, in ms. @default {10000} */
+  timeoutMs?: number;
+  /** Logs failed POSTs (one line each: at most one per interval). */
+  logger: Logger;
+  /** The `fetch` to POST with (tests). @default {globalThis.fetch} */
+  fetch?: typeof fetch;
+}
+
+/** The longest pause after failed POSTs, in ms. */
+const MAX_BACKOFF_MS = 30_000;
+
+/**
+ * The exporter; see the module doc. `add` is all a request does.
+ *
+ * @example
+ * ```ts ignore
+ * const exporter = new OtlpExporter({ endpoint: "http://127.0.0.1:4318/v1/traces", logger });
+ * exporter.add(span);
+ * await exporter.flush(2000);
+ * ```
+ */
+export class OtlpExporter {
+  #queue: ExportSpan[] = [];
+  #dropped = 0;
+  #exported = 0;
+  #inFlight: Promise<void> | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #failures = 0;
+  readonly #endpoint: string;
+  readonly #maxQueue: number;
+  readonly #batchSize: number;
+  readonly #intervalMs: number;
+  readonly #timeoutMs: number;
+  readonly #headers: Record<string, string>;
+  readonly #resource: unknown;
+  readonly #scope: unknown;
+  readonly #logger: Logger;
+  readonly #fetch: typeof fetch;
+
+  constructor(options: OtlpExporterOptions) {
+    this.#endpoint = options.endpoint;
+    this.#maxQueue = options.maxQueue ?? 2048;
+    this.#batchSize = Math.min(options.batchSize ?? 512, this.#maxQueue);
+    this.#intervalMs = options.intervalMs ?? 5000;
+    this.#timeoutMs = options.timeoutMs ?? 10_000;
+    this.#headers = {
+      ...options.headers,
+      "content-type": "application/json",
+    };
+    this.#resource = {
+      attributes: [
+        attribute("service.name", options.serviceName ?? "pyproxy"),
+        attribute("telemetry.sdk.name", "pyproxy"),
+        attribute("telemetry.sdk.language", "js"),
+      ],
+    };
+    this.#scope = options.version === undefined
+      ? { name: "pyproxy" }
+      : { name: "pyproxy", version: options.version };
+    this.#logger = options.logger;
+    this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+  }
+
+  /** Spans dropped so far: the queue was full, or their POST failed. */
+  get dropped(): number {
+    return this.#dropped;
+  }
+
+  /** Spans the collector accepted so far. */
+  get exported(): number {
+    return this.#exported;
+  }
+
+  /** Queues a finished span (or drops it when the queue is full); never throws. */
+  add(span: ExportSpan): void {
+    if (this.#queue.length >= this.#maxQueue) {
+      this.#dropped++;
+      return;
+    }
+    this.#queue.push(span);
+    if (this.#inFlight !== undefined) return;
+    if (this.#queue.length >= this.#batchSize && this.#failures === 0) {
+      this.#sendNow();
+    } else {
+      this.#schedule(this.#intervalMs);
+    }
+  }
+
+  /**
+   * Sends what waits now (after the POST in flight), one batch after the
+   * other, waiting at most `timeoutMs` in all: a graceful shutdown's last
+   * export. What is left then stays queued.
+   */
+  async flush(timeoutMs = 5000): Promise<void> {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const left = new Promise<"late">((resolve) => {
+      timer = setTimeout(() => resolve("late"), timeoutMs);
+    });
+    const deadline = Date.now() + timeoutMs;
+    try {
+      while (this.#inFlight !== undefined || this.#queue.length > 0) {
+        if (this.#inFlight === undefined) {
+          this.#sendNow(Math.max(1, deadline - Date.now()));
+        }
+        if (await Promise.race([this.#inFlight, left]) === "late") break;
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #schedule(ms: number): void {
+    if (this.#timer !== undefined) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      if (this.#inFlight === undefined && this.#queue.length > 0) {
+        this.#sendNow();
+      }
+    }, ms);
+  }
+
+  #sendNow(timeoutMs = this.#timeoutMs): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const batch = this.#queue.splice(0, this.#batchSize);
+    this.#inFlight = this.#post(batch, timeoutMs).finally(() => {
+      this.#inFlight = undefined;
+      if (this.#queue.length === 0) return;
+      // More waits: a full batch goes now unless the collector is failing;
+      // else after the interval, doubled for each failure in a row.
+      const pause = this.#failures === 0
+        ? (this.#queue.length >= this.#batchSize ? 0 : this.#intervalMs)
+        : Math.min(this.#intervalMs * 2 ** this.#failures, MAX_BACKOFF_MS);
+      this.#schedule(pause);
+    });
+  }
+
+  async #post(batch: ExportSpan[], timeoutMs: number): Promise<void> {
+    let problem: string | undefined;
+    try {
+      const body = JSON.stringify(this.#request(batch));
+      const res = await this.#fetch(this.#endpoint, {
+        method: "POST",
+        headers: this.#headers,
+        body,
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      // The body is read (and bounded by the same timeout) so the
+      // connection is reused; what it says matters only on an error.
+      const text = await res.text();
+      if (!res.ok) {
+        problem = `HTTP ${res.status} ${text.slice(0, 200)}`.trim();
+      }
+    } catch (err) {
+      problem = err instanceof Error ? `${err.name}: ${err.message}` : String(
+        err,
+      );
+    }
+    if (problem === undefined) {
+      this.#failures = 0;
+      this.#exported += batch.length;
+      return;
+    }
+    this.#failures++;
+    this.#dropped += batch.length;
+    this.#logger.warn(
+      "Cannot export {count} spans to {endpoint}: {problem} ({dropped} spans dropped so far)",
+      {
+        count: batch.length,
+        endpoint: this.#endpoint,
+        problem,
+        dropped: this.#dropped,
+      },
+    );
+  }
+
+  #request(batch: ExportSpan[]): unknown {
+    return {
+      resourceSpans: [{
+        resource: this.#resource,
+        scopeSpans: [{ scope: this.#scope, spans: batch.map(otlpSpan) }],
+      }],
+    };
+  }
+}
+
+/** A span in OTLP/JSON: ids as hex, times as decimal strings of ns. */
+function otlpSpan(span: ExportSpan): Record<string, unknown> {
+  const out: Record<string, unknown> = {
+    traceId: span.traceId,
+    spanId: span.spanId,
+    name: span.name,
+    kind: span.kind,
+    startTimeUnixNano: nanos(span.startMs),
+    endTimeUnixNano: nanos(span.endMs),
+    attributes: Object.entries(span.attributes).map(([key, value]) =>
+      attribute(key, value)
+    ),
+    status: span.error === undefined
+      ? { code: 0 }
+      : { code: 2, message: span.error },
+  };
+  if (span.parentSpanId !== undefined) out.parentSpanId = span.parentSpanId;
+  if (span.traceState !== undefined) out.traceState = span.traceState;
+  return out;
+}
+
+function attribute(key: string, value: string | number): unknown {
+  return {
+    key,
+    value: typeof value === "string"
+      ? { stringValue: value }
+      : Number.isInteger(value)
+      ? { intValue: String(value) }
+      : { doubleValue: value },
+  };
+}
+
+/**
+ * Epoch ms (with fractions) as ns in a decimal string, to the µs (µs since
+ * the epoch are a safe integer until the year 2255).
+ */
+function nanos(ms: number): string {
+  return `${Math.round(ms * 1000)}000`;
+}

@@ -1,0 +1,38 @@
+/**
+ * The options of the gateway's OpenTelemetry tracing (docs/gateway.md,
+ * "Tracing").
+ *
+ * @module
+ */
+
+/**
+ * Tracing settings of the gateway (`GatewayOptions.tracing`, pyproxy.json
+ * `tracing`, `serve --trace-endpoint`).
+ *
+ * @example
+ * ```ts
+ * import type { TracingOptions } from "./tracing_options.ts";
+ * const tracing: TracingOptions = { endpoint: "http://127.0.0.1:4318/v1/traces", sampleRatio: 0.1 };
+ * console.log(tracing.sampleRatio); // 0.1
+ * ```
+ */
+export interface TracingOptions {
+  /** The collector's OTLP/HTTP traces URL (JSON encoding), e.g. `http://127.0.0.1:4318/v1/traces`. */
+  endpoint: string;
+  /** The `service.name` of the spans' resource. @default {"pyproxy"} */
+  serviceName?: string;
+  /**
+   * Share of the calls without a sampled or unsampled parent that are
+   * traced, 0 to 1; a client's `traceparent` decides for its call.
+   * @default {1}
+   */
+  sampleRatio?: number;
+  /** Headers of each POST to the collector (an API key). @default {{}} */
+  headers?: Record<string, string>;
+  /** Most spans waiting to be sent; beyond, spans are dropped (counted). @default {2048} */
+  maxQueue?: number;
+  /** How often waiting spans are sent, in ms (a full batch of 512 goes at once). @default {5000} */
+  batchIntervalMs?: number;
+  /** How long a POST to the collector may take, in ms. @default {10000} */
+  exportTimeoutMs?: number;
+}

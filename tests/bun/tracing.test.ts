@@ -1,0 +1,75 @@
+// Tracing under Bun: a gateway call's span reaches a collector (Bun.serve
+// standing in for it) as OTLP/JSON, under the client's traceparent, and the
+// model reads the gateway's span as its parent (host.trace_context()).
+import { expect, test } from "bun:test";
+import { withGateway } from "./_helpers.ts";
+
+const TRACED = `from pyproxy import host
+
+
+class Traced:
+    def execute(self, msg):
+        return {"trace": host.trace_context()}
+`;
+
+const PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+type Span = {
+  traceId: string;
+  spanId: string;
+  parentSpanId?: string;
+  name: string;
+};
+
+test("Gateway on Bun: a traced call's span goes to the collector, its context to the model", async () => {
+  const spans: Span[] = [];
+  const collector = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    async fetch(req) {
+      const body = await req.json() as {
+        resourceSpans: Array<{ scopeSpans: Array<{ spans: Span[] }> }>;
+      };
+      for (const rs of body.resourceSpans) {
+        for (const ss of rs.scopeSpans) spans.push(...ss.spans);
+      }
+      return Response.json({});
+    },
+  });
+  try {
+    await withGateway(
+      { "traced.py": TRACED },
+      {
+        tracing: {
+          endpoint: `http://127.0.0.1:${collector.port}/v1/traces`,
+          batchIntervalMs: 20,
+        },
+      },
+      async (server) => {
+        const res = await fetch(`${server.url}/v1/models/traced/execute`, {
+          method: "POST",
+          headers: { "content-type": "application/json", traceparent: PARENT },
+          body: "{}",
+        });
+        expect(res.status).toBe(200);
+        const { trace } = await res.json() as {
+          trace: { traceparent: string };
+        };
+        const deadline = Date.now() + 10_000;
+        while (spans.length === 0 && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        expect(spans.length).toBe(1);
+        const span = spans[0]!;
+        expect(span.name).toBe("POST /v1/models/{name}/execute");
+        expect(span.traceId).toBe("4bf92f3577b34da6a3ce929d0e0e4736");
+        expect(span.parentSpanId).toBe("00f067aa0ba902b7");
+        expect(trace.traceparent).toBe(
+          `00-4bf92f3577b34da6a3ce929d0e0e4736-${span.spanId}-01`,
+        );
+      },
+    );
+  } finally {
+    collector.stop(true);
+  }
+});
