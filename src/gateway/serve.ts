@@ -25,6 +25,7 @@ import { GatewayMetrics } from "./metrics.ts";
 import { type GatewayModelInfo, ModelCatalog } from "./model_catalog.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import { isLoopback } from "./security.ts";
+import { readTls } from "./_tls_files.ts";
 import { workerEnv } from "./_worker_env.ts";
 import { setTimeoutOrNever } from "../_timer.ts";
 
@@ -266,6 +267,18 @@ export async function serve(
       { details: { path: what } },
     );
   }
+  // Read and checked before the workers start (which can take minutes).
+  const tls = config.tls === undefined
+    ? undefined
+    : await readTls(runtime, config.tls, config.configPath, logger);
+  if (
+    tls === undefined && config.token !== undefined && !isLoopback(config.host)
+  ) {
+    logger.warn(
+      "Serving plain HTTP on {host}: the bearer token travels in clear text; serve HTTPS (--tls-cert and --tls-key, or tls in pyproxy.json), unless a proxy in front terminates TLS",
+      { host: config.host },
+    );
+  }
   const hub = new ChannelHub({
     ...config.channels,
     onDrop: droppedSubscriberLogger(logger),
@@ -495,19 +508,28 @@ export async function serve(
       signal: drain.signal,
       stopSignal: stop.signal,
       ...(config.token === undefined ? {} : { token: config.token }),
+      ...(config.manageToken === undefined
+        ? {}
+        : { manageToken: config.manageToken }),
       ...(config.cors === undefined ? {} : { cors: config.cors }),
       ...(options.version === undefined ? {} : { version: options.version }),
     });
     try {
       server = await runtime.serve(
-        { hostname: config.host, port: config.port },
+        {
+          hostname: config.host,
+          port: config.port,
+          ...(tls === undefined ? {} : { tls }),
+        },
         (req, info) => app.fetch(req, info),
       );
     } catch (err) {
       throw listenError(config, err);
     }
     port = server.port;
-    const url = `http://${hostPort(urlHost(server.hostname), server.port)}`;
+    const url = `${tls === undefined ? "http" : "https"}://${
+      hostPort(urlHost(server.hostname), server.port)
+    }`;
     let resolveFinished!: () => void;
     const finished = new Promise<void>((
       resolve,
