@@ -119,6 +119,21 @@ Deno.test({
     }
     assert.equal(await status(await execute(undefined)), 401);
 
+    // HTTP/2, negotiated by ALPN.
+    {
+      using h2 = Deno.createHttpClient({
+        caCerts: [tls.pem],
+        http1: false,
+        http2: true,
+      });
+      const res = await fetch(`${gw.url}/v1/models/echo/execute`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${TOKEN}` },
+        body: '{"over":"h2"}',
+        client: h2,
+      });
+      assert.deepEqual(await res.json(), { over: "h2" });
+    }
     // A stream over TLS.
     const stream = await call("/v1/models/echo/stream", TOKEN, {
       method: "POST",

@@ -20,7 +20,7 @@ import {
 } from "./app.ts";
 import { ChannelHub } from "./channels.ts";
 import { channelsPlugin } from "./channels_plugin.ts";
-import type { ModelEntry, ResolvedConfig } from "./config.ts";
+import { type ModelEntry, type ResolvedConfig, tokenList } from "./config.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { type GatewayModelInfo, ModelCatalog } from "./model_catalog.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
@@ -251,11 +251,16 @@ export async function serve(
       }`,
     );
   }
-  if (config.token === "") {
-    throw new ConfigError(
-      "token: empty (leave it out for no token); an empty token would let the dashboard's ?token= and a channel subscription's token subprotocol through without one",
-      { details: { path: "token" } },
-    );
+  for (const name of ["token", "manageToken"] as const) {
+    const list = config[name] === undefined
+      ? undefined
+      : tokenList(config[name]);
+    if (list !== undefined && (list.length === 0 || list.includes(""))) {
+      throw new ConfigError(
+        `${name}: empty (leave it out for no token); an empty token would let the dashboard's ?token= and a channel subscription's token subprotocol through without one`,
+        { details: { path: name } },
+      );
+    }
   }
   if ((config.allowEval || config.allowManage) && config.token === undefined) {
     // Every local user (any process reaches the loopback) would run code as
