@@ -326,6 +326,15 @@ Deno.test("resolveConfig checks the tokens: a list for rotation, the management 
       return true;
     }, JSON.stringify(file));
   }
+  // Nor may models read the tokens from a forwarded Authorization.
+  assert.throws(
+    () =>
+      resolveConfig({
+        cwd: "/srv",
+        cli: { manageToken: MANAGE, forwardHeaders: ["Authorization"] },
+      }),
+    /forwardHeaders: "authorization" cannot be forwarded/,
+  );
   // A management token without an inference token: one is generated.
   const generated = resolveConfig({
     cwd: "/srv",

@@ -571,8 +571,9 @@ function forwardedAuthorization(
       { details: { path: "forwardHeaders" } },
     );
   }
+  // A management token alone gets an inference token generated beside it.
   const tokenNeeded = config.token !== undefined || config.allowEval ||
-    config.allowManage;
+    config.allowManage || config.manageToken !== undefined;
   if (tokenNeeded && config.forwardHeaders.includes("authorization")) {
     throw new ConfigError(
       `forwardHeaders: "authorization" cannot be forwarded while the gateway has a token: it holds the gateway's bearer token, which model code would read (send the model's own credentials in another header, such as x-user-token) (at ${where})`,
