@@ -58,6 +58,13 @@ Options:
                             (repeatable; over pyproxy.json's env)
       --token <token>       Require "Authorization: Bearer <token>" on every route
                             except /healthz (>= 16 characters; or set PYPROXY_TOKEN)
+      --manage-token <token>
+                            The only token eval and model management accept (the
+                            --token gets 403 there); accepted on every route but
+                            as the dashboard's ?token= (or set PYPROXY_MANAGE_TOKEN)
+      --tls-cert <file>     Serve HTTPS (and HTTP/2) with this PEM certificate
+                            (chain); needs --tls-key
+      --tls-key <file>      The PEM private key of --tls-cert
       --allowed-host <host> Also accept this Host header (repeatable; "*" = any)
       --forward-header <name>
                             Pass this request header to the models, read with
@@ -188,6 +195,9 @@ const OPTIONS = {
   python: { type: "string" },
   env: { type: "string", multiple: true },
   token: { type: "string" },
+  "manage-token": { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
   "allowed-host": { type: "string", multiple: true },
   "forward-header": { type: "string", multiple: true },
   "cors-origin": { type: "string", multiple: true },
@@ -365,6 +375,9 @@ const FLAG_OF: Record<string, string> = {
   python: "--python",
   env: "--env",
   token: "--token",
+  manageToken: "--manage-token",
+  "tls.cert": "--tls-cert",
+  "tls.key": "--tls-key",
   allowedHosts: "--allowed-host",
   forwardHeaders: "--forward-header",
   "cors.origins": "--cors-origin",
@@ -492,6 +505,18 @@ function cliOverrides(
   set("modelsDir", str("models"));
   set("python", str("python"));
   set("token", str("token"));
+  set("manageToken", str("manage-token"));
+  const cert = str("tls-cert");
+  const key = str("tls-key");
+  if ((cert === undefined) !== (key === undefined)) {
+    throw new ConfigError(
+      `${cert === undefined ? "--tls-key" : "--tls-cert"}: needs ${
+        cert === undefined ? "--tls-cert" : "--tls-key"
+      } too (the certificate and its private key)`,
+      { details: { path: cert === undefined ? "tls.cert" : "tls.key" } },
+    );
+  }
+  if (cert !== undefined && key !== undefined) set("tls", { cert, key });
   if (values["allow-eval"]) cli.allowEval = true;
   if (values["allow-manage"]) cli.allowManage = true;
   if (values["no-cancel-on-disconnect"]) cli.cancelOnDisconnect = false;
@@ -735,7 +760,7 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
           [
             ...(config.allowEval ? ["--allow-eval"] : []),
             ...(config.allowManage ? ["--allow-manage"] : []),
-          ].join(" and ")
+          ].join(" and ") || "the inference routes beside --manage-token"
         }, which would otherwise be open to every local user; every route but /healthz needs it (set PYPROXY_TOKEN or --token to choose one)`,
       );
     }

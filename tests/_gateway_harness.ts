@@ -3,7 +3,11 @@
  * temp copy of the example models plus a few test models.
  */
 import { configure, type LogRecord, reset } from "@logtape/logtape";
-import { type GatewayConfig, resolveConfig } from "../src/gateway/config.ts";
+import {
+  type GatewayConfig,
+  resolveConfig,
+  tokenList,
+} from "../src/gateway/config.ts";
 import { type GatewayServer, serve } from "../src/gateway/serve.ts";
 
 export const TEST_MODELS: Record<string, string> = {
@@ -96,7 +100,8 @@ export async function startGateway(
       },
     });
     const server = await serve(config);
-    const token = config.token;
+    // The first of several (rotation).
+    const token = tokenList(config.token)[0];
     return Object.assign(server, {
       dir,
       token,

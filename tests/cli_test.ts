@@ -113,6 +113,9 @@ Deno.test("main serve --help lists every option", async () => {
       "--stream-idle-timeout",
       "--eval-replay-budget",
       "--env",
+      "--manage-token",
+      "--tls-cert",
+      "--tls-key",
     ]
   ) assert.ok(stdout.includes(flag), flag);
 });
@@ -194,6 +197,32 @@ Deno.test("main rejects bad flags and commands with a clear error", async () => 
   assert.match(
     r.stderr,
     /error: limits\.streamIdleTimeout: expected an integer >= 1 \(at command line: --stream-idle-timeout\)/,
+  );
+  r = await cli(["serve", "--tls-cert", "cert.pem"]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /error: --tls-cert: needs --tls-key too/);
+  r = await cli(["serve", "--tls-key", "key.pem"]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /error: --tls-key: needs --tls-cert too/);
+  r = await cli([
+    "serve",
+    "--port",
+    "0",
+    "--tls-cert",
+    "/nonexistent/cert.pem",
+    "--tls-key",
+    "/nonexistent/key.pem",
+  ]);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    /error: tls\.cert: cannot read \/nonexistent\/cert\.pem/,
+  );
+  r = await cli(["serve", "--manage-token", "short"]);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    /error: manageToken: expected a token of at least 16 characters \(at command line: --manage-token\)/,
   );
   r = await cli(["serve", "--nope"]);
   assert.equal(r.code, 2);
@@ -721,6 +750,11 @@ Deno.test("main serve --host 0.0.0.0 prints URLs that work, and /healthz answers
   }
   child.kill("SIGTERM");
   assert.equal((await child.status).code, 0);
+  // Off loopback with a token and no TLS: the token travels in clear text.
+  assert.match(
+    await serve.stderr,
+    /Serving plain HTTP on "0\.0\.0\.0": the bearer token travels in clear text/,
+  );
 });
 
 Deno.test("main serve with the token in pyproxy.json does not point at $PYPROXY_TOKEN", async () => {

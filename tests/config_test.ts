@@ -620,8 +620,8 @@ Deno.test("resolveConfig generates a token for eval or model management without 
   for (const cli of [{ allowEval: true }, { allowManage: true }]) {
     const config = resolveConfig({ cwd: "/srv", cli });
     assert.equal(config.tokenGenerated, true);
-    assert.match(config.token ?? "", /^[A-Za-z0-9_-]{32}$/);
-    tokens.add(config.token!);
+    assert.match(config.token as string, /^[A-Za-z0-9_-]{32}$/);
+    tokens.add(config.token as string);
   }
   assert.equal(tokens.size, 2, "a new token for every start");
   // A token of the user's own is kept; nothing is generated without eval

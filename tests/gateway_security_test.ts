@@ -692,6 +692,18 @@ Deno.test("An empty token authenticates nothing: createGateway and serve refuse 
       (err: unknown) =>
         err instanceof ConfigError && err.message.startsWith("token: empty"),
     );
+    // Nor an empty list, nor an empty management token.
+    await assert.rejects(
+      serve({ ...config, token: [] }),
+      (err: unknown) =>
+        err instanceof ConfigError && err.message.startsWith("token: empty"),
+    );
+    await assert.rejects(
+      serve({ ...config, token: TOKEN, manageToken: ["", TOKEN + "x"] }),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        err.message.startsWith("manageToken: empty"),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -728,4 +740,55 @@ Deno.test("An empty token authenticates nothing: createGateway and serve refuse 
     assert.equal(res.status, 401, `${path} ${JSON.stringify(headers)}`);
     await res.body?.cancel();
   }
+});
+
+Deno.test("createGateway refuses token lists that are empty, too long or repeat one, and a management token that is an inference one or alone", () => {
+  const refused: Array<[Parameters<typeof createGateway>[1], RegExp]> = [
+    [{ token: [] }, /token is an empty list/],
+    [{ token: [TOKEN, TOKEN] }, /token lists a token twice/],
+    [
+      { token: Array.from({ length: 17 }, (_, i) => `${TOKEN}${i}`) },
+      /token lists 17 tokens \(at most 16\)/,
+    ],
+    [{ token: TOKEN, manageToken: [] }, /manageToken is an empty list/],
+    [
+      { token: [TOKEN, "other-token-0123456"], manageToken: TOKEN },
+      /must differ/,
+    ],
+    [{ manageToken: TOKEN }, /manageToken requires token/],
+  ];
+  for (const [options, message] of refused) {
+    assert.throws(
+      () => createGateway(stubPool(), { port: () => 8000, ...options }),
+      (err: unknown) => err instanceof RangeError && message.test(err.message),
+      JSON.stringify(options),
+    );
+  }
+});
+
+Deno.test("bearerAuth with a management token: management routes take only it, others take both, ?token= never takes it", async () => {
+  const MANAGE = "manage-token-0123456789";
+  const app = new Hono().use(bearerAuth({
+    token: [TOKEN, "rotated-token-0123456"],
+    manageToken: MANAGE,
+    manageRoute: (c) => c.req.path === "/admin",
+  })).get("/*", (c) => c.text("served"));
+  const status = async (path: string, token?: string): Promise<number> => {
+    const res = await app.request(path, {
+      headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+    });
+    await res.body?.cancel();
+    return res.status;
+  };
+  assert.equal(await status("/admin", MANAGE), 200);
+  assert.equal(await status("/admin", TOKEN), 403);
+  assert.equal(await status("/admin", "rotated-token-0123456"), 403);
+  assert.equal(await status("/admin", MANAGE.slice(0, -1)), 401);
+  assert.equal(await status("/admin"), 401);
+  assert.equal(await status("/v1/status", MANAGE), 200);
+  assert.equal(await status("/v1/status", TOKEN), 200);
+  assert.equal(await status("/v1/status", "rotated-token-0123456"), 200);
+  assert.equal(await status("/v1/status", "a-third-token-0123456"), 401);
+  assert.equal(await status(`/?token=${TOKEN}`), 200);
+  assert.equal(await status(`/?token=${MANAGE}`), 403);
 });

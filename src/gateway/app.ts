@@ -47,6 +47,7 @@ import {
   type CorsConfig,
   corsMiddleware,
   hostGuard,
+  MAX_TOKENS,
   originGuard,
   requestAuthority,
   requestHostChecker,
@@ -70,8 +71,18 @@ import {
  * ```
  */
 export interface GatewayOptions {
-  /** Bearer token required on every route except `/healthz`. */
-  token?: string;
+  /**
+   * Bearer token required on every route except `/healthz`; several are
+   * accepted alike (rotation, at most {@linkcode MAX_TOKENS}).
+   */
+  token?: string | readonly string[];
+  /**
+   * The management token(s): when set, eval and model management (the
+   * routes `allowEval` and `allowManage` turn on) take only these, and
+   * answer `token` with 403; these are accepted on every route (not as the
+   * dashboard's `?token=`). Requires `token`.
+   */
+  manageToken?: string | readonly string[];
   /** The port the server listens on, for the Host check (a function: port 0 is known late). @default {() => 8000} */
   port?: () => number;
   /** Extra allowed `Host` values (`"*"` disables the check). */
@@ -298,9 +309,26 @@ export function createGateway(
   }
   // An empty token would be presented by `/?token=`, an empty or undecodable
   // token subprotocol: the dashboard and channel subscriptions would be open.
-  if (options.token === "") {
+  tokenListProblem("token", options.token);
+  tokenListProblem("manageToken", options.manageToken);
+  if (options.manageToken !== undefined && options.token === undefined) {
     throw new RangeError(
-      "Cannot create gateway: token is empty (leave it out for no token)",
+      "Cannot create gateway: manageToken requires token (the inference token)",
+    );
+  }
+  const tokens = options.token === undefined
+    ? undefined
+    : typeof options.token === "string"
+    ? [options.token]
+    : options.token;
+  const manageTokens = options.manageToken === undefined
+    ? undefined
+    : typeof options.manageToken === "string"
+    ? [options.manageToken]
+    : options.manageToken;
+  if (manageTokens?.some((t) => tokens?.includes(t))) {
+    throw new RangeError(
+      "Cannot create gateway: manageToken must differ from every token",
     );
   }
   const compress = options.compress === true ? {} : options.compress;
@@ -484,8 +512,24 @@ export function createGateway(
     ctx.exposedHeaders,
   );
   if (cors) app.use(cors);
-  if (options.token !== undefined) {
-    app.use(bearerAuth({ token: options.token, webSocketPath: isChannelPath }));
+  if (tokens !== undefined) {
+    // The routes only the management token may call: those the flags turn
+    // on, as the router matched them (the same decoding, the same paths).
+    const manageKeys = new Set(Object.keys({
+      ...(ctx.allowManage ? MANAGE_ROUTES : {}),
+      ...(ctx.allowEval ? EVAL_ROUTES : {}),
+    }));
+    app.use(bearerAuth({
+      token: tokens,
+      ...(manageTokens === undefined ? {} : {
+        manageToken: manageTokens,
+        manageRoute: (c) =>
+          c.req.matchedRoutes.some((r) =>
+            manageKeys.has(`${r.method} ${r.path}`)
+          ),
+      }),
+      webSocketPath: isChannelPath,
+    }));
   }
 
   app.get("/v1/status", () => {
@@ -702,9 +746,10 @@ export function createGateway(
   // cost is a large share of a small call. Anything else, including every
   // refusal, goes through the app above, so the responses are the same.
   const hostAllowed = requestHostChecker(hostOptions);
-  const tokenMatches = options.token === undefined
-    ? undefined
-    : tokenMatcher(options.token);
+  // Execute is an inference route: the management token is accepted too.
+  const tokenMatches = tokens === undefined ? undefined : tokenMatcher(
+    manageTokens === undefined ? tokens : [...tokens, ...manageTokens],
+  );
   const execute = modelExecutor(ctx, true);
   const fastName = (request: Request): string | undefined => {
     if (cors !== undefined || request.method !== "POST" || signal.aborted) {
@@ -794,6 +839,29 @@ function pluginStatusOf(
 ): { pluginStatus?: Record<string, Record<string, unknown>> } {
   const status = pool.pluginStatus?.() ?? {};
   return Object.keys(status).length === 0 ? {} : { pluginStatus: status };
+}
+
+/** Throws when a token option is empty, or a list is empty, too long or repeats one. */
+function tokenListProblem(
+  name: string,
+  value: string | readonly string[] | undefined,
+): void {
+  if (value === undefined) return;
+  const list = typeof value === "string" ? [value] : value;
+  // An empty token would be presented by `/?token=`, an empty or undecodable
+  // token subprotocol: the dashboard and channel subscriptions would be open.
+  const problem = list.length === 0
+    ? "is an empty list (leave it out for no token)"
+    : list.length > MAX_TOKENS
+    ? `lists ${list.length} tokens (at most ${MAX_TOKENS})`
+    : list.includes("")
+    ? "is empty (leave it out for no token)"
+    : new Set(list).size < list.length
+    ? "lists a token twice"
+    : undefined;
+  if (problem !== undefined) {
+    throw new RangeError(`Cannot create gateway: ${name} ${problem}`);
+  }
 }
 
 /** `/v1/channels/{name}`: the route that upgrades to a WebSocket (subscribe). */

@@ -180,8 +180,23 @@ export interface GatewayConfig {
     /** Messages buffered per subscriber. */
     bufferSize?: number | undefined;
   } | undefined;
-  /** Bearer token (at least 16 characters). */
-  token?: string | undefined;
+  /**
+   * Bearer token (at least 16 characters), or several accepted alike
+   * (rotation; at most 16).
+   */
+  token?: string | string[] | undefined;
+  /**
+   * The management token(s): when set, eval and model management take only
+   * these (docs/gateway.md, "Security").
+   */
+  manageToken?: string | string[] | undefined;
+  /** TLS: PEM files of the certificate (chain) and its private key. */
+  tls?: {
+    /** Path of the certificate chain (PEM). */
+    cert: string;
+    /** Path of the private key (PEM). */
+    key: string;
+  } | undefined;
   /** Extra allowed `Host` header values. */
   allowedHosts?: string[] | undefined;
   /**
@@ -260,6 +275,27 @@ export function usableToken(token: string): boolean {
 /** Why {@linkcode usableToken} refused a token. */
 export const TOKEN_UNUSABLE =
   "expected a token without leading or trailing whitespace or control characters";
+
+/** A token, or a list of 1 to 16 different ones (rotation). */
+function tokenSchema(): v.GenericSchema<string | string[]> {
+  const one = v.pipe(
+    v.string("expected a string"),
+    v.minLength(16, "expected a token of at least 16 characters"),
+    v.check(usableToken, TOKEN_UNUSABLE),
+  );
+  return v.union([
+    one,
+    v.pipe(
+      v.array(one, "expected a token or an array of tokens"),
+      v.minLength(1, "expected at least one token (leave it out for none)"),
+      v.maxLength(16, "expected at most 16 tokens"),
+      v.check(
+        (list) => new Set(list).size === list.length,
+        "expected different tokens (one is listed twice)",
+      ),
+    ),
+  ], "expected a token or an array of tokens");
+}
 
 type IntSchema = v.GenericSchema<number>;
 type StrSchema = v.GenericSchema<string>;
@@ -502,12 +538,10 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
   channels: v.optional(
     strict({ historySize: v.optional(int(0)), bufferSize: v.optional(int(1)) }),
   ),
-  token: v.optional(
-    v.pipe(
-      v.string("expected a string"),
-      v.minLength(16, "expected a token of at least 16 characters"),
-      v.check(usableToken, TOKEN_UNUSABLE),
-    ),
+  token: v.optional(tokenSchema()),
+  manageToken: v.optional(tokenSchema()),
+  tls: v.optional(
+    strict({ cert: str("a file path"), key: str("a file path") }),
   ),
   allowedHosts: v.optional(
     v.array(str("a host name"), "expected an array of host names"),

@@ -6,7 +6,7 @@
  * @module
  */
 import { createHash, timingSafeEqual } from "node:crypto";
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { cors } from "hono/cors";
 import type { ExposedModelHeaders } from "./_model_http_headers.ts";
 
@@ -471,10 +471,39 @@ function isWebSocketUpgrade(method: string, headers: Headers): boolean {
     headers.get("upgrade")?.toLowerCase() === "websocket";
 }
 
+/**
+ * The most tokens of one kind accepted at once: rotation needs two or
+ * three; every request is compared with each.
+ *
+ * @example
+ * ```ts
+ * import { MAX_TOKENS } from "./security.ts";
+ * console.log(MAX_TOKENS); // 16
+ * ```
+ */
+export const MAX_TOKENS = 16;
+
 /** Options for {@linkcode bearerAuth}. */
 export interface BearerAuthOptions {
-  /** The shared token. */
-  token: string;
+  /**
+   * The token, or several accepted alike (rotation: clients move to the new
+   * one before the old one is removed).
+   */
+  token: string | readonly string[];
+  /**
+   * The management token(s). When set, the requests `manageRoute` picks
+   * (eval, model management) accept only these, and answer a valid
+   * `token` with 403; these are accepted on every other route too, but
+   * never as `?token=` (a URL is kept in browser history and logs).
+   */
+  manageToken?: string | readonly string[];
+  /**
+   * Whether a request is one only `manageToken` may make (asked only when
+   * `manageToken` is set).
+   *
+   * @default {() => false}
+   */
+  manageRoute?: (c: Context) => boolean;
   /** Paths served without a token. @default {["/healthz"]} */
   publicPaths?: string[];
   /** Paths that also accept the token as `?token=` (the dashboard page). @default {["/"]} */
@@ -511,6 +540,10 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
   const queryPaths = new Set(options.queryTokenPaths ?? ["/"]);
   const webSocketPath = options.webSocketPath ?? (() => false);
   const matches = tokenMatcher(options.token);
+  const manageMatches = options.manageToken === undefined
+    ? undefined
+    : tokenMatcher(options.manageToken);
+  const manageRoute = options.manageRoute ?? (() => false);
   return async (c, next) => {
     const path = c.req.path;
     if (publicPaths.has(path) || c.req.method === "OPTIONS") {
@@ -518,8 +551,10 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
     }
     const header = c.req.header("authorization") ?? "";
     let presented = bearerToken(header);
+    let inQuery = false;
     if (presented === undefined && queryPaths.has(path)) {
       presented = c.req.query("token");
+      inQuery = presented !== undefined;
     }
     const webSocket = webSocketPath(path) &&
       isWebSocketUpgrade(c.req.method, c.req.raw.headers);
@@ -534,7 +569,29 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
       }
       presented = offer.token;
     }
-    if (presented === undefined || !matches(presented)) {
+    // Both checked, always: which one matched shows in no timing.
+    const inference = presented !== undefined && matches(presented);
+    const manage = presented !== undefined && manageMatches !== undefined &&
+      manageMatches(presented);
+    if (manage && inQuery) {
+      return c.json({
+        error: {
+          type: "ForbiddenToken",
+          message:
+            "Cannot serve request: the management token is not accepted as ?token= (a URL is kept in browser history and server logs); open the dashboard with the inference token (token, --token, PYPROXY_TOKEN), or send the header 'Authorization: Bearer <token>'",
+        },
+      }, 403);
+    }
+    if (inference && manageMatches !== undefined && manageRoute(c)) {
+      return c.json({
+        error: {
+          type: "ForbiddenToken",
+          message:
+            `Cannot ${c.req.method} ${path}: eval and model management take the management token (manageToken, --manage-token, PYPROXY_MANAGE_TOKEN), not the inference token (token, --token, PYPROXY_TOKEN)`,
+        },
+      }, 403);
+    }
+    if (!inference && !manage) {
       c.header("www-authenticate", 'Bearer realm="pyproxy"');
       return c.json({
         error: {
@@ -588,7 +645,10 @@ export function bearerToken(header: string): string | undefined {
 }
 
 /**
- * A constant-time comparison against `token`, hashed once rather than per request.
+ * A constant-time comparison against `token`, hashed once rather than per
+ * request. With several tokens (rotation), the presented one is hashed once
+ * and compared with every one of them, without stopping at a match: the
+ * time says nothing of which one matched, or whether one did.
  *
  * @example
  * ```ts
@@ -596,14 +656,28 @@ export function bearerToken(header: string): string | undefined {
  * const matches = tokenMatcher("t0ken");
  * console.log(matches("t0ken"), matches("guess")); // true false
  * console.log(tokenMatcher("")("")); // false
+ * const rotating = tokenMatcher(["old-token", "new-token"]);
+ * console.log(rotating("old-token"), rotating("new-token"), rotating("other")); // true true false
  * ```
  */
-export function tokenMatcher(token: string): (presented: string) => boolean {
-  const expected = digest(token);
-  // An empty one never matches: `?token=` and an undecodable token
-  // subprotocol present "", which must not pass for a token set to "".
-  return (presented) =>
-    presented !== "" && timingSafeEqual(digest(presented), expected);
+export function tokenMatcher(
+  token: string | readonly string[],
+): (presented: string) => boolean {
+  if (typeof token === "string" || token.length === 1) {
+    const expected = digest(typeof token === "string" ? token : token[0]!);
+    // An empty one never matches: `?token=` and an undecodable token
+    // subprotocol present "", which must not pass for a token set to "".
+    return (presented) =>
+      presented !== "" && timingSafeEqual(digest(presented), expected);
+  }
+  const expected = token.map(digest);
+  return (presented) => {
+    if (presented === "") return false;
+    const got = digest(presented);
+    let found = false;
+    for (const e of expected) found = timingSafeEqual(got, e) || found;
+    return found;
+  };
 }
 
 /**

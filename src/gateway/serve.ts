@@ -21,12 +21,13 @@ import {
 } from "./app.ts";
 import { ChannelHub } from "./channels.ts";
 import { channelsPlugin } from "./channels_plugin.ts";
-import type { ModelEntry, ResolvedConfig } from "./config.ts";
+import { type ModelEntry, type ResolvedConfig, tokenList } from "./config.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { type GatewayModelInfo, ModelCatalog } from "./model_catalog.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import { modelFiles } from "./_model_files.ts";
 import { isLoopback } from "./security.ts";
+import { readTls } from "./_tls_files.ts";
 import { workerEnv } from "./_worker_env.ts";
 import type { GrpcServer } from "./grpc_server.ts";
 import { setTimeoutOrNever } from "../_timer.ts";
@@ -262,11 +263,16 @@ export async function serve(
       }`,
     );
   }
-  if (config.token === "") {
-    throw new ConfigError(
-      "token: empty (leave it out for no token); an empty token would let the dashboard's ?token= and a channel subscription's token subprotocol through without one",
-      { details: { path: "token" } },
-    );
+  for (const name of ["token", "manageToken"] as const) {
+    const list = config[name] === undefined
+      ? undefined
+      : tokenList(config[name]);
+    if (list !== undefined && (list.length === 0 || list.includes(""))) {
+      throw new ConfigError(
+        `${name}: empty (leave it out for no token); an empty token would let the dashboard's ?token= and a channel subscription's token subprotocol through without one`,
+        { details: { path: name } },
+      );
+    }
   }
   if ((config.allowEval || config.allowManage) && config.token === undefined) {
     // Every local user (any process reaches the loopback) would run code as
@@ -276,6 +282,18 @@ export async function serve(
     throw new ConfigError(
       `${what}: eval and model management require a token (resolveConfig generates one when none is set); without one, any process on this machine, of any user, could use them`,
       { details: { path: what } },
+    );
+  }
+  // Read and checked before the workers start (which can take minutes).
+  const tls = config.tls === undefined
+    ? undefined
+    : await readTls(runtime, config.tls, config.configPath, logger);
+  if (
+    tls === undefined && config.token !== undefined && !isLoopback(config.host)
+  ) {
+    logger.warn(
+      "Serving plain HTTP on {host}: the bearer token travels in clear text; serve HTTPS (--tls-cert and --tls-key, or tls in pyproxy.json), unless a proxy in front terminates TLS",
+      { host: config.host },
     );
   }
   const hub = new ChannelHub({
@@ -510,20 +528,29 @@ export async function serve(
       signal: drain.signal,
       stopSignal: stop.signal,
       ...(config.token === undefined ? {} : { token: config.token }),
+      ...(config.manageToken === undefined
+        ? {}
+        : { manageToken: config.manageToken }),
       ...(config.cors === undefined ? {} : { cors: config.cors }),
       ...(config.tracing === undefined ? {} : { tracing: config.tracing }),
       ...(options.version === undefined ? {} : { version: options.version }),
     });
     try {
       server = await runtime.serve(
-        { hostname: config.host, port: config.port },
+        {
+          hostname: config.host,
+          port: config.port,
+          ...(tls === undefined ? {} : { tls }),
+        },
         (req, info) => app.fetch(req, info),
       );
     } catch (err) {
       throw listenError(config, err);
     }
     port = server.port;
-    const url = `http://${hostPort(urlHost(server.hostname), server.port)}`;
+    const url = `${tls === undefined ? "http" : "https"}://${
+      hostPort(urlHost(server.hostname), server.port)
+    }`;
     if (config.grpc !== undefined) {
       // Off unless asked: the HTTP gateway pays nothing for it (node:http2
       // is not even loaded).

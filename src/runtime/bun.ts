@@ -82,6 +82,7 @@ interface BunGlobal {
     port: number;
     idleTimeout: number;
     maxRequestBodySize: number;
+    tls?: { cert: string; key: string };
     fetch(request: Request, server: BunServer): Promise<Response | undefined>;
     error(error: Error): Response;
     websocket: {
@@ -234,7 +235,12 @@ function upgradeRefused(): Response {
 }
 
 function serveHttp(
-  options: { hostname: string; port: number; signal?: AbortSignal },
+  options: {
+    hostname: string;
+    port: number;
+    signal?: AbortSignal;
+    tls?: { cert: string; key: string };
+  },
   handler: FetchHandler,
   upgrades: BunWebSocketUpgrades,
 ): Promise<HttpServer> {
@@ -247,6 +253,9 @@ function serveHttp(
     // Bun refuses bodies over 128 MiB by default, with an empty 413 of its
     // own; Deno has no such limit, and the gateway applies its bodyLimit.
     maxRequestBodySize: Number.MAX_SAFE_INTEGER,
+    ...(options.tls === undefined
+      ? {}
+      : { tls: { cert: options.tls.cert, key: options.tls.key } }),
     fetch: async (request, srv) => {
       const response = await handler(request, {
         remoteAddr: srv.requestIP(request)?.address ?? "",

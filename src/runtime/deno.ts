@@ -193,6 +193,9 @@ export function denoRuntime(): Runtime {
           hostname: options.hostname,
           port: options.port,
           ...(options.signal ? { signal: options.signal } : {}),
+          ...(options.tls === undefined
+            ? {}
+            : { cert: options.tls.cert, key: options.tls.key }),
           onListen: (addr) => {
             resolve({
               port: addr.port,

@@ -306,9 +306,17 @@ export interface Runtime {
   connect(target: ConnectTarget): Promise<Connection>;
   /** Spawns a process with piped stdio. */
   spawn(options: SpawnOptions): ChildProcess;
-  /** Starts an HTTP server. `port: 0` picks a free port. */
+  /**
+   * Starts an HTTP server. `port: 0` picks a free port. With `tls` (PEM
+   * texts), HTTPS (and HTTP/2 where the runtime negotiates it by ALPN).
+   */
   serve(
-    options: { hostname: string; port: number; signal?: AbortSignal },
+    options: {
+      hostname: string;
+      port: number;
+      signal?: AbortSignal;
+      tls?: { cert: string; key: string };
+    },
     handler: FetchHandler,
   ): Promise<HttpServer>;
   /**

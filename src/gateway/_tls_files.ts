@@ -1,0 +1,83 @@
+/**
+ * Reads and checks the gateway's TLS files (`tls.cert`, `tls.key`) at
+ * start: a missing, unreadable or invalid file, or a key that is not the
+ * certificate's, is a {@linkcode ConfigError} naming the option, not a
+ * runtime's TLS error at the first handshake.
+ *
+ * @module
+ */
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import type { Logger } from "@logtape/logtape";
+import { ConfigError } from "../errors.ts";
+import type { Runtime } from "../runtime/types.ts";
+
+/**
+ * The PEM texts of `tls.cert` and `tls.key`, checked: the certificate
+ * parses, the key parses and is the certificate's. A key file that group
+ * or others may read is served, with a warning (ssh refuses such a key; a
+ * container's mounted secret often has such bits, and refusing would only
+ * teach users to copy it elsewhere).
+ */
+export async function readTls(
+  runtime: Runtime,
+  paths: { cert: string; key: string },
+  configPath: string | undefined,
+  logger: Logger,
+): Promise<{ cert: string; key: string }> {
+  const where = (option: "cert" | "key"): string =>
+    `(--tls-${option}, or tls.${option} in ${configPath ?? "pyproxy.json"})`;
+  const read = async (option: "cert" | "key"): Promise<string> => {
+    const path = paths[option];
+    try {
+      return new TextDecoder().decode(await runtime.readFile(path));
+    } catch (err) {
+      throw new ConfigError(
+        `tls.${option}: cannot read ${path}: ${(err as Error).message} ${
+          where(option)
+        }`,
+        { cause: err, details: { path: `tls.${option}` } },
+      );
+    }
+  };
+  const cert = await read("cert");
+  const key = await read("key");
+  let certificate: X509Certificate;
+  try {
+    certificate = new X509Certificate(cert);
+  } catch (err) {
+    throw new ConfigError(
+      `tls.cert: ${paths.cert} is not a PEM certificate: ${
+        (err as Error).message
+      } ${where("cert")}`,
+      { cause: err, details: { path: "tls.cert" } },
+    );
+  }
+  let privateKey: ReturnType<typeof createPrivateKey>;
+  try {
+    privateKey = createPrivateKey(key);
+  } catch (err) {
+    throw new ConfigError(
+      `tls.key: ${paths.key} is not a PEM private key: ${
+        (err as Error).message
+      } ${where("key")}`,
+      { cause: err, details: { path: "tls.key" } },
+    );
+  }
+  if (!certificate.checkPrivateKey(privateKey)) {
+    throw new ConfigError(
+      `tls.key: ${paths.key} is not the private key of the certificate ${paths.cert} ${
+        where("key")
+      }`,
+      { details: { path: "tls.key" } },
+    );
+  }
+  // The file itself, not a link to it (a Kubernetes secret is a link).
+  const owner = await runtime.owner?.(await runtime.realPath(paths.key));
+  if (owner != null && (owner.mode & 0o077) !== 0) {
+    logger.warn(
+      "TLS key {path} may be read by other users (mode {mode}): chmod 600 it",
+      { path: paths.key, mode: (owner.mode & 0o777).toString(8) },
+    );
+  }
+  return { cert, key };
+}
