@@ -120,36 +120,43 @@ export function formatTraceparent(
 }
 
 /**
- * `bytes` random bytes as lower-case hex, never all zero (an all-zero trace
- * or span id is invalid).
+ * Random trace and span ids: `bytes` random bytes as lower-case hex, never all
+ * zero (an all-zero trace or span id is invalid). The bytes are drawn 4 KiB at
+ * a time (one `getRandomValues` per ~170 spans); each tracer holds its own.
  *
  * @example
  * ```ts
- * import { randomHexId } from "./_trace_context.ts";
- * console.log(randomHexId(8).length); // 16
+ * import { RandomHexIds } from "./_trace_context.ts";
+ * const ids = new RandomHexIds();
+ * console.log(ids.next(8).length, ids.next(16).length); // 16 32
  * ```
  */
-export function randomHexId(bytes: 8 | 16): string {
-  for (;;) {
-    // Random bytes drawn 4 KiB at a time: one getRandomValues per 170 spans.
-    if (pooled + bytes > POOL.length) {
-      crypto.getRandomValues(POOL);
-      pooled = 0;
+export class RandomHexIds {
+  readonly #pool = new Uint8Array(4096);
+  #used = this.#pool.length;
+
+  /** `bytes` random bytes as lower-case hex, never all zero. */
+  next(bytes: 8 | 16): string {
+    const pool = this.#pool;
+    for (;;) {
+      if (this.#used + bytes > pool.length) {
+        crypto.getRandomValues(pool);
+        this.#used = 0;
+      }
+      let hex = "";
+      let zero = true;
+      const end = this.#used + bytes;
+      for (let i = this.#used; i < end; i++) {
+        const b = pool[i]!;
+        if (b !== 0) zero = false;
+        hex += HEX[b];
+      }
+      this.#used = end;
+      if (!zero) return hex;
     }
-    let hex = "";
-    let zero = true;
-    for (let i = pooled; i < pooled + bytes; i++) {
-      const b = POOL[i]!;
-      if (b !== 0) zero = false;
-      hex += HEX[b];
-    }
-    pooled += bytes;
-    if (!zero) return hex;
   }
 }
 
-const POOL = new Uint8Array(4096);
-let pooled = POOL.length;
 const HEX = Array.from(
   { length: 256 },
   (_, b) => b.toString(16).padStart(2, "0"),

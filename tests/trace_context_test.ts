@@ -6,7 +6,7 @@ import {
   checkTracestate,
   formatTraceparent,
   parseTraceparent,
-  randomHexId,
+  RandomHexIds,
 } from "../src/_trace_context.ts";
 
 const hex = (length: number) =>
@@ -118,7 +118,17 @@ Deno.test("checkTracestate takes list members and refuses anything else", () => 
   }
 });
 
-Deno.test("randomHexId gives lower-case hex of its length", () => {
-  assert.match(randomHexId(16), /^[0-9a-f]{32}$/);
-  assert.match(randomHexId(8), /^[0-9a-f]{16}$/);
+Deno.test("RandomHexIds gives lower-case hex of its length", () => {
+  const ids = new RandomHexIds();
+  assert.match(ids.next(16), /^[0-9a-f]{32}$/);
+  assert.match(ids.next(8), /^[0-9a-f]{16}$/);
+  // Past its 4 KiB of random bytes (~170 spans) it draws afresh: 1000 trace
+  // ids, all valid and all different.
+  const seen = new Set<string>();
+  for (let i = 0; i < 1000; i++) {
+    const id = ids.next(16);
+    assert.match(id, /^[0-9a-f]{32}$/);
+    seen.add(id);
+  }
+  assert.equal(seen.size, 1000);
 });

@@ -18,7 +18,7 @@ import {
   checkTracestate,
   formatTraceparent,
   parseTraceparent,
-  randomHexId,
+  RandomHexIds,
 } from "../_trace_context.ts";
 import { type ExportSpan, OtlpExporter } from "./_otlp_exporter.ts";
 import { REQUEST_ID_HEADER } from "./error_response.ts";
@@ -119,6 +119,7 @@ export class GatewayTracing {
   readonly #exporter: OtlpExporter;
   readonly #ratio: number;
   readonly #spans = new WeakMap<Request, OpenSpan>();
+  readonly #ids = new RandomHexIds();
 
   constructor(options: TracingOptions, logger: Logger, version?: string) {
     const ratio = options.sampleRatio ?? 1;
@@ -251,8 +252,8 @@ export class GatewayTracing {
       if (state !== null) traceState = checkTracestate(state);
     }
     const span: OpenSpan = {
-      traceId: parent?.traceId ?? randomHexId(16),
-      spanId: randomHexId(8),
+      traceId: parent?.traceId ?? this.#ids.next(16),
+      spanId: this.#ids.next(8),
       parentSpanId: parent?.parentId,
       traceState,
       route: call.route,
