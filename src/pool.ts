@@ -2436,9 +2436,9 @@ function noSuchVersion(
 /** `last` (a remove's answer) with `earlier`'s `closeWarning` when it has none. */
 function withWarning(last: unknown, earlier: unknown): unknown {
   const warning = (earlier as { closeWarning?: unknown } | null)?.closeWarning;
-  if (
-    typeof warning !== "string" || last === null || typeof last !== "object" ||
-    "closeWarning" in last
-  ) return last;
+  if (typeof warning !== "string") return last;
+  // The last version went while no worker was ready (nothing answered).
+  if (last === null) return earlier;
+  if (typeof last !== "object" || "closeWarning" in last) return last;
   return { ...last, closeWarning: warning };
 }
