@@ -903,15 +903,11 @@ export function modelRoutes(ctx: RouteContext): Hono {
     if (model === undefined) {
       // Its first load under way: TF Serving's LOADING, not a 404.
       if (ctx.modelChanges.running(name) === "load") {
-        return jsonResponse({
+        return loading(
           name,
-          ready: false,
-          model_version_status: [{
-            version: String(catalog.nextVersion(name)),
-            state: "LOADING",
-            status: { error_code: "OK", error_message: "" },
-          }],
-        }, 503);
+          ctx.modelChanges.runningVersion(name) ??
+            String(catalog.nextVersion(name)),
+        );
       }
       throw notFound(name);
     }
@@ -937,6 +933,18 @@ export function modelRoutes(ctx: RouteContext): Hono {
     }, status.ready ? 200 : 503);
   });
 
+  /** TF Serving's LOADING state of a load under way (503: not ready). */
+  const loading = (name: string, version: string) =>
+    jsonResponse({
+      name,
+      ready: false,
+      model_version_status: [{
+        version,
+        state: "LOADING",
+        status: { error_code: "OK", error_message: "" },
+      }],
+    }, 503);
+
   /**
    * The model's version `version`: a label, or for a model without versions
    * its own version number, as :predict takes it (TF Serving's clients ask
@@ -956,7 +964,16 @@ export function modelRoutes(ctx: RouteContext): Hono {
   };
 
   app.get("/v1/models/:name/versions/:version", (c) => {
-    const model = atVersion(c.req.param("name"), c.req.param("version"));
+    const name = c.req.param("name");
+    const version = c.req.param("version");
+    // That version's load under way (the model's first, or another
+    // version of a model that has some): LOADING, as by the name.
+    if (
+      ctx.modelChanges.running(name) === "load" &&
+      ctx.modelChanges.runningVersion(name) === version &&
+      pool.modelVersions?.(name)?.versions.includes(version) !== true
+    ) return loading(name, version);
+    const model = atVersion(name, version);
     const status = readiness(ctx, model);
     return jsonResponse({
       ...modelView(model, ctx.debug, ctx.requestTimeout),
