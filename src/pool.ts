@@ -862,7 +862,6 @@ export class Pool implements AsyncDisposable {
     this.#checkModelTimeout("add model", key, spec);
     this.#checkModelWorkers("add model", key, spec);
     await this.#someWorkerReady("add model", key, options);
-    this.#modelMetrics.modelAdded(key);
     const out = await this.#modelOp(
       "add model",
       key,
@@ -872,7 +871,14 @@ export class Pool implements AsyncDisposable {
         () => this.#modelTargets("add model", key, true),
         options,
         {
-          check: () => this.#checkVersionedAdd(name, label),
+          check: () => {
+            this.#checkVersionedAdd(name, label);
+            // In the name's turn: a remove of it queued before this add
+            // forgets its metrics first (called before the turn, the add
+            // was undone by that remove's forgetting, and the new model's
+            // metrics were dropped for good).
+            this.#modelMetrics.modelAdded(key);
+          },
           done: () => {
             if (label === undefined) return;
             const set = this.#versions.get(name);
@@ -1159,7 +1165,10 @@ export class Pool implements AsyncDisposable {
         () => this.#modelTargets("remove model", key, false),
         options,
         label === undefined
-          ? { check: () => this.#checkNotVersionName("remove", name) }
+          ? {
+            check: () => this.#checkNotVersionName("remove", name),
+            done: () => this.#modelMetrics.forgetModel(key),
+          }
           : {
             check: () => {
               const set = this.#versions.get(name);
@@ -1176,6 +1185,7 @@ export class Pool implements AsyncDisposable {
               }
             },
             done: () => {
+              this.#modelMetrics.forgetModel(key);
               const set = this.#versions.get(name)!;
               set.versions.splice(set.versions.indexOf(label as string), 1);
               if (set.versions.length === 0) {
@@ -1188,7 +1198,6 @@ export class Pool implements AsyncDisposable {
     );
     this.#modelTimeouts.delete(key);
     this.#closeTimeouts.delete(key);
-    this.#modelMetrics.forgetModel(key);
     this.#events.emit({
       type: "model",
       action: "remove",
