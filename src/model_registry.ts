@@ -241,6 +241,14 @@ export class ModelRegistry {
    * the others.
    */
   #loading = new WeakMap<Worker, { gen: number; names: Set<string> }>();
+  /**
+   * The slots of placed models being added (or placed by an update) now,
+   * by name: they count towards a worker's load before the command ends,
+   * so placed models added at once (different names run side by side)
+   * spread over the workers instead of all choosing the same least-loaded
+   * one.
+   */
+  #choosing = new Map<string, Worker[]>();
 
   /** Creates an empty registry. */
   constructor(options: ModelRegistryOptions = {}) {
@@ -307,6 +315,12 @@ export class ModelRegistry {
     let n = 0;
     for (const p of this.#placements.values()) {
       if (p.name !== except && p.workers.includes(worker)) n++;
+    }
+    for (const [name, slots] of this.#choosing) {
+      if (
+        name !== except && !this.#placements.has(name) &&
+        slots.includes(worker)
+      ) n++;
     }
     return n;
   }
@@ -679,18 +693,24 @@ export class ModelRegistry {
       const slots = spec.workers === undefined
         ? undefined
         : chooseSlots(all.filter(live), spec.workers, (w) => this.#placedOn(w));
-      const result = await this.#everywhere(
-        "add",
-        name,
-        slots ?? all,
-        (s, ask, onDone) =>
-          s.request(
-            "addModel",
-            loadArgs(name, spec, undefined, ask),
-            { ...this.#requestOptions(call), onDone },
-          ),
-        (s) => s.request("removeModel", { name }, this.#requestOptions()),
-      );
+      if (slots !== undefined) this.#choosing.set(name, slots);
+      let result: unknown;
+      try {
+        result = await this.#everywhere(
+          "add",
+          name,
+          slots ?? all,
+          (s, ask, onDone) =>
+            s.request(
+              "addModel",
+              loadArgs(name, spec, undefined, ask),
+              { ...this.#requestOptions(call), onDone },
+            ),
+          (s) => s.request("removeModel", { name }, this.#requestOptions()),
+        );
+      } finally {
+        this.#choosing.delete(name);
+      }
       this.#models.set(name, { name, spec, inits: [] });
       if (slots !== undefined) {
         this.#placements.set(name, {
@@ -738,25 +758,31 @@ export class ModelRegistry {
           ),
         ];
       }
-      const result = await this.#everywhere(
-        "update",
-        name,
-        slots ?? all,
-        (s, ask, onDone, w) =>
-          s.request(
-            had.has(w) ? "updateModel" : "addModel",
-            loadArgs(name, spec, undefined, ask),
-            { ...this.#requestOptions(call), onDone },
-          ),
-        (s, w) =>
-          had.has(w)
-            ? s.request(
-              "updateModel",
-              loadArgs(name, old.spec, oldSnapshot),
-              this.#requestOptions(),
-            )
-            : s.request("removeModel", { name }, this.#requestOptions()),
-      );
+      if (slots !== undefined) this.#choosing.set(name, slots);
+      let result: unknown;
+      try {
+        result = await this.#everywhere(
+          "update",
+          name,
+          slots ?? all,
+          (s, ask, onDone, w) =>
+            s.request(
+              had.has(w) ? "updateModel" : "addModel",
+              loadArgs(name, spec, undefined, ask),
+              { ...this.#requestOptions(call), onDone },
+            ),
+          (s, w) =>
+            had.has(w)
+              ? s.request(
+                "updateModel",
+                loadArgs(name, old.spec, oldSnapshot),
+                this.#requestOptions(),
+              )
+              : s.request("removeModel", { name }, this.#requestOptions()),
+        );
+      } finally {
+        this.#choosing.delete(name);
+      }
       this.#models.set(name, { name, spec, inits: [] });
       const description = this.#keepSnapshot(name, result);
       if (slots === undefined) {
