@@ -233,6 +233,22 @@ export class ModelRegistry {
    * Only the last process's count when the slot fails for good.
    */
   #implicated = new WeakMap<Worker, { gen: number; names: Set<string> }>();
+  /**
+   * Per slot, the models whose load (add, update) its process `gen` was
+   * sent and had not answered (a timed-out one the server may still run):
+   * a worker that died under loads of several models (they run side by
+   * side) does not tell which one killed it, so each load's error names
+   * the others.
+   */
+  #loading = new WeakMap<Worker, { gen: number; names: Set<string> }>();
+  /**
+   * The slots of placed models being added (or placed by an update) now,
+   * by name: they count towards a worker's load before the command ends,
+   * so placed models added at once (different names run side by side)
+   * spread over the workers instead of all choosing the same least-loaded
+   * one.
+   */
+  #choosing = new Map<string, Worker[]>();
 
   /** Creates an empty registry. */
   constructor(options: ModelRegistryOptions = {}) {
@@ -299,6 +315,12 @@ export class ModelRegistry {
     let n = 0;
     for (const p of this.#placements.values()) {
       if (p.name !== except && p.workers.includes(worker)) n++;
+    }
+    for (const [name, slots] of this.#choosing) {
+      if (
+        name !== except && !this.#placements.has(name) &&
+        slots.includes(worker)
+      ) n++;
     }
     return n;
   }
@@ -671,18 +693,24 @@ export class ModelRegistry {
       const slots = spec.workers === undefined
         ? undefined
         : chooseSlots(all.filter(live), spec.workers, (w) => this.#placedOn(w));
-      const result = await this.#everywhere(
-        "add",
-        name,
-        slots ?? all,
-        (s, ask, onDone) =>
-          s.request(
-            "addModel",
-            loadArgs(name, spec, undefined, ask),
-            { ...this.#requestOptions(call), onDone },
-          ),
-        (s) => s.request("removeModel", { name }, this.#requestOptions()),
-      );
+      if (slots !== undefined) this.#choosing.set(name, slots);
+      let result: unknown;
+      try {
+        result = await this.#everywhere(
+          "add",
+          name,
+          slots ?? all,
+          (s, ask, onDone) =>
+            s.request(
+              "addModel",
+              loadArgs(name, spec, undefined, ask),
+              { ...this.#requestOptions(call), onDone },
+            ),
+          (s) => s.request("removeModel", { name }, this.#requestOptions()),
+        );
+      } finally {
+        this.#choosing.delete(name);
+      }
       this.#models.set(name, { name, spec, inits: [] });
       if (slots !== undefined) {
         this.#placements.set(name, {
@@ -730,25 +758,31 @@ export class ModelRegistry {
           ),
         ];
       }
-      const result = await this.#everywhere(
-        "update",
-        name,
-        slots ?? all,
-        (s, ask, onDone, w) =>
-          s.request(
-            had.has(w) ? "updateModel" : "addModel",
-            loadArgs(name, spec, undefined, ask),
-            { ...this.#requestOptions(call), onDone },
-          ),
-        (s, w) =>
-          had.has(w)
-            ? s.request(
-              "updateModel",
-              loadArgs(name, old.spec, oldSnapshot),
-              this.#requestOptions(),
-            )
-            : s.request("removeModel", { name }, this.#requestOptions()),
-      );
+      if (slots !== undefined) this.#choosing.set(name, slots);
+      let result: unknown;
+      try {
+        result = await this.#everywhere(
+          "update",
+          name,
+          slots ?? all,
+          (s, ask, onDone, w) =>
+            s.request(
+              had.has(w) ? "updateModel" : "addModel",
+              loadArgs(name, spec, undefined, ask),
+              { ...this.#requestOptions(call), onDone },
+            ),
+          (s, w) =>
+            had.has(w)
+              ? s.request(
+                "updateModel",
+                loadArgs(name, old.spec, oldSnapshot),
+                this.#requestOptions(),
+              )
+              : s.request("removeModel", { name }, this.#requestOptions()),
+        );
+      } finally {
+        this.#choosing.delete(name);
+      }
       this.#models.set(name, { name, spec, inits: [] });
       const description = this.#keepSnapshot(name, result);
       if (slots === undefined) {
@@ -994,6 +1028,37 @@ export class ModelRegistry {
     }).catch(() => {});
   }
 
+  /**
+   * `sent`, a load of `name` on `t`, noted in `#loading` until the server
+   * answers it (a reply, or an error reply); a lost connection, a timeout
+   * or an abort leave it noted: the process may have died under it, or may
+   * still be running it.
+   */
+  #tracked(
+    t: { worker: Worker; gen: number },
+    name: string,
+    sent: Promise<unknown>,
+  ): Promise<unknown> {
+    let seen = this.#loading.get(t.worker);
+    if (seen === undefined || seen.gen < t.gen) {
+      seen = { gen: t.gen, names: new Set() };
+      this.#loading.set(t.worker, seen);
+    }
+    if (seen.gen !== t.gen) return sent;
+    const names = seen.names;
+    names.add(name);
+    return sent.then((value) => {
+      names.delete(name);
+      return value;
+    }, (err: unknown) => {
+      if (
+        !(err instanceof ConnectionLostError || err instanceof TimeoutError ||
+          err instanceof CancelledError)
+      ) names.delete(name);
+      throw err;
+    });
+  }
+
   /** Keeps the code a load reply carries for replays; returns the reply without it. */
   #keepSnapshot(name: string, result: unknown): unknown {
     if (typeof result !== "object" || result === null) {
@@ -1055,13 +1120,15 @@ export class ModelRegistry {
     // abort) only when its late reply comes: it may have applied it by then.
     const serverDone = targets.map(() => false);
     const whenServerDone: Array<(() => void) | undefined> = [];
+    const load = action === "add" || action === "update";
     const outcomes = await Promise.allSettled(
-      targets.map((t, i) =>
-        apply(t.session, i < SNAPSHOT_ASKED, () => {
+      targets.map((t, i) => {
+        const sent = apply(t.session, i < SNAPSHOT_ASKED, () => {
           serverDone[i] = true;
           whenServerDone[i]?.();
-        }, t.worker)
-      ),
+        }, t.worker);
+        return load ? this.#tracked(t, name, sent) : sent;
+      }),
     );
     outcomes.forEach((o, i) => {
       if (
@@ -1100,7 +1167,6 @@ export class ModelRegistry {
     // import (os._exit, a fault in an extension), and replaying it would kill the restarted
     // worker again and again until its restart policy gave up on it. The load fails instead,
     // rolled back on the workers that applied it.
-    const load = action === "add" || action === "update";
     // Stopped on purpose (the pool closing, a resize): no crash of the load's.
     const crashed = load
       ? died.filter((d) => {
@@ -1113,6 +1179,26 @@ export class ModelRegistry {
       (died.length === 0 || (crashed.length === 0 && applied > 0))
     ) {
       return result;
+    }
+    if (action === "remove" && failed.length === 0) {
+      // Every worker died under a remove: it is done all the same (the
+      // registry no longer has the model, so no restart replays it). A
+      // failure would tell the caller the model stayed, which it did not
+      // (and a remove of every version would stop at the first).
+      const first = targets.find((t) => t.worker.id === died[0]!.id)!;
+      const exit = await withinRunningTime(
+        first.worker.exitOf(first.gen),
+        2000,
+      );
+      return {
+        name,
+        removed: true,
+        closeWarning: `worker${died.length === 1 ? "" : "s"} ${
+          died.map((d) => d.id).join(", ")
+        } died while removing model '${name}' (${
+          exit?.reason ?? "connection lost"
+        }); it is removed`,
+      };
     }
     const blamed = failed.length > 0 ? failed : died;
     if (undo !== undefined && applied > 0) {
@@ -1127,10 +1213,14 @@ export class ModelRegistry {
       // says how (the exit, the last line the server wrote), not only that
       // a connection closed.
       const first = targets.find((t) => t.worker.id === crashed[0]!.id)!;
+      const loading = this.#loading.get(first.worker);
       throw await loadCrashError(action, name, first, {
         died: crashed,
         sent: targets.length,
         rolledBack: undo !== undefined ? applied : 0,
+        alsoLoading: loading?.gen === first.gen
+          ? [...loading.names].filter((n) => n !== name)
+          : [],
       });
     }
     const first = blamed[0]!.error;
@@ -1176,10 +1266,11 @@ async function loadCrashError(
   action: string,
   name: string,
   first: { worker: Worker; gen: number },
-  { died, sent, rolledBack }: {
+  { died, sent, rolledBack, alsoLoading }: {
     died: Array<{ id: string; error: unknown }>;
     sent: number;
     rolledBack: number;
+    alsoLoading: string[];
   },
 ): Promise<WorkerCrashedError> {
   const exit = await withinRunningTime(first.worker.exitOf(first.gen), 2000);
@@ -1191,6 +1282,13 @@ async function loadCrashError(
   if (ids.length === sent && sent > 1) {
     notes.push(`every worker it was sent to died (${ids.join(", ")})`);
   } else if (ids.length > 1) notes.push(`workers ${ids.join(", ")} died`);
+  if (alsoLoading.length > 0) {
+    notes.push(
+      `model${alsoLoading.length === 1 ? "" : "s"} ${
+        alsoLoading.map((n) => `'${n}'`).join(", ")
+      } ${alsoLoading.length === 1 ? "was" : "were"} loading there too`,
+    );
+  }
   if (rolledBack > 0) {
     notes.push(
       `rolled back on the ${rolledBack} other worker${
@@ -1219,6 +1317,7 @@ async function loadCrashError(
         signal: exit?.signal ?? null,
         reason: how,
         stderr: line ?? null,
+        alsoLoading,
       },
     },
   );

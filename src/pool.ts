@@ -880,7 +880,6 @@ export class Pool implements AsyncDisposable {
     this.#checkModelTimeout("add model", key, spec);
     this.#checkModelWorkers("add model", key, spec);
     await this.#someWorkerReady("add model", key, options);
-    this.#modelMetrics.modelAdded(key);
     const out = await this.#modelOp(
       "add model",
       key,
@@ -890,7 +889,14 @@ export class Pool implements AsyncDisposable {
         () => this.#modelTargets("add model", key, true),
         options,
         {
-          check: () => this.#checkVersionedAdd(name, label),
+          check: () => {
+            this.#checkVersionedAdd(name, label);
+            // In the name's turn: a remove of it queued before this add
+            // forgets its metrics first (called before the turn, the add
+            // was undone by that remove's forgetting, and the new model's
+            // metrics were dropped for good).
+            this.#modelMetrics.modelAdded(key);
+          },
           done: () => {
             if (label === undefined) return;
             const set = this.#versions.get(name);
@@ -1177,7 +1183,10 @@ export class Pool implements AsyncDisposable {
         () => this.#modelTargets("remove model", key, false),
         options,
         label === undefined
-          ? { check: () => this.#checkNotVersionName("remove", name) }
+          ? {
+            check: () => this.#checkNotVersionName("remove", name),
+            done: () => this.#modelMetrics.forgetModel(key),
+          }
           : {
             check: () => {
               const set = this.#versions.get(name);
@@ -1194,6 +1203,7 @@ export class Pool implements AsyncDisposable {
               }
             },
             done: () => {
+              this.#modelMetrics.forgetModel(key);
               const set = this.#versions.get(name)!;
               set.versions.splice(set.versions.indexOf(label as string), 1);
               if (set.versions.length === 0) {
@@ -1206,7 +1216,6 @@ export class Pool implements AsyncDisposable {
     );
     this.#modelTimeouts.delete(key);
     this.#closeTimeouts.delete(key);
-    this.#modelMetrics.forgetModel(key);
     this.#events.emit({
       type: "model",
       action: "remove",
@@ -2455,9 +2464,9 @@ function noSuchVersion(
 /** `last` (a remove's answer) with `earlier`'s `closeWarning` when it has none. */
 function withWarning(last: unknown, earlier: unknown): unknown {
   const warning = (earlier as { closeWarning?: unknown } | null)?.closeWarning;
-  if (
-    typeof warning !== "string" || last === null || typeof last !== "object" ||
-    "closeWarning" in last
-  ) return last;
+  if (typeof warning !== "string") return last;
+  // The last version went while no worker was ready (nothing answered).
+  if (last === null) return earlier;
+  if (typeof last !== "object" || "closeWarning" in last) return last;
   return { ...last, closeWarning: warning };
 }

@@ -412,3 +412,29 @@ Deno.test("Pool.modelMetrics keeps the last updates of a worker stopped by a res
   }
   assert.equal(total(pool.modelMetrics().series, "hits_total"), 20);
 });
+
+Deno.test("Pool.modelMetrics keeps the metrics of a model added again while its remove was under way (the remove forgets the old ones first)", async () => {
+  await using pool = await Pool.start(
+    poolOptions(TEST_MODELS, { workers: 1 }),
+  );
+  await pool.addModel("m", { file: "metered.py" });
+  await pool.addModel("other", { file: "metered.py" });
+  await pool.execute("m", { counter: 3 });
+  // Called at once: the add waits for the remove (one name, in order).
+  await Promise.all([
+    pool.removeModel("m"),
+    pool.addModel("m", { file: "metered.py" }),
+  ]);
+  await pool.execute("m", { counter: 5 });
+  // One worker, one connection: other's update comes after m's.
+  await pool.execute("other", { counter: 1 });
+  const series = await until(
+    pool,
+    (s) => s.some((x) => x.model === "other" && x.name === "hits_total"),
+    "other's hits",
+  );
+  assert.equal(
+    total(series.filter((s) => s.model === "m"), "hits_total"),
+    5,
+  );
+});

@@ -642,3 +642,34 @@ Deno.test("Pool placement: a model left on a failed slot (no other ready then) m
     await pids.assertGone();
   }
 });
+
+Deno.test("Pool placement: placed models added at once (side by side) spread over the workers, as added one after the other", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path, { workers: 3 }));
+    pids.watch(pool);
+    // Each chose its slots by the placements made so far: all three took
+    // the least loaded worker, w1, which then held them all.
+    await Promise.all(
+      ["a", "b", "c"].map((name) =>
+        pool.addModel(name, { file: "whoami.py", workers: 1 })
+      ),
+    );
+    const first = ["a", "b", "c"].flatMap((name) => slotsOf(pool, name) ?? []);
+    assert.deepEqual(first.slice().sort(), ["w1", "w2", "w3"], String(first));
+    await Promise.all([
+      pool.addModel("d", { file: "whoami.py", workers: 2 }),
+      pool.updateModel("a", { file: "whoami.py", workers: 2 }),
+    ]);
+    const load = new Map<string, number>();
+    for (const name of ["a", "b", "c", "d"]) {
+      for (const id of slotsOf(pool, name) ?? []) {
+        load.set(id, (load.get(id) ?? 0) + 1);
+      }
+    }
+    assert.deepEqual([...load.values()].sort(), [2, 2, 2], String([...load]));
+  } finally {
+    await pids.assertGone();
+  }
+});

@@ -1046,3 +1046,89 @@ Deno.test("Pool options: streams are cut after 5 minutes without a read by defau
     Infinity,
   );
 });
+
+Deno.test("Pool.removeModel during which every worker it was sent to died resolves: the model is gone (no worker replays it), and the answer says the workers died", async () => {
+  await using dir = await modelsDir();
+  // close() ends the process: the remove's answer never comes.
+  await Deno.writeTextFile(
+    `${dir.path}/dies_on_close.py`,
+    "import os\nclass M:\n    def execute(self, msg):\n        return msg\n" +
+      "    def close(self):\n        os._exit(3)\n",
+  );
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(opts(dir.path, { workers: 1 }));
+    pids.watch(pool);
+    await pool.addModel("m", { file: "dies_on_close.py", version: "1" });
+    await pool.addModel("m", { file: "dies_on_close.py", version: "2" });
+    await pool.addModel("other", { file: "doubler.py" });
+    const back = readyAgain(pool, "w1");
+    // Every version goes, not only the first one whose remove lost the worker.
+    const out = await pool.removeModel("m") as Record<string, unknown>;
+    assert.equal(out.removed, true);
+    assert.match(
+      String(out.closeWarning),
+      /^worker w1 died while removing model 'm@[12]' \(exited with code 3\)/,
+    );
+    assert.equal(pool.modelVersions("m"), undefined);
+    assert.deepEqual(pool.status().models.map((m) => m.name), ["other"]);
+    await back;
+    assert.deepEqual(await pool.execute("other", { x: 2 }), { y: 4 });
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool: a worker killed by one model's import fails the other loads under way there too, each error naming the models that were loading with it", async () => {
+  await using dir = await modelsDir();
+  const go = `${dir.path}/go`;
+  const wait = (marker: string) =>
+    `import os, time\nopen(${
+      JSON.stringify(`${dir.path}/${marker}`)
+    }, "w").close()\nwhile not os.path.exists(${
+      JSON.stringify(go)
+    }):\n    time.sleep(0.005)\n`;
+  await Deno.writeTextFile(
+    `${dir.path}/crasher.py`,
+    wait("crasher.started") +
+      "os.write(2, b'crasher: out of device memory\\n')\nos._exit(1)\n",
+  );
+  await Deno.writeTextFile(
+    `${dir.path}/innocent.py`,
+    wait("innocent.started") +
+      "time.sleep(0.5)\nclass M:\n    def execute(self, msg):\n        return msg\n",
+  );
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(opts(dir.path, { workers: 1 }));
+    pids.watch(pool);
+    const crasher = pool.addModel("crasher", { file: "crasher.py" });
+    const innocent = pool.addModel("innocent", { file: "innocent.py" });
+    const outcomes = Promise.allSettled([crasher, innocent]);
+    for (const marker of ["crasher.started", "innocent.started"]) {
+      while (!(await exists(`${dir.path}/${marker}`))) {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+    await Deno.writeTextFile(go, "");
+    const [c, i] = await outcomes;
+    assert.equal(c.status, "rejected");
+    assert.equal(i.status, "rejected");
+    const err = (i as PromiseRejectedResult).reason;
+    assert.ok(err instanceof WorkerCrashedError, String(err));
+    // Its stderr line is the other model's: the error says which were
+    // loading there, rather than pinning the death on this one alone.
+    assert.match(
+      err.message,
+      /^Cannot add model 'innocent': worker w1 \(pid \d+\) died while loading it: exited with code 1 \(last stderr line: "crasher: out of device memory"\); model 'crasher' was loading there too; it was not added$/,
+    );
+    assert.deepEqual(err.details.alsoLoading, ["crasher"]);
+    assert.match(
+      (c as PromiseRejectedResult).reason.message,
+      /; model 'innocent' was loading there too; it was not added$/,
+    );
+    assert.deepEqual(pool.status().models, []);
+  } finally {
+    await pids.assertGone();
+  }
+});

@@ -32,22 +32,27 @@ export type ModelChangeKind = "load" | "unload";
 export class ModelChanges {
   /** Each name's last change queued (its settling ends the queue). */
   readonly #tails = new Map<string, Promise<void>>();
-  /** The change running now per name. */
-  readonly #running = new Map<string, ModelChangeKind>();
+  /** The change running now per name (and the version it changes, if one). */
+  readonly #running = new Map<
+    string,
+    { kind: ModelChangeKind; version: string | undefined }
+  >();
 
   /**
    * Runs `change` once the changes of `name` queued before it have settled:
-   * each checks whether the model exists, then acts.
+   * each checks whether the model exists, then acts. `version`: the version
+   * label it changes, for a model with versions.
    */
   run<T>(
     name: string,
     kind: ModelChangeKind,
     change: () => Promise<T>,
+    version?: string,
   ): Promise<T> {
     const tails = this.#tails;
     const running = this.#running;
     const run = (tails.get(name) ?? Promise.resolve()).then(async () => {
-      running.set(name, kind);
+      running.set(name, { kind, version });
       try {
         return await change();
       } finally {
@@ -64,7 +69,16 @@ export class ModelChanges {
 
   /** The change of `name` running now, if any. */
   running(name: string): ModelChangeKind | undefined {
-    return this.#running.get(name);
+    return this.#running.get(name)?.kind;
+  }
+
+  /**
+   * The version label the change of `name` running now acts on (a `PUT` of
+   * `/v1/models/{name}/versions/{label}`, a repository load with a
+   * version); `undefined` for a model without versions, or none running.
+   */
+  runningVersion(name: string): string | undefined {
+    return this.#running.get(name)?.version;
   }
 }
 
@@ -196,7 +210,7 @@ export function loadModel(
       const real = await ctx.runtime.realPath(dir).catch(() => dir);
       throw hideModelsDir(err, [dir, real], ctx.debug);
     }
-  });
+  }, spec.version);
 }
 
 /**

@@ -205,7 +205,7 @@ function modelPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
           { allOf: [ref("schemas", "ModelDescription"), READINESS] },
         ),
         "503": jsonResponse(
-          "Not ready (KServe V1's status): the description with `ready: false` and the reason in `model_version_status` (`UNAVAILABLE`); for a model whose first load is under way, only `name`, `ready` and `model_version_status` (`LOADING`).",
+          "Not ready (KServe V1's status): the description with `ready: false` and the reason in `model_version_status` (`UNAVAILABLE`); for a model whose first load (or, by its version's path, a version's load) is under way, only `name`, `ready` and `model_version_status` (`LOADING`, with the version being loaded).",
           READINESS,
         ),
         "404": errorResponse("`ModelNotFoundError`: no such model."),

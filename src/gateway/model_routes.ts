@@ -907,30 +907,27 @@ export function modelRoutes(ctx: RouteContext): Hono {
     if (model === undefined) {
       // Its first load under way: TF Serving's LOADING, not a 404.
       if (ctx.modelChanges.running(name) === "load") {
-        return jsonResponse({
+        return loading(
           name,
-          ready: false,
-          model_version_status: [{
-            version: String(catalog.nextVersion(name)),
-            state: "LOADING",
-            status: { error_code: "OK", error_message: "" },
-          }],
-        }, 503);
+          ctx.modelChanges.runningVersion(name) ??
+            String(catalog.nextVersion(name)),
+        );
       }
       throw notFound(name);
     }
-    const status = readiness(ctx, model);
+    const now = pool.status();
+    const status = readiness(ctx, model, now);
     // TF Serving lists every version's state when none is named (a client
-    // waits there for the one it loaded); `ready` is the default's.
+    // waits there for the one it loaded); `ready` is the default's. One
+    // status read for them all: one each made thousands of versions take
+    // seconds of the event loop.
     if (model.versions !== undefined && model.versions.length > 1) {
-      status.model_version_status = model.versions.flatMap((label) => {
-        const version = label === model.label
-          ? model
-          : catalog.describe(pool, name, label);
-        return version === undefined
-          ? []
-          : readiness(ctx, version).model_version_status;
-      });
+      const ready = readyWorkers(now);
+      status.model_version_status = now.models.flatMap((m) =>
+        m.name === name && m.version !== undefined
+          ? versionReadiness(ctx, m.version, m, ready)
+          : []
+      );
     }
     // Not ready: 503, as KServe V1's server answers (a probe reading the
     // status only sees it); the body keeps TF Serving's status.
@@ -939,6 +936,18 @@ export function modelRoutes(ctx: RouteContext): Hono {
       ...status,
     }, status.ready ? 200 : 503);
   });
+
+  /** TF Serving's LOADING state of a load under way (503: not ready). */
+  const loading = (name: string, version: string) =>
+    jsonResponse({
+      name,
+      ready: false,
+      model_version_status: [{
+        version,
+        state: "LOADING",
+        status: { error_code: "OK", error_message: "" },
+      }],
+    }, 503);
 
   /**
    * The model's version `version`: a label, or for a model without versions
@@ -959,7 +968,16 @@ export function modelRoutes(ctx: RouteContext): Hono {
   };
 
   app.get("/v1/models/:name/versions/:version", (c) => {
-    const model = atVersion(c.req.param("name"), c.req.param("version"));
+    const name = c.req.param("name");
+    const version = c.req.param("version");
+    // That version's load under way (the model's first, or another
+    // version of a model that has some): LOADING, as by the name.
+    if (
+      ctx.modelChanges.running(name) === "load" &&
+      ctx.modelChanges.runningVersion(name) === version &&
+      pool.modelVersions?.(name)?.versions.includes(version) !== true
+    ) return loading(name, version);
+    const model = atVersion(name, version);
     const status = readiness(ctx, model);
     return jsonResponse({
       ...modelView(model, ctx.debug, ctx.requestTimeout),
@@ -1318,23 +1336,52 @@ export function modelRoutes(ctx: RouteContext): Hono {
 export function readiness(
   ctx: Pick<RouteContext, "pool" | "signal">,
   model: GatewayModelInfo,
+  status: PoolStatus = ctx.pool.status(),
 ): {
   ready: boolean;
-  model_version_status: Array<{
-    version: string;
-    state: "AVAILABLE" | "UNAVAILABLE";
-    status: { error_code: string; error_message: string };
-  }>;
+  model_version_status: VersionStatus[];
 } {
-  const status = ctx.pool.status();
-  const ready = new Set(
-    status.workers.filter((w) => w.state === "ready").map((w) => w.id),
-  );
   const now = status.models.find((m) =>
     m.name === model.name && m.version === model.label
   );
-  const failed = now?.failedReason ?? model.failedReason;
-  const where = now?.slots;
+  const version = model.label ?? String(model.version ?? 0);
+  const entry = versionReadiness(ctx, version, {
+    ...(model.failedReason === undefined
+      ? {}
+      : { failedReason: model.failedReason }),
+    ...now,
+  }, readyWorkers(status));
+  return { ready: entry.state === "AVAILABLE", model_version_status: [entry] };
+}
+
+/** One version's entry of TF Serving's `model_version_status`. */
+interface VersionStatus {
+  version: string;
+  state: "AVAILABLE" | "UNAVAILABLE";
+  status: { error_code: string; error_message: string };
+}
+
+type PoolStatus = ReturnType<RouteContext["pool"]["status"]>;
+
+/** The ids of the ready workers. */
+function readyWorkers(status: PoolStatus): Set<string> {
+  return new Set(
+    status.workers.filter((w) => w.state === "ready").map((w) => w.id),
+  );
+}
+
+/**
+ * The `model_version_status` entry of version `version`, from its entry
+ * of the pool's status (`now`: its `failedReason` and `slots`).
+ */
+function versionReadiness(
+  ctx: Pick<RouteContext, "signal">,
+  version: string,
+  now: { failedReason?: string; slots?: readonly string[] },
+  ready: Set<string>,
+): VersionStatus {
+  const failed = now.failedReason;
+  const where = now.slots;
   const why = ctx.signal.aborted
     ? "the gateway is shutting down"
     : failed !== undefined
@@ -1343,14 +1390,11 @@ export function readiness(
     ? undefined
     : "no worker that holds it is ready";
   return {
-    ready: why === undefined,
-    model_version_status: [{
-      version: model.label ?? String(model.version ?? 0),
-      state: why === undefined ? "AVAILABLE" : "UNAVAILABLE",
-      status: why === undefined
-        ? { error_code: "OK", error_message: "" }
-        : { error_code: "UNAVAILABLE", error_message: why },
-    }],
+    version,
+    state: why === undefined ? "AVAILABLE" : "UNAVAILABLE",
+    status: why === undefined
+      ? { error_code: "OK", error_message: "" }
+      : { error_code: "UNAVAILABLE", error_message: why },
   };
 }
 
