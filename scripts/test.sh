@@ -47,6 +47,17 @@ others() {
 }
 others &
 others_pid=$!
+# An interrupted run (Ctrl-C, a cancelled CI job) ends the suites behind the
+# Deno suite too (background commands ignore SIGINT): each one's `timeout`
+# passes the TERM on to its suite's processes.
+# (Their shell first, so it starts nothing more.)
+stop_others() {
+  local kids
+  kids=$(pgrep -P "$others_pid")
+  kill "$others_pid" 2>/dev/null
+  [ -z "$kids" ] || kill $kids 2>/dev/null
+}
+trap 'stop_others; exit 130' INT TERM
 
 echo "== deno test =="
 # Three test files at a time on 2 cores: most of a file's time is spent
