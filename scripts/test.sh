@@ -100,7 +100,9 @@ if m:
 elif int(sys.argv[2]):
     failed += 1  # the runner itself failed before its summary
 py = (d / "python.log").read_text(errors="replace")
-ran = re.findall(r"^Ran (\d+) tests?", py, re.M)
+# The runner's own summary (each module's "Ran N tests" line comes before it;
+# a runner killed by its time limit has none, and counts as a failure).
+ran = re.findall(r"^Ran (\d+) tests? in [0-9.]+s \(\d+ units", py, re.M)
 if ran:
     total = int(ran[-1])
     f = sum(int(x) for x in re.findall(r"(?:failures|errors)=(\d+)", py.splitlines()[-1] if py.splitlines() else ""))
