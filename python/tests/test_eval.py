@@ -359,7 +359,21 @@ class OutputChannelBatchingTest(unittest.TestCase):
                     channel.ack(acked)
                 time.sleep(0.001)
         finally:
-            channel.close() if any(t.is_alive() for t in threads) else channel.flush()
+            if any(t.is_alive() for t in threads):
+                channel.close()
+            else:
+                # flush() waits for credit: the host goes on reading (acking)
+                # until it is done, or it waited forever when the writers
+                # ended with the window full (it hung once under load).
+                flushed = threading.Event()
+                last = threading.Thread(target=lambda: (channel.flush(), flushed.set()))
+                last.start()
+                while not flushed.is_set() and time.monotonic() < deadline:
+                    channel.ack(channel.chunks - 1)
+                    time.sleep(0.001)
+                if not flushed.is_set():
+                    channel.close()
+                last.join(5)
             for thread in threads:
                 thread.join(5)
         got = "".join(sent).split("\n")[:-1]
