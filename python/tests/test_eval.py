@@ -934,11 +934,16 @@ class EvalServerTest(unittest.TestCase):
         code = "import sys\nblock = 'x' * 65535 + '\\n'\nfor _ in range(64):\n    sys.stdout.write(block)\n'end'"
         self.client.send({"id": 1, "cmd": "eval", "code": code})
         chunks = []
+        # The first chunk may take long on a busy machine; after it, 0.5 s
+        # without a message is the stall (a later chunk that is merely slow
+        # ends the loop early: what came is still within the window, in order).
+        wait = 30
         with self.assertRaises(TimeoutError):  # stalled: no reply without acks
             while True:
-                msg = self.client.recv(timeout=0.5)
+                msg = self.client.recv(timeout=wait)
                 if msg.get("event") == "output":
                     chunks.append(msg)
+                    wait = 0.5
                 elif "ok" in msg:
                     self.fail("the eval finished without acks: %r" % msg)
         self.assertLessEqual(sum(len(c["data"]) for c in chunks), OutputChannel.window)
