@@ -1,0 +1,244 @@
+/**
+ * `ModelStreamInfer` (Triton's bidirectional stream, what
+ * `tritonclient.grpc`'s `start_stream`/`async_stream_infer` use): each
+ * `ModelInferRequest` on the stream is one infer through the REST route,
+ * answered by one `ModelStreamInferResponse` as it completes (in the order
+ * they complete, as Triton's; a client matches them by `id`). A request
+ * that fails is answered with its `error_message` and the stream goes on.
+ *
+ * Bounded: at most `window` infers in flight per stream, and none read
+ * while the client does not read its answers (HTTP/2 flow control then
+ * holds the client). The client's half-close ends the stream once the
+ * infers in flight are answered; its cancel (or a disconnect, or the
+ * deadline) cancels them in Python. docs/gateway.md, "gRPC".
+ *
+ * @module
+ */
+import type * as http2 from "node:http2";
+import { LEN, ProtoWriter } from "./_protobuf.ts";
+import { type Answer, answerOfError } from "./_grpc_framing.ts";
+import { decodeModelInferRequest } from "./_grpc_infer_messages.ts";
+import { inferResponse, inferRest } from "./_grpc_inference_calls.ts";
+import { errorMessage, type RestCall } from "./_grpc_rest.ts";
+import { GrpcStatus, percentEncode } from "./_grpc_status.ts";
+
+/** Options of {@linkcode streamInfer}. */
+export interface StreamInferOptions {
+  /** The largest request message in bytes (the gateway's body limit). */
+  limit: number;
+  /** Infers in flight at most, per stream. @default {16} */
+  window?: number;
+  /** Aborts the stream's infers (the client gone, the deadline). */
+  abort: AbortController;
+  /** The deadline's answer, once it passed. */
+  deadline?: Promise<Answer>;
+}
+
+/** A frame of one message. */
+function frame(message: Uint8Array): Uint8Array {
+  const out = new Uint8Array(5 + message.byteLength);
+  new DataView(out.buffer).setUint32(1, message.byteLength);
+  out.set(message, 5);
+  return out;
+}
+
+/** A `ModelStreamInferResponse` of an error (`error_message` 1) for a request. */
+function errorResponse(
+  message: string,
+  request?: { name: string; version: string; id?: string },
+): Uint8Array {
+  const w = new ProtoWriter(message.length + 64).string(1, message);
+  if (request !== undefined) {
+    // Its infer_response (2) names the request, for a client that matches by id.
+    const r = new ProtoWriter(64).string(1, request.name)
+      .string(2, request.version).string(3, request.id ?? "");
+    w.message(2, r);
+  }
+  return w.finish();
+}
+
+/** The `id` of a request's JSON header, for its error's answer. */
+function idOf(header: Uint8Array): string | undefined {
+  try {
+    const id = JSON.parse(new TextDecoder().decode(header)).id;
+    return typeof id === "string" ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Runs the stream on `stream` to its end: answers each request message,
+ * then ends with OK (the client's half-close), or with the status that
+ * ended it early (a frame over the limit, the deadline); nothing when the
+ * client left.
+ */
+export function streamInfer(
+  stream: http2.ServerHttp2Stream,
+  rest: RestCall,
+  options: StreamInferOptions,
+): Promise<void> {
+  const window = options.window ?? 16;
+  const { abort } = options;
+  return new Promise<void>((resolve) => {
+    let buffered: Uint8Array = new Uint8Array(0);
+    let inFlight = 0;
+    let halfClosed = false;
+    let writeBlocked = false;
+    let done = false;
+    try {
+      stream.respond(
+        { ":status": 200, "content-type": "application/grpc" },
+        { waitForTrailers: true },
+      );
+    } catch {
+      resolve();
+      return;
+    }
+    const finish = (answer: Answer) => {
+      if (done) return;
+      done = true;
+      stream.off("data", onData);
+      stream.off("end", onEnd);
+      stream.on("data", () => {});
+      if (answer.status !== GrpcStatus.OK) abort.abort();
+      const trailers: Record<string, string> = {
+        "grpc-status": String(answer.status),
+      };
+      if (answer.message !== undefined) {
+        trailers["grpc-message"] = percentEncode(answer.message);
+      }
+      if (stream.destroyed || stream.closed) return resolve();
+      stream.once("wantTrailers", () => {
+        try {
+          stream.sendTrailers(trailers);
+        } catch {
+          // The stream went meanwhile.
+        }
+      });
+      try {
+        stream.end();
+      } catch {
+        // Reset by the client.
+      }
+      resolve();
+    };
+    const flow = () => {
+      if (done) return;
+      pump();
+      if (done) return;
+      if (inFlight >= window || writeBlocked) stream.pause();
+      else stream.resume();
+      if (halfClosed && inFlight === 0) {
+        // What is left after the whole messages is a truncated one.
+        finish(
+          buffered.byteLength === 0 ? { status: GrpcStatus.OK } : {
+            status: GrpcStatus.INVALID_ARGUMENT,
+            message: "Cannot read the request: its last message is truncated",
+          },
+        );
+      }
+    };
+    const write = (message: Uint8Array) => {
+      if (done || stream.destroyed || stream.closed) return;
+      if (!stream.write(frame(message)) && !writeBlocked) {
+        writeBlocked = true;
+        stream.once("drain", () => {
+          writeBlocked = false;
+          flow();
+        });
+      }
+    };
+    const one = async (bytes: Uint8Array) => {
+      let request: { name: string; version: string; id?: string } | undefined;
+      try {
+        const infer = decodeModelInferRequest(bytes);
+        const id = idOf(infer.header);
+        request = {
+          name: infer.name,
+          version: infer.version,
+          ...(id === undefined ? {} : { id }),
+        };
+        const res = await inferRest(infer, rest);
+        if (res.status === 401) {
+          // The call's credentials, not this infer's: the stream ends.
+          return finish({
+            status: GrpcStatus.UNAUTHENTICATED,
+            message: await errorMessage(res),
+          });
+        }
+        if (!res.ok) {
+          write(errorResponse(await errorMessage(res), request));
+          return;
+        }
+        // One response per request: it is the last (Triton's flag, asked
+        // for with triton_enable_empty_final_response).
+        const response = await inferResponse(
+          res,
+          infer,
+          infer.emptyFinal ? { triton_final_response: true } : {},
+        );
+        write(
+          new ProtoWriter(response.byteLength + 8).tag(2, LEN)
+            .varint(response.byteLength).raw(response).finish(),
+        );
+      } catch (err) {
+        if (abort.signal.aborted) return;
+        write(errorResponse(answerOfError(err).message ?? "", request));
+      }
+    };
+    /** Starts the infers of the messages read, up to the window. */
+    const pump = () => {
+      while (!done && inFlight < window && buffered.byteLength >= 5) {
+        const view = new DataView(
+          buffered.buffer,
+          buffered.byteOffset,
+          buffered.byteLength,
+        );
+        if (buffered[0] !== 0) {
+          return finish({
+            status: GrpcStatus.INTERNAL,
+            message:
+              "Cannot read the message: it is compressed, and the call has no grpc-encoding",
+          });
+        }
+        const length = view.getUint32(1);
+        if (length > options.limit) {
+          return finish({
+            status: GrpcStatus.RESOURCE_EXHAUSTED,
+            message:
+              `Cannot read the message: it has ${length} bytes, over the gateway's body limit of ${options.limit} bytes (--body-limit)`,
+          });
+        }
+        if (buffered.byteLength < 5 + length) break;
+        const message = buffered.slice(5, 5 + length);
+        buffered = buffered.subarray(5 + length);
+        inFlight++;
+        one(message).finally(() => {
+          inFlight--;
+          flow();
+        });
+      }
+    };
+    const onData = (chunk: Uint8Array) => {
+      const next = new Uint8Array(buffered.byteLength + chunk.byteLength);
+      next.set(buffered, 0);
+      next.set(chunk, buffered.byteLength);
+      buffered = next;
+      flow();
+    };
+    const onEnd = () => {
+      halfClosed = true;
+      flow();
+    };
+    stream.on("data", onData);
+    stream.on("end", onEnd);
+    stream.on("error", () => {});
+    stream.once("close", () => {
+      abort.abort();
+      done = true;
+      resolve();
+    });
+    options.deadline?.then(finish);
+  });
+}
