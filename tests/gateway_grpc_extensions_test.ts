@@ -12,8 +12,36 @@ import { grpc } from "./_grpc_client.ts";
 
 const MODELS: Record<string, string> = {
   "mirror.py": `class Mirror:
+    """Returns its inputs; the names of its parameters as "params"."""
+
     def execute(self, msg):
-        return {k: v for k, v in msg.items() if k != "parameters"}
+        out = {k: v for k, v in msg.items() if k != "parameters"}
+        if msg.get("parameters"):
+            out["params"] = sorted(msg["parameters"])
+        return out
+`,
+  "ticker.py": `import time
+
+
+class Ticker:
+    """Yields an item every 5 ms, without end."""
+
+    def execute(self, msg):
+        i = 0
+        while True:
+            time.sleep(0.005)
+            i += 1
+            yield {"tick": [i + 0.5]}
+`,
+  "tokens.py": `class Tokens:
+    """Yields n[0] items; for a negative n, one item and then an error."""
+
+    def execute(self, msg):
+        n = int(msg["n"][0])
+        for i in range(abs(n)):
+            yield {"token": [i + 0.5]}
+            if n < 0:
+                raise ValueError("tokens failed after %d" % (i + 1))
 `,
   "raiser.py": `from pyproxy import HTTPError
 
@@ -426,19 +454,19 @@ Deno.test("gRPC ModelStreamInfer: one response per request, errors on the stream
     /Cannot find model "nope"/,
   );
   assert.deepEqual(fp64(byId.get("d")!, "v"), [4.5, 5.5]);
-  // Asked for: the response is the request's last (Triton's flag); not
-  // asked for, no flag (and the parameter never reaches the model).
-  const params = (r: Record<string, unknown>) =>
-    (r.infer_response as { parameters: Record<string, unknown> }).parameters;
-  assert.deepEqual(Object.keys(params(byId.get("d")!)), [
-    "triton_final_response",
-  ]);
-  assert.equal(
-    (params(byId.get("d")!).triton_final_response as { bool_param: boolean })
-      .bool_param,
-    true,
+  // A model that returns: its one response is the request's last
+  // (Triton's flag), asked for or not; the parameter asking for it never
+  // reaches the model.
+  const final = (r: Record<string, unknown>) =>
+    (r.infer_response as {
+      parameters: Record<string, { bool_param: boolean }>;
+    }).parameters.triton_final_response?.bool_param;
+  assert.equal(final(byId.get("a")!), true);
+  assert.equal(final(byId.get("d")!), true);
+  assert.ok(
+    !(byId.get("d")!.infer_response as { outputs: Array<{ name: string }> })
+      .outputs.some((o) => o.name === "params"),
   );
-  assert.deepEqual(params(byId.get("a")!), {});
   assert.deepEqual(fp64(byId.get("e")!, "v"), [6.5]);
 });
 
@@ -596,4 +624,101 @@ Deno.test("gRPC ModelStreamInfer: a client that does not read its answers holds 
   assert.equal(status.code, grpc.status.OK, status.details);
   assert.equal(s.responses.length, calls);
   assert.equal(await count(), calls);
+});
+
+Deno.test("gRPC ModelStreamInfer of a yielding model: a response per item, the last flagged final; Triton's empty final response; an error after items", async () => {
+  await using gw = await gateway();
+  const s = streamCall(gw.client);
+  const tokens = (id: string, n: number, emptyFinal = false) => ({
+    model_name: "tokens",
+    id,
+    inputs: [{
+      name: "n",
+      datatype: "INT64",
+      shape: [1],
+      contents: { int64_contents: [n] },
+    }],
+    ...(emptyFinal
+      ? {
+        parameters: {
+          triton_enable_empty_final_response: { bool_param: true },
+        },
+      }
+      : {}),
+  });
+  s.send(tokens("three", 3));
+  s.send(tokens("empty-final", 2, true));
+  s.send(tokens("fails", -1));
+  s.send(tokens("none", 0));
+  s.call.end();
+  const status = await s.ended;
+  assert.equal(status.code, grpc.status.OK, status.details);
+  const of = (id: string) =>
+    s.responses.filter((r) =>
+      (r.infer_response as { id: string } | null)?.id === id
+    ).map((r) => {
+      const infer = r.infer_response as {
+        outputs: Array<{ name: string; contents: { fp64_contents: number[] } }>;
+        parameters: Record<string, { bool_param: boolean }>;
+      };
+      return {
+        error: r.error_message,
+        token: infer.outputs.find((o) => o.name === "token")?.contents
+          .fp64_contents[0],
+        final: infer.parameters.triton_final_response?.bool_param,
+      };
+    });
+  assert.deepEqual(of("three"), [
+    { error: "", token: 0.5, final: false },
+    { error: "", token: 1.5, final: false },
+    { error: "", token: 2.5, final: true },
+  ]);
+  assert.deepEqual(of("empty-final"), [
+    { error: "", token: 0.5, final: false },
+    { error: "", token: 1.5, final: false },
+    { error: "", token: undefined, final: true },
+  ]);
+  const failed = of("fails");
+  assert.deepEqual(failed[0], { error: "", token: 0.5, final: false });
+  assert.match(String(failed[1]?.error), /tokens failed after 1/);
+  assert.equal(failed.length, 2);
+  assert.deepEqual(of("none"), [{ error: "", token: undefined, final: true }]);
+
+  // REST's /v2 infer still answers such a model with its pointer to /v1.
+  const rest = await gw.fetch("/v2/models/tokens/infer", {
+    method: "POST",
+    body: JSON.stringify({
+      inputs: [{ name: "n", datatype: "INT64", shape: [1], data: [1] }],
+    }),
+  });
+  assert.equal(rest.status, 400);
+  assert.match(await rest.text(), /\/v1\/models\/tokens\/stream/);
+});
+
+Deno.test("gRPC ModelStreamInfer of a yielding model: the client's cancel ends the model's stream in Python", async () => {
+  // No idle timeout to end it instead (a stream nobody reads).
+  await using gw = await gateway({ limits: { streamIdleTimeout: 600_000 } });
+  const s = streamCall(gw.client);
+  s.send({
+    model_name: "ticker",
+    id: "t",
+    inputs: [{
+      name: "x",
+      datatype: "FP64",
+      shape: [1],
+      contents: { fp64_contents: [1.5] },
+    }],
+  });
+  await s.responded(3);
+  const busy = async () => {
+    const status = await (await gw.fetch("/v1/status")).json();
+    return status.workers[0].inFlight as number;
+  };
+  assert.equal(await busy(), 1);
+  s.call.cancel();
+  assert.equal((await s.ended).code, grpc.status.CANCELLED);
+  await until(
+    "the stream's call to end on the worker",
+    async () => await busy() === 0,
+  );
 });

@@ -125,6 +125,7 @@ export async function inferenceCall(
 export async function inferRest(
   infer: GrpcInferCall,
   rest: RestCall,
+  accept?: string,
 ): Promise<Response> {
   let size = infer.header.byteLength;
   for (const b of infer.binary) size += b.byteLength;
@@ -141,6 +142,7 @@ export async function inferRest(
     headers: {
       "content-type": "application/octet-stream",
       "inference-header-content-length": String(infer.header.byteLength),
+      ...(accept === undefined ? {} : { accept }),
     },
   });
 }

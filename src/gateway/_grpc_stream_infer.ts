@@ -17,7 +17,13 @@
 import type * as http2 from "node:http2";
 import { LEN, ProtoWriter } from "./_protobuf.ts";
 import { type Answer, answerOfError } from "./_grpc_framing.ts";
-import { decodeModelInferRequest } from "./_grpc_infer_messages.ts";
+import {
+  decodeModelInferRequest,
+  encodeModelInferResponse,
+  type GrpcInferCall,
+} from "./_grpc_infer_messages.ts";
+import { INFERENCE_STREAM_TYPE } from "./_inference_stream.ts";
+import { streamItems } from "./_grpc_stream_items.ts";
 import { inferResponse, inferRest } from "./_grpc_inference_calls.ts";
 import { errorMessage, type RestCall } from "./_grpc_rest.ts";
 import { GrpcStatus, percentEncode } from "./_grpc_status.ts";
@@ -56,6 +62,15 @@ function errorResponse(
   }
   return w.finish();
 }
+
+/** A `ModelStreamInferResponse` of an `InferResponse` (`infer_response` 2). */
+function inferResponseMessage(response: Uint8Array): Uint8Array {
+  return new ProtoWriter(response.byteLength + 8).tag(2, LEN)
+    .varint(response.byteLength).raw(response).finish();
+}
+
+/** Triton's flag of a stream's last response to a request. */
+const final = (last: boolean) => ({ triton_final_response: last });
 
 /** The `id` of a request's JSON header, for its error's answer. */
 function idOf(header: Uint8Array): string | undefined {
@@ -159,7 +174,7 @@ export function streamInfer(
           version: infer.version,
           ...(id === undefined ? {} : { id }),
         };
-        const res = await inferRest(infer, rest);
+        const res = await inferRest(infer, rest, INFERENCE_STREAM_TYPE);
         if (res.status === 401) {
           // The call's credentials, not this infer's: the stream ends.
           return finish({
@@ -171,21 +186,82 @@ export function streamInfer(
           write(errorResponse(await errorMessage(res), request));
           return;
         }
-        // One response per request: it is the last (Triton's flag, asked
-        // for with triton_enable_empty_final_response).
-        const response = await inferResponse(
-          res,
-          infer,
-          infer.emptyFinal ? { triton_final_response: true } : {},
-        );
+        if (
+          res.headers.get("content-type") === INFERENCE_STREAM_TYPE &&
+          res.body !== null
+        ) {
+          return await items(res.body, infer, request);
+        }
+        // One response: the request's last.
         write(
-          new ProtoWriter(response.byteLength + 8).tag(2, LEN)
-            .varint(response.byteLength).raw(response).finish(),
+          inferResponseMessage(await inferResponse(res, infer, final(true))),
         );
       } catch (err) {
         if (abort.signal.aborted) return;
         write(errorResponse(answerOfError(err).message ?? "", request));
       }
+    };
+    /** Until the client takes what was written (or leaves). */
+    const writable = async () => {
+      while (writeBlocked && !done && !stream.destroyed) {
+        await new Promise<void>((resolve) => {
+          const on = () => {
+            stream.off("drain", on);
+            stream.off("close", on);
+            resolve();
+          };
+          stream.on("drain", on);
+          stream.on("close", on);
+        });
+      }
+    };
+    /**
+     * A yielding model's items, a response each as they come (none read
+     * while the client does not read): each flagged not final but the last;
+     * or, when the request asked for an empty final response, all not
+     * final and then an empty one that is (Triton's decoupled form).
+     */
+    const items = async (
+      body: ReadableStream<Uint8Array>,
+      infer: GrpcInferCall,
+      request: { name: string; version: string; id?: string },
+    ) => {
+      let held: { header: unknown; binary: Uint8Array } | undefined;
+      const send = (
+        item: { header: unknown; binary: Uint8Array },
+        last: boolean,
+      ) =>
+        write(inferResponseMessage(
+          encodeModelInferResponse(
+            item.header as Record<string, unknown>,
+            item.binary,
+            infer.raw,
+            final(last),
+          ),
+        ));
+      const empty = {
+        header: {
+          model_name: request.name,
+          ...(request.version === "" ? {} : { model_version: request.version }),
+          ...(request.id === undefined ? {} : { id: request.id }),
+        },
+        binary: new Uint8Array(0),
+      };
+      for await (const item of streamItems(body)) {
+        await writable();
+        if (done) return;
+        if (item.kind === "error") {
+          if (held !== undefined) send(held, false);
+          write(errorResponse(item.message, request));
+          return;
+        }
+        if (infer.emptyFinal) send(item, false);
+        else {
+          if (held !== undefined) send(held, false);
+          held = item;
+        }
+      }
+      send(held ?? empty, true);
     };
     /** Starts the infers of the messages read, up to the window. */
     const pump = () => {
