@@ -370,14 +370,16 @@ export function inferenceProtocolRoutes(
     const user = name;
     if (model !== undefined) name = keyOf(model);
     // The gRPC transport's ModelStreamInfer takes a yielding model's items.
-    const itemsWanted = request.headers.get("accept") === INFERENCE_STREAM_TYPE;
+    // (Read only for such a model: no work for the others' calls.)
+    const itemsWanted = () =>
+      request.headers.get("accept") === INFERENCE_STREAM_TYPE;
     const done = metrics.start(name);
     let res: Response;
     let watched: WatchedCall | undefined;
     let meta: ResponseMeta | undefined;
     try {
       model ??= modelOf(user, version);
-      if (model.streams === true && !itemsWanted) throw streaming(model.name);
+      if (model.streams === true && !itemsWanted()) throw streaming(model.name);
       const changes = catalog.changes;
       const { body, binary } = await readBody(request);
       // The default it arrived for went away while the body came in: the
@@ -388,13 +390,17 @@ export function inferenceProtocolRoutes(
       ) {
         model = modelOf(user, undefined);
         name = keyOf(model);
-        if (model.streams === true && !itemsWanted) throw streaming(model.name);
+        if (model.streams === true && !itemsWanted()) {
+          throw streaming(model.name);
+        }
       } else if (catalog.changes !== changes) {
         // Changed while a slow client sent the body: the answer carried the
         // old version's number and labels. Described again, the version it
         // runs on (a default's call keeps its arrival default's label).
         model = modelOf(user, model.label ?? version);
-        if (model.streams === true && !itemsWanted) throw streaming(model.name);
+        if (model.streams === true && !itemsWanted()) {
+          throw streaming(model.name);
+        }
       }
       const inference = readInferenceRequest(body, binary);
       const about: InferenceModel = {
