@@ -96,7 +96,22 @@ export function streamInfer(
   const window = options.window ?? 16;
   const { abort } = options;
   return new Promise<void>((resolve) => {
-    let buffered: Uint8Array = new Uint8Array(0);
+    // The bytes read and not yet a whole message: chunks, joined only once
+    // a message is whole (never a copy per chunk).
+    let chunks: Uint8Array[] = [];
+    let size = 0;
+    const joined = (): Uint8Array => {
+      if (chunks.length !== 1) {
+        const out = new Uint8Array(size);
+        let at = 0;
+        for (const c of chunks) {
+          out.set(c, at);
+          at += c.byteLength;
+        }
+        chunks = [out];
+      }
+      return chunks[0]!;
+    };
     let inFlight = 0;
     let halfClosed = false;
     let writeBlocked = false;
@@ -147,7 +162,7 @@ export function streamInfer(
       if (halfClosed && inFlight === 0) {
         // What is left after the whole messages is a truncated one.
         finish(
-          buffered.byteLength === 0 ? { status: GrpcStatus.OK } : {
+          size === 0 ? { status: GrpcStatus.OK } : {
             status: GrpcStatus.INVALID_ARGUMENT,
             message: "Cannot read the request: its last message is truncated",
           },
@@ -265,13 +280,10 @@ export function streamInfer(
     };
     /** Starts the infers of the messages read, up to the window. */
     const pump = () => {
-      while (!done && inFlight < window && buffered.byteLength >= 5) {
-        const view = new DataView(
-          buffered.buffer,
-          buffered.byteOffset,
-          buffered.byteLength,
-        );
-        if (buffered[0] !== 0) {
+      while (!done && inFlight < window && size >= 5) {
+        const head = chunks[0]!.byteLength >= 5 ? chunks[0]! : joined();
+        const view = new DataView(head.buffer, head.byteOffset, 5);
+        if (head[0] !== 0) {
           return finish({
             status: GrpcStatus.INTERNAL,
             message:
@@ -286,9 +298,12 @@ export function streamInfer(
               `Cannot read the message: it has ${length} bytes, over the gateway's body limit of ${options.limit} bytes (--body-limit)`,
           });
         }
-        if (buffered.byteLength < 5 + length) break;
-        const message = buffered.slice(5, 5 + length);
-        buffered = buffered.subarray(5 + length);
+        if (size < 5 + length) break;
+        const all = joined();
+        const message = all.slice(5, 5 + length);
+        const rest = all.subarray(5 + length);
+        chunks = rest.byteLength === 0 ? [] : [rest];
+        size = rest.byteLength;
         inFlight++;
         one(message).finally(() => {
           inFlight--;
@@ -297,10 +312,8 @@ export function streamInfer(
       }
     };
     const onData = (chunk: Uint8Array) => {
-      const next = new Uint8Array(buffered.byteLength + chunk.byteLength);
-      next.set(buffered, 0);
-      next.set(chunk, buffered.byteLength);
-      buffered = next;
+      chunks.push(chunk);
+      size += chunk.byteLength;
       flow();
     };
     const onEnd = () => {
