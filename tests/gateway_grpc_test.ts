@@ -452,7 +452,7 @@ Deno.test("gRPC: health, metadata, inference (typed and raw contents), errors as
       try {
         const code = await new Promise<number>((resolve) =>
           other.makeUnaryRequest(
-            "/inference.GRPCInferenceService/ModelStreamInfer",
+            "/inference.GRPCInferenceService/SystemSharedMemoryStatus",
             (x: Uint8Array) => Buffer.from(x),
             (b: Uint8Array) => b,
             new Uint8Array(0),

@@ -8,8 +8,8 @@ import protobuf from "protobufjs";
 import {
   decodeModelInferRequest,
   encodeModelInferResponse,
-  GrpcMessageError,
-} from "../src/gateway/_grpc_inference_messages.ts";
+} from "../src/gateway/_grpc_infer_messages.ts";
+import { GrpcMessageError } from "../src/gateway/_grpc_message_error.ts";
 import { ProtobufError } from "../src/gateway/_protobuf.ts";
 import { decodeBinaryTensor } from "../src/gateway/_inference_binary.ts";
 import type { Datatype } from "../src/gateway/_inference_tensors.ts";

@@ -9,6 +9,7 @@
  * through the gateway's `fetch`: one path for both transports, so the
  * token, the body limit, request ids, metrics (a call counts as its REST
  * route), the drain and cancel-on-disconnect are the REST routes' own.
+ * Health checks (`grpc.health.v1.Health/Check`) are `/healthz`'s.
  * docs/gateway.md, "gRPC".
  *
  * @module
@@ -16,142 +17,24 @@
 import * as http2 from "node:http2";
 import type { ServeRequestInfo } from "../runtime/types.ts";
 import {
-  decodeModelInferRequest,
-  decodeModelRef,
-  encodeFlag,
-  encodeModelInferResponse,
-  encodeModelMetadata,
-  encodeServerMetadata,
-  GrpcMessageError,
-} from "./_grpc_inference_messages.ts";
-import { ProtobufError } from "./_protobuf.ts";
+  type Answer,
+  answerOfError,
+  discard,
+  readMessage,
+  respondHttp,
+  send,
+} from "./_grpc_framing.ts";
+import { GrpcStatus, grpcTimeoutMs } from "./_grpc_status.ts";
+import { restCall } from "./_grpc_rest.ts";
+import {
+  INFERENCE_SERVICE,
+  inferenceCall,
+  UNARY_METHODS,
+} from "./_grpc_inference_calls.ts";
+import { HEALTH_SERVICE, healthCheck } from "./_grpc_health.ts";
+import { streamInfer } from "./_grpc_stream_infer.ts";
 
-/** gRPC status codes. */
-export const GrpcStatus = {
-  OK: 0,
-  CANCELLED: 1,
-  UNKNOWN: 2,
-  INVALID_ARGUMENT: 3,
-  DEADLINE_EXCEEDED: 4,
-  NOT_FOUND: 5,
-  PERMISSION_DENIED: 7,
-  RESOURCE_EXHAUSTED: 8,
-  FAILED_PRECONDITION: 9,
-  UNIMPLEMENTED: 12,
-  INTERNAL: 13,
-  UNAVAILABLE: 14,
-  UNAUTHENTICATED: 16,
-} as const;
-
-/**
- * The gRPC status of a REST status: docs/gateway.md, "gRPC" (the table).
- *
- * @example
- * ```ts
- * import { grpcStatusOf } from "./grpc_server.ts";
- * console.log(grpcStatusOf(404)); // 5 (NOT_FOUND)
- * ```
- */
-export function grpcStatusOf(status: number): number {
-  switch (status) {
-    case 400:
-    case 422:
-      return GrpcStatus.INVALID_ARGUMENT;
-    case 401:
-      return GrpcStatus.UNAUTHENTICATED;
-    case 403:
-      return GrpcStatus.PERMISSION_DENIED;
-    case 404:
-      return GrpcStatus.NOT_FOUND;
-    case 405:
-    case 501:
-      return GrpcStatus.UNIMPLEMENTED;
-    case 408:
-    case 504:
-      return GrpcStatus.DEADLINE_EXCEEDED;
-    case 409:
-    case 412:
-      return GrpcStatus.FAILED_PRECONDITION;
-    case 413:
-    case 429:
-      return GrpcStatus.RESOURCE_EXHAUSTED;
-    case 499:
-      return GrpcStatus.CANCELLED;
-    case 503:
-      return GrpcStatus.UNAVAILABLE;
-    default:
-      return status >= 500 ? GrpcStatus.INTERNAL : GrpcStatus.UNKNOWN;
-  }
-}
-
-/** The service's path prefix. */
-const SERVICE = "/inference.GRPCInferenceService/";
-
-/** The methods answered (the others: UNIMPLEMENTED). */
-const METHODS = new Set([
-  "ServerLive",
-  "ServerReady",
-  "ModelReady",
-  "ServerMetadata",
-  "ModelMetadata",
-  "ModelInfer",
-]);
-
-/** Request metadata that is the transport's, not passed to the gateway. */
-const TRANSPORT_HEADERS = new Set([
-  "te",
-  "content-type",
-  "content-length",
-  "grpc-timeout",
-  "grpc-encoding",
-  "grpc-accept-encoding",
-  "user-agent",
-  "host",
-]);
-
-/** The longest `grpc-message` sent (a model's message can be long). */
-const MAX_MESSAGE = 4096;
-
-/**
- * `grpc-message`'s percent-encoding (the spec's: bytes outside printable
- * ASCII, and `%`).
- */
-export function percentEncode(message: string): string {
-  const text = message.length > MAX_MESSAGE
-    ? `${message.slice(0, MAX_MESSAGE)}...`
-    : message;
-  let out = "";
-  for (const byte of new TextEncoder().encode(text)) {
-    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25
-      ? String.fromCharCode(byte)
-      : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
-  }
-  return out;
-}
-
-/** `grpc-timeout` in ms (`undefined`: none or unreadable). */
-export function grpcTimeoutMs(value: string | undefined): number | undefined {
-  const m = value === undefined ? null : /^(\d{1,8})([HMSmun])$/.exec(value);
-  if (m === null) return undefined;
-  const n = Number(m[1]);
-  const scale: Record<string, number> = {
-    H: 3_600_000,
-    M: 60_000,
-    S: 1000,
-    m: 1,
-    u: 1e-3,
-    n: 1e-6,
-  };
-  return n * scale[m[2]!]!;
-}
-
-/** What a call answers: a message, or a status. */
-interface Answer {
-  status: number;
-  message?: string;
-  body?: Uint8Array;
-  headers?: Record<string, string>;
-}
+export { GrpcStatus, grpcStatusOf } from "./_grpc_status.ts";
 
 /**
  * Options of {@linkcode serveGrpc}.
@@ -175,6 +58,12 @@ export interface GrpcServeOptions {
   httpPort: () => number;
   /** The largest request message in bytes (the gateway's body limit). */
   bodyLimit: number;
+  /**
+   * `ModelStreamInfer`: infers in flight at most per stream (the others
+   * wait unread, holding the client by HTTP/2 flow control).
+   * @default {16}
+   */
+  streamWindow?: number;
   /** Concurrent calls per connection (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`). @default {100} */
   maxConcurrentStreams?: number;
   /**
@@ -323,6 +212,22 @@ export async function serveGrpc(
   };
 }
 
+/** What a call's path names: a unary method, the stream, a health check. */
+type Route =
+  | { kind: "unary"; method: string }
+  | { kind: "stream" }
+  | { kind: "health" };
+
+function routeOf(path: string): Route | undefined {
+  if (path.startsWith(INFERENCE_SERVICE)) {
+    const method = path.slice(INFERENCE_SERVICE.length);
+    if (UNARY_METHODS.has(method)) return { kind: "unary", method };
+    if (method === "ModelStreamInfer") return { kind: "stream" };
+  }
+  if (path === `${HEALTH_SERVICE}Check`) return { kind: "health" };
+  return undefined;
+}
+
 /** One call, settled once: its answer, or nothing when the client left. */
 async function handle(
   stream: http2.ServerHttp2Stream,
@@ -355,18 +260,16 @@ async function handle(
       headers: { "grpc-accept-encoding": "identity" },
     });
   }
-  const method = path.startsWith(SERVICE)
-    ? path.slice(SERVICE.length)
-    : undefined;
-  if (method === undefined || !METHODS.has(method)) {
+  const route = routeOf(path);
+  if (route === undefined) {
     discard(stream);
     return send(stream, {
       status: GrpcStatus.UNIMPLEMENTED,
       message: `Method ${
         path.slice(0, 128)
       } is not implemented (inference.GRPCInferenceService answers ${
-        [...METHODS].join(", ")
-      })`,
+        [...UNARY_METHODS].join(", ")
+      }, ModelStreamInfer; grpc.health.v1.Health answers Check)`,
     });
   }
   const abort = new AbortController();
@@ -388,10 +291,23 @@ async function handle(
           abort.abort();
         }, Math.max(1, timeout));
       });
+    const rest = restCall(options, stream, headers, abort.signal);
+    if (route.kind === "stream") {
+      return await streamInfer(stream, rest, {
+        limit: options.bodyLimit,
+        abort,
+        ...(deadline === undefined ? {} : { deadline }),
+        ...(options.streamWindow === undefined
+          ? {}
+          : { window: options.streamWindow }),
+      });
+    }
     const work = (async (): Promise<Answer> => {
       const message = await readMessage(stream, options.bodyLimit);
       if (!(message instanceof Uint8Array)) return message;
-      return await call(method, message, stream, headers, options, abort);
+      return route.kind === "health"
+        ? await healthCheck(message, rest)
+        : await inferenceCall(route.method, message, rest);
     })();
     const answer = deadline === undefined
       ? await work
@@ -403,313 +319,4 @@ async function handle(
     clearTimeout(timer);
     stream.off("close", gone);
   }
-}
-
-/** An error thrown while reading a call as its answer. */
-function answerOfError(err: unknown): Answer {
-  if (err instanceof GrpcMessageError || err instanceof ProtobufError) {
-    return { status: GrpcStatus.INVALID_ARGUMENT, message: err.message };
-  }
-  return {
-    status: GrpcStatus.INTERNAL,
-    message: `Cannot answer: ${err instanceof Error ? err.message : err}`,
-  };
-}
-
-/** Reads and drops what the client still sends (its answer is known). */
-function discard(stream: http2.ServerHttp2Stream): void {
-  stream.on("data", () => {});
-  stream.on("error", () => {});
-}
-
-function respondHttp(
-  stream: http2.ServerHttp2Stream,
-  status: number,
-  text: string,
-): void {
-  discard(stream);
-  if (stream.destroyed || stream.headersSent) return;
-  stream.respond({ ":status": status, "content-type": "text/plain" });
-  stream.end(text);
-}
-
-/** The answer, as a message and trailers or as trailers only. */
-function send(stream: http2.ServerHttp2Stream, answer: Answer): void {
-  if (stream.destroyed || stream.closed || stream.headersSent) return;
-  const trailers: Record<string, string> = {
-    "grpc-status": String(answer.status),
-  };
-  if (answer.message !== undefined) {
-    trailers["grpc-message"] = percentEncode(answer.message);
-  }
-  try {
-    if (answer.body === undefined) {
-      // Trailers-Only: one HEADERS frame that ends the stream.
-      stream.respond(
-        {
-          ":status": 200,
-          "content-type": "application/grpc",
-          ...answer.headers,
-          ...trailers,
-        },
-        { endStream: true },
-      );
-      return;
-    }
-    stream.respond(
-      { ":status": 200, "content-type": "application/grpc", ...answer.headers },
-      { waitForTrailers: true },
-    );
-    stream.once("wantTrailers", () => {
-      try {
-        stream.sendTrailers(trailers);
-      } catch {
-        // The stream went meanwhile.
-      }
-    });
-    const frame = new Uint8Array(5 + answer.body.byteLength);
-    new DataView(frame.buffer).setUint32(1, answer.body.byteLength);
-    frame.set(answer.body, 5);
-    stream.end(frame);
-  } catch {
-    // Reset by the client between the check and the write.
-  }
-}
-
-/**
- * The call's one message, or the answer that refuses it: a length over the
- * limit (RESOURCE_EXHAUSTED as soon as its prefix is read, before its
- * bytes), a compressed one (no `grpc-encoding`), none or more than one, a
- * truncated one (INVALID_ARGUMENT), the client gone (CANCELLED, unsent).
- */
-function readMessage(
-  stream: http2.ServerHttp2Stream,
-  limit: number,
-): Promise<Uint8Array | Answer> {
-  return new Promise((resolve) => {
-    const chunks: Uint8Array[] = [];
-    let size = 0;
-    let expected = -1;
-    let done = false;
-    const finish = (result: Uint8Array | Answer) => {
-      if (done) return;
-      done = true;
-      stream.off("data", onData);
-      stream.off("end", onEnd);
-      stream.off("close", onClose);
-      if (!(result instanceof Uint8Array)) discard(stream);
-      resolve(result);
-    };
-    const onData = (chunk: Uint8Array) => {
-      chunks.push(chunk);
-      size += chunk.byteLength;
-      if (expected < 0 && size >= 5) {
-        const head = concat(chunks, size).subarray(0, 5);
-        if (head[0] !== 0) {
-          return finish({
-            status: head[0] === 1
-              ? GrpcStatus.INTERNAL
-              : GrpcStatus.INVALID_ARGUMENT,
-            message: head[0] === 1
-              ? "Cannot read the message: it is compressed, and the call has no grpc-encoding"
-              : `Cannot read the message: compressed flag ${head[0]}`,
-          });
-        }
-        expected = new DataView(head.buffer, head.byteOffset, 5).getUint32(1);
-        if (expected > limit) {
-          return finish({
-            status: GrpcStatus.RESOURCE_EXHAUSTED,
-            message:
-              `Cannot read the message: it has ${expected} bytes, over the gateway's body limit of ${limit} bytes (--body-limit)`,
-          });
-        }
-      }
-      if (expected >= 0 && size > 5 + expected) {
-        finish({
-          status: GrpcStatus.INVALID_ARGUMENT,
-          message:
-            "Cannot read the request: more than one message (the method is unary)",
-        });
-      }
-    };
-    const onEnd = () => {
-      if (size === 0) {
-        return finish({
-          status: GrpcStatus.INVALID_ARGUMENT,
-          message: "Cannot read the request: no message (the method is unary)",
-        });
-      }
-      if (expected < 0 || size < 5 + expected) {
-        return finish({
-          status: GrpcStatus.INVALID_ARGUMENT,
-          message: `Cannot read the request: its message is truncated (${
-            Math.max(size - 5, 0)
-          } bytes of ${expected < 0 ? "a length not given" : expected})`,
-        });
-      }
-      finish(concat(chunks, size).subarray(5));
-    };
-    const onClose = () =>
-      finish({ status: GrpcStatus.CANCELLED, message: "Cancelled" });
-    stream.on("data", onData);
-    stream.on("end", onEnd);
-    stream.on("close", onClose);
-    stream.on("error", () => {});
-  });
-}
-
-function concat(chunks: Uint8Array[], size: number): Uint8Array {
-  if (chunks.length === 1) return chunks[0]!;
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
-  chunks.length = 0;
-  chunks.push(out);
-  return out;
-}
-
-const enc = encodeURIComponent;
-
-/** One method's call through the gateway's REST route. */
-async function call(
-  method: string,
-  message: Uint8Array,
-  stream: http2.ServerHttp2Stream,
-  headers: http2.IncomingHttpHeaders,
-  options: GrpcServeOptions,
-  abort: AbortController,
-): Promise<Answer> {
-  const rest = (
-    path: string,
-    init: { method?: string; body?: Uint8Array; headers?: HeadersInit } = {},
-  ) => {
-    const forwarded = new Headers(init.headers);
-    for (const [name, value] of Object.entries(headers)) {
-      if (
-        name.startsWith(":") || TRANSPORT_HEADERS.has(name) ||
-        value === undefined
-      ) continue;
-      forwarded.set(name, Array.isArray(value) ? value.join(", ") : value);
-    }
-    const request = new Request(
-      `http://localhost:${options.httpPort()}${path}`,
-      {
-        method: init.method ?? "GET",
-        headers: forwarded,
-        signal: abort.signal,
-        ...(init.body === undefined ? {} : { body: init.body as BodyInit }),
-      },
-    );
-    return options.fetch(request, {
-      remoteAddr: stream.session?.socket?.remoteAddress ?? "",
-    });
-  };
-  const modelPath = (name: string, version: string) =>
-    `/v2/models/${enc(name)}${
-      version === "" ? "" : `/versions/${enc(version)}`
-    }`;
-  switch (method) {
-    case "ServerLive":
-      return await flag(await rest("/v2/health/live"), "live");
-    case "ServerReady":
-      return await flag(await rest("/v2/health/ready"), "ready");
-    case "ModelReady": {
-      const { name, version } = decodeModelRef(message);
-      return await flag(
-        await rest(`${modelPath(name, version)}/ready`),
-        "ready",
-      );
-    }
-    case "ServerMetadata": {
-      const res = await rest("/v2");
-      if (!res.ok) return await failure(res);
-      return ok(res, encodeServerMetadata(await res.json()));
-    }
-    case "ModelMetadata": {
-      const { name, version } = decodeModelRef(message);
-      const res = await rest(modelPath(name, version));
-      if (!res.ok) return await failure(res);
-      return ok(res, encodeModelMetadata(await res.json()));
-    }
-    default: {
-      const infer = decodeModelInferRequest(message);
-      let size = infer.header.byteLength;
-      for (const b of infer.binary) size += b.byteLength;
-      const body = new Uint8Array(size);
-      body.set(infer.header, 0);
-      let at = infer.header.byteLength;
-      for (const b of infer.binary) {
-        body.set(b, at);
-        at += b.byteLength;
-      }
-      const res = await rest(`${modelPath(infer.name, infer.version)}/infer`, {
-        method: "POST",
-        body,
-        headers: {
-          "content-type": "application/octet-stream",
-          "inference-header-content-length": String(infer.header.byteLength),
-        },
-      });
-      if (!res.ok) return await failure(res);
-      const bytes = new Uint8Array(await res.arrayBuffer());
-      const length = res.headers.get("inference-header-content-length");
-      const split = length === null ? bytes.byteLength : Number(length);
-      const header = JSON.parse(
-        new TextDecoder().decode(bytes.subarray(0, split)),
-      );
-      return ok(
-        res,
-        encodeModelInferResponse(header, bytes.subarray(split), infer.raw),
-      );
-    }
-  }
-}
-
-/** A success, with the REST answer's request id as response metadata. */
-function ok(res: Response, body: Uint8Array): Answer {
-  const id = res.headers.get("x-request-id");
-  return {
-    status: GrpcStatus.OK,
-    body,
-    ...(id === null ? {} : { headers: { "x-request-id": id } }),
-  };
-}
-
-/**
- * A readiness answer: `{live}`/`{ready}` whatever the status (a 503 is
- * "not ready", not an error), else the error.
- */
-async function flag(res: Response, key: string): Promise<Answer> {
-  if (res.ok || res.status === 503) {
-    const body = await res.clone().json().catch(() => undefined) as
-      | Record<string, unknown>
-      | undefined;
-    if (typeof body?.[key] === "boolean") {
-      return ok(res, encodeFlag(body[key] as boolean));
-    }
-  }
-  return await failure(res);
-}
-
-/** A REST error as its gRPC status, its message as `grpc-message`. */
-async function failure(res: Response): Promise<Answer> {
-  const text = await res.text().catch(() => "");
-  let message = text || `HTTP ${res.status}`;
-  try {
-    const body = JSON.parse(text) as { error?: unknown };
-    const error = body.error as string | { message?: unknown } | undefined;
-    if (typeof error === "string") message = error;
-    else if (typeof error?.message === "string") message = error.message;
-  } catch {
-    // Not JSON: the text as it is.
-  }
-  const headers: Record<string, string> = {};
-  const id = res.headers.get("x-request-id");
-  if (id !== null) headers["x-request-id"] = id;
-  const retry = res.headers.get("retry-after");
-  if (retry !== null) headers["retry-after"] = retry;
-  return { status: grpcStatusOf(res.status), message, headers };
 }

@@ -23,6 +23,10 @@ import { inferenceRepositoryRoutes } from "./_inference_repository_routes.ts";
 import { inferenceStatistics } from "./_inference_statistics.ts";
 import { inferenceModelConfig } from "./_inference_model_config.ts";
 import {
+  INFERENCE_STREAM_TYPE,
+  inferenceStreamResponse,
+} from "./_inference_stream.ts";
+import {
   errorResponse,
   httpError,
   REQUEST_ID_HEADER,
@@ -365,13 +369,17 @@ export function inferenceProtocolRoutes(
     }
     const user = name;
     if (model !== undefined) name = keyOf(model);
+    // The gRPC transport's ModelStreamInfer takes a yielding model's items.
+    // (Read only for such a model: no work for the others' calls.)
+    const itemsWanted = () =>
+      request.headers.get("accept") === INFERENCE_STREAM_TYPE;
     const done = metrics.start(name);
     let res: Response;
     let watched: WatchedCall | undefined;
     let meta: ResponseMeta | undefined;
     try {
       model ??= modelOf(user, version);
-      if (model.streams === true) throw streaming(model.name);
+      if (model.streams === true && !itemsWanted()) throw streaming(model.name);
       const changes = catalog.changes;
       const { body, binary } = await readBody(request);
       // The default it arrived for went away while the body came in: the
@@ -382,13 +390,17 @@ export function inferenceProtocolRoutes(
       ) {
         model = modelOf(user, undefined);
         name = keyOf(model);
-        if (model.streams === true) throw streaming(model.name);
+        if (model.streams === true && !itemsWanted()) {
+          throw streaming(model.name);
+        }
       } else if (catalog.changes !== changes) {
         // Changed while a slow client sent the body: the answer carried the
         // old version's number and labels. Described again, the version it
         // runs on (a default's call keeps its arrival default's label).
         model = modelOf(user, model.label ?? version);
-        if (model.streams === true) throw streaming(model.name);
+        if (model.streams === true && !itemsWanted()) {
+          throw streaming(model.name);
+        }
       }
       const inference = readInferenceRequest(body, binary);
       const about: InferenceModel = {
@@ -422,6 +434,16 @@ export function inferenceProtocolRoutes(
       watched = ctx.disconnects?.watch(request);
       if (watched !== undefined) options.signal = watched.signal;
       ctx.tracing?.callOptions(request, name, options);
+      if (model.streams === true && pool.executeStream !== undefined) {
+        const { signal: _, onResponseMeta: __, ...streamOptions } = options;
+        res = await inferenceStreamResponse(
+          pool.executeStream(name, msg, streamOptions),
+          (item) => inferenceResponse(item, inference, about),
+          request.signal,
+        );
+        done(res.status);
+        return res;
+      }
       const result = await pool.execute(name, msg, options);
       const compression = ctx.compression;
       res = compression === undefined

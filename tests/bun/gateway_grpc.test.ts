@@ -1,7 +1,8 @@
 // The Open Inference Protocol over gRPC (grpc.port) under Bun, whose
 // node:http2 server carries it: raw HTTP/2 calls (node:http2's client, the
 // messages written by hand) for liveness, an inference with typed contents,
-// and a call without the token.
+// a call without the token, a ModelStreamInfer stream of two infers and a
+// health check.
 import { expect, test } from "bun:test";
 import * as http2 from "node:http2";
 import { withGateway } from "./_helpers.ts";
@@ -25,12 +26,27 @@ async function call(
   message: number[],
   token: string | undefined,
 ): Promise<{ status?: string; message?: string; body: Uint8Array }> {
+  return await callPath(
+    target,
+    `/inference.GRPCInferenceService/${method}`,
+    frame(message),
+    token,
+  );
+}
+
+/** A call of `path` whose request body is `body` (one frame or several). */
+async function callPath(
+  target: string,
+  path: string,
+  body: Uint8Array,
+  token: string | undefined,
+): Promise<{ status?: string; message?: string; body: Uint8Array }> {
   const session = http2.connect(`http://${target}`);
   try {
     return await new Promise((resolve, reject) => {
       const req = session.request({
         ":method": "POST",
-        ":path": `/inference.GRPCInferenceService/${method}`,
+        ":path": path,
         "content-type": "application/grpc",
         te: "trailers",
         ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
@@ -55,7 +71,7 @@ async function call(
         resolve(out);
       });
       req.on("error", reject);
-      req.end(frame(message));
+      req.end(body);
     });
   } finally {
     session.close();
@@ -106,6 +122,68 @@ test("gateway on Bun: gRPC ServerLive, ModelInfer with typed contents, UNAUTHENT
 
       const denied = await call(target, "ServerLive", [], undefined);
       expect(denied.status).toBe("16");
+    },
+  );
+});
+
+test("gateway on Bun: gRPC ModelStreamInfer answers each infer of a stream; health Check needs no token", async () => {
+  await withGateway(
+    { "echo.py": ECHO },
+    { token: TOKEN, grpc: { port: 0 } },
+    async (server) => {
+      const target = server.grpcTarget!;
+      // Two ModelInferRequests (model_name "echo", id "a" / "b", an INT64
+      // input x = [7]: int64_contents unpacked) on one stream, then the
+      // half-close.
+      const input = [
+        0x0a,
+        ...text("x"),
+        0x12,
+        ...text("INT64"),
+        0x1a,
+        1,
+        1,
+        0x2a,
+        2,
+        0x18,
+        7,
+      ];
+      const request = (id: string) =>
+        frame([
+          0x0a,
+          ...text("echo"),
+          0x1a,
+          ...text(id),
+          0x2a,
+          input.length,
+          ...input,
+        ]);
+      const body = new Uint8Array([...request("a"), ...request("b")]);
+      const stream = await callPath(
+        target,
+        "/inference.GRPCInferenceService/ModelStreamInfer",
+        body,
+        TOKEN,
+      );
+      expect(stream.message).toBeUndefined();
+      expect(stream.status).toBe("0");
+      // Two framed ModelStreamInferResponses, each an infer_response (2).
+      const view = new DataView(stream.body.buffer, stream.body.byteOffset);
+      const first = view.getUint32(1);
+      expect(stream.body[5]).toBe(0x12);
+      expect(stream.body[5 + first + 5]).toBe(0x12);
+      expect(5 + first + 5 + view.getUint32(5 + first + 1)).toBe(
+        stream.body.byteLength,
+      );
+
+      const health = await callPath(
+        target,
+        "/grpc.health.v1.Health/Check",
+        frame([]),
+        undefined,
+      );
+      expect(health.status).toBe("0");
+      expect([...health.body]).toEqual([0, 0, 0, 0, 2, 0x08, 0x01]);
     },
   );
 });

@@ -1,0 +1,121 @@
+/**
+ * The gRPC transport's translation to REST: a call becomes the `/v2`
+ * request that means the same, made through the gateway's `fetch` (so the
+ * token, the body limit, request ids, metrics, the drain and
+ * cancel-on-disconnect are the REST routes' own), and the REST answer
+ * becomes the call's (a message, or its status as gRPC's).
+ *
+ * @module
+ */
+import type * as http2 from "node:http2";
+import type { ServeRequestInfo } from "../runtime/types.ts";
+import type { Answer } from "./_grpc_framing.ts";
+import { GrpcStatus, grpcStatusOf } from "./_grpc_status.ts";
+
+/** Request metadata that is the transport's, not passed to the gateway. */
+const TRANSPORT_HEADERS = new Set([
+  "te",
+  "content-type",
+  "content-length",
+  "grpc-timeout",
+  "grpc-encoding",
+  "grpc-accept-encoding",
+  "user-agent",
+  "host",
+]);
+
+/** The gateway as the transport sees it. */
+export interface GrpcGateway {
+  /** The gateway's handler (its `app.fetch`). */
+  fetch: (
+    request: Request,
+    info: ServeRequestInfo,
+  ) => Response | Promise<Response>;
+  /** The gateway's HTTP port (the `Host` of the REST requests made). */
+  httpPort: () => number;
+}
+
+/** A REST request of one call. */
+export type RestCall = (
+  path: string,
+  init?: { method?: string; body?: Uint8Array; headers?: HeadersInit },
+) => Promise<Response>;
+
+/**
+ * The REST requests of the call on `stream`: its metadata as their headers
+ * (but the transport's), cancelled with `signal`.
+ */
+export function restCall(
+  gateway: GrpcGateway,
+  stream: http2.ServerHttp2Stream,
+  headers: http2.IncomingHttpHeaders,
+  signal: AbortSignal,
+): RestCall {
+  return async (path, init = {}) => {
+    const forwarded = new Headers(init.headers);
+    for (const [name, value] of Object.entries(headers)) {
+      if (
+        name.startsWith(":") || TRANSPORT_HEADERS.has(name) ||
+        value === undefined
+      ) continue;
+      forwarded.set(name, Array.isArray(value) ? value.join(", ") : value);
+    }
+    const request = new Request(
+      `http://localhost:${gateway.httpPort()}${path}`,
+      {
+        method: init.method ?? "GET",
+        headers: forwarded,
+        signal,
+        ...(init.body === undefined ? {} : { body: init.body as BodyInit }),
+      },
+    );
+    return await gateway.fetch(request, {
+      remoteAddr: stream.session?.socket?.remoteAddress ?? "",
+    });
+  };
+}
+
+const enc = encodeURIComponent;
+
+/** A model's `/v2` path: `/v2/models/{name}[/versions/{version}]`. */
+export function modelPath(name: string, version: string): string {
+  return `/v2/models/${enc(name)}${
+    version === "" ? "" : `/versions/${enc(version)}`
+  }`;
+}
+
+/** A success, with the REST answer's request id as response metadata. */
+export function ok(res: Response, body: Uint8Array): Answer {
+  const id = res.headers.get("x-request-id");
+  return {
+    status: GrpcStatus.OK,
+    body,
+    ...(id === null ? {} : { headers: { "x-request-id": id } }),
+  };
+}
+
+/** A REST error's message: its JSON `error` (or `error.message`), else its text. */
+export async function errorMessage(res: Response): Promise<string> {
+  const text = await res.text().catch(() => "");
+  let message = text || `HTTP ${res.status}`;
+  try {
+    const body = JSON.parse(text) as { error?: unknown };
+    const error = body.error as string | { message?: unknown } | undefined;
+    if (typeof error === "string") message = error;
+    else if (typeof error?.message === "string") message = error.message;
+  } catch {
+    // Not JSON: the text as it is.
+  }
+  return message;
+}
+
+/** A REST error as its gRPC status, its message as `grpc-message`. */
+export async function failure(res: Response): Promise<Answer> {
+  const message = await errorMessage(res);
+  const headers: Record<string, string> = {};
+  const id = res.headers.get("x-request-id");
+  if (id !== null) headers["x-request-id"] = id;
+  const retry = res.headers.get("retry-after");
+  if (retry !== null) headers["retry-after"] = retry;
+  return { status: grpcStatusOf(res.status), message, headers };
+}

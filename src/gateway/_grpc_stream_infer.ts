@@ -1,0 +1,333 @@
+/**
+ * `ModelStreamInfer` (Triton's bidirectional stream, what
+ * `tritonclient.grpc`'s `start_stream`/`async_stream_infer` use): each
+ * `ModelInferRequest` on the stream is one infer through the REST route,
+ * answered by one `ModelStreamInferResponse` as it completes (in the order
+ * they complete, as Triton's; a client matches them by `id`). A request
+ * that fails is answered with its `error_message` and the stream goes on.
+ *
+ * Bounded: at most `window` infers in flight per stream, and none read
+ * while the client does not read its answers (HTTP/2 flow control then
+ * holds the client). The client's half-close ends the stream once the
+ * infers in flight are answered; its cancel (or a disconnect, or the
+ * deadline) cancels them in Python. docs/gateway.md, "gRPC".
+ *
+ * @module
+ */
+import type * as http2 from "node:http2";
+import { LEN, ProtoWriter } from "./_protobuf.ts";
+import { type Answer, answerOfError } from "./_grpc_framing.ts";
+import {
+  decodeModelInferRequest,
+  encodeModelInferResponse,
+  type GrpcInferCall,
+} from "./_grpc_infer_messages.ts";
+import { INFERENCE_STREAM_TYPE } from "./_inference_stream.ts";
+import { streamItems } from "./_grpc_stream_items.ts";
+import { inferResponse, inferRest } from "./_grpc_inference_calls.ts";
+import { errorMessage, type RestCall } from "./_grpc_rest.ts";
+import { GrpcStatus, percentEncode } from "./_grpc_status.ts";
+
+/** Options of {@linkcode streamInfer}. */
+export interface StreamInferOptions {
+  /** The largest request message in bytes (the gateway's body limit). */
+  limit: number;
+  /** Infers in flight at most, per stream. @default {16} */
+  window?: number;
+  /** Aborts the stream's infers (the client gone, the deadline). */
+  abort: AbortController;
+  /** The deadline's answer, once it passed. */
+  deadline?: Promise<Answer>;
+}
+
+/** A frame of one message. */
+function frame(message: Uint8Array): Uint8Array {
+  const out = new Uint8Array(5 + message.byteLength);
+  new DataView(out.buffer).setUint32(1, message.byteLength);
+  out.set(message, 5);
+  return out;
+}
+
+/** A `ModelStreamInferResponse` of an error (`error_message` 1) for a request. */
+function errorResponse(
+  message: string,
+  request?: { name: string; version: string; id?: string },
+): Uint8Array {
+  const w = new ProtoWriter(message.length + 64).string(1, message);
+  if (request !== undefined) {
+    // Its infer_response (2) names the request, for a client that matches by id.
+    const r = new ProtoWriter(64).string(1, request.name)
+      .string(2, request.version).string(3, request.id ?? "");
+    w.message(2, r);
+  }
+  return w.finish();
+}
+
+/** A `ModelStreamInferResponse` of an `InferResponse` (`infer_response` 2). */
+function inferResponseMessage(response: Uint8Array): Uint8Array {
+  return new ProtoWriter(response.byteLength + 8).tag(2, LEN)
+    .varint(response.byteLength).raw(response).finish();
+}
+
+/** Triton's flag of a stream's last response to a request. */
+const final = (last: boolean) => ({ triton_final_response: last });
+
+/** The `id` of a request's JSON header, for its error's answer. */
+function idOf(header: Uint8Array): string | undefined {
+  try {
+    const id = JSON.parse(new TextDecoder().decode(header)).id;
+    return typeof id === "string" ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Runs the stream on `stream` to its end: answers each request message,
+ * then ends with OK (the client's half-close), or with the status that
+ * ended it early (a frame over the limit, the deadline); nothing when the
+ * client left.
+ */
+export function streamInfer(
+  stream: http2.ServerHttp2Stream,
+  rest: RestCall,
+  options: StreamInferOptions,
+): Promise<void> {
+  const window = options.window ?? 16;
+  const { abort } = options;
+  return new Promise<void>((resolve) => {
+    // The bytes read and not yet a whole message: chunks, joined only once
+    // a message is whole (never a copy per chunk).
+    let chunks: Uint8Array[] = [];
+    let size = 0;
+    const joined = (): Uint8Array => {
+      if (chunks.length !== 1) {
+        const out = new Uint8Array(size);
+        let at = 0;
+        for (const c of chunks) {
+          out.set(c, at);
+          at += c.byteLength;
+        }
+        chunks = [out];
+      }
+      return chunks[0]!;
+    };
+    let inFlight = 0;
+    let halfClosed = false;
+    let writeBlocked = false;
+    let done = false;
+    try {
+      stream.respond(
+        { ":status": 200, "content-type": "application/grpc" },
+        { waitForTrailers: true },
+      );
+    } catch {
+      resolve();
+      return;
+    }
+    const finish = (answer: Answer) => {
+      if (done) return;
+      done = true;
+      stream.off("data", onData);
+      stream.off("end", onEnd);
+      stream.on("data", () => {});
+      if (answer.status !== GrpcStatus.OK) abort.abort();
+      const trailers: Record<string, string> = {
+        "grpc-status": String(answer.status),
+      };
+      if (answer.message !== undefined) {
+        trailers["grpc-message"] = percentEncode(answer.message);
+      }
+      if (stream.destroyed || stream.closed) return resolve();
+      stream.once("wantTrailers", () => {
+        try {
+          stream.sendTrailers(trailers);
+        } catch {
+          // The stream went meanwhile.
+        }
+      });
+      try {
+        stream.end();
+      } catch {
+        // Reset by the client.
+      }
+      resolve();
+    };
+    const flow = () => {
+      if (done) return;
+      pump();
+      if (done) return;
+      if (inFlight >= window || writeBlocked) stream.pause();
+      else stream.resume();
+      if (halfClosed && inFlight === 0) {
+        // What is left after the whole messages is a truncated one.
+        finish(
+          size === 0 ? { status: GrpcStatus.OK } : {
+            status: GrpcStatus.INVALID_ARGUMENT,
+            message: "Cannot read the request: its last message is truncated",
+          },
+        );
+      }
+    };
+    const write = (message: Uint8Array) => {
+      if (done || stream.destroyed || stream.closed) return;
+      if (!stream.write(frame(message)) && !writeBlocked) {
+        writeBlocked = true;
+        stream.once("drain", () => {
+          writeBlocked = false;
+          flow();
+        });
+      }
+    };
+    const one = async (bytes: Uint8Array) => {
+      let request: { name: string; version: string; id?: string } | undefined;
+      try {
+        const infer = decodeModelInferRequest(bytes);
+        const id = idOf(infer.header);
+        request = {
+          name: infer.name,
+          version: infer.version,
+          ...(id === undefined ? {} : { id }),
+        };
+        const res = await inferRest(infer, rest, INFERENCE_STREAM_TYPE);
+        if (res.status === 401) {
+          // The call's credentials, not this infer's: the stream ends.
+          return finish({
+            status: GrpcStatus.UNAUTHENTICATED,
+            message: await errorMessage(res),
+          });
+        }
+        if (!res.ok) {
+          write(errorResponse(await errorMessage(res), request));
+          return;
+        }
+        if (
+          res.headers.get("content-type") === INFERENCE_STREAM_TYPE &&
+          res.body !== null
+        ) {
+          return await items(res.body, infer, request);
+        }
+        // One response: the request's last.
+        write(
+          inferResponseMessage(await inferResponse(res, infer, final(true))),
+        );
+      } catch (err) {
+        if (abort.signal.aborted) return;
+        write(errorResponse(answerOfError(err).message ?? "", request));
+      }
+    };
+    /** Until the client takes what was written (or leaves). */
+    const writable = async () => {
+      while (writeBlocked && !done && !stream.destroyed) {
+        await new Promise<void>((resolve) => {
+          const on = () => {
+            stream.off("drain", on);
+            stream.off("close", on);
+            resolve();
+          };
+          stream.on("drain", on);
+          stream.on("close", on);
+        });
+      }
+    };
+    /**
+     * A yielding model's items, a response each as they come (none read
+     * while the client does not read): each flagged not final but the last;
+     * or, when the request asked for an empty final response, all not
+     * final and then an empty one that is (Triton's decoupled form).
+     */
+    const items = async (
+      body: ReadableStream<Uint8Array>,
+      infer: GrpcInferCall,
+      request: { name: string; version: string; id?: string },
+    ) => {
+      let held: { header: unknown; binary: Uint8Array } | undefined;
+      const send = (
+        item: { header: unknown; binary: Uint8Array },
+        last: boolean,
+      ) =>
+        write(inferResponseMessage(
+          encodeModelInferResponse(
+            item.header as Record<string, unknown>,
+            item.binary,
+            infer.raw,
+            final(last),
+          ),
+        ));
+      const empty = {
+        header: {
+          model_name: request.name,
+          ...(request.version === "" ? {} : { model_version: request.version }),
+          ...(request.id === undefined ? {} : { id: request.id }),
+        },
+        binary: new Uint8Array(0),
+      };
+      for await (const item of streamItems(body)) {
+        await writable();
+        if (done) return;
+        if (item.kind === "error") {
+          if (held !== undefined) send(held, false);
+          write(errorResponse(item.message, request));
+          return;
+        }
+        if (infer.emptyFinal) send(item, false);
+        else {
+          if (held !== undefined) send(held, false);
+          held = item;
+        }
+      }
+      send(held ?? empty, true);
+    };
+    /** Starts the infers of the messages read, up to the window. */
+    const pump = () => {
+      while (!done && inFlight < window && size >= 5) {
+        const head = chunks[0]!.byteLength >= 5 ? chunks[0]! : joined();
+        const view = new DataView(head.buffer, head.byteOffset, 5);
+        if (head[0] !== 0) {
+          return finish({
+            status: GrpcStatus.INTERNAL,
+            message:
+              "Cannot read the message: it is compressed, and the call has no grpc-encoding",
+          });
+        }
+        const length = view.getUint32(1);
+        if (length > options.limit) {
+          return finish({
+            status: GrpcStatus.RESOURCE_EXHAUSTED,
+            message:
+              `Cannot read the message: it has ${length} bytes, over the gateway's body limit of ${options.limit} bytes (--body-limit)`,
+          });
+        }
+        if (size < 5 + length) break;
+        const all = joined();
+        const message = all.slice(5, 5 + length);
+        const rest = all.subarray(5 + length);
+        chunks = rest.byteLength === 0 ? [] : [rest];
+        size = rest.byteLength;
+        inFlight++;
+        one(message).finally(() => {
+          inFlight--;
+          flow();
+        });
+      }
+    };
+    const onData = (chunk: Uint8Array) => {
+      chunks.push(chunk);
+      size += chunk.byteLength;
+      flow();
+    };
+    const onEnd = () => {
+      halfClosed = true;
+      flow();
+    };
+    stream.on("data", onData);
+    stream.on("end", onEnd);
+    stream.on("error", () => {});
+    stream.once("close", () => {
+      abort.abort();
+      done = true;
+      resolve();
+    });
+    options.deadline?.then(finish);
+  });
+}

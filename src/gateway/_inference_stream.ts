@@ -1,0 +1,98 @@
+/**
+ * `/v2` infer of a model whose `execute` yields, in the form the gRPC
+ * transport's `ModelStreamInfer` reads (asked for with
+ * `Accept: application/x-pyproxy-inference-stream`; a REST client gets the
+ * 400 that points to `/v1/models/{name}/stream`): each item is the inference
+ * response REST would answer for a model that returned it (the same mapping
+ * of a result to outputs), one record after the other.
+ *
+ * A record: a kind byte (0: an item, 1: the error that ended the stream),
+ * the item's JSON header length and the record's length (both uint32
+ * big-endian), then its bytes (an item: the JSON header and its binary
+ * outputs; an error: its message, UTF-8). docs/gateway.md, "gRPC".
+ *
+ * @module
+ */
+
+/** The media type of the streamed form. */
+export const INFERENCE_STREAM_TYPE = "application/x-pyproxy-inference-stream";
+
+/** Record kinds. */
+export const RecordKind = { ITEM: 0, ERROR: 1 } as const;
+
+/** One record's bytes. */
+export function streamRecord(
+  kind: number,
+  headerLength: number,
+  bytes: Uint8Array,
+): Uint8Array {
+  const out = new Uint8Array(9 + bytes.byteLength);
+  const view = new DataView(out.buffer);
+  out[0] = kind;
+  view.setUint32(1, headerLength);
+  view.setUint32(5, bytes.byteLength);
+  out.set(bytes, 9);
+  return out;
+}
+
+/**
+ * The streamed response of a model's items: waits for the first (an error
+ * before it is the request's error, thrown: REST's status), then sends each
+ * as `respond` makes it (REST's response of that one result), and an error
+ * after the first as the last record. Cancelling the body (the client gone)
+ * cancels the items.
+ */
+export async function inferenceStreamResponse(
+  items: AsyncIterableIterator<unknown> & { cancel(): void },
+  respond: (item: unknown) => Response,
+  signal?: AbortSignal,
+): Promise<Response> {
+  const cancel = () => items.cancel();
+  signal?.addEventListener("abort", cancel, { once: true });
+  let first: IteratorResult<unknown>;
+  try {
+    first = await items.next();
+  } catch (err) {
+    signal?.removeEventListener("abort", cancel);
+    throw err;
+  }
+  const record = async (item: unknown): Promise<Uint8Array> => {
+    const res = respond(item);
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    const length = res.headers.get("inference-header-content-length");
+    return streamRecord(
+      RecordKind.ITEM,
+      length === null ? bytes.byteLength : Number(length),
+      bytes,
+    );
+  };
+  let pending: IteratorResult<unknown> | undefined = first;
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const next = pending ?? await items.next();
+        pending = undefined;
+        if (next.done) {
+          signal?.removeEventListener("abort", cancel);
+          controller.close();
+          return;
+        }
+        controller.enqueue(await record(next.value));
+      } catch (err) {
+        signal?.removeEventListener("abort", cancel);
+        const message = err instanceof Error ? err.message : String(err);
+        controller.enqueue(
+          streamRecord(RecordKind.ERROR, 0, new TextEncoder().encode(message)),
+        );
+        controller.close();
+      }
+    },
+    cancel() {
+      signal?.removeEventListener("abort", cancel);
+      items.cancel();
+    },
+  }, { highWaterMark: 0 });
+  return new Response(body, {
+    headers: { "content-type": INFERENCE_STREAM_TYPE },
+  });
+}
