@@ -684,29 +684,29 @@ Deno.test("gRPC: bad frames and bytes are refused with a status, and the server 
 
 Deno.test("gRPC: many calls on one client, 32 at a time, all answered (across the connections it moves to)", async () => {
   await using gw = await gateway();
-  const calls: Awaited<ReturnType<InferenceClient["call"]>>[] = [];
-  for (let round = 0; round < 8; round++) {
-    calls.push(
-      ...await Promise.all(
-        Array.from({ length: 32 }, (_, j) =>
-          gw.client.call("ModelInfer", {
-            model_name: "mirror",
-            inputs: [{
-              name: "a",
-              datatype: "INT32",
-              shape: [1],
-              contents: { int_contents: [round * 32 + j] },
-            }],
-          })),
-      ),
-    );
-  }
-  calls.forEach(({ response, error }, i) => {
-    assert.equal(error, undefined, error?.details);
-    assert.deepEqual(outputOf(response, "a").contents.int64_contents, [
-      String(i),
-    ]);
-  });
+  // The client in a process of its own (tests/fixtures/grpc/many_calls.ts):
+  // the gateway moves it on after 64 calls, and Deno's node:http2 may abort
+  // the process a connection's GOAWAY reaches past ~100 streams, which would
+  // take this test runner down with it.
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("./fixtures/grpc/many_calls.ts", import.meta.url).pathname,
+      gw.grpcTarget!,
+      TOKEN,
+      "256",
+      "32",
+      "infer",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(
+    new TextDecoder().decode(out.stdout).trim(),
+    "256",
+    new TextDecoder().decode(out.stderr),
+  );
 });
 
 Deno.test("gRPC: on shutdown a call in flight finishes, a new one is UNAVAILABLE, the port closes", async () => {
