@@ -746,7 +746,11 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
     );
     if (server.grpcTarget !== undefined) {
       console.log(
-        `  gRPC:      ${server.grpcTarget} (Open Inference Protocol, inference.GRPCInferenceService, plain-text HTTP/2)`,
+        `  gRPC:      ${server.grpcTarget} (Open Inference Protocol, inference.GRPCInferenceService, ${
+          server.url.startsWith("https:")
+            ? "HTTP/2 over TLS"
+            : "plain-text HTTP/2"
+        })`,
       );
     }
     console.log(

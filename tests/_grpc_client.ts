@@ -4,6 +4,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import { Buffer } from "node:buffer";
 import { fileURLToPath } from "node:url";
 
 const PROTO = fileURLToPath(
@@ -25,7 +26,8 @@ export class InferenceClient implements Disposable {
   readonly client: Any;
   token: string | undefined;
 
-  constructor(target: string, token?: string) {
+  /** `rootCert`: a PEM certificate to trust, for a secure (TLS) channel. */
+  constructor(target: string, token?: string, rootCert?: string) {
     const definition = protoLoader.loadSync(PROTO, {
       keepCase: true,
       longs: String,
@@ -36,7 +38,9 @@ export class InferenceClient implements Disposable {
     const pkg = grpc.loadPackageDefinition(definition) as Any;
     this.client = new pkg.inference.GRPCInferenceService(
       target,
-      grpc.credentials.createInsecure(),
+      rootCert === undefined
+        ? grpc.credentials.createInsecure()
+        : grpc.credentials.createSsl(Buffer.from(rootCert)),
     );
     this.token = token;
   }

@@ -8,6 +8,7 @@ import { ConfigError } from "../src/errors.ts";
 import { loadConfig, resolveConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
 import { SseReader, startGateway } from "./_gateway_harness.ts";
+import { InferenceClient } from "./_grpc_client.ts";
 
 const TOKEN = "inference-token-0123456789";
 const NEW_TOKEN = "inference-token-rotated-987";
@@ -343,4 +344,40 @@ Deno.test("resolveConfig checks the tokens: a list for rotation, the management 
   assert.equal(generated.tokenGenerated, true);
   assert.equal(typeof generated.token, "string");
   assert.notEqual(generated.token, MANAGE);
+});
+
+Deno.test({
+  name:
+    "serve over TLS serves gRPC over TLS too: a secure channel trusting the certificate calls it, an insecure one does not",
+  ignore: !openssl,
+}, async () => {
+  await withTempDir(async (dir) => {
+    const tls = await selfSigned(dir);
+    await using gw = await startGateway({
+      tls: { cert: tls.cert, key: tls.key },
+      token: TOKEN,
+      grpc: { port: 0, hostname: "127.0.0.1" },
+    });
+    // By name: Deno's node:tls takes no IP address as the server name (the
+    // certificate names localhost too).
+    const target = gw.grpcTarget!.replace(/^127\.0\.0\.1:/, "localhost:");
+    {
+      using secure = new InferenceClient(target, TOKEN, tls.pem);
+      const live = await secure.call("ServerLive", {});
+      assert.equal(live.error, undefined, live.error?.details);
+      assert.deepEqual(live.response, { live: true });
+      const ready = await secure.call("ServerReady", {});
+      assert.deepEqual(ready.response, { ready: true });
+      // The token is still asked for, over TLS as in clear.
+      const refused = await secure.call("ServerMetadata", {}, { token: null });
+      assert.equal(refused.error?.code, 16); // UNAUTHENTICATED
+    }
+    {
+      // A plain-text (h2c) client gets no answer from a TLS port.
+      using plain = new InferenceClient(target, TOKEN);
+      const res = await plain.call("ServerLive", {}, { deadlineMs: 3000 });
+      assert.notEqual(res.error, undefined);
+      assert.equal(res.response, undefined);
+    }
+  });
 });

@@ -59,6 +59,11 @@ export interface GrpcServeOptions {
   /** The largest request message in bytes (the gateway's body limit). */
   bodyLimit: number;
   /**
+   * The PEM certificate and key to serve HTTP/2 over TLS with (the
+   * gateway's `tls`); absent: plain-text HTTP/2 (h2c).
+   */
+  tls?: { cert: string; key: string };
+  /**
    * `ModelStreamInfer`: infers in flight at most per stream (the others
    * wait unread, holding the client by HTTP/2 flow control).
    * @default {16}
@@ -128,11 +133,21 @@ export async function serveGrpc(
   };
   let inFlight = 0;
   let idle: (() => void) | undefined;
-  const server = http2.createServer({
+  const settings = {
     settings: { maxConcurrentStreams: concurrent },
     // An HTTP/1.1 client is closed at once, not after 10 s.
     unknownProtocolTimeout: 1000,
-  });
+  };
+  // With the gateway's certificate, HTTP/2 over TLS only (ALPN h2, as gRPC
+  // clients' secure channels ask): its token is not sent in clear text.
+  const server = options.tls === undefined
+    ? http2.createServer(settings)
+    : http2.createSecureServer({
+      ...settings,
+      cert: options.tls.cert,
+      key: options.tls.key,
+      allowHTTP1: false,
+    });
   server.on("session", (session: http2.Http2Session) => {
     sessions.set(session, { carried: 0, active: 0, warned: false });
     session.on("close", () => sessions.delete(session));

@@ -562,6 +562,7 @@ export async function serve(
           fetch: (req, info) => app.fetch(req, info),
           httpPort: () => port,
           bodyLimit: config.limits.bodyLimit,
+          ...(tls === undefined ? {} : { tls }),
           // Deno's node:http2 server aborts the process when a client
           // closes a connection that carried more than ~100 streams
           // (nghttp2's find_stream_on_goaway_func assertion): each
