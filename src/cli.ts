@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { X509Certificate } from "node:crypto";
 import { parseArgs } from "node:util";
 import {
   configure,
@@ -715,6 +716,13 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
       : ` -H "Authorization: Bearer ${
         runtime.env("PYPROXY_TOKEN") === config.token ? "$PYPROXY_TOKEN" : shown
       }"`;
+    // A self-signed certificate (its own issuer, as one made with openssl
+    // for a test): curl refuses it unless told to trust it, so the try:
+    // line says --cacert. A certificate a CA signed needs nothing.
+    const cacert = config.tls !== undefined &&
+        await selfSigned(runtime, config.tls.cert)
+      ? ` --cacert ${shellWord(config.tls.cert)}`
+      : "";
     const described = server.models();
     const models = described.map((m) => m.name);
     // echo, else a model whose declared inputs say what body works: the
@@ -742,7 +750,7 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
       })`,
     );
     console.log(
-      `  try:       curl -s -X POST${auth} ${server.url}/v1/models/${example}/execute -d ${body}`,
+      `  try:       curl -s${cacert} -X POST${auth} ${server.url}/v1/models/${example}/execute -d ${body}`,
     );
     if (server.grpcTarget !== undefined) {
       console.log(
@@ -809,4 +817,21 @@ function modelList(
         d === undefined ? "" : `; default ${d}`
       })`
   ).join(", ");
+}
+
+/** Whether the PEM certificate at `path` is its own issuer (self-signed). */
+async function selfSigned(runtime: Runtime, path: string): Promise<boolean> {
+  try {
+    const cert = new X509Certificate(await runtime.readFile(path));
+    return cert.issuer === cert.subject && cert.checkIssued(cert);
+  } catch {
+    return false; // serve read it already; a hint is not worth an error
+  }
+}
+
+/** `word` as one word of a POSIX shell command line. */
+function shellWord(word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word)
+    ? word
+    : `'${word.replaceAll("'", "'\\''")}'`;
 }

@@ -286,6 +286,75 @@ Deno.test("main serve's try: line works for a model that declares inputs", async
   assert.deepEqual(await res.json(), { y: 2 });
 });
 
+Deno.test({
+  name:
+    "main serve's try: line over TLS with a self-signed certificate trusts it (--cacert), and works as printed",
+  ignore: (() => {
+    try {
+      return !new Deno.Command("openssl", { args: ["version"] }).outputSync()
+        .success ||
+        !new Deno.Command("curl", { args: ["--version"] }).outputSync()
+          .success;
+    } catch {
+      return true;
+    }
+  })(),
+}, async () => {
+  // Printed without it, curl refused the gateway's own certificate.
+  await using dir = await tempDir();
+  const cert = `${dir.path}/my cert.pem`; // a path the line must quote
+  const key = `${dir.path}/key.pem`;
+  const made = await new Deno.Command("openssl", {
+    args: [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      key,
+      "-out",
+      cert,
+      "-days",
+      "2",
+      "-subj",
+      "/CN=localhost",
+      "-addext",
+      "subjectAltName=DNS:localhost,IP:127.0.0.1",
+      "-addext",
+      "basicConstraints=critical,CA:FALSE",
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.ok(made.success, new TextDecoder().decode(made.stderr));
+  await Deno.chmod(key, 0o600);
+  await using serve = await startServe([
+    "--port",
+    "0",
+    "--workers",
+    "1",
+    "--tls-cert",
+    cert,
+    "--tls-key",
+    key,
+  ]);
+  const line = /try: +(curl .*)\n/.exec(serve.banner)?.[1];
+  assert.ok(line, serve.banner);
+  assert.ok(line.includes(` --cacert '${cert}' `), line);
+  const out = await new Deno.Command("sh", {
+    args: ["-c", line],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  assert.deepEqual(JSON.parse(new TextDecoder().decode(out.stdout)), {
+    hello: "world",
+  });
+});
+
 Deno.test("main serve's banner names a model with versions once, with its labels and default", async () => {
   // Each version was listed as the name: "models: classifier, classifier".
   await using models = await tempDir();
