@@ -193,11 +193,22 @@ export class OtlpExporter {
         headers: this.#headers,
         body,
         signal: AbortSignal.timeout(timeoutMs),
+        // A redirect is not followed: fetch would send the headers (API
+        // keys; only Authorization is dropped) and the spans to wherever
+        // the collector points, another host included.
+        redirect: "manual",
       });
       // The body is read (and bounded by the same timeout) so the
-      // connection is reused; what it says matters only on an error.
-      const text = await res.text();
-      if (!res.ok) {
+      // connection is reused, but no more than ANSWER_BYTES of it: an
+      // OTLP answer is a few bytes, and what it says matters only on an
+      // error; a collector's endless or 2 GB answer is cancelled.
+      const text = await answerText(res);
+      if (res.status >= 300 && res.status < 400) {
+        const to = res.headers.get("location") ?? "";
+        problem = `HTTP ${res.status} redirect to ${
+          JSON.stringify(to.slice(0, 200))
+        } not followed (set the endpoint to the collector's own URL)`;
+      } else if (!res.ok) {
         problem = `HTTP ${res.status} ${text.slice(0, 200)}`.trim();
       }
     } catch (err) {
@@ -234,6 +245,39 @@ export class OtlpExporter {
 }
 
 /** A span in OTLP/JSON: ids as hex, times as decimal strings of ns. */
+/** The most of a collector's answer read (its first bytes, for a message). */
+const ANSWER_BYTES = 4096;
+
+/**
+ * The text of the first {@linkcode ANSWER_BYTES} of `res`'s body; the rest,
+ * if any, is cancelled unread (the connection is then closed, not reused).
+ */
+async function answerText(res: Response): Promise<string> {
+  if (res.body === null) return "";
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    if (size > ANSWER_BYTES) {
+      await reader.cancel().catch(() => {});
+      break;
+    }
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    size += value.byteLength;
+  }
+  const bytes = new Uint8Array(Math.min(size, ANSWER_BYTES));
+  let at = 0;
+  for (const c of chunks) {
+    if (at >= bytes.length) break;
+    const part = c.subarray(0, bytes.length - at);
+    bytes.set(part, at);
+    at += part.byteLength;
+  }
+  return new TextDecoder().decode(bytes);
+}
+
 function otlpSpan(span: ExportSpan): Record<string, unknown> {
   const out: Record<string, unknown> = {
     traceId: span.traceId,
