@@ -264,12 +264,32 @@ Deno.test({
     const a = await selfSigned(dir, "a");
     const b = await selfSigned(dir, "b");
     await Deno.writeTextFile(`${dir}/junk.pem`, "not a certificate\n");
+    // The key with a passphrase: PKCS#8, and the traditional (PEM) form.
+    const encrypt = async (args: string[]) => {
+      const out = await new Deno.Command("openssl", {
+        args: [...args, "-in", a.key, "-aes256", "-passout", "pass:pw"],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.ok(out.success, new TextDecoder().decode(out.stderr));
+      return new TextDecoder().decode(out.stdout);
+    };
+    await Deno.writeTextFile(`${dir}/p8.key`, await encrypt(["pkey"]));
+    await Deno.writeTextFile(`${dir}/pem.key`, await encrypt(["ec"]));
     const cases: Array<[{ cert: string; key: string }, RegExp]> = [
       [{ cert: `${dir}/missing.crt`, key: a.key }, /^tls\.cert: cannot read/],
       [{ cert: a.cert, key: `${dir}/missing.key` }, /^tls\.key: cannot read/],
       [{ cert: `${dir}/junk.pem`, key: a.key }, /^tls\.cert: .* not a PEM/],
       [{ cert: a.cert, key: `${dir}/junk.pem` }, /^tls\.key: .* not a PEM/],
       [{ cert: a.cert, key: b.key }, /^tls\.key: .* not the private key/],
+      [
+        { cert: a.cert, key: `${dir}/p8.key` },
+        /^tls\.key: .*p8\.key is encrypted \(a passphrase\).*openssl pkey/,
+      ],
+      [
+        { cert: a.cert, key: `${dir}/pem.key` },
+        /^tls\.key: .*pem\.key is encrypted \(a passphrase\).*openssl pkey/,
+      ],
     ];
     for (const [tls, message] of cases) {
       const config = resolveConfig({

@@ -52,6 +52,17 @@ export async function readTls(
       { cause: err, details: { path: "tls.cert" } },
     );
   }
+  // A key with a passphrase: createPrivateKey's own error says only
+  // "interrupted or cancelled" (it asked for none), and neither runtime's
+  // TLS takes one.
+  if (ENCRYPTED_KEY.test(key)) {
+    throw new ConfigError(
+      `tls.key: ${paths.key} is encrypted (a passphrase), which pyproxy cannot use: write it decrypted to a file only the gateway's user may read (openssl pkey -in ${paths.key} -out key.pem; chmod 600 key.pem) ${
+        where("key")
+      }`,
+      { details: { path: "tls.key" } },
+    );
+  }
   let privateKey: ReturnType<typeof createPrivateKey>;
   try {
     privateKey = createPrivateKey(key);
@@ -81,3 +92,7 @@ export async function readTls(
   }
   return { cert, key };
 }
+
+/** An encrypted PEM key: PKCS#8's, or the traditional form's header. */
+const ENCRYPTED_KEY =
+  /-----BEGIN ENCRYPTED PRIVATE KEY-----|^Proc-Type:[ \t]*4,[ \t]*ENCRYPTED/m;
