@@ -111,3 +111,68 @@ Deno.test("OtlpExporter follows no redirect: its headers (API keys) and spans go
   assert.equal(warnings.length, 1);
   assert.match(warnings[0]!, /HTTP 307 redirect to .* not followed/);
 });
+
+Deno.test("OtlpExporter waits the Retry-After of a collector's 429 or 503 before its next POST", async () => {
+  const posts: number[] = [];
+  await using server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    async (req) => {
+      await req.arrayBuffer();
+      posts.push(performance.now());
+      return posts.length === 1
+        ? Response.json({ error: "slow down" }, {
+          status: 429,
+          headers: { "retry-after": "1" },
+        })
+        : Response.json({});
+    },
+  );
+  const { logger, warnings } = recorder();
+  const exporter = new OtlpExporter({
+    endpoint: `http://127.0.0.1:${server.addr.port}/v1/traces`,
+    logger,
+    intervalMs: 10,
+  });
+  exporter.add(SPAN);
+  // The first POST is answered 429; a span that comes after it is sent
+  // once the collector's second has passed, not at the next interval.
+  while (posts.length === 0 || warnings.length === 0) {
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  exporter.add({ ...SPAN, spanId: "00f067aa0ba902b8" });
+  while (exporter.exported === 0) {
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  assert.equal(posts.length, 2);
+  assert.ok(posts[1]! - posts[0]! >= 900, `${posts[1]! - posts[0]!} ms`);
+  assert.match(warnings[0]!, /HTTP 429 .*slow down/);
+  assert.equal(exporter.dropped, 1);
+  await exporter.flush(1000);
+});
+
+Deno.test("OtlpExporter backs off after a failed POST even when no span waited then", async () => {
+  const posts: number[] = [];
+  await using server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    async (req) => {
+      await req.arrayBuffer();
+      posts.push(performance.now());
+      return Response.json({ error: "down" }, { status: 500 });
+    },
+  );
+  const { logger, warnings } = recorder();
+  const exporter = new OtlpExporter({
+    endpoint: `http://127.0.0.1:${server.addr.port}/v1/traces`,
+    logger,
+    intervalMs: 200,
+  });
+  exporter.add(SPAN);
+  while (warnings.length === 0) await new Promise((r) => setTimeout(r, 5));
+  // The queue was empty when the POST failed: the next span's POST waits
+  // the doubled interval (400 ms), not the plain one.
+  exporter.add({ ...SPAN, spanId: "00f067aa0ba902b8" });
+  while (warnings.length === 1) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(posts.length, 2);
+  assert.ok(posts[1]! - posts[0]! >= 390, `${posts[1]! - posts[0]!} ms`);
+  assert.equal(exporter.dropped, 2);
+});
