@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { ConfigError } from "../src/errors.ts";
 import { loadConfig, resolveConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
-import { SseReader, startGateway } from "./_gateway_harness.ts";
+import { SseReader, startGateway, withLogs } from "./_gateway_harness.ts";
 
 const TOKEN = "inference-token-0123456789";
 const NEW_TOKEN = "inference-token-rotated-987";
@@ -303,6 +303,39 @@ Deno.test({
         return true;
       });
     }
+  });
+});
+
+Deno.test({
+  name:
+    "serve over TLS warns that the gRPC port, plain h2c off loopback, carries the token in clear text",
+  ignore: !openssl,
+}, async () => {
+  await withTempDir(async (dir) => {
+    const tls = await selfSigned(dir);
+    await withLogs(async (records) => {
+      // Bound off loopback (0.0.0.0); nothing but this test connects.
+      await using gw = await startGateway({
+        host: "0.0.0.0",
+        tls: { cert: tls.cert, key: tls.key },
+        token: TOKEN,
+        grpc: { hostname: "0.0.0.0", port: 0 },
+      });
+      assert.ok(gw.grpcTarget !== undefined);
+      const warnings = records.filter((r) => r.level === "warning").map((r) =>
+        r.message.map((m) => typeof m === "string" ? m : JSON.stringify(m))
+          .join("")
+      );
+      // HTTPS on the HTTP port: no warning for it, one for gRPC's.
+      assert.ok(!warnings.some((w) => w.startsWith("Serving plain HTTP")));
+      assert.ok(
+        warnings.some((w) =>
+          /^Serving gRPC in plain text \(h2c\) on 0\.0\.0\.0: the bearer token travels in clear text, though the HTTP port serves HTTPS/
+            .test(w)
+        ),
+        JSON.stringify(warnings),
+      );
+    }, "info");
   });
 });
 

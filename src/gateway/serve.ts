@@ -296,6 +296,21 @@ export async function serve(
       { host: config.host },
     );
   }
+  // The gRPC port is h2c whatever the HTTP port serves: with TLS there,
+  // the warning above is silent, and the token would still cross the
+  // network in clear text here.
+  if (
+    config.grpc !== undefined && config.token !== undefined &&
+    !isLoopback(config.grpc.hostname)
+  ) {
+    logger.warn(
+      "Serving gRPC in plain text (h2c) on {host}: the bearer token travels in clear text{also}; bind --grpc-host to loopback behind a proxy that terminates TLS",
+      {
+        host: config.grpc.hostname,
+        also: tls === undefined ? "" : ", though the HTTP port serves HTTPS",
+      },
+    );
+  }
   const hub = new ChannelHub({
     ...config.channels,
     onDrop: droppedSubscriberLogger(logger),
