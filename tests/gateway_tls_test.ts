@@ -276,6 +276,8 @@ Deno.test({
     };
     await Deno.writeTextFile(`${dir}/p8.key`, await encrypt(["pkey"]));
     await Deno.writeTextFile(`${dir}/pem.key`, await encrypt(["ec"]));
+    // A chain file in the wrong order: the key's certificate second.
+    await Deno.writeTextFile(`${dir}/order.crt`, b.pem + a.pem);
     const cases: Array<[{ cert: string; key: string }, RegExp]> = [
       [{ cert: `${dir}/missing.crt`, key: a.key }, /^tls\.cert: cannot read/],
       [{ cert: a.cert, key: `${dir}/missing.key` }, /^tls\.key: cannot read/],
@@ -289,6 +291,10 @@ Deno.test({
       [
         { cert: a.cert, key: `${dir}/pem.key` },
         /^tls\.key: .*pem\.key is encrypted \(a passphrase\).*openssl pkey/,
+      ],
+      [
+        { cert: `${dir}/order.crt`, key: a.key },
+        /^tls\.key: .*a\.key is the private key of certificate 2 of .*order\.crt, not of the first: the server's certificate comes first/,
       ],
     ];
     for (const [tls, message] of cases) {
