@@ -1044,6 +1044,17 @@ Deno.test("resolveConfig: tracing off by default, its endpoint from the flag, th
     configError(() => parseConfig({ tracing: { headers: { a: "x\ny" } } })),
     /^tracing\.headers\.a: expected a header value without CR, LF or NUL/,
   );
+  // Names and values fetch would refuse at every POST, dropping every span.
+  for (const name of ["bad name", "x-é", "", "x:y"]) {
+    assert.match(
+      configError(() => parseConfig({ tracing: { headers: { [name]: "x" } } })),
+      /^tracing\.headers: expected header names of letters, digits and/,
+    );
+  }
+  assert.match(
+    configError(() => parseConfig({ tracing: { headers: { a: "clé ✓" } } })),
+    /^tracing\.headers\.a: expected a header value of Latin-1 characters/,
+  );
   assert.match(
     configError(() => parseConfig({ tracing: { sampler: "always" } })),
     /^tracing\.sampler: unknown field/,

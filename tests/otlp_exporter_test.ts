@@ -3,6 +3,7 @@
 // the exporter's headers (API keys) beyond the configured endpoint.
 import assert from "node:assert/strict";
 import { OtlpExporter } from "../src/gateway/_otlp_exporter.ts";
+import { GatewayTracing } from "../src/gateway/_gateway_tracing.ts";
 import type { Logger } from "../src/logger.ts";
 
 function recorder(): { logger: Logger; warnings: string[] } {
@@ -175,4 +176,24 @@ Deno.test("OtlpExporter backs off after a failed POST even when no span waited t
   assert.equal(posts.length, 2);
   assert.ok(posts[1]! - posts[0]! >= 390, `${posts[1]! - posts[0]!} ms`);
   assert.equal(exporter.dropped, 2);
+});
+
+Deno.test("GatewayTracing refuses headers that fetch would refuse at every POST", () => {
+  const { logger } = recorder();
+  for (
+    const headers of [{ "bad name": "x" }, { "x-é": "x" }, { a: "x\ny" }, {
+      a: "✓",
+    }]
+  ) {
+    assert.throws(
+      () =>
+        new GatewayTracing({
+          endpoint: "http://127.0.0.1:4318/v1/traces",
+          headers,
+        }, logger),
+      (err: unknown) =>
+        err instanceof RangeError &&
+        /^Cannot create gateway: tracing\.headers /.test(err.message),
+    );
+  }
 });

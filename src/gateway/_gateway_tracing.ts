@@ -21,6 +21,7 @@ import {
   randomHexId,
 } from "../_trace_context.ts";
 import { type ExportSpan, OtlpExporter } from "./_otlp_exporter.ts";
+import { traceHeadersProblem } from "./_trace_headers.ts";
 import { REQUEST_ID_HEADER } from "./error_response.ts";
 import type { TracingOptions } from "./tracing_options.ts";
 
@@ -138,6 +139,14 @@ export class GatewayTracing {
         `Cannot create gateway: tracing.endpoint ${
           JSON.stringify(options.endpoint)
         } is not an http(s) URL (OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces)`,
+      );
+    }
+    const headersProblem = options.headers === undefined
+      ? undefined
+      : traceHeadersProblem(options.headers);
+    if (headersProblem !== undefined) {
+      throw new RangeError(
+        `Cannot create gateway: tracing.headers ${headersProblem}`,
       );
     }
     this.#ratio = ratio;

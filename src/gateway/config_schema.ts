@@ -5,6 +5,12 @@
  */
 import * as v from "valibot";
 import { plainRecord } from "../_plain_record.ts";
+import {
+  HEADER_NAME_RULE,
+  HEADER_VALUE_RULE,
+  headerNameOk,
+  headerValueOk,
+} from "./_trace_headers.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import { MAX_MODEL_TIMEOUT } from "../_model_timeout.ts";
 import { VersionLabel } from "../_model_version.ts";
@@ -595,15 +601,23 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
       ),
     ),
     headers: v.optional(
-      plainRecord(
-        v.pipe(
-          v.string("expected a string"),
-          v.check(
-            (value) => !/[\r\n\0]/.test(value),
-            "expected a header value without CR, LF or NUL",
+      v.pipe(
+        plainRecord(
+          v.pipe(
+            v.string("expected a string"),
+            v.check(
+              (value) => !/[\r\n\0]/.test(value),
+              "expected a header value without CR, LF or NUL",
+            ),
+            v.check(headerValueOk, HEADER_VALUE_RULE),
           ),
+          "expected an object of header name → value",
         ),
-        "expected an object of header name → value",
+        // A name fetch refuses would fail every POST (every span dropped).
+        v.check(
+          (headers) => Object.keys(headers).every(headerNameOk),
+          HEADER_NAME_RULE,
+        ),
       ),
     ),
     maxQueue: v.optional(int(1, 1_000_000)),
