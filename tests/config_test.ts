@@ -404,6 +404,11 @@ Deno.test("parseConfig and resolveConfig refuse a token no client can present, n
       " 0123456789abcdef",
       "0123456789abcdef\n",
       "0123456789\tabcdef",
+      // Not ASCII: fetch refuses it in a header, curl sends its UTF-8 bytes,
+      // which the gateway reads as Latin-1: no client could present it.
+      "tökén-0123456789abc",
+      "token-0123456789abc\u2713",
+      "token-0123456789abc\u00a0x",
     ]
   ) {
     assert.match(
@@ -426,7 +431,7 @@ Deno.test("parseConfig and resolveConfig refuse a token no client can present, n
     configError(() =>
       resolveConfig({ cwd: "/", envToken: ` ${"x".repeat(16)} ` })
     ),
-    "token: expected a token without leading or trailing whitespace or control characters (at environment: PYPROXY_TOKEN)",
+    "token: expected a token without leading or trailing whitespace, control characters or characters beyond ASCII (at environment: PYPROXY_TOKEN)",
   );
   // Spaces inside a token are sent and compared as they are.
   assert.equal(

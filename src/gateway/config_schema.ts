@@ -265,7 +265,9 @@ export interface GatewayConfig {
 /**
  * Whether a client can present `token`: a request's bearer token is read
  * without surrounding whitespace, and a header cannot carry control
- * characters, so a token with either would lock every client out.
+ * characters, so a token with either would lock every client out. Nor
+ * one beyond ASCII: fetch refuses it in a header, and curl sends its UTF-8
+ * bytes, which the runtime reads back as Latin-1 characters.
  *
  * @example
  * ```ts
@@ -274,13 +276,12 @@ export interface GatewayConfig {
  * ```
  */
 export function usableToken(token: string): boolean {
-  // deno-lint-ignore no-control-regex
-  return token.trim() === token && !/[\x00-\x1f\x7f]/.test(token);
+  return token.trim() === token && !/[^\x20-\x7e]/.test(token);
 }
 
 /** Why {@linkcode usableToken} refused a token. */
 export const TOKEN_UNUSABLE =
-  "expected a token without leading or trailing whitespace or control characters";
+  "expected a token without leading or trailing whitespace, control characters or characters beyond ASCII";
 
 /** A token, or a list of 1 to 16 different ones (rotation). */
 function tokenSchema(): v.GenericSchema<string | string[]> {
