@@ -265,9 +265,11 @@ export interface GatewayConfig {
 /**
  * Whether a client can present `token`: a request's bearer token is read
  * without surrounding whitespace, and a header cannot carry control
- * characters, so a token with either would lock every client out. Nor
- * one beyond ASCII: fetch refuses it in a header, and curl sends its UTF-8
- * bytes, which the runtime reads back as Latin-1 characters.
+ * characters, so a token with either would lock every client out. Nor one
+ * with a character beyond U+00FF: a header's bytes are read as Latin-1, so
+ * no bytes read back as such a character (fetch refuses it in a header;
+ * curl sends its UTF-8 bytes, read back as other characters). A Latin-1
+ * token (`é`) is sent as its own byte by fetch.
  *
  * @example
  * ```ts
@@ -276,12 +278,13 @@ export interface GatewayConfig {
  * ```
  */
 export function usableToken(token: string): boolean {
-  return token.trim() === token && !/[^\x20-\x7e]/.test(token);
+  // deno-lint-ignore no-control-regex
+  return token.trim() === token && !/[\x00-\x1f\x7f]|[^\x00-\xff]/.test(token);
 }
 
 /** Why {@linkcode usableToken} refused a token. */
 export const TOKEN_UNUSABLE =
-  "expected a token without leading or trailing whitespace, control characters or characters beyond ASCII";
+  "expected a token without leading or trailing whitespace, control characters or characters beyond U+00FF";
 
 /** A token, or a list of 1 to 16 different ones (rotation). */
 function tokenSchema(): v.GenericSchema<string | string[]> {
