@@ -391,3 +391,38 @@ Deno.test("pool.execute sends a caller's traceparent to the model, and refuses a
     await assert.rejects(pool.execute("traced", {}, bad), ConfigError);
   }
 });
+
+Deno.test("Tracing keeps a queued span small: a long model name and a model's long error message are cut", async () => {
+  await using collector = new Collector();
+  await using gw = await startGateway({
+    tracing: { endpoint: collector.url, batchIntervalMs: 20 },
+  }, MODELS);
+  // The harness's boom raises with its input in the message: 100 KB of it,
+  // which 2048 queued spans would hold 200 MB of.
+  const boom = await execute(
+    gw,
+    "r-long-error",
+    {},
+    { x: "y".repeat(100_000) },
+    "/v1/models/boom/execute",
+  );
+  assert.ok(boom.status >= 400, String(boom.status));
+  const failed = await collector.spanOf("r-long-error");
+  assert.equal(failed.status.code, 2);
+  assert.ok(failed.status.message!.length <= 1024, "the message is cut");
+  assert.match(failed.status.message!, /bad input: 'yyyy/);
+  // A name from the URL, as long as the client likes.
+  const name = "n".repeat(5000);
+  const missing = await execute(
+    gw,
+    "r-long-name",
+    {},
+    {},
+    `/v1/models/${name}/execute`,
+  );
+  assert.equal(missing.status, 404);
+  const span = await collector.spanOf("r-long-name");
+  const model = attr(span, "pyproxy.model") as string;
+  assert.equal(model.length, 256);
+  assert.ok(model.startsWith("nnnn"));
+});

@@ -285,14 +285,16 @@ export class GatewayTracing {
     requestId: string | undefined,
     error: string | undefined,
   ): void {
+    // The client's strings (a name from the URL, a model's error message
+    // that may repeat its input) are cut: a queued span stays small.
     const attributes: Record<string, string | number> = {
       "http.request.method": "POST",
       "http.route": span.route,
       "http.response.status_code": status,
-      "pyproxy.model": span.model,
+      "pyproxy.model": cut(span.model, MAX_NAME),
     };
     if (span.version !== undefined) {
-      attributes["pyproxy.model.version"] = span.version;
+      attributes["pyproxy.model.version"] = cut(span.version, MAX_NAME);
     }
     if (requestId !== undefined) attributes["pyproxy.request_id"] = requestId;
     if (span.worker !== undefined) attributes["pyproxy.worker"] = span.worker;
@@ -310,7 +312,7 @@ export class GatewayTracing {
     };
     if (span.parentSpanId !== undefined) out.parentSpanId = span.parentSpanId;
     if (span.traceState !== undefined) out.traceState = span.traceState;
-    if (error !== undefined) out.error = error;
+    if (error !== undefined) out.error = cut(error, MAX_ERROR);
     this.#exporter.add(out);
   }
 
@@ -355,6 +357,16 @@ export class GatewayTracing {
 }
 
 /** The message of an error response's body (`{"error": {"message"}}` or `{"error": "..."}`). */
+/** The longest model name or version a span keeps, in characters. */
+const MAX_NAME = 256;
+/** The longest error message a span keeps (its status message). */
+const MAX_ERROR = 1024;
+
+/** `text`, cut to `max` characters with an ellipsis when longer. */
+function cut(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+}
+
 async function errorMessage(res: Response): Promise<string> {
   try {
     const body = await res.clone().json() as {
