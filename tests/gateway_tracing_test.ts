@@ -426,3 +426,34 @@ Deno.test("Tracing keeps a queued span small: a long model name and a model's lo
   assert.equal(model.length, 256);
   assert.ok(model.startsWith("nnnn"));
 });
+
+Deno.test("Tracing makes no span of a call without the token: a client that may not call models neither fills the queue nor adds to a trace", async () => {
+  await using collector = new Collector();
+  await using gw = await startGateway({
+    token: "inference-token-0123456789",
+    tracing: { endpoint: collector.url, batchIntervalMs: 20, sampleRatio: 1 },
+  }, MODELS);
+  const parent = { traceparent: `00-${PARENT_TRACE}-${PARENT_SPAN}-01` };
+  for (
+    const authorization of [undefined, "Bearer wrong-token-0123456789"]
+  ) {
+    const res = await fetch(`${gw.url}/v1/models/traced/execute`, {
+      method: "POST",
+      headers: {
+        "x-request-id": "r-refused",
+        ...parent,
+        ...(authorization === undefined ? {} : { authorization }),
+      },
+      body: "{}",
+    });
+    assert.equal(res.status, 401);
+    await res.body?.cancel();
+  }
+  assert.equal((await execute(gw, "r-ok", parent)).status, 200);
+  // Spans go in order, one POST at a time: the refused calls' would be in.
+  await collector.spanOf("r-ok");
+  assert.deepEqual(
+    collector.spans.map((s) => attr(s, "pyproxy.request_id")),
+    ["r-ok"],
+  );
+});

@@ -120,6 +120,11 @@ export class GatewayTracing {
   readonly #exporter: OtlpExporter;
   readonly #ratio: number;
   readonly #spans = new WeakMap<Request, OpenSpan>();
+  /**
+   * Whether a model call may have a span (the gateway's: it carries a
+   * token); asked only of a call that would be sampled. Default: all.
+   */
+  admits: (request: Request) => boolean = () => true;
 
   constructor(options: TracingOptions, logger: Logger, version?: string) {
     const ratio = options.sampleRatio ?? 1;
@@ -254,6 +259,7 @@ export class GatewayTracing {
     if (parent !== undefined ? !parent.sampled : !this.#sampled()) {
       return undefined;
     }
+    if (!this.admits(request)) return undefined;
     let traceState: string | undefined;
     if (parent !== undefined) {
       const state = request.headers.get("tracestate");
