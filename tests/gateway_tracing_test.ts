@@ -434,26 +434,39 @@ Deno.test("Tracing makes no span of a call without the token: a client that may 
     tracing: { endpoint: collector.url, batchIntervalMs: 20, sampleRatio: 1 },
   }, MODELS);
   const parent = { traceparent: `00-${PARENT_TRACE}-${PARENT_SPAN}-01` };
-  for (
-    const authorization of [undefined, "Bearer wrong-token-0123456789"]
-  ) {
+  const refused: Array<[Record<string, string>, number]> = [
+    [{}, 401],
+    [{ authorization: "Bearer wrong-token-0123456789" }, 401],
+    // The Origin check answers before the token's.
+    [{ origin: "https://evil.example", "sec-fetch-site": "cross-site" }, 403],
+  ];
+  for (const [headers, status] of refused) {
     const res = await fetch(`${gw.url}/v1/models/traced/execute`, {
       method: "POST",
-      headers: {
-        "x-request-id": "r-refused",
-        ...parent,
-        ...(authorization === undefined ? {} : { authorization }),
-      },
+      headers: { "x-request-id": "r-refused", ...parent, ...headers },
       body: "{}",
     });
-    assert.equal(res.status, 401);
+    assert.equal(res.status, status);
     await res.body?.cancel();
   }
+  // The token, refused by the Origin check: a span (it may call models).
+  const cross = await gw.fetch("/v1/models/traced/execute", {
+    method: "POST",
+    headers: {
+      "x-request-id": "r-cross",
+      origin: "https://evil.example",
+      "sec-fetch-site": "cross-site",
+      ...parent,
+    },
+    body: "{}",
+  });
+  assert.equal(cross.status, 403);
+  await cross.body?.cancel();
   assert.equal((await execute(gw, "r-ok", parent)).status, 200);
   // Spans go in order, one POST at a time: the refused calls' would be in.
   await collector.spanOf("r-ok");
   assert.deepEqual(
     collector.spans.map((s) => attr(s, "pyproxy.request_id")),
-    ["r-ok"],
+    ["r-cross", "r-ok"],
   );
 });

@@ -121,8 +121,8 @@ export class GatewayTracing {
   readonly #ratio: number;
   readonly #spans = new WeakMap<Request, OpenSpan>();
   /**
-   * Whether a model call may have a span (the gateway's: it carries a
-   * token); asked only of a call that would be sampled. Default: all.
+   * Whether a model call answered 401 or 403 still has its span (the
+   * gateway's: it carried the token). Default: all.
    */
   admits: (request: Request) => boolean = () => true;
 
@@ -201,6 +201,12 @@ export class GatewayTracing {
       this.#end(span, 500, undefined, errorText(err));
       throw err;
     }
+    // A call refused before it reached a model makes no span when it did
+    // not carry the token: asked of a 401 or 403 only (an answered call
+    // carried it), so a traced call pays nothing for it.
+    if ((res.status === 401 || res.status === 403) && !this.admits(request)) {
+      return res;
+    }
     const requestId = res.headers.get(REQUEST_ID_HEADER) ?? undefined;
     // A stream's span lasts until its last event is sent (or the client
     // leaves): its body is passed through.
@@ -259,7 +265,6 @@ export class GatewayTracing {
     if (parent !== undefined ? !parent.sampled : !this.#sampled()) {
       return undefined;
     }
-    if (!this.admits(request)) return undefined;
     let traceState: string | undefined;
     if (parent !== undefined) {
       const state = request.headers.get("tracestate");
