@@ -404,6 +404,10 @@ Deno.test("parseConfig and resolveConfig refuse a token no client can present, n
       " 0123456789abcdef",
       "0123456789abcdef\n",
       "0123456789\tabcdef",
+      // Beyond U+00FF: fetch refuses it in a header, curl sends its UTF-8
+      // bytes, which the gateway reads as Latin-1: no client could present it.
+      "token-0123456789abc\u2713",
+      "token-0123456789-\u4e2d",
     ]
   ) {
     assert.match(
@@ -426,7 +430,7 @@ Deno.test("parseConfig and resolveConfig refuse a token no client can present, n
     configError(() =>
       resolveConfig({ cwd: "/", envToken: ` ${"x".repeat(16)} ` })
     ),
-    "token: expected a token without leading or trailing whitespace or control characters (at environment: PYPROXY_TOKEN)",
+    "token: expected a token without leading or trailing whitespace, control characters or characters beyond U+00FF (at environment: PYPROXY_TOKEN)",
   );
   // Spaces inside a token are sent and compared as they are.
   assert.equal(
@@ -1043,6 +1047,17 @@ Deno.test("resolveConfig: tracing off by default, its endpoint from the flag, th
   assert.match(
     configError(() => parseConfig({ tracing: { headers: { a: "x\ny" } } })),
     /^tracing\.headers\.a: expected a header value without CR, LF or NUL/,
+  );
+  // Names and values fetch would refuse at every POST, dropping every span.
+  for (const name of ["bad name", "x-é", "", "x:y"]) {
+    assert.match(
+      configError(() => parseConfig({ tracing: { headers: { [name]: "x" } } })),
+      /^tracing\.headers: expected header names of letters, digits and/,
+    );
+  }
+  assert.match(
+    configError(() => parseConfig({ tracing: { headers: { a: "clé ✓" } } })),
+    /^tracing\.headers\.a: expected a header value of Latin-1 characters/,
   );
   assert.match(
     configError(() => parseConfig({ tracing: { sampler: "always" } })),

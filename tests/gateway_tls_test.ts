@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { ConfigError } from "../src/errors.ts";
 import { loadConfig, resolveConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
-import { SseReader, startGateway } from "./_gateway_harness.ts";
+import { SseReader, startGateway, withLogs } from "./_gateway_harness.ts";
 import { InferenceClient } from "./_grpc_client.ts";
 
 const TOKEN = "inference-token-0123456789";
@@ -265,12 +265,38 @@ Deno.test({
     const a = await selfSigned(dir, "a");
     const b = await selfSigned(dir, "b");
     await Deno.writeTextFile(`${dir}/junk.pem`, "not a certificate\n");
+    // The key with a passphrase: PKCS#8, and the traditional (PEM) form.
+    const encrypt = async (args: string[]) => {
+      const out = await new Deno.Command("openssl", {
+        args: [...args, "-in", a.key, "-aes256", "-passout", "pass:pw"],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.ok(out.success, new TextDecoder().decode(out.stderr));
+      return new TextDecoder().decode(out.stdout);
+    };
+    await Deno.writeTextFile(`${dir}/p8.key`, await encrypt(["pkey"]));
+    await Deno.writeTextFile(`${dir}/pem.key`, await encrypt(["ec"]));
+    // A chain file in the wrong order: the key's certificate second.
+    await Deno.writeTextFile(`${dir}/order.crt`, b.pem + a.pem);
     const cases: Array<[{ cert: string; key: string }, RegExp]> = [
       [{ cert: `${dir}/missing.crt`, key: a.key }, /^tls\.cert: cannot read/],
       [{ cert: a.cert, key: `${dir}/missing.key` }, /^tls\.key: cannot read/],
       [{ cert: `${dir}/junk.pem`, key: a.key }, /^tls\.cert: .* not a PEM/],
       [{ cert: a.cert, key: `${dir}/junk.pem` }, /^tls\.key: .* not a PEM/],
       [{ cert: a.cert, key: b.key }, /^tls\.key: .* not the private key/],
+      [
+        { cert: a.cert, key: `${dir}/p8.key` },
+        /^tls\.key: .*p8\.key is encrypted \(a passphrase\).*openssl pkey/,
+      ],
+      [
+        { cert: a.cert, key: `${dir}/pem.key` },
+        /^tls\.key: .*pem\.key is encrypted \(a passphrase\).*openssl pkey/,
+      ],
+      [
+        { cert: `${dir}/order.crt`, key: a.key },
+        /^tls\.key: .*a\.key is the private key of certificate 2 of .*order\.crt, not of the first: the server's certificate comes first/,
+      ],
     ];
     for (const [tls, message] of cases) {
       const config = resolveConfig({
@@ -284,6 +310,57 @@ Deno.test({
         return true;
       });
     }
+  });
+});
+
+Deno.test({
+  name:
+    "the gRPC port off loopback with a token: no warning over the gateway's TLS, a clear-text warning without it",
+  ignore: !openssl,
+}, async () => {
+  await withTempDir(async (dir) => {
+    const tls = await selfSigned(dir);
+    const warningsOf = (
+      records: readonly { level: string; message: readonly unknown[] }[],
+    ) =>
+      records.filter((r) => r.level === "warning").map((r) =>
+        r.message.map((m) => typeof m === "string" ? m : JSON.stringify(m))
+          .join("")
+      );
+    await withLogs(async (records) => {
+      // Bound off loopback (0.0.0.0); nothing but this test connects.
+      await using gw = await startGateway({
+        host: "0.0.0.0",
+        tls: { cert: tls.cert, key: tls.key },
+        token: TOKEN,
+        grpc: { hostname: "0.0.0.0", port: 0 },
+      });
+      assert.ok(gw.grpcTarget !== undefined);
+      // HTTPS on the HTTP port and TLS on the gRPC port: no warning.
+      const warnings = warningsOf(records);
+      assert.ok(
+        !warnings.some((w) => /clear text/.test(w)),
+        JSON.stringify(warnings),
+      );
+    }, "info");
+    await withLogs(async (records) => {
+      // The HTTP port on loopback, the gRPC port off it, no TLS: its h2c
+      // carries the token in clear text (found by chaos22).
+      await using gw = await startGateway({
+        token: TOKEN,
+        grpc: { hostname: "0.0.0.0", port: 0 },
+      });
+      assert.ok(gw.grpcTarget !== undefined);
+      const warnings = warningsOf(records);
+      assert.ok(!warnings.some((w) => w.startsWith("Serving plain HTTP")));
+      assert.ok(
+        warnings.some((w) =>
+          /^Serving gRPC in plain text \(h2c\) on 0\.0\.0\.0: the bearer token travels in clear text/
+            .test(w)
+        ),
+        JSON.stringify(warnings),
+      );
+    }, "info");
   });
 });
 

@@ -391,3 +391,82 @@ Deno.test("pool.execute sends a caller's traceparent to the model, and refuses a
     await assert.rejects(pool.execute("traced", {}, bad), ConfigError);
   }
 });
+
+Deno.test("Tracing keeps a queued span small: a long model name and a model's long error message are cut", async () => {
+  await using collector = new Collector();
+  await using gw = await startGateway({
+    tracing: { endpoint: collector.url, batchIntervalMs: 20 },
+  }, MODELS);
+  // The harness's boom raises with its input in the message: 100 KB of it,
+  // which 2048 queued spans would hold 200 MB of.
+  const boom = await execute(
+    gw,
+    "r-long-error",
+    {},
+    { x: "y".repeat(100_000) },
+    "/v1/models/boom/execute",
+  );
+  assert.ok(boom.status >= 400, String(boom.status));
+  const failed = await collector.spanOf("r-long-error");
+  assert.equal(failed.status.code, 2);
+  assert.ok(failed.status.message!.length <= 1024, "the message is cut");
+  assert.match(failed.status.message!, /bad input: 'yyyy/);
+  // A name from the URL, as long as the client likes.
+  const name = "n".repeat(5000);
+  const missing = await execute(
+    gw,
+    "r-long-name",
+    {},
+    {},
+    `/v1/models/${name}/execute`,
+  );
+  assert.equal(missing.status, 404);
+  const span = await collector.spanOf("r-long-name");
+  const model = attr(span, "pyproxy.model") as string;
+  assert.equal(model.length, 256);
+  assert.ok(model.startsWith("nnnn"));
+});
+
+Deno.test("Tracing makes no span of a call without the token: a client that may not call models neither fills the queue nor adds to a trace", async () => {
+  await using collector = new Collector();
+  await using gw = await startGateway({
+    token: "inference-token-0123456789",
+    tracing: { endpoint: collector.url, batchIntervalMs: 20, sampleRatio: 1 },
+  }, MODELS);
+  const parent = { traceparent: `00-${PARENT_TRACE}-${PARENT_SPAN}-01` };
+  const refused: Array<[Record<string, string>, number]> = [
+    [{}, 401],
+    [{ authorization: "Bearer wrong-token-0123456789" }, 401],
+    // The Origin check answers before the token's.
+    [{ origin: "https://evil.example", "sec-fetch-site": "cross-site" }, 403],
+  ];
+  for (const [headers, status] of refused) {
+    const res = await fetch(`${gw.url}/v1/models/traced/execute`, {
+      method: "POST",
+      headers: { "x-request-id": "r-refused", ...parent, ...headers },
+      body: "{}",
+    });
+    assert.equal(res.status, status);
+    await res.body?.cancel();
+  }
+  // The token, refused by the Origin check: a span (it may call models).
+  const cross = await gw.fetch("/v1/models/traced/execute", {
+    method: "POST",
+    headers: {
+      "x-request-id": "r-cross",
+      origin: "https://evil.example",
+      "sec-fetch-site": "cross-site",
+      ...parent,
+    },
+    body: "{}",
+  });
+  assert.equal(cross.status, 403);
+  await cross.body?.cancel();
+  assert.equal((await execute(gw, "r-ok", parent)).status, 200);
+  // Spans go in order, one POST at a time: the refused calls' would be in.
+  await collector.spanOf("r-ok");
+  assert.deepEqual(
+    collector.spans.map((s) => attr(s, "pyproxy.request_id")),
+    ["r-cross", "r-ok"],
+  );
+});

@@ -21,6 +21,7 @@ import {
   RandomHexIds,
 } from "../_trace_context.ts";
 import { type ExportSpan, OtlpExporter } from "./_otlp_exporter.ts";
+import { traceHeadersProblem } from "./_trace_headers.ts";
 import { REQUEST_ID_HEADER } from "./error_response.ts";
 import type { TracingOptions } from "./tracing_options.ts";
 
@@ -120,6 +121,11 @@ export class GatewayTracing {
   readonly #ratio: number;
   readonly #spans = new WeakMap<Request, OpenSpan>();
   readonly #ids = new RandomHexIds();
+  /**
+   * Whether a model call answered 401 or 403 still has its span (the
+   * gateway's: it carried the token). Default: all.
+   */
+  admits: (request: Request) => boolean = () => true;
 
   constructor(options: TracingOptions, logger: Logger, version?: string) {
     const ratio = options.sampleRatio ?? 1;
@@ -139,6 +145,14 @@ export class GatewayTracing {
         `Cannot create gateway: tracing.endpoint ${
           JSON.stringify(options.endpoint)
         } is not an http(s) URL (OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces)`,
+      );
+    }
+    const headersProblem = options.headers === undefined
+      ? undefined
+      : traceHeadersProblem(options.headers);
+    if (headersProblem !== undefined) {
+      throw new RangeError(
+        `Cannot create gateway: tracing.headers ${headersProblem}`,
       );
     }
     this.#ratio = ratio;
@@ -187,6 +201,12 @@ export class GatewayTracing {
     } catch (err) {
       this.#end(span, 500, undefined, errorText(err));
       throw err;
+    }
+    // A call refused before it reached a model makes no span when it did
+    // not carry the token: asked of a 401 or 403 only (an answered call
+    // carried it), so a traced call pays nothing for it.
+    if ((res.status === 401 || res.status === 403) && !this.admits(request)) {
+      return res;
     }
     const requestId = res.headers.get(REQUEST_ID_HEADER) ?? undefined;
     // A stream's span lasts until its last event is sent (or the client
@@ -277,14 +297,16 @@ export class GatewayTracing {
     requestId: string | undefined,
     error: string | undefined,
   ): void {
+    // The client's strings (a name from the URL, a model's error message
+    // that may repeat its input) are cut: a queued span stays small.
     const attributes: Record<string, string | number> = {
       "http.request.method": "POST",
       "http.route": span.route,
       "http.response.status_code": status,
-      "pyproxy.model": span.model,
+      "pyproxy.model": cut(span.model, MAX_NAME),
     };
     if (span.version !== undefined) {
-      attributes["pyproxy.model.version"] = span.version;
+      attributes["pyproxy.model.version"] = cut(span.version, MAX_NAME);
     }
     if (requestId !== undefined) attributes["pyproxy.request_id"] = requestId;
     if (span.worker !== undefined) attributes["pyproxy.worker"] = span.worker;
@@ -302,7 +324,7 @@ export class GatewayTracing {
     };
     if (span.parentSpanId !== undefined) out.parentSpanId = span.parentSpanId;
     if (span.traceState !== undefined) out.traceState = span.traceState;
-    if (error !== undefined) out.error = error;
+    if (error !== undefined) out.error = cut(error, MAX_ERROR);
     this.#exporter.add(out);
   }
 
@@ -347,6 +369,16 @@ export class GatewayTracing {
 }
 
 /** The message of an error response's body (`{"error": {"message"}}` or `{"error": "..."}`). */
+/** The longest model name or version a span keeps, in characters. */
+const MAX_NAME = 256;
+/** The longest error message a span keeps (its status message). */
+const MAX_ERROR = 1024;
+
+/** `text`, cut to `max` characters with an ellipsis when longer. */
+function cut(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+}
+
 async function errorMessage(res: Response): Promise<string> {
   try {
     const body = await res.clone().json() as {

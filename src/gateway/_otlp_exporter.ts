@@ -55,6 +55,8 @@ export interface OtlpExporterOptions {
 
 /** The longest pause after failed POSTs, in ms. */
 const MAX_BACKOFF_MS = 30_000;
+/** The longest a collector's Retry-After is waited (a larger one is cut). */
+const MAX_RETRY_AFTER_MS = 300_000;
 
 /**
  * The exporter; see the module doc. `add` is all a request does.
@@ -73,6 +75,8 @@ export class OtlpExporter {
   #inFlight: Promise<void> | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #failures = 0;
+  /** No POST before this (`Date.now()`), a collector's Retry-After; 0: none. */
+  #notBefore = 0;
   readonly #endpoint: string;
   readonly #maxQueue: number;
   readonly #batchSize: number;
@@ -126,11 +130,21 @@ export class OtlpExporter {
     }
     this.#queue.push(span);
     if (this.#inFlight !== undefined) return;
-    if (this.#queue.length >= this.#batchSize && this.#failures === 0) {
-      this.#sendNow();
-    } else {
-      this.#schedule(this.#intervalMs);
-    }
+    const pause = this.#pause();
+    if (pause <= 0) this.#sendNow();
+    else this.#schedule(pause);
+  }
+
+  /**
+   * How long before the next POST: none for a full batch, else the
+   * interval; after failures the interval doubled for each in a row (up to
+   * 30 s), and never before a collector's Retry-After has passed.
+   */
+  #pause(): number {
+    const backoff = this.#failures === 0
+      ? (this.#queue.length >= this.#batchSize ? 0 : this.#intervalMs)
+      : Math.min(this.#intervalMs * 2 ** this.#failures, MAX_BACKOFF_MS);
+    return Math.max(backoff, this.#notBefore - Date.now());
   }
 
   /**
@@ -175,12 +189,9 @@ export class OtlpExporter {
     this.#inFlight = this.#post(batch, timeoutMs).finally(() => {
       this.#inFlight = undefined;
       if (this.#queue.length === 0) return;
-      // More waits: a full batch goes now unless the collector is failing;
-      // else after the interval, doubled for each failure in a row.
-      const pause = this.#failures === 0
-        ? (this.#queue.length >= this.#batchSize ? 0 : this.#intervalMs)
-        : Math.min(this.#intervalMs * 2 ** this.#failures, MAX_BACKOFF_MS);
-      this.#schedule(pause);
+      // More waits: a full batch goes now unless the collector is failing
+      // (or asked to wait); else after #pause().
+      this.#schedule(this.#pause());
     });
   }
 
@@ -193,12 +204,27 @@ export class OtlpExporter {
         headers: this.#headers,
         body,
         signal: AbortSignal.timeout(timeoutMs),
+        // A redirect is not followed: fetch would send the headers (API
+        // keys; only Authorization is dropped) and the spans to wherever
+        // the collector points, another host included.
+        redirect: "manual",
       });
       // The body is read (and bounded by the same timeout) so the
-      // connection is reused; what it says matters only on an error.
-      const text = await res.text();
-      if (!res.ok) {
+      // connection is reused, but no more than ANSWER_BYTES of it: an
+      // OTLP answer is a few bytes, and what it says matters only on an
+      // error; a collector's endless or 2 GB answer is cancelled.
+      const text = await answerText(res);
+      if (res.status >= 300 && res.status < 400) {
+        const to = res.headers.get("location") ?? "";
+        problem = `HTTP ${res.status} redirect to ${
+          JSON.stringify(to.slice(0, 200))
+        } not followed (set the endpoint to the collector's own URL)`;
+      } else if (!res.ok) {
         problem = `HTTP ${res.status} ${text.slice(0, 200)}`.trim();
+        if (res.status === 429 || res.status === 503) {
+          const wait = retryAfterMs(res.headers.get("retry-after"));
+          if (wait > 0) this.#notBefore = Date.now() + wait;
+        }
       }
     } catch (err) {
       problem = err instanceof Error ? `${err.name}: ${err.message}` : String(
@@ -234,6 +260,52 @@ export class OtlpExporter {
 }
 
 /** A span in OTLP/JSON: ids as hex, times as decimal strings of ns. */
+/**
+ * The wait a `Retry-After` asks for (delta-seconds or an HTTP date), at most
+ * {@linkcode MAX_RETRY_AFTER_MS}; 0 for none or one that does not parse.
+ */
+function retryAfterMs(value: string | null): number {
+  if (value === null) return 0;
+  const text = value.trim();
+  const ms = /^\d+$/.test(text)
+    ? Number(text) * 1000
+    : Date.parse(text) - Date.now();
+  return ms > 0 ? Math.min(ms, MAX_RETRY_AFTER_MS) : 0;
+}
+
+/** The most of a collector's answer read (its first bytes, for a message). */
+const ANSWER_BYTES = 4096;
+
+/**
+ * The text of the first {@linkcode ANSWER_BYTES} of `res`'s body; the rest,
+ * if any, is cancelled unread (the connection is then closed, not reused).
+ */
+async function answerText(res: Response): Promise<string> {
+  if (res.body === null) return "";
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    if (size > ANSWER_BYTES) {
+      await reader.cancel().catch(() => {});
+      break;
+    }
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    size += value.byteLength;
+  }
+  const bytes = new Uint8Array(Math.min(size, ANSWER_BYTES));
+  let at = 0;
+  for (const c of chunks) {
+    if (at >= bytes.length) break;
+    const part = c.subarray(0, bytes.length - at);
+    bytes.set(part, at);
+    at += part.byteLength;
+  }
+  return new TextDecoder().decode(bytes);
+}
+
 function otlpSpan(span: ExportSpan): Record<string, unknown> {
   const out: Record<string, unknown> = {
     traceId: span.traceId,

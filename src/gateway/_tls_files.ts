@@ -52,6 +52,17 @@ export async function readTls(
       { cause: err, details: { path: "tls.cert" } },
     );
   }
+  // A key with a passphrase: createPrivateKey's own error says only
+  // "interrupted or cancelled" (it asked for none), and neither runtime's
+  // TLS takes one.
+  if (ENCRYPTED_KEY.test(key)) {
+    throw new ConfigError(
+      `tls.key: ${paths.key} is encrypted (a passphrase), which pyproxy cannot use: write it decrypted to a file only the gateway's user may read (openssl pkey -in ${paths.key} -out key.pem; chmod 600 key.pem) ${
+        where("key")
+      }`,
+      { details: { path: "tls.key" } },
+    );
+  }
   let privateKey: ReturnType<typeof createPrivateKey>;
   try {
     privateKey = createPrivateKey(key);
@@ -64,10 +75,18 @@ export async function readTls(
     );
   }
   if (!certificate.checkPrivateKey(privateKey)) {
+    // A chain file (leaf, then intermediates) put in another order.
+    const other = chainIndex(cert, privateKey);
     throw new ConfigError(
-      `tls.key: ${paths.key} is not the private key of the certificate ${paths.cert} ${
-        where("key")
-      }`,
+      other === undefined
+        ? `tls.key: ${paths.key} is not the private key of the certificate ${paths.cert} ${
+          where("key")
+        }`
+        : `tls.key: ${paths.key} is the private key of certificate ${
+          other + 1
+        } of ${paths.cert}, not of the first: the server's certificate comes first in the file, then its intermediates ${
+          where("key")
+        }`,
       { details: { path: "tls.key" } },
     );
   }
@@ -80,4 +99,26 @@ export async function readTls(
     );
   }
   return { cert, key };
+}
+
+/** An encrypted PEM key: PKCS#8's, or the traditional form's header. */
+const ENCRYPTED_KEY =
+  /-----BEGIN ENCRYPTED PRIVATE KEY-----|^Proc-Type:[ \t]*4,[ \t]*ENCRYPTED/m;
+
+/** The index of the certificate of `pem` (a chain) that `key` is the key of. */
+function chainIndex(
+  pem: string,
+  key: ReturnType<typeof createPrivateKey>,
+): number | undefined {
+  const blocks = pem.match(
+    /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g,
+  ) ?? [];
+  for (let i = 1; i < blocks.length; i++) {
+    try {
+      if (new X509Certificate(blocks[i]!).checkPrivateKey(key)) return i;
+    } catch {
+      // Not a certificate: the runtime's TLS would say so.
+    }
+  }
+  return undefined;
 }

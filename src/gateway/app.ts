@@ -801,6 +801,15 @@ export function createGateway(
   if (tracing === undefined) {
     return { fetch, request: (input, init) => app.request(input, init) };
   }
+  // A call without the token makes no span: a client that may not call
+  // models would otherwise fill the export queue (the others' spans then
+  // dropped) and add spans to any trace it names (its traceparent).
+  if (tokenMatches !== undefined) {
+    tracing.admits = (request) => {
+      const token = bearerToken(request.headers.get("authorization") ?? "");
+      return token !== undefined && tokenMatches(token);
+    };
+  }
   const traced: GatewayApp = {
     fetch: (request, env) => tracing.serve(request, () => fetch(request, env)),
     request: (input, init) => {

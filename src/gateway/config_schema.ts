@@ -5,6 +5,12 @@
  */
 import * as v from "valibot";
 import { plainRecord } from "../_plain_record.ts";
+import {
+  HEADER_NAME_RULE,
+  HEADER_VALUE_RULE,
+  headerNameOk,
+  headerValueOk,
+} from "./_trace_headers.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import { MAX_MODEL_TIMEOUT } from "../_model_timeout.ts";
 import { VersionLabel } from "../_model_version.ts";
@@ -259,7 +265,11 @@ export interface GatewayConfig {
 /**
  * Whether a client can present `token`: a request's bearer token is read
  * without surrounding whitespace, and a header cannot carry control
- * characters, so a token with either would lock every client out.
+ * characters, so a token with either would lock every client out. Nor one
+ * with a character beyond U+00FF: a header's bytes are read as Latin-1, so
+ * no bytes read back as such a character (fetch refuses it in a header;
+ * curl sends its UTF-8 bytes, read back as other characters). A Latin-1
+ * token (`é`) is sent as its own byte by fetch.
  *
  * @example
  * ```ts
@@ -269,12 +279,12 @@ export interface GatewayConfig {
  */
 export function usableToken(token: string): boolean {
   // deno-lint-ignore no-control-regex
-  return token.trim() === token && !/[\x00-\x1f\x7f]/.test(token);
+  return token.trim() === token && !/[\x00-\x1f\x7f]|[^\x00-\xff]/.test(token);
 }
 
 /** Why {@linkcode usableToken} refused a token. */
 export const TOKEN_UNUSABLE =
-  "expected a token without leading or trailing whitespace or control characters";
+  "expected a token without leading or trailing whitespace, control characters or characters beyond U+00FF";
 
 /** A token, or a list of 1 to 16 different ones (rotation). */
 function tokenSchema(): v.GenericSchema<string | string[]> {
@@ -595,15 +605,23 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
       ),
     ),
     headers: v.optional(
-      plainRecord(
-        v.pipe(
-          v.string("expected a string"),
-          v.check(
-            (value) => !/[\r\n\0]/.test(value),
-            "expected a header value without CR, LF or NUL",
+      v.pipe(
+        plainRecord(
+          v.pipe(
+            v.string("expected a string"),
+            v.check(
+              (value) => !/[\r\n\0]/.test(value),
+              "expected a header value without CR, LF or NUL",
+            ),
+            v.check(headerValueOk, HEADER_VALUE_RULE),
           ),
+          "expected an object of header name → value",
         ),
-        "expected an object of header name → value",
+        // A name fetch refuses would fail every POST (every span dropped).
+        v.check(
+          (headers) => Object.keys(headers).every(headerNameOk),
+          HEADER_NAME_RULE,
+        ),
       ),
     ),
     maxQueue: v.optional(int(1, 1_000_000)),

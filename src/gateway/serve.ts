@@ -296,6 +296,17 @@ export async function serve(
       { host: config.host },
     );
   }
+  // The gRPC port too, when bound elsewhere (--grpc-host): it serves TLS
+  // only with the gateway's certificate.
+  if (
+    tls === undefined && config.grpc !== undefined &&
+    config.token !== undefined && !isLoopback(config.grpc.hostname)
+  ) {
+    logger.warn(
+      "Serving gRPC in plain text (h2c) on {host}: the bearer token travels in clear text; serve TLS (--tls-cert and --tls-key: the gRPC port uses them too), unless a proxy in front terminates TLS",
+      { host: config.grpc.hostname },
+    );
+  }
   const hub = new ChannelHub({
     ...config.channels,
     onDrop: droppedSubscriberLogger(logger),
