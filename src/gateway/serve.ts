@@ -296,6 +296,16 @@ export async function serve(
       { host: config.host },
     );
   }
+  // The gRPC port has no TLS of its own, --tls-cert or not.
+  if (
+    config.grpc !== undefined && config.token !== undefined &&
+    !isLoopback(config.grpc.hostname)
+  ) {
+    logger.warn(
+      "Serving gRPC in plain text on {host}: the bearer token travels in clear text (--tls-cert and --tls-key cover the HTTP port only); keep --grpc-host on loopback, or put a proxy that terminates TLS in front of it",
+      { host: config.grpc.hostname },
+    );
+  }
   const hub = new ChannelHub({
     ...config.channels,
     onDrop: droppedSubscriberLogger(logger),
