@@ -94,8 +94,8 @@ Options:
       --allow-eval          Enable POST /v1/eval (runs arbitrary Python code;
                             without a token, one is generated and printed)
       --allow-manage        Enable PUT/DELETE /v1/models/{name} (and its versions,
-                            its default) and PUT /v1/workers
-                            (token: as above)
+                            its default), PUT /v1/workers and POST
+                            /v2/repository/... (token: as above)
       --autoscale <min:max> Grow the pool while calls queue, shrink it while idle,
                             between min and max workers (either may be left out:
                             2:, :8; default min --workers; see docs/plugins.md)

@@ -826,6 +826,42 @@ Deno.test("main serve --host 0.0.0.0 prints URLs that work, and /healthz answers
   );
 });
 
+Deno.test("main serve warns that the token travels in clear text to a gRPC port off loopback, TLS or not", async () => {
+  const token = "cli-test-token-0123456789";
+  const models = new URL("../examples/models", import.meta.url).pathname;
+  for (const grpcHost of ["0.0.0.0", "127.0.0.1"]) {
+    await using serve = await startServe(
+      [
+        "--port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--grpc-host",
+        grpcHost,
+        "--workers",
+        "1",
+        "--models",
+        models,
+      ],
+      { PYPROXY_TOKEN: token },
+    );
+    const { child } = serve;
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+    const stderr = await serve.stderr;
+    // The HTTP port is on loopback: only the gRPC port's warning, if any.
+    assert.doesNotMatch(stderr, /Serving plain HTTP/);
+    if (grpcHost === "0.0.0.0") {
+      assert.match(
+        stderr,
+        /Serving gRPC in plain text \(h2c\) on "0\.0\.0\.0": the bearer token travels in clear text/,
+      );
+    } else {
+      assert.doesNotMatch(stderr, /Serving gRPC in plain text/);
+    }
+  }
+});
+
 Deno.test("main serve with the token in pyproxy.json does not point at $PYPROXY_TOKEN", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-cli-test-" });
   try {

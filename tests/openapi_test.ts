@@ -499,6 +499,77 @@ Deno.test("GET /openapi.json names the server by an allowed Host only, never one
   assert.equal(await server(["*"], "evil.example"), "/");
 });
 
+Deno.test("GET /openapi.json with a management token names it as the security of eval and management operations only", async () => {
+  const pool: GatewayPool = {
+    execute: (_n, msg) => Promise.resolve(msg),
+    addModel: () => Promise.resolve({}),
+    updateModel: () => Promise.resolve({}),
+    removeModel: () => Promise.resolve({}),
+    status: () => ({
+      workers: [{ id: "w1", pid: 1, state: "ready", restarts: 0, inFlight: 0 }],
+      models: [{ name: "echo" }],
+    }),
+    eval: () => {
+      throw new Error("not used");
+    },
+    atoms: { get: () => undefined },
+    close: () => Promise.resolve(),
+  };
+  const TOKEN = "inference-token-0123456";
+  const MANAGE = "manage-token-0123456789";
+  const app = createGateway(pool, {
+    port: () => 8000,
+    token: TOKEN,
+    manageToken: MANAGE,
+    allowEval: true,
+    allowManage: true,
+  });
+  const res = await app.fetch(
+    new Request("http://127.0.0.1:8000/openapi.json", {
+      headers: { authorization: `Bearer ${TOKEN}` },
+    }),
+  );
+  assert.equal(res.status, 200);
+  const doc: Json = await res.json();
+  assert.equal(await openApiErrors(doc), undefined);
+  assert.deepEqual(doc.security, [{ bearer: [] }]);
+  assert.equal(doc.components.securitySchemes.manageBearer.scheme, "bearer");
+  const manageOnly: string[] = [];
+  for (const [path, item] of Object.entries<Json>(doc.paths)) {
+    for (const [method, op] of Object.entries<Json>(item)) {
+      if (JSON.stringify(op.security) === '[{"manageBearer":[]}]') {
+        manageOnly.push(`${method.toUpperCase()} ${path}`);
+      }
+    }
+  }
+  assert.deepEqual(manageOnly.sort(), [
+    "DELETE /v1/models/{name}",
+    "DELETE /v1/models/{name}/versions/{version}",
+    "GET /v1/eval/{id}/events",
+    "POST /v1/eval",
+    "POST /v2/repository/index",
+    "POST /v2/repository/models/{name}/load",
+    "POST /v2/repository/models/{name}/unload",
+    "PUT /v1/models/{name}",
+    "PUT /v1/models/{name}/default",
+    "PUT /v1/models/{name}/versions/{version}",
+    "PUT /v1/workers",
+  ]);
+  // Without a management token, one token serves every route: no second scheme.
+  const single = createGateway(pool, {
+    port: () => 8000,
+    token: TOKEN,
+    allowManage: true,
+  });
+  const plain: Json = await (await single.fetch(
+    new Request("http://127.0.0.1:8000/openapi.json", {
+      headers: { authorization: `Bearer ${TOKEN}` },
+    }),
+  )).json();
+  assert.equal(plain.components.securitySchemes.manageBearer, undefined);
+  assert.equal(plain.paths["/v1/workers"].put.security, undefined);
+});
+
 Deno.test("openApiDocument lists every route the gateway registers, all enabled", async () => {
   // The routes as registered: app.get("/v1/models/:name", ...) in src/gateway/.
   const routes: string[] = [];

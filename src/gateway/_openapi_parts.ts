@@ -161,9 +161,13 @@ export function bodyErrors(bodyLimit: number): Record<string, OpenApiObject> {
 
 /**
  * The shared components: the error body, the model description and the
- * common responses, plus the bearer scheme when a token is set.
+ * common responses, plus the bearer scheme when a token is set (and the
+ * management token's when one is set too).
  */
-export function components(token: boolean): OpenApiObject {
+export function components(
+  token: boolean,
+  manageToken = false,
+): OpenApiObject {
   const error: JsonSchema = {
     type: "object",
     required: ["error"],
@@ -346,6 +350,16 @@ export function components(token: boolean): OpenApiObject {
         description:
           "The token as `?token=`: accepted by the dashboard page `/` only.",
       },
+      ...(manageToken
+        ? {
+          manageBearer: {
+            type: "http",
+            scheme: "bearer",
+            description:
+              "The management token (`--manage-token`, `PYPROXY_MANAGE_TOKEN`): the only one eval and model management accept (the inference token gets 403 `ForbiddenToken` there); it is accepted on every other route too.",
+          },
+        }
+        : {}),
     };
   }
   return out;

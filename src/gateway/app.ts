@@ -656,6 +656,7 @@ export function createGateway(
         version: options.version ?? PYTHON_MANIFEST.version,
         serverUrl,
         token: options.token !== undefined,
+        manageToken: manageTokens !== undefined,
         allowEval: ctx.allowEval,
         allowManage: ctx.allowManage,
         streams: pool.executeStream !== undefined,

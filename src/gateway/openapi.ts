@@ -35,6 +35,13 @@ export interface OpenApiOptions {
   serverUrl: string;
   /** A bearer token is required on every route but `/healthz`. */
   token: boolean;
+  /**
+   * A management token is set: the eval and management operations name the
+   * `manageBearer` scheme instead of `bearer` (the inference token gets 403
+   * there).
+   * @default {false}
+   */
+  manageToken?: boolean;
   /** `POST /v1/eval` and its events are listed. */
   allowEval: boolean;
   /** `PUT`/`DELETE /v1/models/{name}` and `PUT /v1/workers` are listed. */
@@ -405,7 +412,8 @@ function modelCallPaths(
  */
 export function openApiDocument(options: OpenApiOptions): OpenApiDocument {
   const paths = gatewayPaths(options);
-  const shared = components(options.token);
+  const shared = components(options.token, options.manageToken === true);
+  if (options.token && options.manageToken === true) manageSecurity(paths);
   for (const model of options.models) {
     // A model with versions: its name's paths run the default one.
     if ((model as { default?: boolean }).default === false) continue;
@@ -445,4 +453,19 @@ export function openApiDocument(options: OpenApiOptions): OpenApiDocument {
       responses: { ...shared.responses as object, ...callResponses(options) },
     },
   };
+}
+
+/** The tags of the operations only the management token may call. */
+const MANAGE_TAGS = new Set(["management", "eval"]);
+
+/** Sets `manageBearer` as the security of the eval and management operations. */
+function manageSecurity(paths: Record<string, unknown>): void {
+  for (const item of Object.values(paths)) {
+    for (const op of Object.values(item as Record<string, OpenApiObject>)) {
+      const tags = (op as { tags?: unknown }).tags;
+      if (Array.isArray(tags) && tags.some((t) => MANAGE_TAGS.has(t))) {
+        op.security = [{ manageBearer: [] }];
+      }
+    }
+  }
 }
