@@ -578,6 +578,30 @@ Deno.test("gRPC health Check: SERVING without a token, NOT_FOUND for another ser
   }
 });
 
+Deno.test("gRPC ModelStreamInfer: the shutdown ends an idle stream with UNAVAILABLE at once, not after the grace", async () => {
+  // Clients keep a stream open between their requests (tritonclient's
+  // start_stream): it held every shutdown for its whole grace, and was then
+  // cut off with the connection.
+  const gw = await gateway({ limits: { shutdownGrace: 4000 } });
+  try {
+    const s = streamCall(gw.client);
+    s.send(inferOf("mirror", "a", { v: [1.5] }));
+    await s.responded(1);
+    const began = performance.now();
+    await gw.shutdown();
+    const took = performance.now() - began;
+    const status = await s.ended;
+    assert.equal(status.code, grpc.status.UNAVAILABLE, status.details);
+    assert.match(status.details, /shutting down/);
+    assert.ok(took < 2000, `the shutdown took ${Math.round(took)} ms`);
+    assert.deepEqual(fp64(s.responses[0]!, "v"), [1.5]);
+  } finally {
+    gw.client.close();
+    await gw.shutdown();
+    await Deno.remove(gw.dir, { recursive: true });
+  }
+});
+
 Deno.test("gRPC ModelStreamInfer: a client that does not read its answers holds the stream's infers (bounded), and gets them all once it reads", async () => {
   await using gw = await gateway({ limits: { bodyLimit: 4 << 20 } });
   const log = `${gw.dir}/counter.log`;
