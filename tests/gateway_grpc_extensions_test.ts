@@ -719,6 +719,46 @@ Deno.test("gRPC ModelStreamInfer of a yielding model: a response per item, the l
   assert.match(await rest.text(), /\/v1\/models\/tokens\/stream/);
 });
 
+Deno.test("gRPC: the streamed form of a yielding model's /v2 infer is the transport's own: not an HTTP client's, nor a unary call's by its metadata", async () => {
+  await using gw = await gateway();
+  const body = JSON.stringify({
+    inputs: [{ name: "n", datatype: "INT64", shape: [1], data: [2] }],
+  });
+  // An HTTP client sending the private media type got the records (an
+  // undocumented API, outside the drain's end of streams): now REST's 400.
+  const rest = await gw.fetch("/v2/models/tokens/infer", {
+    method: "POST",
+    headers: { accept: "application/x-pyproxy-inference-stream" },
+    body,
+  });
+  assert.equal(rest.status, 400);
+  assert.match(await rest.text(), /\/v1\/models\/tokens\/stream/);
+  // Metadata is not the transport's headers: a unary ModelInfer with the
+  // type as its `accept` metadata is refused as without it.
+  const m = metadata();
+  m.set("accept", "application/x-pyproxy-inference-stream");
+  const answer = await new Promise<grpc.ServiceError | null>((resolve) => {
+    gw.client.makeUnaryRequest<Uint8Array, Uint8Array>(
+      `${SERVICE}ModelInfer`,
+      (x) => Buffer.from(x),
+      (b) => b,
+      T.inferRequest.encode(T.inferRequest.create({
+        model_name: "tokens",
+        inputs: [{
+          name: "n",
+          datatype: "INT64",
+          shape: [1],
+          contents: { int64_contents: [2] },
+        }],
+      })).finish(),
+      m,
+      (error: grpc.ServiceError | null) => resolve(error),
+    );
+  });
+  assert.equal(answer?.code, grpc.status.INVALID_ARGUMENT, answer?.details);
+  assert.match(String(answer?.details), /\/v1\/models\/tokens\/stream/);
+});
+
 Deno.test("gRPC ModelStreamInfer of a yielding model: the client's cancel ends the model's stream in Python", async () => {
   // No idle timeout to end it instead (a stream nobody reads).
   await using gw = await gateway({ limits: { streamIdleTimeout: 600_000 } });
