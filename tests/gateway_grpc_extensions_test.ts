@@ -224,6 +224,28 @@ Deno.test("gRPC ModelConfig and ModelStatistics answer what REST /config and /st
     { name: "x", data_type: "TYPE_FP64", dims: [-1], optional: false },
   ]);
   assert.deepEqual(got.instance_group, rest.instance_group);
+  // Not decoupled: Triton leaves the policy out.
+  assert.equal(got.model_transaction_policy, null);
+  assert.equal(rest.model_transaction_policy, undefined);
+  // A model that yields is Triton's decoupled model (what perf_analyzer and
+  // genai-perf read to use ModelStreamInfer), over REST and gRPC alike.
+  const decoupled = await unary(
+    gw.client,
+    `${SERVICE}ModelConfig`,
+    T.modelRef,
+    { name: "tokens" },
+    T.config,
+  );
+  assert.deepEqual(
+    (decoupled.response!.config as Record<string, unknown>)
+      .model_transaction_policy,
+    { decoupled: true },
+  );
+  assert.deepEqual(
+    (await restJson(gw, "/v2/models/tokens/config") as Record<string, unknown>)
+      .model_transaction_policy,
+    { decoupled: true },
+  );
 
   const stats = await unary(
     gw.client,
