@@ -161,6 +161,9 @@ export async function serveGrpc(
   server.on(
     "stream",
     (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
+      // First: a session destroyed by a client's protocol error destroys its
+      // streams with that error, an uncaught one without a listener.
+      stream.on("error", () => {});
       inFlight++;
       const session = stream.session;
       const state = session === undefined ? undefined : sessions.get(session);
