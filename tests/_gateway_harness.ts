@@ -332,12 +332,15 @@ export interface ServeProcess {
 }
 
 /**
- * Starts `deno run -A mod.ts serve --port 0 --workers 2 --models <dir>` as
- * a process and resolves once its first stdout line names its port; the
+ * Starts `deno run -A mod.ts serve --port 0 --workers 2 --models <dir>`
+ * (and `extraArgs`) as a process and resolves once its first stdout line names its port; the
  * caller kills it (`child.kill`) and awaits `child.status` and `stderr`.
  * A start that names no port kills the process and throws.
  */
-export async function spawnServe(dir: string): Promise<ServeProcess> {
+export async function spawnServe(
+  dir: string,
+  extraArgs: string[] = [],
+): Promise<ServeProcess> {
   const mod = new URL("../mod.ts", import.meta.url).pathname;
   const child = new Deno.Command(Deno.execPath(), {
     args: [
@@ -353,6 +356,7 @@ export async function spawnServe(dir: string): Promise<ServeProcess> {
       dir,
       "--log-level",
       "warning",
+      ...extraArgs,
     ],
     stdout: "piped",
     stderr: "piped",

@@ -224,6 +224,28 @@ Deno.test("gRPC ModelConfig and ModelStatistics answer what REST /config and /st
     { name: "x", data_type: "TYPE_FP64", dims: [-1], optional: false },
   ]);
   assert.deepEqual(got.instance_group, rest.instance_group);
+  // Not decoupled: Triton leaves the policy out.
+  assert.equal(got.model_transaction_policy, null);
+  assert.equal(rest.model_transaction_policy, undefined);
+  // A model that yields is Triton's decoupled model (what perf_analyzer and
+  // genai-perf read to use ModelStreamInfer), over REST and gRPC alike.
+  const decoupled = await unary(
+    gw.client,
+    `${SERVICE}ModelConfig`,
+    T.modelRef,
+    { name: "tokens" },
+    T.config,
+  );
+  assert.deepEqual(
+    (decoupled.response!.config as Record<string, unknown>)
+      .model_transaction_policy,
+    { decoupled: true },
+  );
+  assert.deepEqual(
+    (await restJson(gw, "/v2/models/tokens/config") as Record<string, unknown>)
+      .model_transaction_policy,
+    { decoupled: true },
+  );
 
   const stats = await unary(
     gw.client,
@@ -578,6 +600,30 @@ Deno.test("gRPC health Check: SERVING without a token, NOT_FOUND for another ser
   }
 });
 
+Deno.test("gRPC ModelStreamInfer: the shutdown ends an idle stream with UNAVAILABLE at once, not after the grace", async () => {
+  // Clients keep a stream open between their requests (tritonclient's
+  // start_stream): it held every shutdown for its whole grace, and was then
+  // cut off with the connection.
+  const gw = await gateway({ limits: { shutdownGrace: 4000 } });
+  try {
+    const s = streamCall(gw.client);
+    s.send(inferOf("mirror", "a", { v: [1.5] }));
+    await s.responded(1);
+    const began = performance.now();
+    await gw.shutdown();
+    const took = performance.now() - began;
+    const status = await s.ended;
+    assert.equal(status.code, grpc.status.UNAVAILABLE, status.details);
+    assert.match(status.details, /shutting down/);
+    assert.ok(took < 2000, `the shutdown took ${Math.round(took)} ms`);
+    assert.deepEqual(fp64(s.responses[0]!, "v"), [1.5]);
+  } finally {
+    gw.client.close();
+    await gw.shutdown();
+    await Deno.remove(gw.dir, { recursive: true });
+  }
+});
+
 Deno.test("gRPC ModelStreamInfer: a client that does not read its answers holds the stream's infers (bounded), and gets them all once it reads", async () => {
   await using gw = await gateway({ limits: { bodyLimit: 4 << 20 } });
   const log = `${gw.dir}/counter.log`;
@@ -693,6 +739,46 @@ Deno.test("gRPC ModelStreamInfer of a yielding model: a response per item, the l
   });
   assert.equal(rest.status, 400);
   assert.match(await rest.text(), /\/v1\/models\/tokens\/stream/);
+});
+
+Deno.test("gRPC: the streamed form of a yielding model's /v2 infer is the transport's own: not an HTTP client's, nor a unary call's by its metadata", async () => {
+  await using gw = await gateway();
+  const body = JSON.stringify({
+    inputs: [{ name: "n", datatype: "INT64", shape: [1], data: [2] }],
+  });
+  // An HTTP client sending the private media type got the records (an
+  // undocumented API, outside the drain's end of streams): now REST's 400.
+  const rest = await gw.fetch("/v2/models/tokens/infer", {
+    method: "POST",
+    headers: { accept: "application/x-pyproxy-inference-stream" },
+    body,
+  });
+  assert.equal(rest.status, 400);
+  assert.match(await rest.text(), /\/v1\/models\/tokens\/stream/);
+  // Metadata is not the transport's headers: a unary ModelInfer with the
+  // type as its `accept` metadata is refused as without it.
+  const m = metadata();
+  m.set("accept", "application/x-pyproxy-inference-stream");
+  const answer = await new Promise<grpc.ServiceError | null>((resolve) => {
+    gw.client.makeUnaryRequest<Uint8Array, Uint8Array>(
+      `${SERVICE}ModelInfer`,
+      (x) => Buffer.from(x),
+      (b) => b,
+      T.inferRequest.encode(T.inferRequest.create({
+        model_name: "tokens",
+        inputs: [{
+          name: "n",
+          datatype: "INT64",
+          shape: [1],
+          contents: { int64_contents: [2] },
+        }],
+      })).finish(),
+      m,
+      (error: grpc.ServiceError | null) => resolve(error),
+    );
+  });
+  assert.equal(answer?.code, grpc.status.INVALID_ARGUMENT, answer?.details);
+  assert.match(String(answer?.details), /\/v1\/models\/tokens\/stream/);
 });
 
 Deno.test("gRPC ModelStreamInfer of a yielding model: the client's cancel ends the model's stream in Python", async () => {

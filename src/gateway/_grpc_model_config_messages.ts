@@ -71,7 +71,8 @@ function tensor(value: unknown, input: boolean): ProtoWriter {
  * 2, `backend` 17, `version_policy` 3 (`latest` 1 or `all` 2),
  * `max_batch_size` 4, `input` 5, `output` 6, `instance_group` 7 (`name` 1,
  * `count` 2, `kind` 4) and `dynamic_batching` 11
- * (`preferred_batch_size` 1, `max_queue_delay_microseconds` 2).
+ * (`preferred_batch_size` 1, `max_queue_delay_microseconds` 2),
+ * `model_transaction_policy` 19 (`decoupled` 1).
  *
  * @example
  * ```ts
@@ -112,5 +113,8 @@ export function encodeModelConfig(config: unknown): Uint8Array {
     w.message(11, dw);
   }
   w.string(17, String(c.backend ?? ""));
+  if (record(c.model_transaction_policy).decoupled === true) {
+    w.message(19, new ProtoWriter(2).bool(1, true));
+  }
   return new ProtoWriter(w.length + 8).message(1, w).finish();
 }

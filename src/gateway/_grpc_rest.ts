@@ -11,6 +11,7 @@ import type * as http2 from "node:http2";
 import type { ServeRequestInfo } from "../runtime/types.ts";
 import type { Answer } from "./_grpc_framing.ts";
 import { GrpcStatus, grpcStatusOf } from "./_grpc_status.ts";
+import { markTransportRequest } from "./_inference_stream.ts";
 
 /** Request metadata that is the transport's, not passed to the gateway. */
 const TRANSPORT_HEADERS = new Set([
@@ -22,6 +23,9 @@ const TRANSPORT_HEADERS = new Set([
   "grpc-accept-encoding",
   "user-agent",
   "host",
+  // The transport's choice of the REST answer's form (ModelStreamInfer's
+  // streamed form), not the client's: a call's answer is protobuf.
+  "accept",
 ]);
 
 /** The gateway as the transport sees it. */
@@ -43,7 +47,8 @@ export type RestCall = (
 
 /**
  * The REST requests of the call on `stream`: its metadata as their headers
- * (but the transport's), cancelled with `signal`.
+ * (but the transport's, and under the headers the transport sets), cancelled
+ * with `signal`; marked as the transport's own.
  */
 export function restCall(
   gateway: GrpcGateway,
@@ -52,7 +57,7 @@ export function restCall(
   signal: AbortSignal,
 ): RestCall {
   return async (path, init = {}) => {
-    const forwarded = new Headers(init.headers);
+    const forwarded = new Headers();
     for (const [name, value] of Object.entries(headers)) {
       if (
         name.startsWith(":") || TRANSPORT_HEADERS.has(name) ||
@@ -60,14 +65,21 @@ export function restCall(
       ) continue;
       forwarded.set(name, Array.isArray(value) ? value.join(", ") : value);
     }
-    const request = new Request(
-      `http://localhost:${gateway.httpPort()}${path}`,
-      {
-        method: init.method ?? "GET",
-        headers: forwarded,
-        signal,
-        ...(init.body === undefined ? {} : { body: init.body as BodyInit }),
-      },
+    // The transport's own headers (the body's form) win over the client's
+    // metadata of the same name.
+    new Headers(init.headers).forEach((value, name) =>
+      forwarded.set(name, value)
+    );
+    const request = markTransportRequest(
+      new Request(
+        `http://localhost:${gateway.httpPort()}${path}`,
+        {
+          method: init.method ?? "GET",
+          headers: forwarded,
+          signal,
+          ...(init.body === undefined ? {} : { body: init.body as BodyInit }),
+        },
+      ),
     );
     return await gateway.fetch(request, {
       remoteAddr: stream.session?.socket?.remoteAddress ?? "",

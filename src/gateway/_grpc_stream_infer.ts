@@ -10,7 +10,8 @@
  * while the client does not read its answers (HTTP/2 flow control then
  * holds the client). The client's half-close ends the stream once the
  * infers in flight are answered; its cancel (or a disconnect, or the
- * deadline) cancels them in Python. docs/gateway.md, "gRPC".
+ * deadline) cancels them in Python. The server's shutdown ends it once its
+ * infers in flight have answered. docs/gateway.md, "gRPC".
  *
  * @module
  */
@@ -38,6 +39,12 @@ export interface StreamInferOptions {
   abort: AbortController;
   /** The deadline's answer, once it passed. */
   deadline?: Promise<Answer>;
+  /**
+   * The server's shutdown: no more requests are read, and the stream ends
+   * with UNAVAILABLE once its infers in flight have answered (at once when
+   * it has none: an idle stream does not hold the drain for its grace).
+   */
+  stop?: AbortSignal;
 }
 
 /** A frame of one message. */
@@ -94,7 +101,7 @@ export function streamInfer(
   options: StreamInferOptions,
 ): Promise<void> {
   const window = options.window ?? 16;
-  const { abort } = options;
+  const { abort, stop } = options;
   return new Promise<void>((resolve) => {
     // The bytes read and not yet a whole message: chunks, joined only once
     // a message is whole (never a copy per chunk).
@@ -116,6 +123,7 @@ export function streamInfer(
     let halfClosed = false;
     let writeBlocked = false;
     let done = false;
+    const onStop = () => flow();
     try {
       stream.respond(
         { ":status": 200, "content-type": "application/grpc" },
@@ -128,6 +136,7 @@ export function streamInfer(
     const finish = (answer: Answer) => {
       if (done) return;
       done = true;
+      stop?.removeEventListener("abort", onStop);
       stream.off("data", onData);
       stream.off("end", onEnd);
       stream.on("data", () => {});
@@ -157,7 +166,7 @@ export function streamInfer(
       if (done) return;
       pump();
       if (done) return;
-      if (inFlight >= window || writeBlocked) stream.pause();
+      if (inFlight >= window || writeBlocked || stop?.aborted) stream.pause();
       else stream.resume();
       if (halfClosed && inFlight === 0) {
         // What is left after the whole messages is a truncated one.
@@ -167,6 +176,14 @@ export function streamInfer(
             message: "Cannot read the request: its last message is truncated",
           },
         );
+      } else if (stop?.aborted && inFlight === 0) {
+        // Its infers answered, the requests not read yet are not run: the
+        // client sends them again on a new stream (elsewhere, or later).
+        finish({
+          status: GrpcStatus.UNAVAILABLE,
+          message:
+            "The server is shutting down: the stream ended (the requests without an answer did not run; send them on a new stream)",
+        });
       }
     };
     const write = (message: Uint8Array) => {
@@ -280,7 +297,7 @@ export function streamInfer(
     };
     /** Starts the infers of the messages read, up to the window. */
     const pump = () => {
-      while (!done && inFlight < window && size >= 5) {
+      while (!done && !stop?.aborted && inFlight < window && size >= 5) {
         const head = chunks[0]!.byteLength >= 5 ? chunks[0]! : joined();
         const view = new DataView(head.buffer, head.byteOffset, 5);
         if (head[0] !== 0) {
@@ -323,7 +340,9 @@ export function streamInfer(
     stream.on("data", onData);
     stream.on("end", onEnd);
     stream.on("error", () => {});
+    stop?.addEventListener("abort", onStop, { once: true });
     stream.once("close", () => {
+      stop?.removeEventListener("abort", onStop);
       abort.abort();
       done = true;
       resolve();

@@ -49,6 +49,13 @@ export interface ModelConfig {
     preferred_batch_size: number[];
     max_queue_delay_microseconds: number;
   };
+  /**
+   * A model whose `execute` yields: Triton's decoupled models (any number of
+   * responses per request, over gRPC's `ModelStreamInfer`), what Triton's
+   * clients read to choose the stream (perf_analyzer, genai-perf). Absent
+   * for the others, as Triton leaves it when not decoupled.
+   */
+  model_transaction_policy?: { decoupled: true };
   /** The workers that load it: those it is placed on, else every worker. */
   instance_group: Array<{ name: string; kind: "KIND_CPU"; count: number }>;
   /** A model with versions serves each loaded one; one without, its current one. */
@@ -129,6 +136,9 @@ export function inferenceModelConfig(
       preferred_batch_size: [model.batch.size],
       max_queue_delay_microseconds: Math.round(model.batch.delayMs * 1000),
     };
+  }
+  if (model.streams === true) {
+    config.model_transaction_policy = { decoupled: true };
   }
   return config;
 }

@@ -1,8 +1,9 @@
 /**
  * `/v2` infer of a model whose `execute` yields, in the form the gRPC
  * transport's `ModelStreamInfer` reads (asked for with
- * `Accept: application/x-pyproxy-inference-stream`; a REST client gets the
- * 400 that points to `/v1/models/{name}/stream`): each item is the inference
+ * `Accept: application/x-pyproxy-inference-stream` on the transport's own
+ * requests; a REST client gets the 400 that points to
+ * `/v1/models/{name}/stream`, with that header or without): each item is the inference
  * response REST would answer for a model that returned it (the same mapping
  * of a result to outputs), one record after the other.
  *
@@ -16,6 +17,27 @@
 
 /** The media type of the streamed form. */
 export const INFERENCE_STREAM_TYPE = "application/x-pyproxy-inference-stream";
+
+/** The requests the gRPC transport made (the streamed form is theirs only). */
+const transportRequests = new WeakSet<Request>();
+
+/** Marks `request` as the gRPC transport's own. */
+export function markTransportRequest(request: Request): Request {
+  transportRequests.add(request);
+  return request;
+}
+
+/**
+ * Whether `request` asks for the streamed form: the transport's request
+ * with its media type as `Accept`. An HTTP client sending that type gets
+ * what it would without it (REST's 400 for a yielding model): the form is
+ * private, not an API (it would escape what the event stream of
+ * `/v1/models/{name}/stream` keeps, such as its end at the drain).
+ */
+export function wantsInferenceStream(request: Request): boolean {
+  return request.headers.get("accept") === INFERENCE_STREAM_TYPE &&
+    transportRequests.has(request);
+}
 
 /** Record kinds. */
 export const RecordKind = { ITEM: 0, ERROR: 1 } as const;

@@ -125,6 +125,12 @@ export const MODEL_CONFIG_SCHEMA: JsonSchema = {
         max_queue_delay_microseconds: { type: "integer" },
       },
     },
+    model_transaction_policy: {
+      type: "object",
+      description:
+        "A model whose execute yields: Triton's decoupled model (its items over gRPC's ModelStreamInfer)",
+      properties: { decoupled: { type: "boolean", const: true } },
+    },
     instance_group: {
       type: "array",
       items: {

@@ -24,6 +24,7 @@ export function headerNameOk(name: string): boolean {
 
 /** Whether `value` is a header value fetch takes (Latin-1, no CR, LF, NUL). */
 export function headerValueOk(value: string): boolean {
+  // deno-lint-ignore no-control-regex -- NUL is what it refuses.
   return !/[\r\n\0]|[^\x00-\xff]/.test(value);
 }
 

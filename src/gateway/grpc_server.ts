@@ -104,8 +104,10 @@ export interface GrpcServer {
   /** Calls in flight. */
   readonly inFlight: number;
   /**
-   * Stops listening, lets the calls in flight answer for up to `graceMs`,
-   * then closes every connection.
+   * Stops listening, lets the calls in flight answer for up to `graceMs`
+   * (a `ModelStreamInfer` stream ends with UNAVAILABLE once its infers in
+   * flight have answered, at once when it has none), then closes every
+   * connection.
    */
   close(graceMs?: number): Promise<void>;
 }
@@ -133,6 +135,9 @@ export async function serveGrpc(
   };
   let inFlight = 0;
   let idle: (() => void) | undefined;
+  // Aborted by close(): the streams of ModelStreamInfer end (once their
+  // infers in flight have answered) rather than hold the grace open.
+  const stopping = new AbortController();
   const settings = {
     settings: { maxConcurrentStreams: concurrent },
     // An HTTP/1.1 client is closed at once, not after 10 s.
@@ -156,6 +161,9 @@ export async function serveGrpc(
   server.on(
     "stream",
     (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
+      // First: a session destroyed by a client's protocol error destroys its
+      // streams with that error, an uncaught one without a listener.
+      stream.on("error", () => {});
       inFlight++;
       const session = stream.session;
       const state = session === undefined ? undefined : sessions.get(session);
@@ -174,7 +182,7 @@ export async function serveGrpc(
         }
         if (state.carried >= perConnection + concurrent) closeIdle(session!);
       }
-      handle(stream, headers, options).finally(() => {
+      handle(stream, headers, options, stopping.signal).finally(() => {
         if (state !== undefined) {
           state.active--;
           if (state.warned && state.active === 0) closeIdle(session!);
@@ -207,6 +215,7 @@ export async function serveGrpc(
     close(graceMs = 0) {
       closing ??= (async () => {
         server.close();
+        stopping.abort();
         if (inFlight > 0) {
           let timer: ReturnType<typeof setTimeout> | undefined;
           await Promise.race([
@@ -248,6 +257,7 @@ async function handle(
   stream: http2.ServerHttp2Stream,
   headers: http2.IncomingHttpHeaders,
   options: GrpcServeOptions,
+  stop: AbortSignal,
 ): Promise<void> {
   const path = String(headers[":path"] ?? "");
   const contentType = String(headers["content-type"] ?? "");
@@ -311,6 +321,7 @@ async function handle(
       return await streamInfer(stream, rest, {
         limit: options.bodyLimit,
         abort,
+        stop,
         ...(deadline === undefined ? {} : { deadline }),
         ...(options.streamWindow === undefined
           ? {}

@@ -23,8 +23,8 @@ import { inferenceRepositoryRoutes } from "./_inference_repository_routes.ts";
 import { inferenceStatistics } from "./_inference_statistics.ts";
 import { inferenceModelConfig } from "./_inference_model_config.ts";
 import {
-  INFERENCE_STREAM_TYPE,
   inferenceStreamResponse,
+  wantsInferenceStream,
 } from "./_inference_stream.ts";
 import {
   errorResponse,
@@ -371,8 +371,7 @@ export function inferenceProtocolRoutes(
     if (model !== undefined) name = keyOf(model);
     // The gRPC transport's ModelStreamInfer takes a yielding model's items.
     // (Read only for such a model: no work for the others' calls.)
-    const itemsWanted = () =>
-      request.headers.get("accept") === INFERENCE_STREAM_TYPE;
+    const itemsWanted = () => wantsInferenceStream(request);
     const done = metrics.start(name);
     let res: Response;
     let watched: WatchedCall | undefined;
