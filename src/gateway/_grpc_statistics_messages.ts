@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { INFER_PHASES } from "./_inference_statistics.ts";
 import { ProtoWriter, VARINT } from "./_protobuf.ts";
 
 type Json = Record<string, unknown>;
@@ -27,18 +28,6 @@ function duration(value: unknown): ProtoWriter {
   return w;
 }
 
-/** `InferStatistics`' fields, in their numbers' order. */
-const INFER_STATS = [
-  "success",
-  "fail",
-  "queue",
-  "compute_input",
-  "compute_infer",
-  "compute_output",
-  "cache_hit",
-  "cache_miss",
-] as const;
-
 /** One `ModelStatistics`. */
 function modelStatistics(value: unknown): ProtoWriter {
   const s = record(value);
@@ -49,7 +38,7 @@ function modelStatistics(value: unknown): ProtoWriter {
   uint64(w, 5, s.execution_count);
   const stats = record(s.inference_stats);
   const inferStats = new ProtoWriter(128);
-  INFER_STATS.forEach((name, i) => {
+  INFER_PHASES.forEach((name, i) => {
     inferStats.message(i + 1, duration(stats[name]));
   });
   w.message(6, inferStats);

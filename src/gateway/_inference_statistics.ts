@@ -21,6 +21,30 @@ export interface DurationStat {
   ns: number;
 }
 
+/**
+ * The phases of Triton's `InferStatistics`, in the order of its protobuf
+ * fields (1 to 8): the keys of a {@linkcode ModelStat}'s `inference_stats`.
+ *
+ * @example
+ * ```ts
+ * import { INFER_PHASES } from "./_inference_statistics.ts";
+ * console.log(INFER_PHASES[0], INFER_PHASES.length); // success 8
+ * ```
+ */
+export const INFER_PHASES = [
+  "success",
+  "fail",
+  "queue",
+  "compute_input",
+  "compute_infer",
+  "compute_output",
+  "cache_hit",
+  "cache_miss",
+] as const;
+
+/** One of {@linkcode INFER_PHASES}. */
+export type InferPhase = typeof INFER_PHASES[number];
+
 /** The statistics of one model version (Triton's `$model_stat`). */
 export interface ModelStat {
   /** The model's name. */
@@ -34,16 +58,7 @@ export interface ModelStat {
   /** Model executions: batches for a model that batches, else successful requests. */
   execution_count: number;
   /** Per phase; those the gateway does not measure are zero. */
-  inference_stats: {
-    success: DurationStat;
-    fail: DurationStat;
-    queue: DurationStat;
-    compute_input: DurationStat;
-    compute_infer: DurationStat;
-    compute_output: DurationStat;
-    cache_hit: DurationStat;
-    cache_miss: DurationStat;
-  };
+  inference_stats: Record<InferPhase, DurationStat>;
   /** A model that batches: its batches by size; else `[]`. */
   batch_stats: Array<{
     batch_size: number;

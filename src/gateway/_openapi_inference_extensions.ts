@@ -7,6 +7,7 @@
  * @module
  */
 import type { JsonSchema } from "./_declared_schema.ts";
+import { INFER_PHASES } from "./_inference_statistics.ts";
 
 const duration: JsonSchema = {
   type: "object",
@@ -17,7 +18,7 @@ const duration: JsonSchema = {
   },
 };
 
-const phases = (names: string[]): JsonSchema => ({
+const phases = (names: readonly string[]): JsonSchema => ({
   type: "object",
   required: names,
   properties: Object.fromEntries(names.map((n) => [n, duration])),
@@ -51,16 +52,7 @@ export const STATISTICS_SCHEMA: JsonSchema = {
           },
           inference_count: { type: "integer", minimum: 0 },
           execution_count: { type: "integer", minimum: 0 },
-          inference_stats: phases([
-            "success",
-            "fail",
-            "queue",
-            "compute_input",
-            "compute_infer",
-            "compute_output",
-            "cache_hit",
-            "cache_miss",
-          ]),
+          inference_stats: phases(INFER_PHASES),
           batch_stats: {
             type: "array",
             items: {
