@@ -9,58 +9,11 @@ import { loadConfig, resolveConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
 import { SseReader, startGateway, withLogs } from "./_gateway_harness.ts";
 import { InferenceClient } from "./_grpc_client.ts";
+import { HAS_OPENSSL, selfSignedCert } from "./_self_signed_cert.ts";
 
 const TOKEN = "inference-token-0123456789";
 const NEW_TOKEN = "inference-token-rotated-987";
 const MANAGE = "management-token-0123456789";
-
-const openssl = (() => {
-  try {
-    return new Deno.Command("openssl", { args: ["version"] }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
-})();
-
-/** A self-signed certificate for localhost and 127.0.0.1, and its key (mode 0600). */
-async function selfSigned(dir: string, name = "tls"): Promise<{
-  cert: string;
-  key: string;
-  pem: string;
-}> {
-  const cert = `${dir}/${name}.crt`;
-  const key = `${dir}/${name}.key`;
-  const out = await new Deno.Command("openssl", {
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-keyout",
-      key,
-      "-out",
-      cert,
-      "-days",
-      "2",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=DNS:localhost,IP:127.0.0.1",
-      // Not a CA: rustls (Deno's client) refuses a CA as the server's.
-      "-addext",
-      "basicConstraints=critical,CA:FALSE",
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-  await Deno.chmod(key, 0o600);
-  return { cert, key, pem: await Deno.readTextFile(cert) };
-}
 
 async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-tls-test-" });
@@ -74,10 +27,10 @@ async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
 Deno.test({
   name:
     "serve over TLS: https URL, execute, stream and a wss channel subscription, the tokens and their rotation",
-  ignore: !openssl,
+  ignore: !HAS_OPENSSL,
 }, async () => {
   await withTempDir(async (dir) => {
-    const tls = await selfSigned(dir);
+    const tls = await selfSignedCert(dir);
     await using gw = await startGateway({
       tls: { cert: tls.cert, key: tls.key },
       token: [TOKEN, NEW_TOKEN],
@@ -230,10 +183,10 @@ Deno.test({
 
 Deno.test({
   name: "serve over TLS survives a plain-HTTP client on its port",
-  ignore: !openssl,
+  ignore: !HAS_OPENSSL,
 }, async () => {
   await withTempDir(async (dir) => {
-    const tls = await selfSigned(dir);
+    const tls = await selfSignedCert(dir);
     await using gw = await startGateway({
       tls: { cert: tls.cert, key: tls.key },
       token: TOKEN,
@@ -259,11 +212,11 @@ Deno.test({
 Deno.test({
   name:
     "serve refuses TLS files that are missing, not PEM, or not a pair, naming the option",
-  ignore: !openssl,
+  ignore: !HAS_OPENSSL,
 }, async () => {
   await withTempDir(async (dir) => {
-    const a = await selfSigned(dir, "a");
-    const b = await selfSigned(dir, "b");
+    const a = await selfSignedCert(dir, "a");
+    const b = await selfSignedCert(dir, "b");
     await Deno.writeTextFile(`${dir}/junk.pem`, "not a certificate\n");
     // The key with a passphrase: PKCS#8, and the traditional (PEM) form.
     const encrypt = async (args: string[]) => {
@@ -316,10 +269,10 @@ Deno.test({
 Deno.test({
   name:
     "the gRPC port off loopback with a token: no warning over the gateway's TLS, a clear-text warning without it",
-  ignore: !openssl,
+  ignore: !HAS_OPENSSL,
 }, async () => {
   await withTempDir(async (dir) => {
-    const tls = await selfSigned(dir);
+    const tls = await selfSignedCert(dir);
     const warningsOf = (
       records: readonly { level: string; message: readonly unknown[] }[],
     ) =>
@@ -426,10 +379,10 @@ Deno.test("resolveConfig checks the tokens: a list for rotation, the management 
 Deno.test({
   name:
     "serve over TLS serves gRPC over TLS too: a secure channel trusting the certificate calls it, an insecure one does not",
-  ignore: !openssl,
+  ignore: !HAS_OPENSSL,
 }, async () => {
   await withTempDir(async (dir) => {
-    const tls = await selfSigned(dir);
+    const tls = await selfSignedCert(dir);
     await using gw = await startGateway({
       tls: { cert: tls.cert, key: tls.key },
       token: TOKEN,

@@ -1,9 +1,9 @@
 // The gateway over TLS under Bun (Bun.serve's tls), with the two tokens.
 import { expect, test } from "bun:test";
-import { execFileSync } from "node:child_process";
-import { chmod, mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { selfSignedCert } from "../_self_signed_cert.ts";
 import { ECHO_MODEL, withGateway } from "./_helpers.ts";
 
 const TOKEN = "inference-token-0123456789";
@@ -12,31 +12,7 @@ const MANAGE = "management-token-0123456789";
 test("serve() over TLS on Bun: https, execute with either token, eval only with the management token", async () => {
   const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-tls-"));
   try {
-    const cert = join(dir, "tls.crt");
-    const key = join(dir, "tls.key");
-    execFileSync("openssl", [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-keyout",
-      key,
-      "-out",
-      cert,
-      "-days",
-      "2",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=DNS:localhost,IP:127.0.0.1",
-      "-addext",
-      "basicConstraints=critical,CA:FALSE",
-    ], { stdio: "ignore" });
-    await chmod(key, 0o600);
-    const ca = await readFile(cert, "utf8");
+    const { cert, key, pem: ca } = await selfSignedCert(dir);
     await withGateway({ "echo.py": ECHO_MODEL }, {
       tls: { cert, key },
       token: TOKEN,
