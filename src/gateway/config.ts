@@ -182,6 +182,9 @@ function resolveTracing(
   if (merged.batchIntervalMs !== undefined) {
     out.batchIntervalMs = merged.batchIntervalMs;
   }
+  if (merged.maxStreamSpanMs !== undefined) {
+    out.maxStreamSpanMs = merged.maxStreamSpanMs;
+  }
   return out;
 }
 

@@ -236,6 +236,8 @@ export interface GatewayConfig {
     maxQueue?: number | undefined;
     /** How often waiting spans are sent, in ms (default 5000). */
     batchIntervalMs?: number | undefined;
+    /** The longest a stream's span lasts, in ms (default 600000): then it is sent, the stream goes on. */
+    maxStreamSpanMs?: number | undefined;
   } | undefined;
   /** CORS settings. */
   cors?: {
@@ -626,6 +628,7 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
     ),
     maxQueue: v.optional(int(1, 1_000_000)),
     batchIntervalMs: v.optional(int(1, 3_600_000)),
+    maxStreamSpanMs: v.optional(int(1, 86_400_000)),
   })),
   cors: v.optional(CorsSchema),
   allowEval: v.optional(bool()),
