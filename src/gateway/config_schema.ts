@@ -220,8 +220,9 @@ export interface GatewayConfig {
   } | undefined;
   /**
    * OpenTelemetry tracing of model calls over OTLP/HTTP (JSON); off unless
-   * an endpoint is set here, by `--trace-endpoint` or by
-   * `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (docs/gateway.md, "Tracing").
+   * an endpoint is set here, by `--trace-endpoint` or by the OpenTelemetry
+   * variables (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`...), off with
+   * `OTEL_SDK_DISABLED=true` (docs/gateway.md, "Tracing").
    */
   tracing?: {
     /** The collector's traces URL, e.g. `http://127.0.0.1:4318/v1/traces`. */
