@@ -108,8 +108,9 @@ Options:
                             Trace model calls with OpenTelemetry: send spans to
                             this OTLP/HTTP collector URL, JSON encoding (e.g.
                             http://127.0.0.1:4318/v1/traces; off by default,
-                            or set OTEL_EXPORTER_OTLP_TRACES_ENDPOINT; more in
-                            pyproxy.json "tracing", docs/gateway.md "Tracing")
+                            or set OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or
+                            OTEL_EXPORTER_OTLP_ENDPOINT; more in pyproxy.json
+                            "tracing", docs/gateway.md "Tracing")
       --no-cancel-on-disconnect
                             Let execute calls run on when their client disconnects
                             (no faster: see docs/gateway.md)

@@ -220,8 +220,9 @@ export interface GatewayConfig {
   } | undefined;
   /**
    * OpenTelemetry tracing of model calls over OTLP/HTTP (JSON); off unless
-   * an endpoint is set here, by `--trace-endpoint` or by
-   * `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (docs/gateway.md, "Tracing").
+   * an endpoint is set here, by `--trace-endpoint` or by the OpenTelemetry
+   * variables (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`...), off with
+   * `OTEL_SDK_DISABLED=true` (docs/gateway.md, "Tracing").
    */
   tracing?: {
     /** The collector's traces URL, e.g. `http://127.0.0.1:4318/v1/traces`. */
@@ -236,6 +237,8 @@ export interface GatewayConfig {
     maxQueue?: number | undefined;
     /** How often waiting spans are sent, in ms (default 5000). */
     batchIntervalMs?: number | undefined;
+    /** The longest a stream's span lasts, in ms (default 600000): then it is sent, the stream goes on. */
+    maxStreamSpanMs?: number | undefined;
   } | undefined;
   /** CORS settings. */
   cors?: {
@@ -626,6 +629,7 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
     ),
     maxQueue: v.optional(int(1, 1_000_000)),
     batchIntervalMs: v.optional(int(1, 3_600_000)),
+    maxStreamSpanMs: v.optional(int(1, 86_400_000)),
   })),
   cors: v.optional(CorsSchema),
   allowEval: v.optional(bool()),
