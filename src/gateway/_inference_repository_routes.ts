@@ -26,6 +26,12 @@ import { readJsonBody } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
 import { MAX_MODEL_TIMEOUT } from "../_model_timeout.ts";
 
+/**
+ * A request presenting no token: what `ctx.debug` shows to everyone (the
+ * details with `--debug` when no management token keeps them to its own).
+ */
+const NO_CREDENTIALS = new Request("http://localhost/");
+
 /** An entry of the repository index (Triton's `$repository_index_response`). */
 export interface RepositoryIndexEntry {
   name: string;
@@ -270,9 +276,12 @@ export function inferenceRepositoryRoutes(ctx: RouteContext): Hono {
   // directory kept out of them unless debug, as a load's errors).
   for (const { name, error } of ctx.skippedModels) {
     const dir = ctx.modelsDir;
-    const shown = dir === undefined
-      ? error
-      : (hideModelsDir(new Error(error), [dir], ctx.debug) as Error).message;
+    const shown = dir === undefined ? error : (hideModelsDir(
+      new Error(error),
+      [dir],
+      ctx.debug(NO_CREDENTIALS),
+    ) as Error)
+      .message;
     failed(name, shown);
   }
 
@@ -447,7 +456,12 @@ export function inferenceRepositoryRoutes(ctx: RouteContext): Hono {
       // (the first listed is the default when none was loaded), as Triton's
       // load_model loads a model's versions.
       for (const spec of specs) {
-        const { existed } = await loadModel(ctx, name, spec);
+        const { existed } = await loadModel(
+          ctx,
+          name,
+          spec,
+          ctx.debug(c.req.raw),
+        );
         ctx.logger.info("Model {name} {action} from {file}", {
           name: spec.version === undefined
             ? name
@@ -458,8 +472,15 @@ export function inferenceRepositoryRoutes(ctx: RouteContext): Hono {
       }
       failures.delete(name);
     } catch (err) {
-      const { status, body } = describeError(err, ctx.debug);
-      if (status !== 504) failed(name, body.message);
+      const { status, body } = describeError(err, ctx.debug(c.req.raw));
+      // Kept for the index, which any client reads: as a client without
+      // the management token is shown it.
+      if (status !== 504) {
+        failed(
+          name,
+          describeError(err, ctx.debug(NO_CREDENTIALS)).body.message,
+        );
+      }
       // A model that fails to load is the request's problem, as Triton
       // answers it (400), not the 422 of a model's exception.
       if (status === 422) {
