@@ -613,6 +613,9 @@ export async function serve(
           fetch: (req, info) => app.fetch(req, info),
           httpPort: () => port,
           bodyLimit: config.limits.bodyLimit,
+          ...(config.grpc.idleTimeout === undefined
+            ? {}
+            : { idleTimeout: config.grpc.idleTimeout }),
           ...(tls === undefined ? {} : { tls }),
           // Deno's node:http2 server aborts the process when a client
           // closes a connection that carried more than ~100 streams
