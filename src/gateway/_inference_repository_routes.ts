@@ -26,12 +26,6 @@ import { readJsonBody } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
 import { MAX_MODEL_TIMEOUT } from "../_model_timeout.ts";
 
-/**
- * A request presenting no token: what `ctx.debug` shows to everyone (the
- * details with `--debug` when no management token keeps them to its own).
- */
-const NO_CREDENTIALS = new Request("http://localhost/");
-
 /** An entry of the repository index (Triton's `$repository_index_response`). */
 export interface RepositoryIndexEntry {
   name: string;
@@ -276,12 +270,10 @@ export function inferenceRepositoryRoutes(ctx: RouteContext): Hono {
   // directory kept out of them unless debug, as a load's errors).
   for (const { name, error } of ctx.skippedModels) {
     const dir = ctx.modelsDir;
-    const shown = dir === undefined ? error : (hideModelsDir(
-      new Error(error),
-      [dir],
-      ctx.debug(NO_CREDENTIALS),
-    ) as Error)
-      .message;
+    const shown = dir === undefined
+      ? error
+      : (hideModelsDir(new Error(error), [dir], ctx.manageDebug) as Error)
+        .message;
     failed(name, shown);
   }
 
@@ -473,14 +465,9 @@ export function inferenceRepositoryRoutes(ctx: RouteContext): Hono {
       failures.delete(name);
     } catch (err) {
       const { status, body } = describeError(err, ctx.debug(c.req.raw));
-      // Kept for the index, which any client reads: as a client without
-      // the management token is shown it.
-      if (status !== 504) {
-        failed(
-          name,
-          describeError(err, ctx.debug(NO_CREDENTIALS)).body.message,
-        );
-      }
+      // Kept for the index: a management route (the management token's
+      // only, when one is set), as this load's answer.
+      if (status !== 504) failed(name, body.message);
       // A model that fails to load is the request's problem, as Triton
       // answers it (400), not the 422 of a model's exception.
       if (status === 422) {

@@ -367,6 +367,7 @@ export function createGateway(
       ? () => false
       : (request) =>
         manageMatches === undefined || presentsManageToken(request),
+    manageDebug: options.debug === true,
     modelsDir: options.modelsDir,
     repositoryModels: groupByName(options.repositoryModels ?? []),
     skippedModels: options.skippedModels ?? [],

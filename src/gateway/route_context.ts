@@ -68,6 +68,12 @@ export interface RouteContext {
    * with a management token set, a request that presents it.
    */
   debug: (request: Request) => boolean;
+  /**
+   * `--debug` itself: the details of the management routes' own records
+   * (the repository index's reasons), which only the management token
+   * reads when one is set.
+   */
+  manageDebug: boolean;
   /** The models directory (kept out of error messages unless `debug`), when known. */
   modelsDir: string | undefined;
   /**
