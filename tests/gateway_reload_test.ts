@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { ConfigError } from "../src/errors.ts";
 import { loadConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
-import { tempDir } from "./_harness.ts";
+import { tempDir, waitFor } from "./_harness.ts";
 import { withLogs } from "./_gateway_harness.ts";
 import { InferenceClient } from "./_grpc_client.ts";
 import { HAS_OPENSSL, selfSignedCert } from "./_self_signed_cert.ts";
@@ -232,10 +232,12 @@ Deno.test("GatewayServer.reload keeps every setting when the configuration is wr
   });
 });
 
-Deno.test("serve reloads its tokens on SIGHUP, logging what changed and never the token", async () => {
-  await using dir = await tempDir("pyproxy-reload-test-");
-  const write = await setUp(dir.path);
-  await write({ token: T1 });
+/**
+ * `mod.ts serve` with `dir`'s pyproxy.json as a child process; `stdoutUntil`
+ * and `stderrUntil` read its output until a pattern shows; disposing kills
+ * it if it still runs.
+ */
+function serveProcess(dir: string) {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -243,7 +245,7 @@ Deno.test("serve reloads its tokens on SIGHUP, logging what changed and never th
       MOD,
       "serve",
       "--config",
-      `${dir.path}/pyproxy.json`,
+      `${dir}/pyproxy.json`,
       "--port",
       "0",
       "--workers",
@@ -256,22 +258,51 @@ Deno.test("serve reloads its tokens on SIGHUP, logging what changed and never th
   const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   const stderr = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
   let err = "";
-  /** Reads stderr until `pattern` shows (or it ends). */
-  const stderrUntil = async (pattern: RegExp): Promise<string> => {
-    while (!pattern.test(err)) {
-      const { value, done } = await stderr.read();
-      if (done) break;
-      err += value;
-    }
-    return err;
+  let out = "";
+  return {
+    child,
+    get stderr() {
+      return err;
+    },
+    /** Reads stderr until `pattern` shows (or it ends). */
+    async stderrUntil(pattern: RegExp): Promise<string> {
+      while (!pattern.test(err)) {
+        const { value, done } = await stderr.read();
+        if (done) break;
+        err += value;
+      }
+      return err;
+    },
+    /** Reads stdout until `pattern` shows (or it ends). */
+    async stdoutUntil(pattern: RegExp): Promise<string> {
+      while (!pattern.test(out)) {
+        const { value, done } = await stdout.read();
+        if (done) break;
+        out += value;
+      }
+      return out;
+    },
+    async [Symbol.asyncDispose]() {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // exited
+      }
+      await child.status;
+      await stdout.cancel();
+      await stderr.cancel();
+    },
   };
-  try {
-    let out = "";
-    while (!/listening on (\S+)/.test(out)) {
-      const { value, done } = await stdout.read();
-      if (done) break;
-      out += value;
-    }
+}
+
+Deno.test("serve reloads its tokens on SIGHUP, logging what changed and never the token", async () => {
+  await using dir = await tempDir("pyproxy-reload-test-");
+  const write = await setUp(dir.path);
+  await write({ token: T1 });
+  await using serve = serveProcess(dir.path);
+  const { child, stderrUntil } = serve;
+  {
+    const out = await serve.stdoutUntil(/listening on (\S+)/);
     const url = /listening on (\S+)/.exec(out)![1]!;
     assert.equal(await call(url, T1), 200);
     await write({ token: T2 });
@@ -290,17 +321,43 @@ Deno.test("serve reloads its tokens on SIGHUP, logging what changed and never th
       /Reload failed; the settings in force are kept: .*token/,
     );
     assert.equal(await call(url, T2), 200);
+    const err = serve.stderr;
     assert.ok(!err.includes(T1) && !err.includes(T2), err);
     child.kill("SIGTERM");
     assert.equal((await child.status).code, 0);
-  } finally {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // exited
-    }
-    await child.status;
-    await stdout.cancel();
-    await stderr.cancel();
   }
+});
+
+Deno.test("serve ignores a SIGHUP while it starts, rather than end (its default action)", async () => {
+  await using dir = await tempDir("pyproxy-reload-test-");
+  const write = await setUp(dir.path);
+  // Its import waits for the test's go-ahead (a file), and says it began.
+  await Deno.writeTextFile(
+    `${dir.path}/models/slow.py`,
+    `import os, time
+here = os.path.dirname(os.path.abspath(__file__))
+open(os.path.join(here, "..", "importing"), "w").close()
+while not os.path.exists(os.path.join(here, "..", "go")):
+    time.sleep(0.02)
+
+class Slow:
+    def execute(self, msg):
+        return msg
+`,
+  );
+  await write({ token: T1 });
+  await using serve = serveProcess(dir.path);
+  await waitFor(() =>
+    Deno.stat(`${dir.path}/importing`).then(() => true, () => false)
+  );
+  serve.child.kill("SIGHUP");
+  await serve.stderrUntil(
+    /Received "?SIGHUP"? while starting: ignored[^\n]*\n/,
+  );
+  await Deno.writeTextFile(`${dir.path}/go`, "");
+  const out = await serve.stdoutUntil(/listening on (\S+)/);
+  const url = /listening on (\S+)/.exec(out)![1]!;
+  assert.equal(await call(url, T1), 200);
+  serve.child.kill("SIGTERM");
+  assert.equal((await serve.child.status).code, 0);
 });

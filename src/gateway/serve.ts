@@ -446,6 +446,18 @@ export async function serve(
         void starting.pool?.close();
       }));
     }
+    // SIGHUP's default action ends the process: while starting (minutes,
+    // the models loading) it is logged and ignored instead.
+    try {
+      startSignals.push(runtime.onSignal("SIGHUP", () => {
+        logger.warn(
+          "Received {signal} while starting: ignored (a reload applies to a started gateway)",
+          { signal: "SIGHUP" },
+        );
+      }));
+    } catch {
+      // No SIGHUP (Windows).
+    }
   }
   const interruption = (): StartError | undefined =>
     interrupted === undefined ? undefined : new StartError(
@@ -835,11 +847,14 @@ export async function serve(
         }));
       }
       try {
-        offSignals.push(runtime.onSignal("SIGHUP", () => {
+        // Kept until stopped: while draining, SIGHUP's default action
+        // would end the process (the reload refuses then, and says so).
+        const offHup = runtime.onSignal("SIGHUP", () => {
           logger.info("Received {signal}: reloading", { signal: "SIGHUP" });
           // A failure was logged, the settings in force kept.
           reload().catch(() => {});
-        }));
+        });
+        void finished.then(offHup);
       } catch {
         // No SIGHUP (Windows): reload() only (docs/gateway.md, "Reloading").
       }
