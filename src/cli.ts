@@ -705,6 +705,14 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
     const server = await serve(config, {
       runtime,
       handleSignals: true,
+      // SIGHUP reads the same sources again: the file, the flags, the
+      // environment (docs/gateway.md, "Reloading").
+      reloadConfig: () =>
+        loadConfig({
+          cli,
+          runtime,
+          ...(configPath === undefined ? {} : { path: configPath }),
+        }),
       version: VERSION,
     }).finally(() => clearTimeout(slowStart));
     startLog.release(true);

@@ -44,8 +44,12 @@ export interface ResolvedConfig {
   host: string;
   /** Port to bind (`0` picks a free one). @default {8000} */
   port: number;
-  /** The gRPC transport's address and port; `undefined`: off (the default). */
-  grpc?: { hostname: string; port: number };
+  /**
+   * The gRPC transport's address and port, and how long a connection
+   * without calls stays open (ms, `0`: for ever; `serve`'s default when
+   * missing); `undefined`: off (the default).
+   */
+  grpc?: { hostname: string; port: number; idleTimeout?: number };
   /** Python workers. @default {2} */
   workers: number;
   /** Python executable. */
@@ -158,6 +162,9 @@ export const DEFAULTS = {
   historySize: 50,
   bufferSize: 256,
   compressMinBytes: 1024,
+  // gRPC clients reconnect by themselves; an idle connection costs a socket
+  // and nghttp2's state for nothing.
+  grpcIdleTimeout: 300_000,
   logLevel: "info" as LogLevel,
 } as const;
 
@@ -430,7 +437,11 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
   };
   const grpc = { ...file.grpc, ...cli.grpc };
   if (grpc.port !== undefined) {
-    config.grpc = { hostname: grpc.hostname ?? config.host, port: grpc.port };
+    config.grpc = {
+      hostname: grpc.hostname ?? config.host,
+      port: grpc.port,
+      idleTimeout: grpc.idleTimeout ?? DEFAULTS.grpcIdleTimeout,
+    };
   }
   const python = pick("python");
   if (python !== undefined) config.python = python;

@@ -108,7 +108,15 @@ export interface GatewayConfig {
    * given): its port, and its address (the HTTP `host` unless set).
    */
   grpc?:
-    | { port?: number | undefined; hostname?: string | undefined }
+    | {
+      port?: number | undefined;
+      hostname?: string | undefined;
+      /**
+       * Closes a connection that has had no call for this many ms (its
+       * client reconnects when it calls again); `0`: never. Default 300000.
+       */
+      idleTimeout?: number | undefined;
+    }
     | undefined;
   /** Python workers (1 to 1024). */
   workers?: number | undefined;
@@ -463,6 +471,7 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
     strict({
       port: v.optional(int(0, 65535)),
       hostname: v.optional(str("a hostname or IP address")),
+      idleTimeout: v.optional(int(0, 2 ** 31 - 1)),
     }),
   ),
   workers: v.optional(int(1, 1024)),

@@ -84,6 +84,19 @@ export interface GrpcServeOptions {
    * @default {Infinity}
    */
   maxStreamsPerConnection?: number;
+  /**
+   * Closes a connection that has had no call open for this many ms (a
+   * GOAWAY: gRPC clients reconnect when they call again); `0`: never.
+   * @default {300000}
+   */
+  idleTimeout?: number;
+  /**
+   * With `tls`: closes a connection whose TLS handshake has not completed
+   * within this many ms (a client that connects and stalls holds a socket
+   * otherwise; Node's default is 120 s).
+   * @default {10000}
+   */
+  handshakeTimeout?: number;
 }
 
 /**
@@ -110,6 +123,11 @@ export interface GrpcServer {
    * connection.
    */
   close(graceMs?: number): Promise<void>;
+  /**
+   * Serves a new certificate and key to the connections that begin next
+   * (those open keep theirs); nothing without TLS.
+   */
+  setTls(tls: { cert: string; key: string }): void;
 }
 
 /**
@@ -126,8 +144,23 @@ export async function serveGrpc(
   /** Each open connection, and its streams. */
   const sessions = new Map<
     http2.Http2Session,
-    { carried: number; active: number; warned: boolean }
+    {
+      carried: number;
+      active: number;
+      warned: boolean;
+      idle: ReturnType<typeof setTimeout> | undefined;
+    }
   >();
+  const idleTimeout = options.idleTimeout ?? 300_000;
+  /** Closes `session` once it has stayed without a call for idleTimeout. */
+  const watchIdle = (
+    session: http2.Http2Session,
+    state: { idle: ReturnType<typeof setTimeout> | undefined },
+  ) => {
+    if (idleTimeout > 0) {
+      state.idle = setTimeout(() => closeIdle(session), idleTimeout);
+    }
+  };
   const concurrent = options.maxConcurrentStreams ?? 100;
   const perConnection = options.maxStreamsPerConnection ?? Infinity;
   const closeIdle = (session: http2.Http2Session) => {
@@ -152,10 +185,23 @@ export async function serveGrpc(
       cert: options.tls.cert,
       key: options.tls.key,
       allowHTTP1: false,
+      handshakeTimeout: options.handshakeTimeout ?? 10_000,
     });
   server.on("session", (session: http2.Http2Session) => {
-    sessions.set(session, { carried: 0, active: 0, warned: false });
-    session.on("close", () => sessions.delete(session));
+    const state = {
+      carried: 0,
+      active: 0,
+      warned: false,
+      idle: undefined as ReturnType<typeof setTimeout> | undefined,
+    };
+    sessions.set(session, state);
+    // A connection that never makes a call (a stalled client, a probe)
+    // is idle from the start.
+    watchIdle(session, state);
+    session.on("close", () => {
+      clearTimeout(state.idle);
+      sessions.delete(session);
+    });
     session.on("error", () => {});
   });
   server.on(
@@ -170,6 +216,8 @@ export async function serveGrpc(
       if (state !== undefined) {
         state.carried++;
         state.active++;
+        clearTimeout(state.idle);
+        state.idle = undefined;
         if (state.carried === perConnection) {
           // "Go elsewhere", refusing nothing yet (the last stream id
           // possible): the calls the client sent meanwhile are answered.
@@ -186,6 +234,7 @@ export async function serveGrpc(
         if (state !== undefined) {
           state.active--;
           if (state.warned && state.active === 0) closeIdle(session!);
+          else if (state.active === 0) watchIdle(session!, state);
         }
         inFlight--;
         if (inFlight === 0) idle?.();
@@ -212,6 +261,13 @@ export async function serveGrpc(
     get inFlight() {
       return inFlight;
     },
+    setTls(tls) {
+      if (options.tls === undefined) return;
+      (server as http2.Http2SecureServer).setSecureContext({
+        cert: tls.cert,
+        key: tls.key,
+      });
+    },
     close(graceMs = 0) {
       closing ??= (async () => {
         server.close();
@@ -228,7 +284,10 @@ export async function serveGrpc(
         }
         // Written answers reach the client before the connection goes.
         await new Promise((resolve) => setTimeout(resolve, 0));
-        for (const session of sessions.keys()) session.destroy();
+        for (const [session, state] of sessions) {
+          clearTimeout(state.idle);
+          session.destroy();
+        }
         sessions.clear();
       })();
       return closing;

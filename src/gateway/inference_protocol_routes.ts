@@ -471,7 +471,11 @@ export function inferenceProtocolRoutes(
       } else {
         const requestId = clientId ?? crypto.randomUUID();
         modelErrorHeaders(ctx, name, err, requestId, request);
-        res = errorResponse(await hideDir(err), ctx.debug, requestId);
+        res = errorResponse(
+          await hideDir(err, request),
+          ctx.debug(request),
+          requestId,
+        );
         if (res.status === 500) {
           ctx.logger.warn(
             "Inference failed (request id {requestId}): {error}",
