@@ -573,6 +573,8 @@ export async function serve(
           fetch: (req, info) => app.fetch(req, info),
           httpPort: () => port,
           bodyLimit: config.limits.bodyLimit,
+          // Health watches hear of the drain at its start.
+          drain: drain.signal,
           ...(tls === undefined ? {} : { tls }),
           // Deno's node:http2 server aborts the process when a client
           // closes a connection that carried more than ~100 streams
