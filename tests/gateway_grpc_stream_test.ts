@@ -394,3 +394,24 @@ Deno.test("gRPC ModelStreamInfer of a never-ending yielding model: the shutdown 
     await Deno.remove(gw.dir, { recursive: true });
   }
 });
+
+Deno.test("gRPC ModelStreamInfer: grpc.streamWindow sets the infers a stream runs at once", async () => {
+  await using gw = await gateway({
+    grpc: { port: 0, streamWindow: 2 },
+    workers: 3,
+    limits: { streamIdleTimeout: 600_000 },
+  });
+  const gate = `${gw.dir}/gate`;
+  const s = streamCall(gw.client);
+  for (const id of ["a", "b", "c"]) s.send(gateRequest(gate, id));
+  // Two started (each its first item), the third unread while they wait
+  // at the gate, though a worker is free for it.
+  await s.responded(2);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(s.responses.length, 2);
+  assert.equal((await counted(gw, "gate")).inFlight, 2);
+  await Deno.writeTextFile(gate, "open");
+  s.call.end();
+  assert.equal((await s.ended).code, grpc.status.OK);
+  assert.equal(s.responses.length, 9);
+});

@@ -43,8 +43,12 @@ export interface ResolvedConfig {
   host: string;
   /** Port to bind (`0` picks a free one). @default {8000} */
   port: number;
-  /** The gRPC transport's address and port; `undefined`: off (the default). */
-  grpc?: { hostname: string; port: number };
+  /**
+   * The gRPC transport's address and port, and the infers a
+   * `ModelStreamInfer` stream runs at once (absent: 16); `undefined`: off
+   * (the default).
+   */
+  grpc?: { hostname: string; port: number; streamWindow?: number };
   /** Python workers. @default {2} */
   workers: number;
   /** Python executable. */
@@ -409,7 +413,13 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
   };
   const grpc = { ...file.grpc, ...cli.grpc };
   if (grpc.port !== undefined) {
-    config.grpc = { hostname: grpc.hostname ?? config.host, port: grpc.port };
+    config.grpc = {
+      hostname: grpc.hostname ?? config.host,
+      port: grpc.port,
+      ...(grpc.streamWindow === undefined
+        ? {}
+        : { streamWindow: grpc.streamWindow }),
+    };
   }
   const python = pick("python");
   if (python !== undefined) config.python = python;

@@ -105,10 +105,16 @@ export interface GatewayConfig {
   port?: number | undefined;
   /**
    * The Open Inference Protocol's gRPC transport (off unless `port` is
-   * given): its port, and its address (the HTTP `host` unless set).
+   * given): its port, its address (the HTTP `host` unless set), and the
+   * infers a `ModelStreamInfer` stream runs at once (1 to 1024; 16 unless
+   * set).
    */
   grpc?:
-    | { port?: number | undefined; hostname?: string | undefined }
+    | {
+      port?: number | undefined;
+      hostname?: string | undefined;
+      streamWindow?: number | undefined;
+    }
     | undefined;
   /** Python workers (1 to 1024). */
   workers?: number | undefined;
@@ -460,6 +466,7 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
     strict({
       port: v.optional(int(0, 65535)),
       hostname: v.optional(str("a hostname or IP address")),
+      streamWindow: v.optional(int(1, 1024)),
     }),
   ),
   workers: v.optional(int(1, 1024)),
