@@ -386,7 +386,13 @@ Deno.test("gRPC ModelStreamInfer of a never-ending yielding model: the shutdown 
     await gw.shutdown();
     const took = performance.now() - began;
     const status = await s.ended;
-    assert.notEqual(status.code, grpc.status.OK, status.details);
+    // Past the grace the pool's close ends the model's stream, then the
+    // stream ends with UNAVAILABLE. Its last response is the model's error
+    // ("pool closed") in most runs, not all (seen: 2 of 6 without it; the
+    // connections are closed right after, the grace being over): not
+    // asserted.
+    assert.equal(status.code, grpc.status.UNAVAILABLE, status.details);
+    assert.match(status.details, /shutting down/);
     assert.ok(took < 3000, `the shutdown took ${Math.round(took)} ms`);
   } finally {
     gw.client.close();
