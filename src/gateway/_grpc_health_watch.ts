@@ -130,7 +130,7 @@ export class HealthWatchers {
   #max: number;
   #watches = new Set<Watch>();
   #timer: ReturnType<typeof setInterval> | undefined;
-  #checking: Promise<void> | undefined;
+  #checking = false;
   #again = false;
   #closed = false;
 
@@ -174,28 +174,34 @@ export class HealthWatchers {
   /** Checks now (the drain began); each watch gets the status if it changed. */
   refresh(): void {
     if (this.#closed) return;
-    if (this.#checking !== undefined) {
+    if (this.#checking) {
       // A check begun before this call may have read the state before the
       // change: one more after it.
       this.#again = true;
       return;
     }
-    this.#checking = (async () => {
-      do {
-        this.#again = false;
-        let serving = false;
-        try {
-          serving = await this.#options.serving();
-        } catch {
-          // Not answered: not serving.
-        }
-        if (this.#closed) return;
-        const status = serving
-          ? ServingStatus.SERVING
-          : ServingStatus.NOT_SERVING;
-        for (const watch of this.#watching) watch.update(status);
-      } while (this.#again);
-    })().finally(() => (this.#checking = undefined));
+    this.#checking = true;
+    void (async () => {
+      try {
+        do {
+          this.#again = false;
+          let serving = false;
+          try {
+            serving = await this.#options.serving();
+          } catch {
+            // Not answered: not serving.
+          }
+          if (this.#closed) return;
+          const status = serving
+            ? ServingStatus.SERVING
+            : ServingStatus.NOT_SERVING;
+          for (const watch of this.#watching) watch.update(status);
+        } while (this.#again);
+      } finally {
+        // At once after the last look at #again: no refresh falls between.
+        this.#checking = false;
+      }
+    })();
   }
 
   /** The server closes: NOT_SERVING to every watch, which ends (UNAVAILABLE). */
