@@ -173,7 +173,7 @@ export class HealthWatchers {
 
   /** Checks now (the drain began); each watch gets the status if it changed. */
   refresh(): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#watching.size === 0) return;
     if (this.#checking) {
       // A check begun before this call may have read the state before the
       // change: one more after it.

@@ -169,6 +169,10 @@ export async function serveGrpc(
   });
   const onDrain = () => watchers.refresh();
   options.drain?.addEventListener("abort", onDrain, { once: true });
+  const call = (
+    stream: http2.ServerHttp2Stream,
+    headers: http2.IncomingHttpHeaders,
+  ) => handle(stream, headers, options, stopping.signal, watchers);
   const settings = {
     settings: { maxConcurrentStreams: concurrent },
     // An HTTP/1.1 client is closed at once, not after 10 s.
@@ -213,16 +217,14 @@ export async function serveGrpc(
         }
         if (state.carried >= perConnection + concurrent) closeIdle(session!);
       }
-      handle(stream, headers, options, stopping.signal, watchers).finally(
-        () => {
-          if (state !== undefined) {
-            state.active--;
-            if (state.warned && state.active === 0) closeIdle(session!);
-          }
-          inFlight--;
-          if (inFlight === 0) idle?.();
-        },
-      );
+      call(stream, headers).finally(() => {
+        if (state !== undefined) {
+          state.active--;
+          if (state.warned && state.active === 0) closeIdle(session!);
+        }
+        inFlight--;
+        if (inFlight === 0) idle?.();
+      });
     },
   );
   await new Promise<void>((resolve, reject) => {
