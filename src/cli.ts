@@ -48,6 +48,9 @@ Options:
                             (KServe V2 / Triton clients, h2c) on this port; 0
                             picks a free one (off by default)
       --grpc-host <address> Address of the gRPC port (default: --host's)
+      --grpc-stream-window <n>
+                            Infers a gRPC ModelStreamInfer stream runs at once,
+                            1 to 1024 (default 16)
   -w, --workers <n>         Python worker processes (default 2)
   -m, --models <dir>        Models directory; every *.py in it is loaded at start
                             unless the config lists models (default ./models,
@@ -191,6 +194,7 @@ const OPTIONS = {
   host: { type: "string", short: "H" },
   "grpc-port": { type: "string" },
   "grpc-host": { type: "string" },
+  "grpc-stream-window": { type: "string" },
   workers: { type: "string", short: "w" },
   models: { type: "string", short: "m" },
   config: { type: "string", short: "c" },
@@ -371,6 +375,8 @@ function withPermissionHint(line: string): string {
 const FLAG_OF: Record<string, string> = {
   port: "--port",
   host: "--host",
+  "grpc.hostname": "--grpc-host",
+  "grpc.streamWindow": "--grpc-stream-window",
   grpc: "--grpc-port",
   workers: "--workers",
   modelsDir: "--models",
@@ -497,10 +503,15 @@ function cliOverrides(
   set("host", str("host"));
   const grpcPort = toNumber(str("grpc-port"));
   const grpcHost = str("grpc-host");
-  if (grpcPort !== undefined || grpcHost !== undefined) {
+  const grpcWindow = toNumber(str("grpc-stream-window"));
+  if (
+    grpcPort !== undefined || grpcHost !== undefined ||
+    grpcWindow !== undefined
+  ) {
     cli.grpc = {
       ...(grpcPort === undefined ? {} : { port: grpcPort }),
       ...(grpcHost === undefined ? {} : { hostname: grpcHost }),
+      ...(grpcWindow === undefined ? {} : { streamWindow: grpcWindow }),
     };
   }
   set("workers", toNumber(str("workers")));

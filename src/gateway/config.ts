@@ -45,11 +45,17 @@ export interface ResolvedConfig {
   /** Port to bind (`0` picks a free one). @default {8000} */
   port: number;
   /**
-   * The gRPC transport's address and port, and how long a connection
-   * without calls stays open (ms, `0`: for ever; `serve`'s default when
-   * missing); `undefined`: off (the default).
+   * The gRPC transport's address and port, how long a connection without
+   * calls stays open (ms, `0`: for ever; `serve`'s default when missing) and
+   * the infers a `ModelStreamInfer` stream runs at once (absent: 16);
+   * `undefined`: off (the default).
    */
-  grpc?: { hostname: string; port: number; idleTimeout?: number };
+  grpc?: {
+    hostname: string;
+    port: number;
+    idleTimeout?: number;
+    streamWindow?: number;
+  };
   /** Python workers. @default {2} */
   workers: number;
   /** Python executable. */
@@ -441,6 +447,9 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       hostname: grpc.hostname ?? config.host,
       port: grpc.port,
       idleTimeout: grpc.idleTimeout ?? DEFAULTS.grpcIdleTimeout,
+      ...(grpc.streamWindow === undefined
+        ? {}
+        : { streamWindow: grpc.streamWindow }),
     };
   }
   const python = pick("python");

@@ -105,7 +105,9 @@ export interface GatewayConfig {
   port?: number | undefined;
   /**
    * The Open Inference Protocol's gRPC transport (off unless `port` is
-   * given): its port, and its address (the HTTP `host` unless set).
+   * given): its port, its address (the HTTP `host` unless set), and the
+   * infers a `ModelStreamInfer` stream runs at once (1 to 1024; 16 unless
+   * set).
    */
   grpc?:
     | {
@@ -116,6 +118,8 @@ export interface GatewayConfig {
        * client reconnects when it calls again); `0`: never. Default 300000.
        */
       idleTimeout?: number | undefined;
+      /** The infers one `ModelStreamInfer` stream runs at once (1-1024; default 16). */
+      streamWindow?: number | undefined;
     }
     | undefined;
   /** Python workers (1 to 1024). */
@@ -472,6 +476,7 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
       port: v.optional(int(0, 65535)),
       hostname: v.optional(str("a hostname or IP address")),
       idleTimeout: v.optional(int(0, 2 ** 31 - 1)),
+      streamWindow: v.optional(int(1, 1024)),
     }),
   ),
   workers: v.optional(int(1, 1024)),

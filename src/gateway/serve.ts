@@ -628,6 +628,11 @@ export async function serve(
           ...(config.grpc.idleTimeout === undefined
             ? {}
             : { idleTimeout: config.grpc.idleTimeout }),
+          // Health watches hear of the drain at its start.
+          drain: drain.signal,
+          ...(config.grpc.streamWindow === undefined
+            ? {}
+            : { streamWindow: config.grpc.streamWindow }),
           ...(tls === undefined ? {} : { tls }),
           // Deno's node:http2 server aborts the process when a client
           // closes a connection that carried more than ~100 streams
