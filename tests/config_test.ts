@@ -1092,6 +1092,7 @@ Deno.test("resolveConfig takes grpc.streamWindow from the file or --grpc-stream-
   assert.deepEqual(resolveConfig({ cwd: "/", file, cli: {} }).grpc, {
     hostname: "127.0.0.1",
     port: 8001,
+    idleTimeout: 300_000,
     streamWindow: 64,
   });
   assert.equal(
@@ -1101,7 +1102,7 @@ Deno.test("resolveConfig takes grpc.streamWindow from the file or --grpc-stream-
   );
   assert.deepEqual(
     resolveConfig({ cwd: "/", cli: { grpc: { port: 0 } } }).grpc,
-    { hostname: "127.0.0.1", port: 0 },
+    { hostname: "127.0.0.1", port: 0, idleTimeout: 300_000 },
   );
   for (const streamWindow of [0, 1025, 1.5]) {
     assert.throws(
