@@ -228,7 +228,13 @@ export class TokenFileWatch {
   #arm(): void {
     if (this.#stopped) return;
     this.#timer = setTimeout(() => {
-      this.#check().finally(() => this.#arm());
+      // Nothing of a read may end the process (an unhandled rejection).
+      this.#check().catch((err) => {
+        this.#options.logger.error(
+          "Cannot apply the token files: {message}",
+          { message: err instanceof Error ? err.message : String(err) },
+        );
+      }).finally(() => this.#arm());
     }, this.#options.interval);
   }
 

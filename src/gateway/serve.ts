@@ -26,7 +26,7 @@ import {
 } from "./app.ts";
 import { ChannelHub } from "./channels.ts";
 import { channelsPlugin } from "./channels_plugin.ts";
-import type { ModelEntry, ResolvedConfig } from "./config.ts";
+import { DEFAULTS, type ModelEntry, type ResolvedConfig } from "./config.ts";
 import { checkTokensSet, reloadPlan } from "./_config_reload.ts";
 import { SET_TOKENS_OF } from "./_gateway_tokens.ts";
 import {
@@ -901,7 +901,8 @@ export async function serve(
       }
     }
     // Polled for a rotation of the mounted secret (no signal comes).
-    const interval = config.tokenFileInterval ?? 0;
+    // A configuration built by hand may leave the interval out.
+    const interval = config.tokenFileInterval ?? DEFAULTS.tokenFileInterval;
     const tokenWatch = interval > 0 && hasTokenFiles(config)
       ? new TokenFileWatch({
         runtime,
