@@ -31,6 +31,7 @@ import { PYTHON_MANIFEST } from "../runtime/python_manifest.ts";
 import { clientRequestId, modelExecutor, modelRoutes } from "./model_routes.ts";
 import { forwardHeaderList } from "./_forward_headers.ts";
 import { workerRoutes } from "./worker_routes.ts";
+import { workersOf } from "./_pool_reads.ts";
 import {
   inferenceProtocolError,
   inferenceProtocolRoutes,
@@ -489,7 +490,8 @@ export function createGateway(
   // Before the guards: a load balancer probes by IP or by a name nobody
   // listed, and the answer holds nothing a cross-site page could use.
   app.get("/healthz", (c) => {
-    const workers = pool.status().workers;
+    // The workers alone: a probe's cost does not grow with the models.
+    const workers = workersOf(pool);
     const ready = workers.filter((w) => w.state === "ready").length;
     const ok = ready > 0 && !signal.aborted;
     return c.json({

@@ -22,6 +22,7 @@ import { declaredTensor } from "./_inference_tensors.ts";
 import { inferenceRepositoryRoutes } from "./_inference_repository_routes.ts";
 import { inferenceStatistics } from "./_inference_statistics.ts";
 import { inferenceModelConfig } from "./_inference_model_config.ts";
+import { modelEntries, workersOf } from "./_pool_reads.ts";
 import {
   inferenceStreamResponse,
   wantsInferenceStream,
@@ -150,7 +151,7 @@ export function inferenceProtocolRoutes(
 
   const readyWorkers = (): Set<string> =>
     new Set(
-      pool.status().workers.filter((w) => w.state === "ready").map((w) => w.id),
+      workersOf(pool).filter((w) => w.state === "ready").map((w) => w.id),
     );
 
   const notFound = (message: string) =>
@@ -232,9 +233,7 @@ export function inferenceProtocolRoutes(
     // versions would make it quadratic).
     const versions = version !== undefined || model.label === undefined
       ? [model]
-      : catalog.list(pool).filter((m) =>
-        m.name === model.name && m.label !== undefined
-      );
+      : catalog.describeVersions(pool, model.name);
     return Response.json(inferenceStatistics(versions, metrics, pool));
   };
   app.get(
@@ -246,7 +245,11 @@ export function inferenceProtocolRoutes(
     (c) => statistics(c.req.param("name"), c.req.param("version")),
   );
   const config = (name: string, version: string | undefined) =>
-    Response.json(inferenceModelConfig(modelOf(name, version), pool.status()));
+    Response.json(
+      inferenceModelConfig(modelOf(name, version), {
+        workers: workersOf(pool),
+      }),
+    );
   app.get(
     "/v2/models/:name/config",
     (c) => config(c.req.param("name"), undefined),
@@ -277,8 +280,8 @@ export function inferenceProtocolRoutes(
     const model = modelOf(name, version);
     const ready = readyWorkers();
     // A placed model is ready where it is placed; the others everywhere.
-    const where = pool.status().models.find((m) =>
-      m.name === model.name && m.version === model.label
+    const where = modelEntries(pool, model.name).find((m) =>
+      m.version === model.label
     )?.slots;
     const ok = !ctx.signal.aborted &&
       (where === undefined

@@ -42,6 +42,7 @@ import {
 } from "./read_json_body.ts";
 import { type SseEvent, sseResponse } from "./sse.ts";
 import { modelView } from "./_model_view.ts";
+import { modelEntries, statusOf } from "./_pool_reads.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
 import type { RouteContext } from "./route_context.ts";
 import { stringifyJson } from "../_exact_json.ts";
@@ -915,7 +916,8 @@ export function modelRoutes(ctx: RouteContext): Hono {
       }
       throw notFound(name);
     }
-    const now = pool.status();
+    // That model's entries, not every model's (a probe per model).
+    const now = statusOf(pool, name);
     const status = readiness(ctx, model, now);
     // TF Serving lists every version's state when none is named (a client
     // waits there for the one it loaded); `ready` is the default's. One
@@ -1229,11 +1231,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
       closeWarning?: string;
     };
     // The slots it was just placed on, as GET /v1/models/{name} shows them.
-    const now = version === undefined
-      ? pool.status().models.find((m) => m.name === name)
-      : pool.status().models.find((m) =>
-        m.name === name && m.version === version
-      );
+    const now = modelEntries(pool, name).find((m) => m.version === version);
     const slots = now?.slots;
     const shown: typeof info = slots === undefined
       ? info
@@ -1336,7 +1334,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
 export function readiness(
   ctx: Pick<RouteContext, "pool" | "signal">,
   model: GatewayModelInfo,
-  status: PoolStatus = ctx.pool.status(),
+  status: PoolStatus = statusOf(ctx.pool, model.name),
 ): {
   ready: boolean;
   model_version_status: VersionStatus[];
