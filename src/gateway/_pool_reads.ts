@@ -50,3 +50,21 @@ export function statusOf(
   }
   return { workers: pool.workerStatus(), models: pool.modelStatus(name) };
 }
+
+/**
+ * Whether `key` (a model's name, or a version's `name@label`) is a model
+ * the pool has now; `false` for a pool without `modelStatus` (no lookup
+ * that stays cheap with thousands of models).
+ */
+export function hasModel(
+  pool: Pick<GatewayPool, "modelStatus">,
+  key: string,
+): boolean {
+  if (pool.modelStatus === undefined) return false;
+  if (pool.modelStatus(key).length > 0) return true;
+  // A version: listed under its model's name (labels hold no `@`).
+  const at = key.lastIndexOf("@");
+  if (at <= 0) return false;
+  const label = key.slice(at + 1);
+  return pool.modelStatus(key.slice(0, at)).some((m) => m.version === label);
+}

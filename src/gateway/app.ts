@@ -31,7 +31,8 @@ import { PYTHON_MANIFEST } from "../runtime/python_manifest.ts";
 import { clientRequestId, modelExecutor, modelRoutes } from "./model_routes.ts";
 import { forwardHeaderList } from "./_forward_headers.ts";
 import { workerRoutes } from "./worker_routes.ts";
-import { workersOf } from "./_pool_reads.ts";
+import { hasModel, workersOf } from "./_pool_reads.ts";
+import { versionKey } from "../_model_version.ts";
 import {
   inferenceProtocolError,
   inferenceProtocolRoutes,
@@ -350,7 +351,9 @@ export function createGateway(
     pool,
     hub: options.hub ??
       new ChannelHub({ onDrop: droppedSubscriberLogger(logger) }),
-    metrics: options.metrics ?? new GatewayMetrics(),
+    // Past its maxModels names, a model the pool has still gets series.
+    metrics: options.metrics ??
+      new GatewayMetrics({ isModel: (name) => hasModel(pool, name) }),
     catalog: options.catalog ?? new ModelCatalog(),
     runtime: options.runtime ?? defaultRuntime(),
     logger,
@@ -387,6 +390,22 @@ export function createGateway(
   const unfollow = ctx.catalog.follow(pool);
   if (ctx.stopSignal.aborted) unfollow();
   else ctx.stopSignal.addEventListener("abort", unfollow, { once: true });
+  // A model removed on the pool directly takes its series with it, as a
+  // DELETE's does: models coming and going under new names would otherwise
+  // keep theirs (and, past maxModels, each gets some).
+  const unforget = ctx.stopSignal.aborted ? undefined : pool.on?.((ev) => {
+    if (
+      ev.type === "model" && ev.action === "remove" &&
+      typeof ev.name === "string"
+    ) {
+      ctx.metrics.forget(
+        ev.version === undefined ? ev.name : versionKey(ev.name, ev.version),
+      );
+    }
+  });
+  if (unforget !== undefined) {
+    ctx.stopSignal.addEventListener("abort", unforget, { once: true });
+  }
   const tracing = ctx.tracing;
   if (tracing !== undefined) {
     const flush = () => void tracing.flush(2000);

@@ -46,6 +46,7 @@ import {
   modelSuccessHeaders,
 } from "./model_routes.ts";
 import { versionKey } from "../_model_version.ts";
+import { ModelHTTPError } from "../errors.ts";
 import type { ResponseMeta } from "../session_types.ts";
 import {
   parseJsonText,
@@ -376,6 +377,8 @@ export function inferenceProtocolRoutes(
     // (Read only for such a model: no work for the others' calls.)
     const itemsWanted = () => wantsInferenceStream(request);
     const done = metrics.start(name);
+    // A 404 of the model's own (its HTTPError) counts as its call.
+    let answered = false;
     let res: Response;
     let watched: WatchedCall | undefined;
     let meta: ResponseMeta | undefined;
@@ -469,6 +472,7 @@ export function inferenceProtocolRoutes(
         }, true);
       }
     } catch (err) {
+      answered = err instanceof ModelHTTPError;
       if (watched?.aborted) {
         res = new Response(null, { status: 499 });
       } else {
@@ -488,7 +492,7 @@ export function inferenceProtocolRoutes(
     } finally {
       watched?.end();
     }
-    done(res.status);
+    done(res.status, answered);
     return res;
   };
   app.post(

@@ -529,6 +529,8 @@ export function modelExecutor(
       }
     }
     const done = metrics.start(name);
+    // A 404 of the model's own (its HTTPError) counts as its call.
+    let answered = false;
     let requestId = clientId;
     let res: Response;
     let watched: WatchedCall | undefined;
@@ -619,6 +621,7 @@ export function modelExecutor(
         res.headers.set(REQUEST_ID_HEADER, requestId);
       }
     } catch (err) {
+      answered = err instanceof ModelHTTPError;
       // The client went away (the call was cancelled for it): nobody reads
       // this response, 499 keeps it apart from real errors in the metrics.
       // A model's exception often names its own files (`open()` of a data
@@ -643,7 +646,7 @@ export function modelExecutor(
       }
     }
     watched?.end();
-    done(res.status);
+    done(res.status, answered);
     if (direct) metrics.countHttp(res.status);
     if (log) requestLine(logger, name, res.status, t0, requestId);
     return res;
@@ -1153,7 +1156,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
       const res = watched?.aborted
         ? new Response(null, { status: 499 })
         : streamError(err, failure, await hideDir(err));
-      done(res.status);
+      done(res.status, err instanceof ModelHTTPError);
       return res;
     } finally {
       watched?.signal.removeEventListener("abort", onLeave);
@@ -1169,7 +1172,8 @@ export function modelRoutes(ctx: RouteContext): Hono {
       {
         onClose: () => {
           items.cancel();
-          done(outcome.status);
+          // Its first item came: any error since is the model's.
+          done(outcome.status, true);
         },
         open: ctx.runtime.streamHeadersWithBody === true,
         endWith: idle.promise,

@@ -23,6 +23,7 @@ import { ChannelHub } from "./channels.ts";
 import { channelsPlugin } from "./channels_plugin.ts";
 import { type ModelEntry, type ResolvedConfig, tokenList } from "./config.ts";
 import { GatewayMetrics } from "./metrics.ts";
+import { hasModel } from "./_pool_reads.ts";
 import { type GatewayModelInfo, ModelCatalog } from "./model_catalog.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import { modelFiles } from "./_model_files.ts";
@@ -312,7 +313,10 @@ export async function serve(
     onDrop: droppedSubscriberLogger(logger),
   });
   const catalog = new ModelCatalog();
-  const metrics = new GatewayMetrics();
+  // Past its maxModels names, a model the pool has still gets series.
+  const metrics = new GatewayMetrics({
+    isModel: (name) => pool !== undefined && hasModel(pool, name),
+  });
   const envOption = workerEnv(config.env ?? {});
   const poolOptions: PoolOptions = {
     workers: config.workers,
