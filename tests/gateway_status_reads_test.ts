@@ -95,9 +95,11 @@ Deno.test("createGateway over a pool: the routes about one model and /healthz ne
         assert.equal(code, 200, `${path} ${JSON.stringify(bodies[path])}`);
       }
     }
-    // A listing still reads it.
+    // A listing still reads it, once.
     await ask("/v1/models");
-    assert.ok(built > 0);
+    assert.equal(built, 1);
+    await ask("/v1/status");
+    assert.equal(built, 2, "GET /v1/status built it twice");
   } finally {
     await pids.assertGone();
   }

@@ -554,7 +554,8 @@ export function createGateway(
   }
 
   app.get("/v1/status", () => {
-    const status = pool.status() as unknown as Record<string, unknown> & {
+    const read = pool.status();
+    const status = read as unknown as Record<string, unknown> & {
       workers: ReadonlyArray<Record<string, unknown> & { restarts: number }>;
     };
     const workers = status.workers.map((w) => {
@@ -571,7 +572,8 @@ export function createGateway(
       workers,
       // Only when a plugin reports one (autoscale): additive.
       ...pluginStatusOf(pool),
-      models: ctx.catalog.list(pool).map((m) =>
+      // The status read above (not built again: every model, every worker).
+      models: ctx.catalog.list({ status: () => read }).map((m) =>
         modelView(m, ctx.debug, ctx.requestTimeout)
       ),
       restarts: status.workers.reduce((n, w) => n + w.restarts, 0),
