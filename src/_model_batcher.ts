@@ -6,7 +6,8 @@
  * `capacity()` (the ready workers): an idle model adds no delay. Otherwise
  * calls gather until a batch ends, `size` of them wait, or the first has
  * waited `delayMs`, and go as one `executeBatch` (protocol §6), with the
- * calls' request ids as its `requestIds` when any has one; each call still
+ * calls' request ids as its `requestIds` when any has one (their headers
+ * and trace contexts likewise: `messageHeaders`, `traceContexts`); each call still
  * settles on its own, exactly once: with its own result, its own error (an
  * exception instance the model returned for it), the batch's error, or its
  * own timeout or abort. A batch whose calls have all given up is cancelled
@@ -48,6 +49,16 @@ export interface BatchCallOptions {
   requestId?: string;
   /** The call's request headers: sent in its batch's `messageHeaders` (protocol §6). */
   headers?: Record<string, string>;
+  /** The call's W3C trace context: sent in its batch's `traceContexts` (protocol §6). */
+  traceparent?: string;
+  /** Its `tracestate`, with `traceparent`. */
+  tracestate?: string;
+}
+
+/** A call's trace context in a batch's `traceContexts` (protocol §6). */
+export interface BatchTraceContext {
+  traceparent: string;
+  tracestate?: string;
 }
 
 /** The options a batch is sent with. */
@@ -62,15 +73,17 @@ export interface BatchSendOptions {
 
 /**
  * Sends one batch: `executeBatch` with `msgs`, `requestIds` (one per
- * message, `null` for a call without one) when any call has one, and
- * `messageHeaders` (likewise) when any call has headers; resolves to its
- * reply.
+ * message, `null` for a call without one) when any call has one,
+ * `messageHeaders` (likewise) when any call has headers, and
+ * `traceContexts` (likewise) when any call has a trace context; resolves
+ * to its reply.
  */
 export type SendBatch = (
   msgs: unknown[],
   options: BatchSendOptions,
   requestIds: Array<string | null> | undefined,
   messageHeaders: Array<Record<string, string> | null> | undefined,
+  traceContexts: Array<BatchTraceContext | null> | undefined,
 ) => Promise<unknown>;
 
 /**
@@ -237,6 +250,7 @@ export class ModelBatcher {
     let idempotent = true;
     let identified = false;
     let withHeaders = false;
+    let traced = false;
     for (const item of items) {
       item.batch = batch;
       // The batch lasts as long as its most patient call (timeouts are
@@ -245,6 +259,7 @@ export class ModelBatcher {
       if (item.options.idempotent !== true) idempotent = false;
       if (item.options.requestId !== undefined) identified = true;
       if (item.options.headers !== undefined) withHeaders = true;
+      if (item.options.traceparent !== undefined) traced = true;
     }
     // Only a batch with an id has requestIds: without, nothing more is sent.
     const requestIds = identified
@@ -252,6 +267,9 @@ export class ModelBatcher {
       : undefined;
     const messageHeaders = withHeaders
       ? items.map((i) => i.options.headers ?? null)
+      : undefined;
+    const traceContexts = traced
+      ? items.map((i) => traceContext(i))
       : undefined;
     this.#inFlight++;
     // Only a routed call's batch of one has routing (see `add`).
@@ -276,6 +294,7 @@ export class ModelBatcher {
       },
       requestIds,
       messageHeaders,
+      traceContexts,
     ).then(
       (reply) => {
         if (sentAt >= 0) this.#count(items.length, performance.now() - sentAt);
@@ -359,4 +378,15 @@ export class ModelBatcher {
 
 function warn(message: string, properties: Record<string, unknown>): void {
   getLogger(["pyproxy", "pool"]).warn(message, properties);
+}
+
+/** A batched call's entry of `traceContexts`: its context, or `null`. */
+function traceContext(
+  item: { options: BatchCallOptions },
+): BatchTraceContext | null {
+  const { traceparent, tracestate } = item.options;
+  if (traceparent === undefined) return null;
+  return tracestate === undefined
+    ? { traceparent }
+    : { traceparent, tracestate };
 }

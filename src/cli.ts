@@ -48,6 +48,9 @@ Options:
                             (KServe V2 / Triton clients, h2c) on this port; 0
                             picks a free one (off by default)
       --grpc-host <address> Address of the gRPC port (default: --host's)
+      --grpc-stream-window <n>
+                            Infers a gRPC ModelStreamInfer stream runs at once,
+                            1 to 1024 (default 16)
   -w, --workers <n>         Python worker processes (default 2)
   -m, --models <dir>        Models directory; every *.py in it is loaded at start
                             unless the config lists models (default ./models,
@@ -108,8 +111,9 @@ Options:
                             Trace model calls with OpenTelemetry: send spans to
                             this OTLP/HTTP collector URL, JSON encoding (e.g.
                             http://127.0.0.1:4318/v1/traces; off by default,
-                            or set OTEL_EXPORTER_OTLP_TRACES_ENDPOINT; more in
-                            pyproxy.json "tracing", docs/gateway.md "Tracing")
+                            or set OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or
+                            OTEL_EXPORTER_OTLP_ENDPOINT; more in pyproxy.json
+                            "tracing", docs/gateway.md "Tracing")
       --no-cancel-on-disconnect
                             Let execute calls run on when their client disconnects
                             (no faster: see docs/gateway.md)
@@ -190,6 +194,7 @@ const OPTIONS = {
   host: { type: "string", short: "H" },
   "grpc-port": { type: "string" },
   "grpc-host": { type: "string" },
+  "grpc-stream-window": { type: "string" },
   workers: { type: "string", short: "w" },
   models: { type: "string", short: "m" },
   config: { type: "string", short: "c" },
@@ -370,6 +375,8 @@ function withPermissionHint(line: string): string {
 const FLAG_OF: Record<string, string> = {
   port: "--port",
   host: "--host",
+  "grpc.hostname": "--grpc-host",
+  "grpc.streamWindow": "--grpc-stream-window",
   grpc: "--grpc-port",
   workers: "--workers",
   modelsDir: "--models",
@@ -496,10 +503,15 @@ function cliOverrides(
   set("host", str("host"));
   const grpcPort = toNumber(str("grpc-port"));
   const grpcHost = str("grpc-host");
-  if (grpcPort !== undefined || grpcHost !== undefined) {
+  const grpcWindow = toNumber(str("grpc-stream-window"));
+  if (
+    grpcPort !== undefined || grpcHost !== undefined ||
+    grpcWindow !== undefined
+  ) {
     cli.grpc = {
       ...(grpcPort === undefined ? {} : { port: grpcPort }),
       ...(grpcHost === undefined ? {} : { hostname: grpcHost }),
+      ...(grpcWindow === undefined ? {} : { streamWindow: grpcWindow }),
     };
   }
   set("workers", toNumber(str("workers")));
@@ -704,6 +716,14 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
     const server = await serve(config, {
       runtime,
       handleSignals: true,
+      // SIGHUP reads the same sources again: the file, the flags, the
+      // environment (docs/gateway.md, "Reloading").
+      reloadConfig: () =>
+        loadConfig({
+          cli,
+          runtime,
+          ...(configPath === undefined ? {} : { path: configPath }),
+        }),
       version: VERSION,
     }).finally(() => clearTimeout(slowStart));
     startLog.release(true);

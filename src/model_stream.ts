@@ -65,6 +65,8 @@ export interface StreamRequestOptions {
   onEvent?: (event: Record<string, unknown>) => void;
   /** The model's headers (`RequestOptions.onResponseMeta`). */
   onResponseMeta?: (meta: ResponseMeta) => void;
+  /** Called with the worker's id each time the call is written to one. */
+  onSend?: (worker: string) => void;
   /**
    * Gets the call's slot each time the call is sent to a worker: the
    * stream parks it while its window is full. A pool without it counts the
@@ -221,6 +223,11 @@ export interface ExecuteStreamOptions {
   /** The `tracestate` that goes with `traceparent`, as `pool.execute`'s. */
   tracestate?: string;
   /**
+   * Called each time the stream's call is written to a worker (again after
+   * a retry), with the worker's id (`"w1"`), as `pool.execute`'s `onSend`.
+   */
+  onSend?: (worker: string) => void;
+  /**
    * Receives the headers the model set before its first item
    * (`host.set_header`: docs/models.md, "Statuses and headers"), as that
    * item arrives (or as the stream ends, when it yields none); not called
@@ -346,6 +353,7 @@ export class ModelStream<T = unknown>
       ...(options.worker === undefined ? {} : { worker: options.worker }),
       ...(options.timeout === undefined ? {} : { timeout: options.timeout }),
       ...(options.version === undefined ? {} : { version: options.version }),
+      ...(options.onSend === undefined ? {} : { onSend: options.onSend }),
       signal,
       onEvent: (event) => this.#onEvent(event),
       onSlot: (slot) => {

@@ -187,11 +187,12 @@ export interface ExecuteOptions extends Omit<PoolRequestOptions, "onEvent"> {
    * A W3C `traceparent` (the caller's span, docs/gateway.md "Tracing"): sent
    * with the call (protocol §6, `traceparent`) so that the model starts its
    * own spans under it, reading it with `host.trace_context()`. The gateway
-   * passes its span's when tracing is on and the call is sampled; a
-   * library caller passes its own (the pool makes no spans). One the W3C
-   * spec refuses rejects with `ConfigError`. Not sent for a model that
-   * batches (`batch_size`): `host.trace_context()` is `None` in
-   * `execute_batch`.
+   * passes its span's when tracing is on (flags `00` for a call it does
+   * not sample); a library caller passes its own (the pool makes no
+   * spans). One the W3C spec refuses rejects with `ConfigError`. For a
+   * model that batches (`batch_size`), its batch's `traceContexts` holds
+   * it: `execute_batch` reads it in `host.trace_contexts()` (for the links
+   * of the batch's span), `host.trace_context()` being `None` there.
    */
   traceparent?: string;
   /**
@@ -1382,7 +1383,7 @@ export class Pool implements AsyncDisposable {
       new ModelBatcher(
         name,
         settings,
-        (msgs, options, requestIds, messageHeaders) => {
+        (msgs, options, requestIds, messageHeaders, traceContexts) => {
           // split: a batch that reaches a version of the model updated
           // meanwhile (smaller batch_size, or none) still runs.
           const args: Record<string, unknown> = requestIds === undefined
@@ -1391,6 +1392,7 @@ export class Pool implements AsyncDisposable {
           if (messageHeaders !== undefined) {
             args.messageHeaders = messageHeaders;
           }
+          if (traceContexts !== undefined) args.traceContexts = traceContexts;
           return this.request("executeBatch", args, options);
         },
         this.#modelTimeouts.get(name) ?? this.#opts.requestTimeout ??

@@ -199,6 +199,12 @@ Deno.test("main rejects bad flags and commands with a clear error", async () => 
     r.stderr,
     /error: limits\.streamIdleTimeout: expected an integer >= 1 \(at command line: --stream-idle-timeout\)/,
   );
+  r = await cli(["serve", "--grpc-port", "0", "--grpc-stream-window", "0"]);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    /error: grpc\.streamWindow: expected an integer from 1 to 1024 \(at command line: --grpc-stream-window\)/,
+  );
   r = await cli(["serve", "--tls-cert", "cert.pem"]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /error: --tls-cert: needs --tls-key too/);

@@ -1086,3 +1086,28 @@ Deno.test("loadConfig reads OTEL_EXPORTER_OTLP_TRACES_ENDPOINT and OTEL_SERVICE_
     /expected an http\(s\) URL/,
   );
 });
+
+Deno.test("resolveConfig takes grpc.streamWindow from the file or --grpc-stream-window (1 to 1024), absent unless set", () => {
+  const file = { grpc: { port: 8001, streamWindow: 64 } };
+  assert.deepEqual(resolveConfig({ cwd: "/", file, cli: {} }).grpc, {
+    hostname: "127.0.0.1",
+    port: 8001,
+    idleTimeout: 300_000,
+    streamWindow: 64,
+  });
+  assert.equal(
+    resolveConfig({ cwd: "/", file, cli: { grpc: { streamWindow: 2 } } }).grpc
+      ?.streamWindow,
+    2,
+  );
+  assert.deepEqual(
+    resolveConfig({ cwd: "/", cli: { grpc: { port: 0 } } }).grpc,
+    { hostname: "127.0.0.1", port: 0, idleTimeout: 300_000 },
+  );
+  for (const streamWindow of [0, 1025, 1.5]) {
+    assert.throws(
+      () => parseConfig({ grpc: { port: 0, streamWindow } }, "pyproxy.json"),
+      /grpc\.streamWindow: expected an integer from 1 to 1024/,
+    );
+  }
+});

@@ -625,3 +625,35 @@ Deno.test("Gateway's 502 for a worker that died names the calls it was running, 
     calls: 2,
   });
 });
+
+Deno.test("createGateway shows --debug details only to the management token when one is set", async () => {
+  const manageToken = "manage-token-0123456789abcdef";
+  await using gw = await startGateway({
+    debug: true,
+    token: "inference-token-0123456789",
+    manageToken,
+  });
+  const manage = { authorization: `Bearer ${manageToken}` };
+  // A model's traceback: not for the inference token's clients.
+  const call = (headers: HeadersInit = {}) =>
+    gw.fetch(
+      "/v1/models/publisher/execute",
+      { ...post('{"channel":"bad name!"}'), headers },
+    );
+  const hidden = await (await call()).json();
+  assert.equal(hidden.error.exception, "HostError");
+  assert.equal(hidden.error.traceback, undefined);
+  const shown = await (await call(manage)).json();
+  assert.match(shown.error.traceback, /HostError: /);
+  // Workers' stderr: the same.
+  const status = async (headers: HeadersInit = {}) =>
+    (await (await gw.fetch("/v1/status", { headers })).json()).workers;
+  assert.ok(
+    (await status()).every((w: object) => !("stderrTail" in w)),
+    "no stderrTail for the inference token",
+  );
+  assert.ok(
+    (await status(manage)).every((w: object) => "stderrTail" in w),
+    "stderrTail for the management token",
+  );
+});

@@ -3,6 +3,7 @@
 // the collector, whose OTLP/JSON requests are parsed here.
 import assert from "node:assert/strict";
 import { startGateway, until } from "./_gateway_harness.ts";
+import { attr, Collector, type Span } from "./_otlp_collector.ts";
 import { createGateway } from "../src/gateway/app.ts";
 import { Pool } from "../src/pool.ts";
 import { ConfigError } from "../src/errors.ts";
@@ -26,66 +27,36 @@ class TStream:
         yield {"trace": host.trace_context()}
         yield {"n": 2}
 `;
-const MODELS = { "traced.py": TRACED, "tstream.py": TSTREAM };
+const TBATCH = `import os
+import time
+
+from pyproxy import host
+
+
+class TBatch:
+    """A batching model: each result holds its batch's trace contexts."""
+
+    batch_size = 4
+    batch_delay_ms = 1000
+
+    def execute_batch(self, msgs):
+        for m in msgs:
+            # Holds its batch until the test creates the file (10 s at most).
+            for _ in range(1000) if m.get("hold") else ():
+                if os.path.exists(m["hold"]):
+                    break
+                time.sleep(0.01)
+        contexts = host.trace_contexts()
+        return [{"trace": host.trace_context(), "traces": contexts} for _ in msgs]
+`;
+const MODELS = {
+  "traced.py": TRACED,
+  "tstream.py": TSTREAM,
+  "tbatch.py": TBATCH,
+};
 
 const PARENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_SPAN = "00f067aa0ba902b7";
-
-interface Span {
-  traceId: string;
-  spanId: string;
-  parentSpanId?: string;
-  traceState?: string;
-  name: string;
-  kind: number;
-  startTimeUnixNano: string;
-  endTimeUnixNano: string;
-  attributes: Array<{ key: string; value: Record<string, unknown> }>;
-  status: { code: number; message?: string };
-}
-
-/** A collector on port 0: keeps the spans of each OTLP/JSON POST. */
-class Collector implements AsyncDisposable {
-  readonly spans: Span[] = [];
-  readonly requests: Array<{ headers: Headers; body: unknown }> = [];
-  #server: Deno.HttpServer<Deno.NetAddr>;
-  /** `delayMs`: how long it takes to take a POST in (a slow collector). */
-  constructor(delayMs = 0) {
-    this.#server = Deno.serve(
-      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
-      async (req) => {
-        const body = await req.json();
-        if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
-        this.requests.push({ headers: req.headers, body });
-        for (const rs of body.resourceSpans) {
-          for (const ss of rs.scopeSpans) this.spans.push(...ss.spans);
-        }
-        return Response.json({});
-      },
-    );
-  }
-  get url(): string {
-    return `http://127.0.0.1:${this.#server.addr.port}/v1/traces`;
-  }
-  /** The span of the call with request id `id`. */
-  spanOf(id: string): Promise<Span> {
-    return until(
-      () =>
-        Promise.resolve(
-          this.spans.find((s) => attr(s, "pyproxy.request_id") === id),
-        ),
-      `the span of ${id}`,
-    );
-  }
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.#server.shutdown();
-  }
-}
-
-function attr(span: Span, key: string): unknown {
-  const value = span.attributes.find((a) => a.key === key)?.value;
-  return value === undefined ? undefined : Object.values(value)[0];
-}
 
 async function execute(
   gw: { fetch(path: string, init?: RequestInit): Promise<Response> },
@@ -176,12 +147,22 @@ Deno.test("Tracing makes a span per model call, its parent the client's tracepar
     });
   }
 
-  // An unsampled parent is followed: no span, nothing for the model.
+  // An unsampled parent is followed: no span, but the model still gets the
+  // trace, unsampled, as an OpenTelemetry SDK's non-recording span passes
+  // it on (the parent's trace id, a span id of its own, flags 00), so that
+  // its own calls stay in the trace and are not sampled either.
   const unsampled = await execute(gw, "r-unsampled", {
     traceparent: `00-${PARENT_TRACE}-${PARENT_SPAN}-00`,
+    tracestate: "rojo=1",
   });
   assert.equal(unsampled.status, 200);
-  assert.equal(unsampled.body.trace, null);
+  const context = unsampled.body.trace as Record<string, string>;
+  assert.match(
+    context.traceparent!,
+    new RegExp(`^00-${PARENT_TRACE}-[0-9a-f]{16}-00$`),
+  );
+  assert.notEqual(context.traceparent!.slice(36, 52), PARENT_SPAN);
+  assert.equal(context.tracestate, "rojo=1");
 
   // A model's exception: an error span with its message.
   const failed = await execute(gw, "r-fail", {}, { fail: true });
@@ -204,6 +185,8 @@ Deno.test("Tracing makes a span per model call, its parent the client's tracepar
   const stream = await collector.spanOf("r-stream");
   assert.equal(stream.name, "POST /v1/models/{name}/stream");
   assert.equal(attr(stream, "pyproxy.model"), "tstream");
+  assert.equal(attr(stream, "pyproxy.worker"), "w1");
+  assert.equal(attr(stream, "pyproxy.stream.span_end"), undefined);
 
   // The other protocols' routes: one span each, named by the template.
   const predict = await execute(
@@ -278,8 +261,13 @@ Deno.test("Tracing with sampleRatio 0 follows a sampled parent only, and a shutd
     },
   }, MODELS);
   try {
+    // Not sampled: the model gets a new trace, unsampled (its own spans
+    // follow the gateway's decision rather than start traces of their own).
     const none = await execute(gw, "r-none");
-    assert.equal(none.body.trace, null);
+    assert.match(
+      (none.body.trace as { traceparent: string }).traceparent,
+      /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/,
+    );
     const sampled = await execute(gw, "r-sampled", {
       traceparent: `00-${PARENT_TRACE}-${PARENT_SPAN}-01`,
     });
@@ -469,4 +457,69 @@ Deno.test("Tracing makes no span of a call without the token: a client that may 
     collector.spans.map((s) => attr(s, "pyproxy.request_id")),
     ["r-cross", "r-ok"],
   );
+});
+
+Deno.test("Tracing gives a batching model each call's trace context, in message order, for its span's links", async () => {
+  await using collector = new Collector();
+  await using gw = await startGateway({
+    tracing: { endpoint: collector.url, batchIntervalMs: 20 },
+    models: [{ name: "tbatch", file: "tbatch.py" }],
+  }, MODELS);
+  const path = "/v1/models/tbatch/execute";
+  // A batch of one: the call's own context (the gateway's span).
+  const one = await execute(
+    gw,
+    "b-one",
+    {
+      traceparent: `00-${PARENT_TRACE}-${PARENT_SPAN}-01`,
+    },
+    {},
+    path,
+  );
+  assert.equal(one.status, 200, JSON.stringify(one.body));
+  const span = await collector.spanOf("b-one");
+  assert.equal(span.traceId, PARENT_TRACE);
+  assert.equal(attr(span, "pyproxy.worker"), "w1");
+  assert.deepEqual(one.body, {
+    trace: null,
+    traces: [{ traceparent: `00-${PARENT_TRACE}-${span.spanId}-01` }],
+  });
+  // While a held batch runs, three calls gather into one batch: each entry
+  // is one call's span (an unsampled one's context too, flags 00).
+  const hold = `${gw.dir}/release`;
+  const inFlight = async (n: number) =>
+    new RegExp(`^pyproxy_in_flight_requests\\{model="tbatch"\\} ${n}$`, "m")
+      .test(await (await gw.fetch("/metrics")).text());
+  const held = execute(gw, "b-held", {}, { hold }, path);
+  await until(() => inFlight(1), "the held call in flight");
+  const gathered = [
+    execute(gw, "b-1", {}, {}, path),
+    execute(
+      gw,
+      "b-2",
+      {
+        traceparent: `00-${PARENT_TRACE}-${PARENT_SPAN}-00`,
+      },
+      {},
+      path,
+    ),
+    execute(gw, "b-3", {}, {}, path),
+  ];
+  await until(() => inFlight(4), "the three calls waiting");
+  await Deno.writeTextFile(hold, "");
+  const calls = await Promise.all([held, ...gathered]);
+  for (const call of calls) assert.equal(call.status, 200);
+  const batch = calls[1]!.body.traces as Array<{ traceparent: string }>;
+  assert.equal(batch.length, 3, JSON.stringify(calls[1]!.body));
+  assert.deepEqual(calls[2]!.body.traces, batch);
+  assert.deepEqual(calls[3]!.body.traces, batch);
+  const spans = [await collector.spanOf("b-1"), await collector.spanOf("b-3")];
+  const sampled = batch.filter((c) => c.traceparent.endsWith("-01"));
+  assert.deepEqual(
+    sampled.map((c) => c.traceparent).sort(),
+    spans.map((s) => `00-${s.traceId}-${s.spanId}-01`).sort(),
+  );
+  const unsampled = batch.filter((c) => c.traceparent.endsWith("-00"));
+  assert.equal(unsampled.length, 1);
+  assert.ok(unsampled[0]!.traceparent.startsWith(`00-${PARENT_TRACE}-`));
 });

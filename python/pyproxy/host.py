@@ -40,10 +40,12 @@ to forward (``forwardHeaders``, ``--forward-header``; ``pool.execute(...,
 
     lang = host.headers().get("accept-language", "en")
 
-``trace_context()`` sends nothing either: the W3C trace context of a traced
-call (the gateway's span when its tracing is on and the call is sampled,
-``pool.execute(..., {traceparent})``), a dict ``{"traceparent", "tracestate"?}``
-any OpenTelemetry SDK takes as a carrier, or ``None``::
+``trace_context()`` sends nothing either: the W3C trace context of the
+call (the gateway's span when its tracing is on, flags ``00`` for a call it
+does not sample; ``pool.execute(..., {traceparent})``), a dict
+``{"traceparent", "tracestate"?}`` any OpenTelemetry SDK takes as a carrier,
+or ``None``; in ``execute_batch``, ``trace_contexts()`` gives one per
+message (the links of the batch's span)::
 
     from opentelemetry import propagate, trace
     ctx = propagate.extract(carrier=host.trace_context() or {})
@@ -106,6 +108,7 @@ __all__ = [
     "set_header",
     "set_status",
     "trace_context",
+    "trace_contexts",
     "HostError",
     "DEFAULT_TIMEOUT",
 ]
@@ -242,18 +245,43 @@ def trace_context():
 
     ``{"traceparent": "00-<trace id>-<span id>-01"}``, with ``"tracestate"``
     when the caller had one: the gateway's span of the call, when its tracing
-    is on (docs/gateway.md, "Tracing") and the call is sampled, or the
+    is on (docs/gateway.md, "Tracing"; flags ``00`` when the call is not
+    sampled, so that the model's spans are not either), or the
     ``traceparent`` option of ``pool.execute``/``pool.executeStream``
     (protocol §6). Give it to an OpenTelemetry SDK as the carrier of
     ``propagate.extract`` to start the model's spans under the caller's.
     ``None`` for a call without one, outside a call, and in
-    ``execute_batch`` (its messages come from several traces). A new dict
-    each time.
+    ``execute_batch`` (its messages come from several traces:
+    :func:`trace_contexts` gives them). A new dict each time.
     """
     current = current_call.get()
-    if current is None or current_batch.get() is not None:
+    if current is None:
         return None
+    batch = current_batch.get()
+    if batch is not None:
+        as_batch, traces = batch[1], batch[4]
+        return None if as_batch or traces[0] is None else dict(traces[0])
     return current.trace_context
+
+
+def trace_contexts():
+    """The trace contexts of the messages the running code got: a list, in order.
+
+    In ``execute_batch(msgs)``, one per message of ``msgs``: a dict as
+    :func:`trace_context` gives, or ``None`` for a message whose call has
+    none; ``trace_contexts()[i]`` is that of ``msgs[i]``'s call. A batch
+    serves calls of several traces, so OpenTelemetry's way is one span for
+    the batch with a link to each (``trace.Link``; docs/models.md, "Trace
+    context"). In any other call, ``[trace_context()]``; outside a call,
+    ``[]``. New dicts each time.
+    """
+    current = current_call.get()
+    if current is None:
+        return []
+    batch = current_batch.get()
+    if batch is not None:
+        return [None if t is None else dict(t) for t in batch[4]]
+    return [current.trace_context]
 
 
 def message_headers():

@@ -21,7 +21,9 @@ receive a ``Call``:
   ``call.message_headers``: an ``executeBatch``'s ``messageHeaders``, one
   dict per message; ``[call.headers]`` for other commands.
 - ``call.trace_context``: the request's ``traceparent`` and ``tracestate``
-  (W3C trace context of a traced call; protocol §6) as a dict, or ``None``.
+  (W3C trace context of a traced call; protocol §6) as a dict, or ``None``;
+  ``call.trace_contexts``: an ``executeBatch``'s ``traceContexts``, one per
+  message; ``[call.trace_context]`` for other commands.
 
 While a threaded handler runs, ``current_call`` (a ``ContextVar``) holds its
 ``Call``; ``pyproxy.host`` uses it to find the connection to call back on.
@@ -42,16 +44,31 @@ __all__ = ["Call", "current_call", "current_batch"]
 
 current_call = contextvars.ContextVar("pyproxy_current_call", default=None)
 
-# While a batching call runs model code: ``(ids, as_batch, headers, start)``, the
-# request ids of the messages that code got (a tuple in message order,
-# ``None`` for a message without one), whether it got them as a batch
+# While a batching call runs model code: ``(ids, as_batch, headers, start,
+# traces)``, the request ids of the messages that code got (a tuple in message
+# order, ``None`` for a message without one), whether it got them as a batch
 # (``execute_batch``) or as one message (``execute``: a batch run message by
 # message for a model that no longer batches), and their forwarded headers (a
-# tuple of dicts as long as ``ids``), and the index of its first message in
-# the call's (``host.set_status(..., index=)``). Set around each part of the call only,
-# so other calls pay nothing; ``pyproxy.host.request_id()``/``request_ids()``
-# and ``headers()``/``message_headers()`` read it.
+# tuple of dicts as long as ``ids``), the index of its first message in
+# the call's (``host.set_status(..., index=)``), and their trace contexts (a
+# tuple of dicts or ``None`` as long as ``ids``). Set around each part of the
+# call only, so other calls pay nothing; ``pyproxy.host.request_id()``/
+# ``request_ids()``, ``headers()``/``message_headers()`` and
+# ``trace_context()``/``trace_contexts()`` read it.
 current_batch = contextvars.ContextVar("pyproxy_current_batch", default=None)
+
+def _trace_context_of(value):
+    """A ``{"traceparent", "tracestate"?}`` dict of ``value``'s strings, or ``None``."""
+    if value.__class__ is not dict:
+        return None
+    parent = value.get("traceparent")
+    if parent.__class__ is not str:
+        return None
+    state = value.get("tracestate")
+    if state.__class__ is str:
+        return {"traceparent": parent, "tracestate": state}
+    return {"traceparent": parent}
+
 
 def _headers_of(value):
     if value.__class__ is not dict:
@@ -208,16 +225,27 @@ class Call:
         """The request's W3C trace context (protocol §6): ``{"traceparent":
         ..., "tracestate": ...}`` (``tracestate`` only when sent), or
         ``None`` without a ``traceparent`` string. A new dict at each read."""
+        return _trace_context_of(self.msg)
+
+    @property
+    def trace_contexts(self):
+        """The trace contexts of the call's messages, one per message.
+
+        An ``executeBatch``'s ``traceContexts`` (protocol §6): a list as long
+        as its ``msgs``, each a dict as :attr:`trace_context` or ``None``;
+        one that is not such a list counts as absent (``None`` for every
+        message), an entry without a ``traceparent`` string as ``None``.
+        Another command's: ``[call.trace_context]``. New dicts at each read.
+        """
         msg = self.msg
-        if msg.__class__ is not dict:
-            return None
-        parent = msg.get("traceparent")
-        if parent.__class__ is not str:
-            return None
-        state = msg.get("tracestate")
-        if state.__class__ is str:
-            return {"traceparent": parent, "tracestate": state}
-        return {"traceparent": parent}
+        if self.cmd != "executeBatch" or msg.__class__ is not dict:
+            return [self.trace_context]
+        msgs = msg.get("msgs")
+        count = len(msgs) if msgs.__class__ is list else 0
+        contexts = msg.get("traceContexts")
+        if contexts.__class__ is not list or len(contexts) != count:
+            return [None] * count
+        return [_trace_context_of(value) for value in contexts]
 
     @property
     def message_headers(self):

@@ -87,10 +87,12 @@ def install(server):
         entry = get_model(msg.get("name"))
         size = entry.batch_size
         # Each part of the batch runs with the request ids of its messages
-        # (host.request_ids(); protocol §6, requestIds), and their forwarded
-        # headers (host.message_headers(); messageHeaders).
+        # (host.request_ids(); protocol §6, requestIds), their forwarded
+        # headers (host.message_headers(); messageHeaders) and their trace
+        # contexts (host.trace_contexts(); traceContexts).
         ids = call.request_ids
         heads = call.message_headers
+        traces = call.trace_contexts
         if split:
             # The messages were gathered for another version of the model (an
             # updateModel swapped it while they were on their way): run them
@@ -98,7 +100,7 @@ def install(server):
             results = []
             if size is None:
                 for i, one in enumerate(msgs):
-                    token = current_batch.set(((ids[i],), False, (heads[i],), i))
+                    token = current_batch.set(((ids[i],), False, (heads[i],), i, (traces[i],)))
                     try:
                         results.append(entry.run(one, call))
                     except KeyboardInterrupt:
@@ -110,7 +112,9 @@ def install(server):
             else:
                 for start in range(0, len(msgs), size):
                     end = start + size
-                    token = current_batch.set((tuple(ids[start:end]), True, tuple(heads[start:end]), start))
+                    token = current_batch.set(
+                        (tuple(ids[start:end]), True, tuple(heads[start:end]), start, tuple(traces[start:end]))
+                    )
                     try:
                         results.extend(entry.run_batch(msgs[start:end]))
                     finally:
@@ -125,7 +129,7 @@ def install(server):
                 % (len(msgs), entry.name, size)
             )
         else:
-            token = current_batch.set((tuple(ids), True, tuple(heads), 0))
+            token = current_batch.set((tuple(ids), True, tuple(heads), 0, tuple(traces)))
             try:
                 results = list(entry.run_batch(msgs))
             finally:

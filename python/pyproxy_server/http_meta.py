@@ -108,7 +108,7 @@ def _slot(action, call, index):
         if index not in (None, 0):
             raise ValueError("Cannot %s: index=%s is for execute_batch (this call has one message)" % (action, short_repr(index)))
         return None
-    ids, as_batch, _, start = batch
+    ids, as_batch, start = batch[0], batch[1], batch[3]
     if as_batch:
         if index is None:
             raise ValueError(

@@ -303,9 +303,11 @@ class ModelEntry:
         # execute_batch sees the ids of its messages, as in an executeBatch.
         call = current_call.get()
         if call is None:
-            token = current_batch.set(((None,), True, ({},), 0))
+            token = current_batch.set(((None,), True, ({},), 0, (None,)))
         else:
-            token = current_batch.set(((call.request_id,), True, (call.headers,), 0))
+            token = current_batch.set(
+                ((call.request_id,), True, (call.headers,), 0, (call.trace_context,))
+            )
         try:
             result = self._check_batch([msg], self._execute_batch([msg]))[0]
         finally:

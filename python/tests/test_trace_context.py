@@ -44,10 +44,37 @@ class TraceContextServerTest(ServerTestCase):
         items = [e for e in c.events if e.get("event") == "item" and e.get("id") == reply["id"]]
         self.assertEqual([e["data"] for e in items], [{"trace": {"traceparent": PARENT}}], c.events)
 
-    def test_execute_batch_reads_none(self):
+    def test_execute_batch_reads_none_and_each_messages_context_in_trace_contexts(self):
         c = self.client()
+        # A batch's own traceparent is nobody's: its messages' are in traceContexts.
         reply = c.call("executeBatch", name="tbatch", msgs=[{}, {}], traceparent=PARENT)
-        self.assertEqual(reply["results"], [{"trace": None}, {"trace": None}])
+        self.assertEqual(reply["results"], [{"trace": None, "traces": [None, None]}] * 2)
+        other = PARENT.replace("00f067aa0ba902b7", "b7ad6b7169203331").replace("-01", "-00")
+        contexts = [{"traceparent": PARENT, "tracestate": "rojo=1"}, None, {"traceparent": other}]
+        reply = c.call("executeBatch", name="tbatch", msgs=[{}, {}, {}], traceContexts=contexts)
+        self.assertEqual(reply["results"], [{"trace": None, "traces": contexts}] * 3)
+        # Not a list as long as msgs, or entries without a traceparent string: none.
+        for bad in ([{"traceparent": PARENT}], "x", [{"tracestate": "a=1"}, 7]):
+            reply = c.call("executeBatch", name="tbatch", msgs=[{}, {}], traceContexts=bad)
+            self.assertEqual(reply["results"], [{"trace": None, "traces": [None, None]}] * 2, bad)
+
+    def test_a_split_batch_gives_each_message_its_own_context(self):
+        c = self.client()
+        contexts = [{"traceparent": PARENT}, None]
+        # A model that no longer batches: each execute sees its message's.
+        reply = c.call("executeBatch", name="traced", msgs=[{}, {}], traceContexts=contexts, split=True)
+        self.assertEqual(reply["results"], [{"trace": {"traceparent": PARENT}}, {"trace": None}])
+        # A smaller batch_size: each part gets its own messages' contexts.
+        msgs = [{}] * 5
+        contexts = [{"traceparent": PARENT.replace("-01", "-0%d" % (i % 2))} for i in range(5)]
+        reply = c.call("executeBatch", name="tbatch", msgs=msgs, traceContexts=contexts, split=True)
+        self.assertEqual(
+            [r["traces"] for r in reply["results"]],
+            [contexts[:4]] * 4 + [contexts[4:]],
+        )
+
+    def test_outside_a_call_trace_contexts_is_empty(self):
+        self.assertEqual(host.trace_contexts(), [])
 
 
 if __name__ == "__main__":

@@ -4,9 +4,17 @@
  * `.../versions/{version}/execute`, `/stream`, `/v2/.../infer`,
  * `:predict`), the client's W3C `traceparent` its parent, sampled
  * parent-based (a parent's decision is followed; without a parent,
- * `sampleRatio`), sent by {@linkcode OtlpExporter}. A sampled call also
- * sends the model its trace context (`host.trace_context()`): the
- * gateway's span as the parent of the model's own spans.
+ * `sampleRatio`), sent by {@linkcode OtlpExporter}. Every model call sends
+ * the model its trace context (`host.trace_context()`): a sampled call's
+ * is the gateway's span, the parent of the model's own spans; an unsampled
+ * call's is that of a span that is not recorded (the parent's trace id or
+ * a new one, a new span id, flags `00`), as an OpenTelemetry SDK's
+ * non-recording span propagates: the model's own calls stay in the trace
+ * and follow its decision.
+ *
+ * A stream's span ends with its last event; one still open when the
+ * gateway stops, or after `maxStreamSpanMs`, is ended then (and says so:
+ * `pyproxy.stream.span_end`), so that no span waits for ever.
  *
  * The app wraps its `fetch` with {@linkcode GatewayTracing.serve} only when
  * tracing is on: off, nothing of this runs and no header is read.
@@ -23,10 +31,15 @@ import {
 import { type ExportSpan, OtlpExporter } from "./_otlp_exporter.ts";
 import { traceHeadersProblem } from "./_trace_headers.ts";
 import { REQUEST_ID_HEADER } from "./error_response.ts";
+import { setTimeoutOrNever } from "../_timer.ts";
 import type { TracingOptions } from "./tracing_options.ts";
 
-/** What a sampled call's span holds until its response is made. */
+/**
+ * What a call's span holds until its response is made; an unsampled call's
+ * (`sampled` false) is only the context its model gets.
+ */
 interface OpenSpan {
+  sampled: boolean;
   traceId: string;
   spanId: string;
   parentSpanId: string | undefined;
@@ -119,8 +132,11 @@ export const TRACING_OF: WeakMap<object, GatewayTracing> = new WeakMap();
 export class GatewayTracing {
   readonly #exporter: OtlpExporter;
   readonly #ratio: number;
+  readonly #maxStreamSpanMs: number;
   readonly #spans = new WeakMap<Request, OpenSpan>();
   readonly #ids = new RandomHexIds();
+  /** The open streams' spans: each one's end, given why it ends early. */
+  readonly #streams = new Set<(why: StreamSpanEnd) => void>();
   /**
    * Whether a model call answered 401 or 403 still has its span (the
    * gateway's: it carried the token). Default: all.
@@ -155,7 +171,15 @@ export class GatewayTracing {
         `Cannot create gateway: tracing.headers ${headersProblem}`,
       );
     }
+    const maxStreamSpanMs = options.maxStreamSpanMs ??
+      DEFAULT_MAX_STREAM_SPAN_MS;
+    if (!(maxStreamSpanMs > 0)) {
+      throw new RangeError(
+        `Cannot create gateway: tracing.maxStreamSpanMs ${maxStreamSpanMs} is not a number > 0`,
+      );
+    }
     this.#ratio = ratio;
+    this.#maxStreamSpanMs = maxStreamSpanMs;
     this.#exporter = new OtlpExporter({
       endpoint: url.href,
       logger,
@@ -194,7 +218,7 @@ export class GatewayTracing {
   ): Promise<Response> {
     const call = modelCall(request);
     const span = call === undefined ? undefined : this.#start(request, call);
-    if (span === undefined) return await handle();
+    if (span === undefined || !span.sampled) return await handle();
     let res: Response;
     try {
       res = await handle();
@@ -231,9 +255,9 @@ export class GatewayTracing {
 
   /**
    * The trace context a model call sends to Python, and the worker that
-   * ran it: sets `options.traceparent`, `tracestate` and `onSend` when
-   * `request` is in a sampled span. `name`: the model as the pool knows it
-   * (`name@version` for a version).
+   * ran it: sets `options.traceparent` and `tracestate` when `request` is a
+   * model call (sampled or not), and `onSend` when it is in a sampled span.
+   * `name`: the model as the pool knows it (`name@version` for a version).
    */
   callOptions(
     request: Request,
@@ -246,6 +270,11 @@ export class GatewayTracing {
   ): void {
     const span = this.#spans.get(request);
     if (span === undefined) return;
+    if (!span.sampled) {
+      options.traceparent = formatTraceparent(span.traceId, span.spanId, false);
+      if (span.traceState !== undefined) options.tracestate = span.traceState;
+      return;
+    }
     const at = name.lastIndexOf("@");
     if (at > 0) span.version = name.slice(at + 1);
     options.traceparent = formatTraceparent(span.traceId, span.spanId, true);
@@ -255,23 +284,27 @@ export class GatewayTracing {
     };
   }
 
-  /** Sends the spans that wait, waiting at most `timeoutMs` (a graceful shutdown's). */
+  /**
+   * A graceful shutdown's last export: ends the spans of the streams still
+   * open (`pyproxy.stream.span_end` `"shutdown"`), then sends the spans
+   * that wait, waiting at most `timeoutMs`.
+   */
   flush(timeoutMs?: number): Promise<void> {
+    for (const end of [...this.#streams]) end("shutdown");
     return this.#exporter.flush(timeoutMs);
   }
 
-  #start(request: Request, call: ModelCall): OpenSpan | undefined {
+  #start(request: Request, call: ModelCall): OpenSpan {
     const header = request.headers.get("traceparent");
     const parent = header === null ? undefined : parseTraceparent(header);
-    if (parent !== undefined ? !parent.sampled : !this.#sampled()) {
-      return undefined;
-    }
+    const sampled = parent !== undefined ? parent.sampled : this.#sampled();
     let traceState: string | undefined;
     if (parent !== undefined) {
       const state = request.headers.get("tracestate");
       if (state !== null) traceState = checkTracestate(state);
     }
     const span: OpenSpan = {
+      sampled,
       traceId: parent?.traceId ?? this.#ids.next(16),
       spanId: this.#ids.next(8),
       parentSpanId: parent?.parentId,
@@ -296,6 +329,7 @@ export class GatewayTracing {
     status: number,
     requestId: string | undefined,
     error: string | undefined,
+    streamEnd?: StreamSpanEnd,
   ): void {
     // The client's strings (a name from the URL, a model's error message
     // that may repeat its input) are cut: a queued span stays small.
@@ -310,6 +344,9 @@ export class GatewayTracing {
     }
     if (requestId !== undefined) attributes["pyproxy.request_id"] = requestId;
     if (span.worker !== undefined) attributes["pyproxy.worker"] = span.worker;
+    if (streamEnd !== undefined) {
+      attributes["pyproxy.stream.span_end"] = streamEnd;
+    }
     if (error !== undefined) {
       attributes["error.type"] = String(status);
     }
@@ -335,11 +372,22 @@ export class GatewayTracing {
   ): Response {
     const reader = res.body!.getReader();
     let ended = false;
-    const end = (error: string | undefined) => {
+    const streams = this.#streams;
+    const end = (error: string | undefined, early?: StreamSpanEnd) => {
       if (ended) return;
       ended = true;
-      this.#end(span, res.status, requestId, error);
+      clearTimeout(timer);
+      streams.delete(endEarly);
+      this.#end(span, res.status, requestId, error, early);
     };
+    // A stream may outlast the gateway's patience for its span (or the
+    // gateway): its span is then ended while the stream goes on.
+    const endEarly = (why: StreamSpanEnd) => end(undefined, why);
+    streams.add(endEarly);
+    const timer = setTimeoutOrNever(
+      () => endEarly("max_duration"),
+      this.#maxStreamSpanMs,
+    );
     const body = new ReadableStream<Uint8Array>({
       async pull(controller) {
         try {
@@ -368,7 +416,14 @@ export class GatewayTracing {
   }
 }
 
-/** The message of an error response's body (`{"error": {"message"}}` or `{"error": "..."}`). */
+/**
+ * Why a stream's span ended before its stream (`pyproxy.stream.span_end`):
+ * the gateway stopped, or the stream outlived `maxStreamSpanMs`.
+ */
+type StreamSpanEnd = "shutdown" | "max_duration";
+
+/** The longest a stream's span lasts by default, in ms (10 minutes). */
+const DEFAULT_MAX_STREAM_SPAN_MS = 600_000;
 /** The longest model name or version a span keeps, in characters. */
 const MAX_NAME = 256;
 /** The longest error message a span keeps (its status message). */
@@ -379,6 +434,7 @@ function cut(text: string, max: number): string {
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 }
 
+/** The message of an error response's body (`{"error": {"message"}}` or `{"error": "..."}`). */
 async function errorMessage(res: Response): Promise<string> {
   try {
     const body = await res.clone().json() as {

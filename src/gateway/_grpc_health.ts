@@ -2,7 +2,8 @@
  * gRPC's standard health checking service (`grpc.health.v1.Health/Check`,
  * what Kubernetes' gRPC probes and `grpc_health_probe` call), answered from
  * `GET /healthz`: like it, without a token (a probe sends none, and the
- * answer tells nothing a token guards). docs/gateway.md, "gRPC".
+ * answer tells nothing a token guards). `Watch` is
+ * `_grpc_health_watch.ts`'s. docs/gateway.md, "gRPC".
  *
  * @module
  */
@@ -17,8 +18,17 @@ export const HEALTH_SERVICE = "/grpc.health.v1.Health/";
 /** The services a Check knows: the server as a whole, and the inference service. */
 const SERVICES = new Set(["", "inference.GRPCInferenceService"]);
 
-/** `HealthCheckResponse.ServingStatus`. */
-export const ServingStatus = { SERVING: 1, NOT_SERVING: 2 } as const;
+/** `HealthCheckResponse.ServingStatus` (SERVICE_UNKNOWN: `Watch`'s only). */
+export const ServingStatus = {
+  SERVING: 1,
+  NOT_SERVING: 2,
+  SERVICE_UNKNOWN: 3,
+} as const;
+
+/** Whether `service` is one a check knows. */
+export function isKnownService(service: string): boolean {
+  return SERVICES.has(service);
+}
 
 /** A `HealthCheckRequest`'s `service` (field 1). */
 export function decodeHealthCheckRequest(bytes: Uint8Array): string {
@@ -42,7 +52,7 @@ export async function healthCheck(
   rest: RestCall,
 ): Promise<Answer> {
   const service = decodeHealthCheckRequest(message);
-  if (!SERVICES.has(service)) {
+  if (!isKnownService(service)) {
     return {
       status: GrpcStatus.NOT_FOUND,
       message: `Cannot check the health of service ${

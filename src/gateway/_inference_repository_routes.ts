@@ -272,7 +272,8 @@ export function inferenceRepositoryRoutes(ctx: RouteContext): Hono {
     const dir = ctx.modelsDir;
     const shown = dir === undefined
       ? error
-      : (hideModelsDir(new Error(error), [dir], ctx.debug) as Error).message;
+      : (hideModelsDir(new Error(error), [dir], ctx.manageDebug) as Error)
+        .message;
     failed(name, shown);
   }
 
@@ -447,7 +448,12 @@ export function inferenceRepositoryRoutes(ctx: RouteContext): Hono {
       // (the first listed is the default when none was loaded), as Triton's
       // load_model loads a model's versions.
       for (const spec of specs) {
-        const { existed } = await loadModel(ctx, name, spec);
+        const { existed } = await loadModel(
+          ctx,
+          name,
+          spec,
+          ctx.debug(c.req.raw),
+        );
         ctx.logger.info("Model {name} {action} from {file}", {
           name: spec.version === undefined
             ? name
@@ -458,7 +464,9 @@ export function inferenceRepositoryRoutes(ctx: RouteContext): Hono {
       }
       failures.delete(name);
     } catch (err) {
-      const { status, body } = describeError(err, ctx.debug);
+      const { status, body } = describeError(err, ctx.debug(c.req.raw));
+      // Kept for the index: a management route (the management token's
+      // only, when one is set), as this load's answer.
       if (status !== 504) failed(name, body.message);
       // A model that fails to load is the request's problem, as Triton
       // answers it (400), not the 422 of a model's exception.

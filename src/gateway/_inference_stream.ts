@@ -57,19 +57,47 @@ export function streamRecord(
   return out;
 }
 
+/** Options of {@linkcode inferenceStreamResponse}. */
+export interface InferenceStreamOptions {
+  /** Aborting (the client gone) cancels the items. */
+  signal?: AbortSignal;
+  /**
+   * Called once, when the stream is over: `"done"` after its last item,
+   * `{ error }` with the error that ended it after its first item,
+   * `"cancelled"` when it was cancelled (the signal, or the body's reader).
+   * Not called when the first item fails: that error is thrown, the
+   * request's. (The metrics count the call then, not at its first item.)
+   */
+  onEnd?: (outcome: InferenceStreamOutcome) => void;
+}
+
+/** How a stream of items ended ({@linkcode InferenceStreamOptions.onEnd}). */
+export type InferenceStreamOutcome = "done" | "cancelled" | { error: unknown };
+
 /**
  * The streamed response of a model's items: waits for the first (an error
  * before it is the request's error, thrown: REST's status), then sends each
  * as `respond` makes it (REST's response of that one result), and an error
  * after the first as the last record. Cancelling the body (the client gone)
- * cancels the items.
+ * or aborting `options.signal` cancels the items.
  */
 export async function inferenceStreamResponse(
   items: AsyncIterableIterator<unknown> & { cancel(): void },
   respond: (item: unknown) => Response,
-  signal?: AbortSignal,
+  options: InferenceStreamOptions = {},
 ): Promise<Response> {
-  const cancel = () => items.cancel();
+  const { signal } = options;
+  let ended = false;
+  const end = (outcome: InferenceStreamOutcome) => {
+    if (ended) return;
+    ended = true;
+    signal?.removeEventListener("abort", cancel);
+    options.onEnd?.(outcome);
+  };
+  const cancel = () => {
+    items.cancel();
+    end("cancelled");
+  };
   signal?.addEventListener("abort", cancel, { once: true });
   let first: IteratorResult<unknown>;
   try {
@@ -77,6 +105,10 @@ export async function inferenceStreamResponse(
   } catch (err) {
     signal?.removeEventListener("abort", cancel);
     throw err;
+  }
+  if (signal?.aborted) {
+    // Gone while the first item came: no body will be read.
+    cancel();
   }
   const record = async (item: unknown): Promise<Uint8Array> => {
     const res = respond(item);
@@ -94,15 +126,20 @@ export async function inferenceStreamResponse(
       try {
         const next = pending ?? await items.next();
         pending = undefined;
+        if (ended) {
+          // Cancelled meanwhile: the items were dropped.
+          controller.close();
+          return;
+        }
         if (next.done) {
-          signal?.removeEventListener("abort", cancel);
+          end("done");
           controller.close();
           return;
         }
         controller.enqueue(await record(next.value));
       } catch (err) {
-        signal?.removeEventListener("abort", cancel);
         const message = err instanceof Error ? err.message : String(err);
+        end({ error: err });
         controller.enqueue(
           streamRecord(RecordKind.ERROR, 0, new TextEncoder().encode(message)),
         );
@@ -110,8 +147,7 @@ export async function inferenceStreamResponse(
       }
     },
     cancel() {
-      signal?.removeEventListener("abort", cancel);
-      items.cancel();
+      cancel();
     },
   }, { highWaterMark: 0 });
   return new Response(body, {

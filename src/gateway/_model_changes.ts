@@ -177,6 +177,7 @@ export function loadModel(
   ctx: RouteContext,
   name: string,
   spec: GatewayModelSpec,
+  debug: boolean,
 ): Promise<{ existed: boolean; model: GatewayModelInfo }> {
   const { pool, catalog } = ctx;
   return ctx.modelChanges.run(name, "load", async () => {
@@ -209,7 +210,7 @@ export function loadModel(
       const dir = ctx.modelsDir;
       if (dir === undefined) throw err;
       const real = await ctx.runtime.realPath(dir).catch(() => dir);
-      throw hideModelsDir(err, [dir, real], ctx.debug);
+      throw hideModelsDir(err, [dir, real], debug);
     }
   }, spec.version);
 }

@@ -412,7 +412,11 @@ export function predictCalls(
       } else {
         const requestId = clientId ?? crypto.randomUUID();
         modelErrorHeaders(ctx, key, err, requestId, request);
-        res = errorResponse(await hideDir(err), ctx.debug, requestId);
+        res = errorResponse(
+          await hideDir(err, request),
+          ctx.debug(request),
+          requestId,
+        );
         if (res.status === 500) {
           ctx.logger.warn("Predict failed (request id {requestId}): {error}", {
             error: err,

@@ -25,7 +25,7 @@ export function routeError(
   c: Context,
   requestId?: string,
 ): Response {
-  const res = errorResponse(err, ctx.debug, requestId);
+  const res = errorResponse(err, ctx.debug(c.req.raw), requestId);
   if (res.status < 500) return res;
   if (res.status === 500) {
     // Unexpected: the error with its stack.

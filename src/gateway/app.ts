@@ -5,7 +5,7 @@
  * @module
  */
 import { DEFAULT_MAX_JSON_DEPTH } from "../_json_depth.ts";
-import { type Context, Hono, type Next } from "hono";
+import { type Context, Hono, type MiddlewareHandler, type Next } from "hono";
 import { RegExpRouter } from "hono/router/reg-exp-router";
 import { getLogger } from "@logtape/logtape";
 import type { Logger } from "../logger.ts";
@@ -22,6 +22,7 @@ import { evalRoutes } from "./eval_routes.ts";
 import type { GatewayModelSpec, GatewayPool } from "./gateway_pool.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { GatewayTracing, TRACING_OF } from "./_gateway_tracing.ts";
+import { type GatewayTokens, SET_TOKENS_OF } from "./_gateway_tokens.ts";
 import type { TracingOptions } from "./tracing_options.ts";
 import { ModelCatalog } from "./model_catalog.ts";
 import { modelView } from "./_model_view.ts";
@@ -164,7 +165,14 @@ export interface GatewayOptions {
    * @default {[]}
    */
   forwardHeaders?: string[];
-  /** Python tracebacks in 422 responses. @default {false} */
+  /**
+   * Details in responses: Python tracebacks and full messages in error
+   * bodies, models' options and workers' `stderrTail` in `/v1/status` and
+   * `/v1/models`. With `manageToken` set, only requests that present the
+   * management token see them (the inference token's clients are the ones
+   * the management token keeps apart).
+   * @default {false}
+   */
   debug?: boolean;
   /**
    * The pool's models directory: `PUT /v1/models/{name}` answers 404 for a
@@ -311,28 +319,15 @@ export function createGateway(
   }
   // An empty token would be presented by `/?token=`, an empty or undecodable
   // token subprotocol: the dashboard and channel subscriptions would be open.
-  tokenListProblem("token", options.token);
-  tokenListProblem("manageToken", options.manageToken);
-  if (options.manageToken !== undefined && options.token === undefined) {
-    throw new RangeError(
-      "Cannot create gateway: manageToken requires token (the inference token)",
-    );
-  }
-  const tokens = options.token === undefined
+  let { tokens, manageTokens } = checkedTokens(options, "create gateway");
+  let manageMatches = manageTokens === undefined
     ? undefined
-    : typeof options.token === "string"
-    ? [options.token]
-    : options.token;
-  const manageTokens = options.manageToken === undefined
-    ? undefined
-    : typeof options.manageToken === "string"
-    ? [options.manageToken]
-    : options.manageToken;
-  if (manageTokens?.some((t) => tokens?.includes(t))) {
-    throw new RangeError(
-      "Cannot create gateway: manageToken must differ from every token",
-    );
-  }
+    : tokenMatcher(manageTokens);
+  const presentsManageToken = (request: Request): boolean => {
+    const token = bearerToken(request.headers.get("authorization") ?? "");
+    return token !== undefined && manageMatches !== undefined &&
+      manageMatches(token);
+  };
   const compress = options.compress === true ? {} : options.compress;
   const minBytes = compress ? compress.minBytes : undefined;
   if (
@@ -370,7 +365,13 @@ export function createGateway(
     disconnects: options.cancelOnDisconnect ?? true
       ? new DisconnectWatch()
       : undefined,
-    debug: options.debug ?? false,
+    // With a management token, its requests only (read as an error is
+    // answered, never on a request's way in).
+    debug: options.debug !== true
+      ? () => false
+      : (request) =>
+        manageMatches === undefined || presentsManageToken(request),
+    manageDebug: options.debug === true,
     modelsDir: options.modelsDir,
     repositoryModels: groupByName(options.repositoryModels ?? []),
     skippedModels: options.skippedModels ?? [],
@@ -533,6 +534,8 @@ export function createGateway(
     ctx.exposedHeaders,
   );
   if (cors) app.use(cors);
+  let authMiddleware: MiddlewareHandler | undefined;
+  let renewAuth = (): void => {};
   if (tokens !== undefined) {
     // The routes only the management token may call: those the flags turn
     // on, as the router matched them (the same decoding, the same paths).
@@ -540,20 +543,25 @@ export function createGateway(
       ...(ctx.allowManage ? MANAGE_ROUTES : {}),
       ...(ctx.allowEval ? EVAL_ROUTES : {}),
     }));
-    app.use(bearerAuth({
-      token: tokens,
-      ...(manageTokens === undefined ? {} : {
-        manageToken: manageTokens,
-        manageRoute: (c) =>
-          c.req.matchedRoutes.some((r) =>
-            manageKeys.has(`${r.method} ${r.path}`)
-          ),
-      }),
-      webSocketPath: isChannelPath,
-    }));
+    const manageRoute = (c: Context): boolean =>
+      c.req.matchedRoutes.some((r) => manageKeys.has(`${r.method} ${r.path}`));
+    const auth = (): MiddlewareHandler =>
+      bearerAuth({
+        token: tokens!,
+        ...(manageTokens === undefined
+          ? {}
+          : { manageToken: manageTokens, manageRoute }),
+        webSocketPath: isChannelPath,
+      });
+    // Replaced as a whole by a reload: a request sees the old tokens or
+    // the new ones, never a mix.
+    authMiddleware = auth();
+    renewAuth = () => (authMiddleware = auth());
+    app.use((c, next) => authMiddleware!(c, next));
   }
 
-  app.get("/v1/status", () => {
+  app.get("/v1/status", (c) => {
+    const debug = ctx.debug(c.req.raw);
     const read = pool.status();
     const status = read as unknown as Record<string, unknown> & {
       workers: ReadonlyArray<Record<string, unknown> & { restarts: number }>;
@@ -561,7 +569,7 @@ export function createGateway(
     const workers = status.workers.map((w) => {
       // stderr can hold paths and secrets printed by models: only shown with --debug.
       const { stderrTail: _tail, ...rest } = w;
-      return ctx.debug ? w : rest;
+      return debug ? w : rest;
     });
     // jsonResponse: a plugin's status, or a model's options (--debug), may hold a BigInt.
     return jsonResponse({
@@ -574,7 +582,7 @@ export function createGateway(
       ...pluginStatusOf(pool),
       // The status read above (not built again: every model, every worker).
       models: ctx.catalog.list({ status: () => read }).map((m) =>
-        modelView(m, ctx.debug, ctx.requestTimeout)
+        modelView(m, debug, ctx.requestTimeout)
       ),
       restarts: status.workers.reduce((n, w) => n + w.restarts, 0),
       gateway: {
@@ -771,9 +779,8 @@ export function createGateway(
   // refusal, goes through the app above, so the responses are the same.
   const hostAllowed = requestHostChecker(hostOptions);
   // Execute is an inference route: the management token is accepted too.
-  const tokenMatches = tokens === undefined ? undefined : tokenMatcher(
-    manageTokens === undefined ? tokens : [...tokens, ...manageTokens],
-  );
+  // `let`: a reload replaces them (one closure variable read, as before).
+  let tokenMatches = anyTokenMatcher(tokens, manageTokens);
   const execute = modelExecutor(ctx, true);
   const fastName = (request: Request): string | undefined => {
     if (cors !== undefined || request.method !== "POST" || signal.aborted) {
@@ -822,8 +829,40 @@ export function createGateway(
     return app.fetch(request, env);
   };
   // Tracing wraps the whole app only when on: off, no request pays for it.
+  const setTokens = (next: GatewayTokens): void => {
+    const checked = checkedTokens(next, "replace tokens");
+    for (
+      const [name, before, after] of [
+        ["token", tokens, checked.tokens],
+        ["manageToken", manageTokens, checked.manageTokens],
+      ] as const
+    ) {
+      if ((before === undefined) !== (after === undefined)) {
+        throw new RangeError(
+          `Cannot replace tokens: ${name} cannot be turned ${
+            after === undefined ? "off" : "on"
+          } while serving (restart for that)`,
+        );
+      }
+    }
+    // All computed first: nothing is replaced unless everything is.
+    const nextAny = anyTokenMatcher(checked.tokens, checked.manageTokens);
+    const nextManage = checked.manageTokens === undefined
+      ? undefined
+      : tokenMatcher(checked.manageTokens);
+    tokens = checked.tokens;
+    manageTokens = checked.manageTokens;
+    renewAuth();
+    tokenMatches = nextAny;
+    manageMatches = nextManage;
+  };
   if (tracing === undefined) {
-    return { fetch, request: (input, init) => app.request(input, init) };
+    const plain: GatewayApp = {
+      fetch,
+      request: (input, init) => app.request(input, init),
+    };
+    SET_TOKENS_OF.set(plain, setTokens);
+    return plain;
   }
   // A call without the token makes no span: a client that may not call
   // models would otherwise fill the export queue (the others' spans then
@@ -831,7 +870,8 @@ export function createGateway(
   if (tokenMatches !== undefined) {
     tracing.admits = (request) => {
       const token = bearerToken(request.headers.get("authorization") ?? "");
-      return token !== undefined && tokenMatches(token);
+      // The current tokens (a reload replaces them; never turns them off).
+      return token !== undefined && tokenMatches?.(token) === true;
     };
   }
   const traced: GatewayApp = {
@@ -850,6 +890,7 @@ export function createGateway(
     },
   };
   TRACING_OF.set(traced, tracing);
+  SET_TOKENS_OF.set(traced, setTokens);
   return traced;
 }
 
@@ -874,10 +915,54 @@ function pluginStatusOf(
   return Object.keys(status).length === 0 ? {} : { pluginStatus: status };
 }
 
+/** The token lists of `options`, checked (a `RangeError` says why not). */
+function checkedTokens(
+  options: GatewayTokens,
+  action: string,
+): { tokens?: readonly string[]; manageTokens?: readonly string[] } {
+  tokenListProblem("token", options.token, action);
+  tokenListProblem("manageToken", options.manageToken, action);
+  if (options.manageToken !== undefined && options.token === undefined) {
+    throw new RangeError(
+      `Cannot ${action}: manageToken requires token (the inference token)`,
+    );
+  }
+  const tokens = options.token === undefined
+    ? undefined
+    : typeof options.token === "string"
+    ? [options.token]
+    : options.token;
+  const manageTokens = options.manageToken === undefined
+    ? undefined
+    : typeof options.manageToken === "string"
+    ? [options.manageToken]
+    : options.manageToken;
+  if (manageTokens?.some((t) => tokens?.includes(t))) {
+    throw new RangeError(
+      `Cannot ${action}: manageToken must differ from every token`,
+    );
+  }
+  return {
+    ...(tokens === undefined ? {} : { tokens: [...tokens] }),
+    ...(manageTokens === undefined ? {} : { manageTokens: [...manageTokens] }),
+  };
+}
+
+/** Matches either kind of token (execute is an inference route: both may call it). */
+function anyTokenMatcher(
+  tokens: readonly string[] | undefined,
+  manageTokens: readonly string[] | undefined,
+): ((presented: string) => boolean) | undefined {
+  return tokens === undefined ? undefined : tokenMatcher(
+    manageTokens === undefined ? tokens : [...tokens, ...manageTokens],
+  );
+}
+
 /** Throws when a token option is empty, or a list is empty, too long or repeats one. */
 function tokenListProblem(
   name: string,
   value: string | readonly string[] | undefined,
+  action: string,
 ): void {
   if (value === undefined) return;
   const list = typeof value === "string" ? [value] : value;
@@ -893,7 +978,7 @@ function tokenListProblem(
     ? "lists a token twice"
     : undefined;
   if (problem !== undefined) {
-    throw new RangeError(`Cannot create gateway: ${name} ${problem}`);
+    throw new RangeError(`Cannot ${action}: ${name} ${problem}`);
   }
 }
 

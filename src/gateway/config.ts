@@ -5,6 +5,7 @@
  * @module
  */
 import type { TracingOptions } from "./tracing_options.ts";
+import { otelEnv } from "./_otel_env.ts";
 import { DEFAULT_MAX_JSON_DEPTH } from "../_json_depth.ts";
 import { randomBytes } from "node:crypto";
 import * as v from "valibot";
@@ -43,8 +44,18 @@ export interface ResolvedConfig {
   host: string;
   /** Port to bind (`0` picks a free one). @default {8000} */
   port: number;
-  /** The gRPC transport's address and port; `undefined`: off (the default). */
-  grpc?: { hostname: string; port: number };
+  /**
+   * The gRPC transport's address and port, how long a connection without
+   * calls stays open (ms, `0`: for ever; `serve`'s default when missing) and
+   * the infers a `ModelStreamInfer` stream runs at once (absent: 16);
+   * `undefined`: off (the default).
+   */
+  grpc?: {
+    hostname: string;
+    port: number;
+    idleTimeout?: number;
+    streamWindow?: number;
+  };
   /** Python workers. @default {2} */
   workers: number;
   /** Python executable. */
@@ -116,7 +127,8 @@ export interface ResolvedConfig {
   compress: false | { minBytes: number };
   /**
    * OpenTelemetry tracing (off unless an endpoint is set: the flag's, the
-   * file's, then `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
+   * file's, then `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+   * `OTEL_EXPORTER_OTLP_ENDPOINT`; off with `OTEL_SDK_DISABLED=true`).
    */
   tracing?: TracingOptions;
   /** CORS (off unless set). */
@@ -156,31 +168,40 @@ export const DEFAULTS = {
   historySize: 50,
   bufferSize: 256,
   compressMinBytes: 1024,
+  // gRPC clients reconnect by themselves; an idle connection costs a socket
+  // and nghttp2's state for nothing.
+  grpcIdleTimeout: 300_000,
   logLevel: "info" as LogLevel,
 } as const;
 
 /**
- * `tracing` from the flags, the file and the OpenTelemetry variables: the
- * endpoint is the flag's, else the file's, else
- * `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`; `serviceName` the file's, else
- * `OTEL_SERVICE_NAME`; no endpoint, no tracing.
+ * `tracing` from the flags, the file and the OpenTelemetry variables, field
+ * by field: the endpoint is the flag's, else the file's, else the
+ * variables'; `serviceName`, `headers` and `sampleRatio` the file's, else
+ * the variables'; no endpoint (or `OTEL_SDK_DISABLED=true`), no tracing.
  */
 function resolveTracing(
   file: GatewayConfig["tracing"],
   cli: GatewayConfig["tracing"],
   env: ResolveConfigOptions["otelEnv"],
 ): TracingOptions | undefined {
+  if (env?.disabled) return undefined;
   const endpoint = cli?.endpoint ?? file?.endpoint ?? env?.endpoint;
   if (endpoint === undefined) return undefined;
   const merged = { ...file, ...cli };
   const serviceName = merged.serviceName ?? env?.serviceName;
   const out: TracingOptions = { endpoint };
   if (serviceName !== undefined) out.serviceName = serviceName;
-  if (merged.sampleRatio !== undefined) out.sampleRatio = merged.sampleRatio;
-  if (merged.headers !== undefined) out.headers = merged.headers;
+  const sampleRatio = merged.sampleRatio ?? env?.sampleRatio;
+  if (sampleRatio !== undefined) out.sampleRatio = sampleRatio;
+  const headers = merged.headers ?? env?.headers;
+  if (headers !== undefined) out.headers = headers;
   if (merged.maxQueue !== undefined) out.maxQueue = merged.maxQueue;
   if (merged.batchIntervalMs !== undefined) {
     out.batchIntervalMs = merged.batchIntervalMs;
+  }
+  if (merged.maxStreamSpanMs !== undefined) {
+    out.maxStreamSpanMs = merged.maxStreamSpanMs;
   }
   return out;
 }
@@ -307,10 +328,23 @@ export interface ResolveConfigOptions {
   /** `PYPROXY_TOKEN` from the environment, used when neither flag nor file sets a token. */
   envToken?: string;
   /**
-   * `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and `OTEL_SERVICE_NAME`: under the
-   * flags and the file's `tracing`.
+   * The OpenTelemetry variables (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
+   * `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_TRACES_SAMPLER`...: docs/gateway.md
+   * "Tracing"): under the flags and the file's `tracing`, field by field;
+   * `disabled` (`OTEL_SDK_DISABLED=true`) turns tracing off.
    */
-  otelEnv?: { endpoint?: string; serviceName?: string };
+  otelEnv?: {
+    /** The traces endpoint (the base one's with `/v1/traces`). */
+    endpoint?: string;
+    /** `OTEL_SERVICE_NAME`. */
+    serviceName?: string;
+    /** The traces' headers, else the base ones. */
+    headers?: Record<string, string>;
+    /** From `OTEL_TRACES_SAMPLER` (and its argument). */
+    sampleRatio?: number;
+    /** `OTEL_SDK_DISABLED=true`. */
+    disabled?: true;
+  };
   /** `PYPROXY_MANAGE_TOKEN` from the environment, used when neither flag nor file sets a management token. */
   envManageToken?: string;
   /** The config file path, for messages. */
@@ -409,7 +443,14 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
   };
   const grpc = { ...file.grpc, ...cli.grpc };
   if (grpc.port !== undefined) {
-    config.grpc = { hostname: grpc.hostname ?? config.host, port: grpc.port };
+    config.grpc = {
+      hostname: grpc.hostname ?? config.host,
+      port: grpc.port,
+      idleTimeout: grpc.idleTimeout ?? DEFAULTS.grpcIdleTimeout,
+      ...(grpc.streamWindow === undefined
+        ? {}
+        : { streamWindow: grpc.streamWindow }),
+    };
   }
   const python = pick("python");
   if (python !== undefined) config.python = python;
@@ -771,25 +812,14 @@ export async function loadConfig(
 }
 
 /**
- * `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and `OTEL_SERVICE_NAME` (empty:
- * unset), the endpoint checked as the file's `tracing.endpoint` is.
+ * The OpenTelemetry variables (src/gateway/_otel_env.ts), an endpoint
+ * checked as the file's `tracing.endpoint` is and named by its variable.
  */
 function otelVariables(runtime: Runtime): ResolveConfigOptions["otelEnv"] {
-  const endpoint = runtime.env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") ||
-    undefined;
-  const serviceName = runtime.env("OTEL_SERVICE_NAME") || undefined;
-  if (endpoint === undefined && serviceName === undefined) return undefined;
-  if (endpoint !== undefined) {
-    // Checked as the file's would be, and named so.
-    parseConfig(
-      { tracing: { endpoint } },
-      "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    );
-  }
-  return {
-    ...(endpoint === undefined ? {} : { endpoint }),
-    ...(serviceName === undefined ? {} : { serviceName }),
-  };
+  return otelEnv(
+    (name) => runtime.env(name),
+    (endpoint, source) => void parseConfig({ tracing: { endpoint } }, source),
+  );
 }
 
 async function refuseUntrusted(

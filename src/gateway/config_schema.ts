@@ -105,10 +105,22 @@ export interface GatewayConfig {
   port?: number | undefined;
   /**
    * The Open Inference Protocol's gRPC transport (off unless `port` is
-   * given): its port, and its address (the HTTP `host` unless set).
+   * given): its port, its address (the HTTP `host` unless set), and the
+   * infers a `ModelStreamInfer` stream runs at once (1 to 1024; 16 unless
+   * set).
    */
   grpc?:
-    | { port?: number | undefined; hostname?: string | undefined }
+    | {
+      port?: number | undefined;
+      hostname?: string | undefined;
+      /**
+       * Closes a connection that has had no call for this many ms (its
+       * client reconnects when it calls again); `0`: never. Default 300000.
+       */
+      idleTimeout?: number | undefined;
+      /** The infers one `ModelStreamInfer` stream runs at once (1-1024; default 16). */
+      streamWindow?: number | undefined;
+    }
     | undefined;
   /** Python workers (1 to 1024). */
   workers?: number | undefined;
@@ -220,8 +232,9 @@ export interface GatewayConfig {
   } | undefined;
   /**
    * OpenTelemetry tracing of model calls over OTLP/HTTP (JSON); off unless
-   * an endpoint is set here, by `--trace-endpoint` or by
-   * `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (docs/gateway.md, "Tracing").
+   * an endpoint is set here, by `--trace-endpoint` or by the OpenTelemetry
+   * variables (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`...), off with
+   * `OTEL_SDK_DISABLED=true` (docs/gateway.md, "Tracing").
    */
   tracing?: {
     /** The collector's traces URL, e.g. `http://127.0.0.1:4318/v1/traces`. */
@@ -236,6 +249,8 @@ export interface GatewayConfig {
     maxQueue?: number | undefined;
     /** How often waiting spans are sent, in ms (default 5000). */
     batchIntervalMs?: number | undefined;
+    /** The longest a stream's span lasts, in ms (default 600000): then it is sent, the stream goes on. */
+    maxStreamSpanMs?: number | undefined;
   } | undefined;
   /** CORS settings. */
   cors?: {
@@ -460,6 +475,8 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
     strict({
       port: v.optional(int(0, 65535)),
       hostname: v.optional(str("a hostname or IP address")),
+      idleTimeout: v.optional(int(0, 2 ** 31 - 1)),
+      streamWindow: v.optional(int(1, 1024)),
     }),
   ),
   workers: v.optional(int(1, 1024)),
@@ -626,6 +643,7 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
     ),
     maxQueue: v.optional(int(1, 1_000_000)),
     batchIntervalMs: v.optional(int(1, 3_600_000)),
+    maxStreamSpanMs: v.optional(int(1, 86_400_000)),
   })),
   cors: v.optional(CorsSchema),
   allowEval: v.optional(bool()),

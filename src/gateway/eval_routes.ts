@@ -229,7 +229,7 @@ export function evalRoutes(ctx: RouteContext): Hono {
       atomEvents(
         atom,
         atom.output,
-        ctx.debug,
+        ctx.debug(c.req.raw),
         ctx.stopSignal,
         requestId,
         ctx.logger,
@@ -272,7 +272,7 @@ export function evalRoutes(ctx: RouteContext): Hono {
       atomEvents(
         atom,
         atom.replay(from),
-        ctx.debug,
+        ctx.debug(c.req.raw),
         ctx.stopSignal,
         clientRequestId(c.req.raw),
         ctx.logger,

@@ -240,7 +240,7 @@ export interface GatewayPool {
       headers?: Record<string, string>;
       /** Gets the status and headers the model chose for its success. */
       onResponseMeta?: (meta: ResponseMeta) => void;
-      /** A sampled call's W3C trace context, for `host.trace_context()` (tracing on). */
+      /** A call's W3C trace context, for `host.trace_context()` (tracing on). */
       traceparent?: string;
       /** Its `tracestate`, with `traceparent`. */
       tracestate?: string;
@@ -266,10 +266,12 @@ export interface GatewayPool {
       headers?: Record<string, string>;
       /** Gets the headers the model set before its first item. */
       onResponseMeta?: (meta: ResponseMeta) => void;
-      /** A sampled call's W3C trace context, for `host.trace_context()` (tracing on). */
+      /** A call's W3C trace context, for `host.trace_context()` (tracing on). */
       traceparent?: string;
       /** Its `tracestate`, with `traceparent`. */
       tracestate?: string;
+      /** Called with the id of the worker the stream is written to (tracing on). */
+      onSend?: (worker: string) => void;
     },
   ): AsyncIterableIterator<unknown> & { cancel(): void };
   /** Adds a model on every worker; resolves with the model description. */

@@ -9,7 +9,7 @@
  * through the gateway's `fetch`: one path for both transports, so the
  * token, the body limit, request ids, metrics (a call counts as its REST
  * route), the drain and cancel-on-disconnect are the REST routes' own.
- * Health checks (`grpc.health.v1.Health/Check`) are `/healthz`'s.
+ * Health checks (`grpc.health.v1.Health/Check`, `Watch`) are `/healthz`'s.
  * docs/gateway.md, "gRPC".
  *
  * @module
@@ -31,7 +31,12 @@ import {
   inferenceCall,
   UNARY_METHODS,
 } from "./_grpc_inference_calls.ts";
-import { HEALTH_SERVICE, healthCheck } from "./_grpc_health.ts";
+import {
+  decodeHealthCheckRequest,
+  HEALTH_SERVICE,
+  healthCheck,
+} from "./_grpc_health.ts";
+import { HealthWatchers } from "./_grpc_health_watch.ts";
 import { streamInfer } from "./_grpc_stream_infer.ts";
 
 export { GrpcStatus, grpcStatusOf } from "./_grpc_status.ts";
@@ -69,6 +74,17 @@ export interface GrpcServeOptions {
    * @default {16}
    */
   streamWindow?: number;
+  /**
+   * The gateway's drain: its start tells the health watches (NOT_SERVING)
+   * at once, not at their next check.
+   */
+  drain?: AbortSignal;
+  /**
+   * `grpc.health.v1.Health/Watch` calls open at once, at most (the next is
+   * RESOURCE_EXHAUSTED).
+   * @default {100}
+   */
+  maxHealthWatches?: number;
   /** Concurrent calls per connection (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`). @default {100} */
   maxConcurrentStreams?: number;
   /**
@@ -84,6 +100,19 @@ export interface GrpcServeOptions {
    * @default {Infinity}
    */
   maxStreamsPerConnection?: number;
+  /**
+   * Closes a connection that has had no call open for this many ms (a
+   * GOAWAY: gRPC clients reconnect when they call again); `0`: never.
+   * @default {300000}
+   */
+  idleTimeout?: number;
+  /**
+   * With `tls`: closes a connection whose TLS handshake has not completed
+   * within this many ms (a client that connects and stalls holds a socket
+   * otherwise; Node's default is 120 s).
+   * @default {10000}
+   */
+  handshakeTimeout?: number;
 }
 
 /**
@@ -110,6 +139,11 @@ export interface GrpcServer {
    * connection.
    */
   close(graceMs?: number): Promise<void>;
+  /**
+   * Serves a new certificate and key to the connections that begin next
+   * (those open keep theirs); nothing without TLS.
+   */
+  setTls(tls: { cert: string; key: string }): void;
 }
 
 /**
@@ -126,8 +160,23 @@ export async function serveGrpc(
   /** Each open connection, and its streams. */
   const sessions = new Map<
     http2.Http2Session,
-    { carried: number; active: number; warned: boolean }
+    {
+      carried: number;
+      active: number;
+      warned: boolean;
+      idle: ReturnType<typeof setTimeout> | undefined;
+    }
   >();
+  const idleTimeout = options.idleTimeout ?? 300_000;
+  /** Closes `session` once it has stayed without a call for idleTimeout. */
+  const watchIdle = (
+    session: http2.Http2Session,
+    state: { idle: ReturnType<typeof setTimeout> | undefined },
+  ) => {
+    if (idleTimeout > 0) {
+      state.idle = setTimeout(() => closeIdle(session), idleTimeout);
+    }
+  };
   const concurrent = options.maxConcurrentStreams ?? 100;
   const perConnection = options.maxStreamsPerConnection ?? Infinity;
   const closeIdle = (session: http2.Http2Session) => {
@@ -138,6 +187,25 @@ export async function serveGrpc(
   // Aborted by close(): the streams of ModelStreamInfer end (once their
   // infers in flight have answered) rather than hold the grace open.
   const stopping = new AbortController();
+  const watchers = new HealthWatchers({
+    serving: async () => {
+      const res = await options.fetch(
+        new Request(`http://localhost:${options.httpPort()}/healthz`),
+        { remoteAddr: "" },
+      );
+      await res.body?.cancel();
+      return res.ok;
+    },
+    ...(options.maxHealthWatches === undefined
+      ? {}
+      : { max: options.maxHealthWatches }),
+  });
+  const onDrain = () => watchers.refresh();
+  options.drain?.addEventListener("abort", onDrain, { once: true });
+  const call = (
+    stream: http2.ServerHttp2Stream,
+    headers: http2.IncomingHttpHeaders,
+  ) => handle(stream, headers, options, stopping.signal, watchers);
   const settings = {
     settings: { maxConcurrentStreams: concurrent },
     // An HTTP/1.1 client is closed at once, not after 10 s.
@@ -152,10 +220,23 @@ export async function serveGrpc(
       cert: options.tls.cert,
       key: options.tls.key,
       allowHTTP1: false,
+      handshakeTimeout: options.handshakeTimeout ?? 10_000,
     });
   server.on("session", (session: http2.Http2Session) => {
-    sessions.set(session, { carried: 0, active: 0, warned: false });
-    session.on("close", () => sessions.delete(session));
+    const state = {
+      carried: 0,
+      active: 0,
+      warned: false,
+      idle: undefined as ReturnType<typeof setTimeout> | undefined,
+    };
+    sessions.set(session, state);
+    // A connection that never makes a call (a stalled client, a probe)
+    // is idle from the start.
+    watchIdle(session, state);
+    session.on("close", () => {
+      clearTimeout(state.idle);
+      sessions.delete(session);
+    });
     session.on("error", () => {});
   });
   server.on(
@@ -170,6 +251,8 @@ export async function serveGrpc(
       if (state !== undefined) {
         state.carried++;
         state.active++;
+        clearTimeout(state.idle);
+        state.idle = undefined;
         if (state.carried === perConnection) {
           // "Go elsewhere", refusing nothing yet (the last stream id
           // possible): the calls the client sent meanwhile are answered.
@@ -182,10 +265,11 @@ export async function serveGrpc(
         }
         if (state.carried >= perConnection + concurrent) closeIdle(session!);
       }
-      handle(stream, headers, options, stopping.signal).finally(() => {
+      call(stream, headers).finally(() => {
         if (state !== undefined) {
           state.active--;
           if (state.warned && state.active === 0) closeIdle(session!);
+          else if (state.active === 0) watchIdle(session!, state);
         }
         inFlight--;
         if (inFlight === 0) idle?.();
@@ -212,10 +296,20 @@ export async function serveGrpc(
     get inFlight() {
       return inFlight;
     },
+    setTls(tls) {
+      if (options.tls === undefined) return;
+      (server as http2.Http2SecureServer).setSecureContext({
+        cert: tls.cert,
+        key: tls.key,
+      });
+    },
     close(graceMs = 0) {
       closing ??= (async () => {
         server.close();
         stopping.abort();
+        options.drain?.removeEventListener("abort", onDrain);
+        // The watches end now: they would hold the grace open for ever.
+        watchers.close();
         if (inFlight > 0) {
           let timer: ReturnType<typeof setTimeout> | undefined;
           await Promise.race([
@@ -228,7 +322,10 @@ export async function serveGrpc(
         }
         // Written answers reach the client before the connection goes.
         await new Promise((resolve) => setTimeout(resolve, 0));
-        for (const session of sessions.keys()) session.destroy();
+        for (const [session, state] of sessions) {
+          clearTimeout(state.idle);
+          session.destroy();
+        }
         sessions.clear();
       })();
       return closing;
@@ -236,11 +333,12 @@ export async function serveGrpc(
   };
 }
 
-/** What a call's path names: a unary method, the stream, a health check. */
+/** What a call's path names: a unary method, the stream, a health check or watch. */
 type Route =
   | { kind: "unary"; method: string }
   | { kind: "stream" }
-  | { kind: "health" };
+  | { kind: "health" }
+  | { kind: "watch" };
 
 function routeOf(path: string): Route | undefined {
   if (path.startsWith(INFERENCE_SERVICE)) {
@@ -249,6 +347,7 @@ function routeOf(path: string): Route | undefined {
     if (method === "ModelStreamInfer") return { kind: "stream" };
   }
   if (path === `${HEALTH_SERVICE}Check`) return { kind: "health" };
+  if (path === `${HEALTH_SERVICE}Watch`) return { kind: "watch" };
   return undefined;
 }
 
@@ -258,6 +357,7 @@ async function handle(
   headers: http2.IncomingHttpHeaders,
   options: GrpcServeOptions,
   stop: AbortSignal,
+  watchers: HealthWatchers,
 ): Promise<void> {
   const path = String(headers[":path"] ?? "");
   const contentType = String(headers["content-type"] ?? "");
@@ -294,7 +394,7 @@ async function handle(
         path.slice(0, 128)
       } is not implemented (inference.GRPCInferenceService answers ${
         [...UNARY_METHODS].join(", ")
-      }, ModelStreamInfer; grpc.health.v1.Health answers Check)`,
+      }, ModelStreamInfer; grpc.health.v1.Health answers Check, Watch)`,
     });
   }
   const abort = new AbortController();
@@ -316,6 +416,20 @@ async function handle(
           abort.abort();
         }, Math.max(1, timeout));
       });
+    if (route.kind === "watch") {
+      const message = await readMessage(stream, options.bodyLimit);
+      if (!(message instanceof Uint8Array)) return send(stream, message);
+      const watch = watchers.watch(stream, decodeHealthCheckRequest(message));
+      if (watch === undefined) {
+        return send(stream, {
+          status: GrpcStatus.RESOURCE_EXHAUSTED,
+          message:
+            `Cannot watch: ${watchers.size} health watches are open, the most the server keeps (use Check, or close a watch)`,
+        });
+      }
+      if (deadline !== undefined) void deadline.then((a) => watch.end(a));
+      return await watch.done;
+    }
     const rest = restCall(options, stream, headers, abort.signal);
     if (route.kind === "stream") {
       return await streamInfer(stream, rest, {

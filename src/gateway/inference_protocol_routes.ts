@@ -28,6 +28,7 @@ import {
   wantsInferenceStream,
 } from "./_inference_stream.ts";
 import {
+  describeError,
   errorResponse,
   httpError,
   REQUEST_ID_HEADER,
@@ -441,13 +442,23 @@ export function inferenceProtocolRoutes(
       ctx.tracing?.callOptions(request, name, options);
       if (model.streams === true && pool.executeStream !== undefined) {
         const { signal: _, onResponseMeta: __, ...streamOptions } = options;
-        res = await inferenceStreamResponse(
+        // Counted once it is over (in flight until then), as /v1's streams:
+        // 200 after its last item, 499 cancelled, or its error's status.
+        return await inferenceStreamResponse(
           pool.executeStream(name, msg, streamOptions),
           (item) => inferenceResponse(item, inference, about),
-          request.signal,
+          {
+            signal: request.signal,
+            onEnd: (outcome) =>
+              done(
+                outcome === "done"
+                  ? 200
+                  : outcome === "cancelled"
+                  ? 499
+                  : errorStatus(outcome.error),
+              ),
+          },
         );
-        done(res.status);
-        return res;
       }
       const result = await pool.execute(name, msg, options);
       const compression = ctx.compression;
@@ -478,7 +489,11 @@ export function inferenceProtocolRoutes(
       } else {
         const requestId = clientId ?? crypto.randomUUID();
         modelErrorHeaders(ctx, name, err, requestId, request);
-        res = errorResponse(await hideDir(err), ctx.debug, requestId);
+        res = errorResponse(
+          await hideDir(err, request),
+          ctx.debug(request),
+          requestId,
+        );
         if (res.status === 500) {
           ctx.logger.warn(
             "Inference failed (request id {requestId}): {error}",
@@ -495,6 +510,11 @@ export function inferenceProtocolRoutes(
     done(res.status, answered);
     return res;
   };
+  /** The status an error after a stream's first item is counted with. */
+  const errorStatus = (err: unknown): number =>
+    err instanceof HTTPException
+      ? err.status
+      : describeError(err, false).status;
   app.post(
     "/v2/models/:name/infer",
     (c) => infer(c.req.raw, c.req.param("name"), undefined),

@@ -450,11 +450,13 @@ function bytesResponse(
  */
 export function modelsDirHider(
   ctx: RouteContext,
-): (err: unknown) => Promise<unknown> {
+): (err: unknown, request: Request) => Promise<unknown> {
   let dirs: Promise<string[]> | undefined;
-  return async (err) => {
+  return async (err, request) => {
     const dir = ctx.modelsDir;
-    if (ctx.debug || dir === undefined || !(err instanceof Error)) return err;
+    if (
+      dir === undefined || !(err instanceof Error) || ctx.debug(request)
+    ) return err;
     dirs ??= ctx.runtime.realPath(dir).then((real) => [dir, real], () => [dir]);
     return hideModelsDir(err, await dirs, false);
   };
@@ -633,7 +635,11 @@ export function modelExecutor(
         // Every error response has a request id, to find its log lines by.
         requestId ??= crypto.randomUUID();
         modelErrorHeaders(ctx, name, err, requestId, request);
-        res = errorResponse(await hideDir(err), ctx.debug, requestId);
+        res = errorResponse(
+          await hideDir(err, request),
+          ctx.debug(request),
+          requestId,
+        );
       }
       // An unexpected error: the client only reads "internal error" (unless
       // --debug), so the log is where it can be seen (as the app's onError
@@ -896,12 +902,14 @@ export function modelRoutes(ctx: RouteContext): Hono {
     );
 
   // jsonResponse: with --debug a model's options are shown, and may hold a BigInt.
-  app.get("/v1/models", () =>
-    jsonResponse({
+  app.get("/v1/models", (c) => {
+    const debug = ctx.debug(c.req.raw);
+    return jsonResponse({
       models: catalog.list(pool).map((m) =>
-        modelView(m, ctx.debug, ctx.requestTimeout)
+        modelView(m, debug, ctx.requestTimeout)
       ),
-    }));
+    });
+  });
 
   app.get("/v1/models/:name", (c) => {
     const name = c.req.param("name");
@@ -937,7 +945,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     // Not ready: 503, as KServe V1's server answers (a probe reading the
     // status only sees it); the body keeps TF Serving's status.
     return jsonResponse({
-      ...modelView(model, ctx.debug, ctx.requestTimeout),
+      ...modelView(model, ctx.debug(c.req.raw), ctx.requestTimeout),
       ...status,
     }, status.ready ? 200 : 503);
   });
@@ -985,7 +993,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     const model = atVersion(name, version);
     const status = readiness(ctx, model);
     return jsonResponse({
-      ...modelView(model, ctx.debug, ctx.requestTimeout),
+      ...modelView(model, ctx.debug(c.req.raw), ctx.requestTimeout),
       ...status,
     }, status.ready ? 200 : 503);
   });
@@ -1044,8 +1052,8 @@ export function modelRoutes(ctx: RouteContext): Hono {
     let requestId = clientId;
     const failure: StreamFailure = {
       model: name,
-      debug: ctx.debug,
-      hide: hideDir,
+      debug: ctx.debug(c.req.raw),
+      hide: (err) => hideDir(err, c.req.raw),
       logger: ctx.logger,
       refusedHeaderWarnings: ctx.refusedHeaderWarnings,
       exposedHeaders: ctx.exposedHeaders,
@@ -1155,7 +1163,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     } catch (err) {
       const res = watched?.aborted
         ? new Response(null, { status: 499 })
-        : streamError(err, failure, await hideDir(err));
+        : streamError(err, failure, await hideDir(err, c.req.raw));
       done(res.status, err instanceof ModelHTTPError);
       return res;
     } finally {
@@ -1225,7 +1233,12 @@ export function modelRoutes(ctx: RouteContext): Hono {
     if (body.timeout !== undefined) spec.timeout = body.timeout;
     if (body.workers !== undefined) spec.workers = body.workers;
     if (version !== undefined) spec.version = version;
-    const { existed, model } = await loadModel(ctx, name, spec);
+    const { existed, model } = await loadModel(
+      ctx,
+      name,
+      spec,
+      ctx.debug(c.req.raw),
+    );
     ctx.logger.info("Model {name} {action} from {file}", {
       name: version === undefined ? name : `${name} version ${version}`,
       action: existed ? "updated" : "added",
@@ -1243,7 +1256,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     if (version !== undefined) shown.default = now?.default === true;
     const answer: Record<string, unknown> = {
       action: existed ? "updated" : "added",
-      model: modelView(shown, ctx.debug, ctx.requestTimeout),
+      model: modelView(shown, ctx.debug(c.req.raw), ctx.requestTimeout),
     };
     if (closeWarning !== undefined) {
       // The old version's close() raised or overran (the worker's log has

@@ -62,8 +62,18 @@ export interface RouteContext {
   allowEval: boolean;
   /** Watches the clients of execute calls (a client that disconnects cancels its call); none when off. */
   disconnects: DisconnectWatch | undefined;
-  /** Tracebacks and internal messages in error responses. */
-  debug: boolean;
+  /**
+   * Whether `request` is shown the details (tracebacks and internal
+   * messages in error responses, options, `stderrTail`): `--debug`, and
+   * with a management token set, a request that presents it.
+   */
+  debug: (request: Request) => boolean;
+  /**
+   * `--debug` itself: the details of the management routes' own records
+   * (the repository index's reasons), which only the management token
+   * reads when one is set.
+   */
+  manageDebug: boolean;
   /** The models directory (kept out of error messages unless `debug`), when known. */
   modelsDir: string | undefined;
   /**

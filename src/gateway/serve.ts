@@ -7,10 +7,15 @@
  */
 import { TRACING_OF } from "./_gateway_tracing.ts";
 import { getLogger } from "@logtape/logtape";
-import { ConfigError, StartError, TimeoutError } from "../errors.ts";
+import {
+  ConfigError,
+  ShuttingDownError,
+  StartError,
+  TimeoutError,
+} from "../errors.ts";
 import type { Plugin } from "../plugin.ts";
 import { Pool, type PoolOptions } from "../pool.ts";
-import type { HttpServer, Runtime } from "../runtime/types.ts";
+import type { FetchHandler, HttpServer, Runtime } from "../runtime/types.ts";
 import { defaultRuntime } from "../runtime/mod.ts";
 import { autoscale, sharedCache, spillover } from "../../plugins/mod.ts";
 import { reconnectNamed } from "../../plugins/reconnect.ts";
@@ -21,7 +26,9 @@ import {
 } from "./app.ts";
 import { ChannelHub } from "./channels.ts";
 import { channelsPlugin } from "./channels_plugin.ts";
-import { type ModelEntry, type ResolvedConfig, tokenList } from "./config.ts";
+import type { ModelEntry, ResolvedConfig } from "./config.ts";
+import { checkTokensSet, reloadPlan } from "./_config_reload.ts";
+import { SET_TOKENS_OF } from "./_gateway_tokens.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { hasModel } from "./_pool_reads.ts";
 import { type GatewayModelInfo, ModelCatalog } from "./model_catalog.ts";
@@ -70,6 +77,32 @@ export interface ServeOptions {
   plugins?: Plugin[];
   /** Version reported by `/v1/status` and the dashboard. */
   version?: string;
+  /**
+   * Reads the configuration again, for {@linkcode GatewayServer.reload}
+   * (and SIGHUP with `handleSignals`): the CLI passes its `loadConfig` call.
+   * Without it, `reload()` rejects.
+   */
+  reloadConfig?: () => Promise<ResolvedConfig>;
+}
+
+/**
+ * What a {@linkcode GatewayServer.reload} changed.
+ *
+ * @example
+ * ```ts
+ * import type { ReloadResult } from "./serve.ts";
+ * const result: ReloadResult = { changed: ["token (2)"], ignored: ["workers"] };
+ * console.log(result.changed.join(", ")); // "token (2)"
+ * ```
+ */
+export interface ReloadResult {
+  /**
+   * What changed, never a secret: `token (2)` (two tokens now),
+   * `manageToken (1)`, `tls (<subject>, valid until <date>)`.
+   */
+  changed: string[];
+  /** Settings that differ but take effect at a restart only (warned about). */
+  ignored: string[];
 }
 
 /**
@@ -120,6 +153,16 @@ export interface GatewayServer extends AsyncDisposable {
   shutdown(): Promise<void>;
   /** Resolves once shut down (by `shutdown()` or a signal). */
   readonly finished: Promise<void>;
+  /**
+   * Reads the configuration again ({@linkcode ServeOptions.reloadConfig})
+   * and the TLS files, checked as at start, and applies the tokens and the
+   * certificate: new requests take the new tokens, new connections get the
+   * new certificate (the old listener drains its connections). Anything
+   * wrong: rejects with its {@linkcode ConfigError}, nothing changed. Other
+   * settings that differ are named in `ignored` (a restart applies them).
+   * SIGHUP calls it when `handleSignals` is on (not on Windows).
+   */
+  reload(): Promise<ReloadResult>;
 }
 
 function listenError(config: ResolvedConfig, err: unknown): StartError {
@@ -256,6 +299,10 @@ export async function serve(
 ): Promise<GatewayServer> {
   const runtime = options.runtime ?? defaultRuntime();
   const logger = getLogger(["pyproxy", "gateway"]);
+  // A TLS listener is bound with SO_REUSEPORT where a reload can start the
+  // new certificate's listener beside it (there is no other way on Deno);
+  // elsewhere a new certificate needs a restart.
+  const reusePort = runtime.reusePortTls === true;
   const modelsDir = await runtime.stat(config.modelsDir);
   if (modelsDir?.isDirectory !== true) {
     throw new ConfigError(
@@ -264,17 +311,7 @@ export async function serve(
       }`,
     );
   }
-  for (const name of ["token", "manageToken"] as const) {
-    const list = config[name] === undefined
-      ? undefined
-      : tokenList(config[name]);
-    if (list !== undefined && (list.length === 0 || list.includes(""))) {
-      throw new ConfigError(
-        `${name}: empty (leave it out for no token); an empty token would let the dashboard's ?token= and a channel subscription's token subprotocol through without one`,
-        { details: { path: name } },
-      );
-    }
-  }
+  checkTokensSet(config);
   if ((config.allowEval || config.allowManage) && config.token === undefined) {
     // Every local user (any process reaches the loopback) would run code as
     // this user through eval, or import any .py of the models directory.
@@ -413,6 +450,18 @@ export async function serve(
         void starting.pool?.close();
       }));
     }
+    // SIGHUP's default action ends the process: while starting (minutes,
+    // the models loading) it is logged and ignored instead.
+    try {
+      startSignals.push(runtime.onSignal("SIGHUP", () => {
+        logger.warn(
+          "Received {signal} while starting: ignored (a reload applies to a started gateway)",
+          { signal: "SIGHUP" },
+        );
+      }));
+    } catch {
+      // No SIGHUP (Windows).
+    }
   }
   const interruption = (): StartError | undefined =>
     interrupted === undefined ? undefined : new StartError(
@@ -550,14 +599,17 @@ export async function serve(
       ...(config.tracing === undefined ? {} : { tracing: config.tracing }),
       ...(options.version === undefined ? {} : { version: options.version }),
     });
+    const handler: FetchHandler = (req, info) => app.fetch(req, info);
     try {
       server = await runtime.serve(
         {
           hostname: config.host,
           port: config.port,
-          ...(tls === undefined ? {} : { tls }),
+          // A reload's new certificate is served by a new listener beside
+          // this one (there is no other way on Deno), which then closes.
+          ...(tls === undefined ? {} : { tls, reusePort }),
         },
-        (req, info) => app.fetch(req, info),
+        handler,
       );
     } catch (err) {
       throw listenError(config, err);
@@ -577,6 +629,14 @@ export async function serve(
           fetch: (req, info) => app.fetch(req, info),
           httpPort: () => port,
           bodyLimit: config.limits.bodyLimit,
+          ...(config.grpc.idleTimeout === undefined
+            ? {}
+            : { idleTimeout: config.grpc.idleTimeout }),
+          // Health watches hear of the drain at its start.
+          drain: drain.signal,
+          ...(config.grpc.streamWindow === undefined
+            ? {}
+            : { streamWindow: config.grpc.streamWindow }),
           ...(tls === undefined ? {} : { tls }),
           // Deno's node:http2 server aborts the process when a client
           // closes a connection that carried more than ~100 streams
@@ -606,7 +666,9 @@ export async function serve(
     ) => (resolveFinished = resolve));
     let shutting: Promise<void> | undefined;
     const offSignals: Array<() => void> = [];
-    const httpServer = server;
+    let httpServer = server;
+    /** Listeners a reload replaced, draining their connections. */
+    const draining = new Set<Promise<void>>();
     const shutdown = (): Promise<void> => {
       shutting ??= (async () => {
         for (const off of offSignals) off();
@@ -654,7 +716,10 @@ export async function serve(
           left,
         ]);
         await Promise.race([
-          httpServer.shutdown().catch(() => {}),
+          Promise.all([
+            httpServer.shutdown().catch(() => {}),
+            ...draining,
+          ]),
           grpc?.close(Math.max(deadline - Date.now(), 0)),
           left,
         ]);
@@ -667,6 +732,119 @@ export async function serve(
       })();
       return shutting;
     };
+    // The settings in force, and the certificate served.
+    let current = config;
+    let served = tls;
+    let reloading: Promise<unknown> = Promise.resolve();
+    const reloadNow = async (): Promise<ReloadResult> => {
+      const refuse = (err: unknown): never => {
+        logger.error(
+          "Reload failed; the settings in force are kept: {message}",
+          { message: err instanceof Error ? err.message : String(err) },
+        );
+        throw err;
+      };
+      if (shutting !== undefined) {
+        refuse(
+          new ShuttingDownError("Cannot reload: the gateway is shutting down"),
+        );
+      }
+      if (options.reloadConfig === undefined) {
+        refuse(
+          new ConfigError(
+            "Cannot reload: serve was given a configuration but not how to read it again (ServeOptions.reloadConfig)",
+          ),
+        );
+      }
+      let plan: Awaited<ReturnType<typeof reloadPlan>>;
+      try {
+        plan = await reloadPlan(
+          current,
+          served,
+          await options.reloadConfig!(),
+          runtime,
+          logger,
+        );
+      } catch (err) {
+        return refuse(err);
+      }
+      let fresh: HttpServer | undefined;
+      if (plan.tls !== undefined) {
+        if (!reusePort) {
+          refuse(
+            new ConfigError(
+              `tls: the certificate changed, and here only a restart serves a new one: a reload starts a listener beside the old one, which needs Linux's SO_REUSEPORT${
+                runtime.name === "deno"
+                  ? ', and on Deno its unstable net APIs (--unstable-net, or "unstable": ["net"] in deno.json)'
+                  : ""
+              }`,
+              { details: { path: "tls" } },
+            ),
+          );
+        }
+        try {
+          fresh = await runtime.serve({
+            hostname: config.host,
+            port: httpServer.port,
+            tls: plan.tls,
+            reusePort: true,
+          }, handler);
+        } catch (err) {
+          refuse(
+            new ConfigError(
+              `tls: cannot listen with the new certificate on ${
+                hostPort(config.host, httpServer.port)
+              }: ${(err as Error).message}`,
+              { cause: err, details: { path: "tls" } },
+            ),
+          );
+        }
+      }
+      // Everything checked and ready: nothing below fails.
+      SET_TOKENS_OF.get(app)!({
+        ...(plan.token === undefined ? {} : { token: plan.token }),
+        ...(plan.manageToken === undefined
+          ? {}
+          : { manageToken: plan.manageToken }),
+      });
+      if (fresh !== undefined) {
+        const old = httpServer;
+        httpServer = fresh;
+        // New connections go to the new listener; the old one's continue
+        // until they end (its shutdown waits for them).
+        const closing = old.shutdown().catch(() => {}).finally(() =>
+          draining.delete(closing)
+        );
+        draining.add(closing);
+        grpc?.setTls(plan.tls!);
+        served = plan.tls;
+      }
+      current = {
+        ...current,
+        ...(plan.token === undefined ? {} : { token: plan.token }),
+        ...(plan.manageToken === undefined
+          ? {}
+          : { manageToken: plan.manageToken }),
+      };
+      logger.info("Reloaded the configuration: {changes}", {
+        changes: plan.changed.length === 0
+          ? "nothing changed"
+          : plan.changed.join(", "),
+      });
+      if (plan.ignored.length > 0) {
+        logger.warn(
+          "Reload ignored {keys}: they take effect at a restart only",
+          { keys: plan.ignored.join(", ") },
+        );
+      }
+      return { changed: plan.changed, ignored: plan.ignored };
+    };
+    // One at a time: each compares with what the last one applied.
+    const reload = (): Promise<ReloadResult> => {
+      const run = reloading.then(reloadNow, reloadNow);
+      reloading = run.catch(() => {});
+      return run;
+    };
     const late = interruption();
     if (late !== undefined) throw late;
     if (options.handleSignals) {
@@ -676,6 +854,18 @@ export async function serve(
           logger.info("Received {signal}", { signal });
           void shutdown();
         }));
+      }
+      try {
+        // Kept until stopped: while draining, SIGHUP's default action
+        // would end the process (the reload refuses then, and says so).
+        const offHup = runtime.onSignal("SIGHUP", () => {
+          logger.info("Received {signal}: reloading", { signal: "SIGHUP" });
+          // A failure was logged, the settings in force kept.
+          reload().catch(() => {});
+        });
+        void finished.then(offHup);
+      } catch {
+        // No SIGHUP (Windows): reload() only (docs/gateway.md, "Reloading").
       }
     }
     return {
@@ -692,6 +882,7 @@ export async function serve(
       models: () => catalog.list(pool),
       shutdown,
       finished,
+      reload,
       [Symbol.asyncDispose]: shutdown,
     };
   } catch (err) {

@@ -23,7 +23,8 @@ export interface TracingOptions {
   serviceName?: string;
   /**
    * Share of the calls without a sampled or unsampled parent that are
-   * traced, 0 to 1; a client's `traceparent` decides for its call.
+   * traced, 0 to 1; a client's `traceparent` decides for its call (as
+   * OpenTelemetry's `parentbased_traceidratio` sampler).
    * @default {1}
    */
   sampleRatio?: number;
@@ -35,4 +36,12 @@ export interface TracingOptions {
   batchIntervalMs?: number;
   /** How long a POST to the collector may take, in ms. @default {10000} */
   exportTimeoutMs?: number;
+  /**
+   * The longest a stream's span lasts, in ms: a stream still open then has
+   * its span ended and sent (`pyproxy.stream.span_end: "max_duration"`)
+   * and goes on untraced; `Infinity`: a span ends with its stream only.
+   * A graceful shutdown ends the spans of the streams still open.
+   * @default {600000}
+   */
+  maxStreamSpanMs?: number;
 }

@@ -159,7 +159,7 @@ export function workerRoutes(ctx: RouteContext): Hono {
     } catch (err) {
       // A count outside the bounds moved them as the resize began, failed
       // or not: the error says where they are now, as a success does.
-      throw withBounds(err, set ?? boundsInForce(ctx), ctx.debug);
+      throw withBounds(err, set ?? boundsInForce(ctx), ctx.debug(c.req.raw));
     }
     ctx.logger.info("Pool resized from {from} to {to} workers", {
       from,
@@ -167,6 +167,7 @@ export function workerRoutes(ctx: RouteContext): Hono {
     });
     // The bounds in force after it: a count outside them moved them.
     const after = set ?? boundsInForce(ctx);
+    const debug = ctx.debug(c.req.raw);
     return c.json({
       previous: from,
       count: status.workers.length,
@@ -176,7 +177,7 @@ export function workerRoutes(ctx: RouteContext): Hono {
         const { stderrTail: _tail, ...rest } = w as typeof w & {
           stderrTail?: string;
         };
-        return ctx.debug ? w : rest;
+        return debug ? w : rest;
       }),
     });
   });

@@ -82,6 +82,7 @@ interface BunGlobal {
     port: number;
     idleTimeout: number;
     maxRequestBodySize: number;
+    reusePort?: boolean;
     tls?: { cert: string; key: string };
     fetch(request: Request, server: BunServer): Promise<Response | undefined>;
     error(error: Error): Response;
@@ -240,6 +241,7 @@ function serveHttp(
     port: number;
     signal?: AbortSignal;
     tls?: { cert: string; key: string };
+    reusePort?: boolean;
   },
   handler: FetchHandler,
   upgrades: BunWebSocketUpgrades,
@@ -247,6 +249,7 @@ function serveHttp(
   const server = bunGlobal().serve({
     hostname: options.hostname,
     port: options.port,
+    ...(options.reusePort === true ? { reusePort: true } : {}),
     // Bun closes connections idle for 10 s by default, which would cut quiet
     // streaming responses (events, eval output); Deno has no such limit.
     idleTimeout: 0,
@@ -303,6 +306,7 @@ export function bunRuntime(): Runtime {
     jsonDropsBom: true,
     // Bun.serve holds a streamed response's headers until its first chunk.
     streamHeadersWithBody: true,
+    reusePortTls: process.platform === "linux",
     connect: connectNodeSocket,
     spawn: spawnChild,
     serve: (options, handler) => serveHttp(options, handler, upgrades),

@@ -187,11 +187,16 @@ export function denoRuntime(): Runtime {
         },
       };
     },
+    // Deno exits the process (not an exception) for a TLS listener's
+    // reusePort without its unstable net APIs: whether they are on shows in
+    // Deno.listenDatagram, one of them, defined only then.
+    reusePortTls: Deno.build.os === "linux" && "listenDatagram" in Deno,
     serve(options, handler: FetchHandler): Promise<HttpServer> {
       return new Promise((resolve) => {
         const server = Deno.serve({
           hostname: options.hostname,
           port: options.port,
+          ...(options.reusePort === true ? { reusePort: true } : {}),
           ...(options.signal ? { signal: options.signal } : {}),
           ...(options.tls === undefined
             ? {}

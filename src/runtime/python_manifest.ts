@@ -22,9 +22,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/host.py",
-      size: 14087,
+      size: 15287,
       sha256:
-        "d507b8867aef1c4024c0dc615df8997c938b17ad45f36bd527fc6b091d89afbd",
+        "deb727edd70ce8c922cd41246cb232b906a2acebaa8c5b0062009e241abdf8c1",
     },
     {
       path: "pyproxy/metrics.py",
@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call.py",
-      size: 11958,
+      size: 13266,
       sha256:
-        "abaef2c95237a5a18731704f3ddd2601ffc5b1762c2b2609506bb42479d31cb6",
+        "9227212fda441591605b47979f59b9009aabdbf176ebe044884eae453fa97ceb",
     },
     {
       path: "pyproxy_server/call_executor.py",
@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 9189,
+      size: 9397,
       sha256:
-        "dd29128fd3424ea7e7c59bb64661ac2e4540942d64d77d5a506469c5371d719c",
+        "8a895b5c8ccde389ada89d965b73e9b374a2d88306306ef96b902580bec9a248",
     },
     {
       path: "pyproxy_server/connection.py",
@@ -154,9 +154,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/http_meta.py",
-      size: 9141,
+      size: 9161,
       sha256:
-        "505a6f02632a6099f33bdd3b23c76bcc8d82e97b086fb23facfb34cf5e5c14e0",
+        "49aa1f61daf39fd1b1db511d9782d893d6ac955a4160a4f5b419d23dfe3fd418",
     },
     {
       path: "pyproxy_server/inline_watch.py",
@@ -190,9 +190,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 57028,
+      size: 57090,
       sha256:
-        "b6ceb35f1eb83ca874ea538437926d3ac15b22f45deee292d6238d4eaf57eb6e",
+        "d2cd300e6cfa2479ad3a384f3fe9afc4ce2fe307f199232a652d362efb4197b8",
     },
     {
       path: "pyproxy_server/server.py",

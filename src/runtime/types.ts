@@ -309,6 +309,9 @@ export interface Runtime {
   /**
    * Starts an HTTP server. `port: 0` picks a free port. With `tls` (PEM
    * texts), HTTPS (and HTTP/2 where the runtime negotiates it by ALPN).
+   * With `reusePort`, `SO_REUSEPORT` (Linux): another listener of this
+   * user may bind the same port beside it (the gateway's reload starts its
+   * new certificate's listener so, then closes the old one).
    */
   serve(
     options: {
@@ -316,6 +319,7 @@ export interface Runtime {
       port: number;
       signal?: AbortSignal;
       tls?: { cert: string; key: string };
+      reusePort?: boolean;
     },
     handler: FetchHandler,
   ): Promise<HttpServer>;
@@ -343,6 +347,14 @@ export interface Runtime {
    * line, so that a subscriber sees its response before the first message.
    */
   readonly streamHeadersWithBody?: boolean;
+  /**
+   * Whether {@linkcode Runtime.serve} takes `reusePort` with `tls`: Linux
+   * (where `SO_REUSEPORT` lets a second listener share the port), and on
+   * Deno only with its unstable `net` APIs (`--unstable-net`, or `"unstable":
+   * ["net"]` in deno.json): Deno exits the process otherwise. The gateway's
+   * reload serves a new certificate that way only.
+   */
+  readonly reusePortTls?: boolean;
   /**
    * Upgrades an HTTP request of {@linkcode Runtime.serve} to a WebSocket.
    * Optional: where missing, the gateway serves channels over SSE only.
@@ -417,8 +429,14 @@ export interface Runtime {
   pid(): number;
   /** Resident set size of this process in bytes. */
   memoryRss(): number;
-  /** Calls `listener` on SIGINT/SIGTERM; returns a function that removes it. */
-  onSignal(signal: "SIGINT" | "SIGTERM", listener: () => void): () => void;
+  /**
+   * Calls `listener` on the signal; returns a function that removes it.
+   * Throws where the OS has no such signal (SIGHUP on Windows).
+   */
+  onSignal(
+    signal: "SIGINT" | "SIGTERM" | "SIGHUP",
+    listener: () => void,
+  ): () => void;
   /** Exits the process. */
   exit(code: number): never;
   /** Command-line arguments after the script. */

@@ -1,8 +1,8 @@
 // The Open Inference Protocol over gRPC (grpc.port) under Bun, whose
 // node:http2 server carries it: raw HTTP/2 calls (node:http2's client, the
 // messages written by hand) for liveness, an inference with typed contents,
-// a call without the token, a ModelStreamInfer stream of two infers and a
-// health check.
+// a call without the token, a ModelStreamInfer stream of two infers, a
+// health check and a health watch.
 import { expect, test } from "bun:test";
 import * as http2 from "node:http2";
 import { withGateway } from "./_helpers.ts";
@@ -186,4 +186,56 @@ test("gateway on Bun: gRPC ModelStreamInfer answers each infer of a stream; heal
       expect([...health.body]).toEqual([0, 0, 0, 0, 2, 0x08, 0x01]);
     },
   );
+});
+
+test("gateway on Bun: gRPC health Watch sends SERVING at once, NOT_SERVING when the shutdown starts, then ends", async () => {
+  let stopped: Promise<void> | undefined;
+  await withGateway(
+    { "echo.py": ECHO },
+    { token: TOKEN, grpc: { port: 0 } },
+    async (server) => {
+      const session = http2.connect(`http://${server.grpcTarget}`);
+      try {
+        // HealthCheckRequest{service: ""}: an empty message; no token.
+        const req = session.request({
+          ":method": "POST",
+          ":path": "/grpc.health.v1.Health/Watch",
+          "content-type": "application/grpc",
+          te: "trailers",
+        });
+        req.on("error", () => {});
+        const statuses: number[] = [];
+        let onStatus = () => {};
+        let buffered = new Uint8Array(0);
+        req.on("data", (chunk: Uint8Array) => {
+          buffered = new Uint8Array([...buffered, ...chunk]);
+          // Each message: 5-byte prefix, then {status (1): varint}.
+          while (buffered.length >= 7) {
+            statuses.push(buffered[6]!);
+            buffered = buffered.subarray(7);
+          }
+          onStatus();
+        });
+        let trailers: http2.IncomingHttpHeaders = {};
+        req.on("trailers", (h) => (trailers = h));
+        const ended = new Promise<void>((resolve) => req.on("close", resolve));
+        const got = (n: number) =>
+          new Promise<void>((resolve) => {
+            onStatus = () => statuses.length >= n && resolve();
+            onStatus();
+          });
+        req.end(frame([]));
+        await got(1);
+        expect(statuses).toEqual([1]); // SERVING
+        stopped = server.shutdown();
+        await got(2);
+        expect(statuses).toEqual([1, 2]); // NOT_SERVING
+        await ended;
+        expect(trailers["grpc-status"]).toBe("14"); // UNAVAILABLE
+      } finally {
+        session.destroy();
+      }
+    },
+  );
+  await stopped;
 });

@@ -1,9 +1,10 @@
 // The gateway over TLS under Bun (Bun.serve's tls), with the two tokens.
 import { expect, test } from "bun:test";
-import { mkdtemp, rm } from "node:fs/promises";
+import { copyFile, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { selfSignedCert } from "../_self_signed_cert.ts";
+import { loadConfig, serve } from "../../mod.ts";
 import { ECHO_MODEL, withGateway } from "./_helpers.ts";
 
 const TOKEN = "inference-token-0123456789";
@@ -39,6 +40,59 @@ test("serve() over TLS on Bun: https, execute with either token, eval only with 
       expect(ran.status).toBe(200);
       expect(await ran.text()).toContain('"value":2');
     });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("serve()'s reload on Bun: the new certificate on new connections, the new token", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-tls-"));
+  try {
+    const first = await selfSignedCert(dir, "tls");
+    const second = await selfSignedCert(dir, "next");
+    await writeFile(join(dir, "echo.py"), ECHO_MODEL);
+    const write = (token: string) =>
+      writeFile(
+        join(dir, "pyproxy.json"),
+        JSON.stringify({
+          token,
+          modelsDir: ".",
+          tls: { cert: "tls.crt", key: "tls.key" },
+        }),
+      );
+    await write(TOKEN);
+    const load = () =>
+      loadConfig({
+        path: join(dir, "pyproxy.json"),
+        cli: { port: 0, workers: 1 },
+      });
+    const server = await serve(await load(), { reloadConfig: load });
+    try {
+      // A new connection each: the certificate is a connection's.
+      const call = (token: string, ca: string) =>
+        fetch(`${server.url}/v1/models/echo/execute`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${token}` },
+          body: '{"x":1}',
+          keepalive: false,
+          tls: { ca },
+        } as RequestInit).then(async (res) => {
+          await res.body?.cancel();
+          return res.status;
+        }, () => "failed");
+      expect(await call(TOKEN, first.pem)).toBe(200);
+      await copyFile(second.cert, first.cert);
+      await copyFile(second.key, first.key);
+      await write(MANAGE);
+      const result = await server.reload();
+      expect(result.changed[0]).toBe("token (1)");
+      expect(result.changed[1]).toMatch(/^tls \(/);
+      expect(await call(MANAGE, second.pem)).toBe(200);
+      expect(await call(TOKEN, second.pem)).toBe(401);
+      expect(await call(MANAGE, first.pem)).toBe("failed");
+    } finally {
+      await server.shutdown();
+    }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

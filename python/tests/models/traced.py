@@ -26,4 +26,5 @@ class Batch:
     batch_size = 4
 
     def execute_batch(self, msgs):
-        return [{"trace": host.trace_context()} for _ in msgs]
+        contexts = host.trace_contexts()
+        return [{"trace": host.trace_context(), "traces": contexts} for _ in msgs]

@@ -1,0 +1,246 @@
+/**
+ * `grpc.health.v1.Health/Watch` (server streaming: the clients and load
+ * balancers that follow a server's health rather than probe it): a watch
+ * gets the current status at once, then each change. The status is
+ * `GET /healthz`'s, as `Check`'s: checked once for all the watches, when
+ * one opens, at the drain's start (NOT_SERVING at once), and every
+ * `intervalMs` while any is open (a worker lost or back). The server's
+ * close sends NOT_SERVING and ends every watch with UNAVAILABLE. Bounded:
+ * `max` watches at once (the next one is RESOURCE_EXHAUSTED), and a watch
+ * whose client does not read holds one status, the latest, not a queue.
+ * docs/gateway.md, "Health checking".
+ *
+ * @module
+ */
+import type * as http2 from "node:http2";
+import { ProtoWriter } from "./_protobuf.ts";
+import type { Answer } from "./_grpc_framing.ts";
+import { isKnownService, ServingStatus } from "./_grpc_health.ts";
+import { GrpcStatus, percentEncode } from "./_grpc_status.ts";
+
+/** Options of {@linkcode HealthWatchers}. */
+export interface HealthWatchersOptions {
+  /** Whether the server serves now (`/healthz` answers 200). */
+  serving: () => Promise<boolean>;
+  /** Watches open at once, at most. @default {100} */
+  max?: number;
+  /** Milliseconds between two checks while a watch is open. @default {1000} */
+  intervalMs?: number;
+}
+
+/** One watch: the latest status, written once the client can take it. */
+class Watch {
+  readonly done: Promise<void>;
+  #stream: http2.ServerHttp2Stream;
+  #sent: number | undefined;
+  #latest: number | undefined;
+  #blocked = false;
+  #ended = false;
+  #resolve!: () => void;
+
+  constructor(stream: http2.ServerHttp2Stream) {
+    this.#stream = stream;
+    this.done = new Promise<void>((resolve) => (this.#resolve = resolve));
+    stream.once("close", () => this.#finish());
+  }
+
+  update(status: number): void {
+    this.#latest = status;
+    this.#flush();
+  }
+
+  #flush(): void {
+    const status = this.#latest;
+    if (this.#ended || this.#blocked || status === this.#sent) return;
+    if (status === undefined) return;
+    const stream = this.#stream;
+    if (stream.destroyed || stream.closed) return this.#finish();
+    this.#sent = status;
+    try {
+      if (!stream.headersSent) {
+        stream.respond(
+          { ":status": 200, "content-type": "application/grpc" },
+          { waitForTrailers: true },
+        );
+      }
+      const message = new ProtoWriter(4).tag(1, 0).varint(status).finish();
+      const frame = new Uint8Array(5 + message.byteLength);
+      new DataView(frame.buffer).setUint32(1, message.byteLength);
+      frame.set(message, 5);
+      if (!stream.write(frame)) {
+        // Not read: the next write is the latest status once it drains.
+        this.#blocked = true;
+        stream.once("drain", () => {
+          this.#blocked = false;
+          this.#flush();
+        });
+      }
+    } catch {
+      // Reset by the client meanwhile.
+      this.#finish();
+    }
+  }
+
+  /** Ends the watch with `answer`'s status (after the statuses written). */
+  end(answer: Answer): void {
+    if (this.#ended) return;
+    const stream = this.#stream;
+    this.#finish();
+    if (stream.destroyed || stream.closed) return;
+    const trailers: Record<string, string> = {
+      "grpc-status": String(answer.status),
+    };
+    if (answer.message !== undefined) {
+      trailers["grpc-message"] = percentEncode(answer.message);
+    }
+    try {
+      if (!stream.headersSent) {
+        stream.respond(
+          { ":status": 200, "content-type": "application/grpc", ...trailers },
+          { endStream: true },
+        );
+        return;
+      }
+      stream.once("wantTrailers", () => {
+        try {
+          stream.sendTrailers(trailers);
+        } catch {
+          // The stream went meanwhile.
+        }
+      });
+      stream.end();
+    } catch {
+      // Reset by the client meanwhile.
+    }
+  }
+
+  #finish(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#resolve();
+  }
+}
+
+/**
+ * The open watches of a gRPC server, and the one check of `/healthz` they
+ * share.
+ */
+export class HealthWatchers {
+  #options: HealthWatchersOptions;
+  #max: number;
+  #watches = new Set<Watch>();
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #checking = false;
+  #again = false;
+  #closed = false;
+
+  constructor(options: HealthWatchersOptions) {
+    this.#options = options;
+    this.#max = options.max ?? 100;
+  }
+
+  /** Watches open. */
+  get size(): number {
+    return this.#watches.size;
+  }
+
+  /**
+   * Starts a watch of `service` on `stream` (its request read); `undefined`
+   * when `max` are open. A service the server does not have is
+   * SERVICE_UNKNOWN, and the watch stays open (the protocol's answer: it
+   * may be added later).
+   */
+  watch(
+    stream: http2.ServerHttp2Stream,
+    service: string,
+  ): Watch | undefined {
+    if (this.#watches.size >= this.#max) return undefined;
+    const watch = new Watch(stream);
+    if (this.#closed) {
+      watch.update(ServingStatus.NOT_SERVING);
+      watch.end(closedAnswer);
+      return watch;
+    }
+    if (!isKnownService(service)) {
+      watch.update(ServingStatus.SERVICE_UNKNOWN);
+      this.#add(watch, false);
+      return watch;
+    }
+    this.#add(watch, true);
+    this.refresh();
+    return watch;
+  }
+
+  /** Checks now (the drain began); each watch gets the status if it changed. */
+  refresh(): void {
+    if (this.#closed || this.#watching.size === 0) return;
+    if (this.#checking) {
+      // A check begun before this call may have read the state before the
+      // change: one more after it.
+      this.#again = true;
+      return;
+    }
+    this.#checking = true;
+    void (async () => {
+      try {
+        do {
+          this.#again = false;
+          let serving = false;
+          try {
+            serving = await this.#options.serving();
+          } catch {
+            // Not answered: not serving.
+          }
+          if (this.#closed) return;
+          const status = serving
+            ? ServingStatus.SERVING
+            : ServingStatus.NOT_SERVING;
+          for (const watch of this.#watching) watch.update(status);
+        } while (this.#again);
+      } finally {
+        // At once after the last look at #again: no refresh falls between.
+        this.#checking = false;
+      }
+    })();
+  }
+
+  /** The server closes: NOT_SERVING to every watch, which ends (UNAVAILABLE). */
+  close(): void {
+    this.#closed = true;
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+    for (const watch of this.#watches) {
+      watch.update(ServingStatus.NOT_SERVING);
+      watch.end(closedAnswer);
+    }
+    this.#watches.clear();
+    this.#watching.clear();
+  }
+
+  /** The watches of a known service (those a check updates). */
+  #watching = new Set<Watch>();
+
+  #add(watch: Watch, known: boolean): void {
+    this.#watches.add(watch);
+    if (known) this.#watching.add(watch);
+    if (this.#timer === undefined) {
+      this.#timer = setInterval(
+        () => this.refresh(),
+        this.#options.intervalMs ?? 1000,
+      );
+    }
+    watch.done.then(() => {
+      this.#watches.delete(watch);
+      this.#watching.delete(watch);
+      if (this.#watches.size === 0) {
+        clearInterval(this.#timer);
+        this.#timer = undefined;
+      }
+    });
+  }
+}
+
+const closedAnswer: Answer = {
+  status: GrpcStatus.UNAVAILABLE,
+  message: "The server is shutting down: the watch ended",
+};

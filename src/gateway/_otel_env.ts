@@ -1,0 +1,176 @@
+/**
+ * The OpenTelemetry SDK's environment variables the gateway's tracing reads
+ * (docs/gateway.md, "Tracing"), as the OTel specification defines them
+ * (https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/
+ * and .../protocol/exporter/): under the flags and the file's `tracing`.
+ *
+ * A variable that is set but wrong fails the start with a `ConfigError`
+ * naming it, as a wrong field of the file does; a header variable's error
+ * never repeats its text (it holds API keys), only which entry is wrong.
+ *
+ * @module
+ */
+import { ConfigError } from "../errors.ts";
+import { headerNameOk, headerValueOk } from "./_trace_headers.ts";
+
+/** What the variables set (each only when set and not empty). */
+export interface OtelEnv {
+  /** `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`. */
+  endpoint?: string;
+  /** `OTEL_SERVICE_NAME`. */
+  serviceName?: string;
+  /** `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else `OTEL_EXPORTER_OTLP_HEADERS`. */
+  headers?: Record<string, string>;
+  /** From `OTEL_TRACES_SAMPLER` (and `OTEL_TRACES_SAMPLER_ARG`). */
+  sampleRatio?: number;
+  /** `OTEL_SDK_DISABLED=true`: no tracing, whatever sets an endpoint. */
+  disabled?: true;
+}
+
+/** The samplers pyproxy's parent-based sampling can be, as the spec names them. */
+const SAMPLERS =
+  "parentbased_always_on, parentbased_always_off or parentbased_traceidratio";
+
+/**
+ * The variables `env` gives (empty counts as unset), checked; `undefined`
+ * when none is set. `checkEndpoint` checks an endpoint as the file's
+ * `tracing.endpoint` is (a `ConfigError` naming `source`).
+ */
+export function otelEnv(
+  env: (name: string) => string | undefined,
+  checkEndpoint: (endpoint: string, source: string) => void,
+): OtelEnv | undefined {
+  const read = (name: string) => env(name)?.trim() || undefined;
+  const out: OtelEnv = {};
+  // The SDK's booleans: "true" in any case is true, anything else false.
+  if (read("OTEL_SDK_DISABLED")?.toLowerCase() === "true") {
+    out.disabled = true;
+  }
+  const tracesEndpoint = read("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+  const baseEndpoint = read("OTEL_EXPORTER_OTLP_ENDPOINT");
+  if (tracesEndpoint !== undefined) {
+    checkEndpoint(tracesEndpoint, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    out.endpoint = tracesEndpoint;
+  } else if (baseEndpoint !== undefined) {
+    // The base URL of all signals: the traces' path appended (the spec's
+    // rule: after a "/" when it has none).
+    const endpoint = `${baseEndpoint}${
+      baseEndpoint.endsWith("/") ? "" : "/"
+    }v1/traces`;
+    checkEndpoint(endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT");
+    out.endpoint = endpoint;
+  }
+  if (out.endpoint !== undefined) {
+    // An endpoint meant for gRPC (port 4317) would fail every POST.
+    const protocolName = read("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") !==
+        undefined
+      ? "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+      : "OTEL_EXPORTER_OTLP_PROTOCOL";
+    const protocol = read(protocolName);
+    if (
+      protocol !== undefined && protocol !== "http/json" &&
+      protocol !== "http/protobuf"
+    ) {
+      throw new ConfigError(
+        `${protocolName}: ${
+          JSON.stringify(protocol.slice(0, 50))
+        } is not supported: the gateway sends OTLP/HTTP with JSON (set it to http/json, and the endpoint to the collector's HTTP port, 4318)`,
+        { details: { source: protocolName } },
+      );
+    }
+  }
+  const serviceName = read("OTEL_SERVICE_NAME");
+  if (serviceName !== undefined) out.serviceName = serviceName;
+  for (
+    const name of [
+      "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+      "OTEL_EXPORTER_OTLP_HEADERS",
+    ]
+  ) {
+    const value = read(name);
+    if (value === undefined) continue;
+    // The traces' own wins whole: the two are not merged.
+    out.headers = otelHeaders(value, name);
+    break;
+  }
+  const sampler = read("OTEL_TRACES_SAMPLER");
+  if (sampler !== undefined) {
+    out.sampleRatio = sampleRatio(sampler, read("OTEL_TRACES_SAMPLER_ARG"));
+  }
+  return Object.keys(out).length === 0 ? undefined : out;
+}
+
+/**
+ * An `OTEL_EXPORTER_OTLP_*HEADERS` value: comma-separated `key=value`
+ * entries (the W3C Baggage format without properties), values
+ * percent-decoded, names and values trimmed. Checked as `tracing.headers`
+ * is (names and values fetch takes); the error names the variable and the
+ * entry's position, never its text.
+ */
+function otelHeaders(value: string, variable: string): Record<string, string> {
+  const headers: Record<string, string> = {};
+  const entries = value.split(",");
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i]!.trim();
+    // Empty entries (a trailing comma) are skipped, as the Baggage format's.
+    if (entry === "") continue;
+    const wrong = (why: string) =>
+      new ConfigError(
+        `${variable}: entry ${
+          i + 1
+        } ${why} (expected comma-separated key=value entries, values URL-encoded, e.g. api-key=abc%20def)`,
+        { details: { source: variable, entry: i + 1 } },
+      );
+    const eq = entry.indexOf("=");
+    if (eq <= 0) throw wrong("has no key=value");
+    const name = entry.slice(0, eq).trim();
+    let text: string;
+    try {
+      text = decodeURIComponent(entry.slice(eq + 1).trim());
+    } catch {
+      throw wrong("has a value that is not URL-encoded (a stray %)");
+    }
+    if (!headerNameOk(name)) {
+      throw wrong(
+        "has a key that is not a header name (letters, digits and !#$%&'*+-.^_`|~)",
+      );
+    }
+    if (!headerValueOk(text)) {
+      throw wrong(
+        "has a value with CR, LF, NUL or a character beyond Latin-1 once decoded",
+      );
+    }
+    headers[name.toLowerCase()] = text;
+  }
+  return headers;
+}
+
+/** The `sampleRatio` of an `OTEL_TRACES_SAMPLER` (and its argument). */
+function sampleRatio(sampler: string, arg: string | undefined): number {
+  switch (sampler) {
+    case "parentbased_always_on":
+      return 1;
+    case "parentbased_always_off":
+      return 0;
+    case "parentbased_traceidratio": {
+      // The spec's default argument: 1.0.
+      if (arg === undefined) return 1;
+      const ratio = Number(arg);
+      if (!(ratio >= 0 && ratio <= 1)) {
+        throw new ConfigError(
+          `OTEL_TRACES_SAMPLER_ARG: expected a number from 0 to 1, got ${
+            JSON.stringify(arg.slice(0, 50))
+          }`,
+          { details: { source: "OTEL_TRACES_SAMPLER_ARG" } },
+        );
+      }
+      return ratio;
+    }
+  }
+  throw new ConfigError(
+    `OTEL_TRACES_SAMPLER: ${
+      JSON.stringify(sampler.slice(0, 50))
+    } is not supported: the gateway's sampling is parent-based (a client's traceparent decides for its call), expected ${SAMPLERS}; OTEL_SDK_DISABLED=true turns tracing off`,
+    { details: { source: "OTEL_TRACES_SAMPLER" } },
+  );
+}

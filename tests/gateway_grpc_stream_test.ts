@@ -1,0 +1,423 @@
+// gRPC ModelStreamInfer's limits and ends through the real gateway and real
+// Python workers: a yielding model's call counted at its final response, a
+// cancel between two items, a client that sends 10^4 requests and never
+// reads, a never-ending yielding model ended by a cancel, a disconnect or
+// the shutdown. grpc-js (and a raw node:http2 client where grpc-js cannot
+// say what it wants: a connection cut, the bytes the server took).
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import http2 from "node:http2";
+import { fileURLToPath } from "node:url";
+import protobuf from "protobufjs";
+import { startGateway, type TestGateway } from "./_gateway_harness.ts";
+import { grpc } from "./_grpc_client.ts";
+
+const MODELS: Record<string, string> = {
+  "gate.py": `import os
+import time
+
+
+class Gate:
+    """Yields one item, waits (up to 30 s) for the file msg["gate"][0], then yields another.
+
+    Writes the path + ".cancelled" when interrupted while it waits.
+    """
+
+    def execute(self, msg):
+        gate = msg["gate"][0]
+        yield {"step": [1.5]}
+        try:
+            deadline = time.monotonic() + 30
+            while not os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        except KeyboardInterrupt:
+            with open(gate + ".cancelled", "w") as f:
+                f.write("cancelled")
+            raise
+        yield {"step": [2.5]}
+`,
+  "ticker.py": `import time
+
+
+class Ticker:
+    """Yields an item every 5 ms, without end."""
+
+    def execute(self, msg):
+        i = 0
+        while True:
+            time.sleep(0.005)
+            i += 1
+            yield {"tick": [i + 0.5]}
+`,
+  "padded.py": `class Padded:
+    """Appends a line to msg["log"][0] (a path) per call; answers 4 KiB."""
+
+    def execute(self, msg):
+        with open(msg["log"][0], "a") as f:
+            f.write("x\\n")
+        return {"pad": [0.5] * 512}
+`,
+};
+
+const root = new protobuf.Root();
+root.resolvePath = (_origin, target) =>
+  fileURLToPath(new URL(`./fixtures/grpc/${target}`, import.meta.url));
+root.loadSync("triton_extensions.proto", { keepCase: true });
+const T = {
+  inferRequest: root.lookupType("inference.ModelInferRequest"),
+  streamResponse: root.lookupType("triton.ModelStreamInferResponse"),
+};
+const OBJECT = { longs: Number, enums: String, defaults: true };
+
+const TOKEN = "grpc-stream-test-token-0123456789";
+const STREAM_PATH = "/inference.GRPCInferenceService/ModelStreamInfer";
+
+type Gateway = TestGateway & { client: grpc.Client };
+
+async function gateway(
+  extra: Parameters<typeof startGateway>[0] = {},
+): Promise<Gateway> {
+  const gw = await startGateway(
+    { grpc: { port: 0 }, token: TOKEN, ...extra },
+    MODELS,
+  );
+  const client = new grpc.Client(
+    gw.grpcTarget!,
+    grpc.credentials.createInsecure(),
+  );
+  return Object.assign(gw, {
+    client,
+    async [Symbol.asyncDispose]() {
+      client.close();
+      await gw.shutdown();
+      await Deno.remove(gw.dir, { recursive: true });
+    },
+  });
+}
+
+/** A ModelStreamInfer call by grpc-js: what it answered and how it ended. */
+function streamCall(client: grpc.Client) {
+  const metadata = new grpc.Metadata();
+  metadata.set("authorization", `Bearer ${TOKEN}`);
+  const call = client.makeBidiStreamRequest<Uint8Array, Uint8Array>(
+    STREAM_PATH,
+    (x) => Buffer.from(x),
+    (b) => b,
+    metadata,
+    {},
+  );
+  const responses: Array<Record<string, unknown>> = [];
+  let onResponse = () => {};
+  call.on("data", (bytes: Uint8Array) => {
+    responses.push(
+      T.streamResponse.toObject(T.streamResponse.decode(bytes), OBJECT),
+    );
+    onResponse();
+  });
+  const ended = new Promise<grpc.StatusObject>((resolve) => {
+    call.on("status", resolve);
+    call.on("error", () => {});
+  });
+  return {
+    call,
+    responses,
+    ended,
+    send(fields: Record<string, unknown>) {
+      call.write(encode(fields));
+    },
+    /** Resolves once `n` responses came. */
+    responded(n: number): Promise<void> {
+      return new Promise((resolve) => {
+        const check = () => {
+          if (responses.length >= n) resolve();
+        };
+        onResponse = check;
+        check();
+      });
+    },
+  };
+}
+
+const encode = (fields: Record<string, unknown>): Uint8Array =>
+  T.inferRequest.encode(T.inferRequest.create(fields)).finish();
+
+/** A gRPC frame of `message`. */
+function frame(message: Uint8Array): Uint8Array {
+  const out = new Uint8Array(5 + message.byteLength);
+  new DataView(out.buffer).setUint32(1, message.byteLength);
+  out.set(message, 5);
+  return out;
+}
+
+const bytesInput = (name: string, value: string) => ({
+  name,
+  datatype: "BYTES",
+  shape: [1],
+  contents: { bytes_contents: [Buffer.from(value)] },
+});
+
+// Each item answered as it comes (Triton's decoupled form: an empty final
+// response): without it the transport holds an item until the next one
+// tells whether it was the last.
+const gateRequest = (gate: string, id: string) => ({
+  model_name: "gate",
+  id,
+  inputs: [bytesInput("gate", gate)],
+  parameters: { triton_enable_empty_final_response: { bool_param: true } },
+});
+
+const tickerRequest = {
+  model_name: "ticker",
+  id: "t",
+  inputs: [{
+    name: "x",
+    datatype: "FP64",
+    shape: [1],
+    contents: { fp64_contents: [1.5] },
+  }],
+};
+
+const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
+
+async function until(what: string, check: () => Promise<boolean>) {
+  for (let i = 0; i < 1000; i++) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** The calls in flight on the gateway's one worker. */
+async function busy(gw: Gateway): Promise<number> {
+  const status = await (await gw.fetch("/v1/status")).json();
+  return status.workers[0].inFlight as number;
+}
+
+/** `pyproxy_requests_total` of `model` by status, and its in-flight gauge. */
+async function counted(gw: Gateway, model: string) {
+  const text = await (await gw.fetch("/metrics")).text();
+  const byStatus: Record<string, number> = {};
+  for (
+    const m of text.matchAll(
+      new RegExp(
+        `^pyproxy_requests_total\\{model="${model}",status="(\\d+)"\\} (\\d+)$`,
+        "gm",
+      ),
+    )
+  ) byStatus[m[1]!] = Number(m[2]);
+  const inFlight = text.match(
+    new RegExp(
+      `^pyproxy_in_flight_requests\\{model="${model}"\\} (\\d+)$`,
+      "m",
+    ),
+  );
+  return { byStatus, inFlight: Number(inFlight?.[1] ?? 0) };
+}
+
+/** The success and fail counts of `/v2/models/{model}/stats`. */
+async function stats(gw: Gateway, model: string) {
+  const body = await (await gw.fetch(`/v2/models/${model}/stats`)).json();
+  const s = body.model_stats[0].inference_stats;
+  return { success: s.success.count as number, fail: s.fail.count as number };
+}
+
+Deno.test("gRPC ModelStreamInfer of a yielding model: the call counts in the metrics and statistics at its final response, not its first item; a cancel counts as 499", async () => {
+  await using gw = await gateway({ limits: { streamIdleTimeout: 600_000 } });
+  const gate = `${gw.dir}/gate`;
+  const s = streamCall(gw.client);
+  s.send(gateRequest(gate, "g"));
+  await s.responded(1);
+  // Between its items: in flight, not finished.
+  assert.deepEqual(await counted(gw, "gate"), { byStatus: {}, inFlight: 1 });
+  assert.deepEqual(await stats(gw, "gate"), { success: 0, fail: 0 });
+  await Deno.writeTextFile(gate, "open");
+  await s.responded(3);
+  s.call.end();
+  assert.equal((await s.ended).code, grpc.status.OK);
+  await until(
+    "the call to be counted",
+    async () => (await counted(gw, "gate")).byStatus["200"] === 1,
+  );
+  assert.deepEqual(await counted(gw, "gate"), {
+    byStatus: { "200": 1 },
+    inFlight: 0,
+  });
+  assert.deepEqual(await stats(gw, "gate"), { success: 1, fail: 0 });
+
+  // Cancelled between its items: counted once, as the client gone.
+  const c = streamCall(gw.client);
+  c.send(gateRequest(`${gw.dir}/never`, "c"));
+  await c.responded(1);
+  c.call.cancel();
+  await until(
+    "the cancelled call to be counted",
+    async () => (await counted(gw, "gate")).byStatus["499"] === 1,
+  );
+  assert.deepEqual(await counted(gw, "gate"), {
+    byStatus: { "200": 1, "499": 1 },
+    inFlight: 0,
+  });
+  assert.deepEqual(await stats(gw, "gate"), { success: 1, fail: 1 });
+});
+
+Deno.test("gRPC ModelStreamInfer of a yielding model: a cancel while the model works between two items cancels it in Python at once, the worker free", async () => {
+  // The model yields nothing for 30 s after its first item: without the
+  // cancel passed to its stream, the transport would learn only at its next
+  // item that the client left.
+  await using gw = await gateway({ limits: { streamIdleTimeout: 600_000 } });
+  const gate = `${gw.dir}/gate`;
+  const s = streamCall(gw.client);
+  s.send(gateRequest(gate, "g"));
+  await s.responded(1);
+  assert.equal(await busy(gw), 1);
+  const cancelled = performance.now();
+  s.call.cancel();
+  assert.equal((await s.ended).code, grpc.status.CANCELLED);
+  await until("Python to be interrupted", () => exists(`${gate}.cancelled`));
+  await until("the worker to be free", async () => await busy(gw) === 0);
+  const took = performance.now() - cancelled;
+  assert.ok(took < 5000, `the cancel took ${Math.round(took)} ms`);
+  // The worker takes the next call.
+  const next = streamCall(gw.client);
+  await Deno.writeTextFile(gate, "open");
+  next.send(gateRequest(gate, "n"));
+  next.call.end();
+  assert.equal((await next.ended).code, grpc.status.OK);
+  assert.equal(next.responses.length, 3);
+});
+
+/** A raw HTTP/2 connection to the gRPC port; `close()` it in a `finally`. */
+function h2(gw: Gateway) {
+  const session = http2.connect(`http://${gw.grpcTarget}`);
+  session.on("error", () => {});
+  return {
+    session,
+    /** A ModelStreamInfer stream that reads nothing unless told. */
+    stream(): http2.ClientHttp2Stream {
+      const req = session.request({
+        ":method": "POST",
+        ":path": STREAM_PATH,
+        "content-type": "application/grpc",
+        te: "trailers",
+        authorization: `Bearer ${TOKEN}`,
+      });
+      req.on("error", () => {});
+      return req;
+    },
+    close() {
+      session.destroy();
+    },
+  };
+}
+
+Deno.test("gRPC ModelStreamInfer: 10^4 requests on a stream the client never reads: the server stops reading (HTTP/2 flow control), runs a bounded number, and goes on after a cancel", async () => {
+  await using gw = await gateway();
+  const log = `${gw.dir}/padded.log`;
+  const conn = h2(gw);
+  try {
+    const req = conn.stream();
+    req.pause();
+    const message = frame(encode({
+      model_name: "padded",
+      inputs: [bytesInput("log", log)],
+    }));
+    const n = 10_000;
+    for (let i = 0; i < n; i++) req.write(message);
+    const count = async () =>
+      (await Deno.readTextFile(log).catch(() => "")).split("\n").length - 1;
+    await until("the first infers", async () => await count() > 0);
+    let last = -1;
+    await until("the infers to stop", async () => {
+      const now = await count();
+      if (now === last) return true;
+      last = now;
+      await new Promise((r) => setTimeout(r, 200));
+      return false;
+    });
+    // The 16 in flight, and the answers of 4 KiB that the connection holds
+    // (the client's HTTP/2 window and the server's write buffer: ~800 KiB,
+    // 199 answers, seen in Deno 2.9); then nothing more is read. Without
+    // the backpressure all 10^4 ran, their answers queued in the gateway.
+    assert.ok(last < 400, `${last} of ${n} ran unread`);
+    req.close(http2.constants.NGHTTP2_CANCEL);
+    await until("the worker to be free", async () => await busy(gw) === 0);
+    // The gateway goes on.
+    const after = await gw.fetch("/v2/models/padded/ready");
+    assert.equal(after.status, 200);
+    await after.body?.cancel();
+  } finally {
+    conn.close();
+  }
+});
+
+Deno.test("gRPC ModelStreamInfer of a never-ending yielding model: a client's disconnect ends it and frees the worker, read or unread", async () => {
+  await using gw = await gateway({ limits: { streamIdleTimeout: 600_000 } });
+  for (const reads of [true, false]) {
+    const conn = h2(gw);
+    try {
+      const req = conn.stream();
+      let bytes = 0;
+      if (reads) req.on("data", (chunk: Uint8Array) => bytes += chunk.length);
+      else req.pause();
+      req.write(frame(encode(tickerRequest)));
+      await until("the stream to run", async () => await busy(gw) === 1);
+      if (reads) await until("items", () => Promise.resolve(bytes > 1000));
+      // The connection closed, the stream not cancelled first.
+      conn.session.destroy();
+      await until(
+        `the worker to be free (${reads ? "read" : "unread"})`,
+        async () => await busy(gw) === 0,
+      );
+    } finally {
+      conn.close();
+    }
+  }
+});
+
+Deno.test("gRPC ModelStreamInfer of a never-ending yielding model: the shutdown ends it within its grace", async () => {
+  const gw = await gateway({
+    limits: { shutdownGrace: 1000, streamIdleTimeout: 600_000 },
+  });
+  try {
+    const s = streamCall(gw.client);
+    s.send(tickerRequest);
+    await s.responded(3);
+    const began = performance.now();
+    await gw.shutdown();
+    const took = performance.now() - began;
+    const status = await s.ended;
+    // Past the grace the pool's close ends the model's stream, then the
+    // stream ends with UNAVAILABLE. Its last response is the model's error
+    // ("pool closed") in most runs, not all (seen: 2 of 6 without it; the
+    // connections are closed right after, the grace being over): not
+    // asserted.
+    assert.equal(status.code, grpc.status.UNAVAILABLE, status.details);
+    assert.match(status.details, /shutting down/);
+    assert.ok(took < 3000, `the shutdown took ${Math.round(took)} ms`);
+  } finally {
+    gw.client.close();
+    await gw.shutdown();
+    await Deno.remove(gw.dir, { recursive: true });
+  }
+});
+
+Deno.test("gRPC ModelStreamInfer: grpc.streamWindow sets the infers a stream runs at once", async () => {
+  await using gw = await gateway({
+    grpc: { port: 0, streamWindow: 2 },
+    workers: 3,
+    limits: { streamIdleTimeout: 600_000 },
+  });
+  const gate = `${gw.dir}/gate`;
+  const s = streamCall(gw.client);
+  for (const id of ["a", "b", "c"]) s.send(gateRequest(gate, id));
+  // Two started (each its first item), the third unread while they wait
+  // at the gate, though a worker is free for it.
+  await s.responded(2);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(s.responses.length, 2);
+  assert.equal((await counted(gw, "gate")).inFlight, 2);
+  await Deno.writeTextFile(gate, "open");
+  s.call.end();
+  assert.equal((await s.ended).code, grpc.status.OK);
+  assert.equal(s.responses.length, 9);
+});

@@ -1,0 +1,363 @@
+/**
+ * `serve`'s reload (SIGHUP, `GatewayServer.reload()`): tokens and the TLS
+ * certificate replaced while serving, with real servers, real certificates
+ * and real clients; a wrong configuration changes nothing.
+ */
+import assert from "node:assert/strict";
+import { ConfigError } from "../src/errors.ts";
+import { loadConfig } from "../src/gateway/config.ts";
+import { serve } from "../src/gateway/serve.ts";
+import { tempDir, waitFor } from "./_harness.ts";
+import { withLogs } from "./_gateway_harness.ts";
+import { InferenceClient } from "./_grpc_client.ts";
+import { HAS_OPENSSL, selfSignedCert } from "./_self_signed_cert.ts";
+
+const MOD = new URL("../mod.ts", import.meta.url).pathname;
+const ECHO = new URL("../examples/models/echo.py", import.meta.url);
+const T1 = "first-token-0123456789abcdef";
+const T2 = "second-token-0123456789abcdef";
+
+/** A models directory with echo, and a pyproxy.json writer. */
+async function setUp(dir: string): Promise<(file: object) => Promise<void>> {
+  await Deno.mkdir(`${dir}/models`);
+  await Deno.copyFile(ECHO, `${dir}/models/echo.py`);
+  return (file) =>
+    Deno.writeTextFile(
+      `${dir}/pyproxy.json`,
+      JSON.stringify({ modelsDir: "models", ...file }),
+    );
+}
+
+/** POSTs to echo with `token`; the status, or the error's name. */
+async function call(
+  url: string,
+  token: string,
+  client?: Deno.HttpClient,
+): Promise<number | string> {
+  try {
+    const res = await fetch(`${url}/v1/models/echo/execute`, {
+      method: "POST",
+      body: '{"a":1}',
+      headers: { authorization: `Bearer ${token}` },
+      ...(client === undefined ? {} : { client }),
+    });
+    await res.body?.cancel();
+    return res.status;
+  } catch (err) {
+    // The cause says where it failed (Deno: "tcp connect error: ...").
+    return `${(err as Error).name}: ${(err as Error).message} ${
+      String((err as Error).cause)
+    }`;
+  }
+}
+
+Deno.test({
+  name:
+    "GatewayServer.reload rotates the tokens and the certificate (HTTPS and gRPC) while a client calls without a failure",
+  ignore: !HAS_OPENSSL,
+}, async () => {
+  await using dir = await tempDir("pyproxy-reload-test-");
+  const write = await setUp(dir.path);
+  const first = await selfSignedCert(dir.path, "tls");
+  const second = await selfSignedCert(dir.path, "next");
+  await write({
+    token: T1,
+    tls: { cert: "tls.crt", key: "tls.key" },
+    grpc: { hostname: "127.0.0.1", port: 0 },
+  });
+  const load = () =>
+    loadConfig({
+      path: `${dir.path}/pyproxy.json`,
+      cli: { port: 0, workers: 1 },
+    });
+  await using server = await serve(await load(), { reloadConfig: load });
+  using both = Deno.createHttpClient({ caCerts: [first.pem, second.pem] });
+  assert.equal(await call(server.url, T1, both), 200);
+
+  // New files in place (as a certificate manager renews them), the new
+  // token beside the old one.
+  await Deno.copyFile(second.cert, first.cert);
+  await Deno.copyFile(second.key, first.key);
+  await write({
+    token: [T1, T2],
+    tls: { cert: "tls.crt", key: "tls.key" },
+    grpc: { hostname: "127.0.0.1", port: 0 },
+  });
+  // A client calling all along, on new connections and on a kept one.
+  let reloaded = false;
+  const failures: string[] = [];
+  let calls = 0;
+  const loop = async (fresh: boolean) => {
+    // Goes on until the reload is over, and then for 20 calls more.
+    for (let after = 0; after < 20; after += reloaded ? 1 : 0) {
+      let client: Deno.HttpClient | undefined;
+      try {
+        client = fresh
+          ? Deno.createHttpClient({ caCerts: [first.pem, second.pem] })
+          : both;
+        const got = await call(server.url, T1, client);
+        calls++;
+        if (got !== 200) failures.push(`${fresh ? "new" : "kept"} ${got}`);
+      } finally {
+        if (fresh) client?.close();
+      }
+    }
+  };
+  const loops = Promise.all([loop(true), loop(true), loop(false)]);
+  const result = await server.reload();
+  reloaded = true;
+  await loops;
+  // Linux resets the connections still waiting in the old listener's
+  // accept queue as it closes, unless told to move them to the new one
+  // (net.ipv4.tcp_migrate_req, docs/gateway.md "Reloading"): such a client
+  // sent nothing yet. No request that reached the gateway fails.
+  const migrate = await Deno.readTextFile("/proc/sys/net/ipv4/tcp_migrate_req")
+    .then((text) => text.trim() === "1", () => false);
+  const shown = `${failures.length} of ${calls} failed: ${failures}`;
+  if (migrate) assert.deepEqual(failures, [], shown);
+  else {
+    assert.ok(
+      failures.every((f) =>
+        f.startsWith("new ") && /tcp connect error: Connection reset/.test(f)
+      ),
+      shown,
+    );
+  }
+  assert.deepEqual(result.ignored, []);
+  assert.equal(result.changed[0], "token (2)");
+  assert.match(result.changed[1]!, /^tls \(CN=localhost, valid until /);
+  assert.equal(result.changed.length, 2);
+
+  // A new connection gets the new certificate only.
+  {
+    using onlyNew = Deno.createHttpClient({ caCerts: [second.pem] });
+    assert.equal(await call(server.url, T2, onlyNew), 200);
+    assert.equal(await call(server.url, T1, onlyNew), 200);
+    using onlyOld = Deno.createHttpClient({ caCerts: [first.pem] });
+    assert.notEqual(await call(server.url, T2, onlyOld), 200);
+  }
+  // gRPC: its own listener, the same certificate and tokens.
+  const target = server.grpcTarget!.replace(/^127\.0\.0\.1:/, "localhost:");
+  {
+    using grpc = new InferenceClient(target, T2, second.pem);
+    const live = await grpc.call("ServerMetadata", {});
+    assert.equal(live.error, undefined, live.error?.details);
+  }
+  {
+    using old = new InferenceClient(target, T2, first.pem);
+    const refused = await old.call("ServerLive", {}, { deadlineMs: 3000 });
+    assert.notEqual(refused.error, undefined, "the old certificate is gone");
+  }
+
+  // The old token retired by a second reload.
+  await write({
+    token: T2,
+    tls: { cert: "tls.crt", key: "tls.key" },
+    grpc: { hostname: "127.0.0.1", port: 0 },
+  });
+  assert.deepEqual(await server.reload(), {
+    changed: ["token (1)"],
+    ignored: [],
+  });
+  assert.equal(await call(server.url, T1, both), 401);
+  assert.equal(await call(server.url, T2, both), 200);
+});
+
+Deno.test("GatewayServer.reload keeps every setting when the configuration is wrong, and names the settings it cannot change", async () => {
+  await using dir = await tempDir("pyproxy-reload-test-");
+  const write = await setUp(dir.path);
+  await write({ token: T1 });
+  const load = () =>
+    loadConfig({
+      path: `${dir.path}/pyproxy.json`,
+      cli: { port: 0 },
+    });
+  await withLogs(async (records) => {
+    await using server = await serve(await load(), { reloadConfig: load });
+    const cases: Array<[object | string, RegExp]> = [
+      [{ token: "short" }, /token.*at least 16 characters/],
+      [{ token: [T2, ""] }, /token/],
+      [{}, /^token: removed from the configuration/],
+      [{ token: T2, manageToken: T1 }, /^manageToken: added to/],
+      [
+        { token: T2, tls: { cert: "none.crt", key: "none.key" } },
+        /^tls: added to the configuration; a reload cannot switch between HTTP and HTTPS/,
+      ],
+      [{ token: T2, workers: 0 }, /workers/],
+      ['{"token": ', /Cannot parse config file/],
+    ];
+    for (const [file, message] of cases) {
+      if (typeof file === "string") {
+        await Deno.writeTextFile(`${dir.path}/pyproxy.json`, file);
+      } else await write(file);
+      await assert.rejects(server.reload(), (err: unknown) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.match(err.message, message);
+        return true;
+      }, JSON.stringify(file));
+      assert.equal(await call(server.url, T1), 200, JSON.stringify(file));
+      assert.equal(await call(server.url, T2), 401, JSON.stringify(file));
+    }
+    const errors = records.filter((r) => r.level === "error").map((r) =>
+      r.message.join("")
+    );
+    assert.equal(errors.length, cases.length);
+    assert.ok(
+      errors.every((e) => e.startsWith("Reload failed; the settings")),
+      errors[0],
+    );
+    // What cannot change while serving: named, and the rest applied.
+    await write({ token: T2, workers: 3, limits: { bodyLimit: 1000 } });
+    records.length = 0;
+    assert.deepEqual(await server.reload(), {
+      changed: ["token (1)"],
+      ignored: ["limits", "workers"],
+    });
+    assert.equal(await call(server.url, T2), 200);
+    assert.equal(server.pool.status().workers.length, 2);
+    const lines = records.map((r) => `${r.level} ${r.message.join("")}`);
+    assert.ok(
+      lines.includes(
+        "info Reloaded the configuration: token (1)",
+      ),
+      lines.join("\n"),
+    );
+    assert.ok(
+      lines.includes(
+        "warning Reload ignored limits, workers: they take effect at a restart only",
+      ),
+      lines.join("\n"),
+    );
+    assert.ok(!lines.some((l) => l.includes(T2) || l.includes(T1)));
+  });
+});
+
+/**
+ * `mod.ts serve` with `dir`'s pyproxy.json as a child process; `stdoutUntil`
+ * and `stderrUntil` read its output until a pattern shows; disposing kills
+ * it if it still runs.
+ */
+function serveProcess(dir: string) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      MOD,
+      "serve",
+      "--config",
+      `${dir}/pyproxy.json`,
+      "--port",
+      "0",
+      "--workers",
+      "1",
+    ],
+    env: { PYPROXY_TOKEN: "" },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const stderr = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let err = "";
+  let out = "";
+  return {
+    child,
+    get stderr() {
+      return err;
+    },
+    /** Reads stderr until `pattern` shows (or it ends). */
+    async stderrUntil(pattern: RegExp): Promise<string> {
+      while (!pattern.test(err)) {
+        const { value, done } = await stderr.read();
+        if (done) break;
+        err += value;
+      }
+      return err;
+    },
+    /** Reads stdout until `pattern` shows (or it ends). */
+    async stdoutUntil(pattern: RegExp): Promise<string> {
+      while (!pattern.test(out)) {
+        const { value, done } = await stdout.read();
+        if (done) break;
+        out += value;
+      }
+      return out;
+    },
+    async [Symbol.asyncDispose]() {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // exited
+      }
+      await child.status;
+      await stdout.cancel();
+      await stderr.cancel();
+    },
+  };
+}
+
+Deno.test("serve reloads its tokens on SIGHUP, logging what changed and never the token", async () => {
+  await using dir = await tempDir("pyproxy-reload-test-");
+  const write = await setUp(dir.path);
+  await write({ token: T1 });
+  await using serve = serveProcess(dir.path);
+  const { child, stderrUntil } = serve;
+  {
+    const out = await serve.stdoutUntil(/listening on (\S+)/);
+    const url = /listening on (\S+)/.exec(out)![1]!;
+    assert.equal(await call(url, T1), 200);
+    await write({ token: T2 });
+    child.kill("SIGHUP");
+    assert.match(
+      await stderrUntil(/Reloaded the configuration[^\n]*\n/),
+      /Reloaded the configuration: "?token \(1\)"?/,
+    );
+    assert.equal(await call(url, T1), 401);
+    assert.equal(await call(url, T2), 200);
+    // A wrong file: logged, the token in force kept.
+    await write({ token: "short" });
+    child.kill("SIGHUP");
+    assert.match(
+      await stderrUntil(/Reload failed[^\n]*\n/),
+      /Reload failed; the settings in force are kept: .*token/,
+    );
+    assert.equal(await call(url, T2), 200);
+    const err = serve.stderr;
+    assert.ok(!err.includes(T1) && !err.includes(T2), err);
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+  }
+});
+
+Deno.test("serve ignores a SIGHUP while it starts, rather than end (its default action)", async () => {
+  await using dir = await tempDir("pyproxy-reload-test-");
+  const write = await setUp(dir.path);
+  // Its import waits for the test's go-ahead (a file), and says it began.
+  await Deno.writeTextFile(
+    `${dir.path}/models/slow.py`,
+    `import os, time
+here = os.path.dirname(os.path.abspath(__file__))
+open(os.path.join(here, "..", "importing"), "w").close()
+while not os.path.exists(os.path.join(here, "..", "go")):
+    time.sleep(0.02)
+
+class Slow:
+    def execute(self, msg):
+        return msg
+`,
+  );
+  await write({ token: T1 });
+  await using serve = serveProcess(dir.path);
+  await waitFor(() =>
+    Deno.stat(`${dir.path}/importing`).then(() => true, () => false)
+  );
+  serve.child.kill("SIGHUP");
+  await serve.stderrUntil(
+    /Received "?SIGHUP"? while starting: ignored[^\n]*\n/,
+  );
+  await Deno.writeTextFile(`${dir.path}/go`, "");
+  const out = await serve.stdoutUntil(/listening on (\S+)/);
+  const url = /listening on (\S+)/.exec(out)![1]!;
+  assert.equal(await call(url, T1), 200);
+  serve.child.kill("SIGTERM");
+  assert.equal((await serve.child.status).code, 0);
+});

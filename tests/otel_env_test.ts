@@ -1,0 +1,264 @@
+// The OpenTelemetry SDK's environment variables the gateway's tracing reads
+// (docs/gateway.md, "Tracing"): parsed as the OTel specification says,
+// checked at start (a ConfigError naming the variable, never repeating a
+// header's text), under the flags and the file; and a real gateway whose
+// spans reach a fake collector with the variables' endpoint and headers.
+import assert from "node:assert/strict";
+import { ConfigError } from "../src/errors.ts";
+import { loadConfig, resolveConfig } from "../src/gateway/config.ts";
+import { serve } from "../src/gateway/serve.ts";
+import { defaultRuntime } from "../src/runtime/mod.ts";
+import type { Runtime } from "../src/runtime/types.ts";
+import { attr, Collector } from "./_otlp_collector.ts";
+
+/** The config `loadConfig` makes with these variables (no file). */
+function load(vars: Record<string, string>, cli = {}) {
+  const base = defaultRuntime();
+  const runtime: Runtime = {
+    ...base,
+    // None of the machine's own OTEL_* variables.
+    env: (name) => name.startsWith("OTEL_") ? vars[name] : base.env(name),
+  };
+  return loadConfig({ runtime, cli: { modelsDir: ".", ...cli } });
+}
+
+async function refused(vars: Record<string, string>): Promise<string> {
+  const err = await load(vars).then(() => undefined, (e) => e);
+  assert.ok(err instanceof ConfigError, String(err));
+  return err.message;
+}
+
+Deno.test("OTEL_EXPORTER_OTLP_HEADERS: comma-separated key=value, values URL-decoded; the traces' own wins whole", async () => {
+  const endpoint = "http://127.0.0.1:4318/v1/traces";
+  const config = await load({
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint,
+    OTEL_EXPORTER_OTLP_HEADERS:
+      " api-key = abc%20def%2C1 ,X-Tenant=t%3D1,, empty= ",
+  });
+  assert.deepEqual(config.tracing, {
+    endpoint,
+    headers: { "api-key": "abc def,1", "x-tenant": "t=1", empty: "" },
+  });
+  const traces = await load({
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint,
+    OTEL_EXPORTER_OTLP_HEADERS: "api-key=generic,other=1",
+    OTEL_EXPORTER_OTLP_TRACES_HEADERS: "api-key=traces",
+  });
+  assert.deepEqual(traces.tracing?.headers, { "api-key": "traces" });
+  // The file's (or the flags') headers win over the variables'.
+  const file = resolveConfig({
+    cwd: "/",
+    file: { tracing: { endpoint, headers: { "x-file": "1" } } },
+    otelEnv: { headers: { "api-key": "env" } },
+  });
+  assert.deepEqual(file.tracing?.headers, { "x-file": "1" });
+});
+
+Deno.test("OTEL_EXPORTER_OTLP_HEADERS that fetch would refuse fail the start, naming the variable and the entry, never its text", async () => {
+  const endpoint = "http://127.0.0.1:4318/v1/traces";
+  const secret = "s3cr3t-key-0123456789";
+  for (
+    const [value, why] of [
+      [`api-key:${secret}`, /entry 1 has no key=value/],
+      [`a=1,${secret}`, /entry 2 has no key=value/],
+      [`api-key=${secret}%zz`, /entry 1 has a value that is not URL-encoded/],
+      [`api key=${secret}`, /entry 1 has a key that is not a header name/],
+      [`api-key=${secret}%0A`, /entry 1 has a value with CR, LF, NUL/],
+      [`api-key=${secret}%E2%9C%93`, /beyond Latin-1/],
+    ] as const
+  ) {
+    for (
+      const variable of [
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+      ]
+    ) {
+      const message = await refused({
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint,
+        [variable]: value,
+      });
+      assert.ok(message.startsWith(`${variable}: `), message);
+      assert.match(message, why);
+      assert.ok(!message.includes(secret), message);
+      assert.ok(!message.includes("s3cr3t"), message);
+    }
+  }
+});
+
+Deno.test("OTEL_EXPORTER_OTLP_ENDPOINT is a base URL (/v1/traces appended); OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is used as it is and wins", async () => {
+  const endpoint = async (vars: Record<string, string>) =>
+    (await load(vars)).tracing?.endpoint;
+  assert.equal(
+    await endpoint({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318" }),
+    "http://collector:4318/v1/traces",
+  );
+  assert.equal(
+    await endpoint({ OTEL_EXPORTER_OTLP_ENDPOINT: "https://otel.example/p/" }),
+    "https://otel.example/p/v1/traces",
+  );
+  assert.equal(
+    await endpoint({
+      OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318",
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://traces:4318/custom",
+    }),
+    "http://traces:4318/custom",
+  );
+  // The flag's, then the file's, over both.
+  assert.equal(
+    (await load({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318" }, {
+      tracing: { endpoint: "http://flag:4318/v1/traces" },
+    })).tracing?.endpoint,
+    "http://flag:4318/v1/traces",
+  );
+  assert.match(
+    await refused({ OTEL_EXPORTER_OTLP_ENDPOINT: "collector:4318" }),
+    /^tracing\.endpoint: expected an http\(s\) URL .*OTEL_EXPORTER_OTLP_ENDPOINT/,
+  );
+  // OTLP over gRPC is not what the gateway sends: refused, not a silent
+  // failure of every POST.
+  assert.match(
+    await refused({
+      OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4317",
+      OTEL_EXPORTER_OTLP_PROTOCOL: "grpc",
+    }),
+    /^OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" is not supported/,
+  );
+  assert.match(
+    await refused({
+      OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4317",
+      OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+      OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "grpc",
+    }),
+    /^OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: /,
+  );
+  for (const protocol of ["http/json", "http/protobuf"]) {
+    assert.equal(
+      await endpoint({
+        OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318",
+        OTEL_EXPORTER_OTLP_PROTOCOL: protocol,
+      }),
+      "http://collector:4318/v1/traces",
+    );
+  }
+});
+
+Deno.test("OTEL_TRACES_SAMPLER sets sampleRatio for the parent-based samplers only; OTEL_SDK_DISABLED turns tracing off", async () => {
+  const base = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318" };
+  const ratio = async (vars: Record<string, string>, cli = {}) =>
+    (await load({ ...base, ...vars }, cli)).tracing?.sampleRatio;
+  assert.equal(await ratio({}), undefined);
+  assert.equal(
+    await ratio({ OTEL_TRACES_SAMPLER: "parentbased_always_on" }),
+    1,
+  );
+  assert.equal(
+    await ratio({ OTEL_TRACES_SAMPLER: "parentbased_always_off" }),
+    0,
+  );
+  assert.equal(
+    await ratio({
+      OTEL_TRACES_SAMPLER: "parentbased_traceidratio",
+      OTEL_TRACES_SAMPLER_ARG: "0.25",
+    }),
+    0.25,
+  );
+  // The spec's default argument.
+  assert.equal(
+    await ratio({ OTEL_TRACES_SAMPLER: "parentbased_traceidratio" }),
+    1,
+  );
+  // The file's (or flags') sampleRatio wins.
+  assert.equal(
+    await ratio({ OTEL_TRACES_SAMPLER: "parentbased_always_off" }, {
+      tracing: { sampleRatio: 0.5 },
+    }),
+    0.5,
+  );
+  for (const sampler of ["always_on", "always_off", "traceidratio", "xray"]) {
+    assert.match(
+      await refused({ ...base, OTEL_TRACES_SAMPLER: sampler }),
+      /^OTEL_TRACES_SAMPLER: ".*" is not supported: the gateway's sampling is parent-based/,
+    );
+  }
+  for (const arg of ["2", "-0.1", "half"]) {
+    assert.match(
+      await refused({
+        ...base,
+        OTEL_TRACES_SAMPLER: "parentbased_traceidratio",
+        OTEL_TRACES_SAMPLER_ARG: arg,
+      }),
+      /^OTEL_TRACES_SAMPLER_ARG: expected a number from 0 to 1/,
+    );
+  }
+  // Disabled: off, whatever sets the endpoint (the flag too).
+  for (const value of ["true", "TRUE", " True "]) {
+    assert.equal(
+      (await load({ ...base, OTEL_SDK_DISABLED: value }, {
+        tracing: { endpoint: "http://flag:4318/v1/traces" },
+      })).tracing,
+      undefined,
+    );
+  }
+  assert.ok((await load({ ...base, OTEL_SDK_DISABLED: "false" })).tracing);
+});
+
+Deno.test("A gateway configured by OTEL_* variables alone sends its spans to OTEL_EXPORTER_OTLP_ENDPOINT with the traces' headers", async () => {
+  await using collector = new Collector();
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-otel-env-" });
+  try {
+    await Deno.copyFile(
+      new URL("../examples/models/echo.py", import.meta.url),
+      `${dir}/echo.py`,
+    );
+    const config = await load({
+      OTEL_EXPORTER_OTLP_ENDPOINT: collector.base,
+      OTEL_EXPORTER_OTLP_HEADERS: "x-api-key=generic",
+      OTEL_EXPORTER_OTLP_TRACES_HEADERS: "x-api-key=k%2B1%3D%3D,x-team=ml",
+      OTEL_TRACES_SAMPLER: "parentbased_always_off",
+      OTEL_SERVICE_NAME: "from-env",
+    }, {
+      port: 0,
+      workers: 1,
+      modelsDir: dir,
+      models: [{ name: "echo", file: "echo.py" }],
+      tracing: { batchIntervalMs: 60_000 },
+    });
+    const server = await serve(config, { handleSignals: false });
+    try {
+      const call = (traceparent?: string) =>
+        fetch(`${server.url}/v1/models/echo/execute`, {
+          method: "POST",
+          headers: {
+            "content-type": "application/json",
+            "x-request-id": traceparent === undefined ? "e-none" : "e-parent",
+            ...(traceparent === undefined ? {} : { traceparent }),
+          },
+          body: "{}",
+        }).then((res) => res.arrayBuffer());
+      // parentbased_always_off: no span without a sampled parent.
+      await call();
+      await call("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    } finally {
+      await server.shutdown();
+    }
+    assert.equal(collector.requests.length, 1);
+    const { headers, body } = collector.requests[0]!;
+    assert.equal(headers.get("x-api-key"), "k+1==");
+    assert.equal(headers.get("x-team"), "ml");
+    assert.deepEqual(
+      collector.spans.map((s) => attr(s, "pyproxy.request_id")),
+      ["e-parent"],
+    );
+    const resource = (body as {
+      resourceSpans: Array<{
+        resource: { attributes: Array<{ key: string; value: unknown }> };
+      }>;
+    }).resourceSpans[0]!.resource;
+    assert.deepEqual(
+      resource.attributes.find((a) => a.key === "service.name")?.value,
+      { stringValue: "from-env" },
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
