@@ -292,17 +292,29 @@ export class ModelRegistry {
 
   /** The models, in the order they were added. */
   list(): ModelInfo[] {
-    return [...this.#models.values()].map((m) => {
-      const p = this.#placements.get(m.name);
-      const info: ModelInfo = {
-        name: m.name,
-        spec: m.spec,
-        inits: [...m.inits],
-      };
-      if (p !== undefined) info.slots = p.workers.map((w) => w.id);
-      if (p?.failed !== undefined) info.failedReason = p.failed;
-      return info;
-    });
+    return [...this.#models.values()].map((m) => this.#info(m));
+  }
+
+  /**
+   * One model as {@linkcode ModelRegistry.list} shows it, `undefined` when
+   * none of that (internal) name is registered: a map lookup, whatever the
+   * number of models (a readiness probe per model reads it).
+   */
+  get(name: string): ModelInfo | undefined {
+    const m = this.#models.get(name);
+    return m === undefined ? undefined : this.#info(m);
+  }
+
+  #info(m: ModelInfo): ModelInfo {
+    const p = this.#placements.get(m.name);
+    const info: ModelInfo = {
+      name: m.name,
+      spec: m.spec,
+      inits: [...m.inits],
+    };
+    if (p !== undefined) info.slots = p.workers.map((w) => w.id);
+    if (p?.failed !== undefined) info.failedReason = p.failed;
+    return info;
   }
 
   /** How many placed models `worker` holds (a shrink keeps such slots). */

@@ -1774,39 +1774,23 @@ export class Pool implements AsyncDisposable {
       : this.#modelTimeouts.get(name);
   }
 
-  /** Snapshot of workers, models, queue and counters. */
+  /**
+   * Snapshot of workers, models, queue and counters. It lists every model
+   * (and every worker's models): to read one model, or the workers alone,
+   * on each request, {@linkcode Pool.modelStatus} and
+   * {@linkcode Pool.workerStatus} cost no more with thousands of models.
+   */
   status(): PoolStatus {
-    const queued = this.#router.queuedPerWorker();
-    for (const w of this.#supervisor.workers) w.queued = queued.get(w.id) ?? 0;
+    const workers = this.workerStatus();
     const models = this.#registry.list();
     return {
-      workers: this.#supervisor.workers.map((w) => ({
-        ...w.info(),
+      workers: workers.map((w) => ({
+        ...w,
         models: models.filter((m) => m.slots?.includes(w.id) ?? true).map((
           m,
         ) => m.name),
       })),
-      models: models.map((m) => {
-        const timeout = this.#modelTimeouts.get(m.name);
-        const closeTimeoutMs = this.#closeTimeouts.get(m.name);
-        const out: ModelInfo = timeout === undefined ? m : { ...m, timeout };
-        if (closeTimeoutMs !== undefined) out.closeTimeoutMs = closeTimeoutMs;
-        // A version: its model's name, its label and whether it is the default.
-        const label = m.spec.version;
-        if (label !== undefined && this.#versions.size > 0) {
-          const name = m.name.slice(0, m.name.length - label.length - 1);
-          const set = this.#versions.get(name);
-          if (set?.versions.includes(label)) {
-            return {
-              ...out,
-              name,
-              version: label,
-              default: set.default === label,
-            };
-          }
-        }
-        return out;
-      }),
+      models: models.map((m) => this.#modelEntry(m)),
       queue: this.#router.queued,
       inFlight: this.#supervisor.workers.reduce((n, w) => n + w.inFlight, 0),
       parked: this.#supervisor.workers.reduce((n, w) => n + w.parked, 0),
@@ -1816,6 +1800,76 @@ export class Pool implements AsyncDisposable {
       plugins: this.#plugins.plugins.map((p) => p.name),
       evalReplayBytes: this.replayBudget.bytes,
     };
+  }
+
+  /**
+   * The entries {@linkcode Pool.status} lists under `name` in `models`:
+   * the model without versions, or each of its versions (in the order they
+   * were added); `[]` when there is none. One model's lookups, whatever the
+   * number of models: what a readiness probe per model should read rather
+   * than the whole status.
+   *
+   * @example
+   * ```ts ignore
+   * await pool.addModel("scorer", { file: "scorer.py", workers: 1 });
+   * const [scorer] = pool.modelStatus("scorer");
+   * console.log(scorer?.slots); // ["w0"]
+   * ```
+   */
+  modelStatus(name: string): ModelInfo[] {
+    const set = this.#versions.get(name);
+    const keys = set === undefined
+      ? [name]
+      : [name, ...set.versions.map((label) => versionKey(name, label))];
+    const out: ModelInfo[] = [];
+    for (const key of keys) {
+      const m = this.#registry.get(key);
+      if (m === undefined) continue;
+      const entry = this.#modelEntry(m);
+      // A version's internal name is listed under its model's name only.
+      if (entry.name === name) out.push(entry);
+    }
+    return out;
+  }
+
+  /**
+   * The workers as {@linkcode Pool.status} lists them, without the models
+   * each holds: what `/healthz` reads, at a cost that does not grow with
+   * the number of models.
+   *
+   * @example
+   * ```ts ignore
+   * const ready = pool.workerStatus().filter((w) => w.state === "ready");
+   * console.log(`${ready.length} workers ready`);
+   * ```
+   */
+  workerStatus(): WorkerInfo[] {
+    const queued = this.#router.queuedPerWorker();
+    for (const w of this.#supervisor.workers) w.queued = queued.get(w.id) ?? 0;
+    return this.#supervisor.workers.map((w) => w.info());
+  }
+
+  /** A registry entry as `status()` lists it: timeouts, and a version's name and label. */
+  #modelEntry(m: ModelInfo): ModelInfo {
+    const timeout = this.#modelTimeouts.get(m.name);
+    const closeTimeoutMs = this.#closeTimeouts.get(m.name);
+    const out: ModelInfo = timeout === undefined ? m : { ...m, timeout };
+    if (closeTimeoutMs !== undefined) out.closeTimeoutMs = closeTimeoutMs;
+    // A version: its model's name, its label and whether it is the default.
+    const label = m.spec.version;
+    if (label !== undefined && this.#versions.size > 0) {
+      const name = m.name.slice(0, m.name.length - label.length - 1);
+      const set = this.#versions.get(name);
+      if (set?.versions.includes(label)) {
+        return {
+          ...out,
+          name,
+          version: label,
+          default: set.default === label,
+        };
+      }
+    }
+    return out;
   }
 
   /**

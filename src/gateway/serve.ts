@@ -30,6 +30,7 @@ import type { ModelEntry, ResolvedConfig } from "./config.ts";
 import { checkTokensSet, reloadPlan } from "./_config_reload.ts";
 import { SET_TOKENS_OF } from "./_gateway_tokens.ts";
 import { GatewayMetrics } from "./metrics.ts";
+import { hasModel } from "./_pool_reads.ts";
 import { type GatewayModelInfo, ModelCatalog } from "./model_catalog.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import { modelFiles } from "./_model_files.ts";
@@ -349,7 +350,10 @@ export async function serve(
     onDrop: droppedSubscriberLogger(logger),
   });
   const catalog = new ModelCatalog();
-  const metrics = new GatewayMetrics();
+  // Past its maxModels names, a model the pool has still gets series.
+  const metrics = new GatewayMetrics({
+    isModel: (name) => pool !== undefined && hasModel(pool, name),
+  });
   const envOption = workerEnv(config.env ?? {});
   const poolOptions: PoolOptions = {
     workers: config.workers,
