@@ -4,7 +4,7 @@
  * and real clients; a wrong configuration changes nothing.
  */
 import assert from "node:assert/strict";
-import { ConfigError } from "../src/errors.ts";
+import { ConfigError, ShuttingDownError } from "../src/errors.ts";
 import { loadConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
 import { tempDir, waitFor } from "./_harness.ts";
@@ -229,6 +229,122 @@ Deno.test("GatewayServer.reload keeps every setting when the configuration is wr
       lines.join("\n"),
     );
     assert.ok(!lines.some((l) => l.includes(T2) || l.includes(T1)));
+  });
+});
+
+/** Whether a TCP connection to `port` on the loopback is accepted. */
+async function listening(port: number): Promise<boolean> {
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    conn.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name:
+    "GatewayServer.reload overtaken by a shutdown is refused and leaves no listener open",
+  ignore: !HAS_OPENSSL,
+}, async () => {
+  await using dir = await tempDir("pyproxy-reload-test-");
+  const write = await setUp(dir.path);
+  const first = await selfSignedCert(dir.path, "tls");
+  const second = await selfSignedCert(dir.path, "next");
+  await write({ token: T1, tls: { cert: "tls.crt", key: "tls.key" } });
+  const load = () =>
+    loadConfig({
+      path: `${dir.path}/pyproxy.json`,
+      cli: { port: 0, workers: 1 },
+    });
+  // The reload reads its configuration (slow: a secrets store, a busy
+  // disk) while the shutdown runs to its end.
+  let entered!: () => void;
+  const inside = new Promise<void>((resolve) => (entered = resolve));
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const server = await serve(await load(), {
+    reloadConfig: async () => {
+      const config = await load();
+      entered();
+      await gate;
+      return config;
+    },
+  });
+  try {
+    await Deno.copyFile(second.cert, first.cert);
+    await Deno.copyFile(second.key, first.key);
+    const reloaded = server.reload();
+    reloaded.catch(() => {});
+    await inside;
+    await server.shutdown();
+    release();
+    await assert.rejects(reloaded, ShuttingDownError);
+    assert.equal(
+      await listening(server.port),
+      false,
+      "a listener outlived the shutdown",
+    );
+  } finally {
+    release();
+    await server.shutdown();
+  }
+});
+
+Deno.test({
+  name:
+    "GatewayServer.reload with tokens the gateway refuses (a reloadConfig of the caller's) keeps the certificate and starts no listener",
+  ignore: !HAS_OPENSSL,
+}, async () => {
+  await using dir = await tempDir("pyproxy-reload-test-");
+  const write = await setUp(dir.path);
+  const first = await selfSignedCert(dir.path, "tls");
+  const second = await selfSignedCert(dir.path, "next");
+  await write({ token: T1, tls: { cert: "tls.crt", key: "tls.key" } });
+  const load = () =>
+    loadConfig({
+      path: `${dir.path}/pyproxy.json`,
+      cli: { port: 0, workers: 1 },
+    });
+  await withLogs(async (records) => {
+    const server = await serve(await load(), {
+      // Built by hand, past loadConfig's checks: a token listed twice.
+      reloadConfig: async () => ({
+        ...await load(),
+        token: [T2, T2],
+        tls: { cert: second.cert, key: second.key },
+      }),
+    });
+    try {
+      await assert.rejects(server.reload(), (err: unknown) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.match(err.message, /^token: .*twice/);
+        return true;
+      });
+      assert.ok(
+        records.some((r) =>
+          r.level === "error" &&
+          r.message.join("").startsWith("Reload failed; the settings")
+        ),
+        "the failure is logged",
+      );
+      // Every new connection still gets the old certificate (a second
+      // listener would take about half of them).
+      using onlyOld = Deno.createHttpClient({ caCerts: [first.pem] });
+      for (let i = 0; i < 8; i++) {
+        using fresh = Deno.createHttpClient({ caCerts: [first.pem] });
+        assert.equal(await call(server.url, T1, fresh), 200);
+      }
+      assert.equal(await call(server.url, T2, onlyOld), 401);
+    } finally {
+      await server.shutdown();
+    }
+    assert.equal(
+      await listening(server.port),
+      false,
+      "a listener outlived the shutdown",
+    );
   });
 });
 

@@ -791,13 +791,34 @@ export async function serve(
           );
         }
       }
+      // A shutdown that began while this reload read its files or started
+      // the listener already closed the listener it found: the new one
+      // would stay open after `finished` (and serve the drain's 503s).
+      if (shutting !== undefined) {
+        await fresh?.shutdown().catch(() => {});
+        refuse(
+          new ShuttingDownError("Cannot reload: the gateway is shutting down"),
+        );
+      }
+      try {
+        // Its own checks (a `reloadConfig` of the caller's may skip
+        // `loadConfig`'s): a refusal changes nothing.
+        SET_TOKENS_OF.get(app)!({
+          ...(plan.token === undefined ? {} : { token: plan.token }),
+          ...(plan.manageToken === undefined
+            ? {}
+            : { manageToken: plan.manageToken }),
+        });
+      } catch (err) {
+        await fresh?.shutdown().catch(() => {});
+        refuse(
+          new ConfigError(`token: ${(err as Error).message}`, {
+            cause: err,
+            details: { path: "token" },
+          }),
+        );
+      }
       // Everything checked and ready: nothing below fails.
-      SET_TOKENS_OF.get(app)!({
-        ...(plan.token === undefined ? {} : { token: plan.token }),
-        ...(plan.manageToken === undefined
-          ? {}
-          : { manageToken: plan.manageToken }),
-      });
       if (fresh !== undefined) {
         const old = httpServer;
         httpServer = fresh;
