@@ -4,7 +4,7 @@
  * and real clients; a wrong configuration changes nothing.
  */
 import assert from "node:assert/strict";
-import { ConfigError, ShuttingDownError } from "../src/errors.ts";
+import { ConfigError, ShuttingDownError, StartError } from "../src/errors.ts";
 import { loadConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
 import { tempDir, waitFor } from "./_harness.ts";
@@ -346,6 +346,82 @@ Deno.test({
       "a listener outlived the shutdown",
     );
   });
+});
+
+/** A model whose import says it began and waits for the test's go-ahead. */
+const GATED = `import os, time
+here = os.path.dirname(os.path.abspath(__file__))
+open(os.path.join(here, "..", "importing"), "w").close()
+while not os.path.exists(os.path.join(here, "..", "go")):
+    time.sleep(0.02)
+
+class Gated:
+    def execute(self, msg):
+        return msg
+`;
+
+Deno.test({
+  name:
+    "serve over TLS refuses to start when another process listens on its port by SO_REUSEPORT (a second serve started with it)",
+  ignore: !HAS_OPENSSL || Deno.build.os !== "linux",
+}, async () => {
+  await using dir = await tempDir("pyproxy-reload-test-");
+  const write = await setUp(dir.path);
+  await Deno.writeTextFile(`${dir.path}/models/gated.py`, GATED);
+  await selfSignedCert(dir.path, "tls");
+  const free = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (free.addr as Deno.NetAddr).port;
+  free.close();
+  await write({ token: T1, tls: { cert: "tls.crt", key: "tls.key" } });
+  const config = await loadConfig({
+    path: `${dir.path}/pyproxy.json`,
+    cli: { port, workers: 1 },
+  });
+  // The port is free at the start's probe; the other process binds it
+  // (SO_REUSEPORT, as a second serve does) while the models load.
+  const starting = serve(config);
+  starting.catch(() => {});
+  let other: Deno.ChildProcess | undefined;
+  try {
+    await waitFor(() =>
+      Deno.stat(`${dir.path}/importing`).then(() => true, () => false)
+    );
+    other = new Deno.Command("python3", {
+      args: [
+        "-c",
+        `import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind(("127.0.0.1", ${port}))
+s.listen()
+print("ready", flush=True)
+sys.stdin.read()`,
+      ],
+      stdin: "piped",
+      stdout: "piped",
+    }).spawn();
+    const ready = await other.stdout.pipeThrough(new TextDecoderStream())
+      .getReader().read();
+    assert.equal(ready.value?.trim(), "ready");
+    await Deno.writeTextFile(`${dir.path}/go`, "");
+    await assert.rejects(starting, (err: unknown) => {
+      assert.ok(err instanceof StartError, String(err));
+      assert.match(
+        err.message,
+        /another process share the port .*\(another process listens there/,
+      );
+      return true;
+    });
+  } finally {
+    await Deno.writeTextFile(`${dir.path}/go`, "");
+    await starting.then((server) => server.shutdown(), () => {});
+    if (other !== undefined) {
+      other.kill("SIGKILL");
+      await other.status;
+      await other.stdin.close().catch(() => {});
+      await other.stdout.cancel().catch(() => {});
+    }
+  }
 });
 
 /**

@@ -35,6 +35,7 @@ import { modelNameProblem } from "./model_name_problem.ts";
 import { modelFiles } from "./_model_files.ts";
 import { isLoopback } from "./security.ts";
 import { readTls } from "./_tls_files.ts";
+import { otherListeners } from "./_port_sharers.ts";
 import { workerEnv } from "./_worker_env.ts";
 import type { GrpcServer } from "./grpc_server.ts";
 import { setTimeoutOrNever } from "../_timer.ts";
@@ -609,6 +610,24 @@ export async function serve(
       );
     } catch (err) {
       throw listenError(config, err);
+    }
+    if (tls !== undefined && reusePort) {
+      // SO_REUSEPORT let this listen succeed beside another process's
+      // (a second serve started with this one: both passed the probe,
+      // before their models loaded); the kernel would share the
+      // connections between them, silently.
+      const others = otherListeners(server.port);
+      if (others > 0) {
+        throw listenError(
+          config,
+          Object.assign(
+            new Error(
+              `${others} listener(s) of another process share the port (SO_REUSEPORT, which the TLS port is bound with for a reload's new certificate)`,
+            ),
+            { code: "EADDRINUSE" },
+          ),
+        );
+      }
     }
     port = server.port;
     const url = `${tls === undefined ? "http" : "https"}://${
