@@ -8,7 +8,7 @@ import { ConfigError, ShuttingDownError, StartError } from "../src/errors.ts";
 import { loadConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
 import { tempDir, waitFor } from "./_harness.ts";
-import { withLogs } from "./_gateway_harness.ts";
+import { SseReader, withLogs } from "./_gateway_harness.ts";
 import { InferenceClient } from "./_grpc_client.ts";
 import { HAS_OPENSSL, selfSignedCert } from "./_self_signed_cert.ts";
 
@@ -345,6 +345,88 @@ Deno.test({
       false,
       "a listener outlived the shutdown",
     );
+  });
+});
+
+/** `promise`, or a failure naming `what` when it has not settled in 3 s. */
+async function within<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`${what} is still open after 3 s`)),
+          3000,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("GatewayServer.reload ends the channel subscriptions (SSE, WebSocket) of a token it retires, and keeps the others", async () => {
+  await using dir = await tempDir("pyproxy-reload-test-");
+  const write = await setUp(dir.path);
+  await write({ token: [T1, T2] });
+  const load = () =>
+    loadConfig({
+      path: `${dir.path}/pyproxy.json`,
+      cli: { port: 0, workers: 1 },
+    });
+  await withLogs(async (records) => {
+    await using server = await serve(await load(), { reloadConfig: load });
+    const subscribe = async (token: string) => {
+      const res = await fetch(`${server.url}/v1/channels/news`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      assert.equal(res.status, 200);
+      return new SseReader(res.body!);
+    };
+    const old = await subscribe(T1);
+    const kept = await subscribe(T2);
+    const ws = new WebSocket(
+      `${server.url.replace("http", "ws")}/v1/channels/news`,
+      ["pyproxy.v1", `pyproxy.bearer.${T1}`],
+    );
+    const closed = new Promise<CloseEvent>((resolve) => (ws.onclose = resolve));
+    await new Promise((resolve, reject) => {
+      ws.onopen = resolve;
+      ws.onerror = reject;
+    });
+    try {
+      await write({ token: T2 });
+      assert.deepEqual(await server.reload(), {
+        changed: ["token (1)"],
+        ignored: [],
+      });
+      // The retired token's: ended; the WebSocket as a refused policy.
+      assert.deepEqual(await within(old.all(), "the SSE stream"), []);
+      const close = await within(closed, "the WebSocket");
+      assert.equal(close.code, 1008);
+      assert.equal(close.reason, "token no longer accepted");
+      // The kept token's goes on.
+      const published = await fetch(`${server.url}/v1/channels/news`, {
+        method: "POST",
+        body: '{"n":1}',
+        headers: { authorization: `Bearer ${T2}` },
+      });
+      assert.equal(published.status, 200);
+      await published.body?.cancel();
+      assert.deepEqual((await kept.next())?.data, { n: 1 });
+      assert.ok(
+        records.some((r) =>
+          r.message.join("") ===
+            "Ended 2 channel subscription(s) whose token is no longer accepted"
+        ),
+      );
+    } finally {
+      ws.close();
+      await closed;
+      await old.cancel();
+      await kept.cancel();
+    }
   });
 });
 
