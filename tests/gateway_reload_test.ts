@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { ConfigError, ShuttingDownError, StartError } from "../src/errors.ts";
 import { loadConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
+import { defaultRuntime } from "../src/runtime/mod.ts";
 import { tempDir, waitFor } from "./_harness.ts";
 import { SseReader, withLogs } from "./_gateway_harness.ts";
 import { InferenceClient } from "./_grpc_client.ts";
@@ -230,6 +231,43 @@ Deno.test("GatewayServer.reload keeps every setting when the configuration is wr
     );
     assert.ok(!lines.some((l) => l.includes(T2) || l.includes(T1)));
   });
+});
+
+Deno.test({
+  name:
+    "GatewayServer.reload refuses a new certificate where a listener cannot share the port (no unstable net APIs, not Linux), changing nothing",
+  ignore: !HAS_OPENSSL,
+}, async () => {
+  await using dir = await tempDir("pyproxy-reload-test-");
+  const write = await setUp(dir.path);
+  const first = await selfSignedCert(dir.path, "tls");
+  const second = await selfSignedCert(dir.path, "next");
+  await write({ token: T1, tls: { cert: "tls.crt", key: "tls.key" } });
+  const load = () =>
+    loadConfig({
+      path: `${dir.path}/pyproxy.json`,
+      cli: { port: 0, workers: 1 },
+    });
+  // As deno run without --unstable-net (Deno would exit at such a listen).
+  const runtime = { ...defaultRuntime(), reusePortTls: false };
+  await using server = await serve(await load(), {
+    reloadConfig: load,
+    runtime,
+  });
+  await Deno.copyFile(second.cert, first.cert);
+  await Deno.copyFile(second.key, first.key);
+  await write({ token: T2, tls: { cert: "tls.crt", key: "tls.key" } });
+  await assert.rejects(server.reload(), (err: unknown) => {
+    assert.ok(err instanceof ConfigError, String(err));
+    assert.match(
+      err.message,
+      /^tls: the certificate changed, and here only a restart serves a new one: .*--unstable-net/,
+    );
+    return true;
+  });
+  using onlyOld = Deno.createHttpClient({ caCerts: [first.pem] });
+  assert.equal(await call(server.url, T1, onlyOld), 200);
+  assert.equal(await call(server.url, T2, onlyOld), 401);
 });
 
 /** Whether a TCP connection to `port` on the loopback is accepted. */
