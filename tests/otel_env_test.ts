@@ -200,6 +200,20 @@ Deno.test("OTEL_TRACES_SAMPLER sets sampleRatio for the parent-based samplers on
     );
   }
   assert.ok((await load({ ...base, OTEL_SDK_DISABLED: "false" })).tracing);
+  // Disabled, the other variables are not read: those set for other
+  // services (what the sampler's error suggests instead) start the gateway.
+  const others = {
+    ...base,
+    OTEL_EXPORTER_OTLP_PROTOCOL: "grpc",
+    OTEL_TRACES_SAMPLER: "always_off",
+    OTEL_TRACES_SAMPLER_ARG: "half",
+    OTEL_EXPORTER_OTLP_HEADERS: "api-key=%zz",
+  };
+  await refused(others);
+  assert.equal(
+    (await load({ ...others, OTEL_SDK_DISABLED: "true" })).tracing,
+    undefined,
+  );
 });
 
 Deno.test("A gateway configured by OTEL_* variables alone sends its spans to OTEL_EXPORTER_OTLP_ENDPOINT with the traces' headers", async () => {

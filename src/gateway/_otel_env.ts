@@ -5,7 +5,8 @@
  * and .../protocol/exporter/): under the flags and the file's `tracing`.
  *
  * A variable that is set but wrong fails the start with a `ConfigError`
- * naming it, as a wrong field of the file does; a header variable's error
+ * naming it, as a wrong field of the file does (none is read with
+ * `OTEL_SDK_DISABLED=true`); a header variable's error
  * never repeats its text (it holds API keys), only which entry is wrong.
  *
  * @module
@@ -43,8 +44,11 @@ export function otelEnv(
   const read = (name: string) => env(name)?.trim() || undefined;
   const out: OtelEnv = {};
   // The SDK's booleans: "true" in any case is true, anything else false.
+  // Disabled, the others are not read: an environment set up for other
+  // services (OTEL_EXPORTER_OTLP_PROTOCOL=grpc, OTEL_TRACES_SAMPLER=always_on)
+  // failed the start of the gateway it was meant to turn tracing off for.
   if (read("OTEL_SDK_DISABLED")?.toLowerCase() === "true") {
-    out.disabled = true;
+    return { disabled: true };
   }
   const tracesEndpoint = read("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
   const baseEndpoint = read("OTEL_EXPORTER_OTLP_ENDPOINT");

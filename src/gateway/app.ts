@@ -23,6 +23,7 @@ import type { GatewayModelSpec, GatewayPool } from "./gateway_pool.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { GatewayTracing, TRACING_OF } from "./_gateway_tracing.ts";
 import { type GatewayTokens, SET_TOKENS_OF } from "./_gateway_tokens.ts";
+import { TokenHolders } from "./_token_holders.ts";
 import type { TracingOptions } from "./tracing_options.ts";
 import { ModelCatalog } from "./model_catalog.ts";
 import { modelView } from "./_model_view.ts";
@@ -383,6 +384,7 @@ export function createGateway(
     tracing: options.tracing === undefined
       ? undefined
       : new GatewayTracing(options.tracing, logger, options.version),
+    tokenHolders: tokens === undefined ? undefined : new TokenHolders(),
   };
   // Model changes made on the pool directly (a library Pool) show in the
   // descriptions, validation and timeouts: no cost per request. Until
@@ -855,6 +857,18 @@ export function createGateway(
     renewAuth();
     tokenMatches = nextAny;
     manageMatches = nextManage;
+    // A retired token's channel subscriptions end too: they would go on
+    // receiving for as long as their clients stay (days), where its next
+    // request gets 401.
+    const ended = nextAny === undefined
+      ? 0
+      : ctx.tokenHolders?.revoke(nextAny) ?? 0;
+    if (ended > 0) {
+      logger.info(
+        "Ended {count} channel subscription(s) whose token is no longer accepted",
+        { count: ended },
+      );
+    }
   };
   if (tracing === undefined) {
     const plain: GatewayApp = {

@@ -36,6 +36,7 @@ import { modelNameProblem } from "./model_name_problem.ts";
 import { modelFiles } from "./_model_files.ts";
 import { isLoopback } from "./security.ts";
 import { readTls } from "./_tls_files.ts";
+import { otherListeners } from "./_port_sharers.ts";
 import { workerEnv } from "./_worker_env.ts";
 import type { GrpcServer } from "./grpc_server.ts";
 import { setTimeoutOrNever } from "../_timer.ts";
@@ -614,6 +615,24 @@ export async function serve(
     } catch (err) {
       throw listenError(config, err);
     }
+    if (tls !== undefined && reusePort) {
+      // SO_REUSEPORT let this listen succeed beside another process's
+      // (a second serve started with this one: both passed the probe,
+      // before their models loaded); the kernel would share the
+      // connections between them, silently.
+      const others = otherListeners(server.port);
+      if (others > 0) {
+        throw listenError(
+          config,
+          Object.assign(
+            new Error(
+              `${others} listener(s) of another process share the port (SO_REUSEPORT, which the TLS port is bound with for a reload's new certificate)`,
+            ),
+            { code: "EADDRINUSE" },
+          ),
+        );
+      }
+    }
     port = server.port;
     const url = `${tls === undefined ? "http" : "https"}://${
       hostPort(urlHost(server.hostname), server.port)
@@ -800,13 +819,34 @@ export async function serve(
           );
         }
       }
+      // A shutdown that began while this reload read its files or started
+      // the listener already closed the listener it found: the new one
+      // would stay open after `finished` (and serve the drain's 503s).
+      if (shutting !== undefined) {
+        await fresh?.shutdown().catch(() => {});
+        refuse(
+          new ShuttingDownError("Cannot reload: the gateway is shutting down"),
+        );
+      }
+      try {
+        // Its own checks (a `reloadConfig` of the caller's may skip
+        // `loadConfig`'s): a refusal changes nothing.
+        SET_TOKENS_OF.get(app)!({
+          ...(plan.token === undefined ? {} : { token: plan.token }),
+          ...(plan.manageToken === undefined
+            ? {}
+            : { manageToken: plan.manageToken }),
+        });
+      } catch (err) {
+        await fresh?.shutdown().catch(() => {});
+        refuse(
+          new ConfigError(`token: ${(err as Error).message}`, {
+            cause: err,
+            details: { path: "token" },
+          }),
+        );
+      }
       // Everything checked and ready: nothing below fails.
-      SET_TOKENS_OF.get(app)!({
-        ...(plan.token === undefined ? {} : { token: plan.token }),
-        ...(plan.manageToken === undefined
-          ? {}
-          : { manageToken: plan.manageToken }),
-      });
       if (fresh !== undefined) {
         const old = httpServer;
         httpServer = fresh;
