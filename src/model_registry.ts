@@ -383,7 +383,7 @@ export class ModelRegistry {
    * an update, a move or a restart's replay), not on purpose and not by
    * SIGKILL (the OOM killer, `kill -9`, the host's own kills: nothing says
    * the model did it), is laid on the models loaded there within the window
-   * (for a replay, every model it had sent). When that is one model and no
+   * (for a replay, every model whose load answered). When that is one model and no
    * call nor other load was running there, it gets a strike; else each is
    * only suspected (any of them, or a call, may have done it). A suspected
    * model is loaded alone by the next replay, which holds the worker back
@@ -596,6 +596,11 @@ export class ModelRegistry {
   /** The placed models' slots, by name (read live; empty while no model has `workers`). */
   get placements(): ReadonlyMap<string, ModelPlacement> {
     return this.#placements;
+  }
+
+  /** Whether model `name` is out of service (`failedReason`). */
+  outOfService(name: string): boolean {
+    return this.#placements.get(name)?.failed !== undefined;
   }
 
   /** Whether a model of that (internal) name is registered. */
@@ -932,11 +937,15 @@ export class ModelRegistry {
         held.push({ model, placed });
         return;
       }
-      step?.names.add(model.name);
       await (placed
         ? this.#loadPlaced(session, worker, model)
         : this.#load(session, model));
-      if (step !== undefined) step.doneAt = Date.now();
+      // Once its load answered: a death during it (its import) fails the
+      // restart, as before, and a placed model's counts as its relocation.
+      if (step !== undefined) {
+        step.names.add(model.name);
+        step.doneAt = Date.now();
+      }
     };
     for (const model of this.#models.values()) {
       const p = this.#placements.get(model.name);
@@ -970,11 +979,11 @@ export class ModelRegistry {
       // those held before outlived their holds.
       const seen = this.#steps.get(worker);
       if (seen?.gen === gen) seen.steps = [];
-      const alone = this.#loaded(worker, gen, [name], Date.now());
+      const sentAt = Date.now();
       await (placed
         ? this.#loadPlaced(session, worker, model)
         : this.#load(session, model));
-      if (alone !== undefined) alone.doneAt = Date.now();
+      const alone = this.#loaded(worker, gen, [name], sentAt);
       const hold = this.#holdFor(name);
       if (!(await outlives(session, hold))) {
         throw new ConnectionLostError(
@@ -1591,11 +1600,10 @@ export class ModelRegistry {
         sent: targets.length,
         rolledBack: undo !== undefined ? applied : 0,
         alsoLoading,
-        notThisLoad: alsoLoading.length > 0 ? null : notThisLoad(
-          name,
-          exit,
-          blamed?.gen === first.gen ? blamed.names : undefined,
-        ),
+        notThisLoad: alsoLoading.length > 0 ? null : notThisLoad(exit),
+        blamed: alsoLoading.length > 0 || blamed?.gen !== first.gen
+          ? []
+          : [...blamed.names].filter((n) => n !== name),
       });
     }
     const first = blamed[0]!.error;
@@ -1641,12 +1649,13 @@ async function loadCrashError(
   action: string,
   name: string,
   first: { worker: Worker; gen: number },
-  { died, sent, rolledBack, alsoLoading, notThisLoad }: {
+  { died, sent, rolledBack, alsoLoading, notThisLoad, blamed }: {
     died: Array<{ id: string; error: unknown }>;
     sent: number;
     rolledBack: number;
     alsoLoading: string[];
     notThisLoad: string | null;
+    blamed: string[];
   },
 ): Promise<WorkerCrashedError> {
   const exit = await withinRunningTime(first.worker.exitOf(first.gen), 2000);
@@ -1696,6 +1705,7 @@ async function loadCrashError(
         stderr: line ?? null,
         alsoLoading,
         notThisLoad,
+        blamed,
       },
     },
   );
@@ -1779,25 +1789,16 @@ function outlives(session: Session, ms: number): Promise<boolean> {
 }
 
 /**
- * Why a worker's death under a load of `name` is not that load's doing, in
- * words (`null`: it may well be, or nothing says otherwise): killed by
- * SIGKILL from outside the host (`kill -9`, the OOM killer), laid on other
- * models' loads just before (`blamed`, `loadCrashWindow`), or calls of
- * models were running there. Such a load is tried once more on a restarted
- * worker (`Pool.addModel`, `Pool.updateModel`).
+ * Why a worker's death under a load is not that load's doing, in words
+ * (`null`: it may well be, or nothing says otherwise): calls of models were
+ * running there, or it was killed by SIGKILL from outside the host (`kill
+ * -9`, the OOM killer). Such a load is tried once more once the worker is
+ * back (`Pool.addModel`, `Pool.updateModel`). A death laid on other
+ * models' loads just before (`details.blamed`) is decided once the worker
+ * is back: retried when one of them was taken out of service meanwhile.
  */
-function notThisLoad(
-  name: string,
-  exit: WorkerExit | undefined,
-  blamed: ReadonlySet<string> | undefined,
-): string | null {
+function notThisLoad(exit: WorkerExit | undefined): string | null {
   if (exit === undefined) return null;
-  const others = [...(blamed ?? [])].filter((n) => n !== name);
-  if (blamed?.has(name) !== true && others.length > 0) {
-    return `the worker's death is laid on ${
-      others.length === 1 ? "model" : "models"
-    } ${others.map((n) => `'${n}'`).join(", ")}, loaded there just before`;
-  }
   const calls = modelCallsIn(exit);
   if (calls > 0) {
     return `${calls} call${calls === 1 ? " was" : "s were"} running there`;

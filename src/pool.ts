@@ -2159,12 +2159,18 @@ export class Pool implements AsyncDisposable {
 
   /**
    * Runs a load (`addModel`, `updateModel`) and, when a worker died under it
-   * and its error says that was not the load's doing
-   * (`WorkerCrashedError.details.notThisLoad`: another model's load just
-   * before was blamed, calls were running there, a SIGKILL from outside),
-   * runs it once more, on a ready worker (restarted ones come back without
-   * the model that killed them once it is out of service:
-   * `loadCrashWindow`). The second outcome stands.
+   * of something else, runs it once more; the second outcome stands. Its
+   * `WorkerCrashedError` tells: `details.notThisLoad` (calls were running
+   * there, a SIGKILL from outside), or `details.blamed`, the models whose
+   * loads there just before the death was laid on (`loadCrashWindow`).
+   * Either way the workers that died are waited for first (back, or not
+   * coming back), so that the load goes to them again: a load whose own
+   * import kills a worker fails there again rather than succeed on the
+   * others and crash the restarted one on replay. A death laid on other
+   * models is retried only if one of them was taken out of service
+   * meanwhile (its held replay killed the worker again); if they outlived
+   * their holds, the death was most likely this load's, and its error
+   * stands.
    */
   async #onceMore<T>(
     action: string,
@@ -2175,16 +2181,50 @@ export class Pool implements AsyncDisposable {
     try {
       return await run();
     } catch (err) {
-      const why = err instanceof WorkerCrashedError
-        ? err.details.notThisLoad
-        : undefined;
-      if (typeof why !== "string" || this.#closing) throw err;
+      if (!(err instanceof WorkerCrashedError) || this.#closing) throw err;
+      const { notThisLoad, blamed, workers } = err.details;
+      const others = Array.isArray(blamed) ? blamed as string[] : [];
+      if (typeof notThisLoad !== "string" && others.length === 0) throw err;
+      const died = Array.isArray(workers) ? workers as string[] : [];
+      await this.#backAgain(died, options);
+      if (
+        typeof notThisLoad !== "string" &&
+        !others.some((n) => this.#registry.outOfService(n))
+      ) throw err;
       this.#opts.logger.warn(
-        "Cannot {action} {name} yet: {message}; trying once more when a worker is ready",
-        { action, name, message: (err as Error).message },
+        "Loading model {name} once more ({action}): {message}",
+        { action, name, message: err.message },
       );
       await this.#someWorkerReady(action, name, options);
       return await run();
+    }
+  }
+
+  /**
+   * Waits until each worker of `ids` is ready again (a new process), or
+   * not coming back, within the command's timeout (else the pool's
+   * `loadTimeout`); returns either way.
+   */
+  async #backAgain(ids: string[], options: ModelCallOptions): Promise<void> {
+    const timeout = options.timeout ?? this.#opts.loadTimeout;
+    const deadline = Date.now() + timeout;
+    const pending = () =>
+      this.#supervisor.workers.filter((w) =>
+        ids.includes(w.id) && !modelReady(w) &&
+        (w.state === "starting" || w.state === "restarting" ||
+          w.state === "ready" || this.#supervisor.settling(w))
+      );
+    while (!this.#closing && pending().length > 0) {
+      if (options.signal?.aborted || Date.now() >= deadline) return;
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          this.#modelWaits.delete(wake);
+          if (timer !== undefined) clearTimeout(timer);
+          resolve();
+        };
+        const timer = setTimeoutOrNever(wake, deadline - Date.now());
+        this.#modelWaits.add(wake);
+      });
     }
   }
 

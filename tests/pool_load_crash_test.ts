@@ -322,6 +322,29 @@ Deno.test("Pool: a load during which its worker is killed by another model's doi
   }
 });
 
+Deno.test("Pool: a load during which a model loaded just before kills the worker is tried once more, once that model is out of service", async () => {
+  await using dir = await modelsDir();
+  await Deno.writeTextFile(`${dir.path}/bomb.py`, BOMB);
+  const marker = `${dir.path}/slow.started`;
+  await Deno.writeTextFile(`${dir.path}/slow.py`, slowLoad(marker, 1000));
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("bomb", { file: "bomb.py", options: { delay: 0.3 } });
+    // Its import runs when the bomb goes off.
+    await pool.addModel("slow", { file: "slow.py" });
+    assert.deepEqual(await pool.execute("slow", {}), { ok: true });
+    assert.ok(
+      pool.status().models.find((m) => m.name === "bomb")!.failedReason,
+    );
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 Deno.test("Pool: a load whose own import kills the worker is not tried again", async () => {
   await using dir = await modelsDir();
   await Deno.writeTextFile(`${dir.path}/dies.py`, "import os\nos._exit(5)\n");
