@@ -189,16 +189,18 @@ export interface ModelRegistryOptions {
   ) => void;
   /**
    * A worker death within this many ms after a model's load completed on
-   * it (an add, an update, a restart's replay), with no call running
-   * there, counts a strike against that model; its second strike takes it
-   * out of service (`PoolOptions.loadCrashWindow`). 0: off.
+   * it (an add, an update, a restart's replay), not by SIGKILL, with no
+   * call or other load running there and no other model loaded within the
+   * window, counts a strike against that model (else a suspicion); its
+   * second strike takes it out of service (`PoolOptions.loadCrashWindow`).
+   * 0: off.
    * @default {0}
    */
   loadCrashWindow?: number;
   /**
    * Told of each worker death that a model's recent load is suspected of
-   * (`counted`: a strike, no call was running; else only a suspicion, and
-   * its next replay isolates it).
+   * (`counted`: a strike; else only a suspicion, and its next replay loads
+   * it alone and holds the worker).
    */
   onLoadCrash?: (ev: LoadCrashEvent) => void;
 }
@@ -211,9 +213,12 @@ export interface LoadCrashEvent {
   worker: string;
   /** How long after the model's load completed there, in ms. */
   afterMs: number;
-  /** How the process ended (its exit's `reason`). */
+  /** How the process ended (`exited with code 7`, `killed by SIGSEGV`). */
   reason: string;
-  /** Whether it counted as a strike (no call was running there). */
+  /**
+   * Whether it counted as a strike: nothing else running there, no other
+   * model loaded within the window.
+   */
   counted: boolean;
   /** The model's strikes now. */
   strikes: number;

@@ -180,6 +180,44 @@ Deno.test("Pool: a model placed on one worker that kills it after its load is qu
   }
 });
 
+Deno.test("Pool: a version that kills its worker after its load is quarantined alone; the model's other version serves on", async () => {
+  await using dir = await modelsDir();
+  await Deno.writeTextFile(`${dir.path}/bomb.py`, BOMB);
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path));
+    pids.watch(pool);
+    await Deno.writeTextFile(`${dir.path}/spare`, "");
+    await pool.addModel("m", {
+      file: "bomb.py",
+      version: "1",
+      options: { spare: `${dir.path}/spare` },
+    });
+    const failed = nextEvent(pool, "model-failed", (ev) => ev.name === "m@2");
+    await pool.addModel("m", { file: "bomb.py", version: "2" });
+    await failed;
+    await assert.rejects(
+      pool.execute("m", {}, { version: "2" }),
+      (err: unknown) =>
+        err instanceof ModelUnavailableError &&
+        err.details.model === "m" && err.details.version === "2" &&
+        /model 'm' version '2' is out of service/.test(err.message),
+    );
+    const v2 = pool.status().models.find((m) => m.version === "2")!;
+    assert.match(v2.failedReason!, /killed its worker twice/);
+    await until(
+      () => pool.status().workers.every((w) => w.state === "ready"),
+      "the workers to be ready",
+    );
+    const { pid } = await pool.execute("m", {}, { version: "1" }) as {
+      pid: number;
+    };
+    assert.equal(typeof pid, "number");
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 Deno.test("Pool: under load (calls running) a crash-looping model is quarantined all the same: a replay loads a suspected model alone on a worker held back from calls", async () => {
   await using dir = await modelsDir();
   await Deno.writeTextFile(`${dir.path}/bomb.py`, BOMB);
