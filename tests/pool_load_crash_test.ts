@@ -235,7 +235,12 @@ Deno.test("Pool: under load (calls running) a crash-looping model is quarantined
     for (let i = 0; i < 4; i++) {
       loops.push((async () => {
         while (!stop) {
-          await pool.execute("slow", { ms: 50 }).catch(() => {});
+          // Bounded, and a failed call yields to timers: a pool left
+          // crash-looping (its calls failing at once) fails the test
+          // instead of starving its timers.
+          await pool.execute("slow", { ms: 50 }, { timeout: 2000 }).catch(
+            () => new Promise((r) => setTimeout(r, 10)),
+          );
         }
       })());
     }
