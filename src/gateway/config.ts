@@ -94,6 +94,8 @@ export interface ResolvedConfig {
     maxRelocations?: number;
     /** The pool's `placement.relocationWindow`, in ms. */
     relocationWindow?: number;
+    /** The pool's `loadCrashWindow`, in ms (0: off). */
+    loadCrashWindow?: number;
   };
   /** Channel buffers. */
   channels: { historySize: number; bufferSize: number };
@@ -418,6 +420,9 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       ...(limits.relocationWindow === undefined
         ? {}
         : { relocationWindow: limits.relocationWindow }),
+      ...(limits.loadCrashWindow === undefined
+        ? {}
+        : { loadCrashWindow: limits.loadCrashWindow }),
     },
     channels: {
       historySize: channels.historySize ?? DEFAULTS.historySize,
