@@ -186,7 +186,7 @@ export class PoolRouter {
         continue;
       }
       queue.splice(i, 1);
-      if (placement !== undefined) this.#placedQueued--;
+      if (placement !== undefined) this.#leftPlaced(placement, queue);
       this.#unqueue(call);
       if (pick instanceof Error) {
         this.#abandoned(call, "failed");
@@ -202,6 +202,7 @@ export class PoolRouter {
   drain(error: (call: PoolCall) => Error): void {
     const calls = this.#queue.splice(0);
     for (const q of this.#placed.values()) calls.push(...q.splice(0));
+    this.#placed.clear();
     this.#placedQueued = 0;
     for (const call of calls) {
       this.#unqueue(call);
@@ -372,6 +373,22 @@ export class PoolRouter {
     );
   }
 
+  /**
+   * A call left a placed model's queue: an emptied queue goes, so `pump`
+   * scans the models with calls waiting, not every model that ever had one.
+   */
+  #leftPlaced(placement: ModelPlacement, queue: PoolCall[]): void {
+    this.#placedQueued--;
+    if (queue.length === 0 && this.#placed.get(placement) === queue) {
+      this.#placed.delete(placement);
+    }
+  }
+
+  /** Placed models with calls waiting (each its own queue). */
+  get placedQueues(): number {
+    return this.#placed.size;
+  }
+
   #enqueue(call: PoolCall, front: boolean): void {
     call.queuedAt = performance.now();
     let queue = this.#queue;
@@ -414,7 +431,7 @@ export class PoolRouter {
     const at = queue?.indexOf(call) ?? -1;
     if (at < 0) return;
     queue!.splice(at, 1);
-    if (call.placement !== undefined) this.#placedQueued--;
+    if (call.placement !== undefined) this.#leftPlaced(call.placement, queue!);
     this.#unqueue(call);
     this.#abandoned(call, outcome);
     call.reject(error);

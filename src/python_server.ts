@@ -11,7 +11,10 @@ import { randomBytes } from "node:crypto";
 import process from "node:process";
 import { StartError, StartTimeoutError } from "./errors.ts";
 import { hostDirPrefix } from "./_dead_host_dirs.ts";
-import { materializePythonPackage } from "./runtime/python_package.ts";
+import {
+  BYTECODE_MARKER,
+  materializePythonPackage,
+} from "./runtime/python_package.ts";
 import { defaultRuntime } from "./runtime/mod.ts";
 import type { ChildProcess, Runtime } from "./runtime/types.ts";
 import { Session, type SessionConnectOptions } from "./session.ts";
@@ -813,9 +816,44 @@ export function unixByDefault(): boolean {
  * `pyproxy_server/` or `json.py` imported in place of ours, as this user.
  * The entry goes before anything is imported; `PYTHONSAFEPATH` (3.11+) has
  * already left it out.
+ *
+ * Under `PYTHONDONTWRITEBYTECODE` (CI machines, containers set it), the
+ * package copy that `materializePythonPackage` made from JSR (it holds
+ * `BYTECODE_MARKER`) would be compiled again at every start (~80 ms of CPU):
+ * its missing `.pyc` files are written first, with `py_compile` (one atomic
+ * rename each: starts at once are safe; the `.pyc` names carry the Python
+ * version; `PYTHONPYCACHEPREFIX` is followed), and then imported. A copy
+ * that cannot be written (read-only) is left as it is, silently; a checkout,
+ * and the models' own files, keep Python's setting. Python 2 and < 3.9 skip
+ * it, to reach the package's message about the version.
  */
 const BOOTSTRAP = "import sys\n" +
   "if sys.path and sys.path[0] == '': del sys.path[0]\n" +
+  "if sys.dont_write_bytecode and sys.version_info >= (3, 9):\n" +
+  "  def _pyproxy_bytecode():\n" +
+  "    import importlib.machinery, importlib.util, os\n" +
+  "    spec = importlib.machinery.PathFinder.find_spec('pyproxy_server')\n" +
+  "    if spec is None or not spec.submodule_search_locations: return\n" +
+  "    root = os.path.dirname(spec.submodule_search_locations[0])\n" +
+  `    if not os.path.isfile(os.path.join(root, '${BYTECODE_MARKER}')): return\n` +
+  "    for pkg in ('pyproxy_server', 'pyproxy'):\n" +
+  "      src = os.path.join(root, pkg)\n" +
+  "      if not os.path.isdir(src): continue\n" +
+  "      todo = []\n" +
+  "      for name in sorted(os.listdir(src)):\n" +
+  "        if name.endswith('.py'):\n" +
+  "          py = os.path.join(src, name)\n" +
+  "          pyc = importlib.util.cache_from_source(py)\n" +
+  "          if not os.path.exists(pyc): todo.append((py, pyc))\n" +
+  "      if not todo: continue\n" +
+  "      here = os.path.dirname(todo[0][1])\n" +
+  "      while not os.path.isdir(here) and os.path.dirname(here) != here: here = os.path.dirname(here)\n" +
+  "      if not os.access(here, os.W_OK): continue\n" +
+  "      import py_compile\n" +
+  "      for py, pyc in todo: py_compile.compile(py, pyc, doraise=True)\n" +
+  "  try: _pyproxy_bytecode()\n" +
+  "  except Exception: pass\n" +
+  "  del _pyproxy_bytecode\n" +
   "import runpy\n" +
   "runpy._run_module_as_main('pyproxy_server')\n";
 

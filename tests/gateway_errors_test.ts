@@ -112,7 +112,7 @@ Deno.test("GatewayMetrics counts calls of unknown models under one label", async
   const metrics = new GatewayMetrics({ maxModels: 3 });
   for (let i = 0; i < 10; i++) metrics.start(`made-up-${i}`)(404);
   metrics.start("echo")(200);
-  metrics.start("echo")(404); // a known name keeps its series
+  metrics.start("echo")(404, true); // the model's own 404 keeps its series
   metrics.start("later")(200);
   const models = metrics.toJSON().models;
   assert.deepEqual(Object.keys(models).sort(), ["_unknown", "echo", "later"]);

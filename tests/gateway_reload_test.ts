@@ -4,11 +4,12 @@
  * and real clients; a wrong configuration changes nothing.
  */
 import assert from "node:assert/strict";
-import { ConfigError } from "../src/errors.ts";
+import { ConfigError, ShuttingDownError, StartError } from "../src/errors.ts";
 import { loadConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
+import { defaultRuntime } from "../src/runtime/mod.ts";
 import { tempDir, waitFor } from "./_harness.ts";
-import { withLogs } from "./_gateway_harness.ts";
+import { SseReader, withLogs } from "./_gateway_harness.ts";
 import { InferenceClient } from "./_grpc_client.ts";
 import { HAS_OPENSSL, selfSignedCert } from "./_self_signed_cert.ts";
 
@@ -230,6 +231,317 @@ Deno.test("GatewayServer.reload keeps every setting when the configuration is wr
     );
     assert.ok(!lines.some((l) => l.includes(T2) || l.includes(T1)));
   });
+});
+
+Deno.test({
+  name:
+    "GatewayServer.reload refuses a new certificate where a listener cannot share the port (no unstable net APIs, not Linux), changing nothing",
+  ignore: !HAS_OPENSSL,
+}, async () => {
+  await using dir = await tempDir("pyproxy-reload-test-");
+  const write = await setUp(dir.path);
+  const first = await selfSignedCert(dir.path, "tls");
+  const second = await selfSignedCert(dir.path, "next");
+  await write({ token: T1, tls: { cert: "tls.crt", key: "tls.key" } });
+  const load = () =>
+    loadConfig({
+      path: `${dir.path}/pyproxy.json`,
+      cli: { port: 0, workers: 1 },
+    });
+  // As deno run without --unstable-net (Deno would exit at such a listen).
+  const runtime = { ...defaultRuntime(), reusePortTls: false };
+  await using server = await serve(await load(), {
+    reloadConfig: load,
+    runtime,
+  });
+  await Deno.copyFile(second.cert, first.cert);
+  await Deno.copyFile(second.key, first.key);
+  await write({ token: T2, tls: { cert: "tls.crt", key: "tls.key" } });
+  await assert.rejects(server.reload(), (err: unknown) => {
+    assert.ok(err instanceof ConfigError, String(err));
+    assert.match(
+      err.message,
+      /^tls: the certificate changed, and here only a restart serves a new one: .*--unstable-net/,
+    );
+    return true;
+  });
+  using onlyOld = Deno.createHttpClient({ caCerts: [first.pem] });
+  assert.equal(await call(server.url, T1, onlyOld), 200);
+  assert.equal(await call(server.url, T2, onlyOld), 401);
+});
+
+/** Whether a TCP connection to `port` on the loopback is accepted. */
+async function listening(port: number): Promise<boolean> {
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    conn.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name:
+    "GatewayServer.reload overtaken by a shutdown is refused and leaves no listener open",
+  ignore: !HAS_OPENSSL,
+}, async () => {
+  await using dir = await tempDir("pyproxy-reload-test-");
+  const write = await setUp(dir.path);
+  const first = await selfSignedCert(dir.path, "tls");
+  const second = await selfSignedCert(dir.path, "next");
+  await write({ token: T1, tls: { cert: "tls.crt", key: "tls.key" } });
+  const load = () =>
+    loadConfig({
+      path: `${dir.path}/pyproxy.json`,
+      cli: { port: 0, workers: 1 },
+    });
+  // The reload reads its configuration (slow: a secrets store, a busy
+  // disk) while the shutdown runs to its end.
+  let entered!: () => void;
+  const inside = new Promise<void>((resolve) => (entered = resolve));
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const server = await serve(await load(), {
+    reloadConfig: async () => {
+      const config = await load();
+      entered();
+      await gate;
+      return config;
+    },
+  });
+  try {
+    await Deno.copyFile(second.cert, first.cert);
+    await Deno.copyFile(second.key, first.key);
+    const reloaded = server.reload();
+    reloaded.catch(() => {});
+    await inside;
+    await server.shutdown();
+    release();
+    await assert.rejects(reloaded, ShuttingDownError);
+    assert.equal(
+      await listening(server.port),
+      false,
+      "a listener outlived the shutdown",
+    );
+  } finally {
+    release();
+    await server.shutdown();
+  }
+});
+
+Deno.test({
+  name:
+    "GatewayServer.reload with tokens the gateway refuses (a reloadConfig of the caller's) keeps the certificate and starts no listener",
+  ignore: !HAS_OPENSSL,
+}, async () => {
+  await using dir = await tempDir("pyproxy-reload-test-");
+  const write = await setUp(dir.path);
+  const first = await selfSignedCert(dir.path, "tls");
+  const second = await selfSignedCert(dir.path, "next");
+  await write({ token: T1, tls: { cert: "tls.crt", key: "tls.key" } });
+  const load = () =>
+    loadConfig({
+      path: `${dir.path}/pyproxy.json`,
+      cli: { port: 0, workers: 1 },
+    });
+  await withLogs(async (records) => {
+    const server = await serve(await load(), {
+      // Built by hand, past loadConfig's checks: a token listed twice.
+      reloadConfig: async () => ({
+        ...await load(),
+        token: [T2, T2],
+        tls: { cert: second.cert, key: second.key },
+      }),
+    });
+    try {
+      await assert.rejects(server.reload(), (err: unknown) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.match(err.message, /^token: .*twice/);
+        return true;
+      });
+      assert.ok(
+        records.some((r) =>
+          r.level === "error" &&
+          r.message.join("").startsWith("Reload failed; the settings")
+        ),
+        "the failure is logged",
+      );
+      // Every new connection still gets the old certificate (a second
+      // listener would take about half of them).
+      using onlyOld = Deno.createHttpClient({ caCerts: [first.pem] });
+      for (let i = 0; i < 8; i++) {
+        using fresh = Deno.createHttpClient({ caCerts: [first.pem] });
+        assert.equal(await call(server.url, T1, fresh), 200);
+      }
+      assert.equal(await call(server.url, T2, onlyOld), 401);
+    } finally {
+      await server.shutdown();
+    }
+    assert.equal(
+      await listening(server.port),
+      false,
+      "a listener outlived the shutdown",
+    );
+  });
+});
+
+/** `promise`, or a failure naming `what` when it has not settled in 3 s. */
+async function within<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`${what} is still open after 3 s`)),
+          3000,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("GatewayServer.reload ends the channel subscriptions (SSE, WebSocket) of a token it retires, and keeps the others", async () => {
+  await using dir = await tempDir("pyproxy-reload-test-");
+  const write = await setUp(dir.path);
+  await write({ token: [T1, T2] });
+  const load = () =>
+    loadConfig({
+      path: `${dir.path}/pyproxy.json`,
+      cli: { port: 0, workers: 1 },
+    });
+  await withLogs(async (records) => {
+    await using server = await serve(await load(), { reloadConfig: load });
+    const subscribe = async (token: string) => {
+      const res = await fetch(`${server.url}/v1/channels/news`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      assert.equal(res.status, 200);
+      return new SseReader(res.body!);
+    };
+    const old = await subscribe(T1);
+    const kept = await subscribe(T2);
+    const ws = new WebSocket(
+      `${server.url.replace("http", "ws")}/v1/channels/news`,
+      ["pyproxy.v1", `pyproxy.bearer.${T1}`],
+    );
+    const closed = new Promise<CloseEvent>((resolve) => (ws.onclose = resolve));
+    await new Promise((resolve, reject) => {
+      ws.onopen = resolve;
+      ws.onerror = reject;
+    });
+    try {
+      await write({ token: T2 });
+      assert.deepEqual(await server.reload(), {
+        changed: ["token (1)"],
+        ignored: [],
+      });
+      // The retired token's: ended; the WebSocket as a refused policy.
+      assert.deepEqual(await within(old.all(), "the SSE stream"), []);
+      const close = await within(closed, "the WebSocket");
+      assert.equal(close.code, 1008);
+      assert.equal(close.reason, "token no longer accepted");
+      // The kept token's goes on.
+      const published = await fetch(`${server.url}/v1/channels/news`, {
+        method: "POST",
+        body: '{"n":1}',
+        headers: { authorization: `Bearer ${T2}` },
+      });
+      assert.equal(published.status, 200);
+      await published.body?.cancel();
+      assert.deepEqual((await kept.next())?.data, { n: 1 });
+      assert.ok(
+        records.some((r) =>
+          r.message.join("") ===
+            "Ended 2 channel subscription(s) whose token is no longer accepted"
+        ),
+      );
+    } finally {
+      ws.close();
+      await closed;
+      await old.cancel();
+      await kept.cancel();
+    }
+  });
+});
+
+/** A model whose import says it began and waits for the test's go-ahead. */
+const GATED = `import os, time
+here = os.path.dirname(os.path.abspath(__file__))
+open(os.path.join(here, "..", "importing"), "w").close()
+while not os.path.exists(os.path.join(here, "..", "go")):
+    time.sleep(0.02)
+
+class Gated:
+    def execute(self, msg):
+        return msg
+`;
+
+Deno.test({
+  name:
+    "serve over TLS refuses to start when another process listens on its port by SO_REUSEPORT (a second serve started with it)",
+  ignore: !HAS_OPENSSL || Deno.build.os !== "linux",
+}, async () => {
+  await using dir = await tempDir("pyproxy-reload-test-");
+  const write = await setUp(dir.path);
+  await Deno.writeTextFile(`${dir.path}/models/gated.py`, GATED);
+  await selfSignedCert(dir.path, "tls");
+  const free = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (free.addr as Deno.NetAddr).port;
+  free.close();
+  await write({ token: T1, tls: { cert: "tls.crt", key: "tls.key" } });
+  const config = await loadConfig({
+    path: `${dir.path}/pyproxy.json`,
+    cli: { port, workers: 1 },
+  });
+  // The port is free at the start's probe; the other process binds it
+  // (SO_REUSEPORT, as a second serve does) while the models load.
+  const starting = serve(config);
+  starting.catch(() => {});
+  let other: Deno.ChildProcess | undefined;
+  try {
+    await waitFor(() =>
+      Deno.stat(`${dir.path}/importing`).then(() => true, () => false)
+    );
+    other = new Deno.Command("python3", {
+      args: [
+        "-c",
+        `import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind(("127.0.0.1", ${port}))
+s.listen()
+print("ready", flush=True)
+sys.stdin.read()`,
+      ],
+      stdin: "piped",
+      stdout: "piped",
+    }).spawn();
+    const ready = await other.stdout.pipeThrough(new TextDecoderStream())
+      .getReader().read();
+    assert.equal(ready.value?.trim(), "ready");
+    await Deno.writeTextFile(`${dir.path}/go`, "");
+    await assert.rejects(starting, (err: unknown) => {
+      assert.ok(err instanceof StartError, String(err));
+      assert.match(
+        err.message,
+        /another process share the port .*\(another process listens there/,
+      );
+      return true;
+    });
+  } finally {
+    await Deno.writeTextFile(`${dir.path}/go`, "");
+    await starting.then((server) => server.shutdown(), () => {});
+    if (other !== undefined) {
+      other.kill("SIGKILL");
+      await other.status;
+      await other.stdin.close().catch(() => {});
+      await other.stdout.cancel().catch(() => {});
+    }
+  }
 });
 
 /**

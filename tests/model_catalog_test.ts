@@ -121,7 +121,9 @@ Deno.test("createGateway stops following the pool's model events when its stopSi
       stopSignal: stop.signal,
     });
   }
-  assert.equal(pool.listeners.size, 5, "each gateway follows the pool");
+  // Each gateway follows the pool twice: its catalog, and its metrics (a
+  // model removed on the pool takes its series with it).
+  assert.equal(pool.listeners.size, 10, "each gateway follows the pool");
   for (const stop of stops) stop.abort();
   assert.equal(pool.listeners.size, 0, "none left once stopped");
   // Made with a stopSignal already aborted: it does not follow at all.

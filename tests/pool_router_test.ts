@@ -141,3 +141,61 @@ Deno.test("PoolRouter: calls queued for a placed model's busy slot cost a freed 
   router.drain(() => new Error("drained"));
   assert.equal(rejected.length, 498);
 });
+
+Deno.test("PoolRouter forgets a placed model's queue once it empties (a freed slot scans the models with calls waiting, not every one that ever waited)", () => {
+  const w1 = countedWorker("w1", { n: 0 });
+  const workers = [w1] as unknown as Worker[];
+  const router = new PoolRouter({
+    workers,
+    maxInFlightPerWorker: 1,
+    maxQueue: 10_000,
+    send: () => {
+      w1.busy = 1;
+    },
+    coming: () => false,
+  });
+  const call = (placement: unknown, reject = (_: unknown) => {}): PoolCall =>
+    ({
+      cmd: "executeModel",
+      args: { name: "m" },
+      options: {},
+      deadline: Infinity,
+      retries: 0,
+      resolve: () => {},
+      reject,
+      placement,
+    }) as PoolCall;
+  w1.busy = 1;
+  const placements = Array.from(
+    { length: 1000 },
+    (_, i) => ({ name: `m${i}`, count: 1, workers, rr: 0 }),
+  );
+  for (const p of placements) router.route(call(p), false);
+  assert.equal(router.placedQueues, 1000);
+  // Sent one by one as the slot frees.
+  for (let i = 0; i < 1000; i++) {
+    w1.busy = 0;
+    router.pump(false);
+  }
+  assert.equal(router.queued, 0);
+  assert.equal(router.placedQueues, 0);
+  // Cancelled while queued, and drained: gone too.
+  w1.busy = 1;
+  const abort = new AbortController();
+  const cancelled: unknown[] = [];
+  router.route(
+    {
+      ...call(placements[0], (e) => cancelled.push(e)),
+      options: { signal: abort.signal },
+    },
+    false,
+  );
+  router.route(call(placements[1]), false);
+  assert.equal(router.placedQueues, 2);
+  abort.abort();
+  assert.equal(cancelled.length, 1);
+  assert.equal(router.placedQueues, 1);
+  router.drain(() => new Error("closed"));
+  assert.equal(router.placedQueues, 0);
+  assert.equal(router.queued, 0);
+});

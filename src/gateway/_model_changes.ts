@@ -11,6 +11,7 @@
 import { RemoteError } from "../errors.ts";
 import { versionKey } from "../_model_version.ts";
 import { describeError, httpError } from "./error_response.ts";
+import { modelEntries } from "./_pool_reads.ts";
 import type { GatewayModelSpec } from "./gateway_pool.ts";
 import type { GatewayModelInfo } from "./model_catalog.ts";
 import type { RouteContext } from "./route_context.ts";
@@ -144,7 +145,7 @@ export function modelLoaded(
   version?: string,
 ): boolean {
   return version === undefined
-    ? ctx.pool.status().models.some((m) => m.name === name)
+    ? modelEntries(ctx.pool, name).length > 0
     : ctx.pool.modelVersions?.(name)?.versions.includes(version) === true;
 }
 

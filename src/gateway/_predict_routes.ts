@@ -12,7 +12,7 @@
  */
 import { toBase64 } from "../_binary.ts";
 import { versionKey } from "../_model_version.ts";
-import { TimeoutError, ValidationError } from "../errors.ts";
+import { ModelHTTPError, TimeoutError, ValidationError } from "../errors.ts";
 import type { ResponseMeta } from "../session_types.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
 import {
@@ -307,6 +307,8 @@ export function predictCalls(
     }
     let key = found?.key ?? name;
     const done = metrics.start(found === undefined ? "_unknown" : key);
+    // A 404 of the model's own (its HTTPError) counts as its call.
+    let answered = false;
     let res: Response;
     let watched: WatchedCall | undefined;
     let meta: ResponseMeta | undefined;
@@ -404,6 +406,7 @@ export function predictCalls(
       }
       if (clientId !== undefined) res.headers.set(REQUEST_ID_HEADER, clientId);
     } catch (err) {
+      answered = err instanceof ModelHTTPError;
       if (watched?.aborted) {
         res = new Response(null, { status: 499 });
       } else {
@@ -424,7 +427,7 @@ export function predictCalls(
     } finally {
       watched?.end();
     }
-    done(res.status);
+    done(res.status, answered);
     return res;
   };
 

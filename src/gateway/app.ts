@@ -23,6 +23,7 @@ import type { GatewayModelSpec, GatewayPool } from "./gateway_pool.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { GatewayTracing, TRACING_OF } from "./_gateway_tracing.ts";
 import { type GatewayTokens, SET_TOKENS_OF } from "./_gateway_tokens.ts";
+import { TokenHolders } from "./_token_holders.ts";
 import type { TracingOptions } from "./tracing_options.ts";
 import { ModelCatalog } from "./model_catalog.ts";
 import { modelView } from "./_model_view.ts";
@@ -32,6 +33,8 @@ import { PYTHON_MANIFEST } from "../runtime/python_manifest.ts";
 import { clientRequestId, modelExecutor, modelRoutes } from "./model_routes.ts";
 import { forwardHeaderList } from "./_forward_headers.ts";
 import { workerRoutes } from "./worker_routes.ts";
+import { hasModel, workersOf } from "./_pool_reads.ts";
+import { versionKey } from "../_model_version.ts";
 import {
   inferenceProtocolError,
   inferenceProtocolRoutes,
@@ -344,7 +347,9 @@ export function createGateway(
     pool,
     hub: options.hub ??
       new ChannelHub({ onDrop: droppedSubscriberLogger(logger) }),
-    metrics: options.metrics ?? new GatewayMetrics(),
+    // Past its maxModels names, a model the pool has still gets series.
+    metrics: options.metrics ??
+      new GatewayMetrics({ isModel: (name) => hasModel(pool, name) }),
     catalog: options.catalog ?? new ModelCatalog(),
     runtime: options.runtime ?? defaultRuntime(),
     logger,
@@ -379,6 +384,7 @@ export function createGateway(
     tracing: options.tracing === undefined
       ? undefined
       : new GatewayTracing(options.tracing, logger, options.version),
+    tokenHolders: tokens === undefined ? undefined : new TokenHolders(),
   };
   // Model changes made on the pool directly (a library Pool) show in the
   // descriptions, validation and timeouts: no cost per request. Until
@@ -387,6 +393,22 @@ export function createGateway(
   const unfollow = ctx.catalog.follow(pool);
   if (ctx.stopSignal.aborted) unfollow();
   else ctx.stopSignal.addEventListener("abort", unfollow, { once: true });
+  // A model removed on the pool directly takes its series with it, as a
+  // DELETE's does: models coming and going under new names would otherwise
+  // keep theirs (and, past maxModels, each gets some).
+  const unforget = ctx.stopSignal.aborted ? undefined : pool.on?.((ev) => {
+    if (
+      ev.type === "model" && ev.action === "remove" &&
+      typeof ev.name === "string"
+    ) {
+      ctx.metrics.forget(
+        ev.version === undefined ? ev.name : versionKey(ev.name, ev.version),
+      );
+    }
+  });
+  if (unforget !== undefined) {
+    ctx.stopSignal.addEventListener("abort", unforget, { once: true });
+  }
   const tracing = ctx.tracing;
   if (tracing !== undefined) {
     const flush = () => void tracing.flush(2000);
@@ -490,7 +512,8 @@ export function createGateway(
   // Before the guards: a load balancer probes by IP or by a name nobody
   // listed, and the answer holds nothing a cross-site page could use.
   app.get("/healthz", (c) => {
-    const workers = pool.status().workers;
+    // The workers alone: a probe's cost does not grow with the models.
+    const workers = workersOf(pool);
     const ready = workers.filter((w) => w.state === "ready").length;
     const ok = ready > 0 && !signal.aborted;
     return c.json({
@@ -541,7 +564,8 @@ export function createGateway(
 
   app.get("/v1/status", (c) => {
     const debug = ctx.debug(c.req.raw);
-    const status = pool.status() as unknown as Record<string, unknown> & {
+    const read = pool.status();
+    const status = read as unknown as Record<string, unknown> & {
       workers: ReadonlyArray<Record<string, unknown> & { restarts: number }>;
     };
     const workers = status.workers.map((w) => {
@@ -558,7 +582,8 @@ export function createGateway(
       workers,
       // Only when a plugin reports one (autoscale): additive.
       ...pluginStatusOf(pool),
-      models: ctx.catalog.list(pool).map((m) =>
+      // The status read above (not built again: every model, every worker).
+      models: ctx.catalog.list({ status: () => read }).map((m) =>
         modelView(m, debug, ctx.requestTimeout)
       ),
       restarts: status.workers.reduce((n, w) => n + w.restarts, 0),
@@ -832,6 +857,18 @@ export function createGateway(
     renewAuth();
     tokenMatches = nextAny;
     manageMatches = nextManage;
+    // A retired token's channel subscriptions end too: they would go on
+    // receiving for as long as their clients stay (days), where its next
+    // request gets 401.
+    const ended = nextAny === undefined
+      ? 0
+      : ctx.tokenHolders?.revoke(nextAny) ?? 0;
+    if (ended > 0) {
+      logger.info(
+        "Ended {count} channel subscription(s) whose token is no longer accepted",
+        { count: ended },
+      );
+    }
   };
   if (tracing === undefined) {
     const plain: GatewayApp = {

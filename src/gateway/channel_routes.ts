@@ -12,7 +12,7 @@ import {
 } from "./channels.ts";
 import { httpError } from "./error_response.ts";
 import { readJsonBody } from "./read_json_body.ts";
-import { webSocketOffer } from "./security.ts";
+import { bearerToken, webSocketOffer } from "./security.ts";
 import type { RouteContext } from "./route_context.ts";
 import { type SseEvent, sseHead, sseResponse } from "./sse.ts";
 import { stringifyJson } from "../_exact_json.ts";
@@ -55,6 +55,7 @@ function pumpWebSocket(
   hub: ChannelHub,
   socket: WebSocket,
   sub: Subscription,
+  release: () => void,
 ): void {
   const send = (ev: ChannelEvent): void => {
     if (ev.type === "dropped") {
@@ -85,11 +86,27 @@ function pumpWebSocket(
       // the socket closed under us
     } finally {
       sub.close();
+      release();
       if (socket.readyState === WebSocket.OPEN) socket.close(1001, "closing");
     }
   };
-  socket.onclose = () => sub.close();
-  socket.onerror = () => sub.close();
+  socket.onclose = () => {
+    sub.close();
+    release();
+  };
+  socket.onerror = () => {
+    sub.close();
+    release();
+  };
+}
+
+/**
+ * The token a channel subscription presented, as the auth middleware read
+ * it on this path: the bearer header, else a WebSocket's token subprotocol.
+ */
+function presentedToken(request: Request): string | undefined {
+  return bearerToken(request.headers.get("authorization") ?? "") ??
+    webSocketOffer(request.headers.get("sec-websocket-protocol")).token;
 }
 
 /**
@@ -109,6 +126,11 @@ function decimal(text: string): number | undefined {
  * ```
  */
 export function channelRoutes(ctx: RouteContext): Hono {
+  /** Holds a subscription for a reload that retires its `token`. */
+  const hold = (token: string | undefined, end: () => void): () => void =>
+    token === undefined || ctx.tokenHolders === undefined
+      ? () => {}
+      : ctx.tokenHolders.hold(token, end);
   const { hub } = ctx;
   const app = new Hono();
 
@@ -177,6 +199,10 @@ export function channelRoutes(ctx: RouteContext): Hono {
     // HEAD: no subscriber (nothing would ever read or close it).
     if (c.req.method === "HEAD") return sseHead();
     const options = afterSeq === undefined ? {} : { afterSeq };
+    // Read before the upgrade, which takes the request over.
+    const token = ctx.tokenHolders === undefined
+      ? undefined
+      : presentedToken(c.req.raw);
     if (c.req.header("upgrade")?.toLowerCase() === "websocket") {
       if (!ctx.runtime.upgradeWebSocket) {
         throw httpError(
@@ -194,13 +220,30 @@ export function channelRoutes(ctx: RouteContext): Hono {
         c.req.raw,
         protocol === undefined ? {} : { protocol },
       );
-      pumpWebSocket(hub, socket, hub.subscribe(name, options));
+      const sub = hub.subscribe(name, options);
+      pumpWebSocket(
+        hub,
+        socket,
+        sub,
+        hold(token, () => {
+          sub.close();
+          // 1008: policy violation, as a refused handshake would be now.
+          if (socket.readyState === WebSocket.OPEN) {
+            socket.close(1008, "token no longer accepted");
+          }
+        }),
+      );
       return response;
     }
     const sub = hub.subscribe(name, options);
     ctx.logger.debug("Subscriber joined {channel}", { channel: name });
+    // The stream ends (an EventSource reconnects, and gets 401).
+    const release = hold(token, () => sub.close());
     return sseResponse(sseEvents(hub, sub), {
-      onClose: () => sub.close(),
+      onClose: () => {
+        release();
+        sub.close();
+      },
       // A channel may stay quiet: let the subscriber see its response now.
       open: ctx.runtime.streamHeadersWithBody === true,
     });

@@ -307,6 +307,19 @@ export interface GatewayPool {
   /** Workers and models. */
   status(): GatewayPoolStatus;
   /**
+   * The entries `status().models` lists under `name` (each version of a
+   * model with versions), `[]` for none: what the routes about one model
+   * read (`GET /v1/models/{name}`, `/v2/models/{name}/ready`, the calls).
+   * A pool without it has its whole `status()` built for each of them.
+   */
+  modelStatus?(name: string): GatewayPoolStatus["models"];
+  /**
+   * The workers as `status().workers` lists them: what `/healthz` and the
+   * readiness routes read. A pool without it has its whole `status()`
+   * built for them.
+   */
+  workerStatus?(): readonly GatewayWorkerStatus[];
+  /**
    * Calls `listener` with every pool event; returns the function that
    * removes it. The gateway follows the `model` events, so the models
    * changed on the pool directly are described, validated and timed as the

@@ -109,7 +109,10 @@ export interface GrpcServeOptions {
   /**
    * With `tls`: closes a connection whose TLS handshake has not completed
    * within this many ms (a client that connects and stalls holds a socket
-   * otherwise; Node's default is 120 s).
+   * otherwise; Node's default is 120 s). With or without `tls`, a
+   * connection whose client has not sent HTTP/2's preface and settings
+   * within this many ms of its start (of its handshake's end with `tls`)
+   * is closed too: `idleTimeout`, minutes, was its only bound.
    * @default {10000}
    */
   handshakeTimeout?: number;
@@ -168,6 +171,7 @@ export async function serveGrpc(
     }
   >();
   const idleTimeout = options.idleTimeout ?? 300_000;
+  const handshakeTimeout = options.handshakeTimeout ?? 10_000;
   /** Closes `session` once it has stayed without a call for idleTimeout. */
   const watchIdle = (
     session: http2.Http2Session,
@@ -220,7 +224,7 @@ export async function serveGrpc(
       cert: options.tls.cert,
       key: options.tls.key,
       allowHTTP1: false,
-      handshakeTimeout: options.handshakeTimeout ?? 10_000,
+      handshakeTimeout,
     });
   server.on("session", (session: http2.Http2Session) => {
     const state = {
@@ -233,7 +237,13 @@ export async function serveGrpc(
     // A connection that never makes a call (a stalled client, a probe)
     // is idle from the start.
     watchIdle(session, state);
+    // One that never speaks HTTP/2 (a slowloris: the TLS handshake's
+    // bound, then nothing) goes sooner: no client of ours takes 10 s for
+    // its preface.
+    const preface = setTimeout(() => session.destroy(), handshakeTimeout);
+    session.once("remoteSettings", () => clearTimeout(preface));
     session.on("close", () => {
+      clearTimeout(preface);
       clearTimeout(state.idle);
       sessions.delete(session);
     });

@@ -22,6 +22,7 @@ import { declaredTensor } from "./_inference_tensors.ts";
 import { inferenceRepositoryRoutes } from "./_inference_repository_routes.ts";
 import { inferenceStatistics } from "./_inference_statistics.ts";
 import { inferenceModelConfig } from "./_inference_model_config.ts";
+import { modelEntries, workersOf } from "./_pool_reads.ts";
 import {
   inferenceStreamResponse,
   wantsInferenceStream,
@@ -46,6 +47,7 @@ import {
   modelSuccessHeaders,
 } from "./model_routes.ts";
 import { versionKey } from "../_model_version.ts";
+import { ModelHTTPError } from "../errors.ts";
 import type { ResponseMeta } from "../session_types.ts";
 import {
   parseJsonText,
@@ -151,7 +153,7 @@ export function inferenceProtocolRoutes(
 
   const readyWorkers = (): Set<string> =>
     new Set(
-      pool.status().workers.filter((w) => w.state === "ready").map((w) => w.id),
+      workersOf(pool).filter((w) => w.state === "ready").map((w) => w.id),
     );
 
   const notFound = (message: string) =>
@@ -233,9 +235,7 @@ export function inferenceProtocolRoutes(
     // versions would make it quadratic).
     const versions = version !== undefined || model.label === undefined
       ? [model]
-      : catalog.list(pool).filter((m) =>
-        m.name === model.name && m.label !== undefined
-      );
+      : catalog.describeVersions(pool, model.name);
     return Response.json(inferenceStatistics(versions, metrics, pool));
   };
   app.get(
@@ -247,7 +247,11 @@ export function inferenceProtocolRoutes(
     (c) => statistics(c.req.param("name"), c.req.param("version")),
   );
   const config = (name: string, version: string | undefined) =>
-    Response.json(inferenceModelConfig(modelOf(name, version), pool.status()));
+    Response.json(
+      inferenceModelConfig(modelOf(name, version), {
+        workers: workersOf(pool),
+      }),
+    );
   app.get(
     "/v2/models/:name/config",
     (c) => config(c.req.param("name"), undefined),
@@ -278,8 +282,8 @@ export function inferenceProtocolRoutes(
     const model = modelOf(name, version);
     const ready = readyWorkers();
     // A placed model is ready where it is placed; the others everywhere.
-    const where = pool.status().models.find((m) =>
-      m.name === model.name && m.version === model.label
+    const where = modelEntries(pool, model.name).find((m) =>
+      m.version === model.label
     )?.slots;
     const ok = !ctx.signal.aborted &&
       (where === undefined
@@ -374,6 +378,8 @@ export function inferenceProtocolRoutes(
     // (Read only for such a model: no work for the others' calls.)
     const itemsWanted = () => wantsInferenceStream(request);
     const done = metrics.start(name);
+    // A 404 of the model's own (its HTTPError) counts as its call.
+    let answered = false;
     let res: Response;
     let watched: WatchedCall | undefined;
     let meta: ResponseMeta | undefined;
@@ -477,6 +483,7 @@ export function inferenceProtocolRoutes(
         }, true);
       }
     } catch (err) {
+      answered = err instanceof ModelHTTPError;
       if (watched?.aborted) {
         res = new Response(null, { status: 499 });
       } else {
@@ -500,7 +507,7 @@ export function inferenceProtocolRoutes(
     } finally {
       watched?.end();
     }
-    done(res.status);
+    done(res.status, answered);
     return res;
   };
   /** The status an error after a stream's first item is counted with. */

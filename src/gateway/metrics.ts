@@ -98,11 +98,23 @@ export interface GatewayMetricsOptions {
    */
   buckets?: number[];
   /**
-   * Distinct model label values kept; further names are counted under `"_other"`
-   * (requests for models that do not exist are counted under `"_unknown"`).
+   * Distinct model label values kept for names that are not a model loaded
+   * now (per {@linkcode GatewayMetricsOptions.isModel}); further such names
+   * are counted under `"_other"` (requests that found no model are counted
+   * under `"_unknown"`). A model loaded now always gets series of its own:
+   * a deployment of more models than this counts each.
    * @default {1000}
    */
   maxModels?: number;
+  /**
+   * Whether a model label value (a model's name, a version's `name@label`)
+   * is a model loaded now: asked only when a name without series comes
+   * past `maxModels`. `createGateway` gives the metrics it makes one that
+   * asks its pool (one map lookup with the library's `Pool`). Absent: every
+   * name past `maxModels` is counted under `"_other"`.
+   * @default {undefined}
+   */
+  isModel?: (name: string) => boolean;
 }
 
 interface ModelStats {
@@ -155,6 +167,7 @@ export interface ModelTotals {
 export class GatewayMetrics {
   #buckets: number[];
   #maxModels: number;
+  #isModel: ((name: string) => boolean) | undefined;
   #models = new Map<string, ModelStats>();
   #http = new Map<number, number>();
   #started = Date.now();
@@ -187,30 +200,37 @@ export class GatewayMetrics {
     ]
       .sort((a, b) => a - b);
     this.#maxModels = options.maxModels ?? 1000;
+    this.#isModel = options.isModel;
   }
 
   /**
    * Marks a model request as started; call the returned function with the
-   * final status. A 404 for a name that has no finished request of its own
-   * is counted under `"_unknown"`, and the name is forgotten once none of
-   * its requests is in flight: a client calling made-up names, even many
-   * at once, adds no series (and does not push real models into
-   * `"_other"`).
+   * final status, and `modelAnswered` `true` when that status is the
+   * model's own (its `HTTPError`, or an error after its stream began).
+   * Another 404 is a call that found no model: it is counted under
+   * `"_unknown"`, and a name with no finished request of its own is
+   * forgotten once none of its requests is in flight, so a client calling
+   * made-up names, even many at once, adds no series (and does not push
+   * real models into `"_other"`). A model's own 404 counts as its call,
+   * its first one too.
    */
-  start(model: string): (status: number) => void {
+  start(model: string): (status: number, modelAnswered?: boolean) => void {
     const own = this.#stats(model);
     own.inFlight++;
     this.#pending++;
     const t0 = performance.now();
     let ended = false;
-    return (status: number) => {
+    return (status: number, modelAnswered = false) => {
       if (ended) return;
       ended = true;
       own.inFlight--;
       this.#ended();
       let stats = own;
-      if (status === 404 && own.count === 0 && model !== UNKNOWN) {
-        if (own.inFlight === 0 && this.#models.get(model) === own) {
+      if (status === 404 && !modelAnswered && model !== UNKNOWN) {
+        if (
+          own.count === 0 && own.inFlight === 0 &&
+          this.#models.get(model) === own
+        ) {
           this.#models.delete(model);
         }
         stats = this.#stats(UNKNOWN);
@@ -567,9 +587,11 @@ export class GatewayMetrics {
   #stats(model: string): ModelStats {
     let stats = this.#models.get(model);
     if (stats) return stats;
+    // Past the bound, only a model loaded now gets series of its own: the
+    // models bound those, `maxModels` the other names.
     if (
       this.#models.size >= this.#maxModels && model !== "_other" &&
-      model !== UNKNOWN
+      model !== UNKNOWN && this.#isModel?.(model) !== true
     ) {
       return this.#stats("_other");
     }

@@ -12,6 +12,7 @@ import type {
 import { type InputValidator, InputValidatorCache } from "./input_validator.ts";
 import { closeTimeoutOf, modelTimeoutOf } from "../_model_timeout.ts";
 import { versionKey } from "../_model_version.ts";
+import { modelEntries } from "./_pool_reads.ts";
 
 /** The key of a model, or of one of its versions, in the catalog. */
 function keyOf(name: string, version: string | undefined): string {
@@ -412,11 +413,13 @@ export class ModelCatalog {
    * does, `undefined` when the pool has none of that name.
    */
   describe(
-    pool: Pick<GatewayPool, "status">,
+    pool: Pick<GatewayPool, "status" | "modelStatus">,
     name: string,
     version?: string,
   ): GatewayModelInfo | undefined {
-    const models = pool.status().models;
+    // That name's entries only (a pool with `modelStatus`): the calls and
+    // the probes of one model cost the same with thousands of others.
+    const models = modelEntries(pool, name);
     // A model with versions: the one asked for, else its default, with the
     // labels of them all.
     const m = models.find((m) =>
@@ -433,6 +436,20 @@ export class ModelCatalog {
       versions: models.filter((o) => o.name === name && o.version !== undefined)
         .map((o) => o.version!),
     };
+  }
+
+  /**
+   * Describes each version of model `name` as
+   * {@linkcode ModelCatalog.describe} does (`[]` for a model without
+   * versions, or none): one read of that model's entries for them all.
+   */
+  describeVersions(
+    pool: Pick<GatewayPool, "status" | "modelStatus">,
+    name: string,
+  ): GatewayModelInfo[] {
+    return modelEntries(pool, name).flatMap((m) =>
+      m.version === undefined ? [] : [this.#describe(m)]
+    );
   }
 
   #describe(
@@ -452,8 +469,11 @@ export class ModelCatalog {
     }
     // Its slots as they are now (a resize or a restart moves them).
     if (known !== undefined) {
-      if (m.slots === undefined) return known;
-      const placed: GatewayModelInfo = { ...known, slots: [...m.slots] };
+      if (m.slots === undefined && m.failedReason === undefined) return known;
+      const placed: GatewayModelInfo = { ...known };
+      if (m.slots !== undefined) placed.slots = [...m.slots];
+      // An unplaced model too: one quarantined for killing its workers
+      // soon after its load (PoolOptions.loadCrashWindow).
       if (m.failedReason !== undefined) placed.failedReason = m.failedReason;
       return placed;
     }

@@ -42,6 +42,7 @@ import {
 } from "./read_json_body.ts";
 import { type SseEvent, sseResponse } from "./sse.ts";
 import { modelView } from "./_model_view.ts";
+import { modelEntries, statusOf } from "./_pool_reads.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
 import type { RouteContext } from "./route_context.ts";
 import { stringifyJson } from "../_exact_json.ts";
@@ -530,6 +531,8 @@ export function modelExecutor(
       }
     }
     const done = metrics.start(name);
+    // A 404 of the model's own (its HTTPError) counts as its call.
+    let answered = false;
     let requestId = clientId;
     let res: Response;
     let watched: WatchedCall | undefined;
@@ -620,6 +623,7 @@ export function modelExecutor(
         res.headers.set(REQUEST_ID_HEADER, requestId);
       }
     } catch (err) {
+      answered = err instanceof ModelHTTPError;
       // The client went away (the call was cancelled for it): nobody reads
       // this response, 499 keeps it apart from real errors in the metrics.
       // A model's exception often names its own files (`open()` of a data
@@ -648,7 +652,7 @@ export function modelExecutor(
       }
     }
     watched?.end();
-    done(res.status);
+    done(res.status, answered);
     if (direct) metrics.countHttp(res.status);
     if (log) requestLine(logger, name, res.status, t0, requestId);
     return res;
@@ -923,7 +927,8 @@ export function modelRoutes(ctx: RouteContext): Hono {
       }
       throw notFound(name);
     }
-    const now = pool.status();
+    // That model's entries, not every model's (a probe per model).
+    const now = statusOf(pool, name);
     const status = readiness(ctx, model, now);
     // TF Serving lists every version's state when none is named (a client
     // waits there for the one it loaded); `ready` is the default's. One
@@ -1159,7 +1164,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
       const res = watched?.aborted
         ? new Response(null, { status: 499 })
         : streamError(err, failure, await hideDir(err, c.req.raw));
-      done(res.status);
+      done(res.status, err instanceof ModelHTTPError);
       return res;
     } finally {
       watched?.signal.removeEventListener("abort", onLeave);
@@ -1175,7 +1180,8 @@ export function modelRoutes(ctx: RouteContext): Hono {
       {
         onClose: () => {
           items.cancel();
-          done(outcome.status);
+          // Its first item came: any error since is the model's.
+          done(outcome.status, true);
         },
         open: ctx.runtime.streamHeadersWithBody === true,
         endWith: idle.promise,
@@ -1242,11 +1248,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
       closeWarning?: string;
     };
     // The slots it was just placed on, as GET /v1/models/{name} shows them.
-    const now = version === undefined
-      ? pool.status().models.find((m) => m.name === name)
-      : pool.status().models.find((m) =>
-        m.name === name && m.version === version
-      );
+    const now = modelEntries(pool, name).find((m) => m.version === version);
     const slots = now?.slots;
     const shown: typeof info = slots === undefined
       ? info
@@ -1349,7 +1351,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
 export function readiness(
   ctx: Pick<RouteContext, "pool" | "signal">,
   model: GatewayModelInfo,
-  status: PoolStatus = ctx.pool.status(),
+  status: PoolStatus = statusOf(ctx.pool, model.name),
 ): {
   ready: boolean;
   model_version_status: VersionStatus[];

@@ -15,6 +15,7 @@ import type { ModelCatalog } from "./model_catalog.ts";
 import type { BodyReadGuard } from "./read_json_body.ts";
 import type { ExposedModelHeaders } from "./_model_http_headers.ts";
 import type { ModelChanges } from "./_model_changes.ts";
+import type { TokenHolders } from "./_token_holders.ts";
 
 /**
  * The state every route group receives from `createGateway`.
@@ -103,4 +104,9 @@ export interface RouteContext {
   exposedHeaders: ExposedModelHeaders;
   /** OpenTelemetry tracing of model calls; `undefined`: off, nothing read. */
   tracing: GatewayTracing | undefined;
+  /**
+   * The channel subscriptions by the token each presented, for a reload
+   * that retires a token to end them; `undefined` without a token.
+   */
+  tokenHolders: TokenHolders | undefined;
 }

@@ -38,11 +38,13 @@ import {
   withTokenFilesOf,
 } from "./_token_files.ts";
 import { GatewayMetrics } from "./metrics.ts";
+import { hasModel } from "./_pool_reads.ts";
 import { type GatewayModelInfo, ModelCatalog } from "./model_catalog.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import { modelFiles } from "./_model_files.ts";
 import { isLoopback } from "./security.ts";
 import { readTls } from "./_tls_files.ts";
+import { otherListeners } from "./_port_sharers.ts";
 import { workerEnv } from "./_worker_env.ts";
 import type { GrpcServer } from "./grpc_server.ts";
 import { setTimeoutOrNever } from "../_timer.ts";
@@ -361,7 +363,10 @@ export async function serve(
     onDrop: droppedSubscriberLogger(logger),
   });
   const catalog = new ModelCatalog();
-  const metrics = new GatewayMetrics();
+  // Past its maxModels names, a model the pool has still gets series.
+  const metrics = new GatewayMetrics({
+    isModel: (name) => pool !== undefined && hasModel(pool, name),
+  });
   const envOption = workerEnv(config.env ?? {});
   const poolOptions: PoolOptions = {
     workers: config.workers,
@@ -396,6 +401,11 @@ export async function serve(
     ...(config.limits.evalReplayBudget === undefined
       ? {}
       : { evalReplayBudget: config.limits.evalReplayBudget }),
+    // A model that kills its worker soon after its load: out of service at
+    // its second strike (docs/reliability.md).
+    ...(config.limits.loadCrashWindow === undefined
+      ? {}
+      : { loadCrashWindow: config.limits.loadCrashWindow }),
     // A placed model that crashes the slots it goes to: moves before it is
     // out of service (docs/models.md, "Placement").
     placement: {
@@ -622,6 +632,24 @@ export async function serve(
     } catch (err) {
       throw listenError(config, err);
     }
+    if (tls !== undefined && reusePort) {
+      // SO_REUSEPORT let this listen succeed beside another process's
+      // (a second serve started with this one: both passed the probe,
+      // before their models loaded); the kernel would share the
+      // connections between them, silently.
+      const others = otherListeners(server.port);
+      if (others > 0) {
+        throw listenError(
+          config,
+          Object.assign(
+            new Error(
+              `${others} listener(s) of another process share the port (SO_REUSEPORT, which the TLS port is bound with for a reload's new certificate)`,
+            ),
+            { code: "EADDRINUSE" },
+          ),
+        );
+      }
+    }
     port = server.port;
     const url = `${tls === undefined ? "http" : "https"}://${
       hostPort(urlHost(server.hostname), server.port)
@@ -805,13 +833,34 @@ export async function serve(
           );
         }
       }
+      // A shutdown that began while this reload read its files or started
+      // the listener already closed the listener it found: the new one
+      // would stay open after `finished` (and serve the drain's 503s).
+      if (shutting !== undefined) {
+        await fresh?.shutdown().catch(() => {});
+        refuse(
+          new ShuttingDownError("Cannot reload: the gateway is shutting down"),
+        );
+      }
+      try {
+        // Its own checks (a `reloadConfig` of the caller's may skip
+        // `loadConfig`'s): a refusal changes nothing.
+        SET_TOKENS_OF.get(app)!({
+          ...(plan.token === undefined ? {} : { token: plan.token }),
+          ...(plan.manageToken === undefined
+            ? {}
+            : { manageToken: plan.manageToken }),
+        });
+      } catch (err) {
+        await fresh?.shutdown().catch(() => {});
+        refuse(
+          new ConfigError(`token: ${(err as Error).message}`, {
+            cause: err,
+            details: { path: "token" },
+          }),
+        );
+      }
       // Everything checked and ready: nothing below fails.
-      SET_TOKENS_OF.get(app)!({
-        ...(plan.token === undefined ? {} : { token: plan.token }),
-        ...(plan.manageToken === undefined
-          ? {}
-          : { manageToken: plan.manageToken }),
-      });
       if (fresh !== undefined) {
         const old = httpServer;
         httpServer = fresh;

@@ -16,6 +16,7 @@ import type { GatewayPoolStatus } from "./gateway_pool.ts";
 import { readJsonBody } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
 import type { ScaleBounds, ScaleBoundsChange } from "../plugin.ts";
+import { workersOf } from "./_pool_reads.ts";
 
 const COUNT = "expected an integer from 1 to 1024";
 const BOUND =
@@ -110,7 +111,7 @@ export function workerRoutes(ctx: RouteContext): Hono {
         : setBounds(ctx, change, count);
     if (count === undefined) {
       // Bounds alone: no resize of the gateway's, nothing to wait for.
-      return c.json({ count: pool.status().workers.length, bounds: bounds() });
+      return c.json({ count: workersOf(pool).length, bounds: bounds() });
     }
     if (running === undefined && pool.status().resizing === true) {
       // Another resize (the autoscale plugin's, the library's) is under
@@ -135,7 +136,7 @@ export function workerRoutes(ctx: RouteContext): Hono {
     // The bounds first (nothing set when refused): a count outside the
     // bounds in force would move them.
     const set = bounds();
-    const from = pool.status().workers.length;
+    const from = workersOf(pool).length;
     const resize = { from, to: count };
     running = resize;
     // No timeout given to the pool: `running` must last as long as the

@@ -88,6 +88,28 @@ export interface MaterializePythonPackageOptions {
   fallbackUrl?: URL | string;
 }
 
+/**
+ * The file at the top of a copy {@linkcode materializePythonPackage} made: a
+ * server started from such a copy writes the packages' bytecode into it
+ * (`__pycache__` next to the files, or under `PYTHONPYCACHEPREFIX`) even
+ * under `PYTHONDONTWRITEBYTECODE`, once per Python version (the version's
+ * tag is in each `.pyc` name), so that each later start loads it instead of
+ * compiling ~11k lines again (python_server.ts's bootstrap). A checkout has
+ * none: its bytecode is left to Python's own settings.
+ */
+export const BYTECODE_MARKER = ".pyproxy-copy";
+
+const MARKER_TEXT = new TextEncoder().encode(
+  "A copy of pyproxy's Python packages (materializePythonPackage): the servers started from it write its bytecode here.\n",
+);
+
+/** Marks a copy as pyproxy's; a copy that cannot be written is left as it is. */
+async function mark(runtime: Runtime, dir: string): Promise<void> {
+  const marker = join(dir, BYTECODE_MARKER);
+  if (await runtime.stat(marker) !== null) return;
+  await runtime.writeFile(marker, MARKER_TEXT).catch(() => {});
+}
+
 /** How many files are downloaded at once. */
 const CONCURRENCY = 8;
 
@@ -237,7 +259,11 @@ export async function materializePythonPackage(
   const target = join(cacheDir, `${manifest.version}-${contentId}`);
 
   if (await runtime.stat(target) !== null) {
-    if (await verify(runtime, target, manifest) === undefined) return target;
+    if (await verify(runtime, target, manifest) === undefined) {
+      // A copy made before copies were marked gets its bytecode too.
+      await mark(runtime, target);
+      return target;
+    }
     // Damaged (edited, truncated): replace it with a fresh copy.
     await runtime.remove(target, { recursive: true });
   }
@@ -259,6 +285,7 @@ export async function materializePythonPackage(
     if (problem !== undefined) {
       throw new StartError(`Cannot materialize python package: ${problem}`);
     }
+    await mark(runtime, staging);
     try {
       // Atomic: a concurrent process sees either nothing or a complete copy.
       await rename(staging, target);
