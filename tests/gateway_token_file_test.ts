@@ -278,10 +278,21 @@ Deno.test("serve reads a token file itself, polls it, and logs a bad one once, t
     assert.equal(errors().length, before + 3);
     assert.match(errors().at(-1)!, /no such file/);
 
-    // Back, with the old token retired.
+    // Back, with the old token retired: its channel subscription ends too.
+    const sub = await fetch(`${server.url}/v1/channels/news`, {
+      headers: { authorization: `Bearer ${T1}` },
+    });
+    assert.equal(sub.status, 200);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const ended = Promise.race([
+      new Response(sub.body).text().then(() => "ended"),
+      new Promise((resolve) => timer = setTimeout(resolve, 10_000, "open")),
+    ]);
     await Deno.writeTextFile(path, `${T2}\n`);
     await until(server.url, T1, 401);
     assert.equal(await call(server.url, T2), 200);
+    assert.equal(await ended, "ended");
+    clearTimeout(timer);
 
     // A reload naming another file: read, and polled from then on.
     const other = `${dir.path}/other`;
