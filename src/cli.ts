@@ -66,6 +66,15 @@ Options:
                             The only token eval and model management accept (the
                             --token gets 403 there); accepted on every route but
                             as the dashboard's ?token= (or set PYPROXY_MANAGE_TOKEN)
+      --token-file <file>   Read --token from this file (one token a line, e.g. a
+                            mounted secret), again whenever it changes (or set
+                            PYPROXY_TOKEN_FILE)
+      --manage-token-file <file>
+                            Read --manage-token from this file, as --token-file
+                            (or set PYPROXY_MANAGE_TOKEN_FILE)
+      --token-file-interval <ms>
+                            How often the token files are read for a change
+                            (default 10000; 0: on SIGHUP only)
       --tls-cert <file>     Serve HTTPS (and HTTP/2) with this PEM certificate
                             (chain); needs --tls-key
       --tls-key <file>      The PEM private key of --tls-cert
@@ -202,6 +211,9 @@ const OPTIONS = {
   env: { type: "string", multiple: true },
   token: { type: "string" },
   "manage-token": { type: "string" },
+  "token-file": { type: "string" },
+  "manage-token-file": { type: "string" },
+  "token-file-interval": { type: "string" },
   "tls-cert": { type: "string" },
   "tls-key": { type: "string" },
   "allowed-host": { type: "string", multiple: true },
@@ -384,6 +396,9 @@ const FLAG_OF: Record<string, string> = {
   env: "--env",
   token: "--token",
   manageToken: "--manage-token",
+  tokenFileInterval: "--token-file-interval",
+  tokenFile: "--token-file",
+  manageTokenFile: "--manage-token-file",
   "tls.cert": "--tls-cert",
   "tls.key": "--tls-key",
   allowedHosts: "--allowed-host",
@@ -519,6 +534,9 @@ function cliOverrides(
   set("python", str("python"));
   set("token", str("token"));
   set("manageToken", str("manage-token"));
+  set("tokenFile", str("token-file"));
+  set("manageTokenFile", str("manage-token-file"));
+  set("tokenFileInterval", toNumber(str("token-file-interval")));
   const cert = str("tls-cert");
   const key = str("tls-key");
   if ((cert === undefined) !== (key === undefined)) {

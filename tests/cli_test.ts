@@ -205,6 +205,30 @@ Deno.test("main rejects bad flags and commands with a clear error", async () => 
     r.stderr,
     /error: grpc\.streamWindow: expected an integer from 1 to 1024 \(at command line: --grpc-stream-window\)/,
   );
+  r = await cli(["serve", "--token-file-interval", "-1"]);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    /error: tokenFileInterval: expected an integer from 0 to 2147483647 \(at command line: --token-file-interval\)/,
+  );
+  r = await cli([
+    "serve",
+    "--token",
+    "0123456789abcdef",
+    "--token-file",
+    "/run/secrets/token",
+  ]);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    /error: tokenFile: --token and --token-file are both set; set one/,
+  );
+  r = await cli(["serve", "--token-file", "/nonexistent/token"]);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    /error: tokenFile: cannot read \/nonexistent\/token: no such file/,
+  );
   r = await cli(["serve", "--tls-cert", "cert.pem"]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /error: --tls-cert: needs --tls-key too/);

@@ -33,6 +33,9 @@ const APPLIED = new Set([
   "tls",
   "tokenGenerated",
   "configPath",
+  // Read again by the reload, and polled from then on.
+  "tokenFile",
+  "manageTokenFile",
 ]);
 
 /**

@@ -22,10 +22,9 @@ import {
   type LogLevel,
   modelEntriesProblem,
   type ModelEntry,
-  TOKEN_UNUSABLE,
-  usableToken,
 } from "./config_schema.ts";
-import { type CorsConfig, isLoopback, MAX_TOKENS } from "./security.ts";
+import { type CorsConfig, isLoopback } from "./security.ts";
+import { checkToken, readTokenFiles } from "./_token_files.ts";
 
 export type { GatewayConfig, LogLevel, ModelEntry } from "./config_schema.ts";
 
@@ -111,6 +110,20 @@ export interface ResolvedConfig {
    */
   manageToken?: string | string[];
   /**
+   * The file `token` is read from (absolute): one token a line, read by
+   * {@linkcode loadConfig} and again by `serve` at start, on a reload and
+   * when it changes (docs/gateway.md, "Security"). `token` holds what was
+   * read (nothing yet in a configuration from {@linkcode resolveConfig}).
+   */
+  tokenFile?: string;
+  /** The file `manageToken` is read from, as `tokenFile` for `token`. */
+  manageTokenFile?: string;
+  /**
+   * How often `serve` reads the token files to notice a change, in ms
+   * (`0`: only on a reload); set with a token file.
+   */
+  tokenFileInterval?: number;
+  /**
    * TLS: the certificate chain's and private key's PEM files (paths
    * resolved, read by `serve` at start).
    */
@@ -173,6 +186,9 @@ export const DEFAULTS = {
   // gRPC clients reconnect by themselves; an idle connection costs a socket
   // and nghttp2's state for nothing.
   grpcIdleTimeout: 300_000,
+  // A rotation writes the new token beside the old one, and removes the
+  // old one only once the clients moved: seconds do not matter.
+  tokenFileInterval: 10_000,
   logLevel: "info" as LogLevel,
 } as const;
 
@@ -361,6 +377,10 @@ export interface ResolveConfigOptions {
   };
   /** `PYPROXY_MANAGE_TOKEN` from the environment, used when neither flag nor file sets a management token. */
   envManageToken?: string;
+  /** `PYPROXY_TOKEN_FILE`, as `envToken` (not with it): a file holding the token(s). */
+  envTokenFile?: string;
+  /** `PYPROXY_MANAGE_TOKEN_FILE`, as `envManageToken` (not with it). */
+  envManageTokenFile?: string;
   /** The config file path, for messages. */
   configPath?: string;
 }
@@ -391,9 +411,10 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
   } else modelsDir = embeddedModelsDir() ?? resolvePath(options.cwd, "models");
   const limits = { ...file.limits, ...cli.limits };
   const channels = { ...file.channels, ...cli.channels };
-  const token = cli.token ?? (options.envToken || undefined) ?? file.token;
-  const manageToken = cli.manageToken ??
-    (options.envManageToken || undefined) ?? file.manageToken;
+  const tokenFrom = tokenSource("token", file, cli, options);
+  const manageFrom = tokenSource("manageToken", file, cli, options);
+  const token = tokenFrom?.value;
+  const manageToken = manageFrom?.value;
   const config: ResolvedConfig = {
     host: pick("host") ?? DEFAULTS.host,
     port: pick("port") ?? DEFAULTS.port,
@@ -475,6 +496,16 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
   if (tracing !== undefined) config.tracing = tracing;
   if (token !== undefined) config.token = token;
   if (manageToken !== undefined) config.manageToken = manageToken;
+  if (tokenFrom?.path !== undefined) config.tokenFile = tokenFrom.path;
+  if (manageFrom?.path !== undefined) config.manageTokenFile = manageFrom.path;
+  if (tokenFrom?.path !== undefined || manageFrom?.path !== undefined) {
+    config.tokenFileInterval = pick("tokenFileInterval") ??
+      DEFAULTS.tokenFileInterval;
+  }
+  // A token read from a file counts as set: the file is read later
+  // (loadConfig, serve), asynchronously.
+  const hasToken = config.token !== undefined ||
+    config.tokenFile !== undefined;
   const tls = resolveTls(file, cli, options);
   if (tls !== undefined) config.tls = tls;
   const cors = pick("cors");
@@ -490,7 +521,7 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
   if (options.configPath !== undefined) config.configPath = options.configPath;
   // Without a token, "*" would let any web page call the gateway: through
   // CORS, or through DNS rebinding once the Host check is off.
-  if (config.token === undefined) {
+  if (!hasToken) {
     const open = config.cors?.origins.includes("*")
       ? ["cors", 'cors.origins "*" lets every web page call the gateway']
       : config.allowedHosts.includes("*")
@@ -542,7 +573,7 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       { details: { path: "cors" } },
     );
   }
-  if (!isLoopback(config.host) && config.token === undefined) {
+  if (!isLoopback(config.host) && !hasToken) {
     throw new ConfigError(
       `Cannot serve on ${config.host}: binding a non-loopback address requires a token ` +
         `(--token, the PYPROXY_TOKEN environment variable, or "token" in pyproxy.json)`,
@@ -551,7 +582,7 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
   }
   if (
     config.grpc !== undefined && !isLoopback(config.grpc.hostname) &&
-    config.token === undefined
+    !hasToken
   ) {
     throw new ConfigError(
       `Cannot serve gRPC on ${config.grpc.hostname}: binding a non-loopback address requires a token ` +
@@ -561,19 +592,12 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
   }
   forwardedAuthorization(config, cli, options);
   if (config.manageToken !== undefined) {
-    checkToken(
-      "manageToken",
-      config.manageToken,
-      cli.manageToken !== undefined
-        ? "command line: --manage-token"
-        : options.envManageToken
-        ? "environment: PYPROXY_MANAGE_TOKEN"
-        : `${options.configPath ?? "pyproxy.json"}: manageToken`,
-    );
+    checkToken("manageToken", config.manageToken, manageFrom!.where);
   }
   if (
-    config.token === undefined &&
-    (config.allowEval || config.allowManage || config.manageToken !== undefined)
+    !hasToken &&
+    (config.allowEval || config.allowManage ||
+      config.manageToken !== undefined || config.manageTokenFile !== undefined)
   ) {
     // Eval runs code as this user, and management imports any .py of the
     // models directory: every local user (any process reaches the loopback)
@@ -587,12 +611,7 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
   if (config.token !== undefined) {
     // The file's and the flag's tokens went through the schema; the
     // environment's did not.
-    const where = cli.token !== undefined
-      ? "command line: --token"
-      : options.envToken
-      ? "environment: PYPROXY_TOKEN"
-      : `${options.configPath ?? "pyproxy.json"}: token`;
-    checkToken("token", config.token, where);
+    checkToken("token", config.token, tokenFrom!.where);
     const manage = tokenList(config.manageToken);
     if (tokenList(config.token).some((t) => manage.includes(t))) {
       throw new ConfigError(
@@ -624,31 +643,70 @@ export function tokenList(
 }
 
 /**
- * Checks a token option from any source (the environment's skipped the
- * schema): each token long enough and sendable, 1 to 16 of them, none twice.
+ * A token option and its file option from the first layer that sets
+ * either (the flags, the environment, then pyproxy.json: a file there
+ * yields to a token on the command line, as a token does), its path
+ * resolved; both in one layer is a {@linkcode ConfigError} naming them.
  */
-function checkToken(
+function tokenSource(
   name: "token" | "manageToken",
-  value: string | string[],
-  where: string,
-): void {
-  const list = tokenList(value);
-  const problem = list.length === 0
-    ? "expected at least one token (leave it out for none)"
-    : list.length > MAX_TOKENS
-    ? `expected at most ${MAX_TOKENS} tokens`
-    : new Set(list).size < list.length
-    ? "expected different tokens (one is listed twice)"
-    : list.some((t) => t.length < 16)
-    ? "expected a token of at least 16 characters"
-    : list.every(usableToken)
-    ? undefined
-    : TOKEN_UNUSABLE;
-  if (problem !== undefined) {
-    throw new ConfigError(`${name}: ${problem} (at ${where})`, {
-      details: { path: name, source: where },
-    });
+  file: GatewayConfig,
+  cli: GatewayConfig,
+  options: ResolveConfigOptions,
+):
+  | { value?: string | string[]; path?: string; where: string }
+  | undefined {
+  const option = `${name}File` as const;
+  const flag = name === "token" ? "--token" : "--manage-token";
+  const variable = name === "token" ? "PYPROXY_TOKEN" : "PYPROXY_MANAGE_TOKEN";
+  const configPath = options.configPath ?? "pyproxy.json";
+  const layers = [
+    {
+      value: cli[name],
+      path: cli[option],
+      dir: options.cwd,
+      names: [flag, `${flag}-file`],
+      where: "command line",
+    },
+    {
+      value: (name === "token" ? options.envToken : options.envManageToken) ||
+        undefined,
+      path:
+        (name === "token"
+          ? options.envTokenFile
+          : options.envManageTokenFile) || undefined,
+      dir: options.cwd,
+      names: [variable, `${variable}_FILE`],
+      where: "environment",
+    },
+    {
+      value: file[name],
+      path: file[option],
+      dir: options.fileDir ?? options.cwd,
+      names: [name, option],
+      where: configPath,
+    },
+  ];
+  for (const layer of layers) {
+    if (layer.value !== undefined && layer.path !== undefined) {
+      throw new ConfigError(
+        `${option}: ${layer.names[0]} and ${
+          layer.names[1]
+        } are both set; set one (at ${layer.where}: ${layer.names.join(", ")})`,
+        { details: { path: option, source: layer.where } },
+      );
+    }
+    if (layer.value !== undefined) {
+      return { value: layer.value, where: `${layer.where}: ${layer.names[0]}` };
+    }
+    if (layer.path !== undefined) {
+      return {
+        path: resolvePath(layer.dir, layer.path),
+        where: `${layer.where}: ${layer.names[1]}`,
+      };
+    }
   }
+  return undefined;
 }
 
 /**
@@ -698,8 +756,10 @@ function forwardedAuthorization(
     );
   }
   // A management token alone gets an inference token generated beside it.
-  const tokenNeeded = config.token !== undefined || config.allowEval ||
-    config.allowManage || config.manageToken !== undefined;
+  const tokenNeeded = config.token !== undefined ||
+    config.tokenFile !== undefined || config.allowEval ||
+    config.allowManage || config.manageToken !== undefined ||
+    config.manageTokenFile !== undefined;
   if (tokenNeeded && config.forwardHeaders.includes("authorization")) {
     throw new ConfigError(
       `forwardHeaders: "authorization" cannot be forwarded while the gateway has a token: it holds the gateway's bearer token, which model code would read (send the model's own credentials in another header, such as x-user-token) (at ${where})`,
@@ -813,6 +873,8 @@ export async function loadConfig(
   const envToken = runtime.env("PYPROXY_TOKEN");
   const otelEnv = otelVariables(runtime);
   const envManageToken = runtime.env("PYPROXY_MANAGE_TOKEN");
+  const envTokenFile = runtime.env("PYPROXY_TOKEN_FILE");
+  const envManageTokenFile = runtime.env("PYPROXY_MANAGE_TOKEN_FILE");
   const config = resolveConfig({
     ...(otelEnv === undefined ? {} : { otelEnv }),
     ...(file === undefined ? {} : { file }),
@@ -821,7 +883,12 @@ export async function loadConfig(
     cwd,
     ...(envToken === undefined ? {} : { envToken }),
     ...(envManageToken === undefined ? {} : { envManageToken }),
+    ...(envTokenFile === undefined ? {} : { envTokenFile }),
+    ...(envManageTokenFile === undefined ? {} : { envManageTokenFile }),
   });
+  // Read here too (serve reads them again): a program sees its tokens,
+  // and an unreadable or invalid file fails as an invalid token does.
+  Object.assign(config, await readTokenFiles(runtime, config));
   if (cli.modelsDir === undefined && file?.modelsDir === undefined) {
     config.modelsDir = await defaultModelsDir(runtime, config.modelsDir, cwd);
   }

@@ -214,6 +214,20 @@ export interface GatewayConfig {
    * these (docs/gateway.md, "Security").
    */
   manageToken?: string | string[] | undefined;
+  /**
+   * A file holding `token`: one token a line (1 to 16; blank lines and
+   * lines starting with `#` skipped), such as a mounted Kubernetes secret.
+   * Read at start, on a reload, and when it changes (see
+   * `tokenFileInterval`). Not with `token` (docs/gateway.md, "Security").
+   */
+  tokenFile?: string | undefined;
+  /** A file holding `manageToken`, as `tokenFile` holds `token`. */
+  manageTokenFile?: string | undefined;
+  /**
+   * How often the token files are read to notice a change, in ms (`0`:
+   * only on a reload). @default {10000}
+   */
+  tokenFileInterval?: number | undefined;
   /** TLS: PEM files of the certificate (chain) and its private key. */
   tls?: {
     /** Path of the certificate chain (PEM). */
@@ -574,6 +588,9 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
   ),
   token: v.optional(tokenSchema()),
   manageToken: v.optional(tokenSchema()),
+  tokenFile: v.optional(str("a file path")),
+  manageTokenFile: v.optional(str("a file path")),
+  tokenFileInterval: v.optional(int(0, 2 ** 31 - 1)),
   tls: v.optional(
     strict({ cert: str("a file path"), key: str("a file path") }),
   ),

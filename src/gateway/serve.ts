@@ -26,9 +26,17 @@ import {
 } from "./app.ts";
 import { ChannelHub } from "./channels.ts";
 import { channelsPlugin } from "./channels_plugin.ts";
-import type { ModelEntry, ResolvedConfig } from "./config.ts";
+import { DEFAULTS, type ModelEntry, type ResolvedConfig } from "./config.ts";
 import { checkTokensSet, reloadPlan } from "./_config_reload.ts";
 import { SET_TOKENS_OF } from "./_gateway_tokens.ts";
+import {
+  hasTokenFiles,
+  tokenChanges,
+  TokenFileWatch,
+  warnReadableTokenFiles,
+  withFileTokens,
+  withTokenFilesOf,
+} from "./_token_files.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { hasModel } from "./_pool_reads.ts";
 import { type GatewayModelInfo, ModelCatalog } from "./model_catalog.ts";
@@ -312,6 +320,10 @@ export async function serve(
       }`,
     );
   }
+  // Read again: a configuration from resolveConfig has not read them, and
+  // a rotation may have happened since loadConfig did.
+  config = await withFileTokens(runtime, config);
+  await warnReadableTokenFiles(runtime, config, logger);
   checkTokensSet(config);
   if ((config.allowEval || config.allowManage) && config.token === undefined) {
     // Every local user (any process reaches the loopback) would run code as
@@ -696,6 +708,7 @@ export async function serve(
     const shutdown = (): Promise<void> => {
       shutting ??= (async () => {
         for (const off of offSignals) off();
+        tokenWatch?.stop();
         const grace = config.limits.shutdownGrace;
         logger.info("Draining: waiting up to {ms} ms for in-flight requests", {
           ms: grace,
@@ -781,14 +794,10 @@ export async function serve(
         );
       }
       let plan: Awaited<ReturnType<typeof reloadPlan>>;
+      let next: ResolvedConfig;
       try {
-        plan = await reloadPlan(
-          current,
-          served,
-          await options.reloadConfig!(),
-          runtime,
-          logger,
-        );
+        next = await withFileTokens(runtime, await options.reloadConfig!());
+        plan = await reloadPlan(current, served, next, runtime, logger);
       } catch (err) {
         return refuse(err);
       }
@@ -865,7 +874,7 @@ export async function serve(
         served = plan.tls;
       }
       current = {
-        ...current,
+        ...withTokenFilesOf(current, next),
         ...(plan.token === undefined ? {} : { token: plan.token }),
         ...(plan.manageToken === undefined
           ? {}
@@ -887,6 +896,33 @@ export async function serve(
     // One at a time: each compares with what the last one applied.
     const reload = (): Promise<ReloadResult> => {
       const run = reloading.then(reloadNow, reloadNow);
+      reloading = run.catch(() => {});
+      return run;
+    };
+    // A token file's new tokens: applied as a reload applies them (one at
+    // a time with the reloads), the rest of the configuration untouched.
+    const applyFileTokens = (
+      tokens: { token?: string[]; manageToken?: string[] },
+      read: ResolvedConfig,
+    ): Promise<void> => {
+      const apply = (): void => {
+        // A reload since read the files another configuration names.
+        if (
+          shutting !== undefined || read.tokenFile !== current.tokenFile ||
+          read.manageTokenFile !== current.manageTokenFile
+        ) return;
+        const changed = tokenChanges(current, tokens);
+        if (changed.length > 0) {
+          SET_TOKENS_OF.get(app)!(tokens);
+          current = { ...current, ...tokens };
+        }
+        logger.info("Read the token files again: {changes}", {
+          changes: changed.length === 0
+            ? "nothing changed"
+            : changed.join(", "),
+        });
+      };
+      const run = reloading.then(apply, apply);
       reloading = run.catch(() => {});
       return run;
     };
@@ -913,6 +949,18 @@ export async function serve(
         // No SIGHUP (Windows): reload() only (docs/gateway.md, "Reloading").
       }
     }
+    // Polled for a rotation of the mounted secret (no signal comes).
+    // A configuration built by hand may leave the interval out.
+    const interval = config.tokenFileInterval ?? DEFAULTS.tokenFileInterval;
+    const tokenWatch = interval > 0 && hasTokenFiles(config)
+      ? new TokenFileWatch({
+        runtime,
+        logger,
+        interval,
+        current: () => current,
+        apply: applyFileTokens,
+      })
+      : undefined;
     return {
       url,
       port: server.port,

@@ -1,0 +1,335 @@
+/**
+ * Tokens from files (`tokenFile`, `manageTokenFile`): a Kubernetes or
+ * Docker secret mounted as a file, one token per line. Read by
+ * `loadConfig` (so a reload reads them again), by `serve` at start, and
+ * polled by {@linkcode TokenFileWatch} while it serves, so that updating
+ * the secret rotates the tokens without a signal.
+ *
+ * @module
+ */
+import type { Logger } from "@logtape/logtape";
+import { ConfigError } from "../errors.ts";
+import type { Runtime } from "../runtime/types.ts";
+import { TOKEN_UNUSABLE, usableToken } from "./config_schema.ts";
+import type { ResolvedConfig } from "./config.ts";
+import { MAX_TOKENS } from "./security.ts";
+
+/** The largest token file read: 16 tokens with comments fit many times. */
+const MAX_TOKEN_FILE_BYTES = 64 * 1024;
+
+/** The token options and the options naming their files. */
+const FILE_OF = {
+  token: "tokenFile",
+  manageToken: "manageTokenFile",
+} as const;
+
+/**
+ * Checks a token option from any source (the environment's and a file's
+ * skipped the schema): each token long enough and sendable, 1 to 16 of
+ * them, none twice.
+ */
+export function checkToken(
+  name: "token" | "manageToken",
+  value: string | readonly string[],
+  where: string,
+): void {
+  const list = typeof value === "string" ? [value] : value;
+  const problem = list.length === 0
+    ? "expected at least one token (leave it out for none)"
+    : list.length > MAX_TOKENS
+    ? `expected at most ${MAX_TOKENS} tokens`
+    : new Set(list).size < list.length
+    ? "expected different tokens (one is listed twice)"
+    : list.some((t) => t.length < 16)
+    ? "expected a token of at least 16 characters"
+    : list.every(usableToken)
+    ? undefined
+    : TOKEN_UNUSABLE;
+  if (problem !== undefined) {
+    throw new ConfigError(`${name}: ${problem} (at ${where})`, {
+      details: { path: name, source: where },
+    });
+  }
+}
+
+/**
+ * The tokens of a token file's text: one a line, surrounding whitespace
+ * (a `\r`, a byte order mark) trimmed, blank lines and lines starting with
+ * `#` skipped (so a token cannot start with `#`).
+ */
+export function parseTokenFile(text: string): string[] {
+  return text.split("\n").map((line) => line.trim()).filter((line) =>
+    line !== "" && !line.startsWith("#")
+  );
+}
+
+/** A token file's text: a {@linkcode ConfigError} naming the option. */
+async function readTokenFile(
+  runtime: Runtime,
+  option: "tokenFile" | "manageTokenFile",
+  path: string,
+): Promise<string> {
+  const fail = (why: string, cause?: unknown): never => {
+    throw new ConfigError(`${option}: cannot read ${path}: ${why}`, {
+      ...(cause === undefined ? {} : { cause }),
+      details: { path: option },
+    });
+  };
+  let info: Awaited<ReturnType<Runtime["stat"]>>;
+  try {
+    info = await runtime.stat(path);
+  } catch (err) {
+    return fail((err as Error).message, err);
+  }
+  // Not a FIFO or a device: reading one could wait or never end.
+  if (info === null) return fail("no such file");
+  if (!info.isFile) return fail("not a regular file");
+  if (info.size > MAX_TOKEN_FILE_BYTES) {
+    return fail(
+      `${info.size} bytes, more than a token file holds (at most ${MAX_TOKEN_FILE_BYTES})`,
+    );
+  }
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(
+      await runtime.readFile(path),
+    );
+  } catch (err) {
+    return fail((err as Error).message, err);
+  }
+}
+
+/** The token options a configuration reads from files. */
+export function hasTokenFiles(config: ResolvedConfig): boolean {
+  return config.tokenFile !== undefined ||
+    config.manageTokenFile !== undefined;
+}
+
+/**
+ * Reads `config`'s token files and checks their tokens as inline ones are
+ * (and that no token is both an inference and a management one, with the
+ * other option's inline tokens too): the tokens to put in `token` and
+ * `manageToken`, or a {@linkcode ConfigError} naming the option and file.
+ */
+export async function readTokenFiles(
+  runtime: Runtime,
+  config: ResolvedConfig,
+): Promise<{ token?: string[]; manageToken?: string[] }> {
+  const out: { token?: string[]; manageToken?: string[] } = {};
+  for (const name of ["token", "manageToken"] as const) {
+    const path = config[FILE_OF[name]];
+    if (path === undefined) continue;
+    const tokens = parseTokenFile(
+      await readTokenFile(runtime, FILE_OF[name], path),
+    );
+    checkToken(name, tokens, `${FILE_OF[name]}: ${path}`);
+    out[name] = tokens;
+  }
+  const token = out.token ?? config.token;
+  const manage = out.manageToken ?? config.manageToken;
+  if (token !== undefined && manage !== undefined) {
+    const managing = new Set(typeof manage === "string" ? [manage] : manage);
+    if (
+      (typeof token === "string" ? [token] : token).some((t) => managing.has(t))
+    ) {
+      throw new ConfigError(
+        `manageToken: must differ from token (the inference token): with the same one, every client that may call a model could run code and load models (at ${
+          [config.tokenFile, config.manageTokenFile].filter((p) =>
+            p !== undefined
+          ).join(" and ")
+        })`,
+        { details: { path: "manageToken" } },
+      );
+    }
+  }
+  return out;
+}
+
+/**
+ * Warns of a token file that group or others may read, as of a TLS key: a
+ * Kubernetes secret's files are 0644 unless its `defaultMode` says 0400.
+ */
+export async function warnReadableTokenFiles(
+  runtime: Runtime,
+  config: ResolvedConfig,
+  logger: Logger,
+): Promise<void> {
+  for (const option of ["tokenFile", "manageTokenFile"] as const) {
+    const path = config[option];
+    if (path === undefined || runtime.owner === undefined) continue;
+    try {
+      // The file itself, not the link to it (a mounted secret is a link).
+      const owner = await runtime.owner(await runtime.realPath(path));
+      if (owner != null && (owner.mode & 0o077) !== 0) {
+        logger.warn(
+          "Token file {path} ({option}) may be read by other users (mode {mode}): chmod 600 it (a Kubernetes secret: defaultMode 0400)",
+          { path, option, mode: (owner.mode & 0o777).toString(8) },
+        );
+      }
+    } catch {
+      // Gone since it was read: the next read says so.
+    }
+  }
+}
+
+/**
+ * Options of {@linkcode TokenFileWatch}.
+ */
+export interface TokenFileWatchOptions {
+  runtime: Runtime;
+  logger: Logger;
+  /** How often the files are read, in ms. */
+  interval: number;
+  /** The configuration in force (its file paths and tokens). */
+  current(): ResolvedConfig;
+  /**
+   * Applies tokens read from `config`'s files (one at a time with the
+   * reloads; it compares with what is in force, and may skip them when a
+   * reload changed the files meanwhile).
+   */
+  apply(
+    tokens: { token?: string[]; manageToken?: string[] },
+    config: ResolvedConfig,
+  ): Promise<void>;
+}
+
+/**
+ * Reads the token files every `interval` ms and applies their tokens when
+ * they change. Polled, not watched: the kubelet updates a mounted secret
+ * by swapping a symlink (`..data`) in the directory above, which an
+ * inotify watch on the file misses (it watches the old inode), and a
+ * watch on the directory misses a `subPath` mount or a network file
+ * system; a read of a small file every few seconds costs nothing that
+ * matters, and nothing per request. What is compared is the tokens, not
+ * the file's times (a rewrite within the file system's time granularity,
+ * or of the same size, is seen too; a new comment is not a change). A
+ * file unreadable or invalid keeps the tokens in force and is logged once
+ * until its content, or the error, changes.
+ */
+export class TokenFileWatch {
+  #options: TokenFileWatchOptions;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #stopped = false;
+  /** What the last read found: the tokens, or the error's message. */
+  #last: string | undefined;
+
+  constructor(options: TokenFileWatchOptions) {
+    this.#options = options;
+    const config = options.current();
+    this.#last = seen(config, tokensOf(config));
+    this.#arm();
+  }
+
+  /** Stops reading (at shutdown). */
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+  }
+
+  #arm(): void {
+    if (this.#stopped) return;
+    this.#timer = setTimeout(() => {
+      // Nothing of a read may end the process (an unhandled rejection).
+      this.#check().catch((err) => {
+        this.#options.logger.error(
+          "Cannot apply the token files: {message}",
+          { message: err instanceof Error ? err.message : String(err) },
+        );
+      }).finally(() => this.#arm());
+    }, this.#options.interval);
+  }
+
+  async #check(): Promise<void> {
+    const { runtime, logger } = this.#options;
+    const config = this.#options.current();
+    if (!hasTokenFiles(config)) return;
+    let tokens: { token?: string[]; manageToken?: string[] };
+    try {
+      tokens = await readTokenFiles(runtime, config);
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      const key = seen(config, message);
+      if (key === this.#last || this.#stopped) return;
+      this.#last = key;
+      logger.error(
+        "Token file changed, but cannot be used; the tokens in force are kept: {message}",
+        { message },
+      );
+      return;
+    }
+    const key = seen(config, tokens);
+    if (key === this.#last || this.#stopped) return;
+    this.#last = key;
+    await this.#options.apply(tokens, config);
+  }
+}
+
+/** What a read found, as comparable text. */
+function seen(config: ResolvedConfig, found: unknown): string {
+  return JSON.stringify([config.tokenFile, config.manageTokenFile, found]);
+}
+
+/** The file-read tokens in force, as {@linkcode readTokenFiles} returns them. */
+function tokensOf(
+  config: ResolvedConfig,
+): { token?: string[]; manageToken?: string[] } {
+  const out: { token?: string[]; manageToken?: string[] } = {};
+  for (const name of ["token", "manageToken"] as const) {
+    const value = config[name];
+    if (config[FILE_OF[name]] !== undefined && value !== undefined) {
+      out[name] = typeof value === "string" ? [value] : [...value];
+    }
+  }
+  return out;
+}
+
+/**
+ * `config` with its token files read into `token` and `manageToken` (the
+ * same object when it has none).
+ */
+export async function withFileTokens(
+  runtime: Runtime,
+  config: ResolvedConfig,
+): Promise<ResolvedConfig> {
+  return hasTokenFiles(config)
+    ? { ...config, ...await readTokenFiles(runtime, config) }
+    : config;
+}
+
+/**
+ * `current` reading its tokens from the files `next` names (or from none):
+ * what a reload applies (the poll's interval takes a restart).
+ */
+export function withTokenFilesOf(
+  current: ResolvedConfig,
+  next: ResolvedConfig,
+): ResolvedConfig {
+  const { tokenFile: _t, manageTokenFile: _m, ...rest } = current;
+  return {
+    ...rest,
+    ...(next.tokenFile === undefined ? {} : { tokenFile: next.tokenFile }),
+    ...(next.manageTokenFile === undefined
+      ? {}
+      : { manageTokenFile: next.manageTokenFile }),
+  };
+}
+
+/**
+ * What `tokens` change in `config`, for the log (never a secret): e.g.
+ * `token (2)`; the same tokens in another order are no change.
+ */
+export function tokenChanges(
+  config: ResolvedConfig,
+  tokens: { token?: string[]; manageToken?: string[] },
+): string[] {
+  const changed: string[] = [];
+  for (const name of ["token", "manageToken"] as const) {
+    const next = tokens[name];
+    if (next === undefined) continue;
+    const before = config[name];
+    const was = new Set(typeof before === "string" ? [before] : before ?? []);
+    if (was.size !== next.length || next.some((t) => !was.has(t))) {
+      changed.push(`${name} (${next.length})`);
+    }
+  }
+  return changed;
+}

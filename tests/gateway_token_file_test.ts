@@ -1,0 +1,420 @@
+/**
+ * Tokens from files (`tokenFile`, `--token-file`, `PYPROXY_TOKEN_FILE`):
+ * read at start, on a reload, and polled while serving, so that a mounted
+ * secret rotated in place or by the kubelet's symlink swap rotates the
+ * tokens without a signal; a bad file keeps the tokens in force.
+ */
+import assert from "node:assert/strict";
+import { ConfigError } from "../src/errors.ts";
+import { loadConfig, resolveConfig } from "../src/gateway/config.ts";
+import { serve } from "../src/gateway/serve.ts";
+import { defaultRuntime } from "../src/runtime/mod.ts";
+import type { Runtime } from "../src/runtime/types.ts";
+import { tempDir, waitFor } from "./_harness.ts";
+import { withLogs } from "./_gateway_harness.ts";
+
+const MOD = new URL("../mod.ts", import.meta.url).pathname;
+const ECHO = new URL("../examples/models/echo.py", import.meta.url);
+const T1 = "first-token-0123456789abcdef";
+const T2 = "second-token-0123456789abcdef";
+const T3 = "third-token-0123456789abcdef";
+const M1 = "manage-token-0123456789abcdef";
+
+/** POSTs to echo with `token`: the status. */
+async function call(url: string, token: string): Promise<number> {
+  const res = await fetch(`${url}/v1/models/echo/execute`, {
+    method: "POST",
+    body: '{"a":1}',
+    headers: { authorization: `Bearer ${token}` },
+  });
+  await res.body?.cancel();
+  return res.status;
+}
+
+/** Waits until `token` gets `status` from echo (the poll took the file). */
+function until(url: string, token: string, status: number): Promise<void> {
+  return waitFor(async () => (await call(url, token)) === status, {
+    message: `${token.slice(0, 6)}... to get ${status}`,
+  });
+}
+
+/** `fn`'s ConfigError message (it must throw one). */
+async function configError(fn: () => unknown): Promise<string> {
+  try {
+    await fn();
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err));
+    return err.message;
+  }
+  throw new Error("no ConfigError");
+}
+
+/**
+ * A secret mounted as the kubelet mounts it: `<dir>/token` is a link to
+ * `..data/token`, `..data` a link to a timestamped directory; `update`
+ * writes a new directory and swaps `..data` to it with a rename (atomic).
+ */
+async function kubeletSecret(dir: string, text: string) {
+  await Deno.mkdir(dir);
+  let version = 0;
+  const update = async (text: string) => {
+    const data = `..2026_12_06_${version++}`;
+    await Deno.mkdir(`${dir}/${data}`);
+    await Deno.writeTextFile(`${dir}/${data}/token`, text, { mode: 0o600 });
+    await Deno.symlink(data, `${dir}/..data_tmp`);
+    await Deno.rename(`${dir}/..data_tmp`, `${dir}/..data`);
+  };
+  await update(text);
+  await Deno.symlink("..data/token", `${dir}/token`);
+  return { path: `${dir}/token`, update };
+}
+
+Deno.test("resolveConfig takes tokenFile from the first layer that sets a token or its file, and refuses both in one", async () => {
+  const base = { cwd: "/srv", fileDir: "/etc/pyproxy" };
+  const fromFile = resolveConfig({ ...base, file: { tokenFile: "token" } });
+  assert.equal(fromFile.tokenFile, "/etc/pyproxy/token");
+  assert.equal(fromFile.token, undefined);
+  assert.equal(fromFile.tokenFileInterval, 10_000);
+  // The command line over the file, as --token is.
+  const flag = resolveConfig({
+    ...base,
+    file: { token: T1, tokenFileInterval: 500 },
+    cli: { tokenFile: "run/token" },
+  });
+  assert.equal(flag.tokenFile, "/srv/run/token");
+  assert.equal(flag.token, undefined);
+  assert.equal(flag.tokenFileInterval, 500);
+  const env = resolveConfig({
+    ...base,
+    file: { tokenFile: "token" },
+    envManageTokenFile: "/run/secrets/manage",
+    envToken: T1,
+  });
+  assert.equal(env.token, T1);
+  assert.equal(env.tokenFile, undefined);
+  assert.equal(env.manageTokenFile, "/run/secrets/manage");
+  assert.equal(resolveConfig({ cwd: "/srv" }).tokenFileInterval, undefined);
+
+  assert.match(
+    await configError(() =>
+      resolveConfig({ ...base, file: { token: T1, tokenFile: "t" } })
+    ),
+    /^tokenFile: token and tokenFile are both set; set one \(at pyproxy\.json: token, tokenFile\)$/,
+  );
+  assert.match(
+    await configError(() =>
+      resolveConfig({ ...base, cli: { manageToken: M1, manageTokenFile: "m" } })
+    ),
+    /^manageTokenFile: --manage-token and --manage-token-file are both set/,
+  );
+  assert.match(
+    await configError(() =>
+      resolveConfig({ ...base, envToken: T1, envTokenFile: "/t" })
+    ),
+    /^tokenFile: PYPROXY_TOKEN and PYPROXY_TOKEN_FILE are both set/,
+  );
+
+  // A token file is a token: bound off loopback, eval on, none generated.
+  const open = resolveConfig({
+    ...base,
+    cli: { host: "0.0.0.0", allowEval: true, tokenFile: "/t" },
+  });
+  assert.equal(open.tokenGenerated, undefined);
+  assert.equal(open.token, undefined);
+  // A management token file alone gets an inference token generated.
+  const manage = resolveConfig({ ...base, cli: { manageTokenFile: "/m" } });
+  assert.equal(manage.tokenGenerated, true);
+  assert.match(
+    await configError(() =>
+      resolveConfig({
+        ...base,
+        cli: { tokenFile: "/t", forwardHeaders: ["authorization"] },
+      })
+    ),
+    /^forwardHeaders: "authorization" cannot be forwarded/,
+  );
+});
+
+Deno.test("loadConfig reads the token files (one token a line, # comments) and names the file of a bad one", async () => {
+  await using dir = await tempDir("pyproxy-token-file-test-");
+  await Deno.mkdir(`${dir.path}/models`);
+  const path = `${dir.path}/token`;
+  const load = (cli: object = {}) =>
+    loadConfig({
+      cli: { modelsDir: `${dir.path}/models`, tokenFile: path, ...cli },
+    });
+  await Deno.writeTextFile(
+    path,
+    `\uFEFF# rotated 2026-12-06: ${
+      T1.slice(0, 3)
+    } goes\r\n${T1}\r\n\n  ${T2}  \n`,
+  );
+  const config = await load();
+  assert.deepEqual(config.token, [T1, T2]);
+  assert.equal(config.tokenFile, path);
+
+  const cases: Array<[string | undefined, RegExp]> = [
+    [
+      "",
+      /^token: expected at least one token .*\(at tokenFile: \/.*\/token\)$/,
+    ],
+    ["# nothing yet\n\n", /^token: expected at least one token/],
+    ["short\n", /^token: expected a token of at least 16 characters/],
+    [`${T1}\n${T1}\n`, /^token: expected different tokens/],
+    [
+      Array.from({ length: 17 }, (_, i) => `${T1}-${i}`).join("\n"),
+      /^token: expected at most 16 tokens/,
+    ],
+    [`${T1}\u0001x\n`, /^token: expected a token without .*control/],
+    [undefined, /^tokenFile: cannot read \/.*\/token: no such file$/],
+  ];
+  for (const [text, message] of cases) {
+    if (text === undefined) await Deno.remove(path);
+    else await Deno.writeTextFile(path, text);
+    assert.match(await configError(() => load()), message, text);
+  }
+  assert.match(
+    await configError(() => load({ tokenFile: dir.path })),
+    /^tokenFile: cannot read .*: not a regular file$/,
+  );
+  await Deno.writeTextFile(path, `${T1}\n`);
+  await Deno.writeTextFile(`${dir.path}/manage`, `${M1}\n${T1}\n`);
+  assert.match(
+    await configError(() => load({ manageTokenFile: `${dir.path}/manage` })),
+    /^manageToken: must differ from token/,
+  );
+  await Deno.writeTextFile(`${dir.path}/manage`, `${M1}\n`);
+  const both = await load({ manageTokenFile: `${dir.path}/manage` });
+  assert.deepEqual([both.token, both.manageToken], [[T1], [M1]]);
+});
+
+/** A runtime counting the looks at `path` (each read begins with one). */
+function countingReads(
+  path: string,
+): { runtime: Runtime; reads: () => number } {
+  const base = defaultRuntime();
+  let reads = 0;
+  return {
+    runtime: {
+      ...base,
+      stat: (p) => {
+        if (p === path) reads++;
+        return base.stat(p);
+      },
+    },
+    reads: () => reads,
+  };
+}
+
+Deno.test("serve reads a token file itself, polls it, and logs a bad one once, the tokens in force kept", async () => {
+  await using dir = await tempDir("pyproxy-token-file-test-");
+  await Deno.mkdir(`${dir.path}/models`);
+  await Deno.copyFile(ECHO, `${dir.path}/models/echo.py`);
+  const path = `${dir.path}/token`;
+  await Deno.writeTextFile(path, `${T1}\n`, { mode: 0o644 });
+  await Deno.chmod(path, 0o644);
+  const { runtime, reads } = countingReads(path);
+  await withLogs(async (records) => {
+    // From resolveConfig: nothing read yet; serve reads it.
+    const config = resolveConfig({
+      cwd: dir.path,
+      cli: {
+        port: 0,
+        workers: 1,
+        modelsDir: `${dir.path}/models`,
+        tokenFile: path,
+        tokenFileInterval: 20,
+      },
+    });
+    let reloadWith = config;
+    await using server = await serve(config, {
+      runtime,
+      reloadConfig: () => Promise.resolve(reloadWith),
+    });
+    assert.equal(await call(server.url, T1), 200);
+    assert.equal(await call(server.url, T2), 401);
+    const lines = () => records.map((r) => `${r.level} ${r.message.join("")}`);
+    assert.ok(
+      lines().some((l) =>
+        /^warning Token file .*\/token \("?tokenFile"?\) may be read by other users \(mode "?644"?\)/
+          .test(l)
+      ),
+      lines().join("\n"),
+    );
+
+    // Rewritten in place: the old and the new token.
+    await Deno.writeTextFile(path, `${T1}\n${T2}\n`);
+    await until(server.url, T2, 200);
+    assert.equal(await call(server.url, T1), 200);
+    assert.ok(
+      lines().includes("info Read the token files again: token (2)"),
+      lines().join("\n"),
+    );
+
+    // Broken: logged once, however many polls see it. Replaced whole (a
+    // rewrite in place may be seen half written: an error, then the rest).
+    const errors = () => lines().filter((l) => l.startsWith("error "));
+    const before = errors().length;
+    await Deno.writeTextFile(`${path}.new`, "short\n");
+    await Deno.rename(`${path}.new`, path);
+    await waitFor(() => errors().length > before);
+    const seen = reads();
+    await waitFor(() => reads() >= seen + 5);
+    assert.deepEqual(errors().slice(before), [
+      "error Token file changed, but cannot be used; the tokens in force are kept: token: expected a token of at least 16 characters (at tokenFile: " +
+      path + ")",
+    ]);
+    assert.equal(await call(server.url, T1), 200);
+    assert.equal(await call(server.url, T2), 200);
+    // A reload reads the same file: refused, and says why.
+    await assert.rejects(server.reload(), /at least 16 characters/);
+    assert.equal(await call(server.url, T2), 200);
+
+    // Gone (a secret deleted): logged once too.
+    await Deno.remove(path);
+    await waitFor(() => errors().length === before + 3);
+    const gone = reads();
+    await waitFor(() => reads() >= gone + 5);
+    assert.equal(errors().length, before + 3);
+    assert.match(errors().at(-1)!, /no such file/);
+
+    // Back, with the old token retired: its channel subscription ends too.
+    const sub = await fetch(`${server.url}/v1/channels/news`, {
+      headers: { authorization: `Bearer ${T1}` },
+    });
+    assert.equal(sub.status, 200);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const ended = Promise.race([
+      new Response(sub.body).text().then(() => "ended"),
+      new Promise((resolve) => timer = setTimeout(resolve, 10_000, "open")),
+    ]);
+    await Deno.writeTextFile(path, `${T2}\n`);
+    await until(server.url, T1, 401);
+    assert.equal(await call(server.url, T2), 200);
+    assert.equal(await ended, "ended");
+    clearTimeout(timer);
+
+    // A reload naming another file: read, and polled from then on.
+    const other = `${dir.path}/other`;
+    await Deno.writeTextFile(other, `${T3}\n`, { mode: 0o600 });
+    reloadWith = { ...config, tokenFile: other };
+    assert.deepEqual(await server.reload(), {
+      changed: ["token (1)"],
+      ignored: [],
+    });
+    assert.equal(await call(server.url, T2), 401);
+    assert.equal(await call(server.url, T3), 200);
+    await Deno.writeTextFile(path, `${T1}\n`);
+    await Deno.writeTextFile(other, `${T3}\n${T2}\n`);
+    await until(server.url, T2, 200);
+    assert.equal(await call(server.url, T1), 401);
+    assert.ok(
+      !lines().some((l) => [T1, T2, T3].some((t) => l.includes(t))),
+    );
+  });
+});
+
+Deno.test({
+  name:
+    "serve --token-file takes a Kubernetes secret's rotation (symlink swap) and an in-place rewrite without a signal",
+  ignore: Deno.build.os === "windows",
+}, async () => {
+  await using dir = await tempDir("pyproxy-token-file-test-");
+  await Deno.mkdir(`${dir.path}/models`);
+  await Deno.copyFile(ECHO, `${dir.path}/models/echo.py`);
+  const secret = await kubeletSecret(`${dir.path}/secret`, `${T1}\n`);
+  await Deno.writeTextFile(`${dir.path}/manage`, `${M1}\n`, { mode: 0o600 });
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      MOD,
+      "serve",
+      "--port",
+      "0",
+      "--workers",
+      "1",
+      "--models",
+      `${dir.path}/models`,
+      "--token-file",
+      secret.path,
+      "--token-file-interval",
+      "50",
+      "--allow-manage",
+    ],
+    env: {
+      PYPROXY_TOKEN: "",
+      PYPROXY_MANAGE_TOKEN_FILE: `${dir.path}/manage`,
+    },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const errReader = child.stderr.pipeThrough(new TextDecoderStream())
+    .getReader();
+  let err = "";
+  const stderrUntil = async (pattern: RegExp): Promise<string> => {
+    while (!pattern.test(err)) {
+      const { value, done } = await errReader.read();
+      if (done) break;
+      err += value;
+    }
+    return err;
+  };
+  try {
+    let out = "";
+    while (!/ try: [^\n]*\n/.test(out)) {
+      const { value, done } = await stdout.read();
+      if (done) throw new Error(`exited: ${out} ${await stderrUntil(/$^/)}`);
+      out += value;
+    }
+    const url = /listening on (\S+)/.exec(out)![1]!;
+    // The banner says a token is needed, without showing it.
+    assert.match(out, /Authorization: Bearer <token>/);
+    assert.equal(await call(url, T1), 200);
+    assert.equal(await call(url, M1), 200);
+
+    // The kubelet's update: a new directory, ..data swapped to it.
+    await secret.update(`${T1}\n${T2}\n`);
+    await until(url, T2, 200);
+    assert.equal(await call(url, T1), 200);
+    await secret.update(`${T2}\n`);
+    await until(url, T1, 401);
+    assert.equal(await call(url, T2), 200);
+    // The management token's file, rewritten in place; it takes the
+    // management route only (eval and management answer the other 403).
+    await Deno.writeTextFile(`${dir.path}/manage`, `${T3}\n`);
+    await until(url, M1, 401);
+    const res = await fetch(`${url}/v1/workers`, {
+      method: "PUT",
+      body: '{"workers":1}',
+      headers: { authorization: `Bearer ${T2}` },
+    });
+    await res.body?.cancel();
+    assert.equal(res.status, 403);
+    // A file that takes a token of the other kind: refused, tokens kept.
+    await secret.update(`${T3}\n`);
+    assert.match(
+      await stderrUntil(/Token file changed[^\n]*must differ[^\n]*\n/),
+      /Token file changed, but cannot be used; the tokens in force are kept: "?manageToken: must differ from token/,
+    );
+    assert.equal(await call(url, T2), 200);
+    assert.equal(await call(url, T3), 200);
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+    await stderrUntil(/$^/);
+    assert.ok(
+      ![T1, T2, T3, M1].some((t) => err.includes(t)),
+      err,
+    );
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // exited
+    }
+    await child.status;
+    await stdout.cancel();
+    await errReader.cancel();
+  }
+});
