@@ -82,9 +82,16 @@ export interface GrpcServeOptions {
   /**
    * `grpc.health.v1.Health/Watch` calls open at once, at most (the next is
    * RESOURCE_EXHAUSTED).
-   * @default {100}
+   * @default {1000}
    */
   maxHealthWatches?: number;
+  /**
+   * `grpc.health.v1.Health/Watch` calls open at once on one connection, at
+   * most (the next is RESOURCE_EXHAUSTED): a client cannot hold every
+   * watch of the server on one connection.
+   * @default {8}
+   */
+  maxHealthWatchesPerConnection?: number;
   /** Concurrent calls per connection (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`). @default {100} */
   maxConcurrentStreams?: number;
   /**
@@ -199,6 +206,9 @@ export async function serveGrpc(
     ...(options.maxHealthWatches === undefined
       ? {}
       : { max: options.maxHealthWatches }),
+    ...(options.maxHealthWatchesPerConnection === undefined
+      ? {}
+      : { maxPerConnection: options.maxHealthWatchesPerConnection }),
   });
   const onDrain = () => watchers.refresh();
   options.drain?.addEventListener("abort", onDrain, { once: true });
@@ -419,12 +429,16 @@ async function handle(
     if (route.kind === "watch") {
       const message = await readMessage(stream, options.bodyLimit);
       if (!(message instanceof Uint8Array)) return send(stream, message);
-      const watch = watchers.watch(stream, decodeHealthCheckRequest(message));
+      const full = watchers.full(stream);
+      const watch = full === undefined
+        ? watchers.watch(stream, decodeHealthCheckRequest(message))
+        : undefined;
       if (watch === undefined) {
         return send(stream, {
           status: GrpcStatus.RESOURCE_EXHAUSTED,
-          message:
-            `Cannot watch: ${watchers.size} health watches are open, the most the server keeps (use Check, or close a watch)`,
+          message: full === "connection"
+            ? "Cannot watch: this connection has the most health watches the server keeps open on one (use Check, or close a watch)"
+            : `Cannot watch: ${watchers.size} health watches are open, the most the server keeps (use Check, or close a watch)`,
         });
       }
       if (deadline !== undefined) void deadline.then((a) => watch.end(a));
