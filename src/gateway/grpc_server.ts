@@ -114,6 +114,18 @@ export interface GrpcServeOptions {
    */
   idleTimeout?: number;
   /**
+   * Sends each connection an HTTP/2 PING this many ms after the last was
+   * answered, and closes one that does not answer within
+   * `keepaliveTimeout`: a client gone without closing its connection (a
+   * crash, a network cut, a NAT that forgot it) otherwise held its calls
+   * for ever, a health watch's slot among them (nothing is written to a
+   * watch while the status holds, so TCP never noticed); `0`: never.
+   * @default {60000}
+   */
+  keepaliveInterval?: number;
+  /** See `keepaliveInterval`. @default {20000} */
+  keepaliveTimeout?: number;
+  /**
    * With `tls`: closes a connection whose TLS handshake has not completed
    * within this many ms (a client that connects and stalls holds a socket
    * otherwise; Node's default is 120 s).
@@ -172,8 +184,31 @@ export async function serveGrpc(
       active: number;
       warned: boolean;
       idle: ReturnType<typeof setTimeout> | undefined;
+      ping: ReturnType<typeof setTimeout> | undefined;
     }
   >();
+  const keepaliveInterval = options.keepaliveInterval ?? 60_000;
+  const keepaliveTimeout = options.keepaliveTimeout ?? 20_000;
+  /** Pings `session` after keepaliveInterval; no answer in time closes it. */
+  const keepalive = (
+    session: http2.Http2Session,
+    state: { ping: ReturnType<typeof setTimeout> | undefined },
+  ) => {
+    if (keepaliveInterval <= 0) return;
+    state.ping = setTimeout(() => {
+      if (session.closed || session.destroyed) return;
+      state.ping = setTimeout(() => session.destroy(), keepaliveTimeout);
+      try {
+        session.ping((err) => {
+          clearTimeout(state.ping);
+          state.ping = undefined;
+          if (err === null || err === undefined) keepalive(session, state);
+        });
+      } catch {
+        // Closing already: its close clears the timer.
+      }
+    }, keepaliveInterval);
+  };
   const idleTimeout = options.idleTimeout ?? 300_000;
   /** Closes `session` once it has stayed without a call for idleTimeout. */
   const watchIdle = (
@@ -238,13 +273,16 @@ export async function serveGrpc(
       active: 0,
       warned: false,
       idle: undefined as ReturnType<typeof setTimeout> | undefined,
+      ping: undefined as ReturnType<typeof setTimeout> | undefined,
     };
     sessions.set(session, state);
+    keepalive(session, state);
     // A connection that never makes a call (a stalled client, a probe)
     // is idle from the start.
     watchIdle(session, state);
     session.on("close", () => {
       clearTimeout(state.idle);
+      clearTimeout(state.ping);
       sessions.delete(session);
     });
     session.on("error", () => {});
@@ -334,6 +372,7 @@ export async function serveGrpc(
         await new Promise((resolve) => setTimeout(resolve, 0));
         for (const [session, state] of sessions) {
           clearTimeout(state.idle);
+          clearTimeout(state.ping);
           session.destroy();
         }
         sessions.clear();
