@@ -67,6 +67,48 @@ Deno.test("serveGrpc closes a connection that has had no call for idleTimeout", 
   }
 });
 
+Deno.test("serveGrpc ends a call whose request stalls for idleTimeout, then closes the idle connection", async () => {
+  const grpc = await serveGrpc({ ...base, idleTimeout: 200 });
+  const session = http2.connect(`http://127.0.0.1:${grpc.port}`);
+  try {
+    session.on("error", () => {});
+    const closed = new Promise<string>((resolve) =>
+      session.once("close", () => resolve("closed"))
+    );
+    // Headers, then nothing: not a call in flight for ever (the connection
+    // was never idle, and a client answers PINGs by itself).
+    const req = session.request({
+      ":method": "POST",
+      ":path": "/grpc.health.v1.Health/Check",
+      "content-type": "application/grpc",
+    });
+    req.on("error", () => {});
+    req.resume();
+    const status = new Promise<string | undefined>((resolve) => {
+      req.once(
+        "response",
+        (headers) => resolve(headers["grpc-status"] as string | undefined),
+      );
+      req.once("close", () => resolve(undefined));
+    });
+    // The bound only keeps a failure from hanging the test.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const ended = await Promise.race([
+      closed,
+      new Promise<string>((resolve) => {
+        timer = setTimeout(() => resolve("open"), 5000);
+      }),
+    ]);
+    clearTimeout(timer);
+    assert.equal(ended, "closed");
+    assert.equal(await status, String(4)); // DEADLINE_EXCEEDED
+    assert.equal(grpc.inFlight, 0);
+  } finally {
+    session.destroy();
+    await grpc.close();
+  }
+});
+
 Deno.test({
   name: "serveGrpc closes a TLS connection whose handshake stalls",
   ignore: !HAS_OPENSSL,

@@ -109,7 +109,9 @@ export interface GrpcServeOptions {
   maxStreamsPerConnection?: number;
   /**
    * Closes a connection that has had no call open for this many ms (a
-   * GOAWAY: gRPC clients reconnect when they call again); `0`: never.
+   * GOAWAY: gRPC clients reconnect when they call again), and ends a unary
+   * call or health watch whose request sends nothing for as long
+   * (DEADLINE_EXCEEDED); `0`: never.
    * @default {300000}
    */
   idleTimeout?: number;
@@ -446,6 +448,8 @@ async function handle(
       }, ModelStreamInfer; grpc.health.v1.Health answers Check, Watch)`,
     });
   }
+  // A request that stalls this long ends its call (0: never).
+  const idle = options.idleTimeout ?? 300_000;
   const abort = new AbortController();
   const gone = () => abort.abort();
   stream.once("close", gone);
@@ -466,7 +470,7 @@ async function handle(
         }, Math.max(1, timeout));
       });
     if (route.kind === "watch") {
-      const message = await readMessage(stream, options.bodyLimit);
+      const message = await readMessage(stream, options.bodyLimit, idle);
       if (!(message instanceof Uint8Array)) return send(stream, message);
       const full = watchers.full(stream);
       const watch = full === undefined
@@ -496,7 +500,7 @@ async function handle(
       });
     }
     const work = (async (): Promise<Answer> => {
-      const message = await readMessage(stream, options.bodyLimit);
+      const message = await readMessage(stream, options.bodyLimit, idle);
       if (!(message instanceof Uint8Array)) return message;
       return route.kind === "health"
         ? await healthCheck(message, rest)
