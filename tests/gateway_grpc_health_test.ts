@@ -171,3 +171,48 @@ Deno.test("gRPC health Watch on a gateway: SERVING without a token, NOT_SERVING 
     await Deno.remove(gw.dir, { recursive: true });
   }
 });
+
+Deno.test("gRPC health Watch: at most 8 per connection, so that one client cannot take every watch; another connection's is taken", async () => {
+  const server = await serveGrpc({
+    hostname: "127.0.0.1",
+    port: 0,
+    fetch: () => new Response(null, { status: 200 }),
+    httpPort: () => 1,
+    bodyLimit: 1 << 20,
+  });
+  // Each its own connection (grpc-js shares them between clients otherwise).
+  const options = { "grpc.use_local_subchannel_pool": 1 };
+  const greedy = new grpc.Client(
+    `127.0.0.1:${server.port}`,
+    grpc.credentials.createInsecure(),
+    options,
+  );
+  const other = new grpc.Client(
+    `127.0.0.1:${server.port}`,
+    grpc.credentials.createInsecure(),
+    options,
+  );
+  try {
+    const held = Array.from({ length: 8 }, () => watch(greedy, ""));
+    await Promise.all(held.map((w) => w.got(1)));
+    const extra = watch(greedy, "");
+    const ninth = await Promise.race([extra.ended, extra.got(1)]);
+    assert.ok(ninth !== undefined, `a ninth watch: ${extra.statuses}`);
+    assert.equal(ninth.code, grpc.status.RESOURCE_EXHAUSTED, ninth.details);
+    assert.match(ninth.details, /this connection/);
+    // Another client is not refused for it.
+    const theirs = watch(other, "");
+    await theirs.got(1);
+    assert.deepEqual(theirs.statuses, ["SERVING"]);
+    // A slot of the connection is taken again once one of its watches ends.
+    held[0]!.call.cancel();
+    assert.equal((await held[0]!.ended).code, grpc.status.CANCELLED);
+    const again = watch(greedy, "");
+    await again.got(1);
+    assert.deepEqual(again.statuses, ["SERVING"]);
+  } finally {
+    greedy.close();
+    other.close();
+    await server.close();
+  }
+});

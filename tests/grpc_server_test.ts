@@ -1,10 +1,13 @@
 /**
- * `serveGrpc`'s connection timeouts: a connection without calls, and a TLS
- * handshake that never completes, are closed (real sockets, real TLS).
+ * `serveGrpc`'s connection timeouts: a connection without calls, a TLS
+ * handshake that never completes, and a client that no longer answers
+ * PINGs are closed (real sockets, real TLS).
  */
 import assert from "node:assert/strict";
 import * as http2 from "node:http2";
+import { Buffer } from "node:buffer";
 import { serveGrpc } from "../src/gateway/grpc_server.ts";
+import { grpc } from "./_grpc_client.ts";
 import { tempDir } from "./_harness.ts";
 import { HAS_OPENSSL, selfSignedCert } from "./_self_signed_cert.ts";
 
@@ -64,6 +67,48 @@ Deno.test("serveGrpc closes a connection that has had no call for idleTimeout", 
   }
 });
 
+Deno.test("serveGrpc ends a call whose request stalls for idleTimeout, then closes the idle connection", async () => {
+  const grpc = await serveGrpc({ ...base, idleTimeout: 200 });
+  const session = http2.connect(`http://127.0.0.1:${grpc.port}`);
+  try {
+    session.on("error", () => {});
+    const closed = new Promise<string>((resolve) =>
+      session.once("close", () => resolve("closed"))
+    );
+    // Headers, then nothing: not a call in flight for ever (the connection
+    // was never idle, and a client answers PINGs by itself).
+    const req = session.request({
+      ":method": "POST",
+      ":path": "/grpc.health.v1.Health/Check",
+      "content-type": "application/grpc",
+    });
+    req.on("error", () => {});
+    req.resume();
+    const status = new Promise<string | undefined>((resolve) => {
+      req.once(
+        "response",
+        (headers) => resolve(headers["grpc-status"] as string | undefined),
+      );
+      req.once("close", () => resolve(undefined));
+    });
+    // The bound only keeps a failure from hanging the test.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const ended = await Promise.race([
+      closed,
+      new Promise<string>((resolve) => {
+        timer = setTimeout(() => resolve("open"), 5000);
+      }),
+    ]);
+    clearTimeout(timer);
+    assert.equal(ended, "closed");
+    assert.equal(await status, String(4)); // DEADLINE_EXCEEDED
+    assert.equal(grpc.inFlight, 0);
+  } finally {
+    session.destroy();
+    await grpc.close();
+  }
+});
+
 Deno.test({
   name: "serveGrpc closes a TLS connection whose handshake stalls",
   ignore: !HAS_OPENSSL,
@@ -84,6 +129,126 @@ Deno.test({
   } finally {
     conn.close();
     await grpc.close();
+  }
+});
+
+/** An HTTP/2 frame. */
+function h2Frame(
+  type: number,
+  flags: number,
+  stream: number,
+  payload: Uint8Array,
+): Uint8Array {
+  const out = new Uint8Array(9 + payload.byteLength);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, payload.byteLength << 8 | type);
+  out[4] = flags;
+  view.setUint32(5, stream);
+  out.set(payload, 9);
+  return out;
+}
+
+/**
+ * A connection written by hand, so that it can stop answering PINGs (a
+ * client gone without a FIN: every HTTP/2 library answers them): opens a
+ * health Watch and reads what comes, answering nothing.
+ */
+async function silentWatch(port: number): Promise<Deno.Conn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const text = new TextEncoder();
+  // HPACK literals without indexing, no Huffman coding.
+  const headers = Object.entries({
+    ":method": "POST",
+    ":scheme": "http",
+    ":path": "/grpc.health.v1.Health/Watch",
+    ":authority": "localhost",
+    "content-type": "application/grpc",
+    te: "trailers",
+  }).flatMap(([name, value]) => [
+    0,
+    name.length,
+    ...text.encode(name),
+    value.length,
+    ...text.encode(value),
+  ]);
+  await conn.write(text.encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+  await conn.write(h2Frame(4, 0, 0, new Uint8Array(0)));
+  await conn.write(h2Frame(1, 4, 1, new Uint8Array(headers)));
+  // An empty HealthCheckRequest (service ""), then the half-close.
+  await conn.write(h2Frame(0, 1, 1, new Uint8Array(5)));
+  return conn;
+}
+
+/** Reads `conn` until it closes; "open" if it has not after `boundMs`. */
+async function drainedEnd(conn: Deno.Conn, boundMs: number): Promise<string> {
+  const buffer = new Uint8Array(4096);
+  const began = performance.now();
+  for (;;) {
+    const left = boundMs - (performance.now() - began);
+    if (left <= 0) return "open";
+    const read = await endOrData(conn, buffer, left);
+    if (read !== "data") return read;
+  }
+}
+
+function endOrData(
+  conn: Deno.Conn,
+  buffer: Uint8Array,
+  boundMs: number,
+): Promise<string> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    conn.read(buffer).then(
+      (n) => n === null ? "closed" : "data",
+      () => "closed",
+    ),
+    new Promise<string>((resolve) => {
+      timer = setTimeout(() => resolve("open"), boundMs);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+Deno.test("serveGrpc closes a connection whose client no longer answers PINGs, and its health watch's slot is free again", async () => {
+  const grpcServer = await serveGrpc({
+    ...base,
+    fetch: () => new Response(null, { status: 200 }),
+    maxHealthWatches: 1,
+    keepaliveInterval: 100,
+    keepaliveTimeout: 200,
+  });
+  const client = new grpc.Client(
+    `127.0.0.1:${grpcServer.port}`,
+    grpc.credentials.createInsecure(),
+  );
+  const conn = await silentWatch(grpcServer.port);
+  try {
+    // Its watch is open (the one slot), then it is closed for its silence.
+    // The bound only keeps a failure from hanging the test.
+    assert.equal(await drainedEnd(conn, 3000), "closed");
+    // A client that answers keeps its watch past many PINGs.
+    const call = client.makeServerStreamRequest<Uint8Array, Uint8Array>(
+      "/grpc.health.v1.Health/Watch",
+      (x) => Buffer.from(x),
+      (b) => b,
+      new Uint8Array(0),
+      new grpc.Metadata(),
+      {},
+    );
+    let statuses = 0;
+    call.on("data", () => statuses++);
+    const ended = new Promise<grpc.StatusObject>((resolve) => {
+      call.on("status", resolve);
+      call.on("error", () => {});
+    });
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(statuses, 1);
+    assert.equal(grpcServer.inFlight, 1);
+    call.cancel();
+    assert.equal((await ended).code, grpc.status.CANCELLED);
+  } finally {
+    conn.close();
+    client.close();
+    await grpcServer.close();
   }
 });
 

@@ -94,20 +94,49 @@ export function send(stream: http2.ServerHttp2Stream, answer: Answer): void {
  * The call's one message, or the answer that refuses it: a length over the
  * limit (RESOURCE_EXHAUSTED as soon as its prefix is read, before its
  * bytes), a compressed one (no `grpc-encoding`), none or more than one, a
- * truncated one (INVALID_ARGUMENT), the client gone (CANCELLED, unsent).
+ * truncated one (INVALID_ARGUMENT), the client gone (CANCELLED, unsent),
+ * nothing sent for `stallMs` (DEADLINE_EXCEEDED, then the stream reset;
+ * `0`: no bound).
  */
 export function readMessage(
   stream: http2.ServerHttp2Stream,
   limit: number,
+  stallMs = 0,
 ): Promise<Uint8Array | Answer> {
   return new Promise((resolve) => {
     const chunks: Uint8Array[] = [];
     let size = 0;
     let expected = -1;
     let done = false;
+    // A client that sends nothing for stallMs: its call is not kept open
+    // (it kept the connection from its idle timeout for ever).
+    let last = 0;
+    let stall: ReturnType<typeof setTimeout> | undefined;
+    const stalled = () => {
+      const left = last + stallMs - Date.now();
+      if (left > 0) {
+        stall = setTimeout(stalled, left);
+        return;
+      }
+      finish({
+        status: GrpcStatus.DEADLINE_EXCEEDED,
+        message:
+          `Cannot read the request: nothing came for ${stallMs} ms (the gRPC port's idle timeout)`,
+      });
+      // The client's half is not ended: reset once the answer is written
+      // (RST_STREAM NO_ERROR), so that the connection can close when idle.
+      setTimeout(() => {
+        if (!stream.closed && !stream.destroyed) stream.close(0);
+      }, 0);
+    };
+    if (stallMs > 0) {
+      last = Date.now();
+      stall = setTimeout(stalled, stallMs);
+    }
     const finish = (result: Uint8Array | Answer) => {
       if (done) return;
       done = true;
+      clearTimeout(stall);
       stream.off("data", onData);
       stream.off("end", onEnd);
       stream.off("close", onClose);
@@ -115,6 +144,7 @@ export function readMessage(
       resolve(result);
     };
     const onData = (chunk: Uint8Array) => {
+      if (stall !== undefined) last = Date.now();
       chunks.push(chunk);
       size += chunk.byteLength;
       if (expected < 0 && size >= 5) {

@@ -6,8 +6,9 @@
  * one opens, at the drain's start (NOT_SERVING at once), and every
  * `intervalMs` while any is open (a worker lost or back). The server's
  * close sends NOT_SERVING and ends every watch with UNAVAILABLE. Bounded:
- * `max` watches at once (the next one is RESOURCE_EXHAUSTED), and a watch
- * whose client does not read holds one status, the latest, not a queue.
+ * `maxPerConnection` watches at once per connection and `max` in all (the
+ * next one is RESOURCE_EXHAUSTED), and a watch whose client does not read
+ * holds one status, the latest, not a queue.
  * docs/gateway.md, "Health checking".
  *
  * @module
@@ -22,8 +23,14 @@ import { GrpcStatus, percentEncode } from "./_grpc_status.ts";
 export interface HealthWatchersOptions {
   /** Whether the server serves now (`/healthz` answers 200). */
   serving: () => Promise<boolean>;
-  /** Watches open at once, at most. @default {100} */
+  /** Watches open at once, at most, the server's whole. @default {1000} */
   max?: number;
+  /**
+   * Watches open at once on one connection, at most (a client's channel
+   * watches one or two services: one client cannot take the server's
+   * whole `max`). @default {8}
+   */
+  maxPerConnection?: number;
   /** Milliseconds between two checks while a watch is open. @default {1000} */
   intervalMs?: number;
 }
@@ -128,7 +135,10 @@ class Watch {
 export class HealthWatchers {
   #options: HealthWatchersOptions;
   #max: number;
+  #maxPerConnection: number;
   #watches = new Set<Watch>();
+  /** The watches open on each connection. */
+  #perConnection = new Map<http2.Http2Session, number>();
   #timer: ReturnType<typeof setInterval> | undefined;
   #checking = false;
   #again = false;
@@ -136,7 +146,8 @@ export class HealthWatchers {
 
   constructor(options: HealthWatchersOptions) {
     this.#options = options;
-    this.#max = options.max ?? 100;
+    this.#max = options.max ?? 1000;
+    this.#maxPerConnection = options.maxPerConnection ?? 8;
   }
 
   /** Watches open. */
@@ -146,7 +157,8 @@ export class HealthWatchers {
 
   /**
    * Starts a watch of `service` on `stream` (its request read); `undefined`
-   * when `max` are open. A service the server does not have is
+   * when `max` are open, or `maxPerConnection` on its connection (`full`
+   * says which). A service the server does not have is
    * SERVICE_UNKNOWN, and the watch stays open (the protocol's answer: it
    * may be added later).
    */
@@ -154,7 +166,7 @@ export class HealthWatchers {
     stream: http2.ServerHttp2Stream,
     service: string,
   ): Watch | undefined {
-    if (this.#watches.size >= this.#max) return undefined;
+    if (this.full(stream) !== undefined) return undefined;
     const watch = new Watch(stream);
     if (this.#closed) {
       watch.update(ServingStatus.NOT_SERVING);
@@ -163,12 +175,27 @@ export class HealthWatchers {
     }
     if (!isKnownService(service)) {
       watch.update(ServingStatus.SERVICE_UNKNOWN);
-      this.#add(watch, false);
+      this.#add(watch, false, stream.session);
       return watch;
     }
-    this.#add(watch, true);
+    this.#add(watch, true, stream.session);
     this.refresh();
     return watch;
+  }
+
+  /**
+   * Why a watch on `stream` would be refused now: `"server"` (`max` open),
+   * `"connection"` (`maxPerConnection` open on its connection), or
+   * `undefined` (it would not).
+   */
+  full(stream: http2.ServerHttp2Stream): "server" | "connection" | undefined {
+    if (this.#watches.size >= this.#max) return "server";
+    const session = stream.session;
+    if (
+      session !== undefined &&
+      (this.#perConnection.get(session) ?? 0) >= this.#maxPerConnection
+    ) return "connection";
+    return undefined;
   }
 
   /** Checks now (the drain began); each watch gets the status if it changed. */
@@ -215,13 +242,24 @@ export class HealthWatchers {
     }
     this.#watches.clear();
     this.#watching.clear();
+    this.#perConnection.clear();
   }
 
   /** The watches of a known service (those a check updates). */
   #watching = new Set<Watch>();
 
-  #add(watch: Watch, known: boolean): void {
+  #add(
+    watch: Watch,
+    known: boolean,
+    session: http2.Http2Session | undefined,
+  ): void {
     this.#watches.add(watch);
+    if (session !== undefined) {
+      this.#perConnection.set(
+        session,
+        (this.#perConnection.get(session) ?? 0) + 1,
+      );
+    }
     if (known) this.#watching.add(watch);
     if (this.#timer === undefined) {
       this.#timer = setInterval(
@@ -230,6 +268,11 @@ export class HealthWatchers {
       );
     }
     watch.done.then(() => {
+      if (session !== undefined) {
+        const left = (this.#perConnection.get(session) ?? 1) - 1;
+        if (left === 0) this.#perConnection.delete(session);
+        else this.#perConnection.set(session, left);
+      }
       this.#watches.delete(watch);
       this.#watching.delete(watch);
       if (this.#watches.size === 0) {

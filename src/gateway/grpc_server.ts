@@ -82,9 +82,16 @@ export interface GrpcServeOptions {
   /**
    * `grpc.health.v1.Health/Watch` calls open at once, at most (the next is
    * RESOURCE_EXHAUSTED).
-   * @default {100}
+   * @default {1000}
    */
   maxHealthWatches?: number;
+  /**
+   * `grpc.health.v1.Health/Watch` calls open at once on one connection, at
+   * most (the next is RESOURCE_EXHAUSTED): a client cannot hold every
+   * watch of the server on one connection.
+   * @default {8}
+   */
+  maxHealthWatchesPerConnection?: number;
   /** Concurrent calls per connection (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`). @default {100} */
   maxConcurrentStreams?: number;
   /**
@@ -102,10 +109,24 @@ export interface GrpcServeOptions {
   maxStreamsPerConnection?: number;
   /**
    * Closes a connection that has had no call open for this many ms (a
-   * GOAWAY: gRPC clients reconnect when they call again); `0`: never.
+   * GOAWAY: gRPC clients reconnect when they call again), and ends a unary
+   * call or health watch whose request sends nothing for as long
+   * (DEADLINE_EXCEEDED); `0`: never.
    * @default {300000}
    */
   idleTimeout?: number;
+  /**
+   * Sends each connection an HTTP/2 PING this many ms after the last was
+   * answered, and closes one that does not answer within
+   * `keepaliveTimeout`: a client gone without closing its connection (a
+   * crash, a network cut, a NAT that forgot it) otherwise held its calls
+   * for ever, a health watch's slot among them (nothing is written to a
+   * watch while the status holds, so TCP never noticed); `0`: never.
+   * @default {60000}
+   */
+  keepaliveInterval?: number;
+  /** See `keepaliveInterval`. @default {20000} */
+  keepaliveTimeout?: number;
   /**
    * With `tls`: closes a connection whose TLS handshake has not completed
    * within this many ms (a client that connects and stalls holds a socket
@@ -168,8 +189,31 @@ export async function serveGrpc(
       active: number;
       warned: boolean;
       idle: ReturnType<typeof setTimeout> | undefined;
+      ping: ReturnType<typeof setTimeout> | undefined;
     }
   >();
+  const keepaliveInterval = options.keepaliveInterval ?? 60_000;
+  const keepaliveTimeout = options.keepaliveTimeout ?? 20_000;
+  /** Pings `session` after keepaliveInterval; no answer in time closes it. */
+  const keepalive = (
+    session: http2.Http2Session,
+    state: { ping: ReturnType<typeof setTimeout> | undefined },
+  ) => {
+    if (keepaliveInterval <= 0) return;
+    state.ping = setTimeout(() => {
+      if (session.closed || session.destroyed) return;
+      state.ping = setTimeout(() => session.destroy(), keepaliveTimeout);
+      try {
+        session.ping((err) => {
+          clearTimeout(state.ping);
+          state.ping = undefined;
+          if (err === null || err === undefined) keepalive(session, state);
+        });
+      } catch {
+        // Closing already: its close clears the timer.
+      }
+    }, keepaliveInterval);
+  };
   const idleTimeout = options.idleTimeout ?? 300_000;
   const handshakeTimeout = options.handshakeTimeout ?? 10_000;
   /** Closes `session` once it has stayed without a call for idleTimeout. */
@@ -203,6 +247,9 @@ export async function serveGrpc(
     ...(options.maxHealthWatches === undefined
       ? {}
       : { max: options.maxHealthWatches }),
+    ...(options.maxHealthWatchesPerConnection === undefined
+      ? {}
+      : { maxPerConnection: options.maxHealthWatchesPerConnection }),
   });
   const onDrain = () => watchers.refresh();
   options.drain?.addEventListener("abort", onDrain, { once: true });
@@ -232,8 +279,10 @@ export async function serveGrpc(
       active: 0,
       warned: false,
       idle: undefined as ReturnType<typeof setTimeout> | undefined,
+      ping: undefined as ReturnType<typeof setTimeout> | undefined,
     };
     sessions.set(session, state);
+    keepalive(session, state);
     // A connection that never makes a call (a stalled client, a probe)
     // is idle from the start.
     watchIdle(session, state);
@@ -245,6 +294,7 @@ export async function serveGrpc(
     session.on("close", () => {
       clearTimeout(preface);
       clearTimeout(state.idle);
+      clearTimeout(state.ping);
       sessions.delete(session);
     });
     session.on("error", () => {});
@@ -334,6 +384,7 @@ export async function serveGrpc(
         await new Promise((resolve) => setTimeout(resolve, 0));
         for (const [session, state] of sessions) {
           clearTimeout(state.idle);
+          clearTimeout(state.ping);
           session.destroy();
         }
         sessions.clear();
@@ -407,6 +458,8 @@ async function handle(
       }, ModelStreamInfer; grpc.health.v1.Health answers Check, Watch)`,
     });
   }
+  // A request that stalls this long ends its call (0: never).
+  const idle = options.idleTimeout ?? 300_000;
   const abort = new AbortController();
   const gone = () => abort.abort();
   stream.once("close", gone);
@@ -427,14 +480,18 @@ async function handle(
         }, Math.max(1, timeout));
       });
     if (route.kind === "watch") {
-      const message = await readMessage(stream, options.bodyLimit);
+      const message = await readMessage(stream, options.bodyLimit, idle);
       if (!(message instanceof Uint8Array)) return send(stream, message);
-      const watch = watchers.watch(stream, decodeHealthCheckRequest(message));
+      const full = watchers.full(stream);
+      const watch = full === undefined
+        ? watchers.watch(stream, decodeHealthCheckRequest(message))
+        : undefined;
       if (watch === undefined) {
         return send(stream, {
           status: GrpcStatus.RESOURCE_EXHAUSTED,
-          message:
-            `Cannot watch: ${watchers.size} health watches are open, the most the server keeps (use Check, or close a watch)`,
+          message: full === "connection"
+            ? "Cannot watch: this connection has the most health watches the server keeps open on one (use Check, or close a watch)"
+            : `Cannot watch: ${watchers.size} health watches are open, the most the server keeps (use Check, or close a watch)`,
         });
       }
       if (deadline !== undefined) void deadline.then((a) => watch.end(a));
@@ -453,7 +510,7 @@ async function handle(
       });
     }
     const work = (async (): Promise<Answer> => {
-      const message = await readMessage(stream, options.bodyLimit);
+      const message = await readMessage(stream, options.bodyLimit, idle);
       if (!(message instanceof Uint8Array)) return message;
       return route.kind === "health"
         ? await healthCheck(message, rest)
