@@ -42,7 +42,43 @@ export interface ModelPlacement {
    */
   failed?: string;
   /** Why, as data, beside `failed`: the error's `details` carry it. */
-  outOfService?: OutOfService;
+  outOfService?: OutOfService | LoadCrashes;
+  /**
+   * Not a placed model: an unplaced one taken out of service because it
+   * killed its workers soon after its load (`PoolOptions.loadCrashWindow`).
+   * This record only holds that state (no slots); an update drops it.
+   */
+  quarantined?: boolean;
+}
+
+/**
+ * One strike of a model that killed a worker soon after its load
+ * (`PoolOptions.loadCrashWindow`): which process, how it ended and when.
+ */
+export interface LoadCrash {
+  /** The slot. */
+  worker: string;
+  /** Its process's pid, or `null`. */
+  pid: number | null;
+  /** How it ended (its exit's `reason`: the exit code or signal). */
+  reason: string;
+  /** How long after the model's load completed there, in ms. */
+  afterMs: number;
+  /** The last line its server wrote to stderr, or `null`. */
+  stderr: string | null;
+}
+
+/**
+ * Why a model was quarantined, as data (`ModelUnavailableError.details`
+ * beside `model` and `reason`): the deaths that counted against it.
+ */
+export interface LoadCrashes {
+  /** Its strikes, oldest first. */
+  loadCrashes: LoadCrash[];
+  /** The window they were counted in, in ms (`loadCrashWindow`). */
+  loadCrashWindow: number;
+  /** How the last one ended, or `null`. */
+  lastExit: string | null;
 }
 
 /**

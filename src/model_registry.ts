@@ -16,13 +16,15 @@ import {
 } from "./errors.ts";
 import { withinRunningTime } from "./_with_timeout.ts";
 import type { ModelSpec, Session } from "./session.ts";
-import type { Worker } from "./worker.ts";
+import type { Worker, WorkerExit } from "./worker.ts";
 import {
   chooseSlots,
   loadable,
+  type LoadCrash,
   type ModelPlacement,
   outOfService,
 } from "./_model_placement.ts";
+import { setTimeoutOrNever } from "./_timer.ts";
 
 /**
  * A model as the pool knows it (`pool.status().models`).
@@ -58,10 +60,11 @@ export interface ModelInfo {
    */
   slots?: string[];
   /**
-   * Why a placed model was taken out of service (it crashed the workers it
-   * was moved to: `PoolOptions.placement`): it is on no slot (`slots` is
-   * empty) and its calls fail with `ModelUnavailableError` until it is
-   * updated. Absent: in service.
+   * Why the model was taken out of service: a placed model crashed the
+   * workers it was moved to (`PoolOptions.placement`; `slots` is empty),
+   * or any model killed its worker twice soon after its load
+   * (`PoolOptions.loadCrashWindow`). It is on no worker and its calls fail
+   * with `ModelUnavailableError` until it is updated. Absent: in service.
    */
   failedReason?: string;
   /**
@@ -184,6 +187,41 @@ export interface ModelRegistryOptions {
   onModelFailed?: (
     ev: { name: string; worker: string; reason: string },
   ) => void;
+  /**
+   * A worker death within this many ms after a model's load completed on
+   * it (an add, an update, a restart's replay), not by SIGKILL, with no
+   * call or other load running there and no other model loaded within the
+   * window, counts a strike against that model (else a suspicion); its
+   * second strike takes it out of service (`PoolOptions.loadCrashWindow`).
+   * 0: off.
+   * @default {0}
+   */
+  loadCrashWindow?: number;
+  /**
+   * Told of each worker death that a model's recent load is suspected of
+   * (`counted`: a strike; else only a suspicion, and its next replay loads
+   * it alone and holds the worker).
+   */
+  onLoadCrash?: (ev: LoadCrashEvent) => void;
+}
+
+/** What {@linkcode ModelRegistryOptions.onLoadCrash} is told. */
+export interface LoadCrashEvent {
+  /** The model (a version's internal name `name@label`). */
+  name: string;
+  /** The slot whose process died. */
+  worker: string;
+  /** How long after the model's load completed there, in ms. */
+  afterMs: number;
+  /** How the process ended (`exited with code 7`, `killed by SIGSEGV`). */
+  reason: string;
+  /**
+   * Whether it counted as a strike: nothing else running there, no other
+   * model loaded within the window.
+   */
+  counted: boolean;
+  /** The model's strikes now. */
+  strikes: number;
 }
 
 /**
@@ -249,6 +287,30 @@ export class ModelRegistry {
    * one.
    */
   #choosing = new Map<string, Worker[]>();
+  /** `loadCrashWindow` (0: off). */
+  #loadCrashWindow: number;
+  #onLoadCrash: NonNullable<ModelRegistryOptions["onLoadCrash"]>;
+  /**
+   * Per slot, the loads its process `gen` completed within the last
+   * `loadCrashWindow` ms (the older ones are dropped as new ones come): a
+   * death soon after them is laid at the door of the last of them (and of
+   * those that overlapped it).
+   */
+  #steps = new WeakMap<Worker, { gen: number; steps: LoadStep[] }>();
+  /**
+   * The models suspected of killing a worker soon after their load, with
+   * their strikes (deaths with no call running); a replay loads each alone
+   * and holds the worker until it outlived the window. One entry per model
+   * at most, dropped when the model is updated or removed, when it outlives
+   * such a hold, or after `SUSPECT_MS`.
+   */
+  #suspects = new Map<string, Suspect>();
+  /**
+   * Per slot, the models a death of its process `gen` was laid on
+   * (`exited`): a load that died there too is not that load's doing, and
+   * is tried once more (`details.notThisLoad` of its error).
+   */
+  #blamed = new WeakMap<Worker, { gen: number; names: Set<string> }>();
 
   /** Creates an empty registry. */
   constructor(options: ModelRegistryOptions = {}) {
@@ -263,6 +325,262 @@ export class ModelRegistry {
       ((option) => `placement.${option}`);
     this.#onRelocated = options.onRelocated ?? (() => {});
     this.#onModelFailed = options.onModelFailed ?? (() => {});
+    this.#loadCrashWindow = options.loadCrashWindow ?? 0;
+    this.#onLoadCrash = options.onLoadCrash ?? (() => {});
+  }
+
+  /**
+   * Notes that process `gen` of `worker` completed a load of `names` (sent
+   * at `sentAt`): the step a death soon after is laid on. Returns the step,
+   * for a replay to add its models as it goes.
+   */
+  #loaded(
+    worker: Worker,
+    gen: number,
+    names: Iterable<string>,
+    sentAt: number,
+  ): LoadStep | undefined {
+    const window = this.#loadCrashWindow;
+    if (window <= 0) return undefined;
+    let seen = this.#steps.get(worker);
+    if (seen === undefined || seen.gen < gen) {
+      seen = { gen, steps: [] };
+      this.#steps.set(worker, seen);
+    }
+    if (seen.gen !== gen) return undefined;
+    const now = Date.now();
+    // Bounded: only the loads a death could still be laid on.
+    seen.steps = seen.steps.filter((s) => now - s.doneAt <= window);
+    const step: LoadStep = { names: new Set(names), sentAt, doneAt: now };
+    seen.steps.push(step);
+    return step;
+  }
+
+  /**
+   * How long a replay holds a worker after loading suspected model `name`
+   * alone: twice as long as the death it is suspected of came after its
+   * load (at least `MIN_HOLD_MS`), at most the window. A model whose timer
+   * goes off after about as long each time dies within it; one that
+   * survives is cleared, so loads that happened to precede a death (many
+   * models loaded at start, one after the other) cost a short hold each.
+   */
+  #holdFor(name: string): number {
+    const since = this.#suspects.get(name)?.since ?? Infinity;
+    return Math.min(this.#loadCrashWindow, Math.max(MIN_HOLD_MS, 2 * since));
+  }
+
+  /**
+   * Whether `name` is suspected of killing a worker soon after its load
+   * (within `SUSPECT_MS`): a replay loads it alone, last, and holds the
+   * worker until it outlived the window.
+   */
+  #suspected(name: string): boolean {
+    const s = this.#suspects.get(name);
+    if (s === undefined) return false;
+    if (Date.now() - s.at < SUSPECT_MS) return true;
+    this.#suspects.delete(name);
+    return false;
+  }
+
+  /**
+   * Told of every exit of a worker's process (`gen`). A death that came
+   * within `loadCrashWindow` ms after the process completed a load (an add,
+   * an update, a move or a restart's replay), not on purpose and not by
+   * SIGKILL (the OOM killer, `kill -9`, the host's own kills: nothing says
+   * the model did it), is laid on the models loaded there within the window
+   * (for a replay, every model whose load answered). When that is one model and no
+   * call nor other load was running there, it gets a strike; else each is
+   * only suspected (any of them, or a call, may have done it). A suspected
+   * model is loaded alone by the next replay, which holds the worker back
+   * from calls until it outlived the window (`replay`): a death then is
+   * its strike, surviving clears it. At its second strike it is taken out
+   * of service (`#quarantine`): never replayed again, its calls failing
+   * with `ModelUnavailableError` until an update.
+   */
+  exited(
+    worker: Worker,
+    gen: number,
+    exit: WorkerExit,
+    intentional: boolean,
+    workers: () => Worker[],
+  ): void {
+    const seen = this.#steps.get(worker);
+    if (seen === undefined || seen.gen !== gen) return;
+    this.#steps.delete(worker);
+    const window = this.#loadCrashWindow;
+    if (
+      window <= 0 || intentional || worker.stoppedOnPurpose(gen) ||
+      exit.signal === "SIGKILL" || seen.steps.length === 0
+    ) return;
+    // Every load it completed within the window is suspect: a model's
+    // timer may go off after later loads completed.
+    const since = new Map<string, number>();
+    for (const s of seen.steps) {
+      const after = Math.max(0, exit.at - s.doneAt);
+      if (after > window) continue;
+      for (const n of s.names) {
+        since.set(n, Math.min(after, since.get(n) ?? Infinity));
+      }
+    }
+    const names = new Set(since.keys());
+    if (names.size === 0) return;
+    // Calls running there, or another model's load (its import runs
+    // code too): one of them may have done it.
+    const loading = this.#loading.get(worker);
+    const busy = modelCallsIn(exit) > 0 ||
+      (loading?.gen === gen && loading.names.size > 0);
+    // A strike only when nothing else can have done it: no call or other
+    // load running, one model loaded within the window. Else each is only
+    // suspected, and the next replay tries them one at a time.
+    const counted = !busy && names.size === 1;
+    this.#blamed.set(worker, { gen, names });
+    const now = Date.now();
+    const struck: Array<{ name: string; suspect: Suspect }> = [];
+    for (const name of names) {
+      // Gone, updated since (a new model), or out of service already.
+      if (!this.#models.has(name)) continue;
+      if (this.#placements.get(name)?.failed !== undefined) continue;
+      let suspect = this.#suspects.get(name);
+      if (suspect === undefined || now - suspect.at >= SUSPECT_MS) {
+        suspect = { at: now, since: since.get(name)!, strikes: [] };
+        this.#suspects.set(name, suspect);
+      }
+      suspect.at = now;
+      suspect.since = since.get(name)!;
+      if (counted) {
+        const strike: LoadCrash = {
+          worker: worker.id,
+          pid: exit.pid,
+          reason: howItEnded(exit),
+          afterMs: since.get(name)!,
+          stderr: null,
+        };
+        suspect.strikes.push(strike);
+        // Only the last MAX_STRIKES decide (bounded memory).
+        suspect.strikes = suspect.strikes.slice(-MAX_STRIKES);
+        struck.push({ name, suspect });
+        // What the server last wrote (the model's own message, a fault's
+        // report): settled a moment after the exit.
+        void worker.settledStderrTail(gen, 1000).then((tail) => {
+          strike.stderr = lastLine(tail) ?? null;
+        }, () => {});
+      }
+      this.#onLoadCrash({
+        name,
+        worker: worker.id,
+        afterMs: since.get(name)!,
+        reason: howItEnded(exit),
+        counted,
+        strikes: suspect.strikes.length,
+      });
+    }
+    for (const { name, suspect } of struck) {
+      if (suspect.strikes.length >= MAX_STRIKES) {
+        this.#quarantine(name, suspect, worker, gen, workers);
+      }
+    }
+  }
+
+  /**
+   * Takes model `name` out of service after its second strike: marked
+   * failed at once (the restart under way does not replay it), then
+   * unloaded from the workers that still hold it, and told (`onModelFailed`)
+   * once the last death's stderr line is in. An unplaced model gets a
+   * placement record with no slot (`quarantined`) that holds its state, as
+   * a placed model out of service has: `updateModel` brings either back.
+   */
+  #quarantine(
+    name: string,
+    suspect: Suspect,
+    worker: Worker,
+    gen: number,
+    workers: () => Worker[],
+  ): void {
+    const model = this.#models.get(name)!;
+    let p = this.#placements.get(name);
+    // The workers that may still hold it: its slots, or (unplaced) all.
+    const holders = (p === undefined ? workers() : [...p.workers]).filter((
+      w,
+    ) => w !== worker);
+    if (p === undefined) {
+      const label = model.spec.version;
+      p = {
+        name,
+        ...(label === undefined ? {} : { label }),
+        count: 0,
+        workers: [],
+        rr: 0,
+        quarantined: true,
+      };
+      this.#placements.set(name, p);
+    }
+    p.workers.splice(0, p.workers.length);
+    p.rr = 0;
+    const placement = p;
+    const strikes = [...suspect.strikes];
+    this.#suspects.delete(name);
+    const window = this.#loadCrashWindow;
+    const describe = () =>
+      `it killed its worker ${
+        strikes.length === 2 ? "twice" : `${strikes.length} times`
+      } within ${window} ms of loading it, with no call running (${
+        strikes.map((s) =>
+          `worker ${s.worker}${
+            s.pid === null ? "" : ` (pid ${s.pid})`
+          } ${s.reason} ${s.afterMs} ms after the load${
+            s.stderr === null
+              ? ""
+              : `, last stderr line: ${JSON.stringify(s.stderr)}`
+          }`
+        ).join("; ")
+      })`;
+    placement.failed = describe();
+    placement.outOfService = {
+      loadCrashes: strikes,
+      loadCrashWindow: window,
+      lastExit: strikes.at(-1)?.reason ?? null,
+    };
+    void worker.settledStderrTail(gen, 1000).catch(() => "").then(
+      async (tail) => {
+        const last = strikes.at(-1);
+        if (last !== undefined && last.stderr === null) {
+          last.stderr = lastLine(tail) ?? null;
+        }
+        // Updated or removed meanwhile: back in service, nothing to tell.
+        if (
+          this.#placements.get(name) !== placement ||
+          placement.failed === undefined
+        ) return;
+        placement.failed = describe();
+        this.#onModelFailed({
+          name,
+          worker: worker.id,
+          reason: placement.failed,
+        });
+        // Unloaded where it may still be (its code may run on there).
+        await this.forModel(name, async () => {
+          if (
+            this.#placements.get(name) !== placement ||
+            placement.failed === undefined
+          ) return;
+          const left = holders.filter(loadable).map((w) => ({
+            worker: w,
+            session: w.session!,
+            gen: w.generation,
+          }));
+          const outcomes = await Promise.allSettled(
+            left.map((t) =>
+              t.session.request(
+                "removeModel",
+                { name },
+                this.#requestOptions(),
+              )
+            ),
+          );
+          outcomes.forEach((o, i) => this.#unloaded(name, left[i]!, o));
+        });
+      },
+    ).catch(() => {});
   }
 
   /**
@@ -283,6 +601,11 @@ export class ModelRegistry {
   /** The placed models' slots, by name (read live; empty while no model has `workers`). */
   get placements(): ReadonlyMap<string, ModelPlacement> {
     return this.#placements;
+  }
+
+  /** Whether model `name` is out of service (`failedReason`). */
+  outOfService(name: string): boolean {
+    return this.#placements.get(name)?.failed !== undefined;
   }
 
   /** Whether a model of that (internal) name is registered. */
@@ -312,7 +635,10 @@ export class ModelRegistry {
       spec: m.spec,
       inits: [...m.inits],
     };
-    if (p !== undefined) info.slots = p.workers.map((w) => w.id);
+    // A quarantined unplaced model has a placement record, no slots.
+    if (p !== undefined && !p.quarantined) {
+      info.slots = p.workers.map((w) => w.id);
+    }
     if (p?.failed !== undefined) info.failedReason = p.failed;
     return info;
   }
@@ -618,14 +944,34 @@ export class ModelRegistry {
     worker: Worker,
     workers: () => Worker[],
   ): Promise<void> {
+    const gen = worker.generation;
+    // The models it loads, as one step (a death soon after is laid on
+    // them all), but for the suspected ones: each alone, last, below.
+    const step = this.#loaded(worker, gen, [], Date.now());
+    const held: Array<{ model: ModelInfo; placed: boolean }> = [];
+    const load = async (model: ModelInfo, placed: boolean) => {
+      if (this.#suspected(model.name)) {
+        held.push({ model, placed });
+        return;
+      }
+      await (placed
+        ? this.#loadPlaced(session, worker, model)
+        : this.#load(session, model));
+      // Once its load answered: a death during it (its import) fails the
+      // restart, as before, and a placed model's counts as its relocation.
+      if (step !== undefined) {
+        step.names.add(model.name);
+        step.doneAt = Date.now();
+      }
+    };
     for (const model of this.#models.values()) {
       const p = this.#placements.get(model.name);
       if (p === undefined) {
-        await this.#load(session, model);
+        await load(model, false);
       } else if (p.failed !== undefined) {
         continue; // out of service until an update
       } else if (p.workers.includes(worker)) {
-        await this.#loadPlaced(session, worker, model);
+        await load(model, true);
       } else if (p.workers.filter(up).length < p.count) {
         if (
           this.#crashedLately(p) &&
@@ -637,6 +983,32 @@ export class ModelRegistry {
         else p.workers.push(worker);
         p.rr = 0;
       }
+    }
+    // A model suspected of killing a worker soon after its load: loaded
+    // alone, and the worker held (no calls) until it outlived the window,
+    // so that a death now is this model's alone, with nothing running.
+    for (const { model, placed } of held) {
+      const name = model.name;
+      // Out of service meanwhile (another worker's death): not loaded.
+      if (this.#placements.get(name)?.failed !== undefined) continue;
+      // A death from now until the hold is over is laid on it alone: the
+      // models loaded before were not suspected of the deaths so far, and
+      // those held before outlived their holds.
+      const seen = this.#steps.get(worker);
+      if (seen?.gen === gen) seen.steps = [];
+      const sentAt = Date.now();
+      await (placed
+        ? this.#loadPlaced(session, worker, model)
+        : this.#load(session, model));
+      const alone = this.#loaded(worker, gen, [name], sentAt);
+      const hold = this.#holdFor(name);
+      if (!(await outlives(session, hold))) {
+        throw new ConnectionLostError(
+          `Cannot replay model '${name}': the worker's connection closed within ${hold} ms of its load, loaded alone (a worker died soon after its load before)`,
+        );
+      }
+      this.#suspects.delete(name);
+      alone?.names.delete(name);
     }
   }
 
@@ -819,7 +1191,10 @@ export class ModelRegistry {
         delete placement.failed;
         delete placement.outOfService;
         delete placement.relocations;
+        delete placement.quarantined;
       }
+      // New code: a clean count of load crashes too.
+      this.#suspects.delete(name);
       // The slots it left unload it once their calls go elsewhere (a call
       // in flight there finishes first, as for removeModel).
       if (slots !== undefined) {
@@ -848,6 +1223,7 @@ export class ModelRegistry {
       hooks.check?.();
       this.#require(name, "remove");
       this.#models.delete(name);
+      this.#suspects.delete(name);
       // Calls from now on no longer reach it (a version: its name's default
       // is another one, or the name is gone).
       hooks.done?.();
@@ -1059,8 +1435,10 @@ export class ModelRegistry {
     if (seen.gen !== t.gen) return sent;
     const names = seen.names;
     names.add(name);
+    const sentAt = Date.now();
     return sent.then((value) => {
       names.delete(name);
+      this.#loaded(t.worker, t.gen, [name], sentAt);
       return value;
     }, (err: unknown) => {
       if (
@@ -1226,13 +1604,23 @@ export class ModelRegistry {
       // a connection closed.
       const first = targets.find((t) => t.worker.id === crashed[0]!.id)!;
       const loading = this.#loading.get(first.worker);
+      const alsoLoading = loading?.gen === first.gen
+        ? [...loading.names].filter((n) => n !== name)
+        : [];
+      const exit = await withinRunningTime(
+        first.worker.exitOf(first.gen),
+        2000,
+      );
+      const blamed = this.#blamed.get(first.worker);
       throw await loadCrashError(action, name, first, {
         died: crashed,
         sent: targets.length,
         rolledBack: undo !== undefined ? applied : 0,
-        alsoLoading: loading?.gen === first.gen
-          ? [...loading.names].filter((n) => n !== name)
-          : [],
+        alsoLoading,
+        notThisLoad: alsoLoading.length > 0 ? null : notThisLoad(exit),
+        blamed: alsoLoading.length > 0 || blamed?.gen !== first.gen
+          ? []
+          : [...blamed.names].filter((n) => n !== name),
       });
     }
     const first = blamed[0]!.error;
@@ -1278,11 +1666,13 @@ async function loadCrashError(
   action: string,
   name: string,
   first: { worker: Worker; gen: number },
-  { died, sent, rolledBack, alsoLoading }: {
+  { died, sent, rolledBack, alsoLoading, notThisLoad, blamed }: {
     died: Array<{ id: string; error: unknown }>;
     sent: number;
     rolledBack: number;
     alsoLoading: string[];
+    notThisLoad: string | null;
+    blamed: string[];
   },
 ): Promise<WorkerCrashedError> {
   const exit = await withinRunningTime(first.worker.exitOf(first.gen), 2000);
@@ -1308,6 +1698,7 @@ async function loadCrashError(
       }`,
     );
   }
+  if (notThisLoad !== null) notes.push(`not this load's doing: ${notThisLoad}`);
   notes.push(
     action === "add" ? "it was not added" : "the model keeps its previous code",
   );
@@ -1330,9 +1721,110 @@ async function loadCrashError(
         reason: how,
         stderr: line ?? null,
         alsoLoading,
+        notThisLoad,
+        blamed,
       },
     },
   );
+}
+
+/** Loads a process completed: a death soon after is laid on them. */
+interface LoadStep {
+  /** The models loaded (a replay's, as it sends them). */
+  names: Set<string>;
+  /** When it was sent. */
+  sentAt: number;
+  /** When its last load answered (a replay's: so far). */
+  doneAt: number;
+}
+
+/** A model suspected of killing workers soon after its load. */
+interface Suspect {
+  /** When it was last suspected. */
+  at: number;
+  /**
+   * How long after its load the last death it is suspected of came, in
+   * ms: a replay holds the worker about twice that after loading it alone
+   * (a timer goes off after about as long each time), within the window.
+   */
+  since: number;
+  /** Its strikes: deaths soon after its load with no call running. */
+  strikes: LoadCrash[];
+}
+
+/** The strikes that take a model out of service (`loadCrashWindow`). */
+const MAX_STRIKES = 2;
+
+/** The shortest hold of a worker after a suspected model's load (`#holdFor`). */
+const MIN_HOLD_MS = 250;
+
+/** How long a suspicion (and its strikes) lasts without a new one. */
+const SUSPECT_MS = 600_000;
+
+/** The model management commands: not calls a model's code runs for. */
+const MODEL_COMMANDS: ReadonlySet<string> = new Set([
+  "addModel",
+  "updateModel",
+  "removeModel",
+  "initModel",
+]);
+
+/**
+ * How many calls (model calls, evals, other commands that run code) were
+ * running on a process when it died: its model commands left out (a
+ * replay's load is the death's suspect, not a call).
+ */
+function modelCallsIn(exit: WorkerExit): number {
+  const inFlight = exit.inFlight;
+  if (inFlight === undefined) return 0;
+  let n = inFlight.calls;
+  for (const [name, count] of Object.entries(inFlight.byName)) {
+    if (MODEL_COMMANDS.has(name)) n -= count;
+  }
+  return n;
+}
+
+/** How a process ended: `exited with code 7`, `killed by SIGSEGV`. */
+function howItEnded(exit: WorkerExit): string {
+  if (exit.signal !== null) return `killed by ${exit.signal}`;
+  return exit.code === null ? exit.reason : `exited with code ${exit.code}`;
+}
+
+/**
+ * Whether `session` stays open for `ms` (false: it closed first, the
+ * process most likely died).
+ */
+function outlives(session: Session, ms: number): Promise<boolean> {
+  if (session.isClosed) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const timer = setTimeoutOrNever(() => resolve(true), ms);
+    session.closed.then(() => {
+      if (timer !== undefined) clearTimeout(timer);
+      resolve(false);
+    });
+  });
+}
+
+/**
+ * Why a worker's death under a load is not that load's doing, in words
+ * (`null`: it may well be, or nothing says otherwise): calls of models were
+ * running there, or it was killed by SIGKILL from outside the host (`kill
+ * -9`, the OOM killer). Such a load is tried once more once the worker is
+ * back (`Pool.addModel`, `Pool.updateModel`). A death laid on other
+ * models' loads just before (`details.blamed`) is decided once the worker
+ * is back: retried when one of them was taken out of service meanwhile.
+ */
+function notThisLoad(exit: WorkerExit | undefined): string | null {
+  if (exit === undefined) return null;
+  const calls = modelCallsIn(exit);
+  if (calls > 0) {
+    return `${calls} call${calls === 1 ? " was" : "s were"} running there`;
+  }
+  // The host's own kills say why in their reason; this one came from outside.
+  if (exit.reason === "killed by SIGKILL") {
+    return "it was killed by SIGKILL from outside (kill -9, the OOM killer)";
+  }
+  return null;
 }
 
 /** The last non-blank line of a server's stderr tail, at most 240 characters. */

@@ -479,6 +479,23 @@ export interface PoolOptions {
   /** Retries of an `idempotent` call whose worker crashed. @default {2} */
   maxRetries?: number;
   /**
+   * The bound on a model whose load answers but which kills its worker
+   * soon after (a thread that calls `os._exit`, a fault on a timer), in ms:
+   * a worker death within this long after a model's load completed on it
+   * (an add, an update, a restart's replay), with no call running there and
+   * not by SIGKILL (the OOM killer, `kill -9`, the host's own kills), is a
+   * strike against that model (with calls running, a suspicion). A
+   * restart replays a suspected model alone, last, and holds the worker
+   * back from calls until it outlived the window; at its second strike the
+   * model is taken out of service: never replayed again, unloaded, its
+   * calls failing with `ModelUnavailableError` (`status().models[i]
+   * .failedReason` says why; a `model-failed` event) until `updateModel`.
+   * An integer >= 0; 0 turns it off (such a model is replayed onto every
+   * restart until the restart policy gives up on the workers).
+   * @default {3000}
+   */
+  loadCrashWindow?: number;
+  /**
    * The bound on a placed model (`ModelSpec.workers`) that crashes the
    * workers it goes to (docs/models.md, "Placement"). When the restart
    * policy gives up on a slot (`failed`) whose last process died with the
@@ -702,6 +719,14 @@ export class Pool implements AsyncDisposable {
         opts.logger.warn("Killed worker {worker}: {reason}", ev),
       maxRelocations: opts.placement.maxRelocations,
       relocationWindow: opts.placement.relocationWindow,
+      loadCrashWindow: opts.loadCrashWindow,
+      onLoadCrash: (ev) =>
+        opts.logger.warn(
+          ev.counted
+            ? "Model {name} is suspected of killing worker {worker} {afterMs} ms after its load, with no call running ({reason}): strike {strikes} of 2 (loadCrashWindow)"
+            : "Model {name} is suspected of killing worker {worker} {afterMs} ms after its load ({reason}); calls were running there, so no strike: its next replay loads it alone and holds the worker until it outlived loadCrashWindow",
+          { ...ev },
+        ),
       settingName: opts.placement.settingName,
       onRelocated: (ev) => {
         opts.logger[ev.to === null ? "warn" : "info"](
@@ -884,32 +909,33 @@ export class Pool implements AsyncDisposable {
     const out = await this.#modelOp(
       "add model",
       key,
-      this.#registry.add(
-        key,
-        spec,
-        () => this.#modelTargets("add model", key, true),
-        options,
-        {
-          check: () => {
-            this.#checkVersionedAdd(name, label);
-            // In the name's turn: a remove of it queued before this add
-            // forgets its metrics first (called before the turn, the add
-            // was undone by that remove's forgetting, and the new model's
-            // metrics were dropped for good).
-            this.#modelMetrics.modelAdded(key);
+      this.#onceMore("add model", key, options, () =>
+        this.#registry.add(
+          key,
+          spec,
+          () => this.#modelTargets("add model", key, true),
+          options,
+          {
+            check: () => {
+              this.#checkVersionedAdd(name, label);
+              // In the name's turn: a remove of it queued before this add
+              // forgets its metrics first (called before the turn, the add
+              // was undone by that remove's forgetting, and the new model's
+              // metrics were dropped for good).
+              this.#modelMetrics.modelAdded(key);
+            },
+            done: () => {
+              if (label === undefined) return;
+              const set = this.#versions.get(name);
+              if (set !== undefined) set.versions.push(label);
+              else {
+                // The first version added is the default.
+                this.#versions.set(name, { versions: [label], default: label });
+                this.#defaults.set(name, key);
+              }
+            },
           },
-          done: () => {
-            if (label === undefined) return;
-            const set = this.#versions.get(name);
-            if (set !== undefined) set.versions.push(label);
-            else {
-              // The first version added is the default.
-              this.#versions.set(name, { versions: [label], default: label });
-              this.#defaults.set(name, key);
-            }
-          },
-        },
-      ),
+        )),
     );
     this.#timeoutOf(key, spec, out);
     this.#batchingOf(key, out);
@@ -1126,21 +1152,22 @@ export class Pool implements AsyncDisposable {
     const out = await this.#modelOp(
       "update model",
       key,
-      this.#registry.update(
-        key,
-        spec,
-        () => this.#modelTargets("update model", key, true),
-        options,
-        {
-          check: () => {
-            const set = this.#versions.get(name);
-            if (label === undefined) {
-              if (set !== undefined) throw hasVersions("update", name, set);
-              this.#checkNotVersionName("update", name);
-            } else this.#versionName("update", name, label);
+      this.#onceMore("update model", key, options, () =>
+        this.#registry.update(
+          key,
+          spec,
+          () => this.#modelTargets("update model", key, true),
+          options,
+          {
+            check: () => {
+              const set = this.#versions.get(name);
+              if (label === undefined) {
+                if (set !== undefined) throw hasVersions("update", name, set);
+                this.#checkNotVersionName("update", name);
+              } else this.#versionName("update", name, label);
+            },
           },
-        },
-      ),
+        )),
     );
     this.#timeoutOf(key, spec, out);
     this.#batchingOf(key, out);
@@ -1786,9 +1813,9 @@ export class Pool implements AsyncDisposable {
     return {
       workers: workers.map((w) => ({
         ...w,
-        models: models.filter((m) => m.slots?.includes(w.id) ?? true).map((
-          m,
-        ) => m.name),
+        models: models.filter((m) =>
+          m.failedReason === undefined && (m.slots?.includes(w.id) ?? true)
+        ).map((m) => m.name),
       })),
       models: models.map((m) => this.#modelEntry(m)),
       queue: this.#router.queued,
@@ -2183,6 +2210,77 @@ export class Pool implements AsyncDisposable {
       throw new ShuttingDownError(
         `Cannot ${action} '${name}': pool is closing`,
       );
+    }
+  }
+
+  /**
+   * Runs a load (`addModel`, `updateModel`) and, when a worker died under it
+   * of something else, runs it once more; the second outcome stands. Its
+   * `WorkerCrashedError` tells: `details.notThisLoad` (calls were running
+   * there, a SIGKILL from outside), or `details.blamed`, the models whose
+   * loads there just before the death was laid on (`loadCrashWindow`).
+   * Either way the workers that died are waited for first (back, or not
+   * coming back), so that the load goes to them again: a load whose own
+   * import kills a worker fails there again rather than succeed on the
+   * others and crash the restarted one on replay. A death laid on other
+   * models is retried only if one of them was taken out of service
+   * meanwhile (its held replay killed the worker again); if they outlived
+   * their holds, the death was most likely this load's, and its error
+   * stands.
+   */
+  async #onceMore<T>(
+    action: string,
+    name: string,
+    options: ModelCallOptions,
+    run: () => Promise<T>,
+  ): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      if (!(err instanceof WorkerCrashedError) || this.#closing) throw err;
+      const { notThisLoad, blamed, workers } = err.details;
+      const others = Array.isArray(blamed) ? blamed as string[] : [];
+      if (typeof notThisLoad !== "string" && others.length === 0) throw err;
+      const died = Array.isArray(workers) ? workers as string[] : [];
+      await this.#backAgain(died, options);
+      if (
+        typeof notThisLoad !== "string" &&
+        !others.some((n) => this.#registry.outOfService(n))
+      ) throw err;
+      this.#opts.logger.warn(
+        "Loading model {name} once more ({action}): {message}",
+        { action, name, message: err.message },
+      );
+      await this.#someWorkerReady(action, name, options);
+      return await run();
+    }
+  }
+
+  /**
+   * Waits until each worker of `ids` is ready again (a new process), or
+   * not coming back, within the command's timeout (else the pool's
+   * `loadTimeout`); returns either way.
+   */
+  async #backAgain(ids: string[], options: ModelCallOptions): Promise<void> {
+    const timeout = options.timeout ?? this.#opts.loadTimeout;
+    const deadline = Date.now() + timeout;
+    const pending = () =>
+      this.#supervisor.workers.filter((w) =>
+        ids.includes(w.id) && !modelReady(w) &&
+        (w.state === "starting" || w.state === "restarting" ||
+          w.state === "ready" || this.#supervisor.settling(w))
+      );
+    while (!this.#closing && pending().length > 0) {
+      if (options.signal?.aborted || Date.now() >= deadline) return;
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          this.#modelWaits.delete(wake);
+          if (timer !== undefined) clearTimeout(timer);
+          resolve();
+        };
+        const timer = setTimeoutOrNever(wake, deadline - Date.now());
+        this.#modelWaits.add(wake);
+      });
     }
   }
 

@@ -59,6 +59,8 @@ export interface ResolvedPoolOptions {
   hookTimeout: number;
   /** Retries of an `idempotent` call whose worker crashed. */
   maxRetries: number;
+  /** Window after a model's load in which a worker death counts against it (0: off). */
+  loadCrashWindow: number;
   /** The bound on moving a placed model that crashes its workers. */
   placement: Required<PlacementOptions>;
   /** Close the pool and exit on SIGINT/SIGTERM. */
@@ -190,6 +192,7 @@ const schema = v.strictObject({
   handshakeTimeout: positive,
   hookTimeout: positive,
   maxRetries: int(0),
+  loadCrashWindow: int(0),
   placement: v.optional(v.strictObject({
     maxRelocations: v.optional(
       v.custom<number>(
@@ -320,6 +323,7 @@ export function resolvePoolOptions(
     handshakeTimeout: options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT,
     hookTimeout: options.hookTimeout ?? 30_000,
     maxRetries: options.maxRetries ?? 2,
+    loadCrashWindow: options.loadCrashWindow ?? 3000,
     placement: {
       maxRelocations: options.placement?.maxRelocations ?? 2,
       relocationWindow: options.placement?.relocationWindow ?? 600_000,

@@ -395,6 +395,16 @@ export class Supervisor {
         }
       },
       exited: (worker, exit, intentional, session) => {
+        // A death soon after a model's load counts against that model
+        // (PoolOptions.loadCrashWindow): at its second strike it is out of
+        // service before the restart replays it.
+        registry.exited(
+          worker,
+          worker.generation,
+          exit,
+          intentional,
+          () => this.workers,
+        );
         // One line per death, naming what it was running (its calls'
         // errors say it too).
         const running = exit.inFlight === undefined

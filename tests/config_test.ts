@@ -55,6 +55,16 @@ Deno.test("parseConfig names the bad field and where it is", () => {
     configError(() => parseConfig({ limits: { relocationWindow: 0 } })),
     "limits.relocationWindow: expected an integer >= 1 (at pyproxy.json: limits.relocationWindow)",
   );
+  for (const bad of [-1, 1.5, "3s"]) {
+    assert.equal(
+      configError(() => parseConfig({ limits: { loadCrashWindow: bad } })),
+      "limits.loadCrashWindow: expected an integer >= 0 (at pyproxy.json: limits.loadCrashWindow)",
+    );
+  }
+  assert.equal(
+    parseConfig({ limits: { loadCrashWindow: 0 } }).limits?.loadCrashWindow,
+    0,
+  );
   for (const bad of [-1, 1.5, "64Mi"]) {
     assert.equal(
       configError(() => parseConfig({ limits: { evalReplayBudget: bad } })),

@@ -216,6 +216,39 @@ Deno.test("OTEL_TRACES_SAMPLER sets sampleRatio for the parent-based samplers on
   );
 });
 
+Deno.test("A wrong OTEL_TRACES_SAMPLER or OTEL_EXPORTER_OTLP_HEADERS fails only a gateway that traces with it (an environment made for other services' SDKs)", async () => {
+  const wrong = {
+    OTEL_TRACES_SAMPLER: "always_on",
+    OTEL_EXPORTER_OTLP_HEADERS: "api-key=%zz",
+  };
+  // No endpoint anywhere: no tracing, and the start goes on.
+  assert.equal((await load(wrong)).tracing, undefined);
+  // The file's (or the flags') fields win: the variables are unused.
+  const cli = {
+    tracing: {
+      endpoint: "http://flag:4318/v1/traces",
+      sampleRatio: 1,
+      headers: { "x-api-key": "k" },
+    },
+  };
+  assert.equal((await load(wrong, cli)).tracing?.sampleRatio, 1);
+  // Tracing on with them: each still fails the start, named.
+  const on = { tracing: { endpoint: "http://flag:4318/v1/traces" } };
+  for (
+    const [vars, pattern] of [
+      [{ OTEL_TRACES_SAMPLER: "always_on" }, /^OTEL_TRACES_SAMPLER: /],
+      [
+        { OTEL_EXPORTER_OTLP_HEADERS: "api-key=%zz" },
+        /OTEL_EXPORTER_OTLP_HEADERS/,
+      ],
+    ] as const
+  ) {
+    const err = await load(vars, on).then(() => undefined, (e) => e);
+    assert.ok(err instanceof ConfigError, String(err));
+    assert.match(err.message, pattern);
+  }
+});
+
 Deno.test("A gateway configured by OTEL_* variables alone sends its spans to OTEL_EXPORTER_OTLP_ENDPOINT with the traces' headers", async () => {
   await using collector = new Collector();
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-otel-env-" });

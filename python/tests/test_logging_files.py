@@ -287,20 +287,24 @@ class LateOutputTest(unittest.TestCase):
     (a loop printing 10 KB lines filled the connection: every later call of
     the worker timed out)."""
 
+    # The thread prints once a later call says the first has ended (a timer
+    # started in the call could fire before a loaded machine had answered it).
     SOURCE = (
-        "import contextvars, threading, time\n"
+        "import contextvars, threading\n"
+        "ENDED = threading.Event()\n"
         "class Model:\n"
         "    def execute(self, msg):\n"
-        "        ended = threading.Event()\n"
+        "        if msg.get('release'):\n"
+        "            ENDED.set()\n"
+        "            return {'released': 1}\n"
         "        def later():\n"
-        "            ended.wait(5)\n"
+        "            ENDED.wait(5)\n"
         "            print('after the call')\n"
         "            for _ in range(2000):\n"
         "                print('q' * 10000)\n"
         "        ctx = contextvars.copy_context()\n"
         "        threading.Thread(target=lambda: ctx.run(later), daemon=True).start()\n"
         "        print('during the call')\n"
-        "        threading.Timer(0.05, ended.set).start()\n"
         "        return {'ok': 1}\n"
     )
 
@@ -311,6 +315,7 @@ class LateOutputTest(unittest.TestCase):
             c.call("addModel", name="late", source=self.SOURCE)
             c.call("addModel", name="echo", source="class Echo:\n    def execute(self, msg):\n        return msg\n")
             self.assertEqual(c.call("executeModel", name="late", msg={}), {"ok": 1})
+            self.assertEqual(c.call("executeModel", name="late", msg={"release": 1}), {"released": 1})
             log = os.path.join(server.root, "logs", "pythonserverw1.log")
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:

@@ -302,7 +302,7 @@ export function components(
       failedReason: {
         type: "string",
         description:
-          "With `workers`: why it is out of service (it crashed the workers it was moved to, past the pool's `placement.maxRelocations`): it is on no worker, and its calls answer 503 `ModelUnavailableError` until a `PUT` loads it again. Absent: in service.",
+          "Why it is out of service: with `workers`, it crashed the workers it was moved to, past the pool's `placement.maxRelocations`; any model, it killed its worker twice soon after its load (the pool's `loadCrashWindow`). It is on no worker, and its calls answer 503 `ModelUnavailableError` until a `PUT` loads it again. Absent: in service.",
       },
       optionKeys: { type: "array", items: { type: "string" } },
       options: {

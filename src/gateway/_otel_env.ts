@@ -6,7 +6,8 @@
  *
  * A variable that is set but wrong fails the start with a `ConfigError`
  * naming it, as a wrong field of the file does (none is read with
- * `OTEL_SDK_DISABLED=true`); a header variable's error
+ * `OTEL_SDK_DISABLED=true`; the headers and the sampler only when tracing is
+ * on and the flags and the file do not set that field); a header variable's error
  * never repeats its text (it holds API keys), only which entry is wrong.
  *
  * @module
@@ -26,6 +27,13 @@ export interface OtelEnv {
   sampleRatio?: number;
   /** `OTEL_SDK_DISABLED=true`: no tracing, whatever sets an endpoint. */
   disabled?: true;
+  /**
+   * A header or sampler variable set but wrong: thrown only when tracing is
+   * on and the field is not the flags' or the file's (an environment made
+   * for other services' SDKs, `OTEL_TRACES_SAMPLER=always_on` say, must not
+   * fail a gateway that does not trace).
+   */
+  problems?: { headers?: ConfigError; sampleRatio?: ConfigError };
 }
 
 /** The samplers pyproxy's parent-based sampling can be, as the spec names them. */
@@ -94,12 +102,22 @@ export function otelEnv(
     const value = read(name);
     if (value === undefined) continue;
     // The traces' own wins whole: the two are not merged.
-    out.headers = otelHeaders(value, name);
+    try {
+      out.headers = otelHeaders(value, name);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      (out.problems ??= {}).headers = err;
+    }
     break;
   }
   const sampler = read("OTEL_TRACES_SAMPLER");
   if (sampler !== undefined) {
-    out.sampleRatio = sampleRatio(sampler, read("OTEL_TRACES_SAMPLER_ARG"));
+    try {
+      out.sampleRatio = sampleRatio(sampler, read("OTEL_TRACES_SAMPLER_ARG"));
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      (out.problems ??= {}).sampleRatio = err;
+    }
   }
   return Object.keys(out).length === 0 ? undefined : out;
 }

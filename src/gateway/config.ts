@@ -94,6 +94,8 @@ export interface ResolvedConfig {
     maxRelocations?: number;
     /** The pool's `placement.relocationWindow`, in ms. */
     relocationWindow?: number;
+    /** The pool's `loadCrashWindow`, in ms (0: off). */
+    loadCrashWindow?: number;
   };
   /** Channel buffers. */
   channels: { historySize: number; bufferSize: number };
@@ -192,6 +194,13 @@ function resolveTracing(
   const serviceName = merged.serviceName ?? env?.serviceName;
   const out: TracingOptions = { endpoint };
   if (serviceName !== undefined) out.serviceName = serviceName;
+  // A wrong variable fails the start only when tracing uses it.
+  if (merged.sampleRatio === undefined && env?.problems?.sampleRatio) {
+    throw env.problems.sampleRatio;
+  }
+  if (merged.headers === undefined && env?.problems?.headers) {
+    throw env.problems.headers;
+  }
   const sampleRatio = merged.sampleRatio ?? env?.sampleRatio;
   if (sampleRatio !== undefined) out.sampleRatio = sampleRatio;
   const headers = merged.headers ?? env?.headers;
@@ -344,6 +353,11 @@ export interface ResolveConfigOptions {
     sampleRatio?: number;
     /** `OTEL_SDK_DISABLED=true`. */
     disabled?: true;
+    /**
+     * A header or sampler variable set but wrong: thrown when tracing is on
+     * and that field comes from the variables.
+     */
+    problems?: { headers?: Error; sampleRatio?: Error };
   };
   /** `PYPROXY_MANAGE_TOKEN` from the environment, used when neither flag nor file sets a management token. */
   envManageToken?: string;
@@ -418,6 +432,9 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       ...(limits.relocationWindow === undefined
         ? {}
         : { relocationWindow: limits.relocationWindow }),
+      ...(limits.loadCrashWindow === undefined
+        ? {}
+        : { loadCrashWindow: limits.loadCrashWindow }),
     },
     channels: {
       historySize: channels.historySize ?? DEFAULTS.historySize,

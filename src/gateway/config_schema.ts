@@ -184,6 +184,12 @@ export interface GatewayConfig {
     /** The window of `maxRelocations`, in milliseconds. */
     relocationWindow?: number | undefined;
     /**
+     * A worker death within this many ms of a model's load counts against
+     * that model; at its second strike it is out of service (the pool's
+     * `loadCrashWindow`; docs/reliability.md). 0: off.
+     */
+    loadCrashWindow?: number | undefined;
+    /**
      * Eval output kept for replay over all running evals together, in UTF-16
      * code units (the pool's `evalReplayBudget`).
      */
@@ -416,6 +422,7 @@ const LimitsSchema: v.GenericSchema<
   modelMetricSeries: v.optional(int(0)),
   maxRelocations: v.optional(int(0)),
   relocationWindow: v.optional(int(1)),
+  loadCrashWindow: v.optional(int(0)),
   shutdownGrace: v.optional(int(0)),
 });
 

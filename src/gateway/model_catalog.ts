@@ -469,8 +469,11 @@ export class ModelCatalog {
     }
     // Its slots as they are now (a resize or a restart moves them).
     if (known !== undefined) {
-      if (m.slots === undefined) return known;
-      const placed: GatewayModelInfo = { ...known, slots: [...m.slots] };
+      if (m.slots === undefined && m.failedReason === undefined) return known;
+      const placed: GatewayModelInfo = { ...known };
+      if (m.slots !== undefined) placed.slots = [...m.slots];
+      // An unplaced model too: one quarantined for killing its workers
+      // soon after its load (PoolOptions.loadCrashWindow).
       if (m.failedReason !== undefined) placed.failedReason = m.failedReason;
       return placed;
     }

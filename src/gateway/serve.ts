@@ -389,6 +389,11 @@ export async function serve(
     ...(config.limits.evalReplayBudget === undefined
       ? {}
       : { evalReplayBudget: config.limits.evalReplayBudget }),
+    // A model that kills its worker soon after its load: out of service at
+    // its second strike (docs/reliability.md).
+    ...(config.limits.loadCrashWindow === undefined
+      ? {}
+      : { loadCrashWindow: config.limits.loadCrashWindow }),
     // A placed model that crashes the slots it goes to: moves before it is
     // out of service (docs/models.md, "Placement").
     placement: {
