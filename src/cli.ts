@@ -834,11 +834,20 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
 }
 
 /**
+ * Models named on the banner's first line, the rest counted: with thousands
+ * of models the line ran to tens of KiB, which container runtimes split
+ * into pieces (Docker and containerd at 16 KiB) and log viewers cut;
+ * `GET /v1/models` lists them all.
+ */
+const BANNER_MODELS = 50;
+
+/**
  * The banner's models: a name once, with its versions when it has some
  * (`scorer (versions 1, 2; default 1)`), not once per version.
  */
 function modelList(
   described: ReadonlyArray<{ name: string; label?: string; default?: boolean }>,
+  max = BANNER_MODELS,
 ): string {
   const byName = new Map<string, { labels: string[]; default?: string }>();
   for (const m of described) {
@@ -848,13 +857,17 @@ function modelList(
     entry.labels.push(m.label);
     if (m.default === true) entry.default = m.label;
   }
-  return [...byName].map(([name, { labels, default: d }]) =>
+  const names = [...byName];
+  const listed = names.slice(0, max).map(([name, { labels, default: d }]) =>
     labels.length === 0
       ? name
       : `${name} (versions ${labels.join(", ")}${
         d === undefined ? "" : `; default ${d}`
       })`
   ).join(", ");
+  return names.length > max
+    ? `${listed} and ${names.length - max} more`
+    : listed;
 }
 
 /** Whether the PEM certificate at `path` is its own issuer (self-signed). */

@@ -29,10 +29,13 @@ import { StderrLog } from "./_stderr_log.ts";
 
 /**
  * Variables of the host's environment a server never inherits: the gateway's
- * bearer token. (The server also drops it from `os.environ`; not inheriting
- * it keeps it out of `/proc/<pid>/environ`, which model code can read.)
+ * bearer tokens, the inference one and the management one (which keeps eval
+ * and model management from the inference token's clients: model code that
+ * read it could hand it to them). (The server also drops them from
+ * `os.environ`; not inheriting them keeps them out of `/proc/<pid>/environ`,
+ * which model code can read.)
  */
-const HIDDEN_ENV: readonly string[] = ["PYPROXY_TOKEN"];
+const HIDDEN_ENV: readonly string[] = ["PYPROXY_TOKEN", "PYPROXY_MANAGE_TOKEN"];
 
 /**
  * How a server process ended.

@@ -464,6 +464,30 @@ Deno.test("main serve skips a model whose import hangs after --load-timeout", as
   );
 });
 
+Deno.test("main serve names 50 models on its banner and counts the rest", async () => {
+  await using models = await tempDir();
+  for (let i = 0; i < 53; i++) {
+    await Deno.writeTextFile(
+      `${models.path}/m${String(i).padStart(2, "0")}.py`,
+      "class M:\n    def execute(self, msg):\n        return msg\n",
+    );
+  }
+  await using serve = await startServe([
+    "--port=0",
+    "--workers=1",
+    `--models=${models.path}`,
+  ]);
+  const first = serve.banner.split("\n")[0]!;
+  // 53 names made a line that grows with the models (tens of KiB with
+  // thousands of them: split by container runtimes at 16 KiB).
+  assert.match(first, /, m48, m49 and 3 more\)$/);
+  assert.match(
+    first,
+    /^pyproxy \S+ listening on http:\/\/127\.0\.0\.1:\d+ \(1 worker, models: m00, m01, /,
+  );
+  assert.doesNotMatch(first, /m50/);
+});
+
 Deno.test("main serve says which model it still waits for while the start waits, and stops on SIGINT then", async () => {
   await using models = await hangingModels();
   const child = new Deno.Command(Deno.execPath(), {

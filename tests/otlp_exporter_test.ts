@@ -113,6 +113,33 @@ Deno.test("OtlpExporter follows no redirect: its headers (API keys) and spans go
   assert.match(warnings[0]!, /HTTP 307 redirect to .* not followed/);
 });
 
+Deno.test("OtlpExporter logs a failed export's endpoint without the credentials or query it holds", async () => {
+  await using server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    async (req) => {
+      await req.arrayBuffer();
+      return new Response("down", { status: 503 });
+    },
+  );
+  const { logger, warnings } = recorder();
+  const exporter = new OtlpExporter({
+    endpoint:
+      `http://tenant:key-in-url@127.0.0.1:${server.addr.port}/v1/traces?api_key=key-in-query`,
+    logger,
+    intervalMs: 60_000,
+  });
+  exporter.add(SPAN);
+  await exporter.flush(3000);
+  assert.equal(warnings.length, 1);
+  assert.match(
+    warnings[0]!,
+    new RegExp(
+      `^Cannot export 1 spans to http://\\*\\*\\*@127\\.0\\.0\\.1:${server.addr.port}/v1/traces\\?\\*\\*\\*: `,
+    ),
+  );
+  assert.doesNotMatch(warnings[0]!, /key-in-url|key-in-query|tenant/);
+});
+
 Deno.test("OtlpExporter waits the Retry-After of a collector's 429 or 503 before its next POST", async () => {
   const posts: number[] = [];
   await using server = Deno.serve(

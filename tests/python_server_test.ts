@@ -336,9 +336,11 @@ sys.stdin.read()
   assert.match(server.stderrTail(), /CLEAN abcdef01/);
 });
 
-Deno.test("PythonServer keeps the gateway's token out of the server's environment, /proc included", async () => {
+Deno.test("PythonServer keeps the gateway's tokens out of the server's environment, /proc included", async () => {
   const token = "gateway-token-0123456789abcdef";
+  const manageToken = "manage-token-0123456789abcdef";
   Deno.env.set("PYPROXY_TOKEN", token);
+  Deno.env.set("PYPROXY_MANAGE_TOKEN", manageToken);
   Deno.env.set("PYPROXY_TEST_INHERITED", "inherited");
   try {
     await using server = await startServer();
@@ -346,16 +348,21 @@ Deno.test("PythonServer keeps the gateway's token out of the server's environmen
     const { value } = await session.request<{ value: unknown }>("eval", {
       code: `import os, subprocess
 block = open("/proc/self/environ", "rb").read()
-child = subprocess.run(["sh", "-c", 'echo "$PYPROXY_TOKEN|$PYPROXY_TEST_INHERITED"'], stdout=subprocess.PIPE).stdout
-[os.environ.get("PYPROXY_TOKEN"), ${
+child = subprocess.run(["sh", "-c", 'echo "$PYPROXY_TOKEN|$PYPROXY_MANAGE_TOKEN|$PYPROXY_TEST_INHERITED"'], stdout=subprocess.PIPE).stdout
+[os.environ.get("PYPROXY_TOKEN"), os.environ.get("PYPROXY_MANAGE_TOKEN"), ${
         JSON.stringify(token)
+      }.encode() in block, ${
+        JSON.stringify(manageToken)
       }.encode() in block, b"PYPROXY_TEST_INHERITED=inherited" in block, child.decode()]`,
     });
     // Model code reading /proc/<pid>/environ (its own or another worker's)
     // found the token before: the server only dropped it from os.environ.
-    assert.deepEqual(value, [null, false, true, "|inherited\n"]);
+    // The management token (eval and model management, which the inference
+    // token's clients may not use) was inherited whole, os.environ included.
+    assert.deepEqual(value, [null, null, false, false, true, "||inherited\n"]);
   } finally {
     Deno.env.delete("PYPROXY_TOKEN");
+    Deno.env.delete("PYPROXY_MANAGE_TOKEN");
     Deno.env.delete("PYPROXY_TEST_INHERITED");
   }
 });

@@ -453,9 +453,10 @@ def lead_process_group():
 def main(argv=None):
     args = parse_args(argv)
     lead_process_group()
-    # The gateway's bearer token reaches us in the environment we inherit:
-    # model and eval code must not read it (os.environ).
+    # The gateway's bearer tokens may reach us in the environment we inherit:
+    # model and eval code must not read them (os.environ).
     os.environ.pop("PYPROXY_TOKEN", None)
+    os.environ.pop("PYPROXY_MANAGE_TOKEN", None)
     # Before any thread starts: threads inherit the policy.
     sched_batch = set_sched_batch() if args.sched_batch else False
     parent = os.getppid()

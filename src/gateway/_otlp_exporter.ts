@@ -78,6 +78,8 @@ export class OtlpExporter {
   /** No POST before this (`Date.now()`), a collector's Retry-After; 0: none. */
   #notBefore = 0;
   readonly #endpoint: string;
+  /** The endpoint as logged: without credentials or a query (API keys). */
+  readonly #shownEndpoint: string;
   readonly #maxQueue: number;
   readonly #batchSize: number;
   readonly #intervalMs: number;
@@ -90,6 +92,7 @@ export class OtlpExporter {
 
   constructor(options: OtlpExporterOptions) {
     this.#endpoint = options.endpoint;
+    this.#shownEndpoint = shownEndpoint(options.endpoint);
     this.#maxQueue = options.maxQueue ?? 2048;
     this.#batchSize = Math.min(options.batchSize ?? 512, this.#maxQueue);
     this.#intervalMs = options.intervalMs ?? 5000;
@@ -242,7 +245,7 @@ export class OtlpExporter {
       "Cannot export {count} spans to {endpoint}: {problem} ({dropped} spans dropped so far)",
       {
         count: batch.length,
-        endpoint: this.#endpoint,
+        endpoint: this.#shownEndpoint,
         problem,
         dropped: this.#dropped,
       },
@@ -343,4 +346,22 @@ function attribute(key: string, value: string | number): unknown {
  */
 function nanos(ms: number): string {
   return `${Math.round(ms * 1000)}000`;
+}
+
+/**
+ * `endpoint` for the log: a collector's URL may carry its credentials
+ * (`https://user:key@host/...`, which fetch sends as Basic auth) or a key in
+ * its query (`?api_key=`); each failed export's log line named them whole.
+ */
+function shownEndpoint(endpoint: string): string {
+  let url: URL;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    return endpoint;
+  }
+  const secret = url.username !== "" || url.password !== "";
+  return `${url.protocol}//${secret ? "***@" : ""}${url.host}${url.pathname}${
+    url.search === "" ? "" : "?***"
+  }`;
 }

@@ -358,6 +358,18 @@ export async function serve(
       { host: config.grpc.hostname },
     );
   }
+  // Said at start: otherwise found at the first renewal (months on, the
+  // certificate in force about to expire), when the reload refuses it.
+  if (tls !== undefined && !reusePort && options.reloadConfig !== undefined) {
+    logger.warn(
+      "Serving TLS where a reload cannot change the certificate: a renewed one takes a restart (a reload starts a listener beside the old one, which needs Linux's SO_REUSEPORT{unstable})",
+      {
+        unstable: runtime.name === "deno"
+          ? ', and on Deno its unstable net APIs: --unstable-net, or "unstable": ["net"] in deno.json'
+          : "",
+      },
+    );
+  }
   const hub = new ChannelHub({
     ...config.channels,
     onDrop: droppedSubscriberLogger(logger),

@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 24923,
+      size: 24977,
       sha256:
-        "f5c10edcedc0356c1e423e6529193ea20c8e35fbbcd509c79404570651f3c650",
+        "4b5e60d9279ac95808a5f3fbef3598059cd836c2c7ce65bec8813f04cb2de001",
     },
     {
       path: "pyproxy_server/array_like.py",
