@@ -663,6 +663,7 @@ export async function serve(
       }
     }
     port = server.port;
+    if (server.warning !== undefined) logger.warn(server.warning);
     const url = `${tls === undefined ? "http" : "https"}://${
       hostPort(urlHost(server.hostname), server.port)
     }`;

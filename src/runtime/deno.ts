@@ -16,6 +16,7 @@ import type {
   UpgradeWebSocketOptions,
 } from "./types.ts";
 import { DenoBodyText } from "./deno_body_text.ts";
+import { setTlsListenerNoDelay } from "./_deno_tls_no_delay.ts";
 
 function wrapConn(conn: Deno.Conn): Connection {
   let closed = false;
@@ -202,10 +203,19 @@ export function denoRuntime(): Runtime {
             ? {}
             : { cert: options.tls.cert, key: options.tls.key }),
           onListen: (addr) => {
+            // Deno sets no TCP_NODELAY on TLS connections: each response's
+            // second record waited 40 ms for the client's delayed ACK.
+            const warning = options.tls === undefined
+              ? undefined
+              : setTlsListenerNoDelay(addr.port);
             resolve({
               port: addr.port,
               hostname: addr.hostname,
               shutdown: () => server.shutdown(),
+              ...(warning === undefined ? {} : {
+                warning:
+                  `TCP_NODELAY is not set on the TLS port's connections (${warning}): HTTPS responses of more than a few hundred bytes may each wait ~40 ms for the client's delayed ACK; run with --allow-ffi (or -A) on Linux`,
+              }),
             });
           },
         }, (req, info) => {

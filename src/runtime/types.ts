@@ -208,6 +208,11 @@ export interface HttpServer {
   readonly hostname: string;
   /** Stops accepting and closes idle connections; resolves when done. */
   shutdown(): Promise<void>;
+  /**
+   * Something the server could not set up as it should, worth a warning in
+   * the log (Deno: `TCP_NODELAY` on a TLS listener without `--allow-ffi`).
+   */
+  readonly warning?: string;
 }
 
 /**
