@@ -331,8 +331,8 @@ export class ModelRegistry {
 
   /**
    * Notes that process `gen` of `worker` completed a load of `names` (sent
-   * at `sentAt`): the step a death soon after is laid on. Returns the step,
-   * for a replay to add its models as it goes.
+   * at `sentAt`): the step a death soon after is laid on. Returns the step
+   * (a held replay takes its model off once it outlived its hold).
    */
   #loaded(
     worker: Worker,
@@ -945,24 +945,26 @@ export class ModelRegistry {
     workers: () => Worker[],
   ): Promise<void> {
     const gen = worker.generation;
-    // The models it loads, as one step (a death soon after is laid on
-    // them all), but for the suspected ones: each alone, last, below.
-    const step = this.#loaded(worker, gen, [], Date.now());
+    // Each model it loads is a step of its own: a death soon after is laid
+    // on them all, each with the delay since its own load. (As one step,
+    // each was timed from the replay's last load: a model loaded before
+    // slow ones seemed to kill the worker sooner than it did, so its held
+    // replay was too short, it outlived it, and its death came during the
+    // next held model's hold, a strike against that one.) The suspected
+    // ones: each alone, last, below.
     const held: Array<{ model: ModelInfo; placed: boolean }> = [];
     const load = async (model: ModelInfo, placed: boolean) => {
       if (this.#suspected(model.name)) {
         held.push({ model, placed });
         return;
       }
+      const sentAt = Date.now();
       await (placed
         ? this.#loadPlaced(session, worker, model)
         : this.#load(session, model));
       // Once its load answered: a death during it (its import) fails the
       // restart, as before, and a placed model's counts as its relocation.
-      if (step !== undefined) {
-        step.names.add(model.name);
-        step.doneAt = Date.now();
-      }
+      this.#loaded(worker, gen, [model.name], sentAt);
     };
     for (const model of this.#models.values()) {
       const p = this.#placements.get(model.name);
@@ -1730,11 +1732,11 @@ async function loadCrashError(
 
 /** Loads a process completed: a death soon after is laid on them. */
 interface LoadStep {
-  /** The models loaded (a replay's, as it sends them). */
+  /** The models loaded. */
   names: Set<string>;
   /** When it was sent. */
   sentAt: number;
-  /** When its last load answered (a replay's: so far). */
+  /** When its load answered. */
   doneAt: number;
 }
 
