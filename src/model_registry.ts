@@ -387,7 +387,8 @@ export class ModelRegistry {
    * within `loadCrashWindow` ms after the process completed a load (an add,
    * an update, a move or a restart's replay), not on purpose and not by
    * SIGKILL (the OOM killer, `kill -9`, the host's own kills: nothing says
-   * the model did it), is laid on the models loaded there within the window
+   * the model did it) nor stopped from outside (SIGTERM, SIGINT, SIGHUP, a
+   * clean exit: `kill`, earlyoom), is laid on the models loaded there within the window
    * (for a replay, every model whose load answered). When that is one model and no
    * call nor other load was running there, it gets a strike; else each is
    * only suspected (any of them, or a call, may have done it). A suspected
@@ -410,7 +411,8 @@ export class ModelRegistry {
     const window = this.#loadCrashWindow;
     if (
       window <= 0 || intentional || worker.stoppedOnPurpose(gen) ||
-      exit.signal === "SIGKILL" || seen.steps.length === 0
+      exit.signal === "SIGKILL" || stoppedFromOutside(exit) ||
+      seen.steps.length === 0
     ) return;
     // Every load it completed within the window is suspect: a model's
     // timer may go off after later loads completed.
@@ -1828,6 +1830,27 @@ function notThisLoad(exit: WorkerExit | undefined): string | null {
   }
   return null;
 }
+
+/**
+ * Whether a worker's process was stopped by a signal that comes from
+ * outside, not asked by the host: the server stops cleanly on SIGTERM and
+ * SIGINT (exit code 0, which a crash never gives), or dies of SIGTERM,
+ * SIGINT or SIGHUP (before its handlers are set, or a wrapper's). A model
+ * does not stop its worker so (`os._exit(0)` from a thread would, and
+ * escapes `loadCrashWindow`: the restart policy bounds it); `kill`,
+ * `pkill`, earlyoom (SIGTERM before SIGKILL) and a closed terminal do.
+ */
+function stoppedFromOutside(exit: WorkerExit): boolean {
+  return exit.code === 0 ||
+    (exit.signal !== null && OUTSIDE_SIGNALS.has(exit.signal));
+}
+
+/** The signals a worker's process gets from outside, not from a fault. */
+const OUTSIDE_SIGNALS: ReadonlySet<string> = new Set([
+  "SIGTERM",
+  "SIGINT",
+  "SIGHUP",
+]);
 
 /** The last non-blank line of a server's stderr tail, at most 240 characters. */
 function lastLine(tail: string): string | undefined {
