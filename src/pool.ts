@@ -69,7 +69,7 @@ import {
   modelTimeoutOf,
 } from "./_model_timeout.ts";
 import { SlotLease } from "./_slot_lease.ts";
-import type { ModelPlacement } from "./_model_placement.ts";
+import { type ModelPlacement, outOfService } from "./_model_placement.ts";
 import { StreamIdleWatch } from "./_stream_idle_watch.ts";
 import {
   type ExecuteStreamOptions,
@@ -2443,11 +2443,15 @@ export class Pool implements AsyncDisposable {
     }
     if (!(error instanceof ConnectionLostError)) {
       // Only on this error path: no lookup for the calls that succeed.
-      if (
-        this.#defaults.size > 0 &&
-        (error as Error | null)?.name === "ModelNotFoundError" &&
-        this.#followDefault(call)
-      ) return;
+      if ((error as Error | null)?.name === "ModelNotFoundError") {
+        if (this.#defaults.size > 0 && this.#followDefault(call)) return;
+        // Queued before its model was taken out of service (the crash
+        // quarantine unloads it): the error its other calls get.
+        const p = this.#placements.get(String(call.args?.name));
+        if (p?.failed !== undefined) {
+          return call.reject(outOfService(p, call.cmd));
+        }
+      }
       return call.reject(error);
     }
     // The connection ended under the call: wait for the exit so the error

@@ -269,6 +269,32 @@ Deno.test("Pool: under load (calls running) a crash-looping model is quarantined
   }
 });
 
+Deno.test("Pool: a call queued while its model's worker restarts fails with ModelUnavailableError once the model is out of service, as later calls do", async () => {
+  await using dir = await modelsDir();
+  await Deno.writeTextFile(`${dir.path}/bomb.py`, BOMB);
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1 }),
+    );
+    pids.watch(pool);
+    const died = nextEvent(pool, "worker-exit");
+    const failed = nextEvent(pool, "model-failed", (ev) => ev.name === "bomb");
+    await pool.addModel("bomb", { file: "bomb.py" });
+    await died;
+    // Its first strike: the worker restarts, and the call waits for it.
+    const queued = pool.execute("bomb", {});
+    const settled = queued.then(() => undefined, (err: unknown) => err);
+    await failed;
+    const err = await settled;
+    assert.ok(err instanceof ModelUnavailableError, String(err));
+    assert.match(err.message, /model 'bomb' is out of service/);
+    await assert.rejects(pool.execute("bomb", {}), ModelUnavailableError);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 Deno.test("Pool: a worker stopped from outside right after a load (SIGTERM, SIGINT, SIGHUP) counts no strike and no suspicion", async () => {
   await using dir = await modelsDir();
   await Deno.writeTextFile(`${dir.path}/double.py`, DOUBLER);
