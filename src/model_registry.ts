@@ -371,7 +371,7 @@ export class ModelRegistry {
 
   /**
    * Whether `name` is suspected of killing a worker soon after its load
-   * (within `SUSPECT_MS`): a replay loads it alone, last, and holds the
+   * (within `SUSPECT_MS`): a replay loads it alone, first, and holds the
    * worker until it outlived the window.
    */
   #suspected(name: string): boolean {
@@ -932,7 +932,8 @@ export class ModelRegistry {
 
   /**
    * Sends the recorded models (and their inits) that `worker` holds to its
-   * fresh session, in order: every unplaced model, the placed ones whose
+   * fresh session, in order (the suspected ones first, each alone and held:
+   * `exited`): every unplaced model, the placed ones whose
    * slot it is, and the placed ones on fewer slots than their `workers`
    * not counting `failed` ones (after a shrink: a grown pool places them
    * again; a model left on a failed slot, no other being ready when it
@@ -947,19 +948,54 @@ export class ModelRegistry {
     workers: () => Worker[],
   ): Promise<void> {
     const gen = worker.generation;
-    // Each model it loads is a step of its own: a death soon after is laid
+    // A model suspected of killing a worker soon after its load: loaded
+    // first, alone, and the worker held (no calls) until it outlived twice
+    // the delay of that death, so that a death then is this model's alone,
+    // with nothing running. First: with the other models loaded before it
+    // (and their loads forgotten, to make its death a strike), one of them
+    // whose timer went off later than before killed the worker during its
+    // hold, a strike against it (and a second one quarantined an innocent
+    // model, with the culprit's last stderr line as its reason).
+    const held: Array<{ model: ModelInfo; placed: boolean }> = [];
+    for (const model of this.#models.values()) {
+      if (!this.#suspected(model.name)) continue;
+      const p = this.#placements.get(model.name);
+      if (p === undefined) held.push({ model, placed: false });
+      else if (p.failed === undefined && p.workers.includes(worker)) {
+        held.push({ model, placed: true });
+      }
+    }
+    const first = new Set(held.map((h) => h.model.name));
+    for (const { model, placed } of held) {
+      const name = model.name;
+      // Out of service meanwhile (another worker's death): not loaded.
+      if (this.#placements.get(name)?.failed !== undefined) continue;
+      // A death from now until the hold is over is laid on it alone: those
+      // held before outlived their holds.
+      const seen = this.#steps.get(worker);
+      if (seen?.gen === gen) seen.steps = [];
+      const sentAt = Date.now();
+      await (placed
+        ? this.#loadPlaced(session, worker, model)
+        : this.#load(session, model));
+      const alone = this.#loaded(worker, gen, [name], sentAt);
+      const hold = this.#holdFor(name);
+      if (!(await outlives(session, hold))) {
+        throw new ConnectionLostError(
+          `Cannot replay model '${name}': the worker's connection closed within ${hold} ms of its load, loaded alone (a worker died soon after its load before)`,
+        );
+      }
+      this.#suspects.delete(name);
+      alone?.names.delete(name);
+    }
+    // Then the others, each a step of its own: a death soon after is laid
     // on them all, each with the delay since its own load. (As one step,
     // each was timed from the replay's last load: a model loaded before
     // slow ones seemed to kill the worker sooner than it did, so its held
     // replay was too short, it outlived it, and its death came during the
-    // next held model's hold, a strike against that one.) The suspected
-    // ones: each alone, last, below.
-    const held: Array<{ model: ModelInfo; placed: boolean }> = [];
+    // next held model's hold, a strike against that one.)
     const load = async (model: ModelInfo, placed: boolean) => {
-      if (this.#suspected(model.name)) {
-        held.push({ model, placed });
-        return;
-      }
+      if (first.has(model.name)) return;
       const sentAt = Date.now();
       await (placed
         ? this.#loadPlaced(session, worker, model)
@@ -987,32 +1023,6 @@ export class ModelRegistry {
         else p.workers.push(worker);
         p.rr = 0;
       }
-    }
-    // A model suspected of killing a worker soon after its load: loaded
-    // alone, and the worker held (no calls) until it outlived the window,
-    // so that a death now is this model's alone, with nothing running.
-    for (const { model, placed } of held) {
-      const name = model.name;
-      // Out of service meanwhile (another worker's death): not loaded.
-      if (this.#placements.get(name)?.failed !== undefined) continue;
-      // A death from now until the hold is over is laid on it alone: the
-      // models loaded before were not suspected of the deaths so far, and
-      // those held before outlived their holds.
-      const seen = this.#steps.get(worker);
-      if (seen?.gen === gen) seen.steps = [];
-      const sentAt = Date.now();
-      await (placed
-        ? this.#loadPlaced(session, worker, model)
-        : this.#load(session, model));
-      const alone = this.#loaded(worker, gen, [name], sentAt);
-      const hold = this.#holdFor(name);
-      if (!(await outlives(session, hold))) {
-        throw new ConnectionLostError(
-          `Cannot replay model '${name}': the worker's connection closed within ${hold} ms of its load, loaded alone (a worker died soon after its load before)`,
-        );
-      }
-      this.#suspects.delete(name);
-      alone?.names.delete(name);
     }
   }
 

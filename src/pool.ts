@@ -483,9 +483,10 @@ export interface PoolOptions {
    * soon after (a thread that calls `os._exit`, a fault on a timer), in ms:
    * a worker death within this long after a model's load completed on it
    * (an add, an update, a restart's replay), with no call running there and
-   * not by SIGKILL (the OOM killer, `kill -9`, the host's own kills), is a
-   * strike against that model (with calls running, a suspicion). A
-   * restart replays a suspected model alone, last, and holds the worker
+   * not by SIGKILL (the OOM killer, `kill -9`, the host's own kills) nor
+   * stopped from outside (SIGTERM, SIGINT, SIGHUP), is a strike against
+   * that model (with calls running, a suspicion). A
+   * restart replays a suspected model alone, first, and holds the worker
    * back from calls until it outlived the window; at its second strike the
    * model is taken out of service: never replayed again, unloaded, its
    * calls failing with `ModelUnavailableError` (`status().models[i]
