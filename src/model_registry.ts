@@ -331,8 +331,8 @@ export class ModelRegistry {
 
   /**
    * Notes that process `gen` of `worker` completed a load of `names` (sent
-   * at `sentAt`): the step a death soon after is laid on. Returns the step,
-   * for a replay to add its models as it goes.
+   * at `sentAt`): the step a death soon after is laid on. Returns the step
+   * (a held replay takes its model off once it outlived its hold).
    */
   #loaded(
     worker: Worker,
@@ -371,7 +371,7 @@ export class ModelRegistry {
 
   /**
    * Whether `name` is suspected of killing a worker soon after its load
-   * (within `SUSPECT_MS`): a replay loads it alone, last, and holds the
+   * (within `SUSPECT_MS`): a replay loads it alone, first, and holds the
    * worker until it outlived the window.
    */
   #suspected(name: string): boolean {
@@ -387,7 +387,8 @@ export class ModelRegistry {
    * within `loadCrashWindow` ms after the process completed a load (an add,
    * an update, a move or a restart's replay), not on purpose and not by
    * SIGKILL (the OOM killer, `kill -9`, the host's own kills: nothing says
-   * the model did it), is laid on the models loaded there within the window
+   * the model did it) nor stopped from outside (SIGTERM, SIGINT, SIGHUP, a
+   * clean exit: `kill`, earlyoom), is laid on the models loaded there within the window
    * (for a replay, every model whose load answered). When that is one model and no
    * call nor other load was running there, it gets a strike; else each is
    * only suspected (any of them, or a call, may have done it). A suspected
@@ -410,7 +411,8 @@ export class ModelRegistry {
     const window = this.#loadCrashWindow;
     if (
       window <= 0 || intentional || worker.stoppedOnPurpose(gen) ||
-      exit.signal === "SIGKILL" || seen.steps.length === 0
+      exit.signal === "SIGKILL" || stoppedFromOutside(exit) ||
+      seen.steps.length === 0
     ) return;
     // Every load it completed within the window is suspect: a model's
     // timer may go off after later loads completed.
@@ -930,7 +932,8 @@ export class ModelRegistry {
 
   /**
    * Sends the recorded models (and their inits) that `worker` holds to its
-   * fresh session, in order: every unplaced model, the placed ones whose
+   * fresh session, in order (the suspected ones first, each alone and held:
+   * `exited`): every unplaced model, the placed ones whose
    * slot it is, and the placed ones on fewer slots than their `workers`
    * not counting `failed` ones (after a shrink: a grown pool places them
    * again; a model left on a failed slot, no other being ready when it
@@ -945,24 +948,61 @@ export class ModelRegistry {
     workers: () => Worker[],
   ): Promise<void> {
     const gen = worker.generation;
-    // The models it loads, as one step (a death soon after is laid on
-    // them all), but for the suspected ones: each alone, last, below.
-    const step = this.#loaded(worker, gen, [], Date.now());
+    // A model suspected of killing a worker soon after its load: loaded
+    // first, alone, and the worker held (no calls) until it outlived twice
+    // the delay of that death, so that a death then is this model's alone,
+    // with nothing running. First: with the other models loaded before it
+    // (and their loads forgotten, to make its death a strike), one of them
+    // whose timer went off later than before killed the worker during its
+    // hold, a strike against it (and a second one quarantined an innocent
+    // model, with the culprit's last stderr line as its reason).
     const held: Array<{ model: ModelInfo; placed: boolean }> = [];
-    const load = async (model: ModelInfo, placed: boolean) => {
-      if (this.#suspected(model.name)) {
-        held.push({ model, placed });
-        return;
+    for (const model of this.#models.values()) {
+      if (!this.#suspected(model.name)) continue;
+      const p = this.#placements.get(model.name);
+      if (p === undefined) held.push({ model, placed: false });
+      else if (p.failed === undefined && p.workers.includes(worker)) {
+        held.push({ model, placed: true });
       }
+    }
+    const first = new Set(held.map((h) => h.model.name));
+    for (const { model, placed } of held) {
+      const name = model.name;
+      // Out of service meanwhile (another worker's death): not loaded.
+      if (this.#placements.get(name)?.failed !== undefined) continue;
+      // A death from now until the hold is over is laid on it alone: those
+      // held before outlived their holds.
+      const seen = this.#steps.get(worker);
+      if (seen?.gen === gen) seen.steps = [];
+      const sentAt = Date.now();
+      await (placed
+        ? this.#loadPlaced(session, worker, model)
+        : this.#load(session, model));
+      const alone = this.#loaded(worker, gen, [name], sentAt);
+      const hold = this.#holdFor(name);
+      if (!(await outlives(session, hold))) {
+        throw new ConnectionLostError(
+          `Cannot replay model '${name}': the worker's connection closed within ${hold} ms of its load, loaded alone (a worker died soon after its load before)`,
+        );
+      }
+      this.#suspects.delete(name);
+      alone?.names.delete(name);
+    }
+    // Then the others, each a step of its own: a death soon after is laid
+    // on them all, each with the delay since its own load. (As one step,
+    // each was timed from the replay's last load: a model loaded before
+    // slow ones seemed to kill the worker sooner than it did, so its held
+    // replay was too short, it outlived it, and its death came during the
+    // next held model's hold, a strike against that one.)
+    const load = async (model: ModelInfo, placed: boolean) => {
+      if (first.has(model.name)) return;
+      const sentAt = Date.now();
       await (placed
         ? this.#loadPlaced(session, worker, model)
         : this.#load(session, model));
       // Once its load answered: a death during it (its import) fails the
       // restart, as before, and a placed model's counts as its relocation.
-      if (step !== undefined) {
-        step.names.add(model.name);
-        step.doneAt = Date.now();
-      }
+      this.#loaded(worker, gen, [model.name], sentAt);
     };
     for (const model of this.#models.values()) {
       const p = this.#placements.get(model.name);
@@ -983,32 +1023,6 @@ export class ModelRegistry {
         else p.workers.push(worker);
         p.rr = 0;
       }
-    }
-    // A model suspected of killing a worker soon after its load: loaded
-    // alone, and the worker held (no calls) until it outlived the window,
-    // so that a death now is this model's alone, with nothing running.
-    for (const { model, placed } of held) {
-      const name = model.name;
-      // Out of service meanwhile (another worker's death): not loaded.
-      if (this.#placements.get(name)?.failed !== undefined) continue;
-      // A death from now until the hold is over is laid on it alone: the
-      // models loaded before were not suspected of the deaths so far, and
-      // those held before outlived their holds.
-      const seen = this.#steps.get(worker);
-      if (seen?.gen === gen) seen.steps = [];
-      const sentAt = Date.now();
-      await (placed
-        ? this.#loadPlaced(session, worker, model)
-        : this.#load(session, model));
-      const alone = this.#loaded(worker, gen, [name], sentAt);
-      const hold = this.#holdFor(name);
-      if (!(await outlives(session, hold))) {
-        throw new ConnectionLostError(
-          `Cannot replay model '${name}': the worker's connection closed within ${hold} ms of its load, loaded alone (a worker died soon after its load before)`,
-        );
-      }
-      this.#suspects.delete(name);
-      alone?.names.delete(name);
     }
   }
 
@@ -1730,11 +1744,11 @@ async function loadCrashError(
 
 /** Loads a process completed: a death soon after is laid on them. */
 interface LoadStep {
-  /** The models loaded (a replay's, as it sends them). */
+  /** The models loaded. */
   names: Set<string>;
   /** When it was sent. */
   sentAt: number;
-  /** When its last load answered (a replay's: so far). */
+  /** When its load answered. */
   doneAt: number;
 }
 
@@ -1826,6 +1840,27 @@ function notThisLoad(exit: WorkerExit | undefined): string | null {
   }
   return null;
 }
+
+/**
+ * Whether a worker's process was stopped by a signal that comes from
+ * outside, not asked by the host: the server stops cleanly on SIGTERM and
+ * SIGINT (exit code 0, which a crash never gives), or dies of SIGTERM,
+ * SIGINT or SIGHUP (before its handlers are set, or a wrapper's). A model
+ * does not stop its worker so (`os._exit(0)` from a thread would, and
+ * escapes `loadCrashWindow`: the restart policy bounds it); `kill`,
+ * `pkill`, earlyoom (SIGTERM before SIGKILL) and a closed terminal do.
+ */
+function stoppedFromOutside(exit: WorkerExit): boolean {
+  return exit.code === 0 ||
+    (exit.signal !== null && OUTSIDE_SIGNALS.has(exit.signal));
+}
+
+/** The signals a worker's process gets from outside, not from a fault. */
+const OUTSIDE_SIGNALS: ReadonlySet<string> = new Set([
+  "SIGTERM",
+  "SIGINT",
+  "SIGHUP",
+]);
 
 /** The last non-blank line of a server's stderr tail, at most 240 characters. */
 function lastLine(tail: string): string | undefined {

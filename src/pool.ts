@@ -69,7 +69,7 @@ import {
   modelTimeoutOf,
 } from "./_model_timeout.ts";
 import { SlotLease } from "./_slot_lease.ts";
-import type { ModelPlacement } from "./_model_placement.ts";
+import { type ModelPlacement, outOfService } from "./_model_placement.ts";
 import { StreamIdleWatch } from "./_stream_idle_watch.ts";
 import {
   type ExecuteStreamOptions,
@@ -483,9 +483,10 @@ export interface PoolOptions {
    * soon after (a thread that calls `os._exit`, a fault on a timer), in ms:
    * a worker death within this long after a model's load completed on it
    * (an add, an update, a restart's replay), with no call running there and
-   * not by SIGKILL (the OOM killer, `kill -9`, the host's own kills), is a
-   * strike against that model (with calls running, a suspicion). A
-   * restart replays a suspected model alone, last, and holds the worker
+   * not by SIGKILL (the OOM killer, `kill -9`, the host's own kills) nor
+   * stopped from outside (SIGTERM, SIGINT, SIGHUP), is a strike against
+   * that model (with calls running, a suspicion). A
+   * restart replays a suspected model alone, first, and holds the worker
    * back from calls until it outlived the window; at its second strike the
    * model is taken out of service: never replayed again, unloaded, its
    * calls failing with `ModelUnavailableError` (`status().models[i]
@@ -2443,11 +2444,15 @@ export class Pool implements AsyncDisposable {
     }
     if (!(error instanceof ConnectionLostError)) {
       // Only on this error path: no lookup for the calls that succeed.
-      if (
-        this.#defaults.size > 0 &&
-        (error as Error | null)?.name === "ModelNotFoundError" &&
-        this.#followDefault(call)
-      ) return;
+      if ((error as Error | null)?.name === "ModelNotFoundError") {
+        if (this.#defaults.size > 0 && this.#followDefault(call)) return;
+        // Queued before its model was taken out of service (the crash
+        // quarantine unloads it): the error its other calls get.
+        const p = this.#placements.get(String(call.args?.name));
+        if (p?.failed !== undefined) {
+          return call.reject(outOfService(p, call.cmd));
+        }
+      }
       return call.reject(error);
     }
     // The connection ended under the call: wait for the exit so the error

@@ -132,4 +132,12 @@ Deno.test("Gateway: PUT /v1/models/{name} and the repository's load of a model t
   });
   assert.equal(res.status, 200);
   await res.body?.cancel();
+  // KServe V2's readiness says what GET /v1/models/{name} does, the workers
+  // ready (it said ready: an unplaced model out of service lists no slots,
+  // read as "on every worker").
+  for (const path of ["/v2/models/bomb/ready", "/v2/models/bomb2/ready"]) {
+    const ready = await gw.fetch(path);
+    assert.equal(ready.status, 503, path);
+    assert.equal((await ready.json()).ready, false);
+  }
 });

@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { ModelUnavailableError, WorkerCrashedError } from "../src/errors.ts";
+import type { Logger } from "../src/logger.ts";
 import { Pool, type PoolEvent } from "../src/pool.ts";
 import {
   modelsDir,
@@ -264,6 +265,75 @@ Deno.test("Pool: under load (calls running) a crash-looping model is quarantined
   } finally {
     stop = true;
     await Promise.all(loops);
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool: a call queued while its model's worker restarts fails with ModelUnavailableError once the model is out of service, as later calls do", async () => {
+  await using dir = await modelsDir();
+  await Deno.writeTextFile(`${dir.path}/bomb.py`, BOMB);
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1 }),
+    );
+    pids.watch(pool);
+    const died = nextEvent(pool, "worker-exit");
+    const failed = nextEvent(pool, "model-failed", (ev) => ev.name === "bomb");
+    await pool.addModel("bomb", { file: "bomb.py" });
+    await died;
+    // Its first strike: the worker restarts, and the call waits for it.
+    const queued = pool.execute("bomb", {});
+    const settled = queued.then(() => undefined, (err: unknown) => err);
+    await failed;
+    const err = await settled;
+    assert.ok(err instanceof ModelUnavailableError, String(err));
+    assert.match(err.message, /model 'bomb' is out of service/);
+    await assert.rejects(pool.execute("bomb", {}), ModelUnavailableError);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool: a worker stopped from outside right after a load (SIGTERM, SIGINT, SIGHUP) counts no strike and no suspicion", async () => {
+  await using dir = await modelsDir();
+  await Deno.writeTextFile(`${dir.path}/double.py`, DOUBLER);
+  const pids = new PidTracker();
+  const laid: string[] = [];
+  const none = () => {};
+  const logger: Logger = {
+    trace: none,
+    debug: none,
+    info: none,
+    error: none,
+    fatal: none,
+    warn: (message) => {
+      if (/loadCrashWindow/.test(message)) laid.push(message);
+    },
+  };
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1, loadCrashWindow: 1000, logger }),
+    );
+    pids.watch(pool);
+    await pool.addModel("double", { file: "double.py" });
+    // kill, pkill, earlyoom (SIGTERM before SIGKILL), a closed terminal:
+    // the server stops cleanly (code 0) or dies of the signal. Each was a
+    // strike against the model loaded last (two: out of service).
+    for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
+      await pool.updateModel("double", { file: "double.py" });
+      const before = pool.status().workers[0]!.restarts;
+      Deno.kill(pool.status().workers[0]!.pid!, signal);
+      await until(
+        () =>
+          pool.status().workers[0]!.state === "ready" &&
+          pool.status().workers[0]!.restarts === before + 1,
+        "the restart",
+      );
+    }
+    assert.deepEqual(laid, []);
+    assert.deepEqual(await pool.execute("double", { x: 1 }), { y: 2 });
+  } finally {
     await pids.assertGone();
   }
 });

@@ -281,11 +281,15 @@ export function inferenceProtocolRoutes(
   const modelReady = (name: string, version: string | undefined) => {
     const model = modelOf(name, version);
     const ready = readyWorkers();
-    // A placed model is ready where it is placed; the others everywhere.
-    const where = modelEntries(pool, model.name).find((m) =>
+    const entry = modelEntries(pool, model.name).find((m) =>
       m.version === model.label
-    )?.slots;
-    const ok = !ctx.signal.aborted &&
+    );
+    // A placed model is ready where it is placed; the others everywhere.
+    // Out of service (a quarantined model has no slots listed): not ready,
+    // as GET /v1/models/{name} says.
+    const where = entry?.slots;
+    const ok = !ctx.signal.aborted && entry?.failedReason === undefined &&
+      model.failedReason === undefined &&
       (where === undefined
         ? ready.size > 0
         : where.some((id) => ready.has(id)));
