@@ -5,9 +5,12 @@
 // tests/fixtures/grpc/triton_extensions.proto (an independent codec).
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { fileURLToPath } from "node:url";
-import protobuf from "protobufjs";
-import { startGateway, type TestGateway } from "./_gateway_harness.ts";
+import type protobuf from "protobufjs";
+import {
+  type RawGrpcGateway,
+  rawGrpcGateway,
+  tritonProto,
+} from "./_grpc_raw_gateway.ts";
 import { grpc } from "./_grpc_client.ts";
 
 const MODELS: Record<string, string> = {
@@ -89,10 +92,7 @@ class Sleeper:
 `,
 };
 
-const root = new protobuf.Root();
-root.resolvePath = (_origin, target) =>
-  fileURLToPath(new URL(`./fixtures/grpc/${target}`, import.meta.url));
-root.loadSync("triton_extensions.proto", { keepCase: true });
+const root = tritonProto();
 const type = (name: string) => root.lookupType(name);
 const T = {
   inferRequest: type("inference.ModelInferRequest"),
@@ -112,28 +112,10 @@ const OBJECT = { longs: Number, enums: String, defaults: true };
 const TOKEN = "grpc-ext-test-token-0123456789";
 const SERVICE = "/inference.GRPCInferenceService/";
 
-type Gateway = TestGateway & { client: grpc.Client };
+type Gateway = RawGrpcGateway;
 
-async function gateway(
-  extra: Parameters<typeof startGateway>[0] = {},
-): Promise<Gateway> {
-  const gw = await startGateway(
-    { grpc: { port: 0 }, token: TOKEN, ...extra },
-    MODELS,
-  );
-  const client = new grpc.Client(
-    gw.grpcTarget!,
-    grpc.credentials.createInsecure(),
-  );
-  return Object.assign(gw, {
-    client,
-    async [Symbol.asyncDispose]() {
-      client.close();
-      await gw.shutdown();
-      await Deno.remove(gw.dir, { recursive: true });
-    },
-  });
-}
+const gateway = (extra: Parameters<typeof rawGrpcGateway>[2] = {}) =>
+  rawGrpcGateway(TOKEN, MODELS, extra);
 
 function metadata(token: string | null = TOKEN): grpc.Metadata {
   const m = new grpc.Metadata();

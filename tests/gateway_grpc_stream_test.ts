@@ -7,9 +7,11 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import http2 from "node:http2";
-import { fileURLToPath } from "node:url";
-import protobuf from "protobufjs";
-import { startGateway, type TestGateway } from "./_gateway_harness.ts";
+import {
+  type RawGrpcGateway,
+  rawGrpcGateway,
+  tritonProto,
+} from "./_grpc_raw_gateway.ts";
 import { grpc } from "./_grpc_client.ts";
 
 const MODELS: Record<string, string> = {
@@ -59,10 +61,7 @@ class Ticker:
 `,
 };
 
-const root = new protobuf.Root();
-root.resolvePath = (_origin, target) =>
-  fileURLToPath(new URL(`./fixtures/grpc/${target}`, import.meta.url));
-root.loadSync("triton_extensions.proto", { keepCase: true });
+const root = tritonProto();
 const T = {
   inferRequest: root.lookupType("inference.ModelInferRequest"),
   streamResponse: root.lookupType("triton.ModelStreamInferResponse"),
@@ -72,28 +71,10 @@ const OBJECT = { longs: Number, enums: String, defaults: true };
 const TOKEN = "grpc-stream-test-token-0123456789";
 const STREAM_PATH = "/inference.GRPCInferenceService/ModelStreamInfer";
 
-type Gateway = TestGateway & { client: grpc.Client };
+type Gateway = RawGrpcGateway;
 
-async function gateway(
-  extra: Parameters<typeof startGateway>[0] = {},
-): Promise<Gateway> {
-  const gw = await startGateway(
-    { grpc: { port: 0 }, token: TOKEN, ...extra },
-    MODELS,
-  );
-  const client = new grpc.Client(
-    gw.grpcTarget!,
-    grpc.credentials.createInsecure(),
-  );
-  return Object.assign(gw, {
-    client,
-    async [Symbol.asyncDispose]() {
-      client.close();
-      await gw.shutdown();
-      await Deno.remove(gw.dir, { recursive: true });
-    },
-  });
-}
+const gateway = (extra: Parameters<typeof rawGrpcGateway>[2] = {}) =>
+  rawGrpcGateway(TOKEN, MODELS, extra);
 
 /** A ModelStreamInfer call by grpc-js: what it answered and how it ended. */
 function streamCall(client: grpc.Client) {
