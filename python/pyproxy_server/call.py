@@ -237,15 +237,9 @@ class Call:
         message), an entry without a ``traceparent`` string as ``None``.
         Another command's: ``[call.trace_context]``. New dicts at each read.
         """
-        msg = self.msg
-        if self.cmd != "executeBatch" or msg.__class__ is not dict:
-            return [self.trace_context]
-        msgs = msg.get("msgs")
-        count = len(msgs) if msgs.__class__ is list else 0
-        contexts = msg.get("traceContexts")
-        if contexts.__class__ is not list or len(contexts) != count:
-            return [None] * count
-        return [_trace_context_of(value) for value in contexts]
+        return self._per_message(
+            "traceContexts", lambda: self.trace_context, _trace_context_of, None
+        )
 
     @property
     def message_headers(self):
@@ -256,15 +250,7 @@ class Call:
         (``{}``); one that is not such a list counts as absent (``{}`` for
         every message). Another command's: ``[call.headers]``.
         """
-        msg = self.msg
-        if self.cmd != "executeBatch" or msg.__class__ is not dict:
-            return [self.headers]
-        msgs = msg.get("msgs")
-        count = len(msgs) if msgs.__class__ is list else 0
-        lists = msg.get("messageHeaders")
-        if lists.__class__ is not list or len(lists) != count:
-            return [{} for _ in range(count)]
-        return [_headers_of(value) for value in lists]
+        return self._per_message("messageHeaders", lambda: self.headers, _headers_of, dict)
 
     @property
     def request_ids(self):
@@ -275,15 +261,27 @@ class Call:
         counts as absent (every message without one), a non-string entry as
         ``None``. Another command's: ``[call.request_id]``.
         """
+        return self._per_message(
+            "requestIds",
+            lambda: self.request_id,
+            lambda value: value if value.__class__ is str else None,
+            None,
+        )
+
+    def _per_message(self, key, single, convert, absent):
+        """One value per message of an ``executeBatch`` from its list ``key``
+        (each converted by ``convert``; ``absent()``, or ``None`` when
+        ``absent`` is ``None``, for every message when it is not a list as
+        long as its ``msgs``); another command's: ``[single()]``."""
         msg = self.msg
         if self.cmd != "executeBatch" or msg.__class__ is not dict:
-            return [self.request_id]
+            return [single()]
         msgs = msg.get("msgs")
         count = len(msgs) if msgs.__class__ is list else 0
-        ids = msg.get("requestIds")
-        if ids.__class__ is not list or len(ids) != count:
-            return [None] * count
-        return [value if value.__class__ is str else None for value in ids]
+        values = msg.get(key)
+        if values.__class__ is not list or len(values) != count:
+            return [None if absent is None else absent() for _ in range(count)]
+        return [convert(value) for value in values]
 
     def tag_request(self, event):
         """Add the call's request id to ``event`` (a ``log`` event): its

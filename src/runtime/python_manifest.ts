@@ -70,9 +70,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call.py",
-      size: 13266,
+      size: 13191,
       sha256:
-        "9227212fda441591605b47979f59b9009aabdbf176ebe044884eae453fa97ceb",
+        "abb3523e0a9dacaa2febdc0a8f7ec34cd70d8229299a6ee8ccdcd0a2652ac154",
     },
     {
       path: "pyproxy_server/call_executor.py",
