@@ -183,8 +183,8 @@ export interface TokenFileWatchOptions {
   current(): ResolvedConfig;
   /**
    * Applies tokens read from `config`'s files (one at a time with the
-   * reloads; it compares with what is in force, and may skip them when a
-   * reload changed the files meanwhile).
+   * reloads; it compares with what is in force, and skips them when
+   * `config` is no longer what is in force: a reload applied meanwhile).
    */
   apply(
     tokens: { token?: string[]; manageToken?: string[] },
@@ -199,23 +199,22 @@ export interface TokenFileWatchOptions {
  * inotify watch on the file misses (it watches the old inode), and a
  * watch on the directory misses a `subPath` mount or a network file
  * system; a read of a small file every few seconds costs nothing that
- * matters, and nothing per request. What is compared is the tokens, not
- * the file's times (a rewrite within the file system's time granularity,
- * or of the same size, is seen too; a new comment is not a change). A
- * file unreadable or invalid keeps the tokens in force and is logged once
- * until its content, or the error, changes.
+ * matters, and nothing per request. What is compared is the tokens read
+ * with those in force (not with the last read: a reload may have applied
+ * others since), not the file's times (a rewrite within the file system's
+ * time granularity, or of the same size, is seen too; a new comment is not
+ * a change). A file unreadable or invalid keeps the tokens in force and is
+ * logged once until its content, or the error, changes.
  */
 export class TokenFileWatch {
   #options: TokenFileWatchOptions;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #stopped = false;
-  /** What the last read found: the tokens, or the error's message. */
-  #last: string | undefined;
+  /** The last read's error (with the files' paths), until a read works. */
+  #failed: string | undefined;
 
   constructor(options: TokenFileWatchOptions) {
     this.#options = options;
-    const config = options.current();
-    this.#last = seen(config, tokensOf(config));
     this.#arm();
   }
 
@@ -247,39 +246,24 @@ export class TokenFileWatch {
       tokens = await readTokenFiles(runtime, config);
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
-      const key = seen(config, message);
-      if (key === this.#last || this.#stopped) return;
-      this.#last = key;
+      const key = JSON.stringify(
+        [config.tokenFile, config.manageTokenFile, message],
+      );
+      if (key === this.#failed || this.#stopped) return;
+      this.#failed = key;
       logger.error(
         "Token file changed, but cannot be used; the tokens in force are kept: {message}",
         { message },
       );
       return;
     }
-    const key = seen(config, tokens);
-    if (key === this.#last || this.#stopped) return;
-    this.#last = key;
+    // After an error, the apply logs that the files are read again.
+    const recovered = this.#failed !== undefined;
+    this.#failed = undefined;
+    if (this.#stopped) return;
+    if (!recovered && tokenChanges(config, tokens).length === 0) return;
     await this.#options.apply(tokens, config);
   }
-}
-
-/** What a read found, as comparable text. */
-function seen(config: ResolvedConfig, found: unknown): string {
-  return JSON.stringify([config.tokenFile, config.manageTokenFile, found]);
-}
-
-/** The file-read tokens in force, as {@linkcode readTokenFiles} returns them. */
-function tokensOf(
-  config: ResolvedConfig,
-): { token?: string[]; manageToken?: string[] } {
-  const out: { token?: string[]; manageToken?: string[] } = {};
-  for (const name of ["token", "manageToken"] as const) {
-    const value = config[name];
-    if (config[FILE_OF[name]] !== undefined && value !== undefined) {
-      out[name] = typeof value === "string" ? [value] : [...value];
-    }
-  }
-  return out;
 }
 
 /**
