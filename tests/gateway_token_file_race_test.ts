@@ -41,8 +41,8 @@ function holdingReads(path: string): {
   return {
     runtime: {
       ...base,
-      readFile: async (p, options) => {
-        const bytes = await base.readFile(p, options);
+      readRegularFile: async (p, limit) => {
+        const bytes = await base.readRegularFile!(p, limit);
         if (p === path && armed !== undefined) {
           const held = armed;
           armed = undefined;
@@ -174,5 +174,76 @@ Deno.test("TokenFileWatch sees a file go back to what it read before a reload to
     // A later poll puts T1 back in force.
     await waitApplied(server.url, T1);
     assert.equal(await call(server.url, T2), 401);
+  });
+});
+
+Deno.test({
+  name:
+    "TokenFileWatch and reload go on past a read without an answer (a hung file system), and a FIFO swapped in is refused at once",
+  ignore: Deno.build.os === "windows",
+}, async () => {
+  await using dir = await tempDir("pyproxy-token-file-race-test-");
+  const path = `${dir.path}/token`;
+  await Deno.writeTextFile(`${dir.path}/first`, `${T1}\n`, { mode: 0o600 });
+  await Deno.symlink("first", path);
+  const base = defaultRuntime();
+  let hung = false;
+  let recover = () => {};
+  const recovered = new Promise<void>((resolve) => recover = resolve);
+  const runtime: Runtime = {
+    ...base,
+    // A file system that stopped answering: a read ends when it recovers.
+    readRegularFile: async (p, limit) => {
+      if (p === path && hung) await recovered;
+      return base.readRegularFile!(p, limit);
+    },
+  };
+  let reloadWith: ReturnType<typeof resolveConfig> | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await withLogs(async (records) => {
+    const { server, config } = await servePolled(
+      dir.path,
+      path,
+      runtime,
+      () => reloadWith!,
+    );
+    await using _ = server;
+    reloadWith = config;
+    const errors = () =>
+      records.filter((r) => r.level === "error").map((r) => r.message.join(""));
+    // A FIFO in the file's place: refused, not waited on.
+    const fifo = `${dir.path}/fifo`;
+    assert.equal(
+      (await new Deno.Command("mkfifo", { args: [fifo] }).output()).code,
+      0,
+    );
+    await Deno.symlink("fifo", `${path}.new`);
+    await Deno.rename(`${path}.new`, path);
+    await assert.rejects(server.reload(), /token: not a regular file$/);
+
+    hung = true;
+    const settled = await Promise.race([
+      server.reload().then(() => "applied", (err) => String(err)),
+      new Promise((resolve) => timer = setTimeout(resolve, 4000, "hung")),
+    ]);
+    clearTimeout(timer);
+    assert.match(
+      String(settled),
+      /tokenFile: cannot read .*\/token: (no answer within 2000 ms|2 reads of it have had no answer yet)/,
+    );
+    assert.equal(await call(server.url, T1), 200);
+    // The file system answers again: the poll goes on, takes the file.
+    await Deno.writeTextFile(`${dir.path}/second`, `${T2}\n`, {
+      mode: 0o600,
+    });
+    await Deno.symlink("second", `${path}.new`);
+    await Deno.rename(`${path}.new`, path);
+    hung = false;
+    recover();
+    await waitApplied(server.url, T2);
+    assert.equal(await call(server.url, T1), 401);
+    // Each problem logged once, not once a poll.
+    const polled = errors().filter((e) => e.startsWith("Token file changed"));
+    assert.ok(polled.length <= 3, polled.join("\n"));
   });
 });

@@ -188,7 +188,7 @@ Deno.test("loadConfig reads the token files (one token a line, # comments) and n
   assert.deepEqual([both.token, both.manageToken], [[T1], [M1]]);
 });
 
-/** A runtime counting the looks at `path` (each read begins with one). */
+/** A runtime counting the reads of `path`. */
 function countingReads(
   path: string,
 ): { runtime: Runtime; reads: () => number } {
@@ -197,9 +197,9 @@ function countingReads(
   return {
     runtime: {
       ...base,
-      stat: (p) => {
+      readRegularFile: (p, limit) => {
         if (p === path) reads++;
-        return base.stat(p);
+        return base.readRegularFile!(p, limit);
       },
     },
     reads: () => reads,
