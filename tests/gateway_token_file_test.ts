@@ -166,6 +166,10 @@ Deno.test("loadConfig reads the token files (one token a line, # comments) and n
       /^token: expected at most 16 tokens/,
     ],
     [`${T1}\u0001x\n`, /^token: expected a token without .*control/],
+    [
+      `${T2}\n${T1}  # the old one\n`,
+      /^token: expected a "#" comment on a line of its own .*\(at tokenFile: \/.*\/token\)$/,
+    ],
     [undefined, /^tokenFile: cannot read \/.*\/token: no such file$/],
   ];
   for (const [text, message] of cases) {

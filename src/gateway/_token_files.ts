@@ -71,7 +71,8 @@ export function checkToken(
 /**
  * The tokens of a token file's text: one a line, surrounding whitespace
  * (a `\r`, a byte order mark) trimmed, blank lines and lines starting with
- * `#` skipped (so a token cannot start with `#`).
+ * `#` skipped (so a token cannot start with `#`; a comment after a token
+ * is refused by {@linkcode readTokenFiles}).
  */
 export function parseTokenFile(text: string): string[] {
   return text.split("\n").map((line) => line.trim()).filter((line) =>
@@ -212,6 +213,16 @@ export async function readTokenFiles(
     const tokens = parseTokenFile(
       await readTokenFile(runtime, FILE_OF[name], path),
     );
+    // `<token>  # added 2026-12-06` would be one token, spaces and all
+    // (one a client would not send): a comment takes a line of its own.
+    if (tokens.some((t) => /\s#/.test(t))) {
+      throw new ConfigError(
+        `${name}: expected a "#" comment on a line of its own (a token followed by a space and "#" would hold the comment) (at ${
+          FILE_OF[name]
+        }: ${path})`,
+        { details: { path: name, source: `${FILE_OF[name]}: ${path}` } },
+      );
+    }
     checkToken(name, tokens, `${FILE_OF[name]}: ${path}`);
     out[name] = tokens;
   }
