@@ -3,6 +3,7 @@
 // tests/bun/runtime.test.ts (Bun). Only node:* and Web APIs here, so the same
 // file runs on both runtimes.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { stat, symlink } from "node:fs/promises";
 import {
@@ -1172,6 +1173,46 @@ export const runtimeContract: ContractCheck[] = [
           0o120000,
         );
         assert.equal(await rt.owner!(join(dir, "missing")), null);
+      } finally {
+        await rt.remove(dir, { recursive: true });
+      }
+    },
+  },
+  {
+    name:
+      "readRegularFile() reads at most limit + 1 bytes, and gives null for a FIFO at once (no writer awaited) or a directory",
+    async fn({ rt }) {
+      if (process.platform === "win32") return;
+      const dir = await tempDir(rt);
+      try {
+        const file = join(dir, "f");
+        await rt.writeFile(file, new TextEncoder().encode("0123456789"));
+        assert.deepEqual(
+          new TextDecoder().decode((await rt.readRegularFile!(file, 64))!),
+          "0123456789",
+        );
+        assert.equal((await rt.readRegularFile!(file, 4))!.length, 5);
+        assert.equal(await rt.readRegularFile!(dir, 64), null);
+        await assert.rejects(
+          rt.readRegularFile!(join(dir, "missing"), 64),
+          (err: { code?: string }) => err.code === "ENOENT",
+        );
+        const fifo = join(dir, "fifo");
+        execFileSync("mkfifo", [fifo]);
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        try {
+          assert.equal(
+            await Promise.race([
+              rt.readRegularFile!(fifo, 64),
+              new Promise((resolve) =>
+                timer = setTimeout(resolve, 3000, "blocked")
+              ),
+            ]),
+            null,
+          );
+        } finally {
+          clearTimeout(timer);
+        }
       } finally {
         await rt.remove(dir, { recursive: true });
       }

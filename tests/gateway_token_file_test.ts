@@ -166,6 +166,10 @@ Deno.test("loadConfig reads the token files (one token a line, # comments) and n
       /^token: expected at most 16 tokens/,
     ],
     [`${T1}\u0001x\n`, /^token: expected a token without .*control/],
+    [
+      `${T2}\n${T1}  # the old one\n`,
+      /^token: expected a "#" comment on a line of its own .*\(at tokenFile: \/.*\/token\)$/,
+    ],
     [undefined, /^tokenFile: cannot read \/.*\/token: no such file$/],
   ];
   for (const [text, message] of cases) {
@@ -188,7 +192,7 @@ Deno.test("loadConfig reads the token files (one token a line, # comments) and n
   assert.deepEqual([both.token, both.manageToken], [[T1], [M1]]);
 });
 
-/** A runtime counting the looks at `path` (each read begins with one). */
+/** A runtime counting the reads of `path`. */
 function countingReads(
   path: string,
 ): { runtime: Runtime; reads: () => number } {
@@ -197,9 +201,9 @@ function countingReads(
   return {
     runtime: {
       ...base,
-      stat: (p) => {
+      readRegularFile: (p, limit) => {
         if (p === path) reads++;
-        return base.stat(p);
+        return base.readRegularFile!(p, limit);
       },
     },
     reads: () => reads,

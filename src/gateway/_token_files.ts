@@ -16,6 +16,22 @@ import { MAX_TOKENS } from "./security.ts";
 
 /** The largest token file read: 16 tokens with comments fit many times. */
 const MAX_TOKEN_FILE_BYTES = 64 * 1024;
+/**
+ * How long a token file's read may take, in ms: a local file takes less
+ * than one; a hung network file system, or a FIFO put in the file's place
+ * between the check and the open, would take forever (and hold the poll,
+ * and every reload, behind it).
+ */
+const READ_TIMEOUT = 2000;
+/**
+ * Reads of one path that may be without an answer at once: each holds a
+ * thread of the runtime's blocking pool until it ends (it cannot be
+ * cancelled), so a hung file system polled every few seconds must not
+ * pile them up; one stuck for good (a FIFO nobody writes) leaves room.
+ */
+const MAX_STUCK_READS = 2;
+/** The reads of each path under way. */
+const reading = new Map<string, number>();
 
 /** The token options and the options naming their files. */
 const FILE_OF = {
@@ -55,7 +71,8 @@ export function checkToken(
 /**
  * The tokens of a token file's text: one a line, surrounding whitespace
  * (a `\r`, a byte order mark) trimmed, blank lines and lines starting with
- * `#` skipped (so a token cannot start with `#`).
+ * `#` skipped (so a token cannot start with `#`; a comment after a token
+ * is refused by {@linkcode readTokenFiles}).
  */
 export function parseTokenFile(text: string): string[] {
   return text.split("\n").map((line) => line.trim()).filter((line) =>
@@ -63,7 +80,10 @@ export function parseTokenFile(text: string): string[] {
   );
 }
 
-/** A token file's text: a {@linkcode ConfigError} naming the option. */
+/**
+ * A token file's text, or a {@linkcode ConfigError} naming the option; in
+ * {@linkcode READ_TIMEOUT} ms at most, whatever the file system does.
+ */
 async function readTokenFile(
   runtime: Runtime,
   option: "tokenFile" | "manageTokenFile",
@@ -75,27 +95,99 @@ async function readTokenFile(
       details: { path: option },
     });
   };
-  let info: Awaited<ReturnType<Runtime["stat"]>>;
-  try {
-    info = await runtime.stat(path);
-  } catch (err) {
-    return fail((err as Error).message, err);
+  const stuck = reading.get(path) ?? 0;
+  if (stuck >= MAX_STUCK_READS) {
+    fail(
+      `${stuck} reads of it have had no answer yet (a hung file system, or a FIFO)`,
+    );
   }
-  // Not a FIFO or a device: reading one could wait or never end.
-  if (info === null) return fail("no such file");
-  if (!info.isFile) return fail("not a regular file");
-  if (info.size > MAX_TOKEN_FILE_BYTES) {
+  reading.set(path, stuck + 1);
+  const read = readWithin(runtime, path, fail).finally(() => {
+    const left = reading.get(path)! - 1;
+    if (left === 0) reading.delete(path);
+    else reading.set(path, left);
+  });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      read,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          try {
+            fail(
+              `no answer within ${READ_TIMEOUT} ms (a hung file system, or a FIFO)`,
+            );
+          } catch (err) {
+            reject(err);
+          }
+        }, READ_TIMEOUT);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    // A read that ends after the timeout: its result or error is dropped.
+    read.catch(() => {});
+  }
+}
+
+/** {@linkcode readTokenFile}'s read, without the timeout. */
+async function readWithin(
+  runtime: Runtime,
+  path: string,
+  fail: (why: string, cause?: unknown) => never,
+): Promise<string> {
+  let bytes: Uint8Array | null;
+  try {
+    // Not a FIFO or a device: reading one could wait or never end.
+    bytes = runtime.readRegularFile === undefined
+      ? await statThenRead(runtime, path)
+      : await runtime.readRegularFile(path, MAX_TOKEN_FILE_BYTES);
+  } catch (err) {
+    return (err as { code?: unknown }).code === "ENOENT"
+      ? fail("no such file", err)
+      : fail((err as Error).message, err);
+  }
+  if (bytes === null) return fail("not a regular file");
+  if (bytes.length > MAX_TOKEN_FILE_BYTES) {
     return fail(
-      `${info.size} bytes, more than a token file holds (at most ${MAX_TOKEN_FILE_BYTES})`,
+      `more than a token file holds (at most ${MAX_TOKEN_FILE_BYTES} bytes)`,
     );
   }
   try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(
-      await runtime.readFile(path),
-    );
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch (err) {
     return fail((err as Error).message, err);
   }
+}
+
+/**
+ * {@linkcode Runtime.readRegularFile} for a runtime without it: a FIFO put
+ * at `path` between the `stat` and the open blocks the open (the timeout
+ * of {@linkcode readTokenFile} ends the wait, not the open).
+ */
+async function statThenRead(
+  runtime: Runtime,
+  path: string,
+): Promise<Uint8Array | null> {
+  const info = await runtime.stat(path);
+  if (info === null) {
+    throw Object.assign(new Error("no such file"), { code: "ENOENT" });
+  }
+  if (!info.isFile) return null;
+  // Never more than the limit, whatever was put there since the stat.
+  const bytes = new Uint8Array(MAX_TOKEN_FILE_BYTES + 1);
+  let length = 0;
+  const file = await runtime.openRead(path);
+  try {
+    while (length < bytes.length) {
+      const n = await file.read(bytes.subarray(length));
+      if (n === null) break;
+      length += n;
+    }
+  } finally {
+    await file.close();
+  }
+  return bytes.subarray(0, length);
 }
 
 /** The token options a configuration reads from files. */
@@ -121,6 +213,16 @@ export async function readTokenFiles(
     const tokens = parseTokenFile(
       await readTokenFile(runtime, FILE_OF[name], path),
     );
+    // `<token>  # added 2026-12-06` would be one token, spaces and all
+    // (one a client would not send): a comment takes a line of its own.
+    if (tokens.some((t) => /\s#/.test(t))) {
+      throw new ConfigError(
+        `${name}: expected a "#" comment on a line of its own (a token followed by a space and "#" would hold the comment) (at ${
+          FILE_OF[name]
+        }: ${path})`,
+        { details: { path: name, source: `${FILE_OF[name]}: ${path}` } },
+      );
+    }
     checkToken(name, tokens, `${FILE_OF[name]}: ${path}`);
     out[name] = tokens;
   }
@@ -183,8 +285,8 @@ export interface TokenFileWatchOptions {
   current(): ResolvedConfig;
   /**
    * Applies tokens read from `config`'s files (one at a time with the
-   * reloads; it compares with what is in force, and may skip them when a
-   * reload changed the files meanwhile).
+   * reloads; it compares with what is in force, and skips them when
+   * `config` is no longer what is in force: a reload applied meanwhile).
    */
   apply(
     tokens: { token?: string[]; manageToken?: string[] },
@@ -199,23 +301,22 @@ export interface TokenFileWatchOptions {
  * inotify watch on the file misses (it watches the old inode), and a
  * watch on the directory misses a `subPath` mount or a network file
  * system; a read of a small file every few seconds costs nothing that
- * matters, and nothing per request. What is compared is the tokens, not
- * the file's times (a rewrite within the file system's time granularity,
- * or of the same size, is seen too; a new comment is not a change). A
- * file unreadable or invalid keeps the tokens in force and is logged once
- * until its content, or the error, changes.
+ * matters, and nothing per request. What is compared is the tokens read
+ * with those in force (not with the last read: a reload may have applied
+ * others since), not the file's times (a rewrite within the file system's
+ * time granularity, or of the same size, is seen too; a new comment is not
+ * a change). A file unreadable or invalid keeps the tokens in force and is
+ * logged once until its content, or the error, changes.
  */
 export class TokenFileWatch {
   #options: TokenFileWatchOptions;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #stopped = false;
-  /** What the last read found: the tokens, or the error's message. */
-  #last: string | undefined;
+  /** The last read's error (with the files' paths), until a read works. */
+  #failed: string | undefined;
 
   constructor(options: TokenFileWatchOptions) {
     this.#options = options;
-    const config = options.current();
-    this.#last = seen(config, tokensOf(config));
     this.#arm();
   }
 
@@ -247,39 +348,24 @@ export class TokenFileWatch {
       tokens = await readTokenFiles(runtime, config);
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
-      const key = seen(config, message);
-      if (key === this.#last || this.#stopped) return;
-      this.#last = key;
+      const key = JSON.stringify(
+        [config.tokenFile, config.manageTokenFile, message],
+      );
+      if (key === this.#failed || this.#stopped) return;
+      this.#failed = key;
       logger.error(
         "Token file changed, but cannot be used; the tokens in force are kept: {message}",
         { message },
       );
       return;
     }
-    const key = seen(config, tokens);
-    if (key === this.#last || this.#stopped) return;
-    this.#last = key;
+    // After an error, the apply logs that the files are read again.
+    const recovered = this.#failed !== undefined;
+    this.#failed = undefined;
+    if (this.#stopped) return;
+    if (!recovered && tokenChanges(config, tokens).length === 0) return;
     await this.#options.apply(tokens, config);
   }
-}
-
-/** What a read found, as comparable text. */
-function seen(config: ResolvedConfig, found: unknown): string {
-  return JSON.stringify([config.tokenFile, config.manageTokenFile, found]);
-}
-
-/** The file-read tokens in force, as {@linkcode readTokenFiles} returns them. */
-function tokensOf(
-  config: ResolvedConfig,
-): { token?: string[]; manageToken?: string[] } {
-  const out: { token?: string[]; manageToken?: string[] } = {};
-  for (const name of ["token", "manageToken"] as const) {
-    const value = config[name];
-    if (config[FILE_OF[name]] !== undefined && value !== undefined) {
-      out[name] = typeof value === "string" ? [value] : [...value];
-    }
-  }
-  return out;
 }
 
 /**

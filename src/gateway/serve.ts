@@ -919,11 +919,10 @@ export async function serve(
       read: ResolvedConfig,
     ): Promise<void> => {
       const apply = (): void => {
-        // A reload since read the files another configuration names.
-        if (
-          shutting !== undefined || read.tokenFile !== current.tokenFile ||
-          read.manageTokenFile !== current.manageTokenFile
-        ) return;
+        // A reload applied since the files were read: what it read may be
+        // newer (or name other files, or none); the next poll compares
+        // with it. Only a reload or this replaces `current`.
+        if (shutting !== undefined || read !== current) return;
         const changed = tokenChanges(current, tokens);
         if (changed.length > 0) {
           SET_TOKENS_OF.get(app)!(tokens);

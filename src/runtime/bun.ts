@@ -31,6 +31,7 @@ import {
 } from "./bun_websocket.ts";
 import { connectNodeSocket } from "./node_connection.ts";
 import { AdoptedGroup } from "./_adopted_group.ts";
+import { readRegularFile } from "./_read_regular_file.ts";
 import type {
   ChildProcess,
   FetchHandler,
@@ -423,6 +424,7 @@ export function bunRuntime(): Runtime {
     uid: () =>
       typeof process.getuid === "function" ? process.getuid() : undefined,
     realPath: (path) => realpath(path),
+    readRegularFile,
     env: (name) => process.env[name],
     cpuCount: () =>
       (typeof availableParallelism === "function"

@@ -4,6 +4,7 @@
  * @module
  */
 import { AdoptedGroup } from "./_adopted_group.ts";
+import { readRegularFile } from "./_read_regular_file.ts";
 import type {
   ChildProcess,
   Connection,
@@ -394,6 +395,7 @@ export function denoRuntime(): Runtime {
       }
     },
     realPath: (path) => Deno.realPath(path),
+    readRegularFile,
     env: (name) => Deno.env.get(name),
     cpuCount: () => navigator.hardwareConcurrency || 1,
     unrefTimer: (timer) => Deno.unrefTimer(timer),

@@ -419,6 +419,15 @@ export interface Runtime {
   readDir(path: string): Promise<string[]>;
   /** Resolves symlinks and `..`; throws when the path does not exist. */
   realPath(path: string): Promise<string>;
+  /**
+   * Reads a small regular file (a token file): opened without waiting (a
+   * FIFO put at `path` does not block the open), checked once open (no
+   * race with a swap after a `stat`), at most `limit + 1` bytes read (more
+   * than `limit`: the file is larger than allowed). `null` when `path` is
+   * not a regular file; throws when it cannot be opened. Optional: without
+   * it, a `stat` then a read of the path.
+   */
+  readRegularFile?(path: string, limit: number): Promise<Uint8Array | null>;
   /** An environment variable, or undefined. */
   env(name: string): string | undefined;
   /** The number of logical CPUs. */
