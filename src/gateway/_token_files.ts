@@ -30,8 +30,11 @@ const READ_TIMEOUT = 2000;
  * pile them up; one stuck for good (a FIFO nobody writes) leaves room.
  */
 const MAX_STUCK_READS = 2;
-/** The reads of each path under way. */
-const reading = new Map<string, number>();
+/**
+ * The reads of each path under way: one per gateway (`serve` keeps it for
+ * its reloads and polls), so the bound holds across them.
+ */
+export type TokenFileReads = Map<string, number>;
 
 /** The token options and the options naming their files. */
 const FILE_OF = {
@@ -88,6 +91,7 @@ async function readTokenFile(
   runtime: Runtime,
   option: "tokenFile" | "manageTokenFile",
   path: string,
+  reading: TokenFileReads,
 ): Promise<string> {
   const fail = (why: string, cause?: unknown): never => {
     throw new ConfigError(`${option}: cannot read ${path}: ${why}`, {
@@ -205,13 +209,14 @@ export function hasTokenFiles(config: ResolvedConfig): boolean {
 export async function readTokenFiles(
   runtime: Runtime,
   config: ResolvedConfig,
+  reading: TokenFileReads = new Map(),
 ): Promise<{ token?: string[]; manageToken?: string[] }> {
   const out: { token?: string[]; manageToken?: string[] } = {};
   for (const name of ["token", "manageToken"] as const) {
     const path = config[FILE_OF[name]];
     if (path === undefined) continue;
     const tokens = parseTokenFile(
-      await readTokenFile(runtime, FILE_OF[name], path),
+      await readTokenFile(runtime, FILE_OF[name], path, reading),
     );
     // `<token>  # added 2026-12-06` would be one token, spaces and all
     // (one a client would not send): a comment takes a line of its own.
@@ -281,6 +286,8 @@ export interface TokenFileWatchOptions {
   logger: Logger;
   /** How often the files are read, in ms. */
   interval: number;
+  /** The gateway's reads under way (shared with its reloads). */
+  reading: TokenFileReads;
   /** The configuration in force (its file paths and tokens). */
   current(): ResolvedConfig;
   /**
@@ -345,7 +352,7 @@ export class TokenFileWatch {
     if (!hasTokenFiles(config)) return;
     let tokens: { token?: string[]; manageToken?: string[] };
     try {
-      tokens = await readTokenFiles(runtime, config);
+      tokens = await readTokenFiles(runtime, config, this.#options.reading);
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
       const key = JSON.stringify(
@@ -375,9 +382,10 @@ export class TokenFileWatch {
 export async function withFileTokens(
   runtime: Runtime,
   config: ResolvedConfig,
+  reading: TokenFileReads,
 ): Promise<ResolvedConfig> {
   return hasTokenFiles(config)
-    ? { ...config, ...await readTokenFiles(runtime, config) }
+    ? { ...config, ...await readTokenFiles(runtime, config, reading) }
     : config;
 }
 

@@ -32,6 +32,7 @@ import { SET_TOKENS_OF } from "./_gateway_tokens.ts";
 import {
   hasTokenFiles,
   tokenChanges,
+  type TokenFileReads,
   TokenFileWatch,
   warnReadableTokenFiles,
   withFileTokens,
@@ -322,7 +323,9 @@ export async function serve(
   }
   // Read again: a configuration from resolveConfig has not read them, and
   // a rotation may have happened since loadConfig did.
-  config = await withFileTokens(runtime, config);
+  // The token files' reads under way, bounded across this gateway's reads.
+  const tokenFileReads: TokenFileReads = new Map();
+  config = await withFileTokens(runtime, config, tokenFileReads);
   await warnReadableTokenFiles(runtime, config, logger);
   checkTokensSet(config);
   if ((config.allowEval || config.allowManage) && config.token === undefined) {
@@ -809,7 +812,11 @@ export async function serve(
       let plan: Awaited<ReturnType<typeof reloadPlan>>;
       let next: ResolvedConfig;
       try {
-        next = await withFileTokens(runtime, await options.reloadConfig!());
+        next = await withFileTokens(
+          runtime,
+          await options.reloadConfig!(),
+          tokenFileReads,
+        );
         plan = await reloadPlan(current, served, next, runtime, logger);
       } catch (err) {
         return refuse(err);
@@ -969,6 +976,7 @@ export async function serve(
         runtime,
         logger,
         interval,
+        reading: tokenFileReads,
         current: () => current,
         apply: applyFileTokens,
       })
