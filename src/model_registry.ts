@@ -1823,7 +1823,8 @@ function outlives(session: Session, ms: number): Promise<boolean> {
  * Why a worker's death under a load is not that load's doing, in words
  * (`null`: it may well be, or nothing says otherwise): calls of models were
  * running there, or it was killed by SIGKILL from outside the host (`kill
- * -9`, the OOM killer). Such a load is tried once more once the worker is
+ * -9`, the OOM killer) or stopped from outside (SIGTERM, SIGINT, SIGHUP).
+ * Such a load is tried once more once the worker is
  * back (`Pool.addModel`, `Pool.updateModel`). A death laid on other
  * models' loads just before (`details.blamed`) is decided once the worker
  * is back: retried when one of them was taken out of service meanwhile.
@@ -1837,6 +1838,18 @@ function notThisLoad(exit: WorkerExit | undefined): string | null {
   // The host's own kills say why in their reason; this one came from outside.
   if (exit.reason === "killed by SIGKILL") {
     return "it was killed by SIGKILL from outside (kill -9, the OOM killer)";
+  }
+  // SIGTERM, SIGINT, SIGHUP (kill, earlyoom, a closed terminal): the server
+  // stops cleanly (code 0) or dies of it. The host's own stops and kills
+  // say why in their reason instead. An import calling os._exit(0) looks
+  // the same: tried once more, it fails then.
+  const own = exit.signal !== null
+    ? `killed by ${exit.signal}`
+    : `exited with code ${exit.code}`;
+  if (exit.reason === own && stoppedFromOutside(exit)) {
+    return `it was stopped from outside (${
+      exit.signal ?? "exit code 0"
+    }: kill, earlyoom, a closed terminal)`;
   }
   return null;
 }

@@ -435,6 +435,36 @@ Deno.test("Pool: a load during which its worker is killed by another model's doi
   }
 });
 
+Deno.test("Pool: a load during which its worker is stopped from outside (SIGTERM: kill, earlyoom) is tried once more on the restarted worker, as after a kill -9", async () => {
+  await using dir = await modelsDir();
+  const marker = `${dir.path}/slow.started`;
+  await Deno.writeTextFile(`${dir.path}/slow.py`, slowLoad(marker, 600));
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1 }),
+    );
+    pids.watch(pool);
+    const pid = pool.status().workers[0]!.pid!;
+    const load = pool.addModel("slow", { file: "slow.py" });
+    await until(() => {
+      try {
+        Deno.statSync(marker);
+        return true;
+      } catch {
+        return false;
+      }
+    }, "the import to start");
+    // The server stops cleanly on it (exit code 0), or dies of it.
+    Deno.kill(pid, "SIGTERM");
+    await load;
+    assert.deepEqual(await pool.execute("slow", {}), { ok: true });
+    assert.notEqual(pool.status().workers[0]!.pid, pid);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 Deno.test("Pool: a load during which a model loaded just before kills the worker is tried once more, once that model is out of service", async () => {
   await using dir = await modelsDir();
   await Deno.writeTextFile(`${dir.path}/bomb.py`, BOMB);
