@@ -67,7 +67,12 @@ export interface ReconnectOptions {
   heartbeatTimeout?: number;
   /** Restart delays (a delay beyond 2^31 − 1 ms, ~24.8 days, never restarts the slot). */
   backoff?: ReconnectBackoff;
-  /** A slot that crashes more than this many times within `crashWindow` is marked `failed`. @default {5} */
+  /**
+   * A slot that crashes more than this many times within `crashWindow` is
+   * marked `failed`. The counts are cleared when a model goes out of service
+   * (a `model-failed` event: the crash quarantine, a placed model's
+   * relocations): the crashes it caused were its own. @default {5}
+   */
   maxCrashes?: number;
   /** The window for `maxCrashes`, in ms. @default {60000} */
   crashWindow?: number;
@@ -290,6 +295,12 @@ export function reconnectWithHistory(
       owner.claim(ctx.pool);
       offEvents = ctx.pool.on((ev) => {
         if (ev.type === "worker-removed") crashes.forget(ev.worker);
+        // A model out of service for killing workers (the crash quarantine,
+        // a placed model's relocations): the crashes it caused are its own,
+        // not the slots'. Counted on, a model updated again with the same
+        // fault (each time quarantined again within a few crashes) failed
+        // every slot within a minute: the crash loop the quarantine stops.
+        else if (ev.type === "model-failed") crashes.clear();
       });
       if (heartbeatInterval <= 0) return;
       // Beyond a timer's range (~24.8 days), never (an interval would fire every ms).

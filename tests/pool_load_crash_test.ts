@@ -513,3 +513,42 @@ Deno.test("Pool: a load whose own import kills the worker is not tried again", a
     await pids.assertGone();
   }
 });
+
+Deno.test("Pool: a quarantined model updated again with the same fault is quarantined again each time, and the crashes it caused never fail the slots (the restart policy forgets them)", async () => {
+  await using dir = await modelsDir();
+  await Deno.writeTextFile(`${dir.path}/bomb.py`, BOMB);
+  await Deno.writeTextFile(`${dir.path}/double.py`, DOUBLER);
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(poolOptions(dir.path));
+    pids.watch(pool);
+    const { events, off } = record(pool);
+    await pool.addModel("double", { file: "double.py" });
+    for (let round = 0; round < 4; round++) {
+      const failed = nextEvent(
+        pool,
+        "model-failed",
+        (ev) => ev.name === "bomb",
+      );
+      if (round === 0) await pool.addModel("bomb", { file: "bomb.py" });
+      else await pool.updateModel("bomb", { file: "bomb.py" });
+      await failed;
+    }
+    for (let i = 0; i < 200; i++) {
+      if (pool.status().workers.every((w) => w.state === "ready")) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    off();
+    const exits = events.filter((e) => e.type === "worker-exit").length;
+    // More crashes than the policy's 5 a minute, and no slot failed.
+    assert.ok(exits > 5, `${exits} exits`);
+    assert.deepEqual(pool.status().workers.map((w) => w.state), [
+      "ready",
+      "ready",
+    ]);
+    assert.ok(!events.some((e) => e.type === "failed"));
+    assert.deepEqual(await pool.execute("double", { x: 2 }), { y: 4 });
+  } finally {
+    await pids.assertGone();
+  }
+});
