@@ -80,7 +80,14 @@ function hostPort(host: string, port: number): string {
 export interface ServeOptions {
   /** Runtime adapter. @default {defaultRuntime()} */
   runtime?: Runtime;
-  /** Drain and stop on SIGINT/SIGTERM (then `finished` resolves). @default {false} */
+  /**
+   * Drain and stop on SIGINT/SIGTERM (then `finished` resolves), and
+   * reload on SIGHUP (with `reloadConfig`: without it, or while draining,
+   * the reload fails and is logged; while starting, a SIGHUP is logged and
+   * ignored). Off, the program's own signal handling applies (a SIGHUP
+   * that nothing listens for ends the process).
+   * @default {false}
+   */
   handleSignals?: boolean;
   /** Plugins added to the configured ones. */
   plugins?: Plugin[];
@@ -175,7 +182,8 @@ export interface GatewayServer extends AsyncDisposable {
    * and the TLS files, checked as at start, and applies the tokens and the
    * certificate: new requests take the new tokens, new connections get the
    * new certificate (the old listener drains its connections). Anything
-   * wrong: rejects with its {@linkcode ConfigError}, nothing changed. Other
+   * wrong: rejects with its {@linkcode ConfigError} (once `shutdown()`
+   * began: `ShuttingDownError`), nothing changed, and logs it. Other
    * settings that differ are named in `ignored` (a restart applies them).
    * SIGHUP calls it when `handleSignals` is on (not on Windows). A new
    * certificate needs Linux and, on Deno, its unstable net APIs in the
