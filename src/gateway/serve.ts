@@ -165,7 +165,12 @@ export interface GatewayServer extends AsyncDisposable {
   readonly hub: ChannelHub;
   /** The gateway app (its `fetch` handler serves the routes). */
   readonly app: GatewayApp;
-  /** Models that failed to load at start (auto-discovered ones only; listed ones abort the start). */
+  /**
+   * Models that failed to load at start (auto-discovered ones only; listed
+   * ones abort the start). A model whose load answered but that was taken
+   * out of service later (`limits.loadCrashWindow`) is not here: its
+   * `pool.modelStatus(name)` entry has `failedReason`.
+   */
   readonly skippedModels: Array<{ name: string; error: string }>;
   /** The models served, described as `GET /v1/models` describes them. */
   models(): GatewayModelInfo[];
