@@ -178,7 +178,8 @@ function rareFieldsError(
       action,
       subject,
       "traceparent",
-      "a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)",
+      // The shape alone misled: an all-zero id has it, and is refused.
+      "a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>, lower-case hex, neither id all zeros)",
       traceparent,
     );
   }

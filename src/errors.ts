@@ -331,16 +331,22 @@ export class NoWorkerError extends PyProxyError {
 defineName(NoWorkerError, "NoWorkerError");
 
 /**
- * A model placed on some workers only (`ModelSpec.workers`) was taken out
- * of service: it kept crashing the workers it was placed on, and the pool
- * stopped moving it to the next one (docs/models.md, "Placement"). Its
- * calls fail with this at once until it is updated (`updateModel`, `PUT
- * /v1/models/{name}`) or removed and added again. `details.model` names it
- * (a version: its model's name, and `details.version` its label) and
+ * A model was taken out of service: placed on some workers only
+ * (`ModelSpec.workers`), it kept crashing the workers it was placed on and
+ * the pool stopped moving it to the next one (`PoolOptions.placement`,
+ * docs/models.md, "Placement"); or it killed its worker twice soon after
+ * its load (`PoolOptions.loadCrashWindow`, docs/reliability.md). Its calls
+ * fail with this at once until it is updated (`updateModel`, `PUT
+ * /v1/models/{name}`) or removed and added again; its
+ * `pool.modelStatus(name)` entry has `failedReason`. `details.model` names
+ * it (a version: its model's name, and `details.version` its label) and
  * `details.reason` says why; the same as data: `details.cmd` (the call's
- * command), `details.crashed` (the slots it crashed, oldest first),
- * `details.maxRelocations`, `details.relocationWindow` and
- * `details.lastExit` (how the last slot's last process ended, or `null`).
+ * command) and `details.lastExit` (how the last process it took down
+ * ended, or `null`), then for a placed model `details.crashed` (the slots
+ * it crashed, oldest first), `details.maxRelocations` and
+ * `details.relocationWindow`, for a quarantined one `details.loadCrashes`
+ * (each death: `worker`, `pid`, `reason`, `afterMs` after the load, the
+ * last `stderr` line or `null`) and `details.loadCrashWindow`.
  * The gateway answers 503, its message worded from those in its own
  * settings (`limits.maxRelocations`, the `PUT` that clears it).
  *

@@ -56,7 +56,8 @@ export interface ModelInfo {
   inits: string[];
   /**
    * The slots that hold it, when its spec has `workers` (docs/models.md,
-   * "Placement"); absent: every worker does.
+   * "Placement"); absent: every worker does, unless `failedReason` is set
+   * (a model out of service is on none, with `slots` or without).
    */
   slots?: string[];
   /**

@@ -458,9 +458,9 @@ export interface PoolOptions {
    * The handshake's own bound when `readyTimeout` is `Infinity` (a slow
    * import may take what it takes, but a server that printed its ready
    * line answers the handshake at once, or never), in ms, counted from
-   * the ready line: the connection, `hello` and authentication. A number
-   * > 0; `Infinity`, or anything beyond 2^31 − 1 (~24.8 days), means no
-   * limit. A finite `readyTimeout` bounds the handshake itself (what is
+   * the ready line: the connection, `hello` and authentication. A
+   * number > 0; `Infinity`, or anything beyond 2^31 − 1 (~24.8 days), means
+   * no limit. A finite `readyTimeout` bounds the handshake itself (what is
    * left of it), and this is not used. A worker past it is killed (and
    * restarted by `reconnect`); its start fails with a `StartTimeoutError`
    * whose `details.phase` is `"handshake"`.
@@ -487,12 +487,15 @@ export interface PoolOptions {
    * stopped from outside (SIGTERM, SIGINT, SIGHUP), is a strike against
    * that model (with calls running, a suspicion). A
    * restart replays a suspected model alone, first, and holds the worker
-   * back from calls until it outlived the window; at its second strike the
-   * model is taken out of service: never replayed again, unloaded, its
-   * calls failing with `ModelUnavailableError` (`status().models[i]
-   * .failedReason` says why; a `model-failed` event) until `updateModel`.
-   * An integer >= 0; 0 turns it off (such a model is replayed onto every
-   * restart until the restart policy gives up on the workers).
+   * back from calls until it outlived twice the delay of the death after
+   * the load (250 ms at least, this window at most); at its second strike
+   * the model is taken out of service: never replayed again, unloaded, its
+   * calls failing with `ModelUnavailableError` (its
+   * `pool.modelStatus(name)` entry's `failedReason` says why; a
+   * `model-failed` event) until `updateModel`. An integer >= 0; 0 turns
+   * it off (such a model is replayed onto every restart until the restart
+   * policy gives up on the workers). The gateway's is
+   * `limits.loadCrashWindow`.
    * @default {3000}
    */
   loadCrashWindow?: number;
@@ -1146,7 +1149,21 @@ export class Pool implements AsyncDisposable {
     this.#events.emit({ type: "model", action: "default", name, version });
   }
 
-  /** Replaces a model on every ready worker (restored everywhere if one fails). */
+  /**
+   * Replaces a model on every ready worker (restored everywhere if one
+   * fails). A model out of service (`failedReason`: `ModelUnavailableError`
+   * for its calls) comes back with it, with a clean count.
+   *
+   * @example Bring back a model taken out of service, its source fixed
+   * ```ts ignore
+   * pool.on((ev) => {
+   *   if (ev.type === "model-failed") console.error(`${ev.name}: ${ev.reason}`);
+   * });
+   * // ... scorer.py fixed on disk, then:
+   * await pool.updateModel("scorer", { file: "scorer.py" });
+   * console.log(pool.modelStatus("scorer")[0]?.failedReason); // undefined
+   * ```
+   */
   async updateModel(
     name: string,
     spec: ModelSpec,
@@ -1849,13 +1866,29 @@ export class Pool implements AsyncDisposable {
    * the model without versions, or each of its versions (in the order they
    * were added); `[]` when there is none. One model's lookups, whatever the
    * number of models: what a readiness probe per model should read rather
-   * than the whole status.
+   * than the whole status. An entry is ready when it has no `failedReason`
+   * (out of service: on no worker, whatever `slots` says) and a worker of
+   * its `slots` is ready (no `slots`: any worker), as the gateway's
+   * `/v2/models/{name}/ready` reads it.
    *
    * @example
    * ```ts ignore
    * await pool.addModel("scorer", { file: "scorer.py", workers: 1 });
    * const [scorer] = pool.modelStatus("scorer");
-   * console.log(scorer?.slots); // ["w0"]
+   * console.log(scorer?.slots); // ["w1"]
+   * ```
+   *
+   * @example A readiness check per model
+   * ```ts ignore
+   * function modelReady(pool: Pool, name: string): boolean {
+   *   const ready = new Set(
+   *     pool.workerStatus().filter((w) => w.state === "ready").map((w) => w.id),
+   *   );
+   *   return pool.modelStatus(name).some((m) =>
+   *     m.failedReason === undefined &&
+   *     (m.slots === undefined ? ready.size > 0 : m.slots.some((id) => ready.has(id)))
+   *   );
+   * }
    * ```
    */
   modelStatus(name: string): ModelInfo[] {

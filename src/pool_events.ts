@@ -116,10 +116,13 @@ export type PoolEvent =
     counted: boolean;
   }
   /**
-   * A placed model crashed one slot too many (`placement.maxRelocations`
-   * within `relocationWindow`): it is out of service, on no slot, and its
-   * calls fail with `ModelUnavailableError` until it is updated. `worker`:
-   * the slot whose failure decided it.
+   * A model was taken out of service: placed, it crashed one slot too many
+   * (`placement.maxRelocations` within `relocationWindow`), or it killed
+   * its worker twice soon after its load (`loadCrashWindow`). It is on no
+   * slot, its calls fail with `ModelUnavailableError` and its
+   * `pool.modelStatus()` entry has `failedReason` (`reason` here) until it
+   * is updated. `name`: as the workers know it (a version's is
+   * `name@version`); `worker`: the slot whose failure (or death) decided it.
    */
   | { type: "model-failed"; name: string; worker: string; reason: string }
   | { type: "plugin-error"; plugin: string; hook: string; message: string };

@@ -81,7 +81,14 @@ function hostPort(host: string, port: number): string {
 export interface ServeOptions {
   /** Runtime adapter. @default {defaultRuntime()} */
   runtime?: Runtime;
-  /** Drain and stop on SIGINT/SIGTERM (then `finished` resolves). @default {false} */
+  /**
+   * Drain and stop on SIGINT/SIGTERM (then `finished` resolves), and
+   * reload on SIGHUP (with `reloadConfig`: without it, or while draining,
+   * the reload fails and is logged; while starting, a SIGHUP is logged and
+   * ignored). Off, the program's own signal handling applies (a SIGHUP
+   * that nothing listens for ends the process).
+   * @default {false}
+   */
   handleSignals?: boolean;
   /** Plugins added to the configured ones. */
   plugins?: Plugin[];
@@ -89,8 +96,16 @@ export interface ServeOptions {
   version?: string;
   /**
    * Reads the configuration again, for {@linkcode GatewayServer.reload}
-   * (and SIGHUP with `handleSignals`): the CLI passes its `loadConfig` call.
-   * Without it, `reload()` rejects.
+   * (and SIGHUP with `handleSignals`): the CLI passes its `loadConfig` call;
+   * pass the one you started with (the same `path` and `cli`), so that a
+   * reload reads the same sources. Without it, `reload()` rejects with a
+   * `ConfigError`.
+   *
+   * @example
+   * ```ts ignore
+   * const readConfig = () => loadConfig({ cli: { port: 0, tokenFile: "/run/secrets/token" } });
+   * await using server = await serve(await readConfig(), { reloadConfig: readConfig });
+   * ```
    */
   reloadConfig?: () => Promise<ResolvedConfig>;
 }
@@ -151,7 +166,12 @@ export interface GatewayServer extends AsyncDisposable {
   readonly hub: ChannelHub;
   /** The gateway app (its `fetch` handler serves the routes). */
   readonly app: GatewayApp;
-  /** Models that failed to load at start (auto-discovered ones only; listed ones abort the start). */
+  /**
+   * Models that failed to load at start (auto-discovered ones only; listed
+   * ones abort the start). A model whose load answered but that was taken
+   * out of service later (`limits.loadCrashWindow`) is not here: its
+   * `pool.modelStatus(name)` entry has `failedReason`.
+   */
   readonly skippedModels: Array<{ name: string; error: string }>;
   /** The models served, described as `GET /v1/models` describes them. */
   models(): GatewayModelInfo[];
@@ -168,9 +188,27 @@ export interface GatewayServer extends AsyncDisposable {
    * and the TLS files, checked as at start, and applies the tokens and the
    * certificate: new requests take the new tokens, new connections get the
    * new certificate (the old listener drains its connections). Anything
-   * wrong: rejects with its {@linkcode ConfigError}, nothing changed. Other
+   * wrong: rejects with its {@linkcode ConfigError} (once `shutdown()`
+   * began: `ShuttingDownError`), nothing changed, and logs it. Other
    * settings that differ are named in `ignored` (a restart applies them).
-   * SIGHUP calls it when `handleSignals` is on (not on Windows).
+   * SIGHUP calls it when `handleSignals` is on (not on Windows). A new
+   * certificate needs Linux and, on Deno, its unstable net APIs in the
+   * program that runs `serve` (`--unstable-net`, or `"unstable": ["net"]`
+   * in your own `deno.json`: a linked pyproxy's does not count); elsewhere
+   * `serve` warns at start and such a reload rejects.
+   *
+   * @example An admin route of your own that reloads
+   * ```ts ignore
+   * const readConfig = () => loadConfig({ cli: { port: 0, tokenFile: "./token" } });
+   * await using server = await serve(await readConfig(), { reloadConfig: readConfig });
+   * Deno.serve({ port: 9091, hostname: "127.0.0.1" }, async () => {
+   *   try {
+   *     return Response.json(await server.reload()); // { changed: ["token (1)"], ignored: [] }
+   *   } catch (err) {
+   *     return Response.json({ error: (err as Error).message }, { status: 500 });
+   *   }
+   * });
+   * ```
    */
   reload(): Promise<ReloadResult>;
 }
@@ -364,13 +402,12 @@ export async function serve(
   // Said at start: otherwise found at the first renewal (months on, the
   // certificate in force about to expire), when the reload refuses it.
   if (tls !== undefined && !reusePort && options.reloadConfig !== undefined) {
+    // Two messages rather than a property: a logger renders a string
+    // property quoted ('...'), in the middle of the sentence.
     logger.warn(
-      "Serving TLS where a reload cannot change the certificate: a renewed one takes a restart (a reload starts a listener beside the old one, which needs Linux's SO_REUSEPORT{unstable})",
-      {
-        unstable: runtime.name === "deno"
-          ? ', and on Deno its unstable net APIs: --unstable-net, or "unstable": ["net"] in deno.json'
-          : "",
-      },
+      runtime.name === "deno"
+        ? 'Serving TLS where a reload cannot change the certificate: a renewed one takes a restart (a reload starts a listener beside the old one, which needs Linux\'s SO_REUSEPORT, and on Deno its unstable net APIs: --unstable-net, or "unstable": ["net"] in deno.json)'
+        : "Serving TLS where a reload cannot change the certificate: a renewed one takes a restart (a reload starts a listener beside the old one, which needs Linux's SO_REUSEPORT)",
     );
   }
   const hub = new ChannelHub({
