@@ -75,7 +75,18 @@ echo "== deno test =="
 # waiting on Python servers (starting, answering), so a third job fills the
 # cores (3m56s -> 3m03-3m10s, 0 failed in each run). DENO_JOBS overrides it.
 DENO_JOBS=${DENO_JOBS:-3} timeout -k 10 900 deno test -A --parallel tests/ 2>&1 | tee "$log_dir/deno.log"
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+deno_rc=${PIPESTATUS[0]}
+# Deno itself crashed (killed by a signal, no summary): its node:http2 has
+# aborted or segfaulted about once in six full runs under load, in the
+# in-process gRPC tests (docs/runtimes.md). Said so, and the suite run once
+# more; its summary is the one counted. A test that fails is not rerun.
+if [ "$deno_rc" -ge 128 ] && [ "$deno_rc" -ne 130 ] &&
+  ! grep -aqE "^(ok|FAILED) \| [0-9]+ passed" "$log_dir/deno.log"; then
+  echo "== deno test: the Deno process crashed (exit $deno_rc, no summary); running the Deno suite once more =="
+  DENO_JOBS=${DENO_JOBS:-3} timeout -k 10 900 deno test -A --parallel tests/ 2>&1 | tee -a "$log_dir/deno.log"
+  deno_rc=${PIPESTATUS[0]}
+fi
+[ "$deno_rc" -eq 0 ] || status=1
 
 wait "$others_pid"
 echo "== python unittest =="
