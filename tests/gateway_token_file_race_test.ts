@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { resolveConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
+import { readTokenFiles } from "../src/gateway/_token_files.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
 import type { Runtime } from "../src/runtime/types.ts";
 import { tempDir } from "./_harness.ts";
@@ -246,4 +247,31 @@ Deno.test({
     const polled = errors().filter((e) => e.startsWith("Token file changed"));
     assert.ok(polled.length <= 3, polled.join("\n"));
   });
+});
+
+Deno.test("Token files: a read that finds the file gone once (the kubelet deleting the old directory right after its ..data swap) reads it again at once", async () => {
+  await using dir = await tempDir("pyproxy-token-file-race-");
+  const path = `${dir.path}/token`;
+  await Deno.writeTextFile(path, `${T1}\n`);
+  const base = defaultRuntime();
+  let gone = 1;
+  const runtime: Runtime = {
+    ...base,
+    readRegularFile: (p, limit) => {
+      if (p === path && gone-- > 0) {
+        return Promise.reject(
+          Object.assign(new Error("no such file"), { code: "ENOENT" }),
+        );
+      }
+      return base.readRegularFile!(p, limit);
+    },
+  };
+  const config = resolveConfig({ cwd: dir.path, cli: { tokenFile: path } });
+  assert.deepEqual(await readTokenFiles(runtime, config), { token: [T1] });
+  // Gone for good: the error names it.
+  await Deno.remove(path);
+  await assert.rejects(
+    readTokenFiles(runtime, config),
+    /tokenFile: cannot read .*: no such file/,
+  );
 });

@@ -141,11 +141,21 @@ async function readWithin(
   fail: (why: string, cause?: unknown) => never,
 ): Promise<string> {
   let bytes: Uint8Array | null;
+  // Not a FIFO or a device: reading one could wait or never end.
+  const read = () =>
+    runtime.readRegularFile === undefined
+      ? statThenRead(runtime, path)
+      : runtime.readRegularFile(path, MAX_TOKEN_FILE_BYTES);
   try {
-    // Not a FIFO or a device: reading one could wait or never end.
-    bytes = runtime.readRegularFile === undefined
-      ? await statThenRead(runtime, path)
-      : await runtime.readRegularFile(path, MAX_TOKEN_FILE_BYTES);
+    try {
+      bytes = await read();
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== "ENOENT") throw err;
+      // Once more at once: the kubelet swaps a secret's `..data` symlink
+      // and then deletes the old directory, which a read that followed the
+      // old link finds gone (the new one is there).
+      bytes = await read();
+    }
   } catch (err) {
     return (err as { code?: unknown }).code === "ENOENT"
       ? fail("no such file", err)
