@@ -406,7 +406,11 @@ Deno.test("Pool: deaths that do not tell on a model's load count no strike: a ki
   }
 });
 
-Deno.test("Pool: a load during which its worker is killed by another model's doing (here a kill -9 from outside) is tried once more on the restarted worker", async () => {
+/**
+ * A slow load whose worker gets `signal` from outside while it imports: the
+ * load is tried once more on the restarted worker and succeeds.
+ */
+async function loadSurvivesOutsideSignal(signal: Deno.Signal): Promise<void> {
   await using dir = await modelsDir();
   const marker = `${dir.path}/slow.started`;
   await Deno.writeTextFile(`${dir.path}/slow.py`, slowLoad(marker, 600));
@@ -426,44 +430,21 @@ Deno.test("Pool: a load during which its worker is killed by another model's doi
         return false;
       }
     }, "the import to start");
-    Deno.kill(pid, "SIGKILL");
+    Deno.kill(pid, signal);
     await load;
     assert.deepEqual(await pool.execute("slow", {}), { ok: true });
     assert.notEqual(pool.status().workers[0]!.pid, pid);
   } finally {
     await pids.assertGone();
   }
-});
+}
 
-Deno.test("Pool: a load during which its worker is stopped from outside (SIGTERM: kill, earlyoom) is tried once more on the restarted worker, as after a kill -9", async () => {
-  await using dir = await modelsDir();
-  const marker = `${dir.path}/slow.started`;
-  await Deno.writeTextFile(`${dir.path}/slow.py`, slowLoad(marker, 600));
-  const pids = new PidTracker();
-  try {
-    await using pool = await Pool.start(
-      poolOptions(dir.path, { workers: 1 }),
-    );
-    pids.watch(pool);
-    const pid = pool.status().workers[0]!.pid!;
-    const load = pool.addModel("slow", { file: "slow.py" });
-    await until(() => {
-      try {
-        Deno.statSync(marker);
-        return true;
-      } catch {
-        return false;
-      }
-    }, "the import to start");
-    // The server stops cleanly on it (exit code 0), or dies of it.
-    Deno.kill(pid, "SIGTERM");
-    await load;
-    assert.deepEqual(await pool.execute("slow", {}), { ok: true });
-    assert.notEqual(pool.status().workers[0]!.pid, pid);
-  } finally {
-    await pids.assertGone();
-  }
-});
+Deno.test("Pool: a load during which its worker is killed by another model's doing (here a kill -9 from outside) is tried once more on the restarted worker", () =>
+  loadSurvivesOutsideSignal("SIGKILL"));
+
+// The server stops cleanly on SIGTERM (exit code 0), or dies of it.
+Deno.test("Pool: a load during which its worker is stopped from outside (SIGTERM: kill, earlyoom) is tried once more on the restarted worker, as after a kill -9", () =>
+  loadSurvivesOutsideSignal("SIGTERM"));
 
 Deno.test("Pool: a load during which a model loaded just before kills the worker is tried once more, once that model is out of service", async () => {
   await using dir = await modelsDir();
