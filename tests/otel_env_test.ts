@@ -45,6 +45,19 @@ Deno.test("OTEL_EXPORTER_OTLP_HEADERS: comma-separated key=value, values URL-dec
     OTEL_EXPORTER_OTLP_TRACES_HEADERS: "api-key=traces",
   });
   assert.deepEqual(traces.tracing?.headers, { "api-key": "traces" });
+  // A header named __proto__ is a header like any other (an object's
+  // "__proto__" assignment would set its prototype and drop it: on Bun,
+  // tests/bun/tracing.test.ts; Deno has no such setter).
+  const proto = await load({
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint,
+    OTEL_EXPORTER_OTLP_HEADERS: "__proto__=p1,api-key=k",
+  });
+  const headers = proto.tracing?.headers ?? {};
+  assert.deepEqual(Object.keys(headers), ["__proto__", "api-key"]);
+  assert.equal(
+    Object.getOwnPropertyDescriptor(headers, "__proto__")?.value,
+    "p1",
+  );
   // The file's (or the flags') headers win over the variables'.
   const file = resolveConfig({
     cwd: "/",
@@ -260,7 +273,8 @@ Deno.test("A gateway configured by OTEL_* variables alone sends its spans to OTE
     const config = await load({
       OTEL_EXPORTER_OTLP_ENDPOINT: collector.base,
       OTEL_EXPORTER_OTLP_HEADERS: "x-api-key=generic",
-      OTEL_EXPORTER_OTLP_TRACES_HEADERS: "x-api-key=k%2B1%3D%3D,x-team=ml",
+      OTEL_EXPORTER_OTLP_TRACES_HEADERS:
+        "x-api-key=k%2B1%3D%3D,x-team=ml,__proto__=p1",
       OTEL_TRACES_SAMPLER: "parentbased_always_off",
       OTEL_SERVICE_NAME: "from-env",
     }, {
@@ -292,6 +306,7 @@ Deno.test("A gateway configured by OTEL_* variables alone sends its spans to OTE
     const { headers, body } = collector.requests[0]!;
     assert.equal(headers.get("x-api-key"), "k+1==");
     assert.equal(headers.get("x-team"), "ml");
+    assert.equal(headers.get("__proto__"), "p1");
     assert.deepEqual(
       collector.spans.map((s) => attr(s, "pyproxy.request_id")),
       ["e-parent"],

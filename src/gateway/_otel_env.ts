@@ -130,7 +130,11 @@ export function otelEnv(
  * entry's position, never its text.
  */
 function otelHeaders(value: string, variable: string): Record<string, string> {
-  const headers: Record<string, string> = {};
+  // A Map, made an object at the end (fromEntries defines its keys): on Bun
+  // (not Deno, which removed the setter), an assignment to an object's
+  // "__proto__" key sets its prototype, and the header `__proto__=...` was
+  // dropped without a word.
+  const headers = new Map<string, string>();
   const entries = value.split(",");
   for (let i = 0; i < entries.length; i++) {
     const entry = entries[i]!.trim();
@@ -162,9 +166,9 @@ function otelHeaders(value: string, variable: string): Record<string, string> {
         "has a value with CR, LF, NUL or a character beyond Latin-1 once decoded",
       );
     }
-    headers[name.toLowerCase()] = text;
+    headers.set(name.toLowerCase(), text);
   }
-  return headers;
+  return Object.fromEntries(headers);
 }
 
 /** The `sampleRatio` of an `OTEL_TRACES_SAMPLER` (and its argument). */

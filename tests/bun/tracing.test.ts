@@ -3,6 +3,7 @@
 // model reads the gateway's span as its parent (host.trace_context()).
 import { expect, test } from "bun:test";
 import { withGateway } from "./_helpers.ts";
+import { otelEnv } from "../../src/gateway/_otel_env.ts";
 
 const TRACED = `from pyproxy import host
 
@@ -72,4 +73,17 @@ test("Gateway on Bun: a traced call's span goes to the collector, its context to
   } finally {
     collector.stop(true);
   }
+});
+
+test("OTEL_EXPORTER_OTLP_HEADERS on Bun: a header named __proto__ is kept (Bun has the __proto__ setter Deno removed)", () => {
+  const env: Record<string, string> = {
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://127.0.0.1:4318/v1/traces",
+    OTEL_EXPORTER_OTLP_HEADERS: "__proto__=p1,api-key=k",
+  };
+  const headers = otelEnv((name) => env[name], () => {})?.headers ?? {};
+  expect(Object.keys(headers)).toEqual(["__proto__", "api-key"]);
+  expect(Object.getOwnPropertyDescriptor(headers, "__proto__")?.value).toBe(
+    "p1",
+  );
+  expect(Object.getPrototypeOf(headers)).toBe(Object.prototype);
 });
