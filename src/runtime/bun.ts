@@ -25,6 +25,7 @@ import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { availableParallelism, cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
+import { unsetNames } from "./_unset_env.ts";
 import {
   type BunServerWebSocket,
   BunWebSocketUpgrades,
@@ -100,7 +101,9 @@ function childEnv(
   options: SpawnOptions,
 ): Record<string, string | undefined> {
   const env: Record<string, string | undefined> = { ...process.env };
-  for (const name of options.unsetEnv ?? []) delete env[name];
+  for (const name of unsetNames(options.unsetEnv ?? [], env, undefined)) {
+    delete env[name];
+  }
   return { ...env, ...options.env };
 }
 

@@ -85,6 +85,8 @@ export interface SpawnOptions {
    * Variables of the current environment the child does not inherit: absent
    * from its environment block too (`/proc/<pid>/environ`), not only from
    * what its code reads. A name also given in `env` is passed as given there.
+   * A name ending in `*` stands for every variable whose name starts with
+   * the rest (`OTEL_*`).
    */
   unsetEnv?: readonly string[];
   /**
