@@ -201,6 +201,9 @@ export class GatewayTracing {
       ...(options.exportTimeoutMs === undefined
         ? {}
         : { timeoutMs: options.exportTimeoutMs }),
+      ...(options.batchSize === undefined
+        ? {}
+        : { batchSize: options.batchSize }),
       ...(version === undefined ? {} : { version }),
     });
   }

@@ -32,8 +32,10 @@ export interface TracingOptions {
   headers?: Record<string, string>;
   /** Most spans waiting to be sent; beyond, spans are dropped (counted). @default {2048} */
   maxQueue?: number;
-  /** How often waiting spans are sent, in ms (a full batch of 512 goes at once). @default {5000} */
+  /** How often waiting spans are sent, in ms (a full batch goes at once). @default {5000} */
   batchIntervalMs?: number;
+  /** Most spans per POST (at most `maxQueue`): a full batch goes at once. @default {512} */
+  batchSize?: number;
   /** How long a POST to the collector may take, in ms. @default {10000} */
   exportTimeoutMs?: number;
   /**
