@@ -22,6 +22,7 @@
  * @module
  */
 import type { Logger } from "../logger.ts";
+import type { Runtime } from "../runtime/types.ts";
 import {
   checkTracestate,
   formatTraceparent,
@@ -150,7 +151,12 @@ export class GatewayTracing {
    */
   admits: (request: Request) => boolean = () => true;
 
-  constructor(options: TracingOptions, logger: Logger, version?: string) {
+  constructor(
+    options: TracingOptions,
+    logger: Logger,
+    version?: string,
+    runtime?: Runtime,
+  ) {
     const ratio = options.sampleRatio ?? 1;
     if (!(ratio >= 0 && ratio <= 1)) {
       throw new RangeError(
@@ -185,6 +191,15 @@ export class GatewayTracing {
         `Cannot create gateway: tracing.maxStreamSpanMs ${maxStreamSpanMs} is not a number > 0`,
       );
     }
+    let tlsFetch: typeof fetch | undefined;
+    if (options.tls !== undefined) {
+      if (runtime?.tlsFetch === undefined) {
+        throw new RangeError(
+          "Cannot create gateway: tracing.tls needs a runtime with tlsFetch (Deno's and Bun's have it)",
+        );
+      }
+      tlsFetch = runtime.tlsFetch(options.tls);
+    }
     this.#ratio = ratio;
     this.#maxStreamSpanMs = maxStreamSpanMs;
     this.#exporter = new OtlpExporter({
@@ -205,6 +220,7 @@ export class GatewayTracing {
         ? {}
         : { batchSize: options.batchSize }),
       ...(version === undefined ? {} : { version }),
+      ...(tlsFetch === undefined ? {} : { fetch: tlsFetch }),
     });
   }
 

@@ -6,6 +6,7 @@
  */
 import type { TracingOptions } from "./tracing_options.ts";
 import { otelEnv, type OtelField } from "./_otel_env.ts";
+import { otlpTlsFiles, readOtlpTls } from "./_otlp_tls.ts";
 
 /** The fields of `tracing` the OpenTelemetry variables can set, checked. */
 const OTEL_FIELDS: readonly OtelField[] = [
@@ -920,6 +921,19 @@ export async function loadConfig(
   // Read here too (serve reads them again): a program sees its tokens,
   // and an unreadable or invalid file fails as an invalid token does.
   Object.assign(config, await readTokenFiles(runtime, config));
+  // The collector's CA and the client's certificate, read only when
+  // tracing is on (an environment made for other services' SDKs does not
+  // fail a gateway that does not trace).
+  const otlpTls = config.tracing === undefined || config.tracing.tls
+    ? undefined
+    : otlpTlsFiles((name) => runtime.env(name));
+  if (otlpTls !== undefined) {
+    config.tracing!.tls = await readOtlpTls(
+      runtime,
+      otlpTls,
+      (path) => resolvePath(cwd, path),
+    );
+  }
   if (cli.modelsDir === undefined && file?.modelsDir === undefined) {
     config.modelsDir = await defaultModelsDir(runtime, config.modelsDir, cwd);
   }

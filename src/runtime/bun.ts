@@ -428,6 +428,17 @@ export function bunRuntime(): Runtime {
       typeof process.getuid === "function" ? process.getuid() : undefined,
     realPath: (path) => realpath(path),
     readRegularFile,
+    tlsFetch(tls) {
+      // Bun's fetch takes the TLS options per call.
+      const options = {
+        ...(tls.ca === undefined ? {} : { ca: tls.ca }),
+        ...(tls.cert === undefined || tls.key === undefined
+          ? {}
+          : { cert: tls.cert, key: tls.key }),
+      };
+      return (input, init) =>
+        fetch(input, { ...init, tls: options } as unknown as RequestInit);
+    },
     env: (name) => process.env[name],
     cpuCount: () =>
       (typeof availableParallelism === "function"

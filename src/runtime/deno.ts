@@ -399,6 +399,16 @@ export function denoRuntime(): Runtime {
     },
     realPath: (path) => Deno.realPath(path),
     readRegularFile,
+    tlsFetch(tls) {
+      // One client for the exporter's life (its connections are reused).
+      const client = Deno.createHttpClient({
+        ...(tls.ca === undefined ? {} : { caCerts: [tls.ca] }),
+        ...(tls.cert === undefined || tls.key === undefined
+          ? {}
+          : { cert: tls.cert, key: tls.key }),
+      });
+      return (input, init) => fetch(input, { ...init, client });
+    },
     env: (name) => Deno.env.get(name),
     cpuCount: () => navigator.hardwareConcurrency || 1,
     unrefTimer: (timer) => Deno.unrefTimer(timer),
