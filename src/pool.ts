@@ -545,7 +545,9 @@ export interface PoolOptions {
    * One GPU per worker:
    * `env: (_id, { index }) => ({ CUDA_VISIBLE_DEVICES: String(index) })`. A
    * `PYTHONPATH` is kept, after the server package's directory (it
-   * replaces the host's own `PYTHONPATH`, which is kept otherwise).
+   * replaces the host's own `PYTHONPATH`, which is kept otherwise). The
+   * host's `OTEL_*` variables (its tracing's) are not inherited: a model's
+   * own OpenTelemetry SDK gets its own here (`OTEL_SERVICE_NAME`...).
    */
   env?:
     | Record<string, string>

@@ -34,8 +34,19 @@ import { StderrLog } from "./_stderr_log.ts";
  * read it could hand it to them). (The server also drops them from
  * `os.environ`; not inheriting them keeps them out of `/proc/<pid>/environ`,
  * which model code can read.)
+ *
+ * And the OpenTelemetry SDK's variables (`OTEL_*`), unless the pool's `env`
+ * sets them: they configure the host's tracing (the gateway's), and a
+ * model's own OpenTelemetry SDK that inherited them took the gateway's
+ * collector, sampler and service name, and its headers (API keys) were
+ * there for any model code to read. A model that traces is given its own
+ * in `env` (docs/models.md, "Trace context").
  */
-const HIDDEN_ENV: readonly string[] = ["PYPROXY_TOKEN", "PYPROXY_MANAGE_TOKEN"];
+const HIDDEN_ENV: readonly string[] = [
+  "PYPROXY_TOKEN",
+  "PYPROXY_MANAGE_TOKEN",
+  "OTEL_*",
+];
 
 /**
  * How a server process ended.
@@ -167,7 +178,9 @@ export interface PythonServerOptions {
    * (which always comes first); without one, the host's `PYTHONPATH` is.
    * `GLIBC_TUNABLES` (this one, else the host's) gets
    * `glibc.malloc.hugetlb=1` appended unless it sets `glibc.malloc.hugetlb`
-   * itself (`=0` turns huge pages off).
+   * itself (`=0` turns huge pages off). The host's `PYPROXY_TOKEN`,
+   * `PYPROXY_MANAGE_TOKEN` and `OTEL_*` are not inherited; one given here is
+   * passed as given.
    */
   env?: Record<string, string>;
   /** Extra command-line arguments for the server (e.g. `["--threads", "4"]`). */

@@ -487,6 +487,18 @@ export const runtimeContract: ContractCheck[] = [
           }),
           "PYPROXY_CONTRACT_HIDDEN=explicit\nPYPROXY_CONTRACT_KEPT=kept-value\n1\n",
         );
+        // A name ending in * is a prefix (OTEL_*: the host's tracing's).
+        assert.equal(
+          await run({ unsetEnv: ["PYPROXY_CONTRACT_HID*"] }),
+          "PYPROXY_CONTRACT_KEPT=kept-value\n0\n",
+        );
+        assert.equal(
+          await run({
+            unsetEnv: ["PYPROXY_CONTRACT_*"],
+            env: { PYPROXY_CONTRACT_HIDDEN: "explicit" },
+          }),
+          "PYPROXY_CONTRACT_HIDDEN=explicit\n1\n",
+        );
         // Without unsetEnv everything is inherited.
         assert.equal(
           await run({}),

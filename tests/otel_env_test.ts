@@ -10,6 +10,7 @@ import { serve } from "../src/gateway/serve.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
 import type { Runtime } from "../src/runtime/types.ts";
 import { attr, Collector } from "./_otlp_collector.ts";
+import { until } from "./_gateway_harness.ts";
 
 /** The config `loadConfig` makes with these variables (no file). */
 function load(vars: Record<string, string>, cli = {}) {
@@ -45,6 +46,19 @@ Deno.test("OTEL_EXPORTER_OTLP_HEADERS: comma-separated key=value, values URL-dec
     OTEL_EXPORTER_OTLP_TRACES_HEADERS: "api-key=traces",
   });
   assert.deepEqual(traces.tracing?.headers, { "api-key": "traces" });
+  // A header named __proto__ is a header like any other (an object's
+  // "__proto__" assignment would set its prototype and drop it: on Bun,
+  // tests/bun/tracing.test.ts; Deno has no such setter).
+  const proto = await load({
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint,
+    OTEL_EXPORTER_OTLP_HEADERS: "__proto__=p1,api-key=k",
+  });
+  const headers = proto.tracing?.headers ?? {};
+  assert.deepEqual(Object.keys(headers), ["__proto__", "api-key"]);
+  assert.equal(
+    Object.getOwnPropertyDescriptor(headers, "__proto__")?.value,
+    "p1",
+  );
   // The file's (or the flags') headers win over the variables'.
   const file = resolveConfig({
     cwd: "/",
@@ -260,7 +274,8 @@ Deno.test("A gateway configured by OTEL_* variables alone sends its spans to OTE
     const config = await load({
       OTEL_EXPORTER_OTLP_ENDPOINT: collector.base,
       OTEL_EXPORTER_OTLP_HEADERS: "x-api-key=generic",
-      OTEL_EXPORTER_OTLP_TRACES_HEADERS: "x-api-key=k%2B1%3D%3D,x-team=ml",
+      OTEL_EXPORTER_OTLP_TRACES_HEADERS:
+        "x-api-key=k%2B1%3D%3D,x-team=ml,__proto__=p1",
       OTEL_TRACES_SAMPLER: "parentbased_always_off",
       OTEL_SERVICE_NAME: "from-env",
     }, {
@@ -292,6 +307,7 @@ Deno.test("A gateway configured by OTEL_* variables alone sends its spans to OTE
     const { headers, body } = collector.requests[0]!;
     assert.equal(headers.get("x-api-key"), "k+1==");
     assert.equal(headers.get("x-team"), "ml");
+    assert.equal(headers.get("__proto__"), "p1");
     assert.deepEqual(
       collector.spans.map((s) => attr(s, "pyproxy.request_id")),
       ["e-parent"],
@@ -306,6 +322,138 @@ Deno.test("A gateway configured by OTEL_* variables alone sends its spans to OTE
       { stringValue: "from-env" },
     );
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("OTEL_BSP_* and the exporter's timeouts set maxQueue, batchIntervalMs, batchSize and exportTimeoutMs, under the file's; a wrong one fails only a gateway that uses it", async () => {
+  const endpoint = "http://127.0.0.1:4318/v1/traces";
+  const vars = {
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint,
+    OTEL_BSP_MAX_QUEUE_SIZE: "100",
+    OTEL_BSP_SCHEDULE_DELAY: "250",
+    OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "10",
+    OTEL_EXPORTER_OTLP_TIMEOUT: "4000",
+    OTEL_BSP_EXPORT_TIMEOUT: "30000",
+  };
+  assert.deepEqual((await load(vars)).tracing, {
+    endpoint,
+    maxQueue: 100,
+    batchIntervalMs: 250,
+    batchSize: 10,
+    exportTimeoutMs: 4000,
+  });
+  // The traces' own timeout wins over the generic one; the processor's,
+  // smaller, cuts both (an SDK's export is bounded by each).
+  assert.equal(
+    (await load({
+      ...vars,
+      OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: "2000",
+    })).tracing?.exportTimeoutMs,
+    2000,
+  );
+  assert.equal(
+    (await load({ ...vars, OTEL_BSP_EXPORT_TIMEOUT: "1500" })).tracing
+      ?.exportTimeoutMs,
+    1500,
+  );
+  // The file's (or the flags') fields win, field by field.
+  const fromFile = await load(vars, {
+    tracing: { maxQueue: 7, exportTimeoutMs: 900 },
+  });
+  assert.equal(fromFile.tracing?.maxQueue, 7);
+  assert.equal(fromFile.tracing?.exportTimeoutMs, 900);
+  assert.equal(fromFile.tracing?.batchSize, 10);
+  // Wrong: a config error naming the variable, when tracing uses it.
+  for (
+    const [name, value] of [
+      ["OTEL_BSP_MAX_QUEUE_SIZE", "10k"],
+      ["OTEL_BSP_SCHEDULE_DELAY", "0"],
+      ["OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "-1"],
+      ["OTEL_EXPORTER_OTLP_TIMEOUT", "1.5"],
+      ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "9999999"],
+      ["OTEL_BSP_EXPORT_TIMEOUT", "soon"],
+    ] as const
+  ) {
+    const message = await refused({ ...vars, [name]: value });
+    assert.match(message, new RegExp(`^${name}: expected an integer from `));
+    // Without an endpoint, nothing traces: no error.
+    const { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: _, ...off } = vars;
+    assert.equal((await load({ ...off, [name]: value })).tracing, undefined);
+  }
+  // Set by the file, the variable is unused, and not checked.
+  const unused = await load({ ...vars, OTEL_BSP_MAX_QUEUE_SIZE: "lots" }, {
+    tracing: { maxQueue: 5 },
+  });
+  assert.equal(unused.tracing?.maxQueue, 5);
+});
+
+Deno.test("OTEL_EXPORTER_OTLP_TIMEOUT bounds each POST to the collector, and OTEL_BSP_MAX_EXPORT_BATCH_SIZE the spans in it", async () => {
+  // A collector that never answers its first POST (until the test ends).
+  const posts: number[] = [];
+  const held = Promise.withResolvers<void>();
+  const collector = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    async (req) => {
+      const body = await req.json();
+      posts.push(body.resourceSpans[0].scopeSpans[0].spans.length);
+      if (posts.length === 1) await held.promise;
+      return Response.json({});
+    },
+  );
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-otel-env-" });
+  try {
+    await Deno.copyFile(
+      new URL("../examples/models/echo.py", import.meta.url),
+      `${dir}/echo.py`,
+    );
+    const config = await load({
+      OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${collector.addr.port}`,
+      OTEL_EXPORTER_OTLP_TIMEOUT: "300",
+      OTEL_BSP_SCHEDULE_DELAY: "60000",
+      OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "2",
+    }, {
+      port: 0,
+      workers: 1,
+      modelsDir: dir,
+      models: [{ name: "echo", file: "echo.py" }],
+    });
+    const server = await serve(config, { handleSignals: false });
+    try {
+      const call = () =>
+        fetch(`${server.url}/v1/models/echo/execute`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: "{}",
+        }).then((res) => res.arrayBuffer());
+      // Two spans: a full batch, sent at once (not after the 60 s delay,
+      // nor the default 5 s).
+      await call();
+      await call();
+      await until(
+        () => Promise.resolve(posts.length === 1 || undefined),
+        "a POST",
+        4000,
+      );
+      assert.deepEqual(posts, [2]);
+      // That POST is cut after 300 ms (not the 10 s default): its spans
+      // are counted as dropped.
+      await until(
+        async () => {
+          const text = await (await fetch(`${server.url}/metrics`)).text();
+          return /^pyproxy_trace_spans_dropped_total 2$/m.test(text) ||
+            undefined;
+        },
+        "the timed-out POST's spans counted as dropped",
+        3000,
+      );
+    } finally {
+      held.resolve();
+      await server.shutdown();
+    }
+  } finally {
+    held.resolve();
+    await collector.shutdown();
     await Deno.remove(dir, { recursive: true });
   }
 });

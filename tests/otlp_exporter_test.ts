@@ -140,12 +140,18 @@ Deno.test("OtlpExporter logs a failed export's endpoint without the credentials 
   assert.doesNotMatch(warnings[0]!, /key-in-url|key-in-query|tenant/);
 });
 
-Deno.test("OtlpExporter waits the Retry-After of a collector's 429 or 503 before its next POST", async () => {
+Deno.test("OtlpExporter waits the Retry-After of a collector's 429 or 503 before its next POST, and sends that batch again", async () => {
   const posts: number[] = [];
+  const sent: string[][] = [];
   await using server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen: () => {} },
     async (req) => {
-      await req.arrayBuffer();
+      const body = await req.json();
+      sent.push(
+        body.resourceSpans[0].scopeSpans[0].spans.map((s: { spanId: string }) =>
+          s.spanId
+        ),
+      );
       posts.push(performance.now());
       return posts.length === 1
         ? Response.json({ error: "slow down" }, {
@@ -173,9 +179,12 @@ Deno.test("OtlpExporter waits the Retry-After of a collector's 429 or 503 before
   }
   assert.equal(posts.length, 2);
   assert.ok(posts[1]! - posts[0]! >= 900, `${posts[1]! - posts[0]!} ms`);
-  assert.match(warnings[0]!, /HTTP 429 .*slow down/);
-  assert.equal(exporter.dropped, 1);
+  assert.match(warnings[0]!, /HTTP 429 .*slow down.*POST 1 of at most 5/);
+  // The batch the collector could not take then is sent again, first.
+  assert.deepEqual(sent[1], [SPAN.spanId]);
+  assert.equal(exporter.dropped, 0);
   await exporter.flush(1000);
+  assert.equal(exporter.exported, 2);
 });
 
 Deno.test("OtlpExporter backs off after a failed POST even when no span waited then", async () => {
@@ -224,3 +233,99 @@ Deno.test("GatewayTracing refuses headers that fetch would refuse at every POST"
     );
   }
 });
+
+Deno.test("OtlpExporter sends a batch a collector answers 503 at most 5 times, then drops it; a 400 is not sent again", async () => {
+  let status = 503;
+  const posts: string[][] = [];
+  await using server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    async (req) => {
+      const body = await req.json();
+      posts.push(
+        body.resourceSpans[0].scopeSpans[0].spans.map((s: { spanId: string }) =>
+          s.spanId
+        ),
+      );
+      return new Response("busy", { status });
+    },
+  );
+  const { logger, warnings } = recorder();
+  const exporter = new OtlpExporter({
+    endpoint: `http://127.0.0.1:${server.addr.port}/v1/traces`,
+    logger,
+    intervalMs: 5,
+  });
+  exporter.add(SPAN);
+  await until(() => exporter.dropped === 1, "the batch dropped");
+  assert.equal(posts.length, 5);
+  assert.ok(posts.every((ids) => ids.join() === SPAN.spanId));
+  assert.equal(warnings.length, 5);
+  assert.match(warnings[3]!, /HTTP 503 busy \(POST 4 of at most 5/);
+  assert.match(warnings[4]!, /HTTP 503 busy \(1 spans dropped so far\)/);
+  // Not a retryable status: dropped at its first failure.
+  status = 400;
+  exporter.add({ ...SPAN, spanId: "00f067aa0ba902b8" });
+  await until(() => exporter.dropped === 2, "the second batch dropped");
+  assert.equal(posts.length, 6);
+  await exporter.flush(1000);
+});
+
+/** Polls `check` every 5 ms, for up to 10 s. */
+async function until(check: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+for (
+  const [collector, answer] of [
+    ["unreachable", undefined],
+    ["answering 503", 503],
+  ] as const
+) {
+  Deno.test(`OtlpExporter holds at most maxQueue spans and a batch with the collector ${collector}, over 10^5 spans`, async () => {
+    // A port nothing listens on (taken, then released), or a collector
+    // that is always busy (each batch kept for its retries).
+    let server: Deno.HttpServer<Deno.NetAddr> | undefined;
+    let port: number;
+    if (answer === undefined) {
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      port = (listener.addr as Deno.NetAddr).port;
+      listener.close();
+    } else {
+      server = Deno.serve(
+        { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+        async (req) => {
+          await req.arrayBuffer();
+          return new Response("busy", { status: answer });
+        },
+      );
+      port = server.addr.port;
+    }
+    try {
+      const { logger } = recorder();
+      const exporter = new OtlpExporter({
+        endpoint: `http://127.0.0.1:${port}/v1/traces`,
+        logger,
+        intervalMs: 1,
+        maxQueue: 1000,
+        batchSize: 100,
+      });
+      let most = 0;
+      for (let i = 0; i < 100_000; i++) {
+        exporter.add(SPAN);
+        most = Math.max(most, exporter.held);
+        // Let the POSTs fail meanwhile, now and then.
+        if (i % 1000 === 0) await new Promise((r) => setTimeout(r, 1));
+      }
+      assert.ok(most <= 1100, `held ${most}`);
+      assert.equal(exporter.exported, 0);
+      assert.equal(exporter.dropped + exporter.held, 100_000);
+      await exporter.flush(2000);
+    } finally {
+      await server?.shutdown();
+    }
+  });
+}

@@ -367,6 +367,38 @@ child = subprocess.run(["sh", "-c", 'echo "$PYPROXY_TOKEN|$PYPROXY_MANAGE_TOKEN|
   }
 });
 
+Deno.test("PythonServer keeps the host's OTEL_* variables from the server (its tracing's, API keys included) unless env gives them", async () => {
+  const secret = "otel-key-0123456789abcdef";
+  Deno.env.set("OTEL_EXPORTER_OTLP_HEADERS", `api-key=${secret}`);
+  Deno.env.set("OTEL_SERVICE_NAME", "gateway");
+  Deno.env.set("PYPROXY_TEST_INHERITED", "inherited");
+  try {
+    await using server = await startServer({
+      env: { OTEL_SERVICE_NAME: "model-own" },
+    });
+    await using session = await server.connect();
+    const { value } = await session.request<{ value: unknown }>("eval", {
+      code: `import os
+block = open("/proc/self/environ", "rb").read()
+[sorted(k for k in os.environ if k.startswith("OTEL_")), os.environ.get("OTEL_SERVICE_NAME"), ${
+        JSON.stringify(secret)
+      }.encode() in block, b"PYPROXY_TEST_INHERITED=inherited" in block]`,
+    });
+    // Before, a model's own OpenTelemetry SDK took the gateway's collector,
+    // its headers (an API key any model code could read) and its name.
+    assert.deepEqual(value, [
+      ["OTEL_SERVICE_NAME"],
+      "model-own",
+      false,
+      true,
+    ]);
+  } finally {
+    Deno.env.delete("OTEL_EXPORTER_OTLP_HEADERS");
+    Deno.env.delete("OTEL_SERVICE_NAME");
+    Deno.env.delete("PYPROXY_TEST_INHERITED");
+  }
+});
+
 Deno.test("PythonServer connects over its Unix socket by default when it has one", async () => {
   await using server = await startServer({ unix: true, port: 0 });
   assert.ok(server.unixPath !== undefined);

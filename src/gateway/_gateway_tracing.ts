@@ -22,6 +22,7 @@
  * @module
  */
 import type { Logger } from "../logger.ts";
+import type { Runtime } from "../runtime/types.ts";
 import {
   checkTracestate,
   formatTraceparent,
@@ -30,6 +31,7 @@ import {
 } from "../_trace_context.ts";
 import { type ExportSpan, OtlpExporter } from "./_otlp_exporter.ts";
 import { traceHeadersProblem } from "./_trace_headers.ts";
+import { INFERENCE_STREAM_TYPE } from "./_inference_stream.ts";
 import { REQUEST_ID_HEADER } from "./error_response.ts";
 import { setTimeoutOrNever } from "../_timer.ts";
 import type { TracingOptions } from "./tracing_options.ts";
@@ -49,6 +51,12 @@ interface OpenSpan {
   version: string | undefined;
   worker: string | undefined;
   startMs: number;
+  /**
+   * A stream's failure after its first item (its error is its last event,
+   * under the 200 its response began with): the status it would have had,
+   * and its message.
+   */
+  failure?: { status: number; message: string };
 }
 
 /** The route template of a model call's path, and its name and version. */
@@ -143,7 +151,12 @@ export class GatewayTracing {
    */
   admits: (request: Request) => boolean = () => true;
 
-  constructor(options: TracingOptions, logger: Logger, version?: string) {
+  constructor(
+    options: TracingOptions,
+    logger: Logger,
+    version?: string,
+    runtime?: Runtime,
+  ) {
     const ratio = options.sampleRatio ?? 1;
     if (!(ratio >= 0 && ratio <= 1)) {
       throw new RangeError(
@@ -178,6 +191,15 @@ export class GatewayTracing {
         `Cannot create gateway: tracing.maxStreamSpanMs ${maxStreamSpanMs} is not a number > 0`,
       );
     }
+    let tlsFetch: typeof fetch | undefined;
+    if (options.tls !== undefined) {
+      if (runtime?.tlsFetch === undefined) {
+        throw new RangeError(
+          "Cannot create gateway: tracing.tls needs a runtime with tlsFetch (Deno's and Bun's have it)",
+        );
+      }
+      tlsFetch = runtime.tlsFetch(options.tls);
+    }
     this.#ratio = ratio;
     this.#maxStreamSpanMs = maxStreamSpanMs;
     this.#exporter = new OtlpExporter({
@@ -194,7 +216,11 @@ export class GatewayTracing {
       ...(options.exportTimeoutMs === undefined
         ? {}
         : { timeoutMs: options.exportTimeoutMs }),
+      ...(options.batchSize === undefined
+        ? {}
+        : { batchSize: options.batchSize }),
       ...(version === undefined ? {} : { version }),
+      ...(tlsFetch === undefined ? {} : { fetch: tlsFetch }),
     });
   }
 
@@ -234,13 +260,15 @@ export class GatewayTracing {
     }
     const requestId = res.headers.get(REQUEST_ID_HEADER) ?? undefined;
     // A stream's span lasts until its last event is sent (or the client
-    // leaves): its body is passed through.
-    if (
-      span.route.endsWith("/stream") && res.status === 200 &&
-      res.body !== null &&
-      res.headers.get("content-type")?.startsWith("text/event-stream")
-    ) {
-      return this.#streamed(span, res, requestId);
+    // leaves): its body is passed through. A stream: an event stream of
+    // `/stream`, or the items of a yielding model's `/v2` infer (the gRPC
+    // transport's ModelStreamInfer), which ended its span at the first.
+    if (res.status === 200 && res.body !== null) {
+      const type = span.route.endsWith("/stream")
+        ? res.headers.get("content-type")?.startsWith("text/event-stream")
+        : span.route.endsWith("/infer") &&
+          res.headers.get("content-type") === INFERENCE_STREAM_TYPE;
+      if (type === true) return this.#streamed(span, res, requestId);
     }
     // 422 is a model's failure (its exception, an unserializable result).
     const failed = res.status >= 500 || res.status === 422;
@@ -282,6 +310,20 @@ export class GatewayTracing {
     options.onSend = (worker) => {
       span.worker = worker;
     };
+  }
+
+  /**
+   * Tells that the stream answering `request` failed after its first item
+   * (its error sent as its last event or record, under the 200 its
+   * response began with): its span ends with status ERROR, `message` its
+   * status message and `status` (the status the error would have had
+   * before the first item: 422 a model's exception, 502, 504...) its
+   * `error.type`, as a failed call's. Nothing for a call not traced.
+   */
+  streamFailed(request: Request, status: number, message: string): void {
+    const span = this.#spans.get(request);
+    if (span?.sampled !== true) return;
+    span.failure ??= { status, message };
   }
 
   /**
@@ -330,6 +372,7 @@ export class GatewayTracing {
     requestId: string | undefined,
     error: string | undefined,
     streamEnd?: StreamSpanEnd,
+    errorType: number = status,
   ): void {
     // The client's strings (a name from the URL, a model's error message
     // that may repeat its input) are cut: a queued span stays small.
@@ -348,7 +391,7 @@ export class GatewayTracing {
       attributes["pyproxy.stream.span_end"] = streamEnd;
     }
     if (error !== undefined) {
-      attributes["error.type"] = String(status);
+      attributes["error.type"] = String(errorType);
     }
     const out: ExportSpan = {
       traceId: span.traceId,
@@ -378,7 +421,20 @@ export class GatewayTracing {
       ended = true;
       clearTimeout(timer);
       streams.delete(endEarly);
-      this.#end(span, res.status, requestId, error, early);
+      // Failed after its first item: its last event said so, under a 200.
+      const failure = error === undefined && early === undefined
+        ? span.failure
+        : undefined;
+      if (failure !== undefined) {
+        this.#end(
+          span,
+          res.status,
+          requestId,
+          failure.message,
+          undefined,
+          failure.status,
+        );
+      } else this.#end(span, res.status, requestId, error, early);
     };
     // A stream may outlast the gateway's patience for its span (or the
     // gateway): its span is then ended while the stream goes on.
@@ -436,21 +492,34 @@ function cut(text: string, max: number): string {
 
 /** The message of an error response's body (`{"error": {"message"}}` or `{"error": "..."}`). */
 async function errorMessage(res: Response): Promise<string> {
+  let body: unknown;
   try {
-    const body = await res.clone().json() as {
-      error?: string | { type?: unknown; message?: unknown };
-    };
-    const error = body.error;
-    if (typeof error === "string") return error;
-    if (typeof error?.message === "string") {
-      return typeof error.type === "string"
-        ? `${error.type}: ${error.message}`
-        : error.message;
-    }
+    body = await res.clone().json();
   } catch {
     // Not JSON: the status says it.
   }
-  return `HTTP ${res.status}`;
+  return errorBodyMessage(body, res.status);
+}
+
+/**
+ * The message of an error body as the gateway answers one (`{"error":
+ * {"type", "message"}}` or `{"error": "..."}`): `type: message`, else
+ * `HTTP <status>`. A stream's `error` event carries the same body.
+ */
+export function errorBodyMessage(body: unknown, status: number): string {
+  const error = (body as
+    | {
+      error?: string | { type?: unknown; message?: unknown };
+    }
+    | null
+    | undefined)?.error;
+  if (typeof error === "string") return error;
+  if (typeof error?.message === "string") {
+    return typeof error.type === "string"
+      ? `${error.type}: ${error.message}`
+      : error.message;
+  }
+  return `HTTP ${status}`;
 }
 
 function errorText(err: unknown): string {

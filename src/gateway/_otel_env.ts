@@ -6,9 +6,10 @@
  *
  * A variable that is set but wrong fails the start with a `ConfigError`
  * naming it, as a wrong field of the file does (none is read with
- * `OTEL_SDK_DISABLED=true`; the headers and the sampler only when tracing is
- * on and the flags and the file do not set that field); a header variable's error
- * never repeats its text (it holds API keys), only which entry is wrong.
+ * `OTEL_SDK_DISABLED=true`; all but the endpoint's and the protocol's only
+ * when tracing is on and the flags and the file do not set that field); a
+ * header variable's error never repeats its text (it holds API keys), only
+ * which entry is wrong.
  *
  * @module
  */
@@ -25,16 +26,57 @@ export interface OtelEnv {
   headers?: Record<string, string>;
   /** From `OTEL_TRACES_SAMPLER` (and `OTEL_TRACES_SAMPLER_ARG`). */
   sampleRatio?: number;
+  /** `OTEL_BSP_MAX_QUEUE_SIZE`. */
+  maxQueue?: number;
+  /** `OTEL_BSP_SCHEDULE_DELAY`. */
+  batchIntervalMs?: number;
+  /** `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`. */
+  batchSize?: number;
+  /**
+   * `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`;
+   * with `OTEL_BSP_EXPORT_TIMEOUT`, the smaller of the two (an SDK's export
+   * is cut by both).
+   */
+  exportTimeoutMs?: number;
   /** `OTEL_SDK_DISABLED=true`: no tracing, whatever sets an endpoint. */
   disabled?: true;
   /**
-   * A header or sampler variable set but wrong: thrown only when tracing is
-   * on and the field is not the flags' or the file's (an environment made
-   * for other services' SDKs, `OTEL_TRACES_SAMPLER=always_on` say, must not
-   * fail a gateway that does not trace).
+   * A variable set but wrong: thrown only when tracing is on and the field
+   * is not the flags' or the file's (an environment made for other
+   * services' SDKs, `OTEL_TRACES_SAMPLER=always_on` say, must not fail a
+   * gateway that does not trace).
    */
-  problems?: { headers?: ConfigError; sampleRatio?: ConfigError };
+  problems?: Partial<Record<OtelField, ConfigError>>;
 }
+
+/** The fields of `tracing` a variable can set that a wrong one fails. */
+export type OtelField =
+  | "headers"
+  | "sampleRatio"
+  | "maxQueue"
+  | "batchIntervalMs"
+  | "batchSize"
+  | "exportTimeoutMs";
+
+/**
+ * The integer variables of the batch span processor and the exporter: the
+ * field each sets and its bounds (those of the file's field).
+ */
+const INTEGERS: ReadonlyArray<
+  readonly [
+    OtelField & ("maxQueue" | "batchIntervalMs" | "batchSize"),
+    string,
+    number,
+    number,
+  ]
+> = [
+  ["maxQueue", "OTEL_BSP_MAX_QUEUE_SIZE", 1, 1_000_000],
+  ["batchIntervalMs", "OTEL_BSP_SCHEDULE_DELAY", 1, 3_600_000],
+  ["batchSize", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 1, 1_000_000],
+];
+
+/** The bounds of an export's timeout, in ms (the file's `exportTimeoutMs`). */
+export const EXPORT_TIMEOUT_BOUNDS = [1, 600_000] as const;
 
 /** The samplers pyproxy's parent-based sampling can be, as the spec names them. */
 const SAMPLERS =
@@ -110,6 +152,36 @@ export function otelEnv(
     }
     break;
   }
+  for (const [field, name, min, max] of INTEGERS) {
+    const value = read(name);
+    if (value === undefined) continue;
+    try {
+      out[field] = integer(name, value, min, max);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      (out.problems ??= {})[field] = err;
+    }
+  }
+  try {
+    const [min, max] = EXPORT_TIMEOUT_BOUNDS;
+    const exporterName = read("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") !== undefined
+      ? "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"
+      : "OTEL_EXPORTER_OTLP_TIMEOUT";
+    const exporter = read(exporterName);
+    const processor = read("OTEL_BSP_EXPORT_TIMEOUT");
+    const timeouts = [
+      exporter === undefined
+        ? undefined
+        : integer(exporterName, exporter, min, max),
+      processor === undefined
+        ? undefined
+        : integer("OTEL_BSP_EXPORT_TIMEOUT", processor, min, max),
+    ].filter((ms) => ms !== undefined);
+    if (timeouts.length > 0) out.exportTimeoutMs = Math.min(...timeouts);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    (out.problems ??= {}).exportTimeoutMs = err;
+  }
   const sampler = read("OTEL_TRACES_SAMPLER");
   if (sampler !== undefined) {
     try {
@@ -130,7 +202,11 @@ export function otelEnv(
  * entry's position, never its text.
  */
 function otelHeaders(value: string, variable: string): Record<string, string> {
-  const headers: Record<string, string> = {};
+  // A Map, made an object at the end (fromEntries defines its keys): on Bun
+  // (not Deno, which removed the setter), an assignment to an object's
+  // "__proto__" key sets its prototype, and the header `__proto__=...` was
+  // dropped without a word.
+  const headers = new Map<string, string>();
   const entries = value.split(",");
   for (let i = 0; i < entries.length; i++) {
     const entry = entries[i]!.trim();
@@ -162,9 +238,28 @@ function otelHeaders(value: string, variable: string): Record<string, string> {
         "has a value with CR, LF, NUL or a character beyond Latin-1 once decoded",
       );
     }
-    headers[name.toLowerCase()] = text;
+    headers.set(name.toLowerCase(), text);
   }
-  return headers;
+  return Object.fromEntries(headers);
+}
+
+/**
+ * An integer variable (the spec's: decimal digits) from `min` to `max`; a
+ * config error naming it otherwise. (The spec asks an SDK to warn and use
+ * the default; as the other variables here, a wrong one fails the start
+ * instead: an `OTEL_BSP_MAX_QUEUE_SIZE=10k` ignored would go unseen.)
+ */
+function integer(name: string, value: string, min: number, max: number) {
+  const n = /^\d{1,10}$/.test(value) ? Number(value) : NaN;
+  if (!(n >= min && n <= max)) {
+    throw new ConfigError(
+      `${name}: expected an integer from ${min} to ${max}, got ${
+        JSON.stringify(value.slice(0, 50))
+      }`,
+      { details: { source: name } },
+    );
+  }
+  return n;
 }
 
 /** The `sampleRatio` of an `OTEL_TRACES_SAMPLER` (and its argument). */

@@ -3,10 +3,16 @@
  * the JSON encoding (a plain `fetch`: no dependency). Spans wait in a
  * bounded queue; one POST is in flight at a time, every `intervalMs` or as
  * soon as a batch is full; a full queue drops new spans (counted, never
- * waited on: a request is never slowed by its span). A collector that is
- * down, slow or answers garbage costs the batch it was sent (counted as
- * dropped), a doubling pause before the next POST (up to 30 s) and one log
- * line per failed POST — never an exception in the gateway.
+ * waited on: a request is never slowed by its span). A collector that
+ * answers 429, 502, 503 or 504 (OTLP/HTTP's retryable statuses: it is up
+ * but cannot take the batch now) gets the same batch again after the
+ * pause, up to {@linkcode MAX_ATTEMPTS} POSTs in all (a graceful shutdown's
+ * last export does not retry). A collector that is down, slow or answers
+ * anything else costs the batch it was sent (counted as dropped). Each
+ * failure costs a doubling pause before the next POST (up to 30 s, and at
+ * least a Retry-After) and one log line — never an exception in the
+ * gateway. The batch kept for a retry counts in `maxQueue`: memory stays
+ * bounded whatever the collector does.
  *
  * @module
  */
@@ -53,6 +59,11 @@ export interface OtlpExporterOptions {
   fetch?: typeof fetch;
 }
 
+/** The most POSTs of one batch a collector's 429, 502, 503 or 504 gets. */
+const MAX_ATTEMPTS = 5;
+/** OTLP/HTTP's retryable statuses. */
+const RETRYABLE = new Set([429, 502, 503, 504]);
+
 /** The longest pause after failed POSTs, in ms. */
 const MAX_BACKOFF_MS = 30_000;
 /** The longest a collector's Retry-After is waited (a larger one is cut). */
@@ -70,9 +81,13 @@ const MAX_RETRY_AFTER_MS = 300_000;
  */
 export class OtlpExporter {
   #queue: ExportSpan[] = [];
+  /** A batch a collector asked to send again, and its POSTs so far. */
+  #retry: { batch: ExportSpan[]; attempts: number } | undefined;
   #dropped = 0;
   #exported = 0;
   #inFlight: Promise<void> | undefined;
+  /** The spans of the POST in flight. */
+  #inFlightCount = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #failures = 0;
   /** No POST before this (`Date.now()`), a collector's Retry-After; 0: none. */
@@ -125,9 +140,20 @@ export class OtlpExporter {
     return this.#exported;
   }
 
+  /**
+   * Spans held now: waiting, kept for a retry, and in the POST in flight
+   * (at most `maxQueue` and a batch).
+   */
+  get held(): number {
+    return this.#queue.length + (this.#retry?.batch.length ?? 0) +
+      this.#inFlightCount;
+  }
+
   /** Queues a finished span (or drops it when the queue is full); never throws. */
   add(span: ExportSpan): void {
-    if (this.#queue.length >= this.#maxQueue) {
+    if (
+      this.#queue.length + (this.#retry?.batch.length ?? 0) >= this.#maxQueue
+    ) {
       this.#dropped++;
       return;
     }
@@ -164,9 +190,13 @@ export class OtlpExporter {
     });
     const deadline = Date.now() + timeoutMs;
     try {
-      while (this.#inFlight !== undefined || this.#queue.length > 0) {
+      while (
+        this.#inFlight !== undefined || this.#queue.length > 0 ||
+        this.#retry !== undefined
+      ) {
         if (this.#inFlight === undefined) {
-          this.#sendNow(Math.max(1, deadline - Date.now()));
+          // The last export: a batch that fails is not tried again.
+          this.#sendNow(Math.max(1, deadline - Date.now()), true);
         }
         if (await Promise.race([this.#inFlight, left]) === "late") break;
       }
@@ -179,27 +209,48 @@ export class OtlpExporter {
     if (this.#timer !== undefined) return;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      if (this.#inFlight === undefined && this.#queue.length > 0) {
+      if (
+        this.#inFlight === undefined &&
+        (this.#queue.length > 0 || this.#retry !== undefined)
+      ) {
         this.#sendNow();
       }
     }, ms);
   }
 
-  #sendNow(timeoutMs = this.#timeoutMs): void {
+  #sendNow(timeoutMs = this.#timeoutMs, last = false): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    const batch = this.#queue.splice(0, this.#batchSize);
-    this.#inFlight = this.#post(batch, timeoutMs).finally(() => {
+    const retry = this.#retry;
+    this.#retry = undefined;
+    const batch = retry?.batch ?? this.#queue.splice(0, this.#batchSize);
+    const attempt = (retry?.attempts ?? 0) + 1;
+    this.#inFlightCount = batch.length;
+    this.#inFlight = this.#post(
+      batch,
+      timeoutMs,
+      last ? MAX_ATTEMPTS : attempt,
+    ).finally(() => {
       this.#inFlight = undefined;
-      if (this.#queue.length === 0) return;
+      this.#inFlightCount = 0;
+      if (this.#queue.length === 0 && this.#retry === undefined) return;
       // More waits: a full batch goes now unless the collector is failing
       // (or asked to wait); else after #pause().
       this.#schedule(this.#pause());
     });
   }
 
-  async #post(batch: ExportSpan[], timeoutMs: number): Promise<void> {
+  /**
+   * POSTs `batch`, its `attempt`th POST; a retryable failure before the
+   * last keeps it in `#retry`.
+   */
+  async #post(
+    batch: ExportSpan[],
+    timeoutMs: number,
+    attempt: number,
+  ): Promise<void> {
     let problem: string | undefined;
+    let retryable = false;
     try {
       const body = JSON.stringify(this.#request(batch));
       const res = await this.#fetch(this.#endpoint, {
@@ -224,7 +275,8 @@ export class OtlpExporter {
         } not followed (set the endpoint to the collector's own URL)`;
       } else if (!res.ok) {
         problem = `HTTP ${res.status} ${text.slice(0, 200)}`.trim();
-        if (res.status === 429 || res.status === 503) {
+        retryable = RETRYABLE.has(res.status);
+        if (retryable) {
           const wait = retryAfterMs(res.headers.get("retry-after"));
           if (wait > 0) this.#notBefore = Date.now() + wait;
         }
@@ -240,6 +292,20 @@ export class OtlpExporter {
       return;
     }
     this.#failures++;
+    if (retryable && attempt < MAX_ATTEMPTS) {
+      this.#retry = { batch, attempts: attempt };
+      this.#logger.warn(
+        "Cannot export {count} spans to {endpoint}: {problem} (POST {attempt} of at most {max}: sent again after a pause)",
+        {
+          count: batch.length,
+          endpoint: this.#shownEndpoint,
+          problem,
+          attempt,
+          max: MAX_ATTEMPTS,
+        },
+      );
+      return;
+    }
     this.#dropped += batch.length;
     this.#logger.warn(
       "Cannot export {count} spans to {endpoint}: {problem} ({dropped} spans dropped so far)",

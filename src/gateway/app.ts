@@ -381,9 +381,12 @@ export function createGateway(
     refusedHeaderWarnings: new Map(),
     compression: compress ? new ResponseCompression(compress) : undefined,
     exposedHeaders: new WeakMap(),
-    tracing: options.tracing === undefined
-      ? undefined
-      : new GatewayTracing(options.tracing, logger, options.version),
+    tracing: options.tracing === undefined ? undefined : new GatewayTracing(
+      options.tracing,
+      logger,
+      options.version,
+      options.runtime ?? defaultRuntime(),
+    ),
     tokenHolders: tokens === undefined ? undefined : new TokenHolders(),
   };
   // Model changes made on the pool directly (a library Pool) show in the

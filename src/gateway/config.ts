@@ -5,7 +5,18 @@
  * @module
  */
 import type { TracingOptions } from "./tracing_options.ts";
-import { otelEnv } from "./_otel_env.ts";
+import { otelEnv, type OtelField } from "./_otel_env.ts";
+import { otlpTlsFiles, readOtlpTls } from "./_otlp_tls.ts";
+
+/** The fields of `tracing` the OpenTelemetry variables can set, checked. */
+const OTEL_FIELDS: readonly OtelField[] = [
+  "headers",
+  "sampleRatio",
+  "maxQueue",
+  "batchIntervalMs",
+  "batchSize",
+  "exportTimeoutMs",
+];
 import { DEFAULT_MAX_JSON_DEPTH } from "../_json_depth.ts";
 import { randomBytes } from "node:crypto";
 import * as v from "valibot";
@@ -195,8 +206,9 @@ export const DEFAULTS = {
 /**
  * `tracing` from the flags, the file and the OpenTelemetry variables, field
  * by field: the endpoint is the flag's, else the file's, else the
- * variables'; `serviceName`, `headers` and `sampleRatio` the file's, else
- * the variables'; no endpoint (or `OTEL_SDK_DISABLED=true`), no tracing.
+ * variables'; `serviceName`, `headers`, `sampleRatio`, `maxQueue`,
+ * `batchIntervalMs`, `batchSize` and `exportTimeoutMs` the file's, else the
+ * variables'; no endpoint (or `OTEL_SDK_DISABLED=true`), no tracing.
  */
 function resolveTracing(
   file: GatewayConfig["tracing"],
@@ -211,19 +223,24 @@ function resolveTracing(
   const out: TracingOptions = { endpoint };
   if (serviceName !== undefined) out.serviceName = serviceName;
   // A wrong variable fails the start only when tracing uses it.
-  if (merged.sampleRatio === undefined && env?.problems?.sampleRatio) {
-    throw env.problems.sampleRatio;
-  }
-  if (merged.headers === undefined && env?.problems?.headers) {
-    throw env.problems.headers;
+  for (const field of OTEL_FIELDS) {
+    const problem = env?.problems?.[field];
+    if (merged[field] === undefined && problem !== undefined) throw problem;
   }
   const sampleRatio = merged.sampleRatio ?? env?.sampleRatio;
   if (sampleRatio !== undefined) out.sampleRatio = sampleRatio;
   const headers = merged.headers ?? env?.headers;
   if (headers !== undefined) out.headers = headers;
-  if (merged.maxQueue !== undefined) out.maxQueue = merged.maxQueue;
-  if (merged.batchIntervalMs !== undefined) {
-    out.batchIntervalMs = merged.batchIntervalMs;
+  for (
+    const field of [
+      "maxQueue",
+      "batchIntervalMs",
+      "batchSize",
+      "exportTimeoutMs",
+    ] as const
+  ) {
+    const value = merged[field] ?? env?.[field];
+    if (value !== undefined) out[field] = value;
   }
   if (merged.maxStreamSpanMs !== undefined) {
     out.maxStreamSpanMs = merged.maxStreamSpanMs;
@@ -367,13 +384,28 @@ export interface ResolveConfigOptions {
     headers?: Record<string, string>;
     /** From `OTEL_TRACES_SAMPLER` (and its argument). */
     sampleRatio?: number;
+    /** `OTEL_BSP_MAX_QUEUE_SIZE`. */
+    maxQueue?: number;
+    /** `OTEL_BSP_SCHEDULE_DELAY`. */
+    batchIntervalMs?: number;
+    /** `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`. */
+    batchSize?: number;
+    /** The exporter's timeout (`OTEL_EXPORTER_OTLP_TIMEOUT`...) and `OTEL_BSP_EXPORT_TIMEOUT`'s smaller. */
+    exportTimeoutMs?: number;
     /** `OTEL_SDK_DISABLED=true`. */
     disabled?: true;
     /**
-     * A header or sampler variable set but wrong: thrown when tracing is on
-     * and that field comes from the variables.
+     * A variable set but wrong: thrown when tracing is on and that field
+     * comes from the variables.
      */
-    problems?: { headers?: Error; sampleRatio?: Error };
+    problems?: {
+      headers?: Error;
+      sampleRatio?: Error;
+      maxQueue?: Error;
+      batchIntervalMs?: Error;
+      batchSize?: Error;
+      exportTimeoutMs?: Error;
+    };
   };
   /** `PYPROXY_MANAGE_TOKEN` from the environment, used when neither flag nor file sets a management token. */
   envManageToken?: string;
@@ -889,6 +921,19 @@ export async function loadConfig(
   // Read here too (serve reads them again): a program sees its tokens,
   // and an unreadable or invalid file fails as an invalid token does.
   Object.assign(config, await readTokenFiles(runtime, config));
+  // The collector's CA and the client's certificate, read only when
+  // tracing is on (an environment made for other services' SDKs does not
+  // fail a gateway that does not trace).
+  const otlpTls = config.tracing === undefined || config.tracing.tls
+    ? undefined
+    : otlpTlsFiles((name) => runtime.env(name));
+  if (otlpTls !== undefined) {
+    config.tracing!.tls = await readOtlpTls(
+      runtime,
+      otlpTls,
+      (path) => resolvePath(cwd, path),
+    );
+  }
   if (cli.modelsDir === undefined && file?.modelsDir === undefined) {
     config.modelsDir = await defaultModelsDir(runtime, config.modelsDir, cwd);
   }

@@ -269,6 +269,10 @@ export interface GatewayConfig {
     maxQueue?: number | undefined;
     /** How often waiting spans are sent, in ms (default 5000). */
     batchIntervalMs?: number | undefined;
+    /** Most spans per POST (default 512): a full batch goes at once. */
+    batchSize?: number | undefined;
+    /** How long a POST to the collector may take, in ms (default 10000). */
+    exportTimeoutMs?: number | undefined;
     /** The longest a stream's span lasts, in ms (default 600000): then it is sent, the stream goes on. */
     maxStreamSpanMs?: number | undefined;
   } | undefined;
@@ -667,6 +671,8 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
     ),
     maxQueue: v.optional(int(1, 1_000_000)),
     batchIntervalMs: v.optional(int(1, 3_600_000)),
+    batchSize: v.optional(int(1, 1_000_000)),
+    exportTimeoutMs: v.optional(int(1, 600_000)),
     maxStreamSpanMs: v.optional(int(1, 86_400_000)),
   })),
   cors: v.optional(CorsSchema),

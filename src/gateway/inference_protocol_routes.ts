@@ -55,6 +55,7 @@ import {
   readJsonBody,
   withJsonHint,
 } from "./read_json_body.ts";
+import { errorBodyMessage } from "./_gateway_tracing.ts";
 import type { RouteContext } from "./route_context.ts";
 
 /**
@@ -453,14 +454,24 @@ export function inferenceProtocolRoutes(
           (item) => inferenceResponse(item, inference, about),
           {
             signal: request.signal,
-            onEnd: (outcome) =>
-              done(
-                outcome === "done"
-                  ? 200
-                  : outcome === "cancelled"
-                  ? 499
-                  : errorStatus(outcome.error),
-              ),
+            onEnd: (outcome) => {
+              if (outcome === "done" || outcome === "cancelled") {
+                done(outcome === "done" ? 200 : 499);
+                return;
+              }
+              const status = errorStatus(outcome.error);
+              // Its span ends with the error, not the 200 it began with (the
+              // message as the error's body would say it).
+              if (ctx.tracing !== undefined) {
+                const { body } = describeError(outcome.error, false);
+                ctx.tracing.streamFailed(
+                  request,
+                  status,
+                  errorBodyMessage({ error: body }, status),
+                );
+              }
+              done(status);
+            },
           },
         );
       }

@@ -46,6 +46,7 @@ import { modelEntries, statusOf } from "./_pool_reads.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
 import type { RouteContext } from "./route_context.ts";
 import { stringifyJson } from "../_exact_json.ts";
+import { errorBodyMessage } from "./_gateway_tracing.ts";
 import { jsonResponse } from "./json_response.ts";
 import { MAX_MODEL_TIMEOUT, MODEL_TIMEOUT_SHAPE } from "../_model_timeout.ts";
 
@@ -786,6 +787,8 @@ interface StreamFailure {
   requestId: () => string;
   /** The stream's request (for CORS, the names of a model's error headers). */
   request: Request;
+  /** The gateway's tracing, told of an error after the first item. */
+  tracing: RouteContext["tracing"];
 }
 
 /**
@@ -824,16 +827,19 @@ async function* streamEvents(
       if (read === "stop") {
         items.cancel();
         outcome.status = 503;
-        yield {
-          event: "error",
-          data: {
-            error: {
-              type: "ShuttingDownError",
-              message: "Cannot complete stream: the gateway is shutting down",
-              requestId: failure.requestId(),
-            },
+        const error = {
+          error: {
+            type: "ShuttingDownError",
+            message: "Cannot complete stream: the gateway is shutting down",
+            requestId: failure.requestId(),
           },
         };
+        failure.tracing?.streamFailed(
+          failure.request,
+          503,
+          errorBodyMessage(error, 503),
+        );
+        yield { event: "error", data: error };
         return;
       }
       next = read;
@@ -859,7 +865,14 @@ async function errorEvent(
 ): Promise<SseEvent> {
   const res = streamError(err, failure, await failure.hide(err));
   outcome.status = res.status;
-  return { event: "error", data: await res.json() };
+  const data = await res.json();
+  // Its span ends with this error, not with the 200 the stream began with.
+  failure.tracing?.streamFailed(
+    failure.request,
+    res.status,
+    errorBodyMessage(data, res.status),
+  );
+  return { event: "error", data };
 }
 
 /**
@@ -1059,6 +1072,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
       exposedHeaders: ctx.exposedHeaders,
       requestId: () => requestId ??= crypto.randomUUID(),
       request: c.req.raw,
+      tracing: ctx.tracing,
     };
     if (name.length > MAX_NAME) {
       return errorResponse(notFound(name), false, failure.requestId());

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { TlsFetchOptions } from "../runtime/types.ts";
 
 /**
  * Tracing settings of the gateway (`GatewayOptions.tracing`, pyproxy.json
@@ -32,10 +33,21 @@ export interface TracingOptions {
   headers?: Record<string, string>;
   /** Most spans waiting to be sent; beyond, spans are dropped (counted). @default {2048} */
   maxQueue?: number;
-  /** How often waiting spans are sent, in ms (a full batch of 512 goes at once). @default {5000} */
+  /** How often waiting spans are sent, in ms (a full batch goes at once). @default {5000} */
   batchIntervalMs?: number;
+  /** Most spans per POST (at most `maxQueue`): a full batch goes at once. @default {512} */
+  batchSize?: number;
   /** How long a POST to the collector may take, in ms. @default {10000} */
   exportTimeoutMs?: number;
+  /**
+   * TLS of the POSTs to an `https` collector, PEM texts: `ca` a CA to trust
+   * (a private CA), `cert` and `key` (both or
+   * neither) the client's certificate for mutual TLS. `loadConfig` fills it
+   * from `OTEL_EXPORTER_OTLP_CERTIFICATE`, `..._CLIENT_CERTIFICATE` and
+   * `..._CLIENT_KEY` (file paths). Needs the runtime's `tlsFetch` (Deno's
+   * and Bun's have it). @default {undefined}
+   */
+  tls?: TlsFetchOptions;
   /**
    * The longest a stream's span lasts, in ms: a stream still open then has
    * its span ended and sent (`pyproxy.stream.span_end: "max_duration"`)

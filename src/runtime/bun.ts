@@ -25,6 +25,7 @@ import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { availableParallelism, cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
+import { unsetNames } from "./_unset_env.ts";
 import {
   type BunServerWebSocket,
   BunWebSocketUpgrades,
@@ -100,7 +101,9 @@ function childEnv(
   options: SpawnOptions,
 ): Record<string, string | undefined> {
   const env: Record<string, string | undefined> = { ...process.env };
-  for (const name of options.unsetEnv ?? []) delete env[name];
+  for (const name of unsetNames(options.unsetEnv ?? [], env, undefined)) {
+    delete env[name];
+  }
   return { ...env, ...options.env };
 }
 
@@ -425,6 +428,17 @@ export function bunRuntime(): Runtime {
       typeof process.getuid === "function" ? process.getuid() : undefined,
     realPath: (path) => realpath(path),
     readRegularFile,
+    tlsFetch(tls) {
+      // Bun's fetch takes the TLS options per call.
+      const options = {
+        ...(tls.ca === undefined ? {} : { ca: tls.ca }),
+        ...(tls.cert === undefined || tls.key === undefined
+          ? {}
+          : { cert: tls.cert, key: tls.key }),
+      };
+      return (input, init) =>
+        fetch(input, { ...init, tls: options } as unknown as RequestInit);
+    },
     env: (name) => process.env[name],
     cpuCount: () =>
       (typeof availableParallelism === "function"

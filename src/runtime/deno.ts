@@ -5,6 +5,7 @@
  */
 import { AdoptedGroup } from "./_adopted_group.ts";
 import { readRegularFile } from "./_read_regular_file.ts";
+import { unsetNames } from "./_unset_env.ts";
 import type {
   ChildProcess,
   Connection,
@@ -110,11 +111,13 @@ export function denoRuntime(): Runtime {
       let unset: string[] = [];
       let env = options.env;
       try {
-        unset = options.unsetEnv?.filter((name) =>
-          options.env?.[name] === undefined && Deno.env.get(name) !== undefined
-        ) ?? [];
+        const current = options.unsetEnv === undefined ||
+            options.unsetEnv.length === 0
+          ? {}
+          : Deno.env.toObject();
+        unset = unsetNames(options.unsetEnv ?? [], current, options.env);
         if (unset.length > 0) {
-          env = { ...Deno.env.toObject(), ...options.env };
+          env = { ...current, ...options.env };
           for (const name of unset) {
             delete env[name];
           }
@@ -396,6 +399,16 @@ export function denoRuntime(): Runtime {
     },
     realPath: (path) => Deno.realPath(path),
     readRegularFile,
+    tlsFetch(tls) {
+      // One client for the exporter's life (its connections are reused).
+      const client = Deno.createHttpClient({
+        ...(tls.ca === undefined ? {} : { caCerts: [tls.ca] }),
+        ...(tls.cert === undefined || tls.key === undefined
+          ? {}
+          : { cert: tls.cert, key: tls.key }),
+      });
+      return (input, init) => fetch(input, { ...init, client });
+    },
     env: (name) => Deno.env.get(name),
     cpuCount: () => navigator.hardwareConcurrency || 1,
     unrefTimer: (timer) => Deno.unrefTimer(timer),

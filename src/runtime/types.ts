@@ -85,6 +85,8 @@ export interface SpawnOptions {
    * Variables of the current environment the child does not inherit: absent
    * from its environment block too (`/proc/<pid>/environ`), not only from
    * what its code reads. A name also given in `env` is passed as given there.
+   * A name ending in `*` stands for every variable whose name starts with
+   * the rest (`OTEL_*`).
    */
   unsetEnv?: readonly string[];
   /**
@@ -296,6 +298,25 @@ export interface FileReader {
 }
 
 /**
+ * TLS settings of {@linkcode Runtime.tlsFetch}: PEM texts.
+ *
+ * @example
+ * ```ts
+ * import type { TlsFetchOptions } from "./types.ts";
+ * const tls: TlsFetchOptions = { ca: "-----BEGIN CERTIFICATE-----\n..." };
+ * console.log(tls.cert === undefined); // true
+ * ```
+ */
+export interface TlsFetchOptions {
+  /** A CA certificate (or several) to trust: a collector's private CA. */
+  ca?: string;
+  /** The client's certificate (chain), with `key`. */
+  cert?: string;
+  /** The client certificate's private key, with `cert`. */
+  key?: string;
+}
+
+/**
  * Everything runtime-specific the core needs.
  *
  * @example Pass an adapter explicitly
@@ -428,6 +449,15 @@ export interface Runtime {
    * it, a `stat` then a read of the path.
    */
   readRegularFile?(path: string, limit: number): Promise<Uint8Array | null>;
+  /**
+   * A `fetch` whose HTTPS connections trust `tls.ca` (PEM; Deno adds it
+   * to its roots, Bun takes it as Node's `ca` option) and present `tls.cert` and `tls.key` (PEM, both or
+   * neither) as the client's certificate: the tracing exporter's, for a
+   * collector with a private CA or mutual TLS (`OTEL_EXPORTER_OTLP_CERTIFICATE`,
+   * `..._CLIENT_CERTIFICATE`, `..._CLIENT_KEY`). Optional: without it, a
+   * gateway given such TLS settings refuses to start.
+   */
+  tlsFetch?(tls: TlsFetchOptions): typeof fetch;
   /** An environment variable, or undefined. */
   env(name: string): string | undefined;
   /** The number of logical CPUs. */

@@ -3,6 +3,14 @@
 // model reads the gateway's span as its parent (host.trace_context()).
 import { expect, test } from "bun:test";
 import { withGateway } from "./_helpers.ts";
+import { otelEnv } from "../../src/gateway/_otel_env.ts";
+import { bunRuntime } from "../../src/runtime/bun.ts";
+import { HAS_OPENSSL, selfSignedCert } from "../_self_signed_cert.ts";
+import https from "node:https";
+import type { AddressInfo } from "node:net";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 const TRACED = `from pyproxy import host
 
@@ -71,5 +79,55 @@ test("Gateway on Bun: a traced call's span goes to the collector, its context to
     );
   } finally {
     collector.stop(true);
+  }
+});
+
+test("OTEL_EXPORTER_OTLP_HEADERS on Bun: a header named __proto__ is kept (Bun has the __proto__ setter Deno removed)", () => {
+  const env: Record<string, string> = {
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://127.0.0.1:4318/v1/traces",
+    OTEL_EXPORTER_OTLP_HEADERS: "__proto__=p1,api-key=k",
+  };
+  const headers = otelEnv((name) => env[name], () => {})?.headers ?? {};
+  expect(Object.keys(headers)).toEqual(["__proto__", "api-key"]);
+  expect(Object.getOwnPropertyDescriptor(headers, "__proto__")?.value).toBe(
+    "p1",
+  );
+  expect(Object.getPrototypeOf(headers)).toBe(Object.prototype);
+});
+
+test("Runtime.tlsFetch on Bun: trusts the given CA and presents the client's certificate (the exporter's OTEL_EXPORTER_OTLP_CERTIFICATE and client certificate)", async () => {
+  if (!HAS_OPENSSL) return;
+  const dir = await mkdtemp(join(tmpdir(), "pyproxy-otlp-tls-"));
+  try {
+    const server = await selfSignedCert(dir, "collector");
+    const client = await selfSignedCert(dir, "client");
+    const srv = https.createServer({
+      cert: server.pem,
+      key: await readFile(server.key, "utf8"),
+      requestCert: true,
+      rejectUnauthorized: true,
+      ca: [client.pem],
+    }, (_req, res) => res.end("ok"));
+    await new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", resolve));
+    const url = `https://127.0.0.1:${(srv.address() as AddressInfo).port}/`;
+    try {
+      const rt = bunRuntime();
+      const key = await readFile(client.key, "utf8");
+      const res = await rt.tlsFetch!({ ca: server.pem, cert: client.pem, key })(
+        url,
+      );
+      expect(await res.text()).toBe("ok");
+      // Without the client's certificate, the collector refuses.
+      let refused = false;
+      await rt.tlsFetch!({ ca: server.pem })(url).then(
+        (r) => r.text(),
+        () => refused = true,
+      );
+      expect(refused).toBe(true);
+    } finally {
+      await new Promise<void>((resolve) => srv.close(() => resolve()));
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 });

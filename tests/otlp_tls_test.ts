@@ -1,0 +1,166 @@
+// The exporter's certificate variables (docs/gateway.md, "Tracing"):
+// OTEL_EXPORTER_OTLP_CERTIFICATE (a private CA), ..._CLIENT_CERTIFICATE and
+// ..._CLIENT_KEY (mutual TLS), read and checked at start, and a real gateway
+// whose spans reach an HTTPS collector that trusts only that client.
+import assert from "node:assert/strict";
+import https from "node:https";
+import type { AddressInfo } from "node:net";
+import { ConfigError } from "../src/errors.ts";
+import { loadConfig } from "../src/gateway/config.ts";
+import { serve } from "../src/gateway/serve.ts";
+import { defaultRuntime } from "../src/runtime/mod.ts";
+import type { Runtime } from "../src/runtime/types.ts";
+import { until } from "./_gateway_harness.ts";
+import { HAS_OPENSSL, selfSignedCert } from "./_self_signed_cert.ts";
+
+/** The config `loadConfig` makes with these variables (no file). */
+function load(vars: Record<string, string>, cli = {}) {
+  const base = defaultRuntime();
+  const runtime: Runtime = {
+    ...base,
+    env: (name) => name.startsWith("OTEL_") ? vars[name] : base.env(name),
+  };
+  return loadConfig({ runtime, cli: { modelsDir: ".", ...cli } });
+}
+
+/** An HTTPS collector that takes only clients with `clientPem`'s certificate. */
+async function mtlsCollector(
+  server: { cert: string; key: string },
+  clientPem: string,
+) {
+  const spans: string[] = [];
+  const srv = https.createServer({
+    cert: await Deno.readTextFile(server.cert),
+    key: await Deno.readTextFile(server.key),
+    requestCert: true,
+    rejectUnauthorized: true,
+    ca: [clientPem],
+  }, (req, res) => {
+    let body = "";
+    req.on("data", (chunk) => body += chunk);
+    req.on("end", () => {
+      for (const rs of JSON.parse(body).resourceSpans) {
+        for (const ss of rs.scopeSpans) {
+          for (const s of ss.spans) spans.push(s.name);
+        }
+      }
+      res.setHeader("content-type", "application/json");
+      res.end("{}");
+    });
+  });
+  await new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", resolve));
+  const { port } = srv.address() as AddressInfo;
+  return {
+    spans,
+    base: `https://127.0.0.1:${port}`,
+    close: () => new Promise<void>((resolve) => srv.close(() => resolve())),
+  };
+}
+
+Deno.test({
+  name:
+    "OTEL_EXPORTER_OTLP_CERTIFICATE and the client certificate variables: spans reach an HTTPS collector with a private CA that asks for the client's certificate",
+  ignore: !HAS_OPENSSL,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "pyproxy-otlp-tls-" });
+    try {
+      const server = await selfSignedCert(dir, "collector");
+      const client = await selfSignedCert(dir, "client");
+      const collector = await mtlsCollector(server, client.pem);
+      try {
+        await Deno.copyFile(
+          new URL("../examples/models/echo.py", import.meta.url),
+          `${dir}/echo.py`,
+        );
+        const config = await load({
+          OTEL_EXPORTER_OTLP_ENDPOINT: collector.base,
+          OTEL_EXPORTER_OTLP_CERTIFICATE: server.cert,
+          OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE: client.cert,
+          OTEL_EXPORTER_OTLP_CLIENT_KEY: client.key,
+        }, {
+          port: 0,
+          workers: 1,
+          modelsDir: dir,
+          models: [{ name: "echo", file: "echo.py" }],
+          tracing: { batchIntervalMs: 20 },
+        });
+        assert.equal(config.tracing?.tls?.ca, server.pem);
+        assert.equal(config.tracing?.tls?.cert, client.pem);
+        const gw = await serve(config, { handleSignals: false });
+        try {
+          const res = await fetch(`${gw.url}/v1/models/echo/execute`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: '{"a":1}',
+          });
+          assert.equal(res.status, 200);
+          await res.arrayBuffer();
+          await until(
+            () => Promise.resolve(collector.spans.length > 0 || undefined),
+            "the span at the collector",
+          );
+          assert.deepEqual(collector.spans, ["POST /v1/models/{name}/execute"]);
+        } finally {
+          await gw.shutdown();
+        }
+      } finally {
+        await collector.close();
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "The certificate variables are checked at start when tracing is on: a file missing, not PEM, a key without its certificate or not its key is a config error naming the variable",
+  ignore: !HAS_OPENSSL,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "pyproxy-otlp-tls-" });
+    try {
+      const a = await selfSignedCert(dir, "a");
+      const b = await selfSignedCert(dir, "b");
+      const endpoint = {
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "https://127.0.0.1:4318/v1/traces",
+      };
+      const refused = async (
+        vars: Record<string, string>,
+        pattern: RegExp,
+      ) => {
+        const err = await load({ ...endpoint, ...vars }).then(
+          () => undefined,
+          (e) => e,
+        );
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.match(err.message, pattern);
+      };
+      await refused(
+        { OTEL_EXPORTER_OTLP_CERTIFICATE: `${dir}/none.crt` },
+        /^OTEL_EXPORTER_OTLP_CERTIFICATE: .*none\.crt cannot be read/,
+      );
+      await refused(
+        { OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE: a.key },
+        /^OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE: .* is not a PEM certificate/,
+      );
+      await refused(
+        { OTEL_EXPORTER_OTLP_CLIENT_KEY: a.key },
+        /^OTEL_EXPORTER_OTLP_CLIENT_KEY: .* without a client certificate/,
+      );
+      await refused(
+        {
+          OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: a.cert,
+          OTEL_EXPORTER_OTLP_CLIENT_KEY: b.key,
+        },
+        /^OTEL_EXPORTER_OTLP_CLIENT_KEY: .* is not the private key of the client certificate/,
+      );
+      // Tracing off: the variables are not read.
+      assert.equal(
+        (await load({ OTEL_EXPORTER_OTLP_CLIENT_KEY: a.key })).tracing,
+        undefined,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
