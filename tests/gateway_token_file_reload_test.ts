@@ -287,3 +287,38 @@ Deno.test("serve refuses a tokenFile and a manageTokenFile naming the same file,
         `manageTokenFile: the same file as tokenFile (${path}); the management token must differ from the inference token, so it needs a file of its own`,
   );
 });
+
+Deno.test("serve's reload does not wait for ever on the readable-file check of a token file whose file system hangs (nor do the reloads after it)", async () => {
+  await using dir = await tempDir("pyproxy-token-file-reload-test-");
+  const base = await models(dir.path);
+  const path = `${dir.path}/token`;
+  await Deno.writeTextFile(path, `${T1}\n`, { mode: 0o600 });
+  const real = defaultRuntime();
+  let hang = false;
+  const runtime: Runtime = {
+    ...real,
+    // A stat that never answers (a hung network file system).
+    owner: (p) => hang ? new Promise(() => {}) : real.owner!(p),
+  };
+  const config = resolveConfig({
+    cwd: dir.path,
+    cli: { ...base, tokenFile: path, tokenFileInterval: 0 },
+  });
+  await withLogs(async () => {
+    await using server = await serve(config, {
+      runtime,
+      reloadConfig: () => Promise.resolve(config),
+    });
+    hang = true;
+    await Deno.writeTextFile(path, `${T2}\n`);
+    const began = performance.now();
+    assert.deepEqual(await server.reload(), {
+      changed: ["token (1)"],
+      ignored: [],
+    });
+    await Deno.writeTextFile(path, `${T3}\n`);
+    await server.reload();
+    assert.ok(performance.now() - began < 8000);
+    assert.equal(await call(server.url, T3), 200);
+  });
+});

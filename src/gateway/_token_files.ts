@@ -282,13 +282,35 @@ export type ReadableWarnings = Map<string, string>;
  * Kubernetes secret's files are 0644 unless its `defaultMode` says 0400.
  * Once per file: `warned` keeps what was warned about, so that a reload or
  * a poll warns again only of another file (the kubelet's rotation makes a
- * new one), or another mode.
+ * new one), or another mode. Resolves within {@linkcode READ_TIMEOUT} ms
+ * whatever the file system does (a reload and the polls wait for it: a hung
+ * `stat` would hold them for good); a warning may then come later.
  */
 export async function warnReadableTokenFiles(
   runtime: Runtime,
   config: ResolvedConfig,
   logger: Logger,
   warned: ReadableWarnings = new Map(),
+): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([
+      warnReadable(runtime, config, logger, warned),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, READ_TIMEOUT);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** {@linkcode warnReadableTokenFiles}, without the timeout. */
+async function warnReadable(
+  runtime: Runtime,
+  config: ResolvedConfig,
+  logger: Logger,
+  warned: ReadableWarnings,
 ): Promise<void> {
   for (const option of ["tokenFile", "manageTokenFile"] as const) {
     const path = config[option];
