@@ -74,7 +74,7 @@ Options:
                             (or set PYPROXY_MANAGE_TOKEN_FILE)
       --token-file-interval <ms>
                             How often the token files are read for a change
-                            (default 10000; 0: on SIGHUP only)
+                            (default 10000; 0: on SIGHUP only; else >= 100)
       --tls-cert <file>     Serve HTTPS (and HTTP/2) with this PEM certificate
                             (chain); needs --tls-key
       --tls-key <file>      The PEM private key of --tls-cert

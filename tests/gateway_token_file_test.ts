@@ -12,6 +12,11 @@ import { defaultRuntime } from "../src/runtime/mod.ts";
 import type { Runtime } from "../src/runtime/types.ts";
 import { tempDir, waitFor } from "./_harness.ts";
 import { withLogs } from "./_gateway_harness.ts";
+import { TOKEN_FILE_INTERVAL_FLOOR } from "../src/gateway/_token_file_interval.ts";
+
+// Polled every few ms here (users: 100 at least), so that the tests wait
+// little for a poll.
+TOKEN_FILE_INTERVAL_FLOOR.ms = 1;
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
 const ECHO = new URL("../examples/models/echo.py", import.meta.url);
@@ -343,7 +348,7 @@ Deno.test({
       "--token-file",
       secret.path,
       "--token-file-interval",
-      "50",
+      "100",
       "--allow-manage",
     ],
     env: {

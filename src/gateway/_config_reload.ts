@@ -1,8 +1,9 @@
 /**
  * What a reload of `serve` (SIGHUP, `GatewayServer.reload()`) changes: the
  * configuration read again and checked as at start, compared with the one
- * in force. Only the tokens and the TLS certificate change while serving;
- * the other settings differing are named, to be warned about.
+ * in force. Only the tokens (and their files' polling) and the TLS
+ * certificate change while serving; the other settings differing are
+ * named, to be warned about.
  *
  * @module
  */
@@ -12,6 +13,7 @@ import { ConfigError } from "../errors.ts";
 import type { Runtime } from "../runtime/types.ts";
 import { type ResolvedConfig, tokenList } from "./config.ts";
 import { readTls } from "./_tls_files.ts";
+import { checkTokenFileInterval } from "./_token_file_interval.ts";
 
 /** The settings a reload applies, all checked. */
 export interface ReloadPlan {
@@ -33,9 +35,11 @@ const APPLIED = new Set([
   "tls",
   "tokenGenerated",
   "configPath",
-  // Read again by the reload, and polled from then on.
+  // Read again by the reload, and polled from then on (at the interval
+  // the reload read: the poll starts, stops or changes with it).
   "tokenFile",
   "manageTokenFile",
+  "tokenFileInterval",
 ]);
 
 /**
@@ -70,6 +74,7 @@ export async function reloadPlan(
   logger: Logger,
 ): Promise<ReloadPlan> {
   checkTokensSet(next);
+  checkTokenFileInterval(next);
   const where = next.configPath ?? "config";
   // Read again, a generated token would be another: it stays. A token
   // removed while eval or management is on would be generated too: that

@@ -62,6 +62,14 @@ export interface InferenceStreamOptions {
   /** Aborting (the client gone) cancels the items. */
   signal?: AbortSignal;
   /**
+   * Aborting (the token the stream was opened with retired) cancels the
+   * items and ends the stream with `retiredError` (its message) as the last
+   * record.
+   */
+  retire?: AbortSignal;
+  /** The error a retired stream ends with (`retire`). */
+  retiredError?: () => Error;
+  /**
    * Called once, when the stream is over: `"done"` after its last item,
    * `{ error }` with the error that ended it after its first item,
    * `"cancelled"` when it was cancelled (the signal, or the body's reader).
@@ -86,24 +94,35 @@ export async function inferenceStreamResponse(
   respond: (item: unknown) => Response,
   options: InferenceStreamOptions = {},
 ): Promise<Response> {
-  const { signal } = options;
+  const { signal, retire } = options;
   let ended = false;
+  /** The error of a retired token, written as the last record. */
+  let retired: Error | undefined;
   const end = (outcome: InferenceStreamOutcome) => {
     if (ended) return;
     ended = true;
     signal?.removeEventListener("abort", cancel);
+    retire?.removeEventListener("abort", onRetire);
     options.onEnd?.(outcome);
   };
   const cancel = () => {
     items.cancel();
     end("cancelled");
   };
+  const onRetire = () => {
+    if (ended) return;
+    retired = options.retiredError?.() ?? new Error("token retired");
+    items.cancel();
+    end({ error: retired });
+  };
   signal?.addEventListener("abort", cancel, { once: true });
+  retire?.addEventListener("abort", onRetire, { once: true });
   let first: IteratorResult<unknown>;
   try {
     first = await items.next();
   } catch (err) {
     signal?.removeEventListener("abort", cancel);
+    retire?.removeEventListener("abort", onRetire);
     throw err;
   }
   if (signal?.aborted) {
@@ -127,7 +146,17 @@ export async function inferenceStreamResponse(
         const next = pending ?? await items.next();
         pending = undefined;
         if (ended) {
-          // Cancelled meanwhile: the items were dropped.
+          // Cancelled meanwhile: the items were dropped. A retired token's
+          // stream says why, as an error after its first item does.
+          if (retired !== undefined) {
+            controller.enqueue(
+              streamRecord(
+                RecordKind.ERROR,
+                0,
+                new TextEncoder().encode(retired.message),
+              ),
+            );
+          }
           controller.close();
           return;
         }

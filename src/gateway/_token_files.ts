@@ -222,6 +222,16 @@ export async function readTokenFiles(
   reading: TokenFileReads = new Map(),
 ): Promise<{ token?: string[]; manageToken?: string[] }> {
   const out: { token?: string[]; manageToken?: string[] } = {};
+  // Read, it would fail as a token both kinds: say what is wrong.
+  if (
+    config.tokenFile !== undefined &&
+    config.tokenFile === config.manageTokenFile
+  ) {
+    throw new ConfigError(
+      `manageTokenFile: the same file as tokenFile (${config.tokenFile}); the management token must differ from the inference token, so it needs a file of its own`,
+      { details: { path: "manageTokenFile" } },
+    );
+  }
   for (const name of ["token", "manageToken"] as const) {
     const path = config[FILE_OF[name]];
     if (path === undefined) continue;
@@ -262,26 +272,68 @@ export async function readTokenFiles(
 }
 
 /**
+ * The token files warned about as readable by others: each option's file
+ * (its real path, through the links) and mode, until it is no longer so.
+ */
+export type ReadableWarnings = Map<string, string>;
+
+/**
  * Warns of a token file that group or others may read, as of a TLS key: a
  * Kubernetes secret's files are 0644 unless its `defaultMode` says 0400.
+ * Once per file: `warned` keeps what was warned about, so that a reload or
+ * a poll warns again only of another file (the kubelet's rotation makes a
+ * new one), or another mode. Resolves within {@linkcode READ_TIMEOUT} ms
+ * whatever the file system does (a reload and the polls wait for it: a hung
+ * `stat` would hold them for good); a warning may then come later.
  */
 export async function warnReadableTokenFiles(
   runtime: Runtime,
   config: ResolvedConfig,
   logger: Logger,
+  warned: ReadableWarnings = new Map(),
+): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([
+      warnReadable(runtime, config, logger, warned),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, READ_TIMEOUT);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** {@linkcode warnReadableTokenFiles}, without the timeout. */
+async function warnReadable(
+  runtime: Runtime,
+  config: ResolvedConfig,
+  logger: Logger,
+  warned: ReadableWarnings,
 ): Promise<void> {
   for (const option of ["tokenFile", "manageTokenFile"] as const) {
     const path = config[option];
-    if (path === undefined || runtime.owner === undefined) continue;
+    if (path === undefined || runtime.owner === undefined) {
+      warned.delete(option);
+      continue;
+    }
     try {
       // The file itself, not the link to it (a mounted secret is a link).
-      const owner = await runtime.owner(await runtime.realPath(path));
-      if (owner != null && (owner.mode & 0o077) !== 0) {
-        logger.warn(
-          "Token file {path} ({option}) may be read by other users (mode {mode}): chmod 600 it (a Kubernetes secret: defaultMode 0400)",
-          { path, option, mode: (owner.mode & 0o777).toString(8) },
-        );
+      const real = await runtime.realPath(path);
+      const owner = await runtime.owner(real);
+      if (owner == null || (owner.mode & 0o077) === 0) {
+        warned.delete(option);
+        continue;
       }
+      const mode = (owner.mode & 0o777).toString(8);
+      const key = `${mode} ${real}`;
+      if (warned.get(option) === key) continue;
+      warned.set(option, key);
+      logger.warn(
+        "Token file {path} ({option}) may be read by other users (mode {mode}): chmod 600 it (a Kubernetes secret: defaultMode 0400)",
+        { path, option, mode },
+      );
     } catch {
       // Gone since it was read: the next read says so.
     }
@@ -400,20 +452,28 @@ export async function withFileTokens(
 }
 
 /**
- * `current` reading its tokens from the files `next` names (or from none):
- * what a reload applies (the poll's interval takes a restart).
+ * `current` reading its tokens from the files `next` names (or from none),
+ * polled at `next`'s interval: what a reload applies.
  */
 export function withTokenFilesOf(
   current: ResolvedConfig,
   next: ResolvedConfig,
 ): ResolvedConfig {
-  const { tokenFile: _t, manageTokenFile: _m, ...rest } = current;
+  const {
+    tokenFile: _t,
+    manageTokenFile: _m,
+    tokenFileInterval: _i,
+    ...rest
+  } = current;
   return {
     ...rest,
     ...(next.tokenFile === undefined ? {} : { tokenFile: next.tokenFile }),
     ...(next.manageTokenFile === undefined
       ? {}
       : { manageTokenFile: next.manageTokenFile }),
+    ...(next.tokenFileInterval === undefined
+      ? {}
+      : { tokenFileInterval: next.tokenFileInterval }),
   };
 }
 

@@ -860,16 +860,22 @@ export function createGateway(
     renewAuth();
     tokenMatches = nextAny;
     manageMatches = nextManage;
-    // A retired token's channel subscriptions end too: they would go on
-    // receiving for as long as their clients stay (days), where its next
+    // A retired token's channel subscriptions and streams end too: they
+    // would go on for as long as their clients stay (days), where its next
     // request gets 401.
     const ended = nextAny === undefined
-      ? 0
-      : ctx.tokenHolders?.revoke(nextAny) ?? 0;
-    if (ended > 0) {
+      ? undefined
+      : ctx.tokenHolders?.revoke(nextAny);
+    if (ended !== undefined && ended.subscription > 0) {
       logger.info(
         "Ended {count} channel subscription(s) whose token is no longer accepted",
-        { count: ended },
+        { count: ended.subscription },
+      );
+    }
+    if (ended !== undefined && ended.stream > 0) {
+      logger.info(
+        "Ended {count} model or eval stream(s) whose token is no longer accepted",
+        { count: ended.stream },
       );
     }
   };

@@ -12,6 +12,7 @@ import {
   headerValueOk,
 } from "./_trace_headers.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
+import { tokenFileIntervalProblem } from "./_token_file_interval.ts";
 import { MAX_MODEL_TIMEOUT } from "../_model_timeout.ts";
 import { VersionLabel } from "../_model_version.ts";
 import { envNameProblem, envSizeProblem, isEnvValue } from "./_worker_env.ts";
@@ -224,8 +225,8 @@ export interface GatewayConfig {
   /** A file holding `manageToken`, as `tokenFile` holds `token`. */
   manageTokenFile?: string | undefined;
   /**
-   * How often the token files are read to notice a change, in ms (`0`:
-   * only on a reload). @default {10000}
+   * How often the token files are read to notice a change, in ms: `0`
+   * (only on a reload) or at least 100. @default {10000}
    */
   tokenFileInterval?: number | undefined;
   /** TLS: PEM files of the certificate (chain) and its private key. */
@@ -594,7 +595,15 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
   manageToken: v.optional(tokenSchema()),
   tokenFile: v.optional(str("a file path")),
   manageTokenFile: v.optional(str("a file path")),
-  tokenFileInterval: v.optional(int(0, 2 ** 31 - 1)),
+  tokenFileInterval: v.optional(
+    v.pipe(
+      int(0, 2 ** 31 - 1),
+      v.check(
+        (ms) => tokenFileIntervalProblem(ms) === undefined,
+        (issue) => tokenFileIntervalProblem(issue.input as number)!,
+      ),
+    ),
+  ),
   tls: v.optional(
     strict({ cert: str("a file path"), key: str("a file path") }),
   ),

@@ -15,6 +15,7 @@ import type { GatewayAtom, GatewayOutputChunk } from "./gateway_pool.ts";
 import { readJsonBody, withJsonHint } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
 import { type SseEvent, sseHead, sseResponse } from "./sse.ts";
+import { TOKEN_RETIRED, type TokenHold } from "./_token_holders.ts";
 
 /**
  * A JSON object. Not `v.record`: it takes an array for an object and turns
@@ -58,6 +59,8 @@ const JSON_BODY_HINT = ' (send {"code": "<Python code>"})';
 
 /** What `stopped` resolves with in {@linkcode atomEvents}. */
 const STOP = Symbol("stop");
+/** What `retired` resolves with in {@linkcode atomEvents}. */
+const RETIRED = Symbol("retired");
 
 /**
  * The events of an eval: its id, its output, then its result or error. A
@@ -69,7 +72,10 @@ const STOP = Symbol("stop");
  * even for a client that reads it late. An `error` event carries
  * `requestId`: the eval's own (its `POST`'s `X-Request-Id`), else
  * `requestId` (this request's), else a new UUID; one for an unexpected
- * error (500) is logged with it.
+ * error (500) is logged with it. When `retire` aborts (the token the stream
+ * was opened with retired by a reload or a token file), the stream ends at
+ * once with an `error` event of type `Unauthorized` (status 401), settled
+ * or not.
  */
 async function* atomEvents(
   atom: GatewayAtom,
@@ -79,6 +85,7 @@ async function* atomEvents(
   requestId: string | undefined,
   logger: RouteContext["logger"],
   logged: WeakSet<GatewayAtom>,
+  retire?: AbortSignal,
 ): AsyncGenerator<SseEvent> {
   yield { event: "atom", data: { id: atom.id } };
   let settled = false;
@@ -89,13 +96,26 @@ async function* atomEvents(
   });
   if (stop.aborted) onStop();
   else stop.addEventListener("abort", onStop, { once: true });
+  let onRetire!: () => void;
+  const retired = new Promise<typeof RETIRED>((resolve) => {
+    onRetire = () => resolve(RETIRED);
+  });
+  if (retire?.aborted) onRetire();
+  else retire?.addEventListener("abort", onRetire, { once: true });
   let cut = false;
+  let revoked = false;
   const reader = output.getReader();
   try {
     let read: Promise<ReadableStreamReadResult<GatewayOutputChunk>> | undefined;
     for (;;) {
       read ??= reader.read();
-      const next = settled ? await read : await Promise.race([read, stopped]);
+      const next = settled
+        ? await Promise.race([read, retired])
+        : await Promise.race([read, stopped, retired]);
+      if (next === RETIRED) {
+        revoked = true;
+        break;
+      }
       if (next === STOP) {
         if (settled) continue; // done in time: the rest of its output follows
         cut = true;
@@ -114,14 +134,29 @@ async function* atomEvents(
         },
       };
     }
-    if (!cut && !settled) {
+    if (!revoked && !cut && !settled) {
       const ended = atom.result.then(() => undefined, () => undefined);
-      cut = await Promise.race([ended, stopped]) === STOP && !settled;
+      const first = await Promise.race([ended, stopped, retired]);
+      revoked = first === RETIRED;
+      cut = first === STOP && !settled;
     }
   } finally {
     stop.removeEventListener("abort", onStop);
+    retire?.removeEventListener("abort", onRetire);
     // A client that went away releases its reader; the atom keeps running and stays replayable.
     await reader.cancel().catch(() => {});
+  }
+  if (revoked || retire?.aborted) {
+    yield {
+      event: "error",
+      data: {
+        status: 401,
+        type: "Unauthorized",
+        message: TOKEN_RETIRED,
+        requestId: atom.requestId ?? requestId ?? crypto.randomUUID(),
+      },
+    };
+    return;
   }
   if (cut) {
     const { status, body } = describeError(
@@ -155,6 +190,17 @@ async function* atomEvents(
     }
     yield { event: "error", data: { status, ...body } };
   }
+}
+
+/** `onClose` that also releases the stream's hold on its token. */
+function released(
+  onClose: () => void,
+  hold: TokenHold | undefined,
+): () => void {
+  return hold === undefined ? onClose : () => {
+    hold.release();
+    onClose();
+  };
 }
 
 /**
@@ -217,6 +263,16 @@ export function evalRoutes(ctx: RouteContext): Hono {
       timeout: Math.min(timeout ?? ctx.requestTimeout, ctx.requestTimeout),
       ...(requestId === undefined ? {} : { requestId }),
     });
+    // The code its token started stops when the token is retired (a token
+    // retired because it leaked), whether or not a client still reads.
+    const running = ctx.tokenHolders?.holdRequest(
+      c.req.raw,
+      () => atom.cancel("its token is no longer accepted"),
+    );
+    if (running !== undefined) {
+      atom.result.then(running.release, running.release);
+    }
+    const stream = ctx.tokenHolders?.holdRequest(c.req.raw);
     if (requestId === undefined) {
       ctx.logger.debug("Eval {id} started", { id: atom.id });
     } else {
@@ -234,10 +290,14 @@ export function evalRoutes(ctx: RouteContext): Hono {
         requestId,
         ctx.logger,
         logged,
+        stream?.signal,
       ),
       // The drain waits for the stream to end (within the grace): over
       // HTTP/2 the server's shutdown resets a stream still being written.
-      { headers: { "x-atom-id": atom.id }, onClose: ctx.metrics.hold() },
+      {
+        headers: { "x-atom-id": atom.id },
+        onClose: released(ctx.metrics.hold(), stream),
+      },
     );
   });
 
@@ -268,6 +328,7 @@ export function evalRoutes(ctx: RouteContext): Hono {
     }
     // HEAD: no replay reader (nothing would ever read or release it).
     if (c.req.method === "HEAD") return sseHead({ "x-atom-id": atom.id });
+    const stream = ctx.tokenHolders?.holdRequest(c.req.raw);
     return sseResponse(
       atomEvents(
         atom,
@@ -277,8 +338,12 @@ export function evalRoutes(ctx: RouteContext): Hono {
         clientRequestId(c.req.raw),
         ctx.logger,
         logged,
+        stream?.signal,
       ),
-      { headers: { "x-atom-id": atom.id }, onClose: ctx.metrics.hold() },
+      {
+        headers: { "x-atom-id": atom.id },
+        onClose: released(ctx.metrics.hold(), stream),
+      },
     );
   });
 

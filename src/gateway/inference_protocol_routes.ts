@@ -27,6 +27,7 @@ import {
   inferenceStreamResponse,
   wantsInferenceStream,
 } from "./_inference_stream.ts";
+import { TOKEN_RETIRED } from "./_token_holders.ts";
 import {
   describeError,
   errorResponse,
@@ -447,33 +448,47 @@ export function inferenceProtocolRoutes(
       ctx.tracing?.callOptions(request, name, options);
       if (model.streams === true && pool.executeStream !== undefined) {
         const { signal: _, onResponseMeta: __, ...streamOptions } = options;
+        // Ended, its model's call cancelled, when a reload or a token file
+        // retires the token it was opened with.
+        const hold = ctx.tokenHolders?.holdRequest(request);
         // Counted once it is over (in flight until then), as /v1's streams:
         // 200 after its last item, 499 cancelled, or its error's status.
-        return await inferenceStreamResponse(
-          pool.executeStream(name, msg, streamOptions),
-          (item) => inferenceResponse(item, inference, about),
-          {
-            signal: request.signal,
-            onEnd: (outcome) => {
-              if (outcome === "done" || outcome === "cancelled") {
-                done(outcome === "done" ? 200 : 499);
-                return;
-              }
-              const status = errorStatus(outcome.error);
-              // Its span ends with the error, not the 200 it began with (the
-              // message as the error's body would say it).
-              if (ctx.tracing !== undefined) {
-                const { body } = describeError(outcome.error, false);
-                ctx.tracing.streamFailed(
-                  request,
-                  status,
-                  errorBodyMessage({ error: body }, status),
-                );
-              }
-              done(status);
+        try {
+          return await inferenceStreamResponse(
+            pool.executeStream(name, msg, streamOptions),
+            (item) => inferenceResponse(item, inference, about),
+            {
+              signal: request.signal,
+              ...(hold === undefined ? {} : {
+                retire: hold.signal,
+                retiredError: () =>
+                  httpError(401, "Unauthorized", TOKEN_RETIRED),
+              }),
+              onEnd: (outcome) => {
+                hold?.release();
+                if (outcome === "done" || outcome === "cancelled") {
+                  done(outcome === "done" ? 200 : 499);
+                  return;
+                }
+                const status = errorStatus(outcome.error);
+                // Its span ends with the error, not the 200 it began with (the
+                // message as the error's body would say it).
+                if (ctx.tracing !== undefined) {
+                  const { body } = describeError(outcome.error, false);
+                  ctx.tracing.streamFailed(
+                    request,
+                    status,
+                    errorBodyMessage({ error: body }, status),
+                  );
+                }
+                done(status);
+              },
             },
-          },
-        );
+          );
+        } catch (err) {
+          hold?.release();
+          throw err;
+        }
       }
       const result = await pool.execute(name, msg, options);
       const compression = ctx.compression;

@@ -44,6 +44,7 @@ import { type SseEvent, sseResponse } from "./sse.ts";
 import { modelView } from "./_model_view.ts";
 import { modelEntries, statusOf } from "./_pool_reads.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
+import { TOKEN_RETIRED, type TokenHold } from "./_token_holders.ts";
 import type { RouteContext } from "./route_context.ts";
 import { stringifyJson } from "../_exact_json.ts";
 import { errorBodyMessage } from "./_gateway_tracing.ts";
@@ -805,6 +806,7 @@ async function* streamEvents(
   stop: AbortSignal,
   failure: StreamFailure,
   outcome: { status: number },
+  retire: AbortSignal | undefined,
 ): AsyncGenerator<SseEvent> {
   let seq = 0;
   let onStop: (() => void) | undefined;
@@ -813,6 +815,16 @@ async function* streamEvents(
     if (stop.aborted) onStop();
     else stop.addEventListener("abort", onStop, { once: true });
   });
+  // Its token retired: the hold cancelled the items already (the model's
+  // generator with them), whether or not the client was reading.
+  let onRetire: (() => void) | undefined;
+  const retired = retire === undefined
+    ? undefined
+    : new Promise<"retired">((resolve) => {
+      onRetire = () => resolve("retired");
+      if (retire.aborted) onRetire();
+      else retire.addEventListener("abort", onRetire, { once: true });
+    });
   try {
     let next = first;
     while (!next.done) {
@@ -823,7 +835,27 @@ async function* streamEvents(
         id: seq++,
         data: stringifyJson(next.value ?? null)!,
       };
-      const read = await Promise.race([items.next(), stopped]);
+      const read = await Promise.race(
+        retired === undefined
+          ? [items.next(), stopped]
+          : [items.next(), stopped, retired],
+      );
+      // Whichever the race took: the items' end may have come first.
+      if (read === "retired" || retire?.aborted) {
+        items.cancel();
+        outcome.status = 401;
+        yield {
+          event: "error",
+          data: {
+            error: {
+              type: "Unauthorized",
+              message: TOKEN_RETIRED,
+              requestId: failure.requestId(),
+            },
+          },
+        };
+        return;
+      }
       if (read === "stop") {
         items.cancel();
         outcome.status = 503;
@@ -850,6 +882,7 @@ async function* streamEvents(
     yield await errorEvent(err, failure, outcome);
   } finally {
     stop.removeEventListener("abort", onStop!);
+    if (onRetire !== undefined) retire?.removeEventListener("abort", onRetire);
     items.cancel();
   }
 }
@@ -1117,6 +1150,9 @@ export function modelRoutes(ctx: RouteContext): Hono {
     // (an LLM's prompt) cancels it as it does an execute call (499).
     let watched: WatchedCall | undefined;
     const onLeave = () => items?.cancel();
+    // Held by its token (when tokens are set): a reload or a token file
+    // that retires it ends the stream (its model's call cancelled).
+    let hold: TokenHold | undefined;
     // The stream stays in flight in the metrics until it ends, and counts
     // with how it ended (an LLM's streams are the gateway's load).
     const outcome = { status: 499 };
@@ -1169,12 +1205,14 @@ export function modelRoutes(ctx: RouteContext): Hono {
       }
       ctx.tracing?.callOptions(c.req.raw, name, options);
       items = executeStream.call(pool, name, body, options);
+      hold = ctx.tokenHolders?.holdRequest(c.req.raw, onLeave);
       watched = ctx.disconnects?.watch(c.req.raw);
       watched?.signal.addEventListener("abort", onLeave, { once: true });
       // Until the first item the status can still say what went wrong (404,
       // 422, 504...); after it, an error is the stream's last event.
       first = await items.next();
     } catch (err) {
+      hold?.release();
       const res = watched?.aborted
         ? new Response(null, { status: 499 })
         : streamError(err, failure, await hideDir(err, c.req.raw));
@@ -1185,14 +1223,35 @@ export function modelRoutes(ctx: RouteContext): Hono {
       watched?.end();
     }
     if (watched?.aborted) {
+      hold?.release();
       items.cancel();
       done(499);
       return new Response(null, { status: 499 });
     }
+    if (hold?.signal.aborted) {
+      // Retired while the model made its first item: answered as the
+      // token's next request is.
+      hold.release();
+      const res = errorResponse(
+        httpError(401, "Unauthorized", TOKEN_RETIRED),
+        false,
+        failure.requestId(),
+      );
+      done(401);
+      return res;
+    }
     const res = sseResponse(
-      streamEvents(items, first, ctx.stopSignal, failure, outcome),
+      streamEvents(
+        items,
+        first,
+        ctx.stopSignal,
+        failure,
+        outcome,
+        hold?.signal,
+      ),
       {
         onClose: () => {
+          hold?.release();
           items.cancel();
           // Its first item came: any error since is the model's.
           done(outcome.status, true);

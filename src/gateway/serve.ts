@@ -31,6 +31,7 @@ import { checkTokensSet, reloadPlan } from "./_config_reload.ts";
 import { SET_TOKENS_OF } from "./_gateway_tokens.ts";
 import {
   hasTokenFiles,
+  type ReadableWarnings,
   tokenChanges,
   type TokenFileReads,
   TokenFileWatch,
@@ -38,6 +39,7 @@ import {
   withFileTokens,
   withTokenFilesOf,
 } from "./_token_files.ts";
+import { checkTokenFileInterval } from "./_token_file_interval.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { hasModel } from "./_pool_reads.ts";
 import { type GatewayModelInfo, ModelCatalog } from "./model_catalog.ts";
@@ -363,8 +365,12 @@ export async function serve(
   // a rotation may have happened since loadConfig did.
   // The token files' reads under way, bounded across this gateway's reads.
   const tokenFileReads: TokenFileReads = new Map();
+  // A configuration built by hand skips the schema's floor.
+  checkTokenFileInterval(config);
   config = await withFileTokens(runtime, config, tokenFileReads);
-  await warnReadableTokenFiles(runtime, config, logger);
+  // The files warned about (again on a reload or a poll: for another file).
+  const readableWarnings: ReadableWarnings = new Map();
+  await warnReadableTokenFiles(runtime, config, logger, readableWarnings);
   checkTokensSet(config);
   if ((config.allowEval || config.allowManage) && config.token === undefined) {
     // Every local user (any process reaches the loopback) would run code as
@@ -758,10 +764,12 @@ export async function serve(
     let httpServer = server;
     /** Listeners a reload replaced, draining their connections. */
     const draining = new Set<Promise<void>>();
+    /** The token files' poll, with its interval (none: not polled). */
+    let tokenWatch: { watch: TokenFileWatch; interval: number } | undefined;
     const shutdown = (): Promise<void> => {
       shutting ??= (async () => {
         for (const off of offSignals) off();
-        tokenWatch?.stop();
+        tokenWatch?.watch.stop();
         const grace = config.limits.shutdownGrace;
         logger.info("Draining: waiting up to {ms} ms for in-flight requests", {
           ms: grace,
@@ -826,6 +834,44 @@ export async function serve(
     let current = config;
     let served = tls;
     let reloading: Promise<unknown> = Promise.resolve();
+    /**
+     * Polls the token files `current` names, at its interval: started,
+     * stopped or restarted after a reload that names files where there
+     * were none (or none where there were), or another interval. The poll
+     * reads `current`'s paths each time: another file needs no restart.
+     */
+    const watchTokenFiles = (): void => {
+      // A configuration built by hand may leave the interval out.
+      const interval = current.tokenFileInterval ?? DEFAULTS.tokenFileInterval;
+      const wanted = interval > 0 && hasTokenFiles(current);
+      if (wanted && tokenWatch?.interval === interval) return;
+      const was = tokenWatch;
+      was?.watch.stop();
+      tokenWatch = undefined;
+      if (wanted) {
+        tokenWatch = {
+          interval,
+          watch: new TokenFileWatch({
+            runtime,
+            logger,
+            interval,
+            reading: tokenFileReads,
+            current: () => current,
+            apply: applyFileTokens,
+          }),
+        };
+      }
+      // At start: the configuration says it all.
+      if (started && (was !== undefined || wanted)) {
+        logger.info(
+          wanted
+            ? "Token files: read every {ms} ms from now on"
+            : "Token files: no longer read but on a reload",
+          { ms: interval },
+        );
+      }
+    };
+    let started = false;
     const reloadNow = async (): Promise<ReloadResult> => {
       const refuse = (err: unknown): never => {
         logger.error(
@@ -937,6 +983,9 @@ export async function serve(
           ? {}
           : { manageToken: plan.manageToken }),
       };
+      watchTokenFiles();
+      // A file named now, or replaced since (the kubelet's rotation).
+      await warnReadableTokenFiles(runtime, current, logger, readableWarnings);
       logger.info("Reloaded the configuration: {changes}", {
         changes: plan.changed.length === 0
           ? "nothing changed"
@@ -962,7 +1011,7 @@ export async function serve(
       tokens: { token?: string[]; manageToken?: string[] },
       read: ResolvedConfig,
     ): Promise<void> => {
-      const apply = (): void => {
+      const apply = async (): Promise<void> => {
         // A reload applied since the files were read: what it read may be
         // newer (or name other files, or none); the next poll compares
         // with it. Only a reload or this replaces `current`.
@@ -977,6 +1026,13 @@ export async function serve(
             ? "nothing changed"
             : changed.join(", "),
         });
+        // The new content may be another file (the kubelet's rotation).
+        await warnReadableTokenFiles(
+          runtime,
+          current,
+          logger,
+          readableWarnings,
+        );
       };
       const run = reloading.then(apply, apply);
       reloading = run.catch(() => {});
@@ -1006,18 +1062,8 @@ export async function serve(
       }
     }
     // Polled for a rotation of the mounted secret (no signal comes).
-    // A configuration built by hand may leave the interval out.
-    const interval = config.tokenFileInterval ?? DEFAULTS.tokenFileInterval;
-    const tokenWatch = interval > 0 && hasTokenFiles(config)
-      ? new TokenFileWatch({
-        runtime,
-        logger,
-        interval,
-        reading: tokenFileReads,
-        current: () => current,
-        apply: applyFileTokens,
-      })
-      : undefined;
+    watchTokenFiles();
+    started = true;
     return {
       url,
       port: server.port,

@@ -66,7 +66,7 @@ test(
       "--token-file",
       join(secret, "token"),
       "--token-file-interval",
-      "20",
+      "100",
     ], { env: { PYPROXY_TOKEN: "" } });
     try {
       expect(await call(url, T1)).toBe(200);

@@ -1,0 +1,46 @@
+/**
+ * The floor of `tokenFileInterval`: the shortest time between two polls of
+ * the token files a configuration may set (besides `0`, no polling).
+ *
+ * @module
+ */
+import { ConfigError } from "../errors.ts";
+
+/**
+ * The shortest `tokenFileInterval`, in ms. A poll reads (and stats) one or
+ * two small files on the runtime's blocking pool: every 100 ms that is
+ * nothing, every millisecond it is a core's steady work, for nothing (the
+ * kubelet takes up to a minute to update a mounted secret). Private: the
+ * tests lower it (`ms`) to poll every few ms; users cannot.
+ */
+export const TOKEN_FILE_INTERVAL_FLOOR: { ms: number } = { ms: 100 };
+
+/**
+ * What is wrong with `ms` as a `tokenFileInterval` (`undefined`: nothing),
+ * as a config error's text: `expected ...`.
+ */
+export function tokenFileIntervalProblem(ms: number): string | undefined {
+  return ms === 0 || ms >= TOKEN_FILE_INTERVAL_FLOOR.ms
+    ? undefined
+    : `expected 0 (read on a reload only) or at least ${TOKEN_FILE_INTERVAL_FLOOR.ms} ms (a poll that often costs CPU, and a secret takes longer to change)`;
+}
+
+/**
+ * Throws the {@linkcode ConfigError} of a `tokenFileInterval` below the
+ * floor: the schema checks `pyproxy.json`'s and the flags', `serve` a
+ * configuration built by hand (at start and on a reload).
+ */
+export function checkTokenFileInterval(
+  config: { tokenFileInterval?: number; configPath?: string },
+): void {
+  const ms = config.tokenFileInterval;
+  const problem = ms === undefined ? undefined : tokenFileIntervalProblem(ms);
+  if (problem !== undefined) {
+    throw new ConfigError(
+      `tokenFileInterval: ${problem} (at ${
+        config.configPath ?? "config"
+      }: tokenFileInterval)`,
+      { details: { path: "tokenFileInterval" } },
+    );
+  }
+}

@@ -1,0 +1,334 @@
+/**
+ * Streams a retired token opened: a reload (or a token file's change) that
+ * retires a token ends its model streams (SSE, and the gRPC transport's
+ * ModelStreamInfer items), its eval streams and the eval's code, with an
+ * `Unauthorized` end, the model's generator cancelled in Python and the
+ * call counted as a 401; another token's streams go on.
+ */
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { loadConfig } from "../src/gateway/config.ts";
+import { serve } from "../src/gateway/serve.ts";
+import { SET_TOKENS_OF } from "../src/gateway/_gateway_tokens.ts";
+import { TOKEN_RETIRED } from "../src/gateway/_token_holders.ts";
+import { tempDir, waitFor } from "./_harness.ts";
+import { SseReader, withLogs } from "./_gateway_harness.ts";
+import { rawGrpcGateway, tritonProto } from "./_grpc_raw_gateway.ts";
+import { grpc } from "./_grpc_client.ts";
+
+const T1 = "first-token-0123456789abcdef";
+const T2 = "second-token-0123456789abcdef";
+
+/** Yields a number every 10 ms without end; notes its end in msg["marker"]. */
+const TICKER = `import time
+
+
+class Ticker:
+    def execute(self, msg):
+        i = 0
+        try:
+            while True:
+                time.sleep(0.01)
+                i += 1
+                yield i
+        finally:
+            with open(msg["marker"], "w") as f:
+                f.write("closed")
+`;
+
+const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
+
+/** `promise`, or an error after 5 s (a stream that never ends). */
+async function within<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`${what} is still open after 5 s`)),
+          5000,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** `pyproxy_requests_total` of `model` with `status`. */
+async function requests(
+  url: string,
+  model: string,
+  status: number,
+): Promise<number> {
+  const res = await fetch(`${url}/metrics`, {
+    headers: { authorization: `Bearer ${T2}` },
+  });
+  const text = await res.text();
+  const m = text.match(
+    new RegExp(
+      `^pyproxy_requests_total\\{model="${model}",status="${status}"\\} (\\d+)$`,
+      "m",
+    ),
+  );
+  return Number(m?.[1] ?? 0);
+}
+
+Deno.test("GatewayServer.reload ends the model and eval streams of a token it retires (the model's generator and the eval's code cancelled), and keeps the others", async () => {
+  await using dir = await tempDir("pyproxy-token-streams-test-");
+  await Deno.mkdir(`${dir.path}/models`);
+  await Deno.writeTextFile(`${dir.path}/models/ticker.py`, TICKER);
+  const write = (file: object) =>
+    Deno.writeTextFile(
+      `${dir.path}/pyproxy.json`,
+      JSON.stringify({ modelsDir: "models", allowEval: true, ...file }),
+    );
+  await write({ token: [T1, T2] });
+  const load = () =>
+    loadConfig({
+      path: `${dir.path}/pyproxy.json`,
+      cli: { port: 0, workers: 2 },
+    });
+  await withLogs(async (records) => {
+    await using server = await serve(await load(), { reloadConfig: load });
+    const stream = async (token: string, marker: string) => {
+      const res = await fetch(`${server.url}/v1/models/ticker/stream`, {
+        method: "POST",
+        body: JSON.stringify({ marker: `${dir.path}/${marker}` }),
+        headers: { authorization: `Bearer ${token}` },
+      });
+      assert.equal(res.status, 200);
+      const reader = new SseReader(res.body!);
+      assert.equal((await reader.next())?.event, "item");
+      return reader;
+    };
+    const retired = await stream(T1, "retired");
+    const kept = await stream(T2, "kept");
+    // An eval of the retired token, still running (its code waits).
+    const evalRes = await fetch(`${server.url}/v1/eval`, {
+      method: "POST",
+      body: JSON.stringify({
+        code: "import time\nprint('started', flush=True)\ntime.sleep(20)",
+      }),
+      headers: { authorization: `Bearer ${T1}` },
+    });
+    assert.equal(evalRes.status, 200);
+    const evalEvents = new SseReader(evalRes.body!);
+    const atom = await evalEvents.next();
+    assert.equal(atom?.event, "atom");
+    assert.equal((await evalEvents.next())?.event, "output");
+    try {
+      await write({ token: T2 });
+      assert.deepEqual(await server.reload(), {
+        changed: ["token (1)"],
+        ignored: [],
+      });
+      // The retired token's model stream: its last event says why.
+      const rest = await within(retired.all(), "the model stream");
+      const last = rest.at(-1);
+      assert.equal(last?.event, "error");
+      const error = (last?.data as { error: Record<string, unknown> }).error;
+      assert.equal(error.type, "Unauthorized");
+      assert.equal(error.message, TOKEN_RETIRED);
+      assert.equal(typeof error.requestId, "string");
+      assert.ok(rest.slice(0, -1).every((e) => e.event === "item"));
+      // Its generator was closed in Python (its finally ran).
+      await waitFor(() => exists(`${dir.path}/retired`), {
+        message: "the model's generator to be closed",
+      });
+      assert.equal(await exists(`${dir.path}/kept`), false);
+      assert.equal(await requests(server.url, "ticker", 401), 1);
+      // The eval's stream ends the same way.
+      const evalRest = await within(evalEvents.all(), "the eval stream");
+      assert.deepEqual(evalRest.at(-1), {
+        event: "error",
+        data: {
+          status: 401,
+          type: "Unauthorized",
+          message: TOKEN_RETIRED,
+          requestId: (evalRest.at(-1)?.data as { requestId: string })
+            .requestId,
+        },
+      });
+      // Its code was interrupted: a replay (the kept token's) ends with
+      // that, not 20 s later.
+      const replay = await fetch(
+        `${server.url}/v1/eval/${
+          (atom!.data as { id: string }).id
+        }/events?lastEventId=0`,
+        { headers: { authorization: `Bearer ${T2}` } },
+      );
+      assert.equal(replay.status, 200);
+      const replayed = await within(
+        new SseReader(replay.body!).all(),
+        "the eval's replay",
+      );
+      assert.equal(replayed.at(-1)?.event, "error");
+      assert.notEqual(
+        (replayed.at(-1)?.data as { type: string }).type,
+        "Unauthorized",
+      );
+      // The kept token's stream goes on.
+      assert.equal((await kept.next())?.event, "item");
+      assert.ok(
+        records.some((r) =>
+          r.message.join("") ===
+            "Ended 3 model or eval stream(s) whose token is no longer accepted"
+        ),
+        records.map((r) => r.message.join("")).join("\n"),
+      );
+    } finally {
+      await retired.cancel();
+      await kept.cancel();
+      await evalEvents.cancel();
+    }
+    // The kept stream's generator closes once it is cancelled.
+    await waitFor(() => exists(`${dir.path}/kept`));
+  });
+});
+
+/** Writes msg["dir"]/started, then waits for msg["dir"]/go before its item. */
+const SLOW = `import os, time
+
+
+class Slow:
+    def execute(self, msg):
+        d = msg["dir"]
+        open(os.path.join(d, "started"), "w").close()
+        try:
+            deadline = time.monotonic() + 20
+            while not os.path.exists(os.path.join(d, "go")) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        except KeyboardInterrupt:
+            open(os.path.join(d, "cancelled"), "w").close()
+            raise
+        yield 1
+`;
+
+Deno.test("A token retired while its model stream waits for the first item: answered 401 as its next request is, the model's call cancelled", async () => {
+  await using dir = await tempDir("pyproxy-token-streams-test-");
+  await Deno.mkdir(`${dir.path}/models`);
+  await Deno.writeTextFile(`${dir.path}/models/slow.py`, SLOW);
+  const write = (file: object) =>
+    Deno.writeTextFile(
+      `${dir.path}/pyproxy.json`,
+      JSON.stringify({ modelsDir: "models", ...file }),
+    );
+  await write({ token: [T1, T2] });
+  const load = () =>
+    loadConfig({
+      path: `${dir.path}/pyproxy.json`,
+      cli: { port: 0, workers: 1 },
+    });
+  await withLogs(async () => {
+    await using server = await serve(await load(), { reloadConfig: load });
+    const res = fetch(`${server.url}/v1/models/slow/stream`, {
+      method: "POST",
+      body: JSON.stringify({ dir: dir.path }),
+      headers: { authorization: `Bearer ${T1}` },
+    });
+    await waitFor(() => exists(`${dir.path}/started`));
+    await write({ token: T2 });
+    await server.reload();
+    const answer = await within(res, "the stream's answer");
+    assert.equal(answer.status, 401);
+    const body = await answer.json();
+    assert.equal(body.error.type, "Unauthorized");
+    assert.equal(body.error.message, TOKEN_RETIRED);
+    await waitFor(() => exists(`${dir.path}/cancelled`), {
+      message: "the model's call to be cancelled",
+    });
+    assert.equal(await requests(server.url, "slow", 401), 1);
+  });
+});
+
+const root = tritonProto();
+const InferRequest = root.lookupType("inference.ModelInferRequest");
+const StreamResponse = root.lookupType("triton.ModelStreamInferResponse");
+const GRPC_TOKEN = "grpc-token-streams-test-0123456789";
+
+Deno.test("A token retired while its gRPC ModelStreamInfer runs a yielding model: the model's call ends with an error response saying why, counted as 401, its worker freed", async () => {
+  await using gw = await rawGrpcGateway(GRPC_TOKEN, {
+    "ticker.py": `import time
+
+
+class Ticker:
+    def execute(self, msg):
+        i = 0
+        while True:
+            time.sleep(0.005)
+            i += 1
+            yield {"tick": [i + 0.5]}
+`,
+  }, { limits: { streamIdleTimeout: 600_000 } });
+  const metadata = new grpc.Metadata();
+  metadata.set("authorization", `Bearer ${GRPC_TOKEN}`);
+  const call = gw.client.makeBidiStreamRequest<Uint8Array, Uint8Array>(
+    "/inference.GRPCInferenceService/ModelStreamInfer",
+    (x) => Buffer.from(x),
+    (b) => b,
+    metadata,
+    {},
+  );
+  const responses: Array<Record<string, unknown>> = [];
+  let onResponse = () => {};
+  call.on("data", (bytes: Uint8Array) => {
+    responses.push(
+      StreamResponse.toObject(StreamResponse.decode(bytes), {
+        defaults: true,
+      }),
+    );
+    onResponse();
+  });
+  const ended = new Promise<grpc.StatusObject>((resolve) => {
+    call.on("status", resolve);
+    call.on("error", () => {});
+  });
+  const until = (check: () => boolean) =>
+    new Promise<void>((resolve) => {
+      onResponse = () => check() && resolve();
+      onResponse();
+    });
+  try {
+    call.write(
+      InferRequest.encode(InferRequest.create({
+        model_name: "ticker",
+        id: "t",
+        inputs: [{
+          name: "x",
+          datatype: "FP64",
+          shape: [1],
+          contents: { fp64_contents: [1.5] },
+        }],
+      })).finish(),
+    );
+    await until(() => responses.length >= 3);
+    // What a reload or a token file's change does: the token replaced.
+    SET_TOKENS_OF.get(gw.app)!({ token: T2 });
+    await within(
+      until(() => responses.some((r) => r.error_message !== "")),
+      "the model's stream",
+    );
+    const failed = responses.find((r) => r.error_message !== "")!;
+    assert.equal(failed.error_message, TOKEN_RETIRED);
+    // Its worker is free (the model's call cancelled), the call counted.
+    const status = async () =>
+      await (await gw.fetch("/v1/status", {
+        headers: { authorization: `Bearer ${T2}` },
+      })).json();
+    await waitFor(async () => (await status()).workers[0].inFlight === 0, {
+      message: "the worker to be free",
+    });
+    const metrics = await (await gw.fetch("/metrics", {
+      headers: { authorization: `Bearer ${T2}` },
+    })).text();
+    assert.match(
+      metrics,
+      /^pyproxy_requests_total\{model="ticker",status="401"\} 1$/m,
+    );
+  } finally {
+    call.cancel();
+    await ended;
+  }
+});
