@@ -51,6 +51,9 @@ Options:
       --grpc-stream-window <n>
                             Infers a gRPC ModelStreamInfer stream runs at once,
                             1 to 1024 (default 16)
+      --grpc-max-unread <bytes>
+                            Bytes of answers a gRPC connection holds that its
+                            client has not read, at most (default 67108864)
   -w, --workers <n>         Python worker processes (default 2)
   -m, --models <dir>        Models directory; every *.py in it is loaded at start
                             unless the config lists models (default ./models,
@@ -204,6 +207,7 @@ const OPTIONS = {
   "grpc-port": { type: "string" },
   "grpc-host": { type: "string" },
   "grpc-stream-window": { type: "string" },
+  "grpc-max-unread": { type: "string" },
   workers: { type: "string", short: "w" },
   models: { type: "string", short: "m" },
   config: { type: "string", short: "c" },
@@ -389,6 +393,7 @@ const FLAG_OF: Record<string, string> = {
   host: "--host",
   "grpc.hostname": "--grpc-host",
   "grpc.streamWindow": "--grpc-stream-window",
+  "grpc.maxUnreadBytes": "--grpc-max-unread",
   grpc: "--grpc-port",
   workers: "--workers",
   modelsDir: "--models",
@@ -519,14 +524,16 @@ function cliOverrides(
   const grpcPort = toNumber(str("grpc-port"));
   const grpcHost = str("grpc-host");
   const grpcWindow = toNumber(str("grpc-stream-window"));
+  const grpcUnread = toNumber(str("grpc-max-unread"));
   if (
     grpcPort !== undefined || grpcHost !== undefined ||
-    grpcWindow !== undefined
+    grpcWindow !== undefined || grpcUnread !== undefined
   ) {
     cli.grpc = {
       ...(grpcPort === undefined ? {} : { port: grpcPort }),
       ...(grpcHost === undefined ? {} : { hostname: grpcHost }),
       ...(grpcWindow === undefined ? {} : { streamWindow: grpcWindow }),
+      ...(grpcUnread === undefined ? {} : { maxUnreadBytes: grpcUnread }),
     };
   }
   set("workers", toNumber(str("workers")));

@@ -46,7 +46,8 @@ export interface ResolvedConfig {
   /**
    * The gRPC transport's address and port, how long a connection without
    * calls stays open (ms, `0`: for ever; `serve`'s default when missing) and
-   * the infers a `ModelStreamInfer` stream runs at once (absent: 16);
+   * the infers a `ModelStreamInfer` stream runs at once (absent: 16), the
+   * bytes of answers a connection holds unread at most (absent: 64 MiB);
    * `undefined`: off (the default).
    */
   grpc?: {
@@ -54,6 +55,7 @@ export interface ResolvedConfig {
     port: number;
     idleTimeout?: number;
     streamWindow?: number;
+    maxUnreadBytes?: number;
   };
   /** Python workers. @default {2} */
   workers: number;
@@ -488,6 +490,9 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       ...(grpc.streamWindow === undefined
         ? {}
         : { streamWindow: grpc.streamWindow }),
+      ...(grpc.maxUnreadBytes === undefined
+        ? {}
+        : { maxUnreadBytes: grpc.maxUnreadBytes }),
     };
   }
   const python = pick("python");

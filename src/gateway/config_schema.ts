@@ -120,6 +120,12 @@ export interface GatewayConfig {
       idleTimeout?: number | undefined;
       /** The infers one `ModelStreamInfer` stream runs at once (1-1024; default 16). */
       streamWindow?: number | undefined;
+      /**
+       * Bytes of answers one connection holds that its client has not read,
+       * at most (65536 or more; default 67108864, 64 MiB): past them its
+       * calls are RESOURCE_EXHAUSTED.
+       */
+      maxUnreadBytes?: number | undefined;
     }
     | undefined;
   /** Python workers (1 to 1024). */
@@ -498,6 +504,7 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
       hostname: v.optional(str("a hostname or IP address")),
       idleTimeout: v.optional(int(0, 2 ** 31 - 1)),
       streamWindow: v.optional(int(1, 1024)),
+      maxUnreadBytes: v.optional(int(65536)),
     }),
   ),
   workers: v.optional(int(1, 1024)),

@@ -38,6 +38,7 @@ import {
 } from "./_grpc_health.ts";
 import { HealthWatchers } from "./_grpc_health_watch.ts";
 import { streamInfer } from "./_grpc_stream_infer.ts";
+import { trackUnread, Unread, unreadOf } from "./_grpc_unread.ts";
 
 export { GrpcStatus, grpcStatusOf } from "./_grpc_status.ts";
 
@@ -92,6 +93,18 @@ export interface GrpcServeOptions {
    * @default {8}
    */
   maxHealthWatchesPerConnection?: number;
+  /**
+   * Bytes of answers one connection holds that its client has not read
+   * (HTTP/2 flow control stalls their writes), at most. At that many, the
+   * connection's new inference calls are RESOURCE_EXHAUSTED, its
+   * `ModelStreamInfer` streams start no more infers (their requests wait
+   * unread) until its client reads, and an answer that comes meanwhile (an
+   * infer already in flight) resets its call's stream with
+   * ENHANCE_YOUR_CALM (RESOURCE_EXHAUSTED to gRPC clients), its other
+   * infers cancelled: a connection holds this plus one answer, at most.
+   * @default {67108864}
+   */
+  maxUnreadBytes?: number;
   /** Concurrent calls per connection (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`). @default {100} */
   maxConcurrentStreams?: number;
   /**
@@ -226,6 +239,7 @@ export async function serveGrpc(
     }
   };
   const concurrent = options.maxConcurrentStreams ?? 100;
+  const maxUnread = options.maxUnreadBytes ?? 64 * 1024 * 1024;
   const perConnection = options.maxStreamsPerConnection ?? Infinity;
   const closeIdle = (session: http2.Http2Session) => {
     if (!session.closed && !session.destroyed) session.close();
@@ -282,6 +296,7 @@ export async function serveGrpc(
       ping: undefined as ReturnType<typeof setTimeout> | undefined,
     };
     sessions.set(session, state);
+    trackUnread(session, new Unread(maxUnread));
     keepalive(session, state);
     // A connection that never makes a call (a stalled client, a probe)
     // is idle from the start.
@@ -456,6 +471,19 @@ async function handle(
       } is not implemented (inference.GRPCInferenceService answers ${
         [...UNARY_METHODS].join(", ")
       }, ModelStreamInfer; grpc.health.v1.Health answers Check, Watch)`,
+    });
+  }
+  const unread = unreadOf(stream);
+  if (
+    unread?.full && (route.kind === "unary" || route.kind === "stream")
+  ) {
+    // Its client reads nothing: no more answers held for it (health
+    // checks, a few bytes, are still answered).
+    discard(stream);
+    return send(stream, {
+      status: GrpcStatus.RESOURCE_EXHAUSTED,
+      message:
+        `Cannot take the call: this connection holds ${unread.bytes} bytes of answers its client has not read, over the server's bound of ${unread.limit} (read them, or use another connection)`,
     });
   }
   // A request that stalls this long ends its call (0: never).
