@@ -88,12 +88,26 @@ class Watch {
     }
   }
 
-  /** Ends the watch with `answer`'s status (after the statuses written). */
+  /**
+   * Ends the watch with `answer`'s status (after the statuses written); a
+   * stream whose trailers are not sent within `UNREAD_MS` is reset
+   * (RST_STREAM CANCEL): its client does not read its statuses (HTTP/2 flow
+   * control holds the trailers behind them), and the stream, its watch
+   * ended, was held open until the connection's end.
+   */
   end(answer: Answer): void {
     if (this.#ended) return;
     const stream = this.#stream;
     this.#finish();
     if (stream.destroyed || stream.closed) return;
+    const unread = setTimeout(() => {
+      try {
+        if (!stream.destroyed && !stream.closed) stream.close(CANCEL);
+      } catch {
+        // Gone meanwhile.
+      }
+    }, UNREAD_MS);
+    stream.once("close", () => clearTimeout(unread));
     const trailers: Record<string, string> = {
       "grpc-status": String(answer.status),
     };
@@ -282,6 +296,11 @@ export class HealthWatchers {
     });
   }
 }
+
+/** HTTP/2's CANCEL (CANCELLED to gRPC clients). */
+const CANCEL = 0x8;
+/** How long an ended watch's trailers may wait for its client to read. */
+const UNREAD_MS = 1000;
 
 const closedAnswer: Answer = {
   status: GrpcStatus.UNAVAILABLE,

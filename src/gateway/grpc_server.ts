@@ -138,7 +138,12 @@ export interface GrpcServeOptions {
    * @default {60000}
    */
   keepaliveInterval?: number;
-  /** See `keepaliveInterval`. @default {20000} */
+  /**
+   * See `keepaliveInterval`. Also how long a connection closed as idle (a
+   * GOAWAY) may keep streams whose calls are over but whose answers its
+   * client does not read: then it is closed outright.
+   * @default {20000}
+   */
   keepaliveTimeout?: number;
   /**
    * With `tls`: closes a connection whose TLS handshake has not completed
@@ -203,6 +208,7 @@ export async function serveGrpc(
       warned: boolean;
       idle: ReturnType<typeof setTimeout> | undefined;
       ping: ReturnType<typeof setTimeout> | undefined;
+      linger?: ReturnType<typeof setTimeout> | undefined;
     }
   >();
   const keepaliveInterval = options.keepaliveInterval ?? 60_000;
@@ -242,7 +248,18 @@ export async function serveGrpc(
   const maxUnread = options.maxUnreadBytes ?? 64 * 1024 * 1024;
   const perConnection = options.maxStreamsPerConnection ?? Infinity;
   const closeIdle = (session: http2.Http2Session) => {
-    if (!session.closed && !session.destroyed) session.close();
+    if (session.closed || session.destroyed) return;
+    session.close();
+    // A GOAWAY waits for the connection's streams to end: one whose call
+    // is over but whose answer its client does not read (HTTP/2 flow
+    // control holds it) held the connection, its bytes, and a client
+    // that answers PINGs, for ever.
+    const state = sessions.get(session);
+    if (state === undefined || state.linger !== undefined) return;
+    state.linger = setTimeout(() => {
+      state.linger = undefined;
+      if (state.active === 0) session.destroy();
+    }, keepaliveTimeout);
   };
   let inFlight = 0;
   let idle: (() => void) | undefined;
@@ -294,6 +311,7 @@ export async function serveGrpc(
       warned: false,
       idle: undefined as ReturnType<typeof setTimeout> | undefined,
       ping: undefined as ReturnType<typeof setTimeout> | undefined,
+      linger: undefined as ReturnType<typeof setTimeout> | undefined,
     };
     sessions.set(session, state);
     trackUnread(session, new Unread(maxUnread));
@@ -310,6 +328,7 @@ export async function serveGrpc(
       clearTimeout(preface);
       clearTimeout(state.idle);
       clearTimeout(state.ping);
+      clearTimeout(state.linger);
       sessions.delete(session);
     });
     session.on("error", () => {});
@@ -400,6 +419,7 @@ export async function serveGrpc(
         for (const [session, state] of sessions) {
           clearTimeout(state.idle);
           clearTimeout(state.ping);
+          clearTimeout(state.linger);
           session.destroy();
         }
         sessions.clear();
