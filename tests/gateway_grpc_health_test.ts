@@ -324,3 +324,77 @@ Deno.test("gRPC: a connection closed as idle whose client does not read its last
     await server.close();
   }
 });
+
+/** A connection from the local address `from` (a peer of its own). */
+function peer(port: number, from: string): http2.ClientHttp2Session {
+  const session = http2.connect(
+    `http://127.0.0.1:${port}`,
+    { localAddress: from } as http2.ClientSessionOptions,
+  );
+  session.on("error", () => {});
+  return session;
+}
+
+/**
+ * A raw Watch that reads its statuses: resolves once it has one (`"open"`),
+ * or with the grpc-status it ended with.
+ */
+async function rawWatch(session: http2.ClientHttp2Session) {
+  const req = session.request({
+    ":method": "POST",
+    ":path": "/grpc.health.v1.Health/Watch",
+    "content-type": "application/grpc",
+    te: "trailers",
+  });
+  req.on("error", () => {});
+  let status: string | undefined;
+  req.on("response", (h) => status ??= h["grpc-status"] as string | undefined);
+  req.on("trailers", (h) => status ??= h["grpc-status"] as string | undefined);
+  const ended = new Promise<string | undefined>((resolve) =>
+    req.once("close", () => resolve(status))
+  );
+  const first = new Promise<string>((resolve) =>
+    req.once("data", () => resolve("open"))
+  );
+  req.end(new Uint8Array(5));
+  return { req, ended, state: await Promise.race([first, ended]) };
+}
+
+Deno.test("gRPC health Watch: when every watch is taken, a watch from another address takes the oldest of the address holding the most (RESOURCE_EXHAUSTED), down to one more than its own; no more", async () => {
+  const server = await serveGrpc({
+    hostname: "127.0.0.1",
+    port: 0,
+    fetch: () => new Response(null, { status: 200 }),
+    httpPort: () => 1,
+    bodyLimit: 1 << 20,
+    maxHealthWatches: 4,
+  });
+  const greedy = peer(server.port, "127.0.0.1");
+  const other = peer(server.port, "127.0.0.2");
+  try {
+    const held = [];
+    for (let i = 0; i < 4; i++) held.push(await rawWatch(greedy));
+    assert.deepEqual(held.map((w) => w.state), [
+      "open",
+      "open",
+      "open",
+      "open",
+    ]);
+    // Full: its own next is refused (it holds the most).
+    assert.equal((await rawWatch(greedy)).state, "8");
+    // Another address's watch takes the greedy one's oldest.
+    const first = await rawWatch(other);
+    assert.equal(first.state, "open");
+    assert.equal(await held[0]!.ended, "8");
+    // Its second too (3 against 1), not its third (2 against 2).
+    assert.equal((await rawWatch(other)).state, "open");
+    assert.equal(await held[1]!.ended, "8");
+    assert.equal((await rawWatch(other)).state, "8");
+    assert.equal((await rawWatch(greedy)).state, "8");
+    assert.equal(server.inFlight, 4);
+  } finally {
+    greedy.destroy();
+    other.destroy();
+    await server.close();
+  }
+});

@@ -82,7 +82,9 @@ export interface GrpcServeOptions {
   drain?: AbortSignal;
   /**
    * `grpc.health.v1.Health/Watch` calls open at once, at most (the next is
-   * RESOURCE_EXHAUSTED).
+   * RESOURCE_EXHAUSTED, unless the peer address holding the most watches
+   * holds more than one more than its own: then that address's oldest watch
+   * ends, RESOURCE_EXHAUSTED, for it).
    * @default {1000}
    */
   maxHealthWatches?: number;
