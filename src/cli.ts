@@ -54,6 +54,9 @@ Options:
       --grpc-max-unread <bytes>
                             Bytes of answers a gRPC connection holds that its
                             client has not read, at most (default 67108864)
+      --grpc-max-unread-total <bytes>
+                            The same for all gRPC connections together
+                            (default 536870912)
   -w, --workers <n>         Python worker processes (default 2)
   -m, --models <dir>        Models directory; every *.py in it is loaded at start
                             unless the config lists models (default ./models,
@@ -208,6 +211,7 @@ const OPTIONS = {
   "grpc-host": { type: "string" },
   "grpc-stream-window": { type: "string" },
   "grpc-max-unread": { type: "string" },
+  "grpc-max-unread-total": { type: "string" },
   workers: { type: "string", short: "w" },
   models: { type: "string", short: "m" },
   config: { type: "string", short: "c" },
@@ -394,6 +398,7 @@ const FLAG_OF: Record<string, string> = {
   "grpc.hostname": "--grpc-host",
   "grpc.streamWindow": "--grpc-stream-window",
   "grpc.maxUnreadBytes": "--grpc-max-unread",
+  "grpc.maxUnreadBytesTotal": "--grpc-max-unread-total",
   grpc: "--grpc-port",
   workers: "--workers",
   modelsDir: "--models",
@@ -525,15 +530,20 @@ function cliOverrides(
   const grpcHost = str("grpc-host");
   const grpcWindow = toNumber(str("grpc-stream-window"));
   const grpcUnread = toNumber(str("grpc-max-unread"));
+  const grpcUnreadTotal = toNumber(str("grpc-max-unread-total"));
   if (
     grpcPort !== undefined || grpcHost !== undefined ||
-    grpcWindow !== undefined || grpcUnread !== undefined
+    grpcWindow !== undefined || grpcUnread !== undefined ||
+    grpcUnreadTotal !== undefined
   ) {
     cli.grpc = {
       ...(grpcPort === undefined ? {} : { port: grpcPort }),
       ...(grpcHost === undefined ? {} : { hostname: grpcHost }),
       ...(grpcWindow === undefined ? {} : { streamWindow: grpcWindow }),
       ...(grpcUnread === undefined ? {} : { maxUnreadBytes: grpcUnread }),
+      ...(grpcUnreadTotal === undefined
+        ? {}
+        : { maxUnreadBytesTotal: grpcUnreadTotal }),
     };
   }
   set("workers", toNumber(str("workers")));

@@ -1144,4 +1144,20 @@ Deno.test("resolveConfig takes grpc.maxUnreadBytes from the file or --grpc-max-u
       /grpc\.maxUnreadBytes: expected an integer/,
     );
   }
+  assert.equal(
+    resolveConfig({
+      cwd: "/",
+      file: { grpc: { port: 0, maxUnreadBytesTotal: 1 << 30 } },
+      cli: {},
+    }).grpc?.maxUnreadBytesTotal,
+    1 << 30,
+  );
+  assert.throws(
+    () =>
+      parseConfig(
+        { grpc: { port: 0, maxUnreadBytesTotal: 10 } },
+        "pyproxy.json",
+      ),
+    /grpc\.maxUnreadBytesTotal: expected an integer/,
+  );
 });

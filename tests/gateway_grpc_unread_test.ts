@@ -110,6 +110,25 @@ function call(session: http2.ClientHttp2Session, method: string) {
   return { req, headers, closed };
 }
 
+/** A call of `big` on a connection of its own that reads: answered, OK. */
+async function readingCall(port: number): Promise<void> {
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on("error", () => {});
+  try {
+    const c = call(session, "ModelInfer");
+    c.req.end(bigRequest());
+    let bytes = 0;
+    c.req.on("data", (chunk: Uint8Array) => bytes += chunk.byteLength);
+    const trailers = new Promise<http2.IncomingHttpHeaders>((resolve) =>
+      c.req.once("trailers", resolve)
+    );
+    assert.equal((await trailers)["grpc-status"], "0");
+    assert.ok(bytes > 300_000, `${bytes} bytes read`);
+  } finally {
+    session.destroy();
+  }
+}
+
 /** A connection whose client reads nothing (its HTTP/2 windows are 0). */
 function deaf(port: number): http2.ClientHttp2Session {
   const session = http2.connect(`http://127.0.0.1:${port}`, {
@@ -143,21 +162,7 @@ Deno.test("gRPC: a connection whose client reads nothing holds grpc.maxUnreadByt
     );
 
     // Another connection (the same client's own) is served meanwhile.
-    const other = http2.connect(`http://127.0.0.1:${gw.grpcPort}`);
-    other.on("error", () => {});
-    try {
-      const c = call(other, "ModelInfer");
-      c.req.end(bigRequest());
-      let bytes = 0;
-      c.req.on("data", (chunk: Uint8Array) => bytes += chunk.byteLength);
-      const trailers = new Promise<http2.IncomingHttpHeaders>((resolve) =>
-        c.req.once("trailers", resolve)
-      );
-      assert.equal((await trailers)["grpc-status"], "0");
-      assert.ok(bytes > 300_000, `${bytes} bytes read`);
-    } finally {
-      other.destroy();
-    }
+    await readingCall(gw.grpcPort);
   } finally {
     session.destroy();
   }
@@ -178,5 +183,55 @@ Deno.test("gRPC: a connection whose client reads nothing holds grpc.maxUnreadByt
     await until("the workers to be free", async () => await gw.busy() === 0);
   } finally {
     streams.destroy();
+  }
+});
+
+/** Unary calls of `big` on `session` until one is refused: the answered ones, and the refusal's headers. */
+async function fill(session: http2.ClientHttp2Session, most: number) {
+  let answered = 0;
+  for (let i = 0; i < most; i++) {
+    const c = call(session, "ModelInfer");
+    c.req.end(bigRequest());
+    const headers = await c.headers;
+    if (headers["grpc-status"] !== undefined) return { answered, headers };
+    answered++;
+  }
+  return { answered, headers: undefined };
+}
+
+Deno.test("gRPC: the answers all connections' clients do not read are bounded too (grpc.maxUnreadBytesTotal): at the bound, a connection holding some takes no more; one holding none, or a reading one, is served", async () => {
+  await using gw = await gateway([
+    "--grpc-max-unread",
+    "4194304",
+    "--grpc-max-unread-total",
+    "1048576",
+  ]);
+  const a = deaf(gw.grpcPort);
+  const b = deaf(gw.grpcPort);
+  try {
+    // a alone fills the server's MiB (under its own 4 MiB).
+    const first = await fill(a, 8);
+    assert.equal(first.answered, 4);
+    assert.equal(first.headers?.["grpc-status"], "8");
+    assert.match(
+      decodeURIComponent(String(first.headers?.["grpc-message"])),
+      /the server holds \d+ bytes of answers its clients have not read/,
+    );
+    // b holds nothing: its first call is answered, its second is not.
+    const second = await fill(b, 8);
+    assert.equal(second.answered, 1);
+    assert.equal(second.headers?.["grpc-status"], "8");
+    // A client that reads is served.
+    await readingCall(gw.grpcPort);
+    // a's connection gone, its bytes are freed: b is served again.
+    a.destroy();
+    await until("a's bytes freed", async () => {
+      const c = call(b, "ModelInfer");
+      c.req.end(bigRequest());
+      return (await c.headers)["grpc-status"] === undefined;
+    });
+  } finally {
+    a.destroy();
+    b.destroy();
   }
 });

@@ -6,7 +6,9 @@
  * no new call and starts no more infers on its streams, and an answer that
  * comes while it holds them (of an infer already in flight) resets its
  * stream with ENHANCE_YOUR_CALM (RESOURCE_EXHAUSTED to gRPC clients) rather
- * than be held. docs/gateway.md, "gRPC".
+ * than be held. Bounded across connections too (`UnreadTotal`): at its
+ * bound, every connection that holds some bytes is full. docs/gateway.md,
+ * "gRPC".
  *
  * @module
  */
@@ -15,40 +17,90 @@ import type * as http2 from "node:http2";
 /** HTTP/2's ENHANCE_YOUR_CALM: gRPC clients read its RST_STREAM as RESOURCE_EXHAUSTED. */
 export const ENHANCE_YOUR_CALM = 0xb;
 
-/** One connection's unread bytes. */
-export class Unread {
-  /** Bytes written to the connection's streams, not yet sent. */
+/** The unread bytes of all a server's connections, and their bound. */
+export class UnreadTotal {
   bytes = 0;
   readonly limit: number;
-  #waiters = new Set<() => void>();
+  /** The connections with streams waiting for room. */
+  readonly waiting = new Set<Unread>();
 
   constructor(limit: number) {
     this.limit = limit;
   }
 
-  /** Whether the connection holds `limit` bytes or more. */
   get full(): boolean {
     return this.bytes >= this.limit;
   }
+}
 
-  /** Calls `wake` once, when the connection holds less than `limit` again. */
+/**
+ * One connection's unread bytes: full at its `limit`, or while it holds
+ * any when the server's `total` is at its own (every connection that
+ * holds answers unread then takes no more).
+ */
+export class Unread {
+  /** Bytes written to the connection's streams, not yet sent. */
+  bytes = 0;
+  readonly limit: number;
+  #total: UnreadTotal | undefined;
+  #waiters = new Set<() => void>();
+
+  constructor(limit: number, total?: UnreadTotal) {
+    this.limit = limit;
+    this.#total = total;
+  }
+
+  /** Whether the connection takes no more answers now. */
+  get full(): boolean {
+    return this.bytes >= this.limit ||
+      (this.bytes > 0 && this.#total !== undefined && this.#total.full);
+  }
+
+  /** The server's total, when it has one. */
+  get total(): UnreadTotal | undefined {
+    return this.#total;
+  }
+
+  /** Calls `wake` once, when the connection is no longer full. */
   onRoom(wake: () => void): () => void {
     this.#waiters.add(wake);
+    this.#total?.waiting.add(this);
     return () => this.#waiters.delete(wake);
   }
 
   hold(n: number): void {
     this.bytes += n;
+    if (this.#total !== undefined) this.#total.bytes += n;
   }
 
   release(n: number): void {
     if (n === 0) return;
     this.bytes -= n;
-    if (this.#waiters.size > 0 && !this.full) {
-      const waiters = [...this.#waiters];
-      this.#waiters.clear();
-      for (const wake of waiters) wake();
-    }
+    const total = this.#total;
+    if (total === undefined) return this.wake();
+    const wasFull = total.full;
+    total.bytes -= n;
+    if (wasFull && !total.full) {
+      // Every connection that waited for the total's room may go on.
+      const waiting = [...total.waiting];
+      total.waiting.clear();
+      for (const unread of waiting) unread.wake();
+    } else this.wake();
+  }
+
+  /** The connection closed: nothing of it waits any more. */
+  dispose(): void {
+    this.#waiters.clear();
+    this.#total?.waiting.delete(this);
+  }
+
+  /** Wakes the streams that wait for room, if there is room now. */
+  wake(): void {
+    if (this.#waiters.size === 0 || this.full) return;
+    this.#total?.waiting.delete(this);
+    const waiters = [...this.#waiters];
+    this.#waiters.clear();
+    for (const wake of waiters) wake();
   }
 }
 

@@ -47,7 +47,8 @@ export interface ResolvedConfig {
    * The gRPC transport's address and port, how long a connection without
    * calls stays open (ms, `0`: for ever; `serve`'s default when missing) and
    * the infers a `ModelStreamInfer` stream runs at once (absent: 16), the
-   * bytes of answers a connection holds unread at most (absent: 64 MiB);
+   * bytes of answers a connection holds unread at most (absent: 64 MiB),
+   * and all connections together (absent: 512 MiB);
    * `undefined`: off (the default).
    */
   grpc?: {
@@ -56,6 +57,7 @@ export interface ResolvedConfig {
     idleTimeout?: number;
     streamWindow?: number;
     maxUnreadBytes?: number;
+    maxUnreadBytesTotal?: number;
   };
   /** Python workers. @default {2} */
   workers: number;
@@ -493,6 +495,9 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       ...(grpc.maxUnreadBytes === undefined
         ? {}
         : { maxUnreadBytes: grpc.maxUnreadBytes }),
+      ...(grpc.maxUnreadBytesTotal === undefined
+        ? {}
+        : { maxUnreadBytesTotal: grpc.maxUnreadBytesTotal }),
     };
   }
   const python = pick("python");

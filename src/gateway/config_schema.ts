@@ -126,6 +126,12 @@ export interface GatewayConfig {
        * calls are RESOURCE_EXHAUSTED.
        */
       maxUnreadBytes?: number | undefined;
+      /**
+       * Bytes of answers all connections hold that their clients have not
+       * read, at most (65536 or more; default 536870912, 512 MiB): past them
+       * every connection that holds some is refused as at `maxUnreadBytes`.
+       */
+      maxUnreadBytesTotal?: number | undefined;
     }
     | undefined;
   /** Python workers (1 to 1024). */
@@ -505,6 +511,7 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
       idleTimeout: v.optional(int(0, 2 ** 31 - 1)),
       streamWindow: v.optional(int(1, 1024)),
       maxUnreadBytes: v.optional(int(65536)),
+      maxUnreadBytesTotal: v.optional(int(65536)),
     }),
   ),
   workers: v.optional(int(1, 1024)),

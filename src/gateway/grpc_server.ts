@@ -38,7 +38,7 @@ import {
 } from "./_grpc_health.ts";
 import { HealthWatchers } from "./_grpc_health_watch.ts";
 import { streamInfer } from "./_grpc_stream_infer.ts";
-import { trackUnread, Unread, unreadOf } from "./_grpc_unread.ts";
+import { trackUnread, Unread, unreadOf, UnreadTotal } from "./_grpc_unread.ts";
 
 export { GrpcStatus, grpcStatusOf } from "./_grpc_status.ts";
 
@@ -107,6 +107,14 @@ export interface GrpcServeOptions {
    * @default {67108864}
    */
   maxUnreadBytes?: number;
+  /**
+   * Bytes of answers all connections hold that their clients have not
+   * read, at most: at that many, every connection that holds some is as
+   * one at `maxUnreadBytes` (many connections that do not read cannot
+   * take the process's memory, `maxUnreadBytes` each).
+   * @default {536870912}
+   */
+  maxUnreadBytesTotal?: number;
   /** Concurrent calls per connection (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`). @default {100} */
   maxConcurrentStreams?: number;
   /**
@@ -248,6 +256,9 @@ export async function serveGrpc(
   };
   const concurrent = options.maxConcurrentStreams ?? 100;
   const maxUnread = options.maxUnreadBytes ?? 64 * 1024 * 1024;
+  const unreadTotal = new UnreadTotal(
+    options.maxUnreadBytesTotal ?? 512 * 1024 * 1024,
+  );
   const perConnection = options.maxStreamsPerConnection ?? Infinity;
   const closeIdle = (session: http2.Http2Session) => {
     if (session.closed || session.destroyed) return;
@@ -316,7 +327,8 @@ export async function serveGrpc(
       linger: undefined as ReturnType<typeof setTimeout> | undefined,
     };
     sessions.set(session, state);
-    trackUnread(session, new Unread(maxUnread));
+    const unread = new Unread(maxUnread, unreadTotal);
+    trackUnread(session, unread);
     keepalive(session, state);
     // A connection that never makes a call (a stalled client, a probe)
     // is idle from the start.
@@ -331,6 +343,7 @@ export async function serveGrpc(
       clearTimeout(state.idle);
       clearTimeout(state.ping);
       clearTimeout(state.linger);
+      unread.dispose();
       sessions.delete(session);
     });
     session.on("error", () => {});
@@ -504,8 +517,9 @@ async function handle(
     discard(stream);
     return send(stream, {
       status: GrpcStatus.RESOURCE_EXHAUSTED,
-      message:
-        `Cannot take the call: this connection holds ${unread.bytes} bytes of answers its client has not read, over the server's bound of ${unread.limit} (read them, or use another connection)`,
+      message: unread.bytes >= unread.limit
+        ? `Cannot take the call: this connection holds ${unread.bytes} bytes of answers its client has not read, the server's bound for one (read them, or use another connection)`
+        : `Cannot take the call: the server holds ${unread.total?.bytes} bytes of answers its clients have not read, its bound, ${unread.bytes} of them for this connection (read them)`,
     });
   }
   // A request that stalls this long ends its call (0: never).
