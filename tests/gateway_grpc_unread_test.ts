@@ -96,7 +96,7 @@ async function gateway(args: string[]) {
 function call(session: http2.ClientHttp2Session, method: string) {
   const req = session.request({
     ":method": "POST",
-    ":path": SERVICE + method,
+    ":path": method.startsWith("/") ? method : SERVICE + method,
     "content-type": "application/grpc",
     te: "trailers",
   });
@@ -161,6 +161,12 @@ Deno.test("gRPC: a connection whose client reads nothing holds grpc.maxUnreadByt
       /has not read/,
     );
 
+    // A health check is still answered there (its headers come; its few
+    // bytes wait unread), not reset.
+    const check = call(session, "/grpc.health.v1.Health/Check");
+    check.req.end(new Uint8Array(5));
+    const checked = await Promise.race([check.headers, check.closed]);
+    assert.notEqual(typeof checked, "number", "the check was reset");
     // Another connection (the same client's own) is served meanwhile.
     await readingCall(gw.grpcPort);
   } finally {

@@ -51,11 +51,16 @@ export function respondHttp(
 /**
  * The answer, as a message and trailers or as trailers only. A message on a
  * connection that holds its limit of answers not read resets the stream
- * (ENHANCE_YOUR_CALM: RESOURCE_EXHAUSTED to gRPC clients), unwritten.
+ * (ENHANCE_YOUR_CALM: RESOURCE_EXHAUSTED to gRPC clients), unwritten,
+ * unless not `bounded`.
  */
-export function send(stream: http2.ServerHttp2Stream, answer: Answer): void {
+export function send(
+  stream: http2.ServerHttp2Stream,
+  answer: Answer,
+  bounded = true,
+): void {
   if (stream.destroyed || stream.closed || stream.headersSent) return;
-  if (answer.body !== undefined && resetIfFull(stream)) return;
+  if (bounded && answer.body !== undefined && resetIfFull(stream)) return;
   const trailers: Record<string, string> = {
     "grpc-status": String(answer.status),
   };

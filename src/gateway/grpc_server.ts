@@ -261,8 +261,8 @@ export async function serveGrpc(
   );
   const perConnection = options.maxStreamsPerConnection ?? Infinity;
   const closeIdle = (session: http2.Http2Session) => {
-    if (session.closed || session.destroyed) return;
-    session.close();
+    if (session.destroyed) return;
+    if (!session.closed) session.close();
     // A GOAWAY waits for the connection's streams to end: one whose call
     // is over but whose answer its client does not read (HTTP/2 flow
     // control holds it) held the connection, its bytes, and a client
@@ -583,7 +583,8 @@ async function handle(
     const answer = deadline === undefined
       ? await work
       : await Promise.race([work, deadline]);
-    send(stream, answer);
+    // A health check's few bytes are answered whatever the client left unread.
+    send(stream, answer, route.kind !== "health");
   } catch (err) {
     send(stream, answerOfError(err));
   } finally {
