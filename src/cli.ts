@@ -51,6 +51,12 @@ Options:
       --grpc-stream-window <n>
                             Infers a gRPC ModelStreamInfer stream runs at once,
                             1 to 1024 (default 16)
+      --grpc-max-unread <bytes>
+                            Bytes of answers a gRPC connection holds that its
+                            client has not read, at most (default 67108864)
+      --grpc-max-unread-total <bytes>
+                            The same for all gRPC connections together
+                            (default 536870912)
   -w, --workers <n>         Python worker processes (default 2)
   -m, --models <dir>        Models directory; every *.py in it is loaded at start
                             unless the config lists models (default ./models,
@@ -204,6 +210,8 @@ const OPTIONS = {
   "grpc-port": { type: "string" },
   "grpc-host": { type: "string" },
   "grpc-stream-window": { type: "string" },
+  "grpc-max-unread": { type: "string" },
+  "grpc-max-unread-total": { type: "string" },
   workers: { type: "string", short: "w" },
   models: { type: "string", short: "m" },
   config: { type: "string", short: "c" },
@@ -389,6 +397,8 @@ const FLAG_OF: Record<string, string> = {
   host: "--host",
   "grpc.hostname": "--grpc-host",
   "grpc.streamWindow": "--grpc-stream-window",
+  "grpc.maxUnreadBytes": "--grpc-max-unread",
+  "grpc.maxUnreadBytesTotal": "--grpc-max-unread-total",
   grpc: "--grpc-port",
   workers: "--workers",
   modelsDir: "--models",
@@ -519,14 +529,21 @@ function cliOverrides(
   const grpcPort = toNumber(str("grpc-port"));
   const grpcHost = str("grpc-host");
   const grpcWindow = toNumber(str("grpc-stream-window"));
+  const grpcUnread = toNumber(str("grpc-max-unread"));
+  const grpcUnreadTotal = toNumber(str("grpc-max-unread-total"));
   if (
     grpcPort !== undefined || grpcHost !== undefined ||
-    grpcWindow !== undefined
+    grpcWindow !== undefined || grpcUnread !== undefined ||
+    grpcUnreadTotal !== undefined
   ) {
     cli.grpc = {
       ...(grpcPort === undefined ? {} : { port: grpcPort }),
       ...(grpcHost === undefined ? {} : { hostname: grpcHost }),
       ...(grpcWindow === undefined ? {} : { streamWindow: grpcWindow }),
+      ...(grpcUnread === undefined ? {} : { maxUnreadBytes: grpcUnread }),
+      ...(grpcUnreadTotal === undefined
+        ? {}
+        : { maxUnreadBytesTotal: grpcUnreadTotal }),
     };
   }
   set("workers", toNumber(str("workers")));

@@ -205,6 +205,12 @@ Deno.test("main rejects bad flags and commands with a clear error", async () => 
     r.stderr,
     /error: grpc\.streamWindow: expected an integer from 1 to 1024 \(at command line: --grpc-stream-window\)/,
   );
+  r = await cli(["serve", "--grpc-port", "0", "--grpc-max-unread", "1000"]);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    /error: grpc\.maxUnreadBytes: expected an integer >= 65536 \(at command line: --grpc-max-unread\)/,
+  );
   r = await cli(["serve", "--token-file-interval", "-1"]);
   assert.equal(r.code, 1);
   assert.match(

@@ -1121,3 +1121,43 @@ Deno.test("resolveConfig takes grpc.streamWindow from the file or --grpc-stream-
     );
   }
 });
+
+Deno.test("resolveConfig takes grpc.maxUnreadBytes from the file or --grpc-max-unread (64 KiB or more), absent unless set", () => {
+  const file = { grpc: { port: 8001, maxUnreadBytes: 1 << 20 } };
+  assert.equal(
+    resolveConfig({ cwd: "/", file, cli: {} }).grpc?.maxUnreadBytes,
+    1 << 20,
+  );
+  assert.equal(
+    resolveConfig({ cwd: "/", file, cli: { grpc: { maxUnreadBytes: 65536 } } })
+      .grpc?.maxUnreadBytes,
+    65536,
+  );
+  assert.equal(
+    resolveConfig({ cwd: "/", cli: { grpc: { port: 0 } } }).grpc
+      ?.maxUnreadBytes,
+    undefined,
+  );
+  for (const maxUnreadBytes of [0, 65535, 1.5]) {
+    assert.throws(
+      () => parseConfig({ grpc: { port: 0, maxUnreadBytes } }, "pyproxy.json"),
+      /grpc\.maxUnreadBytes: expected an integer/,
+    );
+  }
+  assert.equal(
+    resolveConfig({
+      cwd: "/",
+      file: { grpc: { port: 0, maxUnreadBytesTotal: 1 << 30 } },
+      cli: {},
+    }).grpc?.maxUnreadBytesTotal,
+    1 << 30,
+  );
+  assert.throws(
+    () =>
+      parseConfig(
+        { grpc: { port: 0, maxUnreadBytesTotal: 10 } },
+        "pyproxy.json",
+      ),
+    /grpc\.maxUnreadBytesTotal: expected an integer/,
+  );
+});

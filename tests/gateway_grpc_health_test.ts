@@ -3,6 +3,7 @@
 // that the test sets) and on a real gateway that drains.
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import http2 from "node:http2";
 import { fileURLToPath } from "node:url";
 import protobuf from "protobufjs";
 import { serveGrpc } from "../src/gateway/grpc_server.ts";
@@ -213,6 +214,187 @@ Deno.test("gRPC health Watch: at most 8 per connection, so that one client canno
   } finally {
     greedy.close();
     other.close();
+    await server.close();
+  }
+});
+
+/** A connection whose client reads nothing (its HTTP/2 windows are 0). */
+function deaf(port: number): http2.ClientHttp2Session {
+  const session = http2.connect(`http://127.0.0.1:${port}`, {
+    settings: { initialWindowSize: 0 },
+  });
+  session.on("error", () => {});
+  return session;
+}
+
+/** A raw health call on `session`: its close's RST_STREAM code. */
+function rawHealth(
+  session: http2.ClientHttp2Session,
+  method: "Check" | "Watch",
+  headers: Record<string, string> = {},
+) {
+  const req = session.request({
+    ":method": "POST",
+    ":path": `/grpc.health.v1.Health/${method}`,
+    "content-type": "application/grpc",
+    te: "trailers",
+    ...headers,
+  });
+  req.on("error", () => {});
+  req.end(new Uint8Array(5));
+  const responded = new Promise<void>((resolve) =>
+    req.once("response", () => resolve())
+  );
+  const closed = new Promise<number>((resolve) =>
+    req.once("close", () => resolve(req.rstCode ?? 0))
+  );
+  return { req, responded, closed };
+}
+
+/** `promise`, or a rejection naming `what` after `ms`. */
+async function within<T>(what: string, ms: number, promise: Promise<T>) {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`timed out waiting for ${what}`)),
+          ms,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("gRPC health Watch ended (its deadline) while its client reads nothing: the stream is reset, not held half-open with its status unread", async () => {
+  const server = await serveGrpc({
+    hostname: "127.0.0.1",
+    port: 0,
+    fetch: () => new Response(null, { status: 200 }),
+    httpPort: () => 1,
+    bodyLimit: 1 << 20,
+  });
+  const session = deaf(server.port);
+  try {
+    const w = rawHealth(session, "Watch", { "grpc-timeout": "200m" });
+    await w.responded;
+    // Its status (SERVING) written and unread; the deadline ends the watch
+    // (its slot free), and its trailers cannot pass the status: without
+    // the reset the stream stayed open until the connection's end.
+    const code = await within("the watch's stream to close", 5000, w.closed);
+    assert.equal(code, http2.constants.NGHTTP2_CANCEL);
+    assert.equal(server.inFlight, 0);
+  } finally {
+    session.destroy();
+    await server.close();
+  }
+});
+
+Deno.test("gRPC: a connection closed as idle whose client does not read its last answer is closed outright keepaliveTimeout later, not held by that stream", async () => {
+  const server = await serveGrpc({
+    hostname: "127.0.0.1",
+    port: 0,
+    fetch: () => new Response(null, { status: 200 }),
+    httpPort: () => 1,
+    bodyLimit: 1 << 20,
+    idleTimeout: 200,
+    keepaliveTimeout: 300,
+  });
+  const session = deaf(server.port);
+  try {
+    const closed = new Promise<void>((resolve) =>
+      session.once("close", () => resolve())
+    );
+    const goaway = new Promise<void>((resolve) =>
+      session.once("goaway", () => resolve())
+    );
+    // The call is over at once (SERVING written); its answer waits unread.
+    const c = rawHealth(session, "Check");
+    await c.responded;
+    await within("the idle GOAWAY", 5000, goaway);
+    // The client answers PINGs: without the bound, the GOAWAY waited for
+    // that stream for ever.
+    await within("the connection's close", 5000, closed);
+    assert.equal(server.inFlight, 0);
+  } finally {
+    session.destroy();
+    await server.close();
+  }
+});
+
+/** A connection from the local address `from` (a peer of its own). */
+function peer(port: number, from: string): http2.ClientHttp2Session {
+  const session = http2.connect(
+    `http://127.0.0.1:${port}`,
+    { localAddress: from } as http2.ClientSessionOptions,
+  );
+  session.on("error", () => {});
+  return session;
+}
+
+/**
+ * A raw Watch that reads its statuses: resolves once it has one (`"open"`),
+ * or with the grpc-status it ended with.
+ */
+async function rawWatch(session: http2.ClientHttp2Session) {
+  const req = session.request({
+    ":method": "POST",
+    ":path": "/grpc.health.v1.Health/Watch",
+    "content-type": "application/grpc",
+    te: "trailers",
+  });
+  req.on("error", () => {});
+  let status: string | undefined;
+  req.on("response", (h) => status ??= h["grpc-status"] as string | undefined);
+  req.on("trailers", (h) => status ??= h["grpc-status"] as string | undefined);
+  const ended = new Promise<string | undefined>((resolve) =>
+    req.once("close", () => resolve(status))
+  );
+  const first = new Promise<string>((resolve) =>
+    req.once("data", () => resolve("open"))
+  );
+  req.end(new Uint8Array(5));
+  return { req, ended, state: await Promise.race([first, ended]) };
+}
+
+Deno.test("gRPC health Watch: when every watch is taken, a watch from another address takes the oldest of the address holding the most (RESOURCE_EXHAUSTED), down to one more than its own; no more", async () => {
+  const server = await serveGrpc({
+    hostname: "127.0.0.1",
+    port: 0,
+    fetch: () => new Response(null, { status: 200 }),
+    httpPort: () => 1,
+    bodyLimit: 1 << 20,
+    maxHealthWatches: 4,
+  });
+  const greedy = peer(server.port, "127.0.0.1");
+  const other = peer(server.port, "127.0.0.2");
+  try {
+    const held = [];
+    for (let i = 0; i < 4; i++) held.push(await rawWatch(greedy));
+    assert.deepEqual(held.map((w) => w.state), [
+      "open",
+      "open",
+      "open",
+      "open",
+    ]);
+    // Full: its own next is refused (it holds the most).
+    assert.equal((await rawWatch(greedy)).state, "8");
+    // Another address's watch takes the greedy one's oldest.
+    const first = await rawWatch(other);
+    assert.equal(first.state, "open");
+    assert.equal(await held[0]!.ended, "8");
+    // Its second too (3 against 1), not its third (2 against 2).
+    assert.equal((await rawWatch(other)).state, "open");
+    assert.equal(await held[1]!.ended, "8");
+    assert.equal((await rawWatch(other)).state, "8");
+    assert.equal((await rawWatch(greedy)).state, "8");
+    assert.equal(server.inFlight, 4);
+  } finally {
+    greedy.destroy();
+    other.destroy();
     await server.close();
   }
 });

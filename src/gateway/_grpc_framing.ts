@@ -10,6 +10,7 @@ import type * as http2 from "node:http2";
 import { GrpcMessageError } from "./_grpc_message_error.ts";
 import { ProtobufError } from "./_protobuf.ts";
 import { GrpcStatus, percentEncode } from "./_grpc_status.ts";
+import { resetIfFull, writeCounted } from "./_grpc_unread.ts";
 
 /** What a call answers: a message, or a status. */
 export interface Answer {
@@ -47,9 +48,19 @@ export function respondHttp(
   stream.end(text);
 }
 
-/** The answer, as a message and trailers or as trailers only. */
-export function send(stream: http2.ServerHttp2Stream, answer: Answer): void {
+/**
+ * The answer, as a message and trailers or as trailers only. A message on a
+ * connection that holds its limit of answers not read resets the stream
+ * (ENHANCE_YOUR_CALM: RESOURCE_EXHAUSTED to gRPC clients), unwritten,
+ * unless not `bounded`.
+ */
+export function send(
+  stream: http2.ServerHttp2Stream,
+  answer: Answer,
+  bounded = true,
+): void {
   if (stream.destroyed || stream.closed || stream.headersSent) return;
+  if (bounded && answer.body !== undefined && resetIfFull(stream)) return;
   const trailers: Record<string, string> = {
     "grpc-status": String(answer.status),
   };
@@ -84,7 +95,8 @@ export function send(stream: http2.ServerHttp2Stream, answer: Answer): void {
     const frame = new Uint8Array(5 + answer.body.byteLength);
     new DataView(frame.buffer).setUint32(1, answer.body.byteLength);
     frame.set(answer.body, 5);
-    stream.end(frame);
+    writeCounted(stream, frame);
+    stream.end();
   } catch {
     // Reset by the client between the check and the write.
   }

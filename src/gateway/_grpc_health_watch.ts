@@ -7,8 +7,9 @@
  * `intervalMs` while any is open (a worker lost or back). The server's
  * close sends NOT_SERVING and ends every watch with UNAVAILABLE. Bounded:
  * `maxPerConnection` watches at once per connection and `max` in all (the
- * next one is RESOURCE_EXHAUSTED), and a watch whose client does not read
- * holds one status, the latest, not a queue.
+ * next one is RESOURCE_EXHAUSTED, unless it takes the slot of the peer
+ * address holding the most: `watch`), and a watch whose client does not
+ * read holds one status, the latest, not a queue.
  * docs/gateway.md, "Health checking".
  *
  * @module
@@ -45,8 +46,15 @@ class Watch {
   #ended = false;
   #resolve!: () => void;
 
+  /** Its connection. */
+  readonly session: http2.Http2Session | undefined;
+  /** Its client's address. */
+  readonly peer: string;
+
   constructor(stream: http2.ServerHttp2Stream) {
     this.#stream = stream;
+    this.session = stream.session;
+    this.peer = peerOf(stream);
     this.done = new Promise<void>((resolve) => (this.#resolve = resolve));
     stream.once("close", () => this.#finish());
   }
@@ -88,12 +96,26 @@ class Watch {
     }
   }
 
-  /** Ends the watch with `answer`'s status (after the statuses written). */
+  /**
+   * Ends the watch with `answer`'s status (after the statuses written); a
+   * stream whose trailers are not sent within `UNREAD_MS` is reset
+   * (RST_STREAM CANCEL): its client does not read its statuses (HTTP/2 flow
+   * control holds the trailers behind them), and the stream, its watch
+   * ended, was held open until the connection's end.
+   */
   end(answer: Answer): void {
     if (this.#ended) return;
     const stream = this.#stream;
     this.#finish();
     if (stream.destroyed || stream.closed) return;
+    const unread = setTimeout(() => {
+      try {
+        if (!stream.destroyed && !stream.closed) stream.close(CANCEL);
+      } catch {
+        // Gone meanwhile.
+      }
+    }, UNREAD_MS);
+    stream.once("close", () => clearTimeout(unread));
     const trailers: Record<string, string> = {
       "grpc-status": String(answer.status),
     };
@@ -139,6 +161,8 @@ export class HealthWatchers {
   #watches = new Set<Watch>();
   /** The watches open on each connection. */
   #perConnection = new Map<http2.Http2Session, number>();
+  /** The watches open from each peer address, oldest first. */
+  #perPeer = new Map<string, Set<Watch>>();
   #timer: ReturnType<typeof setInterval> | undefined;
   #checking = false;
   #again = false;
@@ -157,16 +181,26 @@ export class HealthWatchers {
 
   /**
    * Starts a watch of `service` on `stream` (its request read); `undefined`
-   * when `max` are open, or `maxPerConnection` on its connection (`full`
-   * says which). A service the server does not have is
-   * SERVICE_UNKNOWN, and the watch stays open (the protocol's answer: it
-   * may be added later).
+   * when `maxPerConnection` are open on its connection, or `max` in all and
+   * none can be taken back (`full` says which). When `max` are open, the
+   * oldest watch of the peer address that holds the most is ended
+   * (RESOURCE_EXHAUSTED) for it, if that address holds more than one watch
+   * more than this one's: many connections from one address cannot keep
+   * every other client's watches refused. A service the server does not
+   * have is SERVICE_UNKNOWN, and the watch stays open (the protocol's
+   * answer: it may be added later).
    */
   watch(
     stream: http2.ServerHttp2Stream,
     service: string,
   ): Watch | undefined {
     if (this.full(stream) !== undefined) return undefined;
+    if (this.#watches.size >= this.#max) {
+      const victim = this.#victim(peerOf(stream));
+      if (victim === undefined) return undefined;
+      this.#remove(victim);
+      victim.end(evictedAnswer);
+    }
     const watch = new Watch(stream);
     if (this.#closed) {
       watch.update(ServingStatus.NOT_SERVING);
@@ -189,13 +223,31 @@ export class HealthWatchers {
    * `undefined` (it would not).
    */
   full(stream: http2.ServerHttp2Stream): "server" | "connection" | undefined {
-    if (this.#watches.size >= this.#max) return "server";
     const session = stream.session;
     if (
       session !== undefined &&
       (this.#perConnection.get(session) ?? 0) >= this.#maxPerConnection
     ) return "connection";
+    if (
+      this.#watches.size >= this.#max &&
+      this.#victim(peerOf(stream)) === undefined
+    ) return "server";
     return undefined;
+  }
+
+  /**
+   * The watch to end for one from `peer` when `max` are open: the oldest of
+   * the address holding the most, if it holds more than one more than
+   * `peer`.
+   */
+  #victim(peer: string): Watch | undefined {
+    const mine = this.#perPeer.get(peer)?.size ?? 0;
+    let most: Set<Watch> | undefined;
+    for (const watches of this.#perPeer.values()) {
+      if (most === undefined || watches.size > most.size) most = watches;
+    }
+    if (most === undefined || most.size <= mine + 1) return undefined;
+    return most.values().next().value;
   }
 
   /** Checks now (the drain began); each watch gets the status if it changed. */
@@ -243,6 +295,7 @@ export class HealthWatchers {
     this.#watches.clear();
     this.#watching.clear();
     this.#perConnection.clear();
+    this.#perPeer.clear();
   }
 
   /** The watches of a known service (those a check updates). */
@@ -260,6 +313,9 @@ export class HealthWatchers {
         (this.#perConnection.get(session) ?? 0) + 1,
       );
     }
+    let peer = this.#perPeer.get(watch.peer);
+    if (peer === undefined) this.#perPeer.set(watch.peer, peer = new Set());
+    peer.add(watch);
     if (known) this.#watching.add(watch);
     if (this.#timer === undefined) {
       this.#timer = setInterval(
@@ -267,21 +323,44 @@ export class HealthWatchers {
         this.#options.intervalMs ?? 1000,
       );
     }
-    watch.done.then(() => {
-      if (session !== undefined) {
-        const left = (this.#perConnection.get(session) ?? 1) - 1;
-        if (left === 0) this.#perConnection.delete(session);
-        else this.#perConnection.set(session, left);
-      }
-      this.#watches.delete(watch);
-      this.#watching.delete(watch);
-      if (this.#watches.size === 0) {
-        clearInterval(this.#timer);
-        this.#timer = undefined;
-      }
-    });
+    watch.done.then(() => this.#remove(watch));
+  }
+
+  /** Frees `watch`'s slots (once; at once, not at its end's next tick). */
+  #remove(watch: Watch): void {
+    if (!this.#watches.delete(watch)) return;
+    this.#watching.delete(watch);
+    const session = watch.session;
+    if (session !== undefined) {
+      const left = (this.#perConnection.get(session) ?? 1) - 1;
+      if (left === 0) this.#perConnection.delete(session);
+      else this.#perConnection.set(session, left);
+    }
+    const peer = this.#perPeer.get(watch.peer);
+    peer?.delete(watch);
+    if (peer?.size === 0) this.#perPeer.delete(watch.peer);
+    if (this.#watches.size === 0) {
+      clearInterval(this.#timer);
+      this.#timer = undefined;
+    }
   }
 }
+
+/** HTTP/2's CANCEL (CANCELLED to gRPC clients). */
+const CANCEL = 0x8;
+/** How long an ended watch's trailers may wait for its client to read. */
+const UNREAD_MS = 1000;
+
+/** A peer's address (its IP), `""` when unknown. */
+function peerOf(stream: http2.ServerHttp2Stream): string {
+  return stream.session?.socket?.remoteAddress ?? "";
+}
+
+const evictedAnswer: Answer = {
+  status: GrpcStatus.RESOURCE_EXHAUSTED,
+  message:
+    "The watch ended: the server has the most health watches it keeps open, and your address holds the most of them (another client's watch took its slot; use Check, or fewer watches)",
+};
 
 const closedAnswer: Answer = {
   status: GrpcStatus.UNAVAILABLE,

@@ -8,7 +8,9 @@
  *
  * Bounded: at most `window` infers in flight per stream, and none read
  * while the client does not read its answers (HTTP/2 flow control then
- * holds the client). The client's half-close ends the stream once the
+ * holds the client), nor while its connection holds its limit of answers
+ * not read (`_grpc_unread.ts`: an answer that comes then resets the
+ * stream). The client's half-close ends the stream once the
  * infers in flight are answered; its cancel (or a disconnect, or the
  * deadline) cancels them in Python. The server's shutdown ends it once its
  * infers in flight have answered. docs/gateway.md, "gRPC".
@@ -28,6 +30,7 @@ import { streamItems } from "./_grpc_stream_items.ts";
 import { inferResponse, inferRest } from "./_grpc_inference_calls.ts";
 import { errorMessage, type RestCall } from "./_grpc_rest.ts";
 import { GrpcStatus, percentEncode } from "./_grpc_status.ts";
+import { resetIfFull, unreadOf, writeCounted } from "./_grpc_unread.ts";
 
 /** Options of {@linkcode streamInfer}. */
 export interface StreamInferOptions {
@@ -102,6 +105,9 @@ export function streamInfer(
 ): Promise<void> {
   const window = options.window ?? 16;
   const { abort, stop } = options;
+  // The answers the connection's client has not read, all its streams'.
+  const unread = unreadOf(stream);
+  let waiting: (() => void) | undefined;
   return new Promise<void>((resolve) => {
     // The bytes read and not yet a whole message: chunks, joined only once
     // a message is whole (never a copy per chunk).
@@ -136,6 +142,7 @@ export function streamInfer(
     const finish = (answer: Answer) => {
       if (done) return;
       done = true;
+      waiting?.();
       stop?.removeEventListener("abort", onStop);
       stream.off("data", onData);
       stream.off("end", onEnd);
@@ -166,7 +173,16 @@ export function streamInfer(
       if (done) return;
       pump();
       if (done) return;
-      if (inFlight >= window || writeBlocked || stop?.aborted) stream.pause();
+      if (unread?.full && waiting === undefined) {
+        // Woken once the connection's client has read enough.
+        waiting = unread.onRoom(() => {
+          waiting = undefined;
+          flow();
+        });
+      }
+      if (
+        inFlight >= window || writeBlocked || stop?.aborted || unread?.full
+      ) stream.pause();
       else stream.resume();
       if (halfClosed && inFlight === 0) {
         // What is left after the whole messages is a truncated one.
@@ -188,7 +204,10 @@ export function streamInfer(
     };
     const write = (message: Uint8Array) => {
       if (done || stream.destroyed || stream.closed) return;
-      if (!stream.write(frame(message)) && !writeBlocked) {
+      // An answer of an infer in flight while the connection holds its
+      // limit unread: the stream is reset (its close cancels the others).
+      if (resetIfFull(stream)) return;
+      if (!writeCounted(stream, frame(message)) && !writeBlocked) {
         writeBlocked = true;
         stream.once("drain", () => {
           writeBlocked = false;
@@ -233,17 +252,25 @@ export function streamInfer(
         write(errorResponse(answerOfError(err).message ?? "", request));
       }
     };
-    /** Until the client takes what was written (or leaves). */
+    /**
+     * Until the client takes what was written, and its connection holds
+     * less than its limit unread (or it leaves).
+     */
     const writable = async () => {
-      while (writeBlocked && !done && !stream.destroyed) {
+      while (
+        (writeBlocked || unread?.full) && !done && !stream.destroyed
+      ) {
         await new Promise<void>((resolve) => {
+          let cancel = () => {};
           const on = () => {
             stream.off("drain", on);
             stream.off("close", on);
+            cancel();
             resolve();
           };
           stream.on("drain", on);
           stream.on("close", on);
+          if (unread?.full) cancel = unread.onRoom(on);
         });
       }
     };
@@ -297,7 +324,10 @@ export function streamInfer(
     };
     /** Starts the infers of the messages read, up to the window. */
     const pump = () => {
-      while (!done && !stop?.aborted && inFlight < window && size >= 5) {
+      while (
+        !done && !stop?.aborted && !unread?.full && inFlight < window &&
+        size >= 5
+      ) {
         const head = chunks[0]!.byteLength >= 5 ? chunks[0]! : joined();
         const view = new DataView(head.buffer, head.byteOffset, 5);
         if (head[0] !== 0) {
@@ -342,6 +372,7 @@ export function streamInfer(
     stream.on("error", () => {});
     stop?.addEventListener("abort", onStop, { once: true });
     stream.once("close", () => {
+      waiting?.();
       stop?.removeEventListener("abort", onStop);
       abort.abort();
       done = true;

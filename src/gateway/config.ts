@@ -57,7 +57,9 @@ export interface ResolvedConfig {
   /**
    * The gRPC transport's address and port, how long a connection without
    * calls stays open (ms, `0`: for ever; `serve`'s default when missing) and
-   * the infers a `ModelStreamInfer` stream runs at once (absent: 16);
+   * the infers a `ModelStreamInfer` stream runs at once (absent: 16), the
+   * bytes of answers a connection holds unread at most (absent: 64 MiB),
+   * and all connections together (absent: 512 MiB);
    * `undefined`: off (the default).
    */
   grpc?: {
@@ -65,6 +67,8 @@ export interface ResolvedConfig {
     port: number;
     idleTimeout?: number;
     streamWindow?: number;
+    maxUnreadBytes?: number;
+    maxUnreadBytesTotal?: number;
   };
   /** Python workers. @default {2} */
   workers: number;
@@ -520,6 +524,12 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       ...(grpc.streamWindow === undefined
         ? {}
         : { streamWindow: grpc.streamWindow }),
+      ...(grpc.maxUnreadBytes === undefined
+        ? {}
+        : { maxUnreadBytes: grpc.maxUnreadBytes }),
+      ...(grpc.maxUnreadBytesTotal === undefined
+        ? {}
+        : { maxUnreadBytesTotal: grpc.maxUnreadBytesTotal }),
     };
   }
   const python = pick("python");

@@ -121,6 +121,18 @@ export interface GatewayConfig {
       idleTimeout?: number | undefined;
       /** The infers one `ModelStreamInfer` stream runs at once (1-1024; default 16). */
       streamWindow?: number | undefined;
+      /**
+       * Bytes of answers one connection holds that its client has not read,
+       * at most (65536 or more; default 67108864, 64 MiB): past them its
+       * calls are RESOURCE_EXHAUSTED.
+       */
+      maxUnreadBytes?: number | undefined;
+      /**
+       * Bytes of answers all connections hold that their clients have not
+       * read, at most (65536 or more; default 536870912, 512 MiB): past them
+       * every connection that holds some is refused as at `maxUnreadBytes`.
+       */
+      maxUnreadBytesTotal?: number | undefined;
     }
     | undefined;
   /** Python workers (1 to 1024). */
@@ -503,6 +515,8 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
       hostname: v.optional(str("a hostname or IP address")),
       idleTimeout: v.optional(int(0, 2 ** 31 - 1)),
       streamWindow: v.optional(int(1, 1024)),
+      maxUnreadBytes: v.optional(int(65536)),
+      maxUnreadBytesTotal: v.optional(int(65536)),
     }),
   ),
   workers: v.optional(int(1, 1024)),

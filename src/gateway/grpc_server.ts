@@ -38,6 +38,7 @@ import {
 } from "./_grpc_health.ts";
 import { HealthWatchers } from "./_grpc_health_watch.ts";
 import { streamInfer } from "./_grpc_stream_infer.ts";
+import { trackUnread, Unread, unreadOf, UnreadTotal } from "./_grpc_unread.ts";
 
 export { GrpcStatus, grpcStatusOf } from "./_grpc_status.ts";
 
@@ -81,7 +82,9 @@ export interface GrpcServeOptions {
   drain?: AbortSignal;
   /**
    * `grpc.health.v1.Health/Watch` calls open at once, at most (the next is
-   * RESOURCE_EXHAUSTED).
+   * RESOURCE_EXHAUSTED, unless the peer address holding the most watches
+   * holds more than one more than its own: then that address's oldest watch
+   * ends, RESOURCE_EXHAUSTED, for it).
    * @default {1000}
    */
   maxHealthWatches?: number;
@@ -92,6 +95,26 @@ export interface GrpcServeOptions {
    * @default {8}
    */
   maxHealthWatchesPerConnection?: number;
+  /**
+   * Bytes of answers one connection holds that its client has not read
+   * (HTTP/2 flow control stalls their writes), at most. At that many, the
+   * connection's new inference calls are RESOURCE_EXHAUSTED, its
+   * `ModelStreamInfer` streams start no more infers (their requests wait
+   * unread) until its client reads, and an answer that comes meanwhile (an
+   * infer already in flight) resets its call's stream with
+   * ENHANCE_YOUR_CALM (RESOURCE_EXHAUSTED to gRPC clients), its other
+   * infers cancelled: a connection holds this plus one answer, at most.
+   * @default {67108864}
+   */
+  maxUnreadBytes?: number;
+  /**
+   * Bytes of answers all connections hold that their clients have not
+   * read, at most: at that many, every connection that holds some is as
+   * one at `maxUnreadBytes` (many connections that do not read cannot
+   * take the process's memory, `maxUnreadBytes` each).
+   * @default {536870912}
+   */
+  maxUnreadBytesTotal?: number;
   /** Concurrent calls per connection (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`). @default {100} */
   maxConcurrentStreams?: number;
   /**
@@ -125,7 +148,12 @@ export interface GrpcServeOptions {
    * @default {60000}
    */
   keepaliveInterval?: number;
-  /** See `keepaliveInterval`. @default {20000} */
+  /**
+   * See `keepaliveInterval`. Also how long a connection closed as idle (a
+   * GOAWAY) may keep streams whose calls are over but whose answers its
+   * client does not read: then it is closed outright.
+   * @default {20000}
+   */
   keepaliveTimeout?: number;
   /**
    * With `tls`: closes a connection whose TLS handshake has not completed
@@ -190,6 +218,7 @@ export async function serveGrpc(
       warned: boolean;
       idle: ReturnType<typeof setTimeout> | undefined;
       ping: ReturnType<typeof setTimeout> | undefined;
+      linger?: ReturnType<typeof setTimeout> | undefined;
     }
   >();
   const keepaliveInterval = options.keepaliveInterval ?? 60_000;
@@ -226,9 +255,24 @@ export async function serveGrpc(
     }
   };
   const concurrent = options.maxConcurrentStreams ?? 100;
+  const maxUnread = options.maxUnreadBytes ?? 64 * 1024 * 1024;
+  const unreadTotal = new UnreadTotal(
+    options.maxUnreadBytesTotal ?? 512 * 1024 * 1024,
+  );
   const perConnection = options.maxStreamsPerConnection ?? Infinity;
   const closeIdle = (session: http2.Http2Session) => {
-    if (!session.closed && !session.destroyed) session.close();
+    if (session.destroyed) return;
+    if (!session.closed) session.close();
+    // A GOAWAY waits for the connection's streams to end: one whose call
+    // is over but whose answer its client does not read (HTTP/2 flow
+    // control holds it) held the connection, its bytes, and a client
+    // that answers PINGs, for ever.
+    const state = sessions.get(session);
+    if (state === undefined || state.linger !== undefined) return;
+    state.linger = setTimeout(() => {
+      state.linger = undefined;
+      if (state.active === 0) session.destroy();
+    }, keepaliveTimeout);
   };
   let inFlight = 0;
   let idle: (() => void) | undefined;
@@ -280,8 +324,11 @@ export async function serveGrpc(
       warned: false,
       idle: undefined as ReturnType<typeof setTimeout> | undefined,
       ping: undefined as ReturnType<typeof setTimeout> | undefined,
+      linger: undefined as ReturnType<typeof setTimeout> | undefined,
     };
     sessions.set(session, state);
+    const unread = new Unread(maxUnread, unreadTotal);
+    trackUnread(session, unread);
     keepalive(session, state);
     // A connection that never makes a call (a stalled client, a probe)
     // is idle from the start.
@@ -295,6 +342,8 @@ export async function serveGrpc(
       clearTimeout(preface);
       clearTimeout(state.idle);
       clearTimeout(state.ping);
+      clearTimeout(state.linger);
+      unread.dispose();
       sessions.delete(session);
     });
     session.on("error", () => {});
@@ -385,6 +434,7 @@ export async function serveGrpc(
         for (const [session, state] of sessions) {
           clearTimeout(state.idle);
           clearTimeout(state.ping);
+          clearTimeout(state.linger);
           session.destroy();
         }
         sessions.clear();
@@ -458,6 +508,20 @@ async function handle(
       }, ModelStreamInfer; grpc.health.v1.Health answers Check, Watch)`,
     });
   }
+  const unread = unreadOf(stream);
+  if (
+    unread?.full && (route.kind === "unary" || route.kind === "stream")
+  ) {
+    // Its client reads nothing: no more answers held for it (health
+    // checks, a few bytes, are still answered).
+    discard(stream);
+    return send(stream, {
+      status: GrpcStatus.RESOURCE_EXHAUSTED,
+      message: unread.bytes >= unread.limit
+        ? `Cannot take the call: this connection holds ${unread.bytes} bytes of answers its client has not read, the server's bound for one (read them, or use another connection)`
+        : `Cannot take the call: the server holds ${unread.total?.bytes} bytes of answers its clients have not read, its bound, ${unread.bytes} of them for this connection (read them)`,
+    });
+  }
   // A request that stalls this long ends its call (0: never).
   const idle = options.idleTimeout ?? 300_000;
   const abort = new AbortController();
@@ -519,7 +583,8 @@ async function handle(
     const answer = deadline === undefined
       ? await work
       : await Promise.race([work, deadline]);
-    send(stream, answer);
+    // A health check's few bytes are answered whatever the client left unread.
+    send(stream, answer, route.kind !== "health");
   } catch (err) {
     send(stream, answerOfError(err));
   } finally {

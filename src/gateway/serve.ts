@@ -732,6 +732,12 @@ export async function serve(
           ...(config.grpc.streamWindow === undefined
             ? {}
             : { streamWindow: config.grpc.streamWindow }),
+          ...(config.grpc.maxUnreadBytes === undefined
+            ? {}
+            : { maxUnreadBytes: config.grpc.maxUnreadBytes }),
+          ...(config.grpc.maxUnreadBytesTotal === undefined
+            ? {}
+            : { maxUnreadBytesTotal: config.grpc.maxUnreadBytesTotal }),
           ...(tls === undefined ? {} : { tls }),
           // Deno's node:http2 server aborts the process when a client
           // closes a connection that carried more than ~100 streams

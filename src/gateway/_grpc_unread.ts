@@ -1,0 +1,178 @@
+/**
+ * The answers a gRPC connection's client has not read: the bytes written to
+ * its streams that HTTP/2 flow control still holds in the server (a write's
+ * callback comes once its bytes are sent, in Deno's and Bun's `node:http2`
+ * alike). Bounded per connection: a connection holding `limit` bytes takes
+ * no new call and starts no more infers on its streams, and an answer that
+ * comes while it holds them (of an infer already in flight) resets its
+ * stream with ENHANCE_YOUR_CALM (RESOURCE_EXHAUSTED to gRPC clients) rather
+ * than be held. Bounded across connections too (`UnreadTotal`): at its
+ * bound, every connection that holds some bytes is full. docs/gateway.md,
+ * "gRPC".
+ *
+ * @module
+ */
+import type * as http2 from "node:http2";
+
+/** HTTP/2's ENHANCE_YOUR_CALM: gRPC clients read its RST_STREAM as RESOURCE_EXHAUSTED. */
+export const ENHANCE_YOUR_CALM = 0xb;
+
+/** The unread bytes of all a server's connections, and their bound. */
+export class UnreadTotal {
+  bytes = 0;
+  readonly limit: number;
+  /** The connections with streams waiting for room. */
+  readonly waiting = new Set<Unread>();
+
+  constructor(limit: number) {
+    this.limit = limit;
+  }
+
+  get full(): boolean {
+    return this.bytes >= this.limit;
+  }
+}
+
+/**
+ * One connection's unread bytes: full at its `limit`, or while it holds
+ * any when the server's `total` is at its own (every connection that
+ * holds answers unread then takes no more).
+ */
+export class Unread {
+  /** Bytes written to the connection's streams, not yet sent. */
+  bytes = 0;
+  readonly limit: number;
+  #total: UnreadTotal | undefined;
+  #waiters = new Set<() => void>();
+
+  constructor(limit: number, total?: UnreadTotal) {
+    this.limit = limit;
+    this.#total = total;
+  }
+
+  /** Whether the connection takes no more answers now. */
+  get full(): boolean {
+    return this.bytes >= this.limit ||
+      (this.bytes > 0 && this.#total !== undefined && this.#total.full);
+  }
+
+  /** The server's total, when it has one. */
+  get total(): UnreadTotal | undefined {
+    return this.#total;
+  }
+
+  /** Calls `wake` once, when the connection is no longer full. */
+  onRoom(wake: () => void): () => void {
+    this.#waiters.add(wake);
+    this.#total?.waiting.add(this);
+    return () => this.#waiters.delete(wake);
+  }
+
+  hold(n: number): void {
+    this.bytes += n;
+    if (this.#total !== undefined) this.#total.bytes += n;
+  }
+
+  release(n: number): void {
+    if (n === 0) return;
+    this.bytes -= n;
+    const total = this.#total;
+    if (total === undefined) return this.wake();
+    const wasFull = total.full;
+    total.bytes -= n;
+    if (wasFull && !total.full) {
+      // Every connection that waited for the total's room may go on.
+      const waiting = [...total.waiting];
+      total.waiting.clear();
+      for (const unread of waiting) unread.wake();
+    } else this.wake();
+  }
+
+  /** The connection closed: nothing of it waits any more. */
+  dispose(): void {
+    this.#waiters.clear();
+    this.#total?.waiting.delete(this);
+  }
+
+  /** Wakes the streams that wait for room, if there is room now. */
+  wake(): void {
+    if (this.#waiters.size === 0 || this.full) return;
+    this.#total?.waiting.delete(this);
+    const waiters = [...this.#waiters];
+    this.#waiters.clear();
+    for (const wake of waiters) wake();
+  }
+}
+
+/** Each connection's unread bytes (set by the server at its start). */
+const connections = new WeakMap<http2.Http2Session, Unread>();
+/** Each stream's share of its connection's unread bytes. */
+const streams = new WeakMap<
+  http2.ServerHttp2Stream,
+  { bytes: number; closed: boolean }
+>();
+
+/** Counts the unread bytes of `session` with `unread`. */
+export function trackUnread(session: http2.Http2Session, unread: Unread): void {
+  connections.set(session, unread);
+}
+
+/** The unread bytes of `stream`'s connection (none when not tracked). */
+export function unreadOf(
+  stream: http2.ServerHttp2Stream,
+): Unread | undefined {
+  const session = stream.session;
+  return session === undefined ? undefined : connections.get(session);
+}
+
+/**
+ * Writes `chunk` to `stream`, counted as unread on its connection until it
+ * is sent (or the stream goes); `false` when the stream's buffer is full
+ * (`stream.write`'s own answer).
+ */
+export function writeCounted(
+  stream: http2.ServerHttp2Stream,
+  chunk: Uint8Array,
+): boolean {
+  const unread = unreadOf(stream);
+  if (unread === undefined) return stream.write(chunk);
+  let held = streams.get(stream);
+  if (held === undefined) {
+    const share = { bytes: 0, closed: false };
+    held = share;
+    streams.set(stream, share);
+    // A stream reset or closed with bytes unsent frees them (its write
+    // callbacks may come before or after its close, by runtime).
+    stream.once("close", () => {
+      share.closed = true;
+      const bytes = share.bytes;
+      share.bytes = 0;
+      unread.release(bytes);
+    });
+  }
+  const share = held;
+  const n = chunk.byteLength;
+  share.bytes += n;
+  unread.hold(n);
+  return stream.write(chunk, () => {
+    if (share.closed) return;
+    share.bytes -= n;
+    unread.release(n);
+  });
+}
+
+/**
+ * Resets `stream` with ENHANCE_YOUR_CALM when its connection holds its
+ * limit of unread bytes (the answer about to be written is dropped); `true`
+ * when it did.
+ */
+export function resetIfFull(stream: http2.ServerHttp2Stream): boolean {
+  const unread = unreadOf(stream);
+  if (unread === undefined || !unread.full) return false;
+  try {
+    if (!stream.destroyed && !stream.closed) stream.close(ENHANCE_YOUR_CALM);
+  } catch {
+    // Gone meanwhile.
+  }
+  return true;
+}

@@ -1,0 +1,243 @@
+// The gRPC port's bound on the answers a client does not read
+// (grpc.maxUnreadBytes): a raw node:http2 client whose HTTP/2 window is 0,
+// so that no answer's byte can reach it, against a gateway in a process of
+// its own (serve) with real workers.
+import assert from "node:assert/strict";
+import http2 from "node:http2";
+import { spawnServe } from "./_gateway_harness.ts";
+import { tritonProto } from "./_grpc_raw_gateway.ts";
+
+const MODELS: Record<string, string> = {
+  "big.py": `class Big:
+    """Answers 300 kB, whatever it is sent."""
+
+    def execute(self, msg):
+        return {"blob": "x" * 300000}
+`,
+};
+
+const root = tritonProto();
+const InferRequest = root.lookupType("inference.ModelInferRequest");
+
+const SERVICE = "/inference.GRPCInferenceService/";
+
+/** A gRPC frame of a ModelInferRequest of the model `big`. */
+function bigRequest(): Uint8Array {
+  const message = InferRequest.encode(InferRequest.create({
+    model_name: "big",
+    inputs: [{
+      name: "x",
+      datatype: "FP64",
+      shape: [1],
+      contents: { fp64_contents: [1.5] },
+    }],
+  })).finish();
+  const out = new Uint8Array(5 + message.byteLength);
+  new DataView(out.buffer).setUint32(1, message.byteLength);
+  out.set(message, 5);
+  return out;
+}
+
+/** A free port of 127.0.0.1 (closed again: the gateway binds it next). */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+async function until(what: string, check: () => boolean | Promise<boolean>) {
+  for (let i = 0; i < 1000; i++) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** A gateway (`serve`, in its own process) with its gRPC port and `big`. */
+async function gateway(args: string[]) {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-grpc-unread-" });
+  for (const [name, source] of Object.entries(MODELS)) {
+    await Deno.writeTextFile(`${dir}/${name}`, source);
+  }
+  const grpcPort = freePort();
+  const serve = await spawnServe(dir, [
+    "--grpc-port",
+    String(grpcPort),
+    ...args,
+  ]);
+  return {
+    grpcPort,
+    serve,
+    /** The calls in flight on the gateway's workers. */
+    async busy(): Promise<number> {
+      const res = await fetch(`http://127.0.0.1:${serve.port}/v1/status`);
+      const status = await res.json();
+      return (status.workers as Array<{ inFlight: number }>).reduce(
+        (sum, w) => sum + w.inFlight,
+        0,
+      );
+    },
+    async [Symbol.asyncDispose]() {
+      try {
+        serve.child.kill("SIGTERM");
+      } catch {
+        // Exited already.
+      }
+      await serve.child.status;
+      await serve.lines.cancel();
+      await serve.stderr;
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+/** A call on `session`: its response headers, and its close's RST_STREAM code. */
+function call(session: http2.ClientHttp2Session, method: string) {
+  const req = session.request({
+    ":method": "POST",
+    ":path": method.startsWith("/") ? method : SERVICE + method,
+    "content-type": "application/grpc",
+    te: "trailers",
+  });
+  req.on("error", () => {});
+  const headers = new Promise<http2.IncomingHttpHeaders>((resolve) =>
+    req.once("response", resolve)
+  );
+  const closed = new Promise<number>((resolve) =>
+    req.once("close", () => resolve(req.rstCode ?? 0))
+  );
+  return { req, headers, closed };
+}
+
+/** A call of `big` on a connection of its own that reads: answered, OK. */
+async function readingCall(port: number): Promise<void> {
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on("error", () => {});
+  try {
+    const c = call(session, "ModelInfer");
+    c.req.end(bigRequest());
+    let bytes = 0;
+    c.req.on("data", (chunk: Uint8Array) => bytes += chunk.byteLength);
+    const trailers = new Promise<http2.IncomingHttpHeaders>((resolve) =>
+      c.req.once("trailers", resolve)
+    );
+    assert.equal((await trailers)["grpc-status"], "0");
+    assert.ok(bytes > 300_000, `${bytes} bytes read`);
+  } finally {
+    session.destroy();
+  }
+}
+
+/** A connection whose client reads nothing (its HTTP/2 windows are 0). */
+function deaf(port: number): http2.ClientHttp2Session {
+  const session = http2.connect(`http://127.0.0.1:${port}`, {
+    settings: { initialWindowSize: 0 },
+  });
+  session.on("error", () => {});
+  return session;
+}
+
+Deno.test("gRPC: a connection whose client reads nothing holds grpc.maxUnreadBytes of answers at most: its next unary call is RESOURCE_EXHAUSTED, a stream's answer past it resets the stream (ENHANCE_YOUR_CALM), its infers cancelled; another connection is served", async () => {
+  await using gw = await gateway(["--grpc-max-unread", "1048576"]);
+  const session = deaf(gw.grpcPort);
+  try {
+    // Unary calls: each answer (300 kB) written and held, unread, until
+    // the connection holds 1 MiB; the next call is refused at once (its
+    // headers, trailers only, are not flow-controlled).
+    let refused: http2.IncomingHttpHeaders | undefined;
+    let answered = 0;
+    for (let i = 0; i < 8 && refused === undefined; i++) {
+      const c = call(session, "ModelInfer");
+      c.req.end(bigRequest());
+      const headers = await c.headers;
+      if (headers["grpc-status"] === undefined) answered++;
+      else refused = headers;
+    }
+    assert.equal(answered, 4, "4 answers of 300 kB fill the connection's MiB");
+    assert.equal(refused?.["grpc-status"], "8", JSON.stringify(refused));
+    assert.match(
+      decodeURIComponent(String(refused?.["grpc-message"])),
+      /has not read/,
+    );
+
+    // A health check is still answered there (its headers come; its few
+    // bytes wait unread), not reset.
+    const check = call(session, "/grpc.health.v1.Health/Check");
+    check.req.end(new Uint8Array(5));
+    const checked = await Promise.race([check.headers, check.closed]);
+    assert.notEqual(typeof checked, "number", "the check was reset");
+    // Another connection (the same client's own) is served meanwhile.
+    await readingCall(gw.grpcPort);
+  } finally {
+    session.destroy();
+  }
+
+  // A stream on a new deaf connection: 16 infers in flight at once (the
+  // window), their answers unread; the 4th fills the MiB, the 5th resets
+  // the stream, and the others are cancelled (the workers free).
+  const streams = deaf(gw.grpcPort);
+  try {
+    const s = call(streams, "ModelStreamInfer");
+    for (let i = 0; i < 16; i++) s.req.write(bigRequest());
+    let code: number | undefined;
+    void s.closed.then((c) => code = c);
+    // Without the bound, the 16 answers (4.8 MB) are all held, unread, and
+    // the stream stays open.
+    await until("the stream's reset", () => code !== undefined);
+    assert.equal(code, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    await until("the workers to be free", async () => await gw.busy() === 0);
+  } finally {
+    streams.destroy();
+  }
+});
+
+/** Unary calls of `big` on `session` until one is refused: the answered ones, and the refusal's headers. */
+async function fill(session: http2.ClientHttp2Session, most: number) {
+  let answered = 0;
+  for (let i = 0; i < most; i++) {
+    const c = call(session, "ModelInfer");
+    c.req.end(bigRequest());
+    const headers = await c.headers;
+    if (headers["grpc-status"] !== undefined) return { answered, headers };
+    answered++;
+  }
+  return { answered, headers: undefined };
+}
+
+Deno.test("gRPC: the answers all connections' clients do not read are bounded too (grpc.maxUnreadBytesTotal): at the bound, a connection holding some takes no more; one holding none, or a reading one, is served", async () => {
+  await using gw = await gateway([
+    "--grpc-max-unread",
+    "4194304",
+    "--grpc-max-unread-total",
+    "1048576",
+  ]);
+  const a = deaf(gw.grpcPort);
+  const b = deaf(gw.grpcPort);
+  try {
+    // a alone fills the server's MiB (under its own 4 MiB).
+    const first = await fill(a, 8);
+    assert.equal(first.answered, 4);
+    assert.equal(first.headers?.["grpc-status"], "8");
+    assert.match(
+      decodeURIComponent(String(first.headers?.["grpc-message"])),
+      /the server holds \d+ bytes of answers its clients have not read/,
+    );
+    // b holds nothing: its first call is answered, its second is not.
+    const second = await fill(b, 8);
+    assert.equal(second.answered, 1);
+    assert.equal(second.headers?.["grpc-status"], "8");
+    // A client that reads is served.
+    await readingCall(gw.grpcPort);
+    // a's connection gone, its bytes are freed: b is served again.
+    a.destroy();
+    await until("a's bytes freed", async () => {
+      const c = call(b, "ModelInfer");
+      c.req.end(bigRequest());
+      return (await c.headers)["grpc-status"] === undefined;
+    });
+  } finally {
+    a.destroy();
+    b.destroy();
+  }
+});
