@@ -865,7 +865,7 @@ export function createGateway(
     // request gets 401.
     const ended = nextAny === undefined
       ? undefined
-      : ctx.tokenHolders?.revoke(nextAny);
+      : ctx.tokenHolders?.revoke(nextAny, nextManage);
     if (ended !== undefined && ended.subscription > 0) {
       logger.info(
         "Ended {count} channel subscription(s) whose token is no longer accepted",
