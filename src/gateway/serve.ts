@@ -999,9 +999,20 @@ export async function serve(
       }
       return { changed: plan.changed, ignored: plan.ignored };
     };
-    // One at a time: each compares with what the last one applied.
+    /** The reload queued behind the one running, not started yet. */
+    let queuedReload: Promise<ReloadResult> | undefined;
+    // One at a time: each compares with what the last one applied. One
+    // asked while another waits joins it (it reads everything after the
+    // ask): a SIGHUP storm (a supervisor's loop) costs two reloads, not a
+    // queue of one per signal, each reading every file again.
     const reload = (): Promise<ReloadResult> => {
-      const run = reloading.then(reloadNow, reloadNow);
+      if (queuedReload !== undefined) return queuedReload;
+      const start = (): Promise<ReloadResult> => {
+        queuedReload = undefined;
+        return reloadNow();
+      };
+      const run = reloading.then(start, start);
+      queuedReload = run;
       reloading = run.catch(() => {});
       return run;
     };
