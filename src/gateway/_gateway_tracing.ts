@@ -22,7 +22,7 @@
  * @module
  */
 import type { Logger } from "../logger.ts";
-import type { Runtime } from "../runtime/types.ts";
+import type { Runtime, TlsFetch } from "../runtime/types.ts";
 import {
   checkTracestate,
   formatTraceparent,
@@ -191,7 +191,7 @@ export class GatewayTracing {
         `Cannot create gateway: tracing.maxStreamSpanMs ${maxStreamSpanMs} is not a number > 0`,
       );
     }
-    let tlsFetch: typeof fetch | undefined;
+    let tlsFetch: TlsFetch | undefined;
     if (options.tls !== undefined) {
       if (runtime?.tlsFetch === undefined) {
         throw new RangeError(
@@ -220,7 +220,9 @@ export class GatewayTracing {
         ? {}
         : { batchSize: options.batchSize }),
       ...(version === undefined ? {} : { version }),
-      ...(tlsFetch === undefined ? {} : { fetch: tlsFetch }),
+      ...(tlsFetch === undefined
+        ? {}
+        : { fetch: tlsFetch.fetch, closeFetch: tlsFetch.close }),
     });
   }
 
@@ -334,6 +336,26 @@ export class GatewayTracing {
   flush(timeoutMs?: number): Promise<void> {
     for (const end of [...this.#streams]) end("shutdown");
     return this.#exporter.flush(timeoutMs);
+  }
+
+  /**
+   * Whether the gateway's `stopSignal` closes the tracing ({@linkcode close}),
+   * or only flushes it: `serve` closes it itself, after the last responses
+   * (spans of calls that outlived the grace come after `stopSignal`).
+   */
+  closeOnStop = true;
+  #closed: Promise<void> | undefined;
+
+  /**
+   * The gateway's end: {@linkcode flush}, then no more exports (spans
+   * added later are dropped), no timer left, and the exporter's TLS client
+   * freed. Once; later calls wait for the first.
+   */
+  close(timeoutMs?: number): Promise<void> {
+    this.#closed ??= this.flush(timeoutMs).finally(() =>
+      this.#exporter.close()
+    );
+    return this.#closed;
   }
 
   #start(request: Request, call: ModelCall): OpenSpan {

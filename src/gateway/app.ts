@@ -414,9 +414,12 @@ export function createGateway(
   }
   const tracing = ctx.tracing;
   if (tracing !== undefined) {
-    const flush = () => void tracing.flush(2000);
-    if (ctx.stopSignal.aborted) flush();
-    else ctx.stopSignal.addEventListener("abort", flush, { once: true });
+    // Closed (its TLS client freed, no timer left) unless its owner closes
+    // it later (`serve`, after the last responses).
+    const stop = () =>
+      void (tracing.closeOnStop ? tracing.close(2000) : tracing.flush(2000));
+    if (ctx.stopSignal.aborted) stop();
+    else ctx.stopSignal.addEventListener("abort", stop, { once: true });
   }
   const started = Date.now();
   // RegExpRouter only (Hono's default tries it, then falls back for good to

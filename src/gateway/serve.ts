@@ -823,8 +823,9 @@ export async function serve(
         ]);
         await grpc?.close();
         clearTimeout(timer);
-        // The spans of the last calls: sent, up to 2 s more (tracing on).
-        await TRACING_OF.get(app)?.flush(2000);
+        // The spans of the last calls: sent, up to 2 s more (tracing on);
+        // then its timers stopped and its TLS client freed.
+        await TRACING_OF.get(app)?.close(2000);
         logger.info("Stopped");
         resolveFinished();
       })();
@@ -1075,6 +1076,10 @@ export async function serve(
     // Polled for a rotation of the mounted secret (no signal comes).
     watchTokenFiles();
     started = true;
+    // Closed by the shutdown, after the last responses' spans (a start that
+    // fails closes it with `stop`).
+    const tracing = TRACING_OF.get(app);
+    if (tracing !== undefined) tracing.closeOnStop = false;
     return {
       url,
       port: server.port,
