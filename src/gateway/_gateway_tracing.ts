@@ -198,6 +198,14 @@ export class GatewayTracing {
           "Cannot create gateway: tracing.tls needs a runtime with tlsFetch (Deno's and Bun's have it)",
         );
       }
+      if (url.protocol === "http:") {
+        // Certificates for a collector reached without TLS: the operator
+        // meant https (the spans and the headers, an API key, go in clear).
+        logger.warn(
+          "Tracing: certificates are set (tracing.tls, OTEL_EXPORTER_OTLP_CERTIFICATE or the client certificate variables) but the endpoint {endpoint} is http://: they are not used, and the spans and headers travel in clear text (use https://)",
+          { endpoint: `${url.protocol}//${url.host}${url.pathname}` },
+        );
+      }
       tlsFetch = runtime.tlsFetch(options.tls);
     }
     this.#ratio = ratio;
