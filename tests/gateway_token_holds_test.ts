@@ -4,7 +4,7 @@
  * token that a reload retired while its body came in, and evals (which only
  * the management token may open) whose token a reload keeps as an
  * inference token only; and what a reload that keeps a stream's token must
- * leave alone.
+ * leave alone (another token's gRPC call on the same connection included).
  */
 import assert from "node:assert/strict";
 import { loadConfig } from "../src/gateway/config.ts";
@@ -14,7 +14,11 @@ import {
   inferenceStreamResponse,
   RecordKind,
 } from "../src/gateway/_inference_stream.ts";
+import { Buffer } from "node:buffer";
+import { SET_TOKENS_OF } from "../src/gateway/_gateway_tokens.ts";
 import { tempDir, waitFor } from "./_harness.ts";
+import { rawGrpcGateway, tritonProto } from "./_grpc_raw_gateway.ts";
+import { grpc } from "./_grpc_client.ts";
 import { SseReader, withLogs } from "./_gateway_harness.ts";
 
 const T1 = "first-token-0123456789abcdef";
@@ -278,4 +282,99 @@ Deno.test("inferenceStreamResponse with a token retired before it began (a reloa
   assert.deepEqual(outcome, { error: new Error(TOKEN_RETIRED) });
   assert.equal(body[0], RecordKind.ERROR);
   assert.ok(new TextDecoder().decode(body).includes(TOKEN_RETIRED));
+});
+
+const proto = tritonProto();
+const InferRequest = proto.lookupType("inference.ModelInferRequest");
+const StreamResponse = proto.lookupType("triton.ModelStreamInferResponse");
+const GRPC_A = "grpc-holds-a-0123456789abcdef";
+const GRPC_B = "grpc-holds-b-0123456789abcdef";
+
+Deno.test("Two ModelStreamInfer calls of two tokens on one gRPC connection: retiring one token ends only its call's model stream", async () => {
+  await using gw = await rawGrpcGateway(GRPC_A, {
+    "ticker.py": `import time
+
+
+class Ticker:
+    def execute(self, msg):
+        i = 0
+        while True:
+            time.sleep(0.005)
+            i += 1
+            yield {"tick": [i + 0.5]}
+`,
+  }, { limits: { streamIdleTimeout: 600_000 } });
+  const setTokens = SET_TOKENS_OF.get(gw.app)!;
+  setTokens({ token: [GRPC_A, GRPC_B] });
+  /** A ModelStreamInfer call of `token` (on the client's one connection). */
+  const open = (token: string) => {
+    const metadata = new grpc.Metadata();
+    metadata.set("authorization", `Bearer ${token}`);
+    const call = gw.client.makeBidiStreamRequest<Uint8Array, Uint8Array>(
+      "/inference.GRPCInferenceService/ModelStreamInfer",
+      (x) => Buffer.from(x),
+      (b) => b,
+      metadata,
+      {},
+    );
+    const responses: Array<Record<string, unknown>> = [];
+    let onResponse = () => {};
+    call.on("data", (bytes: Uint8Array) => {
+      responses.push(
+        StreamResponse.toObject(StreamResponse.decode(bytes), {
+          defaults: true,
+        }),
+      );
+      onResponse();
+    });
+    const ended = new Promise<grpc.StatusObject>((resolve) => {
+      call.on("status", resolve);
+      call.on("error", () => {});
+    });
+    const until = (check: () => boolean) =>
+      new Promise<void>((resolve) => {
+        onResponse = () => check() && resolve();
+        onResponse();
+      });
+    call.write(
+      InferRequest.encode(InferRequest.create({
+        model_name: "ticker",
+        id: token,
+        inputs: [{
+          name: "x",
+          datatype: "FP64",
+          shape: [1],
+          contents: { fp64_contents: [1.5] },
+        }],
+      })).finish(),
+    );
+    return { call, responses, ended, until };
+  };
+  const a = open(GRPC_A);
+  const b = open(GRPC_B);
+  try {
+    await a.until(() => a.responses.length >= 2);
+    await b.until(() => b.responses.length >= 2);
+    setTokens({ token: GRPC_B });
+    await within(
+      a.until(() => a.responses.some((r) => r.error_message !== "")),
+      "the retired token's model stream",
+    );
+    assert.equal(
+      a.responses.find((r) => r.error_message !== "")!.error_message,
+      TOKEN_RETIRED,
+    );
+    // B's goes on: more items, none an error.
+    const seen = b.responses.length;
+    await within(
+      b.until(() => b.responses.length >= seen + 3),
+      "the kept token's items",
+    );
+    assert.ok(b.responses.every((r) => r.error_message === ""));
+  } finally {
+    a.call.cancel();
+    b.call.cancel();
+    await a.ended;
+    await b.ended;
+  }
 });
