@@ -114,6 +114,17 @@ Deno.test("tokenFileInterval: 0 or at least 100 ms, from the flags, the file and
       /^tokenFileInterval: expected 0 .* \(at config: tokenFileInterval\)$/
         .test(err.message),
   );
+  // Nor beyond a timer's range: Deno, Node and Bun run a longer timer after
+  // 1 ms, a poll every millisecond (the file's schema bounds it too).
+  for (const tokenFileInterval of [2 ** 31, Infinity]) {
+    await assert.rejects(
+      serve({ ...config, tokenFileInterval }),
+      (err) =>
+        err instanceof ConfigError &&
+        /^tokenFileInterval: expected at most 2147483647 ms .* \(at config: tokenFileInterval\)$/
+          .test(err.message),
+    );
+  }
   await withLogs(async () => {
     let reloadWith: ResolvedConfig = { ...config, tokenFileInterval: 1 };
     await using server = await serve(config, {

@@ -10,7 +10,9 @@ import { loadConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
 import type { Runtime } from "../src/runtime/types.ts";
-import { until } from "./_gateway_harness.ts";
+import { until, withLogs } from "./_gateway_harness.ts";
+import { createGateway } from "../src/gateway/app.ts";
+import { MAX_PEM_FILE_BYTES } from "../src/gateway/_pem_file.ts";
 import { HAS_OPENSSL, selfSignedCert } from "./_self_signed_cert.ts";
 
 /** The config `loadConfig` makes with these variables (no file). */
@@ -163,4 +165,57 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("The certificate variables refuse a FIFO, a device, a directory and a file larger than a PEM file holds, rather than hang the start or read without end", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-otlp-tls-" });
+  try {
+    const fifo = `${dir}/fifo.pem`;
+    const made = await new Deno.Command("mkfifo", { args: [fifo] }).output()
+      .then((o) => o.success, () => false);
+    const big = `${dir}/big.pem`;
+    await Deno.writeFile(big, new Uint8Array(MAX_PEM_FILE_BYTES + 1));
+    const endpoint = {
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "https://127.0.0.1:4318/v1/traces",
+    };
+    const cases: Array<[string, RegExp]> = [
+      ["/dev/zero", /\/dev\/zero is not a regular file/],
+      [dir, /cannot be read|is not a regular file/],
+      [big, /big\.pem is larger than a PEM file holds/],
+      ...(made
+        ? [[fifo, /fifo\.pem is not a regular file/] as [string, RegExp]]
+        : []),
+    ];
+    for (const [path, pattern] of cases) {
+      const err = await load({
+        ...endpoint,
+        OTEL_EXPORTER_OTLP_CERTIFICATE: path,
+      }).then(() => undefined, (e) => e);
+      assert.ok(err instanceof ConfigError, `${path}: ${err}`);
+      assert.match(err.message, /^OTEL_EXPORTER_OTLP_CERTIFICATE: /);
+      assert.match(err.message, pattern);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("Tracing with certificates and an http:// endpoint warns that they are not used (the spans and headers go in clear text)", async () => {
+  await withLogs(async (records) => {
+    const stop = new AbortController();
+    createGateway({} as unknown as Parameters<typeof createGateway>[0], {
+      stopSignal: stop.signal,
+      tracing: { endpoint: "http://127.0.0.1:1/v1/traces", tls: {} },
+    });
+    stop.abort();
+    const warned = records.filter((r) =>
+      r.level === "warning" &&
+      r.message.join("").includes("travel in clear text")
+    );
+    assert.equal(warned.length, 1, records.map((r) => r.message).join("\n"));
+    assert.match(
+      warned[0]!.message.join(""),
+      /endpoint "?http:\/\/127\.0\.0\.1:1\/v1\/traces"? is http:\/\//,
+    );
+  });
 });

@@ -22,7 +22,7 @@
  * @module
  */
 import type { Logger } from "../logger.ts";
-import type { Runtime } from "../runtime/types.ts";
+import type { Runtime, TlsFetch } from "../runtime/types.ts";
 import {
   checkTracestate,
   formatTraceparent,
@@ -191,11 +191,19 @@ export class GatewayTracing {
         `Cannot create gateway: tracing.maxStreamSpanMs ${maxStreamSpanMs} is not a number > 0`,
       );
     }
-    let tlsFetch: typeof fetch | undefined;
+    let tlsFetch: TlsFetch | undefined;
     if (options.tls !== undefined) {
       if (runtime?.tlsFetch === undefined) {
         throw new RangeError(
           "Cannot create gateway: tracing.tls needs a runtime with tlsFetch (Deno's and Bun's have it)",
+        );
+      }
+      if (url.protocol === "http:") {
+        // Certificates for a collector reached without TLS: the operator
+        // meant https (the spans and the headers, an API key, go in clear).
+        logger.warn(
+          "Tracing: certificates are set (tracing.tls, OTEL_EXPORTER_OTLP_CERTIFICATE or the client certificate variables) but the endpoint {endpoint} is http://: they are not used, and the spans and headers travel in clear text (use https://)",
+          { endpoint: `${url.protocol}//${url.host}${url.pathname}` },
         );
       }
       tlsFetch = runtime.tlsFetch(options.tls);
@@ -220,7 +228,9 @@ export class GatewayTracing {
         ? {}
         : { batchSize: options.batchSize }),
       ...(version === undefined ? {} : { version }),
-      ...(tlsFetch === undefined ? {} : { fetch: tlsFetch }),
+      ...(tlsFetch === undefined
+        ? {}
+        : { fetch: tlsFetch.fetch, closeFetch: tlsFetch.close }),
     });
   }
 
@@ -334,6 +344,26 @@ export class GatewayTracing {
   flush(timeoutMs?: number): Promise<void> {
     for (const end of [...this.#streams]) end("shutdown");
     return this.#exporter.flush(timeoutMs);
+  }
+
+  /**
+   * Whether the gateway's `stopSignal` closes the tracing ({@linkcode close}),
+   * or only flushes it: `serve` closes it itself, after the last responses
+   * (spans of calls that outlived the grace come after `stopSignal`).
+   */
+  closeOnStop = true;
+  #closed: Promise<void> | undefined;
+
+  /**
+   * The gateway's end: {@linkcode flush}, then no more exports (spans
+   * added later are dropped), no timer left, and the exporter's TLS client
+   * freed. Once; later calls wait for the first.
+   */
+  close(timeoutMs?: number): Promise<void> {
+    this.#closed ??= this.flush(timeoutMs).finally(() =>
+      this.#exporter.close()
+    );
+    return this.#closed;
   }
 
   #start(request: Request, call: ModelCall): OpenSpan {

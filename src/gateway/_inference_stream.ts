@@ -116,7 +116,10 @@ export async function inferenceStreamResponse(
     end({ error: retired });
   };
   signal?.addEventListener("abort", cancel, { once: true });
-  retire?.addEventListener("abort", onRetire, { once: true });
+  // Retired already: the token went between the request's check and now
+  // (a reload while its body came in).
+  if (retire?.aborted) onRetire();
+  else retire?.addEventListener("abort", onRetire, { once: true });
   let first: IteratorResult<unknown>;
   try {
     first = await items.next();

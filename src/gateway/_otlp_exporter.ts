@@ -57,6 +57,11 @@ export interface OtlpExporterOptions {
   logger: Logger;
   /** The `fetch` to POST with (tests). @default {globalThis.fetch} */
   fetch?: typeof fetch;
+  /**
+   * Frees what `fetch` holds (a TLS client), once the exporter is closed
+   * and its last POST is over.
+   */
+  closeFetch?: () => void;
 }
 
 /** The most POSTs of one batch a collector's 429, 502, 503 or 504 gets. */
@@ -104,6 +109,9 @@ export class OtlpExporter {
   readonly #scope: unknown;
   readonly #logger: Logger;
   readonly #fetch: typeof fetch;
+  readonly #closeFetch: (() => void) | undefined;
+  /** Aborts the POST in flight: the exporter is closed. */
+  readonly #closing = new AbortController();
 
   constructor(options: OtlpExporterOptions) {
     this.#endpoint = options.endpoint;
@@ -128,6 +136,27 @@ export class OtlpExporter {
       : { name: "pyproxy", version: options.version };
     this.#logger = options.logger;
     this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.#closeFetch = options.closeFetch;
+  }
+
+  /**
+   * Stops for good: no more POSTs or timers (a collector's `Retry-After`
+   * of minutes kept a timer, and with it the process, alive), the POST in
+   * flight aborted, spans added later dropped; then frees `closeFetch`'s
+   * client. After {@linkcode flush}, at a gateway's end. Idempotent.
+   */
+  close(): void {
+    if (this.#closing.signal.aborted) return;
+    this.#closing.abort();
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    // What waits is not sent any more.
+    this.#dropped += this.#queue.length + (this.#retry?.batch.length ?? 0);
+    this.#queue = [];
+    this.#retry = undefined;
+    const free = () => this.#closeFetch?.();
+    if (this.#inFlight === undefined) free();
+    else void this.#inFlight.finally(free);
   }
 
   /** Spans dropped so far: the queue was full, or their POST failed. */
@@ -152,6 +181,7 @@ export class OtlpExporter {
   /** Queues a finished span (or drops it when the queue is full); never throws. */
   add(span: ExportSpan): void {
     if (
+      this.#closing.signal.aborted ||
       this.#queue.length + (this.#retry?.batch.length ?? 0) >= this.#maxQueue
     ) {
       this.#dropped++;
@@ -182,6 +212,7 @@ export class OtlpExporter {
    * export. What is left then stays queued.
    */
   async flush(timeoutMs = 5000): Promise<void> {
+    if (this.#closing.signal.aborted) return;
     clearTimeout(this.#timer);
     this.#timer = undefined;
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -206,7 +237,7 @@ export class OtlpExporter {
   }
 
   #schedule(ms: number): void {
-    if (this.#timer !== undefined) return;
+    if (this.#timer !== undefined || this.#closing.signal.aborted) return;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       if (
@@ -257,7 +288,10 @@ export class OtlpExporter {
         method: "POST",
         headers: this.#headers,
         body,
-        signal: AbortSignal.timeout(timeoutMs),
+        signal: AbortSignal.any([
+          AbortSignal.timeout(timeoutMs),
+          this.#closing.signal,
+        ]),
         // A redirect is not followed: fetch would send the headers (API
         // keys; only Authorization is dropped) and the spans to wherever
         // the collector points, another host included.
@@ -289,6 +323,11 @@ export class OtlpExporter {
     if (problem === undefined) {
       this.#failures = 0;
       this.#exported += batch.length;
+      return;
+    }
+    if (this.#closing.signal.aborted) {
+      // Closed: its flush gave up on it, and said nothing more is sent.
+      this.#dropped += batch.length;
       return;
     }
     this.#failures++;

@@ -10,6 +10,7 @@
  */
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { ConfigError } from "../errors.ts";
+import { PemFileError, readPemFile } from "./_pem_file.ts";
 import type { Runtime, TlsFetchOptions } from "../runtime/types.ts";
 
 /** A file a variable names. */
@@ -94,11 +95,14 @@ export async function readOtlpTls(
   }
   const read = async (file: NamedFile): Promise<string> => {
     try {
-      return new TextDecoder().decode(
-        await runtime.readFile(resolve(file.path)),
-      );
+      return await readPemFile(runtime, resolve(file.path));
     } catch (err) {
-      throw wrong(file, `cannot be read: ${(err as Error).message}`, err);
+      const message = (err as Error).message;
+      throw wrong(
+        file,
+        err instanceof PemFileError ? message : `cannot be read: ${message}`,
+        err,
+      );
     }
   };
   const certificate = (file: NamedFile, pem: string): X509Certificate => {

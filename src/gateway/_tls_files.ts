@@ -10,6 +10,7 @@ import { createPrivateKey, X509Certificate } from "node:crypto";
 import type { Logger } from "@logtape/logtape";
 import { ConfigError } from "../errors.ts";
 import type { Runtime } from "../runtime/types.ts";
+import { readPemFile } from "./_pem_file.ts";
 
 /**
  * The PEM texts of `tls.cert` and `tls.key`, checked: the certificate
@@ -29,7 +30,9 @@ export async function readTls(
   const read = async (option: "cert" | "key"): Promise<string> => {
     const path = paths[option];
     try {
-      return new TextDecoder().decode(await runtime.readFile(path));
+      // Not a FIFO or a device (a start or a reload would hang on it), and
+      // bounded.
+      return await readPemFile(runtime, path);
     } catch (err) {
       throw new ConfigError(
         `tls.${option}: cannot read ${path}: ${(err as Error).message} ${

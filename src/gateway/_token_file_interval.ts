@@ -20,10 +20,16 @@ export const TOKEN_FILE_INTERVAL_FLOOR: { ms: number } = { ms: 100 };
  * as a config error's text: `expected ...`.
  */
 export function tokenFileIntervalProblem(ms: number): string | undefined {
-  return ms === 0 || ms >= TOKEN_FILE_INTERVAL_FLOOR.ms
+  return ms === 0 ||
+      (ms >= TOKEN_FILE_INTERVAL_FLOOR.ms && ms <= MAX_TIMER_MS)
     ? undefined
+    : ms > MAX_TIMER_MS
+    ? `expected at most ${MAX_TIMER_MS} ms (about 24.8 days, a timer's longest: the runtimes run a longer one after 1 ms, a poll every millisecond)`
     : `expected 0 (read on a reload only) or at least ${TOKEN_FILE_INTERVAL_FLOOR.ms} ms (a poll that often costs CPU, and a secret takes longer to change)`;
 }
+
+/** The longest delay `setTimeout` takes as given (2^31 - 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * Throws the {@linkcode ConfigError} of a `tokenFileInterval` below the

@@ -36,8 +36,12 @@ export interface TokenHold {
 export class TokenHolders {
   readonly #held = new Map<
     object,
-    { token: string; end: () => void; kind: HeldKind }
+    { token: string; end: () => void; kind: HeldKind; manage: boolean }
   >();
+  /** The tokens in force since the last {@linkcode revoke}; none: the first. */
+  #accepts: ((token: string) => boolean) | undefined;
+  /** The same for what only the management token may hold (evals). */
+  #acceptsManage: ((token: string) => boolean) | undefined;
 
   /** Subscriptions and streams held (open). */
   get size(): number {
@@ -47,15 +51,40 @@ export class TokenHolders {
   /**
    * Holds a subscription or stream let in by `token`; `end` closes it.
    * Returns its release, to call once it closed (whatever closed it).
+   * `manage`: what only the management token may open (an eval), ended
+   * when the token is no longer a management token, even if it is still
+   * accepted as the inference token. A token retired since its request
+   * was let in (a reload while the request's body came in) is not held:
+   * `end` runs at once (after the caller's turn), as a reload would have
+   * run it.
    */
   hold(
     token: string,
     end: () => void,
     kind: HeldKind = "subscription",
+    manage = false,
   ): () => void {
+    if (!this.#accepted(token, manage)) {
+      queueMicrotask(() => {
+        try {
+          end();
+        } catch {
+          // Closed meanwhile.
+        }
+      });
+      return () => {};
+    }
     const key = {};
-    this.#held.set(key, { token, end, kind });
+    this.#held.set(key, { token, end, kind, manage });
     return () => void this.#held.delete(key);
+  }
+
+  /** Whether the tokens in force take `token` (for what `manage` says). */
+  #accepted(token: string, manage: boolean): boolean {
+    const accepts = manage && this.#acceptsManage !== undefined
+      ? this.#acceptsManage
+      : this.#accepts;
+    return accepts === undefined || accepts(token);
   }
 
   /**
@@ -67,28 +96,43 @@ export class TokenHolders {
   holdRequest(
     request: Request,
     onRetire?: () => void,
+    manage = false,
   ): TokenHold | undefined {
     const token = bearerToken(request.headers.get("authorization") ?? "");
     if (token === undefined) return undefined;
     const controller = new AbortController();
-    const release = this.hold(token, () => {
+    const end = () => {
       try {
         onRetire?.();
       } finally {
         controller.abort();
       }
-    }, "stream");
+    };
+    if (!this.#accepted(token, manage)) {
+      // Retired while the request came in (a reload during its body):
+      // ended now, as a reload just after would end it.
+      end();
+      return { signal: controller.signal, release: () => {} };
+    }
+    const release = this.hold(token, end, "stream", manage);
     return { signal: controller.signal, release };
   }
 
   /**
    * Ends (and releases) the subscriptions and streams whose token
-   * `accepted` no longer takes; returns how many of each.
+   * `accepted` no longer takes (or, for those held as `manage`,
+   * `acceptedManage` when given: a management token set); returns how many
+   * of each. Later holds are checked against them too.
    */
-  revoke(accepted: (token: string) => boolean): Record<HeldKind, number> {
+  revoke(
+    accepted: (token: string) => boolean,
+    acceptedManage?: (token: string) => boolean,
+  ): Record<HeldKind, number> {
+    this.#accepts = accepted;
+    this.#acceptsManage = acceptedManage;
     const ended = { subscription: 0, stream: 0 };
-    for (const [key, { token, end, kind }] of this.#held) {
-      if (accepted(token)) continue;
+    for (const [key, { token, end, kind, manage }] of this.#held) {
+      if (this.#accepted(token, manage)) continue;
       this.#held.delete(key);
       ended[kind]++;
       try {

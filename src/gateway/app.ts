@@ -414,9 +414,12 @@ export function createGateway(
   }
   const tracing = ctx.tracing;
   if (tracing !== undefined) {
-    const flush = () => void tracing.flush(2000);
-    if (ctx.stopSignal.aborted) flush();
-    else ctx.stopSignal.addEventListener("abort", flush, { once: true });
+    // Closed (its TLS client freed, no timer left) unless its owner closes
+    // it later (`serve`, after the last responses).
+    const stop = () =>
+      void (tracing.closeOnStop ? tracing.close(2000) : tracing.flush(2000));
+    if (ctx.stopSignal.aborted) stop();
+    else ctx.stopSignal.addEventListener("abort", stop, { once: true });
   }
   const started = Date.now();
   // RegExpRouter only (Hono's default tries it, then falls back for good to
@@ -865,7 +868,7 @@ export function createGateway(
     // request gets 401.
     const ended = nextAny === undefined
       ? undefined
-      : ctx.tokenHolders?.revoke(nextAny);
+      : ctx.tokenHolders?.revoke(nextAny, nextManage);
     if (ended !== undefined && ended.subscription > 0) {
       logger.info(
         "Ended {count} channel subscription(s) whose token is no longer accepted",

@@ -265,14 +265,17 @@ export function evalRoutes(ctx: RouteContext): Hono {
     });
     // The code its token started stops when the token is retired (a token
     // retired because it leaked), whether or not a client still reads.
+    // Held as the management token's (when one is set): a reload that
+    // makes it an inference token ends them as well.
     const running = ctx.tokenHolders?.holdRequest(
       c.req.raw,
       () => atom.cancel("its token is no longer accepted"),
+      true,
     );
     if (running !== undefined) {
       atom.result.then(running.release, running.release);
     }
-    const stream = ctx.tokenHolders?.holdRequest(c.req.raw);
+    const stream = ctx.tokenHolders?.holdRequest(c.req.raw, undefined, true);
     if (requestId === undefined) {
       ctx.logger.debug("Eval {id} started", { id: atom.id });
     } else {
@@ -328,7 +331,7 @@ export function evalRoutes(ctx: RouteContext): Hono {
     }
     // HEAD: no replay reader (nothing would ever read or release it).
     if (c.req.method === "HEAD") return sseHead({ "x-atom-id": atom.id });
-    const stream = ctx.tokenHolders?.holdRequest(c.req.raw);
+    const stream = ctx.tokenHolders?.holdRequest(c.req.raw, undefined, true);
     return sseResponse(
       atomEvents(
         atom,

@@ -829,8 +829,9 @@ export async function serve(
         ]);
         await grpc?.close();
         clearTimeout(timer);
-        // The spans of the last calls: sent, up to 2 s more (tracing on).
-        await TRACING_OF.get(app)?.flush(2000);
+        // The spans of the last calls: sent, up to 2 s more (tracing on);
+        // then its timers stopped and its TLS client freed.
+        await TRACING_OF.get(app)?.close(2000);
         logger.info("Stopped");
         resolveFinished();
       })();
@@ -1005,9 +1006,20 @@ export async function serve(
       }
       return { changed: plan.changed, ignored: plan.ignored };
     };
-    // One at a time: each compares with what the last one applied.
+    /** The reload queued behind the one running, not started yet. */
+    let queuedReload: Promise<ReloadResult> | undefined;
+    // One at a time: each compares with what the last one applied. One
+    // asked while another waits joins it (it reads everything after the
+    // ask): a SIGHUP storm (a supervisor's loop) costs two reloads, not a
+    // queue of one per signal, each reading every file again.
     const reload = (): Promise<ReloadResult> => {
-      const run = reloading.then(reloadNow, reloadNow);
+      if (queuedReload !== undefined) return queuedReload;
+      const start = (): Promise<ReloadResult> => {
+        queuedReload = undefined;
+        return reloadNow();
+      };
+      const run = reloading.then(start, start);
+      queuedReload = run;
       reloading = run.catch(() => {});
       return run;
     };
@@ -1070,6 +1082,10 @@ export async function serve(
     // Polled for a rotation of the mounted secret (no signal comes).
     watchTokenFiles();
     started = true;
+    // Closed by the shutdown, after the last responses' spans (a start that
+    // fails closes it with `stop`).
+    const tracing = TRACING_OF.get(app);
+    if (tracing !== undefined) tracing.closeOnStop = false;
     return {
       url,
       port: server.port,

@@ -436,8 +436,12 @@ export function bunRuntime(): Runtime {
           ? {}
           : { cert: tls.cert, key: tls.key }),
       };
-      return (input, init) =>
-        fetch(input, { ...init, tls: options } as unknown as RequestInit);
+      return {
+        fetch: (input, init) =>
+          fetch(input, { ...init, tls: options } as unknown as RequestInit),
+        // Nothing held but the options.
+        close: () => {},
+      };
     },
     env: (name) => process.env[name],
     cpuCount: () =>

@@ -407,7 +407,16 @@ export function denoRuntime(): Runtime {
           ? {}
           : { cert: tls.cert, key: tls.key }),
       });
-      return (input, init) => fetch(input, { ...init, client });
+      return {
+        fetch: (input, init) => fetch(input, { ...init, client }),
+        close: () => {
+          try {
+            client.close();
+          } catch {
+            // Closed already.
+          }
+        },
+      };
     },
     env: (name) => Deno.env.get(name),
     cpuCount: () => navigator.hardwareConcurrency || 1,

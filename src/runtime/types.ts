@@ -317,6 +317,25 @@ export interface TlsFetchOptions {
 }
 
 /**
+ * What {@linkcode Runtime.tlsFetch} makes: a `fetch` with the TLS settings,
+ * and how to free what it holds (Deno's HTTP client and its connections)
+ * once no POST is in flight.
+ *
+ * @example
+ * ```ts
+ * import type { TlsFetch } from "./types.ts";
+ * const tls: TlsFetch = { fetch: globalThis.fetch, close: () => {} };
+ * tls.close();
+ * ```
+ */
+export interface TlsFetch {
+  /** A `fetch` whose HTTPS connections use the TLS settings. */
+  fetch: typeof fetch;
+  /** Frees the client (idempotent); `fetch` must not be called after. */
+  close(): void;
+}
+
+/**
  * Everything runtime-specific the core needs.
  *
  * @example Pass an adapter explicitly
@@ -454,10 +473,13 @@ export interface Runtime {
    * to its roots, Bun takes it as Node's `ca` option) and present `tls.cert` and `tls.key` (PEM, both or
    * neither) as the client's certificate: the tracing exporter's, for a
    * collector with a private CA or mutual TLS (`OTEL_EXPORTER_OTLP_CERTIFICATE`,
-   * `..._CLIENT_CERTIFICATE`, `..._CLIENT_KEY`). Optional: without it, a
-   * gateway given such TLS settings refuses to start.
+   * `..._CLIENT_CERTIFICATE`, `..._CLIENT_KEY`). The exporter closes it
+   * when its gateway stops (`serve`'s shutdown, `stopSignal`): a gateway
+   * made and stopped again and again would otherwise keep a client each.
+   * Optional: without it, a gateway given such TLS settings refuses to
+   * start.
    */
-  tlsFetch?(tls: TlsFetchOptions): typeof fetch;
+  tlsFetch?(tls: TlsFetchOptions): TlsFetch;
   /** An environment variable, or undefined. */
   env(name: string): string | undefined;
   /** The number of logical CPUs. */

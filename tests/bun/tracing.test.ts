@@ -113,13 +113,13 @@ test("Runtime.tlsFetch on Bun: trusts the given CA and presents the client's cer
     try {
       const rt = bunRuntime();
       const key = await readFile(client.key, "utf8");
-      const res = await rt.tlsFetch!({ ca: server.pem, cert: client.pem, key })(
-        url,
-      );
+      const tls = rt.tlsFetch!({ ca: server.pem, cert: client.pem, key });
+      const res = await tls.fetch(url);
+      tls.close();
       expect(await res.text()).toBe("ok");
       // Without the client's certificate, the collector refuses.
       let refused = false;
-      await rt.tlsFetch!({ ca: server.pem })(url).then(
+      await rt.tlsFetch!({ ca: server.pem }).fetch(url).then(
         (r) => r.text(),
         () => refused = true,
       );

@@ -1,0 +1,45 @@
+/**
+ * A PEM file's text (a certificate, a key, a CA bundle), read as the
+ * token files are: a FIFO or a device named by mistake (`/dev/zero`, a
+ * pipe nobody writes) would hang the start, or read until memory ran out.
+ *
+ * @module
+ */
+import type { Runtime } from "../runtime/types.ts";
+
+/**
+ * The most a PEM file may hold: a CA bundle (the system's is about
+ * 200 KiB) with room to spare.
+ */
+export const MAX_PEM_FILE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * The text of the PEM file at `path`. Throws the runtime's error when it
+ * cannot be read, and a {@linkcode PemFileError} when it is not a regular
+ * file or is larger than {@linkcode MAX_PEM_FILE_BYTES}. Without
+ * `runtime.readRegularFile`, a plain read.
+ */
+export async function readPemFile(
+  runtime: Runtime,
+  path: string,
+): Promise<string> {
+  const bytes = runtime.readRegularFile === undefined
+    ? await runtime.readFile(path)
+    : await runtime.readRegularFile(path, MAX_PEM_FILE_BYTES);
+  if (bytes === null) {
+    throw new PemFileError(
+      "is not a regular file (a FIFO or a device: reading it could wait or never end)",
+    );
+  }
+  if (bytes.length > MAX_PEM_FILE_BYTES) {
+    throw new PemFileError(
+      `is larger than a PEM file holds (at most ${MAX_PEM_FILE_BYTES} bytes)`,
+    );
+  }
+  return new TextDecoder().decode(bytes);
+}
+
+/** A file that is not one to read as PEM: its message says why. */
+export class PemFileError extends Error {
+  override name = "PemFileError";
+}
