@@ -201,7 +201,7 @@ Deno.test("The certificate variables refuse a FIFO, a device, a directory and a 
 });
 
 Deno.test("Tracing with certificates and an http:// endpoint warns that they are not used (the spans and headers go in clear text)", async () => {
-  await withLogs(async (records) => {
+  await withLogs((records) => {
     const stop = new AbortController();
     createGateway({} as unknown as Parameters<typeof createGateway>[0], {
       stopSignal: stop.signal,
@@ -217,5 +217,6 @@ Deno.test("Tracing with certificates and an http:// endpoint warns that they are
       warned[0]!.message.join(""),
       /endpoint "?http:\/\/127\.0\.0\.1:1\/v1\/traces"? is http:\/\//,
     );
+    return Promise.resolve();
   });
 });
