@@ -88,7 +88,11 @@ import {
 /** The temporary directories a pool or its servers make (`<kind>-<pid>-...`). */
 const TEMP_DIR_KINDS = ["pyproxy-sock", "pyproxy-models"] as const;
 
-export type { ModelCallOptions, ModelInfo } from "./model_registry.ts";
+export type {
+  ModelCallOptions,
+  ModelInfo,
+  ModelSuspicion,
+} from "./model_registry.ts";
 export type { PoolEvent } from "./pool_events.ts";
 export type { WorkerExit, WorkerInfo, WorkerState } from "./worker.ts";
 

@@ -13,6 +13,7 @@ import type {
 import type { StreamIdleError } from "../errors.ts";
 import type { ResponseMeta } from "../session_types.ts";
 import type { QueueWaitStats } from "../queue_waits.ts";
+import type { ModelSuspicion } from "../model_registry.ts";
 
 /**
  * A model file to load (what `PUT /v1/models/{name}` sends to the pool).
@@ -110,6 +111,11 @@ export interface GatewayPoolStatus {
       slots?: readonly string[];
       /** Why a placed model is out of service (absent: it is not). */
       failedReason?: string;
+      /**
+       * Set while the model is suspected of killing its worker soon after
+       * its load (`ModelInfo.suspected`; the pool's `loadCrashWindow`).
+       */
+      suspected?: ModelSuspicion;
       /** Its `close_timeout_ms`, for a model with a `close()`. */
       closeTimeoutMs?: number;
       /** A version's label (each version of a model is listed on its own). */
