@@ -320,6 +320,17 @@ export interface GatewayPool {
    */
   modelStatus?(name: string): GatewayPoolStatus["models"];
   /**
+   * The one entry of `modelStatus(name)` for `version` (the default one
+   * without it; a model without versions: no `version`), `undefined` for
+   * none: what a readiness probe of one version reads, at a cost that
+   * does not grow with the number of versions. A pool without it has
+   * `modelStatus` read instead.
+   */
+  modelVersionStatus?(
+    name: string,
+    version?: string,
+  ): GatewayPoolStatus["models"][number] | undefined;
+  /**
    * The workers as `status().workers` lists them: what `/healthz` and the
    * readiness routes read. A pool without it has its whole `status()`
    * built for them.

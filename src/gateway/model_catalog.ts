@@ -448,6 +448,33 @@ export class ModelCatalog {
   }
 
   /**
+   * Describes model `name` at `version` (its default one without it; a
+   * model without versions, at its own version number or none) as
+   * {@linkcode ModelCatalog.describe} does, without `versions`: from that
+   * one entry of the pool's status (`modelVersionStatus`), at a cost that
+   * does not grow with the number of versions. `undefined` when the pool
+   * cannot tell that way, or there is no such model or version (then
+   * `describe` gives the 404's facts).
+   */
+  describeOne(
+    pool: Pick<GatewayPool, "modelVersionStatus">,
+    name: string,
+    version?: string,
+  ): GatewayModelInfo | undefined {
+    if (pool.modelVersionStatus === undefined) return undefined;
+    const m = pool.modelVersionStatus(name, version) ??
+      (version === undefined ? undefined : pool.modelVersionStatus(name));
+    if (m === undefined || m.name !== name) return undefined;
+    if (version !== undefined && m.version !== version) {
+      // A model without versions, by its own version number.
+      if (m.version !== undefined) return undefined;
+      const desc = this.#describe(m);
+      return version === String(desc.version) ? desc : undefined;
+    }
+    return this.#describe(m);
+  }
+
+  /**
    * Describes each version of model `name` as
    * {@linkcode ModelCatalog.describe} does (`[]` for a model without
    * versions, or none): one read of that model's entries for them all.
