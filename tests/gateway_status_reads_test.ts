@@ -143,6 +143,16 @@ Deno.test("createGateway over a pool: KServe V2's readiness and metadata of one 
     assert.deepEqual((await send("/v2/models/v")).body.versions, labels);
     const plain = await send("/v2/models/plain");
     assert.equal(plain.status, 200);
+    // KServe V1's (TF Serving's) status of one version too.
+    const v1 = await send("/v1/models/v/versions/20");
+    assert.equal(v1.status, 200);
+    assert.equal(v1.body.label, "20");
+    assert.deepEqual(v1.body.versions, labels);
+    assert.deepEqual(v1.body.model_version_status, [{
+      version: "20",
+      state: "AVAILABLE",
+      status: { error_code: "OK", error_message: "" },
+    }]);
     assert.equal(wide, 0, `${wide} reads of every version's entries`);
     // A model without versions, by its own version number; what is not
     // there is the 404 as before.
@@ -158,6 +168,11 @@ Deno.test("createGateway over a pool: KServe V2's readiness and metadata of one 
     );
     assert.equal((await send("/v2/models/none/ready")).status, 404);
     assert.equal((await send("/v2/models/v/versions/99")).status, 404);
+    assert.equal((await send("/v1/models/v/versions/99")).status, 404);
+    assert.equal(
+      (await send(`/v1/models/plain/versions/${own}`)).body.ready,
+      true,
+    );
   } finally {
     await pids.assertGone();
   }
