@@ -492,7 +492,10 @@ export interface PoolOptions {
    * that model (with calls running, a suspicion). A
    * restart replays a suspected model alone, first, and holds the worker
    * back from calls until it outlived twice the delay of the death after
-   * the load (250 ms at least, this window at most); at its second strike
+   * the load (250 ms at least, this window at most; the whole window once
+   * it has a strike, or once it outlived a shorter hold and that process
+   * then died, laid on it again); while suspected, its
+   * `pool.modelStatus(name)` entry has `suspected`; at its second strike
    * the model is taken out of service: never replayed again, unloaded, its
    * calls failing with `ModelUnavailableError` (its
    * `pool.modelStatus(name)` entry's `failedReason` says why; a
@@ -739,7 +742,7 @@ export class Pool implements AsyncDisposable {
         opts.logger.warn(
           ev.counted
             ? "Model {name} is suspected of killing worker {worker} {afterMs} ms after its load, with no call running ({reason}): strike {strikes} of 2 (loadCrashWindow)"
-            : "Model {name} is suspected of killing worker {worker} {afterMs} ms after its load ({reason}); calls were running there, so no strike: its next replay loads it alone and holds the worker until it outlived loadCrashWindow",
+            : "Model {name} is suspected of killing worker {worker} {afterMs} ms after its load ({reason}); calls or other models' loads ran there too, so no strike: its next replay loads it alone and holds the worker back from calls for a while",
           { ...ev },
         ),
       settingName: opts.placement.settingName,
