@@ -1959,7 +1959,8 @@ function describeRunning(
   if (loaded.length > 0) {
     parts.push(`with ${namesOf(loaded)} loaded there within the window too`);
   }
-  return parts.join(", ");
+  // Only a load of its own under way there (an update racing the death).
+  return parts.length === 0 ? "while a load ran there" : parts.join(", ");
 }
 
 /** `model 'a'`, `models 'a', 'b'`, `models 'a', 'b', 'c' and 2 more`. */
