@@ -1650,7 +1650,11 @@ export class Pool implements AsyncDisposable {
    * new slot is ready or its first start failed: such a slot stays, left to
    * the restart policy (`reconnect()`), and counts in the size. When every
    * new slot fails, they are removed again and it rejects with
-   * `StartError` (the size is unchanged).
+   * `StartError` (the size is unchanged). A first start whose death was
+   * laid on a model's load (a model suspected of killing its worker soon
+   * after its load, `loadCrashWindow`, killed it during its held replay)
+   * is not the slot's failure: its restart decides instead (the model
+   * quarantined meanwhile, or held again).
    *
    * Shrinking waits for a model operation in flight (`addModel`, ...), then
    * removes first the slots that serve nothing (`failed`,

@@ -166,8 +166,9 @@ export class Supervisor {
    * (plugin hooks, model replay bounded by `loadTimeout`, traffic once
    * ready) and it resolves once each is ready or its first start failed (a
    * failed one stays, left to the restart policy, as at `start`); when every
-   * new slot failed, they are removed again and it throws `StartError`.
-   * Removed slots are the ones least in use (see `pickVictims`):
+   * new slot failed, they are removed again and it throws `StartError`
+   * (a first start whose death was laid on a model's load waits for the
+   * slot's restart instead: `#firstStart`). Removed slots are the ones least in use (see `pickVictims`):
    * out of rotation at once, drained up to `graceMs`, stopped, then gone
    * from `workers`.
    */
