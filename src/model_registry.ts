@@ -384,6 +384,7 @@ export class ModelRegistry {
     gen: number,
     names: Iterable<string>,
     sentAt: number,
+    command = false,
   ): LoadStep | undefined {
     const window = this.#loadCrashWindow;
     if (window <= 0) return undefined;
@@ -396,7 +397,12 @@ export class ModelRegistry {
     const now = Date.now();
     // Bounded: only the loads a death could still be laid on.
     seen.steps = seen.steps.filter((s) => now - s.doneAt <= window);
-    const step: LoadStep = { names: new Set(names), sentAt, doneAt: now };
+    const step: LoadStep = {
+      names: new Set(names),
+      sentAt,
+      doneAt: now,
+      ...(command ? { command } : {}),
+    };
     seen.steps.push(step);
     return step;
   }
@@ -491,6 +497,15 @@ export class ModelRegistry {
     // load running, one model loaded within the window. Else each is only
     // suspected, and the next replay tries them one at a time.
     const counted = !busy && names.size === 1;
+    // A model command's load there within the window (an add, an update),
+    // done or under way: the death is better laid on it than taken as a
+    // sign that a model held before it varies its delay (each model held
+    // on that process's replay took a whole window's hold next, one after
+    // the other, when a bad model was added there soon after).
+    const commanded = (loading?.gen === gen && loading.names.size > 0) ||
+      seen.steps.some((s) =>
+        s.command === true && exit.at - s.doneAt <= window
+      );
     this.#blamed.set(worker, { gen, names });
     const now = Date.now();
     const struck: Array<{ name: string; suspect: Suspect }> = [];
@@ -519,7 +534,8 @@ export class ModelRegistry {
       // on this very process, its delay varies, and its next hold is the
       // whole window; another worker's death says nothing of that).
       if (
-        suspect.outlivedOn?.worker === worker && suspect.outlivedOn.gen === gen
+        !commanded && suspect.outlivedOn?.worker === worker &&
+        suspect.outlivedOn.gen === gen
       ) {
         suspect.longHold = true;
       }
@@ -1582,7 +1598,7 @@ export class ModelRegistry {
     const sentAt = Date.now();
     return sent.then((value) => {
       names.delete(name);
-      this.#loaded(t.worker, t.gen, [name], sentAt);
+      this.#loaded(t.worker, t.gen, [name], sentAt, true);
       return value;
     }, (err: unknown) => {
       if (
@@ -1880,6 +1896,8 @@ interface LoadStep {
   sentAt: number;
   /** When its load answered. */
   doneAt: number;
+  /** A model command's load (an add, an update), not a restart's replay. */
+  command?: boolean;
 }
 
 /** A model suspected of killing workers soon after its load. */
