@@ -109,6 +109,79 @@ Deno.test("Pool: with the default restart policy, a model whose crash delay alte
   }
 });
 
+const SLOW = `
+import time
+
+class Slow:
+    def execute(self, msg):
+        time.sleep(msg.get("ms", 0) / 1000.0)
+        return {"ok": True}
+`;
+
+Deno.test("Pool: with the default restart policy and calls running at every death, a model whose crash delay grows past each hold is out of service before its slot fails", async () => {
+  await using dir = await modelsDir();
+  await Deno.writeTextFile(`${dir.path}/bomb.py`, CYCLING_BOMB);
+  await Deno.writeTextFile(`${dir.path}/slow.py`, SLOW);
+  const pids = new PidTracker();
+  let stop = false;
+  const loops: Promise<void>[] = [];
+  try {
+    await using pool = await Pool.start({
+      workers: 1,
+      modelsDir: dir.path,
+      handleSignals: false,
+    });
+    pids.watch(pool);
+    const events: PoolEvent[] = [];
+    const off = pool.on((ev) => void events.push(ev));
+    await pool.addModel("slow", { file: "slow.py" });
+    // Past the window of that load: the deaths are laid on the bomb alone.
+    await new Promise((r) => setTimeout(r, 3100));
+    for (let i = 0; i < 3; i++) {
+      loops.push((async () => {
+        while (!stop) {
+          await pool.execute("slow", { ms: 50 }, { timeout: 5000 }).catch(
+            () => new Promise((r) => setTimeout(r, 10)),
+          );
+        }
+      })());
+    }
+    const failed = nextEvent(pool, "model-failed", undefined, 60_000);
+    const slotFailed = nextEvent(pool, "failed", undefined, 60_000);
+    // Calls run at each death: suspicions, not strikes. Each held replay
+    // (twice the last delay) was outlived by the next, longer delay: a
+    // suspicion again, for 5 deaths, then strikes; the slot failed at its
+    // sixth crash. A death after it outlived a hold there makes its next
+    // holds the whole window.
+    await pool.addModel("bomb", {
+      file: "bomb.py",
+      options: {
+        counter: `${dir.path}/counter`,
+        delays: [0.2, 0.5, 1.1, 2.3, 2.9],
+      },
+    });
+    const first = await Promise.race([failed, slotFailed]);
+    slotFailed.catch(() => {});
+    failed.catch(() => {});
+    assert.equal(first.type, "model-failed", JSON.stringify(first));
+    stop = true;
+    await Promise.all(loops);
+    await until(
+      () => pool.status().workers.every((w) => w.state === "ready"),
+      "the worker to be ready",
+    );
+    off();
+    assert.ok(!events.some((e) => e.type === "failed"), "no slot failed");
+    const exits = events.filter((e) => e.type === "worker-exit").length;
+    assert.ok(exits <= 5, `${exits} exits`);
+    assert.deepEqual(await pool.execute("slow", {}), { ok: true });
+  } finally {
+    stop = true;
+    await Promise.all(loops);
+    await pids.assertGone();
+  }
+});
+
 Deno.test("Pool: a resize that grows the pool while a model is suspected comes up: the new worker's held replay is a strike, and the worker restarts without the model", async () => {
   await using dir = await modelsDir();
   await Deno.writeTextFile(`${dir.path}/bomb.py`, CYCLING_BOMB);
