@@ -66,6 +66,12 @@ export interface LoadCrash {
   afterMs: number;
   /** The last line its server wrote to stderr, or `null`. */
   stderr: string | null;
+  /**
+   * What else ran there then (`while 4 calls ran there`, `with model
+   * 'other' loaded there within the window too`): why the death was only
+   * a suspicion, not a strike. Absent on a strike.
+   */
+  running?: string;
 }
 
 /**
@@ -79,6 +85,12 @@ export interface LoadCrashes {
   loadCrashWindow: number;
   /** How the last one ended, or `null`. */
   lastExit: string | null;
+  /**
+   * The deaths laid on it that were not strikes (calls running, other
+   * models loaded there), each with `running`: the last 4, oldest first.
+   * Absent when there were none.
+   */
+  suspectedCrashes?: LoadCrash[];
 }
 
 /**

@@ -69,6 +69,16 @@ export interface ModelInfo {
    */
   failedReason?: string;
   /**
+   * Set while the model is suspected of killing its worker soon after its
+   * load (`PoolOptions.loadCrashWindow`), before it is out of service or
+   * cleared: the deaths laid on it so far, and whether restarted workers
+   * load it alone and hold back from calls until they outlived it
+   * (`heldWorker`, `heldUntil`: such a hold under way). It still serves on
+   * the workers that hold it. Absent: not suspected (or out of service:
+   * `failedReason`).
+   */
+  suspected?: ModelSuspicion;
+  /**
    * The default timeout of its calls in ms, when it has one of its own
    * (`spec.timeout`, else its class's `timeout_ms`; `Infinity`: none);
    * absent, its calls get the pool's `requestTimeout` (`pool.status()`
@@ -82,6 +92,40 @@ export interface ModelInfo {
    * only).
    */
   closeTimeoutMs?: number;
+}
+
+/**
+ * A model suspected of killing its worker soon after its load
+ * (`ModelInfo.suspected`, `PoolOptions.loadCrashWindow`).
+ *
+ * @example
+ * ```ts
+ * import type { ModelSuspicion } from "./model_registry.ts";
+ * function note(s: ModelSuspicion): string {
+ *   return `${s.strikes} of 2 strikes${s.heldWorker ? `, held on ${s.heldWorker}` : ""}`;
+ * }
+ * console.log(note({ reason: "", deaths: 1, strikes: 1, held: true, since: 0 })); // "1 of 2 strikes"
+ * ```
+ */
+export interface ModelSuspicion {
+  /** The deaths laid on it so far, worded as `failedReason` would be. */
+  reason: string;
+  /** How many worker deaths were laid on it (strikes included). */
+  deaths: number;
+  /** Its strikes (deaths with nothing else running there): 2 take it out of service. */
+  strikes: number;
+  /**
+   * Whether the next restarted worker loads it alone, first, and holds
+   * back from calls until it outlived it (`false` once it outlived a
+   * short hold: a death laid on it again sets it).
+   */
+  held: boolean;
+  /** When the last death was laid on it (ms since the epoch). */
+  since: number;
+  /** The worker held on its replay now, if one is. */
+  heldWorker?: string;
+  /** When that hold ends (ms since the epoch), if one is under way. */
+  heldUntil?: number;
 }
 
 /**
@@ -340,6 +384,7 @@ export class ModelRegistry {
     gen: number,
     names: Iterable<string>,
     sentAt: number,
+    command = false,
   ): LoadStep | undefined {
     const window = this.#loadCrashWindow;
     if (window <= 0) return undefined;
@@ -352,7 +397,12 @@ export class ModelRegistry {
     const now = Date.now();
     // Bounded: only the loads a death could still be laid on.
     seen.steps = seen.steps.filter((s) => now - s.doneAt <= window);
-    const step: LoadStep = { names: new Set(names), sentAt, doneAt: now };
+    const step: LoadStep = {
+      names: new Set(names),
+      sentAt,
+      doneAt: now,
+      ...(command ? { command } : {}),
+    };
     seen.steps.push(step);
     return step;
   }
@@ -366,8 +416,19 @@ export class ModelRegistry {
    * models loaded at start, one after the other) cost a short hold each.
    */
   #holdFor(name: string): number {
-    const since = this.#suspects.get(name)?.since ?? Infinity;
-    return Math.min(this.#loadCrashWindow, Math.max(MIN_HOLD_MS, 2 * since));
+    const s = this.#suspects.get(name);
+    // Once it outlived a hold and that process then died within the
+    // window, laid on it again, or once it has a strike: the whole window, so that a model whose delay
+    // varies cannot outlive its hold again and die after it, a pair of
+    // deaths at a time, until the restart policy failed the slot. (Not
+    // for a second death alone: the deaths of several workers at once
+    // are laid on every model loaded there within the window, and a
+    // whole window's hold for each, one after the other, outlasted the
+    // worker's readyTimeout.)
+    if (s === undefined || s.longHold || s.strikes.length > 0) {
+      return this.#loadCrashWindow;
+    }
+    return Math.min(this.#loadCrashWindow, Math.max(MIN_HOLD_MS, 2 * s.since));
   }
 
   /**
@@ -378,7 +439,7 @@ export class ModelRegistry {
   #suspected(name: string): boolean {
     const s = this.#suspects.get(name);
     if (s === undefined) return false;
-    if (Date.now() - s.at < SUSPECT_MS) return true;
+    if (Date.now() - s.at < SUSPECT_MS) return s.held;
     this.#suspects.delete(name);
     return false;
   }
@@ -436,6 +497,15 @@ export class ModelRegistry {
     // load running, one model loaded within the window. Else each is only
     // suspected, and the next replay tries them one at a time.
     const counted = !busy && names.size === 1;
+    // A model command's load there within the window (an add, an update),
+    // done or under way: the death is better laid on it than taken as a
+    // sign that a model held before it varies its delay (each model held
+    // on that process's replay took a whole window's hold next, one after
+    // the other, when a bad model was added there soon after).
+    const commanded = (loading?.gen === gen && loading.names.size > 0) ||
+      seen.steps.some((s) =>
+        s.command === true && exit.at - s.doneAt <= window
+      );
     this.#blamed.set(worker, { gen, names });
     const now = Date.now();
     const struck: Array<{ name: string; suspect: Suspect }> = [];
@@ -444,30 +514,61 @@ export class ModelRegistry {
       if (!this.#models.has(name)) continue;
       if (this.#placements.get(name)?.failed !== undefined) continue;
       let suspect = this.#suspects.get(name);
-      if (suspect === undefined || now - suspect.at >= SUSPECT_MS) {
-        suspect = { at: now, since: since.get(name)!, strikes: [] };
+      if (suspect !== undefined && lapsed(suspect, now)) suspect = undefined;
+      if (suspect === undefined) {
+        suspect = {
+          at: now,
+          since: since.get(name)!,
+          strikes: [],
+          suspicions: [],
+          deaths: 0,
+          held: true,
+          longHold: false,
+        };
         this.#suspects.set(name, suspect);
       }
       suspect.at = now;
       suspect.since = since.get(name)!;
+      suspect.deaths++;
+      // Held on the next replay again (it may have outlived a short hold:
+      // on this very process, its delay varies, and its next hold is the
+      // whole window; another worker's death says nothing of that).
+      if (
+        !commanded && suspect.outlivedOn?.worker === worker &&
+        suspect.outlivedOn.gen === gen
+      ) {
+        suspect.longHold = true;
+      }
+      delete suspect.outlivedOn;
+      suspect.held = true;
+      const death: LoadCrash = {
+        worker: worker.id,
+        pid: exit.pid,
+        reason: howItEnded(exit),
+        afterMs: since.get(name)!,
+        stderr: null,
+      };
       if (counted) {
-        const strike: LoadCrash = {
-          worker: worker.id,
-          pid: exit.pid,
-          reason: howItEnded(exit),
-          afterMs: since.get(name)!,
-          stderr: null,
-        };
-        suspect.strikes.push(strike);
+        suspect.strikes.push(death);
         // Only the last MAX_STRIKES decide (bounded memory).
         suspect.strikes = suspect.strikes.slice(-MAX_STRIKES);
         struck.push({ name, suspect });
-        // What the server last wrote (the model's own message, a fault's
-        // report): settled a moment after the exit.
-        void worker.settledStderrTail(gen, 1000).then((tail) => {
-          strike.stderr = lastLine(tail) ?? null;
-        }, () => {});
+      } else {
+        // What else may have done it: the reason words it.
+        const others = [...names].filter((n) => n !== name);
+        const calls = modelCallsIn(exit);
+        const alsoLoading = loading?.gen === gen
+          ? [...loading.names].filter((n) => n !== name)
+          : [];
+        death.running = describeRunning(calls, alsoLoading, others);
+        suspect.suspicions.push(death);
+        suspect.suspicions = suspect.suspicions.slice(-MAX_SUSPICIONS);
       }
+      // What the server last wrote (the model's own message, a fault's
+      // report): settled a moment after the exit.
+      void worker.settledStderrTail(gen, 1000).then((tail) => {
+        death.stderr = lastLine(tail) ?? null;
+      }, () => {});
       this.#onLoadCrash({
         name,
         worker: worker.id,
@@ -521,27 +622,18 @@ export class ModelRegistry {
     p.rr = 0;
     const placement = p;
     const strikes = [...suspect.strikes];
+    const suspicions = [...suspect.suspicions];
+    const deaths = suspect.deaths;
     this.#suspects.delete(name);
     const window = this.#loadCrashWindow;
     const describe = () =>
-      `it killed its worker ${
-        strikes.length === 2 ? "twice" : `${strikes.length} times`
-      } within ${window} ms of loading it, with no call running (${
-        strikes.map((s) =>
-          `worker ${s.worker}${
-            s.pid === null ? "" : ` (pid ${s.pid})`
-          } ${s.reason} ${s.afterMs} ms after the load${
-            s.stderr === null
-              ? ""
-              : `, last stderr line: ${JSON.stringify(s.stderr)}`
-          }`
-        ).join("; ")
-      })`;
+      describeLoadCrashes(window, strikes, suspicions, deaths);
     placement.failed = describe();
     placement.outOfService = {
       loadCrashes: strikes,
       loadCrashWindow: window,
       lastExit: strikes.at(-1)?.reason ?? null,
+      ...(suspicions.length === 0 ? {} : { suspectedCrashes: suspicions }),
     };
     void worker.settledStderrTail(gen, 1000).catch(() => "").then(
       async (tail) => {
@@ -606,6 +698,16 @@ export class ModelRegistry {
     return this.#placements;
   }
 
+  /**
+   * Whether the death of process `gen` of `worker` was laid on a model's
+   * load there (`exited`: a strike or a suspicion), rather than on the
+   * worker.
+   */
+  laidOnModel(worker: Worker, gen: number): boolean {
+    const blamed = this.#blamed.get(worker);
+    return blamed !== undefined && blamed.gen === gen && blamed.names.size > 0;
+  }
+
   /** Whether model `name` is out of service (`failedReason`). */
   outOfService(name: string): boolean {
     return this.#placements.get(name)?.failed !== undefined;
@@ -643,7 +745,29 @@ export class ModelRegistry {
       info.slots = p.workers.map((w) => w.id);
     }
     if (p?.failed !== undefined) info.failedReason = p.failed;
+    else {
+      const suspect = this.#suspects.get(m.name);
+      if (suspect !== undefined && !lapsed(suspect, Date.now())) {
+        info.suspected = this.#suspicion(suspect);
+      }
+    }
     return info;
+  }
+
+  /** A suspect's record as `ModelInfo.suspected` shows it. */
+  #suspicion(s: Suspect): ModelSuspicion {
+    const out: ModelSuspicion = {
+      reason: describeSuspicion(this.#loadCrashWindow, s),
+      deaths: s.deaths,
+      strikes: s.strikes.length,
+      held: s.held,
+      since: s.at,
+    };
+    if (s.holding !== undefined) {
+      out.heldWorker = s.holding.worker;
+      out.heldUntil = s.holding.until;
+    }
+    return out;
   }
 
   /** How many placed models `worker` holds (a shrink keeps such slots). */
@@ -951,7 +1075,8 @@ export class ModelRegistry {
     const gen = worker.generation;
     // A model suspected of killing a worker soon after its load: loaded
     // first, alone, and the worker held (no calls) until it outlived twice
-    // the delay of that death, so that a death then is this model's alone,
+    // the delay of that death (the whole window from its second death or
+    // its first strike on), so that a death then is this model's alone,
     // with nothing running. First: with the other models loaded before it
     // (and their loads forgotten, to make its death a strike), one of them
     // whose timer went off later than before killed the worker during its
@@ -972,7 +1097,9 @@ export class ModelRegistry {
       // Out of service meanwhile (another worker's death): not loaded.
       if (this.#placements.get(name)?.failed !== undefined) continue;
       // A death from now until the hold is over is laid on it alone: those
-      // held before outlived their holds.
+      // held before outlived their holds. (One of them whose delay varies
+      // may still do it: a strike against this one, whose next hold is
+      // then the whole window, which clears it.)
       const seen = this.#steps.get(worker);
       if (seen?.gen === gen) seen.steps = [];
       const sentAt = Date.now();
@@ -981,13 +1108,31 @@ export class ModelRegistry {
         : this.#load(session, model));
       const alone = this.#loaded(worker, gen, [name], sentAt);
       const hold = this.#holdFor(name);
-      if (!(await outlives(session, hold))) {
+      const suspect = this.#suspects.get(name);
+      if (suspect !== undefined) {
+        suspect.holding = { worker: worker.id, until: Date.now() + hold };
+      }
+      const survived = await outlives(session, hold);
+      if (suspect !== undefined) delete suspect.holding;
+      if (!survived) {
         throw new ConnectionLostError(
           `Cannot replay model '${name}': the worker's connection closed within ${hold} ms of its load, loaded alone (a worker died soon after its load before)`,
         );
       }
-      this.#suspects.delete(name);
-      alone?.names.delete(name);
+      if (hold >= this.#loadCrashWindow) {
+        // It outlived the whole window: cleared, its strikes forgotten.
+        if (this.#suspects.get(name) === suspect) this.#suspects.delete(name);
+        alone?.names.delete(name);
+      } else if (suspect !== undefined) {
+        // A shorter hold: no longer held, but a death laid on it again
+        // (its load still within the window) finds its record, and is
+        // held the whole window next.
+        suspect.held = false;
+        suspect.outlivedOn = { worker, gen };
+        // Until that load is out of the window: a death after says
+        // nothing more of it (its record goes, as a longer hold's).
+        suspect.until = (alone?.doneAt ?? Date.now()) + this.#loadCrashWindow;
+      }
     }
     // Then the others, each a step of its own: a death soon after is laid
     // on them all, each with the delay since its own load. (As one step,
@@ -1453,7 +1598,7 @@ export class ModelRegistry {
     const sentAt = Date.now();
     return sent.then((value) => {
       names.delete(name);
-      this.#loaded(t.worker, t.gen, [name], sentAt);
+      this.#loaded(t.worker, t.gen, [name], sentAt, true);
       return value;
     }, (err: unknown) => {
       if (
@@ -1751,6 +1896,8 @@ interface LoadStep {
   sentAt: number;
   /** When its load answered. */
   doneAt: number;
+  /** A model command's load (an add, an update), not a restart's replay. */
+  command?: boolean;
 }
 
 /** A model suspected of killing workers soon after its load. */
@@ -1763,8 +1910,142 @@ interface Suspect {
    * (a timer goes off after about as long each time), within the window.
    */
   since: number;
-  /** Its strikes: deaths soon after its load with no call running. */
+  /** Its strikes: deaths soon after its load with nothing else running. */
   strikes: LoadCrash[];
+  /**
+   * The other deaths laid on it (calls running, other models loaded or
+   * loading): the last `MAX_SUSPICIONS`, with `running` set.
+   */
+  suspicions: LoadCrash[];
+  /** How many deaths were laid on it, strikes included. */
+  deaths: number;
+  /**
+   * Whether the next replay loads it alone and holds the worker: `false`
+   * once it outlived a hold shorter than the window (a death laid on it
+   * again sets it, and its next hold is the whole window).
+   */
+  held: boolean;
+  /**
+   * The process on which it outlived a hold shorter than the window (until
+   * the next death laid on it): that process dying within the window, laid
+   * on it again, sets `longHold`.
+   */
+  outlivedOn?: { worker: Worker; gen: number };
+  /** Whether its next holds are the whole window (its delay varies). */
+  longHold: boolean;
+  /**
+   * Once it outlived a short hold: when the load it outlived it with
+   * leaves the window (its record lapses then).
+   */
+  until?: number;
+  /** Its held replay under way: the worker held, and until when. */
+  holding?: { worker: string; until: number };
+}
+
+/**
+ * Whether a suspect's record has lapsed at `now`: no death for
+ * `SUSPECT_MS`, or it outlived a short hold and that load left the window.
+ */
+function lapsed(s: Suspect, now: number): boolean {
+  return now - s.at >= SUSPECT_MS ||
+    (!s.held && s.until !== undefined && now > s.until);
+}
+
+/** The deaths other than strikes a suspect's record keeps (bounded). */
+const MAX_SUSPICIONS = 4;
+
+/**
+ * What else was running on a process when it died soon after a model's
+ * load: why the death was only a suspicion.
+ */
+function describeRunning(
+  calls: number,
+  loading: string[],
+  loaded: string[],
+): string {
+  const parts: string[] = [];
+  if (calls > 0) {
+    parts.push(`while ${calls} call${calls === 1 ? "" : "s"} ran there`);
+  }
+  if (loading.length > 0) {
+    parts.push(
+      `while ${namesOf(loading)} ${
+        loading.length === 1 ? "was" : "were"
+      } loading`,
+    );
+  }
+  if (loaded.length > 0) {
+    parts.push(`with ${namesOf(loaded)} loaded there within the window too`);
+  }
+  // Only a load of its own under way there (an update racing the death).
+  return parts.length === 0 ? "while a load ran there" : parts.join(", ");
+}
+
+/** `model 'a'`, `models 'a', 'b'`, `models 'a', 'b', 'c' and 2 more`. */
+function namesOf(names: string[]): string {
+  const shown = names.slice(0, 3).map((n) => `'${n}'`).join(", ");
+  const more = names.length > 3 ? ` and ${names.length - 3} more` : "";
+  return `model${names.length === 1 ? "" : "s"} ${shown}${more}`;
+}
+
+/** `twice`, `3 times`. */
+function times(n: number): string {
+  return n === 1 ? "once" : n === 2 ? "twice" : `${n} times`;
+}
+
+/** A suspect's deaths so far, as `ModelSuspicion.reason` words them. */
+function describeSuspicion(window: number, s: Suspect): string {
+  const listed = [
+    ...s.suspicions,
+    ...s.strikes.map((d) => ({
+      ...d,
+      running: "with no call or other load running there (a strike)",
+    })),
+  ];
+  const shown = listed.length < s.deaths ? `the last ${listed.length}: ` : "";
+  return `its worker died within ${window} ms of loading it ${
+    times(s.deaths)
+  } (${shown}${listed.map(describeDeath).join("; ")})`;
+}
+
+/** One death soon after a load, as a reason lists it. */
+function describeDeath(d: LoadCrash): string {
+  return `worker ${d.worker}${
+    d.pid === null ? "" : ` (pid ${d.pid})`
+  } ${d.reason} ${d.afterMs} ms after the load${
+    d.running === undefined ? "" : `, ${d.running}`
+  }${
+    d.stderr === null ? "" : `, last stderr line: ${JSON.stringify(d.stderr)}`
+  }`;
+}
+
+/**
+ * A quarantined model's `failedReason`: each death that counted, and the
+ * ones before them it was only suspected of, with what else ran then.
+ */
+function describeLoadCrashes(
+  window: number,
+  strikes: LoadCrash[],
+  suspicions: LoadCrash[],
+  deaths: number,
+): string {
+  const alone = `${
+    times(strikes.length)
+  } with no call or other load running there (${
+    strikes.map(describeDeath).join("; ")
+  })`;
+  const before = deaths - strikes.length;
+  if (before <= 0) {
+    return `its worker died within ${window} ms of loading it ${alone}`;
+  }
+  const listed = suspicions.length < before
+    ? `the last ${suspicions.length}: `
+    : "";
+  return `its worker died within ${window} ms of loading it ${
+    times(deaths)
+  }: ${alone}, and ${times(before)} while other code ran there too (${listed}${
+    suspicions.map(describeDeath).join("; ")
+  })`;
 }
 
 /** The strikes that take a model out of service (`loadCrashWindow`). */

@@ -82,6 +82,8 @@ export class Supervisor {
   #hookRuns = new Set<Promise<void>>();
   // Per worker, the exit hooks still running for its last exit.
   #exitHooks = new Map<Worker, Promise<void>>();
+  /** Told of every worker state change (a resize waits for a restart). */
+  #stateWaits = new Set<() => void>();
   #hooks: WorkerHooks;
   #path: string | undefined;
   #transport: "unix" | "tcp" = "unix";
@@ -164,8 +166,9 @@ export class Supervisor {
    * (plugin hooks, model replay bounded by `loadTimeout`, traffic once
    * ready) and it resolves once each is ready or its first start failed (a
    * failed one stays, left to the restart policy, as at `start`); when every
-   * new slot failed, they are removed again and it throws `StartError`.
-   * Removed slots are the ones least in use (see `pickVictims`):
+   * new slot failed, they are removed again and it throws `StartError`
+   * (a first start whose death was laid on a model's load waits for the
+   * slot's restart instead: `#firstStart`). Removed slots are the ones least in use (see `pickVictims`):
    * out of rotation at once, drained up to `graceMs`, stopped, then gone
    * from `workers`.
    */
@@ -205,7 +208,9 @@ export class Supervisor {
     }
     const added: Worker[] = [];
     for (let i = current; i < count; i++) added.push(this.#add());
-    const results = await Promise.all(added.map((w) => w.start(false)));
+    const results = await Promise.all(
+      added.map(async (w) => this.#firstStart(w, await w.start(false))),
+    );
     if (this.#closing || !results.every((r) => r !== undefined)) return;
     const report = added.map((w) =>
       `${w.id}: ${w.lastExit?.reason ?? "did not start"}${
@@ -218,6 +223,52 @@ export class Supervisor {
       `Cannot resize pool to ${count} workers: all ${added.length} new workers failed to start\n${report}`,
       { cause: results[0], details },
     );
+  }
+
+  /**
+   * The outcome of new slot `worker`'s first start, `err` (a resize's):
+   * when its process died of a model's load (the crash quarantine laid the
+   * death on one: a suspected model's held replay killed it), that is no
+   * fault of the slot, so its restart (the policy's, as after any crash,
+   * the death counted against the model) decides instead, and the next
+   * after that, as long as the deaths are laid on a model: a resize must
+   * not fail because one model is bad. `undefined` once it is ready.
+   */
+  async #firstStart(
+    worker: Worker,
+    err: Error | undefined,
+  ): Promise<Error | undefined> {
+    const registry = this.#opts.registry;
+    while (
+      err !== undefined && !this.#closing &&
+      registry.laidOnModel(worker, worker.generation)
+    ) {
+      // Its restart policy's decision: a restart scheduled, or not.
+      await this.#exitHooks.get(worker);
+      if (this.#closing || worker.state !== "restarting") return err;
+      const gen = worker.generation;
+      // Until that restart is ready, failed, or its process gone again.
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          if (
+            worker.state === "ready" || worker.state === "failed" ||
+            (worker.state === "stopped" && worker.generation > gen) ||
+            this.#closing
+          ) {
+            this.#stateWaits.delete(wake);
+            resolve();
+          }
+        };
+        this.#stateWaits.add(wake);
+        wake();
+      });
+      // (Read afresh: the narrowing above does not see the wait.)
+      const now: string = worker.state;
+      if (now === "ready") return undefined;
+      if (now !== "stopped") return err;
+      err = new Error(worker.lastExit?.reason ?? "start failed");
+    }
+    return err;
   }
 
   /** Whether a resize removed (or is removing) `worker`. */
@@ -373,6 +424,7 @@ export class Supervisor {
         });
       },
       stateChanged: (worker, from, to) => {
+        for (const wake of [...this.#stateWaits]) wake();
         // A restart's outcome: its failures are logged as exits.
         if (from === "restarting" && to === "ready") {
           this.#opts.options.logger.info(

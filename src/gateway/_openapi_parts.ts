@@ -304,6 +304,46 @@ export function components(
         description:
           "Why it is out of service: with `workers`, it crashed the workers it was moved to, past the pool's `placement.maxRelocations`; any model, it killed its worker twice soon after its load (the pool's `loadCrashWindow`). It is on no worker, and its calls answer 503 `ModelUnavailableError` until a `PUT` loads it again. Absent: in service.",
       },
+      suspected: {
+        type: "object",
+        required: ["reason", "deaths", "strikes", "held", "since"],
+        description:
+          "Set while it is suspected of killing its worker soon after its load (the pool's `loadCrashWindow`), before it is out of service (`failedReason`) or cleared; it still serves meanwhile. Absent: not suspected.",
+        properties: {
+          reason: {
+            type: "string",
+            description:
+              "The deaths laid on it so far: each worker and pid, how it ended, how long after the load, what else ran there, its last stderr line.",
+          },
+          deaths: {
+            type: "integer",
+            description: "Worker deaths laid on it (strikes included).",
+          },
+          strikes: {
+            type: "integer",
+            description:
+              "Deaths with nothing else running there: 2 take it out of service.",
+          },
+          held: {
+            type: "boolean",
+            description:
+              "Whether the next restarted worker loads it alone, first, and holds back from calls until it outlived it.",
+          },
+          since: {
+            type: "number",
+            description:
+              "When the last death was laid on it (ms since the epoch).",
+          },
+          heldWorker: {
+            type: "string",
+            description: "The worker held on its replay now, if one is.",
+          },
+          heldUntil: {
+            type: "number",
+            description: "When that hold ends (ms since the epoch).",
+          },
+        },
+      },
       optionKeys: { type: "array", items: { type: "string" } },
       options: {
         type: "object",

@@ -13,6 +13,7 @@ import type {
 import type { StreamIdleError } from "../errors.ts";
 import type { ResponseMeta } from "../session_types.ts";
 import type { QueueWaitStats } from "../queue_waits.ts";
+import type { ModelSuspicion } from "../model_registry.ts";
 
 /**
  * A model file to load (what `PUT /v1/models/{name}` sends to the pool).
@@ -110,6 +111,11 @@ export interface GatewayPoolStatus {
       slots?: readonly string[];
       /** Why a placed model is out of service (absent: it is not). */
       failedReason?: string;
+      /**
+       * Set while the model is suspected of killing its worker soon after
+       * its load (`ModelInfo.suspected`; the pool's `loadCrashWindow`).
+       */
+      suspected?: ModelSuspicion;
       /** Its `close_timeout_ms`, for a model with a `close()`. */
       closeTimeoutMs?: number;
       /** A version's label (each version of a model is listed on its own). */
@@ -313,6 +319,17 @@ export interface GatewayPool {
    * A pool without it has its whole `status()` built for each of them.
    */
   modelStatus?(name: string): GatewayPoolStatus["models"];
+  /**
+   * The one entry of `modelStatus(name)` for `version` (the default one
+   * without it; a model without versions: no `version`), `undefined` for
+   * none: what a readiness probe of one version reads, at a cost that
+   * does not grow with the number of versions. A pool without it has
+   * `modelStatus` read instead.
+   */
+  modelVersionStatus?(
+    name: string,
+    version?: string,
+  ): GatewayPoolStatus["models"][number] | undefined;
   /**
    * The workers as `status().workers` lists them: what `/healthz` and the
    * readiness routes read. A pool without it has its whole `status()`

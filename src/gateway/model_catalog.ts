@@ -13,6 +13,7 @@ import { type InputValidator, InputValidatorCache } from "./input_validator.ts";
 import { closeTimeoutOf, modelTimeoutOf } from "../_model_timeout.ts";
 import { versionKey } from "../_model_version.ts";
 import { modelEntries } from "./_pool_reads.ts";
+import type { ModelSuspicion } from "../model_registry.ts";
 
 /** The key of a model, or of one of its versions, in the catalog. */
 function keyOf(name: string, version: string | undefined): string {
@@ -101,6 +102,14 @@ export interface GatewayModelInfo {
    * `PUT`). Absent: it is in service.
    */
   failedReason?: string;
+  /**
+   * Set while it is suspected of killing its worker soon after its load
+   * (the pool's `loadCrashWindow`): the deaths laid on it so far, its
+   * strikes (2 take it out of service), and a held replay under way
+   * (`heldWorker`, `heldUntil`, ms since the epoch). It still serves
+   * meanwhile. Absent: not suspected.
+   */
+  suspected?: ModelSuspicion;
   /** The options it was constructed with. */
   options?: Record<string, unknown>;
 }
@@ -439,6 +448,33 @@ export class ModelCatalog {
   }
 
   /**
+   * Describes model `name` at `version` (its default one without it; a
+   * model without versions, at its own version number or none) as
+   * {@linkcode ModelCatalog.describe} does, without `versions`: from that
+   * one entry of the pool's status (`modelVersionStatus`), at a cost that
+   * does not grow with the number of versions. `undefined` when the pool
+   * cannot tell that way, or there is no such model or version (then
+   * `describe` gives the 404's facts).
+   */
+  describeOne(
+    pool: Pick<GatewayPool, "modelVersionStatus">,
+    name: string,
+    version?: string,
+  ): GatewayModelInfo | undefined {
+    if (pool.modelVersionStatus === undefined) return undefined;
+    const m = pool.modelVersionStatus(name, version) ??
+      (version === undefined ? undefined : pool.modelVersionStatus(name));
+    if (m === undefined || m.name !== name) return undefined;
+    if (version !== undefined && m.version !== version) {
+      // A model without versions, by its own version number.
+      if (m.version !== undefined) return undefined;
+      const desc = this.#describe(m);
+      return version === String(desc.version) ? desc : undefined;
+    }
+    return this.#describe(m);
+  }
+
+  /**
    * Describes each version of model `name` as
    * {@linkcode ModelCatalog.describe} does (`[]` for a model without
    * versions, or none): one read of that model's entries for them all.
@@ -465,16 +501,21 @@ export class ModelCatalog {
       };
       if (m.slots !== undefined) out.slots = [...m.slots];
       if (m.failedReason !== undefined) out.failedReason = m.failedReason;
+      if (m.suspected !== undefined) out.suspected = m.suspected;
       return known === undefined ? this.#unknown(m, out) : out;
     }
     // Its slots as they are now (a resize or a restart moves them).
     if (known !== undefined) {
-      if (m.slots === undefined && m.failedReason === undefined) return known;
+      if (
+        m.slots === undefined && m.failedReason === undefined &&
+        m.suspected === undefined
+      ) return known;
       const placed: GatewayModelInfo = { ...known };
       if (m.slots !== undefined) placed.slots = [...m.slots];
       // An unplaced model too: one quarantined for killing its workers
       // soon after its load (PoolOptions.loadCrashWindow).
       if (m.failedReason !== undefined) placed.failedReason = m.failedReason;
+      if (m.suspected !== undefined) placed.suspected = m.suspected;
       return placed;
     }
     return this.#unknown(m, { name: m.name });
@@ -488,6 +529,7 @@ export class ModelCatalog {
     if (m.spec?.workers !== undefined) out.workers = m.spec.workers;
     if (m.slots !== undefined) out.slots = [...m.slots];
     if (m.failedReason !== undefined) out.failedReason = m.failedReason;
+    if (m.suspected !== undefined) out.suspected = m.suspected;
     if (m.timeout !== undefined) {
       out.timeout = m.timeout;
       out.timeoutSource = m.spec?.timeout === undefined ? "class" : "spec";

@@ -42,7 +42,7 @@ import {
 } from "./read_json_body.ts";
 import { type SseEvent, sseResponse } from "./sse.ts";
 import { modelView } from "./_model_view.ts";
-import { modelEntries, statusOf } from "./_pool_reads.ts";
+import { modelEntries, statusOf, workersOf } from "./_pool_reads.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
 import { TOKEN_RETIRED, type TokenHold } from "./_token_holders.ts";
 import type { RouteContext } from "./route_context.ts";
@@ -1036,8 +1036,23 @@ export function modelRoutes(ctx: RouteContext): Hono {
       ctx.modelChanges.runningVersion(name) === version &&
       pool.modelVersions?.(name)?.versions.includes(version) !== true
     ) return loading(name, version);
-    const model = atVersion(name, version);
-    const status = readiness(ctx, model);
+    // That version's entry alone and the workers (not every version's
+    // entry: 4 ms a read at 2000 versions); else as before (the 404s).
+    const one = catalog.describeOne(pool, name, version);
+    const labels = one?.label === undefined
+      ? undefined
+      : pool.modelVersions?.(name)?.versions;
+    const fast = one !== undefined && (one.label === undefined || labels);
+    const model = !fast
+      ? atVersion(name, version)
+      : labels === undefined
+      ? one
+      : { ...one, versions: labels };
+    const status = readiness(
+      ctx,
+      model,
+      fast ? { workers: workersOf(pool), models: [entryOf(one)] } : undefined,
+    );
     return jsonResponse({
       ...modelView(model, ctx.debug(c.req.raw), ctx.requestTimeout),
       ...status,
@@ -1440,6 +1455,18 @@ export function readiness(
     ...now,
   }, readyWorkers(status));
   return { ready: entry.state === "AVAILABLE", model_version_status: [entry] };
+}
+
+/** A model's description as its entry of the pool's status (`readiness`). */
+function entryOf(model: GatewayModelInfo): PoolStatus["models"][number] {
+  return {
+    name: model.name,
+    ...(model.label === undefined ? {} : { version: model.label }),
+    ...(model.slots === undefined ? {} : { slots: model.slots }),
+    ...(model.failedReason === undefined
+      ? {}
+      : { failedReason: model.failedReason }),
+  };
 }
 
 /** One version's entry of TF Serving's `model_version_status`. */
