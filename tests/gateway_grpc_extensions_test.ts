@@ -37,14 +37,14 @@ class Ticker:
             yield {"tick": [i + 0.5]}
 `,
   "tokens.py": `class Tokens:
-    """Yields n[0] items; for a negative n, one item and then an error."""
+    """Yields n[0] items; for a negative n, one item and then an error naming its file."""
 
     def execute(self, msg):
         n = int(msg["n"][0])
         for i in range(abs(n)):
             yield {"token": [i + 0.5]}
             if n < 0:
-                raise ValueError("tokens failed after %d" % (i + 1))
+                raise ValueError("tokens failed after %d in %s" % (i + 1, __file__))
 `,
   "raiser.py": `from pyproxy import HTTPError
 
@@ -708,7 +708,8 @@ Deno.test("gRPC ModelStreamInfer of a yielding model: a response per item, the l
   ]);
   const failed = of("fails");
   assert.deepEqual(failed[0], { error: "", token: 0.5, final: false });
-  assert.match(String(failed[1]?.error), /tokens failed after 1/);
+  // The models directory hidden, as in REST's error bodies.
+  assert.match(String(failed[1]?.error), /tokens failed after 1 in tokens\.py/);
   assert.equal(failed.length, 2);
   assert.deepEqual(of("none"), [{ error: "", token: undefined, final: true }]);
 

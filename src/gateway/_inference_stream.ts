@@ -70,6 +70,12 @@ export interface InferenceStreamOptions {
   /** The error a retired stream ends with (`retire`). */
   retiredError?: () => Error;
   /**
+   * What an error after the first item is shown as: its message is the last
+   * record, and it is the error `onEnd` gets (the route hides the models
+   * directory in it, as in its error bodies). The error itself without it.
+   */
+  hideError?: (err: unknown) => Promise<unknown>;
+  /**
    * Called once, when the stream is over: `"done"` after its last item,
    * `{ error }` with the error that ended it after its first item,
    * `"cancelled"` when it was cancelled (the signal, or the body's reader).
@@ -169,7 +175,10 @@ export async function inferenceStreamResponse(
           return;
         }
         controller.enqueue(await record(next.value));
-      } catch (err) {
+      } catch (caught) {
+        const err = options.hideError === undefined
+          ? caught
+          : await options.hideError(caught).catch(() => caught);
         const message = err instanceof Error ? err.message : String(err);
         end({ error: err });
         controller.enqueue(

@@ -476,6 +476,7 @@ export function inferenceProtocolRoutes(
             (item) => inferenceResponse(item, inference, about),
             {
               signal: request.signal,
+              hideError: (err) => hideDir(err, request),
               ...(hold === undefined ? {} : {
                 retire: hold.signal,
                 retiredError: () =>
