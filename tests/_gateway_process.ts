@@ -53,6 +53,12 @@ export interface GatewayProcess extends AsyncDisposable {
    * with {@linkcode GatewayProcessDied} if the process crashed instead.
    */
   shutdown(): Promise<void>;
+  /**
+   * Resolves once the drain started (after `shutdown()`: the request to
+   * stop crosses a pipe, where the gateway's own `shutdown()` drains at
+   * once) or the process ended.
+   */
+  draining: Promise<void>;
 }
 
 /** Keeps the last `max` characters of a stream's text. */
@@ -117,12 +123,16 @@ export async function startGatewayProcess(
     token?: string;
   };
   let stopping: Promise<void> | undefined;
+  const { promise: draining, resolve: markDraining } = Promise
+    .withResolvers<void>();
   const shutdown = (): Promise<void> =>
     stopping ??= (async () => {
       // A dead process's stdin refuses the write: its status says why.
       await stdin.write(new TextEncoder().encode("shutdown\n")).catch(() => {});
       await stdin.close().catch(() => {});
-      const done = await line();
+      const drained = await line();
+      markDraining();
+      const done = drained === "draining" ? await line() : drained;
       await lines.cancel();
       const status = await child.status;
       const text = await stderr;
@@ -145,6 +155,7 @@ export async function startGatewayProcess(
       return fetch(`${ready.url}${path}`, { ...init, headers });
     },
     shutdown,
+    draining,
     async [Symbol.asyncDispose]() {
       try {
         await shutdown();
@@ -179,7 +190,9 @@ if (import.meta.main) {
   ));
   // "shutdown" or the end of stdin (the test runner gone): drain, say so.
   for await (const _ of Deno.stdin.readable) break;
-  await server.shutdown();
+  const stopped = server.shutdown();
+  await Deno.stdout.write(enc.encode("draining\n"));
+  await stopped;
   await Deno.stdout.write(enc.encode("shut\n"));
   Deno.exit(0);
 }

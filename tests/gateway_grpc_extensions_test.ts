@@ -572,6 +572,7 @@ Deno.test("gRPC health Check: SERVING without a token, NOT_FOUND for another ser
     s.call.end();
     await until("the infer to start", () => exists(started));
     const stopping = gw.shutdown();
+    await gw.draining;
     assert.deepEqual((await check("")).response, { status: "NOT_SERVING" });
     assert.equal((await s.ended).code, grpc.status.OK);
     await stopping;

@@ -703,6 +703,9 @@ Deno.test("gRPC: many calls on one client, 32 at a time, all answered (across th
       "256",
       "32",
       "infer",
+      // No GOAWAY at its end: one crashes Deno's node:http2 in the gateway's
+      // process too (the next test is the close's own).
+      "noclose",
     ],
     stdout: "piped",
     stderr: "piped",
@@ -740,6 +743,7 @@ Deno.test("gRPC: on shutdown a call in flight finishes, a new one is UNAVAILABLE
       await new Promise((r) => setTimeout(r, 10));
     }
     const stopping = gw.shutdown();
+    await gw.draining;
     const late = await gw.client.call("ServerLive", {});
     assert.equal(
       late.error?.code,
