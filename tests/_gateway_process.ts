@@ -61,6 +61,9 @@ export interface GatewayProcess extends AsyncDisposable {
   draining: Promise<void>;
 }
 
+/** How long a shutdown may take (the grace and the workers' stop) before a kill. */
+const SHUTDOWN_LIMIT_MS = 30_000;
+
 /** Keeps the last `max` characters of a stream's text. */
 async function tailOf(stream: ReadableStream<Uint8Array>, max = 8000) {
   let text = "";
@@ -130,16 +133,43 @@ export async function startGatewayProcess(
       // A dead process's stdin refuses the write: its status says why.
       await stdin.write(new TextEncoder().encode("shutdown\n")).catch(() => {});
       await stdin.close().catch(() => {});
+      // A drain that hangs fails the test instead of the suite's time limit.
+      let hung = false;
+      const limit = setTimeout(() => {
+        hung = true;
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // exited meanwhile
+        }
+      }, SHUTDOWN_LIMIT_MS);
       const drained = await line();
       markDraining();
       const done = drained === "draining" ? await line() : drained;
       await lines.cancel();
       const status = await child.status;
+      clearTimeout(limit);
       const text = await stderr;
+      if (hung) {
+        throw new Error(
+          `Cannot shut the gateway down: its process did not end within ${SHUTDOWN_LIMIT_MS} ms (killed); its stderr's end: ${
+            JSON.stringify(text.slice(-2000))
+          }`,
+        );
+      }
       if (done !== "shut" || !status.success) {
         throw new GatewayProcessDied(status, text);
       }
     })();
+  // Said at once: a test awaiting an answer from the dead process fails later
+  // and otherwise names only what it missed.
+  void child.status.then((status) => {
+    if (stopping === undefined && status.signal !== null) {
+      console.error(
+        `the gateway process for ${dir} died by ${status.signal} during the test`,
+      );
+    }
+  });
   const token = ready.token;
   return {
     dir,
