@@ -704,7 +704,8 @@ Deno.test("gRPC: many calls on one client, 32 at a time, all answered (across th
       "32",
       "infer",
       // No GOAWAY at its end: one crashes Deno's node:http2 in the gateway's
-      // process too (the next test is the close's own).
+      // process too (the close's own test, "clients that made hundreds of
+      // calls", still closes).
       "noclose",
     ],
     stdout: "piped",
