@@ -59,21 +59,13 @@ class WhoAmI:
 `,
 };
 
-export interface TestGateway extends GatewayServer {
-  dir: string;
-  /** The gateway's token, if it has one (set, or generated for eval/manage). */
-  token: string | undefined;
-  fetch(path: string, init?: RequestInit): Promise<Response>;
-}
-
 /**
- * Starts a gateway; dispose it with `await using`. `models`: more model
- * files (name → Python source) beside the example and test models.
+ * A temp directory with the example models, the test models and `models`
+ * (name → Python source); the caller removes it.
  */
-export async function startGateway(
-  overrides: GatewayConfig = {},
+export async function writeModelsDir(
   models: Record<string, string> = {},
-): Promise<TestGateway> {
+): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-gw-test-" });
   try {
     for await (
@@ -89,6 +81,30 @@ export async function startGateway(
     for (const [name, text] of Object.entries({ ...TEST_MODELS, ...models })) {
       await Deno.writeTextFile(`${dir}/${name}`, text);
     }
+    return dir;
+  } catch (err) {
+    await Deno.remove(dir, { recursive: true });
+    throw err;
+  }
+}
+
+export interface TestGateway extends GatewayServer {
+  dir: string;
+  /** The gateway's token, if it has one (set, or generated for eval/manage). */
+  token: string | undefined;
+  fetch(path: string, init?: RequestInit): Promise<Response>;
+}
+
+/**
+ * Starts a gateway; dispose it with `await using`. `models`: more model
+ * files (name → Python source) beside the example and test models.
+ */
+export async function startGateway(
+  overrides: GatewayConfig = {},
+  models: Record<string, string> = {},
+): Promise<TestGateway> {
+  const dir = await writeModelsDir(models);
+  try {
     const config = resolveConfig({
       cwd: dir,
       cli: {

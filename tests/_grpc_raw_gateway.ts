@@ -1,15 +1,19 @@
 /**
- * Test helper: a gateway with its gRPC port and a raw grpc-js client of it
- * (requests encoded by the test with protobufjs from Triton's .proto), and
- * that .proto's types.
+ * Test helper: a gateway with its gRPC port, in a process of its own
+ * (tests/_gateway_process.ts: Deno's node:http2 may crash it), and a raw
+ * grpc-js client of it (requests encoded by the test with protobufjs from
+ * Triton's .proto), and that .proto's types.
  */
 import { fileURLToPath } from "node:url";
 import protobuf from "protobufjs";
-import { startGateway, type TestGateway } from "./_gateway_harness.ts";
+import {
+  type GatewayProcess,
+  startGatewayProcess,
+} from "./_gateway_process.ts";
 import { grpc } from "./_grpc_client.ts";
 
 /** A gateway with a raw gRPC client; `await using` shuts both down. */
-export type RawGrpcGateway = TestGateway & { client: grpc.Client };
+export type RawGrpcGateway = GatewayProcess & { client: grpc.Client };
 
 /**
  * A gateway serving `models` with `token`, its gRPC port on, and a raw
@@ -18,9 +22,9 @@ export type RawGrpcGateway = TestGateway & { client: grpc.Client };
 export async function rawGrpcGateway(
   token: string,
   models: Record<string, string>,
-  extra: Parameters<typeof startGateway>[0] = {},
+  extra: Parameters<typeof startGatewayProcess>[0] = {},
 ): Promise<RawGrpcGateway> {
-  const gw = await startGateway(
+  const gw = await startGatewayProcess(
     { grpc: { port: 0 }, token, ...extra },
     models,
   );
@@ -28,12 +32,12 @@ export async function rawGrpcGateway(
     gw.grpcTarget!,
     grpc.credentials.createInsecure(),
   );
+  const dispose = gw[Symbol.asyncDispose];
   return Object.assign(gw, {
     client,
     async [Symbol.asyncDispose]() {
       client.close();
-      await gw.shutdown();
-      await Deno.remove(gw.dir, { recursive: true });
+      await dispose();
     },
   });
 }

@@ -572,6 +572,7 @@ Deno.test("gRPC health Check: SERVING without a token, NOT_FOUND for another ser
     s.call.end();
     await until("the infer to start", () => exists(started));
     const stopping = gw.shutdown();
+    await gw.draining;
     assert.deepEqual((await check("")).response, { status: "NOT_SERVING" });
     assert.equal((await s.ended).code, grpc.status.OK);
     await stopping;
@@ -608,50 +609,33 @@ Deno.test("gRPC ModelStreamInfer: the shutdown ends an idle stream with UNAVAILA
 
 Deno.test("gRPC ModelStreamInfer: a client that does not read its answers holds the stream's infers (bounded), and gets them all once it reads", async () => {
   await using gw = await gateway({ limits: { bodyLimit: 4 << 20 } });
-  const log = `${gw.dir}/counter.log`;
-  const s = streamCall(gw.client);
-  s.call.pause();
   const calls = 80;
-  const x = Array.from({ length: 16384 }, (_, i) => i + 0.5); // 128 KiB out
-  for (let i = 0; i < calls; i++) {
-    s.send({
-      model_name: "counter",
-      id: String(i),
-      inputs: [
-        {
-          name: "log",
-          datatype: "BYTES",
-          shape: [1],
-          contents: { bytes_contents: [Buffer.from(log)] },
-        },
-        {
-          name: "x",
-          datatype: "FP64",
-          shape: [x.length],
-          contents: { fp64_contents: x },
-        },
-      ],
-    });
-  }
-  s.call.end();
-  const count = async () =>
-    (await Deno.readTextFile(log).catch(() => "")).split("\n").length - 1;
-  // Until the count stops growing (the gateway stopped reading the stream).
-  await until("the first infers", async () => await count() > 0);
-  let last = -1;
-  await until("the infers to stop", async () => {
-    const now = await count();
-    if (now === last) return true;
-    last = now;
-    await new Promise((r) => setTimeout(r, 200));
-    return false;
-  });
-  assert.ok(last < calls / 2, `${last} of ${calls} ran unread`);
-  s.call.resume();
-  const status = await s.ended;
-  assert.equal(status.code, grpc.status.OK, status.details);
-  assert.equal(s.responses.length, calls);
-  assert.equal(await count(), calls);
+  // The client in a process of its own that ends without a GOAWAY
+  // (tests/fixtures/grpc/unread_stream.ts): after the ~10 MB each way of
+  // this stream, Deno's node:http2 crashed the process that received one
+  // (the gateway's at the client's close, 3 runs in 4; the client's at the
+  // gateway's shutdown).
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("./fixtures/grpc/unread_stream.ts", import.meta.url).pathname,
+      gw.grpcTarget!,
+      TOKEN,
+      `${gw.dir}/counter.log`,
+      String(calls),
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.ok(out.success, `the client process: ${out.code} ${stderr}`);
+  const got = JSON.parse(new TextDecoder().decode(out.stdout));
+  assert.ok(got.unread > 0, `none ran: ${JSON.stringify(got)}`);
+  assert.ok(got.unread < calls / 2, `${got.unread} of ${calls} ran unread`);
+  assert.equal(got.code, grpc.status.OK, got.details);
+  assert.equal(got.responses, calls);
+  assert.equal(got.count, calls);
 });
 
 Deno.test("gRPC ModelStreamInfer of a yielding model: a response per item, the last flagged final; Triton's empty final response; an error after items", async () => {

@@ -7,7 +7,7 @@ import http2 from "node:http2";
 import { fileURLToPath } from "node:url";
 import protobuf from "protobufjs";
 import { serveGrpc } from "../src/gateway/grpc_server.ts";
-import { startGateway } from "./_gateway_harness.ts";
+import { startGatewayProcess } from "./_gateway_process.ts";
 import { grpc } from "./_grpc_client.ts";
 
 const root = new protobuf.Root();
@@ -130,7 +130,9 @@ Deno.test("gRPC health Watch: the status at once, then each change; SERVICE_UNKN
 });
 
 Deno.test("gRPC health Watch on a gateway: SERVING without a token, NOT_SERVING as soon as the drain starts (a call still in flight), then UNAVAILABLE", async () => {
-  const gw = await startGateway({
+  // In a process of its own: a crash of Deno's node:http2 ends it, not the
+  // test runner (tests/_gateway_process.ts).
+  const gw = await startGatewayProcess({
     grpc: { port: 0 },
     token: "grpc-health-test-token-0123456789",
     limits: { shutdownGrace: 5000 },

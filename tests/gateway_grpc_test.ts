@@ -2,12 +2,17 @@
 // gateway and real Python workers, called by a real, independent gRPC client
 // (grpc-js with KServe's .proto): health, metadata, inference with typed
 // contents and raw_input_contents, errors as gRPC status codes, the token,
-// deadlines, cancels, the size limit and the drain.
+// deadlines, cancels, the size limit and the drain. The gateway runs in a
+// process of its own (tests/_gateway_process.ts): a crash of Deno's
+// node:http2 ends it, not the test runner.
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { connect } from "node:net";
 import * as http2 from "node:http2";
-import { startGateway, type TestGateway } from "./_gateway_harness.ts";
+import {
+  type GatewayProcess,
+  startGatewayProcess,
+} from "./_gateway_process.ts";
 import { grpc, InferenceClient } from "./_grpc_client.ts";
 import protobuf from "protobufjs";
 import { fileURLToPath } from "node:url";
@@ -81,19 +86,19 @@ const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
 const TOKEN = "grpc-test-token-0123456789";
 
 async function gateway(
-  extra: Parameters<typeof startGateway>[0] = {},
-): Promise<TestGateway & { client: InferenceClient }> {
-  const gw = await startGateway(
+  extra: Parameters<typeof startGatewayProcess>[0] = {},
+): Promise<GatewayProcess & { client: InferenceClient }> {
+  const gw = await startGatewayProcess(
     { grpc: { port: 0 }, token: TOKEN, ...extra },
     MODELS,
   );
   const client = new InferenceClient(gw.grpcTarget!, TOKEN);
+  const dispose = gw[Symbol.asyncDispose];
   return Object.assign(gw, {
     client,
     async [Symbol.asyncDispose]() {
       client.client.close();
-      await gw.shutdown();
-      await Deno.remove(gw.dir, { recursive: true });
+      await dispose();
     },
   });
 }
@@ -698,6 +703,10 @@ Deno.test("gRPC: many calls on one client, 32 at a time, all answered (across th
       "256",
       "32",
       "infer",
+      // No GOAWAY at its end: one crashes Deno's node:http2 in the gateway's
+      // process too (the close's own test, "clients that made hundreds of
+      // calls", still closes).
+      "noclose",
     ],
     stdout: "piped",
     stderr: "piped",
@@ -735,6 +744,7 @@ Deno.test("gRPC: on shutdown a call in flight finishes, a new one is UNAVAILABLE
       await new Promise((r) => setTimeout(r, 10));
     }
     const stopping = gw.shutdown();
+    await gw.draining;
     const late = await gw.client.call("ServerLive", {});
     assert.equal(
       late.error?.code,
