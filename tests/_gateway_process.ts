@@ -11,14 +11,16 @@
  *
  * The same file is the child: `deno run -A _gateway_process.ts <dir>
  * <config JSON>` resolves the config as {@linkcode startGateway} does, serves,
- * prints one JSON line (`url`, `grpcTarget`, `token`), and shuts down when its
- * stdin says `shutdown` or ends (the test runner gone).
+ * prints one JSON line (`url`, `grpcTarget`, `token`), reloads when its
+ * stdin says `reload <config JSON>` (the new overrides, as at start; it prints
+ * `reloaded <ReloadResult JSON>` or `failed <message JSON>`), and shuts down
+ * when its stdin says `shutdown` or ends (the test runner gone).
  *
  * @module
  */
 import type { GatewayConfig } from "../src/gateway/config.ts";
 import { resolveConfig, tokenList } from "../src/gateway/config.ts";
-import { serve } from "../src/gateway/serve.ts";
+import { type ReloadResult, serve } from "../src/gateway/serve.ts";
 import { writeModelsDir } from "./_gateway_harness.ts";
 
 /** The gateway's process died by a signal or exited on its own. */
@@ -47,6 +49,12 @@ export interface GatewayProcess extends AsyncDisposable {
   /** The process. */
   child: Deno.ChildProcess;
   fetch(path: string, init?: RequestInit): Promise<Response>;
+  /**
+   * Reloads the gateway (`GatewayServer.reload`) with `overrides` in place of
+   * the start's (the models directory and defaults as at start): resolves
+   * with what it changed, rejects with the reload's error message.
+   */
+  reload(overrides: GatewayConfig): Promise<ReloadResult>;
   /**
    * Starts the gateway's drain (`GatewayServer.shutdown`) and resolves once
    * it is done and the process exited; the same promise every call. Rejects
@@ -184,6 +192,19 @@ export async function startGatewayProcess(
       }
       return fetch(`${ready.url}${path}`, { ...init, headers });
     },
+    async reload(overrides: GatewayConfig): Promise<ReloadResult> {
+      await stdin.write(
+        new TextEncoder().encode(`reload ${JSON.stringify(overrides)}\n`),
+      );
+      const answer = await line();
+      if (answer?.startsWith("reloaded ")) {
+        return JSON.parse(answer.slice("reloaded ".length)) as ReloadResult;
+      }
+      if (answer?.startsWith("failed ")) {
+        throw new Error(JSON.parse(answer.slice("failed ".length)) as string);
+      }
+      throw new GatewayProcessDied(await child.status, await stderr);
+    },
     shutdown,
     draining,
     async [Symbol.asyncDispose]() {
@@ -198,18 +219,22 @@ export async function startGatewayProcess(
 
 if (import.meta.main) {
   const [dir, json] = Deno.args;
-  const overrides = JSON.parse(json ?? "{}") as GatewayConfig;
-  const config = resolveConfig({
-    cwd: dir!,
-    cli: {
-      port: 0,
-      workers: 1,
-      modelsDir: dir!,
-      limits: { shutdownGrace: 2000 },
-      ...overrides,
-    },
+  const configOf = (overrides: GatewayConfig) =>
+    resolveConfig({
+      cwd: dir!,
+      cli: {
+        port: 0,
+        workers: 1,
+        modelsDir: dir!,
+        limits: { shutdownGrace: 2000 },
+        ...overrides,
+      },
+    });
+  let overrides = JSON.parse(json ?? "{}") as GatewayConfig;
+  const config = configOf(overrides);
+  const server = await serve(config, {
+    reloadConfig: () => Promise.resolve(configOf(overrides)),
   });
-  const server = await serve(config);
   const enc = new TextEncoder();
   await Deno.stdout.write(enc.encode(
     JSON.stringify({
@@ -218,8 +243,28 @@ if (import.meta.main) {
       token: tokenList(config.token)[0],
     }) + "\n",
   ));
-  // "shutdown" or the end of stdin (the test runner gone): drain, say so.
-  for await (const _ of Deno.stdin.readable) break;
+  // "reload <JSON>": reload with those overrides; "shutdown" or the end of
+  // stdin (the test runner gone): drain, say so.
+  let input = "";
+  commands: for await (
+    const chunk of Deno.stdin.readable.pipeThrough(new TextDecoderStream())
+  ) {
+    input += chunk;
+    for (let at = input.indexOf("\n"); at >= 0; at = input.indexOf("\n")) {
+      const command = input.slice(0, at);
+      input = input.slice(at + 1);
+      if (!command.startsWith("reload ")) break commands;
+      overrides = JSON.parse(command.slice("reload ".length)) as GatewayConfig;
+      const answer = await server.reload().then(
+        (result) => `reloaded ${JSON.stringify(result)}`,
+        (err: unknown) =>
+          `failed ${
+            JSON.stringify(err instanceof Error ? err.message : String(err))
+          }`,
+      );
+      await Deno.stdout.write(enc.encode(answer + "\n"));
+    }
+  }
   const stopped = server.shutdown();
   await Deno.stdout.write(enc.encode("draining\n"));
   await stopped;

@@ -15,7 +15,6 @@ import {
   RecordKind,
 } from "../src/gateway/_inference_stream.ts";
 import { Buffer } from "node:buffer";
-import { SET_TOKENS_OF } from "../src/gateway/_gateway_tokens.ts";
 import { tempDir, waitFor } from "./_harness.ts";
 import { rawGrpcGateway, tritonProto } from "./_grpc_raw_gateway.ts";
 import { grpc } from "./_grpc_client.ts";
@@ -303,9 +302,7 @@ class Ticker:
             i += 1
             yield {"tick": [i + 0.5]}
 `,
-  }, { limits: { streamIdleTimeout: 600_000 } });
-  const setTokens = SET_TOKENS_OF.get(gw.app)!;
-  setTokens({ token: [GRPC_A, GRPC_B] });
+  }, { token: [GRPC_A, GRPC_B], limits: { streamIdleTimeout: 600_000 } });
   /** A ModelStreamInfer call of `token` (on the client's one connection). */
   const open = (token: string) => {
     const metadata = new grpc.Metadata();
@@ -355,7 +352,11 @@ class Ticker:
   try {
     await a.until(() => a.responses.length >= 2);
     await b.until(() => b.responses.length >= 2);
-    setTokens({ token: GRPC_B });
+    await gw.reload({
+      grpc: { port: 0 },
+      token: GRPC_B,
+      limits: { streamIdleTimeout: 600_000 },
+    });
     await within(
       a.until(() => a.responses.some((r) => r.error_message !== "")),
       "the retired token's model stream",

@@ -9,7 +9,6 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { loadConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
-import { SET_TOKENS_OF } from "../src/gateway/_gateway_tokens.ts";
 import { TOKEN_RETIRED } from "../src/gateway/_token_holders.ts";
 import { tempDir, waitFor } from "./_harness.ts";
 import { SseReader, withLogs } from "./_gateway_harness.ts";
@@ -304,8 +303,12 @@ class Ticker:
       })).finish(),
     );
     await until(() => responses.length >= 3);
-    // What a reload or a token file's change does: the token replaced.
-    SET_TOKENS_OF.get(gw.app)!({ token: T2 });
+    // A reload: the token replaced.
+    await gw.reload({
+      grpc: { port: 0 },
+      token: T2,
+      limits: { streamIdleTimeout: 600_000 },
+    });
     await within(
       until(() => responses.some((r) => r.error_message !== "")),
       "the model's stream",
