@@ -14,46 +14,10 @@ import { tempDir, waitFor } from "./_harness.ts";
 import { SseReader, withLogs } from "./_gateway_harness.ts";
 import { rawGrpcGateway, tritonProto } from "./_grpc_raw_gateway.ts";
 import { grpc } from "./_grpc_client.ts";
+import { exists, TICKER, within } from "./_token_streams.ts";
 
 const T1 = "first-token-0123456789abcdef";
 const T2 = "second-token-0123456789abcdef";
-
-/** Yields a number every 10 ms without end; notes its end in msg["marker"]. */
-const TICKER = `import time
-
-
-class Ticker:
-    def execute(self, msg):
-        i = 0
-        try:
-            while True:
-                time.sleep(0.01)
-                i += 1
-                yield i
-        finally:
-            with open(msg["marker"], "w") as f:
-                f.write("closed")
-`;
-
-const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
-
-/** `promise`, or an error after 5 s (a stream that never ends). */
-async function within<T>(promise: Promise<T>, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`${what} is still open after 5 s`)),
-          5000,
-        );
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** `pyproxy_requests_total` of `model` with `status`. */
 async function requests(
