@@ -215,15 +215,17 @@ Deno.test("gRPC: the answers all connections' clients do not read are bounded to
   const a = deaf(gw.grpcPort);
   const b = deaf(gw.grpcPort);
   try {
-    // a alone fills the server's MiB (under its own 4 MiB).
+    // a alone fills half the server's MiB (under its own 4 MiB): its
+    // address, the only one holding answers, holds its share of that half.
     const first = await fill(a, 8);
-    assert.equal(first.answered, 4);
+    assert.equal(first.answered, 2);
     assert.equal(first.headers?.["grpc-status"], "8");
     assert.match(
       decodeURIComponent(String(first.headers?.["grpc-message"])),
       /the server holds \d+ bytes of answers its clients have not read/,
     );
-    // b holds nothing: its first call is answered, its second is not.
+    // b (the same address) holds nothing: its first call is answered, its
+    // second is not.
     const second = await fill(b, 8);
     assert.equal(second.answered, 1);
     assert.equal(second.headers?.["grpc-status"], "8");
@@ -239,5 +241,63 @@ Deno.test("gRPC: the answers all connections' clients do not read are bounded to
   } finally {
     a.destroy();
     b.destroy();
+  }
+});
+
+/** A connection from the local address `from` whose client reads. */
+function reading(port: number, from: string): http2.ClientHttp2Session {
+  const session = http2.connect(
+    `http://127.0.0.1:${port}`,
+    { localAddress: from } as http2.ClientSessionOptions,
+  );
+  session.on("error", () => {});
+  return session;
+}
+
+Deno.test("gRPC: from half the unread total, only the addresses holding their share of it are refused: a client elsewhere that reads, several calls at once on one connection, gets every answer while another address's clients hold half the total unread", async () => {
+  await using gw = await gateway([
+    "--grpc-max-unread",
+    "8388608",
+    "--grpc-max-unread-total",
+    "8388608",
+  ]);
+  const deafs = [deaf(gw.grpcPort), deaf(gw.grpcPort)];
+  const reader = reading(gw.grpcPort, "127.0.0.2");
+  try {
+    // 127.0.0.1's clients fill half the total (4 MiB: 14 answers), then
+    // are refused, their address holding all of that half.
+    const first = await fill(deafs[0]!, 20);
+    assert.equal(first.answered, 14);
+    assert.match(
+      decodeURIComponent(String(first.headers?.["grpc-message"])),
+      /your address holds its share/,
+    );
+    assert.equal((await fill(deafs[1]!, 8)).answered, 1);
+    // 127.0.0.2's client reads: 4 calls at a time on its one connection,
+    // each answer (300 kB) held for a moment while it is sent (under its
+    // address's share, 2 MiB, half of the half). Without the
+    // share, the deaf clients filled the whole total and most of these
+    // were refused or reset (its connection holding some bytes).
+    const codes: string[] = [];
+    await Promise.all(Array.from({ length: 4 }, async () => {
+      for (let i = 0; i < 4; i++) {
+        const c = call(reader, "ModelInfer");
+        c.req.end(bigRequest());
+        c.req.on("data", () => {});
+        const trailers = new Promise<string>((resolve) =>
+          c.req.once("trailers", (t) => resolve(String(t["grpc-status"])))
+        );
+        const headers = await Promise.race([c.headers, c.closed]);
+        codes.push(
+          typeof headers === "number"
+            ? `reset ${headers}`
+            : String(headers["grpc-status"] ?? await trailers),
+        );
+      }
+    }));
+    assert.deepEqual(codes, Array(16).fill("0"));
+  } finally {
+    for (const d of deafs) d.destroy();
+    reader.destroy();
   }
 });
