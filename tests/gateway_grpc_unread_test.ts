@@ -301,3 +301,76 @@ Deno.test("gRPC: from half the unread total, only the addresses holding their sh
     reader.destroy();
   }
 });
+
+/** A connection whose client reads `window` bytes of each stream's answers. */
+function slow(port: number, window: number): http2.ClientHttp2Session {
+  const session = http2.connect(`http://127.0.0.1:${port}`, {
+    settings: { initialWindowSize: window },
+  });
+  session.on("error", () => {});
+  return session;
+}
+
+Deno.test("gRPC: the unread count returns to nothing however connections end (destroyed with answers unsent, streams reset by the client mid-answer or by the bound, a GOAWAY, clients that read part): a new connection then holds all of its share again", async () => {
+  await using gw = await gateway([
+    "--grpc-max-unread",
+    "4194304",
+    "--grpc-max-unread-total",
+    "2097152",
+  ]);
+  // Half the total (1 MiB) held by this address: 4 answers of 300 kB.
+  const share = async () => {
+    const probe = deaf(gw.grpcPort);
+    try {
+      return (await fill(probe, 8)).answered;
+    } finally {
+      probe.destroy();
+    }
+  };
+  await until("the first probe's bytes freed", async () => await share() === 4);
+  const ended: http2.ClientHttp2Session[] = [];
+  try {
+    // Unary answers unsent, then the connection destroyed (a RST of the
+    // TCP connection from the server's side: its streams close unsent).
+    const a = deaf(gw.grpcPort);
+    ended.push(a);
+    await fill(a, 3);
+    a.destroy();
+    // Streams' answers, one stream reset by the client mid-answer (its
+    // window a few bytes: the answer is being written), another by the
+    // bound (ENHANCE_YOUR_CALM), then the connection's GOAWAY.
+    const b = slow(gw.grpcPort, 1000);
+    ended.push(b);
+    const reset = call(b, "ModelStreamInfer");
+    for (let i = 0; i < 2; i++) reset.req.write(bigRequest());
+    await new Promise((resolve) => reset.req.once("data", resolve));
+    reset.req.close(http2.constants.NGHTTP2_CANCEL);
+    const bounded = call(b, "ModelStreamInfer");
+    for (let i = 0; i < 8; i++) bounded.req.write(bigRequest());
+    assert.equal(
+      await bounded.closed,
+      http2.constants.NGHTTP2_ENHANCE_YOUR_CALM,
+    );
+    b.close();
+    // A client that reads part of its answers, then is gone.
+    const c = slow(gw.grpcPort, 65535);
+    ended.push(c);
+    const part = call(c, "ModelInfer");
+    part.req.end(bigRequest());
+    await new Promise((resolve) => part.req.once("data", resolve));
+    c.destroy();
+    b.destroy();
+    await until("the workers to be free", async () => await gw.busy() === 0);
+    // Bytes counted and never freed would leave the next connection less
+    // than its share (and, summed over time, the whole bound: every
+    // client refused).
+    let answered = 0;
+    for (let i = 0; i < 40 && answered !== 4; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      answered = await share();
+    }
+    assert.equal(answered, 4, "bytes counted and never freed");
+  } finally {
+    for (const s of ended) s.destroy();
+  }
+});
