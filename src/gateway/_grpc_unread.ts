@@ -9,9 +9,9 @@
  * than be held. Bounded across connections too (`UnreadTotal`): from half
  * its bound, the connections of a peer address holding at least its share
  * of that half (the half divided among the addresses holding some) are
- * full, and at its bound every connection that holds some is. A client
- * that reads holds its answers for a moment only: it is served while
- * clients elsewhere hold half the bound unread. docs/gateway.md, "gRPC".
+ * full, and at its bound every connection is. A client that reads holds
+ * its answers for a moment only: it is served while clients elsewhere hold
+ * half the bound unread. docs/gateway.md, "gRPC".
  *
  * @module
  */
@@ -85,9 +85,9 @@ export class UnreadTotal {
 }
 
 /**
- * One connection's unread bytes: full at its `limit`, or while it holds
- * any when the server's `total` is at its own, or from half of it when its
- * peer address holds its share (`UnreadTotal.heavy`).
+ * One connection's unread bytes: full at its `limit`, or when the server's
+ * `total` is at its own, or from half of it when its peer address holds
+ * its share (`UnreadTotal.heavy`).
  */
 export class Unread {
   /** Bytes written to the connection's streams, not yet sent. */
@@ -103,12 +103,23 @@ export class Unread {
     this.#peer = total?.peer(address);
   }
 
-  /** Whether the connection takes no more answers now. */
+  /**
+   * Whether the connection takes no more answers now: at its limit; at
+   * the total's bound, even holding none (each new connection took one
+   * answer there, which one that does not read holds: the bound was the
+   * connections' count times an answer); from half of it, when its address
+   * holds its share, even holding none itself (a heavy address's new
+   * connections are its own).
+   */
   get full(): boolean {
     if (this.bytes >= this.limit) return true;
     const total = this.#total;
-    return this.bytes > 0 && total !== undefined &&
-      (total.full || total.heavy(this.#peer!));
+    if (total === undefined) return false;
+    if (total.full) return true;
+    // The address's count, renewed by another of its connections since
+    // this one last held some.
+    if (this.#peer!.bytes === 0) this.#peer = total.peer(this.#peer!.address);
+    return total.heavy(this.#peer!);
   }
 
   /** The server's total, when it has one. */

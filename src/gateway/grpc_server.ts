@@ -109,12 +109,12 @@ export interface GrpcServeOptions {
   maxUnreadBytes?: number;
   /**
    * Bytes of answers all connections hold that their clients have not
-   * read, at most: at that many, every connection that holds some is as
+   * read, at most (plus one answer): at that many, every connection is as
    * one at `maxUnreadBytes` (many connections that do not read cannot
-   * take the process's memory, `maxUnreadBytes` each); from half of it,
-   * the connections of a peer address holding at least its share of that
-   * half (divided among the addresses holding some) are, so that a client
-   * elsewhere that reads is still served.
+   * take the process's memory, `maxUnreadBytes` or one answer each); from
+   * half of it, the connections of a peer address holding at least its
+   * share of that half (divided among the addresses holding some) are, so
+   * that a client elsewhere that reads is still served.
    * @default {536870912}
    */
   maxUnreadBytesTotal?: number;
@@ -535,7 +535,7 @@ async function handle(
       message: unread.bytes >= unread.limit
         ? `Cannot take the call: this connection holds ${unread.bytes} bytes of answers its client has not read, the server's bound for one (read them, or use another connection)`
         : unread.total!.full
-        ? `Cannot take the call: the server holds ${unread.total?.bytes} bytes of answers its clients have not read, its bound, ${unread.bytes} of them for this connection (read them)`
+        ? `Cannot take the call: the server holds ${unread.total?.bytes} bytes of answers its clients have not read, its bound, ${unread.bytes} of them for this connection (read them, or retry later)`
         : `Cannot take the call: the server holds ${unread.total?.bytes} bytes of answers its clients have not read, over half its bound, and your address holds its share of them, ${unread.bytes} for this connection (read them)`,
     });
   }
