@@ -56,7 +56,8 @@ Options:
                             client has not read, at most (default 67108864)
       --grpc-max-unread-total <bytes>
                             The same for all gRPC connections together
-                            (default 536870912)
+                            (default 536870912; from half of it, an address
+                            holding its share is refused)
   -w, --workers <n>         Python worker processes (default 2)
   -m, --models <dir>        Models directory; every *.py in it is loaded at start
                             unless the config lists models (default ./models,

@@ -111,8 +111,13 @@ function call(session: http2.ClientHttp2Session, method: string) {
 }
 
 /** A call of `big` on a connection of its own that reads: answered, OK. */
-async function readingCall(port: number): Promise<void> {
-  const session = http2.connect(`http://127.0.0.1:${port}`);
+async function readingCall(port: number, from?: string): Promise<void> {
+  const session = http2.connect(
+    `http://127.0.0.1:${port}`,
+    (from === undefined
+      ? {}
+      : { localAddress: from }) as http2.ClientSessionOptions,
+  );
   session.on("error", () => {});
   try {
     const c = call(session, "ModelInfer");
@@ -205,39 +210,221 @@ async function fill(session: http2.ClientHttp2Session, most: number) {
   return { answered, headers: undefined };
 }
 
-Deno.test("gRPC: the answers all connections' clients do not read are bounded too (grpc.maxUnreadBytesTotal): at the bound, a connection holding some takes no more; one holding none, or a reading one, is served", async () => {
+/** A connection from the local address `from` whose client reads nothing. */
+function deafFrom(port: number, from: string): http2.ClientHttp2Session {
+  const session = http2.connect(`http://127.0.0.1:${port}`, {
+    settings: { initialWindowSize: 0 },
+    localAddress: from,
+  } as http2.ClientSessionOptions);
+  session.on("error", () => {});
+  return session;
+}
+
+Deno.test("gRPC: the answers all connections' clients do not read are bounded too (grpc.maxUnreadBytesTotal): from half of it an address holding its share takes no more, on any connection of it; at the bound no connection does, one holding none neither; a client elsewhere that reads is served", async () => {
   await using gw = await gateway([
     "--grpc-max-unread",
     "4194304",
     "--grpc-max-unread-total",
     "1048576",
   ]);
-  const a = deaf(gw.grpcPort);
-  const b = deaf(gw.grpcPort);
+  const opened: http2.ClientHttp2Session[] = [];
+  const open = (from: string) => {
+    const session = deafFrom(gw.grpcPort, from);
+    opened.push(session);
+    return session;
+  };
   try {
-    // a alone fills the server's MiB (under its own 4 MiB).
+    // a alone fills half the server's MiB (under its own 4 MiB): its
+    // address, the only one holding answers, holds its share of that half.
+    const a = open("127.0.0.1");
     const first = await fill(a, 8);
-    assert.equal(first.answered, 4);
+    assert.equal(first.answered, 2);
     assert.equal(first.headers?.["grpc-status"], "8");
     assert.match(
       decodeURIComponent(String(first.headers?.["grpc-message"])),
-      /the server holds \d+ bytes of answers its clients have not read/,
+      /over half its bound, and your address holds its share/,
     );
-    // b holds nothing: its first call is answered, its second is not.
-    const second = await fill(b, 8);
-    assert.equal(second.answered, 1);
-    assert.equal(second.headers?.["grpc-status"], "8");
-    // A client that reads is served.
-    await readingCall(gw.grpcPort);
-    // a's connection gone, its bytes are freed: b is served again.
+    // New connections of that address hold nothing, and take nothing
+    // either: each took one answer, which it held unread (12 connections:
+    // 3.6 MB, past the bound).
+    for (let i = 0; i < 12; i++) {
+      assert.equal((await fill(open("127.0.0.1"), 1)).answered, 0);
+    }
+    // A client elsewhere that reads is served.
+    await readingCall(gw.grpcPort, "127.0.0.2");
+    // Other addresses, one answer each unread, to the bound (1 MiB: 4
+    // answers of 300 kB in all); past it no connection takes a call, one
+    // holding none neither, whatever its address.
+    assert.equal((await fill(open("127.0.0.3"), 1)).answered, 1);
+    assert.equal((await fill(open("127.0.0.4"), 1)).answered, 1);
+    const refused = await fill(open("127.0.0.5"), 1);
+    assert.equal(refused.answered, 0);
+    assert.match(
+      decodeURIComponent(String(refused.headers?.["grpc-message"])),
+      /the server holds \d+ bytes of answers its clients have not read, its bound/,
+    );
+    // a's connection gone, its bytes are freed: 127.0.0.1 is served again.
     a.destroy();
     await until("a's bytes freed", async () => {
-      const c = call(b, "ModelInfer");
-      c.req.end(bigRequest());
-      return (await c.headers)["grpc-status"] === undefined;
+      return (await fill(open("127.0.0.1"), 1)).answered === 1;
     });
   } finally {
+    for (const session of opened) session.destroy();
+  }
+});
+
+/** A connection from the local address `from` whose client reads. */
+function reading(port: number, from: string): http2.ClientHttp2Session {
+  const session = http2.connect(
+    `http://127.0.0.1:${port}`,
+    { localAddress: from } as http2.ClientSessionOptions,
+  );
+  session.on("error", () => {});
+  return session;
+}
+
+Deno.test("gRPC: from half the unread total, only the addresses holding their share of it are refused: a client elsewhere that reads, several calls at once on one connection, gets every answer while another address's clients hold half the total unread", async () => {
+  await using gw = await gateway([
+    "--grpc-max-unread",
+    "8388608",
+    "--grpc-max-unread-total",
+    "8388608",
+  ]);
+  const deafs = [deaf(gw.grpcPort), deaf(gw.grpcPort)];
+  const reader = reading(gw.grpcPort, "127.0.0.2");
+  try {
+    // 127.0.0.1's clients fill half the total (4 MiB: 14 answers), then
+    // are refused, their address holding all of that half.
+    const first = await fill(deafs[0]!, 20);
+    assert.equal(first.answered, 14);
+    assert.match(
+      decodeURIComponent(String(first.headers?.["grpc-message"])),
+      /your address holds its share/,
+    );
+    assert.equal((await fill(deafs[1]!, 8)).answered, 0);
+    // 127.0.0.2's client reads: 4 calls at a time on its one connection,
+    // each answer (300 kB) held for a moment while it is sent (under its
+    // address's share, 2 MiB, half of the half). Without the
+    // share, the deaf clients filled the whole total and most of these
+    // were refused or reset (its connection holding some bytes).
+    const codes: string[] = [];
+    await Promise.all(Array.from({ length: 4 }, async () => {
+      for (let i = 0; i < 4; i++) {
+        const c = call(reader, "ModelInfer");
+        c.req.end(bigRequest());
+        c.req.on("data", () => {});
+        const trailers = new Promise<string>((resolve) =>
+          c.req.once("trailers", (t) => resolve(String(t["grpc-status"])))
+        );
+        const headers = await Promise.race([c.headers, c.closed]);
+        codes.push(
+          typeof headers === "number"
+            ? `reset ${headers}`
+            : String(headers["grpc-status"] ?? await trailers),
+        );
+      }
+    }));
+    assert.deepEqual(codes, Array(16).fill("0"));
+  } finally {
+    for (const d of deafs) d.destroy();
+    reader.destroy();
+  }
+});
+
+/**
+ * A connection from the local address `from` whose client reads `window`
+ * bytes of each stream's answers.
+ */
+function slow(
+  port: number,
+  from: string,
+  window: number,
+): http2.ClientHttp2Session {
+  const session = http2.connect(`http://127.0.0.1:${port}`, {
+    settings: { initialWindowSize: window },
+    localAddress: from,
+  } as http2.ClientSessionOptions);
+  session.on("error", () => {});
+  return session;
+}
+
+/** `promise`, or a failure naming `what` after 5 s. */
+async function within<T>(what: string, promise: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no ${what}`)), 5000);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("gRPC: the unread count returns to nothing however connections end (destroyed with answers unsent, streams reset by the client mid-answer or by the bound, a GOAWAY, clients that read part): a new connection then holds all of its share again", async () => {
+  await using gw = await gateway([
+    "--grpc-max-unread",
+    "4194304",
+    "--grpc-max-unread-total",
+    "2097152",
+  ]);
+  const ended: http2.ClientHttp2Session[] = [];
+  try {
+    // Each ending from an address of its own (none holds its share of
+    // half the total, 1 MiB, before its stream's bound).
+    // Unary answers unsent, then the connection destroyed (a RST of the
+    // TCP connection from the server's side: its streams close unsent).
+    const a = slow(gw.grpcPort, "127.0.0.2", 0);
+    ended.push(a);
+    assert.equal((await fill(a, 3)).answered, 3);
     a.destroy();
+    // Streams' answers, one stream reset by the client mid-answer (its
+    // window a few bytes: the answer is being written), another by the
+    // bound (ENHANCE_YOUR_CALM), then the connection's GOAWAY.
+    const b = slow(gw.grpcPort, "127.0.0.3", 1000);
+    ended.push(b);
+    const reset = call(b, "ModelStreamInfer");
+    for (let i = 0; i < 2; i++) reset.req.write(bigRequest());
+    await within(
+      "answer",
+      new Promise((resolve) => reset.req.once("data", resolve)),
+    );
+    reset.req.close(http2.constants.NGHTTP2_CANCEL);
+    const bounded = call(b, "ModelStreamInfer");
+    for (let i = 0; i < 8; i++) bounded.req.write(bigRequest());
+    assert.equal(
+      await within("reset", bounded.closed),
+      http2.constants.NGHTTP2_ENHANCE_YOUR_CALM,
+    );
+    b.close();
+    // A client that reads part of its answers, then is gone.
+    const c = slow(gw.grpcPort, "127.0.0.4", 65535);
+    ended.push(c);
+    const part = call(c, "ModelInfer");
+    part.req.end(bigRequest());
+    await within(
+      "answer",
+      new Promise((resolve) => part.req.once("data", resolve)),
+    );
+    c.destroy();
     b.destroy();
+    await until("the workers to be free", async () => await gw.busy() === 0);
+    // Bytes counted and never freed would leave a new connection less
+    // than its share of half the total, 4 answers of 300 kB (and, summed
+    // over time, the whole bound: every client refused). A probe's own
+    // bytes are freed a moment after it goes: the next may look again.
+    let answered = 0;
+    for (let i = 0; i < 40 && answered !== 4; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const probe = deaf(gw.grpcPort);
+      ended.push(probe);
+      answered = (await fill(probe, 8)).answered;
+      probe.destroy();
+    }
+    assert.equal(answered, 4, "bytes counted and never freed");
+  } finally {
+    for (const s of ended) s.destroy();
   }
 });

@@ -6,9 +6,12 @@
  * no new call and starts no more infers on its streams, and an answer that
  * comes while it holds them (of an infer already in flight) resets its
  * stream with ENHANCE_YOUR_CALM (RESOURCE_EXHAUSTED to gRPC clients) rather
- * than be held. Bounded across connections too (`UnreadTotal`): at its
- * bound, every connection that holds some bytes is full. docs/gateway.md,
- * "gRPC".
+ * than be held. Bounded across connections too (`UnreadTotal`): from half
+ * its bound, the connections of a peer address holding at least its share
+ * of that half (the half divided among the addresses holding some) are
+ * full, and at its bound every connection is. A client that reads holds
+ * its answers for a moment only: it is served while clients elsewhere hold
+ * half the bound unread. docs/gateway.md, "gRPC".
  *
  * @module
  */
@@ -17,43 +20,106 @@ import type * as http2 from "node:http2";
 /** HTTP/2's ENHANCE_YOUR_CALM: gRPC clients read its RST_STREAM as RESOURCE_EXHAUSTED. */
 export const ENHANCE_YOUR_CALM = 0xb;
 
+/** The unread bytes of one peer address's connections. */
+interface Peer {
+  readonly address: string;
+  bytes: number;
+}
+
 /** The unread bytes of all a server's connections, and their bound. */
 export class UnreadTotal {
   bytes = 0;
   readonly limit: number;
   /** The connections with streams waiting for room. */
   readonly waiting = new Set<Unread>();
+  /** The peer addresses holding unread bytes (none kept at 0). */
+  readonly #peers = new Map<string, Peer>();
 
   constructor(limit: number) {
     this.limit = limit;
   }
 
+  /** At the bound: every connection holding some bytes is full. */
   get full(): boolean {
     return this.bytes >= this.limit;
+  }
+
+  /**
+   * From half the bound: whether `peer`'s connections hold at least their
+   * share of that half (it divided among the addresses holding some).
+   */
+  heavy(peer: Peer): boolean {
+    const half = this.limit / 2;
+    return this.bytes >= half && peer.bytes > 0 &&
+      peer.bytes * this.#peers.size >= half;
+  }
+
+  /** `address`'s count (shared by its connections). */
+  peer(address: string): Peer {
+    return this.#peers.get(address) ?? { address, bytes: 0 };
+  }
+
+  /** @internal */
+  add(peer: Peer, n: number): void {
+    if (peer.bytes === 0) this.#peers.set(peer.address, peer);
+    peer.bytes += n;
+    this.bytes += n;
+  }
+
+  /** @internal */
+  remove(peer: Peer, n: number): void {
+    peer.bytes -= n;
+    this.bytes -= n;
+    if (peer.bytes <= 0) {
+      peer.bytes = 0;
+      this.#peers.delete(peer.address);
+    }
+  }
+
+  /** Wakes the connections waiting for room that have some now. */
+  wake(): void {
+    for (const unread of [...this.waiting]) {
+      if (!unread.full) unread.wake();
+    }
   }
 }
 
 /**
- * One connection's unread bytes: full at its `limit`, or while it holds
- * any when the server's `total` is at its own (every connection that
- * holds answers unread then takes no more).
+ * One connection's unread bytes: full at its `limit`, or when the server's
+ * `total` is at its own, or from half of it when its peer address holds
+ * its share (`UnreadTotal.heavy`).
  */
 export class Unread {
   /** Bytes written to the connection's streams, not yet sent. */
   bytes = 0;
   readonly limit: number;
   #total: UnreadTotal | undefined;
+  #peer: Peer | undefined;
   #waiters = new Set<() => void>();
 
-  constructor(limit: number, total?: UnreadTotal) {
+  constructor(limit: number, total?: UnreadTotal, address = "") {
     this.limit = limit;
     this.#total = total;
+    this.#peer = total?.peer(address);
   }
 
-  /** Whether the connection takes no more answers now. */
+  /**
+   * Whether the connection takes no more answers now: at its limit; at
+   * the total's bound, even holding none (each new connection took one
+   * answer there, which one that does not read holds: the bound was the
+   * connections' count times an answer); from half of it, when its address
+   * holds its share, even holding none itself (a heavy address's new
+   * connections are its own).
+   */
   get full(): boolean {
-    return this.bytes >= this.limit ||
-      (this.bytes > 0 && this.#total !== undefined && this.#total.full);
+    if (this.bytes >= this.limit) return true;
+    const total = this.#total;
+    if (total === undefined) return false;
+    if (total.full) return true;
+    // The address's count, renewed by another of its connections since
+    // this one last held some.
+    if (this.#peer!.bytes === 0) this.#peer = total.peer(this.#peer!.address);
+    return total.heavy(this.#peer!);
   }
 
   /** The server's total, when it has one. */
@@ -70,7 +136,12 @@ export class Unread {
 
   hold(n: number): void {
     this.bytes += n;
-    if (this.#total !== undefined) this.#total.bytes += n;
+    const total = this.#total;
+    if (total === undefined) return;
+    // The address's count is the one in the total's map while it holds
+    // some (another connection of it may have emptied and renewed it).
+    if (this.#peer!.bytes === 0) this.#peer = total.peer(this.#peer!.address);
+    total.add(this.#peer!, n);
   }
 
   release(n: number): void {
@@ -78,13 +149,13 @@ export class Unread {
     this.bytes -= n;
     const total = this.#total;
     if (total === undefined) return this.wake();
-    const wasFull = total.full;
-    total.bytes -= n;
-    if (wasFull && !total.full) {
-      // Every connection that waited for the total's room may go on.
-      const waiting = [...total.waiting];
-      total.waiting.clear();
-      for (const unread of waiting) unread.wake();
+    const half = total.limit / 2;
+    const pressed = total.bytes >= half;
+    total.remove(this.#peer!, n);
+    if (pressed && total.waiting.size > 0) {
+      // Under pressure, another connection's room depends on this one's
+      // bytes too (the bound, its address's share): each that waits looks.
+      total.wake();
     } else this.wake();
   }
 

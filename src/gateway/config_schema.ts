@@ -130,7 +130,9 @@ export interface GatewayConfig {
       /**
        * Bytes of answers all connections hold that their clients have not
        * read, at most (65536 or more; default 536870912, 512 MiB): past them
-       * every connection that holds some is refused as at `maxUnreadBytes`.
+       * every connection is refused as at `maxUnreadBytes`, and from half
+       * of them the connections of a peer address holding its share of
+       * that half are.
        */
       maxUnreadBytesTotal?: number | undefined;
     }

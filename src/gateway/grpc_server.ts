@@ -109,9 +109,12 @@ export interface GrpcServeOptions {
   maxUnreadBytes?: number;
   /**
    * Bytes of answers all connections hold that their clients have not
-   * read, at most: at that many, every connection that holds some is as
+   * read, at most (plus one answer): at that many, every connection is as
    * one at `maxUnreadBytes` (many connections that do not read cannot
-   * take the process's memory, `maxUnreadBytes` each).
+   * take the process's memory, `maxUnreadBytes` or one answer each); from
+   * half of it, the connections of a peer address holding at least its
+   * share of that half (divided among the addresses holding some) are, so
+   * that a client elsewhere that reads is still served.
    * @default {536870912}
    */
   maxUnreadBytesTotal?: number;
@@ -184,6 +187,11 @@ export interface GrpcServer {
   readonly hostname: string;
   /** Calls in flight. */
   readonly inFlight: number;
+  /**
+   * Bytes of answers written and not yet sent, all connections'
+   * (`maxUnreadBytesTotal`'s count).
+   */
+  readonly unreadBytes: number;
   /**
    * Stops listening, lets the calls in flight answer for up to `graceMs`
    * (a `ModelStreamInfer` stream ends with UNAVAILABLE once its infers in
@@ -327,7 +335,11 @@ export async function serveGrpc(
       linger: undefined as ReturnType<typeof setTimeout> | undefined,
     };
     sessions.set(session, state);
-    const unread = new Unread(maxUnread, unreadTotal);
+    const unread = new Unread(
+      maxUnread,
+      unreadTotal,
+      session.socket?.remoteAddress ?? "",
+    );
     trackUnread(session, unread);
     keepalive(session, state);
     // A connection that never makes a call (a stalled client, a probe)
@@ -404,6 +416,9 @@ export async function serveGrpc(
     hostname: options.hostname,
     get inFlight() {
       return inFlight;
+    },
+    get unreadBytes() {
+      return unreadTotal.bytes;
     },
     setTls(tls) {
       if (options.tls === undefined) return;
@@ -519,7 +534,9 @@ async function handle(
       status: GrpcStatus.RESOURCE_EXHAUSTED,
       message: unread.bytes >= unread.limit
         ? `Cannot take the call: this connection holds ${unread.bytes} bytes of answers its client has not read, the server's bound for one (read them, or use another connection)`
-        : `Cannot take the call: the server holds ${unread.total?.bytes} bytes of answers its clients have not read, its bound, ${unread.bytes} of them for this connection (read them)`,
+        : unread.total!.full
+        ? `Cannot take the call: the server holds ${unread.total?.bytes} bytes of answers its clients have not read, its bound, ${unread.bytes} of them for this connection (read them, or retry later)`
+        : `Cannot take the call: the server holds ${unread.total?.bytes} bytes of answers its clients have not read, over half its bound, and your address holds its share of them, ${unread.bytes} for this connection (read them)`,
     });
   }
   // A request that stalls this long ends its call (0: never).
