@@ -530,6 +530,16 @@ export class ModelRegistry {
       suspect.at = now;
       suspect.since = since.get(name)!;
       suspect.deaths++;
+      // The models every death laid on it was laid on too (none once one
+      // was a strike): cleared if one of them is quarantined (#quarantine).
+      if (counted) suspect.shared = new Set();
+      else if (suspect.shared === undefined) {
+        suspect.shared = new Set([...names].filter((n) => n !== name));
+      } else {
+        for (const n of suspect.shared) {
+          if (!names.has(n)) suspect.shared.delete(n);
+        }
+      }
       // Held on the next replay again (it may have outlived a short hold:
       // on this very process, its delay varies, and its next hold is the
       // whole window; another worker's death says nothing of that).
@@ -625,6 +635,17 @@ export class ModelRegistry {
     const suspicions = [...suspect.suspicions];
     const deaths = suspect.deaths;
     this.#suspects.delete(name);
+    // The models suspected only of deaths laid on this one too (loaded
+    // beside it, no strike of their own): it did them, so they are
+    // cleared, not held. (Each was held the whole window, one after the
+    // other, on every restarted worker while the others waited: ten
+    // models added with it kept the pool's two workers from calls for
+    // 30 s after it was out of service.)
+    for (const [n, s] of this.#suspects) {
+      if (s.strikes.length === 0 && s.shared?.has(name) === true) {
+        this.#suspects.delete(n);
+      }
+    }
     const window = this.#loadCrashWindow;
     const describe = () =>
       describeLoadCrashes(window, strikes, suspicions, deaths);
@@ -1115,6 +1136,12 @@ export class ModelRegistry {
       const survived = await outlives(session, hold);
       if (suspect !== undefined) delete suspect.holding;
       if (!survived) {
+        // The process's exit laid on this model (a strike, maybe its
+        // quarantine) before the lock goes to the next worker's replay:
+        // the connection closes first, and that replay held this model
+        // again, quarantined a moment later, and its worker died of it
+        // too (a third death where two had decided).
+        await withinRunningTime(worker.exitOf(gen), 2000);
         throw new ConnectionLostError(
           `Cannot replay model '${name}': the worker's connection closed within ${hold} ms of its load, loaded alone (a worker died soon after its load before)`,
         );
@@ -1940,6 +1967,11 @@ interface Suspect {
   until?: number;
   /** Its held replay under way: the worker held, and until when. */
   holding?: { worker: string; until: number };
+  /**
+   * The other models every death laid on it was laid on too (empty once
+   * one was a strike): a quarantine of one of them clears it.
+   */
+  shared?: Set<string>;
 }
 
 /**
