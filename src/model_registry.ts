@@ -267,6 +267,12 @@ export interface LoadCrashEvent {
   counted: boolean;
   /** The model's strikes now. */
   strikes: number;
+  /**
+   * Set when it would have been a strike but the same add or update's load
+   * on this worker (its id) was a strike already: one load's deaths count
+   * once.
+   */
+  struckOn?: string;
 }
 
 /**
@@ -384,7 +390,7 @@ export class ModelRegistry {
     gen: number,
     names: Iterable<string>,
     sentAt: number,
-    command = false,
+    command?: object,
   ): LoadStep | undefined {
     const window = this.#loadCrashWindow;
     if (window <= 0) return undefined;
@@ -401,7 +407,7 @@ export class ModelRegistry {
       names: new Set(names),
       sentAt,
       doneAt: now,
-      ...(command ? { command } : {}),
+      ...(command === undefined ? {} : { command }),
     };
     seen.steps.push(step);
     return step;
@@ -479,10 +485,14 @@ export class ModelRegistry {
     // Every load it completed within the window is suspect: a model's
     // timer may go off after later loads completed.
     const since = new Map<string, number>();
+    // The model command whose load there each one's death came soonest
+    // after (none: a replay's).
+    const by = new Map<string, object | undefined>();
     for (const s of seen.steps) {
       const after = Math.max(0, exit.at - s.doneAt);
       if (after > window) continue;
       for (const n of s.names) {
+        if (after <= (since.get(n) ?? Infinity)) by.set(n, s.command);
         since.set(n, Math.min(after, since.get(n) ?? Infinity));
       }
     }
@@ -504,7 +514,7 @@ export class ModelRegistry {
     // the other, when a bad model was added there soon after).
     const commanded = (loading?.gen === gen && loading.names.size > 0) ||
       seen.steps.some((s) =>
-        s.command === true && exit.at - s.doneAt <= window
+        s.command !== undefined && exit.at - s.doneAt <= window
       );
     this.#blamed.set(worker, { gen, names });
     const now = Date.now();
@@ -558,11 +568,28 @@ export class ModelRegistry {
         afterMs: since.get(name)!,
         stderr: null,
       };
-      if (counted) {
+      // The same add or update's load on another worker killed that one
+      // too (its strike): one load's deaths are one strike, the held
+      // replay decides. (Something else that took down every worker at
+      // once, a model's timer set off beyond the window, a shared fault,
+      // struck a model added on all of them just before twice at once:
+      // out of service for deaths it had no part in.)
+      const command = by.get(name);
+      const again = counted && command !== undefined &&
+          suspect.struckBy?.command === command
+        ? suspect.struckBy.worker
+        : undefined;
+      if (counted && again === undefined) {
+        suspect.struckBy = { command, worker: worker.id };
         suspect.strikes.push(death);
         // Only the last MAX_STRIKES decide (bounded memory).
         suspect.strikes = suspect.strikes.slice(-MAX_STRIKES);
         struck.push({ name, suspect });
+      } else if (again !== undefined) {
+        death.running =
+          `at once with its strike on worker ${again} (one load's deaths count as one strike)`;
+        suspect.suspicions.push(death);
+        suspect.suspicions = suspect.suspicions.slice(-MAX_SUSPICIONS);
       } else {
         // What else may have done it: the reason words it.
         const others = [...names].filter((n) => n !== name);
@@ -584,8 +611,9 @@ export class ModelRegistry {
         worker: worker.id,
         afterMs: since.get(name)!,
         reason: howItEnded(exit),
-        counted,
+        counted: counted && again === undefined,
         strikes: suspect.strikes.length,
+        ...(again === undefined ? {} : { struckOn: again }),
       });
     }
     for (const { name, suspect } of struck) {
@@ -1613,6 +1641,7 @@ export class ModelRegistry {
     t: { worker: Worker; gen: number },
     name: string,
     sent: Promise<unknown>,
+    command: object,
   ): Promise<unknown> {
     let seen = this.#loading.get(t.worker);
     if (seen === undefined || seen.gen < t.gen) {
@@ -1625,7 +1654,7 @@ export class ModelRegistry {
     const sentAt = Date.now();
     return sent.then((value) => {
       names.delete(name);
-      this.#loaded(t.worker, t.gen, [name], sentAt, true);
+      this.#loaded(t.worker, t.gen, [name], sentAt, command);
       return value;
     }, (err: unknown) => {
       if (
@@ -1698,13 +1727,15 @@ export class ModelRegistry {
     const serverDone = targets.map(() => false);
     const whenServerDone: Array<(() => void) | undefined> = [];
     const load = action === "add" || action === "update";
+    // One token for this command's loads on every worker (`exited`).
+    const command = {};
     const outcomes = await Promise.allSettled(
       targets.map((t, i) => {
         const sent = apply(t.session, i < SNAPSHOT_ASKED, () => {
           serverDone[i] = true;
           whenServerDone[i]?.();
         }, t.worker);
-        return load ? this.#tracked(t, name, sent) : sent;
+        return load ? this.#tracked(t, name, sent, command) : sent;
       }),
     );
     outcomes.forEach((o, i) => {
@@ -1923,8 +1954,11 @@ interface LoadStep {
   sentAt: number;
   /** When its load answered. */
   doneAt: number;
-  /** A model command's load (an add, an update), not a restart's replay. */
-  command?: boolean;
+  /**
+   * A model command's load (an add, an update), not a restart's replay:
+   * the command, one token for its loads on every worker.
+   */
+  command?: object;
 }
 
 /** A model suspected of killing workers soon after its load. */
@@ -1972,6 +2006,12 @@ interface Suspect {
    * one was a strike): a quarantine of one of them clears it.
    */
   shared?: Set<string>;
+  /**
+   * Its last strike: the model command whose load it came after (none: a
+   * replay's), and the worker. Another worker's death after that same
+   * load is no second strike.
+   */
+  struckBy?: { command: object | undefined; worker: string };
 }
 
 /**

@@ -86,3 +86,73 @@ Deno.test("Pool: a quarantined model clears the models suspected only beside it,
     await pids.assertGone();
   }
 });
+
+/**
+ * Loads fine; a thread kills the process once file `trigger` exists (not
+ * on a process that found it there at its load: the restarted workers).
+ */
+const TRIPWIRE = `
+import os, threading, time
+
+def _watch(path):
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    os.write(2, b"tripwire: gone off\\n")
+    os._exit(7)
+
+class Tripwire:
+    def __init__(self, options):
+        if not os.path.exists(options["trigger"]):
+            threading.Thread(target=_watch, args=(options["trigger"],), daemon=True).start()
+
+    def execute(self, msg):
+        return {"pid": os.getpid()}
+`;
+
+Deno.test("Pool: every worker dying at once just after one add (nothing else running) is one strike against that model, not two: its held replay clears it", async () => {
+  await using dir = await modelsDir();
+  await Deno.writeTextFile(`${dir.path}/tripwire.py`, TRIPWIRE);
+  await Deno.writeTextFile(`${dir.path}/double.py`, DOUBLER);
+  const trigger = `${dir.path}/trigger`;
+  const pids = new PidTracker();
+  try {
+    const window = 1000;
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { loadCrashWindow: window }),
+    );
+    pids.watch(pool);
+    const events: PoolEvent[] = [];
+    const off = pool.on((ev) => void events.push(ev));
+    await pool.addModel("wire", { file: "tripwire.py", options: { trigger } });
+    // Its load out of the window: the deaths say nothing of it.
+    await new Promise((r) => setTimeout(r, window + 100));
+    await pool.addModel("double", { file: "double.py" });
+    // Both workers die a moment after the add, of the other model's doing:
+    // two strikes at once took "double" out of service.
+    await Deno.writeTextFile(trigger, "");
+    // One strike: held alone on each restarted worker, it outlives the
+    // window and is cleared.
+    const double = () => pool.status().models.find((m) => m.name === "double")!;
+    for (let i = 0; i < 400; i++) {
+      if (
+        events.filter((e) => e.type === "worker-exit").length >= 2 &&
+        pool.status().workers.every((w) => w.state === "ready") &&
+        double().suspected === undefined
+      ) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    assert.equal(double().failedReason, undefined, double().failedReason);
+    assert.equal(double().suspected, undefined);
+    for (const worker of ["w1", "w2"]) {
+      assert.deepEqual(await pool.execute("double", { x: 4 }, { worker }), {
+        y: 8,
+      });
+    }
+    const deaths = events.filter((e) => e.type === "worker-exit");
+    assert.equal(deaths.length, 2, JSON.stringify(deaths));
+    assert.ok(!events.some((e) => e.type === "model-failed"));
+    off();
+  } finally {
+    await pids.assertGone();
+  }
+});
