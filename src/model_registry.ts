@@ -267,6 +267,12 @@ export interface LoadCrashEvent {
   counted: boolean;
   /** The model's strikes now. */
   strikes: number;
+  /**
+   * Set when it would have been a strike but the same add or update's load
+   * on this worker (its id) was a strike already: one load's deaths count
+   * once.
+   */
+  struckOn?: string;
 }
 
 /**
@@ -384,7 +390,7 @@ export class ModelRegistry {
     gen: number,
     names: Iterable<string>,
     sentAt: number,
-    command = false,
+    command?: object,
   ): LoadStep | undefined {
     const window = this.#loadCrashWindow;
     if (window <= 0) return undefined;
@@ -401,7 +407,7 @@ export class ModelRegistry {
       names: new Set(names),
       sentAt,
       doneAt: now,
-      ...(command ? { command } : {}),
+      ...(command === undefined ? {} : { command }),
     };
     seen.steps.push(step);
     return step;
@@ -479,10 +485,14 @@ export class ModelRegistry {
     // Every load it completed within the window is suspect: a model's
     // timer may go off after later loads completed.
     const since = new Map<string, number>();
+    // The model command whose load there each one's death came soonest
+    // after (none: a replay's).
+    const by = new Map<string, object | undefined>();
     for (const s of seen.steps) {
       const after = Math.max(0, exit.at - s.doneAt);
       if (after > window) continue;
       for (const n of s.names) {
+        if (after <= (since.get(n) ?? Infinity)) by.set(n, s.command);
         since.set(n, Math.min(after, since.get(n) ?? Infinity));
       }
     }
@@ -504,7 +514,7 @@ export class ModelRegistry {
     // the other, when a bad model was added there soon after).
     const commanded = (loading?.gen === gen && loading.names.size > 0) ||
       seen.steps.some((s) =>
-        s.command === true && exit.at - s.doneAt <= window
+        s.command !== undefined && exit.at - s.doneAt <= window
       );
     this.#blamed.set(worker, { gen, names });
     const now = Date.now();
@@ -530,6 +540,16 @@ export class ModelRegistry {
       suspect.at = now;
       suspect.since = since.get(name)!;
       suspect.deaths++;
+      // The models every death laid on it was laid on too (none once one
+      // was a strike): cleared if one of them is quarantined (#quarantine).
+      if (counted) suspect.shared = new Set();
+      else if (suspect.shared === undefined) {
+        suspect.shared = new Set([...names].filter((n) => n !== name));
+      } else {
+        for (const n of suspect.shared) {
+          if (!names.has(n)) suspect.shared.delete(n);
+        }
+      }
       // Held on the next replay again (it may have outlived a short hold:
       // on this very process, its delay varies, and its next hold is the
       // whole window; another worker's death says nothing of that).
@@ -548,11 +568,28 @@ export class ModelRegistry {
         afterMs: since.get(name)!,
         stderr: null,
       };
-      if (counted) {
+      // The same add or update's load on another worker killed that one
+      // too (its strike): one load's deaths are one strike, the held
+      // replay decides. (Something else that took down every worker at
+      // once, a model's timer set off beyond the window, a shared fault,
+      // struck a model added on all of them just before twice at once:
+      // out of service for deaths it had no part in.)
+      const command = by.get(name);
+      const again = counted && command !== undefined &&
+          suspect.struckBy?.command === command
+        ? suspect.struckBy.worker
+        : undefined;
+      if (counted && again === undefined) {
+        suspect.struckBy = { command, worker: worker.id };
         suspect.strikes.push(death);
         // Only the last MAX_STRIKES decide (bounded memory).
         suspect.strikes = suspect.strikes.slice(-MAX_STRIKES);
         struck.push({ name, suspect });
+      } else if (again !== undefined) {
+        death.running =
+          `at once with its strike on worker ${again} (one load's deaths count as one strike)`;
+        suspect.suspicions.push(death);
+        suspect.suspicions = suspect.suspicions.slice(-MAX_SUSPICIONS);
       } else {
         // What else may have done it: the reason words it.
         const others = [...names].filter((n) => n !== name);
@@ -574,8 +611,9 @@ export class ModelRegistry {
         worker: worker.id,
         afterMs: since.get(name)!,
         reason: howItEnded(exit),
-        counted,
+        counted: counted && again === undefined,
         strikes: suspect.strikes.length,
+        ...(again === undefined ? {} : { struckOn: again }),
       });
     }
     for (const { name, suspect } of struck) {
@@ -625,6 +663,17 @@ export class ModelRegistry {
     const suspicions = [...suspect.suspicions];
     const deaths = suspect.deaths;
     this.#suspects.delete(name);
+    // The models suspected only of deaths laid on this one too (loaded
+    // beside it, no strike of their own): it did them, so they are
+    // cleared, not held. (Each was held the whole window, one after the
+    // other, on every restarted worker while the others waited: ten
+    // models added with it kept the pool's two workers from calls for
+    // 30 s after it was out of service.)
+    for (const [n, s] of this.#suspects) {
+      if (s.strikes.length === 0 && s.shared?.has(name) === true) {
+        this.#suspects.delete(n);
+      }
+    }
     const window = this.#loadCrashWindow;
     const describe = () =>
       describeLoadCrashes(window, strikes, suspicions, deaths);
@@ -1115,6 +1164,12 @@ export class ModelRegistry {
       const survived = await outlives(session, hold);
       if (suspect !== undefined) delete suspect.holding;
       if (!survived) {
+        // The process's exit laid on this model (a strike, maybe its
+        // quarantine) before the lock goes to the next worker's replay:
+        // the connection closes first, and that replay held this model
+        // again, quarantined a moment later, and its worker died of it
+        // too (a third death where two had decided).
+        await withinRunningTime(worker.exitOf(gen), 2000);
         throw new ConnectionLostError(
           `Cannot replay model '${name}': the worker's connection closed within ${hold} ms of its load, loaded alone (a worker died soon after its load before)`,
         );
@@ -1586,6 +1641,7 @@ export class ModelRegistry {
     t: { worker: Worker; gen: number },
     name: string,
     sent: Promise<unknown>,
+    command: object,
   ): Promise<unknown> {
     let seen = this.#loading.get(t.worker);
     if (seen === undefined || seen.gen < t.gen) {
@@ -1598,7 +1654,7 @@ export class ModelRegistry {
     const sentAt = Date.now();
     return sent.then((value) => {
       names.delete(name);
-      this.#loaded(t.worker, t.gen, [name], sentAt, true);
+      this.#loaded(t.worker, t.gen, [name], sentAt, command);
       return value;
     }, (err: unknown) => {
       if (
@@ -1671,13 +1727,15 @@ export class ModelRegistry {
     const serverDone = targets.map(() => false);
     const whenServerDone: Array<(() => void) | undefined> = [];
     const load = action === "add" || action === "update";
+    // One token for this command's loads on every worker (`exited`).
+    const command = {};
     const outcomes = await Promise.allSettled(
       targets.map((t, i) => {
         const sent = apply(t.session, i < SNAPSHOT_ASKED, () => {
           serverDone[i] = true;
           whenServerDone[i]?.();
         }, t.worker);
-        return load ? this.#tracked(t, name, sent) : sent;
+        return load ? this.#tracked(t, name, sent, command) : sent;
       }),
     );
     outcomes.forEach((o, i) => {
@@ -1896,8 +1954,11 @@ interface LoadStep {
   sentAt: number;
   /** When its load answered. */
   doneAt: number;
-  /** A model command's load (an add, an update), not a restart's replay. */
-  command?: boolean;
+  /**
+   * A model command's load (an add, an update), not a restart's replay:
+   * the command, one token for its loads on every worker.
+   */
+  command?: object;
 }
 
 /** A model suspected of killing workers soon after its load. */
@@ -1940,6 +2001,17 @@ interface Suspect {
   until?: number;
   /** Its held replay under way: the worker held, and until when. */
   holding?: { worker: string; until: number };
+  /**
+   * The other models every death laid on it was laid on too (empty once
+   * one was a strike): a quarantine of one of them clears it.
+   */
+  shared?: Set<string>;
+  /**
+   * Its last strike: the model command whose load it came after (none: a
+   * replay's), and the worker. Another worker's death after that same
+   * load is no second strike.
+   */
+  struckBy?: { command: object | undefined; worker: string };
 }
 
 /**

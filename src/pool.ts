@@ -744,6 +744,8 @@ export class Pool implements AsyncDisposable {
         opts.logger.warn(
           ev.counted
             ? "Model {name} is suspected of killing worker {worker} {afterMs} ms after its load, with no call running ({reason}): strike {strikes} of 2 (loadCrashWindow)"
+            : ev.struckOn !== undefined
+            ? "Model {name} is suspected of killing worker {worker} {afterMs} ms after its load ({reason}), the same load as its strike on worker {struckOn}: no second strike (one load's deaths count once), its next replay loads it alone and holds the worker back from calls for a while"
             : "Model {name} is suspected of killing worker {worker} {afterMs} ms after its load ({reason}); calls or other models' loads ran there too, so no strike: its next replay loads it alone and holds the worker back from calls for a while",
           { ...ev },
         ),

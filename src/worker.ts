@@ -507,7 +507,9 @@ export class Worker implements WorkerInfo {
       if (this.#state !== "ready") throw new Error(`worker is ${this.#state}`);
       return undefined;
     } catch (err) {
-      if (this.#killReason === undefined) {
+      // (A process already reported gone, its restart maybe under way: a
+      // held replay waits for the exit before it gives up the start.)
+      if (gen === this.#gen && this.#killReason === undefined) {
         this.#killReason = `start failed: ${messageOf(err)}`;
         this.#startFailed = true;
       }
