@@ -9,6 +9,7 @@ import protobuf from "protobufjs";
 import { serveGrpc } from "../src/gateway/grpc_server.ts";
 import { startGatewayProcess } from "./_gateway_process.ts";
 import { grpc } from "./_grpc_client.ts";
+import { waitFor } from "./_harness.ts";
 
 const root = new protobuf.Root();
 root.resolvePath = (_origin, target) =>
@@ -397,6 +398,46 @@ Deno.test("gRPC health Watch: when every watch is taken, a watch from another ad
   } finally {
     greedy.destroy();
     other.destroy();
+    await server.close();
+  }
+});
+
+Deno.test("gRPC health Watch: when every watch is taken by addresses at their share, a watch from a new address is refused and ends none of theirs (a client reconnecting in a loop cannot end others' watches)", async () => {
+  const server = await serveGrpc({
+    hostname: "127.0.0.1",
+    port: 0,
+    fetch: () => new Response(null, { status: 200 }),
+    httpPort: () => 1,
+    bodyLimit: 1 << 20,
+    maxHealthWatches: 4,
+  });
+  const a = peer(server.port, "127.0.0.1");
+  const b = peer(server.port, "127.0.0.2");
+  const c = peer(server.port, "127.0.0.3");
+  try {
+    const held = [];
+    for (const session of [a, a, b, b]) held.push(await rawWatch(session));
+    assert.deepEqual(held.map((w) => w.state), [
+      "open",
+      "open",
+      "open",
+      "open",
+    ]);
+    // Each of a and b holds 2, its share of 4 among three addresses (1.33,
+    // rounded up): the newcomer is refused, no watch of theirs ended.
+    assert.equal((await rawWatch(c)).state, "8");
+    assert.equal(server.inFlight, 4);
+    // One ends (the client left): the newcomer takes the free slot.
+    held[0]!.req.close();
+    await waitFor(() => server.inFlight === 3, {
+      message: "the server to see the watch ended",
+    });
+    assert.equal((await rawWatch(c)).state, "open");
+    assert.equal(server.inFlight, 4);
+  } finally {
+    a.destroy();
+    b.destroy();
+    c.destroy();
     await server.close();
   }
 });

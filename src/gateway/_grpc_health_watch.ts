@@ -185,8 +185,9 @@ export class HealthWatchers {
    * none can be taken back (`full` says which). When `max` are open, the
    * oldest watch of the peer address that holds the most is ended
    * (RESOURCE_EXHAUSTED) for it, if that address holds more than one watch
-   * more than this one's: many connections from one address cannot keep
-   * every other client's watches refused. A service the server does not
+   * more than this one's and more than its share of `max` (rounded up):
+   * many connections from one address cannot keep every other client's
+   * watches refused, and no address at its share loses one. A service the server does not
    * have is SERVICE_UNKNOWN, and the watch stays open (the protocol's
    * answer: it may be added later).
    */
@@ -238,7 +239,10 @@ export class HealthWatchers {
   /**
    * The watch to end for one from `peer` when `max` are open: the oldest of
    * the address holding the most, if it holds more than one more than
-   * `peer`.
+   * `peer` and more than its share (`max` over the addresses, `peer`'s
+   * counted, rounded up): an address at its share keeps its watches, so
+   * a client that reconnects in a loop cannot end other clients' watches
+   * when every address holds about as many.
    */
   #victim(peer: string): Watch | undefined {
     const mine = this.#perPeer.get(peer)?.size ?? 0;
@@ -247,6 +251,8 @@ export class HealthWatchers {
       if (most === undefined || watches.size > most.size) most = watches;
     }
     if (most === undefined || most.size <= mine + 1) return undefined;
+    const addresses = this.#perPeer.size + (mine === 0 ? 1 : 0);
+    if (most.size <= Math.ceil(this.#max / addresses)) return undefined;
     return most.values().next().value;
   }
 
