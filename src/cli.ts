@@ -809,8 +809,15 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
       `  try:       curl -s${cacert} -X POST${auth} ${server.url}/v1/models/${example}/execute -d ${body}`,
     );
     if (server.grpcTarget !== undefined) {
+      // As the URL, the target is a loopback one when bound to every
+      // interface: say where it is bound, as the first line does.
+      const grpcHost = config.grpc?.hostname ?? config.host;
+      const grpcBound = server.grpcTarget.startsWith(`${grpcHost}:`) ||
+          server.grpcTarget.startsWith(`[${grpcHost}]:`)
+        ? ""
+        : `bound to ${grpcHost}, `;
       console.log(
-        `  gRPC:      ${server.grpcTarget} (Open Inference Protocol, inference.GRPCInferenceService, ${
+        `  gRPC:      ${server.grpcTarget} (${grpcBound}Open Inference Protocol, inference.GRPCInferenceService, ${
           server.url.startsWith("https:")
             ? "HTTP/2 over TLS"
             : "plain-text HTTP/2"

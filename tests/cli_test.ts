@@ -812,7 +812,7 @@ Deno.test("main names the address it cannot listen on, before it loads any model
 Deno.test("main serve --host 0.0.0.0 prints URLs that work, and /healthz answers by the machine's IP", async () => {
   const token = "cli-test-token-0123456789";
   await using serve = await startServe(
-    ["--port", "0", "--host", "0.0.0.0", "--workers", "1"],
+    ["--port", "0", "--host", "0.0.0.0", "--workers", "1", "--grpc-port", "0"],
     { PYPROXY_TOKEN: token },
   );
   const { child, banner: text } = serve;
@@ -849,6 +849,11 @@ Deno.test("main serve --host 0.0.0.0 prints URLs that work, and /healthz answers
     assert.equal(status.status, 200);
     await status.body?.cancel();
   }
+  // The gRPC port is bound to every interface too, and the line says so.
+  const grpc =
+    /^  gRPC: +127\.0\.0\.1:(\d+) \(bound to 0\.0\.0\.0, Open Inference Protocol/m
+      .exec(text);
+  assert.ok(grpc, `unexpected output: ${JSON.stringify(text)}`);
   child.kill("SIGTERM");
   assert.equal((await child.status).code, 0);
   // Off loopback with a token and no TLS: the token travels in clear text.

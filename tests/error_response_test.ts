@@ -134,6 +134,43 @@ Deno.test("describeError answers a ModelUnavailableError (a placed model out of 
   });
 });
 
+Deno.test("describeError words a model quarantined for killing its worker after its load in the gateway's terms: the PUT needs --allow-manage, else a restart", () => {
+  const reason =
+    "its worker died within 3000 ms of loading it twice with no call or other load running there (worker w1 (pid 4200) exited with code 3 505 ms after the load; worker w2 (pid 4201) exited with code 3 506 ms after the load)";
+  const details = {
+    model: "crashy",
+    reason,
+    loadCrashes: [],
+    loadCrashWindow: 3000,
+    lastExit: "exited with code 3",
+  };
+  const call = describeError(
+    new ModelUnavailableError(
+      `Cannot route call executeModel: model 'crashy' is out of service: ${reason}; update it (pool.updateModel, PUT /v1/models/crashy) to load it again`,
+      { details: { ...details, cmd: "executeModel" } },
+    ),
+    false,
+  );
+  assert.equal(call.status, 503);
+  assert.deepEqual(call.headers, {});
+  assert.deepEqual(call.body, {
+    type: "ModelUnavailableError",
+    message:
+      `Cannot call model 'crashy': it is out of service: ${reason} (limits.loadCrashWindow in pyproxy.json); PUT /v1/models/crashy loads it again (with --allow-manage; without it, restart the gateway)`,
+    model: "crashy",
+  });
+  const version = describeError(
+    new ModelUnavailableError("Cannot route call executeModel: ...", {
+      details: { ...details, version: "2", cmd: "executeModel" },
+    }),
+    false,
+  );
+  assert.match(
+    version.body.message as string,
+    /^Cannot call model 'crashy' version '2': it is out of service: .*; PUT \/v1\/models\/crashy\/versions\/2 loads it again/,
+  );
+});
+
 Deno.test("describeError words a pool's ModelUnavailableError in the gateway's settings (limits.*, the PUT that clears it) from its details", () => {
   const details = {
     model: "llm",

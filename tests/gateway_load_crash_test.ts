@@ -77,6 +77,12 @@ Deno.test("Gateway: a model of the models directory that kills its worker after 
   const body = await call.json();
   assert.match(JSON.stringify(body), /ModelUnavailableError/);
   assert.match(JSON.stringify(body), /out of service/);
+  // In the gateway's terms: the PUT with --allow-manage, else a restart;
+  // not the library's pool.updateModel.
+  assert.match(
+    body.error.message,
+    /^Cannot call model 'aaa_bomb': it is out of service: its worker died .*\(limits\.loadCrashWindow in pyproxy\.json\); PUT \/v1\/models\/aaa_bomb loads it again \(with --allow-manage; without it, restart the gateway\)$/,
+  );
 });
 
 Deno.test("Gateway: PUT /v1/models/{name} and the repository's load of a model that kills its worker after its load answer, then the model is quarantined", async () => {

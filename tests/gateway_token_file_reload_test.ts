@@ -255,7 +255,7 @@ Deno.test({
       reloadWith = config(open);
       await server.reload();
       assert.deepEqual(warnings(), [
-        `Token file ${open} (tokenFile) may be read by other users (mode 644): chmod 600 it (a Kubernetes secret: defaultMode 0400)`,
+        `Token file ${open} (tokenFile) may be read by other users (mode 644): chmod 600 it (a Kubernetes secret: defaultMode 0400, and the pod's fsGroup for a non-root user)`,
       ]);
       // Again: the same file, nothing new to say; nor on the polls.
       await server.reload();

@@ -329,3 +329,93 @@ for (
     }
   });
 }
+
+/**
+ * A collector that answers 200 to each POST, then closes the connection
+ * before the body its Content-Length announced (as a TLS collector closing
+ * without close_notify, or one that crashes right after taking a batch):
+ * reading the answer fails, after the collector took the spans.
+ */
+function truncatingCollector(): {
+  port: number;
+  posts: () => number;
+  [Symbol.asyncDispose](): Promise<void>;
+} {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let posts = 0;
+  const conns = new Set<Deno.Conn>();
+  const serve = async (conn: Deno.Conn) => {
+    conns.add(conn);
+    try {
+      const buf = new Uint8Array(64 * 1024);
+      let text = "";
+      for (;;) {
+        const n = await conn.read(buf);
+        if (n === null) return;
+        text += new TextDecoder().decode(buf.subarray(0, n));
+        const end = text.indexOf("\r\n\r\n");
+        if (end < 0) continue;
+        const length = Number(/content-length: *(\d+)/i.exec(text)?.[1] ?? 0);
+        if (text.length - end - 4 >= length) break;
+      }
+      posts++;
+      await conn.write(new TextEncoder().encode(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{}",
+      ));
+    } catch {
+      // The exporter gave up on the connection: nothing to answer.
+    } finally {
+      conns.delete(conn);
+      conn.close();
+    }
+  };
+  const accepting = (async () => {
+    for await (const conn of listener) serve(conn);
+  })();
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    posts: () => posts,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      for (const conn of conns) conn.close();
+      await accepting.catch(() => {});
+    },
+  };
+}
+
+Deno.test("OtlpExporter counts a batch the collector answered 200 as exported, even when the answer's body cannot be read", async () => {
+  await using collector = truncatingCollector();
+  const { logger, warnings } = recorder();
+  const exporter = new OtlpExporter({
+    endpoint: `http://127.0.0.1:${collector.port}/v1/traces`,
+    logger,
+    intervalMs: 60_000,
+  });
+  exporter.add(SPAN);
+  await exporter.flush(3000);
+  exporter.add(SPAN);
+  await exporter.flush(3000);
+  assert.equal(collector.posts(), 2);
+  assert.deepEqual(warnings, []);
+  assert.equal(exporter.exported, 2);
+  assert.equal(exporter.dropped, 0);
+  exporter.close();
+});
+
+Deno.test("OtlpExporter logs why a POST could not reach the collector (the fetch error's cause), not only 'fetch failed'", async () => {
+  const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (closed.addr as Deno.NetAddr).port;
+  closed.close();
+  const { logger, warnings } = recorder();
+  const exporter = new OtlpExporter({
+    endpoint: `http://127.0.0.1:${port}/v1/traces`,
+    logger,
+    intervalMs: 60_000,
+  });
+  exporter.add(SPAN);
+  await exporter.flush(3000);
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0]!, /Connection refused/i);
+  assert.equal(exporter.dropped, 1);
+  exporter.close();
+});

@@ -300,8 +300,11 @@ export class OtlpExporter {
       // The body is read (and bounded by the same timeout) so the
       // connection is reused, but no more than ANSWER_BYTES of it: an
       // OTLP answer is a few bytes, and what it says matters only on an
-      // error; a collector's endless or 2 GB answer is cancelled.
-      const text = await answerText(res);
+      // error; a collector's endless or 2 GB answer is cancelled. A body
+      // that cannot be read (the connection closed before its end, a TLS
+      // collector's close without close_notify) changes nothing: the
+      // status is the collector's answer, and a 2xx took the batch.
+      const text = await answerText(res).catch(() => "");
       if (res.status >= 300 && res.status < 400) {
         const to = res.headers.get("location") ?? "";
         problem = `HTTP ${res.status} redirect to ${
@@ -316,9 +319,7 @@ export class OtlpExporter {
         }
       }
     } catch (err) {
-      problem = err instanceof Error ? `${err.name}: ${err.message}` : String(
-        err,
-      );
+      problem = failureText(err);
     }
     if (problem === undefined) {
       this.#failures = 0;
@@ -383,6 +384,24 @@ function retryAfterMs(value: string | null): number {
 
 /** The most of a collector's answer read (its first bytes, for a message). */
 const ANSWER_BYTES = 4096;
+
+/**
+ * An error's name and message, and its causes': fetch's own message is
+ * only `fetch failed`, the reason (connection refused, a DNS failure, a
+ * certificate from an unknown CA) being its `cause`'s. At most 3 causes
+ * and 500 characters.
+ */
+function failureText(err: unknown): string {
+  if (!(err instanceof Error)) return String(err).slice(0, 500);
+  let text = `${err.name}: ${err.message}`;
+  let cause: unknown = err.cause;
+  for (let i = 0; i < 3 && cause !== undefined && cause !== null; i++) {
+    const message = cause instanceof Error ? cause.message : String(cause);
+    if (message !== "" && !text.includes(message)) text += ` (${message})`;
+    cause = cause instanceof Error ? cause.cause : undefined;
+  }
+  return text.slice(0, 500);
+}
 
 /**
  * The text of the first {@linkcode ANSWER_BYTES} of `res`'s body; the rest,

@@ -11,11 +11,12 @@ import type { Logger } from "@logtape/logtape";
 import { ConfigError } from "../errors.ts";
 import type { Runtime } from "../runtime/types.ts";
 import { readPemFile } from "./_pem_file.ts";
+import { openToOthers } from "./_secret_file_mode.ts";
 
 /**
  * The PEM texts of `tls.cert` and `tls.key`, checked: the certificate
- * parses, the key parses and is the certificate's. A key file that group
- * or others may read is served, with a warning (ssh refuses such a key; a
+ * parses, the key parses and is the certificate's. A key file that others
+ * may read is served, with a warning (ssh refuses such a key; a
  * container's mounted secret often has such bits, and refusing would only
  * teach users to copy it elsewhere).
  */
@@ -95,9 +96,9 @@ export async function readTls(
   }
   // The file itself, not a link to it (a Kubernetes secret is a link).
   const owner = await runtime.owner?.(await runtime.realPath(paths.key));
-  if (owner != null && (owner.mode & 0o077) !== 0) {
+  if (owner != null && openToOthers(owner, runtime.uid?.())) {
     logger.warn(
-      "TLS key {path} may be read by other users (mode {mode}): chmod 600 it",
+      "TLS key {path} may be read by other users (mode {mode}): chmod 600 it (a Kubernetes secret: defaultMode 0400, and the pod's fsGroup for a non-root user)",
       { path: paths.key, mode: (owner.mode & 0o777).toString(8) },
     );
   }

@@ -13,6 +13,7 @@ import type { Runtime } from "../runtime/types.ts";
 import { TOKEN_UNUSABLE, usableToken } from "./config_schema.ts";
 import type { ResolvedConfig } from "./config.ts";
 import { MAX_TOKENS } from "./security.ts";
+import { openToOthers } from "./_secret_file_mode.ts";
 
 /** The largest token file read: 16 tokens with comments fit many times. */
 const MAX_TOKEN_FILE_BYTES = 64 * 1024;
@@ -322,7 +323,7 @@ async function warnReadable(
       // The file itself, not the link to it (a mounted secret is a link).
       const real = await runtime.realPath(path);
       const owner = await runtime.owner(real);
-      if (owner == null || (owner.mode & 0o077) === 0) {
+      if (owner == null || !openToOthers(owner, runtime.uid?.())) {
         warned.delete(option);
         continue;
       }
@@ -331,7 +332,7 @@ async function warnReadable(
       if (warned.get(option) === key) continue;
       warned.set(option, key);
       logger.warn(
-        "Token file {path} ({option}) may be read by other users (mode {mode}): chmod 600 it (a Kubernetes secret: defaultMode 0400)",
+        "Token file {path} ({option}) may be read by other users (mode {mode}): chmod 600 it (a Kubernetes secret: defaultMode 0400, and the pod's fsGroup for a non-root user)",
         { path, option, mode },
       );
     } catch {

@@ -372,10 +372,7 @@ function withoutSpillPaths(message: string): string {
 function outOfServiceMessage(err: ModelUnavailableError): string {
   const { model, cmd, crashed, relocationWindow, maxRelocations, lastExit } =
     err.details;
-  if (
-    typeof model !== "string" || !Array.isArray(crashed) ||
-    typeof relocationWindow !== "number" || typeof maxRelocations !== "number"
-  ) return err.message;
+  if (typeof model !== "string") return err.message;
   // A version as the gateway's routes name it.
   const name = model;
   const label = typeof err.details.version === "string"
@@ -387,14 +384,28 @@ function outOfServiceMessage(err: ModelUnavailableError): string {
   const path = label === undefined
     ? `/v1/models/${name}`
     : `/v1/models/${name}/versions/${label}`;
+  const again = `PUT ${path} loads it again ` +
+    `(with --allow-manage; without it, restart the gateway)`;
+  const { reason, loadCrashWindow } = err.details;
+  if (typeof loadCrashWindow === "number" && typeof reason === "string") {
+    // Quarantined for killing its worker soon after its load: the pool's
+    // reason says each death; the library's advice (pool.updateModel, a
+    // PUT that a gateway without --allow-manage refuses) is the gateway's.
+    return `Cannot ${cmd === "initModel" ? "init" : "call"} ${shown}: ` +
+      `it is out of service: ${reason} (limits.loadCrashWindow in ` +
+      `pyproxy.json); ${again}`;
+  }
+  if (
+    !Array.isArray(crashed) || typeof relocationWindow !== "number" ||
+    typeof maxRelocations !== "number"
+  ) return err.message;
   const times = crashed.length === 1 ? "once" : `${crashed.length} times`;
   const last = typeof lastExit === "string" ? `; the last: ${lastExit}` : "";
   return `Cannot ${cmd === "initModel" ? "init" : "call"} ${shown}: ` +
     `it is out of service: it crashed the workers it was placed on ${times} ` +
     `within ${relocationWindow} ms (${crashed.join(", ")}${last}), past ` +
     `limits.maxRelocations ${maxRelocations} (pyproxy.json; its window: ` +
-    `limits.relocationWindow); PUT ${path} loads it again ` +
-    `(with --allow-manage; without it, restart the gateway)`;
+    `limits.relocationWindow); ${again}`;
 }
 
 /**

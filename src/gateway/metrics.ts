@@ -488,7 +488,7 @@ export class GatewayMetrics {
       family(
         "pyproxy_models_out_of_service",
         "gauge",
-        "Placed models taken out of service (they crashed the workers they were placed on): their calls fail with 503 until a PUT loads them again; /v1/status says why.",
+        "Models taken out of service (placed ones that crashed the workers they were placed on, or any that killed its worker twice soon after its load): their calls fail with 503 until a PUT (or a restart) loads them again; /v1/status says why.",
       );
       lines.push(`pyproxy_models_out_of_service ${snapshot.outOfService}`);
     }
