@@ -851,7 +851,7 @@ Deno.test("main serve --host 0.0.0.0 prints URLs that work, and /healthz answers
   }
   // The gRPC port is bound to every interface too, and the line says so.
   const grpc =
-    /^  gRPC: +127\.0\.0\.1:(\d+) \(bound to 0\.0\.0\.0, Open Inference Protocol/m
+    /^ {2}gRPC: +127\.0\.0\.1:(\d+) \(bound to 0\.0\.0\.0, Open Inference Protocol/m
       .exec(text);
   assert.ok(grpc, `unexpected output: ${JSON.stringify(text)}`);
   child.kill("SIGTERM");
