@@ -215,6 +215,16 @@ Deno.test("GatewayMetrics renders valid exposition text, label values escaped", 
   // A state without a worker is 0, not absent: `ready < 1` can fire.
   assert.match(text, /^pyproxy_workers\{state="ready"\} 0$/m);
   assert.match(text, /^pyproxy_workers\{state="failed"\} 1$/m);
+  // Each model's readiness, a version's with its version label.
+  const ready = parseExposition(metrics.render({
+    workers: [],
+    modelReady: new Map([["echo", true], ['a"b@v2', false]]),
+  }));
+  assert.equal(value(ready, "pyproxy_models_ready", { model: "echo" }), 1);
+  assert.equal(
+    value(ready, "pyproxy_models_ready", { model: 'a"b', version: "v2" }),
+    0,
+  );
 });
 
 Deno.test("GatewayMetrics renders the plugins' samples grouped by name, leaving out invalid ones and the gateway's own names", () => {

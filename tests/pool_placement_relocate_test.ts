@@ -263,9 +263,16 @@ Deno.test("Pool placement: a model whose calls crash its workers is moved at mos
     // An alert can watch it: failed slots come back, the model does not.
     const outOfService = async () =>
       (await (await req("/metrics")).text()).split("\n").filter((l) =>
-        l.startsWith("pyproxy_models_out_of_service ")
-      );
-    assert.deepEqual(await outOfService(), ["pyproxy_models_out_of_service 1"]);
+        l.startsWith("pyproxy_models_out_of_service ") ||
+        l.startsWith('pyproxy_models_ready{model="bad"}') ||
+        l.startsWith('pyproxy_models_ready{model="plain"}')
+      ).sort();
+    // And each model's readiness, as /v2/models/{name}/ready says it.
+    assert.deepEqual(await outOfService(), [
+      "pyproxy_models_out_of_service 1",
+      'pyproxy_models_ready{model="bad"} 0',
+      'pyproxy_models_ready{model="plain"} 1',
+    ]);
     // A revived slot does not load it (it would crash there too).
     const ready = readyAgain(pool, "w2");
     assert.equal(ctx().reviveWorker("w2"), true);
@@ -282,7 +289,11 @@ Deno.test("Pool placement: a model whose calls crash its workers is moved at mos
     assert.deepEqual(await pool.execute("bad", {}), { pid: pidOf(pool, "w2") });
     const after = await (await req("/v1/models/bad")).json();
     assert.equal(after.failedReason, undefined);
-    assert.deepEqual(await outOfService(), ["pyproxy_models_out_of_service 0"]);
+    assert.deepEqual(await outOfService(), [
+      "pyproxy_models_out_of_service 0",
+      'pyproxy_models_ready{model="bad"} 1',
+      'pyproxy_models_ready{model="plain"} 1',
+    ]);
   } finally {
     await pids.assertGone();
   }

@@ -619,6 +619,20 @@ export function createGateway(
       });
     }
     const status = pool.status();
+    const readyWorkers = new Set<string>();
+    for (const w of status.workers) {
+      if (w.state === "ready") readyWorkers.add(w.id);
+    }
+    const modelReady = new Map<string, boolean>();
+    for (const m of status.models) {
+      modelReady.set(
+        m.version === undefined ? m.name : `${m.name}@${m.version}`,
+        m.failedReason === undefined &&
+          (m.slots === undefined
+            ? readyWorkers.size > 0
+            : m.slots.some((id) => readyWorkers.has(id))),
+      );
+    }
     const text = ctx.metrics.render({
       workers: status.workers,
       subscribers: ctx.hub.subscriberCount,
@@ -632,6 +646,7 @@ export function createGateway(
       ...(status.queue === undefined ? {} : { queued: status.queue }),
       outOfService: status.models.filter((m) => m.failedReason !== undefined)
         .length,
+      modelReady,
       ...(pool.queueWaits === undefined
         ? {}
         : { queueWaits: pool.queueWaits() }),

@@ -42,6 +42,12 @@ export interface MetricsSnapshot {
    * placed on: `failedReason` in `pool.status().models`).
    */
   outOfService?: number;
+  /**
+   * Each model's readiness now, by name (`name@version` for a version):
+   * true when it can take calls (in service, and a worker that holds it is
+   * ready), as `GET /v2/models/{name}/ready` says.
+   */
+  modelReady?: ReadonlyMap<string, boolean>;
   /** How long the calls routed to a worker waited in the pool queue. */
   queueWaits?: QueueWaitStats;
   /**
@@ -491,6 +497,18 @@ export class GatewayMetrics {
         "Models taken out of service (placed ones that crashed the workers they were placed on, or any that killed its worker twice soon after its load): their calls fail with 503 until a PUT (or a restart) loads them again; /v1/status says why.",
       );
       lines.push(`pyproxy_models_out_of_service ${snapshot.outOfService}`);
+    }
+    if (snapshot.modelReady !== undefined && snapshot.modelReady.size > 0) {
+      family(
+        "pyproxy_models_ready",
+        "gauge",
+        "1 when a model (a version) can take calls now: in service, and a worker that holds it is ready (GET /v2/models/{name}/ready); 0 otherwise.",
+      );
+      for (const [model, ready] of snapshot.modelReady) {
+        lines.push(
+          `pyproxy_models_ready{${modelLabels(model)}} ${ready ? 1 : 0}`,
+        );
+      }
     }
     if (snapshot.subscribers !== undefined) {
       family(
