@@ -43,6 +43,32 @@ import { trackUnread, Unread, unreadOf, UnreadTotal } from "./_grpc_unread.ts";
 export { GrpcStatus, grpcStatusOf } from "./_grpc_status.ts";
 
 /**
+ * In Deno, makes `session.destroy()` wait for a timer, and returns the
+ * destroy that runs at once (for callers that run from a timer already).
+ *
+ * Deno's `node:http2` (2.9) frees the nghttp2 session in `destroy()` even
+ * when it is called from inside `nghttp2_session_mem_recv`, i.e. from a
+ * listener of the connection's frames. Its `node:http2` calls `close()`,
+ * hence `destroy()` on a connection with no stream open, from the listener
+ * of a client's GOAWAY (Node's order), and a stream closing by a frame calls
+ * it on a closed connection (so do promise continuations, which run before
+ * that callback returns): nghttp2 then goes on reading that frame in freed
+ * memory (its `session_close_stream_on_goaway` after a GOAWAY), and the
+ * process aborts (`find_stream_on_goaway_func: Assertion
+ * 'stream->closed_next == NULL'`) or segfaults, denoland/deno#36788. From a
+ * timer the destroy runs once nghttp2 returned. Bun's `node:http2` has no
+ * such free: unchanged there.
+ */
+function destroyLater(session: http2.Http2Session): () => void {
+  const destroy = session.destroy.bind(session);
+  if (!("Deno" in globalThis)) return destroy;
+  session.destroy = ((...args: Parameters<typeof destroy>) => {
+    setTimeout(() => destroy(...args), 0);
+  }) as typeof session.destroy;
+  return destroy;
+}
+
+/**
  * Options of {@linkcode serveGrpc}.
  *
  * @example
@@ -274,6 +300,8 @@ export async function serveGrpc(
       if (state.active === 0) session.destroy();
     }, keepaliveTimeout);
   };
+  /** Each connection's destroy at once ({@linkcode destroyLater}). */
+  const destroyNow = new WeakMap<http2.Http2Session, () => void>();
   let inFlight = 0;
   let idle: (() => void) | undefined;
   // Aborted by close(): the streams of ModelStreamInfer end (once their
@@ -327,6 +355,7 @@ export async function serveGrpc(
       linger: undefined as ReturnType<typeof setTimeout> | undefined,
     };
     sessions.set(session, state);
+    destroyNow.set(session, destroyLater(session));
     const unread = new Unread(maxUnread, unreadTotal);
     trackUnread(session, unread);
     keepalive(session, state);
@@ -435,7 +464,9 @@ export async function serveGrpc(
           clearTimeout(state.idle);
           clearTimeout(state.ping);
           clearTimeout(state.linger);
-          session.destroy();
+          // From a timer: at once, not a timer later (the close resolves
+          // with its connections gone).
+          (destroyNow.get(session) ?? (() => session.destroy()))();
         }
         sessions.clear();
       })();
