@@ -62,8 +62,21 @@ export { GrpcStatus, grpcStatusOf } from "./_grpc_status.ts";
 function destroyLater(session: http2.Http2Session): () => void {
   const destroy = session.destroy.bind(session);
   if (!("Deno" in globalThis)) return destroy;
+  let open = 0;
+  session.on("stream", (stream: http2.ServerHttp2Stream) => {
+    open++;
+    stream.once("close", () => open--);
+  });
   session.destroy = ((...args: Parameters<typeof destroy>) => {
-    setTimeout(() => destroy(...args), 0);
+    setTimeout(() => {
+      // The destroy of a close (no error: its last stream ended) finds a
+      // stream the client opened meanwhile, which a destroy then would cut
+      // (a call already running, not one a client may retry): the
+      // connection stays until that stream ends, whose close calls this
+      // again, as Node's does.
+      if (args[0] === undefined && open > 0 && session.closed) return;
+      destroy(...args);
+    }, 0);
   }) as typeof session.destroy;
   return destroy;
 }
@@ -247,6 +260,11 @@ export async function serveGrpc(
       linger?: ReturnType<typeof setTimeout> | undefined;
     }
   >();
+  /** Each connection's destroy at once ({@linkcode destroyLater}). */
+  const destroyNow = new WeakMap<http2.Http2Session, () => void>();
+  /** Destroys `session` at once: from a timer only (never nghttp2's callbacks). */
+  const destroyAtOnce = (session: http2.Http2Session) =>
+    (destroyNow.get(session) ?? (() => session.destroy()))();
   const keepaliveInterval = options.keepaliveInterval ?? 60_000;
   const keepaliveTimeout = options.keepaliveTimeout ?? 20_000;
   /** Pings `session` after keepaliveInterval; no answer in time closes it. */
@@ -257,7 +275,7 @@ export async function serveGrpc(
     if (keepaliveInterval <= 0) return;
     state.ping = setTimeout(() => {
       if (session.closed || session.destroyed) return;
-      state.ping = setTimeout(() => session.destroy(), keepaliveTimeout);
+      state.ping = setTimeout(() => destroyAtOnce(session), keepaliveTimeout);
       try {
         session.ping((err) => {
           clearTimeout(state.ping);
@@ -297,11 +315,9 @@ export async function serveGrpc(
     if (state === undefined || state.linger !== undefined) return;
     state.linger = setTimeout(() => {
       state.linger = undefined;
-      if (state.active === 0) session.destroy();
+      if (state.active === 0) destroyAtOnce(session);
     }, keepaliveTimeout);
   };
-  /** Each connection's destroy at once ({@linkcode destroyLater}). */
-  const destroyNow = new WeakMap<http2.Http2Session, () => void>();
   let inFlight = 0;
   let idle: (() => void) | undefined;
   // Aborted by close(): the streams of ModelStreamInfer end (once their
@@ -365,7 +381,7 @@ export async function serveGrpc(
     // One that never speaks HTTP/2 (a slowloris: the TLS handshake's
     // bound, then nothing) goes sooner: no client of ours takes 10 s for
     // its preface.
-    const preface = setTimeout(() => session.destroy(), handshakeTimeout);
+    const preface = setTimeout(() => destroyAtOnce(session), handshakeTimeout);
     session.once("remoteSettings", () => clearTimeout(preface));
     session.on("close", () => {
       clearTimeout(preface);
@@ -466,7 +482,7 @@ export async function serveGrpc(
           clearTimeout(state.linger);
           // From a timer: at once, not a timer later (the close resolves
           // with its connections gone).
-          (destroyNow.get(session) ?? (() => session.destroy()))();
+          destroyAtOnce(session);
         }
         sessions.clear();
       })();
