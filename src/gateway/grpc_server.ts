@@ -371,13 +371,13 @@ export async function serveGrpc(
       linger: undefined as ReturnType<typeof setTimeout> | undefined,
     };
     sessions.set(session, state);
-    destroyNow.set(session, destroyLater(session));
     const unread = new Unread(maxUnread, unreadTotal);
     trackUnread(session, unread);
     keepalive(session, state);
     // A connection that never makes a call (a stalled client, a probe)
     // is idle from the start.
     watchIdle(session, state);
+    destroyNow.set(session, destroyLater(session));
     // One that never speaks HTTP/2 (a slowloris: the TLS handshake's
     // bound, then nothing) goes sooner: no client of ours takes 10 s for
     // its preface.
