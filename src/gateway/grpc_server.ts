@@ -43,6 +43,45 @@ import { trackUnread, Unread, unreadOf, UnreadTotal } from "./_grpc_unread.ts";
 export { GrpcStatus, grpcStatusOf } from "./_grpc_status.ts";
 
 /**
+ * In Deno, makes `session.destroy()` wait for a timer, and returns the
+ * destroy that runs at once (for callers that run from a timer already).
+ *
+ * Deno's `node:http2` (2.9) frees the nghttp2 session in `destroy()` even
+ * when it is called from inside `nghttp2_session_mem_recv`, i.e. from a
+ * listener of the connection's frames. Its `node:http2` calls `close()`,
+ * hence `destroy()` on a connection with no stream open, from the listener
+ * of a client's GOAWAY (Node's order), and a stream closing by a frame calls
+ * it on a closed connection (so do promise continuations, which run before
+ * that callback returns): nghttp2 then goes on reading that frame in freed
+ * memory (its `session_close_stream_on_goaway` after a GOAWAY), and the
+ * process aborts (`find_stream_on_goaway_func: Assertion
+ * 'stream->closed_next == NULL'`) or segfaults, denoland/deno#36788. From a
+ * timer the destroy runs once nghttp2 returned. Bun's `node:http2` has no
+ * such free: unchanged there.
+ */
+function destroyLater(session: http2.Http2Session): () => void {
+  const destroy = session.destroy.bind(session);
+  if (!("Deno" in globalThis)) return destroy;
+  let open = 0;
+  session.on("stream", (stream: http2.ServerHttp2Stream) => {
+    open++;
+    stream.once("close", () => open--);
+  });
+  session.destroy = ((...args: Parameters<typeof destroy>) => {
+    setTimeout(() => {
+      // The destroy of a close (no error: its last stream ended) finds a
+      // stream the client opened meanwhile, which a destroy then would cut
+      // (a call already running, not one a client may retry): the
+      // connection stays until that stream ends, whose close calls this
+      // again, as Node's does.
+      if (args[0] === undefined && open > 0 && session.closed) return;
+      destroy(...args);
+    }, 0);
+  }) as typeof session.destroy;
+  return destroy;
+}
+
+/**
  * Options of {@linkcode serveGrpc}.
  *
  * @example
@@ -229,6 +268,11 @@ export async function serveGrpc(
       linger?: ReturnType<typeof setTimeout> | undefined;
     }
   >();
+  /** Each connection's destroy at once ({@linkcode destroyLater}). */
+  const destroyNow = new WeakMap<http2.Http2Session, () => void>();
+  /** Destroys `session` at once: from a timer only (never nghttp2's callbacks). */
+  const destroyAtOnce = (session: http2.Http2Session) =>
+    (destroyNow.get(session) ?? (() => session.destroy()))();
   const keepaliveInterval = options.keepaliveInterval ?? 60_000;
   const keepaliveTimeout = options.keepaliveTimeout ?? 20_000;
   /** Pings `session` after keepaliveInterval; no answer in time closes it. */
@@ -239,7 +283,7 @@ export async function serveGrpc(
     if (keepaliveInterval <= 0) return;
     state.ping = setTimeout(() => {
       if (session.closed || session.destroyed) return;
-      state.ping = setTimeout(() => session.destroy(), keepaliveTimeout);
+      state.ping = setTimeout(() => destroyAtOnce(session), keepaliveTimeout);
       try {
         session.ping((err) => {
           clearTimeout(state.ping);
@@ -279,7 +323,7 @@ export async function serveGrpc(
     if (state === undefined || state.linger !== undefined) return;
     state.linger = setTimeout(() => {
       state.linger = undefined;
-      if (state.active === 0) session.destroy();
+      if (state.active === 0) destroyAtOnce(session);
     }, keepaliveTimeout);
   };
   let inFlight = 0;
@@ -345,10 +389,11 @@ export async function serveGrpc(
     // A connection that never makes a call (a stalled client, a probe)
     // is idle from the start.
     watchIdle(session, state);
+    destroyNow.set(session, destroyLater(session));
     // One that never speaks HTTP/2 (a slowloris: the TLS handshake's
     // bound, then nothing) goes sooner: no client of ours takes 10 s for
     // its preface.
-    const preface = setTimeout(() => session.destroy(), handshakeTimeout);
+    const preface = setTimeout(() => destroyAtOnce(session), handshakeTimeout);
     session.once("remoteSettings", () => clearTimeout(preface));
     session.on("close", () => {
       clearTimeout(preface);
@@ -450,7 +495,9 @@ export async function serveGrpc(
           clearTimeout(state.idle);
           clearTimeout(state.ping);
           clearTimeout(state.linger);
-          session.destroy();
+          // From a timer: at once, not a timer later (the close resolves
+          // with its connections gone).
+          destroyAtOnce(session);
         }
         sessions.clear();
       })();
