@@ -8,6 +8,9 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { X509Certificate } from "node:crypto";
+import { ConfigError } from "../src/errors.ts";
+import { parseConfig, resolveConfig } from "../src/gateway/config.ts";
+import { serve } from "../src/gateway/serve.ts";
 import { tempDir, waitFor } from "./_harness.ts";
 import { HAS_OPENSSL, selfSignedCert } from "./_self_signed_cert.ts";
 
@@ -301,4 +304,50 @@ Deno.test({
   assert.equal(serve.stderr.match(loud)?.length, 1, serve.stderr);
   serve.child.kill("SIGTERM");
   assert.equal((await serve.child.status).code, 0);
+});
+
+Deno.test("tlsFileInterval: 0 or at least 100 ms, 60000 by default with TLS, none without; a configuration built by hand is checked by serve", async () => {
+  const message = (input: Record<string, unknown>, source: string) => {
+    try {
+      parseConfig(input, source);
+    } catch (err) {
+      assert.ok(err instanceof ConfigError, String(err));
+      return err.message;
+    }
+    return "no error";
+  };
+  assert.match(
+    message({ tlsFileInterval: 99 }, "pyproxy.json"),
+    /^tlsFileInterval: expected 0 \(read on a reload only\) or at least 100 ms .*\(at pyproxy\.json: tlsFileInterval\)$/,
+  );
+  assert.equal(message({ tlsFileInterval: 0 }, "pyproxy.json"), "no error");
+  assert.equal(message({ tlsFileInterval: 100 }, "pyproxy.json"), "no error");
+  await using dir = await tempDir("pyproxy-tls-poll-test-");
+  await Deno.mkdir(`${dir.path}/models`);
+  const tls = { cert: "tls.crt", key: "tls.key" };
+  const base = { port: 0, workers: 1, modelsDir: `${dir.path}/models` };
+  assert.equal(
+    resolveConfig({ cwd: dir.path, cli: { ...base, tls } }).tlsFileInterval,
+    60_000,
+  );
+  assert.equal(
+    resolveConfig({ cwd: dir.path, cli: { ...base, tls, tlsFileInterval: 0 } })
+      .tlsFileInterval,
+    0,
+  );
+  assert.equal(
+    resolveConfig({ cwd: dir.path, cli: base }).tlsFileInterval,
+    undefined,
+  );
+  // Checked before anything starts (or the files are read).
+  await assert.rejects(
+    serve({
+      ...resolveConfig({ cwd: dir.path, cli: { ...base, tls } }),
+      tlsFileInterval: 2 ** 31,
+    }),
+    (err) =>
+      err instanceof ConfigError &&
+      /^tlsFileInterval: expected at most 2147483647 ms .* \(at config: tlsFileInterval\)$/
+        .test(err.message),
+  );
 });
