@@ -923,6 +923,23 @@ export async function serve(
       }
     };
     /**
+     * Throws the {@linkcode ConfigError} of a gateway that cannot serve a
+     * new certificate without a restart (before the files are read again:
+     * a poll finding a renewed certificate there does not warn of its key
+     * each time).
+     */
+    const checkSwitchable = (): void => {
+      if (reusePort) return;
+      throw new ConfigError(
+        `tls: the certificate changed, and here only a restart serves a new one: a reload starts a listener beside the old one, which needs Linux's SO_REUSEPORT${
+          runtime.name === "deno"
+            ? ', and on Deno its unstable net APIs (--unstable-net, or "unstable": ["net"] in deno.json)'
+            : ""
+        }`,
+        { details: { path: "tls" } },
+      );
+    };
+    /**
      * A listener on the gateway's port serving `cert`, beside the one in
      * force (SO_REUSEPORT): what a new certificate takes, on a reload or
      * a poll. A {@linkcode ConfigError} where it cannot be.
@@ -930,16 +947,7 @@ export async function serve(
     const listenWith = async (
       cert: { cert: string; key: string },
     ): Promise<HttpServer> => {
-      if (!reusePort) {
-        throw new ConfigError(
-          `tls: the certificate changed, and here only a restart serves a new one: a reload starts a listener beside the old one, which needs Linux's SO_REUSEPORT${
-            runtime.name === "deno"
-              ? ', and on Deno its unstable net APIs (--unstable-net, or "unstable": ["net"] in deno.json)'
-              : ""
-          }`,
-          { details: { path: "tls" } },
-        );
-      }
+      checkSwitchable();
       try {
         return await runtime.serve({
           hostname: config.host,
@@ -1135,6 +1143,7 @@ export async function serve(
           read.tls?.cert !== current.tls.cert ||
           read.tls.key !== current.tls.key
         ) return;
+        checkSwitchable();
         const cert = await readTls(
           runtime,
           current.tls,
