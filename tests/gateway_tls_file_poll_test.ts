@@ -6,11 +6,14 @@
  * the served certificate read by `openssl s_client`.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { ConfigError } from "../src/errors.ts";
 import { parseConfig, resolveConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
+import { TOKEN_FILE_INTERVAL_FLOOR } from "../src/gateway/_token_file_interval.ts";
+import { defaultRuntime } from "../src/runtime/mod.ts";
+import type { Runtime } from "../src/runtime/types.ts";
+import { withLogs } from "./_gateway_harness.ts";
 import { tempDir, waitFor } from "./_harness.ts";
 import { HAS_OPENSSL, selfSignedCert } from "./_self_signed_cert.ts";
 
@@ -27,23 +30,30 @@ function fingerprint(pem: string): string {
 
 /**
  * The fingerprint of the certificate a new TLS connection to `port` gets
- * (whatever it is signed by), or the error's text.
+ * (whatever it is signed by), or the error's text. Not blocking: the
+ * gateway may run in this process.
  */
-function servedFingerprint(port: number): string {
-  try {
-    const out = execFileSync("openssl", [
+async function servedFingerprint(port: number): Promise<string> {
+  const child = new Deno.Command("openssl", {
+    args: [
       "s_client",
       "-connect",
       `127.0.0.1:${port}`,
       "-servername",
       "localhost",
-    ], { input: "", stdio: ["pipe", "pipe", "ignore"], timeout: 5000 })
-      .toString();
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+  try {
+    const out = new TextDecoder().decode((await child.output()).stdout);
     const pem = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/
       .exec(out);
     return pem === null ? `no certificate: ${out}` : fingerprint(pem[0]);
-  } catch (err) {
-    return `failed: ${(err as Error).message}`;
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -51,7 +61,7 @@ function servedFingerprint(port: number): string {
 async function waitServed(port: number, pem: string, what: string) {
   const want = fingerprint(pem);
   let got = "";
-  await waitFor(() => (got = servedFingerprint(port)) === want, {
+  await waitFor(async () => (got = await servedFingerprint(port)) === want, {
     timeout: 15_000,
     interval: 50,
   }).catch((err) => {
@@ -199,8 +209,8 @@ Deno.test({
   const out = await serve.stdoutUntil(/listening on (\S+)[\s\S]*gRPC[^\n]*\n/);
   const port = Number(/listening on https:\/\/[^\s]*:(\d+)/.exec(out)![1]);
   const grpcPort = Number(/gRPC: +\S+:(\d+)/.exec(out)![1]);
-  assert.equal(servedFingerprint(port), fingerprint(first.pem));
-  assert.equal(servedFingerprint(grpcPort), fingerprint(first.pem));
+  assert.equal(await servedFingerprint(port), fingerprint(first.pem));
+  assert.equal(await servedFingerprint(grpcPort), fingerprint(first.pem));
 
   // The certificate manager renews the secret; nothing signals.
   await secret.swap(second);
@@ -276,7 +286,7 @@ Deno.test({
   ]);
   const out = await serve.stdoutUntil(/listening on (\S+)/);
   const port = Number(/listening on https:\/\/[^\s]*:(\d+)/.exec(out)![1]);
-  assert.equal(servedFingerprint(port), fingerprint(first.pem));
+  assert.equal(await servedFingerprint(port), fingerprint(first.pem));
   const notYet = /TLS files changed, but cannot be served yet/g;
   const loud = /TLS files changed, but cannot be served;/g;
 
@@ -292,7 +302,7 @@ Deno.test({
   await Deno.copyFile(third.cert, `${dir.path}/tls.crt`);
   await serve.stderrUntil(loud);
   assert.match(serve.stderr, /tls\.key: .*tls\.key is not the private key/);
-  assert.equal(servedFingerprint(port), fingerprint(second.pem));
+  assert.equal(await servedFingerprint(port), fingerprint(second.pem));
   // Two more polls find it so: not logged again but at debug level.
   const still = /TLS files still cannot be served/g;
   await waitFor(() => (serve.stderr.match(still)?.length ?? 0) >= 2, {
@@ -349,5 +359,153 @@ Deno.test("tlsFileInterval: 0 or at least 100 ms, 60000 by default with TLS, non
       err instanceof ConfigError &&
       /^tlsFileInterval: expected at most 2147483647 ms .* \(at config: tlsFileInterval\)$/
         .test(err.message),
+  );
+});
+
+/** Runs `fn` with the floor of the poll intervals lowered to 1 ms. */
+async function fastPolls(fn: () => Promise<void>): Promise<void> {
+  const floor = TOKEN_FILE_INTERVAL_FLOOR.ms;
+  TOKEN_FILE_INTERVAL_FLOOR.ms = 1;
+  try {
+    await fn();
+  } finally {
+    TOKEN_FILE_INTERVAL_FLOOR.ms = floor;
+  }
+}
+
+Deno.test({
+  name:
+    "serve's TLS poll where a new certificate needs a restart (no SO_REUSEPORT): the certificate in force kept, the error logged once, the key not warned about at every poll",
+  ignore: !HAS_OPENSSL,
+}, async () => {
+  await using dir = await tempDir("pyproxy-tls-poll-test-");
+  await Deno.mkdir(`${dir.path}/models`);
+  await Deno.copyFile(ECHO, `${dir.path}/models/echo.py`);
+  const certs = `${dir.path}/made`;
+  await Deno.mkdir(certs);
+  const first = await selfSignedCert(certs, "first");
+  const second = await selfSignedCert(certs, "second");
+  const cert = `${dir.path}/tls.crt`;
+  const key = `${dir.path}/tls.key`;
+  await Deno.copyFile(first.cert, cert);
+  await Deno.copyFile(first.key, key);
+  // Readable by others: warned about at start.
+  await Deno.chmod(key, 0o644);
+  const config = resolveConfig({
+    cwd: dir.path,
+    cli: {
+      port: 0,
+      workers: 1,
+      modelsDir: `${dir.path}/models`,
+      token: TOKEN,
+      tls: { cert, key },
+      tlsFileInterval: 1,
+    },
+  });
+  await fastPolls(() =>
+    withLogs(async (records) => {
+      const lines = () => records.map((r) => r.message.join(""));
+      const count = (pattern: RegExp) =>
+        lines().filter((l) => pattern.test(l)).length;
+      await using server = await serve(config, {
+        runtime: { ...defaultRuntime(), reusePortTls: false },
+      });
+      const port = Number(new URL(server.url).port);
+      assert.equal(count(/^TLS key .* may be read by other users/), 1);
+      await Deno.copyFile(second.cert, cert);
+      await Deno.copyFile(second.key, key);
+      await waitFor(() => count(/TLS files still cannot be served/) >= 3, {
+        message: lines().join("\n"),
+      });
+      assert.equal(
+        count(
+          /^TLS files changed, but cannot be served; the certificate in force is kept: tls: the certificate changed, and here only a restart serves a new one/,
+        ),
+        1,
+        lines().join("\n"),
+      );
+      assert.equal(count(/^TLS key .* may be read by other users/), 1);
+      assert.equal(await servedFingerprint(port), fingerprint(first.pem));
+    })
+  );
+});
+
+Deno.test({
+  name:
+    "serve's TLS poll and reloads one at a time: files changed under polls every millisecond and reloads, the last pair is what new connections get",
+  ignore: IGNORE,
+}, async () => {
+  await using dir = await tempDir("pyproxy-tls-poll-test-");
+  await Deno.mkdir(`${dir.path}/models`);
+  await Deno.copyFile(ECHO, `${dir.path}/models/echo.py`);
+  const certs = `${dir.path}/made`;
+  await Deno.mkdir(certs);
+  // Each swap a new pair, as renewals are (a pair come back would let two
+  // polls find the same mismatched mix of two swaps).
+  const pairs = await Promise.all(
+    Array.from({ length: 9 }, (_, i) => selfSignedCert(certs, `p${i}`)),
+  );
+  const secret = await kubeletSecret(`${dir.path}/secret`);
+  await secret.init(pairs[0]!);
+  const config = resolveConfig({
+    cwd: dir.path,
+    cli: {
+      port: 0,
+      workers: 1,
+      modelsDir: `${dir.path}/models`,
+      token: TOKEN,
+      tls: {
+        cert: `${dir.path}/secret/tls.crt`,
+        key: `${dir.path}/secret/tls.key`,
+      },
+      tlsFileInterval: 1,
+    },
+  });
+  await fastPolls(() =>
+    withLogs(async (records) => {
+      // The listeners of a new certificate being started: never two at once
+      // (each start held a few ms, for a race to show).
+      const base = defaultRuntime();
+      let starting = 0;
+      let most = 0;
+      const runtime: Runtime = {
+        ...base,
+        serve: async (options, handler) => {
+          if (options.reusePort !== true) return base.serve(options, handler);
+          most = Math.max(most, ++starting);
+          try {
+            await new Promise((resolve) => setTimeout(resolve, 5));
+            return await base.serve(options, handler);
+          } finally {
+            starting--;
+          }
+        },
+      };
+      await using server = await serve(config, {
+        runtime,
+        reloadConfig: () => Promise.resolve(config),
+      });
+      const port = Number(new URL(server.url).port);
+      const reloads: Promise<unknown>[] = [];
+      for (let i = 1; i < pairs.length; i++) {
+        await secret.swap(pairs[i]!);
+        reloads.push(server.reload());
+      }
+      // A reload reads the certificate and then the key: a swap between
+      // the two reads makes a pair that is not one, which fails that
+      // reload only (the next one, or the next poll, takes the new pair).
+      for (const result of await Promise.allSettled(reloads)) {
+        if (result.status === "fulfilled") continue;
+        assert.match(String(result.reason), /is not the private key of/);
+      }
+      const last = pairs.at(-1)!;
+      await waitServed(port, last.pem, "HTTPS after the storm");
+      // The poll never logs such a pair: the next poll finds the swap done.
+      const errors = records.filter((r) =>
+        r.level === "error" && !r.message.join("").startsWith("Reload failed")
+      );
+      assert.deepEqual(errors.map((r) => r.message.join("")), []);
+      assert.equal(most, 1, "two new listeners started at once");
+    }, "info")
   );
 });
