@@ -412,6 +412,12 @@ Deno.test({
       });
       const port = Number(new URL(server.url).port);
       assert.equal(count(/^TLS key .* may be read by other users/), 1);
+      // Said at start, without a reloadConfig: the poll is on.
+      assert.equal(
+        count(/^Serving TLS where a reload cannot change the certificate/),
+        1,
+        lines().join("\n"),
+      );
       await Deno.copyFile(second.cert, cert);
       await Deno.copyFile(second.key, key);
       await waitFor(() => count(/TLS files still cannot be served/) >= 3, {

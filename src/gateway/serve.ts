@@ -412,8 +412,13 @@ export async function serve(
     );
   }
   // Said at start: otherwise found at the first renewal (months on, the
-  // certificate in force about to expire), when the reload refuses it.
-  if (tls !== undefined && !reusePort && options.reloadConfig !== undefined) {
+  // certificate in force about to expire), when the reload or the TLS
+  // files' poll refuses it.
+  if (
+    tls !== undefined && !reusePort &&
+    (options.reloadConfig !== undefined ||
+      (config.tlsFileInterval ?? DEFAULTS.tlsFileInterval) > 0)
+  ) {
     // Two messages rather than a property: a logger renders a string
     // property quoted ('...'), in the middle of the sentence.
     logger.warn(
