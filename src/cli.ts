@@ -85,6 +85,10 @@ Options:
       --tls-cert <file>     Serve HTTPS (and HTTP/2) with this PEM certificate
                             (chain); needs --tls-key
       --tls-key <file>      The PEM private key of --tls-cert
+      --tls-file-interval <ms>
+                            How often the TLS files are read for a renewed
+                            certificate (default 60000; 0: on SIGHUP only; else
+                            >= 100)
       --allowed-host <host> Also accept this Host header (repeatable; "*" = any)
       --forward-header <name>
                             Pass this request header to the models, read with
@@ -223,6 +227,7 @@ const OPTIONS = {
   "token-file": { type: "string" },
   "manage-token-file": { type: "string" },
   "token-file-interval": { type: "string" },
+  "tls-file-interval": { type: "string" },
   "tls-cert": { type: "string" },
   "tls-key": { type: "string" },
   "allowed-host": { type: "string", multiple: true },
@@ -412,6 +417,7 @@ const FLAG_OF: Record<string, string> = {
   manageTokenFile: "--manage-token-file",
   "tls.cert": "--tls-cert",
   "tls.key": "--tls-key",
+  tlsFileInterval: "--tls-file-interval",
   allowedHosts: "--allowed-host",
   forwardHeaders: "--forward-header",
   "cors.origins": "--cors-origin",
@@ -555,6 +561,7 @@ function cliOverrides(
   set("tokenFile", str("token-file"));
   set("manageTokenFile", str("manage-token-file"));
   set("tokenFileInterval", toNumber(str("token-file-interval")));
+  set("tlsFileInterval", toNumber(str("tls-file-interval")));
   const cert = str("tls-cert");
   const key = str("tls-key");
   if ((cert === undefined) !== (key === undefined)) {

@@ -11,7 +11,7 @@ import type { Logger } from "@logtape/logtape";
 import { X509Certificate } from "node:crypto";
 import { ConfigError } from "../errors.ts";
 import type { Runtime } from "../runtime/types.ts";
-import { type ResolvedConfig, tokenList } from "./config.ts";
+import { DEFAULTS, type ResolvedConfig, tokenList } from "./config.ts";
 import { readTls } from "./_tls_files.ts";
 import { checkTokenFileInterval } from "./_token_file_interval.ts";
 
@@ -40,6 +40,8 @@ const APPLIED = new Set([
   "tokenFile",
   "manageTokenFile",
   "tokenFileInterval",
+  // The TLS files' poll: at the interval the reload read.
+  "tlsFileInterval",
 ]);
 
 /**
@@ -156,8 +158,22 @@ function sameList(
   return x.length === y.length && x.every((t, i) => t === y[i]);
 }
 
+/**
+ * The TLS files `next` names and their poll's interval (a configuration
+ * built by hand may leave it out: the default), for the configuration in
+ * force after a reload; nothing without TLS (a reload cannot turn it off).
+ */
+export function withTlsFilesOf(
+  next: ResolvedConfig,
+): Pick<ResolvedConfig, "tls" | "tlsFileInterval"> {
+  return next.tls === undefined ? {} : {
+    tls: next.tls,
+    tlsFileInterval: next.tlsFileInterval ?? DEFAULTS.tlsFileInterval,
+  };
+}
+
 /** The served certificate's subject and expiry, for the log. */
-function certificateSummary(tls: { cert: string }): string {
+export function certificateSummary(tls: { cert: string }): string {
   try {
     const cert = new X509Certificate(tls.cert);
     return `${

@@ -32,21 +32,27 @@ export function tokenFileIntervalProblem(ms: number): string | undefined {
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
- * Throws the {@linkcode ConfigError} of a `tokenFileInterval` below the
- * floor: the schema checks `pyproxy.json`'s and the flags', `serve` a
- * configuration built by hand (at start and on a reload).
+ * Throws the {@linkcode ConfigError} of a `tokenFileInterval` or a
+ * `tlsFileInterval` below the floor: the schema checks `pyproxy.json`'s and
+ * the flags', `serve` a configuration built by hand (at start and on a
+ * reload). The TLS files' poll has the same floor and range (it reads two
+ * small files as the token files' reads one or two).
  */
 export function checkTokenFileInterval(
-  config: { tokenFileInterval?: number; configPath?: string },
+  config: {
+    tokenFileInterval?: number;
+    tlsFileInterval?: number;
+    configPath?: string;
+  },
 ): void {
-  const ms = config.tokenFileInterval;
-  const problem = ms === undefined ? undefined : tokenFileIntervalProblem(ms);
-  if (problem !== undefined) {
-    throw new ConfigError(
-      `tokenFileInterval: ${problem} (at ${
-        config.configPath ?? "config"
-      }: tokenFileInterval)`,
-      { details: { path: "tokenFileInterval" } },
-    );
+  for (const name of ["tokenFileInterval", "tlsFileInterval"] as const) {
+    const ms = config[name];
+    const problem = ms === undefined ? undefined : tokenFileIntervalProblem(ms);
+    if (problem !== undefined) {
+      throw new ConfigError(
+        `${name}: ${problem} (at ${config.configPath ?? "config"}: ${name})`,
+        { details: { path: name } },
+      );
+    }
   }
 }

@@ -139,6 +139,11 @@ export interface ResolvedConfig {
    */
   tokenFileInterval?: number;
   /**
+   * How often `serve` reads the TLS files (`tls`) to notice a renewed
+   * certificate, in ms (`0`: only on a reload); set with `tls`.
+   */
+  tlsFileInterval?: number;
+  /**
    * TLS: the certificate chain's and private key's PEM files (paths
    * resolved, read by `serve` at start).
    */
@@ -204,6 +209,10 @@ export const DEFAULTS = {
   // A rotation writes the new token beside the old one, and removes the
   // old one only once the clients moved: seconds do not matter.
   tokenFileInterval: 10_000,
+  // A certificate manager renews days before the expiry (cert-manager: at
+  // two thirds of the lifetime), and the kubelet takes up to a minute to
+  // update a mounted secret: a minute more does not matter.
+  tlsFileInterval: 60_000,
   logLevel: "info" as LogLevel,
 } as const;
 
@@ -549,7 +558,11 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
   const hasToken = config.token !== undefined ||
     config.tokenFile !== undefined;
   const tls = resolveTls(file, cli, options);
-  if (tls !== undefined) config.tls = tls;
+  if (tls !== undefined) {
+    config.tls = tls;
+    config.tlsFileInterval = pick("tlsFileInterval") ??
+      DEFAULTS.tlsFileInterval;
+  }
   const cors = pick("cors");
   if (cors !== undefined) {
     config.cors = {

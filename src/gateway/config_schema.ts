@@ -243,6 +243,12 @@ export interface GatewayConfig {
    * (only on a reload) or at least 100. @default {10000}
    */
   tokenFileInterval?: number | undefined;
+  /**
+   * How often the TLS files (`tls`) are read to notice a renewed
+   * certificate (a mounted secret the certificate manager updated), in ms:
+   * `0` (only on a reload) or at least 100. @default {60000}
+   */
+  tlsFileInterval?: number | undefined;
   /** TLS: PEM files of the certificate (chain) and its private key. */
   tls?: {
     /** Path of the certificate chain (PEM). */
@@ -612,6 +618,15 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
   tokenFile: v.optional(str("a file path")),
   manageTokenFile: v.optional(str("a file path")),
   tokenFileInterval: v.optional(
+    v.pipe(
+      int(0, 2 ** 31 - 1),
+      v.check(
+        (ms) => tokenFileIntervalProblem(ms) === undefined,
+        (issue) => tokenFileIntervalProblem(issue.input as number)!,
+      ),
+    ),
+  ),
+  tlsFileInterval: v.optional(
     v.pipe(
       int(0, 2 ** 31 - 1),
       v.check(

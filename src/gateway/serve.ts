@@ -27,7 +27,12 @@ import {
 import { ChannelHub } from "./channels.ts";
 import { channelsPlugin } from "./channels_plugin.ts";
 import { DEFAULTS, type ModelEntry, type ResolvedConfig } from "./config.ts";
-import { checkTokensSet, reloadPlan } from "./_config_reload.ts";
+import {
+  certificateSummary,
+  checkTokensSet,
+  reloadPlan,
+  withTlsFilesOf,
+} from "./_config_reload.ts";
 import { SET_TOKENS_OF } from "./_gateway_tokens.ts";
 import {
   hasTokenFiles,
@@ -47,6 +52,7 @@ import { modelNameProblem } from "./model_name_problem.ts";
 import { modelFiles } from "./_model_files.ts";
 import { isLoopback } from "./security.ts";
 import { readTls } from "./_tls_files.ts";
+import { TlsFileWatch } from "./_tls_file_watch.ts";
 import { otherListeners } from "./_port_sharers.ts";
 import { workerEnv } from "./_worker_env.ts";
 import type { GrpcServer } from "./grpc_server.ts";
@@ -406,8 +412,13 @@ export async function serve(
     );
   }
   // Said at start: otherwise found at the first renewal (months on, the
-  // certificate in force about to expire), when the reload refuses it.
-  if (tls !== undefined && !reusePort && options.reloadConfig !== undefined) {
+  // certificate in force about to expire), when the reload or the TLS
+  // files' poll refuses it.
+  if (
+    tls !== undefined && !reusePort &&
+    (options.reloadConfig !== undefined ||
+      (config.tlsFileInterval ?? DEFAULTS.tlsFileInterval) > 0)
+  ) {
     // Two messages rather than a property: a logger renders a string
     // property quoted ('...'), in the middle of the sentence.
     logger.warn(
@@ -772,10 +783,13 @@ export async function serve(
     const draining = new Set<Promise<void>>();
     /** The token files' poll, with its interval (none: not polled). */
     let tokenWatch: { watch: TokenFileWatch; interval: number } | undefined;
+    /** The TLS files' poll, with its interval (none: not polled). */
+    let tlsWatch: { watch: TlsFileWatch; interval: number } | undefined;
     const shutdown = (): Promise<void> => {
       shutting ??= (async () => {
         for (const off of offSignals) off();
         tokenWatch?.watch.stop();
+        tlsWatch?.watch.stop();
         const grace = config.limits.shutdownGrace;
         logger.info("Draining: waiting up to {ms} ms for in-flight requests", {
           ms: grace,
@@ -878,6 +892,102 @@ export async function serve(
         );
       }
     };
+    /**
+     * Polls the TLS files `current` names, at its interval: started,
+     * stopped or restarted after a reload that sets another interval. The
+     * poll reads `current`'s paths each time: a reload naming other files
+     * re-points it.
+     */
+    const watchTlsFiles = (): void => {
+      const interval = current.tlsFileInterval ?? DEFAULTS.tlsFileInterval;
+      const wanted = interval > 0 && current.tls !== undefined;
+      if (wanted && tlsWatch?.interval === interval) return;
+      const was = tlsWatch;
+      was?.watch.stop();
+      tlsWatch = undefined;
+      if (wanted) {
+        tlsWatch = {
+          interval,
+          watch: new TlsFileWatch({
+            runtime,
+            logger,
+            interval,
+            current: () => current,
+            served: () => served,
+            apply: applyTlsFiles,
+          }),
+        };
+      }
+      if (started && (was !== undefined || wanted)) {
+        logger.info(
+          wanted
+            ? "TLS files: read every {ms} ms from now on"
+            : "TLS files: no longer read but on a reload",
+          { ms: interval },
+        );
+      }
+    };
+    /**
+     * Throws the {@linkcode ConfigError} of a gateway that cannot serve a
+     * new certificate without a restart (before the files are read again:
+     * a poll finding a renewed certificate there does not warn of its key
+     * each time).
+     */
+    const checkSwitchable = (): void => {
+      if (reusePort) return;
+      throw new ConfigError(
+        `tls: the certificate changed, and here only a restart serves a new one: a reload starts a listener beside the old one, which needs Linux's SO_REUSEPORT${
+          runtime.name === "deno"
+            ? ', and on Deno its unstable net APIs (--unstable-net, or "unstable": ["net"] in deno.json)'
+            : ""
+        }`,
+        { details: { path: "tls" } },
+      );
+    };
+    /**
+     * A listener on the gateway's port serving `cert`, beside the one in
+     * force (SO_REUSEPORT): what a new certificate takes, on a reload or
+     * a poll. A {@linkcode ConfigError} where it cannot be.
+     */
+    const listenWith = async (
+      cert: { cert: string; key: string },
+    ): Promise<HttpServer> => {
+      checkSwitchable();
+      try {
+        return await runtime.serve({
+          hostname: config.host,
+          port: httpServer.port,
+          tls: cert,
+          reusePort: true,
+        }, handler);
+      } catch (err) {
+        throw new ConfigError(
+          `tls: cannot listen with the new certificate on ${
+            hostPort(config.host, httpServer.port)
+          }: ${(err as Error).message}`,
+          { cause: err, details: { path: "tls" } },
+        );
+      }
+    };
+    /**
+     * Serves `cert` from `fresh` (from {@linkcode listenWith}) and the gRPC
+     * port: new connections get it, the old listener drains its own.
+     */
+    const switchTo = (
+      fresh: HttpServer,
+      cert: { cert: string; key: string },
+    ): void => {
+      const old = httpServer;
+      httpServer = fresh;
+      // New connections go to the new listener; the old one's continue
+      // until they end (its shutdown waits for them).
+      const closing = old.shutdown().catch(() => {}).finally(() =>
+        draining.delete(closing)
+      );
+      draining.add(closing);
+      grpc?.setTls(cert);
+      served = cert;
+    };
     let started = false;
     const reloadNow = async (): Promise<ReloadResult> => {
       const refuse = (err: unknown): never => {
@@ -913,34 +1023,10 @@ export async function serve(
       }
       let fresh: HttpServer | undefined;
       if (plan.tls !== undefined) {
-        if (!reusePort) {
-          refuse(
-            new ConfigError(
-              `tls: the certificate changed, and here only a restart serves a new one: a reload starts a listener beside the old one, which needs Linux's SO_REUSEPORT${
-                runtime.name === "deno"
-                  ? ', and on Deno its unstable net APIs (--unstable-net, or "unstable": ["net"] in deno.json)'
-                  : ""
-              }`,
-              { details: { path: "tls" } },
-            ),
-          );
-        }
         try {
-          fresh = await runtime.serve({
-            hostname: config.host,
-            port: httpServer.port,
-            tls: plan.tls,
-            reusePort: true,
-          }, handler);
+          fresh = await listenWith(plan.tls);
         } catch (err) {
-          refuse(
-            new ConfigError(
-              `tls: cannot listen with the new certificate on ${
-                hostPort(config.host, httpServer.port)
-              }: ${(err as Error).message}`,
-              { cause: err, details: { path: "tls" } },
-            ),
-          );
+          refuse(err);
         }
       }
       // A shutdown that began while this reload read its files or started
@@ -971,26 +1057,19 @@ export async function serve(
         );
       }
       // Everything checked and ready: nothing below fails.
-      if (fresh !== undefined) {
-        const old = httpServer;
-        httpServer = fresh;
-        // New connections go to the new listener; the old one's continue
-        // until they end (its shutdown waits for them).
-        const closing = old.shutdown().catch(() => {}).finally(() =>
-          draining.delete(closing)
-        );
-        draining.add(closing);
-        grpc?.setTls(plan.tls!);
-        served = plan.tls;
-      }
+      if (fresh !== undefined) switchTo(fresh, plan.tls!);
       current = {
         ...withTokenFilesOf(current, next),
         ...(plan.token === undefined ? {} : { token: plan.token }),
         ...(plan.manageToken === undefined
           ? {}
           : { manageToken: plan.manageToken }),
+        // The TLS files read, polled from now on (another path, another
+        // interval).
+        ...withTlsFilesOf(next),
       };
       watchTokenFiles();
+      watchTlsFiles();
       // A file named now, or replaced since (the kubelet's rotation).
       await warnReadableTokenFiles(runtime, current, logger, readableWarnings);
       logger.info("Reloaded the configuration: {changes}", {
@@ -1056,6 +1135,45 @@ export async function serve(
       reloading = run.catch(() => {});
       return run;
     };
+    // The TLS files' new certificate: served as a reload serves one (one at
+    // a time with the reloads, read again in the chain: a reload applied
+    // meanwhile may have served it), the rest of the configuration
+    // untouched.
+    const applyTlsFiles = (read: ResolvedConfig): Promise<void> => {
+      const apply = async (): Promise<void> => {
+        // A reload since the poll named other files: the next poll reads
+        // those.
+        if (
+          shutting !== undefined || current.tls === undefined ||
+          read.tls?.cert !== current.tls.cert ||
+          read.tls.key !== current.tls.key
+        ) return;
+        checkSwitchable();
+        const cert = await readTls(
+          runtime,
+          current.tls,
+          current.configPath,
+          logger,
+        );
+        if (
+          served !== undefined && cert.cert === served.cert &&
+          cert.key === served.key
+        ) return;
+        const fresh = await listenWith(cert);
+        // A shutdown that began meanwhile closed the listener it found.
+        if (shutting !== undefined) {
+          await fresh.shutdown().catch(() => {});
+          return;
+        }
+        switchTo(fresh, cert);
+        logger.info("Read the TLS files again: {changes}", {
+          changes: `tls (${certificateSummary(cert)})`,
+        });
+      };
+      const run = reloading.then(apply, apply);
+      reloading = run.catch(() => {});
+      return run;
+    };
     const late = interruption();
     if (late !== undefined) throw late;
     if (options.handleSignals) {
@@ -1081,6 +1199,8 @@ export async function serve(
     }
     // Polled for a rotation of the mounted secret (no signal comes).
     watchTokenFiles();
+    // Polled for a renewed certificate (no signal comes either).
+    watchTlsFiles();
     started = true;
     // Closed by the shutdown, after the last responses' spans (a start that
     // fails closes it with `stop`).

@@ -1,0 +1,151 @@
+/**
+ * The TLS files (`tls.cert`, `tls.key`) polled while `serve` serves, so
+ * that a renewed certificate (cert-manager updating a mounted Kubernetes
+ * secret, which no one signals) is served without a reload.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import type { Logger } from "@logtape/logtape";
+import { ConfigError } from "../errors.ts";
+import type { Runtime } from "../runtime/types.ts";
+import type { ResolvedConfig } from "./config.ts";
+import { readPemFile } from "./_pem_file.ts";
+
+/**
+ * Polls in a row that must find the same unusable pair before it is
+ * logged as an error: a copy by hand writes one file and then the other,
+ * and a poll between the two finds a key that is not the certificate's.
+ */
+const UNUSABLE_POLLS = 2;
+
+/** Options of {@linkcode TlsFileWatch}. */
+export interface TlsFileWatchOptions {
+  runtime: Runtime;
+  logger: Logger;
+  /** How often the files are read, in ms. */
+  interval: number;
+  /** The configuration in force (its `tls` paths). */
+  current(): ResolvedConfig;
+  /** The certificate and key served (their PEM texts). */
+  served(): { cert: string; key: string } | undefined;
+  /**
+   * Reads `config`'s TLS files again, checked, and serves them when they
+   * differ from those served: one at a time with the reloads, and not when
+   * `config`'s paths are no longer those in force. Throws the
+   * {@linkcode ConfigError} of files that cannot be served.
+   */
+  apply(config: ResolvedConfig): Promise<void>;
+}
+
+/**
+ * Reads the TLS files every `interval` ms and serves their certificate when
+ * they change, as a reload's TLS part does. Polled, not watched, for the
+ * reasons the token files are (`TokenFileWatch`): the kubelet swaps a
+ * symlink above the files. What is compared is the files' text with the
+ * certificate and key served (not their times, nor the last read's: a
+ * reload may have served others since). A pair that cannot be served (a key
+ * not the certificate's, a file missing or not PEM) keeps the certificate
+ * in force; logged as an error once it is found on
+ * {@linkcode UNUSABLE_POLLS} polls in a row (before that, a copy may be
+ * under way), then not again until the files or the error change.
+ */
+export class TlsFileWatch {
+  #options: TlsFileWatchOptions;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #stopped = false;
+  /** The unusable pair last found (paths, texts' digest, error), and how often. */
+  #unusable: { key: string; polls: number } | undefined;
+
+  constructor(options: TlsFileWatchOptions) {
+    this.#options = options;
+    this.#arm();
+  }
+
+  /** Stops reading (at shutdown, or for another interval). */
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+  }
+
+  #arm(): void {
+    if (this.#stopped) return;
+    this.#timer = setTimeout(() => {
+      // Nothing of a read may end the process (an unhandled rejection).
+      this.#check().catch((err) => {
+        this.#options.logger.error(
+          "Cannot apply the TLS files: {message}",
+          { message: err instanceof Error ? err.message : String(err) },
+        );
+      }).finally(() => this.#arm());
+    }, this.#options.interval);
+  }
+
+  async #check(): Promise<void> {
+    const { runtime, logger } = this.#options;
+    const config = this.#options.current();
+    const paths = config.tls;
+    if (paths === undefined) return;
+    let digest = "unreadable";
+    try {
+      const cert = await readTlsFile(runtime, "cert", paths.cert);
+      const key = await readTlsFile(runtime, "key", paths.key);
+      const served = this.#options.served();
+      if (served !== undefined && cert === served.cert && key === served.key) {
+        this.#unusable = undefined;
+        return;
+      }
+      digest = createHash("sha256").update(cert).update("\0").update(key)
+        .digest("hex");
+      if (this.#stopped) return;
+      await this.#options.apply(config);
+      this.#unusable = undefined;
+    } catch (err) {
+      if (this.#stopped) return;
+      const message = err instanceof Error ? err.message : String(err);
+      const key = JSON.stringify([paths.cert, paths.key, digest, message]);
+      const polls = this.#unusable?.key === key ? this.#unusable.polls + 1 : 1;
+      this.#unusable = { key, polls };
+      if (polls === UNUSABLE_POLLS) {
+        logger.error(
+          "TLS files changed, but cannot be served; the certificate in force is kept: {message}",
+          { message },
+        );
+      } else if (polls < UNUSABLE_POLLS) {
+        logger.debug(
+          "TLS files changed, but cannot be served yet (a copy under way?); read again in {ms} ms: {message}",
+          { message, ms: this.#options.interval },
+        );
+      } else {
+        logger.debug(
+          "TLS files still cannot be served (logged above); the certificate in force is kept",
+        );
+      }
+    }
+  }
+}
+
+/**
+ * A TLS file's text; once more at once when it is gone: the kubelet swaps
+ * a secret's `..data` symlink and then deletes the old directory, which a
+ * read that followed the old link finds gone (the new one is there).
+ */
+async function readTlsFile(
+  runtime: Runtime,
+  option: "cert" | "key",
+  path: string,
+): Promise<string> {
+  try {
+    try {
+      return await readPemFile(runtime, path);
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== "ENOENT") throw err;
+      return await readPemFile(runtime, path);
+    }
+  } catch (err) {
+    throw new ConfigError(
+      `tls.${option}: cannot read ${path}: ${(err as Error).message}`,
+      { cause: err, details: { path: `tls.${option}` } },
+    );
+  }
+}
