@@ -14,18 +14,49 @@ import type { Runtime } from "../runtime/types.ts";
 export const MAX_PEM_FILE_BYTES = 4 * 1024 * 1024;
 
 /**
+ * How long a PEM file's read may go without an answer (a hung network file
+ * system) before it fails, as a token file's: a reload or a TLS files' poll
+ * waiting on it would hold every later one.
+ */
+export const PEM_READ_TIMEOUT_MS = 2000;
+
+/**
  * The text of the PEM file at `path`. Throws the runtime's error when it
  * cannot be read, and a {@linkcode PemFileError} when it is not a regular
- * file or is larger than {@linkcode MAX_PEM_FILE_BYTES}. Without
+ * file, is larger than {@linkcode MAX_PEM_FILE_BYTES}, or has no answer
+ * within `timeoutMs` (its read is then left to end on its own). Without
  * `runtime.readRegularFile`, a plain read.
  */
 export async function readPemFile(
   runtime: Runtime,
   path: string,
+  timeoutMs: number = PEM_READ_TIMEOUT_MS,
 ): Promise<string> {
-  const bytes = runtime.readRegularFile === undefined
-    ? await runtime.readFile(path)
-    : await runtime.readRegularFile(path, MAX_PEM_FILE_BYTES);
+  const read = runtime.readRegularFile === undefined
+    ? runtime.readFile(path)
+    : runtime.readRegularFile(path, MAX_PEM_FILE_BYTES);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let bytes: Uint8Array | null;
+  try {
+    bytes = await Promise.race([
+      read,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              new PemFileError(
+                `had no answer within ${timeoutMs} ms (a hung file system?)`,
+              ),
+            ),
+          timeoutMs,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    // A read that ends after the timeout: its result or error is dropped.
+    read.catch(() => {});
+  }
   if (bytes === null) {
     throw new PemFileError(
       "is not a regular file (a FIFO or a device: reading it could wait or never end)",

@@ -1,0 +1,73 @@
+// readPemFile's bounds: a read without an answer (a hung network file
+// system) fails instead of holding a reload or a TLS files' poll for good.
+import assert from "node:assert/strict";
+import { PemFileError, readPemFile } from "../src/gateway/_pem_file.ts";
+import { readTls } from "../src/gateway/_tls_files.ts";
+import { defaultRuntime } from "../src/runtime/mod.ts";
+import type { Runtime } from "../src/runtime/types.ts";
+import { getLogger } from "@logtape/logtape";
+import { tempDir } from "./_harness.ts";
+
+/** `promise`, or a rejection after 5 s (a read that hangs for good). */
+async function within<T>(promise: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error("still waiting after 5 s")),
+          5000,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The default runtime, whose reads of `path` never answer. */
+function hungAt(path: string): Runtime {
+  const base = defaultRuntime();
+  const never = () => new Promise<never>(() => {});
+  return {
+    ...base,
+    readFile: (p) => p === path ? never() : base.readFile(p),
+    ...(base.readRegularFile === undefined ? {} : {
+      readRegularFile: (p: string, limit: number) =>
+        p === path ? never() : base.readRegularFile!(p, limit),
+    }),
+  };
+}
+
+Deno.test("readPemFile fails a read without an answer after its timeout, with a PemFileError saying so; a file that answers is read", async () => {
+  await using dir = await tempDir("pyproxy-pem-file-test-");
+  const path = `${dir.path}/cert.pem`;
+  await Deno.writeTextFile(path, "-----BEGIN CERTIFICATE-----\n");
+  const runtime = hungAt(path);
+  await assert.rejects(
+    within(readPemFile(runtime, path, 50)),
+    (err: unknown) =>
+      err instanceof PemFileError &&
+      err.message === "had no answer within 50 ms (a hung file system?)",
+  );
+  assert.equal(
+    await readPemFile(defaultRuntime(), path, 50),
+    "-----BEGIN CERTIFICATE-----\n",
+  );
+});
+
+Deno.test("readTls (a start's, a reload's, a TLS files' poll's read) fails as a ConfigError naming the option when its certificate's file system hangs", async () => {
+  await using dir = await tempDir("pyproxy-pem-file-test-");
+  const cert = `${dir.path}/cert.pem`;
+  await Deno.writeTextFile(cert, "x");
+  await assert.rejects(
+    within(readTls(
+      hungAt(cert),
+      { cert, key: `${dir.path}/key.pem` },
+      undefined,
+      getLogger(["pyproxy", "test"]),
+    )),
+    /^ConfigError: tls\.cert: cannot read .*cert\.pem: had no answer within 2000 ms/,
+  );
+});
