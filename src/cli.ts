@@ -114,6 +114,8 @@ Options:
                             Eval output kept for replay over all running evals,
                             in UTF-16 code units (default 67108864)
       --grace <ms>          Shutdown grace period for in-flight requests (default 10000)
+      --shutdown-delay <ms> Keep serving this long after SIGINT/SIGTERM, readiness
+                            saying not ready, before the drain (default 0)
       --allow-eval          Enable POST /v1/eval (runs arbitrary Python code;
                             without a token, one is generated and printed)
       --allow-manage        Enable PUT/DELETE /v1/models/{name} (and its versions,
@@ -243,6 +245,7 @@ const OPTIONS = {
   "max-in-flight": { type: "string" },
   "eval-replay-budget": { type: "string" },
   grace: { type: "string" },
+  "shutdown-delay": { type: "string" },
   "allow-eval": { type: "boolean" },
   "no-cancel-on-disconnect": { type: "boolean" },
   "no-sched-batch": { type: "boolean" },
@@ -435,6 +438,7 @@ const FLAG_OF: Record<string, string> = {
   "limits.maxInFlightPerWorker": "--max-in-flight",
   "limits.evalReplayBudget": "--eval-replay-budget",
   "limits.shutdownGrace": "--grace",
+  "limits.shutdownDelay": "--shutdown-delay",
   logLevel: "--log-level",
   logLevels: "--log-level",
 };
@@ -607,6 +611,7 @@ function cliOverrides(
   limit("maxInFlightPerWorker", "max-in-flight");
   limit("evalReplayBudget", "eval-replay-budget");
   limit("shutdownGrace", "grace");
+  limit("shutdownDelay", "shutdown-delay");
   if (Object.keys(limits).length) cli.limits = limits;
   const logLevels: Record<string, string> = {};
   for (const entry of (values["log-level"] as string[] | undefined) ?? []) {

@@ -345,6 +345,8 @@ export interface ServeProcess {
   stderr: Promise<string>;
   /** The rest of its stdout (cancel it when done). */
   lines: ReadableStreamDefaultReader<string>;
+  /** The stdout read so far: its first line, and maybe more. */
+  banner: string;
 }
 
 /**
@@ -401,7 +403,7 @@ export async function spawnServe(
       }; stderr: ${await stderr}`,
     );
   }
-  return { child, port, stderr, lines };
+  return { child, port, stderr, lines, banner: first };
 }
 
 /**

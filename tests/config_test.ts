@@ -203,6 +203,7 @@ Deno.test("resolveConfig applies defaults, the file, then the flags", () => {
     loadTimeout: 9,
     streamIdleTimeout: 12,
     shutdownGrace: 10000,
+    shutdownDelay: 0,
   });
   assert.equal(
     resolveConfig({ cwd: "/", cli: {} }).limits.loadTimeout,

@@ -212,6 +212,14 @@ export interface GatewayOptions {
    */
   signal?: AbortSignal;
   /**
+   * When aborted, the readiness routes say not ready (`/healthz` 503
+   * `"draining"`, `/v2/health/ready`, each model's ready, the gRPC health
+   * service NOT_SERVING) while every other route still serves: a shutdown
+   * delay, for the load balancers to stop sending before the drain
+   * (`limits.shutdownDelay`). `signal`'s abort implies it.
+   */
+  unreadySignal?: AbortSignal;
+  /**
    * When aborted, the shutdown grace is over: an eval stream whose code is
    * still running ends with an `error` event of type `ShuttingDownError`
    * (until then, eval streams keep streaming while the server drains), and
@@ -297,6 +305,10 @@ export function createGateway(
   options: GatewayOptions = {},
 ): GatewayApp {
   const signal = options.signal ?? new AbortController().signal;
+  // Read by the readiness routes only (not the execute fast path).
+  const unready = options.unreadySignal === undefined
+    ? signal
+    : AbortSignal.any([signal, options.unreadySignal]);
   const requestTimeout = options.requestTimeout ?? 30_000;
   const maxIntegerDigits = options.maxIntegerDigits ?? 4300;
   // Below 16 it would not hold: shorter literals are never looked at (they
@@ -354,6 +366,7 @@ export function createGateway(
     runtime: options.runtime ?? defaultRuntime(),
     logger,
     signal,
+    unready,
     stopSignal: options.stopSignal ?? new AbortController().signal,
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     maxIntegerDigits,
@@ -521,9 +534,9 @@ export function createGateway(
     // The workers alone: a probe's cost does not grow with the models.
     const workers = workersOf(pool);
     const ready = workers.filter((w) => w.state === "ready").length;
-    const ok = ready > 0 && !signal.aborted;
+    const ok = ready > 0 && !unready.aborted;
     return c.json({
-      status: signal.aborted ? "draining" : ok ? "ok" : "unavailable",
+      status: unready.aborted ? "draining" : ok ? "ok" : "unavailable",
       ready,
       workers: workers.length,
     }, ok ? 200 : 503);
@@ -584,7 +597,7 @@ export function createGateway(
       ...status,
       version: options.version,
       uptime: Date.now() - started,
-      draining: signal.aborted,
+      draining: unready.aborted,
       workers,
       // Only when a plugin reports one (autoscale): additive.
       ...pluginStatusOf(pool),

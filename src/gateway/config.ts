@@ -97,6 +97,11 @@ export interface ResolvedConfig {
     loadTimeout: number;
     streamIdleTimeout: number;
     shutdownGrace: number;
+    /**
+     * Milliseconds served after SIGINT/SIGTERM before the drain, readiness
+     * saying not ready (0: the drain starts at once).
+     */
+    shutdownDelay: number;
     maxInFlightPerWorker?: number;
     maxQueue?: number;
     evalReplayBudget?: number;
@@ -200,6 +205,7 @@ export const DEFAULTS = {
   loadTimeout: 120_000,
   streamIdleTimeout: 60_000,
   shutdownGrace: 10_000,
+  shutdownDelay: 0,
   historySize: 50,
   bufferSize: 256,
   compressMinBytes: 1024,
@@ -479,6 +485,7 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       streamIdleTimeout: limits.streamIdleTimeout ??
         DEFAULTS.streamIdleTimeout,
       shutdownGrace: limits.shutdownGrace ?? DEFAULTS.shutdownGrace,
+      shutdownDelay: limits.shutdownDelay ?? DEFAULTS.shutdownDelay,
       ...(limits.maxInFlightPerWorker === undefined
         ? {}
         : { maxInFlightPerWorker: limits.maxInFlightPerWorker }),

@@ -211,6 +211,11 @@ export interface GatewayConfig {
     evalReplayBudget?: number | undefined;
     /** Grace period of a shutdown, in milliseconds. */
     shutdownGrace?: number | undefined;
+    /**
+     * Milliseconds the gateway keeps serving after SIGINT/SIGTERM, its
+     * readiness saying not ready, before its drain starts.
+     */
+    shutdownDelay?: number | undefined;
   } | undefined;
   /** Channel buffers. */
   channels?: {
@@ -463,6 +468,7 @@ const LimitsSchema: v.GenericSchema<
   relocationWindow: v.optional(int(1)),
   loadCrashWindow: v.optional(int(0)),
   shutdownGrace: v.optional(int(0)),
+  shutdownDelay: v.optional(int(0)),
 });
 
 /**

@@ -215,7 +215,7 @@ export function inferenceProtocolRoutes(
 
   app.get("/v2/health/ready", () => {
     // What /healthz says: a ready worker, and not draining.
-    const ready = readyWorkers().size > 0 && !ctx.signal.aborted;
+    const ready = readyWorkers().size > 0 && !ctx.unready.aborted;
     return Response.json({ ready }, { status: ready ? 200 : 503 });
   });
 
@@ -307,7 +307,7 @@ export function inferenceProtocolRoutes(
     // Out of service (a quarantined model has no slots listed): not ready,
     // as GET /v1/models/{name} says.
     const where = entry?.slots;
-    const ok = !ctx.signal.aborted && entry?.failedReason === undefined &&
+    const ok = !ctx.unready.aborted && entry?.failedReason === undefined &&
       model.failedReason === undefined &&
       (where === undefined
         ? ready.size > 0

@@ -10,7 +10,12 @@
 export { createGateway } from "./app.ts";
 export type { GatewayApp, GatewayOptions } from "./app.ts";
 export { serve } from "./serve.ts";
-export type { GatewayServer, ReloadResult, ServeOptions } from "./serve.ts";
+export type {
+  GatewayServer,
+  GatewayShutdownOptions,
+  ReloadResult,
+  ServeOptions,
+} from "./serve.ts";
 export { loadConfig, parseConfig, resolveConfig } from "./config.ts";
 export type {
   LoadConfigOptions,

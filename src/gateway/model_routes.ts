@@ -1437,7 +1437,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
  * ```
  */
 export function readiness(
-  ctx: Pick<RouteContext, "pool" | "signal">,
+  ctx: Pick<RouteContext, "pool" | "unready">,
   model: GatewayModelInfo,
   status: PoolStatus = statusOf(ctx.pool, model.name),
 ): {
@@ -1490,14 +1490,14 @@ function readyWorkers(status: PoolStatus): Set<string> {
  * of the pool's status (`now`: its `failedReason` and `slots`).
  */
 function versionReadiness(
-  ctx: Pick<RouteContext, "signal">,
+  ctx: Pick<RouteContext, "unready">,
   version: string,
   now: { failedReason?: string; slots?: readonly string[] },
   ready: Set<string>,
 ): VersionStatus {
   const failed = now.failedReason;
   const where = now.slots;
-  const why = ctx.signal.aborted
+  const why = ctx.unready.aborted
     ? "the gateway is shutting down"
     : failed !== undefined
     ? `out of service: ${failed}`

@@ -41,6 +41,11 @@ export interface RouteContext {
   /** Aborted when the server starts draining: new requests get 503. */
   signal: AbortSignal;
   /**
+   * Aborted when the readiness routes say not ready: at the drain's start,
+   * or before it, at a shutdown delay's (the other routes still serve).
+   */
+  unready: AbortSignal;
+  /**
    * Aborted when the shutdown grace is over: eval streams whose code still
    * runs end with a `ShuttingDownError` event.
    */

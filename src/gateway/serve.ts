@@ -90,9 +90,11 @@ export interface ServeOptions {
   /** Runtime adapter. @default {defaultRuntime()} */
   runtime?: Runtime;
   /**
-   * Drain and stop on SIGINT/SIGTERM (then `finished` resolves), and
-   * reload on SIGHUP (with `reloadConfig`: without it, or while draining,
-   * the reload fails and is logged; while starting, a SIGHUP is logged and
+   * Drain and stop on SIGINT/SIGTERM (then `finished` resolves; after
+   * `limits.shutdownDelay` ms of serving unready, a second signal meanwhile
+   * ending the delay), and reload on SIGHUP (with `reloadConfig`: without
+   * it, or once a shutdown began, its delay included, the reload fails and
+   * is logged; while starting, a SIGHUP is logged and
    * ignored). Off, the program's own signal handling applies (a SIGHUP
    * that nothing listens for ends the process).
    * @default {false}
@@ -136,6 +138,30 @@ export interface ReloadResult {
   changed: string[];
   /** Settings that differ but take effect at a restart only (warned about). */
   ignored: string[];
+}
+
+/**
+ * Options of {@linkcode GatewayServer.shutdown}.
+ *
+ * @example
+ * ```ts
+ * import type { GatewayShutdownOptions } from "./serve.ts";
+ * // What SIGTERM does with limits.shutdownDelay 5000:
+ * const options: GatewayShutdownOptions = { delay: 5000 };
+ * console.log(options.delay); // 5000
+ * // await server.shutdown(options);
+ * ```
+ */
+export interface GatewayShutdownOptions {
+  /**
+   * Milliseconds to keep serving before the drain, the readiness routes
+   * saying not ready (`/healthz` 503 `"draining"`, `/v2/health/ready`,
+   * each model's ready, the gRPC health service NOT_SERVING): the time a
+   * load balancer takes to stop sending. `shutdown()` called again during
+   * it starts the drain at once. A signal (`handleSignals`) uses
+   * `limits.shutdownDelay`. @default {0}
+   */
+  delay?: number;
 }
 
 /**
@@ -186,9 +212,16 @@ export interface GatewayServer extends AsyncDisposable {
   /**
    * Drains: answers new requests with 503 (the port stays open), ends the
    * channel streams, lets in-flight requests (eval streams included) finish
-   * for up to `shutdownGrace` ms, stops the workers, then closes the port.
+   * for up to `shutdownGrace` ms (counted from the drain's start), stops the
+   * workers, then closes the port. With `delay` (ms), the readiness routes
+   * say not ready at once, and the drain starts after it (every other
+   * route serving until then); called again meanwhile, the drain starts at
+   * once. Without it, at once (as `await using` does), whatever
+   * `limits.shutdownDelay` says: that applies to the signals
+   * (`handleSignals`). A `delay` that is not an integer ≥ 0 rejects with a
+   * `RangeError`.
    */
-  shutdown(): Promise<void>;
+  shutdown(options?: GatewayShutdownOptions): Promise<void>;
   /** Resolves once shut down (by `shutdown()` or a signal). */
   readonly finished: Promise<void>;
   /**
@@ -568,6 +601,9 @@ export async function serve(
   let server: HttpServer | undefined;
   let grpcServer: GrpcServer | undefined;
   const drain = new AbortController();
+  // Aborted at the shutdown's start: the readiness routes say not ready,
+  // through the delay (limits.shutdownDelay) and the drain.
+  const unready = new AbortController();
   // Aborted when the grace is over: the eval streams still running end then.
   const stop = new AbortController();
   try {
@@ -677,6 +713,7 @@ export async function serve(
       catalog,
       runtime,
       signal: drain.signal,
+      unreadySignal: unready.signal,
       stopSignal: stop.signal,
       ...(config.token === undefined ? {} : { token: config.token }),
       ...(config.manageToken === undefined
@@ -738,8 +775,9 @@ export async function serve(
           ...(config.grpc.idleTimeout === undefined
             ? {}
             : { idleTimeout: config.grpc.idleTimeout }),
-          // Health watches hear of the drain at its start.
-          drain: drain.signal,
+          // Health watches hear of the shutdown at its start (the
+          // delay's, if any: NOT_SERVING while the calls are still served).
+          drain: unready.signal,
           ...(config.grpc.streamWindow === undefined
             ? {}
             : { streamWindow: config.grpc.streamWindow }),
@@ -785,11 +823,40 @@ export async function serve(
     let tokenWatch: { watch: TokenFileWatch; interval: number } | undefined;
     /** The TLS files' poll, with its interval (none: not polled). */
     let tlsWatch: { watch: TlsFileWatch; interval: number } | undefined;
-    const shutdown = (): Promise<void> => {
-      shutting ??= (async () => {
-        for (const off of offSignals) off();
+    /** Ends the shutdown delay in progress (none: does nothing). */
+    let endDelay = (): void => {};
+    const shutdown = (
+      shutdownOptions: GatewayShutdownOptions = {},
+    ): Promise<void> => {
+      if (shutting !== undefined) {
+        // Asked again during the delay: the drain starts now.
+        endDelay();
+        return shutting;
+      }
+      const delay = shutdownOptions.delay ?? 0;
+      if (!(Number.isInteger(delay) && delay >= 0)) {
+        return Promise.reject(
+          new RangeError(
+            `Cannot shut down: delay ${delay} is not an integer >= 0 (ms)`,
+          ),
+        );
+      }
+      shutting = (async () => {
         tokenWatch?.watch.stop();
         tlsWatch?.watch.stop();
+        // Not ready from now on (load balancers take the endpoint out);
+        // during the delay every other route still serves.
+        unready.abort();
+        if (delay > 0) {
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          await new Promise<void>((resolve) => {
+            endDelay = resolve;
+            timer = setTimeoutOrNever(resolve, delay);
+          });
+          clearTimeout(timer);
+          endDelay = () => {};
+        }
+        for (const off of offSignals) off();
         const grace = config.limits.shutdownGrace;
         logger.info("Draining: waiting up to {ms} ms for in-flight requests", {
           ms: grace,
@@ -1180,8 +1247,23 @@ export async function serve(
       offStartSignals();
       for (const signal of ["SIGINT", "SIGTERM"] as const) {
         offSignals.push(runtime.onSignal(signal, () => {
-          logger.info("Received {signal}", { signal });
-          void shutdown();
+          if (shutting !== undefined) {
+            // During the delay (the drain removed this listener): the
+            // drain starts now.
+            logger.info("Received {signal} again: draining now", { signal });
+            endDelay();
+            return;
+          }
+          const delay = config.limits.shutdownDelay;
+          if (delay > 0) {
+            logger.info(
+              "Received {signal}: serving for {ms} ms more, not ready",
+              { signal, ms: delay },
+            );
+          } else {
+            logger.info("Received {signal}", { signal });
+          }
+          void shutdown({ delay });
         }));
       }
       try {
@@ -1221,7 +1303,7 @@ export async function serve(
       shutdown,
       finished,
       reload,
-      [Symbol.asyncDispose]: shutdown,
+      [Symbol.asyncDispose]: () => shutdown(),
     };
   } catch (err) {
     offStartSignals();
