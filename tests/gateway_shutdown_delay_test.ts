@@ -282,6 +282,10 @@ Deno.test("GatewayServer.shutdown({ delay }): not ready, still serving, a reload
   await assert.rejects(gw.shutdown({ delay: 1.5 }), RangeError);
   // Nothing began.
   assert.equal((await gw.fetch("/healthz")).status, 200);
+  assert.match(
+    await (await gw.fetch("/metrics")).text(),
+    /^pyproxy_models_ready\{model="echo"\} 1$/m,
+  );
   const stopping = gw.shutdown({ delay: 600_000 });
   const health = await gw.fetch("/healthz");
   assert.equal(health.status, 503);
@@ -292,6 +296,11 @@ Deno.test("GatewayServer.shutdown({ delay }): not ready, still serving, a reload
   });
   assert.equal(res.status, 200);
   await res.body?.cancel();
+  // /metrics still answers, each model not ready, as the ready routes say.
+  assert.match(
+    await (await gw.fetch("/metrics")).text(),
+    /^pyproxy_models_ready\{model="echo"\} 0$/m,
+  );
   await assert.rejects(gw.reload(), ShuttingDownError);
   // The same shutdown, its delay ended.
   assert.equal(gw.shutdown(), stopping);

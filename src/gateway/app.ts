@@ -640,7 +640,8 @@ export function createGateway(
     for (const m of status.models) {
       modelReady.set(
         m.version === undefined ? m.name : `${m.name}@${m.version}`,
-        m.failedReason === undefined &&
+        // Not ready during a shutdown delay, as the readiness routes say.
+        !unready.aborted && m.failedReason === undefined &&
           (m.slots === undefined
             ? readyWorkers.size > 0
             : m.slots.some((id) => readyWorkers.has(id))),
