@@ -6,6 +6,12 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { Buffer } from "node:buffer";
 import { fileURLToPath } from "node:url";
+import { destroyClientsLater } from "./_h2_destroy_later.ts";
+
+// grpc-js's sessions destroy from a timer: a gateway's GOAWAY (its shutdown,
+// its idle close) would otherwise crash the test process
+// (tests/_h2_destroy_later.ts).
+destroyClientsLater();
 
 const PROTO = fileURLToPath(
   new URL("./fixtures/grpc/grpc_predict_v2.proto", import.meta.url),

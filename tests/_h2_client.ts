@@ -5,6 +5,7 @@
  */
 import http2 from "node:http2";
 import { SseReader } from "./_gateway_harness.ts";
+import { destroyLater } from "./_h2_destroy_later.ts";
 
 /** A response read whole. */
 export interface H2Response {
@@ -20,7 +21,9 @@ export class H2Client {
   readonly #authority: string | undefined;
   /** `authority`: the `:authority` of its requests (default: `127.0.0.1:<port>`). */
   constructor(port: number, authority?: string) {
-    this.session = http2.connect(`http://127.0.0.1:${port}`);
+    // Its destroy from a timer: the gateway's GOAWAY at its shutdown would
+    // otherwise crash the test process (tests/_h2_destroy_later.ts).
+    this.session = destroyLater(http2.connect(`http://127.0.0.1:${port}`));
     this.#authority = authority;
     this.#ready = new Promise((resolve, reject) => {
       this.session.once("remoteSettings", () => resolve());
