@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { FilePoll } from "./_file_poll.ts";
 import { createHash } from "node:crypto";
 import type { Logger } from "@logtape/logtape";
 import { ConfigError } from "../errors.ts";
@@ -52,33 +53,25 @@ export interface TlsFileWatchOptions {
  */
 export class TlsFileWatch {
   #options: TlsFileWatchOptions;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  #stopped = false;
+  #poll: FilePoll;
   /** The unusable pair last found (paths, texts' digest, error), and how often. */
   #unusable: { key: string; polls: number } | undefined;
 
   constructor(options: TlsFileWatchOptions) {
     this.#options = options;
-    this.#arm();
+    this.#poll = new FilePoll(
+      options.interval,
+      () => this.#check(),
+      (message) =>
+        options.logger.error("Cannot apply the TLS files: {message}", {
+          message,
+        }),
+    );
   }
 
   /** Stops reading (at shutdown, or for another interval). */
   stop(): void {
-    this.#stopped = true;
-    clearTimeout(this.#timer);
-  }
-
-  #arm(): void {
-    if (this.#stopped) return;
-    this.#timer = setTimeout(() => {
-      // Nothing of a read may end the process (an unhandled rejection).
-      this.#check().catch((err) => {
-        this.#options.logger.error(
-          "Cannot apply the TLS files: {message}",
-          { message: err instanceof Error ? err.message : String(err) },
-        );
-      }).finally(() => this.#arm());
-    }, this.#options.interval);
+    this.#poll.stop();
   }
 
   async #check(): Promise<void> {
@@ -97,11 +90,11 @@ export class TlsFileWatch {
       }
       digest = createHash("sha256").update(cert).update("\0").update(key)
         .digest("hex");
-      if (this.#stopped) return;
+      if (this.#poll.stopped) return;
       await this.#options.apply(config);
       this.#unusable = undefined;
     } catch (err) {
-      if (this.#stopped) return;
+      if (this.#poll.stopped) return;
       const message = err instanceof Error ? err.message : String(err);
       const key = JSON.stringify([paths.cert, paths.key, digest, message]);
       const polls = this.#unusable?.key === key ? this.#unusable.polls + 1 : 1;

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { FilePoll } from "./_file_poll.ts";
 import type { Logger } from "@logtape/logtape";
 import { ConfigError } from "../errors.ts";
 import type { Runtime } from "../runtime/types.ts";
@@ -380,33 +381,25 @@ export interface TokenFileWatchOptions {
  */
 export class TokenFileWatch {
   #options: TokenFileWatchOptions;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  #stopped = false;
+  #poll: FilePoll;
   /** The last read's error (with the files' paths), until a read works. */
   #failed: string | undefined;
 
   constructor(options: TokenFileWatchOptions) {
     this.#options = options;
-    this.#arm();
+    this.#poll = new FilePoll(
+      options.interval,
+      () => this.#check(),
+      (message) =>
+        options.logger.error("Cannot apply the token files: {message}", {
+          message,
+        }),
+    );
   }
 
   /** Stops reading (at shutdown). */
   stop(): void {
-    this.#stopped = true;
-    clearTimeout(this.#timer);
-  }
-
-  #arm(): void {
-    if (this.#stopped) return;
-    this.#timer = setTimeout(() => {
-      // Nothing of a read may end the process (an unhandled rejection).
-      this.#check().catch((err) => {
-        this.#options.logger.error(
-          "Cannot apply the token files: {message}",
-          { message: err instanceof Error ? err.message : String(err) },
-        );
-      }).finally(() => this.#arm());
-    }, this.#options.interval);
+    this.#poll.stop();
   }
 
   async #check(): Promise<void> {
@@ -421,7 +414,7 @@ export class TokenFileWatch {
       const key = JSON.stringify(
         [config.tokenFile, config.manageTokenFile, message],
       );
-      if (key === this.#failed || this.#stopped) return;
+      if (key === this.#failed || this.#poll.stopped) return;
       this.#failed = key;
       logger.error(
         "Token file changed, but cannot be used; the tokens in force are kept: {message}",
@@ -432,7 +425,7 @@ export class TokenFileWatch {
     // After an error, the apply logs that the files are read again.
     const recovered = this.#failed !== undefined;
     this.#failed = undefined;
-    if (this.#stopped) return;
+    if (this.#poll.stopped) return;
     if (!recovered && tokenChanges(config, tokens).length === 0) return;
     await this.#options.apply(tokens, config);
   }

@@ -1,0 +1,45 @@
+/**
+ * A check run every `interval` ms, the next armed once the last settled
+ * (never two at once), until stopped: the token files' and the TLS files'
+ * polls (`_token_files.ts`, `_tls_file_watch.ts`).
+ *
+ * @module
+ */
+
+/** Runs `check` every `interval` ms until {@linkcode FilePoll.stop}. */
+export class FilePoll {
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #stopped = false;
+
+  /**
+   * `failed` gets the message of a check that rejects (to log): nothing of
+   * a read may end the process (an unhandled rejection).
+   */
+  constructor(
+    readonly interval: number,
+    readonly check: () => Promise<void>,
+    readonly failed: (message: string) => void,
+  ) {
+    this.#arm();
+  }
+
+  /** Whether {@linkcode FilePoll.stop} was called. */
+  get stopped(): boolean {
+    return this.#stopped;
+  }
+
+  /** Stops the polls (a check under way finishes; none follows). */
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+  }
+
+  #arm(): void {
+    if (this.#stopped) return;
+    this.#timer = setTimeout(() => {
+      this.check().catch((err) => {
+        this.failed(err instanceof Error ? err.message : String(err));
+      }).finally(() => this.#arm());
+    }, this.interval);
+  }
+}
