@@ -158,8 +158,9 @@ export interface GatewayShutdownOptions {
    * saying not ready (`/healthz` 503 `"draining"`, `/v2/health/ready`,
    * each model's ready, the gRPC health service NOT_SERVING): the time a
    * load balancer takes to stop sending. `shutdown()` called again during
-   * it starts the drain at once. A signal (`handleSignals`) uses
-   * `limits.shutdownDelay`. @default {0}
+   * it starts the drain at once (beyond 2^31 − 1, a timer's range: only
+   * then). A signal (`handleSignals`) uses `limits.shutdownDelay`.
+   * @default {0}
    */
   delay?: number;
 }
