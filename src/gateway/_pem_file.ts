@@ -59,7 +59,7 @@ export async function readPemFile(
   }
   if (bytes === null) {
     throw new PemFileError(
-      "is not a regular file (a FIFO or a device: reading it could wait or never end)",
+      "is not a regular file (a directory, a FIFO or a device: not a PEM file, and reading a FIFO or a device could wait or never end)",
     );
   }
   if (bytes.length > MAX_PEM_FILE_BYTES) {
