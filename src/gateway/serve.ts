@@ -924,6 +924,29 @@ export async function serve(
     let served = tls;
     let reloading: Promise<unknown> = Promise.resolve();
     /**
+     * A poll as a reload leaves it: kept when it runs at `interval` already,
+     * otherwise stopped and, unless `interval` is 0 (none wanted), started
+     * again at it; after the start, logged (`said`: when it runs from now
+     * on, when it no longer does).
+     */
+    const repoll = <W extends { stop(): void }>(
+      poll: { watch: W; interval: number } | undefined,
+      interval: number,
+      start: (interval: number) => W,
+      said: readonly [running: string, stopped: string],
+    ): { watch: W; interval: number } | undefined => {
+      if (interval > 0 && poll?.interval === interval) return poll;
+      poll?.watch.stop();
+      const next = interval > 0
+        ? { interval, watch: start(interval) }
+        : undefined;
+      // At start: the configuration says it all.
+      if (started && (poll !== undefined || next !== undefined)) {
+        logger.info(next === undefined ? said[1] : said[0], { ms: interval });
+      }
+      return next;
+    };
+    /**
      * Polls the token files `current` names, at its interval: started,
      * stopped or restarted after a reload that names files where there
      * were none (or none where there were), or another interval. The poll
@@ -932,15 +955,11 @@ export async function serve(
     const watchTokenFiles = (): void => {
       // A configuration built by hand may leave the interval out.
       const interval = current.tokenFileInterval ?? DEFAULTS.tokenFileInterval;
-      const wanted = interval > 0 && hasTokenFiles(current);
-      if (wanted && tokenWatch?.interval === interval) return;
-      const was = tokenWatch;
-      was?.watch.stop();
-      tokenWatch = undefined;
-      if (wanted) {
-        tokenWatch = {
-          interval,
-          watch: new TokenFileWatch({
+      tokenWatch = repoll(
+        tokenWatch,
+        hasTokenFiles(current) ? interval : 0,
+        (interval) =>
+          new TokenFileWatch({
             runtime,
             logger,
             interval,
@@ -948,17 +967,11 @@ export async function serve(
             current: () => current,
             apply: applyFileTokens,
           }),
-        };
-      }
-      // At start: the configuration says it all.
-      if (started && (was !== undefined || wanted)) {
-        logger.info(
-          wanted
-            ? "Token files: read every {ms} ms from now on"
-            : "Token files: no longer read but on a reload",
-          { ms: interval },
-        );
-      }
+        [
+          "Token files: read every {ms} ms from now on",
+          "Token files: no longer read but on a reload",
+        ],
+      );
     };
     /**
      * Polls the TLS files `current` names, at its interval: started,
@@ -968,15 +981,11 @@ export async function serve(
      */
     const watchTlsFiles = (): void => {
       const interval = current.tlsFileInterval ?? DEFAULTS.tlsFileInterval;
-      const wanted = interval > 0 && current.tls !== undefined;
-      if (wanted && tlsWatch?.interval === interval) return;
-      const was = tlsWatch;
-      was?.watch.stop();
-      tlsWatch = undefined;
-      if (wanted) {
-        tlsWatch = {
-          interval,
-          watch: new TlsFileWatch({
+      tlsWatch = repoll(
+        tlsWatch,
+        current.tls === undefined ? 0 : interval,
+        (interval) =>
+          new TlsFileWatch({
             runtime,
             logger,
             interval,
@@ -984,16 +993,11 @@ export async function serve(
             served: () => served,
             apply: applyTlsFiles,
           }),
-        };
-      }
-      if (started && (was !== undefined || wanted)) {
-        logger.info(
-          wanted
-            ? "TLS files: read every {ms} ms from now on"
-            : "TLS files: no longer read but on a reload",
-          { ms: interval },
-        );
-      }
+        [
+          "TLS files: read every {ms} ms from now on",
+          "TLS files: no longer read but on a reload",
+        ],
+      );
     };
     /**
      * Throws the {@linkcode ConfigError} of a gateway that cannot serve a
