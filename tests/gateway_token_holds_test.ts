@@ -14,11 +14,15 @@ import {
   inferenceStreamResponse,
   RecordKind,
 } from "../src/gateway/_inference_stream.ts";
-import { Buffer } from "node:buffer";
 import { tempDir, waitFor } from "./_harness.ts";
-import { rawGrpcGateway, tritonProto } from "./_grpc_raw_gateway.ts";
-import { grpc } from "./_grpc_client.ts";
-import { exists, TICKER, within } from "./_token_streams.ts";
+import { rawGrpcGateway } from "./_grpc_raw_gateway.ts";
+import {
+  exists,
+  GRPC_TICKER,
+  TICKER,
+  tickerStream,
+  within,
+} from "./_token_streams.ts";
 import { SseReader, withLogs } from "./_gateway_harness.ts";
 
 const T1 = "first-token-0123456789abcdef";
@@ -247,70 +251,15 @@ Deno.test("inferenceStreamResponse with a token retired before it began (a reloa
   assert.ok(new TextDecoder().decode(body).includes(TOKEN_RETIRED));
 });
 
-const proto = tritonProto();
-const InferRequest = proto.lookupType("inference.ModelInferRequest");
-const StreamResponse = proto.lookupType("triton.ModelStreamInferResponse");
 const GRPC_A = "grpc-holds-a-0123456789abcdef";
 const GRPC_B = "grpc-holds-b-0123456789abcdef";
 
 Deno.test("Two ModelStreamInfer calls of two tokens on one gRPC connection: retiring one token ends only its call's model stream", async () => {
   await using gw = await rawGrpcGateway(GRPC_A, {
-    "ticker.py": `import time
-
-
-class Ticker:
-    def execute(self, msg):
-        i = 0
-        while True:
-            time.sleep(0.005)
-            i += 1
-            yield {"tick": [i + 0.5]}
-`,
+    "ticker.py": GRPC_TICKER,
   }, { token: [GRPC_A, GRPC_B], limits: { streamIdleTimeout: 600_000 } });
   /** A ModelStreamInfer call of `token` (on the client's one connection). */
-  const open = (token: string) => {
-    const metadata = new grpc.Metadata();
-    metadata.set("authorization", `Bearer ${token}`);
-    const call = gw.client.makeBidiStreamRequest<Uint8Array, Uint8Array>(
-      "/inference.GRPCInferenceService/ModelStreamInfer",
-      (x) => Buffer.from(x),
-      (b) => b,
-      metadata,
-      {},
-    );
-    const responses: Array<Record<string, unknown>> = [];
-    let onResponse = () => {};
-    call.on("data", (bytes: Uint8Array) => {
-      responses.push(
-        StreamResponse.toObject(StreamResponse.decode(bytes), {
-          defaults: true,
-        }),
-      );
-      onResponse();
-    });
-    const ended = new Promise<grpc.StatusObject>((resolve) => {
-      call.on("status", resolve);
-      call.on("error", () => {});
-    });
-    const until = (check: () => boolean) =>
-      new Promise<void>((resolve) => {
-        onResponse = () => check() && resolve();
-        onResponse();
-      });
-    call.write(
-      InferRequest.encode(InferRequest.create({
-        model_name: "ticker",
-        id: token,
-        inputs: [{
-          name: "x",
-          datatype: "FP64",
-          shape: [1],
-          contents: { fp64_contents: [1.5] },
-        }],
-      })).finish(),
-    );
-    return { call, responses, ended, until };
-  };
+  const open = (token: string) => tickerStream(gw.client, token, token);
   const a = open(GRPC_A);
   const b = open(GRPC_B);
   try {

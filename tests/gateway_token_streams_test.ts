@@ -6,15 +6,19 @@
  * call counted as a 401; another token's streams go on.
  */
 import assert from "node:assert/strict";
-import { Buffer } from "node:buffer";
 import { loadConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
 import { TOKEN_RETIRED } from "../src/gateway/_token_holders.ts";
 import { tempDir, waitFor } from "./_harness.ts";
 import { SseReader, withLogs } from "./_gateway_harness.ts";
-import { rawGrpcGateway, tritonProto } from "./_grpc_raw_gateway.ts";
-import { grpc } from "./_grpc_client.ts";
-import { exists, TICKER, within } from "./_token_streams.ts";
+import { rawGrpcGateway } from "./_grpc_raw_gateway.ts";
+import {
+  exists,
+  GRPC_TICKER,
+  TICKER,
+  tickerStream,
+  within,
+} from "./_token_streams.ts";
 
 const T1 = "first-token-0123456789abcdef";
 const T2 = "second-token-0123456789abcdef";
@@ -206,66 +210,18 @@ Deno.test("A token retired while its model stream waits for the first item: answ
   });
 });
 
-const root = tritonProto();
-const InferRequest = root.lookupType("inference.ModelInferRequest");
-const StreamResponse = root.lookupType("triton.ModelStreamInferResponse");
 const GRPC_TOKEN = "grpc-token-streams-test-0123456789";
 
 Deno.test("A token retired while its gRPC ModelStreamInfer runs a yielding model: the model's call ends with an error response saying why, counted as 401, its worker freed", async () => {
   await using gw = await rawGrpcGateway(GRPC_TOKEN, {
-    "ticker.py": `import time
-
-
-class Ticker:
-    def execute(self, msg):
-        i = 0
-        while True:
-            time.sleep(0.005)
-            i += 1
-            yield {"tick": [i + 0.5]}
-`,
+    "ticker.py": GRPC_TICKER,
   }, { limits: { streamIdleTimeout: 600_000 } });
-  const metadata = new grpc.Metadata();
-  metadata.set("authorization", `Bearer ${GRPC_TOKEN}`);
-  const call = gw.client.makeBidiStreamRequest<Uint8Array, Uint8Array>(
-    "/inference.GRPCInferenceService/ModelStreamInfer",
-    (x) => Buffer.from(x),
-    (b) => b,
-    metadata,
-    {},
+  const { call, responses, ended, until } = tickerStream(
+    gw.client,
+    GRPC_TOKEN,
+    "t",
   );
-  const responses: Array<Record<string, unknown>> = [];
-  let onResponse = () => {};
-  call.on("data", (bytes: Uint8Array) => {
-    responses.push(
-      StreamResponse.toObject(StreamResponse.decode(bytes), {
-        defaults: true,
-      }),
-    );
-    onResponse();
-  });
-  const ended = new Promise<grpc.StatusObject>((resolve) => {
-    call.on("status", resolve);
-    call.on("error", () => {});
-  });
-  const until = (check: () => boolean) =>
-    new Promise<void>((resolve) => {
-      onResponse = () => check() && resolve();
-      onResponse();
-    });
   try {
-    call.write(
-      InferRequest.encode(InferRequest.create({
-        model_name: "ticker",
-        id: "t",
-        inputs: [{
-          name: "x",
-          datatype: "FP64",
-          shape: [1],
-          contents: { fp64_contents: [1.5] },
-        }],
-      })).finish(),
-    );
     await until(() => responses.length >= 3);
     // A reload: the token replaced.
     await gw.reload({
