@@ -29,7 +29,7 @@ export interface OnePool {
   claim(pool: object): void;
   /** Whether `pool` holds the instance (a failed second start must not tear down the first pool's state). */
   owns(pool: object): boolean;
-  /** Frees the instance (at `onPoolClose`), when `pool` holds it. */
+  /** Frees the instance (at `onPoolClose` or `onPoolClosed`), when `pool` holds it. */
   release(pool: object): void;
 }
 

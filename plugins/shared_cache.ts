@@ -180,7 +180,9 @@ export function sharedCache(
     name: "sharedCache",
     store,
     handlers,
-    async onPoolClose(): Promise<void> {
+    // Once the workers have stopped: a model's cache call in the close's
+    // grace still reaches the store.
+    async onPoolClosed(): Promise<void> {
       if (closeStore) await inner.close();
     },
   };

@@ -481,12 +481,15 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
           { cause: err, details: { field: "dir", dir: parent } },
         );
       }
-      // A host killed before onPoolClose leaves its directory behind (in RAM
+      // A host killed before onPoolClosed leaves its directory behind (in RAM
       // when it is in /dev/shm).
       await removeDeadHostDirs(runtime, parent, ["pyproxy-spill"]);
     },
 
-    async onPoolClose(ctx: PluginContext): Promise<void> {
+    // Once the workers have stopped, not as the close starts: the calls in
+    // flight through the close's grace still write and read their files
+    // (a large answer then failed with "Cannot write spill file").
+    async onPoolClosed(ctx: PluginContext): Promise<void> {
       if (!owner.owns(ctx.pool)) return;
       owner.release(ctx.pool);
       md5Start = undefined;

@@ -462,8 +462,17 @@ export interface Plugin {
   requires?: string[];
   /** After the plugins are resolved, before the workers start. */
   onPoolStart?(ctx: PluginContext): void | Promise<void>;
-  /** When `pool.close()` starts, before the workers are stopped. */
+  /**
+   * When `pool.close()` starts, before the workers are stopped: calls in
+   * flight still run (and may still use what the plugin holds).
+   */
   onPoolClose?(ctx: PluginContext): void | Promise<void>;
+  /**
+   * Once every worker has stopped and every exit hook has run: nothing runs
+   * any more, so what calls in flight used (files, a store) can go.
+   * `pool.close()` resolves after it.
+   */
+  onPoolClosed?(ctx: PluginContext): void | Promise<void>;
   /** A worker is connected; runs before its models are replayed and before it takes traffic. */
   onWorkerStart?(
     ev: WorkerStartEvent,
@@ -571,6 +580,7 @@ export type PluginsOption = Plugin[] | {
 export type LifecycleHook =
   | "onPoolStart"
   | "onPoolClose"
+  | "onPoolClosed"
   | "onWorkerStart"
   | "onWorkerExit"
   | "onSessionOpen"

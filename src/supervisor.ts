@@ -148,7 +148,8 @@ export class Supervisor {
 
   /**
    * Stops for good: no more restarts, `onPoolClose`, every worker drained
-   * (up to `graceMs`) and stopped, and every exit hook finished.
+   * (up to `graceMs`) and stopped, every exit hook finished, then
+   * `onPoolClosed`.
    */
   async stop(graceMs: number): Promise<void> {
     this.#closing = true;
@@ -158,6 +159,7 @@ export class Supervisor {
       this.workers.map((w) => this.#removing.get(w) ?? w.stop(graceMs)),
     );
     while (this.#hookRuns.size > 0) await Promise.all([...this.#hookRuns]);
+    await this.#opts.plugins.run("onPoolClosed", this.context);
   }
 
   /**

@@ -65,6 +65,18 @@ class Sleeper:
             raise
         return {"slept": [msg["s"][0]]}
 `,
+  "bulky.py": `import time
+
+
+class Bulky:
+    """Writes msg["started"][0] (a path), sleeps 0.3 s, answers 2 MiB (FP64 y)."""
+
+    def execute(self, msg):
+        with open(msg["started"][0], "w") as f:
+            f.write("started")
+        time.sleep(0.3)
+        return {"y": [0.5] * (256 * 1024)}
+`,
   "batcher.py": `class Batcher:
     batch_size = 8
     batch_delay_ms = 50
@@ -757,6 +769,40 @@ Deno.test("gRPC: on shutdown a call in flight finishes, a new one is UNAVAILABLE
     await stopping;
     const after = await gw.client.call("ServerLive", {}, { deadlineMs: 2000 });
     assert.equal(after.error?.code, grpc.status.UNAVAILABLE);
+  } finally {
+    gw.client.client.close();
+    await gw.shutdown();
+    await Deno.remove(gw.dir, { recursive: true });
+  }
+});
+
+Deno.test("gRPC: on shutdown a call in flight answers 2 MiB: its client gets it whole, then the port closes", async () => {
+  const gw = await gateway({ limits: { shutdownGrace: 10_000 } });
+  try {
+    const started = `${gw.dir}/bulky.started`;
+    const inFlight = gw.client.call("ModelInfer", {
+      model_name: "bulky",
+      inputs: [{
+        name: "started",
+        datatype: "BYTES",
+        shape: [1],
+        contents: { bytes_contents: [Buffer.from(started)] },
+      }],
+    });
+    for (let i = 0; i < 500 && !(await exists(started)); i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    // The shutdown waits for the call, then closes the connections. The
+    // answer goes through a spill file in the grace (the spill directory,
+    // removed as the shutdown began, failed it: INTERNAL, "Cannot write
+    // spill file"), then to the client, over HTTP/2's flow-control window.
+    const t0 = Date.now();
+    await gw.shutdown();
+    const { response, error } = await inFlight;
+    assert.equal(error, undefined, error?.details);
+    const y = outputOf(response, "y");
+    assert.equal(y.contents.fp64_contents.length, 256 * 1024);
+    assert.ok(Date.now() - t0 < 5000, `shutdown took ${Date.now() - t0} ms`);
   } finally {
     gw.client.client.close();
     await gw.shutdown();

@@ -170,6 +170,7 @@ Deno.test("Pool runs plugin hooks in registration order around a worker's life",
         void log.push(`${tag}:workerExit:${ev.worker.id}:${ev.intentional}`),
       onSessionClose: () => void log.push(`${tag}:sessionClose`),
       onPoolClose: () => void log.push(`${tag}:poolClose`),
+      onPoolClosed: () => void log.push(`${tag}:poolClosed`),
     });
     const pool = await Pool.start(
       base(dir.path, {
@@ -199,6 +200,8 @@ Deno.test("Pool runs plugin hooks in registration order around a worker's life",
       "b:sessionClose",
       "a:workerExit:w1:true",
       "b:workerExit:w1:true",
+      "a:poolClosed",
+      "b:poolClosed",
     ]);
   } finally {
     await pids.assertGone();

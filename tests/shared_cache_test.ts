@@ -28,7 +28,8 @@ const isError = (err: unknown, message: RegExp): boolean =>
   message.test(err.message);
 
 type Op = {
-  op: "get" | "set" | "delete" | "call";
+  op: "get" | "set" | "delete" | "call" | "gated_set";
+  gate?: string;
   key?: string;
   value?: unknown;
   ttl?: number;
@@ -79,6 +80,37 @@ Deno.test("sharedCache lets a model on one worker read what a model on another w
     });
   } finally {
     await pool.close();
+  }
+});
+
+Deno.test("sharedCache: a model's cache call in pool.close()'s grace reaches the store, closed once the workers have stopped", async () => {
+  const cache = sharedCache();
+  const pool = await startPool([cache], 1);
+  const gate = await Deno.makeTempFile({ prefix: "pyproxy-cache-gate-" });
+  await Deno.remove(gate);
+  const started = () =>
+    Deno.stat(`${gate}.started`).then(() => true, () => false);
+  try {
+    const call = run(pool, "w1", {
+      op: "gated_set",
+      gate,
+      key: "late",
+      value: 1,
+    });
+    for (let i = 0; i < 3000 && !(await started()); i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    // The store closed as the close began: the set failed ("Cannot write
+    // to the memory store: the store is closed").
+    const closed = pool.close();
+    await Deno.writeTextFile(gate, "open");
+    assert.deepEqual(await call, { ok: true });
+    await closed;
+    await assert.rejects(cache.store.get("late"), /closed/);
+  } finally {
+    await pool.close();
+    await Deno.remove(`${gate}.started`).catch(() => {});
+    await Deno.remove(gate).catch(() => {});
   }
 });
 

@@ -301,6 +301,41 @@ Deno.test("spillover round-trips 20 MB both ways through a private directory", a
   );
 });
 
+Deno.test("spillover: a call in flight when pool.close() starts still spills its large answer; the directory goes once the workers have stopped", async () => {
+  const spill = spillover({ threshold: 64 * 1024 });
+  const pool = await startPool([spill]);
+  const gate = await Deno.makeTempFile({ prefix: "pyproxy-spill-gate-" });
+  await Deno.remove(gate);
+  let dir: string | undefined;
+  try {
+    dir = spill.dir!;
+    const call = pool.execute("spill_echo", {
+      op: "gated_make",
+      gate,
+      n: 1024 * 1024,
+    }) as Promise<{ data: string }>;
+    for (let i = 0; i < 3000 && !(await exists(`${gate}.started`)); i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    // The close's grace: the call runs on, and its answer (1 MiB, over the
+    // threshold) is written to a spill file once the gate opens (the
+    // directory removed as the close began failed it: "Cannot write spill
+    // file").
+    const closed = pool.close();
+    await Deno.writeTextFile(gate, "open");
+    const result = await call;
+    assert.equal(result.data.length, 1024 * 1024);
+    assert.equal(spill.stats.spilledIn, 1);
+    await closed;
+  } finally {
+    await pool.close();
+    await Deno.remove(`${gate}.started`).catch(() => {});
+    await Deno.remove(gate).catch(() => {});
+  }
+  assert.equal(spill.dir, undefined);
+  assert.equal(await exists(dir!), false, "removed once the pool closed");
+});
+
 Deno.test("spillover spills a request one byte above the threshold, not at it", async () => {
   const threshold = 4096;
   const spill = spillover({ threshold });

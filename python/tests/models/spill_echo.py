@@ -2,11 +2,15 @@
 
 import hashlib
 import json
+import os
+import time
 
 
 class SpillEcho:
     """``op``: "echo" (returns the message), "len" (size and md5 of ``data``),
-    "make" (returns ``n`` characters), "sized" (a reply whose encoded frame
+    "make" (returns ``n`` characters), "gated_make" (writes the path
+    ``gate`` + ".started", waits up to 30 s for the file ``gate``, then
+    makes), "sized" (a reply whose encoded frame
     is exactly ``size`` bytes, given the request id in ``reqId``)."""
 
     def execute(self, msg):
@@ -16,6 +20,13 @@ class SpillEcho:
         if op == "len":
             data = msg["data"]
             return {"len": len(data), "md5": hashlib.md5(data.encode("utf-8")).hexdigest()}
+        if op == "gated_make":
+            with open(msg["gate"] + ".started", "w") as f:
+                f.write("started")
+            deadline = time.monotonic() + 30
+            while not os.path.exists(msg["gate"]) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            op = "make"
         if op == "make":
             return {"data": msg.get("char", "x") * msg["n"]}
         if op == "sized":
