@@ -504,7 +504,13 @@ export class Worker implements WorkerInfo {
         }
       });
       await this.#options.hooks.prepare(this, session, restart, timeLeft);
-      if (this.#state !== "ready") throw new Error(`worker is ${this.#state}`);
+      // A stop that came once it was ready (a close right after a restart)
+      // drains it: the start did its part, the stop does the rest (a throw
+      // here killed the process under the stop, its models' close() unrun).
+      if (
+        this.#state !== "ready" &&
+        !(this.#stopping && this.#state === "draining")
+      ) throw new Error(`worker is ${this.#state}`);
       return undefined;
     } catch (err) {
       // (A process already reported gone, its restart maybe under way: a

@@ -282,6 +282,48 @@ Deno.test("a worker killed with SIGKILL runs no close(); its replacement closes 
   }
 });
 
+Deno.test("pool.close() called as a restarted worker turns ready drains it: its close() runs, the process exits by itself", async () => {
+  await using dir = await closerDir();
+  const pids = new PidTracker();
+  try {
+    const pool = await Pool.start(poolOptions(dir.path, { workers: 1 }));
+    pids.watch(pool);
+    await pool.addModel("closer", { file: "closer.py" });
+    // The close starts in the ready event itself, before the restart's own
+    // code resumes (which then found the worker "draining", took its start
+    // for failed and killed the process under the stop).
+    const closed = new Promise<void>((resolve) => {
+      const off = pool.on((ev) => {
+        if (
+          ev.type === "worker-state" && ev.worker === "w1" &&
+          ev.to === "ready"
+        ) {
+          off();
+          resolve(pool.close());
+        }
+      });
+    });
+    const exit = nextEvent(
+      pool,
+      "worker-exit",
+      (ev) => ev.reason === "stopped",
+    );
+    pool.killWorker("w1");
+    await closed;
+    const exited = await exit;
+    assert.deepEqual(
+      { code: exited.code, signal: exited.signal },
+      { code: 0, signal: null },
+    );
+    assert.deepEqual(await linesOf(dir.path, exited.pid!), [
+      "v1 init",
+      "v1 close",
+    ]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 Deno.test("pool.close() waits for a close() that takes longer than the stop's 1 s, within its close_timeout_ms", async () => {
   await using dir = await closerDir();
   const pids = new PidTracker();
