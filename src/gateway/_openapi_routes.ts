@@ -90,7 +90,7 @@ function systemPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
         responses: {
           "200": jsonResponse("At least one worker is ready.", HEALTH),
           "503": jsonResponse(
-            "No worker is ready (`unavailable`), or the server is draining (`draining`).",
+            "No worker is ready (`unavailable`), or the server is draining or about to (`draining`: from the shutdown signal on, through `limits.shutdownDelay`, during which the other routes still serve, and the drain).",
             HEALTH,
           ),
         },
