@@ -190,21 +190,12 @@ export interface GrpcServeOptions {
    * @default {536870912}
    */
   maxUnreadBytesTotal?: number;
-  /** Concurrent calls per connection (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`). @default {100} */
-  maxConcurrentStreams?: number;
   /**
-   * Calls per connection, after which the server asks the client to move
-   * on (a GOAWAY that still accepts the calls it sent meanwhile: gRPC
-   * clients put their next calls on a new connection by themselves) and
-   * closes the connection once its calls are answered; a connection is
-   * closed outright at this many plus `maxConcurrentStreams` (the calls
-   * over that get UNAVAILABLE, "Stream refused", which clients may retry).
-   * `serve` sets 64 in Deno, whose `node:http2` server aborts the process
-   * (an nghttp2 assertion, `find_stream_on_goaway_func`) when a client
-   * closes a connection that carried more than about 100 streams.
-   * @default {Infinity}
+   * Concurrent calls per connection (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`);
+   * a connection carries any number of calls one after the other.
+   * @default {100}
    */
-  maxStreamsPerConnection?: number;
+  maxConcurrentStreams?: number;
   /**
    * Closes a connection that has had no call open for this many ms (a
    * GOAWAY: gRPC clients reconnect when they call again), and ends a unary
@@ -294,9 +285,7 @@ export async function serveGrpc(
   const sessions = new Map<
     http2.Http2Session,
     {
-      carried: number;
       active: number;
-      warned: boolean;
       idle: ReturnType<typeof setTimeout> | undefined;
       ping: ReturnType<typeof setTimeout> | undefined;
       linger?: ReturnType<typeof setTimeout> | undefined;
@@ -345,7 +334,6 @@ export async function serveGrpc(
   const unreadTotal = new UnreadTotal(
     options.maxUnreadBytesTotal ?? 512 * 1024 * 1024,
   );
-  const perConnection = options.maxStreamsPerConnection ?? Infinity;
   const closeIdle = (session: http2.Http2Session) => {
     if (session.destroyed) return;
     if (!session.closed) session.close();
@@ -405,9 +393,7 @@ export async function serveGrpc(
     });
   server.on("session", (session: http2.Http2Session) => {
     const state = {
-      carried: 0,
       active: 0,
-      warned: false,
       idle: undefined as ReturnType<typeof setTimeout> | undefined,
       ping: undefined as ReturnType<typeof setTimeout> | undefined,
       linger: undefined as ReturnType<typeof setTimeout> | undefined,
@@ -449,27 +435,14 @@ export async function serveGrpc(
       const session = stream.session;
       const state = session === undefined ? undefined : sessions.get(session);
       if (state !== undefined) {
-        state.carried++;
         state.active++;
         clearTimeout(state.idle);
         state.idle = undefined;
-        if (state.carried === perConnection) {
-          // "Go elsewhere", refusing nothing yet (the last stream id
-          // possible): the calls the client sent meanwhile are answered.
-          state.warned = true;
-          try {
-            session!.goaway(http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1);
-          } catch {
-            // Closing already.
-          }
-        }
-        if (state.carried >= perConnection + concurrent) closeIdle(session!);
       }
       call(stream, headers).finally(() => {
         if (state !== undefined) {
           state.active--;
-          if (state.warned && state.active === 0) closeIdle(session!);
-          else if (state.active === 0) watchIdle(session!, state);
+          if (state.active === 0) watchIdle(session!, state);
         }
         inFlight--;
         if (inFlight === 0) idle?.();

@@ -789,13 +789,6 @@ export async function serve(
             ? {}
             : { maxUnreadBytesTotal: config.grpc.maxUnreadBytesTotal }),
           ...(tls === undefined ? {} : { tls }),
-          // Deno's node:http2 server aborts the process when a client
-          // closes a connection that carried more than ~100 streams
-          // (nghttp2's find_stream_on_goaway_func assertion): each
-          // connection carries at most 64 + 32 of them.
-          ...(runtime.name === "deno"
-            ? { maxConcurrentStreams: 32, maxStreamsPerConnection: 64 }
-            : {}),
         });
       } catch (err) {
         throw new StartError(
