@@ -15,10 +15,12 @@ import { openToOthers } from "./_secret_file_mode.ts";
 
 /**
  * The PEM texts of `tls.cert` and `tls.key`, checked: the certificate
- * parses, the key parses and is the certificate's. A key file that others
- * may read is served, with a warning (ssh refuses such a key; a
- * container's mounted secret often has such bits, and refusing would only
- * teach users to copy it elsewhere).
+ * parses, the key parses and is the certificate's. A pair that does not
+ * check is read again while the files change under the reads (up to
+ * {@linkcode PAIR_READS} reads: a swap between the certificate's read and
+ * the key's). A key file that others may read is served, with a warning
+ * (ssh refuses such a key; a container's mounted secret often has such
+ * bits, and refusing would only teach users to copy it elsewhere).
  */
 export async function readTls(
   runtime: Runtime,
@@ -43,8 +45,55 @@ export async function readTls(
       );
     }
   };
-  const cert = await read("cert");
-  const key = await read("key");
+  let cert = await read("cert");
+  let key = await read("key");
+  // A swap between the two reads (the kubelet's `..data`, a renewal
+  // moved in place) pairs the new certificate with the old key, or the
+  // other way round: a pair that does not check is read again, as long as
+  // a read finds other text (a copy by hand, one file and then the other,
+  // reads the same twice and fails at once).
+  for (let reads = 1;; reads++) {
+    try {
+      checkPair(paths, cert, key, where);
+      break;
+    } catch (err) {
+      if (reads === PAIR_READS) throw err;
+      const certAgain = await read("cert");
+      const keyAgain = await read("key");
+      if (certAgain === cert && keyAgain === key) throw err;
+      cert = certAgain;
+      key = keyAgain;
+    }
+  }
+  // The file itself, not a link to it (a Kubernetes secret is a link).
+  const owner = await runtime.owner?.(await runtime.realPath(paths.key));
+  if (owner != null && openToOthers(owner, runtime.uid?.())) {
+    logger.warn(
+      "TLS key {path} may be read by other users (mode {mode}): chmod 600 it (a Kubernetes secret: defaultMode 0400, and the pod's fsGroup for a non-root user)",
+      { path: paths.key, mode: (owner.mode & 0o777).toString(8) },
+    );
+  }
+  return { cert, key };
+}
+
+/**
+ * Reads of the pair {@linkcode readTls} makes at most while the files
+ * change under it (a swap between its reads of the certificate and the
+ * key).
+ */
+const PAIR_READS = 3;
+
+/**
+ * Throws the {@linkcode ConfigError} of a pair that cannot be served: the
+ * certificate does not parse, the key does not, is encrypted, or is not
+ * the certificate's.
+ */
+function checkPair(
+  paths: { cert: string; key: string },
+  cert: string,
+  key: string,
+  where: (option: "cert" | "key") => string,
+): void {
   let certificate: X509Certificate;
   try {
     certificate = new X509Certificate(cert);
@@ -94,15 +143,6 @@ export async function readTls(
       { details: { path: "tls.key" } },
     );
   }
-  // The file itself, not a link to it (a Kubernetes secret is a link).
-  const owner = await runtime.owner?.(await runtime.realPath(paths.key));
-  if (owner != null && openToOthers(owner, runtime.uid?.())) {
-    logger.warn(
-      "TLS key {path} may be read by other users (mode {mode}): chmod 600 it (a Kubernetes secret: defaultMode 0400, and the pod's fsGroup for a non-root user)",
-      { path: paths.key, mode: (owner.mode & 0o777).toString(8) },
-    );
-  }
-  return { cert, key };
 }
 
 /** An encrypted PEM key: PKCS#8's, or the traditional form's header. */
