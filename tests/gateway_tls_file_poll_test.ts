@@ -576,3 +576,61 @@ Deno.test({
     assert.deepEqual(errors.map((r) => r.message.join("")), []);
   }, "info");
 });
+
+Deno.test({
+  name:
+    "serve's TLS poll warns of a key made readable by others by a chmod alone (its text unchanged), once per mode",
+  ignore: !HAS_OPENSSL,
+}, async () => {
+  await using dir = await tempDir("pyproxy-tls-poll-test-");
+  await Deno.mkdir(`${dir.path}/models`);
+  await Deno.copyFile(ECHO, `${dir.path}/models/echo.py`);
+  const pair = await selfSignedCert(dir.path, "tls");
+  const base = defaultRuntime();
+  let reads = 0;
+  const runtime: Runtime = {
+    ...base,
+    readRegularFile: (path, limit) => {
+      if (path === pair.key) reads++;
+      return base.readRegularFile!(path, limit);
+    },
+  };
+  const config = resolveConfig({
+    cwd: dir.path,
+    cli: {
+      port: 0,
+      workers: 1,
+      modelsDir: `${dir.path}/models`,
+      token: TOKEN,
+      tls: { cert: pair.cert, key: pair.key },
+      tlsFileInterval: 5,
+    },
+  });
+  await fastPolls(() =>
+    withLogs(async (records) => {
+      await using _server = await serve(config, { runtime });
+      const warnings = () =>
+        records.filter((r) =>
+          r.level === "warning" &&
+          /^TLS key .* may be read by other users/.test(r.message.join(""))
+        ).length;
+      const polls = async (n: number) => {
+        const seen = reads;
+        await waitFor(() => reads >= seen + n);
+      };
+      await polls(2);
+      assert.equal(warnings(), 0);
+      await Deno.chmod(pair.key, 0o644);
+      await waitFor(() => warnings() === 1);
+      await polls(5);
+      assert.equal(warnings(), 1);
+      // Closed, then opened again: warned again.
+      await Deno.chmod(pair.key, 0o600);
+      await polls(3);
+      await Deno.chmod(pair.key, 0o640);
+      await waitFor(() => warnings() === 2);
+      await polls(3);
+      assert.equal(warnings(), 2);
+    }, "info")
+  );
+});

@@ -11,7 +11,9 @@ import type { Logger } from "@logtape/logtape";
 import { ConfigError } from "../errors.ts";
 import type { Runtime } from "../runtime/types.ts";
 import type { ResolvedConfig } from "./config.ts";
-import { readPemFile } from "./_pem_file.ts";
+import { PEM_READ_TIMEOUT_MS, readPemFile } from "./_pem_file.ts";
+import { warnReadableTlsKey } from "./_tls_files.ts";
+import type { ReadableWarnings } from "./_token_files.ts";
 
 /**
  * Polls in a row that must find the same unusable pair before it is
@@ -30,6 +32,11 @@ export interface TlsFileWatchOptions {
   current(): ResolvedConfig;
   /** The certificate and key served (their PEM texts). */
   served(): { cert: string; key: string } | undefined;
+  /**
+   * The key files warned about as readable by others (shared with the
+   * start, the reloads and the token files' warnings).
+   */
+  warned: ReadableWarnings;
   /**
    * Reads `config`'s TLS files again, checked, and serves them when they
    * differ from those served: one at a time with the reloads, and not when
@@ -86,6 +93,8 @@ export class TlsFileWatch {
       const served = this.#options.served();
       if (served !== undefined && cert === served.cert && key === served.key) {
         this.#unusable = undefined;
+        // A chmod alone changes no text: its mode is checked here.
+        await this.#warnReadableKey(paths.key);
         return;
       }
       digest = createHash("sha256").update(cert).update("\0").update(key)
@@ -114,6 +123,26 @@ export class TlsFileWatch {
           "TLS files still cannot be served (logged above); the certificate in force is kept",
         );
       }
+    }
+  }
+
+  /**
+   * {@linkcode warnReadableTlsKey} within {@linkcode PEM_READ_TIMEOUT_MS}
+   * (a hung file system's `stat` would hold the poll for good); a key gone
+   * since its read is the next read's to report.
+   */
+  async #warnReadableKey(path: string): Promise<void> {
+    const { runtime, logger, warned } = this.#options;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        warnReadableTlsKey(runtime, path, logger, warned).catch(() => {}),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, PEM_READ_TIMEOUT_MS);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 }

@@ -12,6 +12,7 @@ import { ConfigError } from "../errors.ts";
 import type { Runtime } from "../runtime/types.ts";
 import { readPemFile } from "./_pem_file.ts";
 import { openToOthers } from "./_secret_file_mode.ts";
+import type { ReadableWarnings } from "./_token_files.ts";
 
 /**
  * The PEM texts of `tls.cert` and `tls.key`, checked: the certificate
@@ -20,13 +21,15 @@ import { openToOthers } from "./_secret_file_mode.ts";
  * {@linkcode PAIR_READS} reads: a swap between the certificate's read and
  * the key's). A key file that others may read is served, with a warning
  * (ssh refuses such a key; a container's mounted secret often has such
- * bits, and refusing would only teach users to copy it elsewhere).
+ * bits, and refusing would only teach users to copy it elsewhere): with
+ * `warned`, once per file and mode ({@linkcode warnReadableTlsKey}).
  */
 export async function readTls(
   runtime: Runtime,
   paths: { cert: string; key: string },
   configPath: string | undefined,
   logger: Logger,
+  warned?: ReadableWarnings,
 ): Promise<{ cert: string; key: string }> {
   const where = (option: "cert" | "key"): string =>
     `(--tls-${option}, or tls.${option} in ${configPath ?? "pyproxy.json"})`;
@@ -65,15 +68,39 @@ export async function readTls(
       key = keyAgain;
     }
   }
-  // The file itself, not a link to it (a Kubernetes secret is a link).
-  const owner = await runtime.owner?.(await runtime.realPath(paths.key));
-  if (owner != null && openToOthers(owner, runtime.uid?.())) {
-    logger.warn(
-      "TLS key {path} may be read by other users (mode {mode}): chmod 600 it (a Kubernetes secret: defaultMode 0400, and the pod's fsGroup for a non-root user)",
-      { path: paths.key, mode: (owner.mode & 0o777).toString(8) },
-    );
-  }
+  await warnReadableTlsKey(runtime, paths.key, logger, warned);
   return { cert, key };
+}
+
+/**
+ * Warns of a TLS key file that others may read (its real path, through
+ * the links: a Kubernetes secret is a link). With `warned`, once per file
+ * and mode, as the token files' warning (`warnReadableTokenFiles`): the
+ * TLS files' poll checks the key's mode at each poll, since a chmod alone
+ * changes no text it compares, and warns again only of another file (the
+ * kubelet's rotation makes a new one) or another mode.
+ */
+export async function warnReadableTlsKey(
+  runtime: Runtime,
+  path: string,
+  logger: Logger,
+  warned?: ReadableWarnings,
+): Promise<void> {
+  if (runtime.owner === undefined) return;
+  const real = await runtime.realPath(path);
+  const owner = await runtime.owner(real);
+  if (owner == null || !openToOthers(owner, runtime.uid?.())) {
+    warned?.delete("tls.key");
+    return;
+  }
+  const mode = (owner.mode & 0o777).toString(8);
+  const key = `${mode} ${real}`;
+  if (warned?.get("tls.key") === key) return;
+  warned?.set("tls.key", key);
+  logger.warn(
+    "TLS key {path} may be read by other users (mode {mode}): chmod 600 it (a Kubernetes secret: defaultMode 0400, and the pod's fsGroup for a non-root user)",
+    { path, mode },
+  );
 }
 
 /**

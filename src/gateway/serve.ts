@@ -423,9 +423,13 @@ export async function serve(
     );
   }
   // Read and checked before the workers start (which can take minutes).
-  const tls = config.tls === undefined
-    ? undefined
-    : await readTls(runtime, config.tls, config.configPath, logger);
+  const tls = config.tls === undefined ? undefined : await readTls(
+    runtime,
+    config.tls,
+    config.configPath,
+    logger,
+    readableWarnings,
+  );
   if (
     tls === undefined && config.token !== undefined && !isLoopback(config.host)
   ) {
@@ -964,6 +968,7 @@ export async function serve(
             logger,
             interval,
             reading: tokenFileReads,
+            warned: readableWarnings,
             current: () => current,
             apply: applyFileTokens,
           }),
@@ -991,6 +996,7 @@ export async function serve(
             interval,
             current: () => current,
             served: () => served,
+            warned: readableWarnings,
             apply: applyTlsFiles,
           }),
         [
@@ -1089,7 +1095,14 @@ export async function serve(
           await options.reloadConfig!(),
           tokenFileReads,
         );
-        plan = await reloadPlan(current, served, next, runtime, logger);
+        plan = await reloadPlan(
+          current,
+          served,
+          next,
+          runtime,
+          logger,
+          readableWarnings,
+        );
       } catch (err) {
         return refuse(err);
       }
@@ -1226,6 +1239,7 @@ export async function serve(
           current.tls,
           current.configPath,
           logger,
+          readableWarnings,
         );
         if (
           served !== undefined && cert.cert === served.cert &&
