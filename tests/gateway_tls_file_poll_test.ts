@@ -15,7 +15,7 @@ import { defaultRuntime } from "../src/runtime/mod.ts";
 import type { Runtime } from "../src/runtime/types.ts";
 import { withLogs } from "./_gateway_harness.ts";
 import { tempDir, waitFor } from "./_harness.ts";
-import { HAS_OPENSSL, selfSignedCert } from "./_self_signed_cert.ts";
+import { datedCert, HAS_OPENSSL, selfSignedCert } from "./_self_signed_cert.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
 const ECHO = new URL("../examples/models/echo.py", import.meta.url);
@@ -631,6 +631,72 @@ Deno.test({
       await waitFor(() => warnings() === 2);
       await polls(3);
       assert.equal(warnings(), 2);
+    }, "info")
+  );
+});
+
+Deno.test({
+  name:
+    "serve warns of a certificate expired or not valid yet, at start and when its poll serves one",
+  ignore: IGNORE,
+}, async () => {
+  await using dir = await tempDir("pyproxy-tls-poll-test-");
+  await Deno.mkdir(`${dir.path}/models`);
+  await Deno.copyFile(ECHO, `${dir.path}/models/echo.py`);
+  const certs = `${dir.path}/made`;
+  await Deno.mkdir(certs);
+  const expired = await datedCert(
+    certs,
+    "expired",
+    "20200101000000Z",
+    "20200102000000Z",
+  );
+  const future = await datedCert(
+    certs,
+    "future",
+    "20990101000000Z",
+    "20990102000000Z",
+  );
+  const valid = await selfSignedCert(certs, "valid");
+  const secret = await kubeletSecret(`${dir.path}/secret`);
+  await secret.init(expired);
+  const config = resolveConfig({
+    cwd: dir.path,
+    cli: {
+      port: 0,
+      workers: 1,
+      modelsDir: `${dir.path}/models`,
+      token: TOKEN,
+      tls: {
+        cert: `${dir.path}/secret/tls.crt`,
+        key: `${dir.path}/secret/tls.key`,
+      },
+      tlsFileInterval: 5,
+    },
+  });
+  await fastPolls(() =>
+    withLogs(async (records) => {
+      const warnings = () =>
+        records.filter((r) =>
+          r.level === "warning" && /^TLS certificate /.test(r.message.join(""))
+        ).map((r) => r.message.join(""));
+      await using server = await serve(config);
+      const port = Number(new URL(server.url).port);
+      assert.equal(warnings().length, 1, warnings().join("\n"));
+      assert.match(
+        warnings()[0]!,
+        /^TLS certificate .*tls\.crt expired on "?Jan +2 00:00:00 2020 GMT"?: clients that check it refuse/,
+      );
+      await secret.swap(valid);
+      await waitServed(port, valid.pem, "the valid certificate");
+      assert.equal(warnings().length, 1, warnings().join("\n"));
+      await secret.swap(future);
+      await waitServed(port, future.pem, "the certificate not valid yet");
+      assert.equal(warnings().length, 2, warnings().join("\n"));
+      assert.match(
+        warnings()[1]!,
+        /^TLS certificate .*tls\.crt is not valid before "?Jan +1 00:00:00 2099 GMT"?: clients that check it refuse/,
+      );
     }, "info")
   );
 });

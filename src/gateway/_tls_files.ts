@@ -55,9 +55,10 @@ export async function readTls(
   // other way round: a pair that does not check is read again, as long as
   // a read finds other text (a copy by hand, one file and then the other,
   // reads the same twice and fails at once).
+  let certificate: X509Certificate;
   for (let reads = 1;; reads++) {
     try {
-      checkPair(paths, cert, key, where);
+      certificate = checkPair(paths, cert, key, where);
       break;
     } catch (err) {
       if (reads === PAIR_READS) throw err;
@@ -68,8 +69,34 @@ export async function readTls(
       key = keyAgain;
     }
   }
+  warnOutOfDate(certificate, paths.cert, logger);
   await warnReadableTlsKey(runtime, paths.key, logger, warned);
   return { cert, key };
+}
+
+/**
+ * Warns of a certificate expired, or not valid yet: served all the same
+ * (it is the operator's, and what a client checks), but every client that
+ * checks it refuses the connections, and the log's other lines say only
+ * `valid until <date>`.
+ */
+function warnOutOfDate(
+  certificate: X509Certificate,
+  path: string,
+  logger: Logger,
+): void {
+  const now = Date.now();
+  if (Date.parse(certificate.validTo) < now) {
+    logger.warn(
+      "TLS certificate {path} expired on {date}: clients that check it refuse the connections (it is served all the same)",
+      { path, date: certificate.validTo },
+    );
+  } else if (Date.parse(certificate.validFrom) > now) {
+    logger.warn(
+      "TLS certificate {path} is not valid before {date}: clients that check it refuse the connections until then (it is served all the same; this machine's clock behind?)",
+      { path, date: certificate.validFrom },
+    );
+  }
 }
 
 /**
@@ -111,16 +138,16 @@ export async function warnReadableTlsKey(
 const PAIR_READS = 3;
 
 /**
- * Throws the {@linkcode ConfigError} of a pair that cannot be served: the
- * certificate does not parse, the key does not, is encrypted, or is not
- * the certificate's.
+ * The certificate of a pair that can be served; else throws its
+ * {@linkcode ConfigError}: the certificate does not parse, the key does
+ * not, is encrypted, or is not the certificate's.
  */
 function checkPair(
   paths: { cert: string; key: string },
   cert: string,
   key: string,
   where: (option: "cert" | "key") => string,
-): void {
+): X509Certificate {
   let certificate: X509Certificate;
   try {
     certificate = new X509Certificate(cert);
@@ -170,6 +197,7 @@ function checkPair(
       { details: { path: "tls.key" } },
     );
   }
+  return certificate;
 }
 
 /** An encrypted PEM key: PKCS#8's, or the traditional form's header. */
