@@ -700,3 +700,58 @@ Deno.test({
     }, "info")
   );
 });
+
+Deno.test({
+  name:
+    "serve's TLS poll says when files it logged as unusable hold the certificate in force again (a file put back as it was)",
+  ignore: !HAS_OPENSSL,
+}, async () => {
+  await using dir = await tempDir("pyproxy-tls-poll-test-");
+  await Deno.mkdir(`${dir.path}/models`);
+  await Deno.copyFile(ECHO, `${dir.path}/models/echo.py`);
+  const pair = await selfSignedCert(dir.path, "tls");
+  const base = defaultRuntime();
+  let reads = 0;
+  const runtime: Runtime = {
+    ...base,
+    readRegularFile: (path, limit) => {
+      if (path === pair.key) reads++;
+      return base.readRegularFile!(path, limit);
+    },
+  };
+  const config = resolveConfig({
+    cwd: dir.path,
+    cli: {
+      port: 0,
+      workers: 1,
+      modelsDir: `${dir.path}/models`,
+      token: TOKEN,
+      tls: { cert: pair.cert, key: pair.key },
+      tlsFileInterval: 5,
+    },
+  });
+  await fastPolls(() =>
+    withLogs(async (records) => {
+      await using _server = await serve(config, { runtime });
+      const lines = () => records.map((r) => r.message.join(""));
+      const count = (pattern: RegExp) =>
+        lines().filter((l) => pattern.test(l)).length;
+      // Unreadable (root reads any mode: a directory in its place).
+      await Deno.rename(pair.key, `${pair.key}.aside`);
+      await Deno.mkdir(pair.key);
+      await waitFor(() => count(/cannot be served; the certificate/) === 1, {
+        message: lines().join("\n"),
+      });
+      await Deno.remove(pair.key);
+      await Deno.rename(`${pair.key}.aside`, pair.key);
+      await waitFor(() => count(/^TLS files readable again/) === 1, {
+        message: lines().join("\n"),
+      });
+      // Once: the polls after it find the files as they were.
+      const logged = count(/./);
+      const seen = reads;
+      await waitFor(() => reads >= seen + 5);
+      assert.equal(count(/./), logged, lines().join("\n"));
+    }, "info")
+  );
+});

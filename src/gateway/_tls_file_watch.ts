@@ -56,13 +56,17 @@ export interface TlsFileWatchOptions {
  * not the certificate's, a file missing or not PEM) keeps the certificate
  * in force; logged as an error once it is found on
  * {@linkcode UNUSABLE_POLLS} polls in a row (before that, a copy may be
- * under way), then not again until the files or the error change.
+ * under way), then not again until the files or the error change; files
+ * that then hold the certificate in force again (a chmod undone) are said
+ * to be readable again.
  */
 export class TlsFileWatch {
   #options: TlsFileWatchOptions;
   #poll: FilePoll;
   /** The unusable pair last found (paths, texts' digest, error), and how often. */
   #unusable: { key: string; polls: number } | undefined;
+  /** Whether an unusable pair was logged as an error since the last good read. */
+  #logged = false;
 
   constructor(options: TlsFileWatchOptions) {
     this.#options = options;
@@ -92,7 +96,15 @@ export class TlsFileWatch {
       const key = await readTlsFile(runtime, "key", paths.key);
       const served = this.#options.served();
       if (served !== undefined && cert === served.cert && key === served.key) {
+        // An error logged (a file unreadable, then readable again as it
+        // was): said to be over, or the last line would still say it.
+        if (this.#logged) {
+          logger.info(
+            "TLS files readable again: they hold the certificate in force",
+          );
+        }
         this.#unusable = undefined;
+        this.#logged = false;
         // A chmod alone changes no text: its mode is checked here.
         await this.#warnReadableKey(paths.key);
         return;
@@ -102,6 +114,7 @@ export class TlsFileWatch {
       if (this.#poll.stopped) return;
       await this.#options.apply(config);
       this.#unusable = undefined;
+      this.#logged = false;
     } catch (err) {
       if (this.#poll.stopped) return;
       const message = err instanceof Error ? err.message : String(err);
@@ -109,6 +122,7 @@ export class TlsFileWatch {
       const polls = this.#unusable?.key === key ? this.#unusable.polls + 1 : 1;
       this.#unusable = { key, polls };
       if (polls === UNUSABLE_POLLS) {
+        this.#logged = true;
         logger.error(
           "TLS files changed, but cannot be served; the certificate in force is kept: {message}",
           { message },
