@@ -755,3 +755,65 @@ Deno.test({
     }, "info")
   );
 });
+
+Deno.test({
+  name:
+    "a reload that finds a TLS file gone as the kubelet removes the old version's directory reads it again at once",
+  ignore: IGNORE,
+}, async () => {
+  await using dir = await tempDir("pyproxy-tls-poll-test-");
+  await Deno.mkdir(`${dir.path}/models`);
+  await Deno.copyFile(ECHO, `${dir.path}/models/echo.py`);
+  const certs = `${dir.path}/made`;
+  await Deno.mkdir(certs);
+  const first = await selfSignedCert(certs, "first");
+  const second = await selfSignedCert(certs, "second");
+  const secret = await kubeletSecret(`${dir.path}/secret`);
+  await secret.init(first);
+  const certPath = `${dir.path}/secret/tls.crt`;
+  const config = resolveConfig({
+    cwd: dir.path,
+    cli: {
+      port: 0,
+      workers: 1,
+      modelsDir: `${dir.path}/models`,
+      token: TOKEN,
+      tls: { cert: certPath, key: `${dir.path}/secret/tls.key` },
+      tlsFileInterval: 0,
+    },
+  });
+  // Armed: the next read of the certificate followed the old `..data`
+  // into the directory the swap removed (what a path walk that straddles
+  // the swap and the removal gets).
+  const base = defaultRuntime();
+  let armed = false;
+  const runtime: Runtime = {
+    ...base,
+    readRegularFile: (path, limit) => {
+      if (armed && path === certPath) {
+        armed = false;
+        return Promise.reject(
+          Object.assign(new Error(`ENOENT: no such file, open '${path}'`), {
+            code: "ENOENT",
+          }),
+        );
+      }
+      return base.readRegularFile!(path, limit);
+    },
+  };
+  await withLogs(async (records) => {
+    await using server = await serve(config, {
+      runtime,
+      reloadConfig: () => Promise.resolve(config),
+    });
+    const port = Number(new URL(server.url).port);
+    await secret.swap(second);
+    armed = true;
+    const result = await server.reload();
+    assert.equal(armed, false, "the read found the file gone");
+    assert.match(result.changed.join(), /^tls \(CN=localhost/);
+    assert.equal(await servedFingerprint(port), fingerprint(second.pem));
+    const errors = records.filter((r) => r.level === "error");
+    assert.deepEqual(errors.map((r) => r.message.join("")), []);
+  }, "info");
+});
