@@ -427,3 +427,48 @@ Deno.test({
     await errReader.cancel();
   }
 });
+
+Deno.test("serve's token file poll warns of a file made readable by others by a chmod alone (its tokens unchanged), once per mode", async () => {
+  await using dir = await tempDir("pyproxy-token-file-test-");
+  await Deno.mkdir(`${dir.path}/models`);
+  await Deno.copyFile(ECHO, `${dir.path}/models/echo.py`);
+  const path = `${dir.path}/token`;
+  await Deno.writeTextFile(path, `${T1}\n`);
+  await Deno.chmod(path, 0o600);
+  const { runtime, reads } = countingReads(path);
+  await withLogs(async (records) => {
+    const config = resolveConfig({
+      cwd: dir.path,
+      cli: {
+        port: 0,
+        workers: 1,
+        modelsDir: `${dir.path}/models`,
+        tokenFile: path,
+        tokenFileInterval: 5,
+      },
+    });
+    await using _server = await serve(config, { runtime });
+    const warnings = () =>
+      records.filter((r) =>
+        r.level === "warning" &&
+        /^Token file .* may be read by other users/.test(r.message.join(""))
+      ).length;
+    const polls = async (n: number) => {
+      const seen = reads();
+      await waitFor(() => reads() >= seen + n);
+    };
+    await polls(2);
+    assert.equal(warnings(), 0);
+    await Deno.chmod(path, 0o644);
+    await waitFor(() => warnings() === 1);
+    await polls(5);
+    assert.equal(warnings(), 1);
+    // Closed, then opened again: warned again.
+    await Deno.chmod(path, 0o600);
+    await polls(3);
+    await Deno.chmod(path, 0o640);
+    await waitFor(() => warnings() === 2);
+    await polls(3);
+    assert.equal(warnings(), 2);
+  }, "info");
+});

@@ -13,6 +13,7 @@ import { ConfigError } from "../errors.ts";
 import type { Runtime } from "../runtime/types.ts";
 import { DEFAULTS, type ResolvedConfig, tokenList } from "./config.ts";
 import { readTls } from "./_tls_files.ts";
+import type { ReadableWarnings } from "./_token_files.ts";
 import { checkTokenFileInterval } from "./_token_file_interval.ts";
 
 /** The settings a reload applies, all checked. */
@@ -66,7 +67,9 @@ export function checkTokensSet(config: ResolvedConfig): void {
 /**
  * Compares `next` (the configuration read again) with `current` and reads
  * the certificate files again: a {@linkcode ConfigError} when the reload
- * cannot be applied as a whole (nothing is then changed).
+ * cannot be applied as a whole (nothing is then changed). `warned`: the
+ * secret files warned about as readable by others (a TLS key warned about
+ * already is not again).
  */
 export async function reloadPlan(
   current: ResolvedConfig,
@@ -74,6 +77,7 @@ export async function reloadPlan(
   next: ResolvedConfig,
   runtime: Runtime,
   logger: Logger,
+  warned?: ReadableWarnings,
 ): Promise<ReloadPlan> {
   checkTokensSet(next);
   checkTokenFileInterval(next);
@@ -118,7 +122,7 @@ export async function reloadPlan(
   }
   const tls = next.tls === undefined
     ? undefined
-    : await readTls(runtime, next.tls, next.configPath, logger);
+    : await readTls(runtime, next.tls, next.configPath, logger, warned);
   const changed: string[] = [];
   if (!sameList(current.token, token)) {
     changed.push(`token (${tokenList(token).length})`);

@@ -11,7 +11,9 @@ import type { Logger } from "@logtape/logtape";
 import { ConfigError } from "../errors.ts";
 import type { Runtime } from "../runtime/types.ts";
 import type { ResolvedConfig } from "./config.ts";
-import { readPemFile } from "./_pem_file.ts";
+import { PEM_READ_TIMEOUT_MS, readPemFile } from "./_pem_file.ts";
+import { warnReadableTlsKey } from "./_tls_files.ts";
+import type { ReadableWarnings } from "./_token_files.ts";
 
 /**
  * Polls in a row that must find the same unusable pair before it is
@@ -31,6 +33,11 @@ export interface TlsFileWatchOptions {
   /** The certificate and key served (their PEM texts). */
   served(): { cert: string; key: string } | undefined;
   /**
+   * The key files warned about as readable by others (shared with the
+   * start, the reloads and the token files' warnings).
+   */
+  warned: ReadableWarnings;
+  /**
    * Reads `config`'s TLS files again, checked, and serves them when they
    * differ from those served: one at a time with the reloads, and not when
    * `config`'s paths are no longer those in force. Throws the
@@ -49,13 +56,17 @@ export interface TlsFileWatchOptions {
  * not the certificate's, a file missing or not PEM) keeps the certificate
  * in force; logged as an error once it is found on
  * {@linkcode UNUSABLE_POLLS} polls in a row (before that, a copy may be
- * under way), then not again until the files or the error change.
+ * under way), then not again until the files or the error change; files
+ * that then hold the certificate in force again (a chmod undone) are said
+ * to be readable again.
  */
 export class TlsFileWatch {
   #options: TlsFileWatchOptions;
   #poll: FilePoll;
   /** The unusable pair last found (paths, texts' digest, error), and how often. */
   #unusable: { key: string; polls: number } | undefined;
+  /** Whether an unusable pair was logged as an error since the last good read. */
+  #logged = false;
 
   constructor(options: TlsFileWatchOptions) {
     this.#options = options;
@@ -85,7 +96,17 @@ export class TlsFileWatch {
       const key = await readTlsFile(runtime, "key", paths.key);
       const served = this.#options.served();
       if (served !== undefined && cert === served.cert && key === served.key) {
+        // An error logged (a file unreadable, then readable again as it
+        // was): said to be over, or the last line would still say it.
+        if (this.#logged) {
+          logger.info(
+            "TLS files readable again: they hold the certificate in force",
+          );
+        }
         this.#unusable = undefined;
+        this.#logged = false;
+        // A chmod alone changes no text: its mode is checked here.
+        await this.#warnReadableKey(paths.key);
         return;
       }
       digest = createHash("sha256").update(cert).update("\0").update(key)
@@ -93,6 +114,7 @@ export class TlsFileWatch {
       if (this.#poll.stopped) return;
       await this.#options.apply(config);
       this.#unusable = undefined;
+      this.#logged = false;
     } catch (err) {
       if (this.#poll.stopped) return;
       const message = err instanceof Error ? err.message : String(err);
@@ -100,6 +122,7 @@ export class TlsFileWatch {
       const polls = this.#unusable?.key === key ? this.#unusable.polls + 1 : 1;
       this.#unusable = { key, polls };
       if (polls === UNUSABLE_POLLS) {
+        this.#logged = true;
         logger.error(
           "TLS files changed, but cannot be served; the certificate in force is kept: {message}",
           { message },
@@ -114,6 +137,26 @@ export class TlsFileWatch {
           "TLS files still cannot be served (logged above); the certificate in force is kept",
         );
       }
+    }
+  }
+
+  /**
+   * {@linkcode warnReadableTlsKey} within {@linkcode PEM_READ_TIMEOUT_MS}
+   * (a hung file system's `stat` would hold the poll for good); a key gone
+   * since its read is the next read's to report.
+   */
+  async #warnReadableKey(path: string): Promise<void> {
+    const { runtime, logger, warned } = this.#options;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        warnReadableTlsKey(runtime, path, logger, warned).catch(() => {}),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, PEM_READ_TIMEOUT_MS);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 }

@@ -12,19 +12,24 @@ import { ConfigError } from "../errors.ts";
 import type { Runtime } from "../runtime/types.ts";
 import { readPemFile } from "./_pem_file.ts";
 import { openToOthers } from "./_secret_file_mode.ts";
+import type { ReadableWarnings } from "./_token_files.ts";
 
 /**
  * The PEM texts of `tls.cert` and `tls.key`, checked: the certificate
- * parses, the key parses and is the certificate's. A key file that others
- * may read is served, with a warning (ssh refuses such a key; a
- * container's mounted secret often has such bits, and refusing would only
- * teach users to copy it elsewhere).
+ * parses, the key parses and is the certificate's. A pair that does not
+ * check is read again while the files change under the reads (up to
+ * {@linkcode PAIR_READS} reads: a swap between the certificate's read and
+ * the key's). A key file that others may read is served, with a warning
+ * (ssh refuses such a key; a container's mounted secret often has such
+ * bits, and refusing would only teach users to copy it elsewhere): with
+ * `warned`, once per file and mode ({@linkcode warnReadableTlsKey}).
  */
 export async function readTls(
   runtime: Runtime,
   paths: { cert: string; key: string },
   configPath: string | undefined,
   logger: Logger,
+  warned?: ReadableWarnings,
 ): Promise<{ cert: string; key: string }> {
   const where = (option: "cert" | "key"): string =>
     `(--tls-${option}, or tls.${option} in ${configPath ?? "pyproxy.json"})`;
@@ -33,7 +38,15 @@ export async function readTls(
     try {
       // Not a FIFO or a device (a start or a reload would hang on it), and
       // bounded.
-      return await readPemFile(runtime, path);
+      try {
+        return await readPemFile(runtime, path);
+      } catch (err) {
+        // Once more at once when it is gone: the kubelet swaps `..data`
+        // and then removes the old version's directory, which a read that
+        // followed the old link finds gone (the new one is there).
+        if ((err as { code?: unknown }).code !== "ENOENT") throw err;
+        return await readPemFile(runtime, path);
+      }
     } catch (err) {
       throw new ConfigError(
         `tls.${option}: cannot read ${path}: ${(err as Error).message} ${
@@ -43,8 +56,106 @@ export async function readTls(
       );
     }
   };
-  const cert = await read("cert");
-  const key = await read("key");
+  let cert = await read("cert");
+  let key = await read("key");
+  // A swap between the two reads (the kubelet's `..data`, a renewal
+  // moved in place) pairs the new certificate with the old key, or the
+  // other way round: a pair that does not check is read again, as long as
+  // a read finds other text (a copy by hand, one file and then the other,
+  // reads the same twice and fails at once).
+  let certificate: X509Certificate;
+  for (let reads = 1;; reads++) {
+    try {
+      certificate = checkPair(paths, cert, key, where);
+      break;
+    } catch (err) {
+      if (reads === PAIR_READS) throw err;
+      const certAgain = await read("cert");
+      const keyAgain = await read("key");
+      if (certAgain === cert && keyAgain === key) throw err;
+      cert = certAgain;
+      key = keyAgain;
+    }
+  }
+  warnOutOfDate(certificate, paths.cert, logger);
+  await warnReadableTlsKey(runtime, paths.key, logger, warned);
+  return { cert, key };
+}
+
+/**
+ * Warns of a certificate expired, or not valid yet: served all the same
+ * (it is the operator's, and what a client checks), but every client that
+ * checks it refuses the connections, and the log's other lines say only
+ * `valid until <date>`.
+ */
+function warnOutOfDate(
+  certificate: X509Certificate,
+  path: string,
+  logger: Logger,
+): void {
+  const now = Date.now();
+  if (Date.parse(certificate.validTo) < now) {
+    logger.warn(
+      "TLS certificate {path} expired on {date}: clients that check it refuse the connections (it is served all the same)",
+      { path, date: certificate.validTo },
+    );
+  } else if (Date.parse(certificate.validFrom) > now) {
+    logger.warn(
+      "TLS certificate {path} is not valid before {date}: clients that check it refuse the connections until then (it is served all the same; this machine's clock behind?)",
+      { path, date: certificate.validFrom },
+    );
+  }
+}
+
+/**
+ * Warns of a TLS key file that others may read (its real path, through
+ * the links: a Kubernetes secret is a link). With `warned`, once per file
+ * and mode, as the token files' warning (`warnReadableTokenFiles`): the
+ * TLS files' poll checks the key's mode at each poll, since a chmod alone
+ * changes no text it compares, and warns again only of another file (the
+ * kubelet's rotation makes a new one) or another mode.
+ */
+export async function warnReadableTlsKey(
+  runtime: Runtime,
+  path: string,
+  logger: Logger,
+  warned?: ReadableWarnings,
+): Promise<void> {
+  if (runtime.owner === undefined) return;
+  const real = await runtime.realPath(path);
+  const owner = await runtime.owner(real);
+  if (owner == null || !openToOthers(owner, runtime.uid?.())) {
+    warned?.delete("tls.key");
+    return;
+  }
+  const mode = (owner.mode & 0o777).toString(8);
+  const key = `${mode} ${real}`;
+  if (warned?.get("tls.key") === key) return;
+  warned?.set("tls.key", key);
+  logger.warn(
+    "TLS key {path} may be read by other users (mode {mode}): chmod 600 it (a Kubernetes secret: defaultMode 0400, and the pod's fsGroup for a non-root user)",
+    { path, mode },
+  );
+}
+
+/**
+ * Reads of the pair {@linkcode readTls} makes at most while the files
+ * change under it (a swap between its reads of the certificate and the
+ * key).
+ */
+const PAIR_READS = 3;
+
+/**
+ * The certificate of a pair that can be served; else throws its
+ * {@linkcode ConfigError}: the certificate does not parse, the key does
+ * not, is encrypted, or is not the certificate's.
+ */
+function checkPair(
+  paths: { cert: string; key: string },
+  cert: string,
+  key: string,
+  where: (option: "cert" | "key") => string,
+): X509Certificate {
   let certificate: X509Certificate;
   try {
     certificate = new X509Certificate(cert);
@@ -94,15 +205,7 @@ export async function readTls(
       { details: { path: "tls.key" } },
     );
   }
-  // The file itself, not a link to it (a Kubernetes secret is a link).
-  const owner = await runtime.owner?.(await runtime.realPath(paths.key));
-  if (owner != null && openToOthers(owner, runtime.uid?.())) {
-    logger.warn(
-      "TLS key {path} may be read by other users (mode {mode}): chmod 600 it (a Kubernetes secret: defaultMode 0400, and the pod's fsGroup for a non-root user)",
-      { path: paths.key, mode: (owner.mode & 0o777).toString(8) },
-    );
-  }
-  return { cert, key };
+  return certificate;
 }
 
 /** An encrypted PEM key: PKCS#8's, or the traditional form's header. */

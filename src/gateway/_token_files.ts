@@ -274,8 +274,9 @@ export async function readTokenFiles(
 }
 
 /**
- * The token files warned about as readable by others: each option's file
- * (its real path, through the links) and mode, until it is no longer so.
+ * The secret files warned about as readable by others: each option's file
+ * (`tokenFile`, `manageTokenFile`, `tls.key`; its real path, through the
+ * links) and mode, until it is no longer so.
  */
 export type ReadableWarnings = Map<string, string>;
 
@@ -352,6 +353,12 @@ export interface TokenFileWatchOptions {
   interval: number;
   /** The gateway's reads under way (shared with its reloads). */
   reading: TokenFileReads;
+  /**
+   * The files warned about as readable by others (shared with the start,
+   * the reloads and the applies): a poll that finds the tokens unchanged
+   * checks the files' modes (a chmod alone changes no token).
+   */
+  warned: ReadableWarnings;
   /** The configuration in force (its file paths and tokens). */
   current(): ResolvedConfig;
   /**
@@ -426,7 +433,15 @@ export class TokenFileWatch {
     const recovered = this.#failed !== undefined;
     this.#failed = undefined;
     if (this.#poll.stopped) return;
-    if (!recovered && tokenChanges(config, tokens).length === 0) return;
+    if (!recovered && tokenChanges(config, tokens).length === 0) {
+      await warnReadableTokenFiles(
+        runtime,
+        config,
+        logger,
+        this.#options.warned,
+      );
+      return;
+    }
     await this.#options.apply(tokens, config);
   }
 }

@@ -423,9 +423,13 @@ export async function serve(
     );
   }
   // Read and checked before the workers start (which can take minutes).
-  const tls = config.tls === undefined
-    ? undefined
-    : await readTls(runtime, config.tls, config.configPath, logger);
+  const tls = config.tls === undefined ? undefined : await readTls(
+    runtime,
+    config.tls,
+    config.configPath,
+    logger,
+    readableWarnings,
+  );
   if (
     tls === undefined && config.token !== undefined && !isLoopback(config.host)
   ) {
@@ -957,6 +961,7 @@ export async function serve(
             logger,
             interval,
             reading: tokenFileReads,
+            warned: readableWarnings,
             current: () => current,
             apply: applyFileTokens,
           }),
@@ -984,6 +989,7 @@ export async function serve(
             interval,
             current: () => current,
             served: () => served,
+            warned: readableWarnings,
             apply: applyTlsFiles,
           }),
         [
@@ -1082,7 +1088,14 @@ export async function serve(
           await options.reloadConfig!(),
           tokenFileReads,
         );
-        plan = await reloadPlan(current, served, next, runtime, logger);
+        plan = await reloadPlan(
+          current,
+          served,
+          next,
+          runtime,
+          logger,
+          readableWarnings,
+        );
       } catch (err) {
         return refuse(err);
       }
@@ -1219,6 +1232,7 @@ export async function serve(
           current.tls,
           current.configPath,
           logger,
+          readableWarnings,
         );
         if (
           served !== undefined && cert.cert === served.cert &&
