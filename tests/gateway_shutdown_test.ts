@@ -231,3 +231,70 @@ Deno.test("GatewayServer.shutdown answers 503 ShuttingDownError to a request sti
   }
   await stopped;
 });
+
+// Sleeps msg["seconds"], then answers msg["bytes"] bytes of JSON.
+const LARGE_ANSWER = `import time
+
+
+class Large:
+    def execute(self, msg):
+        time.sleep(msg["seconds"])
+        return {"data": "x" * msg["bytes"]}
+`;
+
+for (const grpc of [false, true]) {
+  Deno.test(
+    `serve on SIGTERM lets a large answer made in the grace reach a slow reader whole before it exits (${
+      grpc ? "a gRPC port too" : "no gRPC port"
+    })`,
+    async () => {
+      const dir = await Deno.makeTempDir({ prefix: "pyproxy-shutdown-" });
+      await Deno.writeTextFile(`${dir}/large.py`, LARGE_ANSWER);
+      const { child, port, stderr, lines } = await spawnServe(
+        dir,
+        grpc ? ["--grpc-port", "0"] : [],
+      );
+      try {
+        const base = `http://127.0.0.1:${port}`;
+        const bytes = 4 * 1024 * 1024;
+        const answer = fetch(`${base}/v1/models/large/execute`, {
+          method: "POST",
+          body: JSON.stringify({ seconds: 0.3, bytes }),
+        });
+        await until(
+          async () =>
+            (await (await fetch(`${base}/metrics?format=json`)).json())
+              .inFlight === 1,
+          "the call in flight",
+        );
+        child.kill("SIGTERM");
+        const res = await answer;
+        assert.equal(res.status, 200);
+        // A slow reader: the body takes about a second to read, well within
+        // the grace (10 s). The drain ended as soon as the response was made
+        // (the gRPC port's close won the race, or its absence: `undefined`),
+        // and the process exited under the body.
+        let text = "";
+        const decoder = new TextDecoder();
+        for await (const chunk of res.body!) {
+          text += decoder.decode(chunk, { stream: true });
+          await new Promise((r) => setTimeout(r, 15));
+        }
+        assert.equal(text.length, bytes + '{"data":""}'.length);
+        assert.equal(JSON.parse(text).data.length, bytes);
+        const { code } = await child.status;
+        if (code !== 0) assert.fail(`exit code ${code}: ${await stderr}`);
+        await lines.cancel();
+      } finally {
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // already exited
+        }
+        await child.status;
+        await stderr;
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  );
+}

@@ -901,12 +901,17 @@ export async function serve(
           ),
           left,
         ]);
+        // Both ports, bounded by the rest of the grace. (gRPC's close was
+        // an entry of the race beside the HTTP server's: without a gRPC port
+        // an `undefined` that won at once, and with one a close that ends
+        // before the HTTP responses; either way a large answer still being
+        // written was cut when the process exited.)
         await Promise.race([
           Promise.all([
             httpServer.shutdown().catch(() => {}),
             ...draining,
+            grpc?.close(Math.max(deadline - Date.now(), 0)),
           ]),
-          grpc?.close(Math.max(deadline - Date.now(), 0)),
           left,
         ]);
         await grpc?.close();
