@@ -298,3 +298,65 @@ for (const grpc of [false, true]) {
     },
   );
 }
+
+// Marks msg["started"], waits for msg["release"] (up to 10 s), then answers,
+// or with msg["publish"] publishes to "news" from the model and answers that.
+const GATE = `import os
+import time
+
+from pyproxy import host
+
+
+class Gate:
+    def execute(self, msg):
+        open(msg["started"], "w").close()
+        deadline = time.monotonic() + 10
+        while not os.path.exists(msg["release"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if msg.get("publish"):
+            return host.publish("news", {"n": 1})
+        return {"done": True}
+`;
+
+Deno.test("GatewayServer.shutdown: a call in flight that publishes (?publish=, host.publish) answers its result within the grace, not 400 'the channel hub is closed'", async () => {
+  await using gw = await startGateway({
+    workers: 2,
+    limits: { shutdownGrace: 20_000 },
+  }, { "gate.py": GATE });
+  const release = `${gw.dir}/release`;
+  const call = (query: string, msg: Record<string, unknown>) =>
+    gw.fetch(`/v1/models/gate/execute${query}`, {
+      method: "POST",
+      body: JSON.stringify({ ...msg, release }),
+    }).then(async (r) => [r.status, await r.json()]);
+  const routed = call("?publish=audit", { started: `${gw.dir}/a` });
+  const hosted = call("", { started: `${gw.dir}/b`, publish: true });
+  await until(async () => {
+    try {
+      await Deno.stat(`${gw.dir}/a`);
+      await Deno.stat(`${gw.dir}/b`);
+      return true;
+    } catch {
+      return false;
+    }
+  }, "both calls started");
+  const stopped = gw.shutdown();
+  try {
+    // Draining: the channel hub is closed.
+    const late = await gw.fetch("/v1/models/echo/execute", {
+      method: "POST",
+      body: "{}",
+    });
+    assert.equal(late.status, 503);
+    await late.body?.cancel();
+  } finally {
+    await Deno.writeTextFile(release, "");
+  }
+  assert.deepEqual(await routed, [200, { done: true }]);
+  assert.deepEqual(await hosted, [200, {
+    channel: "news",
+    seq: 1,
+    delivered: 0,
+  }]);
+  await stopped;
+});
