@@ -360,3 +360,43 @@ Deno.test("GatewayServer.shutdown: a call in flight that publishes (?publish=, h
   }]);
   await stopped;
 });
+
+Deno.test("GatewayServer.shutdown with a grace beyond a timer's range (2^31 ms: until the calls finish) lets an eval stream run on to its result, not end it at once", async () => {
+  await using gw = await startGateway({
+    allowEval: true,
+    limits: { shutdownGrace: 2 ** 31 },
+  });
+  const release = `${gw.dir}/release`;
+  const res = await gw.fetch("/v1/eval", {
+    method: "POST",
+    body: JSON.stringify({ code: waitFor(release) }),
+  });
+  assert.equal(res.status, 200);
+  const events = new SseReader(res.body!);
+  assert.equal((await events.next())?.event, "atom");
+  assert.deepEqual((await events.next())?.data, { fd: 1, data: "started\n" });
+  const stopped = gw.shutdown();
+  try {
+    // Draining: new requests are refused, the eval's stream stays open.
+    const late = await gw.fetch("/v1/models/echo/execute", {
+      method: "POST",
+      body: "{}",
+    });
+    assert.equal(late.status, 503);
+    await late.body?.cancel();
+  } finally {
+    await Deno.writeTextFile(release, "");
+  }
+  // A setTimeout of 2^31 ms fires at once: the stream ended with a
+  // ShuttingDownError event before the code was released.
+  assert.deepEqual((await events.next())?.data, {
+    fd: 1,
+    data: "released\n",
+  });
+  assert.deepEqual(await events.next(), {
+    event: "result",
+    data: { value: "fin" },
+  });
+  assert.equal(await events.next(), undefined);
+  await stopped;
+});

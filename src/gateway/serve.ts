@@ -872,7 +872,10 @@ export async function serve(
         // sent). Those whose code still runs when it is over end then with a
         // ShuttingDownError event: written before the workers are stopped,
         // not after (that can take another second).
-        const graceOver = setTimeout(() => stop.abort(), grace);
+        // Beyond a timer's range (~24.8 days: the calls get until they
+        // finish), never: a setTimeout would fire at once and end the eval
+        // streams at the drain's start.
+        const graceOver = setTimeoutOrNever(() => stop.abort(), grace);
         // The pool is the one grace: it lets the calls in flight finish for
         // up to shutdownGrace, then stops the workers (their requests then
         // get their error responses).
