@@ -135,7 +135,7 @@ Deno.test("ChannelHub forgets the least recently used idle channel beyond maxCha
   sub.close();
 });
 
-Deno.test("ChannelHub.close ends subscribers with a dropped notice and refuses new ones", async () => {
+Deno.test("ChannelHub.close ends subscribers with a dropped notice and refuses new ones; a publish then reaches no one", async () => {
   const hub = new ChannelHub();
   const sub = hub.subscribe("x");
   const pending = sub.next();
@@ -145,6 +145,8 @@ Deno.test("ChannelHub.close ends subscribers with a dropped notice and refuses n
     reason: "server shutting down",
   });
   assert.throws(() => hub.subscribe("x"), TypeError);
+  // A call in flight in the drain's grace still publishes: to no one.
+  assert.equal(hub.publish("x", { a: 1 }).delivered, 0);
 });
 
 Deno.test("channelsPlugin publishes from the publish host handler", async () => {

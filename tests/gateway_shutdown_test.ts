@@ -231,3 +231,172 @@ Deno.test("GatewayServer.shutdown answers 503 ShuttingDownError to a request sti
   }
   await stopped;
 });
+
+// Sleeps msg["seconds"], then answers msg["bytes"] bytes of JSON.
+const LARGE_ANSWER = `import time
+
+
+class Large:
+    def execute(self, msg):
+        time.sleep(msg["seconds"])
+        return {"data": "x" * msg["bytes"]}
+`;
+
+for (const grpc of [false, true]) {
+  Deno.test(
+    `serve on SIGTERM lets a large answer made in the grace reach a slow reader whole before it exits (${
+      grpc ? "a gRPC port too" : "no gRPC port"
+    })`,
+    async () => {
+      const dir = await Deno.makeTempDir({ prefix: "pyproxy-shutdown-" });
+      await Deno.writeTextFile(`${dir}/large.py`, LARGE_ANSWER);
+      const { child, port, stderr, lines } = await spawnServe(
+        dir,
+        grpc ? ["--grpc-port", "0"] : [],
+      );
+      try {
+        const base = `http://127.0.0.1:${port}`;
+        const bytes = 4 * 1024 * 1024;
+        const answer = fetch(`${base}/v1/models/large/execute`, {
+          method: "POST",
+          body: JSON.stringify({ seconds: 0.3, bytes }),
+        });
+        await until(
+          async () =>
+            (await (await fetch(`${base}/metrics?format=json`)).json())
+              .inFlight === 1,
+          "the call in flight",
+        );
+        child.kill("SIGTERM");
+        const res = await answer;
+        assert.equal(res.status, 200);
+        // A slow reader: the body takes about a second to read, well within
+        // the grace (10 s). The drain ended as soon as the response was made
+        // (the gRPC port's close won the race, or its absence: `undefined`),
+        // and the process exited under the body.
+        let text = "";
+        const decoder = new TextDecoder();
+        for await (const chunk of res.body!) {
+          text += decoder.decode(chunk, { stream: true });
+          await new Promise((r) => setTimeout(r, 15));
+        }
+        assert.equal(text.length, bytes + '{"data":""}'.length);
+        assert.equal(JSON.parse(text).data.length, bytes);
+        const { code } = await child.status;
+        if (code !== 0) assert.fail(`exit code ${code}: ${await stderr}`);
+        await lines.cancel();
+      } finally {
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // already exited
+        }
+        await child.status;
+        await stderr;
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  );
+}
+
+// Marks msg["started"], waits for msg["release"] (up to 10 s), then answers,
+// or with msg["publish"] publishes to "news" from the model and answers that.
+const GATE = `import os
+import time
+
+from pyproxy import host
+
+
+class Gate:
+    def execute(self, msg):
+        open(msg["started"], "w").close()
+        deadline = time.monotonic() + 10
+        while not os.path.exists(msg["release"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if msg.get("publish"):
+            return host.publish("news", {"n": 1})
+        return {"done": True}
+`;
+
+Deno.test("GatewayServer.shutdown: a call in flight that publishes (?publish=, host.publish) answers its result within the grace, not 400 'the channel hub is closed'", async () => {
+  await using gw = await startGateway({
+    workers: 2,
+    limits: { shutdownGrace: 20_000 },
+  }, { "gate.py": GATE });
+  const release = `${gw.dir}/release`;
+  const call = (query: string, msg: Record<string, unknown>) =>
+    gw.fetch(`/v1/models/gate/execute${query}`, {
+      method: "POST",
+      body: JSON.stringify({ ...msg, release }),
+    }).then(async (r) => [r.status, await r.json()]);
+  const routed = call("?publish=audit", { started: `${gw.dir}/a` });
+  const hosted = call("", { started: `${gw.dir}/b`, publish: true });
+  await until(async () => {
+    try {
+      await Deno.stat(`${gw.dir}/a`);
+      await Deno.stat(`${gw.dir}/b`);
+      return true;
+    } catch {
+      return false;
+    }
+  }, "both calls started");
+  const stopped = gw.shutdown();
+  try {
+    // Draining: the channel hub is closed.
+    const late = await gw.fetch("/v1/models/echo/execute", {
+      method: "POST",
+      body: "{}",
+    });
+    assert.equal(late.status, 503);
+    await late.body?.cancel();
+  } finally {
+    await Deno.writeTextFile(release, "");
+  }
+  assert.deepEqual(await routed, [200, { done: true }]);
+  assert.deepEqual(await hosted, [200, {
+    channel: "news",
+    seq: 1,
+    delivered: 0,
+  }]);
+  await stopped;
+});
+
+Deno.test("GatewayServer.shutdown with a grace beyond a timer's range (2^31 ms: until the calls finish) lets an eval stream run on to its result, not end it at once", async () => {
+  await using gw = await startGateway({
+    allowEval: true,
+    limits: { shutdownGrace: 2 ** 31 },
+  });
+  const release = `${gw.dir}/release`;
+  const res = await gw.fetch("/v1/eval", {
+    method: "POST",
+    body: JSON.stringify({ code: waitFor(release) }),
+  });
+  assert.equal(res.status, 200);
+  const events = new SseReader(res.body!);
+  assert.equal((await events.next())?.event, "atom");
+  assert.deepEqual((await events.next())?.data, { fd: 1, data: "started\n" });
+  const stopped = gw.shutdown();
+  try {
+    // Draining: new requests are refused, the eval's stream stays open.
+    const late = await gw.fetch("/v1/models/echo/execute", {
+      method: "POST",
+      body: "{}",
+    });
+    assert.equal(late.status, 503);
+    await late.body?.cancel();
+  } finally {
+    await Deno.writeTextFile(release, "");
+  }
+  // A setTimeout of 2^31 ms fires at once: the stream ended with a
+  // ShuttingDownError event before the code was released.
+  assert.deepEqual((await events.next())?.data, {
+    fd: 1,
+    data: "released\n",
+  });
+  assert.deepEqual(await events.next(), {
+    event: "result",
+    data: { value: "fin" },
+  });
+  assert.equal(await events.next(), undefined);
+  await stopped;
+});

@@ -333,55 +333,60 @@ Deno.test({
   }
 });
 
-Deno.test("serveGrpc's close lets an answer written before it reach a client that reads it only then: its connection closes with a GOAWAY once its stream has, not at once", async () => {
-  // A ServerMetadata answer of 2 MiB: far over HTTP/2's flow-control window.
-  const extensions = Array.from(
-    { length: 2048 },
-    (_, i) => String(i).padEnd(1024, "x"),
-  );
-  const grpc = await serveGrpc({
-    ...base,
-    fetch: () => Response.json({ name: "big", version: "1", extensions }),
-  });
-  const session = http2.connect(`http://127.0.0.1:${grpc.port}`);
-  session.on("error", () => {});
-  try {
-    const req = session.request({
-      ":method": "POST",
-      ":path": "/inference.GRPCInferenceService/ServerMetadata",
-      "content-type": "application/grpc",
-    });
-    req.on("error", () => {});
-    req.pause();
-    const trailers = new Promise<http2.IncomingHttpHeaders | undefined>(
-      (resolve) => {
-        req.once("trailers", resolve);
-        req.once("close", () => resolve(undefined));
-      },
+// A grace beyond a timer's range (2^31 ms and more: until the calls finish)
+// waits as long: its setTimeout fired at once, and the connection was
+// destroyed under the answer.
+for (const grace of [5000, 2 ** 31]) {
+  Deno.test(`serveGrpc's close(${grace}) lets an answer written before it reach a client that reads it only then: its connection closes with a GOAWAY once its stream has, not at once`, async () => {
+    // A ServerMetadata answer of 2 MiB: far over HTTP/2's flow-control window.
+    const extensions = Array.from(
+      { length: 2048 },
+      (_, i) => String(i).padEnd(1024, "x"),
     );
-    req.end(new Uint8Array(5));
-    await new Promise((resolve) => req.once("response", resolve));
-    // The answer is written (the call settles at once), unread; the client
-    // reads only once the server has begun to close its connection (a
-    // destroy at once then dropped what nghttp2 had not sent: the client
-    // got RST_STREAM 0, "Call ended without gRPC status").
-    const closing = grpc.close(5000);
-    await new Promise((resolve) => {
-      session.once("goaway", resolve);
-      session.once("close", resolve);
+    const grpc = await serveGrpc({
+      ...base,
+      fetch: () => Response.json({ name: "big", version: "1", extensions }),
     });
-    const chunks: Uint8Array[] = [];
-    req.on("data", (chunk: Uint8Array) => chunks.push(chunk));
-    req.resume();
-    const ended = await trailers;
-    assert.equal(ended?.["grpc-status"], "0", JSON.stringify(ended));
-    const body = Buffer.concat(chunks);
-    assert.ok(body.length > 2 * 1024 * 1024, `${body.length} bytes`);
-    assert.equal(body.length, 5 + body.readUInt32BE(1));
-    await closing;
-    assert.ok(session.closed || session.destroyed);
-  } finally {
-    session.destroy();
-    await grpc.close();
-  }
-});
+    const session = http2.connect(`http://127.0.0.1:${grpc.port}`);
+    session.on("error", () => {});
+    try {
+      const req = session.request({
+        ":method": "POST",
+        ":path": "/inference.GRPCInferenceService/ServerMetadata",
+        "content-type": "application/grpc",
+      });
+      req.on("error", () => {});
+      req.pause();
+      const trailers = new Promise<http2.IncomingHttpHeaders | undefined>(
+        (resolve) => {
+          req.once("trailers", resolve);
+          req.once("close", () => resolve(undefined));
+        },
+      );
+      req.end(new Uint8Array(5));
+      await new Promise((resolve) => req.once("response", resolve));
+      // The answer is written (the call settles at once), unread; the client
+      // reads only once the server has begun to close its connection (a
+      // destroy at once then dropped what nghttp2 had not sent: the client
+      // got RST_STREAM 0, "Call ended without gRPC status").
+      const closing = grpc.close(grace);
+      await new Promise((resolve) => {
+        session.once("goaway", resolve);
+        session.once("close", resolve);
+      });
+      const chunks: Uint8Array[] = [];
+      req.on("data", (chunk: Uint8Array) => chunks.push(chunk));
+      req.resume();
+      const ended = await trailers;
+      assert.equal(ended?.["grpc-status"], "0", JSON.stringify(ended));
+      const body = Buffer.concat(chunks);
+      assert.ok(body.length > 2 * 1024 * 1024, `${body.length} bytes`);
+      assert.equal(body.length, 5 + body.readUInt32BE(1));
+      await closing;
+      assert.ok(session.closed || session.destroyed);
+    } finally {
+      session.destroy();
+      await grpc.close();
+    }
+  });
+}

@@ -397,15 +397,17 @@ export class ChannelHub {
    * cannot be written as JSON: a cycle, or a `BigInt` nested deeper than
    * 1000 levels. Kept, such a message ended each subscriber's stream
    * without a word and made every `GET /v1/channels` answer 400 while it
-   * stayed in the history.
+   * stayed in the history. After {@linkcode ChannelHub.close} it still
+   * publishes, reaching no one.
    */
   publish(
     channel: string,
     data: unknown,
   ): { message: ChannelMessage; delivered: number } {
-    if (this.#closed) {
-      throw new TypeError("Cannot publish: the channel hub is closed");
-    }
+    // A closed hub (a drain) still publishes, to nobody: its subscribers
+    // were dropped. A call in flight in the grace that publishes (a
+    // model's host.publish, an execute's ?publish=) had its result lost to
+    // a 400 "the channel hub is closed".
     let size: number;
     let wire: unknown;
     try {
@@ -510,7 +512,10 @@ export class ChannelHub {
     return n;
   }
 
-  /** Ends every subscription with a `dropped` notice (`reason`) and refuses new ones. */
+  /**
+   * Ends every subscription with a `dropped` notice (`reason`) and refuses
+   * new ones; a publish then reaches no one (it does not throw).
+   */
   close(reason = "server shutting down"): void {
     this.#closed = true;
     for (const ch of this.#channels.values()) {

@@ -39,6 +39,7 @@ import {
 import { HealthWatchers } from "./_grpc_health_watch.ts";
 import { streamInfer } from "./_grpc_stream_infer.ts";
 import { trackUnread, Unread, unreadOf, UnreadTotal } from "./_grpc_unread.ts";
+import { setTimeoutOrNever } from "../_timer.ts";
 
 export { GrpcStatus, grpcStatusOf } from "./_grpc_status.ts";
 
@@ -109,7 +110,9 @@ async function flushed(
         }
       })
     )),
-    new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))),
+    // Beyond a timer's range (a grace of ~24.8 days and more: until the
+    // streams end), never: a setTimeout would fire at once.
+    new Promise<void>((resolve) => (timer = setTimeoutOrNever(resolve, ms))),
   ]);
   clearTimeout(timer);
 }
@@ -492,7 +495,7 @@ export async function serveGrpc(
           await Promise.race([
             new Promise<void>((resolve) => (idle = resolve)),
             new Promise<void>((resolve) => {
-              timer = setTimeout(resolve, graceMs);
+              timer = setTimeoutOrNever(resolve, graceMs);
             }),
           ]);
           clearTimeout(timer);

@@ -869,7 +869,10 @@ export async function serve(
         // sent). Those whose code still runs when it is over end then with a
         // ShuttingDownError event: written before the workers are stopped,
         // not after (that can take another second).
-        const graceOver = setTimeout(() => stop.abort(), grace);
+        // Beyond a timer's range (~24.8 days: the calls get until they
+        // finish), never: a setTimeout would fire at once and end the eval
+        // streams at the drain's start.
+        const graceOver = setTimeoutOrNever(() => stop.abort(), grace);
         // The pool is the one grace: it lets the calls in flight finish for
         // up to shutdownGrace, then stops the workers (their requests then
         // get their error responses).
@@ -898,12 +901,17 @@ export async function serve(
           ),
           left,
         ]);
+        // Both ports, bounded by the rest of the grace. (gRPC's close was
+        // an entry of the race beside the HTTP server's: without a gRPC port
+        // an `undefined` that won at once, and with one a close that ends
+        // before the HTTP responses; either way a large answer still being
+        // written was cut when the process exited.)
         await Promise.race([
           Promise.all([
             httpServer.shutdown().catch(() => {}),
             ...draining,
+            grpc?.close(Math.max(deadline - Date.now(), 0)),
           ]),
-          grpc?.close(Math.max(deadline - Date.now(), 0)),
           left,
         ]);
         await grpc?.close();
