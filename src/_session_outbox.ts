@@ -20,6 +20,7 @@ import { SerializationError } from "./errors.ts";
 import { serializationError } from "./_json_check.ts";
 import { stringifyExact } from "./_exact_json.ts";
 import {
+  fieldsHoldBytes,
   holdsBytes,
   mayHoldBytes,
   stringifyForWire,
@@ -109,11 +110,14 @@ export class Outbox {
         }: '$bytes' is a field of the protocol, not an argument`,
       );
     }
-    let item: Outgoing | Error = this.#stringify(msg);
+    // Bytes among a call's fields (pool.execute(name, { image })) go as
+    // base64 at once: stringified first, a 900 KB image took 0.8 s on Bun.
+    const direct = fieldsHoldBytes(msg.msg);
+    let item: Outgoing | Error = direct ? "" : this.#stringify(msg);
     if (item instanceof Error) return item;
     // JSON.stringify writes bytes in a few shapes ({"0":…}, {}): only a text
     // with one of them is walked (docs/protocol.md §3, Bytes).
-    if (mayHoldBytes(item) && holdsBytes(msg)) {
+    if (direct || (mayHoldBytes(item) && holdsBytes(msg))) {
       if (!this.bytes) {
         return new SerializationError(
           `Cannot send ${
