@@ -147,6 +147,23 @@ export function fieldsHoldBytes(payload: unknown): boolean {
 }
 
 /**
+ * Whether one of `msgs` (a batch's messages, `executeBatch`) is bytes or
+ * has bytes among its first fields, as {@linkcode fieldsHoldBytes} says.
+ *
+ * @example
+ * ```ts
+ * import { itemsHoldBytes } from "./_binary.ts";
+ * console.log(itemsHoldBytes([{ x: 1 }, { image: new Uint8Array(3) }])); // true
+ * ```
+ */
+export function itemsHoldBytes(msgs: readonly unknown[]): boolean {
+  for (let i = 0; i < msgs.length; i++) {
+    if (fieldsHoldBytes(msgs[i])) return true;
+  }
+  return false;
+}
+
+/**
  * Whether `value` holds bytes anywhere (objects' own enumerable values and
  * array items, as `JSON.stringify` sees them; a value with `toJSON` other
  * than bytes is not looked into). Walked only after {@linkcode mayHoldBytes}.

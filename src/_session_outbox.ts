@@ -22,6 +22,7 @@ import { stringifyExact } from "./_exact_json.ts";
 import {
   fieldsHoldBytes,
   holdsBytes,
+  itemsHoldBytes,
   mayHoldBytes,
   stringifyForWire,
   withBase64,
@@ -110,9 +111,11 @@ export class Outbox {
         }: '$bytes' is a field of the protocol, not an argument`,
       );
     }
-    // Bytes among a call's fields (pool.execute(name, { image })) go as
-    // base64 at once: stringified first, a 900 KB image took 0.8 s on Bun.
-    const direct = fieldsHoldBytes(msg.msg);
+    // Bytes among a call's fields (pool.execute(name, { image })), or a
+    // batch's calls' fields, go as base64 at once: stringified first (as
+    // {"0":…}), a 900 KB image took 0.8 s on Bun.
+    const direct = fieldsHoldBytes(msg.msg) ||
+      (Array.isArray(msg.msgs) && itemsHoldBytes(msg.msgs));
     let item: Outgoing | Error = direct ? "" : this.#stringify(msg);
     if (item instanceof Error) return item;
     // JSON.stringify writes bytes in a few shapes ({"0":…}, {}): only a text

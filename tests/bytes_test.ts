@@ -325,6 +325,18 @@ Deno.test("Bytes among a call's fields go as base64 at once, never stringified a
   });
   assert.equal(direct.stringified(), 0);
   assert.deepEqual(got.msg.image, Uint8Array.from(direct.bytes));
+  // A batching model's calls, sent as one executeBatch.
+  const batch = [1, 2, 3, 4, 5].map(() => spiedBytes(1000));
+  const reversed = await Promise.all(
+    batch.map(({ bytes }) =>
+      pool.execute<{ reversed: Uint8Array }>("bBatch", { data: bytes })
+    ),
+  );
+  assert.deepEqual(batch.map((b) => b.stringified()), [0, 0, 0, 0, 0]);
+  assert.deepEqual(
+    reversed.map((r) => r.reversed),
+    batch.map((b) => Uint8Array.from(b.bytes).reverse()),
+  );
   const many: Record<string, unknown> = {};
   for (let i = 0; i < 16; i++) many[`f${i}`] = i;
   many.late = Uint8Array.from([1, 2, 3]);
