@@ -20,7 +20,9 @@ import { SerializationError } from "./errors.ts";
 import { serializationError } from "./_json_check.ts";
 import { stringifyExact } from "./_exact_json.ts";
 import {
+  fieldsHoldBytes,
   holdsBytes,
+  itemsHoldBytes,
   mayHoldBytes,
   stringifyForWire,
   withBase64,
@@ -109,11 +111,16 @@ export class Outbox {
         }: '$bytes' is a field of the protocol, not an argument`,
       );
     }
-    let item: Outgoing | Error = this.#stringify(msg);
+    // Bytes among a call's fields (pool.execute(name, { image })), or a
+    // batch's calls' fields, go as base64 at once: stringified first (as
+    // {"0":…}), a 900 KB image took 0.8 s on Bun.
+    const direct = fieldsHoldBytes(msg.msg) ||
+      (Array.isArray(msg.msgs) && itemsHoldBytes(msg.msgs));
+    let item: Outgoing | Error = direct ? "" : this.#stringify(msg);
     if (item instanceof Error) return item;
     // JSON.stringify writes bytes in a few shapes ({"0":…}, {}): only a text
     // with one of them is walked (docs/protocol.md §3, Bytes).
-    if (mayHoldBytes(item) && holdsBytes(msg)) {
+    if (direct || (mayHoldBytes(item) && holdsBytes(msg))) {
       if (!this.bytes) {
         return new SerializationError(
           `Cannot send ${

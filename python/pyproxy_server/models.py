@@ -73,6 +73,7 @@ Example::
 
 import asyncio
 import difflib
+import importlib.util
 import inspect
 import itertools
 import linecache
@@ -984,7 +985,7 @@ class ModelRegistry:
                 "Cannot load model %r: %s: %s%s"
                 % (name, type(exc).__name__, exc,
                    _where(exc, filename, file if file is not None else filename, self.root)
-                   + _import_hint(exc, filename, self.root)),
+                   + (_import_hint(exc, filename, self.root) or _interpreter_hint(exc))),
                 exception=type(exc).__name__,
                 traceback=format_user_traceback(exc, os.path.dirname(__file__)),
             )
@@ -1139,6 +1140,28 @@ def _import_hint(exc, path, root):
             " add an __init__.py to %s/ (and to every directory between it and the models directory)" % rel
         )
     return ""
+
+
+def _interpreter_hint(exc):
+    """Which Python lacks the package, for a ``ModuleNotFoundError`` of a
+    top-level module that this interpreter cannot find (numpy installed in
+    a virtual environment while the pool starts ``python3`` from the PATH):
+    the message said only "No module named 'numpy'". ``""`` otherwise (a
+    submodule missing from a package that is there)."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return ""
+    top = exc.name.split(".")[0]
+    try:
+        if importlib.util.find_spec(top) is not None:
+            return ""
+    except (ImportError, ValueError):
+        return ""
+    return (
+        "; the workers run %s (Python %d.%d.%d), which has no module %s: if it is a package,"
+        " install it for that Python, or give the pool a Python that has it"
+        " (the pool's python option, serve --python)"
+        % ((sys.executable or "python3",) + tuple(sys.version_info[:3]) + (top,))
+    )
 
 
 # Names listed in a "not loaded" message at most; a typo is looked for among

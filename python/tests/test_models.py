@@ -15,6 +15,13 @@ from pyproxy_server.models import THREADED_FOREVER, ModelRegistry, confine, may_
 
 from ._client import MODELS_DIR, ServerProcess
 
+# What a model load that misses a package adds, with the package's name.
+INTERPRETER_HINT = (
+    "; the workers run %s (Python %d.%d.%d), which has no module %%s: if it is a package,"
+    " install it for that Python, or give the pool a Python that has it"
+    " (the pool's python option, serve --python)" % ((sys.executable,) + tuple(sys.version_info[:3]))
+)
+
 
 class ModelRegistryTest(unittest.TestCase):
     def setUp(self):
@@ -161,13 +168,41 @@ class ModelRegistryTest(unittest.TestCase):
         )
         self.assertEqual(
             message({"file": "imp.py"}),
-            "Cannot load model 'm': ModuleNotFoundError: No module named 'no_such_package_here' (imp.py, line 2)",
+            "Cannot load model 'm': ModuleNotFoundError: No module named 'no_such_package_here' (imp.py, line 2)"
+            + INTERPRETER_HINT % "no_such_package_here",
         )
         # A SyntaxError says where itself, once.
         self.assertRegex(message({"file": "syntax.py"}), r"^Cannot load model 'm': SyntaxError: .* \(syntax\.py, line 2\)$")
         self.assertEqual(
             message({"source": "x = 1\nraise KeyError('k')\n"}),
             "Cannot load model 'm': KeyError: 'k' (<model m>, line 2)",
+        )
+
+    def test_a_package_missing_names_the_python_that_lacks_it(self):
+        # numpy installed in a virtual environment while the pool starts
+        # python3 from the PATH: "No module named 'numpy'" alone did not say
+        # which Python looked for it, nor what to do.
+        def message(source):
+            with self.assertRaises(ModelLoadError) as caught:
+                self.registry.add("m", {"source": source})
+            return str(caught.exception)
+
+        self.assertEqual(
+            message("import no_such_pkg.sub as s\n"),
+            "Cannot load model 'm': ModuleNotFoundError: No module named 'no_such_pkg' (<model m>, line 1)"
+            + INTERPRETER_HINT % "no_such_pkg",
+        )
+        self.assertIn(sys.executable, INTERPRETER_HINT)
+        # A module missing from a package that is there: installing is no answer.
+        self.assertEqual(
+            message("import json.no_such_sub\n"),
+            "Cannot load model 'm': ModuleNotFoundError: No module named 'json.no_such_sub' (<model m>, line 1)",
+        )
+        # Other import errors are left as they are.
+        self.assertEqual(
+            message("from json import no_such_name\n"),
+            "Cannot load model 'm': ImportError: cannot import name 'no_such_name' from 'json'"
+            " (%s) (<model m>, line 1)" % sys.modules["json"].__file__,
         )
 
     def test_a_model_in_a_subdirectory_importing_a_module_beside_it_is_told_how(self):
@@ -206,9 +241,11 @@ class ModelRegistryTest(unittest.TestCase):
             " (textclf/relative.py, line 1); a relative import needs the model's directory to be a package:"
             " add an __init__.py to textclf/ (and to every directory between it and the models directory)",
         )
-        # Nothing to add: a module that is nowhere, and a model in the root.
-        self.assertTrue(message("textclf/other.py").endswith("(textclf/other.py, line 1)"))
-        self.assertTrue(message("top.py").endswith("(top.py, line 1)"))
+        # Not beside it: a module that is nowhere, and a model in the root
+        # (text_utils is not on sys.path from there), get the Python's name.
+        self.assertTrue(message("textclf/other.py").endswith(
+            "(textclf/other.py, line 1)" + INTERPRETER_HINT % "no_such_module_here"))
+        self.assertTrue(message("top.py").endswith("(top.py, line 1)" + INTERPRETER_HINT % "text_utils"))
         # With the package there, only the import is left to change.
         with open(os.path.join(tmp, "textclf", "__init__.py"), "w"):
             pass

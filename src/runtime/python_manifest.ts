@@ -190,9 +190,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 57090,
+      size: 58107,
       sha256:
-        "d2cd300e6cfa2479ad3a384f3fe9afc4ce2fe307f199232a652d362efb4197b8",
+        "fb08ca8f16bcd4a1ccc97e64c22e0b9af241df7450a0c40d749620c53f1a0114",
     },
     {
       path: "pyproxy_server/server.py",

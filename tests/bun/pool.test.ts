@@ -555,3 +555,27 @@ class Tagged:
   },
   30_000,
 );
+
+test(
+  "Pool on Bun: bytes among a call's fields go as base64 at once, not stringified index by index first",
+  async () => {
+    // 900 KB in pool.execute blocked Bun's event loop 0.8 s: JSON.stringify
+    // wrote them as {"0":…} before they were found to be bytes.
+    const image = Uint8Array.from({ length: 100_000 }, (_, i) => i & 255);
+    let stringified = 0;
+    Object.defineProperty(image, "toJSON", {
+      value: () => (stringified++, {}),
+    });
+    await using pool = await Pool.start({ workers: 1, handleSignals: false });
+    await pool.addModel("size", {
+      source:
+        "class Size:\n    def execute(self, msg):\n        return [len(msg['image']), msg['image'][99999]]\n",
+    });
+    expect(await pool.execute("size", { label: "cat", image })).toEqual([
+      100_000,
+      99_999 & 255,
+    ]);
+    expect(stringified).toBe(0);
+  },
+  30_000,
+);
