@@ -179,6 +179,13 @@ export interface PythonServerOptions {
    */
   logName?: string;
   /**
+   * The directory of the log file (`--log-dir`), made (0700) when missing;
+   * an existing one's mode is left alone.
+   *
+   * @default {`<path>/logs`}
+   */
+  logDir?: string;
+  /**
    * The shared secret (hex). Generated when absent (32 random bytes); given
    * to the server on stdin, never in argv or the environment.
    */
@@ -420,6 +427,7 @@ export class PythonServer implements AsyncDisposable {
     }
     args.push("--path", options.path, "--id", id);
     if (unix !== undefined) args.push("--unix", unix);
+    if (options.logDir !== undefined) args.push("--log-dir", options.logDir);
     if (options.logName !== undefined) {
       args.push("--log-name", options.logName);
     } else if (

@@ -312,6 +312,7 @@ export class Supervisor {
         // appends to its predecessor's log (a post-mortem stays readable
         // until rotation) and the files stay as many as the most slots at once.
         logName: `slot${index}`,
+        ...(o.logDir === undefined ? {} : { logDir: o.logDir }),
         ...(env === undefined ? {} : { env }),
         ...(args === undefined ? {} : { args }),
         ...(o.maxFrameSize === undefined

@@ -78,3 +78,28 @@ for (const transport of ["unix", "tcp"] as const) {
     }
   });
 }
+
+Deno.test("Pool logDir puts the workers' log files there (made when missing), none in the models directory", async () => {
+  await using dir = await modelsDir();
+  await using elsewhere = await modelsDir();
+  const logDir = `${elsewhere.path}/var/logs`;
+  const pids = new PidTracker();
+  try {
+    {
+      await using pool = await Pool.start(
+        poolOptions(dir.path, { workers: 2, logDir }),
+      );
+      pids.watch(pool);
+    }
+    assert.deepEqual(await logNames(`${elsewhere.path}/var`), [
+      "pythonserverslot0.log",
+      "pythonserverslot0.log.lock",
+      "pythonserverslot1.log",
+      "pythonserverslot1.log.lock",
+    ]);
+    assert.equal((await Deno.stat(logDir)).mode! & 0o777, 0o700);
+    await assert.rejects(Deno.stat(`${dir.path}/logs`), Deno.errors.NotFound);
+  } finally {
+    await pids.assertGone();
+  }
+});
