@@ -64,6 +64,8 @@ Options:
                             else the checkout's examples/models)
   -c, --config <file>       Config file (default ./pyproxy.json when it exists)
       --python <exe>        Python executable (default python3)
+      --log-dir <dir>       The workers' log files go here (default
+                            <models>/logs)
       --env <NAME=VALUE>    Set a variable in every worker's environment;
                             {worker} and {index} are filled in per worker
                             (repeatable; over pyproxy.json's env)
@@ -223,6 +225,7 @@ const OPTIONS = {
   models: { type: "string", short: "m" },
   config: { type: "string", short: "c" },
   python: { type: "string" },
+  "log-dir": { type: "string" },
   env: { type: "string", multiple: true },
   token: { type: "string" },
   "manage-token": { type: "string" },
@@ -412,6 +415,7 @@ const FLAG_OF: Record<string, string> = {
   workers: "--workers",
   modelsDir: "--models",
   python: "--python",
+  logDir: "--log-dir",
   env: "--env",
   token: "--token",
   manageToken: "--manage-token",
@@ -560,6 +564,7 @@ function cliOverrides(
   set("workers", toNumber(str("workers")));
   set("modelsDir", str("models"));
   set("python", str("python"));
+  set("logDir", str("log-dir"));
   set("token", str("token"));
   set("manageToken", str("manage-token"));
   set("tokenFile", str("token-file"));

@@ -369,6 +369,16 @@ export interface PoolOptions {
    * @default {a fresh temp dir}
    */
   modelsDir?: string;
+  /**
+   * Directory of the workers' log files (`pythonserverslot0.log`, ...: one
+   * per slot index, each rotated at 10 MiB with 3 old files kept), made
+   * (0700) when missing; an existing one's mode is left alone. Relative to
+   * the current directory. Set it when the models directory is a source
+   * tree, or read-only, or when the logs must outlive a pool without
+   * `modelsDir` (whose temporary directory, logs included, goes with it).
+   * @default {`<modelsDir>/logs`}
+   */
+  logDir?: string;
   /** Bind address of the servers (TCP). @default {"127.0.0.1"} */
   host?: string;
   /** Socket kind. @default {"unix" on Linux/macOS, else "tcp"} */

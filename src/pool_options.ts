@@ -29,6 +29,8 @@ export interface ResolvedPoolOptions {
   python: string;
   /** The servers' `--path`, or undefined for a fresh temp dir. */
   modelsDir: string | undefined;
+  /** Where the servers write their log files, or undefined for `<modelsDir>/logs`. */
+  logDir: string | undefined;
   /** Bind address of the servers. */
   host: string;
   /** Socket kind. */
@@ -170,6 +172,7 @@ const schema = v.strictObject({
   ),
   python: text,
   modelsDir: text,
+  logDir: text,
   host: text,
   transport: v.optional(
     v.picklist(["tcp", "unix"], 'expected "tcp" or "unix"'),
@@ -308,6 +311,7 @@ export function resolvePoolOptions(
     workers: options.workers ?? runtime.cpuCount(),
     python: options.python ?? "python3",
     modelsDir: options.modelsDir,
+    logDir: options.logDir,
     host: options.host ?? "127.0.0.1",
     transport: options.transport ?? (unixByDefault() ? "unix" : "tcp"),
     plugins: options.plugins ?? [],

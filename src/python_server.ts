@@ -126,13 +126,13 @@ export interface PythonServerOptions {
   /** The server's `--path`: model files are resolved (and confined) here, logs go to `<path>/logs`. */
   path: string;
   /**
-   * The server id (`--id`). A TCP server given one that is a plain file name
-   * (letters, digits, `.`, `_`, `-`) logs to `<path>/logs/pythonserver<id>.log`
-   * (a pool's slots: `pythonserverw1.log`); otherwise a TCP server's log is
-   * named after its port, a Unix socket server's after its socket file.
+   * The server id (`--id`). Unless `logName` names the log, a TCP server
+   * given one that is a plain file name (letters, digits, `.`, `_`, `-`)
+   * logs to `<path>/logs/pythonserver<id>.log`; otherwise a TCP server's log
+   * is named after its port, a Unix socket server's after its socket file.
    * While another running server writes that file (two pools on one
    * models directory), the name gets `-2`, `-3`, ... (`pythonserverw1-2.log`;
-   * a socket file's name too: `pythonserverw1.sock-2.log`).
+   * a pool's slot: `pythonserverslot0-2.log`).
    *
    * @default {"py-" + 8 random hex digits}
    */
@@ -160,13 +160,31 @@ export interface PythonServerOptions {
   unix?: string;
   /**
    * The socket's file name in the new private directory made when neither
-   * `unix` nor `port` is given (a pool names it after the slot: `w1.sock`,
-   * which also names the server's log file). A plain file name: letters,
-   * digits, `.`, `_`, `-`.
+   * `unix` nor `port` is given (a pool names it after the slot: `w1.sock`),
+   * which also names the server's log file unless `logName` does. A plain
+   * file name: letters, digits, `.`, `_`, `-`.
    *
    * @default {"server.sock"}
    */
   socketName?: string;
+  /**
+   * Names the server's log file, `<path>/logs/pythonserver<logName>.log`
+   * (its `--log-name`): a plain file name (letters, digits, `.`, `_`, `-`).
+   * A pool names its slots' logs after their index (`slot0`, `slot1`, ...),
+   * reused as slots come and go, so a resize or an autoscale step adds no
+   * file. Without it, a TCP server with a plain `id` logs under its id, any
+   * other under its port or its socket file's name.
+   *
+   * @default {the id (TCP, a plain id), else the port or the socket's file name}
+   */
+  logName?: string;
+  /**
+   * The directory of the log file (`--log-dir`), made (0700) when missing;
+   * an existing one's mode is left alone.
+   *
+   * @default {`<path>/logs`}
+   */
+  logDir?: string;
   /**
    * The shared secret (hex). Generated when absent (32 random bytes); given
    * to the server on stdin, never in argv or the environment.
@@ -346,6 +364,13 @@ export class PythonServer implements AsyncDisposable {
         }`,
       );
     }
+    if (options.logName !== undefined && !LOG_NAME.test(options.logName)) {
+      throw new TypeError(
+        `Cannot start python server ${id}: logName must be a plain file name (letters, digits, '.', '_', '-'), got ${
+          JSON.stringify(options.logName.slice(0, 80))
+        }`,
+      );
+    }
     const pythonPath = options.pythonPath ?? await packageDir(runtime);
 
     // Local by default: a Unix socket in a private directory is faster than
@@ -402,7 +427,13 @@ export class PythonServer implements AsyncDisposable {
     }
     args.push("--path", options.path, "--id", id);
     if (unix !== undefined) args.push("--unix", unix);
-    else if (options.id !== undefined && LOG_NAME.test(options.id)) {
+    if (options.logDir !== undefined) args.push("--log-dir", options.logDir);
+    if (options.logName !== undefined) {
+      args.push("--log-name", options.logName);
+    } else if (
+      unix === undefined && options.id !== undefined &&
+      LOG_NAME.test(options.id)
+    ) {
       // A TCP server's log is named after its port unless told otherwise: a
       // pool slot (`w1`) keeps one log file across restarts and runs.
       args.push("--log-name", options.id);

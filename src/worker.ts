@@ -99,7 +99,8 @@ export interface WorkerInfo {
    * Unlike the id, it is reused: a slot added after a resize removed one
    * (once that one's process is gone) takes its index, so `index` stays
    * below the largest number of slots the pool had at once (one GPU per
-   * worker: the `env` function's second argument).
+   * worker: the `env` function's second argument). It also names the
+   * slot's log file, `<modelsDir>/logs/pythonserverslot<index>.log`.
    */
   readonly index: number;
   /** Pid of the running process, `null` when none. */

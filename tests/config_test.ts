@@ -336,6 +336,27 @@ Deno.test("resolveConfig resolves --models against the working directory and ign
   assert.equal(config.models, "auto");
 });
 
+Deno.test("resolveConfig resolves --log-dir against the working directory, the file's logDir against its directory", () => {
+  assert.equal(resolveConfig({ cwd: "/" }).logDir, undefined);
+  assert.equal(
+    resolveConfig({
+      cwd: "/home/me",
+      fileDir: "/etc/pyproxy",
+      file: { logDir: "logs" },
+    }).logDir,
+    "/etc/pyproxy/logs",
+  );
+  assert.equal(
+    resolveConfig({
+      cwd: "/home/me",
+      fileDir: "/etc/pyproxy",
+      file: { logDir: "logs" },
+      cli: { logDir: "../var/log" },
+    }).logDir,
+    "/home/var/log",
+  );
+});
+
 Deno.test("resolveConfig defaults to the bundled example models", () => {
   const config = resolveConfig({ cwd: "/" });
   assert.ok(config.modelsDir.endsWith("/examples/models"), config.modelsDir);

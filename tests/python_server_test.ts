@@ -492,6 +492,34 @@ Deno.test("PythonServer: a TCP server with a plain id logs to one file per id ac
   ]);
 });
 
+Deno.test("PythonServer logName names the log file of a Unix socket server too (a pool's slot index), and must be a plain file name", async () => {
+  await using dir = await tempDir();
+  for (let i = 0; i < 2; i++) {
+    await using server = await PythonServer.start({
+      path: dir.path,
+      id: `w${i + 1}`,
+      logName: "slot0",
+    });
+    assert.ok(server.unixPath !== undefined, "listens on a Unix socket");
+    await server.stop({ grace: 5000 });
+  }
+  const names = [];
+  for await (const entry of Deno.readDir(`${dir.path}/logs`)) {
+    names.push(entry.name);
+  }
+  // Two servers one after the other, one file (not server.sock's).
+  assert.deepEqual(names.sort(), [
+    "pythonserverslot0.log",
+    "pythonserverslot0.log.lock",
+  ]);
+  await assert.rejects(
+    PythonServer.start({ path: dir.path, logName: "../x" }),
+    (err: unknown) =>
+      err instanceof TypeError &&
+      /logName must be a plain file name/.test(err.message),
+  );
+});
+
 Deno.test({
   name:
     "PythonServer under a temp directory too long for a Unix socket path uses /tmp, else loopback TCP, instead of failing to start",

@@ -80,6 +80,7 @@ def parse_args(argv=None):
     parser.add_argument("--insecure-no-auth", action="store_true", help="accept connections without authentication (local experiments only)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     parser.add_argument("--log-name", default=None, help="log to <path>/logs/pythonserver<NAME>.log (letters, digits, '.', '_', '-'; default: the TCP port, else the --unix file name)")
+    parser.add_argument("--log-dir", default=None, help="write the log file here instead of <path>/logs (made, 0700, when missing; an existing directory's mode is left alone)")
     args = parser.parse_args(argv)
     if args.port is None and args.unix is None:
         args.port = 0
@@ -241,11 +242,12 @@ def _claim_log_name(logs, name):
     return "%s-%d" % (name, os.getpid()), None
 
 
-def setup_logging(root, name, level, claim=False):
+def setup_logging(root, name, level, claim=False, log_dir=None):
     """Logs to ``<root>/logs/pythonserver<name>.log`` (else to stderr).
     ``claim``: the name is not a TCP port, which no other running server
     can have (a ``--log-name``, or a socket file name, which servers with
-    sockets in different directories share): see ``_claim_log_name``."""
+    sockets in different directories share): see ``_claim_log_name``.
+    ``log_dir``: the directory instead of ``<root>/logs`` (``--log-dir``)."""
     # A cancel's interrupt must not leave logging's module lock held either.
     shield_module_lock()
     root_logger = logging.getLogger()
@@ -256,12 +258,18 @@ def setup_logging(root, name, level, claim=False):
     handler = None
     lock_fd = None
     try:
-        logs = os.path.join(root, "logs")
-        os.makedirs(logs, mode=0o700, exist_ok=True)
-        try:
-            os.chmod(logs, 0o700)  # made by an older version, or by another umask
-        except OSError:
-            pass
+        if log_dir is None:
+            logs = os.path.join(root, "logs")
+            os.makedirs(logs, mode=0o700, exist_ok=True)
+            try:
+                os.chmod(logs, 0o700)  # made by an older version, or by another umask
+            except OSError:
+                pass
+        else:
+            # The user's directory (/var/log/pyproxy, shared with others): its
+            # mode is theirs; the files are 0600 whatever it is.
+            logs = log_dir
+            os.makedirs(logs, mode=0o700, exist_ok=True)
         if claim:
             name, lock_fd = _claim_log_name(logs, name)
         handler = _PrivateLogHandler(
@@ -480,7 +488,7 @@ def main(argv=None):
         log_name = str(server.port) if server.port is not None else os.path.basename(args.unix)
     # A pool on Unix sockets gives each of its workers <own directory>/<id>.sock:
     # two pools on one --path both have a w1.sock, as TCP pools both have a w1.
-    setup_logging(root, log_name, args.log_level, claim=args.log_name is not None or server.port is None)
+    setup_logging(root, log_name, args.log_level, claim=args.log_name is not None or server.port is None, log_dir=args.log_dir)
     # Model code's logging records, also to the host (clients that ask for them).
     logging.getLogger().addHandler(HostLogHandler())
     log = logging.getLogger("pyproxy_server")

@@ -57,6 +57,42 @@ class LogFileTest(unittest.TestCase):
         with open(os.path.join(logs, "pythonservernew.log")) as f:
             self.assertIn("another line", f.read())
 
+    def test_log_dir_takes_the_files_and_leaves_an_existing_directorys_mode(self):
+        shared = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, shared)
+        os.chmod(shared, 0o755)
+        setup_logging(self.root, "slot0", "info", claim=True, log_dir=shared)
+        logging.getLogger("pyproxy_server").info("to the log dir")
+        path = os.path.join(shared, "pythonserverslot0.log")
+        with open(path) as f:
+            self.assertIn("to the log dir", f.read())
+        self.assertEqual(self.mode(path), 0o600)
+        self.assertEqual(self.mode(shared), 0o755)  # the user's, not ours
+        self.assertFalse(os.path.exists(os.path.join(self.root, "logs")))
+        # A missing one is made, private.
+        made = os.path.join(shared, "a", "b")
+        setup_logging(self.root, "slot0", "info", claim=True, log_dir=made)
+        self.assertEqual(self.mode(made), 0o700)
+        self.assertTrue(os.path.exists(os.path.join(made, "pythonserverslot0.log.lock")))
+
+    def test_a_server_given_log_dir_logs_there(self):
+        logs = os.path.join(tempfile.mkdtemp(), "logs here")
+        self.addCleanup(shutil.rmtree, os.path.dirname(logs))
+        server = ServerProcess(root=self.root, args=["--log-name", "slot0", "--log-dir", logs])
+        self.addCleanup(server.kill)
+        expected = '"pid": %d' % server.ready["pid"]
+        deadline = time.monotonic() + 10
+        text = ""
+        while expected not in text and time.monotonic() < deadline:
+            try:
+                with open(os.path.join(logs, "pythonserverslot0.log")) as f:
+                    text = f.read()
+            except FileNotFoundError:
+                pass
+            time.sleep(0.01)
+        self.assertIn(expected, text)
+        self.assertFalse(os.path.exists(os.path.join(self.root, "logs")))
+
     def test_the_servers_records_skip_handlers_a_model_adds_to_the_root_logger(self):
         # A model's root handler takes its lock unshielded: a cancel's
         # interrupt there on a call's thread must not block the loop thread's

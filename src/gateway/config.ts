@@ -74,6 +74,8 @@ export interface ResolvedConfig {
   workers: number;
   /** Python executable. */
   python?: string;
+  /** Absolute directory of the workers' log files. @default {`<modelsDir>/logs`} */
+  logDir?: string;
   /**
    * Extra environment of the workers (`{worker}` and `{index}` filled in
    * per worker); the file's, under the command line's.
@@ -550,6 +552,11 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
   }
   const python = pick("python");
   if (python !== undefined) config.python = python;
+  if (cli.logDir !== undefined) {
+    config.logDir = resolvePath(options.cwd, cli.logDir);
+  } else if (file.logDir !== undefined) {
+    config.logDir = resolvePath(fileDir, file.logDir);
+  }
   const tracing = resolveTracing(file.tracing, cli.tracing, options.otelEnv);
   if (tracing !== undefined) config.tracing = tracing;
   if (token !== undefined) config.token = token;

@@ -142,6 +142,11 @@ export interface GatewayConfig {
   /** Python executable. */
   python?: string | undefined;
   /**
+   * Directory of the workers' log files instead of `<modelsDir>/logs`
+   * (relative to the file's directory; `--log-dir`: to the working one).
+   */
+  logDir?: string | undefined;
+  /**
    * Extra environment of the workers (over `serve`'s own): name → value,
    * `{worker}` in a value replaced by the worker's id (`w2`) and `{index}`
    * by its slot's index (0, 1, ...; reused after a resize). Not
@@ -535,6 +540,7 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
   ),
   workers: v.optional(int(1, 1024)),
   python: v.optional(str("a python executable")),
+  logDir: v.optional(str("a directory")),
   env: v.optional(
     v.pipe(
       plainRecord(

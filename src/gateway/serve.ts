@@ -496,6 +496,7 @@ export async function serve(
     // JSON in, JSON out: integers beyond ±2^53 pass through exactly (docs/gateway.md).
     integers: "bigint",
     ...(config.python === undefined ? {} : { python: config.python }),
+    ...(config.logDir === undefined ? {} : { logDir: config.logDir }),
     // The config's env, `{worker}` and `{index}` filled in per slot (a
     // restarted worker keeps its slot's).
     ...(envOption === undefined ? {} : { env: envOption }),

@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 24977,
+      size: 25559,
       sha256:
-        "4b5e60d9279ac95808a5f3fbef3598059cd836c2c7ce65bec8813f04cb2de001",
+        "17774fd849a8c75b846c71e6900fa615ad7cbee07b96b43ab1e1782cd64809cf",
     },
     {
       path: "pyproxy_server/array_like.py",
