@@ -363,6 +363,49 @@ Deno.test("tlsFileInterval: 0 or at least 100 ms, 60000 by default with TLS, non
 });
 
 /** Runs `fn` with the floor of the poll intervals lowered to 1 ms. */
+/** `<dir>/models` with the echo model in it. */
+async function modelsDir(dir: string): Promise<void> {
+  await Deno.mkdir(`${dir}/models`);
+  await Deno.copyFile(ECHO, `${dir}/models/echo.py`);
+}
+
+/** serve's configuration of `<dir>/models` over `tls`, polled every `tlsFileInterval` ms. */
+function pollConfig(
+  dir: string,
+  tls: { cert: string; key: string },
+  tlsFileInterval: number,
+): ReturnType<typeof resolveConfig> {
+  return resolveConfig({
+    cwd: dir,
+    cli: {
+      port: 0,
+      workers: 1,
+      modelsDir: `${dir}/models`,
+      token: TOKEN,
+      tls,
+      tlsFileInterval,
+    },
+  });
+}
+
+/** The default runtime, counting the reads of `path` (one a poll). */
+function countingReads(
+  path: string,
+): { runtime: Runtime; reads: () => number } {
+  const base = defaultRuntime();
+  let count = 0;
+  return {
+    runtime: {
+      ...base,
+      readRegularFile: (file, limit) => {
+        if (file === path) count++;
+        return base.readRegularFile!(file, limit);
+      },
+    },
+    reads: () => count,
+  };
+}
+
 async function fastPolls(fn: () => Promise<void>): Promise<void> {
   const floor = TOKEN_FILE_INTERVAL_FLOOR.ms;
   TOKEN_FILE_INTERVAL_FLOOR.ms = 1;
@@ -379,8 +422,7 @@ Deno.test({
   ignore: !HAS_OPENSSL,
 }, async () => {
   await using dir = await tempDir("pyproxy-tls-poll-test-");
-  await Deno.mkdir(`${dir.path}/models`);
-  await Deno.copyFile(ECHO, `${dir.path}/models/echo.py`);
+  await modelsDir(dir.path);
   const certs = `${dir.path}/made`;
   await Deno.mkdir(certs);
   const first = await selfSignedCert(certs, "first");
@@ -391,17 +433,7 @@ Deno.test({
   await Deno.copyFile(first.key, key);
   // Readable by others: warned about at start.
   await Deno.chmod(key, 0o644);
-  const config = resolveConfig({
-    cwd: dir.path,
-    cli: {
-      port: 0,
-      workers: 1,
-      modelsDir: `${dir.path}/models`,
-      token: TOKEN,
-      tls: { cert, key },
-      tlsFileInterval: 1,
-    },
-  });
+  const config = pollConfig(dir.path, { cert, key }, 1);
   await fastPolls(() =>
     withLogs(async (records) => {
       const lines = () => records.map((r) => r.message.join(""));
@@ -442,8 +474,7 @@ Deno.test({
   ignore: IGNORE,
 }, async () => {
   await using dir = await tempDir("pyproxy-tls-poll-test-");
-  await Deno.mkdir(`${dir.path}/models`);
-  await Deno.copyFile(ECHO, `${dir.path}/models/echo.py`);
+  await modelsDir(dir.path);
   const certs = `${dir.path}/made`;
   await Deno.mkdir(certs);
   // Each swap a new pair, as renewals are (a pair come back would let two
@@ -453,20 +484,10 @@ Deno.test({
   );
   const secret = await kubeletSecret(`${dir.path}/secret`);
   await secret.init(pairs[0]!);
-  const config = resolveConfig({
-    cwd: dir.path,
-    cli: {
-      port: 0,
-      workers: 1,
-      modelsDir: `${dir.path}/models`,
-      token: TOKEN,
-      tls: {
-        cert: `${dir.path}/secret/tls.crt`,
-        key: `${dir.path}/secret/tls.key`,
-      },
-      tlsFileInterval: 1,
-    },
-  });
+  const config = pollConfig(dir.path, {
+    cert: `${dir.path}/secret/tls.crt`,
+    key: `${dir.path}/secret/tls.key`,
+  }, 1);
   await fastPolls(() =>
     withLogs(async (records) => {
       // The listeners of a new certificate being started: never two at once
@@ -523,8 +544,7 @@ Deno.test({
   ignore: IGNORE,
 }, async () => {
   await using dir = await tempDir("pyproxy-tls-poll-test-");
-  await Deno.mkdir(`${dir.path}/models`);
-  await Deno.copyFile(ECHO, `${dir.path}/models/echo.py`);
+  await modelsDir(dir.path);
   const certs = `${dir.path}/made`;
   await Deno.mkdir(certs);
   const first = await selfSignedCert(certs, "first");
@@ -532,18 +552,11 @@ Deno.test({
   const secret = await kubeletSecret(`${dir.path}/secret`);
   await secret.init(first);
   const certPath = `${dir.path}/secret/tls.crt`;
-  const config = resolveConfig({
-    cwd: dir.path,
-    cli: {
-      port: 0,
-      workers: 1,
-      modelsDir: `${dir.path}/models`,
-      token: TOKEN,
-      tls: { cert: certPath, key: `${dir.path}/secret/tls.key` },
-      // Read on a reload only: the reload alone reads the files.
-      tlsFileInterval: 0,
-    },
-  });
+  // Read on a reload only: the reload alone reads the files.
+  const config = pollConfig(dir.path, {
+    cert: certPath,
+    key: `${dir.path}/secret/tls.key`,
+  }, 0);
   // Armed: the kubelet swaps the secret right after the next read of the
   // certificate, before the key's.
   const base = defaultRuntime();
@@ -583,29 +596,10 @@ Deno.test({
   ignore: !HAS_OPENSSL,
 }, async () => {
   await using dir = await tempDir("pyproxy-tls-poll-test-");
-  await Deno.mkdir(`${dir.path}/models`);
-  await Deno.copyFile(ECHO, `${dir.path}/models/echo.py`);
+  await modelsDir(dir.path);
   const pair = await selfSignedCert(dir.path, "tls");
-  const base = defaultRuntime();
-  let reads = 0;
-  const runtime: Runtime = {
-    ...base,
-    readRegularFile: (path, limit) => {
-      if (path === pair.key) reads++;
-      return base.readRegularFile!(path, limit);
-    },
-  };
-  const config = resolveConfig({
-    cwd: dir.path,
-    cli: {
-      port: 0,
-      workers: 1,
-      modelsDir: `${dir.path}/models`,
-      token: TOKEN,
-      tls: { cert: pair.cert, key: pair.key },
-      tlsFileInterval: 5,
-    },
-  });
+  const { runtime, reads } = countingReads(pair.key);
+  const config = pollConfig(dir.path, { cert: pair.cert, key: pair.key }, 5);
   await fastPolls(() =>
     withLogs(async (records) => {
       await using _server = await serve(config, { runtime });
@@ -615,8 +609,8 @@ Deno.test({
           /^TLS key .* may be read by other users/.test(r.message.join(""))
         ).length;
       const polls = async (n: number) => {
-        const seen = reads;
-        await waitFor(() => reads >= seen + n);
+        const seen = reads();
+        await waitFor(() => reads() >= seen + n);
       };
       await polls(2);
       assert.equal(warnings(), 0);
@@ -641,8 +635,7 @@ Deno.test({
   ignore: IGNORE,
 }, async () => {
   await using dir = await tempDir("pyproxy-tls-poll-test-");
-  await Deno.mkdir(`${dir.path}/models`);
-  await Deno.copyFile(ECHO, `${dir.path}/models/echo.py`);
+  await modelsDir(dir.path);
   const certs = `${dir.path}/made`;
   await Deno.mkdir(certs);
   const expired = await datedCert(
@@ -660,20 +653,10 @@ Deno.test({
   const valid = await selfSignedCert(certs, "valid");
   const secret = await kubeletSecret(`${dir.path}/secret`);
   await secret.init(expired);
-  const config = resolveConfig({
-    cwd: dir.path,
-    cli: {
-      port: 0,
-      workers: 1,
-      modelsDir: `${dir.path}/models`,
-      token: TOKEN,
-      tls: {
-        cert: `${dir.path}/secret/tls.crt`,
-        key: `${dir.path}/secret/tls.key`,
-      },
-      tlsFileInterval: 5,
-    },
-  });
+  const config = pollConfig(dir.path, {
+    cert: `${dir.path}/secret/tls.crt`,
+    key: `${dir.path}/secret/tls.key`,
+  }, 5);
   await fastPolls(() =>
     withLogs(async (records) => {
       const warnings = () =>
@@ -707,29 +690,10 @@ Deno.test({
   ignore: !HAS_OPENSSL,
 }, async () => {
   await using dir = await tempDir("pyproxy-tls-poll-test-");
-  await Deno.mkdir(`${dir.path}/models`);
-  await Deno.copyFile(ECHO, `${dir.path}/models/echo.py`);
+  await modelsDir(dir.path);
   const pair = await selfSignedCert(dir.path, "tls");
-  const base = defaultRuntime();
-  let reads = 0;
-  const runtime: Runtime = {
-    ...base,
-    readRegularFile: (path, limit) => {
-      if (path === pair.key) reads++;
-      return base.readRegularFile!(path, limit);
-    },
-  };
-  const config = resolveConfig({
-    cwd: dir.path,
-    cli: {
-      port: 0,
-      workers: 1,
-      modelsDir: `${dir.path}/models`,
-      token: TOKEN,
-      tls: { cert: pair.cert, key: pair.key },
-      tlsFileInterval: 5,
-    },
-  });
+  const { runtime, reads } = countingReads(pair.key);
+  const config = pollConfig(dir.path, { cert: pair.cert, key: pair.key }, 5);
   await fastPolls(() =>
     withLogs(async (records) => {
       await using _server = await serve(config, { runtime });
@@ -749,8 +713,8 @@ Deno.test({
       });
       // Once: the polls after it find the files as they were.
       const logged = count(/./);
-      const seen = reads;
-      await waitFor(() => reads >= seen + 5);
+      const seen = reads();
+      await waitFor(() => reads() >= seen + 5);
       assert.equal(count(/./), logged, lines().join("\n"));
     }, "info")
   );
@@ -762,8 +726,7 @@ Deno.test({
   ignore: IGNORE,
 }, async () => {
   await using dir = await tempDir("pyproxy-tls-poll-test-");
-  await Deno.mkdir(`${dir.path}/models`);
-  await Deno.copyFile(ECHO, `${dir.path}/models/echo.py`);
+  await modelsDir(dir.path);
   const certs = `${dir.path}/made`;
   await Deno.mkdir(certs);
   const first = await selfSignedCert(certs, "first");
@@ -771,17 +734,10 @@ Deno.test({
   const secret = await kubeletSecret(`${dir.path}/secret`);
   await secret.init(first);
   const certPath = `${dir.path}/secret/tls.crt`;
-  const config = resolveConfig({
-    cwd: dir.path,
-    cli: {
-      port: 0,
-      workers: 1,
-      modelsDir: `${dir.path}/models`,
-      token: TOKEN,
-      tls: { cert: certPath, key: `${dir.path}/secret/tls.key` },
-      tlsFileInterval: 0,
-    },
-  });
+  const config = pollConfig(dir.path, {
+    cert: certPath,
+    key: `${dir.path}/secret/tls.key`,
+  }, 0);
   // Armed: the next read of the certificate followed the old `..data`
   // into the directory the swap removed (what a path walk that straddles
   // the swap and the removal gets).
