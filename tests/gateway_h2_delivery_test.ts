@@ -13,7 +13,7 @@ import { loadConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
 import { denoRuntime } from "../src/runtime/deno.ts";
 import type { HttpServer, Runtime } from "../src/runtime/types.ts";
-import { tempDir } from "./_harness.ts";
+import { tempDir, waitFor } from "./_harness.ts";
 import { HAS_OPENSSL, selfSignedCert } from "./_self_signed_cert.ts";
 
 const READER = new URL("./fixtures/h2_paused_reader.ts", import.meta.url)
@@ -21,8 +21,12 @@ const READER = new URL("./fixtures/h2_paused_reader.ts", import.meta.url)
 const SIZE = 2 * 1024 * 1024;
 const BIG_PY = `class Big:
     def execute(self, msg):
-        return "x" * msg["size"]
+        if isinstance(msg, dict) and "size" in msg:
+            return "x" * msg["size"]
+        # /v2 infer, :predict: a tensor of 1.2 MB as JSON.
+        return {"y": [1.5] * 300000}
 `;
+const EXECUTE = JSON.stringify({ size: SIZE });
 
 /**
  * The Deno runtime, with each HTTP server's `shutdown()` calls announced
@@ -56,9 +60,9 @@ function announcingRuntime(): {
 }
 
 /** The paused reader's process, its stdout's lines. */
-function startReader(url: string, ca: string) {
+function startReader(url: string, ca: string, body = EXECUTE) {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", READER, url, ca, JSON.stringify({ size: SIZE })],
+    args: ["run", "-A", READER, url, ca, body],
     stdin: "piped",
     stdout: "piped",
     stderr: "inherit",
@@ -120,42 +124,68 @@ async function readAfter(
   reader: ReturnType<typeof startReader>,
   shutdowns: ReadableStream<number>,
   begin: () => Promise<unknown>,
-): Promise<{ result: { bytes: number; end: boolean }; ended: unknown }> {
+  orWhen?: () => Promise<unknown>,
+): Promise<{
+  result: { bytes: number; end: boolean };
+  length: number;
+  ended: unknown;
+}> {
   const headers = await reader.line();
-  assert.equal(headers, `HEADERS 200 ${SIZE + 2}`);
+  const [, status, length] = headers.split(" ");
+  assert.equal(status, "200", headers);
+  assert.ok(Number(length) > 1_000_000, headers);
   const announced = shutdowns.getReader();
   const ended = begin();
   // The HTTP server's shutdown was called: without the wait, it has cut
-  // the answer (at most the client's window sent) by now.
-  await announced.read();
+  // the answer (at most the client's window sent) by now. (`orWhen`: a
+  // route whose answer the drain holds before it gets there.)
+  await Promise.race([announced.read(), ...(orWhen ? [orWhen()] : [])]);
   announced.releaseLock();
   await reader.go();
   const result = JSON.parse((await reader.line()).replace(/^RESULT /, ""));
-  return { result, ended: await ended };
+  return { result, length: Number(length), ended: await ended };
 }
 
-Deno.test({
-  name:
-    "serve's drain: a large answer an HTTP/2 client reads only after the drain began reaches it whole",
-  ignore: !HAS_OPENSSL,
-}, async () => {
+/** The drain with a large answer of `path` (to `body`) read after it began. */
+async function drainCase(path: string, body: string): Promise<void> {
   await using dir = await tempDir("pyproxy-h2-delivery-");
   const { load } = await setUp(dir.path);
   const { runtime, shutdowns } = announcingRuntime();
   const server = await serve(await load(), { runtime });
+  using client = Deno.createHttpClient({
+    caCerts: [await Deno.readTextFile(`${dir.path}/tls.crt`)],
+  });
+  const status = await (await fetch(`${server.url}/v1/status`, { client }))
+    .json();
+  const pids: number[] = status.workers.map((w: { pid: number }) => w.pid);
   const reader = startReader(
-    `${server.url}/v1/models/big/execute`,
+    `${server.url}${path}`,
     `${dir.path}/tls.crt`,
+    body,
   );
   try {
-    const { result } = await readAfter(
+    const { result, length } = await readAfter(
       reader,
       shutdowns,
       () => server.shutdown(),
+      // The routes other than execute's fast path: the drain holds their
+      // answers until delivered before it shuts the server down (the
+      // workers are stopped by then; the answer cut just after, without
+      // the wait).
+      () =>
+        waitFor(async () => {
+          for (const pid of pids) {
+            if (await Deno.stat(`/proc/${pid}`).then(() => true, () => false)) {
+              return false;
+            }
+          }
+          return true;
+        }, { interval: 5 }),
     );
     assert.deepEqual(
       { bytes: result.bytes, end: result.end },
-      { bytes: SIZE + 2, end: true },
+      { bytes: length, end: true },
+      path,
     );
   } finally {
     try {
@@ -167,6 +197,27 @@ Deno.test({
     await reader.lines.cancel().catch(() => {});
     await server.shutdown();
   }
+}
+
+Deno.test({
+  name:
+    "serve's drain: a large answer an HTTP/2 client reads only after the drain began reaches it whole",
+  ignore: !HAS_OPENSSL,
+}, async () => {
+  await drainCase("/v1/models/big/execute", EXECUTE);
+});
+
+Deno.test({
+  name: "serve's drain: so do the large answers of /v2 infer and :predict",
+  ignore: !HAS_OPENSSL,
+}, async () => {
+  await drainCase(
+    "/v2/models/big/infer",
+    JSON.stringify({
+      inputs: [{ name: "x", shape: [1], datatype: "FP32", data: [1] }],
+    }),
+  );
+  await drainCase("/v1/models/big:predict", JSON.stringify({ instances: [1] }));
 });
 
 Deno.test({
@@ -184,18 +235,22 @@ Deno.test({
   const reader = startReader(`${server.url}/v1/models/big/execute`, ca);
   try {
     const next = await selfSignedCert(dir.path, "next");
-    const { result, ended } = await readAfter(reader, shutdowns, async () => {
-      await Deno.copyFile(next.cert, first.cert);
-      await Deno.copyFile(next.key, `${dir.path}/tls.key`);
-      return await server.reload();
-    });
+    const { result, length, ended } = await readAfter(
+      reader,
+      shutdowns,
+      async () => {
+        await Deno.copyFile(next.cert, first.cert);
+        await Deno.copyFile(next.key, `${dir.path}/tls.key`);
+        return await server.reload();
+      },
+    );
     assert.match(
       (ended as { changed: string[] }).changed[0]!,
       /^tls \(CN=localhost/,
     );
     assert.deepEqual(
       { bytes: result.bytes, end: result.end },
-      { bytes: SIZE + 2, end: true },
+      { bytes: length, end: true },
     );
   } finally {
     try {
