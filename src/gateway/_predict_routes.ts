@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { jsonAnswer } from "./_answer_body.ts";
 import { toBase64 } from "../_binary.ts";
 import { versionKey } from "../_model_version.ts";
 import { ModelHTTPError, TimeoutError, ValidationError } from "../errors.ts";
@@ -21,7 +22,6 @@ import {
   REQUEST_ID_HEADER,
 } from "./error_response.ts";
 import { forwardedHeaders } from "./_forward_headers.ts";
-import { jsonResponse } from "./json_response.ts";
 import type { GatewayModelInfo } from "./model_catalog.ts";
 import {
   callTimeout,
@@ -392,7 +392,7 @@ export function predictCalls(
         ? ctx.compression
         : undefined;
       res = compression === undefined
-        ? jsonResponse(answer)
+        ? jsonAnswer(ctx.runtime, request, answer)
         : compression.json(request, answer);
       if (meta !== undefined) {
         res = modelSuccessHeaders(

@@ -18,6 +18,16 @@ export interface ResponseCompressionOptions {
    * @default {1024}
    */
   minBytes?: number;
+  /**
+   * What a body (its request's answer) is sent as: by the gateway,
+   * `answerBody`, so that a large one's delivery is waited for by the
+   * server's shutdown. Without: the body as it is.
+   */
+  deliver?: (
+    request: Request,
+    body: string | Uint8Array | ReadableStream<Uint8Array>,
+    headers: Record<string, string>,
+  ) => BodyInit;
 }
 
 /**
@@ -131,9 +141,12 @@ export class ResponseCompression {
   /** Smallest body compressed, in bytes. */
   readonly minBytes: number;
 
+  readonly #deliver: NonNullable<ResponseCompressionOptions["deliver"]>;
+
   /** Compression of bodies of `minBytes` and more. */
   constructor(options: ResponseCompressionOptions = {}) {
     this.minBytes = options.minBytes ?? DEFAULT_COMPRESS_MIN_BYTES;
+    this.#deliver = options.deliver ?? ((_request, body) => body as BodyInit);
   }
 
   /**
@@ -152,7 +165,10 @@ export class ResponseCompression {
       "content-type": "application/json",
     };
     if (text.length < this.minBytes) {
-      return new Response(text, { status, headers });
+      return new Response(this.#deliver(request, text, headers), {
+        status,
+        headers,
+      });
     }
     return this.#large(request, text, status, headers);
   }
@@ -170,7 +186,7 @@ export class ResponseCompression {
       bytes.byteLength < this.minBytes ||
       !COMPRESSIBLE.test(headers["content-type"] ?? "")
     ) {
-      return new Response(bytes as Uint8Array<ArrayBuffer>, { headers });
+      return new Response(this.#deliver(request, bytes, headers), { headers });
     }
     return this.#large(request, bytes, 200, headers);
   }
@@ -187,7 +203,7 @@ export class ResponseCompression {
   ): Response {
     const size = typeof body === "string" ? body.length : body.byteLength;
     if (size < this.minBytes) {
-      return new Response(body as BodyInit, { headers });
+      return new Response(this.#deliver(request, body, headers), { headers });
     }
     return this.#large(request, body, 200, headers);
   }
@@ -200,7 +216,10 @@ export class ResponseCompression {
   ): Response {
     headers["vary"] = "accept-encoding";
     if (!acceptsGzip(request.headers.get("accept-encoding"))) {
-      return new Response(body as BodyInit, { status, headers });
+      return new Response(this.#deliver(request, body, headers), {
+        status,
+        headers,
+      });
     }
     headers["content-encoding"] = "gzip";
     const bytes = typeof body === "string" ? UTF8.encode(body) : body;
@@ -210,7 +229,10 @@ export class ResponseCompression {
         Uint8Array
       >,
     );
-    return new Response(stream, { status, headers });
+    return new Response(this.#deliver(request, stream, headers), {
+      status,
+      headers,
+    });
   }
 }
 

@@ -11,6 +11,7 @@ import { getLogger } from "@logtape/logtape";
 import type { Logger } from "../logger.ts";
 import type { Runtime, ServeRequestInfo } from "../runtime/types.ts";
 import { defaultRuntime } from "../runtime/mod.ts";
+import { answerBody } from "./_answer_body.ts";
 import { DisconnectWatch } from "./disconnect_watch.ts";
 import { ChannelHub } from "./channels.ts";
 import { channelRoutes } from "./channel_routes.ts";
@@ -355,6 +356,7 @@ export function createGateway(
     options.token !== undefined,
   );
   const logger = options.logger ?? getLogger(["pyproxy", "gateway"]);
+  const runtime = options.runtime ?? defaultRuntime();
   const ctx: RouteContext = {
     pool,
     hub: options.hub ??
@@ -363,7 +365,7 @@ export function createGateway(
     metrics: options.metrics ??
       new GatewayMetrics({ isModel: (name) => hasModel(pool, name) }),
     catalog: options.catalog ?? new ModelCatalog(),
-    runtime: options.runtime ?? defaultRuntime(),
+    runtime,
     logger,
     signal,
     unready,
@@ -392,7 +394,14 @@ export function createGateway(
     modelChanges: new ModelChanges(),
     forwardHeaders,
     refusedHeaderWarnings: new Map(),
-    compression: compress ? new ResponseCompression(compress) : undefined,
+    compression: compress
+      ? new ResponseCompression({
+        ...compress,
+        // A large answer's delivery is waited for by the server's shutdown.
+        deliver: (request, body, headers) =>
+          answerBody(runtime, request, body, headers),
+      })
+      : undefined,
     exposedHeaders: new WeakMap(),
     tracing: options.tracing === undefined ? undefined : new GatewayTracing(
       options.tracing,

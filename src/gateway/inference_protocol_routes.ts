@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { answerBody } from "./_answer_body.ts";
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import {
@@ -511,7 +512,16 @@ export function inferenceProtocolRoutes(
       const result = await pool.execute(name, msg, options);
       const compression = ctx.compression;
       res = compression === undefined
-        ? inferenceResponse(result, inference, about)
+        ? inferenceResponse(
+          result,
+          inference,
+          about,
+          // A large answer's delivery is waited for by the server's shutdown.
+          (body, headers) =>
+            new Response(answerBody(ctx.runtime, request, body, headers), {
+              headers,
+            }),
+        )
         : inferenceResponse(
           result,
           inference,

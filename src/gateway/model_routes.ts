@@ -49,6 +49,7 @@ import type { RouteContext } from "./route_context.ts";
 import { stringifyJson } from "../_exact_json.ts";
 import { errorBodyMessage } from "./_gateway_tracing.ts";
 import { jsonResponse } from "./json_response.ts";
+import { answerBody, jsonAnswer } from "./_answer_body.ts";
 import { MAX_MODEL_TIMEOUT, MODEL_TIMEOUT_SHAPE } from "../_model_timeout.ts";
 
 const SPEC_SHAPE = "expected {file, options?, class?, timeout?, workers?}";
@@ -440,7 +441,9 @@ function bytesResponse(
     "content-security-policy": "sandbox",
   };
   return compression === undefined
-    ? new Response(bytes as Uint8Array<ArrayBuffer>, { headers })
+    ? new Response(answerBody(ctx.runtime, request, bytes, headers), {
+      headers,
+    })
     : compression.bytes(request, bytes, headers);
 }
 
@@ -608,7 +611,7 @@ export function modelExecutor(
         : result instanceof Uint8Array
         ? bytesResponse(ctx, request, name, result, compress)
         : compress === undefined
-        ? jsonResponse(result)
+        ? jsonAnswer(ctx.runtime, request, result)
         : compress.json(request, result);
       // The status and headers the model chose, when it chose any.
       if (meta !== undefined) {

@@ -909,7 +909,11 @@ export async function serve(
         // written was cut when the process exited.)
         await Promise.race([
           Promise.all([
-            httpServer.shutdown().catch(() => {}),
+            // Its large answers still being delivered first: over HTTP/2
+            // Deno's shutdown ends a stream whose body is not all sent.
+            httpServer.shutdown({
+              deliveryTimeout: Math.max(deadline - Date.now(), 0),
+            }).catch(() => {}),
             ...draining,
             grpc?.close(Math.max(deadline - Date.now(), 0)),
           ]),
@@ -1060,10 +1064,14 @@ export async function serve(
       const old = httpServer;
       httpServer = fresh;
       // New connections go to the new listener; the old one's continue
-      // until they end (its shutdown waits for them).
-      const closing = old.shutdown().catch(() => {}).finally(() =>
-        draining.delete(closing)
-      );
+      // until they end (its shutdown waits for them). Its large answers
+      // being delivered are waited for first, for up to shutdownGrace: over
+      // HTTP/2 Deno's shutdown ends a stream whose body is not all sent
+      // (meanwhile the old listener still takes its share of new
+      // connections, with the certificate it serves).
+      const closing = old.shutdown({
+        deliveryTimeout: current.limits.shutdownGrace,
+      }).catch(() => {}).finally(() => draining.delete(closing));
       draining.add(closing);
       grpc?.setTls(cert);
       served = cert;

@@ -193,6 +193,28 @@ export interface ServeRequestInfo {
 }
 
 /**
+ * Options of {@linkcode HttpServer.shutdown}.
+ *
+ * @example
+ * ```ts
+ * import type { HttpServerShutdownOptions } from "./types.ts";
+ * // A listener a new certificate replaced: its answers get 10 s more.
+ * const options: HttpServerShutdownOptions = { deliveryTimeout: 10_000 };
+ * console.log(options.deliveryTimeout); // 10000
+ * ```
+ */
+export interface HttpServerShutdownOptions {
+  /**
+   * The most ms waited for the large answers still being delivered (those
+   * of {@linkcode Runtime.deliveredBody}) before the server shuts down and
+   * cuts what is left of them.
+   *
+   * @default {Infinity}
+   */
+  deliveryTimeout?: number;
+}
+
+/**
  * A running HTTP server.
  *
  * @example Serve on a free port, then stop
@@ -208,8 +230,14 @@ export interface HttpServer {
   readonly port: number;
   /** The bound hostname. */
   readonly hostname: string;
-  /** Stops accepting and closes idle connections; resolves when done. */
-  shutdown(): Promise<void>;
+  /**
+   * Stops accepting and closes idle connections; resolves when done. On
+   * Deno, first waits (up to `options.deliveryTimeout` ms, no bound by
+   * default) for the large answers made with
+   * {@linkcode Runtime.deliveredBody} to be delivered: Deno's shutdown
+   * ends an HTTP/2 stream whose body is not all sent, the rest lost.
+   */
+  shutdown(options?: HttpServerShutdownOptions): Promise<void>;
   /**
    * Something the server could not set up as it should, worth a warning in
    * the log (Deno: `TCP_NODELAY` on a TLS listener without `--allow-ffi`).
@@ -369,6 +397,23 @@ export interface Runtime {
     handler: FetchHandler,
   ): Promise<HttpServer>;
   /**
+   * The body to answer `request` (from {@linkcode Runtime.serve}) with
+   * `body`, a large one (64 KiB and more: {@linkcode LARGE_BODY_BYTES}),
+   * such that the server's shutdown waits for its delivery
+   * ({@linkcode HttpServer.shutdown}). Deno (HTTP/2: its shutdown ends a
+   * stream whose body is not all sent, the rest lost, and tells when a
+   * body was delivered only for a stream): a stream of it, its delivery
+   * tracked by the server, and `headers["content-length"]` set to its
+   * length in bytes (a stream given: none set). Missing (Bun, whose stop
+   * waits for the responses being written): the body as it is. A request
+   * from elsewhere (built in process) gets its body back as it is.
+   */
+  deliveredBody?(
+    request: Request,
+    body: string | Uint8Array | ReadableStream<Uint8Array>,
+    headers: Record<string, string>,
+  ): BodyInit;
+  /**
    * Whether `request.json()` of a request from {@linkcode Runtime.serve}
    * drops a leading UTF-8 byte order mark and parses the rest (Bun, as the
    * Fetch standard says) instead of failing with a `SyntaxError` (Deno).
@@ -512,3 +557,17 @@ export interface Runtime {
   /** `/dev/shm` when it exists and is writable, else undefined. */
   shmDir(): string | undefined;
 }
+
+/**
+ * The size from which an answer's body goes through
+ * {@linkcode Runtime.deliveredBody}: HTTP/2's initial flow-control window
+ * (65,535 bytes), which a smaller body fits in, sent whole at once (the
+ * smaller ones are not tracked: tracking every answer cost 8-25% req/s).
+ *
+ * @example
+ * ```ts
+ * import { LARGE_BODY_BYTES } from "./types.ts";
+ * console.log(LARGE_BODY_BYTES); // 65536
+ * ```
+ */
+export const LARGE_BODY_BYTES = 64 * 1024;

@@ -1,0 +1,79 @@
+/**
+ * Model answers' bodies whose delivery the server's shutdown waits for
+ * when large.
+ *
+ * @module
+ */
+import { stringifyJson } from "../_exact_json.ts";
+import { LARGE_BODY_BYTES, type Runtime } from "../runtime/types.ts";
+import { jsonResponse } from "./json_response.ts";
+
+const JSON_TYPE = "application/json";
+
+/**
+ * The body of an answer to `request`: as it is, unless it is large (64
+ * KiB and more; a string: in characters) and the runtime tracks such
+ * bodies' delivery ({@linkcode Runtime.deliveredBody}, Deno): then what the
+ * runtime makes of it, so that a drain or a listener replaced by a new
+ * certificate does not cut it short over HTTP/2. A stream (a gzip body) is
+ * always large. `headers` (the response's, still to be made) may get the
+ * body's `content-length`.
+ *
+ * @example
+ * ```ts
+ * import { answerBody } from "./_answer_body.ts";
+ * import { defaultRuntime } from "../runtime/mod.ts";
+ * const body = answerBody(defaultRuntime(), new Request("http://x/"), "small", {});
+ * console.log(body); // "small"
+ * ```
+ */
+export function answerBody(
+  runtime: Runtime,
+  request: Request,
+  body: string | Uint8Array | ReadableStream<Uint8Array>,
+  headers: Record<string, string>,
+): BodyInit {
+  if (runtime.deliveredBody === undefined) return body as BodyInit;
+  if (typeof body === "string") {
+    if (body.length < LARGE_BODY_BYTES) return body;
+  } else if (body instanceof Uint8Array) {
+    if (body.byteLength < LARGE_BODY_BYTES) return body as BodyInit;
+  }
+  return runtime.deliveredBody(request, body, headers);
+}
+
+/**
+ * A model's result as a JSON response (a `BigInt` written exactly, as
+ * `jsonResponse` does), its body from {@linkcode answerBody}. Where the
+ * runtime does not track deliveries (Bun): `jsonResponse`'s own path,
+ * `Response.json`.
+ *
+ * @example
+ * ```ts
+ * import { jsonAnswer } from "./_answer_body.ts";
+ * import { defaultRuntime } from "../runtime/mod.ts";
+ * const res = jsonAnswer(defaultRuntime(), new Request("http://x/"), { n: 1n });
+ * console.log(await res.text()); // {"n":1}
+ * ```
+ */
+export function jsonAnswer(
+  runtime: Runtime,
+  request: Request,
+  value: unknown,
+): Response {
+  if (runtime.deliveredBody === undefined) return jsonResponse(value);
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch (err) {
+    text = stringifyJson(value);
+    if (text === undefined) throw err;
+  }
+  const headers: Record<string, string> = { "content-type": JSON_TYPE };
+  return new Response(
+    text.length < LARGE_BODY_BYTES
+      ? text
+      : runtime.deliveredBody(request, text, headers),
+    { headers },
+  );
+}
