@@ -101,6 +101,26 @@ export class Outbox {
    * queues it for the next flush. Returns the error when it cannot be sent.
    */
   push(msg: SessionMessage): Error | undefined {
+    try {
+      return this.#push(msg);
+    } catch (err) {
+      // A getter or a Proxy trap of the message that throws (in the look
+      // for bytes, or in the exact-integer writer): the call fails alone.
+      // Thrown out of push, the call's entry stayed in the session, and its
+      // close rejected it again with no one to handle it (the process died
+      // of the unhandled rejection).
+      return new SerializationError(
+        `Cannot send ${
+          typeof msg.cmd === "string" ? msg.cmd : "message"
+        }: reading it threw (${
+          err instanceof Error ? err.message : String(err)
+        })`,
+        { cause: err },
+      );
+    }
+  }
+
+  #push(msg: SessionMessage): Error | undefined {
     if (this.#closed) {
       return new Error("Cannot send message: the session is closed");
     }

@@ -458,3 +458,43 @@ Deno.test("A $bytes argument is refused when the message is spilled too", async 
     assert.equal(back.length, size);
   }
 });
+
+Deno.test("A call whose message throws as it is read (a getter, a Proxy trap) fails alone with a SerializationError; the pool's close leaves no unhandled rejection", async () => {
+  // No plugins: the outbox is the first to read the message.
+  await using pool = await bytesPool([]);
+  const messages = [
+    {
+      image: ALL,
+      get x(): never {
+        throw new Error("boom");
+      },
+    },
+    {
+      a: 1,
+      get x(): never {
+        throw new Error("boom");
+      },
+    },
+    new Proxy({}, {
+      ownKeys() {
+        throw new Error("ownKeys trap");
+      },
+    }),
+  ];
+  for (const msg of messages) {
+    await assert.rejects(
+      pool.execute("bEcho", msg),
+      (err: Error) =>
+        err instanceof SerializationError &&
+        /reading it threw \((boom|ownKeys trap)\)/.test(err.message),
+    );
+  }
+  assert.deepEqual(
+    (await pool.execute<{ msg: unknown }>("bEcho", { a: 1 })).msg,
+    { a: 1 },
+  );
+  // Thrown out of the outbox, each call's entry stayed in the session and
+  // its close rejected it again, unhandled: this test failed with
+  // "Uncaught (in promise) ConnectionLostError".
+  await pool.close();
+});
