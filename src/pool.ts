@@ -874,6 +874,7 @@ export class Pool implements AsyncDisposable {
         );
       }
     }
+    if (opts.logDir !== undefined) await checkLogDir(opts.runtime, opts.logDir);
     const pool = new Pool(opts, plugins);
     await pool.#start();
     return pool;
@@ -2735,4 +2736,28 @@ function withWarning(last: unknown, earlier: unknown): unknown {
   if (last === null) return earlier;
   if (typeof last !== "object" || "closeWarning" in last) return last;
   return { ...last, closeWarning: warning };
+}
+
+/**
+ * Makes `dir` (0700 when made) and checks that a file can be made in it:
+ * a log directory that is a file or not writable failed no start, and the
+ * workers logged to their stderr, unsaid.
+ */
+async function checkLogDir(runtime: Runtime, dir: string): Promise<void> {
+  try {
+    await runtime.mkdir(dir, 0o700);
+    const stat = await runtime.stat(dir);
+    if (stat === null || !stat.isDirectory) throw new Error("not a directory");
+    await runtime.remove(
+      await runtime.makeTempDir({ dir, prefix: ".pyproxy-log-check-" }),
+      { recursive: true },
+    );
+  } catch (err) {
+    throw new ConfigError(
+      `Cannot start pool: logDir: cannot write log files in '${dir}' (${
+        err instanceof Error ? err.message : String(err)
+      })`,
+      { cause: err, details: { field: "logDir", dir } },
+    );
+  }
 }

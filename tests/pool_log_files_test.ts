@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { ConfigError } from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
 import {
   modelsDir,
@@ -103,3 +104,32 @@ Deno.test("Pool logDir puts the workers' log files there (made when missing), no
     await pids.assertGone();
   }
 });
+
+Deno.test("Pool.start refuses a logDir it cannot write log files in (a file, a path under a file) with a ConfigError, no worker started", async () => {
+  await using dir = await modelsDir();
+  const file = `${dir.path}/not-a-dir`;
+  await Deno.writeTextFile(file, "x");
+  for (const logDir of [file, `${file}/logs`]) {
+    await assert.rejects(
+      Pool.start(poolOptions(dir.path, { workers: 1, logDir })),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        err.message.startsWith(
+          `Cannot start pool: logDir: cannot write log files in '${logDir}'`,
+        ) && (err.details as { field?: unknown }).field === "logDir",
+    );
+  }
+  // The check leaves nothing behind in a directory it can write in.
+  const made = `${dir.path}/made/logs`;
+  await (await Pool.start(poolOptions(dir.path, { workers: 1, logDir: made })))
+    .close();
+  assert.ok(
+    !(await logNamesIn(made)).some((n) => n.startsWith(".pyproxy-log-check-")),
+  );
+});
+
+async function logNamesIn(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(dir)) names.push(e.name);
+  return names;
+}
