@@ -76,7 +76,13 @@ export function findUnencodable(value: unknown): string | undefined {
       ancestors.delete(v);
     }
   };
-  return walk(value, "", 1);
+  try {
+    return walk(value, "", 1);
+  } catch (err) {
+    // A getter or a Proxy trap that throws as the walk reads it: the
+    // caller's value, which nothing can encode either.
+    return `reading it threw (${describe(err)})`;
+  }
 }
 
 /**

@@ -168,7 +168,7 @@ Deno.test("spillover's size bound refuses nesting deeper than MAX_JSON_DEPTH and
   );
 });
 
-Deno.test("spillover: a BigInt, a cycle or nesting too deep fails with SerializationError, blaming no plugin", async () => {
+Deno.test("spillover: a BigInt, a cycle, nesting too deep or a getter that throws fails with SerializationError, blaming no plugin", async () => {
   const spill = spillover({ threshold: 1024 });
   const pool = await startPool([spill]);
   try {
@@ -180,6 +180,14 @@ Deno.test("spillover: a BigInt, a cycle or nesting too deep fails with Serializa
       [big, /msg\.n is a BigInt/],
       [{ op: "len", c: cycle }, /msg\.c\.self is circular/],
       [{ op: "len", d: nested(5000) }, /msg\.d\.a\.a.* nested deeper than 900/],
+      // A getter that throws as it is read (was a PluginError blaming
+      // spillover: the look for the cause read it again and threw).
+      [{
+        op: "len",
+        get x(): number {
+          throw new Error("unreadable");
+        },
+      }, /reading it threw \(unreadable\)/],
     ];
     for (const [msg, message] of cases) {
       await assert.rejects(pool.execute("spill_echo", msg), (err) => {
