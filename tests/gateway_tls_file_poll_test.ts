@@ -406,6 +406,27 @@ function countingReads(
   };
 }
 
+/**
+ * `<dir>/models`, a kubelet-style secret in `<dir>/secret` holding the first
+ * of two pairs, and serve's configuration of it read on reloads only
+ * (tlsFileInterval 0: the reload alone reads the files).
+ */
+async function reloadSecret(dir: string) {
+  await modelsDir(dir);
+  const certs = `${dir}/made`;
+  await Deno.mkdir(certs);
+  const first = await selfSignedCert(certs, "first");
+  const second = await selfSignedCert(certs, "second");
+  const secret = await kubeletSecret(`${dir}/secret`);
+  await secret.init(first);
+  const certPath = `${dir}/secret/tls.crt`;
+  const config = pollConfig(dir, {
+    cert: certPath,
+    key: `${dir}/secret/tls.key`,
+  }, 0);
+  return { first, second, secret, certPath, config };
+}
+
 async function fastPolls(fn: () => Promise<void>): Promise<void> {
   const floor = TOKEN_FILE_INTERVAL_FLOOR.ms;
   TOKEN_FILE_INTERVAL_FLOOR.ms = 1;
@@ -544,19 +565,9 @@ Deno.test({
   ignore: IGNORE,
 }, async () => {
   await using dir = await tempDir("pyproxy-tls-poll-test-");
-  await modelsDir(dir.path);
-  const certs = `${dir.path}/made`;
-  await Deno.mkdir(certs);
-  const first = await selfSignedCert(certs, "first");
-  const second = await selfSignedCert(certs, "second");
-  const secret = await kubeletSecret(`${dir.path}/secret`);
-  await secret.init(first);
-  const certPath = `${dir.path}/secret/tls.crt`;
-  // Read on a reload only: the reload alone reads the files.
-  const config = pollConfig(dir.path, {
-    cert: certPath,
-    key: `${dir.path}/secret/tls.key`,
-  }, 0);
+  const { first, second, secret, certPath, config } = await reloadSecret(
+    dir.path,
+  );
   // Armed: the kubelet swaps the secret right after the next read of the
   // certificate, before the key's.
   const base = defaultRuntime();
@@ -726,18 +737,9 @@ Deno.test({
   ignore: IGNORE,
 }, async () => {
   await using dir = await tempDir("pyproxy-tls-poll-test-");
-  await modelsDir(dir.path);
-  const certs = `${dir.path}/made`;
-  await Deno.mkdir(certs);
-  const first = await selfSignedCert(certs, "first");
-  const second = await selfSignedCert(certs, "second");
-  const secret = await kubeletSecret(`${dir.path}/secret`);
-  await secret.init(first);
-  const certPath = `${dir.path}/secret/tls.crt`;
-  const config = pollConfig(dir.path, {
-    cert: certPath,
-    key: `${dir.path}/secret/tls.key`,
-  }, 0);
+  const { first, second, secret, certPath, config } = await reloadSecret(
+    dir.path,
+  );
   // Armed: the next read of the certificate followed the old `..data`
   // into the directory the swap removed (what a path walk that straddles
   // the swap and the removal gets).

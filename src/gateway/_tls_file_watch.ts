@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { againIfGone } from "./_again_if_gone.ts";
 import { FilePoll } from "./_file_poll.ts";
 import { createHash } from "node:crypto";
 import type { Logger } from "@logtape/logtape";
@@ -172,12 +173,7 @@ async function readTlsFile(
   path: string,
 ): Promise<string> {
   try {
-    try {
-      return await readPemFile(runtime, path);
-    } catch (err) {
-      if ((err as { code?: unknown }).code !== "ENOENT") throw err;
-      return await readPemFile(runtime, path);
-    }
+    return await againIfGone(() => readPemFile(runtime, path));
   } catch (err) {
     throw new ConfigError(
       `tls.${option}: cannot read ${path}: ${(err as Error).message}`,

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { againIfGone } from "./_again_if_gone.ts";
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import type { Logger } from "@logtape/logtape";
 import { ConfigError } from "../errors.ts";
@@ -38,15 +39,7 @@ export async function readTls(
     try {
       // Not a FIFO or a device (a start or a reload would hang on it), and
       // bounded.
-      try {
-        return await readPemFile(runtime, path);
-      } catch (err) {
-        // Once more at once when it is gone: the kubelet swaps `..data`
-        // and then removes the old version's directory, which a read that
-        // followed the old link finds gone (the new one is there).
-        if ((err as { code?: unknown }).code !== "ENOENT") throw err;
-        return await readPemFile(runtime, path);
-      }
+      return await againIfGone(() => readPemFile(runtime, path));
     } catch (err) {
       throw new ConfigError(
         `tls.${option}: cannot read ${path}: ${(err as Error).message} ${

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { againIfGone } from "./_again_if_gone.ts";
 import { FilePoll } from "./_file_poll.ts";
 import type { Logger } from "@logtape/logtape";
 import { ConfigError } from "../errors.ts";
@@ -149,15 +150,7 @@ async function readWithin(
       ? statThenRead(runtime, path)
       : runtime.readRegularFile(path, MAX_TOKEN_FILE_BYTES);
   try {
-    try {
-      bytes = await read();
-    } catch (err) {
-      if ((err as { code?: unknown }).code !== "ENOENT") throw err;
-      // Once more at once: the kubelet swaps a secret's `..data` symlink
-      // and then deletes the old directory, which a read that followed the
-      // old link finds gone (the new one is there).
-      bytes = await read();
-    }
+    bytes = await againIfGone(read);
   } catch (err) {
     return (err as { code?: unknown }).code === "ENOENT"
       ? fail("no such file", err)
