@@ -737,7 +737,7 @@ Deno.test({
   ignore: IGNORE,
 }, async () => {
   await using dir = await tempDir("pyproxy-tls-poll-test-");
-  const { first, second, secret, certPath, config } = await reloadSecret(
+  const { second, secret, certPath, config } = await reloadSecret(
     dir.path,
   );
   // Armed: the next read of the certificate followed the old `..data`
