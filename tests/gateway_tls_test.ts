@@ -211,6 +211,30 @@ Deno.test({
 
 Deno.test({
   name:
+    "serve takes the key and the certificate in one PEM file, in either order, as either option",
+  ignore: !HAS_OPENSSL,
+}, async () => {
+  await withTempDir(async (dir) => {
+    const tls = await selfSignedCert(dir);
+    const key = await Deno.readTextFile(tls.key);
+    // HAProxy's form (the key first), and the certificate first.
+    await Deno.writeTextFile(`${dir}/key-first.pem`, key + tls.pem);
+    await Deno.writeTextFile(`${dir}/cert-first.pem`, tls.pem + key);
+    for (const file of ["key-first.pem", "cert-first.pem"]) {
+      await using gw = await startGateway({
+        tls: { cert: `${dir}/${file}`, key: `${dir}/${file}` },
+        token: TOKEN,
+      });
+      using client = Deno.createHttpClient({ caCerts: [tls.pem] });
+      const res = await fetch(`${gw.url}/healthz`, { client });
+      assert.equal(res.status, 200, file);
+      await res.body?.cancel();
+    }
+  });
+});
+
+Deno.test({
+  name:
     "serve refuses TLS files that are missing, not PEM, or not a pair, naming the option",
   ignore: !HAS_OPENSSL,
 }, async () => {

@@ -10,7 +10,14 @@
  */
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { ConfigError } from "../errors.ts";
-import { PemFileError, readPemFile } from "./_pem_file.ts";
+import {
+  CERTIFICATE,
+  ENCRYPTED_KEY,
+  firstPemBlock,
+  PemFileError,
+  PRIVATE_KEY,
+  readPemFile,
+} from "./_pem_file.ts";
 import type { Runtime, TlsFetchOptions } from "../runtime/types.ts";
 
 /** A file a variable names. */
@@ -107,7 +114,7 @@ export async function readOtlpTls(
   };
   const certificate = (file: NamedFile, pem: string): X509Certificate => {
     try {
-      return new X509Certificate(pem);
+      return new X509Certificate(firstPemBlock(pem, CERTIFICATE) ?? pem);
     } catch (err) {
       throw wrong(
         file,
@@ -125,10 +132,7 @@ export async function readOtlpTls(
     const cert = await read(files.cert);
     const key = await read(files.key);
     const parsed = certificate(files.cert, cert);
-    if (
-      /-----BEGIN ENCRYPTED PRIVATE KEY-----|^Proc-Type:[ \t]*4,[ \t]*ENCRYPTED/m
-        .test(key)
-    ) {
+    if (ENCRYPTED_KEY.test(key)) {
       throw wrong(
         files.key,
         "is encrypted (a passphrase), which pyproxy cannot use: write it decrypted (openssl pkey -in key.pem -out plain.pem)",
@@ -136,7 +140,7 @@ export async function readOtlpTls(
     }
     let privateKey: ReturnType<typeof createPrivateKey>;
     try {
-      privateKey = createPrivateKey(key);
+      privateKey = createPrivateKey(firstPemBlock(key, PRIVATE_KEY) ?? key);
     } catch (err) {
       throw wrong(
         files.key,

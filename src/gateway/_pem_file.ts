@@ -74,3 +74,28 @@ export async function readPemFile(
 export class PemFileError extends Error {
   override name = "PemFileError";
 }
+
+/** A PEM block's label: a certificate's. */
+export const CERTIFICATE: RegExp = /^CERTIFICATE$/;
+
+/** A PEM block's label: a private key's (PKCS#8, PKCS#1, SEC 1). */
+export const PRIVATE_KEY: RegExp = /^(?:RSA |EC |)PRIVATE KEY$/;
+
+/**
+ * The first PEM block of `text` whose label matches `label`, or
+ * `undefined` when it has none.
+ */
+export function firstPemBlock(text: string, label: RegExp): string | undefined {
+  for (
+    const block of text.matchAll(
+      /-----BEGIN ([A-Z0-9 ]+)-----[\s\S]*?-----END \1-----/g,
+    )
+  ) {
+    if (label.test(block[1]!)) return block[0];
+  }
+  return undefined;
+}
+
+/** An encrypted PEM key: PKCS#8's, or the traditional form's header. */
+export const ENCRYPTED_KEY: RegExp =
+  /-----BEGIN ENCRYPTED PRIVATE KEY-----|^Proc-Type:[ \t]*4,[ \t]*ENCRYPTED/m;

@@ -11,7 +11,13 @@ import { createPrivateKey, X509Certificate } from "node:crypto";
 import type { Logger } from "@logtape/logtape";
 import { ConfigError } from "../errors.ts";
 import type { Runtime } from "../runtime/types.ts";
-import { readPemFile } from "./_pem_file.ts";
+import {
+  CERTIFICATE,
+  ENCRYPTED_KEY,
+  firstPemBlock,
+  PRIVATE_KEY,
+  readPemFile,
+} from "./_pem_file.ts";
 import { openToOthers } from "./_secret_file_mode.ts";
 import type { ReadableWarnings } from "./_token_files.ts";
 
@@ -151,7 +157,10 @@ function checkPair(
 ): X509Certificate {
   let certificate: X509Certificate;
   try {
-    certificate = new X509Certificate(cert);
+    // The first certificate's block: a file with the key first (both in
+    // one file, as HAProxy's) is served by both runtimes, but Deno's
+    // `node:crypto` parses only a text's first block.
+    certificate = new X509Certificate(firstPemBlock(cert, CERTIFICATE) ?? cert);
   } catch (err) {
     throw new ConfigError(
       `tls.cert: ${paths.cert} is not a PEM certificate: ${
@@ -173,7 +182,7 @@ function checkPair(
   }
   let privateKey: ReturnType<typeof createPrivateKey>;
   try {
-    privateKey = createPrivateKey(key);
+    privateKey = createPrivateKey(firstPemBlock(key, PRIVATE_KEY) ?? key);
   } catch (err) {
     throw new ConfigError(
       `tls.key: ${paths.key} is not a PEM private key: ${
@@ -200,10 +209,6 @@ function checkPair(
   }
   return certificate;
 }
-
-/** An encrypted PEM key: PKCS#8's, or the traditional form's header. */
-const ENCRYPTED_KEY =
-  /-----BEGIN ENCRYPTED PRIVATE KEY-----|^Proc-Type:[ \t]*4,[ \t]*ENCRYPTED/m;
 
 /** The index of the certificate of `pem` (a chain) that `key` is the key of. */
 function chainIndex(
