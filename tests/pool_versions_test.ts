@@ -17,7 +17,10 @@ import {
   readyAgain,
 } from "./_pool_harness.ts";
 
-/** Answers with its options' `v`, its pid and the message. */
+/**
+ * Answers with its options' `v` and its pid, after `ms`; writes the file
+ * `msg["started"]` names first, if any.
+ */
 const TAGGED = `
 import os
 import time
@@ -27,6 +30,8 @@ class Tagged:
         self.v = options["v"]
 
     def execute(self, msg):
+        if "started" in msg:
+            open(msg["started"], "w").close()
         time.sleep(msg.get("ms", 0) / 1000.0)
         return {"v": self.v, "pid": os.getpid()}
 `;
@@ -400,15 +405,27 @@ Deno.test("Pool versions: calls in flight finish on the version they reached; cl
   await using dir = await modelsDir();
   const pids = new PidTracker();
   try {
-    const pool = await Pool.start(poolOptions(dir.path, { workers: 2 }));
+    // Disposed (closed again: a no-op once closed) before the finally's
+    // check, so that a failed assertion is not hidden behind "python
+    // processes still running".
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 2 }),
+    );
     pids.watch(pool);
     await pool.addModel("s", spec("one", "1"));
     await pool.addModel("s", spec("two", "2"));
     // An update of version 1 while its call runs: that call finishes on
     // the old code; a default switch while a call runs leaves it be.
-    const running = pool.execute<Tag>("s", { ms: 300 }, { version: "1" });
-    const onDefault = pool.execute<Tag>("s", { ms: 300 });
-    await new Promise((r) => setTimeout(r, 50));
+    const started = [`${dir.path}/started-1`, `${dir.path}/started-2`];
+    const running = pool.execute<Tag>("s", { ms: 300, started: started[0] }, {
+      version: "1",
+    });
+    const onDefault = pool.execute<Tag>("s", { ms: 300, started: started[1] });
+    for (const file of started) {
+      while (!(await exists(file))) {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
     await pool.setDefaultVersion("s", "2");
     await pool.updateModel("s", spec("one-b", "1"));
     assert.equal((await running).v, "one");
