@@ -68,6 +68,70 @@ Deno.test("OTEL_EXPORTER_OTLP_HEADERS: comma-separated key=value, values URL-dec
   assert.deepEqual(file.tracing?.headers, { "x-file": "1" });
 });
 
+Deno.test("OTEL_RESOURCE_ATTRIBUTES: the resource's attributes under the file's, key by key; its service.name under OTEL_SERVICE_NAME; a wrong one fails only a gateway that uses it", async () => {
+  const endpoint = "http://127.0.0.1:4318/v1/traces";
+  const config = await load({
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint,
+    OTEL_RESOURCE_ATTRIBUTES:
+      " deployment.environment = prod%2Ceu ,k8s.pod.name=scorer-0,,service.name=from-attributes",
+  });
+  assert.deepEqual(config.tracing, {
+    endpoint,
+    serviceName: "from-attributes",
+    resourceAttributes: {
+      "deployment.environment": "prod,eu",
+      "k8s.pod.name": "scorer-0",
+    },
+  });
+  const named = await load({
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint,
+    OTEL_RESOURCE_ATTRIBUTES: "service.name=from-attributes",
+    OTEL_SERVICE_NAME: "from-env",
+  });
+  assert.deepEqual(named.tracing, { endpoint, serviceName: "from-env" });
+  // The file's attributes win key by key; its serviceName over all.
+  const file = resolveConfig({
+    cwd: "/",
+    file: {
+      tracing: {
+        endpoint,
+        serviceName: "file",
+        resourceAttributes: { "k8s.pod.name": "file-pod", team: "ml" },
+      },
+    },
+    otelEnv: {
+      serviceName: "env",
+      resourceAttributes: { "k8s.pod.name": "env-pod", region: "eu" },
+    },
+  });
+  assert.equal(file.tracing?.serviceName, "file");
+  assert.deepEqual(file.tracing?.resourceAttributes, {
+    "k8s.pod.name": "file-pod",
+    region: "eu",
+    team: "ml",
+  });
+  // Wrong: an entry without "=", a stray %, a control character.
+  for (
+    const [value, why] of [
+      ["a=1,b", /entry 2 has no key=value/],
+      ["a=%zz", /entry 1 has a value that is not URL-encoded/],
+      ["a=x%0Ay", /entry 1 has a control character/],
+    ] as const
+  ) {
+    const message = await refused({
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint,
+      OTEL_RESOURCE_ATTRIBUTES: value,
+    });
+    assert.match(message, /^OTEL_RESOURCE_ATTRIBUTES: /);
+    assert.match(message, why);
+  }
+  // Without tracing, or with the file's attributes, it is not used.
+  assert.equal(
+    (await load({ OTEL_RESOURCE_ATTRIBUTES: "a=1,b" })).tracing,
+    undefined,
+  );
+});
+
 Deno.test("OTEL_EXPORTER_OTLP_HEADERS that fetch would refuse fail the start, naming the variable and the entry, never its text", async () => {
   const endpoint = "http://127.0.0.1:4318/v1/traces";
   const secret = "s3cr3t-key-0123456789";
@@ -278,6 +342,7 @@ Deno.test("A gateway configured by OTEL_* variables alone sends its spans to OTE
         "x-api-key=k%2B1%3D%3D,x-team=ml,__proto__=p1",
       OTEL_TRACES_SAMPLER: "parentbased_always_off",
       OTEL_SERVICE_NAME: "from-env",
+      OTEL_RESOURCE_ATTRIBUTES: "deployment.environment=test,service.name=x",
     }, {
       port: 0,
       workers: 1,
@@ -320,6 +385,15 @@ Deno.test("A gateway configured by OTEL_* variables alone sends its spans to OTE
     assert.deepEqual(
       resource.attributes.find((a) => a.key === "service.name")?.value,
       { stringValue: "from-env" },
+    );
+    assert.deepEqual(
+      resource.attributes.filter((a) => a.key === "service.name").length,
+      1,
+    );
+    assert.deepEqual(
+      resource.attributes.find((a) => a.key === "deployment.environment")
+        ?.value,
+      { stringValue: "test" },
     );
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -217,6 +217,9 @@ export class GatewayTracing {
         ? {}
         : { serviceName: options.serviceName }),
       ...(options.headers === undefined ? {} : { headers: options.headers }),
+      ...(options.resourceAttributes === undefined
+        ? {}
+        : { resourceAttributes: options.resourceAttributes }),
       ...(options.maxQueue === undefined ? {} : { maxQueue: options.maxQueue }),
       ...(options.batchIntervalMs === undefined
         ? {}

@@ -22,6 +22,8 @@ export interface OtelEnv {
   endpoint?: string;
   /** `OTEL_SERVICE_NAME`. */
   serviceName?: string;
+  /** `OTEL_RESOURCE_ATTRIBUTES`: the spans' resource's attributes. */
+  resourceAttributes?: Record<string, string>;
   /** `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else `OTEL_EXPORTER_OTLP_HEADERS`. */
   headers?: Record<string, string>;
   /** From `OTEL_TRACES_SAMPLER` (and `OTEL_TRACES_SAMPLER_ARG`). */
@@ -52,6 +54,7 @@ export interface OtelEnv {
 /** The fields of `tracing` a variable can set that a wrong one fails. */
 export type OtelField =
   | "headers"
+  | "resourceAttributes"
   | "sampleRatio"
   | "maxQueue"
   | "batchIntervalMs"
@@ -135,6 +138,15 @@ export function otelEnv(
   }
   const serviceName = read("OTEL_SERVICE_NAME");
   if (serviceName !== undefined) out.serviceName = serviceName;
+  const attributes = read("OTEL_RESOURCE_ATTRIBUTES");
+  if (attributes !== undefined) {
+    try {
+      out.resourceAttributes = resourceAttributes(attributes);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      (out.problems ??= {}).resourceAttributes = err;
+    }
+  }
   for (
     const name of [
       "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
@@ -202,11 +214,64 @@ export function otelEnv(
  * entry's position, never its text.
  */
 function otelHeaders(value: string, variable: string): Record<string, string> {
-  // A Map, made an object at the end (fromEntries defines its keys): on Bun
-  // (not Deno, which removed the setter), an assignment to an object's
-  // "__proto__" key sets its prototype, and the header `__proto__=...` was
-  // dropped without a word.
-  const headers = new Map<string, string>();
+  const headers = keyValues(
+    value,
+    variable,
+    "api-key=abc%20def",
+    (name, text) => {
+      if (!headerNameOk(name)) {
+        return "has a key that is not a header name (letters, digits and !#$%&'*+-.^_`|~)";
+      }
+      if (!headerValueOk(text)) {
+        return "has a value with CR, LF, NUL or a character beyond Latin-1 once decoded";
+      }
+      return undefined;
+    },
+  );
+  return Object.fromEntries(
+    [...headers].map(([name, text]) => [name.toLowerCase(), text]),
+  );
+}
+
+/**
+ * An `OTEL_RESOURCE_ATTRIBUTES` value: the same `key=value` list, keys
+ * without control characters (the spec's Baggage keys are tokens; a
+ * resource's conventional keys, `k8s.pod.name`, are). The spec asks an SDK
+ * to drop the whole variable on an error; as the other variables, a wrong
+ * one fails the start instead.
+ */
+function resourceAttributes(value: string): Record<string, string> {
+  return Object.fromEntries(
+    keyValues(
+      value,
+      "OTEL_RESOURCE_ATTRIBUTES",
+      "deployment.environment=prod,k8s.pod.name=scorer-0",
+      (name, text) =>
+        // deno-lint-ignore no-control-regex
+        /[\x00-\x1f\x7f]/.test(name + text)
+          ? "has a control character once decoded"
+          : undefined,
+    ),
+  );
+}
+
+/**
+ * A comma-separated list of `key=value` entries (the W3C Baggage format
+ * without properties): empty entries skipped, keys and values trimmed,
+ * values percent-decoded; a later key replaces an earlier one. `check`
+ * says what is wrong with an entry, if anything. A Map, made an object by
+ * the callers with `fromEntries` (which defines its keys): on Bun (not
+ * Deno, which removed the setter), an assignment to an object's
+ * "__proto__" key sets its prototype, and a `__proto__=...` entry was
+ * dropped without a word.
+ */
+function keyValues(
+  value: string,
+  variable: string,
+  example: string,
+  check: (key: string, value: string) => string | undefined,
+): Map<string, string> {
+  const out = new Map<string, string>();
   const entries = value.split(",");
   for (let i = 0; i < entries.length; i++) {
     const entry = entries[i]!.trim();
@@ -216,31 +281,23 @@ function otelHeaders(value: string, variable: string): Record<string, string> {
       new ConfigError(
         `${variable}: entry ${
           i + 1
-        } ${why} (expected comma-separated key=value entries, values URL-encoded, e.g. api-key=abc%20def)`,
+        } ${why} (expected comma-separated key=value entries, values URL-encoded, e.g. ${example})`,
         { details: { source: variable, entry: i + 1 } },
       );
     const eq = entry.indexOf("=");
     if (eq <= 0) throw wrong("has no key=value");
-    const name = entry.slice(0, eq).trim();
+    const key = entry.slice(0, eq).trim();
     let text: string;
     try {
       text = decodeURIComponent(entry.slice(eq + 1).trim());
     } catch {
       throw wrong("has a value that is not URL-encoded (a stray %)");
     }
-    if (!headerNameOk(name)) {
-      throw wrong(
-        "has a key that is not a header name (letters, digits and !#$%&'*+-.^_`|~)",
-      );
-    }
-    if (!headerValueOk(text)) {
-      throw wrong(
-        "has a value with CR, LF, NUL or a character beyond Latin-1 once decoded",
-      );
-    }
-    headers.set(name.toLowerCase(), text);
+    const problem = check(key, text);
+    if (problem !== undefined) throw wrong(problem);
+    out.set(key, text);
   }
-  return Object.fromEntries(headers);
+  return out;
 }
 
 /**

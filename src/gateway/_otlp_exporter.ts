@@ -41,6 +41,11 @@ export interface OtlpExporterOptions {
   endpoint: string;
   /** The resource's `service.name`. @default {"pyproxy"} */
   serviceName?: string;
+  /**
+   * The resource's other attributes; `service.name` and `telemetry.sdk.*`
+   * are the exporter's own.
+   */
+  resourceAttributes?: Record<string, string>;
   /** The instrumentation scope's version (pyproxy's). */
   version?: string;
   /** Extra headers of each POST (a collector's API key). @default {{}} */
@@ -127,6 +132,11 @@ export class OtlpExporter {
     this.#resource = {
       attributes: [
         attribute("service.name", options.serviceName ?? "pyproxy"),
+        ...Object.entries(options.resourceAttributes ?? {})
+          .filter(([key]) =>
+            key !== "service.name" && !key.startsWith("telemetry.sdk.")
+          )
+          .map(([key, value]) => attribute(key, value)),
         attribute("telemetry.sdk.name", "pyproxy"),
         attribute("telemetry.sdk.language", "js"),
       ],

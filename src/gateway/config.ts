@@ -11,6 +11,7 @@ import { otlpTlsFiles, readOtlpTls } from "./_otlp_tls.ts";
 /** The fields of `tracing` the OpenTelemetry variables can set, checked. */
 const OTEL_FIELDS: readonly OtelField[] = [
   "headers",
+  "resourceAttributes",
   "sampleRatio",
   "maxQueue",
   "batchIntervalMs",
@@ -240,13 +241,29 @@ function resolveTracing(
   const endpoint = cli?.endpoint ?? file?.endpoint ?? env?.endpoint;
   if (endpoint === undefined) return undefined;
   const merged = { ...file, ...cli };
-  const serviceName = merged.serviceName ?? env?.serviceName;
-  const out: TracingOptions = { endpoint };
-  if (serviceName !== undefined) out.serviceName = serviceName;
   // A wrong variable fails the start only when tracing uses it.
   for (const field of OTEL_FIELDS) {
     const problem = env?.problems?.[field];
     if (merged[field] === undefined && problem !== undefined) throw problem;
+  }
+  // The variable's attributes under the file's, key by key (as an SDK
+  // merges its environment's resource under the code's); `service.name`
+  // among them is the name when nothing else sets one (the spec's order:
+  // OTEL_SERVICE_NAME over OTEL_RESOURCE_ATTRIBUTES).
+  const attributes = merged.resourceAttributes === undefined &&
+      env?.resourceAttributes === undefined
+    ? undefined
+    : new Map<string, string>([
+      ...Object.entries(env?.resourceAttributes ?? {}),
+      ...Object.entries(merged.resourceAttributes ?? {}),
+    ]);
+  const serviceName = merged.serviceName ?? env?.serviceName ??
+    attributes?.get("service.name");
+  attributes?.delete("service.name");
+  const out: TracingOptions = { endpoint };
+  if (serviceName !== undefined) out.serviceName = serviceName;
+  if (attributes !== undefined && attributes.size > 0) {
+    out.resourceAttributes = Object.fromEntries(attributes);
   }
   const sampleRatio = merged.sampleRatio ?? env?.sampleRatio;
   if (sampleRatio !== undefined) out.sampleRatio = sampleRatio;
@@ -401,6 +418,8 @@ export interface ResolveConfigOptions {
     endpoint?: string;
     /** `OTEL_SERVICE_NAME`. */
     serviceName?: string;
+    /** `OTEL_RESOURCE_ATTRIBUTES`. */
+    resourceAttributes?: Record<string, string>;
     /** The traces' headers, else the base ones. */
     headers?: Record<string, string>;
     /** From `OTEL_TRACES_SAMPLER` (and its argument). */
@@ -421,6 +440,7 @@ export interface ResolveConfigOptions {
      */
     problems?: {
       headers?: Error;
+      resourceAttributes?: Error;
       sampleRatio?: Error;
       maxQueue?: Error;
       batchIntervalMs?: Error;

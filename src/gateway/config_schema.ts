@@ -296,6 +296,8 @@ export interface GatewayConfig {
     sampleRatio?: number | undefined;
     /** Headers of each POST to the collector (an API key). */
     headers?: Record<string, string> | undefined;
+    /** Attributes of the spans' resource (`deployment.environment`...), over `OTEL_RESOURCE_ATTRIBUTES`'. */
+    resourceAttributes?: Record<string, string> | undefined;
     /** Most spans waiting to be sent (default 2048); beyond, dropped. */
     maxQueue?: number | undefined;
     /** How often waiting spans are sent, in ms (default 5000). */
@@ -719,6 +721,12 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
           (headers) => Object.keys(headers).every(headerNameOk),
           HEADER_NAME_RULE,
         ),
+      ),
+    ),
+    resourceAttributes: v.optional(
+      plainRecord(
+        v.string("expected a string"),
+        "expected an object of attribute name → string value",
       ),
     ),
     maxQueue: v.optional(int(1, 1_000_000)),

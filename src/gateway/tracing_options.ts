@@ -23,6 +23,13 @@ export interface TracingOptions {
   /** The `service.name` of the spans' resource. @default {"pyproxy"} */
   serviceName?: string;
   /**
+   * Other attributes of the spans' resource (`deployment.environment`,
+   * `k8s.pod.name`...), string values; `service.name` and pyproxy's
+   * `telemetry.sdk.*` are not taken from here. `loadConfig` fills it from
+   * `OTEL_RESOURCE_ATTRIBUTES` under the file's. @default {undefined}
+   */
+  resourceAttributes?: Record<string, string>;
+  /**
    * Share of the calls without a sampled or unsampled parent that are
    * traced, 0 to 1; a client's `traceparent` decides for its call (as
    * OpenTelemetry's `parentbased_traceidratio` sampler).
