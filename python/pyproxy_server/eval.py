@@ -522,12 +522,25 @@ class EvalService:
     # grow the server without bound (each namespace keeps what its code
     # stored; 300 sessions holding 1 MB each took ~330 MB).
     MAX_SESSIONS = 1024
+    # Bytes of an ``output`` event besides its text: the keys, fd, seq and the
+    # eval's id (an id of a few hundred digits still fits).
+    EVENT_OVERHEAD = 512
 
     def __init__(self, server, max_sessions=None):
         self._server = server
         if max_sessions is None:
             max_sessions = getattr(server, "max_eval_sessions", self.MAX_SESSIONS)
         self.max_sessions = max_sessions
+        # Characters per output chunk: each chunk's event must fit one frame
+        # (protocol §9), at 6 bytes a character at most (JSON escapes such as
+        # \u0001 or a lone surrogate's \udXXX). Under the default 64 MiB limit
+        # that is OutputChannel's 64 Ki; under --max-frame-size 4096, 597: a
+        # 64 Ki chunk's event was larger than any frame, and dropped unsent
+        # while the reply's ``chunks`` counted it.
+        max_frame = getattr(server, "max_frame_size", None)
+        self.chunk_chars = OutputChannel.chunk_chars
+        if max_frame is not None:
+            self.chunk_chars = max(1, min(self.chunk_chars, (max_frame - self.EVENT_OVERHEAD) // 6))
         self._lock = threading.Lock()
         # connection -> {session id -> namespace}
         self._namespaces = {}
@@ -651,6 +664,7 @@ class EvalService:
             )
 
         channel = OutputChannel(send, self._flusher, call.is_cancelled, call)
+        channel.chunk_chars = self.chunk_chars
         key = (call.connection, call.id)
         outer_writers = capture.writers()
         # From here on a cancel's injected KeyboardInterrupt may fire at any

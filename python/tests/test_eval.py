@@ -1005,5 +1005,27 @@ class EvalServerTest(unittest.TestCase):
         self.assertEqual(reply["error"]["type"], "SessionLostError")
 
 
+class EvalSmallFramesTest(unittest.TestCase):
+    """Output under a small ``--max-frame-size`` without spill-over: every
+    chunk's event fits one frame (a 64 Ki-character chunk did not, and was
+    dropped unsent while the reply's ``chunks`` counted it)."""
+
+    def setUp(self):
+        self.server = ServerProcess(args=("--max-frame-size", "4096"))
+        self.addCleanup(self.server.kill)
+        self.client = self.server.connect()
+
+    def test_every_chunk_counted_arrives_whole(self):
+        # 6000 plain characters, then 1500 that JSON escapes as 6 bytes each.
+        code = "import sys\nsys.stdout.write('c' * 6000)\nsys.stdout.write('\\x01' * 1500)\n"
+        self.client.send({"id": 1, "cmd": "eval", "code": code})
+        reply = self.client.reply_for(1)
+        self.assertTrue(reply["ok"], reply)
+        output = [e for e in self.client.events if e.get("event") == "output"]
+        self.assertEqual(reply["result"]["chunks"], len(output))
+        self.assertEqual([e["seq"] for e in output], list(range(len(output))))
+        self.assertEqual("".join(e["data"] for e in output), "c" * 6000 + "\x01" * 1500)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -118,9 +118,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 32910,
+      size: 33808,
       sha256:
-        "6eec570e9ebf2cc65a4a6eb9d450e2618181d6da47a11fc92f80b981da298638",
+        "617ba8ef3b1bdde8fbac07fb62e5bd0797da80c07e4b3d6a11acf57106e4e969",
     },
     {
       path: "pyproxy_server/execution.py",
