@@ -140,6 +140,8 @@ for (const [setup, extra] of SETUPS) {
     // The messages (and the batches taken apart) went through files there.
     if (spill !== undefined) {
       assert.ok(spill.stats.spilledOut >= 10, String(spill.stats.spilledOut));
+      // None left counted: the attempts refused midway dropped their files.
+      assert.equal(spill.pendingBytes, 0);
     }
   });
 }
