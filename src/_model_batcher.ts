@@ -11,13 +11,22 @@
  * settles on its own, exactly once: with its own result, its own error (an
  * exception instance the model returned for it), the batch's error, or its
  * own timeout or abort. A batch whose calls have all given up is cancelled
- * on the worker.
+ * on the worker. A batch the session refused to write because a message
+ * cannot be encoded (a `SerializationError` it marked unsent) is sent again
+ * in halves, so that only the calls whose messages cannot be sent fail (each
+ * alone, with its own error) and every other runs once.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { CancelledError, errorFromWire, TimeoutError } from "./errors.ts";
+import {
+  CancelledError,
+  errorFromWire,
+  SerializationError,
+  TimeoutError,
+} from "./errors.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
+import { wasUnsent } from "./_unsent.ts";
 import { deliverResponseMeta } from "./_response_meta.ts";
 import type { ResponseMeta } from "./session_types.ts";
 
@@ -301,6 +310,7 @@ export class ModelBatcher {
         this.#deliver(batch, reply);
       },
       (error) => {
+        if (this.#split(batch, error)) return;
         for (const item of batch.items) this.#settle(item, error);
       },
     ).finally(() => {
@@ -308,6 +318,29 @@ export class ModelBatcher {
       // What gathered while this batch ran goes now.
       if (this.#waiting.length > 0) this.flush();
     });
+  }
+
+  /**
+   * Sends the calls of `batch` again, in two halves, when it failed
+   * because one of its messages cannot be encoded and nothing of it was
+   * written (no call ran): the one at fault ends up in a batch of its own,
+   * which fails with that call's error alone, and each other call runs once,
+   * in a smaller batch. Whole-batch failure was the rule before: one caller's
+   * BigInt failed 31 others. True when it sent them again.
+   */
+  #split(batch: Batch, error: unknown): boolean {
+    // A batch of one has nothing to take apart: its call is the one at fault.
+    if (
+      batch.items.length < 2 || !(error instanceof SerializationError) ||
+      !wasUnsent(error)
+    ) return false;
+    // The calls given up on meanwhile are settled: not sent again. One call
+    // left goes alone, for it may not be the one at fault.
+    const open = batch.items.filter((item) => !item.settled);
+    const half = Math.ceil(open.length / 2);
+    if (half > 0) this.#sendBatch(open.slice(0, half));
+    if (open.length > half) this.#sendBatch(open.slice(half));
+    return true;
   }
 
   #count(size: number, ms: number): void {

@@ -62,6 +62,7 @@ import type {
   SessionMiddleware,
 } from "./session_types.ts";
 import { isThenable } from "./_thenable.ts";
+import { markUnsent } from "./_unsent.ts";
 import { decodeBytes } from "./_binary.ts";
 
 // Bytes asked for per read when the connection reads into a buffer.
@@ -899,6 +900,10 @@ export class Session implements AsyncDisposable {
     error: Error,
   ): void {
     if (pending !== undefined) {
+      // No byte of it was written: whoever sends it again runs nothing
+      // twice (a model batch taken apart around a call that cannot be
+      // encoded, ModelBatcher).
+      markUnsent(error);
       this.#settle(pending.id, undefined, error);
       // Given up on while in the middleware: never sent, so never answered
       // (nor waited for: its id would stay in #ignored for good).

@@ -16,6 +16,7 @@ import { VERSION } from "../src/protocol/frame.ts";
 import { denoRuntime } from "../src/runtime/deno.ts";
 import type { Connection, Runtime } from "../src/runtime/types.ts";
 import { Session, type SessionMessage } from "../src/session.ts";
+import { wasUnsent } from "../src/_unsent.ts";
 import {
   DOUBLER,
   encodeFrame,
@@ -727,6 +728,60 @@ Deno.test("Session refuses a message above the server's frame limit and stays us
     await session.execute("doubler", { x: 1, pad: "é".repeat(100) }),
     { y: 2 },
   );
+});
+
+Deno.test("Session marks the error of a request it wrote nothing of (encoder, outgoing middleware), never one of a request that reached the server", async () => {
+  await using server = await startServer({ maxFrameSize: 4096 });
+  await using session = await server.connect({
+    middleware: [{
+      name: "refuser",
+      outgoing: async (msg) => {
+        const x = (msg.msg as { x?: unknown } | undefined)?.x;
+        if (x === 100) throw new Error("no hundreds");
+        return await Promise.resolve(msg);
+      },
+      incoming: (msg) => {
+        if ((msg.result as { y?: number } | undefined)?.y === 14) {
+          throw new Error("unlucky");
+        }
+        return msg;
+      },
+    }],
+  });
+  await session.addModel("doubler", { source: DOUBLER });
+  await session.addModel("raiser", { source: RAISER });
+  await session.addModel("unjson", {
+    source: "class U:\n    def execute(self, msg):\n        return object()\n",
+  });
+  const failure = (call: Promise<unknown>) =>
+    call.then(() => assert.fail("resolved"), (err: Error) => err);
+  const unsent = [
+    session.execute("doubler", { x: 1, pad: "é".repeat(3000) }),
+    session.execute("doubler", { x: 1n }),
+    session.execute("doubler", {
+      get x(): never {
+        throw new Error("getter boom");
+      },
+    }),
+    session.execute("doubler", { x: 100 }),
+  ];
+  for (const err of await Promise.all(unsent.map(failure))) {
+    assert.equal(wasUnsent(err), true, String(err));
+  }
+  // Errors of requests the server got: its error replies (a
+  // SerializationError among them), and a reply an incoming hook refused.
+  const sent = [
+    session.execute("raiser", {}),
+    session.execute("unjson", {}),
+    session.execute("doubler", { x: 7 }),
+  ];
+  const errors = await Promise.all(sent.map(failure));
+  assert.deepEqual(errors.map((e) => e.name), [
+    "PythonError",
+    "SerializationError",
+    "PluginError",
+  ]);
+  for (const err of errors) assert.equal(wasUnsent(err), false, String(err));
 });
 
 Deno.test("Session.request validates timeout and signal; timeout 0 times out at once, Infinity never", async () => {

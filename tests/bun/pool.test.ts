@@ -579,3 +579,62 @@ test(
   },
   30_000,
 );
+
+test(
+  "Pool on Bun: a batched call whose message cannot be sent fails alone; the others of its batch run once each (inline and spilled)",
+  async () => {
+    const source = `
+import time
+class Rec:
+    batch_size = 8
+    batch_delay_ms = 20
+    def __init__(self):
+        self.seen = []
+    def execute_batch(self, msgs):
+        if any(m.get("report") for m in msgs):
+            return [list(self.seen) for m in msgs]
+        if any(m.get("sleep") for m in msgs):
+            time.sleep(0.05)
+        self.seen.extend(m["id"] for m in msgs if "id" in m)
+        return [m.get("id") for m in msgs]
+`;
+    for (const spill of [false, true]) {
+      const pool = await Pool.start({
+        workers: 1,
+        handleSignals: false,
+        ...(spill ? { plugins: [spillover({ threshold: 256 })] } : {}),
+      });
+      try {
+        await pool.addModel("rec", { source });
+        const pad = "p".repeat(spill ? 400 : 0);
+        // The worker busy: the calls below gather into one batch behind it.
+        const blocker = pool.execute("rec", { sleep: true });
+        const bad = {
+          id: -1,
+          get n(): never {
+            throw new Error("getter boom");
+          },
+        };
+        const msgs = [{ id: 0, pad }, { id: 1, pad }, bad, { id: 3, pad }];
+        const settled = await Promise.allSettled(
+          msgs.map((m) => pool.execute("rec", m)),
+        );
+        await blocker;
+        expect(settled.map((r) => r.status)).toEqual([
+          "fulfilled",
+          "fulfilled",
+          "rejected",
+          "fulfilled",
+        ]);
+        const err = (settled[2] as PromiseRejectedResult).reason as Error;
+        expect(err.name).toBe("SerializationError");
+        expect(err.message).toContain("getter boom");
+        const seen = await pool.execute("rec", { report: true }) as number[];
+        expect(seen.toSorted((a, b) => a - b)).toEqual([0, 1, 3]);
+      } finally {
+        await pool.close();
+      }
+    }
+  },
+  30_000,
+);

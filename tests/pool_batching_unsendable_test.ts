@@ -1,0 +1,247 @@
+// A batched call whose message cannot be sent (docs/models.md, "Batching"):
+// it fails alone, and the other calls of its batch each run once.
+import assert from "node:assert/strict";
+import { Pool, type PoolOptions } from "../src/pool.ts";
+import type { Plugin } from "../src/plugin.ts";
+import { spillover, type SpilloverPlugin } from "../plugins/spillover.ts";
+import { SerializationError } from "../src/errors.ts";
+import { modelsDir } from "./_pool_harness.ts";
+
+/**
+ * Records the id of every message it runs; `{report: true}` answers them
+ * (and the sizes of the batches), `{sleep}` holds the worker.
+ */
+const RECORDER = `
+import time
+class Recorder:
+    batch_size = 16
+    batch_delay_ms = 20
+    def __init__(self):
+        self.seen = []
+        self.sizes = []
+    def execute_batch(self, msgs):
+        if any(m.get("report") for m in msgs):
+            return [{"seen": list(self.seen), "sizes": list(self.sizes)} for m in msgs]
+        if any(m.get("sleep") for m in msgs):
+            time.sleep(max(m.get("sleep", 0) for m in msgs))
+        if any(m.get("unjson") for m in msgs):
+            self.seen.extend(m["id"] for m in msgs)
+            return [object() for m in msgs]
+        self.seen.extend(m.get("id") for m in msgs if "id" in m)
+        self.sizes.append(len(msgs))
+        return [{"id": m.get("id")} for m in msgs]
+`;
+
+function opts(dir: string, extra: PoolOptions = {}): PoolOptions {
+  return { workers: 1, modelsDir: dir, handleSignals: false, ...extra };
+}
+
+/** Messages that cannot be sent, each with what its error must say. */
+function unsendable(): Array<[string, Record<string, unknown>, RegExp]> {
+  const buffer = new ArrayBuffer(4);
+  const view = new Uint8Array(buffer);
+  structuredClone(buffer, { transfer: [buffer] }); // detaches it
+  const cycle: Record<string, unknown> = { id: -1 };
+  cycle.self = cycle;
+  return [
+    ["a BigInt", { id: -1, n: 1n }, /BigInt/],
+    ["a getter that throws", {
+      id: -1,
+      get n(): never {
+        throw new Error("getter boom");
+      },
+    }, /getter boom/],
+    ["bytes over a detached ArrayBuffer", { id: -1, view }, /detached/],
+    ["a cycle", cycle, /circular/],
+    [
+      "a Proxy whose trap throws",
+      new Proxy({ id: -1 }, {
+        ownKeys() {
+          throw new Error("trap boom");
+        },
+      }),
+      /trap boom/,
+    ],
+  ];
+}
+
+/** An onRequest hook that awaits before it passes the message on. */
+function asyncHook(): Plugin {
+  return {
+    name: "async-hook",
+    onRequest: async (msg) => {
+      await Promise.resolve();
+      return msg;
+    },
+  };
+}
+
+const SETUPS: Array<[string, PoolOptions]> = [
+  ["no spill-over", { plugins: { defaults: false, use: [] } }],
+  // Each good message is spilled (a file), and so are the batches.
+  ["spill-over", { plugins: [spillover({ threshold: 256 })] }],
+  ["an async onRequest hook", { plugins: [asyncHook()] }],
+];
+
+for (const [setup, extra] of SETUPS) {
+  Deno.test(`Pool batching (${setup}): a call whose message cannot be sent fails alone with its SerializationError; every other call of its batch runs once`, async () => {
+    await using dir = await modelsDir();
+    await using pool = await Pool.start(opts(dir.path, extra));
+    await pool.addModel("rec", { source: RECORDER });
+    const pad = "p".repeat(400); // spilled with the threshold above
+    let next = 0;
+    const expected: number[] = [];
+    for (const [what, bad, says] of unsendable()) {
+      // The worker busy: the calls below gather into one batch behind it.
+      const blocker = pool.execute("rec", { sleep: 0.05 });
+      const good = (pos: number) => {
+        const id = next++;
+        expected.push(id);
+        return { id, pos, pad };
+      };
+      // The bad one among others, not first: the path in its error is its own.
+      const calls = [good(0), good(1), bad, good(3), good(4), good(5)].map(
+        (msg) => pool.execute("rec", msg),
+      );
+      const settled = await Promise.allSettled(calls);
+      await blocker;
+      settled.forEach((r, i) => {
+        if (i === 2) {
+          assert.equal(r.status, "rejected", what);
+          const err = (r as PromiseRejectedResult).reason;
+          assert.ok(err instanceof SerializationError, `${what}: ${err}`);
+          assert.match(err.message, says, what);
+        } else {
+          assert.equal(
+            r.status,
+            "fulfilled",
+            `${what}: ${r.status === "rejected" ? r.reason : ""}`,
+          );
+        }
+      });
+      assert.deepEqual(
+        settled.flatMap((r) =>
+          r.status === "fulfilled" ? [(r.value as { id: number }).id] : []
+        ),
+        expected.slice(-5),
+        what,
+      );
+    }
+    // Each good message ran once: none twice (sent again after it ran),
+    // none lost.
+    const { seen } = await pool.execute("rec", { report: true }) as {
+      seen: number[];
+    };
+    assert.deepEqual(seen.toSorted((a, b) => a - b), expected);
+    assert.equal(pool.status().inFlight, 0);
+    const spill = (extra.plugins as { name: string }[]).find?.((p) =>
+      p.name === "spillover"
+    ) as SpilloverPlugin | undefined;
+    // The messages (and the batches taken apart) went through files there.
+    if (spill !== undefined) {
+      assert.ok(spill.stats.spilledOut >= 10, String(spill.stats.spilledOut));
+      // None left counted: the attempts refused midway dropped their files.
+      assert.equal(spill.pendingBytes, 0);
+    }
+  });
+}
+
+Deno.test("Pool batching: a batch the model ran is never sent again, its SerializationError (a result that is not JSON) fails every call once", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(opts(dir.path));
+  await pool.addModel("rec", { source: RECORDER });
+  const blocker = pool.execute("rec", { sleep: 0.05 });
+  const calls = [0, 1, 2].map((id) =>
+    pool.execute("rec", { id, unjson: true })
+  );
+  const settled = await Promise.allSettled(calls);
+  await blocker;
+  for (const r of settled) {
+    assert.equal(r.status, "rejected");
+    // The server's (a RemoteError of that name), not the session's.
+    assert.equal(r.reason.name, "SerializationError", String(r.reason));
+    assert.match(r.reason.message, /not JSON/);
+  }
+  // The batch of three ran once (taken apart and sent again, its messages
+  // would have run twice).
+  const { seen } = await pool.execute("rec", { report: true }) as {
+    seen: number[];
+  };
+  assert.deepEqual(seen, [0, 1, 2]);
+});
+
+Deno.test("Pool batching: batches over the server's frame limit are taken apart until they fit; a message over it alone fails alone", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(
+    opts(dir.path, {
+      maxFrameSize: 8192,
+      plugins: { defaults: false, use: [] },
+    }),
+  );
+  await pool.addModel("rec", { source: RECORDER });
+  const blocker = pool.execute("rec", { sleep: 0.05 });
+  // Six of 3 KB: 18 KB as one batch, more than 8 KiB.
+  const calls = [0, 1, 2, 3, 4, 5].map((id) =>
+    pool.execute("rec", { id, s: "x".repeat(3000) })
+  );
+  const tooLarge = pool.execute("rec", { id: 6, s: "x".repeat(9000) });
+  const [settled, alone] = await Promise.all([
+    Promise.allSettled(calls),
+    tooLarge.then(() => assert.fail("sent"), (err: unknown) => err),
+  ]);
+  await blocker;
+  assert.ok(alone instanceof SerializationError, String(alone));
+  assert.match(alone.message, /exceed the server's frame limit of 8192/);
+  assert.deepEqual(
+    settled.map((r) => r.status === "fulfilled" && r.value),
+    [0, 1, 2, 3, 4, 5].map((id) => ({ id })),
+  );
+  const { seen, sizes } = await pool.execute("rec", { report: true }) as {
+    seen: number[];
+    sizes: number[];
+  };
+  assert.deepEqual(seen.toSorted((a, b) => a - b), [0, 1, 2, 3, 4, 5]);
+  // In batches of two at most (two fit in 8 KiB, three do not).
+  assert.ok(sizes.slice(1).every((n) => n <= 2), String(sizes));
+});
+
+Deno.test("Pool batching: a call left alone in a batch that failed for another's message (given up on meanwhile) is sent again, alone", async () => {
+  // The other call gives up while the batch waits in an onRequest hook:
+  // the batch then fails for its message, which its last caller did not send.
+  const gate = Promise.withResolvers<void>();
+  const held = Promise.withResolvers<void>();
+  const hook: Plugin = {
+    name: "gate",
+    onRequest: async (msg) => {
+      if (
+        msg.cmd === "executeBatch" && Array.isArray(msg.msgs) &&
+        msg.msgs.length === 2
+      ) {
+        held.resolve();
+        await gate.promise;
+      }
+      return msg;
+    },
+  };
+  await using dir = await modelsDir();
+  // Without spill-over: its size walk, before the hook, would refuse the
+  // BigInt at once.
+  await using pool = await Pool.start(
+    opts(dir.path, { plugins: { defaults: false, use: [hook] } }),
+  );
+  await pool.addModel("rec", { source: RECORDER });
+  const blocker = pool.execute("rec", { sleep: 0.05 });
+  const abort = new AbortController();
+  const good = pool.execute("rec", { id: 1 });
+  const bad = pool.execute("rec", { id: 2, n: 1n }, { signal: abort.signal });
+  await held.promise;
+  abort.abort();
+  await assert.rejects(bad, { name: "CancelledError" });
+  gate.resolve();
+  assert.deepEqual(await good, { id: 1 });
+  await blocker;
+  const { seen } = await pool.execute("rec", { report: true }) as {
+    seen: number[];
+  };
+  assert.deepEqual(seen, [1]);
+});
