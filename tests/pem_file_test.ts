@@ -7,6 +7,8 @@ import { defaultRuntime } from "../src/runtime/mod.ts";
 import type { Runtime } from "../src/runtime/types.ts";
 import { getLogger } from "@logtape/logtape";
 import { tempDir } from "./_harness.ts";
+import { certificateSummary } from "../src/gateway/_config_reload.ts";
+import { HAS_OPENSSL, selfSignedCert } from "./_self_signed_cert.ts";
 
 /** `promise`, or a rejection after 5 s (a read that hangs for good). */
 async function within<T>(promise: Promise<T>): Promise<T> {
@@ -70,4 +72,28 @@ Deno.test("readTls (a start's, a reload's, a TLS files' poll's read) fails as a 
     )),
     /^ConfigError: tls\.cert: cannot read .*cert\.pem: had no answer within 2000 ms/,
   );
+});
+
+Deno.test({
+  name:
+    "certificateSummary (a reload's and a TLS files' poll's log) names the certificate of a file with the key first",
+  ignore: !HAS_OPENSSL,
+}, async () => {
+  // HAProxy's form is served; the log said only "tls (certificate)" for it
+  // on Deno, whose node:crypto parses a text's first block alone.
+  await using dir = await tempDir("pyproxy-pem-file-test-");
+  const tls = await selfSignedCert(dir.path);
+  const key = await Deno.readTextFile(tls.key);
+  for (
+    const cert of [
+      tls.pem,
+      key + tls.pem,
+      `\uFEFFleading text\r\n${key}${tls.pem}`,
+    ]
+  ) {
+    assert.match(
+      certificateSummary({ cert }),
+      /^CN=localhost, valid until \w{3} +\d+ [\d:]+ \d{4} GMT$/,
+    );
+  }
 });
