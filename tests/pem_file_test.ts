@@ -1,7 +1,14 @@
 // readPemFile's bounds: a read without an answer (a hung network file
 // system) fails instead of holding a reload or a TLS files' poll for good.
 import assert from "node:assert/strict";
-import { PemFileError, readPemFile } from "../src/gateway/_pem_file.ts";
+import {
+  CERTIFICATE,
+  firstPemBlock,
+  MAX_PEM_FILE_BYTES,
+  PemFileError,
+  PRIVATE_KEY,
+  readPemFile,
+} from "../src/gateway/_pem_file.ts";
 import { readTls } from "../src/gateway/_tls_files.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
 import type { Runtime } from "../src/runtime/types.ts";
@@ -96,4 +103,59 @@ Deno.test({
       /^CN=localhost, valid until \w{3} +\d+ [\d:]+ \d{4} GMT$/,
     );
   }
+});
+
+Deno.test("firstPemBlock reads a file of the largest size in one pass, whatever its markers (unclosed blocks, ENDs of other labels)", async () => {
+  // The lazy regex looked for each BEGIN's END up to the file's end: 4 MiB
+  // of unclosed BEGIN lines took minutes (368 KB: 2.9 s), holding the event
+  // loop at a start, a reload or each TLS files' poll. In a worker, ended
+  // after a bound far above one pass (milliseconds).
+  const worker = new Worker(
+    URL.createObjectURL(
+      new Blob([
+        `import { CERTIFICATE, firstPemBlock } from "${
+          new URL("../src/gateway/_pem_file.ts", import.meta.url).href
+        }";
+        const line = "-----BEGIN X-----\\nQUJD\\n-----END Y-----\\n-----BEGIN CERTIFICATE-----\\n";
+        const text = line.repeat(Math.floor(${MAX_PEM_FILE_BYTES} / line.length));
+        postMessage(firstPemBlock(text, CERTIFICATE) ?? "none");`,
+      ], { type: "text/javascript" }),
+    ),
+    { type: "module" },
+  );
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const answer = await Promise.race([
+      new Promise((resolve) => worker.onmessage = (e) => resolve(e.data)),
+      new Promise((resolve) => {
+        timer = setTimeout(() => resolve("still scanning after 30 s"), 30_000);
+      }),
+    ]);
+    assert.equal(answer, "none");
+  } finally {
+    clearTimeout(timer);
+    worker.terminate();
+  }
+  // Blocks found past others: unclosed, closed by another label's END.
+  const cert = "-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----";
+  for (
+    const text of [
+      cert,
+      `-----BEGIN X-----\n${cert}`,
+      `-----BEGIN \n${cert}`,
+      `-----BEGIN X-----\nQUJD\n-----END Y-----\n${cert}\n`,
+      `\uFEFFtext\r\n-----BEGIN PRIVATE KEY-----\r\nQUJD\r\n-----END PRIVATE KEY-----\r\n${cert}`,
+    ]
+  ) assert.equal(firstPemBlock(text, CERTIFICATE), cert, JSON.stringify(text));
+  assert.equal(
+    firstPemBlock(
+      `${cert}\n-----BEGIN EC PRIVATE KEY-----\nQQ==\n-----END EC PRIVATE KEY-----`,
+      PRIVATE_KEY,
+    ),
+    "-----BEGIN EC PRIVATE KEY-----\nQQ==\n-----END EC PRIVATE KEY-----",
+  );
+  assert.equal(
+    firstPemBlock("-----BEGIN CERTIFICATE-----\nQUJD\n", CERTIFICATE),
+    undefined,
+  );
 });
