@@ -78,6 +78,11 @@ export interface BatchSendOptions {
   signal: AbortSignal;
   onSend: (worker: string) => void;
   idempotent: boolean;
+  /**
+   * A part of a batch sent before and taken apart (`#split`): its calls
+   * were admitted then, so a full pool queue must not refuse them now.
+   */
+  again?: boolean;
 }
 
 /**
@@ -249,7 +254,7 @@ export class ModelBatcher {
     for (const item of this.#waiting.splice(0)) this.#settle(item, error);
   }
 
-  #sendBatch(items: Item[]): void {
+  #sendBatch(items: Item[], again = false): void {
     const batch: Batch = {
       items,
       open: items.length,
@@ -294,6 +299,7 @@ export class ModelBatcher {
         timeout: deadline,
         signal: batch.abort.signal,
         idempotent,
+        ...(again ? { again } : {}),
         onSend: (sentTo) => {
           sentAt = performance.now();
           for (const item of items) {
@@ -338,8 +344,8 @@ export class ModelBatcher {
     // left goes alone, for it may not be the one at fault.
     const open = batch.items.filter((item) => !item.settled);
     const half = Math.ceil(open.length / 2);
-    if (half > 0) this.#sendBatch(open.slice(0, half));
-    if (open.length > half) this.#sendBatch(open.slice(half));
+    if (half > 0) this.#sendBatch(open.slice(0, half), true);
+    if (open.length > half) this.#sendBatch(open.slice(half), true);
     return true;
   }
 

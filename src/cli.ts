@@ -23,6 +23,7 @@ import {
 } from "./gateway/config.ts";
 import { serve } from "./gateway/serve.ts";
 import { exampleBody } from "./gateway/example_body.ts";
+import { CERTIFICATE, firstPemBlock } from "./gateway/_pem_file.ts";
 
 // The manifest carries deno.json's version (scripts/gen_python_manifest.ts,
 // checked by tests/python_manifest_test.ts), so no JSON import is needed:
@@ -915,7 +916,9 @@ function modelList(
 /** Whether the PEM certificate at `path` is its own issuer (self-signed). */
 async function selfSigned(runtime: Runtime, path: string): Promise<boolean> {
   try {
-    const cert = new X509Certificate(await runtime.readFile(path));
+    // Its first certificate (a file with the key first is served).
+    const pem = new TextDecoder().decode(await runtime.readFile(path));
+    const cert = new X509Certificate(firstPemBlock(pem, CERTIFICATE) ?? pem);
     return cert.issuer === cert.subject && cert.checkIssued(cert);
   } catch {
     return false; // serve read it already; a hint is not worth an error

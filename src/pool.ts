@@ -1474,7 +1474,17 @@ export class Pool implements AsyncDisposable {
             args.messageHeaders = messageHeaders;
           }
           if (traceContexts !== undefined) args.traceContexts = traceContexts;
-          return this.request("executeBatch", args, options);
+          // A part of a batch taken apart was admitted with it: routed as a
+          // retry, past a full queue (maxQueue), or a good call of the
+          // batch would fail for another call's message.
+          return this.#request(
+            "executeBatch",
+            args,
+            options,
+            undefined,
+            undefined,
+            options.again === true,
+          );
         },
         this.#modelTimeouts.get(name) ?? this.#opts.requestTimeout ??
           Infinity,
@@ -1556,13 +1566,18 @@ export class Pool implements AsyncDisposable {
     return this.#request<T>(cmd, args, options, undefined);
   }
 
-  /** `defaultTimeout`: the model's own, for a call that gives none. */
+  /**
+   * `defaultTimeout`: the model's own, for a call that gives none. `retry`:
+   * a call admitted before (a part of a batch taken apart), routed as a
+   * retry is: to the queue's front, never refused by a full one.
+   */
   #request<T>(
     cmd: string,
     args: Record<string, unknown> | undefined,
     options: PoolRequestOptions,
     onSlot: ((slot: SlotLease) => void) | undefined,
     defaultTimeout?: number,
+    retry = false,
   ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const refused = this.#refusal(cmd, options);
@@ -1586,7 +1601,7 @@ export class Pool implements AsyncDisposable {
         const placement = placements.get(args.name as string);
         if (placement !== undefined) call.placement = placement;
       }
-      this.#router.route(call, false);
+      this.#router.route(call, retry);
     });
   }
 

@@ -363,6 +363,33 @@ Deno.test({
   });
 });
 
+Deno.test({
+  name:
+    "main serve's try: line trusts a self-signed certificate in one file after its key (--cacert)",
+  ignore: !HAS_OPENSSL,
+}, async () => {
+  // HAProxy's form is served; the line left --cacert out for it on Deno
+  // (its node:crypto parsed the key's block as the certificate).
+  await using dir = await tempDir();
+  const { key, pem } = await selfSignedCert(dir.path);
+  const both = `${dir.path}/both.pem`;
+  await Deno.writeTextFile(both, (await Deno.readTextFile(key)) + pem, {
+    mode: 0o600,
+  });
+  await using serve = await startServe([
+    "--port",
+    "0",
+    "--workers",
+    "1",
+    "--tls-cert",
+    both,
+    "--tls-key",
+    both,
+  ]);
+  const line = /try: +(curl .*)\n/.exec(serve.banner)?.[1];
+  assert.ok(line?.includes(` --cacert ${both} `), serve.banner);
+});
+
 Deno.test("main serve's banner names a model with versions once, with its labels and default", async () => {
   // Each version was listed as the name: "models: classifier, classifier".
   await using models = await tempDir();

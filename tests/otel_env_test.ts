@@ -125,11 +125,33 @@ Deno.test("OTEL_RESOURCE_ATTRIBUTES: the resource's attributes under the file's,
     assert.match(message, /^OTEL_RESOURCE_ATTRIBUTES: /);
     assert.match(message, why);
   }
-  // Without tracing, or with the file's attributes, it is not used.
+  // Without tracing it is not used.
   assert.equal(
     (await load({ OTEL_RESOURCE_ATTRIBUTES: "a=1,b" })).tracing,
     undefined,
   );
+  // With the file's attributes it is (under them, key by key): a wrong one
+  // still fails; its entries were dropped without a word.
+  const problem = new ConfigError("OTEL_RESOURCE_ATTRIBUTES: entry 2 ...");
+  assert.throws(
+    () =>
+      resolveConfig({
+        cwd: "/",
+        file: { tracing: { endpoint, resourceAttributes: { team: "ml" } } },
+        otelEnv: { problems: { resourceAttributes: problem } },
+      }),
+    (err: unknown) => err === problem,
+  );
+  // An empty service.name names nothing (the default), as an empty
+  // OTEL_SERVICE_NAME: the service was named "".
+  const unnamed = await load({
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint,
+    OTEL_RESOURCE_ATTRIBUTES: "service.name=,team=ml",
+  });
+  assert.deepEqual(unnamed.tracing, {
+    endpoint,
+    resourceAttributes: { team: "ml" },
+  });
 });
 
 Deno.test("OTEL_EXPORTER_OTLP_HEADERS that fetch would refuse fail the start, naming the variable and the entry, never its text", async () => {

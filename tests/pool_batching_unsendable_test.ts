@@ -245,3 +245,43 @@ Deno.test("Pool batching: a call left alone in a batch that failed for another's
   };
   assert.deepEqual(seen, [1]);
 });
+
+Deno.test("Pool batching: the parts of a batch taken apart are not new calls: a full pool queue (maxQueue) refuses none of them", async () => {
+  // One call in flight per worker and a queue of one: the batch was
+  // admitted; its parts, sent again while another call holds the queue's
+  // place, got OverloadedError (a good call failed for another's message).
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(
+    opts(dir.path, {
+      maxInFlightPerWorker: 1,
+      maxQueue: 1,
+      plugins: { defaults: false, use: [] },
+    }),
+  );
+  await pool.addModel("rec", { source: RECORDER });
+  const blocker = pool.execute("rec", { sleep: 0.05 });
+  const calls = [0, 1, 2, 3, 4, 5].map((id) =>
+    pool.execute("rec", id === 0 ? { id, n: 1n } : { id })
+  );
+  const settled = await Promise.allSettled(calls);
+  await blocker;
+  settled.forEach((r, i) => {
+    if (i === 0) {
+      assert.equal(r.status, "rejected");
+      assert.ok(
+        (r as PromiseRejectedResult).reason instanceof SerializationError,
+        String((r as PromiseRejectedResult).reason),
+      );
+    } else {
+      assert.deepEqual(
+        r.status === "fulfilled" ? r.value : String(r.reason),
+        { id: i },
+      );
+    }
+  });
+  const { seen } = await pool.execute("rec", { report: true }) as {
+    seen: number[];
+  };
+  assert.deepEqual(seen.toSorted((a, b) => a - b), [1, 2, 3, 4, 5]);
+  assert.equal(pool.status().inFlight, 0);
+});

@@ -525,6 +525,11 @@ class EvalService:
     # Bytes of an ``output`` event besides its text: the keys, fd, seq and the
     # eval's id (an id of a few hundred digits still fits).
     EVENT_OVERHEAD = 512
+    # An id this large or larger (in absolute value) is counted apart: an id
+    # may have any number of digits (protocol §1, up to Python's 4300), and
+    # one of 600 made two of three chunks' events too large for a 4096-byte
+    # frame (dropped unsent while ``chunks`` counted them).
+    LONG_ID = 10 ** 100
 
     def __init__(self, server, max_sessions=None):
         self._server = server
@@ -538,6 +543,7 @@ class EvalService:
         # 64 Ki chunk's event was larger than any frame, and dropped unsent
         # while the reply's ``chunks`` counted it.
         max_frame = getattr(server, "max_frame_size", None)
+        self._max_frame = max_frame
         self.chunk_chars = OutputChannel.chunk_chars
         if max_frame is not None:
             self.chunk_chars = max(1, min(self.chunk_chars, (max_frame - self.EVENT_OVERHEAD) // 6))
@@ -553,6 +559,16 @@ class EvalService:
         self._one_off_prefix = secrets.token_hex(4)
         self._one_off_ids = itertools.count(1)
         self._pid = os.getpid()
+
+    def _chunk_chars_for(self, rid):
+        """Characters per output chunk of the eval whose request id is
+        ``rid``: ``chunk_chars``, fewer for an id too long for
+        ``EVENT_OVERHEAD`` (each event repeats it)."""
+        chars = self.chunk_chars
+        if self._max_frame is not None and isinstance(rid, int) and not -self.LONG_ID < rid < self.LONG_ID:
+            room = self._max_frame - self.EVENT_OVERHEAD - len(str(rid))
+            chars = max(1, min(chars, room // 6))
+        return chars
 
     def install(self):
         """Register the commands on the server and start the flusher thread.
@@ -664,7 +680,7 @@ class EvalService:
             )
 
         channel = OutputChannel(send, self._flusher, call.is_cancelled, call)
-        channel.chunk_chars = self.chunk_chars
+        channel.chunk_chars = self._chunk_chars_for(call.id)
         key = (call.connection, call.id)
         outer_writers = capture.writers()
         # From here on a cancel's injected KeyboardInterrupt may fire at any

@@ -1026,6 +1026,17 @@ class EvalSmallFramesTest(unittest.TestCase):
         self.assertEqual([e["seq"] for e in output], list(range(len(output))))
         self.assertEqual("".join(e["data"] for e in output), "c" * 6000 + "\x01" * 1500)
 
+    def test_an_id_of_many_digits_still_fits(self):
+        # Each event repeats the id, which may have any number of digits: one
+        # of 600 left one of three chunks' events in a 4096-byte frame.
+        for rid in (int("7" * 600), -int("7" * 4000)):
+            self.client.send({"id": rid, "cmd": "eval", "code": "import sys\nsys.stdout.write('\\x01' * 1500)\n"})
+            reply = self.client.reply_for(rid)
+            self.assertTrue(reply["ok"], reply)
+            output = [e for e in self.client.events if e.get("event") == "output" and e["id"] == rid]
+            self.assertEqual(reply["result"]["chunks"], len(output))
+            self.assertEqual("".join(e["data"] for e in output), "\x01" * 1500)
+
 
 if __name__ == "__main__":
     unittest.main()

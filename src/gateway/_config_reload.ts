@@ -13,6 +13,7 @@ import { ConfigError } from "../errors.ts";
 import type { Runtime } from "../runtime/types.ts";
 import { DEFAULTS, type ResolvedConfig, tokenList } from "./config.ts";
 import { readTls } from "./_tls_files.ts";
+import { CERTIFICATE, firstPemBlock } from "./_pem_file.ts";
 import type { ReadableWarnings } from "./_token_files.ts";
 import { checkTokenFileInterval } from "./_token_file_interval.ts";
 
@@ -179,7 +180,11 @@ export function withTlsFilesOf(
 /** The served certificate's subject and expiry, for the log. */
 export function certificateSummary(tls: { cert: string }): string {
   try {
-    const cert = new X509Certificate(tls.cert);
+    // Its first certificate: a file with the key first (HAProxy's form) is
+    // served, but Deno's node:crypto parses only a text's first block.
+    const cert = new X509Certificate(
+      firstPemBlock(tls.cert, CERTIFICATE) ?? tls.cert,
+    );
     return `${
       cert.subject.replaceAll("\n", ", ")
     }, valid until ${cert.validTo}`;

@@ -7,7 +7,8 @@
  * A variable that is set but wrong fails the start with a `ConfigError`
  * naming it, as a wrong field of the file does (none is read with
  * `OTEL_SDK_DISABLED=true`; all but the endpoint's and the protocol's only
- * when tracing is on and the flags and the file do not set that field); a
+ * when tracing is on and the flags and the file do not set that field, the
+ * resource attributes' whenever tracing is on: they go under the file's); a
  * header variable's error never repeats its text (it holds API keys), only
  * which entry is wrong.
  *

@@ -86,14 +86,55 @@ export const PRIVATE_KEY: RegExp = /^(?:RSA |EC |)PRIVATE KEY$/;
  * `undefined` when it has none.
  */
 export function firstPemBlock(text: string, label: RegExp): string | undefined {
-  for (
-    const block of text.matchAll(
-      /-----BEGIN ([A-Z0-9 ]+)-----[\s\S]*?-----END \1-----/g,
-    )
-  ) {
-    if (label.test(block[1]!)) return block[0];
-  }
+  for (const block of pemBlocks(text, label)) return block;
   return undefined;
+}
+
+/** What a PEM block's label may hold (RFC 7468's labels, as OpenSSL writes them). */
+const LABEL = /^[A-Z0-9 ]+$/;
+
+/**
+ * The PEM blocks of `text` whose labels match `label`, in order: from a
+ * `-----BEGIN <label>-----` line to the `-----END <label>-----` that comes
+ * before any other BEGIN (a block never holds another, as OpenSSL reads
+ * them); a BEGIN without such an END is skipped. One pass over `text`
+ * (whose markers are each searched for from where the last one was): a
+ * lazy regular expression looked for each BEGIN's END up to the file's
+ * end, minutes for a 4 MiB file of unclosed BEGIN lines.
+ */
+export function* pemBlocks(text: string, label: RegExp): Generator<string> {
+  let at = 0;
+  // The next "-----END " at or after `at`, found once per position.
+  let end = -1;
+  for (;;) {
+    const begin = text.indexOf("-----BEGIN ", at);
+    if (begin < 0) return;
+    const from = begin + 11;
+    const to = text.indexOf("-----", from);
+    if (to < 0) return;
+    const name = text.slice(from, to);
+    if (!LABEL.test(name)) {
+      // Not a BEGIN line: what follows it may be one.
+      at = from;
+      continue;
+    }
+    at = to + 5;
+    if (end < at) {
+      end = text.indexOf("-----END ", at);
+      if (end < 0) return;
+    }
+    const next = text.indexOf("-----BEGIN ", at);
+    // Another block begins before any END: this one has none of its own.
+    if (next >= 0 && next < end) continue;
+    const close = `-----END ${name}-----`;
+    if (!text.startsWith(close, end)) {
+      // Closed by another label's END: not a block.
+      at = end + 9;
+      continue;
+    }
+    at = end + close.length;
+    if (label.test(name)) yield text.slice(begin, at);
+  }
 }
 
 /** An encrypted PEM key: PKCS#8's, or the traditional form's header. */

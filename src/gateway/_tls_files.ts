@@ -15,6 +15,7 @@ import {
   CERTIFICATE,
   ENCRYPTED_KEY,
   firstPemBlock,
+  pemBlocks,
   PRIVATE_KEY,
   readPemFile,
 } from "./_pem_file.ts";
@@ -215,9 +216,7 @@ function chainIndex(
   pem: string,
   key: ReturnType<typeof createPrivateKey>,
 ): number | undefined {
-  const blocks = pem.match(
-    /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g,
-  ) ?? [];
+  const blocks = [...pemBlocks(pem, CERTIFICATE)];
   for (let i = 1; i < blocks.length; i++) {
     try {
       if (new X509Certificate(blocks[i]!).checkPrivateKey(key)) return i;

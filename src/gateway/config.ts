@@ -241,10 +241,15 @@ function resolveTracing(
   const endpoint = cli?.endpoint ?? file?.endpoint ?? env?.endpoint;
   if (endpoint === undefined) return undefined;
   const merged = { ...file, ...cli };
-  // A wrong variable fails the start only when tracing uses it.
+  // A wrong variable fails the start only when tracing uses it: the
+  // attributes' always (merged under the file's key by key, a wrong one
+  // dropped its entries silently when the file had attributes too).
   for (const field of OTEL_FIELDS) {
     const problem = env?.problems?.[field];
-    if (merged[field] === undefined && problem !== undefined) throw problem;
+    if (
+      problem !== undefined &&
+      (merged[field] === undefined || field === "resourceAttributes")
+    ) throw problem;
   }
   // The variable's attributes under the file's, key by key (as an SDK
   // merges its environment's resource under the code's); `service.name`
@@ -257,8 +262,10 @@ function resolveTracing(
       ...Object.entries(env?.resourceAttributes ?? {}),
       ...Object.entries(merged.resourceAttributes ?? {}),
     ]);
+  // An empty one is none, as an empty OTEL_SERVICE_NAME (and as the file's
+  // serviceName cannot be): `service.name=` named the service "".
   const serviceName = merged.serviceName ?? env?.serviceName ??
-    attributes?.get("service.name");
+    (attributes?.get("service.name") || undefined);
   attributes?.delete("service.name");
   const out: TracingOptions = { endpoint };
   if (serviceName !== undefined) out.serviceName = serviceName;

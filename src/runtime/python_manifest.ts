@@ -118,9 +118,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 33808,
+      size: 34684,
       sha256:
-        "617ba8ef3b1bdde8fbac07fb62e5bd0797da80c07e4b3d6a11acf57106e4e969",
+        "c99dcf892ed4bd4e29c3b372a12f474660f898fd5a870b6297d30be31891971a",
     },
     {
       path: "pyproxy_server/execution.py",
