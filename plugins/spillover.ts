@@ -201,6 +201,15 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
   const sessionCrc = new WeakSet<Session>();
   const sessionStrings = new WeakSet<Session>();
   const sessionBytes = new WeakSet<Session>();
+  // Per configured session whose server's frame limit is below the
+  // threshold (`--max-frame-size` under 1 MiB), that limit: what is larger
+  // spills, or it could not be sent at all. None in the usual case, and then
+  // no lookup per message.
+  let smallFrames: WeakMap<Session, number> | undefined;
+  const thresholdOf = (session: Session): number =>
+    smallFrames === undefined
+      ? threshold
+      : smallFrames.get(session) ?? threshold;
   // Files this host wrote that the server may not have consumed yet, by path.
   const hostFiles = new Map<string, HostFile>();
   // The hash threads: none until a large message needs them, then their start (none where they cannot run).
@@ -238,9 +247,16 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
     if (sessionDirs.has(session)) return;
     const dir = workerDirs.get(workerId);
     if (dir === undefined) return;
+    // A message larger than the server's frame limit (which it writes
+    // under too) is sent only spilled, whatever the threshold: both sides
+    // spill above the smaller of the two.
+    const limit = session.serverInfo.maxFrameSize;
+    const own = typeof limit === "number" && limit > 0 && limit < threshold
+      ? limit
+      : threshold;
     const spill: Record<string, unknown> = {
       dir,
-      threshold,
+      threshold: own,
       partSize: PART_SIZE,
       strings: true,
       bytes: true,
@@ -265,6 +281,7 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
     }
     if (reply?.spill?.strings === true) sessionStrings.add(session);
     if (reply?.spill?.bytes === true) sessionBytes.add(session);
+    if (own < threshold) (smallFrames ??= new WeakMap()).set(session, own);
     sessionDirs.set(session, dir);
   }
 
@@ -338,7 +355,7 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
     try {
       const crc = sessionCrc.has(mc.session);
       const ref = await writeSpill(rt, path, msg, {
-        threshold,
+        threshold: thresholdOf(mc.session),
         reserve,
         // A CRC needs no hash threads: it costs ~0.1 ms per MB on this one.
         md5: crc ? [] : md5Threads(jsonSizeBound(msg, PARALLEL_MD5_BYTES)),
@@ -547,6 +564,7 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
     ): WireMessage | void | Promise<WireMessage | void> {
       const dir = sessionDirs.get(mc.session);
       if (dir === undefined) return;
+      const threshold = thresholdOf(mc.session);
       let size: number;
       try {
         size = jsonSizeBound(msg, threshold);

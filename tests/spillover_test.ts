@@ -393,6 +393,43 @@ Deno.test("spillover reads a reply one byte above the threshold from a file, not
   }
 });
 
+Deno.test("spillover under a frame limit below its threshold: what is above the limit spills both ways (it could not be sent inline)", async () => {
+  // The default threshold (1 MiB) over a 4096-byte frame limit: a 100 KB
+  // request or answer failed "configure spill-over" with spill-over on.
+  const spill = spillover();
+  const size = sizer();
+  const pool = await Pool.start({
+    workers: 1,
+    modelsDir: new URL("../python/tests/models/", import.meta.url).pathname,
+    handleSignals: false,
+    maxFrameSize: 4096,
+    plugins: { defaults: false, use: [size, spill] },
+  });
+  try {
+    await pool.addModel("spill_echo", { file: "spill_echo.py" });
+    size.target = 100_000;
+    const request = await pool.execute("spill_echo", { op: "len" }) as {
+      len: number;
+    };
+    assert.ok(request.len >= 99_000, String(request.len));
+    assert.equal(spill.stats.spilledOut, 1);
+    // Small requests from here on: they stay inline.
+    size.target = 1000;
+    const answer = await pool.execute("spill_echo", {
+      op: "sized",
+      size: 100_000,
+    }) as { data: string };
+    // `sized` answers a message of that many bytes in all.
+    assert.ok(answer.data.length >= 99_000, String(answer.data.length));
+    assert.equal(spill.stats.spilledIn, 1);
+    await pool.execute("spill_echo", { op: "len" });
+    assert.equal(spill.stats.spilledOut, 1);
+    assert.deepEqual(await spillFiles(spill), []);
+  } finally {
+    await pool.close();
+  }
+});
+
 Deno.test("spillover carries large host callbacks from Python and their replies through files", async () => {
   const spill = spillover({ threshold: 1024 });
   const cache = sharedCache();
