@@ -659,7 +659,19 @@ async function setupLogging(config: ResolvedConfig): Promise<StartLog> {
   for (const [cat, level] of Object.entries(config.logLevels)) {
     categories.set(cat, level);
   }
-  const write = getConsoleSink({ levelMap: toStderr });
+  const toConsole = getConsoleSink({ levelMap: toStderr });
+  // What this function writes itself (the records held while starting)
+  // does not pass through LogTape, which drops a record its sink throws on:
+  // a stderr that cannot be written (a full disk, ENOSPC, under
+  // `2>>file`) threw out of the start, after it had succeeded, and the
+  // gateway exited with status 1. Such a record is dropped the same way.
+  const write = (record: LogRecord): void => {
+    try {
+      toConsole(record);
+    } catch {
+      // stderr cannot take it: nowhere left to say so
+    }
+  };
   const verbose = [...categories.values()].some((l) =>
     l === "debug" || l === "trace"
   );

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
 import denoJson from "../deno.json" with { type: "json" };
 import { tempDir, waitFor } from "./_harness.ts";
 import { HAS_OPENSSL, selfSignedCert } from "./_self_signed_cert.ts";
@@ -468,6 +469,59 @@ Deno.test("main serve skips a model whose import hangs after --load-timeout", as
     serve.banner,
     /skipped model hang: .*timed out after 2000 ms \(limits\.loadTimeout, --load-timeout\)/,
   );
+});
+
+Deno.test({
+  name:
+    "main serve whose stderr cannot be written (a full disk) serves and stops with status 0",
+  // /dev/full fails every write with ENOSPC, as a full disk does.
+  ignore: !existsSync("/dev/full"),
+}, async () => {
+  await using models = await tempDir();
+  // A warning while starting: held, and written once the start succeeded.
+  await Deno.writeTextFile(
+    `${models.path}/noisy.py`,
+    "import sys\n\nclass Noisy:\n    def __init__(self, options):\n" +
+      "        print('loading', file=sys.stderr)\n\n" +
+      "    def execute(self, msg):\n        return msg\n",
+  );
+  const child = new Deno.Command("/bin/sh", {
+    args: [
+      "-c",
+      'exec "$0" run -A "$1" serve --port=0 --workers=1 --models="$2" 2>/dev/full',
+      Deno.execPath(),
+      MOD,
+      models.path,
+    ],
+    cwd: ROOT,
+    stdout: "piped",
+  }).spawn();
+  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    let banner = "";
+    while (!/dashboard: .*\n/.test(banner)) {
+      const { value, done } = await stdout.read();
+      if (done) break;
+      banner += value;
+    }
+    const url = /listening on (\S+)/.exec(banner)?.[1];
+    assert.ok(url, `no banner: ${JSON.stringify(banner)}`);
+    const res = await fetch(`${url}/v1/models/noisy/execute`, {
+      method: "POST",
+      body: '{"a":1}',
+    });
+    assert.deepEqual(await res.json(), { a: 1 });
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // exited
+    }
+    await child.status;
+    await stdout.cancel();
+  }
 });
 
 Deno.test("main serve names 50 models on its banner and counts the rest", async () => {
