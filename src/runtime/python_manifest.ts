@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 25559,
+      size: 27401,
       sha256:
-        "17774fd849a8c75b846c71e6900fa615ad7cbee07b96b43ab1e1782cd64809cf",
+        "4c43d2ec57fa74624b0dc634c260ba974df310fd646eb016596f0c440c44a4cb",
     },
     {
       path: "pyproxy_server/array_like.py",
