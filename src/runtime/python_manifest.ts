@@ -76,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call_executor.py",
-      size: 10874,
+      size: 11111,
       sha256:
-        "630bf610be42f00628fadb6868d21798291963595a84791cb5a7f8d932023577",
+        "e276dbd7d5e023b52732fe36c8f2a7fe154f179519a4cec365976fd7ef4c1502",
     },
     {
       path: "pyproxy_server/capture.py",
@@ -124,9 +124,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 32796,
+      size: 33173,
       sha256:
-        "3fb580587f8304339c279d5c20c327d357a598a59fb23d8037416c665a1ae42c",
+        "895d69a7d78177a05d8ac1e3791355640f737f4429373cf561052c967ef18859",
     },
     {
       path: "pyproxy_server/framer.py",
