@@ -103,6 +103,20 @@ Deno.test("Gateway: models[].timeout is the default of its model's calls, above 
   );
   assert.equal(r.status, 504);
   assert.ok(r.ms < 1500, `504 after ${r.ms} ms`);
+  // The Open Inference Protocol's infer names it the same way.
+  r = await timed(
+    gw.fetch(
+      "/v2/models/tight/infer",
+      post({
+        inputs: [{ name: "seconds", datatype: "FP64", shape: [], data: [2] }],
+      }),
+    ),
+  );
+  assert.equal(r.status, 504);
+  assert.equal(
+    r.body.error,
+    `Cannot run model 'tight': no answer within 150 ms, its "timeout" (its pyproxy.json entry or PUT body); the call was cancelled`,
+  );
   // A stream: the model's timeout covers it, as the gateway's did.
   r = await timed(gw.fetch("/v1/models/tight/stream", post({ seconds: 2 })));
   assert.equal(r.status, 504);
