@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 import {
   configure,
   getConsoleSink,
+  jsonLinesFormatter,
   type LogLevel,
   type LogRecord,
 } from "@logtape/logtape";
@@ -147,6 +148,8 @@ Options:
                             not make a worker preempt the gateway's thread)
       --log-level <level>   trace, debug, info, warning, error, fatal; or
                             category=level, e.g. pyproxy.pool=debug (repeatable)
+      --log-format <format> text (default) or json: one JSON object a line on
+                            stderr, with its date, level, logger and properties
       --debug               Include Python tracebacks in error responses, worker
                             stderr in /v1/status, model option values
   -h, --help                Show this help
@@ -260,6 +263,7 @@ const OPTIONS = {
   "allow-manage": { type: "boolean" },
   autoscale: { type: "string" },
   "log-level": { type: "string", multiple: true },
+  "log-format": { type: "string" },
   debug: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
@@ -446,6 +450,7 @@ const FLAG_OF: Record<string, string> = {
   "limits.shutdownDelay": "--shutdown-delay",
   logLevel: "--log-level",
   logLevels: "--log-level",
+  logFormat: "--log-format",
 };
 
 /**
@@ -626,6 +631,7 @@ function cliOverrides(
     else logLevels[entry.slice(0, eq)] = entry.slice(eq + 1);
   }
   if (Object.keys(logLevels).length) cli.logLevels = logLevels;
+  set("logFormat", str("log-format"));
   const env = envFlags(values.env as string[] | undefined);
   if (env !== undefined) cli.env = env;
   const config = str("config");
@@ -660,7 +666,26 @@ async function setupLogging(config: ResolvedConfig): Promise<StartLog> {
   for (const [cat, level] of Object.entries(config.logLevels)) {
     categories.set(cat, level);
   }
-  const write = getConsoleSink({ levelMap: toStderr });
+  // JSON Lines for log shippers: one object a record, its date and time,
+  // level, category (`logger`) and properties (the model, the worker) as
+  // fields, newlines in a message escaped. The text format spreads a
+  // message holding a newline (a traceback a model printed) over lines.
+  const toConsole = getConsoleSink({
+    levelMap: toStderr,
+    ...(config.logFormat === "json" ? { formatter: jsonLinesFormatter } : {}),
+  });
+  // What this function writes itself (the records held while starting)
+  // does not pass through LogTape, which drops a record its sink throws on:
+  // a stderr that cannot be written (a full disk, ENOSPC, under
+  // `2>>file`) threw out of the start, after it had succeeded, and the
+  // gateway exited with status 1. Such a record is dropped the same way.
+  const write = (record: LogRecord): void => {
+    try {
+      toConsole(record);
+    } catch {
+      // stderr cannot take it: nowhere left to say so
+    }
+  };
   const verbose = [...categories.values()].some((l) =>
     l === "debug" || l === "trace"
   );

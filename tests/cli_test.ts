@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
 import denoJson from "../deno.json" with { type: "json" };
 import { tempDir, waitFor } from "./_harness.ts";
 import { HAS_OPENSSL, selfSignedCert } from "./_self_signed_cert.ts";
@@ -497,6 +498,115 @@ Deno.test("main serve skips a model whose import hangs after --load-timeout", as
   );
 });
 
+Deno.test({
+  name:
+    "main serve whose stderr cannot be written (a full disk) serves and stops with status 0",
+  // /dev/full fails every write with ENOSPC, as a full disk does.
+  ignore: !existsSync("/dev/full"),
+}, async () => {
+  await using models = await tempDir();
+  // A warning while starting: held, and written once the start succeeded.
+  await Deno.writeTextFile(
+    `${models.path}/noisy.py`,
+    "import sys\n\nclass Noisy:\n    def __init__(self, options):\n" +
+      "        print('loading', file=sys.stderr)\n\n" +
+      "    def execute(self, msg):\n        return msg\n",
+  );
+  const child = new Deno.Command("/bin/sh", {
+    args: [
+      "-c",
+      'exec "$0" run -A "$1" serve --port=0 --workers=1 --models="$2" 2>/dev/full',
+      Deno.execPath(),
+      MOD,
+      models.path,
+    ],
+    cwd: ROOT,
+    stdout: "piped",
+  }).spawn();
+  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    let banner = "";
+    while (!/dashboard: .*\n/.test(banner)) {
+      const { value, done } = await stdout.read();
+      if (done) break;
+      banner += value;
+    }
+    const url = /listening on (\S+)/.exec(banner)?.[1];
+    assert.ok(url, `no banner: ${JSON.stringify(banner)}`);
+    const res = await fetch(`${url}/v1/models/noisy/execute`, {
+      method: "POST",
+      body: '{"a":1}',
+    });
+    assert.deepEqual(await res.json(), { a: 1 });
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // exited
+    }
+    await child.status;
+    await stdout.cancel();
+  }
+});
+
+Deno.test("main serve --log-format json writes one JSON object a line, a traceback's newlines inside it", async () => {
+  await using models = await tempDir();
+  // A record while starting (held, then written), and one that spans lines.
+  await Deno.writeTextFile(
+    `${models.path}/noisy.py`,
+    "import logging, sys\n\nclass Noisy:\n    def __init__(self, options):\n" +
+      "        print('loading', file=sys.stderr)\n" +
+      "        try:\n            1 / 0\n        except Exception:\n" +
+      "            logging.getLogger('noisy').exception('init failed')\n\n" +
+      "    def execute(self, msg):\n        return msg\n",
+  );
+  await using serve = await startServe([
+    "--port=0",
+    "--workers=1",
+    `--models=${models.path}`,
+    "--log-format=json",
+  ]);
+  serve.child.kill("SIGTERM");
+  assert.equal((await serve.child.status).code, 0);
+  const lines = (await serve.stderr).split("\n").filter((l) => l !== "");
+  const records = lines.map((line) => {
+    try {
+      return JSON.parse(line) as {
+        "@timestamp": string;
+        level: string;
+        message: string;
+        logger: string;
+        properties: Record<string, unknown>;
+      };
+    } catch {
+      throw new Error(`not a JSON line: ${JSON.stringify(line)}`);
+    }
+  });
+  for (const r of records) {
+    assert.match(r["@timestamp"], /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  }
+  const traceback = records.find((r) => r.message.includes("init failed"));
+  assert.equal(traceback?.logger, "pyproxy.python.noisy");
+  assert.equal(traceback?.level, "ERROR");
+  assert.equal(traceback?.properties.model, "noisy");
+  assert.match(traceback!.message, /Traceback[^]*ZeroDivisionError/);
+  assert.ok(
+    records.some((r) =>
+      r.logger === "pyproxy.python.noisy" && r.level === "WARN" &&
+      r.message.includes("loading")
+    ),
+    JSON.stringify(records),
+  );
+  assert.ok(
+    records.some((r) =>
+      r.logger === "pyproxy.gateway" && r.message === "Stopped"
+    ),
+    JSON.stringify(records),
+  );
+});
+
 Deno.test("main serve names 50 models on its banner and counts the rest", async () => {
   await using models = await tempDir();
   for (let i = 0; i < 53; i++) {
@@ -640,6 +750,12 @@ Deno.test("main reports every failure in one error line on stderr", async () => 
       {},
       1,
       /^error: logLevels\["pyproxy\.pool"\]: expected one of .* \(at command line: --log-level\)$/,
+    ],
+    [
+      ["serve", "--log-format", "xml"],
+      {},
+      1,
+      /^error: logFormat: expected one of text, json \(at command line: --log-format\)$/,
     ],
     [
       ["serve", "--python", "-x"],

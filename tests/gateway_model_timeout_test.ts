@@ -46,6 +46,10 @@ async function timed(
   };
 }
 
+/** The message of an error response read by {@linkcode timed}. */
+const message = (r: { body: Record<string, unknown> }): string =>
+  (r.body.error as { message: string }).message;
+
 Deno.test("Gateway: models[].timeout is the default of its model's calls, above or below limits.requestTimeout; ?timeout= only lowers it", async () => {
   await using gw = await startGateway({
     limits: { requestTimeout: 400, shutdownGrace: 2000 },
@@ -63,6 +67,12 @@ Deno.test("Gateway: models[].timeout is the default of its model's calls, above 
   assert.equal(r.status, 504);
   assert.equal((r.body.error as { type: string }).type, "TimeoutError");
   assert.ok(r.ms < 1500, `504 after ${r.ms} ms`);
+  // The model and the setting that timed it out, not the pool's internal
+  // command ("Cannot complete executeModel: timed out after 150 ms").
+  assert.equal(
+    message(r),
+    `Cannot run model 'tight': no answer within 150 ms, its "timeout" (its pyproxy.json entry or PUT body); the call was cancelled`,
+  );
   // Other models: unaffected.
   r = await timed(gw.fetch("/v1/models/echo/execute", post({ x: 1 })));
   assert.equal(r.status, 200);
@@ -74,20 +84,46 @@ Deno.test("Gateway: models[].timeout is the default of its model's calls, above 
   // The gateway's 400 ms for a model without one.
   r = await timed(gw.fetch("/v1/models/plain/execute", post({ seconds: 2 })));
   assert.equal(r.status, 504);
+  assert.equal(
+    message(r),
+    `Cannot run model 'plain': no answer within 400 ms, the gateway's limits.requestTimeout (serve --timeout), as the model sets none: give it a "timeout" in its pyproxy.json entry or PUT body; the call was cancelled`,
+  );
   // ?timeout= (the routed path) lowers the model's...
   r = await timed(
     gw.fetch("/v1/models/image/execute?timeout=150", post({ seconds: 2 })),
   );
   assert.equal(r.status, 504);
+  assert.equal(
+    message(r),
+    "Cannot run model 'image': no answer within 150 ms, the request's ?timeout=; the call was cancelled",
+  );
   // ...and cannot raise it.
   r = await timed(
     gw.fetch("/v1/models/tight/execute?timeout=10000", post({ seconds: 2 })),
   );
   assert.equal(r.status, 504);
   assert.ok(r.ms < 1500, `504 after ${r.ms} ms`);
+  // The Open Inference Protocol's infer names it the same way.
+  r = await timed(
+    gw.fetch(
+      "/v2/models/tight/infer",
+      post({
+        inputs: [{ name: "seconds", datatype: "FP64", shape: [], data: [2] }],
+      }),
+    ),
+  );
+  assert.equal(r.status, 504);
+  assert.equal(
+    r.body.error,
+    `Cannot run model 'tight': no answer within 150 ms, its "timeout" (its pyproxy.json entry or PUT body); the call was cancelled`,
+  );
   // A stream: the model's timeout covers it, as the gateway's did.
   r = await timed(gw.fetch("/v1/models/tight/stream", post({ seconds: 2 })));
   assert.equal(r.status, 504);
+  assert.match(
+    message(r),
+    /^Cannot run model 'tight': no answer within 150 ms, its "timeout"/,
+  );
   r = await timed(gw.fetch("/v1/models/image/stream", post({ seconds: 0.8 })));
   assert.equal(r.status, 200);
   assert.match(r.body.text as string, /event: end/);
@@ -117,6 +153,31 @@ Deno.test("Gateway: models[].timeout is the default of its model's calls, above 
   );
 });
 
+Deno.test("Gateway: a call whose timeout passes in the queue says it waited for a worker", async () => {
+  await using gw = await startGateway({
+    workers: 1,
+    limits: { maxInFlightPerWorker: 1, shutdownGrace: 2000 },
+    models: [{ name: "tight", file: "slow.py", timeout: 2000 }],
+  });
+  // The worker's one slot, taken for a second.
+  const first = timed(
+    gw.fetch("/v1/models/tight/execute", post({ seconds: 1 })),
+  );
+  await until(
+    () => Promise.resolve(gw.pool.status().workers[0]!.inFlight === 1),
+    "the first call to run",
+  );
+  const r = await timed(
+    gw.fetch("/v1/models/tight/execute?timeout=100", post({ seconds: 0 })),
+  );
+  assert.equal(r.status, 504);
+  assert.equal(
+    message(r),
+    "Cannot run model 'tight': no answer within 100 ms, the request's ?timeout=; it waited all that time for a worker (each had limits.maxInFlightPerWorker calls running: more workers, or a faster model)",
+  );
+  assert.equal((await first).status, 200);
+});
+
 Deno.test("Gateway: PUT's timeout beats the class's timeout_ms; an update changes it; it holds after a worker restart; a bad one is a 400", async () => {
   await using gw = await startGateway(
     { allowManage: true, models: [] },
@@ -128,6 +189,10 @@ Deno.test("Gateway: PUT's timeout beats the class's timeout_ms; an update change
   assert.deepEqual([model.timeout, model.timeoutSource], [150, "class"]);
   let r = await timed(gw.fetch("/v1/models/d/execute", post({ seconds: 2 })));
   assert.equal(r.status, 504);
+  assert.equal(
+    message(r),
+    `Cannot run model 'd': no answer within 150 ms, its class's timeout_ms (a "timeout" in its pyproxy.json entry or PUT body overrides it); the call was cancelled`,
+  );
   // The operator's over the author's.
   res = await gw.fetch(
     "/v1/models/d",

@@ -194,6 +194,36 @@ class _PrivateLogHandler(ShieldedLock, logging.handlers.RotatingFileHandler):
             if fd is not None:
                 os.close(fd)
 
+    # A file that cannot be written (a full disk: ENOSPC; a file system gone
+    # read-only) made logging print "--- Logging error ---" and a traceback
+    # of a dozen lines to stderr for every record, the model's included: the
+    # host logs stderr line by line, so each record became a dozen warnings
+    # in the gateway's log, within a rate limit that then left out what else
+    # the worker wrote there (a crash's traceback). Now one line says so,
+    # nothing more while it lasts (records may be lost), and one line says
+    # when the file takes them again.
+    _write_failed = False  # the last record could not be written
+    _failing = False  # writes fail since a line said so
+
+    def emit(self, record):
+        self._write_failed = False
+        super().emit(record)
+        if self._failing and not self._write_failed:
+            self._failing = False
+            _say("pyproxy_server: log file %s is written again" % self.baseFilename)
+
+    def handleError(self, record):
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            return super().handleError(record)
+        self._write_failed = True
+        if not self._failing:
+            self._failing = True
+            _say(
+                "pyproxy_server: cannot write log file %s (%s): records may be lost until it can be written again"
+                % (self.baseFilename, error)
+            )
+
     def _open(self):
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
@@ -201,6 +231,18 @@ class _PrivateLogHandler(ShieldedLock, logging.handlers.RotatingFileHandler):
         except (OSError, AttributeError):  # no fchmod on Windows
             pass
         return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
+
+def _say(line):
+    """One line on the process's own stderr, which the host logs line by
+    line: not ``sys.stderr``, which a call routes to its model's output and
+    which otherwise goes to this log (the file that cannot be written).
+    Nothing if that fails too."""
+    try:
+        sys.__stderr__.write(line + "\n")
+        sys.__stderr__.flush()
+    except Exception:  # stderr itself gone: nothing left to tell
+        pass
 
 
 class _StderrLogHandler(ShieldedLock, logging.StreamHandler):

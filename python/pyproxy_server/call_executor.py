@@ -120,8 +120,9 @@ class CallExecutor:
             return None  # every thread is busy: the item waits (checked again under the lock)
         return self._grow()
 
-    def mark_stuck(self, ident):
-        """Replace thread ``ident``, stuck in a cancelled call.
+    def mark_stuck(self, ident, what=None):
+        """Replace thread ``ident``, stuck in a cancelled call (``what``: the
+        call as the log names it, e.g. ``executeModel of model 'm'``).
 
         Returns ``None``, or the reason the executor is wedged when the
         thread cannot be replaced (more than ``max_stuck`` stuck threads, or
@@ -145,7 +146,12 @@ class CallExecutor:
                 reason = None
                 self.stuck.add(ident)
                 self.replaced += 1
-                log.warning("call thread %d is stuck in a cancelled call: replaced (%d stuck)", ident, stuck)
+                log.warning(
+                    "call thread %d is stuck in a cancelled call%s: replaced (%d stuck)",
+                    ident,
+                    "" if what is None else " (%s)" % what,
+                    stuck,
+                )
                 # Work waiting for a thread gets one now; otherwise the next
                 # submit starts it (threads start lazily, as they always do).
                 if self._backlog:

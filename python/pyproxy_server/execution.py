@@ -550,7 +550,7 @@ class CallRunner:
             if call.cmd in self._server.elastic_commands:
                 reason = self._server.mark_elastic_stuck(ident)
             else:
-                reason = self._server.executor.mark_stuck(ident)
+                reason = self._server.executor.mark_stuck(ident, _call_label(call))
         if reason is not None:
             self._server.wedge(reason)
 
@@ -778,3 +778,12 @@ class CallRunner:
             error = CancelledError("Cannot complete %s: cancelled" % call.cmd)
             return self.conn.encode_error(call.id, error.to_wire())
         return self.conn.encode_error(call.id, wire_error(exc))
+
+
+def _call_label(call):
+    """A call as a log line names it: ``executeModel of model 'm'`` (the
+    model whose call is stuck: the log's reader looks for it), else its
+    command."""
+    msg = call.msg
+    name = msg.get("name") if isinstance(msg, dict) else None
+    return "%s of model %r" % (call.cmd, name) if isinstance(name, str) else str(call.cmd)

@@ -189,6 +189,63 @@ class LogFileTest(unittest.TestCase):
         os.close(fd)
         self.assertEqual(claimed, "w1")
 
+    def test_a_log_file_that_cannot_be_written_says_so_once_not_a_traceback_per_record(self):
+        # A full disk (ENOSPC) made each record a "--- Logging error ---"
+        # traceback on stderr, which the host logs line by line.
+        import io
+        import sys
+
+        setup_logging(self.root, "full", "info")
+        handler = next(h for h in logging.getLogger().handlers if hasattr(h, "close_and_unclaim"))
+        real = handler.stream
+
+        class Full:
+            # A file on a full disk: its writes fail, the rest works.
+            def write(self, text):
+                raise OSError(28, "No space left on device")
+
+            def seek(self, *args):
+                return real.seek(*args)
+
+            def tell(self):
+                return real.tell()
+
+            def flush(self):
+                pass
+
+        err = io.StringIO()
+        saved, sys.__stderr__ = sys.__stderr__, err
+        try:
+            handler.stream = Full()
+            for i in range(5):
+                logging.getLogger("pyproxy_server").warning("lost %d", i)
+                logging.getLogger("a_model").warning("lost too %d", i)
+            handler.stream = real
+            logging.getLogger("pyproxy_server").warning("back")
+        finally:
+            sys.__stderr__ = saved
+        lines = err.getvalue().splitlines()
+        log = os.path.join(self.root, "logs", "pythonserverfull.log")
+        self.assertEqual(
+            lines,
+            [
+                "pyproxy_server: cannot write log file %s ([Errno 28] No space left on device): "
+                "records may be lost until it can be written again" % log,
+                "pyproxy_server: log file %s is written again" % log,
+            ],
+        )
+        with open(log) as f:
+            self.assertIn("back", f.read())
+        # Another error than the file's own is logging's as before.
+        err = io.StringIO()
+        saved = sys.stderr
+        sys.stderr = err
+        try:
+            logging.getLogger("pyproxy_server").warning("%d", "not a number")
+        finally:
+            sys.stderr = saved
+        self.assertIn("--- Logging error ---", err.getvalue())
+
 
 @unittest.skipIf(os.name != "posix", "flock")
 class LogNameTest(unittest.TestCase):

@@ -1,6 +1,8 @@
 """A real server whose call threads get stuck in cancelled calls, and evals
 that must not wait behind model calls (or each other)."""
 
+import glob
+import os
 import time
 import unittest
 
@@ -57,6 +59,18 @@ class StuckThreadTest(ServerTestCase):
         threads = status["threads"]
         self.assertEqual((threads["size"], threads["stuck"], threads["replaced"]), (2, 2, 2), threads)
         self.assertIsNone(status["wedged"])
+        # The log names the model whose calls hold the threads (its lines
+        # written as the threads are marked: polled, as above).
+        line = "is stuck in a cancelled call (executeModel of model 'z'): replaced"
+        for _ in range(100):
+            text = ""
+            for path in glob.glob(os.path.join(self.root, "logs", "*.log")):
+                with open(path) as f:
+                    text += f.read()
+            if text.count(line) == 2:
+                break
+            time.sleep(0.02)
+        self.assertEqual(text.count(line), 2, text)
 
     def test_threads_of_a_closed_connection_are_replaced(self):
         gone = self.connect()

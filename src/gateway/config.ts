@@ -31,6 +31,7 @@ import { defaultRuntime } from "../runtime/mod.ts";
 import {
   ConfigSchema,
   type GatewayConfig,
+  type LogFormat,
   type LogLevel,
   modelEntriesProblem,
   type ModelEntry,
@@ -38,7 +39,12 @@ import {
 import { type CorsConfig, isLoopback } from "./security.ts";
 import { checkToken, readTokenFiles } from "./_token_files.ts";
 
-export type { GatewayConfig, LogLevel, ModelEntry } from "./config_schema.ts";
+export type {
+  GatewayConfig,
+  LogFormat,
+  LogLevel,
+  ModelEntry,
+} from "./config_schema.ts";
 
 /**
  * The effective configuration: file + flags + defaults.
@@ -190,6 +196,8 @@ export interface ResolvedConfig {
   logLevel: LogLevel;
   /** Levels by category, e.g. `{"pyproxy.pool": "debug"}`. */
   logLevels: Record<string, LogLevel>;
+  /** How `serve` writes its log: text lines, or one JSON object a line. */
+  logFormat: LogFormat;
   /** The config file used, if any. */
   configPath?: string;
 }
@@ -559,6 +567,7 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
     debug: pick("debug") ?? false,
     logLevel: pick("logLevel") ?? DEFAULTS.logLevel,
     logLevels: { ...file.logLevels, ...cli.logLevels },
+    logFormat: pick("logFormat") ?? "text",
   };
   const grpc = { ...file.grpc, ...cli.grpc };
   if (grpc.port !== undefined) {

@@ -332,7 +332,24 @@ export interface GatewayConfig {
   logLevel?: LogLevel | undefined;
   /** Levels by category. */
   logLevels?: Record<string, LogLevel> | undefined;
+  /**
+   * How `serve` writes its log to stderr: `"text"` (default, for a
+   * terminal) or `"json"` (one JSON object a line, for a log shipper).
+   */
+  logFormat?: LogFormat | undefined;
 }
+
+/**
+ * The log formats of `serve` (`logFormat`, `--log-format`): `"text"` lines
+ * for a terminal, or `"json"`, one JSON object a line (JSON Lines).
+ *
+ * @example
+ * ```ts
+ * import type { LogFormat } from "./config_schema.ts";
+ * const format: LogFormat = "json";
+ * ```
+ */
+export type LogFormat = "text" | "json";
 
 /**
  * Whether a client can present `token`: a request's bearer token is read
@@ -742,6 +759,9 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
   allowManage: v.optional(bool()),
   debug: v.optional(bool()),
   logLevel: v.optional(level()),
+  logFormat: v.optional(
+    v.picklist(["text", "json"], "expected one of text, json"),
+  ),
   logLevels: v.optional(
     v.pipe(
       plainRecord(level(), "expected an object of category → level"),

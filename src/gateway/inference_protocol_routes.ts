@@ -48,6 +48,7 @@ import {
   modelsDirHider,
   modelSuccessHeaders,
 } from "./model_routes.ts";
+import { explainedTimeout } from "./_timeout_explained.ts";
 import { versionKey } from "../_model_version.ts";
 import { ModelHTTPError } from "../errors.ts";
 import type { ResponseMeta } from "../session_types.ts";
@@ -548,7 +549,10 @@ export function inferenceProtocolRoutes(
         const requestId = clientId ?? crypto.randomUUID();
         modelErrorHeaders(ctx, name, err, requestId, request);
         res = errorResponse(
-          await hideDir(err, request),
+          await hideDir(
+            explainedTimeout(ctx, err, user, name, undefined),
+            request,
+          ),
           ctx.debug(request),
           requestId,
         );

@@ -22,7 +22,12 @@ export type {
   ResolveConfigOptions,
   ResolvedConfig,
 } from "./config.ts";
-export type { GatewayConfig, LogLevel, ModelEntry } from "./config_schema.ts";
+export type {
+  GatewayConfig,
+  LogFormat,
+  LogLevel,
+  ModelEntry,
+} from "./config_schema.ts";
 export { ChannelHub, Subscription } from "./channels.ts";
 export type {
   ChannelEvent,

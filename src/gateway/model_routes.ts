@@ -51,6 +51,7 @@ import { errorBodyMessage } from "./_gateway_tracing.ts";
 import { jsonResponse } from "./json_response.ts";
 import { answerBody, jsonAnswer } from "./_answer_body.ts";
 import { MAX_MODEL_TIMEOUT, MODEL_TIMEOUT_SHAPE } from "../_model_timeout.ts";
+import { explainedTimeout } from "./_timeout_explained.ts";
 
 const SPEC_SHAPE = "expected {file, options?, class?, timeout?, workers?}";
 const WORKERS_SHAPE =
@@ -641,7 +642,10 @@ export function modelExecutor(
         requestId ??= crypto.randomUUID();
         modelErrorHeaders(ctx, name, err, requestId, request);
         res = errorResponse(
-          await hideDir(err, request),
+          await hideDir(
+            explainedTimeout(ctx, err, asked, name, timeoutParam),
+            request,
+          ),
           ctx.debug(request),
           requestId,
         );
@@ -1233,7 +1237,14 @@ export function modelRoutes(ctx: RouteContext): Hono {
       hold?.release();
       const res = watched?.aborted
         ? new Response(null, { status: 499 })
-        : streamError(err, failure, await hideDir(err, c.req.raw));
+        : streamError(
+          err,
+          failure,
+          await hideDir(
+            explainedTimeout(ctx, err, asked, name, c.req.query("timeout")),
+            c.req.raw,
+          ),
+        );
       done(res.status, err instanceof ModelHTTPError);
       return res;
     } finally {

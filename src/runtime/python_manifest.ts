@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 25559,
+      size: 27401,
       sha256:
-        "17774fd849a8c75b846c71e6900fa615ad7cbee07b96b43ab1e1782cd64809cf",
+        "4c43d2ec57fa74624b0dc634c260ba974df310fd646eb016596f0c440c44a4cb",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -76,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call_executor.py",
-      size: 10874,
+      size: 11111,
       sha256:
-        "630bf610be42f00628fadb6868d21798291963595a84791cb5a7f8d932023577",
+        "e276dbd7d5e023b52732fe36c8f2a7fe154f179519a4cec365976fd7ef4c1502",
     },
     {
       path: "pyproxy_server/capture.py",
@@ -124,9 +124,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 32796,
+      size: 33173,
       sha256:
-        "3fb580587f8304339c279d5c20c327d357a598a59fb23d8037416c665a1ae42c",
+        "895d69a7d78177a05d8ac1e3791355640f737f4429373cf561052c967ef18859",
     },
     {
       path: "pyproxy_server/framer.py",

@@ -1,0 +1,67 @@
+/**
+ * A model call's timeout, as the gateway's client and operator can act on
+ * it. The pool says "Cannot complete executeModel: timed out after 2000 ms":
+ * its internal command, neither the model nor the setting that chose the
+ * time. The 504 of the execute and stream routes names both.
+ *
+ * @module
+ */
+import { TimeoutError } from "../errors.ts";
+import type { RouteContext } from "./route_context.ts";
+
+/**
+ * The pool's wording of a call's deadline: its session's (the time left
+ * once it left the queue, which may be a millisecond short), or the
+ * queue's, where it waited for a worker's free slot until then.
+ */
+const TIMED_OUT = /: timed out (after \d+ ms|in the pool queue)$/;
+
+/**
+ * `err` when it is not a call's timeout; else a `TimeoutError` (its cause
+ * `err`) that names the model `asked` (with the version of `name`, its
+ * internal `asked@version`, when it differs), the time, and where the time
+ * came from: the request's `?timeout=` when it lowered the model's, the
+ * model's `timeout` (its `pyproxy.json` entry or `PUT` body), its class's
+ * `timeout_ms`, or the gateway's `limits.requestTimeout`. Only on the error
+ * path: nothing per call.
+ *
+ * @example
+ * ```ts ignore
+ * res = errorResponse(explainedTimeout(ctx, err, "hang", "hang", undefined), false, id);
+ * // 504 {"error": {"type": "TimeoutError", "message": "Cannot run model 'hang': no answer within 2000 ms, ..."}}
+ * ```
+ */
+export function explainedTimeout(
+  ctx: Pick<RouteContext, "catalog" | "pool" | "requestTimeout">,
+  err: unknown,
+  asked: string,
+  name: string,
+  timeoutParam: string | undefined,
+): unknown {
+  if (!(err instanceof TimeoutError)) return err;
+  const how = TIMED_OUT.exec(err.message)?.[1];
+  if (how === undefined) return err;
+  const model = name === asked
+    ? `model '${asked}'`
+    : `model '${asked}' version '${name.slice(asked.length + 1)}'`;
+  const own = ctx.catalog.timeout(name) ?? ctx.pool.modelTimeout?.(name);
+  const limit = own ?? ctx.requestTimeout;
+  const asking = timeoutParam === undefined ? NaN : Number(timeoutParam);
+  // The call's whole timeout, as callTimeout gave it.
+  const ms = asking < limit ? asking : limit;
+  const source = asking < limit
+    ? "the request's ?timeout="
+    : own === undefined
+    ? `the gateway's limits.requestTimeout (serve --timeout), as the model sets none: give it a "timeout" in its pyproxy.json entry or PUT body`
+    : ctx.catalog.get(name)?.timeoutSource === "class"
+    ? `its class's timeout_ms (a "timeout" in its pyproxy.json entry or PUT body overrides it)`
+    : `its "timeout" (its pyproxy.json entry or PUT body)`;
+  return new TimeoutError(
+    `Cannot run ${model}: no answer within ${ms} ms, ${source}; ${
+      how === "in the pool queue"
+        ? "it waited all that time for a worker (each had limits.maxInFlightPerWorker calls running: more workers, or a faster model)"
+        : "the call was cancelled"
+    }`,
+    { cause: err },
+  );
+}
