@@ -46,6 +46,7 @@ import { jsonResponse } from "./json_response.ts";
 import { ResponseCompression } from "./_response_compression.ts";
 import { ModelChanges } from "./_model_changes.ts";
 import type { RouteContext } from "./route_context.ts";
+import { closeAfter } from "./_close_after.ts";
 import {
   bearerAuth,
   bearerToken,
@@ -493,6 +494,9 @@ export function createGateway(
       );
     } else {
       await next();
+      // Draining: no further request on this connection (it would be
+      // reset when the shutdown closes it).
+      if (signal.aborted) closeAfter(c.res);
     }
     // The Open Inference Protocol's clients read `{"error": "message"}`,
     // and so do TensorFlow Serving's and KServe V1's (`:predict`): every

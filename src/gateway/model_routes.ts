@@ -52,6 +52,7 @@ import { jsonResponse } from "./json_response.ts";
 import { answerBody, jsonAnswer } from "./_answer_body.ts";
 import { MAX_MODEL_TIMEOUT, MODEL_TIMEOUT_SHAPE } from "../_model_timeout.ts";
 import { explainedTimeout } from "./_timeout_explained.ts";
+import { closeAfter } from "./_close_after.ts";
 
 const SPEC_SHAPE = "expected {file, options?, class?, timeout?, workers?}";
 const WORKERS_SHAPE =
@@ -661,6 +662,8 @@ export function modelExecutor(
       }
     }
     watched?.end();
+    // Draining: no further request on this connection (it would be reset).
+    if (ctx.signal.aborted) closeAfter(res);
     done(res.status, answered);
     if (direct) metrics.countHttp(res.status);
     if (log) requestLine(logger, name, res.status, t0, requestId);
