@@ -15,7 +15,12 @@ import {
 } from "../errors.ts";
 import type { Plugin } from "../plugin.ts";
 import { Pool, type PoolOptions } from "../pool.ts";
-import type { FetchHandler, HttpServer, Runtime } from "../runtime/types.ts";
+import type {
+  FetchHandler,
+  HttpServer,
+  ListenerEvent,
+  Runtime,
+} from "../runtime/types.ts";
 import { defaultRuntime } from "../runtime/mod.ts";
 import { autoscale, sharedCache, spillover } from "../../plugins/mod.ts";
 import { reconnectNamed } from "../../plugins/reconnect.ts";
@@ -730,6 +735,17 @@ export async function serve(
       ...(options.version === undefined ? {} : { version: options.version }),
     });
     const handler: FetchHandler = (req, info) => app.fetch(req, info);
+    // Deno's accept loop ends at EMFILE (connections that never speak fill
+    // the fd table): the port is listened on again (docs/security.md).
+    const onListener = (event: ListenerEvent) => {
+      if (event.type === "failed") {
+        logger.error(
+          `The HTTP port stopped accepting connections (${event.error.message}). Listening again in ${event.retryIn} ms, and every ${event.retryIn} ms until it can (docs/security.md, "Connections")`,
+        );
+      } else {
+        logger.info(`The HTTP port accepts connections again (${event.port})`);
+      }
+    };
     try {
       server = await runtime.serve(
         {
@@ -738,6 +754,7 @@ export async function serve(
           // A reload's new certificate is served by a new listener beside
           // this one (there is no other way on Deno), which then closes.
           ...(tls === undefined ? {} : { tls, reusePort }),
+          onListener,
         },
         handler,
       );
@@ -1043,6 +1060,7 @@ export async function serve(
           port: httpServer.port,
           tls: cert,
           reusePort: true,
+          onListener,
         }, handler);
       } catch (err) {
         throw new ConfigError(
