@@ -200,6 +200,16 @@ export interface GrpcServeOptions {
    */
   maxConcurrentStreams?: number;
   /**
+   * Open connections at most (`net.Server`'s `maxConnections`, in Deno and
+   * Bun alike): the next is closed as it is accepted, before its TLS
+   * handshake, until one of them closes; `0`: no bound. Connections that
+   * never make a call (each held `handshakeTimeout`, then `idleTimeout`
+   * when it speaks HTTP/2, 5 min) otherwise take as many fds as they like,
+   * the HTTP port's and the workers' too (docs/security.md, "Connections").
+   * @default {1024}
+   */
+  maxConnections?: number;
+  /**
    * Closes a connection that has had no call open for this many ms (a
    * GOAWAY: gRPC clients reconnect when they call again), and ends a unary
    * call or health watch whose request sends nothing for as long
@@ -394,6 +404,8 @@ export async function serveGrpc(
       allowHTTP1: false,
       handshakeTimeout,
     });
+  const maxConnections = options.maxConnections ?? 1024;
+  if (maxConnections > 0) server.maxConnections = maxConnections;
   server.on("session", (session: http2.Http2Session) => {
     const state = {
       active: 0,

@@ -810,6 +810,9 @@ export async function serve(
           ...(config.grpc.maxUnreadBytesTotal === undefined
             ? {}
             : { maxUnreadBytesTotal: config.grpc.maxUnreadBytesTotal }),
+          ...(config.grpc.maxConnections === undefined
+            ? {}
+            : { maxConnections: config.grpc.maxConnections }),
           ...(tls === undefined ? {} : { tls }),
         });
       } catch (err) {
