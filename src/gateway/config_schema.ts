@@ -139,7 +139,7 @@ export interface GatewayConfig {
        * Open connections the port holds at most (0 to 2^31 − 1; default
        * 1024; `0`: no bound): the next is closed as it comes, so that
        * connections that never make a call cannot take every fd of the
-       * process (docs/security.md, "Connections").
+       * process (docs/security.md, "Connections that never speak").
        */
       maxConnections?: number | undefined;
     }

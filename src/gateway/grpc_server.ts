@@ -205,7 +205,7 @@ export interface GrpcServeOptions {
    * handshake, until one of them closes; `0`: no bound. Connections that
    * never make a call (each held `handshakeTimeout`, then `idleTimeout`
    * when it speaks HTTP/2, 5 min) otherwise take as many fds as they like,
-   * the HTTP port's and the workers' too (docs/security.md, "Connections").
+   * the HTTP port's and the workers' too (docs/security.md, "Connections that never speak").
    * @default {1024}
    */
   maxConnections?: number;

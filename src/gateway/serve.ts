@@ -740,7 +740,7 @@ export async function serve(
     const onListener = (event: ListenerEvent) => {
       if (event.type === "failed") {
         logger.error(
-          `The HTTP port stopped accepting connections (${event.error.message}). Listening again in ${event.retryIn} ms, and every ${event.retryIn} ms until it can (docs/security.md, "Connections")`,
+          `The HTTP port stopped accepting connections (${event.error.message}). Listening again in ${event.retryIn} ms, and every ${event.retryIn} ms until it can (docs/security.md, "Connections that never speak")`,
         );
       } else {
         logger.info(`The HTTP port accepts connections again (${event.port})`);
