@@ -281,6 +281,14 @@ export interface GrpcServer {
    * (those open keep theirs); nothing without TLS.
    */
   setTls(tls: { cert: string; key: string }): void;
+  /**
+   * Closes the listening socket and listens on the same port again: on
+   * Deno, `node:net`'s listener stops accepting for good, silently, once an
+   * accept failed at `EMFILE` (the fd table full). The connections open
+   * stay, the idle ones closed with a GOAWAY (`server.close()`'s: their
+   * clients reconnect); nothing once the server is closing.
+   */
+  listenAgain(): Promise<void>;
 }
 
 /**
@@ -492,6 +500,18 @@ export async function serveGrpc(
       (server as http2.Http2SecureServer).setSecureContext({
         cert: tls.cert,
         key: tls.key,
+      });
+    },
+    listenAgain() {
+      if (closing !== undefined) return Promise.resolve();
+      server.close();
+      return new Promise<void>((resolve, reject) => {
+        const fail = (err: Error) => reject(err);
+        server.once("error", fail);
+        server.listen(port, options.hostname, () => {
+          server.off("error", fail);
+          resolve();
+        });
       });
     },
     close(graceMs = 0) {

@@ -744,6 +744,15 @@ export async function serve(
         );
       } else {
         logger.info(`The HTTP port accepts connections again (${event.port})`);
+        // The fd table was full: the gRPC port's listener (node:net) may
+        // have died as silently as it does on Deno, so it is made again.
+        grpcServer?.listenAgain().then(
+          () => logger.info("The gRPC port listens again"),
+          (err: Error) =>
+            logger.error(
+              `The gRPC port could not listen again (${err.message}): restart the gateway to serve gRPC`,
+            ),
+        );
       }
     };
     try {
