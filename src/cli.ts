@@ -60,6 +60,10 @@ Options:
                             The same for all gRPC connections together
                             (default 536870912; from half of it, an address
                             holding its share is refused)
+      --grpc-max-connections <n>
+                            Open connections the gRPC port holds at most; the
+                            next is closed as it comes (default 1024; 0: no
+                            bound)
   -w, --workers <n>         Python worker processes (default 2)
   -m, --models <dir>        Models directory; every *.py in it is loaded at start
                             unless the config lists models (default ./models,
@@ -225,6 +229,7 @@ const OPTIONS = {
   "grpc-stream-window": { type: "string" },
   "grpc-max-unread": { type: "string" },
   "grpc-max-unread-total": { type: "string" },
+  "grpc-max-connections": { type: "string" },
   workers: { type: "string", short: "w" },
   models: { type: "string", short: "m" },
   config: { type: "string", short: "c" },
@@ -416,6 +421,7 @@ const FLAG_OF: Record<string, string> = {
   "grpc.streamWindow": "--grpc-stream-window",
   "grpc.maxUnreadBytes": "--grpc-max-unread",
   "grpc.maxUnreadBytesTotal": "--grpc-max-unread-total",
+  "grpc.maxConnections": "--grpc-max-connections",
   grpc: "--grpc-port",
   workers: "--workers",
   modelsDir: "--models",
@@ -552,10 +558,11 @@ function cliOverrides(
   const grpcWindow = toNumber(str("grpc-stream-window"));
   const grpcUnread = toNumber(str("grpc-max-unread"));
   const grpcUnreadTotal = toNumber(str("grpc-max-unread-total"));
+  const grpcConnections = toNumber(str("grpc-max-connections"));
   if (
     grpcPort !== undefined || grpcHost !== undefined ||
     grpcWindow !== undefined || grpcUnread !== undefined ||
-    grpcUnreadTotal !== undefined
+    grpcUnreadTotal !== undefined || grpcConnections !== undefined
   ) {
     cli.grpc = {
       ...(grpcPort === undefined ? {} : { port: grpcPort }),
@@ -565,6 +572,9 @@ function cliOverrides(
       ...(grpcUnreadTotal === undefined
         ? {}
         : { maxUnreadBytesTotal: grpcUnreadTotal }),
+      ...(grpcConnections === undefined
+        ? {}
+        : { maxConnections: grpcConnections }),
     };
   }
   set("workers", toNumber(str("workers")));

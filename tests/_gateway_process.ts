@@ -85,24 +85,37 @@ async function tailOf(stream: ReadableStream<Uint8Array>, max = 8000) {
  * Starts a gateway as {@linkcode startGateway} does (the example and test
  * models plus `models`, `overrides` over one worker on port 0), in a
  * process of its own. `overrides` must be JSON (no functions).
+ * `options.openFiles`: the process's limit of open files (`ulimit -n`).
  */
 export async function startGatewayProcess(
   overrides: GatewayConfig = {},
   models: Record<string, string> = {},
+  options: { openFiles?: number } = {},
 ): Promise<GatewayProcess> {
   const dir = await writeModelsDir(models);
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      new URL(import.meta.url).pathname,
-      dir,
-      JSON.stringify(overrides),
-    ],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const args = [
+    "run",
+    "-A",
+    new URL(import.meta.url).pathname,
+    dir,
+    JSON.stringify(overrides),
+  ];
+  // `openFiles`: the process's fd limit (RLIMIT_NOFILE, soft and hard).
+  const child = new Deno.Command(
+    options.openFiles === undefined ? Deno.execPath() : "/bin/sh",
+    {
+      args: options.openFiles === undefined ? args : [
+        "-c",
+        'ulimit -n "$0" && exec "$@"',
+        String(options.openFiles),
+        Deno.execPath(),
+        ...args,
+      ],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    },
+  ).spawn();
   const stderr = tailOf(child.stderr);
   const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let out = "";

@@ -212,6 +212,12 @@ Deno.test("main rejects bad flags and commands with a clear error", async () => 
     r.stderr,
     /error: grpc\.maxUnreadBytes: expected an integer >= 65536 \(at command line: --grpc-max-unread\)/,
   );
+  r = await cli(["serve", "--grpc-port", "0", "--grpc-max-connections", "-1"]);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    /error: grpc\.maxConnections: expected an integer from 0 to 2147483647 \(at command line: --grpc-max-connections\)/,
+  );
   r = await cli(["serve", "--token-file-interval", "-1"]);
   assert.equal(r.code, 1);
   assert.match(

@@ -1144,7 +1144,7 @@ Deno.test("resolveConfig takes grpc.streamWindow from the file or --grpc-stream-
   }
 });
 
-Deno.test("resolveConfig takes grpc.maxUnreadBytes from the file or --grpc-max-unread (64 KiB or more), absent unless set", () => {
+Deno.test("resolveConfig takes grpc.maxUnreadBytes (64 KiB or more), maxUnreadBytesTotal and maxConnections from the file or their flags, absent unless set", () => {
   const file = { grpc: { port: 8001, maxUnreadBytes: 1 << 20 } };
   assert.equal(
     resolveConfig({ cwd: "/", file, cli: {} }).grpc?.maxUnreadBytes,
@@ -1181,5 +1181,18 @@ Deno.test("resolveConfig takes grpc.maxUnreadBytes from the file or --grpc-max-u
         "pyproxy.json",
       ),
     /grpc\.maxUnreadBytesTotal: expected an integer/,
+  );
+  assert.equal(
+    resolveConfig({
+      cwd: "/",
+      file: { grpc: { port: 0, maxConnections: 10 } },
+      cli: { grpc: { maxConnections: 0 } },
+    }).grpc?.maxConnections,
+    0,
+  );
+  assert.throws(
+    () =>
+      parseConfig({ grpc: { port: 0, maxConnections: 1.5 } }, "pyproxy.json"),
+    /grpc\.maxConnections: expected an integer/,
   );
 });

@@ -390,3 +390,64 @@ for (const grace of [5000, 2 ** 31]) {
     }
   });
 }
+
+/** A health Check on a new connection: its grpc-status, or the error's message. */
+async function checkOnNewConnection(port: number): Promise<string> {
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on("error", () => {});
+  try {
+    const req = session.request({
+      ":method": "POST",
+      ":path": "/grpc.health.v1.Health/Check",
+      "content-type": "application/grpc",
+    });
+    req.end(new Uint8Array(5));
+    req.resume();
+    return await new Promise<string>((resolve) => {
+      req.once(
+        "trailers",
+        (trailers) => resolve(String(trailers["grpc-status"])),
+      );
+      req.once("error", (err: Error) => resolve(err.message));
+      req.once("close", () => resolve("closed"));
+    });
+  } finally {
+    session.destroy();
+  }
+}
+
+Deno.test("serveGrpc closes the connections beyond maxConnections as they come, and takes one again once another closed", async () => {
+  const grpc = await serveGrpc({
+    ...base,
+    maxConnections: 2,
+    handshakeTimeout: 60_000,
+    idleTimeout: 0,
+  });
+  const port = grpc.port;
+  const first = await Deno.connect({ hostname: "127.0.0.1", port });
+  const second = await Deno.connect({ hostname: "127.0.0.1", port });
+  const third = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    // Two silent connections held; the third is closed as it comes (the
+    // bound only keeps a failure from hanging the test).
+    assert.equal(await endOf(third, 5000), "closed");
+    assert.notEqual(await checkOnNewConnection(port), "0");
+    // Once one of the two is gone, a client is served again (as soon as
+    // the server has seen the close: tried until then).
+    first.close();
+    let status = "";
+    for (let i = 0; i < 50 && status !== "0"; i++) {
+      status = await checkOnNewConnection(port);
+    }
+    assert.equal(status, "0");
+  } finally {
+    try {
+      first.close();
+    } catch {
+      // closed above
+    }
+    second.close();
+    third.close();
+    await grpc.close();
+  }
+});

@@ -66,7 +66,8 @@ export interface ResolvedConfig {
    * calls stays open (ms, `0`: for ever; `serve`'s default when missing) and
    * the infers a `ModelStreamInfer` stream runs at once (absent: 16), the
    * bytes of answers a connection holds unread at most (absent: 64 MiB),
-   * and all connections together (absent: 512 MiB);
+   * and all connections together (absent: 512 MiB), the connections open
+   * at once (absent: 1024);
    * `undefined`: off (the default).
    */
   grpc?: {
@@ -76,6 +77,7 @@ export interface ResolvedConfig {
     streamWindow?: number;
     maxUnreadBytes?: number;
     maxUnreadBytesTotal?: number;
+    maxConnections?: number;
   };
   /** Python workers. @default {2} */
   workers: number;
@@ -584,6 +586,9 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       ...(grpc.maxUnreadBytesTotal === undefined
         ? {}
         : { maxUnreadBytesTotal: grpc.maxUnreadBytesTotal }),
+      ...(grpc.maxConnections === undefined
+        ? {}
+        : { maxConnections: grpc.maxConnections }),
     };
   }
   const python = pick("python");

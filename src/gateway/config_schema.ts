@@ -135,6 +135,13 @@ export interface GatewayConfig {
        * that half are.
        */
       maxUnreadBytesTotal?: number | undefined;
+      /**
+       * Open connections the port holds at most (0 to 2^31 − 1; default
+       * 1024; `0`: no bound): the next is closed as it comes, so that
+       * connections that never make a call cannot take every fd of the
+       * process (docs/security.md, "Connections that never speak").
+       */
+      maxConnections?: number | undefined;
     }
     | undefined;
   /** Python workers (1 to 1024). */
@@ -555,6 +562,7 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
       streamWindow: v.optional(int(1, 1024)),
       maxUnreadBytes: v.optional(int(65536)),
       maxUnreadBytesTotal: v.optional(int(65536)),
+      maxConnections: v.optional(int(0, 2 ** 31 - 1)),
     }),
   ),
   workers: v.optional(int(1, 1024)),

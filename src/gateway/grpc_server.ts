@@ -200,6 +200,16 @@ export interface GrpcServeOptions {
    */
   maxConcurrentStreams?: number;
   /**
+   * Open connections at most (`net.Server`'s `maxConnections`, in Deno and
+   * Bun alike): the next is closed as it is accepted, before its TLS
+   * handshake, until one of them closes; `0`: no bound. Connections that
+   * never make a call (each held `handshakeTimeout`, then `idleTimeout`
+   * when it speaks HTTP/2, 5 min) otherwise take as many fds as they like,
+   * the HTTP port's and the workers' too (docs/security.md, "Connections that never speak").
+   * @default {1024}
+   */
+  maxConnections?: number;
+  /**
    * Closes a connection that has had no call open for this many ms (a
    * GOAWAY: gRPC clients reconnect when they call again), and ends a unary
    * call or health watch whose request sends nothing for as long
@@ -271,6 +281,14 @@ export interface GrpcServer {
    * (those open keep theirs); nothing without TLS.
    */
   setTls(tls: { cert: string; key: string }): void;
+  /**
+   * Closes the listening socket and listens on the same port again: on
+   * Deno, `node:net`'s listener stops accepting for good, silently, once an
+   * accept failed at `EMFILE` (the fd table full). The connections open
+   * stay, the idle ones closed with a GOAWAY (`server.close()`'s: their
+   * clients reconnect); nothing once the server is closing.
+   */
+  listenAgain(): Promise<void>;
 }
 
 /**
@@ -394,6 +412,8 @@ export async function serveGrpc(
       allowHTTP1: false,
       handshakeTimeout,
     });
+  const maxConnections = options.maxConnections ?? 1024;
+  if (maxConnections > 0) server.maxConnections = maxConnections;
   server.on("session", (session: http2.Http2Session) => {
     const state = {
       active: 0,
@@ -480,6 +500,18 @@ export async function serveGrpc(
       (server as http2.Http2SecureServer).setSecureContext({
         cert: tls.cert,
         key: tls.key,
+      });
+    },
+    listenAgain() {
+      if (closing !== undefined) return Promise.resolve();
+      server.close();
+      return new Promise<void>((resolve, reject) => {
+        const fail = (err: Error) => reject(err);
+        server.once("error", fail);
+        server.listen(port, options.hostname, () => {
+          server.off("error", fail);
+          resolve();
+        });
       });
     },
     close(graceMs = 0) {

@@ -15,7 +15,12 @@ import {
 } from "../errors.ts";
 import type { Plugin } from "../plugin.ts";
 import { Pool, type PoolOptions } from "../pool.ts";
-import type { FetchHandler, HttpServer, Runtime } from "../runtime/types.ts";
+import type {
+  FetchHandler,
+  HttpServer,
+  ListenerEvent,
+  Runtime,
+} from "../runtime/types.ts";
 import { defaultRuntime } from "../runtime/mod.ts";
 import { autoscale, sharedCache, spillover } from "../../plugins/mod.ts";
 import { reconnectNamed } from "../../plugins/reconnect.ts";
@@ -730,6 +735,26 @@ export async function serve(
       ...(options.version === undefined ? {} : { version: options.version }),
     });
     const handler: FetchHandler = (req, info) => app.fetch(req, info);
+    // Deno's accept loop ends at EMFILE (connections that never speak fill
+    // the fd table): the port is listened on again (docs/security.md).
+    const onListener = (event: ListenerEvent) => {
+      if (event.type === "failed") {
+        logger.error(
+          `The HTTP port stopped accepting connections (${event.error.message}). Listening again in ${event.retryIn} ms, and every ${event.retryIn} ms until it can (docs/security.md, "Connections that never speak")`,
+        );
+      } else {
+        logger.info(`The HTTP port accepts connections again (${event.port})`);
+        // The fd table was full: the gRPC port's listener (node:net) may
+        // have died as silently as it does on Deno, so it is made again.
+        grpcServer?.listenAgain().then(
+          () => logger.info("The gRPC port listens again"),
+          (err: Error) =>
+            logger.error(
+              `The gRPC port could not listen again (${err.message}): restart the gateway to serve gRPC`,
+            ),
+        );
+      }
+    };
     try {
       server = await runtime.serve(
         {
@@ -738,6 +763,7 @@ export async function serve(
           // A reload's new certificate is served by a new listener beside
           // this one (there is no other way on Deno), which then closes.
           ...(tls === undefined ? {} : { tls, reusePort }),
+          onListener,
         },
         handler,
       );
@@ -793,6 +819,9 @@ export async function serve(
           ...(config.grpc.maxUnreadBytesTotal === undefined
             ? {}
             : { maxUnreadBytesTotal: config.grpc.maxUnreadBytesTotal }),
+          ...(config.grpc.maxConnections === undefined
+            ? {}
+            : { maxConnections: config.grpc.maxConnections }),
           ...(tls === undefined ? {} : { tls }),
         });
       } catch (err) {
@@ -1043,6 +1072,7 @@ export async function serve(
           port: httpServer.port,
           tls: cert,
           reusePort: true,
+          onListener,
         }, handler);
       } catch (err) {
         throw new ConfigError(

@@ -20,6 +20,7 @@ import type {
 import { DenoBodyText } from "./deno_body_text.ts";
 import { setTlsListenerNoDelay } from "./_deno_tls_no_delay.ts";
 import { PendingDeliveries } from "./_pending_deliveries.ts";
+import { Relisten } from "./_deno_relisten.ts";
 
 /** Where a request from `Deno.serve` keeps its {@linkcode DenoServeInfo}. */
 const SERVED: unique symbol = Symbol("pyproxy.served");
@@ -263,61 +264,79 @@ export function denoRuntime(): Runtime {
     serve(options, handler: FetchHandler): Promise<HttpServer> {
       // This server's large answers still being delivered.
       const deliveries = new PendingDeliveries();
-      return new Promise((resolve) => {
-        const server = Deno.serve({
-          hostname: options.hostname,
-          port: options.port,
-          ...(options.reusePort === true ? { reusePort: true } : {}),
-          ...(options.signal ? { signal: options.signal } : {}),
-          ...(options.tls === undefined
-            ? {}
-            : { cert: options.tls.cert, key: options.tls.key }),
-          onListen: (addr) => {
-            // Deno sets no TCP_NODELAY on TLS connections: each response's
-            // second record waited 40 ms for the client's delayed ACK.
-            const warning = options.tls === undefined
-              ? undefined
-              : setTlsListenerNoDelay(addr.port);
+      const serveHandler = (
+        req: Request,
+        info: Deno.ServeHandlerInfo<Deno.Addr>,
+      ): Response | Promise<Response> => {
+        // The address read at once. `info` itself is kept (on the request,
+        // for deliveredBody): where a gateway build once kept it (through
+        // a getter) V8 promoted ~10% of what a request allocated
+        // (docs/performance.md); kept so, measured 2026-12-06 under wrk:
+        // 0.01-0.03% promoted, CPU per request unchanged (20.7 against
+        // 20.9 µs, medians of 8 alternating rounds).
+        const addr = info.remoteAddr as Deno.NetAddr;
+        const own = new DenoServeInfo(
+          addr.hostname ?? "",
+          info as Deno.ServeHandlerInfo<Deno.NetAddr>,
+          deliveries,
+        );
+        (req as unknown as { [SERVED]?: DenoServeInfo })[SERVED] = own;
+        const res = handler(req, own);
+        // Read only when asked (the gateway: not for plain model calls).
+        // It rejects when the client left first: never unhandled, whoever
+        // reads it (or not: a WebSocket's upgrade).
+        if (own.wantsCompleted === true) {
+          const completed = info.completed;
+          completed.catch(() => {});
+          own.completed = completed;
+        }
+        return res;
+      };
+      return new Promise((resolve, reject) => {
+        const relisten = new Relisten(
+          (port, onListen) =>
+            Deno.serve({
+              hostname: options.hostname,
+              port,
+              ...(options.reusePort === true ? { reusePort: true } : {}),
+              ...(options.signal ? { signal: options.signal } : {}),
+              ...(options.tls === undefined
+                ? {}
+                : { cert: options.tls.cert, key: options.tls.key }),
+              // Deno sets no TCP_NODELAY on TLS connections: each
+              // response's second record waited 40 ms for the client's
+              // delayed ACK. Set on each listener, a new one included.
+              onListen: (addr) =>
+                onListen(
+                  addr,
+                  options.tls === undefined
+                    ? undefined
+                    : setTlsListenerNoDelay(addr.port),
+                ),
+            }, serveHandler),
+          {
+            ...(options.signal ? { signal: options.signal } : {}),
+            ...(options.onListener ? { onEvent: options.onListener } : {}),
+          },
+        );
+        relisten.start(options.port).then(
+          ({ port, hostname, warning }) =>
             resolve({
-              port: addr.port,
-              hostname: addr.hostname,
+              port,
+              hostname,
               shutdown: async (shutdownOptions = {}) => {
                 await deliveries.settled(
                   shutdownOptions.deliveryTimeout ?? Infinity,
                 );
-                await server.shutdown();
+                await relisten.shutdown();
               },
               ...(warning === undefined ? {} : {
                 warning:
                   `TCP_NODELAY is not set on the TLS port's connections (${warning}): HTTPS responses of more than a few hundred bytes may each wait ~40 ms for the client's delayed ACK; run with --allow-ffi (or -A) on Linux`,
               }),
-            });
-          },
-        }, (req, info) => {
-          // The address read at once. `info` itself is kept (on the request,
-          // for deliveredBody): where a gateway build once kept it (through
-          // a getter) V8 promoted ~10% of what a request allocated
-          // (docs/performance.md); kept so, measured 2026-12-06 under wrk:
-          // 0.01-0.03% promoted, CPU per request unchanged (20.7 against
-          // 20.9 µs, medians of 8 alternating rounds).
-          const addr = info.remoteAddr as Deno.NetAddr;
-          const own = new DenoServeInfo(
-            addr.hostname ?? "",
-            info as Deno.ServeHandlerInfo<Deno.NetAddr>,
-            deliveries,
-          );
-          (req as unknown as { [SERVED]?: DenoServeInfo })[SERVED] = own;
-          const res = handler(req, own);
-          // Read only when asked (the gateway: not for plain model calls).
-          // It rejects when the client left first: never unhandled, whoever
-          // reads it (or not: a WebSocket's upgrade).
-          if (own.wantsCompleted === true) {
-            const completed = info.completed;
-            completed.catch(() => {});
-            own.completed = completed;
-          }
-          return res;
-        });
+            }),
+          reject,
+        );
       });
     },
     upgradeWebSocket(

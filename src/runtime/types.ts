@@ -193,6 +193,28 @@ export interface ServeRequestInfo {
 }
 
 /**
+ * What happened to the listener of a {@linkcode Runtime.serve} server,
+ * told to its `onListener`: its accept loop failed (`failed`: Deno's ends
+ * for good on an error such as `EMFILE`, "Too many open files", which
+ * silent connections reach; the server listens again `retryIn` ms later,
+ * and again every `retryIn` ms while it cannot), and it listens again
+ * (`listening`).
+ *
+ * @example
+ * ```ts
+ * import type { ListenerEvent } from "./types.ts";
+ * const log = (event: ListenerEvent) =>
+ *   event.type === "failed"
+ *     ? `accept failed (${event.error.message}): again in ${event.retryIn} ms`
+ *     : `listening again on ${event.port}`;
+ * console.log(log({ type: "listening", port: 8000 }));
+ * ```
+ */
+export type ListenerEvent =
+  | { type: "failed"; error: Error; retryIn: number }
+  | { type: "listening"; port: number };
+
+/**
  * Options of {@linkcode HttpServer.shutdown}.
  *
  * @example
@@ -393,6 +415,11 @@ export interface Runtime {
       signal?: AbortSignal;
       tls?: { cert: string; key: string };
       reusePort?: boolean;
+      /**
+       * Told when the listener fails and listens again (Deno: its accept
+       * loop ends on `EMFILE` and closed the port for good; Bun's goes on).
+       */
+      onListener?: (event: ListenerEvent) => void;
     },
     handler: FetchHandler,
   ): Promise<HttpServer>;
