@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/array_like.py",
-      size: 3145,
+      size: 3948,
       sha256:
-        "b472116784c193cdad8430fa51568425684fa45091a48d9c84383e6078e32a5f",
+        "aba98dc80eba71e8a41fc08e87ffc0b0c61ab3e2dec3cf64f15106c474f71cf4",
     },
     {
       path: "pyproxy_server/big_json.py",
@@ -172,9 +172,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/json_problem.py",
-      size: 7375,
+      size: 7552,
       sha256:
-        "3403de0cebbe1990734e66c9a7ce5174fbfe979db3b3b81c7da4bb61dc11b89a",
+        "36673d80130de690d7916de12b9e425b7ca8ccf384c102f3c914c1afbea9ec73",
     },
     {
       path: "pyproxy_server/long_int.py",
