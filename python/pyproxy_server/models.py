@@ -985,7 +985,8 @@ class ModelRegistry:
                 "Cannot load model %r: %s: %s%s"
                 % (name, type(exc).__name__, exc,
                    _where(exc, filename, file if file is not None else filename, self.root)
-                   + (_import_hint(exc, filename, self.root) or _interpreter_hint(exc))),
+                   + (_import_hint(exc, filename, self.root) or _interpreter_hint(exc)
+                      or _working_dir_hint(exc, filename))),
                 exception=type(exc).__name__,
                 traceback=format_user_traceback(exc, os.path.dirname(__file__)),
             )
@@ -1162,6 +1163,24 @@ def _interpreter_hint(exc):
         " (the pool's python option, serve --python)"
         % ((sys.executable or "python3",) + tuple(sys.version_info[:3]) + (top,))
     )
+
+
+def _working_dir_hint(exc, path):
+    """Where a relative path that was not found was looked for, for a
+    ``FileNotFoundError`` of one (``np.load("weights.npy")`` in
+    ``__init__``): the worker's working directory, the host's, not the
+    model's; with the fix when the file is beside the model file. ``""``
+    otherwise."""
+    name = getattr(exc, "filename", None)
+    if not isinstance(exc, FileNotFoundError) or not isinstance(name, str) or not name or os.path.isabs(name):
+        return ""
+    cwd = os.getcwd()
+    if os.path.isabs(path) and os.path.exists(os.path.join(os.path.dirname(path), name)):
+        return (
+            "; %s is beside the model file, but a relative path is read from the worker's working directory"
+            " (%s): open it as os.path.join(os.path.dirname(__file__), %r)" % (name, cwd, name)
+        )
+    return "; a relative path is read from the worker's working directory (%s), not the model's" % cwd
 
 
 # Names listed in a "not loaded" message at most; a typo is looked for among

@@ -205,6 +205,48 @@ class ModelRegistryTest(unittest.TestCase):
             " (%s) (<model m>, line 1)" % sys.modules["json"].__file__,
         )
 
+    def test_a_relative_path_not_found_at_load_says_where_it_was_looked_for(self):
+        # np.load("weights.npy") in __init__: the worker's working directory
+        # is the host's, not the models directory, and the message said only
+        # "No such file or directory: 'weights.npy'".
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        os.makedirs(os.path.join(tmp, "sub"))
+        files = {
+            "weights.json": "[1]",
+            "sub/vocab.txt": "a",
+            "beside.py": "class Model:\n    def __init__(self, options):\n        open('weights.json')\n"
+                         "    def execute(self, msg):\n        return 1\n",
+            "sub/nested.py": "open('vocab.txt')\nclass Model:\n    def execute(self, msg):\n        return 1\n",
+            "nowhere.py": "open('missing.json')\n",
+            "absolute.py": "open(%r)\n" % os.path.join(tmp, "missing.json"),
+        }
+        for rel, text in files.items():
+            with open(os.path.join(tmp, rel), "w") as f:
+                f.write(text)
+        registry = ModelRegistry(tmp)
+
+        def message(file):
+            with self.assertRaises(ModelLoadError) as caught:
+                registry.add("m", {"file": file})
+            return str(caught.exception)
+
+        cwd = os.getcwd()
+        self.assertEqual(
+            message("beside.py"),
+            "Cannot load model 'm': FileNotFoundError: [Errno 2] No such file or directory: 'weights.json'"
+            " (beside.py, line 3, in __init__); weights.json is beside the model file, but a relative path is"
+            " read from the worker's working directory (%s): open it as"
+            " os.path.join(os.path.dirname(__file__), 'weights.json')" % cwd,
+        )
+        self.assertTrue(message("sub/nested.py").endswith(
+            "(sub/nested.py, line 1); vocab.txt is beside the model file, but a relative path is read from the"
+            " worker's working directory (%s): open it as os.path.join(os.path.dirname(__file__), 'vocab.txt')" % cwd))
+        self.assertTrue(message("nowhere.py").endswith(
+            "(nowhere.py, line 1); a relative path is read from the worker's working directory (%s),"
+            " not the model's" % cwd))
+        self.assertTrue(message("absolute.py").endswith("missing.json' (absolute.py, line 1)"))
+
     def test_a_model_in_a_subdirectory_importing_a_module_beside_it_is_told_how(self):
         # A TorchServe handler imports the extra files of its archive by
         # name (their directory is on its sys.path); here only the root is.

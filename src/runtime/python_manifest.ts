@@ -190,9 +190,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 58107,
+      size: 59115,
       sha256:
-        "fb08ca8f16bcd4a1ccc97e64c22e0b9af241df7450a0c40d749620c53f1a0114",
+        "85529f296a11661eb13a39123ac12f26977d76afef6fccbb63eb3c3eced36f99",
     },
     {
       path: "pyproxy_server/server.py",
