@@ -96,6 +96,7 @@ from .errors import (
     ModelNotFoundError,
     PathError,
     PythonError,
+    exception_message,
     format_user_traceback,
 )
 from .execution import MAX_LOGGED_MESSAGE, MAX_LOGGED_TRACEBACK, _bounded
@@ -983,7 +984,7 @@ class ModelRegistry:
             sys.modules.pop(module_name, None)
             raise ModelLoadError(
                 "Cannot load model %r: %s: %s%s"
-                % (name, type(exc).__name__, exc,
+                % (name, type(exc).__name__, exception_message(exc),
                    _where(exc, filename, file if file is not None else filename, self.root)
                    + (_import_hint(exc, filename, self.root) or _interpreter_hint(exc)
                       or _working_dir_hint(exc, filename))),

@@ -247,6 +247,17 @@ class ModelRegistryTest(unittest.TestCase):
             " not the model's" % cwd))
         self.assertTrue(message("absolute.py").endswith("missing.json' (absolute.py, line 1)"))
 
+    def test_a_load_raising_an_exception_whose_str_raises_is_a_load_error(self):
+        # The message was made with str(exc): the load failed with that
+        # ValueError instead, its model and line unnamed.
+        source = ("class Odd(Exception):\n    def __str__(self):\n        raise ValueError('no str')\n"
+                  "class Model:\n    def __init__(self, options):\n        raise Odd()\n"
+                  "    def execute(self, msg):\n        return 1\n")
+        with self.assertRaises(ModelLoadError) as caught:
+            self.registry.add("m", {"source": source})
+        self.assertEqual(str(caught.exception), "Cannot load model 'm': Odd: <str() of Odd failed: ValueError: no str>"
+                                                " (<model m>, line 6, in __init__)")
+
     def test_a_model_in_a_subdirectory_importing_a_module_beside_it_is_told_how(self):
         # A TorchServe handler imports the extra files of its archive by
         # name (their directory is on its sys.path); here only the root is.

@@ -112,9 +112,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/errors.py",
-      size: 14415,
+      size: 15305,
       sha256:
-        "f9fcba61a33425e0b7b440e23880ca8bf372bdc760b088d1fc04afc5752d5ff8",
+        "822f3a944c8961d282ee8182500f5fc9e212c1127a0e5cc9bce020215300f154",
     },
     {
       path: "pyproxy_server/eval.py",
@@ -190,9 +190,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 59115,
+      size: 59157,
       sha256:
-        "85529f296a11661eb13a39123ac12f26977d76afef6fccbb63eb3c3eced36f99",
+        "9999ed052df59f661d7ac2dec415348bdb41f6d28351e22129debe45e4af0e0f",
     },
     {
       path: "pyproxy_server/server.py",
