@@ -987,7 +987,7 @@ class ModelRegistry:
                 % (name, type(exc).__name__, exception_message(exc),
                    _where(exc, filename, file if file is not None else filename, self.root)
                    + (_import_hint(exc, filename, self.root) or _interpreter_hint(exc)
-                      or _working_dir_hint(exc, filename))),
+                      or _working_dir_hint(exc, filename) or _pickled_main_hint(exc))),
                 exception=type(exc).__name__,
                 traceback=format_user_traceback(exc, os.path.dirname(__file__)),
             )
@@ -1182,6 +1182,29 @@ def _working_dir_hint(exc, path):
             " (%s): open it as os.path.join(os.path.dirname(__file__), %r)" % (name, cwd, name)
         )
     return "; a relative path is read from the worker's working directory (%s), not the model's" % cwd
+
+
+def _pickled_main_hint(exc):
+    """What to do about a pickle (``pickle.load``, ``joblib.load``) that
+    names a class of ``__main__``: it was saved by a script or notebook that
+    defined the class, and in a worker ``__main__`` is the server's module,
+    not the model's, so the class is not found there even when the model
+    file defines it (``Can't get attribute 'Scaler' on <module
+    'pyproxy_server.__main__' ...>``). ``""`` otherwise."""
+    if not isinstance(exc, AttributeError):
+        return ""
+    text = str(exc)
+    if not text.startswith("Can't get attribute '"):
+        return ""
+    name, _, rest = text[len("Can't get attribute '"):].partition("' on <module '")
+    module = rest.partition("'")[0]  # "__main__", or its spec's name: "pyproxy_server.__main__"
+    if not name.isidentifier() or not (module == "__main__" or module.endswith(".__main__")):
+        return ""
+    return (
+        "; the pickle names __main__.%s: it was saved by a script or notebook that defined %s, and a model's"
+        " module is not __main__ in a worker: define %s in the model (or a helper module) and set"
+        " __main__.%s = %s (import __main__) before loading it" % (name, name, name, name, name)
+    )
 
 
 # Names listed in a "not loaded" message at most; a typo is looked for among

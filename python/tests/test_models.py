@@ -247,6 +247,45 @@ class ModelRegistryTest(unittest.TestCase):
             " not the model's" % cwd))
         self.assertTrue(message("absolute.py").endswith("missing.json' (absolute.py, line 1)"))
 
+    def test_a_pickle_of_a_class_of_main_says_how_to_load_it(self):
+        # Saved by a notebook or script that defined Scaler: the pickle names
+        # __main__.Scaler, and a worker's __main__ is the server's module, so
+        # the model defining Scaler did not help, and the message named
+        # pyproxy_server.__main__, a module the author never wrote.
+        import subprocess
+
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        subprocess.run([sys.executable, "-c",
+                        "import pickle\nclass Scaler:\n    k = 3\n"
+                        "pickle.dump(Scaler(), open(%r, 'wb'))\n" % os.path.join(tmp, "scaler.pkl")], check=True)
+        body = ("import os, pickle\nclass Scaler:\n    k = 3\n%s"
+                "class Model:\n    def __init__(self, options):\n"
+                "        with open(os.path.join(os.path.dirname(__file__), 'scaler.pkl'), 'rb') as f:\n"
+                "            self.scaler = pickle.load(f)\n"
+                "    def execute(self, msg):\n        return self.scaler.k\n")
+        with open(os.path.join(tmp, "plain.py"), "w") as f:
+            f.write(body % "")
+        with open(os.path.join(tmp, "fixed.py"), "w") as f:
+            f.write(body % "import __main__\n__main__.Scaler = Scaler\n")
+        registry = ModelRegistry(tmp)
+        with self.assertRaises(ModelLoadError) as caught:
+            registry.add("m", {"file": "plain.py"})
+        self.assertRegex(str(caught.exception), r"^Cannot load model 'm': AttributeError: Can't get attribute 'Scaler'")
+        self.assertTrue(str(caught.exception).endswith(
+            "(plain.py, line 7, in __init__); the pickle names __main__.Scaler: it was saved by a script or notebook"
+            " that defined Scaler, and a model's module is not __main__ in a worker: define Scaler in the model"
+            " (or a helper module) and set __main__.Scaler = Scaler (import __main__) before loading it"),
+            str(caught.exception))
+        # What the hint says works.
+        self.addCleanup(lambda: vars(sys.modules["__main__"]).pop("Scaler", None))
+        registry.add("m", {"file": "fixed.py"})
+        self.assertEqual(registry.get("m").execute({}), 3)
+        # Other AttributeErrors are left alone.
+        with self.assertRaises(ModelLoadError) as caught:
+            registry.add("o", {"source": "import pickle\npickle.loads(pickle.dumps(1)).nope\n"})
+        self.assertNotIn("__main__", str(caught.exception))
+
     def test_a_load_raising_an_exception_whose_str_raises_is_a_load_error(self):
         # The message was made with str(exc): the load failed with that
         # ValueError instead, its model and line unnamed.

@@ -190,9 +190,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 59157,
+      size: 60408,
       sha256:
-        "9999ed052df59f661d7ac2dec415348bdb41f6d28351e22129debe45e4af0e0f",
+        "8ea3c9802fd8529c270d3c2b3ddc256f6e0ab684d3a64717ebf1f9c98893819f",
     },
     {
       path: "pyproxy_server/server.py",
