@@ -248,6 +248,9 @@ class ModelEntry:
         self.module_name = module_name
         self._lock = None if getattr(cls, "threadsafe", True) else threading.Lock()
         self.batch_size, self.batch_delay_ms = _batch_settings(cls, instance)
+        _check_one_argument(cls, instance, "execute", "msg")
+        if self.batch_size is not None:
+            _check_one_argument(cls, instance, "execute_batch", "msgs")
         self.timeout_ms = _timeout_setting(cls, instance)
         self.media_type = _media_type_setting(cls, instance)
         self._close, self.close_timeout_ms = _close_settings(cls, instance)
@@ -573,6 +576,33 @@ def _media_type_setting(cls, instance):
             "(1 to 256 printable ASCII characters), got %r" % (cls.__name__, media_type)
         )
     return media_type
+
+
+def _check_one_argument(cls, instance, method, arg):
+    """A ModelLoadError for an ``execute`` (``execute_batch``) that cannot be
+    called with its one argument, the request's ``msg``: written as a
+    FastAPI route, ``def execute(self, income, debt)``, every call failed
+    with a TypeError naming a field the client did send ("missing 1 required
+    positional argument: 'debt'"), or with none (``def execute(self)``)."""
+    bound = getattr(instance, method, None)
+    if not callable(bound):
+        return
+    try:
+        signature = inspect.signature(bound)
+    except (TypeError, ValueError):  # a builtin or a callable object without one
+        return
+    try:
+        signature.bind(None)
+    except TypeError as exc:
+        params = [p for p in signature.parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        # Parameters named as the body's fields: the hint reads one from msg.
+        fields = " and read the fields from it (%s[%r])" % (
+            "msg" if arg == "msg" else "msgs[i]", params[0].name) if len(params) > 1 else ""
+        raise ModelLoadError(
+            "Cannot load model class %s: %s%s cannot be called with its one argument, the request's %s (%s):"
+            " write %s(self, %s)%s" % (cls.__name__, method, signature, arg, exc, method, arg, fields)
+        ) from None
 
 
 def _batch_settings(cls, instance):

@@ -286,6 +286,49 @@ class ModelRegistryTest(unittest.TestCase):
             registry.add("o", {"source": "import pickle\npickle.loads(pickle.dumps(1)).nope\n"})
         self.assertNotIn("__main__", str(caught.exception))
 
+    def test_an_execute_that_cannot_take_the_msg_fails_the_load_saying_how_to_write_it(self):
+        # Written as a FastAPI route, every call failed with "missing 1
+        # required positional argument: 'debt'", a field the client had sent.
+        cases = {
+            "def execute(self, income, debt, age=30):":
+                "execute(income, debt, age=30) cannot be called with its one argument, the request's msg"
+                " (missing a required argument: 'debt'): write execute(self, msg) and read the fields from it"
+                " (msg['income'])",
+            "def execute(self):":
+                "execute() cannot be called with its one argument, the request's msg (too many positional"
+                " arguments): write execute(self, msg)",
+            "def execute(self, **fields):":
+                "execute(**fields) cannot be called with its one argument",
+            "async def execute(self, *, msg):":
+                "execute(*, msg) cannot be called with its one argument, the request's msg (too many positional"
+                " arguments): write execute(self, msg)",
+        }
+        for line, message in cases.items():
+            with self.subTest(line=line):
+                with self.assertRaises(ModelLoadError) as caught:
+                    self.registry.add("f", {"source": "class M:\n    %s\n        return 1\n" % line})
+                self.assertEqual(str(caught.exception).partition(": ")[2][:len(message)], message)
+        with self.assertRaises(ModelLoadError) as caught:
+            self.registry.add("f", {"source": "class M:\n    batch_size = 4\n"
+                                              "    def execute_batch(self, rows, scale):\n        return rows\n"})
+        self.assertEqual(str(caught.exception),
+                         "Cannot load model class M: execute_batch(rows, scale) cannot be called with its one"
+                         " argument, the request's msgs (missing a required argument: 'scale'):"
+                         " write execute_batch(self, msgs) and read the fields from it (msgs[i]['rows'])")
+        # What one argument can call loads: defaults, *args, a static or
+        # class method, a generator, a callable object.
+        for body in (
+            "def execute(self, msg, extra=None):\n        return 1",
+            "def execute(self, *args):\n        return 1",
+            "@staticmethod\n    def execute(msg):\n        return 1",
+            "@classmethod\n    def execute(cls, msg):\n        return 1",
+            "def execute(self, msg, **options):\n        yield 1",
+            "execute = type('C', (), {'__call__': lambda self, msg: 1})()",
+        ):
+            with self.subTest(body=body):
+                self.registry.add("f", {"source": "class M:\n    %s\n" % body})
+                self.assertEqual(self.registry.get("f").execute({}) if "yield" not in body else 1, 1)
+
     def test_a_load_raising_an_exception_whose_str_raises_is_a_load_error(self):
         # The message was made with str(exc): the load failed with that
         # ValueError instead, its model and line unnamed.

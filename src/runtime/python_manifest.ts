@@ -190,9 +190,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 60408,
+      size: 61963,
       sha256:
-        "8ea3c9802fd8529c270d3c2b3ddc256f6e0ab684d3a64717ebf1f9c98893819f",
+        "4cab5806e77d53898026f6889b644d9eaada2bb50edd4f5a775ba71632aaae4d",
     },
     {
       path: "pyproxy_server/server.py",
