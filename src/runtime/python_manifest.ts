@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 25559,
+      size: 26532,
       sha256:
-        "17774fd849a8c75b846c71e6900fa615ad7cbee07b96b43ab1e1782cd64809cf",
+        "11db3240947ba4a5fd3841d2cebbaa61e03a5da79edee2e243c4d61613fe8ccb",
     },
     {
       path: "pyproxy_server/array_like.py",
