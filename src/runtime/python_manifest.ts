@@ -22,9 +22,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/host.py",
-      size: 15287,
+      size: 15871,
       sha256:
-        "deb727edd70ce8c922cd41246cb232b906a2acebaa8c5b0062009e241abdf8c1",
+        "87a72b49ff20cc0cd24cf0495db5d69bb19f6c390f877a77b7a5bd7391a62b2c",
     },
     {
       path: "pyproxy/metrics.py",
