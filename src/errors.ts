@@ -394,7 +394,9 @@ export class PythonError extends PyProxyError {
     traceback = "",
     options: PyProxyErrorOptions = {},
   ) {
-    super(`${type}: ${message}`, options);
+    // Python's own traceback ends with "ValueError" alone for an empty
+    // message (`raise ValueError()`, `sys.exit()`), not "ValueError: ".
+    super(message === "" ? type : `${type}: ${message}`, options);
     this.name = "PythonError";
     this.type = type;
     this.traceback = traceback;

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { PythonError } from "../src/errors.ts";
 import { GatewayMetrics } from "../src/gateway/metrics.ts";
 import {
   partialRequest,
@@ -49,6 +50,39 @@ Deno.test("createGateway answers a model's uncaught HostError and an unencodable
     const r = await gw.fetch("/v1/models/odd/execute", post(body));
     assert.equal(r.status, 422, body);
     assert.equal((await r.json()).error.type, "SerializationError");
+  }
+});
+
+Deno.test("PythonError of an exception without a message is its type alone, as Python's traceback shows it", async () => {
+  await using gw = await startGateway({ debug: false });
+  await Deno.writeTextFile(
+    `${gw.dir}/bare.py`,
+    `import sys
+class Bare:
+    def execute(self, msg):
+        if msg.get("exit"):
+            sys.exit()
+        raise ValueError(msg.get("text", ""))
+`,
+  );
+  await gw.pool.addModel("bare", { file: "bare.py" });
+  for (
+    const [body, exception, message] of [
+      ["{}", "ValueError", "ValueError"],
+      ['{"exit":true}', "SystemExit", "SystemExit"],
+      ['{"text":"bad x"}', "ValueError", "ValueError: bad x"],
+    ] as const
+  ) {
+    const res = await gw.fetch("/v1/models/bare/execute", post(body));
+    assert.equal(res.status, 422, body);
+    const { error } = await res.json();
+    assert.deepEqual([error.exception, error.message], [exception, message]);
+    const err = await gw.pool.execute("bare", JSON.parse(body)).then(
+      () => assert.fail("no error"),
+      (e: unknown) => e as PythonError,
+    );
+    assert.ok(err instanceof PythonError);
+    assert.deepEqual([err.type, err.message], [exception, message]);
   }
 });
 

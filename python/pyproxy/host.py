@@ -71,6 +71,13 @@ log); its status is its event stream's 200 (``set_status`` is ignored
 there). An error raised afterwards wins: its status and headers
 are the response's.
 
+Outside a worker (a unit test of the model class in plain Python, the
+checkout's ``python/`` directory on ``PYTHONPATH``) no call ever runs: replace
+``call`` there, which ``cache`` and ``publish`` go through too::
+
+    with mock.patch.object(host, "call", side_effect=lambda cmd, args=None, timeout=None: replies[cmd]):
+        result = Model({}).execute({"amount": 10})
+
 Failures raise ``HostError``: no call is running in this thread (for
 example in a thread started by the model, or in a module imported outside
 any call; a model's module imported by ``addModel`` runs inside that call
@@ -131,7 +138,9 @@ def call(name, args=None, timeout=DEFAULT_TIMEOUT):
             )
         raise HostError(
             "Cannot call host %r: no pyproxy call is running in this thread "
-            "(host calls work only while executeModel/eval code runs)" % name
+            "(host calls work only while executeModel/eval code runs; a thread the model starts needs"
+            " contextvars.copy_context().run; outside a worker, as in a unit test of the model,"
+            " replace host.call: unittest.mock.patch.object(host, \"call\", ...))" % name
         )
     return current.connection.request(name, args, timeout, current)
 

@@ -29,7 +29,7 @@ Example::
     json.dumps({"scores": Fake()}, default=default)   # '{"scores": [0.5, 1.5]}'
 """
 
-__all__ = ["convert", "default", "is_array_like"]
+__all__ = ["convert", "default", "is_array_like", "same_again"]
 
 # binary.BYTES_TYPES (not imported: binary imports this module).
 _BYTES = (bytes, bytearray, memoryview)
@@ -61,12 +61,26 @@ def convert(value):
     if not is_array_like(value):
         raise TypeError("Object of type %s is not JSON serializable" % value.__class__.__name__)
     try:
-        return value.tolist()
+        plain = value.tolist()
     except Exception as exc:
         raise TypeError(
             "Object of type %s is not JSON serializable: its .tolist() raised %s: %s"
             % (value.__class__.__name__, exc.__class__.__name__, exc)
         ) from exc
+    if type(plain) is type(value):
+        # numpy.longdouble (float128) and clongdouble: no Python type holds
+        # them, so tolist() gives the scalar back, and the encoder would call
+        # its default on it again and again until RecursionError, reported as
+        # a result "nested too deep".
+        raise TypeError("Object of type %s is not JSON serializable: %s" % (value.__class__.__name__, same_again(value)))
+    return plain
+
+
+def same_again(value):
+    """Why an array-like ``value`` whose ``tolist()`` gives ``value``'s own
+    type cannot be sent, and what to do."""
+    return ("its .tolist() gives a %s again, a type no Python number holds: convert it with float(...)"
+            " or complex(...), an array with .astype(\"float64\")" % value.__class__.__name__)
 
 
 # The encoder's ``default``: called with each value it cannot write.

@@ -21,6 +21,7 @@ import traceback as _traceback
 from . import array_like as _array_like
 
 __all__ = [
+    "exception_message",
     "PyProxyError",
     "FrameError",
     "ChecksumError",
@@ -146,7 +147,7 @@ class PythonError(PyProxyError):
     def from_exception(cls, exc, skip_prefix=None):
         """Wrap ``exc``; frames whose file starts with ``skip_prefix`` are left out."""
         return cls(
-            type(exc).__name__, _message_of(exc), format_user_traceback(exc, skip_prefix)
+            type(exc).__name__, exception_message(exc), format_user_traceback(exc, skip_prefix)
         )
 
 
@@ -390,13 +391,25 @@ def error_from_type(type_name, message, **fields):
     return err
 
 
-def _message_of(exc):
+def exception_message(exc):
+    """``str(exc)``, as the message of the error reply for an exception of
+    user code, with what to do when it was raised by ``breakpoint()`` or
+    ``input()`` left in the code: a worker has no terminal (its stdin is
+    ``/dev/null``), so the debugger quits at once with an empty ``BdbQuit``
+    and ``input()`` meets end of file, neither saying why."""
     # str() of an exception holding a structure nested too deep (or a
     # broken __str__) raises; the error reply must go out anyway.
     try:
-        return str(exc)
+        text = str(exc)
     except Exception as failure:
         return "<str() of %s failed: %s: %s>" % (type(exc).__name__, type(failure).__name__, failure)
+    cls = type(exc)
+    if cls.__name__ == "BdbQuit" and cls.__module__ == "bdb" and not text:
+        return ("the debugger (breakpoint(), pdb.set_trace()) quit at once: a worker has no terminal"
+                " (its stdin is empty); remove the call, and debug the model class in a Python session of your own")
+    if cls is EOFError and text == "EOF when reading a line":
+        return text + " (input() in a worker reads an empty stdin: pass the value in msg or options)"
+    return text
 
 
 def format_user_traceback(exc, skip_prefix=None):

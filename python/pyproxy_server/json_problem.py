@@ -143,6 +143,8 @@ def _plain(value):
         return array_like.convert(value), None
     except TypeError as exc:
         cause = exc.__cause__
+        if cause is None:  # its tolist() gave its own type back (numpy.longdouble)
+            return None, " is a %s (%s)" % (_type_name(value), array_like.same_again(value))
         return None, " is a %s (its .tolist() raised %s: %s)" % (
             _type_name(value), type(cause).__name__, cause)
 

@@ -96,6 +96,7 @@ from .errors import (
     ModelNotFoundError,
     PathError,
     PythonError,
+    exception_message,
     format_user_traceback,
 )
 from .execution import MAX_LOGGED_MESSAGE, MAX_LOGGED_TRACEBACK, _bounded
@@ -247,6 +248,9 @@ class ModelEntry:
         self.module_name = module_name
         self._lock = None if getattr(cls, "threadsafe", True) else threading.Lock()
         self.batch_size, self.batch_delay_ms = _batch_settings(cls, instance)
+        _check_one_argument(cls, instance, "execute", "msg")
+        if self.batch_size is not None:
+            _check_one_argument(cls, instance, "execute_batch", "msgs")
         self.timeout_ms = _timeout_setting(cls, instance)
         self.media_type = _media_type_setting(cls, instance)
         self._close, self.close_timeout_ms = _close_settings(cls, instance)
@@ -572,6 +576,33 @@ def _media_type_setting(cls, instance):
             "(1 to 256 printable ASCII characters), got %r" % (cls.__name__, media_type)
         )
     return media_type
+
+
+def _check_one_argument(cls, instance, method, arg):
+    """A ModelLoadError for an ``execute`` (``execute_batch``) that cannot be
+    called with its one argument, the request's ``msg``: written as a
+    FastAPI route, ``def execute(self, income, debt)``, every call failed
+    with a TypeError naming a field the client did send ("missing 1 required
+    positional argument: 'debt'"), or with none (``def execute(self)``)."""
+    bound = getattr(instance, method, None)
+    if not callable(bound):
+        return
+    try:
+        signature = inspect.signature(bound)
+    except (TypeError, ValueError):  # a builtin or a callable object without one
+        return
+    try:
+        signature.bind(None)
+    except TypeError as exc:
+        params = [p for p in signature.parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        # Parameters named as the body's fields: the hint reads one from msg.
+        fields = " and read the fields from it (%s[%r])" % (
+            "msg" if arg == "msg" else "msgs[i]", params[0].name) if len(params) > 1 else ""
+        raise ModelLoadError(
+            "Cannot load model class %s: %s%s cannot be called with its one argument, the request's %s (%s):"
+            " write %s(self, %s)%s" % (cls.__name__, method, signature, arg, exc, method, arg, fields)
+        ) from None
 
 
 def _batch_settings(cls, instance):
@@ -983,9 +1014,10 @@ class ModelRegistry:
             sys.modules.pop(module_name, None)
             raise ModelLoadError(
                 "Cannot load model %r: %s: %s%s"
-                % (name, type(exc).__name__, exc,
+                % (name, type(exc).__name__, exception_message(exc),
                    _where(exc, filename, file if file is not None else filename, self.root)
-                   + (_import_hint(exc, filename, self.root) or _interpreter_hint(exc))),
+                   + (_import_hint(exc, filename, self.root) or _interpreter_hint(exc)
+                      or _working_dir_hint(exc, filename) or _pickled_main_hint(exc))),
                 exception=type(exc).__name__,
                 traceback=format_user_traceback(exc, os.path.dirname(__file__)),
             )
@@ -1161,6 +1193,47 @@ def _interpreter_hint(exc):
         " install it for that Python, or give the pool a Python that has it"
         " (the pool's python option, serve --python)"
         % ((sys.executable or "python3",) + tuple(sys.version_info[:3]) + (top,))
+    )
+
+
+def _working_dir_hint(exc, path):
+    """Where a relative path that was not found was looked for, for a
+    ``FileNotFoundError`` of one (``np.load("weights.npy")`` in
+    ``__init__``): the worker's working directory, the host's, not the
+    model's; with the fix when the file is beside the model file. ``""``
+    otherwise."""
+    name = getattr(exc, "filename", None)
+    if not isinstance(exc, FileNotFoundError) or not isinstance(name, str) or not name or os.path.isabs(name):
+        return ""
+    cwd = os.getcwd()
+    if os.path.isabs(path) and os.path.exists(os.path.join(os.path.dirname(path), name)):
+        return (
+            "; %s is beside the model file, but a relative path is read from the worker's working directory"
+            " (%s): open it as os.path.join(os.path.dirname(__file__), %r)" % (name, cwd, name)
+        )
+    return "; a relative path is read from the worker's working directory (%s), not the model's" % cwd
+
+
+def _pickled_main_hint(exc):
+    """What to do about a pickle (``pickle.load``, ``joblib.load``) that
+    names a class of ``__main__``: it was saved by a script or notebook that
+    defined the class, and in a worker ``__main__`` is the server's module,
+    not the model's, so the class is not found there even when the model
+    file defines it (``Can't get attribute 'Scaler' on <module
+    'pyproxy_server.__main__' ...>``). ``""`` otherwise."""
+    if not isinstance(exc, AttributeError):
+        return ""
+    text = str(exc)
+    if not text.startswith("Can't get attribute '"):
+        return ""
+    name, _, rest = text[len("Can't get attribute '"):].partition("' on <module '")
+    module = rest.partition("'")[0]  # "__main__", or its spec's name: "pyproxy_server.__main__"
+    if not name.isidentifier() or not (module == "__main__" or module.endswith(".__main__")):
+        return ""
+    return (
+        "; the pickle names __main__.%s: it was saved by a script or notebook that defined %s, and a model's"
+        " module is not __main__ in a worker: define %s in the model (or a helper module) and set"
+        " __main__.%s = %s (import __main__) before loading it" % (name, name, name, name, name)
     )
 
 

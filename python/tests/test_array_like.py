@@ -10,7 +10,7 @@ from pyproxy_server import array_like, big_json, binary
 from pyproxy_server.json_problem import describe_not_json
 
 from ._client import mac
-from .models.arrays import FakeArray, FakeFrame, FakeScalar, FakeSeries, FakeTensor, values
+from .models.arrays import FakeArray, FakeFrame, FakeLongDouble, FakeScalar, FakeSeries, FakeTensor, values
 from .test_server import ServerTestCase
 
 try:
@@ -77,6 +77,31 @@ class ArrayLikeTest(unittest.TestCase):
             "result.t is a tests.models.arrays.FakeTensor (its .tolist() raised RuntimeError: "
             "Tensor.item() cannot be called on meta tensors)",
         )
+
+    def test_a_tolist_that_gives_its_own_type_back_is_named_not_too_deep(self):
+        # numpy.longdouble: the encoder called its default on tolist()'s
+        # answer again and again, and the call failed as "nested too deep".
+        for value, where in (
+            ({"p": FakeLongDouble(0.5)}, "result.p"),
+            ({"rows": FakeArray([FakeLongDouble(1.5)], "float128")}, "result.rows[0]"),
+        ):
+            with self.subTest(where=where):
+                with self.assertRaisesRegex(TypeError, "gives a FakeLongDouble again"):
+                    big_json.encode(value)
+                self.assertIsNone(binary.split(value, ("result",)))  # no bytes: left to the encoder
+                self.assertEqual(
+                    describe_not_json(value),
+                    where + " is a tests.models.arrays.FakeLongDouble (its .tolist() gives a FakeLongDouble again,"
+                    " a type no Python number holds: convert it with float(...) or complex(...),"
+                    " an array with .astype(\"float64\"))",
+                )
+
+    @unittest.skipIf(numpy is None, "numpy is not installed")
+    def test_real_numpy_longdouble(self):
+        value = {"p": numpy.longdouble(0.5), "rows": numpy.array([1.5], dtype=numpy.longdouble)}
+        with self.assertRaisesRegex(TypeError, "gives a longdouble again"):
+            big_json.encode(value)
+        self.assertTrue(describe_not_json(value).startswith("result.p is a numpy.longdouble (its .tolist() gives"))
 
     def test_bytes_in_an_object_array_are_found(self):
         with self.assertRaises(TypeError):
@@ -169,6 +194,18 @@ class ArrayResultsServerTest(ServerTestCase):
                                                     "(NaN and infinities are not JSON: use None)")
         error = self.assertError(c.request("executeModel", name="Arrays", msg={"kind": "meta"}), "SerializationError")
         self.assertRegex(error["message"], r"result\.t is a \w+\.FakeTensor \(its \.tolist\(\) raised RuntimeError: .*meta")
+
+    def test_a_longdouble_fails_the_call_naming_it(self):
+        for want_bytes in (False, True):  # the gateway's host asks for bytes
+            c = self.client(want_bytes=want_bytes)
+            for name in ("Arrays", "InlineArrays"):
+                with self.subTest(want_bytes=want_bytes, model=name):
+                    error = self.assertError(c.request("executeModel", name=name, msg={"kind": "longdouble"}),
+                                             "SerializationError")
+                    self.assertRegex(error["message"], r"^Cannot send result: not JSON: result\.p is a \w+\.FakeLongDouble "
+                                                       r"\(its \.tolist\(\) gives a FakeLongDouble again")
+            reply = c.request("executeStream", name="ArrayStream", msg={"count": 0, "kind": "longdouble"}, timeout=10)
+            self.assertRegex(reply["error"]["message"], r"item\[0\]\.p is a \w+\.FakeLongDouble \(its \.tolist\(\) gives a FakeLongDouble again")
 
     def test_bytes_in_an_object_array_go_as_bytes(self):
         c = self.client(want_bytes=True)

@@ -17,6 +17,15 @@ class SetOutsideACallTest(unittest.TestCase):
             with self.assertRaisesRegex(HostError, "no pyproxy call is running"):
                 fn()
 
+    def test_a_host_call_outside_a_worker_says_how_to_unit_test_it(self):
+        # A unit test of a model class in plain Python: the message said
+        # only that no call was running.
+        for fn in (lambda: host.call("fx.rate", {}), lambda: host.cache.get("k"), lambda: host.publish("c", {})):
+            with self.assertRaises(HostError) as caught:
+                fn()
+            self.assertIn("outside a worker, as in a unit test of the model, replace host.call:"
+                          " unittest.mock.patch.object(host, \"call\", ...)", str(caught.exception))
+
     def test_bad_statuses_and_headers_are_refused_before_anything_else(self):
         for status in (199, 300, 304, 404, 600, -201):
             with self.assertRaisesRegex(ValueError, "from 200 to 299", msg=status):

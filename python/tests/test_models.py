@@ -205,6 +205,141 @@ class ModelRegistryTest(unittest.TestCase):
             " (%s) (<model m>, line 1)" % sys.modules["json"].__file__,
         )
 
+    def test_a_relative_path_not_found_at_load_says_where_it_was_looked_for(self):
+        # np.load("weights.npy") in __init__: the worker's working directory
+        # is the host's, not the models directory, and the message said only
+        # "No such file or directory: 'weights.npy'".
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        os.makedirs(os.path.join(tmp, "sub"))
+        files = {
+            "weights.json": "[1]",
+            "sub/vocab.txt": "a",
+            "beside.py": "class Model:\n    def __init__(self, options):\n        open('weights.json')\n"
+                         "    def execute(self, msg):\n        return 1\n",
+            "sub/nested.py": "open('vocab.txt')\nclass Model:\n    def execute(self, msg):\n        return 1\n",
+            "nowhere.py": "open('missing.json')\n",
+            "absolute.py": "open(%r)\n" % os.path.join(tmp, "missing.json"),
+        }
+        for rel, text in files.items():
+            with open(os.path.join(tmp, rel), "w") as f:
+                f.write(text)
+        registry = ModelRegistry(tmp)
+
+        def message(file):
+            with self.assertRaises(ModelLoadError) as caught:
+                registry.add("m", {"file": file})
+            return str(caught.exception)
+
+        cwd = os.getcwd()
+        self.assertEqual(
+            message("beside.py"),
+            "Cannot load model 'm': FileNotFoundError: [Errno 2] No such file or directory: 'weights.json'"
+            " (beside.py, line 3, in __init__); weights.json is beside the model file, but a relative path is"
+            " read from the worker's working directory (%s): open it as"
+            " os.path.join(os.path.dirname(__file__), 'weights.json')" % cwd,
+        )
+        self.assertTrue(message("sub/nested.py").endswith(
+            "(sub/nested.py, line 1); vocab.txt is beside the model file, but a relative path is read from the"
+            " worker's working directory (%s): open it as os.path.join(os.path.dirname(__file__), 'vocab.txt')" % cwd))
+        self.assertTrue(message("nowhere.py").endswith(
+            "(nowhere.py, line 1); a relative path is read from the worker's working directory (%s),"
+            " not the model's" % cwd))
+        self.assertTrue(message("absolute.py").endswith("missing.json' (absolute.py, line 1)"))
+
+    def test_a_pickle_of_a_class_of_main_says_how_to_load_it(self):
+        # Saved by a notebook or script that defined Scaler: the pickle names
+        # __main__.Scaler, and a worker's __main__ is the server's module, so
+        # the model defining Scaler did not help, and the message named
+        # pyproxy_server.__main__, a module the author never wrote.
+        import subprocess
+
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp)
+        subprocess.run([sys.executable, "-c",
+                        "import pickle\nclass Scaler:\n    k = 3\n"
+                        "pickle.dump(Scaler(), open(%r, 'wb'))\n" % os.path.join(tmp, "scaler.pkl")], check=True)
+        body = ("import os, pickle\nclass Scaler:\n    k = 3\n%s"
+                "class Model:\n    def __init__(self, options):\n"
+                "        with open(os.path.join(os.path.dirname(__file__), 'scaler.pkl'), 'rb') as f:\n"
+                "            self.scaler = pickle.load(f)\n"
+                "    def execute(self, msg):\n        return self.scaler.k\n")
+        with open(os.path.join(tmp, "plain.py"), "w") as f:
+            f.write(body % "")
+        with open(os.path.join(tmp, "fixed.py"), "w") as f:
+            f.write(body % "import __main__\n__main__.Scaler = Scaler\n")
+        registry = ModelRegistry(tmp)
+        with self.assertRaises(ModelLoadError) as caught:
+            registry.add("m", {"file": "plain.py"})
+        self.assertRegex(str(caught.exception), r"^Cannot load model 'm': AttributeError: Can't get attribute 'Scaler'")
+        self.assertTrue(str(caught.exception).endswith(
+            "(plain.py, line 7, in __init__); the pickle names __main__.Scaler: it was saved by a script or notebook"
+            " that defined Scaler, and a model's module is not __main__ in a worker: define Scaler in the model"
+            " (or a helper module) and set __main__.Scaler = Scaler (import __main__) before loading it"),
+            str(caught.exception))
+        # What the hint says works.
+        self.addCleanup(lambda: vars(sys.modules["__main__"]).pop("Scaler", None))
+        registry.add("m", {"file": "fixed.py"})
+        self.assertEqual(registry.get("m").execute({}), 3)
+        # Other AttributeErrors are left alone.
+        with self.assertRaises(ModelLoadError) as caught:
+            registry.add("o", {"source": "import pickle\npickle.loads(pickle.dumps(1)).nope\n"})
+        self.assertNotIn("__main__", str(caught.exception))
+
+    def test_an_execute_that_cannot_take_the_msg_fails_the_load_saying_how_to_write_it(self):
+        # Written as a FastAPI route, every call failed with "missing 1
+        # required positional argument: 'debt'", a field the client had sent.
+        cases = {
+            "def execute(self, income, debt, age=30):":
+                "execute(income, debt, age=30) cannot be called with its one argument, the request's msg"
+                " (missing a required argument: 'debt'): write execute(self, msg) and read the fields from it"
+                " (msg['income'])",
+            "def execute(self):":
+                "execute() cannot be called with its one argument, the request's msg (too many positional"
+                " arguments): write execute(self, msg)",
+            "def execute(self, **fields):":
+                "execute(**fields) cannot be called with its one argument",
+            "async def execute(self, *, msg):":
+                "execute(*, msg) cannot be called with its one argument, the request's msg (too many positional"
+                " arguments): write execute(self, msg)",
+        }
+        for line, message in cases.items():
+            with self.subTest(line=line):
+                with self.assertRaises(ModelLoadError) as caught:
+                    self.registry.add("f", {"source": "class M:\n    %s\n        return 1\n" % line})
+                self.assertEqual(str(caught.exception).partition(": ")[2][:len(message)], message)
+        with self.assertRaises(ModelLoadError) as caught:
+            self.registry.add("f", {"source": "class M:\n    batch_size = 4\n"
+                                              "    def execute_batch(self, rows, scale):\n        return rows\n"})
+        self.assertEqual(str(caught.exception),
+                         "Cannot load model class M: execute_batch(rows, scale) cannot be called with its one"
+                         " argument, the request's msgs (missing a required argument: 'scale'):"
+                         " write execute_batch(self, msgs) and read the fields from it (msgs[i]['rows'])")
+        # What one argument can call loads: defaults, *args, a static or
+        # class method, a generator, a callable object.
+        for body in (
+            "def execute(self, msg, extra=None):\n        return 1",
+            "def execute(self, *args):\n        return 1",
+            "@staticmethod\n    def execute(msg):\n        return 1",
+            "@classmethod\n    def execute(cls, msg):\n        return 1",
+            "def execute(self, msg, **options):\n        yield 1",
+            "execute = type('C', (), {'__call__': lambda self, msg: 1})()",
+        ):
+            with self.subTest(body=body):
+                self.registry.add("f", {"source": "class M:\n    %s\n" % body})
+                self.assertEqual(self.registry.get("f").execute({}) if "yield" not in body else 1, 1)
+
+    def test_a_load_raising_an_exception_whose_str_raises_is_a_load_error(self):
+        # The message was made with str(exc): the load failed with that
+        # ValueError instead, its model and line unnamed.
+        source = ("class Odd(Exception):\n    def __str__(self):\n        raise ValueError('no str')\n"
+                  "class Model:\n    def __init__(self, options):\n        raise Odd()\n"
+                  "    def execute(self, msg):\n        return 1\n")
+        with self.assertRaises(ModelLoadError) as caught:
+            self.registry.add("m", {"source": source})
+        self.assertEqual(str(caught.exception), "Cannot load model 'm': Odd: <str() of Odd failed: ValueError: no str>"
+                                                " (<model m>, line 6, in __init__)")
+
     def test_a_model_in_a_subdirectory_importing_a_module_beside_it_is_told_how(self):
         # A TorchServe handler imports the extra files of its archive by
         # name (their directory is on its sys.path); here only the root is.

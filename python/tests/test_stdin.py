@@ -40,6 +40,42 @@ class StdinTest(unittest.TestCase):
         self.assertEqual(reply["error"]["exception"], "EOFError", reply)
         self.assertEqual(c.call("ping"), "pong")
 
+    def test_a_debugger_or_input_left_in_a_model_says_why_it_failed(self):
+        # breakpoint() quit at once with an empty BdbQuit ("BdbQuit: " was the
+        # whole message), input() with "EOF when reading a line": nothing
+        # said that a worker has no terminal.
+        c = self.server.connect()
+        debugger = ("the debugger (breakpoint(), pdb.set_trace()) quit at once: a worker has no terminal"
+                    " (its stdin is empty); remove the call, and debug the model class in a Python session"
+                    " of your own")
+        sources = {
+            "bp": "class Model:\n    def execute(self, msg):\n        breakpoint()\n        return 1\n",
+            "pdb": "import pdb\nclass Model:\n    def execute(self, msg):\n        pdb.set_trace()\n        return 1\n",
+            "threaded": "from pyproxy import host\nclass Model:\n    def execute(self, msg):\n"
+                        "        breakpoint()\n        return 1\n",
+            "ask": "class Model:\n    def execute(self, msg):\n        return input('threshold? ')\n",
+        }
+        for name, source in sources.items():
+            c.call("addModel", name=name, source=source)
+        for name in ("bp", "pdb", "threaded", "bp"):  # "bp" twice: inline once promoted
+            with self.subTest(model=name):
+                error = c.request("executeModel", name=name, msg={})["error"]
+                self.assertEqual((error["exception"], error["message"]), ("BdbQuit", debugger))
+        error = c.request("executeModel", name="ask", msg={})["error"]
+        self.assertEqual(error["message"], "EOF when reading a line (input() in a worker reads an empty stdin:"
+                                           " pass the value in msg or options)")
+        # In __init__: the load's error says it too.
+        error = c.request("addModel", name="init", source="class Model:\n    def __init__(self, options):\n"
+                                                          "        breakpoint()\n    def execute(self, msg):\n"
+                                                          "        return 1\n")["error"]
+        self.assertEqual(error["type"], "ModelLoadError")
+        self.assertTrue(error["message"].startswith("Cannot load model 'init': BdbQuit: " + debugger), error)
+        # The worker still serves, on the event loop's thread too.
+        self.assertEqual(c.call("ping"), "pong")
+        c.call("addModel", name="ok", source="class Model:\n    def execute(self, msg):\n        return msg\n")
+        for _ in range(3):
+            self.assertEqual(c.call("executeModel", name="ok", msg={"a": 1}), {"a": 1})
+
     def test_the_host_closing_stdin_still_ends_the_server(self):
         c = self.server.connect()
         c.call("eval", code="input\n1")

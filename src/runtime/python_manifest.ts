@@ -22,9 +22,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/host.py",
-      size: 15287,
+      size: 15871,
       sha256:
-        "deb727edd70ce8c922cd41246cb232b906a2acebaa8c5b0062009e241abdf8c1",
+        "87a72b49ff20cc0cd24cf0495db5d69bb19f6c390f877a77b7a5bd7391a62b2c",
     },
     {
       path: "pyproxy/metrics.py",
@@ -46,15 +46,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 27401,
+      size: 28374,
       sha256:
-        "4c43d2ec57fa74624b0dc634c260ba974df310fd646eb016596f0c440c44a4cb",
+        "a20744cf7a1a3386f4874bc4f210e00b51220bb3983a4bde725cf65589c11791",
     },
     {
       path: "pyproxy_server/array_like.py",
-      size: 3145,
+      size: 3948,
       sha256:
-        "b472116784c193cdad8430fa51568425684fa45091a48d9c84383e6078e32a5f",
+        "aba98dc80eba71e8a41fc08e87ffc0b0c61ab3e2dec3cf64f15106c474f71cf4",
     },
     {
       path: "pyproxy_server/big_json.py",
@@ -112,9 +112,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/errors.py",
-      size: 14415,
+      size: 15305,
       sha256:
-        "f9fcba61a33425e0b7b440e23880ca8bf372bdc760b088d1fc04afc5752d5ff8",
+        "822f3a944c8961d282ee8182500f5fc9e212c1127a0e5cc9bce020215300f154",
     },
     {
       path: "pyproxy_server/eval.py",
@@ -172,9 +172,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/json_problem.py",
-      size: 7375,
+      size: 7552,
       sha256:
-        "3403de0cebbe1990734e66c9a7ce5174fbfe979db3b3b81c7da4bb61dc11b89a",
+        "36673d80130de690d7916de12b9e425b7ca8ccf384c102f3c914c1afbea9ec73",
     },
     {
       path: "pyproxy_server/long_int.py",
@@ -190,9 +190,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 58107,
+      size: 61963,
       sha256:
-        "fb08ca8f16bcd4a1ccc97e64c22e0b9af241df7450a0c40d749620c53f1a0114",
+        "4cab5806e77d53898026f6889b644d9eaada2bb50edd4f5a775ba71632aaae4d",
     },
     {
       path: "pyproxy_server/server.py",

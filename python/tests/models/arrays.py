@@ -74,6 +74,17 @@ class FakeSeries(FakeArray):
         return dict(enumerate(self._data))
 
 
+class FakeLongDouble(FakeArray):
+    """As ``numpy.longdouble`` (float128): no Python number holds it, so its
+    ``tolist()`` gives the scalar itself back."""
+
+    def __init__(self, value):
+        super().__init__(value, "float128")
+
+    def tolist(self):
+        return self
+
+
 class FakeFrame:
     """As ``pandas.DataFrame``: no ``tolist`` (its orientation is the model's
     choice): not converted, the error says ``use .to_dict()``."""
@@ -111,6 +122,8 @@ def values(kind, n=0):
         return FakeScalar(math.inf, "float32")
     if kind == "meta":
         return {"t": FakeTensor([1.0], device="meta")}
+    if kind == "longdouble":
+        return {"p": FakeLongDouble(0.5), "rows": FakeArray([FakeLongDouble(1.5)], "float128")}
     if kind == "frame":
         return {"df": FakeFrame()}
     if kind == "bytes":

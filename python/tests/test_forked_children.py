@@ -1,0 +1,62 @@
+"""Children that model code forks (``multiprocessing``'s ``fork`` start
+method, Linux's default up to Python 3.13) get SIGTERM and SIGINT as a fresh
+process has them, not the server's: a SIGTERM to such a child (what
+``Pool.terminate()``, the end of ``with Pool(...)``, sends each of its
+workers) stopped the whole server before Python 3.12, through the signal
+wakeup fd the child shared with it, and was ignored by the child."""
+
+import os
+import signal
+import unittest
+
+from ._client import ServerProcess
+
+# Forks a child that sends itself SIGTERM (as Pool.terminate does), and
+# reports how the child ended.
+FORKS = """
+import os, signal, time
+
+class Model:
+    def execute(self, msg):
+        pid = os.fork()
+        if pid == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # a child that ignored SIGTERM ends here, with 0
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        return {"signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None}
+"""
+
+# The same with multiprocessing, as a model author writes it.
+POOL = """
+import multiprocessing
+
+class Model:
+    def execute(self, msg):
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            return pool.map(abs, range(-2, 2))
+"""
+
+
+@unittest.skipUnless(hasattr(os, "fork"), "no fork here")
+class ForkedChildrenTest(unittest.TestCase):
+    def setUp(self):
+        self.server = ServerProcess()
+
+    def tearDown(self):
+        self.server.kill()
+
+    def test_a_sigterm_to_a_forked_child_ends_the_child_not_the_server(self):
+        c = self.server.connect()
+        c.call("addModel", name="forks", source=FORKS)
+        c.call("addModel", name="pool", source=POOL)
+        for _ in range(3):
+            self.assertEqual(c.call("executeModel", name="forks", msg={}, timeout=10), {"signal": signal.SIGTERM})
+        for _ in range(5):
+            self.assertEqual(c.call("executeModel", name="pool", msg={}, timeout=10), [2, 1, 0, 1])
+        self.assertEqual(c.call("ping"), "pong")
+        self.assertIsNone(self.server.proc.poll())
+
+
+if __name__ == "__main__":
+    unittest.main()
