@@ -108,12 +108,18 @@ const CONCURRENT_READS = 32;
 /**
  * Reads each worker that has a process (`pid` not `null`) from `/proc`, a
  * few at a time; a worker whose files cannot be read (one that just died,
- * not Linux, no permission) is left out. Never throws.
+ * not Linux, no permission) is left out. Never throws. What `GET /metrics`
+ * shows as `pyproxy_worker_resident_memory_bytes` and
+ * `pyproxy_worker_cpu_seconds_total`; `pool.status()` does not read them
+ * (it is synchronous, and these are file reads): a library user asks here.
  *
- * @example
+ * @example A pool's workers' memory
  * ```ts ignore
- * const workers = await readWorkerResources(runtime, pool.status().workers);
- * for (const w of workers) console.log(w.id, w.rss);
+ * import { defaultRuntime, Pool, readWorkerResources } from "@pyproxy/pyproxy";
+ * const pool = await Pool.start({ workers: 2 });
+ * const workers = await readWorkerResources(defaultRuntime(), pool.status().workers);
+ * for (const w of workers) console.log(w.id, `${(w.rss / 2 ** 20).toFixed(0)} MiB`);
+ * await pool.close();
  * ```
  */
 export async function readWorkerResources(
