@@ -197,9 +197,18 @@ Deno.test("GET /metrics counts exactly the traffic sent, through a worker's cras
       key,
     );
   }
-  // Every counter series of before is still there and has not gone down.
+  // Every counter series of before is still there and has not gone down,
+  // but a worker's CPU time: its process's, from 0 again after the restart
+  // (as process_cpu_seconds_total of a restarted process; rate() takes it as
+  // a reset). It is back for the restarted worker.
+  assert.ok(
+    after.get("pyproxy_worker_cpu_seconds_total")?.samples.some((s) =>
+      s.labels.worker === busy.id
+    ),
+  );
   for (const [name, family] of before) {
     if (family.type !== "counter" && family.type !== "histogram") continue;
+    if (name === "pyproxy_worker_cpu_seconds_total") continue;
     for (const s of family.samples) {
       if (s.name.endsWith("_sum")) continue;
       assert.ok(value(after, name, s.labels, s.name) >= s.value, s.name);
