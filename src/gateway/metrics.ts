@@ -4,7 +4,12 @@
  *
  * @module
  */
-import { QUEUE_WAIT_OUTCOMES, type QueueWaitStats } from "../queue_waits.ts";
+import {
+  QUEUE_WAIT_OUTCOMES,
+  type QueueWaitHistogram,
+  type QueueWaitModelStats,
+  type QueueWaitStats,
+} from "../queue_waits.ts";
 import type { PluginMetric } from "../plugin.ts";
 import type { ModelMetricsSnapshot } from "../model_metrics.ts";
 import type { WorkerState } from "../worker.ts";
@@ -586,6 +591,9 @@ export class GatewayMetrics {
         const h = waits.abandoned?.[outcome];
         if (h !== undefined) histogram(outcome, h);
       }
+      if (waits.models !== undefined && waits.models.size > 0) {
+        modelWaitLines(waits.le, waits.models, family, lines);
+      }
     }
     if (snapshot.evalReplayBytes !== undefined) {
       family(
@@ -663,6 +671,44 @@ export class GatewayMetrics {
     };
     this.#models.set(model, stats);
     return stats;
+  }
+}
+
+/**
+ * `pyproxy_queue_wait_by_model_seconds`: each model's calls that queued, by
+ * outcome (`sent` always, once the model has an entry; the others once
+ * some call left that way: a model whose calls never queue adds nothing).
+ */
+function modelWaitLines(
+  le: readonly number[],
+  models: ReadonlyMap<string, QueueWaitModelStats>,
+  family: (name: string, type: string, help: string) => void,
+  lines: string[],
+): void {
+  const name = "pyproxy_queue_wait_by_model_seconds";
+  family(
+    name,
+    "histogram",
+    'Seconds the calls of each model that waited in the pool queue waited there, by outcome ("sent", or left unsent: "timeout", "cancelled", "failed"); calls sent at once are not in it.',
+  );
+  for (const [model, stats] of models) {
+    const m = modelLabels(model);
+    const histogram = (outcome: string, h: QueueWaitHistogram): void => {
+      const labels = `${m},outcome="${outcome}"`;
+      le.forEach((bound, i) => {
+        lines.push(`${name}_bucket{${labels},le="${bound}"} ${h.buckets[i]}`);
+      });
+      lines.push(
+        `${name}_bucket{${labels},le="+Inf"} ${h.count}`,
+        `${name}_sum{${labels}} ${h.sum}`,
+        `${name}_count{${labels}} ${h.count}`,
+      );
+    };
+    histogram("sent", stats.sent);
+    for (const outcome of QUEUE_WAIT_OUTCOMES) {
+      const h = stats.abandoned[outcome];
+      if (h.count > 0) histogram(outcome, h);
+    }
   }
 }
 
