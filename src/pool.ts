@@ -1265,7 +1265,10 @@ export class Pool implements AsyncDisposable {
         label === undefined
           ? {
             check: () => this.#checkNotVersionName("remove", name),
-            done: () => this.#modelMetrics.forgetModel(key),
+            done: () => {
+              this.#modelMetrics.forgetModel(key);
+              this.#router.waits.forget(key);
+            },
           }
           : {
             check: () => {
@@ -1284,6 +1287,7 @@ export class Pool implements AsyncDisposable {
             },
             done: () => {
               this.#modelMetrics.forgetModel(key);
+              this.#router.waits.forget(key);
               const set = this.#versions.get(name)!;
               set.versions.splice(set.versions.indexOf(label as string), 1);
               this.#labels.get(name)?.delete(label as string);

@@ -192,7 +192,10 @@ export class PoolRouter {
         this.#abandoned(call, "failed");
         call.reject(pick);
       } else {
-        this.waits.observe((performance.now() - (call.queuedAt ?? 0)) / 1000);
+        this.waits.observe(
+          (performance.now() - (call.queuedAt ?? 0)) / 1000,
+          modelOf(call),
+        );
         this.#opts.send(call, pick);
       }
     }
@@ -442,6 +445,7 @@ export class PoolRouter {
     this.waits.abandon(
       outcome,
       (performance.now() - (call.queuedAt ?? 0)) / 1000,
+      modelOf(call),
     );
   }
 
@@ -490,4 +494,18 @@ function unavailable(
 // it meanwhile would fail without ever reaching a server.
 function routable(w: Worker): boolean {
   return w.state === "ready" && w.session?.isClosed === false;
+}
+
+/**
+ * The model a queued call calls (a version's key, `name@label`), for its
+ * queue wait by model; `undefined` for other commands (evals, model loads).
+ * Read only for calls that queued: a call sent at once costs nothing more.
+ */
+function modelOf(call: PoolCall): string | undefined {
+  if (
+    call.cmd !== "executeModel" && call.cmd !== "executeStream" &&
+    call.cmd !== "executeBatch"
+  ) return undefined;
+  const name = call.args?.name;
+  return typeof name === "string" ? name : undefined;
 }

@@ -135,6 +135,58 @@ export interface QueueWaitStats {
    * `timeout`).
    */
   abandoned: Record<QueueWaitOutcome, QueueWaitHistogram>;
+  /**
+   * The model calls (execute, stream, batch) that waited in the queue, by
+   * model (a version's: `name@label`), as `sent` and `abandoned` histograms:
+   * the calls sent at once are not in them (they cost no lookup). A model
+   * gets an entry with its first call that queued, loses it when it is
+   * removed; past {@linkcode QUEUE_WAIT_MAX_MODELS} names the others count
+   * under `"_other"`.
+   */
+  models?: ReadonlyMap<string, QueueWaitModelStats>;
+}
+
+/**
+ * One model's queued calls in {@linkcode QueueWaitStats.models}.
+ *
+ * @example
+ * ```ts
+ * import { QueueWaits } from "./queue_waits.ts";
+ * const waits = new QueueWaits();
+ * waits.observe(0.2, "scorer");
+ * waits.abandon("timeout", 1, "scorer");
+ * const scorer = waits.snapshot().models?.get("scorer");
+ * console.log(scorer?.sent.count, scorer?.abandoned.timeout.count); // 1 1
+ * ```
+ */
+export interface QueueWaitModelStats {
+  /** The model's calls that waited and were sent. */
+  sent: QueueWaitHistogram;
+  /** The model's calls that waited and left unsent, by outcome. */
+  abandoned: Record<QueueWaitOutcome, QueueWaitHistogram>;
+}
+
+/**
+ * Model names {@linkcode QueueWaits} keeps queue waits of; the further ones
+ * are counted under `"_other"` (a library user calling made-up names must
+ * not grow `/metrics` without end).
+ *
+ * @example
+ * ```ts
+ * import { QUEUE_WAIT_MAX_MODELS } from "./queue_waits.ts";
+ * console.log(QUEUE_WAIT_MAX_MODELS); // 1000
+ * ```
+ */
+export const QUEUE_WAIT_MAX_MODELS = 1000;
+
+/** One model's counts: sent, and abandoned by outcome. */
+class ModelCounts {
+  sent = new Counts();
+  abandoned: Record<QueueWaitOutcome, Counts> = {
+    timeout: new Counts(),
+    cancelled: new Counts(),
+    failed: new Counts(),
+  };
 }
 
 /** One histogram's counts: per bucket (not cumulative), plus one past the last bound. */
@@ -191,20 +243,44 @@ export class QueueWaits {
     cancelled: new Counts(),
     failed: new Counts(),
   };
+  #models = new Map<string, ModelCounts>();
 
   /** A call sent to a worker without waiting. */
   none(): void {
     this.#immediate++;
   }
 
-  /** A call that waited `seconds` in the queue before it was sent. */
-  observe(seconds: number): void {
+  /**
+   * A call that waited `seconds` in the queue before it was sent; `model`:
+   * the model it calls, if any (counted for that model too).
+   */
+  observe(seconds: number, model?: string): void {
     this.#sent.add(seconds);
+    if (model !== undefined) this.#model(model).sent.add(seconds);
   }
 
   /** A call that waited `seconds` in the queue and left it unsent. */
-  abandon(outcome: QueueWaitOutcome, seconds: number): void {
+  abandon(outcome: QueueWaitOutcome, seconds: number, model?: string): void {
     this.#abandoned[outcome].add(seconds);
+    if (model !== undefined) {
+      this.#model(model).abandoned[outcome].add(seconds);
+    }
+  }
+
+  /** Drops a removed model's waits (added again, it counts from zero). */
+  forget(model: string): void {
+    if (model !== "_other") this.#models.delete(model);
+  }
+
+  #model(name: string): ModelCounts {
+    let counts = this.#models.get(name);
+    if (counts !== undefined) return counts;
+    if (this.#models.size >= QUEUE_WAIT_MAX_MODELS && name !== "_other") {
+      return this.#model("_other");
+    }
+    counts = new ModelCounts();
+    this.#models.set(name, counts);
+    return counts;
   }
 
   /** The histograms so far (new objects). */
@@ -222,6 +298,18 @@ export class QueueWaits {
         cancelled: a.cancelled.histogram(0),
         failed: a.failed.histogram(0),
       },
+      ...(this.#models.size === 0 ? {} : {
+        models: new Map(
+          [...this.#models].map(([name, m]) => [name, {
+            sent: m.sent.histogram(0),
+            abandoned: {
+              timeout: m.abandoned.timeout.histogram(0),
+              cancelled: m.abandoned.cancelled.histogram(0),
+              failed: m.abandoned.failed.histogram(0),
+            },
+          }]),
+        ),
+      }),
     };
   }
 }

@@ -1,8 +1,13 @@
 import assert from "node:assert/strict";
-import { QUEUE_WAIT_BUCKETS, QueueWaits } from "../src/queue_waits.ts";
+import {
+  QUEUE_WAIT_BUCKETS,
+  QUEUE_WAIT_MAX_MODELS,
+  QueueWaits,
+} from "../src/queue_waits.ts";
 import { Pool } from "../src/pool.ts";
 import { modelsDir, poolOptions } from "./_pool_harness.ts";
-import { startGateway } from "./_gateway_harness.ts";
+import { startGateway, until } from "./_gateway_harness.ts";
+import { parseExposition, value } from "./_exposition.ts";
 
 Deno.test("QueueWaits: calls sent at once count with a wait of 0, queued ones in their bucket; buckets are cumulative", () => {
   const waits = new QueueWaits();
@@ -208,4 +213,80 @@ Deno.test("GET /metrics: pyproxy_queue_wait_seconds has an outcome label, every 
       ?.[1],
   );
   assert.ok(sum >= 0.15 && sum < 30, text);
+});
+
+Deno.test("QueueWaits by model: only calls that queued, bounded by QUEUE_WAIT_MAX_MODELS names, a removed model forgotten", () => {
+  const waits = new QueueWaits();
+  waits.none();
+  assert.equal(waits.snapshot().models, undefined);
+  waits.observe(0.02, "a");
+  waits.abandon("cancelled", 0.5, "a");
+  waits.observe(0.3);
+  const a = waits.snapshot().models?.get("a");
+  assert.equal(a?.sent.count, 1);
+  assert.equal(a?.sent.sum, 0.02);
+  assert.equal(a?.abandoned.cancelled.count, 1);
+  assert.equal(a?.abandoned.timeout.count, 0);
+  for (let i = 0; i < QUEUE_WAIT_MAX_MODELS + 5; i++) waits.observe(1, `m${i}`);
+  const models = waits.snapshot().models!;
+  assert.equal(models.size, QUEUE_WAIT_MAX_MODELS + 1);
+  assert.equal(models.get("_other")?.sent.count, 6);
+  waits.forget("a");
+  assert.equal(waits.snapshot().models?.has("a"), false);
+  // The pool-wide histogram keeps every call.
+  assert.equal(waits.snapshot().count, QUEUE_WAIT_MAX_MODELS + 8);
+});
+
+Deno.test("GET /metrics: pyproxy_queue_wait_by_model_seconds counts each model's calls that queued, by outcome", async () => {
+  await using gw = await startGateway({ limits: { maxInFlightPerWorker: 1 } });
+  const hold = gw.fetch("/v1/models/slow/execute", {
+    method: "POST",
+    body: JSON.stringify({ seconds: 1 }),
+  });
+  await until(async () => {
+    const s = await (await gw.fetch("/v1/status")).json();
+    return s.workers[0].inFlight === 1;
+  }, "the slow call in flight");
+  const queued = gw.fetch("/v1/models/echo/execute", {
+    method: "POST",
+    body: JSON.stringify({ i: 1 }),
+  });
+  const late = await gw.fetch("/v1/models/slow/execute?timeout=200", {
+    method: "POST",
+    body: JSON.stringify({ seconds: 0 }),
+  });
+  assert.equal(late.status, 504);
+  await late.body?.cancel();
+  assert.equal((await hold).status, 200);
+  await (await hold).body?.cancel();
+  assert.equal((await queued).status, 200);
+  await (await queued).body?.cancel();
+  const families = parseExposition(await (await gw.fetch("/metrics")).text());
+  const name = "pyproxy_queue_wait_by_model_seconds";
+  const count = (model: string, outcome: string) =>
+    value(families, name, { model, outcome }, `${name}_count`);
+  assert.equal(count("echo", "sent"), 1);
+  assert.ok(
+    value(families, name, { model: "echo", outcome: "sent" }, `${name}_sum`) >
+      0.1,
+  );
+  assert.equal(count("slow", "timeout"), 1);
+  // The slow call was sent at once: not in it.
+  assert.equal(count("slow", "sent"), 0);
+  assert.equal(
+    families.get(name)!.samples.some((s) => s.labels.outcome === "cancelled"),
+    false,
+  );
+});
+
+Deno.test("Pool.queueWaits by model: a model's queued calls under its name; removed, it takes them with it", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(
+    poolOptions(dir.path, { workers: 1, maxInFlightPerWorker: 1 }),
+  );
+  await pool.addModel("slow", { file: "slow.py" });
+  await Promise.all([0, 1].map((i) => pool.execute("slow", { ms: 100, i })));
+  assert.equal(pool.queueWaits().models?.get("slow")?.sent.count, 1);
+  await pool.removeModel("slow");
+  assert.equal(pool.queueWaits().models?.has("slow") ?? false, false);
 });

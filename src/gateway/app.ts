@@ -31,6 +31,10 @@ import { modelView } from "./_model_view.ts";
 import { openApiDocument } from "./openapi.ts";
 import { isPredictPath, predictCalls } from "./_predict_routes.ts";
 import { PYTHON_MANIFEST } from "../runtime/python_manifest.ts";
+import {
+  readProcessResources,
+  readWorkerResources,
+} from "./process_resources.ts";
 import { clientRequestId, modelExecutor, modelRoutes } from "./model_routes.ts";
 import { forwardHeaderList } from "./_forward_headers.ts";
 import { workerRoutes } from "./worker_routes.ts";
@@ -630,7 +634,7 @@ export function createGateway(
     });
   });
 
-  app.get("/metrics", (c) => {
+  app.get("/metrics", async (c) => {
     if (c.req.query("format") === "json") {
       return c.json({
         ...ctx.metrics.toJSON(),
@@ -660,8 +664,16 @@ export function createGateway(
             : m.slots.some((id) => readyWorkers.has(id))),
       );
     }
+    // Read at the scrape, never on a request's path: the gateway's process,
+    // and each worker's from /proc (a worker that died meanwhile is left out).
+    const [gatewayProcess, workerResources] = await Promise.all([
+      readProcessResources(ctx.runtime),
+      readWorkerResources(ctx.runtime, status.workers),
+    ]);
     const text = ctx.metrics.render({
       workers: status.workers,
+      process: gatewayProcess,
+      workerResources,
       subscribers: ctx.hub.subscriberCount,
       droppedSubscribers: ctx.hub.droppedCount,
       ...(ctx.tracing === undefined

@@ -66,6 +66,8 @@ export interface GatewayWorkerStatus {
   readonly id: string;
   /** Process id, or `null`. */
   readonly pid: number | null;
+  /** The slot's index (the `slot` label of the workers' `/metrics` series). */
+  readonly index?: number;
   /** State (`ready`, `starting`, ...). */
   readonly state: string;
   /** Restarts of the slot. */

@@ -4,10 +4,16 @@
  *
  * @module
  */
-import { QUEUE_WAIT_OUTCOMES, type QueueWaitStats } from "../queue_waits.ts";
+import {
+  QUEUE_WAIT_OUTCOMES,
+  type QueueWaitHistogram,
+  type QueueWaitModelStats,
+  type QueueWaitStats,
+} from "../queue_waits.ts";
 import type { PluginMetric } from "../plugin.ts";
 import type { ModelMetricsSnapshot } from "../model_metrics.ts";
 import type { WorkerState } from "../worker.ts";
+import type { ProcessResources, WorkerResources } from "./process_resources.ts";
 
 /**
  * Pool-level numbers sampled at scrape time.
@@ -63,6 +69,17 @@ export interface MetricsSnapshot {
    * `pyproxy_dropped_model_series_total`.
    */
   modelMetrics?: ModelMetricsSnapshot;
+  /**
+   * The gateway's own process (`readProcessResources`), rendered as the
+   * standard `process_*` metrics and `pyproxy_js_heap_*_bytes`.
+   */
+  process?: ProcessResources;
+  /**
+   * The workers' processes read at the scrape (`readWorkerResources`):
+   * `pyproxy_worker_resident_memory_bytes` and
+   * `pyproxy_worker_cpu_seconds_total`, one series per worker listed.
+   */
+  workerResources?: readonly WorkerResources[];
 }
 
 /**
@@ -574,6 +591,9 @@ export class GatewayMetrics {
         const h = waits.abandoned?.[outcome];
         if (h !== undefined) histogram(outcome, h);
       }
+      if (waits.models !== undefined && waits.models.size > 0) {
+        modelWaitLines(waits.le, waits.models, family, lines);
+      }
     }
     if (snapshot.evalReplayBytes !== undefined) {
       family(
@@ -589,6 +609,33 @@ export class GatewayMetrics {
       "Seconds since the gateway started.",
     );
     lines.push(`pyproxy_uptime_seconds ${(Date.now() - this.#started) / 1000}`);
+    if (snapshot.process !== undefined) {
+      processLines(snapshot.process, family, lines);
+    }
+    if (snapshot.workerResources !== undefined) {
+      family(
+        "pyproxy_worker_resident_memory_bytes",
+        "gauge",
+        "Resident memory of each worker's Python process in bytes (Linux /proc; workers with a live process only).",
+      );
+      for (const w of snapshot.workerResources) {
+        lines.push(
+          `pyproxy_worker_resident_memory_bytes{${workerLabels(w)}} ${w.rss}`,
+        );
+      }
+      family(
+        "pyproxy_worker_cpu_seconds_total",
+        "counter",
+        "CPU seconds (user and system) of each worker's Python process; from 0 again after a restart (Linux /proc).",
+      );
+      for (const w of snapshot.workerResources) {
+        lines.push(
+          `pyproxy_worker_cpu_seconds_total{${
+            workerLabels(w)
+          }} ${w.cpuSeconds}`,
+        );
+      }
+    }
     if (snapshot.modelMetrics !== undefined) {
       lines.push(...modelLines(snapshot.modelMetrics, families));
     }
@@ -625,6 +672,95 @@ export class GatewayMetrics {
     this.#models.set(model, stats);
     return stats;
   }
+}
+
+/**
+ * `pyproxy_queue_wait_by_model_seconds`: each model's calls that queued, by
+ * outcome (`sent` always, once the model has an entry; the others once
+ * some call left that way: a model whose calls never queue adds nothing).
+ */
+function modelWaitLines(
+  le: readonly number[],
+  models: ReadonlyMap<string, QueueWaitModelStats>,
+  family: (name: string, type: string, help: string) => void,
+  lines: string[],
+): void {
+  const name = "pyproxy_queue_wait_by_model_seconds";
+  family(
+    name,
+    "histogram",
+    'Seconds the calls of each model that waited in the pool queue waited there, by outcome ("sent", or left unsent: "timeout", "cancelled", "failed"); calls sent at once are not in it.',
+  );
+  for (const [model, stats] of models) {
+    const m = modelLabels(model);
+    const histogram = (outcome: string, h: QueueWaitHistogram): void => {
+      const labels = `${m},outcome="${outcome}"`;
+      le.forEach((bound, i) => {
+        lines.push(`${name}_bucket{${labels},le="${bound}"} ${h.buckets[i]}`);
+      });
+      lines.push(
+        `${name}_bucket{${labels},le="+Inf"} ${h.count}`,
+        `${name}_sum{${labels}} ${h.sum}`,
+        `${name}_count{${labels}} ${h.count}`,
+      );
+    };
+    histogram("sent", stats.sent);
+    for (const outcome of QUEUE_WAIT_OUTCOMES) {
+      const h = stats.abandoned[outcome];
+      if (h.count > 0) histogram(outcome, h);
+    }
+  }
+}
+
+/** The gateway's process as the standard `process_*` metrics, and its JS heap. */
+function processLines(
+  p: ProcessResources,
+  family: (name: string, type: string, help: string) => void,
+  lines: string[],
+): void {
+  const gauge = (name: string, help: string, value: number | undefined) => {
+    if (value === undefined) return;
+    family(name, name.endsWith("_total") ? "counter" : "gauge", help);
+    lines.push(`${name} ${value}`);
+  };
+  gauge(
+    "process_cpu_seconds_total",
+    "Total user and system CPU time spent in seconds.",
+    p.cpuSeconds,
+  );
+  gauge(
+    "process_resident_memory_bytes",
+    "Resident memory size in bytes.",
+    p.rss,
+  );
+  gauge(
+    "process_start_time_seconds",
+    "Start time of the process since unix epoch in seconds.",
+    p.startTime,
+  );
+  gauge("process_open_fds", "Number of open file descriptors.", p.openFds);
+  gauge(
+    "process_max_fds",
+    "Maximum number of open file descriptors.",
+    p.maxFds,
+  );
+  gauge(
+    "pyproxy_js_heap_used_bytes",
+    "JS heap in use in bytes (V8's under Deno, JavaScriptCore's under Bun).",
+    p.heapUsed,
+  );
+  gauge(
+    "pyproxy_js_heap_total_bytes",
+    "JS heap reserved in bytes (V8's under Deno; JavaScriptCore's under Bun, where it is the heap in use).",
+    p.heapTotal,
+  );
+}
+
+/** A worker's labels: `worker="w1",slot="0"` (`slot` when the pool says). */
+function workerLabels(w: WorkerResources): string {
+  return w.index === undefined
+    ? `worker="${label(w.id)}"`
+    : `worker="${label(w.id)}",slot="${w.index}"`;
 }
 
 /** Worker states, each always rendered in `pyproxy_workers` (a state added to `WorkerState` must be listed: the type says so). */

@@ -45,6 +45,11 @@ export type {
   ModelMetrics,
   ModelTotals,
 } from "./metrics.ts";
+export {
+  readProcessResources,
+  readWorkerResources,
+} from "./process_resources.ts";
+export type { ProcessResources, WorkerResources } from "./process_resources.ts";
 export { InputValidator } from "./input_validator.ts";
 export { ModelCatalog } from "./model_catalog.ts";
 export type { GatewayModelInfo } from "./model_catalog.ts";

@@ -452,6 +452,11 @@ export function bunRuntime(): Runtime {
       (timer as unknown as { unref?: () => void }).unref?.(),
     pid: () => process.pid,
     memoryRss: () => process.memoryUsage().rss,
+    memoryUsage: () => process.memoryUsage(),
+    cpuSeconds() {
+      const { user, system } = process.cpuUsage();
+      return (user + system) / 1e6;
+    },
     onSignal(signal, listener) {
       process.on(signal, listener);
       return () => {

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import process from "node:process";
 import { AdoptedGroup } from "./_adopted_group.ts";
 import { readRegularFile } from "./_read_regular_file.ts";
 import { unsetNames } from "./_unset_env.ts";
@@ -521,6 +522,11 @@ export function denoRuntime(): Runtime {
     unrefTimer: (timer) => Deno.unrefTimer(timer),
     pid: () => Deno.pid,
     memoryRss: () => Deno.memoryUsage().rss,
+    memoryUsage: () => Deno.memoryUsage(),
+    cpuSeconds() {
+      const { user, system } = process.cpuUsage();
+      return (user + system) / 1e6;
+    },
     onSignal(signal, listener) {
       Deno.addSignalListener(signal, listener);
       return () => {

@@ -568,6 +568,20 @@ export interface Runtime {
   /** Resident set size of this process in bytes. */
   memoryRss(): number;
   /**
+   * This process's memory in bytes: its resident set size and its JS heap
+   * as the engine counts it (V8's under Deno, JavaScriptCore's under Bun,
+   * whose `heapTotal` is its `heapUsed`). `GET /metrics` reads it at each
+   * scrape. Optional: without it, `/metrics` shows the resident set size
+   * (`memoryRss`) and no heap.
+   */
+  memoryUsage?(): { rss: number; heapUsed: number; heapTotal: number };
+  /**
+   * The CPU time this process used, user plus system, in seconds
+   * (`getrusage`: every thread). Optional: without it, `GET /metrics` has
+   * no `process_cpu_seconds_total`.
+   */
+  cpuSeconds?(): number;
+  /**
    * Calls `listener` on the signal; returns a function that removes it.
    * Throws where the OS has no such signal (SIGHUP on Windows).
    */

@@ -89,3 +89,65 @@ test(
   },
   30_000,
 );
+
+const HOG = `import os
+
+
+class Hog:
+    held = []
+
+    def execute(self, msg):
+        mb = msg.get("mb", 0)
+        if mb:
+            Hog.held.append(b"\\x01" * (mb << 20))
+        return {"pid": os.getpid()}
+`;
+
+/** A sample's value by its exact name and labels, or undefined. */
+function sample(text: string, series: string): number | undefined {
+  const line = text.split("\n").find((l) => l.startsWith(series + " "));
+  return line === undefined ? undefined : Number(line.slice(series.length));
+}
+
+test(
+  "serve() on Bun: GET /metrics shows the process metrics, and a worker's memory after its model allocates 50 MB",
+  async () => {
+    await withGateway({ "hog.py": HOG }, {}, async (server) => {
+      const scrape = async () =>
+        await (await fetch(`${server.url}/metrics`)).text();
+      const before = await scrape();
+      for (
+        const name of [
+          "process_cpu_seconds_total",
+          "process_resident_memory_bytes",
+          "process_start_time_seconds",
+          "process_open_fds",
+          "process_max_fds",
+          "pyproxy_js_heap_used_bytes",
+          "pyproxy_js_heap_total_bytes",
+        ]
+      ) {
+        expect(sample(before, name)).toBeGreaterThan(0);
+      }
+      const series =
+        'pyproxy_worker_resident_memory_bytes{worker="w1",slot="0"}';
+      const rss = sample(before, series)!;
+      expect(rss).toBeGreaterThan(5 * 2 ** 20);
+      expect(
+        sample(
+          before,
+          'pyproxy_worker_cpu_seconds_total{worker="w1",slot="0"}',
+        ),
+      ).toBeGreaterThan(0);
+      const res = await fetch(`${server.url}/v1/models/hog/execute`, {
+        method: "POST",
+        body: '{"mb":50}',
+      });
+      expect(res.status).toBe(200);
+      await res.arrayBuffer();
+      const grown = (sample(await scrape(), series)! - rss) / 2 ** 20;
+      expect(grown).toBeGreaterThanOrEqual(45);
+    });
+  },
+  30_000,
+);
