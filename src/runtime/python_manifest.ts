@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 27401,
+      size: 27621,
       sha256:
-        "4c43d2ec57fa74624b0dc634c260ba974df310fd646eb016596f0c440c44a4cb",
+        "3484435624dfe00a28e0ee592c44299c998a083245627a509e98ee6fa174f397",
     },
     {
       path: "pyproxy_server/array_like.py",
