@@ -213,10 +213,13 @@ class _PrivateLogHandler(ShieldedLock, logging.handlers.RotatingFileHandler):
             _say("pyproxy_server: log file %s is written again" % self.baseFilename)
 
     def handleError(self, record):
+        # Not written, whatever the error: a record that failed to format
+        # (a model's "%d" given a string) while the disk is full said the
+        # file was "written again", and the next record "cannot write".
+        self._write_failed = True
         error = sys.exc_info()[1]
         if not isinstance(error, OSError):
             return super().handleError(record)
-        self._write_failed = True
         if not self._failing:
             self._failing = True
             _say(

@@ -548,7 +548,7 @@ class CallRunner:
             # Under the call's lock, so the thread cannot finish the call (and
             # look for itself in the stuck set) before it is in there.
             if call.cmd in self._server.elastic_commands:
-                reason = self._server.mark_elastic_stuck(ident)
+                reason = self._server.mark_elastic_stuck(ident, _call_label(call))
             else:
                 reason = self._server.executor.mark_stuck(ident, _call_label(call))
         if reason is not None:

@@ -198,16 +198,22 @@ class Server:
         self.commands.pop(cmd, None)
         self.elastic_commands.discard(cmd)
 
-    def mark_elastic_stuck(self, ident):
-        """Elastic thread ``ident`` still runs a cancelled command: returns
-        the reason the server is wedged once more than ``--max-stuck-threads``
-        are, else None."""
+    def mark_elastic_stuck(self, ident, what=None):
+        """Elastic thread ``ident`` still runs a cancelled command (``what``:
+        the call as the log names it, e.g. ``addModel of model 'm'``, whose
+        import or ``__init__`` hangs): returns the reason the server is
+        wedged once more than ``--max-stuck-threads`` are, else None."""
         with self._elastic_stuck_lock:
             if ident in self.elastic_stuck:
                 return None
             self.elastic_stuck.add(ident)
             stuck = len(self.elastic_stuck)
-        log.warning("elastic thread %d is stuck in a cancelled command (%d stuck)", ident, stuck)
+        log.warning(
+            "elastic thread %d is stuck in a cancelled command%s (%d stuck)",
+            ident,
+            "" if what is None else " (%s)" % what,
+            stuck,
+        )
         if stuck > self.executor.max_stuck:
             return (
                 "%d evals and model commands are stuck in cancelled calls (blocked outside Python bytecode); "

@@ -246,6 +246,52 @@ class LogFileTest(unittest.TestCase):
             sys.stderr = saved
         self.assertIn("--- Logging error ---", err.getvalue())
 
+    def test_a_record_logging_fails_to_format_on_a_full_disk_does_not_say_the_file_is_written_again(self):
+        # A model's "%d" given a string, while the disk is full: nothing was
+        # written, yet "is written again" was said, then "cannot write" again
+        # at the next record (two false lines per such record).
+        import io
+        import sys
+
+        setup_logging(self.root, "fmt", "info")
+        handler = next(h for h in logging.getLogger().handlers if hasattr(h, "close_and_unclaim"))
+        real = handler.stream
+
+        class Full:
+            def write(self, text):
+                raise OSError(28, "No space left on device")
+
+            def seek(self, *args):
+                return real.seek(*args)
+
+            def tell(self):
+                return real.tell()
+
+            def flush(self):
+                pass
+
+        err = io.StringIO()
+        saved = sys.__stderr__, sys.stderr
+        sys.__stderr__, sys.stderr = err, io.StringIO()
+        try:
+            handler.stream = Full()
+            logging.getLogger("a_model").warning("lost")
+            logging.getLogger("a_model").warning("%d", "not a number")
+            logging.getLogger("a_model").warning("lost too")
+            handler.stream = real
+            logging.getLogger("a_model").warning("back")
+        finally:
+            sys.__stderr__, sys.stderr = saved
+        log = os.path.join(self.root, "logs", "pythonserverfmt.log")
+        self.assertEqual(
+            err.getvalue().splitlines(),
+            [
+                "pyproxy_server: cannot write log file %s ([Errno 28] No space left on device): "
+                "records may be lost until it can be written again" % log,
+                "pyproxy_server: log file %s is written again" % log,
+            ],
+        )
+
 
 @unittest.skipIf(os.name != "posix", "flock")
 class LogNameTest(unittest.TestCase):

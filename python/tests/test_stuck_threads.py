@@ -257,6 +257,19 @@ class ElasticStuckTest(ServerTestCase):
         self.assertEqual(status["wedged"], event["reason"])
         # It still answers what it can until the host replaces it.
         self.assertEqual(c.call("eval", code="1 + 1")["value"], 2)
+        # The log names the model whose load holds each thread, as for a
+        # model call's thread (its lines written as the threads are marked).
+        lines = ["is stuck in a cancelled command (addModel of model 'h%d')" % i for i in ids]
+        for _ in range(100):
+            text = ""
+            for path in glob.glob(os.path.join(self.root, "logs", "*.log")):
+                with open(path) as f:
+                    text += f.read()
+            if all(line in text for line in lines):
+                break
+            time.sleep(0.02)
+        for line in lines:
+            self.assertIn(line, text)
 
 if __name__ == "__main__":
     unittest.main()

@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 28374,
+      size: 28594,
       sha256:
-        "a20744cf7a1a3386f4874bc4f210e00b51220bb3983a4bde725cf65589c11791",
+        "4195ea8096481eb7b0b797f290d21ed7e21f5c94ebc41b5fe810292da7f46cf5",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -124,9 +124,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 33173,
+      size: 33192,
       sha256:
-        "895d69a7d78177a05d8ac1e3791355640f737f4429373cf561052c967ef18859",
+        "6688053ae2c76f115ff262a1b89230893f8dd9c36aedd766d24a8f2defa4d07d",
     },
     {
       path: "pyproxy_server/framer.py",
@@ -196,9 +196,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 20099,
+      size: 20328,
       sha256:
-        "b78b04421856b41d3e6a3f62404a957d875e9117f0955b96f5b6ae53d5b2c3ea",
+        "5fc7fe04a4ebda6ac70ebca5e9612aeef12c0e7e91c793ce6125c5c2f885fbac",
     },
     {
       path: "pyproxy_server/shallow_json.py",
