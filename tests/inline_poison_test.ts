@@ -54,7 +54,7 @@ Deno.test("Pool runs a model threaded after one of its inline calls hung a worke
   const pids = new PidTracker();
   try {
     await using pool = await Pool.start(
-      poolOptions(dir.path, {}, { hangGrace: 300 }),
+      poolOptions(dir.path, {}, { hangGrace: 1000 }),
     );
     pids.watch(pool);
     const events: PoolEvent[] = [];
@@ -89,12 +89,12 @@ Deno.test("Pool runs a model threaded after one of its inline calls hung a worke
     // so a poison there times out on a thread and w2 keeps answering.
     assert.equal(await anyInline(pool, "w2", 20), false);
     await assert.rejects(
-      pool.execute("slow", { ms: 2_000 }, { worker: "w2", timeout: 600 }),
+      pool.execute("slow", { ms: 3_000 }, { worker: "w2", timeout: 600 }),
       TimeoutError,
     );
     // Outlives the hang probe's grace after that timeout: a probe that
     // found w2's loop held would have killed it under this call.
-    const after = await pool.execute<{ pid: number }>("slow", { ms: 600 }, {
+    const after = await pool.execute<{ pid: number }>("slow", { ms: 1100 }, {
       worker: "w2",
     });
     assert.equal(after.pid, w2);
