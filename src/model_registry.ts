@@ -92,6 +92,14 @@ export interface ModelInfo {
    * only).
    */
   closeTimeoutMs?: number;
+  /**
+   * Why its calls run on call threads, never inline on a worker's event
+   * loop: a worker died while one of its inline calls held that loop (a
+   * hung call of a model that proved fast, docs/reliability.md). Set by the
+   * pool (event `model-threaded`) until the model is updated (or added
+   * again); absent otherwise (`pool.status()` only).
+   */
+  threaded?: string;
 }
 
 /**

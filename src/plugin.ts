@@ -137,6 +137,12 @@ export interface WorkerExitEvent {
    */
   inFlight?: InFlight;
   /**
+   * The model whose call held the server's event loop when it died (a hung
+   * inline call; `worker.lastExit.heldLoop`): the pool runs that model's
+   * calls threaded from then on (event `model-threaded`). Absent otherwise.
+   */
+  heldLoop?: string;
+  /**
    * `true` when the pool stopped it on purpose (close, `failWorker`, or
    * `restartWorker` of a running worker, which the pool then restarts
    * itself): not a crash, and a policy should not restart it.

@@ -644,6 +644,13 @@ export class Pool implements AsyncDisposable {
    */
   #modelTimeouts = new Map<string, number>();
   /**
+   * The models whose calls go with `threaded: true` (never inline, protocol
+   * §6), by name: why. A worker died while one of their inline calls held
+   * its event loop (`model-threaded`); forgotten when the model is updated,
+   * added again or removed.
+   */
+  #threadedOnly = new Map<string, string>();
+  /**
    * The models added with versions, by name: their labels in the order
    * they were added, and the default's. Changed under the registry's lock
    * (its `check`/`done` hooks), so it is in step with what it loads.
@@ -726,6 +733,13 @@ export class Pool implements AsyncDisposable {
           "A pool.events() reader fell {bufferSize} events behind: it loses the oldest ones until it catches up",
           { bufferSize },
         ),
+    });
+    // Before every other listener: the restart its exit hooks ask for
+    // replays nothing, the mark goes with each call.
+    this.#events.on((ev) => {
+      if (ev.type === "worker-exit" && ev.heldLoop !== undefined) {
+        this.#heldLoop(ev.worker, ev.heldLoop, ev.reason);
+      }
     });
     this.#modelMetrics = new ModelMetricStore(opts.modelMetrics, opts.logger);
     this.#registry = new ModelRegistry({
@@ -1302,6 +1316,7 @@ export class Pool implements AsyncDisposable {
     );
     this.#modelTimeouts.delete(key);
     this.#closeTimeouts.delete(key);
+    this.#threadedOnly.delete(key);
     this.#events.emit({
       type: "model",
       action: "remove",
@@ -1433,6 +1448,10 @@ export class Pool implements AsyncDisposable {
     if (contentType !== undefined) args.contentType = contentType;
     if (headers !== undefined) args.headers = headers;
     if (traceparent !== undefined) traceContextArgs(args, options);
+    // No lookup while no model's call has hung a worker's loop.
+    if (this.#threadedOnly.size > 0 && this.#threadedOnly.has(name)) {
+      args.threaded = true;
+    }
     return this.#request<T>(
       "executeModel",
       args,
@@ -2004,12 +2023,32 @@ export class Pool implements AsyncDisposable {
     return this.#supervisor.workers.map((w) => w.info());
   }
 
+  /**
+   * Worker `worker` died (`exit`, its reason) while a call of model `name`
+   * held its event loop: a hung inline call. Its calls run threaded from
+   * now on, on every worker (the next hang costs a call thread, which the
+   * server replaces, not a worker), until it is updated.
+   */
+  #heldLoop(worker: string, name: string, exit: string): void {
+    if (this.#threadedOnly.has(name) || !this.#registry.has(name)) return;
+    const reason =
+      `worker ${worker} died while a call of it held the worker's event loop (the inline fast path, docs/models.md; ${exit})`;
+    this.#threadedOnly.set(name, reason);
+    this.#opts.logger.error(
+      "Model {name} runs its calls on call threads from now on: {reason}; a hung call then times out on its thread instead of costing a worker (updateModel makes it eligible for the inline fast path again)",
+      { name, reason },
+    );
+    this.#events.emit({ type: "model-threaded", name, worker, reason });
+  }
+
   /** A registry entry as `status()` lists it: timeouts, and a version's name and label. */
   #modelEntry(m: ModelInfo): ModelInfo {
     const timeout = this.#modelTimeouts.get(m.name);
     const closeTimeoutMs = this.#closeTimeouts.get(m.name);
     const out: ModelInfo = timeout === undefined ? m : { ...m, timeout };
     if (closeTimeoutMs !== undefined) out.closeTimeoutMs = closeTimeoutMs;
+    const threaded = this.#threadedOnly.get(m.name);
+    if (threaded !== undefined) out.threaded = threaded;
     // A version: its model's name, its label and whether it is the default.
     const label = m.spec.version;
     if (label !== undefined && this.#versions.size > 0) {
@@ -2221,6 +2260,8 @@ export class Pool implements AsyncDisposable {
 
   /** Records the call timeout of model `name` after a load (none: forgets it). */
   #timeoutOf(name: string, spec: ModelSpec, description: unknown): void {
+    // New code: it gets to prove itself fast again.
+    this.#threadedOnly.delete(name);
     const timeout = modelTimeoutOf(spec, description);
     if (timeout === undefined) this.#modelTimeouts.delete(name);
     else this.#modelTimeouts.set(name, timeout);

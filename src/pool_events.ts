@@ -34,6 +34,12 @@ export type PoolEvent =
     signal: string | null;
     reason: string;
     inFlight?: InFlight;
+    /**
+     * The model whose call held the worker's event loop when it died (a
+     * hung inline call): its calls run threaded from then on
+     * (`model-threaded`).
+     */
+    heldLoop?: string;
   }
   | {
     type: "restarting";
@@ -125,6 +131,16 @@ export type PoolEvent =
    * `name@version`); `worker`: the slot whose failure (or death) decided it.
    */
   | { type: "model-failed"; name: string; worker: string; reason: string }
+  /**
+   * A worker died while a call of model `name` held its event loop (a
+   * model that proved fast runs inline, on that loop, and one of its calls
+   * hung there: the hang probe or heartbeat killed the worker). The pool
+   * runs the model's calls on call threads from then on, on every worker,
+   * so the next such call times out on its thread instead of costing a
+   * worker; `pool.modelStatus()` shows it as `threaded` (`reason` here)
+   * until the model is updated. `worker`: the slot that died.
+   */
+  | { type: "model-threaded"; name: string; worker: string; reason: string }
   | { type: "plugin-error"; plugin: string; hook: string; message: string };
 
 /** Options of {@linkcode PoolEventHub}. */

@@ -242,6 +242,10 @@ export class Session implements AsyncDisposable {
   #closeReason = "the session was closed";
   /** What was in flight when it closed (`inFlightAtClose`). */
   #inFlightAtClose: InFlight | undefined;
+  // The request (0: none) and model of the last `busy` event, until that
+  // request's reply: a call holding the server's event loop (`loopHeldBy`).
+  #heldBy = 0;
+  #heldByModel: string | undefined;
   #closeCause: unknown;
   #closedDone: PromiseWithResolvers<void> = Promise.withResolvers();
   #serverInfo: ServerInfo = {
@@ -1177,6 +1181,7 @@ export class Session implements AsyncDisposable {
           { cmd: msg.cmd },
         );}
     } else if (typeof id === "number") {
+      if (id === this.#heldBy) this.#heldBy = 0;
       if (!this.#settle(id, msg, undefined) && !this.#ignored.delete(id)) {
         this.#logger.warn("Ignored a reply for unknown request {id}", { id });
       }
@@ -1203,7 +1208,7 @@ export class Session implements AsyncDisposable {
         });}
       return;
     }
-    if (msg.event === "busy") this.#busy(msg.request);
+    if (msg.event === "busy") this.#busy(msg.request, msg.model);
     const pending = typeof id === "number" ? this.#pending.get(id) : undefined;
     if (pending?.onEvent !== undefined) {
       try {
@@ -1233,7 +1238,11 @@ export class Session implements AsyncDisposable {
    * it holds the loop, so the heartbeat must not be fooled into waiting for
    * it forever.
    */
-  #busy(request: unknown): void {
+  #busy(request: unknown, model: unknown): void {
+    if (typeof request === "number" && typeof model === "string") {
+      this.#heldBy = request;
+      this.#heldByModel = model;
+    }
     if (
       typeof request !== "number" || this.#pending.get(request) === undefined
     ) {
@@ -1348,6 +1357,24 @@ export class Session implements AsyncDisposable {
    */
   get inFlightAtClose(): InFlight | undefined {
     return this.#inFlightAtClose;
+  }
+
+  /**
+   * The model whose call holds the server's event loop (an inline call, §6
+   * of the protocol, that has run long enough for `busy` events), from its
+   * first `busy` event until its reply arrives, even after this side gave
+   * up on it (timed out, aborted); `undefined` otherwise. A process that
+   * dies while it is set died with that call on its loop: the pool then
+   * runs that model's calls threaded (docs/reliability.md).
+   *
+   * @example
+   * ```ts ignore
+   * await session.closed;
+   * console.log(session.loopHeldBy); // "slow-sometimes"
+   * ```
+   */
+  get loopHeldBy(): string | undefined {
+    return this.#heldBy === 0 ? undefined : this.#heldByModel;
   }
 
   /** Closes once: settles everything, then releases the connection. */

@@ -662,6 +662,7 @@ function pickExit(
   signal: string | null;
   reason: string;
   inFlight?: InFlight;
+  heldLoop?: string;
 } {
   return {
     pid: exit.pid,
@@ -669,6 +670,7 @@ function pickExit(
     signal: exit.signal,
     reason: exit.reason,
     ...(exit.inFlight === undefined ? {} : { inFlight: exit.inFlight }),
+    ...(exit.heldLoop === undefined ? {} : { heldLoop: exit.heldLoop }),
   };
 }
 

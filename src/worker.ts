@@ -80,6 +80,12 @@ export interface WorkerExit {
    * its connection closed; absent when none were.
    */
   inFlight?: InFlight;
+  /**
+   * The model whose call held the server's event loop when it died (an
+   * inline call that sent `busy` events and had no reply: a hung fast
+   * model, protocol §4); absent otherwise, and on an intentional stop.
+   */
+  heldLoop?: string;
 }
 
 /**
@@ -748,6 +754,8 @@ export class Worker implements WorkerInfo {
     // Counted as the session closed (now, at the latest).
     const inFlight = session?.inFlightAtClose;
     if (inFlight !== undefined) exit.inFlight = inFlight;
+    const heldLoop = session?.loopHeldBy;
+    if (heldLoop !== undefined && !this.#intentional) exit.heldLoop = heldLoop;
     if (this.#state !== "failed") this.#setState("stopped");
     const restartDelay = this.#pendingRestart;
     this.#pendingRestart = undefined;

@@ -132,3 +132,32 @@ Deno.test("createGateway stops following the pool's model events when its stopSi
   });
   assert.equal(pool.listeners.size, 0);
 });
+
+Deno.test("ModelCatalog.list shows why a model runs threaded (a hung inline call), known to it or not", async () => {
+  const pool = eventPool();
+  const catalog = new ModelCatalog();
+  const stop = catalog.follow(pool);
+  await pool.addModel("m", { file: "m.py" });
+  const reason =
+    "worker w1 died while a call of it held the worker's event loop";
+  const status = {
+    status: () => ({
+      models: [
+        { name: "m", spec: {}, threaded: reason },
+        { name: "other", spec: {}, threaded: reason },
+        { name: "plain", spec: {} },
+      ],
+    }),
+  } as unknown as Parameters<ModelCatalog["list"]>[0];
+  const [m, other, plain] = catalog.list(status);
+  assert.equal(m?.class, "A");
+  assert.equal(m?.threaded, reason);
+  assert.equal(other?.threaded, reason);
+  assert.equal(plain?.threaded, undefined);
+  assert.equal(
+    catalog.get("m")?.threaded,
+    undefined,
+    "the record is not changed",
+  );
+  stop();
+});

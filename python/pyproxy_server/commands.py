@@ -182,7 +182,11 @@ def install(server):
             entry = get_model(call.msg.get("name"))
         except PyProxyError:
             return None
-        return entry.run_inline if entry.inline_ready else None
+        # ``threaded: true``: the host's mark of a model one of whose inline
+        # calls hung a worker (protocol §6); the call runs on a call thread.
+        if entry.inline_ready and call.msg.get("threaded") is not True:
+            return entry.run_inline
+        return None
 
     server.register("ping", ping, threaded=False)
     server.register("serverStatus", server_status, threaded=False)

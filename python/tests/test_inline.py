@@ -133,6 +133,19 @@ class InlineTest(ServerTestCase):
         self.assertEqual(slow["thread"], "MainThread")
         self.assertNotIn("MainThread", self._threads(c, "slows", LEARN + 2))
 
+    def test_threaded_field_keeps_a_learned_model_off_the_loop(self):
+        # The host's mark (protocol §6, executeModel's `threaded`) of a model
+        # one of whose inline calls hung a worker: on a thread, even
+        # `inline = True` ones; calls without it still run inline.
+        c = self.connect()
+        self._learned(c, "marked")
+        reply = c.call("executeModel", name="marked", msg={}, threaded=True)
+        self.assertNotEqual(reply["thread"], "MainThread")
+        self.assertEqual(self._threads(c, "marked", 1), ["MainThread"])
+        self._model(c, "forced", "inline = True")
+        reply = c.call("executeModel", name="forced", msg={}, threaded=True)
+        self.assertNotEqual(reply["thread"], "MainThread")
+
     def test_slow_model_never_goes_inline(self):
         c = self.connect()
         self._model(c, "sleepy")

@@ -304,6 +304,11 @@ export function components(
         description:
           "Why it is out of service: with `workers`, it crashed the workers it was moved to, past the pool's `placement.maxRelocations`; any model, it killed its worker twice soon after its load (the pool's `loadCrashWindow`). It is on no worker, and its calls answer 503 `ModelUnavailableError` until a `PUT` loads it again. Absent: in service.",
       },
+      threaded: {
+        type: "string",
+        description:
+          "Why its calls run on call threads, never inline on a worker's event loop: a worker died while one of its inline calls held that loop (a hung call). Absent otherwise; a `PUT` clears it.",
+      },
       suspected: {
         type: "object",
         required: ["reason", "deaths", "strikes", "held", "since"],

@@ -118,6 +118,8 @@ export interface GatewayPoolStatus {
        * its load (`ModelInfo.suspected`; the pool's `loadCrashWindow`).
        */
       suspected?: ModelSuspicion;
+      /** Why its calls run threaded (`ModelInfo.threaded`). */
+      threaded?: string;
       /** Its `close_timeout_ms`, for a model with a `close()`. */
       closeTimeoutMs?: number;
       /** A version's label (each version of a model is listed on its own). */

@@ -110,6 +110,13 @@ export interface GatewayModelInfo {
    * meanwhile. Absent: not suspected.
    */
   suspected?: ModelSuspicion;
+  /**
+   * Why its calls run on call threads, never inline on a worker's event
+   * loop: a worker died while one of its inline calls held that loop (a
+   * hung call; docs/reliability.md, "A fast model's call hangs"). Absent
+   * otherwise; a `PUT` clears it.
+   */
+  threaded?: string;
   /** The options it was constructed with. */
   options?: Record<string, unknown>;
 }
@@ -502,13 +509,14 @@ export class ModelCatalog {
       if (m.slots !== undefined) out.slots = [...m.slots];
       if (m.failedReason !== undefined) out.failedReason = m.failedReason;
       if (m.suspected !== undefined) out.suspected = m.suspected;
+      if (m.threaded !== undefined) out.threaded = m.threaded;
       return known === undefined ? this.#unknown(m, out) : out;
     }
     // Its slots as they are now (a resize or a restart moves them).
     if (known !== undefined) {
       if (
         m.slots === undefined && m.failedReason === undefined &&
-        m.suspected === undefined
+        m.suspected === undefined && m.threaded === undefined
       ) return known;
       const placed: GatewayModelInfo = { ...known };
       if (m.slots !== undefined) placed.slots = [...m.slots];
@@ -516,6 +524,7 @@ export class ModelCatalog {
       // soon after its load (PoolOptions.loadCrashWindow).
       if (m.failedReason !== undefined) placed.failedReason = m.failedReason;
       if (m.suspected !== undefined) placed.suspected = m.suspected;
+      if (m.threaded !== undefined) placed.threaded = m.threaded;
       return placed;
     }
     return this.#unknown(m, { name: m.name });
@@ -530,6 +539,7 @@ export class ModelCatalog {
     if (m.slots !== undefined) out.slots = [...m.slots];
     if (m.failedReason !== undefined) out.failedReason = m.failedReason;
     if (m.suspected !== undefined) out.suspected = m.suspected;
+    if (m.threaded !== undefined) out.threaded = m.threaded;
     if (m.timeout !== undefined) {
       out.timeout = m.timeout;
       out.timeoutSource = m.spec?.timeout === undefined ? "class" : "spec";

@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 9397,
+      size: 9616,
       sha256:
-        "8a895b5c8ccde389ada89d965b73e9b374a2d88306306ef96b902580bec9a248",
+        "e2072af61b5232b5417b35117ce6d826acd1b682ea2d19669ea5873f1b5a205e",
     },
     {
       path: "pyproxy_server/connection.py",

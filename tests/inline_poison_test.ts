@@ -1,0 +1,145 @@
+/**
+ * A poison input for a model on the inline fast path: one call that hangs
+ * on the Python server's event loop. The worker it hung is killed by the
+ * hang probe; from then on the pool sends the model's calls with
+ * `threaded: true` (protocol §6), so the next poison times out on a call
+ * thread of any worker, restarted ones too, and kills nothing.
+ */
+import assert from "node:assert/strict";
+import { TimeoutError } from "../src/errors.ts";
+import { Pool } from "../src/pool.ts";
+import type { PoolEvent } from "../src/pool_events.ts";
+import {
+  modelsDir,
+  nextEvent,
+  pidOf,
+  PidTracker,
+  poolOptions,
+  readyAgain,
+} from "./_pool_harness.ts";
+
+/**
+ * Fast calls on `worker` until its server runs `slow` inline (after
+ * LEARN_CALLS = 8 whose average stays under 1 ms: a loaded machine may need
+ * more of them).
+ */
+async function learnInline(pool: Pool, worker: string): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    const out = await pool.execute<{ inline: boolean }>("slow", { ms: 0, i }, {
+      worker,
+    });
+    if (out.inline) return;
+  }
+  throw new Error(`Cannot test: ${worker} never ran \`slow\` inline`);
+}
+
+/** Whether any of `n` fast calls of `slow` on `worker` ran inline. */
+async function anyInline(
+  pool: Pool,
+  worker: string,
+  n: number,
+): Promise<boolean> {
+  let inline = false;
+  for (let i = 0; i < n; i++) {
+    const out = await pool.execute<{ inline: boolean }>("slow", { ms: 0, i }, {
+      worker,
+    });
+    inline ||= out.inline;
+  }
+  return inline;
+}
+
+Deno.test("Pool runs a model threaded after one of its inline calls hung a worker: the next poison costs no worker", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, {}, { hangGrace: 1000 }),
+    );
+    pids.watch(pool);
+    const events: PoolEvent[] = [];
+    pool.on((ev) => {
+      if (ev.type === "worker-exit" || ev.type === "model-threaded") {
+        events.push(ev);
+      }
+    });
+    await pool.addModel("slow", { file: "slow.py" });
+    await learnInline(pool, "w1");
+    await learnInline(pool, "w2");
+    const w1 = pidOf(pool, "w1");
+    const w2 = pidOf(pool, "w2");
+
+    // The first poison holds w1's loop: the hang probe kills w1.
+    const threaded = nextEvent(pool, "model-threaded");
+    const back = readyAgain(pool, "w1");
+    await assert.rejects(
+      pool.execute("slow", { ms: 60_000 }, { worker: "w1", timeout: 600 }),
+      TimeoutError,
+    );
+    const ev = await threaded;
+    assert.equal(ev.name, "slow");
+    assert.equal(ev.worker, "w1");
+    assert.match(ev.reason, /held the worker's event loop/);
+    const exit = events.find((e) => e.type === "worker-exit");
+    assert.ok(exit?.type === "worker-exit" && exit.heldLoop === "slow");
+    assert.equal(pool.modelStatus("slow")[0]?.threaded, ev.reason);
+    await back;
+
+    // w2 learned `slow` inline before the mark: its calls now run threaded,
+    // so a poison there times out on a thread and w2 keeps answering.
+    assert.equal(await anyInline(pool, "w2", 20), false);
+    await assert.rejects(
+      pool.execute("slow", { ms: 3_000 }, { worker: "w2", timeout: 600 }),
+      TimeoutError,
+    );
+    // Outlives the hang probe's grace after that timeout: a probe that
+    // found w2's loop held would have killed it under this call.
+    const after = await pool.execute<{ pid: number }>("slow", { ms: 1100 }, {
+      worker: "w2",
+    });
+    assert.equal(after.pid, w2);
+
+    // The restarted w1 never learns it inline again.
+    assert.notEqual(pidOf(pool, "w1"), w1);
+    assert.equal(await anyInline(pool, "w1", 20), false);
+    assert.deepEqual(
+      events.filter((e) => e.type === "worker-exit").length,
+      1,
+      JSON.stringify(events),
+    );
+    assert.equal(events.filter((e) => e.type === "model-threaded").length, 1);
+
+    // An update is new code: it may prove itself fast again.
+    await pool.updateModel("slow", { file: "slow.py" });
+    assert.equal(pool.modelStatus("slow")[0]?.threaded, undefined);
+    await learnInline(pool, "w1");
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool marks no model threaded when an inline call turns slow and completes", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1 }, {
+        heartbeatInterval: 100,
+        heartbeatTimeout: 2000,
+      }),
+    );
+    pids.watch(pool);
+    await pool.addModel("slow", { file: "slow.py" });
+    await learnInline(pool, "w1");
+    // Long enough for busy events; its reply clears what they said.
+    const out = await pool.execute<{ inline: boolean }>("slow", { ms: 600 });
+    assert.equal(out.inline, true);
+    // A death from outside afterwards is not laid on it.
+    const exit = nextEvent(pool, "worker-exit");
+    Deno.kill(pidOf(pool, "w1"), "SIGKILL");
+    assert.equal((await exit).heldLoop, undefined);
+    assert.equal(pool.modelStatus("slow")[0]?.threaded, undefined);
+  } finally {
+    await pids.assertGone();
+  }
+});
