@@ -51,6 +51,7 @@ import { ResponseCompression } from "./_response_compression.ts";
 import { ModelChanges } from "./_model_changes.ts";
 import type { RouteContext } from "./route_context.ts";
 import { closeAfter } from "./_close_after.ts";
+import { discardUnreadBody } from "./_unread_body.ts";
 import {
   bearerAuth,
   bearerToken,
@@ -466,6 +467,10 @@ export function createGateway(
     let held = false;
     try {
       await route(c, next, t0);
+      // A refusal made before the body was read (auth, Host, 404, 405, 413
+      // from Content-Length, 415, drain): the body first, up to a bound, so
+      // that HTTP/2 clients such as curl read the answer (_unread_body.ts).
+      if (c.res.status >= 400) await discardUnreadBody(c.req.raw);
       const completed = (c.env as ServeRequestInfo | undefined)?.completed;
       // A WebSocket's 101: its connection lives on, ended by the drain.
       if (completed !== undefined && c.res.status !== 101) {

@@ -53,6 +53,7 @@ import { answerBody, jsonAnswer } from "./_answer_body.ts";
 import { MAX_MODEL_TIMEOUT, MODEL_TIMEOUT_SHAPE } from "../_model_timeout.ts";
 import { explainedTimeout } from "./_timeout_explained.ts";
 import { closeAfter } from "./_close_after.ts";
+import { discardUnreadBody } from "./_unread_body.ts";
 
 const SPEC_SHAPE = "expected {file, options?, class?, timeout?, workers?}";
 const WORKERS_SHAPE =
@@ -511,6 +512,7 @@ export function modelExecutor(
     const clientId = clientRequestId(request);
     // No model has a longer name: answered before the metrics see it.
     if (name.length > MAX_NAME) {
+      if (direct) await discardUnreadBody(request);
       return tooLongName(
         name,
         direct,
@@ -664,6 +666,10 @@ export function modelExecutor(
     watched?.end();
     // Draining: no further request on this connection (it would be reset).
     if (ctx.signal.aborted) closeAfter(res);
+    // A refusal before the body was read (413 or 415 from the headers): on
+    // the direct path, which the app's middleware does not see, the body
+    // first, up to a bound (HTTP/2 clients then read the answer).
+    if (direct && res.status >= 400) await discardUnreadBody(request);
     done(res.status, answered);
     if (direct) metrics.countHttp(res.status);
     if (log) requestLine(logger, name, res.status, t0, requestId);
