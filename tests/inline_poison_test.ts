@@ -6,7 +6,7 @@
  * thread of any worker, restarted ones too, and kills nothing.
  */
 import assert from "node:assert/strict";
-import { TimeoutError } from "../src/errors.ts";
+import { TimeoutError, UnsafeIntegerError } from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
 import type { PoolEvent } from "../src/pool_events.ts";
 import {
@@ -139,6 +139,50 @@ Deno.test("Pool marks no model threaded when an inline call turns slow and compl
     Deno.kill(pidOf(pool, "w1"), "SIGKILL");
     assert.equal((await exit).heldLoop, undefined);
     assert.equal(pool.modelStatus("slow")[0]?.threaded, undefined);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool marks no model threaded when an inline call turned slow and its reply failed to read", async () => {
+  // The reply (an integer beyond ±2^53, refused with `integers: "number"`)
+  // is still the call's end: a later death from outside was laid on it.
+  await using dir = await modelsDir();
+  await Deno.writeTextFile(
+    `${dir.path}/huge.py`,
+    `import threading, time
+
+class Huge:
+    def __init__(self, options):
+        pass
+
+    def execute(self, msg):
+        time.sleep(msg.get("ms", 0) / 1000.0)
+        inline = threading.current_thread() is threading.main_thread()
+        return {"inline": inline, "n": 2**60 + 1 if msg.get("huge") else 1}
+`,
+  );
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("huge", { file: "huge.py" });
+    let inline = false;
+    for (let i = 0; i < 500 && !inline; i++) {
+      inline = (await pool.execute<{ inline: boolean }>("huge", { i })).inline;
+    }
+    assert.ok(inline, "Cannot test: w1 never ran `huge` inline");
+    // Long enough for busy events; its reply fails to read.
+    await assert.rejects(
+      pool.execute("huge", { ms: 600, huge: true }),
+      UnsafeIntegerError,
+    );
+    const exit = nextEvent(pool, "worker-exit");
+    Deno.kill(pidOf(pool, "w1"), "SIGKILL");
+    assert.equal((await exit).heldLoop, undefined);
+    assert.equal(pool.modelStatus("huge")[0]?.threaded, undefined);
   } finally {
     await pids.assertGone();
   }
