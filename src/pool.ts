@@ -2041,6 +2041,20 @@ export class Pool implements AsyncDisposable {
     this.#events.emit({ type: "model-threaded", name, worker, reason });
   }
 
+  /**
+   * Adds `threaded: true` to an `executeModel` of a model marked threaded
+   * (`#heldLoop`) that lacks it: made before the mark, or sent with
+   * `pool.request` (its arguments are the caller's: copied).
+   */
+  #threadedIfMarked(call: PoolCall): void {
+    const args = call.args;
+    if (
+      call.cmd === "executeModel" && args !== undefined &&
+      args.threaded !== true && typeof args.name === "string" &&
+      this.#threadedOnly.has(args.name)
+    ) call.args = { ...args, threaded: true };
+  }
+
   /** A registry entry as `status()` lists it: timeouts, and a version's name and label. */
   #modelEntry(m: ModelInfo): ModelInfo {
     const timeout = this.#modelTimeouts.get(m.name);
@@ -2483,6 +2497,10 @@ export class Pool implements AsyncDisposable {
 
   #send(call: PoolCall, worker: Worker): void {
     const session = worker.session!;
+    // A model marked threaded after the call was made (it waited in the
+    // queue, or is retried after its worker died: the hung call itself):
+    // the mark goes with it (no lookup while no model is marked).
+    if (this.#threadedOnly.size > 0) this.#threadedIfMarked(call);
     const gen = worker.generation;
     const { signal, onEvent, onResponseMeta } = call.options;
     const { onSlot } = call;

@@ -1148,6 +1148,8 @@ export class Session implements AsyncDisposable {
     if (typeof id === "number" && typeof msg.cmd === "string") {
       this.#reply(id, false, wireError(error));
     } else if (typeof id === "number" && typeof msg.event !== "string") {
+      // Still its reply: the call no longer holds the server's loop.
+      if (id === this.#heldBy) this.#heldBy = 0;
       this.#ignored.delete(id);
       this.#settle(id, undefined, error);
       // A late reply (the request was given up on) that a hook failed on: still an answer.

@@ -6,7 +6,11 @@
  * thread of any worker, restarted ones too, and kills nothing.
  */
 import assert from "node:assert/strict";
-import { TimeoutError } from "../src/errors.ts";
+import {
+  CancelledError,
+  TimeoutError,
+  UnsafeIntegerError,
+} from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
 import type { PoolEvent } from "../src/pool_events.ts";
 import {
@@ -139,6 +143,125 @@ Deno.test("Pool marks no model threaded when an inline call turns slow and compl
     Deno.kill(pidOf(pool, "w1"), "SIGKILL");
     assert.equal((await exit).heldLoop, undefined);
     assert.equal(pool.modelStatus("slow")[0]?.threaded, undefined);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool marks no model threaded when an inline call turned slow and its reply failed to read", async () => {
+  // The reply (an integer beyond ±2^53, refused with `integers: "number"`)
+  // is still the call's end: a later death from outside was laid on it.
+  await using dir = await modelsDir();
+  await Deno.writeTextFile(
+    `${dir.path}/huge.py`,
+    `import threading, time
+
+class Huge:
+    def __init__(self, options):
+        pass
+
+    def execute(self, msg):
+        time.sleep(msg.get("ms", 0) / 1000.0)
+        inline = threading.current_thread() is threading.main_thread()
+        return {"inline": inline, "n": 2**60 + 1 if msg.get("huge") else 1}
+`,
+  );
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("huge", { file: "huge.py" });
+    let inline = false;
+    for (let i = 0; i < 500 && !inline; i++) {
+      inline = (await pool.execute<{ inline: boolean }>("huge", { i })).inline;
+    }
+    assert.ok(inline, "Cannot test: w1 never ran `huge` inline");
+    // Long enough for busy events; its reply fails to read.
+    await assert.rejects(
+      pool.execute("huge", { ms: 600, huge: true }),
+      UnsafeIntegerError,
+    );
+    const exit = nextEvent(pool, "worker-exit");
+    Deno.kill(pidOf(pool, "w1"), "SIGKILL");
+    assert.equal((await exit).heldLoop, undefined);
+    assert.equal(pool.modelStatus("huge")[0]?.threaded, undefined);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool retries a hung inline call threaded: an idempotent poison costs one worker, not one a try", async () => {
+  // Its own hang: busy events stop after 1 s (BUSY_MAX, 30 s by default),
+  // then the heartbeat kills the worker under the call, which is retried
+  // on the other worker. Made before the mark, it went there inline.
+  await using dir = await modelsDir();
+  await Deno.writeTextFile(
+    `${dir.path}/hang.py`,
+    `import os, threading, time
+from pyproxy_server.inline_watch import InlineWatch
+
+InlineWatch.BUSY_MAX = 1.0
+
+class Hang:
+    def __init__(self, options):
+        pass
+
+    def execute(self, msg):
+        for _ in range(msg.get("ms", 0) // 50):
+            time.sleep(0.05)
+        inline = threading.current_thread() is threading.main_thread()
+        return {"inline": inline, "pid": os.getpid()}
+`,
+  );
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, {}, {
+        heartbeatInterval: 100,
+        heartbeatTimeout: 1000,
+      }),
+    );
+    pids.watch(pool);
+    let exits = 0;
+    pool.on((ev) => {
+      if (ev.type === "worker-exit") exits++;
+    });
+    await pool.addModel("hang", { file: "hang.py" });
+    const before = new Map<string, number>();
+    for (const w of ["w1", "w2"]) {
+      let inline = false;
+      for (let i = 0; i < 500 && !inline; i++) {
+        inline = (await pool.execute<{ inline: boolean }>("hang", { i }, {
+          worker: w,
+        })).inline;
+      }
+      assert.ok(inline, `Cannot test: ${w} never ran \`hang\` inline`);
+      before.set(w, pidOf(pool, w));
+    }
+    const sent: string[] = [];
+    const retried = Promise.withResolvers<string>();
+    const ac = new AbortController();
+    const poison = pool.execute("hang", { ms: 60_000 }, {
+      idempotent: true,
+      signal: ac.signal,
+      onSend: (w) => {
+        sent.push(w);
+        if (sent.length === 2) retried.resolve(w);
+      },
+    });
+    poison.catch(() => {});
+    const to = await retried.promise;
+    assert.notEqual(to, sent[0]);
+    assert.equal(pool.modelStatus("hang")[0]?.threaded !== undefined, true);
+    // Sent after the retry on the same connection: it would wait behind a
+    // retry run inline, and die with the worker.
+    const out = await pool.execute<{ pid: number }>("hang", {}, { worker: to });
+    assert.equal(out.pid, before.get(to));
+    ac.abort();
+    await assert.rejects(poison, CancelledError);
+    assert.equal(exits, 1);
   } finally {
     await pids.assertGone();
   }
