@@ -197,8 +197,10 @@ export interface ServeRequestInfo {
  * told to its `onListener`: its accept loop failed (`failed`: Deno's ends
  * for good on an error such as `EMFILE`, "Too many open files", which
  * silent connections reach; the server listens again `retryIn` ms later,
- * and again every `retryIn` ms while it cannot), and it listens again
- * (`listening`).
+ * and again every `retryIn` ms while it cannot), an attempt to listen again
+ * failed (`retryFailed`: still out of fds, or `portTaken`, `EADDRINUSE`:
+ * another process listens on the port since; tried again `retryIn` ms
+ * later), and it listens again (`listening`).
  *
  * @example
  * ```ts
@@ -212,6 +214,7 @@ export interface ServeRequestInfo {
  */
 export type ListenerEvent =
   | { type: "failed"; error: Error; retryIn: number }
+  | { type: "retryFailed"; error: Error; retryIn: number; portTaken: boolean }
   | { type: "listening"; port: number };
 
 /**
