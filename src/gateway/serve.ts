@@ -772,6 +772,7 @@ export async function serve(
           // this one (there is no other way on Deno), which then closes.
           ...(tls === undefined ? {} : { tls, reusePort }),
           onListener,
+          keepAliveTimeout: config.limits.keepAliveTimeout,
         },
         handler,
       );
@@ -1082,6 +1083,7 @@ export async function serve(
           tls: cert,
           reusePort: true,
           onListener,
+          keepAliveTimeout: config.limits.keepAliveTimeout,
         }, handler);
       } catch (err) {
         throw new ConfigError(

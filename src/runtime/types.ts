@@ -423,6 +423,14 @@ export interface Runtime {
        * loop ends on `EMFILE` and closed the port for good; Bun's goes on).
        */
       onListener?: (event: ListenerEvent) => void;
+      /**
+       * Milliseconds an HTTP/1.1 keep-alive connection may stay idle after
+       * a fixed answer (one whose body is not an event stream) before it is
+       * closed (Bun; Deno's server has no such bound). A request's own time
+       * is not bounded (a slow model call), nor an event stream's.
+       * @default {75000}
+       */
+      keepAliveTimeout?: number;
     },
     handler: FetchHandler,
   ): Promise<HttpServer>;
