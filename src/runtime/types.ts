@@ -206,9 +206,9 @@ export interface ServeRequestInfo {
  * ```ts
  * import type { ListenerEvent } from "./types.ts";
  * const log = (event: ListenerEvent) =>
- *   event.type === "failed"
- *     ? `accept failed (${event.error.message}): again in ${event.retryIn} ms`
- *     : `listening again on ${event.port}`;
+ *   event.type === "listening"
+ *     ? `listening again on ${event.port}`
+ *     : `${event.type} (${event.error.message}): again in ${event.retryIn} ms`;
  * console.log(log({ type: "listening", port: 8000 }));
  * ```
  */
