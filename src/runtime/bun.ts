@@ -66,8 +66,11 @@ interface BunServer {
   readonly pendingWebSockets: number;
   stop(closeActiveConnections?: boolean): Promise<void> | void;
   requestIP(request: Request): { address: string } | null;
-  /** Sets the idle timeout of `request`'s connection, in seconds (0: none). */
-  timeout(request: Request, seconds: number): void;
+  /**
+   * Sets the idle timeout of `request`'s connection, in seconds (0: none);
+   * missing in older Bun versions (the connection then stays open, as before).
+   */
+  timeout?(request: Request, seconds: number): void;
   upgrade(
     request: Request,
     options: { data: unknown; headers?: Record<string, string> },
@@ -292,7 +295,7 @@ function serveHttp(
         response.headers.get("content-type")?.startsWith(
           "text/event-stream",
         ) !== true
-      ) srv.timeout(request, keepAlive);
+      ) srv.timeout?.(request, keepAlive);
       return response;
     },
     error: () => new Response("Internal Server Error", { status: 500 }),
