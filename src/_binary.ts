@@ -223,10 +223,11 @@ function replace(
     try {
       bytes = bytesOf(value);
     } catch (err) {
+      const type = value.constructor.name;
       throw new SerializationError(
-        `Cannot send ${what}: ${
-          pathText(path)
-        } is a ${value.constructor.name} whose ArrayBuffer is detached (transferred)`,
+        `Cannot send ${what}: ${pathText(path)} is ${
+          /^[aeio]/i.test(type) ? "an" : "a"
+        } ${type} whose ArrayBuffer is detached (transferred)`,
         { cause: err },
       );
     }

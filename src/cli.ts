@@ -116,6 +116,9 @@ Options:
       --stream-idle-timeout <ms>
                             Cancel a model stream whose client took no event
                             for this long (default 60000)
+      --keep-alive-timeout <ms>
+                            Close an HTTP/1.1 keep-alive connection idle this
+                            long after an answer, 1000-255000 (Bun; default 75000)
       --max-queue <n>       Calls that may wait for a worker before 429 (default 1024)
       --max-in-flight <n>   Calls in flight per worker (default 64)
       --eval-replay-budget <units>
@@ -253,6 +256,7 @@ const OPTIONS = {
   timeout: { type: "string" },
   "load-timeout": { type: "string" },
   "stream-idle-timeout": { type: "string" },
+  "keep-alive-timeout": { type: "string" },
   "max-queue": { type: "string" },
   "max-in-flight": { type: "string" },
   "eval-replay-budget": { type: "string" },
@@ -449,6 +453,7 @@ const FLAG_OF: Record<string, string> = {
   "limits.requestTimeout": "--timeout",
   "limits.loadTimeout": "--load-timeout",
   "limits.streamIdleTimeout": "--stream-idle-timeout",
+  "limits.keepAliveTimeout": "--keep-alive-timeout",
   "limits.maxQueue": "--max-queue",
   "limits.maxInFlightPerWorker": "--max-in-flight",
   "limits.evalReplayBudget": "--eval-replay-budget",
@@ -628,6 +633,7 @@ function cliOverrides(
   limit("requestTimeout", "timeout");
   limit("loadTimeout", "load-timeout");
   limit("streamIdleTimeout", "stream-idle-timeout");
+  limit("keepAliveTimeout", "keep-alive-timeout");
   limit("maxQueue", "max-queue");
   limit("maxInFlightPerWorker", "max-in-flight");
   limit("evalReplayBudget", "eval-replay-budget");

@@ -113,6 +113,7 @@ Deno.test("main serve --help lists every option", async () => {
       "--forward-header",
       "--cors-origin",
       "--stream-idle-timeout",
+      "--keep-alive-timeout",
       "--eval-replay-budget",
       "--env",
       "--manage-token",
@@ -199,6 +200,12 @@ Deno.test("main rejects bad flags and commands with a clear error", async () => 
   assert.match(
     r.stderr,
     /error: limits\.streamIdleTimeout: expected an integer >= 1 \(at command line: --stream-idle-timeout\)/,
+  );
+  r = await cli(["serve", "--keep-alive-timeout", "300000"]);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    /error: limits\.keepAliveTimeout: expected an integer from 1000 to 255000 \(at command line: --keep-alive-timeout\)/,
   );
   r = await cli(["serve", "--grpc-port", "0", "--grpc-stream-window", "0"]);
   assert.equal(r.code, 1);

@@ -202,6 +202,7 @@ Deno.test("resolveConfig applies defaults, the file, then the flags", () => {
     requestTimeout: 7,
     loadTimeout: 9,
     streamIdleTimeout: 12,
+    keepAliveTimeout: 75_000,
     shutdownGrace: 10000,
     shutdownDelay: 0,
   });

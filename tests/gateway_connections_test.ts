@@ -138,3 +138,77 @@ Deno.test({
     await gateway.shutdown();
   },
 });
+
+Deno.test({
+  name:
+    "serve leaves its gRPC port's idle connections alone when its HTTP port listens again and the gRPC listener still accepts",
+  sanitizeResources: false,
+  async fn() {
+    await using gateway = await startGatewayProcess({ grpc: { port: 0 } }, {}, {
+      openFiles: 160,
+    });
+    const target = gateway.grpcTarget!;
+    // An idle gRPC connection, a call made on it first.
+    const session = http2.connect(`http://${target}`);
+    session.on("error", () => {});
+    let goaway = false;
+    session.on("goaway", () => goaway = true);
+    try {
+      const req = session.request({
+        ":method": "POST",
+        ":path": "/grpc.health.v1.Health/Check",
+        "content-type": "application/grpc",
+      });
+      req.end(new Uint8Array(5));
+      req.resume();
+      assert.equal(
+        await new Promise<string>((resolve) =>
+          req.once("trailers", (t) => resolve(String(t["grpc-status"])))
+        ),
+        "0",
+      );
+      const port = Number(new URL(gateway.url).port);
+      const conns: Deno.Conn[] = [];
+      try {
+        let refused = false;
+        while (!refused && conns.length < 400) {
+          try {
+            conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+          } catch {
+            refused = true;
+          }
+        }
+        assert.ok(refused, "the HTTP port refused a connection");
+        // No gRPC connection while the table is full: its listener lives.
+      } finally {
+        for (const conn of conns) conn.close();
+      }
+      assert.equal(await healthyWithin(gateway.url, 15_000), "200");
+      // The gRPC port answers on the same connection: its listener was
+      // found accepting, not closed and listened on again (which sent this
+      // idle connection a GOAWAY at every relisten of the HTTP port: each
+      // second of a flood).
+      assert.equal(await grpcCheck(target), "0");
+      assert.ok(
+        !goaway && !session.destroyed,
+        "the idle connection got a GOAWAY",
+      );
+      const again = session.request({
+        ":method": "POST",
+        ":path": "/grpc.health.v1.Health/Check",
+        "content-type": "application/grpc",
+      });
+      again.end(new Uint8Array(5));
+      again.resume();
+      const status = await new Promise<string>((resolve) => {
+        again.once("trailers", (t) => resolve(String(t["grpc-status"])));
+        again.once("error", (err: Error) => resolve(err.message));
+        again.once("close", () => resolve("closed"));
+      });
+      assert.equal(status, "0");
+    } finally {
+      session.destroy();
+    }
+    await gateway.shutdown();
+  },
+});

@@ -267,6 +267,24 @@ Deno.test("gRPC ModelStreamInfer of a yielding model: a cancel while the model w
   assert.equal(next.responses.length, 3);
 });
 
+Deno.test("gRPC ModelStreamInfer of a yielding model that times out after its first item: its error response names the model, the time and its setting", async () => {
+  await using gw = await gateway({
+    limits: { requestTimeout: 400, streamIdleTimeout: 600_000 },
+  });
+  const s = streamCall(gw.client);
+  // The gate never opens: the model waits 30 s after its first item.
+  s.send(gateRequest(`${gw.dir}/gate`, "g"));
+  await s.responded(2);
+  s.call.end();
+  await s.ended;
+  // Before: "Cannot complete executeStream: timed out after 400 ms".
+  assert.match(
+    String(s.responses.at(-1)?.error_message),
+    /^Cannot complete the stream of model 'gate': it ran 400 ms, the limit of a whole stream, the gateway's limits\.requestTimeout \(serve --timeout\), as the model sets none: .*; cancelled after 1 item$/,
+    JSON.stringify(s.responses),
+  );
+});
+
 /** A raw HTTP/2 connection to the gRPC port; `close()` it in a `finally`. */
 function h2(gw: Gateway) {
   const session = http2.connect(`http://${gw.grpcTarget}`);

@@ -312,3 +312,61 @@ class Slow:
     await pool.close();
   }
 });
+
+/** Yields msg["items"] items, then sleeps msg["seconds"]. */
+const DRIP = `import time
+
+
+class Drip:
+    def execute(self, msg):
+        for i in range(msg.get("items", 1)):
+            yield i
+        time.sleep(msg.get("seconds", 0))
+        yield "late"
+`;
+
+Deno.test("Gateway: a stream that times out after its first item ends with an error event naming the model, the time and its setting", async () => {
+  await using gw = await startGateway(
+    {
+      limits: { requestTimeout: 300, shutdownGrace: 2000 },
+      models: [
+        { name: "drip", file: "drip.py", timeout: 250 },
+        { name: "plain", file: "drip.py" },
+      ],
+    },
+    { "drip.py": DRIP },
+  );
+  /** The data of the stream's `error` event, after its items. */
+  const lastError = async (path: string, body: unknown) => {
+    const res = await gw.fetch(path, post(body));
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    assert.match(text, /event: item/);
+    const data = text.match(/event: error\ndata: (.*)\n/)?.[1];
+    assert.ok(data !== undefined, text);
+    return JSON.parse(data).error as { type: string; message: string };
+  };
+  // Before: "Cannot complete executeStream: timed out after 250 ms" (the
+  // pool's internal command, no model, no setting).
+  let error = await lastError("/v1/models/drip/stream", {
+    items: 2,
+    seconds: 5,
+  });
+  assert.deepEqual(error.type, "TimeoutError");
+  assert.equal(
+    error.message,
+    `Cannot complete the stream of model 'drip': it ran 250 ms, the limit of a whole stream, its "timeout" (its pyproxy.json entry or PUT body); cancelled after 2 items`,
+  );
+  error = await lastError("/v1/models/drip/stream?timeout=150", {
+    seconds: 5,
+  });
+  assert.equal(
+    error.message,
+    "Cannot complete the stream of model 'drip': it ran 150 ms, the limit of a whole stream, the request's ?timeout=; cancelled after 1 item",
+  );
+  error = await lastError("/v1/models/plain/stream", { seconds: 5 });
+  assert.match(
+    error.message,
+    /^Cannot complete the stream of model 'plain': it ran 300 ms, the limit of a whole stream, the gateway's limits\.requestTimeout/,
+  );
+});

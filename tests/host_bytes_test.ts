@@ -123,6 +123,11 @@ Deno.test("host.call: a handler returning bytes over a detached ArrayBuffer fail
       structuredClone(image.buffer, { transfer: [image.buffer] });
       return { image };
     },
+    detachedSigned() {
+      const signed = new Int8Array(8);
+      structuredClone(signed.buffer, { transfer: [signed.buffer] });
+      return { signed };
+    },
     raw: (args) => args,
   })]);
   const got = await pool.execute<Answer>("host", { cmd: "detached", args: {} });
@@ -131,6 +136,15 @@ Deno.test("host.call: a handler returning bytes over a detached ArrayBuffer fail
   assert.match(
     got.error!,
     /result\.image is a Uint8Array whose ArrayBuffer is detached/,
+  );
+  // An article that fits the type ("is a Int8Array" before).
+  const signed = await pool.execute<Answer>("host", {
+    cmd: "detachedSigned",
+    args: {},
+  });
+  assert.match(
+    signed.error!,
+    /result\.signed is an Int8Array whose ArrayBuffer is detached/,
   );
   const again = await pool.execute<Answer>("host", { cmd: "raw", args: ALL });
   assert.deepEqual([...(again.result as Uint8Array)], [...ALL]);

@@ -23,6 +23,7 @@ import json
 
 from . import array_like
 from .errors import InvalidRequestError
+from .wording import article
 
 __all__ = ["BYTES_TYPES", "decode", "put", "split", "valid_step"]
 
@@ -53,10 +54,10 @@ def put(message, at, value, expect):
             if step >= len(parent):
                 return "no index %d" % step
         else:
-            return "step %r into a %s" % (step, type(parent).__name__)
+            return "step %r into %s" % (step, article(type(parent).__name__))
         if last:
             if parent[step].__class__ is not expect:
-                return "a %s, not a %s" % (type(parent[step]).__name__, "string" if expect is str else "null")
+                return "%s, not a %s" % (article(type(parent[step]).__name__), "string" if expect is str else "null")
             parent[step] = value
             return None
         parent = parent[step]
@@ -99,7 +100,7 @@ def _put_decoded(msg, at):
     except (IndexError, KeyError):
         text = None
     if text.__class__ is not str:
-        return "does not exist" if text is None else "is a %s, not a base64 string" % type(text).__name__
+        return "does not exist" if text is None else "is %s, not a base64 string" % article(type(text).__name__)
     try:
         parent[step] = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:

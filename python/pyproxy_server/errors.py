@@ -409,7 +409,34 @@ def exception_message(exc):
                 " (its stdin is empty); remove the call, and debug the model class in a Python session of your own")
     if cls is EOFError and text == "EOF when reading a line":
         return text + " (input() in a worker reads an empty stdin: pass the value in msg or options)"
-    return text
+    notes = getattr(exc, "__notes__", None)
+    return text if not notes else _with_notes(text, notes)
+
+
+#: The notes (``add_note``, Python 3.11) an error's message takes at most,
+#: and the characters kept of each: the rest are counted. The traceback
+#: (``--debug``) has them all.
+MAX_NOTES = 10
+MAX_NOTE_CHARS = 1000
+
+
+def _with_notes(text, notes):
+    """``text`` followed by ``notes``, one a line, as Python prints them
+    under the exception's line; bounded (``MAX_NOTES``, ``MAX_NOTE_CHARS``)."""
+    if not isinstance(notes, (list, tuple)):
+        notes = [notes]  # not a sequence: Python prints its repr, here its str
+    lines = [] if text == "" else [text]
+    for note in notes[:MAX_NOTES]:
+        try:
+            note = note if isinstance(note, str) else str(note)
+        except Exception as failure:
+            note = "<str() of a note failed: %s>" % type(failure).__name__
+        if len(note) > MAX_NOTE_CHARS:
+            note = note[:MAX_NOTE_CHARS] + "... (%d more characters)" % (len(note) - MAX_NOTE_CHARS)
+        lines.append(note)
+    if len(notes) > MAX_NOTES:
+        lines.append("(%d more notes)" % (len(notes) - MAX_NOTES))
+    return "\n".join(lines)
 
 
 def format_user_traceback(exc, skip_prefix=None):

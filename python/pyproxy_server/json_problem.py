@@ -12,6 +12,7 @@ import enum
 import math
 
 from . import array_like
+from .wording import article
 
 __all__ = ["describe_not_json", "not_json_reason"]
 
@@ -144,9 +145,9 @@ def _plain(value):
     except TypeError as exc:
         cause = exc.__cause__
         if cause is None:  # its tolist() gave its own type back (numpy.longdouble)
-            return None, " is a %s (%s)" % (_type_name(value), array_like.same_again(value))
-        return None, " is a %s (its .tolist() raised %s: %s)" % (
-            _type_name(value), type(cause).__name__, cause)
+            return None, " is %s (%s)" % (article(_type_name(value)), array_like.same_again(value))
+        return None, " is %s (its .tolist() raised %s: %s)" % (
+            article(_type_name(value)), type(cause).__name__, cause)
 
 
 def _steps(frames):
@@ -164,7 +165,7 @@ def _leaf_problem(item, root):
             return None
         what = " is %r (NaN and infinities are not JSON: use None)" % item
     else:
-        what = " is a %s (%s)" % (_type_name(item), _hint(item))
+        what = " is %s (%s)" % (article(_type_name(item)), _hint(item))
     return what if root is None else root + what
 
 

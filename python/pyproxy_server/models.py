@@ -101,6 +101,7 @@ from .errors import (
 )
 from .execution import MAX_LOGGED_MESSAGE, MAX_LOGGED_TRACEBACK, _bounded
 from .fresh_imports import FreshImports
+from .wording import article, count
 
 __all__ = [
     "ModelRegistry", "ModelEntry", "TYPES", "THREADED_FOREVER", "confine", "may_call_host", "RunThreaded",
@@ -335,11 +336,11 @@ class ModelEntry:
                 return rows
             if isinstance(rows, list):
                 results = rows
-        got = ("%d results" % len(results)) if isinstance(results, (list, tuple)) else type(results).__name__
+        got = count(len(results), "result") if isinstance(results, (list, tuple)) else article(type(results).__name__)
         raise PythonError(
             "TypeError",
-            "Cannot run model %r: execute_batch returned %s for %d messages (expected a list with one result per message)"
-            % (self.name, got, len(msgs)),
+            "Cannot run model %r: execute_batch returned %s for %s (expected a list with one result per message)"
+            % (self.name, got, count(len(msgs), "message")),
         )
 
     def run_batch(self, msgs):

@@ -54,6 +54,7 @@ except ImportError:  # a Python built without zlib: no crc32 (md5 only)
 from . import long_int
 from .big_json import decode as _decode_json
 from .errors import InvalidRequestError, SpillError, short_repr
+from .wording import count
 
 __all__ = ["SpillSettings"]
 
@@ -347,7 +348,7 @@ def _put(message, at, text):
             if step.__class__ is not int:
                 return "step %d is the key %s, but the value there is an array" % (depth, short_repr(step, 60))
             if step >= len(node):
-                return "no index %d at step %d (the array has %d items)" % (step, depth, len(node))
+                return "no index %d at step %d (the array has %s)" % (step, depth, count(len(node), "item"))
         else:
             return "step %d: not an object or array" % depth
         if depth == last:

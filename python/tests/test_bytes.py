@@ -34,7 +34,7 @@ class BinaryModuleTest(unittest.TestCase):
             ({"a": ["x"], "$bytes": [["a", -1]]}, "non-empty list"),
             ({"$bytes": [["a"]]}, "does not exist"),
             ({"a": {"b": "AA=="}, "$bytes": [["a", 0]]}, "does not exist"),
-            ({"a": 1, "$bytes": [["a"]]}, "is a int, not a base64 string"),
+            ({"a": 1, "$bytes": [["a"]]}, "is an int, not a base64 string"),
             ({"a": None, "$bytes": [["a"]]}, "does not exist"),
             ({"a": "!!!!", "$bytes": [["a"]]}, "is not base64"),
             ({"a": "AA", "$bytes": [["a"]]}, "is not base64"),
@@ -228,7 +228,7 @@ class BytesChaosTest(ServerTestCase):
 
     def test_bytes_next_to_a_value_json_refuses_fail_with_a_serialization_error_naming_that_value(self):
         c = self.client()
-        for kind, problem in (("bytes_and_object", "result.b is a object"), ("bytes_and_nan", "result.b is nan")):
+        for kind, problem in (("bytes_and_object", "result.b is an object"), ("bytes_and_nan", "result.b is nan")):
             reply = c.request("executeModel", name="weird", msg={"kind": kind})
             self.assertFalse(reply["ok"], reply)
             self.assertEqual(reply["error"]["type"], "SerializationError", reply)
@@ -236,7 +236,7 @@ class BytesChaosTest(ServerTestCase):
         reply = c.request("executeStream", name="weird", msg={"kind": "stream_object"}, window=10)
         self.assertFalse(reply["ok"], reply)
         self.assertEqual(reply["error"]["type"], "SerializationError", reply)
-        self.assertIn("item[0].b is a object", reply["error"]["message"])
+        self.assertIn("item[0].b is an object", reply["error"]["message"])
         self.assertEqual(c.call("executeModel", name="weird", msg={"kind": "keys"})["1"], b64(b"i"))  # the connection goes on
 
     def test_bytes_in_dict_subclasses_and_under_keys_that_are_not_strings(self):
@@ -258,7 +258,7 @@ class BytesChaosTest(ServerTestCase):
         self.assertEqual(reply["$bytes"], [["result", "value", "png"]])
         reply = c.request("eval", code="[b'x', object()]")
         self.assertEqual(reply["error"]["type"], "SerializationError", reply)
-        self.assertIn("[1] is a object", reply["error"]["message"])
+        self.assertIn("[1] is an object", reply["error"]["message"])
         # A host that did not ask: refused as before.
         old = self.connect()
         reply = old.request("eval", code="b'x'")
@@ -343,7 +343,7 @@ class HostCallBytesTest(ServerTestCase):
             "        except host.HostError as exc:\n"
             "            return str(exc)\n"))
         message = c.call("executeModel", name="m", msg={})
-        self.assertIn("args.o is a object", message)
+        self.assertIn("args.o is an object", message)
         self.assertEqual(c.host_requests, [])
 
     def test_large_bytes_arguments_go_raw_to_a_spill_file(self):

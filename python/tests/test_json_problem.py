@@ -60,7 +60,7 @@ class DescribeNotJsonTest(unittest.TestCase):
             ({"score": float("nan")}, "result.score is nan (NaN and infinities are not JSON: use None)"),
             ({"not an identifier": [float("inf")]}, "result['not an identifier'][0] is inf (NaN and infinities are not JSON: use None)"),
             ({(1, 2): "x"}, "result has a key (1, 2) of type tuple (keys must be str, int, float, bool or None)"),
-            (object(), "result is a object (convert it to a dict, list, str, number, bool or None)"),
+            (object(), "result is an object (convert it to a dict, list, str, number, bool or None)"),
             ({"t": Tensor()}, "result.t is a tests.test_json_problem.Tensor (use .tolist())"),
             ({"f": Frame()}, "result.f is a tests.test_json_problem.Frame (use .to_dict())"),
             ({"r": Record()}, "result.r is a tests.test_json_problem.Record (use .model_dump())"),

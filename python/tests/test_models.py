@@ -812,7 +812,7 @@ class BatchTest(unittest.TestCase):
     def test_a_wrong_number_of_results_is_an_error_naming_both_counts(self):
         registry = self.registry()
         registry.add("b", {"source": "class M:\n    batch_size = 3\n    def execute_batch(self, msgs):\n        return msgs[1:]\n"})
-        with self.assertRaisesRegex(Exception, "execute_batch returned 1 results for 2 messages"):
+        with self.assertRaisesRegex(Exception, "execute_batch returned 1 result for 2 messages"):
             registry.get("b").run_batch([1, 2])
 
     def test_over_the_wire(self):

@@ -233,7 +233,7 @@ class SegmentsReadTest(SpillDirCase):
 
         cases = [
             ("key missing", case((["result", "b"], "t")), r"string segment 0 at \['result', 'b'\]: no key 'b' at step 1"),
-            ("index out of range", case((["result", "l", 1], "t")), r'no index 1 at step 2 \(the array has 1 items\)'),
+            ("index out of range", case((["result", "l", 1], "t")), r'no index 1 at step 2 \(the array has 1 item\)'),
             ("str step on a list", case((["result", "l", "0"], "t")), "step 2 is the key '0', but the value there is an array"),
             ("int step on an object", case((["result", 0], "t")), "step 1 is the index 0, but the value there is an object"),
             ("through a string", case((["result", "s", 0], "t")), "step 2: not an object or array"),

@@ -70,11 +70,12 @@ export interface InferenceStreamOptions {
   /** The error a retired stream ends with (`retire`). */
   retiredError?: () => Error;
   /**
-   * What an error after the first item is shown as: its message is the last
-   * record, and it is the error `onEnd` gets (the route hides the models
-   * directory in it, as in its error bodies). The error itself without it.
+   * What an error after the first item (`items` items sent) is shown as:
+   * its message is the last record, and it is the error `onEnd` gets (the
+   * route names the model and its setting in a timeout, and hides the
+   * models directory, as in its error bodies). The error itself without it.
    */
-  hideError?: (err: unknown) => Promise<unknown>;
+  hideError?: (err: unknown, items: number) => Promise<unknown>;
   /**
    * Called once, when the stream is over: `"done"` after its last item,
    * `{ error }` with the error that ended it after its first item,
@@ -149,6 +150,8 @@ export async function inferenceStreamResponse(
     );
   };
   let pending: IteratorResult<unknown> | undefined = first;
+  /** The items sent, for an error after them (hideError). */
+  let sent = 0;
   const body = new ReadableStream<Uint8Array>({
     async pull(controller) {
       try {
@@ -175,10 +178,11 @@ export async function inferenceStreamResponse(
           return;
         }
         controller.enqueue(await record(next.value));
+        sent++;
       } catch (caught) {
         const err = options.hideError === undefined
           ? caught
-          : await options.hideError(caught).catch(() => caught);
+          : await options.hideError(caught, sent).catch(() => caught);
         const message = err instanceof Error ? err.message : String(err);
         end({ error: err });
         controller.enqueue(

@@ -2,7 +2,9 @@
  * A model call's timeout, as the gateway's client and operator can act on
  * it. The pool says "Cannot complete executeModel: timed out after 2000 ms":
  * its internal command, neither the model nor the setting that chose the
- * time. The 504 of the execute and stream routes names both.
+ * time. The 504 of the execute and stream routes names both, and so does
+ * the error that ends a stream after its first item (its SSE `error` event,
+ * gRPC ModelStreamInfer's last response).
  *
  * @module
  */
@@ -22,8 +24,11 @@ const TIMED_OUT = /: timed out (after \d+ ms|in the pool queue)$/;
  * internal `asked@version`, when it differs), the time, and where the time
  * came from: the request's `?timeout=` when it lowered the model's, the
  * model's `timeout` (its `pyproxy.json` entry or `PUT` body), its class's
- * `timeout_ms`, or the gateway's `limits.requestTimeout`. Only on the error
- * path: nothing per call.
+ * `timeout_ms`, or the gateway's `limits.requestTimeout`. With `itemsSent`
+ * (a stream that timed out after its first item) it says the stream ran all
+ * that time and how many items it sent: the timeout covers the whole stream,
+ * not each item (`limits.streamIdleTimeout`, the other bound, ends it with a
+ * `StreamIdleError` of its own). Only on the error path: nothing per call.
  *
  * @example
  * ```ts ignore
@@ -37,6 +42,7 @@ export function explainedTimeout(
   asked: string,
   name: string,
   timeoutParam: string | undefined,
+  itemsSent?: number,
 ): unknown {
   if (!(err instanceof TimeoutError)) return err;
   const how = TIMED_OUT.exec(err.message)?.[1];
@@ -56,6 +62,14 @@ export function explainedTimeout(
     : ctx.catalog.get(name)?.timeoutSource === "class"
     ? `its class's timeout_ms (a "timeout" in its pyproxy.json entry or PUT body overrides it)`
     : `its "timeout" (its pyproxy.json entry or PUT body)`;
+  if (itemsSent !== undefined) {
+    return new TimeoutError(
+      `Cannot complete the stream of ${model}: it ran ${ms} ms, the limit of a whole stream, ${source}; cancelled after ${itemsSent} ${
+        itemsSent === 1 ? "item" : "items"
+      }`,
+      { cause: err },
+    );
+  }
   return new TimeoutError(
     `Cannot run ${model}: no answer within ${ms} ms, ${source}; ${
       how === "in the pool queue"

@@ -107,6 +107,8 @@ export interface ResolvedConfig {
     requestTimeout: number;
     loadTimeout: number;
     streamIdleTimeout: number;
+    /** Idle keep-alive bound after a fixed answer, ms (Bun only). */
+    keepAliveTimeout: number;
     shutdownGrace: number;
     /**
      * Milliseconds served after SIGINT/SIGTERM before the drain, readiness
@@ -217,6 +219,7 @@ export const DEFAULTS = {
   requestTimeout: 30_000,
   loadTimeout: 120_000,
   streamIdleTimeout: 60_000,
+  keepAliveTimeout: 75_000,
   shutdownGrace: 10_000,
   shutdownDelay: 0,
   historySize: 50,
@@ -523,6 +526,7 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       loadTimeout: limits.loadTimeout ?? DEFAULTS.loadTimeout,
       streamIdleTimeout: limits.streamIdleTimeout ??
         DEFAULTS.streamIdleTimeout,
+      keepAliveTimeout: limits.keepAliveTimeout ?? DEFAULTS.keepAliveTimeout,
       shutdownGrace: limits.shutdownGrace ?? DEFAULTS.shutdownGrace,
       shutdownDelay: limits.shutdownDelay ?? DEFAULTS.shutdownDelay,
       ...(limits.maxInFlightPerWorker === undefined

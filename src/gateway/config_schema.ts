@@ -194,6 +194,12 @@ export interface GatewayConfig {
      * before the stream is cancelled, in milliseconds.
      */
     streamIdleTimeout?: number | undefined;
+    /**
+     * Time an HTTP/1.1 keep-alive connection may stay idle after a fixed
+     * answer before the gateway closes it, in milliseconds (Bun; Deno's
+     * server has no such bound).
+     */
+    keepAliveTimeout?: number | undefined;
     /** Concurrent requests per worker. */
     maxInFlightPerWorker?: number | undefined;
     /** Queued requests before refusing. */
@@ -490,6 +496,7 @@ const LimitsSchema: v.GenericSchema<
   requestTimeout: v.optional(int(1)),
   loadTimeout: v.optional(int(1)),
   streamIdleTimeout: v.optional(int(1)),
+  keepAliveTimeout: v.optional(int(1000, 255_000)),
   maxInFlightPerWorker: v.optional(int(1)),
   maxQueue: v.optional(int(0)),
   evalReplayBudget: v.optional(int(0)),

@@ -38,6 +38,7 @@ import {
 } from "./_grpc_health.ts";
 import { HealthWatchers } from "./_grpc_health_watch.ts";
 import { streamInfer } from "./_grpc_stream_infer.ts";
+import { listenerAccepts } from "./_listener_accepts.ts";
 import { trackUnread, Unread, unreadOf, UnreadTotal } from "./_grpc_unread.ts";
 import { setTimeoutOrNever } from "../_timer.ts";
 
@@ -289,6 +290,12 @@ export interface GrpcServer {
    * clients reconnect); nothing once the server is closing.
    */
   listenAgain(): Promise<void>;
+  /**
+   * Whether the listener still accepts connections (a connection of its
+   * own, waited for up to `timeoutMs`): {@linkcode GrpcServer.listenAgain}
+   * only when it does not. `true` once the server is closing.
+   */
+  accepting(timeoutMs?: number): Promise<boolean>;
 }
 
 /**
@@ -501,6 +508,10 @@ export async function serveGrpc(
         cert: tls.cert,
         key: tls.key,
       });
+    },
+    accepting(timeoutMs = 1000) {
+      if (closing !== undefined) return Promise.resolve(true);
+      return listenerAccepts(server, options.hostname, port, timeoutMs);
     },
     listenAgain() {
       if (closing !== undefined) return Promise.resolve();

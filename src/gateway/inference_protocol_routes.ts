@@ -478,7 +478,11 @@ export function inferenceProtocolRoutes(
             (item) => inferenceResponse(item, inference, about),
             {
               signal: request.signal,
-              hideError: (err) => hideDir(err, request),
+              hideError: (err, items) =>
+                hideDir(
+                  explainedTimeout(ctx, err, user, name, undefined, items),
+                  request,
+                ),
               ...(hold === undefined ? {} : {
                 retire: hold.signal,
                 retiredError: () =>

@@ -806,6 +806,11 @@ interface StreamFailure {
   request: Request;
   /** The gateway's tracing, told of an error after the first item. */
   tracing: RouteContext["tracing"];
+  /**
+   * `err` as the client sees it when it ended the stream after `items`
+   * items: a timeout names the model and its setting (explainedTimeout).
+   */
+  explain: (err: unknown, items: number) => unknown;
 }
 
 /**
@@ -895,7 +900,7 @@ async function* streamEvents(
     outcome.status = 200;
     yield { event: "end", data: { items: seq } };
   } catch (err) {
-    yield await errorEvent(err, failure, outcome);
+    yield await errorEvent(err, failure, outcome, seq);
   } finally {
     stop.removeEventListener("abort", onStop!);
     if (onRetire !== undefined) retire?.removeEventListener("abort", onRetire);
@@ -905,14 +910,17 @@ async function* streamEvents(
 
 /**
  * The `error` event that ends a model stream (`{"error": ...}` as execute's
- * error bodies); `outcome.status` becomes its error's status.
+ * error bodies) after `items` items when its model's call failed;
+ * `outcome.status` becomes its error's status.
  */
 async function errorEvent(
   err: unknown,
   failure: StreamFailure,
   outcome: { status: number },
+  items?: number,
 ): Promise<SseEvent> {
-  const res = streamError(err, failure, await failure.hide(err));
+  const shown = items === undefined ? err : failure.explain(err, items);
+  const res = streamError(err, failure, await failure.hide(shown));
   outcome.status = res.status;
   const data = await res.json();
   // Its span ends with this error, not with the 200 the stream began with.
@@ -1137,6 +1145,15 @@ export function modelRoutes(ctx: RouteContext): Hono {
       requestId: () => requestId ??= crypto.randomUUID(),
       request: c.req.raw,
       tracing: ctx.tracing,
+      explain: (err, items) =>
+        explainedTimeout(
+          ctx,
+          err,
+          asked,
+          failure.model,
+          c.req.query("timeout"),
+          items,
+        ),
     };
     if (name.length > MAX_NAME) {
       return errorResponse(notFound(name), false, failure.requestId());

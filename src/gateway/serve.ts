@@ -53,6 +53,7 @@ import { checkTokenFileInterval } from "./_token_file_interval.ts";
 import { GatewayMetrics } from "./metrics.ts";
 import { hasModel } from "./_pool_reads.ts";
 import { type GatewayModelInfo, ModelCatalog } from "./model_catalog.ts";
+import { ListenerLog } from "./_listener_log.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
 import { modelFiles } from "./_model_files.ts";
 import { isLoopback } from "./security.ts";
@@ -611,6 +612,7 @@ export async function serve(
   const skippedModels: Array<{ name: string; error: string }> = [];
   let server: HttpServer | undefined;
   let grpcServer: GrpcServer | undefined;
+  let listenerLog: ListenerLog | undefined;
   const drain = new AbortController();
   // Aborted at the shutdown's start: the readiness routes say not ready,
   // through the delay (limits.shutdownDelay) and the drain.
@@ -736,25 +738,31 @@ export async function serve(
     });
     const handler: FetchHandler = (req, info) => app.fetch(req, info);
     // Deno's accept loop ends at EMFILE (connections that never speak fill
-    // the fd table): the port is listened on again (docs/security.md).
-    const onListener = (event: ListenerEvent) => {
-      if (event.type === "failed") {
-        logger.error(
-          `The HTTP port stopped accepting connections (${event.error.message}). Listening again in ${event.retryIn} ms, and every ${event.retryIn} ms until it can (docs/security.md, "Connections that never speak")`,
-        );
-      } else {
-        logger.info(`The HTTP port accepts connections again (${event.port})`);
-        // The fd table was full: the gRPC port's listener (node:net) may
-        // have died as silently as it does on Deno, so it is made again.
-        grpcServer?.listenAgain().then(
-          () => logger.info("The gRPC port listens again"),
-          (err: Error) =>
-            logger.error(
-              `The gRPC port could not listen again (${err.message}): restart the gateway to serve gRPC`,
-            ),
-        );
-      }
-    };
+    // the fd table): the port is listened on again (docs/security.md), and
+    // said at a bounded rate (a flood fails it again every second).
+    let probing = false;
+    listenerLog = new ListenerLog({
+      logger,
+      // The fd table was full: the gRPC port's listener (node:net) may
+      // have died as silently as it does on Deno, so it is made again if
+      // it did (listening again sends its idle connections a GOAWAY: not
+      // at every turn of a flood).
+      onListening: () => {
+        if (grpcServer === undefined || probing) return;
+        probing = true;
+        const grpc = grpcServer;
+        grpc.accepting().then((accepting) =>
+          accepting ? undefined : grpc.listenAgain().then(
+            () => logger.info("The gRPC port listens again"),
+            (err: Error) =>
+              logger.error(
+                `The gRPC port could not listen again (${err.message}): restart the gateway to serve gRPC`,
+              ),
+          )
+        ).finally(() => probing = false);
+      },
+    });
+    const onListener = (event: ListenerEvent) => listenerLog?.event(event);
     try {
       server = await runtime.serve(
         {
@@ -764,6 +772,7 @@ export async function serve(
           // this one (there is no other way on Deno), which then closes.
           ...(tls === undefined ? {} : { tls, reusePort }),
           onListener,
+          keepAliveTimeout: config.limits.keepAliveTimeout,
         },
         handler,
       );
@@ -949,6 +958,7 @@ export async function serve(
           left,
         ]);
         await grpc?.close();
+        listenerLog?.close();
         clearTimeout(timer);
         // The spans of the last calls: sent, up to 2 s more (tracing on);
         // then its timers stopped and its TLS client freed.
@@ -1073,6 +1083,7 @@ export async function serve(
           tls: cert,
           reusePort: true,
           onListener,
+          keepAliveTimeout: config.limits.keepAliveTimeout,
         }, handler);
       } catch (err) {
         throw new ConfigError(
@@ -1370,6 +1381,7 @@ export async function serve(
     stop.abort();
     await server?.shutdown().catch(() => {});
     await grpcServer?.close();
+    listenerLog?.close();
     await pool.close();
     throw interruption() ?? err;
   }

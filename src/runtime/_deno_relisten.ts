@@ -7,7 +7,9 @@
  * handled, so the process exited (the gateway with its workers); handled,
  * the port stays closed (connection refused) for the process's life. Here
  * the rejection is caught and the same port listened on again once fds
- * may have been freed, every `retryIn` ms until it succeeds (hyper's
+ * may have been freed, every `retryIn` ms until it succeeds, for as long as
+ * it takes (a port another process took meanwhile included: it may leave;
+ * each failed attempt is told, `retryFailed`) (hyper's
  * `sleep_on_errors` waits a second in the same case; denoland/deno#10148).
  * The failed server's connections are gone already: Deno closes them as
  * its loop ends.
@@ -38,7 +40,11 @@ export type DenoListen = (
 export interface RelistenOptions {
   /** Aborted: the server stops for good (no listening again). */
   signal?: AbortSignal;
-  /** Told of a failure (once per failure) and of the listener it made next. */
+  /**
+   * Told of a failure (once per failure), of each attempt to listen again
+   * that failed (`retryFailed`, `portTaken` when another process has the
+   * port) and of the listener it made next.
+   */
   onEvent?: (event: ListenerEvent) => void;
   /**
    * The wait before listening again, and between attempts that fail.
@@ -138,9 +144,18 @@ export class Relisten {
         this.#watch(this.#listen(this.#port, (addr) => {
           this.#onEvent?.({ type: "listening", port: addr.port });
         }));
-      } catch {
+      } catch (err) {
         // Still out of fds (socket() itself fails), or the port taken
-        // meanwhile: the first failure was told, not each attempt.
+        // meanwhile by another process (which may leave it: tried again,
+        // as the operator is told).
+        const error = err instanceof Error ? err : new Error(String(err));
+        this.#onEvent?.({
+          type: "retryFailed",
+          error,
+          retryIn: this.#retryIn,
+          portTaken: error instanceof Deno.errors.AddrInUse ||
+            (error as { code?: unknown }).code === "EADDRINUSE",
+        });
         this.#again();
       }
     }, this.#retryIn);

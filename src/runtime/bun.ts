@@ -66,6 +66,11 @@ interface BunServer {
   readonly pendingWebSockets: number;
   stop(closeActiveConnections?: boolean): Promise<void> | void;
   requestIP(request: Request): { address: string } | null;
+  /**
+   * Sets the idle timeout of `request`'s connection, in seconds (0: none);
+   * missing in older Bun versions (the connection then stays open, as before).
+   */
+  timeout?(request: Request, seconds: number): void;
   upgrade(
     request: Request,
     options: { data: unknown; headers?: Record<string, string> },
@@ -246,16 +251,24 @@ function serveHttp(
     signal?: AbortSignal;
     tls?: { cert: string; key: string };
     reusePort?: boolean;
+    keepAliveTimeout?: number;
   },
   handler: FetchHandler,
   upgrades: BunWebSocketUpgrades,
 ): Promise<HttpServer> {
+  // Bun's timeouts are whole seconds, 1 to 255.
+  const keepAlive = Math.min(
+    255,
+    Math.max(1, Math.ceil((options.keepAliveTimeout ?? 75_000) / 1000)),
+  );
   const server = bunGlobal().serve({
     hostname: options.hostname,
     port: options.port,
     ...(options.reusePort === true ? { reusePort: true } : {}),
     // Bun closes connections idle for 10 s by default, which would cut quiet
-    // streaming responses (events, eval output); Deno has no such limit.
+    // streaming responses (events, eval output) and model calls slower than
+    // that; Deno has no such limit. A fixed answer's connection gets its
+    // keep-alive bound once it is made (fetch, below).
     idleTimeout: 0,
     // Bun refuses bodies over 128 MiB by default, with an empty 413 of its
     // own; Deno has no such limit, and the gateway applies its bodyLimit.
@@ -270,7 +283,20 @@ function serveHttp(
       // Bun upgrades here, once the handler chose to (runtime.upgradeWebSocket).
       if (upgrades.complete(request, srv)) return undefined;
       // A 101 not upgraded (Bun refused the handshake): not sent as it is.
-      return response.status === 101 ? upgradeRefused() : response;
+      if (response.status === 101) return upgradeRefused();
+      // A fixed answer: the connection may be idle from now on (keep-alive),
+      // and is closed once it has been for keepAliveTimeout (Bun restores
+      // the server's idleTimeout, 0, at the connection's next request: a
+      // slow call made on it later is not cut). Not an event
+      // stream (model streams, eval output, channels), which may be quiet
+      // for longer between its events. (Its body cannot be told apart
+      // otherwise: Bun shows every body as a ReadableStream.)
+      if (
+        response.headers.get("content-type")?.startsWith(
+          "text/event-stream",
+        ) !== true
+      ) srv.timeout?.(request, keepAlive);
+      return response;
     },
     error: () => new Response("Internal Server Error", { status: 500 }),
     websocket: upgrades.handlers,

@@ -64,9 +64,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/binary.py",
-      size: 7797,
+      size: 7847,
       sha256:
-        "a19df977064011489f6486a6e5912b8dba75c51c9e9fe017f21a7e598ecf2ea1",
+        "7cdbf506285961a8064fe127316a54e717ab4b19c5bc249648e0a5a3951bf30c",
     },
     {
       path: "pyproxy_server/call.py",
@@ -112,9 +112,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/errors.py",
-      size: 15305,
+      size: 16477,
       sha256:
-        "822f3a944c8961d282ee8182500f5fc9e212c1127a0e5cc9bce020215300f154",
+        "9d966b71210fb1b55ef2f40fc26cf8e95ecba347cfb16e82bfcf39999148cfb2",
     },
     {
       path: "pyproxy_server/eval.py",
@@ -172,9 +172,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/json_problem.py",
-      size: 7552,
+      size: 7602,
       sha256:
-        "36673d80130de690d7916de12b9e425b7ca8ccf384c102f3c914c1afbea9ec73",
+        "30360ae743b78808747376e0136048572e82682a69e50c56cde1bf50bdcbb966",
     },
     {
       path: "pyproxy_server/long_int.py",
@@ -190,9 +190,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 61963,
+      size: 62017,
       sha256:
-        "4cab5806e77d53898026f6889b644d9eaada2bb50edd4f5a775ba71632aaae4d",
+        "1cefbc3e4c71f098d29d5f4b94723a5fce907a88ea5b1752a3e0d7ab5d916cd1",
     },
     {
       path: "pyproxy_server/server.py",
@@ -214,15 +214,21 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 28859,
+      size: 28895,
       sha256:
-        "9a794fd5f5fae11ae4d898d9beffca75ea2cb5ee1fcbbaad983cdf8ae2a88130",
+        "429fba66aa3ab4d39f982ab39027fc8214287371895e65568a523f93220488ba",
     },
     {
       path: "pyproxy_server/stream_producer.py",
       size: 8076,
       sha256:
         "2cb853f1f56b16f76d7b7c228d3d7c8e6b2ce5caab340fa0e1515ba6d249df7d",
+    },
+    {
+      path: "pyproxy_server/wording.py",
+      size: 651,
+      sha256:
+        "613a83944cc97d999718ffdb3addcfcbecffb3e12bca262860de01d0d0d761d5",
     },
   ],
 };

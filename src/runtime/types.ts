@@ -197,21 +197,24 @@ export interface ServeRequestInfo {
  * told to its `onListener`: its accept loop failed (`failed`: Deno's ends
  * for good on an error such as `EMFILE`, "Too many open files", which
  * silent connections reach; the server listens again `retryIn` ms later,
- * and again every `retryIn` ms while it cannot), and it listens again
- * (`listening`).
+ * and again every `retryIn` ms while it cannot), an attempt to listen again
+ * failed (`retryFailed`: still out of fds, or `portTaken`, `EADDRINUSE`:
+ * another process listens on the port since; tried again `retryIn` ms
+ * later), and it listens again (`listening`).
  *
  * @example
  * ```ts
  * import type { ListenerEvent } from "./types.ts";
  * const log = (event: ListenerEvent) =>
- *   event.type === "failed"
- *     ? `accept failed (${event.error.message}): again in ${event.retryIn} ms`
- *     : `listening again on ${event.port}`;
+ *   event.type === "listening"
+ *     ? `listening again on ${event.port}`
+ *     : `${event.type} (${event.error.message}): again in ${event.retryIn} ms`;
  * console.log(log({ type: "listening", port: 8000 }));
  * ```
  */
 export type ListenerEvent =
   | { type: "failed"; error: Error; retryIn: number }
+  | { type: "retryFailed"; error: Error; retryIn: number; portTaken: boolean }
   | { type: "listening"; port: number };
 
 /**
@@ -420,6 +423,14 @@ export interface Runtime {
        * loop ends on `EMFILE` and closed the port for good; Bun's goes on).
        */
       onListener?: (event: ListenerEvent) => void;
+      /**
+       * Milliseconds an HTTP/1.1 keep-alive connection may stay idle after
+       * a fixed answer (one whose body is not an event stream) before it is
+       * closed (Bun; Deno's server has no such bound). A request's own time
+       * is not bounded (a slow model call), nor an event stream's.
+       * @default {75000}
+       */
+      keepAliveTimeout?: number;
     },
     handler: FetchHandler,
   ): Promise<HttpServer>;
