@@ -221,8 +221,15 @@ export async function startGatewayProcess(
     shutdown,
     draining,
     async [Symbol.asyncDispose]() {
+      // A shutdown the test made itself already reported its failure (a
+      // GatewayProcessDied with the stderr's end): thrown again here, the
+      // runner showed only "SuppressedError: An error was suppressed during
+      // disposal", hiding both.
+      const made = stopping !== undefined;
       try {
-        await shutdown();
+        await shutdown().catch((err) => {
+          if (!made) throw err;
+        });
       } finally {
         await Deno.remove(dir, { recursive: true });
       }
