@@ -11,6 +11,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -236,6 +237,14 @@ class ServerProcess:
     def kill(self):
         for client in self.clients:
             client.close()
+        # The server leads a process group (``lead_process_group``), as the
+        # host kills it: what its models forked (a ``multiprocessing`` pool's
+        # workers) ends with it. A pool worker of a test that failed stayed
+        # running for good, blocked on its queue's lock.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (AttributeError, OSError):  # no such group (it leads none), or no process groups
+            pass
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()

@@ -7,6 +7,7 @@ wakeup fd the child shared with it, and was ignored by the child."""
 
 import os
 import signal
+import time
 import unittest
 
 from ._client import ServerProcess
@@ -56,6 +57,53 @@ class ForkedChildrenTest(unittest.TestCase):
             self.assertEqual(c.call("executeModel", name="pool", msg={}, timeout=10), [2, 1, 0, 1])
         self.assertEqual(c.call("ping"), "pong")
         self.assertIsNone(self.server.proc.poll())
+
+
+# Forks a child that outlives its call (a pool worker left running), and
+# answers with its pid.
+LINGERS = """
+import os, time
+
+class Model:
+    def execute(self, msg):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(600)
+            os._exit(0)
+        return {"pid": pid}
+"""
+
+
+@unittest.skipUnless(hasattr(os, "fork"), "no fork here")
+class ForkedChildrenKilledTest(unittest.TestCase):
+    def test_the_harness_kill_ends_what_the_models_forked(self):
+        # As the host does (it signals the server's process group): a test
+        # that failed with a multiprocessing pool left its workers running.
+        server = ServerProcess()
+        try:
+            c = server.connect()
+            c.call("addModel", name="lingers", source=LINGERS)
+            pid = c.call("executeModel", name="lingers", msg={}, timeout=10)["pid"]
+            self.assertTrue(_running(pid))
+        finally:
+            server.kill()
+        deadline = time.monotonic() + 10
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertFalse(_running(pid), "the forked child outlived the server")
+
+
+def _running(pid):
+    """Whether ``pid`` runs (not gone, not a zombie waiting to be reaped)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
 
 if __name__ == "__main__":
