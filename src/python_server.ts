@@ -26,6 +26,7 @@ import {
 import { setTimeoutOrNever } from "./_timer.ts";
 import { innerServerPid } from "./_inner_server_pid.ts";
 import { StderrLog } from "./_stderr_log.ts";
+import { connectHost } from "./_connect_host.ts";
 
 /**
  * Variables of the host's environment a server never inherits: the gateway's
@@ -907,12 +908,6 @@ const BOOTSTRAP = "import sys\n" +
 // PYTHONPATH's separator, as Python reads it (os.pathsep).
 function pathDelimiter(): string {
   return process.platform === "win32" ? ";" : ":";
-}
-
-function connectHost(host: string): string {
-  if (host === "0.0.0.0" || host === "") return "127.0.0.1";
-  if (host === "::") return "::1";
-  return host;
 }
 
 async function exitsWithin(

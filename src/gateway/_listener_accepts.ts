@@ -12,6 +12,7 @@
  * @module
  */
 import * as net from "node:net";
+import { connectHost } from "../_connect_host.ts";
 
 /**
  * Resolves `true` when `server` accepts a connection to `hostname:port`
@@ -46,12 +47,10 @@ export function listenerAccepts(
     server.on("connection", onConnection);
     let socket: net.Socket;
     try {
-      socket = net.connect({ port, host: probeHost(hostname) });
+      socket = net.connect({ port, host: connectHost(hostname) });
     } catch {
       // Cannot tell (no fd for the probe itself).
-      clearTimeout(timer);
-      server.off("connection", onConnection);
-      resolve(true);
+      done(true);
       return;
     }
     socket.on(
@@ -62,11 +61,4 @@ export function listenerAccepts(
     // closed at once (`maxConnections` reached).
     socket.on("close", () => done(true));
   });
-}
-
-/** The address a connection to a listener on `hostname` goes to. */
-function probeHost(hostname: string): string {
-  if (hostname === "" || hostname === "0.0.0.0") return "127.0.0.1";
-  if (hostname === "::" || hostname === "[::]") return "::1";
-  return hostname.startsWith("[") ? hostname.slice(1, -1) : hostname;
 }

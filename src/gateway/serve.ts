@@ -63,16 +63,10 @@ import { otherListeners } from "./_port_sharers.ts";
 import { workerEnv } from "./_worker_env.ts";
 import type { GrpcServer } from "./grpc_server.ts";
 import { setTimeoutOrNever } from "../_timer.ts";
+import { connectHost } from "../_connect_host.ts";
 
 /** Addresses that bind every interface: no client can connect to them. */
 const WILDCARD = new Set(["0.0.0.0", "::", "[::]"]);
-
-/** The address a client of this machine uses for a bound `hostname`. */
-function urlHost(hostname: string): string {
-  if (hostname === "0.0.0.0") return "127.0.0.1";
-  if (hostname === "::" || hostname === "[::]") return "::1";
-  return hostname;
-}
 
 /** `host:port`, with an IPv6 address in brackets. */
 function hostPort(host: string, port: number): string {
@@ -800,7 +794,7 @@ export async function serve(
     port = server.port;
     if (server.warning !== undefined) logger.warn(server.warning);
     const url = `${tls === undefined ? "http" : "https"}://${
-      hostPort(urlHost(server.hostname), server.port)
+      hostPort(connectHost(server.hostname), server.port)
     }`;
     if (config.grpc !== undefined) {
       // Off unless asked: the HTTP gateway pays nothing for it (node:http2
@@ -1364,7 +1358,7 @@ export async function serve(
       hostname: server.hostname,
       ...(grpc === undefined
         ? {}
-        : { grpcTarget: hostPort(urlHost(grpc.hostname), grpc.port) }),
+        : { grpcTarget: hostPort(connectHost(grpc.hostname), grpc.port) }),
       pool,
       hub,
       app,
