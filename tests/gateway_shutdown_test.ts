@@ -403,52 +403,31 @@ Deno.test("GatewayServer.shutdown with a grace beyond a timer's range (2^31 ms: 
 
 Deno.test("GatewayServer.shutdown: answers written while draining say Connection: close, so a keep-alive client sends no request that the close would reset", async () => {
   await using gw = await startGateway({ limits: { shutdownGrace: 10_000 } });
-  const port = Number(new URL(gw.url).port);
   // Raw HTTP/1.1 keep-alive connections: the model route's direct path
   // (no query string), and another route of the app (TensorFlow Serving's
   // :predict).
-  const send = async (path: string, message: unknown) => {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const send = (path: string, message: unknown) => {
     const body = JSON.stringify(message);
-    await conn.write(
-      new TextEncoder().encode(
-        `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
-      ),
-    );
-    return conn;
+    return partialRequest(gw, "POST", path, body, {
+      contentLength: body.length,
+      headers: { "Content-Type": "application/json" },
+    });
   };
-  const head = async (conn: Deno.Conn): Promise<string> => {
-    const chunks: Uint8Array[] = [];
-    const buffer = new Uint8Array(4096);
-    let text = "";
-    while (!text.includes("\r\n\r\n")) {
-      const n = await conn.read(buffer);
-      if (n === null) break;
-      chunks.push(buffer.slice(0, n));
-      text = new TextDecoder().decode(
-        new Uint8Array(chunks.flatMap((c) => [...c])),
-      );
-    }
-    return text.slice(0, text.indexOf("\r\n\r\n")).toLowerCase();
-  };
-  const direct = await send("/v1/models/slow/execute", { seconds: 0.5 });
-  const routed = await send("/v1/models/slow:predict", {
+  await using direct = await send("/v1/models/slow/execute", {
+    seconds: 0.5,
+  });
+  await using routed = await send("/v1/models/slow:predict", {
     instances: [{ seconds: 0.5 }],
   });
-  try {
-    await until(
-      async () => (await (await gw.fetch("/v1/status")).json()).inFlight === 2,
-      "both calls in flight",
-    );
-    const stopped = gw.shutdown();
-    for (const conn of [direct, routed]) {
-      const text = await head(conn);
-      assert.match(text, /^http\/1\.1 200/, text);
-      assert.match(text, /\r\nconnection: close\r\n/, text);
-    }
-    await stopped;
-  } finally {
-    direct.close();
-    routed.close();
+  await until(
+    async () => (await (await gw.fetch("/v1/status")).json()).inFlight === 2,
+    "both calls in flight",
+  );
+  const stopped = gw.shutdown();
+  for (const request of [direct, routed]) {
+    const res = await request.response;
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("connection"), "close");
   }
+  await stopped;
 });
