@@ -28,6 +28,38 @@ async function healthyWithin(url: string, ms: number): Promise<string> {
   return last;
 }
 
+/**
+ * Opens connections that never speak to `port` until one is refused (the
+ * gateway's accept failed at EMFILE and its listener closed), for up to
+ * `ms` ms, pushing each to `conns` (to close); whether one was refused. A
+ * loaded gateway accepts slower than connections land in its backlog, so
+ * past `pace` connections each next one waits a little for it to catch up:
+ * no count alone tells when its table is full.
+ */
+async function fillUntilRefused(
+  port: number,
+  conns: Deno.Conn[],
+  { ms = 20_000, pace = 200 }: { ms?: number; pace?: number } = {},
+): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    try {
+      conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+    } catch (err) {
+      // Refused, or reset when the listener closed during the handshake.
+      if (
+        err instanceof Deno.errors.ConnectionRefused ||
+        err instanceof Deno.errors.ConnectionReset
+      ) return true;
+      throw err;
+    }
+    if (conns.length >= pace) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+  return false;
+}
+
 Deno.test({
   name:
     "serve listens again on its HTTP port after connections that never speak filled its fd table (EMFILE)",
@@ -45,13 +77,7 @@ Deno.test({
       // Deno.serve's accept loop fails at EMFILE and closes the port
       // (refused from then on). Before, the unhandled rejection ended the
       // process, the port refused the same way, for good.
-      while (!refused && conns.length < 400) {
-        try {
-          conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
-        } catch {
-          refused = true;
-        }
-      }
+      refused = await fillUntilRefused(port, conns);
     } finally {
       for (const conn of conns) conn.close();
     }
@@ -103,14 +129,7 @@ Deno.test({
     const grpcPort = Number(target.slice(target.lastIndexOf(":") + 1));
     const conns: Deno.Conn[] = [];
     try {
-      let refused = false;
-      while (!refused && conns.length < 400) {
-        try {
-          conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
-        } catch {
-          refused = true;
-        }
-      }
+      const refused = await fillUntilRefused(port, conns);
       assert.ok(
         refused,
         "the HTTP port refused a connection once the fds ran out",
@@ -170,14 +189,7 @@ Deno.test({
       const port = Number(new URL(gateway.url).port);
       const conns: Deno.Conn[] = [];
       try {
-        let refused = false;
-        while (!refused && conns.length < 400) {
-          try {
-            conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
-          } catch {
-            refused = true;
-          }
-        }
+        const refused = await fillUntilRefused(port, conns);
         assert.ok(refused, "the HTTP port refused a connection");
         // No gRPC connection while the table is full: its listener lives.
       } finally {
