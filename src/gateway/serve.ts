@@ -778,7 +778,10 @@ export async function serve(
       // (a second serve started with this one: both passed the probe,
       // before their models loaded); the kernel would share the
       // connections between them, silently.
-      const others = otherListeners(server.port);
+      // Deno without --allow-all would ask for /proc: cannot tell then.
+      const others = runtime.mayReadProc?.() === false
+        ? 0
+        : otherListeners(server.port);
       if (others > 0) {
         throw listenError(
           config,

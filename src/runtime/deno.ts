@@ -136,6 +136,48 @@ async function readRest(file: Deno.FsFile): Promise<Uint8Array> {
 }
 
 /**
+ * Every permission: Deno reads `/proc` only when all of them are granted
+ * (`import` among them, which Deno's `PermissionName` type leaves out).
+ */
+const ALL_PERMISSIONS: readonly string[] = [
+  "read",
+  "write",
+  "net",
+  "env",
+  "sys",
+  "run",
+  "ffi",
+  "import",
+];
+
+/**
+ * Whether this process has every permission (`--allow-all`), which Deno
+ * requires to read Linux's `/proc`, `/dev` and `/sys` (denoland/deno#23703,
+ * #30979): `--allow-read` alone is not enough. Without it an access there
+ * asks on a terminal (serve stopped at its start on a prompt for
+ * `/proc/self`, then for `/dev/shm`), then fails even when allowed.
+ */
+function allAccess(): boolean {
+  return ALL_PERMISSIONS.every((name) =>
+    Deno.permissions.querySync({ name } as Deno.PermissionDescriptor)
+      .state === "granted"
+  );
+}
+
+/**
+ * Refuses a path under `/proc`, `/dev` or `/sys` without asking when Deno
+ * would not allow it (the callers treat those as optional: metrics, dead
+ * hosts' directories, a worker's wait channel).
+ */
+function refuseWithoutAllAccess(path: string): void {
+  if (/^\/(?:proc|dev|sys)(?:\/|$)/.test(path) && !allAccess()) {
+    throw new Deno.errors.NotCapable(
+      `Requires all access to "${path}" (Deno reads /proc, /dev and /sys only with --allow-all); not asked`,
+    );
+  }
+}
+
+/**
  * Creates the Deno runtime adapter.
  *
  * @example
@@ -376,6 +418,7 @@ export function denoRuntime(): Runtime {
     },
     async readFile(path, options = {}) {
       const { onChunk } = options;
+      refuseWithoutAllAccess(path);
       // Deno.readFile grows its buffer while reading; reads into an exact-size buffer are twice as fast on 100 MB.
       using file = await Deno.open(path, { read: true });
       const size = (await file.stat()).size;
@@ -422,6 +465,7 @@ export function denoRuntime(): Runtime {
       await Deno.writeFile(path, data, { mode: 0o600 });
     },
     async openRead(path) {
+      refuseWithoutAllAccess(path);
       const file = await Deno.open(path, { read: true });
       let closed = false;
       return {
@@ -460,6 +504,7 @@ export function denoRuntime(): Runtime {
       };
     },
     async stat(path) {
+      refuseWithoutAllAccess(path);
       try {
         const s = await Deno.stat(path);
         return { isFile: s.isFile, isDirectory: s.isDirectory, size: s.size };
@@ -469,6 +514,7 @@ export function denoRuntime(): Runtime {
       }
     },
     async readDir(path) {
+      refuseWithoutAllAccess(path);
       const names: string[] = [];
       try {
         for await (const e of Deno.readDir(path)) names.push(e.name);
@@ -540,7 +586,10 @@ export function denoRuntime(): Runtime {
     exit: (code) => Deno.exit(code),
     args: () => Deno.args,
     tempDir: () => Deno.env.get("TMPDIR") ?? "/tmp",
+    mayReadProc: allAccess,
     shmDir() {
+      // Without --allow-all Deno would ask for /dev/shm, then refuse it.
+      if (!allAccess()) return undefined;
       try {
         const s = Deno.statSync("/dev/shm");
         if (!s.isDirectory) return undefined;

@@ -608,6 +608,13 @@ export interface Runtime {
   tempDir(): string;
   /** `/dev/shm` when it exists and is writable, else undefined. */
   shmDir(): string | undefined;
+  /**
+   * Whether Linux's `/proc` may be read without asking: Deno allows it only
+   * with every permission (`--allow-all`) and asks on a terminal otherwise
+   * (its own file methods here refuse such paths without asking instead).
+   * For code that reads `/proc` through `node:fs`. Absent: it may.
+   */
+  mayReadProc?(): boolean;
 }
 
 /**
