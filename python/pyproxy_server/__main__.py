@@ -205,8 +205,46 @@ class _PrivateLogHandler(ShieldedLock, logging.handlers.RotatingFileHandler):
     _write_failed = False  # the last record could not be written
     _failing = False  # writes fail since a line said so
 
+    # A file moved or removed by another program (logrotate without
+    # ``copytruncate``, an operator's ``mv``) kept taking the records under
+    # its new name, or into the removed file's space, until this handler's
+    # own rotation at 10 MiB: the name is looked at again (one ``stat``) at
+    # most every ``reopen_check_every`` seconds, and opened again when it no
+    # longer names the file written.
+    reopen_check_every = 1.0
+    _checked_at = 0.0
+
+    def _reopen_if_moved(self):
+        now = time.monotonic()
+        if now - self._checked_at < self.reopen_check_every:
+            return
+        self._checked_at = now
+        stream = self.stream
+        if stream is None:
+            return
+        try:
+            ours = os.fstat(stream.fileno())
+        except (OSError, ValueError, AttributeError):  # closed, or not a file
+            return
+        try:
+            there = os.stat(self.baseFilename)
+        except FileNotFoundError:
+            there = None
+        except OSError:
+            return
+        if there is not None and (there.st_dev, there.st_ino) == (ours.st_dev, ours.st_ino):
+            return
+        # The next write opens the name again (FileHandler.emit, and the
+        # rollover check, open a stream that is None).
+        self.stream = None
+        try:
+            stream.close()
+        except OSError:
+            pass
+
     def emit(self, record):
         self._write_failed = False
+        self._reopen_if_moved()
         super().emit(record)
         if self._failing and not self._write_failed:
             self._failing = False

@@ -189,6 +189,32 @@ class LogFileTest(unittest.TestCase):
         os.close(fd)
         self.assertEqual(claimed, "w1")
 
+    def test_a_log_file_moved_or_removed_by_another_program_is_opened_again(self):
+        # logrotate (without copytruncate) renames the file and expects the
+        # writer to open its name again: the records went on into the renamed
+        # file until the handler's own rotation at 10 MiB.
+        setup_logging(self.root, "rot", "info")
+        handler = next(h for h in logging.getLogger().handlers if hasattr(h, "close_and_unclaim"))
+        handler.reopen_check_every = 0
+        log = os.path.join(self.root, "logs", "pythonserverrot.log")
+        logging.getLogger("pyproxy_server").info("before the move")
+        os.rename(log, log + ".1")
+        logging.getLogger("a_model").info("after the move")
+        with open(log) as f:
+            self.assertIn("after the move", f.read())
+        with open(log + ".1") as f:
+            moved = f.read()
+        self.assertIn("before the move", moved)
+        self.assertNotIn("after the move", moved)
+        self.assertEqual(self.mode(log), 0o600)
+        # Removed: made again.
+        os.remove(log)
+        logging.getLogger("pyproxy_server").info("after the removal")
+        with open(log) as f:
+            self.assertIn("after the removal", f.read())
+        # Looked at once a second by default, not at every record.
+        self.assertEqual(type(handler).reopen_check_every, 1.0)
+
     def test_a_log_file_that_cannot_be_written_says_so_once_not_a_traceback_per_record(self):
         # A full disk (ENOSPC) made each record a "--- Logging error ---"
         # traceback on stderr, which the host logs line by line.

@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 28594,
+      size: 30003,
       sha256:
-        "4195ea8096481eb7b0b797f290d21ed7e21f5c94ebc41b5fe810292da7f46cf5",
+        "b229622c2caada3ff40aaed1681f3eefbab88a3f7e9d65795cfb9afd4b463ace",
     },
     {
       path: "pyproxy_server/array_like.py",
