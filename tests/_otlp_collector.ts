@@ -26,7 +26,13 @@ export class Collector implements AsyncDisposable {
     this.#server = Deno.serve(
       { hostname: "127.0.0.1", port: 0, onListen: () => {} },
       async (req) => {
-        const body = await req.json();
+        // A gzipped body (`compression: "gzip"`) as the OTel collector
+        // takes it.
+        const body = req.headers.get("content-encoding") === "gzip"
+          ? await new Response(
+            req.body!.pipeThrough(new DecompressionStream("gzip")),
+          ).json()
+          : await req.json();
         if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
         this.requests.push({ headers: req.headers, body });
         for (const rs of body.resourceSpans) {

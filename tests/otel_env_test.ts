@@ -553,3 +553,84 @@ Deno.test("OTEL_EXPORTER_OTLP_TIMEOUT bounds each POST to the collector, and OTE
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("OTEL_EXPORTER_OTLP_COMPRESSION sets compression (the traces' own first), under the file's; a value other than gzip or none fails only a gateway that uses it", async () => {
+  const endpoint = "http://127.0.0.1:4318/v1/traces";
+  const vars = {
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint,
+    OTEL_EXPORTER_OTLP_COMPRESSION: "gzip",
+  };
+  assert.deepEqual((await load(vars)).tracing, {
+    endpoint,
+    compression: "gzip",
+  });
+  assert.equal(
+    (await load({ ...vars, OTEL_EXPORTER_OTLP_TRACES_COMPRESSION: "none" }))
+      .tracing?.compression,
+    "none",
+  );
+  assert.equal(
+    (await load(vars, { tracing: { compression: "none" } })).tracing
+      ?.compression,
+    "none",
+  );
+  for (
+    const name of [
+      "OTEL_EXPORTER_OTLP_COMPRESSION",
+      "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+    ]
+  ) {
+    assert.equal(
+      await refused({ ...vars, [name]: "br" }),
+      `${name}: "br" is not supported: expected gzip or none`,
+    );
+    const { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: _, ...off } = vars;
+    assert.equal((await load({ ...off, [name]: "br" })).tracing, undefined);
+  }
+  // The file's field is checked as the others are.
+  const err = await load({}, {
+    tracing: { endpoint, compression: "zstd" },
+  }).then(() => undefined, (e) => e);
+  assert.ok(err instanceof ConfigError, String(err));
+  assert.match(err.message, /compression: expected "gzip" or "none"/);
+});
+
+Deno.test("A gateway with OTEL_EXPORTER_OTLP_COMPRESSION=gzip sends its spans gzipped to the collector", async () => {
+  await using collector = new Collector();
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-otel-gzip-" });
+  try {
+    await Deno.copyFile(
+      new URL("../examples/models/echo.py", import.meta.url),
+      `${dir}/echo.py`,
+    );
+    const config = await load({
+      OTEL_EXPORTER_OTLP_ENDPOINT: collector.base,
+      OTEL_EXPORTER_OTLP_COMPRESSION: "gzip",
+      OTEL_BSP_SCHEDULE_DELAY: "50",
+    }, {
+      port: 0,
+      workers: 1,
+      modelsDir: dir,
+      models: [{ name: "echo", file: "echo.py" }],
+    });
+    const server = await serve(config, { handleSignals: false });
+    try {
+      const res = await fetch(`${server.url}/v1/models/echo/execute`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-request-id": "gz1" },
+        body: "{}",
+      });
+      await res.arrayBuffer();
+      const span = await collector.spanOf("gz1");
+      assert.equal(span.name, "POST /v1/models/{name}/execute");
+      assert.equal(
+        collector.requests[0]?.headers.get("content-encoding"),
+        "gzip",
+      );
+    } finally {
+      await server.shutdown();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -419,3 +419,50 @@ Deno.test("OtlpExporter logs why a POST could not reach the collector (the fetch
   assert.equal(exporter.dropped, 1);
   exporter.close();
 });
+
+Deno.test("OtlpExporter with compression gzip sends its POSTs gzipped, Content-Encoding: gzip, and none without it", async () => {
+  const posts: Array<{ encoding: string | null; raw: number; spans: number }> =
+    [];
+  await using server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    async (req) => {
+      const encoding = req.headers.get("content-encoding");
+      const raw = new Uint8Array(await req.arrayBuffer());
+      const text = encoding === "gzip"
+        ? await new Response(
+          new Blob([raw]).stream().pipeThrough(
+            new DecompressionStream("gzip"),
+          ),
+        ).text()
+        : new TextDecoder().decode(raw);
+      const body = JSON.parse(text);
+      posts.push({
+        encoding,
+        raw: raw.byteLength,
+        spans: body.resourceSpans[0].scopeSpans[0].spans.length,
+      });
+      return Response.json({});
+    },
+  );
+  for (const compression of ["gzip", "none", undefined] as const) {
+    const { logger, warnings } = recorder();
+    const exporter = new OtlpExporter({
+      endpoint: `http://127.0.0.1:${server.addr.port}/v1/traces`,
+      logger,
+      intervalMs: 60_000,
+      ...(compression === undefined ? {} : { compression }),
+    });
+    for (let i = 0; i < 50; i++) exporter.add({ ...SPAN, name: `span ${i}` });
+    await exporter.flush(3000);
+    exporter.close();
+    assert.deepEqual(warnings, []);
+    assert.equal(exporter.exported, 50);
+  }
+  assert.deepEqual(posts.map((p) => [p.encoding, p.spans]), [
+    ["gzip", 50],
+    [null, 50],
+    [null, 50],
+  ]);
+  // Fifty like spans: a tenth of the bytes, or less.
+  assert.ok(posts[0]!.raw * 10 < posts[1]!.raw, JSON.stringify(posts));
+});

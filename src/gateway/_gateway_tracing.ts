@@ -230,6 +230,9 @@ export class GatewayTracing {
       ...(options.batchSize === undefined
         ? {}
         : { batchSize: options.batchSize }),
+      ...(options.compression === undefined
+        ? {}
+        : { compression: options.compression }),
       ...(version === undefined ? {} : { version }),
       ...(tlsFetch === undefined
         ? {}

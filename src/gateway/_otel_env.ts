@@ -41,6 +41,11 @@ export interface OtelEnv {
    * is cut by both).
    */
   exportTimeoutMs?: number;
+  /**
+   * `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, else
+   * `OTEL_EXPORTER_OTLP_COMPRESSION`: `gzip` or `none`.
+   */
+  compression?: "gzip" | "none";
   /** `OTEL_SDK_DISABLED=true`: no tracing, whatever sets an endpoint. */
   disabled?: true;
   /**
@@ -60,7 +65,8 @@ export type OtelField =
   | "maxQueue"
   | "batchIntervalMs"
   | "batchSize"
-  | "exportTimeoutMs";
+  | "exportTimeoutMs"
+  | "compression";
 
 /**
  * The integer variables of the batch span processor and the exporter: the
@@ -194,6 +200,26 @@ export function otelEnv(
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     (out.problems ??= {}).exportTimeoutMs = err;
+  }
+  const compressionName =
+    read("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION") !== undefined
+      ? "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"
+      : "OTEL_EXPORTER_OTLP_COMPRESSION";
+  const compression = read(compressionName);
+  if (compression !== undefined) {
+    // The spec's values: gzip and none (an SDK may know others; a value
+    // the gateway cannot send with would leave the collector's load as it
+    // was silently).
+    if (compression === "gzip" || compression === "none") {
+      out.compression = compression;
+    } else {
+      (out.problems ??= {}).compression = new ConfigError(
+        `${compressionName}: ${
+          JSON.stringify(compression.slice(0, 50))
+        } is not supported: expected gzip or none`,
+        { details: { source: compressionName } },
+      );
+    }
   }
   const sampler = read("OTEL_TRACES_SAMPLER");
   if (sampler !== undefined) {

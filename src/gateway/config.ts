@@ -17,6 +17,7 @@ const OTEL_FIELDS: readonly OtelField[] = [
   "batchIntervalMs",
   "batchSize",
   "exportTimeoutMs",
+  "compression",
 ];
 import { DEFAULT_MAX_JSON_DEPTH } from "../_json_depth.ts";
 import { randomBytes } from "node:crypto";
@@ -300,6 +301,8 @@ function resolveTracing(
     const value = merged[field] ?? env?.[field];
     if (value !== undefined) out[field] = value;
   }
+  const compression = merged.compression ?? env?.compression;
+  if (compression !== undefined) out.compression = compression;
   if (merged.maxStreamSpanMs !== undefined) {
     out.maxStreamSpanMs = merged.maxStreamSpanMs;
   }
@@ -452,6 +455,8 @@ export interface ResolveConfigOptions {
     batchSize?: number;
     /** The exporter's timeout (`OTEL_EXPORTER_OTLP_TIMEOUT`...) and `OTEL_BSP_EXPORT_TIMEOUT`'s smaller. */
     exportTimeoutMs?: number;
+    /** `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, else `OTEL_EXPORTER_OTLP_COMPRESSION`. */
+    compression?: "gzip" | "none";
     /** `OTEL_SDK_DISABLED=true`. */
     disabled?: true;
     /**
@@ -466,6 +471,7 @@ export interface ResolveConfigOptions {
       batchIntervalMs?: Error;
       batchSize?: Error;
       exportTimeoutMs?: Error;
+      compression?: Error;
     };
   };
   /** `PYPROXY_MANAGE_TOKEN` from the environment, used when neither flag nor file sets a management token. */

@@ -319,6 +319,8 @@ export interface GatewayConfig {
     batchSize?: number | undefined;
     /** How long a POST to the collector may take, in ms (default 10000). */
     exportTimeoutMs?: number | undefined;
+    /** `gzip`: the POSTs' bodies compressed (`Content-Encoding: gzip`); default `none`. */
+    compression?: "gzip" | "none" | undefined;
     /** The longest a stream's span lasts, in ms (default 600000): then it is sent, the stream goes on. */
     maxStreamSpanMs?: number | undefined;
   } | undefined;
@@ -765,6 +767,9 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
     batchIntervalMs: v.optional(int(1, 3_600_000)),
     batchSize: v.optional(int(1, 1_000_000)),
     exportTimeoutMs: v.optional(int(1, 600_000)),
+    compression: v.optional(
+      v.picklist(["gzip", "none"], 'expected "gzip" or "none"'),
+    ),
     maxStreamSpanMs: v.optional(int(1, 86_400_000)),
   })),
   cors: v.optional(CorsSchema),
