@@ -285,6 +285,49 @@ Deno.test("Tracing with sampleRatio 0 follows a sampled parent only, and a shutd
   );
 });
 
+Deno.test("Tracing with propagation none reads no client traceparent: a client's sampled flag does not trace its call, nor joins its trace", async () => {
+  await using collector = new Collector();
+  const gw = await startGateway({
+    tracing: {
+      endpoint: collector.url,
+      sampleRatio: 0,
+      propagation: "none",
+      batchIntervalMs: 60_000,
+    },
+  }, MODELS);
+  try {
+    // A public client asking for its call to be traced: with sampleRatio
+    // 0 nothing is traced, and its trace id is not taken.
+    const asked = await execute(gw, "r-asked", {
+      traceparent: `00-${PARENT_TRACE}-${PARENT_SPAN}-01`,
+      tracestate: "rojo=1",
+    });
+    const context = asked.body.trace as { traceparent: string };
+    assert.match(context.traceparent, /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
+    assert.notEqual(context.traceparent.slice(3, 35), PARENT_TRACE);
+  } finally {
+    await gw[Symbol.asyncDispose]();
+  }
+  assert.deepEqual(collector.spans, []);
+  // Sampled by the ratio alone: a new trace, no parent, no tracestate.
+  await using collector2 = new Collector();
+  const gw2 = await startGateway({
+    tracing: { endpoint: collector2.url, propagation: "none" },
+  }, MODELS);
+  try {
+    await execute(gw2, "r-root", {
+      traceparent: `00-${PARENT_TRACE}-${PARENT_SPAN}-01`,
+      tracestate: "rojo=1",
+    });
+    const span = await collector2.spanOf("r-root");
+    assert.notEqual(span.traceId, PARENT_TRACE);
+    assert.equal(span.parentSpanId ?? "", "");
+    assert.equal(span.traceState ?? "", "");
+  } finally {
+    await gw2[Symbol.asyncDispose]();
+  }
+});
+
 Deno.test("Tracing to a collector that is down: calls are served, the spans dropped and counted", async () => {
   // A port nothing listens on (taken, then released).
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });

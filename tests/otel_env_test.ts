@@ -634,3 +634,45 @@ Deno.test("A gateway with OTEL_EXPORTER_OTLP_COMPRESSION=gzip sends its spans gz
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("OTEL_PROPAGATORS: tracecontext among them reads clients' traceparent, none or baggage alone reads none, b3 alone or an unknown name fails a gateway that traces", async () => {
+  const endpoint = "http://127.0.0.1:4318/v1/traces";
+  const with_ = (value: string) =>
+    load({
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint,
+      OTEL_PROPAGATORS: value,
+    });
+  for (
+    const [value, propagation] of [
+      ["tracecontext,baggage", "tracecontext"],
+      [" b3 , tracecontext ", "tracecontext"],
+      ["none", "none"],
+      ["baggage", "none"],
+    ] as const
+  ) {
+    assert.equal((await with_(value)).tracing?.propagation, propagation, value);
+  }
+  assert.equal(
+    await refused({
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint,
+      OTEL_PROPAGATORS: "b3multi",
+    }),
+    "OTEL_PROPAGATORS: b3multi is not supported: the gateway reads W3C trace context only (traceparent, tracestate); add tracecontext (clients that send both are joined), or set none",
+  );
+  assert.match(
+    await refused({
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint,
+      OTEL_PROPAGATORS: "tracecontext,zipkin",
+    }),
+    /^OTEL_PROPAGATORS: "zipkin" is not a propagator: expected tracecontext, baggage or none/,
+  );
+  // Not tracing: not checked. The file's field wins, unchecked variable.
+  assert.equal((await load({ OTEL_PROPAGATORS: "b3" })).tracing, undefined);
+  assert.equal(
+    (await load({
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint,
+      OTEL_PROPAGATORS: "b3",
+    }, { tracing: { propagation: "none" } })).tracing?.propagation,
+    "none",
+  );
+});

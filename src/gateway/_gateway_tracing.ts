@@ -140,6 +140,8 @@ export const TRACING_OF: WeakMap<object, GatewayTracing> = new WeakMap();
 export class GatewayTracing {
   readonly #exporter: OtlpExporter;
   readonly #ratio: number;
+  /** Clients' `traceparent` read (`propagation` not `none`). */
+  readonly #readParent: boolean;
   readonly #maxStreamSpanMs: number;
   readonly #spans = new WeakMap<Request, OpenSpan>();
   readonly #ids = new RandomHexIds();
@@ -209,6 +211,7 @@ export class GatewayTracing {
       tlsFetch = runtime.tlsFetch(options.tls);
     }
     this.#ratio = ratio;
+    this.#readParent = options.propagation !== "none";
     this.#maxStreamSpanMs = maxStreamSpanMs;
     this.#exporter = new OtlpExporter({
       endpoint: url.href,
@@ -373,7 +376,7 @@ export class GatewayTracing {
   }
 
   #start(request: Request, call: ModelCall): OpenSpan {
-    const header = request.headers.get("traceparent");
+    const header = this.#readParent ? request.headers.get("traceparent") : null;
     const parent = header === null ? undefined : parseTraceparent(header);
     const sampled = parent !== undefined ? parent.sampled : this.#sampled();
     let traceState: string | undefined;

@@ -46,6 +46,8 @@ export interface OtelEnv {
    * `OTEL_EXPORTER_OTLP_COMPRESSION`: `gzip` or `none`.
    */
   compression?: "gzip" | "none";
+  /** From `OTEL_PROPAGATORS`. */
+  propagation?: "tracecontext" | "none";
   /** `OTEL_SDK_DISABLED=true`: no tracing, whatever sets an endpoint. */
   disabled?: true;
   /**
@@ -66,7 +68,8 @@ export type OtelField =
   | "batchIntervalMs"
   | "batchSize"
   | "exportTimeoutMs"
-  | "compression";
+  | "compression"
+  | "propagation";
 
 /**
  * The integer variables of the batch span processor and the exporter: the
@@ -221,6 +224,15 @@ export function otelEnv(
       );
     }
   }
+  const propagators = read("OTEL_PROPAGATORS");
+  if (propagators !== undefined) {
+    try {
+      out.propagation = propagation(propagators);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      (out.problems ??= {}).propagation = err;
+    }
+  }
   const sampler = read("OTEL_TRACES_SAMPLER");
   if (sampler !== undefined) {
     try {
@@ -231,6 +243,50 @@ export function otelEnv(
     }
   }
   return Object.keys(out).length === 0 ? undefined : out;
+}
+
+/** Propagators an SDK may list that the gateway does not read. */
+const OTHER_PROPAGATORS = new Set([
+  "b3",
+  "b3multi",
+  "jaeger",
+  "xray",
+  "ottrace",
+]);
+
+/**
+ * An `OTEL_PROPAGATORS` value (comma-separated): `tracecontext` among them,
+ * clients' `traceparent` is read (`baggage` and the others beside it are
+ * not: the gateway passes no baggage on); `none` (alone) or `baggage`
+ * alone, no trace context is read. A list of propagators the gateway cannot
+ * read without `tracecontext` (`b3` alone: the clients' context would be
+ * dropped silently) or an unknown name fails.
+ */
+function propagation(value: string): "tracecontext" | "none" {
+  const names = value.split(",").map((name) => name.trim()).filter((name) =>
+    name !== ""
+  );
+  const unknown = names.find((name) =>
+    name !== "tracecontext" && name !== "baggage" && name !== "none" &&
+    !OTHER_PROPAGATORS.has(name)
+  );
+  if (unknown !== undefined) {
+    throw new ConfigError(
+      `OTEL_PROPAGATORS: ${
+        JSON.stringify(unknown.slice(0, 50))
+      } is not a propagator: expected tracecontext, baggage or none (the gateway reads W3C trace context only)`,
+      { details: { source: "OTEL_PROPAGATORS" } },
+    );
+  }
+  if (names.includes("tracecontext")) return "tracecontext";
+  const other = names.find((name) => OTHER_PROPAGATORS.has(name));
+  if (other !== undefined) {
+    throw new ConfigError(
+      `OTEL_PROPAGATORS: ${other} is not supported: the gateway reads W3C trace context only (traceparent, tracestate); add tracecontext (clients that send both are joined), or set none`,
+      { details: { source: "OTEL_PROPAGATORS" } },
+    );
+  }
+  return "none";
 }
 
 /**

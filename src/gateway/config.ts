@@ -18,6 +18,7 @@ const OTEL_FIELDS: readonly OtelField[] = [
   "batchSize",
   "exportTimeoutMs",
   "compression",
+  "propagation",
 ];
 import { DEFAULT_MAX_JSON_DEPTH } from "../_json_depth.ts";
 import { randomBytes } from "node:crypto";
@@ -303,6 +304,8 @@ function resolveTracing(
   }
   const compression = merged.compression ?? env?.compression;
   if (compression !== undefined) out.compression = compression;
+  const propagation = merged.propagation ?? env?.propagation;
+  if (propagation !== undefined) out.propagation = propagation;
   if (merged.maxStreamSpanMs !== undefined) {
     out.maxStreamSpanMs = merged.maxStreamSpanMs;
   }
@@ -457,6 +460,8 @@ export interface ResolveConfigOptions {
     exportTimeoutMs?: number;
     /** `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, else `OTEL_EXPORTER_OTLP_COMPRESSION`. */
     compression?: "gzip" | "none";
+    /** From `OTEL_PROPAGATORS`. */
+    propagation?: "tracecontext" | "none";
     /** `OTEL_SDK_DISABLED=true`. */
     disabled?: true;
     /**
@@ -472,6 +477,7 @@ export interface ResolveConfigOptions {
       batchSize?: Error;
       exportTimeoutMs?: Error;
       compression?: Error;
+      propagation?: Error;
     };
   };
   /** `PYPROXY_MANAGE_TOKEN` from the environment, used when neither flag nor file sets a management token. */

@@ -321,6 +321,8 @@ export interface GatewayConfig {
     exportTimeoutMs?: number | undefined;
     /** `gzip`: the POSTs' bodies compressed (`Content-Encoding: gzip`); default `none`. */
     compression?: "gzip" | "none" | undefined;
+    /** `none`: clients' `traceparent` headers are not read (default `tracecontext`). */
+    propagation?: "tracecontext" | "none" | undefined;
     /** The longest a stream's span lasts, in ms (default 600000): then it is sent, the stream goes on. */
     maxStreamSpanMs?: number | undefined;
   } | undefined;
@@ -769,6 +771,9 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
     exportTimeoutMs: v.optional(int(1, 600_000)),
     compression: v.optional(
       v.picklist(["gzip", "none"], 'expected "gzip" or "none"'),
+    ),
+    propagation: v.optional(
+      v.picklist(["tracecontext", "none"], 'expected "tracecontext" or "none"'),
     ),
     maxStreamSpanMs: v.optional(int(1, 86_400_000)),
   })),

@@ -53,6 +53,15 @@ export interface TracingOptions {
    */
   compression?: "gzip" | "none";
   /**
+   * `tracecontext`: a client's W3C `traceparent` (and `tracestate`) makes
+   * its call's span a child of the client's and decides whether it is
+   * traced. `none`: clients' headers are not read, each call's span starts
+   * a trace, sampled by `sampleRatio` alone (a public gateway: a client's
+   * `traceparent` with its sampled flag set would have every call of its
+   * traced, whatever the ratio). @default {"tracecontext"}
+   */
+  propagation?: "tracecontext" | "none";
+  /**
    * TLS of the POSTs to an `https` collector, PEM texts: `ca` a CA to trust
    * (a private CA), `cert` and `key` (both or
    * neither) the client's certificate for mutual TLS. `loadConfig` fills it
