@@ -167,6 +167,52 @@ Deno.test("materializePythonPackage downloads from fallbackUrl when a file: dire
   }
 });
 
+Deno.test("materializePythonPackage writes the files it carries, without a network, where no python/ directory is on disk (a deno compile or bun build --compile binary)", async () => {
+  const cacheDir = await Deno.makeTempDir({ prefix: "pyproxy-pkg-" });
+  const empty = await Deno.makeTempDir({ prefix: "pyproxy-empty-" });
+  let fetched = 0;
+  const offline = () => {
+    fetched++;
+    return Promise.reject(new TypeError("no network"));
+  };
+  try {
+    // A compiled binary's file: URL without python/, and JSR's https: URL.
+    for (
+      const base of [
+        new URL(`file://${empty}/python/`),
+        new URL("https://jsr.io/@pyproxy/pyproxy/0.1.0/python/"),
+      ]
+    ) {
+      const dir = await materializePythonPackage(rt, base, {
+        cacheDir,
+        fetch: offline,
+        fallbackUrl: "http://127.0.0.1:9/",
+      });
+      assert.ok(dir.startsWith(cacheDir), dir);
+      await sameFiles(dir, manifest);
+    }
+    assert.equal(fetched, 0);
+    // The copy runs: the server package imports and reports its version.
+    const dir = await materializePythonPackage(rt, new URL("https://x/"), {
+      cacheDir,
+      fetch: offline,
+    });
+    const out = await new Deno.Command("python3", {
+      args: [
+        "-c",
+        "import pyproxy_server, pyproxy; print(pyproxy_server.PROTOCOL_VERSION)",
+      ],
+      env: { PYTHONPATH: dir },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  } finally {
+    await Deno.remove(cacheDir, { recursive: true });
+    await Deno.remove(empty, { recursive: true });
+  }
+});
+
 Deno.test("materializePythonPackage refuses manifest paths outside the cache directory", async () => {
   const evil: PythonManifest = {
     version: "0.0.0",

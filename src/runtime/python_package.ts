@@ -1,9 +1,12 @@
 /**
  * Puts the Python packages (`pyproxy_server`, `pyproxy`) on local disk so that
  * `python3` can import them. From a checkout (a `file:` URL) that is the
- * `python/` directory itself; when the library is imported from JSR (an
- * `https:` URL) every file of the manifest is downloaded, checked against its
- * size and SHA-256, and moved atomically into a versioned cache directory.
+ * `python/` directory itself; otherwise (imported from JSR: an `https:` URL; a
+ * binary of `deno compile` or `bun build --compile`, whose `file:` URL holds
+ * no `python/` directory) the files are written into a versioned cache
+ * directory from the texts this library carries (`python_sources.ts`, loaded
+ * only then), else downloaded, each checked against its size and SHA-256,
+ * and the directory moved into place atomically.
  *
  * @module
  */
@@ -215,12 +218,51 @@ async function download(
 }
 
 /**
+ * Writes the manifest's files into `dir` from the texts this library carries
+ * (`python_sources.ts`); `false`, writing nothing, when they cannot be
+ * loaded or do not match the manifest (a file missing, another size or
+ * SHA-256), for the download to do instead.
+ */
+async function writeCarried(
+  runtime: Runtime,
+  dir: string,
+  manifest: PythonManifest,
+): Promise<boolean> {
+  let sources: Readonly<Record<string, string>>;
+  try {
+    ({ PYTHON_SOURCES: sources } = await import("./python_sources.ts"));
+  } catch {
+    return false;
+  }
+  const encoder = new TextEncoder();
+  const files: Array<[string, Uint8Array]> = [];
+  for (const file of manifest.files) {
+    const text = Object.hasOwn(sources, file.path)
+      ? sources[file.path]
+      : undefined;
+    if (text === undefined) return false;
+    const data = encoder.encode(text);
+    if (
+      data.byteLength !== file.size || await sha256Hex(data) !== file.sha256
+    ) return false;
+    files.push([join(dir, ...file.path.split("/")), data]);
+  }
+  for (const [local, data] of files) {
+    await runtime.mkdir(dirname(local), 0o700);
+    await runtime.writeFile(local, data);
+  }
+  return true;
+}
+
+/**
  * Returns a local directory holding the Python packages, to put on
  * `PYTHONPATH`. `baseUrl` is the URL of the `python/` directory (for example
  * `new URL("../python/", import.meta.url)` from `src/`). A `file:` URL is
- * returned as a path as is (unless the files are missing there: then they
- * come from `fallbackUrl`); any other URL is downloaded once per version and
- * content into the cache directory, verified, and reused afterwards.
+ * returned as a path as is (unless the files are missing there: a compiled
+ * binary); otherwise the files are written once per version and content
+ * into the cache directory, verified, and reused afterwards: from the texts
+ * this library carries (with the default manifest), else downloaded from
+ * `baseUrl` (or `fallbackUrl` for a `file:` URL).
  *
  * @example Resolve the packages next to this module
  * ```ts ignore
@@ -274,13 +316,19 @@ export async function materializePythonPackage(
     prefix: ".staging-",
   });
   try {
-    await download(
-      runtime,
-      base,
-      staging,
-      manifest,
-      options.fetch ?? ((url) => fetch(url)),
-    );
+    // The carried texts are the default manifest's files: written unless
+    // another manifest was given (or the texts cannot be loaded).
+    const written = options.manifest === undefined &&
+      await writeCarried(runtime, staging, manifest);
+    if (!written) {
+      await download(
+        runtime,
+        base,
+        staging,
+        manifest,
+        options.fetch ?? ((url) => fetch(url)),
+      );
+    }
     const problem = await verify(runtime, staging, manifest);
     if (problem !== undefined) {
       throw new StartError(`Cannot materialize python package: ${problem}`);
