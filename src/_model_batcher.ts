@@ -27,6 +27,7 @@ import {
 } from "./errors.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
 import { wasUnsent } from "./_unsent.ts";
+import { batchedSendError } from "./_batched_send_error.ts";
 import { deliverResponseMeta } from "./_response_meta.ts";
 import type { ResponseMeta } from "./session_types.ts";
 
@@ -317,6 +318,13 @@ export class ModelBatcher {
       },
       (error) => {
         if (this.#split(batch, error)) return;
+        // The call at fault, alone: its error as its own call's would be.
+        if (
+          items.length === 1 && error instanceof SerializationError &&
+          wasUnsent(error)
+        ) {
+          error = batchedSendError(error);
+        }
         for (const item of batch.items) this.#settle(item, error);
       },
     ).finally(() => {

@@ -285,3 +285,43 @@ Deno.test("Pool batching: the parts of a batch taken apart are not new calls: a 
   assert.deepEqual(seen.toSorted((a, b) => a - b), [1, 2, 3, 4, 5]);
   assert.equal(pool.status().inFlight, 0);
 });
+
+/** A model that does not batch: its calls' errors are the ones to match. */
+const ECHO = `
+class Echo:
+    def execute(self, msg):
+        return msg
+`;
+
+Deno.test("Pool batching: the error of a call whose message cannot be sent reads as it would without batching (executeModel, msg.<path>), not as the batch's (executeBatch, msgs[0].<path>)", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(
+    opts(dir.path, { plugins: { defaults: false, use: [] } }),
+  );
+  await pool.addModel("rec", { source: RECORDER });
+  await pool.addModel("echo", { source: ECHO });
+  for (const [what, bad] of unsendable()) {
+    // Deeper than the top: the path is the caller's.
+    const msg = { id: -1, inner: bad };
+    const unbatched = await pool.execute("echo", msg).then(
+      () => assert.fail(`${what}: sent`),
+      (err: unknown) => err as SerializationError,
+    );
+    const blocker = pool.execute("rec", { sleep: 0.02 });
+    const calls = [{ id: 1 }, msg, { id: 2 }].map((m) =>
+      pool.execute("rec", m)
+    );
+    const settled = await Promise.allSettled(calls);
+    await blocker;
+    assert.deepEqual(
+      settled.map((r) => r.status),
+      ["fulfilled", "rejected", "fulfilled"],
+      what,
+    );
+    const err = (settled[1] as PromiseRejectedResult).reason;
+    assert.ok(err instanceof SerializationError, `${what}: ${err}`);
+    assert.equal(err.message, unbatched.message, what);
+    assert.deepEqual(err.details, unbatched.details, what);
+    assert.doesNotMatch(err.message, /executeBatch|msgs\[/, what);
+  }
+});
