@@ -369,11 +369,14 @@ export class ModelBatcher {
   #deliver(batch: Batch, reply: unknown): void {
     const results = (reply as { results?: unknown })?.results;
     const errors = (reply as { errors?: Record<string, unknown> })?.errors;
-    if (!Array.isArray(results) || results.length !== batch.items.length) {
+    const n = batch.items.length;
+    if (!Array.isArray(results) || results.length !== n) {
       const error = errorFromWire({
         type: "ProtocolError",
         message:
-          `Cannot complete executeBatch of model '${this.name}': the reply does not hold ${batch.items.length} results`,
+          `Cannot complete executeModel of model '${this.name}': the reply to its batch of ${n} does not hold ${n} result${
+            n === 1 ? "" : "s"
+          }`,
       });
       for (const item of batch.items) this.#settle(item, error);
       return;
