@@ -71,6 +71,24 @@ export interface PoolCall {
   queuedAt?: number;
   /** The slots of the placed model it calls (none: any worker). */
   placement?: ModelPlacement | undefined;
+  /**
+   * The command its errors name, when not `cmd`: a model's batch
+   * (`executeBatch`) carries `pool.execute` calls, which name
+   * `executeModel` (see {@linkcode callName}).
+   */
+  what?: string;
+}
+
+/**
+ * The command a call's errors name: `what` the caller called, else `cmd`.
+ *
+ * @example
+ * ```ts ignore
+ * callName({ cmd: "executeBatch", what: "executeModel", ... }); // "executeModel"
+ * ```
+ */
+export function callName(call: PoolCall): string {
+  return call.what ?? call.cmd;
 }
 
 /** Options of {@linkcode PoolRouter}. */
@@ -132,7 +150,9 @@ export class PoolRouter {
       if (!retry && queued >= this.#opts.maxQueue) {
         return call.reject(
           new OverloadedError(
-            `Cannot accept call ${call.cmd}: ${queued} calls queued (maxQueue ${this.#opts.maxQueue}) and the workers it may go to have ${this.#opts.maxInFlightPerWorker} in flight each (maxInFlightPerWorker): retry later, or raise maxQueue, maxInFlightPerWorker or workers`,
+            `Cannot accept call ${
+              callName(call)
+            }: ${queued} calls queued (maxQueue ${this.#opts.maxQueue}) and the workers it may go to have ${this.#opts.maxInFlightPerWorker} in flight each (maxInFlightPerWorker): retry later, or raise maxQueue, maxInFlightPerWorker or workers`,
             {
               details: {
                 queue: queued,
@@ -278,7 +298,7 @@ export class PoolRouter {
       if (w === undefined) return this.#notThere(call, pinned, p);
       if (!routable(w)) {
         return new NoWorkerError(
-          `Cannot route call ${call.cmd}: worker ${pinned} is ${
+          `Cannot route call ${callName(call)}: worker ${pinned} is ${
             w.state === "ready" ? "disconnected" : w.state
           }`,
         );
@@ -317,17 +337,19 @@ export class PoolRouter {
     if (p?.failed !== undefined) return unavailable(call, p);
     if (p === undefined) {
       return new NoWorkerError(
-        `Cannot route call ${call.cmd}: no worker '${pinned}'`,
+        `Cannot route call ${callName(call)}: no worker '${pinned}'`,
       );
     }
     const ids = p.workers.map((s) => s.id);
     const { who, details } = placedModel(p);
     return new NoWorkerError(
       this.#opts.workers.some((s) => s.id === pinned)
-        ? `Cannot route call ${call.cmd}: worker ${pinned} does not hold model ${who} (it is placed on ${
+        ? `Cannot route call ${
+          callName(call)
+        }: worker ${pinned} does not hold model ${who} (it is placed on ${
           ids.join(", ") || "no worker"
         }: workers ${p.count})`
-        : `Cannot route call ${call.cmd}: no worker '${pinned}'`,
+        : `Cannot route call ${callName(call)}: no worker '${pinned}'`,
       { details: { ...details, worker: pinned, slots: ids } },
     );
   }
@@ -352,8 +374,10 @@ export class PoolRouter {
     const placed = p === undefined ? undefined : placedModel(p);
     return new NoWorkerError(
       placed === undefined
-        ? `Cannot route call ${call.cmd}: no worker is ready`
-        : `Cannot route call ${call.cmd}: no worker of model ${placed.who} is ready (it is placed on ${
+        ? `Cannot route call ${callName(call)}: no worker is ready`
+        : `Cannot route call ${
+          callName(call)
+        }: no worker of model ${placed.who} is ready (it is placed on ${
           workers.map((w) => `${w.id} ${w.state}`).join(", ") || "no worker"
         })`,
       {
@@ -410,7 +434,9 @@ export class PoolRouter {
           call,
           "timeout",
           new TimeoutError(
-            `Cannot complete call ${call.cmd}: timed out in the pool queue`,
+            `Cannot complete call ${
+              callName(call)
+            }: timed out in the pool queue`,
           ),
         );
       }, Math.max(0, call.deadline - Date.now()));
@@ -421,7 +447,7 @@ export class PoolRouter {
         this.#drop(
           call,
           "cancelled",
-          new CancelledError(`Cannot send call ${call.cmd}: aborted`),
+          new CancelledError(`Cannot send call ${callName(call)}: aborted`),
         );
       signal.addEventListener("abort", call.onAbort, { once: true });
     }
@@ -486,7 +512,7 @@ function unavailable(
   call: PoolCall,
   p: ModelPlacement,
 ): ModelUnavailableError {
-  return outOfService(p, call.cmd);
+  return outOfService(p, callName(call));
 }
 
 // A ready worker whose connection just ended is as good as gone (the pool

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { Pool, type PoolOptions } from "../src/pool.ts";
 import type { Plugin } from "../src/plugin.ts";
 import { spillover, type SpilloverPlugin } from "../plugins/spillover.ts";
-import { SerializationError } from "../src/errors.ts";
+import { SerializationError, ShuttingDownError } from "../src/errors.ts";
 import { modelsDir } from "./_pool_harness.ts";
 
 /**
@@ -323,5 +323,49 @@ Deno.test("Pool batching: the error of a call whose message cannot be sent reads
     assert.equal(err.message, unbatched.message, what);
     assert.deepEqual(err.details, unbatched.details, what);
     assert.doesNotMatch(err.message, /executeBatch|msgs\[/, what);
+  }
+});
+
+Deno.test("Pool batching: a close() while a batch is taken apart fails its calls with the ShuttingDownError of an execute (executeModel), not of executeBatch", async () => {
+  // The batch of three waits in an onRequest hook while the pool begins to
+  // close; then it fails for the BigInt and its parts are refused.
+  const gate = Promise.withResolvers<void>();
+  const held = Promise.withResolvers<void>();
+  const hook: Plugin = {
+    name: "gate",
+    onRequest: async (msg) => {
+      if (
+        msg.cmd === "executeBatch" && Array.isArray(msg.msgs) &&
+        msg.msgs.length === 3
+      ) {
+        held.resolve();
+        await gate.promise;
+      }
+      return msg;
+    },
+  };
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(
+    opts(dir.path, { plugins: { defaults: false, use: [hook] } }),
+  );
+  await pool.addModel("rec", { source: RECORDER });
+  const blocker = pool.execute("rec", { sleep: 0.05 });
+  const calls = [0, 1, 2].map((id) =>
+    pool.execute("rec", id === 1 ? { id, n: 1n } : { id })
+  );
+  await held.promise;
+  const closing = pool.close();
+  gate.resolve();
+  const settled = await Promise.allSettled(calls);
+  await blocker;
+  await closing;
+  for (const r of settled) {
+    assert.equal(r.status, "rejected");
+    const err = (r as PromiseRejectedResult).reason;
+    assert.ok(err instanceof ShuttingDownError, String(err));
+    assert.equal(
+      err.message,
+      "Cannot accept call executeModel: pool is closing",
+    );
   }
 });
