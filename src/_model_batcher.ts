@@ -301,12 +301,19 @@ export class ModelBatcher {
         signal: batch.abort.signal,
         idempotent,
         ...(again ? { again } : {}),
-        onSend: (sentTo) => {
-          sentAt = performance.now();
-          for (const item of items) {
-            if (!item.settled) item.options.onSend?.(sentTo);
+        // A call is sent once for its onSend (and once in the pool's queue
+        // waits): with the batch it first went in. A part sent again holds
+        // calls that batch told already (those settled then are in none).
+        onSend: again
+          ? () => {
+            sentAt = performance.now();
           }
-        },
+          : (sentTo) => {
+            sentAt = performance.now();
+            for (const item of items) {
+              if (!item.settled) item.options.onSend?.(sentTo);
+            }
+          },
       },
       requestIds,
       messageHeaders,

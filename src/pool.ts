@@ -129,7 +129,9 @@ export interface PoolRequestOptions {
    * Called each time the call leaves the queue and is written to a worker
    * (again after a retry), with the worker's id (`"w1"`). From then on,
    * aborting `signal` cancels it on the server instead of dropping it from
-   * the queue.
+   * the queue. A call of a model that batches is sent with its batch: once,
+   * when the batch it first went in leaves the queue (a batch taken apart
+   * because a message of it cannot be sent does not send its calls again).
    */
   onSend?: (worker: string) => void;
   /** May be retried on another worker when its worker crashes (up to `maxRetries`). @default {false} */
@@ -1594,7 +1596,8 @@ export class Pool implements AsyncDisposable {
    * the call is a model's batch (`executeBatch`, ModelBatcher), whose
    * errors name `executeModel`, what its callers called; `"again"`: a part
    * of a batch taken apart, admitted before, so routed as a retry is (to the
-   * queue's front, never refused by a full one).
+   * queue's front, never refused by a full one) and not counted again in
+   * the queue waits (the batch it came from was).
    */
   #request<T>(
     cmd: string,
@@ -1622,7 +1625,10 @@ export class Pool implements AsyncDisposable {
         reject,
       };
       if (onSlot !== undefined) call.onSlot = onSlot;
-      if (batch !== undefined) call.what = BATCHED_CMD;
+      if (batch !== undefined) {
+        call.what = BATCHED_CMD;
+        if (batch === "again") call.again = true;
+      }
       // A placed model's calls go to its slots only (no lookup while no
       // model is placed).
       const placements = this.#placements;
@@ -1630,7 +1636,7 @@ export class Pool implements AsyncDisposable {
         const placement = placements.get(args.name as string);
         if (placement !== undefined) call.placement = placement;
       }
-      this.#router.route(call, batch === "again");
+      this.#router.route(call, batch === "again", batch !== "again");
     });
   }
 
@@ -2667,7 +2673,8 @@ export class Pool implements AsyncDisposable {
         call.deadline > Date.now()
       ) {
         call.retries++;
-        return this.#router.route(call, true);
+        // A part of a batch taken apart counts nowhere, retried or not.
+        return this.#router.route(call, true, call.again !== true);
       }
       if (removed) {
         // Not a crash: its slot was removed and the call outlasted the grace.

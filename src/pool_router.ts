@@ -77,6 +77,11 @@ export interface PoolCall {
    * `executeModel` (see {@linkcode callName}).
    */
   what?: string;
+  /**
+   * A part of a batch taken apart and sent again: the batch it came from
+   * was counted in the queue waits, so it is not counted again.
+   */
+  again?: boolean;
 }
 
 /**
@@ -142,8 +147,12 @@ export class PoolRouter {
     return this.#queue.length + this.#placedQueued;
   }
 
-  /** Sends the call, queues it, or rejects it (no worker / overloaded). */
-  route(call: PoolCall, retry: boolean): void {
+  /**
+   * Sends the call, queues it, or rejects it (no worker / overloaded).
+   * `counted`: its wait goes in the queue waits (not for a part of a batch
+   * taken apart: the batch was).
+   */
+  route(call: PoolCall, retry: boolean, counted = true): void {
     const pick = this.#pick(call);
     if (pick === null) {
       const queued = this.queued;
@@ -166,7 +175,7 @@ export class PoolRouter {
       return this.#enqueue(call, retry);
     }
     if (pick instanceof Error) return call.reject(pick);
-    this.waits.none();
+    if (counted) this.waits.none();
     this.#opts.send(call, pick);
   }
 
@@ -212,10 +221,12 @@ export class PoolRouter {
         this.#abandoned(call, "failed");
         call.reject(pick);
       } else {
-        this.waits.observe(
-          (performance.now() - (call.queuedAt ?? 0)) / 1000,
-          modelOf(call),
-        );
+        if (call.again !== true) {
+          this.waits.observe(
+            (performance.now() - (call.queuedAt ?? 0)) / 1000,
+            modelOf(call),
+          );
+        }
         this.#opts.send(call, pick);
       }
     }
@@ -468,6 +479,7 @@ export class PoolRouter {
 
   /** Counts a queued call that leaves the queue unsent, with its wait. */
   #abandoned(call: PoolCall, outcome: QueueWaitOutcome): void {
+    if (call.again === true) return;
     this.waits.abandon(
       outcome,
       (performance.now() - (call.queuedAt ?? 0)) / 1000,

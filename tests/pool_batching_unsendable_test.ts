@@ -326,6 +326,48 @@ Deno.test("Pool batching: the error of a call whose message cannot be sent reads
   }
 });
 
+Deno.test("Pool batching: a call of a batch taken apart is sent once for onSend and the queue waits: with the batch it first went in", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(
+    opts(dir.path, { plugins: { defaults: false, use: [] } }),
+  );
+  await pool.addModel("rec", { source: RECORDER });
+  const before = pool.queueWaits().count;
+  const sends = new Map<number, string[]>();
+  const onSend = (id: number) => (worker: string) => {
+    sends.set(id, [...sends.get(id) ?? [], worker]);
+  };
+  const blocker = pool.execute("rec", { sleep: 0.05 });
+  // One batch of six behind the blocker; the BigInt takes it apart into
+  // four more (3, 3, then 2 and 1), which must not count as sends.
+  const calls = [0, 1, 2, 3, 4, 5].map((id) =>
+    pool.execute("rec", id === 2 ? { id, n: 1n } : { id }, {
+      onSend: onSend(id),
+    })
+  );
+  const settled = await Promise.allSettled(calls);
+  await blocker;
+  assert.deepEqual(settled.map((r) => r.status), [
+    "fulfilled",
+    "fulfilled",
+    "rejected",
+    "fulfilled",
+    "fulfilled",
+    "fulfilled",
+  ]);
+  assert.deepEqual(
+    [...sends].toSorted(([a], [b]) => a - b),
+    [0, 1, 2, 3, 4, 5].map((id) => [id, ["w1"]]),
+  );
+  // The blocker and the batch of six: two calls left the queue.
+  assert.equal(pool.queueWaits().count - before, 2);
+  const { sizes } = await pool.execute("rec", { report: true }) as {
+    sizes: number[];
+  };
+  // The blocker, and the parts that ran: [3, 4, 5] and [0, 1].
+  assert.deepEqual(sizes.toSorted((a, b) => a - b), [1, 2, 3]);
+});
+
 Deno.test("Pool batching: a close() while a batch is taken apart fails its calls with the ShuttingDownError of an execute (executeModel), not of executeBatch", async () => {
   // The batch of three waits in an onRequest hook while the pool begins to
   // close; then it fails for the BigInt and its parts are refused.
