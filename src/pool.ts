@@ -2736,7 +2736,7 @@ function crashError(
         code: exit?.code ?? null,
         signal: exit?.signal ?? null,
         reason: how,
-        cmd: call.cmd,
+        cmd: callName(call),
         call: name,
         ...(own === undefined ? {} : own),
         inFlight: inFlight?.byName ?? {},
