@@ -14,7 +14,10 @@
  * on the worker. A batch the session refused to write because a message
  * cannot be encoded (a `SerializationError` it marked unsent) is sent again
  * in halves, so that only the calls whose messages cannot be sent fail (each
- * alone, with its own error) and every other runs once.
+ * alone, with the error its call to a model that does not batch gets) and
+ * every other runs once. Its calls are sent once all the same: their
+ * `onSend`, and the pool's queue waits, go with the batch they first went in,
+ * not with its parts.
  *
  * @module
  */
