@@ -14,7 +14,10 @@
  * on the worker. A batch the session refused to write because a message
  * cannot be encoded (a `SerializationError` it marked unsent) is sent again
  * in halves, so that only the calls whose messages cannot be sent fail (each
- * alone, with its own error) and every other runs once.
+ * alone, with the error its call to a model that does not batch gets) and
+ * every other runs once. Its calls are sent once all the same: their
+ * `onSend`, and the pool's queue waits, go with the batch they first went in,
+ * not with its parts.
  *
  * @module
  */
@@ -27,6 +30,7 @@ import {
 } from "./errors.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
 import { wasUnsent } from "./_unsent.ts";
+import { batchedSendError } from "./_batched_send_error.ts";
 import { deliverResponseMeta } from "./_response_meta.ts";
 import type { ResponseMeta } from "./session_types.ts";
 
@@ -300,12 +304,19 @@ export class ModelBatcher {
         signal: batch.abort.signal,
         idempotent,
         ...(again ? { again } : {}),
-        onSend: (sentTo) => {
-          sentAt = performance.now();
-          for (const item of items) {
-            if (!item.settled) item.options.onSend?.(sentTo);
+        // A call is sent once for its onSend (and once in the pool's queue
+        // waits): with the batch it first went in. A part sent again holds
+        // calls that batch told already (those settled then are in none).
+        onSend: again
+          ? () => {
+            sentAt = performance.now();
           }
-        },
+          : (sentTo) => {
+            sentAt = performance.now();
+            for (const item of items) {
+              if (!item.settled) item.options.onSend?.(sentTo);
+            }
+          },
       },
       requestIds,
       messageHeaders,
@@ -317,6 +328,13 @@ export class ModelBatcher {
       },
       (error) => {
         if (this.#split(batch, error)) return;
+        // The call at fault, alone: its error as its own call's would be.
+        if (
+          items.length === 1 && error instanceof SerializationError &&
+          wasUnsent(error)
+        ) {
+          error = batchedSendError(error);
+        }
         for (const item of batch.items) this.#settle(item, error);
       },
     ).finally(() => {
@@ -361,11 +379,14 @@ export class ModelBatcher {
   #deliver(batch: Batch, reply: unknown): void {
     const results = (reply as { results?: unknown })?.results;
     const errors = (reply as { errors?: Record<string, unknown> })?.errors;
-    if (!Array.isArray(results) || results.length !== batch.items.length) {
+    const n = batch.items.length;
+    if (!Array.isArray(results) || results.length !== n) {
       const error = errorFromWire({
         type: "ProtocolError",
         message:
-          `Cannot complete executeBatch of model '${this.name}': the reply does not hold ${batch.items.length} results`,
+          `Cannot complete executeModel of model '${this.name}': the reply to its batch of ${n} does not hold ${n} result${
+            n === 1 ? "" : "s"
+          }`,
       });
       for (const item of batch.items) this.#settle(item, error);
       return;

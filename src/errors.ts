@@ -247,7 +247,8 @@ defineName(StreamIdleError, "StreamIdleError");
  * `details.inFlightCalls` how many there were in all; its message ends
  * with the same (`"... died: exited with code 3 while running: bad
  * (1 call), plain (3)"`). Also `details.worker`, `pid`, `code`, `signal`,
- * `reason` and `cmd` (this call's command). A version's calls are named by
+ * `reason` and `cmd` (this call's command: `"executeModel"` for a batched
+ * call too, as its caller called). A version's calls are named by
  * its internal name (`"bad@2"`): `details.model` and `details.version` name
  * this call's version, `details.inFlightVersions` maps each such name in
  * `inFlight` to its `{model, version}` (both absent without versions).

@@ -45,7 +45,7 @@ import {
   type ScaleBoundsChange,
 } from "./plugin.ts";
 import { type PoolEvent, PoolEventHub } from "./pool_events.ts";
-import { type PoolCall, PoolRouter } from "./pool_router.ts";
+import { callName, type PoolCall, PoolRouter } from "./pool_router.ts";
 import { describeInFlight, type InFlight, inFlightName } from "./_in_flight.ts";
 import {
   type ResolvedPoolOptions,
@@ -129,7 +129,9 @@ export interface PoolRequestOptions {
    * Called each time the call leaves the queue and is written to a worker
    * (again after a retry), with the worker's id (`"w1"`). From then on,
    * aborting `signal` cancels it on the server instead of dropping it from
-   * the queue.
+   * the queue. A call of a model that batches is sent with its batch: once,
+   * when the batch it first went in leaves the queue (a batch taken apart
+   * because a message of it cannot be sent does not send its calls again).
    */
   onSend?: (worker: string) => void;
   /** May be retried on another worker when its worker crashes (up to `maxRetries`). @default {false} */
@@ -1506,7 +1508,7 @@ export class Pool implements AsyncDisposable {
             options,
             undefined,
             undefined,
-            options.again === true,
+            options.again === true ? "again" : "first",
           );
         },
         this.#modelTimeouts.get(name) ?? this.#opts.requestTimeout ??
@@ -1590,9 +1592,12 @@ export class Pool implements AsyncDisposable {
   }
 
   /**
-   * `defaultTimeout`: the model's own, for a call that gives none. `retry`:
-   * a call admitted before (a part of a batch taken apart), routed as a
-   * retry is: to the queue's front, never refused by a full one.
+   * `defaultTimeout`: the model's own, for a call that gives none. `batch`:
+   * the call is a model's batch (`executeBatch`, ModelBatcher), whose
+   * errors name `executeModel`, what its callers called; `"again"`: a part
+   * of a batch taken apart, admitted before, so routed as a retry is (to the
+   * queue's front, never refused by a full one) and not counted again in
+   * the queue waits (the batch it came from was).
    */
   #request<T>(
     cmd: string,
@@ -1600,10 +1605,13 @@ export class Pool implements AsyncDisposable {
     options: PoolRequestOptions,
     onSlot: ((slot: SlotLease) => void) | undefined,
     defaultTimeout?: number,
-    retry = false,
+    batch?: "first" | "again",
   ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const refused = this.#refusal(cmd, options);
+      const refused = this.#refusal(
+        batch === undefined ? cmd : BATCHED_CMD,
+        options,
+      );
       if (refused !== undefined) return reject(refused);
       const timeout = options.timeout ?? defaultTimeout ??
         this.#opts.requestTimeout;
@@ -1617,6 +1625,10 @@ export class Pool implements AsyncDisposable {
         reject,
       };
       if (onSlot !== undefined) call.onSlot = onSlot;
+      if (batch !== undefined) {
+        call.what = BATCHED_CMD;
+        if (batch === "again") call.again = true;
+      }
       // A placed model's calls go to its slots only (no lookup while no
       // model is placed).
       const placements = this.#placements;
@@ -1624,7 +1636,7 @@ export class Pool implements AsyncDisposable {
         const placement = placements.get(args.name as string);
         if (placement !== undefined) call.placement = placement;
       }
-      this.#router.route(call, retry);
+      this.#router.route(call, batch === "again", batch !== "again");
     });
   }
 
@@ -2190,12 +2202,14 @@ export class Pool implements AsyncDisposable {
     this.#closing = true;
     for (const off of this.#offSignals.splice(0)) off();
     this.#router.drain((call) =>
-      new ShuttingDownError(`Cannot send call ${call.cmd}: pool is closing`)
+      new ShuttingDownError(
+        `Cannot send call ${callName(call)}: pool is closing`,
+      )
     );
     for (const batcher of this.#batchers.values()) {
       batcher.close(
         new ShuttingDownError(
-          "Cannot send call executeModel: pool is closing",
+          `Cannot send call ${BATCHED_CMD}: pool is closing`,
         ),
       );
     }
@@ -2636,7 +2650,7 @@ export class Pool implements AsyncDisposable {
         // quarantine unloads it): the error its other calls get.
         const p = this.#placements.get(String(call.args?.name));
         if (p?.failed !== undefined) {
-          return call.reject(outOfService(p, call.cmd));
+          return call.reject(outOfService(p, callName(call)));
         }
       }
       return call.reject(error);
@@ -2649,7 +2663,7 @@ export class Pool implements AsyncDisposable {
       if (this.#closing) {
         return call.reject(
           new ShuttingDownError(
-            `Cannot complete call ${call.cmd}: pool closed`,
+            `Cannot complete call ${callName(call)}: pool closed`,
             { cause: error },
           ),
         );
@@ -2659,13 +2673,16 @@ export class Pool implements AsyncDisposable {
         call.deadline > Date.now()
       ) {
         call.retries++;
-        return this.#router.route(call, true);
+        // A part of a batch taken apart counts nowhere, retried or not.
+        return this.#router.route(call, true, call.again !== true);
       }
       if (removed) {
         // Not a crash: its slot was removed and the call outlasted the grace.
         return call.reject(
           new ShuttingDownError(
-            `Cannot complete call ${call.cmd}: worker ${worker.id} was removed by a resize before the call finished (shutdownGrace ${this.#opts.shutdownGrace} ms)`,
+            `Cannot complete call ${
+              callName(call)
+            }: worker ${worker.id} was removed by a resize before the call finished (shutdownGrace ${this.#opts.shutdownGrace} ms)`,
             { cause: error },
           ),
         );
@@ -2719,7 +2736,7 @@ function crashError(
         code: exit?.code ?? null,
         signal: exit?.signal ?? null,
         reason: how,
-        cmd: call.cmd,
+        cmd: callName(call),
         call: name,
         ...(own === undefined ? {} : own),
         inFlight: inFlight?.byName ?? {},
@@ -2731,6 +2748,12 @@ function crashError(
     },
   );
 }
+
+/**
+ * What a model's batch (`executeBatch`) is called in its calls' errors: the
+ * command of `pool.execute`, which its callers called.
+ */
+const BATCHED_CMD = "executeModel";
 
 /** The commands that call a model: a placed model's go to its slots. */
 const MODEL_CALLS: ReadonlySet<string> = new Set([

@@ -71,6 +71,29 @@ export interface PoolCall {
   queuedAt?: number;
   /** The slots of the placed model it calls (none: any worker). */
   placement?: ModelPlacement | undefined;
+  /**
+   * The command its errors name, when not `cmd`: a model's batch
+   * (`executeBatch`) carries `pool.execute` calls, which name
+   * `executeModel` (see {@linkcode callName}).
+   */
+  what?: string;
+  /**
+   * A part of a batch taken apart and sent again: the batch it came from
+   * was counted in the queue waits, so it is not counted again.
+   */
+  again?: boolean;
+}
+
+/**
+ * The command a call's errors name: `what` the caller called, else `cmd`.
+ *
+ * @example
+ * ```ts ignore
+ * callName({ cmd: "executeBatch", what: "executeModel", ... }); // "executeModel"
+ * ```
+ */
+export function callName(call: PoolCall): string {
+  return call.what ?? call.cmd;
 }
 
 /** Options of {@linkcode PoolRouter}. */
@@ -124,15 +147,21 @@ export class PoolRouter {
     return this.#queue.length + this.#placedQueued;
   }
 
-  /** Sends the call, queues it, or rejects it (no worker / overloaded). */
-  route(call: PoolCall, retry: boolean): void {
+  /**
+   * Sends the call, queues it, or rejects it (no worker / overloaded).
+   * `counted`: its wait goes in the queue waits (not for a part of a batch
+   * taken apart: the batch was).
+   */
+  route(call: PoolCall, retry: boolean, counted = true): void {
     const pick = this.#pick(call);
     if (pick === null) {
       const queued = this.queued;
       if (!retry && queued >= this.#opts.maxQueue) {
         return call.reject(
           new OverloadedError(
-            `Cannot accept call ${call.cmd}: ${queued} calls queued (maxQueue ${this.#opts.maxQueue}) and the workers it may go to have ${this.#opts.maxInFlightPerWorker} in flight each (maxInFlightPerWorker): retry later, or raise maxQueue, maxInFlightPerWorker or workers`,
+            `Cannot accept call ${
+              callName(call)
+            }: ${queued} calls queued (maxQueue ${this.#opts.maxQueue}) and the workers it may go to have ${this.#opts.maxInFlightPerWorker} in flight each (maxInFlightPerWorker): retry later, or raise maxQueue, maxInFlightPerWorker or workers`,
             {
               details: {
                 queue: queued,
@@ -146,7 +175,7 @@ export class PoolRouter {
       return this.#enqueue(call, retry);
     }
     if (pick instanceof Error) return call.reject(pick);
-    this.waits.none();
+    if (counted) this.waits.none();
     this.#opts.send(call, pick);
   }
 
@@ -192,10 +221,12 @@ export class PoolRouter {
         this.#abandoned(call, "failed");
         call.reject(pick);
       } else {
-        this.waits.observe(
-          (performance.now() - (call.queuedAt ?? 0)) / 1000,
-          modelOf(call),
-        );
+        if (call.again !== true) {
+          this.waits.observe(
+            (performance.now() - (call.queuedAt ?? 0)) / 1000,
+            modelOf(call),
+          );
+        }
         this.#opts.send(call, pick);
       }
     }
@@ -278,7 +309,7 @@ export class PoolRouter {
       if (w === undefined) return this.#notThere(call, pinned, p);
       if (!routable(w)) {
         return new NoWorkerError(
-          `Cannot route call ${call.cmd}: worker ${pinned} is ${
+          `Cannot route call ${callName(call)}: worker ${pinned} is ${
             w.state === "ready" ? "disconnected" : w.state
           }`,
         );
@@ -317,17 +348,19 @@ export class PoolRouter {
     if (p?.failed !== undefined) return unavailable(call, p);
     if (p === undefined) {
       return new NoWorkerError(
-        `Cannot route call ${call.cmd}: no worker '${pinned}'`,
+        `Cannot route call ${callName(call)}: no worker '${pinned}'`,
       );
     }
     const ids = p.workers.map((s) => s.id);
     const { who, details } = placedModel(p);
     return new NoWorkerError(
       this.#opts.workers.some((s) => s.id === pinned)
-        ? `Cannot route call ${call.cmd}: worker ${pinned} does not hold model ${who} (it is placed on ${
+        ? `Cannot route call ${
+          callName(call)
+        }: worker ${pinned} does not hold model ${who} (it is placed on ${
           ids.join(", ") || "no worker"
         }: workers ${p.count})`
-        : `Cannot route call ${call.cmd}: no worker '${pinned}'`,
+        : `Cannot route call ${callName(call)}: no worker '${pinned}'`,
       { details: { ...details, worker: pinned, slots: ids } },
     );
   }
@@ -352,8 +385,10 @@ export class PoolRouter {
     const placed = p === undefined ? undefined : placedModel(p);
     return new NoWorkerError(
       placed === undefined
-        ? `Cannot route call ${call.cmd}: no worker is ready`
-        : `Cannot route call ${call.cmd}: no worker of model ${placed.who} is ready (it is placed on ${
+        ? `Cannot route call ${callName(call)}: no worker is ready`
+        : `Cannot route call ${
+          callName(call)
+        }: no worker of model ${placed.who} is ready (it is placed on ${
           workers.map((w) => `${w.id} ${w.state}`).join(", ") || "no worker"
         })`,
       {
@@ -410,7 +445,9 @@ export class PoolRouter {
           call,
           "timeout",
           new TimeoutError(
-            `Cannot complete call ${call.cmd}: timed out in the pool queue`,
+            `Cannot complete call ${
+              callName(call)
+            }: timed out in the pool queue`,
           ),
         );
       }, Math.max(0, call.deadline - Date.now()));
@@ -421,7 +458,7 @@ export class PoolRouter {
         this.#drop(
           call,
           "cancelled",
-          new CancelledError(`Cannot send call ${call.cmd}: aborted`),
+          new CancelledError(`Cannot send call ${callName(call)}: aborted`),
         );
       signal.addEventListener("abort", call.onAbort, { once: true });
     }
@@ -442,6 +479,7 @@ export class PoolRouter {
 
   /** Counts a queued call that leaves the queue unsent, with its wait. */
   #abandoned(call: PoolCall, outcome: QueueWaitOutcome): void {
+    if (call.again === true) return;
     this.waits.abandon(
       outcome,
       (performance.now() - (call.queuedAt ?? 0)) / 1000,
@@ -486,7 +524,7 @@ function unavailable(
   call: PoolCall,
   p: ModelPlacement,
 ): ModelUnavailableError {
-  return outOfService(p, call.cmd);
+  return outOfService(p, callName(call));
 }
 
 // A ready worker whose connection just ended is as good as gone (the pool

@@ -5,6 +5,7 @@ import {
   PythonError,
   ShuttingDownError,
   TimeoutError,
+  WorkerCrashedError,
 } from "../src/errors.ts";
 import { modelsDir } from "./_pool_harness.ts";
 
@@ -244,5 +245,35 @@ Deno.test("Pool batching: batches gathered before an update run on the new versi
     // no more) failed with InvalidRequestError.
     const results = await Promise.all(calls) as Array<{ y: number }>;
     assert.deepEqual(results.map((r) => r.y), calls.map((_, x) => x * 2));
+  }
+});
+
+Deno.test("Pool batching: a worker that dies under a batch fails its calls with the WorkerCrashedError of an execute (details.cmd executeModel, not executeBatch)", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(opts(dir.path));
+  await pool.addModel("dies", {
+    source: `
+import os, time
+class Dies:
+    batch_size = 8
+    batch_delay_ms = 20
+    def execute_batch(self, msgs):
+        if any(m.get("die") for m in msgs):
+            os._exit(3)
+        time.sleep(max(m.get("sleep", 0) for m in msgs))
+        return [{} for m in msgs]
+`,
+  });
+  // The batch of two gathers behind the first call; the process dies under
+  // both.
+  const calls = [{ sleep: 0.05 }, {}, { die: true }].map((m) =>
+    pool.execute("dies", m)
+  );
+  for (const r of await Promise.allSettled(calls)) {
+    const err = (r as PromiseRejectedResult).reason;
+    assert.ok(err instanceof WorkerCrashedError, String(err));
+    assert.match(err.message, /^Cannot run model 'dies': worker w1/);
+    assert.equal(err.details.cmd, "executeModel");
+    assert.equal(err.details.call, "dies");
   }
 });

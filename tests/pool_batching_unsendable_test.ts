@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { Pool, type PoolOptions } from "../src/pool.ts";
 import type { Plugin } from "../src/plugin.ts";
 import { spillover, type SpilloverPlugin } from "../plugins/spillover.ts";
-import { SerializationError } from "../src/errors.ts";
+import { SerializationError, ShuttingDownError } from "../src/errors.ts";
 import { modelsDir } from "./_pool_harness.ts";
 
 /**
@@ -284,4 +284,130 @@ Deno.test("Pool batching: the parts of a batch taken apart are not new calls: a 
   };
   assert.deepEqual(seen.toSorted((a, b) => a - b), [1, 2, 3, 4, 5]);
   assert.equal(pool.status().inFlight, 0);
+});
+
+/** A model that does not batch: its calls' errors are the ones to match. */
+const ECHO = `
+class Echo:
+    def execute(self, msg):
+        return msg
+`;
+
+Deno.test("Pool batching: the error of a call whose message cannot be sent reads as it would without batching (executeModel, msg.<path>), not as the batch's (executeBatch, msgs[0].<path>)", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(
+    opts(dir.path, { plugins: { defaults: false, use: [] } }),
+  );
+  await pool.addModel("rec", { source: RECORDER });
+  await pool.addModel("echo", { source: ECHO });
+  for (const [what, bad] of unsendable()) {
+    // Deeper than the top: the path is the caller's.
+    const msg = { id: -1, inner: bad };
+    const unbatched = await pool.execute("echo", msg).then(
+      () => assert.fail(`${what}: sent`),
+      (err: unknown) => err as SerializationError,
+    );
+    const blocker = pool.execute("rec", { sleep: 0.02 });
+    const calls = [{ id: 1 }, msg, { id: 2 }].map((m) =>
+      pool.execute("rec", m)
+    );
+    const settled = await Promise.allSettled(calls);
+    await blocker;
+    assert.deepEqual(
+      settled.map((r) => r.status),
+      ["fulfilled", "rejected", "fulfilled"],
+      what,
+    );
+    const err = (settled[1] as PromiseRejectedResult).reason;
+    assert.ok(err instanceof SerializationError, `${what}: ${err}`);
+    assert.equal(err.message, unbatched.message, what);
+    assert.deepEqual(err.details, unbatched.details, what);
+    assert.doesNotMatch(err.message, /executeBatch|msgs\[/, what);
+  }
+});
+
+Deno.test("Pool batching: a call of a batch taken apart is sent once for onSend and the queue waits: with the batch it first went in", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(
+    opts(dir.path, { plugins: { defaults: false, use: [] } }),
+  );
+  await pool.addModel("rec", { source: RECORDER });
+  const before = pool.queueWaits().count;
+  const sends = new Map<number, string[]>();
+  const onSend = (id: number) => (worker: string) => {
+    sends.set(id, [...sends.get(id) ?? [], worker]);
+  };
+  const blocker = pool.execute("rec", { sleep: 0.05 });
+  // One batch of six behind the blocker; the BigInt takes it apart into
+  // four more (3, 3, then 2 and 1), which must not count as sends.
+  const calls = [0, 1, 2, 3, 4, 5].map((id) =>
+    pool.execute("rec", id === 2 ? { id, n: 1n } : { id }, {
+      onSend: onSend(id),
+    })
+  );
+  const settled = await Promise.allSettled(calls);
+  await blocker;
+  assert.deepEqual(settled.map((r) => r.status), [
+    "fulfilled",
+    "fulfilled",
+    "rejected",
+    "fulfilled",
+    "fulfilled",
+    "fulfilled",
+  ]);
+  assert.deepEqual(
+    [...sends].toSorted(([a], [b]) => a - b),
+    [0, 1, 2, 3, 4, 5].map((id) => [id, ["w1"]]),
+  );
+  // The blocker and the batch of six: two calls left the queue.
+  assert.equal(pool.queueWaits().count - before, 2);
+  const { sizes } = await pool.execute("rec", { report: true }) as {
+    sizes: number[];
+  };
+  // The blocker, and the parts that ran: [3, 4, 5] and [0, 1].
+  assert.deepEqual(sizes.toSorted((a, b) => a - b), [1, 2, 3]);
+});
+
+Deno.test("Pool batching: a close() while a batch is taken apart fails its calls with the ShuttingDownError of an execute (executeModel), not of executeBatch", async () => {
+  // The batch of three waits in an onRequest hook while the pool begins to
+  // close; then it fails for the BigInt and its parts are refused.
+  const gate = Promise.withResolvers<void>();
+  const held = Promise.withResolvers<void>();
+  const hook: Plugin = {
+    name: "gate",
+    onRequest: async (msg) => {
+      if (
+        msg.cmd === "executeBatch" && Array.isArray(msg.msgs) &&
+        msg.msgs.length === 3
+      ) {
+        held.resolve();
+        await gate.promise;
+      }
+      return msg;
+    },
+  };
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(
+    opts(dir.path, { plugins: { defaults: false, use: [hook] } }),
+  );
+  await pool.addModel("rec", { source: RECORDER });
+  const blocker = pool.execute("rec", { sleep: 0.05 });
+  const calls = [0, 1, 2].map((id) =>
+    pool.execute("rec", id === 1 ? { id, n: 1n } : { id })
+  );
+  await held.promise;
+  const closing = pool.close();
+  gate.resolve();
+  const settled = await Promise.allSettled(calls);
+  await blocker;
+  await closing;
+  for (const r of settled) {
+    assert.equal(r.status, "rejected");
+    const err = (r as PromiseRejectedResult).reason;
+    assert.ok(err instanceof ShuttingDownError, String(err));
+    assert.equal(
+      err.message,
+      "Cannot accept call executeModel: pool is closing",
+    );
+  }
 });
