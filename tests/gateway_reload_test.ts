@@ -287,15 +287,39 @@ Deno.test({
   });
 });
 
-/** Whether a TCP connection to `port` on the loopback is accepted. */
-async function listening(port: number): Promise<boolean> {
-  try {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    conn.close();
-    return true;
-  } catch {
-    return false;
+/**
+ * Whether this process listens on TCP `port` (Linux's `/proc`: a LISTEN
+ * socket on the port whose inode is one of this process's fds). A connect
+ * to the port could not tell: under a loaded parallel suite another test's
+ * server had been given the freed port and accepted it.
+ */
+function listening(port: number): boolean {
+  const own = new Set<string>();
+  for (const fd of Deno.readDirSync("/proc/self/fd")) {
+    try {
+      const target = Deno.readLinkSync(`/proc/self/fd/${fd.name}`);
+      if (target.startsWith("socket:[")) own.add(target.slice(8, -1));
+    } catch {
+      // closed meanwhile
+    }
   }
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  for (const table of ["tcp", "tcp6"]) {
+    let text = "";
+    try {
+      text = Deno.readTextFileSync(`/proc/net/${table}`);
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      if (
+        fields[3] === "0A" && fields[1]?.endsWith(hex) === true &&
+        own.has(fields[9] ?? "")
+      ) return true;
+    }
+  }
+  return false;
 }
 
 Deno.test({
@@ -337,7 +361,7 @@ Deno.test({
     release();
     await assert.rejects(reloaded, ShuttingDownError);
     assert.equal(
-      await listening(server.port),
+      listening(server.port),
       false,
       "a listener outlived the shutdown",
     );
@@ -396,7 +420,7 @@ Deno.test({
       await server.shutdown();
     }
     assert.equal(
-      await listening(server.port),
+      listening(server.port),
       false,
       "a listener outlived the shutdown",
     );
