@@ -350,6 +350,18 @@ Deno.test("Gateway echoes JSON bodies unchanged, and refuses a number beyond a d
       /^Cannot send executeModel: msg\.x\[0\] is -?Infinity \(JSON has no NaN or infinities, and a number literal beyond ±1\.8e308 such as 1e400 reads as one/,
     );
   }
+  // A channel's message too: its subscribers would have read null.
+  const published = await gw.fetch("/v1/channels/news", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: '{"x":{"y":1e400}}',
+  });
+  const refused = await published.json();
+  assert.equal(published.status, 400, JSON.stringify(refused));
+  assert.match(
+    refused.error.message,
+    /^Cannot publish: x\.y is Infinity \(JSON has no NaN/,
+  );
   // What is within range arrives as the float it is.
   const res = await gw.fetch("/v1/models/seen/execute", {
     method: "POST",
