@@ -257,6 +257,56 @@ Deno.test("Pool.execute refuses NaN and infinities with a SerializationError nam
   }
 });
 
+Deno.test("A host handler's result holding NaN fails the model's host.call with a HostError naming the place, not None", async () => {
+  const pool = await Pool.start({
+    workers: 1,
+    handleSignals: false,
+    plugins: {
+      use: [{
+        name: "nan",
+        handlers: {
+          nan: () => ({ x: [1, NaN] }),
+          big: () => ({ s: "y".repeat(2_000_000), x: Infinity }),
+        },
+      }],
+    },
+  });
+  try {
+    await pool.addModel("caller", {
+      source: `from pyproxy import host
+class Caller:
+    def execute(self, msg):
+        try:
+            return {"got": repr(host.call(msg["cmd"], {}))}
+        except Exception as e:
+            return {"error": type(e).__name__, "message": str(e)}
+`,
+    });
+    for (
+      const [cmd, place] of [
+        ["nan", "result.x[1] is NaN"],
+        ["big", "result.x is Infinity"],
+      ] as const
+    ) {
+      const got = await pool.execute("caller", { cmd }) as Record<
+        string,
+        string
+      >;
+      assert.equal(got.error, "HostError", JSON.stringify(got).slice(0, 300));
+      assert.match(
+        got.message!,
+        new RegExp(
+          `SerializationError: Cannot send the reply to \\d+: ${
+            place.replace(/[.[\]]/g, "\\$&")
+          } \\(`,
+        ),
+      );
+    }
+  } finally {
+    await pool.close();
+  }
+});
+
 Deno.test("Pool.execute refuses NaN in a message large enough to be spilled to a file, and echoes long strings unchanged", async () => {
   const pool = await echoPool();
   try {
