@@ -23,11 +23,12 @@ const PIECE = 32 * 1024;
  * Yields strings whose concatenation is `JSON.stringify(value)` (for a value
  * it does not return undefined for). Large strings come in pieces of about
  * 32 Ki characters, never split inside a surrogate pair. Throws like
- * `JSON.stringify` on bigints and circular structures, a `RangeError`
- * for nesting deeper than `MAX_JSON_DEPTH`, and a `NonFiniteNumberError`
- * (a `TypeError`) for NaN or an infinity, which `JSON.stringify` writes as
- * `null` (as a session does, `nonFiniteReason` of the whole value says where). With `segments`, long strings
- * below the root become `null` and are collected with their paths instead.
+ * `JSON.stringify` on bigints and circular structures, a `RangeError` for
+ * nesting deeper than `MAX_JSON_DEPTH`, and a `NonFiniteNumberError` (a
+ * `TypeError`) for NaN or an infinity, which `JSON.stringify` writes as
+ * `null` (`nonFiniteReason` of the whole value then says where, as a
+ * session does). With `segments`, long strings below the root become
+ * `null` and are collected with their paths instead.
  *
  * @example
  * ```ts

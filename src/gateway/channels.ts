@@ -397,9 +397,10 @@ export class ChannelHub {
    * `SerializationError` (nothing published, no channel made) for data that
    * cannot be written as JSON: a cycle, a `BigInt` nested deeper than
    * 1000 levels, or NaN or an infinity (which `JSON.stringify` writes as
-   * `null`; a body's `1e400` is `Infinity` once parsed). Kept, such a message ended each subscriber's stream
-   * without a word and made every `GET /v1/channels` answer 400 while it
-   * stayed in the history. After {@linkcode ChannelHub.close} it still
+   * `null`; a body's `1e400` is `Infinity` once parsed). Kept, such a
+   * message ended each subscriber's stream without a word and made every
+   * `GET /v1/channels` answer 400 while it stayed in the history (NaN: its
+   * subscribers read `null`). After {@linkcode ChannelHub.close} it still
    * publishes, reaching no one.
    */
   publish(
