@@ -7,6 +7,7 @@
  */
 import { MAX_JSON_DEPTH } from "../src/_json_check.ts";
 import { jsonSizeBound } from "./_json_size.ts";
+import { NonFiniteNumberError, nonFiniteReason } from "../src/_non_finite.ts";
 import {
   bytesOf,
   holdsBytes,
@@ -22,9 +23,12 @@ const PIECE = 32 * 1024;
  * Yields strings whose concatenation is `JSON.stringify(value)` (for a value
  * it does not return undefined for). Large strings come in pieces of about
  * 32 Ki characters, never split inside a surrogate pair. Throws like
- * `JSON.stringify` on bigints and circular structures, and a `RangeError`
- * for nesting deeper than `MAX_JSON_DEPTH`. With `segments`, long strings
- * below the root become `null` and are collected with their paths instead.
+ * `JSON.stringify` on bigints and circular structures, a `RangeError` for
+ * nesting deeper than `MAX_JSON_DEPTH`, and a `NonFiniteNumberError` (a
+ * `TypeError`) for NaN or an infinity, which `JSON.stringify` writes as
+ * `null` (`nonFiniteReason` of the whole value then says where, as a
+ * session does). With `segments`, long strings below the root become
+ * `null` and are collected with their paths instead.
  *
  * @example
  * ```ts
@@ -169,6 +173,9 @@ function* pieces(
     typeof value !== "object" || value === null || isRawJson?.(value) === true
   ) {
     // Numbers, booleans, null; a bigint throws here as it would in JSON.stringify.
+    if (typeof value === "number" && value - value !== 0) {
+      throw new NonFiniteNumberError();
+    }
     yield JSON.stringify(value);
     return;
   }
@@ -192,7 +199,11 @@ function* pieces(
     jsonSizeBound(value, PIECE, ancestors.length) <= PIECE &&
     !holdsBytes(value)
   ) {
-    yield JSON.stringify(value);
+    const text = JSON.stringify(value);
+    if (nonFiniteReason(value, text) !== undefined) {
+      throw new NonFiniteNumberError();
+    }
+    yield text;
     return;
   }
   ancestors.push(value);

@@ -14,7 +14,12 @@ import {
   SpillError,
   UnsafeIntegerError,
 } from "../src/errors.ts";
-import { serializationError, unencodableError } from "../src/_json_check.ts";
+import {
+  refusedError,
+  serializationError,
+  unencodableError,
+} from "../src/_json_check.ts";
+import { NonFiniteNumberError, nonFiniteReason } from "../src/_non_finite.ts";
 import {
   EXACT_JSON_DEPTH,
   ExactJson,
@@ -592,7 +597,14 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
       // The file system's failures are SpillErrors; anything else came from
       // encoding the caller's value: a SerializationError, as without spill-over.
       return spill(msg, mc, dir).catch((err) => {
-        throw err instanceof PyProxyError ? err : serializationError(msg, err);
+        if (err instanceof PyProxyError) throw err;
+        // NaN or an infinity (jsonPieces refuses them, as the session does): where.
+        const nonFinite = err instanceof NonFiniteNumberError
+          ? nonFiniteReason(msg, "null")
+          : undefined;
+        throw nonFinite === undefined
+          ? serializationError(msg, err)
+          : refusedError(msg, nonFinite);
       });
     },
 

@@ -109,6 +109,18 @@ export function unencodableError(
   return reason === undefined ? undefined : make(msg, reason, cause);
 }
 
+/**
+ * The `SerializationError` for `msg`, which cannot be sent for `reason`
+ * (`"msg.x is NaN (...)"`), found by a check of the caller's: `Cannot send
+ * <cmd>: <reason>`, with `details.reason`.
+ */
+export function refusedError(
+  msg: Record<string, unknown>,
+  reason: string,
+): SerializationError {
+  return make(msg, reason, undefined);
+}
+
 function make(
   msg: Record<string, unknown>,
   reason: string,

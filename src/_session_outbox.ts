@@ -17,7 +17,8 @@ import { encodeMessageFrames } from "./protocol/encode_message_frames.ts";
 import { createMd5 } from "./protocol/md5.ts";
 import type { SessionMessage } from "./session_types.ts";
 import { SerializationError } from "./errors.ts";
-import { serializationError } from "./_json_check.ts";
+import { refusedError, serializationError } from "./_json_check.ts";
+import { nonFiniteReason } from "./_non_finite.ts";
 import { stringifyExact } from "./_exact_json.ts";
 import {
   fieldsHoldBytes,
@@ -158,6 +159,10 @@ export class Outbox {
       }
       if (item instanceof Error) return item;
     }
+    // JSON.stringify writes NaN and infinities as null: only a text with a
+    // null is walked for them.
+    const nonFinite = nonFiniteReason(msg, item);
+    if (nonFinite !== undefined) return refusedError(msg, nonFinite);
     // UTF-8 takes at most 3 bytes per UTF-16 unit: only encode here when the limit may be hit.
     if (item.length * 3 > this.maxFrameSize) {
       const bytes = new TextEncoder().encode(item);

@@ -303,3 +303,23 @@ Deno.test('ChannelHub publishes large bytes from TypeScript without writing them
   assert.ok(text.endsWith('AA/w=="}'));
   hub.close();
 });
+
+Deno.test("ChannelHub refuses NaN and infinities with a SerializationError naming the place, instead of publishing null", () => {
+  const hub = new ChannelHub();
+  for (
+    const [data, message] of [
+      [{ x: NaN }, /^Cannot publish: x is NaN \(JSON has no NaN/],
+      [{ a: [1, Infinity] }, /^Cannot publish: a\[1\] is Infinity \(/],
+      [-Infinity, /^Cannot publish: the message is -Infinity \(/],
+    ] as const
+  ) {
+    assert.throws(() => hub.publish("news", data), (err: Error) => {
+      assert.equal(err.name, "SerializationError");
+      assert.match(err.message, message);
+      return true;
+    });
+  }
+  // Nothing published, no channel made; null itself is a message.
+  assert.deepEqual(hub.list(), []);
+  assert.equal(hub.publish("news", { x: null }).message.seq, 1);
+});

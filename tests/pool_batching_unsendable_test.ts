@@ -45,6 +45,7 @@ function unsendable(): Array<[string, Record<string, unknown>, RegExp]> {
   cycle.self = cycle;
   return [
     ["a BigInt", { id: -1, n: 1n }, /BigInt/],
+    ["NaN (JSON.stringify writes null)", { id: -1, n: NaN }, /\.n is NaN/],
     ["a getter that throws", {
       id: -1,
       get n(): never {

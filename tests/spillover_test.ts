@@ -9,6 +9,7 @@ import { reconnect } from "../plugins/reconnect.ts";
 import { sharedCache } from "../plugins/shared_cache.ts";
 import { jsonSizeBound } from "../plugins/_json_size.ts";
 import { jsonPieces } from "../plugins/_json_pieces.ts";
+import { nonFiniteReason } from "../src/_non_finite.ts";
 import fc from "fast-check";
 import { createHash } from "node:crypto";
 import { defaultRuntime } from "../src/runtime/mod.ts";
@@ -104,7 +105,7 @@ Deno.test("spillover's size bound is never below the encoded size and exact for 
   assert.equal(jsonSizeBound({ d: new Date(0) }, 1_000), Infinity);
 });
 
-Deno.test("spillover's jsonPieces joins to exactly JSON.stringify, large strings and toJSON included", () => {
+Deno.test("spillover's jsonPieces joins to exactly JSON.stringify, large strings and toJSON included, or refuses NaN and infinities", () => {
   const same = (value: unknown) =>
     assert.equal([...jsonPieces(value)].join(""), JSON.stringify(value) ?? "");
   fc.assert(fc.property(fc.jsonValue(), same), { numRuns: 1_000 });
@@ -114,6 +115,11 @@ Deno.test("spillover's jsonPieces joins to exactly JSON.stringify, large strings
         JSON.stringify(value);
       } catch {
         return; // bigints: both throw
+      }
+      // JSON.stringify writes them as null; sent so, {x: NaN} reached Python as None.
+      if (nonFiniteReason(value, "null") !== undefined) {
+        assert.throws(() => [...jsonPieces(value)], TypeError);
+        return;
       }
       same(value);
     }),
@@ -130,8 +136,15 @@ Deno.test("spillover's jsonPieces joins to exactly JSON.stringify, large strings
     big: { toJSON: () => "z".repeat(300_000) },
     boxed: new String("s".repeat(100_000)),
     u: undefined,
-    nan: NaN,
   });
+  for (
+    const nan of [NaN, [1, Infinity], {
+      a: -Infinity,
+      pad: "p".repeat(300_000),
+    }]
+  ) {
+    assert.throws(() => [...jsonPieces({ nan })], TypeError);
+  }
   const cycle: Record<string, unknown> = { pad: "p".repeat(300_000) };
   cycle.self = cycle;
   assert.throws(() => [...jsonPieces(cycle)], TypeError);

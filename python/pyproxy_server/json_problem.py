@@ -119,6 +119,11 @@ def describe_not_json(value, root="result", bytes_ok=False):
         if isinstance(frame[0], dict) and not _key_ok(key):
             return "%s has a key %r of type %s (keys must be str, int, float, bool or None)" % (
                 _path(root, _steps(frames)), key, _type_name(key))
+        if isinstance(frame[0], dict) and isinstance(key, float) and not math.isfinite(key):
+            # json writes a finite float key as its text ("1.5") but refuses these with
+            # "Out of range float values are not JSON compliant", which names nothing.
+            return "%s has a key %r (NaN and infinities are not JSON: use a string)" % (
+                _path(root, _steps(frames)), key)
         if array_like.is_array_like(child):
             # Walked as what is sent, its tolist(): a NaN in an array is named by its index.
             child, problem = _plain(child)

@@ -60,6 +60,8 @@ class DescribeNotJsonTest(unittest.TestCase):
             ({"score": float("nan")}, "result.score is nan (NaN and infinities are not JSON: use None)"),
             ({"not an identifier": [float("inf")]}, "result['not an identifier'][0] is inf (NaN and infinities are not JSON: use None)"),
             ({(1, 2): "x"}, "result has a key (1, 2) of type tuple (keys must be str, int, float, bool or None)"),
+            ({"a": {float("inf"): 1}}, "result.a has a key inf (NaN and infinities are not JSON: use a string)"),
+            ({float("nan"): 1}, "result has a key nan (NaN and infinities are not JSON: use a string)"),
             (object(), "result is an object (convert it to a dict, list, str, number, bool or None)"),
             ({"t": Tensor()}, "result.t is a tests.test_json_problem.Tensor (use .tolist())"),
             ({"f": Frame()}, "result.f is a tests.test_json_problem.Frame (use .to_dict())"),

@@ -8,6 +8,7 @@
 import { withRawIntegers } from "../_exact_json.ts";
 import { bytesAsBase64Json, holdsBytes, mayHoldBytes } from "../_binary.ts";
 import { SerializationError } from "../errors.ts";
+import { nonFiniteReason } from "../_non_finite.ts";
 
 /**
  * One published message.
@@ -394,10 +395,12 @@ export class ChannelHub {
    * Publishes `data` to every subscriber of `channel`; returns the stored
    * message and how many subscribers it reached. Throws a
    * `SerializationError` (nothing published, no channel made) for data that
-   * cannot be written as JSON: a cycle, or a `BigInt` nested deeper than
-   * 1000 levels. Kept, such a message ended each subscriber's stream
-   * without a word and made every `GET /v1/channels` answer 400 while it
-   * stayed in the history. After {@linkcode ChannelHub.close} it still
+   * cannot be written as JSON: a cycle, a `BigInt` nested deeper than
+   * 1000 levels, or NaN or an infinity (which `JSON.stringify` writes as
+   * `null`; a body's `1e400` is `Infinity` once parsed). Kept, such a
+   * message ended each subscriber's stream without a word and made every
+   * `GET /v1/channels` answer 400 while it stayed in the history (NaN: its
+   * subscribers read `null`). After {@linkcode ChannelHub.close} it still
    * publishes, reaching no one.
    */
   publish(
@@ -410,12 +413,13 @@ export class ChannelHub {
     // a 400 "the channel hub is closed".
     let size: number;
     let wire: unknown;
+    let text: string | undefined;
     try {
-      ({ wire, size } = wireOf(data));
+      ({ wire, size, text } = wireOf(data));
     } catch {
       // A BigInt (or data JSON cannot hold): its integers' digits, once.
       try {
-        ({ wire, size } = wireOf(withRawIntegers(data)));
+        ({ wire, size, text } = wireOf(withRawIntegers(data)));
       } catch (err) {
         throw new SerializationError(
           `Cannot publish: the message cannot be written as JSON (${
@@ -423,6 +427,15 @@ export class ChannelHub {
           }: a cycle, or a BigInt nested deeper than 1000 levels)`,
         );
       }
+    }
+    // NaN and infinities (a body's 1e400 too) would reach subscribers as null.
+    const nonFinite = text === undefined
+      ? undefined
+      : nonFiniteReason(wire, text);
+    if (nonFinite !== undefined) {
+      throw new SerializationError(`Cannot publish: ${nonFinite}`, {
+        details: { reason: nonFinite },
+      });
     }
     const ch = this.#channel(channel);
     const message: ChannelMessage = {
@@ -601,12 +614,14 @@ const EARLY_BYTES_NODES = 16;
  * A message without bytes pays a walk of at most
  * {@linkcode EARLY_BYTES_NODES} containers and one native scan of its text.
  */
-function wireOf(data: unknown): { wire: unknown; size: number } {
+function wireOf(
+  data: unknown,
+): { wire: unknown; size: number; text: string | undefined } {
   let wire = bytesAsBase64Json(data, EARLY_BYTES_NODES);
   let text = JSON.stringify(wire);
   if (text !== undefined && mayHoldBytes(text) && holdsBytes(wire)) {
     wire = bytesAsBase64Json(wire, Infinity);
     text = JSON.stringify(wire);
   }
-  return { wire, size: text?.length ?? 0 };
+  return { wire, size: text?.length ?? 0, text };
 }

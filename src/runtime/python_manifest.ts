@@ -172,9 +172,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/json_problem.py",
-      size: 7602,
+      size: 8009,
       sha256:
-        "30360ae743b78808747376e0136048572e82682a69e50c56cde1bf50bdcbb966",
+        "e583753c9d996813388dee13059efe1d329a9ebae29e949c52d83a72a52e83ae",
     },
     {
       path: "pyproxy_server/long_int.py",

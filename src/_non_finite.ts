@@ -1,0 +1,131 @@
+/**
+ * NaN and infinities in an outgoing message: `JSON.stringify` writes them
+ * as `null`, so `{x: NaN}` reached Python as `{"x": None}` with no error
+ * (and a gateway body's `1e400`, which `JSON.parse` reads as `Infinity`,
+ * the same). The Python server refuses to send them
+ * (`SerializationError`); the host now refuses them too, naming the place.
+ *
+ * A message pays one native search of its JSON text for `null`; only a text
+ * holding it is walked (a message with no `null` holds no NaN).
+ *
+ * @module
+ */
+import { isBytes } from "./_binary.ts";
+
+/**
+ * Thrown by an encoder that met NaN or an infinity (the spill-over's
+ * `jsonPieces`): its catcher may then call {@linkcode nonFiniteReason} on the
+ * value, which is known to be acyclic and to hold one (the walk follows no
+ * cycle check: any other failure, a cycle's too, must not reach it).
+ */
+export class NonFiniteNumberError extends TypeError {
+  /** @param message What was met. */
+  constructor(
+    message =
+      "Cannot encode message: it holds NaN or an infinity (JSON has neither)",
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Why `value` cannot be sent as it is: `"msg.x is NaN (...)"` for its first
+ * NaN, `Infinity` or `-Infinity` in its arrays and plain objects (bytes,
+ * which go as bytes, and values with a `toJSON`, whose output is written,
+ * are not entered), or `undefined` when it holds none. `text` is what
+ * `JSON.stringify` wrote for it: without `null` in it, nothing is walked.
+ * `value` must be acyclic (`JSON.stringify` accepted it).
+ *
+ * @example
+ * ```ts ignore
+ * nonFiniteReason({ msg: { x: [1, NaN] } }, '{"msg":{"x":[1,null]}}');
+ * // "msg.x[1] is NaN (JSON has no NaN or infinities: it would arrive as None; send null, or a string)"
+ * ```
+ */
+export function nonFiniteReason(
+  value: unknown,
+  text: string,
+): string | undefined {
+  if (!text.includes("null") || !holdsNonFinite(value)) return undefined;
+  return describe(value);
+}
+
+/**
+ * Whether `value` holds NaN or an infinity where `JSON.stringify` writes
+ * it: a walk of its arrays and plain objects (not of bytes, nor of a value
+ * with a `toJSON`, whose output is what is written). Iterative: any depth.
+ */
+function holdsNonFinite(value: unknown): boolean {
+  if (typeof value === "number") return value - value !== 0;
+  if (typeof value !== "object" || value === null) return false;
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const v = stack.pop() as object;
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) {
+        const item: unknown = v[i];
+        if (typeof item === "number") {
+          if (item - item !== 0) return true; // NaN, Infinity, -Infinity
+        } else if (typeof item === "object" && item !== null) {
+          stack.push(item);
+        }
+      }
+      continue;
+    }
+    if (
+      typeof (v as { toJSON?: unknown }).toJSON === "function" || isBytes(v)
+    ) continue;
+    for (const key in v) {
+      if (!Object.hasOwn(v, key)) continue;
+      const item: unknown = (v as Record<string, unknown>)[key];
+      if (typeof item === "number") {
+        if (item - item !== 0) return true;
+      } else if (typeof item === "object" && item !== null) {
+        stack.push(item);
+      }
+    }
+  }
+  return false;
+}
+
+/**
+ * The reason for the first NaN or infinity in `value` (in the order
+ * `JSON.stringify` writes), with its path: the walk of
+ * {@linkcode holdsNonFinite}, depth first, once one was found. Iterative.
+ */
+function describe(value: unknown): string | undefined {
+  const stack: [unknown, string][] = [[value, ""]];
+  while (stack.length > 0) {
+    const [v, path] = stack.pop()!;
+    if (typeof v === "number") {
+      if (v - v === 0) continue;
+      return `${path || "the message"} is ${v} (${
+        v === v ? INFINITY_HINT : NAN_HINT
+      })`;
+    }
+    if (typeof v !== "object" || v === null) continue;
+    if (Array.isArray(v)) {
+      for (let i = v.length - 1; i >= 0; i--) {
+        stack.push([v[i], `${path}[${i}]`]);
+      }
+      continue;
+    }
+    if (
+      typeof (v as { toJSON?: unknown }).toJSON === "function" || isBytes(v)
+    ) continue;
+    const keys = Object.keys(v);
+    for (let i = keys.length - 1; i >= 0; i--) {
+      const key = keys[i]!;
+      stack.push([
+        (v as Record<string, unknown>)[key],
+        path === "" ? key : `${path}.${key}`,
+      ]);
+    }
+  }
+  return undefined;
+}
+
+const NAN_HINT =
+  "JSON has no NaN or infinities: it would arrive as None; send null, or a string";
+const INFINITY_HINT =
+  "JSON has no NaN or infinities, and a number literal beyond ±1.8e308 such as 1e400 reads as one: it would arrive as None; send null, or a string";

@@ -1,0 +1,50 @@
+import assert from "node:assert/strict";
+import { nonFiniteReason } from "../src/_non_finite.ts";
+
+const reason = (value: unknown) =>
+  nonFiniteReason(value, JSON.stringify(value) ?? "");
+
+Deno.test("nonFiniteReason names the first NaN or infinity where JSON.stringify would write null", () => {
+  assert.match(
+    reason({ msg: { x: NaN } })!,
+    /^msg\.x is NaN \(JSON has no NaN/,
+  );
+  assert.match(
+    reason({ msg: [1, null, -Infinity] })!,
+    /^msg\[2\] is -Infinity \(/,
+  );
+  assert.match(
+    reason({ cmd: "c", msg: { a: { "b c": [{ d: Infinity }] } } })!,
+    /^msg\.a\.b c\[0\]\.d is Infinity \(.*1e400/,
+  );
+  assert.match(reason({ result: NaN })!, /^result is NaN/);
+  assert.match(reason(Infinity)!, /^the message is Infinity/);
+  for (const plain of [null, 1, "null", true]) {
+    assert.equal(nonFiniteReason(plain, "null"), undefined);
+  }
+  // Keys JavaScript treats specially are plain keys to JSON, and here.
+  assert.match(
+    reason(Object.fromEntries([["__proto__", { x: NaN }]]))!,
+    /^__proto__\.x is NaN/,
+  );
+});
+
+Deno.test("nonFiniteReason finds nothing in JSON-able values, bytes, toJSON output or text without null", () => {
+  assert.equal(
+    reason({ msg: { x: null, y: [null, 1.5, -0, 5e-324] } }),
+    undefined,
+  );
+  // Bytes are sent as bytes (base64), whatever their elements.
+  assert.equal(
+    reason({ msg: { b: new Float64Array([NaN]), n: null } }),
+    undefined,
+  );
+  // What JSON.stringify writes is the toJSON's output (a Date's string, or null for an invalid one).
+  assert.equal(reason({ msg: { d: new Date(NaN), n: null } }), undefined);
+  // Without "null" in the text nothing is walked (a text of the caller's that lies is believed).
+  assert.equal(nonFiniteReason({ x: NaN }, '{"x":0}'), undefined);
+  // A value nested deeper than any recursion limit is walked without recursing.
+  let deep: unknown = [NaN];
+  for (let i = 0; i < 100_000; i++) deep = [deep];
+  assert.match(nonFiniteReason(deep, "null")!, /^\[0\]\[0\].* is NaN/s);
+});
