@@ -10,7 +10,10 @@ import {
   CancelledError,
   TimeoutError,
   UnsafeIntegerError,
+  WorkerCrashedError,
 } from "../src/errors.ts";
+import { reconnect } from "../plugins/reconnect.ts";
+import type { Plugin } from "../src/plugin.ts";
 import { Pool } from "../src/pool.ts";
 import type { PoolEvent } from "../src/pool_events.ts";
 import {
@@ -35,6 +38,27 @@ async function learnInline(pool: Pool, worker: string): Promise<void> {
     if (out.inline) return;
   }
   throw new Error(`Cannot test: ${worker} never ran \`slow\` inline`);
+}
+
+/**
+ * A plugin whose `next()` resolves at the next `busy` event of model `name`
+ * on any worker: an inline call of it holds that worker's event loop, and
+ * the host has heard so.
+ */
+function busyWatch(name: string): Plugin & { next(): Promise<void> } {
+  let waiting: PromiseWithResolvers<void> | undefined;
+  return {
+    name: "busy-watch",
+    onSessionOpen({ session }) {
+      session.onEvent((ev) => {
+        if (ev.event === "busy" && ev.model === name) waiting?.resolve();
+      });
+    },
+    next() {
+      waiting = Promise.withResolvers();
+      return waiting.promise;
+    },
+  };
 }
 
 /** Whether any of `n` fast calls of `slow` on `worker` ran inline. */
@@ -84,10 +108,10 @@ Deno.test("Pool runs a model threaded after one of its inline calls hung a worke
     assert.equal(ev.name, "slow");
     assert.equal(ev.worker, "w1");
     assert.match(ev.reason, /held the worker's event loop/);
-    const exit = events.find((e) => e.type === "worker-exit");
-    assert.ok(exit?.type === "worker-exit" && exit.heldLoop === "slow");
     assert.equal(pool.modelStatus("slow")[0]?.threaded, ev.reason);
     await back;
+    const exit = events.find((e) => e.type === "worker-exit");
+    assert.ok(exit?.type === "worker-exit" && exit.heldLoop === "slow");
 
     // w2 learned `slow` inline before the mark: its calls now run threaded,
     // so a poison there times out on a thread and w2 keeps answering.
@@ -121,6 +145,68 @@ Deno.test("Pool runs a model threaded after one of its inline calls hung a worke
     await pids.assertGone();
   }
 });
+
+for (
+  const [how, end] of [
+    ["is killed from outside", "kill"],
+    ["calls os._exit", "exit"],
+  ] as const
+) {
+  Deno.test(`Pool marks no model threaded when a worker ${how} while an inline call of it holds the loop`, async () => {
+    // Running it on a thread would not have saved the worker: only the
+    // pool's own kill of a worker that answers nothing marks a model.
+    await using dir = await modelsDir();
+    await Deno.writeTextFile(
+      `${dir.path}/stop.py`,
+      `import os, threading, time
+
+class Stop:
+    def __init__(self, options):
+        pass
+
+    def execute(self, msg):
+        flag = msg.get("flag")
+        while flag and not os.path.exists(flag):
+            time.sleep(0.02)
+        if flag:
+            os._exit(3)
+        return {"inline": threading.current_thread() is threading.main_thread()}
+`,
+    );
+    const flag = `${dir.path}/flag`;
+    const busy = busyWatch("stop");
+    const pids = new PidTracker();
+    try {
+      await using pool = await Pool.start(
+        poolOptions(dir.path, {
+          workers: 1,
+          plugins: [reconnect({ heartbeatInterval: 0 }), busy],
+        }),
+      );
+      pids.watch(pool);
+      await pool.addModel("stop", { file: "stop.py" });
+      let inline = false;
+      for (let i = 0; i < 500 && !inline; i++) {
+        inline = (await pool.execute<{ inline: boolean }>("stop", { i }))
+          .inline;
+      }
+      assert.ok(inline, "Cannot test: w1 never ran `stop` inline");
+      const held = busy.next();
+      const exit = nextEvent(pool, "worker-exit");
+      const call = pool.execute("stop", { flag });
+      call.catch(() => {});
+      await held;
+      if (end === "kill") Deno.kill(pidOf(pool, "w1"), "SIGKILL");
+      else await Deno.writeTextFile(flag, "");
+      await assert.rejects(call, WorkerCrashedError);
+      const ev = await exit;
+      assert.equal(ev.heldLoop, undefined, ev.reason);
+      assert.equal(pool.modelStatus("stop")[0]?.threaded, undefined);
+    } finally {
+      await pids.assertGone();
+    }
+  });
+}
 
 Deno.test("Pool marks no model threaded when an inline call turns slow and completes", async () => {
   await using dir = await modelsDir();
