@@ -646,9 +646,9 @@ export class Pool implements AsyncDisposable {
   /**
    * The models whose calls go with `threaded: true` (never inline, protocol
    * §6), by name: why. One of their inline calls held a worker's event
-   * loop while the worker was killed for answering nothing
-   * (`model-threaded`); forgotten when the model is updated, added again or
-   * removed.
+   * loop past its timeout, or while the worker was killed for answering
+   * nothing (`model-threaded`); forgotten when the model is updated, added
+   * again or removed.
    */
   #threadedOnly = new Map<string, string>();
   /**
@@ -2027,8 +2027,8 @@ export class Pool implements AsyncDisposable {
 
   /**
    * A call of model `name` held worker `worker`'s event loop past what the
-   * host waits for (`reason`: the worker is killed for answering nothing):
-   * a hung inline call. Its calls run threaded from now on, on every worker
+   * host waits for (`reason`: the call timed out, or the worker is killed
+   * for answering nothing): a hung inline call. Its calls run threaded from now on, on every worker
    * (the next hang costs a call thread, which the server replaces, not a
    * worker), until it is updated.
    */
@@ -2622,6 +2622,22 @@ export class Pool implements AsyncDisposable {
       this.#registry.implicate(worker, gen, call.placement.name);
     }
     if (error instanceof TimeoutError) {
+      // Given up on while its own model's inline call holds the loop, where
+      // not even its cancel can be read: marked now, not at the hang probe's
+      // kill (hangGrace later), when a poison sent meanwhile had gone inline
+      // to another worker and hung that one too.
+      if (call.cmd === "executeModel" && worker.generation === gen) {
+        const held = worker.session?.loopHeldBy;
+        if (held !== undefined && held === call.args?.name) {
+          this.#heldLoop(
+            worker.id,
+            held,
+            `a call of it on worker ${worker.id} timed out after ${
+              timeoutMs ?? 0
+            } ms while it held the worker's event loop, where its cancel cannot be read (the inline fast path, docs/models.md)`,
+          );
+        }
+      }
       this.#plugins.run("onTimeout", {
         worker,
         cmd: call.cmd,

@@ -1366,8 +1366,9 @@ export class Session implements AsyncDisposable {
    * of the protocol, that has run long enough for `busy` events), from its
    * first `busy` event until its reply arrives, even after this side gave
    * up on it (timed out, aborted); `undefined` otherwise. The pool reads
-   * it when it kills the process for answering nothing: it then runs that
-   * model's calls threaded (docs/reliability.md). A process that dies of another cause while it
+   * it when a call of that model times out, and when it kills the process
+   * for answering nothing: it then runs that model's calls threaded
+   * (docs/reliability.md). A process that dies of another cause while it
    * is set says nothing about that call.
    *
    * @example

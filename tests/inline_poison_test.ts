@@ -146,6 +146,57 @@ Deno.test("Pool runs a model threaded after one of its inline calls hung a worke
   }
 });
 
+Deno.test("Pool marks a model threaded as its inline call times out holding the loop, before the hang probe's kill: a poison sent then to another worker costs no worker", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, {}, { hangGrace: 1000 }),
+    );
+    pids.watch(pool);
+    const events: PoolEvent[] = [];
+    pool.on((ev) => {
+      if (ev.type === "worker-exit" || ev.type === "model-threaded") {
+        events.push(ev);
+      }
+    });
+    await pool.addModel("slow", { file: "slow.py" });
+    await learnInline(pool, "w1");
+    await learnInline(pool, "w2");
+    const w2 = pidOf(pool, "w2");
+
+    // Past its first busy event (250 ms), the timeout finds w1's loop held
+    // by it: the mark comes now, w1's death only after the hang grace.
+    const back = readyAgain(pool, "w1");
+    await assert.rejects(
+      pool.execute("slow", { ms: 60_000 }, { worker: "w1", timeout: 600 }),
+      TimeoutError,
+    );
+    assert.match(
+      pool.modelStatus("slow")[0]?.threaded ?? "",
+      /timed out after \d+ ms while it held the worker's event loop/,
+    );
+    // A second poison right away, on w2: it used to go inline (w1 still
+    // alive, no mark yet) and hang w2 too.
+    await assert.rejects(
+      pool.execute("slow", { ms: 3_000 }, { worker: "w2", timeout: 600 }),
+      TimeoutError,
+    );
+    await back;
+    // Outlives the hang probe's grace after that timeout.
+    const after = await pool.execute<{ pid: number }>("slow", { ms: 1100 }, {
+      worker: "w2",
+    });
+    assert.equal(after.pid, w2);
+    assert.deepEqual(
+      events.map((e) => e.type === "worker-exit" ? e.heldLoop : e.type),
+      ["model-threaded", "slow"],
+    );
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 for (
   const [how, end] of [
     ["is killed from outside", "kill"],
