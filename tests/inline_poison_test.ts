@@ -197,6 +197,51 @@ Deno.test("Pool marks a model threaded as its inline call times out holding the 
   }
 });
 
+Deno.test("Pool marks only the version whose inline call timed out holding the loop", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1 }, { hangGrace: 1000 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("slow", { file: "slow.py", version: "1" });
+    await pool.addModel("slow", { file: "slow.py", version: "2" });
+    const inlineOn = async (version: string) => {
+      for (let i = 0; i < 500; i++) {
+        const out = await pool.execute<{ inline: boolean }>("slow", { i }, {
+          version,
+        });
+        if (out.inline) return;
+      }
+      throw new Error(`Cannot test: version ${version} never ran inline`);
+    };
+    await inlineOn("1");
+    await inlineOn("2");
+    const threaded = nextEvent(pool, "model-threaded");
+    const back = readyAgain(pool, "w1");
+    await assert.rejects(
+      pool.execute("slow", { ms: 60_000 }, { version: "2", timeout: 600 }),
+      TimeoutError,
+    );
+    assert.equal((await threaded).name, "slow@2");
+    const [one, two] = pool.modelStatus("slow");
+    assert.equal(one?.threaded, undefined);
+    assert.match(two?.threaded ?? "", /timed out after/);
+    await back;
+    // The restarted worker learns version 1 inline again, never version 2.
+    await inlineOn("1");
+    for (let i = 0; i < 20; i++) {
+      const out = await pool.execute<{ inline: boolean }>("slow", { i }, {
+        version: "2",
+      });
+      assert.equal(out.inline, false);
+    }
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 for (
   const [how, end] of [
     ["is killed from outside", "kill"],
