@@ -2028,9 +2028,9 @@ export class Pool implements AsyncDisposable {
   /**
    * A call of model `name` held worker `worker`'s event loop past what the
    * host waits for (`reason`: the call timed out, or the worker is killed
-   * for answering nothing): a hung inline call. Its calls run threaded from now on, on every worker
-   * (the next hang costs a call thread, which the server replaces, not a
-   * worker), until it is updated.
+   * for answering nothing): a hung inline call. Its calls run threaded
+   * from now on, on every worker (the next hang costs a call thread, which
+   * the server replaces, not a worker), until it is updated.
    */
   #heldLoop(worker: string, name: string, reason: string): void {
     if (this.#threadedOnly.has(name) || !this.#registry.has(name)) return;
