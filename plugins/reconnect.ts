@@ -257,7 +257,7 @@ export function reconnectWithHistory(
         pid,
         reason,
       });
-      ctx.killWorker(id, "SIGKILL", reason);
+      ctx.killWorker(id, "SIGKILL", reason, { hung: true });
     } finally {
       out.splice(out.indexOf(deadline), 1);
       if (out.length === 0 && probing.get(id) === out) probing.delete(id);

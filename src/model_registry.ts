@@ -94,8 +94,9 @@ export interface ModelInfo {
   closeTimeoutMs?: number;
   /**
    * Why its calls run on call threads, never inline on a worker's event
-   * loop: a worker died while one of its inline calls held that loop (a
-   * hung call of a model that proved fast, docs/reliability.md). Set by the
+   * loop: one of its inline calls held that loop past its timeout, or while
+   * the worker was killed for answering nothing (a hung call of a model
+   * that proved fast, docs/reliability.md). Set by the
    * pool (event `model-threaded`) until the model is updated (or added
    * again); absent otherwise (`pool.status()` only).
    */

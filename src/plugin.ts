@@ -137,9 +137,11 @@ export interface WorkerExitEvent {
    */
   inFlight?: InFlight;
   /**
-   * The model whose call held the server's event loop when it died (a hung
-   * inline call; `worker.lastExit.heldLoop`): the pool runs that model's
-   * calls threaded from then on (event `model-threaded`). Absent otherwise.
+   * The model whose call held the server's event loop when the pool killed
+   * it for answering nothing (a hung inline call; `worker.lastExit.heldLoop`,
+   * {@linkcode KillWorkerOptions.hung}): the pool runs that model's calls
+   * threaded (event `model-threaded`). Absent otherwise, also when it died
+   * of another cause while such a call ran.
    */
   heldLoop?: string;
   /**
@@ -199,6 +201,37 @@ export interface RestartWorkerOptions {
   delayMs?: number;
   /** Why (shown in logs). */
   reason?: string;
+}
+
+/**
+ * Options of {@linkcode PluginContext.killWorker}.
+ *
+ * @example
+ * ```ts
+ * import type { Plugin } from "./plugin.ts";
+ * const strict: Plugin = {
+ *   name: "strict",
+ *   async onTimeout(ev, ctx) {
+ *     if (!(await ctx.ping(ev.worker.id, 500))) {
+ *       ctx.killWorker(ev.worker.id, "SIGKILL", "no answer after a timeout", { hung: true });
+ *     }
+ *   },
+ * };
+ * console.log(strict.name);
+ * ```
+ */
+export interface KillWorkerOptions {
+  /**
+   * The worker is killed because it answers nothing (a ping left
+   * unanswered after a call's timeout, a missed heartbeat): a hang. When a
+   * model's inline call holds its event loop then (`Session.loopHeldBy`),
+   * the pool runs that model's calls on call threads from now on (event
+   * `model-threaded`, marked before the kill: calls sent or retried after
+   * it go threaded) and the exit names it (`heldLoop`). Leave it out for a
+   * kill for any other cause: a model is marked only for a hang.
+   * @default {false}
+   */
+  hung?: boolean;
 }
 
 /**
@@ -368,8 +401,17 @@ export interface PluginContext {
    * process is still exiting, or the pool is closing).
    */
   reviveWorker(id: string, options?: RestartWorkerOptions): boolean;
-  /** Kills the slot's process; `reason` becomes `lastExit.reason`. The exit then reaches `onWorkerExit`. */
-  killWorker(id: string, signal?: "SIGTERM" | "SIGKILL", reason?: string): void;
+  /**
+   * Kills the slot's process; `reason` becomes `lastExit.reason`. The exit
+   * then reaches `onWorkerExit`. `options.hung`: killed for answering
+   * nothing (see {@linkcode KillWorkerOptions}).
+   */
+  killWorker(
+    id: string,
+    signal?: "SIGTERM" | "SIGKILL",
+    reason?: string,
+    options?: KillWorkerOptions,
+  ): void;
   /**
    * Pings a ready worker; `true` when it answered within `timeoutMs`. Never
    * throws. When its connection ends meanwhile (the process died), `false`

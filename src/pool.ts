@@ -647,9 +647,10 @@ export class Pool implements AsyncDisposable {
   #modelTimeouts = new Map<string, number>();
   /**
    * The models whose calls go with `threaded: true` (never inline, protocol
-   * §6), by name: why. A worker died while one of their inline calls held
-   * its event loop (`model-threaded`); forgotten when the model is updated,
-   * added again or removed.
+   * §6), by name: why. One of their inline calls held a worker's event
+   * loop past its timeout, or while the worker was killed for answering
+   * nothing (`model-threaded`); forgotten when the model is updated, added
+   * again or removed.
    */
   #threadedOnly = new Map<string, string>();
   /**
@@ -735,13 +736,6 @@ export class Pool implements AsyncDisposable {
           "A pool.events() reader fell {bufferSize} events behind: it loses the oldest ones until it catches up",
           { bufferSize },
         ),
-    });
-    // Before every other listener: the restart its exit hooks ask for
-    // replays nothing, the mark goes with each call.
-    this.#events.on((ev) => {
-      if (ev.type === "worker-exit" && ev.heldLoop !== undefined) {
-        this.#heldLoop(ev.worker, ev.heldLoop, ev.reason);
-      }
     });
     this.#modelMetrics = new ModelMetricStore(opts.modelMetrics, opts.logger);
     this.#registry = new ModelRegistry({
@@ -836,6 +830,14 @@ export class Pool implements AsyncDisposable {
       started: () => this.#started,
       queued: () => this.#router.queued,
       resizing: () => this.#resizesPending > 0,
+      loopHeld: (worker, name, reason) =>
+        this.#heldLoop(
+          worker,
+          name,
+          `worker ${worker} answered nothing while a call of it held the worker's event loop, and is replaced (the inline fast path, docs/models.md; ${
+            reason ?? "killed"
+          })`,
+        ),
       resize: (count, options) => {
         const { by, reason, ...rest } = options ?? {} as PluginResizeOptions;
         if (typeof by !== "string" || by === "") {
@@ -2036,15 +2038,14 @@ export class Pool implements AsyncDisposable {
   }
 
   /**
-   * Worker `worker` died (`exit`, its reason) while a call of model `name`
-   * held its event loop: a hung inline call. Its calls run threaded from
-   * now on, on every worker (the next hang costs a call thread, which the
-   * server replaces, not a worker), until it is updated.
+   * A call of model `name` held worker `worker`'s event loop past what the
+   * host waits for (`reason`: the call timed out, or the worker is killed
+   * for answering nothing): a hung inline call. Its calls run threaded
+   * from now on, on every worker (the next hang costs a call thread, which
+   * the server replaces, not a worker), until it is updated.
    */
-  #heldLoop(worker: string, name: string, exit: string): void {
+  #heldLoop(worker: string, name: string, reason: string): void {
     if (this.#threadedOnly.has(name) || !this.#registry.has(name)) return;
-    const reason =
-      `worker ${worker} died while a call of it held the worker's event loop (the inline fast path, docs/models.md; ${exit})`;
     this.#threadedOnly.set(name, reason);
     this.#opts.logger.error(
       "Model {name} runs its calls on call threads from now on: {reason}; a hung call then times out on its thread instead of costing a worker (updateModel makes it eligible for the inline fast path again)",
@@ -2635,6 +2636,22 @@ export class Pool implements AsyncDisposable {
       this.#registry.implicate(worker, gen, call.placement.name);
     }
     if (error instanceof TimeoutError) {
+      // Given up on while its own model's inline call holds the loop, where
+      // not even its cancel can be read: marked now, not at the hang probe's
+      // kill (hangGrace later), when a poison sent meanwhile had gone inline
+      // to another worker and hung that one too.
+      if (call.cmd === "executeModel" && worker.generation === gen) {
+        const held = worker.session?.loopHeldBy;
+        if (held !== undefined && held === call.args?.name) {
+          this.#heldLoop(
+            worker.id,
+            held,
+            `a call of it on worker ${worker.id} timed out after ${
+              timeoutMs ?? 0
+            } ms while it held the worker's event loop, where its cancel cannot be read (the inline fast path, docs/models.md)`,
+          );
+        }
+      }
       this.#plugins.run("onTimeout", {
         worker,
         cmd: call.cmd,

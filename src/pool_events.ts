@@ -35,9 +35,9 @@ export type PoolEvent =
     reason: string;
     inFlight?: InFlight;
     /**
-     * The model whose call held the worker's event loop when it died (a
-     * hung inline call): its calls run threaded from then on
-     * (`model-threaded`).
+     * The model whose call held the worker's event loop when the pool
+     * killed it for answering nothing (a hung inline call): its calls run
+     * threaded (`model-threaded`). Absent on a death by another cause.
      */
     heldLoop?: string;
   }
@@ -132,13 +132,16 @@ export type PoolEvent =
    */
   | { type: "model-failed"; name: string; worker: string; reason: string }
   /**
-   * A worker died while a call of model `name` held its event loop (a
-   * model that proved fast runs inline, on that loop, and one of its calls
-   * hung there: the hang probe or heartbeat killed the worker). The pool
-   * runs the model's calls on call threads from then on, on every worker,
-   * so the next such call times out on its thread instead of costing a
-   * worker; `pool.modelStatus()` shows it as `threaded` (`reason` here)
-   * until the model is updated. `worker`: the slot that died.
+   * A call of model `name` held a worker's event loop (a model that proved
+   * fast runs inline, on that loop, and one of its calls hung there): its
+   * timeout passed while it held it, or the hang probe or heartbeat is
+   * killing the worker for it. The pool runs the
+   * model's calls on call threads from then on, on every worker, so the
+   * next such call times out on its thread instead of costing a worker;
+   * `pool.modelStatus()` shows it as `threaded` (`reason` here) until the
+   * model is updated. `worker`: the slot whose loop it held. Emitted before
+   * that worker's exit (at the timeout, when a call of the model timed out
+   * there).
    */
   | { type: "model-threaded"; name: string; worker: string; reason: string }
   | { type: "plugin-error"; plugin: string; hook: string; message: string };

@@ -1365,13 +1365,15 @@ export class Session implements AsyncDisposable {
    * The model whose call holds the server's event loop (an inline call, §6
    * of the protocol, that has run long enough for `busy` events), from its
    * first `busy` event until its reply arrives, even after this side gave
-   * up on it (timed out, aborted); `undefined` otherwise. A process that
-   * dies while it is set died with that call on its loop: the pool then
-   * runs that model's calls threaded (docs/reliability.md).
+   * up on it (timed out, aborted); `undefined` otherwise. The pool reads
+   * it when a call of that model times out, and when it kills the process
+   * for answering nothing: it then runs that model's calls threaded
+   * (docs/reliability.md). A process that dies of another cause while it
+   * is set says nothing about that call.
    *
    * @example
    * ```ts ignore
-   * await session.closed;
+   * await assert.rejects(session.request("executeModel", { name: "slow-sometimes" }, { timeout: 500 }));
    * console.log(session.loopHeldBy); // "slow-sometimes"
    * ```
    */

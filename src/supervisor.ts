@@ -57,6 +57,12 @@ export interface SupervisorOptions {
   resizing: () => boolean;
   /** The pool's resize on behalf of a plugin (`PluginContext.resize`). */
   resize: PluginContext["resize"];
+  /**
+   * A worker is being killed for answering nothing while a call of model
+   * `name` holds its event loop (`KillWorkerOptions.hung`): the pool runs
+   * that model's calls threaded. `reason`: the kill's.
+   */
+  loopHeld: (worker: string, name: string, reason: string | undefined) => void;
 }
 
 /**
@@ -562,8 +568,15 @@ export class Supervisor {
           stderrTail: w.stderrTail,
         });
       },
-      killWorker: (id, signal = "SIGKILL", reason) =>
-        find(id)?.kill(signal, reason),
+      killWorker: (id, signal = "SIGKILL", reason, opts) => {
+        const w = find(id);
+        if (w === undefined) return;
+        if (opts?.hung !== true) return w.kill(signal, reason);
+        // In the same turn as the kill, before its exit is read: calls sent
+        // or retried from now on carry the mark.
+        const held = w.killHung(signal, reason);
+        if (held !== undefined) this.#opts.loopHeld(w.id, held, reason);
+      },
       lastActivity: (id) => this.#byId.get(id)?.session?.lastActivity,
       waitsForIO: (id, withinMs) => {
         const pid = this.#byId.get(id)?.pid;

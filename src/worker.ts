@@ -81,9 +81,12 @@ export interface WorkerExit {
    */
   inFlight?: InFlight;
   /**
-   * The model whose call held the server's event loop when it died (an
-   * inline call that sent `busy` events and had no reply: a hung fast
-   * model, protocol §4); absent otherwise, and on an intentional stop.
+   * The model whose call held the server's event loop when the pool killed
+   * it for answering nothing (the hang probe after a call's timeout, or the
+   * heartbeat): an inline call that sent `busy` events and had no reply, a
+   * hung fast model (protocol §4). Absent otherwise: a death by another
+   * cause (killed from outside, `os._exit`, a crash) while such a call ran
+   * does not set it, nor does an intentional stop.
    */
   heldLoop?: string;
 }
@@ -234,6 +237,11 @@ export class Worker implements WorkerInfo {
   #stderrTail = "";
   #failedReason: string | null = null;
   #killReason: string | undefined;
+  /**
+   * The model whose inline call held the event loop when this process was
+   * killed for not answering (`killHung`): its exit's `heldLoop`.
+   */
+  #hungOn: string | undefined;
   /** The start failed and the pool killed the process for it (SIGKILL). */
   #startFailed = false;
   #intentional = false;
@@ -410,6 +418,7 @@ export class Worker implements WorkerInfo {
   async #start(restart: boolean): Promise<Error | undefined> {
     const gen = ++this.#gen;
     this.#killReason = undefined;
+    this.#hungOn = undefined;
     this.#startFailed = false;
     this.#intentional = false;
     // readyTimeout bounds the whole start, from the spawn to the answer to
@@ -621,6 +630,29 @@ export class Worker implements WorkerInfo {
   }
 
   /**
+   * Kills the current process because it answers nothing (a ping left
+   * unanswered: the hang probe after a timeout, the heartbeat). Returns the
+   * model whose inline call holds its event loop now
+   * (`Session.loopHeldBy`), which becomes `lastExit.heldLoop`; `undefined`
+   * when none does, or when the process was already being killed for
+   * another reason (that reason stays its exit's). Only this kill names a
+   * model: a death by any other cause (killed from outside, `os._exit`, a
+   * segfault) while an inline call ran says nothing about that call.
+   */
+  killHung(
+    signal: "SIGTERM" | "SIGKILL" = "SIGKILL",
+    reason?: string,
+  ): string | undefined {
+    if (this.#pid === null || this.#server === undefined) return undefined;
+    const held = this.#killReason === undefined && !this.#intentional
+      ? this.#session?.loopHeldBy
+      : undefined;
+    this.#hungOn ??= held;
+    this.kill(signal, reason);
+    return held;
+  }
+
+  /**
    * Stops the slot for good: no more restarts; waits for in-flight calls up
    * to `graceMs` (state `draining`; beyond `MAX_TIMER_MS`, ~24.8 days, until
    * they finish), sends `stopServer`, and kills the process when it has not
@@ -754,8 +786,9 @@ export class Worker implements WorkerInfo {
     // Counted as the session closed (now, at the latest).
     const inFlight = session?.inFlightAtClose;
     if (inFlight !== undefined) exit.inFlight = inFlight;
-    const heldLoop = session?.loopHeldBy;
-    if (heldLoop !== undefined && !this.#intentional) exit.heldLoop = heldLoop;
+    if (this.#hungOn !== undefined && !this.#intentional) {
+      exit.heldLoop = this.#hungOn;
+    }
     if (this.#state !== "failed") this.#setState("stopped");
     const restartDelay = this.#pendingRestart;
     this.#pendingRestart = undefined;

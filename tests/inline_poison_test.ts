@@ -10,7 +10,10 @@ import {
   CancelledError,
   TimeoutError,
   UnsafeIntegerError,
+  WorkerCrashedError,
 } from "../src/errors.ts";
+import { reconnect } from "../plugins/reconnect.ts";
+import type { Plugin } from "../src/plugin.ts";
 import { Pool } from "../src/pool.ts";
 import type { PoolEvent } from "../src/pool_events.ts";
 import {
@@ -35,6 +38,27 @@ async function learnInline(pool: Pool, worker: string): Promise<void> {
     if (out.inline) return;
   }
   throw new Error(`Cannot test: ${worker} never ran \`slow\` inline`);
+}
+
+/**
+ * A plugin whose `next()` resolves at the next `busy` event of model `name`
+ * on any worker: an inline call of it holds that worker's event loop, and
+ * the host has heard so.
+ */
+function busyWatch(name: string): Plugin & { next(): Promise<void> } {
+  let waiting: PromiseWithResolvers<void> | undefined;
+  return {
+    name: "busy-watch",
+    onSessionOpen({ session }) {
+      session.onEvent((ev) => {
+        if (ev.event === "busy" && ev.model === name) waiting?.resolve();
+      });
+    },
+    next() {
+      waiting = Promise.withResolvers();
+      return waiting.promise;
+    },
+  };
 }
 
 /** Whether any of `n` fast calls of `slow` on `worker` ran inline. */
@@ -84,10 +108,10 @@ Deno.test("Pool runs a model threaded after one of its inline calls hung a worke
     assert.equal(ev.name, "slow");
     assert.equal(ev.worker, "w1");
     assert.match(ev.reason, /held the worker's event loop/);
-    const exit = events.find((e) => e.type === "worker-exit");
-    assert.ok(exit?.type === "worker-exit" && exit.heldLoop === "slow");
     assert.equal(pool.modelStatus("slow")[0]?.threaded, ev.reason);
     await back;
+    const exit = events.find((e) => e.type === "worker-exit");
+    assert.ok(exit?.type === "worker-exit" && exit.heldLoop === "slow");
 
     // w2 learned `slow` inline before the mark: its calls now run threaded,
     // so a poison there times out on a thread and w2 keeps answering.
@@ -121,6 +145,164 @@ Deno.test("Pool runs a model threaded after one of its inline calls hung a worke
     await pids.assertGone();
   }
 });
+
+Deno.test("Pool marks a model threaded as its inline call times out holding the loop, before the hang probe's kill: a poison sent then to another worker costs no worker", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, {}, { hangGrace: 1000 }),
+    );
+    pids.watch(pool);
+    const events: PoolEvent[] = [];
+    pool.on((ev) => {
+      if (ev.type === "worker-exit" || ev.type === "model-threaded") {
+        events.push(ev);
+      }
+    });
+    await pool.addModel("slow", { file: "slow.py" });
+    await learnInline(pool, "w1");
+    await learnInline(pool, "w2");
+    const w2 = pidOf(pool, "w2");
+
+    // Past its first busy event (250 ms), the timeout finds w1's loop held
+    // by it: the mark comes now, w1's death only after the hang grace.
+    const back = readyAgain(pool, "w1");
+    await assert.rejects(
+      pool.execute("slow", { ms: 60_000 }, { worker: "w1", timeout: 600 }),
+      TimeoutError,
+    );
+    assert.match(
+      pool.modelStatus("slow")[0]?.threaded ?? "",
+      /timed out after \d+ ms while it held the worker's event loop/,
+    );
+    // A second poison right away, on w2: it used to go inline (w1 still
+    // alive, no mark yet) and hang w2 too.
+    await assert.rejects(
+      pool.execute("slow", { ms: 3_000 }, { worker: "w2", timeout: 600 }),
+      TimeoutError,
+    );
+    await back;
+    // Outlives the hang probe's grace after that timeout.
+    const after = await pool.execute<{ pid: number }>("slow", { ms: 1100 }, {
+      worker: "w2",
+    });
+    assert.equal(after.pid, w2);
+    assert.deepEqual(
+      events.map((e) => e.type === "worker-exit" ? e.heldLoop : e.type),
+      ["model-threaded", "slow"],
+    );
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool marks only the version whose inline call timed out holding the loop", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1 }, { hangGrace: 1000 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("slow", { file: "slow.py", version: "1" });
+    await pool.addModel("slow", { file: "slow.py", version: "2" });
+    const inlineOn = async (version: string) => {
+      for (let i = 0; i < 500; i++) {
+        const out = await pool.execute<{ inline: boolean }>("slow", { i }, {
+          version,
+        });
+        if (out.inline) return;
+      }
+      throw new Error(`Cannot test: version ${version} never ran inline`);
+    };
+    await inlineOn("1");
+    await inlineOn("2");
+    const threaded = nextEvent(pool, "model-threaded");
+    const back = readyAgain(pool, "w1");
+    await assert.rejects(
+      pool.execute("slow", { ms: 60_000 }, { version: "2", timeout: 600 }),
+      TimeoutError,
+    );
+    assert.equal((await threaded).name, "slow@2");
+    const [one, two] = pool.modelStatus("slow");
+    assert.equal(one?.threaded, undefined);
+    assert.match(two?.threaded ?? "", /timed out after/);
+    await back;
+    // The restarted worker learns version 1 inline again, never version 2.
+    await inlineOn("1");
+    for (let i = 0; i < 20; i++) {
+      const out = await pool.execute<{ inline: boolean }>("slow", { i }, {
+        version: "2",
+      });
+      assert.equal(out.inline, false);
+    }
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+for (
+  const [how, end] of [
+    ["is killed from outside", "kill"],
+    ["calls os._exit", "exit"],
+  ] as const
+) {
+  Deno.test(`Pool marks no model threaded when a worker ${how} while an inline call of it holds the loop`, async () => {
+    // Running it on a thread would not have saved the worker: only the
+    // pool's own kill of a worker that answers nothing marks a model.
+    await using dir = await modelsDir();
+    await Deno.writeTextFile(
+      `${dir.path}/stop.py`,
+      `import os, threading, time
+
+class Stop:
+    def __init__(self, options):
+        pass
+
+    def execute(self, msg):
+        flag = msg.get("flag")
+        while flag and not os.path.exists(flag):
+            time.sleep(0.02)
+        if flag:
+            os._exit(3)
+        return {"inline": threading.current_thread() is threading.main_thread()}
+`,
+    );
+    const flag = `${dir.path}/flag`;
+    const busy = busyWatch("stop");
+    const pids = new PidTracker();
+    try {
+      await using pool = await Pool.start(
+        poolOptions(dir.path, {
+          workers: 1,
+          plugins: [reconnect({ heartbeatInterval: 0 }), busy],
+        }),
+      );
+      pids.watch(pool);
+      await pool.addModel("stop", { file: "stop.py" });
+      let inline = false;
+      for (let i = 0; i < 500 && !inline; i++) {
+        inline = (await pool.execute<{ inline: boolean }>("stop", { i }))
+          .inline;
+      }
+      assert.ok(inline, "Cannot test: w1 never ran `stop` inline");
+      const held = busy.next();
+      const exit = nextEvent(pool, "worker-exit");
+      const call = pool.execute("stop", { flag });
+      call.catch(() => {});
+      await held;
+      if (end === "kill") Deno.kill(pidOf(pool, "w1"), "SIGKILL");
+      else await Deno.writeTextFile(flag, "");
+      await assert.rejects(call, WorkerCrashedError);
+      const ev = await exit;
+      assert.equal(ev.heldLoop, undefined, ev.reason);
+      assert.equal(pool.modelStatus("stop")[0]?.threaded, undefined);
+    } finally {
+      await pids.assertGone();
+    }
+  });
+}
 
 Deno.test("Pool marks no model threaded when an inline call turns slow and completes", async () => {
   await using dir = await modelsDir();

@@ -307,7 +307,7 @@ export function components(
       threaded: {
         type: "string",
         description:
-          "Why its calls run on call threads, never inline on a worker's event loop: a worker died while one of its inline calls held that loop (a hung call). Absent otherwise; a `PUT` clears it.",
+          "Why its calls run on call threads, never inline on a worker's event loop: one of its inline calls held that loop past its timeout, or while the pool killed the worker for answering nothing (a hung call). Absent otherwise; a `PUT` clears it.",
       },
       suspected: {
         type: "object",

@@ -112,9 +112,10 @@ export interface GatewayModelInfo {
   suspected?: ModelSuspicion;
   /**
    * Why its calls run on call threads, never inline on a worker's event
-   * loop: a worker died while one of its inline calls held that loop (a
-   * hung call; docs/reliability.md, "A fast model's call hangs"). Absent
-   * otherwise; a `PUT` clears it.
+   * loop: one of its inline calls held that loop past its timeout, or while
+   * the pool killed the worker for answering nothing (a hung call;
+   * docs/reliability.md, "A fast model's call hangs"). Absent otherwise; a
+   * `PUT` clears it.
    */
   threaded?: string;
   /** The options it was constructed with. */

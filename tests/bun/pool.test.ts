@@ -16,6 +16,19 @@ import { join } from "node:path";
 import process from "node:process";
 import { ECHO_MODEL, SPAWNER, waitGone } from "./_helpers.ts";
 
+/** Sleeps msg["ms"] ms; says whether it ran inline (on the server's loop). */
+const SLOW_MODEL = `import os, threading, time
+
+class Slow:
+    def __init__(self, options):
+        pass
+
+    def execute(self, msg):
+        time.sleep(msg.get("ms", 0) / 1000.0)
+        inline = threading.current_thread() is threading.main_thread()
+        return {"pid": os.getpid(), "inline": inline}
+`;
+
 test(
   "Pool starts 2 workers on Bun, executes, reports status and leaves no process behind",
   async () => {
@@ -637,4 +650,65 @@ class Rec:
     }
   },
   30_000,
+);
+
+test(
+  "Pool on Bun marks a model threaded when its inline call times out holding the loop: a poison sent then to the other worker costs no worker",
+  async () => {
+    const pool = await Pool.start({
+      workers: 2,
+      plugins: [
+        reconnect({
+          backoff: { initial: 10, max: 50 },
+          heartbeatInterval: 0,
+          hangGrace: 1000,
+        }),
+      ],
+    });
+    const exits: Array<string | undefined> = [];
+    pool.on((ev) => {
+      if (ev.type === "worker-exit") exits.push(ev.heldLoop);
+    });
+    try {
+      await pool.addModel("slow", { source: SLOW_MODEL });
+      for (const worker of ["w1", "w2"]) {
+        let inline = false;
+        for (let i = 0; i < 500 && !inline; i++) {
+          inline = (await pool.execute("slow", { i }, { worker }) as {
+            inline: boolean;
+          }).inline;
+        }
+        expect(inline).toBe(true);
+      }
+      const w2 = pool.status().workers[1]!.pid;
+      const back = new Promise<void>((resolve) => {
+        const off = pool.on((ev) => {
+          if (
+            ev.type === "worker-state" && ev.worker === "w1" &&
+            ev.to === "ready"
+          ) {
+            off();
+            resolve();
+          }
+        });
+      });
+      const poison = (worker: string) =>
+        pool.execute("slow", { ms: 60_000 }, { worker, timeout: 600 }).then(
+          () => "answered",
+          (err: Error) => err.name,
+        );
+      expect(await poison("w1")).toBe("TimeoutError");
+      expect(pool.modelStatus("slow")[0]?.threaded).toMatch(/timed out after/);
+      expect(await poison("w2")).toBe("TimeoutError");
+      await back;
+      const after = await pool.execute("slow", { ms: 1100 }, {
+        worker: "w2",
+      }) as { pid: number };
+      expect(after.pid).toBe(w2);
+      expect(exits).toEqual(["slow"]);
+    } finally {
+      await pool.close();
+    }
+  },
+  60_000,
 );
