@@ -99,10 +99,13 @@ export async function collectPythonSources(
   root: URL = ROOT,
 ): Promise<Record<string, string>> {
   const python = new URL("python/", root);
-  const decoder = new TextDecoder("utf-8", { fatal: true });
+  // fatal: a file that is not UTF-8 would not come back byte for byte;
+  // ignoreBOM: a file starting with a BOM would lose it (the decoder drops it
+  // by default), and its carried text miss its SHA-256 in every binary, which
+  // then downloads instead.
+  const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
   const out: Record<string, string> = {};
   for (const file of manifest.files) {
-    // fatal: a file that is not UTF-8 would not come back byte for byte.
     out[file.path] = decoder.decode(
       await Deno.readFile(new URL(file.path, python)),
     );

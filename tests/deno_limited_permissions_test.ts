@@ -142,3 +142,92 @@ Deno.test({
     }
   },
 });
+
+/**
+ * Runs a library `Pool` (start, an eval, close) under `permissions` on a
+ * terminal; fails when Deno asks for anything.
+ */
+async function poolRunsWithoutPrompt(permissions: string[]): Promise<void> {
+  const repo = new URL("..", import.meta.url).pathname;
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-perm-lib-" });
+  const script = `${dir}/app.ts`;
+  await Deno.writeTextFile(
+    script,
+    `import { Pool } from ${JSON.stringify(`${repo}mod.ts`)};
+{
+  await using pool = await Pool.start({ workers: 1 });
+  console.log("result", await pool.eval("6 * 7").result);
+}
+console.log("closed");
+`,
+  );
+  const child = new Deno.Command("python3", {
+    args: [
+      "-c",
+      ON_A_TERMINAL,
+      Deno.execPath(),
+      "run",
+      `--config=${repo}deno.json`,
+      ...permissions,
+      script,
+    ],
+    cwd: dir,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let denoPid: number | undefined;
+  let out = "";
+  try {
+    const reader = child.stdout.pipeThrough(new TextDecoderStream())
+      .getReader();
+    const deadline = setTimeout(() => reader.cancel(), 60_000);
+    try {
+      while (!/Deno requests/.test(out)) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        out += value;
+        denoPid ??= Number(/^pid (\d+)/.exec(out)?.[1]) || undefined;
+      }
+    } finally {
+      clearTimeout(deadline);
+    }
+    assert.ok(
+      !out.includes("Deno requests"),
+      `the pool asked for a permission: ${out.slice(out.indexOf("Deno"))}`,
+    );
+    assert.match(out, /result 42\s+closed/);
+    assert.equal((await child.status).code, 0, out);
+  } finally {
+    if (denoPid !== undefined) {
+      try {
+        Deno.kill(denoPid, "SIGKILL");
+      } catch {
+        // exited
+      }
+    }
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // exited
+    }
+    await child.status;
+    await child.stdin.close().catch(() => {});
+    await child.stderr.cancel().catch(() => {});
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test({
+  name:
+    "a Pool with runtimes.md's narrower Deno permissions (--allow-run=python3, no --allow-sys) starts and closes on a terminal without asking (Deno.uid, Deno.kill of its process group)",
+  sanitizeResources: false,
+  fn: () =>
+    poolRunsWithoutPrompt([
+      "--allow-run=python3",
+      "--allow-net",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+    ]),
+});

@@ -652,6 +652,13 @@ Deno.test("OTEL_PROPAGATORS: tracecontext among them reads clients' traceparent,
   ) {
     assert.equal((await with_(value)).tracing?.propagation, propagation, value);
   }
+  // No name, as unset (not none: clients' context dropped unasked).
+  const unset = (await load({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint }))
+    .tracing?.propagation;
+  assert.notEqual(unset, "none");
+  for (const value of [",", " , ,"]) {
+    assert.equal((await with_(value)).tracing?.propagation, unset, value);
+  }
   assert.equal(
     await refused({
       OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint,

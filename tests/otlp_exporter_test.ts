@@ -466,3 +466,31 @@ Deno.test("OtlpExporter with compression gzip sends its POSTs gzipped, Content-E
   // Fifty like spans: a tenth of the bytes, or less.
   assert.ok(posts[0]!.raw * 10 < posts[1]!.raw, JSON.stringify(posts));
 });
+
+Deno.test("OtlpExporter with compression gzip names the setting when the collector refuses the body's encoding (415)", async () => {
+  await using server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    async (req) => {
+      await req.arrayBuffer();
+      return req.headers.get("content-encoding") === null
+        ? Response.json({})
+        : new Response("unsupported Content-Encoding: gzip", { status: 415 });
+    },
+  );
+  const { logger, warnings } = recorder();
+  const exporter = new OtlpExporter({
+    endpoint: `http://127.0.0.1:${server.addr.port}/v1/traces`,
+    logger,
+    intervalMs: 60_000,
+    compression: "gzip",
+  });
+  exporter.add(SPAN);
+  await exporter.flush(3000);
+  exporter.close();
+  assert.equal(exporter.dropped, 1);
+  assert.equal(warnings.length, 1);
+  assert.match(
+    warnings[0]!,
+    /HTTP 415 unsupported Content-Encoding: gzip \(the collector may not take gzipped bodies: set tracing\.compression to none\)/,
+  );
+});

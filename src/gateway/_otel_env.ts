@@ -227,7 +227,8 @@ export function otelEnv(
   const propagators = read("OTEL_PROPAGATORS");
   if (propagators !== undefined) {
     try {
-      out.propagation = propagation(propagators);
+      const value = propagation(propagators);
+      if (value !== undefined) out.propagation = value;
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       (out.problems ??= {}).propagation = err;
@@ -258,14 +259,17 @@ const OTHER_PROPAGATORS = new Set([
  * An `OTEL_PROPAGATORS` value (comma-separated): `tracecontext` among them,
  * clients' `traceparent` is read (`baggage` and the others beside it are
  * not: the gateway passes no baggage on); `none` (alone) or `baggage`
- * alone, no trace context is read. A list of propagators the gateway cannot
- * read without `tracecontext` (`b3` alone: the clients' context would be
- * dropped silently) or an unknown name fails.
+ * alone, no trace context is read; no name (`,`), as unset. A list of
+ * propagators the gateway cannot read without `tracecontext` (`b3` alone:
+ * the clients' context would be dropped silently) or an unknown name fails.
  */
-function propagation(value: string): "tracecontext" | "none" {
+function propagation(value: string): "tracecontext" | "none" | undefined {
   const names = value.split(",").map((name) => name.trim()).filter((name) =>
     name !== ""
   );
+  // No name at all (","): as unset, as an empty variable is (it read as
+  // none, turning off clients' trace context unasked).
+  if (names.length === 0) return undefined;
   const unknown = names.find((name) =>
     name !== "tracecontext" && name !== "baggage" && name !== "none" &&
     !OTHER_PROPAGATORS.has(name)

@@ -165,6 +165,29 @@ function allAccess(): boolean {
 }
 
 /**
+ * Whether `descriptor` is granted, asked of no one: on a terminal an API
+ * call without its permission asks first (a narrow `--allow-run=python3`
+ * asked for `Deno.kill` at every pool's close, no `--allow-sys` for
+ * `Deno.uid` at its start), and what pyproxy does there is optional.
+ */
+function granted(descriptor: Deno.PermissionDescriptor): boolean {
+  return Deno.permissions.querySync(descriptor).state === "granted";
+}
+
+/**
+ * `Deno.kill`, which needs `--allow-run` for every program (a list of
+ * programs does not do): without it, throws without asking.
+ */
+function killUnasked(pid: number, signal: Deno.Signal): void {
+  if (!granted({ name: "run" })) {
+    throw new Deno.errors.NotCapable(
+      "Requires run access to all programs to signal a process group; not asked",
+    );
+  }
+  Deno.kill(pid, signal);
+}
+
+/**
  * Refuses a path under `/proc`, `/dev` or `/sys` without asking when Deno
  * would not allow it (the callers treat those as optional: metrics, dead
  * hosts' directories, a worker's wait channel).
@@ -257,7 +280,7 @@ export function denoRuntime(): Runtime {
       );
       const adopted = new AdoptedGroup(
         child.pid,
-        (pid, signal) => Deno.kill(pid, signal),
+        (pid, signal) => killUnasked(pid, signal),
       );
       let exited = false;
       status.then(() => {
@@ -277,7 +300,7 @@ export function denoRuntime(): Runtime {
             if (!group) child.kill(signal);
             else {
               try {
-                Deno.kill(-child.pid, signal);
+                killUnasked(-child.pid, signal);
               } catch {
                 child.kill(signal); // not (yet) leading its group
               }
@@ -290,7 +313,7 @@ export function denoRuntime(): Runtime {
           if (!group) return;
           adopted.signal(signal, exited);
           try {
-            Deno.kill(-child.pid, signal);
+            killUnasked(-child.pid, signal);
           } catch {
             // no process left in the group
           }
@@ -535,6 +558,8 @@ export function denoRuntime(): Runtime {
       }
     },
     uid() {
+      // Without --allow-sys: unknown, as on Windows (not asked).
+      if (!granted({ name: "sys", kind: "uid" })) return undefined;
       try {
         return Deno.uid() ?? undefined;
       } catch {
