@@ -213,6 +213,52 @@ Deno.test("materializePythonPackage writes the files it carries, without a netwo
   }
 });
 
+Deno.test("materializePythonPackage without XDG_CACHE_HOME and HOME caches in <temp>/pyproxy-<uid>, only when it is this user's alone", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "pyproxy-shared-tmp-" });
+  const bare = {
+    ...rt,
+    env: (name: string) =>
+      name === "HOME" || name === "XDG_CACHE_HOME" ? undefined : rt.env(name),
+    tempDir: () => tmp,
+  };
+  const offline = () => Promise.reject(new TypeError("no network"));
+  const shared = join(tmp, `pyproxy-${Deno.uid()}`);
+  try {
+    const dir = await materializePythonPackage(bare, new URL("https://x/"), {
+      fetch: offline,
+    });
+    assert.ok(dir.startsWith(`${shared}/`), dir);
+    assert.equal((await Deno.lstat(shared)).mode! & 0o777, 0o700);
+    // Made by someone else first, letting others in: refused, not used.
+    await Deno.remove(shared, { recursive: true });
+    await Deno.mkdir(shared);
+    await Deno.chmod(shared, 0o777);
+    await assert.rejects(
+      materializePythonPackage(bare, new URL("https://x/"), { fetch: offline }),
+      (err: unknown) => {
+        assert.ok(err instanceof StartError, String(err));
+        assert.match(
+          err.message,
+          /is not a directory of this user's that no one else can enter.*XDG_CACHE_HOME/,
+        );
+        return true;
+      },
+    );
+    assert.deepEqual([...Deno.readDirSync(shared)], []);
+    // A link there (to a directory of the attacker's): refused too.
+    await Deno.remove(shared);
+    const elsewhere = await Deno.makeTempDir({ dir: tmp });
+    await Deno.symlink(elsewhere, shared);
+    await assert.rejects(
+      materializePythonPackage(bare, new URL("https://x/"), { fetch: offline }),
+      StartError,
+    );
+    assert.deepEqual([...Deno.readDirSync(elsewhere)], []);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
 Deno.test("materializePythonPackage refuses manifest paths outside the cache directory", async () => {
   const evil: PythonManifest = {
     version: "0.0.0",

@@ -16,6 +16,7 @@ import { fileURLToPath } from "node:url";
 import { StartError } from "../errors.ts";
 import { PYTHON_MANIFEST } from "./python_manifest.ts";
 import type { Runtime } from "./types.ts";
+import { isPrivateDir } from "../_private_dir.ts";
 
 /**
  * One file of the Python packages, relative to `python/`.
@@ -67,7 +68,7 @@ export interface MaterializePythonPackageOptions {
   /**
    * Where versioned copies live.
    *
-   * @default {"$XDG_CACHE_HOME/pyproxy", else "$HOME/.cache/pyproxy", else "<temp>/pyproxy"}
+   * @default {"$XDG_CACHE_HOME/pyproxy", else "$HOME/.cache/pyproxy", else "<temp>/pyproxy-<uid>" (this user's alone, checked)}
    */
   cacheDir?: string;
   /**
@@ -135,12 +136,25 @@ function checkPath(path: string): void {
   }
 }
 
-function defaultCacheDir(runtime: Runtime): string {
+/**
+ * The cache directory when none is given, and whether it lies in the shared
+ * temp directory (without `XDG_CACHE_HOME` and `HOME`: a service of
+ * systemd's, a binary in a bare container), where it is this user's own
+ * (`pyproxy-<uid>`): another user may have made it first.
+ */
+function defaultCacheDir(runtime: Runtime): { dir: string; shared: boolean } {
   const xdg = runtime.env("XDG_CACHE_HOME");
-  if (xdg) return join(xdg, "pyproxy");
+  if (xdg) return { dir: join(xdg, "pyproxy"), shared: false };
   const home = runtime.env("HOME");
-  if (home) return join(home, ".cache", "pyproxy");
-  return join(runtime.tempDir(), "pyproxy");
+  if (home) return { dir: join(home, ".cache", "pyproxy"), shared: false };
+  const uid = runtime.uid?.();
+  return {
+    dir: join(
+      runtime.tempDir(),
+      uid === undefined ? "pyproxy" : `pyproxy-${uid}`,
+    ),
+    shared: true,
+  };
 }
 
 /** Why `dir` does not hold exactly the manifest's content, or `undefined` when it does. */
@@ -297,8 +311,22 @@ export async function materializePythonPackage(
   const contentId =
     (await sha256Hex(new TextEncoder().encode(JSON.stringify(manifest.files))))
       .slice(0, 12);
-  const cacheDir = options.cacheDir ?? defaultCacheDir(runtime);
+  const fallback = options.cacheDir === undefined
+    ? defaultCacheDir(runtime)
+    : undefined;
+  const cacheDir = options.cacheDir ?? fallback!.dir;
   const target = join(cacheDir, `${manifest.version}-${contentId}`);
+  if (fallback?.shared === true) {
+    // In the shared temp directory another user could have made it first
+    // (or a link there), and swap a file between its check and Python's
+    // import: used only when it is this user's alone.
+    await runtime.mkdir(cacheDir, 0o700);
+    if (!(await isPrivateDir(runtime, cacheDir))) {
+      throw new StartError(
+        `Cannot materialize python package: ${cacheDir} is not a directory of this user's that no one else can enter (another user may have made it); set XDG_CACHE_HOME or HOME to a directory of yours, or remove it`,
+      );
+    }
+  }
 
   if (await runtime.stat(target) !== null) {
     if (await verify(runtime, target, manifest) === undefined) {
