@@ -1638,7 +1638,9 @@ export class Pool implements AsyncDisposable {
     const invalid = callOptionsError("Cannot send call", options, cmd);
     if (invalid !== undefined) return invalid;
     if (options.signal?.aborted) {
-      return new CancelledError(`Cannot send call ${cmd}: aborted`);
+      return new CancelledError(`Cannot send call ${cmd}: aborted`, {
+        cause: options.signal.reason,
+      });
     }
     if ((options.timeout ?? this.#opts.requestTimeout) === 0) {
       return new TimeoutError(`Cannot send call ${cmd}: timeout is 0 ms`);

@@ -421,7 +421,9 @@ export class PoolRouter {
         this.#drop(
           call,
           "cancelled",
-          new CancelledError(`Cannot send call ${call.cmd}: aborted`),
+          new CancelledError(`Cannot send call ${call.cmd}: aborted`, {
+            cause: signal.reason,
+          }),
         );
       signal.addEventListener("abort", call.onAbort, { once: true });
     }

@@ -279,6 +279,51 @@ Deno.test("Pool times out a queued call and a running call", async () => {
   }
 });
 
+Deno.test("Pool: a call's CancelledError carries its signal's reason as its cause, aborted before it is sent, in the queue or on the worker", async () => {
+  // A caller that passes AbortSignal.timeout() (or abort(reason)) tells its
+  // own deadline from a user's cancel by the cause, whichever moment the
+  // signal aborted at.
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      opts(dir.path, { workers: 1, maxInFlightPerWorker: 1 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("slow", { file: "slow.py" });
+    const causeOf = async (call: Promise<unknown>): Promise<unknown> => {
+      try {
+        await call;
+      } catch (err) {
+        assert.ok(err instanceof CancelledError, String(err));
+        return err.cause;
+      }
+      assert.fail("the call did not reject");
+    };
+    const before = new AbortController();
+    const early = new Error("aborted before the call");
+    before.abort(early);
+    assert.equal(
+      await causeOf(pool.execute("slow", { ms: 0 }, { signal: before.signal })),
+      early,
+    );
+    const running = new AbortController();
+    const onWorker = new Error("aborted on the worker");
+    const blocker = pool.execute("slow", { ms: 300 }, {
+      signal: running.signal,
+    });
+    const queued = new AbortController();
+    const inQueue = new Error("aborted in the queue");
+    const waiting = pool.execute("slow", { ms: 0 }, { signal: queued.signal });
+    queued.abort(inQueue);
+    assert.equal(await causeOf(waiting), inQueue);
+    running.abort(onWorker);
+    assert.equal(await causeOf(blocker), onWorker);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 Deno.test("Pool rejects a model that fails on one worker, names it, and rolls it back", async () => {
   await using dir = await modelsDir();
   const pids = new PidTracker();
