@@ -113,9 +113,9 @@ export interface PoolRequestOptions {
   /** Send to this worker only (e.g. `"w1"`); rejects with `NoWorkerError` when it is not ready. */
   worker?: string;
   /**
-   * Timeout in ms, counted from the call (queue time included): a number
-   * >= 0, `Infinity` for none; `0` rejects with `TimeoutError` at once
-   * without sending. Anything else rejects with `ConfigError`, as does a
+   * Timeout in ms, counted from the call (queue time included): a
+   * number >= 0, `Infinity` for none; `0` rejects with `TimeoutError` at
+   * once without sending. Anything else rejects with `ConfigError`, as does a
    * wrongly typed `key`, `worker`, `signal`, `onEvent`, `onSend` or
    * `idempotent`.
    * @default {PoolOptions.requestTimeout}
