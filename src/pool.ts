@@ -1414,10 +1414,39 @@ export class Pool implements AsyncDisposable {
    * `worker` is then a batch of its own. A call without `timeout` gets the
    * model's own (its spec's `timeout`, else its class's `timeout_ms`), else
    * the pool's `requestTimeout`.
+   *
+   * `msg` is what the model's `execute(self, msg)` gets: any JSON value (an
+   * object, an array, a string, a number, `null`; `undefined` as `None`),
+   * with `Uint8Array`s (any `ArrayBuffer` view, an `ArrayBuffer`) as `bytes`.
+   * It resolves with what the model returned: any JSON value, `bytes` as a
+   * `Uint8Array`, `None` as `null`. Its type `T` is the caller's word, not
+   * checked: `Record<string, unknown> | null` unless given (pass `unknown`
+   * for a model that may return anything else). A model's exception rejects
+   * with a `PythonError`; the other failures have classes of their own
+   * (`TimeoutError`, `CancelledError`, `WorkerCrashedError`, ... in
+   * errors.ts, each with a stable `code`), a model not loaded a `RemoteError`
+   * named `ModelNotFoundError` (`code` `"MODEL_NOT_FOUND"`).
+   *
+   * @example Typed results, options and errors
+   * ```ts ignore
+   * const { score } = await pool.execute<{ score: number }>(
+   *   "scorer",
+   *   { text: "hello" },
+   *   { timeout: 2_000, signal: req.signal },
+   * );
+   * const rows = await pool.execute<number[][]>("embed", ["a", "b"]);
+   * try {
+   *   await pool.execute("scorer", { text: "" });
+   * } catch (err) {
+   *   if (err instanceof PythonError) console.log(err.type, err.traceback);
+   *   else if (err instanceof PyProxyError) console.log(err.code); // "TIMEOUT", ...
+   *   else throw err;
+   * }
+   * ```
    */
   execute<T = Record<string, unknown> | null>(
     name: string,
-    msg: Record<string, unknown> | ArrayBufferView | ArrayBuffer,
+    msg: unknown,
     options: ExecuteOptions = {},
   ): Promise<T> {
     // A model with versions: the one asked for, else its default (no

@@ -279,6 +279,26 @@ Deno.test("Pool times out a queued call and a running call", async () => {
   }
 });
 
+Deno.test("Pool.execute takes any JSON value as msg (an array, a string, a number, null), typed as such", async () => {
+  // The model gets any JSON value (as executeStream's `msg: unknown` and the
+  // gateway's bodies); execute's type took only an object or bytes, so a
+  // model of rows needed a cast.
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(opts(dir.path, { workers: 1 }));
+    pids.watch(pool);
+    await pool.addModel("whoami", { file: "whoami.py" });
+    const rows: number[][] = [[1, 2], [3, 4]];
+    for (const msg of [rows, "text", 7, null]) {
+      const out = await pool.execute<{ msg: unknown }>("whoami", msg);
+      assert.deepEqual(out.msg, msg);
+    }
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 Deno.test("Pool: a call's CancelledError carries its signal's reason as its cause, aborted before it is sent, in the queue or on the worker", async () => {
   // A caller that passes AbortSignal.timeout() (or abort(reason)) tells its
   // own deadline from a user's cancel by the cause, whichever moment the
