@@ -867,7 +867,9 @@ export class Pool implements AsyncDisposable {
    * Validates the options, starts every worker in parallel and resolves when
    * they are ready. Workers that fail to start are left to the reconnect
    * policy; when all fail, everything is killed and it rejects with a
-   * `StartError` carrying their stderr tails.
+   * `StartError` carrying their stderr tails (its `details.workers`, their
+   * status; its `cause`, the first worker's error, such as a
+   * `StartTimeoutError` for `readyTimeout`).
    */
   static async start(options: PoolOptions = {}): Promise<Pool> {
     const opts = resolvePoolOptions(options);
