@@ -94,7 +94,27 @@ Deno.test("Pool.start rejects bad options with a ConfigError naming the field", 
       { schedBatch: "yes" as unknown as boolean },
       /schedBatch: expected a boolean/,
     ],
-    [{ worker: 2 } as PoolOptions, /worker: unknown option/],
+    // A caller without types (JavaScript, Bun) is told the near option.
+    [
+      { worker: 2 } as PoolOptions,
+      /^Cannot start pool: worker: unknown option \(did you mean workers\?\)$/,
+    ],
+    [
+      { requestTimout: 5 } as PoolOptions,
+      /^Cannot start pool: requestTimout: unknown option \(did you mean requestTimeout\?\)$/,
+    ],
+    [
+      { placement: { maxRelocation: 1 } } as PoolOptions,
+      /^Cannot start pool: placement\.maxRelocation: unknown option \(did you mean maxRelocations\?\)$/,
+    ],
+    [
+      { modelMetrics: { maxSerie: 1 } } as unknown as PoolOptions,
+      /^Cannot start pool: modelMetrics\.maxSerie: unknown option \(did you mean maxSeries\?\)$/,
+    ],
+    [
+      { zzzzzz: 1 } as PoolOptions,
+      /^Cannot start pool: zzzzzz: unknown option$/,
+    ],
     // valibot's record takes an array for an object ({"0": "A=1"}).
     [
       { env: ["A=1"] } as unknown as PoolOptions,
