@@ -940,7 +940,19 @@ export class Pool implements AsyncDisposable {
    * Registers a model and loads it on every ready worker (rolled back
    * everywhere if one fails). While every worker is restarting it waits for
    * one; with no ready worker and none coming back it rejects with
-   * `NoWorkerError`, and once the pool closes with `ShuttingDownError`.
+   * `NoWorkerError`, and once the pool closes with `ShuttingDownError`. A
+   * model that fails to import or construct rejects with a `RemoteError`
+   * named `ModelLoadError` (`code` `"MODEL_LOAD"`, its message the Python
+   * error's: `SyntaxError: expected ':' (scorer.py, line 2)`). Resolves with
+   * the model's description as the workers loaded it (a
+   * `ModelDescription`: `name`, `class`, `version`, `file`, `doc`,
+   * its declared `inputs` and `outputs`).
+   *
+   * @example
+   * ```ts ignore
+   * const d = await pool.addModel("scorer", { file: "scorer.py" }) as ModelDescription;
+   * console.log(d.class, d.version); // "Scorer" 1
+   * ```
    */
   async addModel(
     name: string,
