@@ -13,6 +13,7 @@ import {
   type LogRecord,
 } from "@logtape/logtape";
 import { autoscale } from "../plugins/autoscale.ts";
+import { closestName } from "./_closest_name.ts";
 import { ConfigError, StartError } from "./errors.ts";
 import type { Runtime } from "./runtime/types.ts";
 import { defaultRuntime } from "./runtime/mod.ts";
@@ -335,36 +336,10 @@ function argsError(err: unknown): string {
 
 /** The option most like `given` (`--models-dir` → `models`), if one is close. */
 function closestOption(given: string): string | undefined {
-  const name = given.replace(/^-+/, "").replace(/=.*$/, "").toLowerCase();
-  if (name.length < 2) return undefined;
-  let best: string | undefined;
-  let bestScore = Infinity;
-  for (const option of Object.keys(OPTIONS)) {
-    const score = option.startsWith(name) || name.startsWith(option)
-      ? 0
-      : editDistance(name, option);
-    if (score < bestScore) {
-      best = option;
-      bestScore = score;
-    }
-  }
-  return bestScore <= 2 ? best : undefined;
-}
-
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const row = [i];
-    for (let j = 1; j <= b.length; j++) {
-      row[j] = Math.min(
-        prev[j]! + 1,
-        row[j - 1]! + 1,
-        prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1),
-      );
-    }
-    prev = row;
-  }
-  return prev[b.length]!;
+  return closestName(
+    given.replace(/^-+/, "").replace(/=.*$/, ""),
+    Object.keys(OPTIONS),
+  );
 }
 
 function printError(message: string): void {

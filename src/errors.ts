@@ -190,11 +190,28 @@ defineName(TimeoutError, "TimeoutError");
 
 /**
  * A request was cancelled by its `AbortSignal` (or the running code was interrupted).
+ * Its `cause` is the signal's `reason`, whether the signal aborted before the
+ * call was sent, while it waited in the pool queue or while it ran (a call of
+ * a model that batches, `batch_size`, has none yet): an
+ * `AbortSignal.timeout()`'s is a `DOMException` named `"TimeoutError"`, which
+ * tells a deadline of the caller's from a cancel.
  *
  * @example
  * ```ts
  * import { CancelledError } from "./errors.ts";
  * console.log(new CancelledError("Cannot complete request: aborted").code); // "CANCELLED"
+ * ```
+ *
+ * @example A deadline of the caller's, told from a cancel
+ * ```ts ignore
+ * try {
+ *   await pool.execute("scorer", msg, { signal: AbortSignal.timeout(500) });
+ * } catch (err) {
+ *   if (
+ *     err instanceof CancelledError &&
+ *     (err.cause as Error | undefined)?.name === "TimeoutError"
+ *   ) console.log("took more than 500 ms");
+ * }
  * ```
  */
 export class CancelledError extends PyProxyError {

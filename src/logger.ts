@@ -9,13 +9,17 @@
 /**
  * A structured logger: `message` may hold `{placeholders}` filled from
  * `properties`. Every LogTape `Logger` is one; so is a small adapter over
- * another logging library.
+ * another logging library, which fills them: pyproxy's records are
+ * templates (what a model prints comes as `"{message}"`, the line in
+ * `properties.message`, with `model`, `worker` and `stream`).
  *
  * @example Pass a LogTape logger, or an adapter
  * ```ts
  * import type { Logger } from "./logger.ts";
- * const log = (level: string) => (message: string, properties?: Record<string, unknown>) =>
- *   console.log(level, message, properties ?? {});
+ * const fill = (message: string, properties: Record<string, unknown>) =>
+ *   message.replace(/\{(\w+)\}/g, (all, key: string) => key in properties ? String(properties[key]) : all);
+ * const log = (level: string) => (message: string, properties: Record<string, unknown> = {}) =>
+ *   console.log(level, fill(message, properties), properties);
  * const logger: Logger = {
  *   trace: log("trace"),
  *   debug: log("debug"),

@@ -251,8 +251,12 @@ export interface ExecuteStreamOptions {
  * worker) is thrown by the iterator after the items that came before it. A
  * stream neither read to its end nor cancelled keeps its model call (a
  * suspended generator and up to 64 items on each side) until its reader has
- * taken no item for `idleTimeout` (default 60 s): then it is cancelled and
- * its next read rejects with `StreamIdleError`. Read it, or `cancel()` it
+ * taken no item for `idleTimeout` (the pool's `streamIdleTimeout`: 5 minutes
+ * by default, 60 s in the gateway's pool): then it is cancelled and its next
+ * read rejects with `StreamIdleError`. Meanwhile `pool.close()` waits for it
+ * as for a call in flight, the whole `shutdownGrace` (5 s by default: a test
+ * that leaves a stream unread takes that long to close its pool), before
+ * failing it with `ShuttingDownError`. Read it, or `cancel()` it
  * (`await using` does).
  *
  * @example

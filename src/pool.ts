@@ -113,9 +113,9 @@ export interface PoolRequestOptions {
   /** Send to this worker only (e.g. `"w1"`); rejects with `NoWorkerError` when it is not ready. */
   worker?: string;
   /**
-   * Timeout in ms, counted from the call (queue time included): a number
-   * >= 0, `Infinity` for none; `0` rejects with `TimeoutError` at once
-   * without sending. Anything else rejects with `ConfigError`, as does a
+   * Timeout in ms, counted from the call (queue time included): a
+   * number >= 0, `Infinity` for none; `0` rejects with `TimeoutError` at
+   * once without sending. Anything else rejects with `ConfigError`, as does a
    * wrongly typed `key`, `worker`, `signal`, `onEvent`, `onSend` or
    * `idempotent`.
    * @default {PoolOptions.requestTimeout}
@@ -871,7 +871,9 @@ export class Pool implements AsyncDisposable {
    * Validates the options, starts every worker in parallel and resolves when
    * they are ready. Workers that fail to start are left to the reconnect
    * policy; when all fail, everything is killed and it rejects with a
-   * `StartError` carrying their stderr tails.
+   * `StartError` carrying their stderr tails (its `details.workers`, their
+   * status; its `cause`, the first worker's error, such as a
+   * `StartTimeoutError` for `readyTimeout`).
    */
   static async start(options: PoolOptions = {}): Promise<Pool> {
     const opts = resolvePoolOptions(options);
@@ -942,7 +944,19 @@ export class Pool implements AsyncDisposable {
    * Registers a model and loads it on every ready worker (rolled back
    * everywhere if one fails). While every worker is restarting it waits for
    * one; with no ready worker and none coming back it rejects with
-   * `NoWorkerError`, and once the pool closes with `ShuttingDownError`.
+   * `NoWorkerError`, and once the pool closes with `ShuttingDownError`. A
+   * model that fails to import or construct rejects with a `RemoteError`
+   * named `ModelLoadError` (`code` `"MODEL_LOAD"`, its message the Python
+   * error's: `SyntaxError: expected ':' (scorer.py, line 2)`). Resolves with
+   * the model's description as the workers loaded it (a
+   * `ModelDescription`: `name`, `class`, `version`, `file`, `doc`,
+   * its declared `inputs` and `outputs`).
+   *
+   * @example
+   * ```ts ignore
+   * const d = await pool.addModel("scorer", { file: "scorer.py" }) as ModelDescription;
+   * console.log(d.class, d.version); // "Scorer" 1
+   * ```
    */
   async addModel(
     name: string,
@@ -1418,10 +1432,39 @@ export class Pool implements AsyncDisposable {
    * `worker` is then a batch of its own. A call without `timeout` gets the
    * model's own (its spec's `timeout`, else its class's `timeout_ms`), else
    * the pool's `requestTimeout`.
+   *
+   * `msg` is what the model's `execute(self, msg)` gets: any JSON value (an
+   * object, an array, a string, a number, `null`; `undefined` as `None`),
+   * with `Uint8Array`s (any `ArrayBuffer` view, an `ArrayBuffer`) as `bytes`.
+   * It resolves with what the model returned: any JSON value, `bytes` as a
+   * `Uint8Array`, `None` as `null`. Its type `T` is the caller's word, not
+   * checked: `Record<string, unknown> | null` unless given (pass `unknown`
+   * for a model that may return anything else). A model's exception rejects
+   * with a `PythonError`; the other failures have classes of their own
+   * (`TimeoutError`, `CancelledError`, `WorkerCrashedError`, ... in
+   * errors.ts, each with a stable `code`), a model not loaded a `RemoteError`
+   * named `ModelNotFoundError` (`code` `"MODEL_NOT_FOUND"`).
+   *
+   * @example Typed results, options and errors
+   * ```ts ignore
+   * const { score } = await pool.execute<{ score: number }>(
+   *   "scorer",
+   *   { text: "hello" },
+   *   { timeout: 2_000, signal: req.signal },
+   * );
+   * const rows = await pool.execute<number[][]>("embed", ["a", "b"]);
+   * try {
+   *   await pool.execute("scorer", { text: "" });
+   * } catch (err) {
+   *   if (err instanceof PythonError) console.log(err.type, err.traceback);
+   *   else if (err instanceof PyProxyError) console.log(err.code); // "TIMEOUT", ...
+   *   else throw err;
+   * }
+   * ```
    */
   execute<T = Record<string, unknown> | null>(
     name: string,
-    msg: Record<string, unknown> | ArrayBufferView | ArrayBuffer,
+    msg: unknown,
     options: ExecuteOptions = {},
   ): Promise<T> {
     // A model with versions: the one asked for, else its default (no
@@ -1652,7 +1695,9 @@ export class Pool implements AsyncDisposable {
     const invalid = callOptionsError("Cannot send call", options, cmd);
     if (invalid !== undefined) return invalid;
     if (options.signal?.aborted) {
-      return new CancelledError(`Cannot send call ${cmd}: aborted`);
+      return new CancelledError(`Cannot send call ${cmd}: aborted`, {
+        cause: options.signal.reason,
+      });
     }
     if ((options.timeout ?? this.#opts.requestTimeout) === 0) {
       return new TimeoutError(`Cannot send call ${cmd}: timeout is 0 ms`);

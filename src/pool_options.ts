@@ -20,6 +20,7 @@ import {
   pythonLoggers,
 } from "./_python_log.ts";
 import { plainRecord } from "./_plain_record.ts";
+import { closestName } from "./_closest_name.ts";
 
 /** {@linkcode PoolOptions} with every default filled in. */
 export interface ResolvedPoolOptions {
@@ -278,6 +279,32 @@ const DEFAULT_EVAL_REPLAY_BUDGET = 64 * 1024 * 1024;
 const DEFAULT_STREAM_IDLE_TIMEOUT = 300_000;
 
 /**
+ * "unknown option", with the known one of its object most like it: an
+ * untyped caller (JavaScript, Bun without a type check) who wrote `worker`
+ * learns of `workers`.
+ */
+function unknownOption(keys: string[]): string {
+  let at: unknown = schema;
+  for (const key of keys.slice(0, -1)) {
+    at = entriesOf(at)?.[key];
+    if ((at as { type?: unknown } | undefined)?.type === "optional") {
+      at = (at as { wrapped: unknown }).wrapped;
+    }
+  }
+  const siblings = entriesOf(at);
+  const near = siblings === undefined
+    ? undefined
+    : closestName(keys[keys.length - 1]!, Object.keys(siblings));
+  return near === undefined
+    ? "unknown option"
+    : `unknown option (did you mean ${near}?)`;
+}
+
+function entriesOf(s: unknown): Record<string, unknown> | undefined {
+  return (s as { entries?: Record<string, unknown> } | undefined)?.entries;
+}
+
+/**
  * Validates pool options and fills in defaults. Throws `ConfigError`
  * ("Cannot start pool: workers: expected an integer from 1 to 1024").
  *
@@ -293,9 +320,10 @@ export function resolvePoolOptions(
   const parsed = v.safeParse(schema, options);
   if (!parsed.success) {
     const issue = parsed.issues[0];
-    const path = issue.path?.map((p) => String(p.key)).join(".") ?? "";
+    const keys = issue.path?.map((p) => String(p.key)) ?? [];
+    const path = keys.join(".");
     const message = issue.type === "strict_object" && path !== ""
-      ? "unknown option"
+      ? unknownOption(keys)
       : issue.message;
     throw new ConfigError(
       `Cannot start pool: ${path === "" ? "" : `${path}: `}${message}`,

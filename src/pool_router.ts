@@ -458,7 +458,9 @@ export class PoolRouter {
         this.#drop(
           call,
           "cancelled",
-          new CancelledError(`Cannot send call ${callName(call)}: aborted`),
+          new CancelledError(`Cannot send call ${callName(call)}: aborted`, {
+            cause: signal.reason,
+          }),
         );
       signal.addEventListener("abort", call.onAbort, { once: true });
     }

@@ -64,6 +64,31 @@ Deno.test("the @example blocks of the JSDoc type-check (src/, plugins/, mod.ts; 
   );
 });
 
+Deno.test("no JSDoc line starts with '>' (Markdown would show it as a quote)", () => {
+  // A wrapped "a number\n * >= 0" showed in \`deno doc\` (and on JSR) as a
+  // quote block: "a number" then "│ = 0, ...".
+  const found: string[] = [];
+  const walk = (dir: string) => {
+    for (const entry of Deno.readDirSync(`${ROOT}${dir}`)) {
+      const path = `${dir}/${entry.name}`;
+      if (entry.isDirectory) walk(path);
+      else if (entry.isFile && entry.name.endsWith(".ts")) {
+        const lines = Deno.readTextFileSync(`${ROOT}${path}`).split("\n");
+        let fence = false;
+        lines.forEach((line, i) => {
+          if (/^\s*\* ```/.test(line)) fence = !fence;
+          else if (!fence && /^\s*\* >/.test(line)) {
+            found.push(`${path}:${i + 1}: ${line.trim()}`);
+          }
+        });
+      }
+    }
+  };
+  walk("src");
+  walk("plugins");
+  assert.deepEqual(found, []);
+});
+
 /** The exported symbols of `entry` (`deno doc --json`) whose JSDoc has no `@example`. */
 async function withoutExample(entry: string): Promise<string[]> {
   const out = await new Deno.Command(Deno.execPath(), {

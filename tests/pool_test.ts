@@ -94,7 +94,27 @@ Deno.test("Pool.start rejects bad options with a ConfigError naming the field", 
       { schedBatch: "yes" as unknown as boolean },
       /schedBatch: expected a boolean/,
     ],
-    [{ worker: 2 } as PoolOptions, /worker: unknown option/],
+    // A caller without types (JavaScript, Bun) is told the near option.
+    [
+      { worker: 2 } as PoolOptions,
+      /^Cannot start pool: worker: unknown option \(did you mean workers\?\)$/,
+    ],
+    [
+      { requestTimout: 5 } as PoolOptions,
+      /^Cannot start pool: requestTimout: unknown option \(did you mean requestTimeout\?\)$/,
+    ],
+    [
+      { placement: { maxRelocation: 1 } } as PoolOptions,
+      /^Cannot start pool: placement\.maxRelocation: unknown option \(did you mean maxRelocations\?\)$/,
+    ],
+    [
+      { modelMetrics: { maxSerie: 1 } } as unknown as PoolOptions,
+      /^Cannot start pool: modelMetrics\.maxSerie: unknown option \(did you mean maxSeries\?\)$/,
+    ],
+    [
+      { zzzzzz: 1 } as PoolOptions,
+      /^Cannot start pool: zzzzzz: unknown option$/,
+    ],
     // valibot's record takes an array for an object ({"0": "A=1"}).
     [
       { env: ["A=1"] } as unknown as PoolOptions,
@@ -274,6 +294,71 @@ Deno.test("Pool times out a queued call and a running call", async () => {
     const far = pool.execute("slow", { ms: 0, i: 1 }, { timeout: 2 ** 31 });
     await long;
     assert.equal((await far as { i: number }).i, 1);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool.execute takes any JSON value as msg (an array, a string, a number, null), typed as such", async () => {
+  // The model gets any JSON value (as executeStream's `msg: unknown` and the
+  // gateway's bodies); execute's type took only an object or bytes, so a
+  // model of rows needed a cast.
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(opts(dir.path, { workers: 1 }));
+    pids.watch(pool);
+    await pool.addModel("whoami", { file: "whoami.py" });
+    const rows: number[][] = [[1, 2], [3, 4]];
+    for (const msg of [rows, "text", 7, null]) {
+      const out = await pool.execute<{ msg: unknown }>("whoami", msg);
+      assert.deepEqual(out.msg, msg);
+    }
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool: a call's CancelledError carries its signal's reason as its cause, aborted before it is sent, in the queue or on the worker", async () => {
+  // A caller that passes AbortSignal.timeout() (or abort(reason)) tells its
+  // own deadline from a user's cancel by the cause, whichever moment the
+  // signal aborted at.
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      opts(dir.path, { workers: 1, maxInFlightPerWorker: 1 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("slow", { file: "slow.py" });
+    const causeOf = async (call: Promise<unknown>): Promise<unknown> => {
+      try {
+        await call;
+      } catch (err) {
+        assert.ok(err instanceof CancelledError, String(err));
+        return err.cause;
+      }
+      assert.fail("the call did not reject");
+    };
+    const before = new AbortController();
+    const early = new Error("aborted before the call");
+    before.abort(early);
+    assert.equal(
+      await causeOf(pool.execute("slow", { ms: 0 }, { signal: before.signal })),
+      early,
+    );
+    const running = new AbortController();
+    const onWorker = new Error("aborted on the worker");
+    const blocker = pool.execute("slow", { ms: 300 }, {
+      signal: running.signal,
+    });
+    const queued = new AbortController();
+    const inQueue = new Error("aborted in the queue");
+    const waiting = pool.execute("slow", { ms: 0 }, { signal: queued.signal });
+    queued.abort(inQueue);
+    assert.equal(await causeOf(waiting), inQueue);
+    running.abort(onWorker);
+    assert.equal(await causeOf(blocker), onWorker);
   } finally {
     await pids.assertGone();
   }

@@ -113,8 +113,8 @@ export interface GatewayOptions {
   /**
    * Most digits of an integer literal in a request body (at least 16): a
    * longer one is refused with 400 `InvalidRequestError` before the gateway
-   * makes a `BigInt` of it. `RangeError` for one that is not an integer
-   * >= 16 (or `Infinity`: no bound). @default {4300}
+   * makes a `BigInt` of it. `RangeError` for one that is not an
+   * integer >= 16 (or `Infinity`: no bound). @default {4300}
    */
   maxIntegerDigits?: number;
   /**

@@ -106,7 +106,8 @@ export function hostGuard(options: HostGuardOptions): MiddlewareHandler {
         },
       }, 403);
     }
-    await next();
+    // returned, not only awaited: a consumer's noImplicitReturns
+    return await next();
   };
 }
 
@@ -356,7 +357,8 @@ export function originGuard(
         },
       }, 403);
     }
-    await next();
+    // returned, not only awaited: a consumer's noImplicitReturns
+    return await next();
   };
 }
 
