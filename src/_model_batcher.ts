@@ -205,7 +205,8 @@ export class ModelBatcher {
           this.#giveUp(
             item,
             new TimeoutError(
-              `Cannot complete executeModel: timed out after ${timeout} ms`,
+              `Cannot complete executeModel of model '${this.name}': timed out after ${timeout} ms`,
+              { details: { model: this.name, timeoutMs: timeout } },
             ),
           ),
         timeout,

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { callTimedOut } from "./_call_timeout.ts";
 import type { QueueWaitStats } from "./queue_waits.ts";
 import {
   type ModelMetricsOptions,
@@ -1665,6 +1666,7 @@ export class Pool implements AsyncDisposable {
         args,
         options,
         deadline: timeout === undefined ? Infinity : Date.now() + timeout,
+        timeoutMs: timeout,
         retries: 0,
         resolve: resolve as (value: unknown) => void,
         reject,
@@ -2702,7 +2704,7 @@ export class Pool implements AsyncDisposable {
         cmd: call.cmd,
         timeoutMs: timeoutMs ?? 0,
       }, this.#supervisor.context);
-      return call.reject(error);
+      return call.reject(callTimedOut(call, error, "worker"));
     }
     if (!(error instanceof ConnectionLostError)) {
       // Only on this error path: no lookup for the calls that succeed.

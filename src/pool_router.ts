@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { callTimedOut } from "./_call_timeout.ts";
 import { type QueueWaitOutcome, QueueWaits } from "./queue_waits.ts";
 import {
   CancelledError,
@@ -52,6 +53,8 @@ export interface PoolCall {
   };
   /** Absolute deadline (ms since the epoch), `Infinity` for none. */
   deadline: number;
+  /** The whole timeout in ms the deadline came from (its error says it). */
+  timeoutMs?: number | undefined;
   /** Retries so far (idempotent calls). */
   retries: number;
   /**
@@ -444,10 +447,14 @@ export class PoolRouter {
         this.#drop(
           call,
           "timeout",
-          new TimeoutError(
-            `Cannot complete call ${
-              callName(call)
-            }: timed out in the pool queue`,
+          callTimedOut(
+            call,
+            new TimeoutError(
+              `Cannot complete call ${
+                callName(call)
+              }: timed out in the pool queue`,
+            ),
+            "queue",
           ),
         );
       }, Math.max(0, call.deadline - Date.now()));

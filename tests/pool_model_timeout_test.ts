@@ -218,3 +218,68 @@ Deno.test("Pool: a model timeout it cannot mean is refused with ConfigError, not
   );
   assert.equal(pool.status().models[0]!.timeout, 2 ** 31 - 1);
 });
+
+Deno.test("Pool: a model call's TimeoutError names the model, its whole timeout and where it waited (details too), running, queued, streaming or batched", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(
+    opts(dir.path, { maxInFlightPerWorker: 1 }),
+  );
+  await pool.addModel("slow", { file: "slow.py" });
+  await pool.addModel("ticker", { source: TICKER });
+  await pool.addModel("batched", { source: BATCHED, timeout: 10_000 });
+  const timedOut = async (call: Promise<unknown>) => {
+    const err = await call.then(() => undefined, (e) => e);
+    assert.ok(err instanceof TimeoutError, String(err));
+    return err;
+  };
+  // Ran on its worker past its timeout (the session's own error said
+  // "executeModel: timed out after 99 ms", the time left after the queue).
+  const ran = await timedOut(
+    pool.execute("slow", { ms: 2000 }, { timeout: 200 }),
+  );
+  assert.equal(
+    ran.message,
+    "Cannot complete executeModel of model 'slow': timed out after 200 ms (cancelled on its worker)",
+  );
+  assert.deepEqual(ran.details, {
+    model: "slow",
+    timeoutMs: 200,
+    waited: "worker",
+  });
+  assert.ok(ran.cause instanceof TimeoutError);
+  // Queued behind a call holding the only slot.
+  const blocker = pool.execute("slow", { ms: 600 });
+  const queued = await timedOut(
+    pool.execute("slow", { ms: 1 }, { timeout: 100 }),
+  );
+  assert.equal(
+    queued.message,
+    "Cannot complete executeModel of model 'slow': timed out after 100 ms in the pool queue, waiting for a worker's free slot",
+  );
+  assert.deepEqual(queued.details, {
+    model: "slow",
+    timeoutMs: 100,
+    waited: "queue",
+  });
+  await blocker;
+  // A stream.
+  const stream = pool.executeStream("ticker", { n: 5, ms: 400 }, {
+    timeout: 200,
+  });
+  const streamed = await timedOut((async () => {
+    for await (const _ of stream) { /* reads */ }
+  })());
+  assert.match(
+    streamed.message,
+    /^Cannot complete executeStream of model 'ticker': timed out after 200 ms/,
+  );
+  // A batched model's call names its model too.
+  const batched = await timedOut(
+    pool.execute("batched", { ms: 1000 }, { timeout: 100 }),
+  );
+  assert.equal(
+    batched.message,
+    "Cannot complete executeModel of model 'batched': timed out after 100 ms",
+  );
+  assert.equal(batched.details.model, "batched");
+});

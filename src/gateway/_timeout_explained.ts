@@ -45,7 +45,14 @@ export function explainedTimeout(
   itemsSent?: number,
 ): unknown {
   if (!(err instanceof TimeoutError)) return err;
-  const how = TIMED_OUT.exec(err.message)?.[1];
+  // The pool's model calls say where they waited (callTimedOut); a batched
+  // call's own timer, the whole call's, only its wording.
+  const waited = err.details.waited;
+  const how = waited === "queue"
+    ? "in the pool queue"
+    : waited === "worker"
+    ? "after"
+    : TIMED_OUT.exec(err.message)?.[1];
   if (how === undefined) return err;
   const model = name === asked
     ? `model '${asked}'`
