@@ -403,7 +403,7 @@ Deno.test("Session serves Python → host commands with its handlers", async () 
   // with the error (Python sees only the message).
   await assert.rejects(
     session.execute("caller", { cmd: "fail" }),
-    /Host replied HostError: Cannot run host command fail: handler exploded/,
+    /HostError: Cannot run host command fail: handler exploded \(Error in the host's handler\)/,
   );
   const hostFailures = () =>
     entries.filter(([level, m]) =>

@@ -1173,7 +1173,15 @@ class Connection(asyncio.BufferedProtocol):
         error = error if isinstance(error, dict) else {}
         remote_type = str(error.get("type", "Error"))
         remote_message = str(error.get("message", ""))
-        fail_future(future, HostError("Host replied %s: %s" % (remote_type, remote_message), remote_type, remote_message))
+        if remote_type == "HostError":
+            # A failure of the host's handler code: its type is HostError,
+            # this error's own ("HostError: Host replied HostError: ...");
+            # the exception it threw (protocol §3's ``exception``) is named.
+            thrown = error.get("exception")
+            text = remote_message if not isinstance(thrown, str) or not thrown else "%s (%s in the host's handler)" % (remote_message, short_repr(thrown, 60) if not thrown.isidentifier() else thrown)
+        else:
+            text = "Host replied %s: %s" % (remote_type, remote_message)
+        fail_future(future, HostError(text, remote_type, remote_message))
         return None
 
     # -- output ------------------------------------------------------------

@@ -761,6 +761,18 @@ class HostCallTest(ServerTestCase):
         err = self.assertError(c.reply_for(1), "HostError")
         self.assertIn("no reply", err["message"])
 
+    def test_a_host_handler_failure_is_told_once_with_what_it_threw(self):
+        # Was "HostError: Host replied HostError: boom".
+        c, request = self.start_host_call("add", 5)
+        c.send({"id": request["id"], "ok": False, "error": {"type": "HostError", "message": "Cannot run host command add: boom", "exception": "TypeError"}})
+        err = self.assertError(c.reply_for(1), "HostError")
+        self.assertEqual(err["message"], "Cannot run host command add: boom (TypeError in the host's handler)")
+        # A typed answer of the host's keeps its type in the message.
+        c, request = self.start_host_call("add", 5)
+        c.send({"id": request["id"], "ok": False, "error": {"type": "ConfigError", "message": "no such table"}})
+        err = self.assertError(c.reply_for(1), "HostError")
+        self.assertEqual(err["message"], "Host replied ConfigError: no such table")
+
     def test_reply_whose_ok_is_not_a_boolean_is_an_invalid_reply(self):
         c, request = self.start_host_call("add", 5)
         c.send({"id": request["id"], "ok": 1, "result": 5})

@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 69367,
+      size: 69916,
       sha256:
-        "7d6a7bb70318ac2f05d4f26480514907bc4f2f7e6ec97d52a9c55b07c0e7729f",
+        "d0585847979e23feb656819a64c6cbf81c88f763c72bc443e95f09606ad3b092",
     },
     {
       path: "pyproxy_server/declared.py",
