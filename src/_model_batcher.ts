@@ -220,6 +220,7 @@ export class ModelBatcher {
               item.batch === undefined
                 ? "Cannot send call executeModel: aborted"
                 : "Cannot complete executeModel: aborted",
+              { cause: signal.reason },
             ),
           );
         signal.addEventListener("abort", item.onAbort, { once: true });

@@ -192,7 +192,7 @@ defineName(TimeoutError, "TimeoutError");
  * A request was cancelled by its `AbortSignal` (or the running code was interrupted).
  * Its `cause` is the signal's `reason`, whether the signal aborted before the
  * call was sent, while it waited in the pool queue or while it ran (a call of
- * a model that batches, `batch_size`, has none yet): an
+ * a model that batches, `batch_size`, too): an
  * `AbortSignal.timeout()`'s is a `DOMException` named `"TimeoutError"`, which
  * tells a deadline of the caller's from a cancel.
  *

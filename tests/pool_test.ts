@@ -359,6 +359,33 @@ Deno.test("Pool: a call's CancelledError carries its signal's reason as its caus
     assert.equal(await causeOf(waiting), inQueue);
     running.abort(onWorker);
     assert.equal(await causeOf(blocker), onWorker);
+    // A model that batches: waiting for its batch, and in a batch running.
+    await pool.addModel("batches", {
+      source: `
+import time
+class Batches:
+    batch_size = 4
+    batch_delay_ms = 200
+    def execute_batch(self, msgs):
+        time.sleep(max(m.get("ms", 0) for m in msgs) / 1000.0)
+        return [{} for m in msgs]
+`,
+    });
+    const gathering = new AbortController();
+    const inBatch = new Error("aborted while its batch gathered");
+    const gathered = pool.execute("batches", {}, { signal: gathering.signal });
+    gathering.abort(inBatch);
+    assert.equal(await causeOf(gathered), inBatch);
+    const sent = new AbortController();
+    const whileRunning = new Error("aborted while its batch ran");
+    const onWorker2 = Promise.withResolvers<void>();
+    const ran = pool.execute("batches", { ms: 1000 }, {
+      signal: sent.signal,
+      onSend: () => onWorker2.resolve(),
+    });
+    await onWorker2.promise;
+    sent.abort(whileRunning);
+    assert.equal(await causeOf(ran), whileRunning);
   } finally {
     await pids.assertGone();
   }
