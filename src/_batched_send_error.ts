@@ -12,8 +12,13 @@ import { SerializationError } from "./errors.ts";
 
 const BATCH = "Cannot send executeBatch: ";
 const CALL = "Cannot send executeModel: ";
-/** `msgs[0]` as the start of a path (`msgs[0].a`, `msgs[0][1]`, `msgs[0]`). */
-const FIRST = /(?<![\w$\].])msgs\[0\](?=[.[\s),]|$)/g;
+/**
+ * `msgs[0]` as the start of a path (`msgs[0].a`, `msgs[0][1]`, `msgs[0]`):
+ * at the start of the reason, and after a cycle's `refers back to`. Only
+ * there: a key of the caller's may hold `msgs[0]` too (`msgs[0].a msgs[0]`
+ * is the path of `{"a msgs[0]": 1n}`), and is left as it is.
+ */
+const FIRST = /(?:^|(?<=\(it refers back to ))msgs\[0\](?=[.[\s)]|$)/g;
 
 /**
  * The error of the one call of a batch of one that the session refused to

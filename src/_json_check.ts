@@ -46,7 +46,7 @@ export function findUnencodable(value: unknown): string | undefined {
     }
     if (depth > MAX_JSON_DEPTH) {
       return `${
-        where(shorten(path))
+        where(shortenPath(path))
       } is nested deeper than ${MAX_JSON_DEPTH} levels (the Python side cannot decode it)`;
     }
     if (typeof (v as { toJSON?: unknown }).toJSON === "function") {
@@ -146,7 +146,10 @@ function where(path: string): string {
   return path === "" ? "the message" : path;
 }
 
-// A path 900 levels deep says nothing more than its start and end.
-function shorten(path: string): string {
+/**
+ * A path 900 levels deep says nothing more than its start and end: past 120
+ * characters, its first 60 and last 40 around an ellipsis.
+ */
+export function shortenPath(path: string): string {
   return path.length <= 120 ? path : `${path.slice(0, 60)}…${path.slice(-40)}`;
 }

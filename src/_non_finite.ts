@@ -11,6 +11,7 @@
  * @module
  */
 import { isBytes } from "./_binary.ts";
+import { shortenPath } from "./_json_check.ts";
 
 /**
  * Thrown by an encoder that met NaN or an infinity (the spill-over's
@@ -99,7 +100,8 @@ function describe(value: unknown): string | undefined {
     const [v, path] = stack.pop()!;
     if (typeof v === "number") {
       if (v - v === 0) continue;
-      return `${path || "the message"} is ${v} (${
+      // Shortened as a too deep path is: 100,000 levels wrote 300 KB.
+      return `${shortenPath(path) || "the message"} is ${v} (${
         v === v ? INFINITY_HINT : NAN_HINT
       })`;
     }

@@ -61,6 +61,7 @@ import { spillover } from "../plugins/spillover.ts";
 import { sharedCache } from "../plugins/shared_cache.ts";
 import { withinRunningTime, withTimeout } from "./_with_timeout.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
+import { heldLoopOf } from "./_loop_holder.ts";
 import { callOptionsError, traceContextArgs } from "./_call_options.ts";
 import { type BatchSettings, ModelBatcher } from "./_model_batcher.ts";
 import {
@@ -2683,12 +2684,13 @@ export class Pool implements AsyncDisposable {
       this.#registry.implicate(worker, gen, call.placement.name);
     }
     if (error instanceof TimeoutError) {
-      // Given up on while its own model's inline call holds the loop, where
-      // not even its cancel can be read: marked now, not at the hang probe's
-      // kill (hangGrace later), when a poison sent meanwhile had gone inline
-      // to another worker and hung that one too.
+      // Given up on while it held the loop itself (an inline call, where
+      // not even its cancel can be read): marked now, not at the hang
+      // probe's kill (hangGrace later), when a poison sent meanwhile had gone
+      // inline to another worker and hung that one too. Not a call of the
+      // model that waited behind another, which may be slow and complete.
       if (call.cmd === "executeModel" && worker.generation === gen) {
-        const held = worker.session?.loopHeldBy;
+        const held = heldLoopOf(error);
         if (held !== undefined && held === call.args?.name) {
           this.#heldLoop(
             worker.id,

@@ -63,6 +63,7 @@ import type {
 } from "./session_types.ts";
 import { isThenable } from "./_thenable.ts";
 import { markUnsent } from "./_unsent.ts";
+import { markHeldLoop } from "./_loop_holder.ts";
 import { decodeBytes } from "./_binary.ts";
 
 // Bytes asked for per read when the connection reads into a buffer.
@@ -1313,6 +1314,12 @@ export class Session implements AsyncDisposable {
       : new CancelledError(`Cannot complete ${pending.cmd}: aborted`, {
         cause: pending.signal?.reason,
       });
+    // This very call holds the server's loop (not one queued behind it):
+    // the pool marks its model threaded (docs/reliability.md).
+    if (
+      why === "timeout" && id === this.#heldBy &&
+      this.#heldByModel !== undefined
+    ) markHeldLoop(error, this.#heldByModel);
     // The server may still be working on it: done when it answers.
     const done = pending.takeDone();
     if (done !== undefined) this.#late.set(id, done);
@@ -1366,9 +1373,9 @@ export class Session implements AsyncDisposable {
    * of the protocol, that has run long enough for `busy` events), from its
    * first `busy` event until its reply arrives, even after this side gave
    * up on it (timed out, aborted); `undefined` otherwise. The pool reads
-   * it when a call of that model times out, and when it kills the process
-   * for answering nothing: it then runs that model's calls threaded
-   * (docs/reliability.md). A process that dies of another cause while it
+   * it when it kills the process for answering nothing (and the timeout of
+   * that very call carries its model): it then runs that model's calls
+   * threaded (docs/reliability.md). A process that dies of another cause while it
    * is set says nothing about that call.
    *
    * @example

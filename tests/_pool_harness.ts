@@ -150,26 +150,37 @@ export class PidTracker {
   }
 }
 
-/** Resolves with the first event matching `match` (listening starts now). */
+/**
+ * Resolves with the first event matching `match` (listening starts now).
+ * Its rejection (no such event within `timeoutMs`) fails whoever awaits it,
+ * and nothing else: a test that failed before awaiting it leaves it behind,
+ * and unhandled it failed the test running 15 s later with every test after
+ * it "cancelled" (one failure of tests/inline_poison_test.ts on a loaded
+ * machine read as all of its tests cancelled and five failed).
+ */
 export function nextEvent<T extends PoolEvent["type"]>(
   pool: Pool,
   type: T,
   match: (ev: Extract<PoolEvent, { type: T }>) => boolean = () => true,
   timeoutMs = 15000,
 ): Promise<Extract<PoolEvent, { type: T }>> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      off();
-      reject(new Error(`no ${type} event within ${timeoutMs} ms`));
-    }, timeoutMs);
-    const off = pool.on((ev) => {
-      if (ev.type === type && match(ev as Extract<PoolEvent, { type: T }>)) {
-        clearTimeout(timer);
+  const event = new Promise<Extract<PoolEvent, { type: T }>>(
+    (resolve, reject) => {
+      const timer = setTimeout(() => {
         off();
-        resolve(ev as Extract<PoolEvent, { type: T }>);
-      }
-    });
-  });
+        reject(new Error(`no ${type} event within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const off = pool.on((ev) => {
+        if (ev.type === type && match(ev as Extract<PoolEvent, { type: T }>)) {
+          clearTimeout(timer);
+          off();
+          resolve(ev as Extract<PoolEvent, { type: T }>);
+        }
+      });
+    },
+  );
+  event.catch(() => {});
+  return event;
 }
 
 /** Resolves when worker `id` becomes ready again. */

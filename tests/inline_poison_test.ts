@@ -330,6 +330,44 @@ Deno.test("Pool marks no model threaded when an inline call turns slow and compl
   }
 });
 
+Deno.test("Pool marks no model threaded when a call of it times out behind its slow inline call that then completes", async () => {
+  // The call that timed out never ran: it waited on the server behind one
+  // that held the loop and answered in time. Only the holder's own timeout
+  // says that it hung.
+  await using dir = await modelsDir();
+  const busy = busyWatch("slow");
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, {
+        workers: 1,
+        plugins: [reconnect({ heartbeatInterval: 0, hangGrace: 30_000 }), busy],
+      }),
+    );
+    pids.watch(pool);
+    const marks: PoolEvent[] = [];
+    pool.on((ev) => {
+      if (ev.type === "model-threaded") marks.push(ev);
+    });
+    await pool.addModel("slow", { file: "slow.py" });
+    await learnInline(pool, "w1");
+    const held = busy.next();
+    const slow = pool.execute<{ inline: boolean }>("slow", { ms: 1500 }, {
+      timeout: 60_000,
+    });
+    await held;
+    await assert.rejects(
+      pool.execute("slow", { ms: 0 }, { timeout: 100 }),
+      TimeoutError,
+    );
+    assert.equal((await slow).inline, true);
+    assert.deepEqual(marks, []);
+    assert.equal(pool.modelStatus("slow")[0]?.threaded, undefined);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 Deno.test("Pool marks no model threaded when an inline call turned slow and its reply failed to read", async () => {
   // The reply (an integer beyond ±2^53, refused with `integers: "number"`)
   // is still the call's end: a later death from outside was laid on it.
