@@ -150,26 +150,41 @@ export class PidTracker {
   }
 }
 
-/** Resolves with the first event matching `match` (listening starts now). */
+/** A pending {@linkcode nextEvent}; `cancel()` stops waiting (its timer cleared). */
+export type NextEvent<E> = Promise<E> & { cancel(): void };
+
+/**
+ * Resolves with the first event matching `match` (listening starts now).
+ * One that loses a race is `cancel()`ed: its timer would otherwise outlive
+ * the test (Deno's op sanitizer).
+ */
 export function nextEvent<T extends PoolEvent["type"]>(
   pool: Pool,
   type: T,
   match: (ev: Extract<PoolEvent, { type: T }>) => boolean = () => true,
   timeoutMs = 15000,
-): Promise<Extract<PoolEvent, { type: T }>> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      off();
-      reject(new Error(`no ${type} event within ${timeoutMs} ms`));
-    }, timeoutMs);
-    const off = pool.on((ev) => {
-      if (ev.type === type && match(ev as Extract<PoolEvent, { type: T }>)) {
+): NextEvent<Extract<PoolEvent, { type: T }>> {
+  let cancel = () => {};
+  const promise = new Promise<Extract<PoolEvent, { type: T }>>(
+    (resolve, reject) => {
+      const timer = setTimeout(() => {
+        off();
+        reject(new Error(`no ${type} event within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const off = pool.on((ev) => {
+        if (ev.type === type && match(ev as Extract<PoolEvent, { type: T }>)) {
+          clearTimeout(timer);
+          off();
+          resolve(ev as Extract<PoolEvent, { type: T }>);
+        }
+      });
+      cancel = () => {
         clearTimeout(timer);
         off();
-        resolve(ev as Extract<PoolEvent, { type: T }>);
-      }
-    });
-  });
+      };
+    },
+  );
+  return Object.assign(promise, { cancel });
 }
 
 /** Resolves when worker `id` becomes ready again. */
