@@ -317,11 +317,6 @@ export function createGateway(
     ? signal
     : AbortSignal.any([signal, options.unreadySignal]);
   const requestTimeout = options.requestTimeout ?? 30_000;
-  const guardSignal = options.stopSignal === undefined
-    ? options.signal
-    : options.signal === undefined
-    ? options.stopSignal
-    : AbortSignal.any([options.signal, options.stopSignal]);
   const maxIntegerDigits = options.maxIntegerDigits ?? 4300;
   // Below 16 it would not hold: shorter literals are never looked at (they
   // may be safe integers), so 15 digits would pass a limit of 10.
@@ -384,15 +379,14 @@ export function createGateway(
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     maxIntegerDigits,
     maxJsonDepth,
-    // Its timer stays armed between bursts only where a signal will clear
-    // it (the drain's, or stopSignal's when the gateway is dropped): without
-    // either, an armed timer kept the process alive up to requestTimeout
-    // after the last body read (a script calling `app.request`), and a
-    // gateway dropped by stopSignal alone kept it armed until then.
+    // Its timer stays armed between bursts only where the drain's signal
+    // will clear it: without one, an armed timer kept the process alive up
+    // to requestTimeout after the last body read (a script calling
+    // `app.request`, a gateway dropped by `stopSignal`, which still answers).
     bodyReads: new BodyReadGuard(
-      guardSignal === undefined
+      options.signal === undefined
         ? { timeoutMs: requestTimeout }
-        : { timeoutMs: requestTimeout, signal: guardSignal },
+        : { timeoutMs: requestTimeout, signal },
     ),
     requestTimeout,
     loadTimeout: options.loadTimeout ?? 120_000,
