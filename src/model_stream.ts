@@ -556,6 +556,9 @@ export class ModelStream<T = unknown>
 
   /** Tells the model's server what was read (one ack per event-loop turn). */
   #scheduleAck(seq: number): void {
+    // Its items read after the call ended: nobody to tell (the timer would
+    // find the stream ended, and outlived a test reading them last).
+    if (this.#ended) return;
     this.#ackSeq = seq;
     if (this.#ackScheduled) return;
     this.#ackScheduled = true;

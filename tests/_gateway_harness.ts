@@ -188,6 +188,18 @@ export class SseReader {
   }
 }
 
+/**
+ * The status of a response whose body the test does not read, the body
+ * cancelled (an unread fetch body is a leak to Deno's resource sanitizer).
+ */
+export async function statusOf(
+  response: Response | Promise<Response>,
+): Promise<number> {
+  const res = await response;
+  await res.body?.cancel();
+  return res.status;
+}
+
 /** Polls `check` until it returns a value (for conditions only observable by polling, e.g. a count in /v1/status). */
 export async function until<T>(
   check: () => Promise<T | undefined | false>,

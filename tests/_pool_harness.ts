@@ -150,21 +150,27 @@ export class PidTracker {
   }
 }
 
+/** A pending {@linkcode nextEvent}; `cancel()` stops waiting (its timer cleared). */
+export type NextEvent<E> = Promise<E> & { cancel(): void };
+
 /**
  * Resolves with the first event matching `match` (listening starts now).
  * Its rejection (no such event within `timeoutMs`) fails whoever awaits it,
  * and nothing else: a test that failed before awaiting it leaves it behind,
  * and unhandled it failed the test running 15 s later with every test after
  * it "cancelled" (one failure of tests/inline_poison_test.ts on a loaded
- * machine read as all of its tests cancelled and five failed).
+ * machine read as all of its tests cancelled and five failed). One that
+ * loses a race is `cancel()`ed: its timer would otherwise outlive the test
+ * (Deno's op sanitizer).
  */
 export function nextEvent<T extends PoolEvent["type"]>(
   pool: Pool,
   type: T,
   match: (ev: Extract<PoolEvent, { type: T }>) => boolean = () => true,
   timeoutMs = 15000,
-): Promise<Extract<PoolEvent, { type: T }>> {
-  const event = new Promise<Extract<PoolEvent, { type: T }>>(
+): NextEvent<Extract<PoolEvent, { type: T }>> {
+  let cancel = () => {};
+  const promise = new Promise<Extract<PoolEvent, { type: T }>>(
     (resolve, reject) => {
       const timer = setTimeout(() => {
         off();
@@ -177,10 +183,14 @@ export function nextEvent<T extends PoolEvent["type"]>(
           resolve(ev as Extract<PoolEvent, { type: T }>);
         }
       });
+      cancel = () => {
+        clearTimeout(timer);
+        off();
+      };
     },
   );
-  event.catch(() => {});
-  return event;
+  promise.catch(() => {});
+  return Object.assign(promise, { cancel });
 }
 
 /** Resolves when worker `id` becomes ready again. */

@@ -162,7 +162,9 @@ async function ends(pid: number): Promise<boolean> {
  * The first line `child` prints (what came before its stdout ended, if it
  * ended first); its stdout is released and its stderr drained.
  */
-async function firstLine(child: ChildProcess): Promise<string> {
+async function firstLine(
+  child: ChildProcess,
+): Promise<{ text: string; stderr: Promise<unknown> }> {
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
   while (!text.includes("\n")) {
@@ -171,8 +173,28 @@ async function firstLine(child: ChildProcess): Promise<string> {
     text += value;
   }
   reader.cancel().catch(() => {});
-  readAll(child.stderr).catch(() => {});
-  return text;
+  return { text, stderr: readAll(child.stderr).catch(() => {}) };
+}
+
+/**
+ * Waits for `child` to end and frees its pipes: stdin closed, `stderr` (its
+ * reading) ended. What a test leaves open would be a leak to Deno's
+ * sanitizers (a grandchild holds stderr until it is killed too).
+ */
+async function released(
+  child: ChildProcess,
+  stderr: Promise<unknown> = Promise.resolve(),
+): Promise<void> {
+  // Deno's adapter unrefs the child and its pipes: a timer keeps the event
+  // loop alive until they are done (as in the kill() check below).
+  const keepAlive = setInterval(() => {}, 1 << 30);
+  try {
+    await child.status;
+    await child.stdin.close().catch(() => {});
+    await stderr;
+  } finally {
+    clearInterval(keepAlive);
+  }
 }
 
 /**
@@ -183,7 +205,9 @@ async function firstLine(child: ChildProcess): Promise<string> {
 async function groupLeader(
   rt: Runtime,
   processGroup: boolean,
-): Promise<{ child: ChildProcess; grandchild: number }> {
+): Promise<
+  { child: ChildProcess; grandchild: number; released: Promise<void> }
+> {
   const child = rt.spawn({
     cmd: "python3",
     args: [
@@ -196,15 +220,16 @@ async function groupLeader(
     ],
     processGroup,
   });
-  const text = await firstLine(child);
+  const { text, stderr } = await firstLine(child);
   const grandchild = Number(text.trim());
   if (!(grandchild > 0)) {
     child.kill("SIGKILL");
+    await released(child, stderr);
     throw new Error(
       `Cannot start the group's sleep: got ${JSON.stringify(text)}`,
     );
   }
-  return { child, grandchild };
+  return { child, grandchild, released: released(child, stderr) };
 }
 
 /**
@@ -215,7 +240,14 @@ async function groupLeader(
  */
 async function wrappedGroupLeader(
   rt: Runtime,
-): Promise<{ child: ChildProcess; inner: number; grandchild: number }> {
+): Promise<
+  {
+    child: ChildProcess;
+    inner: number;
+    grandchild: number;
+    released: Promise<void>;
+  }
+> {
   const inner = "import os, subprocess, sys\n" +
     "os.setpgid(0, 0)\n" +
     "p = subprocess.Popen(['sleep', '60'])\n" +
@@ -231,15 +263,16 @@ async function wrappedGroupLeader(
     ],
     processGroup: true,
   });
-  const text = await firstLine(child);
+  const { text, stderr } = await firstLine(child);
   const [pid = 0, grandchild = 0] = text.trim().split(" ").map(Number);
   if (!(pid > 0 && grandchild > 0)) {
     child.kill("SIGKILL");
+    await released(child, stderr);
     throw new Error(
       `Cannot start the wrapped group: got ${JSON.stringify(text)}`,
     );
   }
-  return { child, inner: pid, grandchild };
+  return { child, inner: pid, grandchild, released: released(child, stderr) };
 }
 
 /** Every check, in order. */
@@ -551,6 +584,7 @@ export const runtimeContract: ContractCheck[] = [
       } finally {
         clearInterval(keepAlive);
         child.kill("SIGKILL");
+        await released(child);
       }
     },
   },
@@ -560,9 +594,11 @@ export const runtimeContract: ContractCheck[] = [
     async fn({ rt }) {
       if (process.platform === "win32") return;
       const pids: number[] = [];
+      const freed: Promise<void>[] = [];
       try {
         // kill() reaches what the child started in its group.
         const a = await groupLeader(rt, true);
+        freed.push(a.released);
         pids.push(a.child.pid, a.grandchild);
         a.child.kill("SIGTERM");
         assert.deepEqual(await a.child.status, {
@@ -573,6 +609,7 @@ export const runtimeContract: ContractCheck[] = [
         // The leader gone alone (killed by someone else): killGroup() ends
         // the rest, even after the child's status has settled.
         const b = await groupLeader(rt, true);
+        freed.push(b.released);
         pids.push(b.child.pid, b.grandchild);
         process.kill(b.child.pid, "SIGKILL");
         await b.child.status;
@@ -581,6 +618,7 @@ export const runtimeContract: ContractCheck[] = [
         assert.ok(await ends(b.grandchild), "killGroup() left it running");
         // Without processGroup: the child alone, and killGroup() does nothing.
         const c = await groupLeader(rt, false);
+        freed.push(c.released);
         pids.push(c.child.pid, c.grandchild);
         c.child.kill("SIGTERM");
         await c.child.status;
@@ -595,6 +633,7 @@ export const runtimeContract: ContractCheck[] = [
             // gone
           }
         }
+        await Promise.all(freed);
       }
     },
   },
@@ -604,9 +643,11 @@ export const runtimeContract: ContractCheck[] = [
     async fn({ rt }) {
       if (process.platform === "win32") return;
       const pids: number[] = [];
+      const freed: Promise<void>[] = [];
       try {
         // kill(): the adopted group (the inner Python and its sleep) too.
         const a = await wrappedGroupLeader(rt);
+        freed.push(a.released);
         pids.push(a.child.pid, a.inner, a.grandchild);
         assert.equal(typeof a.child.adoptGroup, "function");
         a.child.adoptGroup!(a.inner);
@@ -617,6 +658,7 @@ export const runtimeContract: ContractCheck[] = [
         // The wrapper gone alone (SIGKILL cannot be passed on): killGroup()
         // ends the adopted group, after the wrapper's status settled.
         const b = await wrappedGroupLeader(rt);
+        freed.push(b.released);
         pids.push(b.child.pid, b.inner, b.grandchild);
         b.child.adoptGroup!(b.inner);
         process.kill(b.child.pid, "SIGKILL");
@@ -627,6 +669,7 @@ export const runtimeContract: ContractCheck[] = [
         assert.ok(await ends(b.grandchild), "killGroup() left its sleep");
         // Not adopted: the wrapper's group is not the server's.
         const c = await wrappedGroupLeader(rt);
+        freed.push(c.released);
         pids.push(c.child.pid, c.inner, c.grandchild);
         process.kill(c.child.pid, "SIGKILL");
         await c.child.status;
@@ -647,6 +690,7 @@ export const runtimeContract: ContractCheck[] = [
             // gone
           }
         }
+        await Promise.all(freed);
       }
     },
   },
@@ -707,6 +751,7 @@ export const runtimeContract: ContractCheck[] = [
         await readAll(child.stderr);
       } finally {
         child.kill("SIGKILL");
+        await released(child);
       }
     },
   },

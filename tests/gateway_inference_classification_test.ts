@@ -2,7 +2,7 @@
 // gateway and real Python workers: an output asked for with
 // "parameters": {"classification": n} comes back as its top n classes.
 import assert from "node:assert/strict";
-import { startGateway, until } from "./_gateway_harness.ts";
+import { startGateway, statusOf, until } from "./_gateway_harness.ts";
 
 const MODELS: Record<string, string> = {
   "labeled.py": `class Labeled:
@@ -251,7 +251,7 @@ Deno.test("Classification extension: labels beyond the body limit, 65536 classes
       outputs: [{ name: "x", parameters: { classification: k } }],
     });
   assert.deepEqual((await output(await batch(218), "x")).shape, [300, 218]);
-  assert.equal((await batch(219)).status, 400);
+  assert.equal(await statusOf(batch(219)), 400);
   // ...and over the outputs (40000 + 30000).
   const both = await infer(gw, "scores", {
     inputs: [n(40_000), {

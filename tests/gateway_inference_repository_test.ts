@@ -2,7 +2,7 @@
 // explicit model control: POST /v2/repository/index, .../load, .../unload)
 // through the real gateway and real Python workers.
 import assert from "node:assert/strict";
-import { startGateway, until } from "./_gateway_harness.ts";
+import { startGateway, statusOf, until } from "./_gateway_harness.ts";
 
 const MODELS: Record<string, string> = {
   "opts.py": `class Opts:
@@ -79,7 +79,7 @@ Deno.test("Model repository extension: index, load and unload of the models dire
     (await index(gw, { ready: true })).every((e) => e.state === "READY"),
   );
   assert.equal(entryOf(await index(gw, { ready: true }), "later"), undefined);
-  assert.equal((await infer(gw, "later")).status, 404);
+  assert.equal(await statusOf(infer(gw, "later")), 404);
 
   // Load: 200 with no body (as Triton), then served.
   const load = await gw.fetch("/v2/repository/models/later/load", post());
@@ -96,7 +96,7 @@ Deno.test("Model repository extension: index, load and unload of the models dire
   assert.deepEqual((await res.json()).outputs[0].data, [1]);
   // Again: a reload, the next version ({} body as tritonclient sends it).
   assert.equal(
-    (await gw.fetch("/v2/repository/models/later/load", post({}))).status,
+    await statusOf(gw.fetch("/v2/repository/models/later/load", post({}))),
     200,
   );
   assert.equal(entryOf(await index(gw), "later")?.version, "2");
@@ -109,8 +109,8 @@ Deno.test("Model repository extension: index, load and unload of the models dire
   );
   assert.equal(unload.status, 200);
   assert.equal(await unload.text(), "");
-  assert.equal((await infer(gw, "later")).status, 404);
-  assert.equal((await gw.fetch("/v2/models/later")).status, 404);
+  assert.equal(await statusOf(infer(gw, "later")), 404);
+  assert.equal(await statusOf(gw.fetch("/v2/models/later")), 404);
   assert.deepEqual(entryOf(await index(gw), "later"), {
     name: "later",
     state: "UNAVAILABLE",
@@ -186,7 +186,7 @@ Deno.test("Model repository extension: an unknown model, a bad name, a path or s
     const { error } = await link.json();
     assert.match(error, /'link\.py': outside the models directory$/);
     assert.ok(!error.includes(outside) && !error.includes(gw.dir), error);
-    assert.equal((await gw.fetch("/v2/models/link")).status, 404);
+    assert.equal(await statusOf(gw.fetch("/v2/models/link")), 404);
     // One answer whether the target exists or not (nothing learnt of paths
     // outside the directory).
     await Deno.symlink(`${outside}/missing.py`, `${gw.dir}/dangling.py`);
@@ -208,8 +208,8 @@ Deno.test("Model repository extension: an unknown model, a bad name, a path or s
     const message = (await broken.json()).error;
     assert.match(message, /import boom/);
     assert.ok(!message.includes(gw.dir), message);
-    assert.equal((await gw.fetch("/v2/models/broken")).status, 404);
-    assert.equal((await gw.fetch("/v1/models/broken")).status, 404);
+    assert.equal(await statusOf(gw.fetch("/v2/models/broken")), 404);
+    assert.equal(await statusOf(gw.fetch("/v1/models/broken")), 404);
     const entry = entryOf(await index(gw), "broken");
     assert.equal(entry?.state, "UNAVAILABLE");
     assert.match(entry!.reason, /import boom/);
@@ -218,7 +218,7 @@ Deno.test("Model repository extension: an unknown model, a bad name, a path or s
       `${gw.dir}/broken.py`,
       "class Broken:\n    def execute(self, msg):\n        return {'ok': [1]}\n",
     );
-    assert.equal((await load("broken")).status, 200);
+    assert.equal(await statusOf(load("broken")), 200);
     assert.equal(entryOf(await index(gw), "broken")?.state, "READY");
   } finally {
     await Deno.remove(outside, { recursive: true });
@@ -243,9 +243,9 @@ Deno.test('Model repository extension: a load whose error names the models direc
     assert.ok(!message.includes(gw.dir), message);
     // A symlink out of the directory, and a directory named like a model.
     await Deno.symlink(`${outside}/missing.py`, `${gw.dir}/link.py`);
-    assert.equal((await load("link")).status, 400);
+    assert.equal(await statusOf(load("link")), 400);
     await Deno.mkdir(`${gw.dir}/folder.py`);
-    assert.equal((await load("folder")).status, 404);
+    assert.equal(await statusOf(load("folder")), 404);
     const entries = await index(gw);
     assert.match(entryOf(entries, "pathy")!.reason, /boom in pathy\.py/);
     assert.match(
@@ -287,16 +287,17 @@ Deno.test("Model repository extension: a load's config parameter sets options an
     },
   });
   assert.equal(triton.status, 200);
+  await triton.body?.cancel();
   assert.equal(await options(), "[('greeting', 'hi')]");
   const described = await (await gw.fetch("/v1/models/opts")).json();
   assert.equal(described.workers, 1);
   // pyproxy's own spec fields.
   assert.equal(
-    (await load({
+    await statusOf(load({
       parameters: {
         config: JSON.stringify({ options: { k: 2 }, timeout: 5000 }),
       },
-    })).status,
+    })),
     200,
   );
   assert.equal(await options(), "[('k', 2)]");
@@ -312,11 +313,11 @@ Deno.test("Model repository extension: a load's config parameter sets options an
       '{"options": {"__proto__": "p", "b": "q"}}',
     ]
   ) {
-    assert.equal((await load({ parameters: { config } })).status, 200);
+    assert.equal(await statusOf(load({ parameters: { config } })), 200);
     assert.equal(await options(), "[('__proto__', 'p'), ('b', 'q')]", config);
   }
   // Without a config: the repository's (the file, no options).
-  assert.equal((await load({})).status, 200);
+  assert.equal(await statusOf(load({})), 200);
   assert.equal(await options(), "[]");
 
   const refused: Array<[unknown, RegExp]> = [
@@ -381,7 +382,7 @@ Deno.test("Model repository extension: a configured model (pyproxy.json models) 
   assert.ok(names.includes("greeter") && names.includes("opts"), names.join());
   assert.equal(entryOf(await index(gw), "opts")?.state, "UNAVAILABLE");
   assert.equal(
-    (await gw.fetch("/v2/repository/models/greeter/unload", post())).status,
+    await statusOf(gw.fetch("/v2/repository/models/greeter/unload", post())),
     200,
   );
   assert.deepEqual(entryOf(await index(gw), "greeter"), {
@@ -390,7 +391,7 @@ Deno.test("Model repository extension: a configured model (pyproxy.json models) 
     reason: "unloaded",
   });
   assert.equal(
-    (await gw.fetch("/v2/repository/models/greeter/load", post())).status,
+    await statusOf(gw.fetch("/v2/repository/models/greeter/load", post())),
     200,
   );
   const res = await infer(gw, "greeter");
@@ -418,7 +419,7 @@ Deno.test("Model repository extension: a configured model with versions loads ev
   // Loaded: a load reloads each version (Triton's load_model of a loaded
   // model), the default kept.
   assert.equal(
-    (await gw.fetch("/v2/repository/models/clf/load", post())).status,
+    await statusOf(gw.fetch("/v2/repository/models/clf/load", post())),
     200,
   );
   assert.deepEqual(
@@ -426,12 +427,12 @@ Deno.test("Model repository extension: a configured model with versions loads ev
     2,
   );
   assert.equal(
-    (await gw.fetch("/v2/repository/models/clf/unload", post())).status,
+    await statusOf(gw.fetch("/v2/repository/models/clf/unload", post())),
     200,
   );
   assert.deepEqual(await versions(), [" UNAVAILABLE"]);
   assert.equal(
-    (await gw.fetch("/v2/repository/models/clf/load", post())).status,
+    await statusOf(gw.fetch("/v2/repository/models/clf/load", post())),
     200,
   );
   assert.deepEqual(await versions(), ["1 READY", "2 READY"]);
@@ -443,10 +444,10 @@ Deno.test("Model repository extension: a configured model with versions loads ev
   // A config applies to each version.
   const config = JSON.stringify({ instance_group: [{ count: 1 }] });
   assert.equal(
-    (await gw.fetch(
+    await statusOf(gw.fetch(
       "/v2/repository/models/clf/load",
       post({ parameters: { config } }),
-    )).status,
+    )),
     200,
   );
   const described = await (await gw.fetch("/v1/models/clf/versions/2")).json();
@@ -471,7 +472,7 @@ Deno.test("Model repository extension: refused without --allow-manage (403, as P
           "Cannot manage models: model management is disabled (start with --allow-manage)",
       });
     }
-    assert.equal((await infer(gw, "opts")).status, 200);
+    assert.equal(await statusOf(infer(gw, "opts")), 200);
     const { extensions } = await (await gw.fetch("/v2")).json();
     assert.deepEqual(extensions, [
       "binary_tensor_data",
@@ -499,7 +500,7 @@ Deno.test("Model repository extension: refused without --allow-manage (403, as P
     assert.equal(res.status, 401, path);
     assert.equal(typeof (await res.json()).error, "string");
   }
-  assert.equal((await infer(gw, "opts")).status, 200);
+  assert.equal(await statusOf(infer(gw, "opts")), 200);
   const { extensions } = await (await gw.fetch("/v2")).json();
   assert.deepEqual(extensions, [
     "binary_tensor_data",
@@ -538,7 +539,7 @@ class Gated:
   await Deno.writeTextFile(gate, "");
   // Loaded once (the gate open), so that the next loads are reloads.
   assert.equal(
-    (await gw.fetch("/v2/repository/models/gated/load", post())).status,
+    await statusOf(gw.fetch("/v2/repository/models/gated/load", post())),
     200,
   );
   await Deno.remove(gate);
@@ -598,7 +599,7 @@ class Marker:
 `,
   );
   assert.equal(
-    (await gw.fetch("/v2/repository/models/marker/load", post())).status,
+    await statusOf(gw.fetch("/v2/repository/models/marker/load", post())),
     200,
   );
   const marks = [0, 1, 2, 3].map((i) => `${gw.dir}/started-${i}`);
@@ -623,12 +624,13 @@ class Marker:
     post(),
   );
   assert.equal(unload.status, 200);
+  await unload.body?.cancel();
   const settled = await Promise.all(calls);
   for (const res of settled) {
     assert.equal(res.status, 200);
     assert.deepEqual(await res.json(), { slept: 0.3 });
   }
-  assert.equal((await infer(gw, "marker")).status, 404);
+  assert.equal(await statusOf(infer(gw, "marker")), 404);
 });
 
 Deno.test("Model repository extension: a model whose import kills the workers is skipped at start and fails its load and PUT with a WorkerCrashedError naming the exit; the other models keep serving", async () => {
@@ -653,7 +655,7 @@ Deno.test("Model repository extension: a model whose import kills the workers is
   const { error } = await put.json();
   assert.equal(error.type, "WorkerCrashedError");
   assert.match(error.message, crashed);
-  assert.equal((await gw.fetch("/v1/models/crash")).status, 404);
+  assert.equal(await statusOf(gw.fetch("/v1/models/crash")), 404);
   // Not replayed: the workers come back and serve the other models.
   const allReady = () =>
     gw.pool.status().workers.every((w) => w.state === "ready");
@@ -662,7 +664,7 @@ Deno.test("Model repository extension: a model whose import kills the workers is
       const off = gw.pool.on(() => allReady() && (off(), resolve()));
     });
   }
-  assert.equal((await infer(gw, "opts")).status, 200);
+  assert.equal(await statusOf(infer(gw, "opts")), 200);
   assert.deepEqual(
     gw.pool.status().workers.map((w) => w.failedReason),
     [null, null],

@@ -4,7 +4,7 @@
 // instance, versions, its errors in the {"error": "message"} shape, the
 // verbs refused, and the readiness fields of GET /v1/models/{name}.
 import assert from "node:assert/strict";
-import { startGateway, until } from "./_gateway_harness.ts";
+import { startGateway, statusOf, until } from "./_gateway_harness.ts";
 
 const post = (body: unknown, headers: Record<string, string> = {}) => ({
   method: "POST",
@@ -642,14 +642,14 @@ class SlowLoad:
     }],
   });
   await Deno.writeTextFile(go, "");
-  assert.equal((await put).status, 201);
+  assert.equal(await statusOf(put), 201);
   const loaded = await gw.fetch("/v1/models/slowload");
   assert.equal(loaded.status, 200);
   const body = await loaded.json();
   assert.equal(body.ready, true);
   assert.equal(body.model_version_status[0].state, "AVAILABLE");
   // A name nothing loads is still a 404.
-  assert.equal((await gw.fetch("/v1/models/nothing")).status, 404);
+  assert.equal(await statusOf(gw.fetch("/v1/models/nothing")), 404);
 });
 
 Deno.test("Gateway GET /v1/models/{name} of a model with many versions reads the pool's status a bounded number of times, not once or twice per version (2000 versions beside 1000 models took 41 s)", async () => {
@@ -724,7 +724,7 @@ class M:
   await expect("/v1/models/nv", 503, loadingBody("5"));
   await expect("/v1/models/nv/versions/5", 503, loadingBody("5"));
   await Deno.writeTextFile(`${gw.dir}/v5.go`, "");
-  assert.equal((await first).status, 201);
+  assert.equal(await statusOf(first), 201);
   const second = gw.fetch("/v1/models/nv/versions/6", {
     method: "PUT",
     body: JSON.stringify({ file: "v6.py" }),
@@ -736,7 +736,7 @@ class M:
   await expect("/v1/models/nv/versions/6", 503, loadingBody("6"));
   await expect("/v1/models/nv/versions/7", 404);
   await Deno.writeTextFile(`${gw.dir}/v6.go`, "");
-  assert.equal((await second).status, 201);
+  assert.equal(await statusOf(second), 201);
   const six = await expect("/v1/models/nv/versions/6", 200);
   assert.equal(six.model_version_status[0].state, "AVAILABLE");
 });

@@ -4,11 +4,12 @@
  */
 import assert from "node:assert/strict";
 import { GatewayProcessDied, startGatewayProcess } from "./_gateway_process.ts";
+import { statusOf } from "./_gateway_harness.ts";
 
 Deno.test("startGatewayProcess: a gateway process that dies by a signal fails the shutdown with GatewayProcessDied naming it", async () => {
   const gw = await startGatewayProcess({ grpc: { port: 0 } });
   try {
-    assert.equal((await gw.fetch("/healthz")).status, 200);
+    assert.equal(await statusOf(gw.fetch("/healthz")), 200);
     // As the nghttp2 assertion in Deno's node:http2 ends it (abort()).
     gw.child.kill("SIGABRT");
     const err = await gw.shutdown().then(() => undefined, (e) => e);

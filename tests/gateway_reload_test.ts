@@ -543,6 +543,7 @@ Deno.test({
   const starting = serve(config);
   starting.catch(() => {});
   let other: Deno.ChildProcess | undefined;
+  let reader: ReadableStreamDefaultReader<string> | undefined;
   try {
     await waitFor(() =>
       Deno.stat(`${dir.path}/importing`).then(() => true, () => false)
@@ -561,8 +562,8 @@ sys.stdin.read()`,
       stdin: "piped",
       stdout: "piped",
     }).spawn();
-    const ready = await other.stdout.pipeThrough(new TextDecoderStream())
-      .getReader().read();
+    reader = other.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    const ready = await reader.read();
     assert.equal(ready.value?.trim(), "ready");
     await Deno.writeTextFile(`${dir.path}/go`, "");
     await assert.rejects(starting, (err: unknown) => {
@@ -580,7 +581,8 @@ sys.stdin.read()`,
       other.kill("SIGKILL");
       await other.status;
       await other.stdin.close().catch(() => {});
-      await other.stdout.cancel().catch(() => {});
+      // Its reader's cancel closes the pipe (the stream itself is locked).
+      await (reader ?? other.stdout).cancel().catch(() => {});
     }
   }
 });

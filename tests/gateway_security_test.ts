@@ -792,3 +792,36 @@ Deno.test("bearerAuth with a management token: management routes take only it, o
   assert.equal(await status(`/?token=${TOKEN}`), 200);
   assert.equal(await status(`/?token=${MANAGE}`), 403);
 });
+
+Deno.test({
+  name:
+    "createGateway leaves no body-read timer once a POST is answered without a signal, nor one dropped by stopSignal, which still answers",
+  // The sanitizers on whatever the command line says: they are the assertion.
+  sanitizeOps: true,
+  sanitizeResources: true,
+  fn: async () => {
+    const post = () =>
+      req("/v1/models/echo/execute", { method: "POST", body: '{"x":1}' });
+    // No signal at all (a script calling `app.fetch`): the timer armed for
+    // the read is cleared when it ends, not kept for requestTimeout.
+    let res = await createGateway(stubPool(), { port: () => 8000 }).fetch(
+      post(),
+    );
+    assert.equal(res.status, 200);
+    await res.body?.cancel();
+    // A gateway over a pool that lives on, dropped by stopSignal alone.
+    const stop = new AbortController();
+    const app = createGateway(stubPool(), {
+      port: () => 8000,
+      stopSignal: stop.signal,
+    });
+    res = await app.fetch(post());
+    assert.equal(res.status, 200);
+    await res.body?.cancel();
+    stop.abort();
+    // Stopped, it still answers (its body read not refused as a drain's).
+    res = await app.fetch(post());
+    assert.equal(res.status, 200);
+    await res.body?.cancel();
+  },
+});

@@ -7,6 +7,7 @@ import { ShuttingDownError } from "../src/errors.ts";
 import {
   spawnServe,
   startGateway,
+  statusOf,
   TEST_MODELS,
   until,
 } from "./_gateway_harness.ts";
@@ -281,7 +282,7 @@ Deno.test("GatewayServer.shutdown({ delay }): not ready, still serving, a reload
   await assert.rejects(gw.shutdown({ delay: -1 }), RangeError);
   await assert.rejects(gw.shutdown({ delay: 1.5 }), RangeError);
   // Nothing began.
-  assert.equal((await gw.fetch("/healthz")).status, 200);
+  assert.equal(await statusOf(gw.fetch("/healthz")), 200);
   assert.match(
     await (await gw.fetch("/metrics")).text(),
     /^pyproxy_models_ready\{model="echo"\} 1$/m,

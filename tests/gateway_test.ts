@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { SseReader, startGateway, until } from "./_gateway_harness.ts";
+import {
+  SseReader,
+  startGateway,
+  statusOf,
+  until,
+} from "./_gateway_harness.ts";
 import { SCHED_BATCH, schedPolicies } from "./_harness.ts";
 
 const TOKEN = "gateway-test-token-0123";
@@ -740,7 +745,7 @@ Deno.test("createGateway answers 429 with Retry-After when the pool queue is ful
   assert.equal(res.status, 429);
   assert.equal(res.headers.get("retry-after"), "1");
   assert.equal((await res.json()).error.type, "OverloadedError");
-  assert.equal((await first).status, 200);
+  assert.equal(await statusOf(first), 200);
 });
 
 Deno.test("createGateway answers 503 with Retry-After when no worker is left", async () => {
@@ -748,7 +753,7 @@ Deno.test("createGateway answers 503 with Retry-After when no worker is left", a
   const pid = gw.pool.status().workers[0]!.pid!;
   Deno.kill(pid, "SIGKILL");
   await until(
-    async () => (await gw.fetch("/healthz")).status === 503,
+    async () => await statusOf(gw.fetch("/healthz")) === 503,
     "/healthz to report no worker",
   );
   const res = await gw.fetch("/v1/models/echo/execute", json({ a: 1 }));

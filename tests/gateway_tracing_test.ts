@@ -2,7 +2,7 @@
 // gateway with real Python workers, and a real HTTP receiver standing in for
 // the collector, whose OTLP/JSON requests are parsed here.
 import assert from "node:assert/strict";
-import { startGateway, until } from "./_gateway_harness.ts";
+import { startGateway, statusOf, until } from "./_gateway_harness.ts";
 import { attr, Collector, type Span } from "./_otlp_collector.ts";
 import { createGateway } from "../src/gateway/app.ts";
 import { Pool } from "../src/pool.ts";
@@ -235,7 +235,7 @@ Deno.test("Tracing makes a span per model call, its parent the client's tracepar
   assert.equal(attr(v2Span, "pyproxy.model.version"), "2");
 
   // Routes that are not model calls make no span.
-  assert.equal((await gw.fetch("/v1/models")).status, 200);
+  assert.equal(await statusOf(gw.fetch("/v1/models")), 200);
   const metrics = await (await gw.fetch("/metrics")).text();
   assert.match(metrics, /^pyproxy_trace_spans_dropped_total 0$/m);
   const names = new Set(collector.spans.map((s) => s.name));
@@ -378,7 +378,7 @@ Deno.test("Tracing off: nothing is sent and no traceparent is read", async () =>
   };
   try {
     const off = createGateway(pool, { stopSignal: stop.signal });
-    assert.equal((await off.fetch(request())).status, 200);
+    assert.equal(await statusOf(off.fetch(request())), 200);
     assert.ok(read.length > 0);
     assert.ok(!read.includes("traceparent"), read.join(", "));
     assert.equal(collector.requests.length, 0);
@@ -387,7 +387,7 @@ Deno.test("Tracing off: nothing is sent and no traceparent is read", async () =>
       stopSignal: stop.signal,
       tracing: { endpoint: collector.url, batchIntervalMs: 20 },
     });
-    assert.equal((await on.fetch(request())).status, 200);
+    assert.equal(await statusOf(on.fetch(request())), 200);
     assert.ok(read.includes("traceparent"));
     await until(() => Promise.resolve(collector.spans.length === 1), "a span");
   } finally {

@@ -128,14 +128,17 @@ Deno.test("Gateway versions: PUT loads two versions side by side, execute picks 
   assert.equal(await v("/v1/models/ranker/execute"), "two");
   res = await gw.fetch("/v1/models/ranker/default", put({ version: "9" }));
   assert.equal(res.status, 404);
+  await res.body?.cancel();
   res = await gw.fetch("/v1/models/ranker/default", put({ version: "a/b" }));
   assert.equal(res.status, 400);
+  await res.body?.cancel();
   // Updating version 1 leaves version 2 alone.
   res = await gw.fetch(
     "/v1/models/ranker/versions/1",
     put({ file: "tagged.py", options: { v: "one-b" } }),
   );
   assert.equal(res.status, 200);
+  await res.body?.cancel();
   assert.equal(await v("/v1/models/ranker/versions/1/execute"), "one-b");
   assert.equal(await v("/v1/models/ranker/execute"), "two");
   // A bad label is a 400; a PUT without a version of a versioned name too.

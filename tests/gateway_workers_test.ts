@@ -278,10 +278,12 @@ Deno.test("pyproxy.json env: every worker gets it with {worker} and {index} fill
   // A resize removes one worker: the next one added (w3) takes its index.
   let put1 = await gw.fetch("/v1/workers", put({ count: 1 }));
   assert.equal(put1.status, 200);
+  await put1.body?.cancel();
   const [left] = gw.pool.status().workers;
   assert.ok(left !== undefined);
   put1 = await gw.fetch("/v1/workers", put({ count: 2 }));
   assert.equal(put1.status, 200);
+  await put1.body?.cancel();
   const freed = 1 - left.index;
   assert.deepEqual(await probe("w3"), {
     threads: "3",

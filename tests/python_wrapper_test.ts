@@ -199,9 +199,10 @@ Deno.test("innerServerPid adopts only a group leader that descends from the spaw
     stdin: "piped",
     stdout: "piped",
   }).spawn();
+  // Its stdout is locked by the pipe: cancelled through the piped stream.
+  const out = leader.stdout.pipeThrough(new TextDecoderStream());
   try {
-    const reader = leader.stdout.pipeThrough(new TextDecoderStream())
-      .getReader();
+    const reader = out.getReader();
     const pid = Number((await reader.read()).value?.trim());
     reader.releaseLock();
     assert.ok(pid > 0);
@@ -211,7 +212,7 @@ Deno.test("innerServerPid adopts only a group leader that descends from the spaw
   } finally {
     leader.kill("SIGKILL");
     await leader.status;
-    await leader.stdout.cancel().catch(() => {});
+    await out.cancel().catch(() => {});
     await leader.stdin.close().catch(() => {});
   }
 });

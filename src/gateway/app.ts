@@ -379,7 +379,15 @@ export function createGateway(
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     maxIntegerDigits,
     maxJsonDepth,
-    bodyReads: new BodyReadGuard({ timeoutMs: requestTimeout, signal }),
+    // Its timer stays armed between bursts only where the drain's signal
+    // will clear it: without one, an armed timer kept the process alive up
+    // to requestTimeout after the last body read (a script calling
+    // `app.request`, a gateway dropped by `stopSignal`, which still answers).
+    bodyReads: new BodyReadGuard(
+      options.signal === undefined
+        ? { timeoutMs: requestTimeout }
+        : { timeoutMs: requestTimeout, signal },
+    ),
     requestTimeout,
     loadTimeout: options.loadTimeout ?? 120_000,
     allowManage: options.allowManage ?? false,

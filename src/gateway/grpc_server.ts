@@ -15,6 +15,7 @@
  * @module
  */
 import * as http2 from "node:http2";
+import { setImmediate } from "node:timers";
 import type { ServeRequestInfo } from "../runtime/types.ts";
 import {
   type Answer,
@@ -45,7 +46,7 @@ import { setTimeoutOrNever } from "../_timer.ts";
 export { GrpcStatus, grpcStatusOf } from "./_grpc_status.ts";
 
 /**
- * Makes `session.destroy()` wait for a timer, and returns the destroy that
+ * Makes `session.destroy()` wait for a later turn, and returns the destroy that
  * runs at once (for callers that run from a timer already).
  *
  * Deno's `node:http2` (2.9) frees the nghttp2 session in `destroy()` even
@@ -58,8 +59,9 @@ export { GrpcStatus, grpcStatusOf } from "./_grpc_status.ts";
  * memory (its `session_close_stream_on_goaway` after a GOAWAY), and the
  * process aborts (`find_stream_on_goaway_func: Assertion
  * 'stream->closed_next == NULL'`) or segfaults, denoland/deno#36788. From a
- * timer the destroy runs once nghttp2 returned. Bun's `node:http2` has no
- * such free; the timer costs it nothing, and no runtime check is needed
+ * later turn of the event loop (an immediate) the destroy runs once nghttp2
+ * returned. Bun's `node:http2` has no such free; the wait costs it nothing,
+ * and no runtime check is needed
  * outside src/runtime/.
  */
 function destroyLater(session: http2.Http2Session): () => void {
@@ -70,7 +72,10 @@ function destroyLater(session: http2.Http2Session): () => void {
     stream.once("close", () => open--);
   });
   session.destroy = ((...args: Parameters<typeof destroy>) => {
-    setTimeout(() => {
+    // An immediate: a later turn of the event loop, as a 0 ms timer was,
+    // and no timer left pending by a connection its client just closed
+    // (Deno's op sanitizer failed the tests ending then).
+    setImmediate(() => {
       // The destroy of a close (no error: its last stream ended) finds a
       // stream the client opened meanwhile, which a destroy then would cut
       // (a call already running, not one a client may retry): the
@@ -78,7 +83,7 @@ function destroyLater(session: http2.Http2Session): () => void {
       // again, as Node's does.
       if (args[0] === undefined && open > 0 && session.closed) return;
       destroy(...args);
-    }, 0);
+    });
   }) as typeof session.destroy;
   return destroy;
 }
