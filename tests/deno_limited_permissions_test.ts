@@ -36,6 +36,90 @@ _, status = os.waitpid(pid, 0)
 sys.exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 `;
 
+/** A program running on a pseudo-terminal ({@linkcode onATerminal}). */
+interface OnATerminal extends AsyncDisposable {
+  /** Reads until the terminal's text matches `pattern`, or it ends, or 60 s. */
+  readUntil(pattern: RegExp): Promise<void>;
+  /** The terminal's text so far. */
+  readonly out: string;
+  /** Passes SIGTERM on; its exit code once the terminal's text is all read. */
+  stop(): Promise<number>;
+  /** Its exit code. */
+  code(): Promise<number>;
+}
+
+/**
+ * Runs `argv` on a new pseudo-terminal in `cwd`; disposed, it and its
+ * wrapper are killed and their pipes closed.
+ */
+function onATerminal(argv: string[], cwd: string): OnATerminal {
+  const child = new Deno.Command("python3", {
+    args: ["-c", ON_A_TERMINAL, ...argv],
+    cwd,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream())
+    .getReader();
+  let out = "";
+  let pid: number | undefined;
+  let ended = false;
+  const more = async (): Promise<boolean> => {
+    const { value, done } = await reader.read();
+    if (done) {
+      ended = true;
+      return false;
+    }
+    out += value;
+    pid ??= Number(/^pid (\d+)/.exec(out)?.[1]) || undefined;
+    return true;
+  };
+  return {
+    get out() {
+      return out;
+    },
+    async readUntil(pattern) {
+      const deadline = setTimeout(() => reader.cancel(), 60_000);
+      try {
+        while (!ended && !pattern.test(out) && await more()) {
+          // reads on
+        }
+      } finally {
+        clearTimeout(deadline);
+      }
+    },
+    async stop() {
+      child.kill("SIGTERM");
+      while (!ended && await more()) {
+        // the rest of its text
+      }
+      return (await child.status).code;
+    },
+    async code() {
+      return (await child.status).code;
+    },
+    async [Symbol.asyncDispose]() {
+      for (
+        const kill of [
+          () => pid && Deno.kill(pid, "SIGKILL"),
+          () => child.kill("SIGKILL"),
+        ]
+      ) {
+        try {
+          kill();
+        } catch {
+          // exited
+        }
+      }
+      await child.status;
+      await reader.cancel().catch(() => {});
+      await child.stdin.close().catch(() => {});
+      await child.stderr.cancel().catch(() => {});
+    },
+  };
+}
+
 /**
  * Starts `serve` with `args` under narrow permissions on a terminal; fails
  * when it asks for a permission instead of listening; stops it with SIGTERM
@@ -44,80 +128,32 @@ sys.exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 async function startsWithoutPrompt(args: string[]): Promise<void> {
   const repo = new URL("..", import.meta.url).pathname;
   const tmp = Deno.env.get("TMPDIR") ?? "/tmp";
-  const child = new Deno.Command("python3", {
-    args: [
-      "-c",
-      ON_A_TERMINAL,
-      Deno.execPath(),
-      "run",
-      `--allow-read=${repo},${tmp}`,
-      `--allow-write=${tmp}`,
-      "--allow-net",
-      "--allow-run",
-      "--allow-env",
-      "--allow-sys",
-      `${repo}mod.ts`,
-      "serve",
-      "--port",
-      "0",
-      "--workers",
-      "1",
-      ...args,
-    ],
-    cwd: repo,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let denoPid: number | undefined;
-  let out = "";
-  try {
-    const reader = child.stdout.pipeThrough(new TextDecoderStream())
-      .getReader();
-    const deadline = setTimeout(() => reader.cancel(), 60_000);
-    try {
-      while (!/listening on|Deno requests/.test(out)) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        out += value;
-        denoPid ??= Number(/^pid (\d+)/.exec(out)?.[1]) || undefined;
-      }
-    } finally {
-      clearTimeout(deadline);
-    }
-    // A prompt waits for an answer: the terminal's text says for what.
-    assert.ok(
-      !out.includes("Deno requests"),
-      `serve asked for a permission: ${out.slice(out.indexOf("Deno"))}`,
-    );
-    assert.match(out, /listening on https?:\/\/127\.0\.0\.1:\d+/);
-    // It drains and exits as usual (its worker with it).
-    child.kill("SIGTERM");
-    const rest = reader.read().then(async function drain(r): Promise<void> {
-      if (r.done) return;
-      out += r.value;
-      await reader.read().then(drain);
-    });
-    const status = await child.status;
-    await rest;
-    assert.equal(status.code, 0, out);
-  } finally {
-    if (denoPid !== undefined) {
-      try {
-        Deno.kill(denoPid, "SIGKILL");
-      } catch {
-        // exited
-      }
-    }
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // exited
-    }
-    await child.status;
-    await child.stdin.close().catch(() => {});
-    await child.stderr.cancel().catch(() => {});
-  }
+  await using term = onATerminal([
+    Deno.execPath(),
+    "run",
+    `--allow-read=${repo},${tmp}`,
+    `--allow-write=${tmp}`,
+    "--allow-net",
+    "--allow-run",
+    "--allow-env",
+    "--allow-sys",
+    `${repo}mod.ts`,
+    "serve",
+    "--port",
+    "0",
+    "--workers",
+    "1",
+    ...args,
+  ], repo);
+  await term.readUntil(/listening on|Deno requests/);
+  // A prompt waits for an answer: the terminal's text says for what.
+  assert.ok(
+    !term.out.includes("Deno requests"),
+    `serve asked for a permission: ${term.out.slice(term.out.indexOf("Deno"))}`,
+  );
+  assert.match(term.out, /listening on https?:\/\/127\.0\.0\.1:\d+/);
+  // It drains and exits as usual (its worker with it).
+  assert.equal(await term.stop(), 0, term.out);
 }
 
 Deno.test({
@@ -161,59 +197,24 @@ async function poolRunsWithoutPrompt(permissions: string[]): Promise<void> {
 console.log("closed");
 `,
   );
-  const child = new Deno.Command("python3", {
-    args: [
-      "-c",
-      ON_A_TERMINAL,
+  try {
+    await using term = onATerminal([
       Deno.execPath(),
       "run",
       `--config=${repo}deno.json`,
       ...permissions,
       script,
-    ],
-    cwd: dir,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let denoPid: number | undefined;
-  let out = "";
-  try {
-    const reader = child.stdout.pipeThrough(new TextDecoderStream())
-      .getReader();
-    const deadline = setTimeout(() => reader.cancel(), 60_000);
-    try {
-      while (!/Deno requests/.test(out)) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        out += value;
-        denoPid ??= Number(/^pid (\d+)/.exec(out)?.[1]) || undefined;
-      }
-    } finally {
-      clearTimeout(deadline);
-    }
+    ], dir);
+    await term.readUntil(/Deno requests/);
     assert.ok(
-      !out.includes("Deno requests"),
-      `the pool asked for a permission: ${out.slice(out.indexOf("Deno"))}`,
+      !term.out.includes("Deno requests"),
+      `the pool asked for a permission: ${
+        term.out.slice(term.out.indexOf("Deno"))
+      }`,
     );
-    assert.match(out, /result 42\s+closed/);
-    assert.equal((await child.status).code, 0, out);
+    assert.match(term.out, /result 42\s+closed/);
+    assert.equal(await term.code(), 0, term.out);
   } finally {
-    if (denoPid !== undefined) {
-      try {
-        Deno.kill(denoPid, "SIGKILL");
-      } catch {
-        // exited
-      }
-    }
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // exited
-    }
-    await child.status;
-    await child.stdin.close().catch(() => {});
-    await child.stderr.cancel().catch(() => {});
     await Deno.remove(dir, { recursive: true });
   }
 }
