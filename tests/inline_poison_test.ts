@@ -77,15 +77,18 @@ async function anyInline(
   return inline;
 }
 
-Deno.test("Pool runs a model threaded after one of its inline calls hung a worker: the next poison costs no worker", async () => {
-  await using dir = await modelsDir();
-  const pids = new PidTracker();
+/**
+ * Two workers (hang grace 1 s) that both run model `slow` inline, their
+ * exits and the model's threaded marks pushed to `events`.
+ */
+async function inlineOnBoth(
+  dir: string,
+  pids: PidTracker,
+  events: PoolEvent[],
+): Promise<Pool> {
+  const pool = await Pool.start(poolOptions(dir, {}, { hangGrace: 1000 }));
   try {
-    await using pool = await Pool.start(
-      poolOptions(dir.path, {}, { hangGrace: 1000 }),
-    );
     pids.watch(pool);
-    const events: PoolEvent[] = [];
     pool.on((ev) => {
       if (ev.type === "worker-exit" || ev.type === "model-threaded") {
         events.push(ev);
@@ -94,6 +97,19 @@ Deno.test("Pool runs a model threaded after one of its inline calls hung a worke
     await pool.addModel("slow", { file: "slow.py" });
     await learnInline(pool, "w1");
     await learnInline(pool, "w2");
+    return pool;
+  } catch (err) {
+    await pool.close();
+    throw err;
+  }
+}
+
+Deno.test("Pool runs a model threaded after one of its inline calls hung a worker: the next poison costs no worker", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const events: PoolEvent[] = [];
+    await using pool = await inlineOnBoth(dir.path, pids, events);
     const w1 = pidOf(pool, "w1");
     const w2 = pidOf(pool, "w2");
 
@@ -150,19 +166,8 @@ Deno.test("Pool marks a model threaded as its inline call times out holding the 
   await using dir = await modelsDir();
   const pids = new PidTracker();
   try {
-    await using pool = await Pool.start(
-      poolOptions(dir.path, {}, { hangGrace: 1000 }),
-    );
-    pids.watch(pool);
     const events: PoolEvent[] = [];
-    pool.on((ev) => {
-      if (ev.type === "worker-exit" || ev.type === "model-threaded") {
-        events.push(ev);
-      }
-    });
-    await pool.addModel("slow", { file: "slow.py" });
-    await learnInline(pool, "w1");
-    await learnInline(pool, "w2");
+    await using pool = await inlineOnBoth(dir.path, pids, events);
     const w2 = pidOf(pool, "w2");
 
     // Past its first busy event (250 ms), the timeout finds w1's loop held

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { ConfigError } from "../src/errors.ts";
 import { loadConfig, resolveConfig } from "../src/gateway/config.ts";
-import { serve } from "../src/gateway/serve.ts";
+import { type GatewayServer, serve } from "../src/gateway/serve.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
 import type { Runtime } from "../src/runtime/types.ts";
 import { attr, Collector } from "./_otlp_collector.ts";
@@ -21,6 +21,53 @@ function load(vars: Record<string, string>, cli = {}) {
     env: (name) => name.startsWith("OTEL_") ? vars[name] : base.env(name),
   };
   return loadConfig({ runtime, cli: { modelsDir: ".", ...cli } });
+}
+
+/**
+ * A gateway (`serve`, one worker) of the echo example model, configured by
+ * the variables `vars` under `cli`, given to `fn`; shut down after it, its
+ * models directory removed.
+ */
+async function withEchoGateway(
+  vars: Record<string, string>,
+  cli: Record<string, unknown>,
+  fn: (server: GatewayServer) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-otel-env-" });
+  try {
+    await Deno.copyFile(
+      new URL("../examples/models/echo.py", import.meta.url),
+      `${dir}/echo.py`,
+    );
+    const config = await load(vars, {
+      port: 0,
+      workers: 1,
+      modelsDir: dir,
+      models: [{ name: "echo", file: "echo.py" }],
+      ...cli,
+    });
+    const server = await serve(config, { handleSignals: false });
+    try {
+      await fn(server);
+    } finally {
+      await server.shutdown();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** `POST /v1/models/echo/execute` of `{}` with `headers`; its body read. */
+async function echo(
+  server: GatewayServer,
+  headers: Record<string, string> = {},
+): Promise<void> {
+  const res = await fetch(`${server.url}/v1/models/echo/execute`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: "{}",
+  });
+  await res.arrayBuffer();
 }
 
 async function refused(vars: Record<string, string>): Promise<string> {
@@ -351,13 +398,8 @@ Deno.test("A wrong OTEL_TRACES_SAMPLER or OTEL_EXPORTER_OTLP_HEADERS fails only 
 
 Deno.test("A gateway configured by OTEL_* variables alone sends its spans to OTEL_EXPORTER_OTLP_ENDPOINT with the traces' headers", async () => {
   await using collector = new Collector();
-  const dir = await Deno.makeTempDir({ prefix: "pyproxy-otel-env-" });
-  try {
-    await Deno.copyFile(
-      new URL("../examples/models/echo.py", import.meta.url),
-      `${dir}/echo.py`,
-    );
-    const config = await load({
+  await withEchoGateway(
+    {
       OTEL_EXPORTER_OTLP_ENDPOINT: collector.base,
       OTEL_EXPORTER_OTLP_HEADERS: "x-api-key=generic",
       OTEL_EXPORTER_OTLP_TRACES_HEADERS:
@@ -365,61 +407,44 @@ Deno.test("A gateway configured by OTEL_* variables alone sends its spans to OTE
       OTEL_TRACES_SAMPLER: "parentbased_always_off",
       OTEL_SERVICE_NAME: "from-env",
       OTEL_RESOURCE_ATTRIBUTES: "deployment.environment=test,service.name=x",
-    }, {
-      port: 0,
-      workers: 1,
-      modelsDir: dir,
-      models: [{ name: "echo", file: "echo.py" }],
-      tracing: { batchIntervalMs: 60_000 },
-    });
-    const server = await serve(config, { handleSignals: false });
-    try {
-      const call = (traceparent?: string) =>
-        fetch(`${server.url}/v1/models/echo/execute`, {
-          method: "POST",
-          headers: {
-            "content-type": "application/json",
-            "x-request-id": traceparent === undefined ? "e-none" : "e-parent",
-            ...(traceparent === undefined ? {} : { traceparent }),
-          },
-          body: "{}",
-        }).then((res) => res.arrayBuffer());
+    },
+    { tracing: { batchIntervalMs: 60_000 } },
+    async (server) => {
       // parentbased_always_off: no span without a sampled parent.
-      await call();
-      await call("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
-    } finally {
-      await server.shutdown();
-    }
-    assert.equal(collector.requests.length, 1);
-    const { headers, body } = collector.requests[0]!;
-    assert.equal(headers.get("x-api-key"), "k+1==");
-    assert.equal(headers.get("x-team"), "ml");
-    assert.equal(headers.get("__proto__"), "p1");
-    assert.deepEqual(
-      collector.spans.map((s) => attr(s, "pyproxy.request_id")),
-      ["e-parent"],
-    );
-    const resource = (body as {
-      resourceSpans: Array<{
-        resource: { attributes: Array<{ key: string; value: unknown }> };
-      }>;
-    }).resourceSpans[0]!.resource;
-    assert.deepEqual(
-      resource.attributes.find((a) => a.key === "service.name")?.value,
-      { stringValue: "from-env" },
-    );
-    assert.deepEqual(
-      resource.attributes.filter((a) => a.key === "service.name").length,
-      1,
-    );
-    assert.deepEqual(
-      resource.attributes.find((a) => a.key === "deployment.environment")
-        ?.value,
-      { stringValue: "test" },
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+      await echo(server, { "x-request-id": "e-none" });
+      await echo(server, {
+        "x-request-id": "e-parent",
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+      });
+    },
+  );
+  assert.equal(collector.requests.length, 1);
+  const { headers, body } = collector.requests[0]!;
+  assert.equal(headers.get("x-api-key"), "k+1==");
+  assert.equal(headers.get("x-team"), "ml");
+  assert.equal(headers.get("__proto__"), "p1");
+  assert.deepEqual(
+    collector.spans.map((s) => attr(s, "pyproxy.request_id")),
+    ["e-parent"],
+  );
+  const resource = (body as {
+    resourceSpans: Array<{
+      resource: { attributes: Array<{ key: string; value: unknown }> };
+    }>;
+  }).resourceSpans[0]!.resource;
+  assert.deepEqual(
+    resource.attributes.find((a) => a.key === "service.name")?.value,
+    { stringValue: "from-env" },
+  );
+  assert.deepEqual(
+    resource.attributes.filter((a) => a.key === "service.name").length,
+    1,
+  );
+  assert.deepEqual(
+    resource.attributes.find((a) => a.key === "deployment.environment")
+      ?.value,
+    { stringValue: "test" },
+  );
 });
 
 Deno.test("OTEL_BSP_* and the exporter's timeouts set maxQueue, batchIntervalMs, batchSize and exportTimeoutMs, under the file's; a wrong one fails only a gateway that uses it", async () => {
@@ -497,60 +522,46 @@ Deno.test("OTEL_EXPORTER_OTLP_TIMEOUT bounds each POST to the collector, and OTE
       return Response.json({});
     },
   );
-  const dir = await Deno.makeTempDir({ prefix: "pyproxy-otel-env-" });
   try {
-    await Deno.copyFile(
-      new URL("../examples/models/echo.py", import.meta.url),
-      `${dir}/echo.py`,
+    await withEchoGateway(
+      {
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${collector.addr.port}`,
+        OTEL_EXPORTER_OTLP_TIMEOUT: "300",
+        OTEL_BSP_SCHEDULE_DELAY: "60000",
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "2",
+      },
+      {},
+      async (server) => {
+        try {
+          // Two spans: a full batch, sent at once (not after the 60 s delay,
+          // nor the default 5 s).
+          await echo(server);
+          await echo(server);
+          await until(
+            () => Promise.resolve(posts.length === 1 || undefined),
+            "a POST",
+            4000,
+          );
+          assert.deepEqual(posts, [2]);
+          // That POST is cut after 300 ms (not the 10 s default): its spans
+          // are counted as dropped.
+          await until(
+            async () => {
+              const text = await (await fetch(`${server.url}/metrics`)).text();
+              return /^pyproxy_trace_spans_dropped_total 2$/m.test(text) ||
+                undefined;
+            },
+            "the timed-out POST's spans counted as dropped",
+            3000,
+          );
+        } finally {
+          held.resolve();
+        }
+      },
     );
-    const config = await load({
-      OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${collector.addr.port}`,
-      OTEL_EXPORTER_OTLP_TIMEOUT: "300",
-      OTEL_BSP_SCHEDULE_DELAY: "60000",
-      OTEL_BSP_MAX_EXPORT_BATCH_SIZE: "2",
-    }, {
-      port: 0,
-      workers: 1,
-      modelsDir: dir,
-      models: [{ name: "echo", file: "echo.py" }],
-    });
-    const server = await serve(config, { handleSignals: false });
-    try {
-      const call = () =>
-        fetch(`${server.url}/v1/models/echo/execute`, {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: "{}",
-        }).then((res) => res.arrayBuffer());
-      // Two spans: a full batch, sent at once (not after the 60 s delay,
-      // nor the default 5 s).
-      await call();
-      await call();
-      await until(
-        () => Promise.resolve(posts.length === 1 || undefined),
-        "a POST",
-        4000,
-      );
-      assert.deepEqual(posts, [2]);
-      // That POST is cut after 300 ms (not the 10 s default): its spans
-      // are counted as dropped.
-      await until(
-        async () => {
-          const text = await (await fetch(`${server.url}/metrics`)).text();
-          return /^pyproxy_trace_spans_dropped_total 2$/m.test(text) ||
-            undefined;
-        },
-        "the timed-out POST's spans counted as dropped",
-        3000,
-      );
-    } finally {
-      held.resolve();
-      await server.shutdown();
-    }
   } finally {
     held.resolve();
     await collector.shutdown();
-    await Deno.remove(dir, { recursive: true });
   }
 });
 
@@ -597,42 +608,23 @@ Deno.test("OTEL_EXPORTER_OTLP_COMPRESSION sets compression (the traces' own firs
 
 Deno.test("A gateway with OTEL_EXPORTER_OTLP_COMPRESSION=gzip sends its spans gzipped to the collector", async () => {
   await using collector = new Collector();
-  const dir = await Deno.makeTempDir({ prefix: "pyproxy-otel-gzip-" });
-  try {
-    await Deno.copyFile(
-      new URL("../examples/models/echo.py", import.meta.url),
-      `${dir}/echo.py`,
-    );
-    const config = await load({
+  await withEchoGateway(
+    {
       OTEL_EXPORTER_OTLP_ENDPOINT: collector.base,
       OTEL_EXPORTER_OTLP_COMPRESSION: "gzip",
       OTEL_BSP_SCHEDULE_DELAY: "50",
-    }, {
-      port: 0,
-      workers: 1,
-      modelsDir: dir,
-      models: [{ name: "echo", file: "echo.py" }],
-    });
-    const server = await serve(config, { handleSignals: false });
-    try {
-      const res = await fetch(`${server.url}/v1/models/echo/execute`, {
-        method: "POST",
-        headers: { "content-type": "application/json", "x-request-id": "gz1" },
-        body: "{}",
-      });
-      await res.arrayBuffer();
+    },
+    {},
+    async (server) => {
+      await echo(server, { "x-request-id": "gz1" });
       const span = await collector.spanOf("gz1");
       assert.equal(span.name, "POST /v1/models/{name}/execute");
       assert.equal(
         collector.requests[0]?.headers.get("content-encoding"),
         "gzip",
       );
-    } finally {
-      await server.shutdown();
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+    },
+  );
 });
 
 Deno.test("OTEL_PROPAGATORS: tracecontext among them reads clients' traceparent, none or baggage alone reads none, b3 alone or an unknown name fails a gateway that traces", async () => {

@@ -159,8 +159,7 @@ const ALL_PERMISSIONS: readonly string[] = [
  */
 function allAccess(): boolean {
   return ALL_PERMISSIONS.every((name) =>
-    Deno.permissions.querySync({ name } as Deno.PermissionDescriptor)
-      .state === "granted"
+    granted({ name } as Deno.PermissionDescriptor)
   );
 }
 

@@ -311,12 +311,11 @@ export async function materializePythonPackage(
   const contentId =
     (await sha256Hex(new TextEncoder().encode(JSON.stringify(manifest.files))))
       .slice(0, 12);
-  const fallback = options.cacheDir === undefined
+  const { dir: cacheDir, shared } = options.cacheDir === undefined
     ? defaultCacheDir(runtime)
-    : undefined;
-  const cacheDir = options.cacheDir ?? fallback!.dir;
+    : { dir: options.cacheDir, shared: false };
   const target = join(cacheDir, `${manifest.version}-${contentId}`);
-  if (fallback?.shared === true) {
+  if (shared) {
     // In the shared temp directory another user could have made it first
     // (or a link there), and swap a file between its check and Python's
     // import: used only when it is this user's alone.
