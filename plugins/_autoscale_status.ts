@@ -12,7 +12,7 @@ import type { PluginMetric, ScaleBounds } from "../src/plugin.ts";
  *
  * @example
  * ```ts
- * import { autoscale, type AutoscaleStats } from "../mod.ts";
+ * import { autoscale, type AutoscaleStats } from "@pyproxy/pyproxy";
  * const stats: AutoscaleStats = autoscale({ min: 1, max: 4 }).stats;
  * console.log(stats.up + stats.down); // 0 (no pool yet)
  * ```
@@ -37,7 +37,7 @@ export interface AutoscaleStats {
  *
  * @example
  * ```ts
- * import type { AutoscaleState } from "../mod.ts";
+ * import type { AutoscaleState } from "@pyproxy/pyproxy";
  * const waitingForLoad = (state: AutoscaleState): boolean =>
  *   state === "busy" || state === "idle";
  * console.log(waitingForLoad("cooldown")); // false
@@ -74,7 +74,7 @@ const AUTOSCALE_STATES: readonly AutoscaleState[] = Object.keys(
  *
  * @example
  * ```ts
- * import type { AutoscaleDecision } from "../mod.ts";
+ * import type { AutoscaleDecision } from "@pyproxy/pyproxy";
  * const last: AutoscaleDecision = { at: Date.now(), from: 2, to: 3, reason: "busy for 30000 ms", outcome: "done" };
  * console.log(`${last.from} -> ${last.to}: ${last.outcome}`); // "2 -> 3: done"
  * ```

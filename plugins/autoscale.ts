@@ -38,7 +38,7 @@ export type {
  *
  * @example
  * ```ts
- * import { autoscale, type AutoscaleOptions } from "./autoscale.ts";
+ * import { autoscale, type AutoscaleOptions } from "@pyproxy/pyproxy";
  * const options: AutoscaleOptions = { min: 1, max: 8, upAfterMs: 1000, downAfterMs: 30_000 };
  * console.log(autoscale(options).name); // "autoscale"
  * ```
@@ -98,7 +98,7 @@ export interface AutoscaleOptions {
  *
  * @example
  * ```ts
- * import { autoscale, type AutoscalePlugin } from "./autoscale.ts";
+ * import { autoscale, type AutoscalePlugin } from "@pyproxy/pyproxy";
  * const scaler: AutoscalePlugin = autoscale({ min: 1, max: 4 });
  * console.log(scaler.bounds, scaler.stats.up); // undefined 0 (no pool yet)
  * ```
@@ -236,8 +236,8 @@ function refuse(field: string, message: string, got?: unknown): never {
  *
  * @example Scale between 1 and 4 workers
  * ```ts ignore
- * import { Pool } from "../src/pool.ts";
- * import { autoscale } from "./autoscale.ts";
+ * import { Pool } from "@pyproxy/pyproxy";
+ * import { autoscale } from "@pyproxy/pyproxy";
  * await using pool = await Pool.start({
  *   workers: 1,
  *   plugins: [autoscale({ max: 4, upAfterMs: 1000, downAfterMs: 30_000 })],

@@ -11,7 +11,7 @@
  *
  * @example
  * ```ts
- * import { MemoryStore } from "./memory_store.ts";
+ * import { MemoryStore } from "@pyproxy/pyproxy";
  * const store = new MemoryStore();
  * await store.set("session:42", { user: "ada" }, { ttl: 60 });
  * console.log(await store.get("session:42")); // { user: "ada" }
@@ -30,7 +30,7 @@ export interface CacheSetOptions {
  *
  * @example A store that keeps nothing
  * ```ts
- * import type { CacheStore } from "./cache_store.ts";
+ * import type { CacheStore } from "@pyproxy/pyproxy";
  * const nothing: CacheStore = {
  *   get: () => Promise.resolve(undefined),
  *   set: () => Promise.resolve(),

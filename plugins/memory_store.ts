@@ -13,7 +13,7 @@ import { decodeCacheValue, encodeCacheValue } from "./_cache_value.ts";
  *
  * @example
  * ```ts
- * import { MemoryStore } from "./memory_store.ts";
+ * import { MemoryStore } from "@pyproxy/pyproxy";
  * const store = new MemoryStore({ maxEntries: 1000, maxBytes: 1024 * 1024, defaultTtl: 300 });
  * await store.set("k", [1, 2, 3]);
  * console.log(await store.get("k")); // [1, 2, 3]
@@ -50,7 +50,7 @@ interface Entry {
  *
  * @example
  * ```ts
- * import { MemoryStore } from "./memory_store.ts";
+ * import { MemoryStore } from "@pyproxy/pyproxy";
  * let now = 0;
  * const store = new MemoryStore({ maxEntries: 2, now: () => now });
  * await store.set("a", { n: 1 }, { ttl: 1 });

@@ -18,7 +18,7 @@ import { setIntervalOrNever, setTimeoutOrNever } from "../src/_timer.ts";
  *
  * @example
  * ```ts
- * import { reconnect } from "./reconnect.ts";
+ * import { reconnect } from "@pyproxy/pyproxy";
  * const policy = reconnect({ backoff: { initial: 50, max: 2000, factor: 2, jitter: 0.1 } });
  * console.log(policy.name); // "reconnect"
  * ```
@@ -39,7 +39,7 @@ export interface ReconnectBackoff {
  *
  * @example
  * ```ts
- * import { reconnect } from "./reconnect.ts";
+ * import { reconnect } from "@pyproxy/pyproxy";
  * const policy = reconnect({ heartbeatInterval: 500, heartbeatTimeout: 2000, maxCrashes: 3, crashWindow: 30_000 });
  * console.log(policy.name); // "reconnect"
  * ```
@@ -111,8 +111,8 @@ const IO_WAIT_WINDOW_MS = 250;
  *
  * @example Faster restarts, fewer chances
  * ```ts ignore
- * import { Pool } from "../src/pool.ts";
- * import { reconnect } from "./reconnect.ts";
+ * import { Pool } from "@pyproxy/pyproxy";
+ * import { reconnect } from "@pyproxy/pyproxy";
  * const pool = await Pool.start({
  *   plugins: [reconnect({ backoff: { initial: 10, max: 200 }, maxCrashes: 2 })],
  * });

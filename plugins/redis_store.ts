@@ -24,7 +24,7 @@ import { decodeCacheValue, encodeCacheValue } from "./_cache_value.ts";
  *
  * @example
  * ```ts
- * import type { RedisStoreOptions } from "./redis_store.ts";
+ * import type { RedisStoreOptions } from "@pyproxy/pyproxy";
  * const options: RedisStoreOptions = { hostname: "127.0.0.1", port: 6379, db: 1, prefix: "myapp:" };
  * console.log(options.prefix); // "myapp:"
  * // new RedisStore(options) connects lazily, on the first command.
@@ -72,7 +72,7 @@ interface Pending {
  *
  * @example
  * ```ts ignore
- * import { RedisStore } from "./redis_store.ts";
+ * import { RedisStore } from "@pyproxy/pyproxy";
  * await using store = new RedisStore({ port: 6379, prefix: "app:" });
  * await store.set("greeting", { text: "hi" }, { ttl: 60 });
  * console.log(await store.get("greeting")); // { text: "hi" }

@@ -18,8 +18,8 @@ import { MemoryStore } from "./memory_store.ts";
  *
  * @example
  * ```ts
- * import { MemoryStore } from "./memory_store.ts";
- * import { sharedCache } from "./shared_cache.ts";
+ * import { MemoryStore } from "@pyproxy/pyproxy";
+ * import { sharedCache } from "@pyproxy/pyproxy";
  * const cache = sharedCache({ store: new MemoryStore({ maxEntries: 100 }), namespace: "app", closeStore: true });
  * console.log(cache.name); // "sharedCache"
  * ```
@@ -40,7 +40,7 @@ export interface SharedCacheOptions {
  *
  * @example
  * ```ts
- * import { sharedCache } from "./shared_cache.ts";
+ * import { sharedCache } from "@pyproxy/pyproxy";
  * const cache = sharedCache({ namespace: "app" });
  * await cache.store.set("config", { level: 3 });
  * console.log(await cache.store.get("config")); // { level: 3 }
@@ -59,8 +59,8 @@ export interface SharedCachePlugin extends Plugin {
  *
  * @example Share a cache between TypeScript and Python models
  * ```ts ignore
- * import { Pool } from "../mod.ts";
- * import { sharedCache } from "./shared_cache.ts";
+ * import { Pool } from "@pyproxy/pyproxy";
+ * import { sharedCache } from "@pyproxy/pyproxy";
  * const cache = sharedCache({ namespace: "app" });
  * await using pool = await Pool.start({ plugins: [cache] });
  * await cache.store.set("config", { level: 3 });

@@ -58,7 +58,7 @@ const SEGMENT_CHARS = 64 * 1024;
  *
  * @example
  * ```ts
- * import { spillover } from "./spillover.ts";
+ * import { spillover } from "@pyproxy/pyproxy";
  * const plugin = spillover({ threshold: 256 * 1024, maxBytes: 1024 ** 3 });
  * console.log(plugin.threshold); // 262144
  * ```
@@ -85,7 +85,7 @@ export interface SpilloverOptions {
  *
  * @example
  * ```ts
- * import { spillover } from "./spillover.ts";
+ * import { spillover } from "@pyproxy/pyproxy";
  * const plugin = spillover();
  * console.log(plugin.stats.spilledOut, plugin.stats.failures); // 0 0
  * ```
@@ -121,7 +121,7 @@ export interface SpilloverStats {
  *
  * @example
  * ```ts
- * import { spillover, type SpilloverPlugin } from "./spillover.ts";
+ * import { spillover, type SpilloverPlugin } from "@pyproxy/pyproxy";
  * const plugin: SpilloverPlugin = spillover({ threshold: 1024 * 1024 });
  * console.log(plugin.dir); // undefined until the pool starts
  * ```
@@ -155,8 +155,8 @@ interface HostFile {
  *
  * @example Spill anything above 256 KiB through /tmp
  * ```ts ignore
- * import { Pool } from "../mod.ts";
- * import { spillover } from "./spillover.ts";
+ * import { Pool } from "@pyproxy/pyproxy";
+ * import { spillover } from "@pyproxy/pyproxy";
  * await using pool = await Pool.start({ plugins: [spillover({ threshold: 256 * 1024, dir: "/tmp" })] });
  * ```
  */

@@ -33,7 +33,7 @@ export type { OutputChunk } from "./output_buffer.ts";
  *
  * @example
  * ```ts
- * import type { EvalRequestOptions } from "./atom.ts";
+ * import type { EvalRequestOptions } from "@pyproxy/pyproxy";
  * const options: EvalRequestOptions = { worker: "w1", timeout: Infinity };
  * console.log(options.worker);
  * ```
@@ -56,7 +56,7 @@ export interface EvalRequestOptions {
  *
  * @example
  * ```ts ignore
- * import type { EvalPool } from "./atom.ts";
+ * import type { EvalPool } from "@pyproxy/pyproxy";
  * const target: EvalPool = pool; // a Pool
  * ```
  */
@@ -117,7 +117,7 @@ export interface AtomSession {
  *
  * @example
  * ```ts
- * import type { EvalOptions } from "./atom.ts";
+ * import type { EvalOptions } from "@pyproxy/pyproxy";
  * const options: EvalOptions = { locals: { n: 3 }, timeout: 5000, cancelGrace: 1000 };
  * console.log(options.timeout);
  * ```
@@ -185,7 +185,7 @@ export interface EvalOptions {
  *
  * @example
  * ```ts
- * import type { AtomState } from "./atom.ts";
+ * import type { AtomState } from "@pyproxy/pyproxy";
  * const state: AtomState = "running";
  * console.log(state);
  * ```

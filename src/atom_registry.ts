@@ -11,7 +11,7 @@ import { StringTable } from "./_string_table.ts";
  *
  * @example
  * ```ts
- * import type { RegisteredAtom } from "./atom_registry.ts";
+ * import type { RegisteredAtom } from "@pyproxy/pyproxy";
  * const entry: RegisteredAtom = { id: "a", done: false, bufferedBytes: 0 };
  * console.log(entry.id);
  * ```
@@ -35,7 +35,7 @@ export interface RegisteredAtom {
  *
  * @example
  * ```ts
- * import type { AtomRegistryOptions } from "./atom_registry.ts";
+ * import type { AtomRegistryOptions } from "@pyproxy/pyproxy";
  * const options: AtomRegistryOptions = { maxAtoms: 100, maxBytes: 32 * 1024 * 1024 };
  * console.log(options.maxAtoms);
  * ```
@@ -58,7 +58,7 @@ export interface AtomRegistryOptions {
  *
  * @example
  * ```ts
- * import { AtomRegistry } from "./atom_registry.ts";
+ * import { AtomRegistry } from "@pyproxy/pyproxy";
  * const registry = new AtomRegistry({ maxAtoms: 1 });
  * registry.add({ id: "a", done: true, bufferedBytes: 0 });
  * registry.finished("a");

@@ -719,7 +719,7 @@ async function setupLogging(config: ResolvedConfig): Promise<StartLog> {
  *
  * @example
  * ```ts ignore
- * import { main } from "./cli.ts";
+ * import { main } from "@pyproxy/pyproxy";
  * await main(["serve", "--port", "0"]);
  * ```
  */

@@ -11,7 +11,7 @@
  *
  * @example
  * ```ts
- * import { PyProxyError } from "./errors.ts";
+ * import { PyProxyError } from "@pyproxy/pyproxy";
  * const err = new PyProxyError("Cannot load model: file missing", {
  *   cause: new Error("ENOENT"),
  *   details: { file: "doubler.py" },
@@ -31,7 +31,7 @@ export interface PyProxyErrorOptions {
  *
  * @example Switch on the stable code
  * ```ts
- * import { PyProxyError } from "./errors.ts";
+ * import { PyProxyError } from "@pyproxy/pyproxy";
  * try {
  *   throw new PyProxyError("Cannot run: example");
  * } catch (err) {
@@ -77,7 +77,7 @@ function defineName<T extends abstract new (...args: never[]) => Error>(
  *
  * @example
  * ```ts
- * import { FrameError } from "./errors.ts";
+ * import { FrameError } from "@pyproxy/pyproxy";
  * const err = new FrameError("Cannot decode frame: bad begin marker");
  * console.log(err.code); // "FRAME_INVALID"
  * ```
@@ -101,7 +101,7 @@ defineName(FrameError, "FrameError");
  *
  * @example
  * ```ts
- * import { ChecksumError } from "./errors.ts";
+ * import { ChecksumError } from "@pyproxy/pyproxy";
  * console.log(new ChecksumError("Cannot verify frame: md5 mismatch").code); // "CHECKSUM_MISMATCH"
  * ```
  */
@@ -123,7 +123,7 @@ defineName(ChecksumError, "ChecksumError");
  *
  * @example
  * ```ts
- * import { ProtocolError } from "./errors.ts";
+ * import { ProtocolError } from "@pyproxy/pyproxy";
  * console.log(new ProtocolError("Cannot parse payload: not an object").code); // "PROTOCOL_ERROR"
  * ```
  */
@@ -153,7 +153,7 @@ defineName(ProtocolError, "ProtocolError");
  *
  * @example
  * ```ts
- * import { ConnectionLostError } from "./errors.ts";
+ * import { ConnectionLostError } from "@pyproxy/pyproxy";
  * console.log(new ConnectionLostError("Cannot complete request: connection closed").code); // "CONNECTION_LOST"
  * ```
  */
@@ -173,7 +173,7 @@ defineName(ConnectionLostError, "ConnectionLostError");
  *
  * @example
  * ```ts
- * import { TimeoutError } from "./errors.ts";
+ * import { TimeoutError } from "@pyproxy/pyproxy";
  * console.log(new TimeoutError("Cannot complete request: timed out after 5 ms").code); // "TIMEOUT"
  * ```
  */
@@ -198,7 +198,7 @@ defineName(TimeoutError, "TimeoutError");
  *
  * @example
  * ```ts
- * import { CancelledError } from "./errors.ts";
+ * import { CancelledError } from "@pyproxy/pyproxy";
  * console.log(new CancelledError("Cannot complete request: aborted").code); // "CANCELLED"
  * ```
  *
@@ -235,7 +235,7 @@ defineName(CancelledError, "CancelledError");
  *
  * @example
  * ```ts
- * import { StreamIdleError } from "./errors.ts";
+ * import { StreamIdleError } from "@pyproxy/pyproxy";
  * const err = new StreamIdleError("Cannot read stream of tokens: no item taken for 60000 ms (idle timeout: the stream's idleTimeout, else the pool's streamIdleTimeout)");
  * console.log(err.code); // "STREAM_IDLE"
  * ```
@@ -272,7 +272,7 @@ defineName(StreamIdleError, "StreamIdleError");
  *
  * @example
  * ```ts
- * import { WorkerCrashedError } from "./errors.ts";
+ * import { WorkerCrashedError } from "@pyproxy/pyproxy";
  * console.log(new WorkerCrashedError("Cannot complete call: worker w1 exited").code); // "WORKER_CRASHED"
  * ```
  */
@@ -293,7 +293,7 @@ defineName(WorkerCrashedError, "WorkerCrashedError");
  *
  * @example
  * ```ts
- * import { OverloadedError } from "./errors.ts";
+ * import { OverloadedError } from "@pyproxy/pyproxy";
  * console.log(new OverloadedError("Cannot accept call: queue full").code); // "OVERLOADED"
  * ```
  */
@@ -313,7 +313,7 @@ defineName(OverloadedError, "OverloadedError");
  *
  * @example
  * ```ts
- * import { ShuttingDownError } from "./errors.ts";
+ * import { ShuttingDownError } from "@pyproxy/pyproxy";
  * console.log(new ShuttingDownError("Cannot accept call: pool is closing").code); // "SHUTTING_DOWN"
  * ```
  */
@@ -333,7 +333,7 @@ defineName(ShuttingDownError, "ShuttingDownError");
  *
  * @example
  * ```ts
- * import { NoWorkerError } from "./errors.ts";
+ * import { NoWorkerError } from "@pyproxy/pyproxy";
  * console.log(new NoWorkerError("Cannot route call: no worker is ready").code); // "NO_WORKER"
  * ```
  */
@@ -370,7 +370,7 @@ defineName(NoWorkerError, "NoWorkerError");
  *
  * @example
  * ```ts
- * import { ModelUnavailableError } from "./errors.ts";
+ * import { ModelUnavailableError } from "@pyproxy/pyproxy";
  * const err = new ModelUnavailableError("Cannot route call executeModel: model 'llm' failed: ...", {
  *   details: { model: "llm", reason: "it crashed the workers it was placed on 3 times within 600000 ms (w2, w3, w4: ...)" },
  * });
@@ -393,7 +393,7 @@ defineName(ModelUnavailableError, "ModelUnavailableError");
  *
  * @example
  * ```ts
- * import { PythonError } from "./errors.ts";
+ * import { PythonError } from "@pyproxy/pyproxy";
  * const err = new PythonError("ValueError", "bad x", "Traceback ...");
  * console.log(err.type, err.code); // "ValueError" "PYTHON_ERROR"
  * ```
@@ -432,7 +432,7 @@ export class PythonError extends PyProxyError {
  *
  * @example Tell a model's 404 apart
  * ```ts
- * import { ModelHTTPError } from "./errors.ts";
+ * import { ModelHTTPError } from "@pyproxy/pyproxy";
  * const err = new ModelHTTPError(404, "no such item", { id: 7 }, { "Cache-Control": "no-store" });
  * console.log(err.status, err.code, err.detail); // 404 "MODEL_HTTP_ERROR" { id: 7 }
  * // try { await pool.execute("items", { id: 7 }); }
@@ -476,7 +476,7 @@ defineName(ModelHTTPError, "ModelHTTPError");
  *
  * @example
  * ```ts
- * import { RemoteError } from "./errors.ts";
+ * import { RemoteError } from "@pyproxy/pyproxy";
  * const err = new RemoteError("ModelNotFoundError", "Cannot execute: no model 'x'");
  * console.log(err.remoteType, err.code); // "ModelNotFoundError" "MODEL_NOT_FOUND"
  * ```
@@ -504,7 +504,7 @@ export class RemoteError extends PyProxyError {
  *
  * @example
  * ```ts
- * import { AuthenticationError } from "./errors.ts";
+ * import { AuthenticationError } from "@pyproxy/pyproxy";
  * console.log(new AuthenticationError("Cannot authenticate: bad mac").code); // "AUTHENTICATION_FAILED"
  * ```
  */
@@ -524,7 +524,7 @@ defineName(AuthenticationError, "AuthenticationError");
  *
  * @example
  * ```ts
- * import { SessionLostError } from "./errors.ts";
+ * import { SessionLostError } from "@pyproxy/pyproxy";
  * console.log(new SessionLostError("Cannot eval: session s1 is lost").code); // "SESSION_LOST"
  * ```
  */
@@ -544,7 +544,7 @@ defineName(SessionLostError, "SessionLostError");
  *
  * @example
  * ```ts
- * import { PluginError } from "./errors.ts";
+ * import { PluginError } from "@pyproxy/pyproxy";
  * console.log(new PluginError("Cannot run hook onRequest of plugin 'x': boom").code); // "PLUGIN_FAILED"
  * ```
  */
@@ -565,7 +565,7 @@ defineName(PluginError, "PluginError");
  *
  * @example
  * ```ts
- * import { SpillError } from "./errors.ts";
+ * import { SpillError } from "@pyproxy/pyproxy";
  * console.log(new SpillError("Cannot read spill file: md5 mismatch").code); // "SPILL_FAILED"
  * ```
  */
@@ -592,7 +592,7 @@ defineName(SpillError, "SpillError");
  *
  * @example
  * ```ts
- * import { SerializationError } from "./errors.ts";
+ * import { SerializationError } from "@pyproxy/pyproxy";
  * const err = new SerializationError("Cannot send executeModel: msg.n is a BigInt");
  * console.log(err.code); // "SERIALIZATION"
  * ```
@@ -621,7 +621,7 @@ defineName(SerializationError, "SerializationError");
  *
  * @example
  * ```ts
- * import { UnsafeIntegerError } from "./errors.ts";
+ * import { UnsafeIntegerError } from "@pyproxy/pyproxy";
  * const err = new UnsafeIntegerError("Cannot complete executeModel: result.id is 12345678901234567891, beyond ±2^53");
  * console.log(err.code); // "UNSAFE_INTEGER"
  * ```
@@ -646,7 +646,7 @@ defineName(UnsafeIntegerError, "UnsafeIntegerError");
  *
  * @example
  * ```ts
- * import { InvalidRequestError } from "./errors.ts";
+ * import { InvalidRequestError } from "@pyproxy/pyproxy";
  * const handler = (args: unknown) => {
  *   if (typeof (args as { key?: unknown })?.key !== "string") {
  *     throw new InvalidRequestError("Cannot run kv.get: key must be a string");
@@ -676,7 +676,7 @@ defineName(InvalidRequestError, "InvalidRequestError");
  *
  * @example
  * ```ts
- * import type { FieldProblem } from "./errors.ts";
+ * import type { FieldProblem } from "@pyproxy/pyproxy";
  * const problem: FieldProblem = { path: ["age"], message: "expected an integer", expected: "integer", received: "string" };
  * console.log(problem.path.join(".")); // "age"
  * ```
@@ -720,7 +720,7 @@ export interface FieldProblem {
  *
  * @example
  * ```ts
- * import { ValidationError } from "./errors.ts";
+ * import { ValidationError } from "@pyproxy/pyproxy";
  * const err = new ValidationError("Cannot execute model 'scorer': age: is required", [
  *   { path: ["age"], message: "is required", expected: "integer", received: "missing" },
  * ]);
@@ -752,7 +752,7 @@ defineName(ValidationError, "ValidationError");
  *
  * @example
  * ```ts
- * import { ConfigError } from "./errors.ts";
+ * import { ConfigError } from "@pyproxy/pyproxy";
  * console.log(new ConfigError("Cannot start pool: workers: expected >= 1").code); // "CONFIG_INVALID"
  * ```
  */
@@ -772,7 +772,7 @@ defineName(ConfigError, "ConfigError");
  *
  * @example
  * ```ts
- * import { StartError } from "./errors.ts";
+ * import { StartError } from "@pyproxy/pyproxy";
  * console.log(new StartError("Cannot start python server: exited with 1").code); // "START_FAILED"
  * ```
  */
@@ -795,7 +795,7 @@ defineName(StartError, "StartError");
  *
  * @example
  * ```ts
- * import { StartError, StartTimeoutError } from "./errors.ts";
+ * import { StartError, StartTimeoutError } from "@pyproxy/pyproxy";
  * const err = new StartTimeoutError("Cannot start worker w1: handshake not done within readyTimeout (15000 ms)", {
  *   details: { phase: "handshake", timeoutMs: 15000 },
  * });
@@ -847,7 +847,7 @@ const KNOWN: Record<
  *
  * @example
  * ```ts
- * import { errorFromWire, PythonError } from "./errors.ts";
+ * import { errorFromWire, PythonError } from "@pyproxy/pyproxy";
  * const err = errorFromWire({ type: "PythonError", exception: "KeyError", message: "'x'", traceback: "" });
  * console.log(err instanceof PythonError); // true
  * ```

@@ -18,7 +18,7 @@ import { SessionLostError, ShuttingDownError } from "./errors.ts";
  *
  * @example
  * ```ts
- * import type { OpenSessionOptions } from "./eval_session.ts";
+ * import type { OpenSessionOptions } from "@pyproxy/pyproxy";
  * const options: OpenSessionOptions = { worker: "w2" };
  * console.log(options.worker);
  * ```

@@ -15,7 +15,7 @@
  *
  * @example Pass a LogTape logger, or an adapter
  * ```ts
- * import type { Logger } from "./logger.ts";
+ * import type { Logger } from "@pyproxy/pyproxy";
  * const fill = (message: string, properties: Record<string, unknown>) =>
  *   message.replace(/\{(\w+)\}/g, (all, key: string) => key in properties ? String(properties[key]) : all);
  * const log = (level: string) => (message: string, properties: Record<string, unknown> = {}) =>

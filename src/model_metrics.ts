@@ -18,7 +18,7 @@ import type { Logger } from "./logger.ts";
  *
  * @example
  * ```ts
- * import type { ModelMetricSeries } from "./model_metrics.ts";
+ * import type { ModelMetricSeries } from "@pyproxy/pyproxy";
  * const series: ModelMetricSeries = {
  *   model: "doubler",
  *   name: "hits_total",
@@ -60,7 +60,7 @@ export interface ModelMetricSeries {
  *
  * @example
  * ```ts
- * import type { ModelMetricsSnapshot } from "./model_metrics.ts";
+ * import type { ModelMetricsSnapshot } from "@pyproxy/pyproxy";
  * const snapshot: ModelMetricsSnapshot = { series: [], dropped: { doubler: 2 } };
  * console.log(snapshot.dropped["doubler"]); // 2
  * ```
@@ -77,7 +77,7 @@ export interface ModelMetricsSnapshot {
  *
  * @example
  * ```ts
- * import type { ModelMetricsOptions } from "./model_metrics.ts";
+ * import type { ModelMetricsOptions } from "@pyproxy/pyproxy";
  * const options: ModelMetricsOptions = { maxSeriesPerModel: 100, maxSeries: 1000 };
  * console.log(options.maxSeries); // 1000
  * ```
@@ -104,7 +104,7 @@ export interface ModelMetricsOptions {
  *
  * @example
  * ```ts
- * import { type ModelMetricSource, ModelMetricStore } from "./model_metrics.ts";
+ * import { type ModelMetricSource, ModelMetricStore } from "@pyproxy/pyproxy";
  * const store = new ModelMetricStore();
  * const w1: ModelMetricSource = { worker: "w1" };
  * store.ingest(w1, {
@@ -163,7 +163,7 @@ const MAX_REMOVED = 1000;
  *
  * @example
  * ```ts
- * import { ModelMetricStore } from "./model_metrics.ts";
+ * import { ModelMetricStore } from "@pyproxy/pyproxy";
  * const store = new ModelMetricStore();
  * const w0 = { worker: "w0" };
  * store.ingest(w0, {

@@ -31,7 +31,7 @@ import { setTimeoutOrNever } from "./_timer.ts";
  *
  * @example
  * ```ts
- * import type { ModelInfo } from "./model_registry.ts";
+ * import type { ModelInfo } from "@pyproxy/pyproxy";
  * function describe(model: ModelInfo): string {
  *   return `${model.name} (${model.inits.length} inits)`;
  * }
@@ -109,7 +109,7 @@ export interface ModelInfo {
  *
  * @example
  * ```ts
- * import type { ModelSuspicion } from "./model_registry.ts";
+ * import type { ModelSuspicion } from "@pyproxy/pyproxy";
  * function note(s: ModelSuspicion): string {
  *   return `${s.strikes} of 2 strikes${s.heldWorker ? `, held on ${s.heldWorker}` : ""}`;
  * }
@@ -142,7 +142,7 @@ export interface ModelSuspicion {
  *
  * @example
  * ```ts
- * import type { ModelCallOptions } from "./model_registry.ts";
+ * import type { ModelCallOptions } from "@pyproxy/pyproxy";
  * const options: ModelCallOptions = { timeout: 60_000, signal: AbortSignal.timeout(120_000) };
  * console.log(options.timeout); // 60000
  * ```

@@ -29,7 +29,7 @@ const NON_ASCII = /[\u0080-\uffff]/;
  *
  * @example
  * ```ts
- * import type { StreamSlot } from "./model_stream.ts";
+ * import type { StreamSlot } from "@pyproxy/pyproxy";
  * const slot: StreamSlot = { park() {}, unpark() {} };
  * slot.park(); // the reader is a window behind: the slot goes back to the pool
  * slot.unpark(); // it caught up: the stream holds a slot again
@@ -47,7 +47,7 @@ export interface StreamSlot {
  *
  * @example
  * ```ts
- * import type { StreamRequestOptions } from "./model_stream.ts";
+ * import type { StreamRequestOptions } from "@pyproxy/pyproxy";
  * const options: StreamRequestOptions = { timeout: 60_000, onSlot: (slot) => slot.park() };
  * console.log(options.timeout); // 60000
  * ```
@@ -86,7 +86,7 @@ export interface StreamRequestOptions {
  *
  * @example
  * ```ts
- * import type { IdleStream } from "./model_stream.ts";
+ * import type { IdleStream } from "@pyproxy/pyproxy";
  * const stream: IdleStream = {
  *   model: "tokens",
  *   worker: "w1",
@@ -158,7 +158,7 @@ export interface StreamPool {
  *
  * @example
  * ```ts
- * import type { ExecuteStreamOptions } from "./model_stream.ts";
+ * import type { ExecuteStreamOptions } from "@pyproxy/pyproxy";
  * const options: ExecuteStreamOptions = { timeout: 120_000, key: "chat-7" };
  * console.log(options.timeout); // 120000
  * ```

@@ -20,7 +20,7 @@ import type {
  *
  * @example
  * ```ts
- * import type { OutputChunk } from "./output_buffer.ts";
+ * import type { OutputChunk } from "@pyproxy/pyproxy";
  * const chunk: OutputChunk = { fd: 1, data: "hello\n", seq: 0 };
  * console.log(chunk.data);
  * ```
@@ -41,7 +41,7 @@ export interface OutputChunk {
  *
  * @example
  * ```ts
- * import type { OutputBufferOptions } from "./output_buffer.ts";
+ * import type { OutputBufferOptions } from "@pyproxy/pyproxy";
  * const options: OutputBufferOptions = { maxBytes: 1024, onAck: (seq) => console.log("ack", seq) };
  * console.log(options.maxBytes);
  * ```
@@ -87,7 +87,7 @@ interface Reader {
  *
  * @example Replay from a sequence number
  * ```ts
- * import { OutputBuffer } from "./output_buffer.ts";
+ * import { OutputBuffer } from "@pyproxy/pyproxy";
  * const buffer = new OutputBuffer();
  * buffer.push({ fd: 1, data: "a", seq: 0 });
  * buffer.push({ fd: 1, data: "b", seq: 1 });

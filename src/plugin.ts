@@ -22,7 +22,7 @@ import { parseJson, stringifyJson } from "./_exact_json.ts";
  *
  * @example
  * ```ts
- * import type { Plugin, WireMessage } from "./plugin.ts";
+ * import type { Plugin, WireMessage } from "@pyproxy/pyproxy";
  * const tagger: Plugin = {
  *   name: "tagger",
  *   onRequest(msg: WireMessage): WireMessage {
@@ -39,7 +39,7 @@ export type WireMessage = Record<string, unknown>;
  *
  * @example
  * ```ts
- * import type { Plugin } from "./plugin.ts";
+ * import type { Plugin } from "@pyproxy/pyproxy";
  * const tracer: Plugin = {
  *   name: "tracer",
  *   onReply(msg, mc) {
@@ -63,7 +63,7 @@ export interface MessageContext {
  *
  * @example
  * ```ts
- * import type { HostHandler, Plugin } from "./plugin.ts";
+ * import type { HostHandler, Plugin } from "@pyproxy/pyproxy";
  * // Python calls it with host.call("time.now", {}).
  * const now: HostHandler = () => ({ now: Date.now() });
  * const clock: Plugin = { name: "clock", handlers: { "time.now": now } };
@@ -80,7 +80,7 @@ export type HostHandler = (
  *
  * @example
  * ```ts
- * import type { Plugin } from "./plugin.ts";
+ * import type { Plugin } from "@pyproxy/pyproxy";
  * const warmup: Plugin = {
  *   name: "warmup",
  *   onWorkerStart(ev, ctx) {
@@ -104,7 +104,7 @@ export interface WorkerStartEvent {
  *
  * @example
  * ```ts
- * import type { Plugin } from "./plugin.ts";
+ * import type { Plugin } from "@pyproxy/pyproxy";
  * const alert: Plugin = {
  *   name: "alert",
  *   onWorkerExit(ev, ctx) {
@@ -157,7 +157,7 @@ export interface WorkerExitEvent {
  *
  * @example
  * ```ts
- * import type { Plugin } from "./plugin.ts";
+ * import type { Plugin } from "@pyproxy/pyproxy";
  * const timeouts: Plugin = {
  *   name: "timeouts",
  *   onTimeout(ev, ctx) {
@@ -181,7 +181,7 @@ export interface TimeoutEvent {
  *
  * @example
  * ```ts
- * import type { Plugin } from "./plugin.ts";
+ * import type { Plugin } from "@pyproxy/pyproxy";
  * const restartSlowly: Plugin = {
  *   name: "restartSlowly",
  *   onWorkerExit(ev, ctx) {
@@ -208,7 +208,7 @@ export interface RestartWorkerOptions {
  *
  * @example
  * ```ts
- * import type { Plugin } from "./plugin.ts";
+ * import type { Plugin } from "@pyproxy/pyproxy";
  * const strict: Plugin = {
  *   name: "strict",
  *   async onTimeout(ev, ctx) {
@@ -240,7 +240,7 @@ export interface KillWorkerOptions {
  *
  * @example
  * ```ts
- * import type { PoolLoad } from "./plugin.ts";
+ * import type { PoolLoad } from "@pyproxy/pyproxy";
  * const perWorker = (load: PoolLoad): number => load.inFlight / Math.max(1, load.ready);
  * console.log(perWorker({ workers: 2, ready: 2, inFlight: 6, parked: 0, queue: 0, resizing: false, starting: false })); // 3
  * ```
@@ -276,7 +276,7 @@ export interface PoolLoad {
  *
  * @example
  * ```ts
- * import type { PluginResizeOptions } from "./plugin.ts";
+ * import type { PluginResizeOptions } from "@pyproxy/pyproxy";
  * const options: PluginResizeOptions = { by: "autoscale", reason: "12 calls queued for 2000 ms" };
  * console.log(options.by); // "autoscale"
  * // await ctx.resize(3, options);
@@ -296,7 +296,7 @@ export interface PluginResizeOptions extends ResizeOptions {
  *
  * @example
  * ```ts
- * import type { PluginMetric } from "./plugin.ts";
+ * import type { PluginMetric } from "@pyproxy/pyproxy";
  * const sample: PluginMetric = {
  *   name: "pyproxy_autoscale_scale_ups_total",
  *   type: "counter",
@@ -329,7 +329,7 @@ export interface PluginMetric {
  *
  * @example
  * ```ts
- * import type { ScaleBounds } from "./plugin.ts";
+ * import type { ScaleBounds } from "@pyproxy/pyproxy";
  * const bounds: ScaleBounds = { min: 1, max: 4 };
  * console.log(bounds.max - bounds.min); // 3
  * ```
@@ -347,7 +347,7 @@ export interface ScaleBounds {
  *
  * @example
  * ```ts
- * import type { ScaleBoundsChange } from "./plugin.ts";
+ * import type { ScaleBoundsChange } from "@pyproxy/pyproxy";
  * const change: ScaleBoundsChange = { max: 8, min: null };
  * console.log(change); // max 8, min back to its configured value
  * ```
@@ -365,7 +365,7 @@ export interface ScaleBoundsChange {
  *
  * @example
  * ```ts
- * import type { Plugin } from "./plugin.ts";
+ * import type { Plugin } from "@pyproxy/pyproxy";
  * const census: Plugin = {
  *   name: "census",
  *   onPoolStart(ctx) {
@@ -445,7 +445,7 @@ export interface PluginContext {
    *
    * @example
    * ```ts
-   * import type { Plugin } from "./plugin.ts";
+   * import type { Plugin } from "@pyproxy/pyproxy";
    * const watch: Plugin = {
    *   name: "watch",
    *   onPoolStart(ctx) {
@@ -468,7 +468,7 @@ export interface PluginContext {
    *
    * @example
    * ```ts
-   * import type { Plugin } from "./plugin.ts";
+   * import type { Plugin } from "@pyproxy/pyproxy";
    * const atLeastTwo: Plugin = {
    *   name: "atLeastTwo",
    *   onWorkerExit(_ev, ctx) {
@@ -490,7 +490,7 @@ export interface PluginContext {
  *
  * @example A plugin that counts requests
  * ```ts
- * import type { Plugin } from "./plugin.ts";
+ * import type { Plugin } from "@pyproxy/pyproxy";
  * function counter(): Plugin & { count: number } {
  *   return {
  *     name: "counter",
@@ -581,7 +581,7 @@ export interface Plugin {
  *
  * @example
  * ```ts
- * import type { Plugin, PluginFactory } from "./plugin.ts";
+ * import type { Plugin, PluginFactory } from "@pyproxy/pyproxy";
  * const logRequests: PluginFactory<{ prefix?: string }> = (options = {}): Plugin => ({
  *   name: "logRequests",
  *   onRequest(msg) {
@@ -600,7 +600,7 @@ export type PluginFactory<O = unknown> = (options?: O) => Plugin;
  *
  * @example
  * ```ts
- * import type { PluginsOption } from "./plugin.ts";
+ * import type { PluginsOption } from "@pyproxy/pyproxy";
  * // Keep the defaults but the spillover plugin, and add one plugin.
  * const plugins: PluginsOption = { remove: ["spillover"], use: [{ name: "mine" }] };
  * console.log(plugins);
@@ -620,7 +620,7 @@ export type PluginsOption = Plugin[] | {
  *
  * @example
  * ```ts
- * import type { LifecycleHook } from "./plugin.ts";
+ * import type { LifecycleHook } from "@pyproxy/pyproxy";
  * const hook: LifecycleHook = "onWorkerExit";
  * console.log(hook);
  * ```
@@ -643,7 +643,7 @@ type SessionHandlers = NonNullable<SessionConnectOptions["handlers"]>;
  *
  * @example
  * ```ts
- * import { PluginHost } from "./plugin.ts";
+ * import { PluginHost } from "@pyproxy/pyproxy";
  * const host = new PluginHost([{ name: "noop" }], {
  *   onError: (error, plugin, hook) => console.error(plugin, hook, error.message),
  * });
@@ -703,7 +703,7 @@ function settleWithin<T>(
  *
  * @example
  * ```ts
- * import { PluginHost } from "./plugin.ts";
+ * import { PluginHost } from "@pyproxy/pyproxy";
  * const plugins = PluginHost.resolve([{ name: "a" }, { name: "b" }], { remove: ["b"], use: [{ name: "c" }] });
  * const host = new PluginHost(plugins);
  * host.check();

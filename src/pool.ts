@@ -103,7 +103,7 @@ export type { WorkerExit, WorkerInfo, WorkerState } from "./worker.ts";
  *
  * @example
  * ```ts
- * import type { PoolRequestOptions } from "./pool.ts";
+ * import type { PoolRequestOptions } from "@pyproxy/pyproxy";
  * const options: PoolRequestOptions = { key: "user-42", timeout: 5000, idempotent: true };
  * console.log(options.key);
  * // await pool.request("executeModel", { name: "doubler", input: { x: 5 } }, options);
@@ -154,7 +154,7 @@ export interface PoolRequestOptions {
  *
  * @example
  * ```ts
- * import type { ExecuteOptions } from "./pool.ts";
+ * import type { ExecuteOptions } from "@pyproxy/pyproxy";
  * const options: ExecuteOptions = { timeout: 2000, signal: AbortSignal.timeout(5000), requestId: "req-42" };
  * console.log(options.timeout);
  * // await pool.execute("doubler", { x: 5 }, options);
@@ -224,7 +224,7 @@ export interface ExecuteOptions extends Omit<PoolRequestOptions, "onEvent"> {
  *
  * @example
  * ```ts
- * import type { ModelVersions } from "./pool.ts";
+ * import type { ModelVersions } from "@pyproxy/pyproxy";
  * const v: ModelVersions = { versions: ["1", "2"], default: "1" };
  * console.log(v.versions.includes(v.default)); // true
  * ```
@@ -241,7 +241,7 @@ export interface ModelVersions {
  *
  * @example
  * ```ts
- * import type { PoolStatus } from "./pool.ts";
+ * import type { PoolStatus } from "@pyproxy/pyproxy";
  * const summary = (s: PoolStatus): string =>
  *   `${s.workers.filter((w) => w.state === "ready").length}/${s.workers.length} ready, ${s.queue} queued`;
  * console.log(typeof summary); // "function"
@@ -288,7 +288,7 @@ export interface PoolStatus {
  *
  * @example
  * ```ts
- * import type { ResizeOptions } from "./pool.ts";
+ * import type { ResizeOptions } from "@pyproxy/pyproxy";
  * const options: ResizeOptions = { timeout: 120_000, signal: AbortSignal.timeout(300_000) };
  * console.log(options.timeout); // 120000
  * // await pool.resize(4, options);
@@ -315,7 +315,7 @@ export interface ResizeOptions {
  *
  * @example
  * ```ts
- * import type { PlacementOptions } from "./pool.ts";
+ * import type { PlacementOptions } from "@pyproxy/pyproxy";
  * const placement: PlacementOptions = { maxRelocations: 1, relocationWindow: 300_000 };
  * console.log(placement.maxRelocations); // 1
  * // await using pool = await Pool.start({ placement });
@@ -349,7 +349,7 @@ export interface PlacementOptions {
  *
  * @example
  * ```ts
- * import type { PoolOptions } from "./pool.ts";
+ * import type { PoolOptions } from "@pyproxy/pyproxy";
  * const options: PoolOptions = {
  *   workers: 4,
  *   modelsDir: "./models",
@@ -610,7 +610,7 @@ export interface PoolOptions {
  *
  * @example Start a pool and execute a model
  * ```ts ignore
- * import { Pool } from "./pool.ts";
+ * import { Pool } from "@pyproxy/pyproxy";
  * await using pool = await Pool.start({ workers: 2, modelsDir: "./models" });
  * await pool.addModel("doubler", { file: "doubler.py", options: { k: 3 } });
  * console.log(await pool.execute("doubler", { x: 5 })); // { y: 15 }

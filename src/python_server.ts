@@ -54,7 +54,7 @@ const HIDDEN_ENV: readonly string[] = [
  *
  * @example
  * ```ts
- * import type { ExitStatus } from "./python_server.ts";
+ * import type { ExitStatus } from "@pyproxy/pyproxy";
  * const describe = (status: ExitStatus): string =>
  *   status.signal ? `killed by ${status.signal}` : `exited with ${status.code}`;
  * console.log(describe({ code: null, signal: "SIGKILL" })); // "killed by SIGKILL"
@@ -72,7 +72,7 @@ export interface ExitStatus {
  *
  * @example
  * ```ts
- * import type { ReadyLine } from "./python_server.ts";
+ * import type { ReadyLine } from "@pyproxy/pyproxy";
  * const ready: ReadyLine = JSON.parse('{"port":40123,"pid":4242,"id":"py-1","unix":null,"version":1}');
  * console.log(ready.unix ?? `tcp:${ready.port}`); // "tcp:40123"
  * ```
@@ -111,7 +111,7 @@ const LOG_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$/;
  *
  * @example
  * ```ts
- * import type { PythonServerOptions } from "./python_server.ts";
+ * import type { PythonServerOptions } from "@pyproxy/pyproxy";
  * const options: PythonServerOptions = { python: "python3", path: "./models" };
  * console.log(options.path);
  * // await using server = await PythonServer.start(options);
@@ -255,7 +255,7 @@ export interface PythonServerOptions {
  *
  * @example
  * ```ts
- * import type { PythonServerConnectOptions } from "./python_server.ts";
+ * import type { PythonServerConnectOptions } from "@pyproxy/pyproxy";
  * const options: PythonServerConnectOptions = { transport: "tcp" };
  * console.log(options.transport);
  * // const session = await server.connect(options);
@@ -276,7 +276,7 @@ export interface PythonServerConnectOptions
  *
  * @example
  * ```ts
- * import type { PythonServerStopOptions } from "./python_server.ts";
+ * import type { PythonServerStopOptions } from "@pyproxy/pyproxy";
  * const options: PythonServerStopOptions = { grace: 1000 };
  * console.log(options.grace);
  * // await server.stop(options);
@@ -848,7 +848,7 @@ function byteLength(path: string): number {
  *
  * @example
  * ```ts
- * import { unixByDefault } from "./python_server.ts";
+ * import { unixByDefault } from "@pyproxy/pyproxy";
  * console.log(typeof unixByDefault()); // "boolean"
  * ```
  */

@@ -11,7 +11,7 @@
  *
  * @example The bound of a snapshot's bucket
  * ```ts
- * import { QUEUE_WAIT_BUCKETS, QueueWaits } from "./queue_waits.ts";
+ * import { QUEUE_WAIT_BUCKETS, QueueWaits } from "@pyproxy/pyproxy";
  * const waits = new QueueWaits();
  * waits.observe(0.003);
  * const { buckets } = waits.snapshot();
@@ -44,7 +44,7 @@ export const QUEUE_WAIT_BUCKETS: readonly number[] = Object.freeze([
  *
  * @example
  * ```ts
- * import { QueueWaits, type QueueWaitOutcome } from "./queue_waits.ts";
+ * import { QueueWaits, type QueueWaitOutcome } from "@pyproxy/pyproxy";
  * const waits = new QueueWaits();
  * const why: QueueWaitOutcome = "cancelled";
  * waits.abandon(why, 0.5); // left the queue after 0.5 s, unsent
@@ -58,7 +58,7 @@ export type QueueWaitOutcome = "timeout" | "cancelled" | "failed";
  *
  * @example Calls that left the queue unsent, by outcome
  * ```ts
- * import { QUEUE_WAIT_OUTCOMES, QueueWaits } from "./queue_waits.ts";
+ * import { QUEUE_WAIT_OUTCOMES, QueueWaits } from "@pyproxy/pyproxy";
  * const waits = new QueueWaits();
  * waits.abandon("timeout", 2);
  * const { abandoned } = waits.snapshot();
@@ -79,7 +79,7 @@ export const QUEUE_WAIT_OUTCOMES: readonly QueueWaitOutcome[] = Object.freeze([
  *
  * @example The mean wait of the calls that timed out in the queue
  * ```ts
- * import { QueueWaits, type QueueWaitHistogram } from "./queue_waits.ts";
+ * import { QueueWaits, type QueueWaitHistogram } from "@pyproxy/pyproxy";
  * const waits = new QueueWaits();
  * waits.abandon("timeout", 2);
  * waits.abandon("timeout", 4);
@@ -103,7 +103,7 @@ export interface QueueWaitHistogram {
  *
  * @example
  * ```ts
- * import type { QueueWaitStats } from "./queue_waits.ts";
+ * import type { QueueWaitStats } from "@pyproxy/pyproxy";
  * const none = { buckets: [0, 0], count: 0, sum: 0 };
  * const stats: QueueWaitStats = {
  *   le: [0.001, 0.005],
@@ -151,7 +151,7 @@ export interface QueueWaitStats {
  *
  * @example
  * ```ts
- * import { QueueWaits } from "./queue_waits.ts";
+ * import { QueueWaits } from "@pyproxy/pyproxy";
  * const waits = new QueueWaits();
  * waits.observe(0.2, "scorer");
  * waits.abandon("timeout", 1, "scorer");
@@ -173,7 +173,7 @@ export interface QueueWaitModelStats {
  *
  * @example
  * ```ts
- * import { QUEUE_WAIT_MAX_MODELS } from "./queue_waits.ts";
+ * import { QUEUE_WAIT_MAX_MODELS } from "@pyproxy/pyproxy";
  * console.log(QUEUE_WAIT_MAX_MODELS); // 1000
  * ```
  */
@@ -225,7 +225,7 @@ class Counts {
  *
  * @example
  * ```ts
- * import { QueueWaits } from "./queue_waits.ts";
+ * import { QueueWaits } from "@pyproxy/pyproxy";
  * const waits = new QueueWaits();
  * waits.none();          // sent at once
  * waits.observe(0.0042); // waited 4.2 ms

@@ -11,7 +11,7 @@
  *
  * @example
  * ```ts
- * import type { ReplayBudgetMember } from "./replay_budget.ts";
+ * import type { ReplayBudgetMember } from "@pyproxy/pyproxy";
  * const member: ReplayBudgetMember = { shrink: (limit) => console.log("down to", limit) };
  * member.shrink(0);
  * ```
@@ -32,7 +32,7 @@ export interface ReplayBudgetMember {
  *
  * @example
  * ```ts
- * import { ReplayBudget } from "./replay_budget.ts";
+ * import { ReplayBudget } from "@pyproxy/pyproxy";
  * const budget = new ReplayBudget({ maxBytes: 100 });
  * const share = budget.join({ shrink: () => {} });
  * share.add(10);
@@ -60,7 +60,7 @@ export interface ReplayBudgetShare {
  *
  * @example
  * ```ts
- * import type { ReplayBudgetOptions } from "./replay_budget.ts";
+ * import type { ReplayBudgetOptions } from "@pyproxy/pyproxy";
  * const options: ReplayBudgetOptions = { maxBytes: 32 * 1024 * 1024 };
  * console.log(options.maxBytes);
  * ```
@@ -100,8 +100,8 @@ interface Share extends ReplayBudgetShare {
  *
  * @example
  * ```ts
- * import { OutputBuffer } from "./output_buffer.ts";
- * import { ReplayBudget } from "./replay_budget.ts";
+ * import { OutputBuffer } from "@pyproxy/pyproxy";
+ * import { ReplayBudget } from "@pyproxy/pyproxy";
  * const budget = new ReplayBudget({ maxBytes: 8 });
  * const a = new OutputBuffer({ budget });
  * const b = new OutputBuffer({ budget });

@@ -88,7 +88,7 @@ export type {
  *
  * @example
  * ```ts
- * import type { SessionConnectOptions } from "./session.ts";
+ * import type { SessionConnectOptions } from "@pyproxy/pyproxy";
  * const options: SessionConnectOptions = { hostname: "127.0.0.1", port: 40123, secret: "from-the-ready-line" };
  * console.log(options.port);
  * // const session = await Session.connect(options);

@@ -11,7 +11,7 @@ import type { Session } from "./session.ts";
  *
  * @example
  * ```ts
- * import type { SessionMessage } from "./session_types.ts";
+ * import type { SessionMessage } from "@pyproxy/pyproxy";
  * const msg: SessionMessage = { id: 1, cmd: "ping" };
  * console.log(msg.cmd);
  * ```
@@ -23,7 +23,7 @@ export type SessionMessage = Record<string, unknown>;
  *
  * @example
  * ```ts
- * import type { RequestOptions } from "./session_types.ts";
+ * import type { RequestOptions } from "@pyproxy/pyproxy";
  * const options: RequestOptions = { timeout: 1000, onEvent: (event) => console.log(event) };
  * console.log(options.timeout);
  * ```
@@ -66,7 +66,7 @@ export interface RequestOptions {
  *
  * @example
  * ```ts
- * import type { ResponseMeta } from "./session_types.ts";
+ * import type { ResponseMeta } from "@pyproxy/pyproxy";
  * const meta: ResponseMeta = { status: 201, headers: { Location: "/items/7" } };
  * console.log(meta.status); // 201
  * // await pool.execute("items", { name: "x" }, { onResponseMeta: (m) => console.log(m.status) });
@@ -85,7 +85,7 @@ export interface ResponseMeta {
  *
  * @example
  * ```ts
- * import type { SessionExecuteOptions } from "./session_types.ts";
+ * import type { SessionExecuteOptions } from "@pyproxy/pyproxy";
  * const options: SessionExecuteOptions = { timeout: 1000, requestId: "req-42" };
  * console.log(options.requestId); // "req-42"
  * ```
@@ -119,7 +119,7 @@ export interface SessionExecuteOptions extends RequestOptions {
  *
  * @example
  * ```ts
- * import type { ModelSpec } from "./session_types.ts";
+ * import type { ModelSpec } from "@pyproxy/pyproxy";
  * const spec: ModelSpec = { file: "doubler.py", options: { k: 2 } };
  * console.log(spec.file);
  * ```
@@ -180,7 +180,7 @@ export interface ModelSpec {
  *
  * @example
  * ```ts
- * import type { ModelDescription } from "./session_types.ts";
+ * import type { ModelDescription } from "@pyproxy/pyproxy";
  * const d: ModelDescription = { name: "doubler", class: "Model", version: 1 };
  * console.log(d.version);
  * ```
@@ -218,7 +218,7 @@ export interface ModelDescription {
  *
  * @example
  * ```ts
- * import type { ServerInfo } from "./session_types.ts";
+ * import type { ServerInfo } from "@pyproxy/pyproxy";
  * const info: ServerInfo = { serverId: "w1", pid: 4242, version: 1, auth: "hmac-sha256" };
  * console.log(info.serverId);
  * ```
@@ -245,7 +245,7 @@ export interface ServerInfo {
  *
  * @example
  * ```ts
- * import type { ServerStatus } from "./session_types.ts";
+ * import type { ServerStatus } from "@pyproxy/pyproxy";
  * const show = (s: ServerStatus): string => `${s.id}: ${s.requestsServed} served`;
  * console.log(typeof show);
  * ```
@@ -316,7 +316,7 @@ export interface ServerStatus {
  *
  * @example
  * ```ts
- * import type { HandlerCall } from "./session_types.ts";
+ * import type { HandlerCall } from "@pyproxy/pyproxy";
  * const log = (call: HandlerCall): void => console.log(call.id, call.signal.aborted);
  * console.log(typeof log);
  * ```
@@ -337,7 +337,7 @@ export interface HandlerCall {
  *
  * @example
  * ```ts
- * import type { SessionHandler } from "./session_types.ts";
+ * import type { SessionHandler } from "@pyproxy/pyproxy";
  * const add: SessionHandler = (args) => (args as { a: number; b: number }).a + (args as { a: number; b: number }).b;
  * console.log(typeof add);
  * ```
@@ -356,7 +356,7 @@ export type SessionHandler = (
  *
  * @example Count messages
  * ```ts
- * import type { SessionMiddleware } from "./session_types.ts";
+ * import type { SessionMiddleware } from "@pyproxy/pyproxy";
  * let sent = 0;
  * const counter: SessionMiddleware = { name: "counter", outgoing: (msg) => (sent++, msg) };
  * console.log(counter.name);

@@ -41,7 +41,7 @@ function closeMsOf(reply: unknown): number {
  *
  * @example
  * ```ts
- * import type { WorkerState } from "./worker.ts";
+ * import type { WorkerState } from "@pyproxy/pyproxy";
  * const routable = (state: WorkerState): boolean => state === "ready";
  * console.log(routable("draining")); // false
  * ```
@@ -59,7 +59,7 @@ export type WorkerState =
  *
  * @example
  * ```ts
- * import type { WorkerExit } from "./worker.ts";
+ * import type { WorkerExit } from "@pyproxy/pyproxy";
  * const exit: WorkerExit = { pid: 4242, code: null, signal: "SIGKILL", reason: "killed by SIGKILL", at: Date.now() };
  * console.log(exit.reason);
  * ```

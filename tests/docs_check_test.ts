@@ -89,8 +89,8 @@ Deno.test("no JSDoc line starts with '>' (Markdown would show it as a quote)", (
   assert.deepEqual(found, []);
 });
 
-/** The exported symbols of `entry` (`deno doc --json`) whose JSDoc has no `@example`. */
-async function withoutExample(entry: string): Promise<string[]> {
+/** `deno doc --json entry`, parsed. */
+async function docJson(entry: string): Promise<unknown> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["doc", "--json", entry],
     cwd: ROOT,
@@ -98,7 +98,12 @@ async function withoutExample(entry: string): Promise<string[]> {
     stderr: "piped",
   }).output();
   assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  const doc = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+  return JSON.parse(new TextDecoder().decode(out.stdout));
+}
+
+/** The exported symbols of `entry` (`deno doc --json`) whose JSDoc has no `@example`. */
+async function withoutExample(entry: string): Promise<string[]> {
+  const doc = await docJson(entry) as {
     nodes: Record<string, {
       symbols?: Array<{
         name: string;
@@ -127,4 +132,42 @@ Deno.test("every public export of mod.ts has an @example (plugins/mod.ts's inclu
   // `deno doc --lint` asks for JSDoc, not for an example: a reader of a
   // type's page should see it used.
   assert.deepEqual(await withoutExample("mod.ts"), []);
+});
+
+Deno.test("the JSDoc that JSR shows imports the package by its name, never a relative path", async () => {
+  // A reader of a symbol's page on JSR copies its example: `from "./pool.ts"`
+  // (as 270 of them read until 2026-12-07) resolves to nothing in their
+  // project; `from "@pyproxy/pyproxy"` is what `deno add` gives them (and
+  // what the package's own examples resolve to here: Deno maps a package's
+  // own name to its exports). Every doc text of every public symbol, its
+  // members' included.
+  const found: string[] = [];
+  const walk = (node: unknown, where: string): void => {
+    if (Array.isArray(node)) {
+      for (const item of node) walk(item, where);
+    } else if (node !== null && typeof node === "object") {
+      const record = node as Record<string, unknown>;
+      const here = typeof record.name === "string"
+        ? `${where}${where ? "." : ""}${record.name}`
+        : where;
+      for (const [key, value] of Object.entries(record)) {
+        if (key === "jsDoc" && value !== null && typeof value === "object") {
+          const { doc, tags } = value as {
+            doc?: string;
+            tags?: Array<{ doc?: string }>;
+          };
+          for (const text of [doc, ...(tags ?? []).map((t) => t.doc)]) {
+            for (const m of (text ?? "").matchAll(/from "(\.\.?\/[^"]*)"/g)) {
+              found.push(`${here}: ${m[1]}`);
+            }
+          }
+        } else {
+          walk(value, here);
+        }
+      }
+    }
+  };
+  const doc = await docJson("mod.ts") as { nodes: Record<string, unknown> };
+  walk(Object.values(doc.nodes), "");
+  assert.deepEqual(found, []);
 });

@@ -70,7 +70,7 @@ import {
  *
  * @example
  * ```ts
- * import type { GatewayOptions } from "./app.ts";
+ * import type { GatewayOptions } from "@pyproxy/pyproxy";
  * const options: GatewayOptions = {
  *   token: "a-long-random-secret-token",
  *   port: () => 8000,
@@ -250,7 +250,7 @@ export interface GatewayOptions {
  *
  * @example
  * ```ts ignore
- * import { createGateway, type GatewayApp } from "./app.ts";
+ * import { createGateway, type GatewayApp } from "@pyproxy/pyproxy";
  * declare const pool: Parameters<typeof createGateway>[0];
  * const app: GatewayApp = createGateway(pool, { port: () => 8000 });
  * Deno.serve({ hostname: "127.0.0.1", port: 8000 }, (req) => app.fetch(req));
@@ -298,8 +298,8 @@ export function droppedSubscriberLogger(
  *
  * @example
  * ```ts ignore
- * import { Pool } from "../pool.ts";
- * import { createGateway } from "./app.ts";
+ * import { Pool } from "@pyproxy/pyproxy";
+ * import { createGateway } from "@pyproxy/pyproxy";
  * // The pool keeps the process alive until it is closed: `await using` does it.
  * await using pool = await Pool.start({ workers: 2, modelsDir: "./examples/models", handleSignals: false });
  * const app = createGateway(pool, { port: () => 8000 });

@@ -15,7 +15,7 @@ import { nonFiniteReason } from "../_non_finite.ts";
  *
  * @example
  * ```ts
- * import { ChannelHub, type ChannelMessage } from "./channels.ts";
+ * import { ChannelHub, type ChannelMessage } from "@pyproxy/pyproxy";
  * const hub = new ChannelHub();
  * hub.publish("news", { hello: "world" });
  * const last: ChannelMessage | undefined = hub.list()[0]?.history.at(-1);
@@ -39,7 +39,7 @@ export interface ChannelMessage {
  *
  * @example
  * ```ts
- * import { ChannelHub, type ChannelEvent } from "./channels.ts";
+ * import { ChannelHub, type ChannelEvent } from "@pyproxy/pyproxy";
  * const hub = new ChannelHub();
  * const sub = hub.subscribe("news");
  * hub.publish("news", "hello");
@@ -57,7 +57,7 @@ export type ChannelEvent =
  *
  * @example
  * ```ts
- * import { ChannelHub, type ChannelInfo } from "./channels.ts";
+ * import { ChannelHub, type ChannelInfo } from "@pyproxy/pyproxy";
  * const hub = new ChannelHub();
  * hub.publish("scores", { score: 0.7 });
  * const info: ChannelInfo | undefined = hub.list()[0];
@@ -83,7 +83,7 @@ export interface ChannelInfo {
  *
  * @example
  * ```ts
- * import { ChannelHub } from "./channels.ts";
+ * import { ChannelHub } from "@pyproxy/pyproxy";
  * const hub = new ChannelHub();
  * hub.publish("news", "first");
  * hub.publish("news", "second");
@@ -103,7 +103,7 @@ export interface SubscribeOptions {
  *
  * @example
  * ```ts
- * import { ChannelHub } from "./channels.ts";
+ * import { ChannelHub } from "@pyproxy/pyproxy";
  * const hub = new ChannelHub();
  * const sub = hub.subscribe("news");
  * hub.publish("news", { hello: "world" });
@@ -258,7 +258,7 @@ interface Channel {
  *
  * @example
  * ```ts
- * import { ChannelHub } from "./channels.ts";
+ * import { ChannelHub } from "@pyproxy/pyproxy";
  * const hub = new ChannelHub({ historySize: 10, bufferSize: 64, maxChannels: 100 });
  * hub.publish("news", { headline: "hello" });
  * console.log(hub.list()[0]?.history.length); // 1
@@ -312,7 +312,7 @@ const CHANNEL_NAME = /^[A-Za-z0-9_.:-]{1,128}$/;
  *
  * @example Two subscribers
  * ```ts
- * import { ChannelHub } from "./channels.ts";
+ * import { ChannelHub } from "@pyproxy/pyproxy";
  * const hub = new ChannelHub({ historySize: 10, bufferSize: 100 });
  * const a = hub.subscribe("scores");
  * const b = hub.subscribe("scores");

@@ -13,8 +13,8 @@ import { stringifyJson } from "../_exact_json.ts";
  *
  * @example
  * ```ts
- * import { ChannelHub } from "./channels.ts";
- * import { channelsPlugin } from "./channels_plugin.ts";
+ * import { ChannelHub } from "@pyproxy/pyproxy";
+ * import { channelsPlugin } from "@pyproxy/pyproxy";
  * const plugin = channelsPlugin({ hub: new ChannelHub(), maxMessageBytes: 64 * 1024 });
  * console.log(plugin.name);
  * ```
@@ -34,8 +34,8 @@ export interface ChannelsPluginOptions {
  *
  * @example
  * ```ts ignore
- * import { Pool } from "../pool.ts";
- * import { ChannelHub, channelsPlugin } from "./mod.ts";
+ * import { Pool } from "@pyproxy/pyproxy";
+ * import { ChannelHub, channelsPlugin } from "@pyproxy/pyproxy";
  * const hub = new ChannelHub();
  * await using pool = await Pool.start({ workers: 1, modelsDir: "./examples/models", plugins: [channelsPlugin({ hub })] });
  * ```

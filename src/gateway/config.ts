@@ -53,7 +53,7 @@ export type {
  *
  * @example
  * ```ts
- * import { type ResolvedConfig, resolveConfig } from "./config.ts";
+ * import { type ResolvedConfig, resolveConfig } from "@pyproxy/pyproxy";
  * const config: ResolvedConfig = resolveConfig({ cwd: "/srv", cli: { workers: 3 } });
  * console.log(config.workers, config.limits.requestTimeout); // 3 30000
  * ```
@@ -347,7 +347,7 @@ function formatPath(issue: v.BaseIssue<unknown>): string {
  *
  * @example
  * ```ts
- * import { parseConfig } from "./config.ts";
+ * import { parseConfig } from "@pyproxy/pyproxy";
  * console.log(parseConfig({ workers: 3 }).workers); // 3
  * try {
  *   parseConfig({ workers: 0 });
@@ -412,7 +412,7 @@ function embeddedModelsDir(): string | undefined {
  *
  * @example
  * ```ts
- * import { resolveConfig } from "./config.ts";
+ * import { resolveConfig } from "@pyproxy/pyproxy";
  * const config = resolveConfig({
  *   file: { workers: 4, modelsDir: "models" },
  *   fileDir: "/etc/pyproxy",
@@ -497,7 +497,7 @@ export interface ResolveConfigOptions {
  *
  * @example
  * ```ts
- * import { resolveConfig } from "./config.ts";
+ * import { resolveConfig } from "@pyproxy/pyproxy";
  * const config = resolveConfig({ cwd: "/srv", cli: { port: 9000 } });
  * console.log(config.host, config.port, config.workers); // "127.0.0.1" 9000 2
  * ```
@@ -925,7 +925,7 @@ function mergePlugins(
  *
  * @example
  * ```ts
- * import type { LoadConfigOptions } from "./config.ts";
+ * import type { LoadConfigOptions } from "@pyproxy/pyproxy";
  * const options: LoadConfigOptions = { path: "pyproxy.json", cli: { port: 0 } };
  * console.log(options.path);
  * // const config = await loadConfig(options);
@@ -946,7 +946,7 @@ export interface LoadConfigOptions {
  *
  * @example
  * ```ts ignore
- * import { loadConfig } from "./config.ts";
+ * import { loadConfig } from "@pyproxy/pyproxy";
  * const config = await loadConfig({ path: "examples/pyproxy.json", cli: { port: 0 } });
  * console.log(config.workers);
  * ```

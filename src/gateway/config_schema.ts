@@ -26,7 +26,7 @@ import {
  *
  * @example
  * ```ts
- * import type { LogLevel } from "./config_schema.ts";
+ * import type { LogLevel } from "@pyproxy/pyproxy";
  * const level: LogLevel = "debug";
  * console.log(level);
  * ```
@@ -53,7 +53,7 @@ const LEVELS: readonly LogLevel[] = [
  *
  * @example
  * ```ts
- * import type { ModelEntry } from "./config_schema.ts";
+ * import type { ModelEntry } from "@pyproxy/pyproxy";
  * const entry: ModelEntry = { name: "doubler", file: "doubler.py", options: { k: 3 } };
  * console.log(entry.name);
  * ```
@@ -92,7 +92,7 @@ export interface ModelEntry {
  *
  * @example
  * ```ts
- * import type { GatewayConfig } from "./config_schema.ts";
+ * import type { GatewayConfig } from "@pyproxy/pyproxy";
  * const config: GatewayConfig = { port: 9000, workers: 4, limits: { requestTimeout: 5000 } };
  * console.log(config.port);
  * ```
@@ -362,7 +362,7 @@ export interface GatewayConfig {
  *
  * @example
  * ```ts
- * import type { LogFormat } from "./config_schema.ts";
+ * import type { LogFormat } from "@pyproxy/pyproxy";
  * const format: LogFormat = "json";
  * ```
  */

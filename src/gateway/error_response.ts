@@ -39,7 +39,7 @@ import {
  *
  * @example
  * ```ts
- * import type { ErrorBody } from "./error_response.ts";
+ * import type { ErrorBody } from "@pyproxy/pyproxy";
  * const res = Response.json({ error: { type: "NotFound", message: "Cannot find model: nope" } }, { status: 404 });
  * const { error } = await res.json() as { error: ErrorBody };
  * console.log(error.type); // "NotFound"
@@ -498,8 +498,8 @@ export const REQUEST_ID_HEADER = "x-request-id";
  *
  * @example
  * ```ts
- * import { TimeoutError } from "../errors.ts";
- * import { errorResponse } from "./error_response.ts";
+ * import { TimeoutError } from "@pyproxy/pyproxy";
+ * import { errorResponse } from "@pyproxy/pyproxy";
  * const res = errorResponse(new TimeoutError("Cannot complete request: timed out"), false, "req-42");
  * console.log(res.status, res.headers.get("x-request-id")); // 504 "req-42"
  * ```

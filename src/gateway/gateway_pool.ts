@@ -20,7 +20,7 @@ import type { ModelSuspicion } from "../model_registry.ts";
  *
  * @example
  * ```ts
- * import type { GatewayModelSpec } from "./gateway_pool.ts";
+ * import type { GatewayModelSpec } from "@pyproxy/pyproxy";
  * const spec: GatewayModelSpec = { file: "doubler.py", options: { k: 3 } };
  * console.log(spec.file);
  * ```
@@ -56,7 +56,7 @@ export interface GatewayModelSpec {
  *
  * @example
  * ```ts
- * import type { GatewayWorkerStatus } from "./gateway_pool.ts";
+ * import type { GatewayWorkerStatus } from "@pyproxy/pyproxy";
  * const worker: GatewayWorkerStatus = { id: "w0", pid: 4242, state: "ready", restarts: 0, inFlight: 1 };
  * console.log(`${worker.id}: ${worker.state}`); // "w0: ready"
  * ```
@@ -87,7 +87,7 @@ export interface GatewayWorkerStatus {
  *
  * @example
  * ```ts
- * import type { GatewayPoolStatus } from "./gateway_pool.ts";
+ * import type { GatewayPoolStatus } from "@pyproxy/pyproxy";
  * const status: GatewayPoolStatus = {
  *   workers: [{ id: "w0", pid: 4242, state: "ready", restarts: 0, inFlight: 0 }],
  *   models: [{ name: "doubler" }],
@@ -143,7 +143,7 @@ export interface GatewayPoolStatus {
  *
  * @example
  * ```ts
- * import type { GatewayPoolEvent } from "./gateway_pool.ts";
+ * import type { GatewayPoolEvent } from "@pyproxy/pyproxy";
  * const ev: GatewayPoolEvent = {
  *   type: "model",
  *   action: "update",
@@ -174,7 +174,7 @@ export interface GatewayPoolEvent {
  *
  * @example
  * ```ts
- * import type { GatewayOutputChunk } from "./gateway_pool.ts";
+ * import type { GatewayOutputChunk } from "@pyproxy/pyproxy";
  * const chunk: GatewayOutputChunk = { fd: 1, data: "hello\n", seq: 0 };
  * console.log(chunk.fd === 1 ? "stdout" : "stderr", chunk.data);
  * ```
@@ -195,7 +195,7 @@ export interface GatewayOutputChunk {
  *
  * @example
  * ```ts
- * import type { GatewayAtom } from "./gateway_pool.ts";
+ * import type { GatewayAtom } from "@pyproxy/pyproxy";
  * async function printOutput(atom: GatewayAtom): Promise<unknown> {
  *   for await (const chunk of atom.output) console.log(chunk.data);
  *   return await atom.result;
@@ -226,7 +226,7 @@ export interface GatewayAtom {
  *
  * @example A stand-in for tests
  * ```ts
- * import type { GatewayPool } from "./gateway_pool.ts";
+ * import type { GatewayPool } from "@pyproxy/pyproxy";
  * const pool: Pick<GatewayPool, "status"> = { status: () => ({ workers: [], models: [] }) };
  * console.log(pool.status().workers.length); // 0
  * ```

@@ -31,8 +31,8 @@ import { FieldChecker, jsonType } from "./_field_check.ts";
  *
  * @example Check a body before a call
  * ```ts
- * import { InputValidator } from "./input_validator.ts";
- * import { ValidationError } from "../errors.ts";
+ * import { InputValidator } from "@pyproxy/pyproxy";
+ * import { ValidationError } from "@pyproxy/pyproxy";
  * // const { inputs } = await pool.addModel("scorer", { file: "scorer.py" });
  * const inputs = { age: "integer", income: "number", note: "string?" };
  * const validator = new InputValidator(inputs);
@@ -49,7 +49,7 @@ import { FieldChecker, jsonType } from "./_field_check.ts";
  *
  * @example Constraints
  * ```ts
- * import { InputValidator } from "./input_validator.ts";
+ * import { InputValidator } from "@pyproxy/pyproxy";
  * const validator = new InputValidator({
  *   p: { type: "number", minimum: 0, maximum: 1 },
  *   mode: { enum: ["fast", "exact"] },

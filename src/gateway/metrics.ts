@@ -20,7 +20,7 @@ import type { ProcessResources, WorkerResources } from "./process_resources.ts";
  *
  * @example
  * ```ts
- * import type { MetricsSnapshot } from "./metrics.ts";
+ * import type { MetricsSnapshot } from "@pyproxy/pyproxy";
  * const snapshot: MetricsSnapshot = {
  *   workers: [{ id: "w0", state: "ready", restarts: 0 }],
  *   subscribers: 2,
@@ -87,7 +87,7 @@ export interface MetricsSnapshot {
  *
  * @example
  * ```ts
- * import { GatewayMetrics, type ModelMetrics } from "./metrics.ts";
+ * import { GatewayMetrics, type ModelMetrics } from "@pyproxy/pyproxy";
  * const metrics = new GatewayMetrics();
  * const done = metrics.start("doubler");
  * done(200);
@@ -109,7 +109,7 @@ export interface ModelMetrics {
  *
  * @example
  * ```ts
- * import { GatewayMetrics } from "./metrics.ts";
+ * import { GatewayMetrics } from "@pyproxy/pyproxy";
  * const metrics = new GatewayMetrics({ buckets: [0.01, 0.1, 1, 10] });
  * console.log(metrics instanceof GatewayMetrics); // true
  * ```
@@ -158,7 +158,7 @@ interface ModelStats {
  *
  * @example
  * ```ts
- * import { GatewayMetrics, type ModelTotals } from "./metrics.ts";
+ * import { GatewayMetrics, type ModelTotals } from "@pyproxy/pyproxy";
  * const metrics = new GatewayMetrics();
  * metrics.start("echo")(200);
  * const totals: ModelTotals | undefined = metrics.modelTotals("echo");
@@ -180,7 +180,7 @@ export interface ModelTotals {
  *
  * @example
  * ```ts
- * import { GatewayMetrics } from "./metrics.ts";
+ * import { GatewayMetrics } from "@pyproxy/pyproxy";
  * const metrics = new GatewayMetrics();
  * const done = metrics.start("echo");
  * done(200);
@@ -324,7 +324,7 @@ export class GatewayMetrics {
    *
    * @example
    * ```ts
-   * import { GatewayMetrics } from "./metrics.ts";
+   * import { GatewayMetrics } from "@pyproxy/pyproxy";
    * const metrics = new GatewayMetrics();
    * const release = metrics.hold();
    * const idle = metrics.whenIdle().then(() => console.log("idle"));
@@ -364,7 +364,7 @@ export class GatewayMetrics {
    *
    * @example
    * ```ts
-   * import { GatewayMetrics } from "./metrics.ts";
+   * import { GatewayMetrics } from "@pyproxy/pyproxy";
    * const metrics = new GatewayMetrics();
    * const done = metrics.start("echo");
    * const idle = metrics.whenIdle().then(() => console.log("idle"));

@@ -25,7 +25,7 @@ function keyOf(name: string, version: string | undefined): string {
  *
  * @example
  * ```ts
- * import type { GatewayModelInfo } from "./model_catalog.ts";
+ * import type { GatewayModelInfo } from "@pyproxy/pyproxy";
  * const info: GatewayModelInfo = {
  *   name: "doubler",
  *   file: "doubler.py",

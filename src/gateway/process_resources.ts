@@ -13,7 +13,7 @@ import type { Runtime } from "../runtime/types.ts";
  *
  * @example
  * ```ts
- * import type { ProcessResources } from "./process_resources.ts";
+ * import type { ProcessResources } from "@pyproxy/pyproxy";
  * const self: ProcessResources = { rss: 80_000_000, startTime: 1_765_000_000 };
  * console.log(self.openFds ?? "no /proc"); // "no /proc"
  * ```
@@ -41,7 +41,7 @@ export interface ProcessResources {
  *
  * @example
  * ```ts
- * import type { WorkerResources } from "./process_resources.ts";
+ * import type { WorkerResources } from "@pyproxy/pyproxy";
  * const w: WorkerResources = { id: "w1", index: 0, rss: 52_428_800, cpuSeconds: 3.5 };
  * console.log(`${w.id}: ${w.rss / 2 ** 20} MiB`); // "w1: 50 MiB"
  * ```
@@ -64,8 +64,8 @@ export interface WorkerResources {
  *
  * @example
  * ```ts
- * import { readProcessResources } from "./process_resources.ts";
- * import { defaultRuntime } from "../runtime/mod.ts";
+ * import { readProcessResources } from "@pyproxy/pyproxy";
+ * import { defaultRuntime } from "@pyproxy/pyproxy";
  * const self = await readProcessResources(defaultRuntime());
  * console.log(self.rss > 0); // true
  * ```

@@ -15,7 +15,7 @@ import type { ExposedModelHeaders } from "./_model_http_headers.ts";
  *
  * @example
  * ```ts
- * import type { CorsConfig } from "./security.ts";
+ * import type { CorsConfig } from "@pyproxy/pyproxy";
  * const cors: CorsConfig = { origins: ["https://app.example.com"], credentials: true, maxAge: 600 };
  * console.log(cors.origins);
  * ```
@@ -368,7 +368,7 @@ export function originGuard(
  *
  * @example
  * ```ts
- * import { WS_PROTOCOL } from "./security.ts";
+ * import { WS_PROTOCOL } from "@pyproxy/pyproxy";
  * console.log(WS_PROTOCOL); // "pyproxy.v1"
  * ```
  */
@@ -378,7 +378,7 @@ export const WS_PROTOCOL = "pyproxy.v1";
  *
  * @example
  * ```ts
- * import { WS_BEARER_PREFIX, WS_PROTOCOL } from "./security.ts";
+ * import { WS_BEARER_PREFIX, WS_PROTOCOL } from "@pyproxy/pyproxy";
  * const protocols = [WS_PROTOCOL, WS_BEARER_PREFIX + "my-gateway-token-0123"];
  * console.log(protocols[1]); // "pyproxy.bearer.my-gateway-token-0123"
  * ```
@@ -390,7 +390,7 @@ export const WS_BEARER_PREFIX = "pyproxy.bearer.";
  *
  * @example
  * ```ts
- * import { WS_BEARER64_PREFIX } from "./security.ts";
+ * import { WS_BEARER64_PREFIX } from "@pyproxy/pyproxy";
  * console.log(WS_BEARER64_PREFIX + btoa("a token").replaceAll("=", "")); // "pyproxy.bearer64.YSB0b2tlbg"
  * ```
  */

@@ -80,7 +80,7 @@ function hostPort(host: string, port: number): string {
  *
  * @example
  * ```ts
- * import type { ServeOptions } from "./serve.ts";
+ * import type { ServeOptions } from "@pyproxy/pyproxy";
  * const options: ServeOptions = { handleSignals: true, version: "1.2.3" };
  * console.log(options.handleSignals);
  * // const server = await serve(config, options);
@@ -125,7 +125,7 @@ export interface ServeOptions {
  *
  * @example
  * ```ts
- * import type { ReloadResult } from "./serve.ts";
+ * import type { ReloadResult } from "@pyproxy/pyproxy";
  * const result: ReloadResult = { changed: ["token (2)"], ignored: ["workers"] };
  * console.log(result.changed.join(", ")); // "token (2)"
  * ```
@@ -145,7 +145,7 @@ export interface ReloadResult {
  *
  * @example
  * ```ts
- * import type { GatewayShutdownOptions } from "./serve.ts";
+ * import type { GatewayShutdownOptions } from "@pyproxy/pyproxy";
  * // What SIGTERM does with limits.shutdownDelay 5000:
  * const options: GatewayShutdownOptions = { delay: 5000 };
  * console.log(options.delay); // 5000
@@ -170,7 +170,7 @@ export interface GatewayShutdownOptions {
  *
  * @example
  * ```ts
- * import type { GatewayServer } from "./serve.ts";
+ * import type { GatewayServer } from "@pyproxy/pyproxy";
  * async function healthy(server: GatewayServer): Promise<boolean> {
  *   const res = await fetch(`${server.url}/healthz`);
  *   await res.body?.cancel();
@@ -378,7 +378,7 @@ async function modelsToLoad(
  *
  * @example
  * ```ts ignore
- * import { loadConfig, serve } from "./mod.ts";
+ * import { loadConfig, serve } from "@pyproxy/pyproxy";
  * await using server = await serve(await loadConfig({ cli: { port: 0 } }));
  * console.log(server.url);
  * ```

@@ -12,7 +12,7 @@ import type { TlsFetchOptions } from "../runtime/types.ts";
  *
  * @example
  * ```ts
- * import type { TracingOptions } from "./tracing_options.ts";
+ * import type { TracingOptions } from "@pyproxy/pyproxy";
  * const tracing: TracingOptions = { endpoint: "http://127.0.0.1:4318/v1/traces", sampleRatio: 0.1 };
  * console.log(tracing.sampleRatio); // 0.1
  * ```

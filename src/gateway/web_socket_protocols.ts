@@ -30,7 +30,7 @@ const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
  *
  * @example What it makes
  * ```ts
- * import { webSocketProtocols } from "./web_socket_protocols.ts";
+ * import { webSocketProtocols } from "@pyproxy/pyproxy";
  * console.log(webSocketProtocols("s3cr3t-token-0123456789")); // ["pyproxy.v1", "pyproxy.bearer.s3cr3t-token-0123456789"]
  * console.log(webSocketProtocols("has space/and=signs 0123")[1]); // "pyproxy.bearer64.aGFzIHNwYWNlL2FuZD1zaWducyAwMTIz"
  * console.log(webSocketProtocols()); // ["pyproxy.v1"]

@@ -12,7 +12,7 @@ import { ProtocolError } from "../errors.ts";
  *
  * @example
  * ```ts
- * import type { BatchLimits } from "./batch_frame.ts";
+ * import type { BatchLimits } from "@pyproxy/pyproxy";
  * const small: BatchLimits = { maxItem: 1024, maxBatch: 4096 };
  * console.log(small.maxBatch); // 4096
  * ```
@@ -30,7 +30,7 @@ export interface BatchLimits {
  *
  * @example
  * ```ts
- * import { BATCH_LIMITS } from "./batch_frame.ts";
+ * import { BATCH_LIMITS } from "@pyproxy/pyproxy";
  * console.log(BATCH_LIMITS.maxItem); // 16384
  * ```
  */
@@ -42,7 +42,7 @@ export const BATCH_LIMITS: BatchLimits = { maxItem: 16384, maxBatch: 65536 };
  *
  * @example
  * ```ts
- * import { MIN_BATCH_FRAME_SIZE } from "./batch_frame.ts";
+ * import { MIN_BATCH_FRAME_SIZE } from "@pyproxy/pyproxy";
  * console.log(MIN_BATCH_FRAME_SIZE); // 262144
  * ```
  */
@@ -59,7 +59,7 @@ const CLOSE = "]}";
  *
  * @example
  * ```ts
- * import { BATCH_LIMITS, batchMessages } from "./batch_frame.ts";
+ * import { BATCH_LIMITS, batchMessages } from "@pyproxy/pyproxy";
  * const out = batchMessages(['{"id":1,"cmd":"ping"}', '{"id":2,"cmd":"ping"}'], BATCH_LIMITS);
  * console.log(out); // ['{"batch":[{"id":1,"cmd":"ping"},{"id":2,"cmd":"ping"}]}']
  * ```
@@ -106,7 +106,7 @@ export function batchMessages(
  *
  * @example
  * ```ts
- * import { unbatch } from "./batch_frame.ts";
+ * import { unbatch } from "@pyproxy/pyproxy";
  * console.log(unbatch({ batch: [{ id: 1, ok: true, result: 2 }] })); // [{ id: 1, ok: true, result: 2 }]
  * ```
  */
@@ -136,7 +136,7 @@ export function unbatch(
  *
  * @example
  * ```ts
- * import { isBatch } from "./batch_frame.ts";
+ * import { isBatch } from "@pyproxy/pyproxy";
  * console.log(isBatch({ batch: [] }), isBatch({ id: 1, cmd: "x", batch: [] })); // true false
  * ```
  */

@@ -31,8 +31,8 @@ const DIRECT_UNITS = 262144;
  *
  * @example
  * ```ts
- * import { createMd5 } from "./md5.ts";
- * import { encodeMessageFrames } from "./encode_message_frames.ts";
+ * import { createMd5 } from "@pyproxy/pyproxy";
+ * import { encodeMessageFrames } from "@pyproxy/pyproxy";
  * const bytes = encodeMessageFrames(['{"id":1,"cmd":"ping"}'], createMd5(), new TextEncoder());
  * console.log(bytes.length); // 62: 25 header + 21 payload + 16 trailer
  * ```

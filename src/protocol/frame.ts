@@ -13,7 +13,7 @@
  *
  * @example
  * ```ts
- * import { BEGIN_MARKER } from "./frame.ts";
+ * import { BEGIN_MARKER } from "@pyproxy/pyproxy";
  * console.log(BEGIN_MARKER.charCodeAt(0)); // 80
  * ```
  */
@@ -24,7 +24,7 @@ export const BEGIN_MARKER = "PYPX";
  *
  * @example
  * ```ts
- * import { VERSION } from "./frame.ts";
+ * import { VERSION } from "@pyproxy/pyproxy";
  * console.log(VERSION); // 1
  * ```
  */
@@ -35,7 +35,7 @@ export const VERSION = 1;
  *
  * @example
  * ```ts
- * import { HEADER_SIZE } from "./frame.ts";
+ * import { HEADER_SIZE } from "@pyproxy/pyproxy";
  * console.log(HEADER_SIZE); // 25
  * ```
  */
@@ -46,7 +46,7 @@ export const HEADER_SIZE = 25;
  *
  * @example
  * ```ts
- * import { TRAILER_SIZE } from "./frame.ts";
+ * import { TRAILER_SIZE } from "@pyproxy/pyproxy";
  * console.log(TRAILER_SIZE); // 16
  * ```
  */
@@ -57,7 +57,7 @@ export const TRAILER_SIZE = 16;
  *
  * @example
  * ```ts
- * import { CHECKSUM_OFFSET } from "./frame.ts";
+ * import { CHECKSUM_OFFSET } from "@pyproxy/pyproxy";
  * console.log(CHECKSUM_OFFSET); // 5
  * ```
  */
@@ -68,7 +68,7 @@ export const CHECKSUM_OFFSET = 5;
  *
  * @example
  * ```ts
- * import { LENGTH_OFFSET } from "./frame.ts";
+ * import { LENGTH_OFFSET } from "@pyproxy/pyproxy";
  * console.log(LENGTH_OFFSET); // 21
  * ```
  */
@@ -79,7 +79,7 @@ export const LENGTH_OFFSET = 21;
  *
  * @example
  * ```ts
- * import { DEFAULT_MAX_FRAME_SIZE } from "./frame.ts";
+ * import { DEFAULT_MAX_FRAME_SIZE } from "@pyproxy/pyproxy";
  * console.log(DEFAULT_MAX_FRAME_SIZE); // 67108864
  * ```
  */
@@ -92,7 +92,7 @@ export const DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024;
  *
  * @example
  * ```ts
- * import type { Frame } from "./frame.ts";
+ * import type { Frame } from "@pyproxy/pyproxy";
  * const frame: Frame = { checksum: new Uint8Array(16), payload: new Uint8Array() };
  * console.log(frame.payload.length); // 0
  * ```

@@ -24,7 +24,7 @@ import {
  *
  * @example
  * ```ts
- * import { FrameDecoder } from "./frame_decoder.ts";
+ * import { FrameDecoder } from "@pyproxy/pyproxy";
  * const decoder = new FrameDecoder(1024);
  * console.log(decoder.push(new Uint8Array()).length); // 0
  * decoder.end();

@@ -11,7 +11,7 @@ import { FrameDecoder } from "./frame_decoder.ts";
  *
  * @example
  * ```ts
- * import { FrameDecoderStream } from "./frame_decoder_stream.ts";
+ * import { FrameDecoderStream } from "@pyproxy/pyproxy";
  * const decoder = new FrameDecoderStream({ maxFrameSize: 16 * 1024 * 1024 });
  * console.log(decoder.readable instanceof ReadableStream); // true
  * ```
@@ -40,7 +40,7 @@ export interface FrameDecoderStreamOptions {
  *
  * @example Decode two frames from one chunk
  * ```ts
- * import { FrameDecoderStream, FrameEncoderStream } from "./mod.ts";
+ * import { FrameDecoderStream, FrameEncoderStream } from "@pyproxy/pyproxy";
  * const frame = { checksum: new Uint8Array(16), payload: new TextEncoder().encode("{}") };
  * const bytes = await new Response(
  *   ReadableStream.from([[frame, frame]]).pipeThrough(new FrameEncoderStream()),

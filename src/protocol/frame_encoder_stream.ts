@@ -18,7 +18,7 @@ import {
  *
  * @example
  * ```ts
- * import { FrameEncoderStream } from "./frame_encoder_stream.ts";
+ * import { FrameEncoderStream } from "@pyproxy/pyproxy";
  * const encoder = new FrameEncoderStream({ maxFrameSize: 16 * 1024 * 1024 });
  * console.log(encoder.writable instanceof WritableStream); // true
  * ```
@@ -40,7 +40,7 @@ export interface FrameEncoderStreamOptions {
  *
  * @example
  * ```ts
- * import { FrameEncoderStream } from "./frame_encoder_stream.ts";
+ * import { FrameEncoderStream } from "@pyproxy/pyproxy";
  * const frame = { checksum: new Uint8Array(16), payload: new TextEncoder().encode("{}") };
  * const [bytes] = await Array.fromAsync(ReadableStream.from([[frame, frame]]).pipeThrough(new FrameEncoderStream()));
  * console.log(bytes!.length); // 86
@@ -66,7 +66,7 @@ export class FrameEncoderStream extends TransformStream<Frame[], Uint8Array> {
  *
  * @example
  * ```ts
- * import { encodeFrames } from "./frame_encoder_stream.ts";
+ * import { encodeFrames } from "@pyproxy/pyproxy";
  * const frame = { checksum: new Uint8Array(16), payload: new TextEncoder().encode("{}") };
  * console.log(encodeFrames([frame]).length); // 43
  * ```

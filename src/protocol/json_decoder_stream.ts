@@ -10,7 +10,7 @@ import { ProtocolError } from "../errors.ts";
  *
  * @example
  * ```ts
- * import { JsonDecoderStream } from "./json_decoder_stream.ts";
+ * import { JsonDecoderStream } from "@pyproxy/pyproxy";
  * // Revive ISO dates (slower: leave unset on hot paths).
  * const decoder = new JsonDecoderStream({
  *   reviver: (_key, value) =>
@@ -35,7 +35,7 @@ export interface JsonDecoderStreamOptions {
  *
  * @example
  * ```ts
- * import { JsonDecoderStream } from "./json_decoder_stream.ts";
+ * import { JsonDecoderStream } from "@pyproxy/pyproxy";
  * const payload = new TextEncoder().encode('{"id":1,"ok":true,"result":"pong"}');
  * const [batch] = await Array.fromAsync(ReadableStream.from([[payload]]).pipeThrough(new JsonDecoderStream()));
  * console.log(batch![0]); // { id: 1, ok: true, result: "pong" }
@@ -75,7 +75,7 @@ export class JsonDecoderStream extends TransformStream<
  *
  * @example
  * ```ts
- * import { parsePayload } from "./json_decoder_stream.ts";
+ * import { parsePayload } from "@pyproxy/pyproxy";
  * const text = new TextDecoder("utf-8", { ignoreBOM: true });
  * console.log(parsePayload(new TextEncoder().encode('{"id":1}'), text)); // { id: 1 }
  * ```

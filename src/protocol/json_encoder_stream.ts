@@ -9,7 +9,7 @@
  *
  * @example
  * ```ts
- * import { JsonEncoderStream } from "./json_encoder_stream.ts";
+ * import { JsonEncoderStream } from "@pyproxy/pyproxy";
  * const encoder = new JsonEncoderStream({ sharedBufferLimit: 64 * 1024 });
  * console.log(encoder.readable instanceof ReadableStream); // true
  * ```
@@ -35,7 +35,7 @@ export interface JsonEncoderStreamOptions {
  *
  * @example
  * ```ts
- * import { JsonEncoderStream } from "./json_encoder_stream.ts";
+ * import { JsonEncoderStream } from "@pyproxy/pyproxy";
  * const [batch] = await Array.fromAsync(ReadableStream.from([[{ id: 1, cmd: "ping" }]]).pipeThrough(new JsonEncoderStream()));
  * console.log(new TextDecoder().decode(batch![0])); // '{"id":1,"cmd":"ping"}'
  * ```
@@ -62,7 +62,7 @@ export class JsonEncoderStream
  *
  * @example
  * ```ts
- * import { encodeJsonBatch } from "./json_encoder_stream.ts";
+ * import { encodeJsonBatch } from "@pyproxy/pyproxy";
  * const [bytes] = encodeJsonBatch(['{"id":1}'], new TextEncoder());
  * console.log(bytes!.length); // 8
  * ```

@@ -16,7 +16,7 @@ import { createHash } from "node:crypto";
  *
  * @example
  * ```ts
- * import { createMd5, type Md5 } from "./md5.ts";
+ * import { createMd5, type Md5 } from "@pyproxy/pyproxy";
  * const hash: Md5 = createMd5();
  * console.log(hash(new TextEncoder().encode("abc")).length); // 16
  * ```
@@ -34,7 +34,7 @@ export type Md5 = (
  *
  * @example
  * ```ts
- * import { MD5_NATIVE_THRESHOLD } from "./md5.ts";
+ * import { MD5_NATIVE_THRESHOLD } from "@pyproxy/pyproxy";
  * console.log(MD5_NATIVE_THRESHOLD > 0);
  * ```
  */
@@ -45,7 +45,7 @@ export const MD5_NATIVE_THRESHOLD = 16384;
  *
  * @example
  * ```ts
- * import { createMd5 } from "./md5.ts";
+ * import { createMd5 } from "@pyproxy/pyproxy";
  * // Always the TypeScript implementation, e.g. to compare it with node:crypto.
  * const md5 = createMd5({ nativeThreshold: Infinity });
  * console.log(md5(new Uint8Array(3)).length); // 16
@@ -67,7 +67,7 @@ export interface CreateMd5Options {
  *
  * @example Hash a payload
  * ```ts
- * import { createMd5 } from "./md5.ts";
+ * import { createMd5 } from "@pyproxy/pyproxy";
  * const md5 = createMd5();
  * const hex = Array.from(md5(new Uint8Array()), (b) => b.toString(16).padStart(2, "0")).join("");
  * console.log(hex); // "d41d8cd98f00b204e9800998ecf8427e"
@@ -313,7 +313,7 @@ export function createMd5(options: CreateMd5Options = {}): Md5 {
  *
  * @example
  * ```ts
- * import { md5 } from "./md5.ts";
+ * import { md5 } from "@pyproxy/pyproxy";
  * console.log(md5(new TextEncoder().encode("PYPX")).length); // 16
  * ```
  */

@@ -11,8 +11,8 @@ import { createMd5, type Md5 } from "./md5.ts";
  *
  * @example
  * ```ts
- * import { createMd5 } from "./md5.ts";
- * import { Md5SignerStream } from "./md5_signer_stream.ts";
+ * import { createMd5 } from "@pyproxy/pyproxy";
+ * import { Md5SignerStream } from "@pyproxy/pyproxy";
  * const signer = new Md5SignerStream({ md5: createMd5({ nativeThreshold: Infinity }) });
  * console.log(signer.readable instanceof ReadableStream); // true
  * ```
@@ -32,7 +32,7 @@ export interface Md5SignerStreamOptions {
  *
  * @example
  * ```ts
- * import { Md5SignerStream } from "./md5_signer_stream.ts";
+ * import { Md5SignerStream } from "@pyproxy/pyproxy";
  * const [frames] = await Array.fromAsync(ReadableStream.from([[new Uint8Array()]]).pipeThrough(new Md5SignerStream()));
  * console.log(frames![0]!.checksum.length); // 16
  * ```
@@ -55,8 +55,8 @@ export class Md5SignerStream extends TransformStream<Uint8Array[], Frame[]> {
  *
  * @example
  * ```ts
- * import { createMd5 } from "./md5.ts";
- * import { signPayloads } from "./md5_signer_stream.ts";
+ * import { createMd5 } from "@pyproxy/pyproxy";
+ * import { signPayloads } from "@pyproxy/pyproxy";
  * console.log(signPayloads([new Uint8Array()], createMd5())[0]!.checksum.length); // 16
  * ```
  */

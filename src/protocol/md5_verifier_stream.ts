@@ -12,8 +12,8 @@ import { createMd5, type Md5 } from "./md5.ts";
  *
  * @example
  * ```ts
- * import { createMd5 } from "./md5.ts";
- * import { Md5VerifierStream } from "./md5_verifier_stream.ts";
+ * import { createMd5 } from "@pyproxy/pyproxy";
+ * import { Md5VerifierStream } from "@pyproxy/pyproxy";
  * const verifier = new Md5VerifierStream({ md5: createMd5() });
  * console.log(verifier.readable instanceof ReadableStream); // true
  * ```
@@ -34,8 +34,8 @@ export interface Md5VerifierStreamOptions {
  *
  * @example
  * ```ts
- * import { ChecksumError } from "../errors.ts";
- * import { Md5VerifierStream } from "./md5_verifier_stream.ts";
+ * import { ChecksumError } from "@pyproxy/pyproxy";
+ * import { Md5VerifierStream } from "@pyproxy/pyproxy";
  * const frame = { checksum: new Uint8Array(16), payload: new TextEncoder().encode("{}") };
  * const [batch] = await Array.fromAsync(ReadableStream.from([[frame]]).pipeThrough(new Md5VerifierStream()));
  * console.log(batch![0] instanceof ChecksumError); // true
@@ -66,8 +66,8 @@ export class Md5VerifierStream
  *
  * @example
  * ```ts
- * import { createMd5 } from "./md5.ts";
- * import { verifyFrame } from "./md5_verifier_stream.ts";
+ * import { createMd5 } from "@pyproxy/pyproxy";
+ * import { verifyFrame } from "@pyproxy/pyproxy";
  * const frame = { checksum: new Uint8Array(16), payload: new Uint8Array() };
  * console.log(verifyFrame(frame, createMd5(), new Uint8Array(16)) instanceof Error); // true
  * ```

@@ -322,7 +322,7 @@ function serveHttp(
  *
  * @example Pick the Bun adapter explicitly
  * ```ts ignore
- * import { bunRuntime } from "./bun.ts";
+ * import { bunRuntime } from "@pyproxy/pyproxy";
  * const rt = bunRuntime();
  * console.log(rt.name); // "bun"
  * ```

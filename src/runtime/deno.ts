@@ -204,7 +204,7 @@ function refuseWithoutAllAccess(path: string): void {
  *
  * @example
  * ```ts
- * import { denoRuntime } from "./deno.ts";
+ * import { denoRuntime } from "@pyproxy/pyproxy";
  * const rt = denoRuntime();
  * console.log(rt.name); // "deno"
  * ```

@@ -8,6 +8,7 @@ import { denoRuntime } from "./deno.ts";
 import type { Runtime } from "./types.ts";
 
 export type * from "./types.ts";
+export { LARGE_BODY_BYTES } from "./types.ts";
 export { denoRuntime } from "./deno.ts";
 export { bunRuntime } from "./bun.ts";
 export {
@@ -23,7 +24,7 @@ export {
  *
  * @example Print the runtime in use
  * ```ts
- * import { defaultRuntime } from "./mod.ts";
+ * import { defaultRuntime } from "@pyproxy/pyproxy";
  * console.log(defaultRuntime().name); // "deno" (or "bun" under Bun)
  * ```
  */

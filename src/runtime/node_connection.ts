@@ -17,7 +17,7 @@ const READ_HIGH_WATER_MARK = 256 * 1024;
  *
  * @example Connect and wrap
  * ```ts ignore
- * import { connectNodeSocket } from "./node_connection.ts";
+ * import { connectNodeSocket } from "@pyproxy/pyproxy";
  * const conn = await connectNodeSocket({ hostname: "127.0.0.1", port: 8080 });
  * conn.close();
  * ```
@@ -55,7 +55,7 @@ export function connectNodeSocket(target: ConnectTarget): Promise<Connection> {
  * @example Wrap an accepted socket
  * ```ts ignore
  * import { createServer } from "node:net";
- * import { nodeSocketToConnection } from "./node_connection.ts";
+ * import { nodeSocketToConnection } from "@pyproxy/pyproxy";
  * createServer((socket) => {
  *   const conn = nodeSocketToConnection(socket);
  *   conn.readable.pipeTo(conn.writable);

@@ -23,7 +23,7 @@ import { isPrivateDir } from "../_private_dir.ts";
  *
  * @example
  * ```ts
- * import type { PythonManifestFile } from "./python_package.ts";
+ * import type { PythonManifestFile } from "@pyproxy/pyproxy";
  * const file: PythonManifestFile = { path: "pyproxy/__init__.py", size: 0, sha256: "e3b0c442…" };
  * console.log(file.path);
  * ```
@@ -42,7 +42,7 @@ export interface PythonManifestFile {
  *
  * @example
  * ```ts
- * import type { PythonManifest } from "./python_package.ts";
+ * import type { PythonManifest } from "@pyproxy/pyproxy";
  * const manifest: PythonManifest = { version: "0.1.0", files: [] };
  * console.log(manifest.files.length); // 0
  * ```
@@ -59,7 +59,7 @@ export interface PythonManifest {
  *
  * @example Keep the copies in a directory of your own
  * ```ts
- * import type { MaterializePythonPackageOptions } from "./python_package.ts";
+ * import type { MaterializePythonPackageOptions } from "@pyproxy/pyproxy";
  * const options: MaterializePythonPackageOptions = { cacheDir: "/var/cache/myapp/pyproxy" };
  * console.log(options.cacheDir);
  * ```

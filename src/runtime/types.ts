@@ -12,7 +12,7 @@
  *
  * @example
  * ```ts
- * import type { ConnectTarget } from "./types.ts";
+ * import type { ConnectTarget } from "@pyproxy/pyproxy";
  * const tcp: ConnectTarget = { hostname: "127.0.0.1", port: 8765 };
  * const unix: ConnectTarget = { path: "/tmp/pyproxy/w1.sock" };
  * console.log(tcp.port, unix.path);
@@ -27,7 +27,7 @@ export type ConnectTarget =
  *
  * @example Write a request, read the reply, close
  * ```ts ignore
- * import { defaultRuntime } from "./mod.ts";
+ * import { defaultRuntime } from "@pyproxy/pyproxy";
  * const conn = await defaultRuntime().connect({ port: 8765 });
  * const writer = conn.writable.getWriter();
  * await writer.write(new TextEncoder().encode("ping\n"));
@@ -67,7 +67,7 @@ export interface Connection {
  *
  * @example
  * ```ts
- * import type { SpawnOptions } from "./types.ts";
+ * import type { SpawnOptions } from "@pyproxy/pyproxy";
  * const options: SpawnOptions = { cmd: "python3", args: ["-V"], env: { PYTHONUNBUFFERED: "1" } };
  * console.log(options.cmd);
  * ```
@@ -107,7 +107,7 @@ export interface SpawnOptions {
  *
  * @example Run a command and wait for it
  * ```ts ignore
- * import { defaultRuntime } from "./mod.ts";
+ * import { defaultRuntime } from "@pyproxy/pyproxy";
  * const child = defaultRuntime().spawn({ cmd: "python3", args: ["-V"] });
  * await child.stdin.close();
  * const out = await new Response(child.stdout).text();
@@ -150,7 +150,7 @@ export interface ChildProcess {
  *
  * @example
  * ```ts
- * import type { FetchHandler } from "./types.ts";
+ * import type { FetchHandler } from "@pyproxy/pyproxy";
  * const hello: FetchHandler = (_req, info) => new Response(`hello ${info.remoteAddr}`);
  * console.log(typeof hello);
  * ```
@@ -166,7 +166,7 @@ export type FetchHandler = (
  *
  * @example
  * ```ts
- * import type { ServeRequestInfo } from "./types.ts";
+ * import type { ServeRequestInfo } from "@pyproxy/pyproxy";
  * // In a handler: ask for the delivery of this request's response.
  * const info: ServeRequestInfo = { remoteAddr: "127.0.0.1" };
  * info.wantsCompleted = true;
@@ -204,7 +204,7 @@ export interface ServeRequestInfo {
  *
  * @example
  * ```ts
- * import type { ListenerEvent } from "./types.ts";
+ * import type { ListenerEvent } from "@pyproxy/pyproxy";
  * const log = (event: ListenerEvent) =>
  *   event.type === "listening"
  *     ? `listening again on ${event.port}`
@@ -222,7 +222,7 @@ export type ListenerEvent =
  *
  * @example
  * ```ts
- * import type { HttpServerShutdownOptions } from "./types.ts";
+ * import type { HttpServerShutdownOptions } from "@pyproxy/pyproxy";
  * // A listener a new certificate replaced: its answers get 10 s more.
  * const options: HttpServerShutdownOptions = { deliveryTimeout: 10_000 };
  * console.log(options.deliveryTimeout); // 10000
@@ -244,7 +244,7 @@ export interface HttpServerShutdownOptions {
  *
  * @example Serve on a free port, then stop
  * ```ts ignore
- * import { defaultRuntime } from "./mod.ts";
+ * import { defaultRuntime } from "@pyproxy/pyproxy";
  * const server = await defaultRuntime().serve({ hostname: "127.0.0.1", port: 0 }, () => new Response("ok"));
  * console.log(server.port);
  * await server.shutdown();
@@ -275,7 +275,7 @@ export interface HttpServer {
  *
  * @example Select the subprotocol the client offered
  * ```ts ignore
- * import { defaultRuntime } from "./mod.ts";
+ * import { defaultRuntime } from "@pyproxy/pyproxy";
  * const rt = defaultRuntime();
  * const handler = (req: Request): Response =>
  *   rt.upgradeWebSocket!(req, { protocol: "pyproxy.v1" }).response;
@@ -299,7 +299,7 @@ export interface UpgradeWebSocketOptions {
  *
  * @example Write two chunks from one reusable buffer
  * ```ts ignore
- * import { defaultRuntime } from "./mod.ts";
+ * import { defaultRuntime } from "@pyproxy/pyproxy";
  * const file = await defaultRuntime().openWrite("/tmp/out.json");
  * const buffer = new Uint8Array(4);
  * try {
@@ -329,7 +329,7 @@ export interface FileWriter {
  *
  * @example Read a file 4 bytes at a time
  * ```ts ignore
- * import { defaultRuntime } from "./mod.ts";
+ * import { defaultRuntime } from "@pyproxy/pyproxy";
  * const file = await defaultRuntime().openRead("/tmp/out.json");
  * const buffer = new Uint8Array(4);
  * try {
@@ -355,7 +355,7 @@ export interface FileReader {
  *
  * @example
  * ```ts
- * import type { TlsFetchOptions } from "./types.ts";
+ * import type { TlsFetchOptions } from "@pyproxy/pyproxy";
  * const tls: TlsFetchOptions = { ca: "-----BEGIN CERTIFICATE-----\n..." };
  * console.log(tls.cert === undefined); // true
  * ```
@@ -376,7 +376,7 @@ export interface TlsFetchOptions {
  *
  * @example
  * ```ts
- * import type { TlsFetch } from "./types.ts";
+ * import type { TlsFetch } from "@pyproxy/pyproxy";
  * const tls: TlsFetch = { fetch: globalThis.fetch, close: () => {} };
  * tls.close();
  * ```
@@ -625,7 +625,7 @@ export interface Runtime {
  *
  * @example
  * ```ts
- * import { LARGE_BODY_BYTES } from "./types.ts";
+ * import { LARGE_BODY_BYTES } from "@pyproxy/pyproxy";
  * console.log(LARGE_BODY_BYTES); // 65536
  * ```
  */
