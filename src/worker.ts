@@ -542,7 +542,22 @@ export class Worker implements WorkerInfo {
 
   async #failedStart(gen: number, err: unknown): Promise<Error> {
     await this.exitOf(gen);
+    await this.#stderrEnded(gen);
     return asError(err);
+  }
+
+  /**
+   * Waits (at most {@linkcode STDERR_END_MS}) for the stderr of process
+   * `gen`, which has exited, to reach its end: a process it started may
+   * hold the pipe a little longer (a wrapper's, or model code's outside its
+   * group). So a failed start or a stop leaves no read of it behind (Deno's
+   * test sanitizers report one, and the tail gets the last words).
+   */
+  async #stderrEnded(gen: number): Promise<void> {
+    const last = this.#lastServer;
+    if (last !== undefined && last.gen === gen) {
+      await last.server.stderrSettled(STDERR_END_MS);
+    }
   }
 
   /** Called by the pool's `prepare` hook once the worker may take traffic. */
@@ -679,7 +694,11 @@ export class Worker implements WorkerInfo {
       await this.#starting;
     }
     const gen = this.#gen;
-    if (this.#pid === null) return;
+    if (this.#pid === null) {
+      // (Ended before the stop: a crash not restarted yet, a failed slot.)
+      await this.#stderrEnded(gen);
+      return;
+    }
     this.#intentional = true;
     this.#killReason ??= reason;
     if (this.#state === "ready") this.#setState("draining");
@@ -708,6 +727,7 @@ export class Worker implements WorkerInfo {
       this.#server?.kill("SIGKILL");
     }
     await exited;
+    await this.#stderrEnded(gen);
   }
 
   #cancelRestart(): void {
@@ -811,6 +831,9 @@ export class Worker implements WorkerInfo {
     this.#options.hooks.stateChanged(this, from, to);
   }
 }
+
+/** How long a stop or a failed start waits for an exited process's stderr to end. */
+const STDERR_END_MS = 1000;
 
 /** The handshake's bound when `readyTimeout` is `Infinity` and no `handshakeTimeout` is given (the session's own default). */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
