@@ -23,14 +23,20 @@ import type { Runtime } from "./runtime/types.ts";
 // `do_epoll_wait` (Linux 5.x and later), `ep_poll` (older kernels).
 const EPOLL_WAIT = /epoll|ep_poll/;
 const SAMPLE_EVERY_MS = 5;
+// Looks taken however late they come: on a starved host (the case this check
+// is for) each look's read and timer ran so late that a 250 ms window held
+// two or three, all of which could fall on the loop's brief runs.
+const LEAST_LOOKS = 8;
 
 /**
  * Samples `/proc/<pid>/wchan` every few milliseconds for up to `withinMs`
  * and resolves `true` as soon as the process's main thread is seen waiting
  * in `epoll_wait`; `false` when it never is, or when the system cannot tell
- * (no `/proc`, no permission, a name hidden as `0`). A `withinMs` that is
- * not a positive number (`NaN` too) looks once; `stop` returning true (the
- * pool closing) ends the watch early. Never throws.
+ * (no `/proc`, no permission, a name hidden as `0`). It looks at least
+ * {@linkcode LEAST_LOOKS} times, past `withinMs` when the host is too busy
+ * to look that often within it. A `withinMs` that is not a positive number
+ * (`NaN` too) looks once; `stop` returning true (the pool closing) ends the
+ * watch early. Never throws.
  *
  * @example
  * ```ts ignore
@@ -48,7 +54,8 @@ export async function waitsForIO(
   const decoder = new TextDecoder();
   // NaN (a window computed from a missing option) would never end: one look.
   const end = Date.now() + (withinMs > 0 ? withinMs : 0);
-  for (;;) {
+  const least = withinMs > 0 ? LEAST_LOOKS : 1;
+  for (let looks = 1;; looks++) {
     let name: string;
     try {
       const file = await runtime.openRead(path);
@@ -63,7 +70,9 @@ export async function waitsForIO(
       return false; // not Linux, no such process, or no permission
     }
     if (EPOLL_WAIT.test(name)) return true;
-    if (Date.now() >= end || stop?.() === true) return false;
+    if ((Date.now() >= end && looks >= least) || stop?.() === true) {
+      return false;
+    }
     await new Promise((resolve) => setTimeout(resolve, SAMPLE_EVERY_MS));
   }
 }

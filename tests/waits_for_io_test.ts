@@ -154,3 +154,37 @@ Deno.test({
       assert.ok(Date.now() - started < 5000);
     }),
 });
+
+Deno.test("waitsForIO looks several times even when a starved host looks late (a 250 ms window held 2-3 looks)", async () => {
+  // Each look takes 100 ms (a host whose event loop runs late), and the
+  // loop is seen running at the first four: the window alone would end
+  // the watch after three looks, all of them on the loop's brief runs.
+  const rt = defaultRuntime();
+  const names = ["futex_wait", "futex_wait", "futex_wait", "futex_wait"];
+  let looks = 0;
+  const slow: Runtime = {
+    ...rt,
+    openRead: async () => {
+      looks++;
+      await new Promise((r) => setTimeout(r, 100));
+      const text = new TextEncoder().encode(names.shift() ?? "do_epoll_wait");
+      let done = false;
+      return {
+        read: (into: Uint8Array) => {
+          if (done) return Promise.resolve(null);
+          done = true;
+          into.set(text);
+          return Promise.resolve(text.length);
+        },
+        close: () => Promise.resolve(),
+      };
+    },
+  };
+  assert.equal(await waitsForIO(slow, 4242, 250), true);
+  assert.equal(looks, 5);
+  // A process never seen waiting is given up on after those looks.
+  names.push(...Array(20).fill("futex_wait"));
+  looks = 0;
+  assert.equal(await waitsForIO(slow, 4242, 250), false);
+  assert.equal(looks, 8);
+});
