@@ -112,9 +112,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/errors.py",
-      size: 16477,
+      size: 16751,
       sha256:
-        "9d966b71210fb1b55ef2f40fc26cf8e95ecba347cfb16e82bfcf39999148cfb2",
+        "50857dd9ab7ce59f5e034b0eda20ba7ca48cd1333f3de4434bbef9339d922bf1",
     },
     {
       path: "pyproxy_server/eval.py",
