@@ -135,8 +135,10 @@ export interface EvalOptions {
   args?: unknown[] | Record<string, unknown>;
   /**
    * Milliseconds before the atom is interrupted and rejects with
-   * `TimeoutError`: a number >= 0; `0` rejects at once without running the
-   * code; `Infinity` (or absent) means none, and so does anything beyond
+   * `TimeoutError`, counted from `eval()`: in a session, the time it waits
+   * for the session's earlier atoms counts (one that times out then never
+   * runs, and its message says so). A number >= 0; `0` rejects at once
+   * without running the code; `Infinity` (or absent) means none, and so does anything beyond
    * 2^31 − 1 (~24.8 days, a timer's range). `pool.eval` throws a
    * `ConfigError` for anything else, and for a bad `signal`, `cancelGrace`
    * or `replayBytes`.
@@ -243,6 +245,8 @@ export class Atom {
   #requestDone = false;
   /** The request was written to a worker: the code may run before `evalStart` arrives. */
   #sent = false;
+  /** Waiting for the session's earlier atoms to stop (`after`). */
+  #waiting = false;
   #controller = new AbortController();
   #cancelGrace: number;
   #ackSeq = -1;
@@ -355,15 +359,26 @@ export class Atom {
       signal.addEventListener("abort", onAbort, { once: true });
       this.#cleanup.push(() => signal.removeEventListener("abort", onAbort));
     }
+    // A session's atom may spend its whole timeout behind the atoms before
+    // it: say so, or the cell reads as one that ran too long.
     const expire = (): void =>
       this.#abort(
-        new TimeoutError(`Cannot complete eval: timed out after ${timeout} ms`),
+        new TimeoutError(
+          `Cannot complete eval: timed out after ${timeout} ms` +
+            (this.#waiting
+              ? ", before its code started: it waited for the session's earlier evals (its timeout counts from eval())"
+              : ""),
+        ),
       );
     // 0: already past its deadline, never sent. Beyond a timer's range (~24.8 days) a timer would
     // fire at once, so such a timeout counts as none, like Infinity.
     if (timeout === 0) return expire(), this.#finish();
     if (timeout !== undefined) this.#timer = setTimeoutOrNever(expire, timeout);
-    if (options.after) await options.after.then(() => {}, () => {});
+    if (options.after) {
+      this.#waiting = true;
+      await options.after.then(() => {}, () => {});
+      this.#waiting = false;
+    }
     if (this.#state !== "running") return this.#finish();
     const unusable = session?.unusable;
     if (unusable) return this.#settle(unusable), this.#finish();

@@ -45,6 +45,9 @@ interface OpenReply {
  * are not re-opened.
  *
  * Like `pool.eval`, this runs arbitrary code with the workers' privileges.
+ * The sessions of a worker share its process: one can read another's
+ * variables and change the modules they use, so they do not isolate users
+ * from one another (docs/security.md §1).
  * Close sessions you no longer need (`await using`): a worker holds at most
  * `--max-eval-sessions` (default 1024) per connection, and `openSession`
  * beyond that rejects with `OverloadedError`.

@@ -5,6 +5,7 @@ import {
   PythonError,
   SessionLostError,
   ShuttingDownError,
+  TimeoutError,
 } from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
 import type { ServerStatus } from "../src/session_types.ts";
@@ -133,6 +134,37 @@ Deno.test("EvalSession runs the next atom only after a cancelled one stopped", a
   assert.deepEqual(await order, [true, true]);
   assert.ok(!session.lost);
   await reader.cancel();
+});
+
+Deno.test("An atom whose timeout ends while it waits behind the session's earlier atoms says it never started", async () => {
+  // A notebook's cell with a timeout, queued behind a long one, timed out
+  // before its code ran, with the message of a cell that ran too long.
+  await using pool = await Pool.start({ workers: 1, handleSignals: false });
+  await using session = await pool.openSession();
+  const long = session.eval(
+    "import time\nprint('long')\nwhile True:\n    time.sleep(0.01)",
+    { cancelGrace: 60_000 },
+  );
+  const queued = session.eval("ran = True", { timeout: 50 });
+  const reader = long.output.getReader();
+  assert.equal((await reader.read()).value?.data, "long\n");
+  const err = await rejection(queued.result);
+  assert.ok(err instanceof TimeoutError, String(err));
+  assert.equal(
+    err.message,
+    "Cannot complete eval: timed out after 50 ms, before its code started: it waited for the session's earlier evals (its timeout counts from eval())",
+  );
+  long.cancel();
+  await assert.rejects(long.result, CancelledError);
+  await long.stopped;
+  await reader.cancel();
+  assert.equal(await session.eval("'ran' in globals()").result, false);
+  // A timeout while the code runs says only that.
+  const spin = session.eval("while True:\n    pass", { timeout: 50 });
+  const spun = await rejection(spin.result);
+  assert.ok(spun instanceof TimeoutError, String(spun));
+  assert.equal(spun.message, "Cannot complete eval: timed out after 50 ms");
+  await spin.stopped;
 });
 
 Deno.test("An atom cancelled after it was sent but before it started still waits for its code to stop", async () => {

@@ -625,6 +625,7 @@ def main(argv=None):
             pass
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_default_signals)
+        os.register_at_fork(after_in_child=capture.real_streams_in_child)
     stdin_closed = threading.Event()
     if _stdin_is_watchable(host_pipe):
         threading.Thread(target=_watch_stdin, args=(server, host_pipe, stdin_closed), name="pyproxy-stdin", daemon=True).start()

@@ -34,7 +34,16 @@ import logging
 import sys
 import threading
 
-__all__ = ["OutputRouter", "redirect", "current_sink", "install", "uninstall", "writers", "restore_writers"]
+__all__ = [
+    "OutputRouter",
+    "redirect",
+    "current_sink",
+    "install",
+    "uninstall",
+    "writers",
+    "restore_writers",
+    "real_streams_in_child",
+]
 
 _sink = contextvars.ContextVar("pyproxy_output_sink", default=None)
 _sink_get = _sink.get
@@ -320,6 +329,25 @@ def install(logger=None):
     sys.stdout = OutputRouter(1, logger)
     sys.stderr = OutputRouter(2, logger)
     return old
+
+
+def real_streams_in_child():
+    """In a child forked from the server (``os.fork``, ``multiprocessing``'s
+    ``fork`` start method; an ``os.register_at_fork`` hook): ``sys.stdout``
+    and ``sys.stderr`` become the process's own streams again, line-buffered,
+    so what the child prints goes to its file descriptors 1 and 2 (the
+    worker's stderr), as a child process's output does. The routers would
+    hand it to the sink of the thread that forked, the call's or the eval's,
+    whose sender runs in the parent only: it was lost, whatever the child
+    printed."""
+    for name in ("stdout", "stderr"):
+        real = getattr(sys, "__%s__" % name)
+        if isinstance(getattr(sys, name), OutputRouter) and real is not None:
+            try:
+                real.reconfigure(line_buffering=True)
+            except (AttributeError, ValueError, OSError):
+                pass
+            setattr(sys, name, real)
 
 
 def uninstall(old):

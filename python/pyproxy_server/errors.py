@@ -391,6 +391,13 @@ def error_from_type(type_name, message, **fields):
     return err
 
 
+#: What the message of ``input()``'s ``EOFError`` gets: the value goes in the
+#: call. It named a model's "msg or options" alone, which an eval (a notebook
+#: cell) has neither of.
+_INPUT_HINT = (" (input() in a worker reads an empty stdin: pass the value in the call,"
+              " a model's msg or options, an eval's locals or args)")
+
+
 def exception_message(exc):
     """``str(exc)``, as the message of the error reply for an exception of
     user code, with what to do when it was raised by ``breakpoint()`` or
@@ -408,7 +415,7 @@ def exception_message(exc):
         return ("the debugger (breakpoint(), pdb.set_trace()) quit at once: a worker has no terminal"
                 " (its stdin is empty); remove the call, and debug the model class in a Python session of your own")
     if cls is EOFError and text == "EOF when reading a line":
-        return text + " (input() in a worker reads an empty stdin: pass the value in msg or options)"
+        return text + _INPUT_HINT
     notes = getattr(exc, "__notes__", None)
     return text if not notes else _with_notes(text, notes)
 

@@ -61,9 +61,13 @@ class StdinTest(unittest.TestCase):
             with self.subTest(model=name):
                 error = c.request("executeModel", name=name, msg={})["error"]
                 self.assertEqual((error["exception"], error["message"]), ("BdbQuit", debugger))
+        # A model's and an eval's: the hint names what each of them has.
+        hint = ("EOF when reading a line (input() in a worker reads an empty stdin: pass the value in the call,"
+                " a model's msg or options, an eval's locals or args)")
         error = c.request("executeModel", name="ask", msg={})["error"]
-        self.assertEqual(error["message"], "EOF when reading a line (input() in a worker reads an empty stdin:"
-                                           " pass the value in msg or options)")
+        self.assertEqual(error["message"], hint)
+        error = c.request("eval", code="name = input('name? ')")["error"]
+        self.assertEqual((error["exception"], error["message"]), ("EOFError", hint))
         # In __init__: the load's error says it too.
         error = c.request("addModel", name="init", source="class Model:\n    def __init__(self, options):\n"
                                                           "        breakpoint()\n    def execute(self, msg):\n"

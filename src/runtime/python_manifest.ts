@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 30003,
+      size: 30077,
       sha256:
-        "b229622c2caada3ff40aaed1681f3eefbab88a3f7e9d65795cfb9afd4b463ace",
+        "893fa4ba055b7640b60b0297c8796bebf8ac558d71b86bdb522e89af3078cbbc",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -82,9 +82,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/capture.py",
-      size: 11422,
+      size: 12404,
       sha256:
-        "d198fdd779dd9baa016fa4d448fc393350c95504599a01c73b3ab558b73c6cbd",
+        "727ef63b81def65e14bbe3da8cd8b7aa0f64bcaae62a32ee9d991f39ce7d04bd",
     },
     {
       path: "pyproxy_server/commands.py",
@@ -112,9 +112,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/errors.py",
-      size: 16477,
+      size: 16751,
       sha256:
-        "9d966b71210fb1b55ef2f40fc26cf8e95ecba347cfb16e82bfcf39999148cfb2",
+        "50857dd9ab7ce59f5e034b0eda20ba7ca48cd1333f3de4434bbef9339d922bf1",
     },
     {
       path: "pyproxy_server/eval.py",
