@@ -136,6 +136,44 @@ Deno.test("EvalSession runs the next atom only after a cancelled one stopped", a
   await reader.cancel();
 });
 
+Deno.test("EvalSession runs a cell that awaits at its top level, and a cancel of one stops it with the session kept", async () => {
+  // A notebook's cell awaits at its top level (was a SyntaxError: "'await'
+  // outside function").
+  await using pool = await Pool.start({ workers: 1, handleSignals: false });
+  await using session = await pool.openSession();
+  assert.equal(
+    await session.eval(
+      "import asyncio\nx = await asyncio.sleep(0, result=41)\nx + 1",
+    ).result,
+    42,
+  );
+  const controller = new AbortController();
+  const waiting = session.eval(
+    "print('awaiting', flush=True)\ntry:\n    await asyncio.sleep(3600)\nexcept asyncio.CancelledError:\n    stopped = True\n    raise",
+    { signal: controller.signal, cancelGrace: 60_000 },
+  );
+  const reader = waiting.output.getReader();
+  assert.equal((await reader.read()).value?.data, "awaiting\n");
+  controller.abort();
+  await assert.rejects(waiting.result, CancelledError);
+  assert.deepEqual(await session.eval("x, stopped").result, [41, true]);
+  // A coroutine as the last value (run to completion) is stopped so too:
+  // it went on for its whole await, the cancel unread.
+  const again = new AbortController();
+  const main = session.eval(
+    "async def main():\n    print('in main', flush=True)\n    await asyncio.sleep(3600)\nmain()",
+    { signal: again.signal, cancelGrace: 60_000 },
+  );
+  const mainReader = main.output.getReader();
+  assert.equal((await mainReader.read()).value?.data, "in main\n");
+  again.abort();
+  await assert.rejects(main.result, CancelledError);
+  assert.equal(await session.eval("x").result, 41);
+  assert.ok(!session.lost);
+  await reader.cancel();
+  await mainReader.cancel();
+});
+
 Deno.test("An atom whose timeout ends while it waits behind the session's earlier atoms says it never started", async () => {
   // A notebook's cell with a timeout, queued behind a long one, timed out
   // before its code ran, with the message of a cell that ran too long.

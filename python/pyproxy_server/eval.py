@@ -31,7 +31,9 @@ import types
 from itertools import islice as _islice
 
 from . import big_json, capture
+from .call import current_call
 from .execution import CallRunner
+from .models import _run_async
 from .errors import (
     CancelledError,
     InvalidRequestError,
@@ -73,15 +75,22 @@ def _single_function(tree):
     return names[0] if len(names) == 1 else None
 
 
+# ``await``, ``async for`` and ``async with`` at the top level of the code,
+# as in a notebook cell (Python 3.8+): such code compiles to a coroutine.
+_TOP_LEVEL_AWAIT = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+_CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect
+
+
 def compile_code(code, filename="<eval>"):
     """``code`` compiled for :func:`evaluate`: ``(body, last, function)`` with
     the statements, the final expression (or None) and the name of the single
-    top-level function (or None). Raises ``SyntaxError`` and the like."""
+    top-level function (or None). ``await`` may be used at the top level.
+    Raises ``SyntaxError`` and the like."""
     tree = ast.parse(code, filename, "exec")
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = compile(ast.Expression(tree.body.pop().value), filename, "eval")
-    return compile(tree, filename, "exec"), last, _single_function(tree)
+        last = compile(ast.Expression(tree.body.pop().value), filename, "eval", _TOP_LEVEL_AWAIT)
+    return compile(tree, filename, "exec", _TOP_LEVEL_AWAIT), last, _single_function(tree)
 
 
 class CodeCache:
@@ -124,12 +133,55 @@ def evaluate(code, namespace, args=_NO_ARGS, filename="<eval>", cache=None):
         body, last, name = compile_code(code, filename)
     else:
         body, last, name = cache.get(code, filename)
-    exec(body, namespace)
-    value = None
-    if last is not None:
-        value = eval(last, namespace)
-    if args is _NO_ARGS:
-        return _awaited(value)
+    if not (body.co_flags & _CO_COROUTINE or (last is not None and last.co_flags & _CO_COROUTINE)):
+        exec(body, namespace)
+        value = None
+        if last is not None:
+            value = eval(last, namespace)
+        if args is _NO_ARGS:
+            return _awaited(value)
+        return _awaited(_called(namespace, name, value, args))
+    # Top-level await: the whole eval on one event loop of its own (as an
+    # ``async def execute`` call's: asyncio.run's), so what the statements
+    # made on it (a client, a task) still works in the final expression.
+    loop = asyncio.new_event_loop()
+    # A cancel's interrupt fires at the thread's next bytecode, and a loop
+    # waiting for I/O or a timer runs none: the cancel wakes it (as it does
+    # an ``async def execute``'s), the interrupt ends the run, and closing
+    # the loop cancels the code at its ``await``.
+    call = current_call.get()
+    if call is not None:
+        call.wake = lambda: loop.call_soon_threadsafe(_noop)
+    try:
+        if body.co_flags & _CO_COROUTINE:
+            loop.run_until_complete(eval(body, namespace))
+        else:
+            exec(body, namespace)
+        value = None
+        if last is not None:
+            value = eval(last, namespace)
+            if last.co_flags & _CO_COROUTINE:
+                value = loop.run_until_complete(value)
+        if args is not _NO_ARGS:
+            value = _called(namespace, name, value, args)
+        if value.__class__ is types.CoroutineType:
+            value = loop.run_until_complete(value)
+        return value
+    finally:
+        try:
+            _close_loop(loop)
+        finally:
+            if call is not None:
+                call.wake = None
+
+
+def _noop():
+    pass
+
+
+def _called(namespace, name, value, args):
+    """The single top-level function (or the callable last value) called
+    with ``args``."""
     fn = namespace[name] if name is not None else value
     if not callable(fn):
         raise TypeError(
@@ -137,10 +189,26 @@ def evaluate(code, namespace, args=_NO_ARGS, filename="<eval>", cache=None):
             "top-level function and does not end with a callable"
         )
     if isinstance(args, dict):
-        return _awaited(fn(**args))
+        return fn(**args)
     if isinstance(args, (list, tuple)):
-        return _awaited(fn(*args))
+        return fn(*args)
     raise TypeError("Cannot call: 'args' must be an array or an object")
+
+
+def _close_loop(loop):
+    """Ends ``loop`` as ``asyncio.run`` ends its own: the tasks left on it
+    cancelled and awaited, async generators and the default executor shut
+    down, then closed."""
+    try:
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
 
 
 def _awaited(value):
@@ -149,7 +217,7 @@ def _awaited(value):
     this thread; any other value as it is."""
     if value.__class__ is not types.CoroutineType:
         return value
-    return asyncio.run(value)
+    return _run_async(value)
 
 
 class Flusher(threading.Thread):

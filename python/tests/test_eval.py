@@ -68,6 +68,47 @@ class EvaluateTest(unittest.TestCase):
     def test_name_is_main(self):
         self.assertEqual(evaluate("__name__", new_namespace()), "__main__")
 
+    def test_top_level_await_as_in_a_notebook_cell(self):
+        # Was a SyntaxError ("'await' outside function"): a notebook's cell
+        # awaits at its top level.
+        ns = new_namespace()
+        self.assertIsNone(evaluate("import asyncio\nawait asyncio.sleep(0)\nx = 5", ns))
+        self.assertEqual(ns["x"], 5)
+        self.assertEqual(evaluate("await asyncio.sleep(0, result=x * 2)", ns), 10)
+        code = "async def gen():\n    yield 1\n    yield 2\ntotal = 0\nasync for i in gen():\n    total += i\ntotal"
+        self.assertEqual(evaluate(code, ns), 3)
+
+    def test_top_level_await_runs_the_whole_eval_on_one_loop_then_closes_it(self):
+        # What the statements made on the loop (a client, a task) still works
+        # in the final expression; a task left running is cancelled at the
+        # end, as asyncio.run does.
+        ns = new_namespace()
+        code = (
+            "import asyncio\n"
+            "loop = asyncio.get_running_loop()\n"
+            "async def forever():\n"
+            "    try:\n"
+            "        await asyncio.sleep(3600)\n"
+            "    except asyncio.CancelledError:\n"
+            "        ended.append('cancelled')\n"
+            "        raise\n"
+            "ended = []\n"
+            "left = asyncio.ensure_future(forever())\n"
+            "await asyncio.sleep(0)\n"
+            "(await asyncio.sleep(0, result=asyncio.get_running_loop())) is loop"
+        )
+        self.assertIs(evaluate(code, ns), True)
+        self.assertEqual(ns["ended"], ["cancelled"])
+        self.assertTrue(ns["loop"].is_closed())
+
+    def test_top_level_await_with_args(self):
+        code = "import asyncio\nawait asyncio.sleep(0)\nasync def add(a, b):\n    return a + b"
+        self.assertEqual(evaluate(code, new_namespace(), [2, 3]), 5)
+
+    def test_await_of_a_non_awaitable_is_the_codes_type_error(self):
+        with self.assertRaises(TypeError):
+            evaluate("await 1", new_namespace())
+
 
 class RecordingSend:
     def __init__(self):

@@ -118,9 +118,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 34684,
+      size: 37347,
       sha256:
-        "c99dcf892ed4bd4e29c3b372a12f474660f898fd5a870b6297d30be31891971a",
+        "f7694096e90df603d682fced7fe22bcc3d3f2d681ed153b53115329b4e1971d4",
     },
     {
       path: "pyproxy_server/execution.py",
