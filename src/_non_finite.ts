@@ -31,11 +31,12 @@ export class NonFiniteNumberError extends TypeError {
 
 /**
  * Why `value` cannot be sent as it is: `"msg.x is NaN (...)"` for its first
- * NaN, `Infinity` or `-Infinity` in its arrays and plain objects (bytes,
- * which go as bytes, and values with a `toJSON`, whose output is written,
- * are not entered), or `undefined` when it holds none. `text` is what
- * `JSON.stringify` wrote for it: without `null` in it, nothing is walked.
- * `value` must be acyclic (`JSON.stringify` accepted it).
+ * NaN, `Infinity` or `-Infinity` where `JSON.stringify` writes it: in its
+ * arrays and plain objects, in what a `toJSON` gives (called again, with
+ * the key `JSON.stringify` gave it) and in a boxed `new Number(NaN)` (bytes,
+ * which go as bytes, are not entered), or `undefined` when it holds none.
+ * `text` is what `JSON.stringify` wrote for it: without `null` in it,
+ * nothing is walked. `value` must be acyclic (`JSON.stringify` accepted it).
  *
  * @example
  * ```ts ignore
@@ -52,19 +53,45 @@ export function nonFiniteReason(
 }
 
 /**
+ * What a `toJSON` gives for `value` under `key` (called again: `undefined`
+ * when it throws this time), a boxed number's value: what `JSON.stringify`
+ * writes in its place. An object it gives is walked as it is:
+ * `JSON.stringify` calls no `toJSON` of a `toJSON`'s output.
+ */
+function toJSONOf(value: object, key: string | number): unknown {
+  let out: unknown;
+  try {
+    out = (value as { toJSON(key: string): unknown }).toJSON(String(key));
+  } catch {
+    return undefined;
+  }
+  return out instanceof Number ? out.valueOf() : out;
+}
+
+/**
  * Whether `value` holds NaN or an infinity where `JSON.stringify` writes
- * it: a walk of its arrays and plain objects (not of bytes, nor of a value
- * with a `toJSON`, whose output is what is written). Iterative: any depth.
+ * it: a walk of its arrays and plain objects, of `toJSON` outputs and boxed
+ * numbers (not of bytes). Iterative: any depth.
  */
 function holdsNonFinite(value: unknown): boolean {
+  if (
+    typeof value === "object" && value !== null &&
+    typeof (value as { toJSON?: unknown }).toJSON === "function" &&
+    !isBytes(value)
+  ) value = toJSONOf(value, "");
   if (typeof value === "number") return value - value !== 0;
   if (typeof value !== "object" || value === null) return false;
-  const stack: unknown[] = [value];
+  const stack: object[] = [value];
   while (stack.length > 0) {
-    const v = stack.pop() as object;
+    const v = stack.pop()!;
     if (Array.isArray(v)) {
       for (let i = 0; i < v.length; i++) {
-        const item: unknown = v[i];
+        let item: unknown = v[i];
+        if (
+          typeof item === "object" && item !== null &&
+          typeof (item as { toJSON?: unknown }).toJSON === "function" &&
+          !isBytes(item)
+        ) item = toJSONOf(item, i);
         if (typeof item === "number") {
           if (item - item !== 0) return true; // NaN, Infinity, -Infinity
         } else if (typeof item === "object" && item !== null) {
@@ -73,12 +100,21 @@ function holdsNonFinite(value: unknown): boolean {
       }
       continue;
     }
-    if (
-      typeof (v as { toJSON?: unknown }).toJSON === "function" || isBytes(v)
-    ) continue;
+    // (A toJSON's object is walked here too, its own toJSON not called.)
+    if (isBytes(v)) continue;
+    if (v instanceof Number) {
+      const n = v.valueOf();
+      if (n - n !== 0) return true;
+      continue;
+    }
     for (const key in v) {
       if (!Object.hasOwn(v, key)) continue;
-      const item: unknown = (v as Record<string, unknown>)[key];
+      let item: unknown = (v as Record<string, unknown>)[key];
+      if (
+        typeof item === "object" && item !== null &&
+        typeof (item as { toJSON?: unknown }).toJSON === "function" &&
+        !isBytes(item)
+      ) item = toJSONOf(item, key);
       if (typeof item === "number") {
         if (item - item !== 0) return true;
       } else if (typeof item === "object" && item !== null) {
@@ -95,9 +131,17 @@ function holdsNonFinite(value: unknown): boolean {
  * {@linkcode holdsNonFinite}, depth first, once one was found. Iterative.
  */
 function describe(value: unknown): string | undefined {
-  const stack: [unknown, string][] = [[value, ""]];
+  const stack: [unknown, string, string | number][] = [[value, "", ""]];
   while (stack.length > 0) {
-    const [v, path] = stack.pop()!;
+    let [v, path, key] = stack.pop()!;
+    if (typeof v === "object" && v !== null) {
+      if (isBytes(v)) continue;
+      if (typeof (v as { toJSON?: unknown }).toJSON === "function") {
+        // (Its object is walked below, its own toJSON not called.)
+        v = toJSONOf(v, key);
+        if (typeof v === "object" && v !== null && isBytes(v)) continue;
+      } else if (v instanceof Number) v = v.valueOf();
+    }
     if (typeof v === "number") {
       if (v - v === 0) continue;
       // Shortened as a too deep path is: 100,000 levels wrote 300 KB.
@@ -108,19 +152,17 @@ function describe(value: unknown): string | undefined {
     if (typeof v !== "object" || v === null) continue;
     if (Array.isArray(v)) {
       for (let i = v.length - 1; i >= 0; i--) {
-        stack.push([v[i], `${path}[${i}]`]);
+        stack.push([v[i], `${path}[${i}]`, i]);
       }
       continue;
     }
-    if (
-      typeof (v as { toJSON?: unknown }).toJSON === "function" || isBytes(v)
-    ) continue;
     const keys = Object.keys(v);
     for (let i = keys.length - 1; i >= 0; i--) {
-      const key = keys[i]!;
+      const k = keys[i]!;
       stack.push([
-        (v as Record<string, unknown>)[key],
-        path === "" ? key : `${path}.${key}`,
+        (v as Record<string, unknown>)[k],
+        path === "" ? k : `${path}.${k}`,
+        k,
       ]);
     }
   }

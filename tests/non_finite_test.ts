@@ -51,3 +51,47 @@ Deno.test("nonFiniteReason finds nothing in JSON-able values, bytes, toJSON outp
   // Its path shortened as a too deep one is (it was 300 KB).
   assert.ok(deepest.length < 300, `${deepest.length} characters`);
 });
+
+Deno.test("nonFiniteReason looks where JSON.stringify does: a toJSON's output (with its key) and a boxed number", () => {
+  // Both arrived in Python as None without an error (the spill-over's
+  // encoder refused a toJSON's NaN already).
+  assert.match(
+    reason({ msg: { x: { toJSON: () => NaN } } })!,
+    /^msg\.x is NaN \(/,
+  );
+  assert.match(
+    reason({ msg: [1, new Number(-Infinity)] })!,
+    /^msg\[1\] is -Infinity \(/,
+  );
+  assert.match(reason(new Number(NaN))!, /^the message is NaN/);
+  // A toJSON's object is walked (its own toJSON not called again, as
+  // JSON.stringify does not), its key the one JSON.stringify gave.
+  const keys: string[] = [];
+  const self = {
+    v: [2, NaN],
+    toJSON(key: string) {
+      keys.push(key);
+      return this;
+    },
+  };
+  keys.length = 0;
+  assert.match(
+    nonFiniteReason({ msg: [0, self] }, "null")!,
+    /^msg\[1\]\.v\[1\] is NaN/,
+  );
+  assert.deepEqual(keys, ["1", "1"]); // once to tell, once to describe
+  // What a toJSON gives that is JSON stays so; one that throws the second
+  // time is passed over.
+  assert.equal(
+    reason({ msg: { d: { toJSON: () => ({ n: null, x: 1 }) } } }),
+    undefined,
+  );
+  let calls = 0;
+  const once = {
+    toJSON: () => {
+      if (calls++ > 0) throw new Error("once only");
+      return null;
+    },
+  };
+  assert.equal(reason({ msg: { once } }), undefined);
+});

@@ -220,6 +220,10 @@ Deno.test("Pool.execute refuses NaN and infinities with a SerializationError nam
           "-Infinity",
         ],
         [{ x: new Float64Array([NaN]), y: { z: NaN } }, "msg.y.z", "NaN"],
+        // Where JSON.stringify looks too (they went as None): a toJSON's
+        // output and a boxed number.
+        [{ t: { toJSON: () => [0, NaN] }, n: null }, "msg.t[1]", "NaN"],
+        [{ x: [new Number(Infinity)] }, "msg.x[0]", "Infinity"],
       ] as const
     ) {
       await assert.rejects(
