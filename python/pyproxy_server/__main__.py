@@ -30,6 +30,7 @@ import time
 # refuses it with a message that says so.
 
 from . import PROTOCOL_VERSION, capture
+from .fork_signals import ForkSignals
 from .framer import Framer
 from .host_log_handler import HostLogHandler
 from .server import Server, add_models_to_path
@@ -325,23 +326,6 @@ def _claim_log_name(logs, name):
     return "%s-%d" % (name, os.getpid()), None
 
 
-def _default_signals():
-    """In a child that model code forks (``multiprocessing``'s ``fork``
-    start method, Linux's default up to Python 3.13): SIGTERM and SIGINT as
-    a fresh process has them. The child inherits the loop's handling: before
-    Python 3.12 its signal wakeup fd, shared with this process, so the
-    SIGTERM that ``Pool.terminate()`` (the end of ``with Pool(...)``) sends
-    its workers reached this server's loop, which stopped (exit code 0:
-    the worker gone, with every call it ran); on every version a no-op
-    handler, so such a child ignored SIGTERM."""
-    try:
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    except (ValueError, OSError):  # forked from a thread that is not the child's main one: nothing to undo
-        pass
-
-
 def setup_logging(root, name, level, claim=False, log_dir=None):
     """Logs to ``<root>/logs/pythonserver<name>.log`` (else to stderr).
     ``claim``: the name is not a TCP port, which no other running server
@@ -623,8 +607,8 @@ def main(argv=None):
             loop.add_signal_handler(signum, server.stop, 0)
         except (NotImplementedError, RuntimeError):
             pass
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_default_signals)
+    # A child that model code forks must not pass its SIGTERM on to this loop.
+    ForkSignals.install()
     stdin_closed = threading.Event()
     if _stdin_is_watchable(host_pipe):
         threading.Thread(target=_watch_stdin, args=(server, host_pipe, stdin_closed), name="pyproxy-stdin", daemon=True).start()

@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 30003,
+      size: 29173,
       sha256:
-        "b229622c2caada3ff40aaed1681f3eefbab88a3f7e9d65795cfb9afd4b463ace",
+        "7d94f45bfd7cf2bb84e20d44a5f688096ae040af22c3a848bf2856aca7b5ec61",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -127,6 +127,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 33192,
       sha256:
         "6688053ae2c76f115ff262a1b89230893f8dd9c36aedd766d24a8f2defa4d07d",
+    },
+    {
+      path: "pyproxy_server/fork_signals.py",
+      size: 3654,
+      sha256:
+        "b9bed1b702d9f48983c9f257fce7140a1c94ebb549f6b22fd1625227f1afadf7",
     },
     {
       path: "pyproxy_server/framer.py",
