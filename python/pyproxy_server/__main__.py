@@ -30,7 +30,7 @@ import time
 # refuses it with a message that says so.
 
 from . import PROTOCOL_VERSION, capture
-from .fork_signals import ForkSignals
+from .forked_child import ForkedChild
 from .framer import Framer
 from .host_log_handler import HostLogHandler
 from .server import Server, add_models_to_path
@@ -607,8 +607,8 @@ def main(argv=None):
             loop.add_signal_handler(signum, server.stop, 0)
         except (NotImplementedError, RuntimeError):
             pass
-    # A child that model code forks must not pass its SIGTERM on to this loop.
-    ForkSignals.install()
+    # A child that model code forks: its own signals and output, no call.
+    ForkedChild.install()
     stdin_closed = threading.Event()
     if _stdin_is_watchable(host_pipe):
         threading.Thread(target=_watch_stdin, args=(server, host_pipe, stdin_closed), name="pyproxy-stdin", daemon=True).start()

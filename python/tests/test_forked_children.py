@@ -121,6 +121,65 @@ class ForkedChildEarlySignalTest(unittest.TestCase):
             shutil.rmtree(site, ignore_errors=True)
 
 
+# Forks while another thread holds the locks the call's output and logging
+# take (its connection's, as the loop's flush or another call's reply does,
+# and the call's own): the child, which has no such thread, prints and logs,
+# and answers by its exit status whether it still had the call.
+HOLDS_LOCKS = """
+import logging, os, select, signal, threading
+from pyproxy_server.call import current_call
+
+class Model:
+    def execute(self, msg):
+        call = current_call.get()
+        held, done = threading.Event(), threading.Event()
+
+        def hold():
+            with call.connection._lock, call.lock:
+                held.set()
+                done.wait()
+
+        threading.Thread(target=hold, daemon=True).start()
+        held.wait()
+        r, w = os.pipe()
+        try:
+            pid = os.fork()
+            if pid == 0:
+                print("printed by the forked child")
+                logging.getLogger("forked").warning("logged by the forked child")
+                os._exit(0 if current_call.get() is None else 3)
+        finally:
+            done.set()
+            os.close(w)
+        # The pipe's end of file: the child ended (or a hang, after 5 s).
+        ended = select.select([r], [], [], 5)[0]
+        os.close(r)
+        if not ended:
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        return {"exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None} if ended else "hung"
+"""
+
+
+@unittest.skipUnless(hasattr(os, "fork"), "no fork here")
+class ForkedChildLocksTest(unittest.TestCase):
+    def test_a_forked_child_prints_and_logs_whatever_locks_the_servers_threads_held(self):
+        # The child's print went to the call's connection, whose lock it
+        # waited for for good (and nothing would ever have sent it).
+        server = ServerProcess()
+        try:
+            c = server.connect()
+            c.call("configure", logRecords=True)
+            c.call("addModel", name="holds", source=HOLDS_LOCKS)
+            self.assertEqual(c.call("executeModel", name="holds", msg={}, timeout=20), {"exit": 0})
+            self.assertEqual(c.call("ping"), "pong")
+            # On the worker's stderr (the host logs it), not the call's.
+            self.assertIn("printed by the forked child\n", server.stderr_text())
+            self.assertEqual([e for e in c.events if "forked child" in str(e.get("message"))], [])
+        finally:
+            server.kill()
+
+
 # Forks a child that outlives its call (a pool worker left running), and
 # answers with its pid.
 LINGERS = """

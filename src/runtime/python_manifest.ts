@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 29173,
+      size: 29168,
       sha256:
-        "7d94f45bfd7cf2bb84e20d44a5f688096ae040af22c3a848bf2856aca7b5ec61",
+        "3ce7ce72f588cf2bbf1be0a6923703c18f66cd6416f7a9299f927af1121e91bb",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -82,9 +82,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/capture.py",
-      size: 11422,
+      size: 12977,
       sha256:
-        "d198fdd779dd9baa016fa4d448fc393350c95504599a01c73b3ab558b73c6cbd",
+        "581b5009695f4d6d18687d57e5a6b39d651d043846afef84fd98e08d71271aca",
     },
     {
       path: "pyproxy_server/commands.py",
@@ -129,10 +129,10 @@ export const PYTHON_MANIFEST: PythonManifest = {
         "6688053ae2c76f115ff262a1b89230893f8dd9c36aedd766d24a8f2defa4d07d",
     },
     {
-      path: "pyproxy_server/fork_signals.py",
-      size: 3654,
+      path: "pyproxy_server/forked_child.py",
+      size: 4729,
       sha256:
-        "b9bed1b702d9f48983c9f257fce7140a1c94ebb549f6b22fd1625227f1afadf7",
+        "fe013ee403562a6aad564bd7a0f439f0c0c941941a6e5ad9c7ff54eff257c315",
     },
     {
       path: "pyproxy_server/framer.py",

@@ -1,12 +1,25 @@
-"""SIGTERM and SIGINT in a child that model code forks, as a fresh process has them.
+"""What a process that model code forks keeps of the server: nothing that
+ties it to the server's loop, connections or calls.
 
-The server's event loop handles SIGTERM and SIGINT (``loop.add_signal_handler``):
-CPython's C-level handler writes each signal's number to the loop's wakeup
-socket (``signal.set_wakeup_fd``), a socket that a forked child shares with
-this process. A child (``multiprocessing``'s ``fork`` start method, Linux's
-default up to Python 3.13; ``os.fork``) must forget both, so that
-``Pool.terminate()`` (the end of ``with Pool(...)``), which sends each of its
-workers SIGTERM, ends the worker and only the worker.
+A child (``multiprocessing``'s ``fork`` start method, Linux's default up to
+Python 3.13; ``os.fork``) is a copy of the forking call's thread alone: the
+other threads of the server (the event loop, other calls) are gone, and so
+is every lock they held at that moment, held for good in the child.
+``ForkedChild.install()`` registers ``os.register_at_fork`` hooks, run at
+each fork (the server's calls pay nothing), that give the child:
+
+- SIGTERM and SIGINT as a fresh process has them, from the fork on;
+- no call: ``pyproxy_server.call.current_call`` (and ``current_batch``) are
+  ``None``, so ``pyproxy.host`` fails at once in the child, and the server's
+  ``logging`` handlers take no call's lock (``ShieldedLock``);
+- its own output: ``capture.in_forked_child``.
+
+Signals. The server's event loop handles SIGTERM and SIGINT
+(``loop.add_signal_handler``): CPython's C-level handler writes each
+signal's number to the loop's wakeup socket (``signal.set_wakeup_fd``), a
+socket that a forked child shares with this process. The child must forget
+both, so that ``Pool.terminate()`` (the end of ``with Pool(...)``), which
+sends each of its workers SIGTERM, ends the worker and only the worker.
 
 An ``after_in_child`` hook alone left a window: a signal that reached the
 child between ``fork()`` and that hook (the hooks registered before it run
@@ -26,19 +39,22 @@ default action (SIGTERM ends the child). Each fork costs two
 
 Example::
 
-    ForkSignals.install()  # once, after the loop's signal handlers are added
+    ForkedChild.install()  # once, after the loop's signal handlers are added
 """
 
 import os
 import signal
 import threading
 
-__all__ = ["ForkSignals"]
+from . import capture
+from .call import current_batch, current_call
+
+__all__ = ["ForkedChild"]
 
 
-class ForkSignals:
-    """The ``os.register_at_fork`` hooks (``install``) that keep a forked
-    child's SIGTERM and SIGINT away from this process's event loop."""
+class ForkedChild:
+    """The ``os.register_at_fork`` hooks (``install``) that leave a forked
+    child nothing of the server's loop, connections and calls."""
 
     # The signals the server's loop handles (``main``).
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -71,7 +87,13 @@ class ForkSignals:
             signal.signal(signal.SIGINT, signal.default_int_handler)
         except (ValueError, OSError):  # not the child's main thread: nothing to undo
             pass
-        # Now a SIGTERM that came since the fork ends the child here.
+        # The forking thread's context (the hooks run in it) is the child's.
+        current_call.set(None)
+        current_batch.set(None)
+        capture.in_forked_child()
+        # Last, so that a SIGINT that came since the fork (KeyboardInterrupt,
+        # which ends this hook) cuts none of the above short; a SIGTERM ends
+        # the child here.
         self._restore()
 
     def _restore(self):
