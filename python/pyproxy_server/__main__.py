@@ -243,6 +243,21 @@ class _PrivateLogHandler(ShieldedLock, logging.handlers.RotatingFileHandler):
         except OSError:
             pass
 
+    def in_forked_child(self):
+        """In a process that model code forked (``ForkedChild``): the next
+        record opens the file anew. The stream is the parent's: another
+        thread of the server that was writing a record at the fork held its
+        buffer's lock (CPython's ``BufferedWriter``, which no fork hook
+        reinitialises), for good in the child, whose first record waited
+        for it in ``shouldRollover``'s ``seek``. Its descriptor is closed
+        (the child's copy), which makes the stream closed: nothing flushes
+        it, the parent's bytes in its buffer included, nor takes its lock."""
+        stream, self.stream = self.stream, None
+        try:
+            stream.buffer.raw.close()
+        except (AttributeError, OSError, ValueError):  # no stream, or not a file's
+            pass
+
     def emit(self, record):
         self._write_failed = False
         self._reopen_if_moved()

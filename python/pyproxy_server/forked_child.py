@@ -12,7 +12,8 @@ each fork (the server's calls pay nothing), that give the child:
 - no call: ``pyproxy_server.call.current_call`` (and ``current_batch``) are
   ``None``, so ``pyproxy.host`` fails at once in the child, and the server's
   ``logging`` handlers take no call's lock (``ShieldedLock``);
-- its own output: ``capture.in_forked_child``.
+- its own output: ``capture.in_forked_child``; and its own stream on the
+  server's log file (``in_forked_child`` of its handler).
 
 Signals. The server's event loop handles SIGTERM and SIGINT
 (``loop.add_signal_handler``): CPython's C-level handler writes each
@@ -42,6 +43,7 @@ Example::
     ForkedChild.install()  # once, after the loop's signal handlers are added
 """
 
+import logging
 import os
 import signal
 import threading
@@ -91,6 +93,11 @@ class ForkedChild:
         current_call.set(None)
         current_batch.set(None)
         capture.in_forked_child()
+        # The server's log file handler (``__main__._PrivateLogHandler``).
+        for handler in _server_handlers():
+            forget = getattr(handler, "in_forked_child", None)
+            if forget is not None:
+                forget()
         # Last, so that a SIGINT that came since the fork (KeyboardInterrupt,
         # which ends this hook) cuts none of the above short; a SIGTERM ends
         # the child here.
@@ -101,3 +108,14 @@ class ForkedChild:
         if mask is not None:
             self._saved.mask = None
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _server_handlers():
+    # The root logger's and the server's (``setup_logging``), each once; read
+    # without logging's locks (the child has no other thread).
+    handlers = list(logging.root.handlers)
+    server = logging.root.manager.loggerDict.get("pyproxy_server")
+    for handler in getattr(server, "handlers", ()):
+        if handler not in handlers:
+            handlers.append(handler)
+    return handlers

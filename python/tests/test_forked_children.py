@@ -180,6 +180,77 @@ class ForkedChildLocksTest(unittest.TestCase):
             server.kill()
 
 
+# Forks while another thread is writing to the server's log file, its
+# buffer's lock held (a write that waits stands for the disk's): the child
+# logs a record, and ends.
+WRITING_LOG = """
+import io, logging, os, select, signal, threading
+
+class Waits(io.RawIOBase):
+    def __init__(self, entered, done):
+        self.entered, self.done = entered, done
+
+    def writable(self):
+        return True
+
+    def seekable(self):  # as a file: the rotating handler seeks to its end
+        return True
+
+    def seek(self, offset, whence=0):
+        return 0
+
+    def write(self, data):
+        self.entered.set()
+        self.done.wait()
+        return len(data)
+
+class Model:
+    def execute(self, msg):
+        handler = next(h for h in logging.getLogger().handlers if type(h).__name__ == "_PrivateLogHandler")
+        entered, done = threading.Event(), threading.Event()
+        stream = io.TextIOWrapper(io.BufferedWriter(Waits(entered, done)), encoding="utf-8")
+        writer = threading.Thread(target=lambda: (stream.write("a record"), stream.flush()))
+        writer.start()
+        entered.wait()
+        real, handler.stream = handler.stream, stream
+        r, w = os.pipe()
+        try:
+            pid = os.fork()
+            if pid == 0:
+                logging.getLogger("forked").warning("logged by the forked child")
+                os._exit(0)
+        finally:
+            handler.stream = real
+            os.close(w)
+        ended = select.select([r], [], [], 5)[0]
+        os.close(r)
+        done.set()
+        writer.join()
+        if not ended:
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        return {"exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None} if ended else "hung"
+"""
+
+
+@unittest.skipUnless(hasattr(os, "fork"), "no fork here")
+class ForkedChildLogFileTest(unittest.TestCase):
+    def test_a_forked_child_logs_while_another_thread_writes_the_log_file(self):
+        # The child's record waited for good for the buffer's lock, which the
+        # other thread, gone in the child, held at the fork.
+        server = ServerProcess()
+        try:
+            c = server.connect()
+            c.call("addModel", name="writing", source=WRITING_LOG)
+            self.assertEqual(c.call("executeModel", name="writing", msg={}, timeout=20), {"exit": 0})
+            self.assertEqual(c.call("ping"), "pong")
+            logs = os.path.join(server.root, "logs")
+            text = "".join(open(os.path.join(logs, name), encoding="utf-8").read() for name in os.listdir(logs) if name.endswith(".log"))
+            self.assertIn("forked: logged by the forked child", text)
+        finally:
+            server.kill()
+
+
 # Forks a child that outlives its call (a pool worker left running), and
 # answers with its pid.
 LINGERS = """

@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 29168,
+      size: 29995,
       sha256:
-        "3ce7ce72f588cf2bbf1be0a6923703c18f66cd6416f7a9299f927af1121e91bb",
+        "fedd3f79ce6418403acaf8256bb35cae7da1e110018d4516a579d95d30397b6e",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/forked_child.py",
-      size: 4729,
+      size: 5491,
       sha256:
-        "fe013ee403562a6aad564bd7a0f439f0c0c941941a6e5ad9c7ff54eff257c315",
+        "bc830b740c565df9855f0e8da75a471deda99d3fa48f96c85ece72910b740a32",
     },
     {
       path: "pyproxy_server/framer.py",
