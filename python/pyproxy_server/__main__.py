@@ -30,6 +30,7 @@ import time
 # refuses it with a message that says so.
 
 from . import PROTOCOL_VERSION, capture
+from .forked_child import ForkedChild
 from .framer import Framer
 from .host_log_handler import HostLogHandler
 from .server import Server, add_models_to_path
@@ -242,6 +243,21 @@ class _PrivateLogHandler(ShieldedLock, logging.handlers.RotatingFileHandler):
         except OSError:
             pass
 
+    def in_forked_child(self):
+        """In a process that model code forked (``ForkedChild``): the next
+        record opens the file anew. The stream is the parent's: another
+        thread of the server that was writing a record at the fork held its
+        buffer's lock (CPython's ``BufferedWriter``, which no fork hook
+        reinitialises), for good in the child, whose first record waited
+        for it in ``shouldRollover``'s ``seek``. Its descriptor is closed
+        (the child's copy), which makes the stream closed: nothing flushes
+        it, the parent's bytes in its buffer included, nor takes its lock."""
+        stream, self.stream = self.stream, None
+        try:
+            stream.buffer.raw.close()
+        except (AttributeError, OSError, ValueError):  # no stream, or not a file's
+            pass
+
     def emit(self, record):
         self._write_failed = False
         self._reopen_if_moved()
@@ -323,23 +339,6 @@ def _claim_log_name(logs, name):
             return claim, None
         return claim, fd
     return "%s-%d" % (name, os.getpid()), None
-
-
-def _default_signals():
-    """In a child that model code forks (``multiprocessing``'s ``fork``
-    start method, Linux's default up to Python 3.13): SIGTERM and SIGINT as
-    a fresh process has them. The child inherits the loop's handling: before
-    Python 3.12 its signal wakeup fd, shared with this process, so the
-    SIGTERM that ``Pool.terminate()`` (the end of ``with Pool(...)``) sends
-    its workers reached this server's loop, which stopped (exit code 0:
-    the worker gone, with every call it ran); on every version a no-op
-    handler, so such a child ignored SIGTERM."""
-    try:
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    except (ValueError, OSError):  # forked from a thread that is not the child's main one: nothing to undo
-        pass
 
 
 def setup_logging(root, name, level, claim=False, log_dir=None):
@@ -623,9 +622,8 @@ def main(argv=None):
             loop.add_signal_handler(signum, server.stop, 0)
         except (NotImplementedError, RuntimeError):
             pass
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_default_signals)
-        os.register_at_fork(after_in_child=capture.real_streams_in_child)
+    # A child that model code forks: its own signals and output, no call.
+    ForkedChild.install()
     stdin_closed = threading.Event()
     if _stdin_is_watchable(host_pipe):
         threading.Thread(target=_watch_stdin, args=(server, host_pipe, stdin_closed), name="pyproxy-stdin", daemon=True).start()

@@ -34,16 +34,7 @@ import logging
 import sys
 import threading
 
-__all__ = [
-    "OutputRouter",
-    "redirect",
-    "current_sink",
-    "install",
-    "uninstall",
-    "writers",
-    "restore_writers",
-    "real_streams_in_child",
-]
+__all__ = ["OutputRouter", "redirect", "current_sink", "install", "uninstall", "writers", "restore_writers", "in_forked_child"]
 
 _sink = contextvars.ContextVar("pyproxy_output_sink", default=None)
 _sink_get = _sink.get
@@ -331,25 +322,36 @@ def install(logger=None):
     return old
 
 
-def real_streams_in_child():
-    """In a child forked from the server (``os.fork``, ``multiprocessing``'s
-    ``fork`` start method; an ``os.register_at_fork`` hook): ``sys.stdout``
-    and ``sys.stderr`` become the process's own streams again, line-buffered,
-    so what the child prints goes to its file descriptors 1 and 2 (the
-    worker's stderr), as a child process's output does. The routers would
-    hand it to the sink of the thread that forked, the call's or the eval's,
-    whose sender runs in the parent only: it was lost, whatever the child
-    printed."""
-    for name in ("stdout", "stderr"):
-        real = getattr(sys, "__%s__" % name)
-        if isinstance(getattr(sys, name), OutputRouter) and real is not None:
-            try:
-                real.reconfigure(line_buffering=True)
-            except (AttributeError, ValueError, OSError):
-                pass
-            setattr(sys, name, real)
-
-
 def uninstall(old):
     """Restore the streams returned by ``install``."""
     sys.stdout, sys.stderr = old
+
+
+def in_forked_child():
+    """An ``os.register_at_fork(after_in_child=...)`` hook: a process that
+    model code forks (``multiprocessing``'s ``fork`` start method) writes
+    its ``sys.stdout``/``sys.stderr`` to its own file descriptors 1 and 2
+    (the server's stderr: the host logs it as the worker's lines), and its
+    ``logging`` records reach no connection.
+
+    The forking thread's sink is the call's, whose connection lives in the
+    parent: the child's ``print`` queued an event there that nothing would
+    ever send, under the connection's lock (``Connection.enqueue``), which
+    another thread of the server (the loop's flush, another call's output
+    or reply) may have held at the fork, for good in the child: its print
+    never returned. Unbuffered, as ``python -u``: a child that ends with
+    ``os._exit`` loses nothing. Streams that are not our routers (a model's
+    ``contextlib.redirect_stdout``) are left as they are.
+
+    Example (the server's ``ForkedChild`` hook calls it)::
+
+        os.register_at_fork(after_in_child=capture.in_forked_child)
+    """
+    _sink.set(None)
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        if isinstance(getattr(sys, name), OutputRouter):
+            try:
+                stream = io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True)
+            except (OSError, ValueError):  # no such descriptor: the routers stay, without a sink
+                continue
+            setattr(sys, name, stream)

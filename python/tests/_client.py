@@ -171,7 +171,9 @@ def copy_models(target):
 class ServerProcess:
     """A real ``python3 -m pyproxy_server`` on port 0; always ``kill()`` it."""
 
-    def __init__(self, root=None, args=(), insecure=False, secret=SECRET):
+    def __init__(self, root=None, args=(), insecure=False, secret=SECRET, env=None):
+        """``env``: variables for the server's environment besides ours; its
+        ``PYTHONPATH`` goes before the server's package directory."""
         self.secret = secret
         # By default a copy of the test models: the server writes its log
         # under its root, and the source tree must not collect them.
@@ -181,8 +183,10 @@ class ServerProcess:
             root = copy_models(os.path.join(self._own_root, "models"))
         self.root = root
         self.stderr = tempfile.TemporaryFile()
+        extra = dict(env or ())
         env = dict(os.environ)
-        env["PYTHONPATH"] = PYTHON_DIR
+        env.update(extra)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (extra.get("PYTHONPATH"), PYTHON_DIR)))
         cmd = [sys.executable, "-m", "pyproxy_server", "--path", root, "--id", "t1"]
         if "--unix" not in args:
             cmd += ["--port", "0"]

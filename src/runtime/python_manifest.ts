@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 30077,
+      size: 29995,
       sha256:
-        "893fa4ba055b7640b60b0297c8796bebf8ac558d71b86bdb522e89af3078cbbc",
+        "fedd3f79ce6418403acaf8256bb35cae7da1e110018d4516a579d95d30397b6e",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -82,9 +82,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/capture.py",
-      size: 12404,
+      size: 12977,
       sha256:
-        "727ef63b81def65e14bbe3da8cd8b7aa0f64bcaae62a32ee9d991f39ce7d04bd",
+        "581b5009695f4d6d18687d57e5a6b39d651d043846afef84fd98e08d71271aca",
     },
     {
       path: "pyproxy_server/commands.py",
@@ -127,6 +127,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 33192,
       sha256:
         "6688053ae2c76f115ff262a1b89230893f8dd9c36aedd766d24a8f2defa4d07d",
+    },
+    {
+      path: "pyproxy_server/forked_child.py",
+      size: 5491,
+      sha256:
+        "bc830b740c565df9855f0e8da75a471deda99d3fa48f96c85ece72910b740a32",
     },
     {
       path: "pyproxy_server/framer.py",
