@@ -232,3 +232,97 @@ Deno.test({
       "--allow-env",
     ]),
 });
+
+/** A model that starts a `sleep` and a child that ignores SIGTERM; returns their pids. */
+const STARTS_PROCESSES = `
+import subprocess, sys
+
+class Model:
+    def execute(self, msg):
+        sleep = subprocess.Popen(["sleep", "1000"])
+        stubborn = subprocess.Popen([sys.executable, "-c",
+            "import signal, sys, time\\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\\n"
+            "sys.stdout.write('ready\\\\n'); sys.stdout.flush()\\n"
+            "time.sleep(1000)"], stdout=subprocess.PIPE)
+        assert stubborn.stdout.readline() == b"ready\\n"  # SIGTERM ignored
+        return [sleep.pid, stubborn.pid]
+`;
+
+/** Whether `pid` runs (Linux's `/proc`; a zombie does not). */
+function running(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(")") + 2));
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name:
+    "a Pool under --allow-run=python3 (no signal to its workers' process groups) leaves nothing its models started running after close()",
+  ignore: Deno.build.os !== "linux",
+  sanitizeResources: false,
+  async fn() {
+    const repo = new URL("..", import.meta.url).pathname;
+    const dir = await Deno.makeTempDir({ prefix: "pyproxy-perm-group-" });
+    const script = `${dir}/app.ts`;
+    const source = JSON.stringify(STARTS_PROCESSES);
+    await Deno.writeTextFile(
+      script,
+      `import { Pool } from ${JSON.stringify(`${repo}mod.ts`)};
+{
+  await using pool = await Pool.start({ workers: 2 });
+  await pool.addModel("starts", { source: ${source} });
+  const pids = [];
+  for (let i = 0; i < 2; i++) pids.push(...await pool.execute("starts", {}));
+  console.log("pids", JSON.stringify(pids));
+}
+console.log("closed");
+`,
+    );
+    let pids: number[] = [];
+    try {
+      const { code, stdout, stderr } = await new Deno.Command(
+        Deno.execPath(),
+        {
+          args: [
+            "run",
+            `--config=${repo}deno.json`,
+            "--allow-run=python3",
+            "--allow-net",
+            "--allow-read",
+            "--allow-write",
+            "--allow-env",
+            script,
+          ],
+          cwd: dir,
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+        },
+      ).output();
+      const out = new TextDecoder().decode(stdout);
+      pids = JSON.parse(/^pids (.*)$/m.exec(out)?.[1] ?? "[]");
+      assert.equal(
+        code,
+        0,
+        `${out}\n${new TextDecoder().decode(stderr)}`,
+      );
+      assert.match(out, /closed/);
+      assert.equal(pids.length, 4, out);
+      // Each worker ended its group as it exited, before close() returned.
+      assert.deepEqual(pids.filter(running), [], "left running");
+    } finally {
+      for (const pid of pids) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch {
+          // ended
+        }
+      }
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

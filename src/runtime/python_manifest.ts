@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 30003,
+      size: 30213,
       sha256:
-        "b229622c2caada3ff40aaed1681f3eefbab88a3f7e9d65795cfb9afd4b463ace",
+        "7c05db485d251d2d3f2bd950100232e08266b7bdf5c93acd62d74b2233518092",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -193,6 +193,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 62017,
       sha256:
         "1cefbc3e4c71f098d29d5f4b94723a5fce907a88ea5b1752a3e0d7ab5d916cd1",
+    },
+    {
+      path: "pyproxy_server/own_group.py",
+      size: 4508,
+      sha256:
+        "efc204741bde186332cc2b9ca8a2f6e7c156a5fffc779c761920a61e022da021",
     },
     {
       path: "pyproxy_server/server.py",
