@@ -529,7 +529,12 @@ export function denoRuntime(): Runtime {
       refuseWithoutAllAccess(path);
       try {
         const s = await Deno.stat(path);
-        return { isFile: s.isFile, isDirectory: s.isDirectory, size: s.size };
+        return {
+          isFile: s.isFile,
+          isDirectory: s.isDirectory,
+          size: s.size,
+          ...(s.mtime === null ? {} : { mtime: s.mtime.getTime() }),
+        };
       } catch (err) {
         if (err instanceof Deno.errors.NotFound) return null;
         throw err;
