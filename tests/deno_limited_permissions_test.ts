@@ -125,18 +125,23 @@ function onATerminal(argv: string[], cwd: string): OnATerminal {
  * when it asks for a permission instead of listening; stops it with SIGTERM
  * and expects a clean exit.
  */
-async function startsWithoutPrompt(args: string[]): Promise<void> {
+async function startsWithoutPrompt(
+  args: string[],
+  permissions?: (repo: string, tmp: string) => string[],
+): Promise<void> {
   const repo = new URL("..", import.meta.url).pathname;
   const tmp = Deno.env.get("TMPDIR") ?? "/tmp";
   await using term = onATerminal([
     Deno.execPath(),
     "run",
-    `--allow-read=${repo},${tmp}`,
-    `--allow-write=${tmp}`,
-    "--allow-net",
-    "--allow-run",
-    "--allow-env",
-    "--allow-sys",
+    ...(permissions?.(repo, tmp) ?? [
+      `--allow-read=${repo},${tmp}`,
+      `--allow-write=${tmp}`,
+      "--allow-net",
+      "--allow-run",
+      "--allow-env",
+      "--allow-sys",
+    ]),
     `${repo}mod.ts`,
     "serve",
     "--port",
@@ -177,6 +182,21 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test({
+  name:
+    "serve with an --allow-env list and --allow-read without the temp directory starts on a terminal without asking (OTEL_* and the tokens' variables, the spill directory, the workers' Unix sockets)",
+  sanitizeResources: false,
+  fn: () =>
+    startsWithoutPrompt([], (repo, tmp) => [
+      `--allow-read=${repo}`,
+      `--allow-write=${tmp}`,
+      "--allow-net",
+      "--allow-run",
+      "--allow-env=PYTHONPATH,HOME",
+      "--allow-sys",
+    ]),
 });
 
 /**
@@ -230,6 +250,20 @@ Deno.test({
       "--allow-read",
       "--allow-write",
       "--allow-env",
+    ]),
+});
+
+Deno.test({
+  name:
+    "a Pool with an --allow-env list and --allow-read without the temp directory starts and closes on a terminal without asking",
+  sanitizeResources: false,
+  fn: () =>
+    poolRunsWithoutPrompt([
+      "--allow-run=python3",
+      "--allow-net",
+      `--allow-read=${new URL("..", import.meta.url).pathname}`,
+      "--allow-write",
+      "--allow-env=HOME",
     ]),
 });
 

@@ -626,6 +626,13 @@ export interface Runtime {
    * For code that reads `/proc` through `node:fs`. Absent: it may.
    */
   mayReadProc?(): boolean;
+  /**
+   * Whether `path` (and what is under it) may be read and written without
+   * asking: Deno asks on a terminal for a path outside its `--allow-read`
+   * or `--allow-write` lists. For what pyproxy can do without (spill
+   * files in the temp directory). Absent: it may.
+   */
+  mayAccess?(path: string): boolean;
 }
 
 /**
