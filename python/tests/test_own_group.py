@@ -85,8 +85,15 @@ class OwnGroupTest(unittest.TestCase):
 
     def test_stop_server_ends_the_models_processes(self):
         c = self.start_children()
-        c.call("stopServer")
+        # The host waits that much longer before it kills the server (and
+        # with it the SIGKILL of what ignored the SIGTERM).
+        self.assertEqual(c.call("stopServer"), {"stopping": True, "closeMs": 500})
         self.assert_ended()
+
+    def test_stop_server_asks_for_no_more_time_without_processes_of_models(self):
+        c = self.server.connect()
+        self.assertEqual(c.call("stopServer"), {"stopping": True})
+        self.assertEqual(self.server.wait(10), 0)
 
     def test_sigterm_ends_the_models_processes(self):
         self.start_children()

@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 9616,
+      size: 9750,
       sha256:
-        "e2072af61b5232b5417b35117ce6d826acd1b682ea2d19669ea5873f1b5a205e",
+        "845c0af69ed69387575c0ef39ef0a232f1b3bca6572769e4e3b6763646fe5f20",
     },
     {
       path: "pyproxy_server/connection.py",
@@ -196,9 +196,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/own_group.py",
-      size: 4508,
+      size: 5225,
       sha256:
-        "efc204741bde186332cc2b9ca8a2f6e7c156a5fffc779c761920a61e022da021",
+        "38fe08329627075654cbd8cbec094112558c565197f9bffc3985d57bfa0e1ad7",
     },
     {
       path: "pyproxy_server/server.py",
