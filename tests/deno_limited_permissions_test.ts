@@ -360,3 +360,88 @@ console.log("closed");
     }
   },
 });
+
+Deno.test({
+  name:
+    "serve under --allow-run=python3 leaves nothing its models started running after its shutdown (SIGTERM)",
+  ignore: Deno.build.os !== "linux",
+  sanitizeResources: false,
+  async fn() {
+    const repo = new URL("..", import.meta.url).pathname;
+    const tmp = Deno.env.get("TMPDIR") ?? "/tmp";
+    const dir = await Deno.makeTempDir({ prefix: "pyproxy-perm-serve-" });
+    await Deno.mkdir(`${dir}/models`);
+    await Deno.writeTextFile(`${dir}/models/starts.py`, STARTS_PROCESSES);
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        `--allow-read=${repo},${dir},${tmp}`,
+        `--allow-write=${dir},${tmp}`,
+        "--allow-net",
+        "--allow-run=python3",
+        "--allow-env",
+        "--allow-sys",
+        `${repo}mod.ts`,
+        "serve",
+        "--port",
+        "0",
+        "--workers",
+        "1",
+        "--models",
+        `${dir}/models`,
+      ],
+      cwd: dir,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const stderr = new Response(child.stderr).text();
+    const reader = child.stdout.pipeThrough(new TextDecoderStream())
+      .getReader();
+    let out = "";
+    const pids: number[] = [];
+    try {
+      let url: string | undefined;
+      while (url === undefined) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        out += value;
+        url = /listening on (http:\/\/\S+)/.exec(out)?.[1];
+      }
+      // (Its stderr ends with it: read only once it did.)
+      if (url === undefined) {
+        assert.fail(`no listening line: ${out}\n${await stderr}`);
+      }
+      const res = await fetch(`${url}/v1/models/starts/execute`, {
+        method: "POST",
+        body: "{}",
+      });
+      const body = await res.text();
+      assert.equal(res.status, 200, body);
+      pids.push(...JSON.parse(body));
+      assert.equal(pids.length, 2, body);
+      child.kill("SIGTERM");
+      const { code } = await child.status;
+      assert.equal(code, 0, await stderr);
+      // Its worker ended its group as it exited, before serve did.
+      assert.deepEqual(pids.filter(running), [], "left running");
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // exited
+      }
+      await child.status;
+      await reader.cancel().catch(() => {});
+      await stderr.catch(() => {});
+      for (const pid of pids) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch {
+          // ended
+        }
+      }
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
