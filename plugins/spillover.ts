@@ -490,6 +490,23 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
       owner.claim(ctx.pool);
       runtime = ctx.runtime;
       parent = options.dir ?? runtime.shmDir() ?? runtime.tempDir();
+      // Deno would ask on a terminal for a directory outside its
+      // --allow-read or --allow-write lists: a dir given must be granted,
+      // the default one is done without (messages go in frames).
+      if (runtime.mayAccess?.(parent) === false) {
+        if (options.dir !== undefined) {
+          throw new ConfigError(
+            `Cannot start spillover plugin: dir: no read and write access to '${parent}' (Deno: grant it in --allow-read and --allow-write); not asked`,
+            { details: { field: "dir", dir: parent } },
+          );
+        }
+        ctx.logger.warn(
+          "Spill-over is off: no read and write access to the temp directory {dir} (Deno: grant it in --allow-read and --allow-write); large messages go in frames",
+          { dir: parent },
+        );
+        parent = undefined;
+        return;
+      }
       try {
         if (options.dir !== undefined) await runtime.mkdir(parent, 0o700);
         root = await makeRoot(runtime, parent);

@@ -389,9 +389,16 @@ export class PythonServer implements AsyncDisposable {
     if (unix === undefined && port === undefined && unixByDefault()) {
       const name = options.socketName ?? "server.sock";
       // A long TMPDIR (CI runners, nested sandboxes) makes a path the OS
-      // refuses ("AF_UNIX path too long"): /tmp then, else TCP.
+      // refuses ("AF_UNIX path too long"): /tmp then, else TCP. So does a
+      // directory Deno would ask for (outside its --allow-read or
+      // --allow-write lists): never asked.
+      let denied = false;
       for (const dir of [undefined, "/tmp"]) {
         if (dir !== undefined && runtime.tempDir() === dir) continue;
+        if (runtime.mayAccess?.(dir ?? runtime.tempDir()) === false) {
+          denied = true;
+          continue;
+        }
         const made = await runtime.makeTempDir({
           prefix: hostDirPrefix("pyproxy-sock", runtime),
           ...(dir === undefined ? {} : { dir }),
@@ -407,7 +414,13 @@ export class PythonServer implements AsyncDisposable {
         }
         await runtime.remove(made, { recursive: true }).catch(() => {});
       }
-      if (unix === undefined) {
+      if (unix === undefined && denied) {
+        port = 0;
+        logger.warn(
+          "Python server {id} listens on loopback TCP: no read and write access to the temp directory {dir} for its Unix socket (Deno: grant it in --allow-read and --allow-write for the faster, private socket)",
+          { id, dir: runtime.tempDir() },
+        );
+      } else if (unix === undefined) {
         port = 0;
         logger.warn(
           "Python server {id} listens on loopback TCP: a Unix socket in the temp directory {dir} would have a path above the {max} bytes the OS takes (set TMPDIR to a shorter directory for the faster, private socket)",

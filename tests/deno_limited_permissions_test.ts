@@ -125,18 +125,23 @@ function onATerminal(argv: string[], cwd: string): OnATerminal {
  * when it asks for a permission instead of listening; stops it with SIGTERM
  * and expects a clean exit.
  */
-async function startsWithoutPrompt(args: string[]): Promise<void> {
+async function startsWithoutPrompt(
+  args: string[],
+  permissions?: (repo: string, tmp: string) => string[],
+): Promise<void> {
   const repo = new URL("..", import.meta.url).pathname;
   const tmp = Deno.env.get("TMPDIR") ?? "/tmp";
   await using term = onATerminal([
     Deno.execPath(),
     "run",
-    `--allow-read=${repo},${tmp}`,
-    `--allow-write=${tmp}`,
-    "--allow-net",
-    "--allow-run",
-    "--allow-env",
-    "--allow-sys",
+    ...(permissions?.(repo, tmp) ?? [
+      `--allow-read=${repo},${tmp}`,
+      `--allow-write=${tmp}`,
+      "--allow-net",
+      "--allow-run",
+      "--allow-env",
+      "--allow-sys",
+    ]),
     `${repo}mod.ts`,
     "serve",
     "--port",
@@ -177,6 +182,21 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test({
+  name:
+    "serve with an --allow-env list and --allow-read without the temp directory starts on a terminal without asking (OTEL_* and the tokens' variables, the spill directory, the workers' Unix sockets)",
+  sanitizeResources: false,
+  fn: () =>
+    startsWithoutPrompt([], (repo, tmp) => [
+      `--allow-read=${repo}`,
+      `--allow-write=${tmp}`,
+      "--allow-net",
+      "--allow-run",
+      "--allow-env=PYTHONPATH,HOME",
+      "--allow-sys",
+    ]),
 });
 
 /**
@@ -231,4 +251,197 @@ Deno.test({
       "--allow-write",
       "--allow-env",
     ]),
+});
+
+Deno.test({
+  name:
+    "a Pool with an --allow-env list and --allow-read without the temp directory starts and closes on a terminal without asking",
+  sanitizeResources: false,
+  fn: () =>
+    poolRunsWithoutPrompt([
+      "--allow-run=python3",
+      "--allow-net",
+      `--allow-read=${new URL("..", import.meta.url).pathname}`,
+      "--allow-write",
+      "--allow-env=HOME",
+    ]),
+});
+
+/** A model that starts a `sleep` and a child that ignores SIGTERM; returns their pids. */
+const STARTS_PROCESSES = `
+import subprocess, sys
+
+class Model:
+    def execute(self, msg):
+        sleep = subprocess.Popen(["sleep", "1000"])
+        stubborn = subprocess.Popen([sys.executable, "-c",
+            "import signal, sys, time\\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\\n"
+            "sys.stdout.write('ready\\\\n'); sys.stdout.flush()\\n"
+            "time.sleep(1000)"], stdout=subprocess.PIPE)
+        assert stubborn.stdout.readline() == b"ready\\n"  # SIGTERM ignored
+        return [sleep.pid, stubborn.pid]
+`;
+
+/** Whether `pid` runs (Linux's `/proc`; a zombie does not). */
+function running(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(")") + 2));
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name:
+    "a Pool under --allow-run=python3 (no signal to its workers' process groups) leaves nothing its models started running after close()",
+  ignore: Deno.build.os !== "linux",
+  sanitizeResources: false,
+  async fn() {
+    const repo = new URL("..", import.meta.url).pathname;
+    const dir = await Deno.makeTempDir({ prefix: "pyproxy-perm-group-" });
+    const script = `${dir}/app.ts`;
+    const source = JSON.stringify(STARTS_PROCESSES);
+    await Deno.writeTextFile(
+      script,
+      `import { Pool } from ${JSON.stringify(`${repo}mod.ts`)};
+{
+  await using pool = await Pool.start({ workers: 2 });
+  await pool.addModel("starts", { source: ${source} });
+  const pids = [];
+  for (let i = 0; i < 2; i++) pids.push(...await pool.execute("starts", {}));
+  console.log("pids", JSON.stringify(pids));
+}
+console.log("closed");
+`,
+    );
+    let pids: number[] = [];
+    try {
+      const { code, stdout, stderr } = await new Deno.Command(
+        Deno.execPath(),
+        {
+          args: [
+            "run",
+            `--config=${repo}deno.json`,
+            "--allow-run=python3",
+            "--allow-net",
+            "--allow-read",
+            "--allow-write",
+            "--allow-env",
+            script,
+          ],
+          cwd: dir,
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+        },
+      ).output();
+      const out = new TextDecoder().decode(stdout);
+      pids = JSON.parse(/^pids (.*)$/m.exec(out)?.[1] ?? "[]");
+      assert.equal(
+        code,
+        0,
+        `${out}\n${new TextDecoder().decode(stderr)}`,
+      );
+      assert.match(out, /closed/);
+      assert.equal(pids.length, 4, out);
+      // Each worker ended its group as it exited, before close() returned.
+      assert.deepEqual(pids.filter(running), [], "left running");
+    } finally {
+      for (const pid of pids) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch {
+          // ended
+        }
+      }
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "serve under --allow-run=python3 leaves nothing its models started running after its shutdown (SIGTERM)",
+  ignore: Deno.build.os !== "linux",
+  sanitizeResources: false,
+  async fn() {
+    const repo = new URL("..", import.meta.url).pathname;
+    const tmp = Deno.env.get("TMPDIR") ?? "/tmp";
+    const dir = await Deno.makeTempDir({ prefix: "pyproxy-perm-serve-" });
+    await Deno.mkdir(`${dir}/models`);
+    await Deno.writeTextFile(`${dir}/models/starts.py`, STARTS_PROCESSES);
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        `--allow-read=${repo},${dir},${tmp}`,
+        `--allow-write=${dir},${tmp}`,
+        "--allow-net",
+        "--allow-run=python3",
+        "--allow-env",
+        "--allow-sys",
+        `${repo}mod.ts`,
+        "serve",
+        "--port",
+        "0",
+        "--workers",
+        "1",
+        "--models",
+        `${dir}/models`,
+      ],
+      cwd: dir,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const stderr = new Response(child.stderr).text();
+    const reader = child.stdout.pipeThrough(new TextDecoderStream())
+      .getReader();
+    let out = "";
+    const pids: number[] = [];
+    try {
+      let url: string | undefined;
+      while (url === undefined) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        out += value;
+        url = /listening on (http:\/\/\S+)/.exec(out)?.[1];
+      }
+      // (Its stderr ends with it: read only once it did.)
+      if (url === undefined) {
+        assert.fail(`no listening line: ${out}\n${await stderr}`);
+      }
+      const res = await fetch(`${url}/v1/models/starts/execute`, {
+        method: "POST",
+        body: "{}",
+      });
+      const body = await res.text();
+      assert.equal(res.status, 200, body);
+      pids.push(...JSON.parse(body));
+      assert.equal(pids.length, 2, body);
+      child.kill("SIGTERM");
+      const { code } = await child.status;
+      assert.equal(code, 0, await stderr);
+      // Its worker ended its group as it exited, before serve did.
+      assert.deepEqual(pids.filter(running), [], "left running");
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // exited
+      }
+      await child.status;
+      await reader.cancel().catch(() => {});
+      await stderr.catch(() => {});
+      for (const pid of pids) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch {
+          // ended
+        }
+      }
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });

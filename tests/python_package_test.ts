@@ -213,6 +213,78 @@ Deno.test("materializePythonPackage writes the files it carries, without a netwo
   }
 });
 
+/**
+ * Makes `<cacheDir>/<name>` as a start killed while it wrote its copy
+ * leaves it (a package directory, a file), last touched `ageMs` ago; with
+ * `freshFile`, one file under it written just now (a download going on).
+ */
+async function stagingDir(
+  cacheDir: string,
+  name: string,
+  ageMs: number,
+  freshFile = false,
+): Promise<string> {
+  const dir = join(cacheDir, name);
+  const pkg = join(dir, "pyproxy_server");
+  await Deno.mkdir(pkg, { recursive: true });
+  await Deno.writeTextFile(join(pkg, "__init__.py"), "# cut short\n");
+  const then = new Date(Date.now() - ageMs);
+  for (const path of [join(pkg, "__init__.py"), pkg, dir]) {
+    await Deno.utime(path, then, then);
+  }
+  if (freshFile) await Deno.writeTextFile(join(pkg, "server.py"), "# now\n");
+  return dir;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("materializePythonPackage removes the staging directories of starts killed while they wrote the copy, never one a start is writing", async () => {
+  const cacheDir = await Deno.makeTempDir({ prefix: "pyproxy-pkg-" });
+  const offline = () => Promise.reject(new TypeError("no network"));
+  const base = new URL("https://jsr.io/@pyproxy/pyproxy/0.1.0/python/");
+  try {
+    // Killed starts (SIGKILL between makeTempDir and the rename), and two
+    // going on: one just made, one whose download wrote a file just now.
+    const killed = await stagingDir(cacheDir, ".staging-killed1", 120_000);
+    const old = await stagingDir(cacheDir, ".staging-killed2", 86_400_000);
+    const fresh = await stagingDir(cacheDir, ".staging-fresh", 0);
+    const writing = await stagingDir(
+      cacheDir,
+      ".staging-writing",
+      120_000,
+      true,
+    );
+    // Not a staging directory: not touched whatever its age.
+    const other = await stagingDir(cacheDir, "elsewhere", 120_000);
+    const dir = await materializePythonPackage(rt, base, {
+      cacheDir,
+      fetch: offline,
+    });
+    await sameFiles(dir, manifest);
+    assert.deepEqual(
+      await Promise.all([killed, old, fresh, writing, other].map(exists)),
+      [false, false, true, true, true],
+    );
+    // The start after one that made the copy (a service restarted after
+    // its first start was killed) finds the copy, and still cleans up.
+    const later = await stagingDir(cacheDir, ".staging-killed3", 120_000);
+    assert.equal(
+      await materializePythonPackage(rt, base, { cacheDir, fetch: offline }),
+      dir,
+    );
+    assert.equal(await exists(later), false);
+  } finally {
+    await Deno.remove(cacheDir, { recursive: true });
+  }
+});
+
 Deno.test("materializePythonPackage without XDG_CACHE_HOME and HOME caches in <temp>/pyproxy-<uid>, only when it is this user's alone", async () => {
   const tmp = await Deno.makeTempDir({ prefix: "pyproxy-shared-tmp-" });
   const bare = {

@@ -287,6 +287,59 @@ Deno.test("spillover: a bad threshold or maxBytes is a ConfigError, and so is a 
   }
 });
 
+Deno.test("spillover without read and write access to its directory (Deno's lists, Runtime.mayAccess) is off for the default one and a ConfigError for a dir given, never a prompt", async () => {
+  const base = defaultRuntime();
+  const asked: string[] = [];
+  const runtime: Runtime = {
+    ...base,
+    mayAccess: (path) => {
+      asked.push(path);
+      return false;
+    },
+  };
+  const file = await Deno.makeTempDir({ prefix: "pyproxy-spill-test-" });
+  try {
+    await assert.rejects(
+      Pool.start({
+        workers: 1,
+        runtime,
+        handleSignals: false,
+        plugins: { defaults: false, use: [spillover({ dir: file })] },
+      }),
+      (err) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.match(
+          err.message,
+          /no read and write access to '.*'.*not asked/,
+        );
+        assert.equal(err.details.field, "dir");
+        return true;
+      },
+    );
+    assert.ok(asked.includes(file), String(asked));
+    // The default directory: no spill-over, the calls go in frames.
+    const spill = spillover({ threshold: 1024 });
+    await using pool = await Pool.start({
+      workers: 1,
+      runtime,
+      modelsDir: new URL("../python/tests/models/", import.meta.url).pathname,
+      handleSignals: false,
+      plugins: { defaults: false, use: [spill] },
+    });
+    await pool.addModel("spill_echo", { file: "spill_echo.py" });
+    assert.equal(spill.dir, undefined);
+    const data = "x".repeat(64 * 1024);
+    const result = await pool.execute("spill_echo", { op: "echo", data }) as {
+      data: string;
+    };
+    assert.equal(result.data, data);
+    assert.equal(spill.stats.spilledOut, 0);
+    assert.equal(spill.stats.spilledIn, 0);
+  } finally {
+    await Deno.remove(file, { recursive: true });
+  }
+});
+
 Deno.test("spillover round-trips 20 MB both ways through a private directory", async () => {
   const spill = spillover({ threshold: 64 * 1024 });
   const pool = await startPool([spill]);

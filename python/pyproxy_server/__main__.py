@@ -33,6 +33,7 @@ from . import PROTOCOL_VERSION, capture
 from .forked_child import ForkedChild
 from .framer import Framer
 from .host_log_handler import HostLogHandler
+from .own_group import end_own_group
 from .server import Server, add_models_to_path
 from .shielded_logging import ShieldedLock, shield_module_lock
 
@@ -640,6 +641,9 @@ def main(argv=None):
     log.info("exited with %d", code)
     logging.shutdown()
     end_orphaned_group(parent, stdin_closed.is_set(), host, host_start)
+    # Not orphaned: what model code started ends here too, not only where
+    # the host may signal our group (Deno needs --allow-run for all programs).
+    end_own_group()
     # Executor threads may still run user code; they must not keep us alive.
     os._exit(code)
 

@@ -13,6 +13,7 @@ from .errors import InvalidRequestError, PyProxyError
 from .execution import is_user_error, log_user_error, wire_error
 from .http_meta import reply_meta
 from .model_metrics import registry as model_metrics
+from .own_group import group_grace_ms
 from .spill import SpillSettings
 from .stream_producer import StreamProducer
 
@@ -32,7 +33,8 @@ def install(server):
     def stop_server(call):
         # How long the models' close() may hold the exit: the host waits as
         # long before it kills the process (additive: only when some has one).
-        close_ms = models.close_bound_ms()
+        # Then what model code started gets its SIGTERM's grace (own_group).
+        close_ms = models.close_bound_ms() + group_grace_ms()
         server.stop(0)
         return {"stopping": True, "closeMs": close_ms} if close_ms else {"stopping": True}
 

@@ -427,6 +427,7 @@ export function bunRuntime(): Runtime {
           isFile: s.isFile(),
           isDirectory: s.isDirectory(),
           size: s.size,
+          mtime: s.mtimeMs,
         };
       } catch (err) {
         if (errorCode(err) === "ENOENT") return null;

@@ -174,6 +174,17 @@ function granted(descriptor: Deno.PermissionDescriptor): boolean {
 }
 
 /**
+ * `Deno.env.get(name)`, or `undefined` without asking when the variable is
+ * not granted: on a terminal a read outside an `--allow-env` list asks (the
+ * gateway's tokens, `OTEL_*`, `TMPDIR`), and pyproxy treats every variable
+ * as unset then.
+ */
+function envUnasked(name: string): string | undefined {
+  if (!granted({ name: "env", variable: name })) return undefined;
+  return Deno.env.get(name);
+}
+
+/**
  * `Deno.kill`, which needs `--allow-run` for every program (a list of
  * programs does not do): without it, throws without asking.
  */
@@ -241,8 +252,9 @@ export function denoRuntime(): Runtime {
       let unset: string[] = [];
       let env = options.env;
       try {
+        // The whole environment: without it granted (a list), not asked.
         const current = options.unsetEnv === undefined ||
-            options.unsetEnv.length === 0
+            options.unsetEnv.length === 0 || !granted({ name: "env" })
           ? {}
           : Deno.env.toObject();
         unset = unsetNames(options.unsetEnv ?? [], current, options.env);
@@ -529,7 +541,12 @@ export function denoRuntime(): Runtime {
       refuseWithoutAllAccess(path);
       try {
         const s = await Deno.stat(path);
-        return { isFile: s.isFile, isDirectory: s.isDirectory, size: s.size };
+        return {
+          isFile: s.isFile,
+          isDirectory: s.isDirectory,
+          size: s.size,
+          ...(s.mtime === null ? {} : { mtime: s.mtime.getTime() }),
+        };
       } catch (err) {
         if (err instanceof Deno.errors.NotFound) return null;
         throw err;
@@ -587,7 +604,7 @@ export function denoRuntime(): Runtime {
         },
       };
     },
-    env: (name) => Deno.env.get(name),
+    env: envUnasked,
     cpuCount: () => navigator.hardwareConcurrency || 1,
     unrefTimer: (timer) => Deno.unrefTimer(timer),
     pid: () => Deno.pid,
@@ -609,8 +626,10 @@ export function denoRuntime(): Runtime {
     },
     exit: (code) => Deno.exit(code),
     args: () => Deno.args,
-    tempDir: () => Deno.env.get("TMPDIR") ?? "/tmp",
+    tempDir: () => envUnasked("TMPDIR") ?? "/tmp",
     mayReadProc: allAccess,
+    mayAccess: (path) =>
+      granted({ name: "read", path }) && granted({ name: "write", path }),
     shmDir() {
       // Without --allow-all Deno would ask for /dev/shm, then refuse it.
       if (!allAccess()) return undefined;

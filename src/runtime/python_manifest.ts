@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 29995,
+      size: 30205,
       sha256:
-        "fedd3f79ce6418403acaf8256bb35cae7da1e110018d4516a579d95d30397b6e",
+        "c6b0a5d5a239aa2c4cf8d5bed90519eea72faf59b2c4c7118ac47d39b16d6462",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 9616,
+      size: 9750,
       sha256:
-        "e2072af61b5232b5417b35117ce6d826acd1b682ea2d19669ea5873f1b5a205e",
+        "845c0af69ed69387575c0ef39ef0a232f1b3bca6572769e4e3b6763646fe5f20",
     },
     {
       path: "pyproxy_server/connection.py",
@@ -199,6 +199,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 62017,
       sha256:
         "1cefbc3e4c71f098d29d5f4b94723a5fce907a88ea5b1752a3e0d7ab5d916cd1",
+    },
+    {
+      path: "pyproxy_server/own_group.py",
+      size: 5225,
+      sha256:
+        "38fe08329627075654cbd8cbec094112558c565197f9bffc3985d57bfa0e1ad7",
     },
     {
       path: "pyproxy_server/server.py",

@@ -17,6 +17,7 @@ import { StartError } from "../errors.ts";
 import { PYTHON_MANIFEST } from "./python_manifest.ts";
 import type { Runtime } from "./types.ts";
 import { isPrivateDir } from "../_private_dir.ts";
+import { removeStaleStaging, STAGING_PREFIX } from "./_stale_staging.ts";
 
 /**
  * One file of the Python packages, relative to `python/`.
@@ -327,6 +328,10 @@ export async function materializePythonPackage(
     }
   }
 
+  // What starts killed while they wrote a copy left (at every start: the
+  // one after such a kill usually finds the copy another start made).
+  await removeStaleStaging(runtime, cacheDir);
+
   if (await runtime.stat(target) !== null) {
     if (await verify(runtime, target, manifest) === undefined) {
       // A copy made before copies were marked gets its bytecode too.
@@ -340,7 +345,7 @@ export async function materializePythonPackage(
   await runtime.mkdir(cacheDir, 0o700);
   const staging = await runtime.makeTempDir({
     dir: cacheDir,
-    prefix: ".staging-",
+    prefix: STAGING_PREFIX,
   });
   try {
     // The carried texts are the default manifest's files: written unless

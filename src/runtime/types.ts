@@ -524,10 +524,21 @@ export interface Runtime {
   openWrite(path: string): Promise<FileWriter>;
   /** Opens a file for reading chunk by chunk. */
   openRead(path: string): Promise<FileReader>;
-  /** File info, or `null` when the path does not exist. */
+  /**
+   * File info, or `null` when the path does not exist. `mtime`: its last
+   * modification, in ms since the epoch (absent where the runtime or the
+   * file system cannot tell: what needs it then does without).
+   */
   stat(
     path: string,
-  ): Promise<{ isFile: boolean; isDirectory: boolean; size: number } | null>;
+  ): Promise<
+    {
+      isFile: boolean;
+      isDirectory: boolean;
+      size: number;
+      mtime?: number;
+    } | null
+  >;
   /**
    * Owner and permission bits of a path, not following a final symlink
    * (`lstat`), or `null` when it does not exist. Optional, as is
@@ -615,6 +626,13 @@ export interface Runtime {
    * For code that reads `/proc` through `node:fs`. Absent: it may.
    */
   mayReadProc?(): boolean;
+  /**
+   * Whether `path` (and what is under it) may be read and written without
+   * asking: Deno asks on a terminal for a path outside its `--allow-read`
+   * or `--allow-write` lists. For what pyproxy can do without (spill
+   * files in the temp directory). Absent: it may.
+   */
+  mayAccess?(path: string): boolean;
 }
 
 /**

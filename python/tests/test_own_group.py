@@ -1,0 +1,130 @@
+"""A server that exits normally (``stopServer``, SIGTERM, its stdin's end)
+ends what its model code started (``end_own_group``): under Deno's narrow
+``--allow-run=python3`` the host cannot signal its process group, and the
+models' processes outlived the pool."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+from ._client import PYTHON_DIR, ServerProcess
+from pyproxy_server.own_group import group_members
+
+# Starts a `sleep`, a Python child that ignores SIGTERM, and a grandchild
+# whose parent exits at once (re-parented, still in the group); returns
+# their pids.
+STARTS = """
+import os, subprocess, sys
+
+class Model:
+    def execute(self, msg):
+        sleep = subprocess.Popen(["sleep", "1000"])
+        stubborn = subprocess.Popen([sys.executable, "-c",
+            "import signal, sys, time\\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\\n"
+            "sys.stdout.write('ready\\\\n'); sys.stdout.flush()\\n"
+            "time.sleep(1000)"], stdout=subprocess.PIPE)
+        assert stubborn.stdout.readline() == b"ready\\n"  # SIGTERM ignored
+        shell = subprocess.run(["sh", "-c", "sleep 1000 >/dev/null & echo $!"],
+                               stdout=subprocess.PIPE, check=True)
+        return [sleep.pid, stubborn.pid, int(shell.stdout)]
+"""
+
+# Runs end_own_group in a child of its own group; prints the child's code.
+HOST = """
+import subprocess, sys
+code = subprocess.call([sys.executable, "-c",
+    "import sys\\nfrom pyproxy_server.own_group import end_own_group\\nsys.exit(end_own_group(0.1))"])
+print(code)
+"""
+
+
+def _running(pid):
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2:].split()[0] not in (b"Z", b"X")
+
+
+@unittest.skipUnless(os.path.isdir("/proc/self"), "needs Linux's /proc")
+class OwnGroupTest(unittest.TestCase):
+    def setUp(self):
+        self.server = ServerProcess()
+        self.pids = []
+
+    def tearDown(self):
+        self.server.kill()
+        for pid in self.pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def start_children(self):
+        c = self.server.connect()
+        c.call("addModel", name="starts", source=STARTS)
+        self.pids = c.call("executeModel", name="starts", msg={}, timeout=10)
+        self.assertEqual(len(self.pids), 3)
+        self.assertTrue(all(_running(pid) for pid in self.pids), self.pids)
+        return c
+
+    def assert_ended(self):
+        code = self.server.wait(10)
+        self.assertEqual(code, 0, self.server.stderr_text())
+        # SIGKILLed ones may be reaped by init a moment after.
+        deadline = time.monotonic() + 5
+        while any(_running(pid) for pid in self.pids) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertEqual([pid for pid in self.pids if _running(pid)], [])
+
+    def test_stop_server_ends_the_models_processes(self):
+        c = self.start_children()
+        # The host waits that much longer before it kills the server (and
+        # with it the SIGKILL of what ignored the SIGTERM).
+        self.assertEqual(c.call("stopServer"), {"stopping": True, "closeMs": 500})
+        self.assert_ended()
+
+    def test_stop_server_asks_for_no_more_time_without_processes_of_models(self):
+        c = self.server.connect()
+        self.assertEqual(c.call("stopServer"), {"stopping": True})
+        self.assertEqual(self.server.wait(10), 0)
+
+    def test_sigterm_ends_the_models_processes(self):
+        self.start_children()
+        self.server.proc.send_signal(signal.SIGTERM)
+        self.assert_ended()
+
+    def test_stdin_end_ends_the_models_processes(self):
+        self.start_children()
+        self.server.proc.stdin.close()
+        self.assert_ended()
+
+    def test_a_process_that_does_not_lead_its_group_signals_nobody(self):
+        # A "host" leading a group of its own runs end_own_group in a child
+        # that stays in the host's group: that group must get no SIGTERM.
+        host = subprocess.run([sys.executable, "-c", HOST], env=dict(os.environ, PYTHONPATH=PYTHON_DIR),
+                              stdout=subprocess.PIPE, start_new_session=True, timeout=30)
+        self.assertEqual((host.returncode, host.stdout), (0, b"0\n"))
+
+    def test_group_members_lists_a_groups_processes_but_zombies(self):
+        child = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+        try:
+            self.assertEqual(group_members(child.pid, os.getpid()), [child.pid])
+            child.kill()
+            deadline = time.monotonic() + 5
+            while group_members(child.pid, os.getpid()) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.assertEqual(group_members(child.pid, os.getpid()), [])  # a zombie until waited for
+        finally:
+            child.kill()
+            child.wait()
+
+
+if __name__ == "__main__":
+    unittest.main()
