@@ -138,8 +138,9 @@ def call(name, args=None, timeout=DEFAULT_TIMEOUT):
             )
         raise HostError(
             "Cannot call host %r: no pyproxy call is running in this thread "
-            "(host calls work only while executeModel/eval code runs; a thread the model starts needs"
-            " contextvars.copy_context().run; outside a worker, as in a unit test of the model,"
+            "(host calls work only while executeModel/eval code runs, in the worker's own process:"
+            " a thread the model starts needs contextvars.copy_context().run, a process it forks"
+            " has none; outside a worker, as in a unit test of the model,"
             " replace host.call: unittest.mock.patch.object(host, \"call\", ...))" % name
         )
     return current.connection.request(name, args, timeout, current)

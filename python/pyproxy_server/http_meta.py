@@ -66,7 +66,8 @@ def _meta_of(action, index):
     if call is None:
         raise HostError(
             "Cannot %s: no pyproxy call is running in this thread (only while execute, "
-            "execute_batch or a stream runs; start threads with contextvars.copy_context().run)" % action
+            "execute_batch or a stream runs, in the worker's own process: start threads with "
+            "contextvars.copy_context().run; a process the model forks has none)" % action
         )
     if call.cmd not in _COMMANDS:
         raise HostError(

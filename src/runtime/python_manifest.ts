@@ -22,9 +22,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/host.py",
-      size: 15871,
+      size: 15944,
       sha256:
-        "87a72b49ff20cc0cd24cf0495db5d69bb19f6c390f877a77b7a5bd7391a62b2c",
+        "079098e3ff7575ec5702a3ac43b47dd9b679796040c4e551130991c0e32a0022",
     },
     {
       path: "pyproxy/metrics.py",
@@ -160,9 +160,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/http_meta.py",
-      size: 9161,
+      size: 9241,
       sha256:
-        "49aa1f61daf39fd1b1db511d9782d893d6ac955a4160a4f5b419d23dfe3fd418",
+        "4af65d218f7b9672e117d4422d55e537703d335bfb667470a1b4cd96ab3f1bc1",
     },
     {
       path: "pyproxy_server/inline_watch.py",
