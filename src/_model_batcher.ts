@@ -12,10 +12,11 @@
  * exception instance the model returned for it), the batch's error, or its
  * own timeout or abort. A batch whose calls have all given up is cancelled
  * on the worker. A batch the session refused to write because a message
- * cannot be encoded (a `SerializationError` it marked unsent) is sent again
- * in halves, so that only the calls whose messages cannot be sent fail (each
- * alone, with the error its call to a model that does not batch gets) and
- * every other runs once. Its calls are sent once all the same: their
+ * cannot be encoded (a `SerializationError` it marked unsent), or that the
+ * server refused to read for one (too deep, too long an integer: its
+ * `InvalidRequestError`), is sent again in halves, so that only the calls
+ * whose messages cannot be sent fail (each alone, with the error its call to
+ * a model that does not batch gets) and every other runs once. Its calls are sent once all the same: their
  * `onSend`, and the pool's queue waits, go with the batch they first went in,
  * not with its parts.
  *
@@ -30,6 +31,7 @@ import {
 } from "./errors.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
 import { wasUnsent } from "./_unsent.ts";
+import { wasUnread } from "./_unread_request.ts";
 import { batchedSendError } from "./_batched_send_error.ts";
 import { deliverResponseMeta } from "./_response_meta.ts";
 import type { ResponseMeta } from "./session_types.ts";
@@ -356,10 +358,7 @@ export class ModelBatcher {
    */
   #split(batch: Batch, error: unknown): boolean {
     // A batch of one has nothing to take apart: its call is the one at fault.
-    if (
-      batch.items.length < 2 || !(error instanceof SerializationError) ||
-      !wasUnsent(error)
-    ) return false;
+    if (batch.items.length < 2 || !unsent(error)) return false;
     // The calls given up on meanwhile are settled: not sent again. One call
     // left goes alone, for it may not be the one at fault.
     const open = batch.items.filter((item) => !item.settled);
@@ -436,6 +435,19 @@ export class ModelBatcher {
     if (error !== undefined) item.reject(error);
     else item.resolve(value);
   }
+}
+
+/**
+ * Whether nothing of a batch that failed with `error` ran, for one of its
+ * messages: the session refused to write it (a message it cannot encode), or
+ * the server refused to read it (a message nested deeper than its parser
+ * allows, or an integer longer than it converts: its `InvalidRequestError`
+ * for the whole batch, which a host check could not foresee, the limits
+ * being the server's Python's). Only then is it taken apart and sent again.
+ */
+function unsent(error: unknown): boolean {
+  return (error instanceof SerializationError && wasUnsent(error)) ||
+    wasUnread(error);
 }
 
 function warn(message: string, properties: Record<string, unknown>): void {
