@@ -32,7 +32,7 @@ import {
 import { setTimeoutOrNever } from "./_timer.ts";
 import { wasUnsent } from "./_unsent.ts";
 import { wasUnread } from "./_unread_request.ts";
-import { batchedSendError } from "./_batched_send_error.ts";
+import { batchedSendError, batchOverhead } from "./_batched_send_error.ts";
 import { deliverResponseMeta } from "./_response_meta.ts";
 import type { ResponseMeta } from "./session_types.ts";
 
@@ -337,7 +337,7 @@ export class ModelBatcher {
           items.length === 1 && error instanceof SerializationError &&
           wasUnsent(error)
         ) {
-          error = batchedSendError(error);
+          error = batchedSendError(error, batchOverhead(items[0]!.options));
         }
         for (const item of batch.items) this.#settle(item, error);
       },
