@@ -16,9 +16,11 @@
  * server refused to read for one (too deep, too long an integer: its
  * `InvalidRequestError`), is sent again in halves, so that only the calls
  * whose messages cannot be sent fail (each alone, with the error its call to
- * a model that does not batch gets) and every other runs once. Its calls are sent once all the same: their
- * `onSend`, and the pool's queue waits, go with the batch they first went in,
- * not with its parts.
+ * a model that does not batch gets) and every other runs once. Its calls are
+ * sent once all the same: their `onSend`, and the pool's queue waits, go with
+ * the batch they first went in, not with its parts. A call that times out
+ * while its batch runs on a worker is reported to `onTimeout` (the pool's
+ * plugins' hook), once.
  *
  * @module
  */
@@ -134,7 +136,15 @@ interface Batch {
   items: Item[];
   open: number;
   abort: AbortController;
+  /** The worker it went to last (undefined until it is sent). */
+  worker: string | undefined;
 }
+
+/**
+ * Told when a call times out while its batch runs on `worker`: `timeoutMs`
+ * is the call's own timeout.
+ */
+export type BatchCallTimedOut = (worker: string, timeoutMs: number) => void;
 
 /**
  * Gathers the calls of one batching model into batches.
@@ -154,6 +164,7 @@ export class ModelBatcher {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #inFlight = 0;
   #capacity: () => number;
+  #onTimeout: BatchCallTimedOut | undefined;
   /**
    * The batches answered, by size (at most `size` entries per setting the
    * model had): handed on to the batcher of the model's next load, so that
@@ -168,8 +179,10 @@ export class ModelBatcher {
     defaultTimeout = Infinity,
     capacity: () => number = () => 1,
     sizes: Map<number, BatchSizeStats> = new Map(),
+    onTimeout?: BatchCallTimedOut,
   ) {
     this.sizes = sizes;
+    this.#onTimeout = onTimeout;
     this.name = name;
     this.settings = settings;
     this.#send = send;
@@ -202,17 +215,7 @@ export class ModelBatcher {
         onAbort: undefined,
         batch: undefined,
       };
-      item.timer = setTimeoutOrNever(
-        () =>
-          this.#giveUp(
-            item,
-            new TimeoutError(
-              `Cannot complete executeModel of model '${this.name}': timed out after ${timeout} ms`,
-              { details: { model: this.name, timeoutMs: timeout } },
-            ),
-          ),
-        timeout,
-      );
+      item.timer = setTimeoutOrNever(() => this.#timedOut(item), timeout);
       const signal = options.signal;
       if (signal !== undefined) {
         item.onAbort = () =>
@@ -267,6 +270,7 @@ export class ModelBatcher {
       items,
       open: items.length,
       abort: new AbortController(),
+      worker: undefined,
     };
     let deadline = 0;
     let idempotent = true;
@@ -312,11 +316,13 @@ export class ModelBatcher {
         // waits): with the batch it first went in. A part sent again holds
         // calls that batch told already (those settled then are in none).
         onSend: again
-          ? () => {
+          ? (sentTo) => {
             sentAt = performance.now();
+            batch.worker = sentTo;
           }
           : (sentTo) => {
             sentAt = performance.now();
+            batch.worker = sentTo;
             for (const item of items) {
               if (!item.settled) item.options.onSend?.(sentTo);
             }
@@ -332,6 +338,13 @@ export class ModelBatcher {
       },
       (error) => {
         if (this.#split(batch, error)) return;
+        // The batch's own deadline (its most patient call's, counted from
+        // its send) came before its calls' timers: each call times out as
+        // its own timer would have had it.
+        if (error instanceof TimeoutError) {
+          for (const item of batch.items) this.#timedOut(item);
+          return;
+        }
         // The call at fault, alone: its error as its own call's would be.
         if (
           items.length === 1 && error instanceof SerializationError &&
@@ -405,6 +418,24 @@ export class ModelBatcher {
         this.#settle(item, undefined, results[i]);
       }
     });
+  }
+
+  /**
+   * A call's own timeout: reported to `onTimeout` when its batch runs on a
+   * worker (not while it waits, here or in the pool's queue).
+   */
+  #timedOut(item: Item): void {
+    if (item.settled) return;
+    // Told before the call settles, as the pool tells a call's own.
+    const worker = item.batch?.worker;
+    if (worker !== undefined) this.#onTimeout?.(worker, item.timeout);
+    this.#giveUp(
+      item,
+      new TimeoutError(
+        `Cannot complete executeModel of model '${this.name}': timed out after ${item.timeout} ms`,
+        { details: { model: this.name, timeoutMs: item.timeout } },
+      ),
+    );
   }
 
   /** A call's own timeout or abort. */

@@ -1571,6 +1571,17 @@ export class Pool implements AsyncDisposable {
         },
         // An update's batcher goes on counting where the old one was.
         old?.sizes,
+        // A call of it timed out on a worker: what its caller called
+        // (pool.execute), once per call, as for a model that does not batch.
+        (id, timeoutMs) => {
+          const worker = this.#supervisor.workers.find((w) => w.id === id);
+          if (worker === undefined) return;
+          this.#plugins.run("onTimeout", {
+            worker,
+            cmd: BATCHED_CMD,
+            timeoutMs,
+          }, this.#supervisor.context);
+        },
       ),
     );
   }
@@ -2701,11 +2712,15 @@ export class Pool implements AsyncDisposable {
           );
         }
       }
-      this.#plugins.run("onTimeout", {
-        worker,
-        cmd: call.cmd,
-        timeoutMs: timeoutMs ?? 0,
-      }, this.#supervisor.context);
+      // A model's batch: its batcher tells each of its calls that timed out
+      // (their own timeouts, not the batch's).
+      if (call.cmd !== "executeBatch") {
+        this.#plugins.run("onTimeout", {
+          worker,
+          cmd: call.cmd,
+          timeoutMs: timeoutMs ?? 0,
+        }, this.#supervisor.context);
+      }
       return call.reject(callTimedOut(call, error, "worker"));
     }
     if (!(error instanceof ConnectionLostError)) {

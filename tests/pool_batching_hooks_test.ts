@@ -1,0 +1,75 @@
+// What a batched call tells its caller's hooks (docs/plugins.md, "Batched
+// calls"): `onTimeout` names what the caller called, once per call timed out
+// on a worker.
+import assert from "node:assert/strict";
+import { Pool } from "../src/pool.ts";
+import type { Plugin, TimeoutEvent } from "../src/plugin.ts";
+import { TimeoutError } from "../src/errors.ts";
+import { modelsDir } from "./_pool_harness.ts";
+
+/** Answers each message with its id and the pid that ran it; `{sleep}` holds the worker. */
+const RECORDER = `
+import os
+import time
+class Recorder:
+    batch_size = 16
+    batch_delay_ms = 20
+    def execute_batch(self, msgs):
+        time.sleep(max(m.get("sleep", 0) for m in msgs))
+        return [{"id": m.get("id"), "pid": os.getpid()} for m in msgs]
+`;
+
+Deno.test("Pool batching: a call that times out while its batch runs is told to onTimeout once, before it settles, as executeModel with its own timeout and its worker", async () => {
+  const events: Array<
+    Pick<TimeoutEvent, "cmd" | "timeoutMs"> & { worker: string }
+  > = [];
+  const recorder: Plugin = {
+    name: "timeouts",
+    onTimeout(ev) {
+      events.push({
+        worker: ev.worker.id,
+        cmd: ev.cmd,
+        timeoutMs: ev.timeoutMs,
+      });
+    },
+  };
+  await using dir = await modelsDir();
+  await using pool = await Pool.start({
+    workers: 1,
+    modelsDir: dir.path,
+    handleSignals: false,
+    plugins: { defaults: false, use: [recorder] },
+  });
+  await pool.addModel("rec", { source: RECORDER });
+  // Alone (the model idle: a batch of one at once), then three gathered
+  // behind a call that holds the worker, each with its own timeout.
+  const alone = pool.execute("rec", { sleep: 0.5 }, { timeout: 60 });
+  await assert.rejects(alone, TimeoutError);
+  const blocker = pool.execute("rec", { sleep: 0.1 });
+  const gathered = [150, 250, 250].map((timeout, id) =>
+    pool.execute("rec", { id, sleep: 0.5 }, { timeout })
+  );
+  for (const [i, r] of (await Promise.allSettled(gathered)).entries()) {
+    assert.equal(r.status, "rejected");
+    const err = (r as PromiseRejectedResult).reason;
+    assert.ok(err instanceof TimeoutError, String(err));
+    assert.match(
+      err.message,
+      /^Cannot complete executeModel of model 'rec'/,
+      String(i),
+    );
+  }
+  await blocker;
+  // Told before each call settled, as a call to a model that does not batch.
+  assert.deepEqual(
+    events.toSorted((a, b) => a.timeoutMs - b.timeoutMs),
+    [60, 150, 250, 250].map((timeoutMs) => ({
+      worker: "w1",
+      cmd: "executeModel",
+      timeoutMs,
+    })),
+  );
+  // Nothing more came (the batches' own deadlines, their cancels).
+  await pool.execute("rec", { id: 9 });
+  assert.equal(events.length, 4);
+});
