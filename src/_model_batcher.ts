@@ -16,11 +16,12 @@
  * server refused to read for one (too deep, too long an integer: its
  * `InvalidRequestError`), is sent again in halves, so that only the calls
  * whose messages cannot be sent fail (each alone, with the error its call to
- * a model that does not batch gets) and every other runs once. Its calls are
- * sent once all the same: their `onSend`, and the pool's queue waits, go with
- * the batch they first went in, not with its parts. A call that times out
- * while its batch runs on a worker is reported to `onTimeout` (the pool's
- * plugins' hook), once.
+ * a model that does not batch gets) and every other runs once. A call's
+ * `onSend` is called each time a batch holding it goes to a worker, so its
+ * last names the worker that ran it (parts may go to others); the pool's
+ * queue waits count it once, with the batch it first went in. A call that
+ * times out while its batch runs on a worker is reported to `onTimeout` (the
+ * pool's plugins' hook), once.
  *
  * @module
  */
@@ -52,7 +53,10 @@ export interface BatchCallOptions {
   timeout?: number;
   /** Aborting settles the call with `CancelledError`. */
   signal?: AbortSignal;
-  /** Called when the call's batch is written to a worker, with its id. */
+  /**
+   * Called each time a batch holding the call goes to a worker (again for a
+   * part of a batch taken apart, or a batch retried), with its id.
+   */
   onSend?: (worker: string) => void;
   /** May be retried on another worker (a batch is only if all its calls are). */
   idempotent?: boolean;
@@ -312,21 +316,16 @@ export class ModelBatcher {
         signal: batch.abort.signal,
         idempotent,
         ...(again ? { again } : {}),
-        // A call is sent once for its onSend (and once in the pool's queue
-        // waits): with the batch it first went in. A part sent again holds
-        // calls that batch told already (those settled then are in none).
-        onSend: again
-          ? (sentTo) => {
-            sentAt = performance.now();
-            batch.worker = sentTo;
+        // Each time it goes (a part of a batch taken apart, a retry): the
+        // last names the worker that ran its calls. The pool's queue waits
+        // count its calls once (`again`: not the parts).
+        onSend: (sentTo) => {
+          sentAt = performance.now();
+          batch.worker = sentTo;
+          for (const item of items) {
+            if (!item.settled) item.options.onSend?.(sentTo);
           }
-          : (sentTo) => {
-            sentAt = performance.now();
-            batch.worker = sentTo;
-            for (const item of items) {
-              if (!item.settled) item.options.onSend?.(sentTo);
-            }
-          },
+        },
       },
       requestIds,
       messageHeaders,

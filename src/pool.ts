@@ -131,9 +131,10 @@ export interface PoolRequestOptions {
    * Called each time the call leaves the queue and is written to a worker
    * (again after a retry), with the worker's id (`"w1"`). From then on,
    * aborting `signal` cancels it on the server instead of dropping it from
-   * the queue. A call of a model that batches is sent with its batch: once,
-   * when the batch it first went in leaves the queue (a batch taken apart
-   * because a message of it cannot be sent does not send its calls again).
+   * the queue. A call of a model that batches is sent with its batch: called
+   * each time a batch holding it goes to a worker, so again for the part it
+   * goes in when its batch is taken apart because a message of it cannot be
+   * sent (or read); the last call names the worker that ran it.
    */
   onSend?: (worker: string) => void;
   /** May be retried on another worker when its worker crashes (up to `maxRetries`). @default {false} */

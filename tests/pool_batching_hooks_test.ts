@@ -1,6 +1,7 @@
 // What a batched call tells its caller's hooks (docs/plugins.md, "Batched
 // calls"): `onTimeout` names what the caller called, once per call timed out
-// on a worker.
+// on a worker; `onSend`'s last call names the worker that ran the call, also
+// when its batch was taken apart and a part went to another worker.
 import assert from "node:assert/strict";
 import { Pool } from "../src/pool.ts";
 import type { Plugin, TimeoutEvent } from "../src/plugin.ts";
@@ -72,4 +73,48 @@ Deno.test("Pool batching: a call that times out while its batch runs is told to 
   // Nothing more came (the batches' own deadlines, their cancels).
   await pool.execute("rec", { id: 9 });
   assert.equal(events.length, 4);
+});
+
+Deno.test("Pool batching: with two workers, the last onSend of a call of a batch taken apart names the worker that ran it", async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start({
+    workers: 2,
+    modelsDir: dir.path,
+    handleSignals: false,
+    plugins: { defaults: false, use: [] },
+  });
+  await pool.addModel("rec", { source: RECORDER });
+  const workerOf = new Map(
+    pool.status().workers.map((w) => [w.pid, w.id] as const),
+  );
+  const sends = new Map<number, string[]>();
+  // One call in flight on each worker: the calls below gather into one
+  // batch, which the BigInt takes apart; its parts go round-robin, so some
+  // run on the other worker than the batch of six went to.
+  const blockers = [0, 1].map(() => pool.execute("rec", { sleep: 0.1 }));
+  const calls = [0, 1, 2, 3, 4, 5].map((id) =>
+    pool.execute("rec", id === 2 ? { id, n: 1n } : { id }, {
+      onSend: (worker) => sends.set(id, [...sends.get(id) ?? [], worker]),
+    })
+  );
+  const settled = await Promise.allSettled(calls);
+  await Promise.all(blockers);
+  let moved = 0;
+  for (const [id, r] of settled.entries()) {
+    if (id === 2) {
+      assert.equal(r.status, "rejected");
+      continue;
+    }
+    assert.equal(
+      r.status,
+      "fulfilled",
+      String((r as PromiseRejectedResult).reason),
+    );
+    const { pid } = (r as PromiseFulfilledResult<{ pid: number }>).value;
+    const told = sends.get(id)!;
+    assert.equal(told.at(-1), workerOf.get(pid), `call ${id}: ${told}`);
+    if (told[0] !== told.at(-1)) moved++;
+  }
+  // The case at issue came up: a call ran elsewhere than its first batch went.
+  assert.ok(moved > 0, JSON.stringify([...sends]));
 });
