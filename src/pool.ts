@@ -2713,9 +2713,10 @@ export class Pool implements AsyncDisposable {
           );
         }
       }
-      // A model's batch: its batcher tells each of its calls that timed out
+      // A model's batch (`what`: sent by its batcher, not a caller's own
+      // executeBatch): the batcher tells each of its calls that timed out
       // (their own timeouts, not the batch's).
-      if (call.cmd !== "executeBatch") {
+      if (call.what === undefined) {
         this.#plugins.run("onTimeout", {
           worker,
           cmd: call.cmd,

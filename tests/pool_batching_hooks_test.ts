@@ -118,3 +118,26 @@ Deno.test("Pool batching: with two workers, the last onSend of a call of a batch
   // The case at issue came up: a call ran elsewhere than its first batch went.
   assert.ok(moved > 0, JSON.stringify([...sends]));
 });
+
+Deno.test("Pool: a caller's own executeBatch (pool.request) that times out is told to onTimeout as executeBatch, what it called", async () => {
+  const events: string[] = [];
+  const recorder: Plugin = {
+    name: "timeouts",
+    onTimeout: (ev) => void events.push(`${ev.cmd} ${ev.timeoutMs}`),
+  };
+  await using dir = await modelsDir();
+  await using pool = await Pool.start({
+    workers: 1,
+    modelsDir: dir.path,
+    handleSignals: false,
+    plugins: { defaults: false, use: [recorder] },
+  });
+  await pool.addModel("rec", { source: RECORDER });
+  await assert.rejects(
+    pool.request("executeBatch", { name: "rec", msgs: [{ sleep: 0.3 }] }, {
+      timeout: 50,
+    }),
+    TimeoutError,
+  );
+  assert.deepEqual(events, ["executeBatch 50"]);
+});
