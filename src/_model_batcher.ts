@@ -12,12 +12,16 @@
  * exception instance the model returned for it), the batch's error, or its
  * own timeout or abort. A batch whose calls have all given up is cancelled
  * on the worker. A batch the session refused to write because a message
- * cannot be encoded (a `SerializationError` it marked unsent) is sent again
- * in halves, so that only the calls whose messages cannot be sent fail (each
- * alone, with the error its call to a model that does not batch gets) and
- * every other runs once. Its calls are sent once all the same: their
- * `onSend`, and the pool's queue waits, go with the batch they first went in,
- * not with its parts.
+ * cannot be encoded (a `SerializationError` it marked unsent), or that the
+ * server refused to read for one (too deep, too long an integer: its
+ * `InvalidRequestError`), is sent again in halves, so that only the calls
+ * whose messages cannot be sent fail (each alone, with the error its call to
+ * a model that does not batch gets) and every other runs once. A call's
+ * `onSend` is called each time a batch holding it goes to a worker, so its
+ * last names the worker that ran it (parts may go to others); the pool's
+ * queue waits count it once, with the batch it first went in. A call that
+ * times out while its batch runs on a worker is reported to `onTimeout` (the
+ * pool's plugins' hook), once.
  *
  * @module
  */
@@ -30,7 +34,8 @@ import {
 } from "./errors.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
 import { wasUnsent } from "./_unsent.ts";
-import { batchedSendError } from "./_batched_send_error.ts";
+import { wasUnread } from "./_unread_request.ts";
+import { batchedSendError, batchOverhead } from "./_batched_send_error.ts";
 import { deliverResponseMeta } from "./_response_meta.ts";
 import type { ResponseMeta } from "./session_types.ts";
 
@@ -48,7 +53,10 @@ export interface BatchCallOptions {
   timeout?: number;
   /** Aborting settles the call with `CancelledError`. */
   signal?: AbortSignal;
-  /** Called when the call's batch is written to a worker, with its id. */
+  /**
+   * Called each time a batch holding the call goes to a worker (again for a
+   * part of a batch taken apart, or a batch retried), with its id.
+   */
   onSend?: (worker: string) => void;
   /** May be retried on another worker (a batch is only if all its calls are). */
   idempotent?: boolean;
@@ -132,7 +140,15 @@ interface Batch {
   items: Item[];
   open: number;
   abort: AbortController;
+  /** The worker it went to last (undefined until it is sent). */
+  worker: string | undefined;
 }
+
+/**
+ * Told when a call times out while its batch runs on `worker`: `timeoutMs`
+ * is the call's own timeout.
+ */
+export type BatchCallTimedOut = (worker: string, timeoutMs: number) => void;
 
 /**
  * Gathers the calls of one batching model into batches.
@@ -152,6 +168,7 @@ export class ModelBatcher {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #inFlight = 0;
   #capacity: () => number;
+  #onTimeout: BatchCallTimedOut | undefined;
   /**
    * The batches answered, by size (at most `size` entries per setting the
    * model had): handed on to the batcher of the model's next load, so that
@@ -166,8 +183,10 @@ export class ModelBatcher {
     defaultTimeout = Infinity,
     capacity: () => number = () => 1,
     sizes: Map<number, BatchSizeStats> = new Map(),
+    onTimeout?: BatchCallTimedOut,
   ) {
     this.sizes = sizes;
+    this.#onTimeout = onTimeout;
     this.name = name;
     this.settings = settings;
     this.#send = send;
@@ -200,17 +219,7 @@ export class ModelBatcher {
         onAbort: undefined,
         batch: undefined,
       };
-      item.timer = setTimeoutOrNever(
-        () =>
-          this.#giveUp(
-            item,
-            new TimeoutError(
-              `Cannot complete executeModel of model '${this.name}': timed out after ${timeout} ms`,
-              { details: { model: this.name, timeoutMs: timeout } },
-            ),
-          ),
-        timeout,
-      );
+      item.timer = setTimeoutOrNever(() => this.#timedOut(item), timeout);
       const signal = options.signal;
       if (signal !== undefined) {
         item.onAbort = () =>
@@ -265,6 +274,7 @@ export class ModelBatcher {
       items,
       open: items.length,
       abort: new AbortController(),
+      worker: undefined,
     };
     let deadline = 0;
     let idempotent = true;
@@ -306,19 +316,16 @@ export class ModelBatcher {
         signal: batch.abort.signal,
         idempotent,
         ...(again ? { again } : {}),
-        // A call is sent once for its onSend (and once in the pool's queue
-        // waits): with the batch it first went in. A part sent again holds
-        // calls that batch told already (those settled then are in none).
-        onSend: again
-          ? () => {
-            sentAt = performance.now();
+        // Each time it goes (a part of a batch taken apart, a retry): the
+        // last names the worker that ran its calls. The pool's queue waits
+        // count its calls once (`again`: not the parts).
+        onSend: (sentTo) => {
+          sentAt = performance.now();
+          batch.worker = sentTo;
+          for (const item of items) {
+            if (!item.settled) item.options.onSend?.(sentTo);
           }
-          : (sentTo) => {
-            sentAt = performance.now();
-            for (const item of items) {
-              if (!item.settled) item.options.onSend?.(sentTo);
-            }
-          },
+        },
       },
       requestIds,
       messageHeaders,
@@ -330,12 +337,19 @@ export class ModelBatcher {
       },
       (error) => {
         if (this.#split(batch, error)) return;
+        // The batch's own deadline (its most patient call's, counted from
+        // its send) came before its calls' timers: each call times out as
+        // its own timer would have had it.
+        if (error instanceof TimeoutError) {
+          for (const item of batch.items) this.#timedOut(item);
+          return;
+        }
         // The call at fault, alone: its error as its own call's would be.
         if (
           items.length === 1 && error instanceof SerializationError &&
           wasUnsent(error)
         ) {
-          error = batchedSendError(error);
+          error = batchedSendError(error, batchOverhead(items[0]!.options));
         }
         for (const item of batch.items) this.#settle(item, error);
       },
@@ -356,10 +370,7 @@ export class ModelBatcher {
    */
   #split(batch: Batch, error: unknown): boolean {
     // A batch of one has nothing to take apart: its call is the one at fault.
-    if (
-      batch.items.length < 2 || !(error instanceof SerializationError) ||
-      !wasUnsent(error)
-    ) return false;
+    if (batch.items.length < 2 || !unsent(error)) return false;
     // The calls given up on meanwhile are settled: not sent again. One call
     // left goes alone, for it may not be the one at fault.
     const open = batch.items.filter((item) => !item.settled);
@@ -408,6 +419,24 @@ export class ModelBatcher {
     });
   }
 
+  /**
+   * A call's own timeout: reported to `onTimeout` when its batch runs on a
+   * worker (not while it waits, here or in the pool's queue).
+   */
+  #timedOut(item: Item): void {
+    if (item.settled) return;
+    // Told before the call settles, as the pool tells a call's own.
+    const worker = item.batch?.worker;
+    if (worker !== undefined) this.#onTimeout?.(worker, item.timeout);
+    this.#giveUp(
+      item,
+      new TimeoutError(
+        `Cannot complete executeModel of model '${this.name}': timed out after ${item.timeout} ms`,
+        { details: { model: this.name, timeoutMs: item.timeout } },
+      ),
+    );
+  }
+
   /** A call's own timeout or abort. */
   #giveUp(item: Item, error: Error): void {
     if (item.settled) return;
@@ -436,6 +465,19 @@ export class ModelBatcher {
     if (error !== undefined) item.reject(error);
     else item.resolve(value);
   }
+}
+
+/**
+ * Whether nothing of a batch that failed with `error` ran, for one of its
+ * messages: the session refused to write it (a message it cannot encode), or
+ * the server refused to read it (a message nested deeper than its parser
+ * allows, or an integer longer than it converts: its `InvalidRequestError`
+ * for the whole batch, which a host check could not foresee, the limits
+ * being the server's Python's). Only then is it taken apart and sent again.
+ */
+function unsent(error: unknown): boolean {
+  return (error instanceof SerializationError && wasUnsent(error)) ||
+    wasUnread(error);
 }
 
 function warn(message: string, properties: Record<string, unknown>): void {

@@ -170,9 +170,13 @@ export interface WorkerExitEvent {
 export interface TimeoutEvent {
   /** The worker that ran the call. */
   worker: WorkerInfo;
-  /** The command that timed out (e.g. `"executeModel"`). */
+  /**
+   * The command that timed out, as the caller called it (e.g.
+   * `"executeModel"`, also for a call of a model that batches, once per
+   * call: docs/plugins.md).
+   */
   cmd: string;
-  /** The timeout that was exceeded, in milliseconds. */
+  /** The timeout that was exceeded, in milliseconds (a batched call's own). */
   timeoutMs: number;
 }
 

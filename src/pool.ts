@@ -131,9 +131,10 @@ export interface PoolRequestOptions {
    * Called each time the call leaves the queue and is written to a worker
    * (again after a retry), with the worker's id (`"w1"`). From then on,
    * aborting `signal` cancels it on the server instead of dropping it from
-   * the queue. A call of a model that batches is sent with its batch: once,
-   * when the batch it first went in leaves the queue (a batch taken apart
-   * because a message of it cannot be sent does not send its calls again).
+   * the queue. A call of a model that batches is sent with its batch: called
+   * each time a batch holding it goes to a worker, so again for the part it
+   * goes in when its batch is taken apart because a message of it cannot be
+   * sent (or read); the last call names the worker that ran it.
    */
   onSend?: (worker: string) => void;
   /** May be retried on another worker when its worker crashes (up to `maxRetries`). @default {false} */
@@ -1571,6 +1572,17 @@ export class Pool implements AsyncDisposable {
         },
         // An update's batcher goes on counting where the old one was.
         old?.sizes,
+        // A call of it timed out on a worker: what its caller called
+        // (pool.execute), once per call, as for a model that does not batch.
+        (id, timeoutMs) => {
+          const worker = this.#supervisor.workers.find((w) => w.id === id);
+          if (worker === undefined) return;
+          this.#plugins.run("onTimeout", {
+            worker,
+            cmd: BATCHED_CMD,
+            timeoutMs,
+          }, this.#supervisor.context);
+        },
       ),
     );
   }
@@ -2701,11 +2713,16 @@ export class Pool implements AsyncDisposable {
           );
         }
       }
-      this.#plugins.run("onTimeout", {
-        worker,
-        cmd: call.cmd,
-        timeoutMs: timeoutMs ?? 0,
-      }, this.#supervisor.context);
+      // A model's batch (`what`: sent by its batcher, not a caller's own
+      // executeBatch): the batcher tells each of its calls that timed out
+      // (their own timeouts, not the batch's).
+      if (call.what === undefined) {
+        this.#plugins.run("onTimeout", {
+          worker,
+          cmd: call.cmd,
+          timeoutMs: timeoutMs ?? 0,
+        }, this.#supervisor.context);
+      }
       return call.reject(callTimedOut(call, error, "worker"));
     }
     if (!(error instanceof ConnectionLostError)) {

@@ -336,7 +336,7 @@ Deno.test("Pool batching: the error of a call whose message cannot be sent reads
   }
 });
 
-Deno.test("Pool batching: a call of a batch taken apart is sent once for onSend and the queue waits: with the batch it first went in", async () => {
+Deno.test("Pool batching: a call of a batch taken apart counts once in the queue waits, with the batch it first went in; its onSend is called for each part it goes in", async () => {
   await using dir = await modelsDir();
   await using pool = await Pool.start(
     opts(dir.path, { plugins: { defaults: false, use: [] } }),
@@ -349,7 +349,7 @@ Deno.test("Pool batching: a call of a batch taken apart is sent once for onSend 
   };
   const blocker = pool.execute("rec", { sleep: 0.05 });
   // One batch of six behind the blocker; the BigInt takes it apart into
-  // four more (3, 3, then 2 and 1), which must not count as sends.
+  // four more (3, 3, then 2 and 1), which must not count as queue waits.
   const calls = [0, 1, 2, 3, 4, 5].map((id) =>
     pool.execute("rec", id === 2 ? { id, n: 1n } : { id }, {
       onSend: onSend(id),
@@ -365,9 +365,10 @@ Deno.test("Pool batching: a call of a batch taken apart is sent once for onSend 
     "fulfilled",
     "fulfilled",
   ]);
+  // The six, then [0, 1, 2] and [3, 4, 5], then [0, 1] and [2].
   assert.deepEqual(
     [...sends].toSorted(([a], [b]) => a - b),
-    [0, 1, 2, 3, 4, 5].map((id) => [id, ["w1"]]),
+    [0, 1, 2, 3, 4, 5].map((id) => [id, Array(id < 3 ? 3 : 2).fill("w1")]),
   );
   // The blocker and the batch of six: two calls left the queue.
   assert.equal(pool.queueWaits().count - before, 2);
