@@ -36,6 +36,11 @@ const UNREAD =
  * ```
  */
 export function wasUnread(error: unknown): boolean {
-  return error instanceof Error && error.name === "InvalidRequestError" &&
-    UNREAD.test(error.message);
+  if (!(error instanceof Error) || error.name !== "InvalidRequestError") {
+    return false;
+  }
+  // Servers since 2026-12-07 mark it (protocol §2, `unread: true`); the
+  // wording is for older ones.
+  const details = (error as { details?: { unread?: unknown } }).details;
+  return details?.unread === true || UNREAD.test(error.message);
 }

@@ -113,3 +113,37 @@ for (const [what, bad, says] of CASES) {
     assert.equal(pool.status().inFlight, 0);
   });
 }
+
+Deno.test("wasUnread trusts the server's unread mark, and the wording of a server older than it", async () => {
+  const { wasUnread } = await import("../src/_unread_request.ts");
+  const { InvalidRequestError, RemoteError } = await import("../src/errors.ts");
+  // The mark, whatever the words (protocol §2).
+  assert.equal(
+    wasUnread(
+      new InvalidRequestError("Cannot parse request 7: reworded", {
+        details: { unread: true },
+      }),
+    ),
+    true,
+  );
+  // No mark: the older servers' words.
+  assert.equal(
+    wasUnread(
+      new InvalidRequestError(
+        "Cannot parse request 7: an integer of 5001 digits, more than this Python converts from text",
+      ),
+    ),
+    true,
+  );
+  // Neither, or another error: it may have run.
+  assert.equal(
+    wasUnread(new InvalidRequestError("Cannot parse request 7: reworded")),
+    false,
+  );
+  assert.equal(
+    wasUnread(
+      new RemoteError("PythonError", "boom", { details: { unread: true } }),
+    ),
+    false,
+  );
+});

@@ -726,7 +726,7 @@ class Connection(asyncio.BufferedProtocol):
             return None
         if rid.__class__ is not int:
             return self._bad(None, ProtocolError("Cannot parse payload: " + reason))
-        self.enqueue(self.encode_error(rid, InvalidRequestError("Cannot parse request %d: %s" % (rid, reason)).to_wire()))
+        self.enqueue(self.encode_error(rid, InvalidRequestError("Cannot parse request %d: %s" % (rid, reason), unread=True).to_wire()))
         return None
 
     def _too_long(self, msg, in_batch=False):
@@ -762,7 +762,7 @@ class Connection(asyncio.BufferedProtocol):
             return None
         if rid is None:
             return self._bad(None, ProtocolError("Cannot parse payload: " + reason))
-        self.enqueue(self.encode_error(rid, InvalidRequestError("Cannot parse request %d: %s" % (rid, reason)).to_wire()))
+        self.enqueue(self.encode_error(rid, InvalidRequestError("Cannot parse request %d: %s" % (rid, reason), unread=True).to_wire()))
         return None
 
     def _batch_items(self, batch):

@@ -297,7 +297,7 @@ def _too_long(data, exc):
     found = long_int.decode(data)
     if found is None:
         return exc
-    return InvalidRequestError("Cannot read spill file: " + long_int.describe(long_int.find(found)))
+    return InvalidRequestError("Cannot read spill file: " + long_int.describe(long_int.find(found)), unread=True)
 
 
 def _decode_segmented(data, json_size, segments):
@@ -550,7 +550,8 @@ class SpillSettings:
             if isinstance(message, RecursionError):
                 # The file is intact: the message is the problem, as in a frame (connection._too_deep).
                 raise InvalidRequestError(
-                    "Cannot read spill file: JSON nested deeper than the server's parser allows (%s)" % message
+                    "Cannot read spill file: JSON nested deeper than the server's parser allows (%s)" % message,
+                    unread=True,
                 )
             if isinstance(message, ValueError):
                 raise SpillError("Cannot read spill file: invalid JSON (%s)" % message)

@@ -145,6 +145,8 @@ class DeepJsonServerTest(unittest.TestCase):
         self.assertFalse(reply["ok"], reply)
         self.assertEqual(reply["error"]["type"], "InvalidRequestError", reply)
         self.assertIn("nested deeper", reply["error"]["message"])
+        # Nothing of it ran: a host may send its parts again (protocol §2).
+        self.assertIs(reply["error"].get("unread"), True, reply)
 
     def assert_serving(self):
         self.assertEqual(self.c.call("ping"), "pong")

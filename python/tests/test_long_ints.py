@@ -60,6 +60,8 @@ class LongIntServerTest(unittest.TestCase):
         self.assertFalse(reply["ok"], reply)
         self.assertEqual(reply["error"]["type"], "InvalidRequestError", reply)
         self.assertIn("integer of %d digits" % (LIMIT + 1), reply["error"]["message"])
+        # Nothing of it ran: a host may send its parts again (protocol §2).
+        self.assertIs(reply["error"].get("unread"), True, reply)
 
     def assert_serving(self):
         self.assertEqual(self.c.call("ping"), "pong")

@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 69916,
+      size: 69942,
       sha256:
-        "d0585847979e23feb656819a64c6cbf81c88f763c72bc443e95f09606ad3b092",
+        "f3547b01425601c3f8cdbcc801e7a9805be996e64f1d6655acc6e956010cb60c",
     },
     {
       path: "pyproxy_server/declared.py",
@@ -226,9 +226,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill.py",
-      size: 28895,
+      size: 28942,
       sha256:
-        "429fba66aa3ab4d39f982ab39027fc8214287371895e65568a523f93220488ba",
+        "d6170b3d579ee18ceabb2445838c93b5f31aaecf9ddb4c0949840b15fecb5aeb",
     },
     {
       path: "pyproxy_server/stream_producer.py",
