@@ -92,7 +92,7 @@ test(
   async () => {
     const { dir, scripts } = await extract();
     try {
-      expect(scripts.length).toBe(4);
+      expect(scripts.length).toBe(5);
       // The image the image model's block reads: a 1x1 PNG.
       await writeFile(
         join(dir, "kitten.png"),
@@ -108,7 +108,7 @@ test(
           await run(dir, [script], { RISK_WEIGHTS: "weights.json" }),
         );
       }
-      const [fastapi, torchserve, stamp, shell] = outputs;
+      const [fastapi, torchserve, stamp, shell, notebook] = outputs;
       expect(stamp!.code).toBe(0);
       expect(stamp!.out).toContain("67 → 105 bytes");
       const stamped = await readFile(join(dir, "stamped.png"));
@@ -134,6 +134,11 @@ test(
         'label: "negative"',
         'label: "negative"',
       ]);
+      // "From Jupyter kernels": a session's cells, output and completion.
+      expect(notebook!.code).toBe(0);
+      expect(notebook!.out).toContain("1 area\n");
+      expect(notebook!.out).toContain("12.566370614359172");
+      expect(notebook!.out).toContain('"math.floor("');
       expect(shell!.code).toBe(0);
       expect(shell!.out.replace(/\s+/g, " ")).toContain(
         'words: 6, first: [ "to", "be", "or" ]',
