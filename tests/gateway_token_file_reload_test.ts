@@ -338,3 +338,39 @@ Deno.test("serve's reload does not wait for ever on the readable-file check of a
     assert.equal(await call(server.url, T3), 200);
   });
 });
+
+Deno.test({
+  name:
+    "a check of a configuration since replaced (a poll running beside a reload) does not forget the warning about the new file",
+  ignore: Deno.build.os === "windows",
+}, async () => {
+  const { warnReadableTokenFiles } = await import(
+    "../src/gateway/_token_files.ts"
+  );
+  await using dir = await tempDir("pyproxy-token-file-reload-test-");
+  const safe = `${dir.path}/safe`;
+  const open = `${dir.path}/open`;
+  await Deno.writeTextFile(safe, `${T1}\n`, { mode: 0o600 });
+  await Deno.writeTextFile(open, `${T2}\n`);
+  await Deno.chmod(open, 0o644);
+  const said: string[] = [];
+  const logger = {
+    warn: (message: string) => said.push(message),
+  } as unknown as Parameters<typeof warnReadableTokenFiles>[2];
+  const config = (tokenFile: string) =>
+    ({ tokenFile }) as unknown as Parameters<typeof warnReadableTokenFiles>[1];
+  const warned = new Map<string, string>();
+  const runtime = defaultRuntime();
+  await warnReadableTokenFiles(runtime, config(open), logger, warned);
+  assert.equal(said.length, 1);
+  // The poll, still on the configuration before the reload: the private file.
+  await warnReadableTokenFiles(runtime, config(safe), logger, warned);
+  await warnReadableTokenFiles(runtime, config(open), logger, warned);
+  assert.equal(said.length, 1, said.join("\n"));
+  // The warned-about file made private, then readable again: said again.
+  await Deno.chmod(open, 0o600);
+  await warnReadableTokenFiles(runtime, config(open), logger, warned);
+  await Deno.chmod(open, 0o644);
+  await warnReadableTokenFiles(runtime, config(open), logger, warned);
+  assert.equal(said.length, 2, said.join("\n"));
+});

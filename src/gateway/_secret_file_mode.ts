@@ -23,3 +23,25 @@ export function openToOthers(
   if ((owner.mode & 0o070) === 0) return false;
   return uid === undefined || uid === 0 || uid === owner.uid;
 }
+
+/**
+ * Forgets the warning about `option`'s file when it was about `real` (now
+ * private: warned about again if it becomes readable), and only then: a
+ * check of a configuration a reload has replaced since (another file) must
+ * not forget the warning about the new one.
+ *
+ * @example
+ * ```ts ignore
+ * forgetReadable(warned, "tokenFile", "/run/secrets/token");
+ * ```
+ */
+export function forgetReadable(
+  warned: Map<string, string> | undefined,
+  option: string,
+  real: string,
+): void {
+  const was = warned?.get(option);
+  if (was !== undefined && was.slice(was.indexOf(" ") + 1) === real) {
+    warned!.delete(option);
+  }
+}

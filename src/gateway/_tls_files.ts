@@ -19,7 +19,7 @@ import {
   PRIVATE_KEY,
   readPemFile,
 } from "./_pem_file.ts";
-import { openToOthers } from "./_secret_file_mode.ts";
+import { forgetReadable, openToOthers } from "./_secret_file_mode.ts";
 import type { ReadableWarnings } from "./_token_files.ts";
 
 /**
@@ -125,7 +125,7 @@ export async function warnReadableTlsKey(
   const real = await runtime.realPath(path);
   const owner = await runtime.owner(real);
   if (owner == null || !openToOthers(owner, runtime.uid?.())) {
-    warned?.delete("tls.key");
+    forgetReadable(warned, "tls.key", real);
     return;
   }
   const mode = (owner.mode & 0o777).toString(8);

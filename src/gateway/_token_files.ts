@@ -15,7 +15,7 @@ import type { Runtime } from "../runtime/types.ts";
 import { TOKEN_UNUSABLE, usableToken } from "./config_schema.ts";
 import type { ResolvedConfig } from "./config.ts";
 import { MAX_TOKENS } from "./security.ts";
-import { openToOthers } from "./_secret_file_mode.ts";
+import { forgetReadable, openToOthers } from "./_secret_file_mode.ts";
 
 /** The largest token file read: 16 tokens with comments fit many times. */
 const MAX_TOKEN_FILE_BYTES = 64 * 1024;
@@ -319,7 +319,12 @@ async function warnReadable(
       const real = await runtime.realPath(path);
       const owner = await runtime.owner(real);
       if (owner == null || !openToOthers(owner, runtime.uid?.())) {
-        warned.delete(option);
+        // This file is private now: warned about again if it becomes
+        // readable. Only this file's warning is forgotten: a poll that read
+        // a configuration a reload has replaced since (another file) ran
+        // alongside the reload's check, and its forgetting the new file's
+        // warning had that warning written twice (a full CI run).
+        forgetReadable(warned, option, real);
         continue;
       }
       const mode = (owner.mode & 0o777).toString(8);
