@@ -32,7 +32,7 @@ from itertools import islice as _islice
 
 from . import big_json, capture
 from .call import current_call
-from .execution import CallRunner
+from .execution import CallRunner, end_loop
 from .models import _run_async
 from .errors import (
     CancelledError,
@@ -169,7 +169,7 @@ def evaluate(code, namespace, args=_NO_ARGS, filename="<eval>", cache=None):
         return value
     finally:
         try:
-            _close_loop(loop)
+            end_loop(loop)
         finally:
             if call is not None:
                 call.wake = None
@@ -193,22 +193,6 @@ def _called(namespace, name, value, args):
     if isinstance(args, (list, tuple)):
         return fn(*args)
     raise TypeError("Cannot call: 'args' must be an array or an object")
-
-
-def _close_loop(loop):
-    """Ends ``loop`` as ``asyncio.run`` ends its own: the tasks left on it
-    cancelled and awaited, async generators and the default executor shut
-    down, then closed."""
-    try:
-        tasks = asyncio.all_tasks(loop)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.run_until_complete(loop.shutdown_default_executor())
-    finally:
-        loop.close()
 
 
 def _awaited(value):

@@ -29,6 +29,7 @@ or a cancel queues ``resume(call)`` for a thread, which runs it as the next
 part of the same call (same output sink, same reply) and may park again.
 """
 
+import asyncio
 import collections
 import concurrent.futures
 import ctypes
@@ -41,7 +42,7 @@ from . import binary, capture
 from .call import DONE, PARKED, PENDING, RUNNING, current_call, distinct_ids
 from .errors import CancelledError, HostError, HTTPError, OverloadedError, PyProxyError, PythonError, format_user_traceback
 
-__all__ = ["CallRunner", "OutputSink", "PARK", "wire_error", "is_user_error", "log_user_error", "fail_future"]
+__all__ = ["CallRunner", "OutputSink", "PARK", "wire_error", "is_user_error", "log_user_error", "fail_future", "end_loop"]
 
 log = logging.getLogger("pyproxy_server.execution")
 
@@ -197,6 +198,26 @@ def log_user_error(conn_id, call, wire, message_id=_CALLS):
         _bounded(str(wire.get("message", "")), MAX_LOGGED_MESSAGE),
         _bounded(str(wire.get("traceback") or "").rstrip(), MAX_LOGGED_TRACEBACK),
     )
+
+
+def end_loop(loop, agen=None):
+    """Ends an event loop of a call's thread as ``asyncio.run`` ends its own:
+    the tasks still on it cancelled and awaited (``asyncio.CancelledError``
+    at their ``await``), then ``agen`` closed if given (``GeneratorExit`` at
+    its ``yield``), async generators and the default executor shut down, and
+    the loop closed. Used by an eval that awaits and by an async stream."""
+    try:
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        if agen is not None:
+            loop.run_until_complete(agen.aclose())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
 
 
 def fail_future(future, error):

@@ -36,7 +36,7 @@ import asyncio
 import inspect
 
 from .errors import CancelledError
-from .execution import PARK
+from .execution import PARK, end_loop
 from .item_stream import ItemStream
 
 __all__ = ["StreamProducer"]
@@ -198,14 +198,4 @@ class StreamProducer:
         loop = self._loop
         agen = self._agen
         self._loop = self._agen = None
-        try:
-            tasks = asyncio.all_tasks(loop)
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            loop.run_until_complete(agen.aclose())
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())
-        finally:
-            loop.close()
+        end_loop(loop, agen)

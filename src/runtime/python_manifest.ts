@@ -118,15 +118,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 37347,
+      size: 36791,
       sha256:
-        "f7694096e90df603d682fced7fe22bcc3d3f2d681ed153b53115329b4e1971d4",
+        "f9b90529c39f53a849704cae94dc7b655c6903ae73c9ca67ab2f3f31c0369a43",
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 33192,
+      size: 34079,
       sha256:
-        "6688053ae2c76f115ff262a1b89230893f8dd9c36aedd766d24a8f2defa4d07d",
+        "40b1d72f40c9a13185fb1fde46a40a2cc0e9488d80b95ec77cda878d2676b8bc",
     },
     {
       path: "pyproxy_server/forked_child.py",
@@ -232,9 +232,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/stream_producer.py",
-      size: 8076,
+      size: 7661,
       sha256:
-        "2cb853f1f56b16f76d7b7c228d3d7c8e6b2ce5caab340fa0e1515ba6d249df7d",
+        "a19a5130dfb8146efad4c53c0297f7478a86a3138aed35e457de5482e5d1d15a",
     },
     {
       path: "pyproxy_server/wording.py",
