@@ -346,3 +346,53 @@ export async function startPoolWithModel(
   }
   return pool;
 }
+
+/**
+ * A `python` for a pool's `python` option, wrapping the real one. `frozen`
+ * (the default): it runs the server as its child, passes its ready line on
+ * and stops it (SIGSTOP) at once: ready and listening, but never saying
+ * hello. Else it becomes the server (`exec`: the same pid). With
+ * `holdStderrMs`, it first starts a holder of its stderr in a session of its
+ * own (no group kill reaches it), which outlives the wrapper by that long.
+ * `serverPid()` is the real server's; disposing removes the script.
+ */
+export async function wrapperPython(
+  options: { frozen?: boolean; holdStderrMs?: number } = {},
+): Promise<{ python: string; serverPid(): Promise<number> } & AsyncDisposable> {
+  const tmp = await Deno.makeTempDir({ prefix: "pyproxy-wrapper-" });
+  const python = `${tmp}/python`;
+  const pidFile = `${tmp}/server.pid`;
+  const hold = options.holdStderrMs === undefined ? "" : `subprocess.Popen(
+    ["sh", "-c", "while kill -0 %d 2>/dev/null; do sleep 0.02; done; sleep %s" % (os.getpid(), ${
+    options.holdStderrMs / 1000
+  })],
+    start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+)
+`;
+  const run = options.frozen === false
+    ? `with open(${JSON.stringify(pidFile)}, "w") as f:
+    f.write(str(os.getpid()))
+os.execv(sys.executable, [sys.executable] + sys.argv[1:])
+`
+    : `child = subprocess.Popen([sys.executable] + sys.argv[1:], stdout=subprocess.PIPE)
+with open(${JSON.stringify(pidFile)}, "w") as f:
+    f.write(str(child.pid))
+line = child.stdout.readline()
+os.kill(child.pid, signal.SIGSTOP)
+sys.stdout.buffer.write(line)
+sys.stdout.flush()
+sys.exit(child.wait())
+`;
+  await Deno.writeTextFile(
+    python,
+    `#!/usr/bin/env python3
+import os, signal, subprocess, sys
+${hold}${run}`,
+  );
+  await Deno.chmod(python, 0o755);
+  return {
+    python,
+    serverPid: async () => Number(await Deno.readTextFile(pidFile)),
+    [Symbol.asyncDispose]: () => Deno.remove(tmp, { recursive: true }),
+  };
+}

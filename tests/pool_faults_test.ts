@@ -19,6 +19,7 @@ import {
   poolOptions,
   readyAgain,
   spawnHost,
+  wrapperPython,
   writeHostScript,
 } from "./_pool_harness.ts";
 import { recordingLogger } from "./_harness.ts";
@@ -550,42 +551,9 @@ Deno.test("Pool kills and restarts a worker that stops answering while it starts
   }
 });
 
-/**
- * A `python` that runs the real one, passes its ready line on and stops it
- * (SIGSTOP) at once: the server is ready and listening, but never says
- * hello. `serverPid()` is the real server's; disposing removes the script.
- */
-async function frozenPython(): Promise<
-  { python: string; serverPid(): Promise<number> } & AsyncDisposable
-> {
-  const tmp = await Deno.makeTempDir({ prefix: "pyproxy-freeze-" });
-  const python = `${tmp}/python`;
-  const pidFile = `${tmp}/server.pid`;
-  await Deno.writeTextFile(
-    python,
-    `#!/usr/bin/env python3
-import os, signal, subprocess, sys
-child = subprocess.Popen([sys.executable] + sys.argv[1:], stdout=subprocess.PIPE)
-with open(${JSON.stringify(pidFile)}, "w") as f:
-    f.write(str(child.pid))
-line = child.stdout.readline()
-os.kill(child.pid, signal.SIGSTOP)
-sys.stdout.buffer.write(line)
-sys.stdout.flush()
-sys.exit(child.wait())
-`,
-  );
-  await Deno.chmod(python, 0o755);
-  return {
-    python,
-    serverPid: async () => Number(await Deno.readTextFile(pidFile)),
-    [Symbol.asyncDispose]: () => Deno.remove(tmp, { recursive: true }),
-  };
-}
-
 Deno.test("Pool.start: readyTimeout bounds the handshake too, failing a server that printed its ready line but never says hello with StartTimeoutError (phase handshake)", async () => {
   await using dir = await modelsDir();
-  await using frozen = await frozenPython();
+  await using frozen = await wrapperPython();
   // Longer than the ready line takes (a wrapper's start, then the server's:
   // twice a start, on a busy machine more than a fixed 1500 ms), or the
   // start fails before the handshake: four times a start here and now.
@@ -636,7 +604,7 @@ Deno.test("Pool.start with readyTimeout Infinity still bounds the handshake (han
         "Cannot start pool: handshakeTimeout: expected a number > 0",
   );
   await using dir = await modelsDir();
-  await using frozen = await frozenPython();
+  await using frozen = await wrapperPython();
   await assert.rejects(
     Pool.start(poolOptions(dir.path, {
       workers: 1,
