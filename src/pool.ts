@@ -2720,7 +2720,9 @@ export class Pool implements AsyncDisposable {
         this.#plugins.run("onTimeout", {
           worker,
           cmd: call.cmd,
-          timeoutMs: timeoutMs ?? 0,
+          // The caller's whole timeout, as a batched call's is (what was
+          // sent is what was left of it after the queue: 49 for 50).
+          timeoutMs: call.timeoutMs ?? timeoutMs ?? 0,
         }, this.#supervisor.context);
       }
       return call.reject(callTimedOut(call, error, "worker"));

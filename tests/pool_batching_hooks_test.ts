@@ -141,3 +141,33 @@ Deno.test("Pool: a caller's own executeBatch (pool.request) that times out is to
   );
   assert.deepEqual(events, ["executeBatch 50"]);
 });
+
+Deno.test("Pool: onTimeout of a call that waited in the queue gives the caller's whole timeout, not what was left of it when sent", async () => {
+  const events: string[] = [];
+  const recorder: Plugin = {
+    name: "timeouts",
+    onTimeout: (ev) => void events.push(`${ev.cmd} ${ev.timeoutMs}`),
+  };
+  await using dir = await modelsDir();
+  await using pool = await Pool.start({
+    workers: 1,
+    maxInFlightPerWorker: 1,
+    modelsDir: dir.path,
+    handleSignals: false,
+    plugins: { defaults: false, use: [recorder] },
+  });
+  await pool.addModel("sleeper", {
+    source:
+      "import time\nclass Sleeper:\n    threaded = True\n    def execute(self, msg):\n        time.sleep(msg['s'])\n        return msg['s']\n",
+  });
+  // The worker's one slot taken for 300 ms: the second call waits that long
+  // in the queue, then times out on the worker (it was sent with ~300 ms of
+  // its 600 left: told 300 before).
+  const first = pool.execute("sleeper", { s: 0.3 });
+  await assert.rejects(
+    pool.execute("sleeper", { s: 1 }, { timeout: 600 }),
+    TimeoutError,
+  );
+  assert.equal(await first, 0.3);
+  assert.deepEqual(events, ["executeModel 600"]);
+});
