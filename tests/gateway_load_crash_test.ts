@@ -9,6 +9,13 @@
 import assert from "node:assert/strict";
 import { startGateway, until } from "./_gateway_harness.ts";
 
+/**
+ * How long a model that kills its worker takes to be quarantined, at most:
+ * a few restarts of the worker, ~3 s here, over 10 s in a full run under
+ * load (a CI run failed at 10 s).
+ */
+const QUARANTINE_WAIT = 30_000;
+
 /** Loads fine, then a thread ends the process 100 ms later (exit code 7). */
 const BOMB = `
 import os, threading, time
@@ -30,14 +37,18 @@ Deno.test("Gateway: a model of the models directory that kills its worker after 
   await using gw = await startGateway({ workers: 2, allowManage: true }, {
     "aaa_bomb.py": BOMB,
   });
-  const failedReason = await until(async () => {
-    const body = await (await gw.fetch("/v1/models/aaa_bomb")).json();
-    const entry = body.model_version_status?.[0];
-    return body.ready === false && entry?.state === "UNAVAILABLE" &&
-        /^out of service: /.test(entry.status.error_message)
-      ? entry.status.error_message as string
-      : undefined;
-  }, "the model to be out of service");
+  const failedReason = await until(
+    async () => {
+      const body = await (await gw.fetch("/v1/models/aaa_bomb")).json();
+      const entry = body.model_version_status?.[0];
+      return body.ready === false && entry?.state === "UNAVAILABLE" &&
+          /^out of service: /.test(entry.status.error_message)
+        ? entry.status.error_message as string
+        : undefined;
+    },
+    "the model to be out of service",
+    QUARANTINE_WAIT,
+  );
   assert.match(
     failedReason,
     /^out of service: its worker died within 3000 ms of loading it .*twice with no call or other load running there/,
@@ -62,6 +73,7 @@ Deno.test("Gateway: a model of the models directory that kills its worker after 
         gw.pool.status().workers.every((w) => w.state === "ready"),
       ),
     "the workers to be ready",
+    QUARANTINE_WAIT,
   );
   const res = await gw.fetch("/v1/models/echo/execute", {
     method: "POST",
@@ -95,21 +107,29 @@ Deno.test("Gateway: PUT /v1/models/{name} and the repository's load of a model t
   assert.equal(put.status, 201, await put.clone().text());
   await put.body?.cancel();
   // Suspected first (its first deaths): GET /v1/models/{name} says so.
-  const suspected = await until(async () => {
-    const body = await (await gw.fetch("/v1/models/bomb")).json();
-    return body.suspected ?? body.failedReason !== undefined;
-  }, "the model to be suspected");
+  const suspected = await until(
+    async () => {
+      const body = await (await gw.fetch("/v1/models/bomb")).json();
+      return body.suspected ?? body.failedReason !== undefined;
+    },
+    "the model to be suspected",
+    QUARANTINE_WAIT,
+  );
   assert.equal(typeof suspected, "object", JSON.stringify(suspected));
   assert.ok(suspected.deaths >= 1);
   assert.match(suspected.reason, /^its worker died within 3000 ms/);
-  await until(async () => {
-    const body = await (await gw.fetch("/v1/models/bomb")).json();
-    const entry = body.model_version_status?.[0];
-    return body.ready === false && entry?.state === "UNAVAILABLE" &&
-        /^out of service: /.test(entry.status.error_message)
-      ? entry.status.error_message as string
-      : undefined;
-  }, "the model to be out of service");
+  await until(
+    async () => {
+      const body = await (await gw.fetch("/v1/models/bomb")).json();
+      const entry = body.model_version_status?.[0];
+      return body.ready === false && entry?.state === "UNAVAILABLE" &&
+          /^out of service: /.test(entry.status.error_message)
+        ? entry.status.error_message as string
+        : undefined;
+    },
+    "the model to be out of service",
+    QUARANTINE_WAIT,
+  );
   const index = await (await gw.fetch("/v2/repository/index", {
     method: "POST",
     body: "{}",
@@ -128,20 +148,25 @@ Deno.test("Gateway: PUT /v1/models/{name} and the repository's load of a model t
   });
   assert.equal(load.status, 200, await load.clone().text());
   await load.body?.cancel();
-  await until(async () => {
-    const body = await (await gw.fetch("/v1/models/bomb2")).json();
-    const entry = body.model_version_status?.[0];
-    return body.ready === false && entry?.state === "UNAVAILABLE" &&
-        /^out of service: /.test(entry.status.error_message)
-      ? entry.status.error_message as string
-      : undefined;
-  }, "the second model to be out of service");
+  await until(
+    async () => {
+      const body = await (await gw.fetch("/v1/models/bomb2")).json();
+      const entry = body.model_version_status?.[0];
+      return body.ready === false && entry?.state === "UNAVAILABLE" &&
+          /^out of service: /.test(entry.status.error_message)
+        ? entry.status.error_message as string
+        : undefined;
+    },
+    "the second model to be out of service",
+    QUARANTINE_WAIT,
+  );
   await until(
     () =>
       Promise.resolve(
         gw.pool.status().workers.every((w) => w.state === "ready"),
       ),
     "the workers to be ready",
+    QUARANTINE_WAIT,
   );
   const res = await gw.fetch("/v1/models/echo/execute", {
     method: "POST",
