@@ -57,6 +57,13 @@ export interface InFlight {
   readonly byName: Readonly<Record<string, number>>;
   /** Every call in flight, those under names left out of `byName` too. */
   readonly calls: number;
+  /**
+   * The request ids of the calls in flight that had one (`requestId`, a
+   * batch's `requestIds`), oldest first, at most {@linkcode IN_FLIGHT_NAMES};
+   * absent when none had one. The log line of a worker's death names them,
+   * so that the id a client got in its `WorkerCrashedError` finds that line.
+   */
+  readonly requestIds?: readonly string[];
 }
 
 /** What a request is counted under: its model's name, else its command. */
@@ -87,11 +94,13 @@ export function countInFlight(
   }[],
 ): InFlight | undefined {
   const byName = new Map<string, number>();
+  const requestIds: string[] = [];
   let calls = 0;
   for (const { cmd, args } of requests) {
     if (INTERNAL.has(cmd)) continue;
     const n = callsIn(cmd, args);
     calls += n;
+    idsOf(args, requestIds);
     const name = inFlightName(cmd, args);
     const had = byName.get(name);
     if (had !== undefined) byName.set(name, had + n);
@@ -101,7 +110,24 @@ export function countInFlight(
   return Object.freeze({
     byName: Object.freeze(Object.fromEntries(byName)),
     calls,
+    ...(requestIds.length === 0
+      ? {}
+      : { requestIds: Object.freeze(requestIds) }),
   });
+}
+
+/** Adds the request ids of a request's `args` to `into`, up to the bound. */
+function idsOf(
+  args: Record<string, unknown> | undefined,
+  into: string[],
+): void {
+  const one = args?.requestId;
+  const many = args?.requestIds;
+  const ids = typeof one === "string" ? [one] : Array.isArray(many) ? many : [];
+  for (const id of ids) {
+    if (into.length >= IN_FLIGHT_NAMES) return;
+    if (typeof id === "string" && !into.includes(id)) into.push(id);
+  }
 }
 
 /**

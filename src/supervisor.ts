@@ -478,13 +478,21 @@ export class Supervisor {
         const running = exit.inFlight === undefined
           ? undefined
           : describeInFlight(exit.inFlight);
+        // And the request ids of those calls, as the ids their clients got.
+        const requestIds = exit.inFlight?.requestIds?.join(", ");
         this.#opts.options.logger[intentional ? "debug" : "warn"](
           `worker {id}${
             exit.pid === null ? "" : " (pid {pid})"
           } exited: {reason}${
             running === undefined ? "" : " while running: {running}"
-          }`,
-          { id: worker.id, pid: exit.pid, reason: exit.reason, running },
+          }${requestIds === undefined ? "" : " (request ids {requestIds})"}`,
+          {
+            id: worker.id,
+            pid: exit.pid,
+            reason: exit.reason,
+            running,
+            ...(requestIds === undefined ? {} : { requestIds }),
+          },
         );
         events.emit({
           type: "worker-exit",

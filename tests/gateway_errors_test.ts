@@ -402,6 +402,14 @@ Deno.test("createGateway names its own route when a migrated client asks TorchSe
         "/health",
         "(the health check is GET /healthz; docs/migrating.md)",
       ],
+      // A FastAPI sidecar's Swagger UI and ReDoc (a bare 404 before).
+      ...["/docs", "/redoc"].map((path) =>
+        [
+          "GET",
+          path,
+          "(no Swagger UI here: the API is described by GET /openapi.json, which Swagger UI or ReDoc can load, and the dashboard is GET /; docs/migrating.md)",
+        ] as const
+      ),
     ] as const
   ) {
     const res = await gw.fetch(path, {

@@ -467,6 +467,10 @@ Deno.test("gRPC ModelStreamInfer: one response per request, errors on the stream
     }).parameters.triton_final_response?.bool_param;
   assert.equal(final(byId.get("a")!), true);
   assert.equal(final(byId.get("d")!), true);
+  // An error is its request's last response, and says so (a client that
+  // waits for the flag waited for ever: the error had none).
+  assert.equal(final(byId.get("b")!), true);
+  assert.equal(final(byId.get("c")!), true);
   assert.ok(
     !(byId.get("d")!.infer_response as { outputs: Array<{ name: string }> })
       .outputs.some((o) => o.name === "params"),
@@ -694,6 +698,8 @@ Deno.test("gRPC ModelStreamInfer of a yielding model: a response per item, the l
   assert.deepEqual(failed[0], { error: "", token: 0.5, final: false });
   // The models directory hidden, as in REST's error bodies.
   assert.match(String(failed[1]?.error), /tokens failed after 1 in tokens\.py/);
+  // The error after items ends its request: flagged final.
+  assert.equal(failed[1]?.final, true);
   assert.equal(failed.length, 2);
   assert.deepEqual(of("none"), [{ error: "", token: undefined, final: true }]);
 

@@ -668,3 +668,39 @@ Deno.test("openApiDocument: a body route's 415 and 413 say what compression answ
   assert.match(responses.Call413.description, /decoded/);
   assert.match(responses.Call400.description, /InvalidContentEncoding/);
 });
+
+Deno.test("openApiDocument: /v2 infer and :predict declare the Retry-After of their 429 and 503 and the WWW-Authenticate of their 401, as /v1 execute does", () => {
+  const doc: Json = openApiDocument({
+    ...BASE,
+    token: true,
+    models: [{ name: "m" }],
+  });
+  // Before, only the description said "(with `Retry-After`)": a generated
+  // client (and its retry policy) saw no header on the routes that send it.
+  for (
+    const path of [
+      "/v2/models/{name}/infer",
+      "/v2/models/{name}/versions/{version}/infer",
+      "/v1/models/{name}:predict",
+      "/v1/models/{name}/versions/{version}:predict",
+    ]
+  ) {
+    const responses = doc.paths[path].post.responses;
+    for (const status of ["429", "503"]) {
+      assert.deepEqual(
+        responses[status].headers?.["Retry-After"]?.schema,
+        { type: "integer" },
+        `${path} ${status}`,
+      );
+    }
+    assert.ok(responses["401"].headers?.["WWW-Authenticate"], `${path} 401`);
+    // The protocol's error shape is kept.
+    assert.deepEqual(
+      responses["429"].content["application/json"].schema.properties.error,
+      { type: "string" },
+    );
+  }
+  // A /v2 route without its own 503: the drain's, with Retry-After too.
+  const meta = doc.paths["/v2/models/{name}"].get.responses;
+  assert.ok(meta["503"].headers?.["Retry-After"]);
+});

@@ -249,3 +249,76 @@ Deno.test("countInFlight leaves out the host's own commands, and answers undefin
     { byName: { bad: 1, eval: 1, plain: 3, addModel: 1 }, calls: 6 },
   );
 });
+
+Deno.test("A worker's death log line names the request ids of the calls it was running, as their clients got them", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  const { logger, entries } = recordingLogger();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1, logger }),
+    );
+    pids.watch(pool);
+    await pool.addModel("slow", { file: "slow.py" });
+    await pool.addModel("bad", { source: CRASHER });
+    const slow = [
+      pool.execute("slow", { ms: 30_000 }, { requestId: "req-a" }),
+      pool.execute("slow", { ms: 30_000 }),
+      pool.execute("slow", { ms: 30_000 }, { requestId: "req-b" }),
+    ];
+    await pool.request("ping");
+    const back = readyAgain(pool, "w1");
+    const crash = pool.execute("bad", {}, { requestId: "crash-9" });
+    const settled = await Promise.allSettled([...slow, crash]);
+    assert.ok(settled.every((s) => s.status === "rejected"));
+    await back;
+    assert.deepEqual(pool.status().workers[0]!.lastExit?.inFlight, {
+      byName: { slow: 3, bad: 1 },
+      calls: 4,
+      requestIds: ["req-a", "req-b", "crash-9"],
+    });
+    // Before, the line named the models only: a client's 502 with its
+    // requestId found nothing in the gateway's log (the worker that would
+    // have logged it was dead).
+    const lines = entries.filter(([level, message]) =>
+      level === "warn" && message.includes("exited")
+    );
+    assert.equal(lines.length, 1, JSON.stringify(lines));
+    assert.equal(
+      lines[0]![1],
+      "worker {id} (pid {pid}) exited: {reason} while running: {running} (request ids {requestIds})",
+    );
+    assert.equal(lines[0]![2]!.requestIds, "req-a, req-b, crash-9");
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("countInFlight keeps the request ids of the calls (a batch's too), once each, at most 10", () => {
+  const req = (cmd: string, args?: Record<string, unknown>) => ({
+    cmd,
+    args,
+  });
+  assert.deepEqual(
+    countInFlight([
+      req("executeModel", { name: "a", requestId: "r1" }),
+      req("cancel", { target: 1, requestId: "not-a-call" }),
+      req("executeBatch", {
+        name: "b",
+        msgs: [1, 2, 3],
+        requestIds: ["r2", null, "r1"],
+      }),
+      req("eval", { code: "1", requestId: "r3" }),
+    ])?.requestIds,
+    ["r1", "r2", "r3"],
+  );
+  const many = Array.from(
+    { length: 12 },
+    (_, i) => req("executeModel", { name: "a", requestId: `r${i}` }),
+  );
+  assert.equal(countInFlight(many)?.requestIds?.length, 10);
+  assert.equal(
+    countInFlight([req("executeModel", { name: "a" })])?.requestIds,
+    undefined,
+  );
+});

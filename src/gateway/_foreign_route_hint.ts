@@ -1,7 +1,7 @@
 /**
  * What a 404 (or a 405) adds for a route of the servers that pyproxy
  * replaces (TorchServe's inference API, a `:predict` with its colon encoded, a
- * sidecar's health check): a client being migrated learns the gateway's
+ * sidecar's health check or its FastAPI `/docs`): a client being migrated learns the gateway's
  * route from the error instead of the docs.
  *
  * @module
@@ -11,6 +11,8 @@
 const PREDICTIONS = /^\/predictions\/([^/]+)(?:\/[^/]+)?\/?$/;
 // TorchServe's /ping; a FastAPI sidecar's usual /health (and Kubernetes' names).
 const HEALTH = /^\/(?:ping|health|livez|readyz)\/?$/;
+// A FastAPI sidecar's interactive docs (Swagger UI, ReDoc).
+const API_DOCS = /^\/(?:docs|redoc)(?:\/oauth2-redirect)?\/?$/;
 // TensorFlow Serving's and KServe V1's POST /v1/models/{model}:predict
 // with its colon percent-encoded: the router matches the colon as it is
 // (no model name has one).
@@ -50,6 +52,9 @@ export function foreignRouteHint(path: string): string {
   }
   if (HEALTH.test(path)) {
     return " (the health check is GET /healthz; docs/migrating.md)";
+  }
+  if (API_DOCS.test(path)) {
+    return " (no Swagger UI here: the API is described by GET /openapi.json, which Swagger UI or ReDoc can load, and the dashboard is GET /; docs/migrating.md)";
   }
   return "";
 }

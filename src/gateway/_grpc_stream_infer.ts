@@ -58,16 +58,28 @@ function frame(message: Uint8Array): Uint8Array {
   return out;
 }
 
-/** A `ModelStreamInferResponse` of an error (`error_message` 1) for a request. */
+/**
+ * A `ModelStreamInferResponse` of an error (`error_message` 1) for a request.
+ * An error is the request's last response: its `infer_response` says so with
+ * Triton's `triton_final_response`, as a success's last does (a client that
+ * waits for the final flag waited for ever after an error).
+ */
 function errorResponse(
   message: string,
   request?: { name: string; version: string; id?: string },
 ): Uint8Array {
-  const w = new ProtoWriter(message.length + 64).string(1, message);
+  const w = new ProtoWriter(message.length + 128).string(1, message);
   if (request !== undefined) {
     // Its infer_response (2) names the request, for a client that matches by id.
-    const r = new ProtoWriter(64).string(1, request.name)
-      .string(2, request.version).string(3, request.id ?? "");
+    const r = new ProtoWriter(128).string(1, request.name)
+      .string(2, request.version).string(3, request.id ?? "")
+      // parameters (4): a map entry, key 1, value 2 (InferParameter,
+      // bool_param 1).
+      .message(
+        4,
+        new ProtoWriter(32).string(1, "triton_final_response")
+          .message(2, new ProtoWriter(4).bool(1, true)),
+      );
     w.message(2, r);
   }
   return w.finish();

@@ -15,6 +15,8 @@ import {
   pathParam,
   REQUEST_ID_RESPONSE,
   REQUEST_ID_SCHEMA,
+  RETRY_AFTER,
+  WWW_AUTHENTICATE,
 } from "./_openapi_parts.ts";
 import { DATATYPES, MAX_RANK } from "./_inference_tensors.ts";
 import {
@@ -28,8 +30,9 @@ const ERROR: JsonSchema = {
   properties: { error: { type: "string" } },
 };
 
-const error = (description: string): OpenApiObject =>
-  jsonResponse(description, ERROR);
+/** An error in the protocol's shape, with the response `headers` it carries. */
+const error = (description: string, headers?: OpenApiObject): OpenApiObject =>
+  jsonResponse(description, ERROR, headers);
 
 const TENSOR_META: JsonSchema = {
   type: "object",
@@ -170,9 +173,12 @@ function guarded(
 ): Record<string, OpenApiObject> {
   return {
     ...responses,
-    ...(token ? { "401": error("Missing or wrong bearer token.") } : {}),
+    ...(token
+      ? { "401": error("Missing or wrong bearer token.", WWW_AUTHENTICATE) }
+      : {}),
     "403": error("`Host` or `Origin` not allowed."),
-    "503": responses["503"] ?? error("The server is draining."),
+    "503": responses["503"] ??
+      error("The server is draining (with `Retry-After`).", RETRY_AFTER),
   };
 }
 
@@ -270,13 +276,14 @@ export function inferencePaths(
           "A `Content-Encoding` other than gzip, x-gzip and deflate, or more than two codings.",
         ),
         "422": error("The model raised an exception."),
-        "429": error("The queue is full (with `Retry-After`)."),
+        "429": error("The queue is full (with `Retry-After`).", RETRY_AFTER),
         "500": error(
           "The model's result is not a tensor (ragged lists, objects, mixed types).",
         ),
         "502": error("The worker died during the call."),
         "503": error(
-          "No worker, the server is draining, or the model is out of service (placed on some workers, it crashed those it was moved to).",
+          "No worker, the server is draining (both with `Retry-After`), or the model is out of service (placed on some workers, it crashed those it was moved to; no `Retry-After`).",
+          RETRY_AFTER,
         ),
         "504": error("The call timed out."),
         "4XX": error(MODEL_HTTP_ERROR),

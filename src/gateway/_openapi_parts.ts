@@ -36,10 +36,19 @@ export function errorResponse(
   return jsonResponse(description, ref("schemas", "Error"), headers);
 }
 
-const RETRY_AFTER: OpenApiObject = {
+/** The `Retry-After` response header (429, and the 503s of a drain or no worker). */
+export const RETRY_AFTER: OpenApiObject = {
   "Retry-After": {
     description: "Seconds to wait before trying again.",
     schema: { type: "integer" },
+  },
+};
+
+/** The `WWW-Authenticate` response header of a 401. */
+export const WWW_AUTHENTICATE: OpenApiObject = {
+  "WWW-Authenticate": {
+    description: 'Always `Bearer realm="pyproxy"`.',
+    schema: { type: "string" },
   },
 };
 
@@ -369,12 +378,7 @@ export function components(
         ? {
           Unauthorized: errorResponse(
             "`Unauthorized`: missing or wrong bearer token.",
-            {
-              "WWW-Authenticate": {
-                description: 'Always `Bearer realm="pyproxy"`.',
-                schema: { type: "string" },
-              },
-            },
+            WWW_AUTHENTICATE,
           ),
         }
         : {}),

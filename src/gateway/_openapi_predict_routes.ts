@@ -14,6 +14,8 @@ import {
   pathParam,
   REQUEST_ID_RESPONSE,
   REQUEST_ID_SCHEMA,
+  RETRY_AFTER,
+  WWW_AUTHENTICATE,
 } from "./_openapi_parts.ts";
 
 const ERROR: JsonSchema = {
@@ -22,8 +24,9 @@ const ERROR: JsonSchema = {
   properties: { error: { type: "string" } },
 };
 
-const error = (description: string): OpenApiObject =>
-  jsonResponse(description, ERROR);
+/** An error in the protocol's shape, with the response `headers` it carries. */
+const error = (description: string, headers?: OpenApiObject): OpenApiObject =>
+  jsonResponse(description, ERROR, headers);
 
 /**
  * What `GET /v1/models/{name}` (and a version's) adds to the description
@@ -153,9 +156,12 @@ function guarded(
 ): Record<string, OpenApiObject> {
   return {
     ...responses,
-    ...(token ? { "401": error("Missing or wrong bearer token.") } : {}),
+    ...(token
+      ? { "401": error("Missing or wrong bearer token.", WWW_AUTHENTICATE) }
+      : {}),
     "403": error("`Host` or `Origin` not allowed."),
-    "503": responses["503"] ?? error("The server is draining."),
+    "503": responses["503"] ??
+      error("The server is draining (with `Retry-After`).", RETRY_AFTER),
   };
 }
 
@@ -209,11 +215,12 @@ export function predictPaths(
         "408": error("The body did not arrive within `limits.requestTimeout`."),
         "413": error(`The body is over ${o.bodyLimit} bytes.`),
         "422": error("The model raised an exception."),
-        "429": error("The queue is full (with `Retry-After`)."),
+        "429": error("The queue is full (with `Retry-After`).", RETRY_AFTER),
         "501": error("`:explain`, `:classify`, `:regress`: not served."),
         "502": error("The worker died during the call."),
         "503": error(
-          "No worker, the server is draining, or the model is out of service.",
+          "No worker, the server is draining (both with `Retry-After`), or the model is out of service (no `Retry-After`).",
+          RETRY_AFTER,
         ),
         "504": error("The call timed out."),
         "4XX": error(
