@@ -309,7 +309,11 @@ export class OverloadedError extends PyProxyError {
 defineName(OverloadedError, "OverloadedError");
 
 /**
- * The pool is closing (or closed); the call was not run.
+ * The pool is closing (or closed), or the call's worker was removed by a
+ * resize: the call was not run, or, with `details.started: true`, it ran
+ * and was cut off when the close's (or the resize's) `shutdownGrace` ran
+ * out (it may have done part of its work: retry it only if it is
+ * idempotent).
  *
  * @example
  * ```ts

@@ -2749,7 +2749,10 @@ export class Pool implements AsyncDisposable {
         return call.reject(
           new ShuttingDownError(
             `Cannot complete call ${callName(call)}: pool closed`,
-            { cause: error },
+            // It ran, and may have done part of its work: a client must not
+            // take it for a call refused unrun (the gateway sends no
+            // Retry-After for it).
+            { cause: error, details: { started: true } },
           ),
         );
       }
@@ -2768,7 +2771,7 @@ export class Pool implements AsyncDisposable {
             `Cannot complete call ${
               callName(call)
             }: worker ${worker.id} was removed by a resize before the call finished (shutdownGrace ${this.#opts.shutdownGrace} ms)`,
-            { cause: error },
+            { cause: error, details: { started: true } },
           ),
         );
       }

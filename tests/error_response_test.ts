@@ -219,3 +219,56 @@ Deno.test("describeError words a pool's ModelUnavailableError in the gateway's s
     version: "2",
   });
 });
+
+Deno.test("describeError: a ShuttingDownError of a call cut off while it ran (details.started) gets no Retry-After, one refused unrun does", async () => {
+  const { ShuttingDownError } = await import("../src/errors.ts");
+  const refused = describeError(
+    new ShuttingDownError("Cannot accept call: pool is closing"),
+    false,
+  );
+  assert.equal(refused.status, 503);
+  assert.equal(refused.headers["retry-after"], "5");
+  // Retrying clients read Retry-After as "not processed": this one ran.
+  const cut = describeError(
+    new ShuttingDownError(
+      "Cannot complete call executeModel of model 'm': pool closed",
+      { details: { started: true } },
+    ),
+    false,
+  );
+  assert.equal(cut.status, 503);
+  assert.equal(cut.headers["retry-after"], undefined);
+});
+
+Deno.test("Pool.close: a call cut off when shutdownGrace ran out rejects with a ShuttingDownError saying it started", async () => {
+  const { Pool } = await import("../src/pool.ts");
+  const { ShuttingDownError } = await import("../src/errors.ts");
+  const pool = await Pool.start({
+    workers: 1,
+    handleSignals: false,
+    shutdownGrace: 100,
+  });
+  try {
+    await pool.addModel("sleeper", {
+      source:
+        "import time\nclass Sleeper:\n    threaded = True\n    def execute(self, msg):\n        time.sleep(msg['s'])\n        return msg['s']\n",
+    });
+    const call = pool.execute("sleeper", { s: 2 }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    // Running (a threaded call: on the worker's call thread).
+    const deadline = Date.now() + 10_000;
+    while (pool.status().workers[0]?.inFlight !== 1) {
+      if (Date.now() > deadline) throw new Error("the call never ran");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await pool.close();
+    const err = await call;
+    assert.ok(err instanceof ShuttingDownError, String(err));
+    assert.match(err.message, /pool closed/);
+    assert.equal(err.details.started, true);
+  } finally {
+    await pool.close();
+  }
+});

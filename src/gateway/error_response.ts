@@ -198,7 +198,11 @@ export function describeError(
     };
   }
   if (err instanceof NoWorkerError || err instanceof ShuttingDownError) {
-    headers["retry-after"] = err instanceof ShuttingDownError ? "5" : "1";
+    // A call cut off while it ran (`started`) may have done part of its
+    // work: no Retry-After, which retrying clients read as "not processed".
+    if (err.details.started !== true) {
+      headers["retry-after"] = err instanceof ShuttingDownError ? "5" : "1";
+    }
     return { status: 503, headers, body: body(err.name, err.message) };
   }
   if (err instanceof TimeoutError) {
