@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/forked_child.py",
-      size: 5491,
+      size: 10623,
       sha256:
-        "bc830b740c565df9855f0e8da75a471deda99d3fa48f96c85ece72910b740a32",
+        "17786393447d6fa965fe93e0b0ee93e1cd2eb62db8e117aa5b904d8ff5d3b5f8",
     },
     {
       path: "pyproxy_server/framer.py",
