@@ -118,9 +118,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 37347,
+      size: 37715,
       sha256:
-        "f7694096e90df603d682fced7fe22bcc3d3f2d681ed153b53115329b4e1971d4",
+        "96bf0f05a037ac14377f5ea988af6d23057aa4db1815342807f41a0eb9cdb873",
     },
     {
       path: "pyproxy_server/execution.py",
