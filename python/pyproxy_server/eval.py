@@ -153,15 +153,13 @@ def evaluate(code, namespace, args=_NO_ARGS, filename="<eval>", cache=None):
     if call is not None:
         call.wake = lambda: loop.call_soon_threadsafe(_noop)
     try:
-        if body.co_flags & _CO_COROUTINE:
-            loop.run_until_complete(eval(body, namespace))
-        else:
-            exec(body, namespace)
+        # Each part with the loop running, whether it awaits or not: a cell
+        # whose only ``await`` is its last expression makes its tasks in its
+        # statements (``asyncio.create_task``: "no running event loop").
+        loop.run_until_complete(_in_loop(body, namespace))
         value = None
         if last is not None:
-            value = eval(last, namespace)
-            if last.co_flags & _CO_COROUTINE:
-                value = loop.run_until_complete(value)
+            value = loop.run_until_complete(_in_loop(last, namespace))
         if args is not _NO_ARGS:
             value = _called(namespace, name, value, args)
         if value.__class__ is types.CoroutineType:
@@ -177,6 +175,14 @@ def evaluate(code, namespace, args=_NO_ARGS, filename="<eval>", cache=None):
 
 def _noop():
     pass
+
+
+async def _in_loop(code, namespace):
+    """``code``'s value, run as a task of the eval's loop: a coroutine's
+    (top-level ``await``) awaited; other code run there, the loop running."""
+    if code.co_flags & _CO_COROUTINE:
+        return await eval(code, namespace)
+    return eval(code, namespace)
 
 
 def _called(namespace, name, value, args):

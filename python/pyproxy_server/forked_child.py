@@ -38,6 +38,25 @@ the handlers are reset: a signal sent meanwhile is then delivered by its
 default action (SIGTERM ends the child). Each fork costs two
 ``pthread_sigmask`` calls; the server's calls pay nothing.
 
+Cancels. A cancel injects ``KeyboardInterrupt`` into its call's thread
+(``CallRunner.cancel``), where it fires at the next bytecode: during a fork,
+at the entry of the next Python-level fork hook (``logging``'s, which
+releases its module lock after the fork; these), where CPython reports the
+exception and drops it. The cancel was lost (a model forking in a loop ran
+on, its thread "stuck", until the server wedged), and ``logging``'s lock
+stayed held by the forking thread (the loop's thread waited for it at its
+next record, answering no ping: its host killed the worker after 30 s), or
+SIGTERM and SIGINT stayed blocked in that thread (and in every process it
+started). So ``_before``, the first ``before`` hook to run (the last
+registered but those of modules imported later), shields the forking call
+(``CallRunner.defer_interrupt``) until ``_after_in_parent``, the last of the
+parent's hooks but those registered later. A cancel that came meanwhile is
+injected then by the loop's thread (injected by the hook, it would fire in
+the hook): it fires in the code that forked. A cancel's interrupt already
+pending as ``_before`` is entered fires there; ``_after_in_parent`` sees
+that ``_before`` was cut short and has it injected again. When another
+thread holds the call's lock across the fork, the call is not shielded.
+
 Example::
 
     ForkedChild.install()  # once, after the loop's signal handlers are added
@@ -47,9 +66,15 @@ import logging
 import os
 import signal
 import threading
+import time
 
 from . import capture
-from .call import current_batch, current_call
+from .call import RUNNING, current_batch, current_call
+from .execution import _interrupt_thread
+
+_get_call = current_call.get
+# Non-blocking tries at the call's lock before a fork (``_shield``).
+_SHIELD_TRIES = 100
 
 __all__ = ["ForkedChild"]
 
@@ -62,8 +87,13 @@ class ForkedChild:
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
-        # Per forking thread: its signal mask before ``_before`` blocked ours.
+        # Per forking thread: its signal mask before ``_before`` blocked ours,
+        # the call it shielded, whether it ran to its end.
         self._saved = threading.local()
+        # Idents of the threads in ``_after_in_parent`` (the loop's thread
+        # reads it: a dict, whose item assignment is no point where an
+        # injected exception fires, as a method call's end is).
+        self._in_hooks = {}
 
     @classmethod
     def install(cls):
@@ -72,15 +102,65 @@ class ForkedChild:
             return None
         hooks = cls()
         if hasattr(signal, "pthread_sigmask"):
-            os.register_at_fork(before=hooks._before, after_in_parent=hooks._restore, after_in_child=hooks._after_in_child)
+            os.register_at_fork(before=hooks._before, after_in_parent=hooks._after_in_parent, after_in_child=hooks._after_in_child)
         else:  # no signal masks: the reset alone, with its window
             os.register_at_fork(after_in_child=hooks._after_in_child)
         return hooks
 
     def _before(self):
+        saved = self._saved
+        # The forking call is shielded from its cancel until the parent's
+        # hooks are done (``_after_in_parent``): see "Cancels" above.
+        call = _get_call()
+        saved.call = call if call is not None and _shield(call) else None
         # Inherited by the child; other threads of this process, which do not
         # block them, take the signals sent to it meanwhile.
-        self._saved.mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
+        saved.mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
+        saved.done = True
+
+    def _after_in_parent(self):
+        ident = threading.get_ident()
+        self._in_hooks[ident] = True
+        saved = self._saved
+        call = getattr(saved, "call", None)
+        done = getattr(saved, "done", False)
+        saved.call = None
+        saved.done = False
+        self._restore()
+        due = False
+        if call is not None:
+            with call.lock:
+                call.shielded = False
+                due = call.interrupted
+        elif not done:
+            # ``_before`` was cut short: by a cancel's interrupt that fired
+            # as it was entered, before its shield, dropped by CPython.
+            call = _get_call()
+            due = call is not None and call.thread_ident == ident and call.interrupted
+        if due:
+            # Injected by this thread, it would fire in this hook, and be
+            # dropped: the loop's thread injects it once this hook is over.
+            try:
+                call.server.loop.call_soon_threadsafe(self._interrupt, call, ident)
+            except (AttributeError, RuntimeError):  # no loop, or closed: the server is stopping
+                pass
+        # Last, and no call (whose end is a point where an injected
+        # exception fires): the loop's thread injects from now on.
+        del self._in_hooks[ident]
+
+    def _interrupt(self, call, ident):
+        # Loop thread: the interrupt of a cancel that came during a fork of
+        # ``call``'s thread ``ident``, once that thread is out of our hooks.
+        # (A call that ended, or left the thread, takes no interrupt: and an
+        # entry left by a hook cut short makes no endless retries.)
+        if call.state != RUNNING or call.thread_ident != ident:
+            return
+        if ident in self._in_hooks:
+            call.server.loop.call_later(0.001, self._interrupt, call, ident)
+            return
+        with call.lock:
+            if call.state == RUNNING and call.thread_ident == ident and not call.shielded:
+                _interrupt_thread(ident)
 
     def _after_in_child(self):
         try:
@@ -89,7 +169,10 @@ class ForkedChild:
             signal.signal(signal.SIGINT, signal.default_int_handler)
         except (ValueError, OSError):  # not the child's main thread: nothing to undo
             pass
-        # The forking thread's context (the hooks run in it) is the child's.
+        # The forking thread's context (the hooks run in it) is the child's;
+        # so is the shield ``_before`` put on its call, which has no thread here.
+        self._saved.call = None
+        self._in_hooks.clear()
         current_call.set(None)
         current_batch.set(None)
         capture.in_forked_child()
@@ -108,6 +191,31 @@ class ForkedChild:
         if mask is not None:
             self._saved.mask = None
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _shield(call):
+    # ``CallRunner.defer_interrupt`` without a blocking wait for the call's
+    # lock (its connection's, which the loop's thread and the connection's
+    # other calls take a moment at a time): a blocking acquire releases the
+    # GIL, so a cancel could inject its interrupt meanwhile, which would fire
+    # as the acquire returns, the lock held for good. Tries for ~20 ms (a
+    # thread may hold it across this fork); not shielded then, as before.
+    if call.thread_ident != threading.get_ident():
+        return False
+    lock = call.lock
+    for _ in range(_SHIELD_TRIES):
+        if lock.acquire(False):
+            break
+        time.sleep(0.0002)
+    else:
+        return False
+    try:
+        if call.shielded or call.interrupted:
+            return False
+        call.shielded = True
+        return True
+    finally:
+        lock.release()
 
 
 def _server_handlers():

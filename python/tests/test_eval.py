@@ -101,6 +101,18 @@ class EvaluateTest(unittest.TestCase):
         self.assertEqual(ns["ended"], ["cancelled"])
         self.assertTrue(ns["loop"].is_closed())
 
+    def test_top_level_await_in_the_last_expression_alone_runs_the_statements_on_the_loop(self):
+        # A cell whose only await is its last expression: its statements ran
+        # before the loop did ("RuntimeError: no running event loop" from
+        # the notebook's `task = asyncio.create_task(fetch())` then
+        # `await task`); and a last expression without await after statements
+        # that await ran after it stopped.
+        ns = new_namespace()
+        code = "import asyncio\nasync def seven():\n    return 7\ntask = asyncio.create_task(seven())\nawait task"
+        self.assertEqual(evaluate(code, ns), 7)
+        code = "await asyncio.sleep(0)\nasyncio.get_running_loop().is_running()"
+        self.assertIs(evaluate(code, ns), True)
+
     def test_top_level_await_with_args(self):
         code = "import asyncio\nawait asyncio.sleep(0)\nasync def add(a, b):\n    return a + b"
         self.assertEqual(evaluate(code, new_namespace(), [2, 3]), 5)

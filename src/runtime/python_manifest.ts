@@ -118,9 +118,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/eval.py",
-      size: 36791,
+      size: 37159,
       sha256:
-        "f9b90529c39f53a849704cae94dc7b655c6903ae73c9ca67ab2f3f31c0369a43",
+        "f0d666ba1255ef0b3713477eaa9961857d8ff47b1f57d49a2ec48368f547dd88",
     },
     {
       path: "pyproxy_server/execution.py",
@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/forked_child.py",
-      size: 5491,
+      size: 10623,
       sha256:
-        "bc830b740c565df9855f0e8da75a471deda99d3fa48f96c85ece72910b740a32",
+        "17786393447d6fa965fe93e0b0ee93e1cd2eb62db8e117aa5b904d8ff5d3b5f8",
     },
     {
       path: "pyproxy_server/framer.py",
