@@ -59,6 +59,9 @@ export function nonFiniteReason(
  * `JSON.stringify` calls no `toJSON` of a `toJSON`'s output.
  */
 function toJSONOf(value: object, key: string | number): unknown {
+  // A Date's gives a string or null, never a number: not called again (a
+  // walk of 100k Dates beside nulls cost 39 ms, its JSON.stringify 50 ms).
+  if ((value as { toJSON?: unknown }).toJSON === DATE_TO_JSON) return null;
   let out: unknown;
   try {
     out = (value as { toJSON(key: string): unknown }).toJSON(String(key));
@@ -168,6 +171,8 @@ function describe(value: unknown): string | undefined {
   }
   return undefined;
 }
+
+const DATE_TO_JSON = Date.prototype.toJSON;
 
 const NAN_HINT =
   "JSON has no NaN or infinities: it would arrive as None; send null, or a string";

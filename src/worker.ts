@@ -474,7 +474,7 @@ export class Worker implements WorkerInfo {
     if (this.#stopping) {
       this.#intentional = true;
       server.kill("SIGKILL");
-      return await this.#failedStart(gen, new Error("pool is closing"));
+      return await this.#failedStart(gen, new Error("pool is closing"), restart);
     }
     try {
       // With no readyTimeout (`Infinity`: a slow import may take what it
@@ -510,6 +510,7 @@ export class Worker implements WorkerInfo {
         return await this.#failedStart(
           gen,
           new Error("process ended while connecting"),
+          restart,
         );
       }
       this.#session = session;
@@ -536,13 +537,20 @@ export class Worker implements WorkerInfo {
         this.#startFailed = true;
       }
       server.kill("SIGKILL");
-      return await this.#failedStart(gen, err);
+      return await this.#failedStart(gen, err, restart);
     }
   }
 
-  async #failedStart(gen: number, err: unknown): Promise<Error> {
+  async #failedStart(
+    gen: number,
+    err: unknown,
+    restart: boolean,
+  ): Promise<Error> {
     await this.exitOf(gen);
-    await this.#stderrEnded(gen);
+    // A first start (Pool.start, a resize) rejects with nothing of it left
+    // running; a restart does not wait (it added up to 1 s to each turn of
+    // a failing slot's restarts; a stop still waits for the last one's).
+    if (!restart) await this.#stderrEnded(gen);
     return asError(err);
   }
 
