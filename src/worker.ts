@@ -474,7 +474,11 @@ export class Worker implements WorkerInfo {
     if (this.#stopping) {
       this.#intentional = true;
       server.kill("SIGKILL");
-      return await this.#failedStart(gen, new Error("pool is closing"), restart);
+      return await this.#failedStart(
+        gen,
+        new Error("pool is closing"),
+        restart,
+      );
     }
     try {
       // With no readyTimeout (`Infinity`: a slow import may take what it
