@@ -272,3 +272,20 @@ Deno.test("Pool.close: a call cut off when shutdownGrace ran out rejects with a 
     await pool.close();
   }
 });
+
+Deno.test("describeError: a model call's 504 says where it waited (queue: it never ran, safe to retry)", async () => {
+  const { TimeoutError } = await import("../src/errors.ts");
+  for (const waited of ["queue", "worker"] as const) {
+    const { status, body } = describeError(
+      new TimeoutError("Cannot complete executeModel of model 'm': ...", {
+        details: { model: "m", timeoutMs: 50, waited },
+      }),
+      false,
+    );
+    assert.equal(status, 504);
+    assert.equal(body.waited, waited);
+  }
+  // Another timeout (a load's, a session's): no such field.
+  const { body } = describeError(new TimeoutError("Cannot load: ..."), false);
+  assert.equal(body.waited, undefined);
+});

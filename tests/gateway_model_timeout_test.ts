@@ -175,6 +175,8 @@ Deno.test("Gateway: a call whose timeout passes in the queue says it waited for 
     message(r),
     "Cannot run model 'tight': no answer within 100 ms, the request's ?timeout=; it waited all that time for a worker (each had limits.maxInFlightPerWorker calls running: more workers, or a faster model)",
   );
+  // For a client's retry logic: it never ran.
+  assert.equal((r.body.error as Record<string, unknown>).waited, "queue");
   assert.equal((await first).status, 200);
 });
 
@@ -193,6 +195,7 @@ Deno.test("Gateway: PUT's timeout beats the class's timeout_ms; an update change
     message(r),
     `Cannot run model 'd': no answer within 150 ms, its class's timeout_ms (a "timeout" in its pyproxy.json entry or PUT body overrides it); the call was cancelled`,
   );
+  assert.equal((r.body.error as Record<string, unknown>).waited, "worker");
   // The operator's over the author's.
   res = await gw.fetch(
     "/v1/models/d",

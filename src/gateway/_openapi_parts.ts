@@ -210,6 +210,12 @@ export function components(
             description:
               "`HTTPError`: the model's `detail`, any JSON (a FastAPI-style list of `{loc, msg}` as it was); absent when it gave none.",
           },
+          waited: {
+            type: "string",
+            enum: ["queue", "worker"],
+            description:
+              "`TimeoutError` of a model call (504): where it waited when its timeout passed. `queue`: for a worker, so it never ran (safe to retry); `worker`: it ran, then was cancelled.",
+          },
           fields: {
             type: "array",
             maxItems: 100,

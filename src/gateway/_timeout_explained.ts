@@ -74,7 +74,7 @@ export function explainedTimeout(
       `Cannot complete the stream of ${model}: it ran ${ms} ms, the limit of a whole stream, ${source}; cancelled after ${itemsSent} ${
         itemsSent === 1 ? "item" : "items"
       }`,
-      { cause: err },
+      { cause: err, details: err.details },
     );
   }
   return new TimeoutError(
@@ -83,6 +83,7 @@ export function explainedTimeout(
         ? "it waited all that time for a worker (each had limits.maxInFlightPerWorker calls running: more workers, or a faster model)"
         : "the call was cancelled"
     }`,
-    { cause: err },
+    // Its details too: where it waited (the 504's `waited`).
+    { cause: err, details: err.details },
   );
 }

@@ -206,7 +206,16 @@ export function describeError(
     return { status: 503, headers, body: body(err.name, err.message) };
   }
   if (err instanceof TimeoutError) {
-    return { status: 504, headers, body: body(err.name, err.message) };
+    // Where a model call waited (its details): "queue" tells a client the
+    // call never ran, so a retry is safe (the message says so in words).
+    const waited = err.details.waited;
+    return {
+      status: 504,
+      headers,
+      body: waited === "queue" || waited === "worker"
+        ? body(err.name, err.message, { waited })
+        : body(err.name, err.message),
+    };
   }
   if (err instanceof StreamIdleError) {
     // The client took no event for the idle timeout: its fault, not the
