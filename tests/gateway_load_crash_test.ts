@@ -16,6 +16,28 @@ import { startGateway, until } from "./_gateway_harness.ts";
  */
 const QUARANTINE_WAIT = 30_000;
 
+/**
+ * Waits until `GET /v1/models/{name}` says the model is out of service (not
+ * ready, its version UNAVAILABLE), and gives its error message.
+ */
+function outOfService(
+  gw: { fetch(path: string, init?: RequestInit): Promise<Response> },
+  name: string,
+): Promise<string> {
+  return until(
+    async () => {
+      const body = await (await gw.fetch(`/v1/models/${name}`)).json();
+      const entry = body.model_version_status?.[0];
+      return body.ready === false && entry?.state === "UNAVAILABLE" &&
+          /^out of service: /.test(entry.status.error_message)
+        ? entry.status.error_message as string
+        : undefined;
+    },
+    `${name} to be out of service`,
+    QUARANTINE_WAIT,
+  );
+}
+
 /** Loads fine, then a thread ends the process 100 ms later (exit code 7). */
 const BOMB = `
 import os, threading, time
@@ -37,18 +59,7 @@ Deno.test("Gateway: a model of the models directory that kills its worker after 
   await using gw = await startGateway({ workers: 2, allowManage: true }, {
     "aaa_bomb.py": BOMB,
   });
-  const failedReason = await until(
-    async () => {
-      const body = await (await gw.fetch("/v1/models/aaa_bomb")).json();
-      const entry = body.model_version_status?.[0];
-      return body.ready === false && entry?.state === "UNAVAILABLE" &&
-          /^out of service: /.test(entry.status.error_message)
-        ? entry.status.error_message as string
-        : undefined;
-    },
-    "the model to be out of service",
-    QUARANTINE_WAIT,
-  );
+  const failedReason = await outOfService(gw, "aaa_bomb");
   assert.match(
     failedReason,
     /^out of service: its worker died within 3000 ms of loading it .*twice with no call or other load running there/,
@@ -118,18 +129,7 @@ Deno.test("Gateway: PUT /v1/models/{name} and the repository's load of a model t
   assert.equal(typeof suspected, "object", JSON.stringify(suspected));
   assert.ok(suspected.deaths >= 1);
   assert.match(suspected.reason, /^its worker died within 3000 ms/);
-  await until(
-    async () => {
-      const body = await (await gw.fetch("/v1/models/bomb")).json();
-      const entry = body.model_version_status?.[0];
-      return body.ready === false && entry?.state === "UNAVAILABLE" &&
-          /^out of service: /.test(entry.status.error_message)
-        ? entry.status.error_message as string
-        : undefined;
-    },
-    "the model to be out of service",
-    QUARANTINE_WAIT,
-  );
+  await outOfService(gw, "bomb");
   const index = await (await gw.fetch("/v2/repository/index", {
     method: "POST",
     body: "{}",
@@ -148,18 +148,7 @@ Deno.test("Gateway: PUT /v1/models/{name} and the repository's load of a model t
   });
   assert.equal(load.status, 200, await load.clone().text());
   await load.body?.cancel();
-  await until(
-    async () => {
-      const body = await (await gw.fetch("/v1/models/bomb2")).json();
-      const entry = body.model_version_status?.[0];
-      return body.ready === false && entry?.state === "UNAVAILABLE" &&
-          /^out of service: /.test(entry.status.error_message)
-        ? entry.status.error_message as string
-        : undefined;
-    },
-    "the second model to be out of service",
-    QUARANTINE_WAIT,
-  );
+  await outOfService(gw, "bomb2");
   await until(
     () =>
       Promise.resolve(

@@ -3,7 +3,7 @@
 // on a worker; `onSend`'s last call names the worker that ran the call, also
 // when its batch was taken apart and a part went to another worker.
 import assert from "node:assert/strict";
-import { Pool } from "../src/pool.ts";
+import { Pool, type PoolOptions } from "../src/pool.ts";
 import type { Plugin, TimeoutEvent } from "../src/plugin.ts";
 import { TimeoutError } from "../src/errors.ts";
 import { modelsDir } from "./_pool_harness.ts";
@@ -119,19 +119,46 @@ Deno.test("Pool batching: with two workers, the last onSend of a call of a batch
   assert.ok(moved > 0, JSON.stringify([...sends]));
 });
 
-Deno.test("Pool: a caller's own executeBatch (pool.request) that times out is told to onTimeout as executeBatch, what it called", async () => {
+/**
+ * A one-worker pool on a models directory of its own whose plugin records
+ * each `onTimeout` as `"<cmd> <timeoutMs>"` in `events`.
+ */
+async function timeoutsPool(
+  extra: PoolOptions = {},
+): Promise<{ pool: Pool; events: string[] } & AsyncDisposable> {
   const events: string[] = [];
-  const recorder: Plugin = {
-    name: "timeouts",
-    onTimeout: (ev) => void events.push(`${ev.cmd} ${ev.timeoutMs}`),
-  };
-  await using dir = await modelsDir();
-  await using pool = await Pool.start({
-    workers: 1,
-    modelsDir: dir.path,
-    handleSignals: false,
-    plugins: { defaults: false, use: [recorder] },
-  });
+  const dir = await modelsDir();
+  try {
+    const pool = await Pool.start({
+      workers: 1,
+      modelsDir: dir.path,
+      handleSignals: false,
+      plugins: {
+        defaults: false,
+        use: [{
+          name: "timeouts",
+          onTimeout: (ev) => void events.push(`${ev.cmd} ${ev.timeoutMs}`),
+        }],
+      },
+      ...extra,
+    });
+    return {
+      pool,
+      events,
+      async [Symbol.asyncDispose]() {
+        await pool.close();
+        await dir[Symbol.asyncDispose]();
+      },
+    };
+  } catch (err) {
+    await dir[Symbol.asyncDispose]();
+    throw err;
+  }
+}
+
+Deno.test("Pool: a caller's own executeBatch (pool.request) that times out is told to onTimeout as executeBatch, what it called", async () => {
+  await using recorded = await timeoutsPool();
+  const { pool, events } = recorded;
   await pool.addModel("rec", { source: RECORDER });
   await assert.rejects(
     pool.request("executeBatch", { name: "rec", msgs: [{ sleep: 0.3 }] }, {
@@ -143,19 +170,8 @@ Deno.test("Pool: a caller's own executeBatch (pool.request) that times out is to
 });
 
 Deno.test("Pool: onTimeout of a call that waited in the queue gives the caller's whole timeout, not what was left of it when sent", async () => {
-  const events: string[] = [];
-  const recorder: Plugin = {
-    name: "timeouts",
-    onTimeout: (ev) => void events.push(`${ev.cmd} ${ev.timeoutMs}`),
-  };
-  await using dir = await modelsDir();
-  await using pool = await Pool.start({
-    workers: 1,
-    maxInFlightPerWorker: 1,
-    modelsDir: dir.path,
-    handleSignals: false,
-    plugins: { defaults: false, use: [recorder] },
-  });
+  await using recorded = await timeoutsPool({ maxInFlightPerWorker: 1 });
+  const { pool, events } = recorded;
   await pool.addModel("sleeper", {
     source:
       "import time\nclass Sleeper:\n    threaded = True\n    def execute(self, msg):\n        time.sleep(msg['s'])\n        return msg['s']\n",
