@@ -91,8 +91,8 @@ Options:
       --token-file-interval <ms>
                             How often the token files are read for a change
                             (default 10000; 0: on SIGHUP only; else >= 100)
-      --tls-cert <file>     Serve HTTPS (and HTTP/2) with this PEM certificate
-                            (chain); needs --tls-key
+      --tls-cert <file>     Serve HTTPS (and HTTP/2 on Deno) with this PEM
+                            certificate (chain); needs --tls-key
       --tls-key <file>      The PEM private key of --tls-cert
       --tls-file-interval <ms>
                             How often the TLS files are read for a renewed
