@@ -30,6 +30,7 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import type { Logger } from "../src/logger.ts";
 import { FrameError } from "../src/errors.ts";
@@ -396,4 +397,26 @@ export async function rawConnect(
     },
   };
   return raw;
+}
+
+/**
+ * Runs `deno check <args>` from the checkout's root and fails with deno's
+ * report (its type errors and where, without colour codes) unless it passes.
+ */
+export async function assertDenoChecks(args: string[]): Promise<void> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["check", ...args],
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stderr);
+  assert.equal(
+    out.code,
+    0,
+    // deno-lint-ignore no-control-regex
+    text.replace(/\x1b\[[0-9;]*m/g, "").split("\n").filter((l) =>
+      /TS\d+|at file:|error/.test(l)
+    ).join("\n"),
+  );
 }

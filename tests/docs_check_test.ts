@@ -5,6 +5,7 @@
  * (docs/migrating.md's ported Python files also run: migrating_doc_test.ts.)
  */
 import assert from "node:assert/strict";
+import { assertDenoChecks } from "./_harness.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -15,22 +16,7 @@ Deno.test("the code blocks of README.md and docs/*.md type-check", async () => {
       docs.push(`docs/${entry.name}`);
     }
   }
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["check", "--doc-only", ...docs.sort()],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stderr);
-  assert.equal(
-    out.code,
-    0,
-    // deno's report, without the colour codes
-    // deno-lint-ignore no-control-regex
-    text.replace(/\x1b\[[0-9;]*m/g, "").split("\n").filter((l) =>
-      /TS\d+|at file:|error/.test(l)
-    ).join("\n"),
-  );
+  await assertDenoChecks(["--doc-only", ...docs.sort()]);
 });
 
 Deno.test("the @example blocks of the JSDoc type-check (src/, plugins/, mod.ts; `ts ignore` ones excepted)", async () => {
@@ -47,21 +33,7 @@ Deno.test("the @example blocks of the JSDoc type-check (src/, plugins/, mod.ts; 
   };
   walk("src");
   walk("plugins");
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["check", "--doc", ...files.sort()],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stderr);
-  assert.equal(
-    out.code,
-    0,
-    // deno-lint-ignore no-control-regex
-    text.replace(/\x1b\[[0-9;]*m/g, "").split("\n").filter((l) =>
-      /TS\d+|at file:|error/.test(l)
-    ).join("\n"),
-  );
+  await assertDenoChecks(["--doc", ...files.sort()]);
 });
 
 Deno.test("no JSDoc line starts with '>' (Markdown would show it as a quote)", () => {
