@@ -64,6 +64,7 @@ import { workerEnv } from "./_worker_env.ts";
 import type { GrpcServer } from "./grpc_server.ts";
 import { setTimeoutOrNever } from "../_timer.ts";
 import { connectHost } from "../_connect_host.ts";
+import { defined } from "../_defined.ts";
 
 /** Addresses that bind every interface: no client can connect to them. */
 const WILDCARD = new Set(["0.0.0.0", "::", "[::]"]);
@@ -495,45 +496,33 @@ export async function serve(
     schedBatch: config.schedBatch,
     // JSON in, JSON out: integers beyond ±2^53 pass through exactly (docs/gateway.md).
     integers: "bigint",
-    ...(config.python === undefined ? {} : { python: config.python }),
-    ...(config.logDir === undefined ? {} : { logDir: config.logDir }),
-    // The config's env, `{worker}` and `{index}` filled in per slot (a
-    // restarted worker keeps its slot's).
-    ...(envOption === undefined ? {} : { env: envOption }),
-    ...(config.limits.maxInFlightPerWorker === undefined
-      ? {}
-      : { maxInFlightPerWorker: config.limits.maxInFlightPerWorker }),
-    ...(config.limits.maxQueue === undefined
-      ? {}
-      : { maxQueue: config.limits.maxQueue }),
-    ...(config.limits.evalReplayBudget === undefined
-      ? {}
-      : { evalReplayBudget: config.limits.evalReplayBudget }),
-    // A model that kills its worker soon after its load: out of service at
-    // its second strike (docs/reliability.md).
-    ...(config.limits.loadCrashWindow === undefined
-      ? {}
-      : { loadCrashWindow: config.limits.loadCrashWindow }),
+    ...defined({
+      python: config.python,
+      logDir: config.logDir,
+      // The config's env, `{worker}` and `{index}` filled in per slot (a
+      // restarted worker keeps its slot's).
+      env: envOption,
+      maxInFlightPerWorker: config.limits.maxInFlightPerWorker,
+      maxQueue: config.limits.maxQueue,
+      evalReplayBudget: config.limits.evalReplayBudget,
+      // A model that kills its worker soon after its load: out of service
+      // at its second strike (docs/reliability.md).
+      loadCrashWindow: config.limits.loadCrashWindow,
+    }),
     // A placed model that crashes the slots it goes to: moves before it is
     // out of service (docs/models.md, "Placement").
     placement: {
-      ...(config.limits.maxRelocations === undefined
-        ? {}
-        : { maxRelocations: config.limits.maxRelocations }),
-      ...(config.limits.relocationWindow === undefined
-        ? {}
-        : { relocationWindow: config.limits.relocationWindow }),
+      ...defined({
+        maxRelocations: config.limits.maxRelocations,
+        relocationWindow: config.limits.relocationWindow,
+      }),
       // A model's failedReason names pyproxy.json's keys, as the 503 does.
       settingName: (option) => `limits.${option}`,
     },
-    modelMetrics: {
-      ...(config.limits.modelMetricSeriesPerModel === undefined
-        ? {}
-        : { maxSeriesPerModel: config.limits.modelMetricSeriesPerModel }),
-      ...(config.limits.modelMetricSeries === undefined
-        ? {}
-        : { maxSeries: config.limits.modelMetricSeries }),
-    },
+    modelMetrics: defined({
+      maxSeriesPerModel: config.limits.modelMetricSeriesPerModel,
+      maxSeries: config.limits.modelMetricSeries,
+    }),
   };
   if (config.port !== 0) {
     // A port in use fails the start before the workers and the models
@@ -642,14 +631,10 @@ export async function serve(
           );
         }, STILL_LOADING_MS);
       try {
-        await catalog.add(pool, m.name, {
-          file: m.file,
-          ...(m.options === undefined ? {} : { options: m.options }),
-          ...(m.class === undefined ? {} : { class: m.class }),
-          ...(m.timeout === undefined ? {} : { timeout: m.timeout }),
-          ...(m.workers === undefined ? {} : { workers: m.workers }),
-          ...(m.version === undefined ? {} : { version: m.version }),
-        }, { timeout: loadTimeout, signal: startAbort.signal });
+        await catalog.add(pool, m.name, modelSpecOf(m), {
+          timeout: loadTimeout,
+          signal: startAbort.signal,
+        });
       } catch (err) {
         const stopped = interruption();
         if (stopped !== undefined) throw stopped;
@@ -707,12 +692,7 @@ export async function serve(
       ...(config.models === "auto" ? {} : {
         repositoryModels: config.models.map((m) => ({
           name: m.name,
-          file: m.file,
-          ...(m.options === undefined ? {} : { options: m.options }),
-          ...(m.class === undefined ? {} : { class: m.class }),
-          ...(m.timeout === undefined ? {} : { timeout: m.timeout }),
-          ...(m.workers === undefined ? {} : { workers: m.workers }),
-          ...(m.version === undefined ? {} : { version: m.version }),
+          ...modelSpecOf(m),
         })),
       }),
       hub,
@@ -722,13 +702,13 @@ export async function serve(
       signal: drain.signal,
       unreadySignal: unready.signal,
       stopSignal: stop.signal,
-      ...(config.token === undefined ? {} : { token: config.token }),
-      ...(config.manageToken === undefined
-        ? {}
-        : { manageToken: config.manageToken }),
-      ...(config.cors === undefined ? {} : { cors: config.cors }),
-      ...(config.tracing === undefined ? {} : { tracing: config.tracing }),
-      ...(options.version === undefined ? {} : { version: options.version }),
+      ...defined({
+        token: config.token,
+        manageToken: config.manageToken,
+        cors: config.cors,
+        tracing: config.tracing,
+        version: options.version,
+      }),
     });
     const handler: FetchHandler = (req, info) => app.fetch(req, info);
     // Deno's accept loop ends at EMFILE (connections that never speak fill
@@ -810,25 +790,17 @@ export async function serve(
           fetch: (req, info) => app.fetch(req, info),
           httpPort: () => port,
           bodyLimit: config.limits.bodyLimit,
-          ...(config.grpc.idleTimeout === undefined
-            ? {}
-            : { idleTimeout: config.grpc.idleTimeout }),
           // Health watches hear of the shutdown at its start (the
           // delay's, if any: NOT_SERVING while the calls are still served).
           drain: unready.signal,
-          ...(config.grpc.streamWindow === undefined
-            ? {}
-            : { streamWindow: config.grpc.streamWindow }),
-          ...(config.grpc.maxUnreadBytes === undefined
-            ? {}
-            : { maxUnreadBytes: config.grpc.maxUnreadBytes }),
-          ...(config.grpc.maxUnreadBytesTotal === undefined
-            ? {}
-            : { maxUnreadBytesTotal: config.grpc.maxUnreadBytesTotal }),
-          ...(config.grpc.maxConnections === undefined
-            ? {}
-            : { maxConnections: config.grpc.maxConnections }),
-          ...(tls === undefined ? {} : { tls }),
+          ...defined({
+            idleTimeout: config.grpc.idleTimeout,
+            streamWindow: config.grpc.streamWindow,
+            maxUnreadBytes: config.grpc.maxUnreadBytes,
+            maxUnreadBytesTotal: config.grpc.maxUnreadBytesTotal,
+            maxConnections: config.grpc.maxConnections,
+            tls,
+          }),
         });
       } catch (err) {
         throw new StartError(
@@ -1175,10 +1147,7 @@ export async function serve(
         // Its own checks (a `reloadConfig` of the caller's may skip
         // `loadConfig`'s): a refusal changes nothing.
         SET_TOKENS_OF.get(app)!({
-          ...(plan.token === undefined ? {} : { token: plan.token }),
-          ...(plan.manageToken === undefined
-            ? {}
-            : { manageToken: plan.manageToken }),
+          ...defined({ token: plan.token, manageToken: plan.manageToken }),
         });
       } catch (err) {
         await fresh?.shutdown().catch(() => {});
@@ -1193,10 +1162,7 @@ export async function serve(
       if (fresh !== undefined) switchTo(fresh, plan.tls!);
       current = {
         ...withTokenFilesOf(current, next),
-        ...(plan.token === undefined ? {} : { token: plan.token }),
-        ...(plan.manageToken === undefined
-          ? {}
-          : { manageToken: plan.manageToken }),
+        ...defined({ token: plan.token, manageToken: plan.manageToken }),
         // The TLS files read, polled from now on (another path, another
         // interval).
         ...withTlsFilesOf(next),
@@ -1382,4 +1348,18 @@ export async function serve(
     await pool.close();
     throw interruption() ?? err;
   }
+}
+
+/** A configured model's spec, as `catalog.add` and the repository take it. */
+function modelSpecOf(m: ModelEntry) {
+  return {
+    file: m.file,
+    ...defined({
+      options: m.options,
+      class: m.class,
+      timeout: m.timeout,
+      workers: m.workers,
+      version: m.version,
+    }),
+  };
 }
