@@ -571,17 +571,9 @@ export class Session implements AsyncDisposable {
     spec: ModelSpec,
     options?: RequestOptions,
   ): Promise<ModelDescription> {
-    // `timeout`, `workers` and `version` are the pool's (host-only), not the
-    // server's.
-    const {
-      timeout: _timeout,
-      workers: _workers,
-      version: _version,
-      ...wire
-    } = spec;
     return this.request<ModelDescription>(
       "addModel",
-      { ...wire, name },
+      wireSpecOf(name, spec),
       options,
     );
   }
@@ -600,17 +592,9 @@ export class Session implements AsyncDisposable {
     spec: ModelSpec,
     options?: RequestOptions,
   ): Promise<ModelDescription> {
-    // `timeout`, `workers` and `version` are the pool's (host-only), not the
-    // server's.
-    const {
-      timeout: _timeout,
-      workers: _workers,
-      version: _version,
-      ...wire
-    } = spec;
     return this.request<ModelDescription>(
       "updateModel",
-      { ...wire, name },
+      wireSpecOf(name, spec),
       options,
     );
   }
@@ -1455,4 +1439,19 @@ function describe(err: unknown): string {
 /** Milliseconds left before `deadline` (`Infinity`: no limit), at least 0. */
 function timeLeft(deadline: number): number {
   return deadline === Infinity ? Infinity : Math.max(0, deadline - Date.now());
+}
+
+/**
+ * A model's spec as the server takes it in `addModel` and `updateModel`:
+ * `timeout`, `workers` and `version` are the pool's (host-only), not the
+ * server's.
+ */
+function wireSpecOf(name: string, spec: ModelSpec): Record<string, unknown> {
+  const {
+    timeout: _timeout,
+    workers: _workers,
+    version: _version,
+    ...wire
+  } = spec;
+  return { ...wire, name };
 }
