@@ -109,8 +109,10 @@ test('serve() over TLS on Bun offers no HTTP/2 by ALPN: an h2 client falls back 
       async (server) => {
         const { hostname, port } = new URL(server.url);
         // What Bun.serve chose when offered h2 first (Deno's server picks "h2"):
-        // false (no ALPN answer) or "http/1.1". Should a later Bun negotiate h2,
-        // this fails: then the docs' Bun notes on HTTP/2 over TLS are outdated.
+        // false (no ALPN answer) or "http/1.1". Bun's `http2: true` option would
+        // make it "h2"; the adapter leaves it off (silent HTTP/2 connections are
+        // never closed: docs/gateway.md, "HTTP/2"). Should a later Bun negotiate
+        // h2 without it, this fails: then the docs' Bun notes are outdated.
         const chosen = await new Promise<string | false>((resolve, reject) => {
           const socket = connect({
             host: hostname,
