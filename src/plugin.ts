@@ -178,6 +178,18 @@ export interface TimeoutEvent {
   cmd: string;
   /** The timeout that was exceeded, in milliseconds (a batched call's own). */
   timeoutMs: number;
+  /**
+   * The model of a model call (`executeModel`, `executeStream`), as the
+   * workers know it (`scorer@2` for a version); absent for other commands.
+   */
+  model?: string;
+  /**
+   * The call's request id (`RequestOptions.requestId`, the gateway's
+   * `X-Request-Id`), when it has one: what ties this event to the call's
+   * message (`requestId`, a batch's `requestIds`), whose reply comes later
+   * as a `CancelledError`, as a caller's cancel's does.
+   */
+  requestId?: string;
 }
 
 /**
