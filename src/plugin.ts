@@ -678,6 +678,14 @@ export interface PluginHostOptions {
    * @default {30000}
    */
   hookTimeout?: number;
+  /**
+   * The name of a plugin whose `onRequest` runs after every other plugin's
+   * (its `onReply` keeps its place). The pool names its spill-over when the
+   * defaults are on: the plugins added after it then see a call's message
+   * rather than its `$spill` stub, and it sizes what they made. None by
+   * default: every hook in registration order.
+   */
+  lastOnRequest?: string;
 }
 
 /**
@@ -730,12 +738,14 @@ export class PluginHost {
   #plugins: readonly Plugin[];
   #onError: (error: PluginError, plugin: string, hook: string) => void;
   #hookTimeout: number;
+  #lastOnRequest: string | undefined;
 
   /** Creates a host for an already resolved plugin list (see {@linkcode PluginHost.resolve}). */
   constructor(plugins: readonly Plugin[], options: PluginHostOptions = {}) {
     this.#plugins = [...plugins];
     this.#onError = options.onError ?? (() => {});
     this.#hookTimeout = options.hookTimeout ?? 30_000;
+    this.#lastOnRequest = options.lastOnRequest;
   }
 
   /**
@@ -960,6 +970,9 @@ export class PluginHost {
    * the plugin. `mc.session` is filled in from the session the middleware
    * runs on. Empty when no plugin has message hooks, so the Session keeps its
    * synchronous path.
+   *
+   * In registration order, but for the `onRequest` of the plugin named by
+   * `lastOnRequest`, which runs after all the others.
    */
   middleware(
     mc: Omit<MessageContext, "session"> & { session?: Session },
@@ -967,6 +980,7 @@ export class PluginHost {
     const out: SessionMiddlewares = [];
     const ctx = mc as MessageContext;
     const ms = this.#hookTimeout;
+    let last: SessionMiddlewares[number] | undefined;
     for (const plugin of this.#plugins) {
       const onRequest = plugin.onRequest;
       const onReply = plugin.onReply;
@@ -984,8 +998,17 @@ export class PluginHost {
           return applyHook(plugin, "onReply", onReply, msg, ctx, ms);
         };
       }
-      out.push(entry);
+      if (plugin.name !== this.#lastOnRequest || onRequest === undefined) {
+        out.push(entry);
+        continue;
+      }
+      // Split in two (the Session runs each direction's in array order).
+      if (entry.incoming !== undefined) {
+        out.push({ name: entry.name, incoming: entry.incoming });
+      }
+      last = { name: entry.name, outgoing: entry.outgoing! };
     }
+    if (last !== undefined) out.push(last);
     return out;
   }
 

@@ -800,6 +800,13 @@ export class Pool implements AsyncDisposable {
     this.#placements = this.#registry.placements;
     this.#plugins = new PluginHost(plugins, {
       hookTimeout: opts.hookTimeout,
+      // Beside the defaults, the plugins added after the spill-over see a
+      // call's message, not its `$spill` stub (no name, msg, requestId or
+      // headers), and what they add counts in its size check. With
+      // `defaults: false`, the order given (a plugin before it sees stubs).
+      ...(composedWithDefaults(opts.plugins)
+        ? { lastOnRequest: "spillover" }
+        : {}),
       onError: (error, plugin, hook) => {
         // The error too: its cause holds the plugin's own error and stack.
         opts.logger.warn("{message}", {
@@ -2852,6 +2859,12 @@ const MODEL_CALLS: ReadonlySet<string> = new Set([
   "executeBatch",
   "executeStream",
 ]);
+
+/** Whether a `plugins` option keeps the defaults (the array form does). */
+function composedWithDefaults(option: PoolOptions["plugins"]): boolean {
+  return option === undefined || Array.isArray(option) ||
+    option.defaults !== false;
+}
 
 /**
  * What `onTimeout` tells of a call beyond its command: the model of a model
