@@ -556,7 +556,11 @@ export interface Plugin {
   ): void | Promise<void>;
   /** A call on a worker timed out. */
   onTimeout?(ev: TimeoutEvent, ctx: PluginContext): void | Promise<void>;
-  /** Every outgoing message; return a replacement or nothing to keep it. */
+  /**
+   * Every outgoing message; return a replacement or nothing to keep it, or
+   * throw to fail its call. Beside the defaults it runs before the
+   * spill-over's: a large call is seen as it is, not as its `$spill` stub.
+   */
   onRequest?(
     msg: WireMessage,
     mc: MessageContext,
