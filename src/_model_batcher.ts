@@ -148,7 +148,11 @@ interface Batch {
  * Told when a call times out while its batch runs on `worker`: `timeoutMs`
  * is the call's own timeout.
  */
-export type BatchCallTimedOut = (worker: string, timeoutMs: number) => void;
+export type BatchCallTimedOut = (
+  worker: string,
+  timeoutMs: number,
+  requestId: string | undefined,
+) => void;
 
 /**
  * Gathers the calls of one batching model into batches.
@@ -427,7 +431,9 @@ export class ModelBatcher {
     if (item.settled) return;
     // Told before the call settles, as the pool tells a call's own.
     const worker = item.batch?.worker;
-    if (worker !== undefined) this.#onTimeout?.(worker, item.timeout);
+    if (worker !== undefined) {
+      this.#onTimeout?.(worker, item.timeout, item.options.requestId);
+    }
     this.#giveUp(
       item,
       new TimeoutError(

@@ -178,6 +178,18 @@ export interface TimeoutEvent {
   cmd: string;
   /** The timeout that was exceeded, in milliseconds (a batched call's own). */
   timeoutMs: number;
+  /**
+   * The model of a model call (`executeModel`, `executeStream`), as the
+   * workers know it (`scorer@2` for a version); absent for other commands.
+   */
+  model?: string;
+  /**
+   * The call's request id (`RequestOptions.requestId`, the gateway's
+   * `X-Request-Id`), when it has one: what ties this event to the call's
+   * message (`requestId`, a batch's `requestIds`), whose reply comes later
+   * as a `CancelledError`, as a caller's cancel's does.
+   */
+  requestId?: string;
 }
 
 /**
@@ -544,7 +556,11 @@ export interface Plugin {
   ): void | Promise<void>;
   /** A call on a worker timed out. */
   onTimeout?(ev: TimeoutEvent, ctx: PluginContext): void | Promise<void>;
-  /** Every outgoing message; return a replacement or nothing to keep it. */
+  /**
+   * Every outgoing message; return a replacement or nothing to keep it, or
+   * throw to fail its call. Beside the defaults it runs before the
+   * spill-over's: a large call is seen as it is, not as its `$spill` stub.
+   */
   onRequest?(
     msg: WireMessage,
     mc: MessageContext,
@@ -666,6 +682,14 @@ export interface PluginHostOptions {
    * @default {30000}
    */
   hookTimeout?: number;
+  /**
+   * The name of a plugin whose `onRequest` runs after every other plugin's
+   * (its `onReply` keeps its place). The pool names its spill-over when the
+   * defaults are on: the plugins added after it then see a call's message
+   * rather than its `$spill` stub, and it sizes what they made. None by
+   * default: every hook in registration order.
+   */
+  lastOnRequest?: string;
 }
 
 /**
@@ -718,12 +742,14 @@ export class PluginHost {
   #plugins: readonly Plugin[];
   #onError: (error: PluginError, plugin: string, hook: string) => void;
   #hookTimeout: number;
+  #lastOnRequest: string | undefined;
 
   /** Creates a host for an already resolved plugin list (see {@linkcode PluginHost.resolve}). */
   constructor(plugins: readonly Plugin[], options: PluginHostOptions = {}) {
     this.#plugins = [...plugins];
     this.#onError = options.onError ?? (() => {});
     this.#hookTimeout = options.hookTimeout ?? 30_000;
+    this.#lastOnRequest = options.lastOnRequest;
   }
 
   /**
@@ -948,6 +974,9 @@ export class PluginHost {
    * the plugin. `mc.session` is filled in from the session the middleware
    * runs on. Empty when no plugin has message hooks, so the Session keeps its
    * synchronous path.
+   *
+   * In registration order, but for the `onRequest` of the plugin named by
+   * `lastOnRequest`, which runs after all the others.
    */
   middleware(
     mc: Omit<MessageContext, "session"> & { session?: Session },
@@ -955,6 +984,7 @@ export class PluginHost {
     const out: SessionMiddlewares = [];
     const ctx = mc as MessageContext;
     const ms = this.#hookTimeout;
+    let last: SessionMiddlewares[number] | undefined;
     for (const plugin of this.#plugins) {
       const onRequest = plugin.onRequest;
       const onReply = plugin.onReply;
@@ -972,8 +1002,17 @@ export class PluginHost {
           return applyHook(plugin, "onReply", onReply, msg, ctx, ms);
         };
       }
-      out.push(entry);
+      if (plugin.name !== this.#lastOnRequest || onRequest === undefined) {
+        out.push(entry);
+        continue;
+      }
+      // Split in two (the Session runs each direction's in array order).
+      if (entry.incoming !== undefined) {
+        out.push({ name: entry.name, incoming: entry.incoming });
+      }
+      last = { name: entry.name, outgoing: entry.outgoing! };
     }
+    if (last !== undefined) out.push(last);
     return out;
   }
 

@@ -800,6 +800,13 @@ export class Pool implements AsyncDisposable {
     this.#placements = this.#registry.placements;
     this.#plugins = new PluginHost(plugins, {
       hookTimeout: opts.hookTimeout,
+      // Beside the defaults, the plugins added after the spill-over see a
+      // call's message, not its `$spill` stub (no name, msg, requestId or
+      // headers), and what they add counts in its size check. With
+      // `defaults: false`, the order given (a plugin before it sees stubs).
+      ...(composedWithDefaults(opts.plugins)
+        ? { lastOnRequest: "spillover" }
+        : {}),
       onError: (error, plugin, hook) => {
         // The error too: its cause holds the plugin's own error and stack.
         opts.logger.warn("{message}", {
@@ -1574,13 +1581,15 @@ export class Pool implements AsyncDisposable {
         old?.sizes,
         // A call of it timed out on a worker: what its caller called
         // (pool.execute), once per call, as for a model that does not batch.
-        (id, timeoutMs) => {
+        (id, timeoutMs, requestId) => {
           const worker = this.#supervisor.workers.find((w) => w.id === id);
           if (worker === undefined) return;
           this.#plugins.run("onTimeout", {
             worker,
             cmd: BATCHED_CMD,
             timeoutMs,
+            model: name,
+            ...(requestId === undefined ? {} : { requestId }),
           }, this.#supervisor.context);
         },
       ),
@@ -2723,6 +2732,7 @@ export class Pool implements AsyncDisposable {
           // The caller's whole timeout, as a batched call's is (what was
           // sent is what was left of it after the queue: 49 for 50).
           timeoutMs: call.timeoutMs ?? timeoutMs ?? 0,
+          ...timedOutCall(call),
         }, this.#supervisor.context);
       }
       return call.reject(callTimedOut(call, error, "worker"));
@@ -2849,6 +2859,31 @@ const MODEL_CALLS: ReadonlySet<string> = new Set([
   "executeBatch",
   "executeStream",
 ]);
+
+/** Whether a `plugins` option keeps the defaults (the array form does). */
+function composedWithDefaults(option: PoolOptions["plugins"]): boolean {
+  return option === undefined || Array.isArray(option) ||
+    option.defaults !== false;
+}
+
+/**
+ * What `onTimeout` tells of a call beyond its command: the model of a model
+ * call and the call's request id (only on a timeout: no cost per call).
+ */
+function timedOutCall(
+  call: PoolCall,
+): { model?: string; requestId?: string } {
+  const args = call.args;
+  if (args === undefined) return {};
+  const { name, requestId } = args;
+  const model = call.cmd === "executeModel" || call.cmd === "executeStream"
+    ? name
+    : undefined;
+  return {
+    ...(typeof model === "string" ? { model } : {}),
+    ...(typeof requestId === "string" ? { requestId } : {}),
+  };
+}
 
 /** A worker a model operation can be applied on now. */
 function modelReady(w: Worker): boolean {

@@ -40,3 +40,15 @@ Deno.test("examples/quickstart.ts prints the README's results", async () => {
   assert.match(text, /hello from Python/);
   assert.match(text, /42\n$/);
 });
+
+Deno.test("examples/tenant_quota.ts refuses a tenant's third call with 429 and Retry-After, and counts per tenant", async () => {
+  const text = await runExample("tenant_quota.ts");
+  assert.match(
+    text,
+    /^acme: 200\nacme: 200\nacme: 429 QuotaExceededError \(Retry-After: 1\)\nglobex: 200\n/,
+  );
+  assert.match(
+    text,
+    /\{ tenants: \{ acme: 2, globex: 1 \}, refused: \{ acme: 1 \} \}\n$/,
+  );
+});

@@ -1,7 +1,8 @@
 // What a batched call tells its caller's hooks (docs/plugins.md, "Batched
 // calls"): `onTimeout` names what the caller called, once per call timed out
-// on a worker; `onSend`'s last call names the worker that ran the call, also
-// when its batch was taken apart and a part went to another worker.
+// on a worker, with its model and request id; `onSend`'s last call names the
+// worker that ran the call, also when its batch was taken apart and a part
+// went to another worker.
 import assert from "node:assert/strict";
 import { Pool, type PoolOptions } from "../src/pool.ts";
 import type { Plugin, TimeoutEvent } from "../src/plugin.ts";
@@ -121,12 +122,16 @@ Deno.test("Pool batching: with two workers, the last onSend of a call of a batch
 
 /**
  * A one-worker pool on a models directory of its own whose plugin records
- * each `onTimeout` as `"<cmd> <timeoutMs>"` in `events`.
+ * each `onTimeout` as `"<cmd> <timeoutMs>"` in `events`, and its `model` in
+ * `models`.
  */
 async function timeoutsPool(
   extra: PoolOptions = {},
-): Promise<{ pool: Pool; events: string[] } & AsyncDisposable> {
+): Promise<
+  { pool: Pool; events: string[]; models: unknown[] } & AsyncDisposable
+> {
   const events: string[] = [];
+  const models: unknown[] = [];
   const dir = await modelsDir();
   try {
     const pool = await Pool.start({
@@ -137,7 +142,10 @@ async function timeoutsPool(
         defaults: false,
         use: [{
           name: "timeouts",
-          onTimeout: (ev) => void events.push(`${ev.cmd} ${ev.timeoutMs}`),
+          onTimeout: (ev) => {
+            events.push(`${ev.cmd} ${ev.timeoutMs}`);
+            models.push(ev.model);
+          },
         }],
       },
       ...extra,
@@ -145,6 +153,7 @@ async function timeoutsPool(
     return {
       pool,
       events,
+      models,
       async [Symbol.asyncDispose]() {
         await pool.close();
         await dir[Symbol.asyncDispose]();
@@ -156,9 +165,65 @@ async function timeoutsPool(
   }
 }
 
+Deno.test("Pool: onTimeout names the model and the request id of the call that timed out (batched, not batched, a stream), which its later CancelledError reply does not", async () => {
+  const events: TimeoutEvent[] = [];
+  await using dir = await modelsDir();
+  await using pool = await Pool.start({
+    workers: 1,
+    modelsDir: dir.path,
+    handleSignals: false,
+    plugins: {
+      defaults: false,
+      use: [{ name: "timeouts", onTimeout: (ev) => void events.push(ev) }],
+    },
+  });
+  await pool.addModel("rec", { source: RECORDER });
+  await pool.addModel("sleeper", {
+    source:
+      "import time\nclass Sleeper:\n    def execute(self, msg):\n        time.sleep(msg['s'])\n        yield msg['s']\n",
+  });
+  await pool.addModel("plain", {
+    source:
+      "import time\nclass Plain:\n    def execute(self, msg):\n        time.sleep(msg['s'])\n        return msg['s']\n",
+  });
+  await assert.rejects(
+    pool.execute("rec", { sleep: 0.3 }, { timeout: 50, requestId: "b-1" }),
+    TimeoutError,
+  );
+  await assert.rejects(
+    pool.execute("plain", { s: 0.3 }, { timeout: 50, requestId: "p-1" }),
+    TimeoutError,
+  );
+  await assert.rejects(
+    pool.execute("plain", { s: 0.3 }, { timeout: 50 }),
+    TimeoutError,
+  );
+  await assert.rejects(
+    (async () => {
+      const stream = pool.executeStream("sleeper", { s: 0.3 }, {
+        timeout: 50,
+        requestId: "s-1",
+      });
+      for await (const _ of stream) { /* nothing comes in time */ }
+    })(),
+    TimeoutError,
+  );
+  assert.deepEqual(
+    events.map(({ cmd, model, requestId }) => ({ cmd, model, requestId })),
+    [
+      { cmd: "executeModel", model: "rec", requestId: "b-1" },
+      { cmd: "executeModel", model: "plain", requestId: "p-1" },
+      { cmd: "executeModel", model: "plain", requestId: undefined },
+      { cmd: "executeStream", model: "sleeper", requestId: "s-1" },
+    ],
+  );
+  // Absent, not undefined, without one (exactOptionalPropertyTypes).
+  assert.equal("requestId" in events[2]!, false);
+});
+
 Deno.test("Pool: a caller's own executeBatch (pool.request) that times out is told to onTimeout as executeBatch, what it called", async () => {
   await using recorded = await timeoutsPool();
-  const { pool, events } = recorded;
+  const { pool, events, models } = recorded;
   await pool.addModel("rec", { source: RECORDER });
   await assert.rejects(
     pool.request("executeBatch", { name: "rec", msgs: [{ sleep: 0.3 }] }, {
@@ -167,6 +232,8 @@ Deno.test("Pool: a caller's own executeBatch (pool.request) that times out is to
     TimeoutError,
   );
   assert.deepEqual(events, ["executeBatch 50"]);
+  // Not a model call: no model named (its batch's name is in the message).
+  assert.deepEqual(models, [undefined]);
 });
 
 Deno.test("Pool: onTimeout of a call that waited in the queue gives the caller's whole timeout, not what was left of it when sent", async () => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readyAgain, startPoolWithModel } from "./_pool_harness.ts";
+import { modelsDir, readyAgain, startPoolWithModel } from "./_pool_harness.ts";
 import { ConfigError, SerializationError, SpillError } from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
 import { MAX_JSON_DEPTH } from "../src/_json_check.ts";
@@ -434,6 +434,61 @@ Deno.test("spillover spills a request one byte above the threshold, not at it", 
   } finally {
     await pool.close();
   }
+});
+
+Deno.test("spillover beside the defaults: the plugins added after it see a large call's message, not its $spill stub, and what they add counts in its size check", async () => {
+  const threshold = 4096;
+  const spill = spillover({ threshold });
+  const requests: WireMessage[] = [];
+  const replies: WireMessage[] = [];
+  const after: Plugin = {
+    name: "test.after",
+    onRequest(msg) {
+      if (msg.cmd === "executeModel" || "$spill" in msg) requests.push(msg);
+    },
+    onReply(msg) {
+      if ("ok" in msg) replies.push(msg);
+    },
+  };
+  const size = sizer();
+  await using dir = await modelsDir();
+  // An array: the defaults, spillover() replacing the default one at its
+  // place, then the plugins added.
+  await using pool = await Pool.start({
+    workers: 1,
+    modelsDir: dir.path,
+    handleSignals: false,
+    plugins: [spill, after, size],
+  });
+  await pool.addModel("spill_echo", {
+    source: await Deno.readTextFile(
+      new URL("../python/tests/models/spill_echo.py", import.meta.url),
+    ),
+  });
+  const data = "x".repeat(2 * threshold);
+  await pool.execute("spill_echo", { op: "echo", data }, {
+    requestId: "big-1",
+    headers: { "x-tenant": "t1" },
+  });
+  assert.equal(spill.stats.spilledOut, 1);
+  assert.equal(spill.stats.spilledIn, 1);
+  assert.equal(requests.length, 1);
+  const { cmd, name, requestId, headers } = requests[0]!;
+  assert.deepEqual({ cmd, name, requestId, headers }, {
+    cmd: "executeModel",
+    name: "spill_echo",
+    requestId: "big-1",
+    headers: { "x-tenant": "t1" },
+  });
+  assert.equal((requests[0]!.msg as { data: string }).data.length, data.length);
+  const reply = replies.at(-1)!;
+  assert.equal("$spill" in reply, false);
+  assert.equal((reply.result as { data: string }).data, data);
+  // A plugin after it that makes a call's message larger: it spills.
+  size.target = threshold + 1;
+  await pool.execute("spill_echo", { op: "len" });
+  assert.equal(spill.stats.spilledOut, 2);
+  assert.deepEqual(await spillFiles(spill), []);
 });
 
 Deno.test("spillover reads a reply one byte above the threshold from a file, not one at it", async () => {

@@ -101,7 +101,12 @@ export interface ServeOptions {
    * @default {false}
    */
   handleSignals?: boolean;
-  /** Plugins added to the configured ones. */
+  /**
+   * Plugins added to the configured ones, after them (as `Pool.start({
+   * plugins })` adds to its defaults). A hook's error is answered by its
+   * class (docs/plugins.md, "Errors"): one of your own is a 500, one
+   * extending `OverloadedError` a 429.
+   */
   plugins?: Plugin[];
   /** Version reported by `/v1/status` and the dashboard. */
   version?: string;

@@ -76,6 +76,17 @@ test(
   30_000,
 );
 
+test(
+  "examples/tenant_quota.ts answers a tenant over its quota with 429 on Bun",
+  async () => {
+    const text = await runExample("tenant_quota.ts");
+    expect(text).toStartWith(
+      "acme: 200\nacme: 200\nacme: 429 QuotaExceededError (Retry-After: 1)\nglobex: 200\n",
+    );
+  },
+  30_000,
+);
+
 test("examples/custom_plugin.ts times every call on Bun", async () => {
   const text = await runExample("custom_plugin.ts");
   expect(text).toMatch(/doubler: \{\s*calls: 10,/);
