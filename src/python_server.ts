@@ -400,7 +400,7 @@ export class PythonServer implements AsyncDisposable {
           continue;
         }
         const made = await runtime.makeTempDir({
-          prefix: hostDirPrefix("pyproxy-sock", runtime),
+          prefix: await hostDirPrefix("pyproxy-sock", runtime),
           ...(dir === undefined ? {} : { dir }),
         }).catch((err) => {
           if (dir === undefined) {
