@@ -68,7 +68,8 @@ export interface SpilloverOptions {
   threshold?: number;
   /**
    * Parent of the pool's private spill directory (a fresh 0700
-   * `pyproxy-spill-<pid>-<start>-*` directory is made inside it and removed at close).
+   * `pyproxy-spill-<pid>-<start>-*` directory is made inside it and removed
+   * at close).
    * @default {runtime.shmDir() ?? runtime.tempDir()}
    */
   dir?: string;
