@@ -68,7 +68,8 @@ export interface SpilloverOptions {
   threshold?: number;
   /**
    * Parent of the pool's private spill directory (a fresh 0700
-   * `pyproxy-spill-<pid>-*` directory is made inside it and removed at close).
+   * `pyproxy-spill-<pid>-<start>-*` directory is made inside it and removed
+   * at close).
    * @default {runtime.shmDir() ?? runtime.tempDir()}
    */
   dir?: string;
@@ -660,7 +661,7 @@ async function makeRoot(runtime: Runtime, parent: string): Promise<string> {
   return await runtime.realPath(
     await runtime.makeTempDir({
       dir: parent,
-      prefix: hostDirPrefix("pyproxy-spill", runtime),
+      prefix: await hostDirPrefix("pyproxy-spill", runtime),
     }),
   );
 }

@@ -922,7 +922,7 @@ export class Pool implements AsyncDisposable {
       let path = this.#opts.modelsDir;
       if (path === undefined) {
         path = await runtime.makeTempDir({
-          prefix: hostDirPrefix("pyproxy-models", runtime),
+          prefix: await hostDirPrefix("pyproxy-models", runtime),
         });
         this.#tempDirs.push(path);
       }

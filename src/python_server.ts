@@ -400,10 +400,21 @@ export class PythonServer implements AsyncDisposable {
           continue;
         }
         const made = await runtime.makeTempDir({
-          prefix: hostDirPrefix("pyproxy-sock", runtime),
+          prefix: await hostDirPrefix("pyproxy-sock", runtime),
           ...(dir === undefined ? {} : { dir }),
         }).catch((err) => {
-          if (dir === undefined) throw err;
+          if (dir === undefined) {
+            // A read-only root file system (a locked-down container) without
+            // a volume for the temp directory: the runtime's message alone
+            // ("Read-only file system (os error 30): tmpdir") named neither
+            // the directory nor the way out.
+            throw new StartError(
+              `Cannot start python server ${id}: cannot make the directory of its Unix socket in the temp directory ${runtime.tempDir()}: ${
+                (err as { message?: unknown })?.message ?? err
+              } (set TMPDIR to a directory this user can write; in a container with a read-only root file system, mount a volume such as an emptyDir at /tmp)`,
+              { cause: err },
+            );
+          }
           return undefined; // no usable /tmp: TCP
         });
         if (made === undefined) break;

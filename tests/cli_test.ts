@@ -910,7 +910,7 @@ Deno.test("main says why a --python that is not found (status 127) failed: the f
   );
 });
 
-Deno.test("main says that serve needs every permission when one is missing", async () => {
+Deno.test("main says which permissions serve needs when one is missing, narrower lists included", async () => {
   for (const flags of [[], ["--allow-read", "--allow-env", "--allow-write"]]) {
     const out = await new Deno.Command(Deno.execPath(), {
       args: ["run", ...flags, MOD, "serve", "--port", "0", "--workers", "1"],
@@ -923,7 +923,7 @@ Deno.test("main says that serve needs every permission when one is missing", asy
     assert.equal(out.code, 1, stderr);
     assert.match(
       stderr,
-      /^error: .*Requires \w+ access to .* \(serve needs every permission: deno run -A mod\.ts serve\)\n$/,
+      /^error: .*Requires \w+ access to .* \(serve needs -A, or all of --allow-read, --allow-write, --allow-net, --allow-run, --allow-env and --allow-sys, which may list what they allow: docs\/runtimes\.md\)\n$/,
     );
   }
 });

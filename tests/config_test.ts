@@ -413,6 +413,11 @@ Deno.test("resolveConfig refuses a non-loopback address without a token", () => 
     configError(() => resolveConfig({ cwd: "/", cli: { host: "0.0.0.0" } })),
     /^Cannot serve on 0\.0\.0\.0: binding a non-loopback address requires a token/,
   );
+  // The token file among the ways out: a mounted secret is a pod's.
+  assert.match(
+    configError(() => resolveConfig({ cwd: "/", cli: { host: "0.0.0.0" } })),
+    /requires a token \(--token or --token-file, the PYPROXY_TOKEN or PYPROXY_TOKEN_FILE environment variable, or "token" or "tokenFile" in pyproxy\.json\)$/,
+  );
   const withToken = resolveConfig({
     cwd: "/",
     cli: { host: "0.0.0.0" },

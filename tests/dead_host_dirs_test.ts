@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { tmpdir } from "node:os";
 import { Pool } from "../src/pool.ts";
-import { removeDeadHostDirs } from "../src/_dead_host_dirs.ts";
+import { hostDirPrefix, removeDeadHostDirs } from "../src/_dead_host_dirs.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
 
 async function exists(path: string): Promise<boolean> {
@@ -54,17 +54,68 @@ Deno.test("removeDeadHostDirs removes the directories of dead hosts of the given
   }
 });
 
+/** Process `pid`'s start in clock ticks since boot, from /proc. */
+async function startTicks(pid: number | "self"): Promise<string> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]!;
+}
+
+Deno.test({
+  name:
+    "hostDirPrefix names the process by its pid and its start, and removeDeadHostDirs removes what an earlier process of the same pid left",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    const runtime = defaultRuntime();
+    const mine = await startTicks("self");
+    assert.equal(
+      await hostDirPrefix("pyproxy-sock", runtime),
+      `pyproxy-sock-${Deno.pid}-${mine}-`,
+    );
+    const parent = await Deno.makeTempDir({ prefix: "dead-host-dirs-" });
+    try {
+      // A container's PID 1 restarted with its emptyDir volumes: the host
+      // before it had the same pid, and its directories stayed for good
+      // (newcomer21: two socket directories and a spill directory more at
+      // every restart).
+      const earlier = `${parent}/pyproxy-sock-${Deno.pid}-${
+        BigInt(mine) + 1n
+      }-abc`;
+      const ours = `${parent}/pyproxy-sock-${Deno.pid}-${mine}-abc`;
+      const oursOld = `${parent}/pyproxy-sock-${Deno.pid}-abc`; // no start: kept
+      const pid1 = await startTicks(1);
+      const reused = `${parent}/pyproxy-sock-1-${BigInt(pid1) + 1n}-abc`;
+      const live = `${parent}/pyproxy-sock-1-${pid1}-abc`;
+      const dead = `${parent}/pyproxy-sock-999999999-5-abc`; // above any pid_max
+      const all = [earlier, ours, oursOld, reused, live, dead];
+      for (const dir of all) await Deno.mkdir(dir);
+      await removeDeadHostDirs(runtime, parent, ["pyproxy-sock"]);
+      assert.deepEqual(
+        await Promise.all(all.map(exists)),
+        [false, true, true, false, true, false],
+      );
+    } finally {
+      await Deno.remove(parent, { recursive: true });
+    }
+  },
+});
+
 Deno.test("Pool.start removes socket and models directories that killed hosts left in the temp directory", async () => {
   const parent = tmpdir();
   const dead = [
     `${parent}/pyproxy-sock-999999999-test${Deno.pid}`,
     `${parent}/pyproxy-models-999999999-test${Deno.pid}`,
+    // An earlier process of this one's pid (a container's PID 1 restarted).
+    `${parent}/pyproxy-sock-${Deno.pid}-1-test${Deno.pid}`,
   ];
   try {
     for (const dir of dead) await Deno.mkdir(dir);
     await using pool = await Pool.start({ workers: 1, handleSignals: false });
     assert.equal(pool.status().workers[0]?.state, "ready");
-    assert.deepEqual(await Promise.all(dead.map(exists)), [false, false]);
+    assert.deepEqual(await Promise.all(dead.map(exists)), [
+      false,
+      false,
+      false,
+    ]);
   } finally {
     for (const dir of dead) await Deno.remove(dir).catch(() => {});
   }

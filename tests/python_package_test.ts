@@ -331,6 +331,75 @@ Deno.test("materializePythonPackage without XDG_CACHE_HOME and HOME caches in <t
   }
 });
 
+Deno.test("materializePythonPackage with a HOME it cannot write caches in <temp>/pyproxy-<uid>, and uses a copy already there", async () => {
+  // A container's user without a home of its own gets HOME=/ on a read-only
+  // root file system: the start failed with "Read-only file system (os error
+  // 30): mkdir '/.cache/pyproxy'" (newcomer21). Directories under `readOnly`
+  // cannot be made here, as there (root writes anywhere else).
+  const tmp = await Deno.makeTempDir({ prefix: "pyproxy-ro-home-" });
+  const readOnly = [join(tmp, "ro")];
+  const refuse = (path: string | undefined) =>
+    readOnly.some((ro) => path?.startsWith(`${ro}/`))
+      ? Promise.reject(new Error(`Read-only file system: mkdir '${path}'`))
+      : undefined;
+  const withEnv = (vars: Record<string, string | undefined>, temp = tmp) => ({
+    ...rt,
+    env: (name: string) => name in vars ? vars[name] : rt.env(name),
+    tempDir: () => temp,
+    mkdir: (path: string, mode?: number) =>
+      refuse(path) ?? rt.mkdir(path, mode),
+    makeTempDir: (options?: { dir?: string; prefix?: string }) =>
+      refuse(options?.dir) ?? rt.makeTempDir(options),
+  });
+  const offline = () => Promise.reject(new TypeError("no network"));
+  const shared = join(tmp, `pyproxy-${Deno.uid()}`);
+  try {
+    const dir = await materializePythonPackage(
+      withEnv({ HOME: join(tmp, "ro", "home"), XDG_CACHE_HOME: undefined }),
+      new URL("https://x/"),
+      { fetch: offline },
+    );
+    assert.ok(dir.startsWith(`${shared}/`), dir);
+    await sameFiles(dir, manifest);
+    // Neither that nor the temp directory: one StartError naming both, and
+    // what to set.
+    await assert.rejects(
+      materializePythonPackage(
+        withEnv({ XDG_CACHE_HOME: join(tmp, "ro", "cache") }, join(tmp, "ro")),
+        new URL("https://x/"),
+        { fetch: offline },
+      ),
+      (err: unknown) => {
+        assert.ok(err instanceof StartError, String(err));
+        assert.equal(
+          err.message,
+          `Cannot materialize python package: cannot write ${tmp}/ro/cache/pyproxy (Read-only file system: mkdir '${tmp}/ro/cache/pyproxy') nor ${tmp}/ro/pyproxy-${Deno.uid()} (Read-only file system: mkdir '${tmp}/ro/pyproxy-${Deno.uid()}'); set XDG_CACHE_HOME to a directory this user can write`,
+        );
+        return true;
+      },
+    );
+    // A copy made in HOME before (baked into an image) is used as it is,
+    // though nothing can be written there now.
+    const home = join(tmp, "home");
+    const baked = await materializePythonPackage(
+      withEnv({ HOME: home, XDG_CACHE_HOME: undefined }),
+      new URL("https://x/"),
+      { fetch: offline },
+    );
+    readOnly.push(home);
+    assert.equal(
+      await materializePythonPackage(
+        withEnv({ HOME: home, XDG_CACHE_HOME: undefined }),
+        new URL("https://x/"),
+        { fetch: offline },
+      ),
+      baked,
+    );
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
 Deno.test("materializePythonPackage refuses manifest paths outside the cache directory", async () => {
   const evil: PythonManifest = {
     version: "0.0.0",

@@ -584,3 +584,35 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name:
+    "PythonServer.start under a temp directory it cannot write says which directory and what to do",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    await using dir = await tempDir();
+    // A container's read-only root file system without a volume at /tmp:
+    // the runtime's own message named neither the directory nor the fix
+    // (newcomer21: "Read-only file system (os error 30): tmpdir"). A
+    // regular file stands for it here, since root writes anywhere.
+    const notADir = `${dir.path}/tmp-is-a-file`;
+    await Deno.writeTextFile(notADir, "");
+    const base = defaultRuntime();
+    const runtime: Runtime = Object.assign(Object.create(base), {
+      tempDir: () => notADir,
+      makeTempDir: (options?: { dir?: string; prefix?: string }) =>
+        base.makeTempDir({ ...options, dir: options?.dir ?? notADir }),
+    });
+    await assert.rejects(
+      PythonServer.start({ path: dir.path, id: "w1", runtime }),
+      (err: unknown) =>
+        err instanceof StartError &&
+        err.message.startsWith(
+          `Cannot start python server w1: cannot make the directory of its Unix socket in the temp directory ${notADir}: `,
+        ) &&
+        /\(set TMPDIR to a directory this user can write; in a container with a read-only root file system, mount a volume such as an emptyDir at \/tmp\)$/
+          .test(err.message) &&
+        err.cause instanceof Error,
+    );
+  },
+});

@@ -20,6 +20,15 @@ const OTEL_FIELDS: readonly OtelField[] = [
   "compression",
   "propagation",
 ];
+
+/**
+ * Where a token may come from, as the refusal of a non-loopback address
+ * without one lists them: the token file too, a mounted secret being what a
+ * container deployment has (newcomer21: the message named only the inline
+ * ways).
+ */
+const TOKEN_SOURCES =
+  `(--token or --token-file, the PYPROXY_TOKEN or PYPROXY_TOKEN_FILE environment variable, or "token" or "tokenFile" in pyproxy.json)`;
 import { DEFAULT_MAX_JSON_DEPTH } from "../_json_depth.ts";
 import { randomBytes } from "node:crypto";
 import * as v from "valibot";
@@ -702,7 +711,7 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
   if (!isLoopback(config.host) && !hasToken) {
     throw new ConfigError(
       `Cannot serve on ${config.host}: binding a non-loopback address requires a token ` +
-        `(--token, the PYPROXY_TOKEN environment variable, or "token" in pyproxy.json)`,
+        TOKEN_SOURCES,
       { details: { path: "host" } },
     );
   }
@@ -712,7 +721,7 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
   ) {
     throw new ConfigError(
       `Cannot serve gRPC on ${config.grpc.hostname}: binding a non-loopback address requires a token ` +
-        `(--token, the PYPROXY_TOKEN environment variable, or "token" in pyproxy.json)`,
+        TOKEN_SOURCES,
       { details: { path: "grpc.hostname" } },
     );
   }

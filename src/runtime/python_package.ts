@@ -69,7 +69,7 @@ export interface MaterializePythonPackageOptions {
   /**
    * Where versioned copies live.
    *
-   * @default {"$XDG_CACHE_HOME/pyproxy", else "$HOME/.cache/pyproxy", else "<temp>/pyproxy-<uid>" (this user's alone, checked)}
+   * @default {"$XDG_CACHE_HOME/pyproxy", else "$HOME/.cache/pyproxy", else (without them, or when a new copy cannot be written there) "<temp>/pyproxy-<uid>" (this user's alone, checked)}
    */
   cacheDir?: string;
   /**
@@ -148,6 +148,11 @@ function defaultCacheDir(runtime: Runtime): { dir: string; shared: boolean } {
   if (xdg) return { dir: join(xdg, "pyproxy"), shared: false };
   const home = runtime.env("HOME");
   if (home) return { dir: join(home, ".cache", "pyproxy"), shared: false };
+  return tempCacheDir(runtime);
+}
+
+/** The cache directory in the shared temp directory: `<temp>/pyproxy-<uid>`. */
+function tempCacheDir(runtime: Runtime): { dir: string; shared: true } {
   const uid = runtime.uid?.();
   return {
     dir: join(
@@ -312,15 +317,73 @@ export async function materializePythonPackage(
   const contentId =
     (await sha256Hex(new TextEncoder().encode(JSON.stringify(manifest.files))))
       .slice(0, 12);
-  const { dir: cacheDir, shared } = options.cacheDir === undefined
-    ? defaultCacheDir(runtime)
-    : { dir: options.cacheDir, shared: false };
+  if (options.cacheDir !== undefined) {
+    const made = await materializeIn(
+      runtime,
+      base,
+      manifest,
+      contentId,
+      { dir: options.cacheDir, shared: false },
+      options,
+    );
+    if (typeof made !== "string") throw made.unwritable;
+    return made;
+  }
+  const first = defaultCacheDir(runtime);
+  const caches = first.shared ? [first] : [first, tempCacheDir(runtime)];
+  const tried: string[] = [];
+  let last: unknown;
+  // A HOME (or XDG_CACHE_HOME) this user cannot write (a container's user
+  // without a home of its own gets HOME=/, on a read-only root file system)
+  // failed the start with "Read-only file system (os error 30): mkdir
+  // '/.cache/pyproxy'" (newcomer21). A copy made there before (baked into an
+  // image) is still used; only a new one goes to the temp directory
+  // instead, as without HOME.
+  for (const cache of caches) {
+    const made = await materializeIn(
+      runtime,
+      base,
+      manifest,
+      contentId,
+      cache,
+      options,
+    );
+    if (typeof made === "string") return made;
+    last = made.unwritable;
+    const cause = last as { message?: unknown } | undefined;
+    tried.push(`${cache.dir} (${cause?.message ?? String(last)})`);
+  }
+  throw new StartError(
+    `Cannot materialize python package: cannot write ${
+      tried.join(" nor ")
+    }; set XDG_CACHE_HOME to a directory this user can write`,
+    { cause: last },
+  );
+}
+
+/**
+ * {@linkcode materializePythonPackage} in one cache directory: the copy's
+ * directory, or why the cache directory could not be made or written into.
+ */
+async function materializeIn(
+  runtime: Runtime,
+  base: URL,
+  manifest: PythonManifest,
+  contentId: string,
+  cache: { dir: string; shared: boolean },
+  options: MaterializePythonPackageOptions,
+): Promise<string | { unwritable: unknown }> {
+  const { dir: cacheDir, shared } = cache;
   const target = join(cacheDir, `${manifest.version}-${contentId}`);
   if (shared) {
     // In the shared temp directory another user could have made it first
     // (or a link there), and swap a file between its check and Python's
     // import: used only when it is this user's alone.
-    await runtime.mkdir(cacheDir, 0o700);
+    try {
+      await runtime.mkdir(cacheDir, 0o700);
+    } catch (err) {
+      return { unwritable: err };
+    }
     if (!(await isPrivateDir(runtime, cacheDir))) {
       throw new StartError(
         `Cannot materialize python package: ${cacheDir} is not a directory of this user's that no one else can enter (another user may have made it); set XDG_CACHE_HOME or HOME to a directory of yours, or remove it`,
@@ -342,11 +405,16 @@ export async function materializePythonPackage(
     await runtime.remove(target, { recursive: true });
   }
 
-  await runtime.mkdir(cacheDir, 0o700);
-  const staging = await runtime.makeTempDir({
-    dir: cacheDir,
-    prefix: STAGING_PREFIX,
-  });
+  let staging: string;
+  try {
+    await runtime.mkdir(cacheDir, 0o700);
+    staging = await runtime.makeTempDir({
+      dir: cacheDir,
+      prefix: STAGING_PREFIX,
+    });
+  } catch (err) {
+    return { unwritable: err };
+  }
   try {
     // The carried texts are the default manifest's files: written unless
     // another manifest was given (or the texts cannot be loaded).
