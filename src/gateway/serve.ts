@@ -105,6 +105,12 @@ export interface ServeOptions {
   /** Version reported by `/v1/status` and the dashboard. */
   version?: string;
   /**
+   * How often the dashboard page (`GET /`) refreshes, in ms (200 at least;
+   * as `createGateway`'s option of the same name).
+   * @default {1000}
+   */
+  dashboardIntervalMs?: number;
+  /**
    * Reads the configuration again, for {@linkcode GatewayServer.reload}
    * (and SIGHUP with `handleSignals`): the CLI passes its `loadConfig` call;
    * pass the one you started with (the same `path` and `cli`), so that a
@@ -729,6 +735,9 @@ export async function serve(
       ...(config.cors === undefined ? {} : { cors: config.cors }),
       ...(config.tracing === undefined ? {} : { tracing: config.tracing }),
       ...(options.version === undefined ? {} : { version: options.version }),
+      ...(options.dashboardIntervalMs === undefined
+        ? {}
+        : { dashboardIntervalMs: options.dashboardIntervalMs }),
     });
     const handler: FetchHandler = (req, info) => app.fetch(req, info);
     // Deno's accept loop ends at EMFILE (connections that never speak fill
