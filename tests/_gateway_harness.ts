@@ -8,7 +8,11 @@ import {
   resolveConfig,
   tokenList,
 } from "../src/gateway/config.ts";
-import { type GatewayServer, serve } from "../src/gateway/serve.ts";
+import {
+  type GatewayServer,
+  serve,
+  type ServeOptions,
+} from "../src/gateway/serve.ts";
 
 export const TEST_MODELS: Record<string, string> = {
   "slow.py": `import time
@@ -97,11 +101,13 @@ export interface TestGateway extends GatewayServer {
 
 /**
  * Starts a gateway; dispose it with `await using`. `models`: more model
- * files (name → Python source) beside the example and test models.
+ * files (name → Python source) beside the example and test models;
+ * `options`: serve's options besides the configuration.
  */
 export async function startGateway(
   overrides: GatewayConfig = {},
   models: Record<string, string> = {},
+  options: ServeOptions = {},
 ): Promise<TestGateway> {
   const dir = await writeModelsDir(models);
   try {
@@ -115,7 +121,7 @@ export async function startGateway(
         ...overrides,
       },
     });
-    const server = await serve(config);
+    const server = await serve(config, options);
     // The first of several (rotation).
     const token = tokenList(config.token)[0];
     return Object.assign(server, {

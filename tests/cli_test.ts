@@ -27,6 +27,27 @@ async function cli(
 }
 
 /**
+ * {@linkcode cli} for each of `runs` (arguments, environment), 4 at a time:
+ * each is a Deno start of ~0.3 s that mostly waits, one after the other they
+ * took seconds. The results in the order of `runs`.
+ */
+async function cliEach(
+  runs: Array<[string[], Record<string, string>?]>,
+): Promise<Array<{ code: number; stdout: string; stderr: string }>> {
+  const results: Array<{ code: number; stdout: string; stderr: string }> = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < runs.length) {
+      const i = next++;
+      const [args, env] = runs[i]!;
+      results[i] = await cli(args, env);
+    }
+  };
+  await Promise.all(Array.from({ length: 4 }, worker));
+  return results;
+}
+
+/**
  * `mod.ts serve ...` as a child process, once it has printed its banner
  * (through the dashboard line, or `until`); disposing kills it if it still
  * runs. With `bound`, a start that takes longer is killed (the banner then
@@ -161,135 +182,137 @@ Deno.test("main serve --help lists every route the gateway registers", async () 
 });
 
 Deno.test("main rejects bad flags and commands with a clear error", async () => {
-  let r = await cli(["serve", "--workers", "0"]);
-  assert.equal(r.code, 1);
-  assert.match(
-    r.stderr,
-    /error: workers: expected an integer from 1 to 1024 \(at command line: --workers\)/,
-  );
-  r = await cli(["serve", "--host", "0.0.0.0", "--port", "0"]);
-  assert.equal(r.code, 1);
-  assert.match(
-    r.stderr,
-    /Cannot serve on 0\.0\.0\.0: binding a non-loopback address requires a token/,
-  );
-  // Accepted (the error is the next one's), not an unknown option.
-  r = await cli(["serve", "--no-cancel-on-disconnect", "--workers", "0"]);
-  assert.equal(r.code, 1);
-  assert.match(r.stderr, /error: workers: expected an integer/);
-  r = await cli(["serve", "--no-sched-batch", "--workers", "0"]);
-  assert.equal(r.code, 1);
-  assert.match(r.stderr, /error: workers: expected an integer/);
-  r = await cli(["serve", "--compress", "--workers", "0"]);
-  assert.equal(r.code, 1);
-  assert.match(r.stderr, /error: workers: expected an integer/);
-  r = await cli(["serve", "--compress-min-bytes", "0"]);
-  assert.equal(r.code, 1);
-  assert.match(
-    r.stderr,
-    /error: compress\.minBytes: expected an integer >= 1 \(at command line: --compress-min-bytes\)/,
-  );
-  r = await cli(["serve", "--trace-endpoint", "localhost:4318"]);
-  assert.equal(r.code, 1);
-  assert.match(
-    r.stderr,
-    /error: tracing\.endpoint: expected an http\(s\) URL .*\(at command line: --trace-endpoint\)/,
-  );
-  r = await cli(["serve", "--stream-idle-timeout", "0"]);
-  assert.equal(r.code, 1);
-  assert.match(
-    r.stderr,
-    /error: limits\.streamIdleTimeout: expected an integer >= 1 \(at command line: --stream-idle-timeout\)/,
-  );
-  r = await cli(["serve", "--keep-alive-timeout", "300000"]);
-  assert.equal(r.code, 1);
-  assert.match(
-    r.stderr,
-    /error: limits\.keepAliveTimeout: expected an integer from 1000 to 255000 \(at command line: --keep-alive-timeout\)/,
-  );
-  r = await cli(["serve", "--grpc-port", "0", "--grpc-stream-window", "0"]);
-  assert.equal(r.code, 1);
-  assert.match(
-    r.stderr,
-    /error: grpc\.streamWindow: expected an integer from 1 to 1024 \(at command line: --grpc-stream-window\)/,
-  );
-  r = await cli(["serve", "--grpc-port", "0", "--grpc-max-unread", "1000"]);
-  assert.equal(r.code, 1);
-  assert.match(
-    r.stderr,
-    /error: grpc\.maxUnreadBytes: expected an integer >= 65536 \(at command line: --grpc-max-unread\)/,
-  );
-  r = await cli(["serve", "--grpc-port", "0", "--grpc-max-connections", "-1"]);
-  assert.equal(r.code, 1);
-  assert.match(
-    r.stderr,
-    /error: grpc\.maxConnections: expected an integer from 0 to 2147483647 \(at command line: --grpc-max-connections\)/,
-  );
-  r = await cli(["serve", "--token-file-interval", "-1"]);
-  assert.equal(r.code, 1);
-  assert.match(
-    r.stderr,
-    /error: tokenFileInterval: expected an integer from 0 to 2147483647 \(at command line: --token-file-interval\)/,
-  );
-  r = await cli([
-    "serve",
-    "--token",
-    "0123456789abcdef",
-    "--token-file",
-    "/run/secrets/token",
-  ]);
-  assert.equal(r.code, 1);
-  assert.match(
-    r.stderr,
-    /error: tokenFile: --token and --token-file are both set; set one/,
-  );
-  r = await cli(["serve", "--token-file", "/nonexistent/token"]);
-  assert.equal(r.code, 1);
-  assert.match(
-    r.stderr,
-    /error: tokenFile: cannot read \/nonexistent\/token: no such file/,
-  );
-  r = await cli(["serve", "--tls-cert", "cert.pem"]);
-  assert.equal(r.code, 1);
-  assert.match(r.stderr, /error: --tls-cert: needs --tls-key too/);
-  r = await cli(["serve", "--tls-key", "key.pem"]);
-  assert.equal(r.code, 1);
-  assert.match(r.stderr, /error: --tls-key: needs --tls-cert too/);
-  r = await cli([
-    "serve",
-    "--port",
-    "0",
-    "--tls-cert",
-    "/nonexistent/cert.pem",
-    "--tls-key",
-    "/nonexistent/key.pem",
-  ]);
-  assert.equal(r.code, 1);
-  assert.match(
-    r.stderr,
-    /error: tls\.cert: cannot read \/nonexistent\/cert\.pem/,
-  );
-  r = await cli(["serve", "--manage-token", "short"]);
-  assert.equal(r.code, 1);
-  assert.match(
-    r.stderr,
-    /error: manageToken: expected a token of at least 16 characters \(at command line: --manage-token\)/,
-  );
-  r = await cli(["serve", "--nope"]);
-  assert.equal(r.code, 2);
-  assert.equal(
-    r.stderr,
-    "error: unknown option --nope (run with --help for usage)\n",
-  );
-  r = await cli(["launch"]);
-  assert.equal(r.code, 2);
-  assert.match(r.stderr, /unknown command "launch"/);
-  r = await cli(["serve", "--config", "/nonexistent/pyproxy.json"]);
-  assert.equal(r.code, 1);
-  assert.match(
-    r.stderr,
-    /Cannot read config file \/nonexistent\/pyproxy\.json/,
-  );
+  // The exit code, and what stderr matches (a string: is).
+  const cases: Array<[string[], number, RegExp | string]> = [
+    [
+      ["serve", "--workers", "0"],
+      1,
+      /error: workers: expected an integer from 1 to 1024 \(at command line: --workers\)/,
+    ],
+    [
+      ["serve", "--host", "0.0.0.0", "--port", "0"],
+      1,
+      /Cannot serve on 0\.0\.0\.0: binding a non-loopback address requires a token/,
+    ],
+    // Accepted (the error is the next one's), not an unknown option.
+    [
+      ["serve", "--no-cancel-on-disconnect", "--workers", "0"],
+      1,
+      /error: workers: expected an integer/,
+    ],
+    [
+      ["serve", "--no-sched-batch", "--workers", "0"],
+      1,
+      /error: workers: expected an integer/,
+    ],
+    [
+      ["serve", "--compress", "--workers", "0"],
+      1,
+      /error: workers: expected an integer/,
+    ],
+    [
+      ["serve", "--compress-min-bytes", "0"],
+      1,
+      /error: compress\.minBytes: expected an integer >= 1 \(at command line: --compress-min-bytes\)/,
+    ],
+    [
+      ["serve", "--trace-endpoint", "localhost:4318"],
+      1,
+      /error: tracing\.endpoint: expected an http\(s\) URL .*\(at command line: --trace-endpoint\)/,
+    ],
+    [
+      ["serve", "--stream-idle-timeout", "0"],
+      1,
+      /error: limits\.streamIdleTimeout: expected an integer >= 1 \(at command line: --stream-idle-timeout\)/,
+    ],
+    [
+      ["serve", "--keep-alive-timeout", "300000"],
+      1,
+      /error: limits\.keepAliveTimeout: expected an integer from 1000 to 255000 \(at command line: --keep-alive-timeout\)/,
+    ],
+    [
+      ["serve", "--grpc-port", "0", "--grpc-stream-window", "0"],
+      1,
+      /error: grpc\.streamWindow: expected an integer from 1 to 1024 \(at command line: --grpc-stream-window\)/,
+    ],
+    [
+      ["serve", "--grpc-port", "0", "--grpc-max-unread", "1000"],
+      1,
+      /error: grpc\.maxUnreadBytes: expected an integer >= 65536 \(at command line: --grpc-max-unread\)/,
+    ],
+    [
+      ["serve", "--grpc-port", "0", "--grpc-max-connections", "-1"],
+      1,
+      /error: grpc\.maxConnections: expected an integer from 0 to 2147483647 \(at command line: --grpc-max-connections\)/,
+    ],
+    [
+      ["serve", "--token-file-interval", "-1"],
+      1,
+      /error: tokenFileInterval: expected an integer from 0 to 2147483647 \(at command line: --token-file-interval\)/,
+    ],
+    [
+      [
+        "serve",
+        "--token",
+        "0123456789abcdef",
+        "--token-file",
+        "/run/secrets/token",
+      ],
+      1,
+      /error: tokenFile: --token and --token-file are both set; set one/,
+    ],
+    [
+      ["serve", "--token-file", "/nonexistent/token"],
+      1,
+      /error: tokenFile: cannot read \/nonexistent\/token: no such file/,
+    ],
+    [
+      ["serve", "--tls-cert", "cert.pem"],
+      1,
+      /error: --tls-cert: needs --tls-key too/,
+    ],
+    [
+      ["serve", "--tls-key", "key.pem"],
+      1,
+      /error: --tls-key: needs --tls-cert too/,
+    ],
+    [
+      [
+        "serve",
+        "--port",
+        "0",
+        "--tls-cert",
+        "/nonexistent/cert.pem",
+        "--tls-key",
+        "/nonexistent/key.pem",
+      ],
+      1,
+      /error: tls\.cert: cannot read \/nonexistent\/cert\.pem/,
+    ],
+    [
+      ["serve", "--manage-token", "short"],
+      1,
+      /error: manageToken: expected a token of at least 16 characters \(at command line: --manage-token\)/,
+    ],
+    [
+      ["serve", "--nope"],
+      2,
+      "error: unknown option --nope (run with --help for usage)\n",
+    ],
+    // An unknown command: "main reports every failure in one error line".
+    [
+      ["serve", "--config", "/nonexistent/pyproxy.json"],
+      1,
+      /Cannot read config file \/nonexistent\/pyproxy\.json/,
+    ],
+  ];
+  const results = await cliEach(cases.map(([args]) => [args]));
+  for (const [i, [, code, stderr]] of cases.entries()) {
+    const r = results[i]!;
+    assert.equal(r.code, code);
+    if (typeof stderr === "string") assert.equal(r.stderr, stderr);
+    else assert.match(r.stderr, stderr);
+  }
 });
 
 Deno.test("main serve with no other flag serves the example models and stops on SIGINT", async () => {
@@ -813,7 +836,6 @@ Deno.test("main reports every failure in one error line on stderr", async () => 
       1,
       /^error: env\["A-B"\]: expected a variable name .* \(at command line: --env\)$/,
     ],
-    [["serve", "--nope"], {}, 2, /^error: unknown option --nope \(run/],
     [
       ["serve", "--models-dir", "m"],
       {},
@@ -826,6 +848,7 @@ Deno.test("main reports every failure in one error line on stderr", async () => 
       2,
       /^error: unknown option --prot \(did you mean --port\?\)/,
     ],
+    // An unknown option (--nope): "main rejects bad flags ...", whole.
     [["launch"], {}, 2, /^error: unknown command "launch"/],
     [
       ["serve", "--port", "0", "--models", `${BAD_JSON_DIR}/no-such-dir`],
@@ -852,8 +875,9 @@ Deno.test("main reports every failure in one error line on stderr", async () => 
       /^error: Cannot parse config file .*pyproxy\.json: Unexpected token 'o', "not json\\n" is not valid JSON$/,
     ],
   ];
-  for (const [args, env, code, line] of cases) {
-    const r = await cli(args, env);
+  const results = await cliEach(cases.map(([args, env]) => [args, env]));
+  for (const [i, [args, , code, line]] of cases.entries()) {
+    const r = results[i]!;
     assert.equal(r.code, code, `${args.join(" ")}: ${r.stderr}`);
     const lines = r.stderr.trimEnd().split("\n");
     assert.equal(lines.length, 1, `${args.join(" ")}: ${r.stderr}`);

@@ -13,6 +13,12 @@ if (!hasChromium) {
 
 const TOKEN = "dashboard-token-0123456789";
 
+/**
+ * The pages refresh every 200 ms (the least), not every second: each change
+ * the tests wait to see showed up to a second later.
+ */
+const FAST = { dashboardIntervalMs: 200 };
+
 /** Headless Chromium, as the tests drive it. */
 async function launch() {
   const { chromium } = await import("playwright-core");
@@ -36,7 +42,7 @@ Deno.test({
     "dashboardHtml shows live workers, models, request counts and channels in Chromium",
   ignore: !hasChromium,
   async fn() {
-    await using gw = await startGateway({ workers: 2, token: TOKEN });
+    await using gw = await startGateway({ workers: 2, token: TOKEN }, {}, FAST);
     const browser = await launch();
     try {
       const page = await browser.newPage();
@@ -145,7 +151,11 @@ class Hold:
         os.replace(msg["started"] + ".tmp", msg["started"])
         time.sleep(30)
 `;
-    await using gw = await startGateway({ token: TOKEN }, { "hold.py": HOLD });
+    await using gw = await startGateway(
+      { token: TOKEN },
+      { "hold.py": HOLD },
+      FAST,
+    );
     const browser = await launch();
     try {
       const page = await browser.newPage();
@@ -196,10 +206,14 @@ class Hold:
         os.replace(msg["started"] + ".tmp", msg["started"])
         time.sleep(30)
 `;
-    await using gw = await startGateway({
-      token: TOKEN,
-      models: [{ name: "hold", file: "hold.py", version: "3" }],
-    }, { "hold.py": HOLD });
+    await using gw = await startGateway(
+      {
+        token: TOKEN,
+        models: [{ name: "hold", file: "hold.py", version: "3" }],
+      },
+      { "hold.py": HOLD },
+      FAST,
+    );
     const browser = await launch();
     try {
       const page = await browser.newPage();
@@ -239,20 +253,24 @@ Deno.test({
     "dashboardHtml shows what plugins report of themselves (autoscale's bounds and state), and no plugins table without any",
   ignore: !hasChromium,
   async fn() {
-    await using gw = await startGateway({
-      token: TOKEN,
-      plugins: {
-        autoscale: {
-          min: 1,
-          max: 3,
-          upAfterMs: 600_000,
-          downAfterMs: 600_000,
-          cooldownMs: 0,
-          sampleInterval: 10,
+    await using gw = await startGateway(
+      {
+        token: TOKEN,
+        plugins: {
+          autoscale: {
+            min: 1,
+            max: 3,
+            upAfterMs: 600_000,
+            downAfterMs: 600_000,
+            cooldownMs: 0,
+            sampleInterval: 10,
+          },
         },
       },
-    });
-    await using plain = await startGateway({ token: TOKEN });
+      {},
+      FAST,
+    );
+    await using plain = await startGateway({ token: TOKEN }, {}, FAST);
     const browser = await launch();
     try {
       const page = await browser.newPage();
@@ -316,7 +334,7 @@ Deno.test({
           "    def close(self):\n        pass\n",
       });
       let port = 0;
-      const app = createGateway(pool, { port: () => port });
+      const app = createGateway(pool, { port: () => port, ...FAST });
       const listening = Promise.withResolvers<void>();
       const server = Deno.serve({
         port: 0,
@@ -365,14 +383,18 @@ Deno.test({
     "dashboardHtml shows each version of a model on its own row, the default marked, with its own request count",
   ignore: !hasChromium,
   async fn() {
-    await using gw = await startGateway({
-      workers: 1,
-      token: TOKEN,
-      models: [
-        { name: "e", file: "echo.py", version: "1" },
-        { name: "e", file: "echo.py", version: "2" },
-      ],
-    });
+    await using gw = await startGateway(
+      {
+        workers: 1,
+        token: TOKEN,
+        models: [
+          { name: "e", file: "echo.py", version: "1" },
+          { name: "e", file: "echo.py", version: "2" },
+        ],
+      },
+      {},
+      FAST,
+    );
     const browser = await launch();
     try {
       const page = await browser.newPage();
@@ -398,4 +420,21 @@ Deno.test({
       await browser.close();
     }
   },
+});
+
+Deno.test("dashboardHtml refreshes every intervalMs: 200 at least, within a timer's range, the default for one that is not a finite number", async () => {
+  const { dashboardHtml } = await import("../src/gateway/dashboard.ts");
+  const every = (intervalMs?: number) =>
+    /setTimeout\(tick, (\d+)\)/.exec(
+      dashboardHtml({
+        nonce: "n",
+        ...(intervalMs === undefined ? {} : { intervalMs }),
+      }),
+    )?.[1];
+  assert.equal(every(), "1000");
+  assert.equal(every(500), "500");
+  assert.equal(every(10), "200");
+  assert.equal(every(2 ** 40), String(2 ** 31 - 1));
+  assert.equal(every(NaN), "1000");
+  assert.equal(every(Infinity), "1000");
 });

@@ -77,7 +77,15 @@ Deno.test("Gateway: a worker's death names a version as the routes do (clf versi
 
 Deno.test("Gateway: the default restart policy (no plugins.reconnect in pyproxy.json) names its options as pyproxy.json does too", async () => {
   await using gw = await startGateway(
-    { workers: 1, models: [{ name: "bad", file: "crasher.py" }] },
+    {
+      workers: 1,
+      models: [{ name: "bad", file: "crasher.py" }],
+      // Not the crash quarantine (limits.loadCrashWindow, no part of the
+      // restart policy): its calls crashing the worker just after each
+      // replay had it suspected, and two of the replays held the worker
+      // 3 s each (6.5 s of the test's 11).
+      limits: { shutdownGrace: 2000, loadCrashWindow: 0 },
+    },
     { "crasher.py": CRASHER },
   );
   // The default gives a slot up at its 6th crash within 60 s.

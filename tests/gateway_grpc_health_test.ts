@@ -74,6 +74,10 @@ Deno.test("gRPC health Watch: the status at once, then each change; SERVICE_UNKN
     bodyLimit: 1 << 20,
     drain: drain.signal,
     maxHealthWatches: 2,
+    // A change shows at the next check: every 200 ms here, not every
+    // second (each wait of the test for one, and the one for no check after
+    // the close, were a second or more).
+    healthWatchIntervalMs: 200,
   });
   const client = new grpc.Client(
     `127.0.0.1:${server.port}`,
@@ -83,7 +87,7 @@ Deno.test("gRPC health Watch: the status at once, then each change; SERVICE_UNKN
     const all = watch(client, "");
     await all.got(1);
     assert.deepEqual(all.statuses, ["SERVING"]);
-    // A change (a worker lost) is sent at the next check (a second).
+    // A change (a worker lost) is sent at the next check (200 ms here).
     healthy = false;
     await all.got(2);
     healthy = true;
@@ -120,9 +124,9 @@ Deno.test("gRPC health Watch: the status at once, then each change; SERVICE_UNKN
     const ended = await all.ended;
     assert.equal(ended.code, grpc.status.UNAVAILABLE, ended.details);
     assert.equal((await inference.ended).code, grpc.status.UNAVAILABLE);
-    // No check left running.
+    // No check left running (three intervals without one).
     const after = checks;
-    await new Promise((r) => setTimeout(r, 1200));
+    await new Promise((r) => setTimeout(r, 600));
     assert.equal(checks, after);
   } finally {
     client.close();

@@ -52,6 +52,14 @@ class Crasher:
 type Pid = { pid: number };
 
 /**
+ * For the tests whose crashing calls come just after a replay: the crash
+ * quarantine (`loadCrashWindow`, not what placement's bound is) then
+ * suspected the model and held a replay back from calls for its whole 3 s
+ * window, one such hold in each (16 s of the file's ~27).
+ */
+const NO_QUARANTINE = { loadCrashWindow: 0 };
+
+/**
  * A pool of `workers` whose restart policy gives up on a slot at its
  * second crash within a minute and never revives it on its own; a plugin
  * hands out the plugin context (to revive a slot).
@@ -125,6 +133,7 @@ Deno.test("Pool placement: a model whose calls crash its workers is moved at mos
   const pids = new PidTracker();
   try {
     const { options: opts, ctx } = options(dir.path, 3, {
+      ...NO_QUARANTINE,
       placement: { maxRelocations: 1 },
     });
     await using pool = await Pool.start(opts);
@@ -305,7 +314,7 @@ Deno.test("Pool placement: with the default bound, a crashing model is not moved
   try {
     // maxRelocations 2 (the default) in a pool of 3: the third failed slot
     // would have been the last one, the healthy models left with none.
-    const { options: opts } = options(dir.path, 3);
+    const { options: opts } = options(dir.path, 3, NO_QUARANTINE);
     await using pool = await Pool.start(opts);
     pids.watch(pool);
     await pool.addModel("good", { file: "whoami.py", workers: 1 });
@@ -812,6 +821,7 @@ Deno.test("Pool placement: a call that timed out and ended on the server before 
     // One call per worker: the next call to a slot waits until the server
     // is done with a timed-out one (it answered the cancel).
     const { options: opts, ctx } = options(dir.path, 3, {
+      ...NO_QUARANTINE,
       placement: { maxRelocations: 0 },
       maxInFlightPerWorker: 1,
     });
@@ -875,7 +885,7 @@ Deno.test("Pool placement: a model that crashed its slot is not moved onto the p
   try {
     // The gateway's default pool size, and the default bound (2 moves):
     // moved, the model would crash w2 too and leave the pool with none.
-    const { options: opts, ctx } = options(dir.path, 2);
+    const { options: opts, ctx } = options(dir.path, 2, NO_QUARANTINE);
     await using pool = await Pool.start(opts);
     pids.watch(pool);
     await pool.addModel("bad", { source: CRASHER, workers: 1 });
@@ -926,7 +936,7 @@ Deno.test("Pool placement: a model left on its failed slot after crashing it is 
   await using dir = await modelsDir();
   const pids = new PidTracker();
   try {
-    const { options: opts } = options(dir.path, 2);
+    const { options: opts } = options(dir.path, 2, NO_QUARANTINE);
     await using pool = await Pool.start(opts);
     pids.watch(pool);
     await pool.addModel("bad", { source: CRASHER, workers: 1 });

@@ -237,6 +237,14 @@ export interface GatewayOptions {
   /** Version shown by the dashboard and `/v1/status`. */
   version?: string;
   /**
+   * How often the dashboard page (`GET /`) refreshes, in ms: at least 200,
+   * at most 2^31 − 1; one that is not a finite number is the default. Each
+   * refresh is three requests (`/v1/status`, `/metrics?format=json`,
+   * `/v1/channels`).
+   * @default {1000}
+   */
+  dashboardIntervalMs?: number;
+  /**
    * OpenTelemetry tracing of model calls, sent to a collector over OTLP/HTTP
    * (docs/gateway.md, "Tracing"); off unless set. `stopSignal` sends the
    * spans that wait (`serve` waits for them, up to 2 s).
@@ -718,6 +726,9 @@ export function createGateway(
       dashboardHtml({
         nonce,
         ...(options.version ? { version: options.version } : {}),
+        ...(options.dashboardIntervalMs === undefined
+          ? {}
+          : { intervalMs: options.dashboardIntervalMs }),
       }),
       200,
       {

@@ -12,7 +12,8 @@ export interface DashboardOptions {
   /** Nonce allowing the page's inline script and style under the CSP. */
   nonce: string;
   /**
-   * Poll interval in ms.
+   * Poll interval in ms: at least 200 and at most 2^31 − 1 (a timer's
+   * range); one that is not a finite number is the default.
    * @default {1000}
    */
   intervalMs?: number;
@@ -49,7 +50,12 @@ export function dashboardCsp(nonce: string): string {
  */
 export function dashboardHtml(options: DashboardOptions): string {
   const nonce = options.nonce.replace(/[^A-Za-z0-9+/=_-]/g, "");
-  const interval = Math.max(200, options.intervalMs ?? 1000);
+  // At least 200 ms, and within a timer's range (a NaN or one beyond it
+  // would refresh the page without pause).
+  const asked = options.intervalMs ?? 1000;
+  const interval = Number.isFinite(asked)
+    ? Math.min(Math.max(200, Math.round(asked)), 2 ** 31 - 1)
+    : 1000;
   const version = (options.version ?? "").replace(/[^0-9A-Za-z.+-]/g, "");
   return `<!doctype html>
 <html lang="en">

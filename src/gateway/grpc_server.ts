@@ -177,6 +177,13 @@ export interface GrpcServeOptions {
    */
   maxHealthWatchesPerConnection?: number;
   /**
+   * Milliseconds between two reads of `/healthz` while a
+   * `grpc.health.v1.Health/Watch` is open (a change is sent at the next
+   * one; the drain's start at once).
+   * @default {1000}
+   */
+  healthWatchIntervalMs?: number;
+  /**
    * Bytes of answers one connection holds that its client has not read
    * (HTTP/2 flow control stalls their writes), at most. At that many, the
    * connection's new inference calls are RESOURCE_EXHAUSTED, its
@@ -401,6 +408,9 @@ export async function serveGrpc(
     ...(options.maxHealthWatchesPerConnection === undefined
       ? {}
       : { maxPerConnection: options.maxHealthWatchesPerConnection }),
+    ...(options.healthWatchIntervalMs === undefined
+      ? {}
+      : { intervalMs: options.healthWatchIntervalMs }),
   });
   const onDrain = () => watchers.refresh();
   options.drain?.addEventListener("abort", onDrain, { once: true });

@@ -111,6 +111,12 @@ export interface ServeOptions {
   /** Version reported by `/v1/status` and the dashboard. */
   version?: string;
   /**
+   * How often the dashboard page (`GET /`) refreshes, in ms (200 at least;
+   * as `createGateway`'s option of the same name).
+   * @default {1000}
+   */
+  dashboardIntervalMs?: number;
+  /**
    * Reads the configuration again, for {@linkcode GatewayServer.reload}
    * (and SIGHUP with `handleSignals`): the CLI passes its `loadConfig` call;
    * pass the one you started with (the same `path` and `cli`), so that a
@@ -713,6 +719,7 @@ export async function serve(
         cors: config.cors,
         tracing: config.tracing,
         version: options.version,
+        dashboardIntervalMs: options.dashboardIntervalMs,
       }),
     });
     const handler: FetchHandler = (req, info) => app.fetch(req, info);
