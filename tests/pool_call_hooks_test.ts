@@ -430,3 +430,69 @@ Deno.test("Call hooks: an onCall's bug is a PluginError of that call alone, an a
     off();
   }
 });
+
+Deno.test("Call hooks: onCall names the model as asked and as resolved (its version), and what the pool refuses at once reaches no hook", async () => {
+  const rec = recorder();
+  await using dir = await modelsDir();
+  await using pool = await startPool(dir.path, [rec]);
+  const source = `
+class Tagged:
+    def __init__(self, options):
+        self.v = options["v"]
+    def execute(self, msg):
+        return {"v": self.v}
+`;
+  await pool.addModel("scorer", {
+    source,
+    options: { v: "one" },
+    version: "1",
+  });
+  await pool.addModel("scorer", {
+    source,
+    options: { v: "two" },
+    version: "2",
+  });
+  await pool.execute("scorer", {}, { requestId: "default", key: "k" });
+  await pool.execute("scorer", {}, { requestId: "asked", version: "2" });
+  for await (
+    const _ of pool.executeStream("scorer", {}, {
+      requestId: "streamed",
+      version: "2",
+      headers: { "x-tenant": "t" },
+    })
+  ) { /* one item */ }
+  const byId = (id: string) => rec.calls.find((c) => c.requestId === id);
+  assert.deepEqual(byId("default"), {
+    kind: "execute",
+    model: "scorer",
+    resolved: "scorer@1",
+    msg: {},
+    requestId: "default",
+    key: "k",
+  });
+  assert.equal(byId("asked")?.resolved, "scorer@2");
+  assert.equal(byId("asked")?.version, "2");
+  assert.deepEqual(byId("streamed"), {
+    kind: "stream",
+    model: "scorer",
+    version: "2",
+    resolved: "scorer@2",
+    msg: {},
+    requestId: "streamed",
+    headers: { "x-tenant": "t" },
+  });
+  // Refused before onCall: a version it lacks, a bad option, an aborted signal.
+  const before = rec.calls.length;
+  await assert.rejects(pool.execute("scorer", {}, { version: "9" }));
+  await assert.rejects(pool.execute("counter", {}, { requestId: "no spaces" }));
+  await assert.rejects(
+    pool.execute("counter", {}, { signal: AbortSignal.abort() }),
+  );
+  await assert.rejects(async () => {
+    for await (const _ of pool.executeStream("scorer", {}, { version: "9" })) {
+      // never
+    }
+  });
+  assert.equal(rec.calls.length, before);
+  assert.equal(rec.settled.length, before);
+});
