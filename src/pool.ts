@@ -1721,11 +1721,12 @@ export class Pool implements AsyncDisposable {
           opts.onSend,
           (onSend) =>
             this.#request<T>(cmd, args, { ...opts, onSend }, opts.onSlot),
-          (answer) => {
+          (answer, plugin) => {
             const items = "items" in answer ? answer.items : [answer.result];
             if (!Array.isArray(items)) {
-              throw new TypeError(
-                "Cannot answer executeStream: items: expected an array",
+              throw new PluginError(
+                `Cannot run hook onCall of plugin '${plugin}': it answered a stream with { items } that is not an array`,
+                { details: { plugin, hook: "onCall" } },
               );
             }
             for (const data of items) opts.onEvent?.({ event: "item", data });

@@ -388,6 +388,8 @@ Deno.test("Call hooks: an onCall's bug is a PluginError of that call alone, an a
       if (x === 1) throw new TypeError("not a quota");
       if (x === 2) await new Promise(() => {}); // never settles
       if (x === 3) return 42 as never; // not an answer
+      if (x === 5) return { items: [1] }; // a stream's answer
+      if (x === 6) return { items: "ab" } as never;
     },
     onSettle() {
       throw new Error("audit down");
@@ -417,14 +419,26 @@ Deno.test("Call hooks: an onCall's bug is a PluginError of that call alone, an a
       pool.execute("counter", { x: 3 }),
       /returned number, expected \{ result \}/,
     );
+    await assert.rejects(
+      pool.execute("counter", { x: 5 }),
+      /it answered an execute with \{ items \}/,
+    );
+    await assert.rejects(
+      async () => {
+        for await (const _ of pool.executeStream("counter", { x: 6 })) {
+          // never
+        }
+      },
+      /it answered a stream with \{ items \} that is not an array/,
+    );
     const ok = await pool.execute("counter", { x: 4 }) as { x: number };
     assert.equal(ok.x, 4);
     assert.equal(ctxSeen?.pool, pool);
-    // One plugin-error per onSettle (4 calls), none failed a call.
+    // One plugin-error per onSettle (6 calls), none failed a call.
     await new Promise((r) => setTimeout(r, 0));
     assert.deepEqual(
       errors,
-      Array.from({ length: 4 }, () => ({ plugin: "buggy", hook: "onSettle" })),
+      Array.from({ length: 6 }, () => ({ plugin: "buggy", hook: "onSettle" })),
     );
   } finally {
     off();
