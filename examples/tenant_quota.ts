@@ -1,15 +1,16 @@
 /**
  * A company policy as a plugin of the gateway: at most `limit` model calls
  * per tenant within `windowMs`, the tenant named by a request header; a
- * call over it is refused before it reaches Python, and the gateway answers
- * 429 with `Retry-After` (its error class extends `OverloadedError`).
+ * call over it is refused before it is queued, and the gateway answers 429
+ * with `Retry-After` saying when the tenant's window ends (its error class
+ * extends `OverloadedError`, its `details.retryAfterMs` is that wait).
  *
- * The plugin sees each call as the workers get it (docs/plugins.md): the
- * header only when the gateway forwards it (`forwardHeaders`, so the model
- * can read it too), a call of a model that batches inside an `executeBatch`
- * (a refusal refuses the whole batch, other tenants' calls too), and an
- * idempotent call retried after a crash once per worker it is sent to (it
- * counts again).
+ * The plugin's `onCall` sees each model call once, when it is made
+ * (docs/plugins.md, "Call hooks"): a call of a model that batches is
+ * refused alone (the other tenants' calls of its batch run), and an
+ * idempotent call retried after a crash counts once. It sees the header
+ * only when the gateway forwards it (`forwardHeaders`, so the model can
+ * read it too).
  *
  * Run: `deno run -A examples/tenant_quota.ts` (or `bun run examples/tenant_quota.ts`)
  *
@@ -20,7 +21,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { OverloadedError } from "../src/errors.ts";
-import type { Plugin, WireMessage } from "../src/plugin.ts";
+import type { ModelCall, Plugin } from "../src/plugin.ts";
 import { loadConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
 
@@ -59,31 +60,17 @@ export function tenantQuota(options: TenantQuotaOptions): Plugin {
       refused.set(tenant, (refused.get(tenant) ?? 0) + 1);
       throw new QuotaExceededError(
         `Cannot run call: tenant '${tenant}' made ${limit} calls within ${windowMs} ms`,
-        { details: { tenant } },
+        // The gateway's Retry-After: when its window ends.
+        { details: { tenant, retryAfterMs: w.start + windowMs - at } },
       );
     }
     w.calls++;
   };
-  const tenantOf = (headers: unknown): string | undefined => {
-    const value = (headers as Record<string, string> | null | undefined)
-      ?.[header];
-    return typeof value === "string" ? value : undefined;
-  };
   return {
     name: "tenantQuota",
-    onRequest(msg: WireMessage): void {
-      // Everything else (pings, configure, cancels...) must go through.
-      if (msg.cmd === "executeModel" || msg.cmd === "executeStream") {
-        const tenant = tenantOf(msg.headers);
-        if (tenant !== undefined) take(tenant);
-      } else if (msg.cmd === "executeBatch") {
-        const each = msg.messageHeaders as unknown[] | undefined;
-        if (each === undefined) return;
-        for (const headers of each) {
-          const tenant = tenantOf(headers);
-          if (tenant !== undefined) take(tenant);
-        }
-      }
+    onCall(call: ModelCall): void {
+      const tenant = call.headers?.[header];
+      if (tenant !== undefined) take(tenant);
     },
     status: () => ({
       tenants: Object.fromEntries(

@@ -289,12 +289,17 @@ defineName(WorkerCrashedError, "WorkerCrashedError");
 
 /**
  * The pool refused a call at once because every worker is at its in-flight
- * bound and the queue is full.
+ * bound and the queue is full; or a plugin refused it (a quota: a subclass
+ * of its own). `details.retryAfterMs`, when set, says when to try again:
+ * the gateway's 429 sends it as `Retry-After` (seconds, rounded up; `1`
+ * without it).
  *
  * @example
  * ```ts
  * import { OverloadedError } from "@pyproxy/pyproxy";
  * console.log(new OverloadedError("Cannot accept call: queue full").code); // "OVERLOADED"
+ * const quota = new OverloadedError("Cannot run call: quota used up", { details: { retryAfterMs: 60_000 } });
+ * console.log(quota.details.retryAfterMs); // 60000: the gateway answers Retry-After: 60
  * ```
  */
 export class OverloadedError extends PyProxyError {

@@ -8,12 +8,13 @@
  * @module
  */
 import type { Logger } from "./logger.ts";
-import { ConfigError, PluginError, PyProxyError } from "./errors.ts";
+import { ConfigError, type PluginError } from "./errors.ts";
 import type { Runtime } from "./runtime/types.ts";
 import type { InFlight, Session, SessionConnectOptions } from "./session.ts";
 import type { Pool, PoolStatus, ResizeOptions } from "./pool.ts";
 import type { WorkerInfo } from "./worker.ts";
-import { MAX_TIMER_MS } from "./_timer.ts";
+import { settleWithin } from "./_settle_within.ts";
+import { messageHookError, pluginError } from "./_plugin_error.ts";
 import { isThenable } from "./_thenable.ts";
 import { parseJson, stringifyJson } from "./_exact_json.ts";
 
@@ -190,6 +191,165 @@ export interface TimeoutEvent {
    * as a `CancelledError`, as a caller's cancel's does.
    */
   requestId?: string;
+}
+
+/**
+ * A model call as the call hooks see it ({@linkcode Plugin.onCall},
+ * {@linkcode Plugin.onSettle}): one per `pool.execute` or
+ * `pool.executeStream` (batched or not, however often it is sent), made
+ * when the caller makes the call. The same object reaches `onCall` and
+ * `onSettle`: a plugin may key per-call state by it (a `WeakMap`).
+ *
+ * @example
+ * ```ts
+ * import type { ModelCall, Plugin } from "@pyproxy/pyproxy";
+ * const perModel = new Map<string, number>();
+ * const counter: Plugin = {
+ *   name: "counter",
+ *   onCall(call: ModelCall) {
+ *     // "scorer@2" for a version: each version counted apart.
+ *     perModel.set(call.resolved, (perModel.get(call.resolved) ?? 0) + 1);
+ *   },
+ * };
+ * console.log(counter.name);
+ * ```
+ */
+export interface ModelCall {
+  /** `"execute"` (`pool.execute`) or `"stream"` (`pool.executeStream`). */
+  readonly kind: "execute" | "stream";
+  /** The model as the caller named it (`"scorer"`). */
+  readonly model: string;
+  /** The version the caller asked for (`ExecuteOptions.version`), if any. */
+  readonly version?: string;
+  /**
+   * The model as the workers know it when the call is made: `"scorer@2"`
+   * for a version (the default's, for a call that asks none), else the
+   * model's name (`pool.resolveModel`).
+   */
+  readonly resolved: string;
+  /** The message, as the caller gave it (do not change it). */
+  readonly msg: unknown;
+  /** The call's request id (`ExecuteOptions.requestId`, the gateway's `X-Request-Id`). */
+  readonly requestId?: string;
+  /** The call's routing key (`ExecuteOptions.key`). */
+  readonly key?: string;
+  /** The call's request headers (`ExecuteOptions.headers`: the gateway's `forwardHeaders`). */
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+/**
+ * What {@linkcode Plugin.onCall} may return to answer a call in its
+ * worker's place: `{ result }` (the call resolves with it; a stream gives
+ * it as its one item, as a model that is no generator does) or, for a
+ * stream only, `{ items }` (the stream gives them, in order).
+ *
+ * @example
+ * ```ts
+ * import type { CallAnswer, Plugin } from "@pyproxy/pyproxy";
+ * const cache = new Map<string, unknown>();
+ * const cached: Plugin = {
+ *   name: "cached",
+ *   onCall(call): CallAnswer | void {
+ *     if (call.kind !== "execute") return;
+ *     const key = `${call.resolved} ${JSON.stringify(call.msg)}`;
+ *     if (cache.has(key)) return { result: cache.get(key) };
+ *   },
+ * };
+ * console.log(cached.name);
+ * ```
+ */
+export type CallAnswer = { result: unknown } | { items: readonly unknown[] };
+
+/**
+ * How a call ended ({@linkcode Plugin.onSettle}): `ok` with its result, or
+ * not with its error, and where and how long it went.
+ *
+ * @example
+ * ```ts
+ * import type { CallOutcome } from "@pyproxy/pyproxy";
+ * const line = (o: CallOutcome): string =>
+ *   o.ok
+ *     ? `ok on ${o.worker ?? o.answeredBy} in ${o.durationMs} ms`
+ *     : `${(o.error as { code?: string }).code} after ${o.attempts} attempts`;
+ * console.log(line({ ok: true, worker: "w1", durationMs: 3, attempts: 1 })); // "ok on w1 in 3 ms"
+ * ```
+ */
+export type CallOutcome = CallSuccess | CallFailure;
+
+/**
+ * What the two kinds of {@linkcode CallOutcome} share.
+ *
+ * @example
+ * ```ts
+ * import type { CallOutcomeBase } from "@pyproxy/pyproxy";
+ * const base: CallOutcomeBase = { durationMs: 12, attempts: 2, worker: "w2" };
+ * console.log(base.attempts); // 2: its first worker died, the retry ran on w2
+ * ```
+ */
+export interface CallOutcomeBase {
+  /**
+   * The worker it was last sent to (`"w1"`); absent when it was never sent
+   * (refused, answered by a plugin, given up on in the queue).
+   */
+  worker?: string;
+  /** Milliseconds from the call (before `onCall`) to its end. */
+  durationMs: number;
+  /**
+   * How many times it was sent to a worker (`onSend`'s count): `0` when it
+   * never was, `2` for an idempotent call sent again after its worker died.
+   * A call of a model that batches counts each batch it went in (a batch
+   * refused unrun and taken apart sends it again: docs/plugins.md).
+   */
+  attempts: number;
+  /** The plugin whose `onCall` answered it (no worker ran it). */
+  answeredBy?: string;
+}
+
+/**
+ * A {@linkcode CallOutcome} that succeeded.
+ *
+ * @example
+ * ```ts
+ * import type { CallSuccess } from "@pyproxy/pyproxy";
+ * const ok: CallSuccess = { ok: true, result: { y: 2 }, worker: "w1", durationMs: 1, attempts: 1 };
+ * console.log(ok.result);
+ * ```
+ */
+export interface CallSuccess extends CallOutcomeBase {
+  /** It succeeded. */
+  ok: true;
+  /**
+   * What the caller got (`pool.execute`'s result, by reference: do not
+   * change it); absent for a stream.
+   */
+  result?: unknown;
+  /** A stream's item count (`ModelStream.total`); absent for `execute`. */
+  items?: number;
+}
+
+/**
+ * A {@linkcode CallOutcome} that failed.
+ *
+ * @example
+ * ```ts
+ * import type { CallFailure } from "@pyproxy/pyproxy";
+ * import { OverloadedError } from "@pyproxy/pyproxy";
+ * const failed: CallFailure = { ok: false, error: new OverloadedError("queue full"), durationMs: 0, attempts: 0 };
+ * console.log((failed.error as OverloadedError).code); // "OVERLOADED"
+ * ```
+ */
+export interface CallFailure extends CallOutcomeBase {
+  /** It failed. */
+  ok: false;
+  /**
+   * What the caller got: its `code` says why (`TIMEOUT` with
+   * `details.waited` `"queue"` or `"worker"`, `CANCELLED`,
+   * `WORKER_CRASHED`, `SHUTTING_DOWN`, `OVERLOADED` for a full queue, a
+   * `PythonError` of the model...), or the error an `onCall` threw.
+   */
+  error: unknown;
+  /** The plugin whose `onCall` threw it (the call was never queued). */
+  refusedBy?: string;
 }
 
 /**
@@ -557,6 +717,68 @@ export interface Plugin {
   /** A call on a worker timed out. */
   onTimeout?(ev: TimeoutEvent, ctx: PluginContext): void | Promise<void>;
   /**
+   * Once per model call (`pool.execute`, `pool.executeStream`, batched or
+   * not), when the caller makes it, before it is queued (after the pool's
+   * own checks: its options, its version, the pool not closing). Throw to
+   * fail that call alone with the error (a `PyProxyError` as it is, any
+   * other wrapped in a `PluginError`); return a {@linkcode CallAnswer} to
+   * answer it without a worker (the later plugins' `onCall` are not run);
+   * return nothing to let it go on. May be `async` (`hookTimeout` applies;
+   * the call's timeout counts from when the hooks are done).
+   *
+   * @example A quota that refuses one call (of a batch too)
+   * ```ts
+   * import { OverloadedError } from "@pyproxy/pyproxy";
+   * import type { Plugin } from "@pyproxy/pyproxy";
+   * let left = 100;
+   * const quota: Plugin = {
+   *   name: "quota",
+   *   onCall() {
+   *     if (left-- <= 0) {
+   *       throw new OverloadedError("Cannot run call: quota used up", { details: { retryAfterMs: 60_000 } });
+   *     }
+   *   },
+   * };
+   * console.log(quota.name);
+   * ```
+   */
+  onCall?(
+    call: ModelCall,
+    ctx: PluginContext,
+  ): CallAnswer | void | Promise<CallAnswer | void>;
+  /**
+   * Exactly once per model call that reached `onCall` (also one an `onCall`
+   * refused or answered: `refusedBy`, `answeredBy`), once it settled:
+   * just before its caller gets the outcome (a stream's: its end). Every
+   * plugin's `onSettle` runs, in order, whether or not its own `onCall` ran
+   * for the call. It cannot change the outcome; a throw (or a rejection,
+   * or a hook past `hookTimeout`) is logged and reported as a
+   * `plugin-error` event, never failing the call. Nothing waits for an
+   * asynchronous one but the next plugin's `onSettle`.
+   *
+   * @example An audit line per call
+   * ```ts
+   * import type { Plugin } from "@pyproxy/pyproxy";
+   * const audit: Plugin = {
+   *   name: "audit",
+   *   onSettle(call, outcome, ctx) {
+   *     ctx.logger.info("{model} {requestId}: {ok} ({attempts} attempts)", {
+   *       model: call.resolved,
+   *       requestId: call.requestId,
+   *       ok: outcome.ok,
+   *       attempts: outcome.attempts,
+   *     });
+   *   },
+   * };
+   * console.log(audit.name);
+   * ```
+   */
+  onSettle?(
+    call: ModelCall,
+    outcome: CallOutcome,
+    ctx: PluginContext,
+  ): void | Promise<void>;
+  /**
    * Every outgoing message; return a replacement or nothing to keep it, or
    * throw to fail its call. Beside the defaults it runs before the
    * spill-over's: a large call is seen as it is, not as its `$spill` stub.
@@ -690,37 +912,6 @@ export interface PluginHostOptions {
    * default: every hook in registration order.
    */
   lastOnRequest?: string;
-}
-
-/**
- * `p`, or a rejection once `ms` pass first (the timer is always cleared, and
- * a late rejection of `p` is dropped: its hook has already failed).
- */
-function settleWithin<T>(
-  p: Promise<T>,
-  ms: number,
-  plugin: string,
-  hook: string,
-): Promise<T> {
-  // Beyond a timer's range (Infinity too): no limit, so no timer.
-  if (!(ms <= MAX_TIMER_MS)) return p;
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      reject(
-        new PluginError(
-          `Cannot run hook ${hook} of plugin '${plugin}': it did not settle within ${ms} ms (hookTimeout)`,
-          { details: { plugin, hook, timeoutMs: ms } },
-        ),
-      );
-    }, ms);
-    p.then((value) => {
-      clearTimeout(timer);
-      resolve(value);
-    }, (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-  });
 }
 
 /**
@@ -1035,28 +1226,6 @@ export class PluginHost {
     }
     return out;
   }
-}
-
-function pluginError(name: string, hook: string, err: unknown): PluginError {
-  if (err instanceof PluginError) return err;
-  const message = err instanceof Error ? err.message : String(err);
-  return new PluginError(
-    `Cannot run hook ${hook} of plugin '${name}': ${message}`,
-    {
-      cause: err,
-      details: { plugin: name, hook },
-    },
-  );
-}
-
-/**
- * What a caller gets when a message hook throws: a pyproxy error thrown on
- * purpose (`SpillError`, `SerializationError`, ...) is the documented
- * outcome and reaches the caller as it is; anything else is a bug in the
- * plugin and is wrapped in a `PluginError` that names it.
- */
-function messageHookError(name: string, hook: string, err: unknown): Error {
-  return err instanceof PyProxyError ? err : pluginError(name, hook, err);
 }
 
 type MessageHook = (

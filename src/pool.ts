@@ -27,6 +27,7 @@ import {
   ConnectionLostError,
   errorFromWire,
   NoWorkerError,
+  PluginError,
   ShuttingDownError,
   TimeoutError,
   WorkerCrashedError,
@@ -37,6 +38,7 @@ import {
   ModelRegistry,
 } from "./model_registry.ts";
 import {
+  type ModelCall,
   type Plugin,
   PluginHost,
   type PluginMetric,
@@ -71,6 +73,7 @@ import {
   modelTimeoutOf,
 } from "./_model_timeout.ts";
 import { SlotLease } from "./_slot_lease.ts";
+import { CallHooks } from "./_call_hooks.ts";
 import { type ModelPlacement, outOfService } from "./_model_placement.ts";
 import { StreamIdleWatch } from "./_stream_idle_watch.ts";
 import {
@@ -620,6 +623,8 @@ export interface PoolOptions {
 export class Pool implements AsyncDisposable {
   #opts: ResolvedPoolOptions;
   #plugins: PluginHost;
+  /** The plugins' `onCall`/`onSettle`; `undefined` when none has them. */
+  #callHooks: CallHooks | undefined;
   #events: PoolEventHub;
   #registry: ModelRegistry;
   /** The registry's placed models (read on each call: none, most often). */
@@ -798,6 +803,25 @@ export class Pool implements AsyncDisposable {
         ),
     });
     this.#placements = this.#registry.placements;
+    const pluginFailed = (
+      error: PluginError,
+      plugin: string,
+      hook: string,
+    ): void => {
+      // The error too: its cause holds the plugin's own error and stack.
+      opts.logger.warn("{message}", {
+        message: error.message,
+        plugin,
+        hook,
+        error,
+      });
+      this.#events.emit({
+        type: "plugin-error",
+        plugin,
+        hook,
+        message: error.message,
+      });
+    };
     this.#plugins = new PluginHost(plugins, {
       hookTimeout: opts.hookTimeout,
       // Beside the defaults, the plugins added after the spill-over see a
@@ -807,21 +831,13 @@ export class Pool implements AsyncDisposable {
       ...(composedWithDefaults(opts.plugins)
         ? { lastOnRequest: "spillover" }
         : {}),
-      onError: (error, plugin, hook) => {
-        // The error too: its cause holds the plugin's own error and stack.
-        opts.logger.warn("{message}", {
-          message: error.message,
-          plugin,
-          hook,
-          error,
-        });
-        this.#events.emit({
-          type: "plugin-error",
-          plugin,
-          hook,
-          message: error.message,
-        });
-      },
+      onError: pluginFailed,
+    });
+    // Looked up once: a pool whose plugins have no call hooks pays nothing per call.
+    this.#callHooks = CallHooks.of(plugins, {
+      hookTimeout: opts.hookTimeout,
+      context: () => this.#supervisor.context,
+      onError: pluginFailed,
     });
     this.#supervisor = new Supervisor({
       pool: this,
@@ -1477,6 +1493,7 @@ export class Pool implements AsyncDisposable {
     msg: unknown,
     options: ExecuteOptions = {},
   ): Promise<T> {
+    const asked = name;
     // A model with versions: the one asked for, else its default (no
     // lookup while no model has versions).
     if (options.version !== undefined) {
@@ -1488,6 +1505,43 @@ export class Pool implements AsyncDisposable {
     } else if (this.#defaults.size > 0) {
       name = this.#defaults.get(name) ?? name;
     }
+    if (this.#callHooks !== undefined) {
+      return this.#hookedExecute<T>(this.#callHooks, asked, name, msg, options);
+    }
+    return this.#executeResolved<T>(name, msg, options);
+  }
+
+  /**
+   * `execute` through the plugins' call hooks: what the pool refuses at
+   * once never reaches them; the call goes on as usual once `onCall` let
+   * it (its `onSend` counting its attempts).
+   */
+  #hookedExecute<T>(
+    hooks: CallHooks,
+    asked: string,
+    name: string,
+    msg: unknown,
+    options: ExecuteOptions,
+  ): Promise<T> {
+    const refused = this.#refusal("executeModel", options);
+    if (refused !== undefined) return Promise.reject(refused);
+    return hooks.run<T>(
+      modelCall("execute", asked, name, msg, options),
+      options.onSend,
+      (onSend) => this.#executeResolved<T>(name, msg, { ...options, onSend }),
+      (answer, plugin) => {
+        if ("result" in answer) return answer.result as T;
+        throw wrongAnswer(plugin);
+      },
+    );
+  }
+
+  /** `execute` of the model as the workers know it (`scorer@2`). */
+  #executeResolved<T>(
+    name: string,
+    msg: unknown,
+    options: ExecuteOptions,
+  ): Promise<T> {
     if (this.#batchers.size > 0) {
       const batcher = this.#batchers.get(name);
       if (batcher !== undefined) {
@@ -1608,6 +1662,7 @@ export class Pool implements AsyncDisposable {
     msg: unknown,
     options: ExecuteStreamOptions = {},
   ): ModelStream<T> {
+    const asked = name;
     if (options.version !== undefined) {
       // A version it does not have: the stream's first read rejects.
       try {
@@ -1628,11 +1683,58 @@ export class Pool implements AsyncDisposable {
       ? this.#modelTimeouts.get(name)
       : undefined;
     return new ModelStream<T>(
-      this.#streamPool,
+      this.#callHooks === undefined
+        ? this.#streamPool
+        : this.#hookedStreamPool(this.#callHooks, asked, options),
       name,
       msg,
       timeout === undefined ? options : { ...options, timeout },
     );
+  }
+
+  /**
+   * The pool as one stream sees it, its call through the plugins' call
+   * hooks: an `onCall`'s answer is given as the stream's items.
+   */
+  #hookedStreamPool(
+    hooks: CallHooks,
+    asked: string,
+    options: ExecuteStreamOptions,
+  ): StreamPool {
+    return {
+      ...this.#streamPool,
+      request: <T>(
+        cmd: string,
+        args: Record<string, unknown> = {},
+        opts: StreamRequestOptions = {},
+      ): Promise<T> => {
+        const refused = this.#refusal(cmd, opts);
+        if (refused !== undefined) return Promise.reject(refused);
+        return hooks.run<T>(
+          modelCall(
+            "stream",
+            asked,
+            args.name as string,
+            args.msg,
+            options,
+          ),
+          opts.onSend,
+          (onSend) =>
+            this.#request<T>(cmd, args, { ...opts, onSend }, opts.onSlot),
+          (answer, plugin) => {
+            const items = "items" in answer ? answer.items : [answer.result];
+            if (!Array.isArray(items)) {
+              throw new PluginError(
+                `Cannot run hook onCall of plugin '${plugin}': it answered a stream with { items } that is not an array`,
+                { details: { plugin, hook: "onCall" } },
+              );
+            }
+            for (const data of items) opts.onEvent?.({ event: "item", data });
+            return { items: items.length } as T;
+          },
+        );
+      },
+    };
   }
 
   /**
@@ -2790,6 +2892,37 @@ export class Pool implements AsyncDisposable {
       );
     });
   }
+}
+
+/** The call hooks' view of a model call (`pool.execute`, `pool.executeStream`). */
+function modelCall(
+  kind: ModelCall["kind"],
+  model: string,
+  resolved: string,
+  msg: unknown,
+  options: {
+    version?: string;
+    requestId?: string;
+    key?: string;
+    headers?: Record<string, string>;
+  },
+): ModelCall {
+  const call: {
+    -readonly [K in keyof ModelCall]: ModelCall[K];
+  } = { kind, model, resolved, msg };
+  if (options.version !== undefined) call.version = options.version;
+  if (options.requestId !== undefined) call.requestId = options.requestId;
+  if (options.key !== undefined) call.key = options.key;
+  if (options.headers !== undefined) call.headers = options.headers;
+  return call;
+}
+
+/** An `onCall` of an `execute` answered `{ items }`, a stream's answer. */
+function wrongAnswer(plugin: string): PluginError {
+  return new PluginError(
+    `Cannot run hook onCall of plugin '${plugin}': it answered an execute with { items }, a stream's answer (expected { result })`,
+    { details: { plugin, hook: "onCall" } },
+  );
 }
 
 function crashError(

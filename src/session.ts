@@ -441,6 +441,37 @@ export class Session implements AsyncDisposable {
     return this.#pending.get(id) !== undefined;
   }
 
+  /**
+   * The command of request `id` while this side awaits its reply, as it
+   * was sent (`"executeModel"`, `"executeStream"`, `"executeBatch"` for a
+   * model's batch of calls, `"ping"`...); `undefined` once it was given up
+   * on or answered, and for ids this session never sent. What an
+   * `onReply` hook reads to tell what a reply (or a call's event) answers:
+   * a batch's `{results: [...]}` from a model that returned that shape. The
+   * reply is still awaited while the hooks run; a late one (its call gave
+   * up) is not. A Python → host command (it has a `cmd`) numbers its ids
+   * apart: do not look those up.
+   *
+   * @example
+   * ```ts
+   * import type { Plugin } from "@pyproxy/pyproxy";
+   * const batches: Plugin = {
+   *   name: "batches",
+   *   onReply(msg, mc) {
+   *     // A reply or a call's event (a Python → host command has a cmd, and ids of its own).
+   *     if (typeof msg.id !== "number" || msg.cmd !== undefined) return;
+   *     if (mc.session.awaitedCommand(msg.id) === "executeBatch") {
+   *       mc.plugin.logger.debug("A batch answered on {worker}", { worker: mc.worker.id });
+   *     }
+   *   },
+   * };
+   * console.log(batches.name);
+   * ```
+   */
+  awaitedCommand(id: number): string | undefined {
+    return this.#pending.get(id)?.cmd;
+  }
+
   /** Whether the session is closed (by {@linkcode Session.close} or because the connection ended). */
   get isClosed(): boolean {
     return this.#closed;

@@ -2,7 +2,9 @@ import assert from "node:assert/strict";
 import {
   errorFromWire,
   ModelUnavailableError,
+  OverloadedError,
   SerializationError,
+  ShuttingDownError,
   SpillError,
   StartError,
   UnsafeIntegerError,
@@ -288,4 +290,44 @@ Deno.test("describeError: a model call's 504 says where it waited (queue: it nev
   // Another timeout (a load's, a session's): no such field.
   const { body } = describeError(new TimeoutError("Cannot load: ..."), false);
   assert.equal(body.waited, undefined);
+});
+
+Deno.test("describeError: Retry-After is an error's details.retryAfterMs in seconds, rounded up (a plugin's quota of its own class too), else the default", () => {
+  class QuotaError extends OverloadedError {
+    override readonly name = "QuotaError";
+    override readonly code = "QUOTA";
+  }
+  const cases: Array<[unknown, string]> = [
+    [60_000, "60"],
+    [1_500, "2"],
+    [1, "1"],
+    [0, "0"],
+    [-5, "1"],
+    [Infinity, "1"],
+    ["60000", "1"],
+    [undefined, "1"],
+  ];
+  for (const [retryAfterMs, expected] of cases) {
+    const details = retryAfterMs === undefined ? {} : { retryAfterMs };
+    const own = describeError(
+      new QuotaError("Cannot run call: quota used up", { details }),
+      false,
+    );
+    assert.equal(own.status, 429);
+    assert.equal(own.body.type, "QuotaError");
+    assert.equal(own.headers["retry-after"], expected, String(retryAfterMs));
+    const pools = describeError(
+      new OverloadedError("Cannot accept call: queue full", { details }),
+      false,
+    );
+    assert.equal(pools.headers["retry-after"], expected, String(retryAfterMs));
+  }
+  // The 503s that carry one take it too.
+  const draining = describeError(
+    new ShuttingDownError("Cannot accept call: pool is closing", {
+      details: { retryAfterMs: 30_000 },
+    }),
+    false,
+  );
+  assert.equal(draining.headers["retry-after"], "30");
 });

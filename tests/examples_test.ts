@@ -45,7 +45,7 @@ Deno.test("examples/tenant_quota.ts refuses a tenant's third call with 429 and R
   const text = await runExample("tenant_quota.ts");
   assert.match(
     text,
-    /^acme: 200\nacme: 200\nacme: 429 QuotaExceededError \(Retry-After: 1\)\nglobex: 200\n/,
+    /^acme: 200\nacme: 200\nacme: 429 QuotaExceededError \(Retry-After: 60\)\nglobex: 200\n/,
   );
   assert.match(
     text,

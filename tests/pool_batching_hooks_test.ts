@@ -254,3 +254,43 @@ Deno.test("Pool: onTimeout of a call that waited in the queue gives the caller's
   assert.equal(await first, 0.3);
   assert.deepEqual(events, ["executeModel 600"]);
 });
+
+Deno.test("Pool batching: an onReply hook tells a batch's reply from a model's that returns the same shape, by session.awaitedCommand", async () => {
+  const seen: Array<{ cmd: string | undefined; results: boolean }> = [];
+  const watcher: Plugin = {
+    name: "watcher",
+    onReply(msg, mc) {
+      if (typeof msg.id !== "number" || msg.cmd !== undefined) return;
+      if (typeof msg.event === "string") return;
+      const result = msg.result as { results?: unknown } | null | undefined;
+      seen.push({
+        cmd: mc.session.awaitedCommand(msg.id),
+        results: Array.isArray(result?.results),
+      });
+    },
+  };
+  await using dir = await modelsDir();
+  await using pool = await Pool.start({
+    workers: 1,
+    modelsDir: dir.path,
+    handleSignals: false,
+    plugins: { defaults: false, use: [watcher] },
+  });
+  await pool.addModel("rec", { source: RECORDER });
+  await pool.addModel("shaped", {
+    source: `
+class Shaped:
+    def __init__(self, options):
+        pass
+    def execute(self, msg):
+        return {"results": [1, 2]}
+`,
+  });
+  seen.length = 0;
+  await pool.execute("rec", { id: 1 });
+  await pool.execute("shaped", {});
+  assert.deepEqual(seen, [
+    { cmd: "executeBatch", results: true },
+    { cmd: "executeModel", results: true },
+  ]);
+});

@@ -179,7 +179,7 @@ export function describeError(
     };
   }
   if (err instanceof OverloadedError) {
-    headers["retry-after"] = "1";
+    headers["retry-after"] = retryAfter(err, "1");
     return { status: 429, headers, body: body(err.name, err.message) };
   }
   if (err instanceof ModelUnavailableError) {
@@ -201,7 +201,10 @@ export function describeError(
     // A call cut off while it ran (`started`) may have done part of its
     // work: no Retry-After, which retrying clients read as "not processed".
     if (err.details.started !== true) {
-      headers["retry-after"] = err instanceof ShuttingDownError ? "5" : "1";
+      headers["retry-after"] = retryAfter(
+        err,
+        err instanceof ShuttingDownError ? "5" : "1",
+      );
     }
     return { status: 503, headers, body: body(err.name, err.message) };
   }
@@ -280,7 +283,7 @@ export function describeError(
     // files, whose absolute paths are the server's business (--debug shows them).
     const message = debug ? err.message : withoutSpillPaths(err.message);
     if (typeof err.details.maxBytes === "number") {
-      headers["retry-after"] = "1";
+      headers["retry-after"] = retryAfter(err, "1");
       return { status: 503, headers, body: body(err.name, message) };
     }
     return { status: 502, headers, body: body(err.name, message) };
@@ -295,7 +298,7 @@ export function describeError(
     };
   }
   if (err instanceof CancelledError) {
-    headers["retry-after"] = "1";
+    headers["retry-after"] = retryAfter(err, "1");
     return { status: 503, headers, body: body(err.name, err.message) };
   }
   if (
@@ -363,6 +366,20 @@ export function describeError(
     ? err.message
     : "Cannot serve request: internal error";
   return { status: 500, headers, body: body("InternalError", message) };
+}
+
+/**
+ * The `Retry-After` of an error answered with one: its
+ * `details.retryAfterMs` in seconds, rounded up (a plugin's quota that
+ * frees up in 60 s: `"60"`), else `fallback`. A value that is not a finite
+ * number >= 0 is ignored.
+ */
+function retryAfter(err: PyProxyError, fallback: string): string {
+  const ms = err.details.retryAfterMs;
+  if (typeof ms !== "number" || !(ms >= 0) || !Number.isFinite(ms)) {
+    return fallback;
+  }
+  return String(Math.ceil(ms / 1000));
 }
 
 /** A spill error's message with each absolute path cut to its file name. */

@@ -81,7 +81,7 @@ test(
   async () => {
     const text = await runExample("tenant_quota.ts");
     expect(text).toStartWith(
-      "acme: 200\nacme: 200\nacme: 429 QuotaExceededError (Retry-After: 1)\nglobex: 200\n",
+      "acme: 200\nacme: 200\nacme: 429 QuotaExceededError (Retry-After: 60)\nglobex: 200\n",
     );
   },
   30_000,
