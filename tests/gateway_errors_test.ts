@@ -53,6 +53,33 @@ Deno.test("createGateway answers a model's uncaught HostError and an unencodable
   }
 });
 
+Deno.test("createGateway answers a model's MemoryError with 507 (the server's lack, not the request's), the worker serving on", async () => {
+  await using gw = await startGateway({ debug: false });
+  await Deno.writeTextFile(
+    `${gw.dir}/hungry.py`,
+    `class Hungry:
+    def execute(self, msg):
+        if msg.get("huge"):
+            # A real allocation failure: far more than any address space.
+            return len(bytearray(1 << 62))
+        return "fed"
+`,
+  );
+  await gw.pool.addModel("hungry", { file: "hungry.py" });
+  const res = await gw.fetch(
+    "/v1/models/hungry/execute",
+    post('{"huge": true}'),
+  );
+  assert.equal(res.status, 507);
+  const { error } = await res.json();
+  assert.equal(error.type, "PythonError");
+  assert.equal(error.exception, "MemoryError");
+  // The worker serves on.
+  const ok = await gw.fetch("/v1/models/hungry/execute", post("{}"));
+  assert.equal(ok.status, 200);
+  assert.equal(await ok.json(), "fed");
+});
+
 Deno.test("PythonError of an exception without a message is its type alone, as Python's traceback shows it", async () => {
   await using gw = await startGateway({ debug: false });
   await Deno.writeTextFile(

@@ -54,6 +54,7 @@ export function grpcStatusOf(status: number): number {
       return GrpcStatus.FAILED_PRECONDITION;
     case 413:
     case 429:
+    case 507:
       return GrpcStatus.RESOURCE_EXHAUSTED;
     case 499:
       return GrpcStatus.CANCELLED;

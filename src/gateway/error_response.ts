@@ -170,7 +170,9 @@ export function describeError(
   }
   if (err instanceof PythonError) {
     return {
-      status: 422,
+      // Out of memory is the server's lack, not the request's fault: a 5xx
+      // (TorchServe's 507), which alerts on 5xx and retrying clients see.
+      status: err.type === "MemoryError" ? 507 : 422,
       headers,
       body: body("PythonError", err.message, {
         exception: err.type,

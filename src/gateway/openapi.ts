@@ -156,6 +156,9 @@ function callResponses(o: OpenApiOptions): Record<string, OpenApiObject> {
       "`NoWorkerError` (no worker available), `ShuttingDownError` (the server is draining) or `ModelUnavailableError` (a model placed on some workers that crashed the workers it was moved to: out of service until a `PUT`; `model` names it, no `Retry-After`).",
     ),
     "504": errorResponse("`TimeoutError`: the call timed out."),
+    "507": errorResponse(
+      "`PythonError` with `exception` `MemoryError`: the model ran out of memory (the worker serves on).",
+    ),
     "4XX": errorResponse(
       `${MODEL_HTTP_ERROR} Also \`RequestHeaderTooLarge\` (431): a header the gateway's \`forwardHeaders\` lists is over 8192 characters.`,
     ),
@@ -193,6 +196,7 @@ const CALL_ERRORS: Record<string, OpenApiObject> = Object.fromEntries(
     "502",
     "503",
     "504",
+    "507",
     "4XX",
     "5XX",
   ].map(
