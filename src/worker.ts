@@ -135,6 +135,14 @@ export interface WorkerInfo {
   readonly uptime: number;
   /** How the previous process ended, or `null`. */
   readonly lastExit: WorkerExit | null;
+  /**
+   * The slot's processes that ended, by cause (see {@linkcode exitCause}):
+   * `stopped` (on purpose), `pool` (killed by the pool: a hang, a missed
+   * heartbeat, wedged, a lost connection, a failed start, `pool.kill`), a
+   * signal's name (killed from outside or crashed: `SIGKILL` is how the
+   * kernel's OOM killer ends one), `exit_<code>` (it exited by itself).
+   */
+  readonly exits: Readonly<Record<string, number>>;
   /** The last lines the server wrote to stderr (current or last process). */
   readonly stderrTail: string;
   /** Why the slot is `failed`, else `null`. */
@@ -234,6 +242,8 @@ export class Worker implements WorkerInfo {
   #attempt = 0;
   #readyAt = 0;
   #lastExit: WorkerExit | null = null;
+  /** Processes ended, by cause (`exits`). */
+  #exits: Record<string, number> = {};
   #stderrTail = "";
   #failedReason: string | null = null;
   #killReason: string | undefined;
@@ -294,6 +304,10 @@ export class Worker implements WorkerInfo {
   get lastExit(): WorkerExit | null {
     return this.#lastExit;
   }
+  /** The slot's processes that ended, by cause ({@linkcode WorkerInfo.exits}). */
+  get exits(): Readonly<Record<string, number>> {
+    return { ...this.#exits };
+  }
   /** The server's stderr tail (current process, else the last one). */
   get stderrTail(): string {
     return this.#server?.stderrTail() ?? this.#stderrTail;
@@ -347,6 +361,7 @@ export class Worker implements WorkerInfo {
       queued: this.queued,
       uptime: this.uptime,
       lastExit: this.lastExit,
+      exits: this.exits,
       stderrTail: this.stderrTail,
       failedReason: this.failedReason,
     };
@@ -799,6 +814,13 @@ export class Worker implements WorkerInfo {
     // import calling os._exit or crashing while replayed): the start's error
     // only says the connection closed, so the reason also says how it ended.
     if (this.#startFailed && signal !== "SIGKILL") reason += ` (${status})`;
+    const cause = exitCause(
+      this.#intentional,
+      this.#killReason !== undefined,
+      code,
+      signal,
+    );
+    this.#exits[cause] = (this.#exits[cause] ?? 0) + 1;
     this.#report(gen, { pid: this.#pid, code, signal, reason, at: Date.now() });
   }
 
@@ -879,4 +901,31 @@ function stderrOf(err: unknown): string {
     }
   }
   return "";
+}
+
+/**
+ * The cause of a worker process's end, as `WorkerInfo.exits` and the
+ * gateway's `pyproxy_worker_exits_total` count it (a bounded set of values):
+ * `stopped` when the pool stopped it on purpose, `pool` when the pool killed
+ * it for a fault (its own kill has a reason), else the signal that ended it
+ * (from outside: the OOM killer's `SIGKILL`, a crash's `SIGSEGV`) or
+ * `exit_<code>`.
+ *
+ * @example
+ * ```ts
+ * import { exitCause } from "./worker.ts";
+ * console.log(exitCause(false, false, null, "SIGKILL")); // "SIGKILL"
+ * console.log(exitCause(false, false, 1, null)); // "exit_1"
+ * ```
+ */
+export function exitCause(
+  intentional: boolean,
+  killedByPool: boolean,
+  code: number | null,
+  signal: string | null,
+): string {
+  if (intentional) return "stopped";
+  if (killedByPool) return "pool";
+  if (signal !== null) return signal;
+  return code === null ? "unknown" : `exit_${code}`;
 }

@@ -628,3 +628,68 @@ Deno.test("limits.modelMetricSeriesPerModel bounds a model's series; the rest ar
   }, "7 dropped updates");
   assert.equal(families.get("pyproxy_model_wide_total")?.samples.length, 3);
 });
+
+Deno.test("pyproxy_worker_exits_total counts a worker's ended processes by cause: SIGKILL from outside (the OOM killer's), the pool's own kill, an exit by itself", async () => {
+  await using gw = await startGateway({}, {
+    "quitter.py": `import os
+class Quitter:
+    def execute(self, msg):
+        os._exit(3)
+`,
+  });
+  const scrape = async () => {
+    const res = await gw.fetch("/metrics");
+    assert.equal(res.status, 200);
+    return parseExposition(await res.text());
+  };
+  const exits = async (cause: string) =>
+    value(await scrape(), "pyproxy_worker_exits_total", {
+      worker: "w1",
+      cause,
+    });
+  const ready = async (restarts: number) => {
+    await until(
+      () =>
+        Promise.resolve(
+          gw.pool.status().workers.some((w) =>
+            w.state === "ready" && w.restarts >= restarts && w.pid !== null
+          ),
+        ),
+      `the worker ready after ${restarts} restarts`,
+    );
+    return gw.pool.status().workers[0]!.pid!;
+  };
+  // Nothing ended yet: no series (a counter is born at its first count).
+  assert.equal(
+    (await scrape()).get("pyproxy_worker_exits_total")?.samples.length ?? 0,
+    0,
+  );
+  // Killed from outside, as the kernel's OOM killer does.
+  Deno.kill(await ready(0), "SIGKILL");
+  await until(
+    async () => (await exits("SIGKILL")) === 1,
+    "an exit of cause SIGKILL",
+  );
+  // Killed by the pool (a hang, a missed heartbeat... or on request).
+  await ready(1);
+  gw.pool.killWorker("w1", "test");
+  await until(async () => (await exits("pool")) === 1, "an exit of cause pool");
+  // Exited by itself.
+  await ready(2);
+  const res = await gw.fetch("/v1/models/quitter/execute", {
+    method: "POST",
+    body: "{}",
+  });
+  assert.equal(res.status, 502);
+  await res.body?.cancel();
+  await until(
+    async () => (await exits("exit_3")) === 1,
+    "an exit of cause exit_3",
+  );
+  assert.equal(await exits("SIGKILL"), 1);
+  assert.deepEqual(gw.pool.status().workers[0]!.exits, {
+    SIGKILL: 1,
+    pool: 1,
+    exit_3: 1,
+  });
+});

@@ -60,6 +60,12 @@ const WORKER: JsonSchema = {
     queued: { type: "integer" },
     uptime: { type: "number" },
     lastExit: { type: "object" },
+    exits: {
+      type: "object",
+      additionalProperties: { type: "integer" },
+      description:
+        "The slot's processes that ended, by cause: `stopped`, `pool` (killed by the pool), a signal's name (`SIGKILL`: from outside, the OOM killer's), `exit_<code>`.",
+    },
     failedReason: { type: "string" },
     stderrTail: { type: "string", description: "With `--debug` only." },
   },

@@ -72,6 +72,8 @@ export interface GatewayWorkerStatus {
   readonly state: string;
   /** Restarts of the slot. */
   readonly restarts: number;
+  /** The slot's processes that ended, by cause (`WorkerInfo.exits`). */
+  readonly exits?: Readonly<Record<string, number>>;
   /** Calls in flight on it (parked streams excepted). */
   readonly inFlight: number;
   /** Streams in flight on it that wait for their reader, holding no slot. */

@@ -29,9 +29,15 @@ import type { ProcessResources, WorkerResources } from "./process_resources.ts";
  * ```
  */
 export interface MetricsSnapshot {
-  /** Workers by id with their state, restart count and parked streams. */
+  /** Workers by id with their state, restart count, parked streams and ended processes by cause. */
   workers: ReadonlyArray<
-    { id: string; state: string; restarts: number; parked?: number }
+    {
+      id: string;
+      state: string;
+      restarts: number;
+      parked?: number;
+      exits?: Readonly<Record<string, number>>;
+    }
   >;
   /** Live channel subscribers. */
   subscribers?: number;
@@ -484,6 +490,21 @@ export class GatewayMetrics {
       lines.push(
         `pyproxy_worker_restarts_total{worker="${label(w.id)}"} ${w.restarts}`,
       );
+    }
+    family(
+      "pyproxy_worker_exits_total",
+      "counter",
+      "Worker processes that ended, by cause: stopped (on purpose), pool (killed by the pool: a hang, a missed heartbeat, wedged, a lost connection, a failed start), a signal's name (from outside or a crash: SIGKILL is the OOM killer's), exit_<code> (exited by itself).",
+    );
+    for (const w of snapshot.workers) {
+      if (w.exits === undefined) continue;
+      for (const cause in w.exits) {
+        lines.push(
+          `pyproxy_worker_exits_total{worker="${label(w.id)}",cause="${
+            label(cause)
+          }"} ${w.exits[cause]}`,
+        );
+      }
     }
     family(
       "pyproxy_parked_streams",
