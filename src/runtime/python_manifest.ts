@@ -202,9 +202,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/own_group.py",
-      size: 5225,
+      size: 5760,
       sha256:
-        "38fe08329627075654cbd8cbec094112558c565197f9bffc3985d57bfa0e1ad7",
+        "7d988bd5cf629cc874dc6494647a36c6325c0763059aa17e62d118ff34a4b4ff",
     },
     {
       path: "pyproxy_server/server.py",
