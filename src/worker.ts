@@ -21,11 +21,12 @@ const STOP_WAIT_MS = 1000;
 
 // How long a worker whose connection ended waits for its process's exit
 // before it takes the process for alive ("connection lost") and kills it,
-// in the host's running time (withinRunningTime).
+// in the host's running time (withinRunningTime); after the server's
+// `stopping` event, STOP_WAIT_MS plus its `closeMs` instead.
 const EXIT_AFTER_CLOSE_MS = 250;
 
 /**
- * The `closeMs` of a `stopServer` reply (protocol §6): how long the server's
+ * The `closeMs` of a `stopServer` reply or a `stopping` event (protocol §6): how long the server's
  * model `close()` hooks may hold its exit; 0 when absent or not a number a
  * timer can wait (a server before `close()`, or a bad one).
  */
@@ -245,6 +246,12 @@ export class Worker implements WorkerInfo {
   /** The start failed and the pool killed the process for it (SIGKILL). */
   #startFailed = false;
   #intentional = false;
+  /**
+   * How long the current process may take to exit once its connection
+   * ended: longer after its `stopping` event (a stop the pool did not ask
+   * for, such as a SIGTERM from elsewhere, announcing its `closeMs`).
+   */
+  #exitAfterCloseMs = EXIT_AFTER_CLOSE_MS;
   #stopping = false;
   #stopped: Promise<void> | undefined;
   #pendingRestart: number | undefined;
@@ -421,6 +428,7 @@ export class Worker implements WorkerInfo {
     this.#hungOn = undefined;
     this.#startFailed = false;
     this.#intentional = false;
+    this.#exitAfterCloseMs = EXIT_AFTER_CLOSE_MS;
     // readyTimeout bounds the whole start, from the spawn to the answer to
     // the pool's first request: the ready line, then the handshake (which
     // had 10 s of its own whatever readyTimeout said), then `configure`.
@@ -522,6 +530,13 @@ export class Worker implements WorkerInfo {
       session.onEvent((event) => {
         if (event.event === "wedged") {
           this.#onWedged(gen, session, event.reason);
+        } else if (event.event === "stopping" && gen === this.#gen) {
+          // The server stops (a SIGTERM from elsewhere): its connections
+          // close next, then its models' close() and the end of its process
+          // group take up to `closeMs`, which a kill 250 ms after the close
+          // cut short (and under --allow-run=python3 left what its models
+          // started running).
+          this.#exitAfterCloseMs = STOP_WAIT_MS + closeMsOf(event);
         }
       });
       await this.#options.hooks.prepare(this, session, restart, timeLeft);
@@ -754,7 +769,7 @@ export class Worker implements WorkerInfo {
     if (gen !== this.#gen || this.#pid === null || this.#stopping) return;
     // Usually the process died and took the socket with it: give its exit a
     // moment to arrive so lastExit tells the real cause.
-    withinRunningTime(this.exitOf(gen), EXIT_AFTER_CLOSE_MS).then((exit) => {
+    withinRunningTime(this.exitOf(gen), this.#exitAfterCloseMs).then((exit) => {
       if (exit !== undefined || gen !== this.#gen || this.#pid === null) return;
       // A session that ends while its process lives is as good as dead: we
       // cannot tell what ran.

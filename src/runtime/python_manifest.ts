@@ -208,9 +208,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 20328,
+      size: 21027,
       sha256:
-        "5fc7fe04a4ebda6ac70ebca5e9612aeef12c0e7e91c793ce6125c5c2f885fbac",
+        "52d529dbc0c49ae23b6ffc4b39102711b11abaacd6414cd5f0afc4d53912faaf",
     },
     {
       path: "pyproxy_server/shallow_json.py",
