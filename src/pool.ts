@@ -2764,8 +2764,9 @@ export class Pool implements AsyncDisposable {
         // A part of a batch taken apart counts nowhere, retried or not.
         return this.#router.route(call, true, call.again !== true);
       }
-      if (removed) {
-        // Not a crash: its slot was removed and the call outlasted the grace.
+      if (removed && worker.cutByStop(gen)) {
+        // Not a crash: its slot was removed and the call outlasted the grace
+        // (a process that ended by itself meanwhile crashed: its error).
         return call.reject(
           new ShuttingDownError(
             `Cannot complete call ${

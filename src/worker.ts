@@ -253,6 +253,8 @@ export class Worker implements WorkerInfo {
    */
   #exitAfterCloseMs = EXIT_AFTER_CLOSE_MS;
   #stopping = false;
+  /** The generation whose process the stop cut off (see `cutByStop`). */
+  #cutGen = 0;
   #stopped: Promise<void> | undefined;
   #pendingRestart: number | undefined;
   #restartTimer: ReturnType<typeof setTimeout> | undefined;
@@ -392,6 +394,16 @@ export class Worker implements WorkerInfo {
   unpark(): void {
     this.#parked--;
     this.#inFlight++;
+  }
+
+  /**
+   * Whether `stop()` ended the process of generation `gen` while it was
+   * serving (its grace ran out, or its calls had ended), rather than the
+   * process ending by itself during the drain (a crash): a call that died
+   * with it was cut off by the stop.
+   */
+  cutByStop(gen: number): boolean {
+    return this.#cutGen === gen;
   }
 
   /** Resolves with the exit of the process of generation `gen` (at once if it already ended). */
@@ -727,7 +739,6 @@ export class Worker implements WorkerInfo {
       return;
     }
     this.#intentional = true;
-    this.#killReason ??= reason;
     if (this.#state === "ready") this.#setState("draining");
     if (this.#inFlight > 0 || this.#parked > 0) {
       await withTimeout(
@@ -737,6 +748,14 @@ export class Worker implements WorkerInfo {
     }
     const exited = this.exitOf(gen);
     const session = this.#session;
+    // The stop ends its process from here: what still runs there is cut off
+    // by it. Not a process whose connection ended during the drain (its
+    // model crashed it): its calls failed with the crash, and its exit
+    // tells how it ended ("exited with code 3", not the stop's reason).
+    if (session !== undefined && !session.isClosed) {
+      this.#cutGen = gen;
+      this.#killReason ??= reason;
+    }
     // The server replies, then exits: one second covers both (waiting for the reply first, then
     // for the exit, let close() take shutdownGrace + 2 s). A reply with `closeMs` (its models'
     // close() hooks may hold the exit that long) extends the wait by as much.
@@ -751,6 +770,7 @@ export class Worker implements WorkerInfo {
       await withTimeout(exited, STOP_WAIT_MS) === undefined &&
       (closeMs === 0 || await withTimeout(exited, closeMs) === undefined)
     ) {
+      this.#killReason ??= reason;
       this.#server?.kill("SIGKILL");
     }
     await exited;
