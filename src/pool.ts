@@ -1583,6 +1583,23 @@ export class Pool implements AsyncDisposable {
             timeoutMs,
           }, this.#supervisor.context);
         },
+        // Its batch waited in the queue while its version was removed (the
+        // default moved first): a call that names no version runs on the
+        // default of now, as an unbatched one does (#followDefault); its
+        // own timeout and signal still hold (the batcher's), so none here.
+        (msg, options, signal) => {
+          if ((options as ExecuteOptions).version !== undefined) return;
+          const at = name.lastIndexOf("@");
+          if (at < 0 || this.#versionOf(name) !== undefined) return;
+          const model = name.slice(0, at);
+          const now = this.#defaults.get(model);
+          if (now === undefined || now === name) return;
+          return this.execute(model, msg, {
+            ...(options as ExecuteOptions),
+            signal,
+            timeout: Infinity,
+          });
+        },
       ),
     );
   }
