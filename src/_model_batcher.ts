@@ -21,7 +21,10 @@
  * last names the worker that ran it (parts may go to others); the pool's
  * queue waits count it once, with the batch it first went in. A call that
  * times out while its batch runs on a worker is reported to `onTimeout` (the
- * pool's plugins' hook), once.
+ * pool's plugins' hook), once. A batch that reached its version after that
+ * version was removed (`ModelNotFoundError`: it waited in the pool's queue)
+ * hands each call to `onGone`, which runs one that named no version on the
+ * model's default of now, as an unbatched call is.
  *
  * @module
  */
@@ -134,6 +137,8 @@ interface Item {
   onAbort: (() => void) | undefined;
   /** The batch it was sent in (undefined while it waits). */
   batch: Batch | undefined;
+  /** Aborts the call it went on as (`BatchCallGone`), once it settles. */
+  redirect: AbortController | undefined;
 }
 
 interface Batch {
@@ -155,6 +160,20 @@ export type BatchCallTimedOut = (
 ) => void;
 
 /**
+ * Asked, for each call of a batch that failed with `ModelNotFoundError`
+ * (its version was removed while it waited to be sent), whether the call
+ * runs elsewhere: the call that names no version on its model's default
+ * of now, as an unbatched call does (docs/models.md, "Versions"). Returns
+ * the promise of that call, or `undefined` to fail it with the error.
+ * `signal` aborts it (the call timed out or was aborted meanwhile).
+ */
+export type BatchCallGone = (
+  msg: unknown,
+  options: BatchCallOptions,
+  signal: AbortSignal,
+) => Promise<unknown> | undefined;
+
+/**
  * Gathers the calls of one batching model into batches.
  *
  * @example
@@ -173,6 +192,7 @@ export class ModelBatcher {
   #inFlight = 0;
   #capacity: () => number;
   #onTimeout: BatchCallTimedOut | undefined;
+  #onGone: BatchCallGone | undefined;
   /**
    * The batches answered, by size (at most `size` entries per setting the
    * model had): handed on to the batcher of the model's next load, so that
@@ -188,9 +208,11 @@ export class ModelBatcher {
     capacity: () => number = () => 1,
     sizes: Map<number, BatchSizeStats> = new Map(),
     onTimeout?: BatchCallTimedOut,
+    onGone?: BatchCallGone,
   ) {
     this.sizes = sizes;
     this.#onTimeout = onTimeout;
+    this.#onGone = onGone;
     this.name = name;
     this.settings = settings;
     this.#send = send;
@@ -222,6 +244,7 @@ export class ModelBatcher {
         timer: undefined,
         onAbort: undefined,
         batch: undefined,
+        redirect: undefined,
       };
       item.timer = setTimeoutOrNever(() => this.#timedOut(item), timeout);
       const signal = options.signal;
@@ -348,6 +371,15 @@ export class ModelBatcher {
           for (const item of batch.items) this.#timedOut(item);
           return;
         }
+        // Its version was removed while it waited in the pool's queue: a
+        // call that names no version runs on the default of now.
+        if (
+          this.#onGone !== undefined &&
+          (error as Error | null)?.name === "ModelNotFoundError"
+        ) {
+          for (const item of batch.items) this.#redirect(item, error);
+          return;
+        }
         // The call at fault, alone: its error as its own call's would be.
         if (
           items.length === 1 && error instanceof SerializationError &&
@@ -382,6 +414,19 @@ export class ModelBatcher {
     if (half > 0) this.#sendBatch(open.slice(0, half), true);
     if (open.length > half) this.#sendBatch(open.slice(half), true);
     return true;
+  }
+
+  /** A call of a batch whose model is gone: on elsewhere, or `error`. */
+  #redirect(item: Item, error: unknown): void {
+    if (item.settled) return;
+    const abort = new AbortController();
+    const again = this.#onGone!(item.msg, item.options, abort.signal);
+    if (again === undefined) return this.#settle(item, error);
+    item.redirect = abort;
+    again.then(
+      (value) => this.#settle(item, undefined, value),
+      (err) => this.#settle(item, err),
+    );
   }
 
   #count(size: number, ms: number): void {
@@ -468,6 +513,9 @@ export class ModelBatcher {
       item.options.signal?.removeEventListener("abort", item.onAbort);
     }
     if (item.batch !== undefined) item.batch.open--;
+    // Settled here first (its own timeout or abort): the call it went on
+    // as is given up too.
+    item.redirect?.abort();
     if (error !== undefined) item.reject(error);
     else item.resolve(value);
   }

@@ -1646,6 +1646,23 @@ export class Pool implements AsyncDisposable {
             ...(requestId === undefined ? {} : { requestId }),
           }, this.#supervisor.context);
         },
+        // Its batch waited in the queue while its version was removed (the
+        // default moved first): a call that names no version runs on the
+        // default of now, as an unbatched one does (#followDefault); its
+        // own timeout and signal still hold (the batcher's), so none here.
+        (msg, options, signal) => {
+          if ((options as ExecuteOptions).version !== undefined) return;
+          const at = name.lastIndexOf("@");
+          if (at < 0 || this.#versionOf(name) !== undefined) return;
+          const model = name.slice(0, at);
+          const now = this.#defaults.get(model);
+          if (now === undefined || now === name) return;
+          return this.execute(model, msg, {
+            ...(options as ExecuteOptions),
+            signal,
+            timeout: Infinity,
+          });
+        },
       ),
     );
   }
@@ -2857,15 +2874,28 @@ export class Pool implements AsyncDisposable {
     // stalled past the wait still reads an exit that came meanwhile).
     const removed = this.#supervisor.removed(worker);
     withinRunningTime(worker.exitOf(gen), 2000).then((exit) => {
+      // A process that ended by itself while its slot drained (its model
+      // crashed it) is a crash, whatever stopped the slot; a call the stop
+      // cut off (its grace ran out) is the stop's.
+      const crashed = exit !== undefined && !worker.cutByStop(gen);
       if (this.#closing) {
+        // Nothing is sent again once the pool closes.
         return call.reject(
-          new ShuttingDownError(
-            `Cannot complete call ${callName(call)}: pool closed`,
-            // It ran, and may have done part of its work: a client must not
-            // take it for a call refused unrun (the gateway sends no
-            // Retry-After for it).
-            { cause: error, details: { started: true } },
-          ),
+          crashed
+            ? crashError(
+              call,
+              worker.id,
+              exit,
+              error,
+              (key) => this.#versionOf(key),
+            )
+            : new ShuttingDownError(
+              `Cannot complete call ${callName(call)}: pool closed`,
+              // It ran, and may have done part of its work: a client must
+              // not take it for a call refused unrun (the gateway sends no
+              // Retry-After for it).
+              { cause: error, details: { started: true } },
+            ),
         );
       }
       if (
@@ -2876,8 +2906,9 @@ export class Pool implements AsyncDisposable {
         // A part of a batch taken apart counts nowhere, retried or not.
         return this.#router.route(call, true, call.again !== true);
       }
-      if (removed) {
-        // Not a crash: its slot was removed and the call outlasted the grace.
+      if (removed && !crashed) {
+        // Not a crash: its slot was removed and the call outlasted the grace
+        // (a process that ended by itself meanwhile crashed: its error).
         return call.reject(
           new ShuttingDownError(
             `Cannot complete call ${

@@ -21,11 +21,12 @@ const STOP_WAIT_MS = 1000;
 
 // How long a worker whose connection ended waits for its process's exit
 // before it takes the process for alive ("connection lost") and kills it,
-// in the host's running time (withinRunningTime).
+// in the host's running time (withinRunningTime); after the server's
+// `stopping` event, STOP_WAIT_MS plus its `closeMs` instead.
 const EXIT_AFTER_CLOSE_MS = 250;
 
 /**
- * The `closeMs` of a `stopServer` reply (protocol §6): how long the server's
+ * The `closeMs` of a `stopServer` reply or a `stopping` event (protocol §6): how long the server's
  * model `close()` hooks may hold its exit; 0 when absent or not a number a
  * timer can wait (a server before `close()`, or a bad one).
  */
@@ -255,7 +256,15 @@ export class Worker implements WorkerInfo {
   /** The start failed and the pool killed the process for it (SIGKILL). */
   #startFailed = false;
   #intentional = false;
+  /**
+   * How long the current process may take to exit once its connection
+   * ended: longer after its `stopping` event (a stop the pool did not ask
+   * for, such as a SIGTERM from elsewhere, announcing its `closeMs`).
+   */
+  #exitAfterCloseMs = EXIT_AFTER_CLOSE_MS;
   #stopping = false;
+  /** The generation whose process the stop cut off (see `cutByStop`). */
+  #cutGen = 0;
   #stopped: Promise<void> | undefined;
   #pendingRestart: number | undefined;
   #restartTimer: ReturnType<typeof setTimeout> | undefined;
@@ -402,6 +411,16 @@ export class Worker implements WorkerInfo {
     this.#inFlight++;
   }
 
+  /**
+   * Whether `stop()` ended the process of generation `gen` while it was
+   * serving (its grace ran out, or its calls had ended), rather than the
+   * process ending by itself during the drain (a crash): a call that died
+   * with it was cut off by the stop.
+   */
+  cutByStop(gen: number): boolean {
+    return this.#cutGen === gen;
+  }
+
   /** Resolves with the exit of the process of generation `gen` (at once if it already ended). */
   exitOf(gen: number): Promise<WorkerExit> {
     if (gen !== this.#gen || this.#pid === null) {
@@ -436,6 +455,7 @@ export class Worker implements WorkerInfo {
     this.#hungOn = undefined;
     this.#startFailed = false;
     this.#intentional = false;
+    this.#exitAfterCloseMs = EXIT_AFTER_CLOSE_MS;
     // readyTimeout bounds the whole start, from the spawn to the answer to
     // the pool's first request: the ready line, then the handshake (which
     // had 10 s of its own whatever readyTimeout said), then `configure`.
@@ -537,6 +557,13 @@ export class Worker implements WorkerInfo {
       session.onEvent((event) => {
         if (event.event === "wedged") {
           this.#onWedged(gen, session, event.reason);
+        } else if (event.event === "stopping" && gen === this.#gen) {
+          // The server stops (a SIGTERM from elsewhere): its connections
+          // close next, then its models' close() and the end of its process
+          // group take up to `closeMs`, which a kill 250 ms after the close
+          // cut short (and under --allow-run=python3 left what its models
+          // started running).
+          this.#exitAfterCloseMs = STOP_WAIT_MS + closeMsOf(event);
         }
       });
       await this.#options.hooks.prepare(this, session, restart, timeLeft);
@@ -727,7 +754,6 @@ export class Worker implements WorkerInfo {
       return;
     }
     this.#intentional = true;
-    this.#killReason ??= reason;
     if (this.#state === "ready") this.#setState("draining");
     if (this.#inFlight > 0 || this.#parked > 0) {
       await withTimeout(
@@ -737,6 +763,14 @@ export class Worker implements WorkerInfo {
     }
     const exited = this.exitOf(gen);
     const session = this.#session;
+    // The stop ends its process from here: what still runs there is cut off
+    // by it. Not a process whose connection ended during the drain (its
+    // model crashed it): its calls failed with the crash, and its exit
+    // tells how it ended ("exited with code 3", not the stop's reason).
+    if (session !== undefined && !session.isClosed) {
+      this.#cutGen = gen;
+      this.#killReason ??= reason;
+    }
     // The server replies, then exits: one second covers both (waiting for the reply first, then
     // for the exit, let close() take shutdownGrace + 2 s). A reply with `closeMs` (its models'
     // close() hooks may hold the exit that long) extends the wait by as much.
@@ -751,6 +785,7 @@ export class Worker implements WorkerInfo {
       await withTimeout(exited, STOP_WAIT_MS) === undefined &&
       (closeMs === 0 || await withTimeout(exited, closeMs) === undefined)
     ) {
+      this.#killReason ??= reason;
       this.#server?.kill("SIGKILL");
     }
     await exited;
@@ -769,7 +804,7 @@ export class Worker implements WorkerInfo {
     if (gen !== this.#gen || this.#pid === null || this.#stopping) return;
     // Usually the process died and took the socket with it: give its exit a
     // moment to arrive so lastExit tells the real cause.
-    withinRunningTime(this.exitOf(gen), EXIT_AFTER_CLOSE_MS).then((exit) => {
+    withinRunningTime(this.exitOf(gen), this.#exitAfterCloseMs).then((exit) => {
       if (exit !== undefined || gen !== this.#gen || this.#pid === null) return;
       // A session that ends while its process lives is as good as dead: we
       // cannot tell what ran.

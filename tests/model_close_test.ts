@@ -282,6 +282,48 @@ Deno.test("a worker killed with SIGKILL runs no close(); its replacement closes 
   }
 });
 
+Deno.test("a worker that gets SIGTERM from elsewhere runs its close() to its end before it exits, not killed as a lost connection", async () => {
+  // The server closes its connections first, then runs its models' close():
+  // the pool took a connection that ended with its process alive 250 ms
+  // later for lost and killed the process (lastExit "connection lost",
+  // SIGKILL), its close() cut short (chaos41), and under Deno's
+  // --allow-run=python3 the end of its process group too, leaving a child
+  // of its model that ignores SIGTERM running. The server's `stopping` event
+  // (its closeMs) makes the pool wait for the exit as after a stopServer.
+  await using dir = await closerDir();
+  const pids = new PidTracker();
+  const pool = await Pool.start(poolOptions(dir.path, { workers: 1 }));
+  try {
+    pids.watch(pool);
+    await pool.addModel("closer", {
+      file: "closer.py",
+      options: { hang: "slow", close_timeout_ms: 3000 },
+    });
+    const pid = pidOf(pool, "w1");
+    const exit = nextEvent(pool, "worker-exit", (ev) => ev.pid === pid);
+    const back = nextEvent(
+      pool,
+      "worker-state",
+      (ev) => ev.worker === "w1" && ev.to === "ready",
+    );
+    Deno.kill(pid, "SIGTERM");
+    const exited = await exit;
+    await back;
+    assert.deepEqual(
+      { code: exited.code, signal: exited.signal, reason: exited.reason },
+      { code: 0, signal: null, reason: "exited with code 0" },
+    );
+    assert.deepEqual(await linesOf(dir.path, pid), [
+      "v1 init",
+      "v1 close",
+      "v1 closed",
+    ]);
+  } finally {
+    await pool.close();
+    await pids.assertGone();
+  }
+});
+
 Deno.test("pool.close() called as a restarted worker turns ready drains it: its close() runs, the process exits by itself", async () => {
   await using dir = await closerDir();
   const pids = new PidTracker();

@@ -6,6 +6,7 @@ import {
   SessionLostError,
   ShuttingDownError,
   StartError,
+  WorkerCrashedError,
 } from "../src/errors.ts";
 import type { Plugin, PluginContext } from "../src/plugin.ts";
 import { Pool, type PoolEvent } from "../src/pool.ts";
@@ -247,6 +248,70 @@ Deno.test("Pool.resize: a call that outlives shutdownGrace on a removed worker r
     await w1busy;
     assert.equal(settledPlain, 1);
     assert.equal(settledRetried, 1);
+    await assertGone([w2pid]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+Deno.test("Pool.resize: a call that crashes its removed worker during the grace rejects with WorkerCrashedError, its exit says so", async () => {
+  // It was a ShuttingDownError "removed by a resize before the call finished
+  // (shutdownGrace 5000 ms)" 20 ms into a 5 s grace, and the exit's reason
+  // "removed by resize" for a process that exited with code 3 by itself
+  // (chaos41: batches of a model crashing a worker under pool.resize).
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { shutdownGrace: 5000 }),
+    );
+    pids.watch(pool);
+    const started = `${dir.path}/started`;
+    const go = `${dir.path}/go`;
+    await pool.addModel("crasher", {
+      source: `
+import os, time
+class Crasher:
+    def execute(self, msg):
+        open(msg["started"], "w").close()
+        while not os.path.exists(msg["go"]):
+            time.sleep(0.005)
+        os._exit(3)
+`,
+    });
+    await pool.addModel("slow", { file: "slow.py" });
+    const w2pid = pidOf(pool, "w2");
+    const call = pool.execute("crasher", { started, go }, { worker: "w2" })
+      .then(() => assert.fail("answered"), (e) => e);
+    // w1, busier, stays.
+    const w1busy = Promise.all(Array.from(
+      { length: 2 },
+      () => pool.execute("slow", { ms: 1000 }, { worker: "w1" }),
+    ));
+    w1busy.catch(() => {});
+    while (!await Deno.stat(started).then(() => true, () => false)) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const exit = nextEvent(pool, "worker-exit", (ev) => ev.worker === "w2");
+    const removed = nextEvent(
+      pool,
+      "worker-removed",
+      (ev) => ev.worker === "w2",
+    );
+    const resized = pool.resize(1);
+    await removed;
+    await Deno.writeTextFile(go, "");
+    const err = await call;
+    assert.ok(err instanceof WorkerCrashedError, String(err));
+    assert.match(err.message, /worker w2 \(pid \d+\) died: exited with code 3/);
+    const exited = await exit;
+    assert.deepEqual(
+      { code: exited.code, reason: exited.reason },
+      { code: 3, reason: "exited with code 3" },
+    );
+    await resized;
+    assert.deepEqual(slots(pool), ["w1 ready"]);
+    await w1busy;
     await assertGone([w2pid]);
   } finally {
     await pids.assertGone();

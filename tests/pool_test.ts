@@ -624,6 +624,54 @@ Deno.test("Pool.close settles calls that outlive shutdownGrace with ShuttingDown
   }
 });
 
+Deno.test("Pool.close: a call that crashes its worker during the grace rejects with WorkerCrashedError, not ShuttingDownError", async () => {
+  // "pool closed" (a ShuttingDownError, details.started) said the close cut
+  // it off, for a call whose model crashed the worker 20 ms into a 5 s
+  // grace, and the exit's reason "stopped" hid the crash (chaos41).
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const pool = await Pool.start(
+      opts(dir.path, { workers: 1, shutdownGrace: 5000 }),
+    );
+    pids.watch(pool);
+    const started = `${dir.path}/started`;
+    const go = `${dir.path}/go`;
+    await pool.addModel("crasher", {
+      source: `
+import os, time
+class Crasher:
+    def execute(self, msg):
+        open(msg["started"], "w").close()
+        while not os.path.exists(msg["go"]):
+            time.sleep(0.005)
+        os._exit(3)
+`,
+    });
+    const call = pool.execute("crasher", { started, go })
+      .then(() => assert.fail("answered"), (e) => e);
+    while (!await Deno.stat(started).then(() => true, () => false)) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const exits: Array<{ code: number | null; reason: string }> = [];
+    pool.on((ev) => {
+      if (ev.type === "worker-exit") exits.push(ev);
+    });
+    const closed = pool.close();
+    await Deno.writeTextFile(go, "");
+    const err = await call;
+    await closed;
+    assert.ok(err instanceof WorkerCrashedError, String(err));
+    assert.match(err.message, /died: exited with code 3/);
+    assert.deepEqual(
+      exits.map(({ code, reason }) => ({ code, reason })),
+      [{ code: 3, reason: "exited with code 3" }],
+    );
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 Deno.test("Pool.events yields worker-state and model events and ends on close", async () => {
   await using dir = await modelsDir();
   const pids = new PidTracker();

@@ -508,6 +508,64 @@ Deno.test("Pool versions: a call queued before its default moved and the old ver
   }
 });
 
+Deno.test("Pool versions: a batching version's calls queued before the default moved and it was removed run on the new default as unbatched ones do; one that asked for it fails ModelNotFoundError", async () => {
+  // Their batch reached the removed version: every call failed with
+  // ModelNotFoundError "Cannot find model 's@1'", where the same calls of a
+  // model that does not batch ran on the new default (chaos41).
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1, maxInFlightPerWorker: 1 }),
+    );
+    pids.watch(pool);
+    const batching = (v: string, version: string) => ({
+      source: `
+class Batching:
+    batch_size = 3
+    def __init__(self, options):
+        self.v = options["v"]
+    def execute_batch(self, msgs):
+        return [{"v": self.v, "n": len(msgs)} for m in msgs]
+`,
+      options: { v },
+      version,
+    });
+    await pool.addModel("gate", { source: GATE });
+    await pool.addModel("s", batching("one", "1"));
+    const started = `${dir.path}/started`;
+    const open = `${dir.path}/open`;
+    const gate = pool.execute("gate", { started, open });
+    while (!(await exists(started))) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    // batch_size of them: one batch at once, waiting in the queue for the
+    // worker's one slot, resolved to version 1 (the default then).
+    const sends: string[] = [];
+    const unpinned = [0, 1].map(() =>
+      pool.execute<Tag>("s", {}, { onSend: (w) => sends.push(w) })
+    );
+    const pinned = pool.execute<Tag>("s", {}, { version: "1" }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    await pool.addModel("s", batching("two", "2"));
+    await pool.setDefaultVersion("s", "2");
+    await pool.removeModel("s", { version: "1" });
+    await Deno.writeTextFile(open, "");
+    await gate;
+    assert.deepEqual((await Promise.all(unpinned)).map((t) => t.v), [
+      "two",
+      "two",
+    ]);
+    assert.ok(notFound(/'s@1'/)(await pinned), String(await pinned));
+    // Each went to the worker with the batch, then on its own way.
+    assert.deepEqual(sends, ["w1", "w1", "w1", "w1"]);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 async function exists(path: string): Promise<boolean> {
   try {
     await Deno.stat(path);

@@ -36,6 +36,7 @@ from .host_log_handler import HostLogHandler
 from .own_group import end_own_group
 from .server import Server, add_models_to_path
 from .shielded_logging import ShieldedLock, shield_module_lock
+from .shielded_thread_start import ShieldedThreadStart
 
 # Seconds between checks that the parent process is still the one that started us.
 PARENT_CHECK_INTERVAL = 1.0
@@ -625,6 +626,8 @@ def main(argv=None):
             pass
     # A child that model code forks: its own signals and output, no call.
     ForkedChild.install()
+    # A thread that a call starts: up to 3.11, out of a cancel's reach.
+    ShieldedThreadStart.install()
     stdin_closed = threading.Event()
     if _stdin_is_watchable(host_pipe):
         threading.Thread(target=_watch_stdin, args=(server, host_pipe, stdin_closed), name="pyproxy-stdin", daemon=True).start()

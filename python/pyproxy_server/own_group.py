@@ -81,7 +81,10 @@ def group_grace_ms():
 def end_own_group(grace=GRACE):
     """Ends the other processes of this process's group, when it leads one:
     SIGTERM (this process ignores it from now on), then SIGKILL to those
-    left after ``grace`` seconds. Returns how many processes it found there
+    left after ``grace`` seconds, and, when some process of this one keeps
+    forking new ones (a ``multiprocessing`` pool replacing the workers
+    killed), SIGKILL to the whole group, this process too (it does not
+    return then). Returns how many processes it found there
     (0: nothing done; -1: some, without ``/proc`` to count them). Where there is no ``/proc`` it cannot tell them
     apart from itself: it sends SIGTERM, waits for its own children of the
     group to end, and sends the group SIGKILL (this process too: it does not
@@ -121,7 +124,12 @@ def end_own_group(grace=GRACE):
         time.sleep(POLL)
         others = group_members(me, me)
         if not others:
-            break
+            return found
+    # Something of ours forks anew what is killed (a multiprocessing pool's
+    # handler thread, while a call holds the pool): the last ones forked
+    # stayed running for good. One SIGKILL to the whole group, this process
+    # included, reaches every member at once, a fork under way too.
+    os.killpg(me, signal.SIGKILL)
     return found
 
 

@@ -66,6 +66,7 @@ from .elastic_executor import ElasticExecutor
 from .framer import Framer
 from .model_metrics import registry as model_metrics
 from .models import ModelRegistry, run_closes
+from .own_group import group_grace_ms
 
 __all__ = ["Server"]
 
@@ -330,6 +331,17 @@ class Server:
             model_metrics.flush()
         except Exception:  # never in the way of a stop
             log.exception("model metrics: the last flush failed")
+        # How long the exit may take (the models' close(), then ending what
+        # they started): a host that sees the connections close without
+        # having asked for the stop (a SIGTERM from elsewhere) waits that
+        # much longer before it kills the process. Only when there is such a
+        # wait (additive, as stopServer's closeMs).
+        close_ms = self.models.close_bound_ms() + group_grace_ms()
+        if close_ms:
+            event = {"event": "stopping", "closeMs": close_ms}
+            for conn in list(self.connections.values()):
+                if conn.authenticated and not conn.closed:
+                    conn.send_event(event)
         for listener in self._listeners:
             listener.close()
         for conn in list(self.connections.values()):

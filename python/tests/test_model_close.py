@@ -11,7 +11,7 @@ import unittest
 from pyproxy_server.errors import ModelLoadError
 from pyproxy_server.models import ModelEntry, ModelRegistry
 
-from ._client import ServerProcess
+from ._client import Closed, ServerProcess
 
 # Appends "<tag> <event>" to options["log"] (a file) in __init__ and close().
 CLOSING = """
@@ -222,6 +222,17 @@ class ServerCloseTest(_LogDir):
     def add(self, name="m", tag="v1", **kwargs):
         return self.c.call("addModel", name=name, source=source(**kwargs), options={"log": self.log, "tag": tag})
 
+    def until_closed(self):
+        """The events read until the server closed the connection."""
+        got = []
+        try:
+            while True:
+                msg = self.c.recv()
+                if "event" in msg:
+                    got.append(msg)
+        except Closed:
+            return got
+
     def test_update_closes_the_old_version_after_its_call_in_flight(self):
         self.add(tag="v1")
         self.c.send({"id": 7, "cmd": "executeModel", "name": "m", "msg": {"sleep": 0.4}})
@@ -277,6 +288,22 @@ class ServerCloseTest(_LogDir):
         self.server.proc.terminate()
         self.assertEqual(self.server.wait(), 0)
         self.assertEqual(self.events(), ["v1 init", "v1 close"])
+
+    def test_sigterm_tells_the_connections_how_long_the_exit_may_take(self):
+        # Its connections close before the closes run: a host that saw them
+        # close without having asked for the stop killed the process 250 ms
+        # later, its close() cut short (chaos41). The `stopping` event, before
+        # the connection's end, says how long to wait, as stopServer's reply.
+        self.add(attrs="close_timeout_ms = 700")
+        self.server.proc.terminate()
+        self.assertEqual(self.until_closed(), [{"event": "stopping", "closeMs": 700}])
+        self.assertEqual(self.server.wait(), 0)
+
+    def test_sigterm_sends_no_stopping_event_without_a_wait(self):
+        self.add(close="pass")
+        self.server.proc.terminate()
+        self.assertEqual(self.until_closed(), [])
+        self.assertEqual(self.server.wait(), 0)
 
     def test_sigkill_closes_nothing(self):
         self.add()

@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 30205,
+      size: 30366,
       sha256:
-        "c6b0a5d5a239aa2c4cf8d5bed90519eea72faf59b2c4c7118ac47d39b16d6462",
+        "f81408cfdd17aa8865e25f3fe1b19ddf6a8cc35d50281b6eaa26bb02e10e8c9d",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -202,15 +202,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/own_group.py",
-      size: 5225,
+      size: 5760,
       sha256:
-        "38fe08329627075654cbd8cbec094112558c565197f9bffc3985d57bfa0e1ad7",
+        "7d988bd5cf629cc874dc6494647a36c6325c0763059aa17e62d118ff34a4b4ff",
     },
     {
       path: "pyproxy_server/server.py",
-      size: 20328,
+      size: 21027,
       sha256:
-        "5fc7fe04a4ebda6ac70ebca5e9612aeef12c0e7e91c793ce6125c5c2f885fbac",
+        "52d529dbc0c49ae23b6ffc4b39102711b11abaacd6414cd5f0afc4d53912faaf",
     },
     {
       path: "pyproxy_server/shallow_json.py",
@@ -223,6 +223,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 3989,
       sha256:
         "f7ac443bac2470cec25e05bda49a6ba2c0e46568761eaeac946643918c29a13b",
+    },
+    {
+      path: "pyproxy_server/shielded_thread_start.py",
+      size: 4257,
+      sha256:
+        "f6c3ed84ad2ce5b0c046d8deb577504b4c9c32096cf494664a06c4cec74a28f2",
     },
     {
       path: "pyproxy_server/spill.py",
