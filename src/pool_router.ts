@@ -162,9 +162,9 @@ export class PoolRouter {
       if (!retry && queued >= this.#opts.maxQueue) {
         return call.reject(
           new OverloadedError(
-            `Cannot accept call ${
-              callName(call)
-            }: ${queued} calls queued (maxQueue ${this.#opts.maxQueue}) and the workers it may go to have ${this.#opts.maxInFlightPerWorker} in flight each (maxInFlightPerWorker): retry later, or raise maxQueue, maxInFlightPerWorker or workers`,
+            `Cannot accept call ${callName(call)}: ${queued} ${
+              queued === 1 ? "call" : "calls"
+            } queued (maxQueue ${this.#opts.maxQueue}) and the workers it may go to have ${this.#opts.maxInFlightPerWorker} in flight each (maxInFlightPerWorker): retry later, or raise maxQueue, maxInFlightPerWorker or workers`,
             {
               details: {
                 queue: queued,

@@ -266,6 +266,26 @@ Deno.test("Pool rejects at once with OverloadedError when the queue is full", as
   }
 });
 
+Deno.test("Pool's queue-full error counts one queued call in the singular", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start(
+      opts(dir.path, { workers: 1, maxInFlightPerWorker: 1, maxQueue: 1 }),
+    );
+    pids.watch(pool);
+    await pool.addModel("slow", { file: "slow.py" });
+    const accepted = [0, 1].map((i) => pool.execute("slow", { ms: 100, i }));
+    await assert.rejects(
+      pool.execute("slow", { ms: 0 }),
+      /^OverloadedError: Cannot accept call executeModel: 1 call queued \(maxQueue 1\)/,
+    );
+    await Promise.all(accepted);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 Deno.test("Pool times out a queued call and a running call", async () => {
   await using dir = await modelsDir();
   const pids = new PidTracker();
