@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 69942,
+      size: 71725,
       sha256:
-        "f3547b01425601c3f8cdbcc801e7a9805be996e64f1d6655acc6e956010cb60c",
+        "1b1965344063fd9333d31b33696429b83aae64544b2d4100cc5c425935b101e4",
     },
     {
       path: "pyproxy_server/declared.py",
@@ -208,9 +208,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 20328,
+      size: 20510,
       sha256:
-        "5fc7fe04a4ebda6ac70ebca5e9612aeef12c0e7e91c793ce6125c5c2f885fbac",
+        "2e99e58fccbf951679fad01a37a992da01fe1d4db7f2887e585048950ba767ab",
     },
     {
       path: "pyproxy_server/shallow_json.py",
@@ -229,6 +229,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 28942,
       sha256:
         "d6170b3d579ee18ceabb2445838c93b5f31aaecf9ddb4c0949840b15fecb5aeb",
+    },
+    {
+      path: "pyproxy_server/spill_refusals.py",
+      size: 3831,
+      sha256:
+        "f527a36b049639786b7d3860945f7bd2ba49279d878a65845b79ae2a7040ec96",
     },
     {
       path: "pyproxy_server/stream_producer.py",
