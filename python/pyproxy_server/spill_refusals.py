@@ -18,6 +18,7 @@ Example::
 import errno
 import logging
 import os
+import threading
 import time
 
 __all__ = ["REFUSALS", "SpillRefusals", "free_bytes", "refused_message"]
@@ -51,6 +52,8 @@ class SpillRefusals:
 
     def __init__(self, clock=time.monotonic):
         self._clock = clock
+        # Replies are encoded on call threads too.
+        self._lock = threading.Lock()
         self._since = None
         self._counted = 0
         # Refused writes, and of those the messages sent inline instead.
@@ -64,15 +67,16 @@ class SpillRefusals:
         caller reports ``message(exc, ...)``. Logs (bounded) every refusal."""
         if getattr(exc, "errno", None) not in REFUSALS:
             return False
-        self.failures += 1
         inline = size <= max_frame
-        if inline:
-            self.inline += 1
-        now = self._clock()
-        if self._since is not None and now - self._since < self.INTERVAL:
-            self._counted += 1
-            return inline
-        before, self._counted, self._since = self._counted, 0, now
+        with self._lock:
+            self.failures += 1
+            if inline:
+                self.inline += 1
+            now = self._clock()
+            if self._since is not None and now - self._since < self.INTERVAL:
+                self._counted += 1
+                return inline
+            before, self._counted, self._since = self._counted, 0, now
         log.warning(
             "spill-over: cannot write a spill file in %s (%s): %s%s",
             directory,

@@ -6,6 +6,7 @@ The refusal is real: the file size limit (RLIMIT_FSIZE, which Python's
 ignored SIGXFSZ turns into EFBIG on the write) is lowered around the call,
 so the spill file's write fails part-way as on a full file system."""
 
+import base64
 import json
 import os
 import resource
@@ -72,6 +73,17 @@ class RefusedSpillTest(unittest.TestCase):
         with self.assertLogs("pyproxy_server.spill", "WARNING"):
             message = self.reply(6, result)
         self.assertEqual(message, {"id": 6, "ok": True, "result": result})
+        self.assertEqual(os.listdir(self.dir), [])
+        self.assertEqual(self.server.spill_refusals.inline, 1)
+
+    def test_a_reply_with_bytes_segments_goes_inline_with_its_bytes_as_base64(self):
+        self.conn._send_bytes = True  # the host reads bytes (its auth said so)
+        self.conn.spill = SpillSettings.from_wire({"dir": self.dir, "threshold": 1000, "bytes": True})
+        blob = bytes(range(256)) * (LIMIT // 64)
+        with self.assertLogs("pyproxy_server.spill", "WARNING"):
+            message = self.reply(9, {"b": blob})
+        self.assertEqual(message["$bytes"], [["result", "b"]], sorted(message))
+        self.assertEqual(base64.b64decode(message["result"]["b"]), blob)
         self.assertEqual(os.listdir(self.dir), [])
         self.assertEqual(self.server.spill_refusals.inline, 1)
 

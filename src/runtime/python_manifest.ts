@@ -232,9 +232,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/spill_refusals.py",
-      size: 3831,
+      size: 3994,
       sha256:
-        "f527a36b049639786b7d3860945f7bd2ba49279d878a65845b79ae2a7040ec96",
+        "8f53a5f18ecfcc85b2d7fe18dbe5053543ed4148ec0fc5b24aca5083a37f5bcb",
     },
     {
       path: "pyproxy_server/stream_producer.py",
