@@ -78,7 +78,7 @@ export class SpillFallbackLog {
         inline
           ? "the message went inline instead"
           : "the message failed (too large to go inline)"
-      }; make room there or give the spill-over more (docs/runtimes.md, /dev/shm in containers)${
+      }; make room there or give the spill-over more (docs/reliability.md, "The spill directory is full")${
         before > 0
           ? ` (${before} more ${
             before === 1 ? "refusal" : "refusals"

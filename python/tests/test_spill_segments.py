@@ -442,7 +442,8 @@ class EncodeReplyTest(SpillDirCase):
         shutil.rmtree(self.dir)
         # Above the frame limit: it cannot go inline instead (test_spill_refusals).
         self.conn._max_frame = BIG
-        reply = json.loads(self.conn.encode_reply(16, {"data": "x" * (BIG + 1)}))
+        with self.assertLogs("pyproxy_server.spill", "WARNING"):
+            reply = json.loads(self.conn.encode_reply(16, {"data": "x" * (BIG + 1)}))
         self.assertEqual(reply["error"]["type"], "SpillError", reply)
         self.assertIn("Cannot write spill file", reply["error"]["message"])
 
