@@ -33,6 +33,7 @@ import type {
   MessageContext,
   Plugin,
   PluginContext,
+  PluginMetric,
   WireMessage,
 } from "../src/plugin.ts";
 import type { Runtime } from "../src/runtime/types.ts";
@@ -42,6 +43,8 @@ import { holdsBytes } from "../src/_binary.ts";
 import { ParallelMd5 } from "./_parallel_md5.ts";
 import { crc32, discardSpill, readSpill, writeSpill } from "./_spill_file.ts";
 import { onePool } from "./_one_pool.ts";
+import { SpillFallbackLog } from "./_spill_fallback_log.ts";
+import { DEFAULT_MAX_FRAME_SIZE } from "../src/protocol/frame.ts";
 
 // From this size on, md5 runs on hash threads (started on the first such message).
 const PARALLEL_MD5_BYTES = 4 * 1024 * 1024;
@@ -52,6 +55,20 @@ const PART_SIZE = 1024 * 1024;
 // Strings of at least this many characters go after the JSON as raw UTF-8, to a server that reads
 // string segments (protocol §8): no escaping, scanning or unescaping pass on either side.
 const SEGMENT_CHARS = 64 * 1024;
+// The file system's refusals of a spill file (its `code`, Deno and Bun alike)
+// after which a message that fits a frame goes inline: out of space (a full
+// /dev/shm, a quota, RLIMIT_FSIZE) or a directory that no longer takes files
+// (read-only, permissions changed, removed by a cleaner). Not EIO and the
+// like: a failing device is reported as it is.
+const REFUSALS = new Set([
+  "ENOSPC",
+  "EDQUOT",
+  "EFBIG",
+  "EROFS",
+  "EACCES",
+  "EPERM",
+  "ENOENT",
+]);
 
 /**
  * Options of {@linkcode spillover}.
@@ -115,6 +132,14 @@ export interface SpilloverStats {
   abandoned: number;
   /** Spill files (either way) hashed on other threads than the main one. */
   hashedOffThread: number;
+  /**
+   * Outgoing spill files the file system refused (out of space, read-only,
+   * permissions, removed directory), whether the message then went inline
+   * or failed with `SpillError`.
+   */
+  writeFailures: number;
+  /** Of those, messages sent inline instead (they fit the server's frame limit). */
+  inlineFallbacks: number;
 }
 
 /**
@@ -136,6 +161,8 @@ export interface SpilloverPlugin extends Plugin {
   readonly pendingBytes: number;
   /** Counters, for tests and metrics. */
   readonly stats: Readonly<SpilloverStats>;
+  /** The counters as `GET /metrics` samples (`pyproxy_spillover_*`). */
+  metrics(): PluginMetric[];
 }
 
 interface HostFile {
@@ -247,7 +274,10 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
     dropped: 0,
     abandoned: 0,
     hashedOffThread: 0,
+    writeFailures: 0,
+    inlineFallbacks: 0,
   };
+  const refusals = new SpillFallbackLog();
 
   async function configure(session: Session, workerId: string): Promise<void> {
     if (sessionDirs.has(session)) return;
@@ -380,8 +410,45 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
       return stub;
     } catch (err) {
       forget(path);
-      throw err;
+      const code = err instanceof SpillError
+        ? (err.cause as { code?: unknown } | undefined)?.code
+        : undefined;
+      if (typeof code !== "string" || !REFUSALS.has(code)) throw err;
+      // writeSpill removed what it wrote: the file system refused the file,
+      // not the message (maxBytes and a cancel throw no such cause).
+      return await refused(msg, mc, dir, err as SpillError);
     }
+  }
+
+  // The failure path only: a message that fits the server's frame limit
+  // goes inline (the session frames it as any other), else the SpillError.
+  async function refused(
+    msg: WireMessage,
+    mc: MessageContext,
+    dir: string,
+    err: SpillError,
+  ): Promise<WireMessage> {
+    stats.writeFailures++;
+    const limit = mc.session.serverInfo.maxFrameSize;
+    const frame = typeof limit === "number" && limit > 0
+      ? limit
+      : DEFAULT_MAX_FRAME_SIZE;
+    const reason = err.cause instanceof Error ? err.cause.message : err.message;
+    const inline = jsonSizeBound(msg, frame) <= frame;
+    refusals.refused(mc.plugin.logger, mc.worker.id, dir, reason, inline);
+    if (inline) {
+      stats.inlineFallbacks++;
+      return msg;
+    }
+    const free = await runtime!.freeBytes?.(dir);
+    throw new SpillError(
+      `Cannot send ${
+        msg.cmd ?? "message"
+      }: its spill file in ${dir} was refused (${reason}${
+        free === undefined ? "" : `; ${free} bytes free there`
+      }) and it is larger than the server's frame limit of ${frame} bytes, so it cannot go inline`,
+      { cause: err.cause, details: { dir, maxFrameSize: frame, free } },
+    );
   }
 
   async function unspill(
@@ -487,6 +554,56 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
     },
     stats,
 
+    metrics(): PluginMetric[] {
+      const counter = (
+        name: string,
+        help: string,
+        value: number,
+        labels?: Record<string, string>,
+      ): PluginMetric =>
+        labels === undefined
+          ? { name, type: "counter", help, value }
+          : { name, type: "counter", help, value, labels };
+      const files = "Messages sent (out) and read (in) through spill files";
+      const bytes = "Bytes of spill files written (out) and read (in)";
+      return [
+        counter("pyproxy_spillover_files_total", files, stats.spilledOut, {
+          direction: "out",
+        }),
+        counter("pyproxy_spillover_files_total", files, stats.spilledIn, {
+          direction: "in",
+        }),
+        counter("pyproxy_spillover_bytes_total", bytes, stats.bytesOut, {
+          direction: "out",
+        }),
+        counter("pyproxy_spillover_bytes_total", bytes, stats.bytesIn, {
+          direction: "in",
+        }),
+        counter(
+          "pyproxy_spillover_read_failures_total",
+          "Incoming spill references whose file failed its checks",
+          stats.failures,
+        ),
+        counter(
+          "pyproxy_spillover_write_failures_total",
+          "Outgoing spill files the file system refused (full, read-only, permissions)",
+          stats.writeFailures,
+        ),
+        counter(
+          "pyproxy_spillover_inline_fallbacks_total",
+          "Messages sent inline because their spill file was refused",
+          stats.inlineFallbacks,
+        ),
+        {
+          name: "pyproxy_spillover_pending_bytes",
+          type: "gauge",
+          help:
+            "Bytes of host-written spill files not yet known to be consumed",
+          value: pendingBytes,
+        },
+      ];
+    },
+
     async onPoolStart(ctx: PluginContext): Promise<void> {
       owner.claim(ctx.pool);
       runtime = ctx.runtime;
@@ -540,6 +657,7 @@ export function spillover(options: SpilloverOptions = {}): SpilloverPlugin {
       root = undefined;
       workerDirs.clear();
       hostFiles.clear();
+      refusals.clear();
       pendingBytes = 0;
       await runtime.remove(dir, { recursive: true });
     },

@@ -229,6 +229,21 @@ Deno.test("GET /metrics counts exactly the traffic sent, through a worker's cras
   );
   assert.equal(value(after, "pyproxy_workers", { state: "ready" }), 2);
   assert.equal(value(after, "pyproxy_workers", { state: "restarting" }), 0);
+  // The spill-over's counters (a default plugin): no message spilled here.
+  for (
+    const name of [
+      "pyproxy_spillover_write_failures_total",
+      "pyproxy_spillover_inline_fallbacks_total",
+      "pyproxy_spillover_read_failures_total",
+    ]
+  ) {
+    assert.equal(after.get(name)?.type, "counter", name);
+    assert.equal(value(after, name, {}), 0, name);
+  }
+  assert.equal(
+    value(after, "pyproxy_spillover_bytes_total", { direction: "out" }),
+    0,
+  );
   for (const s of after.get("pyproxy_in_flight_requests")!.samples) {
     assert.equal(s.value, 0, s.labels.model);
   }

@@ -58,6 +58,7 @@ from .inline_watch import InlineWatch
 from .json_problem import not_json_reason
 from .model_metrics import registry as model_metrics
 from .models import RunThreaded
+from .spill_refusals import refused_message
 
 __all__ = ["Connection", "PROTOCOL_VERSION"]
 
@@ -1258,7 +1259,12 @@ class Connection(asyncio.BufferedProtocol):
         try:
             ref = spill.write(pieces, "py-%s-%s" % (self.id, rid), strings)
         except OSError as exc:
-            raise SpillError("Cannot write spill file: %s" % exc)
+            # Inline: the reply as JSON (its strings escaped), never spilled again.
+            inline = _encode_pieces(_reply(rid, result, http))
+            size = sum(map(len, inline))
+            if not self._inline_after(exc, size, spill):
+                raise SpillError(self._refused_message(exc, size, spill))
+            return b"".join(inline)
         return big_json.encode_bytes({"id": rid, "$spill": ref})
 
     def _with_bytes(self, exc, message, key, spill_tag):
@@ -1287,7 +1293,14 @@ class Connection(asyncio.BufferedProtocol):
                 try:
                     ref = spill.write(pieces, "py-%s-%s%s" % (self.id, spill_tag, rid), None, blobs)
                 except OSError as exc:
-                    return self.encode_error(rid, SpillError("Cannot write spill file: %s" % exc).to_wire())
+                    # Inline: the bytes as base64 named by "$bytes", never spilled again.
+                    split = binary.split(message[key], (key,))
+                    skeleton, found = split
+                    inline = _encode_pieces(dict(message, **{key: skeleton, "$bytes": [list(at) for at, _ in found]}))
+                    size = sum(map(len, inline))
+                    if not self._inline_after(exc, size, spill):
+                        return self.encode_error(rid, SpillError(self._refused_message(exc, size, spill)).to_wire())
+                    return b"".join(inline)
                 return big_json.encode_bytes({"id": rid, "$spill": ref})
         split = binary.split(message[key], (key,))
         if split is None:
@@ -1324,6 +1337,18 @@ class Connection(asyncio.BufferedProtocol):
             return _encode_pieces(dict(message, **{"args": skeleton, "$bytes": [list(at) for at, _ in found]})), None
         except (TypeError, ValueError, RecursionError):
             return None
+
+    def _inline_after(self, exc, size, spill):
+        """True when a message of ``size`` bytes whose spill file the file
+        system refused (``exc``: out of space, read-only...) goes inline
+        instead: it fits the frame limit, the host's too (the host starts
+        this server with its own). Counted and logged, bounded. The failure
+        path only."""
+        return self.server.spill_refusals.inline_after(exc, size, self._max_frame, spill.dir)
+
+    def _refused_message(self, exc, size, spill):
+        """The ``SpillError`` message of a spill file that could not be written."""
+        return refused_message(exc, size, self._max_frame, spill.dir)
 
     def encode_error(self, rid, error):
         """Encoded ``{"id", "ok": false, "error"}`` for the wire error object ``error``."""
@@ -1372,13 +1397,17 @@ class Connection(asyncio.BufferedProtocol):
                 name = "py-%s-%s" % (self.id, tag)
                 ref = spill.write(pieces, name) if blobs is None else spill.write(pieces, name, None, blobs)
             except OSError as exc:
-                raise SpillError("Cannot write spill file: %s" % exc)
-            if rid is None:
-                return big_json.encode_bytes({"$spill": ref})
-            if cmd is not None:
-                # A request stub keeps its cmd so the host can tell it from a reply when the file fails.
-                return big_json.encode_bytes({"id": rid, "cmd": cmd, "$spill": ref})
-            return big_json.encode_bytes({"id": rid, "$spill": ref})
+                # A message with bytes segments holds nulls where its bytes go: never inline as it is.
+                if blobs is not None or not self._inline_after(exc, size, spill):
+                    raise SpillError(self._refused_message(exc, size, spill))
+                ref = None  # it goes inline, below
+            if ref is not None:
+                if rid is None:
+                    return big_json.encode_bytes({"$spill": ref})
+                if cmd is not None:
+                    # A request stub keeps its cmd so the host can tell it from a reply when the file fails.
+                    return big_json.encode_bytes({"id": rid, "cmd": cmd, "$spill": ref})
+                return big_json.encode_bytes({"id": rid, "$spill": ref})
         if size > self._max_frame:
             raise SerializationError(
                 "Cannot send message: %d bytes above the frame limit %d (configure spill-over)" % (size, self._max_frame)

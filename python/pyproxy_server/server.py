@@ -67,6 +67,7 @@ from .framer import Framer
 from .model_metrics import registry as model_metrics
 from .models import ModelRegistry, run_closes
 from .own_group import group_grace_ms
+from .spill_refusals import SpillRefusals
 
 __all__ = ["Server"]
 
@@ -103,6 +104,8 @@ class Server:
         self.id = server_id
         self.secret = secret
         self.max_frame_size = Framer.MAX_FRAME_SIZE if max_frame_size is None else int(max_frame_size)
+        # Spill files the file system refused (a full /dev/shm): counted and logged, bounded.
+        self.spill_refusals = SpillRefusals()
         # One receive buffer for every connection of this loop: each read is consumed
         # (what is kept, copied) before the next one, and recv_into allocates nothing,
         # where recv() of asyncio's default 256 KiB mmaps, shrinks and unmaps a block per read.

@@ -440,7 +440,10 @@ class EncodeReplyTest(SpillDirCase):
 
     def test_a_file_that_cannot_be_written_is_a_spill_error_reply(self):
         shutil.rmtree(self.dir)
-        reply = json.loads(self.conn.encode_reply(16, {"data": "x" * (BIG + 1)}))
+        # Above the frame limit: it cannot go inline instead (test_spill_refusals).
+        self.conn._max_frame = BIG
+        with self.assertLogs("pyproxy_server.spill", "WARNING"):
+            reply = json.loads(self.conn.encode_reply(16, {"data": "x" * (BIG + 1)}))
         self.assertEqual(reply["error"]["type"], "SpillError", reply)
         self.assertIn("Cannot write spill file", reply["error"]["message"])
 

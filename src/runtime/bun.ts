@@ -26,6 +26,7 @@ import { availableParallelism, cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { unsetNames } from "./_unset_env.ts";
+import { freeBytes } from "./_free_bytes.ts";
 import {
   type BunServerWebSocket,
   BunWebSocketUpgrades,
@@ -493,6 +494,7 @@ export function bunRuntime(): Runtime {
     exit: (code) => process.exit(code),
     args: () => process.argv.slice(2),
     tempDir: () => tmpdir(),
+    freeBytes,
     shmDir() {
       try {
         if (!statSync("/dev/shm").isDirectory()) return undefined;

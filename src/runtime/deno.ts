@@ -22,6 +22,7 @@ import { DenoBodyText } from "./deno_body_text.ts";
 import { setTlsListenerNoDelay } from "./_deno_tls_no_delay.ts";
 import { PendingDeliveries } from "./_pending_deliveries.ts";
 import { Relisten } from "./_deno_relisten.ts";
+import { freeBytes } from "./_free_bytes.ts";
 
 /** Where a request from `Deno.serve` keeps its {@linkcode DenoServeInfo}. */
 const SERVED: unique symbol = Symbol("pyproxy.served");
@@ -630,6 +631,11 @@ export function denoRuntime(): Runtime {
     mayReadProc: allAccess,
     mayAccess: (path) =>
       granted({ name: "read", path }) && granted({ name: "write", path }),
+    // Without read access Deno would ask on a terminal: not told then.
+    freeBytes: (path) =>
+      granted({ name: "read", path })
+        ? freeBytes(path)
+        : Promise.resolve(undefined),
     shmDir() {
       // Without --allow-all Deno would ask for /dev/shm, then refuse it.
       if (!allAccess()) return undefined;

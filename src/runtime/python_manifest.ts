@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 69942,
+      size: 71725,
       sha256:
-        "f3547b01425601c3f8cdbcc801e7a9805be996e64f1d6655acc6e956010cb60c",
+        "1b1965344063fd9333d31b33696429b83aae64544b2d4100cc5c425935b101e4",
     },
     {
       path: "pyproxy_server/declared.py",
@@ -208,9 +208,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 21027,
+      size: 21209,
       sha256:
-        "52d529dbc0c49ae23b6ffc4b39102711b11abaacd6414cd5f0afc4d53912faaf",
+        "284eac765bb847ac091ea5c2b84e81e8ebb7a03d13ddf73add7876ce5fd95ed6",
     },
     {
       path: "pyproxy_server/shallow_json.py",
@@ -235,6 +235,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 28942,
       sha256:
         "d6170b3d579ee18ceabb2445838c93b5f31aaecf9ddb4c0949840b15fecb5aeb",
+    },
+    {
+      path: "pyproxy_server/spill_refusals.py",
+      size: 3994,
+      sha256:
+        "8f53a5f18ecfcc85b2d7fe18dbe5053543ed4148ec0fc5b24aca5083a37f5bcb",
     },
     {
       path: "pyproxy_server/stream_producer.py",

@@ -620,6 +620,12 @@ export interface Runtime {
   /** `/dev/shm` when it exists and is writable, else undefined. */
   shmDir(): string | undefined;
   /**
+   * Bytes free to this user on the file system of `path` (`statfs`), or
+   * undefined when they cannot be told. For error messages (a spill file
+   * refused for lack of space). Absent: never told.
+   */
+  freeBytes?(path: string): Promise<number | undefined>;
+  /**
    * Whether Linux's `/proc` may be read without asking: Deno allows it only
    * with every permission (`--allow-all`) and asks on a terminal otherwise
    * (its own file methods here refuse such paths without asking instead).
