@@ -20,6 +20,17 @@ export const MODELS: Record<string, string> = {
   "doubler.py": await Deno.readTextFile(
     new URL("../examples/models/doubler.py", import.meta.url),
   ),
+  // Marks its start in the file msg.started, waits for the file msg.go to
+  // exist, then exits with code 3: a crash at a moment the test chooses.
+  "crash_on_go.py": `
+import os, time
+class CrashOnGo:
+    def execute(self, msg):
+        open(msg["started"], "w").close()
+        while not os.path.exists(msg["go"]):
+            time.sleep(0.005)
+        os._exit(3)
+`,
   "whoami.py": `
 import os
 

@@ -268,17 +268,7 @@ Deno.test("Pool.resize: a call that crashes its removed worker during the grace 
     pids.watch(pool);
     const started = `${dir.path}/started`;
     const go = `${dir.path}/go`;
-    await pool.addModel("crasher", {
-      source: `
-import os, time
-class Crasher:
-    def execute(self, msg):
-        open(msg["started"], "w").close()
-        while not os.path.exists(msg["go"]):
-            time.sleep(0.005)
-        os._exit(3)
-`,
-    });
+    await pool.addModel("crasher", { file: "crash_on_go.py" });
     await pool.addModel("slow", { file: "slow.py" });
     const w2pid = pidOf(pool, "w2");
     const call = pool.execute("crasher", { started, go }, { worker: "w2" })

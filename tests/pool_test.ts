@@ -657,17 +657,7 @@ Deno.test("Pool.close: a call that crashes its worker during the grace rejects w
     pids.watch(pool);
     const started = `${dir.path}/started`;
     const go = `${dir.path}/go`;
-    await pool.addModel("crasher", {
-      source: `
-import os, time
-class Crasher:
-    def execute(self, msg):
-        open(msg["started"], "w").close()
-        while not os.path.exists(msg["go"]):
-            time.sleep(0.005)
-        os._exit(3)
-`,
-    });
+    await pool.addModel("crasher", { file: "crash_on_go.py" });
     const call = pool.execute("crasher", { started, go })
       .then(() => assert.fail("answered"), (e) => e);
     while (!await Deno.stat(started).then(() => true, () => false)) {
