@@ -160,9 +160,17 @@ export class PoolRouter {
     if (pick === null) {
       const queued = this.queued;
       if (!retry && queued >= this.#opts.maxQueue) {
+        // A batching model's batch is one call of the queue and of a
+        // worker's slots: "1024 calls queued" was 1 024 batches, ~262 000
+        // of its callers' calls for a batch_size of 256.
+        const batch = call.cmd === "executeBatch"
+          ? ` (a batch of ${
+            (call.args?.msgs as unknown[] | undefined)?.length ?? 0
+          } calls: a batch counts as one call here)`
+          : "";
         return call.reject(
           new OverloadedError(
-            `Cannot accept call ${callName(call)}: ${queued} ${
+            `Cannot accept call ${callName(call)}${batch}: ${queued} ${
               queued === 1 ? "call" : "calls"
             } queued (maxQueue ${this.#opts.maxQueue}) and the workers it may go to have ${this.#opts.maxInFlightPerWorker} in flight each (maxInFlightPerWorker): retry later, or raise maxQueue, maxInFlightPerWorker or workers`,
             {

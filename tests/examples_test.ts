@@ -41,6 +41,14 @@ Deno.test("examples/quickstart.ts prints the README's results", async () => {
   assert.match(text, /42\n$/);
 });
 
+Deno.test("examples/bulk_scoring.ts scores a file's rows in order, with the failed row kept beside its id", async () => {
+  const text = await runExample("bulk_scoring.ts");
+  assert.equal(
+    text,
+    "20000 rows in order: 19999 scored, 1 failed\nfailed 1234: ValueError: row 1234: income must be >= 0\n",
+  );
+});
+
 Deno.test("examples/tenant_quota.ts refuses a tenant's third call with 429 and Retry-After, and counts per tenant", async () => {
   const text = await runExample("tenant_quota.ts");
   assert.match(

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { Pool, type PoolOptions } from "../src/pool.ts";
 import {
   CancelledError,
+  OverloadedError,
   PythonError,
   ShuttingDownError,
   TimeoutError,
@@ -275,5 +276,46 @@ class Dies:
     assert.match(err.message, /^Cannot run model 'dies': worker w1/);
     assert.equal(err.details.cmd, "executeModel");
     assert.equal(err.details.call, "dies");
+  }
+});
+
+Deno.test("Pool batching: a batch refused by a full queue says that it is a batch, and of how many calls (the queue counts batches)", async () => {
+  // A bulk job's million calls to a batch_size 256 model got OverloadedErrors
+  // saying "1024 calls queued" while ~262 000 of its calls waited: the queue
+  // and the workers' slots count batches, and the message did not say so.
+  await using dir = await modelsDir();
+  await using pool = await Pool.start(
+    opts(dir.path, { maxInFlightPerWorker: 1, maxQueue: 1 }),
+  );
+  await pool.addModel("pairs", {
+    source: `
+import time
+class Pairs:
+    batch_size = 2
+    batch_delay_ms = 1000
+    def execute_batch(self, msgs):
+        time.sleep(0.2)
+        return [{"x": m["x"]} for m in msgs]
+`,
+  });
+  // 0 goes alone at once (the model is idle) and holds the worker's one
+  // slot; 1 and 2 make a batch that takes the queue's one place; 3 and 4 a
+  // batch the full queue refuses.
+  const calls = [0, 1, 2, 3, 4].map((x) =>
+    pool.execute<{ x: number }>("pairs", { x })
+  );
+  const settled = await Promise.allSettled(calls);
+  assert.deepEqual(
+    settled.slice(0, 3).map((s) => s.status === "fulfilled" && s.value.x),
+    [0, 1, 2],
+  );
+  for (const s of settled.slice(3)) {
+    assert.equal(s.status, "rejected");
+    const err = (s as PromiseRejectedResult).reason;
+    assert.ok(err instanceof OverloadedError, String(err));
+    assert.equal(
+      err.message,
+      "Cannot accept call executeModel (a batch of 2 calls: a batch counts as one call here): 1 calls queued (maxQueue 1) and the workers it may go to have 1 in flight each (maxInFlightPerWorker): retry later, or raise maxQueue, maxInFlightPerWorker or workers",
+    );
   }
 });

@@ -77,6 +77,17 @@ test(
 );
 
 test(
+  "examples/bulk_scoring.ts scores a file's rows in order on Bun",
+  async () => {
+    const text = await runExample("bulk_scoring.ts");
+    expect(text).toBe(
+      "20000 rows in order: 19999 scored, 1 failed\nfailed 1234: ValueError: row 1234: income must be >= 0\n",
+    );
+  },
+  30_000,
+);
+
+test(
   "examples/tenant_quota.ts answers a tenant over its quota with 429 on Bun",
   async () => {
     const text = await runExample("tenant_quota.ts");
