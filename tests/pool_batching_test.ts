@@ -315,7 +315,7 @@ class Pairs:
     assert.ok(err instanceof OverloadedError, String(err));
     assert.equal(
       err.message,
-      "Cannot accept call executeModel (a batch of 2 calls: a batch counts as one call here): 1 calls queued (maxQueue 1) and the workers it may go to have 1 in flight each (maxInFlightPerWorker): retry later, or raise maxQueue, maxInFlightPerWorker or workers",
+      "Cannot accept call executeModel (a batch of 2 calls: a batch counts as one call here): 1 call queued (maxQueue 1) and the workers it may go to have 1 in flight each (maxInFlightPerWorker): retry later, or raise maxQueue, maxInFlightPerWorker or workers",
     );
   }
 });
