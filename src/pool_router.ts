@@ -27,6 +27,7 @@ import {
 } from "./_model_placement.ts";
 import { hash32, mix32 } from "./_hash32.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
+import { CallQueue } from "./_call_queue.ts";
 
 /** A call as the router sees it (the pool adds nothing else). */
 export interface PoolCall {
@@ -72,6 +73,8 @@ export interface PoolCall {
   onAbort?: (() => void) | undefined;
   /** `performance.now()` when it was queued (router-owned; set only then). */
   queuedAt?: number;
+  /** Its index in its queue while queued (the queue's own: `CallQueue`). */
+  queueSlot?: number;
   /** The slots of the placed model it calls (none: any worker). */
   placement?: ModelPlacement | undefined;
   /**
@@ -126,13 +129,13 @@ export interface PoolRouterOptions {
  */
 export class PoolRouter {
   #opts: PoolRouterOptions;
-  #queue: PoolCall[] = [];
+  #queue: CallQueue = new CallQueue();
   /**
    * The calls of placed models that wait, per model: each waits for a slot
    * of its own model, so a scan for a freed slot looks at the head of each
    * model's queue, not past every call that cannot use it.
    */
-  #placed = new Map<ModelPlacement, PoolCall[]>();
+  #placed = new Map<ModelPlacement, CallQueue>();
   /** Calls in `#placed`, together. */
   #placedQueued = 0;
   #seeds = new Map<string, number>();
@@ -147,7 +150,7 @@ export class PoolRouter {
 
   /** Calls waiting. */
   get queued(): number {
-    return this.#queue.length + this.#placedQueued;
+    return this.#queue.size + this.#placedQueued;
   }
 
   /**
@@ -199,13 +202,13 @@ export class PoolRouter {
     if (this.#placedQueued === 0) return this.#pumpQueue(this.#queue, full);
     // The queue whose oldest call waited longest goes first: calls that may
     // go anywhere do not starve a placed model of its slots, nor the reverse.
-    const queues: Array<[PoolCall[], ModelPlacement | undefined, number]> = [];
-    const head = (q: PoolCall[]) => q[0]?.queuedAt ?? 0;
-    if (this.#queue.length > 0) {
+    const queues: Array<[CallQueue, ModelPlacement | undefined, number]> = [];
+    const head = (q: CallQueue) => q.first()?.queuedAt ?? 0;
+    if (this.#queue.size > 0) {
       queues.push([this.#queue, undefined, head(this.#queue)]);
     }
     for (const [p, q] of this.#placed) {
-      if (q.length > 0) queues.push([q, p, head(q)]);
+      if (q.size > 0) queues.push([q, p, head(q)]);
     }
     queues.sort((a, b) => a[2] - b[2]);
     for (const [q, p] of queues) this.#pumpQueue(q, full, p);
@@ -213,19 +216,33 @@ export class PoolRouter {
 
   /** `pump` over one queue: the unplaced calls', or one placed model's. */
   #pumpQueue(
-    queue: PoolCall[],
+    queue: CallQueue,
     full: boolean,
     placement?: ModelPlacement,
   ): void {
-    for (let i = 0; i < queue.length;) {
+    queue.scan(() => this.#scanQueue(queue, full, placement));
+  }
+
+  #scanQueue(
+    queue: CallQueue,
+    full: boolean,
+    placement: ModelPlacement | undefined,
+  ): void {
+    let epoch = queue.epoch;
+    for (let i = queue.start; i < queue.end; i++) {
       if (!full && !this.#hasRoom(placement)) return;
-      const call = queue[i]!;
-      const pick = this.#pick(call);
-      if (pick === null) {
-        i++;
+      // Rebuilt meanwhile (a retry queued first by a send): again from the
+      // head, past the calls that cannot go yet as before.
+      if (queue.epoch !== epoch) {
+        epoch = queue.epoch;
+        i = queue.start - 1;
         continue;
       }
-      queue.splice(i, 1);
+      const call = queue.at(i);
+      if (call === undefined) continue;
+      const pick = this.#pick(call);
+      if (pick === null) continue;
+      queue.removeAt(i);
       if (placement !== undefined) this.#leftPlaced(placement, queue);
       this.#unqueue(call);
       if (pick instanceof Error) {
@@ -245,8 +262,8 @@ export class PoolRouter {
 
   /** Rejects every queued call with `error(call)`. */
   drain(error: (call: PoolCall) => Error): void {
-    const calls = this.#queue.splice(0);
-    for (const q of this.#placed.values()) calls.push(...q.splice(0));
+    const calls = this.#queue.takeAll();
+    for (const q of this.#placed.values()) calls.push(...q.takeAll());
     this.#placed.clear();
     this.#placedQueued = 0;
     for (const call of calls) {
@@ -263,12 +280,13 @@ export class PoolRouter {
   unplace(placement: ModelPlacement): void {
     const q = this.#placed.get(placement);
     this.#placed.delete(placement);
-    if (q === undefined || q.length === 0) return;
-    const calls = q.splice(0);
+    if (q === undefined || q.size === 0) return;
+    const calls = q.takeAll();
     this.#placedQueued -= calls.length;
     for (const call of calls) call.placement = undefined;
-    this.#queue.push(...calls);
-    this.#queue.sort((a, b) => (a.queuedAt ?? 0) - (b.queuedAt ?? 0));
+    const all = this.#queue.takeAll().concat(calls);
+    all.sort((a, b) => (a.queuedAt ?? 0) - (b.queuedAt ?? 0));
+    this.#queue.replaceAll(all);
     this.pump(true);
   }
 
@@ -279,8 +297,8 @@ export class PoolRouter {
       const w = this.ownerOf(call);
       if (w !== undefined) out.set(w.id, (out.get(w.id) ?? 0) + 1);
     };
-    this.#queue.forEach(count);
-    for (const q of this.#placed.values()) q.forEach(count);
+    this.#queue.values().forEach(count);
+    for (const q of this.#placed.values()) q.values().forEach(count);
     return out;
   }
 
@@ -426,9 +444,9 @@ export class PoolRouter {
    * A call left a placed model's queue: an emptied queue goes, so `pump`
    * scans the models with calls waiting, not every model that ever had one.
    */
-  #leftPlaced(placement: ModelPlacement, queue: PoolCall[]): void {
+  #leftPlaced(placement: ModelPlacement, queue: CallQueue): void {
     this.#placedQueued--;
-    if (queue.length === 0 && this.#placed.get(placement) === queue) {
+    if (queue.size === 0 && this.#placed.get(placement) === queue) {
       this.#placed.delete(placement);
     }
   }
@@ -442,8 +460,8 @@ export class PoolRouter {
     call.queuedAt = performance.now();
     let queue = this.#queue;
     if (call.placement !== undefined) {
-      queue = this.#placed.get(call.placement) ?? [];
-      if (queue.length === 0) this.#placed.set(call.placement, queue);
+      queue = this.#placed.get(call.placement) ?? new CallQueue();
+      if (queue.size === 0) this.#placed.set(call.placement, queue);
       this.#placedQueued++;
     }
     if (front) queue.unshift(call);
@@ -485,10 +503,8 @@ export class PoolRouter {
     const queue = call.placement === undefined
       ? this.#queue
       : this.#placed.get(call.placement);
-    const at = queue?.indexOf(call) ?? -1;
-    if (at < 0) return;
-    queue!.splice(at, 1);
-    if (call.placement !== undefined) this.#leftPlaced(call.placement, queue!);
+    if (queue === undefined || !queue.remove(call)) return;
+    if (call.placement !== undefined) this.#leftPlaced(call.placement, queue);
     this.#unqueue(call);
     this.#abandoned(call, outcome);
     call.reject(error);
