@@ -395,9 +395,9 @@ Deno.test({
     stderr: "piped",
   }).output();
   assert.ok(out.success, new TextDecoder().decode(out.stderr));
-  assert.deepEqual(JSON.parse(new TextDecoder().decode(out.stdout)), {
-    hello: "world",
-  });
+  // The answer in the failure's message (once, under load, it was not this).
+  const answer = new TextDecoder().decode(out.stdout);
+  assert.deepEqual(JSON.parse(answer), { hello: "world" }, answer);
 });
 
 Deno.test({
