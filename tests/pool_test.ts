@@ -677,6 +677,9 @@ Deno.test("Pool.close: a call that crashes its worker during the grace rejects w
       exits.map(({ code, reason }) => ({ code, reason })),
       [{ code: 3, reason: "exited with code 3" }],
     );
+    // Counted as the crash it was (pyproxy_worker_exits_total), not as
+    // the close's "stopped" (chaos42).
+    assert.deepEqual(pool.status().workers[0]!.exits, { exit_3: 1 });
   } finally {
     await pids.assertGone();
   }
