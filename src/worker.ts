@@ -141,7 +141,9 @@ export interface WorkerInfo {
    * `stopped` (on purpose), `pool` (killed by the pool: a hang, a missed
    * heartbeat, wedged, a lost connection, a failed start, `pool.kill`), a
    * signal's name (killed from outside or crashed: `SIGKILL` is how the
-   * kernel's OOM killer ends one), `exit_<code>` (it exited by itself).
+   * kernel's OOM killer ends one; during a close's or a resize's drain
+   * too), `exit_<code>` (it exited by itself: a `SIGTERM` from outside,
+   * which the server handles, is `exit_0`).
    */
   readonly exits: Readonly<Record<string, number>>;
   /** The last lines the server wrote to stderr (current or last process). */
