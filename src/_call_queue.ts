@@ -40,13 +40,18 @@ export class CallQueue {
   #size = 0;
   #epoch = 0;
   #scans = 0;
+  /** One past the last call of the run queued first (`unshift`) at the head. */
+  #frontEnd = 0;
 
   /** Calls waiting. */
   get size(): number {
     return this.#size;
   }
 
-  /** Changes when the array is rebuilt: a scan by index starts again. */
+  /**
+   * Changes when the array is rebuilt or calls in it move (a retry queued
+   * behind earlier ones): a scan by index starts again.
+   */
   get epoch(): number {
     return this.#epoch;
   }
@@ -79,12 +84,27 @@ export class CallQueue {
     this.#size++;
   }
 
-  /** Queues `call` first (a retry). */
+  /**
+   * Queues `call` first (a retry), behind the calls queued first before it
+   * that still wait: retries go in the order they came. Each before went
+   * ahead of the others: a worker's crash retried its calls 3, 2, 1, 0.
+   */
   unshift(call: PoolCall): void {
     if (this.#head === 0) this.#rebuild(this.#live(), SLACK);
-    this.#head--;
-    this.#place(call, this.#head);
-    this.#calls[this.#head] = call;
+    call.queuedFirst = true;
+    const calls = this.#calls;
+    let i = --this.#head;
+    if (this.#frontEnd > i + 1) {
+      // The run of calls queued first moves up one (only they: a few).
+      for (; i + 1 < this.#frontEnd; i++) {
+        const next = calls[i + 1];
+        calls[i] = next;
+        if (next !== undefined) this.#place(next, i);
+      }
+      this.#epoch++;
+    } else this.#frontEnd = i + 1;
+    this.#place(call, i);
+    calls[i] = call;
     this.#size++;
   }
 
@@ -183,5 +203,8 @@ export class CallQueue {
     this.#head = slack;
     this.#size = calls.length;
     this.#epoch++;
+    let end = slack;
+    while (end < next.length && next[end]!.queuedFirst === true) end++;
+    this.#frontEnd = end;
   }
 }

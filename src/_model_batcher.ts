@@ -349,9 +349,19 @@ export class ModelBatcher {
         onSend: (sentTo) => {
           sentAt = performance.now();
           batch.worker = sentTo;
+          // A caller's throw does not keep the batch's other callers from
+          // theirs: the first is rethrown once each was called (the pool
+          // logs it and sends the batch).
+          let thrown: { error: unknown } | undefined;
           for (const item of items) {
-            if (!item.settled) item.options.onSend?.(sentTo);
+            if (item.settled || item.options.onSend === undefined) continue;
+            try {
+              item.options.onSend(sentTo);
+            } catch (error) {
+              thrown ??= { error };
+            }
           }
+          if (thrown !== undefined) throw thrown.error;
         },
       },
       requestIds,

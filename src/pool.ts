@@ -137,7 +137,8 @@ export interface PoolRequestOptions {
    * the queue. A call of a model that batches is sent with its batch: called
    * each time a batch holding it goes to a worker, so again for the part it
    * goes in when its batch is taken apart because a message of it cannot be
-   * sent (or read); the last call names the worker that ran it.
+   * sent (or read); the last call names the worker that ran it. A throw
+   * from it is logged (`warn`) and the call goes on.
    */
   onSend?: (worker: string) => void;
   /** May be retried on another worker when its worker crashes (up to `maxRetries`). @default {false} */
@@ -2758,7 +2759,22 @@ export class Pool implements AsyncDisposable {
       worker.acquire();
     }
     const releaseOnSettle = options === undefined;
-    call.options.onSend?.(worker.id);
+    const onSend = call.options.onSend;
+    if (onSend !== undefined) {
+      // The caller's callback: a throw (as an onEvent's) is logged, not
+      // let out of the send, which it cut between the slot's acquire and
+      // the request: the slot stayed taken for good and the call never
+      // settled (with maxInFlightPerWorker 1, the pool then queued every
+      // call for ever; chaos42).
+      try {
+        onSend(worker.id);
+      } catch (error) {
+        this.#opts.logger.warn(
+          "The onSend callback of call {call} threw: {error}",
+          { call: callName(call), error },
+        );
+      }
+    }
     session.request(call.cmd, call.args, options).then(
       (value) => {
         if (releaseOnSettle) this.#released(worker);

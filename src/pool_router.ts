@@ -75,6 +75,8 @@ export interface PoolCall {
   queuedAt?: number;
   /** Its index in its queue while queued (the queue's own: `CallQueue`). */
   queueSlot?: number;
+  /** Queued first (a retry) at least once (the queue's own: `CallQueue`). */
+  queuedFirst?: boolean;
   /** The slots of the placed model it calls (none: any worker). */
   placement?: ModelPlacement | undefined;
   /**

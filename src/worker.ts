@@ -141,7 +141,9 @@ export interface WorkerInfo {
    * `stopped` (on purpose), `pool` (killed by the pool: a hang, a missed
    * heartbeat, wedged, a lost connection, a failed start, `pool.kill`), a
    * signal's name (killed from outside or crashed: `SIGKILL` is how the
-   * kernel's OOM killer ends one), `exit_<code>` (it exited by itself).
+   * kernel's OOM killer ends one; during a close's or a resize's drain
+   * too), `exit_<code>` (it exited by itself: a `SIGTERM` from outside,
+   * which the server handles, is `exit_0`).
    */
   readonly exits: Readonly<Record<string, number>>;
   /** The last lines the server wrote to stderr (current or last process). */
@@ -744,6 +746,7 @@ export class Worker implements WorkerInfo {
     if (this.#starting !== undefined && this.#state !== "ready") {
       // A start in progress sees #stopping and kills its own process.
       this.#intentional = true;
+      this.#cutGen = this.#gen;
       this.#server?.kill("SIGKILL");
       await this.#starting;
     }
@@ -849,8 +852,14 @@ export class Worker implements WorkerInfo {
     // import calling os._exit or crashing while replayed): the start's error
     // only says the connection closed, so the reason also says how it ended.
     if (this.#startFailed && signal !== "SIGKILL") reason += ` (${status})`;
+    // A process that ended by itself while a stop drained it (its model
+    // crashed it, the OOM killer's SIGKILL) counts by its own cause, as its
+    // exit's reason and its calls' errors tell it: not as `stopped`, which
+    // hid a crash or an OOM kill during a close or a resize (chaos42).
+    const byItself = this.#stopping && this.#cutGen !== gen &&
+      this.#killReason === undefined;
     const cause = exitCause(
-      this.#intentional,
+      this.#intentional && !byItself,
       this.#killReason !== undefined,
       code,
       signal,

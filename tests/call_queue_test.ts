@@ -7,7 +7,19 @@ function call(n: number): PoolCall {
   return { cmd: `c${n}` } as PoolCall;
 }
 
-Deno.test("CallQueue keeps the order a plain array would, through pushes, retries first, removals anywhere and scans", () => {
+/** Where a plain array takes a retry: behind the retries that wait. */
+function queueFirst(
+  model: PoolCall[],
+  retries: Set<PoolCall>,
+  c: PoolCall,
+): void {
+  let at = 0;
+  while (at < model.length && retries.has(model[at]!)) at++;
+  model.splice(at, 0, c);
+  retries.add(c);
+}
+
+Deno.test("CallQueue keeps the order a plain array would, through pushes, retries first (in the order they came), removals anywhere and scans", () => {
   type Op =
     | { op: "push" }
     | { op: "unshift" }
@@ -39,6 +51,7 @@ Deno.test("CallQueue keeps the order a plain array would, through pushes, retrie
     fc.property(ops, (list) => {
       const q = new CallQueue();
       let model: PoolCall[] = [];
+      const retries = new Set<PoolCall>();
       const gone: PoolCall[] = [];
       let n = 0;
       for (const o of list) {
@@ -52,7 +65,7 @@ Deno.test("CallQueue keeps the order a plain array would, through pushes, retrie
           case "unshift": {
             const c = call(n++);
             q.unshift(c);
-            model.unshift(c);
+            queueFirst(model, retries, c);
             break;
           }
           case "remove": {
@@ -89,7 +102,7 @@ Deno.test("CallQueue keeps the order a plain array would, through pushes, retrie
                   retried = true;
                   const r = call(n++);
                   q.unshift(r);
-                  model.unshift(r);
+                  queueFirst(model, retries, r);
                 }
               }
             });
@@ -136,4 +149,25 @@ Deno.test("CallQueue squeezes out its holes: an array of 100k sent calls does no
   assert.deepEqual(order, calls.filter((_, i) => i % 2 === 1).slice(1, -1));
   assert.equal(q.size, 0);
   assert.equal(q.end - q.start, 0);
+});
+
+Deno.test("CallQueue: retries go first in the order they came, ahead of the calls that waited, behind the retries before them", () => {
+  // Each went ahead of the others: a worker's crash retried its calls in
+  // flight 3, 2, 1, 0 (chaos42).
+  const q = new CallQueue();
+  const waiting = [call(10), call(11)];
+  for (const c of waiting) q.push(c);
+  const retried = [call(0), call(1), call(2), call(3)];
+  for (const c of retried) q.unshift(c);
+  assert.deepEqual(q.values(), [...retried, ...waiting]);
+  // Once they are sent, a later crash's retries start a run of their own.
+  for (let i = 0; i < 4; i++) q.remove(q.first()!);
+  const later = [call(4), call(5)];
+  for (const c of later) q.unshift(c);
+  assert.deepEqual(q.values(), [...later, ...waiting]);
+  // One cancelled amid the run leaves the others' order.
+  const more = call(6);
+  q.remove(later[0]!);
+  q.unshift(more);
+  assert.deepEqual(q.values(), [later[1], more, ...waiting]);
 });

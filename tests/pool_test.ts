@@ -677,6 +677,9 @@ Deno.test("Pool.close: a call that crashes its worker during the grace rejects w
       exits.map(({ code, reason }) => ({ code, reason })),
       [{ code: 3, reason: "exited with code 3" }],
     );
+    // Counted as the crash it was (pyproxy_worker_exits_total), not as
+    // the close's "stopped" (chaos42).
+    assert.deepEqual(pool.status().workers[0]!.exits, { exit_3: 1 });
   } finally {
     await pids.assertGone();
   }
@@ -1301,4 +1304,77 @@ Deno.test("Pool: a worker killed by one model's import fails the other loads und
   } finally {
     await pids.assertGone();
   }
+});
+
+Deno.test("Pool: an onSend that throws is logged; its call runs and its worker's slot is released, sent at once or from the queue", async () => {
+  // The throw came out of the send between the slot's acquire and the
+  // request: the call never settled and the slot stayed taken, so with
+  // maxInFlightPerWorker 1 every later call waited in the queue for ever
+  // (chaos42).
+  await using dir = await modelsDir();
+  const { logger, entries } = recordingLogger();
+  await using pool = await Pool.start(
+    opts(dir.path, { workers: 1, maxInFlightPerWorker: 1, logger }),
+  );
+  await pool.addModel("slow", { file: "slow.py" });
+  const onSend = () => {
+    throw new Error("the caller's onSend threw");
+  };
+  const direct = await pool.execute("slow", { i: 1 }, {
+    onSend,
+    timeout: 10_000,
+  });
+  assert.equal((direct as { i: number }).i, 1);
+  assert.equal(pool.status().workers[0]!.inFlight, 0);
+  // One that waits in the queue behind another, sent by the pump.
+  const first = pool.execute("slow", { i: 2, ms: 100 }, { timeout: 10_000 });
+  const queued = pool.execute("slow", { i: 3 }, { onSend, timeout: 10_000 });
+  const after = pool.execute("slow", { i: 4 }, { timeout: 10_000 });
+  const answers = await Promise.all([first, queued, after]);
+  assert.deepEqual(answers.map((a) => (a as { i: number }).i), [2, 3, 4]);
+  assert.equal(pool.status().workers[0]!.inFlight, 0);
+  const warned = entries.filter(([level, message]) =>
+    level === "warn" && message.startsWith("The onSend callback")
+  );
+  assert.equal(warned.length, 2);
+});
+
+Deno.test("Pool batching: a call's onSend that throws keeps neither its batch from running nor the batch's other calls' onSend from being called", async () => {
+  await using dir = await modelsDir();
+  const { logger } = recordingLogger();
+  await using pool = await Pool.start(
+    opts(dir.path, { workers: 1, maxInFlightPerWorker: 1, logger }),
+  );
+  await pool.addModel("batcher", {
+    source: `
+import time
+class Batcher:
+    batch_size = 2
+    batch_delay_ms = 1000
+    def execute_batch(self, msgs):
+        time.sleep(max(m.get("sleep", 0) for m in msgs))
+        return [{"id": m["id"], "size": len(msgs)} for m in msgs]
+`,
+  });
+  const sent: string[] = [];
+  // The worker busy with a batch: the two calls wait, and go as one.
+  const busy = pool.execute("batcher", { id: 0, sleep: 0.2 }, {
+    timeout: 10_000,
+  });
+  const answers = await Promise.all([
+    pool.execute("batcher", { id: 1 }, {
+      timeout: 10_000,
+      onSend: () => {
+        throw new Error("the caller's onSend threw");
+      },
+    }),
+    pool.execute("batcher", { id: 2 }, {
+      timeout: 10_000,
+      onSend: (w) => sent.push(w),
+    }),
+  ]);
+  assert.deepEqual(answers, [{ id: 1, size: 2 }, { id: 2, size: 2 }]);
+  assert.deepEqual(sent, ["w1"]);
+  await busy;
+  assert.equal(pool.status().workers[0]!.inFlight, 0);
 });
