@@ -99,6 +99,17 @@ _readv = getattr(os, "readv", None)
 _sched_yield = getattr(os, "sched_yield", None) or (lambda: None)
 
 
+def _base64_pieces(message, key):
+    """The encoded pieces of ``message`` with the ``bytes`` values in
+    ``message[key]`` as base64 strings named by ``"$bytes"`` (protocol §3,
+    "Bytes"); None when it holds none."""
+    split = binary.split(message[key], (key,))
+    if split is None:
+        return None
+    skeleton, found = split
+    return _encode_pieces(dict(message, **{key: skeleton, "$bytes": [list(at) for at, _ in found]}))
+
+
 class Connection(asyncio.BufferedProtocol):
     """One client connection; see the module docstring."""
 
@@ -1294,19 +1305,13 @@ class Connection(asyncio.BufferedProtocol):
                     ref = spill.write(pieces, "py-%s-%s%s" % (self.id, spill_tag, rid), None, blobs)
                 except OSError as exc:
                     # Inline: the bytes as base64 named by "$bytes", never spilled again.
-                    split = binary.split(message[key], (key,))
-                    skeleton, found = split
-                    inline = _encode_pieces(dict(message, **{key: skeleton, "$bytes": [list(at) for at, _ in found]}))
+                    inline = _base64_pieces(message, key)
                     size = sum(map(len, inline))
                     if not self._inline_after(exc, size, spill):
                         return self.encode_error(rid, SpillError(self._refused_message(exc, size, spill)).to_wire())
                     return b"".join(inline)
                 return big_json.encode_bytes({"id": rid, "$spill": ref})
-        split = binary.split(message[key], (key,))
-        if split is None:
-            return None
-        skeleton, found = split
-        return _encode_pieces(dict(message, **{key: skeleton, "$bytes": [list(at) for at, _ in found]}))
+        return _base64_pieces(message, key)
 
     def _request_with_bytes(self, exc, message, spill):
         """``(pieces, blobs)`` for a Python → host request whose ``args``
@@ -1330,11 +1335,8 @@ class Connection(asyncio.BufferedProtocol):
                 pieces = _encode_pieces(dict(message, args=skeleton))
                 if sum(map(len, pieces)) + sum(len(body) for _, body in blobs) > spill.threshold:
                     return pieces, blobs
-            split = binary.split(message["args"], ("args",))
-            if split is None:
-                return None
-            skeleton, found = split
-            return _encode_pieces(dict(message, **{"args": skeleton, "$bytes": [list(at) for at, _ in found]})), None
+            pieces = _base64_pieces(message, "args")
+            return None if pieces is None else (pieces, None)
         except (TypeError, ValueError, RecursionError):
             return None
 

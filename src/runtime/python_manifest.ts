@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 71725,
+      size: 71647,
       sha256:
-        "1b1965344063fd9333d31b33696429b83aae64544b2d4100cc5c425935b101e4",
+        "e8cc5280e7b1a585643af2915568f02cc3ad7b851c371ac43dec192cddfa4c4a",
     },
     {
       path: "pyproxy_server/declared.py",
