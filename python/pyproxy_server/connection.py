@@ -342,7 +342,9 @@ class Connection(asyncio.BufferedProtocol):
         future = concurrent.futures.Future()
         try:
             try:
-                data = self._finish(data, rid, "r", cmd, spill, blobs)
+                data = self._finish(
+                    data, rid, "r", cmd, spill, blobs, None if blobs is None else lambda: _base64_pieces(message, "args")
+                )
             except PyProxyError as exc:
                 raise HostError("Cannot call host %r: %s" % (cmd, exc.message))
             if own:
@@ -1367,7 +1369,7 @@ class Connection(asyncio.BufferedProtocol):
         except PyProxyError as exc:
             return big_json.encode_bytes({"id": rid, "ok": False, "error": exc.to_wire()}, True)
 
-    def _finish(self, pieces, rid, kind, cmd=None, spill=_CURRENT_SPILL, blobs=None):
+    def _finish(self, pieces, rid, kind, cmd=None, spill=_CURRENT_SPILL, blobs=None, inline=None):
         """The payload for encoded ``pieces`` (``big_json.encode``): the message, or
         the reference to the spill file it went to when above the threshold;
         refused above the frame limit.
@@ -1378,7 +1380,10 @@ class Connection(asyncio.BufferedProtocol):
         ``id: null`` (several may wait to be read at once). ``spill``: the
         settings to use (default: the connection's at this moment).
         ``blobs``: bytes segments (``spill.write``) of a message that
-        ``_request_with_bytes`` found above the threshold of ``spill``.
+        ``_request_with_bytes`` found above the threshold of ``spill``;
+        ``inline``: with ``blobs``, a function giving the message's pieces
+        with its bytes as base64 (``_base64_pieces``), sent instead when the
+        file system refuses the spill file and they fit the frame limit.
         """
         if spill is _CURRENT_SPILL:
             spill = self.spill
@@ -1399,8 +1404,14 @@ class Connection(asyncio.BufferedProtocol):
                 name = "py-%s-%s" % (self.id, tag)
                 ref = spill.write(pieces, name) if blobs is None else spill.write(pieces, name, None, blobs)
             except OSError as exc:
-                # A message with bytes segments holds nulls where its bytes go: never inline as it is.
-                if blobs is not None or not self._inline_after(exc, size, spill):
+                if blobs is not None:
+                    # Its pieces hold nulls where the bytes go: inline, the bytes go as base64.
+                    if inline is None:
+                        raise SpillError(self._refused_message(exc, size, spill))
+                    pieces = inline()
+                    data = None
+                    size = sum(map(len, pieces))
+                if not self._inline_after(exc, size, spill):
                     raise SpillError(self._refused_message(exc, size, spill))
                 ref = None  # it goes inline, below
             if ref is not None:

@@ -9,6 +9,7 @@ so the spill file's write fails part-way as on a full file system."""
 import base64
 import json
 import os
+import asyncio
 import resource
 import shutil
 import tempfile
@@ -18,6 +19,9 @@ from pyproxy_server import big_json
 from pyproxy_server.connection import Connection
 from pyproxy_server.server import Server
 from pyproxy_server.spill import SpillSettings
+
+from ._client import encode
+from .test_read_batch import ConnectionCase, replies
 
 # The file size limit while a refused write is made (bytes): any spill file above it fails.
 LIMIT = 64 * 1024
@@ -122,6 +126,53 @@ class RefusedSpillTest(unittest.TestCase):
         message = json.loads(self.conn.encode_reply(8, BIG_RESULT))
         self.assertEqual(message["error"]["type"], "SpillError", message)
         self.assertEqual(self.server.spill_refusals.failures, 0)
+
+
+HOST_BYTES_SOURCE = """
+from pyproxy import host
+
+class Model:
+    threaded = True
+    def execute(self, msg):
+        return host.call("store", {"b": bytes(range(256)) * %d})
+""" % (LIMIT // 64)
+
+
+class RefusedHostRequestTest(ConnectionCase):
+    def test_a_host_request_with_bytes_segments_goes_inline_with_its_bytes_as_base64(self):
+        # Its spill file would hold the bytes raw after the JSON: refused, the
+        # request goes inline with them as base64, where it failed the call.
+        spill_dir = tempfile.mkdtemp(prefix="pyproxy-refused-test-")
+        self.addCleanup(shutil.rmtree, spill_dir, True)
+        blob = bytes(range(256)) * (LIMIT // 64)
+
+        async def wait_for(transport, found):
+            for _ in range(1000):
+                got = [m for m in replies(b"".join(transport.writes)) if found(m)]
+                if got:
+                    return got[0]
+                await asyncio.sleep(0.005)
+            self.fail("nothing came")
+
+        async def body(server, conn, transport):
+            conn._send_bytes = True  # the host reads bytes (its auth said so)
+            conn.data_received(encode({"id": 1, "cmd": "configure", "spill": {"dir": spill_dir, "threshold": 1000, "bytes": True}}))
+            conn.data_received(encode({"id": 2, "cmd": "addModel", "name": "m", "source": HOST_BYTES_SOURCE}))
+            self.assertTrue((await wait_for(transport, lambda m: m.get("id") == 2))["ok"])
+            with FileSizeLimit(), self.assertLogs("pyproxy_server.spill", "WARNING"):
+                conn.data_received(encode({"id": 3, "cmd": "executeModel", "name": "m", "msg": {}}))
+                request = await wait_for(transport, lambda m: m.get("cmd") == "store" or m.get("id") == 3)
+                self.assertEqual(request.get("cmd"), "store", request)
+            self.assertNotIn("$spill", request)
+            self.assertEqual(request["$bytes"], [["args", "b"]], sorted(request))
+            self.assertEqual(base64.b64decode(request["args"]["b"]), blob)
+            conn.data_received(encode({"id": request["id"], "ok": True, "result": "stored"}))
+            reply = await wait_for(transport, lambda m: m.get("id") == 3 and "cmd" not in m)
+            self.assertEqual(reply, {"id": 3, "ok": True, "result": "stored"})
+            self.assertEqual(os.listdir(spill_dir), [])
+            self.assertEqual((server.spill_refusals.failures, server.spill_refusals.inline), (1, 1))
+
+        self.run_in_process(body)
 
 
 if __name__ == "__main__":

@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 71647,
+      size: 72241,
       sha256:
-        "e8cc5280e7b1a585643af2915568f02cc3ad7b851c371ac43dec192cddfa4c4a",
+        "d298c9936075c7e15c441d32a4f422f629a1a6c14141418e4b83b851ad7e07b7",
     },
     {
       path: "pyproxy_server/declared.py",
