@@ -24,6 +24,7 @@ export * from "./src/plugin.ts";
 export * from "./src/pool.ts";
 export * from "./src/atom.ts";
 export * from "./src/model_stream.ts";
+export * from "./src/execute_each.ts";
 export * from "./src/atom_registry.ts";
 export * from "./src/eval_session.ts";
 export * from "./src/output_buffer.ts";

@@ -1,8 +1,8 @@
 /**
  * A batch job: score every row of a JSON lines file with a Python model and
  * write one result line per row, in the rows' order, with at most `IN_FLIGHT`
- * calls pending (the file is read only as fast as results are written), each
- * row's failure kept beside its id: see docs/performance.md, "Scoring many
+ * calls pending (`pool.executeEach`: the file is read only as fast as results
+ * are written), each row's failure kept beside its id: see docs/performance.md, "Scoring many
  * rows (a batch job)".
  *
  *     deno run -A examples/bulk_scoring.ts
@@ -31,30 +31,6 @@ class Risk:
 `;
 
 type Row = { id: number; income: number; debt: number };
-type Scored<I, O> = { row: I; result?: O; error?: unknown };
-
-/**
- * Scores `rows` with at most `inFlight` calls pending and yields each row
- * with its result or its error, in the rows' order.
- */
-async function* scoreInOrder<I, O>(
-  rows: AsyncIterable<I> | Iterable<I>,
-  score: (row: I) => Promise<O>,
-  inFlight: number,
-): AsyncGenerator<Scored<I, O>> {
-  const pending: Promise<Scored<I, O>>[] = [];
-  for await (const row of rows) {
-    // A handler at once: no rejected promise waits unhandled.
-    pending.push(
-      score(row).then(
-        (result) => ({ row, result }),
-        (error) => ({ row, error }),
-      ),
-    );
-    if (pending.length >= inFlight) yield await pending.shift()!;
-  }
-  while (pending.length > 0) yield await pending.shift()!;
-}
 
 /** The lines of a file, read as they are needed. */
 async function* lines(path: string): AsyncGenerator<string> {
@@ -97,21 +73,20 @@ try {
   const failed: string[] = [];
   try {
     for await (
-      const { row, result, error } of scoreInOrder(
+      const r of pool.executeEach<Row, unknown>(
+        "risk",
         parse(lines(input)),
         // idempotent: a row on a worker that dies is sent again elsewhere
-        (r: Row) => pool.execute("risk", r, { idempotent: true }),
-        IN_FLIGHT,
+        { concurrency: IN_FLIGHT, idempotent: true },
       )
     ) {
+      const row = r.input;
       if (row.id !== next++) throw new Error(`out of order at ${row.id}`);
-      if (error === undefined) scored++;
-      else failed.push(`${row.id}: ${(error as Error).message}`);
+      if (r.ok) scored++;
+      else failed.push(`${row.id}: ${(r.error as Error).message}`);
       await out.write(
         JSON.stringify(
-          error === undefined
-            ? result
-            : { id: row.id, error: (error as Error).message },
+          r.ok ? r.result : { id: row.id, error: (r.error as Error).message },
         ) + "\n",
       );
     }

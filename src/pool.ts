@@ -15,6 +15,11 @@ import {
 import type { Logger } from "./logger.ts";
 import { type Atom, type EvalOptions, startAtom } from "./atom.ts";
 import { AtomRegistry } from "./atom_registry.ts";
+import {
+  type EachOptions,
+  type EachResult,
+  executeEach,
+} from "./execute_each.ts";
 import { ReplayBudget } from "./replay_budget.ts";
 import {
   type EvalSession,
@@ -222,6 +227,30 @@ export interface ExecuteOptions extends Omit<PoolRequestOptions, "onEvent"> {
    */
   version?: string;
 }
+
+/**
+ * Options of {@linkcode Pool.executeEach}: those of each call (as
+ * {@linkcode Pool.execute}'s, without the ones that name one call) and
+ * those of the run ({@linkcode EachOptions}: `concurrency`, `ordered`,
+ * `signal`).
+ *
+ * @example
+ * ```ts
+ * import type { ExecuteEachOptions } from "@pyproxy/pyproxy";
+ * const options: ExecuteEachOptions = { concurrency: 256, idempotent: true, timeout: 10_000 };
+ * console.log(options.concurrency);
+ * // for await (const r of pool.executeEach("risk", rows, options)) ...
+ * ```
+ */
+export interface ExecuteEachOptions extends
+  Omit<
+    ExecuteOptions,
+    "signal" | "requestId" | "onSend" | "onResponseMeta"
+  >,
+  EachOptions {}
+
+/** The most calls `executeEach` keeps pending by default. */
+const EACH_WINDOW_MAX = 8192;
 
 /**
  * What {@linkcode Pool.modelVersions} returns: a model's version labels,
@@ -1666,6 +1695,69 @@ export class Pool implements AsyncDisposable {
         },
       ),
     );
+  }
+
+  /**
+   * Runs model `name` once per input of `inputs` (an array, any iterable, an
+   * async iterable such as a file read line by line or a `ReadableStream`)
+   * with at most `concurrency` calls pending, and yields each input with its
+   * result or its error: `{ index, input, ok: true, result }` or `{ index,
+   * input, ok: false, error }` (an error is never thrown: a row that fails
+   * is an item), in the inputs' order unless `ordered: false`. The source
+   * is read only as fast as the loop takes results (backpressure), and no
+   * more than `concurrency` calls wait anywhere, so a job of millions of
+   * rows holds neither the pool's queue nor memory (docs/performance.md,
+   * "Scoring many rows"). Leaving the loop early (`break`, a throw) or
+   * aborting `signal` cancels the pending calls and waits for them; then
+   * the source's `return()` runs. Like Python's `multiprocessing`
+   * `Pool.imap` (`imap_unordered` with `ordered: false`).
+   *
+   * `concurrency` defaults to the workers × `maxInFlightPerWorker` (what
+   * runs at once without queueing), times the model's `batch_size` for a
+   * model that batches, at most 8192. Each call goes through
+   * {@linkcode Pool.execute} with the other options (and the plugins' call
+   * hooks).
+   *
+   * @example Score a JSON lines file, writing results as they come
+   * ```ts ignore
+   * for await (const r of pool.executeEach("risk", rows, { idempotent: true })) {
+   *   if (r.ok) out.write(JSON.stringify(r.result) + "\n");
+   *   else failed.push({ id: r.input.id, error: String(r.error) });
+   * }
+   * ```
+   */
+  executeEach<I = unknown, T = Record<string, unknown> | null>(
+    name: string,
+    inputs: Iterable<I> | AsyncIterable<I>,
+    options: ExecuteEachOptions = {},
+  ): AsyncGenerator<EachResult<I, T>, void, undefined> {
+    const { concurrency, ordered: _ordered, signal: _signal, ...call } =
+      options;
+    return executeEach<I, T>(
+      inputs,
+      (input, abort) =>
+        this.execute<T>(name, input, { ...call, signal: abort }),
+      {
+        ...options,
+        concurrency: concurrency ?? this.#eachWindow(name, call.version),
+      },
+    );
+  }
+
+  /** `executeEach`'s default `concurrency` for model `name`. */
+  #eachWindow(name: string, version: string | undefined): number {
+    const running = Math.max(1, this.#supervisor.workers.length) *
+      this.#opts.maxInFlightPerWorker;
+    let resolved = this.#defaults.get(name) ?? name;
+    if (version !== undefined) {
+      try {
+        resolved = this.#versionName("execute", name, version);
+      } catch {
+        // Each call rejects with the error itself.
+      }
+    }
+    const batch = this.#batchers.get(resolved)?.settings.size ?? 1;
+    return Math.min(EACH_WINDOW_MAX, running * batch);
   }
 
   /**
