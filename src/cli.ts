@@ -72,7 +72,8 @@ Options:
   -c, --config <file>       Config file (default ./pyproxy.json when it exists)
       --python <exe>        Python executable (default python3)
       --log-dir <dir>       The workers' log files go here (default
-                            <models>/logs)
+                            <models>/logs; - : into serve's own log on
+                            stderr, no files, e.g. in a container)
       --env <NAME=VALUE>    Set a variable in every worker's environment;
                             {worker} and {index} are filled in per worker
                             (repeatable; over pyproxy.json's env)

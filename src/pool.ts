@@ -414,6 +414,11 @@ export interface PoolOptions {
    * the current directory. Set it when the models directory is a source
    * tree, or read-only, or when the logs must outlive a pool without
    * `modelsDir` (whose temporary directory, logs included, goes with it).
+   * `"-"`: no files; each worker logs to its stderr, whose lines go into
+   * the pool's log (`logger`; else the category `["pyproxy",
+   * "python-server", "stderr"]`), each at its level, at most 1000 lines a
+   * second per worker (the rest counted): for a container, whose platform
+   * collects the host's stderr.
    * @default {`<modelsDir>/logs`}
    */
   logDir?: string;
@@ -950,7 +955,9 @@ export class Pool implements AsyncDisposable {
         );
       }
     }
-    if (opts.logDir !== undefined) await checkLogDir(opts.runtime, opts.logDir);
+    if (opts.logDir !== undefined && opts.logDir !== "-") {
+      await checkLogDir(opts.runtime, opts.logDir);
+    }
     const pool = new Pool(opts, plugins);
     await pool.#start();
     return pool;

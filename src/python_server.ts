@@ -181,7 +181,10 @@ export interface PythonServerOptions {
   logName?: string;
   /**
    * The directory of the log file (`--log-dir`), made (0700) when missing;
-   * an existing one's mode is left alone.
+   * an existing one's mode is left alone. `"-"`: no file, the server logs
+   * to its stderr, whose lines reach the host's log (category `["pyproxy",
+   * "python-server", "stderr"]`, each at its level, at most 1000 a second
+   * rather than the 50 kept for an unplanned stderr).
    *
    * @default {`<path>/logs`}
    */
@@ -551,6 +554,8 @@ export class PythonServer implements AsyncDisposable {
     const stderrLog = new StderrLog(
       options.logger ?? getLogger(["pyproxy", "python-server", "stderr"]),
       id,
+      // Its whole log, on purpose: more lines than a traceback's burst.
+      options.logDir === "-" ? { maxLinesPerSecond: 1000 } : {},
     );
     const onStderr = options.onStderr;
     const stderr = new StderrTail(

@@ -356,6 +356,14 @@ Deno.test("resolveConfig resolves --log-dir against the working directory, the f
     }).logDir,
     "/home/var/log",
   );
+  // "-" is stderr, not a directory named "-" in either place.
+  for (const where of [{ cli: { logDir: "-" } }, { file: { logDir: "-" } }]) {
+    assert.equal(
+      resolveConfig({ cwd: "/home/me", fileDir: "/etc/pyproxy", ...where })
+        .logDir,
+      "-",
+    );
+  }
 });
 
 Deno.test("resolveConfig defaults to the bundled example models", () => {

@@ -144,3 +144,50 @@ Deno.test("Pool with a logger of its own: workers' stderr and host command failu
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("Pool with logDir '-': no log files, each worker's log reaches the pool's logger at its level, past the 50 lines a second of an unplanned stderr", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-log-dash-" });
+  const { logger, entries } = recordingLogger();
+  try {
+    const { Pool } = await import("../src/pool.ts");
+    await using pool = await Pool.start({
+      workers: 1,
+      modelsDir: dir,
+      handleSignals: false,
+      logger,
+      logDir: "-",
+    });
+    await pool.addModel("chatty", {
+      source: "import logging\nlog = logging.getLogger('chatty')\n" +
+        "class M:\n    def execute(self, msg):\n" +
+        "        for i in range(msg['n']):\n" +
+        "            log.warning('line %d of the model', i)\n" +
+        "        return None\n",
+    });
+    await pool.execute("chatty", { n: 200 });
+    const seen = () => lines(entries).join("\n");
+    for (let i = 0; i < 200 && !/line 199 of the model/.test(seen()); i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const text = seen();
+    assert.match(
+      text,
+      /^warn \S+ \S+ WARNING \[.*\] chatty: line 199 of the model$/m,
+    );
+    assert.equal(
+      text.match(/ chatty: line \d+ of the model$/gm)?.length,
+      200,
+      "none dropped at 200 lines in a burst",
+    );
+    // The server's own records too, at their level (its start line).
+    assert.match(text, /^info \S+ \S+ INFO \[.*\] pyproxy_server\S*: /m);
+    assert.doesNotMatch(text, /cannot open log file/);
+    assert.deepEqual(
+      [...Deno.readDirSync(dir)].map((e) => e.name),
+      [],
+      "no logs directory",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -83,7 +83,7 @@ def parse_args(argv=None):
     parser.add_argument("--insecure-no-auth", action="store_true", help="accept connections without authentication (local experiments only)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     parser.add_argument("--log-name", default=None, help="log to <path>/logs/pythonserver<NAME>.log (letters, digits, '.', '_', '-'; default: the TCP port, else the --unix file name)")
-    parser.add_argument("--log-dir", default=None, help="write the log file here instead of <path>/logs (made, 0700, when missing; an existing directory's mode is left alone)")
+    parser.add_argument("--log-dir", default=None, help="write the log file here instead of <path>/logs (made, 0700, when missing; an existing directory's mode is left alone); - logs to stderr, no file")
     args = parser.parse_args(argv)
     if args.port is None and args.unix is None:
         args.port = 0
@@ -348,7 +348,8 @@ def setup_logging(root, name, level, claim=False, log_dir=None):
     ``claim``: the name is not a TCP port, which no other running server
     can have (a ``--log-name``, or a socket file name, which servers with
     sockets in different directories share): see ``_claim_log_name``.
-    ``log_dir``: the directory instead of ``<root>/logs`` (``--log-dir``)."""
+    ``log_dir``: the directory instead of ``<root>/logs`` (``--log-dir``);
+    ``"-"``: stderr, no file."""
     # A cancel's interrupt must not leave logging's module lock held either.
     shield_module_lock()
     root_logger = logging.getLogger()
@@ -359,7 +360,10 @@ def setup_logging(root, name, level, claim=False, log_dir=None):
     handler = None
     lock_fd = None
     try:
-        if log_dir is None:
+        if log_dir == "-":
+            # On purpose (a container's platform collects stderr): no file.
+            handler = _StderrLogHandler(sys.__stderr__)
+        elif log_dir is None:
             logs = os.path.join(root, "logs")
             os.makedirs(logs, mode=0o700, exist_ok=True)
             try:
@@ -371,14 +375,15 @@ def setup_logging(root, name, level, claim=False, log_dir=None):
             # mode is theirs; the files are 0600 whatever it is.
             logs = log_dir
             os.makedirs(logs, mode=0o700, exist_ok=True)
-        if claim:
-            name, lock_fd = _claim_log_name(logs, name)
-        handler = _PrivateLogHandler(
-            os.path.join(logs, "pythonserver%s.log" % name), maxBytes=10 * 1024 * 1024, backupCount=3, encoding="utf-8",
-            # Printed text with lone surrogates (os.fsdecode of a non-UTF-8 name) is logged, not lost.
-            errors="backslashreplace",
-        )
-        handler.lock_fd, lock_fd = lock_fd, None
+        if handler is None:
+            if claim:
+                name, lock_fd = _claim_log_name(logs, name)
+            handler = _PrivateLogHandler(
+                os.path.join(logs, "pythonserver%s.log" % name), maxBytes=10 * 1024 * 1024, backupCount=3, encoding="utf-8",
+                # Printed text with lone surrogates (os.fsdecode of a non-UTF-8 name) is logged, not lost.
+                errors="backslashreplace",
+            )
+            handler.lock_fd, lock_fd = lock_fd, None
     except OSError as exc:
         if lock_fd is not None:
             os.close(lock_fd)

@@ -1,6 +1,7 @@
 """The server's log files are private to their owner."""
 
 import glob
+import io
 import logging
 import os
 import shutil
@@ -9,6 +10,7 @@ import tempfile
 import threading
 import time
 import unittest
+from unittest import mock
 
 from pyproxy_server.__main__ import LOOP_LOGGERS, _claim_log_name, setup_logging
 from tests._client import ServerProcess
@@ -74,6 +76,20 @@ class LogFileTest(unittest.TestCase):
         setup_logging(self.root, "slot0", "info", claim=True, log_dir=made)
         self.assertEqual(self.mode(made), 0o700)
         self.assertTrue(os.path.exists(os.path.join(made, "pythonserverslot0.log.lock")))
+
+    def test_log_dir_dash_logs_to_stderr_and_makes_no_file(self):
+        err = io.StringIO()
+        with mock.patch("sys.__stderr__", err):
+            setup_logging(self.root, "slot0", "info", claim=True, log_dir="-")
+        logging.getLogger("pyproxy_server").warning("to stderr on purpose")
+        logging.getLogger("model").info("a model's record")
+        text = err.getvalue()
+        self.assertRegex(text, r"WARNING \[.*\] pyproxy_server: to stderr on purpose\n")
+        self.assertIn("INFO", text.splitlines()[1])
+        self.assertIn("model: a model's record", text)
+        self.assertNotIn("cannot open log file", text)
+        self.assertEqual(os.listdir(self.root), [])
+        self.assertFalse(os.path.exists("-"))
 
     def test_a_server_given_log_dir_logs_there(self):
         logs = os.path.join(tempfile.mkdtemp(), "logs here")

@@ -618,10 +618,15 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
   }
   const python = pick("python");
   if (python !== undefined) config.python = python;
+  // "-": the workers log to stderr, into the gateway's log (no file).
   if (cli.logDir !== undefined) {
-    config.logDir = resolvePath(options.cwd, cli.logDir);
+    config.logDir = cli.logDir === "-"
+      ? "-"
+      : resolvePath(options.cwd, cli.logDir);
   } else if (file.logDir !== undefined) {
-    config.logDir = resolvePath(fileDir, file.logDir);
+    config.logDir = file.logDir === "-"
+      ? "-"
+      : resolvePath(fileDir, file.logDir);
   }
   const tracing = resolveTracing(file.tracing, cli.tracing, options.otelEnv);
   if (tracing !== undefined) config.tracing = tracing;

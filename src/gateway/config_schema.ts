@@ -150,7 +150,8 @@ export interface GatewayConfig {
   python?: string | undefined;
   /**
    * Directory of the workers' log files instead of `<modelsDir>/logs`
-   * (relative to the file's directory; `--log-dir`: to the working one).
+   * (relative to the file's directory; `--log-dir`: to the working one);
+   * `"-"`: no files, the workers' logs go into the gateway's log (stderr).
    */
   logDir?: string | undefined;
   /**

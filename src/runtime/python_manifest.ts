@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 30366,
+      size: 30644,
       sha256:
-        "f81408cfdd17aa8865e25f3fe1b19ddf6a8cc35d50281b6eaa26bb02e10e8c9d",
+        "59b216dbd7097c1d6eaf1f467b64747b4504c583f7f1a8b5998e7f5bea64b92c",
     },
     {
       path: "pyproxy_server/array_like.py",
