@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 30366,
+      size: 30703,
       sha256:
-        "f81408cfdd17aa8865e25f3fe1b19ddf6a8cc35d50281b6eaa26bb02e10e8c9d",
+        "34acf6255b0e6b3c634729407bcb45ffc39caccb0529ff29ef03b6c77a7b9fef",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -199,6 +199,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 62017,
       sha256:
         "1cefbc3e4c71f098d29d5f4b94723a5fce907a88ea5b1752a3e0d7ab5d916cd1",
+    },
+    {
+      path: "pyproxy_server/own_file.py",
+      size: 2950,
+      sha256:
+        "c24a288fceb177a3ebbb5dcf800af16a4a437c1f40f65ae58059c22b09f61b71",
     },
     {
       path: "pyproxy_server/own_group.py",
