@@ -47,25 +47,36 @@ def open_own_file(path, flags, mode=0o600):
     try:
         fd = os.open(path, flags | _NOFOLLOW | _NONBLOCK, mode)
     except OSError as exc:
-        if exc.errno == errno.ELOOP and os.path.islink(path):
+        # ELOOP for a link, or EACCES where the kernel protects sticky
+        # directories (fs.protected_symlinks, protected_regular and
+        # protected_fifos refuse another user's entry there first); ENXIO
+        # for a FIFO without a reader. Said as what is there.
+        try:
+            there = os.lstat(path)
+        except OSError:
+            raise exc from None
+        if stat.S_ISLNK(there.st_mode):
             raise NotOwnFileError(errno.ELOOP, "a symbolic link, not followed", path) from None
-        if exc.errno == errno.ENXIO:  # a FIFO without a reader, a socket
-            raise NotOwnFileError(errno.ENXIO, "not a regular file", path) from None
+        _check(there, path)
         raise
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise NotOwnFileError(errno.EPERM, "not a regular file", path)
-        geteuid = getattr(os, "geteuid", None)  # not on Windows
-        if geteuid is not None and info.st_uid != geteuid():
-            raise NotOwnFileError(
-                errno.EPERM,
-                "owned by another user (uid %d, this server's is %d)" % (info.st_uid, geteuid()),
-                path,
-            )
+        _check(os.fstat(fd), path)
         if _NONBLOCK:
             os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _check(info, path):
+    """Raises ``NotOwnFileError`` unless ``info`` is a regular file of this process's user."""
+    if not stat.S_ISREG(info.st_mode):
+        raise NotOwnFileError(errno.EPERM, "not a regular file", path)
+    geteuid = getattr(os, "geteuid", None)  # not on Windows
+    if geteuid is not None and info.st_uid != geteuid():
+        raise NotOwnFileError(
+            errno.EPERM,
+            "owned by another user (uid %d, this server's is %d)" % (info.st_uid, geteuid()),
+            path,
+        )

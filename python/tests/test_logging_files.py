@@ -165,6 +165,25 @@ class LogFileTest(unittest.TestCase):
         self.assertEqual(self.mode(theirs), 0o666)
         self.assertIn("owned by another user", said)
 
+    @unittest.skipUnless(
+        hasattr(os, "geteuid") and os.geteuid() == 0, "needs root to make links of another user (skipped: not root)"
+    )
+    def test_links_of_another_user_in_a_sticky_directory_are_refused_as_links(self):
+        # There the kernel may refuse another user's link with EACCES before
+        # O_NOFOLLOW's ELOOP (fs.protected_*): still a link, and the lock's
+        # name is still passed over, not the log sent to stderr.
+        shared, target = self.shared_dir()
+        missing = os.path.join(self.root, "made-through-a-link")
+        for name, to in (("pythonserverslot0.log.lock", missing), ("pythonserverslot0-2.log", target)):
+            os.symlink(to, os.path.join(shared, name))
+            os.lchown(os.path.join(shared, name), 65534, 65534)
+        said = self.log_one_record(shared)
+        self.assertFalse(os.path.lexists(missing))
+        with open(target) as f:
+            self.assertEqual(f.read(), "the victim's own\n")
+        self.assertIn("pythonserverslot0-2.log", said)
+        self.assertIn("symbolic link", said)
+
     def test_a_server_given_log_dir_logs_there(self):
         logs = os.path.join(tempfile.mkdtemp(), "logs here")
         self.addCleanup(shutil.rmtree, os.path.dirname(logs))

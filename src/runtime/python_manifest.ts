@@ -202,9 +202,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/own_file.py",
-      size: 2950,
+      size: 3268,
       sha256:
-        "c24a288fceb177a3ebbb5dcf800af16a4a437c1f40f65ae58059c22b09f61b71",
+        "6a92fc1af63d894b174e6f8194d86ad7430c04103f32f28cfe895d778fb9a706",
     },
     {
       path: "pyproxy_server/own_group.py",
