@@ -382,10 +382,15 @@ async function materializeIn(
     // copy is then theirs to swap after it is verified.
     // (The shared temp directory's own is checked below, as this user's
     // alone: what is above it here.)
-    const checked = await trustedDir(
-      runtime,
-      shared ? dirname(cacheDir) : cacheDir,
-    );
+    let checked: Awaited<ReturnType<typeof trustedDir>>;
+    try {
+      checked = await trustedDir(
+        runtime,
+        shared ? dirname(cacheDir) : cacheDir,
+      );
+    } catch (err) {
+      return { unwritable: err }; // a path that cannot be looked at (EACCES, ENOTDIR)
+    }
     if ("untrusted" in checked) {
       return {
         unwritable: new StartError(
