@@ -438,6 +438,16 @@ Deno.test("materializePythonPackage does not cache under a HOME that every user 
       Deno.lstat(join(home, ".cache")),
       Deno.errors.NotFound,
     );
+    // A HOME that cannot be looked at (a file on the way: ENOTDIR) is passed
+    // over as one that cannot be written is.
+    await Deno.writeTextFile(join(tmp, "file"), "");
+    assert.ok(
+      (await materializePythonPackage(
+        withHome(join(tmp, "file", "home"), tmp),
+        new URL("https://x/"),
+        { fetch: offline },
+      )).startsWith(`${temp}/`),
+    );
     // With the sticky bit (as /tmp), nobody renames another user's entry.
     await Deno.chmod(open, 0o1777);
     dir = await materializePythonPackage(
