@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { AuthenticationError } from "../src/errors.ts";
+import { Pool } from "../src/pool.ts";
 import { Session } from "../src/session.ts";
 import { decodedMessages, encodeFrame, startServer } from "./_harness.ts";
 
@@ -130,6 +131,23 @@ Deno.test("Session given a secret refuses a server that says it needs no authent
       },
     );
     assert.deepEqual(fake.received, []);
+  }
+});
+
+Deno.test("A pool whose serverArgs start its workers with --insecure-no-auth still connects to them", async () => {
+  // Asked for by the caller's own args: not an impostor's hello.
+  const pool = await Pool.start({
+    workers: 1,
+    serverArgs: ["--insecure-no-auth"],
+  });
+  try {
+    await pool.addModel("echo", {
+      source: "class Echo:\n    def execute(self, msg):\n        return msg\n",
+    });
+    assert.deepEqual(await pool.execute("echo", { a: 1 }), { a: 1 });
+    assert.equal(pool.status().workers[0]!.state, "ready");
+  } finally {
+    await pool.close();
   }
 });
 
