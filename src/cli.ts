@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 import {
   configure,
   getConsoleSink,
+  getLogger,
   jsonLinesFormatter,
   type LogLevel,
   type LogRecord,
@@ -26,6 +27,7 @@ import {
 import { serve } from "./gateway/serve.ts";
 import { exampleBody } from "./gateway/example_body.ts";
 import { CERTIFICATE, firstPemBlock } from "./gateway/_pem_file.ts";
+import { exposedTokenWarnings } from "./gateway/_exposed_tokens.ts";
 
 // The manifest carries deno.json's version (scripts/gen_python_manifest.ts,
 // checked by tests/python_manifest_test.ts), so no JSON import is needed:
@@ -78,11 +80,13 @@ Options:
                             {worker} and {index} are filled in per worker
                             (repeatable; over pyproxy.json's env)
       --token <token>       Require "Authorization: Bearer <token>" on every route
-                            except /healthz (>= 16 characters; or set PYPROXY_TOKEN)
+                            except /healthz (>= 16 characters); every local user
+                            sees a flag's value (ps): set PYPROXY_TOKEN instead
       --manage-token <token>
                             The only token eval and model management accept (the
                             --token gets 403 there); accepted on every route but
-                            as the dashboard's ?token= (or set PYPROXY_MANAGE_TOKEN)
+                            as the dashboard's ?token= (as --token: set
+                            PYPROXY_MANAGE_TOKEN instead)
       --token-file <file>   Read --token from this file (one token a line, e.g. a
                             mounted secret), again whenever it changes (or set
                             PYPROXY_TOKEN_FILE)
@@ -783,6 +787,13 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
       ...(configPath === undefined ? {} : { path: configPath }),
     });
     startLog = await setupLogging(config);
+    for (
+      const warning of await exposedTokenWarnings(
+        runtime,
+        cli,
+        config.configPath,
+      )
+    ) getLogger(["pyproxy", "gateway"]).warn(warning);
     // A slow start (a model still loading) shows its records as they come:
     // held, it looked like a hang.
     const log = startLog;
@@ -874,7 +885,7 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
             ...(config.allowEval ? ["--allow-eval"] : []),
             ...(config.allowManage ? ["--allow-manage"] : []),
           ].join(" and ") || "the inference routes beside --manage-token"
-        }, which would otherwise be open to every local user; every route but /healthz needs it (set PYPROXY_TOKEN or --token to choose one)`,
+        }, which would otherwise be open to every local user; every route but /healthz needs it (set PYPROXY_TOKEN or --token-file to choose one)`,
       );
     }
     if (config.configPath) console.log(`  config:    ${config.configPath}`);

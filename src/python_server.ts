@@ -735,8 +735,13 @@ export class PythonServer implements AsyncDisposable {
     const { transport, ...rest } = options;
     const useUnix = transport === "unix" ||
       (transport === undefined && this.unixPath !== undefined);
+    // Started with --insecure-no-auth by the caller's own args: a server that
+    // asks for no authentication is expected, not an impostor (the session
+    // refuses one where it holds a secret).
+    const insecure = this.#options.args?.includes("--insecure-no-auth") ===
+      true;
     const base: SessionConnectOptions = {
-      secret: this.#secret,
+      ...(insecure ? {} : { secret: this.#secret }),
       ...(this.#options.runtime === undefined
         ? {}
         : { runtime: this.#options.runtime }),

@@ -105,14 +105,19 @@ export interface SessionConnectOptions {
   port?: number;
   /** Unix socket path (instead of `hostname`/`port`). */
   path?: string;
-  /** The server's secret; required unless the server runs with `--insecure-no-auth`. */
+  /**
+   * The server's secret; leave it out for a server started with
+   * `--insecure-no-auth` (with `serverProof`, a server that asks for no
+   * authentication where a secret is given is refused as an impostor).
+   */
   secret?: string;
   /**
    * Require the server to prove that it knows the secret too (its `auth`
    * reply's `serverMac` over a nonce of ours, protocol §4): whoever listens
    * in its place without the secret is refused with `AuthenticationError`
-   * before it is sent anything else. `false` for servers of other
-   * implementations that do not answer `clientNonce`.
+   * before it is sent anything else, as is one whose `hello` says it needs
+   * no authentication (`auth: "none"`) when `secret` is given. `false` for
+   * servers of other implementations that do not answer `clientNonce`.
    *
    * @default {true}
    */
@@ -783,6 +788,13 @@ export class Session implements AsyncDisposable {
         `Cannot authenticate to ${where}: unsupported auth scheme ${
           String(event.auth)
         }`,
+      );
+    } else if (secret !== undefined && serverProof) {
+      // A server of ours always asks for its secret. One that asks for
+      // none where we hold one is an impostor's way around the proof
+      // above: it was sent the models, their options and every call.
+      throw new AuthenticationError(
+        `Cannot authenticate to ${where}: the server asks for no authentication, but this session was given a secret; someone else may be listening in its place (for a server started with --insecure-no-auth, give no secret)`,
       );
     } else if (event.bytes === true) {
       // A server without authentication (--insecure-no-auth) that reads

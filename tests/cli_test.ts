@@ -1110,6 +1110,62 @@ Deno.test("main serve with the token in pyproxy.json does not point at $PYPROXY_
   }
 });
 
+Deno.test("main serve warns of tokens other users can read: --token and --manage-token in its command line, a pyproxy.json holding one readable by others", async () => {
+  // On a shared host every user reads a process's arguments (ps) and a
+  // file of mode 0644: the token was theirs, and with it every model (and,
+  // with the management token, eval).
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-cli-test-" });
+  try {
+    const models = new URL("../examples/models", import.meta.url).pathname;
+    const config = `${dir}/pyproxy.json`;
+    await Deno.writeTextFile(
+      config,
+      JSON.stringify({ token: "cli-file-token-0123456789", modelsDir: models }),
+    );
+    await Deno.chmod(config, 0o644);
+    const flags = [
+      "--token",
+      "cli-flag-token-0123456789",
+      "--manage-token",
+      "cli-flag-manage-0123456789",
+    ];
+    const warnings = async (args: string[], env = {}) => {
+      await using serve = await startServe(
+        [...args, "--port", "0", "--workers", "1", "--models", models],
+        env,
+      );
+      serve.child.kill("SIGTERM");
+      assert.equal((await serve.child.status).code, 0);
+      return await serve.stderr;
+    };
+    let stderr = await warnings(["--config", config, ...flags]);
+    assert.match(
+      stderr,
+      /--token puts the token in this process's command line, which every user of this machine can read \(ps, \/proc\/\d+\/cmdline\): set PYPROXY_TOKEN or --token-file instead/,
+    );
+    assert.match(
+      stderr,
+      /--manage-token puts the token in this process's command line/,
+    );
+    assert.match(
+      stderr,
+      /pyproxy\.json holds "token" and other users may read it \(mode 644\): chmod 600 it/,
+    );
+    assert.ok(
+      !stderr.includes("cli-flag-token"),
+      "the token itself is not logged",
+    );
+    // The same tokens from the environment and a private file: nothing said.
+    await Deno.chmod(config, 0o600);
+    stderr = await warnings(["--config", config], {
+      PYPROXY_TOKEN: "cli-env-token-0123456789",
+    });
+    assert.doesNotMatch(stderr, /command line, which every user|may read it/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("main serve generates a token for --allow-eval or --allow-manage without one, prints it and requires it", async () => {
   const models = new URL("../examples/models", import.meta.url).pathname;
   // Without a token, every local user (any process reaches the loopback)

@@ -400,6 +400,107 @@ Deno.test("materializePythonPackage with a HOME it cannot write caches in <temp>
   }
 });
 
+/** `rt` with `HOME` (and no `XDG_CACHE_HOME`) and a temp directory of the test's. */
+function withHome(home: string, tmp: string) {
+  return {
+    ...rt,
+    env: (name: string) =>
+      name === "HOME"
+        ? home
+        : name === "XDG_CACHE_HOME"
+        ? undefined
+        : rt.env(name),
+    tempDir: () => tmp,
+  };
+}
+
+const offline = () => Promise.reject(new TypeError("no network"));
+
+Deno.test("materializePythonPackage does not cache under a HOME that every user can write above, and gives the copy's path without links", async () => {
+  // HOME=/tmp/app/home with /tmp/app open to all (no sticky bit): another
+  // user renamed .cache away and put a verified-looking copy of their own
+  // there, with a sitecustomize.py that every worker's Python ran as this
+  // user (security23, shown as root with a second user).
+  const tmp = await Deno.makeTempDir({ prefix: "pyproxy-open-home-" });
+  const temp = join(tmp, `pyproxy-${Deno.uid()}`);
+  const open = join(tmp, "open");
+  const home = join(open, "home");
+  try {
+    await Deno.mkdir(home, { recursive: true });
+    await Deno.chmod(open, 0o777);
+    let dir = await materializePythonPackage(
+      withHome(home, tmp),
+      new URL("https://x/"),
+      { fetch: offline },
+    );
+    assert.ok(dir.startsWith(`${temp}/`), dir);
+    await assert.rejects(
+      Deno.lstat(join(home, ".cache")),
+      Deno.errors.NotFound,
+    );
+    // A HOME that cannot be looked at (a file on the way: ENOTDIR) is passed
+    // over as one that cannot be written is.
+    await Deno.writeTextFile(join(tmp, "file"), "");
+    assert.ok(
+      (await materializePythonPackage(
+        withHome(join(tmp, "file", "home"), tmp),
+        new URL("https://x/"),
+        { fetch: offline },
+      )).startsWith(`${temp}/`),
+    );
+    // With the sticky bit (as /tmp), nobody renames another user's entry.
+    await Deno.chmod(open, 0o1777);
+    dir = await materializePythonPackage(
+      withHome(home, tmp),
+      new URL("https://x/"),
+      { fetch: offline },
+    );
+    assert.ok(dir.startsWith(`${home}/.cache/pyproxy/`), dir);
+    // A link on the way, whose owner could point it elsewhere after the
+    // check: the copy's path is the real one.
+    const link = join(tmp, "link");
+    await Deno.symlink(home, link);
+    assert.equal(
+      await materializePythonPackage(
+        withHome(link, tmp),
+        new URL("https://x/"),
+        { fetch: offline },
+      ),
+      dir,
+    );
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+Deno.test({
+  name:
+    "materializePythonPackage does not cache under a HOME in another user's directory (needs root to chown: ignored otherwise)",
+  ignore: Deno.uid() !== 0,
+  fn: async () => {
+    const tmp = await Deno.makeTempDir({ prefix: "pyproxy-their-home-" });
+    const temp = join(tmp, `pyproxy-${Deno.uid()}`);
+    const theirs = join(tmp, "theirs");
+    try {
+      await Deno.mkdir(join(theirs, "home", ".cache"), { recursive: true });
+      await Deno.chmod(theirs, 0o755);
+      await Deno.chown(theirs, 65534, 65534);
+      const dir = await materializePythonPackage(
+        withHome(join(theirs, "home"), tmp),
+        new URL("https://x/"),
+        { fetch: offline },
+      );
+      assert.ok(dir.startsWith(`${temp}/`), dir);
+      assert.deepEqual(
+        [...Deno.readDirSync(join(theirs, "home", ".cache"))],
+        [],
+      );
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
+
 Deno.test("materializePythonPackage refuses manifest paths outside the cache directory", async () => {
   const evil: PythonManifest = {
     version: "0.0.0",

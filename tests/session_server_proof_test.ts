@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { AuthenticationError } from "../src/errors.ts";
+import { Pool } from "../src/pool.ts";
 import { Session } from "../src/session.ts";
 import { decodedMessages, encodeFrame, startServer } from "./_harness.ts";
 
@@ -13,7 +14,13 @@ import { decodedMessages, encodeFrame, startServer } from "./_harness.ts";
  * An impostor: says hello with a nonce and accepts any `auth`, answering
  * `serverMac` as `answer` makes it (or none). Records what it was sent.
  */
-function impostor(answer: (clientNonce: string) => string | undefined) {
+function impostor(
+  answer: (clientNonce: string) => string | undefined,
+  hello: Record<string, unknown> = {
+    auth: "hmac-sha256",
+    nonce: "00112233445566778899aabbccddeeff",
+  },
+) {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const received: Array<Record<string, unknown>> = [];
   const tasks: Promise<void>[] = [];
@@ -24,8 +31,7 @@ function impostor(answer: (clientNonce: string) => string | undefined) {
       version: 1,
       serverId: "w1",
       pid: 1,
-      auth: "hmac-sha256",
-      nonce: "00112233445566778899aabbccddeeff",
+      ...hello,
     }));
     try {
       for await (const batch of decodedMessages(conn.readable)) {
@@ -97,6 +103,51 @@ Deno.test("Session refuses a server that cannot prove it knows the secret, befor
     // Only the auth, with a fresh nonce of ours: no model, message or call.
     assert.deepEqual(fake.received.map((m) => m.cmd), ["auth"], what);
     assert.match(String(fake.received[0]!.clientNonce), /^[0-9a-f]{32}$/);
+  }
+});
+
+Deno.test("Session given a secret refuses a server that says it needs no authentication, before sending it anything", async () => {
+  // An impostor's way around the proof: a hello with auth "none" (what an
+  // --insecure-no-auth server says) skipped the handshake's check, and the
+  // session went on to send it models, options and calls.
+  for (const bytes of [false, true]) {
+    await using fake = impostor(() => undefined, { auth: "none", bytes });
+    await assert.rejects(
+      Session.connect({
+        port: fake.port,
+        secret: "s3cret",
+        connectTimeout: 5000,
+      }).then(async (session) => {
+        await session.close();
+        return session;
+      }),
+      (err: Error) => {
+        assert.ok(err instanceof AuthenticationError, String(err));
+        assert.match(
+          err.message,
+          /the server asks for no authentication, but this session was given a secret/,
+        );
+        return true;
+      },
+    );
+    assert.deepEqual(fake.received, []);
+  }
+});
+
+Deno.test("A pool whose serverArgs start its workers with --insecure-no-auth still connects to them", async () => {
+  // Asked for by the caller's own args: not an impostor's hello.
+  const pool = await Pool.start({
+    workers: 1,
+    serverArgs: ["--insecure-no-auth"],
+  });
+  try {
+    await pool.addModel("echo", {
+      source: "class Echo:\n    def execute(self, msg):\n        return msg\n",
+    });
+    assert.deepEqual(await pool.execute("echo", { a: 1 }), { a: 1 });
+    assert.equal(pool.status().workers[0]!.state, "ready");
+  } finally {
+    await pool.close();
   }
 });
 

@@ -33,6 +33,7 @@ from . import PROTOCOL_VERSION, capture
 from .forked_child import ForkedChild
 from .framer import Framer
 from .host_log_handler import HostLogHandler
+from .own_file import NotOwnFileError, open_own_file
 from .own_group import end_own_group
 from .server import Server, add_models_to_path
 from .shielded_logging import ShieldedLock, shield_module_lock
@@ -284,7 +285,9 @@ class _PrivateLogHandler(ShieldedLock, logging.handlers.RotatingFileHandler):
             )
 
     def _open(self):
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # Never through a link, another user's file or a FIFO that someone
+        # else put at the name (a log directory others can write: own_file).
+        fd = open_own_file(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         try:
             os.fchmod(fd, 0o600)  # a file made by an older version
         except (OSError, AttributeError):  # no fchmod on Windows
@@ -328,7 +331,10 @@ def _claim_log_name(logs, name):
         return name, None
     for n in range(1, _MAX_LOG_CLAIMS + 1):
         claim = name if n == 1 else "%s-%d" % (name, n)
-        fd = os.open(os.path.join(logs, "pythonserver%s.log.lock" % claim), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = open_own_file(os.path.join(logs, "pythonserver%s.log.lock" % claim), os.O_RDWR | os.O_CREAT)
+        except NotOwnFileError:  # a link or another user's file: that name is not ours to take
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except (BlockingIOError, PermissionError):  # held (EACCES: NFS's emulation)

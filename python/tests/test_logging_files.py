@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import stat
+import sys
 import tempfile
 import threading
 import time
@@ -90,6 +91,112 @@ class LogFileTest(unittest.TestCase):
         self.assertNotIn("cannot open log file", text)
         self.assertEqual(os.listdir(self.root), [])
         self.assertFalse(os.path.exists("-"))
+
+    # A log directory other users can write (--log-dir shared with a group,
+    # or sticky as /tmp): what they put at a file's name beforehand is never
+    # written through (own_file).
+
+    def shared_dir(self):
+        """A sticky directory anyone can write, and a file of ours outside it."""
+        shared = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, shared)
+        os.chmod(shared, 0o1777)
+        target = os.path.join(self.root, "victim")
+        with open(target, "w") as f:
+            f.write("the victim's own\n")
+        os.chmod(target, 0o644)
+        return shared, target
+
+    def log_one_record(self, log_dir):
+        """``setup_logging`` on ``log_dir`` and one record; what the server said on stderr."""
+        said = io.StringIO()
+        with mock.patch.object(sys, "__stderr__", said):
+            setup_logging(self.root, "slot0", "info", claim=True, log_dir=log_dir)
+            logging.getLogger("pyproxy_server").info("a record with text from a request")
+        return said.getvalue()
+
+    def test_a_link_put_at_the_log_files_name_is_not_followed(self):
+        shared, target = self.shared_dir()
+        os.symlink(target, os.path.join(shared, "pythonserverslot0.log"))
+        said = self.log_one_record(shared)
+        with open(target) as f:
+            self.assertEqual(f.read(), "the victim's own\n")
+        self.assertEqual(self.mode(target), 0o644)
+        self.assertIn("symbolic link", said)
+        self.assertIn("a record with text from a request", said)  # on stderr instead
+
+    def test_a_link_put_at_the_name_of_a_reopened_log_file_is_not_followed(self):
+        shared, target = self.shared_dir()
+        self.log_one_record(shared)
+        path = os.path.join(shared, "pythonserverslot0.log")
+        handler = logging.getLogger("pyproxy_server").handlers[0]
+        handler.reopen_check_every = 0
+        os.remove(path)  # moved away (a rotation, logrotate), and a link put there
+        os.symlink(target, path)
+        said = io.StringIO()
+        with mock.patch.object(sys, "__stderr__", said):
+            logging.getLogger("pyproxy_server").info("after the move")
+        with open(target) as f:
+            self.assertEqual(f.read(), "the victim's own\n")
+        self.assertEqual(self.mode(target), 0o644)
+        self.assertIn("symbolic link", said.getvalue())
+
+    def test_a_link_put_at_a_claims_name_makes_nothing_and_the_next_name_is_claimed(self):
+        shared, _ = self.shared_dir()
+        missing = os.path.join(self.root, "made-through-a-link")
+        os.symlink(missing, os.path.join(shared, "pythonserverslot0.log.lock"))
+        self.log_one_record(shared)
+        self.assertFalse(os.path.lexists(missing))
+        with open(os.path.join(shared, "pythonserverslot0-2.log")) as f:
+            self.assertIn("a record with text from a request", f.read())
+
+    def test_a_fifo_put_at_the_log_files_name_does_not_block_the_start(self):
+        shared, _ = self.shared_dir()
+        os.mkfifo(os.path.join(shared, "pythonserverslot0.log"))
+        said = []
+        done = threading.Event()
+
+        def start():
+            said.append(self.log_one_record(shared))
+            done.set()
+
+        threading.Thread(target=start, daemon=True).start()
+        self.assertTrue(done.wait(10), "opening the log file blocked on a FIFO")
+        self.assertIn("not a regular file", said[0])
+
+    @unittest.skipUnless(
+        hasattr(os, "geteuid") and os.geteuid() == 0, "needs root to make a file of another user (skipped: not root)"
+    )
+    def test_another_users_file_at_the_log_files_name_is_not_written(self):
+        shared, _ = self.shared_dir()
+        theirs = os.path.join(shared, "pythonserverslot0.log")
+        with open(theirs, "w"):
+            pass
+        os.chown(theirs, 65534, 65534)
+        os.chmod(theirs, 0o666)
+        said = self.log_one_record(shared)
+        self.assertEqual(os.path.getsize(theirs), 0)
+        self.assertEqual(self.mode(theirs), 0o666)
+        self.assertIn("owned by another user", said)
+
+    @unittest.skipUnless(
+        hasattr(os, "geteuid") and os.geteuid() == 0, "needs root to make links of another user (skipped: not root)"
+    )
+    def test_links_of_another_user_in_a_sticky_directory_are_refused_as_links(self):
+        # There the kernel may refuse another user's link with EACCES before
+        # O_NOFOLLOW's ELOOP (fs.protected_*): still a link, and the lock's
+        # name is still passed over, not the log sent to stderr.
+        shared, target = self.shared_dir()
+        missing = os.path.join(self.root, "made-through-a-link")
+        for name, to in (("pythonserverslot0.log.lock", missing), ("pythonserverslot0-2.log", target)):
+            os.symlink(to, os.path.join(shared, name))
+            os.lchown(os.path.join(shared, name), 65534, 65534)
+        said = self.log_one_record(shared)
+        self.assertFalse(os.path.lexists(missing))
+        with open(target) as f:
+            self.assertEqual(f.read(), "the victim's own\n")
+        self.assertIn("pythonserverslot0-2.log", said)
+        self.assertIn("symbolic link", said)
 
     def test_a_server_given_log_dir_logs_there(self):
         logs = os.path.join(tempfile.mkdtemp(), "logs here")

@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 30644,
+      size: 30981,
       sha256:
-        "59b216dbd7097c1d6eaf1f467b64747b4504c583f7f1a8b5998e7f5bea64b92c",
+        "420c166ab3c287787b992a398ecc321ae20eed208d8362c698e5b7cf2da3607a",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -199,6 +199,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 62017,
       sha256:
         "1cefbc3e4c71f098d29d5f4b94723a5fce907a88ea5b1752a3e0d7ab5d916cd1",
+    },
+    {
+      path: "pyproxy_server/own_file.py",
+      size: 3268,
+      sha256:
+        "6a92fc1af63d894b174e6f8194d86ad7430c04103f32f28cfe895d778fb9a706",
     },
     {
       path: "pyproxy_server/own_group.py",

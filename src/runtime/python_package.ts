@@ -11,13 +11,14 @@
  * @module
  */
 import { rename } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { StartError } from "../errors.ts";
 import { PYTHON_MANIFEST } from "./python_manifest.ts";
 import type { Runtime } from "./types.ts";
 import { isPrivateDir } from "../_private_dir.ts";
 import { removeStaleStaging, STAGING_PREFIX } from "./_stale_staging.ts";
+import { trustedDir } from "./_trusted_dir.ts";
 
 /**
  * One file of the Python packages, relative to `python/`.
@@ -69,7 +70,7 @@ export interface MaterializePythonPackageOptions {
   /**
    * Where versioned copies live.
    *
-   * @default {"$XDG_CACHE_HOME/pyproxy", else "$HOME/.cache/pyproxy", else (without them, or when a new copy cannot be written there) "<temp>/pyproxy-<uid>" (this user's alone, checked)}
+   * @default {"$XDG_CACHE_HOME/pyproxy", else "$HOME/.cache/pyproxy", else (without them, when a new copy cannot be written there, or when another user could replace it there: a directory of theirs, or one every user can write, on its path) "<temp>/pyproxy-<uid>" (this user's alone, checked)}
    */
   cacheDir?: string;
   /**
@@ -323,7 +324,7 @@ export async function materializePythonPackage(
       base,
       manifest,
       contentId,
-      { dir: options.cacheDir, shared: false },
+      { dir: options.cacheDir, shared: false, chosen: true },
       options,
     );
     if (typeof made !== "string") throw made.unwritable;
@@ -370,10 +371,35 @@ async function materializeIn(
   base: URL,
   manifest: PythonManifest,
   contentId: string,
-  cache: { dir: string; shared: boolean },
+  cache: { dir: string; shared: boolean; chosen?: boolean },
   options: MaterializePythonPackageOptions,
 ): Promise<string | { unwritable: unknown }> {
-  const { dir: cacheDir, shared } = cache;
+  const { shared } = cache;
+  let cacheDir = cache.dir;
+  if (cache.chosen !== true) {
+    // A default's (HOME's, XDG_CACHE_HOME's, the temp directory's) path
+    // could run through another user's directory (HOME=/tmp/app): the
+    // copy is then theirs to swap after it is verified.
+    // (The shared temp directory's own is checked below, as this user's
+    // alone: what is above it here.)
+    let checked: Awaited<ReturnType<typeof trustedDir>>;
+    try {
+      checked = await trustedDir(
+        runtime,
+        shared ? dirname(cacheDir) : cacheDir,
+      );
+    } catch (err) {
+      return { unwritable: err }; // a path that cannot be looked at (EACCES, ENOTDIR)
+    }
+    if ("untrusted" in checked) {
+      return {
+        unwritable: new StartError(
+          `another user could replace the Python files there: ${checked.untrusted}`,
+        ),
+      };
+    }
+    cacheDir = shared ? join(checked.path, basename(cacheDir)) : checked.path;
+  }
   const target = join(cacheDir, `${manifest.version}-${contentId}`);
   if (shared) {
     // In the shared temp directory another user could have made it first
