@@ -1,7 +1,9 @@
 /**
  * What a host handler's result holds that JSON would change without a
  * word: a `Map` or `Set` (written `{}`), a function or symbol (left out, or
- * `None`), an `Error` (`{}`), a `Promise` not awaited (`{}`). Such a result
+ * `None`), an `Error` (`{}`), a `Promise` not awaited (`{}`); and what it
+ * cannot write (`NaN`, infinities, a `BigInt` unless the pool sends them
+ * exactly), named here with the command. Such a result
  * fails the model's `host.call` with a `SerializationError` naming the
  * command and the place, rather than reaching Python as `{}` or `None`
  * (docs/plugins.md, "Host handlers' results"). Internal.
@@ -16,20 +18,28 @@ import { MAX_JSON_DEPTH } from "./_json_check.ts";
  * (`result.rows[2].tags is a Set ...`), or `undefined`. Values with a
  * `toJSON` are what it gives (not looked into); bytes are bytes; `undefined`
  * in an object is left out and in an array is `None`, as JSON has it; a
- * `BigInt` is the pool's `integers` matter (the outbox's). Walks the whole
- * value without allocating (the place is built on the way out).
+ * `BigInt` is one when `bigints` (the pool's `integers: "bigint"`). Walks
+ * the whole value without allocating (the place is built on the way out).
  */
-export function hostResultProblem(value: unknown): string | undefined {
-  if (
-    typeof value !== "object" && typeof value !== "function" &&
-    typeof value !== "symbol"
-  ) return undefined;
-  const found = problemAt(value, 0);
+export function hostResultProblem(
+  value: unknown,
+  bigints = false,
+): string | undefined {
+  if (!mayHide(value, bigints)) return undefined;
+  const found = problemAt(value, 0, bigints);
   return found === undefined ? undefined : `result${found}`;
 }
 
-function problemAt(value: unknown, depth: number): string | undefined {
+function problemAt(
+  value: unknown,
+  depth: number,
+  bigints: boolean,
+): string | undefined {
   switch (typeof value) {
+    case "number":
+      return ` is ${value} (JSON has no NaN or infinities: it would arrive as None; send null, or a string)`;
+    case "bigint":
+      return ' is a BigInt (send a number or a string, or use integers: "bigint" to send it exactly)';
     case "function":
       return " is a function (JSON has no functions: it would arrive as None, or be left out; return what it computes)";
     case "symbol":
@@ -46,8 +56,8 @@ function problemAt(value: unknown, depth: number): string | undefined {
     const list = value as unknown[];
     for (let i = 0; i < list.length; i++) {
       const item = list[i];
-      if (!mayHide(item)) continue;
-      const inner = problemAt(item, depth + 1);
+      if (!mayHide(item, bigints)) continue;
+      const inner = problemAt(item, depth + 1, bigints);
       if (inner !== undefined) return `[${i}]${inner}`;
     }
     return undefined;
@@ -63,8 +73,8 @@ function problemAt(value: unknown, depth: number): string | undefined {
   }
   for (const key in value) {
     const item = (value as Record<string, unknown>)[key];
-    if (!mayHide(item) || !Object.hasOwn(value, key)) continue;
-    const inner = problemAt(item, depth + 1);
+    if (!mayHide(item, bigints) || !Object.hasOwn(value, key)) continue;
+    const inner = problemAt(item, depth + 1, bigints);
     if (inner !== undefined) {
       return `${
         /^[A-Za-z_$][\w$]*$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`
@@ -74,10 +84,12 @@ function problemAt(value: unknown, depth: number): string | undefined {
   return undefined;
 }
 
-/** Whether a value may be, or hold, what JSON changes without a word. */
-function mayHide(item: unknown): boolean {
+/** Whether a value may be, or hold, what JSON changes or cannot write. */
+function mayHide(item: unknown, bigints: boolean): boolean {
   const type = typeof item;
-  return type === "object" || type === "function" || type === "symbol";
+  return type === "object" || type === "function" || type === "symbol" ||
+    (type === "number" && !Number.isFinite(item)) ||
+    (type === "bigint" && !bigints);
 }
 
 /** The kinds of objects JSON writes as `{}`, with what to return instead. */

@@ -30,12 +30,16 @@ export class HostCommands {
   #calls = new PendingTable<HostCall>();
   #reply: ReplyFn;
   #logger: Logger | undefined;
+  #bigints: boolean;
 
+  /** `bigints`: the session sends `BigInt`s as exact integers (`integers: "bigint"`). */
   constructor(
     handlers: Record<string, SessionHandler> | undefined,
     reply: ReplyFn,
     logger?: Logger,
+    bigints = false,
   ) {
+    this.#bigints = bigints;
     for (const [cmd, fn] of Object.entries(handlers ?? {})) {
       this.#handlers.set(cmd, fn);
     }
@@ -103,7 +107,7 @@ export class HostCommands {
    * command and the place, and the host logs it (a bug of host code).
    */
   #succeed(id: number, cmd: string, value: unknown): boolean {
-    const problem = hostResultProblem(value);
+    const problem = hostResultProblem(value, this.#bigints);
     if (problem !== undefined) {
       const error = new SerializationError(
         `Cannot send the result of host command ${cmd}: ${problem}`,

@@ -40,6 +40,8 @@ const handlers: Record<string, () => unknown> = {
   error: () => ({ error: new Error("boom") }),
   promise: () => ({ later: Promise.resolve(1) }),
   asyncMap: () => Promise.resolve(new Map()),
+  nan: () => ({ x: [1, NaN] }),
+  big: () => ({ n: 2n ** 64n }),
   // What JSON writes as meant.
   undefinedInside: () => ({ a: undefined, b: [undefined, 1] }),
   nothing: () => undefined,
@@ -84,6 +86,12 @@ Deno.test("A host handler's Map, Set, function, symbol, Error or unawaited Promi
         "is a Promise (JSON writes it as {}: await it",
       ],
       ["asyncMap", "result", "is a Map"],
+      ["nan", "result.x[1]", "is NaN (JSON has no NaN or infinities"],
+      [
+        "big",
+        "result.n",
+        'is a BigInt (send a number or a string, or use integers: "bigint"',
+      ],
     ] as const
   ) {
     const got = await call(cmd);
@@ -114,6 +122,19 @@ Deno.test("A host handler's Map, Set, function, symbol, Error or unawaited Promi
       { got: "{'b': b'\\x01\\x02'}" },
     ],
   );
+});
+
+Deno.test("A host handler's BigInt reaches Python as an exact int in a pool with integers: 'bigint'", async () => {
+  await using pool = await Pool.start({
+    workers: 1,
+    handleSignals: false,
+    integers: "bigint",
+    plugins: { defaults: false, use: [{ name: "values", handlers }] },
+  });
+  await pool.addModel("caller", { source: CALLER });
+  assert.deepEqual(await pool.execute("caller", { cmd: "big" }), {
+    got: "{'n': 18446744073709551616}",
+  });
 });
 
 Deno.test("hostResultProblem looks past values with toJSON and bytes, and stops at a cycle", () => {
