@@ -109,6 +109,13 @@ Deno.test("serve --plugin loads examples/audit_plugin.ts (relative to the workin
   // onSettle ran before the call's answer (it runs just before its caller gets it).
   const status = await (await fetch(`${serve.url}/v1/status`)).json();
   assert.deepEqual(status.pluginStatus.audit, { calls: 1, file: null });
+  serve.child.kill("SIGINT");
+  assert.equal((await serve.child.status).code, 0);
+  // The log says which plugin came from which file.
+  assert.match(
+    await serve.stderr,
+    /Loaded plugin \W?audit\W? from \W?\S*\/examples\/audit_plugin\.ts/,
+  );
 });
 
 Deno.test("serve loads pyproxy.json's plugins.<name>.module relative to the file, with its options; a model reaches its host handler", async () => {

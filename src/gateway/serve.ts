@@ -6,7 +6,7 @@
  * @module
  */
 import { TRACING_OF } from "./_gateway_tracing.ts";
-import { getLogger } from "@logtape/logtape";
+import { getLogger, type Logger } from "@logtape/logtape";
 import {
   ConfigError,
   ShuttingDownError,
@@ -309,6 +309,7 @@ async function pluginsOption(
   config: ResolvedConfig,
   extra: Plugin[],
   runtime: Runtime,
+  logger: Logger,
 ): Promise<NonNullable<PoolOptions["plugins"]>> {
   const use: Plugin[] = [];
   const remove: string[] = [];
@@ -397,6 +398,9 @@ async function pluginsOption(
         { details: { path: module.path, module: module.module } },
       );
     }
+  }
+  for (const [name, { module }] of loaded) {
+    logger.info("Loaded plugin {name} from {module}", { name, module });
   }
   // The pool's default reconnect() would name the library's options: the
   // same policy, worded for the gateway, replaces it (same name).
@@ -560,10 +564,15 @@ export async function serve(
   const poolOptions: PoolOptions = {
     workers: config.workers,
     modelsDir: config.modelsDir,
-    plugins: await pluginsOption(config, [
-      channelsPlugin({ hub, maxMessageBytes: config.limits.bodyLimit }),
-      ...(options.plugins ?? []),
-    ], runtime),
+    plugins: await pluginsOption(
+      config,
+      [
+        channelsPlugin({ hub, maxMessageBytes: config.limits.bodyLimit }),
+        ...(options.plugins ?? []),
+      ],
+      runtime,
+      logger,
+    ),
     handleSignals: false,
     runtime,
     shutdownGrace: config.limits.shutdownGrace,
