@@ -11,8 +11,8 @@ import { reloadPlan } from "../src/gateway/_config_reload.ts";
 import {
   loadPluginModule,
   type PluginModuleSpec,
-  pluginProblem,
 } from "../src/gateway/_plugin_modules.ts";
+import { pluginProblem } from "../src/_plugin_problem.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
 import { getLogger } from "@logtape/logtape";
 import { tempDir, waitFor, writeFiles } from "./_harness.ts";

@@ -12,7 +12,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { ConfigError } from "../errors.ts";
 import type { Plugin } from "../plugin.ts";
 import type { Runtime } from "../runtime/types.ts";
-import { closestName } from "../_closest_name.ts";
+import { pluginProblem } from "../_plugin_problem.ts";
 import { untrustedPath } from "./_untrusted_path.ts";
 
 /** A plugin module to load, as the configuration gives it. */
@@ -28,25 +28,6 @@ export interface PluginModuleSpec {
   /** The configuration path of the setting (`plugins.audit`, `--plugin`). */
   path: string;
 }
-
-/** The hooks and members a plugin may have; `on...` keys beyond them are typos. */
-const PLUGIN_HOOKS = [
-  "onPoolStart",
-  "onPoolClose",
-  "onPoolClosed",
-  "onWorkerStart",
-  "onWorkerExit",
-  "onSessionOpen",
-  "onSessionClose",
-  "onTimeout",
-  "onCall",
-  "onSettle",
-  "onRequest",
-  "onReply",
-  "status",
-  "metrics",
-  "setBounds",
-] as const satisfies readonly (keyof Plugin)[];
 
 /**
  * Why `specifier` is not loaded by a configuration, or `undefined`: a file
@@ -169,72 +150,6 @@ export async function loadPluginModule(
     );
   }
   return plugin as Plugin;
-}
-
-/**
- * What is wrong with `value` as a plugin, or `undefined`: an object with a
- * non-empty `name`, its hooks functions, no `on...` key that is no hook (a
- * typo such as `onRequst` would never run), `handlers` an object of
- * functions and `requires` a list of names.
- */
-export function pluginProblem(value: unknown): string | undefined {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    return `expected an object with a name and hooks, got ${
-      Array.isArray(value) ? "an array" : value === null ? "null" : typeof value
-    }`;
-  }
-  const p = value as Record<string, unknown>;
-  if (typeof p.name !== "string" || p.name === "") {
-    return "its name is missing (a non-empty string)";
-  }
-  const hooks = new Set<string>(PLUGIN_HOOKS);
-  // Own keys and those of its class (a plugin written as a class instance).
-  for (const key of allKeys(p)) {
-    const v = p[key];
-    if (hooks.has(key)) {
-      if (v !== undefined && typeof v !== "function") {
-        return `${key} is not a function (${typeof v})`;
-      }
-    } else if (/^on[A-Z]/.test(key) && typeof v === "function") {
-      const near = closestName(key, PLUGIN_HOOKS);
-      return `${key} is no hook, so it would never run${
-        near === undefined ? "" : ` (did you mean ${near}?)`
-      }; hooks: ${PLUGIN_HOOKS.filter((h) => h.startsWith("on")).join(", ")}`;
-    }
-  }
-  if (p.handlers !== undefined) {
-    if (typeof p.handlers !== "object" || p.handlers === null) {
-      return "handlers is not an object of host commands";
-    }
-    for (const [cmd, fn] of Object.entries(p.handlers)) {
-      if (typeof fn !== "function") {
-        return `handlers["${cmd}"] is not a function`;
-      }
-    }
-  }
-  if (
-    p.requires !== undefined &&
-    (!Array.isArray(p.requires) ||
-      !p.requires.every((r) => typeof r === "string"))
-  ) {
-    return "requires is not a list of plugin names";
-  }
-  return undefined;
-}
-
-/** Own keys and its prototypes' (but Object.prototype's). */
-function allKeys(value: object): Set<string> {
-  const keys = new Set<string>();
-  for (
-    let o: object | null = value;
-    o !== null && o !== Object.prototype;
-    o = Object.getPrototypeOf(o)
-  ) {
-    for (const k of Object.getOwnPropertyNames(o)) {
-      if (k !== "constructor") keys.add(k);
-    }
-  }
-  return keys;
 }
 
 /** An import's (or a stat's) failure in words, with what to do. */
