@@ -31,9 +31,10 @@ export interface PluginModuleSpec {
 
 /**
  * Why `specifier` is not loaded by a configuration, or `undefined`: a file
- * path or a `file:` URL is; remote code (`https:`, `npm:`, `jsr:`) and bare
- * names are not, so that no configuration runs code from elsewhere with the
- * gateway's permissions by surprise.
+ * path or a `file:` URL is (a bare name, `quota.ts`, is a relative path);
+ * any other scheme (`https:`, `npm:`, `jsr:`, `data:`) is not, so that no
+ * configuration runs code from elsewhere with the gateway's permissions by
+ * surprise.
  */
 export function pluginSpecifierProblem(specifier: string): string | undefined {
   if (specifier === "") return "expected a module path";
