@@ -354,6 +354,44 @@ export default () => new Audit();
   );
 });
 
+Deno.test("loadPluginModule says once in the log that a factory has not settled yet, and goes on waiting for it", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "slow.ts":
+      "export default () => (globalThis as { gate?: Promise<unknown> }).gate;\n",
+  });
+  let open!: (plugin: unknown) => void;
+  (globalThis as { gate?: Promise<unknown> }).gate = new Promise((resolve) =>
+    open = resolve
+  );
+  const warned: Array<Record<string, unknown> | undefined> = [];
+  try {
+    const plugin = await loadPluginModule(
+      { module: `${dir.path}/slow.ts`, where: "test", path: "--plugin" },
+      defaultRuntime(),
+      {
+        slowMs: 1,
+        logger: {
+          warn(message, props) {
+            assert.match(message, /^Still waiting for the factory/);
+            warned.push(props);
+            // The warning came while the factory waited: let it finish.
+            open({ name: "slow" });
+          },
+        },
+      },
+    );
+    assert.equal(plugin.name, "slow");
+    assert.deepEqual(warned, [{
+      module: `${dir.path}/slow.ts`,
+      where: "test",
+      ms: 1,
+    }]);
+  } finally {
+    delete (globalThis as { gate?: Promise<unknown> }).gate;
+  }
+});
+
 Deno.test("pluginProblem: a hook that is not a function, bad handlers and requires, no name", () => {
   assert.equal(pluginProblem({ name: "ok", onCall() {} }), undefined);
   // Other keys are a plugin's own state (autoscale's bounds, a stats object).

@@ -29,6 +29,17 @@ export interface PluginModuleSpec {
   path: string;
 }
 
+/** Options of {@linkcode loadPluginModule}. */
+export interface LoadPluginModuleOptions {
+  /** Where a factory still running after `slowMs` is said (nothing without). */
+  logger?: { warn(message: string, props?: Record<string, unknown>): void };
+  /** @default {5000} */
+  slowMs?: number;
+}
+
+/** A factory still running after this long at start is announced in the log. */
+const SLOW_FACTORY_MS = 5_000;
+
 /**
  * Why `specifier` is not loaded by a configuration, or `undefined`: a file
  * path or a `file:` URL is (a bare name, `quota.ts`, is a relative path);
@@ -54,6 +65,7 @@ export function pluginSpecifierProblem(specifier: string): string | undefined {
 export async function loadPluginModule(
   spec: PluginModuleSpec,
   runtime: Runtime,
+  options: LoadPluginModuleOptions = {},
 ): Promise<Plugin> {
   const fail = (why: string, cause?: unknown): ConfigError =>
     new ConfigError(
@@ -121,10 +133,23 @@ export async function loadPluginModule(
   }
   let plugin: unknown;
   if (typeof exported === "function") {
+    // A factory that waits (a connection to open) and never settles
+    // would hold the start up without a word: said once, after a while.
+    const slowMs = options.slowMs ?? SLOW_FACTORY_MS;
+    const slow = options.logger === undefined ? undefined : setTimeout(
+      () =>
+        options.logger!.warn(
+          "Still waiting for the factory of plugin module {module} ({where}) after {ms} ms",
+          { module: spec.module, where: spec.where, ms: slowMs },
+        ),
+      slowMs,
+    );
     try {
       plugin = await exported(spec.options);
     } catch (err) {
       throw fail(`its factory threw: ${firstLine(err)}`, err);
+    } finally {
+      clearTimeout(slow);
     }
   } else {
     if (spec.options !== undefined) {

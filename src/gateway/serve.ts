@@ -323,15 +323,19 @@ async function pluginsOption(
   >();
   for (const [name, opts] of Object.entries(config.plugins)) {
     if (opts !== false && typeof opts.module === "string") {
-      const plugin = await loadPluginModule({
-        module: opts.module,
-        ...(opts.options === undefined
-          ? {}
-          : { options: opts.options as Record<string, unknown> }),
-        name,
-        where: `${where}: plugins.${name}`,
-        path: `plugins.${name}`,
-      }, runtime);
+      const plugin = await loadPluginModule(
+        {
+          module: opts.module,
+          ...(opts.options === undefined
+            ? {}
+            : { options: opts.options as Record<string, unknown> }),
+          name,
+          where: `${where}: plugins.${name}`,
+          path: `plugins.${name}`,
+        },
+        runtime,
+        { logger },
+      );
       givenBy.set(name, `plugins.${name} (${opts.module})`);
       loaded.set(name, {
         module: opts.module,
@@ -366,11 +370,15 @@ async function pluginsOption(
     }
   }
   for (const module of config.pluginModules ?? []) {
-    const plugin = await loadPluginModule({
-      module,
-      where: `command line: --plugin ${module}`,
-      path: "--plugin",
-    }, runtime);
+    const plugin = await loadPluginModule(
+      {
+        module,
+        where: `command line: --plugin ${module}`,
+        path: "--plugin",
+      },
+      runtime,
+      { logger },
+    );
     const first = givenBy.get(plugin.name);
     if (first !== undefined) {
       throw new ConfigError(
