@@ -11,7 +11,9 @@ import {
   FrameError,
   ProtocolError,
   PyProxyError,
+  SerializationError,
 } from "./errors.ts";
+import { hostResultProblem } from "./_host_result_problem.ts";
 import { isThenable } from "./_thenable.ts";
 import { bytesAsBase64Json } from "./_binary.ts";
 import type { Logger } from "./logger.ts";
@@ -28,12 +30,16 @@ export class HostCommands {
   #calls = new PendingTable<HostCall>();
   #reply: ReplyFn;
   #logger: Logger | undefined;
+  #bigints: boolean;
 
+  /** `bigints`: the session sends `BigInt`s as exact integers (`integers: "bigint"`). */
   constructor(
     handlers: Record<string, SessionHandler> | undefined,
     reply: ReplyFn,
     logger?: Logger,
+    bigints = false,
   ) {
+    this.#bigints = bigints;
     for (const [cmd, fn] of Object.entries(handlers ?? {})) {
       this.#handlers.set(cmd, fn);
     }
@@ -85,17 +91,39 @@ export class HostCommands {
     // Any awaitable, not only a Promise: a query builder's thenable sent {}.
     if (isThenable(result)) {
       Promise.resolve(result).then(
-        (value) =>
-          this.#calls.delete(id) &&
-          this.#reply(id, true, bytesAsBase64Json(value)),
+        (value) => this.#calls.delete(id) && this.#succeed(id, cmd, value),
         (err) => this.#calls.delete(id) && this.#fail(id, cmd, err),
       );
       return;
     }
     this.#calls.delete(id);
+    this.#succeed(id, cmd, result);
+  }
+
+  /**
+   * A handler's result is the reply, unless it holds what JSON would turn
+   * into `{}` or `None` without a word (a `Map`, a function...): then the
+   * model's `host.call` fails with a `SerializationError` naming the
+   * command and the place, and the host logs it (a bug of host code).
+   */
+  #succeed(id: number, cmd: string, value: unknown): boolean {
+    const problem = hostResultProblem(value, this.#bigints);
+    if (problem !== undefined) {
+      const error = new SerializationError(
+        `Cannot send the result of host command ${cmd}: ${problem}`,
+        { details: { cmd } },
+      );
+      this.#logger?.warn("Host command {cmd} failed: {error}", {
+        cmd,
+        id,
+        error,
+      });
+      return this.#fail(id, cmd, error);
+    }
     // Bytes the handler returns go as bytes (protocol §3, Bytes) without
     // JSON.stringify writing them index by index first.
-    this.#reply(id, true, bytesAsBase64Json(result));
+    this.#reply(id, true, bytesAsBase64Json(value));
+    return true;
   }
 
   /**

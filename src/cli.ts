@@ -141,6 +141,12 @@ Options:
       --autoscale <min:max> Grow the pool while calls queue, shrink it while idle,
                             between min and max workers (either may be left out:
                             2:, :8; default min --workers; see docs/plugins.md)
+      --plugin <module>     Load a plugin of your own from this .ts or .js file
+                            (or file: URL), relative to the working directory:
+                            its default export, a factory (options) => Plugin
+                            (called without options) or a plugin (repeatable;
+                            options go in pyproxy.json's plugins; see
+                            docs/plugins.md "Loading your plugin in serve")
       --compress            Gzip model results of 1024 bytes and more for clients
                             that accept it (off by default: see docs/gateway.md)
       --compress-min-bytes <bytes>
@@ -277,6 +283,7 @@ const OPTIONS = {
   "compress-min-bytes": { type: "string" },
   "allow-manage": { type: "boolean" },
   autoscale: { type: "string" },
+  plugin: { type: "string", multiple: true },
   "log-level": { type: "string", multiple: true },
   "log-format": { type: "string" },
   debug: { type: "boolean" },
@@ -533,7 +540,7 @@ function envFlags(
 /** Turns parsed flags into config-shaped overrides (validated like the file). */
 function cliOverrides(
   values: Record<string, string | boolean | string[] | undefined>,
-): { cli: GatewayConfig; config?: string } {
+): { cli: GatewayConfig; config?: string; pluginModules?: string[] } {
   const cli: Record<string, unknown> = {};
   const str = (k: string) => values[k] as string | undefined;
   const set = (key: string, value: unknown) => {
@@ -634,9 +641,11 @@ function cliOverrides(
   const env = envFlags(values.env as string[] | undefined);
   if (env !== undefined) cli.env = env;
   const config = str("config");
+  const pluginModules = values.plugin as string[] | undefined;
   return {
     cli: cli as GatewayConfig,
     ...(config === undefined ? {} : { config }),
+    ...(pluginModules?.length ? { pluginModules } : {}),
   };
 }
 
@@ -780,11 +789,12 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
   }
   let startLog: StartLog | undefined;
   try {
-    const { cli, config: configPath } = cliOverrides(values);
+    const { cli, config: configPath, pluginModules } = cliOverrides(values);
     const config = await loadConfig({
       cli,
       runtime,
       ...(configPath === undefined ? {} : { path: configPath }),
+      ...(pluginModules === undefined ? {} : { pluginModules }),
     });
     startLog = await setupLogging(config);
     for (
@@ -808,6 +818,7 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
           cli,
           runtime,
           ...(configPath === undefined ? {} : { path: configPath }),
+          ...(pluginModules === undefined ? {} : { pluginModules }),
         }),
       version: VERSION,
     }).finally(() => clearTimeout(slowStart));

@@ -13,6 +13,7 @@ import {
   ModelMetricStore,
 } from "./model_metrics.ts";
 import type { Logger } from "./logger.ts";
+import { misspelledHook } from "./_plugin_problem.ts";
 import { type Atom, type EvalOptions, startAtom } from "./atom.ts";
 import { AtomRegistry } from "./atom_registry.ts";
 import {
@@ -944,6 +945,18 @@ export class Pool implements AsyncDisposable {
       sharedCache(),
     ], opts.plugins);
     new PluginHost(plugins).check();
+    // The pool runs the hooks it knows and ignores other keys: a typo
+    // (onRequst) would never run, without a word. A warning, not a
+    // refusal: a plugin may have on... methods of its own.
+    for (const plugin of plugins) {
+      const typo = misspelledHook(plugin);
+      if (typo !== undefined) {
+        opts.logger.warn("Plugin {plugin}: {problem}", {
+          plugin: plugin.name,
+          problem: typo,
+        });
+      }
+    }
     if (opts.modelsDir !== undefined) {
       const stat = await opts.runtime.stat(opts.modelsDir);
       if (stat === null || !stat.isDirectory) {

@@ -282,6 +282,7 @@ export class Session implements AsyncDisposable {
       options.handlers,
       (id, ok, payload) => this.#reply(id, ok, payload),
       this.#logger,
+      integers === "bigint",
     );
     const middleware = options.middleware ?? [];
     this.#outgoing = middleware.filter((m) => typeof m.outgoing === "function");

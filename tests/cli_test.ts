@@ -140,6 +140,7 @@ Deno.test("main serve --help lists every option", async () => {
       "--manage-token",
       "--tls-cert",
       "--tls-key",
+      "--plugin",
     ]
   ) assert.ok(stdout.includes(flag), flag);
 });

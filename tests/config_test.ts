@@ -114,7 +114,7 @@ Deno.test("parseConfig refuses an array where an object is expected (valibot's r
   const cases: Array<[unknown, string]> = [
     [
       { plugins: { spillover: [1] } },
-      "plugins.spillover: expected an options object or false",
+      'plugins.spillover: expected an options object, false, or {"module": "<file>", "options": {...}}',
     ],
     [{ plugins: [{ threshold: 1 }] }, "plugins: expected an object"],
     [

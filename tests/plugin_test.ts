@@ -561,3 +561,30 @@ class SlowLoad:
     await pids.assertGone();
   }
 });
+
+Deno.test("Pool.start warns about a plugin's on... method that is no hook (a typo it would never run), and starts", async () => {
+  const { logger, entries } = recordingLogger();
+  const typo = {
+    name: "typo",
+    onRequst() {},
+    // Not on + a capital, or not a function: a plugin's own.
+    once() {},
+    onCount: 3,
+  } as Plugin;
+  await using pool = await Pool.start({
+    workers: 1,
+    handleSignals: false,
+    logger,
+    plugins: { defaults: false, use: [typo] },
+  });
+  assert.equal(pool.status().plugins.length, 1);
+  const warned = entries.filter(([level, message]) =>
+    level === "warn" && message.startsWith("Plugin {plugin}")
+  );
+  assert.equal(warned.length, 1, JSON.stringify(entries));
+  assert.equal(warned[0]![2]!.plugin, "typo");
+  assert.match(
+    String(warned[0]![2]!.problem),
+    /^onRequst is no hook, so it would never run \(did you mean onRequest\?\)/,
+  );
+});

@@ -300,7 +300,7 @@ class Caller:
       assert.match(
         got.message!,
         new RegExp(
-          `SerializationError: Cannot send the reply to \\d+: ${
+          `SerializationError: Cannot send the result of host command ${cmd}: ${
             place.replace(/[.[\]]/g, "\\$&")
           } \\(`,
         ),

@@ -37,6 +37,7 @@ import { envSizeProblem } from "./_worker_env.ts";
 import { MAX_FORWARD_HEADERS } from "./_forward_headers.ts";
 import { parseJson } from "../_exact_json.ts";
 import { untrustedPath } from "./_untrusted_path.ts";
+import { pluginSpecifierProblem } from "./_plugin_modules.ts";
 import type { Runtime } from "../runtime/types.ts";
 import { defaultRuntime } from "../runtime/mod.ts";
 import {
@@ -106,8 +107,18 @@ export interface ResolvedConfig {
   modelsDir: string;
   /** Models to load at start; `"auto"` loads every `*.py` of `modelsDir`. */
   models: ModelEntry[] | "auto";
-  /** Plugin options by plugin name (`false` disables a default plugin). */
+  /**
+   * Plugin options by plugin name (`false` disables a default plugin); a
+   * plugin of one's own is `{ module, options? }`, its `module` an
+   * absolute path or a `file:` URL, loaded by `serve`.
+   */
   plugins: Record<string, Record<string, unknown> | false>;
+  /**
+   * Plugin modules of the command line (`--plugin`, absolute paths or
+   * `file:` URLs), loaded by `serve` after the configured plugins, their
+   * factories called without options.
+   */
+  pluginModules?: string[];
   /** Request and pool limits. */
   limits: {
     bodyLimit: number;
@@ -440,6 +451,11 @@ export interface ResolveConfigOptions {
   cli?: GatewayConfig;
   /** The working directory (command-line paths resolve against it). */
   cwd: string;
+  /**
+   * Plugin modules of the command line (`--plugin`: paths relative to
+   * `cwd`, or `file:` URLs).
+   */
+  pluginModules?: string[];
   /** `PYPROXY_TOKEN` from the environment, used when neither flag nor file sets a token. */
   envToken?: string;
   /**
@@ -538,7 +554,10 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
     // --models picks a directory: its files are the models unless a list is given with it.
     models: cli.models ??
       (cli.modelsDir !== undefined ? undefined : file.models) ?? "auto",
-    plugins: mergePlugins(file.plugins, cli.plugins),
+    plugins: mergePlugins(
+      withModulesResolved(file.plugins, fileDir),
+      withModulesResolved(cli.plugins, options.cwd),
+    ),
     limits: {
       bodyLimit: limits.bodyLimit ?? DEFAULTS.bodyLimit,
       maxIntegerDigits: limits.maxIntegerDigits ?? DEFAULTS.maxIntegerDigits,
@@ -615,6 +634,20 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
         ? {}
         : { maxConnections: grpc.maxConnections }),
     };
+  }
+  if (options.pluginModules !== undefined) {
+    config.pluginModules = options.pluginModules.map((spec) => {
+      const problem = spec === ""
+        ? "expected a module path"
+        : pluginSpecifierProblem(spec);
+      if (problem !== undefined) {
+        throw new ConfigError(
+          `--plugin: ${problem} (at command line: --plugin ${spec})`,
+          { details: { path: "--plugin", source: "command line" } },
+        );
+      }
+      return moduleSpecifier(options.cwd, spec);
+    });
   }
   const python = pick("python");
   if (python !== undefined) config.python = python;
@@ -908,6 +941,29 @@ function forwardedAuthorization(
   }
 }
 
+/** A plugin module's path resolved against `dir`; a `file:` URL as it is. */
+function moduleSpecifier(dir: string, specifier: string): string {
+  return /^file:/i.test(specifier) ? specifier : resolvePath(dir, specifier);
+}
+
+/**
+ * The plugins with their `module` paths resolved against `dir` (the
+ * file's directory, or the working directory for a program's `cli`).
+ */
+function withModulesResolved(
+  plugins: GatewayConfig["plugins"],
+  dir: string,
+): GatewayConfig["plugins"] {
+  if (plugins === undefined) return undefined;
+  return Object.fromEntries(
+    Object.entries(plugins).map(([name, entry]) =>
+      entry !== false && typeof entry.module === "string"
+        ? [name, { ...entry, module: moduleSpecifier(dir, entry.module) }]
+        : [name, entry]
+    ),
+  );
+}
+
 /**
  * The file's plugin options under the flags': a plugin both set gets the
  * options of both, the flag's winning (`--autoscale 1:4` keeps the file's
@@ -950,6 +1006,11 @@ export interface LoadConfigOptions {
   path?: string;
   /** Command-line overrides (validated like the file). */
   cli?: GatewayConfig;
+  /**
+   * Plugin modules of the command line (`--plugin`): paths relative to
+   * the working directory, or `file:` URLs.
+   */
+  pluginModules?: string[];
   /** Runtime adapter. */
   runtime?: Runtime;
 }
@@ -1021,6 +1082,9 @@ export async function loadConfig(
     ...(path === undefined ? {} : { fileDir: dirname(path), configPath: path }),
     cli,
     cwd,
+    ...(options.pluginModules === undefined
+      ? {}
+      : { pluginModules: options.pluginModules }),
     ...(envToken === undefined ? {} : { envToken }),
     ...(envManageToken === undefined ? {} : { envManageToken }),
     ...(envTokenFile === undefined ? {} : { envTokenFile }),

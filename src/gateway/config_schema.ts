@@ -12,6 +12,7 @@ import {
   headerValueOk,
 } from "./_trace_headers.ts";
 import { modelNameProblem } from "./model_name_problem.ts";
+import { pluginSpecifierProblem } from "./_plugin_modules.ts";
 import { tokenFileIntervalProblem } from "./_token_file_interval.ts";
 import { MAX_MODEL_TIMEOUT } from "../_model_timeout.ts";
 import { VersionLabel } from "../_model_version.ts";
@@ -167,7 +168,12 @@ export interface GatewayConfig {
   modelsDir?: string | undefined;
   /** Models to load at start. */
   models?: ModelEntry[] | undefined;
-  /** Plugin options by plugin name (`false` disables a default plugin). */
+  /**
+   * Plugin options by plugin name (`false` disables a default plugin), or
+   * a plugin of one's own: `{"module": "./audit.ts", "options": {...}}`
+   * (a path relative to the file, or a `file:` URL), whose plugin must be
+   * named as its key (docs/plugins.md, "Loading your plugin in serve").
+   */
   plugins?: Record<string, Record<string, unknown> | false> | undefined;
   /** Request and pool limits. */
   limits?: {
@@ -471,6 +477,36 @@ function strict<T extends v.ObjectEntries>(entries: T) {
   );
 }
 
+/**
+ * What is wrong with a `plugins` entry that has a `module`, and under
+ * which of its keys, or `undefined`.
+ */
+function pluginModuleEntryProblem(
+  entry: Record<string, unknown>,
+): { key?: string; message: string } | undefined {
+  for (const key of Object.keys(entry)) {
+    if (key !== "module" && key !== "options") {
+      return {
+        key,
+        message:
+          "unknown field (allowed: module, options; a module's options go under options)",
+      };
+    }
+  }
+  if (typeof entry.module !== "string" || entry.module === "") {
+    return {
+      key: "module",
+      message: "expected a module path (a .ts or .js file, or a file: URL)",
+    };
+  }
+  const problem = pluginSpecifierProblem(entry.module);
+  if (problem !== undefined) return { key: "module", message: problem };
+  if (entry.options !== undefined && !isPlainObject(entry.options)) {
+    return { key: "options", message: "expected an object" };
+  }
+  return undefined;
+}
+
 const ModelEntrySchema: v.GenericSchema<unknown, ModelEntry> = strict({
   name: v.pipe(
     v.string("expected a model name"),
@@ -652,12 +688,44 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
     ),
   ),
   plugins: v.optional(
-    plainRecord(
-      v.union(
-        [record(), v.literal(false)],
-        "expected an options object or false",
+    v.pipe(
+      plainRecord(
+        v.union(
+          [record(), v.literal(false)],
+          'expected an options object, false, or {"module": "<file>", "options": {...}}',
+        ),
+        "expected an object",
       ),
-      "expected an object",
+      // An entry with a module is a plugin of one's own: checked here, so
+      // that a bad one fails before anything starts, naming its place.
+      v.rawCheck(({ dataset, addIssue }) => {
+        if (!dataset.typed) return;
+        for (const [name, entry] of Object.entries(dataset.value)) {
+          if (entry === false || !Object.hasOwn(entry, "module")) continue;
+          const problem = pluginModuleEntryProblem(entry);
+          if (problem === undefined) continue;
+          addIssue({
+            message: problem.message,
+            path: [
+              {
+                type: "object",
+                origin: "value",
+                input: dataset.value,
+                key: name,
+                value: entry,
+              },
+              ...(problem.key === undefined ? [] : [{
+                type: "object" as const,
+                origin: "value" as const,
+                input: entry,
+                key: problem.key,
+                value: entry[problem.key],
+              }]),
+            ],
+          });
+          return;
+        }
+      }),
     ),
   ),
   limits: v.optional(LimitsSchema),

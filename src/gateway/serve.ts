@@ -6,7 +6,7 @@
  * @module
  */
 import { TRACING_OF } from "./_gateway_tracing.ts";
-import { getLogger } from "@logtape/logtape";
+import { getLogger, type Logger } from "@logtape/logtape";
 import {
   ConfigError,
   ShuttingDownError,
@@ -31,6 +31,7 @@ import {
 } from "./app.ts";
 import { ChannelHub } from "./channels.ts";
 import { channelsPlugin } from "./channels_plugin.ts";
+import { loadPluginModule } from "./_plugin_modules.ts";
 import { DEFAULTS, type ModelEntry, type ResolvedConfig } from "./config.ts";
 import {
   certificateSummary,
@@ -298,13 +299,53 @@ const BUILTIN_PLUGINS: Record<string, PluginFactory> = {
 /** The plugins a pool has unless removed (`false` removes them; for the others it is a no-op). */
 const DEFAULT_PLUGINS = new Set(["reconnect", "spillover", "sharedCache"]);
 
-function pluginsOption(
+/**
+ * The pool's plugins: the configured ones in order (built-in ones by name,
+ * one's own loaded from their modules), then the command line's modules,
+ * then `extra` (the gateway's own and a program's). A module's plugin
+ * named as a default replaces it; one named as another plugin is refused.
+ */
+async function pluginsOption(
   config: ResolvedConfig,
   extra: Plugin[],
-): NonNullable<PoolOptions["plugins"]> {
+  runtime: Runtime,
+  logger: Logger,
+): Promise<NonNullable<PoolOptions["plugins"]>> {
   const use: Plugin[] = [];
   const remove: string[] = [];
+  const where = config.configPath ?? "config";
+  // Who gave each name, to refuse a second one naming its first.
+  const givenBy = new Map<string, string>();
+  // The modules' plugins by name, where they were given.
+  const loaded = new Map<
+    string,
+    { module: string; path: string; where: string }
+  >();
   for (const [name, opts] of Object.entries(config.plugins)) {
+    if (opts !== false && typeof opts.module === "string") {
+      const plugin = await loadPluginModule(
+        {
+          module: opts.module,
+          ...(opts.options === undefined
+            ? {}
+            : { options: opts.options as Record<string, unknown> }),
+          name,
+          where: `${where}: plugins.${name}`,
+          path: `plugins.${name}`,
+        },
+        runtime,
+        { logger },
+      );
+      givenBy.set(name, `plugins.${name} (${opts.module})`);
+      loaded.set(name, {
+        module: opts.module,
+        path: `plugins.${name}`,
+        where: `${where}: plugins.${name}`,
+      });
+      use.push(plugin);
+      continue;
+    }
+    givenBy.set(name, `plugins.${name}`);
     const factory = BUILTIN_PLUGINS[name];
     if (!factory) {
       throw new ConfigError(
@@ -328,9 +369,50 @@ function pluginsOption(
       }
     }
   }
+  for (const module of config.pluginModules ?? []) {
+    const plugin = await loadPluginModule(
+      {
+        module,
+        where: `command line: --plugin ${module}`,
+        path: "--plugin",
+      },
+      runtime,
+      { logger },
+    );
+    const first = givenBy.get(plugin.name);
+    if (first !== undefined) {
+      throw new ConfigError(
+        `--plugin: Cannot load plugin module ${module}: its plugin '${plugin.name}' is given already, by ${first}: give each plugin once (at command line: --plugin ${module})`,
+        { details: { path: "--plugin", module } },
+      );
+    }
+    givenBy.set(plugin.name, `--plugin ${module}`);
+    loaded.set(plugin.name, {
+      module,
+      path: "--plugin",
+      where: `command line: --plugin ${module}`,
+    });
+    use.push(plugin);
+  }
+  for (const plugin of extra) {
+    const module = loaded.get(plugin.name);
+    if (module !== undefined) {
+      throw new ConfigError(
+        `${module.path}: Cannot load plugin module ${module.module}: its plugin is named '${plugin.name}', as ${
+          plugin.name === "channels"
+            ? "the gateway's own (channels)"
+            : "a plugin the program running serve gives"
+        }: give it another name (at ${module.where})`,
+        { details: { path: module.path, module: module.module } },
+      );
+    }
+  }
+  for (const [name, { module }] of loaded) {
+    logger.info("Loaded plugin {name} from {module}", { name, module });
+  }
   // The pool's default reconnect() would name the library's options: the
   // same policy, worded for the gateway, replaces it (same name).
-  if (!Object.hasOwn(config.plugins, "reconnect")) {
+  if (!givenBy.has("reconnect")) {
     use.unshift(gatewayReconnect());
   }
   return { use: [...use, ...extra], remove };
@@ -490,10 +572,15 @@ export async function serve(
   const poolOptions: PoolOptions = {
     workers: config.workers,
     modelsDir: config.modelsDir,
-    plugins: pluginsOption(config, [
-      channelsPlugin({ hub, maxMessageBytes: config.limits.bodyLimit }),
-      ...(options.plugins ?? []),
-    ]),
+    plugins: await pluginsOption(
+      config,
+      [
+        channelsPlugin({ hub, maxMessageBytes: config.limits.bodyLimit }),
+        ...(options.plugins ?? []),
+      ],
+      runtime,
+      logger,
+    ),
     handleSignals: false,
     runtime,
     shutdownGrace: config.limits.shutdownGrace,

@@ -225,6 +225,10 @@ export function denoRuntime(): Runtime {
   const bodies = new DenoBodyText();
   return {
     name: "deno",
+    // Deno 2.1 and later: true in a binary of deno compile.
+    ...((Deno.build as { standalone?: boolean }).standalone === true
+      ? { standalone: true }
+      : {}),
     takeBodyText: (request) => bodies.take(request),
     deliveredBody,
     async connect(target: ConnectTarget): Promise<Connection> {

@@ -400,6 +400,13 @@ export interface TlsFetch {
 export interface Runtime {
   /** `"deno"` or `"bun"`. */
   readonly name: "deno" | "bun";
+  /**
+   * `true` in a binary made by `deno compile`, which imports only the
+   * modules built into it (`--include`): a plugin module named at run time
+   * fails to load there, and the error says what to do. Absent: not such
+   * a binary (`bun build --compile` binaries import files from disk).
+   */
+  readonly standalone?: boolean;
   /** Opens a TCP (no-delay) or Unix-socket connection. */
   connect(target: ConnectTarget): Promise<Connection>;
   /** Spawns a process with piped stdio. */

@@ -1,0 +1,226 @@
+/**
+ * Plugins of one's own loaded by `serve` from modules that `pyproxy.json`
+ * (`plugins.<name>.module`) or the command line (`--plugin <module>`)
+ * names: the module read, its default export made into a plugin and
+ * checked, every failure a `ConfigError` that names the module, where it
+ * was given and what to do (docs/plugins.md, "Loading your plugin in
+ * serve").
+ *
+ * @module
+ */
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { ConfigError } from "../errors.ts";
+import type { Plugin } from "../plugin.ts";
+import type { Runtime } from "../runtime/types.ts";
+import { pluginProblem } from "../_plugin_problem.ts";
+import { untrustedPath } from "./_untrusted_path.ts";
+
+/** A plugin module to load, as the configuration gives it. */
+export interface PluginModuleSpec {
+  /** Absolute path, or a `file:` URL. */
+  module: string;
+  /** Given to its factory. */
+  options?: Record<string, unknown>;
+  /** The name its plugin must have (the key of `plugins`), if any. */
+  name?: string;
+  /** Where it was given, for messages: `/etc/pyproxy.json: plugins.audit`, `command line: --plugin ./audit.ts`. */
+  where: string;
+  /** The configuration path of the setting (`plugins.audit`, `--plugin`). */
+  path: string;
+}
+
+/** Options of {@linkcode loadPluginModule}. */
+export interface LoadPluginModuleOptions {
+  /** Where a factory still running after `slowMs` is said (nothing without). */
+  logger?: { warn(message: string, props?: Record<string, unknown>): void };
+  /** @default {5000} */
+  slowMs?: number;
+}
+
+/** A factory still running after this long at start is announced in the log. */
+const SLOW_FACTORY_MS = 5_000;
+
+/**
+ * Why `specifier` is not loaded by a configuration, or `undefined`: a file
+ * path or a `file:` URL is (a bare name, `quota.ts`, is a relative path);
+ * any other scheme (`https:`, `npm:`, `jsr:`, `data:`) is not, so that no
+ * configuration runs code from elsewhere with the gateway's permissions by
+ * surprise.
+ */
+export function pluginSpecifierProblem(specifier: string): string | undefined {
+  if (specifier === "") return "expected a module path";
+  const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(specifier)?.[1];
+  // A Windows drive letter (C:\...) is a path.
+  if (scheme === undefined || scheme.length === 1) {
+    return undefined;
+  }
+  if (scheme.toLowerCase() === "file") return undefined;
+  return `${scheme}: modules are not loaded from a configuration (plugin code runs with the gateway's permissions): name a local file; to use a published plugin, write a file that imports it (export { default } from "${specifier}"), so that your own code, its lock file and Deno's permissions decide what runs`;
+}
+
+/**
+ * Loads the module, makes its plugin and checks it. Throws a
+ * {@linkcode ConfigError} naming the module and where it was given.
+ */
+export async function loadPluginModule(
+  spec: PluginModuleSpec,
+  runtime: Runtime,
+  options: LoadPluginModuleOptions = {},
+): Promise<Plugin> {
+  const fail = (why: string, cause?: unknown): ConfigError =>
+    new ConfigError(
+      `${spec.path}: Cannot load plugin module ${spec.module}: ${why} (at ${spec.where})`,
+      {
+        ...(cause === undefined ? {} : { cause }),
+        details: { path: spec.path, module: spec.module },
+      },
+    );
+  let path: string;
+  let url: string;
+  try {
+    path = /^file:/i.test(spec.module)
+      ? fileURLToPath(spec.module)
+      : spec.module;
+    url = pathToFileURL(path).href;
+  } catch (err) {
+    throw fail(`not a file path or file: URL (${firstLine(err)})`, err);
+  }
+  let stat: Awaited<ReturnType<Runtime["stat"]>>;
+  try {
+    stat = await runtime.stat(path);
+  } catch (err) {
+    throw fail(importProblem(err, path, runtime), err);
+  }
+  if (stat === null) {
+    throw fail(
+      `no such file (a relative path is read from ${
+        spec.path === "--plugin"
+          ? "the working directory"
+          : "the config file's directory"
+      })`,
+    );
+  }
+  if (!stat.isFile) {
+    throw fail("not a file: name the module's .ts or .js file");
+  }
+  const untrusted = await untrustedPath(runtime, path);
+  if (untrusted !== undefined) {
+    throw fail(
+      `${untrusted}, and its code would run with the gateway's permissions: make it this user's (or root's), writable by no one else`,
+    );
+  }
+  let mod: Record<string, unknown>;
+  try {
+    mod = await import(url);
+  } catch (err) {
+    throw fail(importProblem(err, path, runtime), err);
+  }
+  const exported = mod.default;
+  if (exported === undefined) {
+    const named = Object.keys(mod).filter((k) => k !== "default");
+    // A function first: a factory is what the default should be.
+    named.sort((a, b) =>
+      Number(typeof mod[b] === "function") -
+      Number(typeof mod[a] === "function")
+    );
+    throw fail(
+      `it has no default export${
+        named.length === 0 ? "" : ` (it exports ${named.join(", ")})`
+      }: export default a factory (options) => Plugin, or a plugin object${
+        named.length === 0 ? "" : ` (export { ${named[0]} as default })`
+      }`,
+    );
+  }
+  let plugin: unknown;
+  if (typeof exported === "function") {
+    // A factory that waits (a connection to open) and never settles
+    // would hold the start up without a word: said once, after a while.
+    const slowMs = options.slowMs ?? SLOW_FACTORY_MS;
+    const slow = options.logger === undefined ? undefined : setTimeout(
+      () =>
+        options.logger!.warn(
+          "Still waiting for the factory of plugin module {module} ({where}) after {ms} ms",
+          { module: spec.module, where: spec.where, ms: slowMs },
+        ),
+      slowMs,
+    );
+    try {
+      plugin = await exported(spec.options);
+    } catch (err) {
+      throw fail(`its factory threw: ${firstLine(err)}`, err);
+    } finally {
+      clearTimeout(slow);
+    }
+  } else {
+    if (spec.options !== undefined) {
+      throw fail(
+        `it exports a plugin object, which takes no options: export a factory (options) => Plugin to take ${spec.path}.options`,
+      );
+    }
+    plugin = exported;
+  }
+  const problem = pluginProblem(plugin);
+  if (problem !== undefined) {
+    throw fail(
+      `${
+        typeof exported === "function"
+          ? "its factory did not return a plugin"
+          : "its default export is not a plugin"
+      }: ${problem}`,
+    );
+  }
+  const name = (plugin as Plugin).name;
+  if (spec.name !== undefined && name !== spec.name) {
+    throw fail(
+      `its plugin is named '${name}', not '${spec.name}': name the entry of plugins as the plugin ("${name}": {"module": ...})`,
+    );
+  }
+  return plugin as Plugin;
+}
+
+/** An import's (or a stat's) failure in words, with what to do. */
+function importProblem(err: unknown, path: string, runtime: Runtime): string {
+  const message = plain(err instanceof Error ? err.message : String(err));
+  const name = err instanceof Error ? err.name : "";
+  if (
+    /Requires \w+ access to/.test(message) || name === "NotCapable" ||
+    name === "PermissionDenied"
+  ) {
+    const access = /Requires (\w+) access/.exec(message)?.[1] ?? "read";
+    return `Deno's permissions refuse it (${
+      firstLine(message)
+    }): allow ${access} access to it, e.g. --allow-${access}=${path}, or run with -A`;
+  }
+  if (
+    /^SyntaxError\b/.test(message) || name === "SyntaxError" ||
+    name === "BuildMessage"
+  ) {
+    const at = /at (file:\/\/\S+:\d+:\d+)/.exec(message)?.[1];
+    return `it does not parse: ${
+      firstLine(message.replace(/^SyntaxError:\s*/, ""))
+    }${at === undefined ? "" : ` (${at})`}`;
+  }
+  const missing = /Module not found "([^"]+)"/.exec(message)?.[1] ??
+    /Cannot find module '([^']+)'/.exec(message)?.[1];
+  if (missing !== undefined) {
+    const self = missing === path || missing === pathToFileURL(path).href;
+    if (self && runtime.standalone === true) {
+      return `this program is a binary of deno compile, which loads only the modules built into it: compile it again with --include ${path} (and the files it imports)`;
+    }
+    return self
+      ? `the runtime cannot find it (${firstLine(message)})`
+      : `it imports ${missing}, which is not found`;
+  }
+  return `its top-level code threw: ${firstLine(message)}`;
+}
+
+/** Without terminal colours (Deno's messages carry them). */
+function plain(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.replace(/\u001b\[[0-9;]*m/g, "");
+}
+
+function firstLine(err: unknown): string {
+  const text = plain(err instanceof Error ? err.message : String(err));
+  return text.split("\n")[0]!.trim();
+}

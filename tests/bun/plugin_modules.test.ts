@@ -1,0 +1,78 @@
+// `bun run mod.ts serve --plugin <file.ts>`: Bun imports a plugin module
+// written in TypeScript as Deno does (tests/plugin_modules_test.ts), and
+// refuses a broken one with the same one error line.
+import { expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import process from "node:process";
+import { startServe } from "./_serve_process.ts";
+
+const ROOT = new URL("../..", import.meta.url).pathname;
+const MOD = new URL("../../mod.ts", import.meta.url).pathname;
+
+test(
+  "serve --plugin examples/audit_plugin.ts runs its onSettle on Bun",
+  async () => {
+    const { child, url } = await startServe(
+      ["--port", "0", "--workers", "1", "--plugin", "examples/audit_plugin.ts"],
+      { cwd: ROOT },
+    );
+    try {
+      const res = await fetch(`${url}/v1/models/echo/execute`, {
+        method: "POST",
+        body: '{"a":1}',
+      });
+      expect(await res.json()).toEqual({ a: 1 });
+      const status = await (await fetch(`${url}/v1/status`)).json();
+      expect(status.pluginStatus.audit).toEqual({ calls: 1, file: null });
+    } finally {
+      child.kill("SIGKILL");
+      await child.exited;
+    }
+  },
+  30_000,
+);
+
+test(
+  "serve --plugin names a module that does not parse, or has no default export, on Bun",
+  async () => {
+    const dir = mkdtempSync(`${tmpdir()}/pyproxy-test-`);
+    try {
+      writeFileSync(`${dir}/syntax.ts`, "export default {\n");
+      writeFileSync(
+        `${dir}/named.ts`,
+        'export function audit() { return { name: "audit" }; }\n',
+      );
+      for (
+        const [file, want] of [
+          ["syntax.ts", /syntax\.ts: it does not parse: /],
+          ["named.ts", /it has no default export \(it exports audit\)/],
+        ] as const
+      ) {
+        const child = Bun.spawn(
+          [
+            process.execPath,
+            "run",
+            MOD,
+            "serve",
+            "--port",
+            "0",
+            "--plugin",
+            `${dir}/${file}`,
+          ],
+          { cwd: ROOT, stdout: "pipe", stderr: "pipe" },
+        );
+        const [err, code] = await Promise.all([
+          new Response(child.stderr).text(),
+          child.exited,
+        ]);
+        expect(code).toBe(1);
+        expect(err).toMatch(/^error: --plugin: Cannot load plugin module /);
+        expect(err).toMatch(want);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+  30_000,
+);

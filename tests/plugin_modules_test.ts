@@ -1,0 +1,440 @@
+/**
+ * Plugins of one's own loaded by `serve` (src/gateway/_plugin_modules.ts):
+ * through the real command line (`--plugin`, pyproxy.json's
+ * `plugins.<name>.module`) with real workers, and each way a module can be
+ * wrong, as the one `error:` line the operator reads.
+ */
+import assert from "node:assert/strict";
+import { ConfigError } from "../src/errors.ts";
+import { parseConfig, resolveConfig } from "../src/gateway/config.ts";
+import { reloadPlan } from "../src/gateway/_config_reload.ts";
+import {
+  loadPluginModule,
+  type PluginModuleSpec,
+} from "../src/gateway/_plugin_modules.ts";
+import { pluginProblem } from "../src/_plugin_problem.ts";
+import { defaultRuntime } from "../src/runtime/mod.ts";
+import { getLogger } from "@logtape/logtape";
+import { tempDir, waitFor, writeFiles } from "./_harness.ts";
+
+const MOD = new URL("../mod.ts", import.meta.url).pathname;
+const ROOT = new URL("..", import.meta.url).pathname;
+const EXAMPLE = new URL("../examples/audit_plugin.ts", import.meta.url)
+  .pathname;
+
+/** `mod.ts serve ...` until its banner's dashboard line; killed at dispose. */
+async function startServe(
+  args: string[],
+  cwd: string,
+  permissions: string[] = ["-A"],
+): Promise<
+  { child: Deno.ChildProcess; url: string; stderr: Promise<string> } & {
+    [Symbol.asyncDispose](): Promise<void>;
+  }
+> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...permissions, MOD, "serve", "--port", "0", ...args],
+    cwd,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const dispose = async () => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // exited
+    }
+    await child.status;
+    await stdout.cancel();
+    await stderr;
+  };
+  try {
+    let banner = "";
+    while (!/dashboard: .*\n/.test(banner)) {
+      const { value, done } = await stdout.read();
+      if (done) {
+        throw new Error(
+          `serve ended before its banner: ${banner} ${await stderr}`,
+        );
+      }
+      banner += value;
+    }
+    const url = /listening on (http:\/\/\S+)/.exec(banner)![1]!;
+    return { child, url, stderr, [Symbol.asyncDispose]: dispose };
+  } catch (err) {
+    await dispose();
+    throw err;
+  }
+}
+
+/** The one `error:` line of a `serve` that fails to start, and its code. */
+async function serveError(
+  args: string[],
+  cwd = ROOT,
+  permissions: string[] = ["-A"],
+): Promise<{ code: number; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...permissions,
+      MOD,
+      "serve",
+      "--port",
+      "0",
+      "--workers",
+      "1",
+      ...args,
+    ],
+    cwd,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+}
+
+Deno.test("serve --plugin loads examples/audit_plugin.ts (relative to the working directory) and its onSettle runs for a gateway call", async () => {
+  await using serve = await startServe(
+    ["--workers", "1", "--plugin", "examples/audit_plugin.ts"],
+    ROOT,
+  );
+  const res = await fetch(`${serve.url}/v1/models/echo/execute`, {
+    method: "POST",
+    body: '{"a":1}',
+  });
+  assert.deepEqual(await res.json(), { a: 1 });
+  // onSettle ran before the call's answer (it runs just before its caller gets it).
+  const status = await (await fetch(`${serve.url}/v1/status`)).json();
+  assert.deepEqual(status.pluginStatus.audit, { calls: 1, file: null });
+  serve.child.kill("SIGINT");
+  assert.equal((await serve.child.status).code, 0);
+  // The log says which plugin came from which file.
+  assert.match(
+    await serve.stderr,
+    /Loaded plugin \W?audit\W? from \W?\S*\/examples\/audit_plugin\.ts/,
+  );
+});
+
+Deno.test("serve loads pyproxy.json's plugins.<name>.module relative to the file, with its options; a model reaches its host handler", async () => {
+  await using dir = await tempDir();
+  const audit = `${dir.path}/audit.jsonl`;
+  await writeFiles(dir.path, {
+    "conf/pyproxy.json": JSON.stringify({
+      workers: 1,
+      modelsDir: "../models",
+      plugins: {
+        audit: { module: "./plugins/audit.ts", options: { file: audit } },
+        reconnect: { maxCrashes: 3 },
+      },
+    }),
+    // The example, as an operator copies it next to the config.
+    "conf/plugins/audit.ts": await Deno.readTextFile(EXAMPLE),
+    "models/counted.py": `from pyproxy import host
+class Counted:
+    def execute(self, msg):
+        return {"seen": host.call("audit.count")}
+`,
+  });
+  await using serve = await startServe(
+    ["--config", "conf/pyproxy.json"],
+    dir.path,
+  );
+  for (const want of [0, 1]) {
+    const res = await fetch(`${serve.url}/v1/models/counted/execute`, {
+      method: "POST",
+      body: "{}",
+      headers: { "x-request-id": `req-${want}` },
+    });
+    assert.deepEqual(await res.json(), { seen: want });
+  }
+  await waitFor(async () =>
+    (await Deno.readTextFile(audit).catch(() => "")).split("\n").length === 3
+  );
+  const lines = (await Deno.readTextFile(audit)).trim().split("\n").map((l) =>
+    JSON.parse(l)
+  );
+  assert.deepEqual(
+    lines.map((l) => [l.model, l.requestId, l.ok, l.attempts]),
+    [["counted", "req-0", true, 1], ["counted", "req-1", true, 1]],
+  );
+});
+
+Deno.test("serve refuses a plugin module with one error line naming it and what to do", async () => {
+  await using dir = await tempDir();
+  const d = dir.path;
+  await writeFiles(d, {
+    "syntax.ts": "export default {\n",
+    "nodefault.ts":
+      'export const LIMIT = 1;\nexport function quota() { return { name: "quota" }; }\n',
+    "throws.ts":
+      'export default () => { throw new Error("limit is required"); };\n',
+    "typo.ts": 'export default () => ({ name: "typo", onRequst() {} });\n',
+    "notplugin.ts": "export default () => 42;\n",
+    "object.ts": 'export default { name: "object" };\n',
+    "inner.ts":
+      'import "./missing.ts";\nexport default () => ({ name: "inner" });\n',
+    "dup.ts": 'export default () => ({ name: "dup" });\n',
+    "dup2.ts": 'export default () => ({ name: "dup" });\n',
+    "channels.ts": 'export default () => ({ name: "channels" });\n',
+    "misnamed.ts": 'export default () => ({ name: "quotas" });\n',
+    "open.ts": 'export default () => ({ name: "open" });\n',
+    "conf/options.json": JSON.stringify({
+      plugins: { object: { module: "../object.ts", options: { a: 1 } } },
+    }),
+    "conf/misnamed.json": JSON.stringify({
+      plugins: { quota: { module: "../misnamed.ts" } },
+    }),
+    "conf/dup.json": JSON.stringify({
+      plugins: { dup: { module: "../dup.ts" } },
+    }),
+    "conf/remote.json": JSON.stringify({
+      plugins: { quota: { module: "npm:pyproxy-quota" } },
+    }),
+    "conf/extra.json": JSON.stringify({
+      plugins: { quota: { module: "../dup.ts", option: {} } },
+    }),
+    "conf/missing.json": JSON.stringify({
+      plugins: { quota: { module: "./quota.ts" } },
+    }),
+  });
+  await Deno.chmod(`${d}/open.ts`, 0o666);
+  const cases: Array<[string[], RegExp]> = [
+    [
+      ["--plugin", `${d}/none.ts`],
+      /Cannot load plugin module \S+\/none\.ts: no such file \(a relative path is read from the working directory\) \(at command line: --plugin /,
+    ],
+    [
+      ["--plugin", `${d}/syntax.ts`],
+      /syntax\.ts: it does not parse: .*\(file:\/\/\S+syntax\.ts:\d+:\d+\)/,
+    ],
+    [
+      ["--plugin", `${d}/nodefault.ts`],
+      /it has no default export \(it exports quota, LIMIT\): export default a factory \(options\) => Plugin, or a plugin object \(export \{ quota as default \}\)/,
+    ],
+    [
+      ["--plugin", `${d}/throws.ts`],
+      /throws\.ts: its factory threw: limit is required/,
+    ],
+    [
+      ["--plugin", `${d}/typo.ts`],
+      /typo\.ts: its factory did not return a plugin: onRequst is no hook, so it would never run \(did you mean onRequest\?\)/,
+    ],
+    [
+      ["--plugin", `${d}/notplugin.ts`],
+      /its factory did not return a plugin: expected an object with a name and hooks, got number/,
+    ],
+    [
+      ["--plugin", `${d}/inner.ts`],
+      /inner\.ts: it imports \S+\/missing\.ts, which is not found/,
+    ],
+    [
+      ["--plugin", `${d}/dup.ts`, "--plugin", `${d}/dup2.ts`],
+      /--plugin: Cannot load plugin module \S+dup2\.ts: its plugin 'dup' is given already, by --plugin \S+dup\.ts: give each plugin once/,
+    ],
+    [
+      ["--config", `${d}/conf/dup.json`, "--plugin", `${d}/dup2.ts`],
+      /its plugin 'dup' is given already, by plugins\.dup \(\S+\/dup\.ts\)/,
+    ],
+    [
+      ["--plugin", `${d}/channels.ts`],
+      /its plugin is named 'channels', as the gateway's own \(channels\): give it another name/,
+    ],
+    [
+      ["--plugin", `${d}/open.ts`],
+      /open\.ts: every user can write to it \(mode 0666\), and its code would run with the gateway's permissions/,
+    ],
+    [
+      ["--plugin", "https://plugins.example/quota.ts"],
+      /--plugin: https: modules are not loaded from a configuration \(plugin code runs with the gateway's permissions\): name a local file; to use a published plugin, write a file that imports it \(export \{ default \} from "https:\/\/plugins\.example\/quota\.ts"\)/,
+    ],
+    [
+      ["--config", `${d}/conf/options.json`],
+      /plugins\.object: Cannot load plugin module \S+\/object\.ts: it exports a plugin object, which takes no options: export a factory \(options\) => Plugin to take plugins\.object\.options \(at \S+options\.json: plugins\.object\)/,
+    ],
+    [
+      ["--config", `${d}/conf/misnamed.json`],
+      /plugins\.quota: .*its plugin is named 'quotas', not 'quota': name the entry of plugins as the plugin \("quotas": \{"module": \.\.\.\}\)/,
+    ],
+    [
+      ["--config", `${d}/conf/remote.json`],
+      /plugins\.quota\.module: npm: modules are not loaded from a configuration .* \(at \S+remote\.json: plugins\.quota\.module\)/,
+    ],
+    [
+      ["--config", `${d}/conf/extra.json`],
+      /plugins\.quota\.option: unknown field \(allowed: module, options; a module's options go under options\)/,
+    ],
+    [
+      ["--config", `${d}/conf/missing.json`],
+      /\S+\/conf\/quota\.ts: no such file \(a relative path is read from the config file's directory\)/,
+    ],
+  ];
+  // 3 at a time: each is a Deno start that mostly waits.
+  let next = 0;
+  const failures: string[] = [];
+  await Promise.all(Array.from({ length: 3 }, async () => {
+    while (next < cases.length) {
+      const [args, want] = cases[next++]!;
+      const { code, stderr } = await serveError(args);
+      if (code !== 1 || !/^error: .*\n$/.test(stderr) || !want.test(stderr)) {
+        failures.push(`${args.join(" ")}: ${code} ${JSON.stringify(stderr)}`);
+      }
+    }
+  }));
+  assert.deepEqual(failures, []);
+});
+
+Deno.test("serve --plugin with Deno's --allow-read not listing the module names the permission to add", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "p.ts": 'export default () => ({ name: "p" });\n',
+  });
+  const { code, stderr } = await serveError(
+    ["--plugin", `${dir.path}/p.ts`],
+    ROOT,
+    [
+      `--allow-read=${ROOT}`,
+      "--allow-env",
+      "--allow-write",
+      "--allow-net",
+      "--allow-run",
+      "--allow-sys",
+    ],
+  );
+  assert.equal(code, 1, stderr);
+  assert.match(
+    stderr,
+    new RegExp(
+      `Cannot load plugin module ${dir.path}/p\\.ts: Deno's permissions refuse it \\(Requires read access to .*\\): allow read access to it, e\\.g\\. --allow-read=${dir.path}/p\\.ts, or run with -A`,
+    ),
+  );
+});
+
+Deno.test("loadPluginModule takes a file: URL, a plugin object without options, and a class instance's hooks", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "object.ts":
+      'export default { name: "object", onPoolStart() {}, handlers: { "x.y": () => 1 } };\n',
+    "class.ts": `class Audit {
+  name = "audit";
+  onSettle() {}
+  onCallMade() {}
+}
+export default () => new Audit();
+`,
+    "async.ts":
+      "export default async (o: { n: number }) => ({ name: `n${o.n}` });\n",
+  });
+  const runtime = defaultRuntime();
+  const spec = (module: string, more: Partial<PluginModuleSpec> = {}) => ({
+    module,
+    where: "test",
+    path: "--plugin",
+    ...more,
+  });
+  const object = await loadPluginModule(
+    spec(`file://${dir.path}/object.ts`),
+    runtime,
+  );
+  assert.equal(object.name, "object");
+  const n = await loadPluginModule(
+    spec(`${dir.path}/async.ts`, { options: { n: 3 } }),
+    runtime,
+  );
+  assert.equal(n.name, "n3");
+  // An `on...` method of its class that is no hook is a typo too.
+  await assert.rejects(
+    loadPluginModule(spec(`${dir.path}/class.ts`), runtime),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      /onCallMade is no hook/.test(err.message) &&
+      (err.details as { path?: string }).path === "--plugin",
+  );
+});
+
+Deno.test("loadPluginModule says once in the log that a factory has not settled yet, and goes on waiting for it", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "slow.ts":
+      "export default () => (globalThis as { gate?: Promise<unknown> }).gate;\n",
+  });
+  let open!: (plugin: unknown) => void;
+  (globalThis as { gate?: Promise<unknown> }).gate = new Promise((resolve) =>
+    open = resolve
+  );
+  const warned: Array<Record<string, unknown> | undefined> = [];
+  try {
+    const plugin = await loadPluginModule(
+      { module: `${dir.path}/slow.ts`, where: "test", path: "--plugin" },
+      defaultRuntime(),
+      {
+        slowMs: 1,
+        logger: {
+          warn(message, props) {
+            assert.match(message, /^Still waiting for the factory/);
+            warned.push(props);
+            // The warning came while the factory waited: let it finish.
+            open({ name: "slow" });
+          },
+        },
+      },
+    );
+    assert.equal(plugin.name, "slow");
+    assert.deepEqual(warned, [{
+      module: `${dir.path}/slow.ts`,
+      where: "test",
+      ms: 1,
+    }]);
+  } finally {
+    delete (globalThis as { gate?: Promise<unknown> }).gate;
+  }
+});
+
+Deno.test("pluginProblem: a hook that is not a function, bad handlers and requires, no name", () => {
+  assert.equal(pluginProblem({ name: "ok", onCall() {} }), undefined);
+  // Other keys are a plugin's own state (autoscale's bounds, a stats object).
+  assert.equal(pluginProblem({ name: "ok", stats: {}, on: 1 }), undefined);
+  assert.match(pluginProblem({ name: "" })!, /its name is missing/);
+  assert.match(
+    pluginProblem({ name: "x", onCall: 1 })!,
+    /onCall is not a function/,
+  );
+  assert.match(
+    pluginProblem({ name: "x", handlers: { a: 1 } })!,
+    /handlers\["a"\] is not a function/,
+  );
+  assert.match(
+    pluginProblem({ name: "x", requires: "y" })!,
+    /requires is not a list/,
+  );
+  assert.match(pluginProblem([])!, /got an array/);
+});
+
+Deno.test("A reload that changes the plugin modules names plugins among the settings that need a restart", async () => {
+  const config = (module: string) =>
+    resolveConfig({
+      cwd: "/srv",
+      file: parseConfig({ plugins: { audit: { module } } }),
+      fileDir: "/etc/pyproxy",
+    });
+  const before = config("./audit.ts");
+  assert.deepEqual(before.plugins, {
+    audit: { module: "/etc/pyproxy/audit.ts" },
+  });
+  const plan = await reloadPlan(
+    before,
+    undefined,
+    config("./audit2.ts"),
+    defaultRuntime(),
+    getLogger(["test"]),
+  );
+  assert.deepEqual(plan.ignored, ["plugins"]);
+  // The command line's modules, resolved against the working directory.
+  assert.deepEqual(
+    resolveConfig({ cwd: "/srv", pluginModules: ["p/a.ts", "file:///x.ts"] })
+      .pluginModules,
+    ["/srv/p/a.ts", "file:///x.ts"],
+  );
+});
