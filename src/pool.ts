@@ -1528,8 +1528,13 @@ export class Pool implements AsyncDisposable {
     if (refused !== undefined) return Promise.reject(refused);
     return hooks.run<T>(
       modelCall("execute", asked, name, msg, options),
-      options.onSend,
-      (onSend) => this.#executeResolved<T>(name, msg, { ...options, onSend }),
+      options,
+      // Its whole timeout, as #request and the batcher take it: an
+      // asynchronous onCall's time counts in it.
+      options.timeout ?? this.#modelTimeouts.get(name) ??
+        this.#opts.requestTimeout,
+      (onSend, spentMs) =>
+        this.#executeResolved<T>(name, msg, { ...options, onSend }, spentMs),
       (answer, plugin) => {
         if ("result" in answer) return answer.result as T;
         throw wrongAnswer(plugin);
@@ -1537,11 +1542,15 @@ export class Pool implements AsyncDisposable {
     );
   }
 
-  /** `execute` of the model as the workers know it (`scorer@2`). */
+  /**
+   * `execute` of the model as the workers know it (`scorer@2`); `spentMs`
+   * of its timeout already gone (in its plugins' asynchronous `onCall`).
+   */
   #executeResolved<T>(
     name: string,
     msg: unknown,
     options: ExecuteOptions,
+    spentMs = 0,
   ): Promise<T> {
     if (this.#batchers.size > 0) {
       const batcher = this.#batchers.get(name);
@@ -1550,6 +1559,7 @@ export class Pool implements AsyncDisposable {
           batcher,
           msg as Record<string, unknown>,
           options,
+          spentMs,
         ) as Promise<T>;
       }
     }
@@ -1574,6 +1584,8 @@ export class Pool implements AsyncDisposable {
       options.timeout !== undefined || this.#modelTimeouts.size === 0
         ? undefined
         : this.#modelTimeouts.get(name),
+      undefined,
+      spentMs,
     );
   }
 
@@ -1581,10 +1593,11 @@ export class Pool implements AsyncDisposable {
     batcher: ModelBatcher,
     msg: Record<string, unknown>,
     options: ExecuteOptions,
+    spentMs: number,
   ): Promise<unknown> {
     const refused = this.#refusal("executeModel", options);
     if (refused !== undefined) return Promise.reject(refused);
-    return batcher.add(msg, options);
+    return batcher.add(msg, options, spentMs);
   }
 
   /** Starts, replaces or ends the batching of model `name` after a load. */
@@ -1736,9 +1749,19 @@ export class Pool implements AsyncDisposable {
             args.msg,
             options,
           ),
-          opts.onSend,
-          (onSend) =>
-            this.#request<T>(cmd, args, { ...opts, onSend }, opts.onSlot),
+          opts,
+          // Its whole timeout (executeStream gave the model's).
+          opts.timeout ?? this.#opts.requestTimeout,
+          (onSend, spentMs) =>
+            this.#request<T>(
+              cmd,
+              args,
+              { ...opts, onSend },
+              opts.onSlot,
+              undefined,
+              undefined,
+              spentMs,
+            ),
           (answer, plugin) => {
             const items = "items" in answer ? answer.items : [answer.result];
             if (!Array.isArray(items)) {
@@ -1785,7 +1808,9 @@ export class Pool implements AsyncDisposable {
    * errors name `executeModel`, what its callers called; `"again"`: a part
    * of a batch taken apart, admitted before, so routed as a retry is (to the
    * queue's front, never refused by a full one) and not counted again in
-   * the queue waits (the batch it came from was).
+   * the queue waits (the batch it came from was). `spentMs`: of its
+   * timeout, already gone before it came here (a model call's plugins'
+   * asynchronous `onCall`: the caller's timeout counts from the call).
    */
   #request<T>(
     cmd: string,
@@ -1794,6 +1819,7 @@ export class Pool implements AsyncDisposable {
     onSlot: ((slot: SlotLease) => void) | undefined,
     defaultTimeout?: number,
     batch?: "first" | "again",
+    spentMs = 0,
   ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const refused = this.#refusal(
@@ -1807,7 +1833,9 @@ export class Pool implements AsyncDisposable {
         cmd,
         args,
         options,
-        deadline: timeout === undefined ? Infinity : Date.now() + timeout,
+        deadline: timeout === undefined
+          ? Infinity
+          : Date.now() + timeout - spentMs,
         timeoutMs: timeout,
         retries: 0,
         resolve: resolve as (value: unknown) => void,
@@ -2403,6 +2431,8 @@ export class Pool implements AsyncDisposable {
         ),
       );
     }
+    // Calls still held by an asynchronous onCall end as the queued ones.
+    this.#callHooks?.close();
     for (const wake of [...this.#modelWaits]) wake();
     // A model operation in flight gets the grace too (calls get it from the
     // workers' drain; model commands bypass the router, so they are awaited
@@ -2415,7 +2445,12 @@ export class Pool implements AsyncDisposable {
         grace,
       );
     }
-    await this.#supervisor.stop(Math.max(0, grace - (Date.now() - t0)));
+    // onPoolClosed comes after every call's onSettle, an async one's too.
+    const hooks = this.#callHooks;
+    await this.#supervisor.stop(
+      Math.max(0, grace - (Date.now() - t0)),
+      hooks === undefined ? undefined : () => hooks.settled(),
+    );
     // Streams that ended with items unread: nothing to cancel any more.
     this.#idleWatch.clear();
     this.#events.close();

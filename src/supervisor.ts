@@ -154,10 +154,13 @@ export class Supervisor {
 
   /**
    * Stops for good: no more restarts, `onPoolClose`, every worker drained
-   * (up to `graceMs`) and stopped, every exit hook finished, then
-   * `onPoolClosed`.
+   * (up to `graceMs`) and stopped, every exit hook finished, `before`
+   * (the calls' last `onSettle`s), then `onPoolClosed`.
    */
-  async stop(graceMs: number): Promise<void> {
+  async stop(
+    graceMs: number,
+    before?: () => Promise<void>,
+  ): Promise<void> {
     this.#closing = true;
     await this.#opts.plugins.run("onPoolClose", this.context);
     // A slot a resize is removing keeps the grace that resize gave it.
@@ -165,6 +168,7 @@ export class Supervisor {
       this.workers.map((w) => this.#removing.get(w) ?? w.stop(graceMs)),
     );
     while (this.#hookRuns.size > 0) await Promise.all([...this.#hookRuns]);
+    await before?.();
     await this.#opts.plugins.run("onPoolClosed", this.context);
   }
 
