@@ -143,7 +143,9 @@ export interface WorkerInfo {
    * signal's name (killed from outside or crashed: `SIGKILL` is how the
    * kernel's OOM killer ends one; during a close's or a resize's drain
    * too), `exit_<code>` (it exited by itself: a `SIGTERM` from outside,
-   * which the server handles, is `exit_0`).
+   * which the server handles, is `exit_0`). A process that ended before its
+   * ready line counts too (its exit code, or `pool` when the start killed
+   * it: no ready line within `readyTimeout`).
    */
   readonly exits: Readonly<Record<string, number>>;
   /** The last lines the server wrote to stderr (current or last process). */
@@ -493,13 +495,31 @@ export class Worker implements WorkerInfo {
     } catch (err) {
       if (gen !== this.#gen) return asError(err);
       this.#stderrTail = stderrOf(err);
-      // A process that exited before its ready line: its code (or signal).
-      const exit = (err as { details?: { code?: unknown; signal?: unknown } })
-        ?.details;
+      // A process that exited before its ready line: its pid, its code (or
+      // signal); one that gave none in time (or a bad one) was killed by
+      // the start. No pid: none was spawned.
+      const exit = (err as {
+        details?: { code?: unknown; signal?: unknown; pid?: unknown };
+      })?.details;
+      const pid = typeof exit?.pid === "number" ? exit.pid : null;
+      const code = typeof exit?.code === "number" ? exit.code : null;
+      const signal = typeof exit?.signal === "string" ? exit.signal : null;
+      if (pid !== null) {
+        // Counted as any process that ended (an import that crashes at
+        // every start is a crash loop `exits` shows).
+        this.#count(
+          exitCause(
+            this.#intentional,
+            code === null && signal === null,
+            code,
+            signal,
+          ),
+        );
+      }
       this.#report(gen, {
-        pid: null,
-        code: typeof exit?.code === "number" ? exit.code : null,
-        signal: typeof exit?.signal === "string" ? exit.signal : null,
+        pid,
+        code,
+        signal,
         reason: `start failed: ${firstLine(messageOf(err))}`,
         at: Date.now(),
       });
@@ -864,8 +884,13 @@ export class Worker implements WorkerInfo {
       code,
       signal,
     );
-    this.#exits[cause] = (this.#exits[cause] ?? 0) + 1;
+    this.#count(cause);
     this.#report(gen, { pid: this.#pid, code, signal, reason, at: Date.now() });
+  }
+
+  /** One more process ended by `cause` (`exits`). */
+  #count(cause: string): void {
+    this.#exits[cause] = (this.#exits[cause] ?? 0) + 1;
   }
 
   #report(gen: number, exit: WorkerExit): void {
