@@ -286,6 +286,13 @@ export interface PoolStatus {
    * code units (bounded by `evalReplayBudget`).
    */
   evalReplayBytes: number;
+  /**
+   * Every worker process that ended over the pool's life, by cause
+   * (`WorkerInfo.exits` summed over the slots, those a resize removed
+   * included): never goes down, where the slots' own counts leave with
+   * their slot (`/metrics`' `pyproxy_pool_worker_exits_total`).
+   */
+  exits: Record<string, number>;
 }
 
 /**
@@ -2153,6 +2160,7 @@ export class Pool implements AsyncDisposable {
       resizing: this.#resizesPending > 0,
       plugins: this.#plugins.plugins.map((p) => p.name),
       evalReplayBytes: this.replayBudget.bytes,
+      exits: this.#supervisor.exits(),
     };
   }
 
