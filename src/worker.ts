@@ -142,8 +142,9 @@ export interface WorkerInfo {
    * heartbeat, wedged, a lost connection, a failed start, `pool.kill`), a
    * signal's name (killed from outside or crashed: `SIGKILL` is how the
    * kernel's OOM killer ends one; during a close's or a resize's drain
-   * too), `exit_<code>` (it exited by itself: a `SIGTERM` from outside,
-   * which the server handles, is `exit_0`). A process that ended before its
+   * too; a `SIGTERM` or `SIGINT` the server handled, exiting cleanly with
+   * code 143 or 130, counts as the signal too), `exit_<code>` (it exited
+   * by itself). A process that ended before its
    * ready line counts too (its exit code, or `pool` when the start killed
    * it: no ready line within `readyTimeout`).
    */
@@ -977,7 +978,8 @@ function stderrOf(err: unknown): string {
  * gateway's `pyproxy_worker_exits_total` count it (a bounded set of values):
  * `stopped` when the pool stopped it on purpose, `pool` when the pool killed
  * it for a fault (its own kill has a reason), else the signal that ended it
- * (from outside: the OOM killer's `SIGKILL`, a crash's `SIGSEGV`) or
+ * (from outside: the OOM killer's `SIGKILL`, a crash's `SIGSEGV`; also a
+ * `SIGTERM` or `SIGINT` the server handled, exiting with code 143 or 130) or
  * `exit_<code>`.
  *
  * @example
@@ -985,6 +987,7 @@ function stderrOf(err: unknown): string {
  * import { exitCause } from "./worker.ts";
  * console.log(exitCause(false, false, null, "SIGKILL")); // "SIGKILL"
  * console.log(exitCause(false, false, 1, null)); // "exit_1"
+ * console.log(exitCause(false, false, 143, null)); // "SIGTERM"
  * ```
  */
 export function exitCause(
@@ -996,5 +999,16 @@ export function exitCause(
   if (intentional) return "stopped";
   if (killedByPool) return "pool";
   if (signal !== null) return signal;
-  return code === null ? "unknown" : `exit_${code}`;
+  if (code === null) return "unknown";
+  return STOPPED_BY_SIGNAL[code] ?? `exit_${code}`;
 }
+
+/**
+ * The exit codes of a server that stopped cleanly for a signal from outside
+ * (128 + its number, protocol §6), by the signal's name: counted as the
+ * signal, as a process it killed is, never as the pool's own stop (0).
+ */
+const STOPPED_BY_SIGNAL: Readonly<Record<number, string>> = {
+  130: "SIGINT",
+  143: "SIGTERM",
+};

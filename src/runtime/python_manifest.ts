@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 30366,
+      size: 30606,
       sha256:
-        "f81408cfdd17aa8865e25f3fe1b19ddf6a8cc35d50281b6eaa26bb02e10e8c9d",
+        "45304fd4bf5b5b3db018f8240f986863e0e1f593c15d27d82fb76edcfe46fb11",
     },
     {
       path: "pyproxy_server/array_like.py",
