@@ -1678,7 +1678,10 @@ export class Pool implements AsyncDisposable {
           const model = name.slice(0, at);
           const now = this.#defaults.get(model);
           if (now === undefined || now === name) return;
-          return this.execute(model, msg, {
+          // The same call, gone on: not through the call hooks again (its
+          // onCall ran, its onSettle comes once it settles; pool.execute
+          // ran both a second time).
+          return this.#executeResolved(now, msg, {
             ...(options as ExecuteOptions),
             signal,
             timeout: Infinity,
