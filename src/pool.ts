@@ -1796,7 +1796,10 @@ export class Pool implements AsyncDisposable {
    * names the one to run as the workers know it
    * (`pool.resolveModel(name, version)`, `"scorer@2"`; docs/models.md,
    * "Versions"), and gets no batching nor the model's own timeout
-   * (`execute` does both).
+   * (`execute` does both), nor the plugins' call hooks (`onCall`,
+   * `onSettle`: a quota or an audit sees no such call; `onRequest` does):
+   * the raw way around them, which the gateway never takes
+   * (docs/plugins.md, "Call hooks").
    *
    * @example
    * ```ts ignore
