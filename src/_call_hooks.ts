@@ -217,6 +217,8 @@ export class CallHooks {
         );
       }
       signal?.addEventListener("abort", onAbort, { once: true });
+      // Aborted by a synchronous onCall before this one (no event comes).
+      if (signal?.aborted) onAbort();
       hooks.then(
         (by) => {
           if (run.cut) return;

@@ -538,6 +538,14 @@ Deno.test("Call hooks: a call held by a hung async onCall ends by its own timeou
       if (how === "wait") await new Promise((r) => setTimeout(r, 300));
     },
   };
+  // Runs before "slow": aborts a call's signal (no abort event comes after).
+  const aborts = new Map<string, AbortController>();
+  const aborter: Plugin = {
+    name: "aborter",
+    onCall(call) {
+      aborts.get(call.requestId ?? "")?.abort();
+    },
+  };
   // Runs after "slow": a cut call must reach no later onCall.
   const later: Plugin = {
     name: "later",
@@ -548,7 +556,7 @@ Deno.test("Call hooks: a call held by a hung async onCall ends by its own timeou
   await using dir = await modelsDir();
   // hookTimeout far beyond the calls' timeouts: without the call's own
   // bounds, each would fail only with the hook's PluginError.
-  await using pool = await startPool(dir.path, [rec, slow, later], {
+  await using pool = await startPool(dir.path, [rec, aborter, slow, later], {
     hookTimeout: 1_500,
   });
   const off = pool.on((ev) => {
@@ -584,6 +592,16 @@ Deno.test("Call hooks: a call held by a hung async onCall ends by its own timeou
         err.message === "Cannot send call executeModel: aborted",
     );
     assert.equal(codeOf(outcomeOf(rec.settled, "aborted")), "CANCELLED");
+    // Aborted by a synchronous onCall before the hung one.
+    const early = new AbortController();
+    aborts.set("aborted-early", early);
+    await assert.rejects(
+      pool.execute("counter", { hook: "hang" }, {
+        requestId: "aborted-early",
+        signal: early.signal,
+      }),
+      CancelledError,
+    );
 
     // A stream's too.
     await assert.rejects(
@@ -628,19 +646,26 @@ Deno.test("Call hooks: a call held by a hung async onCall ends by its own timeou
     assert.equal(ok.x, 9);
 
     // The hung hooks' hookTimeout comes: one plugin-error for each of the
-    // 3 (their calls long settled), none for the late answer.
-    while (errors.length < 3) {
+    // 4 (their calls long settled), none for the late answer.
+    while (errors.length < 4) {
       await new Promise((r) => setTimeout(r, 50));
     }
     await new Promise((r) => setTimeout(r, 100));
     assert.deepEqual(
       errors.map((e) => [e.plugin, e.hook]),
-      [["slow", "onCall"], ["slow", "onCall"], ["slow", "onCall"]],
+      Array.from({ length: 4 }, () => ["slow", "onCall"]),
     );
     assert.match(errors[0]!.message, /did not settle within 1500 ms/);
     // Each settled once; the cut ones reached no later onCall.
     for (
-      const id of ["hung", "aborted", "hung-stream", "late", "from-the-call"]
+      const id of [
+        "hung",
+        "aborted",
+        "aborted-early",
+        "hung-stream",
+        "late",
+        "from-the-call",
+      ]
     ) outcomeOf(rec.settled, id);
     assert.equal(after, 2);
   } finally {
