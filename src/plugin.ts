@@ -120,8 +120,9 @@ export interface WorkerExitEvent {
   /** The worker (its `state` is already `stopped`, `failed`, ...). */
   worker: WorkerInfo;
   /**
-   * The process id of the Python server that exited, or `null` when it
-   * never started (a start that failed before the spawn).
+   * The process id of the Python server that exited (also one that ended
+   * before its ready line), or `null` when none was spawned (a start that
+   * failed before the spawn).
    */
   pid: number | null;
   /** Exit code, or `null` when killed by a signal or unknown. */

@@ -66,7 +66,7 @@ export type WorkerState =
  * ```
  */
 export interface WorkerExit {
-  /** Pid of the process that ended (`null` when it never started). */
+  /** Pid of the process that ended, also before its ready line (`null` when none was spawned). */
   pid: number | null;
   /** Exit code, `null` when killed by a signal or unknown. */
   code: number | null;
