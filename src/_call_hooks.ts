@@ -6,7 +6,12 @@
  *
  * @module
  */
-import { PluginError } from "./errors.ts";
+import {
+  CancelledError,
+  PluginError,
+  ShuttingDownError,
+  TimeoutError,
+} from "./errors.ts";
 import type {
   CallAnswer,
   CallOutcome,
@@ -17,6 +22,7 @@ import type {
 import { isThenable } from "./_thenable.ts";
 import { settleWithin } from "./_settle_within.ts";
 import { messageHookError, pluginError } from "./_plugin_error.ts";
+import { setTimeoutOrNever } from "./_timer.ts";
 
 /** Options of {@linkcode CallHooks}. */
 export interface CallHooksOptions {
@@ -34,10 +40,27 @@ interface Answered {
   plugin: string;
 }
 
+/** What of a call's own options bounds its wait for an asynchronous `onCall`. */
+export interface CallBounds {
+  /** Its `signal`. */
+  signal?: AbortSignal;
+  /** Called each time it is sent to a worker. */
+  onSend?: (worker: string) => void;
+}
+
 /** Where a call is, from its `onCall`s to its end. */
 interface Run {
   /** `performance.now()` when it was made. */
   start: number;
+  /**
+   * Settled before its asynchronous `onCall`s were done (its timeout, its
+   * signal, the pool's close): what they do next is ignored.
+   */
+  cut: boolean;
+  /** The plugin whose asynchronous `onCall` it waits for. */
+  waitingOn?: string;
+  /** That hook's `hookTimeout` timer. */
+  timer?: ReturnType<typeof setTimeout> | undefined;
   /** Times it was sent to a worker. */
   attempts: number;
   /** The last worker it was sent to. */
@@ -67,6 +90,10 @@ export class CallHooks {
   readonly #onCall: readonly Plugin[];
   readonly #onSettle: readonly Plugin[];
   readonly #opts: CallHooksOptions;
+  /** The calls waiting for an asynchronous `onCall`: each one's cut. */
+  readonly #waiting = new Map<(error: (cmd: string) => Error) => void, Run>();
+  /** The asynchronous `onSettle`s running. */
+  readonly #settling = new Set<Promise<void>>();
 
   private constructor(
     onCall: readonly Plugin[],
@@ -91,50 +118,181 @@ export class CallHooks {
 
   /**
    * `call` through the hooks: `send` runs it (given the `onSend` that
-   * counts its attempts and then calls the caller's `onSend`), `answered`
-   * turns an `onCall`'s answer into what the caller gets (it throws for an
-   * answer of the wrong kind). Synchronous `onCall`s keep the call
-   * synchronous: it is queued (or sent) before `run` returns, as a call
-   * without hooks is, so calls keep their order and a `close()` right
-   * after finds it in the queue.
+   * counts its attempts and then calls the caller's `onSend`, and the ms
+   * the hooks took, which its timeout counts too), `answered` turns an
+   * `onCall`'s answer into what the caller gets (it throws for an answer of
+   * the wrong kind). Synchronous `onCall`s keep the call synchronous: it is
+   * queued (or sent) before `run` returns, as a call without hooks is, so
+   * calls keep their order and a `close()` right after finds it in the
+   * queue. Behind an asynchronous one, the call still ends by its own
+   * `timeoutMs` (counted from the call) and `signal`, and by the pool's
+   * {@linkcode CallHooks.close}: its caller and `onSettle` do not wait for
+   * the hook (whose late result is ignored, a late failure reported once).
    */
   run<T>(
     call: ModelCall,
-    onSend: ((worker: string) => void) | undefined,
-    send: (onSend: (worker: string) => void) => Promise<T>,
+    bounds: CallBounds,
+    timeoutMs: number | undefined,
+    send: (onSend: (worker: string) => void, spentMs: number) => Promise<T>,
     answered: (answer: CallAnswer, plugin: string) => T,
   ): Promise<T> {
-    const run: Run = { start: performance.now(), attempts: 0 };
+    const run: Run = { start: performance.now(), attempts: 0, cut: false };
     let by: Answered | undefined | Promise<Answered | undefined>;
     try {
-      by = this.#callFrom(call, 0);
+      by = this.#callFrom(call, run, 0);
     } catch (err) {
-      return this.#failed(call, run, err);
+      return Promise.reject(this.#failure(call, run, err));
     }
     if (by instanceof Promise) {
-      return by.then(
-        (b) => this.#go(call, run, b, onSend, send, answered),
-        (err) => this.#failed(call, run, err),
-      );
+      return this.#waitFor(call, run, by, bounds, timeoutMs, send, answered);
     }
-    return this.#go(call, run, by, onSend, send, answered);
+    return this.#go(call, run, by, bounds.onSend, send, answered, 0);
   }
 
-  /** After the `onCall`s: answered, or sent. */
+  /**
+   * Settles every call still waiting for an asynchronous `onCall` with a
+   * `ShuttingDownError`, their `onSettle`s run now (the pool is closing:
+   * as its queued calls are).
+   */
+  close(): void {
+    for (const [cut, run] of [...this.#waiting]) {
+      cut((cmd) =>
+        new ShuttingDownError(`Cannot send call ${cmd}: pool is closing`)
+      );
+      // Nothing waits for the hook any more: its hookTimeout's timer would
+      // only hold the process up to that long after the close.
+      clearTimeout(run.timer);
+    }
+  }
+
+  /**
+   * Resolves once every asynchronous `onSettle` begun so far has settled
+   * (each bounded by `hookTimeout`): the pool's close waits for them before
+   * `onPoolClosed`, where a plugin flushes what they wrote.
+   */
+  async settled(): Promise<void> {
+    while (this.#settling.size > 0) await Promise.all([...this.#settling]);
+  }
+
+  /**
+   * A call behind an asynchronous `onCall`: settled by whichever comes
+   * first, the hooks' outcome (then sent, or answered), its deadline, its
+   * signal or the pool's close.
+   */
+  #waitFor<T>(
+    call: ModelCall,
+    run: Run,
+    hooks: Promise<Answered | undefined>,
+    bounds: CallBounds,
+    timeoutMs: number | undefined,
+    send: (onSend: (worker: string) => void, spentMs: number) => Promise<T>,
+    answered: (answer: CallAnswer, plugin: string) => T,
+  ): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const { signal } = bounds;
+      const cmd = call.kind === "execute" ? "executeModel" : "executeStream";
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const done = (): void => {
+        this.#waiting.delete(cut);
+        if (timer !== undefined) clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      const cut = (error: (cmd: string) => Error): void => {
+        if (run.cut) return;
+        run.cut = true;
+        done();
+        reject(this.#failure(call, run, error(cmd)));
+      };
+      const onAbort = (): void =>
+        cut((cmd) =>
+          new CancelledError(`Cannot send call ${cmd}: aborted`, {
+            cause: signal?.reason,
+          })
+        );
+      this.#waiting.set(cut, run);
+      if (timeoutMs !== undefined) {
+        timer = setTimeoutOrNever(
+          () => cut((cmd) => this.#timedOut(call, run, cmd, timeoutMs)),
+          timeoutMs - (performance.now() - run.start),
+        );
+      }
+      signal?.addEventListener("abort", onAbort, { once: true });
+      // Aborted by a synchronous onCall before this one (no event comes).
+      if (signal?.aborted) onAbort();
+      hooks.then(
+        (by) => {
+          if (run.cut) return;
+          done();
+          this.#go(
+            call,
+            run,
+            by,
+            bounds.onSend,
+            send,
+            answered,
+            performance.now() - run.start,
+          ).then(resolve, reject);
+        },
+        (err) => {
+          if (run.cut) return this.#late(err);
+          done();
+          reject(this.#failure(call, run, err));
+        },
+      );
+    });
+  }
+
+  /** A call's timeout, passed while an asynchronous `onCall` held it. */
+  #timedOut(
+    call: ModelCall,
+    run: Run,
+    cmd: string,
+    timeoutMs: number,
+  ): TimeoutError {
+    const plugin = run.waitingOn ?? "";
+    return new TimeoutError(
+      `Cannot complete ${cmd} of model '${call.resolved}': timed out after ${timeoutMs} ms waiting for the onCall hook of plugin '${plugin}' (it was never sent)`,
+      {
+        details: {
+          model: call.resolved,
+          timeoutMs,
+          waited: "plugin",
+          plugin,
+        },
+      },
+    );
+  }
+
+  /**
+   * An `onCall` that failed after its call had ended (by its timeout, its
+   * signal or the close): reported once, as a throwing `onSettle` is; its
+   * caller already has its outcome.
+   */
+  #late(err: unknown): void {
+    const refused = err instanceof Refused ? err : undefined;
+    const plugin = refused?.plugin ?? "";
+    const error = refused?.error ?? err;
+    this.#opts.onError(pluginError(plugin, "onCall", error), plugin, "onCall");
+  }
+
+  /** After the `onCall`s: answered, or sent (`spentMs` after the call was made). */
   #go<T>(
     call: ModelCall,
     run: Run,
     by: Answered | undefined,
     onSend: ((worker: string) => void) | undefined,
-    send: (onSend: (worker: string) => void) => Promise<T>,
+    send: (onSend: (worker: string) => void, spentMs: number) => Promise<T>,
     answered: (answer: CallAnswer, plugin: string) => T,
+    spentMs: number,
   ): Promise<T> {
     if (by !== undefined) {
       let value: T;
       try {
         value = answered(by.answer, by.plugin);
       } catch (err) {
-        return this.#failed(call, run, new Refused(err as Error, by.plugin));
+        return Promise.reject(
+          this.#failure(call, run, new Refused(err as Error, by.plugin)),
+        );
       }
       run.answeredBy = by.plugin;
       return Promise.resolve(this.#succeeded(call, run, value));
@@ -143,9 +301,9 @@ export class CallHooks {
       run.attempts++;
       run.worker = sentTo;
       onSend?.(sentTo);
-    }).then(
+    }, spentMs).then(
       (value) => this.#succeeded(call, run, value),
-      (err) => this.#failed(call, run, err),
+      (err) => Promise.reject(this.#failure(call, run, err)),
     );
   }
 
@@ -166,7 +324,8 @@ export class CallHooks {
     return value;
   }
 
-  #failed(call: ModelCall, run: Run, err: unknown): Promise<never> {
+  /** Settles the call as failed with `err` (its `onSettle`s run); the caller's error. */
+  #failure(call: ModelCall, run: Run, err: unknown): unknown {
     const refused = err instanceof Refused ? err : undefined;
     const error = refused?.error ?? err;
     const outcome: CallOutcome = {
@@ -178,15 +337,17 @@ export class CallHooks {
     if (run.worker !== undefined) outcome.worker = run.worker;
     if (refused !== undefined) outcome.refusedBy = refused.plugin;
     this.#settle(call, outcome);
-    return Promise.reject(error);
+    return error;
   }
 
   /**
    * The `onCall`s from the `i`th on, in order: an answer, nothing (go on),
-   * or a `Refused` thrown; a promise from the first asynchronous one on.
+   * or a `Refused` thrown; a promise from the first asynchronous one on
+   * (which runs no later `onCall` once the call was cut).
    */
   #callFrom(
     call: ModelCall,
+    run: Run,
     i: number,
   ): Answered | undefined | Promise<Answered | undefined> {
     const plugins = this.#onCall;
@@ -202,13 +363,19 @@ export class CallHooks {
       }
       if (isThenable(out)) {
         const next = i + 1;
+        run.waitingOn = plugin.name;
         return settleWithin(
           Promise.resolve(out),
           this.#opts.hookTimeout,
           plugin.name,
           "onCall",
+          run,
         ).then(
-          (value) => answerOf(plugin.name, value) ?? this.#callFrom(call, next),
+          (value) => {
+            const answer = answerOf(plugin.name, value);
+            if (answer !== undefined || run.cut) return answer;
+            return this.#callFrom(call, run, next);
+          },
           (err) => {
             throw refusal(plugin.name, err);
           },
@@ -220,32 +387,58 @@ export class CallHooks {
     return undefined;
   }
 
-  /** Runs every `onSettle`, in order; nothing waits for them. */
+  /**
+   * Runs every `onSettle`, in order; nothing but the close waits for them
+   * (the synchronous ones have run when it returns).
+   */
   #settle(call: ModelCall, outcome: CallOutcome): void {
-    if (this.#onSettle.length > 0) void this.#settleFrom(call, outcome);
+    if (this.#onSettle.length === 0) return;
+    const rest = this.#settleFrom(call, outcome, 0);
+    if (rest === undefined) return;
+    this.#settling.add(rest);
+    void rest.finally(() => this.#settling.delete(rest));
   }
 
-  async #settleFrom(call: ModelCall, outcome: CallOutcome): Promise<void> {
+  /** The `onSettle`s from the `i`th on; a promise from the first asynchronous one on. */
+  #settleFrom(
+    call: ModelCall,
+    outcome: CallOutcome,
+    i: number,
+  ): Promise<void> | undefined {
+    const plugins = this.#onSettle;
     const ctx = this.#opts.context();
-    for (const plugin of this.#onSettle) {
+    for (; i < plugins.length; i++) {
+      const plugin = plugins[i]!;
       try {
         const out = plugin.onSettle!(call, outcome, ctx);
         if (isThenable(out)) {
-          await settleWithin(
+          const next = i + 1;
+          return settleWithin(
             Promise.resolve(out),
             this.#opts.hookTimeout,
             plugin.name,
             "onSettle",
+          ).then(
+            () => this.#settleFrom(call, outcome, next),
+            (err) => {
+              this.#settleFailed(plugin.name, err);
+              return this.#settleFrom(call, outcome, next);
+            },
           );
         }
       } catch (err) {
-        this.#opts.onError(
-          pluginError(plugin.name, "onSettle", err),
-          plugin.name,
-          "onSettle",
-        );
+        this.#settleFailed(plugin.name, err);
       }
     }
+    return undefined;
+  }
+
+  #settleFailed(plugin: string, err: unknown): void {
+    this.#opts.onError(
+      pluginError(plugin, "onSettle", err),
+      plugin,
+      "onSettle",
+    );
   }
 }
 

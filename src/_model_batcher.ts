@@ -230,8 +230,15 @@ export class ModelBatcher {
     return this.#waiting.length;
   }
 
-  /** Adds a call; it settles on its own (options already checked). */
-  add(msg: unknown, options: BatchCallOptions): Promise<unknown> {
+  /**
+   * Adds a call; it settles on its own (options already checked).
+   * `spentMs`: of its timeout, already gone (its plugins' `onCall`).
+   */
+  add(
+    msg: unknown,
+    options: BatchCallOptions,
+    spentMs = 0,
+  ): Promise<unknown> {
     return new Promise((resolve, reject) => {
       const timeout = options.timeout ?? this.#defaultTimeout;
       const item: Item = {
@@ -246,7 +253,10 @@ export class ModelBatcher {
         batch: undefined,
         redirect: undefined,
       };
-      item.timer = setTimeoutOrNever(() => this.#timedOut(item), timeout);
+      item.timer = setTimeoutOrNever(
+        () => this.#timedOut(item),
+        timeout - spentMs,
+      );
       const signal = options.signal;
       if (signal !== undefined) {
         item.onAbort = () =>

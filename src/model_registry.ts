@@ -2203,15 +2203,16 @@ function notThisLoad(exit: WorkerExit | undefined): string | null {
     return "it was killed by SIGKILL from outside (kill -9, the OOM killer)";
   }
   // SIGTERM, SIGINT, SIGHUP (kill, earlyoom, a closed terminal): the server
-  // stops cleanly (code 0) or dies of it. The host's own stops and kills
-  // say why in their reason instead. An import calling os._exit(0) looks
-  // the same: tried once more, it fails then.
+  // stops cleanly (code 128 + the signal's number; 0 from a server before
+  // that) or dies of it. The host's own stops and kills say why in their
+  // reason instead. An import calling os._exit(0) (or 143) looks the same:
+  // tried once more, it fails then.
   const own = exit.signal !== null
     ? `killed by ${exit.signal}`
     : `exited with code ${exit.code}`;
   if (exit.reason === own && stoppedFromOutside(exit)) {
     return `it was stopped from outside (${
-      exit.signal ?? "exit code 0"
+      exit.signal ?? `exit code ${exit.code}`
     }: kill, earlyoom, a closed terminal)`;
   }
   return null;
@@ -2220,14 +2221,15 @@ function notThisLoad(exit: WorkerExit | undefined): string | null {
 /**
  * Whether a worker's process was stopped by a signal that comes from
  * outside, not asked by the host: the server stops cleanly on SIGTERM and
- * SIGINT (exit code 0, which a crash never gives), or dies of SIGTERM,
+ * SIGINT (exit code 143 or 130, 128 + the signal's number; 0 from a server
+ * of an older protocol, which a crash never gives), or dies of SIGTERM,
  * SIGINT or SIGHUP (before its handlers are set, or a wrapper's). A model
  * does not stop its worker so (`os._exit(0)` from a thread would, and
  * escapes `loadCrashWindow`: the restart policy bounds it); `kill`,
  * `pkill`, earlyoom (SIGTERM before SIGKILL) and a closed terminal do.
  */
 function stoppedFromOutside(exit: WorkerExit): boolean {
-  return exit.code === 0 ||
+  return exit.code === 0 || exit.code === 130 || exit.code === 143 ||
     (exit.signal !== null && OUTSIDE_SIGNALS.has(exit.signal));
 }
 

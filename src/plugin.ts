@@ -120,8 +120,9 @@ export interface WorkerExitEvent {
   /** The worker (its `state` is already `stopped`, `failed`, ...). */
   worker: WorkerInfo;
   /**
-   * The process id of the Python server that exited, or `null` when it
-   * never started (a start that failed before the spawn).
+   * The process id of the Python server that exited (also one that ended
+   * before its ready line), or `null` when none was spawned (a start that
+   * failed before the spawn).
    */
   pid: number | null;
   /** Exit code, or `null` when killed by a signal or unknown. */
@@ -343,7 +344,8 @@ export interface CallFailure extends CallOutcomeBase {
   ok: false;
   /**
    * What the caller got: its `code` says why (`TIMEOUT` with
-   * `details.waited` `"queue"` or `"worker"`, `CANCELLED`,
+   * `details.waited` `"queue"`, `"worker"` or `"plugin"` (an asynchronous
+   * `onCall` held it), `CANCELLED`,
    * `WORKER_CRASHED`, `SHUTTING_DOWN`, `OVERLOADED` for a full queue, a
    * `PythonError` of the model...), or the error an `onCall` threw.
    */
@@ -724,7 +726,11 @@ export interface Plugin {
    * other wrapped in a `PluginError`); return a {@linkcode CallAnswer} to
    * answer it without a worker (the later plugins' `onCall` are not run);
    * return nothing to let it go on. May be `async` (`hookTimeout` applies;
-   * the call's timeout counts from when the hooks are done).
+   * the call's own timeout counts from the call, the hooks' time included,
+   * and its timeout, signal or the pool's close end it without waiting for
+   * a hook that hangs: `TimeoutError` with `details.waited: "plugin"`,
+   * `CancelledError`, `ShuttingDownError`; the hook's late result is
+   * ignored, its late failure reported once as a `plugin-error`).
    *
    * @example A quota that refuses one call (of a batch too)
    * ```ts
@@ -754,7 +760,8 @@ export interface Plugin {
    * for the call. It cannot change the outcome; a throw (or a rejection,
    * or a hook past `hookTimeout`) is logged and reported as a
    * `plugin-error` event, never failing the call. Nothing waits for an
-   * asynchronous one but the next plugin's `onSettle`.
+   * asynchronous one but the next plugin's `onSettle` and `pool.close()`,
+   * whose `onPoolClosed` comes after every call's `onSettle`.
    *
    * @example An audit line per call
    * ```ts

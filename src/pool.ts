@@ -316,6 +316,13 @@ export interface PoolStatus {
    * code units (bounded by `evalReplayBudget`).
    */
   evalReplayBytes: number;
+  /**
+   * Every worker process that ended over the pool's life, by cause
+   * (`WorkerInfo.exits` summed over the slots, those a resize removed
+   * included): never goes down, where the slots' own counts leave with
+   * their slot (`/metrics`' `pyproxy_pool_worker_exits_total`).
+   */
+  exits: Record<string, number>;
 }
 
 /**
@@ -1577,8 +1584,13 @@ export class Pool implements AsyncDisposable {
     if (refused !== undefined) return Promise.reject(refused);
     return hooks.run<T>(
       modelCall("execute", asked, name, msg, options),
-      options.onSend,
-      (onSend) => this.#executeResolved<T>(name, msg, { ...options, onSend }),
+      options,
+      // Its whole timeout, as #request and the batcher take it: an
+      // asynchronous onCall's time counts in it.
+      options.timeout ?? this.#modelTimeouts.get(name) ??
+        this.#opts.requestTimeout,
+      (onSend, spentMs) =>
+        this.#executeResolved<T>(name, msg, { ...options, onSend }, spentMs),
       (answer, plugin) => {
         if ("result" in answer) return answer.result as T;
         throw wrongAnswer(plugin);
@@ -1586,11 +1598,15 @@ export class Pool implements AsyncDisposable {
     );
   }
 
-  /** `execute` of the model as the workers know it (`scorer@2`). */
+  /**
+   * `execute` of the model as the workers know it (`scorer@2`); `spentMs`
+   * of its timeout already gone (in its plugins' asynchronous `onCall`).
+   */
   #executeResolved<T>(
     name: string,
     msg: unknown,
     options: ExecuteOptions,
+    spentMs = 0,
   ): Promise<T> {
     if (this.#batchers.size > 0) {
       const batcher = this.#batchers.get(name);
@@ -1599,6 +1615,7 @@ export class Pool implements AsyncDisposable {
           batcher,
           msg as Record<string, unknown>,
           options,
+          spentMs,
         ) as Promise<T>;
       }
     }
@@ -1623,6 +1640,8 @@ export class Pool implements AsyncDisposable {
       options.timeout !== undefined || this.#modelTimeouts.size === 0
         ? undefined
         : this.#modelTimeouts.get(name),
+      undefined,
+      spentMs,
     );
   }
 
@@ -1630,10 +1649,11 @@ export class Pool implements AsyncDisposable {
     batcher: ModelBatcher,
     msg: Record<string, unknown>,
     options: ExecuteOptions,
+    spentMs: number,
   ): Promise<unknown> {
     const refused = this.#refusal("executeModel", options);
     if (refused !== undefined) return Promise.reject(refused);
-    return batcher.add(msg, options);
+    return batcher.add(msg, options, spentMs);
   }
 
   /** Starts, replaces or ends the batching of model `name` after a load. */
@@ -1707,7 +1727,10 @@ export class Pool implements AsyncDisposable {
           const model = name.slice(0, at);
           const now = this.#defaults.get(model);
           if (now === undefined || now === name) return;
-          return this.execute(model, msg, {
+          // The same call, gone on: not through the call hooks again (its
+          // onCall ran, its onSettle comes once it settles; pool.execute
+          // ran both a second time).
+          return this.#executeResolved(now, msg, {
             ...(options as ExecuteOptions),
             signal,
             timeout: Infinity,
@@ -1848,9 +1871,19 @@ export class Pool implements AsyncDisposable {
             args.msg,
             options,
           ),
-          opts.onSend,
-          (onSend) =>
-            this.#request<T>(cmd, args, { ...opts, onSend }, opts.onSlot),
+          opts,
+          // Its whole timeout (executeStream gave the model's).
+          opts.timeout ?? this.#opts.requestTimeout,
+          (onSend, spentMs) =>
+            this.#request<T>(
+              cmd,
+              args,
+              { ...opts, onSend },
+              opts.onSlot,
+              undefined,
+              undefined,
+              spentMs,
+            ),
           (answer, plugin) => {
             const items = "items" in answer ? answer.items : [answer.result];
             if (!Array.isArray(items)) {
@@ -1875,7 +1908,10 @@ export class Pool implements AsyncDisposable {
    * names the one to run as the workers know it
    * (`pool.resolveModel(name, version)`, `"scorer@2"`; docs/models.md,
    * "Versions"), and gets no batching nor the model's own timeout
-   * (`execute` does both).
+   * (`execute` does both), nor the plugins' call hooks (`onCall`,
+   * `onSettle`: a quota or an audit sees no such call; `onRequest` does):
+   * the raw way around them, which the gateway never takes
+   * (docs/plugins.md, "Call hooks").
    *
    * @example
    * ```ts ignore
@@ -1897,7 +1933,9 @@ export class Pool implements AsyncDisposable {
    * errors name `executeModel`, what its callers called; `"again"`: a part
    * of a batch taken apart, admitted before, so routed as a retry is (to the
    * queue's front, never refused by a full one) and not counted again in
-   * the queue waits (the batch it came from was).
+   * the queue waits (the batch it came from was). `spentMs`: of its
+   * timeout, already gone before it came here (a model call's plugins'
+   * asynchronous `onCall`: the caller's timeout counts from the call).
    */
   #request<T>(
     cmd: string,
@@ -1906,6 +1944,7 @@ export class Pool implements AsyncDisposable {
     onSlot: ((slot: SlotLease) => void) | undefined,
     defaultTimeout?: number,
     batch?: "first" | "again",
+    spentMs = 0,
   ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const refused = this.#refusal(
@@ -1919,7 +1958,9 @@ export class Pool implements AsyncDisposable {
         cmd,
         args,
         options,
-        deadline: timeout === undefined ? Infinity : Date.now() + timeout,
+        deadline: timeout === undefined
+          ? Infinity
+          : Date.now() + timeout - spentMs,
         timeoutMs: timeout,
         retries: 0,
         resolve: resolve as (value: unknown) => void,
@@ -2237,6 +2278,7 @@ export class Pool implements AsyncDisposable {
       resizing: this.#resizesPending > 0,
       plugins: this.#plugins.plugins.map((p) => p.name),
       evalReplayBytes: this.replayBudget.bytes,
+      exits: this.#supervisor.exits(),
     };
   }
 
@@ -2515,6 +2557,8 @@ export class Pool implements AsyncDisposable {
         ),
       );
     }
+    // Calls still held by an asynchronous onCall end as the queued ones.
+    this.#callHooks?.close();
     for (const wake of [...this.#modelWaits]) wake();
     // A model operation in flight gets the grace too (calls get it from the
     // workers' drain; model commands bypass the router, so they are awaited
@@ -2527,7 +2571,12 @@ export class Pool implements AsyncDisposable {
         grace,
       );
     }
-    await this.#supervisor.stop(Math.max(0, grace - (Date.now() - t0)));
+    // onPoolClosed comes after every call's onSettle, an async one's too.
+    const hooks = this.#callHooks;
+    await this.#supervisor.stop(
+      Math.max(0, grace - (Date.now() - t0)),
+      hooks === undefined ? undefined : () => hooks.settled(),
+    );
     // Streams that ended with items unread: nothing to cancel any more.
     this.#idleWatch.clear();
     this.#events.close();

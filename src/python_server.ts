@@ -587,7 +587,8 @@ export class PythonServer implements AsyncDisposable {
         `Cannot start python server ${id}: ${why}${
           tail ? `\n--- stderr (tail) ---\n${tail}` : ""
         }`,
-        { details: { stderr: tail, id, ...exit, ...timeout } },
+        // `pid`: the process that ended (killed here, or by itself).
+        { details: { stderr: tail, id, pid: child.pid, ...exit, ...timeout } },
       );
     };
 

@@ -99,12 +99,28 @@ export class Supervisor {
   // Slots a resize is removing → their stop.
   #removing = new Map<Worker, Promise<void>>();
   #removed = new WeakSet<Worker>();
+  /**
+   * The ended processes of the slots a resize removed, by cause: kept
+   * when their slot goes, so the pool's totals ({@linkcode Supervisor.exits})
+   * never go down.
+   */
+  #removedExits: Record<string, number> = {};
 
   /** Creates a supervisor with no slots yet. */
   constructor(options: SupervisorOptions) {
     this.#opts = options;
     this.context = this.#makeContext();
     this.#hooks = this.#workerHooks();
+  }
+
+  /**
+   * Every process the pool's slots ended, by cause (`WorkerInfo.exits`
+   * summed), the slots a resize removed included: only ever goes up.
+   */
+  exits(): Record<string, number> {
+    const total = { ...this.#removedExits };
+    for (const w of this.workers) addCounts(total, w.exits);
+    return total;
   }
 
   /** The slot with this id. */
@@ -154,10 +170,13 @@ export class Supervisor {
 
   /**
    * Stops for good: no more restarts, `onPoolClose`, every worker drained
-   * (up to `graceMs`) and stopped, every exit hook finished, then
-   * `onPoolClosed`.
+   * (up to `graceMs`) and stopped, every exit hook finished, `before`
+   * (the calls' last `onSettle`s), then `onPoolClosed`.
    */
-  async stop(graceMs: number): Promise<void> {
+  async stop(
+    graceMs: number,
+    before?: () => Promise<void>,
+  ): Promise<void> {
     this.#closing = true;
     await this.#opts.plugins.run("onPoolClose", this.context);
     // A slot a resize is removing keeps the grace that resize gave it.
@@ -165,6 +184,7 @@ export class Supervisor {
       this.workers.map((w) => this.#removing.get(w) ?? w.stop(graceMs)),
     );
     while (this.#hookRuns.size > 0) await Promise.all([...this.#hookRuns]);
+    await before?.();
     await this.#opts.plugins.run("onPoolClosed", this.context);
   }
 
@@ -370,7 +390,12 @@ export class Supervisor {
     for (const w of victims) {
       this.#removing.delete(w);
       const at = this.workers.indexOf(w);
-      if (at >= 0) this.workers.splice(at, 1);
+      if (at >= 0) {
+        this.workers.splice(at, 1);
+        // In the same turn: a read sees them in the slot or here, never in
+        // neither.
+        addCounts(this.#removedExits, w.exits);
+      }
       this.#byId.delete(w.id);
       this.#opts.registry.forget(w);
     }
@@ -699,4 +724,12 @@ function indent(text: string): string {
   return text.trimEnd().split("\n").slice(-20).map((l) => `    ${l}`).join(
     "\n",
   );
+}
+
+/** Adds the counts of `from` to `into`, by key. */
+function addCounts(
+  into: Record<string, number>,
+  from: Readonly<Record<string, number>>,
+): void {
+  for (const key in from) into[key] = (into[key] ?? 0) + from[key]!;
 }

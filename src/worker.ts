@@ -66,7 +66,7 @@ export type WorkerState =
  * ```
  */
 export interface WorkerExit {
-  /** Pid of the process that ended (`null` when it never started). */
+  /** Pid of the process that ended, also before its ready line (`null` when none was spawned). */
   pid: number | null;
   /** Exit code, `null` when killed by a signal or unknown. */
   code: number | null;
@@ -142,8 +142,11 @@ export interface WorkerInfo {
    * heartbeat, wedged, a lost connection, a failed start, `pool.kill`), a
    * signal's name (killed from outside or crashed: `SIGKILL` is how the
    * kernel's OOM killer ends one; during a close's or a resize's drain
-   * too), `exit_<code>` (it exited by itself: a `SIGTERM` from outside,
-   * which the server handles, is `exit_0`).
+   * too; a `SIGTERM` or `SIGINT` the server handled, exiting cleanly with
+   * code 143 or 130, counts as the signal too), `exit_<code>` (it exited
+   * by itself). A process that ended before its
+   * ready line counts too (its exit code, or `pool` when the start killed
+   * it: no ready line within `readyTimeout`).
    */
   readonly exits: Readonly<Record<string, number>>;
   /** The last lines the server wrote to stderr (current or last process). */
@@ -493,13 +496,31 @@ export class Worker implements WorkerInfo {
     } catch (err) {
       if (gen !== this.#gen) return asError(err);
       this.#stderrTail = stderrOf(err);
-      // A process that exited before its ready line: its code (or signal).
-      const exit = (err as { details?: { code?: unknown; signal?: unknown } })
-        ?.details;
+      // A process that exited before its ready line: its pid, its code (or
+      // signal); one that gave none in time (or a bad one) was killed by
+      // the start. No pid: none was spawned.
+      const exit = (err as {
+        details?: { code?: unknown; signal?: unknown; pid?: unknown };
+      })?.details;
+      const pid = typeof exit?.pid === "number" ? exit.pid : null;
+      const code = typeof exit?.code === "number" ? exit.code : null;
+      const signal = typeof exit?.signal === "string" ? exit.signal : null;
+      if (pid !== null) {
+        // Counted as any process that ended (an import that crashes at
+        // every start is a crash loop `exits` shows).
+        this.#count(
+          exitCause(
+            this.#intentional,
+            code === null && signal === null,
+            code,
+            signal,
+          ),
+        );
+      }
       this.#report(gen, {
-        pid: null,
-        code: typeof exit?.code === "number" ? exit.code : null,
-        signal: typeof exit?.signal === "string" ? exit.signal : null,
+        pid,
+        code,
+        signal,
         reason: `start failed: ${firstLine(messageOf(err))}`,
         at: Date.now(),
       });
@@ -864,8 +885,13 @@ export class Worker implements WorkerInfo {
       code,
       signal,
     );
-    this.#exits[cause] = (this.#exits[cause] ?? 0) + 1;
+    this.#count(cause);
     this.#report(gen, { pid: this.#pid, code, signal, reason, at: Date.now() });
+  }
+
+  /** One more process ended by `cause` (`exits`). */
+  #count(cause: string): void {
+    this.#exits[cause] = (this.#exits[cause] ?? 0) + 1;
   }
 
   #report(gen: number, exit: WorkerExit): void {
@@ -952,7 +978,8 @@ function stderrOf(err: unknown): string {
  * gateway's `pyproxy_worker_exits_total` count it (a bounded set of values):
  * `stopped` when the pool stopped it on purpose, `pool` when the pool killed
  * it for a fault (its own kill has a reason), else the signal that ended it
- * (from outside: the OOM killer's `SIGKILL`, a crash's `SIGSEGV`) or
+ * (from outside: the OOM killer's `SIGKILL`, a crash's `SIGSEGV`; also a
+ * `SIGTERM` or `SIGINT` the server handled, exiting with code 143 or 130) or
  * `exit_<code>`.
  *
  * @example
@@ -960,6 +987,7 @@ function stderrOf(err: unknown): string {
  * import { exitCause } from "./worker.ts";
  * console.log(exitCause(false, false, null, "SIGKILL")); // "SIGKILL"
  * console.log(exitCause(false, false, 1, null)); // "exit_1"
+ * console.log(exitCause(false, false, 143, null)); // "SIGTERM"
  * ```
  */
 export function exitCause(
@@ -971,5 +999,16 @@ export function exitCause(
   if (intentional) return "stopped";
   if (killedByPool) return "pool";
   if (signal !== null) return signal;
-  return code === null ? "unknown" : `exit_${code}`;
+  if (code === null) return "unknown";
+  return STOPPED_BY_SIGNAL[code] ?? `exit_${code}`;
 }
+
+/**
+ * The exit codes of a server that stopped cleanly for a signal from outside
+ * (128 + its number, protocol §6), by the signal's name: counted as the
+ * signal, as a process it killed is, never as the pool's own stop (0).
+ */
+const STOPPED_BY_SIGNAL: Readonly<Record<number, string>> = {
+  130: "SIGINT",
+  143: "SIGTERM",
+};

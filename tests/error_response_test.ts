@@ -277,7 +277,7 @@ Deno.test("Pool.close: a call cut off when shutdownGrace ran out rejects with a 
 
 Deno.test("describeError: a model call's 504 says where it waited (queue: it never ran, safe to retry)", async () => {
   const { TimeoutError } = await import("../src/errors.ts");
-  for (const waited of ["queue", "worker"] as const) {
+  for (const waited of ["queue", "worker", "plugin"] as const) {
     const { status, body } = describeError(
       new TimeoutError("Cannot complete executeModel of model 'm': ...", {
         details: { model: "m", timeoutMs: 50, waited },

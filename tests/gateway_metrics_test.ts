@@ -644,6 +644,45 @@ Deno.test("limits.modelMetricSeriesPerModel bounds a model's series; the rest ar
   assert.equal(families.get("pyproxy_model_wide_total")?.samples.length, 3);
 });
 
+Deno.test("pyproxy_pool_worker_exits_total keeps the counts of a slot a resize removed (a counter never goes down), where its pyproxy_worker_exits_total series goes with it", async () => {
+  await using gw = await startGateway({ workers: 2 });
+  const scrape = async () => {
+    const res = await gw.fetch("/metrics");
+    assert.equal(res.status, 200);
+    return parseExposition(await res.text());
+  };
+  const total = async (cause: string) =>
+    value(await scrape(), "pyproxy_pool_worker_exits_total", { cause });
+  // Killed from outside, both slots: whichever the resize removes had one.
+  for (const w of gw.pool.status().workers) Deno.kill(w.pid!, "SIGKILL");
+  await until(
+    () =>
+      Promise.resolve(
+        gw.pool.status().workers.every((w) =>
+          w.state === "ready" && w.exits.SIGKILL === 1
+        ),
+      ),
+    "both slots back after their SIGKILL",
+  );
+  assert.equal(await total("SIGKILL"), 2);
+  await gw.pool.resize(1);
+  const status = gw.pool.status();
+  assert.equal(status.workers.length, 1);
+  // The slot left, its series with it; the pool's total keeps its counts,
+  // its stop included.
+  const series = (await scrape()).get("pyproxy_worker_exits_total")?.samples ??
+    [];
+  assert.deepEqual(
+    [...new Set(series.map((s) => s.labels.worker))],
+    [status.workers[0]!.id],
+  );
+  assert.equal(await total("SIGKILL"), 2);
+  assert.equal(await total("stopped"), 1);
+  assert.deepEqual(status.exits, { SIGKILL: 2, stopped: 1 });
+  const res = await gw.fetch("/v1/status");
+  assert.deepEqual((await res.json()).exits, { SIGKILL: 2, stopped: 1 });
+});
+
 Deno.test("pyproxy_worker_exits_total counts a worker's ended processes by cause: SIGKILL from outside (the OOM killer's), the pool's own kill, an exit by itself", async () => {
   await using gw = await startGateway({}, {
     "quitter.py": `import os

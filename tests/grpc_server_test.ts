@@ -451,3 +451,97 @@ Deno.test("serveGrpc closes the connections beyond maxConnections as they come, 
     await grpc.close();
   }
 });
+
+/** A unary call's end: its headers (Trailers-Only) and trailers merged. */
+async function unaryEnd(
+  port: number,
+  path: string,
+): Promise<Record<string, unknown>> {
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  try {
+    session.on("error", () => {});
+    const req = session.request({
+      ":method": "POST",
+      ":path": path,
+      "content-type": "application/grpc",
+    });
+    req.on("error", () => {});
+    const out: Record<string, unknown> = {};
+    req.on("response", (headers) => Object.assign(out, headers));
+    req.on("trailers", (trailers) => Object.assign(out, trailers));
+    req.resume();
+    // An empty message: a ModelInferRequest of defaults.
+    req.end(new Uint8Array(5));
+    await new Promise<void>((resolve) => req.once("close", resolve));
+    return out;
+  } finally {
+    session.destroy();
+  }
+}
+
+Deno.test("serveGrpc: a REST answer's Retry-After is also gRPC's grpc-retry-pushback-ms (gRPC A6), in ms; none for a date", async () => {
+  const answers = [
+    new Response('{"error": "quota"}', {
+      status: 429,
+      headers: { "retry-after": "60" },
+    }),
+    new Response('{"error": "draining"}', {
+      status: 503,
+      headers: { "retry-after": "5" },
+    }),
+    new Response('{"error": "later"}', {
+      status: 503,
+      headers: { "retry-after": "Wed, 21 Oct 2015 07:28:00 GMT" },
+    }),
+    new Response('{"error": "crashed"}', { status: 502 }),
+  ];
+  const grpc = await serveGrpc({ ...base, fetch: () => answers.shift()! });
+  try {
+    const path = "/inference.GRPCInferenceService/ModelInfer";
+    const quota = await unaryEnd(grpc.port, path);
+    assert.equal(quota["grpc-status"], "8"); // RESOURCE_EXHAUSTED
+    assert.equal(quota["retry-after"], "60");
+    assert.equal(quota["grpc-retry-pushback-ms"], "60000");
+    const draining = await unaryEnd(grpc.port, path);
+    assert.equal(draining["grpc-status"], "14"); // UNAVAILABLE
+    assert.equal(draining["grpc-retry-pushback-ms"], "5000");
+    const dated = await unaryEnd(grpc.port, path);
+    assert.equal(dated["grpc-status"], "14");
+    assert.equal(dated["grpc-retry-pushback-ms"], undefined);
+    const crashed = await unaryEnd(grpc.port, path);
+    assert.equal(crashed["grpc-status"], "13"); // INTERNAL
+    assert.equal(crashed["grpc-retry-pushback-ms"], undefined);
+    assert.equal(crashed["retry-after"], undefined);
+  } finally {
+    await grpc.close();
+  }
+});
+
+Deno.test("serveGrpc: a ModelStreamInfer a drain ends (UNAVAILABLE) has the drain's retry hint in its trailers, as the REST 503's Retry-After", async () => {
+  const grpc = await serveGrpc(base);
+  const session = http2.connect(`http://127.0.0.1:${grpc.port}`);
+  let closing: Promise<void> | undefined;
+  try {
+    session.on("error", () => {});
+    const req = session.request({
+      ":method": "POST",
+      ":path": "/inference.GRPCInferenceService/ModelStreamInfer",
+      "content-type": "application/grpc",
+    });
+    req.on("error", () => {});
+    const trailers = new Promise<Record<string, unknown>>((resolve) => {
+      req.once("trailers", (t) => resolve({ ...t }));
+      req.once("close", () => resolve({}));
+    });
+    await new Promise<void>((resolve) => req.once("response", () => resolve()));
+    req.resume();
+    closing = grpc.close(2000);
+    const end = await trailers;
+    assert.equal(end["grpc-status"], "14");
+    assert.equal(end["retry-after"], "5");
+    assert.equal(end["grpc-retry-pushback-ms"], "5000");
+  } finally {
+    session.destroy();
+    await (closing ?? grpc.close());
+  }
+});

@@ -309,10 +309,21 @@ Deno.test("a worker that gets SIGTERM from elsewhere runs its close() to its end
     Deno.kill(pid, "SIGTERM");
     const exited = await exit;
     await back;
+    // Stopped cleanly, with 128 + SIGTERM's number: counted as the SIGTERM
+    // it was, not as a stop of the pool's (a clean exit_0 before).
     assert.deepEqual(
       { code: exited.code, signal: exited.signal, reason: exited.reason },
-      { code: 0, signal: null, reason: "exited with code 0" },
+      { code: 143, signal: null, reason: "exited with code 143" },
     );
+    // The pool's own stop (close) is `stopped`, its code 0.
+    const stop = nextEvent(pool, "worker-exit", (ev) => ev.worker === "w1");
+    await pool.close();
+    const stopped = await stop;
+    assert.equal(stopped.code, 0);
+    assert.deepEqual(pool.status().workers[0]!.exits, {
+      SIGTERM: 1,
+      stopped: 1,
+    });
     assert.deepEqual(await linesOf(dir.path, pid), [
       "v1 init",
       "v1 close",

@@ -510,3 +510,207 @@ class Tagged:
   assert.equal(rec.calls.length, before);
   assert.equal(rec.settled.length, before);
 });
+
+/** A promise and its resolve, for a hook the test lets go on. */
+function deferred<T = void>(): {
+  promise: Promise<T>;
+  resolve: (v: T) => void;
+} {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+Deno.test("Call hooks: a call held by a hung async onCall ends by its own timeout (counted from the call) and signal, not hookTimeout; onSettle once; the hook's late end ignored, its late failure reported once", async () => {
+  const rec = recorder();
+  const entered = new Map<string, () => void>();
+  const release = deferred<{ result: unknown }>();
+  const errors: Array<{ plugin: string; hook: string; message: string }> = [];
+  let after = 0;
+  const slow: Plugin = {
+    name: "slow",
+    async onCall(call) {
+      const id = call.requestId ?? "";
+      entered.get(id)?.();
+      const how = (call.msg as { hook?: string }).hook;
+      if (how === "hang") await new Promise(() => {}); // never settles
+      if (how === "late") return await release.promise; // after its call ended
+      if (how === "wait") await new Promise((r) => setTimeout(r, 300));
+    },
+  };
+  // Runs before "slow": aborts a call's signal (no abort event comes after).
+  const aborts = new Map<string, AbortController>();
+  const aborter: Plugin = {
+    name: "aborter",
+    onCall(call) {
+      aborts.get(call.requestId ?? "")?.abort();
+    },
+  };
+  // Runs after "slow": a cut call must reach no later onCall.
+  const later: Plugin = {
+    name: "later",
+    onCall() {
+      after++;
+    },
+  };
+  await using dir = await modelsDir();
+  // hookTimeout far beyond the calls' timeouts: without the call's own
+  // bounds, each would fail only with the hook's PluginError.
+  await using pool = await startPool(dir.path, [rec, aborter, slow, later], {
+    hookTimeout: 1_500,
+  });
+  const off = pool.on((ev) => {
+    if (ev.type === "plugin-error") errors.push(ev);
+  });
+  try {
+    // Its timeout, while the hook hangs: a TimeoutError that says so.
+    await assert.rejects(
+      pool.execute("counter", { hook: "hang" }, {
+        requestId: "hung",
+        timeout: 200,
+      }),
+      (err: unknown) =>
+        err instanceof TimeoutError && err.details.waited === "plugin" &&
+        err.details.plugin === "slow" && err.details.timeoutMs === 200 &&
+        /timed out after 200 ms waiting for the onCall hook of plugin 'slow'/
+          .test(err.message),
+    );
+    const hung = outcomeOf(rec.settled, "hung");
+    assert.equal(codeOf(hung), "TIMEOUT");
+    assert.equal(hung.attempts, 0);
+
+    // Its signal, while the hook hangs: a CancelledError as in the queue.
+    const abort = new AbortController();
+    entered.set("aborted", () => queueMicrotask(() => abort.abort()));
+    await assert.rejects(
+      pool.execute("counter", { hook: "hang" }, {
+        requestId: "aborted",
+        signal: abort.signal,
+      }),
+      (err: unknown) =>
+        err instanceof CancelledError &&
+        err.message === "Cannot send call executeModel: aborted",
+    );
+    assert.equal(codeOf(outcomeOf(rec.settled, "aborted")), "CANCELLED");
+    // Aborted by a synchronous onCall before the hung one.
+    const early = new AbortController();
+    aborts.set("aborted-early", early);
+    await assert.rejects(
+      pool.execute("counter", { hook: "hang" }, {
+        requestId: "aborted-early",
+        signal: early.signal,
+      }),
+      CancelledError,
+    );
+
+    // A stream's too.
+    await assert.rejects(
+      async () => {
+        for await (
+          const _ of pool.executeStream("counter", { hook: "hang" }, {
+            requestId: "hung-stream",
+            timeout: 100,
+          })
+        ) { /* none */ }
+      },
+      (err: unknown) =>
+        err instanceof TimeoutError && err.details.waited === "plugin",
+    );
+    assert.equal(codeOf(outcomeOf(rec.settled, "hung-stream")), "TIMEOUT");
+
+    // A hook that answers after its call timed out: ignored.
+    await assert.rejects(
+      pool.execute("counter", { hook: "late" }, {
+        requestId: "late",
+        timeout: 100,
+      }),
+      TimeoutError,
+    );
+    release.resolve({ result: "too late" });
+    // The timeout counts from the call, the hook's 300 ms in it: the model's
+    // 400 ms then outlast the 500 ms (sent at 300, it would have had 500).
+    await assert.rejects(
+      pool.execute("counter", { hook: "wait", sleep: 0.4 }, {
+        requestId: "from-the-call",
+        timeout: 500,
+      }),
+      (err: unknown) =>
+        err instanceof TimeoutError && err.details.waited === "worker" &&
+        err.details.timeoutMs === 500,
+    );
+    // A hook that lets its call go on in time: it runs.
+    const ok = await pool.execute("counter", { hook: "wait", x: 9 }, {
+      requestId: "in-time",
+      timeout: 5_000,
+    }) as { x: number };
+    assert.equal(ok.x, 9);
+
+    // The hung hooks' hookTimeout comes: one plugin-error for each of the
+    // 4 (their calls long settled), none for the late answer.
+    while (errors.length < 4) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(
+      errors.map((e) => [e.plugin, e.hook]),
+      Array.from({ length: 4 }, () => ["slow", "onCall"]),
+    );
+    assert.match(errors[0]!.message, /did not settle within 1500 ms/);
+    // Each settled once; the cut ones reached no later onCall.
+    for (
+      const id of [
+        "hung",
+        "aborted",
+        "aborted-early",
+        "hung-stream",
+        "late",
+        "from-the-call",
+      ]
+    ) outcomeOf(rec.settled, id);
+    assert.equal(after, 2);
+  } finally {
+    off();
+  }
+});
+
+Deno.test("Call hooks: pool.close() settles the calls held by an async onCall (ShuttingDownError), and onPoolClosed comes after their onSettle, async ones included", async () => {
+  const order: string[] = [];
+  const hold = deferred();
+  const plugin: Plugin = {
+    name: "accounting",
+    async onCall(call) {
+      order.push(`onCall ${call.requestId}`);
+      await hold.promise;
+    },
+    async onSettle(call, outcome) {
+      await new Promise((r) => setTimeout(r, 50));
+      order.push(`onSettle ${call.requestId} ${codeOf(outcome)}`);
+    },
+    onPoolClosed() {
+      order.push("onPoolClosed");
+    },
+  };
+  await using dir = await modelsDir();
+  const pool = await startPool(dir.path, [plugin]);
+  let closed = false;
+  try {
+    const held = pool.execute("counter", {}, { requestId: "held" });
+    const closing = pool.close();
+    closed = true;
+    await assert.rejects(
+      held,
+      (err: unknown) =>
+        err instanceof ShuttingDownError &&
+        err.message === "Cannot send call executeModel: pool is closing",
+    );
+    await closing;
+    assert.deepEqual(order, [
+      "onCall held",
+      "onSettle held SHUTTING_DOWN",
+      "onPoolClosed",
+    ]);
+  } finally {
+    hold.resolve();
+    if (!closed) await pool.close();
+  }
+});

@@ -7,6 +7,7 @@ import {
   WorkerCrashedError,
 } from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
+import type { Plugin } from "../src/plugin.ts";
 import { resolvePoolOptions } from "../src/pool_options.ts";
 import {
   alive,
@@ -625,6 +626,50 @@ Deno.test("Pool.start with readyTimeout Infinity still bounds the handshake (han
     },
   );
   await assertGone([await frozen.serverPid()]);
+});
+
+Deno.test("Pool: a process that exits before its ready line is reported with its pid (onWorkerExit, lastExit) and counted in WorkerInfo.exits by its exit code", async () => {
+  await using dir = await modelsDir();
+  const seen: Array<{ pid: number | null; code: number | null }> = [];
+  const recorder: Plugin = {
+    name: "exits",
+    onWorkerExit(ev) {
+      if (ev.worker.id === "w2") seen.push({ pid: ev.pid, code: ev.code });
+    },
+  };
+  const options = poolOptions(dir.path, {
+    serverArgs: (id) => (id === "w2" ? ["--no-such-flag"] : undefined),
+  }, { maxCrashes: 1, backoff: { initial: 10, max: 15, jitter: 0 } });
+  const pids = new PidTracker();
+  try {
+    await using pool = await Pool.start({
+      ...options,
+      plugins: [...(options.plugins as Plugin[]), recorder],
+    });
+    pids.watch(pool);
+    if (pool.status().workers[1]!.state !== "failed") {
+      await nextEvent(pool, "failed", (ev) => ev.worker === "w2");
+    }
+    const w2 = pool.status().workers[1]!;
+    // Each start (the first, and its restarts) a process of its own that
+    // argparse ended with code 2.
+    const starts = w2.restarts + 1;
+    assert.ok(starts >= 2, String(starts));
+    assert.deepEqual(w2.exits, { exit_2: starts });
+    assert.equal(typeof w2.lastExit?.pid, "number");
+    assert.equal(w2.lastExit?.code, 2);
+    assert.equal(w2.pid, null);
+    // The hook gets them too (its runs may come after the failed event).
+    while (seen.length < starts) await new Promise((r) => setTimeout(r, 10));
+    for (const exit of seen) {
+      assert.equal(typeof exit.pid, "number", JSON.stringify(seen));
+      assert.equal(exit.code, 2);
+    }
+    assert.equal(new Set(seen.map((e) => e.pid)).size, starts);
+    assert.equal(seen.at(-1)!.pid, w2.lastExit?.pid);
+  } finally {
+    await pids.assertGone();
+  }
 });
 
 Deno.test("Pool.start rejects with StartError and stderr tails when every worker fails", async () => {

@@ -332,7 +332,7 @@ Deno.test("Pool: a worker stopped from outside right after a load (SIGTERM, SIGI
     pids.watch(pool);
     await pool.addModel("double", { file: "double.py" });
     // kill, pkill, earlyoom (SIGTERM before SIGKILL), a closed terminal:
-    // the server stops cleanly (code 0) or dies of the signal. Each was a
+    // the server stops cleanly (code 143 or 130) or dies of the signal. Each was a
     // strike against the model loaded last (two: out of service).
     for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
       await pool.updateModel("double", { file: "double.py" });
@@ -456,7 +456,7 @@ async function loadSurvivesOutsideSignal(signal: Deno.Signal): Promise<void> {
 Deno.test("Pool: a load during which its worker is killed by another model's doing (here a kill -9 from outside) is tried once more on the restarted worker", () =>
   loadSurvivesOutsideSignal("SIGKILL"));
 
-// The server stops cleanly on SIGTERM (exit code 0), or dies of it.
+// The server stops cleanly on SIGTERM (exit code 143), or dies of it.
 Deno.test("Pool: a load during which its worker is stopped from outside (SIGTERM: kill, earlyoom) is tried once more on the restarted worker, as after a kill -9", () =>
   loadSurvivesOutsideSignal("SIGTERM"));
 

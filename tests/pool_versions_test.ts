@@ -515,9 +515,25 @@ Deno.test("Pool versions: a batching version's calls queued before the default m
   await using dir = await modelsDir();
   const pids = new PidTracker();
   try {
-    await using pool = await Pool.start(
-      poolOptions(dir.path, { workers: 1, maxInFlightPerWorker: 1 }),
-    );
+    // Each call reaches the call hooks once, the ones sent on again too.
+    const hooked = { calls: 0, settled: 0 };
+    const counter: Plugin = {
+      name: "counter",
+      onCall() {
+        hooked.calls++;
+      },
+      onSettle() {
+        hooked.settled++;
+      },
+    };
+    const options = poolOptions(dir.path, {
+      workers: 1,
+      maxInFlightPerWorker: 1,
+    });
+    await using pool = await Pool.start({
+      ...options,
+      plugins: [...(options.plugins as Plugin[]), counter],
+    });
     pids.watch(pool);
     const batching = (v: string, version: string) => ({
       source: `
@@ -561,6 +577,9 @@ class Batching:
     assert.ok(notFound(/'s@1'/)(await pinned), String(await pinned));
     // Each went to the worker with the batch, then on its own way.
     assert.deepEqual(sends, ["w1", "w1", "w1", "w1"]);
+    // The gate and the three: once each (a call sent on to the new default
+    // went through onCall and onSettle again: twice).
+    assert.deepEqual(hooked, { calls: 4, settled: 4 });
   } finally {
     await pids.assertGone();
   }

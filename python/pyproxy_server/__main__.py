@@ -630,9 +630,12 @@ def main(argv=None):
     if args.sched_batch and not sched_batch:
         log.warning("--sched-batch: this system has no SCHED_BATCH; scheduling unchanged")
 
+    # A stop for a signal from outside exits with 128 + its number (143 for
+    # SIGTERM, 130 for SIGINT, as a shell reports a process it ended): the
+    # host tells it from its own stop (``stopServer``: 0) in its exit counts.
     for signum in (signal.SIGTERM, signal.SIGINT):
         try:
-            loop.add_signal_handler(signum, server.stop, 0)
+            loop.add_signal_handler(signum, server.stop, 128 + signum)
         except (NotImplementedError, RuntimeError):
             pass
     # A child that model code forks: its own signals and output, no call.

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -12,6 +13,10 @@ from pyproxy_server.errors import ModelLoadError
 from pyproxy_server.models import ModelEntry, ModelRegistry
 
 from ._client import Closed, ServerProcess
+
+# A clean stop for a SIGTERM from outside exits with 128 + its number
+# (protocol §5 "Exit"), where the host's own stop (stopServer) exits with 0.
+SIGTERM_EXIT = 128 + signal.SIGTERM
 
 # Appends "<tag> <event>" to options["log"] (a file) in __init__ and close().
 CLOSING = """
@@ -286,7 +291,7 @@ class ServerCloseTest(_LogDir):
     def test_sigterm_closes_the_models(self):
         self.add()
         self.server.proc.terminate()
-        self.assertEqual(self.server.wait(), 0)
+        self.assertEqual(self.server.wait(), SIGTERM_EXIT)
         self.assertEqual(self.events(), ["v1 init", "v1 close"])
 
     def test_sigterm_tells_the_connections_how_long_the_exit_may_take(self):
@@ -297,13 +302,13 @@ class ServerCloseTest(_LogDir):
         self.add(attrs="close_timeout_ms = 700")
         self.server.proc.terminate()
         self.assertEqual(self.until_closed(), [{"event": "stopping", "closeMs": 700}])
-        self.assertEqual(self.server.wait(), 0)
+        self.assertEqual(self.server.wait(), SIGTERM_EXIT)
 
     def test_sigterm_sends_no_stopping_event_without_a_wait(self):
         self.add(close="pass")
         self.server.proc.terminate()
         self.assertEqual(self.until_closed(), [])
-        self.assertEqual(self.server.wait(), 0)
+        self.assertEqual(self.server.wait(), SIGTERM_EXIT)
 
     def test_sigkill_closes_nothing(self):
         self.add()

@@ -1163,6 +1163,11 @@ class LifecycleTest(ServerTestCase):
         self.assertEqual(c.call("stopServer"), {"stopping": True})
         self.assertEqual(self.server.wait(), 0)
 
+    def test_sigint_exits_with_128_plus_its_number(self):
+        self.connect().call("ping")
+        self.server.proc.send_signal(signal.SIGINT)
+        self.assertEqual(self.server.wait(), 128 + signal.SIGINT)
+
     def test_stdin_eof_exits(self):
         self.connect().call("ping")
         self.server.proc.stdin.close()
@@ -1174,7 +1179,8 @@ class LifecycleTest(ServerTestCase):
         c.send({"id": 1, "cmd": "executeModel", "name": "b", "msg": {"seconds": 30}})
         self.assertEqual(c.call("ping"), "pong")
         self.server.proc.send_signal(signal.SIGTERM)
-        self.assertEqual(self.server.wait(), 0)
+        # Stopped cleanly, with 128 + SIGTERM: not the host's own stop (0).
+        self.assertEqual(self.server.wait(), 128 + signal.SIGTERM)
 
     def test_log_file(self):
         self.connect().call("ping")

@@ -121,13 +121,39 @@ export async function errorMessage(res: Response): Promise<string> {
   return message;
 }
 
-/** A REST error as its gRPC status, its message as `grpc-message`. */
+/**
+ * A REST error as its gRPC status, its message as `grpc-message`; its
+ * `Retry-After` as `retry-after` and as gRPC's own retry hint,
+ * `grpc-retry-pushback-ms` (gRPC A6), which a client's retry policy
+ * obeys: the same wait, in ms.
+ */
 export async function failure(res: Response): Promise<Answer> {
   const message = await errorMessage(res);
   const headers: Record<string, string> = {};
   const id = res.headers.get("x-request-id");
   if (id !== null) headers["x-request-id"] = id;
   const retry = res.headers.get("retry-after");
-  if (retry !== null) headers["retry-after"] = retry;
+  if (retry !== null) {
+    headers["retry-after"] = retry;
+    const pushback = retryPushbackMs(retry);
+    if (pushback !== undefined) headers["grpc-retry-pushback-ms"] = pushback;
+  }
   return { status: grpcStatusOf(res.status), message, headers };
+}
+
+/**
+ * A `Retry-After` of delta-seconds (what the gateway sends: an error's
+ * `details.retryAfterMs` rounded up to seconds) as gRPC's
+ * `grpc-retry-pushback-ms`; `undefined` for another form (an HTTP date a
+ * model's own `HTTPError` may set): no hint rather than a wrong one.
+ *
+ * @example
+ * ```ts ignore
+ * retryPushbackMs("60"); // "60000"
+ * ```
+ */
+export function retryPushbackMs(retryAfter: string): string | undefined {
+  const seconds = retryAfter.trim();
+  if (!/^\d{1,9}$/.test(seconds)) return undefined;
+  return String(Number(seconds) * 1000);
 }

@@ -50,6 +50,15 @@ export interface StreamInferOptions {
   stop?: AbortSignal;
 }
 
+/**
+ * The retry hint of a stream a drain ended: the REST routes' `Retry-After`
+ * of a drain's 503 (5 s), and gRPC's own (A6) in ms.
+ */
+const DRAIN_RETRY: Readonly<Record<string, string>> = {
+  "retry-after": "5",
+  "grpc-retry-pushback-ms": "5000",
+};
+
 /** A frame of one message. */
 function frame(message: Uint8Array): Uint8Array {
   const out = new Uint8Array(5 + message.byteLength);
@@ -161,6 +170,7 @@ export function streamInfer(
       stream.on("data", () => {});
       if (answer.status !== GrpcStatus.OK) abort.abort();
       const trailers: Record<string, string> = {
+        ...answer.headers,
         "grpc-status": String(answer.status),
       };
       if (answer.message !== undefined) {
@@ -211,6 +221,8 @@ export function streamInfer(
           status: GrpcStatus.UNAVAILABLE,
           message:
             "The server is shutting down: the stream ended (the requests without an answer did not run; send them on a new stream)",
+          // As the REST routes' 503 of a drain (ShuttingDownError).
+          headers: DRAIN_RETRY,
         });
       }
     };

@@ -212,9 +212,9 @@ export function components(
           },
           waited: {
             type: "string",
-            enum: ["queue", "worker"],
+            enum: ["queue", "worker", "plugin"],
             description:
-              "`TimeoutError` of a model call (504): where it waited when its timeout passed. `queue`: for a worker, so it never ran (safe to retry); `worker`: it ran, then was cancelled.",
+              "`TimeoutError` of a model call (504): where it waited when its timeout passed. `queue`: for a worker, so it never ran (safe to retry); `plugin`: for a plugin's asynchronous `onCall`, so it never ran either; `worker`: it ran, then was cancelled.",
           },
           fields: {
             type: "array",

@@ -124,6 +124,12 @@ function systemPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
               inFlight: { type: "integer" },
               parked: { type: "integer" },
               evalReplayBytes: { type: "integer" },
+              exits: {
+                type: "object",
+                additionalProperties: { type: "integer" },
+                description:
+                  "Every worker process that ended over the pool's life, by cause (as each worker's `exits`), the slots a resize removed included: never goes down.",
+              },
               restarts: { type: "integer" },
               pluginStatus: { type: "object" },
               gateway: {

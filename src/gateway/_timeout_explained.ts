@@ -52,6 +52,8 @@ export function explainedTimeout(
     ? "in the pool queue"
     : waited === "worker"
     ? "after"
+    : waited === "plugin"
+    ? "plugin"
     : TIMED_OUT.exec(err.message)?.[1];
   if (how === undefined) return err;
   const model = name === asked
@@ -81,6 +83,8 @@ export function explainedTimeout(
     `Cannot run ${model}: no answer within ${ms} ms, ${source}; ${
       how === "in the pool queue"
         ? "it waited all that time for a worker (each had limits.maxInFlightPerWorker calls running: more workers, or a faster model)"
+        : how === "plugin"
+        ? `it waited all that time for the onCall hook of plugin '${err.details.plugin}' and was never sent`
         : "the call was cancelled"
     }`,
     // Its details too: where it waited (the 504's `waited`).

@@ -693,6 +693,7 @@ export function createGateway(
     ]);
     const text = ctx.metrics.render({
       workers: status.workers,
+      ...(status.exits === undefined ? {} : { exits: status.exits }),
       process: gatewayProcess,
       workerResources,
       subscribers: ctx.hub.subscriberCount,

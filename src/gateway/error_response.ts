@@ -211,13 +211,14 @@ export function describeError(
     return { status: 503, headers, body: body(err.name, err.message) };
   }
   if (err instanceof TimeoutError) {
-    // Where a model call waited (its details): "queue" tells a client the
-    // call never ran, so a retry is safe (the message says so in words).
+    // Where a model call waited (its details): "queue" (and "plugin": a
+    // plugin's asynchronous onCall held it) tells a client the call never
+    // ran, so a retry is safe (the message says so in words).
     const waited = err.details.waited;
     return {
       status: 504,
       headers,
-      body: waited === "queue" || waited === "worker"
+      body: waited === "queue" || waited === "worker" || waited === "plugin"
         ? body(err.name, err.message, { waited })
         : body(err.name, err.message),
     };

@@ -136,6 +136,11 @@ export interface GatewayPoolStatus {
   evalReplayBytes?: number;
   /** Calls waiting in the pool queue (absent: not known). */
   queue?: number;
+  /**
+   * Every worker process ended over the pool's life, by cause, the slots a
+   * resize removed included (`PoolStatus.exits`; absent: not known).
+   */
+  exits?: Readonly<Record<string, number>>;
 }
 
 /**

@@ -39,6 +39,11 @@ export interface MetricsSnapshot {
       exits?: Readonly<Record<string, number>>;
     }
   >;
+  /**
+   * The pool's ended worker processes by cause, removed slots included
+   * (`PoolStatus.exits`): `pyproxy_pool_worker_exits_total`.
+   */
+  exits?: Readonly<Record<string, number>>;
   /** Live channel subscribers. */
   subscribers?: number;
   /** Channel subscribers dropped as too slow since the start. */
@@ -503,6 +508,22 @@ export class GatewayMetrics {
           `pyproxy_worker_exits_total{worker="${label(w.id)}",cause="${
             label(cause)
           }"} ${w.exits[cause]}`,
+        );
+      }
+    }
+    if (snapshot.exits !== undefined) {
+      // A removed slot's series above goes with it (ids are never reused:
+      // kept, they would pile up under an autoscaler); these keep its counts.
+      family(
+        "pyproxy_pool_worker_exits_total",
+        "counter",
+        "Worker processes that ended over the pool's life, by cause (as pyproxy_worker_exits_total), the slots a resize removed included: never goes down.",
+      );
+      for (const cause in snapshot.exits) {
+        lines.push(
+          `pyproxy_pool_worker_exits_total{cause="${label(cause)}"} ${
+            snapshot.exits[cause]
+          }`,
         );
       }
     }

@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 30981,
+      size: 31221,
       sha256:
-        "420c166ab3c287787b992a398ecc321ae20eed208d8362c698e5b7cf2da3607a",
+        "803aef33657870ca2f6377bcb154631935c4af18df8537fc416108630a543628",
     },
     {
       path: "pyproxy_server/array_like.py",
