@@ -38,8 +38,8 @@ function text(chunks: OutputChunk[], fd?: 1 | 2): string {
   ).join("");
 }
 
-// The tests of a gateway started as `startPool()`, as steps on one such gateway (a
-// gateway start and its Python worker each, otherwise).
+// Steps on one pool started as `startPool()`: each of these tests started its
+// own (a pool and its Python worker) and needs no fresh one.
 Deno.test("Atom on one pool (each step its own atoms)", async (t) => {
   await using pool = await startPool();
   await t.step(

@@ -49,8 +49,8 @@ async function bytesPool(plugins?: Plugin[]): Promise<Pool> {
   return pool;
 }
 
-// The tests of a gateway started as `bytesPool()`, as steps on one such gateway (a
-// gateway start and its Python worker each, otherwise).
+// Steps on one pool started as `bytesPool()`: each of these tests started its
+// own (a pool and its Python worker) and needs no fresh one.
 Deno.test("Pool.execute of bytes, top-level, nested, batched and streamed, on one pool", async (t) => {
   await using pool = await bytesPool();
   await t.step(
@@ -161,8 +161,8 @@ Deno.test("Pool.execute of 20 MB of bytes goes through spill files raw, both way
   }]);
 });
 
-// The tests of a gateway started as `bytesPool([])`, as steps on one such gateway (a
-// gateway start and its Python worker each, otherwise).
+// Steps on one pool started as `bytesPool([])`: each of these tests started its
+// own (a pool and its Python worker) and needs no fresh one.
 Deno.test("Bytes inline as base64 and in pool.eval, without the spill-over plugin, on one pool", async (t) => {
   await using pool = await bytesPool([]);
   await t.step(

@@ -40,8 +40,8 @@ function postBytes(
   return { method: "POST", body, headers };
 }
 
-// The tests of a gateway started as `start()`, as steps on one such gateway (a
-// gateway start and its Python worker each, otherwise).
+// Steps on one gateway started as `start()`: each of these tests started its
+// own (a gateway and its Python worker) and needs no fresh one.
 Deno.test("Gateway: bytes in and out, JSON as before, streams and the OpenAPI document, on one gateway", async (t) => {
   await using gw = await start();
   await t.step(

@@ -215,8 +215,8 @@ async function rawPost(
 const MSG_TEXT =
   '{"text":"compressed","values":[1,2,3],"big":1152921504606846977}';
 
-// The tests of a gateway started as `start()`, as steps on one such gateway (a
-// gateway start and its Python worker each, otherwise).
+// Steps on one gateway started as `start()`: each of these tests started its
+// own (a gateway and its Python worker) and needs no fresh one.
 Deno.test("Gateway: compressed request bodies, decoded or refused", async (t) => {
   await using gw = await start();
   await t.step(
@@ -429,8 +429,9 @@ Deno.test("Gateway: a compressed chunked upload that stalls gets the body timeou
   );
 });
 
-// The tests of a gateway started as `start({ compress: { minBytes: 1000 } })`, as steps on one such gateway (a
-// gateway start and its Python worker each, otherwise).
+// Steps on one gateway started as `start({ compress: { minBytes: 1000 } })`:
+// each of these tests started its own (a gateway and its Python worker) and
+// needs no fresh one.
 Deno.test("Gateway with compress: { minBytes: 1000 }: what it compresses, and what not", async (t) => {
   await using gw = await start({ compress: { minBytes: 1000 } });
   await t.step(

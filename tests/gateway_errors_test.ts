@@ -28,8 +28,9 @@ function withoutCallId(res: RawResponse, what: string): unknown {
   return { error: rest };
 }
 
-// The tests of a gateway started as `startGateway({ debug: false })`, as steps on one such gateway (a
-// gateway start and its Python worker each, otherwise).
+// Steps on one gateway started as `startGateway({ debug: false })`: each of
+// these tests started its own (a gateway and its Python worker) and needs no
+// fresh one.
 Deno.test("createGateway answers a model's errors as the execute table says (debug off)", async (t) => {
   await using gw = await startGateway({ debug: false });
   await t.step(
@@ -151,8 +152,8 @@ Deno.test("createGateway shows a model's uncaught HostError with the model's tra
   assert.match(error.traceback, /HostError: /);
 });
 
-// The tests of a gateway started as `startGateway()`, as steps on one such gateway (a
-// gateway start and its Python worker each, otherwise).
+// Steps on one gateway started as `startGateway()`: each of these tests started
+// its own (a gateway and its Python worker) and needs no fresh one.
 Deno.test("createGateway's refusals and hints to a client that asks wrong (a default gateway)", async (t) => {
   await using gw = await startGateway();
   await t.step(
@@ -665,8 +666,9 @@ Deno.test("createGateway answers 400 IncompleteBody, not a 500, to a body cut sh
   assert.match(metrics, /^pyproxy_in_flight_requests\{model="echo"\} 0$/m);
 });
 
-// The tests of a gateway started as `startGateway({ allowEval: true })`, as steps on one such gateway (a
-// gateway start and its Python worker each, otherwise).
+// Steps on one gateway started as `startGateway({ allowEval: true })`: each of
+// these tests started its own (a gateway and its Python worker) and needs no
+// fresh one.
 Deno.test("POST /v1/eval tells a client what its body must be", async (t) => {
   await using gw = await startGateway({ allowEval: true });
   await t.step(

@@ -255,8 +255,8 @@ Deno.test("serve answers HTTP/2 requests on every route, with a real worker", as
   });
 });
 
-// The tests of a gateway started as `startGateway()`, as steps on one such gateway (a
-// gateway start and its Python worker each, otherwise).
+// Steps on one gateway started as `startGateway()`: each of these tests started
+// its own (a gateway and its Python worker) and needs no fresh one.
 Deno.test("serve on one gateway: hosts refused over HTTP/2 and HTTP/1.1, no WebSocket over HTTP/2", async (t) => {
   await using gw = await startGateway();
   await t.step(

@@ -153,8 +153,9 @@ Deno.test("gateway sends at most 8 KiB of a model's error headers, and warns of 
   }, "info");
 });
 
-// The tests of a gateway started as `startGateway({}, MODELS)`, as steps on one such gateway (a
-// gateway start and its Python worker each, otherwise).
+// Steps on one gateway started as `startGateway({}, MODELS)`: each of these
+// tests started its own (a gateway and its Python worker) and needs no fresh
+// one.
 Deno.test("gateway answers a model's HTTPError: FastAPI details, 422, a batch's message, a stream, a forged wire error", async (t) => {
   await using gw = await startGateway({}, MODELS);
   await t.step(

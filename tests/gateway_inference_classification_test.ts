@@ -69,8 +69,9 @@ async function output(res: Response, name: string) {
   return body.outputs.find((o: { name: string }) => o.name === name);
 }
 
-// The tests of a gateway started as `startGateway({}, MODELS)`, as steps on one such gateway (a
-// gateway start and its Python worker each, otherwise).
+// Steps on one gateway started as `startGateway({}, MODELS)`: each of these
+// tests started its own (a gateway and its Python worker) and needs no fresh
+// one.
 Deno.test("Classification extension, on one gateway", async (t) => {
   await using gw = await startGateway({}, MODELS);
   await t.step(

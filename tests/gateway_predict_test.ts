@@ -100,8 +100,9 @@ async function readIfExists(path: string): Promise<string | undefined> {
   }
 }
 
-// The tests of a gateway started as `startGateway({ workers: 1 }, MODELS)`, as steps on one such gateway (a
-// gateway start and its Python worker each, otherwise).
+// Steps on one gateway started as `startGateway({ workers: 1 }, MODELS)`: each
+// of these tests started its own (a gateway and its Python worker) and needs no
+// fresh one.
 Deno.test("Gateway :predict on one gateway: formats, batching, refusals, other verbs", async (t) => {
   await using gw = await startGateway({ workers: 1 }, MODELS);
   await t.step(

@@ -69,8 +69,9 @@ function text(record: LogRecord): string {
   return record.message.map(String).join("");
 }
 
-// The tests of a gateway started as `startGateway({}, MODELS)`, as steps on one such gateway (a
-// gateway start and its Python worker each, otherwise).
+// Steps on one gateway started as `startGateway({}, MODELS)`: each of these
+// tests started its own (a gateway and its Python worker) and needs no fresh
+// one.
 Deno.test("X-Request-Id of model calls and streams, on one gateway", async (t) => {
   await using gw = await startGateway({}, MODELS);
   await t.step(
@@ -258,8 +259,9 @@ async function evalEvents(res: Response): Promise<Array<[string, unknown]>> {
   return events.map((e) => [e.event, e.data]);
 }
 
-// The tests of a gateway started as `startGateway({ allowEval: true }, MODELS)`, as steps on one such gateway (a
-// gateway start and its Python worker each, otherwise).
+// Steps on one gateway started as `startGateway({ allowEval: true }, MODELS)`:
+// each of these tests started its own (a gateway and its Python worker) and
+// needs no fresh one.
 Deno.test("X-Request-Id of evals, on one gateway", async (t) => {
   await using gw = await startGateway({ allowEval: true }, MODELS);
   await t.step(

@@ -116,8 +116,9 @@ Deno.test("gateway answers a model's 201 with its Location; owned headers stay t
   });
 });
 
-// The tests of a gateway started as `startGateway({ models: MODEL_LIST }, MODELS)`, as steps on one such gateway (a
-// gateway start and its Python worker each, otherwise).
+// Steps on one gateway started as `startGateway({ models: MODEL_LIST },
+// MODELS)`: each of these tests started its own (a gateway and its Python
+// worker) and needs no fresh one.
 Deno.test("gateway: a model's status and headers, on /execute, a batch and a stream", async (t) => {
   await using gw = await startGateway({ models: MODEL_LIST }, MODELS);
   await t.step(

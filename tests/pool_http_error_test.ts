@@ -24,8 +24,8 @@ async function startPool(): Promise<Pool> {
   return pool;
 }
 
-// The tests of a gateway started as `startPool()`, as steps on one such gateway (a
-// gateway start and its Python worker each, otherwise).
+// Steps on one pool started as `startPool()`: each of these tests started its
+// own (a pool and its Python worker) and needs no fresh one.
 Deno.test("ModelHTTPError and request headers in a library pool, on one pool", async (t) => {
   await using pool = await startPool();
   await t.step(

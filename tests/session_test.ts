@@ -72,8 +72,8 @@ function track<T>(
   );
 }
 
-// The tests of a gateway started as `startServer()`, as steps on one such gateway (a
-// gateway start and its Python worker each, otherwise).
+// Steps on one Python server started as `startServer()`: each of these tests
+// started its own (a Python server) and needs no fresh one.
 Deno.test("Session on one Python server (each step its own sessions)", async (t) => {
   await using server = await startServer();
   await t.step(
