@@ -38,8 +38,66 @@ function text(chunks: OutputChunk[], fd?: 1 | 2): string {
   ).join("");
 }
 
-Deno.test("Atom streams output while the code still runs", async () => {
+// Steps on one pool started as `startPool()`: each of these tests started its
+// own (a pool and its Python worker) and needs no fresh one.
+Deno.test("Atom on one pool (each step its own atoms)", async (t) => {
   await using pool = await startPool();
+  await t.step(
+    "Atom streams output while the code still runs",
+    () => atomStreamsOutputWhileCode(pool),
+  );
+  await t.step(
+    "Atom separates stdout from stderr",
+    () => atomSeparatesStdoutFromStderr(pool),
+  );
+  await t.step(
+    "Atom shows the code's logging warnings and errors on stderr, as a notebook does",
+    () => atomShowsCodeLoggingWarnings(pool),
+  );
+  await t.step(
+    "Atom rejects with PythonError and still delivers the output before it",
+    () => atomRejectsWithPythonerrorAnd(pool),
+  );
+  await t.step(
+    "Atom uses a fresh namespace without a session",
+    () => atomUsesFreshNamespaceWithout(pool),
+  );
+  await t.step(
+    "Atom passes locals and globals",
+    () => atomPassesLocalsAndGlobals(pool),
+  );
+  await t.step(
+    "Atom calls a single function with args",
+    () => atomCallsSingleFunctionWith(pool),
+  );
+  await t.step(
+    "Atom cancels a busy loop by interrupting it",
+    () => atomCancelsBusyLoopBy(pool),
+  );
+  await t.step(
+    "Atom keeps finished output for replay from a sequence number",
+    () => atomKeepsFinishedOutputFor(pool),
+  );
+  await t.step(
+    "Atom drops the oldest unread output beyond the replay cap and marks the gap",
+    () => atomDropsOldestUnreadOutput(pool),
+  );
+  await t.step(
+    "Atom output flood does not hold back other replies on the connection",
+    () => atomOutputFloodDoesNot(pool),
+  );
+  await t.step(
+    "Atom output nobody reads stays within the replay cap",
+    () => atomOutputNobodyReadsStays(pool),
+  );
+  await t.step(
+    "Atom options are validated at once: a bad timeout is a ConfigError, 0 times out unsent, Infinity never",
+    () => atomOptionsAreValidatedAt(pool),
+  );
+});
+
+/** A step of "Atom on one pool (each step its own atoms)": Atom streams output while the code still runs */
+async function atomStreamsOutputWhileCode(pool: Pool): Promise<void> {
   const dir = await Deno.makeTempDir();
   try {
     const flag = `${dir}/go`;
@@ -66,10 +124,10 @@ Deno.test("Atom streams output while the code still runs", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-});
+}
 
-Deno.test("Atom separates stdout from stderr", async () => {
-  await using pool = await startPool();
+/** A step of "Atom on one pool (each step its own atoms)": Atom separates stdout from stderr */
+async function atomSeparatesStdoutFromStderr(pool: Pool): Promise<void> {
   const atom = pool.eval(
     "import sys\nprint('out')\nprint('err', file=sys.stderr)\n_ = sys.stdout.write('more')",
   );
@@ -81,10 +139,10 @@ Deno.test("Atom separates stdout from stderr", async () => {
   assert.equal(text(chunks, 1), "out\nmore");
   assert.equal(text(chunks, 2), "err\n");
   assert.deepEqual(chunks.map((c) => c.seq), chunks.map((_, i) => i));
-});
+}
 
-Deno.test("Atom shows the code's logging warnings and errors on stderr, as a notebook does", async () => {
-  await using pool = await startPool();
+/** A step of "Atom on one pool (each step its own atoms)": Atom shows the code's logging warnings and errors on stderr, as a notebook does */
+async function atomShowsCodeLoggingWarnings(pool: Pool): Promise<void> {
   const atom = pool.eval(
     "import logging\nlog = logging.getLogger('nb')\nlog.info('quiet')\nlog.warning('careful %d', 3)\nprint('between')\nlog.error('bad')\n1",
   );
@@ -95,10 +153,10 @@ Deno.test("Atom shows the code's logging warnings and errors on stderr, as a not
   assert.equal(value, 1);
   assert.equal(text(chunks, 2), "WARNING:nb:careful 3\nERROR:nb:bad\n");
   assert.equal(text(chunks, 1), "between\n");
-});
+}
 
-Deno.test("Atom rejects with PythonError and still delivers the output before it", async () => {
-  await using pool = await startPool();
+/** A step of "Atom on one pool (each step its own atoms)": Atom rejects with PythonError and still delivers the output before it */
+async function atomRejectsWithPythonerrorAnd(pool: Pool): Promise<void> {
   const atom = pool.eval(
     "print('before')\ndef f():\n    raise ValueError('bad x')\nf()",
   );
@@ -111,7 +169,7 @@ Deno.test("Atom rejects with PythonError and still delivers the output before it
   assert.doesNotMatch(err.traceback, /eval\.py/);
   assert.equal(text(await chunks), "before\n");
   assert.equal(atom.state, "failed");
-});
+}
 
 Deno.test("Atom output of concurrent atoms on one worker stays separate", async () => {
   await using pool = await startPool(1);
@@ -130,16 +188,16 @@ Deno.test("Atom output of concurrent atoms on one worker stays separate", async 
   assert.equal(text(outB), "BBB\n".repeat(20));
 });
 
-Deno.test("Atom uses a fresh namespace without a session", async () => {
-  await using pool = await startPool();
+/** A step of "Atom on one pool (each step its own atoms)": Atom uses a fresh namespace without a session */
+async function atomUsesFreshNamespaceWithout(pool: Pool): Promise<void> {
   await pool.eval("x = 1").result;
   const err = await rejection(pool.eval("x").result) as unknown;
   assert.ok(err instanceof PythonError);
   assert.equal(err.type, "NameError");
-});
+}
 
-Deno.test("Atom passes locals and globals", async () => {
-  await using pool = await startPool();
+/** A step of "Atom on one pool (each step its own atoms)": Atom passes locals and globals */
+async function atomPassesLocalsAndGlobals(pool: Pool): Promise<void> {
   assert.equal(
     await pool.eval("a + b", { locals: { a: 1 }, globals: { b: 2 } }).result,
     3,
@@ -148,19 +206,19 @@ Deno.test("Atom passes locals and globals", async () => {
     await pool.eval("{'k': v}", { locals: { v: [1, "x", null] } }).result,
     { k: [1, "x", null] },
   );
-});
+}
 
-Deno.test("Atom calls a single function with args", async () => {
-  await using pool = await startPool();
+/** A step of "Atom on one pool (each step its own atoms)": Atom calls a single function with args */
+async function atomCallsSingleFunctionWith(pool: Pool): Promise<void> {
   const fn = "def add(a, b):\n    print('adding')\n    return a + b";
   assert.equal(await pool.eval(fn, { args: [2, 3] }).result, 5);
   assert.equal(await pool.eval(fn, { args: { a: "x", b: "y" } }).result, "xy");
   const atom = pool.eval("lambda n: n * 2", { args: [21] });
   assert.equal(await atom.result, 42);
-});
+}
 
-Deno.test("Atom cancels a busy loop by interrupting it", async () => {
-  await using pool = await startPool();
+/** A step of "Atom on one pool (each step its own atoms)": Atom cancels a busy loop by interrupting it */
+async function atomCancelsBusyLoopBy(pool: Pool): Promise<void> {
   const pid = pool.status().workers[0]?.pid;
   const controller = new AbortController();
   // A grace far beyond the test's patience: only an interrupt can stop it.
@@ -178,7 +236,7 @@ Deno.test("Atom cancels a busy loop by interrupting it", async () => {
   assert.equal(atom.done, true);
   assert.equal(await pool.eval("1 + 1").result, 2);
   assert.equal(pool.status().workers[0]?.pid, pid);
-});
+}
 
 Deno.test("Atom kills the worker when a sleeping call ignores the interrupt", async () => {
   await using pool = await startPool();
@@ -202,8 +260,8 @@ Deno.test("Atom kills the worker when a sleeping call ignores the interrupt", as
   assert.notEqual(pool.status().workers[0]?.pid, before?.pid);
 });
 
-Deno.test("Atom keeps finished output for replay from a sequence number", async () => {
-  await using pool = await startPool();
+/** A step of "Atom on one pool (each step its own atoms)": Atom keeps finished output for replay from a sequence number */
+async function atomKeepsFinishedOutputFor(pool: Pool): Promise<void> {
   // Alternating streams force one chunk per print.
   const atom = pool.eval(
     "import sys\nfor i in range(10):\n    print(i, file=sys.stdout if i % 2 == 0 else sys.stderr)",
@@ -221,10 +279,10 @@ Deno.test("Atom keeps finished output for replay from a sequence number", async 
   ]);
   assert.equal(getAtom(pool, atom.id), atom);
   assert.equal(text(await collect(getAtom(pool, atom.id)!.replay(9))), "9\n");
-});
+}
 
-Deno.test("Atom drops the oldest unread output beyond the replay cap and marks the gap", async () => {
-  await using pool = await startPool();
+/** A step of "Atom on one pool (each step its own atoms)": Atom drops the oldest unread output beyond the replay cap and marks the gap */
+async function atomDropsOldestUnreadOutput(pool: Pool): Promise<void> {
   const atom = pool.eval(
     "import sys\nfor i in range(100):\n    print('%03d' % i, file=sys.stdout if i % 2 == 0 else sys.stderr)",
     { replayBytes: 40 },
@@ -234,7 +292,7 @@ Deno.test("Atom drops the oldest unread output beyond the replay cap and marks t
   assert.ok(chunks.length < 100 && chunks.length >= 1);
   assert.equal(chunks[0]!.truncated, chunks[0]!.seq);
   assert.equal(chunks.at(-1)!.data, "099\n");
-});
+}
 
 Deno.test("Atom streams a print flood with bounded host memory", async () => {
   // 200 MiB through a child whose V8 heap is capped at 64 MiB: keeping the
@@ -270,8 +328,8 @@ Deno.test("Atom streams a print flood with bounded host memory", async () => {
   );
 });
 
-Deno.test("Atom output flood does not hold back other replies on the connection", async () => {
-  await using pool = await startPool();
+/** A step of "Atom on one pool (each step its own atoms)": Atom output flood does not hold back other replies on the connection */
+async function atomOutputFloodDoesNot(pool: Pool): Promise<void> {
   const atom = pool.eval(
     "import sys\nblock = ('z' * 1023 + '\\n') * 64\nfor _ in range(32 * 16):\n    sys.stdout.write(block)\n'end'",
   );
@@ -287,7 +345,7 @@ Deno.test("Atom output flood does not hold back other replies on the connection"
   }
   assert.equal(await atom.result, "end");
   assert.equal(bytes, 32 * 1024 * 1024);
-});
+}
 
 Deno.test("pool.atoms counts the results of finished atoms toward its byte bound", async () => {
   await using pool = await startPool();
@@ -303,8 +361,8 @@ Deno.test("pool.atoms counts the results of finished atoms toward its byte bound
   assert.equal(pool.atoms.get(atom.id), atom);
 });
 
-Deno.test("Atom output nobody reads stays within the replay cap", async () => {
-  await using pool = await startPool();
+/** A step of "Atom on one pool (each step its own atoms)": Atom output nobody reads stays within the replay cap */
+async function atomOutputNobodyReadsStays(pool: Pool): Promise<void> {
   const atom = pool.eval(
     "import sys\nblock = ('y' * 1023 + '\\n') * 64\nfor _ in range(48 * 16):\n    sys.stdout.write(block)",
     { replayBytes: 4 * 1024 * 1024 },
@@ -315,7 +373,7 @@ Deno.test("Atom output nobody reads stays within the replay cap", async () => {
   const first = await reader.read();
   assert.ok((first.value?.truncated ?? 0) > 0);
   await reader.cancel();
-});
+}
 
 Deno.test("Pool executeModel turns model prints into log events, not eval output", async () => {
   const seen: Record<string, unknown>[] = [];
@@ -344,8 +402,8 @@ Deno.test("Pool executeModel turns model prints into log events, not eval output
   ]]);
 });
 
-Deno.test("Atom options are validated at once: a bad timeout is a ConfigError, 0 times out unsent, Infinity never", async () => {
-  await using pool = await startPool();
+/** A step of "Atom on one pool (each step its own atoms)": Atom options are validated at once: a bad timeout is a ConfigError, 0 times out unsent, Infinity never */
+async function atomOptionsAreValidatedAt(pool: Pool): Promise<void> {
   for (
     const options of [
       { timeout: NaN },
@@ -369,7 +427,7 @@ Deno.test("Atom options are validated at once: a bad timeout is a ConfigError, 0
   // A timer cannot hold Infinity (it would fire at once): no timeout instead.
   assert.equal(await pool.eval("6 * 7", { timeout: Infinity }).result, 42);
   assert.equal(await pool.eval("6 * 8", { timeout: 2 ** 40 }).result, 48);
-});
+}
 
 Deno.test("a cancelled eval that stopped in time keeps its worker when a busy host reads its reply after the grace", async () => {
   await using pool = await startPool();

@@ -49,8 +49,22 @@ async function bytesPool(plugins?: Plugin[]): Promise<Pool> {
   return pool;
 }
 
-Deno.test("Pool.execute sends Uint8Array, Buffer, ArrayBuffer and DataView as bytes and gets bytes back, top-level and nested", async () => {
+// Steps on one pool started as `bytesPool()`: each of these tests started its
+// own (a pool and its Python worker) and needs no fresh one.
+Deno.test("Pool.execute of bytes, top-level, nested, batched and streamed, on one pool", async (t) => {
   await using pool = await bytesPool();
+  await t.step(
+    "Pool.execute sends Uint8Array, Buffer, ArrayBuffer and DataView as bytes and gets bytes back, top-level and nested",
+    () => poolExecuteSendsUint8arrayBuffer(pool),
+  );
+  await t.step(
+    "Pool.execute of bytes works for a batching model and a stream",
+    () => poolExecuteBytesWorksFor(pool),
+  );
+});
+
+/** A step of "Pool.execute of bytes, top-level, nested, batched and streamed, on one pool": Pool.execute sends Uint8Array, Buffer, ArrayBuffer and DataView as bytes and gets bytes back, top-level and nested */
+async function poolExecuteSendsUint8arrayBuffer(pool: Pool): Promise<void> {
   // All 256 byte values, and empty bytes, as the whole msg.
   for (const data of [ALL, new Uint8Array(0)]) {
     const back = await pool.execute<Uint8Array>("bRaw", data);
@@ -86,10 +100,10 @@ Deno.test("Pool.execute sends Uint8Array, Buffer, ArrayBuffer and DataView as by
   assert.deepEqual(await pool.execute("bRaw", { x: [{}, { "0": 1 }] }), {
     x: [{}, { "0": 1 }],
   });
-});
+}
 
-Deno.test("Pool.execute of bytes works for a batching model and a stream", async () => {
-  await using pool = await bytesPool();
+/** A step of "Pool.execute of bytes, top-level, nested, batched and streamed, on one pool": Pool.execute of bytes works for a batching model and a stream */
+async function poolExecuteBytesWorksFor(pool: Pool): Promise<void> {
   const results = await Promise.all(
     [1, 2, 3].map((i) =>
       pool.execute<{ reversed: Uint8Array }>("bBatch", {
@@ -110,7 +124,7 @@ Deno.test("Pool.execute of bytes works for a batching model and a stream", async
     items.push([...item]);
   }
   assert.deepEqual(items, [[0, 0, 0], [1, 1, 1], [2, 2, 2]]);
-});
+}
 
 Deno.test("Pool.execute of 20 MB of bytes goes through spill files raw, both ways (no base64)", async () => {
   const seen: { out?: SessionMessage; in?: SessionMessage } = {};
@@ -147,8 +161,22 @@ Deno.test("Pool.execute of 20 MB of bytes goes through spill files raw, both way
   }]);
 });
 
-Deno.test("Pool.execute and executeStream read bytes of several MB inline as base64 (no spill-over plugin)", async () => {
+// Steps on one pool started as `bytesPool([])`: each of these tests started its
+// own (a pool and its Python worker) and needs no fresh one.
+Deno.test("Bytes inline as base64 and in pool.eval, without the spill-over plugin, on one pool", async (t) => {
   await using pool = await bytesPool([]);
+  await t.step(
+    "Pool.execute and executeStream read bytes of several MB inline as base64 (no spill-over plugin)",
+    () => poolExecuteAndExecutestreamRead(pool),
+  );
+  await t.step(
+    "pool.eval takes bytes in locals and gives bytes back in its value",
+    () => poolEvalTakesBytesIn(pool),
+  );
+});
+
+/** A step of "Bytes inline as base64 and in pool.eval, without the spill-over plugin, on one pool": Pool.execute and executeStream read bytes of several MB inline as base64 (no spill-over plugin) */
+async function poolExecuteAndExecutestreamRead(pool: Pool): Promise<void> {
   await pool.addModel("big", { file: "chaos_bytes_model.py", class: "Big" });
   const size = 6 * 1024 * 1024; // 8 MiB of base64 text
   const check = (bytes: Uint8Array) => {
@@ -164,7 +192,7 @@ Deno.test("Pool.execute and executeStream read bytes of several MB inline as bas
     items++;
   }
   assert.equal(items, 2);
-});
+}
 
 Deno.test("A Uint8Array a result gave, passed back into pool.execute, goes as bytes again (not as its base64 text), inline or spilled", async () => {
   for (const plugins of [[], [spillover({ threshold: 1024 })]]) {
@@ -201,13 +229,13 @@ Deno.test("A Uint8Array a result gave goes as bytes in a message with a BigInt t
   assert.deepEqual(got.msg, { img: new Uint8Array([1, 2]), n: 2n ** 64n });
 });
 
-Deno.test("pool.eval takes bytes in locals and gives bytes back in its value", async () => {
-  await using pool = await bytesPool([]);
+/** A step of "Bytes inline as base64 and in pool.eval, without the spill-over plugin, on one pool": pool.eval takes bytes in locals and gives bytes back in its value */
+async function poolEvalTakesBytesIn(pool: Pool): Promise<void> {
   const value = await pool.eval("{'reversed': x[::-1], 'n': len(x)}", {
     locals: { x: new Uint8Array([1, 2, 3]) },
   }).result;
   assert.deepEqual(value, { reversed: new Uint8Array([3, 2, 1]), n: 3 });
-});
+}
 
 Deno.test("Pool.execute of bytes over a detached ArrayBuffer rejects once with a SerializationError naming them (inline or spilled); a SharedArrayBuffer is bytes", async () => {
   for (const plugins of [undefined, [spillover({ threshold: 1024 })]]) {

@@ -3,7 +3,11 @@
  * (docs/gateway.md, "Binary bodies").
  */
 import assert from "node:assert/strict";
-import { SseReader, startGateway } from "./_gateway_harness.ts";
+import {
+  SseReader,
+  startGateway,
+  type TestGateway,
+} from "./_gateway_harness.ts";
 
 const BYTES_MODEL = await Deno.readTextFile(
   new URL("../python/tests/models/bytes_model.py", import.meta.url),
@@ -36,8 +40,34 @@ function postBytes(
   return { method: "POST", body, headers };
 }
 
-Deno.test("Gateway: a binary body reaches the model as bytes with its Content-Type (curl --data-binary @img.png -H 'Content-Type: image/png')", async () => {
+// Steps on one gateway started as `start()`: each of these tests started its
+// own (a gateway and its Python worker) and needs no fresh one.
+Deno.test("Gateway: bytes in and out, JSON as before, streams and the OpenAPI document, on one gateway", async (t) => {
   await using gw = await start();
+  await t.step(
+    "Gateway: a binary body reaches the model as bytes with its Content-Type (curl --data-binary @img.png -H 'Content-Type: image/png')",
+    () => binaryBodyReachesModelAs(gw),
+  );
+  await t.step(
+    "Gateway: a bytes result is the response body, as application/octet-stream or the model's media_type",
+    () => bytesResultIsResponseBody(gw),
+  );
+  await t.step(
+    "Gateway: JSON bodies are read as before (no Content-Type, application/json, text/plain, curl -d's form type)",
+    () => jsonBodiesAreReadAs(gw),
+  );
+  await t.step(
+    "Gateway: a stream takes a binary body and sends bytes items as base64 strings",
+    () => streamTakesBinaryBodyAnd(gw),
+  );
+  await t.step(
+    "Gateway: /openapi.json says execute takes any body as bytes, and a bytes result in the model's media_type",
+    () => openapiJsonSaysExecuteTakes(gw),
+  );
+});
+
+/** A step of "Gateway: bytes in and out, JSON as before, streams and the OpenAPI document, on one gateway": Gateway: a binary body reaches the model as bytes with its Content-Type (curl --data-binary @img.png -H 'Content-Type: image/png') */
+async function binaryBodyReachesModelAs(gw: TestGateway): Promise<void> {
   for (
     const type of [
       "image/png",
@@ -68,10 +98,10 @@ Deno.test("Gateway: a binary body reaches the model as bytes with its Content-Ty
     type: "bytes",
     contentType: "application/octet-stream",
   });
-});
+}
 
-Deno.test("Gateway: a bytes result is the response body, as application/octet-stream or the model's media_type", async () => {
-  await using gw = await start();
+/** A step of "Gateway: bytes in and out, JSON as before, streams and the OpenAPI document, on one gateway": Gateway: a bytes result is the response body, as application/octet-stream or the model's media_type */
+async function bytesResultIsResponseBody(gw: TestGateway): Promise<void> {
   let res = await gw.fetch(
     "/v1/models/bRaw/execute",
     postBytes(ALL, "application/octet-stream"),
@@ -97,10 +127,10 @@ Deno.test("Gateway: a bytes result is the response body, as application/octet-st
   );
   assert.equal(res.status, 200);
   assert.equal((await res.arrayBuffer()).byteLength, 0);
-});
+}
 
-Deno.test("Gateway: JSON bodies are read as before (no Content-Type, application/json, text/plain, curl -d's form type)", async () => {
-  await using gw = await start();
+/** A step of "Gateway: bytes in and out, JSON as before, streams and the OpenAPI document, on one gateway": Gateway: JSON bodies are read as before (no Content-Type, application/json, text/plain, curl -d's form type) */
+async function jsonBodiesAreReadAs(gw: TestGateway): Promise<void> {
   for (
     const type of [
       undefined,
@@ -128,7 +158,7 @@ Deno.test("Gateway: JSON bodies are read as before (no Content-Type, application
   );
   assert.equal(res.status, 400);
   assert.equal((await res.json()).error.type, "InvalidJson");
-});
+}
 
 Deno.test("Gateway: binary bodies over the limit get 413, a model with declared inputs 415, a bad Content-Type 400", async () => {
   await using gw = await start({ bodyLimit: 1000 });
@@ -175,8 +205,8 @@ Deno.test("Gateway: binary bodies over the limit get 413, a model with declared 
   );
 });
 
-Deno.test("Gateway: a stream takes a binary body and sends bytes items as base64 strings", async () => {
-  await using gw = await start();
+/** A step of "Gateway: bytes in and out, JSON as before, streams and the OpenAPI document, on one gateway": Gateway: a stream takes a binary body and sends bytes items as base64 strings */
+async function streamTakesBinaryBodyAnd(gw: TestGateway): Promise<void> {
   const res = await gw.fetch(
     "/v1/models/bStream/stream",
     postBytes('{"n":2}', "application/json"),
@@ -201,10 +231,10 @@ Deno.test("Gateway: a stream takes a binary body and sends bytes items as base64
     contentType: "application/octet-stream",
   });
   for (let m = await reader.next(); m !== undefined; m = await reader.next());
-});
+}
 
-Deno.test("Gateway: /openapi.json says execute takes any body as bytes, and a bytes result in the model's media_type", async () => {
-  await using gw = await start();
+/** A step of "Gateway: bytes in and out, JSON as before, streams and the OpenAPI document, on one gateway": Gateway: /openapi.json says execute takes any body as bytes, and a bytes result in the model's media_type */
+async function openapiJsonSaysExecuteTakes(gw: TestGateway): Promise<void> {
   const doc = await (await gw.fetch("/openapi.json")).json();
   const png = doc.paths["/v1/models/png/execute"].post;
   assert.deepEqual(png.requestBody.content["*/*"].schema, {
@@ -222,4 +252,4 @@ Deno.test("Gateway: /openapi.json says execute takes any body as bytes, and a by
   assert.deepEqual(Object.keys(scorer.requestBody.content), [
     "application/json",
   ]);
-});
+}

@@ -4,7 +4,12 @@
  */
 import assert from "node:assert/strict";
 import zlib from "node:zlib";
-import { partialRequest, SseReader, startGateway } from "./_gateway_harness.ts";
+import {
+  partialRequest,
+  SseReader,
+  startGateway,
+  type TestGateway,
+} from "./_gateway_harness.ts";
 import type { GatewayConfig } from "../src/gateway/config_schema.ts";
 
 const BYTES_MODEL = await Deno.readTextFile(
@@ -210,8 +215,30 @@ async function rawPost(
 const MSG_TEXT =
   '{"text":"compressed","values":[1,2,3],"big":1152921504606846977}';
 
-Deno.test("Gateway: a gzip or deflate JSON body is decoded before it is parsed (execute, direct and routed)", async () => {
+// Steps on one gateway started as `start()`: each of these tests started its
+// own (a gateway and its Python worker) and needs no fresh one.
+Deno.test("Gateway: compressed request bodies, decoded or refused", async (t) => {
   await using gw = await start();
+  await t.step(
+    "Gateway: a gzip or deflate JSON body is decoded before it is parsed (execute, direct and routed)",
+    () => gzipOrDeflateJsonBody(gw),
+  );
+  await t.step(
+    "Gateway: a gzip binary body reaches the model decoded, with its Content-Type",
+    () => gzipBinaryBodyReachesModel(gw),
+  );
+  await t.step(
+    "Gateway: a corrupt, truncated or trailed compressed body is a 400 InvalidContentEncoding",
+    () => corruptTruncatedOrTrailedCompressed(gw),
+  );
+  await t.step(
+    "Gateway: an unknown or too deep Content-Encoding is a 415 listing the supported ones, before the body is read",
+    () => unknownOrTooDeepContent(gw),
+  );
+});
+
+/** A step of "Gateway: compressed request bodies, decoded or refused": Gateway: a gzip or deflate JSON body is decoded before it is parsed (execute, direct and routed) */
+async function gzipOrDeflateJsonBody(gw: TestGateway): Promise<void> {
   const cases: Array<[string, Uint8Array]> = [
     ["gzip", await compress(MSG_TEXT, "gzip")],
     ["x-gzip", await compress(MSG_TEXT, "gzip")],
@@ -261,10 +288,10 @@ Deno.test("Gateway: a gzip or deflate JSON body is decoded before it is parsed (
   );
   assert.equal(res.status, 200, await res.clone().text());
   await res.body?.cancel();
-});
+}
 
-Deno.test("Gateway: a gzip binary body reaches the model decoded, with its Content-Type", async () => {
-  await using gw = await start();
+/** A step of "Gateway: compressed request bodies, decoded or refused": Gateway: a gzip binary body reaches the model decoded, with its Content-Type */
+async function gzipBinaryBodyReachesModel(gw: TestGateway): Promise<void> {
   const data = Uint8Array.from({ length: 4096 }, (_, i) => (i * 7) % 256);
   const res = await gw.fetch(
     "/v1/models/bEcho/execute",
@@ -278,7 +305,7 @@ Deno.test("Gateway: a gzip binary body reaches the model decoded, with its Conte
   assert.equal(got.type, "bytes");
   assert.equal(got.contentType, "application/octet-stream");
   assert.equal(got.msg, btoa(String.fromCharCode(...data)));
-});
+}
 
 Deno.test("Gateway: a gzip bomb (10 MB decoding to 10 GB) stops at limits.bodyLimit with 413 'decoded', declared or chunked", async () => {
   await using gw = await start({ limits: { bodyLimit: 16 * 1024 * 1024 } });
@@ -330,8 +357,10 @@ Deno.test("Gateway: the encoded body is held to limits.bodyLimit too (declared a
   }
 });
 
-Deno.test("Gateway: a corrupt, truncated or trailed compressed body is a 400 InvalidContentEncoding", async () => {
-  await using gw = await start();
+/** A step of "Gateway: compressed request bodies, decoded or refused": Gateway: a corrupt, truncated or trailed compressed body is a 400 InvalidContentEncoding */
+async function corruptTruncatedOrTrailedCompressed(
+  gw: TestGateway,
+): Promise<void> {
   const good = await compress(MSG_TEXT, "gzip");
   const bodies: Array<[string, Uint8Array, string]> = [
     ["not gzip", new TextEncoder().encode(MSG_TEXT), "gzip"],
@@ -350,10 +379,10 @@ Deno.test("Gateway: a corrupt, truncated or trailed compressed body is a 400 Inv
     assert.equal(error.type, "InvalidContentEncoding", what);
     assert.match(error.message, /^Cannot read request: the body is not valid/);
   }
-});
+}
 
-Deno.test("Gateway: an unknown or too deep Content-Encoding is a 415 listing the supported ones, before the body is read", async () => {
-  await using gw = await start();
+/** A step of "Gateway: compressed request bodies, decoded or refused": Gateway: an unknown or too deep Content-Encoding is a 415 listing the supported ones, before the body is read */
+async function unknownOrTooDeepContent(gw: TestGateway): Promise<void> {
   for (
     const encoding of [
       "zstd",
@@ -380,7 +409,7 @@ Deno.test("Gateway: an unknown or too deep Content-Encoding is a 415 listing the
     post(MSG_TEXT, { "content-encoding": "identity" }),
   );
   assert.equal(await res.text(), MSG_TEXT);
-});
+}
 
 Deno.test("Gateway: a compressed chunked upload that stalls gets the body timeout's 408", async () => {
   await using gw = await start({ limits: { requestTimeout: 500 } });
@@ -400,8 +429,39 @@ Deno.test("Gateway: a compressed chunked upload that stalls gets the body timeou
   );
 });
 
-Deno.test("Gateway: compress gzips a model's JSON result of minBytes and more for a client that accepts gzip", async () => {
+// Steps on one gateway started as `start({ compress: { minBytes: 1000 } })`:
+// each of these tests started its own (a gateway and its Python worker) and
+// needs no fresh one.
+Deno.test("Gateway with compress: { minBytes: 1000 }: what it compresses, and what not", async (t) => {
   await using gw = await start({ compress: { minBytes: 1000 } });
+  await t.step(
+    "Gateway: compress gzips a model's JSON result of minBytes and more for a client that accepts gzip",
+    () => compressGzipsModelJsonResult(gw),
+  );
+  await t.step(
+    "Gateway: compress leaves a result alone below minBytes, without gzip accepted, for SSE and when off",
+    () => compressLeavesResultAloneBelow(gw),
+  );
+  await t.step(
+    "Gateway: /v2 infer decodes a gzip request and, with compress, gzips a large JSON response",
+    () => v2InferDecodesGzipRequest(gw),
+  );
+  await t.step(
+    "Gateway: compress keeps a model's chosen status, and its Vary beside the gateway's",
+    () => compressKeepsModelChosenStatus(gw),
+  );
+  await t.step(
+    "Gateway: compress makes a model's strong ETag weak on a gzipped body only",
+    () => compressMakesModelStrongEtag(gw),
+  );
+  await t.step(
+    "Gateway: compress leaves alone a result whose model set Cache-Control: no-transform",
+    () => compressLeavesAloneResultWhose(gw),
+  );
+});
+
+/** A step of "Gateway with compress: { minBytes: 1000 }: what it compresses, and what not": Gateway: compress gzips a model's JSON result of minBytes and more for a client that accepts gzip */
+async function compressGzipsModelJsonResult(gw: TestGateway): Promise<void> {
   const n = 5000;
   const expected = JSON.stringify({ text: "a".repeat(n) });
   for (
@@ -438,10 +498,10 @@ Deno.test("Gateway: compress gzips a model's JSON result of minBytes and more fo
       assert.equal(await decompress(res.body), expected);
     }
   }
-});
+}
 
-Deno.test("Gateway: compress leaves a result alone below minBytes, without gzip accepted, for SSE and when off", async () => {
-  await using gw = await start({ compress: { minBytes: 1000 } });
+/** A step of "Gateway with compress: { minBytes: 1000 }: what it compresses, and what not": Gateway: compress leaves a result alone below minBytes, without gzip accepted, for SSE and when off */
+async function compressLeavesResultAloneBelow(gw: TestGateway): Promise<void> {
   const small = await rawPost(gw.port, "/v1/models/big/execute", '{"n":900}', {
     "accept-encoding": "gzip",
   }, gw.token);
@@ -503,7 +563,7 @@ Deno.test("Gateway: compress leaves a result alone below minBytes, without gzip 
   assert.equal(plain.headers.get("content-encoding"), null);
   assert.equal(plain.headers.get("vary"), null);
   assert.equal(plain.body.byteLength, 5000 + 11);
-});
+}
 
 Deno.test("Gateway: compress gzips a bytes result of a text media type, not an image or octet-stream one", async () => {
   await using gw = await start({ compress: true });
@@ -533,8 +593,8 @@ Deno.test("Gateway: compress gzips a bytes result of a text media type, not an i
   assert.equal(png.headers.get("content-encoding"), null);
 });
 
-Deno.test("Gateway: /v2 infer decodes a gzip request and, with compress, gzips a large JSON response", async () => {
-  await using gw = await start({ compress: { minBytes: 1000 } });
+/** A step of "Gateway with compress: { minBytes: 1000 }: what it compresses, and what not": Gateway: /v2 infer decodes a gzip request and, with compress, gzips a large JSON response */
+async function v2InferDecodesGzipRequest(gw: TestGateway): Promise<void> {
   const request = JSON.stringify({
     inputs: [{ name: "n", shape: [1], datatype: "INT64", data: [3000] }],
   });
@@ -557,10 +617,10 @@ Deno.test("Gateway: /v2 infer decodes a gzip request and, with compress, gzips a
   assert.equal(raw.headers.get("content-encoding"), "gzip");
   assert.equal(raw.headers.get("vary"), "accept-encoding");
   assert.deepEqual(JSON.parse(await decompress(raw.body)), got);
-});
+}
 
-Deno.test("Gateway: compress keeps a model's chosen status, and its Vary beside the gateway's", async () => {
-  await using gw = await start({ compress: { minBytes: 1000 } });
+/** A step of "Gateway with compress: { minBytes: 1000 }: what it compresses, and what not": Gateway: compress keeps a model's chosen status, and its Vary beside the gateway's */
+async function compressKeepsModelChosenStatus(gw: TestGateway): Promise<void> {
   const created = await rawPost(
     gw.port,
     "/v1/models/status/execute",
@@ -577,10 +637,10 @@ Deno.test("Gateway: compress keeps a model's chosen status, and its Vary beside 
   });
   // The model's Vary joins the gateway's (it was refused as a duplicate).
   assert.equal(created.headers.get("vary"), "accept-encoding, Accept-Language");
-});
+}
 
-Deno.test("Gateway: compress makes a model's strong ETag weak on a gzipped body only", async () => {
-  await using gw = await start({ compress: { minBytes: 1000 } });
+/** A step of "Gateway with compress: { minBytes: 1000 }: what it compresses, and what not": Gateway: compress makes a model's strong ETag weak on a gzipped body only */
+async function compressMakesModelStrongEtag(gw: TestGateway): Promise<void> {
   const call = (etag: string, acceptEncoding: string) =>
     rawPost(
       gw.port,
@@ -600,10 +660,10 @@ Deno.test("Gateway: compress makes a model's strong ETag weak on a gzipped body 
   const weak = await call('W/"v2"', "gzip");
   assert.equal(weak.headers.get("content-encoding"), "gzip");
   assert.equal(weak.headers.get("etag"), 'W/"v2"');
-});
+}
 
-Deno.test("Gateway: compress leaves alone a result whose model set Cache-Control: no-transform", async () => {
-  await using gw = await start({ compress: { minBytes: 1000 } });
+/** A step of "Gateway with compress: { minBytes: 1000 }: what it compresses, and what not": Gateway: compress leaves alone a result whose model set Cache-Control: no-transform */
+async function compressLeavesAloneResultWhose(gw: TestGateway): Promise<void> {
   const call = (msg: Record<string, unknown>) =>
     rawPost(
       gw.port,
@@ -623,4 +683,4 @@ Deno.test("Gateway: compress leaves alone a result whose model set Cache-Control
     const gz = await call({ cache: "private, no-transformed", bytes });
     assert.equal(gz.headers.get("content-encoding"), "gzip");
   }
-});
+}

@@ -5,6 +5,7 @@ import {
   partialRequest,
   type RawResponse,
   startGateway,
+  type TestGateway,
   until,
 } from "./_gateway_harness.ts";
 
@@ -27,8 +28,29 @@ function withoutCallId(res: RawResponse, what: string): unknown {
   return { error: rest };
 }
 
-Deno.test("createGateway answers a model's uncaught HostError and an unencodable result like the execute table says", async () => {
+// Steps on one gateway started as `startGateway({ debug: false })`: each of
+// these tests started its own (a gateway and its Python worker) and needs no
+// fresh one.
+Deno.test("createGateway answers a model's errors as the execute table says (debug off)", async (t) => {
   await using gw = await startGateway({ debug: false });
+  await t.step(
+    "createGateway answers a model's uncaught HostError and an unencodable result like the execute table says",
+    () => creategatewayAnswersModelUncaughtHosterror(gw),
+  );
+  await t.step(
+    "createGateway answers a model's MemoryError with 507 (the server's lack, not the request's), the worker serving on",
+    () => creategatewayAnswersModelMemoryerrorWith(gw),
+  );
+  await t.step(
+    "PythonError of an exception without a message is its type alone, as Python's traceback shows it",
+    () => pythonerrorExceptionWithoutMessageIs(gw),
+  );
+});
+
+/** A step of "createGateway answers a model's errors as the execute table says (debug off)": createGateway answers a model's uncaught HostError and an unencodable result like the execute table says */
+async function creategatewayAnswersModelUncaughtHosterror(
+  gw: TestGateway,
+): Promise<void> {
   await Deno.writeTextFile(
     `${gw.dir}/odd.py`,
     `class Odd:
@@ -51,10 +73,12 @@ Deno.test("createGateway answers a model's uncaught HostError and an unencodable
     assert.equal(r.status, 422, body);
     assert.equal((await r.json()).error.type, "SerializationError");
   }
-});
+}
 
-Deno.test("createGateway answers a model's MemoryError with 507 (the server's lack, not the request's), the worker serving on", async () => {
-  await using gw = await startGateway({ debug: false });
+/** A step of "createGateway answers a model's errors as the execute table says (debug off)": createGateway answers a model's MemoryError with 507 (the server's lack, not the request's), the worker serving on */
+async function creategatewayAnswersModelMemoryerrorWith(
+  gw: TestGateway,
+): Promise<void> {
   await Deno.writeTextFile(
     `${gw.dir}/hungry.py`,
     `class Hungry:
@@ -78,10 +102,12 @@ Deno.test("createGateway answers a model's MemoryError with 507 (the server's la
   const ok = await gw.fetch("/v1/models/hungry/execute", post("{}"));
   assert.equal(ok.status, 200);
   assert.equal(await ok.json(), "fed");
-});
+}
 
-Deno.test("PythonError of an exception without a message is its type alone, as Python's traceback shows it", async () => {
-  await using gw = await startGateway({ debug: false });
+/** A step of "createGateway answers a model's errors as the execute table says (debug off)": PythonError of an exception without a message is its type alone, as Python's traceback shows it */
+async function pythonerrorExceptionWithoutMessageIs(
+  gw: TestGateway,
+): Promise<void> {
   await Deno.writeTextFile(
     `${gw.dir}/bare.py`,
     `import sys
@@ -111,7 +137,7 @@ class Bare:
     assert.ok(err instanceof PythonError);
     assert.deepEqual([err.type, err.message], [exception, message]);
   }
-});
+}
 
 Deno.test("createGateway shows a model's uncaught HostError with the model's traceback under debug", async () => {
   await using gw = await startGateway({ debug: true });
@@ -126,8 +152,34 @@ Deno.test("createGateway shows a model's uncaught HostError with the model's tra
   assert.match(error.traceback, /HostError: /);
 });
 
-Deno.test("createGateway refuses a body that is not a JSON object for a model with declared inputs", async () => {
+// Steps on one gateway started as `startGateway()`: each of these tests started
+// its own (a gateway and its Python worker) and needs no fresh one.
+Deno.test("createGateway's refusals and hints to a client that asks wrong (a default gateway)", async (t) => {
   await using gw = await startGateway();
+  await t.step(
+    "createGateway refuses a body that is not a JSON object for a model with declared inputs",
+    () => creategatewayRefusesBodyThatIs(gw),
+  );
+  await t.step(
+    "createGateway's 405 allows only the methods this configuration serves: PUT/DELETE of a model and PUT /v1/workers only with --allow-manage, eval only with --allow-eval",
+    () => creategateway405AllowsOnlyMethods(gw),
+  );
+  await t.step(
+    "createGateway hints at /execute and /v1 when a path misses them",
+    () => creategatewayHintsAtExecuteAnd(gw),
+  );
+  await t.step(
+    "createGateway names its own route when a migrated client asks TorchServe's, KServe V1's or a sidecar's",
+    () => creategatewayNamesItsOwnRoute(gw),
+  );
+  await t.step(
+    "createGateway tells a client that posts text as it is (TorchServe's way) that such bodies are JSON, and how to send text or bytes",
+    () => creategatewayTellsClientThatPosts(gw),
+  );
+});
+
+/** A step of "createGateway's refusals and hints to a client that asks wrong (a default gateway)": createGateway refuses a body that is not a JSON object for a model with declared inputs */
+async function creategatewayRefusesBodyThatIs(gw: TestGateway): Promise<void> {
   for (const body of ["[1]", '"x"', "3", "null"]) {
     const res = await gw.fetch("/v1/models/scorer/execute", post(body));
     assert.equal(res.status, 400, body);
@@ -139,7 +191,7 @@ Deno.test("createGateway refuses a body that is not a JSON object for a model wi
       body,
     );
   }
-});
+}
 
 Deno.test("createGateway answers a missing model file with 404 and no server path", async () => {
   await using gw = await startGateway({ allowManage: true });
@@ -304,8 +356,10 @@ Deno.test("createGateway answers a known path with the wrong method with 405 and
   });
 });
 
-Deno.test("createGateway's 405 allows only the methods this configuration serves: PUT/DELETE of a model and PUT /v1/workers only with --allow-manage, eval only with --allow-eval", async () => {
-  await using gw = await startGateway();
+/** A step of "createGateway's refusals and hints to a client that asks wrong (a default gateway)": createGateway's 405 allows only the methods this configuration serves: PUT/DELETE of a model and PUT /v1/workers only with --allow-manage, eval only with --allow-eval */
+async function creategateway405AllowsOnlyMethods(
+  gw: TestGateway,
+): Promise<void> {
   const cases: Array<[string, string, string, string]> = [
     [
       "PATCH",
@@ -384,10 +438,10 @@ Deno.test("createGateway's 405 allows only the methods this configuration serves
     const { error } = await res.json();
     assert.doesNotMatch(error.message ?? error, /with --allow-/);
   }
-});
+}
 
-Deno.test("createGateway hints at /execute and /v1 when a path misses them", async () => {
-  await using gw = await startGateway();
+/** A step of "createGateway's refusals and hints to a client that asks wrong (a default gateway)": createGateway hints at /execute and /v1 when a path misses them */
+async function creategatewayHintsAtExecuteAnd(gw: TestGateway): Promise<void> {
   const noExecute = await gw.fetch("/v1/models/echo", post("{}"));
   assert.equal(noExecute.status, 405);
   assert.match(
@@ -401,10 +455,10 @@ Deno.test("createGateway hints at /execute and /v1 when a path misses them", asy
     message:
       "Cannot find route POST /models/echo/execute (did you mean /v1/models/echo/execute?)",
   });
-});
+}
 
-Deno.test("createGateway names its own route when a migrated client asks TorchServe's, KServe V1's or a sidecar's", async () => {
-  await using gw = await startGateway();
+/** A step of "createGateway's refusals and hints to a client that asks wrong (a default gateway)": createGateway names its own route when a migrated client asks TorchServe's, KServe V1's or a sidecar's */
+async function creategatewayNamesItsOwnRoute(gw: TestGateway): Promise<void> {
   for (
     const [method, path, hint] of [
       [
@@ -472,10 +526,12 @@ Deno.test("createGateway names its own route when a migrated client asks TorchSe
     (await other.json()).error.message,
     "Cannot find route POST /predict",
   );
-});
+}
 
-Deno.test("createGateway tells a client that posts text as it is (TorchServe's way) that such bodies are JSON, and how to send text or bytes", async () => {
-  await using gw = await startGateway();
+/** A step of "createGateway's refusals and hints to a client that asks wrong (a default gateway)": createGateway tells a client that posts text as it is (TorchServe's way) that such bodies are JSON, and how to send text or bytes */
+async function creategatewayTellsClientThatPosts(
+  gw: TestGateway,
+): Promise<void> {
   const note = (type: string) =>
     ` (the gateway reads JSON bodies only, not ${type}: send text as a JSON string, or in an object such as {"text": "..."}; a model's execute and stream routes pass a body of another Content-Type (application/octet-stream, image/png...) to the model as bytes)`;
   for (
@@ -497,7 +553,7 @@ Deno.test("createGateway tells a client that posts text as it is (TorchServe's w
     assert.match(error.message, /^Cannot parse request body as JSON: /);
     assert.ok(error.message.endsWith(note(type)), error.message);
   }
-});
+}
 
 Deno.test("createGateway answers 408 to a request whose body does not arrive within the request timeout, on every route that reads one, and frees its slot", async () => {
   const timeout = 1000;
@@ -610,8 +666,23 @@ Deno.test("createGateway answers 400 IncompleteBody, not a 500, to a body cut sh
   assert.match(metrics, /^pyproxy_in_flight_requests\{model="echo"\} 0$/m);
 });
 
-Deno.test("POST /v1/eval tells a client that sends plain code or no code what the body is", async () => {
+// Steps on one gateway started as `startGateway({ allowEval: true })`: each of
+// these tests started its own (a gateway and its Python worker) and needs no
+// fresh one.
+Deno.test("POST /v1/eval tells a client what its body must be", async (t) => {
   await using gw = await startGateway({ allowEval: true });
+  await t.step(
+    "POST /v1/eval tells a client that sends plain code or no code what the body is",
+    () => postV1EvalTellsClient(gw),
+  );
+  await t.step(
+    "POST /v1/eval refuses locals that are not an object (an array is not turned into one)",
+    () => postV1EvalRefusesLocals(gw),
+  );
+});
+
+/** A step of "POST /v1/eval tells a client what its body must be": POST /v1/eval tells a client that sends plain code or no code what the body is */
+async function postV1EvalTellsClient(gw: TestGateway): Promise<void> {
   const plain = await gw.fetch("/v1/eval", post("print(1)"));
   assert.equal(plain.status, 400);
   const { error } = await plain.json();
@@ -634,10 +705,10 @@ Deno.test("POST /v1/eval tells a client that sends plain code or no code what th
       message: "Cannot eval: code: is required",
     },
   });
-});
+}
 
-Deno.test("POST /v1/eval refuses locals that are not an object (an array is not turned into one)", async () => {
-  await using gw = await startGateway({ allowEval: true });
+/** A step of "POST /v1/eval tells a client what its body must be": POST /v1/eval refuses locals that are not an object (an array is not turned into one) */
+async function postV1EvalRefusesLocals(gw: TestGateway): Promise<void> {
   for (
     const [body, message] of [
       [{ code: "1", locals: [7] }, "locals: expected an object"],
@@ -654,7 +725,7 @@ Deno.test("POST /v1/eval refuses locals that are not an object (an array is not 
       message: `Cannot eval: ${message}`,
     });
   }
-});
+}
 
 Deno.test("Gateway's 502 for a worker that died names the calls it was running, by model", async () => {
   const crasher =

@@ -171,7 +171,7 @@ function inferOf(model: string, id: string, inputs: Record<string, number[]>) {
   };
 }
 
-Deno.test("gRPC ModelConfig and ModelStatistics answer what REST /config and /stats answer", async () => {
+Deno.test("gRPC ModelConfig and ModelStatistics answer what REST /config and /stats answer; repository refusals and ModelStreamInfer, on the same gateway", async (t) => {
   await using gw = await gateway();
   // Three calls of the model that batches, one at a time: batches of one.
   for (let i = 0; i < 3; i++) {
@@ -274,10 +274,38 @@ Deno.test("gRPC ModelConfig and ModelStatistics answer what REST /config and /st
   );
   assert.equal(missing.error?.code, grpc.status.NOT_FOUND);
   assert.match(missing.error!.details, /Cannot find model "nope"/);
+
+  // The tests that need a gateway as it starts, on this one, after the
+  // statistics above (each gateway is a Deno process and a Python worker:
+  // ~0.4 s of CPU).
+  await t.step(
+    "gRPC repository RPCs: PERMISSION_DENIED without --allow-manage",
+    () => permissionDenied(gw),
+  );
+  await t.step(
+    "gRPC ModelStreamInfer: one response per request, errors on the stream, the final flag, half-close ends it",
+    () => streamResponses(gw),
+  );
+  await t.step(
+    "gRPC ModelStreamInfer: a half-close waits for the infers in flight; a cancel cancels them in Python",
+    () => streamHalfClose(gw),
+  );
+  await t.step(
+    "gRPC ModelStreamInfer: UNAUTHENTICATED without the token; a client's deadline ends it, the infer cancelled in Python",
+    () => streamAuthDeadline(gw),
+  );
+  await t.step(
+    "gRPC ModelStreamInfer of a yielding model: a response per item, the last flagged final; Triton's empty final response; an error after items",
+    () => streamYielding(gw),
+  );
+  await t.step(
+    "gRPC: the streamed form of a yielding model's /v2 infer is the transport's own: not an HTTP client's, nor a unary call's by its metadata",
+    () => streamedForm(gw),
+  );
 });
 
-Deno.test("gRPC repository RPCs: PERMISSION_DENIED without --allow-manage", async () => {
-  await using gw = await gateway();
+/** The step "gRPC repository RPCs: PERMISSION_DENIED without --allow-manage" of the first test (its gateway). */
+async function permissionDenied(gw: Gateway): Promise<void> {
   const index = await unary(
     gw.client,
     `${SERVICE}RepositoryIndex`,
@@ -295,7 +323,7 @@ Deno.test("gRPC repository RPCs: PERMISSION_DENIED without --allow-manage", asyn
     undefined,
   );
   assert.equal(unload.error?.code, grpc.status.PERMISSION_DENIED);
-});
+}
 
 Deno.test("gRPC repository RPCs with --allow-manage: index, unload, load, errors as REST's", async () => {
   await using gw = await gateway({ allowManage: true });
@@ -420,8 +448,8 @@ const fp64 = (response: Record<string, unknown>, name: string) => {
   return infer.outputs.find((o) => o.name === name)?.contents.fp64_contents;
 };
 
-Deno.test("gRPC ModelStreamInfer: one response per request, errors on the stream, the final flag, half-close ends it", async () => {
-  await using gw = await gateway();
+/** The step "gRPC ModelStreamInfer: one response per request, errors on the stream, the final flag, half-close ends it" of the first test (its gateway). */
+async function streamResponses(gw: Gateway): Promise<void> {
   const s = streamCall(gw.client);
   s.send(inferOf("mirror", "a", { v: [1.5] }));
   s.send({
@@ -476,7 +504,7 @@ Deno.test("gRPC ModelStreamInfer: one response per request, errors on the stream
       .outputs.some((o) => o.name === "params"),
   );
   assert.deepEqual(fp64(byId.get("e")!, "v"), [6.5]);
-});
+}
 
 function sleeperRequest(started: string, seconds: number, id: string) {
   return {
@@ -509,8 +537,8 @@ async function until(what: string, check: () => Promise<boolean>) {
   throw new Error(`timed out waiting for ${what}`);
 }
 
-Deno.test("gRPC ModelStreamInfer: a half-close waits for the infers in flight; a cancel cancels them in Python", async () => {
-  await using gw = await gateway();
+/** The step "gRPC ModelStreamInfer: a half-close waits for the infers in flight; a cancel cancels them in Python" of the first test (its gateway). */
+async function streamHalfClose(gw: Gateway): Promise<void> {
   const started = `${gw.dir}/stream.started`;
   const s = streamCall(gw.client);
   s.send(sleeperRequest(started, 0.3, "slow"));
@@ -531,10 +559,10 @@ Deno.test("gRPC ModelStreamInfer: a half-close waits for the infers in flight; a
     "Python to be interrupted",
     () => exists(`${cancelled}.cancelled`),
   );
-});
+}
 
-Deno.test("gRPC ModelStreamInfer: UNAUTHENTICATED without the token; a client's deadline ends it, the infer cancelled in Python", async () => {
-  await using gw = await gateway();
+/** The step "gRPC ModelStreamInfer: UNAUTHENTICATED without the token; a client's deadline ends it, the infer cancelled in Python" of the first test (its gateway). */
+async function streamAuthDeadline(gw: Gateway): Promise<void> {
   const s = streamCall(gw.client, null);
   s.send(inferOf("mirror", "a", { v: [1.5] }));
   const status = await s.ended;
@@ -547,7 +575,7 @@ Deno.test("gRPC ModelStreamInfer: UNAUTHENTICATED without the token; a client's 
   const late = await d.ended;
   assert.equal(late.code, grpc.status.DEADLINE_EXCEEDED, late.details);
   await until("Python to be interrupted", () => exists(`${started}.cancelled`));
-});
+}
 
 Deno.test("gRPC health Check: SERVING without a token, NOT_FOUND for another service, NOT_SERVING while draining", async () => {
   const gw = await gateway({ limits: { shutdownGrace: 5000 } });
@@ -642,8 +670,8 @@ Deno.test("gRPC ModelStreamInfer: a client that does not read its answers holds 
   assert.equal(got.count, calls);
 });
 
-Deno.test("gRPC ModelStreamInfer of a yielding model: a response per item, the last flagged final; Triton's empty final response; an error after items", async () => {
-  await using gw = await gateway();
+/** The step "gRPC ModelStreamInfer of a yielding model: a response per item, the last flagged final; Triton's empty final response; an error after items" of the first test (its gateway). */
+async function streamYielding(gw: Gateway): Promise<void> {
   const s = streamCall(gw.client);
   const tokens = (id: string, n: number, emptyFinal = false) => ({
     model_name: "tokens",
@@ -712,10 +740,10 @@ Deno.test("gRPC ModelStreamInfer of a yielding model: a response per item, the l
   });
   assert.equal(rest.status, 400);
   assert.match(await rest.text(), /\/v1\/models\/tokens\/stream/);
-});
+}
 
-Deno.test("gRPC: the streamed form of a yielding model's /v2 infer is the transport's own: not an HTTP client's, nor a unary call's by its metadata", async () => {
-  await using gw = await gateway();
+/** The step "gRPC: the streamed form of a yielding model's /v2 infer is the transport's own: not an HTTP client's, nor a unary call's by its metadata" of the first test (its gateway). */
+async function streamedForm(gw: Gateway): Promise<void> {
   const body = JSON.stringify({
     inputs: [{ name: "n", datatype: "INT64", shape: [1], data: [2] }],
   });
@@ -752,7 +780,7 @@ Deno.test("gRPC: the streamed form of a yielding model's /v2 infer is the transp
   });
   assert.equal(answer?.code, grpc.status.INVALID_ARGUMENT, answer?.details);
   assert.match(String(answer?.details), /\/v1\/models\/tokens\/stream/);
-});
+}
 
 Deno.test("gRPC ModelStreamInfer of a yielding model: the client's cancel ends the model's stream in Python", async () => {
   // No idle timeout to end it instead (a stream nobody reads).

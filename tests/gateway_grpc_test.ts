@@ -98,6 +98,8 @@ const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
 
 const TOKEN = "grpc-test-token-0123456789";
 
+type TestGateway = GatewayProcess & { client: InferenceClient };
+
 async function gateway(
   extra: Parameters<typeof startGatewayProcess>[0] = {},
 ): Promise<GatewayProcess & { client: InferenceClient }> {
@@ -153,7 +155,7 @@ function outputOf(
   };
 }
 
-Deno.test("gRPC: health, metadata, inference (typed and raw contents), errors as status codes", async (t) => {
+Deno.test("gRPC: health, metadata, inference (typed and raw contents), errors as status codes; tokens, deadlines, bad frames and many calls, on one gateway", async (t) => {
   await using gw = await gateway();
   const c = gw.client;
 
@@ -483,10 +485,42 @@ Deno.test("gRPC: health, metadata, inference (typed and raw contents), errors as
       }
     },
   );
+
+  // The tests that need a gateway as it starts, on this one (each gateway is
+  // a Deno process and a Python worker: ~0.4 s of CPU); the one whose
+  // clients close their connections (a GOAWAY) last.
+  await t.step(
+    "gRPC: UNAUTHENTICATED without the token or with a wrong one",
+    () => unauthenticated(gw),
+  );
+  await t.step(
+    "gRPC: DEADLINE_EXCEEDED, and the call is cancelled in Python; a client's cancel too",
+    () => deadlineAndCancel(gw),
+  );
+  await t.step(
+    "gRPC: bad frames and bytes are refused with a status, and the server goes on",
+    () => badFrames(gw),
+  );
+  await t.step(
+    "gRPC: many calls on one client, 32 at a time, all answered",
+    () => manyCalls(gw),
+  );
+  await t.step(
+    "gRPC: one connection carries every call of its client, 100 at a time, in Deno too (no GOAWAY after a count)",
+    () => oneConnection(gw),
+  );
+  await t.step(
+    "gRPC: grpc-timeout is the server's deadline: DEADLINE_EXCEEDED from the gateway, the call cancelled in Python",
+    () => grpcTimeout(gw),
+  );
+  await t.step(
+    "gRPC: clients that made hundreds of calls on a connection close it, and the gateway goes on",
+    () => clientsClose(gw),
+  );
 });
 
-Deno.test("gRPC: UNAUTHENTICATED without the token or with a wrong one", async () => {
-  await using gw = await gateway();
+/** The step "gRPC: UNAUTHENTICATED without the token or with a wrong one" of the first test (its gateway). */
+async function unauthenticated(gw: TestGateway): Promise<void> {
   for (const token of [null, "wrong-token-0123456789"]) {
     const { error } = await gw.client.call("ModelInfer", {
       model_name: "mirror",
@@ -495,10 +529,10 @@ Deno.test("gRPC: UNAUTHENTICATED without the token or with a wrong one", async (
     const live = await gw.client.call("ServerLive", {}, { token });
     assert.equal(live.error?.code, grpc.status.UNAUTHENTICATED);
   }
-});
+}
 
-Deno.test("gRPC: DEADLINE_EXCEEDED, and the call is cancelled in Python; a client's cancel too", async () => {
-  await using gw = await gateway();
+/** The step "gRPC: DEADLINE_EXCEEDED, and the call is cancelled in Python; a client's cancel too" of the first test (its gateway). */
+async function deadlineAndCancel(gw: TestGateway): Promise<void> {
   for (const how of ["deadline", "cancel"] as const) {
     const started = `${gw.dir}/${how}.started`;
     const call = gw.client.call("ModelInfer", {
@@ -541,7 +575,7 @@ Deno.test("gRPC: DEADLINE_EXCEEDED, and the call is cancelled in Python; a clien
     }
     assert.ok(await exists(`${started}.cancelled`), "not cancelled in Python");
   }
-});
+}
 
 Deno.test("gRPC: a message over the body limit is RESOURCE_EXHAUSTED", async () => {
   await using gw = await gateway({ limits: { bodyLimit: 1024 } });
@@ -606,8 +640,8 @@ function frameOf(message: Uint8Array, flag = 0, length = message.length) {
   return f;
 }
 
-Deno.test("gRPC: bad frames and bytes are refused with a status, and the server goes on", async () => {
-  await using gw = await gateway();
+/** The step "gRPC: bad frames and bytes are refused with a status, and the server goes on" of the first test (its gateway). */
+async function badFrames(gw: TestGateway): Promise<void> {
   const infer = "/inference.GRPCInferenceService/ModelInfer";
   const target = gw.grpcTarget!;
   // model_name "mirror" (field 1), then the given bytes.
@@ -701,10 +735,10 @@ Deno.test("gRPC: bad frames and bytes are refused with a status, and the server 
   assert.deepEqual((await gw.client.call("ServerLive", {})).response, {
     live: true,
   });
-});
+}
 
-Deno.test("gRPC: many calls on one client, 32 at a time, all answered", async () => {
-  await using gw = await gateway();
+/** The step "gRPC: many calls on one client, 32 at a time, all answered" of the first test (its gateway). */
+async function manyCalls(gw: TestGateway): Promise<void> {
   // The client in a process of its own (tests/fixtures/grpc/many_calls.ts):
   // its grpc-js is Deno's node:http2, which has crashed the process that
   // reads a GOAWAY (denoland/deno#36788), which would take this test runner
@@ -731,10 +765,10 @@ Deno.test("gRPC: many calls on one client, 32 at a time, all answered", async ()
     "256",
     new TextDecoder().decode(out.stderr),
   );
-});
+}
 
-Deno.test("gRPC: one connection carries every call of its client, 100 at a time, in Deno too (no GOAWAY after a count)", async () => {
-  await using gw = await gateway();
+/** The step "gRPC: one connection carries every call of its client, 100 at a time, in Deno too (no GOAWAY after a count)" of the first test (its gateway). */
+async function oneConnection(gw: TestGateway): Promise<void> {
   // Its destroy from a timer: a GOAWAY the gateway sent would otherwise
   // risk this process (tests/_h2_destroy_later.ts).
   const session = destroyLater(http2.connect(`http://${gw.grpcTarget}`));
@@ -787,7 +821,7 @@ Deno.test("gRPC: one connection carries every call of its client, 100 at a time,
       await closed;
     }
   }
-});
+}
 
 Deno.test("gRPC: on shutdown a call in flight finishes, a new one is UNAVAILABLE, the port closes", async () => {
   const gw = await gateway({ limits: { shutdownGrace: 5000 } });
@@ -875,8 +909,8 @@ Deno.test("gRPC: on shutdown a call in flight answers 2 MiB: its client gets it 
   }
 });
 
-Deno.test("gRPC: clients that made hundreds of calls on a connection close it, and the gateway goes on", async () => {
-  await using gw = await gateway();
+/** The step "gRPC: clients that made hundreds of calls on a connection close it, and the gateway goes on" of the first test (its gateway). */
+async function clientsClose(gw: TestGateway): Promise<void> {
   // Each client's 300 calls on one connection, then its GOAWAY: that
   // crashed Deno's node:http2 server (an nghttp2 assertion aborted the
   // gateway, denoland/deno#36788) until its sessions' destroy waited for a
@@ -909,7 +943,7 @@ Deno.test("gRPC: clients that made hundreds of calls on a connection close it, a
       live: true,
     });
   }
-});
+}
 
 Deno.test("gRPC: a client that never reads its answers does not hold the shutdown past its grace", async () => {
   const gw = await gateway({ limits: { shutdownGrace: 500 } });
@@ -972,8 +1006,8 @@ Deno.test("gRPC: a client that never reads its answers does not hold the shutdow
   }
 });
 
-Deno.test("gRPC: grpc-timeout is the server's deadline: DEADLINE_EXCEEDED from the gateway, the call cancelled in Python", async () => {
-  await using gw = await gateway();
+/** The step "gRPC: grpc-timeout is the server's deadline: DEADLINE_EXCEEDED from the gateway, the call cancelled in Python" of the first test (its gateway). */
+async function grpcTimeout(gw: TestGateway): Promise<void> {
   const started = `${gw.dir}/timeout.started`;
   const message = InferRequest.encode(InferRequest.fromObject({
     model_name: "sleeper",
@@ -1007,4 +1041,4 @@ Deno.test("gRPC: grpc-timeout is the server's deadline: DEADLINE_EXCEEDED from t
     await new Promise((r) => setTimeout(r, 10));
   }
   assert.ok(await exists(`${started}.cancelled`), "not cancelled in Python");
-});
+}

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import http2 from "node:http2";
-import { startGateway, until } from "./_gateway_harness.ts";
+import { startGateway, type TestGateway, until } from "./_gateway_harness.ts";
 import { readResponse, sseOf, withH2 } from "./_h2_client.ts";
 
 const TOKENS_MODEL = `import time
@@ -255,8 +255,26 @@ Deno.test("serve answers HTTP/2 requests on every route, with a real worker", as
   });
 });
 
-Deno.test("serve refuses HTTP/2 requests whose :authority or host is not an allowed host", async () => {
+// Steps on one gateway started as `startGateway()`: each of these tests started
+// its own (a gateway and its Python worker) and needs no fresh one.
+Deno.test("serve on one gateway: hosts refused over HTTP/2 and HTTP/1.1, no WebSocket over HTTP/2", async (t) => {
   await using gw = await startGateway();
+  await t.step(
+    "serve refuses HTTP/2 requests whose :authority or host is not an allowed host",
+    () => serveRefusesHttp2Requests(gw),
+  );
+  await t.step(
+    "serve refuses an HTTP/1.1 absolute-form target that names another host, whatever its Host header",
+    () => serveRefusesHttp11(gw),
+  );
+  await t.step(
+    "serve over HTTP/2 offers no WebSocket (RFC 8441): the channel route answers with SSE",
+    () => serveOverHttp2Offers(gw),
+  );
+});
+
+/** A step of "serve on one gateway: hosts refused over HTTP/2 and HTTP/1.1, no WebSocket over HTTP/2": serve refuses HTTP/2 requests whose :authority or host is not an allowed host */
+async function serveRefusesHttp2Requests(gw: TestGateway): Promise<void> {
   const port = gw.port;
   const cases: Array<[string, Record<string, string>]> = [
     [`evil.example:${port}`, {}],
@@ -299,10 +317,10 @@ Deno.test("serve refuses HTTP/2 requests whose :authority or host is not an allo
     });
     assert.equal(res.status, 200, res.text);
   });
-});
+}
 
-Deno.test("serve refuses an HTTP/1.1 absolute-form target that names another host, whatever its Host header", async () => {
-  await using gw = await startGateway();
+/** A step of "serve on one gateway: hosts refused over HTTP/2 and HTTP/1.1, no WebSocket over HTTP/2": serve refuses an HTTP/1.1 absolute-form target that names another host, whatever its Host header */
+async function serveRefusesHttp11(gw: TestGateway): Promise<void> {
   const raw = async (head: string): Promise<number> => {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: gw.port });
     try {
@@ -351,10 +369,10 @@ Deno.test("serve refuses an HTTP/1.1 absolute-form target that names another hos
   // localhost:<port>, so it passes (no browser sends one: docs/gateway.md,
   // "HTTP/2").
   assert.equal(await raw(post("/v1/models/echo/execute", "")), 200);
-});
+}
 
-Deno.test("serve over HTTP/2 offers no WebSocket (RFC 8441): the channel route answers with SSE", async () => {
-  await using gw = await startGateway();
+/** A step of "serve on one gateway: hosts refused over HTTP/2 and HTTP/1.1, no WebSocket over HTTP/2": serve over HTTP/2 offers no WebSocket (RFC 8441): the channel route answers with SSE */
+async function serveOverHttp2Offers(gw: TestGateway): Promise<void> {
   await withH2(gw.port, undefined, async (h2) => {
     // Deno does not announce SETTINGS_ENABLE_CONNECT_PROTOCOL, so a client
     // cannot open a WebSocket over HTTP/2 (and Deno resets a stream that
@@ -375,7 +393,7 @@ Deno.test("serve over HTTP/2 offers no WebSocket (RFC 8441): the channel route a
     assert.equal(headers[":status"], 200);
     assert.match(String(headers["content-type"]), /^text\/event-stream/);
   });
-});
+}
 
 Deno.test("serve answers HTTP/2 requests with 503 ShuttingDownError while it drains", async () => {
   await using gw = await startGateway({ limits: { shutdownGrace: 1000 } });

@@ -2,7 +2,12 @@
 // headers; batches; SSE before and after the first item), and the request
 // headers the gateway forwards to models (forwardHeaders).
 import assert from "node:assert/strict";
-import { SseReader, startGateway, withLogs } from "./_gateway_harness.ts";
+import {
+  SseReader,
+  startGateway,
+  type TestGateway,
+  withLogs,
+} from "./_gateway_harness.ts";
 import { createGateway } from "../src/gateway/app.ts";
 import type { GatewayPool } from "../src/gateway/gateway_pool.ts";
 
@@ -148,8 +153,35 @@ Deno.test("gateway sends at most 8 KiB of a model's error headers, and warns of 
   }, "info");
 });
 
-Deno.test("gateway keeps a FastAPI detail list and a big integer in it exact, 5xx too", async () => {
+// Steps on one gateway started as `startGateway({}, MODELS)`: each of these
+// tests started its own (a gateway and its Python worker) and needs no fresh
+// one.
+Deno.test("gateway answers a model's HTTPError: FastAPI details, 422, a batch's message, a stream, a forged wire error", async (t) => {
   await using gw = await startGateway({}, MODELS);
+  await t.step(
+    "gateway keeps a FastAPI detail list and a big integer in it exact, 5xx too",
+    () => keepsFastapiDetailListAnd(gw),
+  );
+  await t.step(
+    "gateway answers 422 for a status that is no error (the model's ValueError/TypeError)",
+    () => answers422ForStatusThat(gw),
+  );
+  await t.step(
+    "gateway fails only the batched message whose result is an HTTPError",
+    () => failsOnlyBatchedMessageWhose(gw),
+  );
+  await t.step(
+    "gateway stream: an HTTPError before the first item is the status, after it the error event",
+    () => streamHttperrorBeforeFirstItem(gw),
+  );
+  await t.step(
+    "gateway sends no made-up status or unsafe header of an error the model forged on the wire",
+    () => sendsNoMadeUpStatus(gw),
+  );
+});
+
+/** A step of "gateway answers a model's HTTPError: FastAPI details, 422, a batch's message, a stream, a forged wire error": gateway keeps a FastAPI detail list and a big integer in it exact, 5xx too */
+async function keepsFastapiDetailListAnd(gw: TestGateway): Promise<void> {
   const detail = [
     { loc: ["body", "age"], msg: "must be >= 0", type: "value_error" },
   ];
@@ -172,10 +204,10 @@ Deno.test("gateway keeps a FastAPI detail list and a big integer in it exact, 5x
   res = await gw.fetch("/v1/models/answers/execute", raising([503]));
   assert.equal(res.status, 503);
   assert.deepEqual((await res.json()).error.message, "Service Unavailable");
-});
+}
 
-Deno.test("gateway answers 422 for a status that is no error (the model's ValueError/TypeError)", async () => {
-  await using gw = await startGateway({}, MODELS);
+/** A step of "gateway answers a model's HTTPError: FastAPI details, 422, a batch's message, a stream, a forged wire error": gateway answers 422 for a status that is no error (the model's ValueError/TypeError) */
+async function answers422ForStatusThat(gw: TestGateway): Promise<void> {
   for (
     const [status, exception] of [
       [0, "ValueError"],
@@ -213,10 +245,10 @@ Deno.test("gateway answers 422 for a status that is no error (the model's ValueE
     assert.equal(res.status, 422);
     assert.equal((await res.json()).error.exception, "ValueError");
   }
-});
+}
 
-Deno.test("gateway fails only the batched message whose result is an HTTPError", async () => {
-  await using gw = await startGateway({}, MODELS);
+/** A step of "gateway answers a model's HTTPError: FastAPI details, 422, a batch's message, a stream, a forged wire error": gateway fails only the batched message whose result is an HTTPError */
+async function failsOnlyBatchedMessageWhose(gw: TestGateway): Promise<void> {
   const [ok, missing] = await Promise.all([
     gw.fetch("/v1/models/answer_batch/execute", post({ i: 1 })),
     gw.fetch(
@@ -228,10 +260,10 @@ Deno.test("gateway fails only the batched message whose result is an HTTPError",
   assert.equal((await ok.json()).i, 1);
   assert.equal(missing.status, 404);
   assert.deepEqual((await missing.json()).error.detail, { i: 2 });
-});
+}
 
-Deno.test("gateway stream: an HTTPError before the first item is the status, after it the error event", async () => {
-  await using gw = await startGateway({}, MODELS);
+/** A step of "gateway answers a model's HTTPError: FastAPI details, 422, a batch's message, a stream, a forged wire error": gateway stream: an HTTPError before the first item is the status, after it the error event */
+async function streamHttperrorBeforeFirstItem(gw: TestGateway): Promise<void> {
   const before = await gw.fetch(
     "/v1/models/answer_stream/stream",
     post({ before: true }),
@@ -252,7 +284,7 @@ Deno.test("gateway stream: an HTTPError before the first item is the status, aft
   assert.equal(error.status, 409);
   assert.equal(error.message, "changed meanwhile");
   assert.deepEqual(error.detail, [{ loc: ["x"], msg: "stale" }]);
-});
+}
 
 Deno.test("gateway forwards only the headers forwardHeaders lists to host.headers()", async () => {
   const sent = {
@@ -359,8 +391,8 @@ Deno.test("gateway CORS preflight lets a page send the forwarded headers", async
   );
 });
 
-Deno.test("gateway sends no made-up status or unsafe header of an error the model forged on the wire", async () => {
-  await using gw = await startGateway({}, MODELS);
+/** A step of "gateway answers a model's HTTPError: FastAPI details, 422, a batch's message, a stream, a forged wire error": gateway sends no made-up status or unsafe header of an error the model forged on the wire */
+async function sendsNoMadeUpStatus(gw: TestGateway): Promise<void> {
   const cases: [Record<string, unknown>, number][] = [
     [{ status: 200 }, 422],
     [{ status: 302, headers: { Location: "https://evil.example" } }, 422],
@@ -400,4 +432,4 @@ Deno.test("gateway sends no made-up status or unsafe header of an error the mode
   );
   await res.body?.cancel();
   assert.equal(res.headers.get("x-ok"), "fine");
-});
+}

@@ -2,7 +2,12 @@
 // gateway and real Python workers: an output asked for with
 // "parameters": {"classification": n} comes back as its top n classes.
 import assert from "node:assert/strict";
-import { startGateway, statusOf, until } from "./_gateway_harness.ts";
+import {
+  startGateway,
+  statusOf,
+  type TestGateway,
+  until,
+} from "./_gateway_harness.ts";
 
 const MODELS: Record<string, string> = {
   "labeled.py": `class Labeled:
@@ -64,8 +69,33 @@ async function output(res: Response, name: string) {
   return body.outputs.find((o: { name: string }) => o.name === name);
 }
 
-Deno.test("Classification extension: top n classes with and without labels, batch rows, ties, n beyond the classes", async () => {
+// Steps on one gateway started as `startGateway({}, MODELS)`: each of these
+// tests started its own (a gateway and its Python worker) and needs no fresh
+// one.
+Deno.test("Classification extension, on one gateway", async (t) => {
   await using gw = await startGateway({}, MODELS);
+  await t.step(
+    "Classification extension: top n classes with and without labels, batch rows, ties, n beyond the classes",
+    () => classificationExtensionTopNClasses(gw),
+  );
+  await t.step(
+    "Classification extension: a bad n, and outputs that are not numbers, are 400s",
+    () => classificationExtensionBadNAnd(gw),
+  );
+  await t.step(
+    "Classification extension: as binary data (tritonclient's default), BYTES with 4-byte length prefixes",
+    () => classificationExtensionAsBinaryData(gw),
+  );
+  await t.step(
+    "Classification extension: labels beyond the body limit, 65536 classes answered at most per request (10^5 asked for: a 400 naming the limit)",
+    () => classificationExtensionLabelsBeyondBody(gw),
+  );
+});
+
+/** A step of "Classification extension, on one gateway": Classification extension: top n classes with and without labels, batch rows, ties, n beyond the classes */
+async function classificationExtensionTopNClasses(
+  gw: TestGateway,
+): Promise<void> {
   // Triton's own example: [1.1, 3.3, 0.5, 2.4], top 2.
   const asked = (n: unknown, name = "probs") => [{
     name,
@@ -144,10 +174,10 @@ Deno.test("Classification extension: top n classes with and without labels, batc
     { name: "x", datatype: "BYTES", shape: [1], data: ["2:1"] },
     { name: "flags", datatype: "BOOL", shape: [2], data: [true, false] },
   ]);
-});
+}
 
-Deno.test("Classification extension: a bad n, and outputs that are not numbers, are 400s", async () => {
-  await using gw = await startGateway({}, MODELS);
+/** A step of "Classification extension, on one gateway": Classification extension: a bad n, and outputs that are not numbers, are 400s */
+async function classificationExtensionBadNAnd(gw: TestGateway): Promise<void> {
   for (const n of [0, -1, 1.5, "3", true, [3], {}]) {
     const res = await infer(gw, "scores", {
       ...input([1, 2], [2]),
@@ -170,10 +200,12 @@ Deno.test("Classification extension: a bad n, and outputs that are not numbers, 
       `Cannot infer: output "${name}" of model 'scores' is ${datatype}, and classification ranks numbers only`,
     );
   }
-});
+}
 
-Deno.test("Classification extension: as binary data (tritonclient's default), BYTES with 4-byte length prefixes", async () => {
-  await using gw = await startGateway({}, MODELS);
+/** A step of "Classification extension, on one gateway": Classification extension: as binary data (tritonclient's default), BYTES with 4-byte length prefixes */
+async function classificationExtensionAsBinaryData(
+  gw: TestGateway,
+): Promise<void> {
   const res = await infer(gw, "labeled", {
     ...input([0.25, 0.5, 0.125, 1], [4]),
     outputs: [{
@@ -200,10 +232,12 @@ Deno.test("Classification extension: as binary data (tritonclient's default), BY
     at += 4 + size;
   }
   assert.deepEqual(values, ["1.000000:3:fish", "0.500000:1:dog"]);
-});
+}
 
-Deno.test("Classification extension: labels beyond the body limit, 65536 classes answered at most per request (10^5 asked for: a 400 naming the limit)", async () => {
-  await using gw = await startGateway({}, MODELS);
+/** A step of "Classification extension, on one gateway": Classification extension: labels beyond the body limit, 65536 classes answered at most per request (10^5 asked for: a 400 naming the limit) */
+async function classificationExtensionLabelsBeyondBody(
+  gw: TestGateway,
+): Promise<void> {
   const res = await infer(gw, "longlabels", {
     inputs: [],
     outputs: [{ name: "probs", parameters: { classification: 2000 } }],
@@ -270,7 +304,7 @@ Deno.test("Classification extension: labels beyond the body limit, 65536 classes
     (await both.json()).error,
     /output "x" of model 'scores' would answer 70000 classes in all/,
   );
-});
+}
 
 Deno.test("Classification extension: a declared output's labels must be a list of short strings on an array output", async () => {
   await using gw = await startGateway({ allowManage: true }, {

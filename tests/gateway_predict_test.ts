@@ -4,7 +4,12 @@
 // instance, versions, its errors in the {"error": "message"} shape, the
 // verbs refused, and the readiness fields of GET /v1/models/{name}.
 import assert from "node:assert/strict";
-import { startGateway, statusOf, until } from "./_gateway_harness.ts";
+import {
+  startGateway,
+  statusOf,
+  type TestGateway,
+  until,
+} from "./_gateway_harness.ts";
 
 const post = (body: unknown, headers: Record<string, string> = {}) => ({
   method: "POST",
@@ -95,8 +100,31 @@ async function readIfExists(path: string): Promise<string | undefined> {
   }
 }
 
-Deno.test("Gateway :predict: the row format's instances and the columnar format's inputs reach the model as the body (KServe's predict(payload)); a result is answered as predictions (or outputs), a dict with predictions as it is", async () => {
+// Steps on one gateway started as `startGateway({ workers: 1 }, MODELS)`: each
+// of these tests started its own (a gateway and its Python worker) and needs no
+// fresh one.
+Deno.test("Gateway :predict on one gateway: formats, batching, refusals, other verbs", async (t) => {
   await using gw = await startGateway({ workers: 1 }, MODELS);
+  await t.step(
+    "Gateway :predict: the row format's instances and the columnar format's inputs reach the model as the body (KServe's predict(payload)); a result is answered as predictions (or outputs), a dict with predictions as it is",
+    () => predictRowFormatInstancesAnd(gw),
+  );
+  await t.step(
+    "Gateway :predict: a batching model gets one message per instance, in its batches, the predictions in order; columnar inputs are read row by row and answered in columns; 20000 instances come back in order, 65537 are a 400",
+    () => predictBatchingModelGetsOne(gw),
+  );
+  await t.step(
+    'Gateway :predict: a malformed body is a 400, an unknown model a 404, a model\'s HTTPError its own status, a streaming model a 400 naming /stream, each as {"error": message} with the request id',
+    () => predictMalformedBodyIs400(gw),
+  );
+  await t.step(
+    "Gateway :predict: :explain, TF Serving's :classify and :regress are a 501 saying what to call; another verb, a second colon or an encoded colon are not taken for a model name",
+    () => predictExplainTfServingClassify(gw),
+  );
+});
+
+/** A step of "Gateway :predict on one gateway: formats, batching, refusals, other verbs": Gateway :predict: the row format's instances and the columnar format's inputs reach the model as the body (KServe's predict(payload)); a result is answered as predictions (or outputs), a dict with predictions as it is */
+async function predictRowFormatInstancesAnd(gw: TestGateway): Promise<void> {
   const cases: Array<[string, unknown, unknown]> = [
     ["summer", { instances: [[1, 2], [3, 4]] }, { predictions: [3, 7] }],
     ["summer", { inputs: { a: [1, 2], b: [3] } }, { outputs: { a: 3, b: 3 } }],
@@ -129,10 +157,10 @@ Deno.test("Gateway :predict: the row format's instances and the columnar format'
     post({ instances: [[2, 2]] }),
   );
   assert.deepEqual(await res.json(), { predictions: [4] });
-});
+}
 
-Deno.test("Gateway :predict: a batching model gets one message per instance, in its batches, the predictions in order; columnar inputs are read row by row and answered in columns; 20000 instances come back in order, 65537 are a 400", async () => {
-  await using gw = await startGateway({ workers: 1 }, MODELS);
+/** A step of "Gateway :predict on one gateway: formats, batching, refusals, other verbs": Gateway :predict: a batching model gets one message per instance, in its batches, the predictions in order; columnar inputs are read row by row and answered in columns; 20000 instances come back in order, 65537 are a 400 */
+async function predictBatchingModelGetsOne(gw: TestGateway): Promise<void> {
   const predict = async (body: unknown) => {
     const res = await gw.fetch("/v1/models/batcher:predict", post(body));
     assert.equal(res.status, 200, JSON.stringify(body));
@@ -187,10 +215,10 @@ Deno.test("Gateway :predict: a batching model gets one message per instance, in 
     (await bad.json()).error,
     /^Cannot predict: for a batching model, "inputs" must be a list .*"x" has 2, "y" has 1$/,
   );
-});
+}
 
-Deno.test('Gateway :predict: a malformed body is a 400, an unknown model a 404, a model\'s HTTPError its own status, a streaming model a 400 naming /stream, each as {"error": message} with the request id', async () => {
-  await using gw = await startGateway({ workers: 1 }, MODELS);
+/** A step of "Gateway :predict on one gateway: formats, batching, refusals, other verbs": Gateway :predict: a malformed body is a 400, an unknown model a 404, a model\'s HTTPError its own status, a streaming model a 400 naming /stream, each as {"error": message} with the request id */
+async function predictMalformedBodyIs400(gw: TestGateway): Promise<void> {
   const cases: Array<[string, unknown, number, RegExp]> = [
     ["echo", { instances: 1 }, 400, /"instances" must be a list/],
     ["echo", {}, 400, /neither "instances" .* nor "inputs"/],
@@ -229,10 +257,10 @@ Deno.test('Gateway :predict: a malformed body is a 400, an unknown model a 404, 
     assert.match(got.error, message);
     if (model === "teapot") assert.equal(res.headers.get("retry-after"), "3");
   }
-});
+}
 
-Deno.test("Gateway :predict: :explain, TF Serving's :classify and :regress are a 501 saying what to call; another verb, a second colon or an encoded colon are not taken for a model name", async () => {
-  await using gw = await startGateway({ workers: 1 }, MODELS);
+/** A step of "Gateway :predict on one gateway: formats, batching, refusals, other verbs": Gateway :predict: :explain, TF Serving's :classify and :regress are a 501 saying what to call; another verb, a second colon or an encoded colon are not taken for a model name */
+async function predictExplainTfServingClassify(gw: TestGateway): Promise<void> {
   const cases: Array<[string, number, string]> = [
     [
       "/v1/models/echo:explain",
@@ -286,7 +314,7 @@ Deno.test("Gateway :predict: :explain, TF Serving's :classify and :regress are a
   assert.equal(res.status, 405);
   assert.equal(res.headers.get("allow"), "GET, HEAD");
   await res.body?.cancel();
-});
+}
 
 Deno.test("Gateway :predict: a version's :predict (labels, or a model's own version number as TF Serving's clients send it); an unknown one is a 404", async () => {
   await using gw = await startGateway({

@@ -3,7 +3,12 @@
 // error response, and both in the log lines.
 import assert from "node:assert/strict";
 import type { LogRecord } from "@logtape/logtape";
-import { SseReader, startGateway, withLogs } from "./_gateway_harness.ts";
+import {
+  SseReader,
+  startGateway,
+  type TestGateway,
+  withLogs,
+} from "./_gateway_harness.ts";
 
 const MODELS: Record<string, string> = {
   "tagger.py": `import logging
@@ -64,8 +69,27 @@ function text(record: LogRecord): string {
   return record.message.map(String).join("");
 }
 
-Deno.test("X-Request-Id is echoed and reaches the model's host.request_id(), on the direct path, the routed one and a stream", async () => {
+// Steps on one gateway started as `startGateway({}, MODELS)`: each of these
+// tests started its own (a gateway and its Python worker) and needs no fresh
+// one.
+Deno.test("X-Request-Id of model calls and streams, on one gateway", async (t) => {
   await using gw = await startGateway({}, MODELS);
+  await t.step(
+    "X-Request-Id is echoed and reaches the model's host.request_id(), on the direct path, the routed one and a stream",
+    () => xRequestIdIsEchoed(gw),
+  );
+  await t.step(
+    "An X-Request-Id that is not 1 to 128 characters of A-Za-z0-9._:- is ignored as if absent",
+    () => xRequestIdThatIs(gw),
+  );
+  await t.step(
+    "Every error response of a model call or stream carries a request id in its X-Request-Id header and error.requestId",
+    () => everyErrorResponseModelCall(gw),
+  );
+});
+
+/** A step of "X-Request-Id of model calls and streams, on one gateway": X-Request-Id is echoed and reaches the model's host.request_id(), on the direct path, the routed one and a stream */
+async function xRequestIdIsEchoed(gw: TestGateway): Promise<void> {
   for (const path of ["execute", "execute?timeout=5000"]) {
     const res = await gw.fetch(`/v1/models/tagger/${path}`, post({}, "req-1"));
     assert.equal(res.status, 200, path);
@@ -94,10 +118,10 @@ Deno.test("X-Request-Id is echoed and reaches the model's host.request_id(), on 
   });
   assert.equal(status.headers.get("x-request-id"), "req-3");
   await status.body?.cancel();
-});
+}
 
-Deno.test("An X-Request-Id that is not 1 to 128 characters of A-Za-z0-9._:- is ignored as if absent", async () => {
-  await using gw = await startGateway({}, MODELS);
+/** A step of "X-Request-Id of model calls and streams, on one gateway": An X-Request-Id that is not 1 to 128 characters of A-Za-z0-9._:- is ignored as if absent */
+async function xRequestIdThatIs(gw: TestGateway): Promise<void> {
   for (const bad of ["has space", "x".repeat(129), "a/b", "", "a,b"]) {
     const res = await gw.fetch("/v1/models/tagger/execute", post({}, bad));
     assert.equal(res.status, 200, bad);
@@ -117,10 +141,10 @@ Deno.test("An X-Request-Id that is not 1 to 128 characters of A-Za-z0-9._:- is i
   const res = await gw.fetch("/v1/models/tagger/execute", post({}, longest));
   assert.equal(res.headers.get("x-request-id"), longest);
   assert.deepEqual(await res.json(), { requestId: longest });
-});
+}
 
-Deno.test("Every error response of a model call or stream carries a request id in its X-Request-Id header and error.requestId", async () => {
-  await using gw = await startGateway({}, MODELS);
+/** A step of "X-Request-Id of model calls and streams, on one gateway": Every error response of a model call or stream carries a request id in its X-Request-Id header and error.requestId */
+async function everyErrorResponseModelCall(gw: TestGateway): Promise<void> {
   const cases: Array<[string, RequestInit, number]> = [
     ["/v1/models/tagger/execute", post({ fail: true }), 422],
     ["/v1/models/tagger/execute?timeout=5000", post({ fail: true }), 422],
@@ -166,7 +190,7 @@ Deno.test("Every error response of a model call or stream carries a request id i
     if (sent === undefined) assert.match(error.requestId!, UUID);
     else assert.equal(error.requestId, sent);
   }
-});
+}
 
 Deno.test("The gateway's log line for a failed call, its request line and the model's log records carry the request id", async () => {
   await withLogs(async (records) => {
@@ -235,8 +259,23 @@ async function evalEvents(res: Response): Promise<Array<[string, unknown]>> {
   return events.map((e) => [e.event, e.data]);
 }
 
-Deno.test("POST /v1/eval sends X-Request-Id to the code, and an eval's error event and its replay's carry a request id", async () => {
+// Steps on one gateway started as `startGateway({ allowEval: true }, MODELS)`:
+// each of these tests started its own (a gateway and its Python worker) and
+// needs no fresh one.
+Deno.test("X-Request-Id of evals, on one gateway", async (t) => {
   await using gw = await startGateway({ allowEval: true }, MODELS);
+  await t.step(
+    "POST /v1/eval sends X-Request-Id to the code, and an eval's error event and its replay's carry a request id",
+    () => postV1EvalSendsX(gw),
+  );
+  await t.step(
+    "Every error response of the eval routes carries a request id in its X-Request-Id header and error.requestId",
+    () => everyErrorResponseEvalRoutes(gw),
+  );
+});
+
+/** A step of "X-Request-Id of evals, on one gateway": POST /v1/eval sends X-Request-Id to the code, and an eval's error event and its replay's carry a request id */
+async function postV1EvalSendsX(gw: TestGateway): Promise<void> {
   const res = await gw.fetch("/v1/eval", post({ code: EVAL_ID }, "req-eval"));
   assert.equal(res.status, 200);
   assert.equal(res.headers.get("x-request-id"), "req-eval");
@@ -278,10 +317,10 @@ Deno.test("POST /v1/eval sends X-Request-Id to the code, and an eval's error eve
       else assert.match(last.requestId!, UUID);
     }
   }
-});
+}
 
-Deno.test("Every error response of the eval routes carries a request id in its X-Request-Id header and error.requestId", async () => {
-  await using gw = await startGateway({ allowEval: true }, MODELS);
+/** A step of "X-Request-Id of evals, on one gateway": Every error response of the eval routes carries a request id in its X-Request-Id header and error.requestId */
+async function everyErrorResponseEvalRoutes(gw: TestGateway): Promise<void> {
   await using off = await startGateway({}, MODELS);
   const cases: Array<[typeof gw, string, RequestInit, number]> = [
     [gw, "/v1/eval", { method: "POST", body: "print(1)" }, 400],
@@ -311,7 +350,7 @@ Deno.test("Every error response of the eval routes carries a request id in its X
   );
   assert.equal(bad.status, 400);
   assert.match((await bad.json()).error.requestId, UUID);
-});
+}
 
 /** The text of the worker log files in `dir`/logs. */
 async function workerLogs(dir: string): Promise<string> {

@@ -3,7 +3,12 @@
 // per-message statuses, a stream's headers, refused and gateway-owned
 // headers, and CORS exposing the model's header names. Real workers.
 import assert from "node:assert/strict";
-import { SseReader, startGateway, withLogs } from "./_gateway_harness.ts";
+import {
+  SseReader,
+  startGateway,
+  type TestGateway,
+  withLogs,
+} from "./_gateway_harness.ts";
 
 const MODELS: Record<string, string> = {
   "chosen.py": `from pyproxy import HTTPError, host
@@ -111,8 +116,31 @@ Deno.test("gateway answers a model's 201 with its Location; owned headers stay t
   });
 });
 
-Deno.test("gateway: 204 has no body; a body with it is the model's error; None with 201 is an empty 201", async () => {
+// Steps on one gateway started as `startGateway({ models: MODEL_LIST },
+// MODELS)`: each of these tests started its own (a gateway and its Python
+// worker) and needs no fresh one.
+Deno.test("gateway: a model's status and headers, on /execute, a batch and a stream", async (t) => {
   await using gw = await startGateway({ models: MODEL_LIST }, MODELS);
+  await t.step(
+    "gateway: 204 has no body; a body with it is the model's error; None with 201 is an empty 201",
+    () => n204HasNoBodyBody(gw),
+  );
+  await t.step(
+    "gateway: each message of a batch has its own status and headers",
+    () => eachMessageBatchHasIts(gw),
+  );
+  await t.step(
+    "gateway stream: the model's headers go on the event stream, which stays 200 text/event-stream",
+    () => streamModelHeadersGoOn(gw),
+  );
+  await t.step(
+    "gateway stream: a model that sets 201 streams too (its status ignored, its headers kept), plain or generator",
+    () => streamModelThatSets201(gw),
+  );
+});
+
+/** A step of "gateway: a model's status and headers, on /execute, a batch and a stream": gateway: 204 has no body; a body with it is the model's error; None with 201 is an empty 201 */
+async function n204HasNoBodyBody(gw: TestGateway): Promise<void> {
   const none = await gw.fetch(
     "/v1/models/chosen/execute",
     post({ status: 204, headers: { ETag: '"v2"' } }),
@@ -143,10 +171,10 @@ Deno.test("gateway: 204 has no body; a body with it is the model's error; None w
   assert.equal(raised.headers.get("location"), null);
   assert.equal(raised.headers.get("x-quota-left"), "0");
   await raised.body?.cancel();
-});
+}
 
-Deno.test("gateway: each message of a batch has its own status and headers", async () => {
-  await using gw = await startGateway({ models: MODEL_LIST }, MODELS);
+/** A step of "gateway: a model's status and headers, on /execute, a batch and a stream": gateway: each message of a batch has its own status and headers */
+async function eachMessageBatchHasIts(gw: TestGateway): Promise<void> {
   const responses = await Promise.all([0, 1, 2, 3].map((i) =>
     gw.fetch(
       "/v1/models/chosen_batch/execute",
@@ -158,10 +186,10 @@ Deno.test("gateway: each message of a batch has its own status and headers", asy
     assert.equal(res.headers.get("x-i"), String(i));
     assert.equal(await res.json(), i);
   }
-});
+}
 
-Deno.test("gateway stream: the model's headers go on the event stream, which stays 200 text/event-stream", async () => {
-  await using gw = await startGateway({ models: MODEL_LIST }, MODELS);
+/** A step of "gateway: a model's status and headers, on /execute, a batch and a stream": gateway stream: the model's headers go on the event stream, which stays 200 text/event-stream */
+async function streamModelHeadersGoOn(gw: TestGateway): Promise<void> {
   const res = await gw.fetch(
     "/v1/models/chosen_stream/stream",
     post({ headers: { "X-Model-Version": "3", "Cache-Control": "max-age=9" } }),
@@ -173,10 +201,10 @@ Deno.test("gateway stream: the model's headers go on the event stream, which sta
   assert.equal(res.headers.get("cache-control"), "no-cache");
   const events = await new SseReader(res.body!).all();
   assert.deepEqual(events.map((e) => e.data), ["a", "b", { items: 2 }]);
-});
+}
 
-Deno.test("gateway stream: a model that sets 201 streams too (its status ignored, its headers kept), plain or generator", async () => {
-  await using gw = await startGateway({ models: MODEL_LIST }, MODELS);
+/** A step of "gateway: a model's status and headers, on /execute, a batch and a stream": gateway stream: a model that sets 201 streams too (its status ignored, its headers kept), plain or generator */
+async function streamModelThatSets201(gw: TestGateway): Promise<void> {
   const body = { status: 201, headers: { Location: "/items/7" } };
   // The same model answers 201 on /execute...
   const created = await gw.fetch(
@@ -201,7 +229,7 @@ Deno.test("gateway stream: a model that sets 201 streams too (its status ignored
     const events = await new SseReader(res.body!).all();
     assert.deepEqual(events.map((e) => e.data), data, model);
   }
-});
+}
 
 Deno.test("gateway stream: a header set after the first item is dropped with one warning in the worker's log, where /execute sends it; a bad one still fails", async () => {
   await using gw = await startGateway({ models: MODEL_LIST }, MODELS);

@@ -24,8 +24,34 @@ async function startPool(): Promise<Pool> {
   return pool;
 }
 
-Deno.test("ModelHTTPError carries the status, detail and headers a model raised", async () => {
+// Steps on one pool started as `startPool()`: each of these tests started its
+// own (a pool and its Python worker) and needs no fresh one.
+Deno.test("ModelHTTPError and request headers in a library pool, on one pool", async (t) => {
   await using pool = await startPool();
+  await t.step(
+    "ModelHTTPError carries the status, detail and headers a model raised",
+    () => modelhttperrorCarriesStatusDetailAnd(pool),
+  );
+  await t.step(
+    "ModelHTTPError settles one message of a batch, and a stream's read",
+    () => modelhttperrorSettlesOneMessageBatch(pool),
+  );
+  await t.step(
+    "Pool.execute headers reach host.headers(), per message in a batch",
+    () => poolExecuteHeadersReachHost(pool),
+  );
+  await t.step(
+    "Pool.execute refuses headers that are not lower-case names → strings without CR/LF",
+    () => poolExecuteRefusesHeadersThat(pool),
+  );
+  await t.step(
+    "An HTTPError raised by eval code is a plain PythonError",
+    () => httperrorRaisedByEvalCode(pool),
+  );
+});
+
+/** A step of "ModelHTTPError and request headers in a library pool, on one pool": ModelHTTPError carries the status, detail and headers a model raised */
+async function modelhttperrorCarriesStatusDetailAnd(pool: Pool): Promise<void> {
   const detail = [{ loc: ["body", "x"], msg: "field required" }];
   const err = await pool.execute("http", {
     raise: {
@@ -51,10 +77,10 @@ Deno.test("ModelHTTPError carries the status, detail and headers a model raised"
   );
   assert.ok(bad instanceof PythonError && !(bad instanceof ModelHTTPError));
   assert.equal(bad.type, "ValueError");
-});
+}
 
-Deno.test("ModelHTTPError settles one message of a batch, and a stream's read", async () => {
-  await using pool = await startPool();
+/** A step of "ModelHTTPError and request headers in a library pool, on one pool": ModelHTTPError settles one message of a batch, and a stream's read */
+async function modelhttperrorSettlesOneMessageBatch(pool: Pool): Promise<void> {
   const [ok, missing] = await Promise.allSettled([
     pool.execute("batch", { i: 0 }),
     pool.execute("batch", { i: 1, missing: true }),
@@ -73,10 +99,10 @@ Deno.test("ModelHTTPError settles one message of a batch, and a stream's read", 
   assert.equal(items.length, 1);
   assert.ok(failed instanceof ModelHTTPError, String(failed));
   assert.deepEqual([failed.status, failed.detail], [409, "late"]);
-});
+}
 
-Deno.test("Pool.execute headers reach host.headers(), per message in a batch", async () => {
-  await using pool = await startPool();
+/** A step of "ModelHTTPError and request headers in a library pool, on one pool": Pool.execute headers reach host.headers(), per message in a batch */
+async function poolExecuteHeadersReachHost(pool: Pool): Promise<void> {
   const headers = { "accept-language": "de", "x-tenant-id": "t1" };
   assert.deepEqual(await pool.execute("http", {}, { headers }), {
     headers,
@@ -98,10 +124,10 @@ Deno.test("Pool.execute headers reach host.headers(), per message in a batch", a
     const item of pool.executeStream("stream", {}, { headers: { "x-a": "1" } })
   ) items.push(item);
   assert.deepEqual(items, [{ "x-a": "1" }]);
-});
+}
 
-Deno.test("Pool.execute refuses headers that are not lower-case names → strings without CR/LF", async () => {
-  await using pool = await startPool();
+/** A step of "ModelHTTPError and request headers in a library pool, on one pool": Pool.execute refuses headers that are not lower-case names → strings without CR/LF */
+async function poolExecuteRefusesHeadersThat(pool: Pool): Promise<void> {
   const bad: unknown[] = [
     [["x-a", "1"]],
     "x-a: 1",
@@ -135,10 +161,10 @@ Deno.test("Pool.execute refuses headers that are not lower-case names → string
     headers: { "x-a": "\n" },
   });
   await assert.rejects(stream.next(), ConfigError);
-});
+}
 
-Deno.test("An HTTPError raised by eval code is a plain PythonError", async () => {
-  await using pool = await startPool();
+/** A step of "ModelHTTPError and request headers in a library pool, on one pool": An HTTPError raised by eval code is a plain PythonError */
+async function httperrorRaisedByEvalCode(pool: Pool): Promise<void> {
   const atom = pool.eval(
     "from pyproxy import HTTPError\nraise HTTPError(404, 'gone')",
   );
@@ -149,4 +175,4 @@ Deno.test("An HTTPError raised by eval code is a plain PythonError", async () =>
   assert.ok(err instanceof PythonError, String(err));
   assert.ok(!(err instanceof ModelHTTPError));
   assert.equal(err.type, "HTTPError");
-});
+}

@@ -25,6 +25,7 @@ import {
   recordingLogger,
   SLEEPER,
   startServer,
+  type TestServer,
   waitFor,
 } from "./_harness.ts";
 
@@ -71,8 +72,76 @@ function track<T>(
   );
 }
 
-Deno.test("Session connects, authenticates and answers ping", async () => {
+// Steps on one Python server started as `startServer()`: each of these tests
+// started its own (a Python server) and needs no fresh one.
+Deno.test("Session on one Python server (each step its own sessions)", async (t) => {
   await using server = await startServer();
+  await t.step(
+    "Session connects, authenticates and answers ping",
+    () => sessionConnectsAuthenticatesAndAnswers(server),
+  );
+  await t.step(
+    "Session.connect rejects a wrong or missing secret with AuthenticationError",
+    () => sessionConnectRejectsWrongOr(server),
+  );
+  await t.step(
+    "Session times out a request, cancels it on the server and stays usable",
+    () => sessionTimesOutRequestCancels(server),
+  );
+  await t.step(
+    "Session onDone: at the reply, or for a request given up on when the server answers its cancel, or at close",
+    () => sessionOndoneAtReplyOr(server),
+  );
+  await t.step(
+    "Session rejects an aborted request with CancelledError and cancels it on the server",
+    () => sessionRejectsAbortedRequestWith(server),
+  );
+  await t.step(
+    "Session routes events with a pending id to onEvent and others to listeners",
+    () => sessionRoutesEventsWithPending(server),
+  );
+  await t.step(
+    "Session serves Python → host commands with its handlers",
+    () => sessionServesPythonHostCommands(server),
+  );
+  await t.step(
+    "Session gets a model's uncaught HostError with the model's traceback, and the worker logs it",
+    () => sessionGetsModelUncaughtHosterror(server),
+  );
+  await t.step(
+    "Session sends the cancel of a request that timed out or was aborted in async outgoing middleware after the request, so the server does not run it",
+    () => sessionSendsCancelRequestThat(server),
+  );
+  await t.step(
+    "Session runs middleware in order and fails only the request whose middleware throws",
+    () => sessionRunsMiddlewareInOrder(server),
+  );
+  await t.step(
+    "Session keeps replies in order behind an async incoming hook, and fails only the reply whose hook rejects",
+    () => sessionKeepsRepliesInOrder(server),
+  );
+  await t.step(
+    "Session.close rejects pending requests and later ones with ConnectionLostError",
+    () => sessionCloseRejectsPendingRequests(server),
+  );
+  await t.step(
+    "Session.request validates timeout and signal; timeout 0 times out at once, Infinity never",
+    () => sessionRequestValidatesTimeoutAnd(server),
+  );
+  await t.step(
+    "Session aborts the signal of running host handlers when it closes",
+    () => sessionAbortsSignalRunningHost(server),
+  );
+  await t.step(
+    "Session.lastActivity counts the time its own read loop waits for an incoming middleware (the peer's next bytes wait unread)",
+    () => sessionLastactivityCountsTimeIts(server),
+  );
+});
+
+/** A step of "Session on one Python server (each step its own sessions)": Session connects, authenticates and answers ping */
+async function sessionConnectsAuthenticatesAndAnswers(
+  server: TestServer,
+): Promise<void> {
   await using session = await server.connect();
   assert.equal(await session.ping(), "pong");
   assert.equal(session.serverInfo.serverId, server.id);
@@ -82,7 +151,7 @@ Deno.test("Session connects, authenticates and answers ping", async () => {
   assert.equal(session.serverInfo.nonce, undefined, "the nonce is not kept");
   assert.equal(session.isClosed, false);
   assert.equal(session.inFlight, 0);
-});
+}
 
 Deno.test("Session loads models from a file and from source and executes them", async () => {
   await using server = await startServer({
@@ -174,8 +243,8 @@ Deno.test("Session connects over a Unix socket", async () => {
   assert.equal(await tcp.ping(), "pong");
 });
 
-Deno.test("Session.connect rejects a wrong or missing secret with AuthenticationError", async () => {
-  await using server = await startServer();
+/** A step of "Session on one Python server (each step its own sessions)": Session.connect rejects a wrong or missing secret with AuthenticationError */
+async function sessionConnectRejectsWrongOr(server: TestServer): Promise<void> {
   await assert.rejects(
     Session.connect({ port: server.port, secret: "0".repeat(64) }),
     (err: unknown) =>
@@ -188,7 +257,7 @@ Deno.test("Session.connect rejects a wrong or missing secret with Authentication
   // The server is unaffected.
   await using session = await server.connect();
   assert.equal(await session.ping(), "pong");
-});
+}
 
 Deno.test("Session.connect works with a server started without authentication", async () => {
   await using server = await startServer({ args: ["--insecure-no-auth"] });
@@ -207,8 +276,10 @@ Deno.test("Session.connect rejects with ConnectionLostError when nothing listens
   );
 });
 
-Deno.test("Session times out a request, cancels it on the server and stays usable", async () => {
-  await using server = await startServer();
+/** A step of "Session on one Python server (each step its own sessions)": Session times out a request, cancels it on the server and stays usable */
+async function sessionTimesOutRequestCancels(
+  server: TestServer,
+): Promise<void> {
   await using session = await server.connect();
   await session.addModel("sleeper", { source: SLEEPER });
   await assert.rejects(
@@ -222,10 +293,10 @@ Deno.test("Session times out a request, cancels it on the server and stays usabl
   await waitFor(async () => (await session.status()).inFlight === 0, {
     message: "the server cancels the call",
   });
-});
+}
 
-Deno.test("Session onDone: at the reply, or for a request given up on when the server answers its cancel, or at close", async () => {
-  await using server = await startServer();
+/** A step of "Session on one Python server (each step its own sessions)": Session onDone: at the reply, or for a request given up on when the server answers its cancel, or at close */
+async function sessionOndoneAtReplyOr(server: TestServer): Promise<void> {
   const session = await server.connect();
   try {
     await session.addModel("sleeper", { source: SLEEPER });
@@ -266,10 +337,12 @@ Deno.test("Session onDone: at the reply, or for a request given up on when the s
   } finally {
     await session.close();
   }
-});
+}
 
-Deno.test("Session rejects an aborted request with CancelledError and cancels it on the server", async () => {
-  await using server = await startServer();
+/** A step of "Session on one Python server (each step its own sessions)": Session rejects an aborted request with CancelledError and cancels it on the server */
+async function sessionRejectsAbortedRequestWith(
+  server: TestServer,
+): Promise<void> {
   await using session = await server.connect();
   await session.addModel("sleeper", { source: SLEEPER });
   const controller = new AbortController();
@@ -294,7 +367,7 @@ Deno.test("Session rejects an aborted request with CancelledError and cancels it
     CancelledError,
   );
   assert.equal(session.inFlight, 0);
-});
+}
 
 Deno.test("Session settles every pending request once with ConnectionLostError when the server is SIGKILLed", async () => {
   await using server = await startServer();
@@ -328,8 +401,10 @@ Deno.test("Session settles every pending request once with ConnectionLostError w
   }
 });
 
-Deno.test("Session routes events with a pending id to onEvent and others to listeners", async () => {
-  await using server = await startServer();
+/** A step of "Session on one Python server (each step its own sessions)": Session routes events with a pending id to onEvent and others to listeners */
+async function sessionRoutesEventsWithPending(
+  server: TestServer,
+): Promise<void> {
   await using session = await server.connect();
   const mine: SessionMessage[] = [];
   const others: SessionMessage[] = [];
@@ -356,10 +431,12 @@ Deno.test("Session routes events with a pending id to onEvent and others to list
   const count = others.length;
   await session.request("eval", { code: "print('nobody')" });
   assert.equal(others.length, count);
-});
+}
 
-Deno.test("Session serves Python → host commands with its handlers", async () => {
-  await using server = await startServer();
+/** A step of "Session on one Python server (each step its own sessions)": Session serves Python → host commands with its handlers */
+async function sessionServesPythonHostCommands(
+  server: TestServer,
+): Promise<void> {
   const seen: Array<{ args: unknown; id: number }> = [];
   const { logger, entries } = recordingLogger();
   await using session = await server.connect({
@@ -438,7 +515,7 @@ Deno.test("Session serves Python → host commands with its handlers", async () 
     session.execute("caller", { cmd: "nope" }),
     /no such host command/,
   );
-});
+}
 
 /** The text of every log file of the server whose `--path` is `dir`. */
 async function logText(dir: string): Promise<string> {
@@ -451,8 +528,10 @@ async function logText(dir: string): Promise<string> {
   return text;
 }
 
-Deno.test("Session gets a model's uncaught HostError with the model's traceback, and the worker logs it", async () => {
-  await using server = await startServer();
+/** A step of "Session on one Python server (each step its own sessions)": Session gets a model's uncaught HostError with the model's traceback, and the worker logs it */
+async function sessionGetsModelUncaughtHosterror(
+  server: TestServer,
+): Promise<void> {
   await using session = await server.connect({
     handlers: {
       fail: () => {
@@ -476,10 +555,12 @@ Deno.test("Session gets a model's uncaught HostError with the model's traceback,
   await waitFor(async () =>
     (await logText(server.dir)).includes("(model caller) raised HostError")
   );
-});
+}
 
-Deno.test("Session sends the cancel of a request that timed out or was aborted in async outgoing middleware after the request, so the server does not run it", async () => {
-  await using server = await startServer();
+/** A step of "Session on one Python server (each step its own sessions)": Session sends the cancel of a request that timed out or was aborted in async outgoing middleware after the request, so the server does not run it */
+async function sessionSendsCancelRequestThat(
+  server: TestServer,
+): Promise<void> {
   // Holds executeModel in its outgoing hook (as spill-over does while it
   // writes a large message to a file) and reports the server's cancel replies.
   let gate = Promise.withResolvers<void>();
@@ -527,10 +608,10 @@ Deno.test("Session sends the cancel of a request that timed out or was aborted i
     });
   }
   assert.equal(session.inFlight, 0);
-});
+}
 
-Deno.test("Session runs middleware in order and fails only the request whose middleware throws", async () => {
-  await using server = await startServer();
+/** A step of "Session on one Python server (each step its own sessions)": Session runs middleware in order and fails only the request whose middleware throws */
+async function sessionRunsMiddlewareInOrder(server: TestServer): Promise<void> {
   const order: string[] = [];
   await using session = await server.connect({
     middleware: [
@@ -594,10 +675,10 @@ Deno.test("Session runs middleware in order and fails only the request whose mid
   );
   assert.equal(session.inFlight, 0);
   assert.equal(await session.ping(), "pong");
-});
+}
 
-Deno.test("Session keeps replies in order behind an async incoming hook, and fails only the reply whose hook rejects", async () => {
-  await using server = await startServer();
+/** A step of "Session on one Python server (each step its own sessions)": Session keeps replies in order behind an async incoming hook, and fails only the reply whose hook rejects */
+async function sessionKeepsRepliesInOrder(server: TestServer): Promise<void> {
   await using session = await server.connect({
     middleware: [{
       name: "slowOnTwo",
@@ -636,7 +717,7 @@ Deno.test("Session keeps replies in order behind an async incoming hook, and fai
   );
   assert.equal(session.inFlight, 0);
   assert.deepEqual(await session.execute("doubler", { x: 7 }), { y: 14 });
-});
+}
 
 Deno.test("Session closes with ConnectionLostError caused by a ChecksumError on a corrupted incoming frame", async () => {
   let armed = false;
@@ -683,8 +764,10 @@ Deno.test("Session closes with the server's error as cause when the server rejec
   await session.closed;
 });
 
-Deno.test("Session.close rejects pending requests and later ones with ConnectionLostError", async () => {
-  await using server = await startServer();
+/** A step of "Session on one Python server (each step its own sessions)": Session.close rejects pending requests and later ones with ConnectionLostError */
+async function sessionCloseRejectsPendingRequests(
+  server: TestServer,
+): Promise<void> {
   const session = await server.connect();
   await session.addModel("sleeper", { source: SLEEPER });
   const log: Array<{ ok: boolean; value: unknown }> = [];
@@ -696,7 +779,7 @@ Deno.test("Session.close rejects pending requests and later ones with Connection
   await waitFor(() => log.length === 2);
   assert.ok(log.every((r) => !r.ok && r.value instanceof ConnectionLostError));
   await assert.rejects(session.ping(), ConnectionLostError);
-});
+}
 
 Deno.test("Session refuses a message above the server's frame limit and stays usable", async () => {
   await using server = await startServer({ maxFrameSize: 4096 });
@@ -784,8 +867,10 @@ Deno.test("Session marks the error of a request it wrote nothing of (encoder, ou
   for (const err of errors) assert.equal(wasUnsent(err), false, String(err));
 });
 
-Deno.test("Session.request validates timeout and signal; timeout 0 times out at once, Infinity never", async () => {
-  await using server = await startServer();
+/** A step of "Session on one Python server (each step its own sessions)": Session.request validates timeout and signal; timeout 0 times out at once, Infinity never */
+async function sessionRequestValidatesTimeoutAnd(
+  server: TestServer,
+): Promise<void> {
   await using session = await server.connect();
   for (const timeout of [NaN, -5, "10" as unknown as number]) {
     await assert.rejects(
@@ -807,10 +892,12 @@ Deno.test("Session.request validates timeout and signal; timeout 0 times out at 
   );
   assert.equal(session.inFlight, 0);
   assert.equal(await session.ping({ timeout: Infinity }), "pong");
-});
+}
 
-Deno.test("Session aborts the signal of running host handlers when it closes", async () => {
-  await using server = await startServer();
+/** A step of "Session on one Python server (each step its own sessions)": Session aborts the signal of running host handlers when it closes */
+async function sessionAbortsSignalRunningHost(
+  server: TestServer,
+): Promise<void> {
   const { promise: started, resolve: start } = Promise.withResolvers<
     AbortSignal
   >();
@@ -841,10 +928,12 @@ Deno.test("Session aborts the signal of running host handlers when it closes", a
   } finally {
     await session.close();
   }
-});
+}
 
-Deno.test("Session.lastActivity counts the time its own read loop waits for an incoming middleware (the peer's next bytes wait unread)", async () => {
-  await using server = await startServer();
+/** A step of "Session on one Python server (each step its own sessions)": Session.lastActivity counts the time its own read loop waits for an incoming middleware (the peer's next bytes wait unread) */
+async function sessionLastactivityCountsTimeIts(
+  server: TestServer,
+): Promise<void> {
   const hold = Promise.withResolvers<void>();
   const held = Promise.withResolvers<void>();
   await using session = await server.connect({
@@ -876,7 +965,7 @@ Deno.test("Session.lastActivity counts the time its own read loop waits for an i
   assert.ok(after >= at + 30 && after >= before);
   await new Promise((r) => setTimeout(r, 30));
   assert.equal(session.lastActivity, after, "not now any more once it is done");
-});
+}
 
 Deno.test("Session.connect: connectTimeout bounds the whole handshake, and its TimeoutError names the step (a server that says hello, then never answers auth)", async () => {
   // A real socket whose server sends its hello and then reads, silent.
