@@ -60,3 +60,22 @@ Deno.test("examples/tenant_quota.ts refuses a tenant's third call with 429 and R
     /\{ tenants: \{ acme: 2, globex: 1 \}, refused: \{ acme: 1 \} \}\n$/,
   );
 });
+
+Deno.test("examples/chat_stream_server.ts streams tokens as SSE from Deno.serve, ends a failure with an error event, and frees the model (its GPU lock) when the reader leaves", async () => {
+  const text = await runExample("chat_stream_server.ts");
+  assert.equal(
+    text,
+    [
+      'to be or not to be [end {"tokens":6}]',
+      'one two [error {"error":{"name":"PythonError","message":"RuntimeError: CUDA out of memory"}}]',
+      '[end {"tokens":0}]',
+      `422 {"error":{"name":"PythonError","message":"KeyError: 'prompt'"}}`,
+      "a b c d e [left]",
+      "",
+    ].join("\n") + text.slice(text.lastIndexOf("the GPU")),
+  );
+  assert.match(
+    text,
+    /the GPU is free again, \d+ of the 500 tokens made\n$/,
+  );
+});

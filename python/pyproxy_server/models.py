@@ -86,7 +86,7 @@ import time
 import traceback
 import types
 
-from . import array_like
+from . import array_like, model_lock
 from .call import current_batch, current_call
 from .declared import DeclarationError, read_inputs, read_outputs
 from .errors import (
@@ -99,7 +99,7 @@ from .errors import (
     exception_message,
     format_user_traceback,
 )
-from .execution import MAX_LOGGED_MESSAGE, MAX_LOGGED_TRACEBACK, _bounded
+from .execution import MAX_LOGGED_MESSAGE, MAX_LOGGED_TRACEBACK, CallRunner, _bounded
 from .fresh_imports import FreshImports
 from .wording import article, count
 
@@ -109,6 +109,7 @@ __all__ = [
 ]
 
 _clock = time.perf_counter
+_unshield = CallRunner.unshield
 
 log = logging.getLogger("pyproxy_server.models")
 
@@ -300,10 +301,19 @@ class ModelEntry:
 
     def execute(self, msg):
         """Run the model's ``execute(msg)``; exceptions propagate unchanged."""
-        if self._lock is None:
+        lock = self._lock
+        if lock is None:
             return self._execute(msg)
-        with self._lock:
+        if not lock.locked():
+            with lock:
+                return self._execute(msg)
+        call = model_lock.take(lock)  # busy: a cancel ends the wait
+        try:
+            if call is not None:
+                _unshield(call)
             return self._execute(msg)
+        finally:
+            lock.release()
 
     def _one_message_batch(self, msg):
         # execute_batch sees the ids of its messages, as in an executeBatch.
@@ -347,10 +357,19 @@ class ModelEntry:
         """``execute_batch(msgs)`` of a batching model (an executor thread):
         the list of results, checked to hold one per message; an item may be
         an exception instance (that message's error)."""
-        if self._lock is None:
+        lock = self._lock
+        if lock is None:
             return self._check_batch(msgs, self._execute_batch(msgs))
-        with self._lock:
+        if not lock.locked():
+            with lock:
+                return self._check_batch(msgs, self._execute_batch(msgs))
+        call = model_lock.take(lock)  # busy: a cancel ends the wait
+        try:
+            if call is not None:
+                _unshield(call)
             return self._check_batch(msgs, self._execute_batch(msgs))
+        finally:
+            lock.release()
 
     @property
     def lock(self):

@@ -35,11 +35,14 @@ Example::
 import asyncio
 import inspect
 
+from . import model_lock
 from .errors import CancelledError
-from .execution import PARK, end_loop
+from .execution import PARK, CallRunner, end_loop
 from .item_stream import ItemStream
 
 __all__ = ["StreamProducer"]
+
+_unshield = CallRunner.unshield
 
 
 def _noop():
@@ -80,8 +83,16 @@ class StreamProducer:
         lock = self._entry.lock
         if lock is None:
             return self._burst(call)
-        with lock:  # the model runs one burst at a time; parked, it is free
+        if not lock.locked():
+            with lock:  # the model runs one burst at a time; parked, it is free
+                return self._burst(call)
+        shielded = model_lock.take(lock)  # busy: a cancel ends the wait
+        try:
+            if shielded is not None:
+                _unshield(shielded)
             return self._burst(call)
+        finally:
+            lock.release()
 
     def _burst(self, call):
         try:
@@ -167,7 +178,9 @@ class StreamProducer:
         if self._closed:
             return
         lock = self._entry.lock
-        if lock is None:
+        if lock is None or not self._started:
+            # Never opened (cancelled while it waited for its turn): no model
+            # code runs in the close, and the lock may be a long stream's.
             self._close()
             return
         with lock:

@@ -273,3 +273,43 @@ class ElasticStuckTest(ServerTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ModelLockWaitTest(ServerTestCase):
+    args = ("--threads", "8", "--max-stuck-threads", "2")
+
+    def test_calls_cancelled_while_a_thread_unsafe_model_is_busy_leave_at_once(self):
+        # A `threadsafe = False` model busy with a long call (a GPU's
+        # generation); callers behind it give up (chat clients leaving the
+        # queue). They blocked in the model lock's acquire, where the cancel's
+        # interrupt cannot fire: each held its thread as a stuck one until
+        # the long call ended, and past --max-stuck-threads the worker was
+        # killed as wedged, the long call with it.
+        c = self.connect()
+        c.call("addModel", name="g", file="one_at_a_time.py")
+        c.send({"id": 1, "cmd": "executeModel", "name": "g", "msg": {"seconds": ASLEEP}})
+        wait_started(c, (1,))
+        waiters = (2, 3, 4, 5, 6)
+        c.send(*[{"id": i, "cmd": "executeModel", "name": "g", "msg": {"seconds": 0}} for i in (2, 3, 4)])
+        c.send(*[{"id": i, "cmd": "executeStream", "name": "g", "msg": {"items": 3}} for i in (5, 6)])
+        for _ in range(500):  # until all six run (the five wait in the lock): polled, nothing is sent
+            threads = c.call("serverStatus")["threads"]
+            if threads["running"] - threads["idle"] == 1 + len(waiters):
+                break
+            time.sleep(0.01)
+        self.assertEqual(threads["running"] - threads["idle"], 1 + len(waiters), threads)
+        for i in waiters:
+            self.assertEqual(c.call("cancel", target=i), {"cancelled": True})
+        for i in waiters:
+            reply = c.reply_for(i, timeout=5)  # was: only when call 1 ends (never here)
+            self.assertFalse(reply["ok"], reply)
+            self.assertEqual(reply["error"]["type"], "CancelledError", reply)
+        status = c.call("serverStatus")
+        self.assertEqual(status["threads"]["stuck"], 0, status["threads"])
+        self.assertIsNone(status["wedged"])
+        # The model is free again once the long call ends: nothing left its lock held.
+        self.assertEqual(c.call("cancel", target=1), {"cancelled": True})
+        self.assertEqual(c.reply_for(1)["error"]["type"], "CancelledError")
+        self.assertEqual(c.call("executeModel", name="g", msg={"seconds": 0}), {"slept": 0})
+        reply = c.request("executeStream", name="g", msg={"items": 2}, timeout=5)
+        self.assertTrue(reply["ok"], reply)

@@ -189,6 +189,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
         "3d0ca081757a6710f18a633c5b33f9aac496cca22c075d3ca378f5e432a036d9",
     },
     {
+      path: "pyproxy_server/model_lock.py",
+      size: 2259,
+      sha256:
+        "27b945d5b3acaebb171528a616bb5998dd3359085c3804270fac8797d699ce03",
+    },
+    {
       path: "pyproxy_server/model_metrics.py",
       size: 19155,
       sha256:
@@ -196,9 +202,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 62017,
+      size: 62667,
       sha256:
-        "1cefbc3e4c71f098d29d5f4b94723a5fce907a88ea5b1752a3e0d7ab5d916cd1",
+        "e951da53a0e26dd70731ed337a3e922dd12c549f196800772c7a6236f8e546f7",
     },
     {
       path: "pyproxy_server/own_file.py",
@@ -250,9 +256,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/stream_producer.py",
-      size: 7661,
+      size: 8183,
       sha256:
-        "a19a5130dfb8146efad4c53c0297f7478a86a3138aed35e457de5482e5d1d15a",
+        "771ae43fc0454081af63d661e78afe3fa03d892a6d7f37e869b839e03c98a0be",
     },
     {
       path: "pyproxy_server/wording.py",

@@ -98,6 +98,24 @@ test(
   30_000,
 );
 
+test(
+  "examples/chat_stream_server.ts streams tokens as SSE from Bun.serve and frees the model (its GPU lock) when the reader leaves",
+  async () => {
+    const text = await runExample("chat_stream_server.ts");
+    expect(text).toStartWith(
+      'to be or not to be [end {"tokens":6}]\n' +
+        'one two [error {"error":{"name":"PythonError","message":"RuntimeError: CUDA out of memory"}}]\n' +
+        '[end {"tokens":0}]\n' +
+        `422 {"error":{"name":"PythonError","message":"KeyError: 'prompt'"}}\n` +
+        "a b c d e [left]\n",
+    );
+    expect(text).toMatch(
+      /the GPU is free again, \d+ of the 500 tokens made\n$/,
+    );
+  },
+  30_000,
+);
+
 test("examples/custom_plugin.ts times every call on Bun", async () => {
   const text = await runExample("custom_plugin.ts");
   expect(text).toMatch(/doubler: \{\s*calls: 10,/);
