@@ -90,7 +90,16 @@ export async function* executeEach<I, T>(
   const iterator = Symbol.asyncIterator in Object(inputs)
     ? (inputs as AsyncIterable<I>)[Symbol.asyncIterator]()
     : (inputs as Iterable<I>)[Symbol.iterator]();
-  const controller = new AbortController();
+  // Each call's own controller, while it is pending: one signal shared by
+  // every pending call made each call's listener cost O(pending) to add and
+  // to remove in Deno's EventTarget (55 µs at 4096 pending, the default
+  // window of a batching model: 4x slower).
+  const running = new Set<AbortController>();
+  let stopped = false;
+  const stopAll = () => {
+    stopped = true;
+    for (const c of running) c.abort(signal?.reason);
+  };
   let wake: (() => void) | undefined;
   const wakeUp = () => {
     const w = wake;
@@ -98,7 +107,7 @@ export async function* executeEach<I, T>(
     w?.();
   };
   const abort = () => {
-    controller.abort(signal?.reason);
+    stopAll();
     wakeUp();
   };
   signal?.addEventListener("abort", abort, { once: true });
@@ -121,6 +130,9 @@ export async function* executeEach<I, T>(
   };
   const start = (input: I) => {
     const index = started++;
+    const controller = new AbortController();
+    if (stopped) controller.abort(signal?.reason);
+    running.add(controller);
     let promise: Promise<T>;
     try {
       promise = call(input, controller.signal);
@@ -129,8 +141,14 @@ export async function* executeEach<I, T>(
     }
     // A handler at once: no rejection waits unhandled.
     Promise.resolve(promise).then(
-      (result) => onSettled({ index, input, ok: true, result }),
-      (error) => onSettled({ index, input, ok: false, error }),
+      (result) => {
+        running.delete(controller);
+        onSettled({ index, input, ok: true, result });
+      },
+      (error) => {
+        running.delete(controller);
+        onSettled({ index, input, ok: false, error });
+      },
     );
   };
   const take = (): EachResult<I, T> | undefined => {
@@ -202,7 +220,7 @@ export async function* executeEach<I, T>(
   } finally {
     signal?.removeEventListener("abort", abort);
     if (finished < started) {
-      controller.abort(signal?.reason);
+      stopAll();
       while (finished < started) {
         await new Promise<void>((resolve) => wake = resolve);
       }

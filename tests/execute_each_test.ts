@@ -144,6 +144,46 @@ Deno.test("executeEach: a break cancels the pending calls, awaits them and close
   assert.ok(closed, "the source's return() ran");
 });
 
+Deno.test("executeEach: each call gets a signal of its own, aborted only while its call is pending", async () => {
+  // One signal shared by every pending call made each call's abort listener
+  // cost O(pending) to add and remove in Deno: a batching model's default
+  // window (4096 pending) ran 27k rows/s against 110k+ with 256.
+  const calls = new Calls();
+  const signals = new Map<number, AbortSignal>();
+  const call = (input: number, signal: AbortSignal) => {
+    signals.set(input, signal);
+    return calls.call(input, signal);
+  };
+  const loop = (async () => {
+    for await (
+      const r of executeEach(Array.from({ length: 50 }, (_, i) => i), call, {
+        concurrency: 8,
+      })
+    ) {
+      if (r.index === 2) break;
+    }
+  })();
+  await turn();
+  calls.settle(0);
+  await turn();
+  calls.settle(1);
+  await turn();
+  calls.settle(2);
+  await loop;
+  assert.equal(new Set(signals.values()).size, signals.size);
+  assert.deepEqual([0, 1, 2].map((i) => signals.get(i)!.aborted), [
+    false,
+    false,
+    false,
+  ]);
+  assert.deepEqual(
+    calls.aborted.sort((a, b) => a - b),
+    [3, 4, 5, 6, 7, 8, 9],
+  );
+  assert.equal(signals.size, 10, "0..9 started: 2 taken + 8 pending");
+  assert.equal(calls.pending.size, 0);
+});
+
 Deno.test("executeEach: an abort cancels the pending calls and throws the reason (a CancelledError without one)", async () => {
   for (const reason of [undefined, new Error("job stopped")]) {
     const calls = new Calls();
