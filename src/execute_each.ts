@@ -62,7 +62,9 @@ export type EachResult<I, T> =
  * throw) or `signal` aborts, the pending calls are aborted through the
  * `signal` each got and awaited, and the source's `return()` is called: no
  * call is left running and no rejection unhandled. The source's own error
- * is thrown, after the same clean-up.
+ * is thrown, after the same clean-up. A failure for which `endsRun`
+ * returns true (`Pool.executeEach`: the pool closed) ends the run: no more
+ * inputs are read, the pending calls' items come, then it is thrown.
  *
  * @example
  * ```ts
@@ -77,6 +79,7 @@ export async function* executeEach<I, T>(
   inputs: Iterable<I> | AsyncIterable<I>,
   call: (input: I, signal: AbortSignal) => Promise<T>,
   options: EachOptions = {},
+  endsRun?: (error: unknown) => boolean,
 ): AsyncGenerator<EachResult<I, T>, void, undefined> {
   const { concurrency = 64, ordered = true, signal } = options;
   if (!Number.isInteger(concurrency) || concurrency < 1) {
@@ -122,6 +125,7 @@ export async function* executeEach<I, T>(
   let pulled: IteratorResult<I> | undefined;
   let pullError: { error: unknown } | undefined;
   let exhausted = false;
+  let ended: { error: unknown } | undefined;
   const onSettled = (result: EachResult<I, T>) => {
     finished++;
     if (ordered) byIndex.set(result.index, result);
@@ -147,6 +151,11 @@ export async function* executeEach<I, T>(
       },
       (error) => {
         running.delete(controller);
+        // A failure every later call would have too (the pool closed):
+        // no more inputs are read, the pending ones come, then it is thrown.
+        if (ended === undefined && endsRun?.(error) === true) {
+          ended = { error };
+        }
         onSettled({ index, input, ok: false, error });
       },
     );
@@ -175,7 +184,9 @@ export async function* executeEach<I, T>(
       if (signal?.aborted) throw cancelled();
       // Read the source while there is room, without waiting on it when a
       // result is ready (a slow source does not hold results back).
-      while (!exhausted && started - taken < concurrency) {
+      while (
+        !exhausted && ended === undefined && started - taken < concurrency
+      ) {
         if (pullError !== undefined) throw pullError.error;
         if (pulled === undefined) {
           if (pull !== undefined) break; // still coming
@@ -214,7 +225,10 @@ export async function* executeEach<I, T>(
         yield result;
         continue;
       }
-      if (exhausted && taken === started) return;
+      if (taken === started) {
+        if (ended !== undefined) throw ended.error;
+        if (exhausted) return;
+      }
       await new Promise<void>((resolve) => wake = resolve);
     }
   } finally {

@@ -7,7 +7,11 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { type EachResult, executeEach } from "../src/execute_each.ts";
-import { CancelledError, ConfigError } from "../src/errors.ts";
+import {
+  CancelledError,
+  ConfigError,
+  ShuttingDownError,
+} from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
 
 /** A call the test settles by hand; counts the pending ones and their aborts. */
@@ -420,4 +424,46 @@ Deno.test("Pool.executeEach: a real pool scores an async source in order, a bad 
   }
   assert.equal(pool.status().inFlight, 0);
   assert.deepEqual(pool.status().workers.map((w) => w.restarts), [0, 0]);
+});
+
+Deno.test("Pool.executeEach: a pool closing mid-run ends it: the calls made come as items, then a ShuttingDownError, the rest of the source unread", async () => {
+  const pool = await Pool.start({ workers: 1, handleSignals: false });
+  try {
+    await pool.addModel("score", { source: MODEL, class: "Score" });
+    let pulled = 0;
+    let closedSource = false;
+    const rows = function* () {
+      try {
+        for (let id = 100; id < 20_100; id++) {
+          pulled++;
+          yield { id, ms: 20 };
+        }
+      } finally {
+        closedSource = true;
+      }
+    };
+    const items: EachResult<{ id: number }, unknown>[] = [];
+    let closing: Promise<void> | undefined;
+    await assert.rejects(
+      async () => {
+        for await (
+          const r of pool.executeEach("score", rows(), { concurrency: 8 })
+        ) {
+          items.push(r);
+          if (items.length === 5) closing = pool.close();
+        }
+      },
+      (e) => e instanceof ShuttingDownError,
+    );
+    await closing;
+    // Before: every one of the 20 000 rows was read and yielded, failed.
+    assert.ok(pulled <= 5 + 8 + 1, `${pulled} rows read`);
+    assert.equal(items.length, pulled);
+    assert.deepEqual(items.map((r) => r.index), [...Array(pulled).keys()]);
+    // The calls in flight when the pool closed finished in its grace.
+    assert.ok(items.filter((r) => r.ok).length >= 5);
+    assert.ok(closedSource, "the source's return() ran");
+  } finally {
+    await pool.close();
+  }
 });
