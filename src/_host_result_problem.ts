@@ -19,20 +19,27 @@ import { MAX_JSON_DEPTH } from "./_json_check.ts";
  * `toJSON` are what it gives (not looked into); bytes are bytes; `undefined`
  * in an object is left out and in an array is `None`, as JSON has it; a
  * `BigInt` is one when `bigints` (the pool's `integers: "bigint"`). Walks
- * the whole value without allocating (the place is built on the way out).
+ * the whole value once, keeping only the objects above the one it looks at
+ * (the place is built on the way out); it stops at a cycle, whose error
+ * JSON gives. Throws what the value's getters or a proxy's traps throw.
  */
 export function hostResultProblem(
   value: unknown,
   bigints = false,
 ): string | undefined {
   if (!mayHide(value, bigints)) return undefined;
-  const found = problemAt(value, 0, bigints);
+  const found = problemAt(value, [], bigints);
   return found === undefined ? undefined : `result${found}`;
 }
 
+/**
+ * `above`: the objects that hold `value`, outermost first. A cycle ends
+ * the walk there: cut only by the depth, an object that holds itself under
+ * k keys was walked k^900 times (4 keys hung the host's event loop).
+ */
 function problemAt(
   value: unknown,
-  depth: number,
+  above: object[],
   bigints: boolean,
 ): string | undefined {
   switch (typeof value) {
@@ -50,17 +57,24 @@ function problemAt(
       return undefined;
   }
   // A cycle, or deeper than Python reads: the outbox's own error says so.
-  if (value === null || depth > MAX_JSON_DEPTH) return undefined;
+  if (
+    value === null || above.length > MAX_JSON_DEPTH || above.includes(value)
+  ) return undefined;
   const proto = Object.getPrototypeOf(value);
   if (proto === Array.prototype) {
     const list = value as unknown[];
-    for (let i = 0; i < list.length; i++) {
-      const item = list[i];
-      if (!mayHide(item, bigints)) continue;
-      const inner = problemAt(item, depth + 1, bigints);
-      if (inner !== undefined) return `[${i}]${inner}`;
+    above.push(list);
+    try {
+      for (let i = 0; i < list.length; i++) {
+        const item = list[i];
+        if (!mayHide(item, bigints)) continue;
+        const inner = problemAt(item, above, bigints);
+        if (inner !== undefined) return `[${i}]${inner}`;
+      }
+      return undefined;
+    } finally {
+      above.pop();
     }
-    return undefined;
   }
   if (typeof (value as { toJSON?: unknown }).toJSON === "function") {
     return undefined;
@@ -71,17 +85,24 @@ function problemAt(
     const kind = unwritable(value);
     if (kind !== undefined) return kind;
   }
-  for (const key in value) {
-    const item = (value as Record<string, unknown>)[key];
-    if (!mayHide(item, bigints) || !Object.hasOwn(value, key)) continue;
-    const inner = problemAt(item, depth + 1, bigints);
-    if (inner !== undefined) {
-      return `${
-        /^[A-Za-z_$][\w$]*$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`
-      }${inner}`;
+  above.push(value);
+  try {
+    for (const key in value) {
+      const item = (value as Record<string, unknown>)[key];
+      if (!mayHide(item, bigints) || !Object.hasOwn(value, key)) continue;
+      const inner = problemAt(item, above, bigints);
+      if (inner !== undefined) {
+        return `${
+          /^[A-Za-z_$][\w$]*$/.test(key)
+            ? `.${key}`
+            : `[${JSON.stringify(key)}]`
+        }${inner}`;
+      }
     }
+    return undefined;
+  } finally {
+    above.pop();
   }
-  return undefined;
 }
 
 /** Whether a value may be, or hold, what JSON changes or cannot write. */

@@ -81,15 +81,18 @@ export class HostCommands {
     const controller = new AbortController();
     this.#calls.add({ id, controller });
     let result: unknown;
+    let awaitable: boolean;
     try {
       result = handler(msg.args, { session, id, signal: controller.signal });
+      // Any awaitable, not only a Promise: a query builder's thenable sent {}.
+      // (A proxy's trap, a getter of `then`, may throw here.)
+      awaitable = isThenable(result);
     } catch (err) {
       this.#calls.delete(id);
       this.#fail(id, cmd, err);
       return;
     }
-    // Any awaitable, not only a Promise: a query builder's thenable sent {}.
-    if (isThenable(result)) {
+    if (awaitable) {
       Promise.resolve(result).then(
         (value) => this.#calls.delete(id) && this.#succeed(id, cmd, value),
         (err) => this.#calls.delete(id) && this.#fail(id, cmd, err),
@@ -107,7 +110,16 @@ export class HostCommands {
    * command and the place, and the host logs it (a bug of host code).
    */
   #succeed(id: number, cmd: string, value: unknown): boolean {
-    const problem = hostResultProblem(value, this.#bigints);
+    let problem: string | undefined;
+    try {
+      problem = hostResultProblem(value, this.#bigints);
+    } catch (err) {
+      // A getter or a proxy's trap of the result threw: its error is the
+      // reply. It escaped into the session's dispatch (the worker's
+      // connection dropped as if it had died), or, from an async handler,
+      // was an unhandled rejection that ended the host process.
+      return this.#fail(id, cmd, err);
+    }
     if (problem !== undefined) {
       const error = new SerializationError(
         `Cannot send the result of host command ${cmd}: ${problem}`,

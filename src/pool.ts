@@ -1752,7 +1752,10 @@ export class Pool implements AsyncDisposable {
    * rows holds neither the pool's queue nor memory (docs/performance.md,
    * "Scoring many rows"). Leaving the loop early (`break`, a throw) or
    * aborting `signal` cancels the pending calls and waits for them; then
-   * the source's `return()` runs. Like Python's `multiprocessing`
+   * the source's `return()` runs. When the pool closes, no more rows are
+   * read: the calls already made come as items (those cut off as
+   * `ShuttingDownError`s), then the loop throws a `ShuttingDownError`.
+   * Like Python's `multiprocessing`
    * `Pool.imap` (`imap_unordered` with `ordered: false`).
    *
    * `concurrency` defaults to the workers × `maxInFlightPerWorker` (what
@@ -1784,6 +1787,9 @@ export class Pool implements AsyncDisposable {
         ...options,
         concurrency: concurrency ?? this.#eachWindow(name, call.version),
       },
+      // Once the pool closes every later row fails so: its rows were read
+      // to the end at once, each yielded as a ShuttingDownError.
+      (error) => error instanceof ShuttingDownError && this.#closing,
     );
   }
 

@@ -152,3 +152,82 @@ Deno.test("hostResultProblem looks past values with toJSON and bytes, and stops 
     'result["a-b"][0].c is a WeakMap or WeakSet (JSON writes it as {})',
   );
 });
+
+Deno.test("hostResultProblem walks an object that holds itself under several keys once, not until the depth limit", () => {
+  let reads = 0;
+  const wide: Record<string, unknown> = {};
+  for (let i = 0; i < 4; i++) {
+    Object.defineProperty(wide, `k${i}`, {
+      enumerable: true,
+      get() {
+        // Cut only by the depth, the walk read them 4^900 times (a hung
+        // event loop): stopped here for the test to fail rather than hang.
+        if (++reads > 1000) throw new Error(`read ${reads} times`);
+        return wide;
+      },
+    });
+  }
+  assert.equal(hostResultProblem({ rows: [wide] }), undefined);
+  assert.equal(reads, 4);
+  // A problem past a cycle is still found, by its place.
+  const a: Record<string, unknown> = { m: new Map() };
+  a.self = a;
+  a.again = a;
+  assert.equal(
+    hostResultProblem({ a }),
+    "result.a.m is a Map (JSON writes it as {}: return Object.fromEntries(map), or [...map] for its entries)",
+  );
+});
+
+Deno.test("A host handler's result whose getter, proxy trap or then throws fails its host.call with that error; the worker and the host go on", async () => {
+  const throwing: Record<string, () => unknown> = {
+    getter: () => ({
+      a: 1,
+      get b(): number {
+        throw new Error("getter boom");
+      },
+    }),
+    // Rejected unhandled in the session: the host process ended.
+    asyncGetter: () =>
+      Promise.resolve({
+        get b(): number {
+          throw new Error("async getter boom");
+        },
+      }),
+    proxy: () =>
+      new Proxy({}, {
+        get() {
+          throw new Error("trap boom");
+        },
+      }),
+    then: () => ({
+      get then(): unknown {
+        throw new Error("then boom");
+      },
+    }),
+  };
+  await using pool = await Pool.start({
+    workers: 1,
+    handleSignals: false,
+    plugins: {
+      defaults: false,
+      use: [{ name: "throwing", handlers: throwing }],
+    },
+  });
+  await pool.addModel("caller", { source: CALLER });
+  const call = (cmd: string) =>
+    pool.execute("caller", { cmd }) as Promise<Record<string, string>>;
+  for (
+    const [cmd, message] of [
+      ["getter", "Cannot run host command getter: getter boom"],
+      ["asyncGetter", "Cannot run host command asyncGetter: async getter boom"],
+      ["proxy", "Cannot run host command proxy: trap boom"],
+      ["then", "Cannot run host command then: then boom"],
+    ] as const
+  ) {
+    const got = await call(cmd);
+    assert.equal(got.type, "HostError", `${cmd}: ${JSON.stringify(got)}`);
+    assert.ok(got.message!.startsWith(message), `${cmd}: ${got.message}`);
+  }
+  assert.equal(pool.status().workers[0]!.restarts, 0);
+});

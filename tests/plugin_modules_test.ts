@@ -307,9 +307,49 @@ Deno.test("serve --plugin with Deno's --allow-read not listing the module names 
   assert.match(
     stderr,
     new RegExp(
-      `Cannot load plugin module ${dir.path}/p\\.ts: Deno's permissions refuse it \\(Requires read access to .*\\): allow read access to it, e\\.g\\. --allow-read=${dir.path}/p\\.ts, or run with -A`,
+      `Cannot load plugin module ${dir.path}/p\\.ts: Deno's permissions refuse it \\(Requires read access to .*\\): allow read access to it, e\\.g\\. --allow-read=${dir.path}, or run with -A`,
     ),
   );
+});
+
+Deno.test("serve --plugin through a symbolic link loads the file it names (a link's 0777 was refused as writable by every user), with the --allow-read its advice names", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "releases/r1/audit.ts": 'export default () => ({ name: "linked" });\n',
+  });
+  await Deno.mkdir(`${dir.path}/plugins`);
+  await Deno.symlink(
+    `${dir.path}/releases/r1/audit.ts`,
+    `${dir.path}/plugins/audit.ts`,
+  );
+  const narrow = [
+    "--allow-env",
+    "--allow-write",
+    "--allow-net",
+    "--allow-run",
+    "--allow-sys",
+  ];
+  // The module itself allowed: the advice names the directories to read.
+  const { code, stderr } = await serveError(
+    ["--plugin", `${dir.path}/plugins/audit.ts`],
+    ROOT,
+    [`--allow-read=${ROOT},${dir.path}/plugins/audit.ts`, ...narrow],
+  );
+  assert.equal(code, 1, stderr);
+  const advice = /e\.g\. --allow-read=(\S+), or run with -A/.exec(stderr)?.[1];
+  assert.ok(advice, stderr);
+  // Both directories the check reads (the link's and its target's).
+  assert.equal(advice, `${dir.path}/plugins,${dir.path}/releases/r1`);
+  // Following it starts the gateway.
+  const allow = `${ROOT},${advice}`;
+  await using serve = await startServe(
+    ["--workers", "1", "--plugin", `${dir.path}/plugins/audit.ts`],
+    ROOT,
+    [`--allow-read=${allow}`, ...narrow],
+  );
+  serve.child.kill("SIGINT");
+  assert.equal((await serve.child.status).code, 0);
+  assert.match(await serve.stderr, /Loaded plugin \W?linked\W? from/);
 });
 
 Deno.test("loadPluginModule takes a file: URL, a plugin object without options, and a class instance's hooks", async () => {

@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { dirname } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { ConfigError } from "../errors.ts";
 import type { Plugin } from "../plugin.ts";
@@ -99,7 +100,7 @@ export async function loadPluginModule(
   try {
     stat = await runtime.stat(path);
   } catch (err) {
-    throw fail(importProblem(err, path, runtime), err);
+    throw fail(importProblem(err, path, runtime, dirname(path)), err);
   }
   if (stat === null) {
     throw fail(
@@ -113,7 +114,26 @@ export async function loadPluginModule(
   if (!stat.isFile) {
     throw fail("not a file: name the module's .ts or .js file");
   }
-  const untrusted = await untrustedPath(runtime, path);
+  // Through links, the file itself is checked and imported: the link's own
+  // mode (0777) refused every linked module (a deploy's current -> release),
+  // and a link checked but not followed could name another file at import.
+  let real = path;
+  // What Deno's --allow-read must list: the module, and the directories
+  // whose owners the check reads (the file alone failed the check).
+  const readable = () => [...new Set([dirname(path), dirname(real)])].join(",");
+  let untrusted: string | undefined;
+  try {
+    real = await runtime.realPath(path);
+    untrusted = real === path
+      ? await untrustedPath(runtime, path)
+      : (await untrustedPath(runtime, path, true)) ??
+        (await untrustedPath(runtime, real))?.replace(
+          /\bits directory\b|\bit\b/,
+          (w) => w === "it" ? real : `the directory of ${real}`,
+        );
+  } catch (err) {
+    throw fail(importProblem(err, real, runtime, readable()), err);
+  }
   if (untrusted !== undefined) {
     throw fail(
       `${untrusted}, and its code would run with the gateway's permissions: make it this user's (or root's), writable by no one else`,
@@ -121,9 +141,11 @@ export async function loadPluginModule(
   }
   let mod: Record<string, unknown>;
   try {
-    mod = await importModule(url) as Record<string, unknown>;
+    mod = await importModule(
+      real === path ? url : pathToFileURL(real).href,
+    ) as Record<string, unknown>;
   } catch (err) {
-    throw fail(importProblem(err, path, runtime), err);
+    throw fail(importProblem(err, real, runtime, readable()), err);
   }
   const exported = mod.default;
   if (exported === undefined) {
@@ -189,7 +211,12 @@ export async function loadPluginModule(
 }
 
 /** An import's (or a stat's) failure in words, with what to do. */
-function importProblem(err: unknown, path: string, runtime: Runtime): string {
+function importProblem(
+  err: unknown,
+  path: string,
+  runtime: Runtime,
+  allow = path,
+): string {
   const message = plain(err instanceof Error ? err.message : String(err));
   const name = err instanceof Error ? err.name : "";
   if (
@@ -199,7 +226,7 @@ function importProblem(err: unknown, path: string, runtime: Runtime): string {
     const access = /Requires (\w+) access/.exec(message)?.[1] ?? "read";
     return `Deno's permissions refuse it (${
       firstLine(message)
-    }): allow ${access} access to it, e.g. --allow-${access}=${path}, or run with -A`;
+    }): allow ${access} access to it, e.g. --allow-${access}=${allow}, or run with -A`;
   }
   if (
     /^SyntaxError\b/.test(message) || name === "SyntaxError" ||

@@ -13,7 +13,9 @@ import type { Runtime } from "../runtime/types.ts";
  * Trusted: owned by this user or root and not writable by every user, in
  * a directory that is the same, or sticky (`/tmp`: nobody can replace
  * another user's file there). Group write is allowed: with per-user
- * groups (umask 002) it is the norm.
+ * groups (umask 002) it is the norm. `link`: `path` is a symbolic link,
+ * checked as one (its owner and its directory; what it names is the
+ * caller's to check).
  *
  * @example
  * ```ts ignore
@@ -24,6 +26,7 @@ import type { Runtime } from "../runtime/types.ts";
 export async function untrustedPath(
   runtime: Runtime,
   path: string,
+  link = false,
 ): Promise<string | undefined> {
   const self = runtime.uid?.();
   if (self === undefined || runtime.owner === undefined) return undefined;
@@ -41,6 +44,9 @@ export async function untrustedPath(
     if (o.uid !== self && o.uid !== 0) {
       return `${what} belongs to another user (uid ${o.uid})`;
     }
+    // A link's own mode is 0777 on Linux and means nothing: it cannot be
+    // written, only replaced, which its directory decides.
+    if (link && p === path) continue;
     if ((o.mode & 0o002) !== 0 && !(stickyOk && (o.mode & 0o1000) !== 0)) {
       return `every user can write to ${what} (mode ${
         (o.mode & 0o7777).toString(8).padStart(4, "0")
