@@ -192,6 +192,12 @@ Deno.test("Gateway model stream: the metrics count a stream in flight until it e
     }),
   );
   assert.equal(await metric(total(504)), 1);
+  // Time to first item and items sent, each stream counted as it ends.
+  const firsts = 'pyproxy_stream_first_item_seconds_count{model="streamer"}';
+  const items = 'pyproxy_stream_items_total{model="streamer"}';
+  assert.equal(await metric(firsts), 2);
+  const cut = await metric(items);
+  assert.ok(cut >= 2, `${cut} items of the two streams cut short`);
   // The model's exception after its items: a 422.
   await events(await post("/v1/models/streamer/stream", { n: 2, fail: true }));
   assert.equal(await metric(total(422)), 1);
@@ -199,6 +205,28 @@ Deno.test("Gateway model stream: the metrics count a stream in flight until it e
   await events(await post("/v1/models/streamer/stream", { n: 2 }));
   assert.equal(await metric(total(200)), 1);
   assert.equal(await metric(inFlight), 0);
+  assert.equal(await metric(items), cut + 4);
+  // A first item that takes 0.3 s is past the 0.25 s bucket.
+  const fast =
+    'pyproxy_stream_first_item_seconds_bucket{model="streamer",le="0.25"}';
+  const fastBefore = await metric(fast);
+  await events(
+    await post("/v1/models/streamer/stream", { n: 1, sleep: 0.3 }),
+  );
+  assert.equal(await metric(firsts), 5);
+  assert.equal(await metric(fast), fastBefore);
+  assert.equal(
+    await metric(
+      'pyproxy_stream_first_item_seconds_bucket{model="streamer",le="+Inf"}',
+    ),
+    5,
+  );
+  assert.equal(await metric(items), cut + 5);
+  // A model that never streamed has no stream series.
+  assert.doesNotMatch(
+    await (await gw.fetch("/metrics")).text(),
+    /pyproxy_stream_items_total\{model="(?!streamer)/,
+  );
 });
 
 Deno.test("Gateway model stream: clients that stop reading give their worker slots back; other requests run", async () => {

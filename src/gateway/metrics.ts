@@ -151,7 +151,37 @@ export interface GatewayMetricsOptions {
   isModel?: (name: string) => boolean;
 }
 
+/**
+ * Upper bounds (seconds) of `pyproxy_stream_first_item_seconds`: a chat
+ * model's first token comes in tens of ms to a minute (a long prompt, a
+ * queue behind one generation at a time).
+ */
+const FIRST_ITEM_BUCKETS = [
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+  30,
+  60,
+];
+
+/** A model's event streams: their first items' waits and their items. */
+interface StreamStats {
+  buckets: number[];
+  count: number;
+  sum: number;
+  items: number;
+}
+
 interface ModelStats {
+  /** Its event streams; absent until one gave an item. */
+  streams?: StreamStats;
   requests: Map<number, number>;
   inFlight: number;
   buckets: number[];
@@ -278,6 +308,44 @@ export class GatewayMetrics {
       for (let i = 0; i < this.#buckets.length; i++) {
         if (seconds <= this.#buckets[i]!) stats.buckets[i]!++;
       }
+    };
+  }
+
+  /**
+   * Records the first item of an event stream of `model` (`POST
+   * .../stream`), `seconds` after its request came: its time to first token
+   * (queue, prompt and first step), `pyproxy_stream_first_item_seconds`.
+   * Call the returned function once, when the stream ends, with the items
+   * it sent (`pyproxy_stream_items_total`: with the requests' durations,
+   * tokens a second); nothing is counted per item.
+   *
+   * @example
+   * ```ts
+   * import { GatewayMetrics } from "@pyproxy/pyproxy";
+   * const metrics = new GatewayMetrics();
+   * const ended = metrics.firstItem("chat", 0.42);
+   * ended(128);
+   * console.log(metrics.render({ workers: [] }).includes('pyproxy_stream_items_total{model="chat"} 128')); // true
+   * ```
+   */
+  firstItem(model: string, seconds: number): (items: number) => void {
+    const stats = this.#stats(model);
+    const s = stats.streams ??= {
+      buckets: FIRST_ITEM_BUCKETS.map(() => 0),
+      count: 0,
+      sum: 0,
+      items: 0,
+    };
+    s.count++;
+    s.sum += seconds;
+    for (let i = 0; i < FIRST_ITEM_BUCKETS.length; i++) {
+      if (seconds <= FIRST_ITEM_BUCKETS[i]!) s.buckets[i]!++;
+    }
+    let ended = false;
+    return (items: number) => {
+      if (ended) return;
+      ended = true;
+      s.items += items;
     };
   }
 
@@ -470,6 +538,39 @@ export class GatewayMetrics {
       lines.push(`pyproxy_request_duration_seconds_sum{${m}} ${s.sum}`);
       lines.push(
         `pyproxy_request_duration_seconds_count{${m}} ${s.count}`,
+      );
+    }
+    family(
+      "pyproxy_stream_first_item_seconds",
+      "histogram",
+      "Event streams' time from the request to the first item (time to first token).",
+    );
+    for (const [model, s] of this.#models) {
+      const st = s.streams;
+      if (st === undefined || st.count === 0) continue;
+      const m = modelLabels(model);
+      FIRST_ITEM_BUCKETS.forEach((le, i) => {
+        lines.push(
+          `pyproxy_stream_first_item_seconds_bucket{${m},le="${le}"} ${
+            st.buckets[i]
+          }`,
+        );
+      });
+      lines.push(
+        `pyproxy_stream_first_item_seconds_bucket{${m},le="+Inf"} ${st.count}`,
+        `pyproxy_stream_first_item_seconds_sum{${m}} ${st.sum}`,
+        `pyproxy_stream_first_item_seconds_count{${m}} ${st.count}`,
+      );
+    }
+    family(
+      "pyproxy_stream_items_total",
+      "counter",
+      "Items sent on event streams (tokens, for a text generator), counted as each stream ends.",
+    );
+    for (const [model, s] of this.#models) {
+      if (s.streams === undefined) continue;
+      lines.push(
+        `pyproxy_stream_items_total{${modelLabels(model)}} ${s.streams.items}`,
       );
     }
     family(

@@ -826,7 +826,7 @@ async function* streamEvents(
   first: IteratorResult<unknown>,
   stop: AbortSignal,
   failure: StreamFailure,
-  outcome: { status: number },
+  outcome: { status: number; items: number },
   retire: AbortSignal | undefined,
 ): AsyncGenerator<SseEvent> {
   let seq = 0;
@@ -856,6 +856,7 @@ async function* streamEvents(
         id: seq++,
         data: stringifyJson(next.value ?? null)!,
       };
+      outcome.items = seq;
       const read = await Promise.race(
         retired === undefined
           ? [items.next(), stopped]
@@ -1189,6 +1190,8 @@ export function modelRoutes(ctx: RouteContext): Hono {
       );
     }
     const done = ctx.metrics.start(name);
+    const label = name;
+    const started = performance.now();
     let items:
       | (AsyncIterableIterator<unknown> & { cancel(): void })
       | undefined;
@@ -1203,7 +1206,8 @@ export function modelRoutes(ctx: RouteContext): Hono {
     let hold: TokenHold | undefined;
     // The stream stays in flight in the metrics until it ends, and counts
     // with how it ended (an LLM's streams are the gateway's load).
-    const outcome = { status: 499 };
+    // `items`: the items it sent (pyproxy_stream_items_total).
+    const outcome = { status: 499, items: 0 };
     // A client that takes no event for the pool's streamIdleTimeout (its
     // socket full, so the events are not pulled) gets its stream cancelled:
     // the response then ends with the error, whether or not it can still
@@ -1295,6 +1299,10 @@ export function modelRoutes(ctx: RouteContext): Hono {
       done(401);
       return res;
     }
+    // Its time to first token, and its items when it ends.
+    const itemsSent = first.done
+      ? undefined
+      : ctx.metrics.firstItem(label, (performance.now() - started) / 1000);
     const res = sseResponse(
       streamEvents(
         items,
@@ -1310,6 +1318,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
           items.cancel();
           // Its first item came: any error since is the model's.
           done(outcome.status, true);
+          itemsSent?.(outcome.items);
         },
         open: ctx.runtime.streamHeadersWithBody === true,
         endWith: idle.promise,
