@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import denoJson from "../deno.json" with { type: "json" };
 import { tempDir, waitFor } from "./_harness.ts";
 import { HAS_OPENSSL, selfSignedCert } from "./_self_signed_cert.ts";
+import { type ServeCli, startServeCli } from "./_serve_cli.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -53,52 +54,19 @@ async function cliEach(
  * runs. With `bound`, a start that takes longer is killed (the banner then
  * ends early).
  */
-async function startServe(
+function startServe(
   args: string[],
   env: Record<string, string> = {},
-  until: RegExp = /dashboard: .*\n/,
+  until?: RegExp,
   bound?: number,
   cwd: string = ROOT,
-): Promise<
-  & { child: Deno.ChildProcess; banner: string; stderr: Promise<string> }
-  & AsyncDisposable
-> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MOD, "serve", ...args],
-    cwd,
+): Promise<ServeCli> {
+  return startServeCli(args, {
     env,
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stderr = new Response(child.stderr).text();
-  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  const dispose = async () => {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // exited
-    }
-    await child.status;
-    await stdout.cancel();
-    await stderr;
-  };
-  const guard = bound === undefined
-    ? undefined
-    : setTimeout(() => child.kill("SIGKILL"), bound);
-  try {
-    let banner = "";
-    while (!until.test(banner)) {
-      const { value, done } = await stdout.read();
-      if (done) break;
-      banner += value;
-    }
-    return { child, banner, stderr, [Symbol.asyncDispose]: dispose };
-  } catch (err) {
-    await dispose();
-    throw err;
-  } finally {
-    clearTimeout(guard);
-  }
+    cwd,
+    ...(until === undefined ? {} : { until }),
+    ...(bound === undefined ? {} : { bound }),
+  });
 }
 
 Deno.test("main prints the version from deno.json", async () => {

@@ -16,6 +16,7 @@ import { pluginProblem } from "../src/_plugin_problem.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
 import { getLogger } from "@logtape/logtape";
 import { tempDir, waitFor, writeFiles } from "./_harness.ts";
+import { type ServeCli, startServeCli } from "./_serve_cli.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -27,47 +28,13 @@ async function startServe(
   args: string[],
   cwd: string,
   permissions: string[] = ["-A"],
-): Promise<
-  { child: Deno.ChildProcess; url: string; stderr: Promise<string> } & {
-    [Symbol.asyncDispose](): Promise<void>;
-  }
-> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...permissions, MOD, "serve", "--port", "0", ...args],
+): Promise<ServeCli & { url: string }> {
+  const serve = await startServeCli(["--port", "0", ...args], {
     cwd,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stderr = new Response(child.stderr).text();
-  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  const dispose = async () => {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // exited
-    }
-    await child.status;
-    await stdout.cancel();
-    await stderr;
-  };
-  try {
-    let banner = "";
-    while (!/dashboard: .*\n/.test(banner)) {
-      const { value, done } = await stdout.read();
-      if (done) {
-        throw new Error(
-          `serve ended before its banner: ${banner} ${await stderr}`,
-        );
-      }
-      banner += value;
-    }
-    const url = /listening on (http:\/\/\S+)/.exec(banner)![1]!;
-    return { child, url, stderr, [Symbol.asyncDispose]: dispose };
-  } catch (err) {
-    await dispose();
-    throw err;
-  }
+    permissions,
+    requireBanner: true,
+  });
+  return { ...serve, url: serve.url! };
 }
 
 /** The one `error:` line of a `serve` that fails to start, and its code. */
