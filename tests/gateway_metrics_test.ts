@@ -747,3 +747,30 @@ class Quitter:
     exit_3: 1,
   });
 });
+
+Deno.test("a stream's first item after its model was removed brings back no series of it", () => {
+  // A model removed (forgotten) while a stream of it waited for its first
+  // item: the item, still sent, re-created the model's series (every family,
+  // for ever, as a name past `maxModels` would), where the request's own end
+  // is counted under the forgotten stats it started with (chaos44).
+  const loaded = new Set(["chat"]);
+  const metrics = new GatewayMetrics({ isModel: (name) => loaded.has(name) });
+  const done = metrics.start("chat");
+  loaded.delete("chat");
+  metrics.forget("chat");
+  const ended = metrics.firstItem("chat", 0.2);
+  ended(5);
+  done(200, true);
+  const text = metrics.render({ workers: [] });
+  assert.ok(!text.includes('model="chat"'), text);
+  parseExposition(text);
+  // A model loaded now still counts, and one that was never forgotten too.
+  loaded.add("chat");
+  metrics.start("chat")(200, true);
+  metrics.firstItem("chat", 0.2)(3);
+  const again = metrics.render({ workers: [] });
+  assert.ok(
+    again.includes('pyproxy_stream_items_total{model="chat"} 3'),
+    again,
+  );
+});

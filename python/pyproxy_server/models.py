@@ -304,10 +304,7 @@ class ModelEntry:
         lock = self._lock
         if lock is None:
             return self._execute(msg)
-        if not lock.locked():
-            with lock:
-                return self._execute(msg)
-        call = model_lock.take(lock)  # busy: a cancel ends the wait
+        call = model_lock.take(lock)  # a cancel ends a wait for a busy model
         try:
             if call is not None:
                 _unshield(call)
@@ -360,10 +357,7 @@ class ModelEntry:
         lock = self._lock
         if lock is None:
             return self._check_batch(msgs, self._execute_batch(msgs))
-        if not lock.locked():
-            with lock:
-                return self._check_batch(msgs, self._execute_batch(msgs))
-        call = model_lock.take(lock)  # busy: a cancel ends the wait
+        call = model_lock.take(lock)  # a cancel ends a wait for a busy model
         try:
             if call is not None:
                 _unshield(call)

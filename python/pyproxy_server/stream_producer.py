@@ -83,10 +83,9 @@ class StreamProducer:
         lock = self._entry.lock
         if lock is None:
             return self._burst(call)
-        if not lock.locked():
-            with lock:  # the model runs one burst at a time; parked, it is free
-                return self._burst(call)
-        shielded = model_lock.take(lock)  # busy: a cancel ends the wait
+        # The model runs one burst at a time; parked, it is free. A cancel
+        # ends a wait for a busy model.
+        shielded = model_lock.take(lock)
         try:
             if shielded is not None:
                 _unshield(shielded)

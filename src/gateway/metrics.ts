@@ -317,7 +317,8 @@ export class GatewayMetrics {
    * (queue, prompt and first step), `pyproxy_stream_first_item_seconds`.
    * Call the returned function once, when the stream ends, with the items
    * it sent (`pyproxy_stream_items_total`: with the requests' durations,
-   * tokens a second); nothing is counted per item.
+   * tokens a second); nothing is counted per item. A model that is no
+   * longer loaded (per `isModel`) and was forgotten is not counted.
    *
    * @example
    * ```ts
@@ -329,6 +330,15 @@ export class GatewayMetrics {
    * ```
    */
   firstItem(model: string, seconds: number): (items: number) => void {
+    // A model removed (forgotten) while its stream waited for this item:
+    // counted nowhere, as its request's end is, rather than re-creating its
+    // series for good.
+    if (
+      !this.#models.has(model) && this.#isModel?.(model) === false &&
+      model !== "_other" && model !== UNKNOWN
+    ) {
+      return () => {};
+    }
     const stats = this.#stats(model);
     const s = stats.streams ??= {
       buckets: FIRST_ITEM_BUCKETS.map(() => 0),

@@ -190,9 +190,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/model_lock.py",
-      size: 2259,
+      size: 2520,
       sha256:
-        "27b945d5b3acaebb171528a616bb5998dd3359085c3804270fac8797d699ce03",
+        "41bae5813b87398cacb92dcc54da6fa679236ed582377d5d4f35dcc995e1215a",
     },
     {
       path: "pyproxy_server/model_metrics.py",
@@ -202,9 +202,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 62667,
+      size: 62463,
       sha256:
-        "e951da53a0e26dd70731ed337a3e922dd12c549f196800772c7a6236f8e546f7",
+        "802be66ffcf0226176e75b0e8bd6dcf69d5c37324be3c8020510861f88c43cf7",
     },
     {
       path: "pyproxy_server/own_file.py",
@@ -256,9 +256,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/stream_producer.py",
-      size: 8183,
+      size: 8114,
       sha256:
-        "771ae43fc0454081af63d661e78afe3fa03d892a6d7f37e869b839e03c98a0be",
+        "8b61ab9ae111baa826b3d8fccfa77338690b07b51c899c296a78ae44165436f4",
     },
     {
       path: "pyproxy_server/wording.py",
