@@ -145,7 +145,7 @@ Deno.test("Pool with a logger of its own: workers' stderr and host command failu
   }
 });
 
-Deno.test("Pool with logDir '-': no log files, each worker's log reaches the pool's logger at its level, past the 50 lines a second of an unplanned stderr", async () => {
+Deno.test("Pool with logDir '-': no log files, each worker's log reaches the pool's logger at its level, past the 50 lines a second of an unplanned stderr, a call's records once", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-log-dash-" });
   const { logger, entries } = recordingLogger();
   try {
@@ -157,28 +157,43 @@ Deno.test("Pool with logDir '-': no log files, each worker's log reaches the poo
       logger,
       logDir: "-",
     });
+    // Records of a thread the call starts are outside the call (no log
+    // event): on stderr; the call's own record goes as its log event.
     await pool.addModel("chatty", {
-      source: "import logging\nlog = logging.getLogger('chatty')\n" +
+      source: "import logging, threading\nlog = logging.getLogger('chatty')\n" +
         "class M:\n    def execute(self, msg):\n" +
-        "        for i in range(msg['n']):\n" +
-        "            log.warning('line %d of the model', i)\n" +
+        "        log.warning('in the call')\n" +
+        "        def lines():\n" +
+        "            for i in range(msg['n']):\n" +
+        "                log.warning('line %d of the thread', i)\n" +
+        "        t = threading.Thread(target=lines)\n" +
+        "        t.start()\n" +
+        "        t.join()\n" +
         "        return None\n",
     });
     await pool.execute("chatty", { n: 200 });
     const seen = () => lines(entries).join("\n");
-    for (let i = 0; i < 200 && !/line 199 of the model/.test(seen()); i++) {
+    for (let i = 0; i < 200 && !/line 199 of the thread/.test(seen()); i++) {
       await new Promise((r) => setTimeout(r, 20));
     }
     const text = seen();
     assert.match(
       text,
-      /^warn \S+ \S+ WARNING \[.*\] chatty: line 199 of the model$/m,
+      /^warn \S+ \S+ WARNING \[.*\] chatty: line 199 of the thread$/m,
     );
     assert.equal(
-      text.match(/ chatty: line \d+ of the model$/gm)?.length,
+      text.match(/ chatty: line \d+ of the thread$/gm)?.length,
       200,
       "none dropped at 200 lines in a burst",
     );
+    // The call's record: once, as the call's log event (with its model),
+    // not again as a stderr line.
+    const inCall = entries.filter(([, , p]) =>
+      String(p?.message ?? p?.line ?? "").includes("in the call")
+    );
+    assert.equal(inCall.length, 1, JSON.stringify(inCall));
+    assert.equal(inCall[0]![2]?.stream, "logging");
+    assert.equal(inCall[0]![2]?.model, "chatty");
     // The server's own records too, at their level (its start line).
     assert.match(text, /^info \S+ \S+ INFO \[.*\] pyproxy_server\S*: /m);
     assert.doesNotMatch(text, /cannot open log file/);

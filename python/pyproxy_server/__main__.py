@@ -307,6 +307,11 @@ def _say(line):
         pass
 
 
+def _not_sent_to_host(record):
+    """False for a record ``HostLogHandler`` sent to the host as a log event."""
+    return not getattr(record, "pyproxy_sent", False)
+
+
 class _StderrLogHandler(ShieldedLock, logging.StreamHandler):
     """The log on stderr, when the file cannot be opened (``ShieldedLock``)."""
 
@@ -368,7 +373,10 @@ def setup_logging(root, name, level, claim=False, log_dir=None):
     try:
         if log_dir == "-":
             # On purpose (a container's platform collects stderr): no file.
+            # A model call's record the host got as a log event is left out:
+            # the host logs this stderr too, so it came twice.
             handler = _StderrLogHandler(sys.__stderr__)
+            handler.addFilter(_not_sent_to_host)
         elif log_dir is None:
             logs = os.path.join(root, "logs")
             os.makedirs(logs, mode=0o700, exist_ok=True)
@@ -601,8 +609,9 @@ def main(argv=None):
     # A pool on Unix sockets gives each of its workers <own directory>/<id>.sock:
     # two pools on one --path both have a w1.sock, as TCP pools both have a w1.
     setup_logging(root, log_name, args.log_level, claim=args.log_name is not None or server.port is None, log_dir=args.log_dir)
-    # Model code's logging records, also to the host (clients that ask for them).
-    logging.getLogger().addHandler(HostLogHandler())
+    # Model code's logging records, also to the host (clients that ask for
+    # them); first, so the stderr handler of --log-dir - knows what it sent.
+    logging.getLogger().handlers.insert(0, HostLogHandler())
     log = logging.getLogger("pyproxy_server")
     add_models_to_path(root)
     server.load_extensions()

@@ -1015,14 +1015,15 @@ class Connection(asyncio.BufferedProtocol):
             self._busy_sent = now
 
     def log_record(self, level, logger, text):
-        # A logging record of the inline call running now (HostLogHandler).
+        # A logging record of the inline call running now (HostLogHandler);
+        # True when it went to the host.
         sink = self._inline_sink
         if sink is None:
             call = self._inline_call
             if call is None or not self.log_records:
-                return
+                return False
             sink = self._inline_sink = OutputSink(self, call, True)
-        sink.log_record(level, logger, text)
+        return sink.log_record(level, logger, text)
 
     def _inline_write(self, fd, text):
         # The output sink of the inline call running now (held until it ends).

@@ -301,7 +301,8 @@ class OutputSink:
     def log_record(self, level, logger, text):
         """A ``logging`` record of the call's code (``HostLogHandler``): a
         ``log`` event with ``"stream": "logging"``, on a connection that asked
-        for them. After the call ended it stays in the server's log only."""
+        for them; True when it went. After the call ended it stays in the
+        server's log only."""
         conn = self._conn
         if self._closed or not conn.log_records:
             return
@@ -322,8 +323,9 @@ class OutputSink:
         self._call.tag_request(event)
         if self._deferred is not None:
             self._deferred.append(event)
-            return
+            return True
         conn.send_event(event)
+        return True
 
     def _emit(self, fd, text):
         if self._conn.backlog > self._conn.OUTPUT_BACKLOG:

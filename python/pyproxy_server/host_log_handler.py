@@ -52,4 +52,7 @@ class HostLogHandler(ShieldedLock, logging.Handler):
         except Exception:
             self.handleError(record)
             return
-        log_record(level_name(record.levelno), name, text)
+        if log_record(level_name(record.levelno), name, text) is True:
+            # The host has it (a log event): a server logging to stderr,
+            # which the host logs too, leaves it out (setup_logging).
+            record.pyproxy_sent = True

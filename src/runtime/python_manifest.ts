@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 31221,
+      size: 31656,
       sha256:
-        "803aef33657870ca2f6377bcb154631935c4af18df8537fc416108630a543628",
+        "9821de55f5041d9dfadc7d897bc0b8a9ef5b31337e9d6aa6de6732a9223308da",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 72241,
+      size: 72295,
       sha256:
-        "d298c9936075c7e15c441d32a4f422f629a1a6c14141418e4b83b851ad7e07b7",
+        "4ad0e765e186907aa5b18cef3add49d99d8fc218652ebd5159b2ced15163cb1a",
     },
     {
       path: "pyproxy_server/declared.py",
@@ -124,9 +124,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 34079,
+      size: 34131,
       sha256:
-        "40b1d72f40c9a13185fb1fde46a40a2cc0e9488d80b95ec77cda878d2676b8bc",
+        "555b781554123b3d4ce177343fffb4a9f493ae5c2badb57d11ea3bda09ee3cf2",
     },
     {
       path: "pyproxy_server/forked_child.py",
@@ -154,9 +154,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/host_log_handler.py",
-      size: 1990,
+      size: 2184,
       sha256:
-        "d75921bd5c67082692790d75cf6ef58c5255833ecdc15a9d8a44b9bfd5f41660",
+        "8fd2d5b9e90722db2e4b2d384b088cb262ad35d2aea0cb408808c86fd61f055e",
     },
     {
       path: "pyproxy_server/http_meta.py",
