@@ -120,14 +120,12 @@ export async function* executeEach<I, T>(
   let settledHead = 0;
   let started = 0;
   let taken = 0;
-  let finished = 0; // calls settled, taken or not
   let pull: Promise<IteratorResult<I>> | undefined;
   let pulled: IteratorResult<I> | undefined;
   let pullError: { error: unknown } | undefined;
   let exhausted = false;
   let ended: { error: unknown } | undefined;
   const onSettled = (result: EachResult<I, T>) => {
-    finished++;
     if (ordered) byIndex.set(result.index, result);
     else settled.push(result);
     wakeUp();
@@ -233,9 +231,10 @@ export async function* executeEach<I, T>(
     }
   } finally {
     signal?.removeEventListener("abort", abort);
-    if (finished < started) {
+    // `running`: the calls not settled yet.
+    if (running.size > 0) {
       stopAll();
-      while (finished < started) {
+      while (running.size > 0) {
         await new Promise<void>((resolve) => wake = resolve);
       }
     }

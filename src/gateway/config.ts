@@ -652,14 +652,11 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
   const python = pick("python");
   if (python !== undefined) config.python = python;
   // "-": the workers log to stderr, into the gateway's log (no file).
-  if (cli.logDir !== undefined) {
-    config.logDir = cli.logDir === "-"
+  const logDir = cli.logDir ?? file.logDir;
+  if (logDir !== undefined) {
+    config.logDir = logDir === "-"
       ? "-"
-      : resolvePath(options.cwd, cli.logDir);
-  } else if (file.logDir !== undefined) {
-    config.logDir = file.logDir === "-"
-      ? "-"
-      : resolvePath(fileDir, file.logDir);
+      : resolvePath(cli.logDir !== undefined ? options.cwd : fileDir, logDir);
   }
   const tracing = resolveTracing(file.tracing, cli.tracing, options.otelEnv);
   if (tracing !== undefined) config.tracing = tracing;

@@ -1,5 +1,6 @@
 import gc
-import time
+
+from one_at_a_time import Model as OneAtATime  # the models directory is on sys.path
 
 
 class HandOver:
@@ -21,15 +22,11 @@ class HandOver:
         return self._lock.__exit__(*exc)
 
 
-class Model:
-    """A ``threadsafe = False`` model whose lock always looks free to a
-    caller about to take it (``msg["handOver"]`` installs that, once), as
-    it does to one that looks just as the model is handed over from one
-    call to the next. Otherwise it waits ``msg["seconds"]`` in short,
-    interruptible sleeps (printing "started"); ``msg["items"]``: a stream."""
-
-    threadsafe = False
-    threaded = True
+class Model(OneAtATime):
+    """one_at_a_time's model (``threadsafe = False``), whose lock always looks
+    free to a caller about to take it once ``msg["handOver"]`` installed
+    that, as it does to one that looks just as the model is handed over from
+    one call to the next."""
 
     def execute(self, msg):
         if msg.get("handOver"):
@@ -38,10 +35,4 @@ class Model:
                     entry._lock = HandOver(entry._lock)
                     return {"installed": True}
             return {"installed": False}
-        if "items" in msg:
-            return iter(range(msg["items"]))
-        print("started")
-        deadline = time.monotonic() + msg.get("seconds", 0)
-        while time.monotonic() < deadline:
-            time.sleep(0.01)
-        return {"slept": msg.get("seconds", 0)}
+        return super().execute(msg)
