@@ -23,7 +23,8 @@ export interface EachOptions {
    * integer of at least 1; the source is read only as fast as results are
    * taken. `Pool`'s
    * default: its workers × `maxInFlightPerWorker`, × the model's
-   * `batch_size` for a model that batches, at most 8192.
+   * `batch_size` for a model that batches, at most 8192; more than it
+   * takes without refusing (`maxQueue` more) is lowered to that.
    */
   concurrency?: number;
   /**
@@ -63,7 +64,8 @@ export type EachResult<I, T> =
  * `signal` each got and awaited, and the source's `return()` is called: no
  * call is left running and no rejection unhandled. The source's own error
  * is thrown, after the same clean-up. A failure for which `endsRun`
- * returns true (`Pool.executeEach`: the pool closed) ends the run: no more
+ * returns true (`Pool.executeEach`: the pool closed, no worker left, the model
+ * out of service) ends the run: no more
  * inputs are read, the pending calls' items come, then it is thrown.
  *
  * @example

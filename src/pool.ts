@@ -32,6 +32,7 @@ import {
   ConfigError,
   ConnectionLostError,
   errorFromWire,
+  ModelUnavailableError,
   NoWorkerError,
   PluginError,
   ShuttingDownError,
@@ -1754,13 +1755,21 @@ export class Pool implements AsyncDisposable {
    * aborting `signal` cancels the pending calls and waits for them; then
    * the source's `return()` runs. When the pool closes, no more rows are
    * read: the calls already made come as items (those cut off as
-   * `ShuttingDownError`s), then the loop throws a `ShuttingDownError`.
+   * `ShuttingDownError`s), then the loop throws a `ShuttingDownError`. The
+   * same for a failure every later row would have too: the model out of
+   * service (`ModelUnavailableError`), no worker left to take calls and
+   * none coming back (`NoWorkerError`: every worker `failed` after a
+   * restart storm, or the pinned `worker` gone); a retry of the run can
+   * start from the last item's `index` + 1.
    * Like Python's `multiprocessing`
    * `Pool.imap` (`imap_unordered` with `ordered: false`).
    *
    * `concurrency` defaults to the workers × `maxInFlightPerWorker` (what
    * runs at once without queueing), times the model's `batch_size` for a
-   * model that batches, at most 8192. Each call goes through
+   * model that batches, at most 8192. One above what the pool takes
+   * without refusing (that plus `maxQueue`, × `batch_size`) is lowered to
+   * it: the rest would only have been `OverloadedError` items (the other
+   * callers' calls share the queue: some still can be). Each call goes through
    * {@linkcode Pool.execute} with the other options (and the plugins' call
    * hooks).
    *
@@ -1779,23 +1788,35 @@ export class Pool implements AsyncDisposable {
   ): AsyncGenerator<EachResult<I, T>, void, undefined> {
     const { concurrency, ordered: _ordered, signal: _signal, ...call } =
       options;
+    const { running, capacity } = this.#eachWindow(name, call.version);
     return executeEach<I, T>(
       inputs,
       (input, abort) =>
         this.execute<T>(name, input, { ...call, signal: abort }),
       {
         ...options,
-        concurrency: concurrency ?? this.#eachWindow(name, call.version),
+        // More pending than the pool takes without refusing would make the
+        // rest of the window OverloadedError items: lowered to it.
+        concurrency: concurrency === undefined
+          ? Math.min(EACH_WINDOW_MAX, running)
+          : Number.isInteger(concurrency) && concurrency > capacity
+          ? capacity
+          : concurrency,
       },
-      // Once the pool closes every later row fails so: its rows were read
-      // to the end at once, each yielded as a ShuttingDownError.
-      (error) => error instanceof ShuttingDownError && this.#closing,
+      (error) => this.#endsEach(error, call.worker),
     );
   }
 
-  /** `executeEach`'s default `concurrency` for model `name`. */
-  #eachWindow(name: string, version: string | undefined): number {
-    const running = Math.max(1, this.#supervisor.workers.length) *
+  /**
+   * `executeEach`'s windows for model `name`: the calls that run at once
+   * without queueing (its default) and those the pool takes without
+   * refusing (`maxQueue` more; a batching model's counted in batches).
+   */
+  #eachWindow(
+    name: string,
+    version: string | undefined,
+  ): { running: number; capacity: number } {
+    const slots = Math.max(1, this.#supervisor.workers.length) *
       this.#opts.maxInFlightPerWorker;
     let resolved = this.#defaults.get(name) ?? name;
     if (version !== undefined) {
@@ -1806,7 +1827,32 @@ export class Pool implements AsyncDisposable {
       }
     }
     const batch = this.#batchers.get(resolved)?.settings.size ?? 1;
-    return Math.min(EACH_WINDOW_MAX, running * batch);
+    return {
+      running: slots * batch,
+      capacity: (slots + this.#opts.maxQueue) * batch,
+    };
+  }
+
+  /**
+   * Whether a row's failure is one every later row of an `executeEach` run
+   * would have too, so that the run ends with it instead of reading the
+   * rest of its source and yielding each row failed at once: the pool
+   * closing; the model out of service (until an update); no worker able to
+   * take calls and none coming back (every one `failed` after a restart
+   * storm, or the pinned `worker` gone).
+   */
+  #endsEach(error: unknown, pinned: string | undefined): boolean {
+    if (error instanceof ShuttingDownError) return this.#closing;
+    if (error instanceof ModelUnavailableError) return true;
+    if (!(error instanceof NoWorkerError)) return false;
+    const alive = (w: Worker) =>
+      w.state === "ready" || w.state === "starting" ||
+      w.state === "restarting" || w.state === "draining" ||
+      this.#supervisor.settling(w);
+    const workers = this.#supervisor.workers;
+    if (pinned === undefined) return !workers.some(alive);
+    const w = workers.find((w) => w.id === pinned);
+    return w === undefined || !alive(w);
   }
 
   /**

@@ -10,7 +10,10 @@ import { type EachResult, executeEach } from "../src/execute_each.ts";
 import {
   CancelledError,
   ConfigError,
+  NoWorkerError,
+  OverloadedError,
   ShuttingDownError,
+  WorkerCrashedError,
 } from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
 
@@ -334,6 +337,7 @@ Deno.test("executeEach: any timing of settles, failures and early stops: in orde
 });
 
 const MODEL = `
+import os
 import time
 
 class Score:
@@ -341,6 +345,8 @@ class Score:
     def execute(self, msg):
         if msg["id"] == 13:
             raise ValueError("row 13 is bad")
+        if msg.get("die"):
+            os._exit(3)
         for _ in range(msg.get("ms", 0) // 10):
             time.sleep(0.01)  # a cancel's interrupt lands between the sleeps
         return {"id": msg["id"], "p": msg["id"] * 2}
@@ -463,6 +469,73 @@ Deno.test("Pool.executeEach: a pool closing mid-run ends it: the calls made come
     // The calls in flight when the pool closed finished in its grace.
     assert.ok(items.filter((r) => r.ok).length >= 5);
     assert.ok(closedSource, "the source's return() ran");
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("Pool.executeEach: a concurrency above what the pool takes is lowered to it; with no worker left the run ends with NoWorkerError", async (t) => {
+  // One worker that is not restarted: 2 slots + 3 queued is all it takes.
+  const pool = await Pool.start({
+    workers: 1,
+    maxInFlightPerWorker: 2,
+    maxQueue: 3,
+    handleSignals: false,
+    plugins: { remove: ["reconnect"] },
+  });
+  try {
+    await pool.addModel("score", { source: MODEL, class: "Score" });
+    await t.step("concurrency 100 runs as 5: no row refused", async () => {
+      const items: EachResult<{ id: number }, unknown>[] = [];
+      for await (
+        const r of pool.executeEach(
+          "score",
+          Array.from({ length: 40 }, (_, i) => ({ id: i + 100, ms: 10 })),
+          { concurrency: 100 },
+        )
+      ) items.push(r);
+      // Before: 35 of the first 40 calls were OverloadedError items.
+      assert.deepEqual(
+        items.filter((r) => !r.ok).map((r) => (r as { error: unknown }).error)
+          .filter((e) => e instanceof OverloadedError),
+        [],
+      );
+      assert.equal(items.filter((r) => r.ok).length, 40);
+    });
+    await t.step(
+      "the worker dies: the run ends, the source unread",
+      async () => {
+        let pulled = 0;
+        const rows = function* () {
+          for (let id = 100; id < 10_100; id++) {
+            pulled++;
+            yield { id, die: id === 103 };
+          }
+        };
+        const items: EachResult<{ id: number }, unknown>[] = [];
+        await assert.rejects(
+          async () => {
+            for await (const r of pool.executeEach("score", rows())) {
+              items.push(r);
+            }
+          },
+          (e) =>
+            e instanceof NoWorkerError && /no worker is ready/.test(e.message),
+        );
+        // Before: all 10 000 rows read and yielded, each a NoWorkerError.
+        assert.ok(pulled < 100, `${pulled} rows read`);
+        assert.equal(items.length, pulled);
+        assert.deepEqual(items.map((r) => r.index), [...Array(pulled).keys()]);
+        // Row 103 went once two rows had answered.
+        assert.ok(items.slice(0, 2).every((r) => r.ok));
+        assert.ok(
+          items.some((r) =>
+            !r.ok &&
+            (r as { error: unknown }).error instanceof WorkerCrashedError
+          ),
+        );
+      },
+    );
   } finally {
     await pool.close();
   }
