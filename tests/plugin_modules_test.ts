@@ -361,6 +361,73 @@ export default () => new Audit();
   );
 });
 
+Deno.test("loadPluginModule fails with a ConfigError when a factory or the module's top-level await never settles", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "never.ts": "export default () => new Promise(() => {});\n",
+    "hangs.ts":
+      "await new Promise(() => {});\nexport default { name: 'hangs' };\n",
+    "throws.ts":
+      "export default () => { throw new TypeError('no url given'); };\n",
+  });
+  // Before: each load waited for good (serve's start with it).
+  await assert.rejects(
+    loadPluginModule(
+      { module: `${dir.path}/never.ts`, where: "test", path: "--plugin" },
+      defaultRuntime(),
+      { timeoutMs: 50 },
+    ),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      /never\.ts: its factory did not settle within 50 ms: .*onPoolStart/
+        .test(err.message),
+  );
+  // A module whose import hangs: in a process of its own, which ends with
+  // the error as serve's does (Deno fails a test file, and a process whose
+  // event loop empties, with a top-level await that never settles).
+  await Deno.writeTextFile(
+    `${dir.path}/load.ts`,
+    `import { loadPluginModule } from ${
+      JSON.stringify(
+        new URL("../src/gateway/_plugin_modules.ts", import.meta.url).href,
+      )
+    };
+import { defaultRuntime } from ${
+      JSON.stringify(new URL("../src/runtime/mod.ts", import.meta.url).href)
+    };
+try {
+  await loadPluginModule({ module: ${
+      JSON.stringify(`${dir.path}/hangs.ts`)
+    }, where: "test", path: "--plugin" }, defaultRuntime(), { timeoutMs: 50 });
+  console.log("loaded");
+} catch (err) {
+  console.log(err.name, err.message);
+}
+Deno.exit(0);
+`,
+  );
+  const { stdout } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--no-check", `${dir.path}/load.ts`],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  assert.match(
+    new TextDecoder().decode(stdout),
+    /^ConfigError --plugin: Cannot load plugin module .*hangs\.ts: its import did not finish within 50 ms/,
+  );
+  // A factory's own error keeps its words.
+  await assert.rejects(
+    loadPluginModule(
+      { module: `${dir.path}/throws.ts`, where: "test", path: "--plugin" },
+      defaultRuntime(),
+      { timeoutMs: 50 },
+    ),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      /its factory threw: no url given \(at test\)/.test(err.message),
+  );
+});
+
 Deno.test("loadPluginModule says once in the log that a factory has not settled yet, and goes on waiting for it", async () => {
   await using dir = await tempDir();
   await writeFiles(dir.path, {

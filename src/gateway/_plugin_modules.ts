@@ -46,10 +46,41 @@ export interface LoadPluginModuleOptions {
   logger?: { warn(message: string, props?: Record<string, unknown>): void };
   /** @default {5000} */
   slowMs?: number;
+  /**
+   * How long the module's import (its top-level `await`s) and then its
+   * factory may take each before the load fails with a `ConfigError`: a
+   * promise that never settles would hold `serve`'s start for good.
+   * @default {60000}
+   */
+  timeoutMs?: number;
 }
 
 /** A factory still running after this long at start is announced in the log. */
 const SLOW_FACTORY_MS = 5_000;
+
+/** The longest a module's import, then its factory, may take at start. */
+const LOAD_TIMEOUT_MS = 60_000;
+
+/**
+ * `promise`, or `onTimeout()`'s error once `ms` have passed (the promise
+ * itself cannot be stopped: it is left to settle unheard).
+ */
+async function within<T>(
+  promise: Promise<T>,
+  ms: number,
+  onTimeout: () => Error,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(onTimeout()), ms);
+  });
+  promise.catch(() => {}); // a rejection after the timeout goes unheard
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /**
  * Why `specifier` is not loaded by a configuration, or `undefined`: a file
@@ -139,12 +170,20 @@ export async function loadPluginModule(
       `${untrusted}, and its code would run with the gateway's permissions: make it this user's (or root's), writable by no one else`,
     );
   }
+  const timeoutMs = options.timeoutMs ?? LOAD_TIMEOUT_MS;
+  let late: ConfigError | undefined;
   let mod: Record<string, unknown>;
   try {
-    mod = await importModule(
-      real === path ? url : pathToFileURL(real).href,
+    mod = await within(
+      importModule(real === path ? url : pathToFileURL(real).href),
+      timeoutMs,
+      () =>
+        late = fail(
+          `its import did not finish within ${timeoutMs} ms (a top-level await that never settles?): start connections in the plugin's onPoolStart hook, not at import`,
+        ),
     ) as Record<string, unknown>;
   } catch (err) {
+    if (err === late) throw err;
     throw fail(importProblem(err, real, runtime, readable()), err);
   }
   const exported = mod.default;
@@ -177,8 +216,16 @@ export async function loadPluginModule(
       slowMs,
     );
     try {
-      plugin = await exported(spec.options);
+      plugin = await within(
+        Promise.resolve(exported(spec.options)),
+        timeoutMs,
+        () =>
+          late = fail(
+            `its factory did not settle within ${timeoutMs} ms: return the plugin once it is made, and wait for connections in its onPoolStart hook`,
+          ),
+      );
     } catch (err) {
+      if (err === late) throw err;
       throw fail(`its factory threw: ${firstLine(err)}`, err);
     } finally {
       clearTimeout(slow);
