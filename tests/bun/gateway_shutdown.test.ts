@@ -99,12 +99,15 @@ test(
   30_000,
 );
 
-// Prints N lines of 1000 characters, marks that it did, returns "fin".
+// Prints N lines of 1000 characters, marks that it did, returns "fin" N *
+// 1000 times: the output is flow-controlled (the eval waits while it is
+// not read), the result is not, so the gateway holds it whatever the
+// kernel's socket buffers take (up to 4 MiB each way here).
 const PRINTER = `import os
 for i in range(N):
     print("%04d" % i + "x" * 995, flush=False)
 open(os.path.join(DIR, "printed"), "w").close()
-"fin"`;
+"fin" * N * 1000`;
 
 // A client with a 4 KiB receive buffer: posts the eval, reads its status
 // line, then reads the rest only once told to (a line on stdin); prints the
@@ -120,22 +123,24 @@ s.sendall(b"POST /v1/eval HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n"
 data = s.recv(64)
 print(data.split(b" ")[1].decode(), flush=True)
 sys.stdin.readline()
+parts = [data]
 while True:
-    b = s.recv(65536)
+    b = s.recv(1 << 20)
     if not b:
         break
-    data += b
+    parts.append(b)
+data = b"".join(parts)
 head, _, rest = data.partition(b"\\r\\n\\r\\n")
 if b"transfer-encoding: chunked" in head.lower():
-    body = b""
+    body, at = [], 0
     while True:
-        size, _, rest = rest.partition(b"\\r\\n")
-        n = int(size, 16)
+        end = rest.index(b"\\r\\n", at)
+        n = int(rest[at:end], 16)
         if n == 0:
             break
-        body += rest[:n]
-        rest = rest[n + 2:]
-    rest = body
+        body.append(rest[end + 2:end + 2 + n])
+        at = end + 4 + n
+    rest = b"".join(body)
 output, last = 0, None
 for block in rest.decode().split("\\n\\n"):
     fields = dict(line.split(": ", 1) for line in block.split("\\n") if ": " in line)
@@ -176,7 +181,8 @@ test(
     let client: ReturnType<typeof slowClient> | undefined;
     try {
       const pids = await workerPids(url);
-      // 3 MB: more than the socket buffers take while the client reads nothing.
+      // 3 MB of output, then a 9 MB result: more than the socket buffers
+      // take while the client reads nothing (3 MB alone was not always).
       const lines = 3000;
       client = slowClient(url, {
         code: PRINTER,
@@ -208,7 +214,7 @@ test(
       await client.stdin.end();
       expect(JSON.parse(await line())).toEqual({
         output: lines * 1000,
-        last: ["result", { value: "fin" }],
+        last: ["result", { value: "fin".repeat(lines * 1000) }],
       });
       expect(await child.exited).toBe(0);
       expect(await stderr).toContain("Stopped");
