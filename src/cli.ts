@@ -122,6 +122,9 @@ Options:
       --stream-idle-timeout <ms>
                             Cancel a model stream whose client took no event
                             for this long (default 60000)
+      --stream-keep-alive <ms>
+                            Send ": keep-alive" on a model stream after this
+                            long without an event, >= 100 (default 15000)
       --keep-alive-timeout <ms>
                             Close an HTTP/1.1 keep-alive connection idle this
                             long after an answer, 1000-255000 (Bun; default 75000)
@@ -268,6 +271,7 @@ const OPTIONS = {
   timeout: { type: "string" },
   "load-timeout": { type: "string" },
   "stream-idle-timeout": { type: "string" },
+  "stream-keep-alive": { type: "string" },
   "keep-alive-timeout": { type: "string" },
   "max-queue": { type: "string" },
   "max-in-flight": { type: "string" },
@@ -443,6 +447,7 @@ const FLAG_OF: Record<string, string> = {
   "limits.requestTimeout": "--timeout",
   "limits.loadTimeout": "--load-timeout",
   "limits.streamIdleTimeout": "--stream-idle-timeout",
+  "limits.streamKeepAlive": "--stream-keep-alive",
   "limits.keepAliveTimeout": "--keep-alive-timeout",
   "limits.maxQueue": "--max-queue",
   "limits.maxInFlightPerWorker": "--max-in-flight",
@@ -623,6 +628,7 @@ function cliOverrides(
   limit("requestTimeout", "timeout");
   limit("loadTimeout", "load-timeout");
   limit("streamIdleTimeout", "stream-idle-timeout");
+  limit("streamKeepAlive", "stream-keep-alive");
   limit("keepAliveTimeout", "keep-alive-timeout");
   limit("maxQueue", "max-queue");
   limit("maxInFlightPerWorker", "max-in-flight");

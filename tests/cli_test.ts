@@ -102,6 +102,7 @@ Deno.test("main serve --help lists every option", async () => {
       "--forward-header",
       "--cors-origin",
       "--stream-idle-timeout",
+      "--stream-keep-alive",
       "--keep-alive-timeout",
       "--eval-replay-budget",
       "--env",
@@ -193,6 +194,12 @@ Deno.test("main rejects bad flags and commands with a clear error", async () => 
       ["serve", "--stream-idle-timeout", "0"],
       1,
       /error: limits\.streamIdleTimeout: expected an integer >= 1 \(at command line: --stream-idle-timeout\)/,
+    ],
+    [
+      // A comment every few ms would be the stream's traffic.
+      ["serve", "--stream-keep-alive", "50"],
+      1,
+      /error: limits\.streamKeepAlive: expected an integer from 100 to 2147483647 \(at command line: --stream-keep-alive\)/,
     ],
     [
       ["serve", "--keep-alive-timeout", "300000"],

@@ -133,6 +133,14 @@ export interface GatewayOptions {
    */
   requestTimeout?: number;
   /**
+   * Milliseconds without an event after which a model stream
+   * (`POST /v1/models/{name}/stream`) sends a `: keep-alive` comment, so
+   * that proxies keep it open: between its items, and before its first
+   * one when the request asks for its headers at once (`?early=1`).
+   * @default {15000}
+   */
+  streamKeepAlive?: number;
+  /**
    * Time a `PUT /v1/models/{name}` may take to load the model, and a
    * `DELETE` to remove it, in ms (504 after). @default {120000}
    */
@@ -397,6 +405,7 @@ export function createGateway(
         : { timeoutMs: requestTimeout, signal },
     ),
     requestTimeout,
+    streamKeepAlive: options.streamKeepAlive ?? 15_000,
     loadTimeout: options.loadTimeout ?? 120_000,
     allowManage: options.allowManage ?? false,
     allowEval: options.allowEval ?? false,
@@ -780,6 +789,7 @@ export function createGateway(
         streams: pool.executeStream !== undefined,
         bodyLimit: ctx.bodyLimit,
         requestTimeout: ctx.requestTimeout,
+        streamKeepAlive: ctx.streamKeepAlive,
         forwardHeaders: ctx.forwardHeaders,
         models,
       });

@@ -53,6 +53,12 @@ export interface OpenApiOptions {
   /** Default and maximum execute timeout in ms. */
   requestTimeout: number;
   /**
+   * Milliseconds between a stream's `: keep-alive` comments
+   * (`limits.streamKeepAlive`), as the `early` parameter says.
+   * @default {15000}
+   */
+  streamKeepAlive?: number;
+  /**
    * The request headers the gateway forwards to models (`forwardHeaders`),
    * listed as header parameters of execute and stream.
    * @default {[]}
@@ -93,6 +99,13 @@ function callParameters(o: OpenApiOptions): Record<string, OpenApiObject> {
       "timeout",
       `Lowers the call's timeout (ms); at most, and by default, the model's \`timeout\` (its own, else ${o.requestTimeout}).`,
       { type: "integer", minimum: 1 },
+    ),
+    early: queryParam(
+      "early",
+      `Streams only: \`1\` or \`true\` sends the 200 and its headers at once, then a \`: keep-alive\` comment every ${
+        o.streamKeepAlive ?? 15_000
+      } ms until the first item (behind a proxy with a read timeout); an error before it is then the stream's \`error\` event, not the response's status.`,
+      { type: "string", enum: ["1", "true", "0", "false"] },
     ),
     publish: queryParam(
       "publish",
@@ -207,7 +220,7 @@ const CALL_ERRORS: Record<string, OpenApiObject> = Object.fromEntries(
 const EXECUTE_PARAMS = ["key", "timeout", "publish", "requestId"].map((p) =>
   ref("parameters", p)
 );
-const STREAM_PARAMS = ["key", "timeout", "requestId"].map((p) =>
+const STREAM_PARAMS = ["key", "timeout", "early", "requestId"].map((p) =>
   ref("parameters", p)
 );
 

@@ -60,6 +60,11 @@ export interface RouteContext {
   bodyReads: BodyReadGuard;
   /** Default (and maximum) execute timeout in ms. */
   requestTimeout: number;
+  /**
+   * Silence (ms) after which a model stream sends a `: keep-alive` comment:
+   * between its items, and before its first with `?early=1`.
+   */
+  streamKeepAlive: number;
   /** Bound of a model's load (`PUT`) or removal (`DELETE`), and of a resize (`PUT /v1/workers`), in ms. */
   loadTimeout: number;
   /** `PUT`/`DELETE /v1/models/{name}` and `PUT /v1/workers` allowed. */

@@ -776,6 +776,7 @@ export async function serve(
       maxIntegerDigits: config.limits.maxIntegerDigits,
       maxJsonDepth: config.limits.maxJsonDepth,
       requestTimeout: config.limits.requestTimeout,
+      streamKeepAlive: config.limits.streamKeepAlive,
       loadTimeout: config.limits.loadTimeout,
       allowEval: config.allowEval,
       cancelOnDisconnect: config.cancelOnDisconnect,
