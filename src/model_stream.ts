@@ -5,7 +5,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { CancelledError, StreamIdleError } from "./errors.ts";
+import { CancelledError, StreamIdleError, TimeoutError } from "./errors.ts";
 import { deliverResponseMeta } from "./_response_meta.ts";
 import type { ResponseMeta } from "./session_types.ts";
 import { stringifyJson } from "./_exact_json.ts";
@@ -193,10 +193,22 @@ export interface ExecuteStreamOptions {
    */
   version?: string;
   /**
-   * Milliseconds for the whole stream, from the call to its last item.
+   * Milliseconds for the whole stream, from the call to its last item (its
+   * wait for a worker included).
    * @default {PoolOptions.requestTimeout}
    */
   timeout?: number;
+  /**
+   * Milliseconds from the call to its first item, its wait for a worker (and
+   * for a `threadsafe = False` model's turn) included: a chat's time to first
+   * token, bounded apart from a long generation's `timeout`. Past it the
+   * model's call is cancelled and the stream ends with a `TimeoutError` whose
+   * `details` are `{bound: "firstItemTimeout", firstItemTimeout, waited}`
+   * (`waited`: `"queue"` when no worker had taken the call, so it never ran
+   * and a retry is safe; else `"worker"`). A number > 0; `Infinity`: none.
+   * @default {Infinity}
+   */
+  firstItemTimeout?: number;
   /** Aborting ends the stream with `CancelledError` and cancels the model. */
   signal?: AbortSignal;
   /**
@@ -324,6 +336,8 @@ export class ModelStream<T = unknown>
   #unwatch: (() => void) | undefined;
   /** `onResponseMeta`, until the model's headers came. */
   #onMeta: ((meta: ResponseMeta) => void) | undefined;
+  /** The `firstItemTimeout` timer, until the first item (or the end). */
+  #firstItemTimer: ReturnType<typeof setTimeout> | undefined;
 
   /**
    * Starts the call; use {@linkcode Pool.executeStream}. `refused`: the
@@ -363,6 +377,26 @@ export class ModelStream<T = unknown>
     if (invalid !== undefined) {
       this.#end(invalid);
       return;
+    }
+    const firstItemTimeout = options.firstItemTimeout;
+    if (firstItemTimeout !== undefined) {
+      if (!(typeof firstItemTimeout === "number" && firstItemTimeout > 0)) {
+        this.#end(
+          new RangeError(
+            `Cannot send call: firstItemTimeout must be a number > 0 (ms) or Infinity, not ${
+              String(firstItemTimeout)
+            }`,
+          ),
+        );
+        return;
+      }
+      // Beyond a timer's longest delay (2^31 - 1 ms, 24.8 days): none.
+      if (firstItemTimeout < 2 ** 31) {
+        this.#firstItemTimer = setTimeout(
+          () => this.#firstItemLate(name, firstItemTimeout),
+          firstItemTimeout,
+        );
+      }
     }
     this.#watchIdle(name, options);
     this.#onMeta = onResponseMeta;
@@ -482,6 +516,10 @@ export class ModelStream<T = unknown>
         this.#onMeta = undefined;
       }
       this.#items.push(event.data as T);
+      if (this.#firstItemTimer !== undefined) {
+        clearTimeout(this.#firstItemTimer);
+        this.#firstItemTimer = undefined;
+      }
       if (this.#slot !== undefined) this.#sent(event);
       this.#wake();
     } else if (event.event === "streamStart") {
@@ -499,6 +537,10 @@ export class ModelStream<T = unknown>
     if (this.#ackTimer !== undefined) {
       clearTimeout(this.#ackTimer);
       this.#ackTimer = undefined;
+    }
+    if (this.#firstItemTimer !== undefined) {
+      clearTimeout(this.#firstItemTimer);
+      this.#firstItemTimer = undefined;
     }
     // Unread items keep it watched: a reader that never comes back for
     // them loses them at its idle timeout.
@@ -552,6 +594,25 @@ export class ModelStream<T = unknown>
       this.#end(error);
     }
     return error;
+  }
+
+  /**
+   * No item came within `firstItemTimeout`: the model's call is cancelled
+   * (in the pool's queue or on its worker) and the stream ends with a
+   * `TimeoutError` that names the bound, and says where the call waited.
+   */
+  #firstItemLate(name: string, ms: number): void {
+    this.#firstItemTimer = undefined;
+    if (this.#ended) return;
+    const waited = this.#worker === undefined ? "queue" : "worker";
+    const error = new TimeoutError(
+      `Cannot stream ${name}: no first item within ${ms} ms (firstItemTimeout)${
+        waited === "queue" ? ", waiting for a worker all that time" : ""
+      }`,
+      { details: { bound: "firstItemTimeout", firstItemTimeout: ms, waited } },
+    );
+    this.#controller.abort(error);
+    this.#end(error);
   }
 
   #wake(): void {

@@ -243,6 +243,18 @@ Deno.test("resolveConfig applies defaults, the file, then the flags", () => {
     resolveConfig({ cwd: "/", cli: {} }).limits.streamKeepAlive,
     15_000,
   );
+  // No bound on a stream's first item unless one is set.
+  assert.equal(
+    resolveConfig({ cwd: "/", cli: {} }).limits.streamFirstItemTimeout,
+    undefined,
+  );
+  assert.equal(
+    resolveConfig({
+      cwd: "/",
+      file: { limits: { streamFirstItemTimeout: 55_000 } },
+    }).limits.streamFirstItemTimeout,
+    55_000,
+  );
   // Absent: the pool's default (64 Mi); the flag overrides the file.
   assert.equal(
     resolveConfig({ cwd: "/", cli: {} }).limits.evalReplayBudget,

@@ -410,7 +410,12 @@ Deno.test("GET /openapi.json describes a running gateway, and each model's examp
       doc.components.parameters[p.$ref.split("/").at(-1)]
     )
       .filter((p: Json) => p.in === "query").map((p: Json) => p.name);
-  assert.deepEqual(queries(stream), ["key", "timeout", "early"]);
+  assert.deepEqual(queries(stream), [
+    "key",
+    "timeout",
+    "firstItemTimeout",
+    "early",
+  ]);
   assert.ok(
     !queries(doc.paths["/v1/models/tokens/execute"].post).includes("early"),
   );

@@ -141,6 +141,13 @@ export interface GatewayOptions {
    */
   streamKeepAlive?: number;
   /**
+   * Milliseconds a model stream may take to its first item, its wait for a
+   * worker included (504 `TimeoutError` with `bound: "firstItemTimeout"`
+   * after); a request's `?firstItemTimeout=` may lower it. Absent: only the
+   * stream's whole timeout bounds it.
+   */
+  streamFirstItemTimeout?: number;
+  /**
    * Time a `PUT /v1/models/{name}` may take to load the model, and a
    * `DELETE` to remove it, in ms (504 after). @default {120000}
    */
@@ -406,6 +413,7 @@ export function createGateway(
     ),
     requestTimeout,
     streamKeepAlive: options.streamKeepAlive ?? 15_000,
+    streamFirstItemTimeout: options.streamFirstItemTimeout,
     loadTimeout: options.loadTimeout ?? 120_000,
     allowManage: options.allowManage ?? false,
     allowEval: options.allowEval ?? false,
@@ -790,6 +798,9 @@ export function createGateway(
         bodyLimit: ctx.bodyLimit,
         requestTimeout: ctx.requestTimeout,
         streamKeepAlive: ctx.streamKeepAlive,
+        ...(ctx.streamFirstItemTimeout === undefined
+          ? {}
+          : { streamFirstItemTimeout: ctx.streamFirstItemTimeout }),
         forwardHeaders: ctx.forwardHeaders,
         models,
       });

@@ -131,6 +131,8 @@ export interface ResolvedConfig {
     streamIdleTimeout: number;
     /** Silence (ms) after which a model stream sends `: keep-alive`. */
     streamKeepAlive: number;
+    /** Bound (ms) of a model stream's time to its first item; absent: none. */
+    streamFirstItemTimeout?: number;
     /** Idle keep-alive bound after a fixed answer, ms (Bun only). */
     keepAliveTimeout: number;
     shutdownGrace: number;
@@ -574,6 +576,9 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       keepAliveTimeout: limits.keepAliveTimeout ?? DEFAULTS.keepAliveTimeout,
       shutdownGrace: limits.shutdownGrace ?? DEFAULTS.shutdownGrace,
       shutdownDelay: limits.shutdownDelay ?? DEFAULTS.shutdownDelay,
+      ...(limits.streamFirstItemTimeout === undefined
+        ? {}
+        : { streamFirstItemTimeout: limits.streamFirstItemTimeout }),
       ...(limits.maxInFlightPerWorker === undefined
         ? {}
         : { maxInFlightPerWorker: limits.maxInFlightPerWorker }),

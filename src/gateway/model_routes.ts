@@ -829,6 +829,28 @@ interface StreamOutcome {
 }
 
 /**
+ * A stream's bound on its first item (`ExecuteStreamOptions.firstItemTimeout`):
+ * `?firstItemTimeout=` (400 unless an integer >= 1), which may only lower
+ * the gateway's `limits.streamFirstItemTimeout`; `undefined`: none.
+ */
+function firstItemTimeout(
+  ctx: RouteContext,
+  value: string | undefined,
+): number | undefined {
+  const limit = ctx.streamFirstItemTimeout;
+  if (value === undefined) return limit;
+  const ms = Number(value);
+  if (!Number.isInteger(ms) || ms < 1) {
+    throw httpError(
+      400,
+      "InvalidRequestError",
+      "Cannot stream: firstItemTimeout must be an integer >= 1 (ms)",
+    );
+  }
+  return limit === undefined || ms < limit ? ms : limit;
+}
+
+/**
  * `?early=` of the stream route: `1`/`true` (or bare `?early`) sends the
  * response's 200 and headers at once, before the first item; `0`/`false`
  * or absent: with it. 400 for anything else.
@@ -1330,6 +1352,10 @@ export function modelRoutes(ctx: RouteContext): Hono {
     try {
       let timeout = callTimeout(ctx, name, c.req.query("timeout"));
       early = earlyHeaders(c.req.query("early"));
+      const firstItemMs = firstItemTimeout(
+        ctx,
+        c.req.query("firstItemTimeout"),
+      );
       const input = await readCallInput(ctx, c.req.raw, name);
       if (
         name !== asked && version === undefined &&
@@ -1353,9 +1379,11 @@ export function modelRoutes(ctx: RouteContext): Hono {
         traceparent?: string;
         tracestate?: string;
         onSend?: (worker: string) => void;
+        firstItemTimeout?: number;
       } = key === undefined
         ? { timeout, onIdle, onResponseMeta }
         : { key, timeout, onIdle, onResponseMeta };
+      if (firstItemMs !== undefined) options.firstItemTimeout = firstItemMs;
       if (clientId !== undefined) options.requestId = clientId;
       if (contentType !== undefined) options.contentType = contentType;
       if (ctx.forwardHeaders.length > 0) {

@@ -58,6 +58,8 @@ export interface OpenApiOptions {
    * @default {15000}
    */
   streamKeepAlive?: number;
+  /** `limits.streamFirstItemTimeout`, as the `firstItemTimeout` parameter says. */
+  streamFirstItemTimeout?: number;
   /**
    * The request headers the gateway forwards to models (`forwardHeaders`),
    * listed as header parameters of execute and stream.
@@ -106,6 +108,15 @@ function callParameters(o: OpenApiOptions): Record<string, OpenApiObject> {
         o.streamKeepAlive ?? 15_000
       } ms until the first item (behind a proxy with a read timeout); an error before it is then the stream's \`error\` event, not the response's status.`,
       { type: "string", enum: ["1", "true", "0", "false"] },
+    ),
+    firstItemTimeout: queryParam(
+      "firstItemTimeout",
+      `Streams only: the most ms to the first item, its wait for a worker included (504 \`TimeoutError\` with \`bound: "firstItemTimeout"\` after)${
+        o.streamFirstItemTimeout === undefined
+          ? ""
+          : `; at most, and by default, ${o.streamFirstItemTimeout}`
+      }.`,
+      { type: "integer", minimum: 1 },
     ),
     publish: queryParam(
       "publish",
@@ -220,9 +231,13 @@ const CALL_ERRORS: Record<string, OpenApiObject> = Object.fromEntries(
 const EXECUTE_PARAMS = ["key", "timeout", "publish", "requestId"].map((p) =>
   ref("parameters", p)
 );
-const STREAM_PARAMS = ["key", "timeout", "early", "requestId"].map((p) =>
-  ref("parameters", p)
-);
+const STREAM_PARAMS = [
+  "key",
+  "timeout",
+  "firstItemTimeout",
+  "early",
+  "requestId",
+].map((p) => ref("parameters", p));
 
 const VERSION_PARAMS = [
   pathParam("name", "The model's name.", { type: "string" }),
