@@ -122,6 +122,12 @@ Options:
       --stream-idle-timeout <ms>
                             Cancel a model stream whose client took no event
                             for this long (default 60000)
+      --stream-first-item-timeout <ms>
+                            Fail a model stream (504) whose first item took
+                            longer, its queue wait included (default: none)
+      --stream-keep-alive <ms>
+                            Send ": keep-alive" on a model stream after this
+                            long without an event, >= 100 (default 15000)
       --keep-alive-timeout <ms>
                             Close an HTTP/1.1 keep-alive connection idle this
                             long after an answer, 1000-255000 (Bun; default 75000)
@@ -268,6 +274,8 @@ const OPTIONS = {
   timeout: { type: "string" },
   "load-timeout": { type: "string" },
   "stream-idle-timeout": { type: "string" },
+  "stream-keep-alive": { type: "string" },
+  "stream-first-item-timeout": { type: "string" },
   "keep-alive-timeout": { type: "string" },
   "max-queue": { type: "string" },
   "max-in-flight": { type: "string" },
@@ -443,6 +451,8 @@ const FLAG_OF: Record<string, string> = {
   "limits.requestTimeout": "--timeout",
   "limits.loadTimeout": "--load-timeout",
   "limits.streamIdleTimeout": "--stream-idle-timeout",
+  "limits.streamKeepAlive": "--stream-keep-alive",
+  "limits.streamFirstItemTimeout": "--stream-first-item-timeout",
   "limits.keepAliveTimeout": "--keep-alive-timeout",
   "limits.maxQueue": "--max-queue",
   "limits.maxInFlightPerWorker": "--max-in-flight",
@@ -623,6 +633,8 @@ function cliOverrides(
   limit("requestTimeout", "timeout");
   limit("loadTimeout", "load-timeout");
   limit("streamIdleTimeout", "stream-idle-timeout");
+  limit("streamKeepAlive", "stream-keep-alive");
+  limit("streamFirstItemTimeout", "stream-first-item-timeout");
   limit("keepAliveTimeout", "keep-alive-timeout");
   limit("maxQueue", "max-queue");
   limit("maxInFlightPerWorker", "max-in-flight");

@@ -5,7 +5,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { CancelledError, StreamIdleError } from "./errors.ts";
+import { CancelledError, StreamIdleError, TimeoutError } from "./errors.ts";
 import { deliverResponseMeta } from "./_response_meta.ts";
 import type { ResponseMeta } from "./session_types.ts";
 import { stringifyJson } from "./_exact_json.ts";
@@ -21,6 +21,24 @@ const WINDOW_ITEMS = 64;
 const WINDOW_BYTES = 1024 * 1024;
 /** The bytes of `{"event":"item","id":,"seq":,"data":}` around the numbers and the data. */
 const ITEM_EVENT_BYTES = 37;
+/**
+ * Items read and not acknowledged that send an `itemAck` at once (on the
+ * event loop's next turn, with every item read by then): half the window,
+ * so the server, which stops at a full one, always has half of it ahead
+ * of a reader that keeps up...
+ */
+const ACK_ITEMS = WINDOW_ITEMS / 2;
+/** ...or their bytes: half the window's. */
+const ACK_BYTES = WINDOW_BYTES / 2;
+/**
+ * The longest an item read waits for its ack otherwise (ms). At a language
+ * model's pace (an item every 10-50 ms, each read as it comes) one ack per
+ * item doubled the frames of a stream (an ack and its reply per item); one
+ * per ACK_DELAY_MS never stalls it: the window holds 64 items, and half of
+ * them read sends the ack at once. A server whose window fills by bytes
+ * this side counts short (items of floats written `1.0`) waits at most this.
+ */
+const ACK_DELAY_MS = 100;
 const NON_ASCII = /[\u0080-\uffff]/;
 
 /**
@@ -175,10 +193,22 @@ export interface ExecuteStreamOptions {
    */
   version?: string;
   /**
-   * Milliseconds for the whole stream, from the call to its last item.
+   * Milliseconds for the whole stream, from the call to its last item (its
+   * wait for a worker included).
    * @default {PoolOptions.requestTimeout}
    */
   timeout?: number;
+  /**
+   * Milliseconds from the call to its first item, its wait for a worker (and
+   * for a `threadsafe = False` model's turn) included: a chat's time to first
+   * token, bounded apart from a long generation's `timeout`. Past it the
+   * model's call is cancelled and the stream ends with a `TimeoutError` whose
+   * `details` are `{bound: "firstItemTimeout", firstItemTimeout, waited}`
+   * (`waited`: `"queue"` when no worker had taken the call, so it never ran
+   * and a retry is safe; else `"worker"`). A number > 0; `Infinity`: none.
+   * @default {Infinity}
+   */
+  firstItemTimeout?: number;
   /** Aborting ends the stream with `CancelledError` and cancels the model. */
   signal?: AbortSignal;
   /**
@@ -282,7 +312,12 @@ export class ModelStream<T = unknown>
   #target: number | undefined;
   #pid: number | undefined;
   #ackSeq = -1;
-  #ackScheduled = false;
+  /** The timer of the next `itemAck`, while one is due. */
+  #ackTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Whether `#ackTimer` is the next turn's (not ACK_DELAY_MS's). */
+  #ackSoon = false;
+  /** Bytes of the items read after `#ackedSeq` (as `#unacked` counts them). */
+  #readBytes = 0;
   /** The call's slot in the pool (when the pool hands it over). */
   #slot: StreamSlot | undefined;
   /** Whether `#slot` is parked: the window is full as far as this side knows. */
@@ -301,6 +336,8 @@ export class ModelStream<T = unknown>
   #unwatch: (() => void) | undefined;
   /** `onResponseMeta`, until the model's headers came. */
   #onMeta: ((meta: ResponseMeta) => void) | undefined;
+  /** The `firstItemTimeout` timer, until the first item (or the end). */
+  #firstItemTimer: ReturnType<typeof setTimeout> | undefined;
 
   /**
    * Starts the call; use {@linkcode Pool.executeStream}. `refused`: the
@@ -340,6 +377,26 @@ export class ModelStream<T = unknown>
     if (invalid !== undefined) {
       this.#end(invalid);
       return;
+    }
+    const firstItemTimeout = options.firstItemTimeout;
+    if (firstItemTimeout !== undefined) {
+      if (!(typeof firstItemTimeout === "number" && firstItemTimeout > 0)) {
+        this.#end(
+          new RangeError(
+            `Cannot send call: firstItemTimeout must be a number > 0 (ms) or Infinity, not ${
+              String(firstItemTimeout)
+            }`,
+          ),
+        );
+        return;
+      }
+      // Beyond a timer's longest delay (2^31 - 1 ms, 24.8 days): none.
+      if (firstItemTimeout < 2 ** 31) {
+        this.#firstItemTimer = setTimeout(
+          () => this.#firstItemLate(name, firstItemTimeout),
+          firstItemTimeout,
+        );
+      }
     }
     this.#watchIdle(name, options);
     this.#onMeta = onResponseMeta;
@@ -459,6 +516,10 @@ export class ModelStream<T = unknown>
         this.#onMeta = undefined;
       }
       this.#items.push(event.data as T);
+      if (this.#firstItemTimer !== undefined) {
+        clearTimeout(this.#firstItemTimer);
+        this.#firstItemTimer = undefined;
+      }
       if (this.#slot !== undefined) this.#sent(event);
       this.#wake();
     } else if (event.event === "streamStart") {
@@ -472,6 +533,15 @@ export class ModelStream<T = unknown>
     if (this.#ended) return;
     this.#ended = true;
     this.#error = error;
+    // Nobody to tell any more: no ack timer outlives the call.
+    if (this.#ackTimer !== undefined) {
+      clearTimeout(this.#ackTimer);
+      this.#ackTimer = undefined;
+    }
+    if (this.#firstItemTimer !== undefined) {
+      clearTimeout(this.#firstItemTimer);
+      this.#firstItemTimer = undefined;
+    }
     // Unread items keep it watched: a reader that never comes back for
     // them loses them at its idle timeout.
     if (this.#items.length === 0) this.#stopWatching();
@@ -526,6 +596,25 @@ export class ModelStream<T = unknown>
     return error;
   }
 
+  /**
+   * No item came within `firstItemTimeout`: the model's call is cancelled
+   * (in the pool's queue or on its worker) and the stream ends with a
+   * `TimeoutError` that names the bound, and says where the call waited.
+   */
+  #firstItemLate(name: string, ms: number): void {
+    this.#firstItemTimer = undefined;
+    if (this.#ended) return;
+    const waited = this.#worker === undefined ? "queue" : "worker";
+    const error = new TimeoutError(
+      `Cannot stream ${name}: no first item within ${ms} ms (firstItemTimeout)${
+        waited === "queue" ? ", waiting for a worker all that time" : ""
+      }`,
+      { details: { bound: "firstItemTimeout", firstItemTimeout: ms, waited } },
+    );
+    this.#controller.abort(error);
+    this.#end(error);
+  }
+
   #wake(): void {
     for (const waiter of this.#waiters.splice(0)) waiter();
   }
@@ -554,28 +643,43 @@ export class ModelStream<T = unknown>
       this.#unackedBytes >= WINDOW_BYTES;
   }
 
-  /** Tells the model's server what was read (one ack per event-loop turn). */
+  /**
+   * Tells the model's server what was read: at once (the event loop's next
+   * turn) when half the window is read and not acknowledged, or while this
+   * side counts the window full (the server waits for the ack); else within
+   * ACK_DELAY_MS, one ack for the items read meanwhile.
+   */
   #scheduleAck(seq: number): void {
     // Its items read after the call ended: nobody to tell (the timer would
     // find the stream ended, and outlived a test reading them last).
     if (this.#ended) return;
     this.#ackSeq = seq;
-    if (this.#ackScheduled) return;
-    this.#ackScheduled = true;
-    setTimeout(() => {
-      this.#ackScheduled = false;
-      if (
-        this.#ended || this.#worker === undefined ||
-        this.#target === undefined
-      ) return;
-      const seq = this.#ackSeq;
-      this.#pool.control(this.#worker, "itemAck", {
-        target: this.#target,
-        seq,
-      }, this.#pid === undefined ? {} : { pid: this.#pid })
-        .catch(() => {}); // the call's own reply reports a lost connection
-      this.#acked(seq);
-    }, 0);
+    const read = seq - this.#ackedSeq;
+    // Its size, as counted when it came (`#unacked` starts after #ackedSeq).
+    const size = this.#unacked[read - 1];
+    if (size !== undefined) this.#readBytes += size;
+    const soon = read >= ACK_ITEMS || this.#readBytes >= ACK_BYTES ||
+      this.#parked;
+    if (this.#ackTimer !== undefined) {
+      if (this.#ackSoon || !soon) return;
+      clearTimeout(this.#ackTimer);
+    }
+    this.#ackSoon = soon;
+    this.#ackTimer = setTimeout(() => this.#sendAck(), soon ? 0 : ACK_DELAY_MS);
+  }
+
+  #sendAck(): void {
+    this.#ackTimer = undefined;
+    if (
+      this.#ended || this.#worker === undefined || this.#target === undefined
+    ) return;
+    const seq = this.#ackSeq;
+    this.#pool.control(this.#worker, "itemAck", {
+      target: this.#target,
+      seq,
+    }, this.#pid === undefined ? {} : { pid: this.#pid })
+      .catch(() => {}); // the call's own reply reports a lost connection
+    this.#acked(seq);
   }
 
   /**
@@ -584,10 +688,13 @@ export class ModelStream<T = unknown>
    * on as soon as it reads the ack, and the reader is waiting for its items).
    */
   #acked(seq: number): void {
+    const read = seq - this.#ackedSeq;
+    this.#ackedSeq = seq;
+    // Every item read is acknowledged now (seq is the last one read).
+    this.#readBytes = 0;
     if (this.#slot === undefined) return;
     const unacked = this.#unacked;
-    let n = Math.min(seq - this.#ackedSeq, unacked.length);
-    this.#ackedSeq = seq;
+    let n = Math.min(read, unacked.length);
     for (; n > 0; n--) this.#unackedBytes -= unacked.shift()!;
     if (this.#parked && !this.#windowFull()) {
       this.#parked = false;

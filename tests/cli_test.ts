@@ -102,6 +102,8 @@ Deno.test("main serve --help lists every option", async () => {
       "--forward-header",
       "--cors-origin",
       "--stream-idle-timeout",
+      "--stream-keep-alive",
+      "--stream-first-item-timeout",
       "--keep-alive-timeout",
       "--eval-replay-budget",
       "--env",
@@ -193,6 +195,17 @@ Deno.test("main rejects bad flags and commands with a clear error", async () => 
       ["serve", "--stream-idle-timeout", "0"],
       1,
       /error: limits\.streamIdleTimeout: expected an integer >= 1 \(at command line: --stream-idle-timeout\)/,
+    ],
+    [
+      ["serve", "--stream-first-item-timeout", "0"],
+      1,
+      /error: limits\.streamFirstItemTimeout: expected an integer >= 1 \(at command line: --stream-first-item-timeout\)/,
+    ],
+    [
+      // A comment every few ms would be the stream's traffic.
+      ["serve", "--stream-keep-alive", "50"],
+      1,
+      /error: limits\.streamKeepAlive: expected an integer from 100 to 2147483647 \(at command line: --stream-keep-alive\)/,
     ],
     [
       ["serve", "--keep-alive-timeout", "300000"],

@@ -202,6 +202,7 @@ Deno.test("resolveConfig applies defaults, the file, then the flags", () => {
     requestTimeout: 7,
     loadTimeout: 9,
     streamIdleTimeout: 12,
+    streamKeepAlive: 15_000,
     keepAliveTimeout: 75_000,
     shutdownGrace: 10000,
     shutdownDelay: 0,
@@ -229,6 +230,30 @@ Deno.test("resolveConfig applies defaults, the file, then the flags", () => {
   assert.equal(
     resolveConfig({ cwd: "/", cli: {} }).limits.streamIdleTimeout,
     60_000,
+  );
+  assert.equal(
+    resolveConfig({
+      cwd: "/",
+      file: { limits: { streamKeepAlive: 20_000 } },
+      cli: { limits: { streamKeepAlive: 5_000 } },
+    }).limits.streamKeepAlive,
+    5_000,
+  );
+  assert.equal(
+    resolveConfig({ cwd: "/", cli: {} }).limits.streamKeepAlive,
+    15_000,
+  );
+  // No bound on a stream's first item unless one is set.
+  assert.equal(
+    resolveConfig({ cwd: "/", cli: {} }).limits.streamFirstItemTimeout,
+    undefined,
+  );
+  assert.equal(
+    resolveConfig({
+      cwd: "/",
+      file: { limits: { streamFirstItemTimeout: 55_000 } },
+    }).limits.streamFirstItemTimeout,
+    55_000,
   );
   // Absent: the pool's default (64 Mi); the flag overrides the file.
   assert.equal(

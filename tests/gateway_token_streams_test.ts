@@ -210,6 +210,46 @@ Deno.test("A token retired while its model stream waits for the first item: answ
   });
 });
 
+Deno.test("A token retired while its model stream with ?early=1 waits for the first item: the stream's only event is Unauthorized, the model's call cancelled", async () => {
+  await using dir = await tempDir("pyproxy-token-streams-test-");
+  await Deno.mkdir(`${dir.path}/models`);
+  await Deno.writeTextFile(`${dir.path}/models/slow.py`, SLOW);
+  const write = (file: object) =>
+    Deno.writeTextFile(
+      `${dir.path}/pyproxy.json`,
+      JSON.stringify({ modelsDir: "models", ...file }),
+    );
+  await write({ token: [T1, T2] });
+  const load = () =>
+    loadConfig({
+      path: `${dir.path}/pyproxy.json`,
+      cli: { port: 0, workers: 1 },
+    });
+  await withLogs(async () => {
+    await using server = await serve(await load(), { reloadConfig: load });
+    const res = await fetch(`${server.url}/v1/models/slow/stream?early=1`, {
+      method: "POST",
+      body: JSON.stringify({ dir: dir.path }),
+      headers: { authorization: `Bearer ${T1}` },
+    });
+    assert.equal(res.status, 200);
+    await waitFor(() => exists(`${dir.path}/started`));
+    await write({ token: T2 });
+    await server.reload();
+    const reader = new SseReader(res.body!);
+    const event = await within(reader.next(), "the stream's error event");
+    assert.equal(event?.event, "error");
+    const error = (event!.data as { error: Record<string, string> }).error;
+    assert.equal(error.type, "Unauthorized");
+    assert.equal(error.message, TOKEN_RETIRED);
+    assert.equal(await within(reader.next(), "the stream's end"), undefined);
+    await waitFor(() => exists(`${dir.path}/cancelled`), {
+      message: "the model's call to be cancelled",
+    });
+    assert.equal(await requests(server.url, "slow", 401), 1);
+  });
+});
+
 const GRPC_TOKEN = "grpc-token-streams-test-0123456789";
 
 Deno.test("A token retired while its gRPC ModelStreamInfer runs a yielding model: the model's call ends with an error response saying why, counted as 401, its worker freed", async () => {

@@ -404,6 +404,21 @@ Deno.test("GET /openapi.json describes a running gateway, and each model's examp
   }
   // The stream path too: items as the document says, then `end`.
   const stream = doc.paths["/v1/models/tokens/stream"].post;
+  // ?early= is the stream's only (execute answers one JSON body anyway).
+  const queries = (op: Json) =>
+    op.parameters.map((p: Json) =>
+      doc.components.parameters[p.$ref.split("/").at(-1)]
+    )
+      .filter((p: Json) => p.in === "query").map((p: Json) => p.name);
+  assert.deepEqual(queries(stream), [
+    "key",
+    "timeout",
+    "firstItemTimeout",
+    "early",
+  ]);
+  assert.ok(
+    !queries(doc.paths["/v1/models/tokens/execute"].post).includes("early"),
+  );
   const sent = stream.requestBody.content["application/json"].example;
   const sse = await gw.fetch("/v1/models/tokens/stream", {
     method: "POST",

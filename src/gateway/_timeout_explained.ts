@@ -37,7 +37,10 @@ const TIMED_OUT = /: timed out (after \d+ ms|in the pool queue)$/;
  * ```
  */
 export function explainedTimeout(
-  ctx: Pick<RouteContext, "catalog" | "pool" | "requestTimeout">,
+  ctx: Pick<
+    RouteContext,
+    "catalog" | "pool" | "requestTimeout" | "streamFirstItemTimeout"
+  >,
   err: unknown,
   asked: string,
   name: string,
@@ -45,6 +48,9 @@ export function explainedTimeout(
   itemsSent?: number,
 ): unknown {
   if (!(err instanceof TimeoutError)) return err;
+  if (err.details.bound === "firstItemTimeout") {
+    return firstItemLate(err, asked, name, ctx.streamFirstItemTimeout);
+  }
   // The pool's model calls say where they waited (callTimedOut); a batched
   // call's own timer, the whole call's, only its wording.
   const waited = err.details.waited;
@@ -88,6 +94,35 @@ export function explainedTimeout(
         : "the call was cancelled"
     }`,
     // Its details too: where it waited (the 504's `waited`).
+    { cause: err, details: err.details },
+  );
+}
+
+/**
+ * A stream's `firstItemTimeout` (the gateway's `limit`, or the request's
+ * `?firstItemTimeout=` below it), in the words of the gateway's client: the
+ * model, the bound and where the call waited.
+ */
+function firstItemLate(
+  err: TimeoutError,
+  asked: string,
+  name: string,
+  limit: number | undefined,
+): TimeoutError {
+  const ms = err.details.firstItemTimeout;
+  const model = name === asked
+    ? `model '${asked}'`
+    : `model '${asked}' version '${name.slice(asked.length + 1)}'`;
+  return new TimeoutError(
+    `Cannot stream ${model}: no first item within ${ms} ms, ${
+      ms === limit
+        ? "the gateway's limits.streamFirstItemTimeout (serve --stream-first-item-timeout)"
+        : "the request's ?firstItemTimeout="
+    }; ${
+      err.details.waited === "queue"
+        ? "it waited all that time for a worker and never ran (each had limits.maxInFlightPerWorker calls running: safe to retry)"
+        : "the call was cancelled"
+    }`,
     { cause: err, details: err.details },
   );
 }

@@ -133,6 +133,21 @@ export interface GatewayOptions {
    */
   requestTimeout?: number;
   /**
+   * Milliseconds without an event after which a model stream
+   * (`POST /v1/models/{name}/stream`) sends a `: keep-alive` comment, so
+   * that proxies keep it open: between its items, and before its first
+   * one when the request asks for its headers at once (`?early=1`).
+   * @default {15000}
+   */
+  streamKeepAlive?: number;
+  /**
+   * Milliseconds a model stream may take to its first item, its wait for a
+   * worker included (504 `TimeoutError` with `bound: "firstItemTimeout"`
+   * after); a request's `?firstItemTimeout=` may lower it. Absent: only the
+   * stream's whole timeout bounds it.
+   */
+  streamFirstItemTimeout?: number;
+  /**
    * Time a `PUT /v1/models/{name}` may take to load the model, and a
    * `DELETE` to remove it, in ms (504 after). @default {120000}
    */
@@ -397,6 +412,8 @@ export function createGateway(
         : { timeoutMs: requestTimeout, signal },
     ),
     requestTimeout,
+    streamKeepAlive: options.streamKeepAlive ?? 15_000,
+    streamFirstItemTimeout: options.streamFirstItemTimeout,
     loadTimeout: options.loadTimeout ?? 120_000,
     allowManage: options.allowManage ?? false,
     allowEval: options.allowEval ?? false,
@@ -780,6 +797,10 @@ export function createGateway(
         streams: pool.executeStream !== undefined,
         bodyLimit: ctx.bodyLimit,
         requestTimeout: ctx.requestTimeout,
+        streamKeepAlive: ctx.streamKeepAlive,
+        ...(ctx.streamFirstItemTimeout === undefined
+          ? {}
+          : { streamFirstItemTimeout: ctx.streamFirstItemTimeout }),
         forwardHeaders: ctx.forwardHeaders,
         models,
       });

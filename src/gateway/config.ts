@@ -129,6 +129,10 @@ export interface ResolvedConfig {
     requestTimeout: number;
     loadTimeout: number;
     streamIdleTimeout: number;
+    /** Silence (ms) after which a model stream sends `: keep-alive`. */
+    streamKeepAlive: number;
+    /** Bound (ms) of a model stream's time to its first item; absent: none. */
+    streamFirstItemTimeout?: number;
     /** Idle keep-alive bound after a fixed answer, ms (Bun only). */
     keepAliveTimeout: number;
     shutdownGrace: number;
@@ -241,6 +245,8 @@ export const DEFAULTS = {
   requestTimeout: 30_000,
   loadTimeout: 120_000,
   streamIdleTimeout: 60_000,
+  // Under the read timeouts of proxies (nginx's 60 s, an ALB's 60 s idle).
+  streamKeepAlive: 15_000,
   keepAliveTimeout: 75_000,
   shutdownGrace: 10_000,
   shutdownDelay: 0,
@@ -566,9 +572,13 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       loadTimeout: limits.loadTimeout ?? DEFAULTS.loadTimeout,
       streamIdleTimeout: limits.streamIdleTimeout ??
         DEFAULTS.streamIdleTimeout,
+      streamKeepAlive: limits.streamKeepAlive ?? DEFAULTS.streamKeepAlive,
       keepAliveTimeout: limits.keepAliveTimeout ?? DEFAULTS.keepAliveTimeout,
       shutdownGrace: limits.shutdownGrace ?? DEFAULTS.shutdownGrace,
       shutdownDelay: limits.shutdownDelay ?? DEFAULTS.shutdownDelay,
+      ...(limits.streamFirstItemTimeout === undefined
+        ? {}
+        : { streamFirstItemTimeout: limits.streamFirstItemTimeout }),
       ...(limits.maxInFlightPerWorker === undefined
         ? {}
         : { maxInFlightPerWorker: limits.maxInFlightPerWorker }),

@@ -202,6 +202,17 @@ export interface GatewayConfig {
      */
     streamIdleTimeout?: number | undefined;
     /**
+     * Silence, in milliseconds, after which a model stream sends a
+     * `: keep-alive` comment (also before its first item, with `?early=1`).
+     */
+    streamKeepAlive?: number | undefined;
+    /**
+     * Time a model stream may take to its first item (its wait for a worker
+     * included), in milliseconds; a request's `?firstItemTimeout=` may
+     * lower it. Absent: only the stream's whole timeout bounds it.
+     */
+    streamFirstItemTimeout?: number | undefined;
+    /**
      * Time an HTTP/1.1 keep-alive connection may stay idle after a fixed
      * answer before the gateway closes it, in milliseconds (Bun; Deno's
      * server has no such bound).
@@ -537,6 +548,9 @@ const LimitsSchema: v.GenericSchema<
   requestTimeout: v.optional(int(1)),
   loadTimeout: v.optional(int(1)),
   streamIdleTimeout: v.optional(int(1)),
+  // A timer's longest delay (2^31 - 1 ms): a longer one fires at once.
+  streamKeepAlive: v.optional(int(100, 2 ** 31 - 1)),
+  streamFirstItemTimeout: v.optional(int(1)),
   keepAliveTimeout: v.optional(int(1000, 255_000)),
   maxInFlightPerWorker: v.optional(int(1)),
   maxQueue: v.optional(int(0)),

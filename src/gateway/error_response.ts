@@ -215,11 +215,15 @@ export function describeError(
     // plugin's asynchronous onCall held it) tells a client the call never
     // ran, so a retry is safe (the message says so in words).
     const waited = err.details.waited;
+    // A stream's first-item bound, told from its whole timeout.
+    const bound = err.details.bound === "firstItemTimeout"
+      ? { bound: "firstItemTimeout" }
+      : undefined;
     return {
       status: 504,
       headers,
       body: waited === "queue" || waited === "worker" || waited === "plugin"
-        ? body(err.name, err.message, { waited })
+        ? body(err.name, err.message, { waited, ...bound })
         : body(err.name, err.message),
     };
   }

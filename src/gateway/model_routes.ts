@@ -808,9 +808,61 @@ interface StreamFailure {
   tracing: RouteContext["tracing"];
   /**
    * `err` as the client sees it when it ended the stream after `items`
-   * items: a timeout names the model and its setting (explainedTimeout).
+   * items (`undefined`: before its first, as the 504 of a stream that
+   * waited for it says): a timeout names the model and its setting
+   * (explainedTimeout).
    */
-  explain: (err: unknown, items: number) => unknown;
+  explain: (err: unknown, items: number | undefined) => unknown;
+}
+
+/**
+ * How a model stream ended, for the metrics once its response closes:
+ * `status` 200 for `end`, the error's status for `error`, 499 (as left)
+ * until one of them is sent; `items` the items sent; `modelAnswered` false
+ * for an error before the first item that was not the model's (a 404 of a
+ * model gone: counted as `_unknown`, as the route's own 404).
+ */
+interface StreamOutcome {
+  status: number;
+  items: number;
+  modelAnswered: boolean;
+}
+
+/**
+ * A stream's bound on its first item (`ExecuteStreamOptions.firstItemTimeout`):
+ * `?firstItemTimeout=` (400 unless an integer >= 1), which may only lower
+ * the gateway's `limits.streamFirstItemTimeout`; `undefined`: none.
+ */
+function firstItemTimeout(
+  ctx: RouteContext,
+  value: string | undefined,
+): number | undefined {
+  const limit = ctx.streamFirstItemTimeout;
+  if (value === undefined) return limit;
+  const ms = Number(value);
+  if (!Number.isInteger(ms) || ms < 1) {
+    throw httpError(
+      400,
+      "InvalidRequestError",
+      "Cannot stream: firstItemTimeout must be an integer >= 1 (ms)",
+    );
+  }
+  return limit === undefined || ms < limit ? ms : limit;
+}
+
+/**
+ * `?early=` of the stream route: `1`/`true` (or bare `?early`) sends the
+ * response's 200 and headers at once, before the first item; `0`/`false`
+ * or absent: with it. 400 for anything else.
+ */
+function earlyHeaders(value: string | undefined): boolean {
+  if (value === undefined || value === "0" || value === "false") return false;
+  if (value === "" || value === "1" || value === "true") return true;
+  throw httpError(
+    400,
+    "InvalidRequestError",
+    "Cannot stream: early must be 1, true, 0 or false",
+  );
 }
 
 /**
@@ -820,14 +872,19 @@ interface StreamFailure {
  * `ShuttingDownError` when the gateway stops. `outcome.status` is the
  * status the metrics count the stream with once it ends: 200 for `end`, the
  * error's status for `error`, 499 (as left) until one of them is sent.
+ * `first` undefined: the response went out before the first item
+ * (`?early=1`), which is read here as the others are, and whose error is
+ * the `error` event the route would have answered as its status;
+ * `onFirstItem` is told when it comes.
  */
 async function* streamEvents(
   items: AsyncIterableIterator<unknown> & { cancel(): void },
-  first: IteratorResult<unknown>,
+  first: IteratorResult<unknown> | undefined,
   stop: AbortSignal,
   failure: StreamFailure,
-  outcome: { status: number; items: number },
+  outcome: StreamOutcome,
   retire: AbortSignal | undefined,
+  onFirstItem?: () => void,
 ): AsyncGenerator<SseEvent> {
   let seq = 0;
   let onStop: (() => void) | undefined;
@@ -847,7 +904,25 @@ async function* streamEvents(
       else retire.addEventListener("abort", onRetire, { once: true });
     });
   try {
-    let next = first;
+    let next: IteratorResult<unknown>;
+    if (first !== undefined) next = first;
+    else {
+      const read = await Promise.race(
+        retired === undefined
+          ? [items.next(), stopped]
+          : [items.next(), stopped, retired],
+      );
+      if (read === "retired" || retire?.aborted) {
+        yield stopEvent("retired");
+        return;
+      }
+      if (read === "stop") {
+        yield stopEvent("stop");
+        return;
+      }
+      next = read;
+      if (!next.done) onFirstItem?.();
+    }
     while (!next.done) {
       // Always as JSON: a string item is `"to"`, not `to` (encodeSse writes a
       // string as it is), so a client parses every item the same way.
@@ -864,36 +939,11 @@ async function* streamEvents(
       );
       // Whichever the race took: the items' end may have come first.
       if (read === "retired" || retire?.aborted) {
-        items.cancel();
-        outcome.status = 401;
-        yield {
-          event: "error",
-          data: {
-            error: {
-              type: "Unauthorized",
-              message: TOKEN_RETIRED,
-              requestId: failure.requestId(),
-            },
-          },
-        };
+        yield stopEvent("retired");
         return;
       }
       if (read === "stop") {
-        items.cancel();
-        outcome.status = 503;
-        const error = {
-          error: {
-            type: "ShuttingDownError",
-            message: "Cannot complete stream: the gateway is shutting down",
-            requestId: failure.requestId(),
-          },
-        };
-        failure.tracing?.streamFailed(
-          failure.request,
-          503,
-          errorBodyMessage(error, 503),
-        );
-        yield { event: "error", data: error };
+        yield stopEvent("stop");
         return;
       }
       next = read;
@@ -901,11 +951,46 @@ async function* streamEvents(
     outcome.status = 200;
     yield { event: "end", data: { items: seq } };
   } catch (err) {
-    yield await errorEvent(err, failure, outcome, seq);
+    // Before the first item (early headers): the error the route's status
+    // would have been, a model gone counted as the route's own 404.
+    if (seq === 0) outcome.modelAnswered = err instanceof ModelHTTPError;
+    yield await errorEvent(err, failure, outcome, seq === 0 ? undefined : seq);
   } finally {
     stop.removeEventListener("abort", onStop!);
     if (onRetire !== undefined) retire?.removeEventListener("abort", onRetire);
     items.cancel();
+  }
+
+  /** The `error` event of a stream ended by a retired token or the gateway's stop. */
+  function stopEvent(why: "retired" | "stop"): SseEvent {
+    items.cancel();
+    if (why === "retired") {
+      outcome.status = 401;
+      return {
+        event: "error",
+        data: {
+          error: {
+            type: "Unauthorized",
+            message: TOKEN_RETIRED,
+            requestId: failure.requestId(),
+          },
+        },
+      };
+    }
+    outcome.status = 503;
+    const error = {
+      error: {
+        type: "ShuttingDownError",
+        message: "Cannot complete stream: the gateway is shutting down",
+        requestId: failure.requestId(),
+      },
+    };
+    failure.tracing?.streamFailed(
+      failure.request,
+      503,
+      errorBodyMessage(error, 503),
+    );
+    return { event: "error", data: error };
   }
 }
 
@@ -920,7 +1005,7 @@ async function errorEvent(
   outcome: { status: number },
   items?: number,
 ): Promise<SseEvent> {
-  const shown = items === undefined ? err : failure.explain(err, items);
+  const shown = failure.explain(err, items);
   const res = streamError(err, failure, await failure.hide(shown));
   outcome.status = res.status;
   const data = await res.json();
@@ -1207,7 +1292,11 @@ export function modelRoutes(ctx: RouteContext): Hono {
     // The stream stays in flight in the metrics until it ends, and counts
     // with how it ended (an LLM's streams are the gateway's load).
     // `items`: the items it sent (pyproxy_stream_items_total).
-    const outcome = { status: 499, items: 0 };
+    const outcome: StreamOutcome = {
+      status: 499,
+      items: 0,
+      modelAnswered: true,
+    };
     // A client that takes no event for the pool's streamIdleTimeout (its
     // socket full, so the events are not pulled) gets its stream cancelled:
     // the response then ends with the error, whether or not it can still
@@ -1221,8 +1310,52 @@ export function modelRoutes(ctx: RouteContext): Hono {
     };
     const onIdle = (error: Error): void =>
       void errorEvent(error, failure, outcome).then(idle.resolve);
+    // ?early=1: the 200 and its headers at once, `: keep-alive` comments
+    // until the first item (a proxy's read timeout then bounds the silence,
+    // not the time to first token), and an error before it as the stream's
+    // `error` event, the body the status would have had.
+    const earlyStream = (
+      items: AsyncIterableIterator<unknown> & { cancel(): void },
+      hold: TokenHold | undefined,
+    ): Response => {
+      let itemsSent: ((items: number) => void) | undefined;
+      const onFirstItem = () => {
+        itemsSent = ctx.metrics.firstItem(
+          label,
+          (performance.now() - started) / 1000,
+        );
+      };
+      return sseResponse(
+        streamEvents(
+          items,
+          undefined,
+          ctx.stopSignal,
+          failure,
+          outcome,
+          hold?.signal,
+          onFirstItem,
+        ),
+        {
+          onClose: () => {
+            hold?.release();
+            items.cancel();
+            done(outcome.status, outcome.modelAnswered);
+            itemsSent?.(outcome.items);
+          },
+          open: ctx.runtime.streamHeadersWithBody === true,
+          endWith: idle.promise,
+          keepAliveMs: ctx.streamKeepAlive,
+        },
+      );
+    };
+    let early = false;
     try {
       let timeout = callTimeout(ctx, name, c.req.query("timeout"));
+      early = earlyHeaders(c.req.query("early"));
+      const firstItemMs = firstItemTimeout(
+        ctx,
+        c.req.query("firstItemTimeout"),
+      );
       const input = await readCallInput(ctx, c.req.raw, name);
       if (
         name !== asked && version === undefined &&
@@ -1246,18 +1379,34 @@ export function modelRoutes(ctx: RouteContext): Hono {
         traceparent?: string;
         tracestate?: string;
         onSend?: (worker: string) => void;
+        firstItemTimeout?: number;
       } = key === undefined
         ? { timeout, onIdle, onResponseMeta }
         : { key, timeout, onIdle, onResponseMeta };
+      if (firstItemMs !== undefined) options.firstItemTimeout = firstItemMs;
       if (clientId !== undefined) options.requestId = clientId;
       if (contentType !== undefined) options.contentType = contentType;
       if (ctx.forwardHeaders.length > 0) {
         const headers = forwardedHeaders(c.req.raw, ctx.forwardHeaders);
         if (headers !== undefined) options.headers = headers;
       }
+      // Early headers only for a model the pool has: an unknown one is
+      // answered at once with its 404 (the pool's, as without them).
+      if (early && catalog.describe(pool, name) === undefined) early = false;
+      if (early) {
+        // Sent before the first item: a model's headers come too late.
+        options.onResponseMeta = () =>
+          ctx.logger.debug(
+            "Dropped the headers model {model} set before its first item: its stream's headers went out early (?early=1)",
+            { model: name },
+          );
+      }
       ctx.tracing?.callOptions(c.req.raw, name, options);
       items = executeStream.call(pool, name, body, options);
       hold = ctx.tokenHolders?.holdRequest(c.req.raw, onLeave);
+      // The response's body tells that the client left: its cancel
+      // cancels the items (onClose).
+      if (early) return earlyStream(items, hold);
       watched = ctx.disconnects?.watch(c.req.raw);
       watched?.signal.addEventListener("abort", onLeave, { once: true });
       // Until the first item the status can still say what went wrong (404,
@@ -1322,6 +1471,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
         },
         open: ctx.runtime.streamHeadersWithBody === true,
         endWith: idle.promise,
+        keepAliveMs: ctx.streamKeepAlive,
       },
     );
     if (meta === undefined) return res;

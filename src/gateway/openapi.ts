@@ -53,6 +53,14 @@ export interface OpenApiOptions {
   /** Default and maximum execute timeout in ms. */
   requestTimeout: number;
   /**
+   * Milliseconds between a stream's `: keep-alive` comments
+   * (`limits.streamKeepAlive`), as the `early` parameter says.
+   * @default {15000}
+   */
+  streamKeepAlive?: number;
+  /** `limits.streamFirstItemTimeout`, as the `firstItemTimeout` parameter says. */
+  streamFirstItemTimeout?: number;
+  /**
    * The request headers the gateway forwards to models (`forwardHeaders`),
    * listed as header parameters of execute and stream.
    * @default {[]}
@@ -92,6 +100,22 @@ function callParameters(o: OpenApiOptions): Record<string, OpenApiObject> {
     timeout: queryParam(
       "timeout",
       `Lowers the call's timeout (ms); at most, and by default, the model's \`timeout\` (its own, else ${o.requestTimeout}).`,
+      { type: "integer", minimum: 1 },
+    ),
+    early: queryParam(
+      "early",
+      `Streams only: \`1\` or \`true\` sends the 200 and its headers at once, then a \`: keep-alive\` comment every ${
+        o.streamKeepAlive ?? 15_000
+      } ms until the first item (behind a proxy with a read timeout); an error before it is then the stream's \`error\` event, not the response's status.`,
+      { type: "string", enum: ["1", "true", "0", "false"] },
+    ),
+    firstItemTimeout: queryParam(
+      "firstItemTimeout",
+      `Streams only: the most ms to the first item, its wait for a worker included (504 \`TimeoutError\` with \`bound: "firstItemTimeout"\` after)${
+        o.streamFirstItemTimeout === undefined
+          ? ""
+          : `; at most, and by default, ${o.streamFirstItemTimeout}`
+      }.`,
       { type: "integer", minimum: 1 },
     ),
     publish: queryParam(
@@ -207,9 +231,13 @@ const CALL_ERRORS: Record<string, OpenApiObject> = Object.fromEntries(
 const EXECUTE_PARAMS = ["key", "timeout", "publish", "requestId"].map((p) =>
   ref("parameters", p)
 );
-const STREAM_PARAMS = ["key", "timeout", "requestId"].map((p) =>
-  ref("parameters", p)
-);
+const STREAM_PARAMS = [
+  "key",
+  "timeout",
+  "firstItemTimeout",
+  "early",
+  "requestId",
+].map((p) => ref("parameters", p));
 
 const VERSION_PARAMS = [
   pathParam("name", "The model's name.", { type: "string" }),

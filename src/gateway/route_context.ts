@@ -60,6 +60,16 @@ export interface RouteContext {
   bodyReads: BodyReadGuard;
   /** Default (and maximum) execute timeout in ms. */
   requestTimeout: number;
+  /**
+   * Silence (ms) after which a model stream sends a `: keep-alive` comment:
+   * between its items, and before its first with `?early=1`.
+   */
+  streamKeepAlive: number;
+  /**
+   * Bound (ms) of a model stream's time to its first item, which a
+   * request's `?firstItemTimeout=` may lower; `undefined`: none.
+   */
+  streamFirstItemTimeout: number | undefined;
   /** Bound of a model's load (`PUT`) or removal (`DELETE`), and of a resize (`PUT /v1/workers`), in ms. */
   loadTimeout: number;
   /** `PUT`/`DELETE /v1/models/{name}` and `PUT /v1/workers` allowed. */

@@ -776,6 +776,10 @@ export async function serve(
       maxIntegerDigits: config.limits.maxIntegerDigits,
       maxJsonDepth: config.limits.maxJsonDepth,
       requestTimeout: config.limits.requestTimeout,
+      streamKeepAlive: config.limits.streamKeepAlive,
+      ...(config.limits.streamFirstItemTimeout === undefined ? {} : {
+        streamFirstItemTimeout: config.limits.streamFirstItemTimeout,
+      }),
       loadTimeout: config.limits.loadTimeout,
       allowEval: config.allowEval,
       cancelOnDisconnect: config.cancelOnDisconnect,

@@ -742,3 +742,85 @@ test(
   },
   30_000,
 );
+
+test(
+  "serve() on Bun: a model stream with ?early=1 sends its 200 and keep-alive comments before the first item, its error as an event, and a client that leaves then cancels the model",
+  async () => {
+    const gated =
+      "import os, time\nclass Gated:\n    def execute(self, msg):\n        while not os.path.exists(msg['gate']):\n            time.sleep(0.01)\n        if msg.get('fail'):\n            raise ValueError('no')\n        yield 'hi'\n";
+    const gate = join(tmpdir(), `pyproxy-bun-gate-${crypto.randomUUID()}`);
+    // Opens the gate should the headers wait for the first item (without
+    // ?early=1): the test fails on what it read instead of hanging.
+    const fallback = setTimeout(() => void writeFile(gate, ""), 10_000);
+    try {
+      await withGateway(
+        { "gated.py": gated },
+        { limits: { streamKeepAlive: 100 } },
+        async (server) => {
+          const post = (body: unknown, signal?: AbortSignal) =>
+            fetch(`${server.url}/v1/models/gated/stream?early=1`, {
+              method: "POST",
+              body: JSON.stringify(body),
+              ...(signal === undefined ? {} : { signal }),
+            });
+          const res = await post({ gate });
+          expect(res.status).toBe(200);
+          const reader = res.body!.pipeThrough(new TextDecoderStream())
+            .getReader();
+          let text = "";
+          while (
+            text.split(": keep-alive\n\n").length < 3 &&
+            !text.includes("event:")
+          ) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            text += value;
+          }
+          expect(text).toStartWith(": open\n\n: keep-alive\n\n");
+          expect(text).not.toContain("event:");
+          await writeFile(gate, "");
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            text += value;
+          }
+          expect(text).toEndWith(
+            'event: item\nid: 0\ndata: "hi"\n\nevent: end\ndata: {"items":1}\n\n',
+          );
+          // The model's exception before its first item: the 422's body.
+          const failed = await (await post({ gate, fail: true })).text();
+          expect(failed).toContain("event: error\ndata: ");
+          expect(failed).toContain('"exception":"ValueError"');
+
+          const inFlight = async () =>
+            (await (await fetch(`${server.url}/v1/status`)).json()).workers[0]
+              .inFlight;
+          const ac = new AbortController();
+          const never = await post({ gate: `${gate}-never` }, ac.signal);
+          expect(never.status).toBe(200);
+          while (await inFlight() !== 1) {
+            await new Promise((r) => setTimeout(r, 20));
+          }
+          ac.abort();
+          await never.body?.cancel().catch(() => {});
+          const deadline = Date.now() + 10_000;
+          while (await inFlight() !== 0) {
+            if (Date.now() > deadline) throw new Error("the model still runs");
+            await new Promise((r) => setTimeout(r, 20));
+          }
+          const metrics = await (await fetch(`${server.url}/metrics`)).text();
+          expect(metrics).toContain(
+            'pyproxy_requests_total{model="gated",status="499"} 1',
+          );
+          expect(metrics).toContain(
+            'pyproxy_requests_total{model="gated",status="422"} 1',
+          );
+        },
+      );
+    } finally {
+      clearTimeout(fallback);
+      await rm(gate, { force: true });
+    }
+  },
+  30_000,
+);
