@@ -42,7 +42,7 @@ Deno.test("Pool.executeStream on one one-worker pool (each step its own streams)
   );
   await t.step(
     "Pool.executeStream: the model's exception comes after its items; a timeout ends the stream",
-    () => poolExecuteStreamModelSException(pool),
+    () => poolExecuteStreamModelException(pool),
   );
   await t.step(
     "Pool.executeStream: leaving the loop early cancels the model's call",
@@ -98,7 +98,7 @@ async function poolExecuteStreamGivesGeneratorModel(pool: Pool): Promise<void> {
 }
 
 /** A step of "Pool.executeStream on one one-worker pool (each step its own streams)": Pool.executeStream: the model's exception comes after its items; a timeout ends the stream */
-async function poolExecuteStreamModelSException(pool: Pool): Promise<void> {
+async function poolExecuteStreamModelException(pool: Pool): Promise<void> {
   const items: number[] = [];
   await assert.rejects(
     (async () => {
