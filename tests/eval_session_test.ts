@@ -21,8 +21,48 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
   throw new assert.AssertionError({ message: "expected a rejection" });
 }
 
-Deno.test("EvalSession keeps its namespace between atoms", async () => {
-  await using pool = await Pool.start({ workers: 2, handleSignals: false });
+// The tests of a default one-worker pool that neither kill its worker nor change its
+// server's options, as steps on one such pool (a Python server start each, otherwise).
+Deno.test("EvalSession on one one-worker pool (each step its own sessions)", async (t) => {
+  await using pool = await Pool.start({ workers: 1, handleSignals: false });
+  await t.step(
+    "EvalSession keeps its namespace between atoms",
+    () => evalSessionKeepsNamespaceBetweenAtoms(pool),
+  );
+  await t.step(
+    "EvalSession keeps globals and forgets locals",
+    () => evalSessionKeepsGlobalsForgetsLocals(pool),
+  );
+  await t.step(
+    "EvalSession close drops the namespace",
+    () => evalSessionCloseDropsNamespace(pool),
+  );
+  await t.step(
+    "EvalSession runs the next atom only after a cancelled one stopped",
+    () => evalSessionRunsNextAtomOnly(pool),
+  );
+  await t.step(
+    "EvalSession runs a cell that awaits at its top level, and a cancel of one stops it with the session kept",
+    () => evalSessionRunsCellThatAwaits(pool),
+  );
+  await t.step(
+    "An atom whose timeout ends while it waits behind the session's earlier atoms says it never started",
+    () => atomWhoseTimeoutEndsWhile(pool),
+  );
+  await t.step(
+    "An atom cancelled after it was sent but before it started still waits for its code to stop",
+    () => atomCancelledAfterWasSent(pool),
+  );
+  await t.step(
+    "EvalSession close cancels the evals still running in it, then closes",
+    () => evalSessionCloseCancelsEvalsStill(pool),
+  );
+});
+
+/** A step of "EvalSession on one one-worker pool (each step its own sessions)": EvalSession keeps its namespace between atoms */
+async function evalSessionKeepsNamespaceBetweenAtoms(
+  pool: Pool,
+): Promise<void> {
   await using session = await pool.openSession();
   assert.match(session.id, /^s-[0-9a-f]{16}$/);
   const first = session.eval("x = 1");
@@ -31,14 +71,15 @@ Deno.test("EvalSession keeps its namespace between atoms", async () => {
   assert.equal(await second.result, 2);
   assert.equal(second.sessionId, session.id);
   assert.equal(second.worker, session.worker);
-  // Another session (or no session) does not see it.
+  // Another session (or no session) does not see it (on the one worker: the same
+  // server, so only the sessions' own namespaces keep them apart).
   await using other = await pool.openSession();
   const err = await rejection(other.eval("x").result) as unknown;
   assert.ok(err instanceof PythonError && err.type === "NameError");
-});
+}
 
-Deno.test("EvalSession keeps globals and forgets locals", async () => {
-  await using pool = await Pool.start({ workers: 1, handleSignals: false });
+/** A step of "EvalSession on one one-worker pool (each step its own sessions)": EvalSession keeps globals and forgets locals */
+async function evalSessionKeepsGlobalsForgetsLocals(pool: Pool): Promise<void> {
   await using session = await pool.openSession();
   assert.equal(
     await session.eval("a + b", { locals: { a: 1 }, globals: { b: 2 } }).result,
@@ -47,7 +88,7 @@ Deno.test("EvalSession keeps globals and forgets locals", async () => {
   assert.equal(await session.eval("b").result, 2);
   const err = await rejection(session.eval("a").result) as unknown;
   assert.ok(err instanceof PythonError && err.type === "NameError");
-});
+}
 
 Deno.test("EvalSession is lost for good when its worker dies", async () => {
   await using pool = await Pool.start({ workers: 2, handleSignals: false });
@@ -76,8 +117,8 @@ Deno.test("EvalSession is lost for good when its worker dies", async () => {
   await assert.rejects(session.eval("1").result, SessionLostError);
 });
 
-Deno.test("EvalSession close drops the namespace", async () => {
-  await using pool = await Pool.start({ workers: 1, handleSignals: false });
+/** A step of "EvalSession on one one-worker pool (each step its own sessions)": EvalSession close drops the namespace */
+async function evalSessionCloseDropsNamespace(pool: Pool): Promise<void> {
   const session = await pool.openSession();
   await session.eval("z = 1").result;
   await session.close();
@@ -89,7 +130,7 @@ Deno.test("EvalSession close drops the namespace", async () => {
     }),
     SessionLostError,
   );
-});
+}
 
 Deno.test("openSession beyond --max-eval-sessions is an OverloadedError until one closes", async () => {
   await using pool = await Pool.start({
@@ -113,8 +154,8 @@ Deno.test("openSession beyond --max-eval-sessions is an OverloadedError until on
   assert.equal(await third.eval("3").result, 3);
 });
 
-Deno.test("EvalSession runs the next atom only after a cancelled one stopped", async () => {
-  await using pool = await Pool.start({ workers: 1, handleSignals: false });
+/** A step of "EvalSession on one one-worker pool (each step its own sessions)": EvalSession runs the next atom only after a cancelled one stopped */
+async function evalSessionRunsNextAtomOnly(pool: Pool): Promise<void> {
   await using session = await pool.openSession();
   const controller = new AbortController();
   const spin = session.eval(
@@ -134,12 +175,12 @@ Deno.test("EvalSession runs the next atom only after a cancelled one stopped", a
   assert.deepEqual(await order, [true, true]);
   assert.ok(!session.lost);
   await reader.cancel();
-});
+}
 
-Deno.test("EvalSession runs a cell that awaits at its top level, and a cancel of one stops it with the session kept", async () => {
+/** A step of "EvalSession on one one-worker pool (each step its own sessions)": EvalSession runs a cell that awaits at its top level, and a cancel of one stops it with the session kept */
+async function evalSessionRunsCellThatAwaits(pool: Pool): Promise<void> {
   // A notebook's cell awaits at its top level (was a SyntaxError: "'await'
   // outside function").
-  await using pool = await Pool.start({ workers: 1, handleSignals: false });
   await using session = await pool.openSession();
   assert.equal(
     await session.eval(
@@ -172,12 +213,12 @@ Deno.test("EvalSession runs a cell that awaits at its top level, and a cancel of
   assert.ok(!session.lost);
   await reader.cancel();
   await mainReader.cancel();
-});
+}
 
-Deno.test("An atom whose timeout ends while it waits behind the session's earlier atoms says it never started", async () => {
+/** A step of "EvalSession on one one-worker pool (each step its own sessions)": An atom whose timeout ends while it waits behind the session's earlier atoms says it never started */
+async function atomWhoseTimeoutEndsWhile(pool: Pool): Promise<void> {
   // A notebook's cell with a timeout, queued behind a long one, timed out
   // before its code ran, with the message of a cell that ran too long.
-  await using pool = await Pool.start({ workers: 1, handleSignals: false });
   await using session = await pool.openSession();
   const long = session.eval(
     "import time\nprint('long')\nwhile True:\n    time.sleep(0.01)",
@@ -203,10 +244,10 @@ Deno.test("An atom whose timeout ends while it waits behind the session's earlie
   assert.ok(spun instanceof TimeoutError, String(spun));
   assert.equal(spun.message, "Cannot complete eval: timed out after 50 ms");
   await spin.stopped;
-});
+}
 
-Deno.test("An atom cancelled after it was sent but before it started still waits for its code to stop", async () => {
-  await using pool = await Pool.start({ workers: 1, handleSignals: false });
+/** A step of "EvalSession on one one-worker pool (each step its own sessions)": An atom cancelled after it was sent but before it started still waits for its code to stop */
+async function atomCancelledAfterWasSent(pool: Pool): Promise<void> {
   await using session = await pool.openSession();
   const atom = session.eval(
     "import time\nfor i in range(100):\n    time.sleep(0.1)",
@@ -229,10 +270,10 @@ Deno.test("An atom cancelled after it was sent but before it started still waits
   await atom.stopped;
   assert.equal(atom.sessionId, session.id); // its evalStart did arrive
   assert.equal(await session.eval("1 + 1").result, 2);
-});
+}
 
-Deno.test("EvalSession close cancels the evals still running in it, then closes", async () => {
-  await using pool = await Pool.start({ workers: 1, handleSignals: false });
+/** A step of "EvalSession on one one-worker pool (each step its own sessions)": EvalSession close cancels the evals still running in it, then closes */
+async function evalSessionCloseCancelsEvalsStill(pool: Pool): Promise<void> {
   const session = await pool.openSession();
   const busy = session.eval(
     "print('go')\nimport time\nwhile True: time.sleep(0.01)",
@@ -252,4 +293,4 @@ Deno.test("EvalSession close cancels the evals still running in it, then closes"
     "interrupted, not killed",
   );
   await assert.rejects(session.eval("1").result, ShuttingDownError);
-});
+}

@@ -202,8 +202,30 @@ async function stats(gw: Gateway, model: string) {
   return { success: s.success.count as number, fail: s.fail.count as number };
 }
 
-Deno.test("gRPC ModelStreamInfer of a yielding model: the call counts in the metrics and statistics at its final response, not its first item; a cancel counts as 499", async () => {
+// The tests of a gateway with limits.streamIdleTimeout 600 s and no other limit, as steps on
+// one such gateway (a gateway start and its Python worker each, otherwise). The first counts
+// the gate model's calls from none, so it goes first; the second has a gate file of its own
+// (the first opened its gate).
+Deno.test("gRPC ModelStreamInfer on one gateway without a stream idle timeout (each step its own calls)", async (t) => {
   await using gw = await gateway({ limits: { streamIdleTimeout: 600_000 } });
+  await t.step(
+    "gRPC ModelStreamInfer of a yielding model: the call counts in the metrics and statistics at its final response, not its first item; a cancel counts as 499",
+    () => grpcModelStreamInferYieldingModelCall(gw),
+  );
+  await t.step(
+    "gRPC ModelStreamInfer of a yielding model: a cancel while the model works between two items cancels it in Python at once, the worker free",
+    () => grpcModelStreamInferYieldingModelCancel(gw),
+  );
+  await t.step(
+    "gRPC ModelStreamInfer of a never-ending yielding model: a client's disconnect ends it and frees the worker, read or unread",
+    () => grpcModelStreamInferNeverEndingYielding(gw),
+  );
+});
+
+/** A step of "gRPC ModelStreamInfer on one gateway without a stream idle timeout (each step its own calls)": gRPC ModelStreamInfer of a yielding model: the call counts in the metrics and statistics at its final response, not its first item; a cancel counts as 499 */
+async function grpcModelStreamInferYieldingModelCall(
+  gw: Gateway,
+): Promise<void> {
   const gate = `${gw.dir}/gate`;
   const s = streamCall(gw.client);
   s.send(gateRequest(gate, "g"));
@@ -239,14 +261,16 @@ Deno.test("gRPC ModelStreamInfer of a yielding model: the call counts in the met
     inFlight: 0,
   });
   assert.deepEqual(await stats(gw, "gate"), { success: 1, fail: 1 });
-});
+}
 
-Deno.test("gRPC ModelStreamInfer of a yielding model: a cancel while the model works between two items cancels it in Python at once, the worker free", async () => {
+/** A step of "gRPC ModelStreamInfer on one gateway without a stream idle timeout (each step its own calls)": gRPC ModelStreamInfer of a yielding model: a cancel while the model works between two items cancels it in Python at once, the worker free */
+async function grpcModelStreamInferYieldingModelCancel(
+  gw: Gateway,
+): Promise<void> {
   // The model yields nothing for 30 s after its first item: without the
   // cancel passed to its stream, the transport would learn only at its next
-  // item that the client left.
-  await using gw = await gateway({ limits: { streamIdleTimeout: 600_000 } });
-  const gate = `${gw.dir}/gate`;
+  // item that the client left. (A gate of its own: the first step opened its.)
+  const gate = `${gw.dir}/gate-cancel`;
   const s = streamCall(gw.client);
   s.send(gateRequest(gate, "g"));
   await s.responded(1);
@@ -265,7 +289,7 @@ Deno.test("gRPC ModelStreamInfer of a yielding model: a cancel while the model w
   next.call.end();
   assert.equal((await next.ended).code, grpc.status.OK);
   assert.equal(next.responses.length, 3);
-});
+}
 
 Deno.test("gRPC ModelStreamInfer of a yielding model that times out after its first item: its error response names the model, the time and its setting", async () => {
   await using gw = await gateway({
@@ -349,8 +373,10 @@ Deno.test("gRPC ModelStreamInfer: 10^4 requests on a stream the client never rea
   }
 });
 
-Deno.test("gRPC ModelStreamInfer of a never-ending yielding model: a client's disconnect ends it and frees the worker, read or unread", async () => {
-  await using gw = await gateway({ limits: { streamIdleTimeout: 600_000 } });
+/** A step of "gRPC ModelStreamInfer on one gateway without a stream idle timeout (each step its own calls)": gRPC ModelStreamInfer of a never-ending yielding model: a client's disconnect ends it and frees the worker, read or unread */
+async function grpcModelStreamInferNeverEndingYielding(
+  gw: Gateway,
+): Promise<void> {
   for (const reads of [true, false]) {
     const conn = h2(gw);
     try {
@@ -371,7 +397,7 @@ Deno.test("gRPC ModelStreamInfer of a never-ending yielding model: a client's di
       conn.close();
     }
   }
-});
+}
 
 Deno.test("gRPC ModelStreamInfer of a never-ending yielding model: the shutdown ends it within its grace", async () => {
   const gw = await gateway({

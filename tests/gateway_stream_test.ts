@@ -41,8 +41,27 @@ async function events(res: Response) {
   return out;
 }
 
-Deno.test("Gateway POST /v1/models/{name}/stream sends a generator model's items as Server-Sent Events", async () => {
+// The tests of a gateway started as `startGateway({ allowManage: true })` that count no
+// metrics but their own model's, as steps on one such gateway (a gateway start and its Python
+// worker each, otherwise); the first step PUTs the streamer model (201), the second again.
+Deno.test("Gateway model streams on one gateway with allowManage (each step its own streams)", async (t) => {
   await using gw = await startGateway({ allowManage: true });
+  await t.step(
+    "Gateway POST /v1/models/{name}/stream sends a generator model's items as Server-Sent Events",
+    () => gatewayPOSTV1ModelsName(gw),
+  );
+  await t.step(
+    "Gateway model stream: a client that goes away cancels the model",
+    () => gatewayModelStreamClientThat(gw),
+  );
+  await t.step(
+    "Gateway model stream: a client that goes away before the first item cancels the model (499)",
+    () => gatewayModelStreamClientThat2(gw),
+  );
+});
+
+/** A step of "Gateway model streams on one gateway with allowManage (each step its own streams)": Gateway POST /v1/models/{name}/stream sends a generator model's items as Server-Sent Events */
+async function gatewayPOSTV1ModelsName(gw: TestGateway): Promise<void> {
   assert.equal(
     await putModel(gw, "streamer", "streamer.py", STREAMER),
     201,
@@ -98,10 +117,10 @@ Deno.test("Gateway POST /v1/models/{name}/stream sends a generator model's items
   const wrongMethod = await gw.fetch("/v1/models/streamer/stream");
   assert.equal(wrongMethod.status, 405);
   await wrongMethod.body?.cancel();
-});
+}
 
-Deno.test("Gateway model stream: a client that goes away cancels the model", async () => {
-  await using gw = await startGateway({ allowManage: true });
+/** A step of "Gateway model streams on one gateway with allowManage (each step its own streams)": Gateway model stream: a client that goes away cancels the model */
+async function gatewayModelStreamClientThat(gw: TestGateway): Promise<void> {
   await putModel(gw, "streamer", "streamer.py", STREAMER);
   const res = await gw.fetch("/v1/models/streamer/stream", {
     method: "POST",
@@ -114,10 +133,10 @@ Deno.test("Gateway model stream: a client that goes away cancels the model", asy
     const status = await (await gw.fetch("/v1/status")).json();
     return status.workers[0].inFlight === 0;
   }, "the stream's call to end on the worker");
-});
+}
 
-Deno.test("Gateway model stream: a client that goes away before the first item cancels the model (499)", async () => {
-  await using gw = await startGateway({ allowManage: true });
+/** A step of "Gateway model streams on one gateway with allowManage (each step its own streams)": Gateway model stream: a client that goes away before the first item cancels the model (499) */
+async function gatewayModelStreamClientThat2(gw: TestGateway): Promise<void> {
   // A model that thinks before its first token (an LLM's prompt), for ever.
   assert.equal(
     await putModel(
@@ -154,7 +173,7 @@ class Thinker:
     metrics,
     /pyproxy_requests_total\{model="thinker",status="499"\} 1/,
   );
-});
+}
 
 Deno.test("Gateway model stream: the metrics count a stream in flight until it ends, with how it ended", async () => {
   await using gw = await startGateway({ allowManage: true });

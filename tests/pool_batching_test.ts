@@ -32,9 +32,44 @@ class Scorer:
                 for m in msgs]
 `;
 
-Deno.test("Pool gathers the calls of a batching model into execute_batch calls; each call gets its own result", async () => {
+// The tests of a default one-worker pool, as steps on one such pool (a Python server
+// start each, otherwise); each step adds its own models, removed after it, so the next
+// step's model of the same name starts with no batches of its own yet.
+Deno.test("Pool batching on one default pool (each step its own models)", async (t) => {
   await using dir = await modelsDir();
   await using pool = await Pool.start(opts(dir.path));
+  await t.step(
+    "Pool gathers the calls of a batching model into execute_batch calls; each call gets its own result",
+    () => poolGathersCallsBatchingModel(pool).finally(() => removeModels(pool)),
+  );
+  await t.step(
+    "Pool batching: a model's __init__ may set batch_size and batch_delay_ms from its options, and an update changes them",
+    () => poolBatchingModelSInit(pool).finally(() => removeModels(pool)),
+  );
+  await t.step(
+    "Pool batching: an exception instance fails its own call; an exception raised fails the batch",
+    () =>
+      poolBatchingExceptionInstanceFails(pool).finally(() =>
+        removeModels(pool)
+      ),
+  );
+  await t.step(
+    "Pool batching: a call's own timeout and abort settle it alone, waiting or sent",
+    () => poolBatchingCallSOwn(pool).finally(() => removeModels(pool)),
+  );
+  await t.step(
+    "Pool batching: a call with a key is a batch of one; updating the model sends what waits first and applies the new batch_size",
+    () => poolBatchingCallWithKey(pool).finally(() => removeModels(pool)),
+  );
+});
+
+/** Removes every model of `pool` (a step's models, once it ended). */
+async function removeModels(pool: Pool): Promise<void> {
+  for (const { name } of pool.status().models) await pool.removeModel(name);
+}
+
+/** A step of "Pool batching on one default pool (each step its own models)": Pool gathers the calls of a batching model into execute_batch calls; each call gets its own result */
+async function poolGathersCallsBatchingModel(pool: Pool): Promise<void> {
   const desc = await pool.addModel("scorer", { source: BATCHER });
   assert.deepEqual((desc as { batch: unknown }).batch, {
     size: 8,
@@ -56,14 +91,13 @@ Deno.test("Pool gathers the calls of a batching model into execute_batch calls; 
   // in (and so append their size in) is the scheduler's.
   assert.deepEqual(sizes.slice(0, -1).sort((a, b) => a - b), [1, 3, 8, 8]);
   assert.equal(sizes.at(-1), 1);
-});
+}
 
-Deno.test("Pool batching: a model's __init__ may set batch_size and batch_delay_ms from its options, and an update changes them", async () => {
+/** A step of "Pool batching on one default pool (each step its own models)": Pool batching: a model's __init__ may set batch_size and batch_delay_ms from its options, and an update changes them */
+async function poolBatchingModelSInit(pool: Pool): Promise<void> {
   // As TorchServe takes batch_size and max_batch_delay from a model's
   // configuration. Before, set on the instance they were ignored: the model
   // did not batch (or, without execute, did not load).
-  await using dir = await modelsDir();
-  await using pool = await Pool.start(opts(dir.path));
   const source = `
 import time
 class Model:
@@ -96,11 +130,10 @@ class Model:
     options: { batch_size: 6, max_batch_delay: 50 },
   });
   assert.deepEqual(await sizes(), [1, 6, 6, 6, 6, 6, 6]);
-});
+}
 
-Deno.test("Pool batching: an exception instance fails its own call; an exception raised fails the batch", async () => {
-  await using dir = await modelsDir();
-  await using pool = await Pool.start(opts(dir.path));
+/** A step of "Pool batching on one default pool (each step its own models)": Pool batching: an exception instance fails its own call; an exception raised fails the batch */
+async function poolBatchingExceptionInstanceFails(pool: Pool): Promise<void> {
   await pool.addModel("scorer", { source: BATCHER });
   const [good, bad] = await Promise.allSettled([
     pool.execute("scorer", { x: 1 }),
@@ -123,11 +156,10 @@ Deno.test("Pool batching: an exception instance fails its own call; an exception
     assert.ok(r.reason instanceof PythonError);
     assert.match(r.reason.message, /the whole batch failed/);
   }
-});
+}
 
-Deno.test("Pool batching: a call's own timeout and abort settle it alone, waiting or sent", async () => {
-  await using dir = await modelsDir();
-  await using pool = await Pool.start(opts(dir.path));
+/** A step of "Pool batching on one default pool (each step its own models)": Pool batching: a call's own timeout and abort settle it alone, waiting or sent */
+async function poolBatchingCallSOwn(pool: Pool): Promise<void> {
   // A delay longer than the calls' timeouts: they wait, unsent.
   await pool.addModel("scorer", {
     source: BATCHER.replace("batch_delay_ms = 20", "batch_delay_ms = 1000"),
@@ -162,11 +194,10 @@ Deno.test("Pool batching: a call's own timeout and abort settle it alone, waitin
     pool.execute("scorer", { x: 1 }, { timeout: 0 }),
     TimeoutError,
   );
-});
+}
 
-Deno.test("Pool batching: a call with a key is a batch of one; updating the model sends what waits first and applies the new batch_size", async () => {
-  await using dir = await modelsDir();
-  await using pool = await Pool.start(opts(dir.path));
+/** A step of "Pool batching on one default pool (each step its own models)": Pool batching: a call with a key is a batch of one; updating the model sends what waits first and applies the new batch_size */
+async function poolBatchingCallWithKey(pool: Pool): Promise<void> {
   await pool.addModel("scorer", { source: BATCHER });
   const keyed = await pool.execute("scorer", { x: 4 }, { key: "user-1" }) as {
     y: number;
@@ -195,7 +226,7 @@ Deno.test("Pool batching: a call with a key is a batch of one; updating the mode
       "class P:\n    def execute(self, msg):\n        return {'plain': True}\n",
   });
   assert.deepEqual(await pool.execute("scorer", {}), { plain: true });
-});
+}
 
 Deno.test("Pool batching: calls still waiting when the pool closes get ShuttingDownError", async () => {
   await using dir = await modelsDir();

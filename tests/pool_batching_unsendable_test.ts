@@ -294,11 +294,31 @@ class Echo:
         return msg
 `;
 
-Deno.test("Pool batching: the error of a call whose message cannot be sent reads as it would without batching (executeModel, msg.<path>), not as the batch's (executeBatch, msgs[0].<path>)", async () => {
+// The tests of a pool without plugins, as steps on one such pool (a Python server start each,
+// otherwise); each step's models are removed after it, so the next step's recorder starts with
+// no batch sizes.
+Deno.test("Pool batching of unsendable messages on one pool without plugins (each step its own models)", async (t) => {
   await using dir = await modelsDir();
   await using pool = await Pool.start(
     opts(dir.path, { plugins: { defaults: false, use: [] } }),
   );
+  await t.step(
+    "Pool batching: the error of a call whose message cannot be sent reads as it would without batching (executeModel, msg.<path>), not as the batch's (executeBatch, msgs[0].<path>)",
+    () => poolBatchingErrorCallWhose(pool).finally(() => removeModels(pool)),
+  );
+  await t.step(
+    "Pool batching: a call of a batch taken apart counts once in the queue waits, with the batch it first went in; its onSend is called for each part it goes in",
+    () => poolBatchingCallBatchTaken(pool).finally(() => removeModels(pool)),
+  );
+});
+
+/** Removes every model of `pool` (a step's models, once it ended). */
+async function removeModels(pool: Pool): Promise<void> {
+  for (const { name } of pool.status().models) await pool.removeModel(name);
+}
+
+/** A step of "Pool batching of unsendable messages on one pool without plugins (each step its own models)": Pool batching: the error of a call whose message cannot be sent reads as it would without batching (executeModel, msg.<path>), not as the batch's (executeBatch, msgs[0].<path>) */
+async function poolBatchingErrorCallWhose(pool: Pool): Promise<void> {
   await pool.addModel("rec", { source: RECORDER });
   await pool.addModel("echo", { source: ECHO });
   // Deeper than the top: the path is the caller's. Keys that hold the
@@ -334,13 +354,10 @@ Deno.test("Pool batching: the error of a call whose message cannot be sent reads
     assert.deepEqual(err.details, unbatched.details, what);
     assert.doesNotMatch(err.message, /executeBatch|^[^:]*: msgs\[/, what);
   }
-});
+}
 
-Deno.test("Pool batching: a call of a batch taken apart counts once in the queue waits, with the batch it first went in; its onSend is called for each part it goes in", async () => {
-  await using dir = await modelsDir();
-  await using pool = await Pool.start(
-    opts(dir.path, { plugins: { defaults: false, use: [] } }),
-  );
+/** A step of "Pool batching of unsendable messages on one pool without plugins (each step its own models)": Pool batching: a call of a batch taken apart counts once in the queue waits, with the batch it first went in; its onSend is called for each part it goes in */
+async function poolBatchingCallBatchTaken(pool: Pool): Promise<void> {
   await pool.addModel("rec", { source: RECORDER });
   const before = pool.queueWaits().count;
   const sends = new Map<number, string[]>();
@@ -377,7 +394,7 @@ Deno.test("Pool batching: a call of a batch taken apart counts once in the queue
   };
   // The blocker, and the parts that ran: [3, 4, 5] and [0, 1].
   assert.deepEqual(sizes.toSorted((a, b) => a - b), [1, 2, 3]);
-});
+}
 
 Deno.test("Pool batching: a close() while a batch is taken apart fails its calls with the ShuttingDownError of an execute (executeModel), not of executeBatch", async () => {
   // The batch of three waits in an onRequest hook while the pool begins to

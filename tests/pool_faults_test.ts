@@ -122,7 +122,10 @@ Deno.test("Pool logs a worker's crash and its restart, each once, with the worke
   const { logger, entries: records } = recordingLogger();
   const pids = new PidTracker();
   try {
-    await using pool = await Pool.start(poolOptions(dir.path, { logger }));
+    // One worker: what is logged of its crash and restart is its own.
+    await using pool = await Pool.start(
+      poolOptions(dir.path, { workers: 1, logger }),
+    );
     pids.watch(pool);
     const victim = pidOf(pool, "w1");
     const back = readyAgain(pool, "w1");

@@ -116,7 +116,9 @@ async function startPool(
   return pool;
 }
 
-Deno.test("Pool integers: 'bigint' round-trips 2**63-1, -(2**63), 2**64+1 and 10**400 exactly", async () => {
+// The two tests of an integers: 'bigint' pool, as steps on one such pool (a Python server
+// start each, otherwise); the first counts the host callback's calls from none, so it goes first.
+Deno.test("Pool integers: 'bigint' on one pool (each step its own calls)", async (t) => {
   await using dir = await modelsDir();
   const seen: unknown[] = [];
   await using pool = await startPool(dir.path, { integers: "bigint" }, (
@@ -125,6 +127,21 @@ Deno.test("Pool integers: 'bigint' round-trips 2**63-1, -(2**63), 2**64+1 and 10
     seen.push(args);
     return args;
   });
+  await t.step(
+    "Pool integers: 'bigint' round-trips 2**63-1, -(2**63), 2**64+1 and 10**400 exactly",
+    () => poolIntegersBigintRoundTrips(pool, seen),
+  );
+  await t.step(
+    "Pool integers: 'bigint' spills a message holding an integer of more than 32 Ki digits as that integer",
+    () => poolIntegersBigintSpillsMessage(pool),
+  );
+});
+
+/** A step of "Pool integers: 'bigint' on one pool (each step its own calls)": Pool integers: 'bigint' round-trips 2**63-1, -(2**63), 2**64+1 and 10**400 exactly */
+async function poolIntegersBigintRoundTrips(
+  pool: Pool,
+  seen: unknown[],
+): Promise<void> {
   // Results, nested in lists and dicts; safe integers stay numbers.
   assert.deepEqual(await pool.execute("big", {}), {
     values: EXPECTED,
@@ -164,11 +181,10 @@ Deno.test("Pool integers: 'bigint' round-trips 2**63-1, -(2**63), 2**64+1 and 10
   assert.deepEqual(spilled.ids, EXPECTED);
   const large = { kind: "echo", blob: "y".repeat(300_000), ids: EXPECTED };
   assert.deepEqual(await pool.execute("big", large), large);
-});
+}
 
-Deno.test("Pool integers: 'bigint' spills a message holding an integer of more than 32 Ki digits as that integer", async () => {
-  await using dir = await modelsDir();
-  await using pool = await startPool(dir.path, { integers: "bigint" });
+/** A step of "Pool integers: 'bigint' on one pool (each step its own calls)": Pool integers: 'bigint' spills a message holding an integer of more than 32 Ki digits as that integer */
+async function poolIntegersBigintSpillsMessage(pool: Pool): Promise<void> {
   await pool.addModel("long", { file: "long.py" });
   // Over the 64 KiB threshold, and written to the spill file in pieces: the
   // integer (a JSON.rawJSON of its digits there) is one of them.
@@ -183,7 +199,7 @@ Deno.test("Pool integers: 'bigint' spills a message holding an integer of more t
       { type: "list", digits: null },
     );
   }
-});
+}
 
 Deno.test("Pool integers: 'number' (the default) fails with an UnsafeIntegerError naming the path", async () => {
   await using dir = await modelsDir();

@@ -132,9 +132,35 @@ Deno.test("Pool: a model's timeout holds after its worker restarts", async () =>
   assert.deepEqual(pool.status().models.map((m) => m.timeout), [150, 100]);
 });
 
-Deno.test("Pool: each call of a batching model gets the model's timeout, or its own", async () => {
+// The tests of a default one-worker pool, as steps on one such pool (a Python server
+// start each, otherwise); each step's models are removed after it.
+Deno.test("Pool model timeouts on one default pool (each step its own models)", async (t) => {
   await using dir = await modelsDir();
   await using pool = await Pool.start(opts(dir.path));
+  await t.step(
+    "Pool: each call of a batching model gets the model's timeout, or its own",
+    () => poolEachCallBatchingModel(pool).finally(() => removeModels(pool)),
+  );
+  await t.step(
+    "Pool: executeStream without a timeout gets the model's",
+    () =>
+      poolExecuteStreamWithoutTimeoutGets(pool).finally(() =>
+        removeModels(pool)
+      ),
+  );
+  await t.step(
+    "Pool: a model timeout it cannot mean is refused with ConfigError, nothing loaded",
+    () => poolModelTimeoutCannotMean(pool).finally(() => removeModels(pool)),
+  );
+});
+
+/** Removes every model of `pool` (a step's models, once it ended). */
+async function removeModels(pool: Pool): Promise<void> {
+  for (const { name } of pool.status().models) await pool.removeModel(name);
+}
+
+/** A step of "Pool model timeouts on one default pool (each step its own models)": Pool: each call of a batching model gets the model's timeout, or its own */
+async function poolEachCallBatchingModel(pool: Pool): Promise<void> {
   await pool.addModel("b", { source: BATCHED });
   // The first goes at once; the second waits behind it with its own.
   const t0 = Date.now();
@@ -151,7 +177,7 @@ Deno.test("Pool: each call of a batching model gets the model's timeout, or its 
   // The spec's, over the class's.
   await pool.updateModel("b", { source: BATCHED, timeout: 10_000 });
   assert.deepEqual(await pool.execute("b", { ms: 400 }), { ok: true });
-});
+}
 
 Deno.test("Pool: a batching model with timeout Infinity: its batches wait beyond the pool's requestTimeout", async () => {
   await using dir = await modelsDir();
@@ -171,9 +197,8 @@ Deno.test("Pool: a batching model with timeout Infinity: its batches wait beyond
   );
 });
 
-Deno.test("Pool: executeStream without a timeout gets the model's", async () => {
-  await using dir = await modelsDir();
-  await using pool = await Pool.start(opts(dir.path));
+/** A step of "Pool model timeouts on one default pool (each step its own models)": Pool: executeStream without a timeout gets the model's */
+async function poolExecuteStreamWithoutTimeoutGets(pool: Pool): Promise<void> {
   await pool.addModel("ticker", { source: TICKER, timeout: 300 });
   const items: number[] = [];
   await assert.rejects(
@@ -192,11 +217,10 @@ Deno.test("Pool: executeStream without a timeout gets the model's", async () => 
     })
   ) all.push(i);
   assert.deepEqual(all, [0, 1, 2, 3]);
-});
+}
 
-Deno.test("Pool: a model timeout it cannot mean is refused with ConfigError, nothing loaded", async () => {
-  await using dir = await modelsDir();
-  await using pool = await Pool.start(opts(dir.path));
+/** A step of "Pool model timeouts on one default pool (each step its own models)": Pool: a model timeout it cannot mean is refused with ConfigError, nothing loaded */
+async function poolModelTimeoutCannotMean(pool: Pool): Promise<void> {
   for (const timeout of [0, -1, 1.5, 2 ** 31, NaN, "100"]) {
     await assert.rejects(
       pool.addModel("m", {
@@ -217,7 +241,7 @@ Deno.test("Pool: a model timeout it cannot mean is refused with ConfigError, not
     ConfigError,
   );
   assert.equal(pool.status().models[0]!.timeout, 2 ** 31 - 1);
-});
+}
 
 Deno.test("Pool: a model call's TimeoutError names the model, its whole timeout and where it waited (details too), running, queued, streaming or batched", async () => {
   await using dir = await modelsDir();

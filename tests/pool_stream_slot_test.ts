@@ -100,9 +100,23 @@ Deno.test("Pool.executeStream: a parked stream gives its slot back; other calls 
   await countsAre(pool, 0, 0, "the cancelled streams to end");
 });
 
-Deno.test("Pool.executeStream: a stream that parks and resumes releases its slot once when it completes", async () => {
+// The two tests of a pool with maxInFlightPerWorker 1 and nothing else, as steps on one such
+// pool (a Python server start each, otherwise): each ends with nothing in flight or parked.
+Deno.test("Pool.executeStream parking on one pool of one call at a time (each step its own streams)", async (t) => {
   await using dir = await modelsDir();
   await using pool = await startPool(dir.path, { maxInFlightPerWorker: 1 });
+  await t.step(
+    "Pool.executeStream: a stream that parks and resumes releases its slot once when it completes",
+    () => poolExecuteStreamStreamThatParks(pool),
+  );
+  await t.step(
+    "Pool.executeStream: a stream parked by bytes (large items, non-ASCII) gives its slot back",
+    () => poolExecuteStreamStreamParkedBy(pool),
+  );
+});
+
+/** A step of "Pool.executeStream parking on one pool of one call at a time (each step its own streams)": Pool.executeStream: a stream that parks and resumes releases its slot once when it completes */
+async function poolExecuteStreamStreamThatParks(pool: Pool): Promise<void> {
   const stream = pool.executeStream<{ i: number }>("counter", { n: 1000 });
   assert.deepEqual(await stream.next(), { value: { i: 0 }, done: false });
   await countsAre(pool, 0, 1, "the stream to park");
@@ -121,11 +135,10 @@ Deno.test("Pool.executeStream: a stream that parks and resumes releases its slot
   await countsAre(pool, 0, 0, "the stream's end");
   assert.deepEqual(await pool.execute("plain", { x: 2 }), { x: 2 });
   assert.deepEqual(counts(pool), [0, 0]);
-});
+}
 
-Deno.test("Pool.executeStream: a stream parked by bytes (large items, non-ASCII) gives its slot back", async () => {
-  await using dir = await modelsDir();
-  await using pool = await startPool(dir.path, { maxInFlightPerWorker: 1 });
+/** A step of "Pool.executeStream parking on one pool of one call at a time (each step its own streams)": Pool.executeStream: a stream parked by bytes (large items, non-ASCII) gives its slot back */
+async function poolExecuteStreamStreamParkedBy(pool: Pool): Promise<void> {
   // 400 kB of UTF-8 per item (200k characters): the server's 1 MiB window is
   // full with three items unread. Counted in characters, the window would
   // not look full here, and the stream would keep its slot.
@@ -150,7 +163,7 @@ Deno.test("Pool.executeStream: a stream parked by bytes (large items, non-ASCII)
     }
     await countsAre(pool, 0, 0, "the cancelled stream to end");
   }
-});
+}
 
 Deno.test("Pool.executeStream: a parked stream cancelled, timed out or on a killed worker leaves no count behind", async () => {
   await using dir = await modelsDir();

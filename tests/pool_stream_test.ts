@@ -29,10 +29,41 @@ class Tokens:
             yield word
 `;
 
-Deno.test("Pool.executeStream gives a generator model's items in order as they come; pool.execute collects them", async () => {
+// The tests of a default one-worker pool, as steps on one such pool (a Python server
+// start each, otherwise), with the counter model they share; the one with two call
+// threads keeps its own pool.
+Deno.test("Pool.executeStream on one one-worker pool (each step its own streams)", async (t) => {
   await using dir = await modelsDir();
   await using pool = await Pool.start(opts(dir.path));
-  await pool.addModel("counter", { source: COUNTER });
+  await pool.addModel("counter", { source: COUNTER }); // the steps' endless (or n-item) generator
+  await t.step(
+    "Pool.executeStream gives a generator model's items in order as they come; pool.execute collects them",
+    () => poolExecuteStreamGivesGeneratorModel(pool),
+  );
+  await t.step(
+    "Pool.executeStream: the model's exception comes after its items; a timeout ends the stream",
+    () => poolExecuteStreamModelException(pool),
+  );
+  await t.step(
+    "Pool.executeStream: leaving the loop early cancels the model's call",
+    () => poolExecuteStreamLeavingLoopEarly(pool),
+  );
+  await t.step(
+    "Pool: a cancel reaches an async model where it awaits (asyncio.CancelledError at the await, its finally runs)",
+    () => poolCancelReachesAsyncModel(pool, dir),
+  );
+  await t.step(
+    "ModelStream: concurrent next() calls each get the next item, in call order",
+    () => modelStreamConcurrentNextCallsEach(pool),
+  );
+  await t.step(
+    "Pool.executeStream: a parked thread-unsafe stream lets its model run; its cancel closes the generator",
+    () => poolExecuteStreamParkedThreadUnsafe(pool, dir),
+  );
+});
+
+/** A step of "Pool.executeStream on one one-worker pool (each step its own streams)": Pool.executeStream gives a generator model's items in order as they come; pool.execute collects them */
+async function poolExecuteStreamGivesGeneratorModel(pool: Pool): Promise<void> {
   await pool.addModel("tokens", { source: TOKENS });
   await pool.addModel("plain", {
     source:
@@ -64,12 +95,10 @@ Deno.test("Pool.executeStream gives a generator model's items in order as they c
     { i: 2 },
   ]);
   assert.deepEqual(await pool.execute("tokens", { text: "a b" }), ["a", "b"]);
-});
+}
 
-Deno.test("Pool.executeStream: the model's exception comes after its items; a timeout ends the stream", async () => {
-  await using dir = await modelsDir();
-  await using pool = await Pool.start(opts(dir.path));
-  await pool.addModel("counter", { source: COUNTER });
+/** A step of "Pool.executeStream on one one-worker pool (each step its own streams)": Pool.executeStream: the model's exception comes after its items; a timeout ends the stream */
+async function poolExecuteStreamModelException(pool: Pool): Promise<void> {
   const items: number[] = [];
   await assert.rejects(
     (async () => {
@@ -93,12 +122,10 @@ Deno.test("Pool.executeStream: the model's exception comes after its items; a ti
     })(),
     TimeoutError,
   );
-});
+}
 
-Deno.test("Pool.executeStream: leaving the loop early cancels the model's call", async () => {
-  await using dir = await modelsDir();
-  await using pool = await Pool.start(opts(dir.path));
-  await pool.addModel("counter", { source: COUNTER });
+/** A step of "Pool.executeStream on one one-worker pool (each step its own streams)": Pool.executeStream: leaving the loop early cancels the model's call */
+async function poolExecuteStreamLeavingLoopEarly(pool: Pool): Promise<void> {
   let read = 0;
   for await (const _ of pool.executeStream("counter", { sleep: 0.001 })) {
     if (++read === 3) break;
@@ -109,11 +136,13 @@ Deno.test("Pool.executeStream: leaving the loop early cancels the model's call",
     "the cancelled stream to end on the worker",
   );
   assert.deepEqual(await pool.execute("counter", { n: 1 }), [{ i: 0 }]);
-});
+}
 
-Deno.test("Pool: a cancel reaches an async model where it awaits (asyncio.CancelledError at the await, its finally runs)", async () => {
-  await using dir = await modelsDir();
-  await using pool = await Pool.start(opts(dir.path));
+/** A step of "Pool.executeStream on one one-worker pool (each step its own streams)": Pool: a cancel reaches an async model where it awaits (asyncio.CancelledError at the await, its finally runs) */
+async function poolCancelReachesAsyncModel(
+  pool: Pool,
+  dir: { path: string },
+): Promise<void> {
   // Awaits a slow remote API (here a long asyncio.sleep): its thread runs no
   // bytecode, so the cancel's KeyboardInterrupt alone fired only when the
   // await ended, 60 s later.
@@ -188,12 +217,10 @@ class ABatch:
   ac3.abort();
   await assert.rejects(batched, CancelledError);
   assert.equal(await marker(m3), "cancelled");
-});
+}
 
-Deno.test("ModelStream: concurrent next() calls each get the next item, in call order", async () => {
-  await using dir = await modelsDir();
-  await using pool = await Pool.start(opts(dir.path));
-  await pool.addModel("counter", { source: COUNTER });
+/** A step of "Pool.executeStream on one one-worker pool (each step its own streams)": ModelStream: concurrent next() calls each get the next item, in call order */
+async function modelStreamConcurrentNextCallsEach(pool: Pool): Promise<void> {
   const stream = pool.executeStream<{ i: number }>("counter", {
     n: 3,
     sleep: 0.02,
@@ -220,7 +247,7 @@ Deno.test("ModelStream: concurrent next() calls each get the next item, in call 
   } finally {
     clearTimeout(watchdog);
   }
-});
+}
 
 /** The worker's `parkedCalls` (serverStatus): streams waiting for their reader. */
 async function parkedCalls(pool: Pool): Promise<number | undefined> {
@@ -276,9 +303,11 @@ Deno.test("Pool.executeStream: streams whose readers stop hold no worker thread;
   );
 });
 
-Deno.test("Pool.executeStream: a parked thread-unsafe stream lets its model run; its cancel closes the generator", async () => {
-  await using dir = await modelsDir();
-  await using pool = await Pool.start(opts(dir.path));
+/** A step of "Pool.executeStream on one one-worker pool (each step its own streams)": Pool.executeStream: a parked thread-unsafe stream lets its model run; its cancel closes the generator */
+async function poolExecuteStreamParkedThreadUnsafe(
+  pool: Pool,
+  dir: { path: string },
+): Promise<void> {
   const marker = `${dir.path}/closed`;
   await pool.addModel("unsafe", {
     source: `
@@ -340,4 +369,4 @@ class Unsafe:
     ),
     "GeneratorExit finally",
   );
-});
+}

@@ -286,7 +286,10 @@ Deno.test("Pool's queue-full error counts one queued call in the singular", asyn
   }
 });
 
-Deno.test("Pool times out a queued call and a running call", async () => {
+// The tests of a one-worker pool with maxInFlightPerWorker 1 and no logger of their own (and
+// one of any one-worker pool), as steps on one such pool (a Python server start each,
+// otherwise); each step's models are removed after it, and no Python process outlives the pool.
+Deno.test("Pool calls on one one-worker pool of one call at a time (each step its own models)", async (t) => {
   await using dir = await modelsDir();
   const pids = new PidTracker();
   try {
@@ -294,94 +297,108 @@ Deno.test("Pool times out a queued call and a running call", async () => {
       opts(dir.path, { workers: 1, maxInFlightPerWorker: 1 }),
     );
     pids.watch(pool);
-    await pool.addModel("slow", { file: "slow.py" });
-    const running = pool.execute("slow", { ms: 400 }, { timeout: 100 });
-    const queued = pool.execute("slow", { ms: 0 }, { timeout: 50 });
-    await assert.rejects(queued, TimeoutError);
-    await assert.rejects(running, TimeoutError);
-    const aborted = new AbortController();
-    const blocker = pool.execute("slow", { ms: 200 });
-    const waiting = pool.execute("slow", { ms: 0 }, { signal: aborted.signal });
-    aborted.abort();
-    await assert.rejects(
-      waiting,
-      (err: unknown) => err instanceof PyProxyError && err.code === "CANCELLED",
+    await t.step(
+      "Pool times out a queued call and a running call",
+      () => poolTimesOutQueuedCall(pool).finally(() => removeModels(pool)),
     );
-    await blocker;
-    assert.deepEqual(await pool.request("ping"), "pong");
-    // A timeout beyond setTimeout's range (~24.8 days) does not fire at once in the queue.
-    const long = pool.execute("slow", { ms: 100 });
-    const far = pool.execute("slow", { ms: 0, i: 1 }, { timeout: 2 ** 31 });
-    await long;
-    assert.equal((await far as { i: number }).i, 1);
+    await t.step(
+      "Pool.execute takes any JSON value as msg (an array, a string, a number, null), typed as such",
+      () => poolExecuteTakesAnyJSON(pool).finally(() => removeModels(pool)),
+    );
+    await t.step(
+      "Pool: a call's CancelledError carries its signal's reason as its cause, aborted before it is sent, in the queue or on the worker",
+      () =>
+        poolCallCancelledErrorCarries(pool).finally(() => removeModels(pool)),
+    );
+    await t.step(
+      "Pool counts a worker busy with a call given up on until the server answers its cancel",
+      () =>
+        poolCountsWorkerBusyWith(pool, dir).finally(() => removeModels(pool)),
+    );
   } finally {
     await pids.assertGone();
   }
 });
 
-Deno.test("Pool.execute takes any JSON value as msg (an array, a string, a number, null), typed as such", async () => {
+/** Removes every model of `pool` (a step's models, once it ended). */
+async function removeModels(pool: Pool): Promise<void> {
+  for (const { name } of pool.status().models) await pool.removeModel(name);
+}
+
+/** A step of "Pool calls on one one-worker pool of one call at a time (each step its own models)": Pool times out a queued call and a running call */
+async function poolTimesOutQueuedCall(pool: Pool): Promise<void> {
+  await pool.addModel("slow", { file: "slow.py" });
+  const running = pool.execute("slow", { ms: 400 }, { timeout: 100 });
+  const queued = pool.execute("slow", { ms: 0 }, { timeout: 50 });
+  await assert.rejects(queued, TimeoutError);
+  await assert.rejects(running, TimeoutError);
+  const aborted = new AbortController();
+  const blocker = pool.execute("slow", { ms: 200 });
+  const waiting = pool.execute("slow", { ms: 0 }, { signal: aborted.signal });
+  aborted.abort();
+  await assert.rejects(
+    waiting,
+    (err: unknown) => err instanceof PyProxyError && err.code === "CANCELLED",
+  );
+  await blocker;
+  assert.deepEqual(await pool.request("ping"), "pong");
+  // A timeout beyond setTimeout's range (~24.8 days) does not fire at once in the queue.
+  const long = pool.execute("slow", { ms: 100 });
+  const far = pool.execute("slow", { ms: 0, i: 1 }, { timeout: 2 ** 31 });
+  await long;
+  assert.equal((await far as { i: number }).i, 1);
+}
+
+/** A step of "Pool calls on one one-worker pool of one call at a time (each step its own models)": Pool.execute takes any JSON value as msg (an array, a string, a number, null), typed as such */
+async function poolExecuteTakesAnyJSON(pool: Pool): Promise<void> {
   // The model gets any JSON value (as executeStream's `msg: unknown` and the
   // gateway's bodies); execute's type took only an object or bytes, so a
   // model of rows needed a cast.
-  await using dir = await modelsDir();
-  const pids = new PidTracker();
-  try {
-    await using pool = await Pool.start(opts(dir.path, { workers: 1 }));
-    pids.watch(pool);
-    await pool.addModel("whoami", { file: "whoami.py" });
-    const rows: number[][] = [[1, 2], [3, 4]];
-    for (const msg of [rows, "text", 7, null]) {
-      const out = await pool.execute<{ msg: unknown }>("whoami", msg);
-      assert.deepEqual(out.msg, msg);
-    }
-  } finally {
-    await pids.assertGone();
+  await pool.addModel("whoami", { file: "whoami.py" });
+  const rows: number[][] = [[1, 2], [3, 4]];
+  for (const msg of [rows, "text", 7, null]) {
+    const out = await pool.execute<{ msg: unknown }>("whoami", msg);
+    assert.deepEqual(out.msg, msg);
   }
-});
+}
 
-Deno.test("Pool: a call's CancelledError carries its signal's reason as its cause, aborted before it is sent, in the queue or on the worker", async () => {
+/** A step of "Pool calls on one one-worker pool of one call at a time (each step its own models)": Pool: a call's CancelledError carries its signal's reason as its cause, aborted before it is sent, in the queue or on the worker */
+async function poolCallCancelledErrorCarries(pool: Pool): Promise<void> {
   // A caller that passes AbortSignal.timeout() (or abort(reason)) tells its
   // own deadline from a user's cancel by the cause, whichever moment the
   // signal aborted at.
-  await using dir = await modelsDir();
-  const pids = new PidTracker();
-  try {
-    await using pool = await Pool.start(
-      opts(dir.path, { workers: 1, maxInFlightPerWorker: 1 }),
-    );
-    pids.watch(pool);
-    await pool.addModel("slow", { file: "slow.py" });
-    const causeOf = async (call: Promise<unknown>): Promise<unknown> => {
-      try {
-        await call;
-      } catch (err) {
-        assert.ok(err instanceof CancelledError, String(err));
-        return err.cause;
-      }
-      assert.fail("the call did not reject");
-    };
-    const before = new AbortController();
-    const early = new Error("aborted before the call");
-    before.abort(early);
-    assert.equal(
-      await causeOf(pool.execute("slow", { ms: 0 }, { signal: before.signal })),
-      early,
-    );
-    const running = new AbortController();
-    const onWorker = new Error("aborted on the worker");
-    const blocker = pool.execute("slow", { ms: 300 }, {
-      signal: running.signal,
-    });
-    const queued = new AbortController();
-    const inQueue = new Error("aborted in the queue");
-    const waiting = pool.execute("slow", { ms: 0 }, { signal: queued.signal });
-    queued.abort(inQueue);
-    assert.equal(await causeOf(waiting), inQueue);
-    running.abort(onWorker);
-    assert.equal(await causeOf(blocker), onWorker);
-    // A model that batches: waiting for its batch, and in a batch running.
-    await pool.addModel("batches", {
-      source: `
+  await pool.addModel("slow", { file: "slow.py" });
+  const causeOf = async (call: Promise<unknown>): Promise<unknown> => {
+    try {
+      await call;
+    } catch (err) {
+      assert.ok(err instanceof CancelledError, String(err));
+      return err.cause;
+    }
+    assert.fail("the call did not reject");
+  };
+  const before = new AbortController();
+  const early = new Error("aborted before the call");
+  before.abort(early);
+  assert.equal(
+    await causeOf(pool.execute("slow", { ms: 0 }, { signal: before.signal })),
+    early,
+  );
+  const running = new AbortController();
+  const onWorker = new Error("aborted on the worker");
+  const blocker = pool.execute("slow", { ms: 300 }, {
+    signal: running.signal,
+  });
+  const queued = new AbortController();
+  const inQueue = new Error("aborted in the queue");
+  const waiting = pool.execute("slow", { ms: 0 }, { signal: queued.signal });
+  queued.abort(inQueue);
+  assert.equal(await causeOf(waiting), inQueue);
+  running.abort(onWorker);
+  assert.equal(await causeOf(blocker), onWorker);
+  // A model that batches: waiting for its batch, and in a batch running.
+  await pool.addModel("batches", {
+    source: `
 import time
 class Batches:
     batch_size = 4
@@ -390,26 +407,23 @@ class Batches:
         time.sleep(max(m.get("ms", 0) for m in msgs) / 1000.0)
         return [{} for m in msgs]
 `,
-    });
-    const gathering = new AbortController();
-    const inBatch = new Error("aborted while its batch gathered");
-    const gathered = pool.execute("batches", {}, { signal: gathering.signal });
-    gathering.abort(inBatch);
-    assert.equal(await causeOf(gathered), inBatch);
-    const sent = new AbortController();
-    const whileRunning = new Error("aborted while its batch ran");
-    const onWorker2 = Promise.withResolvers<void>();
-    const ran = pool.execute("batches", { ms: 1000 }, {
-      signal: sent.signal,
-      onSend: () => onWorker2.resolve(),
-    });
-    await onWorker2.promise;
-    sent.abort(whileRunning);
-    assert.equal(await causeOf(ran), whileRunning);
-  } finally {
-    await pids.assertGone();
-  }
-});
+  });
+  const gathering = new AbortController();
+  const inBatch = new Error("aborted while its batch gathered");
+  const gathered = pool.execute("batches", {}, { signal: gathering.signal });
+  gathering.abort(inBatch);
+  assert.equal(await causeOf(gathered), inBatch);
+  const sent = new AbortController();
+  const whileRunning = new Error("aborted while its batch ran");
+  const onWorker2 = Promise.withResolvers<void>();
+  const ran = pool.execute("batches", { ms: 1000 }, {
+    signal: sent.signal,
+    onSend: () => onWorker2.resolve(),
+  });
+  await onWorker2.promise;
+  sent.abort(whileRunning);
+  assert.equal(await causeOf(ran), whileRunning);
+}
 
 Deno.test("Pool rejects a model that fails on one worker, names it, and rolls it back", async () => {
   await using dir = await modelsDir();
@@ -523,8 +537,11 @@ Deno.test("Pool.close lets in-flight calls finish and fails queued and new calls
   }
 });
 
-Deno.test("Pool counts a worker busy with a call given up on until the server answers its cancel", async () => {
-  await using dir = await modelsDir();
+/** A step of "Pool calls on one one-worker pool of one call at a time (each step its own models)": Pool counts a worker busy with a call given up on until the server answers its cancel */
+async function poolCountsWorkerBusyWith(
+  pool: Pool,
+  dir: { path: string },
+): Promise<void> {
   // Marks its start, then sleeps in one C call: a cancel's interrupt lands
   // only after it.
   await Deno.writeTextFile(
@@ -532,44 +549,35 @@ Deno.test("Pool counts a worker busy with a call given up on until the server an
     "import time\nclass Marked:\n    def execute(self, msg):\n        if 'marker' in msg:\n            open(msg['marker'], 'w').close()\n        time.sleep(msg['ms'] / 1000)\n        return {'i': msg['i']}\n",
   );
   const marker = `${dir.path}/started`;
-  const pids = new PidTracker();
-  try {
-    await using pool = await Pool.start(
-      opts(dir.path, { workers: 1, maxInFlightPerWorker: 1 }),
-    );
-    pids.watch(pool);
-    await pool.addModel("marked", { file: "marked.py" });
-    const before = Date.now();
-    const giveUp = new AbortController();
-    const call = pool.execute(
-      "marked",
-      { ms: 1000, i: 0, marker },
-      { signal: giveUp.signal },
-    );
-    call.catch(() => {});
-    // Given up on once the server runs it (a timeout could fire before the
-    // server read the call under load: it then answers the cancel at once).
-    while (!(await exists(marker))) {
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    giveUp.abort();
-    await assert.rejects(call, CancelledError);
-    if (Date.now() - before < 800) {
-      // The server still runs it: the worker is not free for the next call.
-      assert.equal(pool.status().workers[0]!.inFlight, 1);
-      const next = pool.execute<{ i: number }>("marked", { ms: 0, i: 1 });
-      assert.equal(pool.status().queue, 1);
-      assert.equal((await next).i, 1);
-      // Sent only once the server was done with the abandoned call, which
-      // slept from after `before` for 1000 ms.
-      assert.ok(Date.now() - before >= 1000, `${Date.now() - before} ms`);
-    }
-    assert.equal(pool.status().workers[0]!.inFlight, 0);
-    assert.equal(pool.status().queue, 0);
-  } finally {
-    await pids.assertGone();
+  await pool.addModel("marked", { file: "marked.py" });
+  const before = Date.now();
+  const giveUp = new AbortController();
+  const call = pool.execute(
+    "marked",
+    { ms: 1000, i: 0, marker },
+    { signal: giveUp.signal },
+  );
+  call.catch(() => {});
+  // Given up on once the server runs it (a timeout could fire before the
+  // server read the call under load: it then answers the cancel at once).
+  while (!(await exists(marker))) {
+    await new Promise((r) => setTimeout(r, 5));
   }
-});
+  giveUp.abort();
+  await assert.rejects(call, CancelledError);
+  if (Date.now() - before < 800) {
+    // The server still runs it: the worker is not free for the next call.
+    assert.equal(pool.status().workers[0]!.inFlight, 1);
+    const next = pool.execute<{ i: number }>("marked", { ms: 0, i: 1 });
+    assert.equal(pool.status().queue, 1);
+    assert.equal((await next).i, 1);
+    // Sent only once the server was done with the abandoned call, which
+    // slept from after `before` for 1000 ms.
+    assert.ok(Date.now() - before >= 1000, `${Date.now() - before} ms`);
+  }
+  assert.equal(pool.status().workers[0]!.inFlight, 0);
+  assert.equal(pool.status().queue, 0);
+}
 
 async function exists(path: string): Promise<boolean> {
   try {
@@ -846,8 +854,9 @@ Deno.test("Pool fails an addModel whose import kills one worker (rolled back on 
 
 Deno.test("Pool validates per-call options with a ConfigError; timeout 0 times out at once, Infinity never", async () => {
   await using dir = await modelsDir();
+  // One worker: the checks are the host's, and every call goes to a worker.
   await using pool = await Pool.start(
-    opts(dir.path, { requestTimeout: 60_000 }),
+    opts(dir.path, { workers: 1, requestTimeout: 60_000 }),
   );
   await pool.addModel("doubler", { file: "doubler.py" });
   const bad: Array<[Record<string, unknown>, RegExp]> = [
@@ -1306,16 +1315,34 @@ Deno.test("Pool: a worker killed by one model's import fails the other loads und
   }
 });
 
-Deno.test("Pool: an onSend that throws is logged; its call runs and its worker's slot is released, sent at once or from the queue", async () => {
-  // The throw came out of the send between the slot's acquire and the
-  // request: the call never settled and the slot stayed taken, so with
-  // maxInFlightPerWorker 1 every later call waited in the queue for ever
-  // (chaos42).
+// The two tests of a one-worker pool with maxInFlightPerWorker 1 and a recording logger, as
+// steps on one such pool; the first counts the warnings of the throwing onSend calls before
+// the second makes any.
+Deno.test("Pool onSend hooks that throw, on one one-worker pool with a recording logger", async (t) => {
   await using dir = await modelsDir();
   const { logger, entries } = recordingLogger();
   await using pool = await Pool.start(
     opts(dir.path, { workers: 1, maxInFlightPerWorker: 1, logger }),
   );
+  await t.step(
+    "Pool: an onSend that throws is logged; its call runs and its worker's slot is released, sent at once or from the queue",
+    () => poolOnSendThatThrowsLogged(pool, entries),
+  );
+  await t.step(
+    "Pool batching: a call's onSend that throws keeps neither its batch from running nor the batch's other calls' onSend from being called",
+    () => poolBatchingCallSOnSend(pool),
+  );
+});
+
+/** A step of "Pool onSend hooks that throw, on one one-worker pool with a recording logger": Pool: an onSend that throws is logged; its call runs and its worker's slot is released, sent at once or from the queue */
+async function poolOnSendThatThrowsLogged(
+  pool: Pool,
+  entries: ReturnType<typeof recordingLogger>["entries"],
+): Promise<void> {
+  // The throw came out of the send between the slot's acquire and the
+  // request: the call never settled and the slot stayed taken, so with
+  // maxInFlightPerWorker 1 every later call waited in the queue for ever
+  // (chaos42).
   await pool.addModel("slow", { file: "slow.py" });
   const onSend = () => {
     throw new Error("the caller's onSend threw");
@@ -1337,14 +1364,10 @@ Deno.test("Pool: an onSend that throws is logged; its call runs and its worker's
     level === "warn" && message.startsWith("The onSend callback")
   );
   assert.equal(warned.length, 2);
-});
+}
 
-Deno.test("Pool batching: a call's onSend that throws keeps neither its batch from running nor the batch's other calls' onSend from being called", async () => {
-  await using dir = await modelsDir();
-  const { logger } = recordingLogger();
-  await using pool = await Pool.start(
-    opts(dir.path, { workers: 1, maxInFlightPerWorker: 1, logger }),
-  );
+/** A step of "Pool onSend hooks that throw, on one one-worker pool with a recording logger": Pool batching: a call's onSend that throws keeps neither its batch from running nor the batch's other calls' onSend from being called */
+async function poolBatchingCallSOnSend(pool: Pool): Promise<void> {
   await pool.addModel("batcher", {
     source: `
 import time
@@ -1377,4 +1400,4 @@ class Batcher:
   assert.deepEqual(sent, ["w1"]);
   await busy;
   assert.equal(pool.status().workers[0]!.inFlight, 0);
-});
+}

@@ -150,180 +150,196 @@ Deno.test("Pool versions: a placed version's NoWorkerError names it by model and
   }
 });
 
-Deno.test("Pool versions: labels are checked, a version is not added twice, a name is versioned or not, the default goes last", async () => {
+// The tests of a default one-worker pool, as steps on one such pool (a Python server start
+// each, otherwise); each step's models are removed after it, and no Python process outlives
+// the pool.
+Deno.test("Pool versions on one one-worker pool (each step its own models)", async (t) => {
   await using dir = await modelsDir();
   const pids = new PidTracker();
   try {
     await using pool = await Pool.start(poolOptions(dir.path, { workers: 1 }));
     pids.watch(pool);
-    for (
-      const bad of ["", " 1", "a/b", "..", ".hidden", "x".repeat(65), "1@2", 2]
-    ) {
-      await assert.rejects(
-        pool.addModel("m", spec("a", bad as string)),
-        (err: unknown) =>
-          err instanceof ConfigError &&
-          /version: expected 1-64 characters/.test(err.message),
-        `label ${JSON.stringify(bad)}`,
-      );
-    }
+    await t.step(
+      "Pool versions: labels are checked, a version is not added twice, a name is versioned or not, the default goes last",
+      () =>
+        poolVersionsLabelsAreChecked(pool).finally(() => removeModels(pool)),
+    );
+    await t.step(
+      "Pool versions: a version's internal name (name@label) is no model of its own: add, update, remove and init without a version are refused; a model named name@label keeps that label from being added",
+      () =>
+        poolVersionsVersionInternalName(pool).finally(() => removeModels(pool)),
+    );
+    await t.step(
+      "Pool versions: removeModel(name) removes every version even when the default moves or a version is added while it runs (was refused half way: 'it is the default version')",
+      () =>
+        poolVersionsRemoveModelNameRemoves(pool).finally(() =>
+          removeModels(pool)
+        ),
+    );
+  } finally {
+    await pids.assertGone();
+  }
+});
+
+/** Removes every model of `pool`, each version of it (a step's models, once it ended). */
+async function removeModels(pool: Pool): Promise<void> {
+  const names = new Set(pool.status().models.map((m) => m.name));
+  for (const name of names) await pool.removeModel(name);
+}
+
+/** A step of "Pool versions on one one-worker pool (each step its own models)": Pool versions: labels are checked, a version is not added twice, a name is versioned or not, the default goes last */
+async function poolVersionsLabelsAreChecked(pool: Pool): Promise<void> {
+  for (
+    const bad of ["", " 1", "a/b", "..", ".hidden", "x".repeat(65), "1@2", 2]
+  ) {
     await assert.rejects(
-      pool.addModel("a@b", spec("a", "1")),
+      pool.addModel("m", spec("a", bad as string)),
       (err: unknown) =>
-        err instanceof ConfigError && /has no '@'/.test(err.message),
+        err instanceof ConfigError &&
+        /version: expected 1-64 characters/.test(err.message),
+      `label ${JSON.stringify(bad)}`,
     );
-    await pool.addModel("m", spec("a", "1"));
-    // Each refusal also as the gateway words it from its details: the
-    // routes to call, not the library's spec field or method.
-    const gatewaySays = async (p: Promise<unknown>, message: string) => {
-      const err = await p.then(
-        () => assert.fail("expected a refusal"),
-        (e) => e,
-      );
-      const { status, body } = describeError(err, false);
-      assert.equal(status, 400);
-      assert.equal(body.message, message);
-    };
-    await assert.rejects(
-      pool.addModel("m", spec("a", "1")),
-      /Cannot add model 'm' version '1': it already exists \(updateModel replaces it\)/,
-    );
-    await gatewaySays(
-      pool.addModel("m", spec("a", "1")),
-      "Cannot load model 'm' version '1': it is already loaded (PUT /v1/models/m/versions/1 replaces it)",
-    );
-    await assert.rejects(
-      pool.addModel("m", { source: TAGGED, options: { v: "x" } }),
-      /Cannot add model 'm' without a version: it has versions \(1; default 1\); give spec\.version/,
-    );
-    await gatewaySays(
-      pool.addModel("m", { source: TAGGED, options: { v: "x" } }),
-      "Cannot load model 'm' without a version: it has versions (1; default 1): PUT /v1/models/m/versions/{version} loads or replaces one, DELETE /v1/models/m removes every version",
-    );
-    await assert.rejects(
-      pool.updateModel("m", { source: TAGGED, options: { v: "x" } }),
-      /Cannot update model 'm' without a version/,
-    );
-    await gatewaySays(
-      pool.updateModel("m", { source: TAGGED, options: { v: "x" } }),
-      "Cannot replace model 'm' without a version: it has versions (1; default 1): PUT /v1/models/m/versions/{version} loads or replaces one, DELETE /v1/models/m removes every version",
-    );
-    await assert.rejects(
-      pool.updateModel("m", spec("b", "2")),
-      notFound(/Cannot update model "m" version "2": its versions are 1/),
-    );
-    await pool.addModel("plain", { source: TAGGED, options: { v: "p" } });
-    await assert.rejects(
-      pool.addModel("plain", spec("a", "1")),
-      /'plain' is loaded without a version/,
-    );
-    assert.equal((await pool.execute<Tag>("plain", {})).v, "p");
-    assert.equal(pool.modelVersions("plain"), undefined);
-    await pool.addModel("m", spec("b", "2"));
-    await pool.addModel("m", spec("c", "3"));
-    await assert.rejects(
-      pool.removeModel("m", { version: "1" }),
-      /Cannot remove model 'm' version '1': it is the default version; make another one the default first/,
-    );
-    await pool.removeModel("m", { version: "2" });
-    assert.deepEqual(pool.modelVersions("m"), {
-      versions: ["1", "3"],
-      default: "1",
-    });
-    await assert.rejects(
-      pool.execute("m", {}, { version: "2" }),
-      notFound(/its versions are 1, 3/),
-    );
-    // Without a version: every version, the default last.
-    await pool.removeModel("m");
-    assert.equal(pool.modelVersions("m"), undefined);
-    assert.deepEqual(pool.status().models.map((m) => m.name), ["plain"]);
-    await assert.rejects(pool.execute("m", {}), notFound(/'m'/));
-    // The name takes versions, or none, again.
-    await pool.addModel("m", { source: TAGGED, options: { v: "u" } });
-    assert.equal((await pool.execute<Tag>("m", {})).v, "u");
-  } finally {
-    await pids.assertGone();
   }
-});
+  await assert.rejects(
+    pool.addModel("a@b", spec("a", "1")),
+    (err: unknown) =>
+      err instanceof ConfigError && /has no '@'/.test(err.message),
+  );
+  await pool.addModel("m", spec("a", "1"));
+  // Each refusal also as the gateway words it from its details: the
+  // routes to call, not the library's spec field or method.
+  const gatewaySays = async (p: Promise<unknown>, message: string) => {
+    const err = await p.then(
+      () => assert.fail("expected a refusal"),
+      (e) => e,
+    );
+    const { status, body } = describeError(err, false);
+    assert.equal(status, 400);
+    assert.equal(body.message, message);
+  };
+  await assert.rejects(
+    pool.addModel("m", spec("a", "1")),
+    /Cannot add model 'm' version '1': it already exists \(updateModel replaces it\)/,
+  );
+  await gatewaySays(
+    pool.addModel("m", spec("a", "1")),
+    "Cannot load model 'm' version '1': it is already loaded (PUT /v1/models/m/versions/1 replaces it)",
+  );
+  await assert.rejects(
+    pool.addModel("m", { source: TAGGED, options: { v: "x" } }),
+    /Cannot add model 'm' without a version: it has versions \(1; default 1\); give spec\.version/,
+  );
+  await gatewaySays(
+    pool.addModel("m", { source: TAGGED, options: { v: "x" } }),
+    "Cannot load model 'm' without a version: it has versions (1; default 1): PUT /v1/models/m/versions/{version} loads or replaces one, DELETE /v1/models/m removes every version",
+  );
+  await assert.rejects(
+    pool.updateModel("m", { source: TAGGED, options: { v: "x" } }),
+    /Cannot update model 'm' without a version/,
+  );
+  await gatewaySays(
+    pool.updateModel("m", { source: TAGGED, options: { v: "x" } }),
+    "Cannot replace model 'm' without a version: it has versions (1; default 1): PUT /v1/models/m/versions/{version} loads or replaces one, DELETE /v1/models/m removes every version",
+  );
+  await assert.rejects(
+    pool.updateModel("m", spec("b", "2")),
+    notFound(/Cannot update model "m" version "2": its versions are 1/),
+  );
+  await pool.addModel("plain", { source: TAGGED, options: { v: "p" } });
+  await assert.rejects(
+    pool.addModel("plain", spec("a", "1")),
+    /'plain' is loaded without a version/,
+  );
+  assert.equal((await pool.execute<Tag>("plain", {})).v, "p");
+  assert.equal(pool.modelVersions("plain"), undefined);
+  await pool.addModel("m", spec("b", "2"));
+  await pool.addModel("m", spec("c", "3"));
+  await assert.rejects(
+    pool.removeModel("m", { version: "1" }),
+    /Cannot remove model 'm' version '1': it is the default version; make another one the default first/,
+  );
+  await pool.removeModel("m", { version: "2" });
+  assert.deepEqual(pool.modelVersions("m"), {
+    versions: ["1", "3"],
+    default: "1",
+  });
+  await assert.rejects(
+    pool.execute("m", {}, { version: "2" }),
+    notFound(/its versions are 1, 3/),
+  );
+  // Without a version: every version, the default last.
+  await pool.removeModel("m");
+  assert.equal(pool.modelVersions("m"), undefined);
+  assert.deepEqual(pool.status().models.map((m) => m.name), ["plain"]);
+  await assert.rejects(pool.execute("m", {}), notFound(/'m'/));
+  // The name takes versions, or none, again.
+  await pool.addModel("m", { source: TAGGED, options: { v: "u" } });
+  assert.equal((await pool.execute<Tag>("m", {})).v, "u");
+}
 
-Deno.test("Pool versions: a version's internal name (name@label) is no model of its own: add, update, remove and init without a version are refused; a model named name@label keeps that label from being added", async () => {
-  await using dir = await modelsDir();
-  const pids = new PidTracker();
-  try {
-    await using pool = await Pool.start(poolOptions(dir.path, { workers: 1 }));
-    pids.watch(pool);
-    await pool.addModel("s", spec("one", "1"));
-    await pool.addModel("s", spec("two", "2"));
-    const plain = { source: TAGGED, options: { v: "plain" } };
-    const refused = (action: string, label: string) =>
-      new RegExp(
-        `Cannot ${action} model 's@${label}': it is version '${label}' of model 's' \\(${action} 's' with version '${label}'\\)`,
-      );
-    await assert.rejects(pool.addModel("s@2", plain), refused("add", "2"));
-    // Before: the update replaced version 2 without its label (status
-    // listed it as a model of its own) ...
-    await assert.rejects(
-      pool.updateModel("s@2", plain),
-      refused("update", "2"),
+/** A step of "Pool versions on one one-worker pool (each step its own models)": Pool versions: a version's internal name (name@label) is no model of its own: add, update, remove and init without a version are refused; a model named name@label keeps that label from being added */
+async function poolVersionsVersionInternalName(pool: Pool): Promise<void> {
+  await pool.addModel("s", spec("one", "1"));
+  await pool.addModel("s", spec("two", "2"));
+  const plain = { source: TAGGED, options: { v: "plain" } };
+  const refused = (action: string, label: string) =>
+    new RegExp(
+      `Cannot ${action} model 's@${label}': it is version '${label}' of model 's' \\(${action} 's' with version '${label}'\\)`,
     );
-    // ... and the remove left label 2 listed with nothing to run it:
-    // removeModel("s") then failed for good.
-    await assert.rejects(pool.removeModel("s@2"), refused("remove", "2"));
-    await assert.rejects(
-      pool.initModel("s@2", "data.json"),
-      refused("init", "2"),
-    );
-    assert.equal(
-      (await pool.execute<Tag>("s", {}, { version: "2" })).v,
-      "two",
-    );
-    assert.deepEqual(
-      pool.status().models.map((m) => `${m.name} ${m.version}`),
-      ["s 1", "s 2"],
-    );
-    // A label the model does not have: the name is anyone's.
-    await pool.addModel("s@3", plain);
-    await assert.rejects(
-      pool.addModel("s", spec("three", "3")),
-      /Cannot add model 's' version '3': a model named 's@3' is loaded without a version/,
-    );
-    assert.equal((await pool.execute<Tag>("s@3", {})).v, "plain");
-    await pool.removeModel("s@3");
-    await pool.removeModel("s");
-    assert.equal(pool.modelVersions("s"), undefined);
-    assert.deepEqual(pool.status().models, []);
-  } finally {
-    await pids.assertGone();
-  }
-});
+  await assert.rejects(pool.addModel("s@2", plain), refused("add", "2"));
+  // Before: the update replaced version 2 without its label (status
+  // listed it as a model of its own) ...
+  await assert.rejects(
+    pool.updateModel("s@2", plain),
+    refused("update", "2"),
+  );
+  // ... and the remove left label 2 listed with nothing to run it:
+  // removeModel("s") then failed for good.
+  await assert.rejects(pool.removeModel("s@2"), refused("remove", "2"));
+  await assert.rejects(
+    pool.initModel("s@2", "data.json"),
+    refused("init", "2"),
+  );
+  assert.equal(
+    (await pool.execute<Tag>("s", {}, { version: "2" })).v,
+    "two",
+  );
+  assert.deepEqual(
+    pool.status().models.map((m) => `${m.name} ${m.version}`),
+    ["s 1", "s 2"],
+  );
+  // A label the model does not have: the name is anyone's.
+  await pool.addModel("s@3", plain);
+  await assert.rejects(
+    pool.addModel("s", spec("three", "3")),
+    /Cannot add model 's' version '3': a model named 's@3' is loaded without a version/,
+  );
+  assert.equal((await pool.execute<Tag>("s@3", {})).v, "plain");
+  await pool.removeModel("s@3");
+  await pool.removeModel("s");
+  assert.equal(pool.modelVersions("s"), undefined);
+  assert.deepEqual(pool.status().models, []);
+}
 
-Deno.test("Pool versions: removeModel(name) removes every version even when the default moves or a version is added while it runs (was refused half way: 'it is the default version')", async () => {
-  await using dir = await modelsDir();
-  const pids = new PidTracker();
-  try {
-    await using pool = await Pool.start(poolOptions(dir.path, { workers: 1 }));
-    pids.watch(pool);
-    for (const l of ["1", "2", "3"]) await pool.addModel("m", spec(l, l));
-    // Queued behind the removal of version 2: version 3, which the removal
-    // had planned to remove before the default, is the default by then.
-    const removed = pool.removeModel("m");
-    const moved = pool.setDefaultVersion("m", "3");
-    assert.deepEqual(await removed, { name: "m@3", removed: true });
-    await moved;
-    assert.equal(pool.modelVersions("m"), undefined);
-    for (const l of ["1", "2"]) await pool.addModel("n", spec(l, l));
-    // A version added while the others go goes too.
-    const gone = pool.removeModel("n");
-    const added = pool.addModel("n", spec("4", "4"));
-    await added;
-    await gone;
-    assert.equal(pool.modelVersions("n"), undefined);
-    assert.deepEqual(pool.status().models, []);
-  } finally {
-    await pids.assertGone();
-  }
-});
+/** A step of "Pool versions on one one-worker pool (each step its own models)": Pool versions: removeModel(name) removes every version even when the default moves or a version is added while it runs (was refused half way: 'it is the default version') */
+async function poolVersionsRemoveModelNameRemoves(pool: Pool): Promise<void> {
+  for (const l of ["1", "2", "3"]) await pool.addModel("m", spec(l, l));
+  // Queued behind the removal of version 2: version 3, which the removal
+  // had planned to remove before the default, is the default by then.
+  const removed = pool.removeModel("m");
+  const moved = pool.setDefaultVersion("m", "3");
+  assert.deepEqual(await removed, { name: "m@3", removed: true });
+  await moved;
+  assert.equal(pool.modelVersions("m"), undefined);
+  for (const l of ["1", "2"]) await pool.addModel("n", spec(l, l));
+  // A version added while the others go goes too.
+  const gone = pool.removeModel("n");
+  const added = pool.addModel("n", spec("4", "4"));
+  await added;
+  await gone;
+  assert.equal(pool.modelVersions("n"), undefined);
+  assert.deepEqual(pool.status().models, []);
+}
 
 Deno.test("Pool versions: a plugin's onRequest sees a version's calls under name@label, a call without a version under its default's, the new one after setDefaultVersion", async () => {
   await using dir = await modelsDir();

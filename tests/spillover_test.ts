@@ -181,79 +181,95 @@ Deno.test("spillover's size bound refuses nesting deeper than MAX_JSON_DEPTH and
   );
 });
 
-Deno.test("spillover: a BigInt, a cycle, nesting too deep or a getter that throws fails with SerializationError, blaming no plugin", async () => {
+// The two tests of a pool with spillover({ threshold: 1024 }) alone, as steps on one such pool
+// (a Python server start each, otherwise); the first checks that nothing was spilled yet, so it
+// goes first.
+Deno.test("spillover refusing messages that are not JSON, on one pool with a 1 KiB threshold", async (t) => {
   const spill = spillover({ threshold: 1024 });
   const pool = await startPool([spill]);
   try {
-    const cycle: Record<string, unknown> = { pad: "p".repeat(100) };
-    cycle.self = cycle;
-    const big = { data: "x".repeat(4096), n: 2n };
-    const cases: Array<[Record<string, unknown>, RegExp]> = [
-      [{ op: "len", n: 1n }, /msg\.n is a BigInt/],
-      [big, /msg\.n is a BigInt/],
-      [{ op: "len", c: cycle }, /msg\.c\.self is circular/],
-      [{ op: "len", d: nested(5000) }, /msg\.d\.a\.a.* nested deeper than 900/],
-      // A getter that throws as it is read (was a PluginError blaming
-      // spillover: the look for the cause read it again and threw).
-      [{
-        op: "len",
-        get x(): number {
-          throw new Error("unreadable");
-        },
-      }, /reading it threw \(unreadable\)/],
-    ];
-    for (const [msg, message] of cases) {
-      await assert.rejects(pool.execute("spill_echo", msg), (err) => {
-        assert.ok(err instanceof SerializationError, String(err));
-        assert.equal(err.code, "SERIALIZATION");
-        assert.match(err.message, /^Cannot send executeModel: /);
-        assert.match(err.message, message);
-        return true;
-      });
-    }
-    // Found before anything was spilled or hashed: no file, no hash thread.
-    assert.equal(spill.stats.spilledOut, 0);
-    assert.equal(spill.stats.hashedOffThread, 0);
-    assert.equal(spill.pendingBytes, 0);
-    // The deepest message the limit allows still reaches Python and back.
-    const deep = nested(MAX_JSON_DEPTH - 3);
-    assert.deepEqual(
-      await pool.execute("spill_echo", { op: "echo", d: deep }),
-      { op: "echo", d: deep },
+    await t.step(
+      "spillover: a BigInt, a cycle, nesting too deep or a getter that throws fails with SerializationError, blaming no plugin",
+      () => spilloverBigIntCycleNestingToo(pool, spill),
+    );
+    await t.step(
+      "spillover: a toJSON that throws is a SerializationError, as without the plugin, small or large",
+      () => spilloverToJSONThatThrowsSerializationError(pool, spill),
     );
   } finally {
     await pool.close();
   }
 });
 
-Deno.test("spillover: a toJSON that throws is a SerializationError, as without the plugin, small or large", async () => {
-  const spill = spillover({ threshold: 1024 });
-  const pool = await startPool([spill]);
-  try {
-    const bad = {
-      toJSON() {
-        throw new Error("tj");
+/** A step of "spillover refusing messages that are not JSON, on one pool with a 1 KiB threshold": spillover: a BigInt, a cycle, nesting too deep or a getter that throws fails with SerializationError, blaming no plugin */
+async function spilloverBigIntCycleNestingToo(
+  pool: Pool,
+  spill: SpilloverPlugin,
+): Promise<void> {
+  const cycle: Record<string, unknown> = { pad: "p".repeat(100) };
+  cycle.self = cycle;
+  const big = { data: "x".repeat(4096), n: 2n };
+  const cases: Array<[Record<string, unknown>, RegExp]> = [
+    [{ op: "len", n: 1n }, /msg\.n is a BigInt/],
+    [big, /msg\.n is a BigInt/],
+    [{ op: "len", c: cycle }, /msg\.c\.self is circular/],
+    [{ op: "len", d: nested(5000) }, /msg\.d\.a\.a.* nested deeper than 900/],
+    // A getter that throws as it is read (was a PluginError blaming
+    // spillover: the look for the cause read it again and threw).
+    [{
+      op: "len",
+      get x(): number {
+        throw new Error("unreadable");
       },
-    };
-    for (const msg of [{ t: bad }, { t: bad, pad: "p".repeat(4096) }]) {
-      await assert.rejects(pool.execute("spill_echo", msg), (err) => {
-        assert.ok(err instanceof SerializationError, String(err));
-        assert.equal(
-          err.message,
-          "Cannot send executeModel: it is not JSON (tj)",
-        );
-        return true;
-      });
-    }
-    assert.equal(spill.pendingBytes, 0);
-    assert.deepEqual(
-      await pool.execute("spill_echo", { op: "echo", n: 1 }),
-      { op: "echo", n: 1 },
-    );
-  } finally {
-    await pool.close();
+    }, /reading it threw \(unreadable\)/],
+  ];
+  for (const [msg, message] of cases) {
+    await assert.rejects(pool.execute("spill_echo", msg), (err) => {
+      assert.ok(err instanceof SerializationError, String(err));
+      assert.equal(err.code, "SERIALIZATION");
+      assert.match(err.message, /^Cannot send executeModel: /);
+      assert.match(err.message, message);
+      return true;
+    });
   }
-});
+  // Found before anything was spilled or hashed: no file, no hash thread.
+  assert.equal(spill.stats.spilledOut, 0);
+  assert.equal(spill.stats.hashedOffThread, 0);
+  assert.equal(spill.pendingBytes, 0);
+  // The deepest message the limit allows still reaches Python and back.
+  const deep = nested(MAX_JSON_DEPTH - 3);
+  assert.deepEqual(
+    await pool.execute("spill_echo", { op: "echo", d: deep }),
+    { op: "echo", d: deep },
+  );
+}
+
+/** A step of "spillover refusing messages that are not JSON, on one pool with a 1 KiB threshold": spillover: a toJSON that throws is a SerializationError, as without the plugin, small or large */
+async function spilloverToJSONThatThrowsSerializationError(
+  pool: Pool,
+  spill: SpilloverPlugin,
+): Promise<void> {
+  const bad = {
+    toJSON() {
+      throw new Error("tj");
+    },
+  };
+  for (const msg of [{ t: bad }, { t: bad, pad: "p".repeat(4096) }]) {
+    await assert.rejects(pool.execute("spill_echo", msg), (err) => {
+      assert.ok(err instanceof SerializationError, String(err));
+      assert.equal(
+        err.message,
+        "Cannot send executeModel: it is not JSON (tj)",
+      );
+      return true;
+    });
+  }
+  assert.equal(spill.pendingBytes, 0);
+  assert.deepEqual(
+    await pool.execute("spill_echo", { op: "echo", n: 1 }),
+    { op: "echo", n: 1 },
+  );
+}
 
 Deno.test("spillover: a bad threshold or maxBytes is a ConfigError, and so is a dir where no directory can be made", async () => {
   for (
